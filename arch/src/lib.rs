@@ -1,2 +1,23 @@
-//! placeholder
+//! `arch` owns the Armv8-A facts the hypervisor reasons with, as pure code that runs
+//! on the host as well as at EL2:
+//!
+//! - [`iss`]: typed bitfields for the ISS encodings of ESR_EL2 we decode;
+//! - [`exit`]: decoding a trap (ESR_EL2, FAR_EL2, HPFAR_EL2) into the one [`Exit`]
+//!   enum that `el2` dispatches on;
+//! - [`smccc`]: SMCCC 1.1 and PSCI 1.1 function identifiers, return codes and the
+//!   pure part of handling them (argument validation, per-vCPU power state);
+//! - [`sysreg`]: system-register encodings and the ID-register sanitising policy;
+//! - [`inject`]: the exception-entry arithmetic for injecting aborts and undefined
+//!   instructions into a guest's EL1.
+//!
+//! Nothing here touches a register: `el2` reads the hardware and passes the values in.
 #![no_std]
+#![forbid(unsafe_code)]
+
+pub mod exit;
+pub mod inject;
+pub mod iss;
+pub mod smccc;
+pub mod sysreg;
+
+pub use exit::{decode, AbortKind, Exit, MmioAccess};

@@ -1,0 +1,365 @@
+//! SMCCC 1.1 and PSCI 1.1 as seen by a guest: function identifiers, return codes and
+//! the pure half of handling a call (validation and the power state machine). `el2`
+//! carries out the [`PowerAction`] that comes back.
+
+/// SMCCC function identifiers (Arm DEN0028).
+pub mod func {
+    pub const SMCCC_VERSION: u32 = 0x8000_0000;
+    pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
+    pub const SMCCC_ARCH_WORKAROUND_1: u32 = 0x8000_8000;
+    pub const SMCCC_ARCH_WORKAROUND_2: u32 = 0x8000_7fff;
+    pub const SMCCC_ARCH_WORKAROUND_3: u32 = 0x8000_3fff;
+
+    /// PSCI function identifiers (Arm DEN0022); `*_64` are the SMC64 forms.
+    pub const PSCI_VERSION: u32 = 0x8400_0000;
+    pub const PSCI_CPU_SUSPEND: u32 = 0x8400_0001;
+    pub const PSCI_CPU_SUSPEND_64: u32 = 0xc400_0001;
+    pub const PSCI_CPU_OFF: u32 = 0x8400_0002;
+    pub const PSCI_CPU_ON: u32 = 0x8400_0003;
+    pub const PSCI_CPU_ON_64: u32 = 0xc400_0003;
+    pub const PSCI_AFFINITY_INFO: u32 = 0x8400_0004;
+    pub const PSCI_AFFINITY_INFO_64: u32 = 0xc400_0004;
+    pub const PSCI_MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
+    pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
+    pub const PSCI_SYSTEM_RESET: u32 = 0x8400_0009;
+    pub const PSCI_FEATURES: u32 = 0x8400_000a;
+}
+
+/// SMCCC and PSCI return codes, as the signed values the guest reads in x0.
+pub mod ret {
+    pub const SUCCESS: i64 = 0;
+    pub const NOT_SUPPORTED: i64 = -1;
+    pub const NOT_REQUIRED: i64 = -2;
+    pub const INVALID_PARAMETERS: i64 = -2;
+    pub const DENIED: i64 = -3;
+    pub const ALREADY_ON: i64 = -4;
+    pub const ON_PENDING: i64 = -5;
+    pub const INTERNAL_FAILURE: i64 = -6;
+    pub const INVALID_ADDRESS: i64 = -9;
+}
+
+/// SMCCC_VERSION answer: 1.1.
+pub const SMCCC_VERSION_1_1: u64 = 0x1_0001;
+/// PSCI_VERSION answer: 1.1.
+pub const PSCI_VERSION_1_1: u64 = 0x1_0001;
+/// MIGRATE_INFO_TYPE answer: no Trusted OS that needs migration.
+pub const MIGRATE_INFO_TYPE_NOT_REQUIRED: u64 = 2;
+/// The MPIDR bits that name a PE: Aff3 [39:32], Aff2 [23:16], Aff1 [15:8], Aff0 [7:0].
+pub const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+
+/// PSCI AFFINITY_INFO states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuPower {
+    On = 0,
+    Off = 1,
+    OnPending = 2,
+}
+
+/// What the VM looks like to the power state machine.
+pub trait PowerTopology {
+    /// The vCPU whose MPIDR affinity matches `mpidr` (already masked).
+    fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize>;
+    /// The power state of vCPU `idx`.
+    fn power(&self, idx: usize) -> CpuPower;
+    /// Whether the guest may start a vCPU at this intermediate physical address.
+    fn valid_entry(&self, ipa: u64) -> bool;
+}
+
+/// The platform's own firmware, asked on the guest's behalf about CPU-vulnerability
+/// workarounds (they are properties of the physical CPU).
+pub trait HostFirmware {
+    /// SMCCC_ARCH_FEATURES(`id`) as answered by the host firmware.
+    fn arch_features(&self, id: u32) -> i64;
+}
+
+/// What the hypervisor must do after answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    None,
+    /// Start vCPU `target` at `entry` with `context_id` in x0, MMU off, EL1h.
+    CpuOn {
+        target: usize,
+        entry: u64,
+        context_id: u64,
+    },
+    /// Stop the calling vCPU.
+    CpuOff,
+    /// Power the VM off.
+    SystemOff,
+    /// Reset the VM.
+    SystemReset,
+    /// Run the named workaround in host firmware before returning.
+    HostWorkaround(u32),
+}
+
+/// The answer to one call: x0..x3 for the guest and an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallOutcome {
+    pub x0: u64,
+    pub action: PowerAction,
+}
+
+fn ok(x0: u64) -> CallOutcome {
+    CallOutcome {
+        x0,
+        action: PowerAction::None,
+    }
+}
+
+fn err(code: i64) -> CallOutcome {
+    ok(code as u64)
+}
+
+/// Whether a function id names something this hypervisor implements (PSCI_FEATURES and
+/// SMCCC_ARCH_FEATURES answer from this).
+pub fn implemented(id: u32) -> bool {
+    use func::*;
+    matches!(
+        id,
+        SMCCC_VERSION
+            | SMCCC_ARCH_FEATURES
+            | PSCI_VERSION
+            | PSCI_CPU_OFF
+            | PSCI_CPU_ON
+            | PSCI_CPU_ON_64
+            | PSCI_AFFINITY_INFO
+            | PSCI_AFFINITY_INFO_64
+            | PSCI_MIGRATE_INFO_TYPE
+            | PSCI_SYSTEM_OFF
+            | PSCI_SYSTEM_RESET
+            | PSCI_FEATURES
+    )
+}
+
+/// Handles one SMCCC call made with `x` = x0..x3 by vCPU `caller`.
+pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmware) -> CallOutcome {
+    use func::*;
+    // SMCCC: the function identifier is the low 32 bits of x0.
+    let id = x[0] as u32;
+    // SMC32/HVC32 calls pass 32-bit arguments.
+    let smc64 = id & (1 << 30) != 0;
+    let arg = |i: usize| if smc64 { x[i] } else { x[i] & 0xffff_ffff };
+    match id {
+        SMCCC_VERSION => ok(SMCCC_VERSION_1_1),
+        SMCCC_ARCH_FEATURES => {
+            let q = arg(1) as u32;
+            match q {
+                SMCCC_ARCH_WORKAROUND_1 | SMCCC_ARCH_WORKAROUND_2 | SMCCC_ARCH_WORKAROUND_3 => {
+                    err(host.arch_features(q))
+                }
+                q if implemented(q) => ok(0),
+                _ => err(ret::NOT_SUPPORTED),
+            }
+        }
+        SMCCC_ARCH_WORKAROUND_1 | SMCCC_ARCH_WORKAROUND_2 | SMCCC_ARCH_WORKAROUND_3 => {
+            if host.arch_features(id) == ret::SUCCESS {
+                CallOutcome {
+                    x0: 0,
+                    action: PowerAction::HostWorkaround(id),
+                }
+            } else {
+                err(ret::NOT_SUPPORTED)
+            }
+        }
+        PSCI_VERSION => ok(PSCI_VERSION_1_1),
+        PSCI_FEATURES => {
+            let q = arg(1) as u32;
+            if implemented(q) && q != SMCCC_VERSION && q != SMCCC_ARCH_FEATURES {
+                ok(0)
+            } else {
+                err(ret::NOT_SUPPORTED)
+            }
+        }
+        PSCI_MIGRATE_INFO_TYPE => ok(MIGRATE_INFO_TYPE_NOT_REQUIRED),
+        PSCI_CPU_ON | PSCI_CPU_ON_64 => {
+            let Some(target) = topo.vcpu_by_mpidr(arg(1) & MPIDR_AFFINITY_MASK) else {
+                log::warn!("PSCI CPU_ON: no vCPU has MPIDR {:#x}", arg(1));
+                return err(ret::INVALID_PARAMETERS);
+            };
+            match topo.power(target) {
+                CpuPower::On => err(ret::ALREADY_ON),
+                CpuPower::OnPending => err(ret::ON_PENDING),
+                CpuPower::Off if !topo.valid_entry(arg(2)) => {
+                    log::warn!("PSCI CPU_ON: entry {:#x} is not guest RAM", arg(2));
+                    err(ret::INVALID_ADDRESS)
+                }
+                CpuPower::Off => CallOutcome {
+                    x0: 0,
+                    action: PowerAction::CpuOn {
+                        target,
+                        entry: arg(2),
+                        context_id: arg(3),
+                    },
+                },
+            }
+        }
+        PSCI_CPU_OFF => CallOutcome {
+            x0: ret::DENIED as u64,
+            action: PowerAction::CpuOff,
+        },
+        PSCI_AFFINITY_INFO | PSCI_AFFINITY_INFO_64 => {
+            if arg(2) != 0 {
+                return err(ret::INVALID_PARAMETERS);
+            }
+            match topo.vcpu_by_mpidr(arg(1) & MPIDR_AFFINITY_MASK) {
+                Some(i) => ok(topo.power(i) as u64),
+                None => err(ret::INVALID_PARAMETERS),
+            }
+        }
+        PSCI_SYSTEM_OFF => CallOutcome {
+            x0: 0,
+            action: PowerAction::SystemOff,
+        },
+        PSCI_SYSTEM_RESET => CallOutcome {
+            x0: 0,
+            action: PowerAction::SystemReset,
+        },
+        _ => {
+            log::debug!("SMCCC call {id:#x} not supported");
+            err(ret::NOT_SUPPORTED)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Vm {
+        mpidrs: [u64; 2],
+        power: [CpuPower; 2],
+    }
+    impl PowerTopology for Vm {
+        fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
+            self.mpidrs.iter().position(|m| *m == mpidr)
+        }
+        fn power(&self, idx: usize) -> CpuPower {
+            self.power[idx]
+        }
+        fn valid_entry(&self, ipa: u64) -> bool {
+            (0x4000_0000..0x6000_0000).contains(&ipa)
+        }
+    }
+    struct Fw;
+    impl HostFirmware for Fw {
+        fn arch_features(&self, id: u32) -> i64 {
+            if id == func::SMCCC_ARCH_WORKAROUND_1 {
+                ret::SUCCESS
+            } else {
+                ret::NOT_SUPPORTED
+            }
+        }
+    }
+    fn vm() -> Vm {
+        Vm {
+            mpidrs: [0, 1],
+            power: [CpuPower::On, CpuPower::Off],
+        }
+    }
+    fn call(x: [u64; 4]) -> CallOutcome {
+        handle_call(x, &vm(), &Fw)
+    }
+    const NS: u64 = ret::NOT_SUPPORTED as u64;
+
+    #[test]
+    fn versions() {
+        assert_eq!(call([func::PSCI_VERSION as u64, 0, 0, 0]).x0, 0x1_0001);
+        assert_eq!(call([func::SMCCC_VERSION as u64, 0, 0, 0]).x0, 0x1_0001);
+        assert_eq!(call([func::PSCI_MIGRATE_INFO_TYPE as u64, 0, 0, 0]).x0, 2);
+    }
+
+    #[test]
+    fn features() {
+        let f = |id: u32| call([func::PSCI_FEATURES as u64, id as u64, 0, 0]).x0;
+        assert_eq!(f(func::PSCI_CPU_ON_64), 0);
+        assert_eq!(f(func::PSCI_SYSTEM_OFF), 0);
+        assert_eq!(f(func::PSCI_CPU_SUSPEND), NS);
+        assert_eq!(f(0x1234), NS);
+        let a = |id: u32| call([func::SMCCC_ARCH_FEATURES as u64, id as u64, 0, 0]).x0;
+        assert_eq!(a(func::SMCCC_ARCH_WORKAROUND_1), 0);
+        assert_eq!(a(func::SMCCC_ARCH_WORKAROUND_2), NS);
+        assert_eq!(a(func::PSCI_VERSION), 0);
+    }
+
+    #[test]
+    fn cpu_on_validation() {
+        let on = |mpidr: u64, entry: u64| call([func::PSCI_CPU_ON_64 as u64, mpidr, entry, 7]);
+        assert_eq!(on(5, 0x4000_0000).x0, ret::INVALID_PARAMETERS as u64);
+        assert_eq!(on(0, 0x4000_0000).x0, ret::ALREADY_ON as u64);
+        assert_eq!(on(1, 0x10).x0, ret::INVALID_ADDRESS as u64);
+        assert_eq!(
+            on(1, 0x4008_0000),
+            CallOutcome {
+                x0: 0,
+                action: PowerAction::CpuOn {
+                    target: 1,
+                    entry: 0x4008_0000,
+                    context_id: 7
+                }
+            }
+        );
+        let mut pending = vm();
+        pending.power[1] = CpuPower::OnPending;
+        assert_eq!(
+            handle_call(
+                [func::PSCI_CPU_ON_64 as u64, 1, 0x4000_0000, 0],
+                &pending,
+                &Fw
+            )
+            .x0,
+            ret::ON_PENDING as u64
+        );
+        // SMC32 form truncates arguments: MPIDR 1 with garbage in the top half still names vCPU 1.
+        assert_eq!(
+            call([
+                func::PSCI_CPU_ON as u64,
+                0xdead_0000_0000_0001,
+                0x4000_0000,
+                0
+            ])
+            .x0,
+            0
+        );
+    }
+
+    #[test]
+    fn affinity_info() {
+        let a = |mpidr: u64, lvl: u64| call([func::PSCI_AFFINITY_INFO_64 as u64, mpidr, lvl, 0]).x0;
+        assert_eq!(a(0, 0), 0);
+        assert_eq!(a(1, 0), 1);
+        assert_eq!(a(9, 0), ret::INVALID_PARAMETERS as u64);
+        assert_eq!(a(0, 1), ret::INVALID_PARAMETERS as u64);
+    }
+
+    #[test]
+    fn lifecycle_actions() {
+        assert_eq!(
+            call([func::PSCI_SYSTEM_OFF as u64, 0, 0, 0]).action,
+            PowerAction::SystemOff
+        );
+        assert_eq!(
+            call([func::PSCI_SYSTEM_RESET as u64, 0, 0, 0]).action,
+            PowerAction::SystemReset
+        );
+        assert_eq!(
+            call([func::PSCI_CPU_OFF as u64, 0, 0, 0]).action,
+            PowerAction::CpuOff
+        );
+        assert_eq!(
+            call([func::SMCCC_ARCH_WORKAROUND_1 as u64, 0, 0, 0]).action,
+            PowerAction::HostWorkaround(func::SMCCC_ARCH_WORKAROUND_1)
+        );
+    }
+
+    proptest! {
+        /// Any function id we do not implement answers NOT_SUPPORTED and asks for nothing.
+        #[test]
+        fn random_ids_are_not_supported(id in any::<u32>(), a in any::<u64>(), b in any::<u64>()) {
+            prop_assume!(!implemented(id));
+            prop_assume!(!matches!(id, func::SMCCC_ARCH_WORKAROUND_1 | func::SMCCC_ARCH_WORKAROUND_2 | func::SMCCC_ARCH_WORKAROUND_3));
+            let out = call([id as u64 | 0xffff_ffff_0000_0000, a, b, 0]);
+            prop_assert_eq!(out, CallOutcome { x0: NS, action: PowerAction::None });
+        }
+    }
+}

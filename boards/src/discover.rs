@@ -1,0 +1,337 @@
+//! The physical platform, read from the device tree that firmware (or QEMU) hands to
+//! the hypervisor in x0.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use fdt::Fdt;
+
+use crate::board::Board;
+
+/// A physical address range `[base, base + size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl Range {
+    pub const fn end(&self) -> u64 {
+        self.base + self.size
+    }
+    pub const fn contains(&self, addr: u64) -> bool {
+        addr >= self.base && addr - self.base < self.size
+    }
+    pub const fn overlaps(&self, other: &Range) -> bool {
+        self.base < other.end() && other.base < self.end()
+    }
+}
+
+/// How the platform's PSCI firmware is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PsciConduit {
+    Smc,
+    Hvc,
+}
+
+/// The GICv3 as the device tree describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gic {
+    pub gicd: Range,
+    /// Redistributor regions.
+    pub gicr: Vec<Range>,
+    /// INTID of the virtual-CPU-interface maintenance interrupt, if described.
+    pub maintenance_intid: Option<u32>,
+}
+
+/// Generic-timer interrupts as INTIDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerIrqs {
+    pub phys_secure: u32,
+    pub phys_nonsecure: u32,
+    pub virt: u32,
+    pub hyp: u32,
+}
+
+/// Everything the hypervisor learns from the device tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// The board description matching the root `compatible`, if any.
+    pub board: Option<&'static Board>,
+    pub model: String,
+    pub memory: Vec<Range>,
+    /// `/memreserve/` entries and `/reserved-memory` children.
+    pub reserved: Vec<Range>,
+    /// The console UART (PL011) base and INTID.
+    pub uart: Option<(Range, Option<u32>)>,
+    pub gic: Gic,
+    pub timer: TimerIrqs,
+    /// MPIDR affinity values of the CPUs, in device-tree order.
+    pub cpus: Vec<u64>,
+    pub psci: Option<PsciConduit>,
+    /// The initrd range from `/chosen`.
+    pub initrd: Option<Range>,
+    pub bootargs: Option<String>,
+}
+
+/// Why the device tree could not describe a platform the hypervisor can run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryError {
+    /// The blob is not a valid flattened device tree.
+    BadBlob,
+    /// A node the hypervisor cannot run without is absent or malformed.
+    Missing(&'static str),
+}
+
+fn be32(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+fn be_cells(bytes: &[u8]) -> Option<u64> {
+    match bytes.len() {
+        4 => Some(u64::from(u32::from_be_bytes(bytes.try_into().ok()?))),
+        8 => Some(u64::from_be_bytes(bytes.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// GIC interrupt specifier (type, number, flags) → INTID.
+fn gic_intid(kind: u32, number: u32) -> Option<u32> {
+    match kind {
+        0 => Some(number + 32),
+        1 => Some(number + 16),
+        _ => None,
+    }
+}
+
+fn regs(node: fdt::node::FdtNode) -> Vec<Range> {
+    node.reg()
+        .map(|r| {
+            r.filter_map(|m| {
+                Some(Range {
+                    base: m.starting_address as u64,
+                    size: m.size? as u64,
+                })
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn interrupts(node: fdt::node::FdtNode) -> Vec<u32> {
+    node.property("interrupts")
+        .map(|p| {
+            let cells: Vec<u32> = be32(p.value).collect();
+            cells
+                .chunks_exact(3)
+                .filter_map(|c| gic_intid(c[0], c[1]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads the platform from a flattened device tree.
+pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
+    let fdt = Fdt::new(dtb).map_err(|_| DiscoveryError::BadBlob)?;
+    let root = fdt.root();
+    let board = Board::identify(root.compatible().all());
+
+    let memory: Vec<Range> = fdt
+        .memory()
+        .regions()
+        .filter_map(|m| {
+            Some(Range {
+                base: m.starting_address as u64,
+                size: m.size? as u64,
+            })
+        })
+        .filter(|r| r.size > 0)
+        .collect();
+    if memory.is_empty() {
+        return Err(DiscoveryError::Missing("memory"));
+    }
+
+    let mut reserved: Vec<Range> = fdt
+        .memory_reservations()
+        .map(|r| Range {
+            base: r.address() as u64,
+            size: r.size() as u64,
+        })
+        .collect();
+    if let Some(rm) = fdt.find_node("/reserved-memory") {
+        for child in rm.children() {
+            reserved.extend(regs(child));
+        }
+    }
+
+    let uart = fdt.find_compatible(&["arm,pl011"]).and_then(|n| {
+        let r = regs(n).into_iter().next()?;
+        Some((r, interrupts(n).first().copied()))
+    });
+
+    let gic_node = fdt
+        .find_compatible(&["arm,gic-v3"])
+        .ok_or(DiscoveryError::Missing("arm,gic-v3"))?;
+    let gic_regs = regs(gic_node);
+    let nr_gicr = gic_node
+        .property("#redistributor-regions")
+        .and_then(|p| p.as_usize())
+        .unwrap_or(1);
+    if gic_regs.len() < 1 + nr_gicr {
+        return Err(DiscoveryError::Missing("gic-v3 reg"));
+    }
+    let gic = Gic {
+        gicd: gic_regs[0],
+        gicr: gic_regs[1..1 + nr_gicr].to_vec(),
+        maintenance_intid: interrupts(gic_node).first().copied(),
+    };
+
+    let timer_node = fdt
+        .find_compatible(&["arm,armv8-timer"])
+        .ok_or(DiscoveryError::Missing("arm,armv8-timer"))?;
+    let t = interrupts(timer_node);
+    if t.len() < 4 {
+        return Err(DiscoveryError::Missing("timer interrupts"));
+    }
+    let timer = TimerIrqs {
+        phys_secure: t[0],
+        phys_nonsecure: t[1],
+        virt: t[2],
+        hyp: t[3],
+    };
+
+    let cpus: Vec<u64> = fdt
+        .find_node("/cpus")
+        .ok_or(DiscoveryError::Missing("/cpus"))?
+        .children()
+        .filter(|c| c.property("device_type").and_then(|p| p.as_str()) == Some("cpu"))
+        .filter_map(|c| c.property("reg").and_then(|p| be_cells(p.value)))
+        .collect();
+    if cpus.is_empty() {
+        return Err(DiscoveryError::Missing("cpu nodes"));
+    }
+
+    let psci = fdt
+        .find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"])
+        .and_then(|n| n.property("method"))
+        .and_then(|p| p.as_str())
+        .and_then(|m| match m {
+            "smc" => Some(PsciConduit::Smc),
+            "hvc" => Some(PsciConduit::Hvc),
+            _ => None,
+        });
+
+    let chosen = fdt.find_node("/chosen");
+    let initrd = chosen.and_then(|c| {
+        let start = be_cells(c.property("linux,initrd-start")?.value)?;
+        let end = be_cells(c.property("linux,initrd-end")?.value)?;
+        (end > start).then_some(Range {
+            base: start,
+            size: end - start,
+        })
+    });
+    let bootargs = chosen
+        .and_then(|c| c.property("bootargs"))
+        .and_then(|p| p.as_str())
+        .map(String::from);
+
+    Ok(Platform {
+        board,
+        model: String::from(root.model()),
+        memory,
+        reserved,
+        uart,
+        gic,
+        timer,
+        cpus,
+        psci,
+        initrd,
+        bootargs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QEMU_VIRT_DTB: &[u8] = include_bytes!("../testdata/qemu-virt-gicv3-2cpu.dtb");
+
+    #[test]
+    fn qemu_virt_is_fully_discovered() {
+        let p = discover(QEMU_VIRT_DTB).unwrap();
+        assert_eq!(p.board.map(|b| b.name), Some("qemu-virt"));
+        assert_eq!(p.model, "linux,dummy-virt");
+        assert_eq!(
+            p.memory,
+            [Range {
+                base: 0x4000_0000,
+                size: 0x4000_0000
+            }]
+        );
+        assert_eq!(
+            p.uart,
+            Some((
+                Range {
+                    base: 0x0900_0000,
+                    size: 0x1000
+                },
+                Some(33)
+            ))
+        );
+        assert_eq!(
+            p.gic.gicd,
+            Range {
+                base: 0x0800_0000,
+                size: 0x1_0000
+            }
+        );
+        assert_eq!(
+            p.gic.gicr,
+            [Range {
+                base: 0x080a_0000,
+                size: 0xf6_0000
+            }]
+        );
+        assert_eq!(p.gic.maintenance_intid, Some(25));
+        assert_eq!(
+            p.timer,
+            TimerIrqs {
+                phys_secure: 29,
+                phys_nonsecure: 30,
+                virt: 27,
+                hyp: 26
+            }
+        );
+        assert_eq!(p.cpus, [0, 1]);
+        assert_eq!(p.psci, Some(PsciConduit::Smc));
+        assert_eq!(p.initrd, None);
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert_eq!(discover(&[0u8; 64]), Err(DiscoveryError::BadBlob));
+        assert_eq!(
+            discover(&QEMU_VIRT_DTB[..100]),
+            Err(DiscoveryError::BadBlob)
+        );
+    }
+
+    #[test]
+    fn ranges() {
+        let a = Range {
+            base: 0x1000,
+            size: 0x1000,
+        };
+        assert!(a.contains(0x1fff) && !a.contains(0x2000));
+        assert!(a.overlaps(&Range {
+            base: 0x1fff,
+            size: 1
+        }));
+        assert!(!a.overlaps(&Range {
+            base: 0x2000,
+            size: 1
+        }));
+    }
+}

@@ -1,0 +1,348 @@
+//! An Arm PrimeCell PL011 UART (r1p5) as guests program it: data, flags, line and
+//! control registers, interrupt mask/status/clear, and the PrimeCell identification
+//! registers. Transmission is instant (the TX FIFO is always empty); received bytes
+//! wait in a 32-entry FIFO. Baud-rate and line settings are stored and ignored.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+
+use vdev::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError};
+
+/// Register offsets (PL011 TRM, table 3-1).
+pub mod reg {
+    pub const DR: u64 = 0x000;
+    pub const RSR_ECR: u64 = 0x004;
+    pub const FR: u64 = 0x018;
+    pub const ILPR: u64 = 0x020;
+    pub const IBRD: u64 = 0x024;
+    pub const FBRD: u64 = 0x028;
+    pub const LCR_H: u64 = 0x02c;
+    pub const CR: u64 = 0x030;
+    pub const IFLS: u64 = 0x034;
+    pub const IMSC: u64 = 0x038;
+    pub const RIS: u64 = 0x03c;
+    pub const MIS: u64 = 0x040;
+    pub const ICR: u64 = 0x044;
+    pub const DMACR: u64 = 0x048;
+    /// PeriphID0..3 then CellID0..3, one byte per word.
+    pub const ID_BASE: u64 = 0xfe0;
+    pub const ID_END: u64 = 0x1000;
+}
+
+/// Flag register bits.
+pub mod fr {
+    pub const BUSY: u32 = 1 << 3;
+    pub const RXFE: u32 = 1 << 4;
+    pub const TXFF: u32 = 1 << 5;
+    pub const RXFF: u32 = 1 << 6;
+    pub const TXFE: u32 = 1 << 7;
+}
+
+/// Interrupt bits shared by IMSC, RIS, MIS and ICR.
+pub mod int {
+    pub const RX: u32 = 1 << 4;
+    pub const TX: u32 = 1 << 5;
+    pub const RT: u32 = 1 << 6;
+    pub const ALL: u32 = 0x7ff;
+}
+
+/// PeriphID0..3, CellID0..3 of an Arm PL011 r1p5.
+pub const ID_BYTES: [u32; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
+/// Receive FIFO depth.
+pub const RX_FIFO_DEPTH: usize = 32;
+/// Reset value of CR: TXE and RXE set, UART disabled.
+const CR_RESET: u32 = 0x300;
+/// Reset value of IFLS: both FIFOs at half.
+const IFLS_RESET: u32 = 0x12;
+
+/// Where the guest's transmitted bytes go.
+pub trait CharSink: Send {
+    fn put(&mut self, byte: u8);
+}
+
+/// One emulated PL011.
+pub struct Pl011 {
+    intid: u32,
+    out: Box<dyn CharSink>,
+    rx: VecDeque<u8>,
+    ibrd: u32,
+    fbrd: u32,
+    lcr_h: u32,
+    cr: u32,
+    ifls: u32,
+    imsc: u32,
+    ris: u32,
+    dmacr: u32,
+    ilpr: u32,
+    /// Received bytes dropped because the FIFO was full (reported in RSR as overrun).
+    overrun: bool,
+}
+
+impl Pl011 {
+    /// A PL011 at reset whose interrupt is `intid` and whose output goes to `out`.
+    pub fn new(intid: u32, out: Box<dyn CharSink>) -> Self {
+        Self {
+            intid,
+            out,
+            rx: VecDeque::with_capacity(RX_FIFO_DEPTH),
+            ibrd: 0,
+            fbrd: 0,
+            lcr_h: 0,
+            cr: CR_RESET,
+            ifls: IFLS_RESET,
+            imsc: 0,
+            ris: 0,
+            dmacr: 0,
+            ilpr: 0,
+            overrun: false,
+        }
+    }
+
+    /// Queues bytes typed on the host for the guest; bytes beyond the FIFO depth are
+    /// dropped and flagged as an overrun, as the hardware would.
+    pub fn push_rx(&mut self, bytes: &[u8], irq: &mut dyn InterruptSink) {
+        for &b in bytes {
+            if self.rx.len() < RX_FIFO_DEPTH {
+                self.rx.push_back(b);
+            } else {
+                self.overrun = true;
+            }
+        }
+        if !self.rx.is_empty() {
+            self.ris |= int::RX | int::RT;
+        }
+        self.update_irq(irq);
+    }
+
+    /// Whether the receive FIFO has room (the host may stop reading its UART if not).
+    pub fn rx_room(&self) -> usize {
+        RX_FIFO_DEPTH - self.rx.len()
+    }
+
+    fn flags(&self) -> u32 {
+        let mut f = fr::TXFE;
+        if self.rx.is_empty() {
+            f |= fr::RXFE;
+        }
+        if self.rx.len() == RX_FIFO_DEPTH {
+            f |= fr::RXFF;
+        }
+        f
+    }
+
+    fn update_irq(&mut self, irq: &mut dyn InterruptSink) {
+        irq.set_level(self.intid, self.ris & self.imsc != 0);
+    }
+
+    fn read_reg(&mut self, offset: u64) -> Result<u32, MmioError> {
+        Ok(match offset {
+            reg::DR => {
+                let b = self.rx.pop_front().unwrap_or(0);
+                if self.rx.is_empty() {
+                    self.ris &= !(int::RX | int::RT);
+                }
+                u32::from(b)
+            }
+            reg::RSR_ECR => u32::from(self.overrun) << 3,
+            reg::FR => self.flags(),
+            reg::ILPR => self.ilpr,
+            reg::IBRD => self.ibrd,
+            reg::FBRD => self.fbrd,
+            reg::LCR_H => self.lcr_h,
+            reg::CR => self.cr,
+            reg::IFLS => self.ifls,
+            reg::IMSC => self.imsc,
+            reg::RIS => self.ris,
+            reg::MIS => self.ris & self.imsc,
+            reg::ICR => 0,
+            reg::DMACR => self.dmacr,
+            o if (reg::ID_BASE..reg::ID_END).contains(&o) => {
+                ID_BYTES[((o - reg::ID_BASE) / 4) as usize]
+            }
+            o => {
+                log::warn!("pl011: read of reserved offset {o:#x}, reads as zero");
+                0
+            }
+        })
+    }
+
+    fn write_reg(&mut self, offset: u64, v: u32) {
+        match offset {
+            reg::DR => {
+                self.out.put(v as u8);
+                self.ris |= int::TX;
+            }
+            reg::RSR_ECR => self.overrun = false,
+            reg::ILPR => self.ilpr = v & 0xff,
+            reg::IBRD => self.ibrd = v & 0xffff,
+            reg::FBRD => self.fbrd = v & 0x3f,
+            reg::LCR_H => self.lcr_h = v & 0xff,
+            reg::CR => self.cr = v & 0xff87,
+            reg::IFLS => self.ifls = v & 0x3f,
+            reg::IMSC => self.imsc = v & int::ALL,
+            reg::ICR => self.ris &= !v,
+            reg::DMACR => self.dmacr = v & 0x7,
+            o => {
+                log::warn!("pl011: write of {v:#x} to read-only or reserved offset {o:#x} ignored")
+            }
+        }
+    }
+}
+
+impl MmioDevice for Pl011 {
+    fn read(
+        &mut self,
+        ctx: &mut MmioContext,
+        offset: u64,
+        size: AccessSize,
+    ) -> Result<u64, MmioError> {
+        // The PL011 is a 32-bit peripheral; Linux and EDK2 use word (and DR byte) accesses.
+        if size == AccessSize::Double {
+            return Err(MmioError::UnsupportedSize { offset, size });
+        }
+        let word = offset & !3;
+        let v = self.read_reg(word)?;
+        self.update_irq(ctx.irq);
+        Ok(u64::from(v >> ((offset & 3) * 8)) & size.mask())
+    }
+
+    fn write(
+        &mut self,
+        ctx: &mut MmioContext,
+        offset: u64,
+        size: AccessSize,
+        value: u64,
+    ) -> Result<(), MmioError> {
+        if size == AccessSize::Double {
+            return Err(MmioError::UnsupportedSize { offset, size });
+        }
+        if offset & 3 != 0 {
+            log::warn!("pl011: sub-word write at unaligned offset {offset:#x} ignored");
+            return Ok(());
+        }
+        self.write_reg(offset, value as u32);
+        self.update_irq(ctx.irq);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::vec::Vec;
+    use vdev::VecMemory;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl CharSink for Capture {
+        fn put(&mut self, b: u8) {
+            self.0.lock().unwrap().push(b);
+        }
+    }
+    #[derive(Default)]
+    struct Line(Option<bool>);
+    impl InterruptSink for Line {
+        fn set_level(&mut self, intid: u32, level: bool) {
+            assert_eq!(intid, 33);
+            self.0 = Some(level);
+        }
+    }
+
+    struct Rig {
+        uart: Pl011,
+        out: Capture,
+        line: Line,
+        mem: VecMemory,
+    }
+    impl Rig {
+        fn new() -> Self {
+            let out = Capture::default();
+            Rig {
+                uart: Pl011::new(33, Box::new(out.clone())),
+                out,
+                line: Line::default(),
+                mem: VecMemory::new(0, 0),
+            }
+        }
+        fn rd(&mut self, off: u64) -> u64 {
+            let mut ctx = MmioContext {
+                vcpu: 0,
+                mem: &mut self.mem,
+                irq: &mut self.line,
+            };
+            self.uart.read(&mut ctx, off, AccessSize::Word).unwrap()
+        }
+        fn wr(&mut self, off: u64, v: u64) {
+            let mut ctx = MmioContext {
+                vcpu: 0,
+                mem: &mut self.mem,
+                irq: &mut self.line,
+            };
+            self.uart.write(&mut ctx, off, AccessSize::Word, v).unwrap()
+        }
+    }
+
+    #[test]
+    fn id_registers_identify_a_pl011() {
+        let mut r = Rig::new();
+        let ids: Vec<u64> = (0..8).map(|i| r.rd(reg::ID_BASE + 4 * i)).collect();
+        assert_eq!(ids, [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1]);
+    }
+
+    #[test]
+    fn transmit_goes_to_the_sink_and_raises_tx_when_unmasked() {
+        let mut r = Rig::new();
+        r.wr(reg::DR, b'h' as u64);
+        r.wr(reg::DR, b'i' as u64);
+        assert_eq!(&*r.out.0.lock().unwrap(), b"hi");
+        assert_eq!(r.line.0, Some(false), "TX masked");
+        r.wr(reg::IMSC, int::TX as u64);
+        assert_eq!(r.line.0, Some(true));
+        assert_eq!(r.rd(reg::MIS), int::TX as u64);
+        r.wr(reg::ICR, int::TX as u64);
+        assert_eq!(r.line.0, Some(false));
+    }
+
+    #[test]
+    fn receive_fifo_flags_and_overrun() {
+        let mut r = Rig::new();
+        assert_eq!(r.rd(reg::FR) as u32 & fr::RXFE, fr::RXFE);
+        r.wr(reg::IMSC, int::RX as u64);
+        r.uart.push_rx(&[7u8; 40], &mut r.line);
+        assert_eq!(r.line.0, Some(true));
+        assert_eq!(r.rd(reg::FR) as u32 & (fr::RXFF | fr::RXFE), fr::RXFF);
+        assert_eq!(r.rd(reg::RSR_ECR), 1 << 3);
+        for _ in 0..32 {
+            assert_eq!(r.rd(reg::DR), 7);
+        }
+        assert_eq!(r.rd(reg::FR) as u32 & fr::RXFE, fr::RXFE);
+        assert_eq!(r.line.0, Some(false));
+        assert_eq!(r.rd(reg::DR), 0, "empty FIFO reads zero");
+    }
+
+    #[test]
+    fn registers_hold_their_writable_bits_and_reserved_space_is_raz_wi() {
+        let mut r = Rig::new();
+        r.wr(reg::IMSC, 0xffff_ffff);
+        assert_eq!(r.rd(reg::IMSC), 0x7ff);
+        r.wr(reg::LCR_H, 0x70);
+        assert_eq!(r.rd(reg::LCR_H), 0x70);
+        assert_eq!(r.rd(reg::CR), 0x300);
+        r.wr(0x800, 5);
+        assert_eq!(r.rd(0x800), 0);
+        let mut ctx = MmioContext {
+            vcpu: 0,
+            mem: &mut r.mem,
+            irq: &mut r.line,
+        };
+        assert!(r.uart.read(&mut ctx, reg::FR, AccessSize::Double).is_err());
+        assert_eq!(
+            r.uart
+                .read(&mut ctx, reg::ID_BASE + 4, AccessSize::Byte)
+                .unwrap(),
+            0x10
+        );
+    }
+}
