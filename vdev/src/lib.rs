@@ -2,8 +2,9 @@
 //! its own: how a device reaches guest memory ([`GuestMemory`]), how it raises
 //! interrupts ([`InterruptSink`]), how the hypervisor calls it on a trapped MMIO
 //! access ([`MmioDevice`]), how block devices reach storage ([`BlockBackend`]), how
-//! device state is saved and restored ([`SaveRestore`]), and the [`MmioBus`] that
-//! routes a guest physical address to the device that owns it.
+//! device state is saved and restored ([`SaveRestore`]), the [`MmioBus`] that
+//! routes a guest physical address to the device that owns it, and [`Shared`] for a
+//! device that is reached from both the bus and the hypervisor.
 //!
 //! Everything here is `no_std` + `alloc`, free of `unsafe`, and runs unchanged in the
 //! hypervisor and in host tests and fuzzers.
@@ -17,9 +18,11 @@ pub mod bus;
 pub mod memory;
 pub mod mmio;
 pub mod save;
+pub mod shared;
 
 pub use block::{BlockBackend, BlockError, SECTOR_SIZE};
 pub use bus::{BusError, MmioBus};
 pub use memory::{GuestMemory, MemError, VecMemory};
 pub use mmio::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError, NullInterrupts};
 pub use save::{RestoreError, SaveRestore};
+pub use shared::Shared;

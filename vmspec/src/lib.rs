@@ -1,0 +1,171 @@
+//! `vmspec` owns the **boot bundle**: how a VM definition reaches the hypervisor
+//! when it is booted directly (the way `-kernel` boots Linux), before any system
+//! disk exists. The bundle travels as the hypervisor's initrd and is a plain
+//! `newc` cpio archive (so `cpio -t` lists it) holding:
+//!
+//! - `vm.cfg` — `key = value` lines: `name`, `vcpus`, `mem` (bytes, or with a `K`,
+//!   `M` or `G` suffix), `cmdline`, `guest` (a free-form label);
+//! - `kernel` — the guest kernel (arm64 `Image` or a raw binary);
+//! - `initrd` — optional.
+//!
+//! [`parse_bundle`] checks everything: a malformed archive or configuration is an
+//! error naming what is wrong, never a panic. [`write_bundle`] is the writer `xtask`
+//! uses, so both sides share one definition of the format.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod cpio;
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// A VM as the bundle defines it; file contents are borrowed from the bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec<'a> {
+    pub name: String,
+    pub vcpus: u32,
+    pub mem: u64,
+    pub cmdline: String,
+    pub guest: String,
+    pub kernel: &'a [u8],
+    pub initrd: Option<&'a [u8]>,
+}
+
+/// Why a bundle was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecError {
+    Cpio(cpio::CpioError),
+    /// A required member is absent.
+    Missing(&'static str),
+    /// A `vm.cfg` line is malformed or a value out of range.
+    BadConfig(String),
+}
+
+impl From<cpio::CpioError> for SpecError {
+    fn from(e: cpio::CpioError) -> Self {
+        SpecError::Cpio(e)
+    }
+}
+
+/// Largest vCPU count a bundle may ask for.
+pub const MAX_VCPUS: u32 = 64;
+
+/// Parses a size such as `512M`, `1G` or `65536`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1u64 << 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// Parses a boot bundle.
+pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
+    let mut cfg = None;
+    let mut kernel = None;
+    let mut initrd = None;
+    for entry in cpio::entries(bytes) {
+        let e = entry?;
+        match e.name {
+            "vm.cfg" => cfg = Some(e.data),
+            "kernel" => kernel = Some(e.data),
+            "initrd" => initrd = Some(e.data),
+            _ => {}
+        }
+    }
+    let cfg = core::str::from_utf8(cfg.ok_or(SpecError::Missing("vm.cfg"))?)
+        .map_err(|_| SpecError::BadConfig("vm.cfg is not UTF-8".to_string()))?;
+    let mut spec = VmSpec {
+        name: "vm0".to_string(),
+        vcpus: 1,
+        mem: 256 << 20,
+        cmdline: String::new(),
+        guest: String::new(),
+        kernel: kernel.ok_or(SpecError::Missing("kernel"))?,
+        initrd,
+    };
+    for (n, line) in cfg.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |what: &str| SpecError::BadConfig(alloc::format!("vm.cfg line {}: {what}", n + 1));
+        let (k, v) = line.split_once('=').ok_or_else(|| bad("expected key = value"))?;
+        let v = v.trim();
+        match k.trim() {
+            "name" => spec.name = v.to_string(),
+            "vcpus" => {
+                spec.vcpus = v.parse().ok().filter(|n| (1..=MAX_VCPUS).contains(n)).ok_or_else(|| bad("vcpus must be 1..=64"))?
+            }
+            "mem" => spec.mem = parse_size(v).filter(|m| *m >= 1 << 20).ok_or_else(|| bad("mem must be a size of at least 1M"))?,
+            "cmdline" => spec.cmdline = v.to_string(),
+            "guest" => spec.guest = v.to_string(),
+            other => return Err(bad(&alloc::format!("unknown key '{other}'"))),
+        }
+    }
+    if spec.kernel.is_empty() {
+        return Err(SpecError::Missing("kernel (empty)"));
+    }
+    Ok(spec)
+}
+
+/// Writes a boot bundle (used by `xtask`).
+pub fn write_bundle(name: &str, vcpus: u32, mem: u64, cmdline: &str, guest: &str, kernel: &[u8], initrd: Option<&[u8]>) -> Vec<u8> {
+    let cfg = alloc::format!("name = {name}\nvcpus = {vcpus}\nmem = {mem}\ncmdline = {cmdline}\nguest = {guest}\n");
+    let mut w = cpio::Writer::new();
+    w.add("vm.cfg", cfg.as_bytes());
+    w.add("kernel", kernel);
+    if let Some(i) = initrd {
+        w.add("initrd", i);
+    }
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let b = write_bundle("vm0", 2, 512 << 20, "console=ttyAMA0 quiet", "linux", b"KERNEL", Some(b"INITRD"));
+        let s = parse_bundle(&b).unwrap();
+        assert_eq!(s.name, "vm0");
+        assert_eq!(s.vcpus, 2);
+        assert_eq!(s.mem, 512 << 20);
+        assert_eq!(s.cmdline, "console=ttyAMA0 quiet");
+        assert_eq!(s.kernel, b"KERNEL");
+        assert_eq!(s.initrd, Some(&b"INITRD"[..]));
+    }
+
+    #[test]
+    fn bad_configs_are_named() {
+        let mk = |cfg: &str| {
+            let mut w = cpio::Writer::new();
+            w.add("vm.cfg", cfg.as_bytes());
+            w.add("kernel", b"k");
+            w.finish()
+        };
+        assert!(matches!(parse_bundle(&mk("vcpus = 0\n")), Err(SpecError::BadConfig(m)) if m.contains("line 1")));
+        assert!(matches!(parse_bundle(&mk("mem = lots\n")), Err(SpecError::BadConfig(_))));
+        assert!(matches!(parse_bundle(&mk("colour = red\n")), Err(SpecError::BadConfig(m)) if m.contains("colour")));
+        assert!(matches!(parse_bundle(&mk("just words\n")), Err(SpecError::BadConfig(_))));
+        assert_eq!(parse_bundle(&mk("mem = 64M\n# c\n\n")).unwrap().mem, 64 << 20);
+        let mut w = cpio::Writer::new();
+        w.add("vm.cfg", b"");
+        assert_eq!(parse_bundle(&w.finish()), Err(SpecError::Missing("kernel")));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("256m"), Some(256 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("99999999999999G"), None);
+        assert_eq!(parse_size(""), None);
+    }
+}
