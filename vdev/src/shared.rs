@@ -24,10 +24,21 @@ impl<T> Clone for Shared<T> {
 }
 
 impl<T: MmioDevice> MmioDevice for Shared<T> {
-    fn read(&mut self, ctx: &mut MmioContext, offset: u64, size: AccessSize) -> Result<u64, MmioError> {
+    fn read(
+        &mut self,
+        ctx: &mut MmioContext,
+        offset: u64,
+        size: AccessSize,
+    ) -> Result<u64, MmioError> {
         self.0.lock().read(ctx, offset, size)
     }
-    fn write(&mut self, ctx: &mut MmioContext, offset: u64, size: AccessSize, value: u64) -> Result<(), MmioError> {
+    fn write(
+        &mut self,
+        ctx: &mut MmioContext,
+        offset: u64,
+        size: AccessSize,
+        value: u64,
+    ) -> Result<(), MmioError> {
         self.0.lock().write(ctx, offset, size, value)
     }
 }

@@ -1,0 +1,89 @@
+//! What happens when the hypervisor itself goes wrong: a Rust panic or an exception
+//! taken at EL2. Both print the cause, the registers that locate it, and a
+//! frame-pointer backtrace, then power the machine off with a failing status.
+
+use core::fmt::Arguments;
+
+use crate::console::emergency_write;
+use crate::vectors::TrapFrame;
+
+/// Exit status reported (through semihosting on QEMU) when the hypervisor dies.
+pub const FATAL_STATUS: u32 = 70;
+
+extern "C" {
+    static __stacks_start: u8;
+    static __stacks_end: u8;
+    static __image_start: u8;
+    static __text_end: u8;
+}
+
+fn in_stacks(addr: u64) -> bool {
+    let (lo, hi) = (
+        core::ptr::addr_of!(__stacks_start) as u64,
+        core::ptr::addr_of!(__stacks_end) as u64,
+    );
+    (lo..hi.saturating_sub(16)).contains(&addr)
+}
+
+fn in_text(addr: u64) -> bool {
+    let (lo, hi) = (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__text_end) as u64,
+    );
+    (lo..hi).contains(&addr)
+}
+
+/// Prints return addresses by following the frame-pointer chain from `fp`.
+fn backtrace(mut fp: u64) {
+    emergency_write(format_args!("backtrace:\n"));
+    for depth in 0..32 {
+        if fp % 16 != 0 || !in_stacks(fp) {
+            break;
+        }
+        // SAFETY: `fp` is 16-byte aligned and inside the hypervisor's stacks, where
+        // every frame record is two words: the caller's frame pointer and return address.
+        let (next, lr) = unsafe { (*(fp as *const u64), *((fp + 8) as *const u64)) };
+        if lr == 0 || !in_text(lr) {
+            break;
+        }
+        emergency_write(format_args!("  #{depth:<2} {:#018x}\n", lr - 4));
+        if next <= fp {
+            break;
+        }
+        fp = next;
+    }
+}
+
+fn die(what: Arguments, fp: u64) -> ! {
+    emergency_write(format_args!("\n[el2 FATAL] {what}\n"));
+    backtrace(fp);
+    emergency_write(format_args!(
+        "[el2 FATAL] hypervisor stopped; powering off with status {FATAL_STATUS}\n"
+    ));
+    crate::power::shutdown(FATAL_STATUS)
+}
+
+/// Called from the vectors for every exception taken at EL2.
+#[no_mangle]
+extern "C" fn el2_exception(frame: &TrapFrame, kind: u64) -> ! {
+    let what = ["synchronous", "IRQ", "FIQ", "SError"]
+        .get(kind as usize)
+        .copied()
+        .unwrap_or("?");
+    let ec = arch::exit::exception_class(frame.esr);
+    die(
+        format_args!(
+            "{what} exception at EL2: ESR_EL2={:#x} (EC {:#04x}) FAR_EL2={:#x} ELR_EL2={:#x} SPSR_EL2={:#x} SP={:#x} LR={:#x}",
+            frame.esr, ec, frame.far, frame.elr, frame.spsr, frame.sp, frame.x[30]
+        ),
+        frame.x[29],
+    )
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let fp: u64;
+    // SAFETY: reads the frame pointer register; no side effects.
+    unsafe { core::arch::asm!("mov {}, x29", out(reg) fp) };
+    die(format_args!("panic: {info}"), fp)
+}

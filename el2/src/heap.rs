@@ -1,0 +1,32 @@
+//! The hypervisor heap: a buddy allocator over a static region in BSS. Guest RAM does
+//! not come from here (see `pmem`); page tables, device models and bookkeeping do.
+
+use buddy_system_allocator::LockedHeap;
+
+/// Heap size: enough for stage-2 tables of several VMs, device models and the
+/// registry and TPM state.
+const HEAP_SIZE: usize = 16 << 20;
+
+#[repr(C, align(4096))]
+struct HeapSpace([u8; HEAP_SIZE]);
+
+static mut HEAP_SPACE: HeapSpace = HeapSpace([0; HEAP_SIZE]);
+
+#[global_allocator]
+static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+/// Hands the heap region to the allocator. Call once, with the MMU on.
+pub fn init() {
+    // SAFETY: HEAP_SPACE is used by nothing but the allocator, and `init` runs once on
+    // the boot CPU before any allocation.
+    unsafe {
+        let start = core::ptr::addr_of_mut!(HEAP_SPACE) as usize;
+        HEAP.lock().init(start, HEAP_SIZE);
+    }
+}
+
+/// (bytes allocated, bytes in the heap), for the log.
+pub fn usage() -> (usize, usize) {
+    let h = HEAP.lock();
+    (h.stats_alloc_actual(), h.stats_total_bytes())
+}

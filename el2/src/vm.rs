@@ -1,0 +1,268 @@
+//! A VM: its guest RAM, stage-2 tables, MMIO bus and vCPUs, and the EL2 controls
+//! that make the hardware run it.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use arch::smccc::{CpuPower, PowerTopology};
+use boards::guest;
+use devices::Pl011;
+use stage2::{Attrs, Layout, Perms, Stage2, TableAllocator};
+use vdev::memory::range_offset;
+use vdev::{GuestMemory, MemError, MmioBus, Shared};
+
+use crate::el1::{write_sysreg, El1Context};
+use crate::vectors::GuestRegs;
+
+/// Stage-2 translation tables come from the hypervisor heap, identity-mapped.
+pub struct HeapTables;
+
+impl TableAllocator for HeapTables {
+    fn alloc_tables(&mut self, count: usize) -> Option<u64> {
+        let layout = core::alloc::Layout::from_size_align(4096 * count, 4096 * count).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        (!p.is_null()).then_some(p as u64)
+    }
+    fn free_tables(&mut self, pa: u64, count: usize) {
+        let layout =
+            core::alloc::Layout::from_size_align(4096 * count, 4096 * count).expect("table layout");
+        // SAFETY: `pa` was returned by `alloc_tables` with this `count` (stage2's contract).
+        unsafe { alloc::alloc::dealloc(pa as *mut u8, layout) };
+    }
+    fn table(&mut self, pa: u64) -> &mut [u64; 512] {
+        // SAFETY: `pa` is a table this allocator handed out (stage2 only passes those);
+        // heap memory is identity-mapped, so the physical address is the pointer.
+        unsafe { &mut *(pa as *mut [u64; 512]) }
+    }
+}
+
+/// The guest's RAM: `size` bytes at guest-physical `ipa`, backed by host-physical
+/// `pa` (identity-mapped in the hypervisor). Every access is bounds-checked.
+pub struct GuestRam {
+    pub ipa: u64,
+    pub pa: u64,
+    pub size: u64,
+}
+
+impl GuestRam {
+    pub fn contains(&self, ipa: u64) -> bool {
+        ipa >= self.ipa && ipa - self.ipa < self.size
+    }
+
+    fn slice(&self, gpa: u64, len: usize) -> Result<*mut u8, MemError> {
+        let off = range_offset(self.ipa, self.size, gpa, len)?;
+        Ok((self.pa as usize + off) as *mut u8)
+    }
+
+    /// Fills all of guest RAM with zeros.
+    pub fn clear(&mut self) {
+        // SAFETY: [pa, pa + size) is this VM's RAM, allocated from free physical memory
+        // and identity-mapped as normal memory; no vCPU of the VM is running.
+        unsafe { core::ptr::write_bytes(self.pa as *mut u8, 0, self.size as usize) };
+    }
+}
+
+impl GuestMemory for GuestRam {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let p = self.slice(gpa, buf.len())?;
+        // SAFETY: `slice` checked that [gpa, gpa+len) is inside guest RAM, which is
+        // identity-mapped host memory owned by this VM.
+        unsafe { core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
+        let p = self.slice(gpa, data.len())?;
+        // SAFETY: as in `read`.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        Ok(())
+    }
+}
+
+/// One virtual CPU.
+pub struct Vcpu {
+    pub regs: GuestRegs,
+    pub el1: El1Context,
+    pub mpidr: u64,
+    pub power: CpuPower,
+}
+
+/// Why a VM stopped running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// PSCI SYSTEM_OFF, or the last vCPU called CPU_OFF.
+    PoweredOff,
+    /// PSCI SYSTEM_RESET.
+    Reset,
+}
+
+/// Counts of exits by kind, for the VM's exit log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ExitStats {
+    pub hvc: u64,
+    pub smc: u64,
+    pub mmio: u64,
+    pub sysreg: u64,
+    pub wfi: u64,
+    pub irq: u64,
+    pub injected: u64,
+}
+
+/// A virtual machine.
+pub struct Vm {
+    pub name: String,
+    pub ram: GuestRam,
+    pub stage2: Stage2,
+    pub bus: MmioBus,
+    pub uart: Shared<Pl011>,
+    pub vcpus: Vec<Vcpu>,
+    pub stats: ExitStats,
+}
+
+/// Why a VM could not be built.
+#[derive(Debug)]
+pub enum VmError {
+    Stage2(stage2::Error),
+    Bus(vdev::BusError),
+}
+
+/// The guest's MPIDR for vCPU `i`: Aff0 = i, with the U bit clear and bit 31 RES1.
+pub fn vcpu_mpidr(i: usize) -> u64 {
+    (1 << 31) | i as u64
+}
+
+impl Vm {
+    /// Builds a VM whose RAM is `ram` (already allocated), with `vcpus` vCPUs.
+    pub fn new(
+        name: &str,
+        ram: GuestRam,
+        vcpus: usize,
+        layout: Layout,
+        vmid: u16,
+    ) -> Result<Self, VmError> {
+        let mut stage2 = Stage2::new(&mut HeapTables, layout, vmid).map_err(VmError::Stage2)?;
+        stage2
+            .map(
+                &mut HeapTables,
+                ram.ipa,
+                ram.pa,
+                ram.size,
+                Attrs::normal(Perms::RWX),
+            )
+            .map_err(VmError::Stage2)?;
+        let mut bus = MmioBus::new();
+        let uart = Shared::new(Pl011::new(
+            guest::SPI_BASE + guest::PL011_SPI,
+            Box::new(crate::console::GuestConsole),
+        ));
+        bus.insert(
+            "pl011",
+            guest::PL011_BASE,
+            guest::PL011_SIZE,
+            Box::new(uart.clone()),
+        )
+        .map_err(VmError::Bus)?;
+        let vcpus = (0..vcpus)
+            .map(|i| Vcpu {
+                regs: GuestRegs::default(),
+                el1: El1Context::reset(),
+                mpidr: vcpu_mpidr(i),
+                power: if i == 0 { CpuPower::On } else { CpuPower::Off },
+            })
+            .collect();
+        Ok(Self {
+            name: String::from(name),
+            ram,
+            stage2,
+            bus,
+            uart,
+            vcpus,
+            stats: ExitStats::default(),
+        })
+    }
+
+    /// The IPA size the guest is told about (ID_AA64MMFR0_EL1.PARange).
+    pub fn ipa_bits(&self) -> u32 {
+        self.stage2.layout().ipa_bits
+    }
+}
+
+impl PowerTopology for Vm {
+    fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
+        self.vcpus
+            .iter()
+            .position(|v| v.mpidr & arch::smccc::MPIDR_AFFINITY_MASK == mpidr)
+    }
+    fn power(&self, idx: usize) -> CpuPower {
+        self.vcpus[idx].power
+    }
+    fn valid_entry(&self, ipa: u64) -> bool {
+        self.ram.contains(ipa) && ipa % 4 == 0
+    }
+}
+
+/// HCR_EL2 for a stage-2 guest: VM (stage 2 on), SWIO, FMO/IMO/AMO (interrupts and
+/// SErrors to EL2), FB and BSU inner-shareable (broadcast maintenance), TWI (trap WFI
+/// so an idle guest gives its CPU back), TSC (trap SMC: PSCI via SMC is emulated),
+/// TID3 (sanitise feature IDs), TIDCP (IMPLEMENTATION DEFINED registers undefined),
+/// RW (EL1 is AArch64), APK/API (pointer-auth instructions do not trap; the feature
+/// is hidden from the ID registers).
+pub fn hcr_el2() -> u64 {
+    use aarch64_cpu::registers::HCR_EL2 as H;
+    (H::VM::Enable
+        + H::SWIO::SET
+        + H::FMO::EnableVirtualFIQ
+        + H::IMO::EnableVirtualIRQ
+        + H::AMO::SET
+        + H::FB::SET
+        + H::BSU::InnerShareable
+        + H::TWI::SET
+        + H::TSC::EnableTrapEl1SmcToEl2
+        + H::TID3::SET
+        + H::TIDCP::SET
+        + H::RW::EL1IsAarch64
+        + H::APK::SET
+        + H::API::SET)
+        .value
+}
+
+/// CPTR_EL2 (no VHE): FP/SIMD untrapped; SVE (TZ), SME (TSM) and AMU (TAM) trapped;
+/// RES1 bits set.
+const CPTR_EL2_VALUE: u64 = (1 << 30) | (1 << 13) | (1 << 12) | (1 << 9) | (1 << 8) | 0xff;
+
+/// MDCR_EL2 bits: trap SPE (TPMS) and trace-filter (TTRF) accesses.
+const MDCR_EL2_TPMS: u64 = 1 << 14;
+const MDCR_EL2_TTRF: u64 = 1 << 19;
+const MDCR_EL2_HPMN_MASK: u64 = 0x1f;
+/// PMCR_EL0.N: the number of event counters.
+const PMCR_N_SHIFT: u64 = 11;
+
+/// CNTHCTL_EL2 (no VHE): EL1 may read the physical counter and use the physical timer.
+const CNTHCTL_EL1PCTEN: u64 = 1 << 0;
+const CNTHCTL_EL1PCEN: u64 = 1 << 1;
+
+/// Programs the EL2 controls for running `vm` on this CPU. The PMU counters are all
+/// given to the guest (HPMN = PMCR_EL0.N) and count at EL2 when asked, which is how
+/// `bench exits` measures the exit path.
+pub fn activate(vm: &Vm) {
+    use crate::el1::read_sysreg;
+    let pmcr_n = (read_sysreg!("PMCR_EL0") >> PMCR_N_SHIFT) & MDCR_EL2_HPMN_MASK;
+    write_sysreg!("HCR_EL2", hcr_el2());
+    write_sysreg!("VTCR_EL2", vm.stage2.vtcr());
+    write_sysreg!("VTTBR_EL2", vm.stage2.vttbr());
+    write_sysreg!("CPTR_EL2", CPTR_EL2_VALUE);
+    write_sysreg!("MDCR_EL2", pmcr_n | MDCR_EL2_TPMS | MDCR_EL2_TTRF);
+    write_sysreg!("CNTHCTL_EL2", CNTHCTL_EL1PCTEN | CNTHCTL_EL1PCEN);
+    write_sysreg!("CNTVOFF_EL2", 0);
+    write_sysreg!("VPIDR_EL2", read_sysreg!("MIDR_EL1"));
+    write_sysreg!("ICH_HCR_EL2", 0);
+    // SAFETY: invalidates this VMID's stage-1+2 TLB entries so the new tables are used.
+    unsafe { core::arch::asm!("isb", "tlbi vmalls12e1is", "dsb ish", "isb") };
+}
+
+/// Makes vCPU `v` the one that runs on this CPU.
+pub fn load_vcpu(v: &Vcpu) {
+    write_sysreg!("VMPIDR_EL2", v.mpidr);
+    v.el1.restore();
+}
