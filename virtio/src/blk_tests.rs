@@ -1,0 +1,308 @@
+//! virtio-blk tests, driven through the MMIO transport as a guest driver would.
+
+use super::*;
+use crate::defs::{features, mmio, ring};
+use crate::testing::{MemDisk, TestDriver, RAM_BASE};
+use vdev::AccessSize;
+
+const SECTORS: usize = 64;
+
+fn disk(read_only: bool) -> TestDriver<Blk<MemDisk>> {
+    let mut d = TestDriver::new(
+        Blk::new(MemDisk::new(SECTORS, read_only)).with_serial(b"RAYOS-DISK-0"),
+        1 << 20,
+    );
+    d.start(features::INDIRECT_DESC);
+    d
+}
+
+fn header(kind: u32, sector: u64) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[..4].copy_from_slice(&kind.to_le_bytes());
+    h[8..].copy_from_slice(&sector.to_le_bytes());
+    h
+}
+
+/// Lays out header, data and status buffers; returns (hdr, data, status) addresses.
+fn request(
+    d: &mut TestDriver<Blk<MemDisk>>,
+    kind: u32,
+    sector: u64,
+    data_len: u32,
+) -> (u64, u64, u64) {
+    let hdr = d.alloc(16, 16);
+    d.write_mem(hdr, &header(kind, sector));
+    let data = d.alloc(u64::from(data_len.max(1)), 512);
+    let st = d.alloc(1, 1);
+    d.write_mem(st, &[0xff]);
+    (hdr, data, st)
+}
+
+/// Submits a request with the data buffer device-writable or not; returns (status, used len).
+fn submit(
+    d: &mut TestDriver<Blk<MemDisk>>,
+    kind: u32,
+    sector: u64,
+    data: &[u8],
+    data_writable: bool,
+) -> (u8, u32, u64) {
+    let (hdr, buf, st) = request(d, kind, sector, data.len() as u32);
+    d.write_mem(buf, data);
+    let mut bufs = alloc::vec![(hdr, 16, false)];
+    if !data.is_empty() {
+        bufs.push((buf, data.len() as u32, data_writable));
+    }
+    bufs.push((st, 1, true));
+    let head = d.add_chain(0, &bufs);
+    d.notify(0);
+    let (id, len) = d.pop_used(0).expect("request completed");
+    assert_eq!(id, u32::from(head));
+    (d.read_mem(st, 1)[0], len, buf)
+}
+
+#[test]
+fn write_read_flush_round_trip() {
+    let mut d = disk(false);
+    let pattern: alloc::vec::Vec<u8> = (0..2048u32).map(|i| (i * 7 + 3) as u8).collect();
+    let (status, len, _) = submit(&mut d, blk::T_OUT, 5, &pattern, false);
+    assert_eq!((status, len), (blk::S_OK, 1));
+    assert_eq!(
+        &d.transport.device().backend().data[5 * 512..5 * 512 + 2048],
+        &pattern[..]
+    );
+    let (status, len, buf) = submit(&mut d, blk::T_IN, 5, &[0u8; 2048], true);
+    assert_eq!((status, len), (blk::S_OK, 2049));
+    assert_eq!(d.read_mem(buf, 2048), pattern);
+    let (status, _, _) = submit(&mut d, blk::T_FLUSH, 0, &[], false);
+    assert_eq!(status, blk::S_OK);
+    assert_eq!(d.transport.device().backend().flushes, 1);
+}
+
+#[test]
+fn large_read_crosses_chunks_and_indirect_tables() {
+    let mut d = disk(false);
+    let len = 40 * 512; // more than CHUNK_BYTES
+    let pattern: alloc::vec::Vec<u8> = (0..len).map(|i| (i / 512 + i) as u8).collect();
+    d.transport.device_mut().backend_mut().data[..len].copy_from_slice(&pattern);
+    let (hdr, _, st) = request(&mut d, blk::T_IN, 0, 1);
+    let a = d.alloc(len as u64 / 2, 512);
+    let b = d.alloc(len as u64 / 2, 512);
+    let half = len as u32 / 2;
+    let head = d.add_indirect(
+        0,
+        &[
+            (hdr, 16, false),
+            (a, half, true),
+            (b, half, true),
+            (st, 1, true),
+        ],
+    );
+    d.notify(0);
+    assert_eq!(d.pop_used(0), Some((u32::from(head), len as u32 + 1)));
+    assert_eq!(d.read_mem(st, 1)[0], blk::S_OK);
+    let mut got = d.read_mem(a, len / 2);
+    got.extend(d.read_mem(b, len / 2));
+    assert_eq!(got, pattern);
+}
+
+#[test]
+fn get_id_returns_serial() {
+    let mut d = disk(false);
+    let (status, len, buf) = submit(&mut d, blk::T_GET_ID, 0, &[0xaa; 20], true);
+    assert_eq!((status, len), (blk::S_OK, 21));
+    let mut want = [0u8; 20];
+    want[..12].copy_from_slice(b"RAYOS-DISK-0");
+    assert_eq!(d.read_mem(buf, 20), want);
+}
+
+#[test]
+fn read_only_disk_refuses_writes() {
+    let mut d = disk(true);
+    assert_ne!(d.device_features() & blk::F_RO, 0);
+    assert_eq!(d.device_features() & blk::F_WRITE_ZEROES, 0);
+    let (status, len, _) = submit(&mut d, blk::T_OUT, 0, &[0x55; 512], false);
+    assert_eq!((status, len), (blk::S_IOERR, 1));
+    let mut seg = [0u8; 16];
+    seg[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let (status, _, _) = submit(&mut d, blk::T_WRITE_ZEROES, 0, &seg, false);
+    assert_eq!(status, blk::S_IOERR);
+    assert!(d.transport.device().backend().data.iter().all(|&b| b == 0));
+    let (status, _, _) = submit(&mut d, blk::T_IN, 0, &[0u8; 512], true);
+    assert_eq!(status, blk::S_OK);
+    assert!(!d.transport.needs_reset());
+}
+
+#[test]
+fn out_of_range_and_partial_sectors_are_ioerr() {
+    let mut d = disk(false);
+    let last = SECTORS as u64 - 1;
+    assert_eq!(
+        submit(&mut d, blk::T_IN, last, &[0u8; 1024], true).0,
+        blk::S_IOERR
+    );
+    assert_eq!(
+        submit(&mut d, blk::T_OUT, last, &[1u8; 1024], false).0,
+        blk::S_IOERR
+    );
+    assert_eq!(
+        submit(&mut d, blk::T_IN, u64::MAX, &[0u8; 512], true).0,
+        blk::S_IOERR
+    );
+    assert_eq!(
+        submit(&mut d, blk::T_IN, 0, &[0u8; 100], true).0,
+        blk::S_IOERR
+    );
+    assert_eq!(
+        submit(&mut d, blk::T_OUT, 0, &[1u8; 513], false).0,
+        blk::S_IOERR
+    );
+    assert!(d.transport.device().backend().data.iter().all(|&b| b == 0));
+    assert_eq!(
+        submit(&mut d, blk::T_IN, last, &[0u8; 512], true).0,
+        blk::S_OK
+    );
+}
+
+#[test]
+fn unknown_requests_are_unsupp() {
+    let mut d = disk(false);
+    assert_eq!(submit(&mut d, 0x1234, 0, &[], false).0, blk::S_UNSUPP);
+    assert_eq!(submit(&mut d, 11, 0, &[0u8; 16], false).0, blk::S_UNSUPP); // DISCARD
+}
+
+#[test]
+fn write_zeroes() {
+    let mut d = disk(false);
+    d.transport.device_mut().backend_mut().data.fill(0xee);
+    let mut seg = [0u8; 16];
+    seg[..8].copy_from_slice(&2u64.to_le_bytes());
+    seg[8..12].copy_from_slice(&3u32.to_le_bytes());
+    assert_eq!(
+        submit(&mut d, blk::T_WRITE_ZEROES, 0, &seg, false).0,
+        blk::S_OK
+    );
+    let data = &d.transport.device().backend().data;
+    assert!(data[2 * 512..5 * 512].iter().all(|&b| b == 0));
+    assert_eq!(data[2 * 512 - 1], 0xee);
+    assert_eq!(data[5 * 512], 0xee);
+    // Unknown flag: UNSUPP. Beyond the disk: IOERR. Two segments: IOERR.
+    seg[12] = 2;
+    assert_eq!(
+        submit(&mut d, blk::T_WRITE_ZEROES, 0, &seg, false).0,
+        blk::S_UNSUPP
+    );
+    seg[12] = 0;
+    seg[..8].copy_from_slice(&(SECTORS as u64 - 1).to_le_bytes());
+    assert_eq!(
+        submit(&mut d, blk::T_WRITE_ZEROES, 0, &seg, false).0,
+        blk::S_IOERR
+    );
+    assert_eq!(
+        submit(&mut d, blk::T_WRITE_ZEROES, 0, &[0u8; 32], false).0,
+        blk::S_IOERR
+    );
+}
+
+#[test]
+fn config_space_layout() {
+    let mut d = disk(false);
+    let rd = |d: &mut TestDriver<Blk<MemDisk>>, off: u64, size| {
+        d.try_read(mmio::CONFIG + off, size).unwrap()
+    };
+    assert_eq!(rd(&mut d, 0, AccessSize::Word), SECTORS as u64);
+    assert_eq!(rd(&mut d, 4, AccessSize::Word), 0);
+    assert_eq!(rd(&mut d, 8, AccessSize::Word), u64::from(SIZE_MAX));
+    assert_eq!(rd(&mut d, 12, AccessSize::Word), u64::from(SEG_MAX));
+    assert_eq!(rd(&mut d, 20, AccessSize::Word), 512);
+    assert_eq!(rd(&mut d, 21, AccessSize::Byte), 2);
+    assert_eq!(rd(&mut d, 34, AccessSize::Half), 1);
+    assert_eq!(rd(&mut d, 0x80, AccessSize::Word), 0);
+}
+
+#[test]
+fn missing_header_or_status_needs_reset() {
+    let mut d = disk(false);
+    let buf = d.alloc(16, 16);
+    d.add_chain(0, &[(buf, 8, false), (buf + 8, 1, true)]);
+    d.notify(0);
+    assert!(d.transport.needs_reset());
+    let mut d = disk(false);
+    d.write_mem(buf, &header(blk::T_IN, 0));
+    d.add_chain(0, &[(buf, 16, false)]);
+    d.notify(0);
+    assert!(d.transport.needs_reset());
+    assert_eq!(d.pop_used(0), None);
+}
+
+#[test]
+fn oversized_and_out_of_ram_buffers_need_reset_without_stray_writes() {
+    // A 4 GiB - 1 data length: refused before any allocation or access.
+    let mut d = disk(false);
+    let (hdr, data, st) = request(&mut d, blk::T_IN, 0, 512);
+    d.add_chain(
+        0,
+        &[(hdr, 16, false), (data, u32::MAX, true), (st, 1, true)],
+    );
+    let before = d.mem.as_bytes().to_vec();
+    d.notify(0);
+    assert!(d.transport.needs_reset());
+    assert_eq!(d.mem.as_bytes(), &before[..]);
+    // A data buffer outside guest RAM: no write anywhere in RAM.
+    let mut d = disk(false);
+    let (hdr, _, st) = request(&mut d, blk::T_IN, 0, 512);
+    d.add_chain(0, &[(hdr, 16, false), (0x1000, 512, true), (st, 1, true)]);
+    let before = d.mem.as_bytes().to_vec();
+    d.notify(0);
+    assert!(d.transport.needs_reset());
+    assert_eq!(d.mem.as_bytes(), &before[..]);
+    // A write whose source lies past the end of RAM: the disk is not touched.
+    let mut d = disk(false);
+    let (hdr, _, st) = request(&mut d, blk::T_OUT, 0, 512);
+    d.add_chain(
+        0,
+        &[
+            (hdr, 16, false),
+            (RAM_BASE + (1 << 20) - 256, 512, false),
+            (st, 1, true),
+        ],
+    );
+    d.notify(0);
+    assert!(d.transport.needs_reset());
+    assert!(d.transport.device().backend().data.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn indirect_in_indirect_needs_reset() {
+    let mut d = disk(false);
+    let (hdr, data, st) = request(&mut d, blk::T_IN, 0, 512);
+    let inner = d.alloc(48, 16);
+    d.write_desc_at(inner, 0, hdr, 16, ring::DESC_F_NEXT, 1);
+    d.write_desc_at(
+        inner,
+        1,
+        data,
+        512,
+        ring::DESC_F_WRITE | ring::DESC_F_NEXT,
+        2,
+    );
+    d.write_desc_at(inner, 2, st, 1, ring::DESC_F_WRITE, 0);
+    let outer = d.alloc(16, 16);
+    d.write_desc_at(outer, 0, inner, 48, ring::DESC_F_INDIRECT, 0);
+    d.write_desc(0, 0, outer, 16, ring::DESC_F_INDIRECT, 0);
+    d.publish(0, 0);
+    let before = d.mem.as_bytes().to_vec();
+    d.notify(0);
+    assert!(d.transport.needs_reset());
+    assert_eq!(d.mem.as_bytes(), &before[..]);
+}
+
+#[test]
+fn head_index_out_of_range_needs_reset() {
+    let mut d = disk(false);
+    let size = d.queues[0].size;
+    d.publish(0, size);
+    let before = d.mem.as_bytes().to_vec();
+    d.notify(0);
+    assert!(d.transport.needs_reset());
+    assert_eq!(d.mem.as_bytes(), &before[..]);
+}
