@@ -1,0 +1,640 @@
+//! A VM record: the persistent identity and configuration of one VM — name,
+//! resources, boot source, guest disks, TPM NV area, device model, policy and saved
+//! state — with its binary encoding and the checks one record must pass on its own.
+//! Checks that span records or need the disk geometry live in [`crate::space`].
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::defs::{
+    BOOT_FIRMWARE, BOOT_LINUX, DEVICE_MODEL_LINUX_DT, DEVICE_MODEL_UEFI_ACPI, DISK_FLAGS_KNOWN,
+    DISK_FLAG_READ_ONLY, MAX_CMDLINE_LEN, MAX_DISKS, MAX_NAME_LEN, MAX_VCPUS, MEMORY_GRANULE,
+};
+use crate::error::ConsistencyError;
+use crate::policy::Policy;
+use crate::uuid::Uuid;
+
+/// A byte range of the system disk. An empty extent (`len == 0`, `start == 0`) means
+/// "none".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub struct Extent {
+    /// Byte offset on the system disk.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+impl Extent {
+    /// The empty extent.
+    pub const EMPTY: Extent = Extent { start: 0, len: 0 };
+
+    /// Whether this extent covers no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// One past the last byte, or `None` on overflow.
+    pub fn end(&self) -> Option<u64> {
+        self.start.checked_add(self.len)
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.start);
+        w.u64(self.len);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Extent, DecodeError> {
+        let e = Extent {
+            start: r.u64()?,
+            len: r.u64()?,
+        };
+        if e.len == 0 && e.start != 0 {
+            return Err(DecodeError::BadValue("empty extent start"));
+        }
+        Ok(e)
+    }
+}
+
+impl fmt::Display for Extent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            f.write_str("none")
+        } else {
+            write!(f, "{:#x}+{:#x}", self.start, self.len)
+        }
+    }
+}
+
+/// Content stored in an extent: the extent, how many of its bytes hold content, and
+/// the CRC32C of those bytes so a reader can refuse corrupt content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Blob {
+    /// Where the content lives (its capacity).
+    pub extent: Extent,
+    /// Content length in bytes (`<= extent.len`); 0 when nothing was stored yet.
+    pub size: u64,
+    /// CRC32C of the first `size` bytes of the extent.
+    pub crc32c: u32,
+}
+
+impl Blob {
+    /// A blob with room for content but none stored yet.
+    pub fn empty_in(extent: Extent) -> Blob {
+        Blob {
+            extent,
+            size: 0,
+            crc32c: 0,
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        self.extent.encode(w);
+        w.u64(self.size);
+        w.u32(self.crc32c);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Blob, DecodeError> {
+        Ok(Blob {
+            extent: Extent::decode(r)?,
+            size: r.u64()?,
+            crc32c: r.u32()?,
+        })
+    }
+}
+
+/// The platform profile the hypervisor builds for the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceModel {
+    /// Direct Linux boot, generated device tree, virtio-mmio devices.
+    LinuxDt,
+    /// UEFI firmware in emulated flash, ACPI tables, CRB TPM (the Windows path).
+    UefiAcpi,
+}
+
+impl DeviceModel {
+    /// The profile's name: `linux-dt` or `uefi-acpi`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeviceModel::LinuxDt => "linux-dt",
+            DeviceModel::UefiAcpi => "uefi-acpi",
+        }
+    }
+
+    /// Parses a profile name.
+    pub fn parse(s: &str) -> Option<DeviceModel> {
+        match s {
+            "linux-dt" => Some(DeviceModel::LinuxDt),
+            "uefi-acpi" => Some(DeviceModel::UefiAcpi),
+            _ => None,
+        }
+    }
+
+    fn tag(&self) -> u8 {
+        match self {
+            DeviceModel::LinuxDt => DEVICE_MODEL_LINUX_DT,
+            DeviceModel::UefiAcpi => DEVICE_MODEL_UEFI_ACPI,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Result<DeviceModel, DecodeError> {
+        match tag {
+            DEVICE_MODEL_LINUX_DT => Ok(DeviceModel::LinuxDt),
+            DEVICE_MODEL_UEFI_ACPI => Ok(DeviceModel::UefiAcpi),
+            _ => Err(DecodeError::BadValue("device model")),
+        }
+    }
+}
+
+/// What the VM boots from; all images live in extents of the system disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootSource {
+    /// Linux direct boot.
+    Linux {
+        /// The kernel `Image`.
+        kernel: Blob,
+        /// The initial ramdisk, if any.
+        initrd: Option<Blob>,
+        /// The kernel command line (stored inline in the record).
+        cmdline: String,
+    },
+    /// UEFI firmware boot.
+    Firmware {
+        /// The firmware code image (flash bank 0, read-only to the guest).
+        code: Blob,
+        /// The firmware variable store (flash bank 1): raw flash the guest rewrites
+        /// in place, so it has no content checksum.
+        vars: Extent,
+    },
+}
+
+/// One guest disk: an extent of the system disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestDisk {
+    /// The disk's bytes on the system disk; the guest sees `extent.len` bytes.
+    pub extent: Extent,
+    /// Whether the guest sees the disk read-only.
+    pub read_only: bool,
+}
+
+/// Names which extent of a VM record a message or an iterator refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtentRole {
+    /// The Linux kernel image.
+    Kernel,
+    /// The Linux initrd.
+    Initrd,
+    /// The firmware code image.
+    FirmwareCode,
+    /// The firmware variable store.
+    FirmwareVars,
+    /// Guest disk number `n`.
+    Disk(u8),
+    /// The TPM's NV area.
+    TpmNv,
+    /// The saved execution state.
+    SavedState,
+}
+
+impl fmt::Display for ExtentRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExtentRole::Kernel => f.write_str("kernel"),
+            ExtentRole::Initrd => f.write_str("initrd"),
+            ExtentRole::FirmwareCode => f.write_str("firmware"),
+            ExtentRole::FirmwareVars => f.write_str("firmware-vars"),
+            ExtentRole::Disk(n) => write!(f, "disk{n}"),
+            ExtentRole::TpmNv => f.write_str("tpm-nv"),
+            ExtentRole::SavedState => f.write_str("saved-state"),
+        }
+    }
+}
+
+/// The persistent record of one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRecord {
+    /// Identity for the VM's whole life; never changes.
+    pub uuid: Uuid,
+    /// Human-readable name, unique within the registry.
+    pub name: String,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Guest RAM in bytes (a multiple of 2 MiB).
+    pub memory_bytes: u64,
+    /// Platform profile.
+    pub device_model: DeviceModel,
+    /// What the VM boots from.
+    pub boot: BootSource,
+    /// Guest disks, in the order the guest sees them.
+    pub disks: Vec<GuestDisk>,
+    /// Reserved space for the TPM's NV image; empty means the VM has no TPM.
+    pub tpm_nv: Extent,
+    /// Lifecycle policy.
+    pub policy: Policy,
+    /// Saved execution state (RAM + devices); `size == 0` means none is stored.
+    pub saved_state: Blob,
+}
+
+impl VmRecord {
+    /// Every non-empty extent the record owns, with its role.
+    pub fn extents(&self) -> Vec<(ExtentRole, Extent)> {
+        let mut out = Vec::new();
+        match &self.boot {
+            BootSource::Linux { kernel, initrd, .. } => {
+                out.push((ExtentRole::Kernel, kernel.extent));
+                if let Some(i) = initrd {
+                    out.push((ExtentRole::Initrd, i.extent));
+                }
+            }
+            BootSource::Firmware { code, vars } => {
+                out.push((ExtentRole::FirmwareCode, code.extent));
+                out.push((ExtentRole::FirmwareVars, *vars));
+            }
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            out.push((ExtentRole::Disk(i as u8), d.extent));
+        }
+        out.push((ExtentRole::TpmNv, self.tpm_nv));
+        out.push((ExtentRole::SavedState, self.saved_state.extent));
+        out.retain(|(_, e)| !e.is_empty());
+        out
+    }
+
+    /// The blob with the given role, if the record has one.
+    pub fn blob(&self, role: ExtentRole) -> Option<&Blob> {
+        match (role, &self.boot) {
+            (ExtentRole::Kernel, BootSource::Linux { kernel, .. }) => Some(kernel),
+            (ExtentRole::Initrd, BootSource::Linux { initrd, .. }) => initrd.as_ref(),
+            (ExtentRole::FirmwareCode, BootSource::Firmware { code, .. }) => Some(code),
+            (ExtentRole::SavedState, _) => Some(&self.saved_state),
+            _ => None,
+        }
+    }
+
+    /// Mutable access to the blob with the given role.
+    pub fn blob_mut(&mut self, role: ExtentRole) -> Option<&mut Blob> {
+        match (role, &mut self.boot) {
+            (ExtentRole::Kernel, BootSource::Linux { kernel, .. }) => Some(kernel),
+            (ExtentRole::Initrd, BootSource::Linux { initrd, .. }) => initrd.as_mut(),
+            (ExtentRole::FirmwareCode, BootSource::Firmware { code, .. }) => Some(code),
+            (ExtentRole::SavedState, _) => Some(&mut self.saved_state),
+            _ => None,
+        }
+    }
+
+    /// Checks everything about the record that does not depend on other records or
+    /// on the disk geometry.
+    pub fn check(&self) -> Result<(), ConsistencyError> {
+        let vm = self.uuid;
+        if vm.is_nil() {
+            return Err(ConsistencyError::NilUuid);
+        }
+        if self.name.is_empty()
+            || self.name.len() > MAX_NAME_LEN
+            || self.name.chars().any(char::is_control)
+        {
+            return Err(ConsistencyError::BadName(vm));
+        }
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(ConsistencyError::BadVcpus(vm));
+        }
+        if self.memory_bytes == 0 || !self.memory_bytes.is_multiple_of(MEMORY_GRANULE) {
+            return Err(ConsistencyError::BadMemory(vm));
+        }
+        if self.disks.len() > MAX_DISKS {
+            return Err(ConsistencyError::TooManyDisks(vm));
+        }
+        let (required, boot_ok) = match &self.boot {
+            BootSource::Linux {
+                kernel, cmdline, ..
+            } => {
+                if cmdline.len() > MAX_CMDLINE_LEN {
+                    return Err(ConsistencyError::CmdlineTooLong(vm));
+                }
+                (
+                    (ExtentRole::Kernel, kernel.extent),
+                    self.device_model == DeviceModel::LinuxDt,
+                )
+            }
+            BootSource::Firmware { code, .. } => (
+                (ExtentRole::FirmwareCode, code.extent),
+                self.device_model == DeviceModel::UefiAcpi,
+            ),
+        };
+        if !boot_ok {
+            return Err(ConsistencyError::BootMismatch(vm));
+        }
+        if required.1.is_empty() {
+            return Err(ConsistencyError::MissingExtent {
+                vm,
+                role: required.0,
+            });
+        }
+        if let BootSource::Firmware { vars, .. } = &self.boot {
+            if vars.is_empty() {
+                return Err(ConsistencyError::MissingExtent {
+                    vm,
+                    role: ExtentRole::FirmwareVars,
+                });
+            }
+        }
+        if let BootSource::Linux {
+            initrd: Some(i), ..
+        } = &self.boot
+        {
+            if i.extent.is_empty() {
+                return Err(ConsistencyError::MissingExtent {
+                    vm,
+                    role: ExtentRole::Initrd,
+                });
+            }
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            if d.extent.is_empty() {
+                return Err(ConsistencyError::MissingExtent {
+                    vm,
+                    role: ExtentRole::Disk(i as u8),
+                });
+            }
+        }
+        for role in [
+            ExtentRole::Kernel,
+            ExtentRole::Initrd,
+            ExtentRole::FirmwareCode,
+            ExtentRole::SavedState,
+        ] {
+            if let Some(b) = self.blob(role) {
+                if b.size > b.extent.len {
+                    return Err(ConsistencyError::BlobOverflow { vm, role });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the record's encoding (format v1; see `docs/system-disk.md`).
+    pub fn encode(&self, w: &mut Writer) {
+        w.bytes(&self.uuid.0);
+        w.str16(&self.name);
+        w.u32(self.vcpus);
+        w.u64(self.memory_bytes);
+        w.u8(self.device_model.tag());
+        match &self.boot {
+            BootSource::Linux {
+                kernel,
+                initrd,
+                cmdline,
+            } => {
+                w.u8(BOOT_LINUX);
+                kernel.encode(w);
+                match initrd {
+                    Some(i) => {
+                        w.u8(1);
+                        i.encode(w);
+                    }
+                    None => w.u8(0),
+                }
+                w.str16(cmdline);
+            }
+            BootSource::Firmware { code, vars } => {
+                w.u8(BOOT_FIRMWARE);
+                code.encode(w);
+                vars.encode(w);
+            }
+        }
+        w.u8(self.disks.len() as u8);
+        for d in &self.disks {
+            d.extent.encode(w);
+            w.u8(if d.read_only { DISK_FLAG_READ_ONLY } else { 0 });
+        }
+        self.tpm_nv.encode(w);
+        self.policy.encode(w);
+        self.saved_state.encode(w);
+    }
+
+    /// Decodes one record occupying all of `bytes`. Semantic checks are separate
+    /// ([`VmRecord::check`], [`crate::space::check_layout`]).
+    pub fn decode(bytes: &[u8]) -> Result<VmRecord, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let uuid = Uuid(r.array()?);
+        let name = r.str16(MAX_NAME_LEN, "name")?.to_string();
+        let vcpus = r.u32()?;
+        let memory_bytes = r.u64()?;
+        let device_model = DeviceModel::from_tag(r.u8()?)?;
+        let boot = match r.u8()? {
+            BOOT_LINUX => {
+                let kernel = Blob::decode(&mut r)?;
+                let initrd = match r.u8()? {
+                    0 => None,
+                    1 => Some(Blob::decode(&mut r)?),
+                    _ => return Err(DecodeError::BadValue("initrd presence")),
+                };
+                let cmdline = r.str16(MAX_CMDLINE_LEN, "cmdline")?.to_string();
+                BootSource::Linux {
+                    kernel,
+                    initrd,
+                    cmdline,
+                }
+            }
+            BOOT_FIRMWARE => BootSource::Firmware {
+                code: Blob::decode(&mut r)?,
+                vars: Extent::decode(&mut r)?,
+            },
+            _ => return Err(DecodeError::BadValue("boot source")),
+        };
+        let disk_count = usize::from(r.u8()?);
+        if disk_count > MAX_DISKS {
+            return Err(DecodeError::TooLong("disk list"));
+        }
+        let mut disks = Vec::with_capacity(disk_count);
+        for _ in 0..disk_count {
+            let extent = Extent::decode(&mut r)?;
+            let flags = r.u8()?;
+            if flags & !DISK_FLAGS_KNOWN != 0 {
+                return Err(DecodeError::BadValue("disk flags"));
+            }
+            disks.push(GuestDisk {
+                extent,
+                read_only: flags & DISK_FLAG_READ_ONLY != 0,
+            });
+        }
+        let tpm_nv = Extent::decode(&mut r)?;
+        let policy = Policy::decode(&mut r)?;
+        let saved_state = Blob::decode(&mut r)?;
+        r.finish()?;
+        Ok(VmRecord {
+            uuid,
+            name,
+            vcpus,
+            memory_bytes,
+            device_model,
+            boot,
+            disks,
+            tpm_nv,
+            policy,
+            saved_state,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::defs::MAX_RECORD_ENCODED;
+    use alloc::string::String;
+    use alloc::vec;
+
+    pub(crate) fn sample(seed: u8) -> VmRecord {
+        let base = 0x10_0000 + u64::from(seed) * 0x100_0000;
+        VmRecord {
+            uuid: Uuid::from_random_bytes([seed; 16]),
+            name: alloc::format!("vm{seed}"),
+            vcpus: 2,
+            memory_bytes: 512 << 20,
+            device_model: DeviceModel::LinuxDt,
+            boot: BootSource::Linux {
+                kernel: Blob {
+                    extent: Extent {
+                        start: base,
+                        len: 0x10000,
+                    },
+                    size: 1234,
+                    crc32c: 0xabcd,
+                },
+                initrd: Some(Blob::empty_in(Extent {
+                    start: base + 0x10000,
+                    len: 0x1000,
+                })),
+                cmdline: String::from("console=ttyAMA0 root=/dev/vda"),
+            },
+            disks: vec![GuestDisk {
+                extent: Extent {
+                    start: base + 0x20000,
+                    len: 0x8000,
+                },
+                read_only: true,
+            }],
+            tpm_nv: Extent {
+                start: base + 0x30000,
+                len: 0x1000,
+            },
+            policy: Policy::default(),
+            saved_state: Blob::default(),
+        }
+    }
+
+    fn encode(r: &VmRecord) -> Vec<u8> {
+        let mut w = Writer::new();
+        r.encode(&mut w);
+        w.into_bytes()
+    }
+
+    #[test]
+    fn linux_record_round_trips() {
+        let r = sample(1);
+        r.check().unwrap();
+        assert_eq!(VmRecord::decode(&encode(&r)), Ok(r));
+    }
+
+    #[test]
+    fn firmware_record_round_trips() {
+        let mut r = sample(2);
+        r.device_model = DeviceModel::UefiAcpi;
+        r.boot = BootSource::Firmware {
+            code: Blob {
+                extent: Extent {
+                    start: 0x20_0000,
+                    len: 0x4000,
+                },
+                size: 0x4000,
+                crc32c: 7,
+            },
+            vars: Extent {
+                start: 0x30_0000,
+                len: 0x4000,
+            },
+        };
+        r.disks.clear();
+        r.tpm_nv = Extent::EMPTY;
+        r.check().unwrap();
+        assert_eq!(VmRecord::decode(&encode(&r)), Ok(r));
+    }
+
+    #[test]
+    fn largest_record_fits_the_bound() {
+        let mut r = sample(3);
+        r.name = "n".repeat(MAX_NAME_LEN);
+        if let BootSource::Linux { cmdline, .. } = &mut r.boot {
+            *cmdline = "c".repeat(MAX_CMDLINE_LEN);
+        }
+        r.disks = vec![r.disks[0]; MAX_DISKS];
+        assert_eq!(encode(&r).len(), MAX_RECORD_ENCODED);
+    }
+
+    #[test]
+    fn every_truncation_refused() {
+        let bytes = encode(&sample(4));
+        for cut in 0..bytes.len() {
+            assert!(VmRecord::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(VmRecord::decode(&long), Err(DecodeError::TrailingBytes));
+    }
+
+    #[test]
+    fn check_catches_bad_fields() {
+        let good = sample(5);
+        let mut r = good.clone();
+        r.vcpus = 0;
+        assert_eq!(r.check(), Err(ConsistencyError::BadVcpus(r.uuid)));
+        let mut r = good.clone();
+        r.memory_bytes = 4096;
+        assert_eq!(r.check(), Err(ConsistencyError::BadMemory(r.uuid)));
+        let mut r = good.clone();
+        r.name.clear();
+        assert_eq!(r.check(), Err(ConsistencyError::BadName(r.uuid)));
+        let mut r = good.clone();
+        r.uuid = Uuid::NIL;
+        assert_eq!(r.check(), Err(ConsistencyError::NilUuid));
+        let mut r = good.clone();
+        r.device_model = DeviceModel::UefiAcpi;
+        assert_eq!(r.check(), Err(ConsistencyError::BootMismatch(r.uuid)));
+        let mut r = good.clone();
+        if let BootSource::Linux { kernel, .. } = &mut r.boot {
+            kernel.size = kernel.extent.len + 1;
+        }
+        assert_eq!(
+            r.check(),
+            Err(ConsistencyError::BlobOverflow {
+                vm: r.uuid,
+                role: ExtentRole::Kernel
+            })
+        );
+        let mut r = good;
+        r.disks[0].extent = Extent::EMPTY;
+        assert_eq!(
+            r.check(),
+            Err(ConsistencyError::MissingExtent {
+                vm: r.uuid,
+                role: ExtentRole::Disk(0)
+            })
+        );
+    }
+
+    #[test]
+    fn extents_lists_every_non_empty_extent() {
+        let r = sample(6);
+        let roles: Vec<_> = r.extents().into_iter().map(|(role, _)| role).collect();
+        assert_eq!(
+            roles,
+            vec![
+                ExtentRole::Kernel,
+                ExtentRole::Initrd,
+                ExtentRole::Disk(0),
+                ExtentRole::TpmNv
+            ]
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! The two metadata slots (A and B): a 64-byte header (magic, version, slot index,
+//! disk UUID, generation, payload length and CRC32C, header CRC32C) followed by the
+//! payload (every VM record). A commit writes the inactive slot and flushes; a load
+//! takes the valid slot with the highest generation. A slot that fails any check is
+//! refused with a [`SlotError`] and never used.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use vdev::BlockBackend;
+
+use crate::codec::{crc32c, get_u32, get_u64, put_u32, put_u64, DecodeError, Reader, Writer};
+use crate::defs::{
+    slot, BLOCK_SIZE, FORMAT_VERSION, MAX_PAYLOAD, MAX_VMS, SLOT_HEADER_SIZE, SLOT_MAGIC,
+};
+use crate::error::{SlotError, SlotId};
+use crate::record::VmRecord;
+use crate::space::check_layout;
+use crate::superblock::Superblock;
+
+/// Encodes the payload: a `u32` record count, then each record as a `u32` length and
+/// its bytes.
+pub fn encode_payload(vms: &[VmRecord]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u32(vms.len() as u32);
+    for vm in vms {
+        let at = w.len();
+        w.u32(0);
+        vm.encode(&mut w);
+        let len = (w.len() - at - 4) as u32;
+        w.patch_u32(at, len);
+    }
+    w.into_bytes()
+}
+
+/// Decodes a payload (structure only; see [`check_layout`] for the rules).
+pub fn decode_payload(bytes: &[u8]) -> Result<Vec<VmRecord>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let count = r.u32()? as usize;
+    if count > MAX_VMS {
+        return Err(DecodeError::TooLong("VM list"));
+    }
+    let mut vms = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = r.u32()? as usize;
+        vms.push(VmRecord::decode(r.take(len)?)?);
+    }
+    r.finish()?;
+    Ok(vms)
+}
+
+/// The bytes a commit writes to `slot`: header and payload, zero-padded to whole
+/// blocks. The payload must fit ([`MAX_PAYLOAD`]); `check_layout` guarantees it.
+pub fn build_slot(sb: &Superblock, slot_id: SlotId, generation: u64, payload: &[u8]) -> Vec<u8> {
+    let total = (SLOT_HEADER_SIZE + payload.len()).next_multiple_of(BLOCK_SIZE as usize);
+    let mut b = vec![0u8; total];
+    b[slot::MAGIC..slot::MAGIC + 8].copy_from_slice(&SLOT_MAGIC);
+    put_u32(&mut b, slot::VERSION, FORMAT_VERSION);
+    put_u32(&mut b, slot::INDEX, slot_id.index());
+    b[slot::DISK_UUID..slot::DISK_UUID + 16].copy_from_slice(&sb.disk_uuid.0);
+    put_u64(&mut b, slot::GENERATION, generation);
+    put_u32(&mut b, slot::PAYLOAD_LEN, payload.len() as u32);
+    put_u32(&mut b, slot::PAYLOAD_CRC, crc32c(payload));
+    let hcrc = crc32c(&b[..slot::HEADER_CRC]);
+    put_u32(&mut b, slot::HEADER_CRC, hcrc);
+    b[SLOT_HEADER_SIZE..SLOT_HEADER_SIZE + payload.len()].copy_from_slice(payload);
+    b
+}
+
+/// A slot that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedSlot {
+    /// Its generation.
+    pub generation: u64,
+    /// Its records.
+    pub vms: Vec<VmRecord>,
+}
+
+/// Checks a slot header; returns the generation and payload length and CRC.
+fn parse_header(
+    sb: &Superblock,
+    slot_id: SlotId,
+    h: &[u8],
+) -> Result<(u64, usize, u32), SlotError> {
+    if h.iter().all(|&x| x == 0) {
+        return Err(SlotError::Blank);
+    }
+    if h[slot::MAGIC..slot::MAGIC + 8] != SLOT_MAGIC {
+        return Err(SlotError::BadMagic);
+    }
+    if crc32c(&h[..slot::HEADER_CRC]) != get_u32(h, slot::HEADER_CRC) {
+        return Err(SlotError::HeaderChecksum);
+    }
+    let version = get_u32(h, slot::VERSION);
+    // Non-zero reserved bytes under a valid CRC mean a writer of another layout.
+    if version != FORMAT_VERSION || h[slot::RESERVED..slot::HEADER_CRC].iter().any(|&x| x != 0) {
+        return Err(SlotError::UnsupportedVersion(version));
+    }
+    if get_u32(h, slot::INDEX) != slot_id.index() {
+        return Err(SlotError::WrongSlot);
+    }
+    if h[slot::DISK_UUID..slot::DISK_UUID + 16] != sb.disk_uuid.0 {
+        return Err(SlotError::WrongDisk);
+    }
+    let payload_len = get_u32(h, slot::PAYLOAD_LEN) as usize;
+    if payload_len > MAX_PAYLOAD {
+        return Err(SlotError::PayloadTooLarge);
+    }
+    Ok((
+        get_u64(h, slot::GENERATION),
+        payload_len,
+        get_u32(h, slot::PAYLOAD_CRC),
+    ))
+}
+
+/// Reads and fully checks one slot.
+pub fn read_slot(
+    disk: &mut dyn BlockBackend,
+    sb: &Superblock,
+    slot_id: SlotId,
+) -> Result<LoadedSlot, SlotError> {
+    // Whole blocks only: the first block holds the header, the rest follows.
+    let base = sb.slot_offset(slot_id);
+    let block = BLOCK_SIZE as usize;
+    let mut buf = vec![0u8; block];
+    disk.read_at(base, &mut buf).map_err(SlotError::Io)?;
+    let (generation, payload_len, payload_crc) =
+        parse_header(sb, slot_id, &buf[..SLOT_HEADER_SIZE])?;
+    let total = (SLOT_HEADER_SIZE + payload_len).next_multiple_of(block);
+    buf.resize(total, 0);
+    disk.read_at(base + BLOCK_SIZE, &mut buf[block..])
+        .map_err(SlotError::Io)?;
+    let payload = &buf[SLOT_HEADER_SIZE..SLOT_HEADER_SIZE + payload_len];
+    if crc32c(payload) != payload_crc {
+        return Err(SlotError::PayloadChecksum);
+    }
+    let vms = decode_payload(payload).map_err(SlotError::Decode)?;
+    check_layout(sb, &vms).map_err(SlotError::Inconsistent)?;
+    Ok(LoadedSlot { generation, vms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memdisk::MemDisk;
+    use crate::record::tests::sample;
+    use crate::uuid::Uuid;
+    use vdev::BlockBackend;
+
+    fn setup(vms: &[VmRecord]) -> (Superblock, MemDisk, usize) {
+        let sb = Superblock::for_capacity(Uuid::from_random_bytes([5; 16]), 1 << 30).unwrap();
+        let mut disk = MemDisk::new(sb.data_offset as usize);
+        let bytes = build_slot(&sb, SlotId::B, 42, &encode_payload(vms));
+        disk.write_at(sb.slot_b_offset, &bytes).unwrap();
+        let used = SLOT_HEADER_SIZE + encode_payload(vms).len();
+        (sb, disk, used)
+    }
+
+    #[test]
+    fn round_trip() {
+        let vms = vec![sample(0), sample(1)];
+        let (sb, mut disk, _) = setup(&vms);
+        assert_eq!(
+            read_slot(&mut disk, &sb, SlotId::B),
+            Ok(LoadedSlot {
+                generation: 42,
+                vms
+            })
+        );
+        assert_eq!(read_slot(&mut disk, &sb, SlotId::A), Err(SlotError::Blank));
+    }
+
+    #[test]
+    fn every_byte_flip_refused() {
+        let (sb, disk, used) = setup(&[sample(0), sample(1)]);
+        let base = sb.slot_b_offset as usize;
+        for i in 0..used {
+            let mut d = disk.clone();
+            d.bytes_mut()[base + i] ^= 0x20;
+            assert!(
+                read_slot(&mut d, &sb, SlotId::B).is_err(),
+                "flip at slot byte {i} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn misplaced_or_foreign_slot_refused() {
+        let (sb, mut disk, _) = setup(&[sample(0)]);
+        let mut copy = vec![0u8; 4096];
+        disk.read_at(sb.slot_b_offset, &mut copy).unwrap();
+        disk.write_at(sb.slot_a_offset, &copy).unwrap();
+        assert_eq!(
+            read_slot(&mut disk, &sb, SlotId::A),
+            Err(SlotError::WrongSlot)
+        );
+        let mut other = sb;
+        other.disk_uuid = Uuid::from_random_bytes([6; 16]);
+        assert_eq!(
+            read_slot(&mut disk, &other, SlotId::B),
+            Err(SlotError::WrongDisk)
+        );
+    }
+
+    #[test]
+    fn valid_checksum_but_inconsistent_contents_refused() {
+        let mut bad = sample(1);
+        bad.tpm_nv = sample(0).tpm_nv;
+        let (sb, mut disk, _) = setup(&[sample(0), bad]);
+        assert!(matches!(
+            read_slot(&mut disk, &sb, SlotId::B),
+            Err(SlotError::Inconsistent(_))
+        ));
+        let mut junk = Writer::new();
+        junk.u32(1);
+        junk.u32(3);
+        junk.bytes(&[1, 2, 3]);
+        let sb2 = sb;
+        let bytes = build_slot(&sb2, SlotId::A, 1, &junk.into_bytes());
+        disk.write_at(sb2.slot_a_offset, &bytes).unwrap();
+        assert_eq!(
+            read_slot(&mut disk, &sb2, SlotId::A),
+            Err(SlotError::Decode(DecodeError::Truncated))
+        );
+    }
+
+    /// Rewrites a header field of slot B and fixes up the header CRC.
+    fn patch_header(disk: &mut MemDisk, sb: &Superblock, f: impl FnOnce(&mut [u8])) {
+        let base = sb.slot_b_offset as usize;
+        let h = &mut disk.bytes_mut()[base..base + SLOT_HEADER_SIZE];
+        f(h);
+        let crc = crc32c(&h[..slot::HEADER_CRC]);
+        put_u32(h, slot::HEADER_CRC, crc);
+    }
+
+    #[test]
+    fn well_checksummed_but_invalid_headers_refused() {
+        let (sb, disk, _) = setup(&[sample(0)]);
+        type Patch = fn(&mut [u8]);
+        let cases: [(Patch, SlotError); 4] = [
+            (
+                |h| put_u32(h, slot::VERSION, 2),
+                SlotError::UnsupportedVersion(2),
+            ),
+            (
+                |h| h[slot::RESERVED] = 1,
+                SlotError::UnsupportedVersion(FORMAT_VERSION),
+            ),
+            (
+                |h| put_u32(h, slot::PAYLOAD_LEN, MAX_PAYLOAD as u32 + 1),
+                SlotError::PayloadTooLarge,
+            ),
+            (
+                |h| put_u32(h, slot::PAYLOAD_LEN, 3),
+                SlotError::PayloadChecksum,
+            ),
+        ];
+        for (patch, want) in cases {
+            let mut d = disk.clone();
+            patch_header(&mut d, &sb, patch);
+            assert_eq!(read_slot(&mut d, &sb, SlotId::B), Err(want));
+        }
+    }
+
+    #[test]
+    fn payload_decode_rejects_truncation() {
+        let p = encode_payload(&[sample(0), sample(1)]);
+        assert_eq!(decode_payload(&p).map(|v| v.len()), Ok(2));
+        for cut in 0..p.len() {
+            assert!(decode_payload(&p[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}
