@@ -8,7 +8,8 @@
 //!   pure part of handling them (argument validation, per-vCPU power state);
 //! - [`sysreg`]: system-register encodings and the ID-register sanitising policy;
 //! - [`inject`]: the exception-entry arithmetic for injecting aborts and undefined
-//!   instructions into a guest's EL1.
+//!   instructions into a guest's EL1;
+//! - [`timer`]: the emulated EL1 physical timer.
 //!
 //! Nothing here touches a register: `el2` reads the hardware and passes the values in.
 #![no_std]
@@ -19,5 +20,6 @@ pub mod inject;
 pub mod iss;
 pub mod smccc;
 pub mod sysreg;
+pub mod timer;
 
 pub use exit::{decode, AbortKind, Exit, MmioAccess};

@@ -72,6 +72,8 @@ pub struct Platform {
     /// The initrd range from `/chosen`.
     pub initrd: Option<Range>,
     pub bootargs: Option<String>,
+    /// virtio-mmio transports (base range and INTID), in device-tree order.
+    pub virtio_mmio: Vec<(Range, Option<u32>)>,
 }
 
 /// Why the device tree could not describe a platform the hypervisor can run on.
@@ -237,6 +239,15 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
         .and_then(|p| p.as_str())
         .map(String::from);
 
+    let virtio_mmio = fdt
+        .all_nodes()
+        .filter(|n| {
+            n.compatible()
+                .is_some_and(|c| c.all().any(|s| s == "virtio,mmio"))
+        })
+        .filter_map(|n| Some((regs(n).into_iter().next()?, interrupts(n).first().copied())))
+        .collect();
+
     Ok(Platform {
         board,
         model: String::from(root.model()),
@@ -249,6 +260,7 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
         psci,
         initrd,
         bootargs,
+        virtio_mmio,
     })
 }
 
@@ -307,6 +319,17 @@ mod tests {
         assert_eq!(p.cpus, [0, 1]);
         assert_eq!(p.psci, Some(PsciConduit::Smc));
         assert_eq!(p.initrd, None);
+        assert_eq!(p.virtio_mmio.len(), 32);
+        assert_eq!(
+            p.virtio_mmio[0],
+            (
+                Range {
+                    base: 0x0a00_0000,
+                    size: 0x200
+                },
+                Some(48)
+            )
+        );
     }
 
     #[test]

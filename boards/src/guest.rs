@@ -25,8 +25,9 @@ pub const VIRTIO_MMIO_BASE: u64 = 0x0a00_0000;
 pub const VIRTIO_MMIO_STRIDE: u64 = 0x200;
 pub const VIRTIO_MMIO_SLOTS: u64 = 32;
 pub const VIRTIO_MMIO_SPI_BASE: u32 = 16;
-/// Platform bus (TPM).
+/// Platform bus (TPM): a 32 MiB window of dynamically placed sysbus devices.
 pub const PLATFORM_BUS_BASE: u64 = 0x0c00_0000;
+pub const PLATFORM_BUS_SIZE: u64 = 0x0200_0000;
 /// The two flash banks (UEFI profile).
 pub const FLASH0_BASE: u64 = 0x0;
 pub const FLASH1_BASE: u64 = 0x0400_0000;
@@ -41,10 +42,12 @@ pub const RAW_IMAGE_OFFSET: u64 = 0x8_0000;
 /// GIC interrupt-ID bases.
 pub const SPI_BASE: u32 = 32;
 pub const PPI_BASE: u32 = 16;
-/// Generic timer PPIs as INTIDs (EL1 virtual, EL1 physical, EL2 physical).
+/// Generic timer PPIs as INTIDs (EL1 virtual, EL1 physical, EL2 physical, secure
+/// physical).
 pub const VTIMER_INTID: u32 = 27;
 pub const PTIMER_INTID: u32 = 30;
 pub const HTIMER_INTID: u32 = 26;
+pub const STIMER_INTID: u32 = 29;
 /// GIC maintenance interrupt INTID.
 pub const MAINTENANCE_INTID: u32 = 25;
 

@@ -5,7 +5,8 @@
 //! - [`discover`]: the physical platform read from the device tree the firmware hands
 //!   over (memory, UART, GIC, timer, CPUs, PSCI conduit, initrd);
 //! - [`guest`]: the guest-physical address map every VM sees (it mirrors QEMU `virt`
-//!   so firmware and OS expectations hold).
+//!   so firmware and OS expectations hold);
+//! - [`guest_dt`]: the device tree generated for a Linux guest on that map.
 //!
 //! Pure `no_std` + `alloc` code, tested on the host against device trees dumped from
 //! the real machines.
@@ -17,6 +18,7 @@ extern crate alloc;
 pub mod board;
 pub mod discover;
 pub mod guest;
+pub mod guest_dt;
 
 pub use board::{Board, BOARDS};
 pub use discover::{discover, DiscoveryError, Platform, PsciConduit, Range};

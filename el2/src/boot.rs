@@ -1,6 +1,7 @@
 //! The first instructions: the arm64 Image header (so QEMU's `-kernel` and other
 //! Linux-style loaders place us and pass the DTB in x0), the exception-level check,
-//! BSS clearing, the boot stack and the jump into Rust.
+//! BSS clearing, the boot stack and the jump into Rust; and the entry point of
+//! secondary physical CPUs.
 
 use core::arch::global_asm;
 
@@ -48,5 +49,24 @@ primary_entry:
     bl      wrong_exception_level
 4:  wfe
     b       4b
+
+    // A secondary physical CPU, started by PSCI CPU_ON with its slot index in x0.
+    .global secondary_entry
+secondary_entry:
+    mov     x19, x0
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
+    ldr     x2, =__stack_size
+    add     x3, x0, #1
+    mul     x2, x2, x3
+    add     sp, x1, x2
+    adrp    x2, el2_vectors
+    add     x2, x2, :lo12:el2_vectors
+    msr     VBAR_EL2, x2
+    isb
+    mov     x0, x19
+    bl      secondary_main
+5:  wfe
+    b       5b
 "#
 );

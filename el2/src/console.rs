@@ -16,6 +16,9 @@ mod reg {
     pub const FR: usize = 0x018;
     pub const FR_TXFF: u32 = 1 << 5;
     pub const FR_RXFE: u32 = 1 << 4;
+    pub const IMSC: usize = 0x038;
+    /// Receive and receive-timeout interrupt masks.
+    pub const IMSC_RX: u32 = (1 << 4) | (1 << 6);
 }
 
 struct Uart {
@@ -74,6 +77,16 @@ static UART: Mutex<Uart> = Mutex::new(Uart {
 /// Points the console at the PL011 at physical address `base`.
 pub fn init(base: usize) {
     UART.lock().base = base;
+}
+
+/// Makes the console UART interrupt when input arrives.
+pub fn enable_rx_interrupt() {
+    let u = UART.lock();
+    if u.base != 0 {
+        // SAFETY: IMSC of the console PL011 (see `Uart::put`); setting the receive masks
+        // only makes it raise its interrupt line on input.
+        unsafe { core::ptr::write_volatile((u.base + reg::IMSC) as *mut u32, reg::IMSC_RX) };
+    }
 }
 
 /// Writes a hypervisor message, starting on a fresh line.

@@ -1,68 +1,116 @@
-//! The physical GICv3, driven with `arm-gic`: distributor and this CPU's
-//! redistributor initialised, the CPU interface enabled at EL2, and the hypervisor's
-//! own private interrupts (the EL2 timer) enabled. Guests never see it: their
-//! interrupts are virtual (ICH_* list registers, see the vGIC issue).
+//! The physical GICv3, driven with `arm-gic`: distributor and redistributors
+//! initialised, each CPU's redistributor woken and the hypervisor's own interrupts
+//! enabled (EL2 timer, the guest's virtual timer for hardware-linked delivery, the
+//! maintenance interrupt, the kick SGI, the host console UART). Guests never see the
+//! physical GIC: their interrupts are virtual, through the ICH_* list registers.
 
 use core::ptr::NonNull;
 
 use arm_gic::gicv3::registers::{Gicd, GicrSgi};
-use arm_gic::gicv3::{GicCpuInterface, GicV3, Group};
-use arm_gic::{IntId, InterruptGroup, Trigger};
+use arm_gic::gicv3::{GicV3, Group};
+use arm_gic::{IntId, Trigger};
 use safe_mmio::UniqueMmioPointer;
 use spin::Mutex;
 
 use boards::discover::Gic as GicDesc;
+use boards::guest;
 
 static GIC: Mutex<Option<GicV3<'static>>> = Mutex::new(None);
 
 /// ICC_SRE_EL2: system-register interface on (SRE), EL1 may use it too (Enable),
 /// FIQ/IRQ bypass disabled (DFB, DIB).
 const ICC_SRE_EL2_VALUE: u64 = 0b1111;
+/// Priority of every hypervisor interrupt (all equal: they never preempt each other,
+/// since interrupts stay masked at EL2).
+const PRIORITY: u8 = 0x80;
 
-/// Initialises the GIC for `cpu_count` CPUs and this (boot) CPU.
-pub fn init(desc: &GicDesc, cpu_count: usize) -> Result<(), arm_gic::gicv3::GicError> {
+/// Why the GIC could not be brought up.
+#[derive(Debug)]
+pub enum GicInitError {
+    NoRedistributor,
+    Driver(arm_gic::gicv3::GicError),
+}
+
+fn enable_sysreg_interface() {
     // SAFETY: writes ICC_SRE_EL2 to enable the system-register interface at EL2 and
-    // allow EL1 to use it; this is required before any ICC_* access.
+    // allow EL1 to use it; this is required before any ICC_* access on this CPU.
     unsafe { core::arch::asm!("msr ICC_SRE_EL2, {}", "isb", in(reg) ICC_SRE_EL2_VALUE) };
+}
+
+/// Initialises the distributor and all redistributors, and the boot CPU (`cpu`).
+pub fn init(desc: &GicDesc, cpu_count: usize, cpu: usize) -> Result<(), GicInitError> {
+    enable_sysreg_interface();
     let gicr = desc
         .gicr
         .first()
         .copied()
-        .unwrap_or(boards::Range { base: 0, size: 0 });
+        .ok_or(GicInitError::NoRedistributor)?;
+    let (Some(gicd), Some(gicr)) = (
+        NonNull::new(desc.gicd.base as *mut Gicd),
+        NonNull::new(gicr.base as *mut GicrSgi),
+    ) else {
+        return Err(GicInitError::NoRedistributor);
+    };
     // SAFETY: the addresses come from the device tree's gic-v3 node, are identity-mapped
     // as device memory, and nothing else in the hypervisor touches these registers.
     let mut gic = unsafe {
-        GicV3::new(
-            UniqueMmioPointer::new(NonNull::new(desc.gicd.base as *mut Gicd).expect("GICD base")),
-            NonNull::new(gicr.base as *mut GicrSgi).expect("GICR base"),
-            cpu_count,
-        )?
+        GicV3::new(UniqueMmioPointer::new(gicd), gicr, cpu_count).map_err(GicInitError::Driver)?
     };
-    gic.setup(0);
-    GicCpuInterface::set_priority_mask(0xff);
+    gic.setup(cpu);
     *GIC.lock() = Some(gic);
+    init_private(cpu);
+    crate::irq::init_cpu_interface();
     Ok(())
 }
 
-/// Enables private interrupt `intid` (a PPI) on `cpu`, level-triggered, group 1.
-pub fn enable_ppi(intid: u32, cpu: usize) {
+/// Brings up a secondary CPU's redistributor and CPU interface.
+pub fn init_secondary(cpu: usize) {
+    enable_sysreg_interface();
+    if let Some(gic) = GIC.lock().as_mut() {
+        gic.init_cpu(cpu);
+    }
+    init_private(cpu);
+    crate::irq::init_cpu_interface();
+}
+
+fn configure(gic: &mut GicV3<'static>, id: IntId, cpu: Option<usize>, trigger: Trigger) {
+    let _ = gic.set_group(id, cpu, Group::Group1NS);
+    let _ = gic.set_interrupt_priority(id, cpu, PRIORITY);
+    if !id.is_sgi() {
+        let _ = gic.set_trigger(id, cpu, trigger);
+    }
+    let _ = gic.enable_interrupt(id, cpu, true);
+}
+
+/// Enables this CPU's private hypervisor interrupts.
+fn init_private(cpu: usize) {
     let mut g = GIC.lock();
     let Some(gic) = g.as_mut() else { return };
-    let id = IntId::ppi(intid - boards::guest::PPI_BASE);
-    let _ = gic.set_group(id, Some(cpu), Group::Group1NS);
-    let _ = gic.set_interrupt_priority(id, Some(cpu), 0x80);
-    let _ = gic.set_trigger(id, Some(cpu), Trigger::Level);
-    let _ = gic.enable_interrupt(id, Some(cpu), true);
+    for ppi in [
+        guest::HTIMER_INTID,
+        guest::VTIMER_INTID,
+        guest::MAINTENANCE_INTID,
+    ] {
+        configure(
+            gic,
+            IntId::ppi(ppi - guest::PPI_BASE),
+            Some(cpu),
+            Trigger::Level,
+        );
+    }
+    configure(
+        gic,
+        IntId::sgi(crate::irq::KICK_SGI),
+        Some(cpu),
+        Trigger::Edge,
+    );
 }
 
-/// Acknowledges the highest-priority pending group-1 interrupt, if any.
-pub fn acknowledge() -> Option<u32> {
-    GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1).map(u32::from)
-}
-
-/// Ends (and deactivates) interrupt `intid`.
-pub fn end(intid: u32) {
+/// Enables shared interrupt `intid` (an SPI), level-triggered, routed to the boot CPU.
+pub fn enable_spi(intid: u32) {
+    let mut g = GIC.lock();
+    let Some(gic) = g.as_mut() else { return };
     if let Ok(id) = IntId::try_from(intid) {
-        GicCpuInterface::end_interrupt(id, InterruptGroup::Group1);
+        configure(gic, id, None, Trigger::Level);
     }
 }

@@ -15,22 +15,29 @@ mod el1;
 mod fault;
 mod gic;
 mod heap;
+mod irq;
 mod loader;
 mod mmu;
 mod pmem;
 mod power;
+#[allow(dead_code)] // wired into boot by the registry work
+mod smp;
+mod sysdisk;
 mod timer;
 mod trap;
 mod vectors;
 mod vm;
+mod wait;
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
+use arch::smccc::CpuPower;
 use boards::{guest, Range};
 use stage2::Layout;
 
 use crate::trap::Flow;
-use crate::vm::{GuestRam, StopReason, Vm};
+use crate::vm::{GuestRam, StartRequest, StopReason, Vcpu, Vm};
 
 /// Largest DTB the hypervisor will look at.
 const MAX_DTB: usize = 2 << 20;
@@ -119,6 +126,115 @@ extern "C" fn wrong_exception_level(dtb: usize) -> ! {
     power::shutdown(fault::FATAL_STATUS)
 }
 
+/// What a VM boots from; kept for resets.
+struct BootImage {
+    kernel: &'static [u8],
+    initrd: Option<&'static [u8]>,
+    cmdline: alloc::string::String,
+}
+
+/// The VM, shared with the secondary physical CPUs once it exists.
+static VM: AtomicPtr<Vm> = AtomicPtr::new(core::ptr::null_mut());
+static BOOT: spin::Once<BootImage> = spin::Once::new();
+
+fn the_vm() -> &'static Vm {
+    let p = VM.load(Ordering::Acquire);
+    // SAFETY: VM is set once, before any secondary CPU starts, to a leaked Box that
+    // lives for the rest of the hypervisor's life.
+    unsafe { p.as_ref() }.unwrap_or_else(|| fatal(format_args!("secondary CPU started with no VM")))
+}
+
+/// Guest-physical placement of the initrd and DTB: the initrd where QEMU's `-kernel`
+/// would put it (RAM base + min(RAM/2, 128 MiB), or past the kernel), the DTB in the
+/// last 2 MiB of RAM.
+fn place_boot_data(
+    vm: &Vm,
+    kernel_end: u64,
+    initrd_len: u64,
+) -> Result<(Option<(u64, u64)>, u64), &'static str> {
+    const TWO_MIB: u64 = 2 << 20;
+    let ram_end = vm.ram.ipa + vm.ram.size;
+    let dtb = (ram_end - TWO_MIB) & !(TWO_MIB - 1);
+    if dtb < kernel_end {
+        return Err("no room for the device tree after the kernel");
+    }
+    if initrd_len == 0 {
+        return Ok((None, dtb));
+    }
+    let preferred = vm.ram.ipa + (vm.ram.size / 2).min(128 << 20);
+    let start = preferred.max(kernel_end.next_multiple_of(TWO_MIB));
+    if start + initrd_len > dtb {
+        return Err("the initrd does not fit in guest RAM");
+    }
+    Ok((Some((start, start + initrd_len)), dtb))
+}
+
+/// Clears guest RAM and loads the kernel, initrd and a generated device tree; returns
+/// where vCPU 0 starts.
+fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
+    let mut ram = vm.ram;
+    ram.clear();
+    let loaded = loader::load_kernel(&mut ram, boot.kernel).unwrap_or_else(|e| {
+        fatal(format_args!(
+            "VM '{}': kernel does not load: {e:?}",
+            vm.name
+        ))
+    });
+    let initrd_len = boot.initrd.map_or(0, |i| i.len() as u64);
+    let (initrd, dtb_ipa) = place_boot_data(vm, loaded.end, initrd_len)
+        .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", vm.name)));
+    if let (Some((start, _)), Some(bytes)) = (initrd, boot.initrd) {
+        vdev::GuestMemory::write(&mut ram, start, bytes)
+            .unwrap_or_else(|e| fatal(format_args!("initrd: {e:?}")));
+    }
+    let dt = boards::guest_dt::linux_dt(&boards::guest_dt::GuestDtConfig {
+        vcpus: vm.vcpus(),
+        ram_base: vm.ram.ipa,
+        ram_size: vm.ram.size,
+        bootargs: &boot.cmdline,
+        initrd,
+        virtio_mmio: &[],
+        tpm_tis: None,
+        rng_seed: None,
+    })
+    .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
+    vdev::GuestMemory::write(&mut ram, dtb_ipa, &dt)
+        .unwrap_or_else(|e| fatal(format_args!("device tree: {e:?}")));
+    log::info!(
+        "VM '{}': {} kernel ({} KiB) at {:#x}, initrd {} KiB, device tree at {dtb_ipa:#x}",
+        vm.name,
+        if loaded.linux_image {
+            "arm64 Image"
+        } else {
+            "raw"
+        },
+        boot.kernel.len() >> 10,
+        loaded.entry,
+        initrd_len >> 10
+    );
+    StartRequest {
+        entry: loaded.entry,
+        x0: dtb_ipa,
+    }
+}
+
+/// Resets the VM to power-on and starts vCPU 0 on this (its) physical CPU.
+fn boot_vm(vm: &'static Vm) -> ! {
+    let boot = BOOT
+        .get()
+        .unwrap_or_else(|| fatal(format_args!("no boot image")));
+    let start = load_guest(vm, boot);
+    vm.vgic.lock().reset();
+    for i in 0..vm.vcpus() {
+        vm.set_power(i, CpuPower::Off);
+        vm.kick[i].store(false, Ordering::Relaxed);
+    }
+    vm.stop.store(0, Ordering::Release);
+    *vm.start[0].lock() = Some(start);
+    vm.set_power(0, CpuPower::On);
+    run_vcpu_here(vm, 0)
+}
+
 #[no_mangle]
 extern "C" fn rust_main(dtb: usize) -> ! {
     let Some(dtb_bytes) = dtb_slice(dtb) else {
@@ -134,52 +250,58 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         env!("CARGO_PKG_VERSION")
     );
 
-    // Identity map: RAM from the DTB as normal memory, the console and GIC as devices.
-    let (ram, devices) = {
+    // Identity map: RAM from the DTB as normal memory; console, GIC and virtio-mmio
+    // transports as devices.
+    {
         let fdt = fdt::Fdt::new(dtb_bytes)
             .unwrap_or_else(|_| fatal(format_args!("malformed device tree")));
         let mut ram = [(0u64, 0u64); 8];
-        let mut n = 0;
-        for r in fdt.memory().regions().take(8) {
+        let nram = fdt.memory().regions().take(8).fold(0, |n, r| {
             ram[n] = (r.starting_address as u64, r.size.unwrap_or(0) as u64);
-            n += 1;
-        }
-        let mut devices = [(0u64, 0u64); 8];
-        let mut d = 0;
-        for node in [
-            fdt.find_compatible(&["arm,pl011"]),
-            fdt.find_compatible(&["arm,gic-v3"]),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            for r in node.reg().into_iter().flatten().take(8 - d) {
-                devices[d] = (r.starting_address as u64, r.size.unwrap_or(0) as u64);
-                d += 1;
+            n + 1
+        });
+        let mut devices = [(0u64, 0u64); 48];
+        let mut ndev = 0;
+        let nodes = fdt.all_nodes().filter(|n| {
+            n.compatible().is_some_and(|c| {
+                c.all()
+                    .any(|s| matches!(s, "arm,pl011" | "arm,gic-v3" | "virtio,mmio"))
+            })
+        });
+        for node in nodes {
+            for r in node.reg().into_iter().flatten() {
+                if ndev < devices.len() {
+                    devices[ndev] = (r.starting_address as u64, r.size.unwrap_or(0) as u64);
+                    ndev += 1;
+                }
             }
         }
-        (ram, (devices, d, n))
-    };
-    let (devices, ndev, nram) = devices;
-    if let Err(e) = mmu::enable(&ram[..nram], &devices[..ndev]) {
-        fatal(format_args!("cannot build the EL2 identity map: {e:?}"));
+        if let Err(e) = mmu::enable(&ram[..nram], &devices[..ndev]) {
+            fatal(format_args!("cannot build the EL2 identity map: {e:?}"));
+        }
     }
     heap::init();
 
     let platform =
         boards::discover(dtb_bytes).unwrap_or_else(|e| fatal(format_args!("device tree: {e:?}")));
     power::init(platform.psci, platform.board.map(|b| b.power_off));
+    let me = el1::read_sysreg!("MPIDR_EL1") & arch::smccc::MPIDR_AFFINITY_MASK;
+    let boot_cpu = platform.cpus.iter().position(|c| *c == me).unwrap_or(0);
     log::info!(
-        "platform: {} ({}), {} CPU(s), RAM {}",
+        "platform: {} ({}), {} CPU(s) (boot CPU {me:#x}), RAM {} MiB",
         platform.model,
         platform.board.map_or("unknown board", |b| b.name),
         platform.cpus.len(),
         platform.memory.iter().map(|r| r.size >> 20).sum::<u64>()
     );
-    if let Err(e) = gic::init(&platform.gic, platform.cpus.len()) {
+    if let Err(e) = gic::init(&platform.gic, platform.cpus.len(), boot_cpu) {
         fatal(format_args!("GIC initialisation failed: {e:?}"));
     }
-    gic::enable_ppi(platform.timer.hyp, 0);
+    if let Some((_, Some(intid))) = platform.uart {
+        gic::enable_spi(intid);
+        wait::set_uart_intid(intid);
+        console::enable_rx_interrupt();
+    }
 
     // The boot bundle (the VM definition) is the initrd the loader handed us.
     let Some(bundle_range) = platform.initrd else {
@@ -188,8 +310,8 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         ))
     };
     // SAFETY: the loader placed the initrd at this physical range, which lies in RAM
-    // (identity-mapped) and is excluded from every allocation below.
-    let bundle = unsafe {
+    // (identity-mapped), is excluded from every allocation below, and is never written.
+    let bundle: &'static [u8] = unsafe {
         core::slice::from_raw_parts(bundle_range.base as *const u8, bundle_range.size as usize)
     };
     let spec = vmspec::parse_bundle(bundle)
@@ -217,11 +339,22 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     let mmfr0 = el1::read_sysreg!("ID_AA64MMFR0_EL1");
     let layout = Layout::from_mmfr0(mmfr0, GUEST_IPA_BITS)
         .unwrap_or_else(|e| fatal(format_args!("stage-2 layout: {e:?}")));
-    if spec.vcpus > 1 {
+    // vCPU i runs on physical CPU i (the boot CPU first).
+    let mut pcpus: Vec<u64> = alloc::vec![platform.cpus[boot_cpu]];
+    pcpus.extend(
+        platform
+            .cpus
+            .iter()
+            .copied()
+            .filter(|c| *c != platform.cpus[boot_cpu]),
+    );
+    let vcpus = (spec.vcpus as usize).min(pcpus.len()).min(smp::MAX_CPUS);
+    if vcpus < spec.vcpus as usize {
         log::warn!(
-            "VM '{}' asks for {} vCPUs; this build runs one vCPU per VM (SMP comes with the vGIC)",
+            "VM '{}' asks for {} vCPUs but this machine has {} physical CPU(s) for them; running {vcpus}",
             spec.name,
-            spec.vcpus
+            spec.vcpus,
+            pcpus.len()
         );
     }
     let ram = GuestRam {
@@ -229,76 +362,181 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         pa: ram_pa,
         size: mem,
     };
-    let mut vm = Vm::new(&spec.name, ram, 1, layout, 1)
+    let vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], layout, 1)
         .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     log::info!(
-        "VM '{}': {} vCPU, {} MiB RAM at IPA {:#x} (PA {:#x}), stage 2 {}-bit IPA, start level {}",
+        "VM '{}': {} vCPU(s), {} MiB RAM at IPA {:#x} (PA {:#x}), stage 2 {}-bit IPA, start level {}",
         vm.name,
-        vm.vcpus.len(),
+        vm.vcpus(),
         mem >> 20,
         guest::RAM_BASE,
         ram_pa,
         layout.ipa_bits,
         layout.start_level
     );
-
-    loop {
-        vm.ram.clear();
-        let loaded = loader::load_kernel(&mut vm.ram, spec.kernel).unwrap_or_else(|e| {
-            fatal(format_args!(
-                "VM '{}': kernel does not load: {e:?}",
-                spec.name
-            ))
-        });
-        log::info!(
-            "VM '{}': {} kernel ({} KiB) at {:#x}, entering",
-            vm.name,
-            if loaded.linux_image {
-                "arm64 Image"
-            } else {
-                "raw"
-            },
-            spec.kernel.len() >> 10,
-            loaded.entry
-        );
-        trap::reset_vcpu(&mut vm, 0, loaded.entry, 0);
-        match run(&mut vm, 0) {
-            StopReason::PoweredOff => break,
-            StopReason::Reset => log::info!("VM '{}': resetting", vm.name),
-        }
-    }
-    let s = vm.stats;
-    log::info!(
-        "VM '{}' powered off (exits: {} hvc, {} smc, {} mmio, {} sysreg, {} wfi, {} irq; {} exceptions injected)",
-        vm.name,
-        s.hvc,
-        s.smc,
-        s.mmio,
-        s.sysreg,
-        s.wfi,
-        s.irq,
-        s.injected
+    BOOT.call_once(|| BootImage {
+        kernel: spec.kernel,
+        initrd: spec.initrd,
+        cmdline: spec.cmdline.clone(),
+    });
+    VM.store(
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(vm)),
+        Ordering::Release,
     );
-    log::info!("no VM left to run; powering off");
-    power::shutdown(0)
+    boot_vm(the_vm())
 }
 
-/// Runs vCPU `idx` of `vm` on this CPU until the VM stops.
-fn run(vm: &mut Vm, idx: usize) -> StopReason {
+/// Entered (from `boot`) on a secondary physical CPU started by `smp::start_pcpu`.
+#[no_mangle]
+extern "C" fn secondary_main(idx: usize) -> ! {
+    mmu::enable_secondary();
+    let vm = the_vm();
+    gic::init_secondary(idx);
+    if idx == 0 {
+        // The boot vCPU's CPU is restarted only to reset the VM.
+        boot_vm(vm);
+    }
+    vm.set_power(idx, CpuPower::On);
+    run_vcpu_here(vm, idx)
+}
+
+/// Runs vCPU `idx` of `vm` on this physical CPU until it stops, then acts on why.
+fn run_vcpu_here(vm: &'static Vm, idx: usize) -> ! {
+    let mut vcpu = Vcpu::new(idx);
+    let Some(start) = vm.start[idx].lock().take() else {
+        fatal(format_args!("vCPU {idx} started without a start address"))
+    };
+    trap::reset_vcpu(&mut vcpu, start);
+    let flow = run(vm, &mut vcpu);
+    vm.stats.lock().add(&vcpu.stats);
+    match flow {
+        Flow::CpuOff | Flow::Continue => {
+            vm.set_power(idx, CpuPower::Off);
+            smp::stop_this_pcpu()
+        }
+        Flow::Stop(StopReason::PoweredOff) => {
+            vm.request_stop(StopReason::PoweredOff, idx);
+            let s = *vm.stats.lock();
+            log::info!(
+                "VM '{}' powered off (exits: {} hvc, {} smc, {} mmio, {} sysreg, {} wfi, {} irq; {} exceptions injected)",
+                vm.name,
+                s.hvc,
+                s.smc,
+                s.mmio,
+                s.sysreg,
+                s.wfi,
+                s.irq,
+                s.injected
+            );
+            log::info!("no VM left to run; powering off");
+            power::shutdown(0)
+        }
+        Flow::Stop(StopReason::Reset) => {
+            vm.set_power(idx, CpuPower::Off);
+            if vm.stopping() == Some(StopReason::Reset)
+                && vm.stop.load(Ordering::Acquire) != 0
+                && !reset_coordinator(vm, idx)
+            {
+                smp::stop_this_pcpu()
+            }
+            log::info!("VM '{}': resetting", vm.name);
+            for i in 1..vm.vcpus() {
+                smp::wait_pcpu_off(vm.pcpu[i]);
+            }
+            if idx == 0 {
+                boot_vm(vm)
+            }
+            smp::wait_pcpu_off(vm.pcpu[0]);
+            if let Err(e) = smp::start_pcpu(vm.pcpu[0], 0) {
+                fatal(format_args!(
+                    "cannot restart the boot CPU to reset the VM (PSCI {e})"
+                ));
+            }
+            smp::stop_this_pcpu()
+        }
+    }
+}
+
+/// The vCPU that asked for the reset coordinates it; the others just stop.
+static RESET_OWNER: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(usize::MAX);
+
+fn reset_coordinator(vm: &Vm, idx: usize) -> bool {
+    if RESET_OWNER
+        .compare_exchange(usize::MAX, idx, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        vm.request_stop(StopReason::Reset, idx);
+        return true;
+    }
+    false
+}
+
+/// The run loop of one vCPU on this physical CPU: enter the guest, handle the exit,
+/// keep the list registers in step with the vGIC, until the vCPU stops.
+fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
+    let idx = vcpu.idx;
     vm::activate(vm);
-    vm::load_vcpu(&vm.vcpus[idx]);
+    vm::load_vcpu(vcpu);
+    if let Err(e) = vm
+        .vgic
+        .lock()
+        .set_hw_mapping(idx, guest::VTIMER_INTID, guest::VTIMER_INTID)
+    {
+        log::warn!(
+            "{}: virtual timer of vCPU {idx} not hardware-linked: {e:?}",
+            vm.name
+        );
+    }
+    wait::update_ptimer(vm, vcpu);
+    let mut lrs = irq::HwListRegisters::new();
     loop {
+        if let Some(r) = vm.stopping() {
+            vcpu.el1.save();
+            return if r == StopReason::Reset {
+                Flow::Stop(r)
+            } else {
+                Flow::CpuOff
+            };
+        }
+        if vcpu.lrs_loaded || vcpu.lrs_overflow || vm.kick[idx].swap(false, Ordering::AcqRel) {
+            match vm.vgic.lock().flush(idx, &mut lrs) {
+                Ok(out) => {
+                    vcpu.lrs_loaded = out.loaded > 0;
+                    vcpu.lrs_overflow = out.left_over > 0;
+                    let extra = if out.wants_underflow_irq() {
+                        irq::ICH_HCR_UIE | irq::ICH_HCR_NPIE
+                    } else {
+                        0
+                    };
+                    el1::write_sysreg!("ICH_HCR_EL2", irq::ICH_HCR_EN | extra);
+                }
+                Err(e) => log::warn!("{}: vGIC flush for vCPU {idx}: {e:?}", vm.name),
+            }
+        }
         // SAFETY: `regs` is this vCPU's register block, alive for the whole call; the
         // EL2 controls for this VM were programmed by `activate`.
-        let kind = unsafe { vectors::__guest_enter(&mut vm.vcpus[idx].regs) };
+        let kind = unsafe { vectors::__guest_enter(&mut vcpu.regs) };
+        if vcpu.lrs_loaded {
+            if let Err(e) = vm.vgic.lock().sync(idx, &mut lrs) {
+                log::warn!("{}: vGIC sync for vCPU {idx}: {e:?}", vm.name);
+            }
+        }
         let flow = match kind {
-            vectors::kind::SYNC => trap::handle_sync(vm, idx),
-            vectors::kind::IRQ | vectors::kind::FIQ => trap::handle_irq(vm),
-            _ => trap::handle_serror(vm, idx),
+            vectors::kind::SYNC => trap::handle_sync(vm, vcpu),
+            vectors::kind::IRQ | vectors::kind::FIQ => {
+                vcpu.stats.irq += 1;
+                wait::service_irqs(vm, vcpu);
+                Flow::Continue
+            }
+            _ => trap::handle_serror(vm, vcpu),
         };
-        if let Flow::Stop(reason) = flow {
-            vm.vcpus[idx].el1.save();
-            return reason;
+        if flow != Flow::Continue {
+            vcpu.el1.save();
+            if let Flow::Stop(r) = flow {
+                vm.request_stop(r, idx);
+            }
+            return flow;
         }
     }
 }

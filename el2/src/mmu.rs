@@ -171,6 +171,11 @@ pub fn enable(ram: &[(u64, u64)], devices: &[(u64, u64)]) -> Result<(), MapError
     Ok(())
 }
 
+/// Turns on the MMU of a secondary CPU with the boot CPU's tables.
+pub fn enable_secondary() {
+    program_and_enable();
+}
+
 /// Tables used, for the boot log: (level-1, level-2).
 pub fn usage() -> (usize, usize) {
     let t = tables();

@@ -5,35 +5,43 @@
 
 use arch::exit::{AbortKind, Exit, MmioAccess};
 use arch::inject::{inject, GuestPoint, Injection};
-use arch::smccc::{handle_call, PowerAction};
-use arch::sysreg::sanitise_id;
-use vdev::{AccessSize, MmioContext, NullInterrupts};
+use arch::smccc::{handle_call, CpuPower, PowerAction, PowerTopology};
+use arch::sysreg::{sanitise_id, SysReg, SysRegAccess};
+use arch::timer::EmulatedTimer;
+use vdev::{AccessSize, MmioContext};
 
 use crate::el1::{read_id_register, read_sysreg, write_sysreg};
-use crate::vm::{StopReason, Vm};
+use crate::vm::{StartRequest, StopReason, Vcpu, Vm};
 
 /// What the run loop does after an exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
     Stop(StopReason),
+    /// The vCPU called PSCI CPU_OFF: its physical CPU powers down.
+    CpuOff,
 }
 
 /// Length of an A64 instruction.
 const INSN: u64 = 4;
 /// PSTATE mode bits of EL1h, and all of DAIF.
 const PSTATE_EL1H_DAIF: u64 = 0x3c5;
+/// GIC system registers that trap to EL2 while ICH_HCR_EL2.En and HCR_EL2.IMO are set:
+/// the SGI generation registers.
+const ICC_SGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 5);
+const ICC_ASGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 6);
+const ICC_SGI0R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 7);
 
 /// Writes guest register `r` (31 is XZR: writes vanish).
-fn set_reg(vm: &mut Vm, vcpu: usize, r: u8, v: u64) {
+fn set_reg(vcpu: &mut Vcpu, r: u8, v: u64) {
     if r < 31 {
-        vm.vcpus[vcpu].regs.x[r as usize] = v;
+        vcpu.regs.x[r as usize] = v;
     }
 }
 
-fn get_reg(vm: &Vm, vcpu: usize, r: u8) -> u64 {
+fn get_reg(vcpu: &Vcpu, r: u8) -> u64 {
     if r < 31 {
-        vm.vcpus[vcpu].regs.x[r as usize]
+        vcpu.regs.x[r as usize]
     } else {
         0
     }
@@ -41,14 +49,13 @@ fn get_reg(vm: &Vm, vcpu: usize, r: u8) -> u64 {
 
 /// Injects a synchronous exception into the guest's EL1, at the instruction that
 /// trapped (whose address is the current guest PC).
-fn inject_exception(vm: &mut Vm, vcpu: usize, what: Injection) {
-    vm.stats.injected += 1;
-    let regs = &mut vm.vcpus[vcpu].regs;
+fn inject_exception(vcpu: &mut Vcpu, what: Injection) {
+    vcpu.stats.injected += 1;
     let e = inject(
         what,
         GuestPoint {
-            pc: regs.pc,
-            pstate: regs.pstate,
+            pc: vcpu.regs.pc,
+            pstate: vcpu.regs.pstate,
             vbar_el1: read_sysreg!("VBAR_EL1"),
             sctlr_el1: read_sysreg!("SCTLR_EL1"),
         },
@@ -59,37 +66,33 @@ fn inject_exception(vm: &mut Vm, vcpu: usize, what: Injection) {
     if let Some(far) = e.far_el1 {
         write_sysreg!("FAR_EL1", far);
     }
-    regs.pc = e.pc;
-    regs.pstate = e.pstate;
+    vcpu.regs.pc = e.pc;
+    vcpu.regs.pstate = e.pstate;
 }
 
-fn undefined(vm: &mut Vm, vcpu: usize) {
-    inject_exception(vm, vcpu, Injection::Undefined);
-}
-
-/// Handles a synchronous exit of vCPU `vcpu`.
-pub fn handle_sync(vm: &mut Vm, vcpu: usize) -> Flow {
+/// Handles a synchronous exit of `vcpu`.
+pub fn handle_sync(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     let esr = read_sysreg!("ESR_EL2");
     let far = read_sysreg!("FAR_EL2");
     let hpfar = read_sysreg!("HPFAR_EL2");
     match arch::decode(esr, far, hpfar) {
         Exit::Hvc { imm } => {
-            vm.stats.hvc += 1;
+            vcpu.stats.hvc += 1;
             if imm != 0 {
                 log::warn!(
                     "{}: HVC #{imm:#x} at {:#x}: only HVC #0 is defined; NOT_SUPPORTED",
                     vm.name,
-                    vm.vcpus[vcpu].regs.pc
+                    vcpu.regs.pc
                 );
-                set_reg(vm, vcpu, 0, arch::smccc::ret::NOT_SUPPORTED as u64);
+                set_reg(vcpu, 0, arch::smccc::ret::NOT_SUPPORTED as u64);
                 return Flow::Continue;
             }
             smccc(vm, vcpu)
         }
         Exit::Smc { .. } => {
-            vm.stats.smc += 1;
+            vcpu.stats.smc += 1;
             // A trapped SMC returns to the SMC itself; the call completes past it.
-            vm.vcpus[vcpu].regs.pc += INSN;
+            vcpu.regs.pc += INSN;
             smccc(vm, vcpu)
         }
         Exit::DataAbort {
@@ -100,7 +103,7 @@ pub fn handle_sync(vm: &mut Vm, vcpu: usize) -> Flow {
             write,
             s1ptw,
         } => {
-            data_abort(vm, vcpu, ipa, va, kind, access, write, s1ptw);
+            data_abort(vm, vcpu, ipa, va.unwrap_or(0), kind, access, write, s1ptw);
             Flow::Continue
         }
         Exit::InstructionAbort { ipa, va, kind, .. } => {
@@ -108,10 +111,9 @@ pub fn handle_sync(vm: &mut Vm, vcpu: usize) -> Flow {
                 "{}: instruction fetch from IPA {ipa:#x} (VA {:#x}, {kind:?}) at PC {:#x}: not executable guest memory; abort injected",
                 vm.name,
                 va.unwrap_or(0),
-                vm.vcpus[vcpu].regs.pc
+                vcpu.regs.pc
             );
             inject_exception(
-                vm,
                 vcpu,
                 Injection::InstructionAbort {
                     far: va.unwrap_or(0),
@@ -120,82 +122,110 @@ pub fn handle_sync(vm: &mut Vm, vcpu: usize) -> Flow {
             Flow::Continue
         }
         Exit::SysReg(acc) => {
-            vm.stats.sysreg += 1;
-            let enc = acc.encoding();
-            if enc.is_id_group3() && acc.read {
-                let v = sanitise_id(enc, read_id_register(enc.crm, enc.op2), vm.ipa_bits());
-                set_reg(vm, vcpu, acc.reg, v);
-                vm.vcpus[vcpu].regs.pc += INSN;
-            } else {
-                log::warn!(
-                    "{}: {} of system register {enc} at PC {:#x} is not available to guests; undefined instruction injected",
-                    vm.name,
-                    if acc.read { "read" } else { "write" },
-                    vm.vcpus[vcpu].regs.pc
-                );
-                undefined(vm, vcpu);
-            }
+            vcpu.stats.sysreg += 1;
+            sysreg(vm, vcpu, acc);
             Flow::Continue
         }
         Exit::Wfx { wfe } => {
-            vm.stats.wfi += 1;
+            vcpu.stats.wfi += 1;
+            vcpu.regs.pc += INSN;
             if !wfe {
-                crate::timer::wait_for_guest_timer();
+                crate::wait::wfi(vm, vcpu);
             }
-            vm.vcpus[vcpu].regs.pc += INSN;
             Flow::Continue
         }
         Exit::Other { ec, iss } => {
             log::warn!(
                 "{}: unhandled trap EC {ec:#04x} ISS {iss:#x} at PC {:#x}; undefined instruction injected",
                 vm.name,
-                vm.vcpus[vcpu].regs.pc
+                vcpu.regs.pc
             );
-            undefined(vm, vcpu);
+            inject_exception(vcpu, Injection::Undefined);
             Flow::Continue
         }
     }
 }
 
-fn smccc(vm: &mut Vm, vcpu: usize) -> Flow {
-    let x = &vm.vcpus[vcpu].regs.x;
+fn sysreg(vm: &Vm, vcpu: &mut Vcpu, acc: SysRegAccess) {
+    let enc = acc.encoding();
+    if enc.is_id_group3() && acc.read {
+        let v = sanitise_id(enc, read_id_register(enc.crm, enc.op2), vm.ipa_bits());
+        set_reg(vcpu, acc.reg, v);
+    } else if EmulatedTimer::owns(enc) {
+        let now = read_sysreg!("CNTPCT_EL0");
+        if acc.read {
+            let v = vcpu.ptimer.read(enc, now);
+            set_reg(vcpu, acc.reg, v);
+        } else {
+            vcpu.ptimer.write(enc, get_reg(vcpu, acc.reg), now);
+            crate::wait::update_ptimer(vm, vcpu);
+        }
+    } else if matches!(enc, ICC_SGI1R_EL1 | ICC_ASGI1R_EL1 | ICC_SGI0R_EL1) && !acc.read {
+        let value = get_reg(vcpu, acc.reg);
+        if let Err(e) = vm.vgic.lock().send_sgi(vcpu.idx, value) {
+            log::warn!(
+                "{}: vCPU {} SGI write {value:#x} refused: {e:?}",
+                vm.name,
+                vcpu.idx
+            );
+        }
+        vm.deliver_kicks(vcpu.idx);
+    } else {
+        log::warn!(
+            "{}: {} of system register {enc} at PC {:#x} is not available to guests; undefined instruction injected",
+            vm.name,
+            if acc.read { "read" } else { "write" },
+            vcpu.regs.pc
+        );
+        inject_exception(vcpu, Injection::Undefined);
+        return;
+    }
+    vcpu.regs.pc += INSN;
+}
+
+fn smccc(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
+    let x = &vcpu.regs.x;
     let args = [x[0], x[1], x[2], x[3]];
     let out = handle_call(args, vm, &crate::power::Firmware);
-    set_reg(vm, vcpu, 0, out.x0);
+    set_reg(vcpu, 0, out.x0);
     match out.action {
         PowerAction::None => Flow::Continue,
         PowerAction::SystemOff => {
-            log::info!("{}: PSCI SYSTEM_OFF from vCPU {vcpu}", vm.name);
+            log::info!("{}: PSCI SYSTEM_OFF from vCPU {}", vm.name, vcpu.idx);
             Flow::Stop(StopReason::PoweredOff)
         }
         PowerAction::SystemReset => {
-            log::info!("{}: PSCI SYSTEM_RESET from vCPU {vcpu}", vm.name);
+            log::info!("{}: PSCI SYSTEM_RESET from vCPU {}", vm.name, vcpu.idx);
             Flow::Stop(StopReason::Reset)
         }
         PowerAction::CpuOff => {
-            vm.vcpus[vcpu].power = arch::smccc::CpuPower::Off;
-            if vm
-                .vcpus
-                .iter()
-                .all(|v| v.power == arch::smccc::CpuPower::Off)
-            {
+            let others_on = (0..vm.vcpus()).any(|i| i != vcpu.idx && vm.power(i) != CpuPower::Off);
+            if !others_on {
                 log::info!("{}: last vCPU called CPU_OFF", vm.name);
                 return Flow::Stop(StopReason::PoweredOff);
             }
-            Flow::Continue
+            log::info!("{}: vCPU {} off", vm.name, vcpu.idx);
+            Flow::CpuOff
         }
         PowerAction::CpuOn {
             target,
             entry,
             context_id,
         } => {
-            // Secondary vCPUs need a physical CPU each (the SMP issue); until then a
-            // VM has one vCPU and CPU_ON never validates a target.
-            log::warn!(
-                "{}: CPU_ON for vCPU {target} at {entry:#x} (ctx {context_id:#x}) refused: secondary vCPUs are not started yet",
-                vm.name
-            );
-            set_reg(vm, vcpu, 0, arch::smccc::ret::INTERNAL_FAILURE as u64);
+            *vm.start[target].lock() = Some(StartRequest {
+                entry,
+                x0: context_id,
+            });
+            vm.set_power(target, CpuPower::OnPending);
+            if let Err(code) = crate::smp::start_pcpu(vm.pcpu[target], target) {
+                log::error!(
+                    "{}: physical CPU {:#x} for vCPU {target} did not start (PSCI {code})",
+                    vm.name,
+                    vm.pcpu[target]
+                );
+                vm.set_power(target, CpuPower::Off);
+                set_reg(vcpu, 0, arch::smccc::ret::INTERNAL_FAILURE as u64);
+            }
             Flow::Continue
         }
         PowerAction::HostWorkaround(id) => {
@@ -207,99 +237,89 @@ fn smccc(vm: &mut Vm, vcpu: usize) -> Flow {
 
 #[allow(clippy::too_many_arguments)]
 fn data_abort(
-    vm: &mut Vm,
-    vcpu: usize,
+    vm: &Vm,
+    vcpu: &mut Vcpu,
     ipa: u64,
-    va: Option<u64>,
+    far: u64,
     kind: AbortKind,
     access: Option<MmioAccess>,
     write: bool,
     s1ptw: bool,
 ) {
-    let pc = vm.vcpus[vcpu].regs.pc;
-    let far = va.unwrap_or(0);
-    let fail = |vm: &mut Vm, why: core::fmt::Arguments| {
+    let pc = vcpu.regs.pc;
+    let fail = |vcpu: &mut Vcpu, why: core::fmt::Arguments| {
         log::warn!(
             "{}: {} IPA {ipa:#x} (VA {far:#x}) at PC {pc:#x}: {why}; data abort injected",
             vm.name,
             if write { "write to" } else { "read of" }
         );
-        inject_exception(vm, vcpu, Injection::DataAbort { far, write });
+        inject_exception(vcpu, Injection::DataAbort { far, write });
     };
     if s1ptw {
         return fail(
-            vm,
+            vcpu,
             format_args!("the guest's own page-table walk left its RAM"),
         );
     }
     if kind != AbortKind::Translation || vm.ram.contains(ipa) {
-        return fail(vm, format_args!("{kind:?} fault on guest RAM"));
+        return fail(vcpu, format_args!("{kind:?} fault on guest RAM"));
     }
     let Some(a) = access else {
         return fail(
-            vm,
+            vcpu,
             format_args!(
                 "MMIO access without a valid syndrome (e.g. a load/store pair or writeback)"
             ),
         );
     };
     let Some(size) = AccessSize::from_log2(a.bytes.trailing_zeros() as u8) else {
-        return fail(vm, format_args!("impossible access size {}", a.bytes));
+        return fail(vcpu, format_args!("impossible access size {}", a.bytes));
     };
-    vm.stats.mmio += 1;
+    vcpu.stats.mmio += 1;
+    crate::wait::pump_console(vm);
     let value = if a.write {
-        get_reg(vm, vcpu, a.reg) & size.mask()
+        get_reg(vcpu, a.reg) & size.mask()
     } else {
         0
     };
-    let Vm { bus, ram, .. } = vm;
-    let mut irq = NullInterrupts;
-    let mut ctx = MmioContext {
-        vcpu,
-        mem: ram,
-        irq: &mut irq,
-    };
-    let result = match bus.find(ipa) {
-        None => return fail(vm, format_args!("no device at this address")),
-        Some((dev, _name, off)) => {
-            if a.write {
+    let result = {
+        let mut bus = vm.bus.lock();
+        let mut mem = vm.ram;
+        let mut irq = vm.vgic.clone();
+        let mut ctx = MmioContext {
+            vcpu: vcpu.idx,
+            mem: &mut mem,
+            irq: &mut irq,
+        };
+        match bus.find(ipa) {
+            None => None,
+            Some((dev, _name, off)) => Some(if a.write {
                 dev.write(&mut ctx, off, size, value).map(|_| 0)
             } else {
                 dev.read(&mut ctx, off, size)
-            }
+            }),
         }
     };
+    vm.deliver_kicks(vcpu.idx);
     match result {
-        Ok(v) => {
+        None => fail(vcpu, format_args!("no device at this address")),
+        Some(Err(e)) => fail(vcpu, format_args!("device refused the access: {e:?}")),
+        Some(Ok(v)) => {
             if !a.write {
-                set_reg(vm, vcpu, a.reg, a.load_result(v));
+                set_reg(vcpu, a.reg, a.load_result(v));
             }
-            vm.vcpus[vcpu].regs.pc += INSN;
+            vcpu.regs.pc += INSN;
         }
-        Err(e) => fail(vm, format_args!("device refused the access: {e:?}")),
     }
-}
-
-/// Handles a physical interrupt that arrived while a guest ran.
-pub fn handle_irq(vm: &mut Vm) -> Flow {
-    vm.stats.irq += 1;
-    while let Some(intid) = crate::gic::acknowledge() {
-        if intid == boards::guest::HTIMER_INTID {
-            crate::timer::disarm();
-        } else {
-            log::warn!("physical interrupt {intid} has no handler; ignored");
-        }
-        crate::gic::end(intid);
-    }
-    Flow::Continue
 }
 
 /// Handles an SError taken while a guest ran: the guest gets a virtual SError.
-pub fn handle_serror(vm: &mut Vm, vcpu: usize) -> Flow {
+pub fn handle_serror(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     let esr = read_sysreg!("ESR_EL2");
     log::warn!(
-        "{}: SError (ESR_EL2 {esr:#x}) while vCPU {vcpu} ran; virtual SError injected",
-        vm.name
+        "{}: SError (ESR_EL2 {esr:#x}) while vCPU {} ran; virtual SError injected",
+        vm.name,
+        vcpu.idx
     );
     write_sysreg!(
         "HCR_EL2",
@@ -308,12 +328,15 @@ pub fn handle_serror(vm: &mut Vm, vcpu: usize) -> Flow {
     Flow::Continue
 }
 
-/// Starts vCPU `vcpu` at `entry` with `x0` in EL1h, interrupts masked.
-pub fn reset_vcpu(vm: &mut Vm, vcpu: usize, entry: u64, x0: u64) {
-    let v = &mut vm.vcpus[vcpu];
-    v.regs = Default::default();
-    v.regs.x[0] = x0;
-    v.regs.pc = entry;
-    v.regs.pstate = PSTATE_EL1H_DAIF;
-    v.el1 = crate::el1::El1Context::reset();
+/// Puts `vcpu` at its architectural reset state, to start at `req.entry` with `x0`,
+/// in EL1h with interrupts masked and the MMU off.
+pub fn reset_vcpu(vcpu: &mut Vcpu, req: StartRequest) {
+    vcpu.regs = Default::default();
+    vcpu.regs.x[0] = req.x0;
+    vcpu.regs.pc = req.entry;
+    vcpu.regs.pstate = PSTATE_EL1H_DAIF;
+    vcpu.el1 = crate::el1::El1Context::reset();
+    vcpu.ptimer = EmulatedTimer::default();
+    vcpu.lrs_loaded = false;
+    vcpu.lrs_overflow = false;
 }

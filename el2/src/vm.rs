@@ -4,13 +4,17 @@
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use arch::smccc::{CpuPower, PowerTopology};
+use arch::timer::EmulatedTimer;
 use boards::guest;
 use devices::Pl011;
+use spin::Mutex;
 use stage2::{Attrs, Layout, Perms, Stage2, TableAllocator};
 use vdev::memory::range_offset;
 use vdev::{GuestMemory, MemError, MmioBus, Shared};
+use vgic::{SharedVgic, VgicConfig};
 
 use crate::el1::{write_sysreg, El1Context};
 use crate::vectors::GuestRegs;
@@ -39,7 +43,10 @@ impl TableAllocator for HeapTables {
 }
 
 /// The guest's RAM: `size` bytes at guest-physical `ipa`, backed by host-physical
-/// `pa` (identity-mapped in the hypervisor). Every access is bounds-checked.
+/// `pa` (identity-mapped in the hypervisor). Every access is bounds-checked. The
+/// handle is `Copy`: guest RAM is shared with the guest anyway, and every vCPU's
+/// device accesses go through a copy.
+#[derive(Debug, Clone, Copy)]
 pub struct GuestRam {
     pub ipa: u64,
     pub pa: u64,
@@ -80,23 +87,6 @@ impl GuestMemory for GuestRam {
     }
 }
 
-/// One virtual CPU.
-pub struct Vcpu {
-    pub regs: GuestRegs,
-    pub el1: El1Context,
-    pub mpidr: u64,
-    pub power: CpuPower,
-}
-
-/// Why a VM stopped running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// PSCI SYSTEM_OFF, or the last vCPU called CPU_OFF.
-    PoweredOff,
-    /// PSCI SYSTEM_RESET.
-    Reset,
-}
-
 /// Counts of exits by kind, for the VM's exit log line.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ExitStats {
@@ -109,15 +99,83 @@ pub struct ExitStats {
     pub injected: u64,
 }
 
-/// A virtual machine.
+impl ExitStats {
+    pub fn add(&mut self, o: &ExitStats) {
+        self.hvc += o.hvc;
+        self.smc += o.smc;
+        self.mmio += o.mmio;
+        self.sysreg += o.sysreg;
+        self.wfi += o.wfi;
+        self.irq += o.irq;
+        self.injected += o.injected;
+    }
+}
+
+/// One virtual CPU: owned by the physical CPU that runs it.
+pub struct Vcpu {
+    pub idx: usize,
+    pub regs: GuestRegs,
+    pub el1: El1Context,
+    /// The emulated EL1 physical timer.
+    pub ptimer: EmulatedTimer,
+    /// Some list register held an interrupt at the last entry.
+    pub lrs_loaded: bool,
+    /// Deliverable interrupts did not fit in the list registers at the last entry.
+    pub lrs_overflow: bool,
+    pub stats: ExitStats,
+}
+
+impl Vcpu {
+    pub fn new(idx: usize) -> Self {
+        Self {
+            idx,
+            regs: GuestRegs::default(),
+            el1: El1Context::reset(),
+            ptimer: EmulatedTimer::default(),
+            lrs_loaded: false,
+            lrs_overflow: false,
+            stats: ExitStats::default(),
+        }
+    }
+}
+
+/// Why a VM stopped running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StopReason {
+    /// PSCI SYSTEM_OFF, or the last vCPU called CPU_OFF.
+    PoweredOff = 1,
+    /// PSCI SYSTEM_RESET.
+    Reset = 2,
+}
+
+/// Where and how a vCPU starts (PSCI CPU_ON, or reset of the boot vCPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartRequest {
+    pub entry: u64,
+    pub x0: u64,
+}
+
+/// A virtual machine, shared by the physical CPUs running its vCPUs.
 pub struct Vm {
     pub name: String,
     pub ram: GuestRam,
     pub stage2: Stage2,
-    pub bus: MmioBus,
+    pub bus: Mutex<MmioBus>,
+    pub vgic: SharedVgic,
     pub uart: Shared<Pl011>,
-    pub vcpus: Vec<Vcpu>,
-    pub stats: ExitStats,
+    /// Per vCPU: its PSCI power state (a `CpuPower` as u8).
+    pub power: Vec<AtomicU8>,
+    /// Per vCPU: where it starts when powered on.
+    pub start: Vec<Mutex<Option<StartRequest>>>,
+    /// Per vCPU: the vGIC has new work for it (flush before the next entry).
+    pub kick: Vec<AtomicBool>,
+    /// Per vCPU: the MPIDR of the physical CPU that runs it.
+    pub pcpu: Vec<u64>,
+    /// Non-zero (a `StopReason`) once the VM must stop.
+    pub stop: AtomicU8,
+    /// Exit counts of vCPUs that have stopped.
+    pub stats: Mutex<ExitStats>,
 }
 
 /// Why a VM could not be built.
@@ -125,6 +183,7 @@ pub struct Vm {
 pub enum VmError {
     Stage2(stage2::Error),
     Bus(vdev::BusError),
+    Vgic(vgic::ConfigError),
 }
 
 /// The guest's MPIDR for vCPU `i`: Aff0 = i, with the U bit clear and bit 31 RES1.
@@ -132,15 +191,24 @@ pub fn vcpu_mpidr(i: usize) -> u64 {
     (1 << 31) | i as u64
 }
 
+/// SPIs of the virtual GIC.
+const VGIC_SPIS: u32 = 96;
+
+fn power_u8(p: CpuPower) -> u8 {
+    p as u8
+}
+
 impl Vm {
-    /// Builds a VM whose RAM is `ram` (already allocated), with `vcpus` vCPUs.
+    /// Builds a VM whose RAM is `ram` (already allocated), with one vCPU per entry of
+    /// `pcpus` (the physical CPU that will run it).
     pub fn new(
         name: &str,
         ram: GuestRam,
-        vcpus: usize,
+        pcpus: &[u64],
         layout: Layout,
         vmid: u16,
     ) -> Result<Self, VmError> {
+        let n = pcpus.len();
         let mut stage2 = Stage2::new(&mut HeapTables, layout, vmid).map_err(VmError::Stage2)?;
         stage2
             .map(
@@ -151,6 +219,7 @@ impl Vm {
                 Attrs::normal(Perms::RWX),
             )
             .map_err(VmError::Stage2)?;
+        let vgic = SharedVgic::new(VgicConfig::simple(n, VGIC_SPIS)).map_err(VmError::Vgic)?;
         let mut bus = MmioBus::new();
         let uart = Shared::new(Pl011::new(
             guest::SPI_BASE + guest::PL011_SPI,
@@ -163,39 +232,92 @@ impl Vm {
             Box::new(uart.clone()),
         )
         .map_err(VmError::Bus)?;
-        let vcpus = (0..vcpus)
-            .map(|i| Vcpu {
-                regs: GuestRegs::default(),
-                el1: El1Context::reset(),
-                mpidr: vcpu_mpidr(i),
-                power: if i == 0 { CpuPower::On } else { CpuPower::Off },
-            })
-            .collect();
+        bus.insert(
+            "gicd",
+            guest::GICD_BASE,
+            guest::GICD_SIZE,
+            Box::new(vgic.gicd()),
+        )
+        .map_err(VmError::Bus)?;
+        let gicr_size = vgic.lock().gicr_region_size();
+        bus.insert("gicr", guest::GICR_BASE, gicr_size, Box::new(vgic.gicr()))
+            .map_err(VmError::Bus)?;
         Ok(Self {
             name: String::from(name),
             ram,
             stage2,
-            bus,
+            bus: Mutex::new(bus),
+            vgic,
             uart,
-            vcpus,
-            stats: ExitStats::default(),
+            power: (0..n)
+                .map(|_| AtomicU8::new(power_u8(CpuPower::Off)))
+                .collect(),
+            start: (0..n).map(|_| Mutex::new(None)).collect(),
+            kick: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            pcpu: pcpus.to_vec(),
+            stop: AtomicU8::new(0),
+            stats: Mutex::new(ExitStats::default()),
         })
+    }
+
+    pub fn vcpus(&self) -> usize {
+        self.pcpu.len()
     }
 
     /// The IPA size the guest is told about (ID_AA64MMFR0_EL1.PARange).
     pub fn ipa_bits(&self) -> u32 {
         self.stage2.layout().ipa_bits
     }
+
+    pub fn set_power(&self, vcpu: usize, p: CpuPower) {
+        self.power[vcpu].store(power_u8(p), Ordering::Release);
+    }
+
+    /// The reason the VM must stop, if it must.
+    pub fn stopping(&self) -> Option<StopReason> {
+        match self.stop.load(Ordering::Acquire) {
+            1 => Some(StopReason::PoweredOff),
+            2 => Some(StopReason::Reset),
+            _ => None,
+        }
+    }
+
+    /// Asks every vCPU to stop for `why` (the first reason wins) and kicks them.
+    pub fn request_stop(&self, why: StopReason, from: usize) {
+        let _ = self
+            .stop
+            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire);
+        for (i, mpidr) in self.pcpu.iter().enumerate() {
+            if i != from && self.power(i) != CpuPower::Off {
+                crate::irq::kick(*mpidr);
+            }
+        }
+    }
+
+    /// Marks the vCPUs the vGIC has new work for and kicks those running elsewhere.
+    pub fn deliver_kicks(&self, from: usize) {
+        let mask = self.vgic.lock().take_kicks();
+        for i in 0..self.vcpus() {
+            if mask & (1 << i) != 0 {
+                self.kick[i].store(true, Ordering::Release);
+                if i != from && self.power(i) == CpuPower::On {
+                    crate::irq::kick(self.pcpu[i]);
+                }
+            }
+        }
+    }
 }
 
 impl PowerTopology for Vm {
     fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
-        self.vcpus
-            .iter()
-            .position(|v| v.mpidr & arch::smccc::MPIDR_AFFINITY_MASK == mpidr)
+        (0..self.vcpus()).find(|&i| vcpu_mpidr(i) & arch::smccc::MPIDR_AFFINITY_MASK == mpidr)
     }
     fn power(&self, idx: usize) -> CpuPower {
-        self.vcpus[idx].power
+        match self.power[idx].load(Ordering::Acquire) {
+            0 => CpuPower::On,
+            2 => CpuPower::OnPending,
+            _ => CpuPower::Off,
+        }
     }
     fn valid_entry(&self, ipa: u64) -> bool {
         self.ram.contains(ipa) && ipa % 4 == 0
@@ -238,11 +360,11 @@ const MDCR_EL2_HPMN_MASK: u64 = 0x1f;
 /// PMCR_EL0.N: the number of event counters.
 const PMCR_N_SHIFT: u64 = 11;
 
-/// CNTHCTL_EL2 (no VHE): EL1 may read the physical counter and use the physical timer.
+/// CNTHCTL_EL2 (no VHE): EL1 may read the physical counter (EL1PCTEN); the EL1
+/// physical timer's registers trap (EL1PCEN clear) and are emulated.
 const CNTHCTL_EL1PCTEN: u64 = 1 << 0;
-const CNTHCTL_EL1PCEN: u64 = 1 << 1;
 
-/// Programs the EL2 controls for running `vm` on this CPU. The PMU counters are all
+/// Programs the EL2 controls for running a vCPU of `vm` on this CPU. The PMU counters are all
 /// given to the guest (HPMN = PMCR_EL0.N) and count at EL2 when asked, which is how
 /// `bench exits` measures the exit path.
 pub fn activate(vm: &Vm) {
@@ -253,16 +375,19 @@ pub fn activate(vm: &Vm) {
     write_sysreg!("VTTBR_EL2", vm.stage2.vttbr());
     write_sysreg!("CPTR_EL2", CPTR_EL2_VALUE);
     write_sysreg!("MDCR_EL2", pmcr_n | MDCR_EL2_TPMS | MDCR_EL2_TTRF);
-    write_sysreg!("CNTHCTL_EL2", CNTHCTL_EL1PCTEN | CNTHCTL_EL1PCEN);
+    write_sysreg!("CNTHCTL_EL2", CNTHCTL_EL1PCTEN);
     write_sysreg!("CNTVOFF_EL2", 0);
     write_sysreg!("VPIDR_EL2", read_sysreg!("MIDR_EL1"));
-    write_sysreg!("ICH_HCR_EL2", 0);
+    write_sysreg!("ICH_HCR_EL2", crate::irq::ICH_HCR_EN);
+    write_sysreg!("ICH_VMCR_EL2", 0);
+    write_sysreg!("ICH_AP0R0_EL2", 0);
+    write_sysreg!("ICH_AP1R0_EL2", 0);
     // SAFETY: invalidates this VMID's stage-1+2 TLB entries so the new tables are used.
     unsafe { core::arch::asm!("isb", "tlbi vmalls12e1is", "dsb ish", "isb") };
 }
 
 /// Makes vCPU `v` the one that runs on this CPU.
 pub fn load_vcpu(v: &Vcpu) {
-    write_sysreg!("VMPIDR_EL2", v.mpidr);
+    write_sysreg!("VMPIDR_EL2", vcpu_mpidr(v.idx));
     v.el1.restore();
 }

@@ -1,0 +1,1063 @@
+//! The flattened device tree a Linux guest boots with.
+//!
+//! [`linux_dt`] turns a [`GuestDtConfig`] (vCPU count, RAM, command line, initrd,
+//! the virtio-mmio transports and TPM that exist) into a DTB describing the
+//! guest-physical map of [`crate::guest`]. Node names and property encodings follow
+//! what QEMU's `virt` machine generates (GICv3, no ITS, no EL2 for the guest), so a
+//! kernel sees the same machine it would under QEMU. The configuration is validated
+//! first; a bad one is an [`DtError`], never a malformed blob.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use vm_fdt::FdtWriter;
+
+use crate::guest::{
+    GICD_BASE, GICD_SIZE, GICR_BASE, GICR_REGION_SIZE, GICR_STRIDE, HTIMER_INTID, PL011_BASE,
+    PL011_SIZE, PL011_SPI, PLATFORM_BUS_BASE, PLATFORM_BUS_SIZE, PPI_BASE, PTIMER_INTID, RAM_BASE,
+    SPI_BASE, STIMER_INTID, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOTS, VIRTIO_MMIO_STRIDE, VTIMER_INTID,
+};
+
+/// Device-tree encodings, phandles and sizes used by the generator.
+pub mod defs {
+    use crate::guest::{GICR_REGION_SIZE, GICR_STRIDE};
+
+    /// Root `compatible` and `model`, as on QEMU `virt`.
+    pub const MACHINE_COMPATIBLE: &str = "linux,dummy-virt";
+    pub const MACHINE_MODEL: &str = "linux,dummy-virt";
+
+    /// Phandles of the nodes other nodes refer to.
+    pub const GIC_PHANDLE: u32 = 1;
+    pub const APB_PCLK_PHANDLE: u32 = 2;
+
+    /// GIC interrupt specifier, cell 0 (binding `arm,gic-v3`).
+    pub const IRQ_TYPE_SPI: u32 = 0;
+    pub const IRQ_TYPE_PPI: u32 = 1;
+    /// GIC interrupt specifier, cell 2: trigger flags.
+    pub const IRQ_EDGE_RISING: u32 = 1;
+    pub const IRQ_LEVEL_HIGH: u32 = 4;
+    /// `#interrupt-cells` of the GICv3 node.
+    pub const GIC_INTERRUPT_CELLS: u32 = 3;
+    /// Largest valid SPI INTID (1020..=1023 are special).
+    pub const MAX_SPI_INTID: u32 = 1019;
+
+    /// Most vCPUs one redistributor region can describe (123).
+    pub const MAX_VCPUS: usize = (GICR_REGION_SIZE / GICR_STRIDE) as usize;
+
+    /// Register window of one virtio-mmio transport.
+    pub const VIRTIO_MMIO_SIZE: u64 = 0x200;
+    /// Register window of a TIS MMIO TPM (five localities of 4 KiB).
+    pub const TPM_TIS_SIZE: u64 = 0x5000;
+    /// The PL011 reference clock (`apb-pclk`).
+    pub const APB_PCLK_HZ: u32 = 24_000_000;
+    pub const APB_PCLK_NAME: &str = "clk24mhz";
+
+    /// PSCI function IDs advertised for pre-0.2 clients (SMC64 where defined).
+    pub const PSCI_CPU_SUSPEND: u32 = 0xc400_0001;
+    pub const PSCI_CPU_OFF: u32 = 0x8400_0002;
+    pub const PSCI_CPU_ON: u32 = 0xc400_0003;
+    pub const PSCI_MIGRATE: u32 = 0xc400_0005;
+}
+
+use defs::*;
+
+/// One virtio-mmio transport that exists in the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioSlot {
+    /// Guest-physical base of its register window.
+    pub base: u64,
+    /// Its interrupt as a GIC INTID (an SPI).
+    pub intid: u32,
+}
+
+/// What the guest's device tree describes.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestDtConfig<'a> {
+    /// Number of vCPUs; vCPU `i` has MPIDR Aff0 = `i` (`reg = <i>`).
+    pub vcpus: usize,
+    pub ram_base: u64,
+    pub ram_size: u64,
+    pub bootargs: &'a str,
+    /// `(start, end)` of the initrd, guest-physical, end exclusive.
+    pub initrd: Option<(u64, u64)>,
+    /// The virtio-mmio transports that exist, in probe order.
+    pub virtio_mmio: &'a [VirtioSlot],
+    /// Base of a TIS MMIO TPM on the platform bus.
+    pub tpm_tis: Option<u64>,
+    /// Value of `/chosen/rng-seed`.
+    pub rng_seed: Option<[u8; 32]>,
+}
+
+/// Why no device tree was generated.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DtError {
+    /// `vcpus` is outside `1..=MAX_VCPUS`.
+    VcpuCount(usize),
+    /// `ram_size` is zero.
+    EmptyRam,
+    /// RAM starts inside the device space below [`RAM_BASE`].
+    RamOverlapsDevices { base: u64 },
+    /// `ram_base + ram_size` does not fit in 64 bits.
+    RamOverflow,
+    /// The initrd is empty or inverted.
+    InitrdInvalid { start: u64, end: u64 },
+    /// The initrd is not entirely inside RAM.
+    InitrdOutsideRam { start: u64, end: u64 },
+    /// A virtio-mmio base is not a slot of the virtio-mmio window.
+    VirtioSlotInvalid { base: u64 },
+    /// Two virtio-mmio transports share a slot.
+    VirtioSlotDuplicate { base: u64 },
+    /// A virtio-mmio interrupt is not an SPI.
+    VirtioIntidInvalid { base: u64, intid: u32 },
+    /// The TPM window is not inside the platform bus.
+    TpmOutsidePlatformBus { base: u64 },
+    /// The command line contains a NUL byte.
+    BootargsNul,
+    /// The FDT writer refused the tree.
+    Writer(vm_fdt::Error),
+}
+
+impl fmt::Display for DtError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Self::VcpuCount(n) => write!(f, "{n} vCPUs (must be 1..={MAX_VCPUS})"),
+            Self::EmptyRam => write!(f, "guest RAM is empty"),
+            Self::RamOverlapsDevices { base } => {
+                write!(f, "guest RAM at {base:#x} overlaps device space")
+            }
+            Self::RamOverflow => write!(f, "guest RAM wraps the address space"),
+            Self::InitrdInvalid { start, end } => {
+                write!(f, "initrd [{start:#x}, {end:#x}) is empty or inverted")
+            }
+            Self::InitrdOutsideRam { start, end } => {
+                write!(f, "initrd [{start:#x}, {end:#x}) is outside RAM")
+            }
+            Self::VirtioSlotInvalid { base } => write!(f, "no virtio-mmio slot at {base:#x}"),
+            Self::VirtioSlotDuplicate { base } => {
+                write!(f, "virtio-mmio slot {base:#x} given twice")
+            }
+            Self::VirtioIntidInvalid { base, intid } => {
+                write!(f, "virtio-mmio {base:#x}: INTID {intid} is not an SPI")
+            }
+            Self::TpmOutsidePlatformBus { base } => {
+                write!(f, "TPM at {base:#x} is outside the platform bus")
+            }
+            Self::BootargsNul => write!(f, "bootargs contain NUL"),
+            Self::Writer(e) => write!(f, "FDT writer: {e}"),
+        }
+    }
+}
+
+impl From<vm_fdt::Error> for DtError {
+    fn from(e: vm_fdt::Error) -> Self {
+        Self::Writer(e)
+    }
+}
+
+fn validate(cfg: &GuestDtConfig) -> Result<(), DtError> {
+    if !(1..=MAX_VCPUS).contains(&cfg.vcpus) {
+        return Err(DtError::VcpuCount(cfg.vcpus));
+    }
+    if cfg.ram_size == 0 {
+        return Err(DtError::EmptyRam);
+    }
+    if cfg.ram_base < RAM_BASE {
+        return Err(DtError::RamOverlapsDevices { base: cfg.ram_base });
+    }
+    let ram_end = cfg
+        .ram_base
+        .checked_add(cfg.ram_size)
+        .ok_or(DtError::RamOverflow)?;
+    if let Some((start, end)) = cfg.initrd {
+        if end <= start {
+            return Err(DtError::InitrdInvalid { start, end });
+        }
+        if start < cfg.ram_base || end > ram_end {
+            return Err(DtError::InitrdOutsideRam { start, end });
+        }
+    }
+    let window_end = VIRTIO_MMIO_BASE + VIRTIO_MMIO_SLOTS * VIRTIO_MMIO_STRIDE;
+    for (i, slot) in cfg.virtio_mmio.iter().enumerate() {
+        let in_window = (VIRTIO_MMIO_BASE..window_end).contains(&slot.base)
+            && (slot.base - VIRTIO_MMIO_BASE).is_multiple_of(VIRTIO_MMIO_STRIDE);
+        if !in_window {
+            return Err(DtError::VirtioSlotInvalid { base: slot.base });
+        }
+        if cfg.virtio_mmio[..i].iter().any(|s| s.base == slot.base) {
+            return Err(DtError::VirtioSlotDuplicate { base: slot.base });
+        }
+        if !(SPI_BASE..=MAX_SPI_INTID).contains(&slot.intid) {
+            return Err(DtError::VirtioIntidInvalid {
+                base: slot.base,
+                intid: slot.intid,
+            });
+        }
+    }
+    if let Some(base) = cfg.tpm_tis {
+        let fits = base >= PLATFORM_BUS_BASE
+            && base
+                .checked_add(TPM_TIS_SIZE)
+                .is_some_and(|end| end <= PLATFORM_BUS_BASE + PLATFORM_BUS_SIZE);
+        if !fits {
+            return Err(DtError::TpmOutsidePlatformBus { base });
+        }
+    }
+    if cfg.bootargs.contains('\0') {
+        return Err(DtError::BootargsNul);
+    }
+    Ok(())
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| String::from(*s)).collect()
+}
+
+/// Splits a 64-bit value into the two cells of a `#address-cells = 2` entry.
+fn cells64(v: u64) -> [u32; 2] {
+    [(v >> 32) as u32, v as u32]
+}
+
+/// A `reg` entry with two address and two size cells.
+fn reg64(base: u64, size: u64) -> [u64; 2] {
+    [base, size]
+}
+
+/// A GICv3 interrupt specifier for an SPI given as INTID.
+fn spi(intid: u32, flags: u32) -> [u32; 3] {
+    [IRQ_TYPE_SPI, intid - SPI_BASE, flags]
+}
+
+/// A GICv3 interrupt specifier for a PPI given as INTID.
+fn ppi(intid: u32, flags: u32) -> [u32; 3] {
+    [IRQ_TYPE_PPI, intid - PPI_BASE, flags]
+}
+
+fn psci_node(w: &mut FdtWriter) -> Result<(), DtError> {
+    let n = w.begin_node("psci")?;
+    w.property_string_list(
+        "compatible",
+        strings(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]),
+    )?;
+    w.property_string("method", "hvc")?;
+    w.property_u32("cpu_suspend", PSCI_CPU_SUSPEND)?;
+    w.property_u32("cpu_off", PSCI_CPU_OFF)?;
+    w.property_u32("cpu_on", PSCI_CPU_ON)?;
+    w.property_u32("migrate", PSCI_MIGRATE)?;
+    w.end_node(n)?;
+    Ok(())
+}
+
+fn memory_node(w: &mut FdtWriter, cfg: &GuestDtConfig) -> Result<(), DtError> {
+    let n = w.begin_node(&format!("memory@{:x}", cfg.ram_base))?;
+    w.property_string("device_type", "memory")?;
+    w.property_array_u64("reg", &reg64(cfg.ram_base, cfg.ram_size))?;
+    w.end_node(n)?;
+    Ok(())
+}
+
+fn cpus_node(w: &mut FdtWriter, vcpus: usize) -> Result<(), DtError> {
+    let cpus = w.begin_node("cpus")?;
+    w.property_u32("#address-cells", 1)?;
+    w.property_u32("#size-cells", 0)?;
+    for i in 0..vcpus {
+        let c = w.begin_node(&format!("cpu@{i:x}"))?;
+        w.property_string("device_type", "cpu")?;
+        w.property_string("compatible", "arm,armv8")?;
+        // Bounded by MAX_VCPUS, so the Aff0 value fits a cell.
+        w.property_u32("reg", i as u32)?;
+        w.property_string("enable-method", "psci")?;
+        w.end_node(c)?;
+    }
+    w.end_node(cpus)?;
+    Ok(())
+}
+
+fn gic_node(w: &mut FdtWriter, vcpus: usize) -> Result<(), DtError> {
+    let n = w.begin_node(&format!("intc@{GICD_BASE:x}"))?;
+    w.property_string("compatible", "arm,gic-v3")?;
+    w.property_u32("#interrupt-cells", GIC_INTERRUPT_CELLS)?;
+    w.property_null("interrupt-controller")?;
+    // As QEMU: an (empty) identity bus for child frames such as an ITS.
+    w.property_u32("#address-cells", 2)?;
+    w.property_u32("#size-cells", 2)?;
+    w.property_null("ranges")?;
+    let gicr_size = vcpus as u64 * GICR_STRIDE;
+    debug_assert!(gicr_size <= GICR_REGION_SIZE);
+    let mut reg = Vec::with_capacity(4);
+    reg.extend_from_slice(&reg64(GICD_BASE, GICD_SIZE));
+    reg.extend_from_slice(&reg64(GICR_BASE, gicr_size));
+    w.property_array_u64("reg", &reg)?;
+    w.property_u32("#redistributor-regions", 1)?;
+    w.property_phandle(GIC_PHANDLE)?;
+    w.end_node(n)?;
+    Ok(())
+}
+
+fn timer_node(w: &mut FdtWriter) -> Result<(), DtError> {
+    let n = w.begin_node("timer")?;
+    w.property_string_list(
+        "compatible",
+        strings(&["arm,armv8-timer", "arm,armv7-timer"]),
+    )?;
+    let mut irqs = Vec::with_capacity(12);
+    for intid in [STIMER_INTID, PTIMER_INTID, VTIMER_INTID, HTIMER_INTID] {
+        irqs.extend_from_slice(&ppi(intid, IRQ_LEVEL_HIGH));
+    }
+    w.property_array_u32("interrupts", &irqs)?;
+    w.property_null("always-on")?;
+    w.end_node(n)?;
+    Ok(())
+}
+
+fn clock_node(w: &mut FdtWriter) -> Result<(), DtError> {
+    let n = w.begin_node("apb-pclk")?;
+    w.property_string("compatible", "fixed-clock")?;
+    w.property_u32("#clock-cells", 0)?;
+    w.property_u32("clock-frequency", APB_PCLK_HZ)?;
+    w.property_string("clock-output-names", APB_PCLK_NAME)?;
+    w.property_phandle(APB_PCLK_PHANDLE)?;
+    w.end_node(n)?;
+    Ok(())
+}
+
+fn pl011_path() -> String {
+    format!("/pl011@{PL011_BASE:x}")
+}
+
+fn pl011_node(w: &mut FdtWriter) -> Result<(), DtError> {
+    let n = w.begin_node(&pl011_path()[1..])?;
+    w.property_string_list("compatible", strings(&["arm,pl011", "arm,primecell"]))?;
+    w.property_array_u64("reg", &reg64(PL011_BASE, PL011_SIZE))?;
+    w.property_array_u32("interrupts", &spi(SPI_BASE + PL011_SPI, IRQ_LEVEL_HIGH))?;
+    w.property_array_u32("clocks", &[APB_PCLK_PHANDLE, APB_PCLK_PHANDLE])?;
+    w.property_string_list("clock-names", strings(&["uartclk", "apb_pclk"]))?;
+    w.end_node(n)?;
+    Ok(())
+}
+
+fn virtio_nodes(w: &mut FdtWriter, slots: &[VirtioSlot]) -> Result<(), DtError> {
+    for slot in slots {
+        let n = w.begin_node(&format!("virtio_mmio@{:x}", slot.base))?;
+        w.property_string("compatible", "virtio,mmio")?;
+        w.property_array_u64("reg", &reg64(slot.base, VIRTIO_MMIO_SIZE))?;
+        w.property_array_u32("interrupts", &spi(slot.intid, IRQ_EDGE_RISING))?;
+        w.property_null("dma-coherent")?;
+        w.end_node(n)?;
+    }
+    Ok(())
+}
+
+/// The QEMU-style `platform-bus` node (one address and size cell, translated to
+/// [`PLATFORM_BUS_BASE`]) holding the TPM.
+fn platform_bus_node(w: &mut FdtWriter, tpm_base: u64) -> Result<(), DtError> {
+    let bus = w.begin_node(&format!("platform-bus@{PLATFORM_BUS_BASE:x}"))?;
+    w.property_string_list("compatible", strings(&["qemu,platform", "simple-bus"]))?;
+    w.property_u32("#address-cells", 1)?;
+    w.property_u32("#size-cells", 1)?;
+    // child address (1 cell), parent address (2 cells), size (1 cell); the window is
+    // below 4 GiB so the single cells are exact.
+    let [pb_hi, pb_lo] = cells64(PLATFORM_BUS_BASE);
+    w.property_array_u32("ranges", &[0, pb_hi, pb_lo, PLATFORM_BUS_SIZE as u32])?;
+    w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+    // Validated to lie inside the 32 MiB window, so the offset fits a cell.
+    let offset = (tpm_base - PLATFORM_BUS_BASE) as u32;
+    let tpm = w.begin_node(&format!("tpm_tis@{offset:x}"))?;
+    w.property_string("compatible", "tcg,tpm-tis-mmio")?;
+    w.property_array_u32("reg", &[offset, TPM_TIS_SIZE as u32])?;
+    w.end_node(tpm)?;
+    w.end_node(bus)?;
+    Ok(())
+}
+
+fn chosen_node(w: &mut FdtWriter, cfg: &GuestDtConfig) -> Result<(), DtError> {
+    let n = w.begin_node("chosen")?;
+    w.property_string("bootargs", cfg.bootargs)?;
+    w.property_string("stdout-path", &pl011_path())?;
+    if let Some((start, end)) = cfg.initrd {
+        w.property_u64("linux,initrd-start", start)?;
+        w.property_u64("linux,initrd-end", end)?;
+    }
+    if let Some(seed) = &cfg.rng_seed {
+        w.property("rng-seed", seed)?;
+    }
+    w.end_node(n)?;
+    Ok(())
+}
+
+/// Generates the DTB a Linux guest boots with, after validating `cfg`.
+pub fn linux_dt(cfg: &GuestDtConfig) -> Result<Vec<u8>, DtError> {
+    validate(cfg)?;
+    let mut w = FdtWriter::new()?;
+    let root = w.begin_node("")?;
+    w.property_string("compatible", MACHINE_COMPATIBLE)?;
+    w.property_string("model", MACHINE_MODEL)?;
+    w.property_u32("#address-cells", 2)?;
+    w.property_u32("#size-cells", 2)?;
+    w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+
+    psci_node(&mut w)?;
+    memory_node(&mut w, cfg)?;
+    if let Some(base) = cfg.tpm_tis {
+        platform_bus_node(&mut w, base)?;
+    }
+    virtio_nodes(&mut w, cfg.virtio_mmio)?;
+    pl011_node(&mut w)?;
+    gic_node(&mut w, cfg.vcpus)?;
+    cpus_node(&mut w, cfg.vcpus)?;
+    timer_node(&mut w)?;
+    clock_node(&mut w)?;
+    chosen_node(&mut w, cfg)?;
+
+    w.end_node(root)?;
+    Ok(w.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::{discover, PsciConduit, Range};
+    use crate::guest::virtio_mmio_intid;
+    use alloc::vec;
+    use fdt::Fdt;
+
+    /// QEMU `virt,gic-version=3,virtualization=on -smp 2 -m 1G`, dumped by QEMU.
+    const QEMU_VIRT_DTB: &[u8] = include_bytes!("../testdata/qemu-virt-gicv3-2cpu.dtb");
+
+    const MIB: u64 = 1 << 20;
+    const SLOTS: [VirtioSlot; 2] = [
+        VirtioSlot {
+            base: VIRTIO_MMIO_BASE,
+            intid: virtio_mmio_intid(0),
+        },
+        VirtioSlot {
+            base: VIRTIO_MMIO_BASE + 3 * VIRTIO_MMIO_STRIDE,
+            intid: virtio_mmio_intid(3),
+        },
+    ];
+
+    fn config(vcpus: usize) -> GuestDtConfig<'static> {
+        GuestDtConfig {
+            vcpus,
+            ram_base: RAM_BASE,
+            ram_size: 512 * MIB,
+            bootargs: "console=ttyAMA0 rayos.cmd=Zm9v",
+            initrd: Some((0x4800_0000, 0x4812_3456)),
+            virtio_mmio: &SLOTS,
+            tpm_tis: None,
+            rng_seed: None,
+        }
+    }
+
+    fn prop<'a>(fdt: &Fdt<'a>, path: &str, name: &str) -> Option<&'a [u8]> {
+        Some(fdt.find_node(path)?.property(name)?.value)
+    }
+
+    fn cells(bytes: &[u8]) -> Vec<u32> {
+        assert_eq!(bytes.len() % 4, 0, "property is not a cell array");
+        bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    fn cells_of(fdt: &Fdt, path: &str, name: &str) -> Vec<u32> {
+        cells(prop(fdt, path, name).unwrap_or_else(|| panic!("{path}:{name} missing")))
+    }
+
+    fn strs<'a>(fdt: &Fdt<'a>, path: &str, name: &str) -> Vec<&'a str> {
+        let v = prop(fdt, path, name).unwrap_or_else(|| panic!("{path}:{name} missing"));
+        let v = v.strip_suffix(&[0]).expect("string not NUL-terminated");
+        v.split(|b| *b == 0)
+            .map(|s| core::str::from_utf8(s).unwrap())
+            .collect()
+    }
+
+    fn u64_of(fdt: &Fdt, path: &str, name: &str) -> u64 {
+        let c = cells_of(fdt, path, name);
+        assert_eq!(c.len(), 2, "{path}:{name} is not 64-bit");
+        (u64::from(c[0]) << 32) | u64::from(c[1])
+    }
+
+    /// `reg` of a node under a 2-cell parent, as (base, size) pairs.
+    fn reg2(fdt: &Fdt, path: &str) -> Vec<(u64, u64)> {
+        cells_of(fdt, path, "reg")
+            .chunks_exact(4)
+            .map(|c| {
+                (
+                    (u64::from(c[0]) << 32) | u64::from(c[1]),
+                    (u64::from(c[2]) << 32) | u64::from(c[3]),
+                )
+            })
+            .collect()
+    }
+
+    fn be32_at(blob: &[u8], off: usize) -> u32 {
+        u32::from_be_bytes(blob[off..off + 4].try_into().unwrap())
+    }
+
+    fn check_full_tree(vcpus: usize) {
+        let blob = linux_dt(&config(vcpus)).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+
+        // Root.
+        assert_eq!(strs(&fdt, "/", "compatible"), ["linux,dummy-virt"]);
+        assert_eq!(strs(&fdt, "/", "model"), ["linux,dummy-virt"]);
+        assert_eq!(cells_of(&fdt, "/", "#address-cells"), [2]);
+        assert_eq!(cells_of(&fdt, "/", "#size-cells"), [2]);
+        assert_eq!(cells_of(&fdt, "/", "interrupt-parent"), [GIC_PHANDLE]);
+
+        // Memory.
+        assert_eq!(strs(&fdt, "/memory@40000000", "device_type"), ["memory"]);
+        assert_eq!(reg2(&fdt, "/memory@40000000"), [(RAM_BASE, 512 * MIB)]);
+
+        // CPUs.
+        assert_eq!(cells_of(&fdt, "/cpus", "#address-cells"), [1]);
+        assert_eq!(cells_of(&fdt, "/cpus", "#size-cells"), [0]);
+        let cpus: Vec<_> = fdt.find_node("/cpus").unwrap().children().collect();
+        assert_eq!(cpus.len(), vcpus);
+        for (i, cpu) in cpus.iter().enumerate() {
+            let path = format!("/cpus/cpu@{i:x}");
+            assert_eq!(cpu.name, &path[6..]);
+            assert_eq!(strs(&fdt, &path, "device_type"), ["cpu"]);
+            assert_eq!(strs(&fdt, &path, "compatible"), ["arm,armv8"]);
+            assert_eq!(cells_of(&fdt, &path, "reg"), [i as u32]);
+            assert_eq!(strs(&fdt, &path, "enable-method"), ["psci"]);
+        }
+
+        // PSCI.
+        assert_eq!(
+            strs(&fdt, "/psci", "compatible"),
+            ["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]
+        );
+        assert_eq!(strs(&fdt, "/psci", "method"), ["hvc"]);
+        assert_eq!(cells_of(&fdt, "/psci", "cpu_on"), [0xc400_0003]);
+        assert_eq!(cells_of(&fdt, "/psci", "cpu_off"), [0x8400_0002]);
+        assert_eq!(cells_of(&fdt, "/psci", "cpu_suspend"), [0xc400_0001]);
+        assert_eq!(cells_of(&fdt, "/psci", "migrate"), [0xc400_0005]);
+
+        // GIC.
+        let gic = "/intc@8000000";
+        assert_eq!(strs(&fdt, gic, "compatible"), ["arm,gic-v3"]);
+        assert_eq!(cells_of(&fdt, gic, "#interrupt-cells"), [3]);
+        assert_eq!(prop(&fdt, gic, "interrupt-controller"), Some(&[][..]));
+        assert_eq!(
+            reg2(&fdt, gic),
+            [
+                (0x0800_0000, 0x1_0000),
+                (0x080a_0000, vcpus as u64 * 0x2_0000)
+            ]
+        );
+        assert_eq!(cells_of(&fdt, gic, "#redistributor-regions"), [1]);
+        assert_eq!(cells_of(&fdt, gic, "phandle"), [GIC_PHANDLE]);
+        assert!(
+            prop(&fdt, gic, "interrupts").is_none(),
+            "no maintenance IRQ"
+        );
+        assert_eq!(fdt.find_node(gic).unwrap().children().count(), 0, "no ITS");
+        assert!(fdt.find_compatible(&["arm,gic-v3-its"]).is_none());
+
+        // Timer: secure phys PPI 13, phys PPI 14, virt PPI 11, hyp PPI 10, level-high.
+        assert_eq!(strs(&fdt, "/timer", "compatible")[0], "arm,armv8-timer");
+        assert_eq!(
+            cells_of(&fdt, "/timer", "interrupts"),
+            [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]
+        );
+        assert_eq!(prop(&fdt, "/timer", "always-on"), Some(&[][..]));
+
+        // Clock and UART.
+        assert_eq!(strs(&fdt, "/apb-pclk", "compatible"), ["fixed-clock"]);
+        assert_eq!(cells_of(&fdt, "/apb-pclk", "#clock-cells"), [0]);
+        assert_eq!(cells_of(&fdt, "/apb-pclk", "clock-frequency"), [24_000_000]);
+        assert_eq!(strs(&fdt, "/apb-pclk", "clock-output-names"), ["clk24mhz"]);
+        let clk = cells_of(&fdt, "/apb-pclk", "phandle");
+        assert_ne!(clk, [GIC_PHANDLE]);
+        let uart = "/pl011@9000000";
+        assert_eq!(
+            strs(&fdt, uart, "compatible"),
+            ["arm,pl011", "arm,primecell"]
+        );
+        assert_eq!(reg2(&fdt, uart), [(0x0900_0000, 0x1000)]);
+        assert_eq!(cells_of(&fdt, uart, "interrupts"), [0, 1, 4]);
+        assert_eq!(cells_of(&fdt, uart, "clocks"), [clk[0], clk[0]]);
+        assert_eq!(strs(&fdt, uart, "clock-names"), ["uartclk", "apb_pclk"]);
+
+        // Chosen.
+        assert_eq!(
+            strs(&fdt, "/chosen", "bootargs"),
+            ["console=ttyAMA0 rayos.cmd=Zm9v"]
+        );
+        assert_eq!(strs(&fdt, "/chosen", "stdout-path"), ["/pl011@9000000"]);
+        assert_eq!(u64_of(&fdt, "/chosen", "linux,initrd-start"), 0x4800_0000);
+        assert_eq!(u64_of(&fdt, "/chosen", "linux,initrd-end"), 0x4812_3456);
+        assert!(prop(&fdt, "/chosen", "rng-seed").is_none());
+        assert_eq!(fdt.chosen().stdout().map(|n| n.name), Some("pl011@9000000"));
+
+        // virtio-mmio: exactly the given slots, in order.
+        let virtio: Vec<_> = fdt
+            .all_nodes()
+            .filter(|n| n.name.starts_with("virtio_mmio@"))
+            .map(|n| n.name)
+            .collect();
+        assert_eq!(virtio, ["virtio_mmio@a000000", "virtio_mmio@a000600"]);
+        for (path, base, spi) in [
+            ("/virtio_mmio@a000000", 0x0a00_0000, 16),
+            ("/virtio_mmio@a000600", 0x0a00_0600, 19),
+        ] {
+            assert_eq!(strs(&fdt, path, "compatible"), ["virtio,mmio"]);
+            assert_eq!(reg2(&fdt, path), [(base, 0x200)]);
+            assert_eq!(cells_of(&fdt, path, "interrupts"), [0, spi, 1]);
+            assert_eq!(prop(&fdt, path, "dma-coherent"), Some(&[][..]));
+        }
+
+        // No TPM unless asked.
+        assert!(fdt.find_compatible(&["tcg,tpm-tis-mmio"]).is_none());
+    }
+
+    #[test]
+    fn one_vcpu_tree_has_every_node_and_property() {
+        check_full_tree(1);
+    }
+
+    #[test]
+    fn two_vcpu_tree_has_every_node_and_property() {
+        check_full_tree(2);
+    }
+
+    #[test]
+    fn gicr_region_and_cpu_nodes_follow_vcpus() {
+        for vcpus in [1, 2, 3, 8, 16, 17, 64, MAX_VCPUS] {
+            let blob = linux_dt(&config(vcpus)).unwrap();
+            let fdt = Fdt::new(&blob).unwrap();
+            assert_eq!(
+                reg2(&fdt, "/intc@8000000")[1],
+                (GICR_BASE, vcpus as u64 * GICR_STRIDE)
+            );
+            let regs: Vec<u32> = fdt
+                .find_node("/cpus")
+                .unwrap()
+                .children()
+                .map(|c| cells(c.property("reg").unwrap().value)[0])
+                .collect();
+            assert_eq!(regs, (0..vcpus as u32).collect::<Vec<_>>());
+        }
+        assert_eq!(MAX_VCPUS, 123);
+        assert_eq!(
+            reg2(
+                &Fdt::new(&linux_dt(&config(MAX_VCPUS)).unwrap()).unwrap(),
+                "/intc@8000000"
+            )[1]
+            .1,
+            GICR_REGION_SIZE
+        );
+    }
+
+    #[test]
+    fn blob_is_a_valid_version_17_fdt() {
+        let blob = linux_dt(&config(2)).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        assert_eq!(be32_at(&blob, 0), 0xd00d_feed, "magic");
+        assert_eq!(be32_at(&blob, 4) as usize, blob.len(), "totalsize");
+        assert_eq!(fdt.total_size(), blob.len());
+        assert_eq!(be32_at(&blob, 20), 17, "version");
+        assert_eq!(be32_at(&blob, 24), 16, "last_comp_version");
+        assert_eq!(be32_at(&blob, 28), 0, "boot_cpuid_phys");
+        let (off_struct, off_strings) = (be32_at(&blob, 8), be32_at(&blob, 12));
+        let (size_strings, size_struct) = (be32_at(&blob, 32), be32_at(&blob, 36));
+        assert_eq!(off_struct + size_struct, off_strings);
+        assert_eq!((off_strings + size_strings) as usize, blob.len());
+        assert_eq!(fdt.memory_reservations().count(), 0);
+        // Every phandle is unique.
+        let mut phandles: Vec<u32> = fdt
+            .all_nodes()
+            .filter_map(|n| n.property("phandle"))
+            .map(|p| cells(p.value)[0])
+            .collect();
+        let n = phandles.len();
+        phandles.sort_unstable();
+        phandles.dedup();
+        assert_eq!((n, phandles.len()), (2, 2));
+    }
+
+    #[test]
+    fn hypervisor_discovery_reads_back_the_guest_platform() {
+        let blob = linux_dt(&config(2)).unwrap();
+        let p = discover(&blob).unwrap();
+        assert_eq!(p.board.map(|b| b.name), Some("qemu-virt"));
+        assert_eq!(
+            p.memory,
+            [Range {
+                base: RAM_BASE,
+                size: 512 * MIB
+            }]
+        );
+        assert_eq!(
+            p.uart,
+            Some((
+                Range {
+                    base: PL011_BASE,
+                    size: PL011_SIZE
+                },
+                Some(SPI_BASE + PL011_SPI)
+            ))
+        );
+        assert_eq!(
+            p.gic.gicd,
+            Range {
+                base: GICD_BASE,
+                size: GICD_SIZE
+            }
+        );
+        assert_eq!(
+            p.gic.gicr,
+            [Range {
+                base: GICR_BASE,
+                size: 2 * GICR_STRIDE
+            }]
+        );
+        assert_eq!(p.gic.maintenance_intid, None);
+        assert_eq!(
+            [
+                p.timer.phys_secure,
+                p.timer.phys_nonsecure,
+                p.timer.virt,
+                p.timer.hyp
+            ],
+            [STIMER_INTID, PTIMER_INTID, VTIMER_INTID, HTIMER_INTID]
+        );
+        assert_eq!(p.cpus, [0, 1]);
+        assert_eq!(p.psci, Some(PsciConduit::Hvc));
+        assert_eq!(
+            p.initrd,
+            Some(Range {
+                base: 0x4800_0000,
+                size: 0x12_3456
+            })
+        );
+        assert_eq!(
+            p.bootargs.as_deref(),
+            Some("console=ttyAMA0 rayos.cmd=Zm9v")
+        );
+    }
+
+    /// Node paths (depth-first) of a tree.
+    fn paths(fdt: &Fdt) -> Vec<String> {
+        fn walk(node: fdt::node::FdtNode, prefix: &str, out: &mut Vec<String>) {
+            for child in node.children() {
+                let path = format!("{prefix}/{}", child.name);
+                out.push(path.clone());
+                walk(child, &path, out);
+            }
+        }
+        let mut out = vec![String::from("/")];
+        walk(fdt.find_node("/").unwrap(), "", &mut out);
+        out
+    }
+
+    #[test]
+    fn structure_matches_qemu_virt() {
+        // QEMU's own tree: 2 CPUs, GICv3, virtualization=on (so a maintenance IRQ and
+        // "smc" PSCI), 1 GiB RAM, 32 virtio-mmio slots, an ITS.
+        let qemu = Fdt::new(QEMU_VIRT_DTB).unwrap();
+        let cfg = GuestDtConfig {
+            virtio_mmio: &[VirtioSlot {
+                base: VIRTIO_MMIO_BASE,
+                intid: virtio_mmio_intid(0),
+            }],
+            ram_size: 1 << 30,
+            ..config(2)
+        };
+        let blob = linux_dt(&cfg).unwrap();
+        let ours = Fdt::new(&blob).unwrap();
+
+        // Every node we generate is one QEMU has at the same path.
+        let qemu_paths = paths(&qemu);
+        for path in paths(&ours) {
+            assert!(qemu_paths.contains(&path), "{path} not in QEMU's tree");
+        }
+
+        // Properties both trees have agree, except the deliberate differences.
+        let differ = [
+            ("/", "interrupt-parent"),     // phandle numbering
+            ("/psci", "method"),           // EL2 present in the dump
+            ("/intc@8000000", "reg"),      // GICR sized to the vCPUs
+            ("/intc@8000000", "phandle"),  // phandle numbering
+            ("/apb-pclk", "phandle"),      // phandle numbering
+            ("/pl011@9000000", "clocks"),  // phandle numbering
+            ("/chosen", "bootargs"),       // per VM
+            ("/timer", "interrupts"),      // checked below
+            ("/cpus/cpu@0", "compatible"), // -cpu cortex-a57 there
+            ("/cpus/cpu@1", "compatible"), //
+        ];
+        let mut compared = 0;
+        for path in paths(&ours) {
+            let node = ours.find_node(&path).unwrap();
+            let Some(qnode) = qemu.find_node(&path) else {
+                continue;
+            };
+            for p in node.properties() {
+                if differ.contains(&(path.as_str(), p.name)) {
+                    continue;
+                }
+                if let Some(q) = qnode.property(p.name) {
+                    assert_eq!(p.value, q.value, "{path}:{}", p.name);
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared >= 40, "only {compared} properties compared");
+
+        // Intended differences, each checked against QEMU.
+        assert_eq!(strs(&qemu, "/psci", "method"), ["smc"]);
+        assert_eq!(
+            reg2(&qemu, "/intc@8000000"),
+            [(GICD_BASE, GICD_SIZE), (GICR_BASE, GICR_REGION_SIZE)]
+        );
+        assert_eq!(
+            cells_of(&qemu, "/timer", "interrupts"),
+            cells_of(&ours, "/timer", "interrupts")
+        );
+        assert!(prop(&qemu, "/intc@8000000", "interrupts").is_some());
+        let qclk = cells_of(&qemu, "/apb-pclk", "phandle")[0];
+        assert_eq!(cells_of(&qemu, "/pl011@9000000", "clocks"), [qclk, qclk]);
+    }
+
+    #[test]
+    fn tpm_sits_on_the_platform_bus_as_on_qemu() {
+        for (base, name) in [
+            (PLATFORM_BUS_BASE, "tpm_tis@0"),
+            (PLATFORM_BUS_BASE + 0x1000, "tpm_tis@1000"),
+        ] {
+            let cfg = GuestDtConfig {
+                tpm_tis: Some(base),
+                ..config(1)
+            };
+            let blob = linux_dt(&cfg).unwrap();
+            let fdt = Fdt::new(&blob).unwrap();
+            let bus = "/platform-bus@c000000";
+            assert_eq!(
+                strs(&fdt, bus, "compatible"),
+                ["qemu,platform", "simple-bus"]
+            );
+            assert_eq!(cells_of(&fdt, bus, "#address-cells"), [1]);
+            assert_eq!(cells_of(&fdt, bus, "#size-cells"), [1]);
+            assert_eq!(
+                cells_of(&fdt, bus, "ranges"),
+                [0, 0, 0x0c00_0000, 0x0200_0000]
+            );
+            assert_eq!(cells_of(&fdt, bus, "interrupt-parent"), [GIC_PHANDLE]);
+            let tpm = fdt.find_compatible(&["tcg,tpm-tis-mmio"]).unwrap();
+            assert_eq!(tpm.name, name);
+            let off = (base - PLATFORM_BUS_BASE) as u32;
+            assert_eq!(cells(tpm.property("reg").unwrap().value), [off, 0x5000]);
+            // Translated through the bus, the window is where the device lives.
+            let r = tpm.reg().unwrap().next().unwrap();
+            assert_eq!(
+                (base, r.size),
+                (PLATFORM_BUS_BASE + r.starting_address as u64, Some(0x5000))
+            );
+        }
+        // Without a TPM there is no platform bus node.
+        let fdt_blob = linux_dt(&config(1)).unwrap();
+        let fdt = Fdt::new(&fdt_blob).unwrap();
+        assert!(fdt.find_node("/platform-bus@c000000").is_none());
+    }
+
+    #[test]
+    fn optional_chosen_properties() {
+        let seed: [u8; 32] = core::array::from_fn(|i| (i * 7 + 1) as u8);
+        let cfg = GuestDtConfig {
+            rng_seed: Some(seed),
+            initrd: None,
+            virtio_mmio: &[],
+            ..config(1)
+        };
+        let blob = linux_dt(&cfg).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        assert_eq!(prop(&fdt, "/chosen", "rng-seed"), Some(&seed[..]));
+        assert!(prop(&fdt, "/chosen", "linux,initrd-start").is_none());
+        assert!(prop(&fdt, "/chosen", "linux,initrd-end").is_none());
+        assert!(fdt.find_compatible(&["virtio,mmio"]).is_none());
+    }
+
+    #[test]
+    fn invalid_configs_are_refused() {
+        let base = config(2);
+        let bad_slot = [VirtioSlot {
+            base: VIRTIO_MMIO_BASE + 0x100,
+            intid: 48,
+        }];
+        let past_window = [VirtioSlot {
+            base: VIRTIO_MMIO_BASE + VIRTIO_MMIO_SLOTS * VIRTIO_MMIO_STRIDE,
+            intid: 48,
+        }];
+        let dup = [SLOTS[0], SLOTS[1], SLOTS[0]];
+        let ppi_slot = [VirtioSlot {
+            base: VIRTIO_MMIO_BASE,
+            intid: 27,
+        }];
+        let special_slot = [VirtioSlot {
+            base: VIRTIO_MMIO_BASE,
+            intid: 1020,
+        }];
+        let ram_end = RAM_BASE + 512 * MIB;
+        let cases: Vec<(GuestDtConfig, DtError)> = vec![
+            (GuestDtConfig { vcpus: 0, ..base }, DtError::VcpuCount(0)),
+            (
+                GuestDtConfig { vcpus: 124, ..base },
+                DtError::VcpuCount(124),
+            ),
+            (
+                GuestDtConfig {
+                    ram_size: 0,
+                    ..base
+                },
+                DtError::EmptyRam,
+            ),
+            (
+                GuestDtConfig {
+                    ram_base: PCIE_ECAM,
+                    ..base
+                },
+                DtError::RamOverlapsDevices { base: PCIE_ECAM },
+            ),
+            (
+                GuestDtConfig {
+                    ram_base: u64::MAX - MIB,
+                    initrd: None,
+                    ..base
+                },
+                DtError::RamOverflow,
+            ),
+            (
+                GuestDtConfig {
+                    initrd: Some((0x4800_0000, 0x4800_0000)),
+                    ..base
+                },
+                DtError::InitrdInvalid {
+                    start: 0x4800_0000,
+                    end: 0x4800_0000,
+                },
+            ),
+            (
+                GuestDtConfig {
+                    initrd: Some((0x3fff_f000, 0x4000_1000)),
+                    ..base
+                },
+                DtError::InitrdOutsideRam {
+                    start: 0x3fff_f000,
+                    end: 0x4000_1000,
+                },
+            ),
+            (
+                GuestDtConfig {
+                    initrd: Some((ram_end - 0x1000, ram_end + 1)),
+                    ..base
+                },
+                DtError::InitrdOutsideRam {
+                    start: ram_end - 0x1000,
+                    end: ram_end + 1,
+                },
+            ),
+            (
+                GuestDtConfig {
+                    virtio_mmio: &bad_slot,
+                    ..base
+                },
+                DtError::VirtioSlotInvalid {
+                    base: VIRTIO_MMIO_BASE + 0x100,
+                },
+            ),
+            (
+                GuestDtConfig {
+                    virtio_mmio: &past_window,
+                    ..base
+                },
+                DtError::VirtioSlotInvalid {
+                    base: past_window[0].base,
+                },
+            ),
+            (
+                GuestDtConfig {
+                    virtio_mmio: &dup,
+                    ..base
+                },
+                DtError::VirtioSlotDuplicate {
+                    base: VIRTIO_MMIO_BASE,
+                },
+            ),
+            (
+                GuestDtConfig {
+                    virtio_mmio: &ppi_slot,
+                    ..base
+                },
+                DtError::VirtioIntidInvalid {
+                    base: VIRTIO_MMIO_BASE,
+                    intid: 27,
+                },
+            ),
+            (
+                GuestDtConfig {
+                    virtio_mmio: &special_slot,
+                    ..base
+                },
+                DtError::VirtioIntidInvalid {
+                    base: VIRTIO_MMIO_BASE,
+                    intid: 1020,
+                },
+            ),
+            (
+                GuestDtConfig {
+                    tpm_tis: Some(PLATFORM_BUS_BASE - 0x1000),
+                    ..base
+                },
+                DtError::TpmOutsidePlatformBus {
+                    base: PLATFORM_BUS_BASE - 0x1000,
+                },
+            ),
+            (
+                GuestDtConfig {
+                    tpm_tis: Some(PLATFORM_BUS_BASE + PLATFORM_BUS_SIZE - 0x4000),
+                    ..base
+                },
+                DtError::TpmOutsidePlatformBus {
+                    base: PLATFORM_BUS_BASE + PLATFORM_BUS_SIZE - 0x4000,
+                },
+            ),
+            (
+                GuestDtConfig {
+                    tpm_tis: Some(u64::MAX - 0x1000),
+                    ..base
+                },
+                DtError::TpmOutsidePlatformBus {
+                    base: u64::MAX - 0x1000,
+                },
+            ),
+            (
+                GuestDtConfig {
+                    bootargs: "quiet\0evil",
+                    ..base
+                },
+                DtError::BootargsNul,
+            ),
+        ];
+        for (cfg, err) in cases {
+            assert_eq!(linux_dt(&cfg), Err(err));
+        }
+        // The edges of each range are accepted.
+        let edge = [VirtioSlot {
+            base: VIRTIO_MMIO_BASE + (VIRTIO_MMIO_SLOTS - 1) * VIRTIO_MMIO_STRIDE,
+            intid: MAX_SPI_INTID,
+        }];
+        let ok = GuestDtConfig {
+            initrd: Some((RAM_BASE, ram_end)),
+            virtio_mmio: &edge,
+            tpm_tis: Some(PLATFORM_BUS_BASE + PLATFORM_BUS_SIZE - TPM_TIS_SIZE),
+            ..base
+        };
+        assert!(linux_dt(&ok).is_ok());
+    }
+
+    const PCIE_ECAM: u64 = crate::guest::PCIE_ECAM_BASE;
+}

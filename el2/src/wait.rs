@@ -1,0 +1,116 @@
+//! What a physical CPU does between guest instructions that need time to pass or an
+//! outside event: servicing physical interrupts (the guest's timers, list-register
+//! maintenance, kicks from other CPUs, host console input), and blocking a vCPU's WFI
+//! until it has an interrupt to take.
+
+use core::sync::atomic::Ordering;
+
+use boards::guest;
+
+use crate::el1::read_sysreg;
+use crate::irq;
+use crate::vm::{Vcpu, Vm};
+
+/// The INTID of the host console UART, if its interrupt is enabled.
+static UART_INTID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Records the host UART's interrupt so `service_irqs` can route it.
+pub fn set_uart_intid(intid: u32) {
+    UART_INTID.store(intid, Ordering::Relaxed);
+}
+
+/// Moves bytes typed on the host console into the guest's PL011.
+pub fn pump_console(vm: &Vm) {
+    let mut buf = [0u8; 32];
+    let mut uart = vm.uart.0.lock();
+    let mut n = 0;
+    while n < buf.len().min(uart.rx_room()) {
+        match crate::console::poll_input() {
+            Some(b) => {
+                buf[n] = b;
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    if n > 0 {
+        let mut irq = vm.vgic.clone();
+        uart.push_rx(&buf[..n], &mut irq);
+    }
+}
+
+/// Re-evaluates `vcpu`'s emulated EL1 physical timer: drives its interrupt line and
+/// arms the EL2 timer for its next deadline.
+pub fn update_ptimer(vm: &Vm, vcpu: &mut Vcpu) {
+    let out = vcpu.ptimer.output(read_sysreg!("CNTPCT_EL0"));
+    if let Err(e) = vm
+        .vgic
+        .lock()
+        .set_ppi_level(vcpu.idx, guest::PTIMER_INTID, out.irq_level)
+    {
+        log::warn!(
+            "{}: physical-timer interrupt for vCPU {}: {e:?}",
+            vm.name,
+            vcpu.idx
+        );
+    }
+    match out.deadline {
+        Some(d) => crate::timer::arm(d),
+        None => crate::timer::disarm(),
+    }
+    vm.deliver_kicks(vcpu.idx);
+}
+
+/// Handles every pending physical interrupt of this CPU.
+pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
+    while let Some(intid) = irq::acknowledge() {
+        match intid {
+            guest::VTIMER_INTID => {
+                // Hardware-linked: the guest's EOI of the virtual interrupt deactivates
+                // the physical one, so only drop its priority here.
+                irq::priority_drop(intid);
+                if let Err(e) = vm
+                    .vgic
+                    .lock()
+                    .set_ppi_level(vcpu.idx, guest::VTIMER_INTID, true)
+                {
+                    log::warn!(
+                        "{}: virtual-timer interrupt for vCPU {}: {e:?}",
+                        vm.name,
+                        vcpu.idx
+                    );
+                }
+            }
+            guest::HTIMER_INTID => {
+                irq::end(intid);
+                update_ptimer(vm, vcpu);
+            }
+            guest::MAINTENANCE_INTID | irq::KICK_SGI => irq::end(intid),
+            id if id == UART_INTID.load(Ordering::Relaxed) => {
+                pump_console(vm);
+                irq::end(intid);
+            }
+            other => {
+                log::warn!("physical interrupt {other} has no handler; ignored");
+                irq::end(other);
+            }
+        }
+    }
+    vm.deliver_kicks(vcpu.idx);
+}
+
+/// Blocks `vcpu`'s WFI until the vGIC has an interrupt for it, another CPU kicks it,
+/// or the VM is stopping. The physical CPU sleeps in WFI meanwhile (interrupts stay
+/// masked at EL2; a pending one still wakes it).
+pub fn wfi(vm: &Vm, vcpu: &mut Vcpu) {
+    loop {
+        service_irqs(vm, vcpu);
+        if vm.stopping().is_some()
+            || vm.kick[vcpu.idx].load(Ordering::Acquire)
+            || vm.vgic.lock().has_pending(vcpu.idx)
+        {
+            return;
+        }
+        aarch64_cpu::asm::wfi();
+    }
+}
