@@ -164,7 +164,8 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
         PSCI_VERSION => ok(PSCI_VERSION_1_1),
         PSCI_FEATURES => {
             let q = arg(1) as u32;
-            if implemented(q) && q != SMCCC_VERSION && q != SMCCC_ARCH_FEATURES {
+            // SMCCC_VERSION is discoverable through PSCI_FEATURES (SMCCC 1.1 §7.1).
+            if implemented(q) {
                 ok(0)
             } else {
                 err(ret::NOT_SUPPORTED)
@@ -276,6 +277,7 @@ mod tests {
         assert_eq!(f(func::PSCI_SYSTEM_OFF), 0);
         assert_eq!(f(func::PSCI_CPU_SUSPEND), NS);
         assert_eq!(f(0x1234), NS);
+        assert_eq!(f(func::SMCCC_VERSION), 0, "SMCCC 1.1 is discovered through PSCI_FEATURES");
         let a = |id: u32| call([func::SMCCC_ARCH_FEATURES as u64, id as u64, 0, 0]).x0;
         assert_eq!(a(func::SMCCC_ARCH_WORKAROUND_1), 0);
         assert_eq!(a(func::SMCCC_ARCH_WORKAROUND_2), NS);
