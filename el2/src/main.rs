@@ -20,6 +20,7 @@ mod loader;
 mod mmu;
 mod pmem;
 mod power;
+mod ramdisk;
 #[allow(dead_code)] // wired into boot by the registry work
 mod smp;
 mod sysdisk;
@@ -193,7 +194,7 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
         ram_size: vm.ram.size,
         bootargs: &boot.cmdline,
         initrd,
-        virtio_mmio: &[],
+        virtio_mmio: &vm.virtio,
         tpm_tis: None,
         rng_seed: None,
     })
@@ -357,12 +358,28 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             pcpus.len()
         );
     }
+    let mut disks: Vec<alloc::boxed::Box<dyn vdev::BlockBackend + Send>> = Vec::new();
+    if let Some(size) = spec.disk {
+        let Some(pa) = pmem.alloc(size, 4096) else {
+            fatal(format_args!(
+                "VM '{}' wants a {} MiB RAM disk but memory is short",
+                spec.name,
+                size >> 20
+            ))
+        };
+        disks.push(alloc::boxed::Box::new(ramdisk::RamDisk::new(pa, size)));
+        log::info!(
+            "VM '{}': {} KiB RAM disk as virtio-blk 0",
+            spec.name,
+            size >> 10
+        );
+    }
     let ram = GuestRam {
         ipa: guest::RAM_BASE,
         pa: ram_pa,
         size: mem,
     };
-    let vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], layout, 1)
+    let vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], layout, 1, disks)
         .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     log::info!(
         "VM '{}': {} vCPU(s), {} MiB RAM at IPA {:#x} (PA {:#x}), stage 2 {}-bit IPA, start level {}",

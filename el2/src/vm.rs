@@ -9,12 +9,14 @@ use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use arch::smccc::{CpuPower, PowerTopology};
 use arch::timer::EmulatedTimer;
 use boards::guest;
+use boards::guest_dt::VirtioSlot;
 use devices::Pl011;
 use spin::Mutex;
 use stage2::{Attrs, Layout, Perms, Stage2, TableAllocator};
 use vdev::memory::range_offset;
-use vdev::{GuestMemory, MemError, MmioBus, Shared};
+use vdev::{BlockBackend, GuestMemory, MemError, MmioBus, Shared};
 use vgic::{SharedVgic, VgicConfig};
+use virtio::{Blk, MmioTransport};
 
 use crate::el1::{write_sysreg, El1Context};
 use crate::vectors::GuestRegs;
@@ -176,6 +178,8 @@ pub struct Vm {
     pub stop: AtomicU8,
     /// Exit counts of vCPUs that have stopped.
     pub stats: Mutex<ExitStats>,
+    /// The virtio-mmio transports the guest has (for its device tree).
+    pub virtio: Vec<VirtioSlot>,
 }
 
 /// Why a VM could not be built.
@@ -200,13 +204,15 @@ fn power_u8(p: CpuPower) -> u8 {
 
 impl Vm {
     /// Builds a VM whose RAM is `ram` (already allocated), with one vCPU per entry of
-    /// `pcpus` (the physical CPU that will run it).
+    /// `pcpus` (the physical CPU that will run it); `disks` become virtio-blk devices
+    /// in the first virtio-mmio slots.
     pub fn new(
         name: &str,
         ram: GuestRam,
         pcpus: &[u64],
         layout: Layout,
         vmid: u16,
+        disks: Vec<Box<dyn BlockBackend + Send>>,
     ) -> Result<Self, VmError> {
         let n = pcpus.len();
         let mut stage2 = Stage2::new(&mut HeapTables, layout, vmid).map_err(VmError::Stage2)?;
@@ -242,6 +248,27 @@ impl Vm {
         let gicr_size = vgic.lock().gicr_region_size();
         bus.insert("gicr", guest::GICR_BASE, gicr_size, Box::new(vgic.gicr()))
             .map_err(VmError::Bus)?;
+        let mut virtio = Vec::new();
+        for (n, disk) in disks
+            .into_iter()
+            .enumerate()
+            .take(guest::VIRTIO_MMIO_SLOTS as usize)
+        {
+            let n = n as u64;
+            let slot = VirtioSlot {
+                base: guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
+                intid: guest::virtio_mmio_intid(n),
+            };
+            let blk = MmioTransport::new(Blk::new(disk), slot.intid);
+            bus.insert(
+                "virtio-blk",
+                slot.base,
+                guest::VIRTIO_MMIO_STRIDE,
+                Box::new(blk),
+            )
+            .map_err(VmError::Bus)?;
+            virtio.push(slot);
+        }
         Ok(Self {
             name: String::from(name),
             ram,
@@ -257,6 +284,7 @@ impl Vm {
             pcpu: pcpus.to_vec(),
             stop: AtomicU8::new(0),
             stats: Mutex::new(ExitStats::default()),
+            virtio,
         })
     }
 

@@ -28,3 +28,67 @@ pub trait BlockBackend {
     /// Makes every completed write durable.
     fn flush(&mut self) -> Result<(), BlockError>;
 }
+
+impl<T: BlockBackend + ?Sized> BlockBackend for alloc::boxed::Box<T> {
+    fn capacity(&self) -> u64 {
+        (**self).capacity()
+    }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        (**self).read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
+        (**self).write_at(offset, data)
+    }
+    fn flush(&mut self) -> Result<(), BlockError> {
+        (**self).flush()
+    }
+}
+
+impl<T: BlockBackend + ?Sized> BlockBackend for &mut T {
+    fn capacity(&self) -> u64 {
+        (**self).capacity()
+    }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        (**self).read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
+        (**self).write_at(offset, data)
+    }
+    fn flush(&mut self) -> Result<(), BlockError> {
+        (**self).flush()
+    }
+}
+
+/// A block backend shared by several users (the registry and the guest disks that
+/// are extents of the same system disk); each call takes the lock.
+pub struct SharedBlock<B: ?Sized>(pub alloc::sync::Arc<spin::Mutex<B>>);
+
+impl<B: ?Sized> Clone for SharedBlock<B> {
+    fn clone(&self) -> Self {
+        SharedBlock(self.0.clone())
+    }
+}
+
+impl<B: BlockBackend + ?Sized> BlockBackend for SharedBlock<B> {
+    fn capacity(&self) -> u64 {
+        self.0.lock().capacity()
+    }
+    fn read_only(&self) -> bool {
+        self.0.lock().read_only()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.0.lock().read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
+        self.0.lock().write_at(offset, data)
+    }
+    fn flush(&mut self) -> Result<(), BlockError> {
+        self.0.lock().flush()
+    }
+}

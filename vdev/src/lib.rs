@@ -20,7 +20,7 @@ pub mod mmio;
 pub mod save;
 pub mod shared;
 
-pub use block::{BlockBackend, BlockError, SECTOR_SIZE};
+pub use block::{BlockBackend, BlockError, SharedBlock, SECTOR_SIZE};
 pub use bus::{BusError, MmioBus};
 pub use memory::{GuestMemory, MemError, VecMemory};
 pub use mmio::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError, NullInterrupts};

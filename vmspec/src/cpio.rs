@@ -52,20 +52,30 @@ pub fn entries(archive: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, CpioErr
         }
         let r = (|| {
             let at = pos;
-            let h = archive.get(at..at + HEADER_LEN).ok_or(CpioError::Truncated(at))?;
+            let h = archive
+                .get(at..at + HEADER_LEN)
+                .ok_or(CpioError::Truncated(at))?;
             if &h[..6] != MAGIC {
                 return Err(CpioError::BadMagic(at));
             }
             let mode = field(h, 1, at)? as u32;
             let filesize = field(h, 6, at)?;
             let namesize = field(h, 11, at)?;
-            let name_end = (at + HEADER_LEN).checked_add(namesize).ok_or(CpioError::Truncated(at))?;
-            let name = archive.get(at + HEADER_LEN..name_end).ok_or(CpioError::Truncated(at))?;
+            let name_end = (at + HEADER_LEN)
+                .checked_add(namesize)
+                .ok_or(CpioError::Truncated(at))?;
+            let name = archive
+                .get(at + HEADER_LEN..name_end)
+                .ok_or(CpioError::Truncated(at))?;
             let name = name.strip_suffix(&[0]).ok_or(CpioError::BadName(at))?;
             let name = core::str::from_utf8(name).map_err(|_| CpioError::BadName(at))?;
             let data_start = align4(name_end);
-            let data_end = data_start.checked_add(filesize).ok_or(CpioError::Truncated(at))?;
-            let data = archive.get(data_start..data_end).ok_or(CpioError::Truncated(at))?;
+            let data_end = data_start
+                .checked_add(filesize)
+                .ok_or(CpioError::Truncated(at))?;
+            let data = archive
+                .get(data_start..data_end)
+                .ok_or(CpioError::Truncated(at))?;
             pos = align4(data_end);
             Ok(Entry { name, mode, data })
         })();
@@ -97,13 +107,30 @@ impl Default for Writer {
 
 impl Writer {
     pub fn new() -> Self {
-        Self { out: Vec::new(), ino: 1 }
+        Self {
+            out: Vec::new(),
+            ino: 1,
+        }
     }
 
     fn header(&mut self, name: &str, mode: u32, size: usize) {
         use core::fmt::Write;
         let mut h = alloc::string::String::new();
-        let fields = [self.ino, mode, 0, 0, 1, 0, size as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        let fields = [
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            size as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
         h.push_str("070701");
         for f in fields {
             let _ = write!(h, "{f:08x}");
@@ -164,6 +191,9 @@ mod tests {
         assert_eq!(entries(&bad).next(), Some(Err(CpioError::BadMagic(0))));
         let mut bad = a;
         bad[60] = b'z';
-        assert!(matches!(entries(&bad).next(), Some(Err(CpioError::BadField(0)))));
+        assert!(matches!(
+            entries(&bad).next(),
+            Some(Err(CpioError::BadField(0)))
+        ));
     }
 }

@@ -4,7 +4,8 @@
 //! `newc` cpio archive (so `cpio -t` lists it) holding:
 //!
 //! - `vm.cfg` — `key = value` lines: `name`, `vcpus`, `mem` (bytes, or with a `K`,
-//!   `M` or `G` suffix), `cmdline`, `guest` (a free-form label);
+//!   `M` or `G` suffix), `cmdline`, `guest` (a free-form label), `disk` (size of a
+//!   zero-filled RAM disk given to the guest as its first virtio-blk device);
 //! - `kernel` — the guest kernel (arm64 `Image` or a raw binary);
 //! - `initrd` — optional.
 //!
@@ -29,6 +30,8 @@ pub struct VmSpec<'a> {
     pub mem: u64,
     pub cmdline: String,
     pub guest: String,
+    /// Size of a zero-filled RAM disk for the guest, if any.
+    pub disk: Option<u64>,
     pub kernel: &'a [u8],
     pub initrd: Option<&'a [u8]>,
 }
@@ -86,6 +89,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
         mem: 256 << 20,
         cmdline: String::new(),
         guest: String::new(),
+        disk: None,
         kernel: kernel.ok_or(SpecError::Missing("kernel"))?,
         initrd,
     };
@@ -94,17 +98,35 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = |what: &str| SpecError::BadConfig(alloc::format!("vm.cfg line {}: {what}", n + 1));
-        let (k, v) = line.split_once('=').ok_or_else(|| bad("expected key = value"))?;
+        let bad =
+            |what: &str| SpecError::BadConfig(alloc::format!("vm.cfg line {}: {what}", n + 1));
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| bad("expected key = value"))?;
         let v = v.trim();
         match k.trim() {
             "name" => spec.name = v.to_string(),
             "vcpus" => {
-                spec.vcpus = v.parse().ok().filter(|n| (1..=MAX_VCPUS).contains(n)).ok_or_else(|| bad("vcpus must be 1..=64"))?
+                spec.vcpus = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_VCPUS).contains(n))
+                    .ok_or_else(|| bad("vcpus must be 1..=64"))?
             }
-            "mem" => spec.mem = parse_size(v).filter(|m| *m >= 1 << 20).ok_or_else(|| bad("mem must be a size of at least 1M"))?,
+            "mem" => {
+                spec.mem = parse_size(v)
+                    .filter(|m| *m >= 1 << 20)
+                    .ok_or_else(|| bad("mem must be a size of at least 1M"))?
+            }
             "cmdline" => spec.cmdline = v.to_string(),
             "guest" => spec.guest = v.to_string(),
+            "disk" => {
+                spec.disk = Some(
+                    parse_size(v)
+                        .filter(|d| *d > 0 && d % 512 == 0)
+                        .ok_or_else(|| bad("disk must be a non-zero multiple of 512 bytes"))?,
+                )
+            }
             other => return Err(bad(&alloc::format!("unknown key '{other}'"))),
         }
     }
@@ -115,8 +137,36 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
 }
 
 /// Writes a boot bundle (used by `xtask`).
-pub fn write_bundle(name: &str, vcpus: u32, mem: u64, cmdline: &str, guest: &str, kernel: &[u8], initrd: Option<&[u8]>) -> Vec<u8> {
-    let cfg = alloc::format!("name = {name}\nvcpus = {vcpus}\nmem = {mem}\ncmdline = {cmdline}\nguest = {guest}\n");
+pub fn write_bundle(
+    name: &str,
+    vcpus: u32,
+    mem: u64,
+    cmdline: &str,
+    guest: &str,
+    kernel: &[u8],
+    initrd: Option<&[u8]>,
+) -> Vec<u8> {
+    write_bundle_with_disk(name, vcpus, mem, cmdline, guest, None, kernel, initrd)
+}
+
+/// Writes a boot bundle whose VM also gets a RAM disk of `disk` bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn write_bundle_with_disk(
+    name: &str,
+    vcpus: u32,
+    mem: u64,
+    cmdline: &str,
+    guest: &str,
+    disk: Option<u64>,
+    kernel: &[u8],
+    initrd: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut cfg = alloc::format!(
+        "name = {name}\nvcpus = {vcpus}\nmem = {mem}\ncmdline = {cmdline}\nguest = {guest}\n"
+    );
+    if let Some(d) = disk {
+        cfg.push_str(&alloc::format!("disk = {d}\n"));
+    }
     let mut w = cpio::Writer::new();
     w.add("vm.cfg", cfg.as_bytes());
     w.add("kernel", kernel);
@@ -132,7 +182,15 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let b = write_bundle("vm0", 2, 512 << 20, "console=ttyAMA0 quiet", "linux", b"KERNEL", Some(b"INITRD"));
+        let b = write_bundle(
+            "vm0",
+            2,
+            512 << 20,
+            "console=ttyAMA0 quiet",
+            "linux",
+            b"KERNEL",
+            Some(b"INITRD"),
+        );
         let s = parse_bundle(&b).unwrap();
         assert_eq!(s.name, "vm0");
         assert_eq!(s.vcpus, 2);
@@ -140,6 +198,9 @@ mod tests {
         assert_eq!(s.cmdline, "console=ttyAMA0 quiet");
         assert_eq!(s.kernel, b"KERNEL");
         assert_eq!(s.initrd, Some(&b"INITRD"[..]));
+        assert_eq!(s.disk, None);
+        let b = write_bundle_with_disk("t", 1, 64 << 20, "", "selftest", Some(1 << 20), b"K", None);
+        assert_eq!(parse_bundle(&b).unwrap().disk, Some(1 << 20));
     }
 
     #[test]
@@ -150,11 +211,27 @@ mod tests {
             w.add("kernel", b"k");
             w.finish()
         };
-        assert!(matches!(parse_bundle(&mk("vcpus = 0\n")), Err(SpecError::BadConfig(m)) if m.contains("line 1")));
-        assert!(matches!(parse_bundle(&mk("mem = lots\n")), Err(SpecError::BadConfig(_))));
-        assert!(matches!(parse_bundle(&mk("colour = red\n")), Err(SpecError::BadConfig(m)) if m.contains("colour")));
-        assert!(matches!(parse_bundle(&mk("just words\n")), Err(SpecError::BadConfig(_))));
-        assert_eq!(parse_bundle(&mk("mem = 64M\n# c\n\n")).unwrap().mem, 64 << 20);
+        assert!(
+            matches!(parse_bundle(&mk("vcpus = 0\n")), Err(SpecError::BadConfig(m)) if m.contains("line 1"))
+        );
+        assert!(matches!(
+            parse_bundle(&mk("mem = lots\n")),
+            Err(SpecError::BadConfig(_))
+        ));
+        assert!(
+            matches!(parse_bundle(&mk("colour = red\n")), Err(SpecError::BadConfig(m)) if m.contains("colour"))
+        );
+        assert!(matches!(
+            parse_bundle(&mk("just words\n")),
+            Err(SpecError::BadConfig(_))
+        ));
+        assert!(
+            matches!(parse_bundle(&mk("disk = 100\n")), Err(SpecError::BadConfig(m)) if m.contains("512"))
+        );
+        assert_eq!(
+            parse_bundle(&mk("mem = 64M\n# c\n\n")).unwrap().mem,
+            64 << 20
+        );
         let mut w = cpio::Writer::new();
         w.add("vm.cfg", b"");
         assert_eq!(parse_bundle(&w.finish()), Err(SpecError::Missing("kernel")));
