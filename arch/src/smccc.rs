@@ -112,6 +112,7 @@ fn err(code: i64) -> CallOutcome {
 
 /// Whether a function id names something this hypervisor implements (PSCI_FEATURES and
 /// SMCCC_ARCH_FEATURES answer from this).
+#[inline]
 pub fn implemented(id: u32) -> bool {
     use func::*;
     matches!(
@@ -131,7 +132,8 @@ pub fn implemented(id: u32) -> bool {
     )
 }
 
-/// Handles one SMCCC call made with `x` = x0..x3 by vCPU `caller`.
+/// Handles one SMCCC call made with `x` = x0..x3.
+#[inline]
 pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmware) -> CallOutcome {
     use func::*;
     // SMCCC: the function identifier is the low 32 bits of x0.
@@ -277,7 +279,11 @@ mod tests {
         assert_eq!(f(func::PSCI_SYSTEM_OFF), 0);
         assert_eq!(f(func::PSCI_CPU_SUSPEND), NS);
         assert_eq!(f(0x1234), NS);
-        assert_eq!(f(func::SMCCC_VERSION), 0, "SMCCC 1.1 is discovered through PSCI_FEATURES");
+        assert_eq!(
+            f(func::SMCCC_VERSION),
+            0,
+            "SMCCC 1.1 is discovered through PSCI_FEATURES"
+        );
         let a = |id: u32| call([func::SMCCC_ARCH_FEATURES as u64, id as u64, 0, 0]).x0;
         assert_eq!(a(func::SMCCC_ARCH_WORKAROUND_1), 0);
         assert_eq!(a(func::SMCCC_ARCH_WORKAROUND_2), NS);

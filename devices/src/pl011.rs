@@ -76,6 +76,8 @@ pub struct Pl011 {
     ilpr: u32,
     /// Received bytes dropped because the FIFO was full (reported in RSR as overrun).
     overrun: bool,
+    /// The interrupt level last driven, so unchanged levels are not re-sent.
+    line: Option<bool>,
 }
 
 impl Pl011 {
@@ -95,6 +97,7 @@ impl Pl011 {
             dmacr: 0,
             ilpr: 0,
             overrun: false,
+            line: None,
         }
     }
 
@@ -131,7 +134,11 @@ impl Pl011 {
     }
 
     fn update_irq(&mut self, irq: &mut dyn InterruptSink) {
-        irq.set_level(self.intid, self.ris & self.imsc != 0);
+        let level = self.ris & self.imsc != 0;
+        if self.line != Some(level) {
+            self.line = Some(level);
+            irq.set_level(self.intid, level);
+        }
     }
 
     fn read_reg(&mut self, offset: u64) -> Result<u32, MmioError> {

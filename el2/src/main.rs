@@ -21,8 +21,8 @@ mod mmu;
 mod pmem;
 mod power;
 mod ramdisk;
-#[allow(dead_code)] // wired into boot by the registry work
 mod smp;
+#[allow(dead_code)] // wired into boot by the registry work
 mod sysdisk;
 mod timer;
 mod trap;
@@ -516,7 +516,10 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
                 Flow::CpuOff
             };
         }
-        if vcpu.lrs_loaded || vcpu.lrs_overflow || vm.kick[idx].swap(false, Ordering::AcqRel) {
+        if vcpu.lrs_loaded
+            || vcpu.lrs_overflow
+            || (vm.kick[idx].load(Ordering::Acquire) && vm.kick[idx].swap(false, Ordering::AcqRel))
+        {
             match vm.vgic.lock().flush(idx, &mut lrs) {
                 Ok(out) => {
                     vcpu.lrs_loaded = out.loaded > 0;

@@ -70,9 +70,25 @@ fn inject_exception(vcpu: &mut Vcpu, what: Injection) {
     vcpu.regs.pstate = e.pstate;
 }
 
-/// Handles a synchronous exit of `vcpu`.
+/// ESR_EL2.EC of an HVC from AArch64, and the ISS bits of its immediate.
+const EC_HVC64: u64 = 0x16;
+const ESR_EC_SHIFT: u64 = 26;
+const ESR_ISS_IMM16: u64 = 0xffff;
+
+/// Handles a synchronous exit of `vcpu`. Hypercalls, the most frequent exit, skip the
+/// general decoder.
+#[inline(always)]
 pub fn handle_sync(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     let esr = read_sysreg!("ESR_EL2");
+    if esr >> ESR_EC_SHIFT == EC_HVC64 && esr & ESR_ISS_IMM16 == 0 {
+        vcpu.stats.hvc += 1;
+        return smccc(vm, vcpu);
+    }
+    handle_other_sync(vm, vcpu, esr)
+}
+
+#[inline(never)]
+fn handle_other_sync(vm: &Vm, vcpu: &mut Vcpu, esr: u64) -> Flow {
     let far = read_sysreg!("FAR_EL2");
     let hpfar = read_sysreg!("HPFAR_EL2");
     match arch::decode(esr, far, hpfar) {
@@ -183,6 +199,7 @@ fn sysreg(vm: &Vm, vcpu: &mut Vcpu, acc: SysRegAccess) {
     vcpu.regs.pc += INSN;
 }
 
+#[inline(always)]
 fn smccc(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     let x = &vcpu.regs.x;
     let args = [x[0], x[1], x[2], x[3]];
@@ -276,16 +293,21 @@ fn data_abort(
         return fail(vcpu, format_args!("impossible access size {}", a.bytes));
     };
     vcpu.stats.mmio += 1;
-    crate::wait::pump_console(vm);
+    if (boards::guest::PL011_BASE..boards::guest::PL011_BASE + boards::guest::PL011_SIZE)
+        .contains(&ipa)
+    {
+        // A guest polling its UART sees host input without waiting for an interrupt.
+        crate::wait::pump_console(vm);
+    }
     let value = if a.write {
         get_reg(vcpu, a.reg) & size.mask()
     } else {
         0
     };
+    let mut irq = crate::vm::VgicSink::new(&vm.vgic);
     let result = {
         let mut bus = vm.bus.lock();
         let mut mem = vm.ram;
-        let mut irq = vm.vgic.clone();
         let mut ctx = MmioContext {
             vcpu: vcpu.idx,
             mem: &mut mem,
@@ -300,7 +322,10 @@ fn data_abort(
             }),
         }
     };
-    vm.deliver_kicks(vcpu.idx);
+    // Interrupt state changed if a device drove a line or the guest wrote its GIC.
+    if irq.touched || (a.write && vm.is_gic(ipa)) {
+        vm.deliver_kicks(vcpu.idx);
+    }
     match result {
         None => fail(vcpu, format_args!("no device at this address")),
         Some(Err(e)) => fail(vcpu, format_args!("device refused the access: {e:?}")),

@@ -336,6 +336,37 @@ impl Vm {
     }
 }
 
+impl Vm {
+    /// Whether `ipa` is in the guest's GIC distributor or redistributors.
+    pub fn is_gic(&self, ipa: u64) -> bool {
+        (guest::GICD_BASE..guest::GICD_BASE + guest::GICD_SIZE).contains(&ipa)
+            || (guest::GICR_BASE..guest::GICR_BASE + guest::GICR_REGION_SIZE).contains(&ipa)
+    }
+}
+
+/// The vGIC as a device's interrupt sink for one access, noting whether any line was
+/// driven (so kicks are only looked for when something changed).
+pub struct VgicSink<'a> {
+    vgic: &'a SharedVgic,
+    pub touched: bool,
+}
+
+impl<'a> VgicSink<'a> {
+    pub fn new(vgic: &'a SharedVgic) -> Self {
+        Self {
+            vgic,
+            touched: false,
+        }
+    }
+}
+
+impl vdev::InterruptSink for VgicSink<'_> {
+    fn set_level(&mut self, intid: u32, level: bool) {
+        self.touched = true;
+        vdev::InterruptSink::set_level(&mut *self.vgic.lock(), intid, level);
+    }
+}
+
 impl PowerTopology for Vm {
     fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
         (0..self.vcpus()).find(|&i| vcpu_mpidr(i) & arch::smccc::MPIDR_AFFINITY_MASK == mpidr)

@@ -34,8 +34,7 @@ pub fn pump_console(vm: &Vm) {
         }
     }
     if n > 0 {
-        let mut irq = vm.vgic.clone();
-        uart.push_rx(&buf[..n], &mut irq);
+        uart.push_rx(&buf[..n], &mut crate::vm::VgicSink::new(&vm.vgic));
     }
 }
 
