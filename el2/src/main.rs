@@ -22,7 +22,7 @@ mod pmem;
 mod power;
 mod ramdisk;
 mod smp;
-#[allow(dead_code)] // wired into boot by the registry work
+mod storage;
 mod sysdisk;
 mod timer;
 mod trap;
@@ -304,30 +304,37 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         console::enable_rx_interrupt();
     }
 
-    // The boot bundle (the VM definition) is the initrd the loader handed us.
-    let Some(bundle_range) = platform.initrd else {
-        fatal(format_args!(
-            "no boot bundle: pass a VM bundle as the initrd (cargo xtask run builds one)"
-        ))
-    };
-    // SAFETY: the loader placed the initrd at this physical range, which lies in RAM
-    // (identity-mapped), is excluded from every allocation below, and is never written.
-    let bundle: &'static [u8] = unsafe {
-        core::slice::from_raw_parts(bundle_range.base as *const u8, bundle_range.size as usize)
-    };
-    let spec = vmspec::parse_bundle(bundle)
-        .unwrap_or_else(|e| fatal(format_args!("boot bundle refused: {e:?}")));
-
     let mut used: Vec<Range> = alloc::vec![
         image_range(),
         Range {
             base: dtb as u64,
             size: dtb_bytes.len() as u64
-        },
-        bundle_range
+        }
     ];
+    used.extend(platform.initrd);
     used.extend(platform.reserved.iter().copied());
     let mut pmem = pmem::PhysMem::new(&platform.memory, &used);
+
+    // What to boot: a boot bundle passed as the initrd (direct boot) wins; otherwise
+    // the system disk's autostart VM.
+    let storage = storage::open(&platform.virtio_mmio);
+    let spec = match (platform.initrd, storage) {
+        (Some(bundle_range), storage) => {
+            if storage.is_some() {
+                log::info!("a boot bundle was given: booting it; system-disk VMs are not started");
+            }
+            // SAFETY: the loader placed the initrd at this physical range, which lies in
+            // RAM (identity-mapped), is excluded from every allocation, and is never written.
+            let bundle: &'static [u8] =
+                unsafe { core::slice::from_raw_parts(bundle_range.base as *const u8, bundle_range.size as usize) };
+            from_bundle(bundle, &mut pmem)
+        }
+        (None, Some(mut st)) => storage::autostart(&mut st, &mut pmem).unwrap_or_else(|e| fatal(format_args!("{e}"))),
+        (None, None) => fatal(format_args!(
+            "nothing to boot: no boot bundle (initrd) and no system disk with an autostart VM (cargo xtask run sets one up)"
+        )),
+    };
+
     let mem = spec.mem.next_multiple_of(GUEST_RAM_ALIGN);
     let Some(ram_pa) = pmem.alloc(mem, GUEST_RAM_ALIGN) else {
         fatal(format_args!(
@@ -358,6 +365,42 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             pcpus.len()
         );
     }
+    let ram = GuestRam {
+        ipa: guest::RAM_BASE,
+        pa: ram_pa,
+        size: mem,
+    };
+    let vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], layout, 1, spec.disks)
+        .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
+    log::info!(
+        "VM '{}': {} vCPU(s), {} MiB RAM at IPA {:#x} (PA {:#x}), stage 2 {}-bit IPA, start level {}",
+        vm.name,
+        vm.vcpus(),
+        mem >> 20,
+        guest::RAM_BASE,
+        ram_pa,
+        layout.ipa_bits,
+        layout.start_level
+    );
+    if let Some(id) = spec.identity {
+        log::info!("VM '{}' identity {id}", vm.name);
+    }
+    BOOT.call_once(|| BootImage {
+        kernel: spec.kernel,
+        initrd: spec.initrd,
+        cmdline: spec.cmdline,
+    });
+    VM.store(
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(vm)),
+        Ordering::Release,
+    );
+    boot_vm(the_vm())
+}
+
+/// The VM a boot bundle defines, with its RAM disk if it asks for one.
+fn from_bundle(bundle: &'static [u8], pmem: &mut pmem::PhysMem) -> storage::VmDefinition {
+    let spec = vmspec::parse_bundle(bundle)
+        .unwrap_or_else(|e| fatal(format_args!("boot bundle refused: {e:?}")));
     let mut disks: Vec<alloc::boxed::Box<dyn vdev::BlockBackend + Send>> = Vec::new();
     if let Some(size) = spec.disk {
         let Some(pa) = pmem.alloc(size, 4096) else {
@@ -374,33 +417,16 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             size >> 10
         );
     }
-    let ram = GuestRam {
-        ipa: guest::RAM_BASE,
-        pa: ram_pa,
-        size: mem,
-    };
-    let vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], layout, 1, disks)
-        .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
-    log::info!(
-        "VM '{}': {} vCPU(s), {} MiB RAM at IPA {:#x} (PA {:#x}), stage 2 {}-bit IPA, start level {}",
-        vm.name,
-        vm.vcpus(),
-        mem >> 20,
-        guest::RAM_BASE,
-        ram_pa,
-        layout.ipa_bits,
-        layout.start_level
-    );
-    BOOT.call_once(|| BootImage {
+    storage::VmDefinition {
+        name: spec.name,
+        identity: None,
+        vcpus: spec.vcpus,
+        mem: spec.mem,
         kernel: spec.kernel,
         initrd: spec.initrd,
-        cmdline: spec.cmdline.clone(),
-    });
-    VM.store(
-        alloc::boxed::Box::leak(alloc::boxed::Box::new(vm)),
-        Ordering::Release,
-    );
-    boot_vm(the_vm())
+        cmdline: spec.cmdline,
+        disks,
+    }
 }
 
 /// Entered (from `boot`) on a secondary physical CPU started by `smp::start_pcpu`.

@@ -76,6 +76,24 @@ pub fn read_blob(disk: &mut dyn BlockBackend, blob: &Blob) -> Result<Vec<u8>, Ex
     Ok(buf)
 }
 
+/// Reads a blob into `buf` (at least its size rounded up to whole blocks, so no
+/// allocation is needed for large blobs such as kernels) and verifies its checksum.
+/// Returns the blob's content length.
+pub fn read_blob_into(
+    disk: &mut dyn BlockBackend,
+    blob: &Blob,
+    buf: &mut [u8],
+) -> Result<usize, ExtentIoError> {
+    let size = usize::try_from(blob.size).map_err(|_| ExtentIoError::OutOfExtent)?;
+    let padded = size.next_multiple_of(BLOCK_SIZE as usize);
+    let buf = buf.get_mut(..padded).ok_or(ExtentIoError::OutOfExtent)?;
+    read_extent(disk, blob.extent, 0, buf)?;
+    if crc32c(&buf[..size]) != blob.crc32c {
+        return Err(ExtentIoError::Checksum);
+    }
+    Ok(size)
+}
+
 /// One extent of a backing disk, seen as a disk of its own: offsets are relative to
 /// the extent and nothing outside it can be reached.
 #[derive(Debug)]
@@ -133,6 +151,33 @@ fn to_block(e: ExtentIoError) -> BlockError {
 mod tests {
     use super::*;
     use crate::memdisk::MemDisk;
+
+    #[test]
+    fn read_blob_into_verifies_and_needs_whole_blocks() {
+        let mut d = MemDisk::new(16384);
+        let data = [7u8; 700];
+        write_extent(&mut d, E, 0, &data).unwrap();
+        let blob = Blob {
+            extent: E,
+            size: 700,
+            crc32c: crc32c(&data),
+        };
+        let mut buf = [0u8; 1024];
+        assert_eq!(read_blob_into(&mut d, &blob, &mut buf), Ok(700));
+        assert_eq!(&buf[..700], &data[..]);
+        assert_eq!(
+            read_blob_into(&mut d, &blob, &mut buf[..1000]),
+            Err(ExtentIoError::OutOfExtent)
+        );
+        let bad = Blob {
+            crc32c: blob.crc32c ^ 1,
+            ..blob
+        };
+        assert_eq!(
+            read_blob_into(&mut d, &bad, &mut buf),
+            Err(ExtentIoError::Checksum)
+        );
+    }
 
     const E: Extent = Extent {
         start: 4096,

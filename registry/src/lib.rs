@@ -57,7 +57,9 @@ pub use abstore::{AbError, AbStore};
 pub use error::{
     ConsistencyError, ExtentIoError, OpenError, RegistryError, SlotError, SlotId, SuperblockError,
 };
-pub use extent_io::{read_blob, read_extent, write_extent, zero_extent, ExtentDisk};
+pub use extent_io::{
+    read_blob, read_blob_into, read_extent, write_extent, zero_extent, ExtentDisk,
+};
 pub use memdisk::MemDisk;
 pub use policy::Policy;
 pub use record::{Blob, BootSource, DeviceModel, Extent, ExtentRole, GuestDisk, VmRecord};

@@ -1,0 +1,162 @@
+//! The system disk and the VM registry on it: opening them at boot, logging every
+//! VM's identity, and turning the autostart VM's record into something to boot —
+//! its kernel and initrd read (checksum-verified) from their extents, its disks as
+//! extents of the system disk.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use registry::{BootSource, ExtentDisk, Registry, VmRecord};
+use spin::Mutex;
+use vdev::{BlockBackend, SharedBlock};
+
+use crate::pmem::PhysMem;
+use crate::sysdisk::SystemDisk;
+
+/// The opened system disk and its registry.
+pub struct Storage {
+    pub disk: SharedBlock<SystemDisk>,
+    pub registry: Registry,
+}
+
+/// A VM ready to be built: where its pieces are and what it is.
+pub struct VmDefinition {
+    pub name: String,
+    pub identity: Option<registry::Uuid>,
+    pub vcpus: u32,
+    pub mem: u64,
+    pub kernel: &'static [u8],
+    pub initrd: Option<&'static [u8]>,
+    pub cmdline: String,
+    pub disks: Vec<Box<dyn BlockBackend + Send>>,
+}
+
+/// Finds the system disk and opens its registry. `None` (with a log line saying
+/// why) when there is no disk; a disk whose registry does not open is reported and
+/// left untouched — it is never reformatted.
+pub fn open(transports: &[(boards::Range, Option<u32>)]) -> Option<Storage> {
+    let disk = match SystemDisk::probe(transports) {
+        Ok(d) => d,
+        Err(crate::sysdisk::SysDiskError::NotFound) => {
+            log::info!("no system disk attached");
+            return None;
+        }
+        Err(e) => {
+            log::error!("system disk unusable: {e:?}");
+            return None;
+        }
+    };
+    let mut disk = SharedBlock(alloc::sync::Arc::new(Mutex::new(disk)));
+    match Registry::open(&mut disk) {
+        Ok(registry) => {
+            log::info!(
+                "system disk {}: registry generation {}, slot {:?}, {} VM(s), {} MiB free",
+                registry.disk_uuid(),
+                registry.generation(),
+                registry.active_slot(),
+                registry.vms().len(),
+                registry.free_bytes() >> 20
+            );
+            for vm in registry.vms() {
+                log::info!(
+                    "  VM '{}' {}: {} vCPU(s), {} MiB, {} disk(s), autostart {}, resume-on-boot {}, visible-on-start {}",
+                    vm.name,
+                    vm.uuid,
+                    vm.vcpus,
+                    vm.memory_bytes >> 20,
+                    vm.disks.len(),
+                    vm.policy.autostart,
+                    vm.policy.resume_on_boot,
+                    vm.policy.visible_on_start
+                );
+            }
+            Some(Storage { disk, registry })
+        }
+        Err(e) => {
+            log::error!("system disk registry does not open ({e:?}); it is left untouched and no VM is started from it");
+            None
+        }
+    }
+}
+
+/// Reads `blob` into physical memory taken from `pmem`.
+fn stage_blob(
+    storage: &mut Storage,
+    pmem: &mut PhysMem,
+    blob: &registry::Blob,
+    what: &str,
+) -> Result<&'static [u8], String> {
+    let padded = blob.size.next_multiple_of(vdev::SECTOR_SIZE);
+    let pa = pmem
+        .alloc(padded.max(vdev::SECTOR_SIZE), 4096)
+        .ok_or_else(|| alloc::format!("no memory to stage the {what} ({} KiB)", padded >> 10))?;
+    // SAFETY: [pa, pa + padded) was just taken from free physical memory for this
+    // buffer alone and is identity-mapped; it is never freed, hence 'static.
+    let buf = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, padded as usize) };
+    let n = registry::read_blob_into(&mut storage.disk, blob, buf)
+        .map_err(|e| alloc::format!("the {what} on the system disk is unreadable: {e:?}"))?;
+    Ok(&buf[..n])
+}
+
+/// The first autostart VM, prepared to boot.
+pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefinition, String> {
+    let rec: VmRecord = storage
+        .registry
+        .vms()
+        .iter()
+        .find(|v| v.policy.autostart)
+        .cloned()
+        .ok_or_else(|| String::from("the registry has no autostart VM"))?;
+    for other in storage
+        .registry
+        .vms()
+        .iter()
+        .filter(|v| v.policy.autostart && v.uuid != rec.uuid)
+    {
+        log::warn!(
+            "VM '{}' {} is autostart too but not started: one VM runs at a time on this build",
+            other.name,
+            other.uuid
+        );
+    }
+    let BootSource::Linux {
+        kernel,
+        initrd,
+        cmdline,
+    } = &rec.boot
+    else {
+        return Err(alloc::format!(
+            "VM '{}' boots from firmware, which this build cannot run yet",
+            rec.name
+        ));
+    };
+    let kernel = stage_blob(storage, pmem, kernel, "kernel")?;
+    let initrd = match initrd {
+        Some(b) if b.size > 0 => Some(stage_blob(storage, pmem, b, "initrd")?),
+        _ => None,
+    };
+    let disks = rec
+        .disks
+        .iter()
+        .map(|d| {
+            Box::new(ExtentDisk::new(storage.disk.clone(), d.extent, d.read_only))
+                as Box<dyn BlockBackend + Send>
+        })
+        .collect();
+    log::info!(
+        "VM '{}' {}: cold boot (no saved state) from the system disk",
+        rec.name,
+        rec.uuid
+    );
+    Ok(VmDefinition {
+        name: rec.name.clone(),
+        identity: Some(rec.uuid),
+        vcpus: rec.vcpus,
+        mem: rec.memory_bytes,
+        kernel,
+        initrd,
+        cmdline: cmdline.clone(),
+        disks,
+    })
+}
