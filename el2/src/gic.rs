@@ -16,6 +16,13 @@ use boards::discover::Gic as GicDesc;
 use boards::guest;
 
 static GIC: Mutex<Option<GicV3<'static>>> = Mutex::new(None);
+/// Base of the first redistributor region, for per-CPU register writes `arm-gic`
+/// has no call for.
+static GICR_BASE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// Redistributor layout: two 64 KiB frames per CPU, GICR_ICACTIVER0 in the second.
+const GICR_STRIDE: usize = 0x2_0000;
+const GICR_SGI_FRAME: usize = 0x1_0000;
+const GICR_ICACTIVER0: usize = 0x0380;
 
 /// ICC_SRE_EL2: system-register interface on (SRE), EL1 may use it too (Enable),
 /// FIQ/IRQ bypass disabled (DFB, DIB).
@@ -58,6 +65,10 @@ pub fn init(desc: &GicDesc, cpu_count: usize, cpu: usize) -> Result<(), GicInitE
     };
     gic.setup(cpu);
     *GIC.lock() = Some(gic);
+    GICR_BASE.store(
+        gicr.as_ptr() as usize,
+        core::sync::atomic::Ordering::Relaxed,
+    );
     init_private(cpu);
     crate::irq::init_cpu_interface();
     Ok(())
@@ -113,4 +124,19 @@ pub fn enable_spi(intid: u32) {
     if let Ok(id) = IntId::try_from(intid) {
         configure(gic, id, None, Trigger::Level);
     }
+}
+
+/// Deactivates private interrupt `intid` on `cpu`. A hardware-linked virtual timer
+/// interrupt that a vCPU never EOId (it stopped, or the VM reset) leaves its physical
+/// PPI active, which would silence the timer of the next vCPU on that CPU.
+pub fn deactivate_private(intid: u32, cpu: usize) {
+    let base = GICR_BASE.load(core::sync::atomic::Ordering::Relaxed);
+    if base == 0 || intid >= 32 {
+        return;
+    }
+    let reg = base + cpu * GICR_STRIDE + GICR_SGI_FRAME + GICR_ICACTIVER0;
+    // SAFETY: `reg` is GICR_ICACTIVER0 of `cpu`'s redistributor, inside the region the
+    // device tree describes and identity-mapped as device memory; writing a one bit
+    // only clears that interrupt's active state.
+    unsafe { core::ptr::write_volatile(reg as *mut u32, 1 << intid) };
 }

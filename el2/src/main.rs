@@ -231,6 +231,7 @@ fn boot_vm(vm: &'static Vm) -> ! {
         vm.kick[i].store(false, Ordering::Relaxed);
     }
     vm.stop.store(0, Ordering::Release);
+    RESET_OWNER.store(usize::MAX, Ordering::Release);
     *vm.start[0].lock() = Some(start);
     vm.set_power(0, CpuPower::On);
     run_vcpu_here(vm, 0)
@@ -521,6 +522,7 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     let idx = vcpu.idx;
     vm::activate(vm);
     vm::load_vcpu(vcpu);
+    gic::deactivate_private(guest::VTIMER_INTID, idx);
     if let Err(e) = vm
         .vgic
         .lock()

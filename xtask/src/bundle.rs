@@ -1,0 +1,143 @@
+//! The boot bundle: the VM definition handed to the hypervisor as its QEMU
+//! `-initrd`, written with `vmspec::write_bundle` (so xtask and the hypervisor
+//! share one format) to `target/bundles/<name>.cpio`.
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::build::write_atomic;
+use crate::error::Error;
+use crate::layout::Layout;
+
+/// One VM to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDef {
+    /// VM name; also the bundle's file name, so `[A-Za-z0-9._-]` only.
+    pub name: String,
+    /// Virtual CPUs, 1..=[`vmspec::MAX_VCPUS`].
+    pub vcpus: u32,
+    /// Guest RAM in bytes (at least 1 MiB).
+    pub mem: u64,
+    /// Guest kernel command line.
+    pub cmdline: String,
+    /// Free-form label of the guest (`linux`, `selftest`, …).
+    pub guest: String,
+    /// The guest kernel (arm64 `Image` or a raw binary).
+    pub kernel: PathBuf,
+    /// Optional initrd.
+    pub initrd: Option<PathBuf>,
+}
+
+/// Checks `def` and writes its bundle; returns the bundle's path.
+pub fn write_bundle(layout: &Layout, def: &VmDef) -> Result<PathBuf, Error> {
+    let step = format!("bundle {}", def.name);
+    let name_ok = !def.name.is_empty()
+        && !def.name.starts_with('.')
+        && def
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !name_ok {
+        return Err(Error::step(
+            step,
+            "VM names use only letters, digits, '.', '_' and '-'",
+        ));
+    }
+    if !(1..=vmspec::MAX_VCPUS).contains(&def.vcpus) {
+        return Err(Error::step(
+            step,
+            format!("vcpus must be 1..={}, not {}", vmspec::MAX_VCPUS, def.vcpus),
+        ));
+    }
+    if def.mem < 1 << 20 {
+        return Err(Error::step(
+            step,
+            format!("mem must be at least 1M, not {} bytes", def.mem),
+        ));
+    }
+    if def.cmdline.contains('\n') {
+        return Err(Error::step(step, "the command line must be one line"));
+    }
+    let read = |p: &PathBuf, what: &str| {
+        fs::read(p).map_err(|e| {
+            Error::step(
+                &step,
+                format!("cannot read the {what} {}: {e}", p.display()),
+            )
+        })
+    };
+    let kernel = read(&def.kernel, "kernel")?;
+    let initrd = def.initrd.as_ref().map(|p| read(p, "initrd")).transpose()?;
+    let bytes = vmspec::write_bundle(
+        &def.name,
+        def.vcpus,
+        def.mem,
+        &def.cmdline,
+        &def.guest,
+        &kernel,
+        initrd.as_deref(),
+    );
+    let path = layout.bundle(&def.name);
+    write_atomic(&path, &bytes)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> (Layout, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("xtask-bundle-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        (Layout::with_dirs(dir.clone(), dir.join("target")), dir)
+    }
+
+    #[test]
+    fn bundle_is_written_at_its_path_and_parses_back() {
+        let (layout, dir) = scratch();
+        let kernel = dir.join("k.bin");
+        let initrd = dir.join("i.cpio");
+        fs::write(&kernel, b"KERNEL-BYTES").unwrap();
+        fs::write(&initrd, b"INITRD-BYTES").unwrap();
+        let mut def = VmDef {
+            name: "selftest".into(),
+            vcpus: 2,
+            mem: 64 << 20,
+            cmdline: "console=ttyAMA0".into(),
+            guest: "selftest".into(),
+            kernel: kernel.clone(),
+            initrd: Some(initrd),
+        };
+        let path = write_bundle(&layout, &def).unwrap();
+        assert_eq!(path, dir.join("target/bundles/selftest.cpio"));
+        let bytes = fs::read(&path).unwrap();
+        let spec = vmspec::parse_bundle(&bytes).unwrap();
+        assert_eq!(
+            (spec.name.as_str(), spec.vcpus, spec.mem),
+            ("selftest", 2, 64 << 20)
+        );
+        assert_eq!(spec.cmdline, "console=ttyAMA0");
+        assert_eq!(spec.kernel, b"KERNEL-BYTES");
+        assert_eq!(spec.initrd, Some(&b"INITRD-BYTES"[..]));
+
+        def.name = "../escape".into();
+        assert!(write_bundle(&layout, &def)
+            .unwrap_err()
+            .to_string()
+            .contains("VM names"));
+        def.name = "ok".into();
+        def.vcpus = 0;
+        assert!(write_bundle(&layout, &def)
+            .unwrap_err()
+            .to_string()
+            .contains("vcpus"));
+        def.vcpus = 1;
+        def.kernel = dir.join("missing");
+        assert!(write_bundle(&layout, &def)
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read the kernel"));
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

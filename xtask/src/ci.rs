@@ -1,0 +1,109 @@
+//! `cargo xtask test`: the whole suite, as CI runs it (`.ci/run`). Set-up (QEMU,
+//! rustup targets), `cargo xtask build`, the host tests of the default members
+//! (the integration tests among them boot QEMU), then clippy on the bare-metal
+//! crates with their targets. Every step runs even after a failure, so one run
+//! shows everything that is broken; the last line sums up.
+
+use std::time::Instant;
+
+use crate::build::build_all;
+use crate::error::Error;
+use crate::exec::{cargo, run_step};
+use crate::layout::{GUEST_PACKAGE, GUEST_TARGET, HYP_PACKAGE, HYP_TARGET};
+use crate::setup::{ensure_qemu, ensure_rust_targets};
+use crate::Layout;
+
+/// One step of the suite.
+struct Check {
+    name: String,
+    result: Result<(), Error>,
+}
+
+/// The cargo steps after the build, as `(name, cargo arguments)`. Plain
+/// `cargo test` at the root tests the workspace's default members: every host
+/// crate, without the bare-metal ones (which `--workspace` would include).
+pub fn cargo_steps() -> Vec<(String, Vec<String>)> {
+    let clippy = |package: &str, target: &str| {
+        let args = [
+            "clippy", "-p", package, "--target", target, "--", "-D", "warnings",
+        ];
+        (
+            format!("clippy {package}"),
+            args.iter().map(|a| a.to_string()).collect(),
+        )
+    };
+    vec![
+        ("cargo test".to_string(), vec!["test".to_string()]),
+        clippy(HYP_PACKAGE, HYP_TARGET),
+        clippy(GUEST_PACKAGE, GUEST_TARGET),
+    ]
+}
+
+/// Runs the suite; `Err` names the failed steps.
+pub fn test_cli(layout: &Layout) -> Result<(), Error> {
+    let start = Instant::now();
+    let setup = ensure_qemu(false).and_then(|()| ensure_rust_targets(layout, false));
+    if let Err(e) = setup {
+        println!("xtask test: FAILED at set-up: {e}");
+        return Err(Error::step("xtask test", "set-up failed"));
+    }
+    let mut checks = Vec::new();
+    let mut check = |name: &str, result: Result<(), Error>| {
+        if let Err(e) = &result {
+            eprintln!("xtask: {name} FAILED: {e}");
+        }
+        checks.push(Check {
+            name: name.into(),
+            result,
+        });
+    };
+    check("build", build_all(layout, false).map(|_| ()));
+    for (name, args) in cargo_steps() {
+        let mut cmd = cargo();
+        cmd.args(&args);
+        check(&name, run_step(&name, cmd, &layout.root, false));
+    }
+
+    let secs = start.elapsed().as_secs();
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.result.is_err())
+        .map(|c| c.name.as_str())
+        .collect();
+    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    if failed.is_empty() {
+        println!("xtask test: OK — {} in {secs} s", names.join(", "));
+        Ok(())
+    } else {
+        println!(
+            "xtask test: FAILED — {} (of {}) in {secs} s",
+            failed.join(", "),
+            names.join(", ")
+        );
+        Err(Error::step(
+            "xtask test",
+            format!("failed: {}", failed.join(", ")),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suite_runs_the_host_tests_then_clippy_on_the_bare_metal_crates() {
+        let steps = cargo_steps();
+        let line = |i: usize| steps[i].1.join(" ");
+        assert_eq!(steps.len(), 3);
+        assert_eq!(line(0), "test");
+        assert_eq!(
+            line(1),
+            "clippy -p rayos-el2 --target aarch64-unknown-none-softfloat -- -D warnings"
+        );
+        assert_eq!(
+            line(2),
+            "clippy -p selftest-guest --target aarch64-unknown-none -- -D warnings"
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! `xtask` owns the host-side workflow of RayOS EL2: building the hypervisor and
+//! the test guests into flat images, packing a VM into a boot bundle, booting it
+//! under QEMU (interactively, headless, or driven by a script), checking the
+//! self-test guest's verdict, benchmarks, and the whole test suite
+//! (`cargo xtask test`).
+//!
+//! The binary (`src/main.rs`) is a thin front end over [`cli::main`]; the
+//! integration tests (`tests/`) drive boots through the same functions, mainly
+//! [`run::run_captured`] and [`selftest::parse_selftest`].
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod build;
+pub mod bundle;
+pub mod ci;
+pub mod cli;
+pub mod error;
+pub mod exec;
+pub mod flat;
+pub mod layout;
+pub mod linux_guest;
+pub mod qemu;
+pub mod run;
+pub mod script;
+pub mod selftest;
+pub mod session;
+pub mod setup;
+
+pub use error::Error;
+pub use layout::Layout;

@@ -1,0 +1,746 @@
+//! `cargo xtask run`: choose the guest, build what it needs, pack the boot
+//! bundle, and boot the hypervisor under QEMU — interactively on the terminal,
+//! or captured (headless, scripted, tests) with a timeout and a verdict.
+//!
+//! Captured runs end in an [`Ending`]; [`RunOutcome::verdict`] turns it (plus
+//! the guest's own report — the self-test summary, the Linux guest command's
+//! exit status) into pass or a one-line reason.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::build::{build_guests, build_hypervisor};
+use crate::bundle::{write_bundle, VmDef};
+use crate::error::{tail_lines, Error};
+use crate::linux_guest;
+use crate::qemu::{describe_exit, Accel, QemuConfig};
+use crate::script::{self, Action, Step};
+use crate::selftest::{parse_selftest, SelftestReport};
+use crate::session::{run_interactive, Session, WaitError};
+use crate::setup::ensure_qemu;
+use crate::Layout;
+
+/// Timeout of captured runs when `--timeout` is not given.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long QEMU may take to exit by itself after a script's last step.
+pub const SCRIPT_EXIT_GRACE: Duration = Duration::from_secs(5);
+/// Console lines shown when a run fails.
+pub const CONSOLE_TAIL_LINES: usize = 40;
+/// Kernel command line of the Linux guest unless `--append` replaces it.
+pub const LINUX_CMDLINE: &str = "console=ttyAMA0 earlycon=pl011,0x09000000";
+
+/// The guests `--guest` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guest {
+    /// Debian's arm64 kernel and a busybox initramfs.
+    #[default]
+    Linux,
+    /// The bare-metal self-test guest (`target/guests/selftest.bin`).
+    Selftest,
+    /// The bare-metal exit benchmark (`target/guests/bench-exits.bin`).
+    BenchExits,
+}
+
+impl Guest {
+    /// Every guest, for messages.
+    pub const ALL: [Guest; 3] = [Guest::Linux, Guest::Selftest, Guest::BenchExits];
+
+    /// The name `--guest` takes (also the bundle's name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Guest::Linux => "linux",
+            Guest::Selftest => "selftest",
+            Guest::BenchExits => "bench-exits",
+        }
+    }
+
+    /// vCPUs unless `--smp` says otherwise.
+    pub fn default_vcpus(self) -> u32 {
+        match self {
+            Guest::Linux => 2,
+            Guest::Selftest | Guest::BenchExits => 1,
+        }
+    }
+
+    /// Guest RAM unless `--mem` says otherwise.
+    pub fn default_mem(self) -> u64 {
+        match self {
+            Guest::Linux => 512 << 20,
+            Guest::Selftest | Guest::BenchExits => 64 << 20,
+        }
+    }
+
+    /// Parses a `--guest` value.
+    pub fn from_name(s: &str) -> Result<Guest, Error> {
+        Guest::ALL
+            .into_iter()
+            .find(|g| g.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Guest::ALL.iter().map(|g| g.name()).collect();
+                Error::Usage(format!("unknown guest `{s}` (known: {})", known.join(", ")))
+            })
+    }
+}
+
+/// Everything `cargo xtask run` takes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunOptions {
+    pub guest: Guest,
+    /// Replaces the guest's kernel (QEMU's `-kernel`, but for the VM).
+    pub kernel: Option<PathBuf>,
+    /// Replaces the guest's initrd.
+    pub initrd: Option<PathBuf>,
+    /// Replaces the default kernel command line.
+    pub append: Option<String>,
+    pub smp: Option<u32>,
+    /// Guest RAM in bytes.
+    pub mem: Option<u64>,
+    /// Command the Linux guest's init runs before powering off.
+    pub guest_cmd: Option<String>,
+    pub headless: bool,
+    pub timeout: Option<Duration>,
+    pub script: Option<PathBuf>,
+    pub accel: Accel,
+    pub icount: bool,
+    /// Print the QEMU command line and bundle details.
+    pub verbose: bool,
+    /// Extra QEMU arguments, verbatim.
+    pub qemu_args: Vec<String>,
+    /// Show neither build output nor the console as it arrives (tests); the
+    /// console is still in the outcome.
+    pub quiet: bool,
+}
+
+impl RunOptions {
+    /// Options for a headless run of `guest` with `timeout`, quiet.
+    pub fn headless(guest: Guest, timeout: Duration) -> RunOptions {
+        RunOptions {
+            guest,
+            headless: true,
+            timeout: Some(timeout),
+            quiet: true,
+            ..RunOptions::default()
+        }
+    }
+}
+
+/// `run`'s usage text.
+pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits] [--kernel PATH] [--initrd PATH] \
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--headless] [--timeout SECONDS] [--script FILE] \
+[--accel tcg|kvm] [--icount] [--verbose] [--qemu-arg ARG]...
+
+  On a terminal QEMU gets the terminal (quit with Ctrl-A X). With --headless, --script or --timeout, or
+  without a terminal, the console is captured and shown, the run is killed after the timeout (default
+  120 s), and the exit status says whether it passed: QEMU exited 0 (70 = hypervisor fatal error), plus
+  for --guest selftest a clean `selftest: N passed, 0 failed`, and for --guest-cmd the command's status.
+  Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `# comment`.";
+
+/// Parses `run`'s arguments (`--flag value` or `--flag=value`).
+pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
+    let mut o = RunOptions::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| -> Result<String, Error> {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| Error::Usage(format!("{name} needs a value\n  {USAGE}")))
+        };
+        match flag {
+            "--guest" => o.guest = Guest::from_name(&value(flag)?)?,
+            "--kernel" => o.kernel = Some(value(flag)?.into()),
+            "--initrd" => o.initrd = Some(value(flag)?.into()),
+            "--append" => o.append = Some(value(flag)?),
+            "--smp" => {
+                let v = value(flag)?;
+                let n = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=vmspec::MAX_VCPUS).contains(n));
+                o.smp = Some(n.ok_or_else(|| {
+                    Error::Usage(format!("--smp takes 1..={}, not `{v}`", vmspec::MAX_VCPUS))
+                })?);
+            }
+            "--mem" => {
+                let v = value(flag)?;
+                let m = vmspec::parse_size(&v).filter(|m| *m >= 1 << 20);
+                o.mem = Some(m.ok_or_else(|| {
+                    Error::Usage(format!(
+                        "--mem takes a size of at least 1M (e.g. 512M, 1G), not `{v}`"
+                    ))
+                })?);
+            }
+            "--guest-cmd" => o.guest_cmd = Some(value(flag)?),
+            "--headless" if inline.is_none() => o.headless = true,
+            "--timeout" => {
+                let v = value(flag)?;
+                let secs = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0);
+                o.timeout = Some(Duration::from_secs_f64(secs.ok_or_else(|| {
+                    Error::Usage(format!(
+                        "--timeout takes seconds (0 < s <= 86400), not `{v}`"
+                    ))
+                })?));
+            }
+            "--script" => o.script = Some(value(flag)?.into()),
+            "--accel" => o.accel = value(flag)?.parse().map_err(Error::Usage)?,
+            "--icount" if inline.is_none() => o.icount = true,
+            "--verbose" | "-v" if inline.is_none() => o.verbose = true,
+            "--qemu-arg" => o.qemu_args.push(value(flag)?),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "unknown run argument `{arg}`\n  {USAGE}"
+                )))
+            }
+        }
+    }
+    if o.guest_cmd.is_some() && o.guest != Guest::Linux {
+        return Err(Error::Usage(
+            "--guest-cmd only applies to --guest linux".into(),
+        ));
+    }
+    Ok(o)
+}
+
+/// Whether a run is captured (piped) rather than on the terminal.
+pub fn is_captured(o: &RunOptions) -> bool {
+    o.headless
+        || o.script.is_some()
+        || o.timeout.is_some()
+        || o.quiet
+        || !std::io::stdin().is_terminal()
+}
+
+/// A run made ready to boot: QEMU's configuration, the VM and the script.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub qemu: QemuConfig,
+    pub vm: VmDef,
+    pub bundle: PathBuf,
+    pub script: Vec<Step>,
+}
+
+/// Installs QEMU if needed, builds what the guest needs and writes the bundle.
+pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
+    let script = match &o.script {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::io(format!("read script {}", path.display()), e))?;
+            script::parse(&text)
+                .map_err(|e| Error::step(format!("script {}", path.display()), e.to_string()))?
+        }
+        None => Vec::new(),
+    };
+    let mut qemu = QemuConfig {
+        smp: 0,
+        guest_mem: 0,
+        kernel: PathBuf::new(),
+        initrd: PathBuf::new(),
+        accel: o.accel,
+        icount: o.icount,
+        extra_args: o.qemu_args.clone(),
+    };
+    qemu.check()?;
+    ensure_qemu(o.quiet)?;
+    let hypervisor = build_hypervisor(layout, o.quiet)?;
+
+    let (kernel, initrd, mut cmdline) = match o.guest {
+        Guest::Linux => {
+            let (kernel, initrd) = match (&o.kernel, &o.initrd) {
+                (Some(k), Some(i)) => (k.clone(), i.clone()),
+                _ => {
+                    let g = linux_guest::ensure_linux_guest(&layout.guest_cache())
+                        .map_err(|e| Error::step("linux guest", e))?;
+                    if o.verbose {
+                        eprintln!(
+                            "xtask: linux guest {} ({}), modules: {}",
+                            g.kernel_release,
+                            g.kernel_format,
+                            g.modules_loaded.join(" ")
+                        );
+                    }
+                    (
+                        o.kernel.clone().unwrap_or(g.kernel),
+                        o.initrd.clone().unwrap_or(g.initramfs),
+                    )
+                }
+            };
+            (
+                kernel,
+                Some(initrd),
+                o.append
+                    .clone()
+                    .unwrap_or_else(|| LINUX_CMDLINE.to_string()),
+            )
+        }
+        Guest::Selftest | Guest::BenchExits => {
+            let kernel = match &o.kernel {
+                Some(k) => k.clone(),
+                None => {
+                    build_guests(layout, o.quiet)?;
+                    layout.guest_image(o.guest.name())
+                }
+            };
+            (
+                kernel,
+                o.initrd.clone(),
+                o.append.clone().unwrap_or_default(),
+            )
+        }
+    };
+    if let Some(cmd) = &o.guest_cmd {
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(&linux_guest::guest_cmd_arg(cmd));
+    }
+    let custom = o.kernel.is_some();
+    let vm = VmDef {
+        name: if custom {
+            "custom".into()
+        } else {
+            o.guest.name().into()
+        },
+        vcpus: o.smp.unwrap_or(o.guest.default_vcpus()),
+        mem: o.mem.unwrap_or(o.guest.default_mem()),
+        cmdline,
+        guest: if custom {
+            "custom".into()
+        } else {
+            o.guest.name().into()
+        },
+        kernel,
+        initrd,
+    };
+    let bundle = write_bundle(layout, &vm)?;
+    qemu.smp = vm.vcpus;
+    qemu.guest_mem = vm.mem;
+    qemu.kernel = hypervisor;
+    qemu.initrd = bundle.clone();
+    Ok(Prepared {
+        qemu,
+        vm,
+        bundle,
+        script,
+    })
+}
+
+/// How a captured run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// QEMU exited by itself (after the script, if any, completed).
+    Exited(Option<i32>),
+    /// The script completed and QEMU, still running after the grace, was stopped.
+    ScriptDone,
+    /// The timeout passed; `waiting_for` names the script step being waited on.
+    TimedOut { waiting_for: Option<String> },
+    /// QEMU exited before this `expect` step matched.
+    StepUnmet { step: String, code: Option<i32> },
+    /// Writing a `send` step to QEMU failed.
+    SendFailed { step: String, error: String },
+}
+
+/// A captured run's result.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub guest: Guest,
+    /// Whether a Linux guest command was given (its exit status then counts).
+    pub guest_cmd: bool,
+    /// Whether the guest is the built-in one (not `--kernel`).
+    pub builtin_kernel: bool,
+    pub ending: Ending,
+    /// Everything QEMU printed (hypervisor lines start with `[el2 `).
+    pub console: String,
+    pub elapsed: Duration,
+    pub timeout: Duration,
+}
+
+impl RunOutcome {
+    /// QEMU's exit code when it exited by itself.
+    pub fn exit_code(&self) -> Option<i32> {
+        match &self.ending {
+            Ending::Exited(code) | Ending::StepUnmet { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// The self-test lines of the console.
+    pub fn selftest(&self) -> SelftestReport {
+        parse_selftest(&self.console)
+    }
+
+    /// The last `n` console lines.
+    pub fn console_tail(&self, n: usize) -> String {
+        tail_lines(&self.console, n)
+    }
+
+    /// `Ok` when the run passed, else a one-line reason.
+    pub fn verdict(&self) -> Result<(), String> {
+        match &self.ending {
+            Ending::Exited(Some(0)) => {}
+            Ending::Exited(code) => return Err(describe_exit(*code)),
+            Ending::ScriptDone => return Ok(()),
+            Ending::TimedOut { waiting_for } => {
+                let secs = self.timeout.as_secs_f64();
+                return Err(match waiting_for {
+                    Some(step) => format!("timed out after {secs:.0} s waiting for script {step}"),
+                    None => format!("timed out after {secs:.0} s (QEMU killed)"),
+                });
+            }
+            Ending::StepUnmet { step, code } => {
+                return Err(format!(
+                    "{} before script {step} matched",
+                    describe_exit(*code)
+                ))
+            }
+            Ending::SendFailed { step, error } => {
+                return Err(format!("script {step}: cannot write to QEMU: {error}"))
+            }
+        }
+        match self.guest {
+            Guest::Selftest if self.builtin_kernel => self.selftest().verdict().map(|_| ()),
+            Guest::Linux if self.guest_cmd => match linux_guest::parse_console(&self.console)
+                .cmd_exit
+            {
+                Some(0) => Ok(()),
+                Some(n) => Err(format!("the guest command exited with status {n}")),
+                None => Err("the guest command reported no exit status (did init run it?)".into()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Boots captured: QEMU's output is collected (and echoed unless `quiet`), the
+/// script runs, the timeout is enforced, QEMU is killed at the end. Set-up
+/// failures (build, QEMU missing) are errors; how the run went is the outcome.
+pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error> {
+    let prepared = prepare(layout, o)?;
+    if o.verbose {
+        eprintln!("xtask: {}", prepared.qemu.display());
+    }
+    let timeout = o.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let start = Instant::now();
+    let mut session = Session::spawn(prepared.qemu.command(), !o.quiet, timeout)
+        .map_err(|e| Error::step("start QEMU", e.to_string()))?;
+    let ending = drive(&mut session, &prepared.script);
+    session.kill();
+    Ok(RunOutcome {
+        guest: o.guest,
+        guest_cmd: o.guest_cmd.is_some(),
+        builtin_kernel: o.kernel.is_none(),
+        ending,
+        console: session.output().to_string(),
+        elapsed: start.elapsed(),
+        timeout,
+    })
+}
+
+/// Runs the script's steps, then waits for QEMU to exit.
+fn drive(session: &mut Session, steps: &[Step]) -> Ending {
+    for step in steps {
+        match &step.action {
+            Action::Expect(re) => match session.expect(re) {
+                Ok(()) => {}
+                Err(WaitError::TimedOut) => {
+                    return Ending::TimedOut {
+                        waiting_for: Some(step.to_string()),
+                    }
+                }
+                Err(WaitError::Exited(code)) => {
+                    return Ending::StepUnmet {
+                        step: step.to_string(),
+                        code,
+                    }
+                }
+            },
+            Action::Send(text) => {
+                if let Err(e) = session.send(text) {
+                    return Ending::SendFailed {
+                        step: step.to_string(),
+                        error: e.to_string(),
+                    };
+                }
+            }
+            Action::Sleep(d) => {
+                if session.sleep(*d).is_err() {
+                    return Ending::TimedOut {
+                        waiting_for: Some(step.to_string()),
+                    };
+                }
+            }
+        }
+    }
+    if steps.is_empty() {
+        match session.wait_exit(session.deadline()) {
+            Some(code) => Ending::Exited(code),
+            None => Ending::TimedOut { waiting_for: None },
+        }
+    } else {
+        match session.wait_exit(Instant::now() + SCRIPT_EXIT_GRACE) {
+            Some(code) => Ending::Exited(code),
+            None => Ending::ScriptDone,
+        }
+    }
+}
+
+/// `cargo xtask run`: interactive on a terminal, captured otherwise.
+pub fn run_cli(layout: &Layout, o: &RunOptions) -> Result<(), Error> {
+    if !is_captured(o) {
+        let prepared = prepare(layout, o)?;
+        if o.verbose {
+            eprintln!("xtask: {}", prepared.qemu.display());
+        }
+        eprintln!(
+            "xtask: booting {} ({} vCPU, {} MiB, bundle {}); quit with Ctrl-A X",
+            prepared.vm.guest,
+            prepared.vm.vcpus,
+            prepared.vm.mem >> 20,
+            prepared.bundle.display()
+        );
+        let code = run_interactive(prepared.qemu.command())
+            .map_err(|e| Error::step("start QEMU", e.to_string()))?;
+        return match code {
+            Some(0) => Ok(()),
+            other => Err(Error::RunFailed {
+                reason: describe_exit(other),
+                exit_code: failure_code(other),
+            }),
+        };
+    }
+    let outcome = run_captured(layout, o)?;
+    match outcome.verdict() {
+        Ok(()) => {
+            eprintln!(
+                "xtask: {} run passed in {:.1} s",
+                outcome.guest.name(),
+                outcome.elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        Err(reason) => {
+            eprintln!(
+                "\n--- last {CONSOLE_TAIL_LINES} console lines ---\n{}\n---",
+                outcome.console_tail(CONSOLE_TAIL_LINES)
+            );
+            Err(Error::RunFailed {
+                reason: format!("run failed: {reason}"),
+                exit_code: failure_code(outcome.exit_code()),
+            })
+        }
+    }
+}
+
+/// xtask's exit code for a failed run: QEMU's own non-zero code, else 1.
+fn failure_code(code: Option<i32>) -> u8 {
+    code.and_then(|c| u8::try_from(c).ok())
+        .filter(|c| *c != 0)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn run_arguments_parse() {
+        let o = parse_args(&args("--guest selftest --smp 2 --mem=128M --headless --timeout 20 --icount --qemu-arg -d --qemu-arg=int")).unwrap();
+        assert_eq!(o.guest, Guest::Selftest);
+        assert_eq!(o.smp, Some(2));
+        assert_eq!(o.mem, Some(128 << 20));
+        assert!(o.headless && o.icount && !o.verbose);
+        assert_eq!(o.timeout, Some(Duration::from_secs(20)));
+        assert_eq!(o.qemu_args, ["-d", "int"]);
+        let d = parse_args(&[]).unwrap();
+        assert_eq!(d.guest, Guest::Linux);
+        assert_eq!(d.accel, Accel::Tcg);
+        let cmd = parse_args(&[
+            "--guest-cmd".into(),
+            "cat /proc/cpuinfo".into(),
+            "--accel".into(),
+            "kvm".into(),
+        ])
+        .unwrap();
+        assert_eq!(cmd.guest_cmd.as_deref(), Some("cat /proc/cpuinfo"));
+        assert_eq!(cmd.accel, Accel::Kvm);
+    }
+
+    #[test]
+    fn bad_run_arguments_are_usage_errors() {
+        for bad in [
+            "--guest windows",
+            "--smp 0",
+            "--smp 65",
+            "--mem 12",
+            "--mem lots",
+            "--timeout -1",
+            "--timeout",
+            "--frobnicate",
+            "--accel hvf",
+            "--guest selftest --guest-cmd ls",
+            "--headless=yes",
+        ] {
+            assert!(
+                matches!(parse_args(&args(bad)), Err(Error::Usage(_))),
+                "{bad}"
+            );
+        }
+        let e = parse_args(&args("--guest windows"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("linux, selftest, bench-exits"), "{e}");
+    }
+
+    #[test]
+    fn guest_defaults_match_the_contract() {
+        assert_eq!(
+            (Guest::Linux.default_vcpus(), Guest::Linux.default_mem()),
+            (2, 512 << 20)
+        );
+        assert_eq!(
+            (
+                Guest::Selftest.default_vcpus(),
+                Guest::Selftest.default_mem()
+            ),
+            (1, 64 << 20)
+        );
+        assert_eq!(
+            (
+                Guest::BenchExits.default_vcpus(),
+                Guest::BenchExits.default_mem()
+            ),
+            (1, 64 << 20)
+        );
+    }
+
+    fn outcome(guest: Guest, ending: Ending, console: &str) -> RunOutcome {
+        RunOutcome {
+            guest,
+            guest_cmd: false,
+            builtin_kernel: true,
+            ending,
+            console: console.into(),
+            elapsed: Duration::from_secs(1),
+            timeout: Duration::from_secs(120),
+        }
+    }
+
+    #[test]
+    fn selftest_verdict_needs_exit_zero_and_a_clean_summary() {
+        let good = "PASS hvc-roundtrip\nselftest: 1 passed, 0 failed\n";
+        assert_eq!(
+            outcome(Guest::Selftest, Ending::Exited(Some(0)), good).verdict(),
+            Ok(())
+        );
+        assert!(outcome(Guest::Selftest, Ending::Exited(Some(70)), good)
+            .verdict()
+            .unwrap_err()
+            .contains("fatal"));
+        assert!(
+            outcome(Guest::Selftest, Ending::Exited(Some(0)), "PASS a\n")
+                .verdict()
+                .is_err()
+        );
+        let failed = "PASS a\nFAIL b: no\nselftest: 1 passed, 0 failed\n";
+        assert!(outcome(Guest::Selftest, Ending::Exited(Some(0)), failed)
+            .verdict()
+            .unwrap_err()
+            .contains("FAIL b"));
+        let timed = outcome(
+            Guest::Selftest,
+            Ending::TimedOut { waiting_for: None },
+            good,
+        )
+        .verdict()
+        .unwrap_err();
+        assert!(timed.contains("timed out after 120 s"), "{timed}");
+        // Another guest only needs exit 0.
+        assert_eq!(
+            outcome(Guest::BenchExits, Ending::Exited(Some(0)), "").verdict(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn linux_guest_command_status_counts() {
+        let mut o = outcome(
+            Guest::Linux,
+            Ending::Exited(Some(0)),
+            "rayos-guest: init\nrayos-guest: cmd exit 0\n",
+        );
+        o.guest_cmd = true;
+        assert_eq!(o.verdict(), Ok(()));
+        o.console = "rayos-guest: cmd exit 2\n".into();
+        assert!(o.verdict().unwrap_err().contains("status 2"));
+        o.console = "Kernel panic\n".into();
+        assert!(o.verdict().unwrap_err().contains("no exit status"));
+    }
+
+    #[test]
+    fn script_endings_name_the_step() {
+        let step = "line 3: `expect login:`".to_string();
+        let o = outcome(
+            Guest::Linux,
+            Ending::TimedOut {
+                waiting_for: Some(step.clone()),
+            },
+            "",
+        );
+        assert!(o.verdict().unwrap_err().contains("line 3: `expect login:`"));
+        let o = outcome(
+            Guest::Linux,
+            Ending::StepUnmet {
+                step,
+                code: Some(70),
+            },
+            "",
+        );
+        let why = o.verdict().unwrap_err();
+        assert!(why.contains("fatal") && why.contains("line 3"), "{why}");
+        assert_eq!(o.exit_code(), Some(70));
+        assert_eq!(
+            outcome(Guest::Linux, Ending::ScriptDone, "").verdict(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn failure_codes_pass_qemus_status_through() {
+        assert_eq!(failure_code(Some(70)), 70);
+        assert_eq!(failure_code(Some(0)), 1);
+        assert_eq!(failure_code(None), 1);
+        assert_eq!(failure_code(Some(300)), 1);
+    }
+
+    #[test]
+    fn drive_runs_a_script_against_a_console_program() {
+        let steps = script::parse("expect name\\?\nsend ray\nexpect hi ray\n").unwrap();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo 'name?'; read n; echo \"hi $n\"; exit 0"]);
+        let mut s = Session::spawn(cmd, false, Duration::from_secs(10)).unwrap();
+        assert_eq!(drive(&mut s, &steps), Ending::Exited(Some(0)));
+
+        let steps = script::parse("expect never\n").unwrap();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo something; exit 4"]);
+        let mut s = Session::spawn(cmd, false, Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            drive(&mut s, &steps),
+            Ending::StepUnmet {
+                step: "line 1: `expect never`".into(),
+                code: Some(4)
+            }
+        );
+    }
+}

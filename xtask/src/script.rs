@@ -1,0 +1,261 @@
+//! Run scripts (`cargo xtask run --script FILE`): one step per line —
+//! `expect REGEX` (wait until the console output since the previous match
+//! matches), `send TEXT` (type TEXT and a newline; `\n`, `\r`, `\t`, `\\` and
+//! `\xHH` escapes), `sleep SECONDS`. Blank lines and lines starting with `#` are
+//! ignored. Everything is checked when the script is parsed, before QEMU starts.
+
+use std::fmt;
+use std::time::Duration;
+
+use regex::Regex;
+
+/// Longest `sleep` a script may ask for.
+pub const MAX_SLEEP_SECS: f64 = 3600.0;
+
+/// One action.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Wait until the output since the previous match matches.
+    Expect(Regex),
+    /// Write these bytes (the newline is already appended).
+    Send(String),
+    /// Pause (console output is still collected).
+    Sleep(Duration),
+}
+
+/// One step and where it came from.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// 1-based line number in the script.
+    pub line: usize,
+    /// The line as written (trimmed), for messages.
+    pub text: String,
+    pub action: Action,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: `{}`", self.line, self.text)
+    }
+}
+
+/// Why a script was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptError {
+    UnknownCommand { line: usize, command: String },
+    MissingArgument { line: usize, command: &'static str },
+    BadRegex { line: usize, error: String },
+    BadSleep { line: usize, value: String },
+    BadEscape { line: usize, escape: String },
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScriptError::UnknownCommand { line, command } => {
+                write!(f, "script line {line}: unknown command `{command}` (expected expect, send or sleep)")
+            }
+            ScriptError::MissingArgument { line, command } => {
+                write!(f, "script line {line}: `{command}` needs an argument")
+            }
+            ScriptError::BadRegex { line, error } => {
+                write!(f, "script line {line}: bad regex: {error}")
+            }
+            ScriptError::BadSleep { line, value } => {
+                write!(f, "script line {line}: sleep takes seconds between 0 and {MAX_SLEEP_SECS}, not `{value}`")
+            }
+            ScriptError::BadEscape { line, escape } => {
+                write!(
+                    f,
+                    "script line {line}: unknown escape `{escape}` (use \\n \\r \\t \\\\ or \\xHH)"
+                )
+            }
+        }
+    }
+}
+
+/// Parses a script.
+pub fn parse(text: &str) -> Result<Vec<Step>, ScriptError> {
+    let mut steps = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        // The argument is everything after the command and one separating
+        // blank, so `send   x` sends the spaces too; a trailing '\r' is dropped.
+        let body = raw.trim_start().trim_end_matches('\r');
+        let (command, arg) = match body.find(char::is_whitespace) {
+            Some(at) => (&body[..at], Some(&body[at + 1..])),
+            None => (body, None),
+        };
+        let action = match command {
+            "expect" => {
+                let pattern =
+                    arg.filter(|a| !a.is_empty())
+                        .ok_or(ScriptError::MissingArgument {
+                            line,
+                            command: "expect",
+                        })?;
+                Action::Expect(Regex::new(pattern).map_err(|e| ScriptError::BadRegex {
+                    line,
+                    error: e.to_string(),
+                })?)
+            }
+            "send" => {
+                let mut s = unescape(arg.unwrap_or(""), line)?;
+                s.push('\n');
+                Action::Send(s)
+            }
+            "sleep" => {
+                let value = arg.map(str::trim).filter(|a| !a.is_empty()).ok_or(
+                    ScriptError::MissingArgument {
+                        line,
+                        command: "sleep",
+                    },
+                )?;
+                let secs: f64 = value
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && (0.0..=MAX_SLEEP_SECS).contains(s))
+                    .ok_or_else(|| ScriptError::BadSleep {
+                        line,
+                        value: value.to_string(),
+                    })?;
+                Action::Sleep(Duration::from_secs_f64(secs))
+            }
+            other => {
+                return Err(ScriptError::UnknownCommand {
+                    line,
+                    command: other.to_string(),
+                })
+            }
+        };
+        steps.push(Step {
+            line,
+            text: trimmed.to_string(),
+            action,
+        });
+    }
+    Ok(steps)
+}
+
+/// Resolves `\n`, `\r`, `\t`, `\\` and `\xHH` (ASCII, HH < 0x80).
+fn unescape(s: &str, line: usize) -> Result<String, ScriptError> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('\\') => out.push('\\'),
+            Some('x') => {
+                let hex: String = chars.by_ref().take(2).collect();
+                let byte = u8::from_str_radix(&hex, 16)
+                    .ok()
+                    .filter(|b| hex.len() == 2 && b.is_ascii())
+                    .ok_or_else(|| ScriptError::BadEscape {
+                        line,
+                        escape: format!("\\x{hex}"),
+                    })?;
+                out.push(char::from(byte));
+            }
+            other => {
+                return Err(ScriptError::BadEscape {
+                    line,
+                    escape: format!("\\{}", other.map(String::from).unwrap_or_default()),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_parse_with_line_numbers() {
+        let script = "# boot and log in\n\nexpect login:\r\nsend root\nsleep 0.5\n  expect (?m)^# $\nsend echo a\\tb\\r\nsend\n";
+        let steps = parse(script).unwrap();
+        assert_eq!(steps.len(), 6);
+        assert!(matches!(&steps[0].action, Action::Expect(r) if r.as_str() == "login:"));
+        assert_eq!(steps[0].line, 3);
+        assert!(matches!(&steps[1].action, Action::Send(s) if s == "root\n"));
+        assert!(matches!(&steps[2].action, Action::Sleep(d) if *d == Duration::from_millis(500)));
+        assert!(matches!(&steps[3].action, Action::Expect(r) if r.as_str() == "(?m)^# $"));
+        assert!(matches!(&steps[4].action, Action::Send(s) if s == "echo a\tb\r\n"));
+        assert!(matches!(&steps[5].action, Action::Send(s) if s == "\n"));
+        assert_eq!(steps[3].to_string(), "line 6: `expect (?m)^# $`");
+    }
+
+    #[test]
+    fn send_keeps_inner_spaces_and_hex_escapes() {
+        let steps = parse("send  two spaces\nsend \\x01x\n").unwrap();
+        assert!(matches!(&steps[0].action, Action::Send(s) if s == " two spaces\n"));
+        assert!(matches!(&steps[1].action, Action::Send(s) if s == "\u{1}x\n"));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        assert_eq!(
+            parse("expect ok\nwait 3\n").unwrap_err(),
+            ScriptError::UnknownCommand {
+                line: 2,
+                command: "wait".into()
+            }
+        );
+        assert_eq!(
+            parse("expect\n").unwrap_err(),
+            ScriptError::MissingArgument {
+                line: 1,
+                command: "expect"
+            }
+        );
+        assert!(matches!(
+            parse("\nexpect (unclosed\n").unwrap_err(),
+            ScriptError::BadRegex { line: 2, .. }
+        ));
+        assert!(matches!(
+            parse("sleep -1\n").unwrap_err(),
+            ScriptError::BadSleep { line: 1, .. }
+        ));
+        assert!(matches!(
+            parse("sleep NaN\n").unwrap_err(),
+            ScriptError::BadSleep { line: 1, .. }
+        ));
+        assert!(matches!(
+            parse("sleep\n").unwrap_err(),
+            ScriptError::MissingArgument {
+                line: 1,
+                command: "sleep"
+            }
+        ));
+        assert_eq!(
+            parse("send a\\q\n").unwrap_err(),
+            ScriptError::BadEscape {
+                line: 1,
+                escape: "\\q".into()
+            }
+        );
+        assert!(matches!(
+            parse("send \\xZZ\n").unwrap_err(),
+            ScriptError::BadEscape { .. }
+        ));
+        assert!(matches!(
+            parse("send \\xff\n").unwrap_err(),
+            ScriptError::BadEscape { .. }
+        ));
+        assert!(parse("send trailing\\").is_err());
+        assert!(parse("# only comments\n\n   # indented\n")
+            .unwrap()
+            .is_empty());
+    }
+}

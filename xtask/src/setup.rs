@@ -1,0 +1,115 @@
+//! Host set-up the other commands need: QEMU (installed with apt-get when we are
+//! root on a Debian-like host, otherwise a one-line instruction) and the rustup
+//! targets of the bare-metal crates.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::error::Error;
+use crate::exec::{can_run, run_step};
+use crate::layout::{Layout, GUEST_TARGET, HYP_TARGET};
+
+/// The QEMU system emulator for 64-bit Arm.
+pub const QEMU_BIN: &str = "qemu-system-aarch64";
+/// The Debian package that ships [`QEMU_BIN`].
+pub const QEMU_APT_PACKAGE: &str = "qemu-system-arm";
+
+/// Whether `apt-get update` already ran in this process (it runs at most once).
+static APT_UPDATED: Mutex<bool> = Mutex::new(false);
+
+/// Makes sure [`QEMU_BIN`] runs, installing it when we can.
+pub fn ensure_qemu(quiet: bool) -> Result<(), Error> {
+    if can_run(QEMU_BIN, "--version") {
+        return Ok(());
+    }
+    let step = "install QEMU";
+    if !is_root() || !can_run("apt-get", "--version") {
+        return Err(Error::step(
+            step,
+            format!("{QEMU_BIN} not found; install it (Debian/Ubuntu: `sudo apt-get install -y {QEMU_APT_PACKAGE}`) and retry"),
+        ));
+    }
+    // Held across update + install so two threads never run apt at once.
+    let mut updated = APT_UPDATED.lock().unwrap_or_else(|p| p.into_inner());
+    if can_run(QEMU_BIN, "--version") {
+        return Ok(());
+    }
+    if !*updated {
+        let mut update = Command::new("apt-get");
+        update
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run_step("apt-get update", update, Path::new("/"), quiet)?;
+        *updated = true;
+    }
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "--no-install-recommends", QEMU_APT_PACKAGE])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run_step(step, install, Path::new("/"), quiet)?;
+    if can_run(QEMU_BIN, "--version") {
+        Ok(())
+    } else {
+        Err(Error::step(
+            step,
+            format!("{QEMU_APT_PACKAGE} installed but {QEMU_BIN} still does not run"),
+        ))
+    }
+}
+
+/// Makes sure the rustup targets of the bare-metal crates are installed for the
+/// workspace's toolchain (rust-toolchain.toml).
+pub fn ensure_rust_targets(layout: &Layout, quiet: bool) -> Result<(), Error> {
+    let step = "rustup targets";
+    let out = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(&layout.root)
+        .output()
+        .map_err(|e| Error::step(step, format!("cannot run rustc: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::step(
+            step,
+            format!(
+                "`rustc --print sysroot` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let missing: Vec<&str> = [HYP_TARGET, GUEST_TARGET]
+        .into_iter()
+        .filter(|t| !Path::new(&sysroot).join("lib/rustlib").join(t).is_dir())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut add = Command::new("rustup");
+    add.args(["target", "add"]).args(&missing);
+    run_step(step, add, &layout.root, quiet)
+}
+
+/// Whether this process runs as root (uid 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|r| r.split_whitespace().next() == Some("0"))
+            })
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_check_reads_the_real_uid() {
+        let id = Command::new("id").arg("-u").output().unwrap();
+        let uid = String::from_utf8_lossy(&id.stdout).trim().to_string();
+        assert_eq!(is_root(), uid == "0");
+    }
+}
