@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn sysreg_trap_decodes_encoding() {
         // mrs x5, ID_AA64PFR0_EL1 = op0 3, op1 0, CRn 0, CRm 4, op2 0, read
-        let iss = 3 << 20 | 0 << 17 | 0 << 14 | 0 << 10 | 5 << 5 | 4 << 1 | 1;
+        let iss = (3 << 20) | 5 << 5 | 4 << 1 | 1;
         assert_eq!(
             decode(esr(0x18, iss), 0, 0),
             Exit::SysReg(SysRegAccess {

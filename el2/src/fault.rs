@@ -37,7 +37,7 @@ fn in_text(addr: u64) -> bool {
 fn backtrace(mut fp: u64) {
     emergency_write(format_args!("backtrace:\n"));
     for depth in 0..32 {
-        if fp % 16 != 0 || !in_stacks(fp) {
+        if !fp.is_multiple_of(16) || !in_stacks(fp) {
             break;
         }
         // SAFETY: `fp` is 16-byte aligned and inside the hypervisor's stacks, where

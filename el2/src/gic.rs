@@ -33,6 +33,7 @@ const PRIORITY: u8 = 0x80;
 
 /// Why the GIC could not be brought up.
 #[derive(Debug)]
+#[allow(dead_code)] // fields are reported through Debug in the fatal log line
 pub enum GicInitError {
     NoRedistributor,
     Driver(arm_gic::gicv3::GicError),

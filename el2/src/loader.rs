@@ -78,3 +78,38 @@ pub fn load_kernel(ram: &mut GuestRam, kernel: &[u8]) -> Result<Loaded, LoadErro
         linux_image: is_image,
     })
 }
+
+/// Where the initrd and device tree go in guest RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootLayout {
+    /// `(start, end)` of the initrd, if there is one.
+    pub initrd: Option<(u64, u64)>,
+    pub dtb: u64,
+}
+
+/// Places the initrd where QEMU's `-kernel` would (RAM base + min(RAM/2, 128 MiB), or
+/// past the kernel) and the DTB in the last 2 MiB of RAM.
+pub fn place_boot_data(
+    ram_base: u64,
+    ram_size: u64,
+    kernel_end: u64,
+    initrd_len: u64,
+) -> Result<BootLayout, &'static str> {
+    const TWO_MIB: u64 = 2 << 20;
+    let dtb = (ram_base + ram_size - TWO_MIB) & !(TWO_MIB - 1);
+    if dtb < kernel_end {
+        return Err("no room for the device tree after the kernel");
+    }
+    if initrd_len == 0 {
+        return Ok(BootLayout { initrd: None, dtb });
+    }
+    let preferred = ram_base + (ram_size / 2).min(128 << 20);
+    let start = preferred.max(kernel_end.next_multiple_of(TWO_MIB));
+    if start + initrd_len > dtb {
+        return Err("the initrd does not fit in guest RAM");
+    }
+    Ok(BootLayout {
+        initrd: Some((start, start + initrd_len)),
+        dtb,
+    })
+}

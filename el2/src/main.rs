@@ -65,7 +65,7 @@ fn image_range() -> Range {
 
 /// The device tree blob at `dtb`, bounded by its own header's size.
 fn dtb_slice(dtb: usize) -> Option<&'static [u8]> {
-    if dtb == 0 || dtb % 8 != 0 {
+    if dtb == 0 || !dtb.is_multiple_of(8) {
         return None;
     }
     // SAFETY: the boot protocol hands the DTB's physical address in x0; the header's
@@ -145,31 +145,6 @@ fn the_vm() -> &'static Vm {
     unsafe { p.as_ref() }.unwrap_or_else(|| fatal(format_args!("secondary CPU started with no VM")))
 }
 
-/// Guest-physical placement of the initrd and DTB: the initrd where QEMU's `-kernel`
-/// would put it (RAM base + min(RAM/2, 128 MiB), or past the kernel), the DTB in the
-/// last 2 MiB of RAM.
-fn place_boot_data(
-    vm: &Vm,
-    kernel_end: u64,
-    initrd_len: u64,
-) -> Result<(Option<(u64, u64)>, u64), &'static str> {
-    const TWO_MIB: u64 = 2 << 20;
-    let ram_end = vm.ram.ipa + vm.ram.size;
-    let dtb = (ram_end - TWO_MIB) & !(TWO_MIB - 1);
-    if dtb < kernel_end {
-        return Err("no room for the device tree after the kernel");
-    }
-    if initrd_len == 0 {
-        return Ok((None, dtb));
-    }
-    let preferred = vm.ram.ipa + (vm.ram.size / 2).min(128 << 20);
-    let start = preferred.max(kernel_end.next_multiple_of(TWO_MIB));
-    if start + initrd_len > dtb {
-        return Err("the initrd does not fit in guest RAM");
-    }
-    Ok((Some((start, start + initrd_len)), dtb))
-}
-
 /// Clears guest RAM and loads the kernel, initrd and a generated device tree; returns
 /// where vCPU 0 starts.
 fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
@@ -182,7 +157,10 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
         ))
     });
     let initrd_len = boot.initrd.map_or(0, |i| i.len() as u64);
-    let (initrd, dtb_ipa) = place_boot_data(vm, loaded.end, initrd_len)
+    let loader::BootLayout {
+        initrd,
+        dtb: dtb_ipa,
+    } = loader::place_boot_data(vm.ram.ipa, vm.ram.size, loaded.end, initrd_len)
         .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", vm.name)));
     if let (Some((start, _)), Some(bytes)) = (initrd, boot.initrd) {
         vdev::GuestMemory::write(&mut ram, start, bytes)
@@ -283,6 +261,8 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         }
     }
     heap::init();
+    let (l1, l2) = mmu::usage();
+    log::info!("EL2 identity map built ({l1} level-1 and {l2} level-2 tables); MMU and caches on");
 
     let platform =
         boards::discover(dtb_bytes).unwrap_or_else(|e| fatal(format_args!("device tree: {e:?}")));
@@ -382,6 +362,12 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         ram_pa,
         layout.ipa_bits,
         layout.start_level
+    );
+    let (used, total) = heap::usage();
+    log::info!(
+        "hypervisor heap: {} KiB of {} KiB in use",
+        used >> 10,
+        total >> 10
     );
     if let Some(id) = spec.identity {
         log::info!("VM '{}' identity {id}", vm.name);
@@ -577,7 +563,10 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
                 wait::service_irqs(vm, vcpu);
                 Flow::Continue
             }
-            _ => trap::handle_serror(vm, vcpu),
+            vectors::kind::SERROR => trap::handle_serror(vm, vcpu),
+            other => fatal(format_args!(
+                "world switch returned unknown exception kind {other}"
+            )),
         };
         if flow != Flow::Continue {
             vcpu.el1.save();

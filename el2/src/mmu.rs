@@ -66,6 +66,7 @@ impl Kind {
 
 /// Why the map could not be built.
 #[derive(Debug)]
+#[allow(dead_code)] // fields are reported through Debug in the fatal log line
 pub enum MapError {
     OutOfTables,
     AddressTooLarge(u64),
@@ -106,7 +107,7 @@ pub fn map(base: u64, size: u64, kind: Kind) -> Result<(), MapError> {
         let l0i = (addr >> 39) as usize & (ENTRIES - 1);
         let l1 = next_table(&mut t.l0.0[l0i], &mut t.l1, &mut t.l1_used)?;
         let l1i = (addr >> 30) as usize & (ENTRIES - 1);
-        if addr % L1_BLOCK == 0 && end - addr >= L1_BLOCK && l1[l1i] & desc::TABLE == 0 {
+        if addr.is_multiple_of(L1_BLOCK) && end - addr >= L1_BLOCK && l1[l1i] & desc::TABLE == 0 {
             l1[l1i] = addr | desc::VALID | desc::BLOCK | kind.attrs();
             addr += L1_BLOCK;
             continue;

@@ -73,12 +73,6 @@ pub fn shutdown(status: u32) -> ! {
     }
 }
 
-/// Reset the machine through PSCI. Never returns.
-pub fn reset() -> ! {
-    firmware_call(u64::from(func::PSCI_SYSTEM_RESET), 0, 0, 0);
-    shutdown(1)
-}
-
 /// The platform firmware's answers about CPU-vulnerability workarounds.
 pub struct Firmware;
 

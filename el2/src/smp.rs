@@ -20,7 +20,7 @@ pub fn start_pcpu(mpidr: u64, idx: usize) -> Result<(), i64> {
     if idx >= MAX_CPUS {
         return Err(ret::INVALID_PARAMETERS);
     }
-    let entry = secondary_entry as usize as u64;
+    let entry = secondary_entry as *const () as usize as u64;
     match firmware_call(u64::from(func::PSCI_CPU_ON_64), mpidr, entry, idx as u64) {
         Some(0) => Ok(()),
         Some(r) => Err(r as i64),

@@ -47,12 +47,15 @@ pub fn open(transports: &[(boards::Range, Option<u32>)]) -> Option<Storage> {
             return None;
         }
     };
+    let (capacity, legacy) = (disk.capacity(), disk.is_legacy());
     let mut disk = SharedBlock(alloc::sync::Arc::new(Mutex::new(disk)));
     match Registry::open(&mut disk) {
         Ok(registry) => {
             log::info!(
-                "system disk {}: registry generation {}, slot {:?}, {} VM(s), {} MiB free",
+                "system disk {} ({} MiB, {} virtio-mmio): registry generation {}, slot {:?}, {} VM(s), {} MiB free",
                 registry.disk_uuid(),
+                capacity >> 20,
+                if legacy { "legacy" } else { "modern" },
                 registry.generation(),
                 registry.active_slot(),
                 registry.vms().len(),

@@ -313,14 +313,13 @@ fn data_abort(
             mem: &mut mem,
             irq: &mut irq,
         };
-        match bus.find(ipa) {
-            None => None,
-            Some((dev, _name, off)) => Some(if a.write {
+        bus.find(ipa).map(|(dev, _name, off)| {
+            if a.write {
                 dev.write(&mut ctx, off, size, value).map(|_| 0)
             } else {
                 dev.read(&mut ctx, off, size)
-            }),
-        }
+            }
+        })
     };
     // Interrupt state changed if a device drove a line or the guest wrote its GIC.
     if irq.touched || (a.write && vm.is_gic(ipa)) {

@@ -184,6 +184,7 @@ pub struct Vm {
 
 /// Why a VM could not be built.
 #[derive(Debug)]
+#[allow(dead_code)] // fields are reported through Debug in the fatal log line
 pub enum VmError {
     Stage2(stage2::Error),
     Bus(vdev::BusError),
@@ -379,7 +380,7 @@ impl PowerTopology for Vm {
         }
     }
     fn valid_entry(&self, ipa: u64) -> bool {
-        self.ram.contains(ipa) && ipa % 4 == 0
+        self.ram.contains(ipa) && ipa.is_multiple_of(4)
     }
 }
 

@@ -139,7 +139,7 @@ impl Writer {
         self.out.extend_from_slice(h.as_bytes());
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(0);
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -148,7 +148,7 @@ impl Writer {
     pub fn add(&mut self, name: &str, data: &[u8]) {
         self.header(name, 0o100644, data.len());
         self.out.extend_from_slice(data);
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }

@@ -1,2 +1,42 @@
-//! placeholder
-#![no_std]
+//! `vtpm` owns RayOS EL2's TPM 2.0: the command engine ([`Tpm`]: marshalling,
+//! dispatch, PCRs, hierarchies, the DRBG), its non-volatile image ([`nv`]), the
+//! snapshot of its volatile state ([`snapshot`]), the two MMIO front ends guests
+//! talk to — TIS ([`tis::Tis`]) and CRB ([`crb::Crb`]), both [`vdev::MmioDevice`]s
+//! and [`vdev::SaveRestore`]s over the same engine — and, behind the `std`
+//! feature, a host simulator speaking the Microsoft TPM simulator TCP protocol so
+//! real TPM clients (tpm2-tools) can drive the engine.
+//!
+//! Commands not in [`dispatch::COMMANDS`] do not exist: they answer
+//! TPM_RC_COMMAND_CODE and are absent from GetCapability(TPM_CAP_COMMANDS).
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod auth;
+pub mod commands;
+pub mod crb;
+pub mod defs;
+pub mod dispatch;
+pub mod drbg;
+pub mod engine;
+pub mod hash;
+pub mod marshal;
+pub mod nv;
+pub mod pcr;
+#[cfg(feature = "std")]
+pub mod sim;
+pub mod snapshot;
+pub mod tis;
+pub mod tis_regs;
+
+pub use drbg::Entropy;
+pub use engine::{TimeSource, Tpm};
+pub use nv::{MemNvStore, NvError, NvStore};
+#[cfg(feature = "std")]
+pub use sim::run_simulator;
+
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
+mod tests;

@@ -26,6 +26,8 @@ pub struct VmDef {
     pub kernel: PathBuf,
     /// Optional initrd.
     pub initrd: Option<PathBuf>,
+    /// Size of a zero-filled RAM disk for the guest (virtio-blk 0), if any.
+    pub disk: Option<u64>,
 }
 
 /// Checks `def` and writes its bundle; returns the bundle's path.
@@ -68,12 +70,13 @@ pub fn write_bundle(layout: &Layout, def: &VmDef) -> Result<PathBuf, Error> {
     };
     let kernel = read(&def.kernel, "kernel")?;
     let initrd = def.initrd.as_ref().map(|p| read(p, "initrd")).transpose()?;
-    let bytes = vmspec::write_bundle(
+    let bytes = vmspec::write_bundle_with_disk(
         &def.name,
         def.vcpus,
         def.mem,
         &def.cmdline,
         &def.guest,
+        def.disk,
         &kernel,
         initrd.as_deref(),
     );
@@ -108,6 +111,7 @@ mod tests {
             guest: "selftest".into(),
             kernel: kernel.clone(),
             initrd: Some(initrd),
+            disk: Some(1 << 20),
         };
         let path = write_bundle(&layout, &def).unwrap();
         assert_eq!(path, dir.join("target/bundles/selftest.cpio"));
@@ -120,6 +124,7 @@ mod tests {
         assert_eq!(spec.cmdline, "console=ttyAMA0");
         assert_eq!(spec.kernel, b"KERNEL-BYTES");
         assert_eq!(spec.initrd, Some(&b"INITRD-BYTES"[..]));
+        assert_eq!(spec.disk, Some(1 << 20));
 
         def.name = "../escape".into();
         assert!(write_bundle(&layout, &def)

@@ -30,6 +30,11 @@ pub const CONSOLE_TAIL_LINES: usize = 40;
 /// Kernel command line of the Linux guest unless `--append` replaces it.
 pub const LINUX_CMDLINE: &str = "console=ttyAMA0 earlycon=pl011,0x09000000";
 
+/// Summary-line prefix of the hostile virtio guest.
+pub const VIRTIO_HOSTILE_SUMMARY: &str = "virtio-hostile: ";
+/// RAM disk the hostile virtio guest drives.
+pub const VIRTIO_HOSTILE_DISK: u64 = 1 << 20;
+
 /// The guests `--guest` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Guest {
@@ -40,11 +45,19 @@ pub enum Guest {
     Selftest,
     /// The bare-metal exit benchmark (`target/guests/bench-exits.bin`).
     BenchExits,
+    /// The bare-metal hostile virtio driver (`target/guests/virtio-hostile.bin`),
+    /// given a 1 MiB RAM disk.
+    VirtioHostile,
 }
 
 impl Guest {
     /// Every guest, for messages.
-    pub const ALL: [Guest; 3] = [Guest::Linux, Guest::Selftest, Guest::BenchExits];
+    pub const ALL: [Guest; 4] = [
+        Guest::Linux,
+        Guest::Selftest,
+        Guest::BenchExits,
+        Guest::VirtioHostile,
+    ];
 
     /// The name `--guest` takes (also the bundle's name).
     pub fn name(self) -> &'static str {
@@ -52,6 +65,7 @@ impl Guest {
             Guest::Linux => "linux",
             Guest::Selftest => "selftest",
             Guest::BenchExits => "bench-exits",
+            Guest::VirtioHostile => "virtio-hostile",
         }
     }
 
@@ -59,7 +73,7 @@ impl Guest {
     pub fn default_vcpus(self) -> u32 {
         match self {
             Guest::Linux => 2,
-            Guest::Selftest | Guest::BenchExits => 1,
+            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile => 1,
         }
     }
 
@@ -67,7 +81,7 @@ impl Guest {
     pub fn default_mem(self) -> u64 {
         match self {
             Guest::Linux => 512 << 20,
-            Guest::Selftest | Guest::BenchExits => 64 << 20,
+            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile => 64 << 20,
         }
     }
 
@@ -126,7 +140,7 @@ impl RunOptions {
 }
 
 /// `run`'s usage text.
-pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits] [--kernel PATH] [--initrd PATH] \
+pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--headless] [--timeout SECONDS] [--script FILE] \
 [--accel tcg|kvm] [--icount] [--verbose] [--qemu-arg ARG]...
 
@@ -280,7 +294,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
                     .unwrap_or_else(|| LINUX_CMDLINE.to_string()),
             )
         }
-        Guest::Selftest | Guest::BenchExits => {
+        Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile => {
             let kernel = match &o.kernel {
                 Some(k) => k.clone(),
                 None => {
@@ -318,6 +332,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         },
         kernel,
         initrd,
+        disk: (o.guest == Guest::VirtioHostile).then_some(VIRTIO_HOSTILE_DISK),
     };
     let bundle = write_bundle(layout, &vm)?;
     qemu.smp = vm.vcpus;
@@ -406,6 +421,11 @@ impl RunOutcome {
         }
         match self.guest {
             Guest::Selftest if self.builtin_kernel => self.selftest().verdict().map(|_| ()),
+            Guest::VirtioHostile if self.builtin_kernel => {
+                crate::selftest::parse_checks(&self.console, VIRTIO_HOSTILE_SUMMARY)
+                    .verdict()
+                    .map(|_| ())
+            }
             Guest::Linux if self.guest_cmd => match linux_guest::parse_console(&self.console)
                 .cmd_exit
             {

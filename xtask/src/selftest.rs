@@ -70,6 +70,12 @@ impl SelftestReport {
 
 /// Reads the self-test lines out of a console log.
 pub fn parse_selftest(console: &str) -> SelftestReport {
+    parse_checks(console, SUMMARY_PREFIX)
+}
+
+/// Reads PASS/FAIL lines and the `<summary_prefix>N passed, M failed` summary of any
+/// check-running guest (the self-test, the hostile virtio driver).
+pub fn parse_checks(console: &str, summary_prefix: &str) -> SelftestReport {
     let mut report = SelftestReport::default();
     for line in console.lines().map(|l| l.trim_end_matches('\r')) {
         if let Some(rest) = word_rest(line, PASS_PREFIX) {
@@ -90,7 +96,7 @@ pub fn parse_selftest(console: &str) -> SelftestReport {
                 detail: detail.to_string(),
                 line: line.to_string(),
             });
-        } else if let Some(summary) = parse_summary(line) {
+        } else if let Some(summary) = parse_summary(line, summary_prefix) {
             report.summary = Some(summary);
         }
     }
@@ -108,9 +114,9 @@ fn word_rest<'a>(line: &'a str, word: &str) -> Option<&'a str> {
     }
 }
 
-/// `selftest: N passed, M failed`.
-fn parse_summary(line: &str) -> Option<(u32, u32)> {
-    let rest = line.trim().strip_prefix(SUMMARY_PREFIX)?;
+/// `<prefix>N passed, M failed`.
+fn parse_summary(line: &str, prefix: &str) -> Option<(u32, u32)> {
+    let rest = line.trim().strip_prefix(prefix)?;
     let (passed, failed) = rest.split_once(',')?;
     let passed = passed.trim().strip_suffix("passed")?.trim().parse().ok()?;
     let failed = failed.trim().strip_suffix("failed")?.trim().parse().ok()?;

@@ -182,3 +182,117 @@ pub mod sysreg {
     /// Mask of a 4-bit ID register field after shifting.
     pub const ID_FIELD_MASK: u64 = 0xf;
 }
+
+/// virtio-mmio (version 2) and virtio-blk numbers for the `virtio-hostile` guest
+/// (virtio 1.2 §2.1, §2.7, §4.2.2, §5.2, §6), and the test VM's one virtio disk.
+pub mod virtio {
+    /// The virtio-blk device of the `disk = 1M` test VM: virtio-mmio slot 0.
+    pub const BLK_BASE: u64 = super::map::VIRTIO_MMIO_BASE;
+    /// Its capacity in 512-byte sectors (a 1 MiB RAM disk).
+    pub const BLK_CAPACITY_SECTORS: u64 = (1 << 20) / SECTOR_SIZE;
+    /// Bytes in a sector.
+    pub const SECTOR_SIZE: u64 = 512;
+
+    /// MagicValue register.
+    pub const MAGIC_VALUE: u64 = 0x000;
+    /// Version register.
+    pub const VERSION: u64 = 0x004;
+    /// DeviceID register.
+    pub const DEVICE_ID: u64 = 0x008;
+    /// DeviceFeatures register (the word DeviceFeaturesSel selects).
+    pub const DEVICE_FEATURES: u64 = 0x010;
+    /// DeviceFeaturesSel register.
+    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
+    /// DriverFeatures register (the word DriverFeaturesSel selects).
+    pub const DRIVER_FEATURES: u64 = 0x020;
+    /// DriverFeaturesSel register.
+    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
+    /// QueueSel register.
+    pub const QUEUE_SEL: u64 = 0x030;
+    /// QueueNumMax register.
+    pub const QUEUE_NUM_MAX: u64 = 0x034;
+    /// QueueNum register.
+    pub const QUEUE_NUM: u64 = 0x038;
+    /// QueueReady register.
+    pub const QUEUE_READY: u64 = 0x044;
+    /// QueueNotify register.
+    pub const QUEUE_NOTIFY: u64 = 0x050;
+    /// InterruptStatus register.
+    pub const INTERRUPT_STATUS: u64 = 0x060;
+    /// InterruptACK register.
+    pub const INTERRUPT_ACK: u64 = 0x064;
+    /// Status register.
+    pub const STATUS: u64 = 0x070;
+    /// QueueDescLow register (High follows at +4).
+    pub const QUEUE_DESC_LOW: u64 = 0x080;
+    /// QueueDriverLow register (High follows at +4).
+    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
+    /// QueueDeviceLow register (High follows at +4).
+    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+    /// Offset of the high half of a 64-bit register pair.
+    pub const HIGH_HALF: u64 = 4;
+    /// Start of the device configuration space (virtio-blk: `capacity` first).
+    pub const CONFIG: u64 = 0x100;
+
+    /// MagicValue: "virt".
+    pub const MAGIC: u32 = 0x7472_6976;
+    /// The virtio-mmio version without the legacy interface.
+    pub const VERSION_MODERN: u32 = 2;
+    /// DeviceID of a block device.
+    pub const DEVICE_ID_BLOCK: u32 = 2;
+
+    /// Status: ACKNOWLEDGE.
+    pub const S_ACKNOWLEDGE: u32 = 1;
+    /// Status: DRIVER.
+    pub const S_DRIVER: u32 = 2;
+    /// Status: DRIVER_OK.
+    pub const S_DRIVER_OK: u32 = 4;
+    /// Status: FEATURES_OK.
+    pub const S_FEATURES_OK: u32 = 8;
+    /// Status: DEVICE_NEEDS_RESET.
+    pub const S_NEEDS_RESET: u32 = 0x40;
+
+    /// VIRTIO_F_INDIRECT_DESC.
+    pub const F_INDIRECT_DESC: u64 = 1 << 28;
+    /// VIRTIO_F_VERSION_1.
+    pub const F_VERSION_1: u64 = 1 << 32;
+
+    /// Size of one split-ring descriptor.
+    pub const DESC_SIZE: u64 = 16;
+    /// Descriptor flag NEXT.
+    pub const DESC_F_NEXT: u16 = 1;
+    /// Descriptor flag WRITE (device-writable).
+    pub const DESC_F_WRITE: u16 = 2;
+    /// Descriptor flag INDIRECT.
+    pub const DESC_F_INDIRECT: u16 = 4;
+    /// Bytes of `flags` + `idx` at the start of the available and used rings.
+    pub const RING_HEADER: u64 = 4;
+    /// Offset of `idx` in either ring.
+    pub const RING_IDX: u64 = 2;
+    /// Size of an available-ring entry.
+    pub const AVAIL_ELEM: u64 = 2;
+    /// Size of a used-ring entry (`id: u32`, `len: u32`).
+    pub const USED_ELEM: u64 = 8;
+    /// Size of the trailing `used_event` / `avail_event` field.
+    pub const EVENT_FIELD: u64 = 2;
+
+    /// virtio-blk request type IN (read).
+    pub const BLK_T_IN: u32 = 0;
+    /// virtio-blk request type OUT (write).
+    pub const BLK_T_OUT: u32 = 1;
+    /// Size of the virtio-blk request header (type, reserved, sector).
+    pub const BLK_HEADER_SIZE: u32 = 16;
+    /// Request status OK.
+    pub const BLK_S_OK: u8 = 0;
+    /// Request status IOERR.
+    pub const BLK_S_IOERR: u8 = 1;
+
+    /// An unmapped hole between device space and guest RAM.
+    pub const HOLE_IPA: u64 = super::map::UNMAPPED_LOW;
+    /// An IPA far above guest RAM (4 GiB).
+    pub const HIGH_IPA: u64 = super::map::UNMAPPED_HIGH;
+    /// Near the top of a 1 GiB host's RAM, where the hypervisor keeps its data.
+    pub const HOST_DATA_IPA: u64 = 0x7fff_0000;
+    /// 512 bytes straddling the end of guest RAM (256 in, 256 out).
+    pub const STRADDLE_IPA: u64 = super::map::GUEST_RAM_END - 0x100;
+}

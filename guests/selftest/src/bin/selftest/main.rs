@@ -9,8 +9,6 @@
 #[cfg(target_os = "none")]
 mod cpu;
 #[cfg(target_os = "none")]
-mod harness;
-#[cfg(target_os = "none")]
 mod memory;
 #[cfg(target_os = "none")]
 mod mmio;
@@ -19,9 +17,9 @@ mod psci;
 
 #[cfg(target_os = "none")]
 mod guest {
+    use selftest_guest::harness::Harness;
     use selftest_guest::{outln, power, vectors};
 
-    use crate::harness::Harness;
     use crate::{cpu, memory, mmio, psci};
 
     /// Unexpected exceptions after which the guest gives up and powers off.

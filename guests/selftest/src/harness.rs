@@ -1,9 +1,9 @@
 //! Running one check: prints its `PASS`/`FAIL` line and keeps the tally, failing
 //! a check that took exceptions it did not expect.
 
-use selftest_guest::detail::Detail;
-use selftest_guest::tally::{note_unexpected, Tally};
-use selftest_guest::{outln, vectors};
+use crate::detail::Detail;
+use crate::tally::{note_unexpected, Tally};
+use crate::{outln, vectors};
 
 /// The checks run so far.
 #[derive(Default)]

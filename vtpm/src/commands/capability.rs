@@ -1,0 +1,268 @@
+//! Part 3 §30.2: TPM2_GetCapability — algorithms, handles, commands (from the
+//! dispatch table), PCR allocation, fixed and variable TPM properties, PCR
+//! properties and ECC curves.
+
+use crate::defs::limits::PCR_COUNT;
+use crate::defs::{alg, attr, cap, handle, limits, pt, rc};
+use crate::dispatch::COMMANDS;
+use crate::engine::{Cmd, ParamErr, Tpm};
+use crate::hash::HashAlg;
+use crate::pcr::{self, PCR_ATTRS};
+use alloc::vec::Vec;
+
+/// Identity reported through TPM_PT_MANUFACTURER and the vendor strings.
+pub const MANUFACTURER: [u8; 4] = *b"RAYO";
+pub const VENDOR_STRINGS: [[u8; 4]; 4] = [*b"RayO", *b"S vT", *b"PM\0\0", [0; 4]];
+/// Firmware version (major.minor in VERSION_1, build in VERSION_2).
+pub const FIRMWARE_VERSION: (u32, u32) = (0x0001_0000, 0);
+/// The Library specification revision implemented (1.59 → 159).
+pub const SPEC_REVISION: u32 = 159;
+pub const SPEC_DAY_OF_YEAR: u32 = 312;
+pub const SPEC_YEAR: u32 = 2019;
+
+/// Implemented algorithms and their TPMA_ALGORITHM, ascending by ID.
+const ALGORITHMS: [(u16, u32); 4] = [
+    (alg::SHA1, alg::ATTR_HASH),
+    (alg::HMAC, alg::ATTR_HASH | alg::ATTR_SIGNING),
+    (alg::SHA256, alg::ATTR_HASH),
+    (alg::SHA384, alg::ATTR_HASH),
+];
+
+fn four_cc(b: [u8; 4]) -> u32 {
+    u32::from_be_bytes(b)
+}
+
+/// All TPM properties, ascending by tag.
+fn properties(tpm: &Tpm) -> Vec<(u32, u32)> {
+    let mut perm = attr::PERM_TPM_GENERATED_EPS;
+    if !tpm.p.owner_auth.as_bytes().is_empty() {
+        perm |= attr::PERM_OWNER_AUTH_SET;
+    }
+    if !tpm.p.endorsement_auth.as_bytes().is_empty() {
+        perm |= attr::PERM_ENDORSEMENT_AUTH_SET;
+    }
+    if !tpm.p.lockout_auth.as_bytes().is_empty() {
+        perm |= attr::PERM_LOCKOUT_AUTH_SET;
+    }
+    let mut sc = 0;
+    for (on, bit) in [
+        (tpm.v.ph_enable, attr::SC_PH_ENABLE),
+        (tpm.v.sh_enable, attr::SC_SH_ENABLE),
+        (tpm.v.eh_enable, attr::SC_EH_ENABLE),
+        (tpm.v.ph_enable_nv, attr::SC_PH_ENABLE_NV),
+        (tpm.p.orderly != crate::nv::Orderly::None, attr::SC_ORDERLY),
+    ] {
+        if on {
+            sc |= bit;
+        }
+    }
+    let n_cmds = COMMANDS.len() as u32;
+    alloc::vec![
+        (pt::FAMILY_INDICATOR, four_cc(*b"2.0\0")),
+        (pt::LEVEL, 0),
+        (pt::REVISION, SPEC_REVISION),
+        (pt::DAY_OF_YEAR, SPEC_DAY_OF_YEAR),
+        (pt::YEAR, SPEC_YEAR),
+        (pt::MANUFACTURER, four_cc(MANUFACTURER)),
+        (pt::VENDOR_STRING_1, four_cc(VENDOR_STRINGS[0])),
+        (pt::VENDOR_STRING_2, four_cc(VENDOR_STRINGS[1])),
+        (pt::VENDOR_STRING_3, four_cc(VENDOR_STRINGS[2])),
+        (pt::VENDOR_STRING_4, four_cc(VENDOR_STRINGS[3])),
+        (pt::VENDOR_TPM_TYPE, 1),
+        (pt::FIRMWARE_VERSION_1, FIRMWARE_VERSION.0),
+        (pt::FIRMWARE_VERSION_2, FIRMWARE_VERSION.1),
+        (pt::INPUT_BUFFER, limits::MAX_BUFFER as u32),
+        (pt::HR_TRANSIENT_MIN, 3),
+        (pt::HR_PERSISTENT_MIN, 7),
+        (pt::HR_LOADED_MIN, 3),
+        (pt::ACTIVE_SESSIONS_MAX, 64),
+        (pt::PCR_COUNT, PCR_COUNT as u32),
+        (pt::PCR_SELECT_MIN, limits::PCR_SELECT as u32),
+        (pt::CONTEXT_GAP_MAX, 0xFFFF),
+        (pt::NV_COUNTERS_MAX, 0),
+        (pt::NV_INDEX_MAX, 2048),
+        (pt::MEMORY, 0),
+        (pt::CLOCK_UPDATE, 1 << limits::CLOCK_UPDATE_SHIFT),
+        (pt::CONTEXT_HASH, u32::from(alg::SHA384)),
+        (pt::CONTEXT_SYM, 0x0006),
+        (pt::CONTEXT_SYM_SIZE, 256),
+        (pt::ORDERLY_COUNT, 255),
+        (pt::MAX_COMMAND_SIZE, limits::MAX_COMMAND_SIZE as u32),
+        (pt::MAX_RESPONSE_SIZE, limits::MAX_RESPONSE_SIZE as u32),
+        (pt::MAX_DIGEST, limits::MAX_DIGEST as u32),
+        (pt::MAX_OBJECT_CONTEXT, 0),
+        (pt::MAX_SESSION_CONTEXT, 0),
+        (pt::PS_FAMILY_INDICATOR, 1),
+        (pt::PS_LEVEL, 0),
+        (pt::PS_REVISION, 0x105),
+        (pt::PS_DAY_OF_YEAR, 0),
+        (pt::PS_YEAR, 0),
+        (pt::SPLIT_MAX, 128),
+        (pt::TOTAL_COMMANDS, n_cmds),
+        (pt::LIBRARY_COMMANDS, n_cmds),
+        (pt::VENDOR_COMMANDS, 0),
+        (pt::NV_BUFFER_MAX, limits::MAX_BUFFER as u32),
+        (pt::MODES, 0),
+        (pt::MAX_CAP_BUFFER, cap::MAX_CAP_BUFFER),
+        (pt::PERMANENT, perm),
+        (pt::STARTUP_CLEAR, sc),
+        (pt::HR_NV_INDEX, 0),
+        (pt::HR_LOADED, 0),
+        (pt::HR_LOADED_AVAIL, 3),
+        (pt::HR_ACTIVE, 0),
+        (pt::HR_ACTIVE_AVAIL, 64),
+        (pt::HR_TRANSIENT_AVAIL, 3),
+        (pt::HR_PERSISTENT, 0),
+        (pt::HR_PERSISTENT_AVAIL, 0),
+        (pt::NV_COUNTERS, 0),
+        (pt::NV_COUNTERS_AVAIL, 0),
+        (pt::ALGORITHM_SET, 0),
+        (pt::LOADED_CURVES, 0),
+        (pt::LOCKOUT_COUNTER, 0),
+        (pt::MAX_AUTH_FAIL, 3),
+        (pt::LOCKOUT_INTERVAL, 1000),
+        (pt::LOCKOUT_RECOVERY, 1000),
+        (pt::NV_WRITE_RECOVERY, 0),
+        (pt::AUDIT_COUNTER_0, 0),
+        (pt::AUDIT_COUNTER_1, 0),
+    ]
+}
+
+/// Takes the entries at or above `from` (by key), at most `count`; returns them
+/// and whether more remain.
+fn window<T: Copy>(all: &[T], key: impl Fn(&T) -> u32, from: u32, count: u32) -> (Vec<T>, bool) {
+    let rest: Vec<T> = all.iter().copied().filter(|e| key(e) >= from).collect();
+    let n = (count as usize).min(rest.len());
+    (rest[..n].to_vec(), rest.len() > n)
+}
+
+pub fn get_capability(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let capability = cmd.params.u32().p(1)?;
+    let property = cmd.params.u32().p(2)?;
+    let count = cmd.params.u32().p(3)?;
+    cmd.finish()?;
+    let mut body = crate::marshal::Writer::new();
+    let more = match capability {
+        cap::ALGS => {
+            let (v, more) = window(
+                &ALGORITHMS,
+                |e| u32::from(e.0),
+                property,
+                count.min(cap::MAX_CAP_ALGS),
+            );
+            body.u32(v.len() as u32);
+            for (id, a) in v {
+                body.u16(id).u32(a);
+            }
+            more
+        }
+        cap::HANDLES => {
+            let list: Vec<u32> = match handle::ht(property) {
+                handle::HT_PCR => (0..PCR_COUNT as u32).collect(),
+                handle::HT_PERMANENT => handle::PERMANENT_IMPLEMENTED.to_vec(),
+                handle::HT_NV_INDEX
+                | handle::HT_HMAC_SESSION
+                | handle::HT_POLICY_SESSION
+                | handle::HT_TRANSIENT
+                | handle::HT_PERSISTENT => Vec::new(),
+                _ => return Err(rc::HANDLE + rc::P + 2 * rc::N1),
+            };
+            let end_of_type = (property & 0xFF00_0000) | 0x00FF_FFFF;
+            let list: Vec<u32> = list.into_iter().filter(|h| *h <= end_of_type).collect();
+            let (v, more) = window(&list, |h| *h, property, count.min(cap::MAX_CAP_HANDLES));
+            body.u32(v.len() as u32);
+            for h in v {
+                body.u32(h);
+            }
+            more
+        }
+        cap::COMMANDS => {
+            let attrs: Vec<u32> = COMMANDS
+                .iter()
+                .enumerate()
+                .map(|(i, d)| d.attributes(i))
+                .collect();
+            let (v, more) = window(
+                &attrs,
+                |a| a & 0xFFFF,
+                property & 0xFFFF,
+                count.min(cap::MAX_CAP_CC),
+            );
+            body.u32(v.len() as u32);
+            for a in v {
+                body.u32(a);
+            }
+            more
+        }
+        cap::PP_COMMANDS | cap::AUDIT_COMMANDS => {
+            // No command requires physical presence or is audited.
+            body.u32(0);
+            false
+        }
+        cap::PCRS => {
+            body.u32(HashAlg::ALL.len() as u32);
+            for h in HashAlg::ALL {
+                body.pcr_selection(h, tpm.v.allocation.mask(h));
+            }
+            false
+        }
+        cap::TPM_PROPERTIES => {
+            let props = properties(tpm);
+            let (v, more) = window(
+                &props,
+                |e| e.0,
+                property,
+                count.min(cap::MAX_TPM_PROPERTIES),
+            );
+            body.u32(v.len() as u32);
+            for (t, val) in v {
+                body.u32(t).u32(val);
+            }
+            more
+        }
+        cap::PCR_PROPERTIES => {
+            let props = pcr_properties();
+            let (v, more) = window(
+                &props,
+                |e| e.0,
+                property,
+                count.min(cap::MAX_PCR_PROPERTIES),
+            );
+            body.u32(v.len() as u32);
+            for (t, mask) in v {
+                body.u32(t).pcr_select(mask);
+            }
+            more
+        }
+        cap::ECC_CURVES => {
+            // No ECC yet (tier 2).
+            body.u32(0);
+            false
+        }
+        _ => return Err(rc::VALUE + rc::P + rc::N1),
+    };
+    cmd.out.u8(more as u8).u32(capability).bytes(&body.buf);
+    Ok(())
+}
+
+/// TPM_PT_PCR tags: SAVE, then EXTEND_Ln/RESET_Ln for each locality.
+fn pcr_properties() -> Vec<(u32, u32)> {
+    let mut v = Vec::new();
+    let mask = |f: &dyn Fn(usize) -> bool| {
+        (0..PCR_COUNT)
+            .filter(|&i| f(i))
+            .fold(0u32, |m, i| m | 1 << i)
+    };
+    v.push((0x00, mask(&|i| PCR_ATTRS[i].state_save)));
+    for loc in 0..5u8 {
+        v.push((
+            1 + 2 * u32::from(loc),
+            mask(&|i| pcr::extend_allowed(i, loc)),
+        ));
+        v.push((
+            2 + 2 * u32::from(loc),
+            mask(&|i| pcr::reset_allowed(i, loc)),
+        ));
+    }
+    v
+}

@@ -1,0 +1,389 @@
+//! The TPM engine: [`Tpm`] owns the persistent and volatile state and runs one
+//! command at a time through the reference implementation's order of checks —
+//! header (tag, size, code), initialisation, handle area, authorization area,
+//! parameters — answering every malformed command with the architected response
+//! code. State that changed is committed to NV before the response is returned.
+
+use crate::auth::{self, Session};
+use crate::defs::{handle, limits, rc, st};
+use crate::dispatch::{self, AuthRole};
+use crate::drbg::{Drbg, Entropy};
+use crate::hash::Digest;
+use crate::marshal::{Reader, Writer};
+use crate::nv::{NvError, NvStore, Orderly, Persistent};
+use crate::pcr::{Allocation, PcrBanks};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+/// A monotonic millisecond time source (the hypervisor's counter).
+pub trait TimeSource {
+    fn now_ms(&self) -> u64;
+}
+
+/// State that lives only while the TPM is powered (reset by _TPM_Init).
+#[derive(Debug, Clone)]
+pub struct Volatile {
+    pub started: bool,
+    pub pcrs: PcrBanks,
+    /// Allocation in force since the last TPM Reset.
+    pub allocation: Allocation,
+    pub pcr_counter: u32,
+    pub ph_enable: bool,
+    pub sh_enable: bool,
+    pub eh_enable: bool,
+    pub ph_enable_nv: bool,
+    pub platform_auth: Digest,
+    /// Cleared by a failed lockoutAuth; restored at TPM Reset.
+    pub lockout_auth_enabled: bool,
+    /// Clock value (ms) at power-on and the time source reading then.
+    pub clock_base: u64,
+    pub time_base: u64,
+    /// TPMS_CLOCK_INFO.safe.
+    pub safe: bool,
+    /// Orderly state found at power-on (decides Resume/Restart/Reset).
+    pub orderly_at_init: Orderly,
+    /// PCR_Allocate changed the allocation since startup (Shutdown(STATE) refused).
+    pub pcr_reconfigured: bool,
+}
+
+impl Volatile {
+    fn power_on(p: &Persistent, now: u64) -> Self {
+        Self {
+            started: false,
+            pcrs: PcrBanks::new(),
+            allocation: p.allocation,
+            pcr_counter: 0,
+            ph_enable: true,
+            sh_enable: true,
+            eh_enable: true,
+            ph_enable_nv: true,
+            platform_auth: Digest::filled(0, 0),
+            lockout_auth_enabled: true,
+            clock_base: p.clock,
+            time_base: now,
+            safe: p.orderly != Orderly::None,
+            orderly_at_init: p.orderly,
+            pcr_reconfigured: false,
+        }
+    }
+}
+
+/// One command being executed, as the handler sees it.
+pub struct Cmd<'a> {
+    pub code: u32,
+    pub locality: u8,
+    pub handles: [u32; 3],
+    pub params: Reader<'a>,
+    /// Response parameters.
+    pub out: Writer,
+    /// Set by a handler that changed persistent state.
+    pub nv_dirty: bool,
+    /// Set by a handler that changed state an orderly shutdown saved, so that
+    /// state no longer describes the TPM.
+    pub breaks_orderly: bool,
+}
+
+impl Cmd<'_> {
+    /// Fails with TPM_RC_SIZE if parameter bytes are left over.
+    pub fn finish(&self) -> Result<(), u32> {
+        if self.params.remaining() != 0 {
+            return Err(rc::SIZE);
+        }
+        Ok(())
+    }
+}
+
+/// Adds the parameter-number decoration to an unmarshalling error.
+pub trait ParamErr<T> {
+    fn p(self, n: u32) -> Result<T, u32>;
+}
+
+impl<T> ParamErr<T> for Result<T, u32> {
+    fn p(self, n: u32) -> Result<T, u32> {
+        self.map_err(|e| e + rc::P + n * rc::N1)
+    }
+}
+
+/// The TPM.
+pub struct Tpm {
+    pub(crate) nv: Box<dyn NvStore + Send>,
+    pub(crate) time: Box<dyn TimeSource + Send>,
+    pub(crate) drbg: Drbg,
+    pub(crate) p: Persistent,
+    pub(crate) v: Volatile,
+    pub(crate) failure: bool,
+}
+
+impl Tpm {
+    /// Loads the NV image from `nv` (manufacturing a new TPM with fresh seeds if
+    /// there is none) and powers the TPM on. A damaged image is refused.
+    pub fn new(
+        entropy: Box<dyn Entropy + Send>,
+        time: Box<dyn TimeSource + Send>,
+        mut nv: Box<dyn NvStore + Send>,
+    ) -> Result<Self, NvError> {
+        let mut drbg = Drbg::new(entropy, b"RayOS vTPM DRBG");
+        let p = match nv.load()? {
+            Some(img) => Persistent::decode(&img)?,
+            None => {
+                let p = Persistent::manufacture(&mut |b| drbg.generate(b));
+                nv.store(&p.encode())?;
+                p
+            }
+        };
+        let now = time.now_ms();
+        let v = Volatile::power_on(&p, now);
+        Ok(Self {
+            nv,
+            time,
+            drbg,
+            p,
+            v,
+            failure: false,
+        })
+    }
+
+    /// _TPM_Init: the TPM loses all volatile state (power cycle or reset signal)
+    /// and waits for TPM2_Startup.
+    pub fn init(&mut self) {
+        let now = self.time.now_ms();
+        self.v = Volatile::power_on(&self.p, now);
+        self.failure = false;
+    }
+
+    /// Has TPM2_Startup completed since the last _TPM_Init?
+    pub fn is_started(&self) -> bool {
+        self.v.started
+    }
+
+    /// Milliseconds of TPM clock now.
+    pub fn clock(&self) -> u64 {
+        let now = self.time.now_ms();
+        self.v
+            .clock_base
+            .saturating_add(now.saturating_sub(self.v.time_base))
+    }
+
+    /// Commits the persistent state (with the current clock) to NV.
+    pub(crate) fn commit(&mut self) -> Result<(), NvError> {
+        self.p.clock = self.clock();
+        self.p.generation = self.p.generation.wrapping_add(1);
+        let img = self.p.encode();
+        self.nv.store(&img)
+    }
+
+    /// Executes one command received at `locality` and returns the response.
+    /// Never panics on any input.
+    pub fn execute(&mut self, locality: u8, command: &[u8]) -> Vec<u8> {
+        if self.failure {
+            return self.failure_mode_response(command);
+        }
+        match self.run(locality, command) {
+            Ok(resp) => resp,
+            Err(code) => {
+                if code != rc::INITIALIZE {
+                    log::debug!("vtpm: command failed with rc {code:#x}");
+                }
+                error_response(code)
+            }
+        }
+    }
+
+    fn run(&mut self, locality: u8, command: &[u8]) -> Result<Vec<u8>, u32> {
+        let mut r = Reader::new(command);
+        let tag = r.u16()?;
+        if tag != st::NO_SESSIONS && tag != st::SESSIONS {
+            log::warn!("vtpm: bad command tag {tag:#x}");
+            return Err(rc::BAD_TAG);
+        }
+        let size = r.u32()?;
+        if size as usize != command.len() || command.len() > limits::MAX_COMMAND_SIZE {
+            log::warn!(
+                "vtpm: command size {size} but {} bytes received",
+                command.len()
+            );
+            return Err(rc::COMMAND_SIZE);
+        }
+        let code = r.u32()?;
+        let (_, desc) = dispatch::lookup(code).ok_or_else(|| {
+            log::warn!("vtpm: unimplemented command code {code:#x}");
+            rc::COMMAND_CODE
+        })?;
+        if self.v.started == (code == crate::defs::cc::STARTUP) {
+            return Err(rc::INITIALIZE);
+        }
+        // Handle area.
+        let mut handles = [0u32; 3];
+        for (i, spec) in desc.handles.iter().enumerate() {
+            let dec = rc::H + (i as u32 + 1) * rc::N1;
+            let h = r.u32().map_err(|e| e + dec)?;
+            if !spec.kind.accepts(h) {
+                return Err(rc::VALUE + dec);
+            }
+            self.check_loaded(h).map_err(|e| e + dec)?;
+            handles[i] = h;
+        }
+        // Authorization area.
+        let sessions_tag = tag == st::SESSIONS;
+        let sessions: Vec<Session> = if sessions_tag {
+            if desc.no_sessions {
+                return Err(rc::AUTH_CONTEXT);
+            }
+            let auth_size = r.u32()?;
+            if auth_size < limits::MIN_SESSION_SIZE || auth_size as usize > r.remaining() {
+                return Err(rc::SIZE);
+            }
+            let area = r.bytes(auth_size as usize)?;
+            let sessions = auth::parse_sessions(area)?;
+            self.check_authorizations(desc, &handles, &sessions)?;
+            sessions
+        } else {
+            if desc.handles.iter().any(|s| s.auth != AuthRole::None) {
+                return Err(rc::AUTH_MISSING);
+            }
+            Vec::new()
+        };
+        let mut cmd = Cmd {
+            code,
+            locality,
+            handles,
+            params: r,
+            out: Writer::new(),
+            nv_dirty: false,
+            breaks_orderly: false,
+        };
+        let outcome = (desc.handler)(self, &mut cmd);
+        if outcome.is_ok() && cmd.breaks_orderly && self.p.orderly != Orderly::None {
+            self.p.orderly = Orderly::None;
+            self.p.saved = None;
+            cmd.nv_dirty = true;
+        }
+        // The clock is committed each time it crosses a CLOCK_UPDATE boundary;
+        // once it has been, a reported clock value cannot repeat (safe).
+        let mask = (1u64 << limits::CLOCK_UPDATE_SHIFT) - 1;
+        if self.v.started && (self.clock() | mask) > (self.p.clock | mask) {
+            cmd.nv_dirty = true;
+            self.v.safe = true;
+        }
+        if cmd.nv_dirty {
+            if let Err(e) = self.commit() {
+                log::warn!("vtpm: NV commit failed ({e:?}); entering failure mode");
+                self.failure = true;
+                return Err(rc::FAILURE);
+            }
+        }
+        outcome?;
+        let mut w = Writer::new();
+        w.u16(tag).u32(0).u32(rc::SUCCESS);
+        if sessions_tag {
+            w.u32(cmd.out.len() as u32);
+        }
+        w.bytes(&cmd.out.buf);
+        auth::write_response_sessions(&mut w, &sessions);
+        let len = w.len() as u32;
+        w.patch_u32(2, len);
+        Ok(w.buf)
+    }
+
+    /// In failure mode only TPM2_GetTestResult answers (with TPM_RC_FAILURE as its
+    /// test result); everything else gets TPM_RC_FAILURE.
+    fn failure_mode_response(&self, command: &[u8]) -> Vec<u8> {
+        let mut r = Reader::new(command);
+        let is_test_result = matches!(
+            (r.u16(), r.u32(), r.u32()),
+            (Ok(st::NO_SESSIONS), Ok(size), Ok(crate::defs::cc::GET_TEST_RESULT))
+                if size as usize == command.len() && command.len() == limits::HEADER_SIZE
+        );
+        if !is_test_result {
+            return error_response(rc::FAILURE);
+        }
+        let mut w = Writer::new();
+        w.u16(st::NO_SESSIONS)
+            .u32(0)
+            .u32(rc::SUCCESS)
+            .tpm2b(&[])
+            .u32(rc::FAILURE);
+        let n = w.len() as u32;
+        w.patch_u32(2, n);
+        w.buf
+    }
+
+    /// EntityGetLoadStatus for the handles this TPM implements.
+    fn check_loaded(&self, h: u32) -> Result<(), u32> {
+        let enabled = match h {
+            handle::OWNER => self.v.sh_enable,
+            handle::ENDORSEMENT => self.v.eh_enable,
+            handle::PLATFORM => self.v.ph_enable,
+            _ => true,
+        };
+        if enabled {
+            Ok(())
+        } else {
+            Err(rc::HIERARCHY)
+        }
+    }
+
+    /// The authValue of an entity.
+    pub(crate) fn auth_value(&self, h: u32) -> Digest {
+        match h {
+            handle::OWNER => self.p.owner_auth,
+            handle::ENDORSEMENT => self.p.endorsement_auth,
+            handle::LOCKOUT => self.p.lockout_auth,
+            handle::PLATFORM => self.v.platform_auth,
+            _ => Digest::filled(0, 0),
+        }
+    }
+
+    fn check_authorizations(
+        &mut self,
+        desc: &dispatch::CommandDesc,
+        handles: &[u32; 3],
+        sessions: &[Session],
+    ) -> Result<(), u32> {
+        let mut associated = [None; limits::MAX_SESSION_NUM];
+        for (i, spec) in desc.handles.iter().enumerate() {
+            if spec.auth != AuthRole::None {
+                if i >= sessions.len() {
+                    return Err(rc::AUTH_MISSING);
+                }
+                associated[i] = Some(handles[i]);
+            }
+        }
+        for (i, s) in sessions.iter().enumerate() {
+            let Some(h) = associated[i] else {
+                // A password session must authorize a handle.
+                return Err(rc::HANDLE + auth::session_rc(i));
+            };
+            if h == handle::LOCKOUT && !self.v.lockout_auth_enabled {
+                return Err(rc::LOCKOUT);
+            }
+            if !auth::password_matches(s.hmac, &self.auth_value(h)) {
+                log::warn!("vtpm: password authorization failed for handle {h:#x}");
+                // Permanent handles other than lockout are exempt from DA.
+                if h == handle::LOCKOUT {
+                    self.v.lockout_auth_enabled = false;
+                    return Err(rc::AUTH_FAIL + auth::session_rc(i));
+                }
+                return Err(rc::BAD_AUTH + auth::session_rc(i));
+            }
+        }
+        Ok(())
+    }
+
+    /// Random bytes from the DRBG.
+    pub fn random(&mut self, out: &mut [u8]) {
+        self.drbg.generate(out);
+    }
+}
+
+/// A 10-byte error response. TPM_RC_BAD_TAG gets the TPM 1.2-compatible tag.
+pub fn error_response(code: u32) -> Vec<u8> {
+    let tag = if code == rc::BAD_TAG {
+        st::RSP_COMMAND
+    } else {
+        st::NO_SESSIONS
+    };
+    let mut w = Writer::new();
+    w.u16(tag).u32(limits::HEADER_SIZE as u32).u32(code);
+    w.buf
+}

@@ -1,0 +1,390 @@
+//! The TPM's non-volatile image: one versioned, checksummed blob holding the
+//! seeds and proofs, hierarchy authorizations, clock, reset/restart counters,
+//! orderly-shutdown state, PCR allocation and the state Shutdown saves. The engine
+//! commits it through [`NvStore`] before it answers any command that changed it.
+//!
+//! Layout: magic "VTNV", version u32, generation u64, payload length u32, payload,
+//! SHA-256 over everything before it. Decoding checks all of it and refuses an
+//! image that fails any check.
+
+use crate::defs::limits::{self, PCR_COUNT, SEED_SIZE};
+use crate::hash::{Digest, HashAlg};
+use crate::marshal::{Reader, Writer};
+use crate::pcr::{Allocation, ALL_PCRS, PCR_ATTRS};
+use alloc::vec::Vec;
+
+/// Where the NV image lives. `store` must be atomic: after a crash, `load` returns
+/// either the previous or the new image, never a mix.
+pub trait NvStore {
+    /// The last stored image, or `None` if the TPM was never manufactured.
+    fn load(&mut self) -> Result<Option<Vec<u8>>, NvError>;
+    /// Replaces the image.
+    fn store(&mut self, image: &[u8]) -> Result<(), NvError>;
+}
+
+/// Why NV could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NvError {
+    /// The backing store failed or is absent.
+    Unavailable,
+    /// The stored image is damaged or of an unknown layout.
+    Corrupt,
+    /// The stored image is of a newer layout than this build understands.
+    UnsupportedVersion(u32),
+}
+
+/// An in-memory [`NvStore`], for tests and for VMs without persistent TPM state.
+#[derive(Debug, Default, Clone)]
+pub struct MemNvStore {
+    pub image: Option<Vec<u8>>,
+    /// Number of successful stores.
+    pub writes: u64,
+}
+
+impl NvStore for MemNvStore {
+    fn load(&mut self) -> Result<Option<Vec<u8>>, NvError> {
+        Ok(self.image.clone())
+    }
+    fn store(&mut self, image: &[u8]) -> Result<(), NvError> {
+        self.image = Some(image.to_vec());
+        self.writes += 1;
+        Ok(())
+    }
+}
+
+const MAGIC: [u8; 4] = *b"VTNV";
+/// Current layout version.
+pub const NV_VERSION: u32 = 1;
+const CHECKSUM_LEN: usize = 32;
+
+/// How the TPM was last shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orderly {
+    /// No orderly shutdown since the last Startup (or never started).
+    None,
+    /// Shutdown(CLEAR).
+    Clear,
+    /// Shutdown(STATE): [`Persistent::saved`] holds the state.
+    State,
+}
+
+/// State saved by Shutdown(STATE) for Startup(STATE) (TPM Resume) and, in part,
+/// for Startup(CLEAR) after it (TPM Restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedState {
+    /// Values of the state-saved PCRs (0–15) in every bank.
+    pub pcrs: Vec<(HashAlg, u8, Digest)>,
+    pub sh_enable: bool,
+    pub eh_enable: bool,
+    pub ph_enable_nv: bool,
+    pub platform_auth: Digest,
+    pub pcr_counter: u32,
+    /// The allocation in force when the state was saved.
+    pub allocation: Allocation,
+}
+
+/// Everything the TPM keeps across power cycles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persistent {
+    pub generation: u64,
+    pub eps: [u8; SEED_SIZE],
+    pub sps: [u8; SEED_SIZE],
+    pub pps: [u8; SEED_SIZE],
+    pub eh_proof: [u8; SEED_SIZE],
+    pub sh_proof: [u8; SEED_SIZE],
+    pub ph_proof: [u8; SEED_SIZE],
+    /// Null hierarchy proof of the current TPM Reset cycle (kept across Restart
+    /// and Resume, replaced at every TPM Reset).
+    pub null_proof: [u8; SEED_SIZE],
+    pub owner_auth: Digest,
+    pub endorsement_auth: Digest,
+    pub lockout_auth: Digest,
+    /// Milliseconds the TPM has been powered, as last committed.
+    pub clock: u64,
+    pub reset_count: u32,
+    pub restart_count: u32,
+    pub orderly: Orderly,
+    /// PCR allocation to use from the next TPM Reset on.
+    pub allocation: Allocation,
+    pub saved: Option<SavedState>,
+}
+
+impl Persistent {
+    /// A freshly manufactured TPM with seeds from `rand`.
+    pub fn manufacture(rand: &mut dyn FnMut(&mut [u8])) -> Self {
+        let mut seed = || {
+            let mut s = [0u8; SEED_SIZE];
+            rand(&mut s);
+            s
+        };
+        Self {
+            generation: 0,
+            eps: seed(),
+            sps: seed(),
+            pps: seed(),
+            eh_proof: seed(),
+            sh_proof: seed(),
+            ph_proof: seed(),
+            null_proof: seed(),
+            owner_auth: Digest::filled(0, 0),
+            endorsement_auth: Digest::filled(0, 0),
+            lockout_auth: Digest::filled(0, 0),
+            clock: 0,
+            reset_count: 0,
+            restart_count: 0,
+            orderly: Orderly::None,
+            allocation: Allocation::default(),
+            saved: None,
+        }
+    }
+
+    /// Serializes into the checksummed image.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Writer::new();
+        for s in [
+            &self.eps,
+            &self.sps,
+            &self.pps,
+            &self.eh_proof,
+            &self.sh_proof,
+            &self.ph_proof,
+            &self.null_proof,
+        ] {
+            p.bytes(s);
+        }
+        for a in [&self.owner_auth, &self.endorsement_auth, &self.lockout_auth] {
+            p.tpm2b(a.as_bytes());
+        }
+        p.u64(self.clock)
+            .u32(self.reset_count)
+            .u32(self.restart_count);
+        p.u8(match self.orderly {
+            Orderly::None => 0,
+            Orderly::Clear => 1,
+            Orderly::State => 2,
+        });
+        encode_allocation(&mut p, &self.allocation);
+        match &self.saved {
+            None => {
+                p.u8(0);
+            }
+            Some(s) => {
+                p.u8(1)
+                    .u8(s.sh_enable as u8)
+                    .u8(s.eh_enable as u8)
+                    .u8(s.ph_enable_nv as u8);
+                p.tpm2b(s.platform_auth.as_bytes()).u32(s.pcr_counter);
+                encode_allocation(&mut p, &s.allocation);
+                p.u16(s.pcrs.len() as u16);
+                for (h, i, d) in &s.pcrs {
+                    p.u16(h.id()).u8(*i).tpm2b(d.as_bytes());
+                }
+            }
+        }
+        let mut w = Writer::new();
+        w.bytes(&MAGIC)
+            .u32(NV_VERSION)
+            .u64(self.generation)
+            .u32(p.len() as u32)
+            .bytes(&p.buf);
+        let sum = HashAlg::Sha256.digest(&[&w.buf]);
+        w.bytes(sum.as_bytes());
+        w.buf
+    }
+
+    /// Parses and checks an image.
+    pub fn decode(image: &[u8]) -> Result<Self, NvError> {
+        let body_len = image
+            .len()
+            .checked_sub(CHECKSUM_LEN)
+            .ok_or(NvError::Corrupt)?;
+        let (body, sum) = image.split_at(body_len);
+        if HashAlg::Sha256.digest(&[body]).as_bytes() != sum {
+            return Err(NvError::Corrupt);
+        }
+        let c = |_| NvError::Corrupt;
+        let mut r = Reader::new(body);
+        if r.bytes(4).map_err(c)? != MAGIC {
+            return Err(NvError::Corrupt);
+        }
+        let version = r.u32().map_err(c)?;
+        if version > NV_VERSION {
+            return Err(NvError::UnsupportedVersion(version));
+        }
+        if version == 0 {
+            return Err(NvError::Corrupt);
+        }
+        let generation = r.u64().map_err(c)?;
+        let len = r.u32().map_err(c)? as usize;
+        if len != r.remaining() {
+            return Err(NvError::Corrupt);
+        }
+        let seed = |r: &mut Reader| -> Result<[u8; SEED_SIZE], NvError> {
+            let mut s = [0u8; SEED_SIZE];
+            s.copy_from_slice(r.bytes(SEED_SIZE).map_err(c)?);
+            Ok(s)
+        };
+        let auth = |r: &mut Reader| {
+            r.tpm2b(limits::MAX_DIGEST)
+                .map(Digest::from_slice)
+                .map_err(c)
+        };
+        let flag = |r: &mut Reader| match r.u8() {
+            Ok(0) => Ok(false),
+            Ok(1) => Ok(true),
+            _ => Err(NvError::Corrupt),
+        };
+        let (eps, sps, pps) = (seed(&mut r)?, seed(&mut r)?, seed(&mut r)?);
+        let (eh_proof, sh_proof, ph_proof, null_proof) =
+            (seed(&mut r)?, seed(&mut r)?, seed(&mut r)?, seed(&mut r)?);
+        let (owner_auth, endorsement_auth, lockout_auth) =
+            (auth(&mut r)?, auth(&mut r)?, auth(&mut r)?);
+        let clock = r.u64().map_err(c)?;
+        let reset_count = r.u32().map_err(c)?;
+        let restart_count = r.u32().map_err(c)?;
+        let orderly = match r.u8().map_err(c)? {
+            0 => Orderly::None,
+            1 => Orderly::Clear,
+            2 => Orderly::State,
+            _ => return Err(NvError::Corrupt),
+        };
+        let allocation = decode_allocation(&mut r)?;
+        let saved = if flag(&mut r)? {
+            let sh_enable = flag(&mut r)?;
+            let eh_enable = flag(&mut r)?;
+            let ph_enable_nv = flag(&mut r)?;
+            let platform_auth = auth(&mut r)?;
+            let pcr_counter = r.u32().map_err(c)?;
+            let allocation = decode_allocation(&mut r)?;
+            let n = r.u16().map_err(c)? as usize;
+            if n > PCR_COUNT * HashAlg::ALL.len() {
+                return Err(NvError::Corrupt);
+            }
+            let mut pcrs = Vec::with_capacity(n);
+            for _ in 0..n {
+                let h = HashAlg::from_id(r.u16().map_err(c)?).ok_or(NvError::Corrupt)?;
+                let i = r.u8().map_err(c)?;
+                let d = r.tpm2b(limits::MAX_DIGEST).map_err(c)?;
+                if usize::from(i) >= PCR_COUNT
+                    || !PCR_ATTRS[usize::from(i)].state_save
+                    || d.len() != h.digest_size()
+                {
+                    return Err(NvError::Corrupt);
+                }
+                pcrs.push((h, i, Digest::from_slice(d)));
+            }
+            Some(SavedState {
+                pcrs,
+                sh_enable,
+                eh_enable,
+                ph_enable_nv,
+                platform_auth,
+                pcr_counter,
+                allocation,
+            })
+        } else {
+            None
+        };
+        if r.remaining() != 0 {
+            return Err(NvError::Corrupt);
+        }
+        Ok(Self {
+            generation,
+            eps,
+            sps,
+            pps,
+            eh_proof,
+            sh_proof,
+            ph_proof,
+            null_proof,
+            owner_auth,
+            endorsement_auth,
+            lockout_auth,
+            clock,
+            reset_count,
+            restart_count,
+            orderly,
+            allocation,
+            saved,
+        })
+    }
+}
+
+fn encode_allocation(w: &mut Writer, a: &Allocation) {
+    for m in a.0 {
+        w.u32(m);
+    }
+}
+
+fn decode_allocation(r: &mut Reader) -> Result<Allocation, NvError> {
+    let mut a = [0u32; 3];
+    for m in &mut a {
+        *m = r.u32().map_err(|_| NvError::Corrupt)?;
+        if *m & !ALL_PCRS != 0 {
+            return Err(NvError::Corrupt);
+        }
+    }
+    Ok(Allocation(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Persistent {
+        let mut n = 0u8;
+        let mut p = Persistent::manufacture(&mut |b: &mut [u8]| {
+            for x in b {
+                *x = n;
+                n = n.wrapping_add(1);
+            }
+        });
+        p.owner_auth = Digest::from_slice(b"owner");
+        p.clock = 1234;
+        p.orderly = Orderly::State;
+        p.saved = Some(SavedState {
+            pcrs: alloc::vec![(HashAlg::Sha256, 3, Digest::filled(32, 9))],
+            sh_enable: true,
+            eh_enable: false,
+            ph_enable_nv: true,
+            platform_auth: Digest::from_slice(b"pp"),
+            pcr_counter: 7,
+            allocation: Allocation::default(),
+        });
+        p
+    }
+
+    #[test]
+    fn round_trips() {
+        let p = sample();
+        assert_eq!(Persistent::decode(&p.encode()), Ok(p));
+    }
+
+    #[test]
+    fn any_flipped_bit_or_truncation_is_refused() {
+        let img = sample().encode();
+        for i in (0..img.len()).step_by(7) {
+            let mut bad = img.clone();
+            bad[i] ^= 0x10;
+            assert!(Persistent::decode(&bad).is_err(), "flip at {i}");
+        }
+        assert_eq!(
+            Persistent::decode(&img[..img.len() - 1]),
+            Err(NvError::Corrupt)
+        );
+        assert_eq!(Persistent::decode(&[]), Err(NvError::Corrupt));
+    }
+
+    #[test]
+    fn newer_version_is_reported() {
+        let mut img = sample().encode();
+        img[4..8].copy_from_slice(&99u32.to_be_bytes());
+        let n = img.len() - CHECKSUM_LEN;
+        let sum = HashAlg::Sha256.digest(&[&img[..n]]);
+        img[n..].copy_from_slice(sum.as_bytes());
+        assert_eq!(
+            Persistent::decode(&img),
+            Err(NvError::UnsupportedVersion(99))
+        );
+    }
+}
