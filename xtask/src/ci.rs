@@ -10,7 +10,7 @@ use crate::build::build_all;
 use crate::error::Error;
 use crate::exec::{cargo, run_step};
 use crate::layout::{GUEST_PACKAGE, GUEST_TARGET, HYP_PACKAGE, HYP_TARGET};
-use crate::setup::{ensure_qemu, ensure_rust_targets};
+use crate::setup::{ensure_qemu, ensure_rust_targets, ensure_tools, TEST_TOOLS};
 use crate::Layout;
 
 /// One step of the suite.
@@ -42,7 +42,9 @@ pub fn cargo_steps() -> Vec<(String, Vec<String>)> {
 /// Runs the suite; `Err` names the failed steps.
 pub fn test_cli(layout: &Layout) -> Result<(), Error> {
     let start = Instant::now();
-    let setup = ensure_qemu(false).and_then(|()| ensure_rust_targets(layout, false));
+    let setup = ensure_qemu(false)
+        .and_then(|()| ensure_tools(TEST_TOOLS, false))
+        .and_then(|()| ensure_rust_targets(layout, false));
     if let Err(e) = setup {
         println!("xtask test: FAILED at set-up: {e}");
         return Err(Error::step("xtask test", "set-up failed"));

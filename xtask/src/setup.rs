@@ -18,23 +18,42 @@ pub const QEMU_APT_PACKAGE: &str = "qemu-system-arm";
 /// Whether `apt-get update` already ran in this process (it runs at most once).
 static APT_UPDATED: Mutex<bool> = Mutex::new(false);
 
+/// Host tools the test suite drives, as `(binary, Debian package)`: swtpm and
+/// tpm2-tools for the TPM differential tests, OpenSSL to verify TPM signatures.
+pub const TEST_TOOLS: &[(&str, &str)] = &[
+    ("swtpm", "swtpm"),
+    ("swtpm_setup", "swtpm-tools"),
+    ("tpm2_getcap", "tpm2-tools"),
+    ("openssl", "openssl"),
+];
+
 /// Makes sure [`QEMU_BIN`] runs, installing it when we can.
 pub fn ensure_qemu(quiet: bool) -> Result<(), Error> {
-    if can_run(QEMU_BIN, "--version") {
+    ensure_tools(&[(QEMU_BIN, QEMU_APT_PACKAGE)], quiet)
+}
+
+/// Makes sure each `(binary, package)` runs, installing the missing packages with
+/// apt-get when we are root on a Debian-like host; otherwise one line says what to run.
+pub fn ensure_tools(tools: &[(&str, &str)], quiet: bool) -> Result<(), Error> {
+    let present = |bin: &str| can_run(bin, "--version");
+    let missing: Vec<&(&str, &str)> = tools.iter().filter(|(bin, _)| !present(bin)).collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    let step = "install QEMU";
+    let packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+    let step = format!("install {}", packages.join(" "));
     if !is_root() || !can_run("apt-get", "--version") {
         return Err(Error::step(
-            step,
-            format!("{QEMU_BIN} not found; install it (Debian/Ubuntu: `sudo apt-get install -y {QEMU_APT_PACKAGE}`) and retry"),
+            &step,
+            format!(
+                "{} not found; install them (Debian/Ubuntu: `sudo apt-get install -y {}`) and retry",
+                missing.iter().map(|(b, _)| *b).collect::<Vec<_>>().join(", "),
+                packages.join(" ")
+            ),
         ));
     }
     // Held across update + install so two threads never run apt at once.
     let mut updated = APT_UPDATED.lock().unwrap_or_else(|p| p.into_inner());
-    if can_run(QEMU_BIN, "--version") {
-        return Ok(());
-    }
     if !*updated {
         let mut update = Command::new("apt-get");
         update
@@ -45,16 +64,16 @@ pub fn ensure_qemu(quiet: bool) -> Result<(), Error> {
     }
     let mut install = Command::new("apt-get");
     install
-        .args(["install", "-y", "--no-install-recommends", QEMU_APT_PACKAGE])
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&packages)
         .env("DEBIAN_FRONTEND", "noninteractive");
-    run_step(step, install, Path::new("/"), quiet)?;
-    if can_run(QEMU_BIN, "--version") {
-        Ok(())
-    } else {
-        Err(Error::step(
-            step,
-            format!("{QEMU_APT_PACKAGE} installed but {QEMU_BIN} still does not run"),
-        ))
+    run_step(&step, install, Path::new("/"), quiet)?;
+    match missing.iter().find(|(bin, _)| !present(bin)) {
+        None => Ok(()),
+        Some((bin, pkg)) => Err(Error::step(
+            &step,
+            format!("{pkg} installed but {bin} still does not run"),
+        )),
     }
 }
 
