@@ -87,3 +87,25 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     unsafe { core::arch::asm!("mov {}, x29", out(reg) fp) };
     die(format_args!("panic: {info}"), fp)
 }
+
+/// An address no EL2 translation maps (inside the 48-bit VA range, far above RAM and
+/// devices), for the deliberate data abort.
+const UNMAPPED_VA: usize = 0x7f00_0000_0000;
+
+/// Dies on purpose because the boot bundle asked for it (tests of this module).
+#[inline(never)]
+pub fn deliberate(what: vmspec::HypervisorFault) -> ! {
+    log::warn!(
+        "the boot bundle asks for a deliberate hypervisor {} to test the fatal path",
+        what.name()
+    );
+    match what {
+        vmspec::HypervisorFault::Panic => panic!("deliberate panic requested by the boot bundle"),
+        vmspec::HypervisorFault::DataAbort => {
+            // SAFETY: reading an unmapped address faults at EL2 by design; the
+            // exception handler reports it and powers off, so the read never returns.
+            let v = unsafe { core::ptr::read_volatile(UNMAPPED_VA as *const u64) };
+            panic!("a load from unmapped {UNMAPPED_VA:#x} returned {v:#x}")
+        }
+    }
+}

@@ -9,6 +9,7 @@
 
 extern crate alloc;
 
+mod accel;
 mod boot;
 mod console;
 mod el1;
@@ -174,6 +175,7 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
         initrd,
         virtio_mmio: &vm.virtio,
         tpm_tis: None,
+        tpm_spi_gpio: None,
         rng_seed: None,
     })
     .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
@@ -388,6 +390,9 @@ extern "C" fn rust_main(dtb: usize) -> ! {
 fn from_bundle(bundle: &'static [u8], pmem: &mut pmem::PhysMem) -> storage::VmDefinition {
     let spec = vmspec::parse_bundle(bundle)
         .unwrap_or_else(|e| fatal(format_args!("boot bundle refused: {e:?}")));
+    if let Some(f) = spec.fault {
+        fault::deliberate(f);
+    }
     let mut disks: Vec<alloc::boxed::Box<dyn vdev::BlockBackend + Send>> = Vec::new();
     if let Some(size) = spec.disk {
         let Some(pa) = pmem.alloc(size, 4096) else {

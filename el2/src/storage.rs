@@ -1,13 +1,14 @@
 //! The system disk and the VM registry on it: opening them at boot, logging every
 //! VM's identity, and turning the autostart VM's record into something to boot —
 //! its kernel and initrd read (checksum-verified) from their extents, its disks as
-//! extents of the system disk.
+//! extents of the system disk, and its start counter incremented with an atomic
+//! registry commit before the guest runs.
 
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use registry::{BootSource, ExtentDisk, Registry, VmRecord};
+use registry::{BootSource, ExtentDisk, Registry, RegistryError, VmRecord};
 use spin::Mutex;
 use vdev::{BlockBackend, SharedBlock};
 
@@ -97,7 +98,7 @@ fn stage_blob(
     // SAFETY: [pa, pa + padded) was just taken from free physical memory for this
     // buffer alone and is identity-mapped; it is never freed, hence 'static.
     let buf = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, padded as usize) };
-    let n = registry::read_blob_into(&mut storage.disk, blob, buf)
+    let n = registry::read_blob_into_with(&mut storage.disk, blob, buf, crate::accel::crc32c)
         .map_err(|e| alloc::format!("the {what} on the system disk is unreadable: {e:?}"))?;
     Ok(&buf[..n])
 }
@@ -152,6 +153,7 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         rec.name,
         rec.uuid
     );
+    record_start(storage, &rec);
     Ok(VmDefinition {
         name: rec.name.clone(),
         identity: Some(rec.uuid),
@@ -162,4 +164,32 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         cmdline: cmdline.clone(),
         disks,
     })
+}
+
+/// Increments the VM's start counter with an atomic registry commit, before the
+/// guest runs, and logs `VM '<name>' <uuid>: start #N`. A failed commit is logged
+/// and does not stop the boot (the counter then undercounts, never overcounts).
+fn record_start(storage: &mut Storage, rec: &VmRecord) {
+    let n = rec.starts.saturating_add(1);
+    match storage
+        .registry
+        .update_vm(&mut storage.disk, rec.uuid, |r| r.starts = n)
+    {
+        Ok(()) => log::info!(
+            "VM '{}' {}: start #{n} (registry generation {})",
+            rec.name,
+            rec.uuid,
+            storage.registry.generation()
+        ),
+        Err(RegistryError::ReadOnly) => log::warn!(
+            "VM '{}' {}: start #{n} not recorded: the system disk is read-only; booting anyway",
+            rec.name,
+            rec.uuid
+        ),
+        Err(e) => log::warn!(
+            "VM '{}' {}: start #{n} not recorded: registry commit failed ({e}); the disk may be read-only or failing; booting anyway",
+            rec.name,
+            rec.uuid
+        ),
+    }
 }

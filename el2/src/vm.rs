@@ -69,7 +69,7 @@ impl GuestRam {
     pub fn clear(&mut self) {
         // SAFETY: [pa, pa + size) is this VM's RAM, allocated from free physical memory
         // and identity-mapped as normal memory; no vCPU of the VM is running.
-        unsafe { core::ptr::write_bytes(self.pa as *mut u8, 0, self.size as usize) };
+        unsafe { crate::accel::zero(self.pa as usize, self.size as usize) };
     }
 }
 

@@ -5,9 +5,11 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-/// CRC32C (Castagnoli, the iSCSI polynomial) as used by every checksum in the format.
+/// CRC32C (Castagnoli, the iSCSI polynomial) as used by every checksum in the format
+/// (slice-by-16 tables: large blobs such as kernels are checked at boot).
 pub fn crc32c(data: &[u8]) -> u32 {
-    const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    const CASTAGNOLI: crc::Crc<u32, crc::Table<16>> =
+        crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
     CASTAGNOLI.checksum(data)
 }
 

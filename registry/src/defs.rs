@@ -8,8 +8,15 @@ pub const BLOCK_SIZE: u64 = vdev::SECTOR_SIZE;
 
 /// The superblock's magic, at byte 0 of the disk.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"RAYOSSYS";
-/// The on-disk format version this crate reads and writes.
+/// The on-disk format version of the superblock (and the disk geometry) and of the
+/// A/B store halves this crate reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
+/// The metadata slot version this crate writes: version 2 records end with the
+/// VM's start counter (`u64 starts`). Every commit writes this version.
+pub const SLOT_VERSION: u32 = 2;
+/// The oldest metadata slot version this crate still reads: version 1 records have
+/// no start counter (it reads as 0). Written by the first release of the format.
+pub const SLOT_VERSION_V1: u32 = 1;
 /// Size of one superblock copy.
 pub const SUPERBLOCK_SIZE: usize = 512;
 /// Byte offset of the primary superblock.
@@ -71,7 +78,7 @@ pub const MAX_PAYLOAD: usize = SLOT_SIZE as usize - SLOT_HEADER_SIZE;
 pub mod slot {
     /// `[u8; 8]` magic.
     pub const MAGIC: usize = 0;
-    /// `u32` format version.
+    /// `u32` slot version ([`super::SLOT_VERSION`]).
     pub const VERSION: usize = 8;
     /// `u32` slot index: 0 for A, 1 for B.
     pub const INDEX: usize = 12;
@@ -115,7 +122,8 @@ pub const MAX_RECORD_ENCODED: usize = 16 // uuid
     + 1 + MAX_DISKS * (EXTENT_ENCODED + 1)
     + EXTENT_ENCODED // tpm nv
     + 2 + 4 // policy
-    + BLOB_ENCODED; // saved state
+    + BLOB_ENCODED // saved state
+    + 8; // starts (slot version 2)
 /// Largest encoded payload: record count plus length-prefixed records.
 pub const MAX_PAYLOAD_ENCODED: usize = 4 + MAX_VMS * (4 + MAX_RECORD_ENCODED);
 const _: () = assert!(

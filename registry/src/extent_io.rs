@@ -84,6 +84,17 @@ pub fn read_blob_into(
     blob: &Blob,
     buf: &mut [u8],
 ) -> Result<usize, ExtentIoError> {
+    read_blob_into_with(disk, blob, buf, crc32c)
+}
+
+/// [`read_blob_into`] with the caller's CRC32C routine (the hypervisor passes one
+/// using the CPU's CRC instructions); it must compute exactly [`crc32c`].
+pub fn read_blob_into_with(
+    disk: &mut dyn BlockBackend,
+    blob: &Blob,
+    buf: &mut [u8],
+    crc32c: fn(&[u8]) -> u32,
+) -> Result<usize, ExtentIoError> {
     let size = usize::try_from(blob.size).map_err(|_| ExtentIoError::OutOfExtent)?;
     let padded = size.next_multiple_of(BLOCK_SIZE as usize);
     let buf = buf.get_mut(..padded).ok_or(ExtentIoError::OutOfExtent)?;

@@ -54,11 +54,13 @@ pub mod superblock;
 pub mod uuid;
 
 pub use abstore::{AbError, AbStore};
+pub use codec::crc32c;
 pub use error::{
     ConsistencyError, ExtentIoError, OpenError, RegistryError, SlotError, SlotId, SuperblockError,
 };
 pub use extent_io::{
-    read_blob, read_blob_into, read_extent, write_extent, zero_extent, ExtentDisk,
+    read_blob, read_blob_into, read_blob_into_with, read_extent, write_extent, zero_extent,
+    ExtentDisk,
 };
 pub use memdisk::MemDisk;
 pub use policy::Policy;

@@ -11,6 +11,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::defs::{
     BOOT_FIRMWARE, BOOT_LINUX, DEVICE_MODEL_LINUX_DT, DEVICE_MODEL_UEFI_ACPI, DISK_FLAGS_KNOWN,
     DISK_FLAG_READ_ONLY, MAX_CMDLINE_LEN, MAX_DISKS, MAX_NAME_LEN, MAX_VCPUS, MEMORY_GRANULE,
+    SLOT_VERSION, SLOT_VERSION_V1,
 };
 use crate::error::ConsistencyError;
 use crate::policy::Policy;
@@ -234,6 +235,10 @@ pub struct VmRecord {
     pub policy: Policy,
     /// Saved execution state (RAM + devices); `size == 0` means none is stored.
     pub saved_state: Blob,
+    /// How many times the hypervisor has started the VM (cold boot or resume);
+    /// incremented with a registry commit before each start. 0 for a VM never
+    /// started, and for records read from a version-1 slot.
+    pub starts: u64,
 }
 
 impl VmRecord {
@@ -373,7 +378,8 @@ impl VmRecord {
         Ok(())
     }
 
-    /// Appends the record's encoding (format v1; see `docs/system-disk.md`).
+    /// Appends the record's encoding (slot version [`SLOT_VERSION`]; see
+    /// `docs/system-disk.md`).
     pub fn encode(&self, w: &mut Writer) {
         w.bytes(&self.uuid.0);
         w.str16(&self.name);
@@ -411,11 +417,22 @@ impl VmRecord {
         self.tpm_nv.encode(w);
         self.policy.encode(w);
         self.saved_state.encode(w);
+        w.u64(self.starts);
     }
 
-    /// Decodes one record occupying all of `bytes`. Semantic checks are separate
-    /// ([`VmRecord::check`], [`crate::space::check_layout`]).
+    /// Decodes one record of the current slot version ([`SLOT_VERSION`]) occupying
+    /// all of `bytes`. Semantic checks are separate ([`VmRecord::check`],
+    /// [`crate::space::check_layout`]).
     pub fn decode(bytes: &[u8]) -> Result<VmRecord, DecodeError> {
+        VmRecord::decode_version(bytes, SLOT_VERSION)
+    }
+
+    /// Decodes one record written under slot version `version`
+    /// ([`SLOT_VERSION_V1`]: no start counter, read as 0; [`SLOT_VERSION`]).
+    pub fn decode_version(bytes: &[u8], version: u32) -> Result<VmRecord, DecodeError> {
+        if version != SLOT_VERSION && version != SLOT_VERSION_V1 {
+            return Err(DecodeError::BadValue("slot version"));
+        }
         let mut r = Reader::new(bytes);
         let uuid = Uuid(r.array()?);
         let name = r.str16(MAX_NAME_LEN, "name")?.to_string();
@@ -462,6 +479,11 @@ impl VmRecord {
         let tpm_nv = Extent::decode(&mut r)?;
         let policy = Policy::decode(&mut r)?;
         let saved_state = Blob::decode(&mut r)?;
+        let starts = if version == SLOT_VERSION_V1 {
+            0
+        } else {
+            r.u64()?
+        };
         r.finish()?;
         Ok(VmRecord {
             uuid,
@@ -474,6 +496,7 @@ impl VmRecord {
             tpm_nv,
             policy,
             saved_state,
+            starts,
         })
     }
 }
@@ -521,6 +544,7 @@ pub(crate) mod tests {
             },
             policy: Policy::default(),
             saved_state: Blob::default(),
+            starts: u64::from(seed) * 3,
         }
     }
 
@@ -570,6 +594,35 @@ pub(crate) mod tests {
         }
         r.disks = vec![r.disks[0]; MAX_DISKS];
         assert_eq!(encode(&r).len(), MAX_RECORD_ENCODED);
+    }
+
+    #[test]
+    fn start_counter_round_trips_and_version_1_reads_it_as_zero() {
+        let mut r = sample(7);
+        r.starts = u64::MAX - 1;
+        let v2 = encode(&r);
+        assert_eq!(VmRecord::decode(&v2), Ok(r.clone()));
+        // A version-1 record is the same bytes without the trailing counter.
+        let v1 = &v2[..v2.len() - 8];
+        let old = VmRecord::decode_version(v1, SLOT_VERSION_V1).unwrap();
+        assert_eq!(old.starts, 0);
+        assert_eq!(
+            VmRecord {
+                starts: r.starts,
+                ..old
+            },
+            r
+        );
+        // Each version refuses the other's length.
+        assert_eq!(
+            VmRecord::decode_version(&v2, SLOT_VERSION_V1),
+            Err(DecodeError::TrailingBytes)
+        );
+        assert!(VmRecord::decode(v1).is_err());
+        assert_eq!(
+            VmRecord::decode_version(&v2, 3),
+            Err(DecodeError::BadValue("slot version"))
+        );
     }
 
     #[test]

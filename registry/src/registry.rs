@@ -353,6 +353,7 @@ impl Registry {
             tpm_nv,
             policy: spec.policy,
             saved_state: Blob::default(),
+            starts: 0,
         };
         let mut vms = self.vms.clone();
         vms.push(record);

@@ -1,4 +1,4 @@
-//! The two metadata slots (A and B): a 64-byte header (magic, version, slot index,
+//! The two metadata slots (A and B): a 64-byte header (magic, slot version, slot index,
 //! disk UUID, generation, payload length and CRC32C, header CRC32C) followed by the
 //! payload (every VM record). A commit writes the inactive slot and flushes; a load
 //! takes the valid slot with the highest generation. A slot that fails any check is
@@ -11,7 +11,8 @@ use vdev::BlockBackend;
 
 use crate::codec::{crc32c, get_u32, get_u64, put_u32, put_u64, DecodeError, Reader, Writer};
 use crate::defs::{
-    slot, BLOCK_SIZE, FORMAT_VERSION, MAX_PAYLOAD, MAX_VMS, SLOT_HEADER_SIZE, SLOT_MAGIC,
+    slot, BLOCK_SIZE, MAX_PAYLOAD, MAX_VMS, SLOT_HEADER_SIZE, SLOT_MAGIC, SLOT_VERSION,
+    SLOT_VERSION_V1,
 };
 use crate::error::{SlotError, SlotId};
 use crate::record::VmRecord;
@@ -33,8 +34,15 @@ pub fn encode_payload(vms: &[VmRecord]) -> Vec<u8> {
     w.into_bytes()
 }
 
-/// Decodes a payload (structure only; see [`check_layout`] for the rules).
+/// Decodes a payload of the current slot version (structure only; see
+/// [`check_layout`] for the rules).
 pub fn decode_payload(bytes: &[u8]) -> Result<Vec<VmRecord>, DecodeError> {
+    decode_payload_version(bytes, SLOT_VERSION)
+}
+
+/// Decodes a payload written under slot version `version` (see
+/// [`VmRecord::decode_version`]).
+pub fn decode_payload_version(bytes: &[u8], version: u32) -> Result<Vec<VmRecord>, DecodeError> {
     let mut r = Reader::new(bytes);
     let count = r.u32()? as usize;
     if count > MAX_VMS {
@@ -43,19 +51,32 @@ pub fn decode_payload(bytes: &[u8]) -> Result<Vec<VmRecord>, DecodeError> {
     let mut vms = Vec::with_capacity(count);
     for _ in 0..count {
         let len = r.u32()? as usize;
-        vms.push(VmRecord::decode(r.take(len)?)?);
+        vms.push(VmRecord::decode_version(r.take(len)?, version)?);
     }
     r.finish()?;
     Ok(vms)
 }
 
-/// The bytes a commit writes to `slot`: header and payload, zero-padded to whole
-/// blocks. The payload must fit ([`MAX_PAYLOAD`]); `check_layout` guarantees it.
+/// The bytes a commit writes to `slot`: header (slot version [`SLOT_VERSION`]) and
+/// payload, zero-padded to whole blocks. The payload must fit ([`MAX_PAYLOAD`]);
+/// `check_layout` guarantees it.
 pub fn build_slot(sb: &Superblock, slot_id: SlotId, generation: u64, payload: &[u8]) -> Vec<u8> {
+    build_slot_version(sb, slot_id, generation, payload, SLOT_VERSION)
+}
+
+/// [`build_slot`] with the version field set to `version` (tests write older
+/// slots with it; the payload must be encoded for that version).
+pub fn build_slot_version(
+    sb: &Superblock,
+    slot_id: SlotId,
+    generation: u64,
+    payload: &[u8],
+    version: u32,
+) -> Vec<u8> {
     let total = (SLOT_HEADER_SIZE + payload.len()).next_multiple_of(BLOCK_SIZE as usize);
     let mut b = vec![0u8; total];
     b[slot::MAGIC..slot::MAGIC + 8].copy_from_slice(&SLOT_MAGIC);
-    put_u32(&mut b, slot::VERSION, FORMAT_VERSION);
+    put_u32(&mut b, slot::VERSION, version);
     put_u32(&mut b, slot::INDEX, slot_id.index());
     b[slot::DISK_UUID..slot::DISK_UUID + 16].copy_from_slice(&sb.disk_uuid.0);
     put_u64(&mut b, slot::GENERATION, generation);
@@ -76,12 +97,16 @@ pub struct LoadedSlot {
     pub vms: Vec<VmRecord>,
 }
 
-/// Checks a slot header; returns the generation and payload length and CRC.
-fn parse_header(
-    sb: &Superblock,
-    slot_id: SlotId,
-    h: &[u8],
-) -> Result<(u64, usize, u32), SlotError> {
+/// What a valid slot header says.
+struct Header {
+    version: u32,
+    generation: u64,
+    payload_len: usize,
+    payload_crc: u32,
+}
+
+/// Checks a slot header.
+fn parse_header(sb: &Superblock, slot_id: SlotId, h: &[u8]) -> Result<Header, SlotError> {
     if h.iter().all(|&x| x == 0) {
         return Err(SlotError::Blank);
     }
@@ -93,7 +118,8 @@ fn parse_header(
     }
     let version = get_u32(h, slot::VERSION);
     // Non-zero reserved bytes under a valid CRC mean a writer of another layout.
-    if version != FORMAT_VERSION || h[slot::RESERVED..slot::HEADER_CRC].iter().any(|&x| x != 0) {
+    let known = version == SLOT_VERSION || version == SLOT_VERSION_V1;
+    if !known || h[slot::RESERVED..slot::HEADER_CRC].iter().any(|&x| x != 0) {
         return Err(SlotError::UnsupportedVersion(version));
     }
     if get_u32(h, slot::INDEX) != slot_id.index() {
@@ -106,11 +132,12 @@ fn parse_header(
     if payload_len > MAX_PAYLOAD {
         return Err(SlotError::PayloadTooLarge);
     }
-    Ok((
-        get_u64(h, slot::GENERATION),
+    Ok(Header {
+        version,
+        generation: get_u64(h, slot::GENERATION),
         payload_len,
-        get_u32(h, slot::PAYLOAD_CRC),
-    ))
+        payload_crc: get_u32(h, slot::PAYLOAD_CRC),
+    })
 }
 
 /// Reads and fully checks one slot.
@@ -124,8 +151,12 @@ pub fn read_slot(
     let block = BLOCK_SIZE as usize;
     let mut buf = vec![0u8; block];
     disk.read_at(base, &mut buf).map_err(SlotError::Io)?;
-    let (generation, payload_len, payload_crc) =
-        parse_header(sb, slot_id, &buf[..SLOT_HEADER_SIZE])?;
+    let Header {
+        version,
+        generation,
+        payload_len,
+        payload_crc,
+    } = parse_header(sb, slot_id, &buf[..SLOT_HEADER_SIZE])?;
     let total = (SLOT_HEADER_SIZE + payload_len).next_multiple_of(block);
     buf.resize(total, 0);
     disk.read_at(base + BLOCK_SIZE, &mut buf[block..])
@@ -134,7 +165,7 @@ pub fn read_slot(
     if crc32c(payload) != payload_crc {
         return Err(SlotError::PayloadChecksum);
     }
-    let vms = decode_payload(payload).map_err(SlotError::Decode)?;
+    let vms = decode_payload_version(payload, version).map_err(SlotError::Decode)?;
     check_layout(sb, &vms).map_err(SlotError::Inconsistent)?;
     Ok(LoadedSlot { generation, vms })
 }
@@ -237,14 +268,18 @@ mod tests {
     fn well_checksummed_but_invalid_headers_refused() {
         let (sb, disk, _) = setup(&[sample(0)]);
         type Patch = fn(&mut [u8]);
-        let cases: [(Patch, SlotError); 4] = [
+        let cases: [(Patch, SlotError); 5] = [
             (
-                |h| put_u32(h, slot::VERSION, 2),
-                SlotError::UnsupportedVersion(2),
+                |h| put_u32(h, slot::VERSION, SLOT_VERSION + 1),
+                SlotError::UnsupportedVersion(SLOT_VERSION + 1),
+            ),
+            (
+                |h| put_u32(h, slot::VERSION, 0),
+                SlotError::UnsupportedVersion(0),
             ),
             (
                 |h| h[slot::RESERVED] = 1,
-                SlotError::UnsupportedVersion(FORMAT_VERSION),
+                SlotError::UnsupportedVersion(SLOT_VERSION),
             ),
             (
                 |h| put_u32(h, slot::PAYLOAD_LEN, MAX_PAYLOAD as u32 + 1),
@@ -260,6 +295,41 @@ mod tests {
             patch_header(&mut d, &sb, patch);
             assert_eq!(read_slot(&mut d, &sb, SlotId::B), Err(want));
         }
+    }
+
+    #[test]
+    fn version_1_slot_still_reads_with_zero_starts() {
+        // A version-1 payload: the same records without the trailing counter.
+        let vms = vec![sample(1), sample(2)];
+        let mut w = Writer::new();
+        w.u32(vms.len() as u32);
+        for vm in &vms {
+            let mut rec = Writer::new();
+            vm.encode(&mut rec);
+            let rec = rec.into_bytes();
+            let v1 = &rec[..rec.len() - 8];
+            w.u32(v1.len() as u32);
+            w.bytes(v1);
+        }
+        let payload = w.into_bytes();
+        let sb = Superblock::for_capacity(Uuid::from_random_bytes([5; 16]), 1 << 30).unwrap();
+        let mut disk = MemDisk::new(sb.data_offset as usize);
+        let bytes = build_slot_version(&sb, SlotId::A, 7, &payload, SLOT_VERSION_V1);
+        disk.write_at(sb.slot_a_offset, &bytes).unwrap();
+        let loaded = read_slot(&mut disk, &sb, SlotId::A).unwrap();
+        assert_eq!(loaded.generation, 7);
+        let want: Vec<VmRecord> = vms
+            .into_iter()
+            .map(|v| VmRecord { starts: 0, ..v })
+            .collect();
+        assert_eq!(loaded.vms, want);
+        // The same payload under a version-2 header does not decode.
+        let bytes = build_slot(&sb, SlotId::A, 8, &payload);
+        disk.write_at(sb.slot_a_offset, &bytes).unwrap();
+        assert!(matches!(
+            read_slot(&mut disk, &sb, SlotId::A),
+            Err(SlotError::Decode(_))
+        ));
     }
 
     #[test]

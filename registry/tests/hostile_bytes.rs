@@ -35,6 +35,7 @@ fn record(seed: u8) -> VmRecord {
         tpm_nv: Extent::EMPTY,
         policy: Policy::default(),
         saved_state: Blob::default(),
+        starts: u64::from(seed),
     }
 }
 

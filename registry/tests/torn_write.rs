@@ -110,6 +110,10 @@ enum Op {
     Remove {
         pick: usize,
     },
+    /// The hypervisor's boot-time commit: the VM's start counter goes up by one.
+    Start {
+        pick: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -120,6 +124,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), any::<u8>()).prop_map(|(pick, seed)| Op::Rename { pick, seed }),
         1 => (any::<usize>(), 0u32..20_000, any::<u8>()).prop_map(|(pick, len, fill)| Op::StoreKernel { pick, len, fill }),
         1 => any::<usize>().prop_map(|pick| Op::Remove { pick }),
+        2 => any::<usize>().prop_map(|pick| Op::Start { pick }),
     ]
 }
 
@@ -217,6 +222,12 @@ fn apply(
                 return Ok(false);
             };
             reg.remove_vm(disk, id).map(|_| true)
+        }
+        Op::Start { pick: p } => {
+            let Some(id) = pick(reg, *p) else {
+                return Ok(false);
+            };
+            reg.update_vm(disk, id, |r| r.starts += 1).map(|()| true)
         }
     }
 }

@@ -3,6 +3,8 @@
 //! what the test files share; the tests are in `tests/*.rs`.
 #![forbid(unsafe_code)]
 
+pub mod procfs;
+
 use std::sync::{Mutex, MutexGuard};
 
 use xtask::run::{RunOutcome, CONSOLE_TAIL_LINES};

@@ -28,6 +28,7 @@ const EXPECTED_CHECKS: &[&str] = &[
     "id-sanitised",
     "fp-preserved",
     "wfi-wakeup",
+    "ptimer-emulated",
 ];
 
 /// Boot budget (the build before it is not counted).

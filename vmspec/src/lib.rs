@@ -5,7 +5,10 @@
 //!
 //! - `vm.cfg` — `key = value` lines: `name`, `vcpus`, `mem` (bytes, or with a `K`,
 //!   `M` or `G` suffix), `cmdline`, `guest` (a free-form label), `disk` (size of a
-//!   zero-filled RAM disk given to the guest as its first virtio-blk device);
+//!   zero-filled RAM disk given to the guest as its first virtio-blk device),
+//!   `hypervisor_fault` (`panic` or `data-abort`: the hypervisor deliberately dies
+//!   right after reading the bundle, so tests can check its fatal path — a host
+//!   decision, never reachable by a guest);
 //! - `kernel` — the guest kernel (arm64 `Image` or a raw binary);
 //! - `initrd` — optional.
 //!
@@ -32,6 +35,8 @@ pub struct VmSpec<'a> {
     pub guest: String,
     /// Size of a zero-filled RAM disk for the guest, if any.
     pub disk: Option<u64>,
+    /// A deliberate hypervisor fault to test the fatal path.
+    pub fault: Option<HypervisorFault>,
     pub kernel: &'a [u8],
     pub initrd: Option<&'a [u8]>,
 }
@@ -90,6 +95,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
         cmdline: String::new(),
         guest: String::new(),
         disk: None,
+        fault: None,
         kernel: kernel.ok_or(SpecError::Missing("kernel"))?,
         initrd,
     };
@@ -120,6 +126,12 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
             }
             "cmdline" => spec.cmdline = v.to_string(),
             "guest" => spec.guest = v.to_string(),
+            "hypervisor_fault" => {
+                spec.fault = Some(
+                    HypervisorFault::from_name(v)
+                        .ok_or_else(|| bad("hypervisor_fault must be panic or data-abort"))?,
+                )
+            }
             "disk" => {
                 spec.disk = Some(
                     parse_size(v)
@@ -136,41 +148,50 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
     Ok(spec)
 }
 
-/// Writes a boot bundle (used by `xtask`).
-pub fn write_bundle(
-    name: &str,
-    vcpus: u32,
-    mem: u64,
-    cmdline: &str,
-    guest: &str,
-    kernel: &[u8],
-    initrd: Option<&[u8]>,
-) -> Vec<u8> {
-    write_bundle_with_disk(name, vcpus, mem, cmdline, guest, None, kernel, initrd)
+/// A fault the hypervisor inflicts on itself when the bundle asks (tests of its
+/// fatal path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HypervisorFault {
+    /// A Rust panic.
+    Panic,
+    /// A data abort at EL2 (a load from an unmapped address).
+    DataAbort,
 }
 
-/// Writes a boot bundle whose VM also gets a RAM disk of `disk` bytes.
-#[allow(clippy::too_many_arguments)]
-pub fn write_bundle_with_disk(
-    name: &str,
-    vcpus: u32,
-    mem: u64,
-    cmdline: &str,
-    guest: &str,
-    disk: Option<u64>,
-    kernel: &[u8],
-    initrd: Option<&[u8]>,
-) -> Vec<u8> {
+impl HypervisorFault {
+    pub fn name(self) -> &'static str {
+        match self {
+            HypervisorFault::Panic => "panic",
+            HypervisorFault::DataAbort => "data-abort",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Self> {
+        [HypervisorFault::Panic, HypervisorFault::DataAbort]
+            .into_iter()
+            .find(|f| f.name() == s)
+    }
+}
+
+/// Writes `spec` as a boot bundle (used by `xtask`; `parse_bundle` reads it back).
+pub fn write_bundle(spec: &VmSpec) -> Vec<u8> {
     let mut cfg = alloc::format!(
-        "name = {name}\nvcpus = {vcpus}\nmem = {mem}\ncmdline = {cmdline}\nguest = {guest}\n"
+        "name = {}\nvcpus = {}\nmem = {}\ncmdline = {}\nguest = {}\n",
+        spec.name,
+        spec.vcpus,
+        spec.mem,
+        spec.cmdline,
+        spec.guest
     );
-    if let Some(d) = disk {
+    if let Some(d) = spec.disk {
         cfg.push_str(&alloc::format!("disk = {d}\n"));
+    }
+    if let Some(f) = spec.fault {
+        cfg.push_str(&alloc::format!("hypervisor_fault = {}\n", f.name()));
     }
     let mut w = cpio::Writer::new();
     w.add("vm.cfg", cfg.as_bytes());
-    w.add("kernel", kernel);
-    if let Some(i) = initrd {
+    w.add("kernel", spec.kernel);
+    if let Some(i) = spec.initrd {
         w.add("initrd", i);
     }
     w.finish()
@@ -180,27 +201,31 @@ pub fn write_bundle_with_disk(
 mod tests {
     use super::*;
 
+    fn spec() -> VmSpec<'static> {
+        VmSpec {
+            name: "vm0".to_string(),
+            vcpus: 2,
+            mem: 512 << 20,
+            cmdline: "console=ttyAMA0 quiet".to_string(),
+            guest: "linux".to_string(),
+            disk: None,
+            fault: None,
+            kernel: b"KERNEL",
+            initrd: Some(b"INITRD"),
+        }
+    }
+
     #[test]
     fn round_trip() {
-        let b = write_bundle(
-            "vm0",
-            2,
-            512 << 20,
-            "console=ttyAMA0 quiet",
-            "linux",
-            b"KERNEL",
-            Some(b"INITRD"),
-        );
-        let s = parse_bundle(&b).unwrap();
-        assert_eq!(s.name, "vm0");
-        assert_eq!(s.vcpus, 2);
-        assert_eq!(s.mem, 512 << 20);
-        assert_eq!(s.cmdline, "console=ttyAMA0 quiet");
-        assert_eq!(s.kernel, b"KERNEL");
-        assert_eq!(s.initrd, Some(&b"INITRD"[..]));
-        assert_eq!(s.disk, None);
-        let b = write_bundle_with_disk("t", 1, 64 << 20, "", "selftest", Some(1 << 20), b"K", None);
-        assert_eq!(parse_bundle(&b).unwrap().disk, Some(1 << 20));
+        let s = spec();
+        assert_eq!(parse_bundle(&write_bundle(&s)).unwrap(), s);
+        let s = VmSpec {
+            disk: Some(1 << 20),
+            fault: Some(HypervisorFault::DataAbort),
+            initrd: None,
+            ..spec()
+        };
+        assert_eq!(parse_bundle(&write_bundle(&s)).unwrap(), s);
     }
 
     #[test]
@@ -228,6 +253,10 @@ mod tests {
         assert!(
             matches!(parse_bundle(&mk("disk = 100\n")), Err(SpecError::BadConfig(m)) if m.contains("512"))
         );
+        assert!(matches!(
+            parse_bundle(&mk("hypervisor_fault = maybe\n")),
+            Err(SpecError::BadConfig(_))
+        ));
         assert_eq!(
             parse_bundle(&mk("mem = 64M\n# c\n\n")).unwrap().mem,
             64 << 20

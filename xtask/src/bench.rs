@@ -24,11 +24,28 @@ pub struct Bench {
 }
 
 /// Every benchmark `cargo xtask bench` knows.
-pub const BENCHES: &[Bench] = &[Bench {
-    name: "exits",
-    about: "instructions per HVC round trip and per trapped MMIO read, against an empty loop (bench-exits guest, -icount)",
-    run: run_exits,
-}];
+pub const BENCHES: &[Bench] = &[
+    Bench {
+        name: "exits",
+        about: "instructions per HVC round trip and per trapped MMIO read, against an empty loop (bench-exits guest, -icount)",
+        run: run_exits,
+    },
+    Bench {
+        name: "boot",
+        about: "Linux boot to init under the hypervisor against the same kernel started directly by QEMU (median of 5 pairs)",
+        run: crate::bench_boot::run_boot,
+    },
+    Bench {
+        name: "disk",
+        about: "64 MiB sequential write and read in the Linux guest on its hypervisor-backed disk against QEMU's own virtio-blk (median of 3 pairs)",
+        run: crate::bench_disk::run_disk,
+    },
+    Bench {
+        name: "tpm",
+        about: "ops/s of GetRandom, PCR_Extend, CreatePrimary(ECC P-256), Sign(ECDSA P-256) and Hash(4 KiB): vtpm-sim (release) against swtpm, same Rust client, same run",
+        run: crate::bench_tpm::run_tpm,
+    },
+];
 
 /// Finds a benchmark by name.
 pub fn find(name: &str) -> Result<&'static Bench, Error> {

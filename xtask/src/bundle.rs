@@ -28,6 +28,8 @@ pub struct VmDef {
     pub initrd: Option<PathBuf>,
     /// Size of a zero-filled RAM disk for the guest (virtio-blk 0), if any.
     pub disk: Option<u64>,
+    /// A deliberate hypervisor fault (tests of the fatal path).
+    pub fault: Option<vmspec::HypervisorFault>,
 }
 
 /// Checks `def` and writes its bundle; returns the bundle's path.
@@ -70,16 +72,17 @@ pub fn write_bundle(layout: &Layout, def: &VmDef) -> Result<PathBuf, Error> {
     };
     let kernel = read(&def.kernel, "kernel")?;
     let initrd = def.initrd.as_ref().map(|p| read(p, "initrd")).transpose()?;
-    let bytes = vmspec::write_bundle_with_disk(
-        &def.name,
-        def.vcpus,
-        def.mem,
-        &def.cmdline,
-        &def.guest,
-        def.disk,
-        &kernel,
-        initrd.as_deref(),
-    );
+    let bytes = vmspec::write_bundle(&vmspec::VmSpec {
+        name: def.name.clone(),
+        vcpus: def.vcpus,
+        mem: def.mem,
+        cmdline: def.cmdline.clone(),
+        guest: def.guest.clone(),
+        disk: def.disk,
+        fault: def.fault,
+        kernel: &kernel,
+        initrd: initrd.as_deref(),
+    });
     let path = layout.bundle(&def.name);
     write_atomic(&path, &bytes)?;
     Ok(path)
@@ -112,6 +115,7 @@ mod tests {
             kernel: kernel.clone(),
             initrd: Some(initrd),
             disk: Some(1 << 20),
+            fault: None,
         };
         let path = write_bundle(&layout, &def).unwrap();
         assert_eq!(path, dir.join("target/bundles/selftest.cpio"));

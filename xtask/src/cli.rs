@@ -121,8 +121,35 @@ fn vtpm_sim(args: &[String]) -> Result<(), Error> {
         }
     }
     let (port, state) = (port.ok_or_else(usage)?, state.ok_or_else(usage)?);
-    vtpm::run_simulator(port, &state)
-        .map_err(|e| Error::io(format!("vtpm simulator on port {port}"), e))
+    // The simulator is the `vtpm` crate's own binary: run it in the foreground
+    // rather than linking the TPM engine into xtask.
+    let status = crate::exec::cargo()
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "vtpm",
+            "--features",
+            "std",
+            "--bin",
+            "vtpm-sim",
+            "--",
+        ])
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--state")
+        .arg(&state)
+        .status()
+        .map_err(|e| Error::io(format!("vtpm simulator on port {port}"), e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::step(
+            "vtpm-sim",
+            format!("the simulator exited with {status}"),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_boot;
+pub mod bench_disk;
+pub mod bench_tpm;
 pub mod build;
 pub mod bundle;
 pub mod ci;
@@ -25,6 +28,7 @@ pub mod script;
 pub mod selftest;
 pub mod session;
 pub mod setup;
+pub mod sysdisk;
 
 pub use error::Error;
 pub use layout::Layout;

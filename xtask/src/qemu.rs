@@ -122,29 +122,101 @@ impl QemuConfig {
     /// The command to spawn. When util-linux `setpriv` is present QEMU runs under
     /// `setpriv --pdeathsig KILL`, so it dies with xtask even if xtask is killed.
     pub fn command(&self) -> Command {
-        let mut cmd = if can_run("setpriv", "--version") {
-            let mut c = Command::new("setpriv");
-            c.args(["--pdeathsig", "KILL", "--", QEMU_BIN]);
-            c
-        } else {
-            Command::new(QEMU_BIN)
-        };
-        cmd.args(self.args());
-        cmd
+        qemu_command(self.args())
     }
 
     /// The command as the user would type it (without the `setpriv` wrapper).
     pub fn display(&self) -> String {
-        let mut s = QEMU_BIN.to_string();
-        for a in self.args() {
-            s.push(' ');
-            if a.contains([' ', '\'', '"']) {
-                s.push_str(&format!("'{}'", a.replace('\'', "'\\''")));
-            } else {
-                s.push_str(&a);
-            }
+        display_command(&self.args())
+    }
+}
+
+/// QEMU with `args`, under `setpriv --pdeathsig KILL` when util-linux
+/// `setpriv` is present (QEMU then dies with xtask even if xtask is killed).
+pub fn qemu_command(args: Vec<String>) -> Command {
+    let mut cmd = if can_run("setpriv", "--version") {
+        let mut c = Command::new("setpriv");
+        c.args(["--pdeathsig", "KILL", "--", QEMU_BIN]);
+        c
+    } else {
+        Command::new(QEMU_BIN)
+    };
+    cmd.args(args);
+    cmd
+}
+
+/// QEMU with `args` as the user would type it, quoted for a shell.
+pub fn display_command(args: &[String]) -> String {
+    let mut s = QEMU_BIN.to_string();
+    for a in args {
+        s.push(' ');
+        if a.contains([' ', '\'', '"']) {
+            s.push_str(&format!("'{}'", a.replace('\'', "'\\''")));
+        } else {
+            s.push_str(a);
         }
-        s
+    }
+    s
+}
+
+/// Machine for a guest started directly by QEMU, without the hypervisor: `virt`
+/// entering the kernel at EL1 with a GICv3 (the baseline of `bench boot`).
+pub const BARE_MACHINE: &str = "virt,gic-version=3";
+
+/// A Linux kernel booted directly by QEMU (TCG, [`TCG_CPU`], no hypervisor,
+/// QEMU's own device tree and devices): the baseline a hypervisor run of the
+/// same kernel is measured against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BareLinuxConfig {
+    /// vCPUs (QEMU's `-smp`).
+    pub smp: u32,
+    /// Guest RAM in bytes (all of QEMU's `-m`).
+    pub mem: u64,
+    /// The kernel `Image`.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+    /// The kernel command line.
+    pub append: String,
+}
+
+impl BareLinuxConfig {
+    /// The arguments after the program name.
+    pub fn args(&self) -> Vec<String> {
+        let smp = self.smp.to_string();
+        let mem = format!("{}M", self.mem.div_ceil(1 << 20));
+        let kernel = self.kernel.to_string_lossy();
+        let initrd = self.initrd.to_string_lossy();
+        [
+            "-M",
+            BARE_MACHINE,
+            "-cpu",
+            TCG_CPU,
+            "-smp",
+            &smp,
+            "-m",
+            &mem,
+            "-nographic",
+            "-kernel",
+            &kernel,
+            "-initrd",
+            &initrd,
+            "-append",
+            &self.append,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
+    }
+
+    /// The command to spawn (see [`qemu_command`]).
+    pub fn command(&self) -> Command {
+        qemu_command(self.args())
+    }
+
+    /// The command as the user would type it.
+    pub fn display(&self) -> String {
+        display_command(&self.args())
     }
 }
 
@@ -204,6 +276,23 @@ mod tests {
                 && a.windows(2).any(|w| w == ["-cpu", "host"])
         );
         assert!(a.windows(2).any(|w| w == ["-M", MACHINE]));
+    }
+
+    #[test]
+    fn bare_command_line_has_no_hypervisor_and_the_same_cpu() {
+        let bare = BareLinuxConfig {
+            smp: 2,
+            mem: 512 << 20,
+            kernel: "/c/Image".into(),
+            initrd: "/c/initramfs.cpio".into(),
+            append: "console=ttyAMA0 earlycon=pl011,0x09000000".into(),
+        };
+        assert_eq!(
+            bare.display(),
+            "qemu-system-aarch64 -M virt,gic-version=3 -cpu max,pauth-impdef=on -smp 2 -m 512M -nographic \
+-kernel /c/Image -initrd /c/initramfs.cpio -append 'console=ttyAMA0 earlycon=pl011,0x09000000'"
+        );
+        assert!(!bare.args().iter().any(|a| a.contains("virtualization")));
     }
 
     #[test]

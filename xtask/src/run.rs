@@ -19,6 +19,7 @@ use crate::script::{self, Action, Step};
 use crate::selftest::{parse_selftest, SelftestReport};
 use crate::session::{run_interactive, Session, WaitError};
 use crate::setup::ensure_qemu;
+use crate::sysdisk::{self, DesiredVm, SystemDiskRun};
 use crate::Layout;
 
 /// Timeout of captured runs when `--timeout` is not given.
@@ -112,6 +113,12 @@ pub struct RunOptions {
     pub mem: Option<u64>,
     /// Command the Linux guest's init runs before powering off.
     pub guest_cmd: Option<String>,
+    /// The system disk a Linux run boots from (`--system-disk`; default
+    /// `target/system-disk.img`). Runs of the other guests, `--kernel` and
+    /// `--hypervisor-fault` runs use a boot bundle instead.
+    pub system_disk: Option<PathBuf>,
+    /// Recreate the system disk (a new VM identity) before booting (`--fresh`).
+    pub fresh: bool,
     pub headless: bool,
     pub timeout: Option<Duration>,
     pub script: Option<PathBuf>,
@@ -121,6 +128,9 @@ pub struct RunOptions {
     pub verbose: bool,
     /// Extra QEMU arguments, verbatim.
     pub qemu_args: Vec<String>,
+    /// Make the hypervisor fault on purpose after reading the bundle (tests of its
+    /// fatal path; `--hypervisor-fault panic|data-abort`).
+    pub hypervisor_fault: Option<vmspec::HypervisorFault>,
     /// Show neither build output nor the console as it arrives (tests); the
     /// console is still in the outcome.
     pub quiet: bool,
@@ -141,13 +151,18 @@ impl RunOptions {
 
 /// `run`'s usage text.
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--headless] [--timeout SECONDS] [--script FILE] \
-[--accel tcg|kvm] [--icount] [--verbose] [--qemu-arg ARG]...
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--headless] [--timeout SECONDS] [--script FILE] \
+[--accel tcg|kvm] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort]
 
   On a terminal QEMU gets the terminal (quit with Ctrl-A X). With --headless, --script or --timeout, or
   without a terminal, the console is captured and shown, the run is killed after the timeout (default
   120 s), and the exit status says whether it passed: QEMU exited 0 (70 = hypervisor fatal error), plus
   for --guest selftest a clean `selftest: N passed, 0 failed`, and for --guest-cmd the command's status.
+  The Linux guest boots from a system disk (default target/system-disk.img, created on first use with
+  the VM `linux` and a 256 MiB /dev/vda, kept across runs; --fresh recreates it): before the boot its
+  record is set to this run's vCPUs, memory and command line (--smp/--mem/--append/--guest-cmd or the
+  defaults) and its kernel/initrd to the current images; the changes are printed. --kernel and the
+  other guests boot from a bundle instead.
   Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `# comment`.";
 
 /// Parses `run`'s arguments (`--flag value` or `--flag=value`).
@@ -190,6 +205,8 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
                 })?);
             }
             "--guest-cmd" => o.guest_cmd = Some(value(flag)?),
+            "--system-disk" => o.system_disk = Some(value(flag)?.into()),
+            "--fresh" if inline.is_none() => o.fresh = true,
             "--headless" if inline.is_none() => o.headless = true,
             "--timeout" => {
                 let v = value(flag)?;
@@ -208,6 +225,15 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
             "--icount" if inline.is_none() => o.icount = true,
             "--verbose" | "-v" if inline.is_none() => o.verbose = true,
             "--qemu-arg" => o.qemu_args.push(value(flag)?),
+            "--hypervisor-fault" => {
+                let v = value(flag)?;
+                o.hypervisor_fault =
+                    Some(vmspec::HypervisorFault::from_name(&v).ok_or_else(|| {
+                        Error::Usage(format!(
+                            "--hypervisor-fault takes panic or data-abort, not `{v}`"
+                        ))
+                    })?)
+            }
             _ => {
                 return Err(Error::Usage(format!(
                     "unknown run argument `{arg}`\n  {USAGE}"
@@ -220,7 +246,18 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
             "--guest-cmd only applies to --guest linux".into(),
         ));
     }
+    if (o.system_disk.is_some() || o.fresh) && !uses_system_disk(&o) {
+        return Err(Error::Usage(
+            "--system-disk/--fresh apply to --guest linux without --kernel".into(),
+        ));
+    }
     Ok(o)
+}
+
+/// Whether the run boots from a system disk (the Linux guest with its own kernel;
+/// a deliberate hypervisor fault travels in a bundle, so it keeps one).
+pub fn uses_system_disk(o: &RunOptions) -> bool {
+    o.guest == Guest::Linux && o.kernel.is_none() && o.hypervisor_fault.is_none()
 }
 
 /// Whether a run is captured (piped) rather than on the terminal.
@@ -237,8 +274,29 @@ pub fn is_captured(o: &RunOptions) -> bool {
 pub struct Prepared {
     pub qemu: QemuConfig,
     pub vm: VmDef,
+    /// The boot bundle, or the system disk's image for a system-disk run.
     pub bundle: PathBuf,
     pub script: Vec<Step>,
+    /// Set for a system-disk run (then `qemu.initrd` is not passed to QEMU).
+    pub system_disk: Option<SystemDiskRun>,
+}
+
+impl Prepared {
+    /// The QEMU command to spawn.
+    pub fn command(&self) -> std::process::Command {
+        match &self.system_disk {
+            Some(d) => sysdisk::qemu_command(&self.qemu, &d.path),
+            None => self.qemu.command(),
+        }
+    }
+
+    /// The QEMU command line as the user would type it.
+    pub fn display(&self) -> String {
+        match &self.system_disk {
+            Some(d) => crate::qemu::display_command(&sysdisk::qemu_args(&self.qemu, &d.path)),
+            None => self.qemu.display(),
+        }
+    }
 }
 
 /// Installs QEMU if needed, builds what the guest needs and writes the bundle.
@@ -333,8 +391,32 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         kernel,
         initrd,
         disk: (o.guest == Guest::VirtioHostile).then_some(VIRTIO_HOSTILE_DISK),
+        fault: o.hypervisor_fault,
     };
-    let bundle = write_bundle(layout, &vm)?;
+    let system_disk = if uses_system_disk(o) {
+        let path = o
+            .system_disk
+            .clone()
+            .unwrap_or_else(|| sysdisk::default_path(layout));
+        let want = DesiredVm {
+            name: sysdisk::VM_NAME.into(),
+            vcpus: vm.vcpus,
+            mem: vm.mem,
+            cmdline: vm.cmdline.clone(),
+            kernel: vm.kernel.clone(),
+            initrd: vm.initrd.clone().unwrap_or_default(),
+            disk_size: sysdisk::GUEST_DISK_SIZE,
+        };
+        let run = sysdisk::ensure(&path, o.fresh, &want)?;
+        eprintln!("xtask: {}", run.describe(&want.name));
+        Some(run)
+    } else {
+        None
+    };
+    let bundle = match &system_disk {
+        Some(d) => d.path.clone(),
+        None => write_bundle(layout, &vm)?,
+    };
     qemu.smp = vm.vcpus;
     qemu.guest_mem = vm.mem;
     qemu.kernel = hypervisor;
@@ -344,6 +426,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         vm,
         bundle,
         script,
+        system_disk,
     })
 }
 
@@ -444,11 +527,11 @@ impl RunOutcome {
 pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error> {
     let prepared = prepare(layout, o)?;
     if o.verbose {
-        eprintln!("xtask: {}", prepared.qemu.display());
+        eprintln!("xtask: {}", prepared.display());
     }
     let timeout = o.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let start = Instant::now();
-    let mut session = Session::spawn(prepared.qemu.command(), !o.quiet, timeout)
+    let mut session = Session::spawn(prepared.command(), !o.quiet, timeout)
         .map_err(|e| Error::step("start QEMU", e.to_string()))?;
     let ending = drive(&mut session, &prepared.script);
     session.kill();
@@ -516,16 +599,21 @@ pub fn run_cli(layout: &Layout, o: &RunOptions) -> Result<(), Error> {
     if !is_captured(o) {
         let prepared = prepare(layout, o)?;
         if o.verbose {
-            eprintln!("xtask: {}", prepared.qemu.display());
+            eprintln!("xtask: {}", prepared.display());
         }
         eprintln!(
-            "xtask: booting {} ({} vCPU, {} MiB, bundle {}); quit with Ctrl-A X",
+            "xtask: booting {} ({} vCPU, {} MiB, {} {}); quit with Ctrl-A X",
             prepared.vm.guest,
             prepared.vm.vcpus,
             prepared.vm.mem >> 20,
+            if prepared.system_disk.is_some() {
+                "system disk"
+            } else {
+                "bundle"
+            },
             prepared.bundle.display()
         );
-        let code = run_interactive(prepared.qemu.command())
+        let code = run_interactive(prepared.command())
             .map_err(|e| Error::step("start QEMU", e.to_string()))?;
         return match code {
             Some(0) => Ok(()),
@@ -594,6 +682,32 @@ mod tests {
         .unwrap();
         assert_eq!(cmd.guest_cmd.as_deref(), Some("cat /proc/cpuinfo"));
         assert_eq!(cmd.accel, Accel::Kvm);
+    }
+
+    #[test]
+    fn system_disk_arguments_parse_and_apply_to_linux_only() {
+        let o = parse_args(&args("--system-disk /tmp/s.img --fresh --smp 4")).unwrap();
+        assert_eq!(o.system_disk, Some(PathBuf::from("/tmp/s.img")));
+        assert!(o.fresh && uses_system_disk(&o));
+        assert!(uses_system_disk(&parse_args(&[]).unwrap()));
+        assert!(!uses_system_disk(
+            &parse_args(&args("--kernel /k")).unwrap()
+        ));
+        assert!(!uses_system_disk(
+            &parse_args(&args("--guest selftest")).unwrap()
+        ));
+        for bad in [
+            "--guest selftest --fresh",
+            "--guest bench-exits --system-disk /tmp/s.img",
+            "--kernel /k --fresh",
+            "--fresh=yes",
+            "--system-disk",
+        ] {
+            assert!(
+                matches!(parse_args(&args(bad)), Err(Error::Usage(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

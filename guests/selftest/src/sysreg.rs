@@ -51,6 +51,14 @@ read_fns! {
     cntfrq_el0 => "cntfrq_el0";
     /// CNTV_CTL_EL0.
     cntv_ctl_el0 => "cntv_ctl_el0";
+    /// CNTP_CTL_EL0 (trapped and emulated by the hypervisor).
+    cntp_ctl_el0 => "cntp_ctl_el0";
+    /// CNTP_CVAL_EL0.
+    cntp_cval_el0 => "cntp_cval_el0";
+    /// CNTP_TVAL_EL0.
+    cntp_tval_el0 => "cntp_tval_el0";
+    /// CNTPCT_EL0.
+    cntpct_el0 => "cntpct_el0";
     /// FPCR.
     fpcr => "fpcr";
     /// PMCR_EL0.
@@ -66,6 +74,12 @@ write_fns! {
     set_cntv_ctl_el0 => "cntv_ctl_el0";
     /// CNTV_CVAL_EL0.
     set_cntv_cval_el0 => "cntv_cval_el0";
+    /// CNTP_CTL_EL0.
+    set_cntp_ctl_el0 => "cntp_ctl_el0";
+    /// CNTP_CVAL_EL0.
+    set_cntp_cval_el0 => "cntp_cval_el0";
+    /// CNTP_TVAL_EL0.
+    set_cntp_tval_el0 => "cntp_tval_el0";
     /// PMCR_EL0.
     set_pmcr_el0 => "pmcr_el0";
     /// PMEVTYPER0_EL0.

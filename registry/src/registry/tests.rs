@@ -573,3 +573,25 @@ fn read_only_disk_refuses_updates() {
         Err(RegistryError::ReadOnly)
     );
 }
+
+#[test]
+fn start_counter_commits_and_survives_reopen() {
+    let (mut disk, mut reg) = fresh();
+    let id = reg.add_vm(&mut disk, uuid(1), &linux_spec("a")).unwrap();
+    assert_eq!(reg.vm(id).unwrap().starts, 0);
+    for n in 1..=3u64 {
+        let generation = reg.generation();
+        reg.update_vm(&mut disk, id, |r| r.starts += 1).unwrap();
+        assert_eq!(reg.generation(), generation + 1);
+        let opened = Registry::open(&mut disk).unwrap();
+        assert_eq!(opened.vm(id).unwrap().starts, n);
+        assert_eq!(opened, reg);
+    }
+    // A read-only disk refuses the increment and keeps the committed count.
+    disk.set_read_only(true);
+    assert_eq!(
+        reg.update_vm(&mut disk, id, |r| r.starts += 1),
+        Err(RegistryError::ReadOnly)
+    );
+    assert_eq!(reg.vm(id).unwrap().starts, 3);
+}

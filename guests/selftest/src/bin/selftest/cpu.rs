@@ -5,7 +5,7 @@
 use selftest_guest::defs::map::PL011_BASE;
 use selftest_guest::defs::pl011;
 use selftest_guest::defs::smccc::PSCI_VERSION;
-use selftest_guest::defs::sysreg::{CNTV_CTL_ENABLE, CNTV_CTL_ISTATUS};
+use selftest_guest::defs::sysreg::{CNTV_CTL_ENABLE, CNTV_CTL_IMASK, CNTV_CTL_ISTATUS};
 use selftest_guest::detail::Detail;
 use selftest_guest::esr::Esr;
 use selftest_guest::idregs::{problems, IdValues};
@@ -200,4 +200,62 @@ pub fn wfi_wakeup(hypervisor: bool, p: &mut Detail) {
             "CNTV_CTL_EL0 = {ctl:#x} without ISTATUS after wfi"
         ));
     }
+}
+
+/// `ptimer-emulated`: the EL1 physical timer (which the hypervisor traps and
+/// emulates) behaves architecturally: TVAL writes set CVAL = now + TVAL, TVAL reads
+/// count down and go negative after the deadline, ISTATUS rises at the deadline
+/// whether or not IMASK is set, and CVAL reads back what was written.
+pub fn ptimer_emulated(p: &mut Detail) {
+    let frequency = sysreg::cntfrq_el0();
+    if frequency == 0 {
+        p.append(format_args!("CNTFRQ_EL0 is 0"));
+        return;
+    }
+    let ticks = frequency / WFI_DEADLINE_DIVISOR;
+    sysreg::set_cntp_ctl_el0(CNTV_CTL_ENABLE | CNTV_CTL_IMASK);
+    let before = sysreg::cntpct_el0();
+    sysreg::set_cntp_tval_el0(ticks);
+    let after = sysreg::cntpct_el0();
+    let cval = sysreg::cntp_cval_el0();
+    if cval < before + ticks || cval > after + ticks {
+        p.append(format_args!(
+            "TVAL write of {ticks} gave CVAL {cval}, outside [{}, {}]",
+            before + ticks,
+            after + ticks
+        ));
+    }
+    let tval = sysreg::cntp_tval_el0() as u32 as i32;
+    if tval <= 0 || tval as u64 > ticks {
+        p.append(format_args!(
+            "TVAL reads {tval} right after being set to {ticks}"
+        ));
+    }
+    if sysreg::cntp_ctl_el0() & CNTV_CTL_ISTATUS != 0 {
+        p.append(format_args!("ISTATUS set before the deadline"));
+    }
+    while sysreg::cntpct_el0() <= cval {}
+    let ctl = sysreg::cntp_ctl_el0();
+    if ctl & CNTV_CTL_ISTATUS == 0 {
+        p.append(format_args!(
+            "CNTP_CTL_EL0 = {ctl:#x} without ISTATUS after the deadline"
+        ));
+    }
+    if (sysreg::cntp_tval_el0() as u32 as i32) >= 0 {
+        p.append(format_args!("TVAL is not negative after the deadline"));
+    }
+    let far = cval + (1 << 40);
+    sysreg::set_cntp_cval_el0(far);
+    if sysreg::cntp_cval_el0() != far {
+        p.append(format_args!(
+            "CVAL reads {:#x} after writing {far:#x}",
+            sysreg::cntp_cval_el0()
+        ));
+    }
+    if sysreg::cntp_ctl_el0() & CNTV_CTL_ISTATUS != 0 {
+        p.append(format_args!(
+            "ISTATUS still set with the deadline moved far ahead"
+        ));
+    }
+    sysreg::set_cntp_ctl_el0(0);
 }

@@ -55,6 +55,7 @@ mod guest {
         h.check("id-sanitised", cpu::id_sanitised);
         h.check("fp-preserved", cpu::fp_preserved);
         h.check("wfi-wakeup", |p| cpu::wfi_wakeup(hypervisor, p));
+        h.check("ptimer-emulated", cpu::ptimer_emulated);
 
         let (passed, failed) = h.totals(vectors::unexpected_count());
         outln!("selftest: {passed} passed, {failed} failed");

@@ -1,0 +1,508 @@
+//! The host's side of the **system disk** for `cargo xtask run`: the image file the
+//! hypervisor boots its VMs from (QEMU's first virtio-blk device). It is created on
+//! first use with the default Linux VM, reused afterwards, and reconciled with each
+//! run's settings before the boot — the host acting as the authority reconfigures
+//! the *same* VM (vCPUs, memory, command line, boot images); its UUID never
+//! changes. Everything goes through the `registry` crate (atomic commits only).
+//!
+//! Also: the QEMU arguments that attach the image, and a read-only summary of an
+//! image's registry (tests and benches print it after a power cut).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use registry::cli::FileDisk;
+use registry::codec::crc32c;
+use registry::{
+    Blob, BootSource, BootSpec, DeviceModel, DiskSpec, ExtentRole, Policy, Registry, Uuid,
+    VmRecord, VmSpec,
+};
+
+use crate::error::Error;
+use crate::qemu::{qemu_command as spawnable, QemuConfig};
+use crate::Layout;
+
+/// File name of the default system disk, under the workspace's `target/`.
+pub const DEFAULT_FILE_NAME: &str = "system-disk.img";
+/// Size of a new system-disk image (a sparse file: only written blocks use space).
+pub const DISK_SIZE: u64 = 1 << 30;
+/// Name of the default VM.
+pub const VM_NAME: &str = "linux";
+/// Size of the default VM's guest disk (`/dev/vda`).
+pub const GUEST_DISK_SIZE: u64 = 256 << 20;
+/// TPM NV area reserved for the default VM.
+pub const TPM_NV_SIZE: u64 = registry::cli::DEFAULT_TPM_NV_SIZE;
+/// Boot-image extents get this much room beyond the first image, so a newer
+/// kernel usually replaces the old one in place.
+pub const IMAGE_HEADROOM: u64 = 16 << 20;
+/// QEMU drive id of the system disk.
+pub const DRIVE_ID: &str = "sys";
+
+/// The default system disk: `target/system-disk.img`.
+pub fn default_path(layout: &Layout) -> PathBuf {
+    layout.out.join(DEFAULT_FILE_NAME)
+}
+
+/// What the run wants the VM to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredVm {
+    pub name: String,
+    pub vcpus: u32,
+    /// Guest RAM in bytes (a multiple of 2 MiB).
+    pub mem: u64,
+    pub cmdline: String,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Guest disk size when the VM is created (an existing disk is never resized).
+    pub disk_size: u64,
+}
+
+/// The system disk as prepared for a boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemDiskRun {
+    pub path: PathBuf,
+    pub disk_uuid: Uuid,
+    pub vm_uuid: Uuid,
+    /// The image (or the VM) was created by this run.
+    pub created: bool,
+    /// What this run changed in the VM's record, one phrase each (`vcpus 2 -> 4`).
+    pub changes: Vec<String>,
+    /// Registry generation after the changes.
+    pub generation: u64,
+    /// The VM's start counter before this boot (the hypervisor adds one).
+    pub starts: u64,
+}
+
+impl SystemDiskRun {
+    /// One line for the run's output.
+    pub fn describe(&self, name: &str) -> String {
+        let what = if self.created {
+            "created".to_string()
+        } else if self.changes.is_empty() {
+            "unchanged".to_string()
+        } else {
+            format!("updated: {}", self.changes.join(", "))
+        };
+        format!(
+            "system disk {} (disk {}): VM '{name}' {} {what}; registry generation {}, started {} time(s) before",
+            self.path.display(),
+            self.disk_uuid,
+            self.vm_uuid,
+            self.generation,
+            self.starts
+        )
+    }
+}
+
+fn step(detail: impl Into<String>) -> Error {
+    Error::step("system disk", detail)
+}
+
+fn random_uuid() -> Result<Uuid, Error> {
+    let mut b = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::io("read /dev/urandom", e))?;
+    Ok(Uuid::from_random_bytes(b))
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::io(format!("read {what} {}", path.display()), e))
+}
+
+/// Room for a boot image of `len` bytes.
+fn image_capacity(len: usize) -> u64 {
+    (len as u64).saturating_add(IMAGE_HEADROOM)
+}
+
+/// Creates the image (formatted, empty) at `path` atomically: written under a
+/// temporary name, then renamed, so an interrupted creation is never reused.
+fn create_image(path: &Path) -> Result<(), Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    let tmp = path.with_extension("img.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut disk = FileDisk::create(&tmp, DISK_SIZE)
+        .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+    Registry::format(&mut disk, random_uuid()?)
+        .map_err(|e| step(format!("format {}: {e}", tmp.display())))?;
+    drop(disk);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("rename to {}", path.display()), e))
+}
+
+/// Opens (creating it if missing, or recreating it with `fresh`) the system disk at
+/// `path`, makes sure it holds the VM `want.name` (created with autostart on), and
+/// reconciles its record and boot images with `want`. A registry that does not
+/// open is an error (never reformatted without `fresh`).
+pub fn ensure(path: &Path, fresh: bool, want: &DesiredVm) -> Result<SystemDiskRun, Error> {
+    if !want.mem.is_multiple_of(registry::defs::MEMORY_GRANULE) {
+        return Err(Error::Usage(format!(
+            "a system-disk VM's memory must be a multiple of 2M, not {} bytes",
+            want.mem
+        )));
+    }
+    let mut created = false;
+    if fresh && path.exists() {
+        std::fs::remove_file(path)
+            .map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+    }
+    if !path.exists() {
+        create_image(path)?;
+        created = true;
+    }
+    let mut disk = FileDisk::open(path, false)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let mut reg = Registry::open(&mut disk).map_err(|e| {
+        step(format!(
+            "{}: the registry does not open ({e}); it is left untouched — inspect it with `cargo xtask disk inspect {0}`, or recreate it with --fresh",
+            path.display()
+        ))
+    })?;
+    let kernel = read(&want.kernel, "kernel")?;
+    let initrd = read(&want.initrd, "initrd")?;
+    let commit = |e: registry::RegistryError| step(format!("{}: {e}", path.display()));
+
+    let uuid = match reg.vm_by_name(&want.name) {
+        Some(vm) => vm.uuid,
+        None => {
+            let spec = VmSpec {
+                name: want.name.clone(),
+                vcpus: want.vcpus,
+                memory_bytes: want.mem,
+                device_model: DeviceModel::LinuxDt,
+                boot: BootSpec::Linux {
+                    kernel_capacity: image_capacity(kernel.len()),
+                    initrd_capacity: Some(image_capacity(initrd.len())),
+                    cmdline: want.cmdline.clone(),
+                },
+                disks: vec![DiskSpec {
+                    size: want.disk_size,
+                    read_only: false,
+                }],
+                tpm_nv_size: TPM_NV_SIZE,
+                policy: Policy {
+                    autostart: true,
+                    ..Policy::default()
+                },
+            };
+            created = true;
+            reg.add_vm(&mut disk, random_uuid()?, &spec)
+                .map_err(commit)?
+        }
+    };
+    let mut changes = Vec::new();
+    let current = reg
+        .vm(uuid)
+        .cloned()
+        .ok_or_else(|| step("the VM vanished"))?;
+    let cfg = config_changes(&current, want);
+    if !cfg.is_empty() {
+        let (vcpus, mem, cmdline, autostart) = (want.vcpus, want.mem, want.cmdline.clone(), true);
+        reg.update_vm(&mut disk, uuid, |r| {
+            r.vcpus = vcpus;
+            r.memory_bytes = mem;
+            r.policy.autostart = autostart;
+            if let BootSource::Linux { cmdline: c, .. } = &mut r.boot {
+                *c = cmdline;
+            }
+        })
+        .map_err(commit)?;
+        changes.extend(cfg);
+    }
+    for (role, data) in [(ExtentRole::Kernel, &kernel), (ExtentRole::Initrd, &initrd)] {
+        if let Some(change) = store_image(&mut reg, &mut disk, uuid, role, data).map_err(commit)? {
+            changes.push(change);
+        }
+    }
+    let vm = reg.vm(uuid).ok_or_else(|| step("the VM vanished"))?;
+    if let Some(first) = reg.vms().iter().find(|v| v.policy.autostart) {
+        if first.uuid != uuid {
+            eprintln!(
+                "xtask: warning: {}: VM '{}' {} is autostart and comes first; the hypervisor boots it, not '{}'",
+                path.display(),
+                first.name,
+                first.uuid,
+                want.name
+            );
+        }
+    }
+    Ok(SystemDiskRun {
+        path: path.to_path_buf(),
+        disk_uuid: reg.disk_uuid(),
+        vm_uuid: uuid,
+        created,
+        changes: if created { Vec::new() } else { changes },
+        generation: reg.generation(),
+        starts: vm.starts,
+    })
+}
+
+/// What differs between the record and the wanted configuration, as phrases.
+pub fn config_changes(r: &VmRecord, want: &DesiredVm) -> Vec<String> {
+    let mut out = Vec::new();
+    if r.vcpus != want.vcpus {
+        out.push(format!("vcpus {} -> {}", r.vcpus, want.vcpus));
+    }
+    if r.memory_bytes != want.mem {
+        out.push(format!(
+            "memory {} MiB -> {} MiB",
+            r.memory_bytes >> 20,
+            want.mem >> 20
+        ));
+    }
+    if let BootSource::Linux { cmdline, .. } = &r.boot {
+        if *cmdline != want.cmdline {
+            out.push(format!(
+                "cmdline `{}` -> `{}`",
+                abbreviate(cmdline),
+                abbreviate(&want.cmdline)
+            ));
+        }
+    }
+    if !r.policy.autostart {
+        out.push("autostart off -> on".into());
+    }
+    out
+}
+
+/// Longest command line shown whole in a change phrase.
+const SHOWN_CMDLINE: usize = 96;
+
+/// `s`, cut to [`SHOWN_CMDLINE`] characters with `…` when longer.
+fn abbreviate(s: &str) -> String {
+    match s.char_indices().nth(SHOWN_CMDLINE) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
+/// Stores `data` as the VM's blob `role` unless the stored one has the same size
+/// and CRC32C; a blob too small for it is moved to a new, larger extent first.
+/// Returns what changed.
+fn store_image(
+    reg: &mut Registry,
+    disk: &mut FileDisk,
+    uuid: Uuid,
+    role: ExtentRole,
+    data: &[u8],
+) -> Result<Option<String>, registry::RegistryError> {
+    let vm = reg
+        .vm(uuid)
+        .ok_or(registry::RegistryError::NotFound(uuid))?;
+    let Some(blob) = vm.blob(role).copied() else {
+        return Err(registry::RegistryError::NoSuchBlob(role));
+    };
+    let (size, crc) = (data.len() as u64, crc32c(data));
+    if blob.size == size && blob.crc32c == crc {
+        return Ok(None);
+    }
+    if blob.extent.len < size {
+        let extent =
+            registry::space::allocate(reg.superblock(), reg.vms(), &[], image_capacity(data.len()))
+                .ok_or(registry::RegistryError::NoSpace { needed: size })?;
+        reg.update_vm(disk, uuid, |r| {
+            if let Some(b) = r.blob_mut(role) {
+                *b = Blob::empty_in(extent);
+            }
+        })?;
+    }
+    reg.store_blob(disk, uuid, role, data)?;
+    Ok(Some(format!(
+        "{role} replaced ({} bytes crc32c {:08x} -> {size} bytes crc32c {crc:08x})",
+        blob.size, blob.crc32c
+    )))
+}
+
+/// One VM as a summary line reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSummary {
+    pub name: String,
+    pub uuid: Uuid,
+    pub starts: u64,
+}
+
+/// A registry as read (read-only) from an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySummary {
+    pub disk_uuid: Uuid,
+    pub generation: u64,
+    pub vms: Vec<VmSummary>,
+}
+
+/// Opens the image read-only and summarises its registry; the error is the
+/// registry's reason (a corrupt registry refuses to open).
+pub fn inspect(path: &Path) -> Result<RegistrySummary, String> {
+    let mut disk = FileDisk::open(path, true).map_err(|e| format!("{}: {e}", path.display()))?;
+    let reg = Registry::open(&mut disk).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(RegistrySummary {
+        disk_uuid: reg.disk_uuid(),
+        generation: reg.generation(),
+        vms: reg
+            .vms()
+            .iter()
+            .map(|v| VmSummary {
+                name: v.name.clone(),
+                uuid: v.uuid,
+                starts: v.starts,
+            })
+            .collect(),
+    })
+}
+
+/// QEMU arguments attaching `path` as the host's first virtio-blk device.
+pub fn drive_args(path: &Path) -> Vec<String> {
+    vec![
+        "-drive".into(),
+        format!(
+            "file={},format=raw,if=none,id={DRIVE_ID}",
+            path.display().to_string().replace(',', ",,")
+        ),
+        "-device".into(),
+        format!("virtio-blk-device,drive={DRIVE_ID}"),
+    ]
+}
+
+/// `qemu`'s arguments for a system-disk boot: no boot bundle (`-initrd` would take
+/// precedence over the system disk), the image attached instead.
+pub fn qemu_args(qemu: &QemuConfig, path: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = qemu.args().into_iter();
+    while let Some(a) = it.next() {
+        if a == "-initrd" {
+            it.next();
+            continue;
+        }
+        out.push(a);
+    }
+    out.extend(drive_args(path));
+    out
+}
+
+/// The command to spawn for a system-disk boot (see [`crate::qemu::qemu_command`]).
+pub fn qemu_command(qemu: &QemuConfig, path: &Path) -> std::process::Command {
+    spawnable(qemu_args(qemu, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(dir: &Path) -> DesiredVm {
+        let kernel = dir.join("Image");
+        let initrd = dir.join("initrd");
+        std::fs::write(&kernel, vec![0x5a; 70_000]).unwrap();
+        std::fs::write(&initrd, vec![0xa5; 5_000]).unwrap();
+        DesiredVm {
+            name: VM_NAME.into(),
+            vcpus: 2,
+            mem: 512 << 20,
+            cmdline: "console=ttyAMA0".into(),
+            kernel,
+            initrd,
+            disk_size: 1 << 20,
+        }
+    }
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("xtask-sysdisk-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn created_once_then_reused_and_reconfigured_in_place() {
+        let dir = tmpdir("reuse");
+        let img = dir.join("sys.img");
+        let mut w = want(&dir);
+        let first = ensure(&img, false, &w).unwrap();
+        assert!(first.created && first.changes.is_empty());
+        let again = ensure(&img, false, &w).unwrap();
+        assert!(!again.created && again.changes.is_empty(), "{again:?}");
+        assert_eq!(
+            (again.vm_uuid, again.disk_uuid, again.generation),
+            (first.vm_uuid, first.disk_uuid, first.generation)
+        );
+
+        // New settings and a bigger kernel: same VM, record updated, blob moved.
+        w.vcpus = 4;
+        w.mem = 256 << 20;
+        w.cmdline = "console=ttyAMA0 quiet".into();
+        std::fs::write(&w.kernel, vec![0x11; 70_000 + IMAGE_HEADROOM as usize + 1]).unwrap();
+        let changed = ensure(&img, false, &w).unwrap();
+        assert_eq!(changed.vm_uuid, first.vm_uuid);
+        assert!(changed.generation > first.generation);
+        let joined = changed.changes.join("; ");
+        for part in [
+            "vcpus 2 -> 4",
+            "memory 512 MiB -> 256 MiB",
+            "quiet",
+            "kernel replaced",
+        ] {
+            assert!(joined.contains(part), "{joined}");
+        }
+        assert!(!joined.contains("initrd"), "{joined}");
+        assert_eq!(abbreviate("abc"), "abc");
+        assert_eq!(
+            abbreviate(&"x".repeat(200)).chars().count(),
+            SHOWN_CMDLINE + 1
+        );
+        let mut disk = FileDisk::open(&img, true).unwrap();
+        let reg = Registry::open(&mut disk).unwrap();
+        let vm = reg.vm(first.vm_uuid).unwrap();
+        assert_eq!((vm.vcpus, vm.memory_bytes), (4, 256 << 20));
+        assert_eq!(
+            reg.read_blob(&mut disk, vm.uuid, ExtentRole::Kernel)
+                .unwrap(),
+            std::fs::read(&w.kernel).unwrap()
+        );
+        assert_eq!(inspect(&img).unwrap().vms[0].uuid, first.vm_uuid);
+
+        // --fresh: a new disk and a new VM.
+        let fresh = ensure(&img, true, &w).unwrap();
+        assert!(fresh.created);
+        assert_ne!(fresh.vm_uuid, first.vm_uuid);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_registry_is_an_error_not_reformatted() {
+        let dir = tmpdir("corrupt");
+        let img = dir.join("sys.img");
+        let w = want(&dir);
+        ensure(&img, false, &w).unwrap();
+        let mut bytes = std::fs::read(&img).unwrap();
+        bytes[..1024].fill(0xff);
+        std::fs::write(&img, &bytes).unwrap();
+        let e = ensure(&img, false, &w).unwrap_err().to_string();
+        assert!(e.contains("--fresh"), "{e}");
+        assert_eq!(std::fs::read(&img).unwrap()[..1024], bytes[..1024]);
+        assert!(inspect(&img).is_err());
+        let mut odd = w.clone();
+        odd.mem = 3 << 20;
+        assert!(matches!(ensure(&img, true, &odd), Err(Error::Usage(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn qemu_gets_the_drive_and_no_bundle() {
+        let q = QemuConfig {
+            smp: 2,
+            guest_mem: 512 << 20,
+            kernel: "/t/rayos-el2.bin".into(),
+            initrd: "/t/bundles/linux.cpio".into(),
+            accel: crate::qemu::Accel::Tcg,
+            icount: false,
+            extra_args: vec!["-d".into(), "guest_errors".into()],
+        };
+        let a = qemu_args(&q, Path::new("/t/sys,1.img")).join(" ");
+        assert!(!a.contains("-initrd") && !a.contains("linux.cpio"), "{a}");
+        assert!(a.contains("-kernel /t/rayos-el2.bin"), "{a}");
+        assert!(a.ends_with(
+            "-d guest_errors -drive file=/t/sys,,1.img,format=raw,if=none,id=sys -device virtio-blk-device,drive=sys"
+        ), "{a}");
+    }
+}
