@@ -64,8 +64,15 @@ impl<B: BlockBackend + Send> Blk<B> {
             backend,
             serial: [0; blk::ID_BYTES],
             queue_sizes: [limits::DEFAULT_QUEUE_SIZE],
-            chunk: vec![0; limits::CHUNK_BYTES],
+            chunk: vec![0; limits::BLK_CHUNK_BYTES],
         }
+    }
+
+    /// Sets the size of the buffer data moves through between guest memory and the
+    /// backend (the largest single backend operation).
+    pub fn with_chunk_size(mut self, bytes: usize) -> Self {
+        self.chunk = vec![0; bytes.max(vdev::SECTOR_SIZE as usize)];
+        self
     }
 
     /// Sets the serial number GET_ID returns (truncated to 20 bytes).

@@ -9,7 +9,9 @@ const SECTORS: usize = 64;
 
 fn disk(read_only: bool) -> TestDriver<Blk<MemDisk>> {
     let mut d = TestDriver::new(
-        Blk::new(MemDisk::new(SECTORS, read_only)).with_serial(b"RAYOS-DISK-0"),
+        Blk::new(MemDisk::new(SECTORS, read_only))
+            .with_serial(b"RAYOS-DISK-0")
+            .with_chunk_size(limits::CHUNK_BYTES),
         1 << 20,
     );
     d.start(features::INDIRECT_DESC);

@@ -189,6 +189,10 @@ pub mod limits {
     pub const MAX_INDIRECT_DESCRIPTORS: u32 = 1024;
     /// Size of the bounce buffer devices copy data through.
     pub const CHUNK_BYTES: usize = 16 << 10;
+    /// virtio-blk's bounce buffer: one whole request of Linux's default size, so each
+    /// guest request reaches the backend (and a disk behind it) as one large
+    /// operation, not many small ones.
+    pub const BLK_CHUNK_BYTES: usize = 1 << 20;
     /// Most chains one transport call pops before deferring the rest to `poll`: four
     /// full default-size rings, which no conforming driver outruns in one exit.
     pub const MAX_CHAINS_PER_RUN: u32 = 1024;
