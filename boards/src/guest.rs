@@ -19,6 +19,16 @@ pub const PL011_SPI: u32 = 1;
 pub const PL031_BASE: u64 = 0x0901_0000;
 /// QEMU fw_cfg interface (UEFI profile).
 pub const FW_CFG_BASE: u64 = 0x0902_0000;
+/// PL061 GPIO controller and its SPI (as on QEMU `virt`). Its pins carry the
+/// bit-banged SPI bus of the TPM for guests without a TIS MMIO driver.
+pub const PL061_BASE: u64 = 0x0903_0000;
+pub const PL061_SIZE: u64 = 0x1000;
+pub const PL061_SPI: u32 = 7;
+/// PL061 pins of the TPM's bit-banged SPI bus (mode 0, chip select active low).
+pub const TPM_SPI_SCK_PIN: u8 = 0;
+pub const TPM_SPI_MOSI_PIN: u8 = 1;
+pub const TPM_SPI_MISO_PIN: u8 = 2;
+pub const TPM_SPI_CS_PIN: u8 = 3;
 /// virtio-mmio transports: slot `n` at `VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_STRIDE`,
 /// interrupt SPI `VIRTIO_MMIO_SPI_BASE + n`.
 pub const VIRTIO_MMIO_BASE: u64 = 0x0a00_0000;

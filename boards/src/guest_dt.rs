@@ -1,7 +1,9 @@
 //! The flattened device tree a Linux guest boots with.
 //!
 //! [`linux_dt`] turns a [`GuestDtConfig`] (vCPU count, RAM, command line, initrd,
-//! the virtio-mmio transports and TPM that exist) into a DTB describing the
+//! the virtio-mmio transports and the TPM — on the platform bus as TIS MMIO, or on
+//! a bit-banged SPI bus over the PL061 GPIO controller — that exist) into a DTB
+//! describing the
 //! guest-physical map of [`crate::guest`]. Node names and property encodings follow
 //! what QEMU's `virt` machine generates (GICv3, no ITS, no EL2 for the guest), so a
 //! kernel sees the same machine it would under QEMU. The configuration is validated
@@ -16,8 +18,10 @@ use vm_fdt::FdtWriter;
 
 use crate::guest::{
     GICD_BASE, GICD_SIZE, GICR_BASE, GICR_REGION_SIZE, GICR_STRIDE, HTIMER_INTID, PL011_BASE,
-    PL011_SIZE, PL011_SPI, PLATFORM_BUS_BASE, PLATFORM_BUS_SIZE, PPI_BASE, PTIMER_INTID, RAM_BASE,
-    SPI_BASE, STIMER_INTID, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOTS, VIRTIO_MMIO_STRIDE, VTIMER_INTID,
+    PL011_SIZE, PL011_SPI, PL061_SIZE, PL061_SPI, PLATFORM_BUS_BASE, PLATFORM_BUS_SIZE, PPI_BASE,
+    PTIMER_INTID, RAM_BASE, SPI_BASE, STIMER_INTID, TPM_SPI_CS_PIN, TPM_SPI_MISO_PIN,
+    TPM_SPI_MOSI_PIN, TPM_SPI_SCK_PIN, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOTS, VIRTIO_MMIO_STRIDE,
+    VTIMER_INTID,
 };
 
 /// Device-tree encodings, phandles and sizes used by the generator.
@@ -31,6 +35,19 @@ pub mod defs {
     /// Phandles of the nodes other nodes refer to.
     pub const GIC_PHANDLE: u32 = 1;
     pub const APB_PCLK_PHANDLE: u32 = 2;
+    pub const PL061_PHANDLE: u32 = 3;
+
+    /// GPIO specifier flags (binding `gpio.txt`, cell 2).
+    pub const GPIO_ACTIVE_HIGH: u32 = 0;
+    pub const GPIO_ACTIVE_LOW: u32 = 1;
+    /// `#gpio-cells` of the PL061: pin, flags.
+    pub const PL061_GPIO_CELLS: u32 = 2;
+    /// The SPI TPM: chip select 0 of the bit-banged bus, and the clock it claims
+    /// (spi-gpio clocks as fast as its GPIO writes go regardless).
+    pub const TPM_SPI_CHIP_SELECT: u32 = 0;
+    pub const TPM_SPI_MAX_HZ: u32 = 1_000_000;
+    /// The TCG TIS-over-SPI binding Linux `tpm_tis_spi` matches.
+    pub const TPM_SPI_COMPATIBLE: &str = "tcg,tpm_tis-spi";
 
     /// GIC interrupt specifier, cell 0 (binding `arm,gic-v3`).
     pub const IRQ_TYPE_SPI: u32 = 0;
@@ -86,6 +103,11 @@ pub struct GuestDtConfig<'a> {
     pub virtio_mmio: &'a [VirtioSlot],
     /// Base of a TIS MMIO TPM on the platform bus.
     pub tpm_tis: Option<u64>,
+    /// Base of a PL061 GPIO controller (normally [`crate::guest::PL061_BASE`])
+    /// whose pins carry a bit-banged SPI bus with a TIS-over-SPI TPM on chip
+    /// select 0 — for kernels that have `tpm_tis_spi` but no `tpm_tis` (Debian's
+    /// arm64 kernel).
+    pub tpm_spi_gpio: Option<u64>,
     /// Value of `/chosen/rng-seed`.
     pub rng_seed: Option<[u8; 32]>,
 }
@@ -113,6 +135,9 @@ pub enum DtError {
     VirtioIntidInvalid { base: u64, intid: u32 },
     /// The TPM window is not inside the platform bus.
     TpmOutsidePlatformBus { base: u64 },
+    /// The GPIO controller of the SPI TPM is unaligned, in RAM, or overlaps
+    /// another device.
+    GpioBaseInvalid { base: u64 },
     /// The command line contains a NUL byte.
     BootargsNul,
     /// The FDT writer refused the tree.
@@ -143,6 +168,12 @@ impl fmt::Display for DtError {
             }
             Self::TpmOutsidePlatformBus { base } => {
                 write!(f, "TPM at {base:#x} is outside the platform bus")
+            }
+            Self::GpioBaseInvalid { base } => {
+                write!(
+                    f,
+                    "PL061 at {base:#x} is unaligned, in RAM or overlaps a device"
+                )
             }
             Self::BootargsNul => write!(f, "bootargs contain NUL"),
             Self::Writer(e) => write!(f, "FDT writer: {e}"),
@@ -202,6 +233,23 @@ fn validate(cfg: &GuestDtConfig) -> Result<(), DtError> {
                 .is_some_and(|end| end <= PLATFORM_BUS_BASE + PLATFORM_BUS_SIZE);
         if !fits {
             return Err(DtError::TpmOutsidePlatformBus { base });
+        }
+    }
+    if let Some(base) = cfg.tpm_spi_gpio {
+        let end = base.checked_add(PL061_SIZE);
+        let fixed = [
+            (GICD_BASE, GICD_SIZE),
+            (GICR_BASE, GICR_REGION_SIZE),
+            (PL011_BASE, PL011_SIZE),
+            (VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOTS * VIRTIO_MMIO_STRIDE),
+            (PLATFORM_BUS_BASE, PLATFORM_BUS_SIZE),
+        ];
+        let ok = base.is_multiple_of(PL061_SIZE)
+            && end.is_some_and(|end| {
+                end <= cfg.ram_base && fixed.iter().all(|&(b, s)| end <= b || b + s <= base)
+            });
+        if !ok {
+            return Err(DtError::GpioBaseInvalid { base });
         }
     }
     if cfg.bootargs.contains('\0') {
@@ -371,6 +419,43 @@ fn platform_bus_node(w: &mut FdtWriter, tpm_base: u64) -> Result<(), DtError> {
     Ok(())
 }
 
+/// The PL061 GPIO controller, as QEMU `virt` describes it.
+fn pl061_node(w: &mut FdtWriter, base: u64) -> Result<(), DtError> {
+    let n = w.begin_node(&format!("pl061@{base:x}"))?;
+    w.property_string_list("compatible", strings(&["arm,pl061", "arm,primecell"]))?;
+    w.property_array_u64("reg", &reg64(base, PL061_SIZE))?;
+    w.property_array_u32("interrupts", &spi(SPI_BASE + PL061_SPI, IRQ_LEVEL_HIGH))?;
+    w.property_null("gpio-controller")?;
+    w.property_u32("#gpio-cells", PL061_GPIO_CELLS)?;
+    w.property_u32("clocks", APB_PCLK_PHANDLE)?;
+    w.property_string("clock-names", "apb_pclk")?;
+    w.property_phandle(PL061_PHANDLE)?;
+    w.end_node(n)?;
+    Ok(())
+}
+
+/// The bit-banged SPI bus on the PL061's pins (binding `spi-gpio`) with the TPM
+/// (binding `tcg,tpm_tis-spi`) on chip select 0.
+fn spi_gpio_tpm_node(w: &mut FdtWriter) -> Result<(), DtError> {
+    let gpio = |pin: u8, flags: u32| [PL061_PHANDLE, u32::from(pin), flags];
+    let n = w.begin_node("spi")?;
+    w.property_string("compatible", "spi-gpio")?;
+    w.property_u32("#address-cells", 1)?;
+    w.property_u32("#size-cells", 0)?;
+    w.property_array_u32("sck-gpios", &gpio(TPM_SPI_SCK_PIN, GPIO_ACTIVE_HIGH))?;
+    w.property_array_u32("mosi-gpios", &gpio(TPM_SPI_MOSI_PIN, GPIO_ACTIVE_HIGH))?;
+    w.property_array_u32("miso-gpios", &gpio(TPM_SPI_MISO_PIN, GPIO_ACTIVE_HIGH))?;
+    w.property_array_u32("cs-gpios", &gpio(TPM_SPI_CS_PIN, GPIO_ACTIVE_LOW))?;
+    w.property_u32("num-chipselects", 1)?;
+    let tpm = w.begin_node(&format!("tpm@{TPM_SPI_CHIP_SELECT:x}"))?;
+    w.property_string("compatible", TPM_SPI_COMPATIBLE)?;
+    w.property_u32("reg", TPM_SPI_CHIP_SELECT)?;
+    w.property_u32("spi-max-frequency", TPM_SPI_MAX_HZ)?;
+    w.end_node(tpm)?;
+    w.end_node(n)?;
+    Ok(())
+}
+
 fn chosen_node(w: &mut FdtWriter, cfg: &GuestDtConfig) -> Result<(), DtError> {
     let n = w.begin_node("chosen")?;
     w.property_string("bootargs", cfg.bootargs)?;
@@ -403,6 +488,10 @@ pub fn linux_dt(cfg: &GuestDtConfig) -> Result<Vec<u8>, DtError> {
         platform_bus_node(&mut w, base)?;
     }
     virtio_nodes(&mut w, cfg.virtio_mmio)?;
+    if let Some(base) = cfg.tpm_spi_gpio {
+        pl061_node(&mut w, base)?;
+        spi_gpio_tpm_node(&mut w)?;
+    }
     pl011_node(&mut w)?;
     gic_node(&mut w, cfg.vcpus)?;
     cpus_node(&mut w, cfg.vcpus)?;
@@ -446,6 +535,7 @@ mod tests {
             initrd: Some((0x4800_0000, 0x4812_3456)),
             virtio_mmio: &SLOTS,
             tpm_tis: None,
+            tpm_spi_gpio: None,
             rng_seed: None,
         }
     }
@@ -865,6 +955,95 @@ mod tests {
     }
 
     #[test]
+    fn spi_gpio_tpm_matches_qemu_pl061_and_the_spi_gpio_binding() {
+        use crate::guest::PL061_BASE;
+        let cfg = GuestDtConfig {
+            tpm_spi_gpio: Some(PL061_BASE),
+            ..config(1)
+        };
+        let blob = linux_dt(&cfg).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let qemu = Fdt::new(QEMU_VIRT_DTB).unwrap();
+
+        // The PL061 node is QEMU's, property for property (phandles aside).
+        let path = "/pl061@9030000";
+        let ours = fdt.find_node(path).unwrap();
+        let theirs = qemu.find_node(path).unwrap();
+        let mut names: Vec<&str> = ours.properties().map(|p| p.name).collect();
+        let mut qnames: Vec<&str> = theirs.properties().map(|p| p.name).collect();
+        names.sort_unstable();
+        qnames.sort_unstable();
+        assert_eq!(names, qnames);
+        for p in ours.properties() {
+            if !matches!(p.name, "phandle" | "clocks") {
+                assert_eq!(
+                    Some(p.value),
+                    prop(&qemu, path, p.name),
+                    "{path}:{}",
+                    p.name
+                );
+            }
+        }
+        assert_eq!(cells_of(&fdt, path, "phandle"), [PL061_PHANDLE]);
+        assert_eq!(
+            cells_of(&fdt, path, "clocks"),
+            cells_of(&fdt, "/apb-pclk", "phandle")
+        );
+        assert_eq!(cells_of(&fdt, path, "interrupts"), [0, 7, 4]);
+
+        // The bus: four GPIOs on the PL061, chip select active low.
+        let spi = "/spi";
+        assert_eq!(strs(&fdt, spi, "compatible"), ["spi-gpio"]);
+        assert_eq!(cells_of(&fdt, spi, "#address-cells"), [1]);
+        assert_eq!(cells_of(&fdt, spi, "#size-cells"), [0]);
+        assert_eq!(cells_of(&fdt, spi, "num-chipselects"), [1]);
+        let pins = [
+            ("sck-gpios", TPM_SPI_SCK_PIN, 0),
+            ("mosi-gpios", TPM_SPI_MOSI_PIN, 0),
+            ("miso-gpios", TPM_SPI_MISO_PIN, 0),
+            ("cs-gpios", TPM_SPI_CS_PIN, 1),
+        ];
+        let mut used = Vec::new();
+        for (name, pin, flags) in pins {
+            assert_eq!(
+                cells_of(&fdt, spi, name),
+                [PL061_PHANDLE, u32::from(pin), flags],
+                "{name}"
+            );
+            assert!(pin < 8);
+            used.push(pin);
+        }
+        used.sort_unstable();
+        used.dedup();
+        assert_eq!(used.len(), 4, "pins are distinct");
+
+        // The TPM on chip select 0.
+        let tpm = fdt.find_compatible(&["tcg,tpm_tis-spi"]).unwrap();
+        assert_eq!(tpm.name, "tpm@0");
+        assert_eq!(cells_of(&fdt, "/spi/tpm@0", "reg"), [0]);
+        assert_eq!(
+            cells_of(&fdt, "/spi/tpm@0", "spi-max-frequency"),
+            [1_000_000]
+        );
+
+        // Three unique phandles now.
+        let mut ph: Vec<u32> = fdt
+            .all_nodes()
+            .filter_map(|n| n.property("phandle"))
+            .map(|p| cells(p.value)[0])
+            .collect();
+        ph.sort_unstable();
+        ph.dedup();
+        assert_eq!(ph.len(), 3);
+
+        // Without the option: neither node.
+        let blob = linux_dt(&config(1)).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        assert!(fdt.find_node(path).is_none());
+        assert!(fdt.find_compatible(&["spi-gpio"]).is_none());
+    }
+
+    #[test]
     fn optional_chosen_properties() {
         let seed: [u8; 32] = core::array::from_fn(|i| (i * 7 + 1) as u8);
         let cfg = GuestDtConfig {
@@ -1042,6 +1221,25 @@ mod tests {
                 DtError::BootargsNul,
             ),
         ];
+        let mut cases = cases;
+        for bad in [
+            crate::guest::PL061_BASE + 4,
+            PL011_BASE,
+            GICD_BASE + 0x1000,
+            VIRTIO_MMIO_BASE,
+            PLATFORM_BUS_BASE,
+            RAM_BASE,
+            RAM_BASE - 0x800,
+            !0xfff,
+        ] {
+            cases.push((
+                GuestDtConfig {
+                    tpm_spi_gpio: Some(bad),
+                    ..base
+                },
+                DtError::GpioBaseInvalid { base: bad },
+            ));
+        }
         for (cfg, err) in cases {
             assert_eq!(linux_dt(&cfg), Err(err));
         }
@@ -1054,6 +1252,7 @@ mod tests {
             initrd: Some((RAM_BASE, ram_end)),
             virtio_mmio: &edge,
             tpm_tis: Some(PLATFORM_BUS_BASE + PLATFORM_BUS_SIZE - TPM_TIS_SIZE),
+            tpm_spi_gpio: Some(crate::guest::PL061_BASE),
             ..base
         };
         assert!(linux_dt(&ok).is_ok());

@@ -26,6 +26,7 @@ mod smp;
 mod storage;
 mod sysdisk;
 mod timer;
+mod tpm;
 mod trap;
 mod vectors;
 mod vm;
@@ -175,7 +176,7 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
         initrd,
         virtio_mmio: &vm.virtio,
         tpm_tis: None,
-        tpm_spi_gpio: None,
+        tpm_spi_gpio: Some(guest::PL061_BASE),
         rng_seed: None,
     })
     .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
@@ -206,6 +207,7 @@ fn boot_vm(vm: &'static Vm) -> ! {
         .unwrap_or_else(|| fatal(format_args!("no boot image")));
     let start = load_guest(vm, boot);
     vm.vgic.lock().reset();
+    vm.tpm.reset();
     for i in 0..vm.vcpus() {
         vm.set_power(i, CpuPower::Off);
         vm.kick[i].store(false, Ordering::Relaxed);
@@ -353,8 +355,16 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         pa: ram_pa,
         size: mem,
     };
-    let vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], layout, 1, spec.disks)
-        .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
+    let vm = Vm::new(
+        &spec.name,
+        ram,
+        &pcpus[..vcpus],
+        layout,
+        1,
+        spec.disks,
+        spec.tpm_nv,
+    )
+    .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     log::info!(
         "VM '{}': {} vCPU(s), {} MiB RAM at IPA {:#x} (PA {:#x}), stage 2 {}-bit IPA, start level {}",
         vm.name,
@@ -418,6 +428,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut pmem::PhysMem) -> storage::VmDe
         initrd: spec.initrd,
         cmdline: spec.cmdline,
         disks,
+        tpm_nv: None,
     }
 }
 

@@ -31,6 +31,9 @@ pub struct VmDefinition {
     pub initrd: Option<&'static [u8]>,
     pub cmdline: String,
     pub disks: Vec<Box<dyn BlockBackend + Send>>,
+    /// Where the VM's TPM keeps its NV image: its record's extent of the system disk,
+    /// or `None` for a TPM whose state lives only in memory (direct boots).
+    pub tpm_nv: Option<(SharedBlock<SystemDisk>, registry::Extent)>,
 }
 
 /// Finds the system disk and opens its registry. `None` (with a log line saying
@@ -163,6 +166,7 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         initrd,
         cmdline: cmdline.clone(),
         disks,
+        tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv)),
     })
 }
 

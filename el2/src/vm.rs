@@ -180,6 +180,8 @@ pub struct Vm {
     pub stats: Mutex<ExitStats>,
     /// The virtio-mmio transports the guest has (for its device tree).
     pub virtio: Vec<VirtioSlot>,
+    /// The guest's TPM (on its SPI-over-GPIO bus).
+    pub tpm: crate::tpm::GuestTpm,
 }
 
 /// Why a VM could not be built.
@@ -189,6 +191,7 @@ pub enum VmError {
     Stage2(stage2::Error),
     Bus(vdev::BusError),
     Vgic(vgic::ConfigError),
+    Tpm(String),
 }
 
 /// The guest's MPIDR for vCPU `i`: Aff0 = i, with the U bit clear and bit 31 RES1.
@@ -206,7 +209,8 @@ fn power_u8(p: CpuPower) -> u8 {
 impl Vm {
     /// Builds a VM whose RAM is `ram` (already allocated), with one vCPU per entry of
     /// `pcpus` (the physical CPU that will run it); `disks` become virtio-blk devices
-    /// in the first virtio-mmio slots.
+    /// in the first virtio-mmio slots; the TPM keeps its NV image in `tpm_nv` (or in
+    /// memory).
     pub fn new(
         name: &str,
         ram: GuestRam,
@@ -214,6 +218,10 @@ impl Vm {
         layout: Layout,
         vmid: u16,
         disks: Vec<Box<dyn BlockBackend + Send>>,
+        tpm_nv: Option<(
+            vdev::SharedBlock<crate::sysdisk::SystemDisk>,
+            registry::Extent,
+        )>,
     ) -> Result<Self, VmError> {
         let n = pcpus.len();
         let mut stage2 = Stage2::new(&mut HeapTables, layout, vmid).map_err(VmError::Stage2)?;
@@ -249,6 +257,14 @@ impl Vm {
         let gicr_size = vgic.lock().gicr_region_size();
         bus.insert("gicr", guest::GICR_BASE, gicr_size, Box::new(vgic.gicr()))
             .map_err(VmError::Bus)?;
+        let tpm = crate::tpm::guest_tpm(tpm_nv).map_err(VmError::Tpm)?;
+        bus.insert(
+            "pl061-tpm",
+            guest::PL061_BASE,
+            guest::PL061_SIZE,
+            tpm.device(),
+        )
+        .map_err(VmError::Bus)?;
         let mut virtio = Vec::new();
         for (n, disk) in disks
             .into_iter()
@@ -286,6 +302,7 @@ impl Vm {
             stop: AtomicU8::new(0),
             stats: Mutex::new(ExitStats::default()),
             virtio,
+            tpm,
         })
     }
 

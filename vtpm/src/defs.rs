@@ -8,6 +8,16 @@ pub mod st {
     pub const NO_SESSIONS: u16 = 0x8001;
     pub const SESSIONS: u16 = 0x8002;
     pub const HASHCHECK: u16 = 0x8024;
+    pub const AUTH_SECRET: u16 = 0x8029;
+    pub const CREATION: u16 = 0x8021;
+    pub const VERIFIED: u16 = 0x8022;
+}
+
+/// TPM_SE session types.
+pub mod se {
+    pub const HMAC: u8 = 0x00;
+    pub const POLICY: u8 = 0x01;
+    pub const TRIAL: u8 = 0x03;
 }
 
 /// TPM_SU startup/shutdown types.
@@ -27,16 +37,38 @@ pub mod rc {
     pub const AUTH_TYPE: u32 = VER1 + 0x024;
     pub const AUTH_MISSING: u32 = VER1 + 0x025;
     pub const PCR: u32 = VER1 + 0x027;
+    pub const PCR_CHANGED: u32 = VER1 + 0x028;
     pub const COMMAND_SIZE: u32 = VER1 + 0x042;
     pub const COMMAND_CODE: u32 = VER1 + 0x043;
+    pub const NV_SPACE: u32 = VER1 + 0x04B;
+    pub const NV_DEFINED: u32 = VER1 + 0x04C;
     pub const AUTHSIZE: u32 = VER1 + 0x044;
     pub const AUTH_CONTEXT: u32 = VER1 + 0x045;
+    pub const AUTH_UNAVAILABLE: u32 = VER1 + 0x02F;
+    pub const CPHASH: u32 = VER1 + 0x051;
     pub const FMT1: u32 = 0x080;
     pub const ATTRIBUTES: u32 = FMT1 + 0x002;
     pub const HASH: u32 = FMT1 + 0x003;
     pub const VALUE: u32 = FMT1 + 0x004;
     pub const HIERARCHY: u32 = FMT1 + 0x005;
     pub const HANDLE: u32 = FMT1 + 0x00B;
+    pub const MODE: u32 = FMT1 + 0x009;
+    pub const KDF: u32 = FMT1 + 0x00C;
+    pub const SCHEME: u32 = FMT1 + 0x012;
+    pub const RANGE: u32 = FMT1 + 0x00D;
+    pub const SIGNATURE: u32 = FMT1 + 0x01B;
+    pub const KEY: u32 = FMT1 + 0x01C;
+    pub const TICKET: u32 = FMT1 + 0x020;
+    pub const BINDING: u32 = FMT1 + 0x025;
+    pub const CURVE: u32 = FMT1 + 0x026;
+    pub const ECC_POINT: u32 = FMT1 + 0x027;
+    pub const TAG: u32 = FMT1 + 0x017;
+    pub const SEQUENCE: u32 = VER1 + 0x003;
+    pub const SYMMETRIC: u32 = FMT1 + 0x016;
+    pub const POLICY_FAIL: u32 = FMT1 + 0x01D;
+    pub const INTEGRITY: u32 = FMT1 + 0x01F;
+    pub const EXPIRED: u32 = FMT1 + 0x023;
+    pub const POLICY_CC: u32 = FMT1 + 0x024;
     pub const AUTH_FAIL: u32 = FMT1 + 0x00E;
     pub const NONCE: u32 = FMT1 + 0x00F;
     pub const SIZE: u32 = FMT1 + 0x015;
@@ -46,9 +78,27 @@ pub mod rc {
     pub const BAD_AUTH: u32 = FMT1 + 0x022;
     pub const WARN: u32 = 0x900;
     pub const LOCALITY: u32 = WARN + 0x007;
+    pub const OBJECT_MEMORY: u32 = WARN + 0x002;
+    pub const SESSION_MEMORY: u32 = WARN + 0x003;
+    pub const SESSION_HANDLES: u32 = WARN + 0x005;
+    pub const REFERENCE_H0: u32 = WARN + 0x010;
+
     pub const REFERENCE_S0: u32 = WARN + 0x018;
     pub const LOCKOUT: u32 = WARN + 0x021;
     pub const NV_UNAVAILABLE: u32 = WARN + 0x023;
+    /// Is `code` a format-1 code (one that carries a handle/parameter/session number)?
+    pub const fn is_fmt1(code: u32) -> bool {
+        code & FMT1 != 0
+    }
+    /// Adds `decoration` to a format-1 code; other codes are returned unchanged
+    /// (the reference implementation's RcSafeAddToResult).
+    pub const fn safe_add(code: u32, decoration: u32) -> u32 {
+        if is_fmt1(code) {
+            code + decoration
+        } else {
+            code
+        }
+    }
     /// Decoration: the error is about a handle (format-1).
     pub const H: u32 = 0x000;
     /// Decoration: the error is about a parameter (format-1).
@@ -61,9 +111,36 @@ pub mod rc {
 
 /// TPM_CC command codes of the commands this TPM implements (and a few it names).
 pub mod cc {
+    pub const EVICT_CONTROL: u32 = 0x0120;
     pub const HIERARCHY_CONTROL: u32 = 0x0121;
+    pub const CLEAR: u32 = 0x0126;
+    pub const CLEAR_CONTROL: u32 = 0x0127;
     pub const HIERARCHY_CHANGE_AUTH: u32 = 0x0129;
+    pub const SET_PRIMARY_POLICY: u32 = 0x012E;
+    pub const POLICY_SECRET: u32 = 0x0151;
+    pub const SEQUENCE_UPDATE: u32 = 0x015C;
+    pub const SIGN: u32 = 0x015D;
+    pub const CONTEXT_LOAD: u32 = 0x0161;
+    pub const CONTEXT_SAVE: u32 = 0x0162;
+    pub const LOAD_EXTERNAL: u32 = 0x0167;
+    pub const POLICY_AUTH_VALUE: u32 = 0x016B;
+    pub const POLICY_COMMAND_CODE: u32 = 0x016C;
+    pub const POLICY_OR: u32 = 0x0171;
+    pub const READ_PUBLIC: u32 = 0x0173;
+    pub const START_AUTH_SESSION: u32 = 0x0176;
+    pub const VERIFY_SIGNATURE: u32 = 0x0177;
+    pub const POLICY_PCR: u32 = 0x017F;
+    pub const POLICY_RESTART: u32 = 0x0180;
+    pub const EVENT_SEQUENCE_COMPLETE: u32 = 0x0185;
+    pub const HASH_SEQUENCE_START: u32 = 0x0186;
+    pub const POLICY_GET_DIGEST: u32 = 0x0189;
+    pub const TEST_PARMS: u32 = 0x018A;
+    pub const POLICY_PASSWORD: u32 = 0x018C;
     pub const PCR_ALLOCATE: u32 = 0x012B;
+    pub const CREATE_PRIMARY: u32 = 0x0131;
+    pub const SEQUENCE_COMPLETE: u32 = 0x013E;
+    pub const DICTIONARY_ATTACK_LOCK_RESET: u32 = 0x0139;
+    pub const DICTIONARY_ATTACK_PARAMETERS: u32 = 0x013A;
     pub const PCR_EVENT: u32 = 0x013C;
     pub const PCR_RESET: u32 = 0x013D;
     pub const SELF_TEST: u32 = 0x0143;
@@ -95,11 +172,16 @@ pub mod tpma_cc {
 /// TPM_ALG_ID values and TPMA_ALGORITHM bits.
 pub mod alg {
     pub const SHA1: u16 = 0x0004;
+    pub const AES: u16 = 0x0006;
+    pub const XOR: u16 = 0x000A;
+    pub const CFB: u16 = 0x0043;
     pub const HMAC: u16 = 0x0005;
     pub const SHA256: u16 = 0x000B;
     pub const SHA384: u16 = 0x000C;
     pub const NULL: u16 = 0x0010;
+    pub const ATTR_SYMMETRIC: u32 = 1 << 1;
     pub const ATTR_HASH: u32 = 1 << 2;
+    pub const ATTR_ENCRYPTING: u32 = 1 << 9;
     pub const ATTR_SIGNING: u32 = 1 << 8;
 }
 
@@ -204,6 +286,8 @@ pub mod attr {
     pub const PERM_OWNER_AUTH_SET: u32 = 1 << 0;
     pub const PERM_ENDORSEMENT_AUTH_SET: u32 = 1 << 1;
     pub const PERM_LOCKOUT_AUTH_SET: u32 = 1 << 2;
+    pub const PERM_DISABLE_CLEAR: u32 = 1 << 8;
+    pub const PERM_IN_LOCKOUT: u32 = 1 << 9;
     pub const PERM_TPM_GENERATED_EPS: u32 = 1 << 10;
     pub const SC_PH_ENABLE: u32 = 1 << 0;
     pub const SC_SH_ENABLE: u32 = 1 << 1;
@@ -239,6 +323,8 @@ pub mod handle {
     pub const ENDORSEMENT: u32 = 0x4000_000B;
     pub const PLATFORM: u32 = 0x4000_000C;
     pub const PLATFORM_NV: u32 = 0x4000_000D;
+    /// First savedHandle of an object context (0x80000000..=0x80000002).
+    pub const TRANSIENT_SAVED: u32 = 0x8000_0000;
     /// The permanent handles this TPM implements, in ascending order.
     pub const PERMANENT_IMPLEMENTED: [u32; 7] = [
         OWNER,
@@ -281,6 +367,24 @@ pub mod limits {
     pub const CLOCK_UPDATE_SHIFT: u32 = 22;
     /// Size of a seed or proof value.
     pub const SEED_SIZE: usize = 48;
+    /// Sessions that may exist (loaded or saved) at once (MAX_ACTIVE_SESSIONS).
+    pub const MAX_ACTIVE_SESSIONS: usize = 64;
+    /// Sessions that may be loaded at once (MAX_LOADED_SESSIONS).
+    pub const MAX_LOADED_SESSIONS: usize = 3;
+    /// Transient objects that may be loaded at once (MAX_LOADED_OBJECTS).
+    pub const MAX_LOADED_OBJECTS: usize = 3;
+    /// Persistent objects the NV image holds (TPM_PT_HR_PERSISTENT_MIN).
+    pub const MAX_PERSISTENT_OBJECTS: usize = 7;
+    /// Failures of DA-protected authorizations before lockout (TPM_PT_MAX_AUTH_FAIL).
+    pub const MAX_AUTH_FAIL: u32 = 3;
+    /// Milliseconds after which one failure is forgiven (TPM_PT_LOCKOUT_INTERVAL).
+    pub const LOCKOUT_INTERVAL_MS: u64 = 1000 * 1000;
+    /// Default seconds before lockoutAuth may be retried after a failure.
+    pub const LOCKOUT_RECOVERY_S: u32 = 1000;
+    /// Smallest nonceCaller StartAuthSession accepts.
+    pub const MIN_NONCE: usize = 16;
+    /// Entries of a TPML_DIGEST (PolicyOR takes 2..=8).
+    pub const MAX_DIGEST_LIST: usize = 8;
     /// Command header: tag, commandSize, commandCode.
     pub const HEADER_SIZE: usize = 10;
     /// Smallest password session: handle, nonce size, attributes, hmac size.

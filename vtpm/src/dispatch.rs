@@ -3,7 +3,10 @@
 //! handler. GetCapability(TPM_CAP_COMMANDS) and TPM_PT_TOTAL_COMMANDS are answered
 //! from this same table, so what is reported is exactly what is implemented.
 
-use crate::commands::{capability, context, hierarchy, pcr, random, startup};
+use crate::commands::{
+    capability, clear, context, evict, hierarchy, object, pcr, policy, random, sequence, session, signing,
+    startup,
+};
 use crate::defs::{cc, handle, tpma_cc};
 use crate::engine::{Cmd, Tpm};
 
@@ -16,8 +19,27 @@ pub enum HandleKind {
     Platform,
     /// TPMI_RH_HIERARCHY: owner, platform, endorsement.
     Hierarchy,
-    /// TPMI_RH_HIERARCHY_AUTH: lockout, endorsement, owner, platform.
+    /// TPMI_RH_HIERARCHY+: owner, platform, endorsement or TPM_RH_NULL.
+    HierarchyOrNull,
+    /// TPMI_RH_HIERARCHY_AUTH / TPMI_RH_HIERARCHY_POLICY: lockout,
+    /// endorsement, owner, platform.
     HierarchyAuth,
+    /// TPMI_DH_OBJECT, optionally with TPM_RH_NULL.
+    Object { allow_null: bool },
+    /// TPMI_DH_ENTITY, optionally with TPM_RH_NULL.
+    Entity { allow_null: bool },
+    /// TPMI_SH_POLICY.
+    PolicySession,
+    /// TPMI_RH_PROVISION: owner or platform.
+    Provision,
+    /// TPMI_RH_CLEAR: lockout or platform.
+    ClearAuth,
+    /// TPMI_RH_LOCKOUT.
+    Lockout,
+    /// TPMI_DH_CONTEXT: a session or a transient object.
+    Context,
+    /// TPMI_DH_OBJECT restricted to loaded transient objects (sequences).
+    Transient,
 }
 
 impl HandleKind {
@@ -31,12 +53,37 @@ impl HandleKind {
             HandleKind::Hierarchy => {
                 matches!(h, handle::OWNER | handle::PLATFORM | handle::ENDORSEMENT)
             }
+            HandleKind::HierarchyOrNull => HandleKind::Hierarchy.accepts(h) || h == handle::NULL,
             HandleKind::HierarchyAuth => {
                 matches!(
                     h,
                     handle::LOCKOUT | handle::OWNER | handle::PLATFORM | handle::ENDORSEMENT
                 )
             }
+            HandleKind::Object { allow_null } => {
+                matches!(handle::ht(h), handle::HT_TRANSIENT | handle::HT_PERSISTENT)
+                    || (allow_null && h == handle::NULL)
+            }
+            HandleKind::Entity { allow_null } => {
+                HandleKind::HierarchyAuth.accepts(h)
+                    || matches!(
+                        handle::ht(h),
+                        handle::HT_TRANSIENT | handle::HT_PERSISTENT | handle::HT_NV_INDEX
+                    )
+                    || (h as usize) < crate::defs::limits::PCR_COUNT
+                    || (allow_null && h == handle::NULL)
+            }
+            HandleKind::PolicySession => handle::ht(h) == handle::HT_POLICY_SESSION,
+            HandleKind::Provision => matches!(h, handle::OWNER | handle::PLATFORM),
+            HandleKind::ClearAuth => matches!(h, handle::LOCKOUT | handle::PLATFORM),
+            HandleKind::Lockout => h == handle::LOCKOUT,
+            HandleKind::Transient => {
+                matches!(handle::ht(h), handle::HT_TRANSIENT | handle::HT_PERSISTENT)
+            }
+            HandleKind::Context => matches!(
+                handle::ht(h),
+                handle::HT_HMAC_SESSION | handle::HT_POLICY_SESSION | handle::HT_TRANSIENT
+            ),
         }
     }
 }
@@ -73,6 +120,10 @@ pub struct CommandDesc {
     pub r_handle: bool,
     /// The command refuses an authorization area (TPM_RC_AUTH_CONTEXT).
     pub no_sessions: bool,
+    /// The first command parameter is a TPM2B (a session may decrypt it).
+    pub decrypt: bool,
+    /// The first response parameter is a TPM2B (a session may encrypt it).
+    pub encrypt: bool,
     pub handles: &'static [HandleSpec],
     pub handler: Handler,
 }
@@ -121,9 +172,33 @@ const fn entry(
         flushed: false,
         r_handle: false,
         no_sessions: false,
+        decrypt: false,
+        encrypt: false,
         handles,
         handler,
     }
+}
+
+/// The first command parameter may be encrypted.
+const fn dec(mut d: CommandDesc) -> CommandDesc {
+    d.decrypt = true;
+    d
+}
+
+/// The first response parameter may be encrypted.
+const fn enc(mut d: CommandDesc) -> CommandDesc {
+    d.encrypt = true;
+    d
+}
+
+const fn flushed(mut d: CommandDesc) -> CommandDesc {
+    d.flushed = true;
+    d
+}
+
+const fn r_handle(mut d: CommandDesc) -> CommandDesc {
+    d.r_handle = true;
+    d
 }
 
 const fn no_sessions(mut d: CommandDesc) -> CommandDesc {
@@ -136,10 +211,22 @@ const fn extensive(mut d: CommandDesc) -> CommandDesc {
     d
 }
 
+const POLICY_SESSION: &[HandleSpec] = &[h(HandleKind::PolicySession, AuthRole::None)];
+
 const PCR_OR_NULL_USER: &[HandleSpec] = &[h(HandleKind::Pcr { allow_null: true }, AuthRole::User)];
 
 /// The implemented commands, sorted by command code.
 pub static COMMANDS: &[CommandDesc] = &[
+    entry(
+        cc::EVICT_CONTROL,
+        "EvictControl",
+        true,
+        &[
+            h(HandleKind::Provision, AuthRole::User),
+            h(HandleKind::Transient, AuthRole::None),
+        ],
+        evict::evict_control,
+    ),
     // Disabling a hierarchy flushes its objects: extensive.
     extensive(entry(
         cc::HIERARCHY_CONTROL,
@@ -148,13 +235,27 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Hierarchy, AuthRole::User)],
         hierarchy::hierarchy_control,
     )),
+    extensive(entry(
+        cc::CLEAR,
+        "Clear",
+        true,
+        &[h(HandleKind::ClearAuth, AuthRole::User)],
+        clear::clear,
+    )),
     entry(
+        cc::CLEAR_CONTROL,
+        "ClearControl",
+        true,
+        &[h(HandleKind::ClearAuth, AuthRole::User)],
+        clear::clear_control,
+    ),
+    dec(entry(
         cc::HIERARCHY_CHANGE_AUTH,
         "HierarchyChangeAuth",
         true,
         &[h(HandleKind::HierarchyAuth, AuthRole::User)],
         hierarchy::hierarchy_change_auth,
-    ),
+    )),
     entry(
         cc::PCR_ALLOCATE,
         "PCR_Allocate",
@@ -162,13 +263,41 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Platform, AuthRole::User)],
         pcr::pcr_allocate,
     ),
+    dec(entry(
+        cc::SET_PRIMARY_POLICY,
+        "SetPrimaryPolicy",
+        true,
+        &[h(HandleKind::HierarchyAuth, AuthRole::User)],
+        hierarchy::set_primary_policy,
+    )),
+    dec(enc(r_handle(entry(
+        cc::CREATE_PRIMARY,
+        "CreatePrimary",
+        false,
+        &[h(HandleKind::HierarchyOrNull, AuthRole::User)],
+        object::create_primary,
+    )))),
     entry(
+        cc::DICTIONARY_ATTACK_LOCK_RESET,
+        "DictionaryAttackLockReset",
+        true,
+        &[h(HandleKind::Lockout, AuthRole::User)],
+        clear::dictionary_attack_lock_reset,
+    ),
+    entry(
+        cc::DICTIONARY_ATTACK_PARAMETERS,
+        "DictionaryAttackParameters",
+        true,
+        &[h(HandleKind::Lockout, AuthRole::User)],
+        clear::dictionary_attack_parameters,
+    ),
+    dec(entry(
         cc::PCR_EVENT,
         "PCR_Event",
         true,
         PCR_OR_NULL_USER,
         pcr::pcr_event,
-    ),
+    )),
     entry(
         cc::PCR_RESET,
         "PCR_Reset",
@@ -176,15 +305,60 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Pcr { allow_null: false }, AuthRole::User)],
         pcr::pcr_reset,
     ),
+    flushed(dec(enc(entry(
+        cc::SEQUENCE_COMPLETE,
+        "SequenceComplete",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        sequence::sequence_complete,
+    )))),
     entry(cc::SELF_TEST, "SelfTest", true, &[], startup::self_test),
     no_sessions(entry(cc::STARTUP, "Startup", true, &[], startup::startup)),
     entry(cc::SHUTDOWN, "Shutdown", true, &[], startup::shutdown),
-    entry(
+    dec(entry(
         cc::STIR_RANDOM,
         "StirRandom",
         true,
         &[],
         random::stir_random,
+    )),
+    dec(enc(entry(
+        cc::POLICY_SECRET,
+        "PolicySecret",
+        false,
+        &[
+            h(HandleKind::Entity { allow_null: false }, AuthRole::User),
+            h(HandleKind::PolicySession, AuthRole::None),
+        ],
+        policy::policy_secret,
+    ))),
+    dec(entry(
+        cc::SEQUENCE_UPDATE,
+        "SequenceUpdate",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        sequence::sequence_update,
+    )),
+    dec(entry(
+        cc::SIGN,
+        "Sign",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        signing::sign,
+    )),
+    r_handle(entry(
+        cc::CONTEXT_LOAD,
+        "ContextLoad",
+        false,
+        &[],
+        session::context_load,
+    )),
+    entry(
+        cc::CONTEXT_SAVE,
+        "ContextSave",
+        false,
+        &[h(HandleKind::Context, AuthRole::None)],
+        session::context_save,
     ),
     no_sessions(entry(
         cc::FLUSH_CONTEXT,
@@ -193,6 +367,58 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[],
         context::flush_context,
     )),
+    dec(enc(r_handle(entry(
+        cc::LOAD_EXTERNAL,
+        "LoadExternal",
+        false,
+        &[],
+        object::load_external,
+    )))),
+    entry(
+        cc::POLICY_AUTH_VALUE,
+        "PolicyAuthValue",
+        false,
+        POLICY_SESSION,
+        policy::policy_auth_value,
+    ),
+    entry(
+        cc::POLICY_COMMAND_CODE,
+        "PolicyCommandCode",
+        false,
+        POLICY_SESSION,
+        policy::policy_command_code,
+    ),
+    entry(
+        cc::POLICY_OR,
+        "PolicyOR",
+        false,
+        POLICY_SESSION,
+        policy::policy_or,
+    ),
+    enc(entry(
+        cc::READ_PUBLIC,
+        "ReadPublic",
+        false,
+        &[h(HandleKind::Transient, AuthRole::None)],
+        object::read_public,
+    )),
+    dec(enc(r_handle(entry(
+        cc::START_AUTH_SESSION,
+        "StartAuthSession",
+        false,
+        &[
+            h(HandleKind::Object { allow_null: true }, AuthRole::None),
+            h(HandleKind::Entity { allow_null: true }, AuthRole::None),
+        ],
+        session::start_auth_session,
+    )))),
+    dec(entry(
+        cc::VERIFY_SIGNATURE,
+        "VerifySignature",
+        false,
+        &[h(HandleKind::Transient, AuthRole::None)],
+        signing::verify_signature,
+    )),
     entry(
         cc::GET_CAPABILITY,
         "GetCapability",
@@ -200,16 +426,36 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[],
         capability::get_capability,
     ),
-    entry(cc::GET_RANDOM, "GetRandom", false, &[], random::get_random),
-    entry(
+    enc(entry(
+        cc::GET_RANDOM,
+        "GetRandom",
+        false,
+        &[],
+        random::get_random,
+    )),
+    enc(entry(
         cc::GET_TEST_RESULT,
         "GetTestResult",
         false,
         &[],
         startup::get_test_result,
-    ),
-    entry(cc::HASH, "Hash", false, &[], context::hash),
+    )),
+    dec(enc(entry(cc::HASH, "Hash", false, &[], context::hash))),
     entry(cc::PCR_READ, "PCR_Read", false, &[], pcr::pcr_read),
+    dec(entry(
+        cc::POLICY_PCR,
+        "PolicyPCR",
+        false,
+        POLICY_SESSION,
+        policy::policy_pcr,
+    )),
+    entry(
+        cc::POLICY_RESTART,
+        "PolicyRestart",
+        false,
+        POLICY_SESSION,
+        policy::policy_restart,
+    ),
     entry(cc::READ_CLOCK, "ReadClock", false, &[], context::read_clock),
     entry(
         cc::PCR_EXTEND,
@@ -217,6 +463,44 @@ pub static COMMANDS: &[CommandDesc] = &[
         true,
         PCR_OR_NULL_USER,
         pcr::pcr_extend,
+    ),
+    flushed(dec(entry(
+        cc::EVENT_SEQUENCE_COMPLETE,
+        "EventSequenceComplete",
+        true,
+        &[
+            h(HandleKind::Pcr { allow_null: true }, AuthRole::User),
+            h(HandleKind::Transient, AuthRole::User),
+        ],
+        sequence::event_sequence_complete,
+    ))),
+    dec(r_handle(entry(
+        cc::HASH_SEQUENCE_START,
+        "HashSequenceStart",
+        false,
+        &[],
+        sequence::hash_sequence_start,
+    ))),
+    enc(entry(
+        cc::POLICY_GET_DIGEST,
+        "PolicyGetDigest",
+        false,
+        POLICY_SESSION,
+        policy::policy_get_digest,
+    )),
+    entry(
+        cc::TEST_PARMS,
+        "TestParms",
+        false,
+        &[],
+        object::test_parms,
+    ),
+    entry(
+        cc::POLICY_PASSWORD,
+        "PolicyPassword",
+        false,
+        POLICY_SESSION,
+        policy::policy_password,
     ),
 ];
 
@@ -245,7 +529,7 @@ mod tests {
         assert_eq!(d.attributes(i), 0x02C0_0121);
         let (i, d) = lookup(cc::GET_CAPABILITY).unwrap();
         assert_eq!(d.attributes(i), 0x0000_017A);
-        assert!(lookup(0x0131).is_none());
+        assert!(lookup(0x0132).is_none());
     }
 
     #[test]

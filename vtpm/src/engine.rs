@@ -5,13 +5,16 @@
 //! code. State that changed is committed to NV before the response is returned.
 
 use crate::auth::{self, Session};
+use crate::authorize::AuthArea;
 use crate::defs::{handle, limits, rc, st};
 use crate::dispatch::{self, AuthRole};
 use crate::drbg::{Drbg, Entropy};
 use crate::hash::Digest;
 use crate::marshal::{Reader, Writer};
 use crate::nv::{NvError, NvStore, Orderly, Persistent};
+use crate::object::ObjectTable;
 use crate::pcr::{Allocation, PcrBanks};
+use crate::session::SessionTable;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
@@ -33,8 +36,11 @@ pub struct Volatile {
     pub eh_enable: bool,
     pub ph_enable_nv: bool,
     pub platform_auth: Digest,
-    /// Cleared by a failed lockoutAuth; restored at TPM Reset.
+    /// Cleared by a failed lockoutAuth; restored at TPM Reset or after
+    /// lockoutRecovery seconds.
     pub lockout_auth_enabled: bool,
+    /// TPM time (ms) of the lockoutAuth failure.
+    pub lockout_failed_at: u64,
     /// Clock value (ms) at power-on and the time source reading then.
     pub clock_base: u64,
     pub time_base: u64,
@@ -44,6 +50,18 @@ pub struct Volatile {
     pub orderly_at_init: Orderly,
     /// PCR_Allocate changed the allocation since startup (Shutdown(STATE) refused).
     pub pcr_reconfigured: bool,
+    /// platformPolicy (SetPrimaryPolicy), cleared at every startup.
+    pub platform_policy: Option<(crate::hash::HashAlg, Digest)>,
+    /// HMAC and policy sessions.
+    pub sessions: SessionTable,
+    /// Loaded transient objects.
+    pub objects: ObjectTable,
+    /// Failed DA-protected authorizations (TPM_PT_LOCKOUT_COUNTER) and the
+    /// TPM time of the last one.
+    pub failed_tries: u32,
+    pub last_auth_failure: u64,
+    /// Sequence number of the next saved context.
+    pub context_counter: u64,
 }
 
 impl Volatile {
@@ -59,11 +77,18 @@ impl Volatile {
             ph_enable_nv: true,
             platform_auth: Digest::filled(0, 0),
             lockout_auth_enabled: true,
+            lockout_failed_at: 0,
             clock_base: p.clock,
             time_base: now,
             safe: p.orderly != Orderly::None,
             orderly_at_init: p.orderly,
             pcr_reconfigured: false,
+            platform_policy: None,
+            sessions: SessionTable::new(),
+            objects: ObjectTable::with_persistent(&p.persistent_objects),
+            failed_tries: 0,
+            last_auth_failure: 0,
+            context_counter: 1,
         }
     }
 }
@@ -74,6 +99,8 @@ pub struct Cmd<'a> {
     pub locality: u8,
     pub handles: [u32; 3],
     pub params: Reader<'a>,
+    /// The handle a TPMA_CC.rHandle command returns.
+    pub r_handle: Option<u32>,
     /// Response parameters.
     pub out: Writer,
     /// Set by a handler that changed persistent state.
@@ -220,12 +247,13 @@ impl Tpm {
             if !spec.kind.accepts(h) {
                 return Err(rc::VALUE + dec);
             }
-            self.check_loaded(h).map_err(|e| e + dec)?;
+            self.check_loaded(h).map_err(|e| rc::safe_add(e, dec))?;
             handles[i] = h;
         }
         // Authorization area.
         let sessions_tag = tag == st::SESSIONS;
-        let sessions: Vec<Session> = if sessions_tag {
+        let mut params: Vec<u8>;
+        let area: AuthArea = if sessions_tag {
             if desc.no_sessions {
                 return Err(rc::AUTH_CONTEXT);
             }
@@ -233,21 +261,23 @@ impl Tpm {
             if auth_size < limits::MIN_SESSION_SIZE || auth_size as usize > r.remaining() {
                 return Err(rc::SIZE);
             }
-            let area = r.bytes(auth_size as usize)?;
-            let sessions = auth::parse_sessions(area)?;
-            self.check_authorizations(desc, &handles, &sessions)?;
-            sessions
+            let raw = r.bytes(auth_size as usize)?;
+            let parsed: Vec<Session> = auth::parse_sessions(raw)?;
+            params = r.rest().to_vec();
+            self.authorize(desc, &handles, &parsed, &mut params)?
         } else {
             if desc.handles.iter().any(|s| s.auth != AuthRole::None) {
                 return Err(rc::AUTH_MISSING);
             }
-            Vec::new()
+            params = r.rest().to_vec();
+            AuthArea::default()
         };
         let mut cmd = Cmd {
             code,
             locality,
             handles,
-            params: r,
+            params: Reader::new(&params),
+            r_handle: None,
             out: Writer::new(),
             nv_dirty: false,
             breaks_orderly: false,
@@ -273,13 +303,20 @@ impl Tpm {
             }
         }
         outcome?;
+        let r_handle = cmd.r_handle;
+        let mut out = core::mem::take(&mut cmd.out.buf);
+        drop(cmd);
         let mut w = Writer::new();
         w.u16(tag).u32(0).u32(rc::SUCCESS);
-        if sessions_tag {
-            w.u32(cmd.out.len() as u32);
+        if let Some(h) = r_handle {
+            w.u32(h);
         }
-        w.bytes(&cmd.out.buf);
-        auth::write_response_sessions(&mut w, &sessions);
+        if sessions_tag {
+            let session_area = self.respond_sessions(code, &area, &mut out);
+            w.u32(out.len() as u32).bytes(&out).bytes(&session_area);
+        } else {
+            w.bytes(&out);
+        }
         let len = w.len() as u32;
         w.patch_u32(2, len);
         Ok(w.buf)
@@ -308,15 +345,44 @@ impl Tpm {
         w.buf
     }
 
-    /// EntityGetLoadStatus for the handles this TPM implements.
-    fn check_loaded(&self, h: u32) -> Result<(), u32> {
-        let enabled = match h {
+    /// TPM_RC_HIERARCHY if `h` is a disabled hierarchy.
+    pub(crate) fn check_hierarchy_enabled(&self, h: u32) -> Result<(), u32> {
+        let on = match h {
             handle::OWNER => self.v.sh_enable,
             handle::ENDORSEMENT => self.v.eh_enable,
             handle::PLATFORM => self.v.ph_enable,
             _ => true,
         };
-        if enabled {
+        if on {
+            Ok(())
+        } else {
+            Err(rc::HIERARCHY)
+        }
+    }
+
+    /// EntityGetLoadStatus for the handles this TPM implements.
+    fn check_loaded(&self, h: u32) -> Result<(), u32> {
+        let ok = match handle::ht(h) {
+            handle::HT_PERMANENT => match h {
+                handle::OWNER => self.v.sh_enable,
+                handle::ENDORSEMENT => self.v.eh_enable,
+                handle::PLATFORM => self.v.ph_enable,
+                _ => true,
+            },
+            handle::HT_HMAC_SESSION | handle::HT_POLICY_SESSION => {
+                return self.v.sessions.get(h).map(|_| ()).ok_or(rc::REFERENCE_H0);
+            }
+            handle::HT_TRANSIENT => {
+                return self.v.objects.get(h).map(|_| ()).ok_or(rc::REFERENCE_H0);
+            }
+            handle::HT_PERSISTENT => {
+                return self.v.objects.get(h).map(|_| ()).ok_or(rc::HANDLE);
+            }
+            // No NV index is ever defined yet.
+            handle::HT_NV_INDEX => return Err(rc::HANDLE),
+            _ => true,
+        };
+        if ok {
             Ok(())
         } else {
             Err(rc::HIERARCHY)
@@ -330,44 +396,11 @@ impl Tpm {
             handle::ENDORSEMENT => self.p.endorsement_auth,
             handle::LOCKOUT => self.p.lockout_auth,
             handle::PLATFORM => self.v.platform_auth,
-            _ => Digest::filled(0, 0),
+            _ => match self.v.objects.get(h) {
+                Some(o) => o.auth(),
+                None => Digest::filled(0, 0),
+            },
         }
-    }
-
-    fn check_authorizations(
-        &mut self,
-        desc: &dispatch::CommandDesc,
-        handles: &[u32; 3],
-        sessions: &[Session],
-    ) -> Result<(), u32> {
-        let mut associated = [None; limits::MAX_SESSION_NUM];
-        for (i, spec) in desc.handles.iter().enumerate() {
-            if spec.auth != AuthRole::None {
-                if i >= sessions.len() {
-                    return Err(rc::AUTH_MISSING);
-                }
-                associated[i] = Some(handles[i]);
-            }
-        }
-        for (i, s) in sessions.iter().enumerate() {
-            let Some(h) = associated[i] else {
-                // A password session must authorize a handle.
-                return Err(rc::HANDLE + auth::session_rc(i));
-            };
-            if h == handle::LOCKOUT && !self.v.lockout_auth_enabled {
-                return Err(rc::LOCKOUT);
-            }
-            if !auth::password_matches(s.hmac, &self.auth_value(h)) {
-                log::warn!("vtpm: password authorization failed for handle {h:#x}");
-                // Permanent handles other than lockout are exempt from DA.
-                if h == handle::LOCKOUT {
-                    self.v.lockout_auth_enabled = false;
-                    return Err(rc::AUTH_FAIL + auth::session_rc(i));
-                }
-                return Err(rc::BAD_AUTH + auth::session_rc(i));
-            }
-        }
-        Ok(())
     }
 
     /// Random bytes from the DRBG.

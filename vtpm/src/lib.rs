@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub mod auth;
+pub mod authorize;
 pub mod commands;
 pub mod crb;
 pub mod defs;
@@ -23,12 +24,16 @@ pub mod engine;
 pub mod hash;
 pub mod marshal;
 pub mod nv;
+pub mod object;
 pub mod pcr;
+pub mod public;
+pub mod session;
 #[cfg(feature = "std")]
 pub mod sim;
 pub mod snapshot;
 pub mod tis;
 pub mod tis_regs;
+pub mod tis_spi;
 
 pub use drbg::Entropy;
 pub use engine::{TimeSource, Tpm};
@@ -38,5 +43,9 @@ pub use sim::run_simulator;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod object_tests;
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;

@@ -54,7 +54,7 @@ impl NvStore for MemNvStore {
 
 const MAGIC: [u8; 4] = *b"VTNV";
 /// Current layout version.
-pub const NV_VERSION: u32 = 1;
+pub const NV_VERSION: u32 = 4;
 const CHECKSUM_LEN: usize = 32;
 
 /// How the TPM was last shut down.
@@ -107,6 +107,68 @@ pub struct Persistent {
     /// PCR allocation to use from the next TPM Reset on.
     pub allocation: Allocation,
     pub saved: Option<SavedState>,
+    /// ownerPolicy, endorsementPolicy, lockoutPolicy (TPM2_SetPrimaryPolicy;
+    /// added in layout version 2).
+    pub owner_policy: Option<(HashAlg, Digest)>,
+    pub endorsement_policy: Option<(HashAlg, Digest)>,
+    pub lockout_policy: Option<(HashAlg, Digest)>,
+    /// Persistent objects (TPM2_EvictControl): handle and serialized key
+    /// (added in layout version 3).
+    pub persistent_objects: Vec<(u32, Vec<u8>)>,
+    /// Dictionary-attack parameters (TPM2_DictionaryAttackParameters) and
+    /// TPM2_ClearControl's disableClear (added in layout version 4).
+    pub da: DaParams,
+    pub disable_clear: bool,
+}
+
+/// Dictionary-attack parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaParams {
+    /// Failures before DA-protected entities are locked out.
+    pub max_tries: u32,
+    /// Seconds after which one failure is forgiven (0: never).
+    pub recovery_time: u32,
+    /// Seconds after a lockoutAuth failure before it may be tried again (0:
+    /// only after a TPM Reset).
+    pub lockout_recovery: u32,
+}
+
+impl Default for DaParams {
+    fn default() -> Self {
+        Self {
+            max_tries: limits::MAX_AUTH_FAIL,
+            recovery_time: (limits::LOCKOUT_INTERVAL_MS / 1000) as u32,
+            lockout_recovery: limits::LOCKOUT_RECOVERY_S,
+        }
+    }
+}
+
+fn encode_policy(p: &mut Writer, policy: &Option<(HashAlg, Digest)>) {
+    match policy {
+        None => {
+            p.u16(crate::defs::alg::NULL).tpm2b(&[]);
+        }
+        Some((h, d)) => {
+            p.u16(h.id()).tpm2b(d.as_bytes());
+        }
+    }
+}
+
+fn decode_policy(r: &mut Reader) -> Result<Option<(HashAlg, Digest)>, NvError> {
+    let id = r.u16().map_err(|_| NvError::Corrupt)?;
+    let d = r.tpm2b(limits::MAX_DIGEST).map_err(|_| NvError::Corrupt)?;
+    if id == crate::defs::alg::NULL {
+        return if d.is_empty() {
+            Ok(None)
+        } else {
+            Err(NvError::Corrupt)
+        };
+    }
+    let h = HashAlg::from_id(id).ok_or(NvError::Corrupt)?;
+    if d.len() != h.digest_size() {
+        return Err(NvError::Corrupt);
+    }
+    Ok(Some((h, Digest::from_slice(d))))
 }
 
 impl Persistent {
@@ -135,6 +197,12 @@ impl Persistent {
             orderly: Orderly::None,
             allocation: Allocation::default(),
             saved: None,
+            owner_policy: None,
+            endorsement_policy: None,
+            lockout_policy: None,
+            persistent_objects: Vec::new(),
+            da: DaParams::default(),
+            disable_clear: false,
         }
     }
 
@@ -181,6 +249,21 @@ impl Persistent {
                 }
             }
         }
+        for policy in [
+            &self.owner_policy,
+            &self.endorsement_policy,
+            &self.lockout_policy,
+        ] {
+            encode_policy(&mut p, policy);
+        }
+        p.u16(self.persistent_objects.len() as u16);
+        for (h, b) in &self.persistent_objects {
+            p.u32(*h).u32(b.len() as u32).bytes(b);
+        }
+        p.u32(self.da.max_tries)
+            .u32(self.da.recovery_time)
+            .u32(self.da.lockout_recovery)
+            .u8(self.disable_clear as u8);
         let mut w = Writer::new();
         w.bytes(&MAGIC)
             .u32(NV_VERSION)
@@ -285,6 +368,37 @@ impl Persistent {
         } else {
             None
         };
+        let (owner_policy, endorsement_policy, lockout_policy) = if version >= 2 {
+            (
+                decode_policy(&mut r)?,
+                decode_policy(&mut r)?,
+                decode_policy(&mut r)?,
+            )
+        } else {
+            (None, None, None)
+        };
+        let mut persistent_objects = Vec::new();
+        if version >= 3 {
+            let n = r.u16().map_err(c)? as usize;
+            if n > limits::MAX_PERSISTENT_OBJECTS {
+                return Err(NvError::Corrupt);
+            }
+            for _ in 0..n {
+                let h = r.u32().map_err(c)?;
+                let len = r.u32().map_err(c)? as usize;
+                persistent_objects.push((h, r.bytes(len).map_err(c)?.to_vec()));
+            }
+        }
+        let (da, disable_clear) = if version >= 4 {
+            let da = DaParams {
+                max_tries: r.u32().map_err(c)?,
+                recovery_time: r.u32().map_err(c)?,
+                lockout_recovery: r.u32().map_err(c)?,
+            };
+            (da, flag(&mut r)?)
+        } else {
+            (DaParams::default(), false)
+        };
         if r.remaining() != 0 {
             return Err(NvError::Corrupt);
         }
@@ -306,6 +420,12 @@ impl Persistent {
             orderly,
             allocation,
             saved,
+            owner_policy,
+            endorsement_policy,
+            lockout_policy,
+            persistent_objects,
+            da,
+            disable_clear,
         })
     }
 }
@@ -351,6 +471,7 @@ mod tests {
             pcr_counter: 7,
             allocation: Allocation::default(),
         });
+        p.lockout_policy = Some((HashAlg::Sha256, Digest::filled(32, 4)));
         p
     }
 
@@ -386,5 +507,32 @@ mod tests {
             Persistent::decode(&img),
             Err(NvError::UnsupportedVersion(99))
         );
+    }
+
+    /// An image of an older layout (version 2: no persistent objects, DA
+    /// parameters or disableClear) still loads, with the newer fields at their
+    /// defaults.
+    #[test]
+    fn older_layout_versions_load() {
+        let mut p = sample();
+        p.persistent_objects.clear();
+        let img = p.encode();
+        let body = &img[..img.len() - CHECKSUM_LEN];
+        // Drop the version-3 and -4 fields (an empty list: u16 0; DA
+        // parameters and disableClear: 13 bytes) and relabel.
+        let mut v2 = body[..body.len() - 15].to_vec();
+        v2[4..8].copy_from_slice(&2u32.to_be_bytes());
+        let len = u32::from_be_bytes(v2[16..20].try_into().unwrap()) - 15;
+        v2[16..20].copy_from_slice(&len.to_be_bytes());
+        let sum = HashAlg::Sha256.digest(&[&v2]);
+        v2.extend_from_slice(sum.as_bytes());
+        assert_eq!(Persistent::decode(&v2), Ok(p));
+    }
+
+    #[test]
+    fn persistent_objects_round_trip() {
+        let mut p = sample();
+        p.persistent_objects = alloc::vec![(0x8100_0001, alloc::vec![1, 2, 3])];
+        assert_eq!(Persistent::decode(&p.encode()), Ok(p));
     }
 }

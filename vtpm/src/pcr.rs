@@ -52,6 +52,16 @@ pub const PCR_ATTRS: [PcrAttr; PCR_COUNT] = [
     a(false, 0x0F, 0x1F), // 23: application
 ];
 
+/// PCRs whose changes do not move the PCR update counter
+/// (TPM_PT_PCR_NO_INCREMENT: the PC Client debug, dynamic-OS and application
+/// PCRs 16, 21, 22 and 23).
+pub const NO_INCREMENT: u32 = 1 << 16 | 1 << 21 | 1 << 22 | 1 << 23;
+
+/// Does a change of PCR `index` move the PCR update counter?
+pub fn counts_change(index: usize) -> bool {
+    NO_INCREMENT & (1 << index) == 0
+}
+
 /// Mask of all implemented PCRs.
 pub const ALL_PCRS: u32 = (1 << PCR_COUNT) - 1;
 

@@ -117,7 +117,7 @@ struct Sim {
     powered: bool,
 }
 
-fn read_u32(s: &mut TcpStream) -> io::Result<u32> {
+fn read_u32(s: &mut impl Read) -> io::Result<u32> {
     let mut b = [0u8; 4];
     s.read_exact(&mut b)?;
     Ok(u32::from_be_bytes(b))
@@ -199,17 +199,20 @@ fn lock(sim: &Mutex<Sim>) -> std::sync::MutexGuard<'_, Sim> {
 }
 
 fn command_session(s: &mut TcpStream, sim: &Mutex<Sim>) -> io::Result<bool> {
+    // Requests arrive as several small fields: read them through a buffer so a
+    // command costs one read system call, not four.
+    let mut rd = io::BufReader::new(s.try_clone()?);
     loop {
-        match read_u32(s)? {
+        match read_u32(&mut rd)? {
             mssim::SEND_COMMAND => {
                 let mut loc = [0u8; 1];
-                s.read_exact(&mut loc)?;
-                let len = read_u32(s)?;
+                rd.read_exact(&mut loc)?;
+                let len = read_u32(&mut rd)?;
                 if len > mssim::MAX_WIRE_COMMAND {
                     return Err(io::Error::other("command too large for the wire protocol"));
                 }
                 let mut cmd = std::vec![0u8; len as usize];
-                s.read_exact(&mut cmd)?;
+                rd.read_exact(&mut cmd)?;
                 let rsp = {
                     let mut g = lock(sim);
                     if g.powered {
@@ -225,7 +228,7 @@ fn command_session(s: &mut TcpStream, sim: &Mutex<Sim>) -> io::Result<bool> {
                 s.write_all(&out)?;
             }
             mssim::REMOTE_HANDSHAKE => {
-                let _client_version = read_u32(s)?;
+                let _client_version = read_u32(&mut rd)?;
                 let mut out = Vec::new();
                 for v in [mssim::SERVER_VERSION, mssim::HANDSHAKE_FLAGS, 0] {
                     out.extend_from_slice(&v.to_be_bytes());

@@ -2,7 +2,9 @@
 //! lose: started flag, PCRs, hierarchy enables, platformAuth, clock) for VM
 //! snapshots. Persistent state is not included: it lives in the NV image, which
 //! the snapshot's owner keeps alongside. The DRBG is reseeded on restore rather
-//! than saved. Restore validates the blob as if a guest had written it.
+//! than saved. Authorization sessions, transient objects and platformPolicy are
+//! not saved: a restored TPM has none (clients see TPM_RC_REFERENCE_S0/H0 and
+//! start anew). Restore validates the blob as if a guest had written it.
 
 use crate::defs::limits::{self, PCR_COUNT};
 use crate::engine::{Tpm, Volatile};
@@ -115,11 +117,18 @@ impl Tpm {
             ph_enable_nv: f[3],
             platform_auth,
             lockout_auth_enabled: f[4],
+            lockout_failed_at: 0,
             clock_base: clock,
             time_base: now,
             safe: f[5],
             orderly_at_init,
             pcr_reconfigured: f[6],
+            platform_policy: None,
+            sessions: crate::session::SessionTable::new(),
+            objects: crate::object::ObjectTable::with_persistent(&self.p.persistent_objects),
+            failed_tries: 0,
+            last_auth_failure: 0,
+            context_counter: 1,
         };
         self.failure = failure;
         self.drbg.reseed(b"restore");

@@ -1008,3 +1008,897 @@ fn differential_startup_shutdown_lifecycle() {
         panic!("{} differences:\n{}", d.0.len(), d.0.join("\n"));
     }
 }
+
+/// Runs one tpm2-tools step with `dir` as working directory; returns whether it
+/// succeeded and the TPM response code it reported ("0x…" from ESYS's error
+/// line), if any.
+fn step_in(t: &mut dyn Tpm, dir: &std::path::Path, args: &[&str]) -> (bool, Option<String>) {
+    t.disconnect();
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .current_dir(dir)
+        .env("TPM2TOOLS_TCTI", t.tcti())
+        .output()
+        .expect("run tool");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let code = err.lines().find_map(|l| {
+        let at = l.find("(0x")?;
+        let rest = &l[at + 1..];
+        Some(rest[..rest.find(')')?].to_string())
+    });
+    (out.status.success(), code)
+}
+
+/// Runs `steps` against both TPMs (each in its own directory), records every
+/// difference in outcome, then compares the named output files byte for byte.
+fn run_steps_both(
+    ours: &mut dyn Tpm,
+    sw: &mut dyn Tpm,
+    steps: &[&[&str]],
+    files: &[&str],
+    d: &mut Diff,
+) -> Vec<(bool, Option<String>)> {
+    let (da, db) = (scratch("steps-vtpm"), scratch("steps-swtpm"));
+    let mut outcomes = Vec::new();
+    for s in steps {
+        let a = step_in(ours, &da, s);
+        let b = step_in(sw, &db, s);
+        d.eq(&s.join(" "), &a, &b);
+        outcomes.push(a);
+    }
+    for f in files {
+        let a = std::fs::read(da.join(f)).ok();
+        let b = std::fs::read(db.join(f)).ok();
+        assert!(a.is_some(), "{f} was not written against vtpm");
+        d.eq(f, a, b);
+    }
+    let _ = std::fs::remove_dir_all(&da);
+    let _ = std::fs::remove_dir_all(&db);
+    outcomes
+}
+
+/// Policy digests (trial sessions, session contexts saved and loaded by
+/// tpm2-tools), HMAC sessions (unbound, bound, wrong HMAC), AES-CFB parameter
+/// encryption, and policy authorization through SetPrimaryPolicy.
+#[test]
+fn differential_sessions_and_policies() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_sessions_and_policies: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        // Trial policies.
+        &["tpm2_startauthsession", "-S", "s.ctx"],
+        &[
+            "tpm2_policypcr",
+            "-S",
+            "s.ctx",
+            "-l",
+            "sha256:0,1,7",
+            "-L",
+            "pcr.pol",
+        ],
+        &["tpm2_policyauthvalue", "-S", "s.ctx", "-L", "av.pol"],
+        &[
+            "tpm2_policycommandcode",
+            "-S",
+            "s.ctx",
+            "TPM2_CC_HierarchyChangeAuth",
+            "-L",
+            "cc.pol",
+        ],
+        &["tpm2_policyrestart", "-S", "s.ctx"],
+        &[
+            "tpm2_policypcr",
+            "-S",
+            "s.ctx",
+            "-l",
+            "sha1:3+sha384:5",
+            "-L",
+            "pcr2.pol",
+        ],
+        &["tpm2_flushcontext", "s.ctx"],
+        &["tpm2_startauthsession", "-S", "s2.ctx"],
+        &["tpm2_policypassword", "-S", "s2.ctx", "-L", "pw.pol"],
+        &["tpm2_flushcontext", "s2.ctx"],
+        &["tpm2_startauthsession", "-S", "s3.ctx"],
+        &[
+            "tpm2_policycommandcode",
+            "-S",
+            "s3.ctx",
+            "TPM2_CC_PCR_Extend",
+            "-L",
+            "cc2.pol",
+        ],
+        &["tpm2_flushcontext", "s3.ctx"],
+        &["tpm2_startauthsession", "-S", "s4.ctx"],
+        &[
+            "tpm2_policyor",
+            "-S",
+            "s4.ctx",
+            "-L",
+            "or.pol",
+            "sha256:cc.pol,cc2.pol",
+        ],
+        &["tpm2_flushcontext", "s4.ctx"],
+        &["tpm2_startauthsession", "-S", "s5.ctx"],
+        &[
+            "tpm2_policysecret",
+            "-S",
+            "s5.ctx",
+            "-c",
+            "o",
+            "-L",
+            "sec.pol",
+        ],
+        &["tpm2_flushcontext", "s5.ctx"],
+        // A command code this TPM does not implement cannot be in a policy.
+        &["tpm2_startauthsession", "-S", "s6.ctx"],
+        &[
+            "tpm2_policycommandcode",
+            "-S",
+            "s6.ctx",
+            "TPM2_CC_PCR_Extend",
+        ],
+        &[
+            "tpm2_policycommandcode",
+            "-S",
+            "s6.ctx",
+            "TPM2_CC_PCR_Reset",
+        ],
+        &["tpm2_flushcontext", "s6.ctx"],
+        // HMAC sessions authorizing the owner hierarchy.
+        &["tpm2_startauthsession", "--hmac-session", "-S", "h.ctx"],
+        &[
+            "tpm2_changeauth",
+            "-c",
+            "o",
+            "-p",
+            "session:h.ctx",
+            "newpass",
+        ],
+        &[
+            "tpm2_changeauth",
+            "-c",
+            "o",
+            "-p",
+            "session:h.ctx+newpass",
+            "other",
+        ],
+        &[
+            "tpm2_changeauth",
+            "-c",
+            "o",
+            "-p",
+            "session:h.ctx+wrong",
+            "x",
+        ],
+        &["tpm2_changeauth", "-c", "o", "-p", "other", ""],
+        &["tpm2_flushcontext", "h.ctx"],
+        // Parameter encryption (AES-128-CFB) of GetRandom's response.
+        &["tpm2_startauthsession", "--hmac-session", "-S", "e.ctx"],
+        &[
+            "tpm2_sessionconfig",
+            "--enable-encrypt",
+            "--enable-decrypt",
+            "e.ctx",
+        ],
+        &["tpm2_getrandom", "-S", "e.ctx", "-o", "rnd.bin", "16"],
+        &["tpm2_flushcontext", "e.ctx"],
+        // A session bound to the owner hierarchy.
+        &["tpm2_changeauth", "-c", "o", "bindpw"],
+        &[
+            "tpm2_startauthsession",
+            "--hmac-session",
+            "-S",
+            "b.ctx",
+            "--bind-context",
+            "o",
+            "--bind-auth",
+            "bindpw",
+        ],
+        &[
+            "tpm2_changeauth",
+            "-c",
+            "o",
+            "-p",
+            "session:b.ctx+bindpw",
+            "",
+        ],
+        &["tpm2_flushcontext", "b.ctx"],
+        // Policy authorization: ownerPolicy = PolicyCommandCode(HierarchyChangeAuth).
+        &["tpm2_startauthsession", "-S", "s7.ctx"],
+        &[
+            "tpm2_policycommandcode",
+            "-S",
+            "s7.ctx",
+            "TPM2_CC_HierarchyChangeAuth",
+            "-L",
+            "hca.pol",
+        ],
+        &["tpm2_flushcontext", "s7.ctx"],
+        &[
+            "tpm2_setprimarypolicy",
+            "-C",
+            "o",
+            "-L",
+            "hca.pol",
+            "-g",
+            "sha256",
+        ],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &[
+            "tpm2_policycommandcode",
+            "-S",
+            "p.ctx",
+            "TPM2_CC_HierarchyChangeAuth",
+        ],
+        &[
+            "tpm2_changeauth",
+            "-c",
+            "o",
+            "-p",
+            "session:p.ctx",
+            "viapolicy",
+        ],
+        // The policy was reset by its use.
+        &["tpm2_changeauth", "-c", "o", "-p", "session:p.ctx", "again"],
+        &[
+            "tpm2_policycommandcode",
+            "-S",
+            "p.ctx",
+            "TPM2_CC_PCR_Extend",
+        ],
+        &["tpm2_changeauth", "-c", "o", "-p", "session:p.ctx", "again"],
+        &["tpm2_flushcontext", "p.ctx"],
+        &["tpm2_changeauth", "-c", "o", "-p", "viapolicy", ""],
+    ];
+    let files = [
+        "pcr.pol", "pcr2.pol", "av.pol", "cc.pol", "pw.pol", "cc2.pol", "or.pol", "sec.pol",
+        "hca.pol",
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &files, &mut d);
+    // The flows really ran: the first HMAC-authorized ChangeAuth, the
+    // encrypted GetRandom and the policy-authorized ChangeAuth succeeded.
+    for must in [25usize, 32, 44] {
+        assert!(
+            outcomes[must].0,
+            "step {:?} failed: {:?}",
+            steps[must], outcomes[must]
+        );
+    }
+    assert!(!outcomes[27].0, "a wrong HMAC was accepted");
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// A PCR policy (the seal/unseal pattern, with ownerPolicy as the protected
+/// entity until objects exist): satisfied while the PCR is unchanged, refused
+/// after it is extended — both for a session whose PolicyPCR came before the
+/// change (PCR_CHANGED) and for one that evaluated after it (POLICY_FAIL).
+#[test]
+fn differential_pcr_policy_fails_after_pcr_change() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_pcr_policy_fails_after_pcr_change: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let ext = "15:sha256=0x1111111111111111111111111111111111111111111111111111111111111111";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        // The PCR update counter is no longer zero (the reference
+        // implementation only tracks PCR changes once it is).
+        &[
+            "tpm2_pcrextend",
+            "14:sha256=0x2222222222222222222222222222222222222222222222222222222222222222",
+        ],
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &[
+            "tpm2_policypcr",
+            "-S",
+            "t.ctx",
+            "-l",
+            "sha256:15",
+            "-L",
+            "pcr15.pol",
+        ],
+        &["tpm2_flushcontext", "t.ctx"],
+        &[
+            "tpm2_setprimarypolicy",
+            "-C",
+            "o",
+            "-L",
+            "pcr15.pol",
+            "-g",
+            "sha256",
+        ],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &["tpm2_policypcr", "-S", "p.ctx", "-l", "sha256:15"],
+        &["tpm2_changeauth", "-c", "o", "-p", "session:p.ctx", "x"],
+        &["tpm2_changeauth", "-c", "o", "-p", "x", ""],
+        &["tpm2_policypcr", "-S", "p.ctx", "-l", "sha256:15"],
+        &["tpm2_pcrextend", ext],
+        &["tpm2_changeauth", "-c", "o", "-p", "session:p.ctx", "y"],
+        &["tpm2_policyrestart", "-S", "p.ctx"],
+        &["tpm2_policypcr", "-S", "p.ctx", "-l", "sha256:15"],
+        &["tpm2_changeauth", "-c", "o", "-p", "session:p.ctx", "y"],
+        &["tpm2_flushcontext", "p.ctx"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &["pcr15.pol"], &mut d);
+    assert!(
+        outcomes[8].0,
+        "the PCR policy was not satisfied: {:?}",
+        outcomes[8]
+    );
+    assert!(
+        !outcomes[12].0 && !outcomes[15].0,
+        "a stale PCR policy was accepted"
+    );
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// StartAuthSession/ContextLoad/FlushContext/policy-command error codes on raw
+/// commands.
+#[test]
+fn differential_session_error_codes() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_session_error_codes: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    mssim_platform(&mut ours, 1);
+    assert_eq!(rc(&ours.raw(0, &cmd(NS, 0x144, &[], None, &[0, 0]))), 0);
+    let null = 0x4000_0007u32;
+    let sas = |nonce: &[u8], ty: u8, sym: &[u8], hash: u16| {
+        let mut p = (nonce.len() as u16).to_be_bytes().to_vec();
+        p.extend(nonce);
+        p.extend([0, 0, ty]);
+        p.extend(sym);
+        p.extend(hash.to_be_bytes());
+        cmd(NS, 0x176, &[null, null], None, &p)
+    };
+    let aes = [0, 6, 0, 128, 0, 0x43];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("short nonce", sas(&[1; 8], 0, &[0, 0x10], 0x0B)),
+        (
+            "nonce longer than digest",
+            sas(&[1; 24], 0, &[0, 0x10], 0x04),
+        ),
+        ("bad session type", sas(&[1; 16], 2, &[0, 0x10], 0x0B)),
+        ("bad symmetric", sas(&[1; 16], 0, &[0, 0x25], 0x0B)),
+        (
+            "bad AES key size",
+            sas(&[1; 16], 0, &[0, 6, 0, 100, 0, 0x43], 0x0B),
+        ),
+        (
+            "bad AES mode",
+            sas(&[1; 16], 0, &[0, 6, 0, 128, 0, 0x44], 0x0B),
+        ),
+        ("bad auth hash", sas(&[1; 16], 0, &aes, 0x99)),
+        ("salt without key", {
+            let mut p = vec![0, 16];
+            p.extend([1; 16]);
+            p.extend([0, 2, 9, 9, 0, 0, 0x10, 0, 0x0B]);
+            cmd(NS, 0x176, &[null, null], None, &p)
+        }),
+        (
+            "unloaded tpmKey",
+            cmd(NS, 0x176, &[0x8000_0000, null], None, &[0; 4]),
+        ),
+        (
+            "PolicyGetDigest on an unloaded session",
+            cmd(NS, 0x189, &[0x0300_0005], None, &[]),
+        ),
+        (
+            "PolicyGetDigest on an HMAC session handle",
+            cmd(NS, 0x189, &[0x0200_0000], None, &[]),
+        ),
+        (
+            "FlushContext of an unloaded session",
+            cmd(NS, 0x165, &[], None, &0x0200_0010u32.to_be_bytes()),
+        ),
+        (
+            "ContextSave of an unloaded session",
+            cmd(NS, 0x162, &[0x0200_0003], None, &[]),
+        ),
+    ];
+    for (what, c) in &cases {
+        let (a, b) = (ours.raw(0, c), sw.raw(0, c));
+        assert!(a.len() >= 10 && b.len() >= 10, "{what}: {a:x?} / {b:x?}");
+        d.eq(what, rc(&a), rc(&b));
+    }
+    // A fresh trial session's digest is all zeros on both; PolicyOR outside a
+    // trial with a digest not in the list is refused.
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        let r = t.raw(0, &sas(&[7; 32], 1, &[0, 0x10], 0x0B));
+        assert_eq!(rc(&r), 0, "StartAuthSession(policy)");
+        let h = u32::from_be_bytes(r[10..14].try_into().unwrap());
+        let g = t.raw(0, &cmd(NS, 0x189, &[h], None, &[]));
+        assert_eq!(&g[10..], &[&[0u8, 32][..], &[0; 32]].concat()[..]);
+        let mut or = 2u32.to_be_bytes().to_vec();
+        for fill in [1u8, 2] {
+            or.extend([0, 32]);
+            or.extend([fill; 32]);
+        }
+        let r = t.raw(0, &cmd(NS, 0x171, &[h], None, &or));
+        assert_eq!(rc(&r), 0x0084 + 0x40 + 0x100, "PolicyOR not in list");
+        assert_eq!(
+            rc(&t.raw(0, &cmd(NS, 0x165, &[], None, &h.to_be_bytes()))),
+            0
+        );
+    }
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// Hash sequences (tpm2_hash over more than one TPM2B_MAX_BUFFER) and event
+/// sequences (tpm2_pcrevent over a large file): digests and PCR values.
+#[test]
+fn differential_hash_and_event_sequences() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_hash_and_event_sequences: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "seq 1 2000 > data.bin"],
+        &["tpm2_hash", "-g", "sha256", "-o", "d256.bin", "data.bin"],
+        &["tpm2_hash", "-g", "sha1", "-o", "d1.bin", "data.bin"],
+        &["tpm2_hash", "-g", "sha384", "-o", "d384.bin", "data.bin"],
+        // An event sequence authorized by an HMAC session (the cpHash holds
+        // the sequence object's empty Name).
+        &["tpm2_pcrevent", "-Q", "16", "data.bin"],
+        &["sh", "-c", "head -c 512 data.bin > small.bin"],
+        &["tpm2_pcrevent", "-Q", "16", "small.bin"],
+        &[
+            "sh",
+            "-c",
+            "tpm2_pcrread sha1:16+sha256:16+sha384:16 > pcr16.txt",
+        ],
+    ];
+    let files = ["d256.bin", "d1.bin", "d384.bin", "pcr16.txt"];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &files, &mut d);
+    assert!(outcomes.iter().all(|o| o.0), "{outcomes:?}");
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// ECC P-256 objects: a signing primary created, saved and reloaded by
+/// tpm2-tools (ContextSave/ContextLoad), its public key exported, its ECDSA
+/// signatures verified by OpenSSL and — after LoadExternal of our public key —
+/// by swtpm; LoadExternal Names of one OpenSSL key equal on both TPMs.
+#[test]
+fn differential_ecc_objects() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_ecc_objects: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let shared = scratch("ecc-shared");
+    let key = shared.join("ext.key");
+    let key_pub = shared.join("ext.pub.pem");
+    let ok = |c: &mut Command| c.output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok(Command::new("openssl")
+        .args([
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out"
+        ])
+        .arg(&key)));
+    assert!(ok(Command::new("openssl")
+        .args(["ec", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&key_pub)));
+    let copy_in = format!("cp {} ext.pub.pem", key_pub.display());
+    let attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "echo 'signed by the TPM' > msg"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-a",
+            attrs,
+            "-c",
+            "p.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_readpublic",
+            "-Q",
+            "-c",
+            "p.ctx",
+            "-o",
+            "p.pem",
+            "-f",
+            "pem",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_sign",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha256",
+            "-f",
+            "plain",
+            "-o",
+            "sig.der",
+            "msg",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-verify",
+            "p.pem",
+            "-signature",
+            "sig.der",
+            "msg",
+        ],
+        &[
+            "tpm2_sign",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha256",
+            "-o",
+            "sig.tss",
+            "msg",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_verifysignature",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha256",
+            "-m",
+            "msg",
+            "-s",
+            "sig.tss",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        // A signature over other data does not verify.
+        &["sh", "-c", "echo other > other"],
+        &[
+            "tpm2_verifysignature",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha256",
+            "-m",
+            "other",
+            "-s",
+            "sig.tss",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &["sh", "-c", &copy_in],
+        &[
+            "tpm2_loadexternal",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc",
+            "-u",
+            "ext.pub.pem",
+            "-c",
+            "e.ctx",
+            "-n",
+            "ext.name",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_readpublic", "-Q", "-c", "e.ctx", "-n", "ext.rp.name"],
+        &["tpm2_flushcontext", "-t"],
+        // A storage primary (restricted decrypt, AES-128-CFB).
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:null:aes128cfb",
+            "-c",
+            "s.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        // Unsupported key types and inconsistent attributes alike.
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-c",
+            "bad.ctx",
+        ],
+        &["tpm2_testparms", "ecc256:ecdsa-sha256"],
+        &["tpm2_testparms", "ecc256:ecdh-sha256"],
+    ];
+    let outcomes = run_steps_both(
+        &mut ours,
+        &mut sw,
+        steps,
+        &["ext.name", "ext.rp.name"],
+        &mut d,
+    );
+    for i in [2usize, 4, 6, 8, 9, 11, 17, 19, 21, 24, 25] {
+        assert!(outcomes[i].0, "step {:?}: {:?}", steps[i], outcomes[i]);
+    }
+    assert!(!outcomes[14].0, "a wrong signature verified");
+    // Our signature, verified by swtpm after LoadExternal of our public key.
+    let dv = scratch("ecc-cross-vtpm");
+    let ds = scratch("ecc-cross-swtpm");
+    for s in [
+        &["sh", "-c", "echo 'cross check' > msg"][..],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-a",
+            attrs,
+            "-c",
+            "p.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_readpublic",
+            "-Q",
+            "-c",
+            "p.ctx",
+            "-o",
+            "p.pem",
+            "-f",
+            "pem",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_sign",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha256",
+            "-o",
+            "sig.tss",
+            "msg",
+        ],
+        &["tpm2_flushcontext", "-t"],
+    ] {
+        let o = step_in(&mut ours, &dv, s);
+        assert!(o.0, "{s:?}: {o:?}");
+    }
+    for f in ["msg", "p.pem", "sig.tss"] {
+        std::fs::copy(dv.join(f), ds.join(f)).unwrap();
+    }
+    for s in [
+        &[
+            "tpm2_loadexternal",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc",
+            "-u",
+            "p.pem",
+            "-c",
+            "x.ctx",
+        ][..],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_verifysignature",
+            "-c",
+            "x.ctx",
+            "-g",
+            "sha256",
+            "-m",
+            "msg",
+            "-s",
+            "sig.tss",
+        ],
+        &["tpm2_flushcontext", "-t"],
+    ] {
+        let o = step_in(&mut sw, &ds, s);
+        assert!(o.0, "swtpm {s:?}: {o:?}");
+    }
+    for dir in [dv, ds, shared] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// Sessions salted with an ECC P-256 storage primary (KDFe over ECDH), used
+/// for HMAC authorization with AES-CFB parameter encryption both ways.
+#[test]
+fn differential_ecc_salted_sessions() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_ecc_salted_sessions: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256:null:aes128cfb", "-c", "s.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_startauthsession", "--hmac-session", "-S", "h.ctx", "-c", "s.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sessionconfig", "--enable-encrypt", "--enable-decrypt", "h.ctx"],
+        &["tpm2_changeauth", "-c", "o", "-p", "session:h.ctx", "salted"],
+        &["tpm2_changeauth", "-c", "o", "-p", "session:h.ctx+salted", ""],
+        &["tpm2_sessionconfig", "--disable-decrypt", "h.ctx"],
+        &["tpm2_getrandom", "-S", "h.ctx", "-o", "r.bin", "8"],
+        // Bound to the (DA-protected) salt key: the failure counts (AUTH_FAIL).
+        &["tpm2_changeauth", "-c", "o", "-p", "session:h.ctx+wrong", "x"],
+        &["tpm2_flushcontext", "h.ctx"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx", "-c", "s.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_policycommandcode", "-S", "p.ctx", "TPM2_CC_HierarchyChangeAuth"],
+        &["tpm2_flushcontext", "p.ctx"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.0, i != 10, "step {:?}: {o:?}", steps[i]);
+    }
+}
+
+/// A key made persistent with EvictControl survives a simulator restart (ours:
+/// the process's server stopped and started again on the same state
+/// directory; swtpm: a power cycle) with the same Name, still signs, and is
+/// removed again; the persistent-handle lists agree with swtpm throughout.
+#[test]
+fn differential_persistent_keys_survive_restart() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_persistent_keys_survive_restart: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let state = scratch("vtpm-persist");
+    let mut ours = Vtpm::start_in(state.clone());
+    let mut d = Diff(Vec::new());
+    let (dv, ds) = (scratch("persist-vtpm"), scratch("persist-swtpm"));
+    let attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign";
+    let caps = "tpm2_getcap handles-persistent > ";
+    let before: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256:ecdsa-sha256", "-a", attrs, "-c", "p.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_evictcontrol", "-Q", "-C", "o", "-c", "p.ctx", "0x81000001"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_evictcontrol", "-Q", "-C", "o", "-c", "p.ctx", "0x81000001"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_readpublic", "-Q", "-c", "0x81000001", "-n", "before.name", "-o", "p.pem", "-f", "pem"],
+        &["sh", "-c", &format!("{caps} h1.txt")],
+    ];
+    let after: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_readpublic", "-Q", "-c", "0x81000001", "-n", "after.name"],
+        &["sh", "-c", "echo persisted > msg"],
+        &["tpm2_sign", "-c", "0x81000001", "-g", "sha256", "-f", "plain", "-o", "sig.der", "msg"],
+        &["openssl", "dgst", "-sha256", "-verify", "p.pem", "-signature", "sig.der", "msg"],
+        &["sh", "-c", &format!("{caps} h2.txt")],
+        &["tpm2_evictcontrol", "-Q", "-C", "o", "-c", "0x81000001"],
+        &["sh", "-c", &format!("{caps} h3.txt")],
+        &["tpm2_readpublic", "-Q", "-c", "0x81000001"],
+    ];
+    let mut run = |ours: &mut Vtpm, sw: &mut Swtpm, steps: &[&[&str]], d: &mut Diff| {
+        let mut v = Vec::new();
+        for s in steps {
+            let a = step_in(ours, &dv, s);
+            let b = step_in(sw, &ds, s);
+            d.eq(&s.join(" "), &a, &b);
+            v.push(a);
+        }
+        v
+    };
+    let o1 = run(&mut ours, &mut sw, before, &mut d);
+    assert!(o1[3].0 && !o1[5].0 && o1[7].0, "{o1:?}");
+    // Restart: our server process state is dropped and rebuilt from its NV file.
+    ours.stop();
+    let mut ours = Vtpm::start_in(state);
+    sw.disconnect();
+    sw.power_cycle();
+    let o2 = run(&mut ours, &mut sw, after, &mut d);
+    for (i, o) in o2.iter().enumerate() {
+        assert_eq!(o.0, i != 8, "step {:?}: {o:?}", after[i]);
+    }
+    for dir in [&dv, &ds] {
+        let b = std::fs::read(dir.join("before.name")).unwrap();
+        let a = std::fs::read(dir.join("after.name")).unwrap();
+        assert_eq!(a, b, "the persistent key changed across the restart");
+    }
+    for f in ["h1.txt", "h2.txt", "h3.txt"] {
+        d.eq(f, std::fs::read(dv.join(f)).ok(), std::fs::read(ds.join(f)).ok());
+    }
+    let _ = std::fs::remove_dir_all(&dv);
+    let _ = std::fs::remove_dir_all(&ds);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// Dictionary-attack lockout on a DA-protected key, DictionaryAttackParameters
+/// and LockReset, Clear and ClearControl: outcomes and response codes match
+/// swtpm, and so do the DA properties afterwards.
+#[test]
+fn differential_lockout_and_clear() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_lockout_and_clear: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign";
+    let props = "tpm2_getcap properties-variable | grep -A1 -E 'TPM2_PT_(MAX_AUTH_FAIL|LOCKOUT_INTERVAL|LOCKOUT_RECOVERY|LOCKOUT_COUNTER):' > ";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_dictionarylockout", "-s", "-n", "3", "-t", "600", "-l", "0"],
+        &["sh", "-c", &format!("{props} da1.txt")],
+        &["sh", "-c", "echo m > msg"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256:ecdsa-sha256", "-a", attrs, "-p", "keypw", "-c", "k.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-c", "k.ctx", "-p", "bad1", "-g", "sha256", "-o", "s.bin", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-c", "k.ctx", "-p", "bad2", "-g", "sha256", "-o", "s.bin", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-c", "k.ctx", "-p", "bad3", "-g", "sha256", "-o", "s.bin", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        // Locked out now, even with the right password.
+        &["tpm2_sign", "-c", "k.ctx", "-p", "keypw", "-g", "sha256", "-o", "s.bin", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        &["sh", "-c", &format!("{props} da2.txt")],
+        &["tpm2_dictionarylockout", "-c"],
+        &["tpm2_sign", "-c", "k.ctx", "-p", "keypw", "-g", "sha256", "-o", "s.bin", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        // Clear: owner auth reset; disableClear blocks it.
+        &["tpm2_changeauth", "-c", "o", "ownerpw"],
+        &["tpm2_clearcontrol", "-C", "l", "s"],
+        &["tpm2_clear"],
+        &["tpm2_clearcontrol", "-C", "l", "c"],
+        &["tpm2_clearcontrol", "-C", "p", "c"],
+        &["tpm2_clear"],
+        &["tpm2_changeauth", "-c", "o", "-p", "", "again"],
+        &["tpm2_changeauth", "-c", "o", "-p", "again", ""],
+        // A wrong lockoutAuth locks lockoutAuth out (lockoutRecovery 0).
+        &["tpm2_dictionarylockout", "-c", "-p", "wrong"],
+        &["tpm2_dictionarylockout", "-c"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &["da1.txt", "da2.txt"], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let expect_fail = [6usize, 8, 10, 12, 20, 21, 26, 27];
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.0, !expect_fail.contains(&i), "step {:?}: {o:?}", steps[i]);
+    }
+}

@@ -35,7 +35,13 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_gpu",
     "virtio_input",
     "evdev",
-    "tpm_tis",
+    // The TPM: Debian's arm64 kernel has no MMIO `tpm_tis`; the guest's TPM sits on
+    // a bit-banged SPI bus over the PL061 GPIO controller (the PL061 driver is
+    // built in).
+    "spi_bitbang",
+    "spi_gpio",
+    "tpm_tis_core",
+    "tpm_tis_spi",
     "virtio_console",
     "virtio_rng",
 ];

@@ -21,11 +21,14 @@ pub const SPEC_DAY_OF_YEAR: u32 = 312;
 pub const SPEC_YEAR: u32 = 2019;
 
 /// Implemented algorithms and their TPMA_ALGORITHM, ascending by ID.
-const ALGORITHMS: [(u16, u32); 4] = [
+const ALGORITHMS: [(u16, u32); 7] = [
     (alg::SHA1, alg::ATTR_HASH),
     (alg::HMAC, alg::ATTR_HASH | alg::ATTR_SIGNING),
+    (alg::AES, alg::ATTR_SYMMETRIC),
+    (alg::XOR, alg::ATTR_SYMMETRIC | alg::ATTR_HASH),
     (alg::SHA256, alg::ATTR_HASH),
     (alg::SHA384, alg::ATTR_HASH),
+    (alg::CFB, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),
 ];
 
 fn four_cc(b: [u8; 4]) -> u32 {
@@ -44,6 +47,12 @@ fn properties(tpm: &Tpm) -> Vec<(u32, u32)> {
     if !tpm.p.lockout_auth.as_bytes().is_empty() {
         perm |= attr::PERM_LOCKOUT_AUTH_SET;
     }
+    if tpm.p.disable_clear {
+        perm |= attr::PERM_DISABLE_CLEAR;
+    }
+    if tpm.p.da.recovery_time != 0 && tpm.v.failed_tries >= tpm.p.da.max_tries {
+        perm |= attr::PERM_IN_LOCKOUT;
+    }
     let mut sc = 0;
     for (on, bit) in [
         (tpm.v.ph_enable, attr::SC_PH_ENABLE),
@@ -57,6 +66,8 @@ fn properties(tpm: &Tpm) -> Vec<(u32, u32)> {
         }
     }
     let n_cmds = COMMANDS.len() as u32;
+    let loaded = tpm.v.sessions.loaded_count() as u32;
+    let active = loaded + tpm.v.sessions.saved_count() as u32;
     alloc::vec![
         (pt::FAMILY_INDICATOR, four_cc(*b"2.0\0")),
         (pt::LEVEL, 0),
@@ -72,10 +83,10 @@ fn properties(tpm: &Tpm) -> Vec<(u32, u32)> {
         (pt::FIRMWARE_VERSION_1, FIRMWARE_VERSION.0),
         (pt::FIRMWARE_VERSION_2, FIRMWARE_VERSION.1),
         (pt::INPUT_BUFFER, limits::MAX_BUFFER as u32),
-        (pt::HR_TRANSIENT_MIN, 3),
-        (pt::HR_PERSISTENT_MIN, 7),
+        (pt::HR_TRANSIENT_MIN, limits::MAX_LOADED_OBJECTS as u32),
+        (pt::HR_PERSISTENT_MIN, limits::MAX_PERSISTENT_OBJECTS as u32),
         (pt::HR_LOADED_MIN, 3),
-        (pt::ACTIVE_SESSIONS_MAX, 64),
+        (pt::ACTIVE_SESSIONS_MAX, limits::MAX_ACTIVE_SESSIONS as u32),
         (pt::PCR_COUNT, PCR_COUNT as u32),
         (pt::PCR_SELECT_MIN, limits::PCR_SELECT as u32),
         (pt::CONTEXT_GAP_MAX, 0xFFFF),
@@ -107,21 +118,33 @@ fn properties(tpm: &Tpm) -> Vec<(u32, u32)> {
         (pt::PERMANENT, perm),
         (pt::STARTUP_CLEAR, sc),
         (pt::HR_NV_INDEX, 0),
-        (pt::HR_LOADED, 0),
-        (pt::HR_LOADED_AVAIL, 3),
-        (pt::HR_ACTIVE, 0),
-        (pt::HR_ACTIVE_AVAIL, 64),
-        (pt::HR_TRANSIENT_AVAIL, 3),
-        (pt::HR_PERSISTENT, 0),
-        (pt::HR_PERSISTENT_AVAIL, 0),
+        (pt::HR_LOADED, loaded),
+        (
+            pt::HR_LOADED_AVAIL,
+            limits::MAX_LOADED_SESSIONS as u32 - loaded
+        ),
+        (pt::HR_ACTIVE, active),
+        (
+            pt::HR_ACTIVE_AVAIL,
+            limits::MAX_ACTIVE_SESSIONS as u32 - active
+        ),
+        (
+            pt::HR_TRANSIENT_AVAIL,
+            (limits::MAX_LOADED_OBJECTS - tpm.v.objects.count()) as u32,
+        ),
+        (pt::HR_PERSISTENT, tpm.p.persistent_objects.len() as u32),
+        (
+            pt::HR_PERSISTENT_AVAIL,
+            (limits::MAX_PERSISTENT_OBJECTS - tpm.p.persistent_objects.len()) as u32,
+        ),
         (pt::NV_COUNTERS, 0),
         (pt::NV_COUNTERS_AVAIL, 0),
         (pt::ALGORITHM_SET, 0),
         (pt::LOADED_CURVES, 0),
-        (pt::LOCKOUT_COUNTER, 0),
-        (pt::MAX_AUTH_FAIL, 3),
-        (pt::LOCKOUT_INTERVAL, 1000),
-        (pt::LOCKOUT_RECOVERY, 1000),
+        (pt::LOCKOUT_COUNTER, tpm.v.failed_tries),
+        (pt::MAX_AUTH_FAIL, tpm.p.da.max_tries),
+        (pt::LOCKOUT_INTERVAL, tpm.p.da.recovery_time),
+        (pt::LOCKOUT_RECOVERY, tpm.p.da.lockout_recovery),
         (pt::NV_WRITE_RECOVERY, 0),
         (pt::AUDIT_COUNTER_0, 0),
         (pt::AUDIT_COUNTER_1, 0),
@@ -160,16 +183,28 @@ pub fn get_capability(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             let list: Vec<u32> = match handle::ht(property) {
                 handle::HT_PCR => (0..PCR_COUNT as u32).collect(),
                 handle::HT_PERMANENT => handle::PERMANENT_IMPLEMENTED.to_vec(),
-                handle::HT_NV_INDEX
-                | handle::HT_HMAC_SESSION
-                | handle::HT_POLICY_SESSION
-                | handle::HT_TRANSIENT
-                | handle::HT_PERSISTENT => Vec::new(),
+                // TPM_HT_LOADED_SESSION and TPM_HT_SAVED_SESSION.
+                handle::HT_HMAC_SESSION => tpm.v.sessions.handles(false),
+                handle::HT_POLICY_SESSION => tpm.v.sessions.handles(true),
+                handle::HT_TRANSIENT => tpm.v.objects.handles(),
+                handle::HT_PERSISTENT => tpm.v.objects.persistent_handles(),
+                handle::HT_NV_INDEX => Vec::new(),
                 _ => return Err(rc::HANDLE + rc::P + 2 * rc::N1),
             };
+            // Sessions of both types share one index space: order and start
+            // by the index.
+            let session = matches!(
+                handle::ht(property),
+                handle::HT_HMAC_SESSION | handle::HT_POLICY_SESSION
+            );
+            let key = |h: &u32| if session { *h & 0x00FF_FFFF } else { *h };
             let end_of_type = (property & 0xFF00_0000) | 0x00FF_FFFF;
-            let list: Vec<u32> = list.into_iter().filter(|h| *h <= end_of_type).collect();
-            let (v, more) = window(&list, |h| *h, property, count.min(cap::MAX_CAP_HANDLES));
+            let mut list: Vec<u32> = list
+                .into_iter()
+                .filter(|h| key(h) <= key(&end_of_type))
+                .collect();
+            list.sort_unstable_by_key(key);
+            let (v, more) = window(&list, key, key(&property), count.min(cap::MAX_CAP_HANDLES));
             body.u32(v.len() as u32);
             for h in v {
                 body.u32(h);
@@ -264,5 +299,7 @@ fn pcr_properties() -> Vec<(u32, u32)> {
             mask(&|i| pcr::reset_allowed(i, loc)),
         ));
     }
+    // TPM_PT_PCR_NO_INCREMENT.
+    v.push((0x11, pcr::NO_INCREMENT));
     v
 }

@@ -1,12 +1,11 @@
 //! TPM2_FlushContext (Part 3 §28.4), TPM2_Hash (§15.4) and TPM2_ReadClock (§29.1).
-//! The object and session tables arrive with tier 2; until then no transient
-//! object or session is ever loaded.
+//! FlushContext flushes sessions and transient objects.
 
 use crate::defs::{handle, limits, rc, st, TPM_GENERATED_VALUE};
 use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::hash::HashAlg;
 
-pub fn flush_context(_tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+pub fn flush_context(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let h = cmd.params.u32().p(1)?;
     let ht = handle::ht(h);
     if ht != handle::HT_TRANSIENT
@@ -16,6 +15,15 @@ pub fn flush_context(_tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         return Err(rc::VALUE + rc::P + rc::N1);
     }
     cmd.finish()?;
+    // Sessions may be loaded or saved; objects are loaded.
+    let flushed = if ht == handle::HT_TRANSIENT {
+        tpm.v.objects.remove(h).is_some()
+    } else {
+        tpm.v.sessions.flush(h)
+    };
+    if flushed {
+        return Ok(());
+    }
     Err(rc::HANDLE + rc::P + rc::N1)
 }
 
@@ -40,6 +48,20 @@ pub fn hash(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let digest = alg.digest(&[data]);
     cmd.out.tpm2b(digest.as_bytes());
     let generated = data.len() >= 4 && data[..4] == TPM_GENERATED_VALUE.to_be_bytes();
+    hash_ticket(tpm, cmd, hierarchy, &digest, !generated);
+    Ok(())
+}
+
+/// Marshals the TPMT_TK_HASHCHECK for `digest`: a real ticket when the data is
+/// safe to sign and the hierarchy is not TPM_RH_NULL, else a NULL ticket.
+pub fn hash_ticket(
+    tpm: &Tpm,
+    cmd: &mut Cmd,
+    hierarchy: u32,
+    digest: &crate::hash::Digest,
+    safe: bool,
+) {
+    let generated = !safe;
     let proof = match hierarchy {
         handle::OWNER => Some(tpm.p.sh_proof),
         handle::ENDORSEMENT => Some(tpm.p.eh_proof),
@@ -56,7 +78,6 @@ pub fn hash(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             cmd.out.u32(handle::NULL).tpm2b(&[]);
         }
     }
-    Ok(())
 }
 
 pub fn read_clock(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {

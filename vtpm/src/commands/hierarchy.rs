@@ -1,4 +1,5 @@
-//! Part 3 §24: TPM2_HierarchyControl and TPM2_HierarchyChangeAuth.
+//! Part 3 §24: TPM2_HierarchyControl, TPM2_SetPrimaryPolicy and
+//! TPM2_HierarchyChangeAuth.
 
 use crate::defs::{handle, limits, rc};
 use crate::engine::{Cmd, ParamErr, Tpm};
@@ -62,5 +63,28 @@ pub fn hierarchy_change_auth(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     } else {
         cmd.breaks_orderly = true;
     }
+    Ok(())
+}
+
+pub fn set_primary_policy(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let policy = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    let alg = cmd.params.hash_alg(true).p(2)?;
+    cmd.finish()?;
+    let value = match alg {
+        None if policy.is_empty() => None,
+        Some(h) if policy.len() == h.digest_size() => Some((h, Digest::from_slice(policy))),
+        _ => return Err(rc::SIZE + rc::P + rc::N1),
+    };
+    match cmd.handles[0] {
+        handle::PLATFORM => {
+            tpm.v.platform_policy = value;
+            cmd.breaks_orderly = true;
+            return Ok(());
+        }
+        handle::OWNER => tpm.p.owner_policy = value,
+        handle::ENDORSEMENT => tpm.p.endorsement_policy = value,
+        _ => tpm.p.lockout_policy = value,
+    }
+    cmd.nv_dirty = true;
     Ok(())
 }

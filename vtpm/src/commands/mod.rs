@@ -1,8 +1,16 @@
 //! Command handlers, one module per command group of Part 3.
 
 pub mod capability;
+pub mod clear;
 pub mod context;
+pub mod evict;
 pub mod hierarchy;
+pub mod object;
+pub mod object_context;
 pub mod pcr;
+pub mod policy;
 pub mod random;
+pub mod sequence;
+pub mod session;
+pub mod signing;
 pub mod startup;

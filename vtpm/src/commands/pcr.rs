@@ -20,8 +20,11 @@ fn check_extend_locality(index: usize, locality: u8) -> Result<(), u32> {
     }
 }
 
-fn changed(tpm: &mut Tpm, cmd: &mut Cmd) {
-    tpm.v.pcr_counter = tpm.v.pcr_counter.wrapping_add(1);
+/// Records a change of PCR `index` (update counter, orderly state).
+pub(crate) fn changed(tpm: &mut Tpm, cmd: &mut Cmd, index: usize) {
+    if pcr::counts_change(index) {
+        tpm.v.pcr_counter = tpm.v.pcr_counter.wrapping_add(1);
+    }
     cmd.breaks_orderly = true;
 }
 
@@ -37,7 +40,7 @@ pub fn pcr_extend(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             tpm.v.pcrs.extend(h, index, d);
         }
     }
-    changed(tpm, cmd);
+    changed(tpm, cmd, index);
     Ok(())
 }
 
@@ -58,8 +61,8 @@ pub fn pcr_event(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             }
         }
     }
-    if index.is_some() {
-        changed(tpm, cmd);
+    if let Some(i) = index {
+        changed(tpm, cmd, i);
     }
     Ok(())
 }
@@ -104,7 +107,7 @@ pub fn pcr_reset(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         return Err(rc::LOCALITY);
     }
     tpm.v.pcrs.reset(index);
-    changed(tpm, cmd);
+    changed(tpm, cmd, index);
     Ok(())
 }
 

@@ -1,0 +1,299 @@
+//! A bit-banged SPI bus in mode 0 (CPOL = 0, CPHA = 0, MSB first) on four GPIO
+//! pins, decoded on the slave side into bytes for one [`SpiSlave`]. It is the
+//! [`GpioPins`] peripheral of a GPIO controller such as the [`crate::pl061::Pl061`].
+//!
+//! Edge order, as Linux's `spi-gpio` master drives it (`bitbang_txrx_be_cpha0`):
+//! with SCK low the master sets MOSI, raises SCK, reads MISO while SCK is high,
+//! then lowers SCK. So the slave samples MOSI on the rising edge and shifts its
+//! next MISO bit out on the falling edge; the first MISO bit of a byte is on the
+//! line before the byte's first rising edge (from chip select, or from the falling
+//! edge that ended the previous byte). Chip select is active low; while it is
+//! inactive SCK and MOSI are ignored.
+
+use crate::pl061::GpioPins;
+
+/// A byte-level SPI slave (full duplex).
+pub trait SpiSlave {
+    /// Chip select became active (`true`) or inactive (`false`). A deselect ends
+    /// the current transaction; a partial byte is discarded.
+    fn select(&mut self, active: bool);
+    /// The byte the slave shifts out on MISO during the next byte; asked before
+    /// that byte's first clock edge, i.e. before its MOSI byte is known.
+    fn miso_byte(&mut self) -> u8;
+    /// A complete byte arrived on MOSI.
+    fn mosi_byte(&mut self, byte: u8);
+}
+
+/// Which GPIO pin (0..=7) carries each signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpiPins {
+    pub sck: u8,
+    pub mosi: u8,
+    pub miso: u8,
+    /// Chip select, active low.
+    pub cs: u8,
+}
+
+impl SpiPins {
+    /// Whether all four pins exist on an 8-pin controller and are distinct.
+    pub fn valid(&self) -> bool {
+        let p = [self.sck, self.mosi, self.miso, self.cs];
+        p.iter().all(|&x| x < 8) && (0..4).all(|i| (i + 1..4).all(|j| p[i] != p[j]))
+    }
+}
+
+/// The slave side of a bit-banged SPI bus.
+pub struct SpiBitBang<S> {
+    pins: SpiPins,
+    slave: S,
+    selected: bool,
+    sck: bool,
+    /// MOSI bits of the byte in progress, and how many.
+    shift_in: u8,
+    bits: u8,
+    /// MISO shift register: bit 7 is on the line.
+    shift_out: u8,
+    /// The next MISO byte, loaded on the falling edge after a byte completes.
+    next_out: Option<u8>,
+}
+
+/// Level MISO reads while the slave is not selected (the line floats; a pull-up).
+const MISO_IDLE: bool = true;
+
+impl<S: SpiSlave> SpiBitBang<S> {
+    /// A bus on `pins` to `slave`. Invalid pin assignments are refused.
+    pub fn new(pins: SpiPins, slave: S) -> Option<Self> {
+        pins.valid().then_some(Self {
+            pins,
+            slave,
+            selected: false,
+            sck: false,
+            shift_in: 0,
+            bits: 0,
+            shift_out: 0,
+            next_out: None,
+        })
+    }
+
+    /// The slave on the bus.
+    pub fn slave_mut(&mut self) -> &mut S {
+        &mut self.slave
+    }
+
+    /// Deselects the slave (if selected) and forgets any partial byte.
+    pub fn reset(&mut self) {
+        if self.selected {
+            self.slave.select(false);
+        }
+        self.selected = false;
+        self.sck = false;
+        self.shift_in = 0;
+        self.bits = 0;
+        self.next_out = None;
+    }
+
+    fn miso(&self) -> bool {
+        if self.selected {
+            self.shift_out & 0x80 != 0
+        } else {
+            MISO_IDLE
+        }
+    }
+
+    fn rising(&mut self, mosi: bool) {
+        self.shift_in = (self.shift_in << 1) | u8::from(mosi);
+        self.bits += 1;
+        if self.bits == 8 {
+            let b = self.shift_in;
+            self.shift_in = 0;
+            self.bits = 0;
+            self.slave.mosi_byte(b);
+            self.next_out = Some(self.slave.miso_byte());
+        }
+    }
+
+    fn falling(&mut self) {
+        match self.next_out.take() {
+            Some(b) => self.shift_out = b,
+            None => self.shift_out <<= 1,
+        }
+    }
+}
+
+impl<S: SpiSlave> GpioPins for SpiBitBang<S> {
+    fn outputs_changed(&mut self, levels: u8, dir: u8) {
+        let bit = |pin: u8| levels & (1 << pin) != 0;
+        let driven = |pin: u8| dir & (1 << pin) != 0;
+        // An undriven chip select floats high (deselected); SCK and MOSI float low.
+        let cs_active = driven(self.pins.cs) && !bit(self.pins.cs);
+        let sck = driven(self.pins.sck) && bit(self.pins.sck);
+        let mosi = driven(self.pins.mosi) && bit(self.pins.mosi);
+        if cs_active != self.selected {
+            if cs_active {
+                self.selected = true;
+                self.shift_in = 0;
+                self.bits = 0;
+                self.next_out = None;
+                self.slave.select(true);
+                self.shift_out = self.slave.miso_byte();
+            } else {
+                if self.bits != 0 {
+                    log::warn!(
+                        "spi-bitbang: chip select released after {} bits of a byte",
+                        self.bits
+                    );
+                }
+                self.reset();
+            }
+            self.sck = sck;
+            return;
+        }
+        if self.selected && sck != self.sck {
+            if sck {
+                self.rising(mosi);
+            } else {
+                self.falling();
+            }
+        }
+        self.sck = sck;
+    }
+
+    fn input_levels(&mut self) -> u8 {
+        u8::from(self.miso()) << self.pins.miso
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    /// Echoes each MOSI byte back (XORed) in the next byte; logs everything.
+    #[derive(Default)]
+    struct Echo {
+        last: u8,
+        log: Vec<&'static str>,
+        got: Vec<u8>,
+    }
+    impl SpiSlave for Echo {
+        fn select(&mut self, active: bool) {
+            self.log.push(if active { "sel" } else { "desel" });
+            self.last = 0xa5;
+        }
+        fn miso_byte(&mut self) -> u8 {
+            self.last ^ 0xff
+        }
+        fn mosi_byte(&mut self, byte: u8) {
+            self.got.push(byte);
+            self.last = byte;
+        }
+    }
+
+    const PINS: SpiPins = SpiPins {
+        sck: 0,
+        mosi: 1,
+        miso: 2,
+        cs: 3,
+    };
+    const OUT: u8 = 0b1011;
+
+    /// A master bit-banging like Linux spi-gpio (mode 0): only pin writes that
+    /// change a level reach the bus, as with a PL061.
+    struct Master {
+        bus: SpiBitBang<Echo>,
+        levels: u8,
+    }
+    impl Master {
+        fn new() -> Self {
+            let mut bus = SpiBitBang::new(PINS, Echo::default()).unwrap();
+            let levels = 1 << PINS.cs;
+            bus.outputs_changed(levels, OUT);
+            Master { bus, levels }
+        }
+        fn set(&mut self, pin: u8, on: bool) {
+            let l = if on {
+                self.levels | (1 << pin)
+            } else {
+                self.levels & !(1 << pin)
+            };
+            if l != self.levels {
+                self.levels = l;
+                self.bus.outputs_changed(l, OUT);
+            }
+        }
+        fn miso(&mut self) -> bool {
+            self.bus.input_levels() & (1 << PINS.miso) != 0
+        }
+        fn cs(&mut self, active: bool) {
+            self.set(PINS.sck, false);
+            self.set(PINS.cs, !active);
+        }
+        fn byte(&mut self, out: u8) -> u8 {
+            let mut inb = 0;
+            for i in (0..8).rev() {
+                self.set(PINS.mosi, out & (1 << i) != 0);
+                self.set(PINS.sck, true);
+                inb = (inb << 1) | u8::from(self.miso());
+                self.set(PINS.sck, false);
+            }
+            inb
+        }
+    }
+
+    #[test]
+    fn mode0_bytes_are_decoded_and_miso_is_full_duplex() {
+        let mut m = Master::new();
+        assert!(m.miso(), "MISO idles high");
+        m.cs(true);
+        let a = m.byte(0x3c);
+        let b = m.byte(0x81);
+        let c = m.byte(0x00);
+        m.cs(false);
+        assert_eq!(m.bus.slave_mut().got, [0x3c, 0x81, 0x00]);
+        // First byte is what the slave had ready at select, then echoes of the
+        // previous MOSI byte.
+        assert_eq!([a, b, c], [0xa5 ^ 0xff, 0x3c ^ 0xff, 0x81 ^ 0xff]);
+        assert_eq!(m.bus.slave_mut().log, ["sel", "desel"]);
+    }
+
+    #[test]
+    fn clocks_without_chip_select_are_ignored() {
+        let mut m = Master::new();
+        m.byte(0xff);
+        assert!(m.bus.slave_mut().got.is_empty());
+        assert!(m.bus.slave_mut().log.is_empty());
+    }
+
+    #[test]
+    fn partial_byte_is_dropped_at_deselect() {
+        let mut m = Master::new();
+        m.cs(true);
+        for _ in 0..5 {
+            m.set(PINS.sck, true);
+            m.set(PINS.sck, false);
+        }
+        m.cs(false);
+        m.cs(true);
+        m.byte(0x42);
+        assert_eq!(m.bus.slave_mut().got, [0x42]);
+        assert_eq!(m.bus.slave_mut().log, ["sel", "desel", "sel"]);
+    }
+
+    #[test]
+    fn undriven_chip_select_deselects() {
+        let mut m = Master::new();
+        m.cs(true);
+        m.bus.outputs_changed(0, 0); // all pins become inputs
+        assert_eq!(m.bus.slave_mut().log, ["sel", "desel"]);
+        m.bus.reset();
+        assert_eq!(m.bus.slave_mut().log.len(), 2);
+    }
+
+    #[test]
+    fn invalid_pin_assignments_are_refused() {
+        let dup = SpiPins { miso: 0, ..PINS };
+        let big = SpiPins { cs: 8, ..PINS };
+        assert!(SpiBitBang::new(dup, Echo::default()).is_none());
+        assert!(SpiBitBang::new(big, Echo::default()).is_none());
+    }
+}

@@ -1,0 +1,245 @@
+//! The guest's TPM as Debian's Linux drives it: `tpm_tis_spi` over `spi_gpio`
+//! on the PL061 GPIO controller (the Debian arm64 kernel has no MMIO `tpm_tis`).
+//! The guest probes a TPM 2.0, reads PCRs through sysfs, extends PCR 16 with a raw
+//! TPM2_PCR_Extend written to /dev/tpm0 and reads back the value the TPM spec
+//! defines; a guest reboot (VM reset, _TPM_Init) brings PCR 16 back to zero.
+
+use std::time::Duration;
+
+use integration_tests::{boot_lock, console_tail};
+use xtask::linux_guest::parse_console;
+use xtask::run::{run_captured, Ending, Guest, RunOptions, RunOutcome};
+use xtask::Layout;
+
+/// Budget of one run (the build before it is not counted).
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The PCR the test extends (16: the debug PCR, resettable, unused at boot).
+const PCR: u32 = 16;
+
+/// The SHA-256 digest extended into the PCR: bytes 0x01..=0x20.
+fn digest() -> [u8; 32] {
+    std::array::from_fn(|i| i as u8 + 1)
+}
+
+/// SHA-256(32 zero bytes ‖ digest()): PCR 16 after one extend from reset,
+/// computed with an independent SHA-256 (Python's hashlib), uppercase as
+/// Linux's `pcr-sha256` sysfs files print it.
+const EXTENDED: &str = "0B8F4C5B6ADC4C087AB9F43AAEB6007084C264ADCAA3CB07176B792342850412";
+
+/// A PCR at reset.
+const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// TPM2_PCR_Extend(PCR, SHA-256 digest) with an empty password session, as raw
+/// command bytes (TPM 2.0 Part 3, §22.2).
+fn extend_command(pcr: u32, digest: &[u8; 32]) -> Vec<u8> {
+    let mut c = Vec::new();
+    c.extend_from_slice(&0x8002u16.to_be_bytes()); // TPM_ST_SESSIONS
+    c.extend_from_slice(&0u32.to_be_bytes()); // commandSize, patched below
+    c.extend_from_slice(&0x0000_0182u32.to_be_bytes()); // TPM_CC_PCR_Extend
+    c.extend_from_slice(&pcr.to_be_bytes()); // pcrHandle
+    c.extend_from_slice(&9u32.to_be_bytes()); // authorizationSize
+    c.extend_from_slice(&0x4000_0009u32.to_be_bytes()); // TPM_RS_PW
+    c.extend_from_slice(&0u16.to_be_bytes()); // nonce: empty
+    c.push(0); // sessionAttributes
+    c.extend_from_slice(&0u16.to_be_bytes()); // hmac: empty password
+    c.extend_from_slice(&1u32.to_be_bytes()); // TPML_DIGEST_VALUES.count
+    c.extend_from_slice(&0x000bu16.to_be_bytes()); // TPM_ALG_SHA256
+    c.extend_from_slice(digest);
+    let size = c.len() as u32;
+    c[2..6].copy_from_slice(&size.to_be_bytes());
+    c
+}
+
+/// The success response of PCR_Extend with one password session: header, an
+/// empty parameter area, and the session's empty nonce, its attributes with
+/// continueSession set (a password session always continues, TPM 2.0 Part 1
+/// "Password Authorization"; swtpm answers the same) and an empty hmac.
+const EXTEND_OK_RESPONSE: &str = "80020000001300000000000000000000010000";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `printf` escapes writing `bytes`.
+fn printf_escapes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\x{b:02x}")).collect()
+}
+
+fn boot(o: &RunOptions) -> RunOutcome {
+    run_captured(&Layout::detect(), o)
+        .unwrap_or_else(|e| panic!("could not build, fetch or boot: {e}"))
+}
+
+/// The value after `key=` on the console line that starts with it.
+fn value<'a>(console: &'a str, key: &str) -> Option<&'a str> {
+    console
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Guest command: wait for the TPM, report it, extend PCR 16 through /dev/tpm0
+/// (write and read on one open file, as the driver keeps the response per file)
+/// and report the PCR before and after, and what busybox's sha256sum says it
+/// should be.
+fn probe_and_extend_cmd() -> String {
+    let d = digest();
+    format!(
+        r#"t=/sys/class/tpm/tpm0; p=$t/pcr-sha256/{PCR}; i=0
+while [ ! -e $p ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+echo "tpm-major=$(cat $t/tpm_version_major)"
+echo "pcr0=$(cat $t/pcr-sha256/0)"
+echo "pcr-before=$(cat $p)"
+printf '{cmd}' > /tmp/c; printf '{dig}' > /tmp/d
+echo "cmd-bytes=$(wc -c < /tmp/c)"
+exec 3<>/dev/tpm0; dd if=/tmp/c bs=4096 2>/dev/null >&3
+echo "rsp=$(dd bs=4096 count=1 2>/dev/null <&3 | xxd -p)"; exec 3>&-
+echo "pcr-after=$(cat $p)"
+echo "pcr-expect=$({{ head -c 32 /dev/zero; cat /tmp/d; }} | sha256sum | cut -c1-64 | tr a-f A-F)"
+"#,
+        cmd = printf_escapes(&extend_command(PCR, &d)),
+        dig = printf_escapes(&d),
+    )
+}
+
+#[test]
+fn linux_probes_the_spi_tpm_reads_and_extends_a_pcr() {
+    let _boot = boot_lock();
+    let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.guest_cmd = Some(probe_and_extend_cmd());
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    let console = &outcome.console;
+    assert_eq!(outcome.verdict(), Ok(()), "\n{tail}");
+    let guest = parse_console(console);
+    assert!(
+        guest.modules_failed.is_empty(),
+        "modules failed to load: {:?}\n{tail}",
+        guest.modules_failed
+    );
+    assert_eq!(guest.cmd_exit, Some(0), "\n{tail}");
+    assert!(
+        console.contains("tpm_tis_spi spi0.0: 2.0 TPM"),
+        "tpm_tis_spi did not find a TPM 2.0\n{tail}"
+    );
+    assert_eq!(value(console, "tpm-major"), Some("2"), "\n{tail}");
+    let pcr0 = value(console, "pcr0").unwrap_or_default();
+    assert!(
+        pcr0.len() == 64 && pcr0.bytes().all(|b| b.is_ascii_hexdigit()),
+        "PCR 0 unreadable: {pcr0:?}\n{tail}"
+    );
+    assert_eq!(value(console, "pcr-before"), Some(ZERO), "\n{tail}");
+    let cmd = extend_command(PCR, &digest());
+    assert_eq!(
+        value(console, "cmd-bytes"),
+        Some(cmd.len().to_string().as_str()),
+        "\n{tail}"
+    );
+    assert_eq!(
+        value(console, "rsp"),
+        Some(EXTEND_OK_RESPONSE),
+        "PCR_Extend failed\n{tail}"
+    );
+    assert_eq!(value(console, "pcr-after"), Some(EXTENDED), "\n{tail}");
+    // The guest's own SHA-256 agrees.
+    assert_eq!(value(console, "pcr-expect"), Some(EXTENDED), "\n{tail}");
+}
+
+/// Longest line a script sends: the guest's UART FIFO is 32 bytes and a longer
+/// line typed at once loses its end.
+const MAX_SEND: usize = 28;
+
+/// A console script: extend PCR 16 from the shell, check it, `reboot -f`, and
+/// check PCR 16 is back to zero in the rebooted guest.
+fn reboot_script() -> String {
+    let mut s = String::from("expect starting a shell\nsleep 1\n");
+    let mut send = |line: &str| {
+        assert!(line.len() <= MAX_SEND, "script line too long: {line}");
+        s.push_str(&format!("send {line}\nsleep 0.3\n"));
+    };
+    send("cd /tmp");
+    send("t=/sys/class/tpm/tpm0");
+    send(&format!("p=$t/pcr-sha256/{PCR}"));
+    send("sleep 1");
+    send("cat $t/tpm_version_major");
+    let cmd = hex(&extend_command(PCR, &digest()));
+    for chunk in cmd.as_bytes().chunks(14) {
+        send(&format!(
+            "echo -n {}>>h",
+            std::str::from_utf8(chunk).unwrap()
+        ));
+    }
+    send("xxd -r -p h>c");
+    send("exec 3<>/dev/tpm0");
+    send("dd if=c bs=99 >&3");
+    send("dd bs=99 count=1 <&3|xxd -p");
+    send("exec 3>&-");
+    send("cat $p");
+    s.push_str(&format!("expect (?m)^{EXTENDED}\\r?$\n"));
+    s.push_str("send reboot -f\nexpect starting a shell\nsleep 1\n");
+    let mut send = |line: &str| {
+        assert!(line.len() <= MAX_SEND, "script line too long: {line}");
+        s.push_str(&format!("send {line}\nsleep 0.3\n"));
+    };
+    send("p=/sys/class/tpm/tpm0");
+    send(&format!("p=$p/pcr-sha256/{PCR}"));
+    send("sleep 1");
+    send("cat $p");
+    s.push_str(&format!("expect (?m)^{ZERO}\\r?$\n"));
+    s.push_str("send exit\nexpect shell exited\n");
+    s
+}
+
+#[test]
+fn guest_reboot_resets_the_tpm_pcrs() {
+    let _boot = boot_lock();
+    let dir = Layout::detect().out.join("test-scripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("tpm-reboot.script");
+    std::fs::write(&script, reboot_script()).unwrap();
+    let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.smp = Some(1);
+    o.script = Some(script);
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let console = &outcome.console;
+    // Both boots really happened, and the extend really took effect before the
+    // reset (the script waited for the extended value).
+    assert!(
+        console.contains("VM 'linux': resetting"),
+        "the VM was not reset\n{tail}"
+    );
+    assert_eq!(
+        console.matches("tpm_tis_spi spi0.0: 2.0 TPM").count(),
+        2,
+        "the TPM was not probed in both boots\n{tail}"
+    );
+    let after_extend = console.find(&format!("\n{EXTENDED}")).unwrap_or(usize::MAX);
+    let reset = console.find("VM 'linux': resetting").unwrap_or(0);
+    assert!(
+        after_extend < reset,
+        "PCR {PCR} was not extended before the reset\n{tail}"
+    );
+    assert!(
+        console[reset..].contains(&format!("\n{ZERO}")),
+        "PCR {PCR} is not zero after the reset\n{tail}"
+    );
+}
+
+#[test]
+fn extend_command_matches_the_tpm_spec_layout() {
+    // 10-byte header, handle, 4-byte authorization size + 9-byte password
+    // session, count, algorithm, 32-byte digest.
+    let c = extend_command(PCR, &digest());
+    assert_eq!(c.len(), 10 + 4 + 4 + 9 + 4 + 2 + 32);
+    assert_eq!(
+        u32::from_be_bytes(c[2..6].try_into().unwrap()) as usize,
+        c.len()
+    );
+    assert_eq!(&c[c.len() - 32..], &digest());
+    assert!(reboot_script()
+        .lines()
+        .all(|l| !l.starts_with("send ") || l.len() <= "send ".len() + MAX_SEND));
+}

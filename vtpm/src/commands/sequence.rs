@@ -1,0 +1,200 @@
+//! Part 3 §17: hash and event sequences — TPM2_HashSequenceStart,
+//! TPM2_SequenceUpdate, TPM2_SequenceComplete and TPM2_EventSequenceComplete.
+
+use crate::commands::context::hash_ticket;
+use crate::defs::{handle, limits, rc};
+use crate::engine::{Cmd, ParamErr, Tpm};
+use crate::hash::{Digest, HashAlg};
+use crate::object::{Object, Sequence};
+use crate::pcr;
+
+pub fn hash_sequence_start(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let auth = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    let alg = cmd.params.hash_alg(true).p(2)?;
+    cmd.finish()?;
+    let auth = crate::auth::strip_trailing_zeros(auth);
+    if auth.len() > limits::MAX_DIGEST {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    let seq = Sequence::new(alg, Digest::from_slice(auth));
+    let h = tpm
+        .v
+        .objects
+        .insert(Object::Sequence(seq))
+        .ok_or(rc::OBJECT_MEMORY)?;
+    cmd.r_handle = Some(h);
+    Ok(())
+}
+
+/// The sequence object of handle `h` (a transient object the handle area
+/// found loaded), or TPM_RC_MODE on handle 1 if it is not a sequence.
+fn sequence(tpm: &mut Tpm, h: u32, n: u32) -> Result<&mut Sequence, u32> {
+    match tpm.v.objects.get_mut(h) {
+        Some(Object::Sequence(s)) => Ok(s),
+        None => Err(rc::REFERENCE_H0),
+        #[allow(unreachable_patterns)]
+        Some(_) => Err(rc::MODE + rc::H + n * rc::N1),
+    }
+}
+
+pub fn sequence_update(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let data = cmd.params.tpm2b(limits::MAX_BUFFER).p(1)?;
+    cmd.finish()?;
+    sequence(tpm, cmd.handles[0], 1)?.update(data);
+    Ok(())
+}
+
+pub fn sequence_complete(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let data = cmd.params.tpm2b(limits::MAX_BUFFER).p(1)?;
+    let hierarchy = cmd.params.u32().p(2)?;
+    if !matches!(
+        hierarchy,
+        handle::OWNER | handle::ENDORSEMENT | handle::PLATFORM | handle::NULL
+    ) {
+        return Err(rc::VALUE + rc::P + 2 * rc::N1);
+    }
+    cmd.finish()?;
+    let h = cmd.handles[0];
+    if sequence(tpm, h, 1)?.event {
+        return Err(rc::MODE + rc::H + rc::N1);
+    }
+    let Some(Object::Sequence(mut s)) = tpm.v.objects.remove(h) else {
+        return Err(rc::REFERENCE_H0);
+    };
+    s.update(data);
+    let safe = s.ticket_safe;
+    let digest = s.states.remove(0).finish();
+    cmd.out.tpm2b(digest.as_bytes());
+    hash_ticket(tpm, cmd, hierarchy, &digest, safe);
+    Ok(())
+}
+
+pub fn event_sequence_complete(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let data = cmd.params.tpm2b(limits::MAX_BUFFER).p(1)?;
+    cmd.finish()?;
+    let (pcr_handle, h) = (cmd.handles[0], cmd.handles[1]);
+    if !sequence(tpm, h, 2)?.event {
+        return Err(rc::MODE + rc::H + 2 * rc::N1);
+    }
+    let index = (pcr_handle != handle::NULL).then_some(pcr_handle as usize);
+    if let Some(i) = index {
+        if !pcr::extend_allowed(i, cmd.locality) {
+            log::warn!(
+                "vtpm: PCR {i} may not be extended from locality {}",
+                cmd.locality
+            );
+            return Err(rc::LOCALITY);
+        }
+    }
+    let Some(Object::Sequence(mut s)) = tpm.v.objects.remove(h) else {
+        return Err(rc::REFERENCE_H0);
+    };
+    s.update(data);
+    cmd.out.u32(s.states.len() as u32);
+    for st in s.states {
+        let alg: HashAlg = st.alg();
+        let d = st.finish();
+        cmd.out.u16(alg.id()).bytes(d.as_bytes());
+        if let Some(i) = index {
+            if tpm.v.allocation.is_allocated(alg, i) {
+                tpm.v.pcrs.extend(alg, i, d.as_bytes());
+            }
+        }
+    }
+    if let Some(i) = index {
+        crate::commands::pcr::changed(tpm, cmd, i);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::defs::{cc, handle, rc, st, su};
+    use crate::hash::HashAlg;
+    use crate::marshal::{Reader, Writer};
+    use crate::tests::{command, new_tpm, params_of, rc_of, startup, SharedNv, TestClock};
+    use alloc::vec::Vec;
+
+    fn start(t: &mut crate::Tpm, alg: u16, auth: &[u8]) -> u32 {
+        let mut p = Writer::new();
+        p.tpm2b(auth).u16(alg);
+        let r = t.execute(0, &command(cc::HASH_SEQUENCE_START, &[], &[], &p.buf));
+        assert_eq!(rc_of(&r), 0);
+        u32::from_be_bytes(r[10..14].try_into().unwrap())
+    }
+
+    fn buf(data: &[u8]) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.tpm2b(data);
+        w.buf
+    }
+
+    #[test]
+    fn hash_sequence_of_4_kib_matches_one_shot_hash_and_flushes() {
+        let mut t = new_tpm(&SharedNv::default(), &TestClock::default());
+        assert_eq!(startup(&mut t, su::CLEAR), 0);
+        let h = start(&mut t, HashAlg::Sha256.id(), b"sq");
+        assert_eq!(h, 0x8000_0000);
+        let data: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
+        for chunk in data.chunks(1024) {
+            let r = t.execute(
+                0,
+                &command(cc::SEQUENCE_UPDATE, &[h], &[b"sq"], &buf(chunk)),
+            );
+            assert_eq!(rc_of(&r), 0);
+        }
+        // Wrong sequence auth.
+        let r = t.execute(0, &command(cc::SEQUENCE_UPDATE, &[h], &[b"x"], &buf(b"")));
+        assert_eq!(rc_of(&r), rc::BAD_AUTH + rc::S + rc::N1);
+        let mut p = buf(b"");
+        p.extend(handle::OWNER.to_be_bytes());
+        let r = t.execute(0, &command(cc::SEQUENCE_COMPLETE, &[h], &[b"sq"], &p));
+        let mut rd = Reader::new(params_of(&r));
+        let d = rd.tpm2b(64).unwrap();
+        assert_eq!(d, HashAlg::Sha256.digest(&[&data]).as_bytes());
+        assert_eq!(rd.u16().unwrap(), st::HASHCHECK);
+        assert_eq!(rd.u32().unwrap(), handle::OWNER);
+        assert_eq!(rd.tpm2b(64).unwrap().len(), 48);
+        // The sequence object is gone.
+        let r = t.execute(0, &command(cc::SEQUENCE_UPDATE, &[h], &[b"sq"], &buf(b"")));
+        assert_eq!(rc_of(&r), rc::REFERENCE_H0);
+    }
+
+    #[test]
+    fn event_sequence_extends_every_bank() {
+        let mut t = new_tpm(&SharedNv::default(), &TestClock::default());
+        assert_eq!(startup(&mut t, su::CLEAR), 0);
+        let h = start(&mut t, 0x0010, b"");
+        // An event sequence cannot complete as a hash sequence.
+        let mut p = buf(b"");
+        p.extend(handle::NULL.to_be_bytes());
+        let r = t.execute(0, &command(cc::SEQUENCE_COMPLETE, &[h], &[b""], &p));
+        assert_eq!(rc_of(&r), rc::MODE + rc::H + rc::N1);
+        let r = t.execute(
+            0,
+            &command(
+                cc::EVENT_SEQUENCE_COMPLETE,
+                &[16, h],
+                &[b"", b""],
+                &buf(b"ev"),
+            ),
+        );
+        let mut rd = Reader::new(params_of(&r));
+        let vals = rd.digest_values().unwrap();
+        assert_eq!(vals.len(), 3);
+        for (alg, d) in vals {
+            assert_eq!(d, alg.digest(&[b"ev"]).as_bytes());
+        }
+        // Three slots at most.
+        for _ in 0..3 {
+            start(&mut t, HashAlg::Sha1.id(), b"");
+        }
+        let mut p = Writer::new();
+        p.tpm2b(b"").u16(HashAlg::Sha1.id());
+        let r = t.execute(0, &command(cc::HASH_SEQUENCE_START, &[], &[], &p.buf));
+        assert_eq!(rc_of(&r), rc::OBJECT_MEMORY);
+        let f = command(cc::FLUSH_CONTEXT, &[], &[], &0x8000_0001u32.to_be_bytes());
+        assert_eq!(rc_of(&t.execute(0, &f)), 0);
+        assert_eq!(rc_of(&t.execute(0, &f)), rc::HANDLE + rc::P + rc::N1);
+    }
+}

@@ -1,0 +1,367 @@
+//! Engine tests of key objects: deterministic primaries, ECDSA signing and
+//! verification, restricted keys and hash tickets, LoadExternal, object
+//! contexts, ReadPublic and dictionary-attack lockout.
+
+use crate::defs::{cc, handle, rc, st, su};
+use crate::hash::HashAlg;
+use crate::marshal::{Reader, Writer};
+use crate::public::{attr, ids, Public, SymObject};
+use crate::tests::{command, new_tpm, params_of, rc_of, startup, SharedNv, TestClock};
+use crate::Tpm;
+use alloc::vec::Vec;
+
+/// Parameters of a successful response that carries a handle (TPMA_CC.rHandle).
+fn rparams(r: &[u8]) -> &[u8] {
+    assert_eq!(rc_of(r), 0, "{r:02x?}");
+    if u16::from_be_bytes([r[0], r[1]]) == st::SESSIONS {
+        let n = u32::from_be_bytes(r[14..18].try_into().unwrap()) as usize;
+        &r[18..18 + n]
+    } else {
+        &r[14..]
+    }
+}
+
+fn started() -> Tpm {
+    let mut t = new_tpm(&SharedNv::default(), &TestClock::default());
+    assert_eq!(startup(&mut t, su::CLEAR), 0);
+    t
+}
+
+fn template(attributes: u32) -> Public {
+    Public {
+        name_alg: HashAlg::Sha256,
+        attributes,
+        auth_policy: Vec::new(),
+        symmetric: SymObject::Null,
+        scheme: Some((ids::ECDSA, HashAlg::Sha256)),
+        x: Vec::new(),
+        y: Vec::new(),
+    }
+}
+
+const SIGNER: u32 = attr::FIXED_TPM
+    | attr::FIXED_PARENT
+    | attr::SENSITIVE_DATA_ORIGIN
+    | attr::USER_WITH_AUTH
+    | attr::SIGN;
+
+/// CreatePrimary; returns (rc, handle, public bytes).
+fn create_primary(
+    t: &mut Tpm,
+    hierarchy: u32,
+    p: &Public,
+    auth: &[u8],
+    data: &[u8],
+) -> (u32, u32, Vec<u8>) {
+    let mut sens = Writer::new();
+    sens.tpm2b(auth).tpm2b(data);
+    let mut w = Writer::new();
+    w.tpm2b(&sens.buf).tpm2b(&p.marshal()).tpm2b(&[]).u32(0);
+    let r = t.execute(
+        0,
+        &command(cc::CREATE_PRIMARY, &[hierarchy], &[b""], &w.buf),
+    );
+    if rc_of(&r) != 0 {
+        return (rc_of(&r), 0, Vec::new());
+    }
+    let h = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let mut rd = Reader::new(rparams(&r));
+    (0, h, rd.tpm2b(512).unwrap().to_vec())
+}
+
+fn flush(t: &mut Tpm, h: u32) {
+    let r = t.execute(0, &command(cc::FLUSH_CONTEXT, &[], &[], &h.to_be_bytes()));
+    assert_eq!(rc_of(&r), 0);
+}
+
+fn sign(
+    t: &mut Tpm,
+    key: u32,
+    auth: &[u8],
+    digest: &[u8],
+    ticket: Option<(u32, &[u8])>,
+) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.tpm2b(digest)
+        .u16(crate::defs::alg::NULL)
+        .u16(st::HASHCHECK);
+    match ticket {
+        None => w.u32(handle::NULL).tpm2b(&[]),
+        Some((h, d)) => w.u32(h).tpm2b(d),
+    };
+    t.execute(0, &command(cc::SIGN, &[key], &[auth], &w.buf))
+}
+
+fn verify(t: &mut Tpm, key: u32, digest: &[u8], sig: &[u8]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.tpm2b(digest).bytes(sig);
+    t.execute(0, &command(cc::VERIFY_SIGNATURE, &[key], &[], &w.buf))
+}
+
+#[test]
+fn primaries_are_deterministic_per_seed_template_and_data() {
+    let mut t = started();
+    let p = template(SIGNER);
+    let (rc0, a, pa) = create_primary(&mut t, handle::OWNER, &p, b"", b"");
+    assert_eq!(rc0, 0);
+    flush(&mut t, a);
+    let (_, b, pb) = create_primary(&mut t, handle::OWNER, &p, b"", b"");
+    assert_eq!(pa, pb, "same seed and template, same key");
+    flush(&mut t, b);
+    let (_, c, pc) = create_primary(&mut t, handle::ENDORSEMENT, &p, b"", b"");
+    assert_ne!(pa, pc, "another hierarchy's seed");
+    flush(&mut t, c);
+    let mut p2 = p.clone();
+    p2.auth_policy = alloc::vec![1; 32];
+    let (_, d, pd) = create_primary(&mut t, handle::OWNER, &p2, b"", b"");
+    assert_ne!(pa[pa.len() - 64..], pd[pd.len() - 64..], "another template");
+    flush(&mut t, d);
+    // Sensitive data is refused for an asymmetric key; attribute rules apply.
+    let (e, _, _) = create_primary(&mut t, handle::OWNER, &p, b"", b"x");
+    assert_eq!(e, rc::ATTRIBUTES + rc::P + 2 * rc::N1);
+    let (e, _, _) = create_primary(
+        &mut t,
+        handle::OWNER,
+        &template(SIGNER | attr::DECRYPT | attr::RESTRICTED),
+        b"",
+        b"",
+    );
+    assert_eq!(e, rc::ATTRIBUTES + rc::P + 2 * rc::N1);
+    // The public point is on the curve and the Name hashes the public area.
+    let q = Public::unmarshal(&mut Reader::new(&pa)).unwrap();
+    assert!(q.point().is_some());
+    assert_eq!(q.name()[2..], *HashAlg::Sha256.digest(&[&pa]).as_bytes());
+}
+
+#[test]
+fn sign_verify_and_read_public() {
+    let mut t = started();
+    let (_, k, pubk) = create_primary(&mut t, handle::OWNER, &template(SIGNER), b"kp", b"");
+    let digest = HashAlg::Sha256.digest(&[b"message"]);
+    let r = sign(&mut t, k, b"kp", digest.as_bytes(), None);
+    let sig = params_of(&r).to_vec();
+    assert_eq!(&sig[..4], &[0, 0x18, 0, 0x0B]);
+    let v = verify(&mut t, k, digest.as_bytes(), &sig);
+    let mut rd = Reader::new(params_of(&v));
+    assert_eq!(rd.u16().unwrap(), st::VERIFIED);
+    assert_eq!(rd.u32().unwrap(), handle::OWNER);
+    let other = HashAlg::Sha256.digest(&[b"other"]);
+    assert_eq!(
+        rc_of(&verify(&mut t, k, other.as_bytes(), &sig)),
+        rc::SIGNATURE + rc::P + 2 * rc::N1
+    );
+    // A digest of the wrong size for the scheme.
+    assert_eq!(
+        rc_of(&sign(&mut t, k, b"kp", &[1; 20], None)),
+        rc::SIZE + rc::P + rc::N1
+    );
+    // ReadPublic returns the same public area and its Name.
+    let r = t.execute(0, &command(cc::READ_PUBLIC, &[k], &[], &[]));
+    let mut rd = Reader::new(params_of(&r));
+    assert_eq!(rd.tpm2b(512).unwrap(), &pubk[..]);
+    let name = rd.tpm2b(64).unwrap();
+    assert_eq!(
+        name,
+        Public::unmarshal(&mut Reader::new(&pubk)).unwrap().name()
+    );
+    // ReadPublic of a handle with nothing loaded.
+    let r = t.execute(0, &command(cc::READ_PUBLIC, &[0x8000_0002], &[], &[]));
+    assert_eq!(rc_of(&r), rc::REFERENCE_H0);
+}
+
+#[test]
+fn restricted_keys_sign_only_ticketed_digests() {
+    let mut t = started();
+    let (_, k, _) = create_primary(
+        &mut t,
+        handle::OWNER,
+        &template(SIGNER | attr::RESTRICTED),
+        b"",
+        b"",
+    );
+    let digest = HashAlg::Sha256.digest(&[b"data"]);
+    assert_eq!(
+        rc_of(&sign(&mut t, k, b"", digest.as_bytes(), None)),
+        rc::TICKET + rc::P + 3 * rc::N1
+    );
+    // TPM2_Hash produces the ticket.
+    let mut w = Writer::new();
+    w.tpm2b(b"data")
+        .u16(HashAlg::Sha256.id())
+        .u32(handle::OWNER);
+    let r = t.execute(0, &command(cc::HASH, &[], &[], &w.buf));
+    let mut rd = Reader::new(params_of(&r));
+    let d = rd.tpm2b(64).unwrap().to_vec();
+    assert_eq!(d, digest.as_bytes());
+    assert_eq!(rd.u16().unwrap(), st::HASHCHECK);
+    let th = rd.u32().unwrap();
+    let td = rd.tpm2b(64).unwrap().to_vec();
+    assert_eq!(rc_of(&sign(&mut t, k, b"", &d, Some((th, &td)))), 0);
+}
+
+#[test]
+fn load_external_with_and_without_private_part() {
+    let mut t = started();
+    let d = crate::public::derive_p256(|i| {
+        HashAlg::Sha256
+            .digest(&[&i.to_be_bytes(), b"ext"])
+            .as_bytes()
+            .to_vec()
+    });
+    let pk = p256::PublicKey::from_secret_scalar(&d);
+    let mut p = template(attr::USER_WITH_AUTH | attr::SIGN);
+    p.set_point(&pk);
+    let scalar = p256::elliptic_curve::PrimeField::to_repr(&*d).to_vec();
+    let load = |t: &mut Tpm, p: &Public, private: Option<&[u8]>, hierarchy: u32| {
+        let mut w = Writer::new();
+        match private {
+            None => {
+                w.u16(0);
+            }
+            Some(s) => {
+                let mut sens = Writer::new();
+                sens.u16(ids::ECC).tpm2b(b"ea").tpm2b(&[]).tpm2b(s);
+                w.tpm2b(&sens.buf);
+            }
+        }
+        w.tpm2b(&p.marshal()).u32(hierarchy);
+        t.execute(0, &command(cc::LOAD_EXTERNAL, &[], &[], &w.buf))
+    };
+    let r = load(&mut t, &p, Some(&scalar), handle::NULL);
+    let k = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let mut rd = Reader::new(rparams(&r));
+    assert_eq!(rd.tpm2b(64).unwrap(), p.name());
+    let digest = HashAlg::Sha256.digest(&[b"m"]);
+    assert_eq!(rc_of(&sign(&mut t, k, b"ea", digest.as_bytes(), None)), 0);
+    flush(&mut t, k);
+    // A private part in another hierarchy, or one that does not match.
+    assert_eq!(
+        rc_of(&load(&mut t, &p, Some(&scalar), handle::OWNER)),
+        rc::HIERARCHY + rc::P + 3 * rc::N1
+    );
+    let mut wrong = scalar.clone();
+    wrong[31] ^= 1;
+    assert_eq!(
+        rc_of(&load(&mut t, &p, Some(&wrong), handle::NULL)),
+        rc::BINDING + rc::P + 2 * rc::N1
+    );
+    // Public only: verifies but cannot sign.
+    let r = load(&mut t, &p, None, handle::OWNER);
+    let k = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    assert_eq!(
+        rc_of(&sign(&mut t, k, b"", digest.as_bytes(), None)),
+        rc::AUTH_UNAVAILABLE
+    );
+    // A point off the curve.
+    p.y[5] ^= 0x40;
+    assert_eq!(
+        rc_of(&load(&mut t, &p, None, handle::OWNER)),
+        rc::ECC_POINT + rc::P + 2 * rc::N1
+    );
+}
+
+#[test]
+fn key_contexts_round_trip_and_refuse_forgeries() {
+    let mut t = started();
+    let (_, k, pubk) = create_primary(&mut t, handle::OWNER, &template(SIGNER), b"pw", b"");
+    let r = t.execute(0, &command(cc::CONTEXT_SAVE, &[k], &[], &[]));
+    let ctx = params_of(&r).to_vec();
+    assert_eq!(&ctx[8..12], &handle::TRANSIENT_SAVED.to_be_bytes());
+    assert_eq!(&ctx[12..16], &handle::OWNER.to_be_bytes());
+    flush(&mut t, k);
+    let mut forged = ctx.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let r = t.execute(0, &command(cc::CONTEXT_LOAD, &[], &[], &forged));
+    assert_eq!(rc_of(&r), rc::INTEGRITY + rc::P + rc::N1);
+    let r = t.execute(0, &command(cc::CONTEXT_LOAD, &[], &[], &ctx));
+    let k2 = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let r = t.execute(0, &command(cc::READ_PUBLIC, &[k2], &[], &[]));
+    assert_eq!(Reader::new(params_of(&r)).tpm2b(512).unwrap(), &pubk[..]);
+    let digest = HashAlg::Sha256.digest(&[b"m"]);
+    assert_eq!(rc_of(&sign(&mut t, k2, b"pw", digest.as_bytes(), None)), 0);
+    // Sequence objects' contexts are not saved.
+    let mut w = Writer::new();
+    w.tpm2b(&[]).u16(HashAlg::Sha256.id());
+    let r = t.execute(0, &command(cc::HASH_SEQUENCE_START, &[], &[], &w.buf));
+    let s = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let r = t.execute(0, &command(cc::CONTEXT_SAVE, &[s], &[], &[]));
+    assert_eq!(rc_of(&r), rc::TYPE + rc::H + rc::N1);
+}
+
+#[test]
+fn wrong_key_auth_counts_towards_lockout_unless_no_da() {
+    let mut t = started();
+    let (_, k, _) = create_primary(&mut t, handle::OWNER, &template(SIGNER), b"right", b"");
+    let digest = HashAlg::Sha256.digest(&[b"m"]);
+    for _ in 0..3 {
+        assert_eq!(
+            rc_of(&sign(&mut t, k, b"wrong", digest.as_bytes(), None)),
+            rc::AUTH_FAIL + rc::S + rc::N1
+        );
+    }
+    assert_eq!(
+        rc_of(&sign(&mut t, k, b"right", digest.as_bytes(), None)),
+        rc::LOCKOUT
+    );
+    // A noDA key is unaffected.
+    let (_, n, _) = create_primary(
+        &mut t,
+        handle::OWNER,
+        &template(SIGNER | attr::NO_DA),
+        b"r",
+        b"",
+    );
+    assert_eq!(
+        rc_of(&sign(&mut t, n, b"x", digest.as_bytes(), None)),
+        rc::BAD_AUTH + rc::S + rc::N1
+    );
+    assert_eq!(rc_of(&sign(&mut t, n, b"r", digest.as_bytes(), None)), 0);
+}
+
+#[test]
+fn evicted_keys_persist_across_power_cycles_until_removed() {
+    let nv = SharedNv::default();
+    let clock = TestClock::default();
+    let mut t = new_tpm(&nv, &clock);
+    assert_eq!(startup(&mut t, su::CLEAR), 0);
+    let (_, k, pubk) = create_primary(&mut t, handle::OWNER, &template(SIGNER), b"pk", b"");
+    let ph = 0x8100_0001u32;
+    let evict = |t: &mut Tpm, auth: u32, obj: u32, p: u32| {
+        t.execute(
+            0,
+            &command(cc::EVICT_CONTROL, &[auth, obj], &[b""], &p.to_be_bytes()),
+        )
+    };
+    // Owner handles only in the owner range; transient handles refused as targets.
+    assert_eq!(rc_of(&evict(&mut t, handle::OWNER, k, 0x8180_0000)), rc::RANGE + rc::P + rc::N1);
+    assert_eq!(rc_of(&evict(&mut t, handle::OWNER, k, 0x8000_0001)), rc::VALUE + rc::P + rc::N1);
+    assert_eq!(rc_of(&evict(&mut t, handle::OWNER, k, ph)), 0);
+    assert_eq!(rc_of(&evict(&mut t, handle::OWNER, k, ph)), rc::NV_DEFINED);
+    // A new TPM on the same NV image (a power cycle / process restart).
+    drop(t);
+    let mut t = new_tpm(&nv, &clock);
+    assert_eq!(startup(&mut t, su::CLEAR), 0);
+    let r = t.execute(0, &command(cc::READ_PUBLIC, &[ph], &[], &[]));
+    assert_eq!(Reader::new(params_of(&r)).tpm2b(512).unwrap(), &pubk[..]);
+    let digest = HashAlg::Sha256.digest(&[b"m"]);
+    assert_eq!(rc_of(&sign(&mut t, ph, b"pk", digest.as_bytes(), None)), 0);
+    // Removal needs the handle itself as the object.
+    assert_eq!(rc_of(&evict(&mut t, handle::OWNER, ph, 0x8100_0002)), rc::HANDLE + rc::H + 2 * rc::N1);
+    assert_eq!(rc_of(&evict(&mut t, handle::OWNER, ph, ph)), 0);
+    let r = t.execute(0, &command(cc::READ_PUBLIC, &[ph], &[], &[]));
+    assert_eq!(rc_of(&r), rc::HANDLE + rc::H + rc::N1);
+}
+
+#[test]
+fn test_parms_accepts_p256_only() {
+    let mut t = started();
+    let parms = |curve: u16, ty: u16| {
+        let mut w = Writer::new();
+        w.u16(ty).u16(crate::defs::alg::NULL).u16(ids::ECDSA).u16(HashAlg::Sha256.id()).u16(curve).u16(crate::defs::alg::NULL);
+        command(cc::TEST_PARMS, &[], &[], &w.buf)
+    };
+    assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P256, ids::ECC))), 0);
+    assert_eq!(rc_of(&t.execute(0, &parms(0x0004, ids::ECC))), rc::CURVE + rc::P + rc::N1);
+    assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P256, 0x0001))), rc::TYPE + rc::P + rc::N1);
+}

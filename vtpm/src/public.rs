@@ -1,0 +1,426 @@
+//! Object public areas (TPMT_PUBLIC) of the key types this TPM implements —
+//! ECC keys on NIST P-256 — with their unmarshalling checks, marshalling,
+//! Names (nameAlg || H(TPMT_PUBLIC)) and the attribute rules of Part 1 §27
+//! (PublicAttributesValidation). Also the ECC P-256 key pair helpers: key
+//! derivation from a seed, public point computation and ECDSA.
+
+use crate::defs::{alg, limits, rc};
+use crate::hash::HashAlg;
+use crate::marshal::{Reader, Writer};
+use alloc::vec::Vec;
+use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
+use p256::{EncodedPoint, FieldBytes, NonZeroScalar, PublicKey};
+
+/// TPMA_OBJECT bits.
+pub mod attr {
+    pub const FIXED_TPM: u32 = 1 << 1;
+    pub const ST_CLEAR: u32 = 1 << 2;
+    pub const FIXED_PARENT: u32 = 1 << 4;
+    pub const SENSITIVE_DATA_ORIGIN: u32 = 1 << 5;
+    pub const USER_WITH_AUTH: u32 = 1 << 6;
+    pub const ADMIN_WITH_POLICY: u32 = 1 << 7;
+    pub const NO_DA: u32 = 1 << 10;
+    pub const ENCRYPTED_DUPLICATION: u32 = 1 << 11;
+    pub const RESTRICTED: u32 = 1 << 16;
+    pub const DECRYPT: u32 = 1 << 17;
+    pub const SIGN: u32 = 1 << 18;
+    pub const X509_SIGN: u32 = 1 << 19;
+    /// Bits with no assigned meaning (TPM_RC_RESERVED_BITS).
+    pub const RESERVED: u32 = 1 | 1 << 3 | 0x300 | 0xF000 | 0xFFF0_0000;
+}
+
+/// TPM_ALG_ID / TPM_ECC_CURVE values used by public areas.
+pub mod ids {
+    pub const ECC: u16 = 0x0023;
+    pub const ECDSA: u16 = 0x0018;
+    pub const ECDH: u16 = 0x0019;
+    pub const NIST_P256: u16 = 0x0003;
+    pub const AES: u16 = 0x0006;
+    pub const CFB: u16 = 0x0043;
+}
+
+/// Bytes of a P-256 coordinate or scalar.
+pub const P256_BYTES: usize = 32;
+
+/// TPMT_SYM_DEF_OBJECT of a storage key: TPM_ALG_NULL or AES-128/256-CFB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymObject {
+    Null,
+    AesCfb(u16),
+}
+
+/// The public area of an ECC P-256 key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Public {
+    pub name_alg: HashAlg,
+    pub attributes: u32,
+    pub auth_policy: Vec<u8>,
+    pub symmetric: SymObject,
+    /// (scheme, its hash) or None for TPM_ALG_NULL.
+    pub scheme: Option<(u16, HashAlg)>,
+    pub x: Vec<u8>,
+    pub y: Vec<u8>,
+}
+
+impl Public {
+    /// Unmarshals a TPMT_PUBLIC. Errors are bare codes.
+    pub fn unmarshal(r: &mut Reader) -> Result<Self, u32> {
+        let ty = r.u16()?;
+        if ty != ids::ECC {
+            return Err(rc::TYPE);
+        }
+        let name_alg = r.hash_alg(false)?.ok_or(rc::HASH)?;
+        let attributes = r.u32()?;
+        if attributes & attr::RESERVED != 0 {
+            return Err(rc::RESERVED_BITS);
+        }
+        let auth_policy = r.tpm2b(limits::TPMU_HA_SIZE)?.to_vec();
+        let (symmetric, scheme) = ecc_parms(r)?;
+        let x = r.tpm2b(P256_BYTES)?.to_vec();
+        let y = r.tpm2b(P256_BYTES)?.to_vec();
+        Ok(Self {
+            name_alg,
+            attributes,
+            auth_policy,
+            symmetric,
+            scheme,
+            x,
+            y,
+        })
+    }
+
+    /// Unmarshals a TPM2B_PUBLIC (its size must match its contents).
+    pub fn unmarshal_2b(r: &mut Reader) -> Result<Self, u32> {
+        let n = r.u16()? as usize;
+        if n == 0 {
+            return Err(rc::SIZE);
+        }
+        let mut sub = r.sub(n)?;
+        let p = Self::unmarshal(&mut sub)?;
+        if sub.remaining() != 0 {
+            return Err(rc::SIZE);
+        }
+        Ok(p)
+    }
+
+    /// Marshals the TPMT_PUBLIC.
+    pub fn marshal(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u16(ids::ECC)
+            .u16(self.name_alg.id())
+            .u32(self.attributes)
+            .tpm2b(&self.auth_policy);
+        match self.symmetric {
+            SymObject::Null => {
+                w.u16(alg::NULL);
+            }
+            SymObject::AesCfb(bits) => {
+                w.u16(ids::AES).u16(bits).u16(ids::CFB);
+            }
+        }
+        match self.scheme {
+            None => {
+                w.u16(alg::NULL);
+            }
+            Some((s, h)) => {
+                w.u16(s).u16(h.id());
+            }
+        }
+        w.u16(ids::NIST_P256)
+            .u16(alg::NULL)
+            .tpm2b(&self.x)
+            .tpm2b(&self.y);
+        w.buf
+    }
+
+    /// The Name: nameAlg || H_nameAlg(TPMT_PUBLIC).
+    pub fn name(&self) -> Vec<u8> {
+        name_of(self.name_alg, &self.marshal())
+    }
+
+    pub fn has(&self, bits: u32) -> bool {
+        self.attributes & bits == bits
+    }
+
+    /// PublicAttributesValidation for an ECC key (bare codes): consistent
+    /// sign/decrypt/restricted with the scheme and symmetric algorithm,
+    /// fixedTPM/fixedParent as a child of a hierarchy, authPolicy size.
+    pub fn validate(&self, primary: bool) -> Result<(), u32> {
+        let a = self.attributes;
+        let (sign, decrypt, restricted) = (
+            a & attr::SIGN != 0,
+            a & attr::DECRYPT != 0,
+            a & attr::RESTRICTED != 0,
+        );
+        if primary && (a & attr::FIXED_TPM != 0) != (a & attr::FIXED_PARENT != 0) {
+            return Err(rc::ATTRIBUTES);
+        }
+        if !sign && !decrypt || restricted && sign && decrypt {
+            return Err(rc::ATTRIBUTES);
+        }
+        if a & attr::ENCRYPTED_DUPLICATION != 0 && a & attr::FIXED_TPM != 0 {
+            return Err(rc::ATTRIBUTES);
+        }
+        if !self.auth_policy.is_empty() && self.auth_policy.len() != self.name_alg.digest_size() {
+            return Err(rc::SIZE);
+        }
+        let storage = restricted && decrypt;
+        match (storage, self.symmetric) {
+            (true, SymObject::Null) | (false, SymObject::AesCfb(_)) => return Err(rc::SYMMETRIC),
+            _ => {}
+        }
+        match self.scheme {
+            None if restricted && sign => return Err(rc::SCHEME),
+            Some(_) if storage => return Err(rc::SCHEME),
+            Some((ids::ECDSA, _)) if !sign => return Err(rc::SCHEME),
+            Some((ids::ECDH, _)) if !decrypt || sign => return Err(rc::SCHEME),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The P-256 public key of this area, if its point is on the curve.
+    pub fn point(&self) -> Option<PublicKey> {
+        if self.x.len() != P256_BYTES || self.y.len() != P256_BYTES {
+            return None;
+        }
+        let ep = EncodedPoint::from_affine_coordinates(
+            FieldBytes::from_slice(&self.x),
+            FieldBytes::from_slice(&self.y),
+            false,
+        );
+        Option::from(PublicKey::from_encoded_point(&ep))
+    }
+
+    /// Sets the unique field from a public key.
+    pub fn set_point(&mut self, pk: &PublicKey) {
+        let ep = pk.to_encoded_point(false);
+        self.x = ep.x().map(|c| c.to_vec()).unwrap_or_default();
+        self.y = ep.y().map(|c| c.to_vec()).unwrap_or_default();
+    }
+}
+
+/// TPMS_ECC_PARMS (bare codes): the symmetric algorithm of a storage key, the
+/// scheme, and the curve and KDF, which must be NIST P-256 and TPM_ALG_NULL.
+pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Option<(u16, HashAlg)>), u32> {
+    let symmetric = match r.u16()? {
+        alg::NULL => SymObject::Null,
+        ids::AES => {
+            let bits = r.u16()?;
+            if bits != 128 && bits != 256 {
+                return Err(rc::VALUE);
+            }
+            if r.u16()? != ids::CFB {
+                return Err(rc::MODE);
+            }
+            SymObject::AesCfb(bits)
+        }
+        _ => return Err(rc::SYMMETRIC),
+    };
+    let scheme = match r.u16()? {
+        alg::NULL => None,
+        s @ (ids::ECDSA | ids::ECDH) => Some((s, r.hash_alg(false)?.ok_or(rc::HASH)?)),
+        _ => return Err(rc::SCHEME),
+    };
+    if r.u16()? != ids::NIST_P256 {
+        return Err(rc::CURVE);
+    }
+    if r.u16()? != alg::NULL {
+        return Err(rc::KDF);
+    }
+    Ok((symmetric, scheme))
+}
+
+/// nameAlg || H(data).
+pub fn name_of(h: HashAlg, data: &[u8]) -> Vec<u8> {
+    let mut n = h.id().to_be_bytes().to_vec();
+    n.extend_from_slice(h.digest(&[data]).as_bytes());
+    n
+}
+
+/// Derives a P-256 private key from a byte stream by testing candidates
+/// (FIPS 186-4 B.4.2): `next` yields 32-byte candidates until one is a valid
+/// nonzero scalar.
+pub fn derive_p256(mut next: impl FnMut(u32) -> Vec<u8>) -> NonZeroScalar {
+    let mut i = 0u32;
+    loop {
+        let c = next(i);
+        if c.len() == P256_BYTES {
+            let s: Option<NonZeroScalar> =
+                NonZeroScalar::from_repr(*FieldBytes::from_slice(&c)).into();
+            if let Some(s) = s {
+                return s;
+            }
+        }
+        i += 1;
+    }
+}
+
+/// The private scalar from its 32 big-endian bytes, if valid and nonzero.
+pub fn scalar_from_bytes(d: &[u8]) -> Option<NonZeroScalar> {
+    if d.len() != P256_BYTES {
+        return None;
+    }
+    NonZeroScalar::from_repr(*FieldBytes::from_slice(d)).into()
+}
+
+/// The x coordinate of d·Q for the point Q = (x, y), if Q is on the curve.
+pub fn ecdh_x(d: &NonZeroScalar, x: &[u8], y: &[u8]) -> Option<Vec<u8>> {
+    let q = Public {
+        name_alg: HashAlg::Sha256,
+        attributes: 0,
+        auth_policy: Vec::new(),
+        symmetric: SymObject::Null,
+        scheme: None,
+        x: x.to_vec(),
+        y: y.to_vec(),
+    }
+    .point()?;
+    let shared = (q.to_projective() * **d).to_affine();
+    let ep = shared.to_encoded_point(false);
+    ep.x().map(|c| c.to_vec())
+}
+
+/// KDFe (Part 1 §11.4.10.3, SP 800-56A concatenation KDF): H(counter || Z ||
+/// label || 0 || partyU || partyV) blocks, `bits` long.
+pub fn kdfe(h: HashAlg, z: &[u8], label: &[u8], u: &[u8], v: &[u8], bits: u32) -> Vec<u8> {
+    let bytes = bits.div_ceil(8) as usize;
+    let mut out = Vec::with_capacity(bytes + h.digest_size());
+    let mut counter = 1u32;
+    while out.len() < bytes {
+        out.extend_from_slice(h.digest(&[&counter.to_be_bytes(), z, label, &[0], u, v]).as_bytes());
+        counter += 1;
+    }
+    out.truncate(bytes);
+    out
+}
+
+/// ECDSA over a prehashed `digest` (r, s as 32-byte big-endian values).
+pub fn ecdsa_sign(d: &NonZeroScalar, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let key = SigningKey::from(*d);
+    let sig: Signature = key.sign_prehash(digest).ok()?;
+    let (r, s) = sig.split_bytes();
+    Some((r.to_vec(), s.to_vec()))
+}
+
+/// Verifies an ECDSA signature (r, s) over a prehashed `digest`.
+pub fn ecdsa_verify(pk: &PublicKey, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
+    if r.is_empty() || s.is_empty() || r.len() > P256_BYTES || s.len() > P256_BYTES {
+        return false;
+    }
+    let mut rb = [0u8; P256_BYTES];
+    let mut sb = [0u8; P256_BYTES];
+    rb[P256_BYTES - r.len()..].copy_from_slice(r);
+    sb[P256_BYTES - s.len()..].copy_from_slice(s);
+    let Ok(sig) = Signature::from_scalars(rb, sb) else {
+        return false;
+    };
+    VerifyingKey::from(pk).verify_prehash(digest, &sig).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signing_template() -> Public {
+        Public {
+            name_alg: HashAlg::Sha256,
+            attributes: attr::FIXED_TPM
+                | attr::FIXED_PARENT
+                | attr::SENSITIVE_DATA_ORIGIN
+                | attr::USER_WITH_AUTH
+                | attr::SIGN,
+            auth_policy: Vec::new(),
+            symmetric: SymObject::Null,
+            scheme: Some((ids::ECDSA, HashAlg::Sha256)),
+            x: Vec::new(),
+            y: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn public_area_round_trips_and_names_hash_it() {
+        let p = signing_template();
+        let bytes = p.marshal();
+        let q = Public::unmarshal(&mut Reader::new(&bytes)).unwrap();
+        assert_eq!(p, q);
+        let n = p.name();
+        assert_eq!(&n[..2], &[0, 0x0B]);
+        assert_eq!(&n[2..], HashAlg::Sha256.digest(&[&bytes]).as_bytes());
+    }
+
+    #[test]
+    fn unmarshal_rejects_unsupported_fields() {
+        let mut b = signing_template().marshal();
+        b[1] = 0x01; // TPM_ALG_RSA
+        assert_eq!(Public::unmarshal(&mut Reader::new(&b)), Err(rc::TYPE));
+        let mut p = signing_template();
+        p.attributes |= 1;
+        let b = p.marshal();
+        assert_eq!(
+            Public::unmarshal(&mut Reader::new(&b)),
+            Err(rc::RESERVED_BITS)
+        );
+    }
+
+    #[test]
+    fn attribute_rules() {
+        assert_eq!(signing_template().validate(true), Ok(()));
+        let mut p = signing_template();
+        p.attributes &= !attr::FIXED_PARENT;
+        assert_eq!(p.validate(true), Err(rc::ATTRIBUTES));
+        let mut p = signing_template();
+        p.attributes |= attr::RESTRICTED | attr::DECRYPT;
+        assert_eq!(p.validate(true), Err(rc::ATTRIBUTES));
+        let mut p = signing_template();
+        p.attributes = (p.attributes & !attr::SIGN) | attr::RESTRICTED | attr::DECRYPT;
+        assert_eq!(p.validate(true), Err(rc::SYMMETRIC));
+        p.symmetric = SymObject::AesCfb(128);
+        assert_eq!(p.validate(true), Err(rc::SCHEME));
+        p.scheme = None;
+        assert_eq!(p.validate(true), Ok(()));
+        let mut p = signing_template();
+        p.auth_policy = alloc::vec![0; 20];
+        assert_eq!(p.validate(true), Err(rc::SIZE));
+    }
+
+    #[test]
+    fn kdfe_and_ecdh_follow_their_definitions() {
+        let k = kdfe(HashAlg::Sha256, b"z", b"SECRET", b"u", b"v", 256);
+        let expect = HashAlg::Sha256.digest(&[&1u32.to_be_bytes(), b"z", b"SECRET", &[0], b"u", b"v"]);
+        assert_eq!(k, expect.as_bytes());
+        assert_eq!(kdfe(HashAlg::Sha1, b"z", b"L", b"", b"", 256).len(), 32);
+        // ECDH is symmetric: d1·(d2·G) = d2·(d1·G).
+        let d1 = derive_p256(|i| HashAlg::Sha256.digest(&[&i.to_be_bytes(), b"1"]).as_bytes().to_vec());
+        let d2 = derive_p256(|i| HashAlg::Sha256.digest(&[&i.to_be_bytes(), b"2"]).as_bytes().to_vec());
+        let mut p1 = signing_template();
+        p1.set_point(&PublicKey::from_secret_scalar(&d1));
+        let mut p2 = signing_template();
+        p2.set_point(&PublicKey::from_secret_scalar(&d2));
+        assert_eq!(ecdh_x(&d1, &p2.x, &p2.y), ecdh_x(&d2, &p1.x, &p1.y));
+        assert!(ecdh_x(&d1, &p2.x, &p1.y).is_none());
+    }
+
+    #[test]
+    fn derived_keys_sign_and_verify() {
+        let d = derive_p256(|i| {
+            HashAlg::Sha256
+                .digest(&[&i.to_be_bytes()])
+                .as_bytes()
+                .to_vec()
+        });
+        let pk = PublicKey::from_secret_scalar(&d);
+        let mut p = signing_template();
+        p.set_point(&pk);
+        assert_eq!(p.point(), Some(pk));
+        let digest = HashAlg::Sha256.digest(&[b"msg"]);
+        let (r, s) = ecdsa_sign(&d, digest.as_bytes()).unwrap();
+        assert!(ecdsa_verify(&pk, digest.as_bytes(), &r, &s));
+        let other = HashAlg::Sha256.digest(&[b"other"]);
+        assert!(!ecdsa_verify(&pk, other.as_bytes(), &r, &s));
+        p.y[0] ^= 1;
+        assert_eq!(p.point(), None);
+    }
+}
