@@ -13,6 +13,7 @@ mod accel;
 mod boot;
 mod console;
 mod el1;
+mod entropy;
 mod fault;
 mod gic;
 mod heap;

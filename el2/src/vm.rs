@@ -16,7 +16,7 @@ use stage2::{Attrs, Layout, Perms, Stage2, TableAllocator};
 use vdev::memory::range_offset;
 use vdev::{BlockBackend, GuestMemory, MemError, MmioBus, Shared};
 use vgic::{SharedVgic, VgicConfig};
-use virtio::{Blk, MmioTransport};
+use virtio::{Blk, Console, MmioTransport, Rng};
 
 use crate::el1::{write_sysreg, El1Context};
 use crate::vectors::GuestRegs;
@@ -199,6 +199,11 @@ pub fn vcpu_mpidr(i: usize) -> u64 {
     (1 << 31) | i as u64
 }
 
+/// virtio-mmio slots of the entropy device and the virtio console; disks take the
+/// slots before them.
+const RNG_SLOT: u64 = guest::VIRTIO_MMIO_SLOTS - 2;
+const CONSOLE_SLOT: u64 = guest::VIRTIO_MMIO_SLOTS - 1;
+
 /// SPIs of the virtual GIC.
 const VGIC_SPIS: u32 = 96;
 
@@ -266,11 +271,7 @@ impl Vm {
         )
         .map_err(VmError::Bus)?;
         let mut virtio = Vec::new();
-        for (n, disk) in disks
-            .into_iter()
-            .enumerate()
-            .take(guest::VIRTIO_MMIO_SLOTS as usize)
-        {
+        for (n, disk) in disks.into_iter().enumerate().take(RNG_SLOT as usize) {
             let n = n as u64;
             let slot = VirtioSlot {
                 base: guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
@@ -284,6 +285,38 @@ impl Vm {
                 Box::new(blk),
             )
             .map_err(VmError::Bus)?;
+            virtio.push(slot);
+        }
+        // Entropy and a second console for every guest, in the last two slots (disks
+        // fill the slots from the first).
+        let rng = Rng::new(Box::new(crate::entropy::VirtioEntropy(
+            crate::entropy::source(),
+        )));
+        let console = Console::new(Box::new(|bytes: &[u8]| {
+            bytes.iter().for_each(|b| crate::console::guest_put(*b))
+        }));
+        let extra: [(&str, u64, Box<dyn vdev::MmioDevice + Send>); 2] = [
+            (
+                "virtio-rng",
+                RNG_SLOT,
+                Box::new(MmioTransport::new(rng, guest::virtio_mmio_intid(RNG_SLOT))),
+            ),
+            (
+                "virtio-console",
+                CONSOLE_SLOT,
+                Box::new(MmioTransport::new(
+                    console,
+                    guest::virtio_mmio_intid(CONSOLE_SLOT),
+                )),
+            ),
+        ];
+        for (name, n, dev) in extra {
+            let slot = VirtioSlot {
+                base: guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
+                intid: guest::virtio_mmio_intid(n),
+            };
+            bus.insert(name, slot.base, guest::VIRTIO_MMIO_STRIDE, dev)
+                .map_err(VmError::Bus)?;
             virtio.push(slot);
         }
         Ok(Self {
