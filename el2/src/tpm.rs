@@ -91,7 +91,20 @@ pub fn guest_tpm(nv: Option<(SharedBlock<SystemDisk>, Extent)>) -> Result<GuestT
                     extent.len
                 )
             })?;
-            Box::new(DiskNv { disk, store })
+            if vdev::BlockBackend::read_only(&disk) {
+                // Nothing can be stored: keep whatever image the disk has in memory so
+                // the TPM still works this boot, and say that its changes will not last.
+                let mut disk = disk;
+                let image = store
+                    .load(&mut disk)
+                    .map_err(|e| format!("the TPM's NV image cannot be read: {e}"))?;
+                log::warn!(
+                    "the system disk is read-only: the TPM runs on an in-memory copy of its NV image; its changes this boot will not persist"
+                );
+                Box::new(MemNvStore { image, writes: 0 })
+            } else {
+                Box::new(DiskNv { disk, store })
+            }
         }
         None => Box::new(MemNvStore::default()),
     };
