@@ -49,6 +49,11 @@ const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// A request still outstanding after this many seconds is logged (and waited for
 /// further: the device owns the buffers until it returns them).
 const STALL_WARN_SECS: u64 = 5;
+/// Polls of the used ring before the CPU naps between polls instead.
+const SPINS_BEFORE_NAP: u32 = 64;
+/// How long one nap lasts, in microseconds: long enough to give the physical CPU
+/// back (on an emulator, to the thread doing the disk I/O), short next to a request.
+const NAP_US: u64 = 20;
 
 /// Set while a [`SystemDisk`] owns a transport: the driver takes its virtio-mmio
 /// registers exclusively, so a second probe must not build another transport over
@@ -391,6 +396,8 @@ impl SystemDisk {
         let freq = CNTFRQ_EL0.get().max(1);
         let start = CNTPCT_EL0.get();
         let mut next_warn = start.wrapping_add(freq.saturating_mul(STALL_WARN_SECS));
+        let nap_ticks = (freq * NAP_US / 1_000_000).max(1);
+        let mut spins = 0u32;
         while self.blk.peek_used().is_none() {
             let now = CNTPCT_EL0.get();
             if now.wrapping_sub(next_warn) as i64 >= 0 {
@@ -400,7 +407,12 @@ impl SystemDisk {
                 );
                 next_warn = now.wrapping_add(freq.saturating_mul(STALL_WARN_SECS));
             }
-            spin_loop();
+            if spins < SPINS_BEFORE_NAP {
+                spins += 1;
+                spin_loop();
+            } else {
+                crate::timer::nap(nap_ticks);
+            }
         }
     }
 
