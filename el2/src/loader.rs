@@ -62,12 +62,12 @@ pub fn load_kernel(ram: &mut GuestRam, kernel: &[u8]) -> Result<Loaded, LoadErro
     } else {
         (guest::RAW_IMAGE_OFFSET, kernel.len() as u64)
     };
-    let base = ram.ipa;
+    let base = ram.ipa();
     let need = offset.saturating_add(size);
-    if need > ram.size {
+    if need > ram.size() {
         return Err(LoadError::TooBig {
             need,
-            have: ram.size,
+            have: ram.size(),
         });
     }
     ram.write(base + offset, kernel)

@@ -16,6 +16,7 @@ mod el1;
 mod entropy;
 mod fault;
 mod gic;
+mod guestram;
 mod heap;
 mod irq;
 mod loader;
@@ -152,7 +153,7 @@ fn the_vm() -> &'static Vm {
 /// where vCPU 0 starts.
 fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
     let mut ram = vm.ram;
-    ram.clear();
+    ram.reset();
     let loaded = loader::load_kernel(&mut ram, boot.kernel).unwrap_or_else(|e| {
         fatal(format_args!(
             "VM '{}': kernel does not load: {e:?}",
@@ -163,7 +164,7 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
     let loader::BootLayout {
         initrd,
         dtb: dtb_ipa,
-    } = loader::place_boot_data(vm.ram.ipa, vm.ram.size, loaded.end, initrd_len)
+    } = loader::place_boot_data(vm.ram.ipa(), vm.ram.size(), loaded.end, initrd_len)
         .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", vm.name)));
     if let (Some((start, _)), Some(bytes)) = (initrd, boot.initrd) {
         vdev::GuestMemory::write(&mut ram, start, bytes)
@@ -171,8 +172,8 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
     }
     let dt = boards::guest_dt::linux_dt(&boards::guest_dt::GuestDtConfig {
         vcpus: vm.vcpus(),
-        ram_base: vm.ram.ipa,
-        ram_size: vm.ram.size,
+        ram_base: vm.ram.ipa(),
+        ram_size: vm.ram.size(),
         bootargs: &boot.cmdline,
         initrd,
         virtio_mmio: &vm.virtio,
@@ -351,21 +352,10 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             pcpus.len()
         );
     }
-    let ram = GuestRam {
-        ipa: guest::RAM_BASE,
-        pa: ram_pa,
-        size: mem,
-    };
-    let vm = Vm::new(
-        &spec.name,
-        ram,
-        &pcpus[..vcpus],
-        layout,
-        1,
-        spec.disks,
-        spec.tpm_nv,
-    )
-    .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
+    let ram = GuestRam::new(guest::RAM_BASE, ram_pa, mem, layout, 1)
+        .unwrap_or_else(|e| fatal(format_args!("stage-2 tables: {e:?}")));
+    let vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], spec.disks, spec.tpm_nv)
+        .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     log::info!(
         "VM '{}': {} vCPU(s), {} MiB RAM at IPA {:#x} (PA {:#x}), stage 2 {}-bit IPA, start level {}",
         vm.name,
@@ -474,6 +464,12 @@ fn run_vcpu_here(vm: &'static Vm, idx: usize) -> ! {
                 s.wfi,
                 s.irq,
                 s.injected
+            );
+            log::info!(
+                "VM '{}' touched {} MiB of its {} MiB of RAM",
+                vm.name,
+                vm.ram.populated_bytes() >> 20,
+                vm.ram.size() >> 20
             );
             log::info!("no VM left to run; powering off");
             power::shutdown(0)

@@ -123,6 +123,12 @@ fn handle_other_sync(vm: &Vm, vcpu: &mut Vcpu, esr: u64) -> Flow {
             Flow::Continue
         }
         Exit::InstructionAbort { ipa, va, kind, .. } => {
+            if kind == AbortKind::Translation
+                && vm.ram.contains(ipa)
+                && vm.ram.ensure(ipa, 1).is_ok()
+            {
+                return Flow::Continue;
+            }
             log::warn!(
                 "{}: instruction fetch from IPA {ipa:#x} (VA {:#x}, {kind:?}) at PC {:#x}: not executable guest memory; abort injected",
                 vm.name,
@@ -272,6 +278,11 @@ fn data_abort(
         );
         inject_exception(vcpu, Injection::DataAbort { far, write });
     };
+    // First touch of a guest RAM block (by the guest or its own table walk):
+    // populate it and let the guest retry the access.
+    if kind == AbortKind::Translation && vm.ram.contains(ipa) && vm.ram.ensure(ipa, 1).is_ok() {
+        return;
+    }
     if s1ptw {
         return fail(
             vcpu,

@@ -12,82 +12,14 @@ use boards::guest;
 use boards::guest_dt::VirtioSlot;
 use devices::Pl011;
 use spin::Mutex;
-use stage2::{Attrs, Layout, Perms, Stage2, TableAllocator};
-use vdev::memory::range_offset;
-use vdev::{BlockBackend, GuestMemory, MemError, MmioBus, Shared};
+use vdev::{BlockBackend, MmioBus, Shared};
+
+pub use crate::guestram::GuestRam;
 use vgic::{SharedVgic, VgicConfig};
 use virtio::{Blk, Console, MmioTransport, Rng};
 
 use crate::el1::{write_sysreg, El1Context};
 use crate::vectors::GuestRegs;
-
-/// Stage-2 translation tables come from the hypervisor heap, identity-mapped.
-pub struct HeapTables;
-
-impl TableAllocator for HeapTables {
-    fn alloc_tables(&mut self, count: usize) -> Option<u64> {
-        let layout = core::alloc::Layout::from_size_align(4096 * count, 4096 * count).ok()?;
-        // SAFETY: the layout has a non-zero size.
-        let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
-        (!p.is_null()).then_some(p as u64)
-    }
-    fn free_tables(&mut self, pa: u64, count: usize) {
-        let layout =
-            core::alloc::Layout::from_size_align(4096 * count, 4096 * count).expect("table layout");
-        // SAFETY: `pa` was returned by `alloc_tables` with this `count` (stage2's contract).
-        unsafe { alloc::alloc::dealloc(pa as *mut u8, layout) };
-    }
-    fn table(&mut self, pa: u64) -> &mut [u64; 512] {
-        // SAFETY: `pa` is a table this allocator handed out (stage2 only passes those);
-        // heap memory is identity-mapped, so the physical address is the pointer.
-        unsafe { &mut *(pa as *mut [u64; 512]) }
-    }
-}
-
-/// The guest's RAM: `size` bytes at guest-physical `ipa`, backed by host-physical
-/// `pa` (identity-mapped in the hypervisor). Every access is bounds-checked. The
-/// handle is `Copy`: guest RAM is shared with the guest anyway, and every vCPU's
-/// device accesses go through a copy.
-#[derive(Debug, Clone, Copy)]
-pub struct GuestRam {
-    pub ipa: u64,
-    pub pa: u64,
-    pub size: u64,
-}
-
-impl GuestRam {
-    pub fn contains(&self, ipa: u64) -> bool {
-        ipa >= self.ipa && ipa - self.ipa < self.size
-    }
-
-    fn slice(&self, gpa: u64, len: usize) -> Result<*mut u8, MemError> {
-        let off = range_offset(self.ipa, self.size, gpa, len)?;
-        Ok((self.pa as usize + off) as *mut u8)
-    }
-
-    /// Fills all of guest RAM with zeros.
-    pub fn clear(&mut self) {
-        // SAFETY: [pa, pa + size) is this VM's RAM, allocated from free physical memory
-        // and identity-mapped as normal memory; no vCPU of the VM is running.
-        unsafe { crate::accel::zero(self.pa as usize, self.size as usize) };
-    }
-}
-
-impl GuestMemory for GuestRam {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        let p = self.slice(gpa, buf.len())?;
-        // SAFETY: `slice` checked that [gpa, gpa+len) is inside guest RAM, which is
-        // identity-mapped host memory owned by this VM.
-        unsafe { core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
-        Ok(())
-    }
-    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
-        let p = self.slice(gpa, data.len())?;
-        // SAFETY: as in `read`.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
-        Ok(())
-    }
-}
 
 /// Counts of exits by kind, for the VM's exit log line.
 #[derive(Debug, Default, Clone, Copy)]
@@ -162,7 +94,6 @@ pub struct StartRequest {
 pub struct Vm {
     pub name: String,
     pub ram: GuestRam,
-    pub stage2: Stage2,
     pub bus: Mutex<MmioBus>,
     pub vgic: SharedVgic,
     pub uart: Shared<Pl011>,
@@ -188,7 +119,6 @@ pub struct Vm {
 #[derive(Debug)]
 #[allow(dead_code)] // fields are reported through Debug in the fatal log line
 pub enum VmError {
-    Stage2(stage2::Error),
     Bus(vdev::BusError),
     Vgic(vgic::ConfigError),
     Tpm(String),
@@ -220,8 +150,6 @@ impl Vm {
         name: &str,
         ram: GuestRam,
         pcpus: &[u64],
-        layout: Layout,
-        vmid: u16,
         disks: Vec<Box<dyn BlockBackend + Send>>,
         tpm_nv: Option<(
             vdev::SharedBlock<crate::sysdisk::SystemDisk>,
@@ -229,16 +157,6 @@ impl Vm {
         )>,
     ) -> Result<Self, VmError> {
         let n = pcpus.len();
-        let mut stage2 = Stage2::new(&mut HeapTables, layout, vmid).map_err(VmError::Stage2)?;
-        stage2
-            .map(
-                &mut HeapTables,
-                ram.ipa,
-                ram.pa,
-                ram.size,
-                Attrs::normal(Perms::RWX),
-            )
-            .map_err(VmError::Stage2)?;
         let vgic = SharedVgic::new(VgicConfig::simple(n, VGIC_SPIS)).map_err(VmError::Vgic)?;
         let mut bus = MmioBus::new();
         let uart = Shared::new(Pl011::new(
@@ -322,7 +240,6 @@ impl Vm {
         Ok(Self {
             name: String::from(name),
             ram,
-            stage2,
             bus: Mutex::new(bus),
             vgic,
             uart,
@@ -345,7 +262,7 @@ impl Vm {
 
     /// The IPA size the guest is told about (ID_AA64MMFR0_EL1.PARange).
     pub fn ipa_bits(&self) -> u32 {
-        self.stage2.layout().ipa_bits
+        self.ram.ipa_bits()
     }
 
     pub fn set_power(&self, vcpu: usize, p: CpuPower) {
@@ -481,8 +398,8 @@ pub fn activate(vm: &Vm) {
     use crate::el1::read_sysreg;
     let pmcr_n = (read_sysreg!("PMCR_EL0") >> PMCR_N_SHIFT) & MDCR_EL2_HPMN_MASK;
     write_sysreg!("HCR_EL2", hcr_el2());
-    write_sysreg!("VTCR_EL2", vm.stage2.vtcr());
-    write_sysreg!("VTTBR_EL2", vm.stage2.vttbr());
+    write_sysreg!("VTCR_EL2", vm.ram.vtcr());
+    write_sysreg!("VTTBR_EL2", vm.ram.vttbr());
     write_sysreg!("CPTR_EL2", CPTR_EL2_VALUE);
     write_sysreg!("MDCR_EL2", pmcr_n | MDCR_EL2_TPMS | MDCR_EL2_TTRF);
     write_sysreg!("CNTHCTL_EL2", CNTHCTL_EL1PCTEN);

@@ -1,0 +1,207 @@
+//! Guest RAM, populated on first touch: a VM's RAM is one physically contiguous
+//! range, but each 2 MiB block is zeroed and mapped at stage 2 only when the guest
+//! (or a device on its behalf, or the loader) first touches it. A VM therefore
+//! starts without zeroing (and, on an emulator, without faulting in) all of its
+//! memory, and still never sees a byte it did not write or that was not zero.
+//!
+//! A guest access to an unpopulated block takes a stage-2 translation fault; the
+//! exit handler populates the block and lets the guest retry. Hypervisor accesses
+//! (device DMA, kernel loading) populate through [`GuestMemory`]. A VM reset unmaps
+//! every block again.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use spin::Mutex;
+use stage2::{Attrs, Layout, Perms, Stage2, TableAllocator};
+use vdev::memory::range_offset;
+use vdev::{GuestMemory, MemError};
+
+use crate::el1::write_sysreg;
+
+/// The unit of population (a stage-2 level-2 block).
+pub const BLOCK: u64 = 2 << 20;
+
+/// Stage-2 translation tables come from the hypervisor heap, identity-mapped.
+pub struct HeapTables;
+
+impl TableAllocator for HeapTables {
+    fn alloc_tables(&mut self, count: usize) -> Option<u64> {
+        let layout = core::alloc::Layout::from_size_align(4096 * count, 4096 * count).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        (!p.is_null()).then_some(p as u64)
+    }
+    fn free_tables(&mut self, pa: u64, count: usize) {
+        let layout =
+            core::alloc::Layout::from_size_align(4096 * count, 4096 * count).expect("table layout");
+        // SAFETY: `pa` was returned by `alloc_tables` with this `count` (stage2's contract).
+        unsafe { alloc::alloc::dealloc(pa as *mut u8, layout) };
+    }
+    fn table(&mut self, pa: u64) -> &mut [u64; 512] {
+        // SAFETY: `pa` is a table this allocator handed out (stage2 only passes those);
+        // heap memory is identity-mapped, so the physical address is the pointer.
+        unsafe { &mut *(pa as *mut [u64; 512]) }
+    }
+}
+
+/// One VM's RAM: where it is, which blocks are populated, and the stage-2 tables
+/// that map them.
+pub struct RamBacking {
+    /// Guest-physical base and size.
+    pub ipa: u64,
+    pub size: u64,
+    /// Host-physical base (identity-mapped in the hypervisor).
+    pa: u64,
+    ready: Vec<AtomicBool>,
+    stage2: Mutex<Stage2>,
+    vttbr: u64,
+    vtcr: u64,
+    ipa_bits: u32,
+}
+
+/// A handle to a VM's RAM (`Copy`: every vCPU and device holds one).
+#[derive(Clone, Copy)]
+pub struct GuestRam(&'static RamBacking);
+
+impl GuestRam {
+    /// Guest RAM of `size` bytes (a multiple of [`BLOCK`]) at guest-physical `ipa`,
+    /// backed by host-physical `pa`, with empty stage-2 tables. Lives for the rest
+    /// of the hypervisor's life.
+    pub fn new(
+        ipa: u64,
+        pa: u64,
+        size: u64,
+        layout: Layout,
+        vmid: u16,
+    ) -> Result<Self, stage2::Error> {
+        let stage2 = Stage2::new(&mut HeapTables, layout, vmid)?;
+        let blocks = size.div_ceil(BLOCK) as usize;
+        let backing = RamBacking {
+            ipa,
+            size,
+            pa,
+            ready: (0..blocks).map(|_| AtomicBool::new(false)).collect(),
+            vttbr: stage2.vttbr(),
+            vtcr: stage2.vtcr(),
+            ipa_bits: layout.ipa_bits,
+            stage2: Mutex::new(stage2),
+        };
+        Ok(GuestRam(Box::leak(Box::new(backing))))
+    }
+
+    pub fn ipa(&self) -> u64 {
+        self.0.ipa
+    }
+    pub fn size(&self) -> u64 {
+        self.0.size
+    }
+    /// VTTBR_EL2 and VTCR_EL2 for this VM.
+    pub fn vttbr(&self) -> u64 {
+        self.0.vttbr
+    }
+    pub fn vtcr(&self) -> u64 {
+        self.0.vtcr
+    }
+    /// The guest's IPA size in bits.
+    pub fn ipa_bits(&self) -> u32 {
+        self.0.ipa_bits
+    }
+
+    pub fn contains(&self, ipa: u64) -> bool {
+        ipa >= self.0.ipa && ipa - self.0.ipa < self.0.size
+    }
+
+    /// Blocks populated so far (for the log).
+    pub fn populated_bytes(&self) -> u64 {
+        self.0
+            .ready
+            .iter()
+            .filter(|r| r.load(Ordering::Relaxed))
+            .count() as u64
+            * BLOCK
+    }
+
+    /// Makes sure every block of `[gpa, gpa + len)` is populated; refuses ranges that
+    /// are not all guest RAM.
+    pub fn ensure(&self, gpa: u64, len: usize) -> Result<(), MemError> {
+        let off = range_offset(self.0.ipa, self.0.size, gpa, len)? as u64;
+        let first = (off / BLOCK) as usize;
+        let last = ((off + len.max(1) as u64 - 1) / BLOCK) as usize;
+        for b in first..=last {
+            if !self.0.ready[b].load(Ordering::Acquire) {
+                self.populate(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn populate(&self, block: usize) {
+        let mut s2 = self.0.stage2.lock();
+        if self.0.ready[block].load(Ordering::Acquire) {
+            return;
+        }
+        let off = block as u64 * BLOCK;
+        let len = BLOCK.min(self.0.size - off);
+        // SAFETY: the block lies in this VM's RAM, taken from free physical memory for
+        // it alone; no guest access reaches it yet (it is not mapped), and the stage-2
+        // lock keeps other populators out.
+        unsafe { crate::accel::zero((self.0.pa + off) as usize, len as usize) };
+        if let Err(e) = s2.map(
+            &mut HeapTables,
+            self.0.ipa + off,
+            self.0.pa + off,
+            len,
+            Attrs::normal(Perms::RWX),
+        ) {
+            // The tables were built for exactly this RAM; failing here means the heap
+            // is exhausted, which the hypervisor cannot recover from.
+            panic!(
+                "stage 2: cannot map guest RAM block at IPA {:#x}: {e:?}",
+                self.0.ipa + off
+            );
+        }
+        // SAFETY: makes the new descriptor visible to table walks before the guest
+        // retries its access.
+        unsafe { core::arch::asm!("dsb ishst") };
+        self.0.ready[block].store(true, Ordering::Release);
+    }
+
+    /// Unmaps every block (a VM reset): the next boot starts from zeroed memory again.
+    /// No vCPU of the VM may be running.
+    pub fn reset(&self) {
+        let mut s2 = self.0.stage2.lock();
+        for (b, ready) in self.0.ready.iter().enumerate() {
+            if ready.swap(false, Ordering::AcqRel) {
+                let off = b as u64 * BLOCK;
+                let len = BLOCK.min(self.0.size - off);
+                let _ = s2.unmap(&mut HeapTables, self.0.ipa + off, len);
+            }
+        }
+        write_sysreg!("VTTBR_EL2", self.0.vttbr);
+        // SAFETY: invalidates this VMID's stage-1+2 TLB entries after the unmapping.
+        unsafe { core::arch::asm!("dsb ishst", "isb", "tlbi vmalls12e1is", "dsb ish", "isb") };
+    }
+
+    fn ptr(&self, gpa: u64, len: usize) -> Result<*mut u8, MemError> {
+        self.ensure(gpa, len)?;
+        Ok((self.0.pa + (gpa - self.0.ipa)) as *mut u8)
+    }
+}
+
+impl GuestMemory for GuestRam {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let p = self.ptr(gpa, buf.len())?;
+        // SAFETY: `ptr` checked that [gpa, gpa+len) is populated guest RAM, which is
+        // identity-mapped host memory owned by this VM.
+        unsafe { core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
+        let p = self.ptr(gpa, data.len())?;
+        // SAFETY: as in `read`.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        Ok(())
+    }
+}
