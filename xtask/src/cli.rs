@@ -18,7 +18,7 @@ cargo xtask <command>
 
   build                 build the hypervisor (target/rayos-el2.bin) and the test guests (target/guests/*.bin)
   run [options]         boot a VM under QEMU; `cargo xtask run --help` lists the options
-  bench NAME            run a benchmark (known: exits)
+  bench NAME            run a benchmark (known: exits, boot, disk, tpm)
   fetch linux           fetch and build the Linux guest (Debian kernel + busybox initramfs) into target/guest-cache
   test                  the whole suite: set-up, build, cargo test, clippy of the bare-metal crates
   disk <args>           system-disk tool (registry crate); `cargo xtask disk help`
