@@ -63,7 +63,10 @@ impl Tpm {
         match self.v.objects.get(h) {
             Some(crate::object::Object::Sequence(_)) => Vec::new(),
             Some(crate::object::Object::Key(k)) => k.name.clone(),
-            None => h.to_be_bytes().to_vec(),
+            None => match self.nv_index(h) {
+                Some(i) => i.public.name(),
+                None => h.to_be_bytes().to_vec(),
+            },
         }
     }
 
@@ -74,13 +77,30 @@ impl Tpm {
             handle::ENDORSEMENT => self.p.endorsement_policy,
             handle::LOCKOUT => self.p.lockout_policy,
             handle::PLATFORM => self.v.platform_policy,
-            _ => None,
+            _ if self.key(h).is_some() => self.key(h).and_then(|k| {
+                (!k.public.auth_policy.is_empty())
+                    .then(|| (k.public.name_alg, Digest::from_slice(&k.public.auth_policy)))
+            }),
+            _ => self.nv_index(h).and_then(|i| {
+                (!i.public.auth_policy.is_empty())
+                    .then(|| (i.public.name_alg, Digest::from_slice(&i.public.auth_policy)))
+            }),
         }
+    }
+
+    /// IsAuthValueAvailable for the USER role: an object's authValue may be
+    /// used (password or HMAC) only when it has userWithAuth.
+    fn user_auth_available(&self, h: u32) -> bool {
+        self.key(h)
+            .is_none_or(|k| k.public.has(crate::public::attr::USER_WITH_AUTH))
     }
 
     /// Is `h` protected against dictionary attacks (an object without noDA)?
     fn da_protected(&self, h: u32) -> bool {
         self.v.objects.get(h).is_some_and(|o| o.da_protected())
+            || self
+                .nv_index(h)
+                .is_some_and(|i| !i.public.has(crate::nvindex::nva::NO_DA))
     }
 
     /// TPM_RC_LOCKOUT if `h`'s authValue may not be tried now: lockoutAuth
@@ -121,7 +141,10 @@ impl Tpm {
         }
         let healed = now.saturating_sub(self.v.last_auth_failure) / interval;
         if healed > 0 {
-            self.v.failed_tries = self.v.failed_tries.saturating_sub(healed.min(u64::from(u32::MAX)) as u32);
+            self.v.failed_tries = self
+                .v
+                .failed_tries
+                .saturating_sub(healed.min(u64::from(u32::MAX)) as u32);
             self.v.last_auth_failure = now;
         }
     }
@@ -169,6 +192,7 @@ impl Tpm {
     /// parameter in place when a session asks for it.
     pub(crate) fn authorize(
         &mut self,
+        locality: u8,
         desc: &CommandDesc,
         handles: &[u32; 3],
         parsed: &[Session],
@@ -233,7 +257,7 @@ impl Tpm {
             .map(|h| self.entity_name(*h))
             .collect();
         for i in 0..area.uses.len() {
-            self.check_session(desc.code, &mut area, i, &names, params)?;
+            self.check_session(desc.code, locality, &mut area, i, &names, params)?;
         }
         if let Some(d) = area.decrypt {
             let u = &area.uses[d];
@@ -273,6 +297,7 @@ impl Tpm {
     fn check_session(
         &mut self,
         code: u32,
+        locality: u8,
         area: &mut AuthArea,
         i: usize,
         names: &[Vec<u8>],
@@ -284,6 +309,9 @@ impl Tpm {
             let Some(h) = u.associated else {
                 return Err(rc::HANDLE + dec);
             };
+            if !self.user_auth_available(h) {
+                return Err(rc::AUTH_UNAVAILABLE);
+            }
             self.check_da(h)?;
             if !auth::password_matches(&u.hmac, &self.auth_value(h)) {
                 return Err(self.auth_failed(Some(h), i, None));
@@ -302,7 +330,10 @@ impl Tpm {
         if sess.lockout_bound && !self.v.lockout_auth_enabled {
             return Err(rc::LOCKOUT);
         }
-        if sess.da_bound && self.p.da.recovery_time != 0 && self.v.failed_tries >= self.p.da.max_tries {
+        if sess.da_bound
+            && self.p.da.recovery_time != 0
+            && self.v.failed_tries >= self.p.da.max_tries
+        {
             return Err(rc::LOCKOUT);
         }
         let cp = cp_hash(sess.hash, code, names, params);
@@ -318,11 +349,14 @@ impl Tpm {
                 if inc {
                     self.check_da(h)?;
                 }
-                self.check_policy(code, &sess, h, &cp)
+                self.check_policy(code, locality, &sess, h, &cp)
                     .map_err(|e| rc::safe_add(e, dec))?;
                 inc
             }
             Some(h) => {
+                if !self.user_auth_available(h) {
+                    return Err(rc::AUTH_UNAVAILABLE);
+                }
                 let inc = !sess.is_bound_to(h, &self.auth_value(h));
                 if inc {
                     self.check_da(h)?;
@@ -378,7 +412,14 @@ impl Tpm {
     }
 
     /// CheckPolicyAuthSession: the session's policy authorizes `h` for `code`.
-    fn check_policy(&self, code: u32, s: &AuthSession, h: u32, cp: &Digest) -> Result<(), u32> {
+    fn check_policy(
+        &self,
+        code: u32,
+        locality: u8,
+        s: &AuthSession,
+        h: u32,
+        cp: &Digest,
+    ) -> Result<(), u32> {
         let p = &s.policy;
         if code == crate::defs::cc::POLICY_SECRET && !p.auth_value_needed && !p.password_needed {
             return Err(rc::MODE);
@@ -395,6 +436,11 @@ impl Tpm {
         }
         if p.command_code.is_some_and(|c| c != code) {
             return Err(rc::POLICY_CC);
+        }
+        if p.locality
+            .is_some_and(|l| l & crate::pcr::locality_bit(locality) == 0)
+        {
+            return Err(rc::LOCALITY);
         }
         if p.cp_hash.as_ref().is_some_and(|c| c != cp) {
             return Err(rc::POLICY_FAIL);

@@ -53,6 +53,7 @@ pub mod rc {
     pub const HIERARCHY: u32 = FMT1 + 0x005;
     pub const HANDLE: u32 = FMT1 + 0x00B;
     pub const MODE: u32 = FMT1 + 0x009;
+    pub const KEY_SIZE: u32 = FMT1 + 0x007;
     pub const KDF: u32 = FMT1 + 0x00C;
     pub const SCHEME: u32 = FMT1 + 0x012;
     pub const RANGE: u32 = FMT1 + 0x00D;
@@ -112,19 +113,38 @@ pub mod rc {
 /// TPM_CC command codes of the commands this TPM implements (and a few it names).
 pub mod cc {
     pub const EVICT_CONTROL: u32 = 0x0120;
+    pub const NV_UNDEFINE_SPACE: u32 = 0x0122;
+    pub const NV_DEFINE_SPACE: u32 = 0x012A;
+    pub const NV_INCREMENT: u32 = 0x0134;
+    pub const NV_SET_BITS: u32 = 0x0135;
+    pub const NV_EXTEND: u32 = 0x0136;
+    pub const NV_WRITE: u32 = 0x0137;
+    pub const NV_WRITE_LOCK: u32 = 0x0138;
+    pub const NV_READ: u32 = 0x014E;
+    pub const NV_READ_LOCK: u32 = 0x014F;
+    pub const NV_READ_PUBLIC: u32 = 0x0169;
     pub const HIERARCHY_CONTROL: u32 = 0x0121;
     pub const CLEAR: u32 = 0x0126;
     pub const CLEAR_CONTROL: u32 = 0x0127;
     pub const HIERARCHY_CHANGE_AUTH: u32 = 0x0129;
     pub const SET_PRIMARY_POLICY: u32 = 0x012E;
     pub const POLICY_SECRET: u32 = 0x0151;
+    pub const ECDH_ZGEN: u32 = 0x0154;
+    pub const LOAD: u32 = 0x0157;
+    pub const QUOTE: u32 = 0x0158;
+    pub const UNSEAL: u32 = 0x015E;
+    pub const HMAC: u32 = 0x0155;
+    pub const HMAC_START: u32 = 0x015B;
     pub const SEQUENCE_UPDATE: u32 = 0x015C;
     pub const SIGN: u32 = 0x015D;
     pub const CONTEXT_LOAD: u32 = 0x0161;
     pub const CONTEXT_SAVE: u32 = 0x0162;
     pub const LOAD_EXTERNAL: u32 = 0x0167;
+    pub const POLICY_AUTHORIZE: u32 = 0x016A;
     pub const POLICY_AUTH_VALUE: u32 = 0x016B;
     pub const POLICY_COMMAND_CODE: u32 = 0x016C;
+    pub const POLICY_CP_HASH: u32 = 0x016E;
+    pub const POLICY_LOCALITY: u32 = 0x016F;
     pub const POLICY_OR: u32 = 0x0171;
     pub const READ_PUBLIC: u32 = 0x0173;
     pub const START_AUTH_SESSION: u32 = 0x0176;
@@ -135,9 +155,11 @@ pub mod cc {
     pub const HASH_SEQUENCE_START: u32 = 0x0186;
     pub const POLICY_GET_DIGEST: u32 = 0x0189;
     pub const TEST_PARMS: u32 = 0x018A;
+    pub const ENCRYPT_DECRYPT2: u32 = 0x0193;
     pub const POLICY_PASSWORD: u32 = 0x018C;
     pub const PCR_ALLOCATE: u32 = 0x012B;
     pub const CREATE_PRIMARY: u32 = 0x0131;
+    pub const CREATE: u32 = 0x0153;
     pub const SEQUENCE_COMPLETE: u32 = 0x013E;
     pub const DICTIONARY_ATTACK_LOCK_RESET: u32 = 0x0139;
     pub const DICTIONARY_ATTACK_PARAMETERS: u32 = 0x013A;
@@ -147,6 +169,7 @@ pub mod cc {
     pub const STARTUP: u32 = 0x0144;
     pub const SHUTDOWN: u32 = 0x0145;
     pub const STIR_RANDOM: u32 = 0x0146;
+    pub const ENCRYPT_DECRYPT: u32 = 0x0164;
     pub const FLUSH_CONTEXT: u32 = 0x0165;
     pub const GET_CAPABILITY: u32 = 0x017A;
     pub const GET_RANDOM: u32 = 0x017B;
@@ -375,6 +398,8 @@ pub mod limits {
     pub const MAX_LOADED_OBJECTS: usize = 3;
     /// Persistent objects the NV image holds (TPM_PT_HR_PERSISTENT_MIN).
     pub const MAX_PERSISTENT_OBJECTS: usize = 7;
+    /// Bytes of NV index data the image holds in all.
+    pub const NV_DATA_BUDGET: usize = 16 * 1024;
     /// Failures of DA-protected authorizations before lockout (TPM_PT_MAX_AUTH_FAIL).
     pub const MAX_AUTH_FAIL: u32 = 3;
     /// Milliseconds after which one failure is forgiven (TPM_PT_LOCKOUT_INTERVAL).

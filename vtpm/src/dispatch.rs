@@ -4,8 +4,8 @@
 //! from this same table, so what is reported is exactly what is implemented.
 
 use crate::commands::{
-    capability, clear, context, evict, hierarchy, object, pcr, policy, random, sequence, session, signing,
-    startup,
+    capability, clear, context, create, evict, hierarchy, nv, object, pcr, policy, random,
+    sequence, session, signing, startup, symmetric,
 };
 use crate::defs::{cc, handle, tpma_cc};
 use crate::engine::{Cmd, Tpm};
@@ -36,6 +36,10 @@ pub enum HandleKind {
     ClearAuth,
     /// TPMI_RH_LOCKOUT.
     Lockout,
+    /// TPMI_RH_NV_AUTH: owner, platform or an NV index.
+    NvAuth,
+    /// TPMI_RH_NV_INDEX.
+    NvIndex,
     /// TPMI_DH_CONTEXT: a session or a transient object.
     Context,
     /// TPMI_DH_OBJECT restricted to loaded transient objects (sequences).
@@ -77,6 +81,11 @@ impl HandleKind {
             HandleKind::Provision => matches!(h, handle::OWNER | handle::PLATFORM),
             HandleKind::ClearAuth => matches!(h, handle::LOCKOUT | handle::PLATFORM),
             HandleKind::Lockout => h == handle::LOCKOUT,
+            HandleKind::NvAuth => {
+                matches!(h, handle::OWNER | handle::PLATFORM)
+                    || handle::ht(h) == handle::HT_NV_INDEX
+            }
+            HandleKind::NvIndex => handle::ht(h) == handle::HT_NV_INDEX,
             HandleKind::Transient => {
                 matches!(handle::ht(h), handle::HT_TRANSIENT | handle::HT_PERSISTENT)
             }
@@ -235,6 +244,16 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Hierarchy, AuthRole::User)],
         hierarchy::hierarchy_control,
     )),
+    entry(
+        cc::NV_UNDEFINE_SPACE,
+        "NV_UndefineSpace",
+        true,
+        &[
+            h(HandleKind::Provision, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+        ],
+        nv::nv_undefine_space,
+    ),
     extensive(entry(
         cc::CLEAR,
         "Clear",
@@ -255,6 +274,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         true,
         &[h(HandleKind::HierarchyAuth, AuthRole::User)],
         hierarchy::hierarchy_change_auth,
+    )),
+    dec(entry(
+        cc::NV_DEFINE_SPACE,
+        "NV_DefineSpace",
+        true,
+        &[h(HandleKind::Provision, AuthRole::User)],
+        nv::nv_define_space,
     )),
     entry(
         cc::PCR_ALLOCATE,
@@ -277,6 +303,56 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::HierarchyOrNull, AuthRole::User)],
         object::create_primary,
     )))),
+    entry(
+        cc::NV_INCREMENT,
+        "NV_Increment",
+        true,
+        &[
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+        ],
+        nv::nv_increment,
+    ),
+    entry(
+        cc::NV_SET_BITS,
+        "NV_SetBits",
+        true,
+        &[
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+        ],
+        nv::nv_set_bits,
+    ),
+    dec(entry(
+        cc::NV_EXTEND,
+        "NV_Extend",
+        true,
+        &[
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+        ],
+        nv::nv_extend,
+    )),
+    dec(entry(
+        cc::NV_WRITE,
+        "NV_Write",
+        true,
+        &[
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+        ],
+        nv::nv_write,
+    )),
+    entry(
+        cc::NV_WRITE_LOCK,
+        "NV_WriteLock",
+        true,
+        &[
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+        ],
+        nv::nv_write_lock,
+    ),
     entry(
         cc::DICTIONARY_ATTACK_LOCK_RESET,
         "DictionaryAttackLockReset",
@@ -322,6 +398,26 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[],
         random::stir_random,
     )),
+    enc(entry(
+        cc::NV_READ,
+        "NV_Read",
+        false,
+        &[
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+        ],
+        nv::nv_read,
+    )),
+    entry(
+        cc::NV_READ_LOCK,
+        "NV_ReadLock",
+        true,
+        &[
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+        ],
+        nv::nv_read_lock,
+    ),
     dec(enc(entry(
         cc::POLICY_SECRET,
         "PolicySecret",
@@ -331,6 +427,48 @@ pub static COMMANDS: &[CommandDesc] = &[
             h(HandleKind::PolicySession, AuthRole::None),
         ],
         policy::policy_secret,
+    ))),
+    dec(enc(entry(
+        cc::CREATE,
+        "Create",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        create::create,
+    ))),
+    enc(entry(
+        cc::ECDH_ZGEN,
+        "ECDH_ZGen",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        signing::ecdh_zgen,
+    )),
+    dec(enc(entry(
+        cc::HMAC,
+        "HMAC",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        sequence::hmac,
+    ))),
+    dec(r_handle(entry(
+        cc::LOAD,
+        "Load",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        create::load,
+    ))),
+    dec(enc(entry(
+        cc::QUOTE,
+        "Quote",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        signing::quote,
+    ))),
+    dec(r_handle(entry(
+        cc::HMAC_START,
+        "HMAC_Start",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        sequence::hmac_start,
     ))),
     dec(entry(
         cc::SEQUENCE_UPDATE,
@@ -346,6 +484,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Transient, AuthRole::User)],
         signing::sign,
     )),
+    enc(entry(
+        cc::UNSEAL,
+        "Unseal",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        create::unseal,
+    )),
     r_handle(entry(
         cc::CONTEXT_LOAD,
         "ContextLoad",
@@ -360,6 +505,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Context, AuthRole::None)],
         session::context_save,
     ),
+    enc(entry(
+        cc::ENCRYPT_DECRYPT,
+        "EncryptDecrypt",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        symmetric::encrypt_decrypt,
+    )),
     no_sessions(entry(
         cc::FLUSH_CONTEXT,
         "FlushContext",
@@ -374,6 +526,20 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[],
         object::load_external,
     )))),
+    enc(entry(
+        cc::NV_READ_PUBLIC,
+        "NV_ReadPublic",
+        false,
+        &[h(HandleKind::NvIndex, AuthRole::None)],
+        nv::nv_read_public,
+    )),
+    dec(entry(
+        cc::POLICY_AUTHORIZE,
+        "PolicyAuthorize",
+        false,
+        POLICY_SESSION,
+        policy::policy_authorize,
+    )),
     entry(
         cc::POLICY_AUTH_VALUE,
         "PolicyAuthValue",
@@ -387,6 +553,20 @@ pub static COMMANDS: &[CommandDesc] = &[
         false,
         POLICY_SESSION,
         policy::policy_command_code,
+    ),
+    dec(entry(
+        cc::POLICY_CP_HASH,
+        "PolicyCpHash",
+        false,
+        POLICY_SESSION,
+        policy::policy_cp_hash,
+    )),
+    entry(
+        cc::POLICY_LOCALITY,
+        "PolicyLocality",
+        false,
+        POLICY_SESSION,
+        policy::policy_locality,
     ),
     entry(
         cc::POLICY_OR,
@@ -488,13 +668,7 @@ pub static COMMANDS: &[CommandDesc] = &[
         POLICY_SESSION,
         policy::policy_get_digest,
     )),
-    entry(
-        cc::TEST_PARMS,
-        "TestParms",
-        false,
-        &[],
-        object::test_parms,
-    ),
+    entry(cc::TEST_PARMS, "TestParms", false, &[], object::test_parms),
     entry(
         cc::POLICY_PASSWORD,
         "PolicyPassword",
@@ -502,6 +676,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         POLICY_SESSION,
         policy::policy_password,
     ),
+    dec(enc(entry(
+        cc::ENCRYPT_DECRYPT2,
+        "EncryptDecrypt2",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        symmetric::encrypt_decrypt2,
+    ))),
 ];
 
 /// The entry and commandIndex for `code`, if implemented.

@@ -101,6 +101,8 @@ pub struct Cmd<'a> {
     pub params: Reader<'a>,
     /// The handle a TPMA_CC.rHandle command returns.
     pub r_handle: Option<u32>,
+    /// Handle `i` was authorized by a policy session.
+    pub policy_auth: [bool; 3],
     /// Response parameters.
     pub out: Writer,
     /// Set by a handler that changed persistent state.
@@ -264,7 +266,7 @@ impl Tpm {
             let raw = r.bytes(auth_size as usize)?;
             let parsed: Vec<Session> = auth::parse_sessions(raw)?;
             params = r.rest().to_vec();
-            self.authorize(desc, &handles, &parsed, &mut params)?
+            self.authorize(locality, desc, &handles, &parsed, &mut params)?
         } else {
             if desc.handles.iter().any(|s| s.auth != AuthRole::None) {
                 return Err(rc::AUTH_MISSING);
@@ -278,6 +280,11 @@ impl Tpm {
             handles,
             params: Reader::new(&params),
             r_handle: None,
+            policy_auth: core::array::from_fn(|i| {
+                area.uses.get(i).is_some_and(|u| {
+                    u.associated.is_some() && handle::ht(u.handle) == handle::HT_POLICY_SESSION
+                })
+            }),
             out: Writer::new(),
             nv_dirty: false,
             breaks_orderly: false,
@@ -378,8 +385,9 @@ impl Tpm {
             handle::HT_PERSISTENT => {
                 return self.v.objects.get(h).map(|_| ()).ok_or(rc::HANDLE);
             }
-            // No NV index is ever defined yet.
-            handle::HT_NV_INDEX => return Err(rc::HANDLE),
+            handle::HT_NV_INDEX => {
+                return self.nv_index(h).map(|_| ()).ok_or(rc::HANDLE);
+            }
             _ => true,
         };
         if ok {
@@ -396,9 +404,10 @@ impl Tpm {
             handle::ENDORSEMENT => self.p.endorsement_auth,
             handle::LOCKOUT => self.p.lockout_auth,
             handle::PLATFORM => self.v.platform_auth,
-            _ => match self.v.objects.get(h) {
-                Some(o) => o.auth(),
-                None => Digest::filled(0, 0),
+            _ => match (self.v.objects.get(h), self.nv_index(h)) {
+                (Some(o), _) => o.auth(),
+                (None, Some(i)) => i.auth,
+                (None, None) => Digest::filled(0, 0),
             },
         }
     }

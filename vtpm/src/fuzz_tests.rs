@@ -142,3 +142,279 @@ proptest! {
         }
     }
 }
+
+/// A started TPM with tier-2 state: a storage primary (0x80000000), a signing
+/// primary (0x80000001), an HMAC session (0x02000000), a policy session
+/// (0x03000001) and an NV index (0x01500000).
+fn prepared_tpm() -> Tpm {
+    use crate::marshal::Writer;
+    let mut t = started_tpm();
+    let primary = |attrs: u32, sym: bool, scheme: bool| {
+        let mut p = Writer::new();
+        p.u16(0x23).u16(0x0B).u32(attrs).tpm2b(&[]);
+        if sym {
+            p.u16(0x06).u16(128).u16(0x43);
+        } else {
+            p.u16(0x10);
+        }
+        if scheme {
+            p.u16(0x18).u16(0x0B);
+        } else {
+            p.u16(0x10);
+        }
+        p.u16(0x03).u16(0x10).tpm2b(&[]).tpm2b(&[]);
+        let mut w = Writer::new();
+        w.tpm2b(&[0, 0, 0, 0]).tpm2b(&p.buf).tpm2b(&[]).u32(0);
+        command(cc::CREATE_PRIMARY, &[handle::OWNER], &[b""], &w.buf)
+    };
+    let r = t.execute(0, &primary(0x0003_0072, true, false));
+    assert_eq!(crate::tests::rc_of(&r), 0);
+    let r = t.execute(0, &primary(0x0004_0072, false, true));
+    assert_eq!(crate::tests::rc_of(&r), 0);
+    for ty in [0u8, 1] {
+        let mut w = Writer::new();
+        w.tpm2b(&[1; 16])
+            .tpm2b(&[])
+            .u8(ty)
+            .u16(0x06)
+            .u16(128)
+            .u16(0x43)
+            .u16(0x0B);
+        let r = t.execute(
+            0,
+            &command(
+                cc::START_AUTH_SESSION,
+                &[handle::NULL, handle::NULL],
+                &[],
+                &w.buf,
+            ),
+        );
+        assert_eq!(crate::tests::rc_of(&r), 0);
+    }
+    let mut nvp = Writer::new();
+    nvp.u32(0x0150_0000)
+        .u16(0x0B)
+        .u32(0x0006_0006)
+        .tpm2b(&[])
+        .u16(32);
+    let mut w = Writer::new();
+    w.tpm2b(b"nv").tpm2b(&nvp.buf);
+    let r = t.execute(
+        0,
+        &command(cc::NV_DEFINE_SPACE, &[handle::OWNER], &[b""], &w.buf),
+    );
+    assert_eq!(crate::tests::rc_of(&r), 0);
+    t
+}
+
+/// Tier-2 commands to mutate, against [`prepared_tpm`]'s state.
+fn tier2_seeds() -> Vec<Vec<u8>> {
+    use crate::marshal::Writer;
+    let w = |f: &dyn Fn(&mut Writer)| {
+        let mut w = Writer::new();
+        f(&mut w);
+        w.buf
+    };
+    // A command authorized by the HMAC session (a wrong HMAC: mutations probe
+    // the session checks).
+    let mut hmac_cmd = command(cc::GET_RANDOM, &[], &[], &[0, 8]);
+    let mut s = Writer::new();
+    s.u32(0x0200_0000).tpm2b(&[2; 32]).u8(0x41).tpm2b(&[3; 32]);
+    hmac_cmd[0..2].copy_from_slice(&st::SESSIONS.to_be_bytes());
+    let mut body = hmac_cmd[..10].to_vec();
+    body.extend((s.len() as u32).to_be_bytes());
+    body.extend(&s.buf);
+    body.extend(&hmac_cmd[10..]);
+    let n = body.len() as u32;
+    body[2..6].copy_from_slice(&n.to_be_bytes());
+    hmac_cmd = body;
+    alloc::vec![
+        hmac_cmd,
+        command(cc::READ_PUBLIC, &[0x8000_0001], &[], &[]),
+        command(
+            cc::SIGN,
+            &[0x8000_0001],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(&[5; 32])
+                    .u16(0x18)
+                    .u16(0x0B)
+                    .u16(0x8024)
+                    .u32(handle::NULL)
+                    .tpm2b(&[]);
+            })
+        ),
+        command(
+            cc::VERIFY_SIGNATURE,
+            &[0x8000_0001],
+            &[],
+            &w(&|w| {
+                w.tpm2b(&[5; 32])
+                    .u16(0x18)
+                    .u16(0x0B)
+                    .tpm2b(&[1; 32])
+                    .tpm2b(&[2; 32]);
+            })
+        ),
+        command(
+            cc::QUOTE,
+            &[0x8000_0001],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(b"q")
+                    .u16(0x10)
+                    .u32(1)
+                    .pcr_selection(crate::hash::HashAlg::Sha256, 3);
+            })
+        ),
+        command(
+            cc::CREATE,
+            &[0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                let mut p = Writer::new();
+                p.u16(0x08)
+                    .u16(0x0B)
+                    .u32(0x52)
+                    .tpm2b(&[])
+                    .u16(0x10)
+                    .tpm2b(&[]);
+                w.tpm2b(&[0, 0, 0, 2, b'h', b'i'])
+                    .tpm2b(&p.buf)
+                    .tpm2b(&[])
+                    .u32(0);
+            })
+        ),
+        command(
+            cc::LOAD,
+            &[0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(&[0, 4, 1, 2, 3, 4, 9, 9])
+                    .tpm2b(&[0, 8, 0, 0x0B, 0, 0, 0, 0x52, 0, 0]);
+            })
+        ),
+        command(cc::CONTEXT_SAVE, &[0x8000_0001], &[], &[]),
+        command(
+            cc::CONTEXT_LOAD,
+            &[],
+            &[],
+            &w(&|w| {
+                w.u64(1)
+                    .u32(0x8000_0000)
+                    .u32(handle::OWNER)
+                    .tpm2b(&[0, 2, 1, 2, 3]);
+            })
+        ),
+        command(
+            cc::POLICY_PCR,
+            &[0x0300_0001],
+            &[],
+            &w(&|w| {
+                w.tpm2b(&[])
+                    .u32(1)
+                    .pcr_selection(crate::hash::HashAlg::Sha256, 1);
+            })
+        ),
+        command(
+            cc::POLICY_OR,
+            &[0x0300_0001],
+            &[],
+            &w(&|w| {
+                w.u32(2).tpm2b(&[0; 32]).tpm2b(&[1; 32]);
+            })
+        ),
+        command(
+            cc::POLICY_SECRET,
+            &[handle::OWNER, 0x0300_0001],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(&[]).tpm2b(&[]).tpm2b(&[]).u32(0);
+            })
+        ),
+        command(
+            cc::NV_WRITE,
+            &[0x0150_0000, 0x0150_0000],
+            &[b"nv"],
+            &w(&|w| {
+                w.tpm2b(b"data").u16(0);
+            })
+        ),
+        command(
+            cc::NV_READ,
+            &[handle::OWNER, 0x0150_0000],
+            &[b""],
+            &[0, 4, 0, 0]
+        ),
+        command(
+            cc::EVICT_CONTROL,
+            &[handle::OWNER, 0x8000_0001],
+            &[b""],
+            &0x8100_0001u32.to_be_bytes()
+        ),
+        command(
+            cc::ECDH_ZGEN,
+            &[0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(&[0, 1, 7, 0, 1, 8]);
+            })
+        ),
+        command(
+            cc::TEST_PARMS,
+            &[],
+            &[],
+            &[0, 0x23, 0, 0x10, 0, 0x10, 0, 3, 0, 0x10]
+        ),
+        command(
+            cc::DICTIONARY_ATTACK_PARAMETERS,
+            &[handle::LOCKOUT],
+            &[b""],
+            &[0, 0, 0, 3, 0, 0, 0, 9, 0, 0, 0, 9]
+        ),
+        command(cc::HASH_SEQUENCE_START, &[], &[], &[0, 0, 0, 0x0B]),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_tier2_commands_never_panic(
+        seed in 0usize..32,
+        flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..6),
+        cut in proptest::option::of(any::<u16>()),
+        fix_size in any::<bool>(),
+    ) {
+        let seeds = tier2_seeds();
+        let mut c = seeds[seed % seeds.len()].clone();
+        for (at, x) in flips {
+            let n = c.len();
+            c[at as usize % n] ^= x;
+        }
+        if let Some(cut) = cut {
+            c.truncate(cut as usize % (c.len() + 1));
+        }
+        if fix_size && c.len() >= 6 {
+            let n = c.len() as u32;
+            c[2..6].copy_from_slice(&n.to_be_bytes());
+        }
+        let mut t = prepared_tpm();
+        let r = t.execute(0, &c);
+        check_response(&c, &r);
+        let r = t.execute(0, &command(cc::GET_RANDOM, &[], &[], &[0, 4]));
+        check_response(&[], &r);
+    }
+}
+
+/// The tier-2 seeds reach their handlers' success paths unmutated (so the
+/// mutations start from deep inside them).
+#[test]
+fn tier2_seeds_mostly_succeed() {
+    let seeds = tier2_seeds();
+    for i in [1usize, 2, 4, 5, 7, 9, 10, 12, 14, 16, 17, 18] {
+        let mut t = prepared_tpm();
+        let r = t.execute(0, &seeds[i]);
+        assert_eq!(crate::tests::rc_of(&r), 0, "seed {i}: {r:02x?}");
+    }
+}

@@ -1,5 +1,10 @@
 //! `vtpm` owns RayOS EL2's TPM 2.0: the command engine ([`Tpm`]: marshalling,
-//! dispatch, PCRs, hierarchies, the DRBG), its non-volatile image ([`nv`]), the
+//! dispatch, PCRs, hierarchies, the DRBG), authorization — password, HMAC and
+//! policy sessions with AES-CFB/XOR parameter encryption, unsalted or salted
+//! with ECC P-256 ([`session`], [`authorize`]) — objects (ECC P-256 keys:
+//! deterministic primaries, signing, external keys, contexts, persistence;
+//! hash sequences — [`object`], [`public`]), NV indices ([`nvindex`]),
+//! dictionary-attack protection, its non-volatile image ([`nv`]), the
 //! snapshot of its volatile state ([`snapshot`]), the two MMIO front ends guests
 //! talk to — TIS ([`tis::Tis`]) and CRB ([`crb::Crb`]), both [`vdev::MmioDevice`]s
 //! and [`vdev::SaveRestore`]s over the same engine — and, behind the `std`
@@ -24,6 +29,7 @@ pub mod engine;
 pub mod hash;
 pub mod marshal;
 pub mod nv;
+pub mod nvindex;
 pub mod object;
 pub mod pcr;
 pub mod public;

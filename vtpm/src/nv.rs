@@ -54,7 +54,7 @@ impl NvStore for MemNvStore {
 
 const MAGIC: [u8; 4] = *b"VTNV";
 /// Current layout version.
-pub const NV_VERSION: u32 = 4;
+pub const NV_VERSION: u32 = 5;
 const CHECKSUM_LEN: usize = 32;
 
 /// How the TPM was last shut down.
@@ -119,6 +119,10 @@ pub struct Persistent {
     /// TPM2_ClearControl's disableClear (added in layout version 4).
     pub da: DaParams,
     pub disable_clear: bool,
+    /// NV indices and the largest count any counter index has had (added in
+    /// layout version 5).
+    pub nv_indices: Vec<crate::nvindex::NvIndex>,
+    pub nv_max_counter: u64,
 }
 
 /// Dictionary-attack parameters.
@@ -203,6 +207,8 @@ impl Persistent {
             persistent_objects: Vec::new(),
             da: DaParams::default(),
             disable_clear: false,
+            nv_indices: Vec::new(),
+            nv_max_counter: 0,
         }
     }
 
@@ -264,6 +270,11 @@ impl Persistent {
             .u32(self.da.recovery_time)
             .u32(self.da.lockout_recovery)
             .u8(self.disable_clear as u8);
+        p.u16(self.nv_indices.len() as u16);
+        for i in &self.nv_indices {
+            i.encode(&mut p);
+        }
+        p.u64(self.nv_max_counter);
         let mut w = Writer::new();
         w.bytes(&MAGIC)
             .u32(NV_VERSION)
@@ -399,6 +410,18 @@ impl Persistent {
         } else {
             (DaParams::default(), false)
         };
+        let mut nv_indices = Vec::new();
+        let mut nv_max_counter = 0;
+        if version >= 5 {
+            let n = r.u16().map_err(c)? as usize;
+            if n > crate::nvindex::MAX_NV_INDICES {
+                return Err(NvError::Corrupt);
+            }
+            for _ in 0..n {
+                nv_indices.push(crate::nvindex::NvIndex::decode(&mut r).ok_or(NvError::Corrupt)?);
+            }
+            nv_max_counter = r.u64().map_err(c)?;
+        }
         if r.remaining() != 0 {
             return Err(NvError::Corrupt);
         }
@@ -426,6 +449,8 @@ impl Persistent {
             persistent_objects,
             da,
             disable_clear,
+            nv_indices,
+            nv_max_counter,
         })
     }
 }
@@ -518,11 +543,12 @@ mod tests {
         p.persistent_objects.clear();
         let img = p.encode();
         let body = &img[..img.len() - CHECKSUM_LEN];
-        // Drop the version-3 and -4 fields (an empty list: u16 0; DA
-        // parameters and disableClear: 13 bytes) and relabel.
-        let mut v2 = body[..body.len() - 15].to_vec();
+        // Drop the version-3, -4 and -5 fields (an empty list: u16 0; DA
+        // parameters and disableClear: 13 bytes; no NV index and the max
+        // counter: 10 bytes) and relabel.
+        let mut v2 = body[..body.len() - 25].to_vec();
         v2[4..8].copy_from_slice(&2u32.to_be_bytes());
-        let len = u32::from_be_bytes(v2[16..20].try_into().unwrap()) - 15;
+        let len = u32::from_be_bytes(v2[16..20].try_into().unwrap()) - 25;
         v2[16..20].copy_from_slice(&len.to_be_bytes());
         let sum = HashAlg::Sha256.digest(&[&v2]);
         v2.extend_from_slice(sum.as_bytes());

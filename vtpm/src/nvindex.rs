@@ -244,8 +244,14 @@ mod tests {
         let p = ordinary();
         let mut w = Writer::new();
         w.tpm2b(&p.marshal());
-        assert_eq!(NvPublic::unmarshal_2b(&mut Reader::new(&w.buf)), Ok(p.clone()));
-        assert_eq!(p.name()[2..], *HashAlg::Sha256.digest(&[&p.marshal()]).as_bytes());
+        assert_eq!(
+            NvPublic::unmarshal_2b(&mut Reader::new(&w.buf)),
+            Ok(p.clone())
+        );
+        assert_eq!(
+            p.name()[2..],
+            *HashAlg::Sha256.digest(&[&p.marshal()]).as_bytes()
+        );
         let idx = NvIndex {
             public: p.clone(),
             auth: Digest::from_slice(b"a"),

@@ -60,6 +60,25 @@ pub struct Sequence {
     pub first_block: bool,
     /// The data did not start with TPM_GENERATED_VALUE: a ticket may be issued.
     pub ticket_safe: bool,
+    /// An HMAC sequence (TPM2_HMAC_Start): the key, already reduced to at
+    /// most one block; the state holds H((key ^ ipad) || data…).
+    pub hmac_key: Option<Vec<u8>>,
+}
+
+/// Block size of a hash (for HMAC).
+pub fn block_size(h: HashAlg) -> usize {
+    match h {
+        HashAlg::Sha384 => 128,
+        _ => 64,
+    }
+}
+
+/// `key` padded to a block and XORed with `pad` (HMAC, RFC 2104).
+fn padded_key(h: HashAlg, key: &[u8], pad: u8) -> Vec<u8> {
+    let mut k = alloc::vec![0u8; block_size(h)];
+    k[..key.len()].copy_from_slice(key);
+    k.iter_mut().for_each(|b| *b ^= pad);
+    k
 }
 
 impl Sequence {
@@ -75,6 +94,37 @@ impl Sequence {
             auth,
             first_block: true,
             ticket_safe: true,
+            hmac_key: None,
+        }
+    }
+
+    /// An HMAC sequence over `alg` keyed with `key`.
+    pub fn new_hmac(alg: HashAlg, key: &[u8], auth: Digest) -> Self {
+        let key = if key.len() > block_size(alg) {
+            alg.digest(&[key]).as_bytes().to_vec()
+        } else {
+            key.to_vec()
+        };
+        let mut inner = HashState::new(alg);
+        inner.update(&padded_key(alg, &key, 0x36));
+        Self {
+            states: alloc::vec![inner],
+            event: false,
+            auth,
+            first_block: true,
+            ticket_safe: true,
+            hmac_key: Some(key),
+        }
+    }
+
+    /// Finishes a hash or HMAC sequence (the first bank).
+    pub fn finish(mut self) -> Digest {
+        let inner = self.states.remove(0);
+        let alg = inner.alg();
+        let d = inner.finish();
+        match self.hmac_key {
+            None => d,
+            Some(k) => alg.digest(&[&padded_key(alg, &k, 0x5C), d.as_bytes()]),
         }
     }
 
@@ -102,8 +152,12 @@ pub struct Key {
     /// The hierarchy the key belongs to (TPM_RH_NULL for external keys).
     pub hierarchy: u32,
     pub auth: Digest,
-    /// The private scalar (big-endian), absent for a public-only key.
+    /// The private part — the ECC scalar (big-endian) or the keyed-hash
+    /// data — absent for a public-only key.
     pub private: Option<Vec<u8>>,
+    /// sensitive.seedValue: a storage key's seed for protecting its
+    /// children, a keyed-hash object's obfuscation value.
+    pub seed_value: Vec<u8>,
 }
 
 impl Key {
@@ -115,7 +169,8 @@ impl Key {
             .tpm2b(self.auth.as_bytes())
             .tpm2b(self.private.as_deref().unwrap_or(&[]))
             .u8(self.private.is_some() as u8)
-            .u32(self.hierarchy);
+            .u32(self.hierarchy)
+            .tpm2b(&self.seed_value);
         w.buf
     }
 
@@ -124,9 +179,10 @@ impl Key {
         let mut r = crate::marshal::Reader::new(b);
         let public = Public::unmarshal_2b(&mut r).ok()?;
         let auth = Digest::from_slice(r.tpm2b(limits::MAX_DIGEST).ok()?);
-        let private = r.tpm2b(limits::TPMU_HA_SIZE).ok()?.to_vec();
+        let private = r.tpm2b(limits::MAX_SYM_DATA).ok()?.to_vec();
         let has_private = r.u8().ok()? == 1;
         let hierarchy = r.u32().ok()?;
+        let seed_value = r.tpm2b(limits::TPMU_HA_SIZE).ok()?.to_vec();
         if r.remaining() != 0 {
             return None;
         }
@@ -142,6 +198,7 @@ impl Key {
             hierarchy,
             auth,
             private: has_private.then_some(private),
+            seed_value,
         })
     }
 }
@@ -200,7 +257,9 @@ impl ObjectTable {
         let mut t = Self::new();
         for (h, b) in records {
             match Key::decode(b) {
-                Some(k) => t.persistent.push((*h, Object::Key(alloc::boxed::Box::new(k)))),
+                Some(k) => t
+                    .persistent
+                    .push((*h, Object::Key(alloc::boxed::Box::new(k)))),
                 None => log::warn!("vtpm: persistent object {h:#x} does not decode"),
             }
         }
@@ -243,13 +302,38 @@ impl ObjectTable {
 
     pub fn get(&self, h: u32) -> Option<&Object> {
         if handle::ht(h) == handle::HT_PERSISTENT {
-            return self.persistent.iter().find(|(p, _)| *p == h).map(|(_, o)| o);
+            return self
+                .persistent
+                .iter()
+                .find(|(p, _)| *p == h)
+                .map(|(_, o)| o);
         }
         self.slots.get(Self::index(h)?)?.as_ref()
     }
 
     pub fn get_mut(&mut self, h: u32) -> Option<&mut Object> {
         self.slots.get_mut(Self::index(h)?)?.as_mut()
+    }
+
+    /// Loaded key objects with their handles (for snapshots; sequence
+    /// objects are not included).
+    pub fn keys(&self) -> impl Iterator<Item = (u32, &Key)> {
+        self.slots.iter().enumerate().filter_map(|(i, o)| match o {
+            Some(Object::Key(k)) => Some((u32::from(handle::HT_TRANSIENT) << 24 | i as u32, &**k)),
+            _ => None,
+        })
+    }
+
+    /// Puts a restored object back under its transient handle; false if the
+    /// handle is out of range or taken.
+    pub fn restore(&mut self, h: u32, o: Object) -> bool {
+        match Self::index(h) {
+            Some(i) if self.slots[i].is_none() => {
+                self.slots[i] = Some(o);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Unloads `h`, returning the object.

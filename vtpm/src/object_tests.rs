@@ -29,6 +29,7 @@ fn started() -> Tpm {
 
 fn template(attributes: u32) -> Public {
     Public {
+        ty: ids::ECC,
         name_alg: HashAlg::Sha256,
         attributes,
         auth_policy: Vec::new(),
@@ -334,8 +335,14 @@ fn evicted_keys_persist_across_power_cycles_until_removed() {
         )
     };
     // Owner handles only in the owner range; transient handles refused as targets.
-    assert_eq!(rc_of(&evict(&mut t, handle::OWNER, k, 0x8180_0000)), rc::RANGE + rc::P + rc::N1);
-    assert_eq!(rc_of(&evict(&mut t, handle::OWNER, k, 0x8000_0001)), rc::VALUE + rc::P + rc::N1);
+    assert_eq!(
+        rc_of(&evict(&mut t, handle::OWNER, k, 0x8180_0000)),
+        rc::RANGE + rc::P + rc::N1
+    );
+    assert_eq!(
+        rc_of(&evict(&mut t, handle::OWNER, k, 0x8000_0001)),
+        rc::VALUE + rc::P + rc::N1
+    );
     assert_eq!(rc_of(&evict(&mut t, handle::OWNER, k, ph)), 0);
     assert_eq!(rc_of(&evict(&mut t, handle::OWNER, k, ph)), rc::NV_DEFINED);
     // A new TPM on the same NV image (a power cycle / process restart).
@@ -347,7 +354,10 @@ fn evicted_keys_persist_across_power_cycles_until_removed() {
     let digest = HashAlg::Sha256.digest(&[b"m"]);
     assert_eq!(rc_of(&sign(&mut t, ph, b"pk", digest.as_bytes(), None)), 0);
     // Removal needs the handle itself as the object.
-    assert_eq!(rc_of(&evict(&mut t, handle::OWNER, ph, 0x8100_0002)), rc::HANDLE + rc::H + 2 * rc::N1);
+    assert_eq!(
+        rc_of(&evict(&mut t, handle::OWNER, ph, 0x8100_0002)),
+        rc::HANDLE + rc::H + 2 * rc::N1
+    );
     assert_eq!(rc_of(&evict(&mut t, handle::OWNER, ph, ph)), 0);
     let r = t.execute(0, &command(cc::READ_PUBLIC, &[ph], &[], &[]));
     assert_eq!(rc_of(&r), rc::HANDLE + rc::H + rc::N1);
@@ -358,10 +368,450 @@ fn test_parms_accepts_p256_only() {
     let mut t = started();
     let parms = |curve: u16, ty: u16| {
         let mut w = Writer::new();
-        w.u16(ty).u16(crate::defs::alg::NULL).u16(ids::ECDSA).u16(HashAlg::Sha256.id()).u16(curve).u16(crate::defs::alg::NULL);
+        w.u16(ty)
+            .u16(crate::defs::alg::NULL)
+            .u16(ids::ECDSA)
+            .u16(HashAlg::Sha256.id())
+            .u16(curve)
+            .u16(crate::defs::alg::NULL);
         command(cc::TEST_PARMS, &[], &[], &w.buf)
     };
     assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P256, ids::ECC))), 0);
-    assert_eq!(rc_of(&t.execute(0, &parms(0x0004, ids::ECC))), rc::CURVE + rc::P + rc::N1);
-    assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P256, 0x0001))), rc::TYPE + rc::P + rc::N1);
+    assert_eq!(
+        rc_of(&t.execute(0, &parms(0x0004, ids::ECC))),
+        rc::CURVE + rc::P + rc::N1
+    );
+    assert_eq!(
+        rc_of(&t.execute(0, &parms(ids::NIST_P256, 0x0001))),
+        rc::TYPE + rc::P + rc::N1
+    );
+}
+
+/// A storage primary (restricted decrypt, AES-128-CFB).
+fn storage_template() -> Public {
+    let mut p = template(
+        attr::FIXED_TPM
+            | attr::FIXED_PARENT
+            | attr::SENSITIVE_DATA_ORIGIN
+            | attr::USER_WITH_AUTH
+            | attr::RESTRICTED
+            | attr::DECRYPT,
+    );
+    p.symmetric = SymObject::AesCfb(128);
+    p.scheme = None;
+    p
+}
+
+fn sealed_template(attributes: u32) -> Public {
+    Public {
+        ty: ids::KEYEDHASH,
+        name_alg: HashAlg::Sha256,
+        attributes,
+        auth_policy: Vec::new(),
+        symmetric: SymObject::Null,
+        scheme: None,
+        x: Vec::new(),
+        y: Vec::new(),
+    }
+}
+
+/// Create under `parent`; returns (rc, private, public).
+fn create(
+    t: &mut Tpm,
+    parent: u32,
+    p: &Public,
+    auth: &[u8],
+    data: &[u8],
+) -> (u32, Vec<u8>, Vec<u8>) {
+    let mut sens = Writer::new();
+    sens.tpm2b(auth).tpm2b(data);
+    let mut w = Writer::new();
+    w.tpm2b(&sens.buf).tpm2b(&p.marshal()).tpm2b(&[]).u32(0);
+    let r = t.execute(0, &command(cc::CREATE, &[parent], &[b""], &w.buf));
+    if rc_of(&r) != 0 {
+        return (rc_of(&r), Vec::new(), Vec::new());
+    }
+    let mut rd = Reader::new(params_of(&r));
+    let private = rd.tpm2b(1024).unwrap().to_vec();
+    let public = rd.tpm2b(1024).unwrap().to_vec();
+    (0, private, public)
+}
+
+fn load(t: &mut Tpm, parent: u32, private: &[u8], public: &[u8]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.tpm2b(private).tpm2b(public);
+    t.execute(0, &command(cc::LOAD, &[parent], &[b""], &w.buf))
+}
+
+#[test]
+fn create_load_and_unseal_children_of_a_storage_key() {
+    let mut t = started();
+    let (_, prim, _) = create_primary(&mut t, handle::OWNER, &storage_template(), b"", b"");
+    let seal = sealed_template(attr::FIXED_TPM | attr::FIXED_PARENT | attr::USER_WITH_AUTH);
+    let (rc0, private, public) = create(&mut t, prim, &seal, b"sp", b"the secret");
+    assert_eq!(rc0, 0);
+    let r = load(&mut t, prim, &private, &public);
+    let h = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let name = Reader::new(rparams(&r)).tpm2b(64).unwrap().to_vec();
+    assert_eq!(
+        name,
+        Public::unmarshal(&mut Reader::new(&public)).unwrap().name()
+    );
+    let u = t.execute(0, &command(cc::UNSEAL, &[h], &[b"sp"], &[]));
+    assert_eq!(
+        Reader::new(params_of(&u)).tpm2b(256).unwrap(),
+        b"the secret"
+    );
+    assert_eq!(
+        rc_of(&t.execute(0, &command(cc::UNSEAL, &[h], &[b"no"], &[]))),
+        rc::AUTH_FAIL + rc::S + rc::N1
+    );
+    flush(&mut t, h);
+    // A tampered private area, or a public area it does not belong to.
+    let mut bad = private.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(
+        rc_of(&load(&mut t, prim, &bad, &public)),
+        rc::INTEGRITY + rc::P + rc::N1
+    );
+    let (_, _, other_pub) = create(&mut t, prim, &seal, b"", b"other");
+    assert_eq!(
+        rc_of(&load(&mut t, prim, &private, &other_pub)),
+        rc::INTEGRITY + rc::P + rc::N1
+    );
+    // Without userWithAuth the password cannot be used.
+    let (_, p2, pub2) = create(
+        &mut t,
+        prim,
+        &sealed_template(attr::FIXED_TPM | attr::FIXED_PARENT),
+        b"",
+        b"x",
+    );
+    let r = load(&mut t, prim, &p2, &pub2);
+    let h2 = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    assert_eq!(
+        rc_of(&t.execute(0, &command(cc::UNSEAL, &[h2], &[b""], &[]))),
+        rc::AUTH_UNAVAILABLE
+    );
+    flush(&mut t, h2);
+    // A signing key is no storage parent, and cannot be unsealed.
+    let (_, signer, _) = create_primary(&mut t, handle::OWNER, &template(SIGNER), b"", b"");
+    assert_eq!(
+        create(&mut t, signer, &seal, b"", b"s").0,
+        rc::TYPE + rc::H + rc::N1
+    );
+    assert_eq!(
+        rc_of(&t.execute(0, &command(cc::UNSEAL, &[signer], &[b""], &[]))),
+        rc::TYPE + rc::H + rc::N1
+    );
+    // Sealed data needs data (or sensitiveDataOrigin).
+    assert_eq!(
+        create(&mut t, prim, &seal, b"", b"").0,
+        rc::ATTRIBUTES + rc::P + 2 * rc::N1
+    );
+}
+
+#[test]
+fn ecdh_zgen_multiplies_by_the_private_key() {
+    let mut t = started();
+    let mut p = template(
+        attr::FIXED_TPM
+            | attr::FIXED_PARENT
+            | attr::SENSITIVE_DATA_ORIGIN
+            | attr::USER_WITH_AUTH
+            | attr::DECRYPT,
+    );
+    p.scheme = Some((ids::ECDH, HashAlg::Sha256));
+    let (rc0, k, pubk) = create_primary(&mut t, handle::OWNER, &p, b"", b"");
+    assert_eq!(rc0, 0);
+    let kp = Public::unmarshal(&mut Reader::new(&pubk)).unwrap();
+    // Our ephemeral key e: ZGen(e·G) must equal e·Q.
+    let e = crate::public::derive_p256(|i| {
+        HashAlg::Sha256
+            .digest(&[&i.to_be_bytes(), b"e"])
+            .as_bytes()
+            .to_vec()
+    });
+    let mut ep = template(0);
+    ep.set_point(&p256::PublicKey::from_secret_scalar(&e));
+    let mut pt = Writer::new();
+    pt.tpm2b(&ep.x).tpm2b(&ep.y);
+    let mut w = Writer::new();
+    w.tpm2b(&pt.buf);
+    let r = t.execute(0, &command(cc::ECDH_ZGEN, &[k], &[b""], &w.buf));
+    let mut rd = Reader::new(params_of(&r));
+    let mut inner = Reader::new(rd.tpm2b(200).unwrap());
+    let zx = inner.tpm2b(32).unwrap();
+    assert_eq!(Some(zx.to_vec()), crate::public::ecdh_x(&e, &kp.x, &kp.y));
+    // A point off the curve; a signing key.
+    let mut bad = Writer::new();
+    let mut y = ep.y.clone();
+    y[0] ^= 1;
+    bad.tpm2b(&ep.x).tpm2b(&y);
+    let mut w = Writer::new();
+    w.tpm2b(&bad.buf);
+    let r = t.execute(0, &command(cc::ECDH_ZGEN, &[k], &[b""], &w.buf));
+    assert_eq!(rc_of(&r), rc::ECC_POINT + rc::P + rc::N1);
+}
+
+#[test]
+fn quote_signs_the_attestation_over_the_selected_pcrs() {
+    let mut t = started();
+    let (_, k, pubk) = create_primary(
+        &mut t,
+        handle::ENDORSEMENT,
+        &template(SIGNER | attr::RESTRICTED),
+        b"",
+        b"",
+    );
+    let mut w = Writer::new();
+    w.tpm2b(b"nonce")
+        .u16(crate::defs::alg::NULL)
+        .u32(1)
+        .pcr_selection(HashAlg::Sha256, 0b101);
+    let r = t.execute(0, &command(cc::QUOTE, &[k], &[b""], &w.buf));
+    let mut rd = Reader::new(params_of(&r));
+    let attest = rd.tpm2b(1024).unwrap().to_vec();
+    assert_eq!(rd.u16().unwrap(), ids::ECDSA);
+    assert_eq!(rd.u16().unwrap(), HashAlg::Sha256.id());
+    let sig_r = rd.tpm2b(32).unwrap().to_vec();
+    let sig_s = rd.tpm2b(32).unwrap().to_vec();
+    let pk = Public::unmarshal(&mut Reader::new(&pubk))
+        .unwrap()
+        .point()
+        .unwrap();
+    let digest = HashAlg::Sha256.digest(&[&attest]);
+    assert!(crate::public::ecdsa_verify(
+        &pk,
+        digest.as_bytes(),
+        &sig_r,
+        &sig_s
+    ));
+    let mut a = Reader::new(&attest);
+    assert_eq!(a.u32().unwrap(), crate::defs::TPM_GENERATED_VALUE);
+    assert_eq!(a.u16().unwrap(), 0x8018);
+    a.tpm2b(64).unwrap();
+    assert_eq!(a.tpm2b(64).unwrap(), b"nonce");
+    a.bytes(8 + 4 + 4 + 1 + 8).unwrap();
+    a.pcr_selection_list().unwrap();
+    let pcrs = HashAlg::Sha256.digest(&[&[0u8; 32], &[0u8; 32]]);
+    assert_eq!(a.tpm2b(64).unwrap(), pcrs.as_bytes());
+}
+
+#[test]
+fn hmac_keys_one_shot_and_sequences_match_rfc_2104() {
+    let mut t = started();
+    let key = b"0123456789abcdef0123456789abcdef";
+    let seed = [7u8; 32];
+    let mut p = sealed_template(attr::USER_WITH_AUTH | attr::SIGN);
+    p.scheme = Some((crate::defs::alg::HMAC, HashAlg::Sha256));
+    p.x = HashAlg::Sha256.digest(&[&seed, key]).as_bytes().to_vec();
+    let mut sens = Writer::new();
+    sens.u16(ids::KEYEDHASH).tpm2b(b"").tpm2b(&seed).tpm2b(key);
+    let mut w = Writer::new();
+    w.tpm2b(&sens.buf).tpm2b(&p.marshal()).u32(handle::NULL);
+    let r = t.execute(0, &command(cc::LOAD_EXTERNAL, &[], &[], &w.buf));
+    let k = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    assert_eq!(rc_of(&r), 0);
+    let mut w = Writer::new();
+    w.tpm2b(b"message").u16(crate::defs::alg::NULL);
+    let r = t.execute(0, &command(cc::HMAC, &[k], &[b""], &w.buf));
+    let want = HashAlg::Sha256.hmac(key, &[b"message"]);
+    assert_eq!(
+        Reader::new(params_of(&r)).tpm2b(64).unwrap(),
+        want.as_bytes()
+    );
+    // A different hash than the key's scheme is refused.
+    let mut w = Writer::new();
+    w.tpm2b(b"message").u16(HashAlg::Sha1.id());
+    let r = t.execute(0, &command(cc::HMAC, &[k], &[b""], &w.buf));
+    assert_eq!(rc_of(&r), rc::VALUE + rc::P + 2 * rc::N1);
+    // The same through HMAC_Start / SequenceUpdate / SequenceComplete, 3 KiB.
+    let mut w = Writer::new();
+    w.tpm2b(b"sq").u16(crate::defs::alg::NULL);
+    let r = t.execute(0, &command(cc::HMAC_START, &[k], &[b""], &w.buf));
+    let s = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let data: Vec<u8> = (0..3072u32).map(|i| (i * 7) as u8).collect();
+    for c in data.chunks(1024) {
+        let mut w = Writer::new();
+        w.tpm2b(c);
+        assert_eq!(
+            rc_of(&t.execute(0, &command(cc::SEQUENCE_UPDATE, &[s], &[b"sq"], &w.buf))),
+            0
+        );
+    }
+    let mut w = Writer::new();
+    w.tpm2b(b"end").u32(handle::OWNER);
+    let r = t.execute(0, &command(cc::SEQUENCE_COMPLETE, &[s], &[b"sq"], &w.buf));
+    let mut rd = Reader::new(params_of(&r));
+    let want = HashAlg::Sha256.hmac(key, &[&data, b"end"]);
+    assert_eq!(rd.tpm2b(64).unwrap(), want.as_bytes());
+    // No hash ticket for an HMAC.
+    assert_eq!(rd.u16().unwrap(), st::HASHCHECK);
+    assert_eq!(rd.u32().unwrap(), handle::NULL);
+    // An ECC key is no HMAC key.
+    let (_, e, _) = create_primary(&mut t, handle::OWNER, &template(SIGNER), b"", b"");
+    let mut w = Writer::new();
+    w.tpm2b(b"m").u16(HashAlg::Sha256.id());
+    assert_eq!(
+        rc_of(&t.execute(0, &command(cc::HMAC, &[e], &[b""], &w.buf))),
+        rc::TYPE + rc::H + rc::N1
+    );
+}
+
+#[test]
+fn encrypt_decrypt_both_forms_agree_with_aes_cfb() {
+    let mut t = started();
+    let key = [0x42u8; 16];
+    let seed = [1u8; 32];
+    let mut p = sealed_template(attr::USER_WITH_AUTH | attr::SIGN | attr::DECRYPT);
+    p.ty = ids::SYMCIPHER;
+    p.symmetric = SymObject::AesCfb(128);
+    p.x = HashAlg::Sha256.digest(&[&seed, &key]).as_bytes().to_vec();
+    let mut sens = Writer::new();
+    sens.u16(ids::SYMCIPHER).tpm2b(b"").tpm2b(&seed).tpm2b(&key);
+    let mut w = Writer::new();
+    w.tpm2b(&sens.buf).tpm2b(&p.marshal()).u32(handle::NULL);
+    let r = t.execute(0, &command(cc::LOAD_EXTERNAL, &[], &[], &w.buf));
+    assert_eq!(rc_of(&r), 0);
+    let k = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let iv = [3u8; 16];
+    let data: Vec<u8> = (0..50u8).collect();
+    let mut want = data.clone();
+    crate::session::aes_cfb(&key, &iv, &mut want, true);
+    let mut w2 = Writer::new();
+    w2.tpm2b(&data).u8(0).u16(crate::defs::alg::NULL).tpm2b(&iv);
+    let r2 = t.execute(0, &command(cc::ENCRYPT_DECRYPT2, &[k], &[b""], &w2.buf));
+    let mut w1 = Writer::new();
+    w1.u8(0).u16(ids::CFB).tpm2b(&iv).tpm2b(&data);
+    let r1 = t.execute(0, &command(cc::ENCRYPT_DECRYPT, &[k], &[b""], &w1.buf));
+    assert_eq!(Reader::new(params_of(&r2)).tpm2b(1024).unwrap(), &want[..]);
+    assert_eq!(params_of(&r1), params_of(&r2));
+    // CBC is not implemented; an IV of the wrong size is refused.
+    let mut w = Writer::new();
+    w.u8(0).u16(0x0042).tpm2b(&iv).tpm2b(&data);
+    let r = t.execute(0, &command(cc::ENCRYPT_DECRYPT, &[k], &[b""], &w.buf));
+    assert_eq!(rc_of(&r), rc::MODE + rc::P + 2 * rc::N1);
+    let mut w = Writer::new();
+    w.tpm2b(&data).u8(1).u16(ids::CFB).tpm2b(&[0; 8]);
+    let r = t.execute(0, &command(cc::ENCRYPT_DECRYPT2, &[k], &[b""], &w.buf));
+    assert_eq!(rc_of(&r), rc::SIZE + rc::P + 4 * rc::N1);
+}
+
+#[test]
+fn policy_authorize_accepts_a_policy_signed_by_the_named_key() {
+    let mut t = started();
+    let (_, k, pubk) = create_primary(&mut t, handle::OWNER, &template(SIGNER), b"", b"");
+    let key_name = Public::unmarshal(&mut Reader::new(&pubk)).unwrap().name();
+    // A policy session whose digest is the approved policy (PolicyAuthValue).
+    let mut w = Writer::new();
+    w.tpm2b(&[1; 16])
+        .tpm2b(&[])
+        .u8(1)
+        .u16(0x10)
+        .u16(HashAlg::Sha256.id());
+    let r = t.execute(
+        0,
+        &command(
+            cc::START_AUTH_SESSION,
+            &[handle::NULL, handle::NULL],
+            &[],
+            &w.buf,
+        ),
+    );
+    let s = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    assert_eq!(
+        rc_of(&t.execute(0, &command(cc::POLICY_AUTH_VALUE, &[s], &[], &[]))),
+        0
+    );
+    let approved = HashAlg::Sha256.digest(&[&[0u8; 32], &cc::POLICY_AUTH_VALUE.to_be_bytes()]);
+    // The key signs H(approved || policyRef); VerifySignature yields the ticket.
+    let a_hash = HashAlg::Sha256.digest(&[approved.as_bytes(), b"ref"]);
+    let sig = params_of(&sign(&mut t, k, b"", a_hash.as_bytes(), None)).to_vec();
+    let v = verify(&mut t, k, a_hash.as_bytes(), &sig);
+    let ticket = params_of(&v).to_vec();
+    let authorize = |t: &mut Tpm, ticket: &[u8]| {
+        let mut w = Writer::new();
+        w.tpm2b(approved.as_bytes())
+            .tpm2b(b"ref")
+            .tpm2b(&key_name)
+            .bytes(ticket);
+        t.execute(0, &command(cc::POLICY_AUTHORIZE, &[s], &[], &w.buf))
+    };
+    let mut forged = ticket.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert_eq!(
+        rc_of(&authorize(&mut t, &forged)),
+        rc::TICKET + rc::P + 4 * rc::N1
+    );
+    assert_eq!(rc_of(&authorize(&mut t, &ticket)), 0);
+    let step = HashAlg::Sha256.digest(&[&[0u8; 32], &0x16Au32.to_be_bytes(), &key_name]);
+    let want = HashAlg::Sha256.digest(&[step.as_bytes(), b"ref"]);
+    let r = t.execute(0, &command(cc::POLICY_GET_DIGEST, &[s], &[], &[]));
+    assert_eq!(
+        Reader::new(params_of(&r)).tpm2b(64).unwrap(),
+        want.as_bytes()
+    );
+    // Now the digest is no longer the approved one.
+    assert_eq!(
+        rc_of(&authorize(&mut t, &ticket)),
+        rc::VALUE + rc::P + rc::N1
+    );
+}
+
+#[test]
+fn policy_locality_limits_where_the_policy_holds() {
+    let mut t = started();
+    let mut w = Writer::new();
+    w.tpm2b(&[1; 16])
+        .tpm2b(&[])
+        .u8(1)
+        .u16(0x10)
+        .u16(HashAlg::Sha256.id());
+    let r = t.execute(
+        0,
+        &command(
+            cc::START_AUTH_SESSION,
+            &[handle::NULL, handle::NULL],
+            &[],
+            &w.buf,
+        ),
+    );
+    let s = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    assert_eq!(
+        rc_of(&t.execute(0, &command(cc::POLICY_LOCALITY, &[s], &[], &[0b110]))),
+        0
+    );
+    assert_eq!(
+        rc_of(&t.execute(0, &command(cc::POLICY_LOCALITY, &[s], &[], &[0b001]))),
+        rc::RANGE + rc::P + rc::N1
+    );
+    let r = t.execute(0, &command(cc::POLICY_GET_DIGEST, &[s], &[], &[]));
+    let pol = Reader::new(params_of(&r)).tpm2b(64).unwrap().to_vec();
+    let want = HashAlg::Sha256.digest(&[&[0u8; 32], &0x16Fu32.to_be_bytes(), &[0b110]]);
+    assert_eq!(pol, want.as_bytes());
+    // ownerPolicy := that; the session authorizes only at localities 1 and 2.
+    let mut sp = Writer::new();
+    sp.tpm2b(&pol).u16(HashAlg::Sha256.id());
+    assert_eq!(
+        rc_of(&t.execute(
+            0,
+            &command(cc::SET_PRIMARY_POLICY, &[handle::OWNER], &[b""], &sp.buf)
+        )),
+        0
+    );
+    let mut cmdb = Writer::new();
+    cmdb.u16(st::SESSIONS)
+        .u32(0)
+        .u32(cc::HIERARCHY_CHANGE_AUTH)
+        .u32(handle::OWNER);
+    let mut a = Writer::new();
+    a.u32(s).tpm2b(&[]).u8(1).tpm2b(&[]);
+    cmdb.u32(a.len() as u32).bytes(&a.buf).tpm2b(&[]);
+    let n = cmdb.len() as u32;
+    cmdb.patch_u32(2, n);
+    assert_eq!(rc_of(&t.execute(0, &cmdb.buf)), rc::LOCALITY);
+    assert_eq!(rc_of(&t.execute(1, &cmdb.buf)), 0);
 }

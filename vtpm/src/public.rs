@@ -34,6 +34,8 @@ pub mod attr {
 /// TPM_ALG_ID / TPM_ECC_CURVE values used by public areas.
 pub mod ids {
     pub const ECC: u16 = 0x0023;
+    pub const KEYEDHASH: u16 = 0x0008;
+    pub const SYMCIPHER: u16 = 0x0025;
     pub const ECDSA: u16 = 0x0018;
     pub const ECDH: u16 = 0x0019;
     pub const NIST_P256: u16 = 0x0003;
@@ -49,18 +51,25 @@ pub const P256_BYTES: usize = 32;
 pub enum SymObject {
     Null,
     AesCfb(u16),
+    /// A symmetric key's algorithm with no fixed mode (TPM_ALG_NULL): the
+    /// command chooses it.
+    AesAnyMode(u16),
 }
 
 /// The public area of an ECC P-256 key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Public {
+    /// TPM_ALG_ECC or TPM_ALG_KEYEDHASH.
+    pub ty: u16,
     pub name_alg: HashAlg,
     pub attributes: u32,
     pub auth_policy: Vec<u8>,
     pub symmetric: SymObject,
     /// (scheme, its hash) or None for TPM_ALG_NULL.
     pub scheme: Option<(u16, HashAlg)>,
+    /// ECC: the point's x; keyed hash: the unique digest.
     pub x: Vec<u8>,
+    /// ECC: the point's y; keyed hash: empty.
     pub y: Vec<u8>,
 }
 
@@ -68,7 +77,7 @@ impl Public {
     /// Unmarshals a TPMT_PUBLIC. Errors are bare codes.
     pub fn unmarshal(r: &mut Reader) -> Result<Self, u32> {
         let ty = r.u16()?;
-        if ty != ids::ECC {
+        if ty != ids::ECC && ty != ids::KEYEDHASH && ty != ids::SYMCIPHER {
             return Err(rc::TYPE);
         }
         let name_alg = r.hash_alg(false)?.ok_or(rc::HASH)?;
@@ -77,10 +86,22 @@ impl Public {
             return Err(rc::RESERVED_BITS);
         }
         let auth_policy = r.tpm2b(limits::TPMU_HA_SIZE)?.to_vec();
-        let (symmetric, scheme) = ecc_parms(r)?;
-        let x = r.tpm2b(P256_BYTES)?.to_vec();
-        let y = r.tpm2b(P256_BYTES)?.to_vec();
+        let (symmetric, scheme, x, y) = if ty == ids::ECC {
+            let (symmetric, scheme) = ecc_parms(r)?;
+            let x = r.tpm2b(P256_BYTES)?.to_vec();
+            let y = r.tpm2b(P256_BYTES)?.to_vec();
+            (symmetric, scheme, x, y)
+        } else if ty == ids::SYMCIPHER {
+            let sym = symcipher_parms(r)?;
+            let unique = r.tpm2b(limits::TPMU_HA_SIZE)?.to_vec();
+            (sym, None, unique, Vec::new())
+        } else {
+            let scheme = keyedhash_scheme(r)?;
+            let unique = r.tpm2b(limits::TPMU_HA_SIZE)?.to_vec();
+            (SymObject::Null, scheme, unique, Vec::new())
+        };
         Ok(Self {
+            ty,
             name_alg,
             attributes,
             auth_policy,
@@ -108,15 +129,36 @@ impl Public {
     /// Marshals the TPMT_PUBLIC.
     pub fn marshal(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u16(ids::ECC)
+        w.u16(self.ty)
             .u16(self.name_alg.id())
             .u32(self.attributes)
             .tpm2b(&self.auth_policy);
+        if self.ty == ids::SYMCIPHER {
+            let (bits, mode) = match self.symmetric {
+                SymObject::AesCfb(b) => (b, ids::CFB),
+                SymObject::AesAnyMode(b) => (b, alg::NULL),
+                SymObject::Null => (0, alg::NULL),
+            };
+            w.u16(ids::AES).u16(bits).u16(mode).tpm2b(&self.x);
+            return w.buf;
+        }
+        if self.ty == ids::KEYEDHASH {
+            match self.scheme {
+                None => {
+                    w.u16(alg::NULL);
+                }
+                Some((s, h)) => {
+                    w.u16(s).u16(h.id());
+                }
+            }
+            w.tpm2b(&self.x);
+            return w.buf;
+        }
         match self.symmetric {
             SymObject::Null => {
                 w.u16(alg::NULL);
             }
-            SymObject::AesCfb(bits) => {
+            SymObject::AesCfb(bits) | SymObject::AesAnyMode(bits) => {
                 w.u16(ids::AES).u16(bits).u16(ids::CFB);
             }
         }
@@ -148,6 +190,20 @@ impl Public {
     /// sign/decrypt/restricted with the scheme and symmetric algorithm,
     /// fixedTPM/fixedParent as a child of a hierarchy, authPolicy size.
     pub fn validate(&self, primary: bool) -> Result<(), u32> {
+        if self.ty == ids::KEYEDHASH {
+            return self.validate_keyedhash();
+        }
+        if self.ty == ids::SYMCIPHER {
+            // Symmetric storage parents are not implemented.
+            if self.has(attr::RESTRICTED) {
+                return Err(rc::ATTRIBUTES);
+            }
+            if !self.auth_policy.is_empty() && self.auth_policy.len() != self.name_alg.digest_size()
+            {
+                return Err(rc::SIZE);
+            }
+            return Ok(());
+        }
         let a = self.attributes;
         let (sign, decrypt, restricted) = (
             a & attr::SIGN != 0,
@@ -181,9 +237,32 @@ impl Public {
         Ok(())
     }
 
+    /// Rules for a keyed-hash object (the reference implementation's
+    /// SchemeChecks): with sign and decrypt both set or both clear (a sealed
+    /// data object) there is no scheme; a signing-only key is an HMAC key (a
+    /// restricted one names its scheme); a decrypt-only key would be an XOR
+    /// derivation parent, not implemented.
+    fn validate_keyedhash(&self) -> Result<(), u32> {
+        let a = self.attributes;
+        let (sign, decrypt) = (a & attr::SIGN != 0, a & attr::DECRYPT != 0);
+        if a & attr::RESTRICTED != 0 && sign && decrypt {
+            return Err(rc::ATTRIBUTES);
+        }
+        if !self.auth_policy.is_empty() && self.auth_policy.len() != self.name_alg.digest_size() {
+            return Err(rc::SIZE);
+        }
+        match (sign, decrypt, self.scheme) {
+            (false, false, None) if a & attr::RESTRICTED == 0 => Ok(()),
+            (true, true, None) => Ok(()),
+            (true, false, None) if a & attr::RESTRICTED == 0 => Ok(()),
+            (true, false, Some((alg::HMAC, _))) => Ok(()),
+            _ => Err(rc::SCHEME),
+        }
+    }
+
     /// The P-256 public key of this area, if its point is on the curve.
     pub fn point(&self) -> Option<PublicKey> {
-        if self.x.len() != P256_BYTES || self.y.len() != P256_BYTES {
+        if self.ty != ids::ECC || self.x.len() != P256_BYTES || self.y.len() != P256_BYTES {
             return None;
         }
         let ep = EncodedPoint::from_affine_coordinates(
@@ -233,6 +312,32 @@ pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Option<(u16, HashAlg)>), 
     Ok((symmetric, scheme))
 }
 
+/// TPMS_SYMCIPHER_PARMS (bare codes): AES-128/256 in CFB mode or with no
+/// fixed mode. Other modes are not implemented (TPM_RC_MODE).
+pub fn symcipher_parms(r: &mut Reader) -> Result<SymObject, u32> {
+    if r.u16()? != ids::AES {
+        return Err(rc::SYMMETRIC);
+    }
+    let bits = r.u16()?;
+    if bits != 128 && bits != 256 {
+        return Err(rc::VALUE);
+    }
+    match r.u16()? {
+        ids::CFB => Ok(SymObject::AesCfb(bits)),
+        alg::NULL => Ok(SymObject::AesAnyMode(bits)),
+        _ => Err(rc::MODE),
+    }
+}
+
+/// TPMT_KEYEDHASH_SCHEME (bare codes): HMAC with its hash, or TPM_ALG_NULL.
+pub fn keyedhash_scheme(r: &mut Reader) -> Result<Option<(u16, HashAlg)>, u32> {
+    match r.u16()? {
+        alg::NULL => Ok(None),
+        alg::HMAC => Ok(Some((alg::HMAC, r.hash_alg(false)?.ok_or(rc::HASH)?))),
+        _ => Err(rc::SCHEME),
+    }
+}
+
 /// nameAlg || H(data).
 pub fn name_of(h: HashAlg, data: &[u8]) -> Vec<u8> {
     let mut n = h.id().to_be_bytes().to_vec();
@@ -268,7 +373,13 @@ pub fn scalar_from_bytes(d: &[u8]) -> Option<NonZeroScalar> {
 
 /// The x coordinate of d·Q for the point Q = (x, y), if Q is on the curve.
 pub fn ecdh_x(d: &NonZeroScalar, x: &[u8], y: &[u8]) -> Option<Vec<u8>> {
+    ecdh_point(d, x, y).map(|(x, _)| x)
+}
+
+/// d·Q for the point Q = (x, y), if Q is on the curve.
+pub fn ecdh_point(d: &NonZeroScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let q = Public {
+        ty: ids::ECC,
         name_alg: HashAlg::Sha256,
         attributes: 0,
         auth_policy: Vec::new(),
@@ -280,7 +391,7 @@ pub fn ecdh_x(d: &NonZeroScalar, x: &[u8], y: &[u8]) -> Option<Vec<u8>> {
     .point()?;
     let shared = (q.to_projective() * **d).to_affine();
     let ep = shared.to_encoded_point(false);
-    ep.x().map(|c| c.to_vec())
+    Some((ep.x()?.to_vec(), ep.y()?.to_vec()))
 }
 
 /// KDFe (Part 1 §11.4.10.3, SP 800-56A concatenation KDF): H(counter || Z ||
@@ -290,7 +401,10 @@ pub fn kdfe(h: HashAlg, z: &[u8], label: &[u8], u: &[u8], v: &[u8], bits: u32) -
     let mut out = Vec::with_capacity(bytes + h.digest_size());
     let mut counter = 1u32;
     while out.len() < bytes {
-        out.extend_from_slice(h.digest(&[&counter.to_be_bytes(), z, label, &[0], u, v]).as_bytes());
+        out.extend_from_slice(
+            h.digest(&[&counter.to_be_bytes(), z, label, &[0], u, v])
+                .as_bytes(),
+        );
         counter += 1;
     }
     out.truncate(bytes);
@@ -326,6 +440,7 @@ mod tests {
 
     fn signing_template() -> Public {
         Public {
+            ty: ids::ECC,
             name_alg: HashAlg::Sha256,
             attributes: attr::FIXED_TPM
                 | attr::FIXED_PARENT
@@ -389,12 +504,23 @@ mod tests {
     #[test]
     fn kdfe_and_ecdh_follow_their_definitions() {
         let k = kdfe(HashAlg::Sha256, b"z", b"SECRET", b"u", b"v", 256);
-        let expect = HashAlg::Sha256.digest(&[&1u32.to_be_bytes(), b"z", b"SECRET", &[0], b"u", b"v"]);
+        let expect =
+            HashAlg::Sha256.digest(&[&1u32.to_be_bytes(), b"z", b"SECRET", &[0], b"u", b"v"]);
         assert_eq!(k, expect.as_bytes());
         assert_eq!(kdfe(HashAlg::Sha1, b"z", b"L", b"", b"", 256).len(), 32);
         // ECDH is symmetric: d1·(d2·G) = d2·(d1·G).
-        let d1 = derive_p256(|i| HashAlg::Sha256.digest(&[&i.to_be_bytes(), b"1"]).as_bytes().to_vec());
-        let d2 = derive_p256(|i| HashAlg::Sha256.digest(&[&i.to_be_bytes(), b"2"]).as_bytes().to_vec());
+        let d1 = derive_p256(|i| {
+            HashAlg::Sha256
+                .digest(&[&i.to_be_bytes(), b"1"])
+                .as_bytes()
+                .to_vec()
+        });
+        let d2 = derive_p256(|i| {
+            HashAlg::Sha256
+                .digest(&[&i.to_be_bytes(), b"2"])
+                .as_bytes()
+                .to_vec()
+        });
         let mut p1 = signing_template();
         p1.set_point(&PublicKey::from_secret_scalar(&d1));
         let mut p2 = signing_template();

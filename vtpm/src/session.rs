@@ -184,6 +184,8 @@ pub struct PolicyState {
     pub auth_value_needed: bool,
     /// TPM2_PolicyPassword: the HMAC field is the entity's authValue in clear.
     pub password_needed: bool,
+    /// TPM2_PolicyLocality: the localities (bit n = locality n) allowed.
+    pub locality: Option<u8>,
 }
 
 impl PolicyState {
@@ -196,6 +198,7 @@ impl PolicyState {
             timeout: None,
             auth_value_needed: false,
             password_needed: false,
+            locality: None,
         }
     }
 }
@@ -290,6 +293,109 @@ impl AuthSession {
         all.push(self.policy.digest.as_bytes());
         all.extend_from_slice(parts);
         self.policy.digest = self.hash.digest(&all);
+    }
+}
+
+impl AuthSession {
+    /// Serializes the session for a VM snapshot; TPM times are stored
+    /// relative to `now` (elapsed for the start, remaining for a timeout).
+    pub fn encode(&self, w: &mut crate::marshal::Writer, now: u64) {
+        let kind = match self.kind {
+            SessionKind::Hmac => se::HMAC,
+            SessionKind::Policy => se::POLICY,
+            SessionKind::Trial => se::TRIAL,
+        };
+        w.u8(kind).u16(self.hash.id());
+        match self.symmetric {
+            Symmetric::Null => w.u8(0).u16(0),
+            Symmetric::Xor(h) => w.u8(1).u16(h.id()),
+            Symmetric::AesCfb(b) => w.u8(2).u16(b),
+        };
+        w.tpm2b(self.nonce_tpm.as_bytes()).tpm2b(&self.session_key);
+        match &self.bound {
+            None => w.u8(0).u32(0).tpm2b(&[]),
+            Some((h, a)) => w.u8(1).u32(*h).tpm2b(a.as_bytes()),
+        };
+        w.u8(self.lockout_bound as u8).u8(self.da_bound as u8);
+        let p = &self.policy;
+        w.tpm2b(p.digest.as_bytes());
+        w.u8(p.command_code.is_some() as u8)
+            .u32(p.command_code.unwrap_or(0));
+        w.u8(p.pcr_counter.is_some() as u8)
+            .u32(p.pcr_counter.unwrap_or(0));
+        w.u8(p.cp_hash.is_some() as u8)
+            .tpm2b(p.cp_hash.as_ref().map_or(&[][..], |d| d.as_bytes()));
+        w.u8(p.timeout.is_some() as u8)
+            .u64(p.timeout.map_or(0, |t| t.saturating_sub(now)));
+        w.u8(p.auth_value_needed as u8)
+            .u8(p.password_needed as u8)
+            .u64(now.saturating_sub(self.start_time));
+        w.u8(self.saved.is_some() as u8)
+            .u64(self.saved.unwrap_or(0));
+        w.u8(p.locality.is_some() as u8).u8(p.locality.unwrap_or(0));
+    }
+
+    /// Parses [`AuthSession::encode`] output, checking every field; times
+    /// become relative to a TPM time of 0 (the restored TPM's).
+    pub fn decode(r: &mut Reader) -> Option<Self> {
+        let flag = |r: &mut Reader| match r.u8() {
+            Ok(0) => Some(false),
+            Ok(1) => Some(true),
+            _ => None,
+        };
+        let kind = SessionKind::from_se(r.u8().ok()?)?;
+        let hash = HashAlg::from_id(r.u16().ok()?)?;
+        let symmetric = match (r.u8().ok()?, r.u16().ok()?) {
+            (0, _) => Symmetric::Null,
+            (1, h) => Symmetric::Xor(HashAlg::from_id(h)?),
+            (2, b @ (128 | 192 | 256)) => Symmetric::AesCfb(b),
+            _ => return None,
+        };
+        let nonce = r.tpm2b(limits::MAX_DIGEST).ok()?;
+        if nonce.len() != hash.digest_size() {
+            return None;
+        }
+        let session_key = r.tpm2b(limits::MAX_DIGEST).ok()?.to_vec();
+        let has_bound = flag(r)?;
+        let bh = r.u32().ok()?;
+        let ba = Digest::from_slice(r.tpm2b(limits::MAX_DIGEST).ok()?);
+        let lockout_bound = flag(r)?;
+        let da_bound = flag(r)?;
+        let digest = r.tpm2b(limits::MAX_DIGEST).ok()?;
+        if digest.len() != hash.digest_size() {
+            return None;
+        }
+        let cc = (flag(r)?, r.u32().ok()?);
+        let pc = (flag(r)?, r.u32().ok()?);
+        let cp = (flag(r)?, r.tpm2b(limits::MAX_DIGEST).ok()?);
+        let to = (flag(r)?, r.u64().ok()?);
+        let auth_value_needed = flag(r)?;
+        let password_needed = flag(r)?;
+        let _elapsed = r.u64().ok()?;
+        let saved = (flag(r)?, r.u64().ok()?);
+        let loc = (flag(r)?, r.u8().ok()?);
+        Some(Self {
+            kind,
+            hash,
+            symmetric,
+            nonce_tpm: Digest::from_slice(nonce),
+            session_key,
+            bound: has_bound.then_some((bh, ba)),
+            lockout_bound,
+            da_bound,
+            policy: PolicyState {
+                digest: Digest::from_slice(digest),
+                command_code: cc.0.then_some(cc.1),
+                pcr_counter: pc.0.then_some(pc.1),
+                cp_hash: cp.0.then(|| Digest::from_slice(cp.1)),
+                timeout: to.0.then_some(to.1),
+                auth_value_needed,
+                password_needed,
+                locality: loc.0.then_some(loc.1),
+            },
+            start_time: 0,
+            saved: saved.0.then_some(saved.1),
+        })
     }
 }
 
@@ -432,6 +538,31 @@ impl SessionTable {
         }
         s.saved = None;
         Ok(())
+    }
+
+    /// Every session with its handle (for snapshots).
+    pub fn all(&self) -> impl Iterator<Item = (u32, &AuthSession)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            let s = s.as_ref()?;
+            Some(((u32::from(s.kind.handle_type()) << 24) | i as u32, s))
+        })
+    }
+
+    /// Puts a restored session back under its handle; false if the handle
+    /// does not fit the session or its slot is taken or too many would be
+    /// loaded.
+    pub fn restore(&mut self, h: u32, s: AuthSession) -> bool {
+        let Some(i) = Self::index(h) else {
+            return false;
+        };
+        if handle::ht(h) != s.kind.handle_type()
+            || self.slots[i].is_some()
+            || (s.saved.is_none() && self.loaded_count() >= limits::MAX_LOADED_SESSIONS)
+        {
+            return false;
+        }
+        self.slots[i] = Some(s);
+        true
     }
 
     /// Removes session `h` (loaded or saved). Returns whether it existed.

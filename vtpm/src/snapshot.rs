@@ -2,9 +2,11 @@
 //! lose: started flag, PCRs, hierarchy enables, platformAuth, clock) for VM
 //! snapshots. Persistent state is not included: it lives in the NV image, which
 //! the snapshot's owner keeps alongside. The DRBG is reseeded on restore rather
-//! than saved. Authorization sessions, transient objects and platformPolicy are
-//! not saved: a restored TPM has none (clients see TPM_RC_REFERENCE_S0/H0 and
-//! start anew). Restore validates the blob as if a guest had written it.
+//! than saved. Since version 2 the blob also carries platformPolicy, the
+//! dictionary-attack state, the loaded key objects and the sessions (their TPM
+//! times rebased on the saving TPM's time); hash/HMAC sequence objects are not
+//! saved (their running hash states cannot be serialized) and are gone after
+//! a restore (TPM_RC_REFERENCE_H0). Restore validates the blob as if a guest had written it.
 
 use crate::defs::limits::{self, PCR_COUNT};
 use crate::engine::{Tpm, Volatile};
@@ -16,7 +18,9 @@ use alloc::vec::Vec;
 use vdev::RestoreError;
 
 /// Version of the volatile-state layout.
-pub const VOLATILE_VERSION: u32 = 1;
+pub const VOLATILE_VERSION: u32 = 2;
+/// Objects or sessions a blob may carry (more is malformed).
+const MAX_SNAPSHOT_ENTRIES: usize = 64;
 
 fn orderly_code(o: Orderly) -> u8 {
     match o {
@@ -57,6 +61,27 @@ impl Tpm {
             }
         }
         w.u8(self.failure as u8);
+        // Version 2: platformPolicy, DA state, context counter, loaded keys
+        // and sessions. TPM times are rebased on the saving TPM's time.
+        let now = self.tpm_time();
+        match &v.platform_policy {
+            None => w.u16(crate::defs::alg::NULL).tpm2b(&[]),
+            Some((h, d)) => w.u16(h.id()).tpm2b(d.as_bytes()),
+        };
+        w.u32(v.failed_tries)
+            .u64(v.context_counter)
+            .u8(v.lockout_auth_enabled as u8);
+        let keys: Vec<(u32, Vec<u8>)> = v.objects.keys().map(|(h, k)| (h, k.encode())).collect();
+        w.u8(keys.len() as u8);
+        for (h, b) in keys {
+            w.u32(h).u32(b.len() as u32).bytes(&b);
+        }
+        let sessions: Vec<(u32, &crate::session::AuthSession)> = v.sessions.all().collect();
+        w.u8(sessions.len() as u8);
+        for (h, s) in sessions {
+            w.u32(h);
+            s.encode(&mut w, now);
+        }
         w.buf
     }
 
@@ -102,6 +127,53 @@ impl Tpm {
             }
         }
         let failure = flag(&mut r)?;
+        let mut platform_policy = None;
+        let mut failed_tries = 0;
+        let mut context_counter = 1;
+        let mut objects = crate::object::ObjectTable::with_persistent(&self.p.persistent_objects);
+        let mut sessions = crate::session::SessionTable::new();
+        if version >= 2 {
+            let alg = r.u16().map_err(m)?;
+            let d = r.tpm2b(limits::MAX_DIGEST).map_err(m)?;
+            if alg != crate::defs::alg::NULL {
+                let h = HashAlg::from_id(alg).ok_or(RestoreError::Malformed)?;
+                if d.len() != h.digest_size() {
+                    return Err(RestoreError::Malformed);
+                }
+                platform_policy = Some((h, Digest::from_slice(d)));
+            } else if !d.is_empty() {
+                return Err(RestoreError::Malformed);
+            }
+            failed_tries = r.u32().map_err(m)?;
+            context_counter = r.u64().map_err(m)?;
+            f[4] = flag(&mut r)?;
+            let n = usize::from(r.u8().map_err(m)?);
+            if n > MAX_SNAPSHOT_ENTRIES {
+                return Err(RestoreError::Malformed);
+            }
+            for _ in 0..n {
+                let h = r.u32().map_err(m)?;
+                let len = r.u32().map_err(m)? as usize;
+                let k = crate::object::Key::decode(r.bytes(len).map_err(m)?)
+                    .ok_or(RestoreError::Malformed)?;
+                let o = crate::object::Object::Key(alloc::boxed::Box::new(k));
+                if !objects.restore(h, o) {
+                    return Err(RestoreError::Malformed);
+                }
+            }
+            let n = usize::from(r.u8().map_err(m)?);
+            if n > MAX_SNAPSHOT_ENTRIES {
+                return Err(RestoreError::Malformed);
+            }
+            for _ in 0..n {
+                let h = r.u32().map_err(m)?;
+                let s =
+                    crate::session::AuthSession::decode(&mut r).ok_or(RestoreError::Malformed)?;
+                if !sessions.restore(h, s) {
+                    return Err(RestoreError::Malformed);
+                }
+            }
+        }
         if r.remaining() != 0 {
             return Err(RestoreError::Malformed);
         }
@@ -123,12 +195,12 @@ impl Tpm {
             safe: f[5],
             orderly_at_init,
             pcr_reconfigured: f[6],
-            platform_policy: None,
-            sessions: crate::session::SessionTable::new(),
-            objects: crate::object::ObjectTable::with_persistent(&self.p.persistent_objects),
-            failed_tries: 0,
+            platform_policy,
+            sessions,
+            objects,
+            failed_tries,
             last_auth_failure: 0,
-            context_counter: 1,
+            context_counter,
         };
         self.failure = failure;
         self.drbg.reseed(b"restore");
@@ -180,5 +252,67 @@ mod tests {
         let mut long = blob;
         long.push(0);
         assert!(a.restore_volatile(&long).is_err());
+    }
+
+    #[test]
+    fn keys_and_sessions_survive_a_snapshot() {
+        use crate::marshal::{Reader, Writer};
+        let nv = SharedNv::default();
+        let clock = TestClock::default();
+        let mut a = new_tpm(&nv, &clock);
+        assert_eq!(startup(&mut a, su::CLEAR), 0);
+        // A signing primary (0x80000000) and a trial session with a digest.
+        let mut p = Writer::new();
+        p.u16(0x23).u16(0x0B).u32(0x0004_0072).tpm2b(&[]);
+        p.u16(0x10)
+            .u16(0x18)
+            .u16(0x0B)
+            .u16(0x03)
+            .u16(0x10)
+            .tpm2b(&[])
+            .tpm2b(&[]);
+        let mut w = Writer::new();
+        w.tpm2b(&[0, 0, 0, 0]).tpm2b(&p.buf).tpm2b(&[]).u32(0);
+        let r = a.execute(
+            0,
+            &command(cc::CREATE_PRIMARY, &[0x4000_0001], &[b""], &w.buf),
+        );
+        assert_eq!(crate::tests::rc_of(&r), 0);
+        let mut w = Writer::new();
+        w.tpm2b(&[1; 16]).tpm2b(&[]).u8(3).u16(0x10).u16(0x0B);
+        let r = a.execute(
+            0,
+            &command(
+                cc::START_AUTH_SESSION,
+                &[0x4000_0007, 0x4000_0007],
+                &[],
+                &w.buf,
+            ),
+        );
+        let sh = u32::from_be_bytes(r[10..14].try_into().unwrap());
+        let r = a.execute(0, &command(cc::POLICY_AUTH_VALUE, &[sh], &[], &[]));
+        assert_eq!(crate::tests::rc_of(&r), 0);
+        let digest = |t: &mut crate::Tpm| {
+            let r = t.execute(0, &command(cc::POLICY_GET_DIGEST, &[sh], &[], &[]));
+            params_of(&r).to_vec()
+        };
+        let want = digest(&mut a);
+        let blob = a.save_volatile();
+        let mut b = new_tpm(&nv, &clock);
+        b.restore_volatile(&blob).unwrap();
+        assert_eq!(digest(&mut b), want);
+        let r = b.execute(0, &command(cc::READ_PUBLIC, &[0x8000_0000], &[], &[]));
+        let pa = Reader::new(params_of(&r)).tpm2b(512).unwrap().to_vec();
+        let r = a.execute(0, &command(cc::READ_PUBLIC, &[0x8000_0000], &[], &[]));
+        assert_eq!(Reader::new(params_of(&r)).tpm2b(512).unwrap(), &pa[..]);
+        assert_eq!(b.save_volatile(), blob);
+        // A session under a handle of the wrong type is refused, and so is a
+        // truncated blob.
+        let mut bad = blob.clone();
+        let at = bad.windows(4).rposition(|w| w == sh.to_be_bytes()).unwrap();
+        bad[at] = 0x02;
+        assert!(b.restore_volatile(&bad).is_err());
+        let bad = &blob[..blob.len() - 3];
+        assert!(b.restore_volatile(bad).is_err());
     }
 }

@@ -1749,21 +1749,75 @@ fn differential_ecc_salted_sessions() {
     let mut d = Diff(Vec::new());
     let steps: &[&[&str]] = &[
         &["tpm2_startup", "-c"],
-        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256:null:aes128cfb", "-c", "s.ctx"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:null:aes128cfb",
+            "-c",
+            "s.ctx",
+        ],
         &["tpm2_flushcontext", "-t"],
-        &["tpm2_startauthsession", "--hmac-session", "-S", "h.ctx", "-c", "s.ctx"],
+        &[
+            "tpm2_startauthsession",
+            "--hmac-session",
+            "-S",
+            "h.ctx",
+            "-c",
+            "s.ctx",
+        ],
         &["tpm2_flushcontext", "-t"],
-        &["tpm2_sessionconfig", "--enable-encrypt", "--enable-decrypt", "h.ctx"],
-        &["tpm2_changeauth", "-c", "o", "-p", "session:h.ctx", "salted"],
-        &["tpm2_changeauth", "-c", "o", "-p", "session:h.ctx+salted", ""],
+        &[
+            "tpm2_sessionconfig",
+            "--enable-encrypt",
+            "--enable-decrypt",
+            "h.ctx",
+        ],
+        &[
+            "tpm2_changeauth",
+            "-c",
+            "o",
+            "-p",
+            "session:h.ctx",
+            "salted",
+        ],
+        &[
+            "tpm2_changeauth",
+            "-c",
+            "o",
+            "-p",
+            "session:h.ctx+salted",
+            "",
+        ],
         &["tpm2_sessionconfig", "--disable-decrypt", "h.ctx"],
         &["tpm2_getrandom", "-S", "h.ctx", "-o", "r.bin", "8"],
         // Bound to the (DA-protected) salt key: the failure counts (AUTH_FAIL).
-        &["tpm2_changeauth", "-c", "o", "-p", "session:h.ctx+wrong", "x"],
+        &[
+            "tpm2_changeauth",
+            "-c",
+            "o",
+            "-p",
+            "session:h.ctx+wrong",
+            "x",
+        ],
         &["tpm2_flushcontext", "h.ctx"],
-        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx", "-c", "s.ctx"],
+        &[
+            "tpm2_startauthsession",
+            "--policy-session",
+            "-S",
+            "p.ctx",
+            "-c",
+            "s.ctx",
+        ],
         &["tpm2_flushcontext", "-t"],
-        &["tpm2_policycommandcode", "-S", "p.ctx", "TPM2_CC_HierarchyChangeAuth"],
+        &[
+            "tpm2_policycommandcode",
+            "-S",
+            "p.ctx",
+            "TPM2_CC_HierarchyChangeAuth",
+        ],
         &["tpm2_flushcontext", "p.ctx"],
     ];
     let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
@@ -1793,27 +1847,92 @@ fn differential_persistent_keys_survive_restart() {
     let caps = "tpm2_getcap handles-persistent > ";
     let before: &[&[&str]] = &[
         &["tpm2_startup", "-c"],
-        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256:ecdsa-sha256", "-a", attrs, "-c", "p.ctx"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-a",
+            attrs,
+            "-c",
+            "p.ctx",
+        ],
         &["tpm2_flushcontext", "-t"],
-        &["tpm2_evictcontrol", "-Q", "-C", "o", "-c", "p.ctx", "0x81000001"],
+        &[
+            "tpm2_evictcontrol",
+            "-Q",
+            "-C",
+            "o",
+            "-c",
+            "p.ctx",
+            "0x81000001",
+        ],
         &["tpm2_flushcontext", "-t"],
-        &["tpm2_evictcontrol", "-Q", "-C", "o", "-c", "p.ctx", "0x81000001"],
+        &[
+            "tpm2_evictcontrol",
+            "-Q",
+            "-C",
+            "o",
+            "-c",
+            "p.ctx",
+            "0x81000001",
+        ],
         &["tpm2_flushcontext", "-t"],
-        &["tpm2_readpublic", "-Q", "-c", "0x81000001", "-n", "before.name", "-o", "p.pem", "-f", "pem"],
+        &[
+            "tpm2_readpublic",
+            "-Q",
+            "-c",
+            "0x81000001",
+            "-n",
+            "before.name",
+            "-o",
+            "p.pem",
+            "-f",
+            "pem",
+        ],
         &["sh", "-c", &format!("{caps} h1.txt")],
     ];
     let after: &[&[&str]] = &[
         &["tpm2_startup", "-c"],
-        &["tpm2_readpublic", "-Q", "-c", "0x81000001", "-n", "after.name"],
+        &[
+            "tpm2_readpublic",
+            "-Q",
+            "-c",
+            "0x81000001",
+            "-n",
+            "after.name",
+        ],
         &["sh", "-c", "echo persisted > msg"],
-        &["tpm2_sign", "-c", "0x81000001", "-g", "sha256", "-f", "plain", "-o", "sig.der", "msg"],
-        &["openssl", "dgst", "-sha256", "-verify", "p.pem", "-signature", "sig.der", "msg"],
+        &[
+            "tpm2_sign",
+            "-c",
+            "0x81000001",
+            "-g",
+            "sha256",
+            "-f",
+            "plain",
+            "-o",
+            "sig.der",
+            "msg",
+        ],
+        &[
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-verify",
+            "p.pem",
+            "-signature",
+            "sig.der",
+            "msg",
+        ],
         &["sh", "-c", &format!("{caps} h2.txt")],
         &["tpm2_evictcontrol", "-Q", "-C", "o", "-c", "0x81000001"],
         &["sh", "-c", &format!("{caps} h3.txt")],
         &["tpm2_readpublic", "-Q", "-c", "0x81000001"],
     ];
-    let mut run = |ours: &mut Vtpm, sw: &mut Swtpm, steps: &[&[&str]], d: &mut Diff| {
+    let run = |ours: &mut Vtpm, sw: &mut Swtpm, steps: &[&[&str]], d: &mut Diff| {
         let mut v = Vec::new();
         for s in steps {
             let a = step_in(ours, &dv, s);
@@ -1840,7 +1959,11 @@ fn differential_persistent_keys_survive_restart() {
         assert_eq!(a, b, "the persistent key changed across the restart");
     }
     for f in ["h1.txt", "h2.txt", "h3.txt"] {
-        d.eq(f, std::fs::read(dv.join(f)).ok(), std::fs::read(ds.join(f)).ok());
+        d.eq(
+            f,
+            std::fs::read(dv.join(f)).ok(),
+            std::fs::read(ds.join(f)).ok(),
+        );
     }
     let _ = std::fs::remove_dir_all(&dv);
     let _ = std::fs::remove_dir_all(&ds);
@@ -1864,23 +1987,100 @@ fn differential_lockout_and_clear() {
     let props = "tpm2_getcap properties-variable | grep -A1 -E 'TPM2_PT_(MAX_AUTH_FAIL|LOCKOUT_INTERVAL|LOCKOUT_RECOVERY|LOCKOUT_COUNTER):' > ";
     let steps: &[&[&str]] = &[
         &["tpm2_startup", "-c"],
-        &["tpm2_dictionarylockout", "-s", "-n", "3", "-t", "600", "-l", "0"],
+        &[
+            "tpm2_dictionarylockout",
+            "-s",
+            "-n",
+            "3",
+            "-t",
+            "600",
+            "-l",
+            "0",
+        ],
         &["sh", "-c", &format!("{props} da1.txt")],
         &["sh", "-c", "echo m > msg"],
-        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256:ecdsa-sha256", "-a", attrs, "-p", "keypw", "-c", "k.ctx"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-a",
+            attrs,
+            "-p",
+            "keypw",
+            "-c",
+            "k.ctx",
+        ],
         &["tpm2_flushcontext", "-t"],
-        &["tpm2_sign", "-c", "k.ctx", "-p", "bad1", "-g", "sha256", "-o", "s.bin", "msg"],
+        &[
+            "tpm2_sign",
+            "-c",
+            "k.ctx",
+            "-p",
+            "bad1",
+            "-g",
+            "sha256",
+            "-o",
+            "s.bin",
+            "msg",
+        ],
         &["tpm2_flushcontext", "-t"],
-        &["tpm2_sign", "-c", "k.ctx", "-p", "bad2", "-g", "sha256", "-o", "s.bin", "msg"],
+        &[
+            "tpm2_sign",
+            "-c",
+            "k.ctx",
+            "-p",
+            "bad2",
+            "-g",
+            "sha256",
+            "-o",
+            "s.bin",
+            "msg",
+        ],
         &["tpm2_flushcontext", "-t"],
-        &["tpm2_sign", "-c", "k.ctx", "-p", "bad3", "-g", "sha256", "-o", "s.bin", "msg"],
+        &[
+            "tpm2_sign",
+            "-c",
+            "k.ctx",
+            "-p",
+            "bad3",
+            "-g",
+            "sha256",
+            "-o",
+            "s.bin",
+            "msg",
+        ],
         &["tpm2_flushcontext", "-t"],
         // Locked out now, even with the right password.
-        &["tpm2_sign", "-c", "k.ctx", "-p", "keypw", "-g", "sha256", "-o", "s.bin", "msg"],
+        &[
+            "tpm2_sign",
+            "-c",
+            "k.ctx",
+            "-p",
+            "keypw",
+            "-g",
+            "sha256",
+            "-o",
+            "s.bin",
+            "msg",
+        ],
         &["tpm2_flushcontext", "-t"],
         &["sh", "-c", &format!("{props} da2.txt")],
         &["tpm2_dictionarylockout", "-c"],
-        &["tpm2_sign", "-c", "k.ctx", "-p", "keypw", "-g", "sha256", "-o", "s.bin", "msg"],
+        &[
+            "tpm2_sign",
+            "-c",
+            "k.ctx",
+            "-p",
+            "keypw",
+            "-g",
+            "sha256",
+            "-o",
+            "s.bin",
+            "msg",
+        ],
         &["tpm2_flushcontext", "-t"],
         // Clear: owner auth reset; disableClear blocks it.
         &["tpm2_changeauth", "-c", "o", "ownerpw"],
@@ -1900,5 +2100,665 @@ fn differential_lockout_and_clear() {
     let expect_fail = [6usize, 8, 10, 12, 20, 21, 26, 27];
     for (i, o) in outcomes.iter().enumerate() {
         assert_eq!(o.0, !expect_fail.contains(&i), "step {:?}: {o:?}", steps[i]);
+    }
+}
+
+/// NV indices: define (ordinary, counter, bits, extend), write/read with owner
+/// and index authorization, access and range errors, write and read locks,
+/// public areas (attributes and Names), undefine — outputs and response codes
+/// equal to swtpm's — and the indices survive a simulator restart, with
+/// READ_STCLEAR read locks ended by it and WRITEDEFINE write locks kept.
+#[test]
+fn differential_nv_indices_survive_restart() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_nv_indices_survive_restart: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let state = scratch("vtpm-nv");
+    let mut ours = Vtpm::start_in(state.clone());
+    let mut d = Diff(Vec::new());
+    let (dv, ds) = (scratch("nv-vtpm"), scratch("nv-swtpm"));
+    let before: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "printf 'hello world' > data; printf abc > e"],
+        &[
+            "tpm2_nvdefine",
+            "0x1500016",
+            "-C",
+            "o",
+            "-s",
+            "32",
+            "-a",
+            "ownerread|ownerwrite|authread|authwrite",
+            "-p",
+            "nvpw",
+        ],
+        &["tpm2_nvread", "0x1500016", "-C", "o", "-s", "4"],
+        &["tpm2_nvwrite", "0x1500016", "-C", "o", "-i", "data"],
+        &["sh", "-c", "tpm2_nvread 0x1500016 -C o -s 11 > r1.bin"],
+        &[
+            "sh",
+            "-c",
+            "tpm2_nvread 0x1500016 -C 0x1500016 -P nvpw -s 5 --offset 6 > r2.bin",
+        ],
+        &[
+            "tpm2_nvread",
+            "0x1500016",
+            "-C",
+            "0x1500016",
+            "-P",
+            "bad",
+            "-s",
+            "5",
+        ],
+        &["tpm2_nvread", "0x1500016", "-C", "p", "-s", "5"],
+        &["tpm2_nvread", "0x1500016", "-C", "o", "-s", "40"],
+        &[
+            "tpm2_nvdefine",
+            "0x1500017",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            "ownerread|ownerwrite|nt=counter",
+        ],
+        &["tpm2_nvincrement", "0x1500017", "-C", "o"],
+        &["tpm2_nvincrement", "0x1500017", "-C", "o"],
+        &[
+            "tpm2_nvdefine",
+            "0x1500018",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            "ownerread|ownerwrite|nt=bits",
+        ],
+        &["tpm2_nvsetbits", "0x1500018", "-C", "o", "-i", "0x5"],
+        &["tpm2_nvsetbits", "0x1500018", "-C", "o", "-i", "0x30"],
+        &[
+            "tpm2_nvdefine",
+            "0x1500019",
+            "-C",
+            "o",
+            "-s",
+            "32",
+            "-a",
+            "ownerread|ownerwrite|nt=extend",
+        ],
+        &["tpm2_nvextend", "0x1500019", "-C", "o", "-i", "e"],
+        &[
+            "tpm2_nvdefine",
+            "0x150001a",
+            "-C",
+            "o",
+            "-s",
+            "16",
+            "-a",
+            "ownerread|ownerwrite|writedefine|read_stclear",
+        ],
+        &["tpm2_nvwrite", "0x150001a", "-C", "o", "-i", "data"],
+        &["tpm2_nvwritelock", "0x150001a", "-C", "o"],
+        &["tpm2_nvwrite", "0x150001a", "-C", "o", "-i", "data"],
+        &["tpm2_nvreadlock", "0x150001a", "-C", "o"],
+        &["tpm2_nvread", "0x150001a", "-C", "o", "-s", "4"],
+        &[
+            "tpm2_nvdefine",
+            "0x1500016",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            "ownerread|ownerwrite",
+        ],
+        &[
+            "tpm2_nvdefine",
+            "0x150001b",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            "ownerread|ownerwrite",
+        ],
+        &["tpm2_nvundefine", "0x150001b", "-C", "o"],
+        &["tpm2_nvundefine", "0x150001b", "-C", "o"],
+        &[
+            "sh",
+            "-c",
+            "tpm2_nvreadpublic > pub1.txt; tpm2_getcap handles-nv-index > h1.txt",
+        ],
+    ];
+    let after: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &[
+            "sh",
+            "-c",
+            "tpm2_nvreadpublic > pub2.txt; tpm2_getcap handles-nv-index > h2.txt",
+        ],
+        &["sh", "-c", "tpm2_nvread 0x1500016 -C o -s 11 > r3.bin"],
+        &["sh", "-c", "tpm2_nvread 0x1500017 -C o -s 8 > c.bin"],
+        &["sh", "-c", "tpm2_nvread 0x1500018 -C o -s 8 > b.bin"],
+        &["sh", "-c", "tpm2_nvread 0x1500019 -C o -s 32 > x.bin"],
+        // The read lock ended with the restart; the write lock did not.
+        &["sh", "-c", "tpm2_nvread 0x150001a -C o -s 11 > l.bin"],
+        &["tpm2_nvwrite", "0x150001a", "-C", "o", "-i", "data"],
+    ];
+    let run = |ours: &mut Vtpm, sw: &mut Swtpm, steps: &[&[&str]], d: &mut Diff| {
+        let mut v = Vec::new();
+        for s in steps {
+            let a = step_in(ours, &dv, s);
+            let b = step_in(sw, &ds, s);
+            d.eq(&s.join(" "), &a, &b);
+            v.push(a);
+        }
+        v
+    };
+    let o1 = run(&mut ours, &mut sw, before, &mut d);
+    let fail1 = [3usize, 7, 8, 9, 21, 23, 24, 27];
+    for (i, o) in o1.iter().enumerate() {
+        assert_eq!(o.0, !fail1.contains(&i), "step {:?}: {o:?}", before[i]);
+    }
+    ours.stop();
+    let mut ours = Vtpm::start_in(state);
+    sw.disconnect();
+    sw.power_cycle();
+    let o2 = run(&mut ours, &mut sw, after, &mut d);
+    for (i, o) in o2.iter().enumerate() {
+        assert_eq!(o.0, i != 7, "step {:?}: {o:?}", after[i]);
+    }
+    for f in [
+        "r1.bin", "r2.bin", "pub1.txt", "h1.txt", "pub2.txt", "h2.txt", "r3.bin", "c.bin", "b.bin",
+        "x.bin", "l.bin",
+    ] {
+        let a = std::fs::read(dv.join(f)).ok();
+        assert!(
+            a.as_ref().is_some_and(|a| !a.is_empty()),
+            "{f} empty against vtpm"
+        );
+        d.eq(f, a, std::fs::read(ds.join(f)).ok());
+    }
+    assert_eq!(std::fs::read(dv.join("r3.bin")).unwrap(), b"hello world");
+    let _ = std::fs::remove_dir_all(&dv);
+    let _ = std::fs::remove_dir_all(&ds);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// Seal/unseal under a PCR policy: a sealed data object created under an ECC
+/// storage primary (TPM2_Create), loaded (TPM2_Load), unsealed with a policy
+/// session satisfying PolicyPCR, refused without it and after the PCR changes;
+/// also a password-sealed object and a child signing key. Outcomes and codes
+/// equal swtpm's; the unsealed bytes are the sealed ones.
+#[test]
+fn differential_seal_unseal_under_pcr_policy() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_seal_unseal_under_pcr_policy: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let ext = "15:sha256=0000000000000000000000000000000000000000000000000000000000000001";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "printf 'my secret' > secret; echo hi > msg"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:null:aes128cfb",
+            "-c",
+            "prim.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &[
+            "tpm2_policypcr",
+            "-Q",
+            "-S",
+            "t.ctx",
+            "-l",
+            "sha256:15",
+            "-L",
+            "pcr.pol",
+        ],
+        &["tpm2_flushcontext", "t.ctx"],
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-u",
+            "seal.pub",
+            "-r",
+            "seal.priv",
+            "-L",
+            "pcr.pol",
+            "-i",
+            "secret",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_load",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-u",
+            "seal.pub",
+            "-r",
+            "seal.priv",
+            "-c",
+            "seal.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        // No userWithAuth: a password cannot unseal it.
+        &["tpm2_unseal", "-c", "seal.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "p.ctx", "-l", "sha256:15"],
+        &[
+            "sh",
+            "-c",
+            "tpm2_unseal -c seal.ctx -p session:p.ctx > out.bin",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_pcrextend", ext],
+        &["tpm2_policypcr", "-Q", "-S", "p.ctx", "-l", "sha256:15"],
+        &["tpm2_unseal", "-c", "seal.ctx", "-p", "session:p.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_flushcontext", "p.ctx"],
+        // A password-protected sealed object.
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-u",
+            "s2.pub",
+            "-r",
+            "s2.priv",
+            "-i",
+            "secret",
+            "-p",
+            "sealpw",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_load",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-u",
+            "s2.pub",
+            "-r",
+            "s2.priv",
+            "-c",
+            "s2.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &["sh", "-c", "tpm2_unseal -c s2.ctx -p sealpw > out2.bin"],
+        &["tpm2_flushcontext", "-t"],
+        // A child signing key.
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-u",
+            "k.pub",
+            "-r",
+            "k.priv",
+            "-p",
+            "kpw",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_load",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-u",
+            "k.pub",
+            "-r",
+            "k.priv",
+            "-c",
+            "k.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_sign",
+            "-c",
+            "k.ctx",
+            "-p",
+            "kpw",
+            "-g",
+            "sha256",
+            "-o",
+            "sig",
+            "msg",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_verifysignature",
+            "-c",
+            "k.ctx",
+            "-g",
+            "sha256",
+            "-m",
+            "msg",
+            "-s",
+            "sig",
+        ],
+        &["tpm2_flushcontext", "-t"],
+    ];
+    let outcomes = run_steps_both(
+        &mut ours,
+        &mut sw,
+        steps,
+        &["pcr.pol", "out.bin", "out2.bin"],
+        &mut d,
+    );
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.0, i != 11 && i != 19, "step {:?}: {o:?}", steps[i]);
+    }
+    assert!(outcomes[11].1.is_some() && outcomes[19].1.is_some());
+}
+
+/// TPM2_Quote with a restricted ECDSA P-256 key in the endorsement hierarchy:
+/// tpm2_checkquote verifies our quote (signature, nonce, PCR digest against
+/// the PCR values we report) and refuses it with another nonce, as with swtpm.
+#[test]
+fn differential_quote_verified_by_checkquote() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_quote_verified_by_checkquote: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let ak = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign|restricted";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &[
+            "tpm2_pcrextend",
+            "15:sha256=0000000000000000000000000000000000000000000000000000000000000042",
+        ],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "e",
+            "-G",
+            "ecc256:ecdsa-sha256:null",
+            "-a",
+            ak,
+            "-c",
+            "ak.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_readpublic",
+            "-Q",
+            "-c",
+            "ak.ctx",
+            "-o",
+            "ak.pem",
+            "-f",
+            "pem",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_quote",
+            "-c",
+            "ak.ctx",
+            "-l",
+            "sha256:0,1,2,15",
+            "-q",
+            "0badc0de",
+            "-m",
+            "q.msg",
+            "-s",
+            "q.sig",
+            "-o",
+            "q.pcrs",
+            "-g",
+            "sha256",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_checkquote",
+            "-u",
+            "ak.pem",
+            "-m",
+            "q.msg",
+            "-s",
+            "q.sig",
+            "-f",
+            "q.pcrs",
+            "-g",
+            "sha256",
+            "-q",
+            "0badc0de",
+        ],
+        &[
+            "tpm2_checkquote",
+            "-u",
+            "ak.pem",
+            "-m",
+            "q.msg",
+            "-s",
+            "q.sig",
+            "-f",
+            "q.pcrs",
+            "-g",
+            "sha256",
+            "-q",
+            "0badc0df",
+        ],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &["q.pcrs"], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.0, i != 9, "step {:?}: {o:?}", steps[i]);
+    }
+}
+
+/// HMAC keys: a TPM-generated HMAC key (TPM2_Create -G hmac) used one-shot
+/// (TPM2_HMAC) and as a sequence (TPM2_HMAC_Start over a 12 KiB file); and
+/// tpm2-tools' LoadExternal of an HMAC key with sign and decrypt, which both
+/// TPMs refuse alike (TPM_RC_SCHEME).
+#[test]
+fn differential_hmac_keys() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_hmac_keys: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "printf '0123456789abcdef0123456789abcdef' > key.bin; seq 1 3000 > big.bin; echo small > small.bin"],
+        &["tpm2_loadexternal", "-Q", "-C", "n", "-G", "hmac", "-r", "key.bin", "-c", "hk.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256:null:aes128cfb", "-c", "prim.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "hmac", "-u", "k.pub", "-r", "k.priv"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_load", "-Q", "-C", "prim.ctx", "-u", "k.pub", "-r", "k.priv", "-c", "k.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["sh", "-c", "tpm2_hmac -c k.ctx --hex small.bin > h1.txt"],
+        &["tpm2_flushcontext", "-t"],
+        &["sh", "-c", "tpm2_hmac -c k.ctx --hex big.bin > h2.txt"],
+        &["tpm2_flushcontext", "-t"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.0, i != 2, "step {:?}: {o:?}", steps[i]);
+    }
+}
+
+/// Symmetric keys: an external AES-128 key and a TPM-created one used with
+/// TPM2_EncryptDecrypt2 in CFB mode (chained over a 2.5 KiB file); our
+/// ciphertext equals OpenSSL's; CBC on a CFB key is refused alike.
+#[test]
+fn differential_symmetric_keys() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_symmetric_keys: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let ossl = "openssl enc -aes-128-cfb -K 30313233343536373839616263646566 \
+                -iv 66656463626139383736353433323130 -in plain.bin > ossl.bin";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "printf 0123456789abcdef > key.bin; printf fedcba9876543210 > iv.bin; seq 1 700 > plain.bin"],
+        &["tpm2_loadexternal", "-Q", "-C", "n", "-G", "aes", "-r", "key.bin", "-c", "k.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_encryptdecrypt", "-c", "k.ctx", "-t", "iv.bin", "-o", "enc.bin", "plain.bin"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_encryptdecrypt", "-d", "-c", "k.ctx", "-t", "iv.bin", "-o", "dec.bin", "enc.bin"],
+        &["tpm2_flushcontext", "-t"],
+        &["cmp", "dec.bin", "plain.bin"],
+        &["sh", "-c", ossl],
+        &["cmp", "enc.bin", "ossl.bin"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256:null:aes128cfb", "-c", "prim.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "aes128cfb", "-u", "a.pub", "-r", "a.priv"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_load", "-Q", "-C", "prim.ctx", "-u", "a.pub", "-r", "a.priv", "-c", "a.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_encryptdecrypt", "-c", "a.ctx", "-t", "iv.bin", "-o", "e2.bin", "plain.bin"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_encryptdecrypt", "-d", "-c", "a.ctx", "-t", "iv.bin", "-o", "d2.bin", "e2.bin"],
+        &["tpm2_flushcontext", "-t"],
+        &["cmp", "d2.bin", "plain.bin"],
+        &["tpm2_encryptdecrypt", "-c", "a.ctx", "-G", "cbc", "-t", "iv.bin", "-o", "e3.bin", "plain.bin"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &["enc.bin"], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.0, i != 22, "step {:?}: {o:?}", steps[i]);
+    }
+}
+
+/// Trial digests of PolicyAuthorize (keySign: the Name of an OpenSSL key
+/// loaded with LoadExternal), PolicyLocality and PolicyCpHash equal swtpm's.
+#[test]
+fn differential_authorize_locality_cphash_digests() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_authorize_locality_cphash_digests: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let shared = scratch("authorize-shared");
+    let key = shared.join("k.key");
+    let key_pub = shared.join("k.pub.pem");
+    let ok = |c: &mut Command| c.output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok(Command::new("openssl")
+        .args([
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out"
+        ])
+        .arg(&key)));
+    assert!(ok(Command::new("openssl")
+        .args(["ec", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&key_pub)));
+    let copy_in = format!("cp {} k.pub.pem", key_pub.display());
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", &copy_in],
+        &[
+            "tpm2_loadexternal",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc",
+            "-u",
+            "k.pub.pem",
+            "-c",
+            "k.ctx",
+            "-n",
+            "k.name",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "sh",
+            "-c",
+            "printf 'approved policy digest 32 bytes!' > approved.pol; printf ref > ref.bin; \
+             (printf '\\000\\040'; cat approved.pol) > cp.in",
+        ],
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &[
+            "tpm2_policyauthorize",
+            "-S",
+            "t.ctx",
+            "-L",
+            "auth.pol",
+            "-i",
+            "approved.pol",
+            "-q",
+            "ref.bin",
+            "-n",
+            "k.name",
+        ],
+        &["tpm2_policyrestart", "-S", "t.ctx"],
+        &[
+            "tpm2_policylocality",
+            "-S",
+            "t.ctx",
+            "-L",
+            "loc.pol",
+            "three",
+        ],
+        &["tpm2_policyrestart", "-S", "t.ctx"],
+        &[
+            "tpm2_policycphash",
+            "-S",
+            "t.ctx",
+            "-L",
+            "cp.pol",
+            "--cphash-input",
+            "cp.in",
+        ],
+        &["tpm2_flushcontext", "t.ctx"],
+    ];
+    let outcomes = run_steps_both(
+        &mut ours,
+        &mut sw,
+        steps,
+        &["k.name", "auth.pol", "loc.pol", "cp.pol"],
+        &mut d,
+    );
+    let _ = std::fs::remove_dir_all(&shared);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    for (i, o) in outcomes.iter().enumerate() {
+        assert!(o.0, "step {:?}: {o:?}", steps[i]);
     }
 }

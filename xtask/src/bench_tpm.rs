@@ -8,9 +8,12 @@
 //! session; CreatePrimary(ECC P-256 signing key under the owner hierarchy, then
 //! FlushContext); Sign(ECDSA P-256, SHA-256 digest) with such a primary; and
 //! Hash(4 KiB) as HashSequenceStart + 4 × SequenceUpdate(1 KiB) +
-//! SequenceComplete. Each runs for [`OP_TIME`] after a warm-up; ratios are
-//! vtpm ops/s over swtpm ops/s (≥ 1.0 means the vTPM is at least as fast). An
-//! operation a TPM does not implement is reported as unsupported, not timed.
+//! SequenceComplete. After a warm-up each operation is timed in [`ROUNDS`]
+//! interleaved rounds of [`ROUND_TIME`] per TPM (alternating which goes first)
+//! and the medians are compared, so load from elsewhere on the machine hits
+//! both alike; ratios are vtpm ops/s over swtpm ops/s (≥ 1.0 means the vTPM is
+//! at least as fast). An operation a TPM does not implement is reported as
+//! unsupported, not timed.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -21,8 +24,9 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::Layout;
 
-/// How long each operation is timed on each TPM.
-pub const OP_TIME: Duration = Duration::from_millis(1500);
+/// Interleaved timing rounds per operation and TPM, and the length of each.
+pub const ROUNDS: usize = 7;
+pub const ROUND_TIME: Duration = Duration::from_millis(250);
 /// Untimed runs before timing.
 pub const WARMUP: u32 = 3;
 /// TPM_RC_RETRY and how often a command is resent after it.
@@ -136,9 +140,12 @@ fn flush(h: u32) -> Vec<u8> {
     command(cc::FLUSH_CONTEXT, &[], false, &h.to_be_bytes())
 }
 
-/// One TPM reached over TCP.
+/// One TPM reached over TCP. Responses are read through a buffer (one read
+/// system call per response for either framing), so the client costs both
+/// TPMs the same.
 struct Client {
     stream: TcpStream,
+    reader: std::io::BufReader<TcpStream>,
     /// Microsoft simulator framing (TPM_SEND_COMMAND) rather than bare commands.
     mssim: bool,
 }
@@ -153,7 +160,16 @@ impl Client {
         stream
             .set_nodelay(true)
             .map_err(|e| Error::io("socket nodelay", e))?;
-        Ok(Self { stream, mssim })
+        let reader = std::io::BufReader::new(
+            stream
+                .try_clone()
+                .map_err(|e| Error::io("clone socket", e))?,
+        );
+        Ok(Self {
+            stream,
+            reader,
+            mssim,
+        })
     }
 
     /// Runs `cmd`, resending it while the TPM answers TPM_RC_RETRY (as TSS
@@ -179,23 +195,23 @@ impl Client {
             m.extend(cmd);
             self.stream.write_all(&m).map_err(io)?;
             let mut len = [0u8; 4];
-            self.stream.read_exact(&mut len).map_err(io)?;
+            self.reader.read_exact(&mut len).map_err(io)?;
             let mut rsp = vec![0u8; u32::from_be_bytes(len) as usize];
-            self.stream.read_exact(&mut rsp).map_err(io)?;
+            self.reader.read_exact(&mut rsp).map_err(io)?;
             let mut ack = [0u8; 4];
-            self.stream.read_exact(&mut ack).map_err(io)?;
+            self.reader.read_exact(&mut ack).map_err(io)?;
             Ok(rsp)
         } else {
             self.stream.write_all(cmd).map_err(io)?;
             let mut hdr = [0u8; 10];
-            self.stream.read_exact(&mut hdr).map_err(io)?;
+            self.reader.read_exact(&mut hdr).map_err(io)?;
             let len = u32::from_be_bytes([hdr[2], hdr[3], hdr[4], hdr[5]]) as usize;
             if !(10..=65536).contains(&len) {
                 return Err(Error::step("tpm bench", format!("bad response size {len}")));
             }
             let mut rsp = hdr.to_vec();
             rsp.resize(len, 0);
-            self.stream.read_exact(&mut rsp[10..]).map_err(io)?;
+            self.reader.read_exact(&mut rsp[10..]).map_err(io)?;
             Ok(rsp)
         }
     }
@@ -342,25 +358,68 @@ fn once(c: &mut Client, op: Op, p: &Prepared) -> Result<(), Error> {
     Ok(())
 }
 
-/// Operations per second of `op` on `c`, or `None` if unsupported.
-fn measure(c: &mut Client, op: Op) -> Result<Option<f64>, Error> {
-    let Some(p) = prepare(c, op)? else {
-        return Ok(None);
-    };
-    for _ in 0..WARMUP {
-        once(c, op, &p)?;
-    }
+/// Operations per second of `op` on `c` over one [`ROUND_TIME`] window.
+fn rate(c: &mut Client, op: Op, p: &Prepared) -> Result<f64, Error> {
     let start = Instant::now();
     let mut n = 0u64;
-    while start.elapsed() < OP_TIME {
-        once(c, op, &p)?;
+    while start.elapsed() < ROUND_TIME {
+        once(c, op, p)?;
         n += 1;
     }
-    let secs = start.elapsed().as_secs_f64();
-    if let Some(k) = p.key {
-        c.ok("FlushContext", &flush(k))?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The median of `v` (not empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
     }
-    Ok(Some(n as f64 / secs))
+}
+
+/// Median ops/s of `op` on each TPM over [`ROUNDS`] interleaved rounds (the
+/// order alternating), so load from elsewhere on the machine hits both alike;
+/// `None` for a TPM that does not implement the operation.
+fn measure_pair(
+    a: &mut Client,
+    b: &mut Client,
+    op: Op,
+) -> Result<(Option<f64>, Option<f64>), Error> {
+    let pa = prepare(a, op)?;
+    let pb = prepare(b, op)?;
+    for _ in 0..WARMUP {
+        if let Some(p) = &pa {
+            once(a, op, p)?;
+        }
+        if let Some(p) = &pb {
+            once(b, op, p)?;
+        }
+    }
+    let (mut ra, mut rb) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let order: [bool; 2] = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for first in order {
+            match (first, &pa, &pb) {
+                (true, Some(p), _) => ra.push(rate(a, op, p)?),
+                (false, _, Some(p)) => rb.push(rate(b, op, p)?),
+                _ => {}
+            }
+        }
+    }
+    for (c, p) in [(a, &pa), (b, &pb)] {
+        if let Some(k) = p.as_ref().and_then(|p| p.key) {
+            c.ok("FlushContext", &flush(k))?;
+        }
+    }
+    let m = |v: Vec<f64>| (!v.is_empty()).then(|| median(v));
+    Ok((m(ra), m(rb)))
 }
 
 /// A localhost port whose successor is free too.
@@ -558,14 +617,7 @@ pub fn run_tpm(layout: &Layout) -> Result<String, Error> {
     let (_ss, mut theirs) = start_swtpm()?;
     let mut results = Vec::new();
     for op in Op::ALL {
-        // Alternate which TPM goes first so neither always runs warm.
-        let (vtpm, swtpm) = if results.len() % 2 == 0 {
-            let a = measure(&mut ours, op)?;
-            (a, measure(&mut theirs, op)?)
-        } else {
-            let b = measure(&mut theirs, op)?;
-            (measure(&mut ours, op)?, b)
-        };
+        let (vtpm, swtpm) = measure_pair(&mut ours, &mut theirs, op)?;
         results.push(OpResult { op, vtpm, swtpm });
     }
     let (table, headline) = report(&results);
@@ -592,6 +644,12 @@ mod tests {
             u32::from_be_bytes([p[2], p[3], p[4], p[5]]) as usize,
             p.len()
         );
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 
     #[test]

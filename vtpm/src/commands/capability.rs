@@ -117,7 +117,7 @@ fn properties(tpm: &Tpm) -> Vec<(u32, u32)> {
         (pt::MAX_CAP_BUFFER, cap::MAX_CAP_BUFFER),
         (pt::PERMANENT, perm),
         (pt::STARTUP_CLEAR, sc),
-        (pt::HR_NV_INDEX, 0),
+        (pt::HR_NV_INDEX, tpm.p.nv_indices.len() as u32),
         (pt::HR_LOADED, loaded),
         (
             pt::HR_LOADED_AVAIL,
@@ -188,7 +188,7 @@ pub fn get_capability(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
                 handle::HT_POLICY_SESSION => tpm.v.sessions.handles(true),
                 handle::HT_TRANSIENT => tpm.v.objects.handles(),
                 handle::HT_PERSISTENT => tpm.v.objects.persistent_handles(),
-                handle::HT_NV_INDEX => Vec::new(),
+                handle::HT_NV_INDEX => tpm.p.nv_indices.iter().map(|i| i.public.index).collect(),
                 _ => return Err(rc::HANDLE + rc::P + 2 * rc::N1),
             };
             // Sessions of both types share one index space: order and start

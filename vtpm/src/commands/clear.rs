@@ -56,6 +56,10 @@ pub fn clear(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     tpm.p
         .persistent_objects
         .retain(|(h, _)| !OWNER_PERSISTENT.contains(h));
+    // Indices the owner defined go too.
+    tpm.p
+        .nv_indices
+        .retain(|i| i.public.has(crate::nvindex::nva::PLATFORMCREATE));
     cmd.nv_dirty = true;
     cmd.breaks_orderly = true;
     Ok(())
@@ -135,17 +139,38 @@ mod tests {
         assert_eq!(startup(&mut t, su::CLEAR), 0);
         let mut p = Writer::new();
         p.u32(5).u32(60).u32(0);
-        let c = command(cc::DICTIONARY_ATTACK_PARAMETERS, &[handle::LOCKOUT], &[b""], &p.buf);
+        let c = command(
+            cc::DICTIONARY_ATTACK_PARAMETERS,
+            &[handle::LOCKOUT],
+            &[b""],
+            &p.buf,
+        );
         assert_eq!(rc_of(&t.execute(0, &c)), 0);
         assert_eq!(t.p.da.max_tries, 5);
         assert_eq!(t.p.da.recovery_time, 60);
         t.v.failed_tries = 5;
-        let r = command(cc::DICTIONARY_ATTACK_LOCK_RESET, &[handle::LOCKOUT], &[b""], &[]);
+        let r = command(
+            cc::DICTIONARY_ATTACK_LOCK_RESET,
+            &[handle::LOCKOUT],
+            &[b""],
+            &[],
+        );
         assert_eq!(rc_of(&t.execute(0, &r)), 0);
         assert_eq!(t.v.failed_tries, 0);
         // A wrong lockoutAuth: AUTH_FAIL, then locked out (lockoutRecovery 0:
         // until the next TPM Reset).
-        assert_eq!(rc_of(&t.execute(0, &command(cc::DICTIONARY_ATTACK_LOCK_RESET, &[handle::LOCKOUT], &[b"x"], &[]))), rc::AUTH_FAIL + rc::S + rc::N1);
+        assert_eq!(
+            rc_of(&t.execute(
+                0,
+                &command(
+                    cc::DICTIONARY_ATTACK_LOCK_RESET,
+                    &[handle::LOCKOUT],
+                    &[b"x"],
+                    &[]
+                )
+            )),
+            rc::AUTH_FAIL + rc::S + rc::N1
+        );
         assert_eq!(rc_of(&t.execute(0, &r)), rc::LOCKOUT);
     }
 }

@@ -43,10 +43,7 @@ pub fn evict_control(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         cmd.nv_dirty = true;
         return Ok(());
     }
-    if key.private.is_none()
-        || key.public.has(attr::ST_CLEAR)
-        || key.hierarchy == handle::NULL
-    {
+    if key.private.is_none() || key.public.has(attr::ST_CLEAR) || key.hierarchy == handle::NULL {
         return Err(rc::ATTRIBUTES + h2);
     }
     if tpm.v.objects.get(persistent).is_some() {

@@ -3,8 +3,10 @@
 pub mod capability;
 pub mod clear;
 pub mod context;
+pub mod create;
 pub mod evict;
 pub mod hierarchy;
+pub mod nv;
 pub mod object;
 pub mod object_context;
 pub mod pcr;
@@ -14,3 +16,4 @@ pub mod sequence;
 pub mod session;
 pub mod signing;
 pub mod startup;
+pub mod symmetric;

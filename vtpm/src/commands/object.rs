@@ -14,7 +14,7 @@ use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::hash::{Digest, HashAlg};
 use crate::marshal::{Reader, Writer};
 use crate::object::{Key, Object};
-use crate::public::{self, attr, name_of, Public};
+use crate::public::{self, attr, name_of, Public, SymObject};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use p256::PublicKey;
@@ -52,6 +52,133 @@ impl Tpm {
             _ => None,
         }
     }
+}
+
+/// A deterministic byte stream for deriving a primary object: blocks
+/// KDFa-style HMAC(seed, i || "Primary Object Creation" || 0 || Name(template)
+/// || sensitive.data || L) for i = 1, 2, …, handed out in order.
+pub(crate) struct KdfStream {
+    h: HashAlg,
+    seed: Vec<u8>,
+    context: Vec<u8>,
+    counter: u32,
+    buf: Vec<u8>,
+}
+
+impl KdfStream {
+    /// Bits the stream is declared to produce (the L of every block).
+    const LIMIT_BITS: u32 = 1 << 16;
+
+    pub(crate) fn new(h: HashAlg, seed: &[u8], name: &[u8], data: &[u8]) -> Self {
+        Self {
+            h,
+            seed: seed.to_vec(),
+            context: [name, data].concat(),
+            counter: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            self.counter += 1;
+            let b = self.h.hmac(
+                &self.seed,
+                &[
+                    &self.counter.to_be_bytes(),
+                    PRIMARY_LABEL,
+                    &[0],
+                    &self.context,
+                    &Self::LIMIT_BITS.to_be_bytes(),
+                ],
+            );
+            self.buf.extend_from_slice(b.as_bytes());
+        }
+        self.buf.drain(..n).collect()
+    }
+}
+
+/// Generates an object's secrets with `rng` (bare codes): an ECC P-256 key
+/// pair (sensitiveDataOrigin set, no caller data) with a seedValue for a
+/// storage key; or a keyed-hash object's data (the caller's, or `rng`'s when
+/// sensitiveDataOrigin is set) with its obfuscation seedValue and unique =
+/// H(seedValue || data). Fills `public`'s unique field; returns (private,
+/// seedValue).
+pub(crate) fn generate(
+    public: &mut Public,
+    data: &[u8],
+    rng: &mut dyn FnMut(usize) -> Vec<u8>,
+) -> Result<(Vec<u8>, Vec<u8>), u32> {
+    let origin = public.has(attr::SENSITIVE_DATA_ORIGIN);
+    let digest = public.name_alg.digest_size();
+    if public.ty == public::ids::KEYEDHASH || public.ty == public::ids::SYMCIPHER {
+        let size = match public.symmetric {
+            SymObject::AesCfb(b) | SymObject::AesAnyMode(b) => usize::from(b / 8),
+            SymObject::Null => digest,
+        };
+        if public.ty == public::ids::SYMCIPHER && !data.is_empty() && data.len() != size {
+            return Err(rc::KEY_SIZE);
+        }
+        let secret = match (origin, data.is_empty()) {
+            (true, true) => rng(size),
+            (false, false) => data.to_vec(),
+            _ => return Err(rc::ATTRIBUTES),
+        };
+        let seed_value = rng(digest);
+        public.x = public
+            .name_alg
+            .digest(&[&seed_value, &secret])
+            .as_bytes()
+            .to_vec();
+        public.y.clear();
+        return Ok((secret, seed_value));
+    }
+    if !origin || !data.is_empty() {
+        return Err(rc::ATTRIBUTES);
+    }
+    let d = public::derive_p256(|_| rng(public::P256_BYTES));
+    public.set_point(&PublicKey::from_secret_scalar(&d));
+    let seed_value = if public.has(attr::RESTRICTED | attr::DECRYPT) {
+        rng(digest)
+    } else {
+        Vec::new()
+    };
+    Ok((
+        p256::elliptic_curve::PrimeField::to_repr(&*d).to_vec(),
+        seed_value,
+    ))
+}
+
+/// TPMS_CREATION_DATA: the creation PCRs and their digest, the locality, the
+/// parent's (nameAlg, Name, qualified Name) and outsideInfo.
+pub(crate) fn creation_data(
+    tpm: &Tpm,
+    locality: u8,
+    h: HashAlg,
+    creation_pcr_bytes: &[u8],
+    creation_pcr: &[(HashAlg, u32)],
+    parent: (u16, &[u8], &[u8]),
+    outside_info: &[u8],
+) -> Vec<u8> {
+    let mut pcr_values: Vec<Digest> = Vec::new();
+    for (bank, mask) in creation_pcr {
+        for i in 0..limits::PCR_COUNT {
+            if mask & (1 << i) != 0 && tpm.v.allocation.is_allocated(*bank, i) {
+                pcr_values.push(*tpm.v.pcrs.get(*bank, i));
+            }
+        }
+    }
+    let parts: Vec<&[u8]> = pcr_values.iter().map(Digest::as_bytes).collect();
+    let pcr_digest = h.digest(&parts);
+    let mut cd = Writer::new();
+    cd.bytes(creation_pcr_bytes)
+        .tpm2b(pcr_digest.as_bytes())
+        .u8(crate::pcr::locality_bit(locality))
+        .u16(parent.0)
+        .tpm2b(parent.1)
+        .tpm2b(parent.2)
+        .tpm2b(outside_info);
+    cd.buf
 }
 
 /// QN(child) = nameAlg || H(QN(parent) || Name(child)); a hierarchy's QN is its handle.
@@ -95,51 +222,30 @@ pub fn create_primary(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     public
         .validate(true)
         .map_err(|e| rc::safe_add(e, rc::P + 2 * rc::N1))?;
-    if !public.has(attr::SENSITIVE_DATA_ORIGIN) || !data.is_empty() {
-        return Err(rc::ATTRIBUTES + rc::P + 2 * rc::N1);
-    }
     let auth = adjust_auth(user_auth, public.name_alg).ok_or(rc::SIZE + rc::P + rc::N1)?;
     let slot_free = tpm.v.objects.count() < limits::MAX_LOADED_OBJECTS;
     if !slot_free {
         return Err(rc::OBJECT_MEMORY);
     }
-    // Derive the key from the seed, the template's Name and sensitive.data.
+    // Derive the object from the seed, the template's Name and sensitive.data.
     let template_name = name_of(public.name_alg, template_bytes);
     let seed = tpm.primary_seed(hierarchy);
-    let d = public::derive_p256(|i| {
-        let all = crate::session::kdfa(
-            public.name_alg,
-            &seed,
-            PRIMARY_LABEL,
-            &template_name,
-            data,
-            (i + 1) * public::P256_BYTES as u32 * 8,
-        );
-        all[i as usize * public::P256_BYTES..].to_vec()
-    });
-    public.set_point(&PublicKey::from_secret_scalar(&d));
+    let mut rng = KdfStream::new(public.name_alg, &seed, &template_name, data);
+    let (private, seed_value) = generate(&mut public, data, &mut |n| rng.take(n))
+        .map_err(|e| rc::safe_add(e, rc::P + 2 * rc::N1))?;
     let name = public.name();
     let h = public.name_alg;
-    // TPMS_CREATION_DATA.
-    let mut pcr_values: Vec<Digest> = Vec::new();
-    for (bank, mask) in &creation_pcr {
-        for i in 0..limits::PCR_COUNT {
-            if mask & (1 << i) != 0 && tpm.v.allocation.is_allocated(*bank, i) {
-                pcr_values.push(*tpm.v.pcrs.get(*bank, i));
-            }
-        }
-    }
-    let parts: Vec<&[u8]> = pcr_values.iter().map(Digest::as_bytes).collect();
-    let pcr_digest = h.digest(&parts);
-    let mut cd = Writer::new();
-    cd.bytes(creation_pcr_bytes)
-        .tpm2b(pcr_digest.as_bytes())
-        .u8(crate::pcr::locality_bit(cmd.locality))
-        .u16(crate::defs::alg::NULL)
-        .tpm2b(&hierarchy.to_be_bytes())
-        .tpm2b(&hierarchy.to_be_bytes())
-        .tpm2b(outside_info);
-    let creation_hash = h.digest(&[&cd.buf]);
+    let hb = hierarchy.to_be_bytes();
+    let cd = creation_data(
+        tpm,
+        cmd.locality,
+        h,
+        creation_pcr_bytes,
+        &creation_pcr,
+        (crate::defs::alg::NULL, &hb, &hb),
+        outside_info,
+    );
+    let creation_hash = h.digest(&[&cd]);
     let ticket = TICKET_HASH.hmac(
         &tpm.hierarchy_proof(hierarchy),
         &[&st::CREATION.to_be_bytes(), &name, creation_hash.as_bytes()],
@@ -149,7 +255,8 @@ pub fn create_primary(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         name: name.clone(),
         hierarchy,
         auth,
-        private: Some(p256::elliptic_curve::PrimeField::to_repr(&*d).to_vec()),
+        private: Some(private),
+        seed_value,
         public,
     };
     let public_bytes = key.public.marshal();
@@ -161,7 +268,7 @@ pub fn create_primary(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     cmd.r_handle = Some(handle);
     cmd.out
         .tpm2b(&public_bytes)
-        .tpm2b(&cd.buf)
+        .tpm2b(&cd)
         .tpm2b(creation_hash.as_bytes())
         .u16(st::CREATION)
         .u32(hierarchy)
@@ -170,15 +277,18 @@ pub fn create_primary(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     Ok(())
 }
 
-/// TPMT_SENSITIVE of an ECC key: (authValue, private scalar).
-fn sensitive<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], &'a [u8]), u32> {
-    if r.u16()? != public::ids::ECC {
+/// TPMT_SENSITIVE: (type, authValue, seedValue, private scalar or data).
+type SensitiveParts<'a> = (u16, &'a [u8], &'a [u8], &'a [u8]);
+
+fn sensitive<'a>(r: &mut Reader<'a>) -> Result<SensitiveParts<'a>, u32> {
+    let ty = r.u16()?;
+    if ty != public::ids::ECC && ty != public::ids::KEYEDHASH && ty != public::ids::SYMCIPHER {
         return Err(rc::TYPE);
     }
     let auth = r.tpm2b(limits::TPMU_HA_SIZE)?;
-    let _seed = r.tpm2b(limits::TPMU_HA_SIZE)?;
-    let d = r.tpm2b(public::P256_BYTES)?;
-    Ok((auth, d))
+    let seed = r.tpm2b(limits::TPMU_HA_SIZE)?;
+    let secret = r.tpm2b(limits::MAX_SYM_DATA)?;
+    Ok((ty, auth, seed, secret))
 }
 
 pub fn load_external(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
@@ -205,10 +315,17 @@ pub fn load_external(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if hierarchy != handle::NULL && tpm.check_hierarchy_enabled(hierarchy).is_err() {
         return Err(rc::HIERARCHY + rc::P + 3 * rc::N1);
     }
-    let pk = public.point().ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
-    let (auth, private) = match private {
-        None => (Digest::filled(0, 0), None),
-        Some((auth, d)) => {
+    public
+        .validate(false)
+        .map_err(|e| rc::safe_add(e, rc::P + 2 * rc::N1))?;
+    let pk = if public.ty == public::ids::ECC {
+        Some(public.point().ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?)
+    } else {
+        None
+    };
+    let (auth, private, seed_value) = match private {
+        None => (Digest::filled(0, 0), None, Vec::new()),
+        Some((ty, auth, seed, secret)) => {
             // A key with its private part is only loaded in the NULL hierarchy
             // and may not claim to be fixed to a TPM or parent.
             if hierarchy != handle::NULL {
@@ -217,12 +334,21 @@ pub fn load_external(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             if public.attributes & (attr::FIXED_TPM | attr::FIXED_PARENT) != 0 {
                 return Err(rc::ATTRIBUTES + rc::P + 2 * rc::N1);
             }
-            let s = public::scalar_from_bytes(d).ok_or(rc::KEY + rc::P + rc::N1)?;
-            if PublicKey::from_secret_scalar(&s) != pk {
+            if ty != public.ty {
+                return Err(rc::TYPE + rc::P + rc::N1);
+            }
+            let bound = match pk {
+                Some(pk) => {
+                    let s = public::scalar_from_bytes(secret).ok_or(rc::KEY + rc::P + rc::N1)?;
+                    PublicKey::from_secret_scalar(&s) == pk
+                }
+                None => public.name_alg.digest(&[seed, secret]).as_bytes() == public.x.as_slice(),
+            };
+            if !bound {
                 return Err(rc::BINDING + rc::P + 2 * rc::N1);
             }
             let a = adjust_auth(auth, public.name_alg).ok_or(rc::SIZE + rc::P + rc::N1)?;
-            (a, Some(d.to_vec()))
+            (a, Some(secret.to_vec()), seed.to_vec())
         }
     };
     if !public.auth_policy.is_empty() && public.auth_policy.len() != public.name_alg.digest_size() {
@@ -235,6 +361,7 @@ pub fn load_external(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         hierarchy,
         auth,
         private,
+        seed_value,
         public,
     };
     let h = tpm

@@ -10,7 +10,7 @@ use crate::engine::Tpm;
 use crate::hash::{Digest, HashAlg};
 use crate::marshal::{Reader, Writer};
 use crate::object::{Key, Object};
-use crate::public::{attr, name_of, Public};
+use crate::public::attr;
 use crate::session::{aes_cfb, ct_eq, kdfa};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -57,15 +57,10 @@ pub fn save(tpm: &Tpm, h: u32, sequence: u64) -> Result<(u32, u32, Vec<u8>), u32
     } else {
         handle::TRANSIENT_SAVED
     };
-    let mut plain = Writer::new();
-    plain
-        .tpm2b(&key.public.marshal())
-        .tpm2b(key.auth.as_bytes())
-        .tpm2b(key.private.as_deref().unwrap_or(&[]))
-        .u8(key.private.is_some() as u8);
+    let plain = key.encode();
     let proof = tpm.hierarchy_proof(key.hierarchy);
     let (k, iv) = keys(&proof, sequence, saved);
-    let mut enc = plain.buf;
+    let mut enc = plain;
     aes_cfb(&k, &iv, &mut enc, true);
     let tag = integrity(&proof, sequence, saved, key.hierarchy, &enc);
     let mut blob = Writer::new();
@@ -96,25 +91,10 @@ pub fn load(
     let (k, iv) = keys(&proof, sequence, saved);
     let mut plain = enc.to_vec();
     aes_cfb(&k, &iv, &mut plain, false);
-    let corrupt = |_| rc::INTEGRITY;
-    let mut p = Reader::new(&plain);
-    let public = Public::unmarshal_2b(&mut p).map_err(corrupt)?;
-    let auth = Digest::from_slice(p.tpm2b(limits::MAX_DIGEST).map_err(corrupt)?);
-    let private = p.tpm2b(limits::TPMU_HA_SIZE).map_err(corrupt)?.to_vec();
-    let has_private = p.u8().map_err(corrupt)? == 1;
-    let name = public.name();
-    let qualified_name = name_of(
-        public.name_alg,
-        &[&hierarchy.to_be_bytes()[..], &name].concat(),
-    );
-    let key = Key {
-        public,
-        name,
-        qualified_name,
-        hierarchy,
-        auth,
-        private: has_private.then_some(private),
-    };
+    let key = Key::decode(&plain).ok_or(rc::INTEGRITY)?;
+    if key.hierarchy != hierarchy {
+        return Err(rc::INTEGRITY);
+    }
     tpm.v
         .objects
         .insert(Object::Key(Box::new(key)))

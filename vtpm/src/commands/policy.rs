@@ -1,6 +1,7 @@
 //! Part 3 §23: the policy commands over a policy (or trial) session —
 //! PolicyRestart, PolicyGetDigest, PolicyPCR, PolicyAuthValue, PolicyPassword,
-//! PolicyCommandCode, PolicyOR and PolicySecret. A trial session computes the
+//! PolicyCommandCode, PolicyOR, PolicySecret, PolicyAuthorize (with
+//! VerifySignature tickets), PolicyLocality and PolicyCpHash. A trial session computes the
 //! digest without checking anything.
 
 use crate::defs::{cc, handle, limits, rc, st};
@@ -221,5 +222,97 @@ pub fn policy_secret(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             .u32(handle::NULL)
             .tpm2b(&[]);
     }
+    Ok(())
+}
+
+/// TPMT_TK_VERIFIED tag.
+const ST_VERIFIED: u16 = 0x8022;
+
+pub fn policy_authorize(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let approved = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    let policy_ref = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(2)?;
+    let key_sign = cmd.params.tpm2b(limits::TPMU_HA_SIZE + 2).p(3)?;
+    let tag = cmd.params.u16().p(4)?;
+    if tag != ST_VERIFIED {
+        return Err(rc::TAG + rc::P + 4 * rc::N1);
+    }
+    let t_hierarchy = cmd.params.u32().p(4)?;
+    let t_digest = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(4)?;
+    cmd.finish()?;
+    // keySign is a Name: a hash algorithm and a digest of its size.
+    let key_alg = (key_sign.len() >= 2)
+        .then(|| HashAlg::from_id(u16::from_be_bytes([key_sign[0], key_sign[1]])))
+        .flatten()
+        .filter(|h| key_sign.len() == 2 + h.digest_size())
+        .ok_or(rc::HASH + rc::P + 3 * rc::N1)?;
+    let proof = match t_hierarchy {
+        handle::ENDORSEMENT => Some(tpm.p.eh_proof),
+        handle::PLATFORM => Some(tpm.p.ph_proof),
+        handle::OWNER => Some(tpm.p.sh_proof),
+        _ => None,
+    };
+    let s = session(tpm, cmd, 0)?;
+    if s.kind != SessionKind::Trial {
+        if approved != s.policy.digest.as_bytes() {
+            return Err(rc::VALUE + rc::P + rc::N1);
+        }
+        // The ticket says keySign signed H(approvedPolicy || policyRef).
+        let a_hash = key_alg.digest(&[approved, policy_ref]);
+        let ok = proof.is_some_and(|p| {
+            crate::session::ct_eq(
+                t_digest,
+                HashAlg::Sha384
+                    .hmac(
+                        &p,
+                        &[&ST_VERIFIED.to_be_bytes(), a_hash.as_bytes(), key_sign],
+                    )
+                    .as_bytes(),
+            )
+        });
+        if !ok {
+            return Err(rc::TICKET + rc::P + 4 * rc::N1);
+        }
+    }
+    // The digest restarts: H(H(0 || CC || keySign) || policyRef).
+    s.policy.digest = Digest::filled(s.hash.digest_size(), 0);
+    s.extend_policy(&[&cc::POLICY_AUTHORIZE.to_be_bytes(), key_sign]);
+    s.extend_policy(&[policy_ref]);
+    Ok(())
+}
+
+pub fn policy_locality(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let locality = cmd.params.u8().p(1)?;
+    cmd.finish()?;
+    if locality == 0 {
+        return Err(rc::RANGE + rc::P + rc::N1);
+    }
+    let s = session(tpm, cmd, 0)?;
+    // A second PolicyLocality may only narrow the set (extended localities
+    // above 31 are not supported).
+    let narrowed = match s.policy.locality {
+        None => locality,
+        Some(prev) if locality < 32 && prev < 32 => prev & locality,
+        Some(_) => 0,
+    };
+    if locality >= 32 || narrowed == 0 {
+        return Err(rc::RANGE + rc::P + rc::N1);
+    }
+    s.extend_policy(&[&cc::POLICY_LOCALITY.to_be_bytes(), &[locality]]);
+    s.policy.locality = Some(narrowed);
+    Ok(())
+}
+
+pub fn policy_cp_hash(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let cp = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    cmd.finish()?;
+    let s = session(tpm, cmd, 0)?;
+    if cp.len() != s.hash.digest_size() {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    if s.policy.cp_hash.is_some_and(|c| c.as_bytes() != cp) {
+        return Err(rc::CPHASH);
+    }
+    s.extend_policy(&[&cc::POLICY_CP_HASH.to_be_bytes(), cp]);
+    s.policy.cp_hash = Some(Digest::from_slice(cp));
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! Part 3 §17: hash and event sequences — TPM2_HashSequenceStart,
-//! TPM2_SequenceUpdate, TPM2_SequenceComplete and TPM2_EventSequenceComplete.
+//! Part 3 §17 and §15.5: hash, HMAC and event sequences —
+//! TPM2_HashSequenceStart, TPM2_HMAC_Start, TPM2_SequenceUpdate,
+//! TPM2_SequenceComplete and TPM2_EventSequenceComplete — and the one-shot
+//! TPM2_HMAC with a keyed-hash key.
 
 use crate::commands::context::hash_ticket;
 use crate::defs::{handle, limits, rc};
@@ -7,6 +9,7 @@ use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::hash::{Digest, HashAlg};
 use crate::object::{Object, Sequence};
 use crate::pcr;
+use alloc::vec::Vec;
 
 pub fn hash_sequence_start(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let auth = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
@@ -62,10 +65,62 @@ pub fn sequence_complete(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         return Err(rc::REFERENCE_H0);
     };
     s.update(data);
-    let safe = s.ticket_safe;
-    let digest = s.states.remove(0).finish();
+    // An HMAC result gets no hash ticket.
+    let safe = s.ticket_safe && s.hmac_key.is_none();
+    let digest = s.finish();
     cmd.out.tpm2b(digest.as_bytes());
     hash_ticket(tpm, cmd, hierarchy, &digest, safe);
+    Ok(())
+}
+
+/// The HMAC key of handle 1 and the hash to use (CryptSelectMac): the key's
+/// scheme hash, or `requested` when the key has none; they may not differ.
+fn hmac_key(tpm: &Tpm, h: u32, requested: Option<HashAlg>) -> Result<(Vec<u8>, HashAlg), u32> {
+    let h1 = rc::H + rc::N1;
+    let k = tpm.key(h).ok_or(rc::TYPE + h1)?;
+    if k.public.ty != crate::public::ids::KEYEDHASH {
+        return Err(rc::TYPE + h1);
+    }
+    if k.public.has(crate::public::attr::RESTRICTED) {
+        return Err(rc::ATTRIBUTES + h1);
+    }
+    if !k.public.has(crate::public::attr::SIGN) {
+        return Err(rc::KEY + h1);
+    }
+    let alg = match (k.public.scheme.map(|(_, h)| h), requested) {
+        (Some(kh), None) => kh,
+        (Some(kh), Some(r)) if kh == r => kh,
+        (None, Some(r)) => r,
+        _ => return Err(rc::VALUE + rc::P + 2 * rc::N1),
+    };
+    Ok((k.private.clone().unwrap_or_default(), alg))
+}
+
+pub fn hmac(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let data = cmd.params.tpm2b(limits::MAX_BUFFER).p(1)?;
+    let requested = cmd.params.hash_alg(true).p(2)?;
+    cmd.finish()?;
+    let (key, alg) = hmac_key(tpm, cmd.handles[0], requested)?;
+    cmd.out.tpm2b(alg.hmac(&key, &[data]).as_bytes());
+    Ok(())
+}
+
+pub fn hmac_start(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let auth = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    let requested = cmd.params.hash_alg(true).p(2)?;
+    cmd.finish()?;
+    let auth = crate::auth::strip_trailing_zeros(auth);
+    if auth.len() > limits::MAX_DIGEST {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    let (key, alg) = hmac_key(tpm, cmd.handles[0], requested)?;
+    let seq = Sequence::new_hmac(alg, &key, Digest::from_slice(auth));
+    let h = tpm
+        .v
+        .objects
+        .insert(Object::Sequence(seq))
+        .ok_or(rc::OBJECT_MEMORY)?;
+    cmd.r_handle = Some(h);
     Ok(())
 }
 

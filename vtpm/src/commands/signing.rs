@@ -1,4 +1,5 @@
-//! Part 3 §20: TPM2_Sign and TPM2_VerifySignature with ECDSA over P-256.
+//! Part 3 §20, §18.4 and §14.5: TPM2_Sign and TPM2_VerifySignature with ECDSA
+//! over P-256, TPM2_Quote, and TPM2_ECDH_ZGen.
 
 use crate::defs::{alg, handle, limits, rc, st};
 use crate::engine::{Cmd, ParamErr, Tpm};
@@ -103,5 +104,125 @@ pub fn verify_signature(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         );
         cmd.out.u16(st::VERIFIED).u32(hierarchy).tpm2b(t.as_bytes());
     }
+    Ok(())
+}
+
+pub fn ecdh_zgen(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let n = cmd.params.u16().p(1)? as usize;
+    let mut sub = cmd.params.sub(n).p(1)?;
+    let x = sub.tpm2b(public::P256_BYTES).p(1)?;
+    let y = sub.tpm2b(public::P256_BYTES).p(1)?;
+    if sub.remaining() != 0 {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    cmd.finish()?;
+    let key = tpm.key(cmd.handles[0]).ok_or(rc::KEY + rc::H + rc::N1)?;
+    if key.public.ty != ids::ECC
+        || key.public.has(attr::RESTRICTED)
+        || !key.public.has(attr::DECRYPT)
+    {
+        return Err(rc::KEY + rc::H + rc::N1);
+    }
+    let d = key
+        .private
+        .as_deref()
+        .and_then(public::scalar_from_bytes)
+        .ok_or(rc::AUTH_UNAVAILABLE)?;
+    let (zx, zy) = public::ecdh_point(&d, x, y).ok_or(rc::ECC_POINT + rc::P + rc::N1)?;
+    let mut point = crate::marshal::Writer::new();
+    point.tpm2b(&zx).tpm2b(&zy);
+    cmd.out.tpm2b(&point.buf);
+    Ok(())
+}
+
+/// TPM_ST_ATTEST_QUOTE.
+const ST_ATTEST_QUOTE: u16 = 0x8018;
+
+pub fn quote(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let qualifying = cmd.params.tpm2b(limits::TPMU_HA_SIZE + 2).p(1)?;
+    let scheme_alg = cmd.params.u16().p(2)?;
+    let scheme = match scheme_alg {
+        alg::NULL => None,
+        ids::ECDSA => Some(
+            cmd.params
+                .hash_alg(false)
+                .p(2)?
+                .ok_or(rc::HASH + rc::P + 2 * rc::N1)?,
+        ),
+        _ => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
+    };
+    let before = cmd.params.rest();
+    let sel = cmd.params.pcr_selection_list().p(3)?;
+    let raw_sel = &before[..before.len() - cmd.params.remaining()];
+    cmd.finish()?;
+    let key = tpm
+        .key(cmd.handles[0])
+        .ok_or(rc::KEY + rc::H + rc::N1)?
+        .clone();
+    if key.public.ty != ids::ECC || !key.public.has(attr::SIGN) {
+        return Err(rc::KEY + rc::H + rc::N1);
+    }
+    let d = key
+        .private
+        .as_deref()
+        .and_then(public::scalar_from_bytes)
+        .ok_or(rc::AUTH_UNAVAILABLE)?;
+    let hash = match (key.public.scheme, scheme) {
+        (Some((ids::ECDSA, kh)), None) => kh,
+        (Some((ids::ECDSA, kh)), Some(h)) if h == kh => kh,
+        (None, Some(h)) => h,
+        _ => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
+    };
+    // PCR digest with the signing scheme's hash, over the selection in order.
+    let mut values = alloc::vec::Vec::new();
+    for (bank, mask) in &sel {
+        for i in 0..limits::PCR_COUNT {
+            if mask & (1 << i) != 0 && tpm.v.allocation.is_allocated(*bank, i) {
+                values.push(*tpm.v.pcrs.get(*bank, i));
+            }
+        }
+    }
+    let parts: alloc::vec::Vec<&[u8]> = values.iter().map(|d| d.as_bytes()).collect();
+    let pcr_digest = hash.digest(&parts);
+    // Counters and firmware version are obfuscated for keys outside the
+    // endorsement and platform hierarchies (privacy).
+    let (v1, v2) = crate::commands::capability::FIRMWARE_VERSION;
+    let mut reset = tpm.p.reset_count;
+    let mut restart = tpm.p.restart_count;
+    let mut firmware = u64::from(v1) << 32 | u64::from(v2);
+    if !matches!(key.hierarchy, handle::ENDORSEMENT | handle::PLATFORM) {
+        let o = crate::session::kdfa(
+            key.public.name_alg,
+            &tpm.p.sh_proof,
+            b"OBFUSCATE",
+            &key.name,
+            &[],
+            128,
+        );
+        let w = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+        reset = reset.wrapping_add(w(0));
+        restart = restart.wrapping_add(w(4));
+        firmware = firmware.wrapping_add(u64::from(w(8)) << 32 | u64::from(w(12)));
+    }
+    let mut a = crate::marshal::Writer::new();
+    a.u32(crate::defs::TPM_GENERATED_VALUE)
+        .u16(ST_ATTEST_QUOTE)
+        .tpm2b(&key.qualified_name)
+        .tpm2b(qualifying)
+        .u64(tpm.clock())
+        .u32(reset)
+        .u32(restart)
+        .u8(tpm.v.safe as u8)
+        .u64(firmware)
+        .bytes(raw_sel)
+        .tpm2b(pcr_digest.as_bytes());
+    let digest = hash.digest(&[&a.buf]);
+    let (r, s) = public::ecdsa_sign(&d, digest.as_bytes()).ok_or(rc::FAILURE)?;
+    cmd.out
+        .tpm2b(&a.buf)
+        .u16(ids::ECDSA)
+        .u16(hash.id())
+        .tpm2b(&r)
+        .tpm2b(&s);
     Ok(())
 }

@@ -71,6 +71,9 @@ pub fn startup(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             }
         }
     }
+    if kind != StartupKind::Resume {
+        tpm.nv_startup_clear();
+    }
     tpm.v.ph_enable = true;
     tpm.p.orderly = Orderly::None;
     tpm.v.started = true;
