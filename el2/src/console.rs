@@ -79,13 +79,19 @@ pub fn init(base: usize) {
     UART.lock().base = base;
 }
 
-/// Makes the console UART interrupt when input arrives.
-pub fn enable_rx_interrupt() {
+/// Makes the console UART interrupt when input arrives (`on`), or stop doing so
+/// while the guest has no room for more.
+pub fn set_rx_interrupt(on: bool) {
     let u = UART.lock();
     if u.base != 0 {
-        // SAFETY: IMSC of the console PL011 (see `Uart::put`); setting the receive masks
-        // only makes it raise its interrupt line on input.
-        unsafe { core::ptr::write_volatile((u.base + reg::IMSC) as *mut u32, reg::IMSC_RX) };
+        // SAFETY: IMSC of the console PL011 (see `Uart::put`); the receive masks only
+        // decide whether it raises its interrupt line on input.
+        unsafe {
+            core::ptr::write_volatile(
+                (u.base + reg::IMSC) as *mut u32,
+                if on { reg::IMSC_RX } else { 0 },
+            )
+        };
     }
 }
 

@@ -288,7 +288,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     if let Some((_, Some(intid))) = platform.uart {
         gic::enable_spi(intid);
         wait::set_uart_intid(intid);
-        console::enable_rx_interrupt();
+        console::set_rx_interrupt(true);
     }
 
     let mut used: Vec<Range> = alloc::vec![

@@ -36,6 +36,10 @@ pub fn pump_console(vm: &Vm) {
     if n > 0 {
         uart.push_rx(&buf[..n], &mut crate::vm::VgicSink::new(&vm.vgic));
     }
+    // While the guest's receive FIFO is full, leave input in the host UART (its own
+    // FIFO, and behind it the terminal, hold it back) and silence its interrupt, which
+    // would otherwise fire without end; the guest reading its UART re-opens both.
+    crate::console::set_rx_interrupt(uart.rx_room() > 0);
 }
 
 /// Re-evaluates `vcpu`'s emulated EL1 physical timer: drives its interrupt line and

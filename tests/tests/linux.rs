@@ -251,3 +251,28 @@ fn linux_shell_is_driven_by_a_script() {
         console_tail(&outcome)
     );
 }
+
+/// Console input longer than the guest UART's 32-byte receive FIFO arrives whole:
+/// the hypervisor leaves the rest in the host UART until the guest has room.
+#[test]
+fn long_console_input_lines_arrive_whole() {
+    let _boot = boot_lock();
+    let dir = Layout::detect().out.join("test-scripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("linux-long-line.script");
+    let line = "0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-tail";
+    std::fs::write(
+        &script,
+        format!("expect starting a shell\nsleep 0.5\nsend echo got-$((1+1))-{line}\nexpect got-2-{line}\nsend exit\nexpect shell exited\n"),
+    )
+    .unwrap();
+    let mut o = linux_options(1, 256 << 20);
+    o.script = Some(script);
+    let outcome = boot(&o);
+    assert_eq!(
+        outcome.ending,
+        Ending::Exited(Some(0)),
+        "\n{}",
+        console_tail(&outcome)
+    );
+}
