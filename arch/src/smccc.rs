@@ -180,8 +180,14 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
                 return err(ret::INVALID_PARAMETERS);
             };
             match topo.power(target) {
-                CpuPower::On => err(ret::ALREADY_ON),
-                CpuPower::OnPending => err(ret::ON_PENDING),
+                CpuPower::On => {
+                    log::warn!("PSCI CPU_ON: vCPU {target} is already on");
+                    err(ret::ALREADY_ON)
+                }
+                CpuPower::OnPending => {
+                    log::warn!("PSCI CPU_ON: vCPU {target} is already starting");
+                    err(ret::ON_PENDING)
+                }
                 CpuPower::Off if !topo.valid_entry(arg(2)) => {
                     log::warn!("PSCI CPU_ON: entry {:#x} is not guest RAM", arg(2));
                     err(ret::INVALID_ADDRESS)

@@ -104,6 +104,8 @@ pub mod smccc {
     pub const NOT_SUPPORTED: i64 = -1;
     /// INVALID_PARAMETERS.
     pub const INVALID_PARAMETERS: i64 = -2;
+    /// ALREADY_ON: CPU_ON for a CPU that is running.
+    pub const ALREADY_ON: i64 = -4;
     /// AFFINITY_INFO: the affinity instance is ON.
     pub const AFFINITY_ON: i64 = 0;
 

@@ -177,6 +177,10 @@ pub fn smc_trapped(p: &mut Detail) {
 pub fn cpu_on_invalid(p: &mut Detail) {
     let args = [MPIDR_ABSENT, boot::secondary_park_address(), 0];
     expect_ret(Conduit::Hvc, PSCI_CPU_ON_64, args, INVALID_PARAMETERS, p);
+    // This CPU is already on: starting it again is ALREADY_ON.
+    let me = sysreg::mpidr_el1() & MPIDR_AFFINITY_MASK;
+    let args = [me, boot::secondary_park_address(), 0];
+    expect_ret(Conduit::Hvc, PSCI_CPU_ON_64, args, ALREADY_ON, p);
 }
 
 /// `psci-affinity-info`: this CPU is ON; an absent MPIDR is INVALID_PARAMETERS.
