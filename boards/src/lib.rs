@@ -4,6 +4,8 @@
 //!   recognise it, how it powers off, what it lacks);
 //! - [`discover`]: the physical platform read from the device tree the firmware hands
 //!   over (memory, UART, GIC, timer, CPUs, PSCI conduit, initrd);
+//! - [`boot_image`]: placing a kernel, initrd and device tree in guest RAM the way
+//!   the arm64 boot protocol and QEMU's `-kernel` do;
 //! - [`guest`]: the guest-physical address map every VM sees (it mirrors QEMU `virt`
 //!   so firmware and OS expectations hold);
 //! - [`guest_dt`]: the device tree generated for a Linux guest on that map.
@@ -16,6 +18,7 @@
 extern crate alloc;
 
 pub mod board;
+pub mod boot_image;
 pub mod discover;
 pub mod guest;
 pub mod guest_dt;

@@ -19,7 +19,6 @@ mod gic;
 mod guestram;
 mod heap;
 mod irq;
-mod loader;
 mod mmu;
 mod pmem;
 mod power;
@@ -154,17 +153,19 @@ fn the_vm() -> &'static Vm {
 fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
     let mut ram = vm.ram;
     ram.reset();
-    let loaded = loader::load_kernel(&mut ram, boot.kernel).unwrap_or_else(|e| {
-        fatal(format_args!(
-            "VM '{}': kernel does not load: {e:?}",
-            vm.name
-        ))
-    });
+    let loaded =
+        boards::boot_image::load_kernel(&mut ram, vm.ram.ipa(), vm.ram.size(), boot.kernel)
+            .unwrap_or_else(|e| {
+                fatal(format_args!(
+                    "VM '{}': kernel does not load: {e:?}",
+                    vm.name
+                ))
+            });
     let initrd_len = boot.initrd.map_or(0, |i| i.len() as u64);
-    let loader::BootLayout {
+    let boards::boot_image::BootLayout {
         initrd,
         dtb: dtb_ipa,
-    } = loader::place_boot_data(vm.ram.ipa(), vm.ram.size(), loaded.end, initrd_len)
+    } = boards::boot_image::place_boot_data(vm.ram.ipa(), vm.ram.size(), loaded.end, initrd_len)
         .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", vm.name)));
     if let (Some((start, _)), Some(bytes)) = (initrd, boot.initrd) {
         vdev::GuestMemory::write(&mut ram, start, bytes)
