@@ -477,20 +477,19 @@ fn run_vcpu_here(vm: &'static Vm, idx: usize) -> ! {
         }
         Flow::Stop(StopReason::Reset) => {
             vm.set_power(idx, CpuPower::Off);
-            if vm.stopping() == Some(StopReason::Reset)
-                && vm.stop.load(Ordering::Acquire) != 0
-                && !reset_coordinator(vm, idx)
-            {
+            if !reset_coordinator(vm, idx) {
                 smp::stop_this_pcpu()
             }
             log::info!("VM '{}': resetting", vm.name);
-            for i in 1..vm.vcpus() {
+            // Every other vCPU's physical CPU stops itself on seeing the reset.
+            for i in (0..vm.vcpus()).filter(|&i| i != idx) {
                 smp::wait_pcpu_off(vm.pcpu[i]);
             }
             if idx == 0 {
                 boot_vm(vm)
             }
-            smp::wait_pcpu_off(vm.pcpu[0]);
+            // vCPU 0 lives on the boot vCPU's physical CPU: restart that CPU to boot
+            // the VM again, and stop this one.
             if let Err(e) = smp::start_pcpu(vm.pcpu[0], 0) {
                 fatal(format_args!(
                     "cannot restart the boot CPU to reset the VM (PSCI {e})"
