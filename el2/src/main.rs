@@ -335,14 +335,16 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     let mmfr0 = el1::read_sysreg!("ID_AA64MMFR0_EL1");
     let layout = Layout::from_mmfr0(mmfr0, GUEST_IPA_BITS)
         .unwrap_or_else(|e| fatal(format_args!("stage-2 layout: {e:?}")));
-    // vCPU i runs on physical CPU i (the boot CPU first).
-    let mut pcpus: Vec<u64> = alloc::vec![platform.cpus[boot_cpu]];
+    // vCPU i runs on the i-th physical CPU, the boot CPU first: (MPIDR, DT index).
+    let mut pcpus: Vec<(u64, usize)> = alloc::vec![(platform.cpus[boot_cpu], boot_cpu)];
     pcpus.extend(
         platform
             .cpus
             .iter()
             .copied()
-            .filter(|c| *c != platform.cpus[boot_cpu]),
+            .enumerate()
+            .filter(|&(i, _)| i != boot_cpu)
+            .map(|(i, m)| (m, i)),
     );
     let vcpus = (spec.vcpus as usize).min(pcpus.len()).min(smp::MAX_CPUS);
     if vcpus < spec.vcpus as usize {
@@ -429,7 +431,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut pmem::PhysMem) -> storage::VmDe
 extern "C" fn secondary_main(idx: usize) -> ! {
     mmu::enable_secondary();
     let vm = the_vm();
-    gic::init_secondary(idx);
+    gic::init_secondary(vm.pcpu_index[idx]);
     if idx == 0 {
         // The boot vCPU's CPU is restarted only to reset the VM.
         boot_vm(vm);
@@ -521,7 +523,7 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     let idx = vcpu.idx;
     vm::activate(vm);
     vm::load_vcpu(vcpu);
-    gic::deactivate_private(guest::VTIMER_INTID, idx);
+    gic::deactivate_private(guest::VTIMER_INTID, vm.pcpu_index[idx]);
     if let Err(e) = vm
         .vgic
         .lock()

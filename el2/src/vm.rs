@@ -105,6 +105,9 @@ pub struct Vm {
     pub kick: Vec<AtomicBool>,
     /// Per vCPU: the MPIDR of the physical CPU that runs it.
     pub pcpu: Vec<u64>,
+    /// Per vCPU: that physical CPU's index among the device tree's CPUs, which is
+    /// also its redistributor's index.
+    pub pcpu_index: Vec<usize>,
     /// Non-zero (a `StopReason`) once the VM must stop.
     pub stop: AtomicU8,
     /// Exit counts of vCPUs that have stopped.
@@ -143,13 +146,13 @@ fn power_u8(p: CpuPower) -> u8 {
 
 impl Vm {
     /// Builds a VM whose RAM is `ram` (already allocated), with one vCPU per entry of
-    /// `pcpus` (the physical CPU that will run it); `disks` become virtio-blk devices
+    /// `pcpus` (MPIDR and device-tree index of the physical CPU that will run it); `disks` become virtio-blk devices
     /// in the first virtio-mmio slots; the TPM keeps its NV image in `tpm_nv` (or in
     /// memory).
     pub fn new(
         name: &str,
         ram: GuestRam,
-        pcpus: &[u64],
+        pcpus: &[(u64, usize)],
         disks: Vec<Box<dyn BlockBackend + Send>>,
         tpm_nv: Option<(
             vdev::SharedBlock<crate::sysdisk::SystemDisk>,
@@ -248,7 +251,8 @@ impl Vm {
                 .collect(),
             start: (0..n).map(|_| Mutex::new(None)).collect(),
             kick: (0..n).map(|_| AtomicBool::new(false)).collect(),
-            pcpu: pcpus.to_vec(),
+            pcpu: pcpus.iter().map(|&(mpidr, _)| mpidr).collect(),
+            pcpu_index: pcpus.iter().map(|&(_, index)| index).collect(),
             stop: AtomicU8::new(0),
             stats: Mutex::new(ExitStats::default()),
             virtio,
