@@ -132,6 +132,8 @@ pub mod cc {
     pub const ECDH_ZGEN: u32 = 0x0154;
     pub const LOAD: u32 = 0x0157;
     pub const QUOTE: u32 = 0x0158;
+    pub const RSA_DECRYPT: u32 = 0x0159;
+    pub const RSA_ENCRYPT: u32 = 0x0174;
     pub const UNSEAL: u32 = 0x015E;
     pub const HMAC: u32 = 0x0155;
     pub const HMAC_START: u32 = 0x015B;
@@ -202,7 +204,9 @@ pub mod alg {
     pub const SHA256: u16 = 0x000B;
     pub const SHA384: u16 = 0x000C;
     pub const NULL: u16 = 0x0010;
+    pub const ATTR_ASYMMETRIC: u32 = 1 << 0;
     pub const ATTR_SYMMETRIC: u32 = 1 << 1;
+    pub const ATTR_OBJECT: u32 = 1 << 3;
     pub const ATTR_HASH: u32 = 1 << 2;
     pub const ATTR_ENCRYPTING: u32 = 1 << 9;
     pub const ATTR_SIGNING: u32 = 1 << 8;

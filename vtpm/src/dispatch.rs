@@ -4,7 +4,7 @@
 //! from this same table, so what is reported is exactly what is implemented.
 
 use crate::commands::{
-    capability, clear, context, create, evict, hierarchy, nv, object, pcr, policy, random,
+    capability, clear, context, create, evict, hierarchy, nv, object, pcr, policy, random, rsa,
     sequence, session, signing, startup, symmetric,
 };
 use crate::defs::{cc, handle, tpma_cc};
@@ -463,6 +463,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Transient, AuthRole::User)],
         signing::quote,
     ))),
+    dec(enc(entry(
+        cc::RSA_DECRYPT,
+        "RSA_Decrypt",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        rsa::rsa_decrypt,
+    ))),
     dec(r_handle(entry(
         cc::HMAC_START,
         "HMAC_Start",
@@ -582,6 +589,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Transient, AuthRole::None)],
         object::read_public,
     )),
+    dec(enc(entry(
+        cc::RSA_ENCRYPT,
+        "RSA_Encrypt",
+        false,
+        &[h(HandleKind::Transient, AuthRole::None)],
+        rsa::rsa_encrypt,
+    ))),
     dec(enc(r_handle(entry(
         cc::START_AUTH_SESSION,
         "StartAuthSession",

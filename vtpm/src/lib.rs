@@ -1,9 +1,10 @@
 //! `vtpm` owns RayOS EL2's TPM 2.0: the command engine ([`Tpm`]: marshalling,
 //! dispatch, PCRs, hierarchies, the DRBG), authorization — password, HMAC and
 //! policy sessions with AES-CFB/XOR parameter encryption, unsalted or salted
-//! with ECC P-256 ([`session`], [`authorize`]) — objects (ECC P-256 keys:
-//! deterministic primaries, signing, external keys, contexts, persistence;
-//! hash sequences — [`object`], [`public`]), NV indices ([`nvindex`]),
+//! with ECC P-256 or RSA-2048 ([`session`], [`authorize`]) — objects (ECC
+//! P-256 and RSA-2048 keys: deterministic primaries, signing, RSA encryption,
+//! external keys, contexts, persistence; hash sequences — [`object`],
+//! [`public`], [`rsa_key`], [`rsa_pad`]), NV indices ([`nvindex`]),
 //! dictionary-attack protection, its non-volatile image ([`nv`]), the
 //! snapshot of its volatile state ([`snapshot`]), the two MMIO front ends guests
 //! talk to — TIS ([`tis::Tis`]) and CRB ([`crb::Crb`]), both [`vdev::MmioDevice`]s
@@ -33,6 +34,8 @@ pub mod nvindex;
 pub mod object;
 pub mod pcr;
 pub mod public;
+pub mod rsa_key;
+pub mod rsa_pad;
 pub mod session;
 #[cfg(feature = "std")]
 pub mod sim;
@@ -51,6 +54,8 @@ pub use sim::run_simulator;
 mod fuzz_tests;
 #[cfg(test)]
 mod object_tests;
+#[cfg(test)]
+mod rsa_tests;
 #[cfg(test)]
 mod session_tests;
 #[cfg(test)]

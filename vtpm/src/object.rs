@@ -152,8 +152,9 @@ pub struct Key {
     /// The hierarchy the key belongs to (TPM_RH_NULL for external keys).
     pub hierarchy: u32,
     pub auth: Digest,
-    /// The private part — the ECC scalar (big-endian) or the keyed-hash
-    /// data — absent for a public-only key.
+    /// The private part — the ECC scalar (big-endian), the RSA prime p
+    /// (big-endian, 128 bytes) or the keyed-hash data — absent for a
+    /// public-only key.
     pub private: Option<Vec<u8>>,
     /// sensitive.seedValue: a storage key's seed for protecting its
     /// children, a keyed-hash object's obfuscation value.

@@ -11,7 +11,7 @@ use crate::Tpm;
 use alloc::vec::Vec;
 
 /// Parameters of a successful response that carries a handle (TPMA_CC.rHandle).
-fn rparams(r: &[u8]) -> &[u8] {
+pub(crate) fn rparams(r: &[u8]) -> &[u8] {
     assert_eq!(rc_of(r), 0, "{r:02x?}");
     if u16::from_be_bytes([r[0], r[1]]) == st::SESSIONS {
         let n = u32::from_be_bytes(r[14..18].try_into().unwrap()) as usize;
@@ -21,7 +21,7 @@ fn rparams(r: &[u8]) -> &[u8] {
     }
 }
 
-fn started() -> Tpm {
+pub(crate) fn started() -> Tpm {
     let mut t = new_tpm(&SharedNv::default(), &TestClock::default());
     assert_eq!(startup(&mut t, su::CLEAR), 0);
     t
@@ -37,6 +37,7 @@ fn template(attributes: u32) -> Public {
         scheme: Some((ids::ECDSA, HashAlg::Sha256)),
         x: Vec::new(),
         y: Vec::new(),
+        exponent: 0,
     }
 }
 
@@ -47,7 +48,7 @@ const SIGNER: u32 = attr::FIXED_TPM
     | attr::SIGN;
 
 /// CreatePrimary; returns (rc, handle, public bytes).
-fn create_primary(
+pub(crate) fn create_primary(
     t: &mut Tpm,
     hierarchy: u32,
     p: &Public,
@@ -70,12 +71,12 @@ fn create_primary(
     (0, h, rd.tpm2b(512).unwrap().to_vec())
 }
 
-fn flush(t: &mut Tpm, h: u32) {
+pub(crate) fn flush(t: &mut Tpm, h: u32) {
     let r = t.execute(0, &command(cc::FLUSH_CONTEXT, &[], &[], &h.to_be_bytes()));
     assert_eq!(rc_of(&r), 0);
 }
 
-fn sign(
+pub(crate) fn sign(
     t: &mut Tpm,
     key: u32,
     auth: &[u8],
@@ -93,7 +94,7 @@ fn sign(
     t.execute(0, &command(cc::SIGN, &[key], &[auth], &w.buf))
 }
 
-fn verify(t: &mut Tpm, key: u32, digest: &[u8], sig: &[u8]) -> Vec<u8> {
+pub(crate) fn verify(t: &mut Tpm, key: u32, digest: &[u8], sig: &[u8]) -> Vec<u8> {
     let mut w = Writer::new();
     w.tpm2b(digest).bytes(sig);
     t.execute(0, &command(cc::VERIFY_SIGNATURE, &[key], &[], &w.buf))
@@ -382,13 +383,13 @@ fn test_parms_accepts_p256_only() {
         rc::CURVE + rc::P + rc::N1
     );
     assert_eq!(
-        rc_of(&t.execute(0, &parms(ids::NIST_P256, 0x0001))),
+        rc_of(&t.execute(0, &parms(ids::NIST_P256, ids::KEYEDHASH))),
         rc::TYPE + rc::P + rc::N1
     );
 }
 
 /// A storage primary (restricted decrypt, AES-128-CFB).
-fn storage_template() -> Public {
+pub(crate) fn storage_template() -> Public {
     let mut p = template(
         attr::FIXED_TPM
             | attr::FIXED_PARENT
@@ -412,11 +413,12 @@ fn sealed_template(attributes: u32) -> Public {
         scheme: None,
         x: Vec::new(),
         y: Vec::new(),
+        exponent: 0,
     }
 }
 
 /// Create under `parent`; returns (rc, private, public).
-fn create(
+pub(crate) fn create(
     t: &mut Tpm,
     parent: u32,
     p: &Public,
@@ -437,7 +439,7 @@ fn create(
     (0, private, public)
 }
 
-fn load(t: &mut Tpm, parent: u32, private: &[u8], public: &[u8]) -> Vec<u8> {
+pub(crate) fn load(t: &mut Tpm, parent: u32, private: &[u8], public: &[u8]) -> Vec<u8> {
     let mut w = Writer::new();
     w.tpm2b(private).tpm2b(public);
     t.execute(0, &command(cc::LOAD, &[parent], &[b""], &w.buf))

@@ -1,5 +1,5 @@
 //! Object public areas (TPMT_PUBLIC) of the key types this TPM implements —
-//! ECC keys on NIST P-256 — with their unmarshalling checks, marshalling,
+//! ECC keys on NIST P-256, RSA-2048 keys, keyed-hash and symmetric objects — with their unmarshalling checks, marshalling,
 //! Names (nameAlg || H(TPMT_PUBLIC)) and the attribute rules of Part 1 §27
 //! (PublicAttributesValidation). Also the ECC P-256 key pair helpers: key
 //! derivation from a seed, public point computation and ECDSA.
@@ -41,6 +41,11 @@ pub mod ids {
     pub const NIST_P256: u16 = 0x0003;
     pub const AES: u16 = 0x0006;
     pub const CFB: u16 = 0x0043;
+    pub const RSA: u16 = 0x0001;
+    pub const RSASSA: u16 = 0x0014;
+    pub const RSAES: u16 = 0x0015;
+    pub const RSAPSS: u16 = 0x0016;
+    pub const OAEP: u16 = 0x0017;
 }
 
 /// Bytes of a P-256 coordinate or scalar.
@@ -59,7 +64,7 @@ pub enum SymObject {
 /// The public area of an ECC P-256 key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Public {
-    /// TPM_ALG_ECC or TPM_ALG_KEYEDHASH.
+    /// TPM_ALG_ECC, TPM_ALG_RSA, TPM_ALG_KEYEDHASH or TPM_ALG_SYMCIPHER.
     pub ty: u16,
     pub name_alg: HashAlg,
     pub attributes: u32,
@@ -67,17 +72,19 @@ pub struct Public {
     pub symmetric: SymObject,
     /// (scheme, its hash) or None for TPM_ALG_NULL.
     pub scheme: Option<(u16, HashAlg)>,
-    /// ECC: the point's x; keyed hash: the unique digest.
+    /// ECC: the point's x; RSA: the modulus; keyed hash: the unique digest.
     pub x: Vec<u8>,
-    /// ECC: the point's y; keyed hash: empty.
+    /// ECC: the point's y; others: empty.
     pub y: Vec<u8>,
+    /// RSA: the exponent field as marshalled (0 means 65537); others: 0.
+    pub exponent: u32,
 }
 
 impl Public {
     /// Unmarshals a TPMT_PUBLIC. Errors are bare codes.
     pub fn unmarshal(r: &mut Reader) -> Result<Self, u32> {
         let ty = r.u16()?;
-        if ty != ids::ECC && ty != ids::KEYEDHASH && ty != ids::SYMCIPHER {
+        if ty != ids::ECC && ty != ids::KEYEDHASH && ty != ids::SYMCIPHER && ty != ids::RSA {
             return Err(rc::TYPE);
         }
         let name_alg = r.hash_alg(false)?.ok_or(rc::HASH)?;
@@ -86,7 +93,13 @@ impl Public {
             return Err(rc::RESERVED_BITS);
         }
         let auth_policy = r.tpm2b(limits::TPMU_HA_SIZE)?.to_vec();
-        let (symmetric, scheme, x, y) = if ty == ids::ECC {
+        let mut exponent = 0;
+        let (symmetric, scheme, x, y) = if ty == ids::RSA {
+            let (symmetric, scheme, e) = rsa_parms(r)?;
+            exponent = e;
+            let n = r.tpm2b(crate::rsa_key::RSA_BYTES)?.to_vec();
+            (symmetric, scheme, n, Vec::new())
+        } else if ty == ids::ECC {
             let (symmetric, scheme) = ecc_parms(r)?;
             let x = r.tpm2b(P256_BYTES)?.to_vec();
             let y = r.tpm2b(P256_BYTES)?.to_vec();
@@ -109,6 +122,7 @@ impl Public {
             scheme,
             x,
             y,
+            exponent,
         })
     }
 
@@ -166,9 +180,18 @@ impl Public {
             None => {
                 w.u16(alg::NULL);
             }
+            Some((ids::RSAES, _)) => {
+                w.u16(ids::RSAES);
+            }
             Some((s, h)) => {
                 w.u16(s).u16(h.id());
             }
+        }
+        if self.ty == ids::RSA {
+            w.u16(crate::rsa_key::RSA_BITS)
+                .u32(self.exponent)
+                .tpm2b(&self.x);
+            return w.buf;
         }
         w.u16(ids::NIST_P256)
             .u16(alg::NULL)
@@ -227,9 +250,14 @@ impl Public {
             (true, SymObject::Null) | (false, SymObject::AesCfb(_)) => return Err(rc::SYMMETRIC),
             _ => {}
         }
+        if self.ty == ids::RSA && crate::rsa_key::exponent(self.exponent).is_none() {
+            return Err(rc::VALUE);
+        }
         match self.scheme {
             None if restricted && sign => return Err(rc::SCHEME),
             Some(_) if storage => return Err(rc::SCHEME),
+            Some((ids::RSASSA | ids::RSAPSS, _)) if !sign || decrypt => return Err(rc::SCHEME),
+            Some((ids::RSAES | ids::OAEP, _)) if !decrypt || sign => return Err(rc::SCHEME),
             Some((ids::ECDSA, _)) if !sign => return Err(rc::SCHEME),
             Some((ids::ECDH, _)) if !decrypt || sign => return Err(rc::SCHEME),
             _ => {}
@@ -273,6 +301,14 @@ impl Public {
         Option::from(PublicKey::from_encoded_point(&ep))
     }
 
+    /// The RSA public key of this area, if it is a usable RSA-2048 key.
+    pub fn rsa_public(&self) -> Option<rsa::RsaPublicKey> {
+        if self.ty != ids::RSA {
+            return None;
+        }
+        crate::rsa_key::public_key(&self.x, self.exponent)
+    }
+
     /// Sets the unique field from a public key.
     pub fn set_point(&mut self, pk: &PublicKey) {
         let ep = pk.to_encoded_point(false);
@@ -310,6 +346,48 @@ pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Option<(u16, HashAlg)>), 
         return Err(rc::KDF);
     }
     Ok((symmetric, scheme))
+}
+
+/// TPMS_RSA_PARMS as (symmetric, scheme, exponent field).
+pub type RsaParms = (SymObject, Option<(u16, HashAlg)>, u32);
+
+/// The symmetric algorithm of an asymmetric key (TPMT_SYM_DEF_OBJECT: NULL
+/// or AES-128/256-CFB), bare codes.
+fn sym_def_object(r: &mut Reader) -> Result<SymObject, u32> {
+    Ok(match r.u16()? {
+        alg::NULL => SymObject::Null,
+        ids::AES => {
+            let bits = r.u16()?;
+            if bits != 128 && bits != 256 {
+                return Err(rc::VALUE);
+            }
+            if r.u16()? != ids::CFB {
+                return Err(rc::MODE);
+            }
+            SymObject::AesCfb(bits)
+        }
+        _ => return Err(rc::SYMMETRIC),
+    })
+}
+
+/// TPMS_RSA_PARMS (bare codes): the symmetric algorithm of a storage key,
+/// the scheme (RSASSA/RSAPSS/OAEP with a hash, RSAES, or NULL), keyBits
+/// (2048 only: TPM_RC_VALUE otherwise) and the exponent field.
+pub fn rsa_parms(r: &mut Reader) -> Result<RsaParms, u32> {
+    let symmetric = sym_def_object(r)?;
+    let scheme = match r.u16()? {
+        alg::NULL => None,
+        ids::RSAES => Some((ids::RSAES, HashAlg::Sha256)),
+        s @ (ids::RSASSA | ids::RSAPSS | ids::OAEP) => {
+            Some((s, r.hash_alg(false)?.ok_or(rc::HASH)?))
+        }
+        _ => return Err(rc::SCHEME),
+    };
+    if r.u16()? != crate::rsa_key::RSA_BITS {
+        return Err(rc::VALUE);
+    }
+    let exponent = r.u32()?;
+    Ok((symmetric, scheme, exponent))
 }
 
 /// TPMS_SYMCIPHER_PARMS (bare codes): AES-128/256 in CFB mode or with no
@@ -387,6 +465,7 @@ pub fn ecdh_point(d: &NonZeroScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec
         scheme: None,
         x: x.to_vec(),
         y: y.to_vec(),
+        exponent: 0,
     }
     .point()?;
     let shared = (q.to_projective() * **d).to_affine();
@@ -452,6 +531,7 @@ mod tests {
             scheme: Some((ids::ECDSA, HashAlg::Sha256)),
             x: Vec::new(),
             y: Vec::new(),
+            exponent: 0,
         }
     }
 
@@ -469,7 +549,7 @@ mod tests {
     #[test]
     fn unmarshal_rejects_unsupported_fields() {
         let mut b = signing_template().marshal();
-        b[1] = 0x01; // TPM_ALG_RSA
+        b[1] = 0x7F; // no such type
         assert_eq!(Public::unmarshal(&mut Reader::new(&b)), Err(rc::TYPE));
         let mut p = signing_template();
         p.attributes |= 1;

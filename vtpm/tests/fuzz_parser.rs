@@ -257,10 +257,9 @@ fn every_command_survives_malformed_input() {
             let r = t.execute(0, &probe);
             check(&format!("probe after iteration {i}"), &probe, &r);
             // A fuzzed Shutdown may leave the TPM needing Startup; anything else must answer.
-            if r[6..10] == 0x100u32.to_be_bytes() {
-                t.init();
-                check("re-startup", &startup, &t.execute(0, &startup));
-            } else if r[6..10] != [0, 0, 0, 0] && !t.is_started() {
+            let needs_startup =
+                r[6..10] == 0x100u32.to_be_bytes() || (r[6..10] != [0, 0, 0, 0] && !t.is_started());
+            if needs_startup {
                 t.init();
                 check("re-startup", &startup, &t.execute(0, &startup));
             }

@@ -8,6 +8,7 @@ use crate::dispatch::COMMANDS;
 use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::hash::HashAlg;
 use crate::pcr::{self, PCR_ATTRS};
+use crate::public::ids;
 use alloc::vec::Vec;
 
 /// Identity reported through TPM_PT_MANUFACTURER and the vendor strings.
@@ -21,13 +22,18 @@ pub const SPEC_DAY_OF_YEAR: u32 = 312;
 pub const SPEC_YEAR: u32 = 2019;
 
 /// Implemented algorithms and their TPMA_ALGORITHM, ascending by ID.
-const ALGORITHMS: [(u16, u32); 7] = [
+const ALGORITHMS: [(u16, u32); 12] = [
+    (ids::RSA, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
     (alg::SHA1, alg::ATTR_HASH),
     (alg::HMAC, alg::ATTR_HASH | alg::ATTR_SIGNING),
     (alg::AES, alg::ATTR_SYMMETRIC),
     (alg::XOR, alg::ATTR_SYMMETRIC | alg::ATTR_HASH),
     (alg::SHA256, alg::ATTR_HASH),
     (alg::SHA384, alg::ATTR_HASH),
+    (ids::RSASSA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
+    (ids::RSAES, alg::ATTR_ASYMMETRIC | alg::ATTR_ENCRYPTING),
+    (ids::RSAPSS, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
+    (ids::OAEP, alg::ATTR_ASYMMETRIC | alg::ATTR_ENCRYPTING),
     (alg::CFB, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),
 ];
 

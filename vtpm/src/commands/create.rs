@@ -22,12 +22,12 @@ const TICKET_HASH: HashAlg = HashAlg::Sha384;
 /// Largest TPM2B_PRIVATE accepted.
 const MAX_PRIVATE: usize = 512;
 
-/// The storage parent of handle 1: a loaded restricted decrypt ECC key with
+/// The storage parent of handle 1: a loaded restricted decrypt ECC or RSA key with
 /// its private part and a symmetric algorithm.
 fn storage_parent(tpm: &Tpm, h: u32) -> Result<Key, u32> {
     let h1 = rc::H + rc::N1;
     let k = tpm.key(h).ok_or(rc::TYPE + h1)?;
-    let storage = k.public.ty == ids::ECC
+    let storage = matches!(k.public.ty, ids::ECC | ids::RSA)
         && k.public.has(attr::RESTRICTED | attr::DECRYPT)
         && matches!(k.public.symmetric, SymObject::AesCfb(_));
     if !storage {
@@ -220,7 +220,9 @@ pub fn load(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         return Err(rc::TYPE + rc::P + 2 * rc::N1);
     }
     // The sensitive area must belong to the public one.
-    let bound = if public.ty == ids::ECC {
+    let bound = if public.ty == ids::RSA {
+        crate::rsa_key::private_key(&public.x, public.exponent, &secret).is_some()
+    } else if public.ty == ids::ECC {
         public::scalar_from_bytes(&secret)
             .is_some_and(|d| Some(p256::PublicKey::from_secret_scalar(&d)) == public.point())
     } else {

@@ -12,6 +12,7 @@ pub mod object_context;
 pub mod pcr;
 pub mod policy;
 pub mod random;
+pub mod rsa;
 pub mod sequence;
 pub mod session;
 pub mod signing;

@@ -1,11 +1,13 @@
-//! Part 3 §12 and §24.1: TPM2_CreatePrimary (ECC P-256 keys derived from the
-//! hierarchy's primary seed), TPM2_LoadExternal and TPM2_ReadPublic.
+//! Part 3 §12 and §24.1: TPM2_CreatePrimary (ECC P-256 and RSA-2048 keys
+//! derived from the hierarchy's primary seed), TPM2_LoadExternal and
+//! TPM2_ReadPublic.
 //!
 //! Primary keys are deterministic: the private scalar is the first valid
 //! candidate of the stream KDFa(nameAlg, primarySeed, "Primary Object
 //! Creation", Name(template), sensitive.data) (Part 1 §27.?, FIPS 186-4 B.4.2
 //! candidate testing), so the same template under the same seed always gives
-//! the same key. (The reference implementation feeds the same KDFa output
+//! the same key. RSA-2048 primes are drawn from the same stream as described
+//! in [`crate::rsa_key`] (first p, then q, 128-byte candidates). (The reference implementation feeds the same KDFa output
 //! through an AES CTR-DRBG first; keys are reproducible here but not
 //! bit-identical with it.)
 
@@ -136,17 +138,22 @@ pub(crate) fn generate(
     if !origin || !data.is_empty() {
         return Err(rc::ATTRIBUTES);
     }
-    let d = public::derive_p256(|_| rng(public::P256_BYTES));
-    public.set_point(&PublicKey::from_secret_scalar(&d));
+    let private = if public.ty == public::ids::RSA {
+        let (n, p) = crate::rsa_key::generate(public.exponent, rng).ok_or(rc::VALUE)?;
+        public.x = n;
+        public.y.clear();
+        p
+    } else {
+        let d = public::derive_p256(|_| rng(public::P256_BYTES));
+        public.set_point(&PublicKey::from_secret_scalar(&d));
+        p256::elliptic_curve::PrimeField::to_repr(&*d).to_vec()
+    };
     let seed_value = if public.has(attr::RESTRICTED | attr::DECRYPT) {
         rng(digest)
     } else {
         Vec::new()
     };
-    Ok((
-        p256::elliptic_curve::PrimeField::to_repr(&*d).to_vec(),
-        seed_value,
-    ))
+    Ok((private, seed_value))
 }
 
 /// TPMS_CREATION_DATA: the creation PCRs and their digest, the locality, the
@@ -282,7 +289,10 @@ type SensitiveParts<'a> = (u16, &'a [u8], &'a [u8], &'a [u8]);
 
 fn sensitive<'a>(r: &mut Reader<'a>) -> Result<SensitiveParts<'a>, u32> {
     let ty = r.u16()?;
-    if ty != public::ids::ECC && ty != public::ids::KEYEDHASH && ty != public::ids::SYMCIPHER {
+    if !matches!(
+        ty,
+        public::ids::ECC | public::ids::RSA | public::ids::KEYEDHASH | public::ids::SYMCIPHER
+    ) {
         return Err(rc::TYPE);
     }
     let auth = r.tpm2b(limits::TPMU_HA_SIZE)?;
@@ -323,6 +333,9 @@ pub fn load_external(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     } else {
         None
     };
+    if public.ty == public::ids::RSA && public.rsa_public().is_none() {
+        return Err(rc::KEY + rc::P + 2 * rc::N1);
+    }
     let (auth, private, seed_value) = match private {
         None => (Digest::filled(0, 0), None, Vec::new()),
         Some((ty, auth, seed, secret)) => {
@@ -338,6 +351,9 @@ pub fn load_external(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
                 return Err(rc::TYPE + rc::P + rc::N1);
             }
             let bound = match pk {
+                None if public.ty == public::ids::RSA => {
+                    crate::rsa_key::private_key(&public.x, public.exponent, secret).is_some()
+                }
                 Some(pk) => {
                     let s = public::scalar_from_bytes(secret).ok_or(rc::KEY + rc::P + rc::N1)?;
                     PublicKey::from_secret_scalar(&s) == pk
@@ -387,9 +403,14 @@ pub fn read_public(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
 
 pub fn test_parms(_tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let ty = cmd.params.u16().p(1)?;
-    if ty != public::ids::ECC {
-        return Err(rc::TYPE + rc::P + rc::N1);
+    match ty {
+        public::ids::ECC => {
+            public::ecc_parms(&mut cmd.params).p(1)?;
+        }
+        public::ids::RSA => {
+            public::rsa_parms(&mut cmd.params).p(1)?;
+        }
+        _ => return Err(rc::TYPE + rc::P + rc::N1),
     }
-    public::ecc_parms(&mut cmd.params).p(1)?;
     cmd.finish()
 }

@@ -1,5 +1,5 @@
 //! Part 3 §11 and §28: TPM2_StartAuthSession (unsalted, or salted with an ECC
-//! P-256 decrypt key) and TPM2_ContextSave / TPM2_ContextLoad (sessions here,
+//! P-256 or RSA-2048 decrypt key) and TPM2_ContextSave / TPM2_ContextLoad (sessions here,
 //! objects in [`super::object_context`]). A saved session keeps its slot (and
 //! handle) in the TPM; its context blob carries only an integrity value binding
 //! the handle to the context sequence number under the null proof.
@@ -70,11 +70,16 @@ pub fn start_auth_session(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
 /// The salt of a session salted with ECC key `key`: the encrypted secret is
 /// the caller's ephemeral point Qe, and salt = KDFe(nameAlg, (d·Qe).x,
 /// "SECRET", Qe.x, Qkey.x, digest bits) (Part 1 §C.6.4, §11.4.10.3).
-fn decrypt_salt(tpm: &Tpm, key_handle: u32, secret: &[u8]) -> Result<Vec<u8>, u32> {
+/// An RSA key's salt is RSAES-OAEP encrypted (see [`super::rsa`]).
+fn decrypt_salt(tpm: &mut Tpm, key_handle: u32, secret: &[u8]) -> Result<Vec<u8>, u32> {
     let h1 = rc::H + rc::N1;
     let key = tpm.key(key_handle).ok_or(rc::KEY + h1)?;
     if secret.is_empty() {
         return Err(rc::VALUE + rc::P + 2 * rc::N1);
+    }
+    if key.public.ty == crate::public::ids::RSA {
+        let key = key.clone();
+        return super::rsa::decrypt_salt(tpm, &key, secret);
     }
     let d = key
         .private

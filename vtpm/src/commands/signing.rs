@@ -1,5 +1,6 @@
 //! Part 3 §20, §18.4 and §14.5: TPM2_Sign and TPM2_VerifySignature with ECDSA
-//! over P-256, TPM2_Quote, and TPM2_ECDH_ZGen.
+//! over P-256 and RSASSA/RSAPSS with RSA-2048 (in [`super::rsa`]), TPM2_Quote,
+//! and TPM2_ECDH_ZGen.
 
 use crate::defs::{alg, handle, limits, rc, st};
 use crate::engine::{Cmd, ParamErr, Tpm};
@@ -15,12 +16,13 @@ pub fn sign(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let scheme_alg = cmd.params.u16().p(2)?;
     let scheme = match scheme_alg {
         alg::NULL => None,
-        ids::ECDSA => Some(
+        ids::ECDSA | ids::RSASSA | ids::RSAPSS => Some((
+            scheme_alg,
             cmd.params
                 .hash_alg(false)
                 .p(2)?
                 .ok_or(rc::HASH + rc::P + 2 * rc::N1)?,
-        ),
+        )),
         _ => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
     };
     let tag = cmd.params.u16().p(3)?;
@@ -30,22 +32,17 @@ pub fn sign(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let t_hierarchy = cmd.params.u32().p(3)?;
     let t_digest = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(3)?;
     cmd.finish()?;
-    let key = tpm.key(cmd.handles[0]).ok_or(rc::KEY + rc::H + rc::N1)?;
+    let key = tpm
+        .key(cmd.handles[0])
+        .ok_or(rc::KEY + rc::H + rc::N1)?
+        .clone();
     if !key.public.has(attr::SIGN) {
         return Err(rc::KEY + rc::H + rc::N1);
     }
-    let d = key
-        .private
-        .as_deref()
-        .and_then(public::scalar_from_bytes)
-        .ok_or(rc::AUTH_UNAVAILABLE)?;
-    // The key's scheme, or the command's when the key has none.
-    let hash = match (key.public.scheme, scheme) {
-        (Some((ids::ECDSA, kh)), None) => kh,
-        (Some((ids::ECDSA, kh)), Some(h)) if h == kh => kh,
-        (None, Some(h)) => h,
-        _ => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
-    };
+    if key.private.is_none() {
+        return Err(rc::AUTH_UNAVAILABLE);
+    }
+    let (sig_alg, hash) = signing_scheme(&key, scheme)?;
     if digest.len() != hash.digest_size() {
         return Err(rc::SIZE + rc::P + rc::N1);
     }
@@ -65,31 +62,91 @@ pub fn sign(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             return Err(rc::TICKET + rc::P + 3 * rc::N1);
         }
     }
-    let (r, s) = public::ecdsa_sign(&d, digest).ok_or(rc::FAILURE)?;
-    cmd.out.u16(ids::ECDSA).u16(hash.id()).tpm2b(&r).tpm2b(&s);
+    let sig = signature(tpm, &key, sig_alg, hash, digest)?;
+    cmd.out.bytes(&sig);
     Ok(())
+}
+
+/// The signing scheme: the key's, or the command's when the key has none;
+/// it must suit the key's type (ECDSA for ECC, RSASSA/RSAPSS for RSA).
+fn signing_scheme(
+    key: &crate::object::Key,
+    scheme: Option<(u16, HashAlg)>,
+) -> Result<(u16, HashAlg), u32> {
+    let bad = rc::SCHEME + rc::P + 2 * rc::N1;
+    let s = match (key.public.scheme, scheme) {
+        (Some(k), None) => k,
+        (Some(k), Some(c)) if k == c => k,
+        (None, Some(c)) => c,
+        _ => return Err(bad),
+    };
+    let suits = match key.public.ty {
+        ids::ECC => s.0 == ids::ECDSA,
+        ids::RSA => matches!(s.0, ids::RSASSA | ids::RSAPSS),
+        _ => false,
+    };
+    if !suits {
+        return Err(bad);
+    }
+    Ok(s)
+}
+
+/// A TPMT_SIGNATURE over `digest` with `key` under (sig_alg, hash).
+fn signature(
+    tpm: &mut Tpm,
+    key: &crate::object::Key,
+    sig_alg: u16,
+    hash: HashAlg,
+    digest: &[u8],
+) -> Result<alloc::vec::Vec<u8>, u32> {
+    let mut w = crate::marshal::Writer::new();
+    w.u16(sig_alg).u16(hash.id());
+    if key.public.ty == ids::RSA {
+        let sig = super::rsa::sign(tpm, key, sig_alg, hash, digest)?;
+        w.tpm2b(&sig);
+    } else {
+        let d = key
+            .private
+            .as_deref()
+            .and_then(public::scalar_from_bytes)
+            .ok_or(rc::AUTH_UNAVAILABLE)?;
+        let (r, s) = public::ecdsa_sign(&d, digest).ok_or(rc::FAILURE)?;
+        w.tpm2b(&r).tpm2b(&s);
+    }
+    Ok(w.buf)
 }
 
 pub fn verify_signature(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let digest = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
     let sig_alg = cmd.params.u16().p(2)?;
-    if sig_alg != ids::ECDSA {
+    if !matches!(sig_alg, ids::ECDSA | ids::RSASSA | ids::RSAPSS) {
         return Err(rc::SCHEME + rc::P + 2 * rc::N1);
     }
-    let _hash = cmd
+    let hash = cmd
         .params
         .hash_alg(false)
         .p(2)?
         .ok_or(rc::HASH + rc::P + 2 * rc::N1)?;
-    let r = cmd.params.tpm2b(public::P256_BYTES).p(2)?;
-    let s = cmd.params.tpm2b(public::P256_BYTES).p(2)?;
+    let (r, s) = if sig_alg == ids::ECDSA {
+        let r = cmd.params.tpm2b(public::P256_BYTES).p(2)?;
+        (r, cmd.params.tpm2b(public::P256_BYTES).p(2)?)
+    } else {
+        (cmd.params.tpm2b(crate::rsa_key::RSA_BYTES).p(2)?, &[][..])
+    };
     cmd.finish()?;
     let key = tpm.key(cmd.handles[0]).ok_or(rc::KEY + rc::H + rc::N1)?;
     if !key.public.has(attr::SIGN) {
         return Err(rc::ATTRIBUTES + rc::H + rc::N1);
     }
-    let pk = key.public.point().ok_or(rc::KEY + rc::H + rc::N1)?;
-    if !public::ecdsa_verify(&pk, digest, r, s) {
+    let ok = match key.public.ty {
+        ids::ECC if sig_alg == ids::ECDSA => {
+            let pk = key.public.point().ok_or(rc::KEY + rc::H + rc::N1)?;
+            public::ecdsa_verify(&pk, digest, r, s)
+        }
+        ids::RSA if sig_alg != ids::ECDSA => super::rsa::verify(key, sig_alg, hash, digest, r),
+        _ => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
+    };
+    if !ok {
         log::warn!("vtpm: VerifySignature: the signature does not verify");
         return Err(rc::SIGNATURE + rc::P + 2 * rc::N1);
     }
@@ -143,12 +200,13 @@ pub fn quote(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let scheme_alg = cmd.params.u16().p(2)?;
     let scheme = match scheme_alg {
         alg::NULL => None,
-        ids::ECDSA => Some(
+        ids::ECDSA | ids::RSASSA | ids::RSAPSS => Some((
+            scheme_alg,
             cmd.params
                 .hash_alg(false)
                 .p(2)?
                 .ok_or(rc::HASH + rc::P + 2 * rc::N1)?,
-        ),
+        )),
         _ => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
     };
     let before = cmd.params.rest();
@@ -159,20 +217,13 @@ pub fn quote(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         .key(cmd.handles[0])
         .ok_or(rc::KEY + rc::H + rc::N1)?
         .clone();
-    if key.public.ty != ids::ECC || !key.public.has(attr::SIGN) {
+    if !key.public.has(attr::SIGN) {
         return Err(rc::KEY + rc::H + rc::N1);
     }
-    let d = key
-        .private
-        .as_deref()
-        .and_then(public::scalar_from_bytes)
-        .ok_or(rc::AUTH_UNAVAILABLE)?;
-    let hash = match (key.public.scheme, scheme) {
-        (Some((ids::ECDSA, kh)), None) => kh,
-        (Some((ids::ECDSA, kh)), Some(h)) if h == kh => kh,
-        (None, Some(h)) => h,
-        _ => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
-    };
+    if key.private.is_none() {
+        return Err(rc::AUTH_UNAVAILABLE);
+    }
+    let (sig_alg, hash) = signing_scheme(&key, scheme)?;
     // PCR digest with the signing scheme's hash, over the selection in order.
     let mut values = alloc::vec::Vec::new();
     for (bank, mask) in &sel {
@@ -217,12 +268,7 @@ pub fn quote(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         .bytes(raw_sel)
         .tpm2b(pcr_digest.as_bytes());
     let digest = hash.digest(&[&a.buf]);
-    let (r, s) = public::ecdsa_sign(&d, digest.as_bytes()).ok_or(rc::FAILURE)?;
-    cmd.out
-        .tpm2b(&a.buf)
-        .u16(ids::ECDSA)
-        .u16(hash.id())
-        .tpm2b(&r)
-        .tpm2b(&s);
+    let sig = signature(tpm, &key, sig_alg, hash, digest.as_bytes())?;
+    cmd.out.tpm2b(&a.buf).bytes(&sig);
     Ok(())
 }

@@ -1,0 +1,210 @@
+//! Part 3 §14.2, §14.3 and the RSA halves of §20: TPM2_RSA_Encrypt and
+//! TPM2_RSA_Decrypt (RSAES-OAEP with a zero-terminated label, RSAES-PKCS1-v1_5),
+//! and the RSASSA-PKCS1-v1_5 / RSASSA-PSS signing and verification used by
+//! TPM2_Sign, TPM2_VerifySignature and TPM2_Quote, plus the RSA-OAEP salt
+//! decryption of TPM2_StartAuthSession.
+
+use crate::defs::{alg, limits, rc};
+use crate::engine::{Cmd, ParamErr, Tpm};
+use crate::hash::HashAlg;
+use crate::object::Key;
+use crate::public::{attr, ids};
+use crate::rsa_key::{self, FillRng, RSA_BYTES};
+use crate::rsa_pad;
+use alloc::vec::Vec;
+
+/// Modulus bits of the implemented keys.
+const MOD_BITS: usize = RSA_BYTES * 8;
+
+/// The private RSA key of `key`, or `err` when it has none or it does not
+/// rebuild.
+fn private(key: &Key, err: u32) -> Result<rsa::RsaPrivateKey, u32> {
+    key.private
+        .as_deref()
+        .and_then(|p| rsa_key::private_key(&key.public.x, key.public.exponent, p))
+        .ok_or(err)
+}
+
+/// The private operation with blinding from the TPM's DRBG.
+fn private_op(tpm: &mut Tpm, k: &rsa::RsaPrivateKey, block: &[u8]) -> Option<Vec<u8>> {
+    let mut fill = |b: &mut [u8]| tpm.random(b);
+    rsa_key::private_op(k, block, &mut FillRng(&mut fill))
+}
+
+/// Signs `digest` with RSA key `key` under `scheme` (RSASSA or RSAPSS) and
+/// `hash`; returns the signature block (256 bytes).
+pub(crate) fn sign(
+    tpm: &mut Tpm,
+    key: &Key,
+    scheme: u16,
+    hash: HashAlg,
+    digest: &[u8],
+) -> Result<Vec<u8>, u32> {
+    let k = private(key, rc::AUTH_UNAVAILABLE)?;
+    let em = match scheme {
+        ids::RSASSA => rsa_pad::pkcs1v15_sign_encode(hash, digest, RSA_BYTES),
+        ids::RSAPSS => {
+            // Salt as long as the digest (as the reference implementation).
+            let mut salt = alloc::vec![0u8; hash.digest_size()];
+            tpm.random(&mut salt);
+            rsa_pad::pss_encode(hash, digest, &salt, MOD_BITS).map(|em| left_pad(&em))
+        }
+        _ => None,
+    }
+    .ok_or(rc::SCHEME + rc::P + 2 * rc::N1)?;
+    private_op(tpm, &k, &em).ok_or(rc::FAILURE)
+}
+
+/// `b` left-padded with zeros to the modulus size.
+fn left_pad(b: &[u8]) -> Vec<u8> {
+    let mut out = alloc::vec![0u8; RSA_BYTES.saturating_sub(b.len())];
+    out.extend_from_slice(b);
+    out
+}
+
+/// Verifies an RSASSA/RSAPSS signature `sig` over `digest`.
+pub(crate) fn verify(key: &Key, scheme: u16, hash: HashAlg, digest: &[u8], sig: &[u8]) -> bool {
+    let Some(pk) = key.public.rsa_public() else {
+        return false;
+    };
+    if sig.len() != RSA_BYTES || digest.len() != hash.digest_size() {
+        return false;
+    }
+    let Some(em) = rsa_key::public_op(&pk, sig) else {
+        return false;
+    };
+    match scheme {
+        ids::RSASSA => rsa_pad::pkcs1v15_sign_encode(hash, digest, RSA_BYTES)
+            .is_some_and(|e| crate::session::ct_eq(&e, &em)),
+        ids::RSAPSS => rsa_pad::pss_verify(hash, digest, &em, MOD_BITS),
+        _ => false,
+    }
+}
+
+/// TPMT_RSA_DECRYPT (bare codes): (scheme, hash) — RSAES, OAEP with its
+/// hash — or None for TPM_ALG_NULL.
+fn decrypt_scheme(cmd: &mut Cmd) -> Result<Option<(u16, HashAlg)>, u32> {
+    match cmd.params.u16()? {
+        alg::NULL => Ok(None),
+        ids::RSAES => Ok(Some((ids::RSAES, HashAlg::Sha256))),
+        ids::OAEP => Ok(Some((
+            ids::OAEP,
+            cmd.params.hash_alg(false)?.ok_or(rc::HASH)?,
+        ))),
+        _ => Err(rc::SCHEME),
+    }
+}
+
+/// The scheme of an RSA encryption: the key's, or the command's when the
+/// key has none (they must agree when both are given).
+fn pick_scheme(key: &Key, scheme: Option<(u16, HashAlg)>) -> Result<(u16, HashAlg), u32> {
+    let bad = rc::SCHEME + rc::P + 2 * rc::N1;
+    let key_scheme = key.public.scheme;
+    let s = match (key_scheme, scheme) {
+        (Some(k), None) => k,
+        (Some(k), Some(c)) if k.0 == c.0 && (k.0 == ids::RSAES || k.1 == c.1) => k,
+        (None, Some(c)) => c,
+        _ => return Err(bad),
+    };
+    if !matches!(s.0, ids::RSAES | ids::OAEP) {
+        return Err(bad);
+    }
+    Ok(s)
+}
+
+/// The RSA decrypt key of handle 1 (bare TYPE/ATTRIBUTES codes with the
+/// handle number).
+fn rsa_key_of(tpm: &Tpm, h: u32) -> Result<Key, u32> {
+    let h1 = rc::H + rc::N1;
+    let k = tpm.key(h).ok_or(rc::KEY + h1)?;
+    if k.public.ty != ids::RSA {
+        return Err(rc::KEY + h1);
+    }
+    if !k.public.has(attr::DECRYPT) {
+        return Err(rc::ATTRIBUTES + h1);
+    }
+    Ok(k.clone())
+}
+
+/// A label must be empty or end in a zero byte (IsLabelProperlyFormatted).
+fn check_label(label: &[u8]) -> Result<(), u32> {
+    if label.is_empty() || label[label.len() - 1] == 0 {
+        Ok(())
+    } else {
+        Err(rc::VALUE + rc::P + 3 * rc::N1)
+    }
+}
+
+pub fn rsa_encrypt(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let message = cmd.params.tpm2b(RSA_BYTES).p(1)?.to_vec();
+    let scheme = decrypt_scheme(cmd).p(2)?;
+    let label = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(3)?.to_vec();
+    cmd.finish()?;
+    check_label(&label)?;
+    let key = rsa_key_of(tpm, cmd.handles[0])?;
+    let (s, hash) = pick_scheme(&key, scheme)?;
+    let pk = key.public.rsa_public().ok_or(rc::KEY + rc::H + rc::N1)?;
+    let em = if s == ids::OAEP {
+        let mut seed = alloc::vec![0u8; hash.digest_size()];
+        tpm.random(&mut seed);
+        rsa_pad::oaep_encode(hash, &label, &message, &seed, RSA_BYTES)
+    } else {
+        let mut fill = |b: &mut [u8]| tpm.random(b);
+        rsa_pad::pkcs1v15_enc_encode(&message, RSA_BYTES, &mut fill)
+    }
+    .ok_or(rc::VALUE + rc::P + rc::N1)?;
+    let out = rsa_key::public_op(&pk, &em).ok_or(rc::FAILURE)?;
+    cmd.out.tpm2b(&out);
+    Ok(())
+}
+
+pub fn rsa_decrypt(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let cipher = cmd.params.tpm2b(RSA_BYTES).p(1)?.to_vec();
+    let scheme = decrypt_scheme(cmd).p(2)?;
+    let label = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(3)?.to_vec();
+    cmd.finish()?;
+    check_label(&label)?;
+    let key = rsa_key_of(tpm, cmd.handles[0])?;
+    if key.public.has(attr::RESTRICTED) {
+        return Err(rc::ATTRIBUTES + rc::H + rc::N1);
+    }
+    let (s, hash) = pick_scheme(&key, scheme)?;
+    let k = private(&key, rc::AUTH_UNAVAILABLE)?;
+    if cipher.len() != RSA_BYTES {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    let em = private_op(tpm, &k, &cipher).ok_or(rc::VALUE + rc::P + rc::N1)?;
+    let msg = if s == ids::OAEP {
+        rsa_pad::oaep_decode(hash, &label, &em)
+    } else {
+        rsa_pad::pkcs1v15_enc_decode(&em)
+    };
+    let Some(msg) = msg else {
+        log::warn!("vtpm: RSA_Decrypt: the padding does not check");
+        return Err(rc::VALUE + rc::P + rc::N1);
+    };
+    cmd.out.tpm2b(&msg);
+    Ok(())
+}
+
+/// The salt of a session salted with RSA key `key`: the encrypted secret is
+/// RSAES-OAEP with the key's nameAlg and the label "SECRET\0" (Part 1
+/// §B.10.3); the salt may be at most one digest of nameAlg long.
+pub(crate) fn decrypt_salt(tpm: &mut Tpm, key: &Key, secret: &[u8]) -> Result<Vec<u8>, u32> {
+    let h1 = rc::H + rc::N1;
+    let k = private(key, rc::HANDLE + h1)?;
+    if !key.public.has(attr::DECRYPT) {
+        return Err(rc::ATTRIBUTES + h1);
+    }
+    let bad = rc::VALUE + rc::P + 2 * rc::N1;
+    if secret.len() != RSA_BYTES {
+        return Err(bad);
+    }
+    let em = private_op(tpm, &k, secret).ok_or(bad)?;
+    let h = key.public.name_alg;
+    let salt = rsa_pad::oaep_decode(h, b"SECRET\0", &em).ok_or(bad)?;
+    if salt.len() > h.digest_size() {
+        return Err(bad);
+    }
+    Ok(salt)
+}

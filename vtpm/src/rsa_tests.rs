@@ -1,0 +1,418 @@
+//! Engine tests of RSA-2048 keys: deterministic primaries, storage parents,
+//! RSASSA/RSAPSS signing and verification, LoadExternal binding,
+//! RSA_Encrypt/RSA_Decrypt and RSA-salted sessions.
+
+use crate::defs::{cc, handle, rc, st};
+use crate::hash::HashAlg;
+use crate::marshal::{Reader, Writer};
+use crate::object_tests::{create, create_primary, flush, load, rparams, sign, started, verify};
+use crate::public::{attr, ids, Public, SymObject};
+use crate::rsa_key::{self, RSA_BYTES};
+use crate::rsa_pad;
+use crate::tests::{command, params_of, rc_of};
+use crate::Tpm;
+use alloc::vec::Vec;
+
+fn rsa_template(attributes: u32, scheme: Option<(u16, HashAlg)>) -> Public {
+    Public {
+        ty: ids::RSA,
+        name_alg: HashAlg::Sha256,
+        attributes,
+        auth_policy: Vec::new(),
+        symmetric: SymObject::Null,
+        scheme,
+        x: Vec::new(),
+        y: Vec::new(),
+        exponent: 0,
+    }
+}
+
+const BASE: u32 =
+    attr::FIXED_TPM | attr::FIXED_PARENT | attr::SENSITIVE_DATA_ORIGIN | attr::USER_WITH_AUTH;
+
+fn rsa_storage() -> Public {
+    let mut p = rsa_template(BASE | attr::RESTRICTED | attr::DECRYPT, None);
+    p.symmetric = SymObject::AesCfb(128);
+    p
+}
+
+fn public_of(bytes: &[u8]) -> Public {
+    Public::unmarshal(&mut Reader::new(bytes)).unwrap()
+}
+
+/// The signature algorithm, hash and block of a TPMT_SIGNATURE response.
+fn rsa_sig(r: &[u8]) -> (u16, u16, Vec<u8>) {
+    let mut rd = Reader::new(params_of(r));
+    let a = rd.u16().unwrap();
+    let h = rd.u16().unwrap();
+    (a, h, rd.tpm2b(RSA_BYTES).unwrap().to_vec())
+}
+
+#[test]
+fn rsa_primaries_are_deterministic_and_public_areas_round_trip() {
+    let mut t = started();
+    let p = rsa_storage();
+    let (rc0, a, pa) = create_primary(&mut t, handle::OWNER, &p, b"", b"");
+    assert_eq!(rc0, 0);
+    flush(&mut t, a);
+    let (_, b, pb) = create_primary(&mut t, handle::OWNER, &p, b"", b"");
+    assert_eq!(pa, pb);
+    flush(&mut t, b);
+    let (_, c, pc) = create_primary(&mut t, handle::ENDORSEMENT, &p, b"", b"");
+    assert_ne!(pa, pc);
+    flush(&mut t, c);
+    let q = public_of(&pa);
+    assert_eq!(q.ty, ids::RSA);
+    assert_eq!(q.x.len(), RSA_BYTES);
+    assert_eq!(q.marshal(), pa);
+    assert!(q.rsa_public().is_some());
+    // keyBits other than 2048 do not unmarshal; a signing scheme on a
+    // decrypt key is refused.
+    let mut bad = p.marshal();
+    let kb = bad.len() - 2 - 4 - 2;
+    bad[kb..kb + 2].copy_from_slice(&1024u16.to_be_bytes());
+    assert_eq!(Public::unmarshal(&mut Reader::new(&bad)), Err(rc::VALUE));
+    let d = rsa_template(BASE | attr::DECRYPT, Some((ids::RSASSA, HashAlg::Sha256)));
+    assert_eq!(
+        create_primary(&mut t, handle::OWNER, &d, b"", b"").0,
+        rc::SCHEME + rc::P + 2 * rc::N1
+    );
+    let mut e = rsa_storage();
+    e.exponent = 4;
+    assert_eq!(
+        create_primary(&mut t, handle::OWNER, &e, b"", b"").0,
+        rc::VALUE + rc::P + 2 * rc::N1
+    );
+}
+
+fn sign_with(t: &mut Tpm, key: u32, scheme: u16, digest: &[u8]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.tpm2b(digest)
+        .u16(scheme)
+        .u16(HashAlg::Sha256.id())
+        .u16(st::HASHCHECK)
+        .u32(handle::NULL)
+        .tpm2b(&[]);
+    t.execute(0, &command(cc::SIGN, &[key], &[b""], &w.buf))
+}
+
+#[test]
+fn children_of_an_rsa_parent_sign_with_rsassa_and_rsapss() {
+    let mut t = started();
+    let (rc0, parent, _) = create_primary(&mut t, handle::OWNER, &rsa_storage(), b"", b"");
+    assert_eq!(rc0, 0);
+    let tpl = rsa_template(BASE | attr::SIGN, Some((ids::RSASSA, HashAlg::Sha256)));
+    let (rc1, private, public) = create(&mut t, parent, &tpl, b"", b"");
+    assert_eq!(rc1, 0);
+    let r = load(&mut t, parent, &private, &public);
+    let key = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let _ = rparams(&r);
+    let pk = public_of(&public).rsa_public().unwrap();
+    let digest = HashAlg::Sha256.digest(&[b"message"]);
+    // The key's scheme (RSASSA): deterministic, and verifies by hand.
+    let r = sign(&mut t, key, b"", digest.as_bytes(), None);
+    let (a, h, sig) = rsa_sig(&r);
+    assert_eq!((a, h), (ids::RSASSA, HashAlg::Sha256.id()));
+    let em = rsa_key::public_op(&pk, &sig).unwrap();
+    assert_eq!(
+        em,
+        rsa_pad::pkcs1v15_sign_encode(HashAlg::Sha256, digest.as_bytes(), RSA_BYTES).unwrap()
+    );
+    assert_eq!(sign(&mut t, key, b"", digest.as_bytes(), None), r);
+    let r2 = verify(&mut t, key, digest.as_bytes(), params_of(&r));
+    assert_eq!(rc_of(&r2), 0);
+    let other = HashAlg::Sha256.digest(&[b"other"]);
+    let r3 = verify(&mut t, key, other.as_bytes(), params_of(&r));
+    assert_eq!(rc_of(&r3), rc::SIGNATURE + rc::P + 2 * rc::N1);
+    // The key fixes its scheme: PSS is refused.
+    assert_eq!(
+        rc_of(&sign_with(&mut t, key, ids::RSAPSS, digest.as_bytes())),
+        rc::SCHEME + rc::P + 2 * rc::N1
+    );
+    flush(&mut t, key);
+    // A key without a scheme signs with the command's: PSS (randomized).
+    let tpl = rsa_template(BASE | attr::SIGN, None);
+    let (_, private, public) = create(&mut t, parent, &tpl, b"", b"");
+    let r = load(&mut t, parent, &private, &public);
+    let key = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let r = sign_with(&mut t, key, ids::RSAPSS, digest.as_bytes());
+    let (a, _, sig) = rsa_sig(&r);
+    assert_eq!(a, ids::RSAPSS);
+    let pk = public_of(&public).rsa_public().unwrap();
+    let em = rsa_key::public_op(&pk, &sig).unwrap();
+    assert!(rsa_pad::pss_verify(
+        HashAlg::Sha256,
+        digest.as_bytes(),
+        &em,
+        2048
+    ));
+    assert_ne!(sign_with(&mut t, key, ids::RSAPSS, digest.as_bytes()), r);
+    assert_eq!(
+        rc_of(&verify(&mut t, key, digest.as_bytes(), params_of(&r))),
+        0
+    );
+    assert_eq!(
+        rc_of(&sign_with(&mut t, key, ids::ECDSA, digest.as_bytes())),
+        rc::SCHEME + rc::P + 2 * rc::N1
+    );
+    // Tampered private area: integrity failure.
+    let mut bad = private.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(
+        rc_of(&load(&mut t, parent, &bad, &public)),
+        rc::INTEGRITY + rc::P + rc::N1
+    );
+}
+
+fn load_external(t: &mut Tpm, sensitive: &[u8], public: &[u8]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.tpm2b(sensitive).tpm2b(public).u32(handle::NULL);
+    t.execute(0, &command(cc::LOAD_EXTERNAL, &[], &[], &w.buf))
+}
+
+/// A key pair made outside the TPM: (public area, p).
+fn external_pair(attributes: u32, scheme: Option<(u16, HashAlg)>) -> (Public, Vec<u8>) {
+    let mut i = 0u32;
+    let mut next = |n: usize| {
+        let mut out = Vec::new();
+        while out.len() < n {
+            i += 1;
+            out.extend_from_slice(
+                HashAlg::Sha256
+                    .digest(&[&i.to_be_bytes(), b"ext"])
+                    .as_bytes(),
+            );
+        }
+        out.truncate(n);
+        out
+    };
+    let (n, p) = rsa_key::generate(0, &mut next).unwrap();
+    let mut public = rsa_template(attributes, scheme);
+    public.x = n;
+    (public, p)
+}
+
+fn rsa_sensitive(p: &[u8]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u16(ids::RSA).tpm2b(b"").tpm2b(b"").tpm2b(p);
+    w.buf
+}
+
+#[test]
+fn load_external_names_hash_the_public_area_and_bind_the_prime() {
+    let mut t = started();
+    let (public, p) = external_pair(attr::USER_WITH_AUTH | attr::SIGN, None);
+    let r = load_external(&mut t, &[], &public.marshal());
+    let mut rd = Reader::new(rparams(&r));
+    let name = rd.tpm2b(64).unwrap();
+    let mut expect = alloc::vec![0, 0x0B];
+    expect.extend_from_slice(HashAlg::Sha256.digest(&[&public.marshal()]).as_bytes());
+    assert_eq!(name, expect.as_slice());
+    // A modulus of the wrong size is not a key.
+    let mut short = public.clone();
+    short.x.truncate(128);
+    assert_eq!(
+        rc_of(&load_external(&mut t, &[], &short.marshal())),
+        rc::KEY + rc::P + 2 * rc::N1
+    );
+    // With its private part: binding is checked.
+    let r = load_external(&mut t, &rsa_sensitive(&p), &public.marshal());
+    assert_eq!(rc_of(&r), 0);
+    let key = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let digest = HashAlg::Sha256.digest(&[b"x"]);
+    assert_eq!(
+        rc_of(&sign_with(&mut t, key, ids::RSASSA, digest.as_bytes())),
+        0
+    );
+    let mut wrong = p.clone();
+    wrong[127] ^= 2;
+    assert_eq!(
+        rc_of(&load_external(
+            &mut t,
+            &rsa_sensitive(&wrong),
+            &public.marshal()
+        )),
+        rc::BINDING + rc::P + 2 * rc::N1
+    );
+}
+
+fn rsa_encrypt(t: &mut Tpm, key: u32, msg: &[u8], scheme: u16, label: &[u8]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.tpm2b(msg).u16(scheme);
+    if scheme == ids::OAEP {
+        w.u16(HashAlg::Sha256.id());
+    }
+    w.tpm2b(label);
+    t.execute(0, &command(cc::RSA_ENCRYPT, &[key], &[], &w.buf))
+}
+
+fn rsa_decrypt(t: &mut Tpm, key: u32, c: &[u8], scheme: u16, label: &[u8]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.tpm2b(c).u16(scheme);
+    if scheme == ids::OAEP {
+        w.u16(HashAlg::Sha256.id());
+    }
+    w.tpm2b(label);
+    t.execute(0, &command(cc::RSA_DECRYPT, &[key], &[b""], &w.buf))
+}
+
+#[test]
+fn rsa_encrypt_and_decrypt_with_oaep_and_pkcs1v15() {
+    let mut t = started();
+    let tpl = rsa_template(BASE | attr::DECRYPT, None);
+    let (rc0, key, public) = create_primary(&mut t, handle::OWNER, &tpl, b"", b"");
+    assert_eq!(rc0, 0);
+    let pk = public_of(&public).rsa_public().unwrap();
+    for scheme in [ids::OAEP, ids::RSAES] {
+        let label: &[u8] = if scheme == ids::OAEP { b"label\0" } else { b"" };
+        let r = rsa_encrypt(&mut t, key, b"secret data", scheme, label);
+        let c = Reader::new(params_of(&r))
+            .tpm2b(RSA_BYTES)
+            .unwrap()
+            .to_vec();
+        assert_eq!(c.len(), RSA_BYTES);
+        // The block decodes by hand under the public key's inverse (the TPM's).
+        let r = rsa_decrypt(&mut t, key, &c, scheme, label);
+        assert_eq!(
+            Reader::new(rparams_plain(&r)).tpm2b(RSA_BYTES).unwrap(),
+            b"secret data"
+        );
+        let mut bad = c.clone();
+        bad[200] ^= 1;
+        assert_eq!(
+            rc_of(&rsa_decrypt(&mut t, key, &bad, scheme, label)),
+            rc::VALUE + rc::P + rc::N1
+        );
+    }
+    // OAEP encoded outside the TPM decrypts inside it.
+    let em = rsa_pad::oaep_encode(HashAlg::Sha256, b"L\0", b"hi", &[9; 32], RSA_BYTES).unwrap();
+    let c = rsa_key::public_op(&pk, &em).unwrap();
+    let r = rsa_decrypt(&mut t, key, &c, ids::OAEP, b"L\0");
+    assert_eq!(
+        Reader::new(rparams_plain(&r)).tpm2b(RSA_BYTES).unwrap(),
+        b"hi"
+    );
+    assert_eq!(
+        rc_of(&rsa_decrypt(&mut t, key, &c, ids::OAEP, b"M\0")),
+        rc::VALUE + rc::P + rc::N1
+    );
+    // Labels must be zero-terminated; NULL schemes on both sides are refused.
+    assert_eq!(
+        rc_of(&rsa_encrypt(&mut t, key, b"x", ids::OAEP, b"abc")),
+        rc::VALUE + rc::P + 3 * rc::N1
+    );
+    assert_eq!(
+        rc_of(&rsa_encrypt(&mut t, key, b"x", crate::defs::alg::NULL, b"")),
+        rc::SCHEME + rc::P + 2 * rc::N1
+    );
+    assert_eq!(
+        rc_of(&rsa_encrypt(&mut t, key, &[1; 200], ids::OAEP, b"")),
+        rc::VALUE + rc::P + rc::N1
+    );
+    // A restricted (storage) key does not decrypt arbitrary data.
+    let (_, s, _) = create_primary(&mut t, handle::OWNER, &rsa_storage(), b"", b"");
+    assert_eq!(
+        rc_of(&rsa_decrypt(&mut t, s, &c, ids::OAEP, b"L\0")),
+        rc::ATTRIBUTES + rc::H + rc::N1
+    );
+}
+
+/// The parameters of a response with an authorization area.
+fn rparams_plain(r: &[u8]) -> &[u8] {
+    assert_eq!(rc_of(r), 0, "{r:02x?}");
+    params_of(r)
+}
+
+#[test]
+fn rsa_salted_sessions_decrypt_the_oaep_salt() {
+    let mut t = started();
+    let (_, key, public) = create_primary(&mut t, handle::OWNER, &rsa_storage(), b"", b"");
+    let pk = public_of(&public).rsa_public().unwrap();
+    let start = |t: &mut Tpm, secret: &[u8]| {
+        let mut p = Writer::new();
+        p.tpm2b(&[1; 32])
+            .tpm2b(secret)
+            .u8(0)
+            .u16(crate::defs::alg::NULL)
+            .u16(HashAlg::Sha256.id());
+        t.execute(
+            0,
+            &command(cc::START_AUTH_SESSION, &[key, handle::NULL], &[], &p.buf),
+        )
+    };
+    let em =
+        rsa_pad::oaep_encode(HashAlg::Sha256, b"SECRET\0", &[7; 32], &[3; 32], RSA_BYTES).unwrap();
+    let secret = rsa_key::public_op(&pk, &em).unwrap();
+    assert_eq!(rc_of(&start(&mut t, &secret)), 0);
+    // Another label, or a salt longer than a digest: TPM_RC_VALUE.
+    let em =
+        rsa_pad::oaep_encode(HashAlg::Sha256, b"SECRET", &[7; 32], &[3; 32], RSA_BYTES).unwrap();
+    let secret = rsa_key::public_op(&pk, &em).unwrap();
+    assert_eq!(
+        rc_of(&start(&mut t, &secret)),
+        rc::VALUE + rc::P + 2 * rc::N1
+    );
+    let em =
+        rsa_pad::oaep_encode(HashAlg::Sha256, b"SECRET\0", &[7; 33], &[3; 32], RSA_BYTES).unwrap();
+    let secret = rsa_key::public_op(&pk, &em).unwrap();
+    assert_eq!(
+        rc_of(&start(&mut t, &secret)),
+        rc::VALUE + rc::P + 2 * rc::N1
+    );
+    assert_eq!(
+        rc_of(&start(&mut t, &[1; 255])),
+        rc::VALUE + rc::P + 2 * rc::N1
+    );
+}
+
+#[test]
+fn rsa_keys_quote_and_persist_across_power_cycles() {
+    use crate::tests::{new_tpm, startup, SharedNv, TestClock};
+    let nv = SharedNv::default();
+    let clock = TestClock::default();
+    let mut t = new_tpm(&nv, &clock);
+    assert_eq!(startup(&mut t, crate::defs::su::CLEAR), 0);
+    let tpl = rsa_template(
+        BASE | attr::SIGN | attr::RESTRICTED,
+        Some((ids::RSASSA, HashAlg::Sha256)),
+    );
+    let (rc0, k, pubk) = create_primary(&mut t, handle::ENDORSEMENT, &tpl, b"", b"");
+    assert_eq!(rc0, 0);
+    let pk = public_of(&pubk).rsa_public().unwrap();
+    let mut w = Writer::new();
+    w.tpm2b(b"nonce")
+        .u16(crate::defs::alg::NULL)
+        .u32(1)
+        .pcr_selection(HashAlg::Sha256, 0b1);
+    let r = t.execute(0, &command(cc::QUOTE, &[k], &[b""], &w.buf));
+    let mut rd = Reader::new(params_of(&r));
+    let attest = rd.tpm2b(1024).unwrap().to_vec();
+    assert_eq!(rd.u16().unwrap(), ids::RSASSA);
+    assert_eq!(rd.u16().unwrap(), HashAlg::Sha256.id());
+    let sig = rd.tpm2b(RSA_BYTES).unwrap();
+    let digest = HashAlg::Sha256.digest(&[&attest]);
+    assert_eq!(
+        rsa_key::public_op(&pk, sig).unwrap(),
+        rsa_pad::pkcs1v15_sign_encode(HashAlg::Sha256, digest.as_bytes(), RSA_BYTES).unwrap()
+    );
+    // Persistent: the same public area and a working key after a restart.
+    let ph = 0x8101_0001u32;
+    let r = t.execute(
+        0,
+        &command(
+            cc::EVICT_CONTROL,
+            &[handle::OWNER, k],
+            &[b""],
+            &ph.to_be_bytes(),
+        ),
+    );
+    assert_eq!(rc_of(&r), 0);
+    drop(t);
+    let mut t = new_tpm(&nv, &clock);
+    assert_eq!(startup(&mut t, crate::defs::su::CLEAR), 0);
+    let r = t.execute(0, &command(cc::READ_PUBLIC, &[ph], &[], &[]));
+    assert_eq!(Reader::new(params_of(&r)).tpm2b(512).unwrap(), &pubk[..]);
+    let r = t.execute(0, &command(cc::QUOTE, &[ph], &[b""], &w.buf));
+    assert_eq!(rc_of(&r), 0);
+}
