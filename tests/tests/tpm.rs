@@ -14,6 +14,9 @@ use xtask::Layout;
 /// Budget of one run (the build before it is not counted).
 const TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The tests' own system disk (not the developer's default one).
+const SYSTEM_DISK: &str = "test-disks/tpm.img";
+
 /// The PCR the test extends (16: the debug PCR, resettable, unused at boot).
 const PCR: u32 = 16;
 
@@ -107,6 +110,7 @@ echo "pcr-expect=$({{ head -c 32 /dev/zero; cat /tmp/d; }} | sha256sum | cut -c1
 fn linux_probes_the_spi_tpm_reads_and_extends_a_pcr() {
     let _boot = boot_lock();
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.system_disk = Some(Layout::detect().out.join(SYSTEM_DISK));
     o.guest_cmd = Some(probe_and_extend_cmd());
     let outcome = boot(&o);
     let tail = console_tail(&outcome);
@@ -199,6 +203,7 @@ fn guest_reboot_resets_the_tpm_pcrs() {
     let script = dir.join("tpm-reboot.script");
     std::fs::write(&script, reboot_script()).unwrap();
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.system_disk = Some(Layout::detect().out.join(SYSTEM_DISK));
     o.smp = Some(1);
     o.script = Some(script);
     let outcome = boot(&o);
@@ -242,4 +247,64 @@ fn extend_command_matches_the_tpm_spec_layout() {
     assert!(reboot_script()
         .lines()
         .all(|l| !l.starts_with("send ") || l.len() <= "send ".len() + MAX_SEND));
+}
+
+/// TPM2_ReadClock (TPM 2.0 Part 3, §29.1): no handles, no sessions.
+const READ_CLOCK: [u8; 10] = [0x80, 0x01, 0, 0, 0, 0x0a, 0, 0, 0x01, 0x81];
+
+/// Guest command: print the TPM's resetCount from TPM2_ReadClock.
+fn read_reset_count_cmd() -> String {
+    format!(
+        r#"t=/sys/class/tpm/tpm0; i=0
+while [ ! -e $t ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+printf '{cmd}' > /tmp/c
+exec 3<>/dev/tpm0; dd if=/tmp/c bs=4096 2>/dev/null >&3
+echo "clock-rsp=$(dd bs=4096 count=1 2>/dev/null <&3 | xxd -p | tr -d '\n')"; exec 3>&-
+"#,
+        cmd = printf_escapes(&READ_CLOCK)
+    )
+}
+
+/// resetCount from a ReadClock response: header (10), time (8), clock (8), then
+/// resetCount (4), restartCount (4), safe (1).
+fn reset_count(rsp_hex: &str) -> Option<u32> {
+    let bytes: Vec<u8> = (0..rsp_hex.len() / 2)
+        .map(|i| u8::from_str_radix(&rsp_hex[2 * i..2 * i + 2], 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    if bytes.len() != 35 || bytes[6..10] != [0, 0, 0, 0] {
+        return None;
+    }
+    Some(u32::from_be_bytes(bytes[26..30].try_into().ok()?))
+}
+
+/// The TPM's NV image lives in the VM's record on the system disk: after a host
+/// reboot the same TPM comes back, so its reset counter (bumped by every
+/// Startup(CLEAR) after a power cycle) keeps counting instead of starting over.
+#[test]
+fn tpm_state_survives_host_reboots() {
+    let _boot = boot_lock();
+    let disk = Layout::detect().out.join("test-disks/tpm-nv.img");
+    let mut counts = Vec::new();
+    for boot_no in 0..2 {
+        let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+        o.system_disk = Some(disk.clone());
+        o.fresh = boot_no == 0;
+        o.guest_cmd = Some(read_reset_count_cmd());
+        let outcome = boot(&o);
+        let tail = console_tail(&outcome);
+        assert_eq!(outcome.verdict(), Ok(()), "\n{tail}");
+        let rsp = value(&outcome.console, "clock-rsp")
+            .unwrap_or_default()
+            .to_string();
+        let count =
+            reset_count(&rsp).unwrap_or_else(|| panic!("bad ReadClock response {rsp:?}\n{tail}"));
+        counts.push(count);
+    }
+    println!("resetCount on two boots: {counts:?}");
+    assert_eq!(
+        counts[1],
+        counts[0] + 1,
+        "resetCount across a host reboot: {counts:?}"
+    );
 }
