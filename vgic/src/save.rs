@@ -113,8 +113,7 @@ impl SaveRestore for Vgic {
 
     fn save(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        out.extend_from_slice(&Self::SAVE_ID);
-        out.extend_from_slice(&Self::SAVE_VERSION.to_le_bytes());
+        out.extend_from_slice(&vdev::save::header(Self::SAVE_ID, Self::SAVE_VERSION));
         out.extend_from_slice(&(self.vcpus.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.cfg.num_spis.to_le_bytes());
         out.push(self.cfg.priority_bits);
@@ -131,14 +130,8 @@ impl SaveRestore for Vgic {
     }
 
     fn restore(&mut self, blob: &[u8]) -> Result<(), RestoreError> {
-        let mut r = Reader(blob);
-        if r.take::<4>()? != Self::SAVE_ID {
-            return Err(RestoreError::WrongDevice);
-        }
-        let version = r.u32()?;
-        if version != Self::SAVE_VERSION {
-            return Err(RestoreError::UnsupportedVersion(version));
-        }
+        let (_version, payload) = vdev::save::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
+        let mut r = Reader(payload);
         let n = r.u32()? as usize;
         let same_shape = n == self.vcpus.len()
             && r.u32()? == self.cfg.num_spis

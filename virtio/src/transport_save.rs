@@ -27,9 +27,8 @@ impl<D: VirtioDevice> SaveRestore for MmioTransport<D> {
 
     fn save(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        out.extend_from_slice(&Self::SAVE_ID);
+        out.extend_from_slice(&vdev::save::header(Self::SAVE_ID, Self::SAVE_VERSION));
         for v in [
-            Self::SAVE_VERSION,
             self.device.device_id(),
             self.queues.len() as u32,
             self.queue_sel,
@@ -52,14 +51,8 @@ impl<D: VirtioDevice> SaveRestore for MmioTransport<D> {
     }
 
     fn restore(&mut self, blob: &[u8]) -> Result<(), RestoreError> {
-        let mut r = Reader::new(blob);
-        if r.take(4)? != Self::SAVE_ID {
-            return Err(RestoreError::WrongDevice);
-        }
-        let version = r.u32()?;
-        if version > Self::SAVE_VERSION || version == 0 {
-            return Err(RestoreError::UnsupportedVersion(version));
-        }
+        let (_version, payload) = vdev::save::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
+        let mut r = Reader::new(payload);
         if r.u32()? != self.device.device_id() {
             return Err(RestoreError::WrongDevice);
         }

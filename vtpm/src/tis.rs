@@ -707,7 +707,7 @@ mod save {
 
         fn save(&self) -> Vec<u8> {
             let mut w = Writer::new();
-            w.bytes(&Self::SAVE_ID).u32(Self::SAVE_VERSION);
+            w.bytes(&vdev::save::header(Self::SAVE_ID, Self::SAVE_VERSION));
             w.u8(self.active.unwrap_or(0xFF))
                 .u8(self.pending)
                 .u8(self.seized)
@@ -733,14 +733,8 @@ mod save {
 
         fn restore(&mut self, blob: &[u8]) -> Result<(), RestoreError> {
             let m = |_| RestoreError::Malformed;
-            let mut r = Reader::new(blob);
-            if r.bytes(4).map_err(m)? != Self::SAVE_ID {
-                return Err(RestoreError::WrongDevice);
-            }
-            let version = r.u32().map_err(m)?;
-            if version > Self::SAVE_VERSION {
-                return Err(RestoreError::UnsupportedVersion(version));
-            }
+            let (_version, payload) = vdev::save::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
+            let mut r = Reader::new(payload);
             let active = match r.u8().map_err(m)? {
                 0xFF => None,
                 l if l < LOCALITIES => Some(l),
