@@ -35,6 +35,13 @@ pub const VIRTIO_MMIO_BASE: u64 = 0x0a00_0000;
 pub const VIRTIO_MMIO_STRIDE: u64 = 0x200;
 pub const VIRTIO_MMIO_SLOTS: u64 = 32;
 pub const VIRTIO_MMIO_SPI_BASE: u32 = 16;
+/// virtio-mmio slots of the entropy device and the virtio console every VM gets;
+/// disks take the slots before them.
+pub const VIRTIO_RNG_SLOT: u64 = VIRTIO_MMIO_SLOTS - 2;
+pub const VIRTIO_CONSOLE_SLOT: u64 = VIRTIO_MMIO_SLOTS - 1;
+/// SPIs the virtual GIC implements (INTIDs 32..128: the PL011, PL061 and every
+/// virtio-mmio slot fit).
+pub const VGIC_SPIS: u32 = 96;
 /// Platform bus (TPM): a 32 MiB window of dynamically placed sysbus devices.
 pub const PLATFORM_BUS_BASE: u64 = 0x0c00_0000;
 pub const PLATFORM_BUS_SIZE: u64 = 0x0200_0000;
@@ -64,4 +71,20 @@ pub const MAINTENANCE_INTID: u32 = 25;
 /// The INTID of virtio-mmio slot `n`.
 pub const fn virtio_mmio_intid(n: u64) -> u32 {
     SPI_BASE + VIRTIO_MMIO_SPI_BASE + n as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_guest_device_interrupt_is_an_implemented_spi() {
+        let limit = SPI_BASE + VGIC_SPIS;
+        for n in 0..VIRTIO_MMIO_SLOTS {
+            assert!(virtio_mmio_intid(n) < limit, "virtio slot {n}");
+        }
+        assert!(SPI_BASE + PL011_SPI < limit);
+        assert!(SPI_BASE + PL061_SPI < limit);
+        assert!(VIRTIO_RNG_SLOT < VIRTIO_CONSOLE_SLOT && VIRTIO_CONSOLE_SLOT < VIRTIO_MMIO_SLOTS);
+    }
 }

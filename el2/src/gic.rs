@@ -98,11 +98,8 @@ fn configure(gic: &mut GicV3<'static>, id: IntId, cpu: Option<usize>, trigger: T
 fn init_private(cpu: usize) {
     let mut g = GIC.lock();
     let Some(gic) = g.as_mut() else { return };
-    for ppi in [
-        guest::HTIMER_INTID,
-        guest::VTIMER_INTID,
-        guest::MAINTENANCE_INTID,
-    ] {
+    let irqs = crate::irq::hyp_irqs();
+    for ppi in [irqs.htimer, irqs.vtimer, irqs.maintenance] {
         configure(
             gic,
             IntId::ppi(ppi - guest::PPI_BASE),

@@ -23,6 +23,35 @@ const SGI1R_AFF1_SHIFT: u64 = 16;
 const SGI1R_AFF2_SHIFT: u64 = 32;
 const SGI1R_AFF3_SHIFT: u64 = 48;
 
+/// The physical private interrupts the hypervisor takes, as the device tree names
+/// them.
+#[derive(Debug, Clone, Copy)]
+pub struct HypIrqs {
+    /// The EL2 physical timer.
+    pub htimer: u32,
+    /// The EL1 virtual timer (delivered to guests hardware-linked).
+    pub vtimer: u32,
+    /// The GIC's virtual-CPU-interface maintenance interrupt.
+    pub maintenance: u32,
+}
+
+static HYP_IRQS: spin::Once<HypIrqs> = spin::Once::new();
+
+/// Records the hypervisor's interrupts (once, at boot).
+pub fn set_hyp_irqs(irqs: HypIrqs) {
+    HYP_IRQS.call_once(|| irqs);
+}
+
+/// The hypervisor's interrupts; the architecture's recommended numbers (SBSA) until
+/// the device tree has been read.
+pub fn hyp_irqs() -> HypIrqs {
+    HYP_IRQS.get().copied().unwrap_or(HypIrqs {
+        htimer: boards::guest::HTIMER_INTID,
+        vtimer: boards::guest::VTIMER_INTID,
+        maintenance: boards::guest::MAINTENANCE_INTID,
+    })
+}
+
 /// Sets EOImode = 1 for this CPU's physical CPU interface.
 pub fn init_cpu_interface() {
     write_sysreg!(

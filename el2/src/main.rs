@@ -283,6 +283,18 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         platform.cpus.len(),
         platform.memory.iter().map(|r| r.size >> 20).sum::<u64>()
     );
+    let maintenance = platform.gic.maintenance_intid.unwrap_or_else(|| {
+        log::warn!(
+            "the device tree names no GIC maintenance interrupt; assuming INTID {}",
+            guest::MAINTENANCE_INTID
+        );
+        guest::MAINTENANCE_INTID
+    });
+    irq::set_hyp_irqs(irq::HypIrqs {
+        htimer: platform.timer.hyp,
+        vtimer: platform.timer.virt,
+        maintenance,
+    });
     if let Err(e) = gic::init(&platform.gic, platform.cpus.len(), boot_cpu) {
         fatal(format_args!("GIC initialisation failed: {e:?}"));
     }
@@ -523,11 +535,12 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     let idx = vcpu.idx;
     vm::activate(vm);
     vm::load_vcpu(vcpu);
-    gic::deactivate_private(guest::VTIMER_INTID, vm.pcpu_index[idx]);
+    let vtimer = irq::hyp_irqs().vtimer;
+    gic::deactivate_private(vtimer, vm.pcpu_index[idx]);
     if let Err(e) = vm
         .vgic
         .lock()
-        .set_hw_mapping(idx, guest::VTIMER_INTID, guest::VTIMER_INTID)
+        .set_hw_mapping(idx, guest::VTIMER_INTID, vtimer)
     {
         log::warn!(
             "{}: virtual timer of vCPU {idx} not hardware-linked: {e:?}",

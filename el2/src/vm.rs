@@ -132,14 +132,6 @@ pub fn vcpu_mpidr(i: usize) -> u64 {
     (1 << 31) | i as u64
 }
 
-/// virtio-mmio slots of the entropy device and the virtio console; disks take the
-/// slots before them.
-const RNG_SLOT: u64 = guest::VIRTIO_MMIO_SLOTS - 2;
-const CONSOLE_SLOT: u64 = guest::VIRTIO_MMIO_SLOTS - 1;
-
-/// SPIs of the virtual GIC.
-const VGIC_SPIS: u32 = 96;
-
 fn power_u8(p: CpuPower) -> u8 {
     p as u8
 }
@@ -160,7 +152,8 @@ impl Vm {
         )>,
     ) -> Result<Self, VmError> {
         let n = pcpus.len();
-        let vgic = SharedVgic::new(VgicConfig::simple(n, VGIC_SPIS)).map_err(VmError::Vgic)?;
+        let vgic =
+            SharedVgic::new(VgicConfig::simple(n, guest::VGIC_SPIS)).map_err(VmError::Vgic)?;
         let mut bus = MmioBus::new();
         let uart = Shared::new(Pl011::new(
             guest::SPI_BASE + guest::PL011_SPI,
@@ -192,7 +185,11 @@ impl Vm {
         )
         .map_err(VmError::Bus)?;
         let mut virtio = Vec::new();
-        for (n, disk) in disks.into_iter().enumerate().take(RNG_SLOT as usize) {
+        for (n, disk) in disks
+            .into_iter()
+            .enumerate()
+            .take(guest::VIRTIO_RNG_SLOT as usize)
+        {
             let n = n as u64;
             let slot = VirtioSlot {
                 base: guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
@@ -219,15 +216,18 @@ impl Vm {
         let extra: [(&str, u64, Box<dyn vdev::MmioDevice + Send>); 2] = [
             (
                 "virtio-rng",
-                RNG_SLOT,
-                Box::new(MmioTransport::new(rng, guest::virtio_mmio_intid(RNG_SLOT))),
+                guest::VIRTIO_RNG_SLOT,
+                Box::new(MmioTransport::new(
+                    rng,
+                    guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT),
+                )),
             ),
             (
                 "virtio-console",
-                CONSOLE_SLOT,
+                guest::VIRTIO_CONSOLE_SLOT,
                 Box::new(MmioTransport::new(
                     console,
-                    guest::virtio_mmio_intid(CONSOLE_SLOT),
+                    guest::virtio_mmio_intid(guest::VIRTIO_CONSOLE_SLOT),
                 )),
             ),
         ];

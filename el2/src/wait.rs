@@ -66,9 +66,10 @@ pub fn update_ptimer(vm: &Vm, vcpu: &mut Vcpu) {
 
 /// Handles every pending physical interrupt of this CPU.
 pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
+    let hyp = irq::hyp_irqs();
     while let Some(intid) = irq::acknowledge() {
         match intid {
-            guest::VTIMER_INTID => {
+            id if id == hyp.vtimer => {
                 // Hardware-linked: the guest's EOI of the virtual interrupt deactivates
                 // the physical one, so only drop its priority here.
                 irq::priority_drop(intid);
@@ -84,11 +85,11 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
                     );
                 }
             }
-            guest::HTIMER_INTID => {
+            id if id == hyp.htimer => {
                 irq::end(intid);
                 update_ptimer(vm, vcpu);
             }
-            guest::MAINTENANCE_INTID | irq::KICK_SGI => irq::end(intid),
+            id if id == hyp.maintenance || id == irq::KICK_SGI => irq::end(intid),
             id if id == UART_INTID.load(Ordering::Relaxed) => {
                 pump_console(vm);
                 irq::end(intid);
