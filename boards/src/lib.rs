@@ -6,6 +6,7 @@
 //!   over (memory, UART, GIC, timer, CPUs, PSCI conduit, initrd);
 //! - [`boot_image`]: placing a kernel, initrd and device tree in guest RAM the way
 //!   the arm64 boot protocol and QEMU's `-kernel` do;
+//! - [`memmap`]: the free physical memory the hypervisor allocates from;
 //! - [`guest`]: the guest-physical address map every VM sees (it mirrors QEMU `virt`
 //!   so firmware and OS expectations hold);
 //! - [`guest_dt`]: the device tree generated for a Linux guest on that map.
@@ -22,6 +23,7 @@ pub mod boot_image;
 pub mod discover;
 pub mod guest;
 pub mod guest_dt;
+pub mod memmap;
 
 pub use board::{Board, BOARDS};
 pub use discover::{discover, DiscoveryError, Platform, PsciConduit, Range};

@@ -20,7 +20,6 @@ mod guestram;
 mod heap;
 mod irq;
 mod mmu;
-mod pmem;
 mod power;
 mod ramdisk;
 mod smp;
@@ -313,7 +312,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     ];
     used.extend(platform.initrd);
     used.extend(platform.reserved.iter().copied());
-    let mut pmem = pmem::PhysMem::new(&platform.memory, &used);
+    let mut pmem = boards::memmap::PhysMem::new(&platform.memory, &used);
 
     // What to boot: a boot bundle passed as the initrd (direct boot) wins; otherwise
     // the system disk's autostart VM.
@@ -403,7 +402,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
 }
 
 /// The VM a boot bundle defines, with its RAM disk if it asks for one.
-fn from_bundle(bundle: &'static [u8], pmem: &mut pmem::PhysMem) -> storage::VmDefinition {
+fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> storage::VmDefinition {
     let spec = vmspec::parse_bundle(bundle)
         .unwrap_or_else(|e| fatal(format_args!("boot bundle refused: {e:?}")));
     if let Some(f) = spec.fault {

@@ -12,8 +12,8 @@ use registry::{BootSource, ExtentDisk, Registry, RegistryError, VmRecord};
 use spin::Mutex;
 use vdev::{BlockBackend, SharedBlock};
 
-use crate::pmem::PhysMem;
 use crate::sysdisk::SystemDisk;
+use boards::memmap::PhysMem;
 
 /// The opened system disk and its registry.
 pub struct Storage {
