@@ -187,6 +187,10 @@ pub mod sysreg {
 
 /// virtio-mmio (version 2) and virtio-blk numbers for the `virtio-hostile` guest
 /// (virtio 1.2 §2.1, §2.7, §4.2.2, §5.2, §6), and the test VM's one virtio disk.
+///
+/// Written from the specification on purpose rather than taken from the `virtio`
+/// crate: this guest is an independent driver, so a wrong number in the device
+/// model shows up as a failed check instead of agreeing with itself.
 pub mod virtio {
     /// The virtio-blk device of the `disk = 1M` test VM: virtio-mmio slot 0.
     pub const BLK_BASE: u64 = super::map::VIRTIO_MMIO_BASE;
