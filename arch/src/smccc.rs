@@ -63,6 +63,10 @@ pub trait PowerTopology {
     fn power(&self, idx: usize) -> CpuPower;
     /// Whether the guest may start a vCPU at this intermediate physical address.
     fn valid_entry(&self, ipa: u64) -> bool;
+    /// Atomically moves vCPU `idx` from `Off` to `OnPending`, so that of two vCPUs
+    /// racing CPU_ON on one target exactly one starts it; `Err` carries the state
+    /// that made the claim fail.
+    fn claim_start(&self, idx: usize) -> Result<(), CpuPower>;
 }
 
 /// The platform's own firmware, asked on the guest's behalf about CPU-vulnerability
@@ -179,7 +183,7 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
                 log::warn!("PSCI CPU_ON: no vCPU has MPIDR {:#x}", arg(1));
                 return err(ret::INVALID_PARAMETERS);
             };
-            match topo.power(target) {
+            let busy = |state: CpuPower| match state {
                 CpuPower::On => {
                     log::warn!("PSCI CPU_ON: vCPU {target} is already on");
                     err(ret::ALREADY_ON)
@@ -188,11 +192,20 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
                     log::warn!("PSCI CPU_ON: vCPU {target} is already starting");
                     err(ret::ON_PENDING)
                 }
-                CpuPower::Off if !topo.valid_entry(arg(2)) => {
-                    log::warn!("PSCI CPU_ON: entry {:#x} is not guest RAM", arg(2));
-                    err(ret::INVALID_ADDRESS)
-                }
-                CpuPower::Off => CallOutcome {
+                CpuPower::Off => err(ret::INTERNAL_FAILURE),
+            };
+            match topo.power(target) {
+                CpuPower::Off => {}
+                state => return busy(state),
+            }
+            if !topo.valid_entry(arg(2)) {
+                log::warn!("PSCI CPU_ON: entry {:#x} is not guest RAM", arg(2));
+                return err(ret::INVALID_ADDRESS);
+            }
+            // The claim is what decides: another vCPU may have started the target
+            // since its state was read.
+            match topo.claim_start(target) {
+                Ok(()) => CallOutcome {
                     x0: 0,
                     action: PowerAction::CpuOn {
                         target,
@@ -200,6 +213,7 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
                         context_id: arg(3),
                     },
                 },
+                Err(state) => busy(state),
             }
         }
         PSCI_CPU_OFF => CallOutcome {
@@ -237,14 +251,23 @@ mod tests {
 
     struct Vm {
         mpidrs: [u64; 2],
-        power: [CpuPower; 2],
+        power: [core::cell::Cell<CpuPower>; 2],
     }
     impl PowerTopology for Vm {
         fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
             self.mpidrs.iter().position(|m| *m == mpidr)
         }
         fn power(&self, idx: usize) -> CpuPower {
-            self.power[idx]
+            self.power[idx].get()
+        }
+        fn claim_start(&self, idx: usize) -> Result<(), CpuPower> {
+            match self.power[idx].get() {
+                CpuPower::Off => {
+                    self.power[idx].set(CpuPower::OnPending);
+                    Ok(())
+                }
+                other => Err(other),
+            }
         }
         fn valid_entry(&self, ipa: u64) -> bool {
             (0x4000_0000..0x6000_0000).contains(&ipa)
@@ -263,7 +286,10 @@ mod tests {
     fn vm() -> Vm {
         Vm {
             mpidrs: [0, 1],
-            power: [CpuPower::On, CpuPower::Off],
+            power: [
+                core::cell::Cell::new(CpuPower::On),
+                core::cell::Cell::new(CpuPower::Off),
+            ],
         }
     }
     fn call(x: [u64; 4]) -> CallOutcome {
@@ -313,8 +339,8 @@ mod tests {
                 }
             }
         );
-        let mut pending = vm();
-        pending.power[1] = CpuPower::OnPending;
+        let pending = vm();
+        pending.power[1].set(CpuPower::OnPending);
         assert_eq!(
             handle_call(
                 [func::PSCI_CPU_ON_64 as u64, 1, 0x4000_0000, 0],
@@ -335,6 +361,30 @@ mod tests {
             .x0,
             0
         );
+    }
+
+    #[test]
+    fn cpu_on_claims_its_target_once() {
+        // Two vCPUs racing CPU_ON on one target: exactly one starts it, the other
+        // sees it starting; and the claim leaves the target ON_PENDING.
+        let vm = vm();
+        let on = |entry: u64| handle_call([func::PSCI_CPU_ON_64 as u64, 1, entry, 0], &vm, &Fw);
+        assert!(matches!(
+            on(0x4000_0000).action,
+            PowerAction::CpuOn { target: 1, .. }
+        ));
+        assert_eq!(vm.power[1].get(), CpuPower::OnPending);
+        let second = on(0x4000_1000);
+        assert_eq!(second.x0, ret::ON_PENDING as u64);
+        assert_eq!(second.action, PowerAction::None);
+    }
+
+    #[test]
+    fn cpu_on_of_a_refused_entry_claims_nothing() {
+        let vm = vm();
+        let out = handle_call([func::PSCI_CPU_ON_64 as u64, 1, 0x10, 0], &vm, &Fw);
+        assert_eq!(out.x0, ret::INVALID_ADDRESS as u64);
+        assert_eq!(vm.power[1].get(), CpuPower::Off);
     }
 
     #[test]

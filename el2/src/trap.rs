@@ -235,17 +235,23 @@ fn smccc(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
             entry,
             context_id,
         } => {
+            // The claim in `handle_call` made the target ON_PENDING: no other
+            // vCPU can start it now. Its physical CPU may still be on its way down
+            // from the vCPU's CPU_OFF; wait for that before starting it again.
             *vm.start[target].lock() = Some(StartRequest {
                 entry,
                 x0: context_id,
             });
-            vm.set_power(target, CpuPower::OnPending);
-            if let Err(code) = crate::smp::start_pcpu(vm.pcpu[target], target) {
+            crate::smp::wait_pcpu_off(vm.pcpu[target]);
+            if let Err(code) =
+                crate::smp::start_pcpu(vm.pcpu[target], crate::smp::Job::RunVcpu(target))
+            {
                 log::error!(
                     "{}: physical CPU {:#x} for vCPU {target} did not start (PSCI {code})",
                     vm.name,
                     vm.pcpu[target]
                 );
+                vm.start[target].lock().take();
                 vm.set_power(target, CpuPower::Off);
                 set_reg(vcpu, 0, arch::smccc::ret::INTERNAL_FAILURE as u64);
             }

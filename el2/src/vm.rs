@@ -353,6 +353,17 @@ impl PowerTopology for Vm {
     fn valid_entry(&self, ipa: u64) -> bool {
         self.ram.contains(ipa) && ipa.is_multiple_of(4)
     }
+    fn claim_start(&self, idx: usize) -> Result<(), CpuPower> {
+        self.power[idx]
+            .compare_exchange(
+                power_u8(CpuPower::Off),
+                power_u8(CpuPower::OnPending),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .map(|_| ())
+            .map_err(|_| self.power(idx))
+    }
 }
 
 /// HCR_EL2 for a stage-2 guest: VM (stage 2 on), SWIO, FMO/IMO/AMO (interrupts and

@@ -49,15 +49,19 @@ pub enum Guest {
     /// The bare-metal hostile virtio driver (`target/guests/virtio-hostile.bin`),
     /// given a 1 MiB RAM disk.
     VirtioHostile,
+    /// The bare-metal guest that resets the VM on every boot
+    /// (`target/guests/reset-loop.bin`).
+    ResetLoop,
 }
 
 impl Guest {
     /// Every guest, for messages.
-    pub const ALL: [Guest; 4] = [
+    pub const ALL: [Guest; 5] = [
         Guest::Linux,
         Guest::Selftest,
         Guest::BenchExits,
         Guest::VirtioHostile,
+        Guest::ResetLoop,
     ];
 
     /// The name `--guest` takes (also the bundle's name).
@@ -67,6 +71,7 @@ impl Guest {
             Guest::Selftest => "selftest",
             Guest::BenchExits => "bench-exits",
             Guest::VirtioHostile => "virtio-hostile",
+            Guest::ResetLoop => "reset-loop",
         }
     }
 
@@ -74,7 +79,7 @@ impl Guest {
     pub fn default_vcpus(self) -> u32 {
         match self {
             Guest::Linux => 2,
-            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile => 1,
+            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile | Guest::ResetLoop => 1,
         }
     }
 
@@ -82,7 +87,9 @@ impl Guest {
     pub fn default_mem(self) -> u64 {
         match self {
             Guest::Linux => 512 << 20,
-            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile => 64 << 20,
+            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile | Guest::ResetLoop => {
+                64 << 20
+            }
         }
     }
 
@@ -150,7 +157,7 @@ impl RunOptions {
 }
 
 /// `run`'s usage text.
-pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile] [--kernel PATH] [--initrd PATH] \
+pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--headless] [--timeout SECONDS] [--script FILE] \
 [--accel tcg|kvm] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort]
 
@@ -352,7 +359,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
                     .unwrap_or_else(|| LINUX_CMDLINE.to_string()),
             )
         }
-        Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile => {
+        Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile | Guest::ResetLoop => {
             let kernel = match &o.kernel {
                 Some(k) => k.clone(),
                 None => {
