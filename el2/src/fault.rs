@@ -103,6 +103,19 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     die(format_args!("panic: {info}"), fp)
 }
 
+/// Recurses without end, 1 KiB of stack a level: the stack's guard page stops it.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [depth; 128];
+    // Keeps the frame (and the recursion) from being optimised away.
+    core::hint::black_box(&mut frame);
+    if depth < u64::MAX {
+        recurse(depth + 1) + frame[depth as usize % 128]
+    } else {
+        0
+    }
+}
+
 /// An address no EL2 translation maps (inside the 48-bit VA range, far above RAM and
 /// devices), for the deliberate data abort.
 const UNMAPPED_VA: usize = 0x7f00_0000_0000;
@@ -116,6 +129,10 @@ pub fn deliberate(what: vmspec::HypervisorFault) -> ! {
     );
     match what {
         vmspec::HypervisorFault::Panic => panic!("deliberate panic requested by the boot bundle"),
+        vmspec::HypervisorFault::StackOverflow => {
+            let depth = recurse(0);
+            panic!("recursion returned at depth {depth} without touching a guard page")
+        }
         vmspec::HypervisorFault::DataAbort => {
             // SAFETY: reading an unmapped address faults at EL2 by design; the
             // exception handler reports it and powers off, so the read never returns.

@@ -129,7 +129,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
             "hypervisor_fault" => {
                 spec.fault = Some(
                     HypervisorFault::from_name(v)
-                        .ok_or_else(|| bad("hypervisor_fault must be panic or data-abort"))?,
+                        .ok_or_else(|| bad("hypervisor_fault must be panic, data-abort or stack-overflow"))?,
                 )
             }
             "disk" => {
@@ -156,6 +156,8 @@ pub enum HypervisorFault {
     Panic,
     /// A data abort at EL2 (a load from an unmapped address).
     DataAbort,
+    /// Unbounded recursion on the hypervisor's stack (its guard page must catch it).
+    StackOverflow,
 }
 
 impl HypervisorFault {
@@ -163,10 +165,15 @@ impl HypervisorFault {
         match self {
             HypervisorFault::Panic => "panic",
             HypervisorFault::DataAbort => "data-abort",
+            HypervisorFault::StackOverflow => "stack-overflow",
         }
     }
     pub fn from_name(s: &str) -> Option<Self> {
-        [HypervisorFault::Panic, HypervisorFault::DataAbort]
+        [
+            HypervisorFault::Panic,
+            HypervisorFault::DataAbort,
+            HypervisorFault::StackOverflow,
+        ]
             .into_iter()
             .find(|f| f.name() == s)
     }

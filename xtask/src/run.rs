@@ -136,7 +136,7 @@ pub struct RunOptions {
     /// Extra QEMU arguments, verbatim.
     pub qemu_args: Vec<String>,
     /// Make the hypervisor fault on purpose after reading the bundle (tests of its
-    /// fatal path; `--hypervisor-fault panic|data-abort`).
+    /// fatal path; `--hypervisor-fault panic|data-abort|stack-overflow`).
     pub hypervisor_fault: Option<vmspec::HypervisorFault>,
     /// Show neither build output nor the console as it arrives (tests); the
     /// console is still in the outcome.
@@ -159,7 +159,7 @@ impl RunOptions {
 /// `run`'s usage text.
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--headless] [--timeout SECONDS] [--script FILE] \
-[--accel tcg|kvm] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort]
+[--accel tcg|kvm] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow]
 
   On a terminal QEMU gets the terminal (quit with Ctrl-A X). With --headless, --script or --timeout, or
   without a terminal, the console is captured and shown, the run is killed after the timeout (default
@@ -237,7 +237,7 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
                 o.hypervisor_fault =
                     Some(vmspec::HypervisorFault::from_name(&v).ok_or_else(|| {
                         Error::Usage(format!(
-                            "--hypervisor-fault takes panic or data-abort, not `{v}`"
+                            "--hypervisor-fault takes panic, data-abort or stack-overflow, not `{v}`"
                         ))
                     })?)
             }
