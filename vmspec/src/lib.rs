@@ -127,10 +127,9 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
             "cmdline" => spec.cmdline = v.to_string(),
             "guest" => spec.guest = v.to_string(),
             "hypervisor_fault" => {
-                spec.fault = Some(
-                    HypervisorFault::from_name(v)
-                        .ok_or_else(|| bad("hypervisor_fault must be panic, data-abort or stack-overflow"))?,
-                )
+                spec.fault = Some(HypervisorFault::from_name(v).ok_or_else(|| {
+                    bad("hypervisor_fault must be panic, data-abort or stack-overflow")
+                })?)
             }
             "disk" => {
                 spec.disk = Some(
@@ -174,8 +173,8 @@ impl HypervisorFault {
             HypervisorFault::DataAbort,
             HypervisorFault::StackOverflow,
         ]
-            .into_iter()
-            .find(|f| f.name() == s)
+        .into_iter()
+        .find(|f| f.name() == s)
     }
 }
 
