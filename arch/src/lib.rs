@@ -9,7 +9,9 @@
 //! - [`sysreg`]: system-register encodings and the ID-register sanitising policy;
 //! - [`inject`]: the exception-entry arithmetic for injecting aborts and undefined
 //!   instructions into a guest's EL1;
-//! - [`timer`]: the emulated EL1 physical timer.
+//! - [`timer`]: the emulated EL1 physical timer, the virtual timer's interrupt level
+//!   and the WFIT wake-up deadline;
+//! - [`sgi`]: the ICC_SGI1R_EL1 value that sends an SGI to one physical CPU.
 //!
 //! Nothing here touches a register: `el2` reads the hardware and passes the values in.
 #![no_std]
@@ -18,6 +20,7 @@
 pub mod exit;
 pub mod inject;
 pub mod iss;
+pub mod sgi;
 pub mod smccc;
 pub mod sysreg;
 pub mod timer;

@@ -611,6 +611,7 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
                 log::warn!("{}: vGIC sync for vCPU {idx}: {e:?}", vm.name);
             }
         }
+        wait::sync_vtimer(vm, vcpu);
         let flow = match kind {
             vectors::kind::SYNC => trap::handle_sync(vm, vcpu),
             vectors::kind::IRQ | vectors::kind::FIQ => {

@@ -148,11 +148,14 @@ fn handle_other_sync(vm: &Vm, vcpu: &mut Vcpu, esr: u64) -> Flow {
             sysreg(vm, vcpu, acc);
             Flow::Continue
         }
-        Exit::Wfx { wfe } => {
+        Exit::Wfx { wfe, timeout_reg } => {
             vcpu.stats.wfi += 1;
             vcpu.regs.pc += INSN;
+            // WFE and WFET return at once (an event may always have been pending).
+            // WFIT waits like WFI but no later than its timeout (a CNTVCT_EL0 value).
             if !wfe {
-                crate::wait::wfi(vm, vcpu);
+                let timeout = timeout_reg.map(|r| get_reg(vcpu, r));
+                crate::wait::wfi(vm, vcpu, timeout);
             }
             Flow::Continue
         }

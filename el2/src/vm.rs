@@ -56,6 +56,9 @@ pub struct Vcpu {
     pub lrs_loaded: bool,
     /// Deliverable interrupts did not fit in the list registers at the last entry.
     pub lrs_overflow: bool,
+    /// The hypervisor raised the virtual timer's vGIC line and has not lowered it
+    /// since (`wait::sync_vtimer` watches the timer while this is set).
+    pub vtimer_raised: bool,
     pub stats: ExitStats,
 }
 
@@ -68,6 +71,7 @@ impl Vcpu {
             ptimer: EmulatedTimer::default(),
             lrs_loaded: false,
             lrs_overflow: false,
+            vtimer_raised: false,
             stats: ExitStats::default(),
         }
     }
