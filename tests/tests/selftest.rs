@@ -29,6 +29,8 @@ const EXPECTED_CHECKS: &[&str] = &[
     "fp-preserved",
     "wfi-wakeup",
     "ptimer-emulated",
+    "irq-six-sgis",
+    "irq-active-overflow",
 ];
 
 /// Boot budget (the build before it is not counted).

@@ -103,6 +103,7 @@ impl Reader<'_> {
             hw: (f & flag::HW != 0).then_some(pintid),
             route: Irouter(route),
             lr: None,
+            owner: None,
         })
     }
 }
@@ -156,6 +157,7 @@ impl SaveRestore for Vgic {
                 *irq = r.irq(id as u32, mask)?;
             }
             v.slots.clear();
+            v.left_out.clear();
         }
         let spis = (0..self.cfg.num_spis)
             .map(|i| r.irq(intid::SPI_FIRST + i, mask))
