@@ -16,10 +16,9 @@ const INTID_SPECIAL_FIRST: u32 = 1020;
 pub const KICK_SGI: u32 = 0;
 /// ICC_CTLR_EL1.EOImode: EOIR only drops priority; DIR deactivates.
 const ICC_CTLR_EOIMODE: u64 = 1 << 1;
-/// ICH_HCR_EL2 bits.
-pub const ICH_HCR_EN: u64 = 1 << 0;
-pub const ICH_HCR_UIE: u64 = 1 << 1;
-pub const ICH_HCR_NPIE: u64 = 1 << 3;
+/// ICH_HCR_EL2.En (the virtual CPU interface on, no maintenance interrupt requested).
+/// Which maintenance interrupts to request is the vGIC's policy: [`vgic::IchHcr`].
+pub const ICH_HCR_EN: u64 = vgic::IchHcr::EXIT.0;
 /// ICH_VTR_EL2.ListRegs: number of list registers minus one.
 const ICH_VTR_LISTREGS_MASK: u64 = 0x1f;
 

@@ -592,13 +592,10 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
             match vm.vgic.lock().flush(idx, &mut lrs) {
                 Ok(out) => {
                     vcpu.lrs_loaded = out.loaded > 0;
+                    // The vGIC requests maintenance interrupts only for left-over
+                    // interrupts (`vgic::IchHcr::for_entry`).
                     vcpu.lrs_overflow = out.left_over > 0;
-                    let extra = if out.wants_underflow_irq() {
-                        irq::ICH_HCR_UIE | irq::ICH_HCR_NPIE
-                    } else {
-                        0
-                    };
-                    el1::write_sysreg!("ICH_HCR_EL2", irq::ICH_HCR_EN | extra);
+                    el1::write_sysreg!("ICH_HCR_EL2", out.hcr().0);
                 }
                 Err(e) => log::warn!("{}: vGIC flush for vCPU {idx}: {e:?}", vm.name),
             }
@@ -606,8 +603,17 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
         // SAFETY: `regs` is this vCPU's register block, alive for the whole call; the
         // EL2 controls for this VM were programmed by `activate`.
         let kind = unsafe { vectors::__guest_enter(&mut vcpu.regs) };
+        // The maintenance interrupt is level-sensitive and `sync` empties the list
+        // registers, so an armed underflow / no-pending request would keep it asserted
+        // at EL2 for ever: take back every request (keeping EOIcount, the guest's
+        // deactivations that found no list register) before anything else runs.
+        let mut eoi_count = 0;
+        if vcpu.lrs_overflow {
+            eoi_count = vgic::IchHcr(el1::read_sysreg!("ICH_HCR_EL2")).eoi_count();
+            el1::write_sysreg!("ICH_HCR_EL2", vgic::IchHcr::EXIT.0);
+        }
         if vcpu.lrs_loaded {
-            if let Err(e) = vm.vgic.lock().sync(idx, &mut lrs) {
+            if let Err(e) = vm.vgic.lock().sync(idx, &mut lrs, eoi_count) {
                 log::warn!("{}: vGIC sync for vCPU {idx}: {e:?}", vm.name);
             }
         }

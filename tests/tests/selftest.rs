@@ -30,6 +30,8 @@ const EXPECTED_CHECKS: &[&str] = &[
     "wfi-wakeup",
     "ptimer-emulated",
     "vtimer-level-follows",
+    "irq-six-sgis",
+    "irq-active-overflow",
 ];
 
 /// Boot budget (the build before it is not counted).

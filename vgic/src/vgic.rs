@@ -33,6 +33,9 @@ pub(crate) struct VcpuState {
     pub sleeping: bool,
     /// INTID held by each list register, as written by the last flush.
     pub slots: Vec<Option<u32>>,
+    /// Active interrupts the last flush left out of the list registers, in the order
+    /// a guest ending them by priority deactivates them (highest priority first).
+    pub left_out: Vec<u32>,
 }
 
 /// Where an SPI is routed.
@@ -77,6 +80,7 @@ impl Vgic {
                 private: core::array::from_fn(|i| Irq::private(i as u32)),
                 sleeping: true,
                 slots: Vec::new(),
+                left_out: Vec::new(),
             })
             .collect();
         Ok(Self {

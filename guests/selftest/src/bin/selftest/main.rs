@@ -9,6 +9,8 @@
 #[cfg(target_os = "none")]
 mod cpu;
 #[cfg(target_os = "none")]
+mod irq;
+#[cfg(target_os = "none")]
 mod memory;
 #[cfg(target_os = "none")]
 mod mmio;
@@ -22,7 +24,7 @@ mod guest {
     use selftest_guest::harness::Harness;
     use selftest_guest::{outln, power, vectors};
 
-    use crate::{cpu, memory, mmio, psci, timer};
+    use crate::{cpu, irq, memory, mmio, psci, timer};
 
     /// Unexpected exceptions after which the guest gives up and powers off.
     const UNEXPECTED_LIMIT: u32 = 1000;
@@ -59,6 +61,9 @@ mod guest {
         h.check("wfi-wakeup", |p| cpu::wfi_wakeup(hypervisor, p));
         h.check("ptimer-emulated", cpu::ptimer_emulated);
         h.check("vtimer-level-follows", timer::vtimer_level_follows);
+
+        h.check("irq-six-sgis", irq::six_sgis);
+        h.check("irq-active-overflow", irq::active_overflow);
 
         let (passed, failed) = h.totals(vectors::unexpected_count());
         outln!("selftest: {passed} passed, {failed} failed");
