@@ -303,16 +303,6 @@ fn data_abort(
     if kind == AbortKind::Translation && vm.ram.contains(ipa) && vm.ram.ensure(ipa, 1).is_ok() {
         return;
     }
-    if let AbortKind::Other(code) = kind {
-        if is_external_abort(code) {
-            // Routed here by HCR_EL2.TEA: the hardware reported an external abort
-            // on the guest's access; the guest gets it as its own.
-            return fail(
-                vcpu,
-                format_args!("synchronous external abort (FSC {code:#04x}) from the hardware"),
-            );
-        }
-    }
     if s1ptw {
         return fail(
             vcpu,
@@ -320,7 +310,13 @@ fn data_abort(
         );
     }
     if kind != AbortKind::Translation || vm.ram.contains(ipa) {
-        return fail(vcpu, format_args!("{kind:?} fault on guest RAM"));
+        // With HCR_EL2.TEA a synchronous external abort the hardware reports on a
+        // guest access arrives here too, and is injected back like any other.
+        let what = match kind {
+            AbortKind::Other(code) if is_external_abort(code) => "external abort from the hardware",
+            _ => "fault on guest RAM",
+        };
+        return fail(vcpu, format_args!("{kind:?} {what}"));
     }
     let Some(a) = access else {
         return fail(
