@@ -1,6 +1,7 @@
 //! `arch` owns the Armv8-A facts the hypervisor reasons with, as pure code that runs
 //! on the host as well as at EL2:
 //!
+//! - [`controls`]: the EL2 control registers (HCR_EL2, MDCR_EL2) a guest runs under;
 //! - [`iss`]: typed bitfields for the ISS encodings of ESR_EL2 we decode;
 //! - [`exit`]: decoding a trap (ESR_EL2, FAR_EL2, HPFAR_EL2) into the one [`Exit`]
 //!   enum that `el2` dispatches on;
@@ -17,6 +18,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod controls;
 pub mod exit;
 pub mod inject;
 pub mod iss;

@@ -92,8 +92,40 @@ pub enum PowerAction {
     SystemOff,
     /// Reset the VM.
     SystemReset,
-    /// Run the named workaround in host firmware before returning.
-    HostWorkaround(u32),
+    /// Call the platform firmware with `id` and `x1` before returning (a
+    /// CPU-vulnerability workaround; see [`host_workaround_x1`]).
+    HostWorkaround {
+        id: u32,
+        x1: u64,
+    },
+}
+
+/// SMCCC_ARCH_WORKAROUND_2's argument: a non-zero w1 asks for the Spectre-v4
+/// (speculative store bypass, CVE-2018-3639) mitigation to be enabled for the caller,
+/// zero asks for it to be disabled.
+pub const WORKAROUND_2_ENABLE: u64 = 1;
+
+/// The x1 the hypervisor passes to the platform firmware when the guest calls the
+/// workaround `id` with `guest_x1`.
+///
+/// SMCCC_ARCH_WORKAROUND_2 is the only workaround with an argument, and it sets a
+/// per-physical-CPU state that stays in force while EL2 runs — where the vTPM's keys
+/// and the other VM state live. So the hypervisor keeps the mitigation enabled on the
+/// physical CPU at all times and never forwards a disable: whatever the guest asks,
+/// the firmware is told to enable (an idempotent call). A guest that asks for the
+/// mitigation off merely runs with it on, which SMCCC permits — disabling it is a
+/// performance request the callee may decline (firmware that mitigates permanently
+/// behaves the same) — and the call still returns SUCCESS. This trades a little
+/// guest store-forwarding performance for never having to toggle the mitigation on
+/// every exit and entry (two firmware calls per exit for a per-vCPU state).
+/// WORKAROUND_1 and _3 take no argument: x1 = 0.
+pub fn host_workaround_x1(id: u32, guest_x1: u64) -> u64 {
+    let _ = guest_x1;
+    if id == func::SMCCC_ARCH_WORKAROUND_2 {
+        WORKAROUND_2_ENABLE
+    } else {
+        0
+    }
 }
 
 /// The answer to one call: x0..x3 for the guest and an action.
@@ -159,9 +191,15 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
         }
         SMCCC_ARCH_WORKAROUND_1 | SMCCC_ARCH_WORKAROUND_2 | SMCCC_ARCH_WORKAROUND_3 => {
             if host.arch_features(id) == ret::SUCCESS {
+                if id == SMCCC_ARCH_WORKAROUND_2 && arg(1) as u32 == 0 {
+                    log::debug!("SMCCC_ARCH_WORKAROUND_2(disable): the mitigation stays enabled");
+                }
                 CallOutcome {
                     x0: 0,
-                    action: PowerAction::HostWorkaround(id),
+                    action: PowerAction::HostWorkaround {
+                        id,
+                        x1: host_workaround_x1(id, arg(1)),
+                    },
                 }
             } else {
                 err(ret::NOT_SUPPORTED)
@@ -412,7 +450,57 @@ mod tests {
         );
         assert_eq!(
             call([func::SMCCC_ARCH_WORKAROUND_1 as u64, 0, 0, 0]).action,
-            PowerAction::HostWorkaround(func::SMCCC_ARCH_WORKAROUND_1)
+            PowerAction::HostWorkaround {
+                id: func::SMCCC_ARCH_WORKAROUND_1,
+                x1: 0
+            }
+        );
+    }
+
+    /// Firmware that implements every workaround.
+    struct AllFw;
+    impl HostFirmware for AllFw {
+        fn arch_features(&self, _id: u32) -> i64 {
+            ret::SUCCESS
+        }
+    }
+
+    #[test]
+    fn workaround_2_is_forwarded_as_enable_whatever_the_guest_asks() {
+        let wa2 = |x1: u64| {
+            handle_call(
+                [func::SMCCC_ARCH_WORKAROUND_2 as u64, x1, 0, 0],
+                &vm(),
+                &AllFw,
+            )
+        };
+        for x1 in [0, 1, 2, 0xffff_ffff, 0x1_0000_0000, u64::MAX] {
+            assert_eq!(
+                wa2(x1),
+                CallOutcome {
+                    x0: 0,
+                    action: PowerAction::HostWorkaround {
+                        id: func::SMCCC_ARCH_WORKAROUND_2,
+                        x1: WORKAROUND_2_ENABLE
+                    }
+                },
+                "guest x1 = {x1:#x}"
+            );
+        }
+        // WORKAROUND_1 and _3 carry no argument, whatever is in x1.
+        for id in [func::SMCCC_ARCH_WORKAROUND_1, func::SMCCC_ARCH_WORKAROUND_3] {
+            assert_eq!(
+                handle_call([id as u64, 0x55, 0, 0], &vm(), &AllFw).action,
+                PowerAction::HostWorkaround { id, x1: 0 }
+            );
+        }
+        // Firmware without WORKAROUND_2: NOT_SUPPORTED and nothing forwarded.
+        assert_eq!(
+            call([func::SMCCC_ARCH_WORKAROUND_2 as u64, 0, 0, 0]),
+            CallOutcome {
+                x0: NS,
+                action: PowerAction::None
+            }
         );
     }
 
@@ -424,6 +512,21 @@ mod tests {
             prop_assume!(!matches!(id, func::SMCCC_ARCH_WORKAROUND_1 | func::SMCCC_ARCH_WORKAROUND_2 | func::SMCCC_ARCH_WORKAROUND_3));
             let out = call([id as u64 | 0xffff_ffff_0000_0000, a, b, 0]);
             prop_assert_eq!(out, CallOutcome { x0: NS, action: PowerAction::None });
+        }
+
+        /// No call of any id with any arguments makes the hypervisor forward
+        /// SMCCC_ARCH_WORKAROUND_2 with a disable: EL2 never runs with the Spectre-v4
+        /// mitigation off.
+        #[test]
+        fn never_forwards_a_workaround_2_disable(id in prop_oneof![Just(func::SMCCC_ARCH_WORKAROUND_2), any::<u32>()],
+                                                 hi in any::<u32>(), x1 in any::<u64>(), x2 in any::<u64>()) {
+            let x0 = u64::from(hi) << 32 | u64::from(id);
+            let out = handle_call([x0, x1, x2, 0], &vm(), &AllFw);
+            if let PowerAction::HostWorkaround { id: fwd, x1: fx1 } = out.action {
+                if fwd == func::SMCCC_ARCH_WORKAROUND_2 {
+                    prop_assert_eq!(fx1, WORKAROUND_2_ENABLE);
+                }
+            }
         }
     }
 }

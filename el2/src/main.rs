@@ -414,6 +414,9 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
     if let Some(f) = spec.fault {
         fault::deliberate(f);
     }
+    vm::set_pmu_policy(arch::controls::PmuPolicy {
+        el2_counting: spec.pmu_el2_counting,
+    });
     let mut disks: Vec<alloc::boxed::Box<dyn vdev::BlockBackend + Send>> = Vec::new();
     if let Some(size) = spec.disk {
         let Some(pa) = pmem.alloc(size, 4096) else {

@@ -73,6 +73,22 @@ pub fn shutdown(status: u32) -> ! {
     }
 }
 
+/// Makes sure the Spectre-v4 (speculative store bypass) mitigation is enabled on this
+/// physical CPU, where the firmware offers SMCCC_ARCH_WORKAROUND_2: EL2 — and the
+/// vTPM's secrets — must never run with it off. Guests cannot turn it off
+/// (`arch::smccc::host_workaround_x1`); this covers firmware whose default is off.
+pub fn keep_ssb_mitigation_on() {
+    use arch::smccc::HostFirmware;
+    if Firmware.arch_features(func::SMCCC_ARCH_WORKAROUND_2) == arch::smccc::ret::SUCCESS {
+        firmware_call(
+            u64::from(func::SMCCC_ARCH_WORKAROUND_2),
+            arch::smccc::WORKAROUND_2_ENABLE,
+            0,
+            0,
+        );
+    }
+}
+
 /// The platform firmware's answers about CPU-vulnerability workarounds.
 pub struct Firmware;
 

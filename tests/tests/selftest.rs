@@ -32,6 +32,7 @@ const EXPECTED_CHECKS: &[&str] = &[
     "vtimer-level-follows",
     "irq-six-sgis",
     "irq-active-overflow",
+    "ras-trapped",
 ];
 
 /// Boot budget (the build before it is not counted).

@@ -37,6 +37,8 @@ pub struct VmSpec<'a> {
     pub disk: Option<u64>,
     /// A deliberate hypervisor fault to test the fatal path.
     pub fault: Option<HypervisorFault>,
+    /// The guest's PMU may count events at EL2 (the exits benchmark only).
+    pub pmu_el2_counting: bool,
     pub kernel: &'a [u8],
     pub initrd: Option<&'a [u8]>,
 }
@@ -96,6 +98,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
         guest: String::new(),
         disk: None,
         fault: None,
+        pmu_el2_counting: false,
         kernel: kernel.ok_or(SpecError::Missing("kernel"))?,
         initrd,
     };
@@ -130,6 +133,13 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
                 spec.fault = Some(HypervisorFault::from_name(v).ok_or_else(|| {
                     bad("hypervisor_fault must be panic, data-abort or stack-overflow")
                 })?)
+            }
+            "pmu_el2_counting" => {
+                spec.pmu_el2_counting = match v {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(bad("pmu_el2_counting must be yes or no")),
+                }
             }
             "disk" => {
                 spec.disk = Some(
@@ -194,6 +204,9 @@ pub fn write_bundle(spec: &VmSpec) -> Vec<u8> {
     if let Some(f) = spec.fault {
         cfg.push_str(&alloc::format!("hypervisor_fault = {}\n", f.name()));
     }
+    if spec.pmu_el2_counting {
+        cfg.push_str("pmu_el2_counting = yes\n");
+    }
     let mut w = cpio::Writer::new();
     w.add("vm.cfg", cfg.as_bytes());
     w.add("kernel", spec.kernel);
@@ -216,6 +229,7 @@ mod tests {
             guest: "linux".to_string(),
             disk: None,
             fault: None,
+            pmu_el2_counting: false,
             kernel: b"KERNEL",
             initrd: Some(b"INITRD"),
         }
@@ -228,6 +242,7 @@ mod tests {
         let s = VmSpec {
             disk: Some(1 << 20),
             fault: Some(HypervisorFault::DataAbort),
+            pmu_el2_counting: true,
             initrd: None,
             ..spec()
         };
@@ -263,6 +278,15 @@ mod tests {
             parse_bundle(&mk("hypervisor_fault = maybe\n")),
             Err(SpecError::BadConfig(_))
         ));
+        assert!(
+            matches!(parse_bundle(&mk("pmu_el2_counting = 1\n")), Err(SpecError::BadConfig(m)) if m.contains("yes or no"))
+        );
+        assert!(!parse_bundle(&mk("")).unwrap().pmu_el2_counting);
+        assert!(
+            parse_bundle(&mk("pmu_el2_counting = yes\n"))
+                .unwrap()
+                .pmu_el2_counting
+        );
         assert_eq!(
             parse_bundle(&mk("mem = 64M\n# c\n\n")).unwrap().mem,
             64 << 20

@@ -399,6 +399,9 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         initrd,
         disk: (o.guest == Guest::VirtioHostile).then_some(VIRTIO_HOSTILE_DISK),
         fault: o.hypervisor_fault,
+        // The exits benchmark counts the hypervisor's instructions; no other guest
+        // may watch EL2 through its PMU.
+        pmu_el2_counting: o.guest == Guest::BenchExits,
     };
     let system_disk = if uses_system_disk(o) {
         let path = o

@@ -18,13 +18,15 @@ mod mmio;
 mod psci;
 #[cfg(target_os = "none")]
 mod timer;
+#[cfg(target_os = "none")]
+mod secure;
 
 #[cfg(target_os = "none")]
 mod guest {
     use selftest_guest::harness::Harness;
     use selftest_guest::{outln, power, vectors};
 
-    use crate::{cpu, irq, memory, mmio, psci, timer};
+    use crate::{cpu, irq, memory, mmio, psci, secure, timer};
 
     /// Unexpected exceptions after which the guest gives up and powers off.
     const UNEXPECTED_LIMIT: u32 = 1000;
@@ -64,6 +66,8 @@ mod guest {
 
         h.check("irq-six-sgis", irq::six_sgis);
         h.check("irq-active-overflow", irq::active_overflow);
+
+        h.check("ras-trapped", secure::ras_trapped);
 
         let (passed, failed) = h.totals(vectors::unexpected_count());
         outln!("selftest: {passed} passed, {failed} failed");
