@@ -9,12 +9,14 @@
 //! - [`sysreg`]: system-register encodings and the ID-register sanitising policy;
 //! - [`inject`]: the exception-entry arithmetic for injecting aborts and undefined
 //!   instructions into a guest's EL1;
-//! - [`timer`]: the emulated EL1 physical timer.
+//! - [`timer`]: the emulated EL1 physical timer;
+//! - [`entropy`]: which source of randomness the hypervisor may trust.
 //!
 //! Nothing here touches a register: `el2` reads the hardware and passes the values in.
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod entropy;
 pub mod exit;
 pub mod inject;
 pub mod iss;
