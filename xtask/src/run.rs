@@ -152,7 +152,7 @@ impl RunOptions {
 /// `run`'s usage text.
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--headless] [--timeout SECONDS] [--script FILE] \
-[--accel tcg|kvm] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort]
+[--accel tcg|kvm] [--cpu MODEL] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort]
 
   On a terminal QEMU gets the terminal (quit with Ctrl-A X). With --headless, --script or --timeout, or
   without a terminal, the console is captured and shown, the run is killed after the timeout (default
@@ -225,6 +225,9 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
             "--icount" if inline.is_none() => o.icount = true,
             "--verbose" | "-v" if inline.is_none() => o.verbose = true,
             "--qemu-arg" => o.qemu_args.push(value(flag)?),
+            // QEMU's CPU model instead of `max` (e.g. cortex-a72: Armv8.0, no RNDR);
+            // QEMU takes the last -cpu, and extra arguments come last.
+            "--cpu" => o.qemu_args.extend(["-cpu".into(), value(flag)?]),
             "--hypervisor-fault" => {
                 let v = value(flag)?;
                 o.hypervisor_fault =
@@ -670,6 +673,8 @@ mod tests {
         assert!(o.headless && o.icount && !o.verbose);
         assert_eq!(o.timeout, Some(Duration::from_secs(20)));
         assert_eq!(o.qemu_args, ["-d", "int"]);
+        let c = parse_args(&args("--cpu cortex-a72")).unwrap();
+        assert_eq!(c.qemu_args, ["-cpu", "cortex-a72"]);
         let d = parse_args(&[]).unwrap();
         assert_eq!(d.guest, Guest::Linux);
         assert_eq!(d.accel, Accel::Tcg);
