@@ -121,6 +121,27 @@ pub fn choose(offer: &Offer) -> Result<Source, NoSource> {
     }
 }
 
+/// The best source that actually delivers: a live source (RNDR, TRNG) is tried
+/// with `delivers`; one that fails is reported through `failed` and passed over
+/// for the next.
+pub fn choose_delivering(
+    mut offer: Offer,
+    mut delivers: impl FnMut(Source) -> bool,
+    mut failed: impl FnMut(Source),
+) -> Result<Source, NoSource> {
+    loop {
+        let source = choose(&offer)?;
+        if !source.is_live() || delivers(source) {
+            return Ok(source);
+        }
+        failed(source);
+        match source {
+            Source::Rndr => offer.isar0 = 0,
+            Source::SmcccTrng | Source::DtSeed => offer.trng_version = None,
+        }
+    }
+}
+
 /// Why a TRNG_RND64 call gave no entropy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrngError {
@@ -153,7 +174,9 @@ pub fn trng_rnd64_bytes(regs: [u64; 4]) -> Result<[u8; 24], TrngError> {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::vec;
 
     /// ID_AA64ISAR0_EL1 with RNDR = 1 (bits [63:60]).
     const ISAR0_WITH_RNDR: u64 = 1 << 60;
@@ -262,6 +285,45 @@ mod tests {
             Ok(Source::DtSeed)
         );
         assert!(!Source::DtSeed.is_live() && Source::Rndr.is_live());
+    }
+
+    #[test]
+    fn a_live_source_that_does_not_deliver_is_passed_over() {
+        let all = Offer {
+            isar0: ISAR0_WITH_RNDR,
+            dt_seed_len: MIN_SEED_BYTES,
+            ..trng()
+        };
+        let run = |offer: Offer, working: &[Source]| {
+            let mut tried = std::vec::Vec::new();
+            let mut failed = std::vec::Vec::new();
+            let r = choose_delivering(
+                offer,
+                |s| {
+                    tried.push(s);
+                    working.contains(&s)
+                },
+                |s| failed.push(s),
+            );
+            (r, tried, failed)
+        };
+        let (r, tried, failed) = run(all, &[Source::Rndr]);
+        assert_eq!(
+            (r, tried, failed),
+            (Ok(Source::Rndr), vec![Source::Rndr], vec![])
+        );
+        let (r, _, failed) = run(all, &[Source::SmcccTrng]);
+        assert_eq!((r, failed), (Ok(Source::SmcccTrng), vec![Source::Rndr]));
+        // The seed is not live: it is taken without a trial.
+        let (r, tried, failed) = run(all, &[]);
+        assert_eq!(r, Ok(Source::DtSeed));
+        assert_eq!(tried, [Source::Rndr, Source::SmcccTrng]);
+        assert_eq!(failed, tried);
+        let no_seed = Offer {
+            dt_seed_len: 8,
+            ..all
+        };
+        assert_eq!(run(no_seed, &[]).0, Err(NoSource { dt_seed_len: 8 }));
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! picks the best real source the platform has (`arch::entropy::choose`: the CPU's
 //! RNDR, else the firmware's SMCCC TRNG, else the boot loader's device-tree seed)
 //! and instantiates a root HMAC-DRBG from it. Each consumer gets its own DRBG forked
-//! from the root ([`source`]), reseeded from the live source (RNDRRS or TRNG_RND64)
-//! on every draw when there is one. With no source at all, [`source`] returns `None`
-//! and the VM is built without a TPM and without virtio-rng: nothing is made up
-//! from a counter.
+//! from the root ([`source`], `vtpm::drbg::ForkedDrbg`), reseeded from the live
+//! source (RNDRRS or TRNG_RND64) on every draw when there is one. With no source at
+//! all, [`source`] returns `None` and the VM is built without a TPM and without
+//! virtio-rng: nothing is made up from a counter.
 
 use alloc::boxed::Box;
 use core::arch::asm;
@@ -14,7 +14,7 @@ use aarch64_cpu::registers::{Readable, ID_AA64ISAR0_EL1};
 use arch::entropy::{self as policy, Offer, Source, TrngError, TRNG_RND64_MAX_BITS};
 use arch::smccc::func;
 use spin::Mutex;
-use vtpm::drbg::HmacDrbg;
+use vtpm::drbg::{ForkedDrbg, HmacDrbg, LiveSource};
 use vtpm::Entropy;
 
 use crate::power::{firmware_call, firmware_call_regs};
@@ -24,8 +24,10 @@ use crate::power::{firmware_call, firmware_call_regs};
 const RNDR_RETRIES: usize = 64;
 /// TRNG_RND64 attempts while the firmware answers NO_ENTROPY.
 const TRNG_RETRIES: usize = 16;
-/// Bytes of live entropy drawn to seed or reseed a DRBG (384 bits).
+/// Bytes of live entropy drawn to seed the root DRBG (384 bits).
 const SEED_BYTES: usize = 48;
+/// The root DRBG's personalization string.
+const ROOT_PERSONALIZATION: &[u8] = b"RayOS EL2 entropy root";
 
 /// The root generator every consumer's DRBG is forked from, and the live source
 /// that reseeds them (`None` until [`init`] found a source).
@@ -123,42 +125,38 @@ fn offer(dt_seed_len: usize) -> Offer {
 /// tree's `/chosen` seed) is consumed: mixed in, then wiped. Logs the choice, or
 /// that there is none.
 pub fn init(dt_seed: &mut boards::discover::Seed) {
-    let mut offer = offer(dt_seed.0.len());
-    let root = loop {
-        match policy::choose(&offer) {
-            Ok(Source::DtSeed) => {
-                break Some(Root {
-                    source: Source::DtSeed,
-                    drbg: HmacDrbg::new(&dt_seed.0, b"RayOS EL2 entropy root"),
-                });
-            }
-            Ok(source) => {
-                let mut seed = [0u8; SEED_BYTES];
-                if live_fill(source, &mut seed) {
-                    // The device tree's seed, if any, is mixed in as well.
-                    let mut drbg = HmacDrbg::new(&seed, b"RayOS EL2 entropy root");
-                    drbg.reseed(&dt_seed.0, &[]);
-                    break Some(Root { source, drbg });
-                }
-                log::warn!(
-                    "entropy: {} did not deliver at boot; trying the next source",
-                    source.name()
-                );
-                match source {
-                    Source::Rndr => offer.isar0 = 0,
-                    _ => offer.trng_version = None,
-                }
-            }
-            Err(none) => {
-                log::warn!(
-                    "entropy: no source (no RNDR, no SMCCC TRNG, device-tree seed {} bytes of the {} needed): VMs get no TPM and no virtio-rng",
-                    none.dt_seed_len,
-                    policy::MIN_SEED_BYTES
-                );
-                break None;
-            }
+    let mut seed = [0u8; SEED_BYTES];
+    let chosen = policy::choose_delivering(
+        offer(dt_seed.0.len()),
+        |source| live_fill(source, &mut seed),
+        |source| {
+            log::warn!(
+                "entropy: {} did not deliver at boot; trying the next source",
+                source.name()
+            )
+        },
+    );
+    let root = match chosen {
+        Ok(Source::DtSeed) => Some(Root {
+            source: Source::DtSeed,
+            drbg: HmacDrbg::new(&dt_seed.0, ROOT_PERSONALIZATION),
+        }),
+        Ok(source) => {
+            // The device tree's seed, if any, is mixed in as well.
+            let mut drbg = HmacDrbg::new(&seed, ROOT_PERSONALIZATION);
+            drbg.reseed(&dt_seed.0, &[]);
+            Some(Root { source, drbg })
+        }
+        Err(none) => {
+            log::warn!(
+                "entropy: no source (no RNDR, no SMCCC TRNG, device-tree seed {} bytes of the {} needed): VMs get no TPM and no virtio-rng",
+                none.dt_seed_len,
+                policy::MIN_SEED_BYTES
+            );
+            None
         }
     };
+    seed.fill(0);
     dt_seed.0.fill(0);
     dt_seed.0.clear();
     if let Some(r) = &root {
@@ -167,44 +165,22 @@ pub fn init(dt_seed: &mut boards::discover::Seed) {
     *ROOT.lock() = root;
 }
 
-/// A consumer's own DRBG, forked from the root and reseeded from the live source
-/// on every draw; `None` when the platform has no entropy source.
+/// A consumer's own generator, forked from the root and reseeded from the live
+/// source (if any) before every fill; `None` when the platform has no entropy
+/// source.
 pub fn source(personalization: &[u8]) -> Option<Box<dyn Entropy + Send>> {
     let mut root = ROOT.lock();
     let root = root.as_mut()?;
-    let mut seed = [0u8; SEED_BYTES];
-    root.drbg.generate(&mut seed);
-    Some(Box::new(GuestEntropy {
-        drbg: HmacDrbg::new(&seed, personalization),
-        live: root.source.is_live().then_some(root.source),
-        warned: false,
-    }))
-}
-
-/// See [`source`].
-struct GuestEntropy {
-    drbg: HmacDrbg,
-    live: Option<Source>,
-    /// The live source's failure has been logged.
-    warned: bool,
-}
-
-impl Entropy for GuestEntropy {
-    fn fill(&mut self, buf: &mut [u8]) {
-        if let Some(live) = self.live {
-            let mut fresh = [0u8; SEED_BYTES];
-            if live_fill(live, &mut fresh) {
-                self.drbg.reseed(&fresh, &[]);
-            } else if !self.warned {
-                log::warn!(
-                    "entropy: {} failed; continuing from the DRBG's state without reseeding",
-                    live.name()
-                );
-                self.warned = true;
-            }
-        }
-        self.drbg.generate(buf);
-    }
+    let live = root.source.is_live().then(|| {
+        let source = root.source;
+        let fill: LiveSource = Box::new(move |buf: &mut [u8]| live_fill(source, buf));
+        (source.name(), fill)
+    });
+    Some(Box::new(ForkedDrbg::fork(
+        &mut root.drbg,
+        personalization,
+        live,
+    )))
 }
 
 /// A consumer's source as a virtio-rng entropy source.

@@ -116,6 +116,55 @@ impl Drbg {
     }
 }
 
+/// A live entropy source that may fail (RNDRRS, a firmware TRNG): fills the
+/// buffer and returns `true`, or returns `false`.
+pub type LiveSource = Box<dyn FnMut(&mut [u8]) -> bool + Send>;
+
+/// One consumer's generator (the TPM's entropy, virtio-rng): an [`HmacDrbg`]
+/// forked from a parent generator, reseeded from a live source before every fill
+/// when there is one. It never fails: if the live source stops delivering it says
+/// so once and goes on from its own state (seeded from real entropy at the fork).
+pub struct ForkedDrbg {
+    drbg: HmacDrbg,
+    live: Option<(&'static str, LiveSource)>,
+    warned: bool,
+}
+
+impl ForkedDrbg {
+    /// Forks from `parent` (which moves on, so no two forks share a stream);
+    /// `live` is the source's name for the log and the source.
+    pub fn fork(
+        parent: &mut HmacDrbg,
+        personalization: &[u8],
+        live: Option<(&'static str, LiveSource)>,
+    ) -> Self {
+        let mut seed = [0u8; SEED_LEN];
+        parent.generate(&mut seed);
+        Self {
+            drbg: HmacDrbg::new(&seed, personalization),
+            live,
+            warned: false,
+        }
+    }
+}
+
+impl Entropy for ForkedDrbg {
+    fn fill(&mut self, buf: &mut [u8]) {
+        if let Some((name, live)) = &mut self.live {
+            let mut fresh = [0u8; SEED_LEN];
+            if live(&mut fresh) {
+                self.drbg.reseed(&fresh, &[]);
+            } else if !self.warned {
+                log::warn!(
+                    "entropy: {name} failed; continuing from the DRBG's state without reseeding"
+                );
+                self.warned = true;
+            }
+        }
+        self.drbg.generate(buf);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -180,6 +229,39 @@ pub(crate) mod tests {
         let mut out = [0u8; 16];
         d.generate(&mut out);
         assert_eq!(out[..], unhex("55c47fb52d423d9e93ad00cfa259a1bc"));
+    }
+
+    #[test]
+    fn forks_differ_and_reseed_from_a_live_source_until_it_fails() {
+        let mut parent = HmacDrbg::new(&[7; 48], b"root");
+        let twin = parent.clone();
+        let mut a = ForkedDrbg::fork(&mut parent, b"x", None);
+        let mut b = ForkedDrbg::fork(&mut parent, b"x", None);
+        let (mut x, mut y) = ([0u8; 32], [0u8; 32]);
+        a.fill(&mut x);
+        b.fill(&mut y);
+        assert_ne!(x, y, "two forks share a stream");
+        // Same parent state, same personalization: a fork whose live source fails
+        // gives what a fork without one gives; one whose source works does not.
+        let live = |ok: bool| -> Option<(&'static str, LiveSource)> {
+            Some((
+                "test",
+                Box::new(move |b: &mut [u8]| {
+                    b.fill(0x5a);
+                    ok
+                }),
+            ))
+        };
+        let mut plain = ForkedDrbg::fork(&mut twin.clone(), b"x", None);
+        let mut failing = ForkedDrbg::fork(&mut twin.clone(), b"x", live(false));
+        let mut working = ForkedDrbg::fork(&mut twin.clone(), b"x", live(true));
+        let (mut p, mut f, mut w) = ([0u8; 16], [0u8; 16], [0u8; 16]);
+        plain.fill(&mut p);
+        failing.fill(&mut f);
+        working.fill(&mut w);
+        assert_eq!(p, f);
+        assert_ne!(p, w);
+        assert_eq!(p[..], x[..16], "the twin parent forks like the first");
     }
 
     #[test]
