@@ -23,6 +23,13 @@ pub mod func {
     pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
     pub const PSCI_SYSTEM_RESET: u32 = 0x8400_0009;
     pub const PSCI_FEATURES: u32 = 0x8400_000a;
+
+    // Arm True Random Number Generator Firmware Interface 1.0 (DEN0098).
+    pub const TRNG_VERSION: u32 = 0x8400_0050;
+    pub const TRNG_FEATURES: u32 = 0x8400_0051;
+    pub const TRNG_GET_UUID: u32 = 0x8400_0052;
+    pub const TRNG_RND32: u32 = 0x8400_0053;
+    pub const TRNG_RND64: u32 = 0xc400_0053;
 }
 
 /// SMCCC and PSCI return codes, as the signed values the guest reads in x0.

@@ -179,7 +179,7 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
         initrd,
         virtio_mmio: &vm.virtio,
         tpm_tis: None,
-        tpm_spi_gpio: Some(guest::PL061_BASE),
+        tpm_spi_gpio: vm.tpm.as_ref().map(|_| guest::PL061_BASE),
         rng_seed: None,
     })
     .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
@@ -211,7 +211,9 @@ fn prepare_boot(vm: &'static Vm) {
         .unwrap_or_else(|| fatal(format_args!("no boot image")));
     let start = load_guest(vm, boot);
     vm.vgic.lock().reset();
-    vm.tpm.reset();
+    if let Some(tpm) = &vm.tpm {
+        tpm.reset();
+    }
     for i in 0..vm.vcpus() {
         vm.set_power(i, CpuPower::Off);
         vm.kick[i].store(false, Ordering::Relaxed);
@@ -276,9 +278,10 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         "EL2 identity map built ({l1} level-1, {l2} level-2 and {l3} level-3 tables, stack guard pages unmapped); MMU and caches on"
     );
 
-    let platform =
+    let mut platform =
         boards::discover(dtb_bytes).unwrap_or_else(|e| fatal(format_args!("device tree: {e:?}")));
     power::init(platform.psci, platform.board.map(|b| b.power_off));
+    entropy::init(&mut platform.seed);
     let me = el1::read_sysreg!("MPIDR_EL1") & arch::smccc::MPIDR_AFFINITY_MASK;
     let boot_cpu = platform.cpus.iter().position(|c| *c == me).unwrap_or(0);
     log::info!(

@@ -120,7 +120,7 @@ pub struct Vm {
     /// The virtio-mmio transports the guest has (for its device tree).
     pub virtio: Vec<VirtioSlot>,
     /// The guest's TPM (on its SPI-over-GPIO bus).
-    pub tpm: crate::tpm::GuestTpm,
+    pub tpm: Option<crate::tpm::GuestTpm>,
 }
 
 /// Why a VM could not be built.
@@ -182,13 +182,15 @@ impl Vm {
         bus.insert("gicr", guest::GICR_BASE, gicr_size, Box::new(vgic.gicr()))
             .map_err(VmError::Bus)?;
         let tpm = crate::tpm::guest_tpm(tpm_nv).map_err(VmError::Tpm)?;
-        bus.insert(
-            "pl061-tpm",
-            guest::PL061_BASE,
-            guest::PL061_SIZE,
-            tpm.device(),
-        )
-        .map_err(VmError::Bus)?;
+        if let Some(tpm) = &tpm {
+            bus.insert(
+                "pl061-tpm",
+                guest::PL061_BASE,
+                guest::PL061_SIZE,
+                tpm.device(),
+            )
+            .map_err(VmError::Bus)?;
+        }
         let mut virtio = Vec::new();
         for (n, disk) in disks
             .into_iter()
@@ -210,33 +212,38 @@ impl Vm {
             .map_err(VmError::Bus)?;
             virtio.push(slot);
         }
-        // Entropy and a second console for every guest, in the last two slots (disks
-        // fill the slots from the first).
-        let rng = Rng::new(Box::new(crate::entropy::VirtioEntropy(
-            crate::entropy::source(),
-        )));
+        // Entropy (when the machine has a source) and a second console for every
+        // guest, in the last two slots (disks fill the slots from the first).
+        let rng = crate::entropy::source(b"RayOS virtio-rng")
+            .map(|e| Rng::new(Box::new(crate::entropy::VirtioEntropy(e))));
+        if rng.is_none() {
+            log::warn!("no entropy source: the VM gets no virtio-rng");
+        }
         let console = Console::new(Box::new(|bytes: &[u8]| {
             bytes.iter().for_each(|b| crate::console::guest_put(*b))
         }));
-        let extra: [(&str, u64, Box<dyn vdev::MmioDevice + Send>); 2] = [
-            (
-                "virtio-rng",
-                guest::VIRTIO_RNG_SLOT,
-                Box::new(MmioTransport::new(
-                    rng,
-                    guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT),
-                )),
-            ),
-            (
+        type SlotDevice = (&'static str, u64, Box<dyn vdev::MmioDevice + Send>);
+        let extra: [Option<SlotDevice>; 2] = [
+            rng.map(|rng| -> SlotDevice {
+                (
+                    "virtio-rng",
+                    guest::VIRTIO_RNG_SLOT,
+                    Box::new(MmioTransport::new(
+                        rng,
+                        guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT),
+                    )),
+                )
+            }),
+            Some((
                 "virtio-console",
                 guest::VIRTIO_CONSOLE_SLOT,
                 Box::new(MmioTransport::new(
                     console,
                     guest::virtio_mmio_intid(guest::VIRTIO_CONSOLE_SLOT),
                 )),
-            ),
+            )),
         ];
-        for (name, n, dev) in extra {
+        for (name, n, dev) in extra.into_iter().flatten() {
             let slot = VirtioSlot {
                 base: guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
                 intid: guest::virtio_mmio_intid(n),

@@ -159,7 +159,7 @@ impl RunOptions {
 /// `run`'s usage text.
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--headless] [--timeout SECONDS] [--script FILE] \
-[--accel tcg|kvm] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow]
+[--accel tcg|kvm] [--cpu MODEL] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow]
 
   On a terminal QEMU gets the terminal (quit with Ctrl-A X). With --headless, --script or --timeout, or
   without a terminal, the console is captured and shown, the run is killed after the timeout (default
@@ -232,6 +232,9 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
             "--icount" if inline.is_none() => o.icount = true,
             "--verbose" | "-v" if inline.is_none() => o.verbose = true,
             "--qemu-arg" => o.qemu_args.push(value(flag)?),
+            // QEMU's CPU model instead of `max` (e.g. cortex-a72: Armv8.0, no RNDR);
+            // QEMU takes the last -cpu, and extra arguments come last.
+            "--cpu" => o.qemu_args.extend(["-cpu".into(), value(flag)?]),
             "--hypervisor-fault" => {
                 let v = value(flag)?;
                 o.hypervisor_fault =
@@ -680,6 +683,8 @@ mod tests {
         assert!(o.headless && o.icount && !o.verbose);
         assert_eq!(o.timeout, Some(Duration::from_secs(20)));
         assert_eq!(o.qemu_args, ["-d", "int"]);
+        let c = parse_args(&args("--cpu cortex-a72")).unwrap();
+        assert_eq!(c.qemu_args, ["-cpu", "cortex-a72"]);
         let d = parse_args(&[]).unwrap();
         assert_eq!(d.guest, Guest::Linux);
         assert_eq!(d.accel, Accel::Tcg);
