@@ -12,7 +12,7 @@
 //!   instructions into a guest's EL1;
 //! - [`timer`]: the emulated EL1 physical timer, the virtual timer's interrupt level
 //!   and the WFIT wake-up deadline;
-//! - [`sgi`]: the ICC_SGI1R_EL1 value that sends an SGI to one physical CPU.
+//! - [`sgi`]: the ICC_SGI1R_EL1 value that sends an SGI to one physical CPU;
 //! - [`entropy`]: which source of randomness the hypervisor may trust.
 //!
 //! Nothing here touches a register: `el2` reads the hardware and passes the values in.
