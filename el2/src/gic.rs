@@ -124,6 +124,17 @@ pub fn enable_spi(intid: u32) {
     }
 }
 
+/// Disables interrupt `intid` (a private one on `cpu`): an interrupt the hypervisor
+/// has no handler for must not fire again.
+pub fn disable(intid: u32, cpu: usize) {
+    let mut g = GIC.lock();
+    let Some(gic) = g.as_mut() else { return };
+    if let Ok(id) = IntId::try_from(intid) {
+        let cpu = (intid < 32).then_some(cpu);
+        let _ = gic.enable_interrupt(id, cpu, false);
+    }
+}
+
 /// Deactivates private interrupt `intid` on `cpu`. A hardware-linked virtual timer
 /// interrupt that a vCPU never EOId (it stopped, or the VM reset) leaves its physical
 /// PPI active, which would silence the timer of the next vCPU on that CPU.

@@ -18,8 +18,11 @@ use arch::timer::{asserts_irq, vtimer_line, wfit_expired, wfit_wake_deadline, Vt
 use boards::guest;
 
 use crate::el1::read_sysreg;
-use crate::irq;
 use crate::vm::{Vcpu, Vm};
+use crate::{gic, irq};
+
+/// Physical interrupts one exit acknowledges at most.
+const MAX_ACKS_PER_EXIT: usize = 32;
 
 /// The INTID of the host console UART, if its interrupt is enabled.
 static UART_INTID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(u32::MAX);
@@ -113,7 +116,12 @@ fn lower_vtimer(vm: &Vm, vcpu: &mut Vcpu) {
 /// Handles every pending physical interrupt of this CPU.
 pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
     let hyp = irq::hyp_irqs();
-    while let Some(intid) = irq::acknowledge() {
+    // A bound, so that an interrupt that stays asserted can never hold this CPU at
+    // EL2: what is left is taken at the next exit, after the guest has run.
+    for _ in 0..MAX_ACKS_PER_EXIT {
+        let Some(intid) = irq::acknowledge() else {
+            break;
+        };
         match intid {
             id if id == hyp.vtimer => {
                 if !asserts_irq(read_sysreg!("CNTV_CTL_EL0")) {
@@ -148,7 +156,8 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
                 irq::end(intid);
             }
             other => {
-                log::warn!("physical interrupt {other} has no handler; ignored");
+                log::warn!("physical interrupt {other} has no handler; disabled");
+                gic::disable(other, vm.pcpu_index[vcpu.idx]);
                 irq::end(other);
             }
         }

@@ -17,9 +17,9 @@ mod mmio;
 #[cfg(target_os = "none")]
 mod psci;
 #[cfg(target_os = "none")]
-mod timer;
-#[cfg(target_os = "none")]
 mod secure;
+#[cfg(target_os = "none")]
+mod timer;
 
 #[cfg(target_os = "none")]
 mod guest {
