@@ -22,8 +22,6 @@ pub enum Flow {
     CpuOff,
 }
 
-/// Length of an A64 instruction.
-const INSN: u64 = 4;
 /// PSTATE mode bits of EL1h, and all of DAIF.
 const PSTATE_EL1H_DAIF: u64 = 0x3c5;
 /// GIC system registers that trap to EL2 while ICH_HCR_EL2.En and HCR_EL2.IMO are set:
@@ -166,7 +164,7 @@ fn handle_other_sync(vm: &Vm, vcpu: &mut Vcpu, esr: u64) -> Flow {
         }
         Exit::Wfx { wfe, timeout_reg } => {
             vcpu.stats.wfi += 1;
-            vcpu.regs.pc += INSN;
+            skip(vcpu, esr);
             // WFE and WFET return at once (an event may always have been pending).
             // WFIT waits like WFI but no later than its timeout (a CNTVCT_EL0 value).
             if !wfe {
