@@ -375,8 +375,9 @@ mod tests {
     }
 
     /// Files of xtask and the integration tests that may name the QEMU binary:
-    /// the builder (this file) and the installer (`setup.rs`).
-    const SPAWNERS: [&str; 2] = ["qemu.rs", "setup.rs"];
+    /// the builder (this file), the installer (`setup.rs`), and the fresh-host
+    /// check, which only asks `-L help` (no machine).
+    const SPAWNERS: [&str; 3] = ["qemu.rs", "setup.rs", "fresh.rs"];
 
     fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
