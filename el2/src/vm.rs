@@ -211,7 +211,7 @@ impl Vm {
             crate::entropy::source(),
         )));
         let console = Console::new(Box::new(|bytes: &[u8]| {
-            bytes.iter().for_each(|b| crate::console::guest_put(*b))
+            crate::console::guest_write(crate::console::Source::Virtio, bytes)
         }));
         let extra: [(&str, u64, Box<dyn vdev::MmioDevice + Send>); 2] = [
             (

@@ -107,6 +107,8 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
 /// or the VM is stopping. The physical CPU sleeps in WFI meanwhile (interrupts stay
 /// masked at EL2; a pending one still wakes it).
 pub fn wfi(vm: &Vm, vcpu: &mut Vcpu) {
+    // The guest is idle: show what it left unfinished (a prompt).
+    crate::console::flush_idle();
     loop {
         service_irqs(vm, vcpu);
         if vm.stopping().is_some()
