@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1};
 use spin::Mutex;
 use vdev::console::{LineBuf, SourceId, Terminal, NEWLINE};
-use vdev::ratelimit::{RateLimit, Verdict};
+use vdev::ratelimit::{RateLimit, Verdict, LOG_BURST, LOG_LINES_PER_SEC, LOG_SUPPRESSED};
 
 /// PL011 register offsets and flag bits the driver uses.
 mod reg {
@@ -242,10 +242,6 @@ impl devices::CharSink for GuestConsole {
     }
 }
 
-/// Warning and error lines let through at once.
-pub const LOG_BURST: u32 = 20;
-/// Warning and error lines let through per second after the burst.
-pub const LOG_LINES_PER_SEC: u64 = 5;
 /// Milliseconds per token of [`LIMIT`].
 const LOG_PERIOD_MS: u64 = 1000 / LOG_LINES_PER_SEC;
 /// The token bucket of warning and error lines, on a millisecond clock.
@@ -282,7 +278,7 @@ impl log::Log for Logger {
                 Verdict::Drop => return,
                 Verdict::Print { suppressed: 0 } => {}
                 Verdict::Print { suppressed } => print_line(format_args!(
-                    "[el2 {:<5}] {suppressed} warning/error lines suppressed (more than {LOG_LINES_PER_SEC}/s)",
+                    "[el2 {:<5}] {suppressed} {LOG_SUPPRESSED} (more than {LOG_LINES_PER_SEC}/s)",
                     log::Level::Warn
                 )),
             }

@@ -3,6 +3,15 @@
 //! counted and reported with the next line let through. The clock is whatever
 //! the caller passes (counter ticks in the hypervisor, plain numbers in tests).
 
+/// The hypervisor's warning and error lines let through at once.
+pub const LOG_BURST: u32 = 20;
+/// The hypervisor's warning and error lines let through per second after the burst.
+pub const LOG_LINES_PER_SEC: u64 = 5;
+
+/// How the hypervisor's line after a hold-back goes on after the count
+/// (`[el2 WARN ] N warning/error lines suppressed …`).
+pub const LOG_SUPPRESSED: &str = "warning/error lines suppressed";
+
 /// Whether a line may be printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
