@@ -1,14 +1,22 @@
 //! The hypervisor's console: the physical PL011, the `log` backend that writes
-//! hypervisor lines to it, and the sink that carries guest console output.
+//! hypervisor lines to it, and the sinks that carry guest console output.
 //!
-//! Hypervisor log lines start with `[el2 LEVEL]` and always begin on a fresh line:
-//! if a guest left a line unfinished, the log line is preceded by a newline, so the
-//! two streams never mix within one line.
+//! The line discipline is `vdev::console` (host-tested): each guest source
+//! assembles its line in its own buffer and takes the console lock once per line
+//! (on a newline, a full buffer, the writing vCPU going idle in WFI, or a
+//! hypervisor line being printed); hypervisor lines start with `[el2 LEVEL]` on a line of their
+//! own, and a guest line that starts with `[el2` is printed as `|[el2`. Warning
+//! and error lines, which a guest can provoke, pass a `vdev::ratelimit` token
+//! bucket ([`LOG_BURST`] at once, then [`LOG_LINES_PER_SEC`]); the first line let
+//! through after a hold-back says how many were suppressed.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1};
 use spin::Mutex;
+use vdev::console::{LineBuf, SourceId, Terminal, NEWLINE};
+use vdev::ratelimit::{RateLimit, Verdict, LOG_BURST, LOG_LINES_PER_SEC, LOG_SUPPRESSED};
 
 /// PL011 register offsets and flag bits the driver uses.
 mod reg {
@@ -23,8 +31,6 @@ mod reg {
 
 struct Uart {
     base: usize,
-    /// Whether the last byte written was a newline.
-    at_line_start: bool,
 }
 
 impl Uart {
@@ -40,7 +46,10 @@ impl Uart {
             }
             core::ptr::write_volatile((self.base + reg::DR) as *mut u32, u32::from(b));
         }
-        self.at_line_start = b == b'\n';
+    }
+
+    fn put_all(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|b| self.put(*b));
     }
 
     fn get(&mut self) -> Option<u8> {
@@ -69,20 +78,73 @@ impl Write for Uart {
     }
 }
 
-static UART: Mutex<Uart> = Mutex::new(Uart {
-    base: 0,
-    at_line_start: true,
+/// The physical UART and what is on its terminal.
+struct Host {
+    uart: Uart,
+    term: Terminal,
+}
+
+impl Host {
+    /// Writes `bytes` of guest source `src`.
+    fn guest(&mut self, src: Source, bytes: &[u8]) {
+        let Host { uart, term } = self;
+        term.guest(src as SourceId, bytes, &mut |b| uart.put_all(b));
+    }
+}
+
+static HOST: Mutex<Host> = Mutex::new(Host {
+    uart: Uart { base: 0 },
+    term: Terminal::new(),
 });
+
+/// A guest console output source.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The guest's PL011.
+    Pl011 = 0,
+    /// The guest's virtio console.
+    Virtio = 1,
+}
+
+impl Source {
+    const ALL: [Source; 2] = [Source::Pl011, Source::Virtio];
+}
+
+/// One source's line being assembled.
+struct GuestLine {
+    buf: LineBuf,
+    /// MPIDR_EL1 of the physical CPU (so the vCPU) that wrote its last byte.
+    writer: u64,
+}
+
+impl GuestLine {
+    const fn new() -> Self {
+        Self {
+            buf: LineBuf::new(),
+            writer: 0,
+        }
+    }
+
+    /// Sends the line, finished or not, to the terminal.
+    fn flush(&mut self, src: Source) {
+        HOST.lock().guest(src, self.buf.bytes());
+        self.buf.clear();
+    }
+}
+
+/// Each source's line (index: `Source as usize`). Lock order: a line, then [`HOST`].
+static LINES: [Mutex<GuestLine>; 2] = [Mutex::new(GuestLine::new()), Mutex::new(GuestLine::new())];
 
 /// Points the console at the PL011 at physical address `base`.
 pub fn init(base: usize) {
-    UART.lock().base = base;
+    HOST.lock().uart.base = base;
 }
 
 /// Makes the console UART interrupt when input arrives (`on`), or stop doing so
 /// while the guest has no room for more.
 pub fn set_rx_interrupt(on: bool) {
-    let u = UART.lock();
+    let host = HOST.lock();
+    let u = &host.uart;
     if u.base != 0 {
         // SAFETY: IMSC of the console PL011 (see `Uart::put`); the receive masks only
         // decide whether it raises its interrupt line on input.
@@ -95,36 +157,80 @@ pub fn set_rx_interrupt(on: bool) {
     }
 }
 
-/// Writes a hypervisor message, starting on a fresh line.
+/// Writes a hypervisor message on a line of its own: the guests' unfinished
+/// lines go out first (ended with a newline).
 pub fn print_line(args: fmt::Arguments) {
-    let mut u = UART.lock();
-    if !u.at_line_start {
-        u.put(b'\r');
-        u.put(b'\n');
-    }
-    let _ = u.write_fmt(args);
-    let _ = u.write_str("\n");
+    flush_guest(false);
+    let mut h = HOST.lock();
+    let Host { uart, term } = &mut *h;
+    term.hypervisor_line(&mut |b| uart.put_all(b));
+    let _ = uart.write_fmt(args);
+    uart.put_all(NEWLINE);
 }
 
 /// Writes on the fatal path, which may have interrupted a holder of the console lock
 /// on this CPU.
 pub fn emergency_write(args: fmt::Arguments) {
-    if UART.is_locked() {
+    if HOST.is_locked() {
         // SAFETY: the fatal path never returns to the interrupted holder; interleaved
         // output is better than a deadlock that hides the cause of the fault.
-        unsafe { UART.force_unlock() };
+        unsafe { HOST.force_unlock() };
     }
-    let _ = UART.lock().write_fmt(args);
+    let _ = HOST.lock().uart.write_fmt(args);
 }
 
-/// One byte of guest console output, passed through untouched.
-pub fn guest_put(b: u8) {
-    UART.lock().put(b);
+/// One byte of guest console output from `src`; its line goes to the terminal
+/// when it ends or fills the buffer.
+pub fn guest_put(src: Source, b: u8) {
+    let mut line = LINES[src as usize].lock();
+    line.writer = MPIDR_EL1.get();
+    if line.buf.push(b) {
+        line.flush(src);
+    }
+}
+
+/// Guest console output from `src` in one batch (a virtio transmit buffer): whole
+/// lines go out as they end, the rest at the end of the batch.
+pub fn guest_write(src: Source, bytes: &[u8]) {
+    let mut line = LINES[src as usize].lock();
+    for b in bytes {
+        if line.buf.push(*b) {
+            line.flush(src);
+        }
+    }
+    if line.buf.partial_ready() {
+        line.flush(src);
+    }
+}
+
+/// Sends every source's unfinished line to the terminal: before a hypervisor
+/// line, or with `all` (also a lone `[`, `[e`, `[el`) when the machine stops. A
+/// source whose buffer another CPU holds is skipped (that CPU flushes it).
+pub fn flush_guest(all: bool) {
+    for src in Source::ALL {
+        if let Some(mut line) = LINES[src as usize].try_lock() {
+            if line.buf.partial_ready() || (all && !line.buf.is_empty()) {
+                line.flush(src);
+            }
+        }
+    }
+}
+
+/// The vCPU on this CPU went idle (WFI): sends the unfinished lines it wrote
+/// (a prompt) to the terminal. Lines another vCPU is writing stay whole.
+pub fn flush_idle() {
+    let me = MPIDR_EL1.get();
+    for src in Source::ALL {
+        let mut line = LINES[src as usize].lock();
+        if line.writer == me && line.buf.partial_ready() {
+            line.flush(src);
+        }
+    }
 }
 
 /// A byte typed on the host console, if any.
 pub fn poll_input() -> Option<u8> {
-    UART.lock().get()
+    HOST.lock().uart.get()
 }
 
 /// Guest output sink for the emulated PL011.
@@ -132,8 +238,19 @@ pub struct GuestConsole;
 
 impl devices::CharSink for GuestConsole {
     fn put(&mut self, byte: u8) {
-        guest_put(byte);
+        guest_put(Source::Pl011, byte);
     }
+}
+
+/// Milliseconds per token of [`LIMIT`].
+const LOG_PERIOD_MS: u64 = 1000 / LOG_LINES_PER_SEC;
+/// The token bucket of warning and error lines, on a millisecond clock.
+static LIMIT: Mutex<RateLimit> = Mutex::new(RateLimit::new(LOG_BURST, LOG_PERIOD_MS));
+
+/// Milliseconds of the system counter.
+fn now_ms() -> u64 {
+    let freq = CNTFRQ_EL0.get().max(1);
+    (u128::from(CNTPCT_EL0.get()) * 1000 / u128::from(freq)) as u64
 }
 
 static LOGGER: Logger = Logger;
@@ -151,9 +268,20 @@ impl log::Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        if UART.lock().base == 0 {
+        if HOST.lock().uart.base == 0 {
             DROPPED.fetch_add(1, Ordering::Relaxed);
             return;
+        }
+        if r.level() <= log::Level::Warn {
+            let verdict = LIMIT.lock().check(now_ms());
+            match verdict {
+                Verdict::Drop => return,
+                Verdict::Print { suppressed: 0 } => {}
+                Verdict::Print { suppressed } => print_line(format_args!(
+                    "[el2 {:<5}] {suppressed} {LOG_SUPPRESSED} (more than {LOG_LINES_PER_SEC}/s)",
+                    log::Level::Warn
+                )),
+            }
         }
         print_line(format_args!("[el2 {:<5}] {}", r.level(), r.args()));
     }

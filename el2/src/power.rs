@@ -69,6 +69,7 @@ pub fn firmware_call_regs(x0: u64, x1: u64, x2: u64, x3: u64) -> Option<[u64; 4]
 
 /// Ends the machine's life with `status` (0 = success). Never returns.
 pub fn shutdown(status: u32) -> ! {
+    crate::console::flush_guest(true);
     if SEMIHOSTING.load(Ordering::Relaxed) == 1 {
         let block = [ADP_STOPPED_APPLICATION_EXIT, u64::from(status)];
         // SAFETY: the board description says semihosting is available (QEMU started

@@ -220,7 +220,7 @@ impl Vm {
             log::warn!("no entropy source: the VM gets no virtio-rng");
         }
         let console = Console::new(Box::new(|bytes: &[u8]| {
-            bytes.iter().for_each(|b| crate::console::guest_put(*b))
+            crate::console::guest_write(crate::console::Source::Virtio, bytes)
         }));
         type SlotDevice = (&'static str, u64, Box<dyn vdev::MmioDevice + Send>);
         let extra: [Option<SlotDevice>; 2] = [

@@ -172,6 +172,8 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
 /// the EL2 timer set for the earlier of the WFIT timeout and the emulated physical
 /// timer's deadline.
 pub fn wfi(vm: &Vm, vcpu: &mut Vcpu, timeout: Option<u64>) {
+    // The guest is idle: show what it left unfinished (a prompt).
+    crate::console::flush_idle();
     loop {
         service_irqs(vm, vcpu);
         if vm.stopping().is_some()

@@ -285,18 +285,16 @@ fn a_read_only_system_disk_still_boots_its_vm() {
         .unwrap_or_else(|e| panic!("set-up failed: {e}"));
     let before = sysdisk::inspect(&disk).unwrap();
     // The same boot with the image attached read-only.
-    let args: Vec<String> = sysdisk::qemu_args(&prepared.qemu, &disk)
-        .into_iter()
-        .map(|a| {
-            if a.starts_with("file=") && a.contains(&format!("id={}", sysdisk::DRIVE_ID)) {
-                format!("{a},readonly=on")
-            } else {
-                a
-            }
-        })
-        .collect();
+    let line = sysdisk::qemu_line(&prepared.qemu, &disk).map_args(|a| {
+        if a.starts_with("file=") && a.contains(&format!("id={}", sysdisk::DRIVE_ID)) {
+            format!("{a},readonly=on")
+        } else {
+            a
+        }
+    });
+    let args = line.args();
     assert!(args.iter().any(|a| a.ends_with(",readonly=on")), "{args:?}");
-    let mut qemu = Session::spawn(xtask::qemu::qemu_command(args), false, TIMEOUT)
+    let mut qemu = Session::spawn(line.command(), false, TIMEOUT)
         .unwrap_or_else(|e| panic!("start QEMU: {e}"));
     let code = qemu.wait_exit(Instant::now() + TIMEOUT);
     qemu.kill();

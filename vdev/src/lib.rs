@@ -4,7 +4,10 @@
 //! access ([`MmioDevice`]), how block devices reach storage ([`BlockBackend`]), how
 //! device state is saved and restored ([`SaveRestore`]), the [`MmioBus`] that
 //! routes a guest physical address to the device that owns it, and [`Shared`] for a
-//! device that is reached from both the bus and the hypervisor.
+//! device that is reached from both the bus and the hypervisor. The host side of
+//! guest console output lives here too, as pure code: the [`console`] line
+//! discipline that keeps guest lines and hypervisor log lines apart, and the
+//! [`ratelimit`] token bucket for log lines a guest can cause.
 //!
 //! Everything here is `no_std` + `alloc`, free of `unsafe`, and runs unchanged in the
 //! hypervisor and in host tests and fuzzers.
@@ -15,8 +18,10 @@ extern crate alloc;
 
 pub mod block;
 pub mod bus;
+pub mod console;
 pub mod memory;
 pub mod mmio;
+pub mod ratelimit;
 pub mod save;
 pub mod shared;
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::bench_boot::median;
 use crate::error::{tail_lines, Error};
 use crate::linux_guest;
-use crate::qemu::{describe_exit, BareLinuxConfig};
+use crate::qemu::{describe_exit, BareLinuxConfig, QemuLine};
 use crate::run::{prepare, Guest, RunOptions, CONSOLE_TAIL_LINES};
 use crate::session::Session;
 use crate::Layout;
@@ -230,6 +230,13 @@ pub fn bare_disk_args(path: &Path) -> Vec<String> {
     ]
 }
 
+/// The bare-QEMU side of `bench disk`: `bare` with its own virtio-blk on `img`.
+pub fn bare_line(bare: &BareLinuxConfig, img: &Path) -> QemuLine {
+    let mut line = bare.line();
+    line.push(bare_disk_args(img));
+    line
+}
+
 /// `cargo xtask bench disk`.
 pub fn run_disk(layout: &Layout) -> Result<String, Error> {
     let mut o = RunOptions::headless(Guest::Linux, DISK_TIMEOUT);
@@ -249,23 +256,16 @@ pub fn run_disk(layout: &Layout) -> Result<String, Error> {
             .ok_or_else(|| Error::step("bench disk", "the Linux guest has no initramfs"))?,
         append: prepared.vm.cmdline.clone(),
     };
-    let mut bare_args = bare.args();
-    bare_args.extend(bare_disk_args(&bare_img));
+    let bare_line = bare_line(&bare, &bare_img);
     eprintln!("xtask: bench disk: hypervisor: {}", prepared.display());
-    eprintln!(
-        "xtask: bench disk: bare: {}",
-        crate::qemu::display_command(&bare_args)
-    );
+    eprintln!("xtask: bench disk: bare: {}", bare_line.display());
     println!(
         "bench disk: {DISK_MIB} MiB sequential write then read on /dev/vda, {DISK_ROUNDS} alternating rounds"
     );
     let (mut hyp, mut base) = (Vec::new(), Vec::new());
     for _ in 0..DISK_ROUNDS {
         hyp.push(measure("hypervisor", prepared.command())?);
-        base.push(measure(
-            "bare",
-            crate::qemu::qemu_command(bare_args.clone()),
-        )?);
+        base.push(measure("bare", bare_line.command())?);
     }
     let modes: Vec<&str> = hyp.iter().chain(&base).map(|s| s.mode.as_str()).collect();
     if modes.iter().any(|m| *m != modes[0]) {

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the whole suite, as CI runs it (`.ci/run`). Set-up (QEMU,
 //! rustup targets), `cargo xtask build`, the host tests of the default members
-//! (the integration tests among them boot QEMU), then clippy on the bare-metal
-//! crates with their targets. Every step runs even after a failure, so one run
+//! (the integration tests among them boot QEMU) in the fresh-host namespace
+//! ([`crate::fresh`]: QEMU's firmware files from optional packages hidden), then
+//! clippy on the bare-metal crates with their targets. Every step runs even after a failure, so one run
 //! shows everything that is broken; the last line sums up.
 
 use std::time::Instant;
@@ -9,6 +10,7 @@ use std::time::Instant;
 use crate::build::build_all;
 use crate::error::Error;
 use crate::exec::{cargo, run_step};
+use crate::fresh;
 use crate::layout::{GUEST_PACKAGE, GUEST_TARGET, HYP_PACKAGE, HYP_TARGET};
 use crate::setup::{ensure_qemu, ensure_rust_targets, ensure_tools, TEST_TOOLS};
 use crate::Layout;
@@ -17,6 +19,24 @@ use crate::Layout;
 struct Check {
     name: String,
     result: Result<(), Error>,
+}
+
+/// The cargo step that runs in the fresh-host namespace: the host tests, with
+/// the QEMU integration tests.
+pub const FRESH_STEP: &str = "cargo test";
+
+/// Scratch folder of the fresh-host namespace (mounted over inside it only).
+pub fn fresh_stage(layout: &Layout) -> std::path::PathBuf {
+    layout.out.join("fresh-namespace")
+}
+
+/// `cargo test ARGS` in the fresh-host namespace (`cargo xtask fresh-test`).
+pub fn fresh_test_cli(layout: &Layout, args: &[String]) -> Result<(), Error> {
+    ensure_qemu(false)?;
+    let mut cmd = cargo();
+    cmd.arg("test").args(args);
+    let wrapped = fresh::wrap(&cmd, &fresh_stage(layout))?;
+    run_step(fresh::STEP, wrapped, &layout.root, false)
 }
 
 /// The cargo steps after the build, as `(name, cargo arguments)`. Plain
@@ -63,7 +83,14 @@ pub fn test_cli(layout: &Layout) -> Result<(), Error> {
     for (name, args) in cargo_steps() {
         let mut cmd = cargo();
         cmd.args(&args);
-        check(&name, run_step(&name, cmd, &layout.root, false));
+        if name == FRESH_STEP {
+            let step = format!("{name} ({})", fresh::STEP);
+            let result = fresh::wrap(&cmd, &fresh_stage(layout))
+                .and_then(|w| run_step(&step, w, &layout.root, false));
+            check(&step, result);
+        } else {
+            check(&name, run_step(&name, cmd, &layout.root, false));
+        }
     }
 
     let secs = start.elapsed().as_secs();
@@ -99,6 +126,7 @@ mod tests {
         let line = |i: usize| steps[i].1.join(" ");
         assert_eq!(steps.len(), 3);
         assert_eq!(line(0), "test");
+        assert_eq!(steps[0].0, FRESH_STEP);
         assert_eq!(
             line(1),
             "clippy -p rayos-el2 --target aarch64-unknown-none-softfloat -- -D warnings"

@@ -20,7 +20,8 @@ cargo xtask <command>
   run [options]         boot a VM under QEMU; `cargo xtask run --help` lists the options
   bench NAME            run a benchmark (known: exits, boot, disk, tpm)
   fetch linux           fetch and build the Linux guest (Debian kernel + busybox initramfs) into target/guest-cache
-  test                  the whole suite: set-up, build, cargo test, clippy of the bare-metal crates
+  test                  the whole suite: set-up, build, cargo test (in the fresh-host namespace), clippy of the bare-metal crates
+  fresh-test [ARGS]     `cargo test ARGS` in the fresh-host namespace (QEMU firmware of optional packages hidden; root)
   disk <args>           system-disk tool (registry crate); `cargo xtask disk help`
   vtpm-sim --port N --state DIR
                         TPM 2.0 simulator server (mssim protocol) for real TPM clients";
@@ -69,6 +70,7 @@ fn dispatch(args: &[String]) -> Result<(), Error> {
             bench_cli(&layout, rest)
         }
         "test" => test_cli(&layout),
+        "fresh-test" => crate::ci::fresh_test_cli(&layout, rest),
         "fetch" => match rest {
             [what] if what == "linux" => {
                 let g = crate::linux_guest::ensure_linux_guest(&layout.guest_cache())

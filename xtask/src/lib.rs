@@ -20,6 +20,7 @@ pub mod cli;
 pub mod error;
 pub mod exec;
 pub mod flat;
+pub mod fresh;
 pub mod layout;
 pub mod linux_guest;
 pub mod qemu;

@@ -1,6 +1,12 @@
 //! The QEMU command line for booting the hypervisor on `virt` at EL2, with the
 //! VM's boot bundle as the hypervisor's `-initrd` and semihosting enabled so
 //! the hypervisor's exit status becomes QEMU's exit status.
+//!
+//! Every QEMU command line xtask builds is a [`QemuLine`], and a `QemuLine` can
+//! only start from [`QemuLine::new`]: `-nodefaults` first, then each device
+//! named. Without `-nodefaults`, `virt` adds a network card whose option ROM
+//! (`efi-virtio.rom`) comes from the optional `ipxe-qemu` package, and QEMU
+//! refuses to start on a host installed with `--no-install-recommends`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +28,78 @@ pub const HOST_MEM_EXTRA: u64 = 512 << 20;
 pub const HOST_MEM_MIN: u64 = 1 << 30;
 /// The hypervisor's exit status for a fatal error.
 pub const EXIT_HYPERVISOR_FATAL: i32 = 70;
+/// QEMU's option that drops every device the machine would add by itself.
+pub const NODEFAULTS: &str = "-nodefaults";
+/// The console chardev: stdio, multiplexed between the first UART and QEMU's
+/// monitor (Ctrl-A C switches, Ctrl-A X quits), Ctrl-C passed to the guest —
+/// what `-nographic` gives without `-nodefaults`.
+pub const CONSOLE_CHARDEV: &str = "stdio,id=console,mux=on,signal=off";
+
+/// A QEMU command line (the arguments after the program name) that starts with
+/// [`NODEFAULTS`] and names each device it wants: the console on stdio, and
+/// whatever its builder adds. The only way to spawn QEMU from xtask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuLine(Vec<String>);
+
+impl QemuLine {
+    /// `-nodefaults`, `machine`, no display, and the console: the first UART
+    /// and the monitor on stdio ([`CONSOLE_CHARDEV`]).
+    pub fn new(machine: &str) -> Self {
+        let mut line = QemuLine(vec![NODEFAULTS.into()]);
+        line.push(["-M", machine, "-display", "none"]);
+        line.push(["-chardev", CONSOLE_CHARDEV]);
+        line.push(["-serial", "chardev:console"]);
+        line.push(["-mon", "chardev=console,mode=readline"]);
+        line
+    }
+
+    /// Appends `args` verbatim.
+    pub fn push<S: Into<String>>(&mut self, args: impl IntoIterator<Item = S>) -> &mut Self {
+        self.0.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The line with each argument after [`NODEFAULTS`] passed through `f`
+    /// (e.g. to add an option to a drive).
+    pub fn map_args(self, mut f: impl FnMut(String) -> String) -> Self {
+        let mut it = self.0.into_iter();
+        let first = it.next();
+        QemuLine(first.into_iter().chain(it.map(&mut f)).collect())
+    }
+
+    /// The arguments after the program name.
+    pub fn args(&self) -> &[String] {
+        &self.0
+    }
+
+    /// The command to spawn. When util-linux `setpriv` is present QEMU runs under
+    /// `setpriv --pdeathsig KILL`, so it dies with xtask even if xtask is killed.
+    pub fn command(&self) -> Command {
+        let mut cmd = if can_run("setpriv", "--version") {
+            let mut c = Command::new("setpriv");
+            c.args(["--pdeathsig", "KILL", "--", QEMU_BIN]);
+            c
+        } else {
+            Command::new(QEMU_BIN)
+        };
+        cmd.args(&self.0);
+        cmd
+    }
+
+    /// The command as the user would type it, quoted for a shell.
+    pub fn display(&self) -> String {
+        let mut s = QEMU_BIN.to_string();
+        for a in &self.0 {
+            s.push(' ');
+            if a.contains([' ', '\'', '"']) {
+                s.push_str(&format!("'{}'", a.replace('\'', "'\\''")));
+            } else {
+                s.push_str(a);
+            }
+        }
+        s
+    }
+}
 
 /// How QEMU executes guest code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,74 +167,42 @@ impl QemuConfig {
         Ok(())
     }
 
-    /// The arguments after the program name.
-    pub fn args(&self) -> Vec<String> {
-        let smp = self.smp.to_string();
-        let mem = format!("{}M", host_mem_mib(self.guest_mem));
-        let kernel = self.kernel.to_string_lossy();
-        let initrd = self.initrd.to_string_lossy();
-        let mut a: Vec<&str> = vec!["-M", MACHINE];
+    /// The command line booting the bundle: [`QemuConfig::line_without_bundle`]
+    /// with the bundle as the hypervisor's `-initrd`.
+    pub fn line(&self) -> QemuLine {
+        let mut line = self.line_without_bundle();
+        line.push(["-initrd".into(), self.initrd.to_string_lossy().into_owned()]);
+        line
+    }
+
+    /// The command line without a boot bundle: machine, CPU, memory, the
+    /// hypervisor as `-kernel`, semihosting, then `--qemu-arg`s.
+    pub fn line_without_bundle(&self) -> QemuLine {
+        let mut line = QemuLine::new(MACHINE);
         match self.accel {
-            Accel::Tcg => a.extend(["-cpu", TCG_CPU]),
-            Accel::Kvm => a.extend(["-accel", "kvm", "-cpu", "host"]),
-        }
-        a.extend([
-            "-smp",
-            &smp,
-            "-m",
-            &mem,
-            "-nographic",
-            "-kernel",
-            &kernel,
-            "-initrd",
-            &initrd,
-        ]);
-        a.extend(["-semihosting-config", SEMIHOSTING]);
+            Accel::Tcg => line.push(["-cpu", TCG_CPU]),
+            Accel::Kvm => line.push(["-accel", "kvm", "-cpu", "host"]),
+        };
+        line.push(["-smp".into(), self.smp.to_string()]);
+        line.push(["-m".into(), format!("{}M", host_mem_mib(self.guest_mem))]);
+        line.push(["-kernel".into(), self.kernel.to_string_lossy().into_owned()]);
+        line.push(["-semihosting-config", SEMIHOSTING]);
         if self.icount {
-            a.extend(["-icount", "shift=0"]);
+            line.push(["-icount", "shift=0"]);
         }
-        a.extend(self.extra_args.iter().map(String::as_str));
-        a.into_iter().map(String::from).collect()
+        line.push(self.extra_args.iter().cloned());
+        line
     }
 
-    /// The command to spawn. When util-linux `setpriv` is present QEMU runs under
-    /// `setpriv --pdeathsig KILL`, so it dies with xtask even if xtask is killed.
+    /// The command to spawn (see [`QemuLine::command`]).
     pub fn command(&self) -> Command {
-        qemu_command(self.args())
+        self.line().command()
     }
 
-    /// The command as the user would type it (without the `setpriv` wrapper).
+    /// The command as the user would type it.
     pub fn display(&self) -> String {
-        display_command(&self.args())
+        self.line().display()
     }
-}
-
-/// QEMU with `args`, under `setpriv --pdeathsig KILL` when util-linux
-/// `setpriv` is present (QEMU then dies with xtask even if xtask is killed).
-pub fn qemu_command(args: Vec<String>) -> Command {
-    let mut cmd = if can_run("setpriv", "--version") {
-        let mut c = Command::new("setpriv");
-        c.args(["--pdeathsig", "KILL", "--", QEMU_BIN]);
-        c
-    } else {
-        Command::new(QEMU_BIN)
-    };
-    cmd.args(args);
-    cmd
-}
-
-/// QEMU with `args` as the user would type it, quoted for a shell.
-pub fn display_command(args: &[String]) -> String {
-    let mut s = QEMU_BIN.to_string();
-    for a in args {
-        s.push(' ');
-        if a.contains([' ', '\'', '"']) {
-            s.push_str(&format!("'{}'", a.replace('\'', "'\\''")));
-        } else {
-            s.push_str(a);
-        }
-    }
-    s
 }
 
 /// Machine for a guest started directly by QEMU, without the hypervisor: `virt`
@@ -181,43 +227,51 @@ pub struct BareLinuxConfig {
 }
 
 impl BareLinuxConfig {
-    /// The arguments after the program name.
-    pub fn args(&self) -> Vec<String> {
-        let smp = self.smp.to_string();
-        let mem = format!("{}M", self.mem.div_ceil(1 << 20));
-        let kernel = self.kernel.to_string_lossy();
-        let initrd = self.initrd.to_string_lossy();
-        [
-            "-M",
-            BARE_MACHINE,
-            "-cpu",
-            TCG_CPU,
-            "-smp",
-            &smp,
-            "-m",
-            &mem,
-            "-nographic",
-            "-kernel",
-            &kernel,
-            "-initrd",
-            &initrd,
-            "-append",
-            &self.append,
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect()
+    /// The command line: [`BARE_MACHINE`], [`TCG_CPU`], the kernel, its
+    /// initramfs and command line; the console is the first UART.
+    pub fn line(&self) -> QemuLine {
+        let mut line = QemuLine::new(BARE_MACHINE);
+        line.push(["-cpu", TCG_CPU]);
+        line.push(["-smp".into(), self.smp.to_string()]);
+        line.push(["-m".into(), format!("{}M", self.mem.div_ceil(1 << 20))]);
+        line.push(["-kernel".into(), self.kernel.to_string_lossy().into_owned()]);
+        line.push(["-initrd".into(), self.initrd.to_string_lossy().into_owned()]);
+        line.push(["-append".into(), self.append.clone()]);
+        line
     }
 
-    /// The command to spawn (see [`qemu_command`]).
+    /// The command to spawn (see [`QemuLine::command`]).
     pub fn command(&self) -> Command {
-        qemu_command(self.args())
+        self.line().command()
     }
 
     /// The command as the user would type it.
     pub fn display(&self) -> String {
-        display_command(&self.args())
+        self.line().display()
     }
+}
+
+/// Why QEMU could add a device of its own to `line` (a reason), or `None`:
+/// the line must start with [`NODEFAULTS`], give the console a UART
+/// explicitly, and ask for no network.
+pub fn default_devices(line: &QemuLine) -> Option<String> {
+    let a = line.args();
+    if a.first().map(String::as_str) != Some(NODEFAULTS) {
+        return Some(format!("does not start with {NODEFAULTS}"));
+    }
+    if !a
+        .windows(2)
+        .any(|w| w[0] == "-serial" && w[1].starts_with("chardev:"))
+    {
+        return Some("has no explicit -serial".into());
+    }
+    if let Some(net) = a
+        .iter()
+        .find(|x| ["-net", "-nic", "-netdev"].contains(&x.as_str()))
+    {
+        return Some(format!("asks for a network ({net})"));
+    }
+    None
 }
 
 /// What QEMU's exit code means for a hypervisor run.
@@ -256,21 +310,33 @@ mod tests {
         assert_eq!(host_mem_mib((1 << 30) + 1), 1537);
     }
 
+    /// The console part every line has after the machine.
+    const CONSOLE: &str =
+        "-display none -chardev stdio,id=console,mux=on,signal=off -serial chardev:console \
+-mon chardev=console,mode=readline";
+
     #[test]
     fn command_line_matches_the_contract() {
         let line = cfg().display();
         assert_eq!(
             line,
-            "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max,pauth-impdef=on -smp 2 -m 1024M \
--nographic -kernel /t/rayos-el2.bin -initrd /t/bundles/linux.cpio -semihosting-config enable=on,target=native"
+            format!(
+                "qemu-system-aarch64 -nodefaults -M virt,virtualization=on,gic-version=3 {CONSOLE} \
+-cpu max,pauth-impdef=on -smp 2 -m 1024M -kernel /t/rayos-el2.bin -semihosting-config enable=on,target=native \
+-initrd /t/bundles/linux.cpio"
+            )
         );
         let mut c = cfg();
         c.icount = true;
         c.extra_args = vec!["-d".into(), "guest_errors".into()];
-        assert!(c.display().ends_with("-icount shift=0 -d guest_errors"));
+        assert!(c
+            .line_without_bundle()
+            .display()
+            .ends_with("-icount shift=0 -d guest_errors"));
         c.accel = Accel::Kvm;
         c.icount = false;
-        let a = c.args();
+        let line = c.line();
+        let a = line.args();
         assert!(
             a.windows(2).any(|w| w == ["-accel", "kvm"])
                 && a.windows(2).any(|w| w == ["-cpu", "host"])
@@ -289,10 +355,60 @@ mod tests {
         };
         assert_eq!(
             bare.display(),
-            "qemu-system-aarch64 -M virt,gic-version=3 -cpu max,pauth-impdef=on -smp 2 -m 512M -nographic \
+            format!(
+                "qemu-system-aarch64 -nodefaults -M virt,gic-version=3 {CONSOLE} -cpu max,pauth-impdef=on -smp 2 -m 512M \
 -kernel /c/Image -initrd /c/initramfs.cpio -append 'console=ttyAMA0 earlycon=pl011,0x09000000'"
+            )
         );
-        assert!(!bare.args().iter().any(|a| a.contains("virtualization")));
+        assert!(!bare
+            .line()
+            .args()
+            .iter()
+            .any(|a| a.contains("virtualization")));
+    }
+
+    #[test]
+    fn a_line_keeps_nodefaults_first_whatever_is_mapped() {
+        let line = QemuLine::new(MACHINE).map_args(|_| "-x".into());
+        assert_eq!(line.args()[0], NODEFAULTS);
+        assert!(line.args()[1..].iter().all(|a| a == "-x"));
+    }
+
+    /// Files of xtask and the integration tests that may name the QEMU binary:
+    /// the builder (this file), the installer (`setup.rs`), and the fresh-host
+    /// check, which only asks `-L help` (no machine).
+    const SPAWNERS: [&str; 3] = ["qemu.rs", "setup.rs", "fresh.rs"];
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                rust_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    #[test]
+    fn qemu_is_spawned_only_through_a_qemu_line() {
+        let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        rust_files(&xtask.join("src"), &mut files);
+        rust_files(&xtask.join("../tests"), &mut files);
+        assert!(files.len() > 10, "{files:?}");
+        let offenders: Vec<&PathBuf> = files
+            .iter()
+            .filter(|p| !SPAWNERS.iter().any(|s| p.ends_with(s)))
+            .filter(|p| {
+                let text = std::fs::read_to_string(p).unwrap();
+                text.contains("QEMU_BIN") || text.contains("Command::new(\"qemu")
+            })
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "QEMU spawned outside QemuLine: {offenders:?}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::build::{build_guests, build_hypervisor};
 use crate::bundle::{write_bundle, VmDef};
 use crate::error::{tail_lines, Error};
 use crate::linux_guest;
-use crate::qemu::{describe_exit, Accel, QemuConfig};
+use crate::qemu::{describe_exit, Accel, QemuConfig, QemuLine};
 use crate::script::{self, Action, Step};
 use crate::selftest::{parse_selftest, SelftestReport};
 use crate::session::{run_interactive, Session, WaitError};
@@ -292,20 +292,22 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The QEMU command line: the system disk attached, or the boot bundle.
+    pub fn line(&self) -> QemuLine {
+        match &self.system_disk {
+            Some(d) => sysdisk::qemu_line(&self.qemu, &d.path),
+            None => self.qemu.line(),
+        }
+    }
+
     /// The QEMU command to spawn.
     pub fn command(&self) -> std::process::Command {
-        match &self.system_disk {
-            Some(d) => sysdisk::qemu_command(&self.qemu, &d.path),
-            None => self.qemu.command(),
-        }
+        self.line().command()
     }
 
     /// The QEMU command line as the user would type it.
     pub fn display(&self) -> String {
-        match &self.system_disk {
-            Some(d) => crate::qemu::display_command(&sysdisk::qemu_args(&self.qemu, &d.path)),
-            None => self.qemu.display(),
-        }
+        self.line().display()
     }
 }
 
@@ -672,6 +674,101 @@ mod tests {
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    /// Every QEMU command line xtask builds: each guest (from a boot bundle, or
+    /// from the system disk when it uses one) under each accelerator, and the
+    /// bare-QEMU baselines of `bench boot` and `bench disk`.
+    fn every_qemu_line() -> Vec<(String, QemuLine)> {
+        let mut lines = Vec::new();
+        for guest in Guest::ALL {
+            for (accel, icount) in [(Accel::Tcg, false), (Accel::Tcg, true), (Accel::Kvm, false)] {
+                let o = RunOptions {
+                    accel,
+                    icount,
+                    ..RunOptions::headless(guest, DEFAULT_TIMEOUT)
+                };
+                let vm = VmDef {
+                    name: guest.name().into(),
+                    vcpus: guest.default_vcpus(),
+                    mem: guest.default_mem(),
+                    cmdline: String::new(),
+                    guest: guest.name().into(),
+                    kernel: "/t/kernel".into(),
+                    initrd: None,
+                    disk: None,
+                    fault: None,
+                };
+                let system_disk = uses_system_disk(&o).then(|| SystemDiskRun {
+                    path: "/t/system-disk.img".into(),
+                    disk_uuid: Default::default(),
+                    vm_uuid: Default::default(),
+                    created: false,
+                    changes: Vec::new(),
+                    generation: 1,
+                    starts: 0,
+                });
+                let prepared = Prepared {
+                    qemu: QemuConfig {
+                        smp: vm.vcpus,
+                        guest_mem: vm.mem,
+                        kernel: "/t/rayos-el2.bin".into(),
+                        initrd: "/t/bundle.cpio".into(),
+                        accel,
+                        icount,
+                        extra_args: Vec::new(),
+                    },
+                    vm,
+                    bundle: "/t/bundle.cpio".into(),
+                    script: Vec::new(),
+                    system_disk,
+                };
+                lines.push((
+                    format!("{} {accel:?} icount={icount}", guest.name()),
+                    prepared.line(),
+                ));
+            }
+        }
+        let bare = crate::qemu::BareLinuxConfig {
+            smp: 2,
+            mem: 512 << 20,
+            kernel: "/c/Image".into(),
+            initrd: "/c/initramfs".into(),
+            append: LINUX_CMDLINE.into(),
+        };
+        lines.push(("bench boot bare".into(), bare.line()));
+        lines.push((
+            "bench disk bare".into(),
+            crate::bench_disk::bare_line(&bare, std::path::Path::new("/t/bare.img")),
+        ));
+        lines
+    }
+
+    #[test]
+    fn every_qemu_line_starts_from_nodefaults_without_a_network() {
+        let lines = every_qemu_line();
+        assert_eq!(lines.len(), Guest::ALL.len() * 3 + 2);
+        for (what, line) in &lines {
+            assert_eq!(
+                crate::qemu::default_devices(line),
+                None,
+                "{what}: {}",
+                line.display()
+            );
+        }
+        // Linux boots from the system disk; the check refuses a line with no
+        // explicit UART or with a network.
+        assert!(lines.iter().any(
+            |(w, l)| w.starts_with("linux") && l.args().iter().any(|a| a.starts_with("file="))
+        ));
+        let (_, line) = &lines[0];
+        let no_serial = line
+            .clone()
+            .map_args(|a| if a == "-serial" { "-S".into() } else { a });
+        assert!(crate::qemu::default_devices(&no_serial).is_some());
+        let mut net = line.clone();
+        net.push(["-nic", "user"]);
+        assert!(crate::qemu::default_devices(&net).unwrap().contains("-nic"));
     }
 
     #[test]

@@ -19,13 +19,23 @@ pub const QEMU_APT_PACKAGE: &str = "qemu-system-arm";
 static APT_UPDATED: Mutex<bool> = Mutex::new(false);
 
 /// Host tools the test suite drives, as `(binary, Debian package)`: swtpm and
-/// tpm2-tools for the TPM differential tests, OpenSSL to verify TPM signatures.
+/// tpm2-tools for the TPM differential tests (`vtpm/tests/differential.rs`,
+/// `bench tpm`), OpenSSL to verify TPM signatures.
 pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("swtpm", "swtpm"),
-    ("swtpm_setup", "swtpm-tools"),
     ("tpm2_getcap", "tpm2-tools"),
     ("openssl", "openssl"),
 ];
+
+/// The decompressors the Linux guest's kernel and modules may need, as
+/// `(binary, Debian package)`; each is installed when first needed.
+pub const DECOMPRESSORS: &[(&str, &str)] =
+    &[("gzip", "gzip"), ("xz", "xz-utils"), ("zstd", "zstd")];
+
+/// What the fresh-host namespace of `cargo xtask test` runs ([`crate::fresh`]),
+/// as `(binary, Debian package)`; `sh` and `dpkg-query` come from essential
+/// packages.
+pub const NAMESPACE_TOOLS: &[(&str, &str)] = &[("unshare", "util-linux"), ("mount", "mount")];
 
 /// Makes sure [`QEMU_BIN`] runs, installing it when we can.
 pub fn ensure_qemu(quiet: bool) -> Result<(), Error> {
@@ -124,6 +134,36 @@ pub fn is_root() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sources(dir: &Path, out: &mut String) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("setup.rs") {
+                out.push_str(&std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn every_tool_installed_is_one_something_runs() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut text = String::new();
+        for d in ["xtask/src", "tests", "vtpm/tests"] {
+            sources(&root.join(d), &mut text);
+        }
+        for (bin, _) in TEST_TOOLS
+            .iter()
+            .chain(DECOMPRESSORS)
+            .chain(NAMESPACE_TOOLS)
+        {
+            assert!(
+                text.contains(&format!("\"{bin}")),
+                "{bin} is installed but nothing outside setup.rs names it"
+            );
+        }
+    }
 
     #[test]
     fn root_check_reads_the_real_uid() {

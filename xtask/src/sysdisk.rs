@@ -20,7 +20,7 @@ use registry::{
 };
 
 use crate::error::Error;
-use crate::qemu::{qemu_command as spawnable, QemuConfig};
+use crate::qemu::{QemuConfig, QemuLine};
 use crate::Layout;
 
 /// File name of the default system disk, under the workspace's `target/`.
@@ -365,25 +365,12 @@ pub fn drive_args(path: &Path) -> Vec<String> {
     ]
 }
 
-/// `qemu`'s arguments for a system-disk boot: no boot bundle (`-initrd` would take
-/// precedence over the system disk), the image attached instead.
-pub fn qemu_args(qemu: &QemuConfig, path: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut it = qemu.args().into_iter();
-    while let Some(a) = it.next() {
-        if a == "-initrd" {
-            it.next();
-            continue;
-        }
-        out.push(a);
-    }
-    out.extend(drive_args(path));
-    out
-}
-
-/// The command to spawn for a system-disk boot (see [`crate::qemu::qemu_command`]).
-pub fn qemu_command(qemu: &QemuConfig, path: &Path) -> std::process::Command {
-    spawnable(qemu_args(qemu, path))
+/// `qemu`'s command line for a system-disk boot: no boot bundle (`-initrd` would
+/// take precedence over the system disk), the image attached instead.
+pub fn qemu_line(qemu: &QemuConfig, path: &Path) -> QemuLine {
+    let mut line = qemu.line_without_bundle();
+    line.push(drive_args(path));
+    line
 }
 
 #[cfg(test)]
@@ -498,7 +485,7 @@ mod tests {
             icount: false,
             extra_args: vec!["-d".into(), "guest_errors".into()],
         };
-        let a = qemu_args(&q, Path::new("/t/sys,1.img")).join(" ");
+        let a = qemu_line(&q, Path::new("/t/sys,1.img")).args().join(" ");
         assert!(!a.contains("-initrd") && !a.contains("linux.cpio"), "{a}");
         assert!(a.contains("-kernel /t/rayos-el2.bin"), "{a}");
         assert!(a.ends_with(

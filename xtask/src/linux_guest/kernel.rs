@@ -122,8 +122,14 @@ pub fn to_image(bytes: Vec<u8>) -> Result<(Vec<u8>, KernelFormat), String> {
     Ok((image, format))
 }
 
-/// Expands `data` with the host tool `tool -dc`.
+/// Expands `data` with the host tool `tool -dc` (one of
+/// [`crate::setup::DECOMPRESSORS`], installed first if missing and we can).
 pub fn decompress(tool: &str, data: &[u8]) -> Result<Vec<u8>, String> {
+    let entry = crate::setup::DECOMPRESSORS
+        .iter()
+        .find(|(bin, _)| *bin == tool)
+        .ok_or_else(|| format!("no decompressor `{tool}` is known"))?;
+    crate::setup::ensure_tools(&[*entry], true).map_err(|e| e.to_string())?;
     let mut child = Command::new(tool)
         .arg("-dc")
         .stdin(Stdio::piped())
