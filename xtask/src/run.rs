@@ -698,6 +698,7 @@ mod tests {
                     initrd: None,
                     disk: None,
                     fault: None,
+                    pmu_el2_counting: guest == Guest::BenchExits,
                 };
                 let system_disk = uses_system_disk(&o).then(|| SystemDiskRun {
                     path: "/t/system-disk.img".into(),
