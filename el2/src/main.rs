@@ -210,6 +210,7 @@ fn boot_vm(vm: &'static Vm) -> ! {
     let start = load_guest(vm, boot);
     vm.vgic.lock().reset();
     vm.tpm.reset();
+    vm.reset_devices();
     for i in 0..vm.vcpus() {
         vm.set_power(i, CpuPower::Off);
         vm.kick[i].store(false, Ordering::Relaxed);

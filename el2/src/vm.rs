@@ -12,11 +12,11 @@ use boards::guest;
 use boards::guest_dt::VirtioSlot;
 use devices::Pl011;
 use spin::Mutex;
-use vdev::{BlockBackend, MmioBus, Shared};
+use vdev::{BlockBackend, MmioBus, MmioContext, Shared, WorkSignal};
 
 pub use crate::guestram::GuestRam;
 use vgic::{SharedVgic, VgicConfig};
-use virtio::{Blk, Console, MmioTransport, Rng};
+use virtio::{Blk, Console, EmptySlot, MmioTransport, Rng};
 
 use crate::el1::{write_sysreg, El1Context};
 use crate::vectors::GuestRegs;
@@ -116,6 +116,8 @@ pub struct Vm {
     pub virtio: Vec<VirtioSlot>,
     /// The guest's TPM (on its SPI-over-GPIO bus).
     pub tpm: crate::tpm::GuestTpm,
+    /// Raised by a device that left work for later; see [`Vm::resume_deferred`].
+    pub work: WorkSignal,
 }
 
 /// Why a VM could not be built.
@@ -184,6 +186,7 @@ impl Vm {
             tpm.device(),
         )
         .map_err(VmError::Bus)?;
+        let work = WorkSignal::new();
         let mut virtio = Vec::new();
         for (n, disk) in disks
             .into_iter()
@@ -195,7 +198,7 @@ impl Vm {
                 base: guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
                 intid: guest::virtio_mmio_intid(n),
             };
-            let blk = MmioTransport::new(Blk::new(disk), slot.intid);
+            let blk = MmioTransport::new(Blk::new(disk), slot.intid).with_work_signal(work.clone());
             bus.insert(
                 "virtio-blk",
                 slot.base,
@@ -217,18 +220,21 @@ impl Vm {
             (
                 "virtio-rng",
                 guest::VIRTIO_RNG_SLOT,
-                Box::new(MmioTransport::new(
-                    rng,
-                    guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT),
-                )),
+                Box::new(
+                    MmioTransport::new(rng, guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT))
+                        .with_work_signal(work.clone()),
+                ),
             ),
             (
                 "virtio-console",
                 guest::VIRTIO_CONSOLE_SLOT,
-                Box::new(MmioTransport::new(
-                    console,
-                    guest::virtio_mmio_intid(guest::VIRTIO_CONSOLE_SLOT),
-                )),
+                Box::new(
+                    MmioTransport::new(
+                        console,
+                        guest::virtio_mmio_intid(guest::VIRTIO_CONSOLE_SLOT),
+                    )
+                    .with_work_signal(work.clone()),
+                ),
             ),
         ];
         for (name, n, dev) in extra {
@@ -239,6 +245,20 @@ impl Vm {
             bus.insert(name, slot.base, guest::VIRTIO_MMIO_STRIDE, dev)
                 .map_err(VmError::Bus)?;
             virtio.push(slot);
+        }
+        // Every other slot answers as on QEMU `virt`: a transport with device ID 0.
+        // They are not in the guest's device tree (it lists what exists).
+        for n in 0..guest::VIRTIO_MMIO_SLOTS {
+            let base = guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE;
+            if virtio.iter().all(|s| s.base != base) {
+                bus.insert(
+                    "virtio-empty",
+                    base,
+                    guest::VIRTIO_MMIO_STRIDE,
+                    Box::new(EmptySlot),
+                )
+                .map_err(VmError::Bus)?;
+            }
         }
         Ok(Self {
             name: String::from(name),
@@ -257,7 +277,42 @@ impl Vm {
             stats: Mutex::new(ExitStats::default()),
             virtio,
             tpm,
+            work,
         })
+    }
+
+    /// VM reset of every device on the bus (vGIC, PL011, PL061 and its SPI bus,
+    /// virtio transports): registers to their reset values, in-flight work dropped,
+    /// interrupt lines lowered. The TPM engine itself is reset by `tpm.reset()`.
+    pub fn reset_devices(&self) {
+        let mut irq = VgicSink::new(&self.vgic);
+        self.bus.lock().reset_all(&mut irq);
+        // Work deferred before the reset is gone with it.
+        self.work.take();
+    }
+
+    /// Resumes device work left over after a per-access budget ran out (one bounded
+    /// round), if any device said it left some. Called from `vcpu`'s exits and idle
+    /// loop: the guest may never notify again (VIRTIO_F_EVENT_IDX).
+    pub fn resume_deferred(&self, vcpu: usize) {
+        if !self.work.take() {
+            return;
+        }
+        let mut irq = VgicSink::new(&self.vgic);
+        {
+            let mut mem = self.ram;
+            let mut ctx = MmioContext {
+                vcpu,
+                mem: &mut mem,
+                irq: &mut irq,
+            };
+            if self.bus.lock().resume_deferred(&mut ctx) {
+                self.work.raise();
+            }
+        }
+        if irq.touched {
+            self.deliver_kicks(vcpu);
+        }
     }
 
     pub fn vcpus(&self) -> usize {

@@ -100,6 +100,7 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
             }
         }
     }
+    vm.resume_deferred(vcpu.idx);
     vm.deliver_kicks(vcpu.idx);
 }
 
@@ -114,6 +115,9 @@ pub fn wfi(vm: &Vm, vcpu: &mut Vcpu) {
             || vm.vgic.lock().has_pending(vcpu.idx)
         {
             return;
+        }
+        if vm.work.is_raised() {
+            continue; // device work left over: the next round before sleeping
         }
         aarch64_cpu::asm::wfi();
     }

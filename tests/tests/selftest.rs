@@ -29,6 +29,7 @@ const EXPECTED_CHECKS: &[&str] = &[
     "fp-preserved",
     "wfi-wakeup",
     "ptimer-emulated",
+    "virtio-empty-slot",
 ];
 
 /// Boot budget (the build before it is not counted).

@@ -3,8 +3,10 @@
 //! interrupts ([`InterruptSink`]), how the hypervisor calls it on a trapped MMIO
 //! access ([`MmioDevice`]), how block devices reach storage ([`BlockBackend`]), how
 //! device state is saved and restored ([`SaveRestore`]), the [`MmioBus`] that
-//! routes a guest physical address to the device that owns it, and [`Shared`] for a
-//! device that is reached from both the bus and the hypervisor.
+//! routes a guest physical address to the device that owns it (and resets every
+//! device, or resumes their deferred work, in one call), [`Shared`] for a device that
+//! is reached from both the bus and the hypervisor, and [`WorkSignal`], how a device
+//! says it left work for later.
 //!
 //! Everything here is `no_std` + `alloc`, free of `unsafe`, and runs unchanged in the
 //! hypervisor and in host tests and fuzzers.
@@ -19,6 +21,7 @@ pub mod memory;
 pub mod mmio;
 pub mod save;
 pub mod shared;
+pub mod work;
 
 pub use block::{BlockBackend, BlockError, SharedBlock, SECTOR_SIZE};
 pub use bus::{BusError, MmioBus};
@@ -26,3 +29,4 @@ pub use memory::{GuestMemory, MemError, VecMemory};
 pub use mmio::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError, NullInterrupts};
 pub use save::{RestoreError, SaveRestore};
 pub use shared::Shared;
+pub use work::WorkSignal;

@@ -14,13 +14,15 @@ mod memory;
 mod mmio;
 #[cfg(target_os = "none")]
 mod psci;
+#[cfg(target_os = "none")]
+mod virtio;
 
 #[cfg(target_os = "none")]
 mod guest {
     use selftest_guest::harness::Harness;
     use selftest_guest::{outln, power, vectors};
 
-    use crate::{cpu, memory, mmio, psci};
+    use crate::{cpu, memory, mmio, psci, virtio};
 
     /// Unexpected exceptions after which the guest gives up and powers off.
     const UNEXPECTED_LIMIT: u32 = 1000;
@@ -56,6 +58,7 @@ mod guest {
         h.check("fp-preserved", cpu::fp_preserved);
         h.check("wfi-wakeup", |p| cpu::wfi_wakeup(hypervisor, p));
         h.check("ptimer-emulated", cpu::ptimer_emulated);
+        h.check("virtio-empty-slot", virtio::empty_slot);
 
         let (passed, failed) = h.totals(vectors::unexpected_count());
         outln!("selftest: {passed} passed, {failed} failed");
