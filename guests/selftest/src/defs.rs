@@ -265,6 +265,10 @@ pub mod virtio {
 
     /// VIRTIO_F_INDIRECT_DESC.
     pub const F_INDIRECT_DESC: u64 = 1 << 28;
+    /// VIRTIO_F_EVENT_IDX.
+    pub const F_EVENT_IDX: u64 = 1 << 29;
+    /// InterruptStatus: a used buffer notification.
+    pub const INT_USED_BUFFER: u32 = 1;
     /// VIRTIO_F_VERSION_1.
     pub const F_VERSION_1: u64 = 1 << 32;
 
