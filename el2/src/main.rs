@@ -210,12 +210,12 @@ fn boot_vm(vm: &'static Vm) -> ! {
     let start = load_guest(vm, boot);
     vm.vgic.lock().reset();
     vm.tpm.reset();
-    vm.reset_devices();
     for i in 0..vm.vcpus() {
         vm.set_power(i, CpuPower::Off);
         vm.kick[i].store(false, Ordering::Relaxed);
     }
     vm.stop.store(0, Ordering::Release);
+    vm.reset_devices();
     RESET_OWNER.store(usize::MAX, Ordering::Release);
     *vm.start[0].lock() = Some(start);
     vm.set_power(0, CpuPower::On);

@@ -95,6 +95,9 @@ pub struct Vm {
     pub name: String,
     pub ram: GuestRam,
     pub bus: Mutex<MmioBus>,
+    /// Raised by a device on the bus that left work for later; see
+    /// [`Vm::resume_deferred`].
+    pub work: WorkSignal,
     pub vgic: SharedVgic,
     pub uart: Shared<Pl011>,
     /// Per vCPU: its PSCI power state (a `CpuPower` as u8).
@@ -116,8 +119,6 @@ pub struct Vm {
     pub virtio: Vec<VirtioSlot>,
     /// The guest's TPM (on its SPI-over-GPIO bus).
     pub tpm: crate::tpm::GuestTpm,
-    /// Raised by a device that left work for later; see [`Vm::resume_deferred`].
-    pub work: WorkSignal,
 }
 
 /// Why a VM could not be built.
@@ -186,7 +187,6 @@ impl Vm {
             tpm.device(),
         )
         .map_err(VmError::Bus)?;
-        let work = WorkSignal::new();
         let mut virtio = Vec::new();
         for (n, disk) in disks
             .into_iter()
@@ -198,7 +198,7 @@ impl Vm {
                 base: guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
                 intid: guest::virtio_mmio_intid(n),
             };
-            let blk = MmioTransport::new(Blk::new(disk), slot.intid).with_work_signal(work.clone());
+            let blk = MmioTransport::new(Blk::new(disk), slot.intid);
             bus.insert(
                 "virtio-blk",
                 slot.base,
@@ -220,21 +220,18 @@ impl Vm {
             (
                 "virtio-rng",
                 guest::VIRTIO_RNG_SLOT,
-                Box::new(
-                    MmioTransport::new(rng, guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT))
-                        .with_work_signal(work.clone()),
-                ),
+                Box::new(MmioTransport::new(
+                    rng,
+                    guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT),
+                )),
             ),
             (
                 "virtio-console",
                 guest::VIRTIO_CONSOLE_SLOT,
-                Box::new(
-                    MmioTransport::new(
-                        console,
-                        guest::virtio_mmio_intid(guest::VIRTIO_CONSOLE_SLOT),
-                    )
-                    .with_work_signal(work.clone()),
-                ),
+                Box::new(MmioTransport::new(
+                    console,
+                    guest::virtio_mmio_intid(guest::VIRTIO_CONSOLE_SLOT),
+                )),
             ),
         ];
         for (name, n, dev) in extra {
@@ -251,19 +248,18 @@ impl Vm {
         for n in 0..guest::VIRTIO_MMIO_SLOTS {
             let base = guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE;
             if virtio.iter().all(|s| s.base != base) {
-                bus.insert(
-                    "virtio-empty",
-                    base,
-                    guest::VIRTIO_MMIO_STRIDE,
-                    Box::new(EmptySlot),
-                )
-                .map_err(VmError::Bus)?;
+                let empty = Box::new(EmptySlot);
+                bus.insert("virtio-empty", base, guest::VIRTIO_MMIO_STRIDE, empty)
+                    .map_err(VmError::Bus)?;
             }
         }
+        let work = WorkSignal::new();
+        bus.connect_work_signal(&work);
         Ok(Self {
             name: String::from(name),
             ram,
             bus: Mutex::new(bus),
+            work,
             vgic,
             uart,
             power: (0..n)
@@ -277,8 +273,11 @@ impl Vm {
             stats: Mutex::new(ExitStats::default()),
             virtio,
             tpm,
-            work,
         })
+    }
+
+    pub fn vcpus(&self) -> usize {
+        self.pcpu.len()
     }
 
     /// VM reset of every device on the bus (vGIC, PL011, PL061 and its SPI bus,
@@ -287,13 +286,13 @@ impl Vm {
     pub fn reset_devices(&self) {
         let mut irq = VgicSink::new(&self.vgic);
         self.bus.lock().reset_all(&mut irq);
-        // Work deferred before the reset is gone with it.
+        // Work deferred before the reset went with it.
         self.work.take();
     }
 
     /// Resumes device work left over after a per-access budget ran out (one bounded
-    /// round), if any device said it left some. Called from `vcpu`'s exits and idle
-    /// loop: the guest may never notify again (VIRTIO_F_EVENT_IDX).
+    /// round), if a device said it left some. Called on `vcpu`'s interrupt exits and
+    /// in its idle loop: the guest may never notify again (VIRTIO_F_EVENT_IDX).
     pub fn resume_deferred(&self, vcpu: usize) {
         if !self.work.take() {
             return;
@@ -313,10 +312,6 @@ impl Vm {
         if irq.touched {
             self.deliver_kicks(vcpu);
         }
-    }
-
-    pub fn vcpus(&self) -> usize {
-        self.pcpu.len()
     }
 
     /// The IPA size the guest is told about (ID_AA64MMFR0_EL1.PARange).

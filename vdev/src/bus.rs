@@ -5,6 +5,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::mmio::{InterruptSink, MmioContext, MmioDevice};
+use crate::work::WorkSignal;
 
 /// Why a device could not be placed on the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +88,14 @@ impl MmioBus {
     pub fn reset_all(&mut self, irq: &mut dyn InterruptSink) {
         for r in &mut self.regions {
             r.device.reset(irq);
+        }
+    }
+
+    /// Connects every device on the bus to `signal` ([`MmioDevice::connect_work_signal`]):
+    /// it is raised whenever one of them defers work. Call after the last insert.
+    pub fn connect_work_signal(&mut self, signal: &WorkSignal) {
+        for r in &mut self.regions {
+            r.device.connect_work_signal(signal);
         }
     }
 
@@ -196,6 +205,7 @@ mod tests {
         intid: u32,
         reg: u64,
         backlog: u32,
+        signal: Option<WorkSignal>,
     }
     impl MmioDevice for Busy {
         fn read(&mut self, _: &mut MmioContext, _: u64, _: AccessSize) -> Result<u64, MmioError> {
@@ -211,6 +221,9 @@ mod tests {
             self.reg = v;
             self.backlog = v as u32;
             ctx.irq.set_level(self.intid, v != 0);
+            if let Some(s) = self.signal.as_ref().filter(|_| v != 0) {
+                s.raise();
+            }
             Ok(())
         }
         fn reset(&mut self, irq: &mut dyn InterruptSink) {
@@ -223,6 +236,9 @@ mod tests {
         }
         fn resume(&mut self, _: &mut MmioContext) {
             self.backlog -= 1;
+        }
+        fn connect_work_signal(&mut self, signal: &WorkSignal) {
+            self.signal = Some(signal.clone());
         }
     }
 
@@ -241,6 +257,7 @@ mod tests {
                 intid: 40 + i as u32,
                 reg: 0,
                 backlog: 0,
+                signal: None,
             };
             bus.insert("busy", 0x1000 * (i + 1), 0x100, Box::new(dev))
                 .unwrap();
@@ -284,9 +301,14 @@ mod tests {
     #[test]
     fn resume_deferred_does_one_bounded_round_per_call_until_done() {
         let mut bus = busy_bus();
+        let signal = WorkSignal::new();
+        bus.connect_work_signal(&signal);
         let mut irq = Lines::default();
+        write_all(&mut bus, &mut irq, |_| 0);
+        assert!(!signal.take(), "no work, no signal");
         // Devices 1..=3 defer 1, 2 and 3 units; device 0 none.
         write_all(&mut bus, &mut irq, |i| i);
+        assert!(signal.take(), "the devices reached the connected signal");
         let mut mem = crate::VecMemory::new(0, 0);
         let mut ctx = MmioContext {
             vcpu: 0,

@@ -1,6 +1,7 @@
 //! The trapped-MMIO interface between the hypervisor and device models.
 
 use crate::memory::GuestMemory;
+use crate::work::WorkSignal;
 
 /// Width of one guest MMIO access, as decoded from the data-abort syndrome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +85,8 @@ pub struct MmioContext<'a> {
 ///
 /// Every device implements [`MmioDevice::reset`] (there is no default: a device
 /// that forgot it would carry its state across a VM reset). Devices that defer work
-/// override [`MmioDevice::has_deferred_work`] and [`MmioDevice::resume`].
+/// override [`MmioDevice::has_deferred_work`], [`MmioDevice::resume`] and
+/// [`MmioDevice::connect_work_signal`].
 pub trait MmioDevice {
     /// Handles a guest read.
     fn read(
@@ -114,4 +116,7 @@ pub trait MmioDevice {
     /// still left is reported by [`MmioDevice::has_deferred_work`]. Devices that
     /// never defer work have nothing to do.
     fn resume(&mut self, _ctx: &mut MmioContext) {}
+    /// Gives the device the signal to raise whenever it defers work. Devices that
+    /// never defer work have no use for it.
+    fn connect_work_signal(&mut self, _signal: &WorkSignal) {}
 }

@@ -6,6 +6,7 @@ use alloc::sync::Arc;
 use spin::Mutex;
 
 use crate::mmio::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError};
+use crate::work::WorkSignal;
 
 /// An `Arc<Mutex<T>>` that forwards MMIO accesses to `T`. Clone it: one clone goes on
 /// the bus, the other stays with whoever needs to reach the device directly.
@@ -49,5 +50,8 @@ impl<T: MmioDevice> MmioDevice for Shared<T> {
     }
     fn resume(&mut self, ctx: &mut MmioContext) {
         self.0.lock().resume(ctx)
+    }
+    fn connect_work_signal(&mut self, signal: &WorkSignal) {
+        self.0.lock().connect_work_signal(signal)
     }
 }

@@ -512,6 +512,13 @@ impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
     fn resume(&mut self, ctx: &mut MmioContext) {
         self.poll(ctx.mem, ctx.irq);
     }
+
+    fn connect_work_signal(&mut self, signal: &WorkSignal) {
+        self.work = Some(signal.clone());
+        if self.has_deferred_work() {
+            signal.raise();
+        }
+    }
 }
 
 #[path = "transport_save.rs"]
