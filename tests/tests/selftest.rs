@@ -21,6 +21,7 @@ const EXPECTED_CHECKS: &[&str] = &[
     "mmio-byte-and-sign",
     "mmio-bad-size",
     "mmio-no-syndrome",
+    "virtio-empty-slot",
     "unmapped-ipa",
     "unmapped-exec",
     "hypervisor-memory",
@@ -29,7 +30,6 @@ const EXPECTED_CHECKS: &[&str] = &[
     "fp-preserved",
     "wfi-wakeup",
     "ptimer-emulated",
-    "virtio-empty-slot",
 ];
 
 /// Boot budget (the build before it is not counted).

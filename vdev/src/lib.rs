@@ -3,10 +3,8 @@
 //! interrupts ([`InterruptSink`]), how the hypervisor calls it on a trapped MMIO
 //! access ([`MmioDevice`]), how block devices reach storage ([`BlockBackend`]), how
 //! device state is saved and restored ([`SaveRestore`]), the [`MmioBus`] that
-//! routes a guest physical address to the device that owns it (and resets every
-//! device, or resumes their deferred work, in one call), [`Shared`] for a device that
-//! is reached from both the bus and the hypervisor, and [`WorkSignal`], how a device
-//! says it left work for later.
+//! routes a guest physical address to the device that owns it, and [`Shared`] for a
+//! device that is reached from both the bus and the hypervisor.
 //!
 //! Everything here is `no_std` + `alloc`, free of `unsafe`, and runs unchanged in the
 //! hypervisor and in host tests and fuzzers.

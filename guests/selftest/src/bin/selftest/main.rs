@@ -48,6 +48,7 @@ mod guest {
         h.check("mmio-byte-and-sign", mmio::byte_and_sign);
         h.check("mmio-bad-size", mmio::bad_size);
         h.check("mmio-no-syndrome", mmio::no_syndrome);
+        h.check("virtio-empty-slot", virtio::empty_slot);
 
         h.check("unmapped-ipa", memory::unmapped_ipa);
         h.check("unmapped-exec", memory::unmapped_exec);
@@ -58,7 +59,6 @@ mod guest {
         h.check("fp-preserved", cpu::fp_preserved);
         h.check("wfi-wakeup", |p| cpu::wfi_wakeup(hypervisor, p));
         h.check("ptimer-emulated", cpu::ptimer_emulated);
-        h.check("virtio-empty-slot", virtio::empty_slot);
 
         let (passed, failed) = h.totals(vectors::unexpected_count());
         outln!("selftest: {passed} passed, {failed} failed");
