@@ -22,7 +22,7 @@ mod guest {
     use selftest_guest::harness::Harness;
     use selftest_guest::{outln, power, vectors};
 
-    use crate::{cpu, memory, mmio, psci, virtio};
+    use crate::{cpu, memory, mmio, psci};
 
     /// Unexpected exceptions after which the guest gives up and powers off.
     const UNEXPECTED_LIMIT: u32 = 1000;
@@ -48,7 +48,7 @@ mod guest {
         h.check("mmio-byte-and-sign", mmio::byte_and_sign);
         h.check("mmio-bad-size", mmio::bad_size);
         h.check("mmio-no-syndrome", mmio::no_syndrome);
-        h.check("virtio-empty-slot", virtio::empty_slot);
+        h.check("virtio-empty-slot", crate::virtio::empty_slot);
 
         h.check("unmapped-ipa", memory::unmapped_ipa);
         h.check("unmapped-exec", memory::unmapped_exec);
