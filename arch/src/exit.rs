@@ -99,8 +99,11 @@ pub enum Exit {
     },
     /// A trapped MSR/MRS.
     SysReg(SysRegAccess),
-    /// A trapped WFI (`wfe == false`) or WFE.
-    Wfx { wfe: bool },
+    /// A trapped WFI (`wfe == false`) or WFE, or their FEAT_WFxT forms WFIT / WFET
+    /// with a timeout: `timeout_reg` is then the general-purpose register (31 = XZR)
+    /// holding the CNTVCT_EL0 value at which the wait ends even without an event.
+    /// A WFxT syndrome without a valid register (ISS.RV = 0) is a plain WFI / WFE.
+    Wfx { wfe: bool, timeout_reg: Option<u8> },
     /// Anything else: `el2` injects an undefined-instruction exception.
     Other { ec: u8, iss: u32 },
 }
@@ -114,6 +117,12 @@ pub fn exception_class(esr: u64) -> u8 {
 pub fn instruction_is_32bit(esr: u64) -> bool {
     LocalRegisterCopy::<u64, ESR_EL2::Register>::new(esr).is_set(ESR_EL2::IL)
 }
+
+/// ISS_WFX.TI bit 0: the instruction waited for an event (WFE, WFET), not an
+/// interrupt.
+const TI_WFE: u64 = 0b01;
+/// ISS_WFX.TI bit 1: the instruction had a timeout (WFIT, WFET).
+const TI_TIMEOUT: u64 = 0b10;
 
 fn ipa_from(hpfar: u64, far: u64) -> u64 {
     let h = LocalRegisterCopy::<u64, HPFAR::Register>::new(hpfar);
@@ -174,9 +183,15 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
                 read: s.is_set(ISS_SYSREG::DIRECTION),
             })
         }
-        Some(Ec::TrappedWFIorWFE) => Exit::Wfx {
-            wfe: LocalRegisterCopy::<u64, ISS_WFX::Register>::new(iss).read(ISS_WFX::TI) & 1 == 1,
-        },
+        Some(Ec::TrappedWFIorWFE) => {
+            let w = LocalRegisterCopy::<u64, ISS_WFX::Register>::new(iss);
+            let ti = w.read(ISS_WFX::TI);
+            Exit::Wfx {
+                wfe: ti & TI_WFE != 0,
+                timeout_reg: (ti & TI_TIMEOUT != 0 && w.is_set(ISS_WFX::RV))
+                    .then(|| w.read(ISS_WFX::RN) as u8),
+            }
+        }
         _ => Exit::Other {
             ec: reg.read(ESR_EL2::EC) as u8,
             iss: iss as u32,
@@ -265,8 +280,65 @@ mod tests {
 
     #[test]
     fn wfi_and_wfe() {
-        assert_eq!(decode(esr(0x01, 0), 0, 0), Exit::Wfx { wfe: false });
-        assert_eq!(decode(esr(0x01, 1), 0, 0), Exit::Wfx { wfe: true });
+        let plain = |wfe| Exit::Wfx {
+            wfe,
+            timeout_reg: None,
+        };
+        assert_eq!(decode(esr(0x01, 0), 0, 0), plain(false));
+        assert_eq!(decode(esr(0x01, 1), 0, 0), plain(true));
+    }
+
+    /// ISS of a trapped WFIT/WFET: RN = `rn`, RV = `rv`, TI = `ti`.
+    fn wfxt_iss(rn: u64, rv: bool, ti: u64) -> u64 {
+        rn << 5 | u64::from(rv) << 2 | ti
+    }
+
+    #[test]
+    fn wfit_and_wfet_carry_their_timeout_register() {
+        for rn in [0, 7, 30, 31] {
+            assert_eq!(
+                decode(esr(0x01, wfxt_iss(rn, true, 0b10)), 0, 0),
+                Exit::Wfx {
+                    wfe: false,
+                    timeout_reg: Some(rn as u8)
+                },
+                "WFIT x{rn}"
+            );
+            assert_eq!(
+                decode(esr(0x01, wfxt_iss(rn, true, 0b11)), 0, 0),
+                Exit::Wfx {
+                    wfe: true,
+                    timeout_reg: Some(rn as u8)
+                },
+                "WFET x{rn}"
+            );
+        }
+    }
+
+    #[test]
+    fn wfxt_without_a_valid_register_is_untimed() {
+        assert_eq!(
+            decode(esr(0x01, wfxt_iss(5, false, 0b10)), 0, 0),
+            Exit::Wfx {
+                wfe: false,
+                timeout_reg: None
+            }
+        );
+        assert_eq!(
+            decode(esr(0x01, wfxt_iss(5, false, 0b11)), 0, 0),
+            Exit::Wfx {
+                wfe: true,
+                timeout_reg: None
+            }
+        );
+        // RV on a plain WFI (TI = 0) names no timeout either.
+        assert_eq!(
+            decode(esr(0x01, wfxt_iss(5, true, 0b00)), 0, 0),
+            Exit::Wfx {
+                wfe: false,
+                timeout_reg: None
+            }
+        );
     }
 
     #[test]
@@ -305,7 +377,10 @@ mod tests {
                 }
                 Exit::InstructionAbort { .. } => prop_assert_eq!(ec, 0x20),
                 Exit::SysReg(_) => prop_assert_eq!(ec, 0x18),
-                Exit::Wfx { .. } => prop_assert_eq!(ec, 0x01),
+                Exit::Wfx { timeout_reg, .. } => {
+                    prop_assert_eq!(ec, 0x01);
+                    prop_assert!(timeout_reg.is_none_or(|r| r < 32));
+                }
             }
         }
     }

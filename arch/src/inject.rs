@@ -8,6 +8,9 @@ pub mod mode {
     pub const EL1T: u64 = 0b0100;
     pub const EL1H: u64 = 0b0101;
     pub const MASK: u64 = 0b1111;
+    /// SPSR_ELx.M[4] (nRW): the exception was taken from AArch32. With HCR_EL2.RW set
+    /// (EL1 is AArch64) that can only be AArch32 EL0.
+    pub const AARCH32: u64 = 0b1_0000;
 }
 
 /// PSTATE.{D,A,I,F} bits in SPSR layout.
@@ -22,6 +25,7 @@ pub mod vector {
     pub const CURRENT_SP0: u64 = 0x000;
     pub const CURRENT_SPX: u64 = 0x200;
     pub const LOWER_AARCH64: u64 = 0x400;
+    pub const LOWER_AARCH32: u64 = 0x600;
 }
 
 /// Exception classes for ESR_EL1 of injected exceptions.
@@ -33,10 +37,61 @@ pub mod ec {
     pub const DABT_CURRENT: u64 = 0x25;
 }
 const ESR_EC_SHIFT: u64 = 26;
+/// ESR_ELx.IL: the trapped instruction was 32 bits long (0: a 16-bit T32 instruction).
 const ESR_IL: u64 = 1 << 25;
+/// Length of an A64, A32 or 32-bit T32 instruction.
+const INSN_32: u64 = 4;
+/// Length of a 16-bit T32 instruction.
+const INSN_16: u64 = 2;
+
+/// The length of the instruction whose trap ESR_EL2 `esr` describes (from ESR.IL:
+/// 2 for a 16-bit T32 instruction from AArch32 EL0, 4 otherwise).
+#[inline]
+pub fn trapped_instruction_len(esr: u64) -> u64 {
+    if esr & ESR_IL != 0 {
+        INSN_32
+    } else {
+        INSN_16
+    }
+}
+
+/// The guest PC after the hypervisor has emulated (or completed) the trapped
+/// instruction at `pc` whose syndrome is `esr`: every instruction skip goes through
+/// here so a 16-bit T32 instruction advances by 2, not 4. An AArch32 PC stays
+/// within 32 bits.
+#[inline]
+pub fn skip_instruction(pc: u64, pstate: u64, esr: u64) -> u64 {
+    let next = pc.wrapping_add(trapped_instruction_len(esr));
+    if pstate & mode::AARCH32 != 0 {
+        next & u64::from(u32::MAX)
+    } else {
+        next
+    }
+}
 const ISS_WNR: u64 = 1 << 6;
 /// Fault status: synchronous external abort, not on a translation table walk.
 const FSC_SYNC_EXTERNAL: u64 = 0b01_0000;
+/// Fault status: synchronous external abort on a translation table walk, level 0-3
+/// (low two bits the level), and level -1 (FEAT_LPA2).
+const FSC_SYNC_EXTERNAL_WALK: u8 = 0b01_0100;
+const FSC_SYNC_EXTERNAL_WALK_LM1: u8 = 0b01_0011;
+/// Fault status: synchronous parity or ECC error, not on / on a walk (level 0-3).
+const FSC_SYNC_PARITY: u8 = 0b01_1000;
+const FSC_SYNC_PARITY_WALK: u8 = 0b01_1100;
+/// Masks the level out of a walk fault status.
+const FSC_LEVEL_MASK: u8 = 0b11;
+
+/// Whether a data or instruction fault status code (DFSC/IFSC) reports a
+/// synchronous external abort (or parity/ECC error), on a walk or not: what
+/// HCR_EL2.TEA routes to EL2 from a guest.
+#[inline]
+pub fn is_external_abort(fsc: u8) -> bool {
+    fsc == FSC_SYNC_EXTERNAL as u8
+        || fsc == FSC_SYNC_EXTERNAL_WALK_LM1
+        || fsc == FSC_SYNC_PARITY
+        || fsc & !FSC_LEVEL_MASK == FSC_SYNC_EXTERNAL_WALK
+        || fsc & !FSC_LEVEL_MASK == FSC_SYNC_PARITY_WALK
+}
 
 /// The kind of synchronous exception to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +129,16 @@ pub struct Entry {
 
 /// Computes the architectural entry of `what` into EL1 from the guest at `at`.
 pub fn inject(what: Injection, at: GuestPoint) -> Entry {
-    let from_el0 = at.pstate & mode::MASK == mode::EL0T;
-    let offset = match at.pstate & mode::MASK {
-        mode::EL1T => vector::CURRENT_SP0,
-        mode::EL1H => vector::CURRENT_SPX,
-        _ => vector::LOWER_AARCH64,
+    let aarch32 = at.pstate & mode::AARCH32 != 0;
+    let from_el0 = aarch32 || at.pstate & mode::MASK == mode::EL0T;
+    let offset = if aarch32 {
+        vector::LOWER_AARCH32
+    } else {
+        match at.pstate & mode::MASK {
+            mode::EL1T => vector::CURRENT_SP0,
+            mode::EL1H => vector::CURRENT_SPX,
+            _ => vector::LOWER_AARCH64,
+        }
     };
     let (class, iss, far) = match what {
         Injection::Undefined => (ec::UNKNOWN, 0, None),
@@ -163,6 +223,73 @@ mod tests {
         assert_eq!(u.pc, 0x4010_0000);
         assert_eq!(u.esr_el1, 1 << 25);
         assert_eq!(u.far_el1, None);
+    }
+
+    /// SPSR of AArch32 User mode with the T bit (T32 state).
+    const AARCH32_USR_T32: u64 = 0b1_0000 | 1 << 5;
+
+    #[test]
+    fn from_aarch32_el0_uses_the_lower_aarch32_vector() {
+        let at = GuestPoint {
+            pc: 0x8002,
+            pstate: AARCH32_USR_T32,
+            ..AT
+        };
+        for what in [
+            Injection::Undefined,
+            Injection::DataAbort {
+                far: 0x9000,
+                write: false,
+            },
+            Injection::InstructionAbort { far: 0x8002 },
+        ] {
+            let e = inject(what, at);
+            assert_eq!(e.pc, 0x4010_0600, "{what:?}");
+            assert_eq!(e.elr_el1, 0x8002);
+            assert_eq!(e.spsr_el1, AARCH32_USR_T32);
+            assert_eq!(e.pstate & mode::MASK, mode::EL1H);
+        }
+        let d = inject(
+            Injection::DataAbort {
+                far: 0x9000,
+                write: false,
+            },
+            at,
+        );
+        assert_eq!(d.esr_el1 >> 26, ec::DABT_LOWER, "an abort from EL0");
+    }
+
+    #[test]
+    fn skips_follow_esr_il() {
+        let il = 1 << 25;
+        // A 16-bit T32 instruction (IL = 0) from AArch32 EL0.
+        assert_eq!(
+            skip_instruction(0x8002, AARCH32_USR_T32, 0x24 << 26),
+            0x8004
+        );
+        assert_eq!(
+            skip_instruction(0x8002, AARCH32_USR_T32, 0x24 << 26 | il),
+            0x8006
+        );
+        assert_eq!(skip_instruction(0xffff_fffe, AARCH32_USR_T32, 0), 0);
+        // A64: always 4 (IL is always 1 for A64 traps).
+        assert_eq!(
+            skip_instruction(0x4008_0000, mode::EL1H, 0x17 << 26 | il),
+            0x4008_0004
+        );
+        assert_eq!(trapped_instruction_len(0x18 << 26 | il), 4);
+        assert_eq!(trapped_instruction_len(0x18 << 26), 2);
+    }
+
+    #[test]
+    fn external_abort_codes() {
+        for fsc in [0x10, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x1c, 0x1f] {
+            assert!(is_external_abort(fsc), "{fsc:#x}");
+        }
+        // Translation, access flag, permission, alignment, TLB conflict.
+        for fsc in [0x04, 0x07, 0x0b, 0x0f, 0x21, 0x30, 0x11, 0x12] {
+            assert!(!is_external_abort(fsc), "{fsc:#x}");
+        }
     }
 
     #[test]

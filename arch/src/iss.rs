@@ -49,8 +49,12 @@ register_bitfields! {u64,
         /// 1 = read (MRS), 0 = write (MSR).
         DIRECTION OFFSET(0) NUMBITS(1) []
     ],
-    /// ISS for trapped WFI/WFE (EC 0x01).
+    /// ISS for trapped WFI/WFE/WFIT/WFET (EC 0x01).
     pub ISS_WFX [
+        /// RN: the register holding a WFIT/WFET timeout (valid when RV is set).
+        RN OFFSET(5) NUMBITS(5) [],
+        /// RV: RN is valid (FEAT_WFxT).
+        RV OFFSET(2) NUMBITS(1) [],
         /// 0 = WFI, 1 = WFE, 2 = WFIT, 3 = WFET.
         TI OFFSET(0) NUMBITS(2) []
     ],

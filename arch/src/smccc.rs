@@ -23,6 +23,13 @@ pub mod func {
     pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
     pub const PSCI_SYSTEM_RESET: u32 = 0x8400_0009;
     pub const PSCI_FEATURES: u32 = 0x8400_000a;
+
+    // Arm True Random Number Generator Firmware Interface 1.0 (DEN0098).
+    pub const TRNG_VERSION: u32 = 0x8400_0050;
+    pub const TRNG_FEATURES: u32 = 0x8400_0051;
+    pub const TRNG_GET_UUID: u32 = 0x8400_0052;
+    pub const TRNG_RND32: u32 = 0x8400_0053;
+    pub const TRNG_RND64: u32 = 0xc400_0053;
 }
 
 /// SMCCC and PSCI return codes, as the signed values the guest reads in x0.
@@ -63,6 +70,10 @@ pub trait PowerTopology {
     fn power(&self, idx: usize) -> CpuPower;
     /// Whether the guest may start a vCPU at this intermediate physical address.
     fn valid_entry(&self, ipa: u64) -> bool;
+    /// Atomically moves vCPU `idx` from `Off` to `OnPending`, so that of two vCPUs
+    /// racing CPU_ON on one target exactly one starts it; `Err` carries the state
+    /// that made the claim fail.
+    fn claim_start(&self, idx: usize) -> Result<(), CpuPower>;
 }
 
 /// The platform's own firmware, asked on the guest's behalf about CPU-vulnerability
@@ -88,8 +99,40 @@ pub enum PowerAction {
     SystemOff,
     /// Reset the VM.
     SystemReset,
-    /// Run the named workaround in host firmware before returning.
-    HostWorkaround(u32),
+    /// Call the platform firmware with `id` and `x1` before returning (a
+    /// CPU-vulnerability workaround; see [`host_workaround_x1`]).
+    HostWorkaround {
+        id: u32,
+        x1: u64,
+    },
+}
+
+/// SMCCC_ARCH_WORKAROUND_2's argument: a non-zero w1 asks for the Spectre-v4
+/// (speculative store bypass, CVE-2018-3639) mitigation to be enabled for the caller,
+/// zero asks for it to be disabled.
+pub const WORKAROUND_2_ENABLE: u64 = 1;
+
+/// The x1 the hypervisor passes to the platform firmware when the guest calls the
+/// workaround `id` with `guest_x1`.
+///
+/// SMCCC_ARCH_WORKAROUND_2 is the only workaround with an argument, and it sets a
+/// per-physical-CPU state that stays in force while EL2 runs — where the vTPM's keys
+/// and the other VM state live. So the hypervisor keeps the mitigation enabled on the
+/// physical CPU at all times and never forwards a disable: whatever the guest asks,
+/// the firmware is told to enable (an idempotent call). A guest that asks for the
+/// mitigation off merely runs with it on, which SMCCC permits — disabling it is a
+/// performance request the callee may decline (firmware that mitigates permanently
+/// behaves the same) — and the call still returns SUCCESS. This trades a little
+/// guest store-forwarding performance for never having to toggle the mitigation on
+/// every exit and entry (two firmware calls per exit for a per-vCPU state).
+/// WORKAROUND_1 and _3 take no argument: x1 = 0.
+pub fn host_workaround_x1(id: u32, guest_x1: u64) -> u64 {
+    let _ = guest_x1;
+    if id == func::SMCCC_ARCH_WORKAROUND_2 {
+        WORKAROUND_2_ENABLE
+    } else {
+        0
+    }
 }
 
 /// The answer to one call: x0..x3 for the guest and an action.
@@ -155,9 +198,15 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
         }
         SMCCC_ARCH_WORKAROUND_1 | SMCCC_ARCH_WORKAROUND_2 | SMCCC_ARCH_WORKAROUND_3 => {
             if host.arch_features(id) == ret::SUCCESS {
+                if id == SMCCC_ARCH_WORKAROUND_2 && arg(1) as u32 == 0 {
+                    log::debug!("SMCCC_ARCH_WORKAROUND_2(disable): the mitigation stays enabled");
+                }
                 CallOutcome {
                     x0: 0,
-                    action: PowerAction::HostWorkaround(id),
+                    action: PowerAction::HostWorkaround {
+                        id,
+                        x1: host_workaround_x1(id, arg(1)),
+                    },
                 }
             } else {
                 err(ret::NOT_SUPPORTED)
@@ -179,7 +228,7 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
                 log::warn!("PSCI CPU_ON: no vCPU has MPIDR {:#x}", arg(1));
                 return err(ret::INVALID_PARAMETERS);
             };
-            match topo.power(target) {
+            let busy = |state: CpuPower| match state {
                 CpuPower::On => {
                     log::warn!("PSCI CPU_ON: vCPU {target} is already on");
                     err(ret::ALREADY_ON)
@@ -188,11 +237,20 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
                     log::warn!("PSCI CPU_ON: vCPU {target} is already starting");
                     err(ret::ON_PENDING)
                 }
-                CpuPower::Off if !topo.valid_entry(arg(2)) => {
-                    log::warn!("PSCI CPU_ON: entry {:#x} is not guest RAM", arg(2));
-                    err(ret::INVALID_ADDRESS)
-                }
-                CpuPower::Off => CallOutcome {
+                CpuPower::Off => err(ret::INTERNAL_FAILURE),
+            };
+            match topo.power(target) {
+                CpuPower::Off => {}
+                state => return busy(state),
+            }
+            if !topo.valid_entry(arg(2)) {
+                log::warn!("PSCI CPU_ON: entry {:#x} is not guest RAM", arg(2));
+                return err(ret::INVALID_ADDRESS);
+            }
+            // The claim is what decides: another vCPU may have started the target
+            // since its state was read.
+            match topo.claim_start(target) {
+                Ok(()) => CallOutcome {
                     x0: 0,
                     action: PowerAction::CpuOn {
                         target,
@@ -200,6 +258,7 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
                         context_id: arg(3),
                     },
                 },
+                Err(state) => busy(state),
             }
         }
         PSCI_CPU_OFF => CallOutcome {
@@ -237,14 +296,23 @@ mod tests {
 
     struct Vm {
         mpidrs: [u64; 2],
-        power: [CpuPower; 2],
+        power: [core::cell::Cell<CpuPower>; 2],
     }
     impl PowerTopology for Vm {
         fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
             self.mpidrs.iter().position(|m| *m == mpidr)
         }
         fn power(&self, idx: usize) -> CpuPower {
-            self.power[idx]
+            self.power[idx].get()
+        }
+        fn claim_start(&self, idx: usize) -> Result<(), CpuPower> {
+            match self.power[idx].get() {
+                CpuPower::Off => {
+                    self.power[idx].set(CpuPower::OnPending);
+                    Ok(())
+                }
+                other => Err(other),
+            }
         }
         fn valid_entry(&self, ipa: u64) -> bool {
             (0x4000_0000..0x6000_0000).contains(&ipa)
@@ -263,7 +331,10 @@ mod tests {
     fn vm() -> Vm {
         Vm {
             mpidrs: [0, 1],
-            power: [CpuPower::On, CpuPower::Off],
+            power: [
+                core::cell::Cell::new(CpuPower::On),
+                core::cell::Cell::new(CpuPower::Off),
+            ],
         }
     }
     fn call(x: [u64; 4]) -> CallOutcome {
@@ -313,8 +384,8 @@ mod tests {
                 }
             }
         );
-        let mut pending = vm();
-        pending.power[1] = CpuPower::OnPending;
+        let pending = vm();
+        pending.power[1].set(CpuPower::OnPending);
         assert_eq!(
             handle_call(
                 [func::PSCI_CPU_ON_64 as u64, 1, 0x4000_0000, 0],
@@ -335,6 +406,30 @@ mod tests {
             .x0,
             0
         );
+    }
+
+    #[test]
+    fn cpu_on_claims_its_target_once() {
+        // Two vCPUs racing CPU_ON on one target: exactly one starts it, the other
+        // sees it starting; and the claim leaves the target ON_PENDING.
+        let vm = vm();
+        let on = |entry: u64| handle_call([func::PSCI_CPU_ON_64 as u64, 1, entry, 0], &vm, &Fw);
+        assert!(matches!(
+            on(0x4000_0000).action,
+            PowerAction::CpuOn { target: 1, .. }
+        ));
+        assert_eq!(vm.power[1].get(), CpuPower::OnPending);
+        let second = on(0x4000_1000);
+        assert_eq!(second.x0, ret::ON_PENDING as u64);
+        assert_eq!(second.action, PowerAction::None);
+    }
+
+    #[test]
+    fn cpu_on_of_a_refused_entry_claims_nothing() {
+        let vm = vm();
+        let out = handle_call([func::PSCI_CPU_ON_64 as u64, 1, 0x10, 0], &vm, &Fw);
+        assert_eq!(out.x0, ret::INVALID_ADDRESS as u64);
+        assert_eq!(vm.power[1].get(), CpuPower::Off);
     }
 
     #[test]
@@ -362,7 +457,57 @@ mod tests {
         );
         assert_eq!(
             call([func::SMCCC_ARCH_WORKAROUND_1 as u64, 0, 0, 0]).action,
-            PowerAction::HostWorkaround(func::SMCCC_ARCH_WORKAROUND_1)
+            PowerAction::HostWorkaround {
+                id: func::SMCCC_ARCH_WORKAROUND_1,
+                x1: 0
+            }
+        );
+    }
+
+    /// Firmware that implements every workaround.
+    struct AllFw;
+    impl HostFirmware for AllFw {
+        fn arch_features(&self, _id: u32) -> i64 {
+            ret::SUCCESS
+        }
+    }
+
+    #[test]
+    fn workaround_2_is_forwarded_as_enable_whatever_the_guest_asks() {
+        let wa2 = |x1: u64| {
+            handle_call(
+                [func::SMCCC_ARCH_WORKAROUND_2 as u64, x1, 0, 0],
+                &vm(),
+                &AllFw,
+            )
+        };
+        for x1 in [0, 1, 2, 0xffff_ffff, 0x1_0000_0000, u64::MAX] {
+            assert_eq!(
+                wa2(x1),
+                CallOutcome {
+                    x0: 0,
+                    action: PowerAction::HostWorkaround {
+                        id: func::SMCCC_ARCH_WORKAROUND_2,
+                        x1: WORKAROUND_2_ENABLE
+                    }
+                },
+                "guest x1 = {x1:#x}"
+            );
+        }
+        // WORKAROUND_1 and _3 carry no argument, whatever is in x1.
+        for id in [func::SMCCC_ARCH_WORKAROUND_1, func::SMCCC_ARCH_WORKAROUND_3] {
+            assert_eq!(
+                handle_call([id as u64, 0x55, 0, 0], &vm(), &AllFw).action,
+                PowerAction::HostWorkaround { id, x1: 0 }
+            );
+        }
+        // Firmware without WORKAROUND_2: NOT_SUPPORTED and nothing forwarded.
+        assert_eq!(
+            call([func::SMCCC_ARCH_WORKAROUND_2 as u64, 0, 0, 0]),
+            CallOutcome {
+                x0: NS,
+                action: PowerAction::None
+            }
         );
     }
 
@@ -374,6 +519,21 @@ mod tests {
             prop_assume!(!matches!(id, func::SMCCC_ARCH_WORKAROUND_1 | func::SMCCC_ARCH_WORKAROUND_2 | func::SMCCC_ARCH_WORKAROUND_3));
             let out = call([id as u64 | 0xffff_ffff_0000_0000, a, b, 0]);
             prop_assert_eq!(out, CallOutcome { x0: NS, action: PowerAction::None });
+        }
+
+        /// No call of any id with any arguments makes the hypervisor forward
+        /// SMCCC_ARCH_WORKAROUND_2 with a disable: EL2 never runs with the Spectre-v4
+        /// mitigation off.
+        #[test]
+        fn never_forwards_a_workaround_2_disable(id in prop_oneof![Just(func::SMCCC_ARCH_WORKAROUND_2), any::<u32>()],
+                                                 hi in any::<u32>(), x1 in any::<u64>(), x2 in any::<u64>()) {
+            let x0 = u64::from(hi) << 32 | u64::from(id);
+            let out = handle_call([x0, x1, x2, 0], &vm(), &AllFw);
+            if let PowerAction::HostWorkaround { id: fwd, x1: fx1 } = out.action {
+                if fwd == func::SMCCC_ARCH_WORKAROUND_2 {
+                    prop_assert_eq!(fx1, WORKAROUND_2_ENABLE);
+                }
+            }
         }
     }
 }

@@ -5,7 +5,8 @@
 //! or virtualize, so a guest never turns on something that would leak or break:
 //! pointer authentication (keys not switched, and very slow under TCG), SVE, SME, MTE,
 //! SPE, the trace buffer and BRBE, AMU, MPAM, RAS error records, NMI, GCS, nested
-//! virtualization (EL2 and VHE are not offered to guests) — and it reports the guest's
+//! virtualization (EL2 and VHE are not offered to guests), and the PMU when the VM may
+//! not have it (see [`crate::controls::guest_has_pmu`]) — and it reports the guest's
 //! physical address size as the stage-2 IPA size.
 
 /// A trapped MSR/MRS, as decoded from the ISS.
@@ -119,6 +120,7 @@ const PFR1_GCS: Field = Field(44);
 const PFR1_THE: Field = Field(48);
 const PFR1_MTEX: Field = Field(52);
 const DFR0_TRACEVER: Field = Field(4);
+const DFR0_PMUVER: Field = Field(8);
 const DFR0_PMSVER: Field = Field(32);
 const DFR0_TRACEFILT: Field = Field(40);
 const DFR0_TRACEBUFFER: Field = Field(44);
@@ -163,9 +165,10 @@ pub fn parange_for_bits(bits: u32) -> u64 {
 }
 
 /// What the guest is told: the value a read of ID register `reg` returns, given the
-/// hardware's value and the guest's IPA size in bits. Registers in the ID space that
-/// the policy does not mention pass through unchanged.
-pub fn sanitise_id(reg: SysReg, hw: u64, ipa_bits: u32) -> u64 {
+/// hardware's value, the guest's IPA size in bits and whether the guest is given the
+/// PMU (`pmu`, from [`crate::controls::guest_has_pmu`]). Registers in the ID space
+/// that the policy does not mention pass through unchanged.
+pub fn sanitise_id(reg: SysReg, hw: u64, ipa_bits: u32, pmu: bool) -> u64 {
     let clear = |v: u64, fields: &[Field]| fields.iter().fold(v, |v, f| f.clear(v));
     match reg {
         id::ID_AA64PFR0_EL1 => clear(
@@ -188,16 +191,23 @@ pub fn sanitise_id(reg: SysReg, hw: u64, ipa_bits: u32) -> u64 {
             ],
         ),
         id::ID_AA64ZFR0_EL1 | id::ID_AA64SMFR0_EL1 => 0,
-        id::ID_AA64DFR0_EL1 => clear(
-            hw,
-            &[
-                DFR0_TRACEVER,
-                DFR0_PMSVER,
-                DFR0_TRACEFILT,
-                DFR0_TRACEBUFFER,
-                DFR0_BRBE,
-            ],
-        ),
+        id::ID_AA64DFR0_EL1 => {
+            let v = clear(
+                hw,
+                &[
+                    DFR0_TRACEVER,
+                    DFR0_PMSVER,
+                    DFR0_TRACEFILT,
+                    DFR0_TRACEBUFFER,
+                    DFR0_BRBE,
+                ],
+            );
+            if pmu {
+                v
+            } else {
+                DFR0_PMUVER.clear(v)
+            }
+        }
         id::ID_AA64ISAR1_EL1 => clear(hw, &[ISAR1_APA, ISAR1_API, ISAR1_GPA, ISAR1_GPI]),
         id::ID_AA64ISAR2_EL1 => clear(hw, &[ISAR2_GPA3, ISAR2_APA3]),
         id::ID_AA64MMFR0_EL1 => {
@@ -218,38 +228,49 @@ mod tests {
     fn pauth_is_hidden_and_other_isar1_fields_kept() {
         // APA=1, API=1, GPA=1, GPI=1, plus LRCPC (bits 23:20) = 2 and JSCVT (15:12) = 1.
         let hw = 1 << 4 | 1 << 8 | 1 << 24 | 1 << 28 | 2 << 20 | 1 << 12;
-        assert_eq!(sanitise_id(id::ID_AA64ISAR1_EL1, hw, 40), 2 << 20 | 1 << 12);
+        assert_eq!(
+            sanitise_id(id::ID_AA64ISAR1_EL1, hw, 40, true),
+            2 << 20 | 1 << 12
+        );
     }
 
     #[test]
     fn sve_sme_mte_spe_amu_el2_hidden() {
         let all = u64::MAX;
-        let pfr0 = sanitise_id(id::ID_AA64PFR0_EL1, all, 40);
+        let pfr0 = sanitise_id(id::ID_AA64PFR0_EL1, all, 40, true);
         for f in [PFR0_SVE, PFR0_AMU, PFR0_EL2, PFR0_RAS, PFR0_MPAM] {
             assert_eq!(f.get(pfr0), 0);
         }
         // EL0/EL1/FP/AdvSIMD/GIC fields survive.
         assert_eq!(pfr0 & 0xff, 0xff);
         assert_eq!(Field(24).get(pfr0), 0xf);
-        let pfr1 = sanitise_id(id::ID_AA64PFR1_EL1, all, 40);
+        let pfr1 = sanitise_id(id::ID_AA64PFR1_EL1, all, 40, true);
         assert_eq!(PFR1_SME.get(pfr1), 0);
         assert_eq!(PFR1_MTE.get(pfr1), 0);
         assert_eq!(Field(0).get(pfr1), 0xf, "BT survives");
         assert_eq!(
-            PFR0_SVE.get(sanitise_id(id::ID_AA64PFR0_EL1, 1 << 32, 40)),
+            PFR0_SVE.get(sanitise_id(id::ID_AA64PFR0_EL1, 1 << 32, 40, true)),
             0
         );
         assert_eq!(
-            DFR0_PMSVER.get(sanitise_id(id::ID_AA64DFR0_EL1, all, 40)),
+            DFR0_PMSVER.get(sanitise_id(id::ID_AA64DFR0_EL1, all, 40, true)),
             0
         );
-        assert_eq!(sanitise_id(id::ID_AA64ZFR0_EL1, all, 40), 0);
+        assert_eq!(sanitise_id(id::ID_AA64ZFR0_EL1, all, 40, true), 0);
+    }
+
+    #[test]
+    fn pmu_hidden_only_when_the_guest_may_not_have_it() {
+        // PMUVer 5 (PMUv3p4), DebugVer 6.
+        let hw = 5 << 8 | 6;
+        assert_eq!(sanitise_id(id::ID_AA64DFR0_EL1, hw, 40, true), hw);
+        assert_eq!(sanitise_id(id::ID_AA64DFR0_EL1, hw, 40, false), 6);
     }
 
     #[test]
     fn parange_reports_the_ipa_size_never_more_than_hardware() {
-        assert_eq!(sanitise_id(id::ID_AA64MMFR0_EL1, 0x6, 40) & 0xf, 2);
-        assert_eq!(sanitise_id(id::ID_AA64MMFR0_EL1, 0x1, 40) & 0xf, 1);
+        assert_eq!(sanitise_id(id::ID_AA64MMFR0_EL1, 0x6, 40, true) & 0xf, 2);
+        assert_eq!(sanitise_id(id::ID_AA64MMFR0_EL1, 0x1, 40, true) & 0xf, 1);
         assert_eq!(parange_bits(5), Some(48));
         assert_eq!(parange_bits(9), None);
         assert_eq!(parange_for_bits(41), 2);

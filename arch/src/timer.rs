@@ -1,7 +1,11 @@
-//! An emulated EL1 generic timer (the EL1 physical timer, whose registers the
-//! hypervisor traps with CNTHCTL_EL2.EL1PCEN = 0): CTL, CVAL and TVAL behave as the
-//! Arm ARM describes (D11.2 "The AArch64 view of the Generic Timer"), computed from
-//! the counter value passed in.
+//! The guest's generic timers as pure code:
+//! - an emulated EL1 generic timer (the EL1 physical timer, whose registers the
+//!   hypervisor traps with CNTHCTL_EL2.EL1PCEN = 0): CTL, CVAL and TVAL behave as the
+//!   Arm ARM describes (D11.2 "The AArch64 view of the Generic Timer"), computed from
+//!   the counter value passed in;
+//! - the level of the EL1 virtual timer's interrupt, which runs in hardware and is
+//!   delivered hardware-linked ([`asserts_irq`], [`vtimer_line`]);
+//! - the wake-up deadline of a trapped WFIT ([`wfit_expired`], [`wfit_wake_deadline`]).
 
 use crate::sysreg::SysReg;
 
@@ -30,6 +34,58 @@ pub struct TimerOutput {
     pub irq_level: bool,
     /// When to look again (counter value), if the timer will fire in the future.
     pub deadline: Option<u64>,
+}
+
+/// Whether a generic timer whose CNT*_CTL_EL0 reads `ctl` asserts its interrupt:
+/// the timer output is ENABLE && ISTATUS && !IMASK. ISTATUS is the timer condition
+/// the hardware computes from CVAL and the count, so a CVAL moved into the future
+/// clears it. Other bits are ignored.
+pub const fn asserts_irq(ctl: u64) -> bool {
+    ctl & (CTL_ENABLE | CTL_IMASK | CTL_ISTATUS) == CTL_ENABLE | CTL_ISTATUS
+}
+
+/// What the hypervisor does with the virtual timer's interrupt line after an exit.
+///
+/// The physical virtual-timer PPI raises the line: the hypervisor takes it, leaves
+/// it active (the guest's deactivation of the hardware-linked virtual interrupt
+/// deactivates it) and raises the vGIC line. Nothing in hardware lowers the line
+/// again, so after every exit on which the line is up the hypervisor reads the
+/// guest's live CNTV_CTL_EL0 and lowers it once the timer no longer asserts its
+/// interrupt (disabled, masked with IMASK, or CVAL moved past the count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VtimerLine {
+    /// Leave the line as it is: it is low, or the timer still asserts it.
+    Keep,
+    /// The line is up but the timer no longer asserts it: lower it.
+    Lower,
+}
+
+/// The decision for a virtual timer whose vGIC line the hypervisor raised (`raised`)
+/// and whose CNTV_CTL_EL0 now reads `ctl`.
+pub const fn vtimer_line(raised: bool, ctl: u64) -> VtimerLine {
+    if raised && !asserts_irq(ctl) {
+        VtimerLine::Lower
+    } else {
+        VtimerLine::Keep
+    }
+}
+
+/// Whether a WFIT whose timeout register held `timeout` has reached it at virtual
+/// count `cntvct` (CNTVCT_EL0): the local timeout event is generated once the
+/// virtual count is at or past the timeout.
+pub const fn wfit_expired(cntvct: u64, timeout: u64) -> bool {
+    cntvct >= timeout
+}
+
+/// The physical count at which the EL2 timer must fire while a vCPU waits in WFIT:
+/// the earlier of the emulated physical timer's own deadline (`ptimer`) and the WFIT
+/// `timeout` (a virtual count, so physical = timeout + CNTVOFF_EL2 `cntvoff`). A
+/// timeout beyond the 64-bit physical count never fires; `None` if nothing will.
+pub fn wfit_wake_deadline(ptimer: Option<u64>, timeout: u64, cntvoff: u64) -> Option<u64> {
+    match (ptimer, timeout.checked_add(cntvoff)) {
+        (Some(p), Some(t)) => Some(p.min(t)),
+        (p, t) => p.or(t),
+    }
 }
 
 impl EmulatedTimer {
@@ -136,6 +192,81 @@ mod tests {
             CTL_ENABLE | CTL_IMASK,
             "ISTATUS and reserved bits are not stored"
         );
+    }
+
+    #[test]
+    fn timer_output_is_enable_and_istatus_and_not_imask() {
+        for bits in 0..8u64 {
+            let (enable, imask, istatus) = (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+            let bit = |on: bool, b: u64| if on { b } else { 0 };
+            let ctl = bit(enable, CTL_ENABLE) | bit(imask, CTL_IMASK) | bit(istatus, CTL_ISTATUS);
+            let asserted = enable && istatus && !imask;
+            assert_eq!(asserts_irq(ctl), asserted, "ctl {ctl:#b}");
+            assert_eq!(
+                asserts_irq(ctl | !0b111),
+                asserted,
+                "reserved bits ignored, ctl {ctl:#b}"
+            );
+            assert_eq!(
+                vtimer_line(true, ctl),
+                if asserted {
+                    VtimerLine::Keep
+                } else {
+                    VtimerLine::Lower
+                },
+                "raised, ctl {ctl:#b}"
+            );
+            assert_eq!(
+                vtimer_line(false, ctl),
+                VtimerLine::Keep,
+                "a line never raised is never lowered, ctl {ctl:#b}"
+            );
+        }
+    }
+
+    #[test]
+    fn vtimer_line_drops_when_cval_moves_forward() {
+        // The timer fired: the hypervisor raised the line.
+        let fired = CTL_ENABLE | CTL_ISTATUS;
+        assert_eq!(vtimer_line(true, fired), VtimerLine::Keep);
+        // The guest wrote a CVAL in the future: the hardware clears ISTATUS while
+        // ENABLE stays set.
+        assert_eq!(vtimer_line(true, CTL_ENABLE), VtimerLine::Lower);
+        // Disabled (ISTATUS is UNKNOWN then, so either value) or masked: lowered.
+        assert_eq!(vtimer_line(true, 0), VtimerLine::Lower);
+        assert_eq!(vtimer_line(true, CTL_ISTATUS), VtimerLine::Lower);
+        assert_eq!(vtimer_line(true, fired | CTL_IMASK), VtimerLine::Lower);
+    }
+
+    #[test]
+    fn wfit_expires_at_its_timeout() {
+        assert!(!wfit_expired(999, 1000));
+        assert!(wfit_expired(1000, 1000));
+        assert!(wfit_expired(1001, 1000));
+        assert!(
+            wfit_expired(0, 0),
+            "a zero timeout (WFIT xzr) returns at once"
+        );
+        assert!(!wfit_expired(u64::MAX - 1, u64::MAX));
+    }
+
+    #[test]
+    fn wfit_wakes_at_the_earlier_deadline() {
+        assert_eq!(wfit_wake_deadline(None, 500, 0), Some(500));
+        assert_eq!(wfit_wake_deadline(Some(300), 500, 0), Some(300));
+        assert_eq!(wfit_wake_deadline(Some(700), 500, 0), Some(500));
+        assert_eq!(
+            wfit_wake_deadline(Some(700), 500, 100),
+            Some(600),
+            "the timeout is a virtual count: CNTVOFF_EL2 is added"
+        );
+        assert_eq!(
+            wfit_wake_deadline(None, u64::MAX, 1),
+            None,
+            "a timeout past the physical count's range never fires"
+        );
+        assert_eq!(wfit_wake_deadline(Some(42), u64::MAX, 1), Some(42));
+        assert_eq!(wfit_wake_deadline(Some(42), u64::MAX, 0), Some(42));
     }
 
     #[test]

@@ -74,6 +74,19 @@ pub struct Platform {
     pub bootargs: Option<String>,
     /// virtio-mmio transports (base range and INTID), in device-tree order.
     pub virtio_mmio: Vec<(Range, Option<u32>)>,
+    /// Randomness the boot loader left in `/chosen`: `rng-seed` ‖ `kaslr-seed`.
+    pub seed: Seed,
+}
+
+/// Seed bytes from the device tree. Its `Debug` shows only the length, so a
+/// logged `Platform` never prints them.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Seed(pub Vec<u8>);
+
+impl core::fmt::Debug for Seed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Seed({} bytes)", self.0.len())
+    }
 }
 
 /// Why the device tree could not describe a platform the hypervisor can run on.
@@ -239,6 +252,15 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
         .and_then(|p| p.as_str())
         .map(String::from);
 
+    // The boot loader's randomness for the OS it starts (the devicetree
+    // specification's /chosen rng-seed; arm64's kaslr-seed, 8 bytes).
+    let mut seed = Vec::new();
+    for name in ["rng-seed", "kaslr-seed"] {
+        if let Some(p) = chosen.and_then(|c| c.property(name)) {
+            seed.extend_from_slice(p.value);
+        }
+    }
+
     let virtio_mmio = fdt
         .all_nodes()
         .filter(|n| {
@@ -261,6 +283,7 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
         initrd,
         bootargs,
         virtio_mmio,
+        seed: Seed(seed),
     })
 }
 
@@ -269,6 +292,11 @@ mod tests {
     use super::*;
 
     const QEMU_VIRT_DTB: &[u8] = include_bytes!("../testdata/qemu-virt-gicv3-2cpu.dtb");
+    /// `-M virt,virtualization=on,gic-version=3,dtb-randomness=off -cpu cortex-a72
+    /// -smp 2 -m 1G`, dumped
+    /// with `dumpdtb=` and packed to its blocks' size.
+    const QEMU_VIRT_NO_SEED_DTB: &[u8] =
+        include_bytes!("../testdata/qemu-virt-gicv3-2cpu-no-seed.dtb");
 
     #[test]
     fn qemu_virt_is_fully_discovered() {
@@ -330,6 +358,19 @@ mod tests {
                 Some(48)
             )
         );
+    }
+
+    #[test]
+    fn the_boot_loaders_seed_is_read_and_not_printed() {
+        // QEMU's virt: a 32-byte rng-seed and an 8-byte kaslr-seed in /chosen.
+        let p = discover(QEMU_VIRT_DTB).unwrap();
+        assert_eq!(p.seed.0.len(), 32 + 8);
+        assert!(p.seed.0.iter().any(|&b| b != 0));
+        assert_eq!(alloc::format!("{:?}", p.seed), "Seed(40 bytes)");
+        // The same machine with `-M virt,dtb-randomness=off`: no seed at all.
+        let q = discover(QEMU_VIRT_NO_SEED_DTB).unwrap();
+        assert_eq!(q.seed, Seed::default());
+        assert_eq!(q.cpus, p.cpus);
     }
 
     #[test]

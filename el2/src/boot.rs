@@ -21,10 +21,10 @@ _start:
 
 primary_entry:
     mov     x19, x0                 // DTB physical address
-    // Boot CPU stack: the first per-CPU stack.
+    // Boot CPU stack: the top of the first per-CPU stack slot.
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
-    ldr     x2, =__stack_size
+    ldr     x2, =__stack_slot
     add     sp, x1, x2
     // Clear BSS.
     adrp    x1, __bss_start
@@ -50,14 +50,16 @@ primary_entry:
 4:  wfe
     b       4b
 
-    // A secondary physical CPU, started by PSCI CPU_ON with its slot index in x0.
+    // A physical CPU started by PSCI CPU_ON with its job in x0 (smp::Job): the
+    // low byte is its stack slot.
     .global secondary_entry
 secondary_entry:
     mov     x19, x0
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
-    ldr     x2, =__stack_size
-    add     x3, x0, #1
+    ldr     x2, =__stack_slot
+    and     x3, x0, #0xff
+    add     x3, x3, #1
     mul     x2, x2, x3
     add     sp, x1, x2
     adrp    x2, el2_vectors

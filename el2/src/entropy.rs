@@ -1,38 +1,55 @@
-//! Randomness for guests (the TPM's DRBG seed, virtio-rng): the CPU's RNDR
-//! instruction (FEAT_RNG) when it has one, otherwise a counter-seeded generator with a
-//! logged warning.
+//! Randomness for guests (the TPM's seeds and DRBG, virtio-rng). At boot [`init`]
+//! picks the best real source the platform has (`arch::entropy::choose`: the CPU's
+//! RNDR, else the firmware's SMCCC TRNG, else the boot loader's device-tree seed)
+//! and instantiates a root HMAC-DRBG from it. Each consumer gets its own DRBG forked
+//! from the root ([`source`], `vtpm::drbg::ForkedDrbg`), reseeded from the live
+//! source (RNDRRS or TRNG_RND64) on every draw when there is one. With no source at
+//! all, [`source`] returns `None` and the VM is built without a TPM and without
+//! virtio-rng: nothing is made up from a counter.
 
 use alloc::boxed::Box;
 use core::arch::asm;
 
+use aarch64_cpu::registers::{Readable, ID_AA64ISAR0_EL1};
+use arch::entropy::{self as policy, Offer, Source, TrngError, TRNG_RND64_MAX_BITS};
+use arch::smccc::func;
+use spin::Mutex;
+use vtpm::drbg::{ForkedDrbg, HmacDrbg, LiveSource};
 use vtpm::Entropy;
 
-use crate::el1::read_sysreg;
+use crate::power::{firmware_call, firmware_call_regs};
 
-/// ID_AA64ISAR0_EL1.RNDR, bits [63:60]: 1 = RNDR and RNDRRS are implemented.
-const ISAR0_RNDR_SHIFT: u64 = 60;
-const ISAR0_RNDR_MASK: u64 = 0xf;
-/// RNDR attempts before a read is given up (the architecture allows transient
+/// RNDRRS attempts before a read is given up (the architecture allows transient
 /// failure, reported through PSTATE.Z).
 const RNDR_RETRIES: usize = 64;
+/// TRNG_RND64 attempts while the firmware answers NO_ENTROPY.
+const TRNG_RETRIES: usize = 16;
+/// Bytes of live entropy drawn to seed the root DRBG (384 bits).
+const SEED_BYTES: usize = 48;
+/// The root DRBG's personalization string.
+const ROOT_PERSONALIZATION: &[u8] = b"RayOS EL2 entropy root";
 
-/// Whether this CPU implements FEAT_RNG.
-fn has_rndr() -> bool {
-    let isar0 = read_sysreg!("ID_AA64ISAR0_EL1");
-    (isar0 >> ISAR0_RNDR_SHIFT) & ISAR0_RNDR_MASK >= 1
+/// The root generator every consumer's DRBG is forked from, and the live source
+/// that reseeds them (`None` until [`init`] found a source).
+static ROOT: Mutex<Option<Root>> = Mutex::new(None);
+
+struct Root {
+    source: Source,
+    drbg: HmacDrbg,
 }
 
-/// One RNDR read; `None` if the hardware could not deliver in time.
-fn rndr() -> Option<u64> {
+/// One RNDRRS read (a freshly reseeded RNDR); `None` if the hardware could not
+/// deliver in time.
+fn rndrrs() -> Option<u64> {
     for _ in 0..RNDR_RETRIES {
         let v: u64;
         let ok: u64;
-        // SAFETY: RNDR (S3_3_C2_C4_0) is only read when ID_AA64ISAR0_EL1 says it is
-        // implemented; it reads a random number and sets NZCV (Z = failure), which
-        // the `cset` consumes; no memory is touched.
+        // SAFETY: RNDRRS (S3_3_C2_C4_1) is only read once ID_AA64ISAR0_EL1.RNDR said
+        // it is implemented (the source is `Rndr` only then); it reads a random number
+        // and sets NZCV (Z = failure), which the `cset` consumes; no memory is touched.
         unsafe {
             asm!(
-                "mrs {v}, s3_3_c2_c4_0",
+                "mrs {v}, s3_3_c2_c4_1",
                 "cset {ok}, ne",
                 v = out(reg) v,
                 ok = out(reg) ok,
@@ -46,73 +63,127 @@ fn rndr() -> Option<u64> {
     None
 }
 
-/// Entropy from the CPU's RNDR; falls back to the counter-seeded generator for a
-/// read that keeps failing.
-struct RndrEntropy {
-    fallback: CounterEntropy,
-}
-
-impl Entropy for RndrEntropy {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = rndr().unwrap_or_else(|| {
-                log::warn!("RNDR keeps failing; using the counter-seeded generator");
-                self.fallback.next()
-            });
-            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+/// 192 bits from the firmware's TRNG.
+fn trng_rnd64() -> Result<[u8; 24], TrngError> {
+    let mut last = TrngError::NoEntropy;
+    for _ in 0..TRNG_RETRIES {
+        let regs = firmware_call_regs(u64::from(func::TRNG_RND64), TRNG_RND64_MAX_BITS, 0, 0)
+            .ok_or(TrngError::NotSupported)?;
+        match policy::trng_rnd64_bytes(regs) {
+            Err(TrngError::NoEntropy) => last = TrngError::NoEntropy,
+            other => return other,
         }
     }
+    Err(last)
 }
 
-/// Without FEAT_RNG: a splitmix64 stream re-seeded with the physical counter on
-/// every draw. Weak (the counter is guessable); used only with a logged warning.
-struct CounterEntropy {
-    state: u64,
-}
-
-impl CounterEntropy {
-    fn new() -> Self {
-        Self {
-            state: read_sysreg!("CNTPCT_EL0"),
+/// Fills `buf` from the live `source`; `false` if it did not deliver.
+fn live_fill(source: Source, buf: &mut [u8]) -> bool {
+    match source {
+        Source::Rndr => {
+            for chunk in buf.chunks_mut(8) {
+                let Some(v) = rndrrs() else { return false };
+                chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+            }
+            true
         }
-    }
-
-    fn next(&mut self) -> u64 {
-        self.state = self
-            .state
-            .wrapping_add(0x9e37_79b9_7f4a_7c15)
-            .wrapping_add(read_sysreg!("CNTPCT_EL0"));
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-impl Entropy for CounterEntropy {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next();
-            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+        Source::SmcccTrng => {
+            for chunk in buf.chunks_mut(24) {
+                let Ok(v) = trng_rnd64() else { return false };
+                chunk.copy_from_slice(&v[..chunk.len()]);
+            }
+            true
         }
+        Source::DtSeed => false,
     }
 }
 
-/// The best entropy source this CPU has.
-pub fn source() -> Box<dyn Entropy + Send> {
-    if has_rndr() {
-        Box::new(RndrEntropy {
-            fallback: CounterEntropy::new(),
-        })
-    } else {
-        log::warn!(
-            "this CPU has no RNDR (FEAT_RNG): guest entropy (TPM DRBG, virtio-rng) comes from the counter only"
-        );
-        Box::new(CounterEntropy::new())
+/// What this platform offers, probing the TRNG only as DEN0098 allows.
+fn offer(dt_seed_len: usize) -> Offer {
+    let smccc_version = firmware_call(u64::from(func::SMCCC_VERSION), 0, 0, 0);
+    let trng_version = policy::may_probe_trng(smccc_version)
+        .then(|| firmware_call(u64::from(func::TRNG_VERSION), 0, 0, 0))
+        .flatten();
+    let trng_rnd64_features = trng_version.and_then(|_| {
+        firmware_call(
+            u64::from(func::TRNG_FEATURES),
+            u64::from(func::TRNG_RND64),
+            0,
+            0,
+        )
+    });
+    Offer {
+        isar0: ID_AA64ISAR0_EL1.get(),
+        smccc_version,
+        trng_version,
+        trng_rnd64_features,
+        dt_seed_len,
     }
 }
 
-/// The same source as a virtio-rng entropy source.
+/// Chooses the entropy source and seeds the root generator; `dt_seed` (the device
+/// tree's `/chosen` seed) is consumed: mixed in, then wiped. Logs the choice, or
+/// that there is none.
+pub fn init(dt_seed: &mut boards::discover::Seed) {
+    let mut seed = [0u8; SEED_BYTES];
+    let chosen = policy::choose_delivering(
+        offer(dt_seed.0.len()),
+        |source| live_fill(source, &mut seed),
+        |source| {
+            log::warn!(
+                "entropy: {} did not deliver at boot; trying the next source",
+                source.name()
+            )
+        },
+    );
+    let root = match chosen {
+        Ok(Source::DtSeed) => Some(Root {
+            source: Source::DtSeed,
+            drbg: HmacDrbg::new(&dt_seed.0, ROOT_PERSONALIZATION),
+        }),
+        Ok(source) => {
+            // The device tree's seed, if any, is mixed in as well.
+            let mut drbg = HmacDrbg::new(&seed, ROOT_PERSONALIZATION);
+            drbg.reseed(&dt_seed.0, &[]);
+            Some(Root { source, drbg })
+        }
+        Err(none) => {
+            log::warn!(
+                "entropy: no source (no RNDR, no SMCCC TRNG, device-tree seed {} bytes of the {} needed): VMs get no TPM and no virtio-rng",
+                none.dt_seed_len,
+                policy::MIN_SEED_BYTES
+            );
+            None
+        }
+    };
+    seed.fill(0);
+    dt_seed.0.fill(0);
+    dt_seed.0.clear();
+    if let Some(r) = &root {
+        log::info!("entropy: from {}", r.source.name());
+    }
+    *ROOT.lock() = root;
+}
+
+/// A consumer's own generator, forked from the root and reseeded from the live
+/// source (if any) before every fill; `None` when the platform has no entropy
+/// source.
+pub fn source(personalization: &[u8]) -> Option<Box<dyn Entropy + Send>> {
+    let mut root = ROOT.lock();
+    let root = root.as_mut()?;
+    let live = root.source.is_live().then(|| {
+        let source = root.source;
+        let fill: LiveSource = Box::new(move |buf: &mut [u8]| live_fill(source, buf));
+        (source.name(), fill)
+    });
+    Some(Box::new(ForkedDrbg::fork(
+        &mut root.drbg,
+        personalization,
+        live,
+    )))
+}
+
+/// A consumer's source as a virtio-rng entropy source.
 pub struct VirtioEntropy(pub Box<dyn Entropy + Send>);
 
 impl virtio::EntropySource for VirtioEntropy {

@@ -3,6 +3,7 @@
 //! frame-pointer backtrace, then power the machine off with a failing status.
 
 use core::fmt::Arguments;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::console::emergency_write;
 use crate::vectors::TrapFrame;
@@ -11,18 +12,16 @@ use crate::vectors::TrapFrame;
 pub const FATAL_STATUS: u32 = 70;
 
 extern "C" {
-    static __stacks_start: u8;
-    static __stacks_end: u8;
     static __image_start: u8;
     static __text_end: u8;
 }
 
+/// MPIDR affinity (+1) of the CPU that is reporting a fatal error; 0 while none is.
+static DYING: AtomicU64 = AtomicU64::new(0);
+
 fn in_stacks(addr: u64) -> bool {
-    let (lo, hi) = (
-        core::ptr::addr_of!(__stacks_start) as u64,
-        core::ptr::addr_of!(__stacks_end) as u64,
-    );
-    (lo..hi.saturating_sub(16)).contains(&addr)
+    let (lo, hi) = crate::stacks::section();
+    (lo..hi.saturating_sub(16)).contains(&addr) && !crate::stacks::in_guard(addr)
 }
 
 fn in_text(addr: u64) -> bool {
@@ -55,6 +54,17 @@ fn backtrace(mut fp: u64) {
 }
 
 fn die(what: Arguments, fp: u64) -> ! {
+    let me = (crate::el1::read_sysreg!("MPIDR_EL1") & arch::smccc::MPIDR_AFFINITY_MASK) + 1;
+    if let Err(first) = DYING.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+        if first == me {
+            // The report itself failed: stop without another word.
+            crate::power::shutdown(FATAL_STATUS)
+        }
+        // Another CPU is reporting its own fault and will power the machine off.
+        loop {
+            aarch64_cpu::asm::wfe();
+        }
+    }
     emergency_write(format_args!("\n[el2 FATAL] {what}\n"));
     backtrace(fp);
     emergency_write(format_args!(
@@ -71,9 +81,14 @@ extern "C" fn el2_exception(frame: &TrapFrame, kind: u64) -> ! {
         .copied()
         .unwrap_or("?");
     let ec = arch::exit::exception_class(frame.esr);
+    let overflow = if kind == 0 && crate::stacks::in_guard(frame.far) {
+        "stack overflow (a guard page was touched): "
+    } else {
+        ""
+    };
     die(
         format_args!(
-            "{what} exception at EL2: ESR_EL2={:#x} (EC {:#04x}) FAR_EL2={:#x} ELR_EL2={:#x} SPSR_EL2={:#x} SP={:#x} LR={:#x}",
+            "{overflow}{what} exception at EL2: ESR_EL2={:#x} (EC {:#04x}) FAR_EL2={:#x} ELR_EL2={:#x} SPSR_EL2={:#x} SP={:#x} LR={:#x}",
             frame.esr, ec, frame.far, frame.elr, frame.spsr, frame.sp, frame.x[30]
         ),
         frame.x[29],
@@ -86,6 +101,19 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     // SAFETY: reads the frame pointer register; no side effects.
     unsafe { core::arch::asm!("mov {}, x29", out(reg) fp) };
     die(format_args!("panic: {info}"), fp)
+}
+
+/// Recurses without end, 1 KiB of stack a level: the stack's guard page stops it.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [depth; 128];
+    // Keeps the frame (and the recursion) from being optimised away.
+    core::hint::black_box(&mut frame);
+    if depth < u64::MAX {
+        recurse(depth + 1) + frame[depth as usize % 128]
+    } else {
+        0
+    }
 }
 
 /// An address no EL2 translation maps (inside the 48-bit VA range, far above RAM and
@@ -101,6 +129,10 @@ pub fn deliberate(what: vmspec::HypervisorFault) -> ! {
     );
     match what {
         vmspec::HypervisorFault::Panic => panic!("deliberate panic requested by the boot bundle"),
+        vmspec::HypervisorFault::StackOverflow => {
+            let depth = recurse(0);
+            panic!("recursion returned at depth {depth} without touching a guard page")
+        }
         vmspec::HypervisorFault::DataAbort => {
             // SAFETY: reading an unmapped address faults at EL2 by design; the
             // exception handler reports it and powers off, so the read never returns.

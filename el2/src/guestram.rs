@@ -8,13 +8,19 @@
 //! exit handler populates the block and lets the guest retry. Hypervisor accesses
 //! (device DMA, kernel loading) populate through [`GuestMemory`]. A VM reset unmaps
 //! every block again.
+//!
+//! Every byte EL2 writes here — a block's zeroing, the loader's and devices' writes —
+//! is cleaned to the point of coherency before the block is mapped or the write
+//! returns, and the instruction cache is invalidated before a vCPU enters after such
+//! writes (`stage2::coherency`): a guest with its MMU off reads DRAM, not EL2's cache.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Mutex;
-use stage2::{Attrs, Layout, Perms, Stage2, TableAllocator};
+use stage2::coherency::{Coherent, GuestRamAccess};
+use stage2::{Layout, Perms, Stage2, TableAllocator};
 use vdev::memory::range_offset;
 use vdev::{GuestMemory, MemError};
 
@@ -59,6 +65,72 @@ pub struct RamBacking {
     vttbr: u64,
     vtcr: u64,
     ipa_bits: u32,
+    /// Whether the instruction cache owes an invalidation for EL2's writes.
+    coherent: Coherent,
+}
+
+/// CTR_EL0.DminLine, bits [19:16]: log2 of the smallest data-cache line in words.
+const CTR_DMINLINE_SHIFT: u64 = 16;
+const CTR_DMINLINE_MASK: u64 = 0xf;
+/// Bytes in a word, the unit of CTR_EL0's line sizes.
+const WORD: u64 = 4;
+
+/// The hardware side of `stage2::coherency` for one VM's RAM: plain stores through
+/// the identity map and the DC/IC maintenance instructions. Every address it is
+/// given must lie in the VM's RAM.
+struct Hw<'a>(&'a RamBacking);
+
+impl Hw<'_> {
+    /// Panics on a range outside this VM's RAM: callers pass only ranges already
+    /// checked against it, so this is a hypervisor bug, never guest input.
+    fn check(&self, pa: u64, len: u64) {
+        let ok = pa >= self.0.pa
+            && pa - self.0.pa <= self.0.size
+            && len <= self.0.size - (pa - self.0.pa);
+        assert!(ok, "guest RAM access {pa:#x}+{len:#x} outside the VM's RAM");
+    }
+}
+
+impl GuestRamAccess for Hw<'_> {
+    fn dcache_line(&self) -> u64 {
+        let ctr = crate::el1::read_sysreg!("CTR_EL0");
+        WORD << ((ctr >> CTR_DMINLINE_SHIFT) & CTR_DMINLINE_MASK)
+    }
+    fn copy_in(&mut self, pa: u64, data: &[u8]) {
+        self.check(pa, data.len() as u64);
+        // SAFETY: `check` keeps the range inside this VM's RAM, identity-mapped host
+        // memory taken from free physical memory for it alone.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), pa as *mut u8, data.len()) };
+    }
+    fn zero(&mut self, pa: u64, len: u64) {
+        self.check(pa, len);
+        // SAFETY: as in `copy_in`.
+        unsafe { crate::accel::zero(pa as usize, len as usize) };
+    }
+    fn clean_invalidate_line(&mut self, pa: u64) {
+        self.check(pa, 0);
+        // SAFETY: cache maintenance by address on identity-mapped guest RAM; it
+        // changes no data, only writes dirty lines back and drops them.
+        unsafe {
+            core::arch::asm!("dc civac, {a}", a = in(reg) pa, options(nostack, preserves_flags))
+        };
+    }
+    fn barrier(&mut self) {
+        // SAFETY: a barrier only orders and completes earlier memory operations.
+        unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
+    }
+    fn invalidate_icache(&mut self) {
+        // SAFETY: invalidating instruction caches loses no data; the barriers make
+        // later fetches on every CPU of the domain see memory as it now is.
+        unsafe {
+            core::arch::asm!(
+                "ic ialluis",
+                "dsb ish",
+                "isb",
+                options(nostack, preserves_flags)
+            )
+        };
+    }
 }
 
 /// A handle to a VM's RAM (`Copy`: every vCPU and device holds one).
@@ -87,6 +159,7 @@ impl GuestRam {
             vtcr: stage2.vtcr(),
             ipa_bits: layout.ipa_bits,
             stage2: Mutex::new(stage2),
+            coherent: Coherent::new(),
         };
         Ok(GuestRam(Box::leak(Box::new(backing))))
     }
@@ -144,17 +217,11 @@ impl GuestRam {
         }
         let off = block as u64 * BLOCK;
         let len = BLOCK.min(self.0.size - off);
-        // SAFETY: the block lies in this VM's RAM, taken from free physical memory for
-        // it alone; no guest access reaches it yet (it is not mapped), and the stage-2
-        // lock keeps other populators out.
-        unsafe { crate::accel::zero((self.0.pa + off) as usize, len as usize) };
-        if let Err(e) = s2.map(
-            &mut HeapTables,
-            self.0.ipa + off,
-            self.0.pa + off,
-            len,
-            Attrs::normal(Perms::RWX),
-        ) {
+        // No guest access reaches the block yet (it is not mapped), and the stage-2
+        // lock keeps other populators out. Zeroed and cleaned to the point of
+        // coherency, then mapped.
+        let cleaned = self.0.coherent.zero(&mut Hw(self.0), self.0.pa + off, len);
+        if let Err(e) = s2.map_ram(&mut HeapTables, self.0.ipa + off, cleaned, Perms::RWX) {
             // The tables were built for exactly this RAM; failing here means the heap
             // is exhausted, which the hypervisor cannot recover from.
             panic!(
@@ -184,6 +251,12 @@ impl GuestRam {
         unsafe { core::arch::asm!("dsb ishst", "isb", "tlbi vmalls12e1is", "dsb ish", "isb") };
     }
 
+    /// Before a vCPU of this VM enters the guest: invalidates the instruction cache
+    /// if EL2 wrote guest memory (a kernel load) since the last invalidation.
+    pub fn before_entry(&self) {
+        self.0.coherent.before_entry(&mut Hw(self.0));
+    }
+
     fn ptr(&self, gpa: u64, len: usize) -> Result<*mut u8, MemError> {
         self.ensure(gpa, len)?;
         Ok((self.0.pa + (gpa - self.0.ipa)) as *mut u8)
@@ -200,8 +273,7 @@ impl GuestMemory for GuestRam {
     }
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
         let p = self.ptr(gpa, data.len())?;
-        // SAFETY: as in `read`.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        self.0.coherent.write(&mut Hw(self.0), p as u64, data);
         Ok(())
     }
 }

@@ -8,20 +8,19 @@ use crate::el1::{read_sysreg, write_sysreg};
 /// INTIDs of 1020..=1023 are special (spurious and friends).
 const INTID_SPECIAL_FIRST: u32 = 1020;
 /// The SGI the hypervisor sends to make another physical CPU look at its vCPU.
-pub const KICK_SGI: u32 = 8;
+///
+/// The normal world owns SGIs 0..=7: Arm's Trusted Firmware-A configures 8..=15 as
+/// Secure Group 0/1 on many platforms (its `ARM_IRQ_SEC_SGI_0` is 8), so an SGI
+/// there may never reach EL2. Nothing else in the normal world uses the physical
+/// GIC (guests only see the virtual one), so the first of them is the kick.
+pub const KICK_SGI: u32 = 0;
 /// ICC_CTLR_EL1.EOImode: EOIR only drops priority; DIR deactivates.
 const ICC_CTLR_EOIMODE: u64 = 1 << 1;
-/// ICH_HCR_EL2 bits.
-pub const ICH_HCR_EN: u64 = 1 << 0;
-pub const ICH_HCR_UIE: u64 = 1 << 1;
-pub const ICH_HCR_NPIE: u64 = 1 << 3;
+/// ICH_HCR_EL2.En (the virtual CPU interface on, no maintenance interrupt requested).
+/// Which maintenance interrupts to request is the vGIC's policy: [`vgic::IchHcr`].
+pub const ICH_HCR_EN: u64 = vgic::IchHcr::EXIT.0;
 /// ICH_VTR_EL2.ListRegs: number of list registers minus one.
 const ICH_VTR_LISTREGS_MASK: u64 = 0x1f;
-/// ICC_SGI1R_EL1 fields used to address one physical CPU.
-const SGI1R_INTID_SHIFT: u64 = 24;
-const SGI1R_AFF1_SHIFT: u64 = 16;
-const SGI1R_AFF2_SHIFT: u64 = 32;
-const SGI1R_AFF3_SHIFT: u64 = 48;
 
 /// The physical private interrupts the hypervisor takes, as the device tree names
 /// them.
@@ -82,17 +81,10 @@ pub fn end(intid: u32) {
     write_sysreg!("ICC_DIR_EL1", u64::from(intid));
 }
 
-/// Sends the kick SGI to the physical CPU with affinity `mpidr`.
+/// Sends the kick SGI to the physical CPU with affinity `mpidr` (any Aff0: the
+/// range selector addresses CPUs past the first 16 of a cluster).
 pub fn kick(mpidr: u64) {
-    let aff0 = mpidr & 0xf;
-    let aff1 = (mpidr >> 8) & 0xff;
-    let aff2 = (mpidr >> 16) & 0xff;
-    let aff3 = (mpidr >> 32) & 0xff;
-    let v = (1 << aff0)
-        | (aff1 << SGI1R_AFF1_SHIFT)
-        | (u64::from(KICK_SGI) << SGI1R_INTID_SHIFT)
-        | (aff2 << SGI1R_AFF2_SHIFT)
-        | (aff3 << SGI1R_AFF3_SHIFT);
+    let v = arch::sgi::sgi1r_to(KICK_SGI as u8, mpidr);
     // SAFETY: the barrier orders earlier stores (the kick flag) before the SGI.
     unsafe { core::arch::asm!("dsb ishst") };
     write_sysreg!("ICC_SGI1R_EL1", v);

@@ -23,6 +23,7 @@ mod mmu;
 mod power;
 mod ramdisk;
 mod smp;
+mod stacks;
 mod storage;
 mod sysdisk;
 mod timer;
@@ -178,7 +179,7 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
         initrd,
         virtio_mmio: &vm.virtio,
         tpm_tis: None,
-        tpm_spi_gpio: Some(guest::PL061_BASE),
+        tpm_spi_gpio: vm.tpm.as_ref().map(|_| guest::PL061_BASE),
         rng_seed: None,
     })
     .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
@@ -202,14 +203,17 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
     }
 }
 
-/// Resets the VM to power-on and starts vCPU 0 on this (its) physical CPU.
-fn boot_vm(vm: &'static Vm) -> ! {
+/// Resets the VM to power-on, with vCPU 0 ready to start at the guest's entry; the
+/// caller (on vCPU 0's physical CPU) runs it.
+fn prepare_boot(vm: &'static Vm) {
     let boot = BOOT
         .get()
         .unwrap_or_else(|| fatal(format_args!("no boot image")));
     let start = load_guest(vm, boot);
     vm.vgic.lock().reset();
-    vm.tpm.reset();
+    if let Some(tpm) = &vm.tpm {
+        tpm.reset();
+    }
     for i in 0..vm.vcpus() {
         vm.set_power(i, CpuPower::Off);
         vm.kick[i].store(false, Ordering::Relaxed);
@@ -219,7 +223,6 @@ fn boot_vm(vm: &'static Vm) -> ! {
     RESET_OWNER.store(usize::MAX, Ordering::Release);
     *vm.start[0].lock() = Some(start);
     vm.set_power(0, CpuPower::On);
-    run_vcpu_here(vm, 0)
 }
 
 #[no_mangle]
@@ -263,17 +266,23 @@ extern "C" fn rust_main(dtb: usize) -> ! {
                 }
             }
         }
-        if let Err(e) = mmu::enable(&ram[..nram], &devices[..ndev]) {
+        if let Err(e) = stacks::check_layout() {
+            fatal(format_args!("hypervisor image: {e}"));
+        }
+        if let Err(e) = mmu::enable(&ram[..nram], &devices[..ndev], stacks::guard_pages()) {
             fatal(format_args!("cannot build the EL2 identity map: {e:?}"));
         }
     }
     heap::init();
-    let (l1, l2) = mmu::usage();
-    log::info!("EL2 identity map built ({l1} level-1 and {l2} level-2 tables); MMU and caches on");
+    let (l1, l2, l3) = mmu::usage();
+    log::info!(
+        "EL2 identity map built ({l1} level-1, {l2} level-2 and {l3} level-3 tables, stack guard pages unmapped); MMU and caches on"
+    );
 
-    let platform =
+    let mut platform =
         boards::discover(dtb_bytes).unwrap_or_else(|e| fatal(format_args!("device tree: {e:?}")));
     power::init(platform.psci, platform.board.map(|b| b.power_off));
+    entropy::init(&mut platform.seed);
     let me = el1::read_sysreg!("MPIDR_EL1") & arch::smccc::MPIDR_AFFINITY_MASK;
     let boot_cpu = platform.cpus.iter().position(|c| *c == me).unwrap_or(0);
     log::info!(
@@ -358,7 +367,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             .filter(|&(i, _)| i != boot_cpu)
             .map(|(i, m)| (m, i)),
     );
-    let vcpus = (spec.vcpus as usize).min(pcpus.len()).min(smp::MAX_CPUS);
+    let vcpus = (spec.vcpus as usize).min(pcpus.len()).min(stacks::MAX_CPUS);
     if vcpus < spec.vcpus as usize {
         log::warn!(
             "VM '{}' asks for {} vCPUs but this machine has {} physical CPU(s) for them; running {vcpus}",
@@ -399,7 +408,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         alloc::boxed::Box::leak(alloc::boxed::Box::new(vm)),
         Ordering::Release,
     );
-    boot_vm(the_vm())
+    pcpu_main(the_vm(), smp::Job::BootVm)
 }
 
 /// The VM a boot bundle defines, with its RAM disk if it asks for one.
@@ -409,6 +418,9 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
     if let Some(f) = spec.fault {
         fault::deliberate(f);
     }
+    vm::set_pmu_policy(arch::controls::PmuPolicy {
+        el2_counting: spec.pmu_el2_counting,
+    });
     let mut disks: Vec<alloc::boxed::Box<dyn vdev::BlockBackend + Send>> = Vec::new();
     if let Some(size) = spec.disk {
         let Some(pa) = pmem.alloc(size, 4096) else {
@@ -438,22 +450,69 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
     }
 }
 
-/// Entered (from `boot`) on a secondary physical CPU started by `smp::start_pcpu`.
+/// Entered (from `boot`) on a physical CPU started by `smp::start_pcpu` with `job`
+/// as its context.
 #[no_mangle]
-extern "C" fn secondary_main(idx: usize) -> ! {
+extern "C" fn secondary_main(job: u64) -> ! {
     mmu::enable_secondary();
     let vm = the_vm();
-    gic::init_secondary(vm.pcpu_index[idx]);
-    if idx == 0 {
-        // The boot vCPU's CPU is restarted only to reset the VM.
-        boot_vm(vm);
-    }
-    vm.set_power(idx, CpuPower::On);
-    run_vcpu_here(vm, idx)
+    let job = smp::Job::decode(job)
+        .unwrap_or_else(|| fatal(format_args!("physical CPU started with bad job {job:#x}")));
+    gic::init_secondary(vm.pcpu_index[job.slot()]);
+    pcpu_main(vm, job)
 }
 
-/// Runs vCPU `idx` of `vm` on this physical CPU until it stops, then acts on why.
-fn run_vcpu_here(vm: &'static Vm, idx: usize) -> ! {
+/// What a physical CPU does for the VM, for as long as it runs: `job` first, then
+/// whatever the end of that run asks for. A VM reset coordinated by vCPU 0 loops
+/// here, so every boot starts from this frame and resets never deepen the stack;
+/// one coordinated by another vCPU restarts vCPU 0's physical CPU, on a fresh stack.
+fn pcpu_main(vm: &'static Vm, mut job: smp::Job) -> ! {
+    loop {
+        let idx = match job {
+            smp::Job::BootVm => {
+                prepare_boot(vm);
+                0
+            }
+            smp::Job::RunVcpu(idx) => {
+                vm.set_power(idx, CpuPower::On);
+                idx
+            }
+        };
+        match run_vcpu_here(vm, idx) {
+            Flow::CpuOff | Flow::Continue => {
+                vm.set_power(idx, CpuPower::Off);
+                smp::stop_this_pcpu()
+            }
+            Flow::Stop(StopReason::PoweredOff) => powered_off(vm, idx),
+            Flow::Stop(StopReason::Reset) => {
+                vm.set_power(idx, CpuPower::Off);
+                if !reset_coordinator(vm, idx) {
+                    smp::stop_this_pcpu()
+                }
+                log::info!("VM '{}': resetting", vm.name);
+                // Every other vCPU's physical CPU stops itself on seeing the reset.
+                for i in (0..vm.vcpus()).filter(|&i| i != idx) {
+                    smp::wait_pcpu_off(vm.pcpu[i]);
+                }
+                if idx == 0 {
+                    job = smp::Job::BootVm;
+                    continue;
+                }
+                // vCPU 0 lives on the boot vCPU's physical CPU: restart that CPU to
+                // boot the VM again, and stop this one.
+                if let Err(e) = smp::start_pcpu(vm.pcpu[0], smp::Job::BootVm) {
+                    fatal(format_args!(
+                        "cannot restart the boot CPU to reset the VM (PSCI {e})"
+                    ));
+                }
+                smp::stop_this_pcpu()
+            }
+        }
+    }
+}
+
+/// Runs vCPU `idx` of `vm` on this physical CPU until it stops; returns why.
+fn run_vcpu_here(vm: &'static Vm, idx: usize) -> Flow {
     let mut vcpu = Vcpu::new(idx);
     let Some(start) = vm.start[idx].lock().take() else {
         fatal(format_args!("vCPU {idx} started without a start address"))
@@ -461,57 +520,32 @@ fn run_vcpu_here(vm: &'static Vm, idx: usize) -> ! {
     trap::reset_vcpu(&mut vcpu, start);
     let flow = run(vm, &mut vcpu);
     vm.stats.lock().add(&vcpu.stats);
-    match flow {
-        Flow::CpuOff | Flow::Continue => {
-            vm.set_power(idx, CpuPower::Off);
-            smp::stop_this_pcpu()
-        }
-        Flow::Stop(StopReason::PoweredOff) => {
-            vm.request_stop(StopReason::PoweredOff, idx);
-            let s = *vm.stats.lock();
-            log::info!(
-                "VM '{}' powered off (exits: {} hvc, {} smc, {} mmio, {} sysreg, {} wfi, {} irq; {} exceptions injected)",
-                vm.name,
-                s.hvc,
-                s.smc,
-                s.mmio,
-                s.sysreg,
-                s.wfi,
-                s.irq,
-                s.injected
-            );
-            log::info!(
-                "VM '{}' touched {} MiB of its {} MiB of RAM",
-                vm.name,
-                vm.ram.populated_bytes() >> 20,
-                vm.ram.size() >> 20
-            );
-            log::info!("no VM left to run; powering off");
-            power::shutdown(0)
-        }
-        Flow::Stop(StopReason::Reset) => {
-            vm.set_power(idx, CpuPower::Off);
-            if !reset_coordinator(vm, idx) {
-                smp::stop_this_pcpu()
-            }
-            log::info!("VM '{}': resetting", vm.name);
-            // Every other vCPU's physical CPU stops itself on seeing the reset.
-            for i in (0..vm.vcpus()).filter(|&i| i != idx) {
-                smp::wait_pcpu_off(vm.pcpu[i]);
-            }
-            if idx == 0 {
-                boot_vm(vm)
-            }
-            // vCPU 0 lives on the boot vCPU's physical CPU: restart that CPU to boot
-            // the VM again, and stop this one.
-            if let Err(e) = smp::start_pcpu(vm.pcpu[0], 0) {
-                fatal(format_args!(
-                    "cannot restart the boot CPU to reset the VM (PSCI {e})"
-                ));
-            }
-            smp::stop_this_pcpu()
-        }
-    }
+    flow
+}
+
+/// The VM powered off (from vCPU `idx`): report and power the machine off.
+fn powered_off(vm: &Vm, idx: usize) -> ! {
+    vm.request_stop(StopReason::PoweredOff, idx);
+    let s = *vm.stats.lock();
+    log::info!(
+        "VM '{}' powered off (exits: {} hvc, {} smc, {} mmio, {} sysreg, {} wfi, {} irq; {} exceptions injected)",
+        vm.name,
+        s.hvc,
+        s.smc,
+        s.mmio,
+        s.sysreg,
+        s.wfi,
+        s.irq,
+        s.injected
+    );
+    log::info!(
+        "VM '{}' touched {} MiB of its {} MiB of RAM",
+        vm.name,
+        vm.ram.populated_bytes() >> 20,
+        vm.ram.size() >> 20
+    );
+    log::info!("no VM left to run; powering off");
+    power::shutdown(0)
 }
 
 /// The vCPU that asked for the reset coordinates it; the others just stop.
@@ -565,13 +599,10 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
             match vm.vgic.lock().flush(idx, &mut lrs) {
                 Ok(out) => {
                     vcpu.lrs_loaded = out.loaded > 0;
+                    // The vGIC requests maintenance interrupts only for left-over
+                    // interrupts (`vgic::IchHcr::for_entry`).
                     vcpu.lrs_overflow = out.left_over > 0;
-                    let extra = if out.wants_underflow_irq() {
-                        irq::ICH_HCR_UIE | irq::ICH_HCR_NPIE
-                    } else {
-                        0
-                    };
-                    el1::write_sysreg!("ICH_HCR_EL2", irq::ICH_HCR_EN | extra);
+                    el1::write_sysreg!("ICH_HCR_EL2", out.hcr().0);
                 }
                 Err(e) => log::warn!("{}: vGIC flush for vCPU {idx}: {e:?}", vm.name),
             }
@@ -579,11 +610,21 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
         // SAFETY: `regs` is this vCPU's register block, alive for the whole call; the
         // EL2 controls for this VM were programmed by `activate`.
         let kind = unsafe { vectors::__guest_enter(&mut vcpu.regs) };
+        // The maintenance interrupt is level-sensitive and `sync` empties the list
+        // registers, so an armed underflow / no-pending request would keep it asserted
+        // at EL2 for ever: take back every request (keeping EOIcount, the guest's
+        // deactivations that found no list register) before anything else runs.
+        let mut eoi_count = 0;
+        if vcpu.lrs_overflow {
+            eoi_count = vgic::IchHcr(el1::read_sysreg!("ICH_HCR_EL2")).eoi_count();
+            el1::write_sysreg!("ICH_HCR_EL2", vgic::IchHcr::EXIT.0);
+        }
         if vcpu.lrs_loaded {
-            if let Err(e) = vm.vgic.lock().sync(idx, &mut lrs) {
+            if let Err(e) = vm.vgic.lock().sync(idx, &mut lrs, eoi_count) {
                 log::warn!("{}: vGIC sync for vCPU {idx}: {e:?}", vm.name);
             }
         }
+        wait::sync_vtimer(vm, vcpu);
         let flow = match kind {
             vectors::kind::SYNC => trap::handle_sync(vm, vcpu),
             vectors::kind::IRQ | vectors::kind::FIQ => {

@@ -1,6 +1,7 @@
 //! The hypervisor's own address space: an identity map at EL2 (VA = PA) with 4 KiB
 //! granule tables, 48-bit VAs, RAM as normal write-back memory and device regions as
-//! Device-nGnRE, execute-never. Guest RAM is reached through this map too, which is
+//! Device-nGnRE, execute-never; the guard pages around every CPU's stack
+//! ([`crate::stacks`]) are left unmapped. Guest RAM is reached through this map too, which is
 //! why every guest-physical address is translated and bounds-checked before use.
 
 use aarch64_cpu::asm::barrier;
@@ -12,6 +13,8 @@ mod desc {
     pub const VALID: u64 = 1 << 0;
     pub const TABLE: u64 = 1 << 1;
     pub const BLOCK: u64 = 0;
+    /// A level-3 descriptor: bits [1:0] = 0b11.
+    pub const PAGE: u64 = VALID | TABLE;
     pub const ATTR_DEVICE: u64 = 0 << 2;
     pub const ATTR_NORMAL: u64 = 1 << 2;
     /// AP[1]: RES1 in the single-privilege EL2 regime.
@@ -27,6 +30,10 @@ const L1_BLOCK: u64 = 1 << 30;
 const L2_BLOCK: u64 = 1 << 21;
 const L1_TABLES: usize = 4;
 const L2_TABLES: usize = 64;
+/// Level-3 tables, for the 4 KiB guard pages around the CPU stacks (which span at
+/// most two 2 MiB blocks).
+const L3_TABLES: usize = 4;
+const PAGE: u64 = 1 << 12;
 
 #[repr(C, align(4096))]
 struct Table([u64; ENTRIES]);
@@ -36,16 +43,20 @@ struct Tables {
     l0: Table,
     l1: [Table; L1_TABLES],
     l2: [Table; L2_TABLES],
+    l3: [Table; L3_TABLES],
     l1_used: usize,
     l2_used: usize,
+    l3_used: usize,
 }
 
 static mut TABLES: Tables = Tables {
     l0: Table([0; ENTRIES]),
     l1: [const { Table([0; ENTRIES]) }; L1_TABLES],
     l2: [const { Table([0; ENTRIES]) }; L2_TABLES],
+    l3: [const { Table([0; ENTRIES]) }; L3_TABLES],
     l1_used: 0,
     l2_used: 0,
+    l3_used: 0,
 };
 
 /// The kind of memory a region is mapped as.
@@ -70,6 +81,8 @@ impl Kind {
 pub enum MapError {
     OutOfTables,
     AddressTooLarge(u64),
+    /// A guard page outside every mapped region.
+    NotMapped(u64),
 }
 
 fn tables() -> &'static mut Tables {
@@ -112,21 +125,67 @@ pub fn map(base: u64, size: u64, kind: Kind) -> Result<(), MapError> {
             addr += L1_BLOCK;
             continue;
         }
-        if l1[l1i] & (desc::VALID | desc::TABLE) == desc::VALID {
-            // Split an existing 1 GiB block into 2 MiB blocks of the same attributes.
-            let old = l1[l1i];
-            l1[l1i] = 0;
-            let l2 = next_table(&mut l1[l1i], &mut t.l2, &mut t.l2_used)?;
-            let gib = old & desc::ADDR_MASK & !(L1_BLOCK - 1);
-            for (i, e) in l2.iter_mut().enumerate() {
-                *e = (gib + i as u64 * L2_BLOCK) | (old & !desc::ADDR_MASK);
-            }
-        }
+        split_block(
+            &mut l1[l1i],
+            L2_BLOCK,
+            desc::BLOCK,
+            &mut t.l2,
+            &mut t.l2_used,
+        )?;
         let l2 = next_table(&mut l1[l1i], &mut t.l2, &mut t.l2_used)?;
         let l2i = (addr >> 21) as usize & (ENTRIES - 1);
         l2[l2i] = addr | desc::VALID | desc::BLOCK | kind.attrs();
         addr += L2_BLOCK;
     }
+    Ok(())
+}
+
+/// Replaces a valid block descriptor `entry` by a table of 512 descriptors of
+/// `size` bytes each (`kind_bits`: BLOCK at level 2, PAGE at level 3) with the same
+/// attributes; an entry that is already a table (or invalid) is left alone.
+fn split_block(
+    entry: &mut u64,
+    size: u64,
+    kind_bits: u64,
+    pool: &mut [Table],
+    used: &mut usize,
+) -> Result<(), MapError> {
+    if *entry & (desc::VALID | desc::TABLE) != desc::VALID {
+        return Ok(());
+    }
+    let old = *entry;
+    *entry = 0;
+    let table = next_table(entry, pool, used)?;
+    let base = old & desc::ADDR_MASK & !(size * ENTRIES as u64 - 1);
+    let attrs = old & !desc::ADDR_MASK & !(desc::VALID | desc::TABLE);
+    for (i, e) in table.iter_mut().enumerate() {
+        *e = (base + i as u64 * size) | desc::VALID | kind_bits | attrs;
+    }
+    Ok(())
+}
+
+/// Makes the 4 KiB page at `addr` invalid (a guard page: any access faults at
+/// EL2), splitting the blocks that map it. Only before the MMU is turned on.
+fn unmap_page(addr: u64) -> Result<(), MapError> {
+    let t = tables();
+    let l0 = &mut t.l0.0[(addr >> 39) as usize & (ENTRIES - 1)];
+    if *l0 & desc::VALID == 0 {
+        return Err(MapError::NotMapped(addr));
+    }
+    let l1 = next_table(l0, &mut t.l1, &mut t.l1_used)?;
+    let l1e = &mut l1[(addr >> 30) as usize & (ENTRIES - 1)];
+    if *l1e & desc::VALID == 0 {
+        return Err(MapError::NotMapped(addr));
+    }
+    split_block(l1e, L2_BLOCK, desc::BLOCK, &mut t.l2, &mut t.l2_used)?;
+    let l2 = next_table(l1e, &mut t.l2, &mut t.l2_used)?;
+    let l2e = &mut l2[(addr >> 21) as usize & (ENTRIES - 1)];
+    if *l2e & desc::VALID == 0 {
+        return Err(MapError::NotMapped(addr));
+    }
+    split_block(l2e, PAGE, desc::PAGE, &mut t.l3, &mut t.l3_used)?;
+    let l3 = next_table(l2e, &mut t.l3, &mut t.l3_used)?;
+    l3[(addr >> 12) as usize & (ENTRIES - 1)] = 0;
     Ok(())
 }
 
@@ -160,13 +219,21 @@ fn program_and_enable() {
     barrier::isb(barrier::SY);
 }
 
-/// Builds the identity map for `ram` and `devices` and turns on the MMU and caches.
-pub fn enable(ram: &[(u64, u64)], devices: &[(u64, u64)]) -> Result<(), MapError> {
+/// Builds the identity map for `ram` and `devices`, leaves every page of `guards`
+/// unmapped, and turns on the MMU and caches.
+pub fn enable(
+    ram: &[(u64, u64)],
+    devices: &[(u64, u64)],
+    guards: impl Iterator<Item = u64>,
+) -> Result<(), MapError> {
     for &(b, s) in devices {
         map(b, s, Kind::Device)?;
     }
     for &(b, s) in ram {
         map(b, s, Kind::Normal)?;
+    }
+    for page in guards {
+        unmap_page(page)?;
     }
     program_and_enable();
     Ok(())
@@ -177,8 +244,8 @@ pub fn enable_secondary() {
     program_and_enable();
 }
 
-/// Tables used, for the boot log: (level-1, level-2).
-pub fn usage() -> (usize, usize) {
+/// Tables used, for the boot log: (level-1, level-2, level-3).
+pub fn usage() -> (usize, usize, usize) {
     let t = tables();
-    (t.l1_used, t.l2_used)
+    (t.l1_used, t.l2_used, t.l3_used)
 }

@@ -35,25 +35,35 @@ pub fn init(conduit: Option<PsciConduit>, power_off: Option<PowerOff>) {
 
 /// Makes an SMCCC call to the platform firmware; `None` if there is no conduit.
 pub fn firmware_call(x0: u64, x1: u64, x2: u64, x3: u64) -> Option<u64> {
-    let r: u64;
-    match CONDUIT.load(Ordering::Relaxed) {
+    firmware_call_regs(x0, x1, x2, x3).map(|r| r[0])
+}
+
+/// Makes an SMCCC call to the platform firmware and returns x0..x3 (the calls that
+/// answer in more than one register, such as TRNG_RND64); `None` if there is no
+/// conduit.
+pub fn firmware_call_regs(x0: u64, x1: u64, x2: u64, x3: u64) -> Option<[u64; 4]> {
+    let r = match CONDUIT.load(Ordering::Relaxed) {
         // SAFETY: an SMCCC call to EL3 firmware (or the emulator's PSCI) clobbers at
         // most x0-x17 per SMCCC 1.1; we mark them all.
         CONDUIT_SMC => unsafe {
-            core::arch::asm!("smc #0", inlateout("x0") x0 => r, inlateout("x1") x1 => _, inlateout("x2") x2 => _,
-                inlateout("x3") x3 => _, out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+            let (r0, r1, r2, r3);
+            core::arch::asm!("smc #0", inlateout("x0") x0 => r0, inlateout("x1") x1 => r1, inlateout("x2") x2 => r2,
+                inlateout("x3") x3 => r3, out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
                 out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _,
-                out("x17") _, options(nostack))
+                out("x17") _, options(nostack));
+            [r0, r1, r2, r3]
         },
         // SAFETY: as above, for a hypervisor-call conduit.
         CONDUIT_HVC => unsafe {
-            core::arch::asm!("hvc #0", inlateout("x0") x0 => r, inlateout("x1") x1 => _, inlateout("x2") x2 => _,
-                inlateout("x3") x3 => _, out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+            let (r0, r1, r2, r3);
+            core::arch::asm!("hvc #0", inlateout("x0") x0 => r0, inlateout("x1") x1 => r1, inlateout("x2") x2 => r2,
+                inlateout("x3") x3 => r3, out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
                 out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _,
-                out("x17") _, options(nostack))
+                out("x17") _, options(nostack));
+            [r0, r1, r2, r3]
         },
         _ => return None,
-    }
+    };
     Some(r)
 }
 
@@ -70,6 +80,22 @@ pub fn shutdown(status: u32) -> ! {
     firmware_call(u64::from(func::PSCI_SYSTEM_OFF), 0, 0, 0);
     loop {
         aarch64_cpu::asm::wfe();
+    }
+}
+
+/// Makes sure the Spectre-v4 (speculative store bypass) mitigation is enabled on this
+/// physical CPU, where the firmware offers SMCCC_ARCH_WORKAROUND_2: EL2 — and the
+/// vTPM's secrets — must never run with it off. Guests cannot turn it off
+/// (`arch::smccc::host_workaround_x1`); this covers firmware whose default is off.
+pub fn keep_ssb_mitigation_on() {
+    use arch::smccc::HostFirmware;
+    if Firmware.arch_features(func::SMCCC_ARCH_WORKAROUND_2) == arch::smccc::ret::SUCCESS {
+        firmware_call(
+            u64::from(func::SMCCC_ARCH_WORKAROUND_2),
+            arch::smccc::WORKAROUND_2_ENABLE,
+            0,
+            0,
+        );
     }
 }
 

@@ -6,8 +6,8 @@ use arch::smccc::{func, ret};
 
 use crate::power::firmware_call;
 
-/// Physical CPUs the hypervisor has stacks for (see linker.ld MAX_CPUS).
-pub const MAX_CPUS: usize = 8;
+use crate::stacks::MAX_CPUS;
+
 /// PSCI AFFINITY_INFO answer for a powered-off CPU.
 const AFFINITY_OFF: u64 = 1;
 
@@ -15,13 +15,55 @@ extern "C" {
     fn secondary_entry();
 }
 
-/// Starts physical CPU `mpidr` at the hypervisor's secondary entry, to run slot `idx`.
-pub fn start_pcpu(mpidr: u64, idx: usize) -> Result<(), i64> {
-    if idx >= MAX_CPUS {
+/// What a physical CPU is started to do; passed as its PSCI CPU_ON context id,
+/// whose low byte (the stack slot) the entry code reads before any Rust runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// Run vCPU `n` (on stack slot `n`), which the guest started with CPU_ON.
+    RunVcpu(usize),
+    /// Reset the VM and run its vCPU 0 (on stack slot 0).
+    BootVm,
+}
+
+/// Context-id bit that marks [`Job::BootVm`].
+const JOB_BOOT_VM: u64 = 1 << 8;
+/// Context-id bits of the stack slot.
+const JOB_SLOT_MASK: u64 = 0xff;
+
+impl Job {
+    /// The stack slot (and vCPU) of this job.
+    pub fn slot(self) -> usize {
+        match self {
+            Job::RunVcpu(n) => n,
+            Job::BootVm => 0,
+        }
+    }
+
+    fn encode(self) -> u64 {
+        match self {
+            Job::RunVcpu(n) => n as u64,
+            Job::BootVm => JOB_BOOT_VM,
+        }
+    }
+
+    /// The job a context id names; `None` for one `encode` never makes.
+    pub fn decode(v: u64) -> Option<Job> {
+        let slot = (v & JOB_SLOT_MASK) as usize;
+        match v & !JOB_SLOT_MASK {
+            0 if slot < MAX_CPUS => Some(Job::RunVcpu(slot)),
+            JOB_BOOT_VM if slot == 0 => Some(Job::BootVm),
+            _ => None,
+        }
+    }
+}
+
+/// Starts physical CPU `mpidr` at the hypervisor's secondary entry to do `job`.
+pub fn start_pcpu(mpidr: u64, job: Job) -> Result<(), i64> {
+    if job.slot() >= MAX_CPUS {
         return Err(ret::INVALID_PARAMETERS);
     }
     let entry = secondary_entry as *const () as usize as u64;
-    match firmware_call(u64::from(func::PSCI_CPU_ON_64), mpidr, entry, idx as u64) {
+    match firmware_call(u64::from(func::PSCI_CPU_ON_64), mpidr, entry, job.encode()) {
         Some(0) => Ok(()),
         Some(r) => Err(r as i64),
         None => Err(ret::NOT_SUPPORTED),

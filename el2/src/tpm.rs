@@ -1,5 +1,5 @@
-//! The guest's TPM: a `vtpm` engine fed by this CPU (entropy from RNDR, time from
-//! the generic counter), its NV image in memory (direct boot) or in the VM record's
+//! The guest's TPM: a `vtpm` engine fed by this machine (entropy from
+//! [`crate::entropy`], time from the generic counter), its NV image in memory (direct boot) or in the VM record's
 //! `tpm_nv` extent of the system disk (a two-copy atomic `registry::AbStore`), and
 //! its front end as the guest reaches it: the TIS register model over SPI, bit-banged
 //! on the pins of an emulated PL061 GPIO controller at `boards::guest::PL061_BASE`
@@ -80,7 +80,17 @@ impl GuestTpm {
 
 /// Builds the guest TPM. `nv` is the system disk and the VM record's `tpm_nv`
 /// extent (persistent TPM), or `None` for a TPM whose NV lives in memory.
-pub fn guest_tpm(nv: Option<(SharedBlock<SystemDisk>, Extent)>) -> Result<GuestTpm, String> {
+/// `Ok(None)` when the machine has no entropy source: a TPM's seeds, nonces and
+/// TPM2_GetRandom need real randomness, so the VM runs without one.
+pub fn guest_tpm(
+    nv: Option<(SharedBlock<SystemDisk>, Extent)>,
+) -> Result<Option<GuestTpm>, String> {
+    let Some(entropy) = crate::entropy::source(b"RayOS vTPM") else {
+        log::warn!(
+            "no entropy source: the VM gets no TPM (a TPM's seeds and nonces need real randomness); its NV image, if any, is left untouched"
+        );
+        return Ok(None);
+    };
     let nv: Box<dyn NvStore + Send> = match nv {
         Some((disk, extent)) => {
             let store = AbStore::new(extent).ok_or_else(|| {
@@ -106,7 +116,7 @@ pub fn guest_tpm(nv: Option<(SharedBlock<SystemDisk>, Extent)>) -> Result<GuestT
         }
         None => Box::new(MemNvStore::default()),
     };
-    let tpm = Tpm::new(crate::entropy::source(), Box::new(CounterTime), nv)
+    let tpm = Tpm::new(entropy, Box::new(CounterTime), nv)
         .map_err(|e| format!("the TPM's NV image is refused: {e:?}"))?;
     let pins = SpiPins {
         sck: guest::TPM_SPI_SCK_PIN,
@@ -117,7 +127,7 @@ pub fn guest_tpm(nv: Option<(SharedBlock<SystemDisk>, Extent)>) -> Result<GuestT
     let bus = SpiBitBang::new(pins, TisSpi::new(Tis::new(tpm, None)))
         .ok_or_else(|| String::from("invalid TPM SPI pin assignment"))?;
     let chain = Pl061::new(bus, Some(guest::SPI_BASE + guest::PL061_SPI));
-    Ok(GuestTpm {
+    Ok(Some(GuestTpm {
         chain: Shared::new(chain),
-    })
+    }))
 }

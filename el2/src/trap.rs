@@ -4,9 +4,9 @@
 //! undefined-instruction exception) and a log line.
 
 use arch::exit::{AbortKind, Exit, MmioAccess};
-use arch::inject::{inject, GuestPoint, Injection};
+use arch::inject::{inject, is_external_abort, skip_instruction, GuestPoint, Injection};
 use arch::smccc::{handle_call, CpuPower, PowerAction, PowerTopology};
-use arch::sysreg::{sanitise_id, SysReg, SysRegAccess};
+use arch::sysreg::{id, sanitise_id, SysReg, SysRegAccess};
 use arch::timer::EmulatedTimer;
 use vdev::{AccessSize, MmioContext};
 
@@ -31,6 +31,12 @@ const PSTATE_EL1H_DAIF: u64 = 0x3c5;
 const ICC_SGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 5);
 const ICC_ASGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 6);
 const ICC_SGI0R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 7);
+
+/// Moves the guest past the instruction that trapped with syndrome `esr` (2 bytes
+/// for a 16-bit T32 instruction, 4 otherwise: ESR_EL2.IL).
+fn skip(vcpu: &mut Vcpu, esr: u64) {
+    vcpu.regs.pc = skip_instruction(vcpu.regs.pc, vcpu.regs.pstate, esr);
+}
 
 /// Writes guest register `r` (31 is XZR: writes vanish).
 fn set_reg(vcpu: &mut Vcpu, r: u8, v: u64) {
@@ -108,7 +114,7 @@ fn handle_other_sync(vm: &Vm, vcpu: &mut Vcpu, esr: u64) -> Flow {
         Exit::Smc { .. } => {
             vcpu.stats.smc += 1;
             // A trapped SMC returns to the SMC itself; the call completes past it.
-            vcpu.regs.pc += INSN;
+            skip(vcpu, esr);
             smccc(vm, vcpu)
         }
         Exit::DataAbort {
@@ -119,7 +125,17 @@ fn handle_other_sync(vm: &Vm, vcpu: &mut Vcpu, esr: u64) -> Flow {
             write,
             s1ptw,
         } => {
-            data_abort(vm, vcpu, ipa, va.unwrap_or(0), kind, access, write, s1ptw);
+            data_abort(
+                vm,
+                vcpu,
+                esr,
+                ipa,
+                va.unwrap_or(0),
+                kind,
+                access,
+                write,
+                s1ptw,
+            );
             Flow::Continue
         }
         Exit::InstructionAbort { ipa, va, kind, .. } => {
@@ -145,14 +161,17 @@ fn handle_other_sync(vm: &Vm, vcpu: &mut Vcpu, esr: u64) -> Flow {
         }
         Exit::SysReg(acc) => {
             vcpu.stats.sysreg += 1;
-            sysreg(vm, vcpu, acc);
+            sysreg(vm, vcpu, esr, acc);
             Flow::Continue
         }
-        Exit::Wfx { wfe } => {
+        Exit::Wfx { wfe, timeout_reg } => {
             vcpu.stats.wfi += 1;
             vcpu.regs.pc += INSN;
+            // WFE and WFET return at once (an event may always have been pending).
+            // WFIT waits like WFI but no later than its timeout (a CNTVCT_EL0 value).
             if !wfe {
-                crate::wait::wfi(vm, vcpu);
+                let timeout = timeout_reg.map(|r| get_reg(vcpu, r));
+                crate::wait::wfi(vm, vcpu, timeout);
             }
             Flow::Continue
         }
@@ -168,10 +187,13 @@ fn handle_other_sync(vm: &Vm, vcpu: &mut Vcpu, esr: u64) -> Flow {
     }
 }
 
-fn sysreg(vm: &Vm, vcpu: &mut Vcpu, acc: SysRegAccess) {
+fn sysreg(vm: &Vm, vcpu: &mut Vcpu, esr: u64, acc: SysRegAccess) {
     let enc = acc.encoding();
     if enc.is_id_group3() && acc.read {
-        let v = sanitise_id(enc, read_id_register(enc.crm, enc.op2), vm.ipa_bits());
+        let hw = read_id_register(enc.crm, enc.op2);
+        let pmu = enc != id::ID_AA64DFR0_EL1
+            || arch::controls::guest_has_pmu(hw, crate::vm::pmu_policy());
+        let v = sanitise_id(enc, hw, vm.ipa_bits(), pmu);
         set_reg(vcpu, acc.reg, v);
     } else if EmulatedTimer::owns(enc) {
         let now = read_sysreg!("CNTPCT_EL0");
@@ -202,7 +224,7 @@ fn sysreg(vm: &Vm, vcpu: &mut Vcpu, acc: SysRegAccess) {
         inject_exception(vcpu, Injection::Undefined);
         return;
     }
-    vcpu.regs.pc += INSN;
+    skip(vcpu, esr);
 }
 
 #[inline(always)]
@@ -235,24 +257,30 @@ fn smccc(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
             entry,
             context_id,
         } => {
+            // The claim in `handle_call` made the target ON_PENDING: no other
+            // vCPU can start it now. Its physical CPU may still be on its way down
+            // from the vCPU's CPU_OFF; wait for that before starting it again.
             *vm.start[target].lock() = Some(StartRequest {
                 entry,
                 x0: context_id,
             });
-            vm.set_power(target, CpuPower::OnPending);
-            if let Err(code) = crate::smp::start_pcpu(vm.pcpu[target], target) {
+            crate::smp::wait_pcpu_off(vm.pcpu[target]);
+            if let Err(code) =
+                crate::smp::start_pcpu(vm.pcpu[target], crate::smp::Job::RunVcpu(target))
+            {
                 log::error!(
                     "{}: physical CPU {:#x} for vCPU {target} did not start (PSCI {code})",
                     vm.name,
                     vm.pcpu[target]
                 );
+                vm.start[target].lock().take();
                 vm.set_power(target, CpuPower::Off);
                 set_reg(vcpu, 0, arch::smccc::ret::INTERNAL_FAILURE as u64);
             }
             Flow::Continue
         }
-        PowerAction::HostWorkaround(id) => {
-            crate::power::firmware_call(u64::from(id), 0, 0, 0);
+        PowerAction::HostWorkaround { id, x1 } => {
+            crate::power::firmware_call(u64::from(id), x1, 0, 0);
             Flow::Continue
         }
     }
@@ -262,6 +290,7 @@ fn smccc(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
 fn data_abort(
     vm: &Vm,
     vcpu: &mut Vcpu,
+    esr: u64,
     ipa: u64,
     far: u64,
     kind: AbortKind,
@@ -290,7 +319,13 @@ fn data_abort(
         );
     }
     if kind != AbortKind::Translation || vm.ram.contains(ipa) {
-        return fail(vcpu, format_args!("{kind:?} fault on guest RAM"));
+        // With HCR_EL2.TEA a synchronous external abort the hardware reports on a
+        // guest access arrives here too, and is injected back like any other.
+        let what = match kind {
+            AbortKind::Other(code) if is_external_abort(code) => "external abort from the hardware",
+            _ => "fault on guest RAM",
+        };
+        return fail(vcpu, format_args!("{kind:?} {what}"));
     }
     let Some(a) = access else {
         return fail(
@@ -343,7 +378,7 @@ fn data_abort(
             if !a.write {
                 set_reg(vcpu, a.reg, a.load_result(v));
             }
-            vcpu.regs.pc += INSN;
+            skip(vcpu, esr);
         }
     }
 }

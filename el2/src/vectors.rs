@@ -9,8 +9,9 @@
 //! EL1 state stays live in the hardware: the hypervisor (built soft-float) never
 //! touches FP/SIMD or EL1 system registers on this path.
 //!
-//! Exceptions taken at EL2 itself are hypervisor faults: they save a [`TrapFrame`]
-//! and call [`crate::fault::el2_exception`], which never returns.
+//! Exceptions taken at EL2 itself are hypervisor faults: they switch to the CPU's
+//! emergency stack ([`crate::stacks`]), save a [`TrapFrame`] and call
+//! [`crate::fault::el2_exception`], which never returns.
 
 use core::arch::global_asm;
 
@@ -59,7 +60,18 @@ global_asm!(
     r#"
 .macro CURRENT_EL_FAULT kind
     .balign 0x80
+    // A fault at EL2 is fatal: report it from this CPU's emergency stack, because
+    // the stack in SP may be the cause (an overflow into its guard page would fault
+    // again on every push). The slot holding SP is found by aligning SP down to the
+    // slot size (stacks.rs); x0 waits in TPIDR_EL2, whose guest-register pointer
+    // is not needed again.
+    msr     TPIDR_EL2, x0
+    mov     x0, sp
+    and     sp, x0, #~({slot} - 1)
+    add     sp, sp, #{emergency_top}
     sub     sp, sp, #(36 * 8)
+    str     x0, [sp, #(35 * 8)]
+    mrs     x0, TPIDR_EL2
     stp     x0, x1, [sp, #(0 * 8)]
     mov     x0, #\kind
     b       el2_fault_common
@@ -163,7 +175,7 @@ guest_exit_common:
     ret
 
 el2_fault_common:
-    // x0 = vector kind; original x0/x1 saved at [sp].
+    // x0 = vector kind; original x0/x1 saved at [sp], the faulting SP at [sp, #280].
     stp     x2, x3, [sp, #(2 * 8)]
     stp     x4, x5, [sp, #(4 * 8)]
     stp     x6, x7, [sp, #(6 * 8)]
@@ -185,12 +197,12 @@ el2_fault_common:
     mrs     x1, ESR_EL2
     mrs     x2, FAR_EL2
     stp     x1, x2, [sp, #(33 * 8)]
-    add     x1, sp, #(36 * 8)
-    str     x1, [sp, #(35 * 8)]
     mov     x1, x0
     mov     x0, sp
     bl      el2_exception
 1:  wfe
     b       1b
-"#
+"#,
+    slot = const crate::stacks::SLOT,
+    emergency_top = const crate::stacks::EMERGENCY_TOP,
 );

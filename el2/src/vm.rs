@@ -6,6 +6,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
+use arch::controls::PmuPolicy;
 use arch::smccc::{CpuPower, PowerTopology};
 use arch::timer::EmulatedTimer;
 use boards::guest;
@@ -56,6 +57,9 @@ pub struct Vcpu {
     pub lrs_loaded: bool,
     /// Deliverable interrupts did not fit in the list registers at the last entry.
     pub lrs_overflow: bool,
+    /// The hypervisor raised the virtual timer's vGIC line and has not lowered it
+    /// since (`wait::sync_vtimer` watches the timer while this is set).
+    pub vtimer_raised: bool,
     pub stats: ExitStats,
 }
 
@@ -68,6 +72,7 @@ impl Vcpu {
             ptimer: EmulatedTimer::default(),
             lrs_loaded: false,
             lrs_overflow: false,
+            vtimer_raised: false,
             stats: ExitStats::default(),
         }
     }
@@ -118,7 +123,7 @@ pub struct Vm {
     /// The virtio-mmio transports the guest has (for its device tree).
     pub virtio: Vec<VirtioSlot>,
     /// The guest's TPM (on its SPI-over-GPIO bus).
-    pub tpm: crate::tpm::GuestTpm,
+    pub tpm: Option<crate::tpm::GuestTpm>,
 }
 
 /// Why a VM could not be built.
@@ -180,13 +185,15 @@ impl Vm {
         bus.insert("gicr", guest::GICR_BASE, gicr_size, Box::new(vgic.gicr()))
             .map_err(VmError::Bus)?;
         let tpm = crate::tpm::guest_tpm(tpm_nv).map_err(VmError::Tpm)?;
-        bus.insert(
-            "pl061-tpm",
-            guest::PL061_BASE,
-            guest::PL061_SIZE,
-            tpm.device(),
-        )
-        .map_err(VmError::Bus)?;
+        if let Some(tpm) = &tpm {
+            bus.insert(
+                "pl061-tpm",
+                guest::PL061_BASE,
+                guest::PL061_SIZE,
+                tpm.device(),
+            )
+            .map_err(VmError::Bus)?;
+        }
         let mut virtio = Vec::new();
         for (n, disk) in disks
             .into_iter()
@@ -208,33 +215,38 @@ impl Vm {
             .map_err(VmError::Bus)?;
             virtio.push(slot);
         }
-        // Entropy and a second console for every guest, in the last two slots (disks
-        // fill the slots from the first).
-        let rng = Rng::new(Box::new(crate::entropy::VirtioEntropy(
-            crate::entropy::source(),
-        )));
+        // Entropy (when the machine has a source) and a second console for every
+        // guest, in the last two slots (disks fill the slots from the first).
+        let rng = crate::entropy::source(b"RayOS virtio-rng")
+            .map(|e| Rng::new(Box::new(crate::entropy::VirtioEntropy(e))));
+        if rng.is_none() {
+            log::warn!("no entropy source: the VM gets no virtio-rng");
+        }
         let console = Console::new(Box::new(|bytes: &[u8]| {
             bytes.iter().for_each(|b| crate::console::guest_put(*b))
         }));
-        let extra: [(&str, u64, Box<dyn vdev::MmioDevice + Send>); 2] = [
-            (
-                "virtio-rng",
-                guest::VIRTIO_RNG_SLOT,
-                Box::new(MmioTransport::new(
-                    rng,
-                    guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT),
-                )),
-            ),
-            (
+        type SlotDevice = (&'static str, u64, Box<dyn vdev::MmioDevice + Send>);
+        let extra: [Option<SlotDevice>; 2] = [
+            rng.map(|rng| -> SlotDevice {
+                (
+                    "virtio-rng",
+                    guest::VIRTIO_RNG_SLOT,
+                    Box::new(MmioTransport::new(
+                        rng,
+                        guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT),
+                    )),
+                )
+            }),
+            Some((
                 "virtio-console",
                 guest::VIRTIO_CONSOLE_SLOT,
                 Box::new(MmioTransport::new(
                     console,
                     guest::virtio_mmio_intid(guest::VIRTIO_CONSOLE_SLOT),
                 )),
-            ),
+            )),
         ];
-        for (name, n, dev) in extra {
+        for (name, n, dev) in extra.into_iter().flatten() {
             let slot = VirtioSlot {
                 base: guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
                 intid: guest::virtio_mmio_intid(n),
@@ -403,59 +415,70 @@ impl PowerTopology for Vm {
     fn valid_entry(&self, ipa: u64) -> bool {
         self.ram.contains(ipa) && ipa.is_multiple_of(4)
     }
+    fn claim_start(&self, idx: usize) -> Result<(), CpuPower> {
+        self.power[idx]
+            .compare_exchange(
+                power_u8(CpuPower::Off),
+                power_u8(CpuPower::OnPending),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .map(|_| ())
+            .map_err(|_| self.power(idx))
+    }
 }
 
-/// HCR_EL2 for a stage-2 guest: VM (stage 2 on), SWIO, FMO/IMO/AMO (interrupts and
-/// SErrors to EL2), FB and BSU inner-shareable (broadcast maintenance), TWI (trap WFI
-/// so an idle guest gives its CPU back), TSC (trap SMC: PSCI via SMC is emulated),
-/// TID3 (sanitise feature IDs), TIDCP (IMPLEMENTATION DEFINED registers undefined),
-/// RW (EL1 is AArch64), APK/API (pointer-auth instructions do not trap; the feature
-/// is hidden from the ID registers).
+/// HCR_EL2 for a stage-2 guest (see `arch::controls::hcr_el2`).
 pub fn hcr_el2() -> u64 {
-    use aarch64_cpu::registers::HCR_EL2 as H;
-    (H::VM::Enable
-        + H::SWIO::SET
-        + H::FMO::EnableVirtualFIQ
-        + H::IMO::EnableVirtualIRQ
-        + H::AMO::SET
-        + H::FB::SET
-        + H::BSU::InnerShareable
-        + H::TWI::SET
-        + H::TSC::EnableTrapEl1SmcToEl2
-        + H::TID3::SET
-        + H::TIDCP::SET
-        + H::RW::EL1IsAarch64
-        + H::APK::SET
-        + H::API::SET)
-        .value
+    arch::controls::hcr_el2()
+}
+
+/// Whether the VM's PMU may count at EL2: only a boot bundle that asks for it (the
+/// exits benchmark, a host-side choice) sets this; system-disk VMs never do.
+static PMU_EL2_COUNTING: AtomicBool = AtomicBool::new(false);
+
+/// Sets the PMU policy of the VM about to be built (from its boot bundle).
+pub fn set_pmu_policy(p: PmuPolicy) {
+    PMU_EL2_COUNTING.store(p.el2_counting, Ordering::Relaxed);
+}
+
+/// The VM's PMU policy.
+pub fn pmu_policy() -> PmuPolicy {
+    PmuPolicy {
+        el2_counting: PMU_EL2_COUNTING.load(Ordering::Relaxed),
+    }
 }
 
 /// CPTR_EL2 (no VHE): FP/SIMD untrapped; SVE (TZ), SME (TSM) and AMU (TAM) trapped;
 /// RES1 bits set.
 const CPTR_EL2_VALUE: u64 = (1 << 30) | (1 << 13) | (1 << 12) | (1 << 9) | (1 << 8) | 0xff;
 
-/// MDCR_EL2 bits: trap SPE (TPMS) and trace-filter (TTRF) accesses.
-const MDCR_EL2_TPMS: u64 = 1 << 14;
-const MDCR_EL2_TTRF: u64 = 1 << 19;
-const MDCR_EL2_HPMN_MASK: u64 = 0x1f;
 /// PMCR_EL0.N: the number of event counters.
 const PMCR_N_SHIFT: u64 = 11;
+const PMCR_N_MASK: u64 = 0x1f;
 
 /// CNTHCTL_EL2 (no VHE): EL1 may read the physical counter (EL1PCTEN); the EL1
 /// physical timer's registers trap (EL1PCEN clear) and are emulated.
 const CNTHCTL_EL1PCTEN: u64 = 1 << 0;
 
 /// Programs the EL2 controls for running a vCPU of `vm` on this CPU. The PMU counters are all
-/// given to the guest (HPMN = PMCR_EL0.N) and count at EL2 when asked, which is how
-/// `bench exits` measures the exit path.
+/// given to the guest (HPMN = PMCR_EL0.N) but stop while EL2 runs, unless the VM's
+/// PMU policy lets them count there (`bench exits` measures the exit path that way);
+/// see `arch::controls::mdcr_el2`. The Spectre-v4 mitigation is (re)enabled on this
+/// CPU, and the instruction cache invalidated if the VM's RAM was just loaded.
 pub fn activate(vm: &Vm) {
     use crate::el1::read_sysreg;
-    let pmcr_n = (read_sysreg!("PMCR_EL0") >> PMCR_N_SHIFT) & MDCR_EL2_HPMN_MASK;
+    let pmcr_n = (read_sysreg!("PMCR_EL0") >> PMCR_N_SHIFT) & PMCR_N_MASK;
+    let dfr0 = read_sysreg!("ID_AA64DFR0_EL1");
+    crate::power::keep_ssb_mitigation_on();
     write_sysreg!("HCR_EL2", hcr_el2());
     write_sysreg!("VTCR_EL2", vm.ram.vtcr());
     write_sysreg!("VTTBR_EL2", vm.ram.vttbr());
     write_sysreg!("CPTR_EL2", CPTR_EL2_VALUE);
-    write_sysreg!("MDCR_EL2", pmcr_n | MDCR_EL2_TPMS | MDCR_EL2_TTRF);
+    write_sysreg!(
+        "MDCR_EL2",
+        arch::controls::mdcr_el2(pmcr_n, dfr0, pmu_policy())
+    );
     write_sysreg!("CNTHCTL_EL2", CNTHCTL_EL1PCTEN);
     write_sysreg!("CNTVOFF_EL2", 0);
     write_sysreg!("VPIDR_EL2", read_sysreg!("MIDR_EL1"));
@@ -465,6 +488,7 @@ pub fn activate(vm: &Vm) {
     write_sysreg!("ICH_AP1R0_EL2", 0);
     // SAFETY: invalidates this VMID's stage-1+2 TLB entries so the new tables are used.
     unsafe { core::arch::asm!("isb", "tlbi vmalls12e1is", "dsb ish", "isb") };
+    vm.ram.before_entry();
 }
 
 /// Makes vCPU `v` the one that runs on this CPU.

@@ -1,10 +1,20 @@
 //! What a physical CPU does between guest instructions that need time to pass or an
 //! outside event: servicing physical interrupts (the guest's timers, list-register
-//! maintenance, kicks from other CPUs, host console input), and blocking a vCPU's WFI
-//! until it has an interrupt to take.
+//! maintenance, kicks from other CPUs, host console input), keeping the virtual
+//! timer's interrupt level in step with the timer, and blocking a vCPU's WFI / WFIT
+//! until it has an interrupt to take (or its timeout passes).
+//!
+//! The virtual timer runs in hardware and its interrupt is hardware-linked: the
+//! physical PPI raises the vGIC line and stays active until the guest deactivates
+//! the virtual one. The line must also drop when the timer stops asserting it
+//! (disabled, IMASK, CVAL moved ahead) while nobody took the interrupt, as a real
+//! GIC's level-sensitive input would: [`sync_vtimer`] checks that after every exit
+//! on which the line is up, and then also deactivates the physical PPI the guest
+//! never received, so it can fire again.
 
 use core::sync::atomic::Ordering;
 
+use arch::timer::{asserts_irq, vtimer_line, wfit_expired, wfit_wake_deadline, VtimerLine};
 use boards::guest;
 
 use crate::el1::read_sysreg;
@@ -64,15 +74,58 @@ pub fn update_ptimer(vm: &Vm, vcpu: &mut Vcpu) {
     vm.deliver_kicks(vcpu.idx);
 }
 
+/// After an exit: lowers the virtual timer's vGIC line if the hypervisor raised it
+/// and the timer (the guest's live CNTV_CTL_EL0) no longer asserts its interrupt.
+/// Costs one load and branch while the line is down.
+#[inline(always)]
+pub fn sync_vtimer(vm: &Vm, vcpu: &mut Vcpu) {
+    if vcpu.vtimer_raised && vtimer_line(true, read_sysreg!("CNTV_CTL_EL0")) == VtimerLine::Lower {
+        lower_vtimer(vm, vcpu);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn lower_vtimer(vm: &Vm, vcpu: &mut Vcpu) {
+    vcpu.vtimer_raised = false;
+    let unacknowledged = {
+        let mut vgic = vm.vgic.lock();
+        // A hardware-linked line still high is an interrupt the guest never
+        // acknowledged: its physical PPI is still active, and nothing else will
+        // deactivate it. Once acknowledged, the guest's deactivation does.
+        let high = vgic
+            .ppi_level(vcpu.idx, guest::VTIMER_INTID)
+            .unwrap_or(false);
+        if let Err(e) = vgic.set_ppi_level(vcpu.idx, guest::VTIMER_INTID, false) {
+            log::warn!(
+                "{}: virtual-timer interrupt for vCPU {}: {e:?}",
+                vm.name,
+                vcpu.idx
+            );
+        }
+        high
+    };
+    if unacknowledged {
+        crate::gic::deactivate_private(irq::hyp_irqs().vtimer, vm.pcpu_index[vcpu.idx]);
+    }
+}
+
 /// Handles every pending physical interrupt of this CPU.
 pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
     let hyp = irq::hyp_irqs();
     while let Some(intid) = irq::acknowledge() {
         match intid {
             id if id == hyp.vtimer => {
+                if !asserts_irq(read_sysreg!("CNTV_CTL_EL0")) {
+                    // The guest stopped the timer before the interrupt was taken.
+                    irq::end(intid);
+                    continue;
+                }
                 // Hardware-linked: the guest's EOI of the virtual interrupt deactivates
-                // the physical one, so only drop its priority here.
+                // the physical one, so only drop its priority here (`lower_vtimer`
+                // deactivates it if the timer stops before the guest takes it).
                 irq::priority_drop(intid);
+                vcpu.vtimer_raised = true;
                 if let Err(e) = vm
                     .vgic
                     .lock()
@@ -105,20 +158,38 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
 }
 
 /// Blocks `vcpu`'s WFI until the vGIC has an interrupt for it, another CPU kicks it,
-/// or the VM is stopping. The physical CPU sleeps in WFI meanwhile (interrupts stay
-/// masked at EL2; a pending one still wakes it).
-pub fn wfi(vm: &Vm, vcpu: &mut Vcpu) {
+/// or the VM is stopping; a WFIT (`timeout`, a CNTVCT_EL0 value) also ends when the
+/// guest's virtual count reaches its timeout. The physical CPU sleeps in WFI
+/// meanwhile (interrupts stay masked at EL2; a pending one still wakes it), with
+/// the EL2 timer set for the earlier of the WFIT timeout and the emulated physical
+/// timer's deadline.
+pub fn wfi(vm: &Vm, vcpu: &mut Vcpu, timeout: Option<u64>) {
     loop {
         service_irqs(vm, vcpu);
         if vm.stopping().is_some()
             || vm.kick[vcpu.idx].load(Ordering::Acquire)
             || vm.vgic.lock().has_pending(vcpu.idx)
         {
-            return;
+            break;
+        }
+        if let Some(t) = timeout {
+            if wfit_expired(read_sysreg!("CNTVCT_EL0"), t) {
+                break;
+            }
+            let ptimer = vcpu.ptimer.output(read_sysreg!("CNTPCT_EL0")).deadline;
+            if let Some(d) = wfit_wake_deadline(ptimer, t, read_sysreg!("CNTVOFF_EL2")) {
+                crate::timer::arm(d);
+            }
+            // SAFETY: the timer write must take effect before the CPU waits on it.
+            unsafe { core::arch::asm!("isb") };
         }
         if vm.work.is_raised() {
             continue; // device work left over: the next round before sleeping
         }
         aarch64_cpu::asm::wfi();
+    }
+    if timeout.is_some() {
+        // Give the EL2 timer back to the emulated physical timer alone.
+        update_ptimer(vm, vcpu);
     }
 }

@@ -77,6 +77,12 @@
 //! buffer: mapped, Normal, permitted, PA-contiguous) are allocation-free walks
 //! of at most four reads per leaf, meant for hot paths.
 //!
+//! # Cache coherency
+//!
+//! Guest RAM is mapped with [`Stage2::map_ram`], which takes the proof
+//! ([`coherency::Cleaned`]) that EL2's writes to it reached the point of
+//! coherency; [`coherency`] owns that rule.
+//!
 //! Dirty logging is not implemented yet.
 
 #![no_std]
@@ -87,6 +93,7 @@ extern crate alloc;
 
 mod alloc_api;
 mod attrs;
+pub mod coherency;
 pub mod defs;
 mod error;
 mod flush;

@@ -110,6 +110,20 @@ impl Stage2 {
         Ok(())
     }
 
+    /// Maps guest RAM: `cleaned` names the host-physical range and proves it was
+    /// cleaned to the point of coherency after EL2 last wrote it (see
+    /// [`crate::coherency`]), so a guest that starts with its MMU off reads what
+    /// EL2 wrote. Normal memory with `perms`; otherwise as [`Stage2::map`].
+    pub fn map_ram<A: TableAllocator>(
+        &mut self,
+        a: &mut A,
+        ipa: u64,
+        cleaned: crate::coherency::Cleaned,
+        perms: Perms,
+    ) -> Result<(), Error> {
+        self.map(a, ipa, cleaned.pa(), cleaned.len(), Attrs::normal(perms))
+    }
+
     /// Maps `[ipa, ipa + size)` to `[pa, pa + size)` with `attrs`, using 1 GiB
     /// and 2 MiB blocks wherever `ipa`, `pa` and the range allow and 4 KiB
     /// pages elsewhere. `size == 0` does nothing.

@@ -56,6 +56,24 @@ fn data_abort_at_el2_is_reported_with_registers_and_backtrace() {
 }
 
 #[test]
+fn stack_overflow_hits_the_guard_page_and_is_reported() {
+    let mut o = RunOptions::headless(Guest::Selftest, TIMEOUT);
+    o.hypervisor_fault = Some(vmspec::HypervisorFault::StackOverflow);
+    let (ending, console, tail) = run(o);
+    assert_fatal(
+        &ending,
+        &console,
+        &tail,
+        &[
+            "[el2 FATAL] stack overflow (a guard page was touched): synchronous exception at EL2",
+            "EC 0x25",
+            "backtrace:",
+            "  #0 ",
+        ],
+    );
+}
+
+#[test]
 fn panic_is_reported_with_message_and_backtrace() {
     let mut o = RunOptions::headless(Guest::Selftest, TIMEOUT);
     o.hypervisor_fault = Some(vmspec::HypervisorFault::Panic);

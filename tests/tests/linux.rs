@@ -276,3 +276,45 @@ fn long_console_input_lines_arrive_whole() {
         console_tail(&outcome)
     );
 }
+
+/// Guest command of the CPU 0 hot-plug test: take the boot CPU offline, note a
+/// marker in RAM (a tmpfs file), bring CPU 0 back, and check both survived.
+const CPU0_HOTPLUG_CMD: &str = r#"echo alive > /tmp/marker
+echo 0 > /sys/devices/system/cpu/cpu0/online
+echo "offline-now=$(cat /sys/devices/system/cpu/online)"
+echo 1 > /sys/devices/system/cpu/cpu0/online
+echo "online-now=$(cat /sys/devices/system/cpu/online)"
+taskset -c 0 echo ran-on-cpu0
+echo "marker=$(cat /tmp/marker)"
+"#;
+
+#[test]
+fn cpu0_goes_offline_and_online_without_resetting_the_vm() {
+    let _boot = boot_lock();
+    let mut o = linux_options(2, 512 << 20);
+    o.guest_cmd = Some(CPU0_HOTPLUG_CMD.into());
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    let console = &outcome.console;
+    assert_eq!(outcome.verdict(), Ok(()), "\n{tail}");
+    for needle in [
+        "offline-now=1",
+        "online-now=0-1",
+        "ran-on-cpu0",
+        "marker=alive",
+    ] {
+        assert!(
+            console.contains(needle),
+            "the guest did not print `{needle}`\n{tail}"
+        );
+    }
+    let el2_resets = console
+        .lines()
+        .filter(|l| l.starts_with("[el2 ") && l.contains("resetting"))
+        .count();
+    assert_eq!(el2_resets, 0, "CPU_ON of vCPU 0 reset the VM\n{tail}");
+    assert!(
+        hypervisor_logged_power_off(console, "linux"),
+        "the VM did not power off normally\n{tail}"
+    );
+}

@@ -30,6 +30,10 @@ const EXPECTED_CHECKS: &[&str] = &[
     "fp-preserved",
     "wfi-wakeup",
     "ptimer-emulated",
+    "vtimer-level-follows",
+    "irq-six-sgis",
+    "irq-active-overflow",
+    "ras-trapped",
 ];
 
 /// Boot budget (the build before it is not counted).

@@ -92,7 +92,8 @@ impl Vgic {
                     false
                 }
                 BitReg::ClearActive => {
-                    let was = core::mem::replace(&mut irq.active, false);
+                    let was = irq.active;
+                    irq.deactivate();
                     was && irq.pending()
                 }
             };

@@ -7,11 +7,21 @@
 //! - The model is authoritative whenever the vCPU is not running: `sync` empties every
 //!   list register it filled, `flush` starts from empty. `el2` calls `sync` on every
 //!   exit before handling it and `flush` right before every entry.
-//! - Active interrupts always go back into a list register (the guest still has to
-//!   deactivate them), ahead of pending ones.
-//! - Pending ones are ordered by priority, then INTID; those that do not fit are
-//!   counted in [`FlushOutcome::left_over`] so `el2` arms the underflow / no-pending
-//!   maintenance interrupts and refills on the next exit.
+//! - Active interrupts go back into a list register (the guest still has to
+//!   deactivate them), ahead of pending ones, hardware-linked ones first, then by
+//!   priority and INTID — but when they would fill every register while a pending
+//!   interrupt waits, one register is kept for the best pending one, as a real CPU
+//!   interface would still let the guest acknowledge it. The active interrupts left
+//!   out (lowest priority first to go, never a hardware-linked one) are remembered:
+//!   the guest's deactivation of one finds no list register and only counts in
+//!   ICH_HCR_EL2.EOIcount, which [`Vgic::sync`] turns into deactivations of those
+//!   interrupts, highest priority first (the order a guest ending its interrupts by
+//!   priority uses).
+//! - Pending ones are ordered by priority, then INTID; what does not fit is counted
+//!   in [`FlushOutcome`], from which [`crate::IchHcr::for_entry`] picks the maintenance
+//!   interrupts that bring it in on a later exit.
+//! - An active SPI stays with the vCPU it is active on until deactivated, whatever its
+//!   route says; a route change takes effect for its next activation.
 //! - A level-sensitive interrupt is loaded once; while it is active its pending state
 //!   is not added to the LR. Its LR asks for an EOI maintenance interrupt, and on
 //!   `sync` after deactivation it is pending again if its line is still high.
@@ -45,8 +55,9 @@ impl Vgic {
         }
     }
 
-    /// Every INTID `vcpu` could see, with its state: its private interrupts and the
-    /// SPIs routed to it that no other vCPU's list registers hold.
+    /// Every INTID `vcpu` could see, with its state: its private interrupts, the SPIs
+    /// active on it, and the inactive SPIs routed to it that no other vCPU's list
+    /// registers hold.
     fn visible_to(&self, vcpu: usize) -> impl Iterator<Item = (u32, &Irq)> + '_ {
         let private = self.vcpus[vcpu]
             .private
@@ -58,9 +69,7 @@ impl Vgic {
             .iter()
             .enumerate()
             .map(|(i, irq)| (i as u32 + intid::SPI_FIRST, irq))
-            .filter(move |(_, irq)| {
-                irq.lr.is_none_or(|h| h.vcpu == vcpu) && self.spi_routed_to(irq, vcpu)
-            });
+            .filter(move |(_, irq)| irq.loadable_on(vcpu, self.spi_routed_to(irq, vcpu)));
         private.chain(spis)
     }
 
@@ -68,8 +77,19 @@ impl Vgic {
     /// deactivated by the guest (active cleared; a level interrupt whose line is
     /// still high is pending again), a pending bit the guest consumed was
     /// acknowledged, anything else is copied back. Every LR the vGIC filled is freed.
-    pub fn sync(&mut self, vcpu: usize, lrs: &mut dyn ListRegisters) -> Result<(), InputError> {
+    ///
+    /// `eoi_count` is ICH_HCR_EL2.EOIcount read at the exit (0 when nothing is known):
+    /// that many of the active interrupts the last flush left out of the list
+    /// registers were deactivated by the guest.
+    pub fn sync(
+        &mut self,
+        vcpu: usize,
+        lrs: &mut dyn ListRegisters,
+        eoi_count: u32,
+    ) -> Result<(), InputError> {
         self.check_vcpu(vcpu)?;
+        let left_out = core::mem::take(&mut self.vcpus[vcpu].left_out);
+        self.end_left_out(vcpu, &left_out, eoi_count);
         let slots = core::mem::take(&mut self.vcpus[vcpu].slots);
         for (i, id) in slots.iter().enumerate() {
             let Some(id) = *id else { continue };
@@ -102,6 +122,32 @@ impl Vgic {
         Ok(())
     }
 
+    /// Deactivates the first `count` of `left_out` (active interrupts of `vcpu` that
+    /// no list register held) that are still active there: the guest's deactivations
+    /// counted in EOIcount.
+    fn end_left_out(&mut self, vcpu: usize, left_out: &[u32], count: u32) {
+        let mut count = count as usize;
+        for &id in left_out {
+            if count == 0 {
+                break;
+            }
+            let Some(irq) = self.irq_mut(vcpu, id) else {
+                continue;
+            };
+            if !irq.active || irq.lr.is_some() || irq.owner.is_some_and(|o| o != vcpu) {
+                continue; // Changed since the flush (e.g. a GICx_ICACTIVER write).
+            }
+            irq.deactivate();
+            count -= 1;
+            if irq.pending() {
+                self.kick_for(vcpu, id);
+            }
+        }
+        if count > 0 {
+            log::debug!("vgic: vCPU {vcpu} ended {count} interrupt(s) that were not active");
+        }
+    }
+
     /// Folds LR state `st` back into `irq`. Returns true if the guest deactivated it.
     fn unload(irq: &mut Irq, st: LrState) -> bool {
         let Some(hold) = irq.lr.take() else {
@@ -116,37 +162,63 @@ impl Vgic {
         }
         let was_active = irq.active || acked;
         irq.active = st.active();
+        irq.owner = irq.active.then_some(hold.vcpu);
         was_active && !irq.active
     }
 
     /// Loads `vcpu`'s list registers before entry (after taking back whatever they
     /// held, as [`Self::sync`] does). Unused list registers are written invalid.
+    /// Program [`FlushOutcome::hcr`] into ICH_HCR_EL2 before entering.
     pub fn flush(
         &mut self,
         vcpu: usize,
         lrs: &mut dyn ListRegisters,
     ) -> Result<FlushOutcome, InputError> {
-        self.sync(vcpu, lrs)?;
+        self.sync(vcpu, lrs, 0)?;
         let (g0, g1) = self.group_enables();
-        let mut wanted: Vec<(bool, u8, u32)> = self
+        // Sort key: active first (hardware-linked ones first among them), then
+        // priority, then INTID.
+        let mut wanted: Vec<(bool, bool, u8, u32)> = self
             .visible_to(vcpu)
             .filter(|(_, irq)| irq.active || irq.deliverable(g0, g1))
-            .map(|(id, irq)| (!irq.active, irq.priority, id))
+            .map(|(id, irq)| {
+                (
+                    !irq.active,
+                    !irq.active || irq.hw.is_none(),
+                    irq.priority,
+                    id,
+                )
+            })
             .collect();
         wanted.sort_unstable();
         let n = lrs.count();
-        let mut out = FlushOutcome {
-            loaded: wanted.len().min(n),
-            left_over: wanted.len().saturating_sub(n),
-            eoi_maintenance: false,
+        let actives = wanted.iter().take_while(|w| !w.0).count();
+        let pendings = wanted.len() - actives;
+        let hw_actives = wanted[..actives].iter().filter(|w| !w.1).count();
+        let keep_active = if pendings > 0 && actives >= n {
+            n.saturating_sub(1).max(hw_actives.min(n))
+        } else {
+            actives.min(n)
         };
+        let take_pending = pendings.min(n - keep_active);
+        let chosen = wanted[..keep_active]
+            .iter()
+            .chain(&wanted[actives..actives + take_pending]);
+        let mut out = FlushOutcome {
+            loaded: keep_active + take_pending,
+            left_over_pending: pendings - take_pending,
+            left_over_active: actives - keep_active,
+            ..FlushOutcome::default()
+        };
+        out.left_over = out.left_over_pending + out.left_over_active;
         let mut slots = alloc::vec![None; n];
-        for (slot, &(_, _, id)) in wanted.iter().take(n).enumerate() {
+        for (slot, &(_, _, _, id)) in chosen.enumerate() {
             let Some(irq) = self.irq_mut(vcpu, id) else {
                 continue;
             };
             let lr = Self::load(irq, id, vcpu, slot, g0, g1);
             out.eoi_maintenance |= lr.eoi_maintenance();
+            out.loaded_pending += usize::from(lr.state().pending());
             lrs.write(slot, lr.0);
             slots[slot] = Some(id);
         }
@@ -154,6 +226,7 @@ impl Vgic {
             lrs.write(slot, 0);
         }
         self.vcpus[vcpu].slots = slots;
+        self.vcpus[vcpu].left_out = wanted[keep_active..actives].iter().map(|w| w.3).collect();
         Ok(out)
     }
 
@@ -208,3 +281,6 @@ impl Vgic {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod overflow_tests;

@@ -42,6 +42,13 @@ pub(crate) struct Irq {
     pub route: Irouter,
     /// Set while a list register holds the interrupt.
     pub lr: Option<LrHold>,
+    /// The vCPU the interrupt is active on: set when a list register of that vCPU
+    /// comes back active (the guest acknowledged it there), cleared on deactivation.
+    /// An active interrupt stays with this vCPU whatever its route says until it is
+    /// deactivated; a route change only takes effect for its next activation.
+    /// `None` while inactive, or when made active by a GICx_ISACTIVER write before any
+    /// vCPU held it (then its route decides where it is loaded).
+    pub owner: Option<usize>,
 }
 
 impl Irq {
@@ -86,6 +93,25 @@ impl Irq {
         self.latch = false;
         if let Some(h) = self.lr.as_mut() {
             h.latch_taken = false;
+        }
+    }
+
+    /// Ends the active state (a deactivation by the guest or a GICx_ICACTIVER write).
+    pub fn deactivate(&mut self) {
+        self.active = false;
+        self.owner = None;
+    }
+
+    /// True if `vcpu` may load this SPI into its list registers given `routed` (its
+    /// route names `vcpu`): not held by another vCPU's list registers, and — while
+    /// active on some vCPU — only on that one, whatever the route says.
+    pub fn loadable_on(&self, vcpu: usize, routed: bool) -> bool {
+        if self.lr.is_some_and(|h| h.vcpu != vcpu) {
+            return false;
+        }
+        match self.owner {
+            Some(o) if self.active => o == vcpu,
+            _ => routed,
         }
     }
 

@@ -33,7 +33,8 @@
 //!   Edge-triggered interrupts latch rising edges; level-sensitive ones are pending
 //!   while their line is high and pend again after deactivation if it still is.
 //! - Delivery: [`Vgic::flush`] / [`Vgic::sync`] / [`Vgic::has_pending`] (policy in
-//!   `deliver`), and [`Vgic::take_kicks`] naming the vCPUs with new work.
+//!   `deliver`), the ICH_HCR_EL2 maintenance-interrupt policy ([`IchHcr`]), and
+//!   [`Vgic::take_kicks`] naming the vCPUs with new work.
 //! - Save/restore of the whole model through [`vdev::SaveRestore`].
 //!
 //! # What is not (yet)
@@ -56,6 +57,7 @@ pub mod config;
 mod deliver;
 mod gicd;
 mod gicr;
+pub mod hcr;
 mod irq;
 pub mod lr;
 mod mmio;
@@ -65,6 +67,7 @@ mod sgi;
 mod vgic;
 
 pub use config::{ConfigError, VgicConfig};
+pub use hcr::IchHcr;
 pub use lr::{FlushOutcome, IchLr, ListRegisters, LrState};
 pub use mmio::{GicdMmio, GicrMmio, SharedVgic};
 pub use vgic::{InputError, Vgic};

@@ -1,6 +1,6 @@
 //! The list-register interface: the [`ListRegisters`] trait through which the vGIC
 //! reads and writes `ICH_LR<n>_EL2` values, the typed [`IchLr`] bitfield, and the
-//! [`FlushOutcome`] that tells the hypervisor which maintenance interrupts to arm.
+//! [`FlushOutcome`] of a flush.
 //! The policy that fills and drains the registers lives in `deliver`.
 
 /// The vCPU's list registers (`ICH_LR<n>_EL2`). In `el2` this is the live hardware (or
@@ -126,27 +126,30 @@ impl IchLr {
     }
 }
 
-/// What a flush did, and which maintenance interrupts `el2` should arm before entry.
+/// What a flush did; [`crate::IchHcr::for_entry`] turns it into the ICH_HCR_EL2 value
+/// (maintenance interrupts) `el2` programs before entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FlushOutcome {
     /// List registers now holding an interrupt.
     pub loaded: usize,
-    /// Deliverable interrupts that did not fit.
+    /// List registers written with their pending bit set.
+    pub loaded_pending: usize,
+    /// Interrupts that did not fit (`left_over_pending + left_over_active`).
     pub left_over: usize,
+    /// Deliverable pending interrupts that did not fit.
+    pub left_over_pending: usize,
+    /// Active interrupts left out of the list registers to make room for a pending
+    /// one; the guest's deactivation of one of them shows only in EOIcount.
+    pub left_over_active: usize,
     /// Some loaded interrupt asks for an EOI maintenance interrupt (level-sensitive,
-    /// not hardware-linked): keep ICH_HCR_EL2.En set so it arrives.
+    /// not hardware-linked).
     pub eoi_maintenance: bool,
 }
 
 impl FlushOutcome {
-    /// Set ICH_HCR_EL2.UIE: exit when at most one LR is valid, to refill.
-    pub const fn wants_underflow_irq(&self) -> bool {
-        self.left_over > 0
-    }
-    /// Set ICH_HCR_EL2.NPIE: exit when no LR is pending. Needed when left-over
-    /// interrupts wait behind LRs that are all held by active interrupts.
-    pub const fn wants_no_pending_irq(&self) -> bool {
-        self.left_over > 0
+    /// The ICH_HCR_EL2 value to program before entry.
+    pub const fn hcr(&self) -> crate::IchHcr {
+        crate::IchHcr::for_entry(self)
     }
 }
 

@@ -2,11 +2,13 @@
 //! every redistributor's wake state and private interrupts, every SPI with its route
 //! and hardware link.
 //!
-//! Layout, version 1, little-endian: `"VGIC"`, version u32, vCPU count u32, SPI count
+//! Layout, version 2, little-endian: `"VGIC"`, version u32, vCPU count u32, SPI count
 //! u32, priority bits u8, each vCPU's MPIDR u64; GICD_CTLR u32; per vCPU: sleeping u8
 //! then 32 interrupt records; then one record per SPI. An interrupt record is flags
 //! u8 (enabled, group1, edge, pending latch, line, active, hardware-linked), priority
-//! u8, pINTID u32, IROUTER u64.
+//! u8, pINTID u32, IROUTER u64, and (from version 2) the vCPU it is active on, u8
+//! ([`NO_OWNER`] when none). Version 1 records have no owner byte: an active SPI
+//! restored from one is loaded where its route says.
 //!
 //! Save after `sync` on every vCPU (a latch parked in a list register is saved as
 //! pending either way). Restore needs a vGIC built from the same configuration; it
@@ -31,6 +33,11 @@ mod flag {
     pub const ALL: u8 = (1 << 7) - 1;
 }
 
+/// Owner byte of an interrupt active on no particular vCPU.
+const NO_OWNER: u8 = u8::MAX;
+/// The first version whose records carry the owner byte.
+const OWNER_VERSION: u32 = 2;
+
 /// Largest pINTID an ICH_LR can carry (13 bits).
 const MAX_PINTID: u32 = 0x1FFF;
 
@@ -51,6 +58,8 @@ fn put_irq(out: &mut Vec<u8>, irq: &Irq) {
     out.push(irq.priority);
     out.extend_from_slice(&irq.hw.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&irq.route.0.to_le_bytes());
+    let owner = irq.owner.filter(|_| irq.active);
+    out.push(owner.map_or(NO_OWNER, |o| o as u8));
 }
 
 /// A bounds-checked little-endian reader.
@@ -75,19 +84,32 @@ impl Reader<'_> {
         self.take().map(u64::from_le_bytes)
     }
 
-    /// Reads one interrupt record, validating it as if it came from the guest.
-    fn irq(&mut self, id: u32, prio_mask: u8) -> Result<Irq, RestoreError> {
+    /// Reads one interrupt record of a `version` blob from a VM with `vcpus` vCPUs,
+    /// validating it as if it came from the guest.
+    fn irq(
+        &mut self,
+        id: u32,
+        prio_mask: u8,
+        version: u32,
+        vcpus: usize,
+    ) -> Result<Irq, RestoreError> {
         let f = self.u8()?;
         let priority = self.u8()?;
         let pintid = self.u32()?;
         let route = self.u64()?;
+        let owner = if version >= OWNER_VERSION {
+            self.u8()?
+        } else {
+            NO_OWNER
+        };
         let bad = f & !flag::ALL != 0
             || priority & !prio_mask != 0
             || pintid > MAX_PINTID
             || (f & flag::HW == 0 && pintid != 0)
             || Irouter::from_guest(route).0 != route
             || (id < intid::SGI_COUNT && f & flag::EDGE == 0)
-            || (id < intid::PRIVATE_COUNT && route != 0);
+            || (id < intid::PRIVATE_COUNT && route != 0)
+            || (owner != NO_OWNER && (usize::from(owner) >= vcpus || f & flag::ACTIVE == 0));
         if bad {
             log::warn!("vgic: restore: bad record for INTID {id}");
             return Err(RestoreError::Malformed);
@@ -103,13 +125,14 @@ impl Reader<'_> {
             hw: (f & flag::HW != 0).then_some(pintid),
             route: Irouter(route),
             lr: None,
+            owner: (owner != NO_OWNER).then_some(usize::from(owner)),
         })
     }
 }
 
 impl SaveRestore for Vgic {
     const SAVE_ID: [u8; 4] = *b"VGIC";
-    const SAVE_VERSION: u32 = 1;
+    const SAVE_VERSION: u32 = 2;
 
     fn save(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -130,7 +153,7 @@ impl SaveRestore for Vgic {
     }
 
     fn restore(&mut self, blob: &[u8]) -> Result<(), RestoreError> {
-        let (_version, payload) = vdev::save::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
+        let (version, payload) = vdev::save::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
         let mut r = Reader(payload);
         let n = r.u32()? as usize;
         let same_shape = n == self.vcpus.len()
@@ -153,12 +176,13 @@ impl SaveRestore for Vgic {
                 _ => return Err(RestoreError::Malformed),
             };
             for (id, irq) in v.private.iter_mut().enumerate() {
-                *irq = r.irq(id as u32, mask)?;
+                *irq = r.irq(id as u32, mask, version, n)?;
             }
             v.slots.clear();
+            v.left_out.clear();
         }
         let spis = (0..self.cfg.num_spis)
-            .map(|i| r.irq(intid::SPI_FIRST + i, mask))
+            .map(|i| r.irq(intid::SPI_FIRST + i, mask, version, n))
             .collect::<Result<Vec<_>, _>>()?;
         if !r.0.is_empty() {
             return Err(RestoreError::Malformed);
@@ -175,6 +199,7 @@ impl SaveRestore for Vgic {
 mod tests {
     use super::*;
     use crate::config::VgicConfig;
+    use crate::lr::{IchLr, LrState};
     use crate::regs::{gicd, gicr};
     use vdev::AccessSize::{Double, Word};
 
@@ -223,6 +248,91 @@ mod tests {
         assert_eq!(h.take_kicks(), 0b11);
     }
 
+    /// SPI 40 acknowledged on vCPU 1 and still active there.
+    fn spi_active_on_vcpu1() -> Vgic {
+        let mut g = busy_vgic();
+        g.gicd_write(gicd::IROUTER + 8 * 40, Double, 1).unwrap();
+        g.gicd_write(gicd::ISENABLER + 4, Word, 1 << 8).unwrap();
+        g.gicd_write(gicd::IGROUPR + 4, Word, 1 << 8).unwrap();
+        g.set_level(40, true).unwrap();
+        let mut lrs = [0u64; 4];
+        g.flush(1, &mut lrs).unwrap();
+        let i = lrs.iter().position(|l| IchLr(*l).vintid() == 40).unwrap();
+        lrs[i] = IchLr::new(40, 0, true, LrState::Active).0;
+        g.sync(1, &mut lrs, 0).unwrap();
+        assert_eq!(g.spis[8].owner, Some(1));
+        g
+    }
+
+    impl crate::ListRegisters for [u64; 4] {
+        fn count(&self) -> usize {
+            4
+        }
+        fn read(&self, i: usize) -> u64 {
+            self[i]
+        }
+        fn write(&mut self, i: usize, v: u64) {
+            self[i] = v;
+        }
+    }
+
+    /// Rewrites a version 2 blob of a two-vCPU, 64-SPI vGIC as version 1 (records
+    /// without their owner byte).
+    fn as_version_1(blob: &[u8]) -> Vec<u8> {
+        const RECORD: usize = 15;
+        let head = 8 + 4 + 4 + 1 + 2 * 8 + 4;
+        let mut out = blob[..head].to_vec();
+        out[4..8].copy_from_slice(&1u32.to_le_bytes());
+        let mut at = head;
+        for _ in 0..2 {
+            out.push(blob[at]);
+            at += 1;
+            for _ in 0..32 {
+                out.extend_from_slice(&blob[at..at + RECORD - 1]);
+                at += RECORD;
+            }
+        }
+        for _ in 0..64 {
+            out.extend_from_slice(&blob[at..at + RECORD - 1]);
+            at += RECORD;
+        }
+        assert_eq!(at, blob.len());
+        out
+    }
+
+    #[test]
+    fn the_vcpu_an_spi_is_active_on_survives_a_round_trip() {
+        let g = spi_active_on_vcpu1();
+        let blob = g.save();
+        let mut h = Vgic::new(VgicConfig::simple(2, 64)).unwrap();
+        h.restore(&blob).unwrap();
+        assert_eq!(state_of(&h), state_of(&g));
+        assert_eq!(h.spis[8].owner, Some(1));
+        // A version 1 blob knows no owner: the route decides.
+        let mut old = Vgic::new(VgicConfig::simple(2, 64)).unwrap();
+        old.restore(&as_version_1(&blob)).unwrap();
+        assert!(old.spis[8].active);
+        assert_eq!(old.spis[8].owner, None);
+        assert_eq!(old.spis[0], h.spis[0]);
+    }
+
+    #[test]
+    fn refuses_owners_that_cannot_be() {
+        let blob = spi_active_on_vcpu1().save();
+        let spi40_owner = blob.len() - (64 - 9) * 15 - 1;
+        assert_eq!(blob[spi40_owner], 1);
+        for (v, why) in [(2, "no vCPU 2"), (0xFE, "no vCPU 254")] {
+            let mut bad = blob.clone();
+            bad[spi40_owner] = v;
+            let mut h = Vgic::new(VgicConfig::simple(2, 64)).unwrap();
+            assert_eq!(h.restore(&bad), Err(RestoreError::Malformed), "{why}");
+        }
+        let mut bad = blob.clone();
+        bad[spi40_owner + 15] = 0; // SPI 41 is not active
+        let mut h = Vgic::new(VgicConfig::simple(2, 64)).unwrap();
+        assert_eq!(h.restore(&bad), Err(RestoreError::Malformed));
+    }
+
     #[test]
     fn refuses_foreign_newer_short_and_mismatched_blobs() {
         let blob = busy_vgic().save();
@@ -232,8 +342,8 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(h.restore(&bad), Err(RestoreError::WrongDevice));
         let mut bad = blob.clone();
-        bad[4] = 2;
-        assert_eq!(h.restore(&bad), Err(RestoreError::UnsupportedVersion(2)));
+        bad[4] = 3;
+        assert_eq!(h.restore(&bad), Err(RestoreError::UnsupportedVersion(3)));
         for cut in [3, 10, blob.len() - 1] {
             assert_eq!(
                 h.restore(&blob[..cut]),

@@ -33,6 +33,9 @@ pub(crate) struct VcpuState {
     pub sleeping: bool,
     /// INTID held by each list register, as written by the last flush.
     pub slots: Vec<Option<u32>>,
+    /// Active interrupts the last flush left out of the list registers, in the order
+    /// a guest ending them by priority deactivates them (highest priority first).
+    pub left_out: Vec<u32>,
 }
 
 /// Where an SPI is routed.
@@ -77,6 +80,7 @@ impl Vgic {
                 private: core::array::from_fn(|i| Irq::private(i as u32)),
                 sleeping: true,
                 slots: Vec::new(),
+                left_out: Vec::new(),
             })
             .collect();
         Ok(Self {
@@ -241,6 +245,19 @@ impl Vgic {
         Ok(())
     }
 
+    /// The input line level of PPI `intid` (16..=31) of `vcpu`: as
+    /// [`Self::set_ppi_level`] last drove it, except that a hardware-linked line is
+    /// low again once the guest acknowledged the interrupt (see
+    /// [`Self::set_hw_mapping`]). `el2` reads it to tell whether the guest has taken
+    /// a hardware-linked interrupt whose physical one it still holds active.
+    pub fn ppi_level(&self, vcpu: usize, intid: u32) -> Result<bool, InputError> {
+        if !(intid::PPI_FIRST..intid::PRIVATE_COUNT).contains(&intid) {
+            return Err(InputError::NotPpi(intid));
+        }
+        let v = self.vcpus.get(vcpu).ok_or(InputError::NoSuchVcpu(vcpu))?;
+        Ok(v.private[intid as usize].line)
+    }
+
     /// Links virtual `vintid` (of `vcpu` for a PPI/SGI; `vcpu` is ignored for an SPI)
     /// to physical `pintid`: list registers then carry HW = 1 and the guest's
     /// deactivation deactivates the physical interrupt. `el2` takes the physical
@@ -311,6 +328,21 @@ mod tests {
         assert!(g.vcpus[1].sleeping);
         assert_eq!(g.ctlr, 0);
         assert_eq!(g.take_kicks(), 0b11);
+    }
+
+    #[test]
+    fn ppi_level_reads_the_line() {
+        let mut g = Vgic::new(VgicConfig::simple(2, 32)).unwrap();
+        assert_eq!(g.ppi_level(0, 15), Err(InputError::NotPpi(15)));
+        assert_eq!(g.ppi_level(0, 32), Err(InputError::NotPpi(32)));
+        assert_eq!(g.ppi_level(2, 27), Err(InputError::NoSuchVcpu(2)));
+        assert_eq!(g.ppi_level(1, 27), Ok(false));
+        g.set_ppi_level(1, 27, true).unwrap();
+        assert_eq!(g.ppi_level(1, 27), Ok(true));
+        assert_eq!(g.ppi_level(0, 27), Ok(false), "PPIs are per vCPU");
+        g.irq_mut(1, 27).unwrap().set_pending();
+        g.set_ppi_level(1, 27, false).unwrap();
+        assert_eq!(g.ppi_level(1, 27), Ok(false), "the line, not the latch");
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct VmSpec<'a> {
     pub disk: Option<u64>,
     /// A deliberate hypervisor fault to test the fatal path.
     pub fault: Option<HypervisorFault>,
+    /// The guest's PMU may count events at EL2 (the exits benchmark only).
+    pub pmu_el2_counting: bool,
     pub kernel: &'a [u8],
     pub initrd: Option<&'a [u8]>,
 }
@@ -96,6 +98,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
         guest: String::new(),
         disk: None,
         fault: None,
+        pmu_el2_counting: false,
         kernel: kernel.ok_or(SpecError::Missing("kernel"))?,
         initrd,
     };
@@ -127,10 +130,16 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
             "cmdline" => spec.cmdline = v.to_string(),
             "guest" => spec.guest = v.to_string(),
             "hypervisor_fault" => {
-                spec.fault = Some(
-                    HypervisorFault::from_name(v)
-                        .ok_or_else(|| bad("hypervisor_fault must be panic or data-abort"))?,
-                )
+                spec.fault = Some(HypervisorFault::from_name(v).ok_or_else(|| {
+                    bad("hypervisor_fault must be panic, data-abort or stack-overflow")
+                })?)
+            }
+            "pmu_el2_counting" => {
+                spec.pmu_el2_counting = match v {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(bad("pmu_el2_counting must be yes or no")),
+                }
             }
             "disk" => {
                 spec.disk = Some(
@@ -156,6 +165,8 @@ pub enum HypervisorFault {
     Panic,
     /// A data abort at EL2 (a load from an unmapped address).
     DataAbort,
+    /// Unbounded recursion on the hypervisor's stack (its guard page must catch it).
+    StackOverflow,
 }
 
 impl HypervisorFault {
@@ -163,12 +174,17 @@ impl HypervisorFault {
         match self {
             HypervisorFault::Panic => "panic",
             HypervisorFault::DataAbort => "data-abort",
+            HypervisorFault::StackOverflow => "stack-overflow",
         }
     }
     pub fn from_name(s: &str) -> Option<Self> {
-        [HypervisorFault::Panic, HypervisorFault::DataAbort]
-            .into_iter()
-            .find(|f| f.name() == s)
+        [
+            HypervisorFault::Panic,
+            HypervisorFault::DataAbort,
+            HypervisorFault::StackOverflow,
+        ]
+        .into_iter()
+        .find(|f| f.name() == s)
     }
 }
 
@@ -187,6 +203,9 @@ pub fn write_bundle(spec: &VmSpec) -> Vec<u8> {
     }
     if let Some(f) = spec.fault {
         cfg.push_str(&alloc::format!("hypervisor_fault = {}\n", f.name()));
+    }
+    if spec.pmu_el2_counting {
+        cfg.push_str("pmu_el2_counting = yes\n");
     }
     let mut w = cpio::Writer::new();
     w.add("vm.cfg", cfg.as_bytes());
@@ -210,6 +229,7 @@ mod tests {
             guest: "linux".to_string(),
             disk: None,
             fault: None,
+            pmu_el2_counting: false,
             kernel: b"KERNEL",
             initrd: Some(b"INITRD"),
         }
@@ -222,6 +242,7 @@ mod tests {
         let s = VmSpec {
             disk: Some(1 << 20),
             fault: Some(HypervisorFault::DataAbort),
+            pmu_el2_counting: true,
             initrd: None,
             ..spec()
         };
@@ -257,6 +278,15 @@ mod tests {
             parse_bundle(&mk("hypervisor_fault = maybe\n")),
             Err(SpecError::BadConfig(_))
         ));
+        assert!(
+            matches!(parse_bundle(&mk("pmu_el2_counting = 1\n")), Err(SpecError::BadConfig(m)) if m.contains("yes or no"))
+        );
+        assert!(!parse_bundle(&mk("")).unwrap().pmu_el2_counting);
+        assert!(
+            parse_bundle(&mk("pmu_el2_counting = yes\n"))
+                .unwrap()
+                .pmu_el2_counting
+        );
         assert_eq!(
             parse_bundle(&mk("mem = 64M\n# c\n\n")).unwrap().mem,
             64 << 20

@@ -86,6 +86,8 @@ pub mod rc {
 
     pub const REFERENCE_S0: u32 = WARN + 0x018;
     pub const LOCKOUT: u32 = WARN + 0x021;
+    /// NV written too often (TPM 2.0 Part 2, TPM_RC_NV_RATE).
+    pub const NV_RATE: u32 = WARN + 0x020;
     pub const NV_UNAVAILABLE: u32 = WARN + 0x023;
     /// Is `code` a format-1 code (one that carries a handle/parameter/session number)?
     pub const fn is_fmt1(code: u32) -> bool {

@@ -6,12 +6,13 @@
 
 use crate::auth::{self, Session};
 use crate::authorize::AuthArea;
-use crate::defs::{handle, limits, rc, st};
+use crate::defs::{cc, handle, limits, rc, st};
 use crate::dispatch::{self, AuthRole};
 use crate::drbg::{Drbg, Entropy};
 use crate::hash::Digest;
 use crate::marshal::{Reader, Writer};
 use crate::nv::{NvError, NvStore, Orderly, Persistent};
+use crate::nvrate::NvRateLimiter;
 use crate::object::ObjectTable;
 use crate::pcr::{Allocation, PcrBanks};
 use crate::session::SessionTable;
@@ -141,7 +142,34 @@ pub struct Tpm {
     pub(crate) p: Persistent,
     pub(crate) v: Volatile,
     pub(crate) failure: bool,
+    /// Budget of NV writes (kept across _TPM_Init: a reset earns nothing).
+    pub(crate) nv_rate: NvRateLimiter,
+    /// TPM_RC_NV_RATE has been logged since the last accepted NV write.
+    nv_rate_logged: bool,
 }
+
+/// Commands whose success writes the NV image and that TPM_RC_NV_RATE may refuse.
+/// TPM2_Startup and TPM2_Shutdown write NV too but are never refused (the platform
+/// needs them to work); their writes, and the periodic clock commits, still draw on
+/// the budget.
+const NV_RATE_LIMITED: &[u32] = &[
+    cc::NV_DEFINE_SPACE,
+    cc::NV_UNDEFINE_SPACE,
+    cc::NV_WRITE,
+    cc::NV_INCREMENT,
+    cc::NV_EXTEND,
+    cc::NV_SET_BITS,
+    cc::NV_WRITE_LOCK,
+    cc::NV_READ_LOCK,
+    cc::EVICT_CONTROL,
+    cc::CLEAR,
+    cc::CLEAR_CONTROL,
+    cc::HIERARCHY_CHANGE_AUTH,
+    cc::SET_PRIMARY_POLICY,
+    cc::PCR_ALLOCATE,
+    cc::DICTIONARY_ATTACK_LOCK_RESET,
+    cc::DICTIONARY_ATTACK_PARAMETERS,
+];
 
 impl Tpm {
     /// Loads the NV image from `nv` (manufacturing a new TPM with fresh seeds if
@@ -169,6 +197,8 @@ impl Tpm {
             p,
             v,
             failure: false,
+            nv_rate: NvRateLimiter::standard(now),
+            nv_rate_logged: false,
         })
     }
 
@@ -289,6 +319,16 @@ impl Tpm {
             nv_dirty: false,
             breaks_orderly: false,
         };
+        if NV_RATE_LIMITED.contains(&code) && !self.nv_rate.available(self.time.now_ms()) {
+            if !self.nv_rate_logged {
+                log::warn!(
+                    "vtpm: NV written too often; refusing NV writes with TPM_RC_NV_RATE for {} ms",
+                    self.nv_rate.recovery_ms(self.time.now_ms())
+                );
+                self.nv_rate_logged = true;
+            }
+            return Err(rc::NV_RATE);
+        }
         let outcome = (desc.handler)(self, &mut cmd);
         if outcome.is_ok() && cmd.breaks_orderly && self.p.orderly != Orderly::None {
             self.p.orderly = Orderly::None;
@@ -308,6 +348,8 @@ impl Tpm {
                 self.failure = true;
                 return Err(rc::FAILURE);
             }
+            self.nv_rate.record_write(self.time.now_ms());
+            self.nv_rate_logged = false;
         }
         outcome?;
         let r_handle = cmd.r_handle;
@@ -410,6 +452,12 @@ impl Tpm {
                 (None, None) => Digest::filled(0, 0),
             },
         }
+    }
+
+    /// TPM_PT_NV_WRITE_RECOVERY: milliseconds until an NV write is accepted again.
+    pub fn nv_rate_recovery_ms(&self) -> u32 {
+        let ms = self.nv_rate.recovery_ms(self.time.now_ms());
+        u32::try_from(ms).unwrap_or(u32::MAX)
     }
 
     /// Random bytes from the DRBG.

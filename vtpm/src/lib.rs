@@ -31,6 +31,7 @@ pub mod hash;
 pub mod marshal;
 pub mod nv;
 pub mod nvindex;
+pub mod nvrate;
 pub mod object;
 pub mod pcr;
 pub mod public;

@@ -30,6 +30,9 @@ pub struct VmDef {
     pub disk: Option<u64>,
     /// A deliberate hypervisor fault (tests of the fatal path).
     pub fault: Option<vmspec::HypervisorFault>,
+    /// Let the guest's PMU count at EL2 (only the exits benchmark, which measures
+    /// the hypervisor's exit path).
+    pub pmu_el2_counting: bool,
 }
 
 /// Checks `def` and writes its bundle; returns the bundle's path.
@@ -80,6 +83,7 @@ pub fn write_bundle(layout: &Layout, def: &VmDef) -> Result<PathBuf, Error> {
         guest: def.guest.clone(),
         disk: def.disk,
         fault: def.fault,
+        pmu_el2_counting: def.pmu_el2_counting,
         kernel: &kernel,
         initrd: initrd.as_deref(),
     });
@@ -116,6 +120,7 @@ mod tests {
             initrd: Some(initrd),
             disk: Some(1 << 20),
             fault: None,
+            pmu_el2_counting: false,
         };
         let path = write_bundle(&layout, &def).unwrap();
         assert_eq!(path, dir.join("target/bundles/selftest.cpio"));

@@ -49,15 +49,19 @@ pub enum Guest {
     /// The bare-metal hostile virtio driver (`target/guests/virtio-hostile.bin`),
     /// given a 1 MiB RAM disk.
     VirtioHostile,
+    /// The bare-metal guest that resets the VM on every boot
+    /// (`target/guests/reset-loop.bin`).
+    ResetLoop,
 }
 
 impl Guest {
     /// Every guest, for messages.
-    pub const ALL: [Guest; 4] = [
+    pub const ALL: [Guest; 5] = [
         Guest::Linux,
         Guest::Selftest,
         Guest::BenchExits,
         Guest::VirtioHostile,
+        Guest::ResetLoop,
     ];
 
     /// The name `--guest` takes (also the bundle's name).
@@ -67,6 +71,7 @@ impl Guest {
             Guest::Selftest => "selftest",
             Guest::BenchExits => "bench-exits",
             Guest::VirtioHostile => "virtio-hostile",
+            Guest::ResetLoop => "reset-loop",
         }
     }
 
@@ -74,7 +79,7 @@ impl Guest {
     pub fn default_vcpus(self) -> u32 {
         match self {
             Guest::Linux => 2,
-            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile => 1,
+            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile | Guest::ResetLoop => 1,
         }
     }
 
@@ -82,7 +87,9 @@ impl Guest {
     pub fn default_mem(self) -> u64 {
         match self {
             Guest::Linux => 512 << 20,
-            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile => 64 << 20,
+            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile | Guest::ResetLoop => {
+                64 << 20
+            }
         }
     }
 
@@ -129,7 +136,7 @@ pub struct RunOptions {
     /// Extra QEMU arguments, verbatim.
     pub qemu_args: Vec<String>,
     /// Make the hypervisor fault on purpose after reading the bundle (tests of its
-    /// fatal path; `--hypervisor-fault panic|data-abort`).
+    /// fatal path; `--hypervisor-fault panic|data-abort|stack-overflow`).
     pub hypervisor_fault: Option<vmspec::HypervisorFault>,
     /// Show neither build output nor the console as it arrives (tests); the
     /// console is still in the outcome.
@@ -150,9 +157,9 @@ impl RunOptions {
 }
 
 /// `run`'s usage text.
-pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile] [--kernel PATH] [--initrd PATH] \
+pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--headless] [--timeout SECONDS] [--script FILE] \
-[--accel tcg|kvm] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort]
+[--accel tcg|kvm] [--cpu MODEL] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow]
 
   On a terminal QEMU gets the terminal (quit with Ctrl-A X). With --headless, --script or --timeout, or
   without a terminal, the console is captured and shown, the run is killed after the timeout (default
@@ -225,12 +232,15 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
             "--icount" if inline.is_none() => o.icount = true,
             "--verbose" | "-v" if inline.is_none() => o.verbose = true,
             "--qemu-arg" => o.qemu_args.push(value(flag)?),
+            // QEMU's CPU model instead of `max` (e.g. cortex-a72: Armv8.0, no RNDR);
+            // QEMU takes the last -cpu, and extra arguments come last.
+            "--cpu" => o.qemu_args.extend(["-cpu".into(), value(flag)?]),
             "--hypervisor-fault" => {
                 let v = value(flag)?;
                 o.hypervisor_fault =
                     Some(vmspec::HypervisorFault::from_name(&v).ok_or_else(|| {
                         Error::Usage(format!(
-                            "--hypervisor-fault takes panic or data-abort, not `{v}`"
+                            "--hypervisor-fault takes panic, data-abort or stack-overflow, not `{v}`"
                         ))
                     })?)
             }
@@ -352,7 +362,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
                     .unwrap_or_else(|| LINUX_CMDLINE.to_string()),
             )
         }
-        Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile => {
+        Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile | Guest::ResetLoop => {
             let kernel = match &o.kernel {
                 Some(k) => k.clone(),
                 None => {
@@ -392,6 +402,9 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         initrd,
         disk: (o.guest == Guest::VirtioHostile).then_some(VIRTIO_HOSTILE_DISK),
         fault: o.hypervisor_fault,
+        // The exits benchmark counts the hypervisor's instructions; no other guest
+        // may watch EL2 through its PMU.
+        pmu_el2_counting: o.guest == Guest::BenchExits,
     };
     let system_disk = if uses_system_disk(o) {
         let path = o
@@ -670,6 +683,8 @@ mod tests {
         assert!(o.headless && o.icount && !o.verbose);
         assert_eq!(o.timeout, Some(Duration::from_secs(20)));
         assert_eq!(o.qemu_args, ["-d", "int"]);
+        let c = parse_args(&args("--cpu cortex-a72")).unwrap();
+        assert_eq!(c.qemu_args, ["-cpu", "cortex-a72"]);
         let d = parse_args(&[]).unwrap();
         assert_eq!(d.guest, Guest::Linux);
         assert_eq!(d.accel, Accel::Tcg);

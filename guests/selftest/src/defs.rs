@@ -94,6 +94,8 @@ pub mod smccc {
     pub const PSCI_AFFINITY_INFO_64: u32 = 0xc400_0004;
     /// SYSTEM_OFF.
     pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
+    /// SYSTEM_RESET.
+    pub const PSCI_SYSTEM_RESET: u32 = 0x8400_0009;
     /// PSCI_FEATURES.
     pub const PSCI_FEATURES: u32 = 0x8400_000a;
     /// An unassigned ID in the PSCI range.

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::VgicConfig;
+use crate::hcr::IchHcr;
 use crate::regs::{ctlr, gicd, gicr, Irouter};
 use vdev::AccessSize::Word;
 
@@ -83,8 +84,8 @@ fn edge_spi_round_trip() {
         out,
         FlushOutcome {
             loaded: 1,
-            left_over: 0,
-            eoi_maintenance: false
+            loaded_pending: 1,
+            ..FlushOutcome::default()
         }
     );
     let lr = lrs.lr(40);
@@ -93,7 +94,7 @@ fn edge_spi_round_trip() {
         (LrState::Pending, 0x80, true, false)
     );
     lrs.ack(40);
-    g.sync(0, &mut lrs).unwrap();
+    g.sync(0, &mut lrs, 0).unwrap();
     assert_eq!(lrs.loaded(), Vec::<u32>::new(), "sync frees every LR");
     let irq = g.irq(0, 40).unwrap();
     assert!(irq.active && !irq.pending());
@@ -105,7 +106,7 @@ fn edge_spi_round_trip() {
         "active interrupts go back"
     );
     lrs.eoi(40);
-    g.sync(0, &mut lrs).unwrap();
+    g.sync(0, &mut lrs, 0).unwrap();
     let irq = g.irq(0, 40).unwrap();
     assert!(!irq.active && !irq.pending());
     assert_eq!(g.flush(0, &mut lrs).unwrap().loaded, 0);
@@ -118,14 +119,14 @@ fn edge_relatched_while_active_loads_pending_active() {
     g.set_level(40, true).unwrap();
     g.flush(0, &mut lrs).unwrap();
     lrs.ack(40);
-    g.sync(0, &mut lrs).unwrap();
+    g.sync(0, &mut lrs, 0).unwrap();
     g.set_level(40, false).unwrap();
     g.set_level(40, true).unwrap();
     g.flush(0, &mut lrs).unwrap();
     assert_eq!(lrs.lr(40).state(), LrState::PendingActive);
     // The guest deactivates without taking the new edge: it stays pending.
     lrs.eoi(40);
-    g.sync(0, &mut lrs).unwrap();
+    g.sync(0, &mut lrs, 0).unwrap();
     let irq = g.irq(0, 40).unwrap();
     assert!(!irq.active && irq.pending());
 }
@@ -139,7 +140,7 @@ fn level_repends_after_deactivation_while_high() {
     assert!(out.eoi_maintenance);
     assert!(lrs.lr(41).eoi_maintenance());
     lrs.ack(41);
-    g.sync(0, &mut lrs).unwrap();
+    g.sync(0, &mut lrs, 0).unwrap();
     g.flush(0, &mut lrs).unwrap();
     assert_eq!(
         lrs.lr(41).state(),
@@ -147,7 +148,7 @@ fn level_repends_after_deactivation_while_high() {
         "no pending bit while active"
     );
     lrs.eoi(41);
-    g.sync(0, &mut lrs).unwrap();
+    g.sync(0, &mut lrs, 0).unwrap();
     assert!(
         g.irq(0, 41).unwrap().pending(),
         "line still high: pending again"
@@ -156,11 +157,11 @@ fn level_repends_after_deactivation_while_high() {
     assert_eq!(lrs.lr(41).state(), LrState::Pending);
     // Now the device lowers the line during the handler.
     lrs.ack(41);
-    g.sync(0, &mut lrs).unwrap();
+    g.sync(0, &mut lrs, 0).unwrap();
     g.set_level(41, false).unwrap();
     g.flush(0, &mut lrs).unwrap();
     lrs.eoi(41);
-    g.sync(0, &mut lrs).unwrap();
+    g.sync(0, &mut lrs, 0).unwrap();
     assert!(!g.irq(0, 41).unwrap().pending());
     assert_eq!(g.flush(0, &mut lrs).unwrap().loaded, 0);
 }
@@ -175,7 +176,7 @@ fn level_dropped_before_ack_is_withdrawn_but_latch_survives() {
     assert_eq!(lrs.loaded(), [41, 42]);
     assert!(g.has_pending(0));
     g.set_level(41, false).unwrap();
-    g.sync(0, &mut lrs).unwrap();
+    g.sync(0, &mut lrs, 0).unwrap();
     assert!(!g.irq(0, 41).unwrap().pending());
     assert!(g.irq(0, 42).unwrap().pending(), "ISPENDR latch given back");
     g.flush(0, &mut lrs).unwrap();
@@ -195,7 +196,8 @@ fn overflow_keeps_highest_priority_and_reports_left_over() {
     let out = g.flush(0, &mut lrs).unwrap();
     assert_eq!(out.loaded, 4);
     assert_eq!(out.left_over, 2);
-    assert!(out.wants_underflow_irq() && out.wants_no_pending_irq());
+    assert_eq!((out.left_over_pending, out.left_over_active), (2, 0));
+    assert_eq!(out.hcr(), IchHcr(IchHcr::EN | IchHcr::UIE | IchHcr::NPIE));
     assert_eq!(
         lrs.loaded(),
         [36, 33, 35, 34],
@@ -208,7 +210,7 @@ fn overflow_keeps_highest_priority_and_reports_left_over() {
     }
     let out = g.flush(0, &mut lrs).unwrap();
     assert_eq!((out.loaded, out.left_over), (4, 0));
-    assert!(!out.wants_underflow_irq());
+    assert_eq!(out.hcr(), IchHcr::EXIT);
     assert_eq!(lrs.loaded(), [35, 34, 37, 32]);
 }
 
@@ -260,7 +262,7 @@ fn spis_follow_their_route() {
     assert!(!g.has_pending(0) && g.has_pending(1));
     assert_eq!(g.flush(0, &mut l0).unwrap().loaded, 0);
     assert_eq!(g.flush(1, &mut l1).unwrap().loaded, 1);
-    g.sync(1, &mut l1).unwrap();
+    g.sync(1, &mut l1, 0).unwrap();
     // A route naming no vCPU: delivered nowhere.
     g.gicd_write(router, Word, 9).unwrap();
     for (v, lrs) in [(0, &mut l0), (1, &mut l1), (2, &mut l2)] {
@@ -274,7 +276,7 @@ fn spis_follow_their_route() {
     assert_eq!(g.flush(0, &mut l0).unwrap().loaded, 0, "held by vCPU 2");
     l2.ack(40);
     l2.eoi(40);
-    g.sync(2, &mut l2).unwrap();
+    g.sync(2, &mut l2, 0).unwrap();
     assert_eq!(g.flush(0, &mut l0).unwrap().loaded, 0, "consumed");
 }
 
@@ -293,7 +295,7 @@ fn hw_linked_timer_ppi() {
     let lr = lrs.lr(27);
     assert!(lr.hw() && lr.pintid() == 27 && lr.state() == LrState::Pending);
     lrs.ack(27);
-    g.sync(1, &mut lrs).unwrap();
+    g.sync(1, &mut lrs, 0).unwrap();
     g.flush(1, &mut lrs).unwrap();
     assert_eq!(
         lrs.lr(27).state(),
@@ -301,7 +303,7 @@ fn hw_linked_timer_ppi() {
         "HW: never pending+active"
     );
     lrs.eoi(27);
-    g.sync(1, &mut lrs).unwrap();
+    g.sync(1, &mut lrs, 0).unwrap();
     assert!(!g.has_pending(1), "line consumed by the acknowledge");
     // The physical interrupt fires again.
     g.set_ppi_level(1, 27, true).unwrap();
@@ -329,7 +331,7 @@ fn bad_vcpu_is_refused() {
     let mut g = setup(1, &[], true);
     let mut lrs = FakeLrs::new(4);
     assert_eq!(g.flush(1, &mut lrs), Err(InputError::NoSuchVcpu(1)));
-    assert_eq!(g.sync(9, &mut lrs), Err(InputError::NoSuchVcpu(9)));
+    assert_eq!(g.sync(9, &mut lrs, 0), Err(InputError::NoSuchVcpu(9)));
     assert!(!g.has_pending(1));
 }
 
@@ -341,7 +343,7 @@ fn shrinking_lr_count_is_survived() {
     g.set_level(41, true).unwrap();
     g.flush(0, &mut lrs).unwrap();
     let mut fewer = FakeLrs(lrs.0[..1].to_vec());
-    g.sync(0, &mut fewer).unwrap();
+    g.sync(0, &mut fewer, 0).unwrap();
     assert!(g.irq(0, 41).unwrap().lr.is_none());
     let out = g.flush(0, &mut fewer).unwrap();
     assert_eq!((out.loaded, out.left_over), (1, 1));
@@ -362,7 +364,7 @@ fn changes_to_a_held_interrupt_kick_its_holder() {
     assert_eq!(g.take_kicks(), 0b10);
     g.set_level(40, false).unwrap();
     assert_eq!(g.take_kicks(), 0b10, "a withdrawn level reaches the holder");
-    g.sync(1, &mut l1).unwrap();
+    g.sync(1, &mut l1, 0).unwrap();
     g.gicd_write(gicd::ICENABLER + 4, Word, 1 << 8).unwrap();
     assert_eq!(g.take_kicks(), 0, "nothing held, nobody to kick");
 }

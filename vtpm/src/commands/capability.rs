@@ -151,7 +151,7 @@ fn properties(tpm: &Tpm) -> Vec<(u32, u32)> {
         (pt::MAX_AUTH_FAIL, tpm.p.da.max_tries),
         (pt::LOCKOUT_INTERVAL, tpm.p.da.recovery_time),
         (pt::LOCKOUT_RECOVERY, tpm.p.da.lockout_recovery),
-        (pt::NV_WRITE_RECOVERY, 0),
+        (pt::NV_WRITE_RECOVERY, tpm.nv_rate_recovery_ms()),
         (pt::AUDIT_COUNTER_0, 0),
         (pt::AUDIT_COUNTER_1, 0),
     ]

@@ -416,4 +416,42 @@ mod tests {
             rc::SIZE + rc::P + 2 * rc::N1
         );
     }
+
+    #[test]
+    fn a_flood_of_nv_increment_gets_nv_rate_until_time_passes() {
+        use crate::nvrate::{NV_WRITE_BURST, NV_WRITE_INTERVAL_MS};
+        use core::sync::atomic::Ordering;
+        let nv = SharedNv::default();
+        let clock = TestClock::default();
+        let mut t = new_tpm(&nv, &clock);
+        assert_eq!(startup(&mut t, su::CLEAR), 0);
+        let counter = nva::OWNERWRITE | nva::OWNERREAD | nva::NT_COUNTER << nva::TYPE_SHIFT;
+        assert_eq!(define(&mut t, IDX, counter, 8, b""), 0);
+        let inc = command(cc::NV_INCREMENT, &[handle::OWNER, IDX], &[b""], &[]);
+        // Startup's and DefineSpace's writes came out of the same budget.
+        let mut accepted = 0u64;
+        while rc_of(&t.execute(0, &inc)) == 0 {
+            accepted += 1;
+            assert!(accepted <= u64::from(NV_WRITE_BURST), "no limit");
+        }
+        assert_eq!(accepted, u64::from(NV_WRITE_BURST) - 2);
+        let writes = nv.0.lock().unwrap().writes;
+        // Refused: the counter did not move and NV was not written.
+        assert_eq!(rc_of(&t.execute(0, &inc)), rc::NV_RATE);
+        assert_eq!(t.nv_index(IDX).unwrap().value_u64(), accepted);
+        assert_eq!(nv.0.lock().unwrap().writes, writes);
+        // Reads still work, and so does a command that does not write NV.
+        let mut w = Writer::new();
+        w.u16(8).u16(0);
+        let read = command(cc::NV_READ, &[handle::OWNER, IDX], &[b""], &w.buf);
+        assert_eq!(rc_of(&t.execute(0, &read)), 0);
+        // Time passes: one interval earns one write.
+        clock.0.fetch_add(NV_WRITE_INTERVAL_MS, Ordering::Relaxed);
+        assert_eq!(rc_of(&t.execute(0, &inc)), 0);
+        assert_eq!(t.nv_index(IDX).unwrap().value_u64(), accepted + 1);
+        assert_eq!(rc_of(&t.execute(0, &inc)), rc::NV_RATE);
+        // Shutdown is never refused, even with the budget spent.
+        let sd = command(cc::SHUTDOWN, &[], &[], &su::CLEAR.to_be_bytes());
+        assert_eq!(rc_of(&t.execute(0, &sd)), 0);
+    }
 }

@@ -9,11 +9,17 @@
 #[cfg(target_os = "none")]
 mod cpu;
 #[cfg(target_os = "none")]
+mod irq;
+#[cfg(target_os = "none")]
 mod memory;
 #[cfg(target_os = "none")]
 mod mmio;
 #[cfg(target_os = "none")]
 mod psci;
+#[cfg(target_os = "none")]
+mod secure;
+#[cfg(target_os = "none")]
+mod timer;
 #[cfg(target_os = "none")]
 mod virtio;
 
@@ -22,7 +28,7 @@ mod guest {
     use selftest_guest::harness::Harness;
     use selftest_guest::{outln, power, vectors};
 
-    use crate::{cpu, memory, mmio, psci};
+    use crate::{cpu, irq, memory, mmio, psci, secure, timer};
 
     /// Unexpected exceptions after which the guest gives up and powers off.
     const UNEXPECTED_LIMIT: u32 = 1000;
@@ -59,6 +65,12 @@ mod guest {
         h.check("fp-preserved", cpu::fp_preserved);
         h.check("wfi-wakeup", |p| cpu::wfi_wakeup(hypervisor, p));
         h.check("ptimer-emulated", cpu::ptimer_emulated);
+        h.check("vtimer-level-follows", timer::vtimer_level_follows);
+
+        h.check("irq-six-sgis", irq::six_sgis);
+        h.check("irq-active-overflow", irq::active_overflow);
+
+        h.check("ras-trapped", secure::ras_trapped);
 
         let (passed, failed) = h.totals(vectors::unexpected_count());
         outln!("selftest: {passed} passed, {failed} failed");

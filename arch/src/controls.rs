@@ -1,0 +1,178 @@
+//! The EL2 control registers a guest runs under (HCR_EL2, MDCR_EL2), computed from
+//! what the CPU implements and what the host allows this VM, as pure functions so
+//! every bit is host-tested. `el2` reads the ID registers and writes the results.
+
+use aarch64_cpu::registers::{HCR_EL2, ID_AA64DFR0_EL1, MDCR_EL2};
+use tock_registers::LocalRegisterCopy;
+
+/// ID_AA64DFR0_EL1.PMUVer values (Arm ARM D24.2.59) the policy distinguishes.
+pub mod pmuver {
+    /// No PMU.
+    pub const NONE: u64 = 0b0000;
+    /// FEAT_PMUv3p1: MDCR_EL2.HPMD exists.
+    pub const V3P1: u64 = 0b0100;
+    /// FEAT_PMUv3p5: MDCR_EL2.HCCD exists.
+    pub const V3P5: u64 = 0b0110;
+    /// An IMPLEMENTATION DEFINED PMU, not PMUv3.
+    pub const IMPDEF: u64 = 0b1111;
+}
+
+/// HCR_EL2 for a stage-2 guest: VM (stage 2 on), SWIO, FMO/IMO/AMO (interrupts and
+/// SErrors to EL2), FB and BSU inner-shareable (broadcast maintenance), TWI (trap WFI
+/// so an idle guest gives its CPU back), TSC (trap SMC: PSCI via SMC is emulated),
+/// TID3 (sanitise feature IDs), TIDCP (IMPLEMENTATION DEFINED registers undefined),
+/// TERR (RAS error-record registers trap: the guest is told it has no FEAT_RAS, so
+/// they are undefined to it and never reach the physical error records), TEA
+/// (synchronous external aborts come to EL2, which injects them back into the guest
+/// after logging, instead of the guest learning of the hardware fault unseen),
+/// RW (EL1 is AArch64), APK/API (pointer-auth instructions do not trap; the feature
+/// is hidden from the ID registers).
+pub fn hcr_el2() -> u64 {
+    use HCR_EL2 as H;
+    (H::VM::Enable
+        + H::SWIO::SET
+        + H::FMO::EnableVirtualFIQ
+        + H::IMO::EnableVirtualIRQ
+        + H::AMO::SET
+        + H::FB::SET
+        + H::BSU::InnerShareable
+        + H::TWI::SET
+        + H::TSC::EnableTrapEl1SmcToEl2
+        + H::TID3::SET
+        + H::TIDCP::SET
+        + H::TERR::SET
+        + H::TEA::EnableTrapSyncExtAbortsToEl2
+        + H::RW::EL1IsAarch64
+        + H::APK::SET
+        + H::API::SET)
+        .value
+}
+
+/// What the host lets a VM do with the PMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PmuPolicy {
+    /// The guest's counters may count while EL2 runs. Only the exits benchmark gets
+    /// this (a host-side choice in its boot bundle): otherwise a guest could time
+    /// the hypervisor's (and the vTPM's RSA/ECC) work event by event.
+    pub el2_counting: bool,
+}
+
+/// The PMU version the hardware reports.
+fn pmu_version(dfr0: u64) -> u64 {
+    LocalRegisterCopy::<u64, ID_AA64DFR0_EL1::Register>::new(dfr0).read(ID_AA64DFR0_EL1::PMUVer)
+}
+
+/// Whether MDCR_EL2.HPMD exists (FEAT_PMUv3p1), i.e. EL2 can stop guest event
+/// counters counting at EL2.
+fn has_hpmd(dfr0: u64) -> bool {
+    let v = pmu_version(dfr0);
+    v != pmuver::IMPDEF && v >= pmuver::V3P1
+}
+
+/// Whether MDCR_EL2.HCCD exists (FEAT_PMUv3p5): from PMUv3p5 on, HPMD no longer
+/// stops the cycle counter at EL2 and HCCD must.
+fn has_hccd(dfr0: u64) -> bool {
+    let v = pmu_version(dfr0);
+    v != pmuver::IMPDEF && v >= pmuver::V3P5
+}
+
+/// Whether the guest is given the PMU at all: it always is when it may count at
+/// EL2; otherwise only if EL2 counting can be prohibited (HPMD). A PMUv3 without
+/// FEAT_PMUv3p1 lets PMEVTYPER<n>_EL0.NSH (guest-controlled) count EL2, so such a
+/// PMU is hidden from the guest (ID_AA64DFR0_EL1.PMUVer reads 0) and trapped.
+pub fn guest_has_pmu(dfr0: u64, policy: PmuPolicy) -> bool {
+    pmu_version(dfr0) != pmuver::NONE && (policy.el2_counting || has_hpmd(dfr0))
+}
+
+/// MDCR_EL2 for a guest, given PMCR_EL0.N (`pmcr_n` event counters), the hardware's
+/// ID_AA64DFR0_EL1 and the VM's PMU policy:
+/// - HPMN = N: every event counter belongs to the guest;
+/// - TPMS, TTRF: SPE and trace-filter registers trap (those features are hidden);
+/// - HPMD (FEAT_PMUv3p1) and HCCD (FEAT_PMUv3p5), unless the policy allows EL2
+///   counting: the guest's counters stop while EL2 runs. Each is set only where the
+///   CPU implements it (it is RES0 otherwise);
+/// - TPM, TPMCR when the guest gets no PMU ([`guest_has_pmu`]): every PMU register
+///   access traps and is undefined to the guest.
+pub fn mdcr_el2(pmcr_n: u64, dfr0: u64, policy: PmuPolicy) -> u64 {
+    use MDCR_EL2 as M;
+    let hpmn = pmcr_n & M::HPMN.mask;
+    let mut v = M::HPMN.val(hpmn) + M::TPMS::SET + M::TTRF::SET;
+    if !policy.el2_counting {
+        if has_hpmd(dfr0) {
+            v += M::HPMD::SET;
+        }
+        if has_hccd(dfr0) {
+            v += M::HCCD::SET;
+        }
+    }
+    if !guest_has_pmu(dfr0, policy) {
+        v += M::TPM::SET + M::TPMCR::SET;
+    }
+    v.value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HPMD: u64 = 1 << 17;
+    const HCCD: u64 = 1 << 23;
+    const TPM: u64 = 1 << 6;
+    const TPMCR: u64 = 1 << 5;
+    const TPMS: u64 = 1 << 14;
+    const TTRF: u64 = 1 << 19;
+    const GUEST: PmuPolicy = PmuPolicy {
+        el2_counting: false,
+    };
+    const BENCH: PmuPolicy = PmuPolicy { el2_counting: true };
+
+    fn dfr0(pmuver: u64) -> u64 {
+        // DebugVer 6 (Armv8), everything else zero.
+        pmuver << 8 | 6
+    }
+
+    #[test]
+    fn guests_never_count_at_el2() {
+        // PMUv3p4 (QEMU's max CPU): HPMD, no HCCD (RES0 before PMUv3p5).
+        assert_eq!(mdcr_el2(6, dfr0(5), GUEST), 6 | TPMS | TTRF | HPMD);
+        // PMUv3p5 and later: HPMD and HCCD.
+        for v in [6, 7, 8] {
+            assert_eq!(mdcr_el2(6, dfr0(v), GUEST), 6 | TPMS | TTRF | HPMD | HCCD);
+        }
+        // PMUv3p1: HPMD only.
+        assert_eq!(mdcr_el2(31, dfr0(4), GUEST), 31 | TPMS | TTRF | HPMD);
+    }
+
+    #[test]
+    fn the_exits_benchmark_keeps_el2_counting() {
+        for v in [1, 4, 5, 6, 8] {
+            assert_eq!(mdcr_el2(6, dfr0(v), BENCH), 6 | TPMS | TTRF, "PMUVer {v}");
+            assert!(guest_has_pmu(dfr0(v), BENCH));
+        }
+    }
+
+    #[test]
+    fn a_pmu_that_cannot_stop_at_el2_is_taken_away() {
+        // PMUv3 (no HPMD) and an IMPLEMENTATION DEFINED PMU: trapped, no RES0 bits set.
+        for v in [1, pmuver::IMPDEF] {
+            assert!(!guest_has_pmu(dfr0(v), GUEST));
+            assert_eq!(mdcr_el2(6, dfr0(v), GUEST), 6 | TPMS | TTRF | TPM | TPMCR);
+        }
+        assert!(!guest_has_pmu(dfr0(0), BENCH));
+    }
+
+    #[test]
+    fn hpmn_takes_only_its_field() {
+        assert_eq!(mdcr_el2(0xff, dfr0(4), GUEST) & 0x1f, 0x1f);
+    }
+
+    #[test]
+    fn hcr_traps_ras_records_and_routes_external_aborts() {
+        let h = hcr_el2();
+        assert_ne!(h & (1 << 36), 0, "TERR");
+        assert_ne!(h & (1 << 37), 0, "TEA");
+        assert_ne!(h & (1 << 31), 0, "RW");
+        assert_ne!(h & 1, 0, "VM");
+        assert_eq!(h & (1 << 46), 0, "FWB is not used");
+    }
+}
