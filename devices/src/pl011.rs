@@ -60,6 +60,13 @@ pub trait CharSink: Send {
     fn put(&mut self, byte: u8);
 }
 
+/// Output of a UART that is only a template for reset values.
+struct Discard;
+
+impl CharSink for Discard {
+    fn put(&mut self, _: u8) {}
+}
+
 /// One emulated PL011.
 pub struct Pl011 {
     intid: u32,
@@ -87,6 +94,16 @@ impl Pl011 {
             intid,
             out,
             rx: VecDeque::with_capacity(RX_FIFO_DEPTH),
+            ..Self::reset_state()
+        }
+    }
+
+    /// The registers at reset (the interrupt number and output are the caller's).
+    fn reset_state() -> Self {
+        Self {
+            intid: 0,
+            out: Box::new(Discard),
+            rx: VecDeque::new(),
             ibrd: 0,
             fbrd: 0,
             lcr_h: 0,
@@ -231,6 +248,24 @@ impl MmioDevice for Pl011 {
         self.update_irq(ctx.irq);
         Ok(())
     }
+
+    /// Every register back to its reset value, the receive FIFO emptied, the
+    /// interrupt line lowered. The output sink and interrupt number stay.
+    fn reset(&mut self, irq: &mut dyn InterruptSink) {
+        // Everything but the connections comes from the reset template, so a field
+        // added later cannot be missed.
+        let out = core::mem::replace(&mut self.out, Box::new(Discard));
+        let mut rx = core::mem::take(&mut self.rx);
+        rx.clear();
+        *self = Self {
+            intid: self.intid,
+            out,
+            rx,
+            ..Self::reset_state()
+        };
+        self.line = Some(false);
+        irq.set_level(self.intid, false);
+    }
 }
 
 #[cfg(test)]
@@ -351,5 +386,48 @@ mod tests {
                 .unwrap(),
             0x10
         );
+    }
+
+    /// Every register of the window (the ID block included), read by word.
+    fn register_file(r: &mut Rig) -> Vec<u64> {
+        (0..reg::ID_END).step_by(4).map(|off| r.rd(off)).collect()
+    }
+
+    #[test]
+    fn reset_returns_every_register_and_lowers_the_line() {
+        let mut fresh = Rig::new();
+        let want = register_file(&mut fresh);
+        let mut r = Rig::new();
+        for (off, v) in [
+            (reg::IBRD, 0x1234),
+            (reg::FBRD, 0x15),
+            (reg::LCR_H, 0x70),
+            (reg::CR, 0x301),
+            (reg::IFLS, 0x2d),
+            (reg::ILPR, 0x42),
+            (reg::DMACR, 0x3),
+            (reg::IMSC, u64::from(int::RX | int::TX)),
+        ] {
+            r.wr(off, v);
+        }
+        r.wr(reg::DR, u64::from(b'x'));
+        r.uart.push_rx(&[5u8; 40], &mut r.line);
+        assert_eq!(r.line.0, Some(true), "interrupt raised before reset");
+        assert_ne!(register_file(&mut r), want);
+        // Reading the register file popped one byte; the FIFO still holds 31.
+        assert_eq!(r.uart.rx_room(), 1);
+
+        r.uart.reset(&mut r.line);
+        assert_eq!(r.line.0, Some(false), "reset lowers the line");
+        assert_eq!(r.uart.rx_room(), RX_FIFO_DEPTH, "FIFO emptied");
+        assert_eq!(register_file(&mut r), want);
+        assert_eq!(r.rd(reg::RSR_ECR), 0, "overrun cleared");
+
+        // The line is driven again after reset, and output still reaches the sink.
+        r.wr(reg::IMSC, u64::from(int::RX));
+        r.uart.push_rx(b"a", &mut r.line);
+        assert_eq!(r.line.0, Some(true));
+        r.wr(reg::DR, u64::from(b'y'));
+        assert_eq!(&*r.out.0.lock().unwrap(), b"xy");
     }
 }

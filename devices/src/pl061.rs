@@ -44,6 +44,9 @@ pub trait GpioPins {
     /// The levels the peripheral drives on the pins (only the input pins' bits are
     /// used).
     fn input_levels(&mut self) -> u8;
+    /// The controller is being reset (after it told the peripheral that every pin
+    /// became an input): the peripheral returns to its own reset state.
+    fn reset(&mut self);
 }
 
 /// One emulated PL061 with its pins connected to `P`.
@@ -91,22 +94,6 @@ impl<P: GpioPins> Pl061<P> {
     /// The peripheral on the pins.
     pub fn pins_mut(&mut self) -> &mut P {
         &mut self.pins
-    }
-
-    /// Returns every register to its reset value (the peripheral sees all pins
-    /// become inputs). The interrupt line is re-driven on the next access.
-    pub fn reset(&mut self) {
-        self.data = 0;
-        self.dir = 0;
-        self.is = 0;
-        self.ibe = 0;
-        self.iev = 0;
-        self.ie = 0;
-        self.edge_ris = 0;
-        self.afsel = 0;
-        self.line = None;
-        self.pins.outputs_changed(0, 0);
-        self.last = self.levels();
     }
 
     /// Current level of every pin: the latch for outputs, the peripheral for inputs.
@@ -246,6 +233,36 @@ impl<P: GpioPins> MmioDevice for Pl061<P> {
         self.update_irq(ctx.irq);
         Ok(())
     }
+
+    /// Every register back to its reset value (all pins inputs, interrupts masked
+    /// and cleared), the peripheral told that every pin is an input and then reset
+    /// ([`GpioPins::reset`]), the interrupt line lowered.
+    fn reset(&mut self, irq: &mut dyn InterruptSink) {
+        let Self {
+            pins: _,
+            intid,
+            data,
+            dir,
+            is,
+            ibe,
+            iev,
+            ie,
+            edge_ris,
+            afsel,
+            last: _,
+            line,
+        } = self;
+        for r in [data, dir, is, ibe, iev, ie, edge_ris, afsel] {
+            *r = 0;
+        }
+        if let Some(intid) = *intid {
+            irq.set_level(intid, false);
+            *line = Some(false);
+        }
+        self.pins.outputs_changed(0, 0);
+        self.pins.reset();
+        self.last = self.levels();
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +276,7 @@ mod tests {
     struct Probe {
         inputs: u8,
         changes: Vec<(u8, u8)>,
+        resets: u32,
     }
     impl GpioPins for Probe {
         fn outputs_changed(&mut self, levels: u8, dir: u8) {
@@ -266,6 +284,9 @@ mod tests {
         }
         fn input_levels(&mut self) -> u8 {
             self.inputs
+        }
+        fn reset(&mut self) {
+            self.resets += 1;
         }
     }
 
@@ -409,8 +430,9 @@ mod tests {
             assert_eq!(rd(&mut g, &mut l, r), v, "{r:#x}");
         }
         wr(&mut g, &mut l, data(0xff), 0xff);
-        g.reset();
+        MmioDevice::reset(&mut g, &mut l);
         assert_eq!(g.pins_mut().changes.last(), Some(&(0, 0)));
+        assert_eq!(g.pins_mut().resets, 1, "the peripheral is reset too");
         for r in [
             reg::DIR,
             reg::IS,
@@ -452,5 +474,44 @@ mod tests {
         g.write(&mut ctx, reg::DIR, AccessSize::Word, 0x1ff)
             .unwrap();
         assert_eq!(g.read(&mut ctx, reg::DIR, AccessSize::Word), Ok(0xff));
+    }
+
+    /// Every register of the window (GPIODATA through every mask, the ID block),
+    /// read by word.
+    fn register_file(g: &mut Pl061<Probe>, l: &mut Line) -> Vec<u64> {
+        (0..reg::WINDOW)
+            .step_by(4)
+            .map(|off| rd(g, l, off))
+            .collect()
+    }
+
+    #[test]
+    fn reset_returns_every_register_and_lowers_a_raised_line() {
+        let mut fresh = Pl061::new(Probe::default(), Some(39));
+        let want = register_file(&mut fresh, &mut Line::default());
+        let mut g = Pl061::new(Probe::default(), Some(39));
+        let mut l = Line::default();
+        // Edge interrupt latched on pin 2, outputs driven on pins 0..=1.
+        wr(&mut g, &mut l, reg::IEV, 0x04);
+        wr(&mut g, &mut l, reg::IE, 0x04);
+        wr(&mut g, &mut l, reg::AFSEL, 0x80);
+        wr(&mut g, &mut l, reg::DIR, 0x03);
+        wr(&mut g, &mut l, data(0x03), 0x03);
+        g.pins_mut().inputs = 0x04;
+        assert_eq!(rd(&mut g, &mut l, reg::MIS), 0x04);
+        g.pins_mut().inputs = 0;
+        assert_eq!(l.0.last(), Some(&(39, true)), "interrupt raised");
+
+        MmioDevice::reset(&mut g, &mut l);
+        assert_eq!(l.0.last(), Some(&(39, false)), "reset lowers the line");
+        assert_eq!(g.pins_mut().changes.last(), Some(&(0, 0)));
+        assert_eq!(register_file(&mut g, &mut l), want);
+        assert_eq!(l.0.last(), Some(&(39, false)));
+        // After reset the line is driven again when an interrupt comes.
+        wr(&mut g, &mut l, reg::IEV, 0x01);
+        wr(&mut g, &mut l, reg::IE, 0x01);
+        g.pins_mut().inputs = 0x01;
+        assert_eq!(rd(&mut g, &mut l, reg::RIS), 0x01);
+        assert_eq!(l.0.last(), Some(&(39, true)));
     }
 }

@@ -81,7 +81,7 @@ impl<S: SpiSlave> SpiBitBang<S> {
     }
 
     /// Deselects the slave (if selected) and forgets any partial byte.
-    pub fn reset(&mut self) {
+    fn end_transaction(&mut self) {
         if self.selected {
             self.slave.select(false);
         }
@@ -143,7 +143,7 @@ impl<S: SpiSlave> GpioPins for SpiBitBang<S> {
                         self.bits
                     );
                 }
-                self.reset();
+                self.end_transaction();
             }
             self.sck = sck;
             return;
@@ -160,6 +160,14 @@ impl<S: SpiSlave> GpioPins for SpiBitBang<S> {
 
     fn input_levels(&mut self) -> u8 {
         u8::from(self.miso()) << self.pins.miso
+    }
+
+    /// The bus returns to idle: the slave deselected (ending any transaction),
+    /// partial bytes and both shift registers cleared. The slave's own state (a
+    /// TPM's) is its owner's to reset.
+    fn reset(&mut self) {
+        self.end_transaction();
+        self.shift_out = 0;
     }
 }
 
@@ -285,7 +293,7 @@ mod tests {
         m.cs(true);
         m.bus.outputs_changed(0, 0); // all pins become inputs
         assert_eq!(m.bus.slave_mut().log, ["sel", "desel"]);
-        m.bus.reset();
+        GpioPins::reset(&mut m.bus);
         assert_eq!(m.bus.slave_mut().log.len(), 2);
     }
 
@@ -295,5 +303,30 @@ mod tests {
         let big = SpiPins { cs: 8, ..PINS };
         assert!(SpiBitBang::new(dup, Echo::default()).is_none());
         assert!(SpiBitBang::new(big, Echo::default()).is_none());
+    }
+
+    #[test]
+    fn reset_mid_byte_deselects_and_the_next_transaction_starts_clean() {
+        let mut m = Master::new();
+        m.cs(true);
+        for _ in 0..3 {
+            m.set(PINS.sck, false);
+            m.set(PINS.mosi, true);
+            m.set(PINS.sck, true);
+        }
+        // Reset with chip select active, SCK high and three bits of a byte in.
+        GpioPins::reset(&mut m.bus);
+        assert_eq!(m.bus.slave_mut().log, ["sel", "desel"]);
+        assert!(m.miso(), "MISO idles while deselected");
+        // The controller's reset made every pin an input; the master drives again.
+        m.levels = 1 << PINS.cs;
+        m.bus.outputs_changed(m.levels, OUT);
+        m.cs(true);
+        m.byte(0x42);
+        assert_eq!(
+            m.bus.slave_mut().got,
+            [0x42],
+            "no bits left from before reset"
+        );
     }
 }

@@ -210,7 +210,6 @@ fn prepare_boot(vm: &'static Vm) {
         .get()
         .unwrap_or_else(|| fatal(format_args!("no boot image")));
     let start = load_guest(vm, boot);
-    vm.vgic.lock().reset();
     if let Some(tpm) = &vm.tpm {
         tpm.reset();
     }
@@ -219,6 +218,7 @@ fn prepare_boot(vm: &'static Vm) {
         vm.kick[i].store(false, Ordering::Relaxed);
     }
     vm.stop.store(0, Ordering::Release);
+    vm.reset_devices();
     RESET_OWNER.store(usize::MAX, Ordering::Release);
     *vm.start[0].lock() = Some(start);
     vm.set_power(0, CpuPower::On);

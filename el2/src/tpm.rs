@@ -69,14 +69,12 @@ impl GuestTpm {
         Box::new(self.chain.clone())
     }
 
-    /// VM reset: the GPIO controller and the bus return to reset and the TPM gets
-    /// _TPM_Init (PCRs cleared, TPM2_Startup required again).
+    /// VM reset of the TPM behind the bus: any SPI transaction abandoned, the TIS
+    /// back to its power-on state and the TPM given _TPM_Init (PCRs cleared,
+    /// TPM2_Startup required again). The GPIO controller and the SPI bus in front
+    /// of it are reset with the MMIO bus (`Vm::reset_devices`).
     pub fn reset(&self) {
-        let mut g = self.chain.0.lock();
-        g.reset();
-        let bus = g.pins_mut();
-        bus.reset();
-        bus.slave_mut().reset();
+        self.chain.0.lock().pins_mut().slave_mut().reset();
     }
 }
 

@@ -13,11 +13,11 @@ use boards::guest;
 use boards::guest_dt::VirtioSlot;
 use devices::Pl011;
 use spin::Mutex;
-use vdev::{BlockBackend, MmioBus, Shared};
+use vdev::{BlockBackend, MmioBus, MmioContext, Shared, WorkSignal};
 
 pub use crate::guestram::GuestRam;
 use vgic::{SharedVgic, VgicConfig};
-use virtio::{Blk, Console, MmioTransport, Rng};
+use virtio::{Blk, Console, EmptySlot, MmioTransport, Rng};
 
 use crate::el1::{write_sysreg, El1Context};
 use crate::vectors::GuestRegs;
@@ -100,6 +100,9 @@ pub struct Vm {
     pub name: String,
     pub ram: GuestRam,
     pub bus: Mutex<MmioBus>,
+    /// Raised by a device on the bus that left work for later; see
+    /// [`Vm::resume_deferred`].
+    pub work: WorkSignal,
     pub vgic: SharedVgic,
     pub uart: Shared<Pl011>,
     /// Per vCPU: its PSCI power state (a `CpuPower` as u8).
@@ -252,10 +255,23 @@ impl Vm {
                 .map_err(VmError::Bus)?;
             virtio.push(slot);
         }
+        // Every other slot answers as on QEMU `virt`: a transport with device ID 0.
+        // They are not in the guest's device tree (it lists what exists).
+        for n in 0..guest::VIRTIO_MMIO_SLOTS {
+            let base = guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE;
+            if virtio.iter().all(|s| s.base != base) {
+                let empty = Box::new(EmptySlot);
+                bus.insert("virtio-empty", base, guest::VIRTIO_MMIO_STRIDE, empty)
+                    .map_err(VmError::Bus)?;
+            }
+        }
+        let work = WorkSignal::new();
+        bus.connect_work_signal(&work);
         Ok(Self {
             name: String::from(name),
             ram,
             bus: Mutex::new(bus),
+            work,
             vgic,
             uart,
             power: (0..n)
@@ -274,6 +290,40 @@ impl Vm {
 
     pub fn vcpus(&self) -> usize {
         self.pcpu.len()
+    }
+
+    /// VM reset of every device on the bus (vGIC, PL011, PL061 and its SPI bus,
+    /// virtio transports): registers to their reset values, in-flight work dropped,
+    /// interrupt lines lowered. The TPM engine itself is reset by `tpm.reset()`.
+    pub fn reset_devices(&self) {
+        let mut irq = VgicSink::new(&self.vgic);
+        self.bus.lock().reset_all(&mut irq);
+        // Work deferred before the reset went with it.
+        self.work.take();
+    }
+
+    /// Resumes device work left over after a per-access budget ran out (one bounded
+    /// round), if a device said it left some. Called on `vcpu`'s interrupt exits and
+    /// in its idle loop: the guest may never notify again (VIRTIO_F_EVENT_IDX).
+    pub fn resume_deferred(&self, vcpu: usize) {
+        if !self.work.take() {
+            return;
+        }
+        let mut irq = VgicSink::new(&self.vgic);
+        {
+            let mut mem = self.ram;
+            let mut ctx = MmioContext {
+                vcpu,
+                mem: &mut mem,
+                irq: &mut irq,
+            };
+            if self.bus.lock().resume_deferred(&mut ctx) {
+                self.work.raise();
+            }
+        }
+        if irq.touched {
+            self.deliver_kicks(vcpu);
+        }
     }
 
     /// The IPA size the guest is told about (ID_AA64MMFR0_EL1.PARange).

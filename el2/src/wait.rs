@@ -162,6 +162,7 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
             }
         }
     }
+    vm.resume_deferred(vcpu.idx);
     vm.deliver_kicks(vcpu.idx);
 }
 
@@ -192,6 +193,9 @@ pub fn wfi(vm: &Vm, vcpu: &mut Vcpu, timeout: Option<u64>) {
             }
             // SAFETY: the timer write must take effect before the CPU waits on it.
             unsafe { core::arch::asm!("isb") };
+        }
+        if vm.work.is_raised() {
+            continue; // device work left over: the next round before sleeping
         }
         aarch64_cpu::asm::wfi();
     }

@@ -21,6 +21,7 @@ const EXPECTED_CHECKS: &[&str] = &[
     "mmio-byte-and-sign",
     "mmio-bad-size",
     "mmio-no-syndrome",
+    "virtio-empty-slot",
     "unmapped-ipa",
     "unmapped-exec",
     "hypervisor-memory",

@@ -23,6 +23,7 @@ const EXPECTED_CHECKS: &[&str] = &[
     "hostile-indirect-nested",
     "hostile-bad-features",
     "hostile-out-of-range-sector",
+    "virtio-deferred-resumed",
     "hypervisor-alive",
 ];
 

@@ -24,6 +24,7 @@ pub mod mmio;
 pub mod ratelimit;
 pub mod save;
 pub mod shared;
+pub mod work;
 
 pub use block::{BlockBackend, BlockError, SharedBlock, SECTOR_SIZE};
 pub use bus::{BusError, MmioBus};
@@ -31,3 +32,4 @@ pub use memory::{GuestMemory, MemError, VecMemory};
 pub use mmio::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError, NullInterrupts};
 pub use save::{RestoreError, SaveRestore};
 pub use shared::Shared;
+pub use work::WorkSignal;

@@ -1,6 +1,7 @@
 //! The trapped-MMIO interface between the hypervisor and device models.
 
 use crate::memory::GuestMemory;
+use crate::work::WorkSignal;
 
 /// Width of one guest MMIO access, as decoded from the data-abort syndrome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,11 @@ pub struct MmioContext<'a> {
 /// that the hypervisor calls for every trapped access. `offset` is relative to the
 /// start of the device's range. Values are zero-extended to 64 bits on read and
 /// truncated to `size` on write.
+///
+/// Every device implements [`MmioDevice::reset`] (there is no default: a device
+/// that forgot it would carry its state across a VM reset). Devices that defer work
+/// override [`MmioDevice::has_deferred_work`], [`MmioDevice::resume`] and
+/// [`MmioDevice::connect_work_signal`].
 pub trait MmioDevice {
     /// Handles a guest read.
     fn read(
@@ -97,4 +103,20 @@ pub trait MmioDevice {
         size: AccessSize,
         value: u64,
     ) -> Result<(), MmioError>;
+    /// Platform (VM) reset: every register back to its reset value, in-flight work
+    /// dropped, and every interrupt line the device drives lowered through `irq`.
+    /// Host-side connections (where output goes, backends) are kept.
+    fn reset(&mut self, irq: &mut dyn InterruptSink);
+    /// Whether the device holds work it deferred (a per-access budget ran out) that
+    /// [`MmioDevice::resume`] would do. Devices that never defer work: `false`.
+    fn has_deferred_work(&self) -> bool {
+        false
+    }
+    /// Does deferred work without a guest access, bounded as one access is; what is
+    /// still left is reported by [`MmioDevice::has_deferred_work`]. Devices that
+    /// never defer work have nothing to do.
+    fn resume(&mut self, _ctx: &mut MmioContext) {}
+    /// Gives the device the signal to raise whenever it defers work. Devices that
+    /// never defer work have no use for it.
+    fn connect_work_signal(&mut self, _signal: &WorkSignal) {}
 }

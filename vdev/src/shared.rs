@@ -5,7 +5,8 @@ use alloc::sync::Arc;
 
 use spin::Mutex;
 
-use crate::mmio::{AccessSize, MmioContext, MmioDevice, MmioError};
+use crate::mmio::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError};
+use crate::work::WorkSignal;
 
 /// An `Arc<Mutex<T>>` that forwards MMIO accesses to `T`. Clone it: one clone goes on
 /// the bus, the other stays with whoever needs to reach the device directly.
@@ -40,5 +41,17 @@ impl<T: MmioDevice> MmioDevice for Shared<T> {
         value: u64,
     ) -> Result<(), MmioError> {
         self.0.lock().write(ctx, offset, size, value)
+    }
+    fn reset(&mut self, irq: &mut dyn InterruptSink) {
+        self.0.lock().reset(irq)
+    }
+    fn has_deferred_work(&self) -> bool {
+        self.0.lock().has_deferred_work()
+    }
+    fn resume(&mut self, ctx: &mut MmioContext) {
+        self.0.lock().resume(ctx)
+    }
+    fn connect_work_signal(&mut self, signal: &WorkSignal) {
+        self.0.lock().connect_work_signal(signal)
     }
 }

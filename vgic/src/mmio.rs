@@ -64,6 +64,12 @@ impl MmioDevice for GicdMmio {
     ) -> Result<(), MmioError> {
         self.0.lock().gicd_write(offset, size, value)
     }
+    /// VM reset: the whole vGIC model returns to reset (the distributor and every
+    /// redistributor reset together; [`Vgic::reset`] is idempotent). The vGIC drives
+    /// no line of its own.
+    fn reset(&mut self, _irq: &mut dyn InterruptSink) {
+        self.0.lock().reset();
+    }
 }
 
 impl MmioDevice for GicrMmio {
@@ -83,6 +89,12 @@ impl MmioDevice for GicrMmio {
         value: u64,
     ) -> Result<(), MmioError> {
         self.0.lock().gicr_write(offset, size, value)
+    }
+    /// VM reset: the whole vGIC model returns to reset (the distributor and every
+    /// redistributor reset together; [`Vgic::reset`] is idempotent). The vGIC drives
+    /// no line of its own.
+    fn reset(&mut self, _irq: &mut dyn InterruptSink) {
+        self.0.lock().reset();
     }
 }
 

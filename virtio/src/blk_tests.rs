@@ -308,3 +308,34 @@ fn head_index_out_of_range_needs_reset() {
     assert!(d.transport.needs_reset());
     assert_eq!(d.mem.as_bytes(), &before[..]);
 }
+
+#[test]
+fn vm_reset_forgets_queues_and_lowers_the_line_but_keeps_the_disk() {
+    use vdev::{MmioDevice, SaveRestore};
+    let fresh = TestDriver::new(
+        Blk::new(MemDisk::new(SECTORS, false))
+            .with_serial(b"RAYOS-DISK-0")
+            .with_chunk_size(limits::CHUNK_BYTES),
+        1 << 20,
+    );
+    let want = fresh.transport.save();
+    let mut d = disk(false);
+    let sector = [0x5au8; 512];
+    assert_eq!(submit(&mut d, blk::T_OUT, 3, &sector, false).0, blk::S_OK);
+    assert!(d.irq_level());
+    MmioDevice::reset(&mut d.transport, &mut d.irq);
+    assert!(!d.irq_level(), "reset lowers the line");
+    assert_eq!(
+        d.transport.save(),
+        want,
+        "registers and queues as at power-on"
+    );
+    // The disk's contents are the host's: a new driver reads what was written.
+    d.queues.clear();
+    d.start(features::INDIRECT_DESC);
+    let mut back = [0u8; 512];
+    let (st, _, buf) = submit(&mut d, blk::T_IN, 3, &back, true);
+    assert_eq!(st, blk::S_OK);
+    back.copy_from_slice(&d.read_mem(buf, 512));
+    assert_eq!(back, sector);
+}

@@ -164,6 +164,11 @@ impl VirtioDevice for Console {
     }
 
     fn reset(&mut self) {}
+
+    /// Input queued for the previous guest is not delivered to the next one.
+    fn power_on_reset(&mut self) {
+        self.input.clear();
+    }
 }
 
 #[cfg(test)]

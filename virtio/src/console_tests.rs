@@ -82,3 +82,19 @@ fn emergency_write_and_config() {
         .unwrap();
     assert_eq!(&out.lock().unwrap()[..], b"!");
 }
+
+#[test]
+fn vm_reset_drops_input_queued_for_the_old_guest() {
+    use vdev::MmioDevice;
+    let (mut d, _) = console();
+    d.transport.device_mut().push_input(b"old");
+    MmioDevice::reset(&mut d.transport, &mut d.irq);
+    assert_eq!(d.transport.device().pending_input(), 0);
+    assert!(!d.irq_level());
+    // A driver reset (Status = 0) keeps host input, as before.
+    d.queues.clear();
+    d.start(0);
+    d.transport.device_mut().push_input(b"new");
+    d.write_reg(mmio::STATUS, 0);
+    assert_eq!(d.transport.device().pending_input(), 3);
+}

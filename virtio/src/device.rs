@@ -215,6 +215,9 @@ pub trait VirtioDevice: Send {
     }
     /// Back to the state after device reset (host-side buffers may be kept).
     fn reset(&mut self);
+    /// Back to the power-on state (VM reset), after [`Self::reset`]: host-side
+    /// buffers are dropped too. Devices without such buffers have nothing more to do.
+    fn power_on_reset(&mut self) {}
     /// Device-type state to keep across save/restore (the transport saves queues and
     /// registers itself). Empty by default.
     fn save_state(&self) -> Vec<u8> {

@@ -11,6 +11,8 @@
 //!   [`vdev::MmioDevice`]: feature negotiation, the status state machine, queue setup,
 //!   notifications, the level-triggered interrupt, config space at 0x100.
 //! - [`device`]: the [`VirtioDevice`] trait each device type implements.
+//! - [`empty`]: [`EmptySlot`], a virtio-mmio slot with no device (DeviceID 0), for
+//!   the unused slots of a machine's virtio-mmio window.
 //! - Devices: [`blk`] (virtio-blk over a [`vdev::BlockBackend`]), [`console`]
 //!   (virtio-console, one port), [`rng`] (virtio-rng over an [`rng::EntropySource`]).
 //! - [`defs`]: every architected constant, named once.
@@ -33,7 +35,14 @@
 //! `device_mut().push_input(..)` and finishes queue work deferred because one call
 //! spent its [`RunBudget`] (a guest refilling a ring from another vCPU cannot hold an
 //! exit forever); [`MmioTransport::needs_poll`] says when polling is due. After a
-//! restore, `poll` also re-drives the interrupt line.
+//! restore, `poll` also re-drives the interrupt line. Through the bus, deferred work
+//! is `vdev::MmioDevice::has_deferred_work` / `resume`, and a transport built
+//! [`MmioTransport::with_work_signal`] raises a `vdev::WorkSignal` whenever it
+//! defers work, so the hypervisor resumes it without waiting for a notification
+//! (with VIRTIO_F_EVENT_IDX the driver may never send another).
+//!
+//! VM reset is `vdev::MmioDevice::reset`: the transport's device reset plus
+//! ConfigGeneration 0, the device's host-side buffers dropped, the line lowered.
 //!
 //! The `testing` feature exposes `virtio::testing`: driver-side helpers (a guest driver
 //! over MMIO registers and a RAM disk) to other virtio device crates' tests.
@@ -52,6 +61,7 @@ pub mod chain;
 pub mod console;
 pub mod defs;
 pub mod device;
+pub mod empty;
 pub mod queue;
 pub mod rng;
 pub mod save;
@@ -67,6 +77,7 @@ pub use blk::{Blk, DynBackend};
 pub use chain::{ChainReader, ChainWriter, DescChain, Segment};
 pub use console::{Console, ConsoleOutput};
 pub use device::{DeviceError, QueueContext, RequestError, RunBudget, VirtioDevice};
+pub use empty::EmptySlot;
 pub use queue::{Queue, QueueError};
 pub use rng::{EntropyError, EntropySource, Rng};
 pub use transport::MmioTransport;

@@ -8,7 +8,9 @@
 
 use alloc::vec::Vec;
 
-use vdev::{AccessSize, GuestMemory, InterruptSink, MmioContext, MmioDevice, MmioError};
+use vdev::{
+    AccessSize, GuestMemory, InterruptSink, MmioContext, MmioDevice, MmioError, WorkSignal,
+};
 
 use crate::defs::{features, mmio, status};
 use crate::device::{DeviceError, QueueContext, RunBudget, VirtioDevice, MAX_QUEUES};
@@ -31,6 +33,8 @@ pub struct MmioTransport<D: VirtioDevice> {
     /// Queues with work left over from a call whose budget ran out.
     deferred: u64,
     budget: RunBudget,
+    /// Raised whenever work is left over, so the hypervisor resumes it.
+    work: Option<WorkSignal>,
 }
 
 /// Which half of a 64-bit queue address register pair.
@@ -70,7 +74,17 @@ impl<D: VirtioDevice> MmioTransport<D> {
             config_generation: 0,
             deferred: 0,
             budget: RunBudget::default(),
+            work: None,
         }
+    }
+
+    /// Raises `signal` whenever this transport leaves work for later (a call spent
+    /// its [`RunBudget`]), so the hypervisor knows to call [`MmioDevice::resume`]
+    /// (or [`Self::poll`]) without waiting for a guest notification, which with
+    /// VIRTIO_F_EVENT_IDX may never come.
+    pub fn with_work_signal(mut self, signal: WorkSignal) -> Self {
+        self.work = Some(signal);
+        self
     }
 
     /// Replaces the per-call work budget (tests, tuning).
@@ -186,6 +200,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
         let result = work(&mut self.device, &mut qc);
         let (used_mask, deferred, config_changed) = qc.outcome();
         self.deferred |= deferred;
+        if deferred != 0 {
+            if let Some(w) = &self.work {
+                w.raise();
+            }
+        }
         if let Err(e) = result {
             self.enter_needs_reset(e);
         }
@@ -209,7 +228,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 
     /// Device reset (a write of 0 to Status).
-    pub fn reset(&mut self) {
+    pub fn reset_device(&mut self) {
         self.device.reset();
         for q in &mut self.queues {
             q.reset();
@@ -367,7 +386,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     fn write_status(&mut self, ctx: &mut MmioContext, v: u32) {
         if v == 0 {
-            self.reset();
+            self.reset_device();
             self.drive_line(ctx.irq);
             return;
         }
@@ -471,6 +490,34 @@ impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
         Self::register_access(offset, size)?;
         self.write_register(ctx, offset, value as u32);
         Ok(())
+    }
+
+    /// VM reset: the device reset a driver asks for (queues forgotten, deferred
+    /// work dropped), and then what only power-on resets: ConfigGeneration back to
+    /// 0 and the device's host-side buffers dropped. The interrupt line is lowered.
+    fn reset(&mut self, irq: &mut dyn InterruptSink) {
+        self.reset_device();
+        self.device.power_on_reset();
+        self.config_generation = 0;
+        self.drive_line(irq);
+    }
+
+    /// Only queue work the budget deferred: it always makes progress when resumed.
+    /// (Host-side input waiting for the driver's buffers is not "deferred": it may
+    /// wait forever, and the hypervisor must not spin on it.)
+    fn has_deferred_work(&self) -> bool {
+        self.live() && self.deferred != 0
+    }
+
+    fn resume(&mut self, ctx: &mut MmioContext) {
+        self.poll(ctx.mem, ctx.irq);
+    }
+
+    fn connect_work_signal(&mut self, signal: &WorkSignal) {
+        self.work = Some(signal.clone());
+        if self.has_deferred_work() {
+            signal.raise();
+        }
     }
 }
 

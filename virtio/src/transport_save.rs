@@ -96,6 +96,11 @@ impl<D: VirtioDevice> SaveRestore for MmioTransport<D> {
         self.interrupt_status = interrupt_status;
         self.config_generation = config_generation;
         self.deferred = deferred;
+        if deferred != 0 {
+            if let Some(w) = &self.work {
+                w.raise();
+            }
+        }
         Ok(())
     }
 }
@@ -148,6 +153,37 @@ mod tests {
         e.add_chain(console::RECEIVEQ, &[(rx, 16, true)]);
         e.notify(console::RECEIVEQ);
         assert_eq!(e.pop_used(console::RECEIVEQ), Some((0, 7)));
+    }
+
+    #[test]
+    fn deferred_work_restored_raises_the_work_signal() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let mut d = console_driver(out.clone());
+        d.transport.set_budget(crate::RunBudget {
+            chains: 1,
+            bytes: u64::MAX,
+        });
+        d.start(0);
+        let tx = d.alloc(1, 1);
+        for _ in 0..3 {
+            d.add_chain(console::TRANSMITQ, &[(tx, 1, false)]);
+        }
+        d.notify(console::TRANSMITQ);
+        assert!(vdev::MmioDevice::has_deferred_work(&d.transport));
+        let blob = d.transport.save();
+
+        let signal = vdev::WorkSignal::new();
+        let dev = Console::new(Box::new(|_: &[u8]| {}));
+        let mut e = TestDriver::new(dev, 1 << 20);
+        e.transport =
+            MmioTransport::new(Console::new(Box::new(|_: &[u8]| {})), e.transport.intid())
+                .with_work_signal(signal.clone());
+        e.transport.restore(&blob).unwrap();
+        assert!(
+            signal.is_raised(),
+            "the hypervisor learns of the restored work"
+        );
+        assert!(vdev::MmioDevice::has_deferred_work(&e.transport));
     }
 
     #[test]

@@ -297,3 +297,110 @@ fn work_beyond_the_budget_is_deferred_to_poll() {
     assert!(d.transport.needs_poll());
     assert!(!d.transport.needs_reset());
 }
+
+/// Every register a driver can read (QueueSel 0), by word.
+fn register_file(d: &mut TestDriver<Rng>) -> Vec<u32> {
+    (0..mmio::CONFIG)
+        .step_by(4)
+        .map(|off| d.read_reg(off))
+        .collect()
+}
+
+#[test]
+fn vm_reset_returns_a_live_transport_to_power_on_and_lowers_the_line() {
+    use vdev::SaveRestore;
+    let mut fresh = driver();
+    let want_regs = register_file(&mut fresh);
+    let want_state = fresh.transport.save();
+
+    let mut d = started();
+    d.transport.set_budget(RunBudget {
+        chains: 1,
+        bytes: u64::MAX,
+    });
+    let buf = d.alloc(8, 8);
+    for _ in 0..3 {
+        d.add_chain(0, &[(buf, 8, true)]);
+    }
+    d.notify(0);
+    d.transport.signal_config_change(&mut d.irq);
+    d.write_reg(mmio::DEVICE_FEATURES_SEL, 1);
+    d.write_reg(mmio::DRIVER_FEATURES_SEL, 1);
+    d.write_reg(mmio::QUEUE_SEL, 1);
+    assert!(d.irq_level(), "interrupt raised");
+    assert!(d.transport.has_deferred_work(), "work deferred");
+    assert_ne!(d.transport.save(), want_state);
+
+    MmioDevice::reset(&mut d.transport, &mut d.irq);
+    assert!(!d.irq_level(), "reset lowers the line");
+    assert!(!d.transport.has_deferred_work(), "deferred work dropped");
+    assert_eq!(
+        d.transport.save(),
+        want_state,
+        "registers, queues (addresses, indices) and device state as at power-on"
+    );
+    assert_eq!(register_file(&mut d), want_regs);
+    // The old queue addresses are gone: a notify does nothing until the driver
+    // sets the device up again.
+    let used_idx_at = d.queues[0].used + ring::IDX_OFFSET;
+    let used_before = d.mem.read_u16(used_idx_at).unwrap();
+    d.notify(0);
+    assert_eq!(d.mem.read_u16(used_idx_at).unwrap(), used_before);
+    assert!(!d.irq_level());
+}
+
+#[test]
+fn work_deferred_under_event_idx_is_resumed_without_a_notification() {
+    let signal = vdev::WorkSignal::new();
+    let mut d = driver();
+    d.transport = MmioTransport::new(
+        Rng::new(alloc::boxed::Box::new(Counter(0))),
+        crate::testing::TEST_INTID,
+    )
+    .with_work_signal(signal.clone());
+    d.transport.set_budget(RunBudget {
+        chains: 4,
+        bytes: u64::MAX,
+    });
+    d.start(features::EVENT_IDX);
+    let size = u64::from(d.queues[0].size);
+    let used_event_at = d.queues[0].avail + 4 + 2 * size;
+    let buf = d.alloc(8, 8);
+    for _ in 0..10 {
+        d.add_chain(0, &[(buf, 8, true)]);
+    }
+    // One notification for ten chains; the driver never notifies again.
+    d.notify(0);
+    let drain = |d: &mut TestDriver<Rng>| core::iter::from_fn(|| d.pop_used(0)).count();
+    assert_eq!(drain(&mut d), 4, "one budget's worth in the notify");
+    assert!(d.irq_level());
+    // As Linux does: consume, acknowledge, ask for an interrupt at the next entry.
+    d.ack_interrupts();
+    d.mem.write_u16(used_event_at, 4).unwrap();
+    assert!(!d.irq_level());
+    assert!(signal.is_raised(), "the transport says it left work");
+    assert!(d.transport.has_deferred_work());
+
+    // The hypervisor's hook: resume while the signal is raised, one bounded round
+    // per call.
+    let mut rounds = 0;
+    let mut per_round = Vec::new();
+    while signal.take() {
+        rounds += 1;
+        assert!(rounds <= 10, "resume makes no progress");
+        let mut ctx = MmioContext {
+            vcpu: 0,
+            mem: &mut d.mem,
+            irq: &mut d.irq,
+        };
+        MmioDevice::resume(&mut d.transport, &mut ctx);
+        assert!(d.irq_level(), "round {rounds} raises the interrupt");
+        per_round.push(drain(&mut d));
+        d.ack_interrupts();
+        let used = d.mem.read_u16(d.queues[0].used + ring::IDX_OFFSET).unwrap();
+        d.mem.write_u16(used_event_at, used).unwrap();
+    }
+    assert_eq!(per_round, [4, 2], "bounded by the budget, then the rest");
+    assert!(!d.transport.has_deferred_work());
+    assert!(!d.transport.needs_reset());
+}

@@ -12,7 +12,7 @@ use crate::tis_regs::crb::*;
 use crate::tis_regs::{LOCALITIES, LOCALITY_PAGE, REGION_SIZE};
 use alloc::vec;
 use alloc::vec::Vec;
-use vdev::{AccessSize, MmioContext, MmioDevice, MmioError};
+use vdev::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError};
 
 /// A CRB front end owning its TPM engine.
 pub struct Crb {
@@ -247,6 +247,15 @@ impl MmioDevice for Crb {
             r => log::warn!("vtpm-crb: write {v:#x} to register {r:#x} of locality {loc} ignored"),
         }
         Ok(())
+    }
+
+    /// Platform reset ([`Crb::reset`]: _TPM_Init included); the interrupt line, if
+    /// wired, is lowered.
+    fn reset(&mut self, irq: &mut dyn InterruptSink) {
+        Crb::reset(self);
+        if let Some(intid) = self.intid {
+            irq.set_level(intid, false);
+        }
     }
 }
 

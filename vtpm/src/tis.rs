@@ -10,7 +10,7 @@ use crate::engine::Tpm;
 use crate::tis_regs::{fifo::*, LOCALITIES, LOCALITY_PAGE, REGION_SIZE};
 use crate::tis_regs::{DEVICE_ID, REVISION_ID, VENDOR_ID};
 use alloc::vec::Vec;
-use vdev::{AccessSize, MmioContext, MmioDevice, MmioError};
+use vdev::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError};
 
 /// Bytes of a command up to the end of its commandSize field.
 const SIZE_FIELD_END: usize = 6;
@@ -371,6 +371,15 @@ impl MmioDevice for Tis {
         }
         self.update_irq(ctx);
         Ok(())
+    }
+
+    /// Platform reset ([`Tis::reset`]: _TPM_Init included); the interrupt line, if
+    /// wired, is lowered.
+    fn reset(&mut self, irq: &mut dyn InterruptSink) {
+        Tis::reset(self);
+        if let Some(intid) = self.intid {
+            irq.set_level(intid, false);
+        }
     }
 }
 

@@ -26,8 +26,11 @@ pub mod map {
     pub const PAGE_SIZE: u64 = 0x1000;
     /// The emulated PL011 UART.
     pub const PL011_BASE: u64 = 0x0900_0000;
-    /// The first virtio-mmio slot (nothing is mapped there in the test VM).
+    /// The first virtio-mmio slot (no device there in the test VM: an empty
+    /// transport, device ID 0).
     pub const VIRTIO_MMIO_BASE: u64 = 0x0a00_0000;
+    /// Unmapped IPA just past the 32 virtio-mmio slots (0x200 apart).
+    pub const UNMAPPED_DEVICE: u64 = 0x0a00_4000;
     /// An address inside the virtio-mmio window the self-test branches to.
     pub const UNMAPPED_EXEC: u64 = 0x0a00_1000;
     /// Unmapped IPA between the device space and RAM.
@@ -248,6 +251,8 @@ pub mod virtio {
     pub const VERSION_MODERN: u32 = 2;
     /// DeviceID of a block device.
     pub const DEVICE_ID_BLOCK: u32 = 2;
+    /// DeviceID 0: no device behind the transport (§4.2.2).
+    pub const DEVICE_ID_NONE: u32 = 0;
 
     /// Status: ACKNOWLEDGE.
     pub const S_ACKNOWLEDGE: u32 = 1;
@@ -262,6 +267,10 @@ pub mod virtio {
 
     /// VIRTIO_F_INDIRECT_DESC.
     pub const F_INDIRECT_DESC: u64 = 1 << 28;
+    /// VIRTIO_F_EVENT_IDX.
+    pub const F_EVENT_IDX: u64 = 1 << 29;
+    /// InterruptStatus: a used buffer notification.
+    pub const INT_USED_BUFFER: u32 = 1;
     /// VIRTIO_F_VERSION_1.
     pub const F_VERSION_1: u64 = 1 << 32;
 

@@ -20,6 +20,8 @@ mod psci;
 mod secure;
 #[cfg(target_os = "none")]
 mod timer;
+#[cfg(target_os = "none")]
+mod virtio;
 
 #[cfg(target_os = "none")]
 mod guest {
@@ -52,6 +54,7 @@ mod guest {
         h.check("mmio-byte-and-sign", mmio::byte_and_sign);
         h.check("mmio-bad-size", mmio::bad_size);
         h.check("mmio-no-syndrome", mmio::no_syndrome);
+        h.check("virtio-empty-slot", crate::virtio::empty_slot);
 
         h.check("unmapped-ipa", memory::unmapped_ipa);
         h.check("unmapped-exec", memory::unmapped_exec);

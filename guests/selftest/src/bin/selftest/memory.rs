@@ -27,15 +27,15 @@ fn load_aborts(addr: u64, p: &mut Detail) {
 
 /// `unmapped-ipa`: loads from three unmapped IPAs and a store to one abort.
 pub fn unmapped_ipa(p: &mut Detail) {
-    for addr in [map::VIRTIO_MMIO_BASE, map::UNMAPPED_LOW, map::UNMAPPED_HIGH] {
+    for addr in [map::UNMAPPED_DEVICE, map::UNMAPPED_LOW, map::UNMAPPED_HIGH] {
         load_aborts(addr, p);
     }
-    let (_, caught) = vectors::expect(|| probe::store32(map::VIRTIO_MMIO_BASE, 0x1234_5678));
+    let (_, caught) = vectors::expect(|| probe::store32(map::UNMAPPED_DEVICE, 0x1234_5678));
     expect_data_abort(
         "store",
         caught,
-        map::VIRTIO_MMIO_BASE,
-        map::VIRTIO_MMIO_BASE,
+        map::UNMAPPED_DEVICE,
+        map::UNMAPPED_DEVICE,
         true,
         p,
     );

@@ -17,6 +17,8 @@ mod basic;
 #[cfg(target_os = "none")]
 mod chains;
 #[cfg(target_os = "none")]
+mod deferred;
+#[cfg(target_os = "none")]
 mod dma;
 #[cfg(target_os = "none")]
 mod driver;
@@ -30,7 +32,7 @@ mod guest {
     use selftest_guest::harness::Harness;
     use selftest_guest::{outln, power, vectors};
 
-    use crate::{basic, chains, memory};
+    use crate::{basic, chains, deferred, memory};
 
     /// Unexpected exceptions after which the guest gives up and powers off.
     const UNEXPECTED_LIMIT: u32 = 1000;
@@ -52,6 +54,7 @@ mod guest {
         h.check("hostile-indirect-nested", chains::indirect_nested);
         h.check("hostile-bad-features", basic::bad_features);
         h.check("hostile-out-of-range-sector", basic::out_of_range_sector);
+        h.check("virtio-deferred-resumed", deferred::deferred_resumed);
         h.check("hypervisor-alive", basic::hypervisor_alive);
 
         let (passed, failed) = h.totals(vectors::unexpected_count());
