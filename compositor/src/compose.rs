@@ -1,0 +1,348 @@
+//! The scene and the compositing loops: layers in z-order over a background colour,
+//! recomposed only inside the damaged rectangles. A pixel's value depends on nothing
+//! but its coordinates and the scene, so recomposing any set of rectangles gives the
+//! same pixels a full recomposition would.
+
+use alloc::vec::Vec;
+
+use crate::format::{PixelFormat, BYTES_PER_PIXEL, OPAQUE};
+use crate::geom::Rect;
+use crate::pixel::{blend, div255, lerp};
+use crate::surface::{Frame, LayerError, Surface};
+use crate::transform::{Inverse, Mapping, Placement, Q16_ONE};
+
+/// How a layer's pixels are sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    Nearest,
+    /// Bilinear with 8-bit weights, on straight (not premultiplied) channels; texels
+    /// beyond the crop's edge repeat its border.
+    Bilinear,
+}
+
+/// One surface placed in the scene.
+#[derive(Debug, Clone, Copy)]
+pub struct Layer<'a> {
+    pub surface: Surface<'a>,
+    /// The part of the surface shown, in surface pixels; `None` shows all of it.
+    pub crop: Option<Rect>,
+    pub placement: Placement,
+    pub filter: Filter,
+    /// Multiplies the surface's own alpha; 255 is opaque.
+    pub opacity: u8,
+    /// Higher is nearer the viewer; equal `z` keeps the order of the scene's list.
+    pub z: i32,
+}
+
+impl<'a> Layer<'a> {
+    /// `surface` uncropped, unscaled at `(x, y)`, nearest, opaque, `z` 0.
+    pub fn new(surface: Surface<'a>, x: i32, y: i32) -> Self {
+        Layer {
+            surface,
+            crop: None,
+            placement: Placement::At { x, y },
+            filter: Filter::Nearest,
+            opacity: 255,
+            z: 0,
+        }
+    }
+
+    fn crop_rect(&self) -> Result<Rect, LayerError> {
+        let crop = self.crop.unwrap_or(self.surface.rect());
+        if crop.is_empty() {
+            return Err(LayerError::Empty);
+        }
+        if !self.surface.rect().contains(&crop) {
+            return Err(LayerError::CropOutside);
+        }
+        Ok(crop)
+    }
+
+    fn prepare(&self, output: Rect) -> Result<Prepared<'a>, LayerError> {
+        let crop = self.crop_rect()?;
+        let mapping = Mapping::new(&self.placement, crop.w, crop.h, output)?;
+        let opaque = !self.surface.format().has_alpha() && self.opacity == 255;
+        let cover = match self.placement {
+            _ if !opaque => None,
+            Placement::At { x, y } => Rect::new(x, y, crop.w, crop.h).intersect(&output),
+            // Every pixel strictly inside the destination has its centre inside the crop.
+            Placement::Scaled(d) => Rect::from_edges(
+                i64::from(d.x) + 1,
+                i64::from(d.y) + 1,
+                d.right() - 1,
+                d.bottom() - 1,
+            )
+            .and_then(|r| r.intersect(&output)),
+            Placement::Transform(_) => None,
+        };
+        Ok(Prepared {
+            surface: self.surface,
+            crop,
+            mapping,
+            filter: self.filter,
+            opacity: u32::from(self.opacity),
+            cover,
+        })
+    }
+
+    /// The output pixels this layer may cover on `output`.
+    pub fn bounds(&self, output: Rect) -> Result<Rect, LayerError> {
+        Ok(self.prepare(output)?.mapping.bounds)
+    }
+
+    /// The output pixels that a change of the surface's pixels inside `changed`
+    /// (surface coordinates, e.g. a guest's flushed rectangle) can alter.
+    pub fn damage_of(&self, changed: Rect, output: Rect) -> Option<Rect> {
+        let p = self.prepare(output).ok()?;
+        let local = changed.intersect(&p.crop)?;
+        let local = Rect::new(local.x - p.crop.x, local.y - p.crop.y, local.w, local.h);
+        p.mapping.damage_of(local, p.crop.w, p.crop.h)
+    }
+}
+
+/// A background colour and layers.
+#[derive(Debug, Clone, Default)]
+pub struct Scene<'a> {
+    /// ARGB; the alpha byte is ignored.
+    pub background: u32,
+    pub layers: Vec<Layer<'a>>,
+}
+
+/// What a composition skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// `(index in Scene::layers, why)` for every layer not drawn.
+    pub skipped: Vec<(usize, LayerError)>,
+}
+
+/// A layer ready to draw on one output.
+#[derive(Debug, Clone, Copy)]
+struct Prepared<'a> {
+    surface: Surface<'a>,
+    crop: Rect,
+    mapping: Mapping,
+    filter: Filter,
+    opacity: u32,
+    /// Output pixels this layer certainly covers opaquely.
+    cover: Option<Rect>,
+}
+
+/// Composes `scene` into `frame` inside `damage` (output coordinates; clipped to the
+/// frame, may overlap). Layers whose geometry is unusable are skipped and reported.
+pub fn compose(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
+    let output = frame.rect();
+    let mut report = Report::default();
+    let mut order: Vec<(i32, usize, Prepared)> = Vec::with_capacity(scene.layers.len());
+    for (i, layer) in scene.layers.iter().enumerate() {
+        match layer.prepare(output) {
+            Ok(p) => order.push((layer.z, i, p)),
+            Err(e) => report.skipped.push((i, e)),
+        }
+    }
+    order.sort_by_key(|&(z, i, _)| (z, i));
+    let layers: Vec<Prepared> = order.into_iter().map(|(_, _, p)| p).collect();
+    let background = scene.background | OPAQUE;
+    for rect in damage {
+        let Some(r) = rect.intersect(&output) else {
+            continue;
+        };
+        let (x0, x1) = (r.x as u32, r.right() as u32);
+        for y in r.y as u32..r.bottom() as u32 {
+            draw_row(&layers, frame, background, y, x0, x1);
+        }
+    }
+    report
+}
+
+/// Composes the whole frame.
+pub fn compose_full(scene: &Scene, frame: &mut Frame) -> Report {
+    let all = frame.rect();
+    compose(scene, frame, &[all])
+}
+
+/// Pixels `x0..x1` of row `y`. The topmost layer covering part of the span opaquely
+/// hides everything below it there: below it only the rest of the span is drawn.
+fn draw_row(layers: &[Prepared], frame: &mut Frame, background: u32, y: u32, x0: u32, x1: u32) {
+    if x0 >= x1 {
+        return;
+    }
+    let hidden = layers.iter().enumerate().rev().find_map(|(i, l)| {
+        let c = l.cover?;
+        let inside = i64::from(y) >= i64::from(c.y) && i64::from(y) < c.bottom();
+        let a = i64::from(x0).max(i64::from(c.x));
+        let b = i64::from(x1).min(c.right());
+        (inside && a < b).then_some((i, a as u32, b as u32))
+    });
+    let first = match hidden {
+        Some((i, a, b)) => {
+            draw_row(&layers[..i], frame, background, y, x0, a);
+            draw_row(&layers[..i], frame, background, y, b, x1);
+            i
+        }
+        None => {
+            let fill = frame.format().store(background);
+            for px in frame.span_mut(y, x0, x1).chunks_exact_mut(BYTES_PER_PIXEL) {
+                px.copy_from_slice(&fill);
+            }
+            0
+        }
+    };
+    for layer in &layers[first..] {
+        draw_span(layer, frame, y, x0, x1);
+    }
+}
+
+/// Writes ARGB `s` with coverage `alpha · opacity` over output pixel bytes `px`.
+#[inline(always)]
+fn put(px: &mut [u8], format: PixelFormat, s: u32, opacity: u32) {
+    let a = div255((s >> 24) * opacity);
+    if a == 0 {
+        return;
+    }
+    let out = if a == 255 {
+        s
+    } else {
+        blend(s, format.load([px[0], px[1], px[2], px[3]]), a)
+    };
+    px.copy_from_slice(&format.store(out));
+}
+
+/// The layer's sample at crop coordinates `(u, v)` (Q16.16, inside the crop).
+#[inline(always)]
+fn sample(l: &Prepared, u: i64, v: i64) -> u32 {
+    let (cx, cy) = (l.crop.x as u32, l.crop.y as u32);
+    match l.filter {
+        Filter::Nearest => l
+            .surface
+            .pixel(cx + (u >> 16) as u32, cy + (v >> 16) as u32),
+        Filter::Bilinear => {
+            // Texel centres sit at half-integers; weights rounded to 1/256.
+            let tu = (u - Q16_ONE / 2 + 128) >> 8;
+            let tv = (v - Q16_ONE / 2 + 128) >> 8;
+            let (fx, fy) = ((tu & 0xFF) as u32, (tv & 0xFF) as u32);
+            let last_x = i64::from(l.crop.w) - 1;
+            let last_y = i64::from(l.crop.h) - 1;
+            let x0 = (tu >> 8).clamp(0, last_x);
+            let x1 = ((tu >> 8) + 1).clamp(0, last_x);
+            let y0 = (tv >> 8).clamp(0, last_y);
+            let y1 = ((tv >> 8) + 1).clamp(0, last_y);
+            let p = |x: i64, y: i64| l.surface.pixel(cx + x as u32, cy + y as u32);
+            let top = lerp(p(x0, y0), p(x1, y0), fx);
+            let bottom = lerp(p(x0, y1), p(x1, y1), fx);
+            lerp(top, bottom, fy)
+        }
+    }
+}
+
+/// Draws the layer over pixels `x0..x1` of row `y`.
+fn draw_span(l: &Prepared, frame: &mut Frame, y: u32, x0: u32, x1: u32) {
+    let b = l.mapping.bounds;
+    if i64::from(y) < i64::from(b.y) || i64::from(y) >= b.bottom() {
+        return;
+    }
+    let xa = i64::from(x0).max(i64::from(b.x));
+    let xb = i64::from(x1).min(b.right());
+    if xa >= xb {
+        return;
+    }
+    let (xa, xb) = (xa as u32, xb as u32);
+    let rx0 = i64::from(xa) - i64::from(l.mapping.x0);
+    let ry = i64::from(y) - i64::from(l.mapping.y0);
+    let (cw, ch) = (i64::from(l.crop.w) << 16, i64::from(l.crop.h) << 16);
+    let format = frame.format();
+    match l.mapping.inverse {
+        Inverse::Affine { u, v } => {
+            if u.dx == 1 << 32
+                && u.dy == 0
+                && v.dx == 0
+                && v.dy == 1 << 32
+                && u.base & 0xFFFF_FFFF == 1 << 31
+                && v.base & 0xFFFF_FFFF == 1 << 31
+            {
+                return copy_span(
+                    l,
+                    frame,
+                    y,
+                    xa,
+                    xb,
+                    (u.base >> 32) + rx0,
+                    (v.base >> 32) + ry,
+                );
+            }
+            let mut uu = u.at(rx0, ry);
+            let mut vv = v.at(rx0, ry);
+            for px in frame.span_mut(y, xa, xb).chunks_exact_mut(BYTES_PER_PIXEL) {
+                let (su, sv) = (uu >> 16, vv >> 16);
+                if (0..cw).contains(&su) && (0..ch).contains(&sv) {
+                    put(px, format, sample(l, su, sv), l.opacity);
+                }
+                uu += u.dx;
+                vv += v.dx;
+            }
+        }
+        Inverse::Projective { u, v, w } => {
+            let mut uu = u.at(rx0, ry);
+            let mut vv = v.at(rx0, ry);
+            let mut ww = w.at(rx0, ry);
+            for px in frame.span_mut(y, xa, xb).chunks_exact_mut(BYTES_PER_PIXEL) {
+                if ww > 0 {
+                    let (su, sv) = (uu.div_euclid(ww), vv.div_euclid(ww));
+                    if (0..cw).contains(&su) && (0..ch).contains(&sv) {
+                        put(px, format, sample(l, su, sv), l.opacity);
+                    }
+                }
+                uu += u.dx;
+                vv += v.dx;
+                ww += w.dx;
+            }
+        }
+    }
+}
+
+/// An unscaled layer: output pixel `xa + i` of row `y` is crop pixel `(su + i, sv)`.
+#[allow(clippy::too_many_arguments)]
+fn copy_span(l: &Prepared, frame: &mut Frame, y: u32, xa: u32, xb: u32, su: i64, sv: i64) {
+    if !(0..i64::from(l.crop.h)).contains(&sv) {
+        return;
+    }
+    // Clip to the crop's columns.
+    let skip = (-su).max(0);
+    let len = (i64::from(xb) - i64::from(xa) - skip).min(i64::from(l.crop.w) - (su + skip));
+    if len <= 0 {
+        return;
+    }
+    let (dx, sx) = (xa + skip as u32, (su + skip) as u32 + l.crop.x as u32);
+    let sy = sv as u32 + l.crop.y as u32;
+    let src = l.surface.span(sy, sx, sx + len as u32);
+    let out = frame.format();
+    let dst = frame.span_mut(y, dx, dx + len as u32);
+    let from = l.surface.format();
+    if from.has_alpha() || l.opacity != 255 {
+        for (d, s) in dst
+            .chunks_exact_mut(BYTES_PER_PIXEL)
+            .zip(src.chunks_exact(BYTES_PER_PIXEL))
+        {
+            put(d, out, from.load([s[0], s[1], s[2], s[3]]), l.opacity);
+        }
+        return;
+    }
+    use PixelFormat::{Argb8888, Bgrx8888, Xrgb8888};
+    match (from, out) {
+        (Xrgb8888 | Argb8888, Xrgb8888 | Argb8888) => convert(src, dst, |w| w | OPAQUE),
+        (Bgrx8888, Bgrx8888) => convert(src, dst, |w| w | 0xFF),
+        (Xrgb8888 | Argb8888, Bgrx8888) => convert(src, dst, |w| w.swap_bytes() | 0xFF),
+        (Bgrx8888, Xrgb8888 | Argb8888) => convert(src, dst, |w| w.swap_bytes() | OPAQUE),
+    }
+}
+
+/// `dst[i] = f(src[i])` over little-endian words; simple enough to vectorise.
+#[inline(always)]
+fn convert(src: &[u8], dst: &mut [u8], f: impl Fn(u32) -> u32) {
+    for (d, s) in dst
+        .chunks_exact_mut(BYTES_PER_PIXEL)
+        .zip(src.chunks_exact(BYTES_PER_PIXEL))
+    {
+        let w = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        d.copy_from_slice(&f(w).to_le_bytes());
+    }
+}
