@@ -44,7 +44,7 @@ fn main() {
     let guest_px = pattern(GUEST_W, GUEST_H, 0x1234_5678);
     let cursor_px: Vec<u8> = (0..CURSOR * CURSOR)
         .flat_map(|i| {
-            let a: u32 = if (i % CURSOR + i / CURSOR) % 3 == 0 {
+            let a: u32 = if (i % CURSOR + i / CURSOR).is_multiple_of(3) {
                 0
             } else {
                 0xC0
