@@ -271,6 +271,23 @@ fn draw_span(l: &Prepared, frame: &mut Frame, y: u32, x0: u32, x1: u32) {
             }
             let mut uu = u.at(rx0, ry);
             let mut vv = v.at(rx0, ry);
+            if u.dy == 0 && v.dx == 0 && l.filter == Filter::Bilinear {
+                let (u0, v16) = (uu, vv >> 16);
+                let step = u.dx;
+                return match l.surface.format() {
+                    PixelFormat::Xrgb8888 => {
+                        axis_bilinear(l, frame, y, xa, xb, u0, step, v16, |w| w | OPAQUE)
+                    }
+                    PixelFormat::Argb8888 => {
+                        axis_bilinear(l, frame, y, xa, xb, u0, step, v16, |w| w)
+                    }
+                    PixelFormat::Bgrx8888 => {
+                        axis_bilinear(l, frame, y, xa, xb, u0, step, v16, |w| {
+                            w.swap_bytes() | OPAQUE
+                        })
+                    }
+                };
+            }
             for px in frame.span_mut(y, xa, xb).chunks_exact_mut(BYTES_PER_PIXEL) {
                 let (su, sv) = (uu >> 16, vv >> 16);
                 if (0..cw).contains(&su) && (0..ch).contains(&sv) {
@@ -296,6 +313,59 @@ fn draw_span(l: &Prepared, frame: &mut Frame, y: u32, x0: u32, x1: u32) {
                 ww += w.dx;
             }
         }
+    }
+}
+
+/// Bilinear sampling of an axis-aligned layer: `v` (Q16.16 `v16`) is constant along
+/// the row, so the two source rows and the vertical weight are found once; `u` starts
+/// at `u0` (Q32.32) and advances by `step`. `load` reads the surface's format. Same
+/// arithmetic as [`sample`], so the pixels are identical to the general path's.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn axis_bilinear(
+    l: &Prepared,
+    frame: &mut Frame,
+    y: u32,
+    xa: u32,
+    xb: u32,
+    u0: i64,
+    step: i64,
+    v16: i64,
+    load: impl Fn(u32) -> u32,
+) {
+    let (cw, ch) = (i64::from(l.crop.w) << 16, i64::from(l.crop.h) << 16);
+    if !(0..ch).contains(&v16) {
+        return;
+    }
+    let tv = (v16 - Q16_ONE / 2 + 128) >> 8;
+    let fy = (tv & 0xFF) as u32;
+    let last_x = i64::from(l.crop.w) - 1;
+    let last_y = i64::from(l.crop.h) - 1;
+    let (cx, cy) = (l.crop.x as u32, l.crop.y as u32);
+    let row = |r: i64| {
+        l.surface
+            .span(cy + r.clamp(0, last_y) as u32, cx, cx + l.crop.w)
+    };
+    let (top, bottom) = (row(tv >> 8), row((tv >> 8) + 1));
+    let px = |r: &[u8], x: i64| {
+        let at = x as usize * BYTES_PER_PIXEL;
+        load(u32::from_le_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]))
+    };
+    let format = frame.format();
+    let mut uu = u0;
+    for out in frame.span_mut(y, xa, xb).chunks_exact_mut(BYTES_PER_PIXEL) {
+        let u16 = uu >> 16;
+        uu += step;
+        if !(0..cw).contains(&u16) {
+            continue;
+        }
+        let tu = (u16 - Q16_ONE / 2 + 128) >> 8;
+        let fx = (tu & 0xFF) as u32;
+        let x0 = (tu >> 8).clamp(0, last_x);
+        let x1 = ((tu >> 8) + 1).clamp(0, last_x);
+        let t = lerp(px(top, x0), px(top, x1), fx);
+        let b = lerp(px(bottom, x0), px(bottom, x1), fx);
+        put(out, format, lerp(t, b, fy), l.opacity);
     }
 }
 
