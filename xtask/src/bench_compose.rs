@@ -6,14 +6,25 @@
 //! timed interleaved in the same run (medians of 15 rounds).
 //!
 //! Targets: full frame ≤ 2× the copy, bilinear ≤ 4×, damage-only proportional to the
-//! damaged area (`damage_vs_area` near 1). Instructions per output pixel under QEMU
-//! `-icount` need a bare-metal harness that does not exist yet: reported as
-//! `insns_per_pixel=not-measured`.
+//! damaged area (`… x proportional` near 1).
+//!
+//! Then the `bench-compose` guest composes the same scene shrunk to a 640×360
+//! output under the hypervisor with `-icount shift=0` and counts aarch64
+//! instructions with the PMU: `insns_per_pixel` is the unscaled full frame's
+//! instructions per output pixel (the guest's copy of the frame is printed beside
+//! it as the baseline).
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::error::Error;
+use crate::run::{run_captured, Guest, RunOptions, CONSOLE_TAIL_LINES};
 use crate::Layout;
+
+/// Prefix of the guest's result line.
+pub const GUEST_PREFIX: &str = "bench-compose: ";
+/// Timeout of the guest run.
+pub const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Prefix of the example's result line.
 pub const PREFIX: &str = "compose-bench: ";
@@ -29,14 +40,30 @@ pub struct ComposeSample {
     pub output_pixels: f64,
 }
 
-/// Reads the last `compose-bench: …` line of the example's output.
-pub fn parse(output: &str) -> Result<ComposeSample, String> {
+/// The figures the `bench-compose` guest prints (instruction counts).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuestSample {
+    pub output_pixels: f64,
+    pub memcpy_insns: f64,
+    pub full_insns: f64,
+    pub bilinear_insns: f64,
+    pub damage_insns: f64,
+    pub damage_pixels: f64,
+}
+
+/// The last line starting with `prefix` that has `key=`, and a reader of its
+/// positive numeric fields.
+fn fields<'a>(
+    output: &'a str,
+    prefix: &str,
+    key: &str,
+) -> Result<impl Fn(&str) -> Result<f64, String> + 'a, String> {
     let line = output
         .lines()
-        .filter_map(|l| l.trim_end().strip_prefix(PREFIX))
-        .next_back()
-        .ok_or("no `compose-bench:` line")?;
-    let field = |key: &str| -> Result<f64, String> {
+        .filter_map(|l| l.trim_end().strip_prefix(prefix))
+        .rfind(|rest| rest.split_whitespace().any(|kv| kv.starts_with(key)))
+        .ok_or(format!("no `{prefix}{key}=…` line"))?;
+    Ok(move |key: &str| -> Result<f64, String> {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
             .ok_or(format!("`{key}` missing in `{line}`"))?
@@ -47,7 +74,12 @@ pub fn parse(output: &str) -> Result<ComposeSample, String> {
                     .then_some(v)
                     .ok_or(format!("`{key}` is not a positive number"))
             })
-    };
+    })
+}
+
+/// Reads the last `compose-bench: …` line of the example's output.
+pub fn parse(output: &str) -> Result<ComposeSample, String> {
+    let field = fields(output, PREFIX, "memcpy_ns")?;
     Ok(ComposeSample {
         memcpy_ns: field("memcpy_ns")?,
         full_ns: field("full_ns")?,
@@ -58,11 +90,25 @@ pub fn parse(output: &str) -> Result<ComposeSample, String> {
     })
 }
 
-/// The report lines, the last one the headline.
-pub fn report(s: &ComposeSample) -> Vec<String> {
+/// Reads the last `bench-compose: …` line of the guest's console.
+pub fn parse_guest(console: &str) -> Result<GuestSample, String> {
+    let field = fields(console, GUEST_PREFIX, "output_pixels")?;
+    Ok(GuestSample {
+        output_pixels: field("output_pixels")?,
+        memcpy_insns: field("memcpy_insns")?,
+        full_insns: field("full_insns")?,
+        bilinear_insns: field("bilinear_insns")?,
+        damage_insns: field("damage_insns")?,
+        damage_pixels: field("damage_pixels")?,
+    })
+}
+
+/// The report lines, the last one the headline; without a guest sample the
+/// instruction figure is `not-measured`.
+pub fn report(s: &ComposeSample, g: Option<&GuestSample>) -> Vec<String> {
     let area = s.damage_pixels / s.output_pixels;
     let damage = s.damage_ns / s.memcpy_ns;
-    vec![
+    let mut lines = vec![
         format!(
             "memcpy of the 2560x1440 output: {:.2} ms ({:.0} fps)",
             s.memcpy_ns / 1e6,
@@ -86,13 +132,47 @@ pub fn report(s: &ComposeSample) -> Vec<String> {
             1e9 / s.damage_ns,
             damage / area
         ),
-        format!(
-            "compose full_vs_memcpy={:.2} bilinear_vs_memcpy={:.2} damage_vs_memcpy={:.5} insns_per_pixel=not-measured",
-            s.full_ns / s.memcpy_ns,
-            s.bilinear_ns / s.memcpy_ns,
-            damage
-        ),
-    ]
+    ];
+    let insns = match g {
+        Some(g) => {
+            let per = |insns: f64| insns / g.output_pixels;
+            lines.push(format!(
+                "aarch64 under -icount ({} px output): copy {:.2}, full frame {:.2}, bilinear {:.2} insns/px; damage-only {:.2} insns per recomposed px",
+                g.output_pixels,
+                per(g.memcpy_insns),
+                per(g.full_insns),
+                per(g.bilinear_insns),
+                g.damage_insns / g.damage_pixels
+            ));
+            format!("{:.2}", per(g.full_insns))
+        }
+        None => "not-measured".to_string(),
+    };
+    lines.push(format!(
+        "compose full_vs_memcpy={:.2} bilinear_vs_memcpy={:.2} damage_vs_memcpy={:.5} insns_per_pixel={insns}",
+        s.full_ns / s.memcpy_ns,
+        s.bilinear_ns / s.memcpy_ns,
+        damage
+    ));
+    lines
+}
+
+/// Runs the `bench-compose` guest under the hypervisor with `-icount`.
+fn run_guest(layout: &Layout) -> Result<GuestSample, Error> {
+    let mut o = RunOptions::headless(Guest::BenchCompose, GUEST_TIMEOUT);
+    o.icount = true;
+    o.quiet = false;
+    let outcome = run_captured(layout, &o)?;
+    outcome
+        .verdict()
+        .and_then(|()| parse_guest(&outcome.console))
+        .map_err(|reason| {
+            eprintln!(
+                "\n--- last {CONSOLE_TAIL_LINES} console lines ---\n{}\n---",
+                outcome.console_tail(CONSOLE_TAIL_LINES)
+            );
+            Error::step("compose bench (guest)", reason)
+        })
 }
 
 /// `cargo xtask bench compose`.
@@ -122,7 +202,8 @@ pub fn run_compose(layout: &Layout) -> Result<String, Error> {
         ));
     }
     let sample = parse(&stdout).map_err(|e| Error::step("compose bench", e))?;
-    let mut lines = report(&sample);
+    let guest = run_guest(layout)?;
+    let mut lines = report(&sample, Some(&guest));
     let headline = lines.pop().unwrap_or_default();
     for l in lines {
         println!("{l}");
@@ -139,7 +220,7 @@ mod tests {
         let out = "noise\ncompose-bench: memcpy_ns=1000 full_ns=1500 bilinear_ns=4000 damage_ns=2 damage_pixels=10 output_pixels=10000\n";
         let s = parse(out).unwrap();
         assert_eq!(s.full_ns, 1500.0);
-        let lines = report(&s);
+        let lines = report(&s, None);
         assert_eq!(
             lines.last().unwrap(),
             "compose full_vs_memcpy=1.50 bilinear_vs_memcpy=4.00 damage_vs_memcpy=0.00200 insns_per_pixel=not-measured"
@@ -147,5 +228,20 @@ mod tests {
         assert!(lines[3].contains("2.00x proportional"), "{}", lines[3]);
         assert!(parse("compose-bench: memcpy_ns=0 full_ns=1").is_err());
         assert!(parse("nothing").is_err());
+        let console = "[el2 vm0] bench-compose: up\nbench-compose: output_pixels=100 memcpy_insns=200 full_insns=1250 bilinear_insns=9000 damage_insns=300 damage_pixels=10\n";
+        let g = parse_guest(console).unwrap();
+        let lines = report(&s, Some(&g));
+        assert!(
+            lines.last().unwrap().ends_with(" insns_per_pixel=12.50"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[4].contains(
+                "copy 2.00, full frame 12.50, bilinear 90.00 insns/px; damage-only 30.00"
+            ),
+            "{}",
+            lines[4]
+        );
+        assert!(parse_guest("bench-compose: error: no PMUv3").is_err());
     }
 }
