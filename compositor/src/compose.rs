@@ -347,25 +347,75 @@ fn axis_bilinear(
             .span(cy + r.clamp(0, last_y) as u32, cx, cx + l.crop.w)
     };
     let (top, bottom) = (row(tv >> 8), row((tv >> 8) + 1));
-    let px = |r: &[u8], x: i64| {
-        let at = x as usize * BYTES_PER_PIXEL;
-        load(u32::from_le_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]))
+    let (format, opacity) = (frame.format(), l.opacity);
+    let out = frame.span_mut(y, xa, xb);
+    let span = BilinearSpan {
+        top,
+        bottom,
+        u0,
+        step,
+        cw,
+        last_x,
+        fy,
     };
-    let format = frame.format();
-    let mut uu = u0;
-    for out in frame.span_mut(y, xa, xb).chunks_exact_mut(BYTES_PER_PIXEL) {
-        let u16 = uu >> 16;
-        uu += step;
-        if !(0..cw).contains(&u16) {
-            continue;
+    if l.surface.format().has_alpha() || opacity != 255 {
+        return span.run(out, &load, |px, s| put(px, format, s, opacity));
+    }
+    // Opaque: every covered pixel is replaced; the store is chosen once per span.
+    match format {
+        PixelFormat::Xrgb8888 | PixelFormat::Argb8888 => span.run(out, &load, |px, s| {
+            px.copy_from_slice(&(s | OPAQUE).to_le_bytes())
+        }),
+        PixelFormat::Bgrx8888 => span.run(out, &load, |px, s| {
+            px.copy_from_slice(&(s | OPAQUE).swap_bytes().to_le_bytes())
+        }),
+    }
+}
+
+/// One row of axis-aligned bilinear sampling between two source rows.
+struct BilinearSpan<'s> {
+    top: &'s [u8],
+    bottom: &'s [u8],
+    /// `u` of the first pixel (Q32.32) and its step per pixel.
+    u0: i64,
+    step: i64,
+    /// Crop width in Q16.16, its last column, the vertical weight.
+    cw: i64,
+    last_x: i64,
+    fy: u32,
+}
+
+impl BilinearSpan<'_> {
+    #[inline(always)]
+    fn run(
+        &self,
+        out: &mut [u8],
+        load: &impl Fn(u32) -> u32,
+        mut write: impl FnMut(&mut [u8], u32),
+    ) {
+        // One bounds check and one 32-bit load per texel.
+        let px = |r: &[u8], x: i64| {
+            let at = x as usize * BYTES_PER_PIXEL;
+            match r.get(at..at + BYTES_PER_PIXEL) {
+                Some(&[a, b, c, d]) => load(u32::from_le_bytes([a, b, c, d])),
+                _ => 0,
+            }
+        };
+        let mut uu = self.u0;
+        for dst in out.chunks_exact_mut(BYTES_PER_PIXEL) {
+            let u16 = uu >> 16;
+            uu += self.step;
+            if !(0..self.cw).contains(&u16) {
+                continue;
+            }
+            let tu = (u16 - Q16_ONE / 2 + 128) >> 8;
+            let fx = (tu & 0xFF) as u32;
+            let x0 = (tu >> 8).clamp(0, self.last_x);
+            let x1 = ((tu >> 8) + 1).clamp(0, self.last_x);
+            let t = lerp(px(self.top, x0), px(self.top, x1), fx);
+            let b = lerp(px(self.bottom, x0), px(self.bottom, x1), fx);
+            write(dst, lerp(t, b, self.fy));
         }
-        let tu = (u16 - Q16_ONE / 2 + 128) >> 8;
-        let fx = (tu & 0xFF) as u32;
-        let x0 = (tu >> 8).clamp(0, last_x);
-        let x1 = ((tu >> 8) + 1).clamp(0, last_x);
-        let t = lerp(px(top, x0), px(top, x1), fx);
-        let b = lerp(px(bottom, x0), px(bottom, x1), fx);
-        put(out, format, lerp(t, b, fy), l.opacity);
     }
 }
 
