@@ -142,13 +142,15 @@ pub fn compose(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
     order.sort_by_key(|&(z, i, _)| (z, i));
     let layers: Vec<Prepared> = order.into_iter().map(|(_, _, p)| p).collect();
     let background = scene.background | OPAQUE;
+    // Vertically interpolated texels of the current row of an axis-aligned bilinear layer.
+    let mut scratch = Vec::new();
     for rect in damage {
         let Some(r) = rect.intersect(&output) else {
             continue;
         };
         let (x0, x1) = (r.x as u32, r.right() as u32);
         for y in r.y as u32..r.bottom() as u32 {
-            draw_row(&layers, frame, background, y, x0, x1);
+            draw_row(&layers, frame, &mut scratch, background, y, x0, x1);
         }
     }
     report
@@ -162,7 +164,15 @@ pub fn compose_full(scene: &Scene, frame: &mut Frame) -> Report {
 
 /// Pixels `x0..x1` of row `y`. The topmost layer covering part of the span opaquely
 /// hides everything below it there: below it only the rest of the span is drawn.
-fn draw_row(layers: &[Prepared], frame: &mut Frame, background: u32, y: u32, x0: u32, x1: u32) {
+fn draw_row(
+    layers: &[Prepared],
+    frame: &mut Frame,
+    scratch: &mut Vec<u32>,
+    background: u32,
+    y: u32,
+    x0: u32,
+    x1: u32,
+) {
     if x0 >= x1 {
         return;
     }
@@ -175,8 +185,8 @@ fn draw_row(layers: &[Prepared], frame: &mut Frame, background: u32, y: u32, x0:
     });
     let first = match hidden {
         Some((i, a, b)) => {
-            draw_row(&layers[..i], frame, background, y, x0, a);
-            draw_row(&layers[..i], frame, background, y, b, x1);
+            draw_row(&layers[..i], frame, scratch, background, y, x0, a);
+            draw_row(&layers[..i], frame, scratch, background, y, b, x1);
             i
         }
         None => {
@@ -188,7 +198,7 @@ fn draw_row(layers: &[Prepared], frame: &mut Frame, background: u32, y: u32, x0:
         }
     };
     for layer in &layers[first..] {
-        draw_span(layer, frame, y, x0, x1);
+        draw_span(layer, frame, scratch, y, x0, x1);
     }
 }
 
@@ -235,7 +245,7 @@ fn sample(l: &Prepared, u: i64, v: i64) -> u32 {
 }
 
 /// Draws the layer over pixels `x0..x1` of row `y`.
-fn draw_span(l: &Prepared, frame: &mut Frame, y: u32, x0: u32, x1: u32) {
+fn draw_span(l: &Prepared, frame: &mut Frame, scratch: &mut Vec<u32>, y: u32, x0: u32, x1: u32) {
     let b = l.mapping.bounds;
     if i64::from(y) < i64::from(b.y) || i64::from(y) >= b.bottom() {
         return;
@@ -276,13 +286,13 @@ fn draw_span(l: &Prepared, frame: &mut Frame, y: u32, x0: u32, x1: u32) {
                 let step = u.dx;
                 return match l.surface.format() {
                     PixelFormat::Xrgb8888 => {
-                        axis_bilinear(l, frame, y, xa, xb, u0, step, v16, |w| w | OPAQUE)
+                        axis_bilinear(l, frame, scratch, y, xa, xb, u0, step, v16, |w| w | OPAQUE)
                     }
                     PixelFormat::Argb8888 => {
-                        axis_bilinear(l, frame, y, xa, xb, u0, step, v16, |w| w)
+                        axis_bilinear(l, frame, scratch, y, xa, xb, u0, step, v16, |w| w)
                     }
                     PixelFormat::Bgrx8888 => {
-                        axis_bilinear(l, frame, y, xa, xb, u0, step, v16, |w| {
+                        axis_bilinear(l, frame, scratch, y, xa, xb, u0, step, v16, |w| {
                             w.swap_bytes() | OPAQUE
                         })
                     }
@@ -316,15 +326,18 @@ fn draw_span(l: &Prepared, frame: &mut Frame, y: u32, x0: u32, x1: u32) {
     }
 }
 
-/// Bilinear sampling of an axis-aligned layer: `v` (Q16.16 `v16`) is constant along
-/// the row, so the two source rows and the vertical weight are found once; `u` starts
-/// at `u0` (Q32.32) and advances by `step`. `load` reads the surface's format. Same
-/// arithmetic as [`sample`], so the pixels are identical to the general path's.
+/// Bilinear sampling of an axis-aligned layer, separably: `v` (Q16.16 `v16`) is
+/// constant along the row, so the source columns the span reads are first
+/// interpolated vertically into `scratch` (once per column, not once per output
+/// pixel), then each pixel interpolates two of them horizontally. `u` starts at `u0`
+/// (Q32.32) and advances by `step`; `load` reads the surface's format. A value depends
+/// only on its column and row, so any span gives the same pixels.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn axis_bilinear(
     l: &Prepared,
     frame: &mut Frame,
+    scratch: &mut Vec<u32>,
     y: u32,
     xa: u32,
     xb: u32,
@@ -342,64 +355,71 @@ fn axis_bilinear(
     let last_x = i64::from(l.crop.w) - 1;
     let last_y = i64::from(l.crop.h) - 1;
     let (cx, cy) = (l.crop.x as u32, l.crop.y as u32);
+    // Texel column (before clamping) and weight of a Q16.16 `u`.
+    let column = |u16: i64| (u16 - Q16_ONE / 2 + 128) >> 8;
+    let first = column(u0 >> 16) >> 8;
+    let last = column((u0 + step * (i64::from(xb - xa) - 1)) >> 16) >> 8;
+    let lo = first.min(last).clamp(0, last_x);
+    let hi = (first.max(last) + 1).clamp(0, last_x);
     let row = |r: i64| {
-        l.surface
-            .span(cy + r.clamp(0, last_y) as u32, cx, cx + l.crop.w)
+        let sy = cy + r.clamp(0, last_y) as u32;
+        l.surface.span(sy, cx + lo as u32, cx + hi as u32 + 1)
     };
     let (top, bottom) = (row(tv >> 8), row((tv >> 8) + 1));
+    scratch.clear();
+    scratch.extend(
+        top.chunks_exact(BYTES_PER_PIXEL)
+            .zip(bottom.chunks_exact(BYTES_PER_PIXEL))
+            .map(|(t, b)| {
+                let t = load(u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+                let b = load(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                lerp(t, b, fy)
+            }),
+    );
+    let cols: &[u32] = scratch;
     let (format, opacity) = (frame.format(), l.opacity);
     let out = frame.span_mut(y, xa, xb);
     let span = BilinearSpan {
-        top,
-        bottom,
+        cols,
+        lo,
+        hi,
         u0,
         step,
         cw,
-        last_x,
-        fy,
     };
     if l.surface.format().has_alpha() || opacity != 255 {
-        return span.run(out, &load, |px, s| put(px, format, s, opacity));
+        return span.run(out, |px, s| put(px, format, s, opacity));
     }
     // Opaque: every covered pixel is replaced; the store is chosen once per span.
     match format {
-        PixelFormat::Xrgb8888 | PixelFormat::Argb8888 => span.run(out, &load, |px, s| {
-            px.copy_from_slice(&(s | OPAQUE).to_le_bytes())
-        }),
-        PixelFormat::Bgrx8888 => span.run(out, &load, |px, s| {
+        PixelFormat::Xrgb8888 | PixelFormat::Argb8888 => {
+            span.run(out, |px, s| px.copy_from_slice(&(s | OPAQUE).to_le_bytes()))
+        }
+        PixelFormat::Bgrx8888 => span.run(out, |px, s| {
             px.copy_from_slice(&(s | OPAQUE).swap_bytes().to_le_bytes())
         }),
     }
 }
 
-/// One row of axis-aligned bilinear sampling between two source rows.
+/// The horizontal half of [`axis_bilinear`] over one span.
 struct BilinearSpan<'s> {
-    top: &'s [u8],
-    bottom: &'s [u8],
+    /// Vertically interpolated texels of crop columns `lo..=hi`.
+    cols: &'s [u32],
+    lo: i64,
+    hi: i64,
     /// `u` of the first pixel (Q32.32) and its step per pixel.
     u0: i64,
     step: i64,
-    /// Crop width in Q16.16, its last column, the vertical weight.
+    /// Crop width in Q16.16.
     cw: i64,
-    last_x: i64,
-    fy: u32,
 }
 
 impl BilinearSpan<'_> {
     #[inline(always)]
-    fn run(
-        &self,
-        out: &mut [u8],
-        load: &impl Fn(u32) -> u32,
-        mut write: impl FnMut(&mut [u8], u32),
-    ) {
-        // One bounds check and one 32-bit load per texel.
-        let px = |r: &[u8], x: i64| {
-            let at = x as usize * BYTES_PER_PIXEL;
-            match r.get(at..at + BYTES_PER_PIXEL) {
-                Some(&[a, b, c, d]) => load(u32::from_le_bytes([a, b, c, d])),
-                _ => 0,
-            }
+    fn run(&self, out: &mut [u8], mut write: impl FnMut(&mut [u8], u32)) {
+        let col = |x: i64| {
+            let i = (x.clamp(self.lo, self.hi) - self.lo) as usize;
+            self.cols.get(i).copied().unwrap_or(0)
         };
         let mut uu = self.u0;
         for dst in out.chunks_exact_mut(BYTES_PER_PIXEL) {
@@ -410,11 +430,7 @@ impl BilinearSpan<'_> {
             }
             let tu = (u16 - Q16_ONE / 2 + 128) >> 8;
             let fx = (tu & 0xFF) as u32;
-            let x0 = (tu >> 8).clamp(0, self.last_x);
-            let x1 = ((tu >> 8) + 1).clamp(0, self.last_x);
-            let t = lerp(px(self.top, x0), px(self.top, x1), fx);
-            let b = lerp(px(self.bottom, x0), px(self.bottom, x1), fx);
-            write(dst, lerp(t, b, self.fy));
+            write(dst, lerp(col(tu >> 8), col((tu >> 8) + 1), fx));
         }
     }
 }
