@@ -202,6 +202,13 @@ fn draw_row(
     }
 }
 
+/// `v` limited to `lo..=hi` (`hi` wins if they cross: unlike `Ord::clamp`, never a
+/// panic, and inlined in the pixel loops).
+#[inline(always)]
+fn within(v: i64, lo: i64, hi: i64) -> i64 {
+    v.max(lo).min(hi)
+}
+
 /// Writes ARGB `s` with coverage `alpha · opacity` over output pixel bytes `px`.
 #[inline(always)]
 fn put(px: &mut [u8], format: PixelFormat, s: u32, opacity: u32) {
@@ -232,10 +239,10 @@ fn sample(l: &Prepared, u: i64, v: i64) -> u32 {
             let (fx, fy) = ((tu & 0xFF) as u32, (tv & 0xFF) as u32);
             let last_x = i64::from(l.crop.w) - 1;
             let last_y = i64::from(l.crop.h) - 1;
-            let x0 = (tu >> 8).clamp(0, last_x);
-            let x1 = ((tu >> 8) + 1).clamp(0, last_x);
-            let y0 = (tv >> 8).clamp(0, last_y);
-            let y1 = ((tv >> 8) + 1).clamp(0, last_y);
+            let x0 = within(tu >> 8, 0, last_x);
+            let x1 = within((tu >> 8) + 1, 0, last_x);
+            let y0 = within(tv >> 8, 0, last_y);
+            let y1 = within((tv >> 8) + 1, 0, last_y);
             let p = |x: i64, y: i64| l.surface.pixel(cx + x as u32, cy + y as u32);
             let top = lerp(p(x0, y0), p(x1, y0), fx);
             let bottom = lerp(p(x0, y1), p(x1, y1), fx);
@@ -359,10 +366,10 @@ fn axis_bilinear(
     let column = |u16: i64| (u16 - Q16_ONE / 2 + 128) >> 8;
     let first = column(u0 >> 16) >> 8;
     let last = column((u0 + step * (i64::from(xb - xa) - 1)) >> 16) >> 8;
-    let lo = first.min(last).clamp(0, last_x);
-    let hi = (first.max(last) + 1).clamp(0, last_x);
+    let lo = within(first.min(last), 0, last_x);
+    let hi = within(first.max(last) + 1, 0, last_x);
     let row = |r: i64| {
-        let sy = cy + r.clamp(0, last_y) as u32;
+        let sy = cy + within(r, 0, last_y) as u32;
         l.surface.span(sy, cx + lo as u32, cx + hi as u32 + 1)
     };
     let (top, bottom) = (row(tv >> 8), row((tv >> 8) + 1));
@@ -418,7 +425,7 @@ impl BilinearSpan<'_> {
     #[inline(always)]
     fn run(&self, out: &mut [u8], mut write: impl FnMut(&mut [u8], u32)) {
         let col = |x: i64| {
-            let i = (x.clamp(self.lo, self.hi) - self.lo) as usize;
+            let i = (within(x, self.lo, self.hi) - self.lo) as usize;
             self.cols.get(i).copied().unwrap_or(0)
         };
         let mut uu = self.u0;
