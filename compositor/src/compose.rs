@@ -191,8 +191,14 @@ fn draw_row(
         }
         None => {
             let fill = frame.format().store(background);
-            for px in frame.span_mut(y, x0, x1).chunks_exact_mut(BYTES_PER_PIXEL) {
-                px.copy_from_slice(&fill);
+            let span = frame.span_mut(y, x0, x1);
+            match bytemuck::try_cast_slice_mut::<u8, u32>(span) {
+                Ok(words) => words.fill(u32::from_ne_bytes(fill)),
+                Err(_) => {
+                    for px in span.chunks_exact_mut(BYTES_PER_PIXEL) {
+                        px.copy_from_slice(&fill);
+                    }
+                }
             }
             0
         }
@@ -374,15 +380,26 @@ fn axis_bilinear(
     };
     let (top, bottom) = (row(tv >> 8), row((tv >> 8) + 1));
     scratch.clear();
-    scratch.extend(
-        top.chunks_exact(BYTES_PER_PIXEL)
-            .zip(bottom.chunks_exact(BYTES_PER_PIXEL))
-            .map(|(t, b)| {
-                let t = load(u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
-                let b = load(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                lerp(t, b, fy)
-            }),
-    );
+    if let (Ok(t), Ok(b)) = (
+        bytemuck::try_cast_slice::<u8, u32>(top),
+        bytemuck::try_cast_slice::<u8, u32>(bottom),
+    ) {
+        scratch.extend(
+            t.iter()
+                .zip(b)
+                .map(|(t, b)| lerp(load(u32::from_le(*t)), load(u32::from_le(*b)), fy)),
+        );
+    } else {
+        scratch.extend(
+            top.chunks_exact(BYTES_PER_PIXEL)
+                .zip(bottom.chunks_exact(BYTES_PER_PIXEL))
+                .map(|(t, b)| {
+                    let t = load(u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+                    let b = load(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    lerp(t, b, fy)
+                }),
+        );
+    }
     let cols: &[u32] = scratch;
     let (format, opacity) = (frame.format(), l.opacity);
     let out = frame.span_mut(y, xa, xb);
@@ -398,6 +415,12 @@ fn axis_bilinear(
         return span.run(out, |px, s| put(px, format, s, opacity));
     }
     // Opaque: every covered pixel is replaced; the store is chosen once per span.
+    if let Ok(words) = bytemuck::try_cast_slice_mut::<u8, u32>(out) {
+        return span.run_words(words, |s| match format {
+            PixelFormat::Xrgb8888 | PixelFormat::Argb8888 => (s | OPAQUE).to_le(),
+            PixelFormat::Bgrx8888 => (s | OPAQUE).swap_bytes().to_le(),
+        });
+    }
     match format {
         PixelFormat::Xrgb8888 | PixelFormat::Argb8888 => {
             span.run(out, |px, s| px.copy_from_slice(&(s | OPAQUE).to_le_bytes()))
@@ -422,6 +445,31 @@ struct BilinearSpan<'s> {
 }
 
 impl BilinearSpan<'_> {
+    /// The sample of output pixel `i` of the span, if it is covered.
+    #[inline(always)]
+    fn at(&self, i: usize) -> Option<u32> {
+        let u16 = (self.u0 + self.step * i as i64) >> 16;
+        if !(0..self.cw).contains(&u16) {
+            return None;
+        }
+        let tu = (u16 - Q16_ONE / 2 + 128) >> 8;
+        let col = |x: i64| {
+            let i = (within(x, self.lo, self.hi) - self.lo) as usize;
+            self.cols.get(i).copied().unwrap_or(0)
+        };
+        Some(lerp(col(tu >> 8), col((tu >> 8) + 1), (tu & 0xFF) as u32))
+    }
+
+    /// Opaque output viewed as words: `out[i] = store(sample)` where covered.
+    #[inline(always)]
+    fn run_words(&self, out: &mut [u32], store: impl Fn(u32) -> u32) {
+        for (i, dst) in out.iter_mut().enumerate() {
+            if let Some(s) = self.at(i) {
+                *dst = store(s);
+            }
+        }
+    }
+
     #[inline(always)]
     fn run(&self, out: &mut [u8], mut write: impl FnMut(&mut [u8], u32)) {
         let col = |x: i64| {
@@ -478,9 +526,19 @@ fn copy_span(l: &Prepared, frame: &mut Frame, y: u32, xa: u32, xb: u32, su: i64,
     }
 }
 
-/// `dst[i] = f(src[i])` over little-endian words; simple enough to vectorise.
+/// `dst[i] = f(src[i])` over little-endian words; simple enough to vectorise. Aligned
+/// buffers (the usual case) are read and written a word at a time.
 #[inline(always)]
 fn convert(src: &[u8], dst: &mut [u8], f: impl Fn(u32) -> u32) {
+    if let (Ok(s), Ok(d)) = (
+        bytemuck::try_cast_slice::<u8, u32>(src),
+        bytemuck::try_cast_slice_mut::<u8, u32>(dst),
+    ) {
+        for (d, s) in d.iter_mut().zip(s) {
+            *d = f(u32::from_le(*s)).to_le();
+        }
+        return;
+    }
     for (d, s) in dst
         .chunks_exact_mut(BYTES_PER_PIXEL)
         .zip(src.chunks_exact(BYTES_PER_PIXEL))

@@ -306,7 +306,8 @@ fn exact_at_scale_one_in_every_format() {
     for (k, &out) in FORMATS.iter().enumerate() {
         let specs = vec![
             spec(
-                Image::new(20, 14, PixelFormat::Xrgb8888, 1 + k as u64, 0),
+                // An odd stride: rows not word-aligned, the byte-wise paths.
+                Image::new(20, 14, PixelFormat::Xrgb8888, 1 + k as u64, 3),
                 Placement::At { x: 3, y: 2 },
             ),
             Spec {
@@ -395,12 +396,13 @@ fn bilinear_scaling_within_tolerance() {
         (Rect::new(-4, 5, 17, 9), Some(Rect::new(3, 2, 20, 15))), // down, cropped, clipped
         (Rect::new(7, 1, 31, 47), Some(Rect::new(1, 1, 6, 17))),  // anisotropic
     ] {
-        for format in FORMATS {
+        // Padding 4 keeps rows word-aligned, 1 does not: both load paths.
+        for (format, pad) in FORMATS.into_iter().flat_map(|f| [(f, 4), (f, 1)]) {
             let s = Spec {
                 crop,
                 filter: Filter::Bilinear,
                 opacity: 190,
-                ..spec(Image::new(23, 19, format, 11, 4), Placement::Scaled(dst))
+                ..spec(Image::new(23, 19, format, 11, pad), Placement::Scaled(dst))
             };
             let (worst, n) = compare(&[s], 60, 50, PixelFormat::Xrgb8888);
             assert!(worst <= TOLERANCE, "{dst:?} {format:?}: {worst}");
@@ -566,19 +568,23 @@ fn arb_spec() -> impl Strategy<Value = Spec> {
         any::<u8>(),
         -2i32..3,
         0u32..4,
+        0usize..5,
     )
-        .prop_map(|(w, h, f, seed, placement, bilinear, opacity, z, c)| Spec {
-            image: Image::new(w, h, FORMATS[f], seed, 4),
-            crop: (c > 0).then(|| Rect::new(0, (c as i32) - 1, w, h.saturating_sub(c - 1).max(1))),
-            placement,
-            filter: if bilinear {
-                Filter::Bilinear
-            } else {
-                Filter::Nearest
+        .prop_map(
+            |(w, h, f, seed, placement, bilinear, opacity, z, c, pad)| Spec {
+                image: Image::new(w, h, FORMATS[f], seed, pad),
+                crop: (c > 0)
+                    .then(|| Rect::new(0, (c as i32) - 1, w, h.saturating_sub(c - 1).max(1))),
+                placement,
+                filter: if bilinear {
+                    Filter::Bilinear
+                } else {
+                    Filter::Nearest
+                },
+                opacity,
+                z,
             },
-            opacity,
-            z,
-        })
+        )
 }
 
 fn frame_bytes(specs: &[Spec], buf: &mut [u8], damage: Option<&[Rect]>) -> Report {
@@ -695,4 +701,41 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_misaligned_frame_gets_the_same_pixels() {
+    // Word views need aligned bytes; a frame starting at an odd address takes the
+    // byte-wise paths and must come out identical.
+    let specs = vec![
+        spec(
+            Image::new(20, 14, PixelFormat::Xrgb8888, 1, 0),
+            Placement::At { x: 3, y: 2 },
+        ),
+        Spec {
+            filter: Filter::Bilinear,
+            z: 1,
+            ..spec(
+                Image::new(9, 7, PixelFormat::Bgrx8888, 2, 0),
+                Placement::Scaled(Rect::new(5, 4, 21, 13)),
+            )
+        },
+    ];
+    let scene = Scene {
+        background: 0x0012_3456,
+        layers: specs.iter().map(Spec::layer).collect(),
+    };
+    let (w, h) = (30u32, 20u32);
+    let stride = w as usize * 4;
+    let mut aligned = vec![0u8; stride * h as usize];
+    let mut odd = vec![0u8; stride * h as usize + 1];
+    compose_full(
+        &scene,
+        &mut Frame::new(&mut aligned, w, h, stride, PixelFormat::Xrgb8888).unwrap(),
+    );
+    compose_full(
+        &scene,
+        &mut Frame::new(&mut odd[1..], w, h, stride, PixelFormat::Xrgb8888).unwrap(),
+    );
+    assert!(aligned == odd[1..]);
 }
