@@ -707,7 +707,7 @@ proptest! {
 fn a_misaligned_frame_gets_the_same_pixels() {
     // Word views need aligned bytes; a frame starting at an odd address takes the
     // byte-wise paths and must come out identical.
-    let specs = vec![
+    let specs = [
         spec(
             Image::new(20, 14, PixelFormat::Xrgb8888, 1, 0),
             Placement::At { x: 3, y: 2 },
