@@ -32,7 +32,12 @@ unsafe impl GlobalAlloc for Bump {
         let base = ARENA.0.get().cast::<u8>();
         let next = NEXT.get();
         let misalign = (base as usize + next) % layout.align();
-        let start = next + if misalign == 0 { 0 } else { layout.align() - misalign };
+        let start = next
+            + if misalign == 0 {
+                0
+            } else {
+                layout.align() - misalign
+            };
         match start.checked_add(layout.size()) {
             Some(end) if end <= ARENA_SIZE => {
                 NEXT.set(end);

@@ -69,8 +69,20 @@ mod guest {
         let bar = status_bar(OUT_W, "RayOS vm0", 1, 0xFFFF_FFFF, 0xA000_0000);
         let stride = OUT_W as usize * 4;
         let (Ok(guest), Ok(cursor), Ok(bar_surface)) = (
-            Surface::new(&src, SRC_W, SRC_H, SRC_W as usize * 4, PixelFormat::Xrgb8888),
-            Surface::new(&cursor_px, CURSOR, CURSOR, CURSOR as usize * 4, PixelFormat::Argb8888),
+            Surface::new(
+                &src,
+                SRC_W,
+                SRC_H,
+                SRC_W as usize * 4,
+                PixelFormat::Xrgb8888,
+            ),
+            Surface::new(
+                &cursor_px,
+                CURSOR,
+                CURSOR,
+                CURSOR as usize * 4,
+                PixelFormat::Argb8888,
+            ),
             bar.surface(),
         ) else {
             outln!("bench-compose: error: surfaces refused");
@@ -79,13 +91,26 @@ mod guest {
         let scene = |placement: Placement, filter: Filter| Scene {
             background: 0x0020_2020,
             layers: vec![
-                Layer { placement, filter, ..Layer::new(guest, 0, 0) },
-                Layer { z: 2, ..Layer::new(bar_surface, 0, 0) },
-                Layer { z: 3, ..Layer::new(cursor, 300, 200) },
+                Layer {
+                    placement,
+                    filter,
+                    ..Layer::new(guest, 0, 0)
+                },
+                Layer {
+                    z: 2,
+                    ..Layer::new(bar_surface, 0, 0)
+                },
+                Layer {
+                    z: 3,
+                    ..Layer::new(cursor, 300, 200)
+                },
             ],
         };
         let unscaled = scene(Placement::At { x: 80, y: 45 }, Filter::Nearest);
-        let scaled = scene(Placement::Scaled(Rect::new(0, 0, OUT_W, OUT_H)), Filter::Bilinear);
+        let scaled = scene(
+            Placement::Scaled(Rect::new(0, 0, OUT_W, OUT_H)),
+            Filter::Bilinear,
+        );
         let output = Rect::new(0, 0, OUT_W, OUT_H);
         let Some(damage) = unscaled.layers[0].damage_of(Rect::new(100, 60, 32, 32), output) else {
             outln!("bench-compose: error: no damage");
