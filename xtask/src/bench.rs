@@ -45,6 +45,11 @@ pub const BENCHES: &[Bench] = &[
         about: "ops/s of GetRandom, PCR_Extend, CreatePrimary(ECC P-256), Sign(ECDSA P-256) and Hash(4 KiB): vtpm-sim (release) against swtpm, same Rust client, same run",
         run: crate::bench_tpm::run_tpm,
     },
+    Bench {
+        name: "compose",
+        about: "compositor (release, host): 1920x1080 guest + cursor + overlay into 2560x1440, full frame, bilinear and 64x64 damage against a copy of the output frame",
+        run: crate::bench_compose::run_compose,
+    },
 ];
 
 /// Finds a benchmark by name.

@@ -46,6 +46,8 @@ pub enum Guest {
     Selftest,
     /// The bare-metal exit benchmark (`target/guests/bench-exits.bin`).
     BenchExits,
+    /// The bare-metal compositor benchmark (`target/guests/bench-compose.bin`).
+    BenchCompose,
     /// The bare-metal hostile virtio driver (`target/guests/virtio-hostile.bin`),
     /// given a 1 MiB RAM disk.
     VirtioHostile,
@@ -56,10 +58,11 @@ pub enum Guest {
 
 impl Guest {
     /// Every guest, for messages.
-    pub const ALL: [Guest; 5] = [
+    pub const ALL: [Guest; 6] = [
         Guest::Linux,
         Guest::Selftest,
         Guest::BenchExits,
+        Guest::BenchCompose,
         Guest::VirtioHostile,
         Guest::ResetLoop,
     ];
@@ -70,6 +73,7 @@ impl Guest {
             Guest::Linux => "linux",
             Guest::Selftest => "selftest",
             Guest::BenchExits => "bench-exits",
+            Guest::BenchCompose => "bench-compose",
             Guest::VirtioHostile => "virtio-hostile",
             Guest::ResetLoop => "reset-loop",
         }
@@ -79,7 +83,11 @@ impl Guest {
     pub fn default_vcpus(self) -> u32 {
         match self {
             Guest::Linux => 2,
-            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile | Guest::ResetLoop => 1,
+            Guest::Selftest
+            | Guest::BenchExits
+            | Guest::BenchCompose
+            | Guest::VirtioHostile
+            | Guest::ResetLoop => 1,
         }
     }
 
@@ -87,9 +95,11 @@ impl Guest {
     pub fn default_mem(self) -> u64 {
         match self {
             Guest::Linux => 512 << 20,
-            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile | Guest::ResetLoop => {
-                64 << 20
-            }
+            Guest::Selftest
+            | Guest::BenchExits
+            | Guest::BenchCompose
+            | Guest::VirtioHostile
+            | Guest::ResetLoop => 64 << 20,
         }
     }
 
@@ -364,7 +374,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
                     .unwrap_or_else(|| LINUX_CMDLINE.to_string()),
             )
         }
-        Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile | Guest::ResetLoop => {
+        Guest::Selftest
+        | Guest::BenchExits
+        | Guest::BenchCompose
+        | Guest::VirtioHostile
+        | Guest::ResetLoop => {
             let kernel = match &o.kernel {
                 Some(k) => k.clone(),
                 None => {
