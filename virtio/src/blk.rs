@@ -317,6 +317,24 @@ impl<B: BlockBackend + Send> VirtioDevice for Blk<B> {
     }
 
     fn reset(&mut self) {}
+
+    /// A disk has no device state of its own: its contents are the backend's, kept
+    /// by the backend's owner.
+    fn save_state(&self) -> Vec<u8> {
+        let Self {
+            // Storage and configuration, not device state.
+            backend: _,
+            serial: _,
+            queue_sizes: _,
+            // Scratch buffer, empty between requests.
+            chunk: _,
+        } = self;
+        Vec::new()
+    }
+
+    fn restore_state(&mut self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
+        crate::device::restore_no_state(blob)
+    }
 }
 
 #[cfg(test)]
