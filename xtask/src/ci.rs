@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the whole suite, as CI runs it (`.ci/run`). Set-up (QEMU,
-//! rustup targets), `cargo xtask build`, the host tests of the default members
-//! (the integration tests among them boot QEMU) in the fresh-host namespace
-//! ([`crate::fresh`]: QEMU's firmware files from optional packages hidden), then
-//! clippy on the bare-metal crates with their targets. Every step runs even after a failure, so one run
+//! rustup targets, cargo-deny), `cargo xtask build`, the lint and audit gates
+//! (`cargo fmt --check`, clippy `-D warnings` on every crate, `cargo deny`), then
+//! the host tests of the default members (the integration tests among them boot
+//! QEMU) in the fresh-host namespace ([`crate::fresh`]: QEMU's firmware files from
+//! optional packages hidden). Every step runs even after a failure, so one run
 //! shows everything that is broken; the last line sums up.
 
 use std::time::Instant;
@@ -12,7 +13,7 @@ use crate::error::Error;
 use crate::exec::{cargo, run_step};
 use crate::fresh;
 use crate::layout::{GUEST_PACKAGE, GUEST_TARGET, HYP_PACKAGE, HYP_TARGET};
-use crate::setup::{ensure_qemu, ensure_rust_targets, ensure_tools, TEST_TOOLS};
+use crate::setup::{ensure_cargo_deny, ensure_qemu, ensure_rust_targets, ensure_tools, TEST_TOOLS};
 use crate::Layout;
 
 /// One step of the suite.
@@ -39,32 +40,53 @@ pub fn fresh_test_cli(layout: &Layout, args: &[String]) -> Result<(), Error> {
     run_step(fresh::STEP, wrapped, &layout.root, false)
 }
 
-/// The cargo steps after the build, as `(name, cargo arguments)`. Plain
-/// `cargo test` at the root tests the workspace's default members: every host
-/// crate, without the bare-metal ones (which `--workspace` would include).
+/// The cargo steps after the build, as `(name, cargo arguments)`: the house
+/// rules first (formatting; clippy with `-D warnings` on every crate, the host
+/// crates with all their targets, the bare-metal ones for their targets; the
+/// lints every crate takes from `[workspace.lints]`; cargo-deny's offline checks),
+/// then the tests. Plain `cargo test`/`cargo clippy` at the root cover the
+/// workspace's default members: every host crate, without the bare-metal ones
+/// (which `--workspace` would include).
 pub fn cargo_steps() -> Vec<(String, Vec<String>)> {
-    let clippy = |package: &str, target: &str| {
-        let args = [
-            "clippy", "-p", package, "--target", target, "--", "-D", "warnings",
-        ];
+    let step = |name: &str, args: &[&str]| {
         (
-            format!("clippy {package}"),
-            args.iter().map(|a| a.to_string()).collect(),
+            name.to_string(),
+            args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    let clippy = |package: &str, target: &str| {
+        step(
+            &format!("clippy {package}"),
+            &[
+                "clippy", "-p", package, "--target", target, "--", "-D", "warnings",
+            ],
         )
     };
     vec![
-        ("cargo test".to_string(), vec!["test".to_string()]),
+        step("fmt", &["fmt", "--all", "--check"]),
+        step(
+            "clippy host crates",
+            &["clippy", "--all-targets", "--", "-D", "warnings"],
+        ),
         clippy(HYP_PACKAGE, HYP_TARGET),
         clippy(GUEST_PACKAGE, GUEST_TARGET),
+        step(DENY_STEP, &["deny", "check", "licenses", "bans", "sources"]),
+        step(FRESH_STEP, &["test"]),
     ]
 }
+
+/// The cargo-deny step: licences, banned and duplicate crates, sources. Its
+/// advisories check needs the RustSec database from GitHub, which the suite does
+/// not assume it can reach (see deny.toml).
+pub const DENY_STEP: &str = "cargo deny";
 
 /// Runs the suite; `Err` names the failed steps.
 pub fn test_cli(layout: &Layout) -> Result<(), Error> {
     let start = Instant::now();
     let setup = ensure_qemu(false)
         .and_then(|()| ensure_tools(TEST_TOOLS, false))
-        .and_then(|()| ensure_rust_targets(layout, false));
+        .and_then(|()| ensure_rust_targets(layout, false))
+        .and_then(|()| ensure_cargo_deny(false));
     if let Err(e) = setup {
         println!("xtask test: FAILED at set-up: {e}");
         return Err(Error::step("xtask test", "set-up failed"));
@@ -121,19 +143,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn suite_runs_the_host_tests_then_clippy_on_the_bare_metal_crates() {
+    fn suite_runs_the_gates_then_the_host_tests() {
         let steps = cargo_steps();
-        let line = |i: usize| steps[i].1.join(" ");
-        assert_eq!(steps.len(), 3);
-        assert_eq!(line(0), "test");
-        assert_eq!(steps[0].0, FRESH_STEP);
+        let lines: Vec<String> = steps.iter().map(|(_, a)| a.join(" ")).collect();
         assert_eq!(
-            line(1),
-            "clippy -p rayos-el2 --target aarch64-unknown-none-softfloat -- -D warnings"
+            lines,
+            [
+                "fmt --all --check",
+                "clippy --all-targets -- -D warnings",
+                "clippy -p rayos-el2 --target aarch64-unknown-none-softfloat -- -D warnings",
+                "clippy -p selftest-guest --target aarch64-unknown-none -- -D warnings",
+                "deny check licenses bans sources",
+                "test",
+            ]
         );
-        assert_eq!(
-            line(2),
-            "clippy -p selftest-guest --target aarch64-unknown-none -- -D warnings"
-        );
+        assert_eq!(steps[4].0, DENY_STEP);
+        assert_eq!(steps[5].0, FRESH_STEP);
+    }
+
+    /// Every crate of the workspace takes the house lints.
+    #[test]
+    fn every_member_opts_into_the_workspace_lints() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("undocumented_unsafe_blocks = \"deny\""));
+        let members = manifest
+            .split("members = [")
+            .nth(1)
+            .and_then(|m| m.split(']').next())
+            .unwrap();
+        let mut n = 0;
+        for m in members.split(',').map(|m| m.trim().trim_matches('"')) {
+            if m.is_empty() {
+                continue;
+            }
+            let text = std::fs::read_to_string(root.join(m).join("Cargo.toml")).unwrap();
+            assert!(text.contains("[lints]\nworkspace = true"), "{m}");
+            n += 1;
+        }
+        assert!(n >= 16, "{n} members");
     }
 }

@@ -37,7 +37,7 @@ pub enum Command {
     /// build the hypervisor (target/rayos-el2.bin) and the test guests (target/guests/*.bin)
     Build,
     /// boot a VM under QEMU; `cargo xtask run --help` lists the options
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// run a benchmark (known: exits, boot, disk, tpm)
     Bench {
         /// the benchmark; without it the list
@@ -82,7 +82,7 @@ pub enum Fetchable {
 /// the order of their flags from them).
 #[derive(Debug)]
 pub enum Parsed {
-    Command(Command, ArgMatches),
+    Command(Command, Box<ArgMatches>),
     /// `--help`/`help`: the text to print.
     Help(String),
 }
@@ -96,7 +96,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
         Err(e) => return usage_error(e),
     };
     match Cli::from_arg_matches(&matches) {
-        Ok(cli) => Ok(Parsed::Command(cli.command, matches)),
+        Ok(cli) => Ok(Parsed::Command(cli.command, Box::new(matches))),
         Err(e) => usage_error(e),
     }
 }

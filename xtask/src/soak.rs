@@ -328,6 +328,26 @@ pub fn check_console(console: &str, plan: &SoakPlan) -> SoakReport {
     r
 }
 
+/// The soak script's path in the initramfs (it is too long for the kernel
+/// command line that carries `--guest-cmd`).
+pub const SCRIPT: &str = "soak.sh";
+
+/// The Linux guest's initramfs followed by a second newc archive holding the
+/// script (the kernel unpacks concatenated archives in turn).
+fn soak_initramfs(layout: &Layout, plan: &SoakPlan) -> Result<std::path::PathBuf, Error> {
+    let g = crate::linux_guest::ensure_linux_guest(&layout.guest_cache())
+        .map_err(|e| Error::step("linux guest", e))?;
+    let mut bytes = std::fs::read(&g.initramfs)
+        .map_err(|e| Error::io(format!("read {}", g.initramfs.display()), e))?;
+    let mut w = crate::linux_guest::cpio::CpioWriter::new(Vec::new());
+    w.file(SCRIPT, 0o755, guest_script(plan).as_bytes())
+        .map_err(|e| Error::io("soak initramfs", e))?;
+    bytes.extend(w.finish().map_err(|e| Error::io("soak initramfs", e))?);
+    let path = layout.out.join("soak-initramfs.cpio");
+    std::fs::write(&path, bytes).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    Ok(path)
+}
+
 /// `cargo xtask soak`.
 pub fn soak_cli(layout: &Layout, plan: &SoakPlan) -> Result<(), Error> {
     let secs = u64::from(plan.boots) * (u64::from(plan.secs_per_boot) + BOOT_BUDGET.as_secs());
@@ -336,7 +356,8 @@ pub fn soak_cli(layout: &Layout, plan: &SoakPlan) -> Result<(), Error> {
     o.system_disk = Some(layout.out.join(SYSTEM_DISK));
     o.fresh = true;
     o.quiet = !plan.verbose;
-    o.guest_cmd = Some(guest_script(plan));
+    o.initrd = Some(soak_initramfs(layout, plan)?);
+    o.guest_cmd = Some(format!("sh /{SCRIPT}"));
     eprintln!(
         "xtask soak: {} boots of {} s of traffic each (2 vCPUs), at most {secs} s",
         plan.boots, plan.secs_per_boot
