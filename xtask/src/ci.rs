@@ -80,38 +80,65 @@ pub fn cargo_steps() -> Vec<(String, Vec<String>)> {
 /// not assume it can reach (see deny.toml).
 pub const DENY_STEP: &str = "cargo deny";
 
+/// Whether a step of [`cargo_steps`] is a gate (`cargo xtask lint` runs those).
+pub fn is_gate(name: &str) -> bool {
+    name != FRESH_STEP
+}
+
 /// Runs the suite; `Err` names the failed steps.
 pub fn test_cli(layout: &Layout) -> Result<(), Error> {
-    let start = Instant::now();
     let setup = ensure_qemu(false)
         .and_then(|()| ensure_tools(TEST_TOOLS, false))
         .and_then(|()| ensure_rust_targets(layout, false))
         .and_then(|()| ensure_cargo_deny(false));
+    run_steps(layout, "xtask test", setup, true, |_| true)
+}
+
+/// `cargo xtask lint`: the suite's gates alone (no build, no tests).
+pub fn lint_cli(layout: &Layout) -> Result<(), Error> {
+    let setup = ensure_rust_targets(layout, false).and_then(|()| ensure_cargo_deny(false));
+    run_steps(layout, "xtask lint", setup, false, is_gate)
+}
+
+/// Runs the build (when `build`) and the cargo steps `pick` keeps, every one even
+/// after a failure; the last line names each step with its time and sums up.
+fn run_steps(
+    layout: &Layout,
+    title: &str,
+    setup: Result<(), Error>,
+    build: bool,
+    pick: impl Fn(&str) -> bool,
+) -> Result<(), Error> {
+    let start = Instant::now();
     if let Err(e) = setup {
-        println!("xtask test: FAILED at set-up: {e}");
-        return Err(Error::step("xtask test", "set-up failed"));
+        println!("{title}: FAILED at set-up: {e}");
+        return Err(Error::step(title, "set-up failed"));
     }
     let mut checks = Vec::new();
-    let mut check = |name: &str, result: Result<(), Error>| {
+    let mut check = |name: &str, step_start: Instant, result: Result<(), Error>| {
         if let Err(e) = &result {
             eprintln!("xtask: {name} FAILED: {e}");
         }
         checks.push(Check {
-            name: name.into(),
+            name: format!("{name} ({} s)", step_start.elapsed().as_secs()),
             result,
         });
     };
-    check("build", build_all(layout, false).map(|_| ()));
-    for (name, args) in cargo_steps() {
+    if build {
+        let t = Instant::now();
+        check("build", t, build_all(layout, false).map(|_| ()));
+    }
+    for (name, args) in cargo_steps().into_iter().filter(|(n, _)| pick(n)) {
+        let t = Instant::now();
         let mut cmd = cargo();
         cmd.args(&args);
         if name == FRESH_STEP {
             let step = format!("{name} ({})", fresh::STEP);
             let result = fresh::wrap(&cmd, &fresh_stage(layout))
                 .and_then(|w| run_step(&step, w, &layout.root, false));
-            check(&step, result);
+            check(&step, t, result);
         } else {
-            check(&name, run_step(&name, cmd, &layout.root, false));
+            check(&name, t, run_step(&name, cmd, &layout.root, false));
         }
     }
 
@@ -123,18 +150,15 @@ pub fn test_cli(layout: &Layout) -> Result<(), Error> {
         .collect();
     let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     if failed.is_empty() {
-        println!("xtask test: OK — {} in {secs} s", names.join(", "));
+        println!("{title}: OK — {} in {secs} s", names.join(", "));
         Ok(())
     } else {
         println!(
-            "xtask test: FAILED — {} (of {}) in {secs} s",
+            "{title}: FAILED — {} (of {}) in {secs} s",
             failed.join(", "),
             names.join(", ")
         );
-        Err(Error::step(
-            "xtask test",
-            format!("failed: {}", failed.join(", ")),
-        ))
+        Err(Error::step(title, format!("failed: {}", failed.join(", "))))
     }
 }
 
@@ -159,6 +183,12 @@ mod tests {
         );
         assert_eq!(steps[4].0, DENY_STEP);
         assert_eq!(steps[5].0, FRESH_STEP);
+        let gates: Vec<&str> = steps
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| is_gate(n))
+            .collect();
+        assert_eq!(gates.len(), 5, "{gates:?}");
     }
 
     /// Every crate of the workspace takes the house lints.

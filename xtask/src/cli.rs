@@ -50,6 +50,8 @@ pub enum Command {
     },
     /// the whole suite: set-up, build, fmt, clippy of every crate, cargo deny, cargo test (in the fresh-host namespace)
     Test,
+    /// the suite's gates alone: fmt --check, clippy -D warnings of every crate, cargo deny
+    Lint,
     /// `cargo test ARGS` in the fresh-host namespace (QEMU firmware of optional packages hidden; root)
     FreshTest {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -177,6 +179,7 @@ fn dispatch(args: &[String]) -> Result<(), Error> {
             bench_cli(&layout, name)
         }
         Command::Test => test_cli(&layout),
+        Command::Lint => crate::ci::lint_cli(&layout),
         Command::FreshTest { args } => crate::ci::fresh_test_cli(&layout, &args),
         Command::Fetch {
             what: Fetchable::Linux,
@@ -305,6 +308,7 @@ mod tests {
             ("bench", "known: exits, boot, disk, tpm"),
             ("fetch", "fetch and build the Linux guest"),
             ("test", "the whole suite"),
+            ("lint", "the suite's gates alone"),
             ("fresh-test", "fresh-host namespace"),
             ("disk", "system-disk tool"),
             ("vtpm-sim", "TPM 2.0 simulator"),
