@@ -53,11 +53,13 @@ pub enum Command {
     /// the suite's gates alone: fmt --check, clippy -D warnings of every crate, cargo deny
     Lint,
     /// `cargo test ARGS` in the fresh-host namespace (QEMU firmware of optional packages hidden; root)
+    #[command(disable_help_flag = true)]
     FreshTest {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// system-disk tool (registry crate); `cargo xtask disk help`
+    #[command(disable_help_flag = true)]
     Disk {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -339,6 +341,11 @@ mod tests {
             panic!("disk did not parse")
         };
         assert_eq!(args, ["show", "--vm", "x", "-v"]);
+        // Their own --help goes to them (the disk tool, cargo test).
+        let Ok(Parsed::Command(Command::Disk { args }, _)) = parsed("disk --help") else {
+            panic!("disk --help did not reach the disk tool")
+        };
+        assert_eq!(args, ["--help"]);
         let Ok(Parsed::Command(Command::FreshTest { args }, _)) =
             parsed("fresh-test -p xtask -- --nocapture")
         else {
