@@ -222,6 +222,12 @@ fn prepare_boot(vm: &'static Vm) {
     RESET_OWNER.store(usize::MAX, Ordering::Release);
     *vm.start[0].lock() = Some(start);
     vm.set_power(0, CpuPower::On);
+    let (used, total) = heap::usage();
+    log::info!(
+        "hypervisor heap: {} KiB of {} KiB in use",
+        used >> 10,
+        total >> 10
+    );
 }
 
 #[no_mangle]

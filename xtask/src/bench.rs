@@ -63,9 +63,10 @@ pub fn find(name: &str) -> Result<&'static Bench, Error> {
     })
 }
 
-/// `cargo xtask bench NAME`.
-pub fn bench_cli(layout: &Layout, args: &[String]) -> Result<(), Error> {
-    let [name] = args else {
+/// The benchmark `cargo xtask bench NAME` names; without a name, a usage
+/// error listing them.
+pub fn find_or_list(name: Option<&str>) -> Result<&'static Bench, Error> {
+    let Some(name) = name else {
         let list: Vec<String> = BENCHES
             .iter()
             .map(|b| format!("  {:<8} {}", b.name, b.about))
@@ -75,7 +76,11 @@ pub fn bench_cli(layout: &Layout, args: &[String]) -> Result<(), Error> {
             list.join("\n")
         )));
     };
-    let bench = find(name)?;
+    find(name)
+}
+
+/// `cargo xtask bench NAME`.
+pub fn bench_cli(layout: &Layout, bench: &Bench) -> Result<(), Error> {
     let headline = (bench.run)(layout)?;
     println!("{headline}");
     Ok(())

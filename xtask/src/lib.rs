@@ -30,6 +30,7 @@ pub mod script;
 pub mod selftest;
 pub mod session;
 pub mod setup;
+pub mod soak;
 pub mod sysdisk;
 
 pub use error::Error;
