@@ -5,7 +5,8 @@
 //! here is either absent there (ICC_DIR_EL1, PMCR_EL0, CTR_EL0, DCZID_EL0, the
 //! EL2 stage-1 translation descriptors) or declared without the fields the
 //! hypervisor uses (its ICC_CTLR_EL1 has only ExtRange and no write access, its
-//! CPTR_EL2 only TAM, its SCTLR_EL1 not the RES1-at-reset bits).
+//! CPTR_EL2 only TAM, its ID_AA64ISAR0_EL1 only RNDR, its SCTLR_EL1 not the
+//! RES1-at-reset bits).
 //!
 //! Only layouts live here (host-testable, no `unsafe`); the accessors that read and
 //! write the registers are in `el2`.
@@ -90,6 +91,13 @@ register_bitfields! {u64,
         DZP OFFSET(4) NUMBITS(1) [],
         /// log2 of the words DC ZVA zeroes.
         BS OFFSET(0) NUMBITS(4) []
+    ],
+
+    /// ID_AA64ISAR0_EL1, the fields `aarch64-cpu`'s declaration (only RNDR) lacks
+    /// (Arm ARM D24.2.63).
+    pub ID_AA64ISAR0_EL1 [
+        /// CRC32 instructions: 0b0001 = implemented.
+        CRC32 OFFSET(16) NUMBITS(4) []
     ],
 
     /// The SCTLR_EL1 bits that are RES1 when their feature is absent and reset to
@@ -200,6 +208,7 @@ mod tests {
         assert_eq!(bits(CTR_EL0::IminLine), 0xf);
         assert_eq!(bits(DCZID_EL0::BS), 0xf);
         assert_eq!(bits(DCZID_EL0::DZP), 0x10);
+        assert_eq!(bits(ID_AA64ISAR0_EL1::CRC32), 0x000f_0000);
     }
 
     #[test]

@@ -13,55 +13,38 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use core::ptr::NonNull;
+
 use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1};
+use arm_pl011_uart::{Interrupts, PL011Registers, Uart as Pl011, UniqueMmioPointer};
 use spin::Mutex;
 use vdev::console::{LineBuf, SourceId, Terminal, NEWLINE};
 use vdev::ratelimit::{RateLimit, Verdict, LOG_BURST, LOG_LINES_PER_SEC, LOG_SUPPRESSED};
 
-/// PL011 register offsets and flag bits the driver uses.
-mod reg {
-    pub const DR: usize = 0x000;
-    pub const FR: usize = 0x018;
-    pub const FR_TXFF: u32 = 1 << 5;
-    pub const FR_RXFE: u32 = 1 << 4;
-    pub const IMSC: usize = 0x038;
-    /// Receive and receive-timeout interrupt masks.
-    pub const IMSC_RX: u32 = (1 << 4) | (1 << 6);
-}
-
-struct Uart {
-    base: usize,
-}
+/// The physical PL011, driven with `arm-pl011-uart`; `None` until the device tree
+/// has named it.
+struct Uart(Option<Pl011<'static>>);
 
 impl Uart {
     fn put(&mut self, b: u8) {
-        if self.base == 0 {
-            return;
-        }
-        // SAFETY: `base` is the PL011 named by the device tree, identity-mapped as
-        // device memory (or accessed with the MMU off); FR and DR are 32-bit registers.
-        unsafe {
-            while core::ptr::read_volatile((self.base + reg::FR) as *const u32) & reg::FR_TXFF != 0
-            {
-            }
-            core::ptr::write_volatile((self.base + reg::DR) as *mut u32, u32::from(b));
-        }
+        let Some(u) = &mut self.0 else { return };
+        while u.is_tx_fifo_full() {}
+        u.write_word(b);
     }
 
     fn put_all(&mut self, bytes: &[u8]) {
         bytes.iter().for_each(|b| self.put(*b));
     }
 
+    /// The next received byte; a byte received with an error (overrun, break,
+    /// parity, framing) is dropped.
     fn get(&mut self) -> Option<u8> {
-        if self.base == 0 {
-            return None;
-        }
-        // SAFETY: as in `put`.
-        unsafe {
-            if core::ptr::read_volatile((self.base + reg::FR) as *const u32) & reg::FR_RXFE != 0 {
-                return None;
+        let u = self.0.as_mut()?;
+        loop {
+            match u.read_word() {
+                Ok(b) => return b,
+                Err(_) => continue,
             }
-            Some(core::ptr::read_volatile((self.base + reg::DR) as *const u32) as u8)
         }
     }
 }
@@ -93,7 +76,7 @@ impl Host {
 }
 
 static HOST: Mutex<Host> = Mutex::new(Host {
-    uart: Uart { base: 0 },
+    uart: Uart(None),
     term: Terminal::new(),
 });
 
@@ -135,25 +118,28 @@ impl GuestLine {
 /// Each source's line (index: `Source as usize`). Lock order: a line, then [`HOST`].
 static LINES: [Mutex<GuestLine>; 2] = [Mutex::new(GuestLine::new()), Mutex::new(GuestLine::new())];
 
-/// Points the console at the PL011 at physical address `base`.
+/// Points the console at the PL011 at physical address `base` (a zero `base`
+/// leaves the console silent).
 pub fn init(base: usize) {
-    HOST.lock().uart.base = base;
+    let Some(regs) = NonNull::new(base as *mut PL011Registers) else {
+        return;
+    };
+    // SAFETY: `base` is the PL011 the device tree names, identity-mapped as device
+    // memory (or reached with the MMU off, where every access is Device-nGnRnE);
+    // only this console drives it, and only under the `HOST` lock.
+    let uart = unsafe { Pl011::new(UniqueMmioPointer::new(regs)) };
+    HOST.lock().uart.0 = Some(uart);
 }
 
 /// Makes the console UART interrupt when input arrives (`on`), or stop doing so
 /// while the guest has no room for more.
 pub fn set_rx_interrupt(on: bool) {
-    let host = HOST.lock();
-    let u = &host.uart;
-    if u.base != 0 {
-        // SAFETY: IMSC of the console PL011 (see `Uart::put`); the receive masks only
-        // decide whether it raises its interrupt line on input.
-        unsafe {
-            core::ptr::write_volatile(
-                (u.base + reg::IMSC) as *mut u32,
-                if on { reg::IMSC_RX } else { 0 },
-            )
-        };
+    if let Some(u) = HOST.lock().uart.0.as_mut() {
+        u.set_interrupt_masks(if on {
+            Interrupts::RXI | Interrupts::RTI
+        } else {
+            Interrupts::empty()
+        });
     }
 }
 
@@ -268,7 +254,7 @@ impl log::Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        if HOST.lock().uart.base == 0 {
+        if HOST.lock().uart.0.is_none() {
             DROPPED.fetch_add(1, Ordering::Relaxed);
             return;
         }
