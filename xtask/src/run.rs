@@ -136,7 +136,7 @@ pub struct RunOptions {
     /// Extra QEMU arguments, verbatim.
     pub qemu_args: Vec<String>,
     /// Make the hypervisor fault on purpose after reading the bundle (tests of its
-    /// fatal path; `--hypervisor-fault panic|data-abort|stack-overflow`).
+    /// fatal path; `--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data`).
     pub hypervisor_fault: Option<vmspec::HypervisorFault>,
     /// Show neither build output nor the console as it arrives (tests); the
     /// console is still in the outcome.
@@ -159,7 +159,7 @@ impl RunOptions {
 /// `run`'s usage text.
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--headless] [--timeout SECONDS] [--script FILE] \
-[--accel tcg|kvm] [--cpu MODEL] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow]
+[--accel tcg|kvm] [--cpu MODEL] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]
 
   On a terminal QEMU gets the terminal (quit with Ctrl-A X). With --headless, --script or --timeout, or
   without a terminal, the console is captured and shown, the run is killed after the timeout (default
@@ -240,7 +240,7 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
                 o.hypervisor_fault =
                     Some(vmspec::HypervisorFault::from_name(&v).ok_or_else(|| {
                         Error::Usage(format!(
-                            "--hypervisor-fault takes panic, data-abort or stack-overflow, not `{v}`"
+                            "--hypervisor-fault takes panic, data-abort, stack-overflow, write-text or execute-data, not `{v}`"
                         ))
                     })?)
             }
