@@ -1,4 +1,5 @@
-//! The hypervisor's console: the physical PL011, the `log` backend that writes
+//! The hypervisor's console: the physical PL011 (its registers as `tock-registers`
+//! fields), the `log` backend that writes
 //! hypervisor lines to it, and the sinks that carry guest console output.
 //!
 //! The line discipline is `vdev::console` (host-tested): each guest source
@@ -13,39 +14,77 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use core::ptr::NonNull;
-
-use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1};
-use arm_pl011_uart::{Interrupts, PL011Registers, Uart as Pl011, UniqueMmioPointer};
+use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1};
 use spin::Mutex;
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::registers::{ReadOnly, ReadWrite};
+use tock_registers::{register_bitfields, register_structs};
 use vdev::console::{LineBuf, SourceId, Terminal, NEWLINE};
 use vdev::ratelimit::{RateLimit, Verdict, LOG_BURST, LOG_LINES_PER_SEC, LOG_SUPPRESSED};
 
-/// The physical PL011, driven with `arm-pl011-uart`; `None` until the device tree
-/// has named it.
-struct Uart(Option<Pl011<'static>>);
+register_bitfields! {u32,
+    /// UARTFR, the PL011 flag register (Arm PL011 TRM 3.3.3): the bits the console
+    /// reads.
+    UARTFR [
+        /// Transmit FIFO full.
+        TXFF OFFSET(5) NUMBITS(1) [],
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) []
+    ],
+    /// UARTIMSC, the PL011 interrupt mask set/clear register (TRM 3.3.10).
+    UARTIMSC [
+        /// Receive timeout interrupt mask.
+        RTIM OFFSET(6) NUMBITS(1) [],
+        /// Receive interrupt mask.
+        RXIM OFFSET(4) NUMBITS(1) []
+    ]
+}
+
+register_structs! {
+    /// The PL011 registers the console uses (TRM 3.2, register summary).
+    Pl011Regs {
+        (0x000 => dr: ReadWrite<u32>),
+        (0x004 => _reserved0),
+        (0x018 => fr: ReadOnly<u32, UARTFR::Register>),
+        (0x01c => _reserved1),
+        (0x038 => imsc: ReadWrite<u32, UARTIMSC::Register>),
+        (0x03c => @END),
+    }
+}
+
+/// The physical PL011 at `base` (0 until the device tree has named it). Not
+/// `arm-pl011-uart`: its accessors are out-of-line calls, and the guest's UART
+/// exit polls this UART (see docs/architecture.md).
+struct Uart {
+    base: usize,
+}
 
 impl Uart {
+    fn regs(&self) -> Option<&Pl011Regs> {
+        // SAFETY: a non-zero `base` is the PL011 the device tree names, identity-mapped
+        // as device memory (or reached with the MMU off, where every access is
+        // Device-nGnRnE); the registers are accessed only with volatile accesses
+        // through `tock-registers`, and only under the `HOST` lock.
+        (self.base != 0).then(|| unsafe { &*(self.base as *const Pl011Regs) })
+    }
+
     fn put(&mut self, b: u8) {
-        let Some(u) = &mut self.0 else { return };
-        while u.is_tx_fifo_full() {}
-        u.write_word(b);
+        let Some(u) = self.regs() else { return };
+        while u.fr.is_set(UARTFR::TXFF) {}
+        u.dr.set(u32::from(b));
     }
 
     fn put_all(&mut self, bytes: &[u8]) {
         bytes.iter().for_each(|b| self.put(*b));
     }
 
-    /// The next received byte; a byte received with an error (overrun, break,
-    /// parity, framing) is dropped.
+    /// The next received byte (its error bits, above bit 7, dropped).
     fn get(&mut self) -> Option<u8> {
-        let u = self.0.as_mut()?;
-        loop {
-            match u.read_word() {
-                Ok(b) => return b,
-                Err(_) => continue,
-            }
+        let u = self.regs()?;
+        if u.fr.is_set(UARTFR::RXFE) {
+            return None;
         }
+        Some(u.dr.get() as u8)
     }
 }
 
@@ -65,19 +104,23 @@ impl Write for Uart {
 struct Host {
     uart: Uart,
     term: Terminal,
+    /// The receive interrupt as last programmed (`None`: not yet), so a guest
+    /// polling its UART does not rewrite the mask register on every access.
+    rx_interrupt: Option<bool>,
 }
 
 impl Host {
     /// Writes `bytes` of guest source `src`.
     fn guest(&mut self, src: Source, bytes: &[u8]) {
-        let Host { uart, term } = self;
+        let Host { uart, term, .. } = self;
         term.guest(src as SourceId, bytes, &mut |b| uart.put_all(b));
     }
 }
 
 static HOST: Mutex<Host> = Mutex::new(Host {
-    uart: Uart(None),
+    uart: Uart { base: 0 },
     term: Terminal::new(),
+    rx_interrupt: None,
 });
 
 /// A guest console output source.
@@ -118,28 +161,25 @@ impl GuestLine {
 /// Each source's line (index: `Source as usize`). Lock order: a line, then [`HOST`].
 static LINES: [Mutex<GuestLine>; 2] = [Mutex::new(GuestLine::new()), Mutex::new(GuestLine::new())];
 
-/// Points the console at the PL011 at physical address `base` (a zero `base`
-/// leaves the console silent).
+/// Points the console at the PL011 at physical address `base`.
 pub fn init(base: usize) {
-    let Some(regs) = NonNull::new(base as *mut PL011Registers) else {
-        return;
-    };
-    // SAFETY: `base` is the PL011 the device tree names, identity-mapped as device
-    // memory (or reached with the MMU off, where every access is Device-nGnRnE);
-    // only this console drives it, and only under the `HOST` lock.
-    let uart = unsafe { Pl011::new(UniqueMmioPointer::new(regs)) };
-    HOST.lock().uart.0 = Some(uart);
+    HOST.lock().uart.base = base;
 }
 
 /// Makes the console UART interrupt when input arrives (`on`), or stop doing so
 /// while the guest has no room for more.
 pub fn set_rx_interrupt(on: bool) {
-    if let Some(u) = HOST.lock().uart.0.as_mut() {
-        u.set_interrupt_masks(if on {
-            Interrupts::RXI | Interrupts::RTI
+    let mut host = HOST.lock();
+    if host.rx_interrupt == Some(on) {
+        return;
+    }
+    host.rx_interrupt = Some(on);
+    if let Some(u) = host.uart.regs() {
+        if on {
+            u.imsc.write(UARTIMSC::RXIM::SET + UARTIMSC::RTIM::SET);
         } else {
-            Interrupts::empty()
-        });
+            u.imsc.set(0);
+        }
     }
 }
 
@@ -148,7 +188,7 @@ pub fn set_rx_interrupt(on: bool) {
 pub fn print_line(args: fmt::Arguments) {
     flush_guest(false);
     let mut h = HOST.lock();
-    let Host { uart, term } = &mut *h;
+    let Host { uart, term, .. } = &mut *h;
     term.hypervisor_line(&mut |b| uart.put_all(b));
     let _ = uart.write_fmt(args);
     uart.put_all(NEWLINE);
@@ -254,7 +294,7 @@ impl log::Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        if HOST.lock().uart.0.is_none() {
+        if HOST.lock().uart.base == 0 {
             DROPPED.fetch_add(1, Ordering::Relaxed);
             return;
         }
