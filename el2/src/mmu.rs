@@ -198,10 +198,9 @@ pub fn image_text_rodata() -> (u64, u64, u64) {
 }
 
 /// MAIR_EL2 attribute indices: `el2map::MAIR_DEVICE` (0) = Device-nGnRE,
-/// `el2map::MAIR_NORMAL` (1) = Normal WB RA/WA. W^X is the descriptors' doing;
-/// SCTLR_EL2.WXN is left clear: with it set, the self-test's `wfi-wakeup` check
-/// hung under QEMU 7.2 TCG (cause not found; the map never makes a page both
-/// writable and executable, so WXN would only be a second guard).
+/// `el2map::MAIR_NORMAL` (1) = Normal WB RA/WA. SCTLR_EL2.WXN makes every writable
+/// page execute-never whatever its descriptor says, a second guard: the map already
+/// never makes a page both writable and executable.
 fn program_and_enable() {
     const _: () = assert!(el2map::MAIR_DEVICE == 0 && el2map::MAIR_NORMAL == 1);
     let parange = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(5);
@@ -227,7 +226,8 @@ fn program_and_enable() {
         SCTLR_EL2::M::Enable
             + SCTLR_EL2::C::Cacheable
             + SCTLR_EL2::I::Cacheable
-            + SCTLR_EL2::SA::Enable,
+            + SCTLR_EL2::SA::Enable
+            + SCTLR_EL2::WXN::Enable,
     );
     barrier::isb(barrier::SY);
 }
