@@ -150,6 +150,42 @@ register_bitfields! {u64,
     ]
 }
 
+/// The system registers whose read is not a plain read: reading an ICC_IAR*/NMIAR
+/// register acknowledges the highest-priority pending interrupt (it becomes
+/// active), and RNDR/RNDRRS return a new random number on each read and report
+/// failure in NZCV. `el2`'s by-name `read_sysreg!` refuses them at compile time;
+/// each has a path of its own there.
+pub const SIDE_EFFECT_READS: [&str; 7] = [
+    "ICC_IAR0_EL1",
+    "ICC_IAR1_EL1",
+    "ICC_NMIAR1_EL1",
+    "RNDR",
+    "RNDRRS",
+    "S3_3_C2_C4_0",
+    "S3_3_C2_C4_1",
+];
+
+/// Whether the register named `r` (as the assembler takes it: ASCII
+/// case-insensitive) is in [`SIDE_EFFECT_READS`]; usable in a constant context.
+pub const fn has_read_side_effect(r: &str) -> bool {
+    let r = r.as_bytes();
+    let mut i = 0;
+    while i < SIDE_EFFECT_READS.len() {
+        let a = SIDE_EFFECT_READS[i].as_bytes();
+        if a.len() == r.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == r[j].to_ascii_uppercase() {
+                j += 1;
+            }
+            if j == a.len() {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
 /// The ICC_SGI1R_EL1 layout, with the function that builds it, lives in
 /// [`crate::sgi`].
 pub use crate::sgi::ICC_SGI1R;
@@ -163,6 +199,34 @@ mod tests {
     /// The bits a field covers in its register.
     fn bits<R: RegisterLongName>(f: Field<u64, R>) -> u64 {
         f.mask << f.shift
+    }
+
+    #[test]
+    fn reads_with_side_effects_are_named() {
+        for r in [
+            "ICC_IAR1_EL1",
+            "icc_iar1_el1",
+            "ICC_IAR0_EL1",
+            "ICC_NMIAR1_EL1",
+            "RNDR",
+            "rndrrs",
+            "s3_3_c2_c4_1",
+        ] {
+            assert!(has_read_side_effect(r), "{r}");
+        }
+        // Plain reads, including the look-alikes (HPPIR peeks without acknowledging).
+        for r in [
+            "ICC_HPPIR1_EL1",
+            "ICC_IAR1",
+            "ICC_IAR1_EL1X",
+            "ICH_VTR_EL2",
+            "CNTPCT_EL0",
+            "RND",
+            "",
+        ] {
+            assert!(!has_read_side_effect(r), "{r}");
+        }
+        const _: () = assert!(has_read_side_effect("ICC_IAR1_EL1"));
     }
 
     #[test]

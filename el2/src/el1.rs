@@ -196,49 +196,13 @@ impl El1Context {
 const _: () = assert!(core::mem::offset_of!(FpState, fpcr) == 512);
 const _: () = assert!(core::mem::offset_of!(FpState, fpsr) == 520);
 
-/// The system registers whose read is not a plain read: reading an ICC_IAR*/NMIAR
-/// register acknowledges the highest-priority pending interrupt (it becomes
-/// active: `irq::acknowledge` is the one path), and RNDR/RNDRRS return a new random
-/// number on each read and report failure in NZCV (`entropy::rndrrs`).
-/// [`read_sysreg!`] refuses them.
-const SIDE_EFFECT_READS: [&str; 7] = [
-    "ICC_IAR0_EL1",
-    "ICC_IAR1_EL1",
-    "ICC_NMIAR1_EL1",
-    "RNDR",
-    "RNDRRS",
-    "S3_3_C2_C4_0",
-    "S3_3_C2_C4_1",
-];
-
-/// Whether `r` names a register in [`SIDE_EFFECT_READS`] (ASCII case-insensitive,
-/// as the assembler reads names), in a constant context.
-pub(crate) const fn has_read_side_effect(r: &str) -> bool {
-    let r = r.as_bytes();
-    let mut i = 0;
-    while i < SIDE_EFFECT_READS.len() {
-        let a = SIDE_EFFECT_READS[i].as_bytes();
-        if a.len() == r.len() {
-            let mut j = 0;
-            while j < a.len() && a[j] == r[j].to_ascii_uppercase() {
-                j += 1;
-            }
-            if j == a.len() {
-                return true;
-            }
-        }
-        i += 1;
-    }
-    false
-}
-
 /// Reads a system register, by name, whose read has no side effect: ID,
 /// control, counter and EL1-context registers. A register whose read changes
 /// state (interrupt acknowledge, RNDR) does not compile here.
 macro_rules! read_sysreg {
     ($r:literal) => {{
         const _: () = assert!(
-            !$crate::el1::has_read_side_effect($r),
+            !arch::regs::has_read_side_effect($r),
             "reading this register has a side effect: use irq::acknowledge or entropy::rndrrs"
         );
         let v: u64;
