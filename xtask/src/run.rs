@@ -146,7 +146,7 @@ pub struct RunOptions {
     /// Extra QEMU arguments, verbatim.
     pub qemu_args: Vec<String>,
     /// Make the hypervisor fault on purpose after reading the bundle (tests of its
-    /// fatal path; `--hypervisor-fault panic|data-abort|stack-overflow`).
+    /// fatal path; `--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data`).
     pub hypervisor_fault: Option<vmspec::HypervisorFault>,
     /// Show neither build output nor the console as it arrives (tests); the
     /// console is still in the outcome.
@@ -169,7 +169,7 @@ impl RunOptions {
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--headless] [--timeout SECONDS] [--script FILE] \
-[--accel tcg|kvm] [--cpu MODEL] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow]";
+[--accel tcg|kvm] [--cpu MODEL] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
 pub const NOTES: &str = "\
@@ -240,7 +240,7 @@ pub struct RunArgs {
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true, action = clap::ArgAction::Append)]
     qemu_arg: Vec<String>,
     /// make the hypervisor fault on purpose (tests of its fatal path)
-    #[arg(long = "hypervisor-fault", value_name = "panic|data-abort|stack-overflow", value_parser = parse_fault)]
+    #[arg(long = "hypervisor-fault", value_name = "panic|data-abort|stack-overflow|write-text|execute-data", value_parser = parse_fault)]
     hypervisor_fault: Option<vmspec::HypervisorFault>,
 }
 
@@ -275,7 +275,7 @@ fn parse_accel(v: &str) -> Result<Accel, String> {
 
 fn parse_fault(v: &str) -> Result<vmspec::HypervisorFault, String> {
     vmspec::HypervisorFault::from_name(v).ok_or_else(|| {
-        format!("--hypervisor-fault takes panic, data-abort or stack-overflow, not `{v}`")
+        format!("--hypervisor-fault takes panic, data-abort, stack-overflow, write-text or execute-data, not `{v}`")
     })
 }
 
