@@ -41,6 +41,7 @@ use boards::{guest, Range};
 use stage2::Layout;
 
 use crate::trap::Flow;
+use crate::vectors::ExitKind;
 use crate::vm::{GuestRam, StartRequest, StopReason, Vcpu, Vm};
 
 /// Largest DTB the hypervisor will look at.
@@ -624,16 +625,16 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
             }
         }
         wait::sync_vtimer(vm, vcpu);
-        let flow = match kind {
-            vectors::kind::SYNC => trap::handle_sync(vm, vcpu),
-            vectors::kind::IRQ | vectors::kind::FIQ => {
+        let flow = match ExitKind::from_raw(kind) {
+            Some(ExitKind::Sync) => trap::handle_sync(vm, vcpu),
+            Some(ExitKind::Irq | ExitKind::Fiq) => {
                 vcpu.stats.irq += 1;
                 wait::service_irqs(vm, vcpu);
                 Flow::Continue
             }
-            vectors::kind::SERROR => trap::handle_serror(vm, vcpu),
-            other => fatal(format_args!(
-                "world switch returned unknown exception kind {other}"
+            Some(ExitKind::SError) => trap::handle_serror(vm, vcpu),
+            None => fatal(format_args!(
+                "world switch returned unknown exception kind {kind}"
             )),
         };
         if flow != Flow::Continue {
