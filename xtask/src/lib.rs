@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod bench_boot;
+pub mod bench_contention;
 pub mod bench_disk;
 pub mod bench_tpm;
 pub mod build;
