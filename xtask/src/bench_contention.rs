@@ -1,9 +1,9 @@
 //! `mmio-contention`: does one vCPU's slow device access hold up another vCPU's
 //! access to a different device? The `bench-contention` guest (2 vCPUs, a 1 MiB
 //! RAM disk) times reads of vCPU 0's GIC redistributor with the virtual counter
-//! while vCPU 1 is off (the baseline) and while vCPU 1 issues 64 KiB virtio-blk
-//! requests back to back, and prints
-//! `bench-contention: idle_reads=… idle_ticks=… busy_reads=… busy_ticks=… requests=… ratio=…`.
+//! while vCPU 1 is off (for reference), while it runs idle in the guest (the
+//! baseline) and while it issues 64 KiB virtio-blk requests back to back, and
+//! prints `bench-contention: off_ticks=… idle_reads=… idle_ticks=… busy_reads=… busy_ticks=… requests=… ratio=…`.
 //! QEMU runs without `-icount` so the two vCPUs run in parallel (MTTCG, one host
 //! thread each); the figures are wall-clock and move with the host's load, so
 //! only their ratio is reported (1.0: no interference).
@@ -25,6 +25,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(300);
 /// The figures the guest prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContentionSample {
+    /// Ticks of `idle_reads` reads with vCPU 1 off.
+    pub off_ticks: u64,
     pub idle_reads: u64,
     pub idle_ticks: u64,
     pub busy_reads: u64,
@@ -35,6 +37,10 @@ pub struct ContentionSample {
 
 impl ContentionSample {
     /// Ticks per read with vCPU 1 off.
+    pub fn off_per_read(&self) -> f64 {
+        self.off_ticks as f64 / self.idle_reads as f64
+    }
+    /// Ticks per read with vCPU 1 running idle.
     pub fn idle_per_read(&self) -> f64 {
         self.idle_ticks as f64 / self.idle_reads as f64
     }
@@ -48,13 +54,13 @@ impl ContentionSample {
     }
 }
 
-/// Reads the last `bench-contention: idle_reads=…` line of a console log.
+/// Reads the last `bench-contention: off_ticks=…` line of a console log.
 pub fn parse(console: &str) -> Result<ContentionSample, String> {
     let line = console
         .lines()
         .filter_map(|l| l.trim_end_matches('\r').strip_prefix(PREFIX))
-        .rfind(|rest| rest.starts_with("idle_reads="))
-        .ok_or("no `bench-contention: idle_reads=…` line on the console")?;
+        .rfind(|rest| rest.starts_with("off_ticks="))
+        .ok_or("no `bench-contention: off_ticks=…` line on the console")?;
     let field = |key: &str| -> Result<u64, String> {
         let value = line
             .split_whitespace()
@@ -65,6 +71,7 @@ pub fn parse(console: &str) -> Result<ContentionSample, String> {
             .map_err(|_| format!("`bench-contention:` {key}={value} is not a number"))
     };
     let s = ContentionSample {
+        off_ticks: field("off_ticks")?,
         idle_reads: field("idle_reads")?,
         idle_ticks: field("idle_ticks")?,
         busy_reads: field("busy_reads")?,
@@ -86,8 +93,10 @@ pub fn parse(console: &str) -> Result<ContentionSample, String> {
 pub fn report(s: &ContentionSample) -> (String, String) {
     let table = format!(
         "bench mmio-contention (GICR reads of vCPU 0, virtual-counter ticks per read)\n\
-         {:<28} {:>10.1}  ({} reads)\n{:<28} {:>10.1}  ({} reads, {} disk requests)\n{:<28} {:>10.2}",
-        "vCPU 1 off",
+         {:<28} {:>10.1}\n{:<28} {:>10.1}  ({} reads)\n{:<28} {:>10.1}  ({} reads, {} disk requests)\n{:<28} {:>10.2}",
+        "vCPU 1 off (reference)",
+        s.off_per_read(),
+        "vCPU 1 idle (baseline)",
         s.idle_per_read(),
         s.idle_reads,
         "vCPU 1 doing disk I/O",
@@ -98,7 +107,8 @@ pub fn report(s: &ContentionSample) -> (String, String) {
         s.ratio()
     );
     let headline = format!(
-        "mmio-contention idle_ticks_per_read={:.1} busy_ticks_per_read={:.1} requests={} ratio={:.2}",
+        "mmio-contention off_ticks_per_read={:.1} idle_ticks_per_read={:.1} busy_ticks_per_read={:.1} requests={} ratio={:.2}",
+        s.off_per_read(),
         s.idle_per_read(),
         s.busy_per_read(),
         s.requests,
@@ -138,11 +148,12 @@ mod tests {
 
     #[test]
     fn the_guest_line_parses_and_gives_the_ratio() {
-        let log = "[el2 INFO ] vm custom\r\nbench-contention: idle_reads=4000 idle_ticks=8000 busy_reads=2000 busy_ticks=6000 requests=7 ratio=1.50\r\n";
+        let log = "[el2 INFO ] vm custom\r\nbench-contention: off_ticks=4000 idle_reads=4000 idle_ticks=8000 busy_reads=2000 busy_ticks=6000 requests=7 ratio=1.50\r\n";
         let s = parse(log).unwrap();
         assert_eq!(
             s,
             ContentionSample {
+                off_ticks: 4000,
                 idle_reads: 4000,
                 idle_ticks: 8000,
                 busy_reads: 2000,
@@ -153,7 +164,7 @@ mod tests {
         let (table, headline) = report(&s);
         assert_eq!(
             headline,
-            "mmio-contention idle_ticks_per_read=2.0 busy_ticks_per_read=3.0 requests=7 ratio=1.50"
+            "mmio-contention off_ticks_per_read=1.0 idle_ticks_per_read=2.0 busy_ticks_per_read=3.0 requests=7 ratio=1.50"
         );
         assert!(table.contains("disk I/O"));
     }
@@ -163,7 +174,7 @@ mod tests {
         assert!(parse("nothing\n").is_err());
         assert!(parse("bench-contention: error: CPU_ON failed\n").is_err());
         let line = |idle_ticks, busy_reads, requests| {
-            format!("bench-contention: idle_reads=1 idle_ticks={idle_ticks} busy_reads={busy_reads} busy_ticks=3 requests={requests}\n")
+            format!("bench-contention: off_ticks=1 idle_reads=1 idle_ticks={idle_ticks} busy_reads={busy_reads} busy_ticks=3 requests={requests}\n")
         };
         assert!(parse(&line(2, 1, 1)).is_ok());
         assert!(parse(&line(0, 1, 1)).is_err());
@@ -171,10 +182,10 @@ mod tests {
         assert!(parse(&line(2, 1, 0))
             .unwrap_err()
             .contains("no disk request"));
-        assert!(
-            parse("bench-contention: idle_reads=1 idle_ticks=2 busy_reads=1 requests=1\n")
-                .unwrap_err()
-                .contains("busy_ticks")
-        );
+        assert!(parse(
+            "bench-contention: off_ticks=1 idle_reads=1 idle_ticks=2 busy_reads=1 requests=1\n"
+        )
+        .unwrap_err()
+        .contains("busy_ticks"));
     }
 }

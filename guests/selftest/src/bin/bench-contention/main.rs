@@ -1,10 +1,11 @@
 //! The MMIO contention benchmark guest (2 vCPUs, a 1 MiB RAM disk). vCPU 0 times
 //! reads of its GIC redistributor's GICR_TYPER with the virtual counter: first
-//! [`READS`] of them while vCPU 1 is still off (the baseline), then, once vCPU 1
-//! is on and issuing 64 KiB virtio-blk requests back to back (alternating writes
+//! [`READS`] of them while vCPU 1 is off (for reference: `off_ticks`), then as
+//! many while vCPU 1 runs but is idle, spinning in the guest without exits (the
+//! baseline: the same two busy host threads), then, once vCPU 1 is issuing 64 KiB virtio-blk requests back to back (alternating writes
 //! and reads, polling the used ring between them), as many as fit in 16 of its
 //! requests. It prints both and the ratio of the per-read latencies:
-//! `bench-contention: idle_reads=… idle_ticks=… busy_reads=… busy_ticks=… requests=… ratio=…`.
+//! `bench-contention: off_ticks=… idle_reads=… idle_ticks=… busy_reads=… busy_ticks=… requests=… ratio=…`.
 //! With one lock over the whole MMIO bus a redistributor read waits for the disk
 //! request in flight; with a lock per device it does not.
 //!
@@ -46,8 +47,12 @@ mod guest {
     /// Disk requests the busy phase spans, and a bound on its reads.
     const BUSY_REQUESTS: u64 = 16;
     const MAX_BUSY_READS: u64 = 1_000_000;
-    /// Set by vCPU 0 when vCPU 1 should stop its I/O.
-    static STOP: AtomicU32 = AtomicU32::new(0);
+    /// vCPU 1's progress: it sets READY once its disk is set up (then spins in
+    /// the guest, no exits); vCPU 0 sets GO to start its I/O and STOP to end it.
+    const READY: u32 = 1;
+    const GO: u32 = 2;
+    const STOP: u32 = 3;
+    static PHASE: AtomicU32 = AtomicU32::new(0);
     /// Requests vCPU 1 completed; the code of the step that failed, if one did.
     static REQUESTS: AtomicU64 = AtomicU64::new(0);
     static IO_ERROR: AtomicU32 = AtomicU32::new(0);
@@ -145,9 +150,9 @@ mod guest {
     #[no_mangle]
     extern "C" fn guest_main() -> ! {
         vectors::install(u32::MAX);
-        // The baseline, with vCPU 1 still off (no exits, no host thread busy for it).
+        // For reference: vCPU 1 still off.
         time_reads();
-        let idle = time_reads();
+        let off = time_reads();
         // Only the address of the stack is taken here; vCPU 1 alone uses it.
         let stack_top =
             core::ptr::addr_of_mut!(STACK1) as u64 + core::mem::size_of::<Stack>() as u64;
@@ -167,12 +172,18 @@ mod guest {
             );
             power::system_off();
         }
+        while PHASE.load(Ordering::Acquire) != READY && IO_ERROR.load(Ordering::Acquire) == 0 {
+            core::hint::spin_loop();
+        }
+        // The baseline: vCPU 1 running (spinning in the guest) but idle.
+        let idle = time_reads();
         // Let its I/O get going, then time reads across BUSY_REQUESTS requests.
+        PHASE.store(GO, Ordering::Release);
         while REQUESTS.load(Ordering::Acquire) < 2 && IO_ERROR.load(Ordering::Acquire) == 0 {
             core::hint::spin_loop();
         }
         let (busy_reads, busy, requests) = time_reads_during_io();
-        STOP.store(1, Ordering::Release);
+        PHASE.store(STOP, Ordering::Release);
         let error = IO_ERROR.load(Ordering::Acquire);
         if error != 0 {
             outln!("bench-contention: error: vCPU 1's disk I/O failed (code {error})");
@@ -184,7 +195,7 @@ mod guest {
             idle.max(1).saturating_mul(busy_reads.max(1)),
         );
         outln!(
-            "bench-contention: idle_reads={READS} idle_ticks={idle} busy_reads={busy_reads} busy_ticks={busy} requests={requests} ratio={ratio}"
+            "bench-contention: off_ticks={off} idle_reads={READS} idle_ticks={idle} busy_reads={busy_reads} busy_ticks={busy} requests={requests} ratio={ratio}"
         );
         power::system_off()
     }
@@ -226,7 +237,11 @@ mod guest {
         };
         let sectors = v::BLK_CAPACITY_SECTORS - REQUEST_BYTES as u64 / v::SECTOR_SIZE;
         let mut n: u64 = 0;
-        while STOP.load(Ordering::Acquire) == 0 {
+        PHASE.store(READY, Ordering::Release);
+        while PHASE.load(Ordering::Acquire) == READY {
+            core::hint::spin_loop();
+        }
+        while PHASE.load(Ordering::Acquire) == GO {
             let kind = if n.is_multiple_of(2) {
                 v::BLK_T_OUT
             } else {
