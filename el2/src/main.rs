@@ -583,6 +583,7 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     }
     wait::update_ptimer(vm, vcpu);
     let mut lrs = irq::HwListRegisters::new();
+    let kick = &vm.kick[idx];
     loop {
         if let Some(r) = vm.stopping() {
             vcpu.el1.save();
@@ -594,7 +595,7 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
         }
         if vcpu.lrs_loaded
             || vcpu.lrs_overflow
-            || (vm.kick[idx].load(Ordering::Acquire) && vm.kick[idx].swap(false, Ordering::AcqRel))
+            || (kick.load(Ordering::Acquire) && kick.swap(false, Ordering::AcqRel))
         {
             match vm.vgic.lock().flush(idx, &mut lrs) {
                 Ok(out) => {

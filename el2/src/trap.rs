@@ -77,6 +77,7 @@ fn inject_exception(vcpu: &mut Vcpu, what: Injection) {
 /// ESR_EL2.EC of an HVC from AArch64, and the ISS bits of its immediate.
 const EC_HVC64: u64 = 0x16;
 const ESR_EC_SHIFT: u64 = 26;
+const ESR_EC_MASK: u64 = 0x3f;
 const ESR_ISS_IMM16: u64 = 0xffff;
 
 /// ESR_EL2.EC of a data abort from a lower EL.
@@ -87,12 +88,12 @@ const EC_DABT_LOW: u64 = 0x24;
 #[inline(always)]
 pub fn handle_sync(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     let esr = read_sysreg!("ESR_EL2");
-    let ec = esr >> ESR_EC_SHIFT;
-    if ec == EC_HVC64 && esr & ESR_ISS_IMM16 == 0 {
+    // EC and the immediate in one test: HVC #0, checked first.
+    if esr & (ESR_EC_MASK << ESR_EC_SHIFT | ESR_ISS_IMM16) == EC_HVC64 << ESR_EC_SHIFT {
         vcpu.stats.hvc += 1;
         return smccc(vm, vcpu);
     }
-    if ec == EC_DABT_LOW && mmio_fast(vm, vcpu, esr) {
+    if esr >> ESR_EC_SHIFT & ESR_EC_MASK == EC_DABT_LOW && mmio_fast(vm, vcpu, esr) {
         return Flow::Continue;
     }
     handle_other_sync(vm, vcpu, esr)
