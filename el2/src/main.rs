@@ -610,7 +610,7 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
         }
         // SAFETY: `regs` is this vCPU's register block, alive for the whole call; the
         // EL2 controls for this VM were programmed by `activate`.
-        let kind = unsafe { vectors::__guest_enter(&mut vcpu.regs) };
+        let kind = unsafe { vectors::guest_enter(&mut vcpu.regs) };
         // The maintenance interrupt is level-sensitive and `sync` empties the list
         // registers, so an armed underflow / no-pending request would keep it asserted
         // at EL2 for ever: take back every request (keeping EOIcount, the guest's

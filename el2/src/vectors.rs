@@ -1,11 +1,12 @@
 //! The EL2 exception vector table and the world switch.
 //!
 //! A guest runs between `__guest_enter` and the next exception taken from a lower EL.
-//! `__guest_enter(regs)` saves the hypervisor's callee-saved registers on its own stack,
-//! loads the guest's general-purpose registers, ELR_EL2 and SPSR_EL2 from `regs`, and
-//! ERETs. A lower-EL exception saves the guest's registers back into `regs` (found
-//! through TPIDR_EL2), restores the callee-saved registers and returns from
-//! `__guest_enter` with the kind of exception in x0. Everything else of the guest's
+//! [`guest_enter`] calls `__guest_enter(regs)` from inline assembly that declares
+//! every general-purpose register but x19, x29 and SP clobbered; `__guest_enter`
+//! saves those two on its own stack, loads the guest's general-purpose registers,
+//! ELR_EL2 and SPSR_EL2 from `regs`, and ERETs. A lower-EL exception saves the
+//! guest's registers back into `regs` (found through TPIDR_EL2), restores x19/x29
+//! and returns from `__guest_enter` with the [`ExitKind`] in x0. Everything else of the guest's
 //! EL1 state stays live in the hardware: the hypervisor (built soft-float) never
 //! touches FP/SIMD or EL1 system registers on this path.
 //!
@@ -100,10 +101,34 @@ const _: () = {
     assert!(offset_of!(TrapFrame, sp) == 35 * 8 && size_of::<TrapFrame>() == 36 * 8);
 };
 
-extern "C" {
-    /// Runs the guest whose registers are at `regs` until its next exception and
-    /// returns the [`ExitKind`] of that exception (as its discriminant).
-    pub fn __guest_enter(regs: *mut GuestRegs) -> u64;
+/// Runs the guest whose registers are at `regs` until its next exception and
+/// returns the [`ExitKind`] of that exception (as its discriminant).
+///
+/// The call is inline assembly declaring every register the world switch does not
+/// keep (all of the C ABI's caller-saved ones and x20..x28) clobbered: the
+/// compiler keeps only what it needs across the guest run, and `__guest_enter`
+/// saves just the two it may not be told about (x19, x29).
+///
+/// # Safety
+/// `regs` must be valid for reads and writes for the whole call, and the EL2
+/// controls (stage 2, traps, vector table) must be set up for the guest.
+#[inline(always)]
+pub unsafe fn guest_enter(regs: *mut GuestRegs) -> u64 {
+    let kind: u64;
+    // SAFETY: the caller vouches for `regs` and the EL2 state. `__guest_enter`
+    // returns normally with SP, x19 and x29 as they were and the kind in x0;
+    // every other register it changes is declared clobbered here.
+    unsafe {
+        core::arch::asm!(
+            "bl __guest_enter",
+            inout("x0") regs => kind,
+            lateout("x20") _, lateout("x21") _, lateout("x22") _, lateout("x23") _,
+            lateout("x24") _, lateout("x25") _, lateout("x26") _, lateout("x27") _,
+            lateout("x28") _,
+            clobber_abi("C"),
+        )
+    };
+    kind
 }
 
 global_asm!(
@@ -162,12 +187,10 @@ el2_vectors:
     .text
     .global __guest_enter
 __guest_enter:
-    stp     x29, x30, [sp, #-96]!
-    stp     x19, x20, [sp, #16]
-    stp     x21, x22, [sp, #32]
-    stp     x23, x24, [sp, #48]
-    stp     x25, x26, [sp, #64]
-    stp     x27, x28, [sp, #80]
+    // x19 and x29 (and the return address) are the caller's; everything else is
+    // declared clobbered by `guest_enter`.
+    stp     x29, x30, [sp, #-32]!
+    str     x19, [sp, #16]
     msr     TPIDR_EL2, x0
     ldp     x1, x2, [x0, #{pc}]
     msr     ELR_EL2, x1
@@ -216,12 +239,8 @@ guest_exit_common:
     mrs     x3, SPSR_EL2
     stp     x2, x3, [x0, #{pc}]
     mov     x0, x1
-    ldp     x19, x20, [sp, #16]
-    ldp     x21, x22, [sp, #32]
-    ldp     x23, x24, [sp, #48]
-    ldp     x25, x26, [sp, #64]
-    ldp     x27, x28, [sp, #80]
-    ldp     x29, x30, [sp], #96
+    ldr     x19, [sp, #16]
+    ldp     x29, x30, [sp], #32
     ret
 
 el2_fault_common:
