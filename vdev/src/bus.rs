@@ -17,6 +17,8 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use core::sync::atomic::{AtomicUsize, Ordering};
+
 use spin::mutex::{TicketMutex, TicketMutexGuard};
 
 use crate::mmio::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError};
@@ -73,6 +75,10 @@ pub struct MmioBus {
     bases: Vec<u64>,
     ends: Vec<u64>,
     regions: Vec<Region>,
+    /// The index of the last region found: tried first (guests tend to poll one
+    /// device), checked against the immutable bounds like any other, so a stale
+    /// or racing value only costs the search.
+    hint: AtomicUsize,
 }
 
 impl MmioBus {
@@ -120,10 +126,18 @@ impl MmioBus {
     /// The device owning `addr` and `addr`'s offset into its range. Takes no lock.
     #[inline]
     pub fn find(&self, addr: u64) -> Option<Slot<'_>> {
-        let idx = self.bases.partition_point(|&b| b <= addr).checked_sub(1)?;
-        if addr >= self.ends[idx] {
-            return None;
-        }
+        let hint = self.hint.load(Ordering::Relaxed);
+        let idx = match (self.bases.get(hint), self.ends.get(hint)) {
+            (Some(&b), Some(&e)) if b <= addr && addr < e => hint,
+            _ => {
+                let idx = self.bases.partition_point(|&b| b <= addr).checked_sub(1)?;
+                if addr >= self.ends[idx] {
+                    return None;
+                }
+                self.hint.store(idx, Ordering::Relaxed);
+                idx
+            }
+        };
         let r = &self.regions[idx];
         Some(Slot {
             name: r.name.as_str(),
@@ -245,6 +259,21 @@ mod tests {
         assert_eq!(ctx_read(&bus, 0x1100), None);
         assert_eq!(ctx_read(&bus, 0xfff), None);
         assert_eq!(ctx_read(&bus, 0x2100), None);
+    }
+
+    #[test]
+    fn routing_does_not_depend_on_the_previous_lookup() {
+        let mut bus = MmioBus::new();
+        for i in 1..=5u64 {
+            bus.insert("t", 0x1000 * i, 0x100, Box::new(Tag(i)))
+                .unwrap();
+        }
+        for addr in [
+            0x3000, 0x3004, 0x1000, 0x30ff, 0x3100, 0x5008, 0x50ff, 0x5100, 0x2000,
+        ] {
+            let want = (addr % 0x1000 < 0x100).then_some(((addr / 0x1000) << 32) | (addr % 0x1000));
+            assert_eq!(ctx_read(&bus, addr), want, "{addr:#x}");
+        }
     }
 
     #[test]
