@@ -99,7 +99,11 @@ pub struct StartRequest {
 pub struct Vm {
     pub name: String,
     pub ram: GuestRam,
-    pub bus: Mutex<MmioBus>,
+    /// Immutable once built: lookups take no lock, each device has its own (see
+    /// [`vdev::bus`]). The vGIC's state is covered by its own lock
+    /// ([`SharedVgic::lock`]), taken by the GICD/GICR devices inside their device
+    /// call and by el2 directly, never while taking a device lock.
+    pub bus: MmioBus,
     /// Raised by a device on the bus that left work for later; see
     /// [`Vm::resume_deferred`].
     pub work: WorkSignal,
@@ -270,7 +274,7 @@ impl Vm {
         Ok(Self {
             name: String::from(name),
             ram,
-            bus: Mutex::new(bus),
+            bus,
             work,
             vgic,
             uart,
@@ -297,7 +301,7 @@ impl Vm {
     /// interrupt lines lowered. The TPM engine itself is reset by `tpm.reset()`.
     pub fn reset_devices(&self) {
         let mut irq = VgicSink::new(&self.vgic);
-        self.bus.lock().reset_all(&mut irq);
+        self.bus.reset_all(&mut irq);
         // Work deferred before the reset went with it.
         self.work.take();
     }
@@ -317,7 +321,7 @@ impl Vm {
                 mem: &mut mem,
                 irq: &mut irq,
             };
-            if self.bus.lock().resume_deferred(&mut ctx) {
+            if self.bus.resume_deferred(&mut ctx) {
                 self.work.raise();
             }
         }

@@ -31,6 +31,11 @@ pub const BENCHES: &[Bench] = &[
         run: run_exits,
     },
     Bench {
+        name: "mmio-contention",
+        about: "GIC redistributor read latency of vCPU 0 while vCPU 1 does virtio-blk I/O, against vCPU 1 idle (bench-contention guest, 2 vCPUs, MTTCG)",
+        run: crate::bench_contention::run_contention,
+    },
+    Bench {
         name: "boot",
         about: "Linux boot to init under the hypervisor against the same kernel started directly by QEMU (median of 5 pairs)",
         run: crate::bench_boot::run_boot,

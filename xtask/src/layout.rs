@@ -22,6 +22,7 @@ pub const GUEST_BINS: &[&str] = &[
     "bench-compose",
     "virtio-hostile",
     "reset-loop",
+    "bench-contention",
 ];
 
 /// Paths of one workspace.

@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod bench_boot;
 pub mod bench_compose;
+pub mod bench_contention;
 pub mod bench_disk;
 pub mod bench_tpm;
 pub mod build;
