@@ -147,12 +147,17 @@ mod tests {
             irq: &mut irq,
         };
         // GICD_ISENABLER1 through the bus, seen by the shared model.
-        let (dev, _, off) = bus.find(0x0800_0104).unwrap();
-        dev.write(&mut ctx, off, AccessSize::Word, 1 << 8).unwrap();
+        let slot = bus.find(0x0800_0104).unwrap();
+        slot.lock()
+            .write(&mut ctx, slot.offset, AccessSize::Word, 1 << 8)
+            .unwrap();
         assert_eq!(vgic.lock().gicd_read(0x104, AccessSize::Word), Ok(1 << 8));
         // GICR1_TYPER through the bus: Processor_Number 1 and Last.
-        let (dev, _, off) = bus.find(0x080C_0008).unwrap();
-        let typer = dev.read(&mut ctx, off, AccessSize::Double).unwrap();
+        let slot = bus.find(0x080C_0008).unwrap();
+        let typer = slot
+            .lock()
+            .read(&mut ctx, slot.offset, AccessSize::Double)
+            .unwrap();
         assert_eq!(typer >> 8 & 0xFFFF, 1);
         assert_ne!(typer & crate::regs::gicr_typer::LAST, 0);
     }
