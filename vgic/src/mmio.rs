@@ -1,11 +1,12 @@
-//! The vGIC on the MMIO bus: [`SharedVgic`] (an `Arc<spin::Mutex<Vgic>>` handle) and
+//! The vGIC on the MMIO bus: [`SharedVgic`] (an `Arc<TicketMutex<Vgic>>` handle: a fair
+//! lock, since every vCPU takes it on every interrupt change) and
 //! its two bus adapters, [`GicdMmio`] for the distributor frame and [`GicrMmio`] for
 //! the redistributor region, plus `vdev::InterruptSink` so device models can drive
 //! SPI lines.
 
 use alloc::sync::Arc;
 
-use spin::Mutex;
+use spin::mutex::{TicketMutex as Mutex, TicketMutexGuard};
 use vdev::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError};
 
 use crate::config::{ConfigError, VgicConfig};
@@ -27,7 +28,7 @@ impl SharedVgic {
         Self(Arc::new(Mutex::new(v)))
     }
     /// Locks the model. Never hold this across a guest entry.
-    pub fn lock(&self) -> spin::MutexGuard<'_, Vgic> {
+    pub fn lock(&self) -> TicketMutexGuard<'_, Vgic> {
         self.0.lock()
     }
     /// The distributor adapter (a 64 KiB frame, `regs::gicd::FRAME_SIZE`).
