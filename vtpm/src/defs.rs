@@ -182,6 +182,7 @@ pub mod cc {
     pub const PCR_READ: u32 = 0x017E;
     pub const READ_CLOCK: u32 = 0x0181;
     pub const PCR_EXTEND: u32 = 0x0182;
+    pub const CREATE_LOADED: u32 = 0x0191;
     /// Bit 29 of a command code: vendor-specific command.
     pub const VENDOR_BIT: u32 = 1 << 29;
 }

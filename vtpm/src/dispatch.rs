@@ -21,6 +21,8 @@ pub enum HandleKind {
     Hierarchy,
     /// TPMI_RH_HIERARCHY+: owner, platform, endorsement or TPM_RH_NULL.
     HierarchyOrNull,
+    /// TPMI_DH_PARENT+: a hierarchy, TPM_RH_NULL, or a loaded object.
+    Parent,
     /// TPMI_RH_HIERARCHY_AUTH / TPMI_RH_HIERARCHY_POLICY: lockout,
     /// endorsement, owner, platform.
     HierarchyAuth,
@@ -58,6 +60,9 @@ impl HandleKind {
                 matches!(h, handle::OWNER | handle::PLATFORM | handle::ENDORSEMENT)
             }
             HandleKind::HierarchyOrNull => HandleKind::Hierarchy.accepts(h) || h == handle::NULL,
+            HandleKind::Parent => {
+                HandleKind::HierarchyOrNull.accepts(h) || HandleKind::Transient.accepts(h)
+            }
             HandleKind::HierarchyAuth => {
                 matches!(
                     h,
@@ -690,6 +695,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         POLICY_SESSION,
         policy::policy_password,
     ),
+    dec(enc(r_handle(entry(
+        cc::CREATE_LOADED,
+        "CreateLoaded",
+        false,
+        &[h(HandleKind::Parent, AuthRole::User)],
+        create::create_loaded,
+    )))),
     dec(enc(entry(
         cc::ENCRYPT_DECRYPT2,
         "EncryptDecrypt2",

@@ -2611,6 +2611,61 @@ fn differential_hmac_keys() {
     }
 }
 
+/// TPM2_CreateLoaded as tpm2-tools uses it (`tpm2_create -c`): an ECC
+/// signing child created and loaded under a storage primary signs, OpenSSL
+/// verifies the signature, its outPrivate loads again; a primary created by
+/// CreateLoaded under the owner hierarchy equals the one CreatePrimary
+/// derives from the same template; a signing key as parent is refused with
+/// the same response code as swtpm's.
+#[test]
+fn differential_create_loaded() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_create_loaded: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let sign_attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "echo 'signed by the TPM' > msg"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256:null:aes128cfb", "-c", "prim.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 4: CreateLoaded of a child.
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256", "-a", sign_attrs,
+          "-u", "k.pub", "-r", "k.priv", "-c", "k.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-Q", "-c", "k.ctx", "-g", "sha256", "-f", "plain", "-o", "sig.der", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_readpublic", "-Q", "-c", "k.ctx", "-f", "pem", "-o", "k.pem"],
+        &["openssl", "dgst", "-sha256", "-verify", "k.pem", "-signature", "sig.der", "msg"],
+        // 10: the outPrivate loads.
+        &["tpm2_load", "-Q", "-C", "prim.ctx", "-u", "k.pub", "-r", "k.priv", "-c", "k2.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["sh", "-c", "tpm2_readpublic -c k2.ctx -n k2.name > /dev/null && tpm2_readpublic -c k.ctx -n k.name > /dev/null && cmp k.name k2.name"],
+        &["tpm2_flushcontext", "-t"],
+        // 14: a signing key is no parent.
+        &["tpm2_create", "-Q", "-C", "k.ctx", "-G", "ecc256", "-c", "bad.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 16: a primary through CreateLoaded equals CreatePrimary's.
+        &["tpm2_create", "-Q", "-C", "o", "-G", "ecc256:ecdsa-sha256", "-a", sign_attrs,
+          "-c", "p1.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256:ecdsa-sha256", "-a", sign_attrs,
+          "-c", "p2.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["sh", "-c", "tpm2_readpublic -c p1.ctx -n p1.name > /dev/null && tpm2_readpublic -c p2.ctx -n p2.name > /dev/null && cmp p1.name p2.name"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.0, i != 14, "step {:?}: {o:?}", steps[i]);
+    }
+    assert!(outcomes[14].1.is_some(), "a response code for a bad parent");
+}
+
 /// Symmetric keys: an external AES-128 key and a TPM-created one used with
 /// TPM2_EncryptDecrypt2 in CFB mode (chained over a 2.5 KiB file); our
 /// ciphertext equals OpenSSL's; CBC on a CFB key is refused alike.
