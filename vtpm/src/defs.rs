@@ -175,6 +175,7 @@ pub mod cc {
     pub const STIR_RANDOM: u32 = 0x0146;
     pub const ENCRYPT_DECRYPT: u32 = 0x0164;
     pub const FLUSH_CONTEXT: u32 = 0x0165;
+    pub const ECC_PARAMETERS: u32 = 0x0178;
     pub const GET_CAPABILITY: u32 = 0x017A;
     pub const GET_RANDOM: u32 = 0x017B;
     pub const GET_TEST_RESULT: u32 = 0x017C;
@@ -207,6 +208,7 @@ pub mod alg {
     pub const SHA256: u16 = 0x000B;
     pub const SHA384: u16 = 0x000C;
     pub const NULL: u16 = 0x0010;
+    pub const KDF1_SP800_56A: u16 = 0x0020;
     pub const ATTR_ASYMMETRIC: u32 = 1 << 0;
     pub const ATTR_SYMMETRIC: u32 = 1 << 1;
     pub const ATTR_OBJECT: u32 = 1 << 3;

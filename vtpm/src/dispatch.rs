@@ -619,6 +619,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         signing::verify_signature,
     )),
     entry(
+        cc::ECC_PARAMETERS,
+        "ECC_Parameters",
+        false,
+        &[],
+        signing::ecc_parameters,
+    ),
+    entry(
         cc::GET_CAPABILITY,
         "GetCapability",
         false,

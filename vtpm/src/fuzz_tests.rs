@@ -388,6 +388,7 @@ fn tier2_seeds() -> Vec<Vec<u8>> {
                 w.tpm2b(&[0, 0, 0, 2, b'h', b'i']).tpm2b(&p.buf);
             })
         ),
+        command(cc::ECC_PARAMETERS, &[], &[], &[0, 3]),
     ]
 }
 

@@ -892,3 +892,29 @@ fn create_loaded_makes_primaries_and_loadable_children() {
         rc::P + 2 * rc::N1
     );
 }
+
+#[test]
+fn ecc_parameters_describe_p256_and_refuse_other_curves() {
+    use crate::commands::signing::p256_domain as d;
+    let mut t = started();
+    let r = t.execute(
+        0,
+        &command(cc::ECC_PARAMETERS, &[], &[], &ids::NIST_P256.to_be_bytes()),
+    );
+    assert_eq!(rc_of(&r), 0);
+    let mut rd = Reader::new(params_of(&r));
+    assert_eq!(rd.u16().unwrap(), ids::NIST_P256);
+    assert_eq!(rd.u16().unwrap(), 256);
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::KDF1_SP800_56A);
+    assert_eq!(rd.u16().unwrap(), HashAlg::Sha256.id());
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::NULL);
+    for v in [&d::P[..], &d::A, &d::B, &d::GX, &d::GY, &d::N, &d::H] {
+        assert_eq!(rd.tpm2b(64).unwrap(), v);
+    }
+    assert_eq!(rd.remaining(), 0);
+    // NIST P-384 is not implemented.
+    let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 4]));
+    assert_eq!(rc_of(&r), rc::CURVE + rc::P + rc::N1);
+    let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 3, 0]));
+    assert_eq!(rc_of(&r), rc::SIZE);
+}

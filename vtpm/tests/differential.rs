@@ -2666,6 +2666,28 @@ fn differential_create_loaded() {
     assert!(outcomes[14].1.is_some(), "a response code for a bad parent");
 }
 
+/// TPM2_ECC_Parameters: the NIST P-256 details equal swtpm's byte for byte.
+/// (Other curves differ on purpose: this TPM implements P-256 only and
+/// answers TPM_RC_CURVE for the rest; libtpms has more curves.)
+#[test]
+fn differential_ecc_parameters() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_ecc_parameters: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_geteccparameters", "ecc256", "-o", "p256.bin"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &["p256.bin"], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    assert!(outcomes[1].0, "{outcomes:?}");
+}
+
 /// Symmetric keys: an external AES-128 key and a TPM-created one used with
 /// TPM2_EncryptDecrypt2 in CFB mode (chained over a 2.5 KiB file); our
 /// ciphertext equals OpenSSL's; CBC on a CFB key is refused alike.
