@@ -173,6 +173,7 @@ pub mod cc {
     pub const STARTUP: u32 = 0x0144;
     pub const SHUTDOWN: u32 = 0x0145;
     pub const STIR_RANDOM: u32 = 0x0146;
+    pub const ECDH_KEY_GEN: u32 = 0x0163;
     pub const ENCRYPT_DECRYPT: u32 = 0x0164;
     pub const FLUSH_CONTEXT: u32 = 0x0165;
     pub const ECC_PARAMETERS: u32 = 0x0178;

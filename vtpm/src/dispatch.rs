@@ -518,6 +518,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         session::context_save,
     ),
     enc(entry(
+        cc::ECDH_KEY_GEN,
+        "ECDH_KeyGen",
+        false,
+        &[h(HandleKind::Transient, AuthRole::None)],
+        signing::ecdh_key_gen,
+    )),
+    enc(entry(
         cc::ENCRYPT_DECRYPT,
         "EncryptDecrypt",
         false,

@@ -918,3 +918,49 @@ fn ecc_parameters_describe_p256_and_refuse_other_curves() {
     let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 3, 0]));
     assert_eq!(rc_of(&r), rc::SIZE);
 }
+
+#[test]
+fn ecdh_key_gen_agrees_with_ecdh_zgen() {
+    let mut t = started();
+    let mut p = template(
+        attr::FIXED_TPM
+            | attr::FIXED_PARENT
+            | attr::SENSITIVE_DATA_ORIGIN
+            | attr::USER_WITH_AUTH
+            | attr::DECRYPT,
+    );
+    p.scheme = Some((ids::ECDH, HashAlg::Sha256));
+    let (rc0, k, _) = create_primary(&mut t, handle::OWNER, &p, b"", b"");
+    assert_eq!(rc0, 0);
+    // No authorization: the key's public part only.
+    let r = t.execute(0, &command(cc::ECDH_KEY_GEN, &[k], &[], &[]));
+    assert_eq!(rc_of(&r), 0);
+    let mut rd = Reader::new(params_of(&r));
+    let z = rd.tpm2b(200).unwrap().to_vec();
+    let pub_point = rd.tpm2b(200).unwrap().to_vec();
+    assert_eq!(rd.remaining(), 0);
+    // ZGen with the private key over pubPoint is zPoint.
+    let mut w = Writer::new();
+    w.tpm2b(&pub_point);
+    let r = t.execute(0, &command(cc::ECDH_ZGEN, &[k], &[b""], &w.buf));
+    assert_eq!(rc_of(&r), 0);
+    assert_eq!(Reader::new(params_of(&r)).tpm2b(200).unwrap(), &z[..]);
+    // Fresh ephemeral keys each time.
+    let r2 = t.execute(0, &command(cc::ECDH_KEY_GEN, &[k], &[], &[]));
+    assert_ne!(params_of(&r2), params_of(&r));
+    // A keyed-hash object is no ECC key; parameters are refused.
+    let (_, parent, _) = create_primary(&mut t, handle::OWNER, &storage_template(), b"", b"");
+    let (_, private, public) = create(
+        &mut t,
+        parent,
+        &sealed_template(attr::USER_WITH_AUTH),
+        b"",
+        b"s",
+    );
+    let r = load(&mut t, parent, &private, &public);
+    let sealed = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let r = t.execute(0, &command(cc::ECDH_KEY_GEN, &[sealed], &[], &[]));
+    assert_eq!(rc_of(&r), rc::KEY + rc::H + rc::N1);
+    let r = t.execute(0, &command(cc::ECDH_KEY_GEN, &[k], &[], &[0]));
+    assert_eq!(rc_of(&r), rc::SIZE);
+}

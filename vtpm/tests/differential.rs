@@ -2688,6 +2688,85 @@ fn differential_ecc_parameters() {
     assert!(outcomes[1].0, "{outcomes:?}");
 }
 
+/// TPM2_ECDH_KeyGen: the zPoint it returns for an ECDH key is what
+/// TPM2_ECDH_ZGen computes from its pubPoint with the private key, on both
+/// TPMs; an RSA key is refused alike.
+#[test]
+fn differential_ecdh_key_gen() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_ecdh_key_gen: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let dec_attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|decrypt";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:ecdh-sha256",
+            "-a",
+            dec_attrs,
+            "-c",
+            "k.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_ecdhkeygen",
+            "-c",
+            "k.ctx",
+            "-u",
+            "e.pub",
+            "-o",
+            "z1.bin",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_ecdhzgen",
+            "-c",
+            "k.ctx",
+            "-u",
+            "e.pub",
+            "-o",
+            "z2.bin",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &["cmp", "z1.bin", "z2.bin"],
+        // 8: not an ECC key.
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "rsa2048",
+            "-c",
+            "r.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_ecdhkeygen",
+            "-c",
+            "r.ctx",
+            "-u",
+            "r.pub",
+            "-o",
+            "rz.bin",
+        ],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.0, i != 10, "step {:?}: {o:?}", steps[i]);
+    }
+}
+
 /// Symmetric keys: an external AES-128 key and a TPM-created one used with
 /// TPM2_EncryptDecrypt2 in CFB mode (chained over a 2.5 KiB file); our
 /// ciphertext equals OpenSSL's; CBC on a CFB key is refused alike.

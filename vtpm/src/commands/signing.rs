@@ -7,6 +7,7 @@ use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::hash::HashAlg;
 use crate::public::{self, attr, ids};
 use crate::session::ct_eq;
+use p256::elliptic_curve::sec1::ToEncodedPoint;
 
 /// Hash of tickets (the context integrity hash).
 const TICKET_HASH: HashAlg = HashAlg::Sha384;
@@ -189,6 +190,33 @@ pub fn ecdh_zgen(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let mut point = crate::marshal::Writer::new();
     point.tpm2b(&zx).tpm2b(&zy);
     cmd.out.tpm2b(&point.buf);
+    Ok(())
+}
+
+/// Part 3 §14.4 TPM2_ECDH_KeyGen: an ephemeral key d_e from the DRBG;
+/// zPoint = d_e·Q of the (public) ECC key of handle 1, pubPoint = d_e·G.
+pub fn ecdh_key_gen(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    cmd.finish()?;
+    let key = tpm.key(cmd.handles[0]).ok_or(rc::KEY + rc::H + rc::N1)?;
+    if key.public.ty != ids::ECC {
+        return Err(rc::KEY + rc::H + rc::N1);
+    }
+    let (qx, qy) = (key.public.x.clone(), key.public.y.clone());
+    let d = loop {
+        let mut b = [0u8; public::P256_BYTES];
+        tpm.random(&mut b);
+        if let Some(d) = public::scalar_from_bytes(&b) {
+            break d;
+        }
+    };
+    let (zx, zy) = public::ecdh_point(&d, &qx, &qy).ok_or(rc::ECC_POINT + rc::H + rc::N1)?;
+    let g = p256::PublicKey::from_secret_scalar(&d).to_encoded_point(false);
+    let (gx, gy) = (g.x().ok_or(rc::FAILURE)?, g.y().ok_or(rc::FAILURE)?);
+    let mut z = crate::marshal::Writer::new();
+    z.tpm2b(&zx).tpm2b(&zy);
+    let mut p = crate::marshal::Writer::new();
+    p.tpm2b(gx).tpm2b(gy);
+    cmd.out.tpm2b(&z.buf).tpm2b(&p.buf);
     Ok(())
 }
 
