@@ -169,6 +169,7 @@ pub mod cc {
     pub const DICTIONARY_ATTACK_PARAMETERS: u32 = 0x013A;
     pub const PCR_EVENT: u32 = 0x013C;
     pub const PCR_RESET: u32 = 0x013D;
+    pub const INCREMENTAL_SELF_TEST: u32 = 0x0142;
     pub const SELF_TEST: u32 = 0x0143;
     pub const STARTUP: u32 = 0x0144;
     pub const SHUTDOWN: u32 = 0x0145;
@@ -376,6 +377,8 @@ pub mod handle {
 
 /// Implementation limits of this TPM.
 pub mod limits {
+    /// MAX_ALG_LIST_SIZE: entries of a TPML_ALG.
+    pub const MAX_ALG_LIST_SIZE: u32 = 64;
     /// Number of PCRs (PC Client: 24).
     pub const PCR_COUNT: usize = 24;
     /// Bytes of a PCR select bitmap (PCR_SELECT_MIN = PCR_SELECT_MAX).

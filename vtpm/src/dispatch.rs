@@ -393,6 +393,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Transient, AuthRole::User)],
         sequence::sequence_complete,
     )))),
+    entry(
+        cc::INCREMENTAL_SELF_TEST,
+        "IncrementalSelfTest",
+        true,
+        &[],
+        startup::incremental_self_test,
+    ),
     entry(cc::SELF_TEST, "SelfTest", true, &[], startup::self_test),
     no_sessions(entry(cc::STARTUP, "Startup", true, &[], startup::startup)),
     entry(cc::SHUTDOWN, "Shutdown", true, &[], startup::shutdown),

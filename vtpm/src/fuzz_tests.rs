@@ -390,6 +390,7 @@ fn tier2_seeds() -> Vec<Vec<u8>> {
         ),
         command(cc::ECC_PARAMETERS, &[], &[], &[0, 3]),
         command(cc::ECDH_KEY_GEN, &[0x8000_0000], &[], &[]),
+        command(cc::INCREMENTAL_SELF_TEST, &[], &[], &[0, 0, 0, 1, 0, 0x0B]),
     ]
 }
 
