@@ -163,6 +163,7 @@ pub mod cc {
     pub const POLICY_PASSWORD: u32 = 0x018C;
     pub const PCR_ALLOCATE: u32 = 0x012B;
     pub const CREATE_PRIMARY: u32 = 0x0131;
+    pub const NV_GLOBAL_WRITE_LOCK: u32 = 0x0132;
     pub const CREATE: u32 = 0x0153;
     pub const SEQUENCE_COMPLETE: u32 = 0x013E;
     pub const DICTIONARY_ATTACK_LOCK_RESET: u32 = 0x0139;

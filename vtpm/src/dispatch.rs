@@ -309,6 +309,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         object::create_primary,
     )))),
     entry(
+        cc::NV_GLOBAL_WRITE_LOCK,
+        "NV_GlobalWriteLock",
+        true,
+        &[h(HandleKind::Provision, AuthRole::User)],
+        nv::nv_global_write_lock,
+    ),
+    entry(
         cc::NV_INCREMENT,
         "NV_Increment",
         true,
@@ -757,7 +764,8 @@ mod tests {
         assert_eq!(d.attributes(i), 0x02C0_0121);
         let (i, d) = lookup(cc::GET_CAPABILITY).unwrap();
         assert_eq!(d.attributes(i), 0x0000_017A);
-        assert!(lookup(0x0132).is_none());
+        // TPM2_ChangeEPS is not implemented.
+        assert!(lookup(0x0124).is_none());
     }
 
     #[test]

@@ -391,6 +391,7 @@ fn tier2_seeds() -> Vec<Vec<u8>> {
         command(cc::ECC_PARAMETERS, &[], &[], &[0, 3]),
         command(cc::ECDH_KEY_GEN, &[0x8000_0000], &[], &[]),
         command(cc::INCREMENTAL_SELF_TEST, &[], &[], &[0, 0, 0, 1, 0, 0x0B]),
+        command(cc::NV_GLOBAL_WRITE_LOCK, &[handle::OWNER], &[b""], &[]),
     ]
 }
 
@@ -430,22 +431,14 @@ proptest! {
 #[test]
 fn tier2_seeds_mostly_succeed() {
     let seeds = tier2_seeds();
-    // The last seed is TPM2_CreateLoaded.
-    for i in [
-        1usize,
-        2,
-        4,
-        5,
-        7,
-        9,
-        10,
-        12,
-        14,
-        16,
-        17,
-        18,
-        seeds.len() - 1,
-    ] {
+    // The last five seeds are TPM2_CreateLoaded, TPM2_ECC_Parameters,
+    // TPM2_ECDH_KeyGen, TPM2_IncrementalSelfTest and TPM2_NV_GlobalWriteLock.
+    let n = seeds.len();
+    let new = [n - 5, n - 4, n - 3, n - 2, n - 1];
+    for i in [1usize, 2, 4, 5, 7, 9, 10, 12, 14, 16, 17, 18]
+        .into_iter()
+        .chain(new)
+    {
         let mut t = prepared_tpm();
         let r = t.execute(0, &seeds[i]);
         assert_eq!(crate::tests::rc_of(&r), 0, "seed {i}: {r:02x?}");

@@ -2288,6 +2288,92 @@ fn differential_nv_indices_survive_restart() {
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }
 
+/// TPM2_NV_GlobalWriteLock: it write-locks the GLOBALLOCK index (writes
+/// then fail with the same code as swtpm's) but not another one, the lock is
+/// visible in NV_ReadPublic, and it ends with the next Startup(CLEAR).
+#[test]
+fn differential_nv_global_write_lock() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_nv_global_write_lock: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let state = scratch("vtpm-nvgl");
+    let mut ours = Vtpm::start_in(state.clone());
+    let mut d = Diff(Vec::new());
+    let (dv, ds) = (scratch("nvgl-vtpm"), scratch("nvgl-swtpm"));
+    let before: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "echo hello > data"],
+        &[
+            "tpm2_nvdefine",
+            "0x1500020",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            "ownerwrite|ownerread|authread|authwrite|globallock",
+        ],
+        &[
+            "tpm2_nvdefine",
+            "0x1500021",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            "ownerwrite|ownerread|authread|authwrite",
+        ],
+        &["tpm2_nvwrite", "0x1500020", "-C", "o", "-i", "data"],
+        // 5: the global lock.
+        &["tpm2_nvwritelock", "-C", "o", "--global"],
+        &["tpm2_nvwrite", "0x1500020", "-C", "o", "-i", "data"],
+        &["tpm2_nvwrite", "0x1500021", "-C", "o", "-i", "data"],
+        &["sh", "-c", "tpm2_nvreadpublic 0x1500020 > pub.txt"],
+        &["tpm2_nvwritelock", "-C", "p", "--global"],
+        &["tpm2_shutdown", "-c"],
+    ];
+    let after: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_nvwrite", "0x1500020", "-C", "o", "-i", "data"],
+        &["sh", "-c", "tpm2_nvreadpublic 0x1500020 > pub2.txt"],
+    ];
+    let run = |ours: &mut Vtpm, sw: &mut Swtpm, steps: &[&[&str]], d: &mut Diff| {
+        let mut v = Vec::new();
+        for s in steps {
+            let a = step_in(ours, &dv, s);
+            let b = step_in(sw, &ds, s);
+            d.eq(&s.join(" "), &a, &b);
+            v.push(a);
+        }
+        v
+    };
+    let o1 = run(&mut ours, &mut sw, before, &mut d);
+    for (i, o) in o1.iter().enumerate() {
+        assert_eq!(o.0, i != 6, "step {:?}: {o:?}", before[i]);
+    }
+    ours.stop();
+    let mut ours = Vtpm::start_in(state);
+    sw.disconnect();
+    sw.power_cycle();
+    let o2 = run(&mut ours, &mut sw, after, &mut d);
+    assert!(o2.iter().all(|o| o.0), "{o2:?}");
+    for f in ["pub.txt", "pub2.txt"] {
+        d.eq(
+            f,
+            std::fs::read(dv.join(f)).ok(),
+            std::fs::read(ds.join(f)).ok(),
+        );
+    }
+    let locked = std::fs::read_to_string(dv.join("pub.txt")).unwrap();
+    assert!(locked.contains("writelocked"), "{locked}");
+    let _ = std::fs::remove_dir_all(&dv);
+    let _ = std::fs::remove_dir_all(&ds);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
 /// Seal/unseal under a PCR policy: a sealed data object created under an ECC
 /// storage primary (TPM2_Create), loaded (TPM2_Load), unsealed with a policy
 /// session satisfying PolicyPCR, refused without it and after the PCR changes;
