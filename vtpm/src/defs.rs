@@ -163,18 +163,22 @@ pub mod cc {
     pub const POLICY_PASSWORD: u32 = 0x018C;
     pub const PCR_ALLOCATE: u32 = 0x012B;
     pub const CREATE_PRIMARY: u32 = 0x0131;
+    pub const NV_GLOBAL_WRITE_LOCK: u32 = 0x0132;
     pub const CREATE: u32 = 0x0153;
     pub const SEQUENCE_COMPLETE: u32 = 0x013E;
     pub const DICTIONARY_ATTACK_LOCK_RESET: u32 = 0x0139;
     pub const DICTIONARY_ATTACK_PARAMETERS: u32 = 0x013A;
     pub const PCR_EVENT: u32 = 0x013C;
     pub const PCR_RESET: u32 = 0x013D;
+    pub const INCREMENTAL_SELF_TEST: u32 = 0x0142;
     pub const SELF_TEST: u32 = 0x0143;
     pub const STARTUP: u32 = 0x0144;
     pub const SHUTDOWN: u32 = 0x0145;
     pub const STIR_RANDOM: u32 = 0x0146;
+    pub const ECDH_KEY_GEN: u32 = 0x0163;
     pub const ENCRYPT_DECRYPT: u32 = 0x0164;
     pub const FLUSH_CONTEXT: u32 = 0x0165;
+    pub const ECC_PARAMETERS: u32 = 0x0178;
     pub const GET_CAPABILITY: u32 = 0x017A;
     pub const GET_RANDOM: u32 = 0x017B;
     pub const GET_TEST_RESULT: u32 = 0x017C;
@@ -182,6 +186,7 @@ pub mod cc {
     pub const PCR_READ: u32 = 0x017E;
     pub const READ_CLOCK: u32 = 0x0181;
     pub const PCR_EXTEND: u32 = 0x0182;
+    pub const CREATE_LOADED: u32 = 0x0191;
     /// Bit 29 of a command code: vendor-specific command.
     pub const VENDOR_BIT: u32 = 1 << 29;
 }
@@ -206,6 +211,7 @@ pub mod alg {
     pub const SHA256: u16 = 0x000B;
     pub const SHA384: u16 = 0x000C;
     pub const NULL: u16 = 0x0010;
+    pub const KDF1_SP800_56A: u16 = 0x0020;
     pub const ATTR_ASYMMETRIC: u32 = 1 << 0;
     pub const ATTR_SYMMETRIC: u32 = 1 << 1;
     pub const ATTR_OBJECT: u32 = 1 << 3;
@@ -372,6 +378,8 @@ pub mod handle {
 
 /// Implementation limits of this TPM.
 pub mod limits {
+    /// MAX_ALG_LIST_SIZE: entries of a TPML_ALG.
+    pub const MAX_ALG_LIST_SIZE: u32 = 64;
     /// Number of PCRs (PC Client: 24).
     pub const PCR_COUNT: usize = 24;
     /// Bytes of a PCR select bitmap (PCR_SELECT_MIN = PCR_SELECT_MAX).

@@ -21,6 +21,8 @@ pub enum HandleKind {
     Hierarchy,
     /// TPMI_RH_HIERARCHY+: owner, platform, endorsement or TPM_RH_NULL.
     HierarchyOrNull,
+    /// TPMI_DH_PARENT+: a hierarchy, TPM_RH_NULL, or a loaded object.
+    Parent,
     /// TPMI_RH_HIERARCHY_AUTH / TPMI_RH_HIERARCHY_POLICY: lockout,
     /// endorsement, owner, platform.
     HierarchyAuth,
@@ -58,6 +60,9 @@ impl HandleKind {
                 matches!(h, handle::OWNER | handle::PLATFORM | handle::ENDORSEMENT)
             }
             HandleKind::HierarchyOrNull => HandleKind::Hierarchy.accepts(h) || h == handle::NULL,
+            HandleKind::Parent => {
+                HandleKind::HierarchyOrNull.accepts(h) || HandleKind::Transient.accepts(h)
+            }
             HandleKind::HierarchyAuth => {
                 matches!(
                     h,
@@ -304,6 +309,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         object::create_primary,
     )))),
     entry(
+        cc::NV_GLOBAL_WRITE_LOCK,
+        "NV_GlobalWriteLock",
+        true,
+        &[h(HandleKind::Provision, AuthRole::User)],
+        nv::nv_global_write_lock,
+    ),
+    entry(
         cc::NV_INCREMENT,
         "NV_Increment",
         true,
@@ -388,6 +400,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Transient, AuthRole::User)],
         sequence::sequence_complete,
     )))),
+    entry(
+        cc::INCREMENTAL_SELF_TEST,
+        "IncrementalSelfTest",
+        true,
+        &[],
+        startup::incremental_self_test,
+    ),
     entry(cc::SELF_TEST, "SelfTest", true, &[], startup::self_test),
     no_sessions(entry(cc::STARTUP, "Startup", true, &[], startup::startup)),
     entry(cc::SHUTDOWN, "Shutdown", true, &[], startup::shutdown),
@@ -513,6 +532,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         session::context_save,
     ),
     enc(entry(
+        cc::ECDH_KEY_GEN,
+        "ECDH_KeyGen",
+        false,
+        &[h(HandleKind::Transient, AuthRole::None)],
+        signing::ecdh_key_gen,
+    )),
+    enc(entry(
         cc::ENCRYPT_DECRYPT,
         "EncryptDecrypt",
         false,
@@ -614,6 +640,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         signing::verify_signature,
     )),
     entry(
+        cc::ECC_PARAMETERS,
+        "ECC_Parameters",
+        false,
+        &[],
+        signing::ecc_parameters,
+    ),
+    entry(
         cc::GET_CAPABILITY,
         "GetCapability",
         false,
@@ -690,6 +723,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         POLICY_SESSION,
         policy::policy_password,
     ),
+    dec(enc(r_handle(entry(
+        cc::CREATE_LOADED,
+        "CreateLoaded",
+        false,
+        &[h(HandleKind::Parent, AuthRole::User)],
+        create::create_loaded,
+    )))),
     dec(enc(entry(
         cc::ENCRYPT_DECRYPT2,
         "EncryptDecrypt2",
@@ -724,7 +764,8 @@ mod tests {
         assert_eq!(d.attributes(i), 0x02C0_0121);
         let (i, d) = lookup(cc::GET_CAPABILITY).unwrap();
         assert_eq!(d.attributes(i), 0x0000_017A);
-        assert!(lookup(0x0132).is_none());
+        // TPM2_ChangeEPS is not implemented.
+        assert!(lookup(0x0124).is_none());
     }
 
     #[test]

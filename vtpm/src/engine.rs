@@ -160,6 +160,7 @@ const NV_RATE_LIMITED: &[u32] = &[
     cc::NV_EXTEND,
     cc::NV_SET_BITS,
     cc::NV_WRITE_LOCK,
+    cc::NV_GLOBAL_WRITE_LOCK,
     cc::NV_READ_LOCK,
     cc::EVICT_CONTROL,
     cc::CLEAR,

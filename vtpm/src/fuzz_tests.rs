@@ -373,6 +373,25 @@ fn tier2_seeds() -> Vec<Vec<u8>> {
             &[0, 0, 0, 3, 0, 0, 0, 9, 0, 0, 0, 9]
         ),
         command(cc::HASH_SEQUENCE_START, &[], &[], &[0, 0, 0, 0x0B]),
+        command(
+            cc::CREATE_LOADED,
+            &[0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                let mut p = Writer::new();
+                p.u16(0x08)
+                    .u16(0x0B)
+                    .u32(0x52)
+                    .tpm2b(&[])
+                    .u16(0x10)
+                    .tpm2b(&[]);
+                w.tpm2b(&[0, 0, 0, 2, b'h', b'i']).tpm2b(&p.buf);
+            })
+        ),
+        command(cc::ECC_PARAMETERS, &[], &[], &[0, 3]),
+        command(cc::ECDH_KEY_GEN, &[0x8000_0000], &[], &[]),
+        command(cc::INCREMENTAL_SELF_TEST, &[], &[], &[0, 0, 0, 1, 0, 0x0B]),
+        command(cc::NV_GLOBAL_WRITE_LOCK, &[handle::OWNER], &[b""], &[]),
     ]
 }
 
@@ -412,7 +431,14 @@ proptest! {
 #[test]
 fn tier2_seeds_mostly_succeed() {
     let seeds = tier2_seeds();
-    for i in [1usize, 2, 4, 5, 7, 9, 10, 12, 14, 16, 17, 18] {
+    // The last five seeds are TPM2_CreateLoaded, TPM2_ECC_Parameters,
+    // TPM2_ECDH_KeyGen, TPM2_IncrementalSelfTest and TPM2_NV_GlobalWriteLock.
+    let n = seeds.len();
+    let new = [n - 5, n - 4, n - 3, n - 2, n - 1];
+    for i in [1usize, 2, 4, 5, 7, 9, 10, 12, 14, 16, 17, 18]
+        .into_iter()
+        .chain(new)
+    {
         let mut t = prepared_tpm();
         let r = t.execute(0, &seeds[i]);
         assert_eq!(crate::tests::rc_of(&r), 0, "seed {i}: {r:02x?}");

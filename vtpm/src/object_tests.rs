@@ -817,3 +817,150 @@ fn policy_locality_limits_where_the_policy_holds() {
     assert_eq!(rc_of(&t.execute(0, &cmdb.buf)), rc::LOCALITY);
     assert_eq!(rc_of(&t.execute(1, &cmdb.buf)), 0);
 }
+
+/// CreateLoaded; returns (rc, handle, outPrivate, outPublic, name).
+fn create_loaded(
+    t: &mut Tpm,
+    parent: u32,
+    parent_auth: &[u8],
+    p: &Public,
+    auth: &[u8],
+    data: &[u8],
+) -> (u32, u32, Vec<u8>, Vec<u8>, Vec<u8>) {
+    let mut sens = Writer::new();
+    sens.tpm2b(auth).tpm2b(data);
+    let mut w = Writer::new();
+    w.tpm2b(&sens.buf).tpm2b(&p.marshal());
+    let r = t.execute(
+        0,
+        &command(cc::CREATE_LOADED, &[parent], &[parent_auth], &w.buf),
+    );
+    if rc_of(&r) != 0 {
+        return (rc_of(&r), 0, Vec::new(), Vec::new(), Vec::new());
+    }
+    let h = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let mut rd = Reader::new(rparams(&r));
+    let private = rd.tpm2b(1024).unwrap().to_vec();
+    let public = rd.tpm2b(1024).unwrap().to_vec();
+    let name = rd.tpm2b(128).unwrap().to_vec();
+    assert_eq!(rd.remaining(), 0);
+    (0, h, private, public, name)
+}
+
+#[test]
+fn create_loaded_makes_primaries_and_loadable_children() {
+    let mut t = started();
+    // Under a hierarchy: the same primary CreatePrimary derives, no private.
+    let tpl = template(SIGNER);
+    let (rc0, p1, _) = create_primary(&mut t, handle::OWNER, &tpl, b"", b"");
+    assert_eq!(rc0, 0);
+    let (rc1, p2, private, public, name) =
+        create_loaded(&mut t, handle::OWNER, b"", &tpl, b"", b"");
+    assert_eq!(rc1, 0);
+    assert!(private.is_empty());
+    let r = t.execute(0, &command(cc::READ_PUBLIC, &[p1], &[], &[]));
+    let mut rd = Reader::new(params_of(&r));
+    assert_eq!(rd.tpm2b(512).unwrap(), &public[..]);
+    assert_eq!(rd.tpm2b(128).unwrap(), &name[..]);
+    flush(&mut t, p1);
+    flush(&mut t, p2);
+    // Under a storage key: a loaded child whose outPrivate loads again and
+    // which signs (its auth is the sensitive-create auth).
+    let (_, parent, _) = create_primary(&mut t, handle::OWNER, &storage_template(), b"", b"");
+    let (rc2, k, private, public, name) = create_loaded(&mut t, parent, b"", &tpl, b"pw", b"");
+    assert_eq!(rc2, 0);
+    assert!(!private.is_empty());
+    let digest = HashAlg::Sha256.digest(&[b"m"]);
+    assert_eq!(rc_of(&sign(&mut t, k, b"pw", digest.as_bytes(), None)), 0);
+    assert_eq!(
+        rc_of(&sign(&mut t, k, b"no", digest.as_bytes(), None)),
+        rc::AUTH_FAIL + rc::S + rc::N1
+    );
+    let r = load(&mut t, parent, &private, &public);
+    assert_eq!(rc_of(&r), 0);
+    assert_eq!(Reader::new(rparams(&r)).tpm2b(128).unwrap(), &name[..]);
+    // A signing key is no parent; a bad template is parameter 2.
+    assert_eq!(
+        create_loaded(&mut t, k, b"pw", &tpl, b"", b"").0,
+        rc::TYPE + rc::H + rc::N1
+    );
+    let mut bad = template(SIGNER | attr::DECRYPT | attr::RESTRICTED);
+    bad.scheme = None;
+    assert_ne!(create_loaded(&mut t, parent, b"", &bad, b"", b"").0, 0);
+    assert_eq!(
+        create_loaded(&mut t, parent, b"", &bad, b"", b"").0 & (rc::P | 0xF00),
+        rc::P + 2 * rc::N1
+    );
+}
+
+#[test]
+fn ecc_parameters_describe_p256_and_refuse_other_curves() {
+    use crate::commands::signing::p256_domain as d;
+    let mut t = started();
+    let r = t.execute(
+        0,
+        &command(cc::ECC_PARAMETERS, &[], &[], &ids::NIST_P256.to_be_bytes()),
+    );
+    assert_eq!(rc_of(&r), 0);
+    let mut rd = Reader::new(params_of(&r));
+    assert_eq!(rd.u16().unwrap(), ids::NIST_P256);
+    assert_eq!(rd.u16().unwrap(), 256);
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::KDF1_SP800_56A);
+    assert_eq!(rd.u16().unwrap(), HashAlg::Sha256.id());
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::NULL);
+    for v in [&d::P[..], &d::A, &d::B, &d::GX, &d::GY, &d::N, &d::H] {
+        assert_eq!(rd.tpm2b(64).unwrap(), v);
+    }
+    assert_eq!(rd.remaining(), 0);
+    // NIST P-384 is not implemented.
+    let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 4]));
+    assert_eq!(rc_of(&r), rc::CURVE + rc::P + rc::N1);
+    let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 3, 0]));
+    assert_eq!(rc_of(&r), rc::SIZE);
+}
+
+#[test]
+fn ecdh_key_gen_agrees_with_ecdh_zgen() {
+    let mut t = started();
+    let mut p = template(
+        attr::FIXED_TPM
+            | attr::FIXED_PARENT
+            | attr::SENSITIVE_DATA_ORIGIN
+            | attr::USER_WITH_AUTH
+            | attr::DECRYPT,
+    );
+    p.scheme = Some((ids::ECDH, HashAlg::Sha256));
+    let (rc0, k, _) = create_primary(&mut t, handle::OWNER, &p, b"", b"");
+    assert_eq!(rc0, 0);
+    // No authorization: the key's public part only.
+    let r = t.execute(0, &command(cc::ECDH_KEY_GEN, &[k], &[], &[]));
+    assert_eq!(rc_of(&r), 0);
+    let mut rd = Reader::new(params_of(&r));
+    let z = rd.tpm2b(200).unwrap().to_vec();
+    let pub_point = rd.tpm2b(200).unwrap().to_vec();
+    assert_eq!(rd.remaining(), 0);
+    // ZGen with the private key over pubPoint is zPoint.
+    let mut w = Writer::new();
+    w.tpm2b(&pub_point);
+    let r = t.execute(0, &command(cc::ECDH_ZGEN, &[k], &[b""], &w.buf));
+    assert_eq!(rc_of(&r), 0);
+    assert_eq!(Reader::new(params_of(&r)).tpm2b(200).unwrap(), &z[..]);
+    // Fresh ephemeral keys each time.
+    let r2 = t.execute(0, &command(cc::ECDH_KEY_GEN, &[k], &[], &[]));
+    assert_ne!(params_of(&r2), params_of(&r));
+    // A keyed-hash object is no ECC key; parameters are refused.
+    let (_, parent, _) = create_primary(&mut t, handle::OWNER, &storage_template(), b"", b"");
+    let (_, private, public) = create(
+        &mut t,
+        parent,
+        &sealed_template(attr::USER_WITH_AUTH),
+        b"",
+        b"s",
+    );
+    let r = load(&mut t, parent, &private, &public);
+    let sealed = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let r = t.execute(0, &command(cc::ECDH_KEY_GEN, &[sealed], &[], &[]));
+    assert_eq!(rc_of(&r), rc::KEY + rc::H + rc::N1);
+    let r = t.execute(0, &command(cc::ECDH_KEY_GEN, &[k], &[], &[0]));
+    assert_eq!(rc_of(&r), rc::SIZE);
+}

@@ -200,8 +200,12 @@ fn lock(sim: &Mutex<Sim>) -> std::sync::MutexGuard<'_, Sim> {
 
 fn command_session(s: &mut TcpStream, sim: &Mutex<Sim>) -> io::Result<bool> {
     // Requests arrive as several small fields: read them through a buffer so a
-    // command costs one read system call, not four.
+    // command costs one read system call, not four; the command and the framed
+    // response go through buffers kept for the whole connection, so a command
+    // costs one read and one write and no per-command buffer allocation.
     let mut rd = io::BufReader::new(s.try_clone()?);
+    let mut cmd = Vec::new();
+    let mut out = Vec::new();
     loop {
         match read_u32(&mut rd)? {
             mssim::SEND_COMMAND => {
@@ -211,7 +215,7 @@ fn command_session(s: &mut TcpStream, sim: &Mutex<Sim>) -> io::Result<bool> {
                 if len > mssim::MAX_WIRE_COMMAND {
                     return Err(io::Error::other("command too large for the wire protocol"));
                 }
-                let mut cmd = std::vec![0u8; len as usize];
+                cmd.resize(len as usize, 0);
                 rd.read_exact(&mut cmd)?;
                 let rsp = {
                     let mut g = lock(sim);
@@ -221,7 +225,7 @@ fn command_session(s: &mut TcpStream, sim: &Mutex<Sim>) -> io::Result<bool> {
                         Vec::new()
                     }
                 };
-                let mut out = Vec::with_capacity(rsp.len() + 8);
+                out.clear();
                 out.extend_from_slice(&(rsp.len() as u32).to_be_bytes());
                 out.extend_from_slice(&rsp);
                 out.extend_from_slice(&0u32.to_be_bytes());
@@ -229,7 +233,7 @@ fn command_session(s: &mut TcpStream, sim: &Mutex<Sim>) -> io::Result<bool> {
             }
             mssim::REMOTE_HANDSHAKE => {
                 let _client_version = read_u32(&mut rd)?;
-                let mut out = Vec::new();
+                out.clear();
                 for v in [mssim::SERVER_VERSION, mssim::HANDSHAKE_FLAGS, 0] {
                     out.extend_from_slice(&v.to_be_bytes());
                 }

@@ -653,3 +653,31 @@ fn nv_write_failure_enters_failure_mode() {
     assert_eq!(rc_of(&r), 0);
     assert_eq!(&r[10..], &[0, 0, 0, 0, 1, 1]);
 }
+
+#[test]
+fn incremental_self_test_has_nothing_pending() {
+    let (mut t, _, _) = started();
+    let mut w = Writer::new();
+    w.u32(2)
+        .u16(HashAlg::Sha256.id())
+        .u16(crate::public::ids::ECC);
+    let r = t.execute(0, &command(cc::INCREMENTAL_SELF_TEST, &[], &[], &w.buf));
+    assert_eq!(rc_of(&r), 0);
+    assert_eq!(params_of(&r), &[0, 0, 0, 0]);
+    // An empty list, a list longer than MAX_ALG_LIST_SIZE, a short list.
+    let r = t.execute(
+        0,
+        &command(cc::INCREMENTAL_SELF_TEST, &[], &[], &[0, 0, 0, 0]),
+    );
+    assert_eq!(rc_of(&r), 0);
+    let r = t.execute(
+        0,
+        &command(cc::INCREMENTAL_SELF_TEST, &[], &[], &[0, 0, 0, 65]),
+    );
+    assert_eq!(rc_of(&r), rc::SIZE + rc::P + rc::N1);
+    let r = t.execute(
+        0,
+        &command(cc::INCREMENTAL_SELF_TEST, &[], &[], &[0, 0, 0, 2, 0, 4]),
+    );
+    assert_ne!(rc_of(&r), 0);
+}

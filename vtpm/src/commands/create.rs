@@ -8,7 +8,7 @@
 //! Name(child)).
 
 use crate::commands::object::{creation_data, generate};
-use crate::defs::{limits, rc, st};
+use crate::defs::{handle, limits, rc, st};
 use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::hash::{Digest, HashAlg};
 use crate::marshal::{Reader, Writer};
@@ -136,22 +136,16 @@ fn check_child_attributes(parent: &Key, p: &Public) -> Result<(), u32> {
     p.validate(false)
 }
 
-pub fn create(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
-    let n = cmd.params.u16().p(1)? as usize;
-    let mut sub = cmd.params.sub(n).p(1)?;
-    let user_auth = sub.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
-    let data = sub.tpm2b(limits::MAX_SYM_DATA).p(1)?;
-    if n == 0 || sub.remaining() != 0 {
-        return Err(rc::SIZE + rc::P + rc::N1);
-    }
-    let mut public = Public::unmarshal_2b(&mut cmd.params).p(2)?;
-    let outside_info = cmd.params.tpm2b(limits::TPMU_HA_SIZE + 2).p(3)?;
-    let pcr_before = cmd.params.rest();
-    let creation_pcr = cmd.params.pcr_selection_list().p(4)?;
-    let creation_pcr_bytes = &pcr_before[..pcr_before.len() - cmd.params.remaining()];
-    cmd.finish()?;
-    let parent = storage_parent(tpm, cmd.handles[0])?;
-    check_child_attributes(&parent, &public).map_err(|e| rc::safe_add(e, rc::P + 2 * rc::N1))?;
+/// A new ordinary object under the storage key `parent` (TPM2_Create and
+/// TPM2_CreateLoaded; inSensitive is parameter 1, inPublic parameter 2).
+fn new_child(
+    tpm: &mut Tpm,
+    parent: &Key,
+    user_auth: &[u8],
+    data: &[u8],
+    mut public: Public,
+) -> Result<Key, u32> {
+    check_child_attributes(parent, &public).map_err(|e| rc::safe_add(e, rc::P + 2 * rc::N1))?;
     let a = crate::auth::strip_trailing_zeros(user_auth);
     if a.len() > public.name_alg.digest_size() {
         return Err(rc::SIZE + rc::P + rc::N1);
@@ -165,15 +159,35 @@ pub fn create(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     .map_err(|e| rc::safe_add(e, rc::P + 2 * rc::N1))?;
     let name = public.name();
     let h = public.name_alg;
-    let key = Key {
+    Ok(Key {
         qualified_name: name_of(h, &[&parent.qualified_name[..], &name].concat()),
-        name: name.clone(),
+        name,
         hierarchy: parent.hierarchy,
         auth,
         private: Some(private),
         seed_value,
         public,
-    };
+    })
+}
+
+pub fn create(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let n = cmd.params.u16().p(1)? as usize;
+    let mut sub = cmd.params.sub(n).p(1)?;
+    let user_auth = sub.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    let data = sub.tpm2b(limits::MAX_SYM_DATA).p(1)?;
+    if n == 0 || sub.remaining() != 0 {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    let public = Public::unmarshal_2b(&mut cmd.params).p(2)?;
+    let outside_info = cmd.params.tpm2b(limits::TPMU_HA_SIZE + 2).p(3)?;
+    let pcr_before = cmd.params.rest();
+    let creation_pcr = cmd.params.pcr_selection_list().p(4)?;
+    let creation_pcr_bytes = &pcr_before[..pcr_before.len() - cmd.params.remaining()];
+    cmd.finish()?;
+    let parent = storage_parent(tpm, cmd.handles[0])?;
+    let key = new_child(tpm, &parent, user_auth, data, public)?;
+    let name = key.name.clone();
+    let h = key.public.name_alg;
     let cd = creation_data(
         tpm,
         cmd.locality,
@@ -200,6 +214,50 @@ pub fn create(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         .u16(st::CREATION)
         .u32(parent.hierarchy)
         .tpm2b(ticket.as_bytes());
+    Ok(())
+}
+
+/// Part 3 §12.9: TPM2_CreateLoaded of a primary object (the parent a
+/// hierarchy or TPM_RH_NULL: derived from its seed as TPM2_CreatePrimary
+/// does, with an empty outPrivate) or of an ordinary object (the parent a
+/// storage key: created as TPM2_Create does), loaded at once. Derived
+/// objects (a derivation parent and a TPMT_TEMPLATE with TPMS_DERIVE) are
+/// not implemented: such a parent is not a storage key (TPM_RC_TYPE).
+pub fn create_loaded(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let (user_auth, data) = crate::commands::object::sensitive_create(&mut cmd.params).p(1)?;
+    let template_bytes = {
+        let before = cmd.params.rest();
+        Public::unmarshal_2b(&mut cmd.params).p(2)?;
+        &before[2..before.len() - cmd.params.remaining()]
+    };
+    let public = Public::unmarshal(&mut Reader::new(template_bytes)).p(2)?;
+    cmd.finish()?;
+    let parent_handle = cmd.handles[0];
+    let (key, private) = if handle::ht(parent_handle) == handle::HT_PERMANENT {
+        let key = crate::commands::object::derive_primary(
+            tpm,
+            parent_handle,
+            user_auth,
+            data,
+            template_bytes,
+            public,
+        )?;
+        (key, Vec::new())
+    } else {
+        let parent = storage_parent(tpm, parent_handle)?;
+        let key = new_child(tpm, &parent, user_auth, data, public)?;
+        let private = wrap(&parent, &key);
+        (key, private)
+    };
+    let public_bytes = key.public.marshal();
+    let name = key.name.clone();
+    let h = tpm
+        .v
+        .objects
+        .insert(Object::Key(Box::new(key)))
+        .ok_or(rc::OBJECT_MEMORY)?;
+    cmd.r_handle = Some(h);
+    cmd.out.tpm2b(&private).tpm2b(&public_bytes).tpm2b(&name);
     Ok(())
 }
 

@@ -28,12 +28,14 @@ impl Tpm {
         self.p.nv_indices.iter_mut().find(|i| i.public.index == h)
     }
 
-    /// Startup(CLEAR) (TPM Reset or Restart): WRITE_STCLEAR write locks and
-    /// READ_STCLEAR read locks end; CLEAR_STCLEAR indices become unwritten.
+    /// Startup(CLEAR) (TPM Reset or Restart): WRITE_STCLEAR write locks,
+    /// TPM2_NV_GlobalWriteLock's locks of GLOBALLOCK indices and READ_STCLEAR
+    /// read locks end (a written WRITEDEFINE index stays locked);
+    /// CLEAR_STCLEAR indices become unwritten.
     pub(crate) fn nv_startup_clear(&mut self) {
         for i in &mut self.p.nv_indices {
             let a = &mut i.public.attributes;
-            if *a & nva::WRITE_STCLEAR != 0
+            if *a & (nva::WRITE_STCLEAR | nva::GLOBALLOCK) != 0
                 && !(*a & nva::WRITEDEFINE != 0 && *a & nva::WRITTEN != 0)
             {
                 *a &= !nva::WRITELOCKED;
@@ -219,6 +221,19 @@ pub fn nv_write_lock(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if !i.public.has(nva::WRITELOCKED) {
         i.public.attributes |= nva::WRITELOCKED;
         cmd.nv_dirty = true;
+    }
+    Ok(())
+}
+
+/// Part 3 §31.13 TPM2_NV_GlobalWriteLock: every index with TPMA_NV_GLOBALLOCK
+/// becomes write-locked until the next TPM2_Startup(CLEAR).
+pub fn nv_global_write_lock(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    cmd.finish()?;
+    for i in &mut tpm.p.nv_indices {
+        if i.public.has(nva::GLOBALLOCK) && !i.public.has(nva::WRITELOCKED) {
+            i.public.attributes |= nva::WRITELOCKED;
+            cmd.nv_dirty = true;
+        }
     }
     Ok(())
 }

@@ -194,7 +194,7 @@ fn qualified_name(h: HashAlg, hierarchy: u32, name: &[u8]) -> Vec<u8> {
 }
 
 /// TPM2B_SENSITIVE_CREATE: (userAuth, data).
-fn sensitive_create<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], &'a [u8]), u32> {
+pub(crate) fn sensitive_create<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], &'a [u8]), u32> {
     let n = r.u16()? as usize;
     let mut sub = r.sub(n)?;
     let auth = sub.tpm2b(limits::TPMU_HA_SIZE)?;
@@ -218,13 +218,62 @@ pub fn create_primary(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         Public::unmarshal_2b(&mut cmd.params).p(2)?;
         &before[2..before.len() - cmd.params.remaining()]
     };
-    let mut public = Public::unmarshal(&mut Reader::new(template_bytes)).p(2)?;
+    let public = Public::unmarshal(&mut Reader::new(template_bytes)).p(2)?;
     let outside_info = cmd.params.tpm2b(limits::TPMU_HA_SIZE + 2).p(3)?;
     let pcr_before = cmd.params.rest();
     let creation_pcr = cmd.params.pcr_selection_list().p(4)?;
     let creation_pcr_bytes = &pcr_before[..pcr_before.len() - cmd.params.remaining()];
     cmd.finish()?;
     let hierarchy = cmd.handles[0];
+    let key = derive_primary(tpm, hierarchy, user_auth, data, template_bytes, public)?;
+    let name = key.name.clone();
+    let h = key.public.name_alg;
+    let hb = hierarchy.to_be_bytes();
+    let cd = creation_data(
+        tpm,
+        cmd.locality,
+        h,
+        creation_pcr_bytes,
+        &creation_pcr,
+        (crate::defs::alg::NULL, &hb, &hb),
+        outside_info,
+    );
+    let creation_hash = h.digest(&[&cd]);
+    let ticket = TICKET_HASH.hmac(
+        &tpm.hierarchy_proof(hierarchy),
+        &[&st::CREATION.to_be_bytes(), &name, creation_hash.as_bytes()],
+    );
+    let public_bytes = key.public.marshal();
+    let handle = tpm
+        .v
+        .objects
+        .insert(Object::Key(Box::new(key)))
+        .ok_or(rc::OBJECT_MEMORY)?;
+    cmd.r_handle = Some(handle);
+    cmd.out
+        .tpm2b(&public_bytes)
+        .tpm2b(&cd)
+        .tpm2b(creation_hash.as_bytes())
+        .u16(st::CREATION)
+        .u32(hierarchy)
+        .tpm2b(ticket.as_bytes())
+        .tpm2b(&name);
+    Ok(())
+}
+
+/// The primary object of `hierarchy` for the template `public` (marshalled
+/// as `template_bytes`) and the sensitive-create `user_auth` and `data`,
+/// derived from the hierarchy's seed (Part 1 §26.3), as TPM2_CreatePrimary
+/// and TPM2_CreateLoaded make it. Errors carry the parameter numbers of
+/// both commands (inSensitive 1, inPublic 2).
+pub(crate) fn derive_primary(
+    tpm: &mut Tpm,
+    hierarchy: u32,
+    user_auth: &[u8],
+    data: &[u8],
+    template_bytes: &[u8],
+    mut public: Public,
+) -> Result<Key, u32> {
     // CreateChecks for an asymmetric key under a hierarchy.
     public
         .validate(true)
@@ -242,46 +291,15 @@ pub fn create_primary(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         .map_err(|e| rc::safe_add(e, rc::P + 2 * rc::N1))?;
     let name = public.name();
     let h = public.name_alg;
-    let hb = hierarchy.to_be_bytes();
-    let cd = creation_data(
-        tpm,
-        cmd.locality,
-        h,
-        creation_pcr_bytes,
-        &creation_pcr,
-        (crate::defs::alg::NULL, &hb, &hb),
-        outside_info,
-    );
-    let creation_hash = h.digest(&[&cd]);
-    let ticket = TICKET_HASH.hmac(
-        &tpm.hierarchy_proof(hierarchy),
-        &[&st::CREATION.to_be_bytes(), &name, creation_hash.as_bytes()],
-    );
-    let key = Key {
+    Ok(Key {
         qualified_name: qualified_name(h, hierarchy, &name),
-        name: name.clone(),
+        name,
         hierarchy,
         auth,
         private: Some(private),
         seed_value,
         public,
-    };
-    let public_bytes = key.public.marshal();
-    let handle = tpm
-        .v
-        .objects
-        .insert(Object::Key(Box::new(key)))
-        .ok_or(rc::OBJECT_MEMORY)?;
-    cmd.r_handle = Some(handle);
-    cmd.out
-        .tpm2b(&public_bytes)
-        .tpm2b(&cd)
-        .tpm2b(creation_hash.as_bytes())
-        .u16(st::CREATION)
-        .u32(hierarchy)
-        .tpm2b(ticket.as_bytes())
-        .tpm2b(&name);
-    Ok(())
+    })
 }
 
 /// TPMT_SENSITIVE: (type, authValue, seedValue, private scalar or data).

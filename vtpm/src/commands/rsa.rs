@@ -13,9 +13,6 @@ use crate::rsa_key::{self, FillRng, RSA_BYTES};
 use crate::rsa_pad;
 use alloc::vec::Vec;
 
-/// Modulus bits of the implemented keys.
-const MOD_BITS: usize = RSA_BYTES * 8;
-
 /// The private RSA key of `key`, or `err` when it has none or it does not
 /// rebuild.
 fn private(key: &Key, err: u32) -> Result<rsa::RsaPrivateKey, u32> {
@@ -25,14 +22,9 @@ fn private(key: &Key, err: u32) -> Result<rsa::RsaPrivateKey, u32> {
         .ok_or(err)
 }
 
-/// The private operation with blinding from the TPM's DRBG.
-fn private_op(tpm: &mut Tpm, k: &rsa::RsaPrivateKey, block: &[u8]) -> Option<Vec<u8>> {
-    let mut fill = |b: &mut [u8]| tpm.random(b);
-    rsa_key::private_op(k, block, &mut FillRng(&mut fill))
-}
-
 /// Signs `digest` with RSA key `key` under `scheme` (RSASSA or RSAPSS) and
-/// `hash`; returns the signature block (256 bytes).
+/// `hash`; returns the signature block (256 bytes). The blinding and the
+/// PSS salt come from the TPM's DRBG.
 pub(crate) fn sign(
     tpm: &mut Tpm,
     key: &Key,
@@ -41,25 +33,17 @@ pub(crate) fn sign(
     digest: &[u8],
 ) -> Result<Vec<u8>, u32> {
     let k = private(key, rc::AUTH_UNAVAILABLE)?;
-    let em = match scheme {
-        ids::RSASSA => rsa_pad::pkcs1v15_sign_encode(hash, digest, RSA_BYTES),
-        ids::RSAPSS => {
-            // Salt as long as the digest (as the reference implementation).
-            let mut salt = alloc::vec![0u8; hash.digest_size()];
-            tpm.random(&mut salt);
-            rsa_pad::pss_encode(hash, digest, &salt, MOD_BITS).map(|em| left_pad(&em))
-        }
-        _ => None,
+    if !matches!(scheme, ids::RSASSA | ids::RSAPSS) || digest.len() != hash.digest_size() {
+        return Err(rc::SCHEME + rc::P + 2 * rc::N1);
     }
-    .ok_or(rc::SCHEME + rc::P + 2 * rc::N1)?;
-    private_op(tpm, &k, &em).ok_or(rc::FAILURE)
-}
-
-/// `b` left-padded with zeros to the modulus size.
-fn left_pad(b: &[u8]) -> Vec<u8> {
-    let mut out = alloc::vec![0u8; RSA_BYTES.saturating_sub(b.len())];
-    out.extend_from_slice(b);
-    out
+    let mut fill = |b: &mut [u8]| tpm.random(b);
+    let rng = &mut FillRng(&mut fill);
+    let sig = if scheme == ids::RSASSA {
+        rsa_pad::sign_pkcs1v15(&k, hash, digest, rng)
+    } else {
+        rsa_pad::sign_pss(&k, hash, digest, rng)
+    };
+    sig.ok_or(rc::FAILURE)
 }
 
 /// Verifies an RSASSA/RSAPSS signature `sig` over `digest`.
@@ -70,13 +54,9 @@ pub(crate) fn verify(key: &Key, scheme: u16, hash: HashAlg, digest: &[u8], sig: 
     if sig.len() != RSA_BYTES || digest.len() != hash.digest_size() {
         return false;
     }
-    let Some(em) = rsa_key::public_op(&pk, sig) else {
-        return false;
-    };
     match scheme {
-        ids::RSASSA => rsa_pad::pkcs1v15_sign_encode(hash, digest, RSA_BYTES)
-            .is_some_and(|e| crate::session::ct_eq(&e, &em)),
-        ids::RSAPSS => rsa_pad::pss_verify(hash, digest, &em, MOD_BITS),
+        ids::RSASSA => rsa_pad::verify_pkcs1v15(&pk, hash, digest, sig),
+        ids::RSAPSS => rsa_pad::verify_pss(&pk, hash, digest, sig),
         _ => false,
     }
 }
@@ -144,16 +124,14 @@ pub fn rsa_encrypt(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let key = rsa_key_of(tpm, cmd.handles[0])?;
     let (s, hash) = pick_scheme(&key, scheme)?;
     let pk = key.public.rsa_public().ok_or(rc::KEY + rc::H + rc::N1)?;
-    let em = if s == ids::OAEP {
-        let mut seed = alloc::vec![0u8; hash.digest_size()];
-        tpm.random(&mut seed);
-        rsa_pad::oaep_encode(hash, &label, &message, &seed, RSA_BYTES)
+    let mut fill = |b: &mut [u8]| tpm.random(b);
+    let rng = &mut FillRng(&mut fill);
+    let out = if s == ids::OAEP {
+        rsa_pad::oaep_encrypt(&pk, hash, &label, &message, rng)
     } else {
-        let mut fill = |b: &mut [u8]| tpm.random(b);
-        rsa_pad::pkcs1v15_enc_encode(&message, RSA_BYTES, &mut fill)
+        rsa_pad::pkcs1v15_encrypt(&pk, &message, rng)
     }
     .ok_or(rc::VALUE + rc::P + rc::N1)?;
-    let out = rsa_key::public_op(&pk, &em).ok_or(rc::FAILURE)?;
     cmd.out.tpm2b(&out);
     Ok(())
 }
@@ -173,11 +151,12 @@ pub fn rsa_decrypt(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if cipher.len() != RSA_BYTES {
         return Err(rc::SIZE + rc::P + rc::N1);
     }
-    let em = private_op(tpm, &k, &cipher).ok_or(rc::VALUE + rc::P + rc::N1)?;
+    let mut fill = |b: &mut [u8]| tpm.random(b);
+    let rng = &mut FillRng(&mut fill);
     let msg = if s == ids::OAEP {
-        rsa_pad::oaep_decode(hash, &label, &em)
+        rsa_pad::oaep_decrypt(&k, hash, &label, &cipher, rng)
     } else {
-        rsa_pad::pkcs1v15_enc_decode(&em)
+        rsa_pad::pkcs1v15_decrypt(&k, &cipher, rng)
     };
     let Some(msg) = msg else {
         log::warn!("vtpm: RSA_Decrypt: the padding does not check");
@@ -200,9 +179,10 @@ pub(crate) fn decrypt_salt(tpm: &mut Tpm, key: &Key, secret: &[u8]) -> Result<Ve
     if secret.len() != RSA_BYTES {
         return Err(bad);
     }
-    let em = private_op(tpm, &k, secret).ok_or(bad)?;
     let h = key.public.name_alg;
-    let salt = rsa_pad::oaep_decode(h, b"SECRET\0", &em).ok_or(bad)?;
+    let mut fill = |b: &mut [u8]| tpm.random(b);
+    let salt =
+        rsa_pad::oaep_decrypt(&k, h, b"SECRET\0", secret, &mut FillRng(&mut fill)).ok_or(bad)?;
     if salt.len() > h.digest_size() {
         return Err(bad);
     }

@@ -7,6 +7,7 @@ use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::hash::HashAlg;
 use crate::public::{self, attr, ids};
 use crate::session::ct_eq;
+use p256::elliptic_curve::sec1::ToEncodedPoint;
 
 /// Hash of tickets (the context integrity hash).
 const TICKET_HASH: HashAlg = HashAlg::Sha384;
@@ -192,6 +193,33 @@ pub fn ecdh_zgen(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     Ok(())
 }
 
+/// Part 3 §14.4 TPM2_ECDH_KeyGen: an ephemeral key d_e from the DRBG;
+/// zPoint = d_e·Q of the (public) ECC key of handle 1, pubPoint = d_e·G.
+pub fn ecdh_key_gen(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    cmd.finish()?;
+    let key = tpm.key(cmd.handles[0]).ok_or(rc::KEY + rc::H + rc::N1)?;
+    if key.public.ty != ids::ECC {
+        return Err(rc::KEY + rc::H + rc::N1);
+    }
+    let (qx, qy) = (key.public.x.clone(), key.public.y.clone());
+    let d = loop {
+        let mut b = [0u8; public::P256_BYTES];
+        tpm.random(&mut b);
+        if let Some(d) = public::scalar_from_bytes(&b) {
+            break d;
+        }
+    };
+    let (zx, zy) = public::ecdh_point(&d, &qx, &qy).ok_or(rc::ECC_POINT + rc::H + rc::N1)?;
+    let g = p256::PublicKey::from_secret_scalar(&d).to_encoded_point(false);
+    let (gx, gy) = (g.x().ok_or(rc::FAILURE)?, g.y().ok_or(rc::FAILURE)?);
+    let mut z = crate::marshal::Writer::new();
+    z.tpm2b(&zx).tpm2b(&zy);
+    let mut p = crate::marshal::Writer::new();
+    p.tpm2b(gx).tpm2b(gy);
+    cmd.out.tpm2b(&z.buf).tpm2b(&p.buf);
+    Ok(())
+}
+
 /// TPM_ST_ATTEST_QUOTE.
 const ST_ATTEST_QUOTE: u16 = 0x8018;
 
@@ -271,4 +299,98 @@ pub fn quote(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let sig = signature(tpm, &key, sig_alg, hash, digest.as_bytes())?;
     cmd.out.tpm2b(&a.buf).bytes(&sig);
     Ok(())
+}
+
+/// NIST P-256 domain parameters (FIPS 186-4 §D.1.2.3, SEC 2 §2.4.2), big-endian.
+pub mod p256_domain {
+    pub const KEY_BITS: u16 = 256;
+    pub const P: [u8; 32] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF,
+    ];
+    /// a = p − 3.
+    pub const A: [u8; 32] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFC,
+    ];
+    pub const B: [u8; 32] = [
+        0x5A, 0xC6, 0x35, 0xD8, 0xAA, 0x3A, 0x93, 0xE7, 0xB3, 0xEB, 0xBD, 0x55, 0x76, 0x98, 0x86,
+        0xBC, 0x65, 0x1D, 0x06, 0xB0, 0xCC, 0x53, 0xB0, 0xF6, 0x3B, 0xCE, 0x3C, 0x3E, 0x27, 0xD2,
+        0x60, 0x4B,
+    ];
+    pub const GX: [u8; 32] = [
+        0x6B, 0x17, 0xD1, 0xF2, 0xE1, 0x2C, 0x42, 0x47, 0xF8, 0xBC, 0xE6, 0xE5, 0x63, 0xA4, 0x40,
+        0xF2, 0x77, 0x03, 0x7D, 0x81, 0x2D, 0xEB, 0x33, 0xA0, 0xF4, 0xA1, 0x39, 0x45, 0xD8, 0x98,
+        0xC2, 0x96,
+    ];
+    pub const GY: [u8; 32] = [
+        0x4F, 0xE3, 0x42, 0xE2, 0xFE, 0x1A, 0x7F, 0x9B, 0x8E, 0xE7, 0xEB, 0x4A, 0x7C, 0x0F, 0x9E,
+        0x16, 0x2B, 0xCE, 0x33, 0x57, 0x6B, 0x31, 0x5E, 0xCE, 0xCB, 0xB6, 0x40, 0x68, 0x37, 0xBF,
+        0x51, 0xF5,
+    ];
+    /// The order of G.
+    pub const N: [u8; 32] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63,
+        0x25, 0x51,
+    ];
+    /// The cofactor.
+    pub const H: [u8; 1] = [1];
+}
+
+/// Part 3 §23.3 TPM2_ECC_Parameters: TPMS_ALGORITHM_DETAIL_ECC of the one
+/// implemented curve (NIST P-256), with the curve's KDF (KDF1 of SP 800-56A
+/// with SHA-256) and no fixed signing scheme, as the reference curve table.
+pub fn ecc_parameters(_tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let curve = cmd.params.u16().p(1)?;
+    cmd.finish()?;
+    if curve != ids::NIST_P256 {
+        return Err(rc::CURVE + rc::P + rc::N1);
+    }
+    use p256_domain as d;
+    cmd.out
+        .u16(ids::NIST_P256)
+        .u16(d::KEY_BITS)
+        .u16(alg::KDF1_SP800_56A)
+        .u16(alg::SHA256)
+        .u16(alg::NULL)
+        .tpm2b(&d::P)
+        .tpm2b(&d::A)
+        .tpm2b(&d::B)
+        .tpm2b(&d::GX)
+        .tpm2b(&d::GY)
+        .tpm2b(&d::N)
+        .tpm2b(&d::H);
+    Ok(())
+}
+
+#[cfg(test)]
+mod ecc_parameter_tests {
+    use super::p256_domain as d;
+    use num_bigint_dig::BigUint;
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+
+    #[test]
+    fn p256_domain_is_the_curve_of_the_p256_crate() {
+        let g = p256::ProjectivePoint::GENERATOR
+            .to_affine()
+            .to_encoded_point(false);
+        assert_eq!(g.x().unwrap().as_slice(), &d::GX);
+        assert_eq!(g.y().unwrap().as_slice(), &d::GY);
+        let big = |b: &[u8]| BigUint::from_bytes_be(b);
+        let (p, x, y) = (big(&d::P), big(&d::GX), big(&d::GY));
+        // a = p − 3, and G is on y² = x³ + ax + b.
+        assert_eq!(big(&d::A) + BigUint::from(3u32), p);
+        let lhs = (&y * &y) % &p;
+        let rhs = (&x * &x * &x + big(&d::A) * &x + big(&d::B)) % &p;
+        assert_eq!(lhs, rhs);
+        // n·G is the identity: the p256 crate's scalar field wraps at N.
+        let n_minus_1 = p256::Scalar::ZERO - p256::Scalar::ONE;
+        let mut n = n_minus_1.to_bytes().to_vec();
+        let last = n.len() - 1;
+        n[last] += 1;
+        assert_eq!(n, d::N);
+    }
 }
