@@ -135,6 +135,10 @@ pub trait AsyncBlock {
     fn capacity(&self) -> u64;
     /// Whether writes are refused.
     fn read_only(&self) -> bool;
+    /// The longest transfer one request may carry.
+    fn max_transfer(&self) -> usize {
+        usize::MAX
+    }
     /// Starts `op` with `buf` (moved to the backend until the request completes),
     /// identified by `tag` in its completion.
     fn submit(&mut self, tag: u64, op: BlockOp, buf: alloc::vec::Vec<u8>) -> Submit;
@@ -153,6 +157,9 @@ impl<T: AsyncBlock + ?Sized> AsyncBlock for alloc::boxed::Box<T> {
     }
     fn read_only(&self) -> bool {
         (**self).read_only()
+    }
+    fn max_transfer(&self) -> usize {
+        (**self).max_transfer()
     }
     fn submit(&mut self, tag: u64, op: BlockOp, buf: alloc::vec::Vec<u8>) -> Submit {
         (**self).submit(tag, op, buf)

@@ -39,7 +39,7 @@ pub const MAX_WRITE_ZEROES_SEG: u32 = 1;
 /// Most guest requests held between their notify and their completion.
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Most bounce buffers (each of the chunk size) lent to the backend at once.
-pub const MAX_BUFFERS: usize = 8;
+pub const MAX_BUFFERS: usize = 4;
 
 /// A boxed [`AsyncBlock`], for disks whose backend type is chosen at run time.
 pub type DynBackend = alloc::boxed::Box<dyn AsyncBlock + Send>;
@@ -333,6 +333,8 @@ impl<B: AsyncBlock + Send> Blk<B> {
     /// once it is the oldest request, and nothing after a FLUSH until it completes.
     /// Returns whether anything was submitted.
     fn submit_ready(&mut self, mem: &mut dyn GuestMemory) -> Result<bool, MemError> {
+        let sector = SECTOR_SIZE as usize;
+        let piece_max = (self.chunk.min(self.backend.max_transfer()) / sector).max(1) * sector;
         let mut progress = false;
         let mut i = 0;
         while i < self.requests.len() {
@@ -366,7 +368,7 @@ impl<B: AsyncBlock + Send> Blk<B> {
                     return Ok(progress);
                 };
                 let r = &mut self.requests[i];
-                let n = (r.len - r.submitted).min(self.chunk as u64) as usize;
+                let n = (r.len - r.submitted).min(piece_max as u64) as usize;
                 let at = r.submitted;
                 buf.resize(n, 0);
                 let op = match r.kind {
