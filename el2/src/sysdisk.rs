@@ -862,7 +862,14 @@ impl AsyncBlock for DiskExtent {
                 }
             }
         };
-        self.engine.lock().submit(&self.inbox, tag, op, buf)
+        let submitted = self.engine.lock().submit(&self.inbox, tag, op, buf);
+        if intid().is_none() {
+            // No interrupt will come: have the VM poll this disk until it is done.
+            if let Some(w) = &*self.inbox.waker.lock() {
+                w.raise();
+            }
+        }
+        submitted
     }
 
     fn poll(&mut self) -> Option<Completion> {
