@@ -1,9 +1,12 @@
-//! The EL2 control registers a guest runs under (HCR_EL2, MDCR_EL2), computed from
-//! what the CPU implements and what the host allows this VM, as pure functions so
-//! every bit is host-tested. `el2` reads the ID registers and writes the results.
+//! The EL2 control registers a guest runs under (HCR_EL2, MDCR_EL2, CPTR_EL2,
+//! CNTHCTL_EL2) and the EL1 reset state, computed from what the CPU implements and
+//! what the host allows this VM, as pure functions so every bit is host-tested.
+//! `el2` reads the ID registers and writes the results.
 
-use aarch64_cpu::registers::{HCR_EL2, ID_AA64DFR0_EL1, MDCR_EL2};
+use aarch64_cpu::registers::{CNTHCTL_EL2, HCR_EL2, ID_AA64DFR0_EL1, MDCR_EL2};
 use tock_registers::LocalRegisterCopy;
+
+use crate::regs::{CPTR_EL2, PMCR_EL0, SCTLR_EL1};
 
 /// ID_AA64DFR0_EL1.PMUVer values (Arm ARM D24.2.59) the policy distinguishes.
 pub mod pmuver {
@@ -45,6 +48,41 @@ pub fn hcr_el2() -> u64 {
         + H::RW::EL1IsAarch64
         + H::APK::SET
         + H::API::SET)
+        .value
+}
+
+/// CPTR_EL2 (HCR_EL2.E2H = 0) for a guest: FP/SIMD not trapped (TFP clear: the
+/// guest's FP state stays live in the hardware); SVE (TZ), SME (TSM) and the
+/// activity monitors (TAM) trapped, since those features are hidden from the
+/// guest; the RES1 bits set.
+pub fn cptr_el2() -> u64 {
+    use CPTR_EL2 as C;
+    (C::TAM::SET
+        + C::TSM::SET
+        + C::TZ::SET
+        + C::RES1_13::SET
+        + C::RES1_9::SET
+        + C::RES1_7_0.val(C::RES1_7_0.mask))
+    .value
+}
+
+/// CNTHCTL_EL2 (HCR_EL2.E2H = 0) for a guest: EL1 may read the physical counter
+/// (EL1PCTEN); the EL1 physical timer's registers trap (EL1PCEN clear) and are
+/// emulated (`crate::timer::EmulatedTimer`).
+pub fn cnthctl_el2() -> u64 {
+    CNTHCTL_EL2::EL1PCTEN::SET.value
+}
+
+/// PMCR_EL0.N, the number of event counters, from a PMCR_EL0 value.
+pub fn pmcr_n(pmcr: u64) -> u64 {
+    LocalRegisterCopy::<u64, PMCR_EL0::Register>::new(pmcr).read(PMCR_EL0::N)
+}
+
+/// SCTLR_EL1 at a vCPU's reset: MMU and caches off, the bits that are RES1 without
+/// their features (or reset to 1 with them) set.
+pub fn sctlr_el1_reset() -> u64 {
+    use SCTLR_EL1 as S;
+    (S::LSMAOE::SET + S::nTLSMD::SET + S::SPAN::SET + S::EIS::SET + S::TSCXT::SET + S::EOS::SET)
         .value
 }
 
@@ -164,6 +202,37 @@ mod tests {
     #[test]
     fn hpmn_takes_only_its_field() {
         assert_eq!(mdcr_el2(0xff, dfr0(4), GUEST) & 0x1f, 0x1f);
+    }
+
+    #[test]
+    fn cptr_traps_sve_sme_amu_but_not_fp() {
+        // The value el2 wrote before these registers were typed: TAM (30), RES1 13,
+        // TSM (12), RES1 9, TZ (8), RES1 7:0.
+        let v = cptr_el2();
+        assert_eq!(
+            v,
+            (1 << 30) | (1 << 13) | (1 << 12) | (1 << 9) | (1 << 8) | 0xff
+        );
+        assert_eq!(v & (1 << 10), 0, "TFP: FP/SIMD must not trap");
+        assert_eq!(v & (1 << 31), 0, "TCPAC");
+    }
+
+    #[test]
+    fn cnthctl_lets_el1_read_the_counter_and_traps_its_timer() {
+        assert_eq!(cnthctl_el2(), 1, "EL1PCTEN set, EL1PCEN (bit 1) clear");
+    }
+
+    #[test]
+    fn pmcr_n_is_bits_15_to_11() {
+        assert_eq!(pmcr_n(6 << 11 | 0x7ff), 6);
+        assert_eq!(pmcr_n(u64::MAX), 31);
+        assert_eq!(pmcr_n(0x41 << 24), 0);
+    }
+
+    #[test]
+    fn sctlr_el1_reset_value() {
+        assert_eq!(sctlr_el1_reset(), 0x30d0_0800);
+        assert_eq!(sctlr_el1_reset() & 0b111, 0, "M, A, C clear");
     }
 
     #[test]

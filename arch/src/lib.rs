@@ -1,7 +1,10 @@
 //! `arch` owns the Armv8-A facts the hypervisor reasons with, as pure code that runs
 //! on the host as well as at EL2:
 //!
-//! - [`controls`]: the EL2 control registers (HCR_EL2, MDCR_EL2) a guest runs under;
+//! - [`regs`]: register layouts `aarch64-cpu` lacks, as `tock-registers` bitfields;
+//! - [`controls`]: the EL2 control registers (HCR_EL2, MDCR_EL2, CPTR_EL2,
+//!   CNTHCTL_EL2) a guest runs under;
+//! - [`el2map`]: the descriptors of the hypervisor's own EL2 identity map (W^X);
 //! - [`iss`]: typed bitfields for the ISS encodings of ESR_EL2 we decode;
 //! - [`exit`]: decoding a trap (ESR_EL2, FAR_EL2, HPFAR_EL2) into the one [`Exit`]
 //!   enum that `el2` dispatches on;
@@ -20,10 +23,12 @@
 #![forbid(unsafe_code)]
 
 pub mod controls;
+pub mod el2map;
 pub mod entropy;
 pub mod exit;
 pub mod inject;
 pub mod iss;
+pub mod regs;
 pub mod sgi;
 pub mod smccc;
 pub mod sysreg;

@@ -2,27 +2,22 @@
 //! the pure half of handling a call (validation and the power state machine). `el2`
 //! carries out the [`PowerAction`] that comes back.
 
-/// SMCCC function identifiers (Arm DEN0028).
+/// SMCCC function identifiers (Arm DEN0028), PSCI's (DEN0022) and TRNG's (DEN0098).
+/// The SMCCC and PSCI numbers come from the `smccc` crate, under the names this
+/// crate has always used (the 32-bit calling-convention forms without a suffix,
+/// `*_64` for SMC64); the TRNG numbers, which `smccc` does not define, are here.
 pub mod func {
-    pub const SMCCC_VERSION: u32 = 0x8000_0000;
-    pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
-    pub const SMCCC_ARCH_WORKAROUND_1: u32 = 0x8000_8000;
-    pub const SMCCC_ARCH_WORKAROUND_2: u32 = 0x8000_7fff;
-    pub const SMCCC_ARCH_WORKAROUND_3: u32 = 0x8000_3fff;
-
-    /// PSCI function identifiers (Arm DEN0022); `*_64` are the SMC64 forms.
-    pub const PSCI_VERSION: u32 = 0x8400_0000;
-    pub const PSCI_CPU_SUSPEND: u32 = 0x8400_0001;
-    pub const PSCI_CPU_SUSPEND_64: u32 = 0xc400_0001;
-    pub const PSCI_CPU_OFF: u32 = 0x8400_0002;
-    pub const PSCI_CPU_ON: u32 = 0x8400_0003;
-    pub const PSCI_CPU_ON_64: u32 = 0xc400_0003;
-    pub const PSCI_AFFINITY_INFO: u32 = 0x8400_0004;
-    pub const PSCI_AFFINITY_INFO_64: u32 = 0xc400_0004;
-    pub const PSCI_MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
-    pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
-    pub const PSCI_SYSTEM_RESET: u32 = 0x8400_0009;
-    pub const PSCI_FEATURES: u32 = 0x8400_000a;
+    pub use smccc::arch::{
+        SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_1, SMCCC_ARCH_WORKAROUND_2,
+        SMCCC_ARCH_WORKAROUND_3, SMCCC_VERSION,
+    };
+    pub use smccc::psci::{
+        PSCI_AFFINITY_INFO_64, PSCI_CPU_OFF, PSCI_CPU_ON_64, PSCI_CPU_SUSPEND_64, PSCI_FEATURES,
+        PSCI_MIGRATE_INFO_TYPE, PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, PSCI_VERSION,
+    };
+    pub const PSCI_CPU_SUSPEND: u32 = smccc::psci::PSCI_CPU_SUSPEND_32;
+    pub const PSCI_CPU_ON: u32 = smccc::psci::PSCI_CPU_ON_32;
+    pub const PSCI_AFFINITY_INFO: u32 = smccc::psci::PSCI_AFFINITY_INFO_32;
 
     // Arm True Random Number Generator Firmware Interface 1.0 (DEN0098).
     pub const TRNG_VERSION: u32 = 0x8400_0050;
@@ -30,6 +25,33 @@ pub mod func {
     pub const TRNG_GET_UUID: u32 = 0x8400_0052;
     pub const TRNG_RND32: u32 = 0x8400_0053;
     pub const TRNG_RND64: u32 = 0xc400_0053;
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// The numbers DEN0028 and DEN0022 give, whichever crate spells them.
+        #[test]
+        fn ids_match_the_specifications() {
+            assert_eq!(SMCCC_VERSION, 0x8000_0000);
+            assert_eq!(SMCCC_ARCH_FEATURES, 0x8000_0001);
+            assert_eq!(SMCCC_ARCH_WORKAROUND_1, 0x8000_8000);
+            assert_eq!(SMCCC_ARCH_WORKAROUND_2, 0x8000_7fff);
+            assert_eq!(SMCCC_ARCH_WORKAROUND_3, 0x8000_3fff);
+            assert_eq!(PSCI_VERSION, 0x8400_0000);
+            assert_eq!(PSCI_CPU_SUSPEND, 0x8400_0001);
+            assert_eq!(PSCI_CPU_SUSPEND_64, 0xc400_0001);
+            assert_eq!(PSCI_CPU_OFF, 0x8400_0002);
+            assert_eq!(PSCI_CPU_ON, 0x8400_0003);
+            assert_eq!(PSCI_CPU_ON_64, 0xc400_0003);
+            assert_eq!(PSCI_AFFINITY_INFO, 0x8400_0004);
+            assert_eq!(PSCI_AFFINITY_INFO_64, 0xc400_0004);
+            assert_eq!(PSCI_MIGRATE_INFO_TYPE, 0x8400_0006);
+            assert_eq!(PSCI_SYSTEM_OFF, 0x8400_0008);
+            assert_eq!(PSCI_SYSTEM_RESET, 0x8400_0009);
+            assert_eq!(PSCI_FEATURES, 0x8400_000a);
+        }
+    }
 }
 
 /// SMCCC and PSCI return codes, as the signed values the guest reads in x0.

@@ -1,8 +1,36 @@
-//! `compositor` will own turning guest surfaces into the frame RayOS presents:
-//! placement transforms (crop, scale, re-projection), overlays, damage tracking and
-//! frame freezing.
+//! `compositor`: turns surfaces — guest scanouts, the cursor, RayOS overlays such as
+//! the status bar — into the frame RayOS presents.
 //!
-//! Nothing is implemented yet; this crate holds its place in the workspace so that the
-//! layout in `docs/architecture.md` is real.
+//! A [`Scene`] holds [`Layer`]s, each a borrowed [`Surface`] (pixels, stride, format)
+//! with a crop, a [`Placement`] (unscaled, scaled to a rectangle, or any affine or
+//! projective [`Transform`] — a panel placed in 3D and reprojected), a [`Filter`]
+//! (nearest or bilinear), an opacity and a z-order. [`compose`] writes it into a
+//! [`Frame`] (the physical framebuffer) inside the damaged rectangles only; [`Damage`]
+//! collects them. Formats are XRGB8888, ARGB8888 and BGRX8888 on both sides.
+//!
+//! Everything is integer arithmetic (the hypervisor is built soft-float), and no
+//! geometry a guest can produce makes it panic: an unusable layer is skipped and named
+//! with a [`LayerError`] in the [`Report`].
 #![no_std]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod compose;
+mod damage;
+mod format;
+mod geom;
+mod pixel;
+mod surface;
+pub mod text;
+mod transform;
+
+pub use compose::{compose, compose_full, Filter, Layer, Report, Scene};
+pub use damage::Damage;
+pub use format::{PixelFormat, BYTES_PER_PIXEL, OPAQUE};
+pub use geom::Rect;
+pub use surface::{Frame, LayerError, Surface, MAX_DIM};
+pub use transform::{Placement, Transform, MAX_COORD, MAX_ENTRY, Q16_ONE};
+
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,11 @@
 //! edge that ended the previous byte). Chip select is active low; while it is
 //! inactive SCK and MOSI are ignored.
 
+use alloc::vec::Vec;
+
+use vdev::save::{Reader, Writer};
+use vdev::{RestoreError, SaveRestore};
+
 use crate::pl061::GpioPins;
 
 /// A byte-level SPI slave (full duplex).
@@ -171,10 +176,82 @@ impl<S: SpiSlave> GpioPins for SpiBitBang<S> {
     }
 }
 
+/// Saved state, version 1, after the header: selected, SCK (flags), the MOSI shift
+/// register and its bit count (u8 each, count < 8), the MISO shift register (u8),
+/// the next MISO byte (flag, u8), then the slave's own blob (length u32, bytes). The
+/// pin assignment belongs to the VM's definition.
+impl<S: SpiSlave + SaveRestore> SaveRestore for SpiBitBang<S> {
+    const SAVE_ID: [u8; 4] = *b"SPIB";
+    const SAVE_VERSION: u32 = 1;
+
+    fn save(&self) -> Vec<u8> {
+        let Self {
+            // Wiring from the VM definition, not state.
+            pins: _,
+            slave,
+            selected,
+            sck,
+            shift_in,
+            bits,
+            shift_out,
+            next_out,
+        } = self;
+        let mut w = Writer::new(Self::SAVE_ID, Self::SAVE_VERSION);
+        w.flag(*selected)
+            .flag(*sck)
+            .u8(*shift_in)
+            .u8(*bits)
+            .u8(*shift_out)
+            .flag(next_out.is_some())
+            .u8(next_out.unwrap_or(0))
+            .bytes(&slave.save());
+        w.finish()
+    }
+
+    fn restore(&mut self, blob: &[u8]) -> Result<(), RestoreError> {
+        let (_version, mut r) = Reader::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
+        let selected = r.flag()?;
+        let sck = r.flag()?;
+        let shift_in = r.u8()?;
+        let bits = r.u8()?;
+        let shift_out = r.u8()?;
+        let has_next = r.flag()?;
+        let next = r.u8()?;
+        let inner = r.bytes(usize::MAX)?;
+        r.end()?;
+        // What the decoder can reach: fewer than 8 bits in, only the bits clocked in
+        // so far set, nothing in flight while deselected.
+        let reachable = bits < 8
+            && u16::from(shift_in) < 1 << bits
+            && (has_next || next == 0)
+            && (selected || (bits == 0 && !has_next));
+        if !reachable {
+            return Err(RestoreError::Malformed);
+        }
+        let Self {
+            pins: _,
+            slave,
+            selected: s_selected,
+            sck: s_sck,
+            shift_in: s_shift_in,
+            bits: s_bits,
+            shift_out: s_shift_out,
+            next_out,
+        } = self;
+        slave.restore(inner)?;
+        *s_selected = selected;
+        *s_sck = sck;
+        *s_shift_in = shift_in;
+        *s_bits = bits;
+        *s_shift_out = shift_out;
+        *next_out = has_next.then_some(next);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec::Vec;
 
     /// Echoes each MOSI byte back (XORed) in the next byte; logs everything.
     #[derive(Default)]
@@ -329,4 +406,66 @@ mod tests {
             "no bits left from before reset"
         );
     }
+
+    /// The echo's pending byte is its state; its logs are the test's.
+    impl SaveRestore for Echo {
+        const SAVE_ID: [u8; 4] = *b"TECH";
+        const SAVE_VERSION: u32 = 1;
+        fn save(&self) -> Vec<u8> {
+            let Self {
+                last,
+                // Test logs, not state.
+                log: _,
+                got: _,
+            } = self;
+            Writer::new(Self::SAVE_ID, Self::SAVE_VERSION)
+                .u8(*last)
+                .finish()
+        }
+        fn restore(&mut self, blob: &[u8]) -> Result<(), RestoreError> {
+            let (_, mut r) = Reader::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
+            let last = r.u8()?;
+            r.end()?;
+            self.last = last;
+            Ok(())
+        }
+    }
+
+    /// What a master sees: MISO now, then MISO through a byte clocked from where the
+    /// bus is (chip select held active, MOSI = 0x5a), then MISO after deselect.
+    fn probe_bus(bus: &mut SpiBitBang<Echo>) -> Vec<u8> {
+        let miso = |b: &mut SpiBitBang<Echo>| b.input_levels();
+        let mut seen = alloc::vec![miso(bus)];
+        for i in (0..8).rev() {
+            let mosi = u8::from(0x5a & (1 << i) != 0) << PINS.mosi;
+            bus.outputs_changed(mosi, OUT);
+            bus.outputs_changed(mosi | 1 << PINS.sck, OUT);
+            seen.push(miso(bus));
+        }
+        bus.outputs_changed(1 << PINS.cs, OUT);
+        seen.push(miso(bus));
+        seen
+    }
+
+    vdev::save_restore_tests!(
+        saved_state,
+        make: || SpiBitBang::new(PINS, Echo::default()).unwrap(),
+        drive: |bus: &mut SpiBitBang<Echo>| {
+            let mut m = Master {
+                bus: core::mem::replace(bus, SpiBitBang::new(PINS, Echo::default()).unwrap()),
+                levels: 1 << PINS.cs,
+            };
+            m.bus.outputs_changed(m.levels, OUT);
+            m.cs(true);
+            m.byte(0x3c);
+            // Three bits of the next byte in, SCK left high.
+            for _ in 0..3 {
+                m.set(PINS.sck, false);
+                m.set(PINS.mosi, true);
+                m.set(PINS.sck, true);
+            }
+            *bus = m.bus;
+        },
+        probe: probe_bus,
+    );
 }

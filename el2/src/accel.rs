@@ -5,13 +5,21 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::el1::read_sysreg;
+use arch::regs::{DCZID_EL0 as DCZID, ID_AA64ISAR0_EL1 as ISAR0};
+use tock_registers::interfaces::Readable;
 
-/// ID_AA64ISAR0_EL1.CRC32, bits [19:16].
-const ISAR0_CRC32_SHIFT: u64 = 16;
-/// DCZID_EL0: BS (log2 of the block size in words) and DZP (DC ZVA prohibited).
-const DCZID_BS_MASK: u64 = 0xf;
-const DCZID_DZP: u64 = 1 << 4;
+use crate::el1::typed_sysreg;
+
+typed_sysreg!(
+    /// DCZID_EL0: the DC ZVA block size (BS) and whether DC ZVA is prohibited (DZP).
+    DczidEl0, "DCZID_EL0", DCZID::Register, r
+);
+typed_sysreg!(
+    /// ID_AA64ISAR0_EL1 with its CRC32 field.
+    IdAa64Isar0El1, "ID_AA64ISAR0_EL1", ISAR0::Register, r
+);
+/// Bytes in a word, the unit of DCZID_EL0.BS.
+const WORD: usize = 4;
 
 const UNKNOWN: u8 = 0;
 const YES: u8 = 1;
@@ -46,7 +54,7 @@ pub fn crc32c(data: &[u8]) -> u32 {
         NO => registry::crc32c(data),
         _ => {
             const PROBE: &[u8] = b"RayOS EL2 CRC32C self-check: 123456789";
-            let has = (read_sysreg!("ID_AA64ISAR0_EL1") >> ISAR0_CRC32_SHIFT) & 0xf != 0;
+            let has = IdAa64Isar0El1.read(ISAR0::CRC32) != 0;
             let ok = has && crc32c_hw(PROBE) == registry::crc32c(PROBE);
             if has && !ok {
                 log::error!(
@@ -65,11 +73,11 @@ pub fn crc32c(data: &[u8]) -> u32 {
 /// The range must be RAM owned by the caller (not the hypervisor's image, heap or
 /// stacks, and not memory a running vCPU uses).
 pub unsafe fn zero(pa: usize, len: usize) {
-    let dczid = read_sysreg!("DCZID_EL0");
-    let block = 4usize << (dczid & DCZID_BS_MASK);
+    let dczid = DczidEl0.extract();
+    let block = WORD << dczid.read(DCZID::BS);
     let start = pa.next_multiple_of(block).min(pa + len);
     let end = ((pa + len) & !(block - 1)).max(start);
-    if dczid & DCZID_DZP != 0 || end == start {
+    if dczid.is_set(DCZID::DZP) || end == start {
         // SAFETY: the caller owns the range.
         unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len) };
         return;

@@ -1,4 +1,5 @@
-//! The hypervisor's console: the physical PL011, the `log` backend that writes
+//! The hypervisor's console: the physical PL011 (its registers as `tock-registers`
+//! fields), the `log` backend that writes
 //! hypervisor lines to it, and the sinks that carry guest console output.
 //!
 //! The line discipline is `vdev::console` (host-tested): each guest source
@@ -13,56 +14,77 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1};
+use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1};
 use spin::Mutex;
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::registers::{ReadOnly, ReadWrite};
+use tock_registers::{register_bitfields, register_structs};
 use vdev::console::{LineBuf, SourceId, Terminal, NEWLINE};
 use vdev::ratelimit::{RateLimit, Verdict, LOG_BURST, LOG_LINES_PER_SEC, LOG_SUPPRESSED};
 
-/// PL011 register offsets and flag bits the driver uses.
-mod reg {
-    pub const DR: usize = 0x000;
-    pub const FR: usize = 0x018;
-    pub const FR_TXFF: u32 = 1 << 5;
-    pub const FR_RXFE: u32 = 1 << 4;
-    pub const IMSC: usize = 0x038;
-    /// Receive and receive-timeout interrupt masks.
-    pub const IMSC_RX: u32 = (1 << 4) | (1 << 6);
+register_bitfields! {u32,
+    /// UARTFR, the PL011 flag register (Arm PL011 TRM 3.3.3): the bits the console
+    /// reads.
+    UARTFR [
+        /// Transmit FIFO full.
+        TXFF OFFSET(5) NUMBITS(1) [],
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) []
+    ],
+    /// UARTIMSC, the PL011 interrupt mask set/clear register (TRM 3.3.10).
+    UARTIMSC [
+        /// Receive timeout interrupt mask.
+        RTIM OFFSET(6) NUMBITS(1) [],
+        /// Receive interrupt mask.
+        RXIM OFFSET(4) NUMBITS(1) []
+    ]
 }
 
+register_structs! {
+    /// The PL011 registers the console uses (TRM 3.2, register summary).
+    Pl011Regs {
+        (0x000 => dr: ReadWrite<u32>),
+        (0x004 => _reserved0),
+        (0x018 => fr: ReadOnly<u32, UARTFR::Register>),
+        (0x01c => _reserved1),
+        (0x038 => imsc: ReadWrite<u32, UARTIMSC::Register>),
+        (0x03c => @END),
+    }
+}
+
+/// The physical PL011 at `base` (0 until the device tree has named it). Not
+/// `arm-pl011-uart`: its accessors are out-of-line calls, and the guest's UART
+/// exit polls this UART (see docs/architecture.md).
 struct Uart {
     base: usize,
 }
 
 impl Uart {
+    fn regs(&self) -> Option<&Pl011Regs> {
+        // SAFETY: a non-zero `base` is the PL011 the device tree names, identity-mapped
+        // as device memory (or reached with the MMU off, where every access is
+        // Device-nGnRnE); the registers are accessed only with volatile accesses
+        // through `tock-registers`, and only under the `HOST` lock.
+        (self.base != 0).then(|| unsafe { &*(self.base as *const Pl011Regs) })
+    }
+
     fn put(&mut self, b: u8) {
-        if self.base == 0 {
-            return;
-        }
-        // SAFETY: `base` is the PL011 named by the device tree, identity-mapped as
-        // device memory (or accessed with the MMU off); FR and DR are 32-bit registers.
-        unsafe {
-            while core::ptr::read_volatile((self.base + reg::FR) as *const u32) & reg::FR_TXFF != 0
-            {
-            }
-            core::ptr::write_volatile((self.base + reg::DR) as *mut u32, u32::from(b));
-        }
+        let Some(u) = self.regs() else { return };
+        while u.fr.is_set(UARTFR::TXFF) {}
+        u.dr.set(u32::from(b));
     }
 
     fn put_all(&mut self, bytes: &[u8]) {
         bytes.iter().for_each(|b| self.put(*b));
     }
 
+    /// The next received byte (its error bits, above bit 7, dropped).
     fn get(&mut self) -> Option<u8> {
-        if self.base == 0 {
+        let u = self.regs()?;
+        if u.fr.is_set(UARTFR::RXFE) {
             return None;
         }
-        // SAFETY: as in `put`.
-        unsafe {
-            if core::ptr::read_volatile((self.base + reg::FR) as *const u32) & reg::FR_RXFE != 0 {
-                return None;
-            }
-            Some(core::ptr::read_volatile((self.base + reg::DR) as *const u32) as u8)
-        }
+        Some(u.dr.get() as u8)
     }
 }
 
@@ -82,12 +104,15 @@ impl Write for Uart {
 struct Host {
     uart: Uart,
     term: Terminal,
+    /// The receive interrupt as last programmed (`None`: not yet), so a guest
+    /// polling its UART does not rewrite the mask register on every access.
+    rx_interrupt: Option<bool>,
 }
 
 impl Host {
     /// Writes `bytes` of guest source `src`.
     fn guest(&mut self, src: Source, bytes: &[u8]) {
-        let Host { uart, term } = self;
+        let Host { uart, term, .. } = self;
         term.guest(src as SourceId, bytes, &mut |b| uart.put_all(b));
     }
 }
@@ -95,6 +120,7 @@ impl Host {
 static HOST: Mutex<Host> = Mutex::new(Host {
     uart: Uart { base: 0 },
     term: Terminal::new(),
+    rx_interrupt: None,
 });
 
 /// A guest console output source.
@@ -143,17 +169,17 @@ pub fn init(base: usize) {
 /// Makes the console UART interrupt when input arrives (`on`), or stop doing so
 /// while the guest has no room for more.
 pub fn set_rx_interrupt(on: bool) {
-    let host = HOST.lock();
-    let u = &host.uart;
-    if u.base != 0 {
-        // SAFETY: IMSC of the console PL011 (see `Uart::put`); the receive masks only
-        // decide whether it raises its interrupt line on input.
-        unsafe {
-            core::ptr::write_volatile(
-                (u.base + reg::IMSC) as *mut u32,
-                if on { reg::IMSC_RX } else { 0 },
-            )
-        };
+    let mut host = HOST.lock();
+    if host.rx_interrupt == Some(on) {
+        return;
+    }
+    host.rx_interrupt = Some(on);
+    if let Some(u) = host.uart.regs() {
+        if on {
+            u.imsc.write(UARTIMSC::RXIM::SET + UARTIMSC::RTIM::SET);
+        } else {
+            u.imsc.set(0);
+        }
     }
 }
 
@@ -162,7 +188,7 @@ pub fn set_rx_interrupt(on: bool) {
 pub fn print_line(args: fmt::Arguments) {
     flush_guest(false);
     let mut h = HOST.lock();
-    let Host { uart, term } = &mut *h;
+    let Host { uart, term, .. } = &mut *h;
     term.hypervisor_line(&mut |b| uart.put_all(b));
     let _ = uart.write_fmt(args);
     uart.put_all(NEWLINE);

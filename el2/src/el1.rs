@@ -3,11 +3,16 @@
 //! CPU this state stays live in the hardware (the hypervisor never touches it on the
 //! exit path); [`El1Context::save`] and [`El1Context::restore`] move it to and from
 //! memory when a vCPU starts, stops, or gives up its CPU.
+//!
+//! It also holds the hypervisor's by-name system-register access: [`read_sysreg!`]
+//! for registers whose read has no side effect (it refuses, at compile time, the
+//! interrupt-acknowledge registers), [`write_sysreg!`], and typed accessors
+//! ([`typed_sysreg!`]) for the registers `aarch64-cpu` lacks, with their layouts
+//! from `arch::regs`. The reads with a side effect the hypervisor makes have their
+//! own paths: the interrupt acknowledge (`irq::acknowledge`) and RNDRRS
+//! (`entropy::rndrrs`).
 
 use core::arch::asm;
-
-/// Reset value of SCTLR_EL1: MMU and caches off, RES1 bits set.
-pub const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 
 /// FP/SIMD state.
 #[repr(C, align(16))]
@@ -86,9 +91,9 @@ macro_rules! sysregs {
 
 impl El1Context {
     /// The architectural reset state of a vCPU's EL1.
-    pub const fn reset() -> Self {
+    pub fn reset() -> Self {
         Self {
-            sctlr: SCTLR_EL1_RESET,
+            sctlr: arch::controls::sctlr_el1_reset(),
             actlr: 0,
             cpacr: 0,
             ttbr0: 0,
@@ -127,7 +132,9 @@ impl El1Context {
     pub fn save(&mut self) {
         macro_rules! rd {
             ($f:ident, $r:literal) => {
-                // SAFETY: reading an EL1 system register from EL2 has no side effects.
+                // SAFETY: reading these EL1 context registers (none of them an
+                // interrupt acknowledge) only returns their value; the output is a
+                // plain field of `self`.
                 unsafe { asm!(concat!("mrs {}, ", $r), out(reg) self.$f, options(nomem, nostack)) };
             };
         }
@@ -189,11 +196,18 @@ impl El1Context {
 const _: () = assert!(core::mem::offset_of!(FpState, fpcr) == 512);
 const _: () = assert!(core::mem::offset_of!(FpState, fpsr) == 520);
 
-/// Reads one EL1 register the exception-injection path needs, by name.
+/// Reads a system register, by name, whose read has no side effect: ID,
+/// control, counter and EL1-context registers. A register whose read changes
+/// state (interrupt acknowledge, RNDR) does not compile here.
 macro_rules! read_sysreg {
     ($r:literal) => {{
+        const _: () = assert!(
+            !arch::regs::has_read_side_effect($r),
+            "reading this register has a side effect: use irq::acknowledge or entropy::rndrrs"
+        );
         let v: u64;
-        // SAFETY: reading a system register has no side effects.
+        // SAFETY: the assertion above keeps out the registers whose read has a side
+        // effect, so this MRS only returns the register's value; it touches no memory.
         unsafe { core::arch::asm!(concat!("mrs {}, ", $r), out(reg) v, options(nomem, nostack)) };
         v
     }};
@@ -204,12 +218,56 @@ macro_rules! write_sysreg {
     ($r:literal, $v:expr) => {{
         let v: u64 = $v;
         // SAFETY: the caller writes guest EL1 state or an EL2 control register whose
-        // effect it documents at the call site.
+        // effect it documents at the call site; none of them changes the
+        // hypervisor's own translation or memory.
         unsafe { core::arch::asm!(concat!("msr ", $r, ", {}"), in(reg) v, options(nomem, nostack)) };
     }};
 }
 
-pub(crate) use {read_sysreg, write_sysreg};
+/// Declares `$name`, a typed accessor for the system register `$r` (which
+/// `aarch64-cpu` does not provide) with the `arch::regs` layout `$layout`: the
+/// `tock-registers` `Readable` (`r`), `Writeable` (`w`) interfaces or both
+/// (`rw`), so callers use field names instead of shifts and masks. Only for
+/// registers whose read has no side effect.
+macro_rules! typed_sysreg {
+    ($(#[$m:meta])* $name:ident, $r:literal, $layout:ty, r) => {
+        $(#[$m])*
+        pub struct $name;
+        impl tock_registers::interfaces::Readable for $name {
+            type T = u64;
+            type R = $layout;
+            #[inline(always)]
+            fn get(&self) -> u64 {
+                $crate::el1::read_sysreg!($r)
+            }
+        }
+    };
+    ($(#[$m:meta])* $name:ident, $r:literal, $layout:ty, w) => {
+        $(#[$m])*
+        pub struct $name;
+        impl tock_registers::interfaces::Writeable for $name {
+            type T = u64;
+            type R = $layout;
+            #[inline(always)]
+            fn set(&self, v: u64) {
+                $crate::el1::write_sysreg!($r, v)
+            }
+        }
+    };
+    ($(#[$m:meta])* $name:ident, $r:literal, $layout:ty, rw) => {
+        $crate::el1::typed_sysreg!($(#[$m])* $name, $r, $layout, r);
+        impl tock_registers::interfaces::Writeable for $name {
+            type T = u64;
+            type R = $layout;
+            #[inline(always)]
+            fn set(&self, v: u64) {
+                $crate::el1::write_sysreg!($r, v)
+            }
+        }
+    };
+}
+
+pub(crate) use {read_sysreg, typed_sysreg, write_sysreg};
 
 /// Reads a feature-ID register of the group trapped by HCR_EL2.TID3 (op0 3, op1 0,
 /// CRn 0, CRm 1..=7); encodings the architecture leaves unallocated read as zero.
@@ -220,7 +278,7 @@ pub fn read_id_register(crm: u8, op2: u8) -> u64 {
                 $($(
                     ($crm, $op2) => {
                         let v: u64;
-                        // SAFETY: reading a feature-ID register has no side effects.
+                        // SAFETY: reading a feature-ID register only returns its value.
                         unsafe {
                             core::arch::asm!(concat!("mrs {}, S3_0_C0_C", $crm, "_", $op2), out(reg) v, options(nomem, nostack))
                         };

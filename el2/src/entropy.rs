@@ -45,8 +45,10 @@ fn rndrrs() -> Option<u64> {
         let v: u64;
         let ok: u64;
         // SAFETY: RNDRRS (S3_3_C2_C4_1) is only read once ID_AA64ISAR0_EL1.RNDR said
-        // it is implemented (the source is `Rndr` only then); it reads a random number
-        // and sets NZCV (Z = failure), which the `cset` consumes; no memory is touched.
+        // it is implemented (the source is `Rndr` only then). It is not a plain
+        // register read (so not `read_sysreg!`): each read reseeds the generator and
+        // returns a new number, and it sets NZCV (Z = failure), which the `cset`
+        // consumes (no `preserves_flags`); no memory is touched.
         unsafe {
             asm!(
                 "mrs {v}, s3_3_c2_c4_1",

@@ -120,6 +120,9 @@ fn recurse(depth: u64) -> u64 {
 /// devices), for the deliberate data abort.
 const UNMAPPED_VA: usize = 0x7f00_0000_0000;
 
+/// The A64 `RET` instruction (C6.2.254), for the execute-never test.
+const RET_INSTRUCTION: u32 = 0xd65f_03c0;
+
 /// Dies on purpose because the boot bundle asked for it (tests of this module).
 #[inline(never)]
 pub fn deliberate(what: vmspec::HypervisorFault) -> ! {
@@ -132,6 +135,26 @@ pub fn deliberate(what: vmspec::HypervisorFault) -> ! {
         vmspec::HypervisorFault::StackOverflow => {
             let depth = recurse(0);
             panic!("recursion returned at depth {depth} without touching a guard page")
+        }
+        vmspec::HypervisorFault::WriteText => {
+            let target = deliberate as *const () as *mut u32;
+            // SAFETY: stores to the hypervisor's own code, which the EL2 map makes
+            // read-only (W^X): the store faults and the handler powers off, so the
+            // code is never changed and the store never returns.
+            unsafe { core::ptr::write_volatile(target, 0) };
+            panic!("a store to the hypervisor's code at {target:p} did not fault")
+        }
+        vmspec::HypervisorFault::ExecuteData => {
+            // A `ret` instruction in writable memory (the stack): if the page were
+            // executable the call would return normally.
+            let code = [RET_INSTRUCTION; 4];
+            let entry = core::hint::black_box(code.as_ptr());
+            // SAFETY: branches to data the EL2 map makes execute-never (W^X): the
+            // instruction fetch faults and the handler powers off. Were the page
+            // executable, the callee is a lone `ret`, so the call would return.
+            let f: extern "C" fn() = unsafe { core::mem::transmute(entry) };
+            f();
+            panic!("a branch into writable data at {entry:p} did not fault")
         }
         vmspec::HypervisorFault::DataAbort => {
             // SAFETY: reading an unmapped address faults at EL2 by design; the

@@ -6,11 +6,13 @@
 
 use core::ptr::NonNull;
 
-use arm_gic::gicv3::registers::{Gicd, GicrSgi};
+use aarch64_cpu::registers::ICC_SRE_EL2;
+use arm_gic::gicv3::registers::{Gicd, GicrSgi, Sgi};
 use arm_gic::gicv3::{GicV3, Group};
 use arm_gic::{IntId, Trigger};
 use safe_mmio::UniqueMmioPointer;
 use spin::Mutex;
+use tock_registers::interfaces::Writeable;
 
 use boards::discover::Gic as GicDesc;
 use boards::guest;
@@ -19,14 +21,14 @@ static GIC: Mutex<Option<GicV3<'static>>> = Mutex::new(None);
 /// Base of the first redistributor region, for per-CPU register writes `arm-gic`
 /// has no call for.
 static GICR_BASE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-/// Redistributor layout: two 64 KiB frames per CPU, GICR_ICACTIVER0 in the second.
-const GICR_STRIDE: usize = 0x2_0000;
-const GICR_SGI_FRAME: usize = 0x1_0000;
-const GICR_ICACTIVER0: usize = 0x0380;
+/// Bytes of one CPU's redistributor (its RD_base and SGI_base frames), from
+/// `arm-gic`'s register layout.
+const GICR_STRIDE: usize = core::mem::size_of::<GicrSgi>();
+/// Offset of GICR_ICACTIVER0 in a CPU's redistributor.
+const GICR_ICACTIVER0: usize =
+    core::mem::offset_of!(GicrSgi, sgi) + core::mem::offset_of!(Sgi, icactiver);
+const _: () = assert!(GICR_STRIDE == 0x2_0000 && GICR_ICACTIVER0 == 0x1_0380);
 
-/// ICC_SRE_EL2: system-register interface on (SRE), EL1 may use it too (Enable),
-/// FIQ/IRQ bypass disabled (DFB, DIB).
-const ICC_SRE_EL2_VALUE: u64 = 0b1111;
 /// Priority of every hypervisor interrupt (all equal: they never preempt each other,
 /// since interrupts stay masked at EL2).
 const PRIORITY: u8 = 0x80;
@@ -39,10 +41,17 @@ pub enum GicInitError {
     Driver(arm_gic::gicv3::GicError),
 }
 
+/// Turns on the system-register interface at EL2 (SRE) and lets EL1 use it too
+/// (ENABLE), with the FIQ/IRQ bypass disabled (DFB, DIB); required before any
+/// other ICC_* access on this CPU.
 fn enable_sysreg_interface() {
-    // SAFETY: writes ICC_SRE_EL2 to enable the system-register interface at EL2 and
-    // allow EL1 to use it; this is required before any ICC_* access on this CPU.
-    unsafe { core::arch::asm!("msr ICC_SRE_EL2, {}", "isb", in(reg) ICC_SRE_EL2_VALUE) };
+    ICC_SRE_EL2.write(
+        ICC_SRE_EL2::SRE::SET
+            + ICC_SRE_EL2::DFB::SET
+            + ICC_SRE_EL2::DIB::SET
+            + ICC_SRE_EL2::ENABLE::SET,
+    );
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
 /// Initialises the distributor and all redistributors, and the boot CPU (`cpu`).
@@ -143,9 +152,9 @@ pub fn deactivate_private(intid: u32, cpu: usize) {
     if base == 0 || intid >= 32 {
         return;
     }
-    let reg = base + cpu * GICR_STRIDE + GICR_SGI_FRAME + GICR_ICACTIVER0;
+    let reg = base + cpu * GICR_STRIDE + GICR_ICACTIVER0;
     // SAFETY: `reg` is GICR_ICACTIVER0 of `cpu`'s redistributor, inside the region the
     // device tree describes and identity-mapped as device memory; writing a one bit
-    // only clears that interrupt's active state.
+    // only clears that interrupt's active state (one bit per INTID 0..=31).
     unsafe { core::ptr::write_volatile(reg as *mut u32, 1 << intid) };
 }

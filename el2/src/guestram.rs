@@ -69,9 +69,10 @@ pub struct RamBacking {
     coherent: Coherent,
 }
 
-/// CTR_EL0.DminLine, bits [19:16]: log2 of the smallest data-cache line in words.
-const CTR_DMINLINE_SHIFT: u64 = 16;
-const CTR_DMINLINE_MASK: u64 = 0xf;
+crate::el1::typed_sysreg!(
+    /// CTR_EL0, for DminLine: log2 of the smallest data-cache line in words.
+    CtrEl0, "CTR_EL0", arch::regs::CTR_EL0::Register, r
+);
 /// Bytes in a word, the unit of CTR_EL0's line sizes.
 const WORD: u64 = 4;
 
@@ -93,8 +94,8 @@ impl Hw<'_> {
 
 impl GuestRamAccess for Hw<'_> {
     fn dcache_line(&self) -> u64 {
-        let ctr = crate::el1::read_sysreg!("CTR_EL0");
-        WORD << ((ctr >> CTR_DMINLINE_SHIFT) & CTR_DMINLINE_MASK)
+        use tock_registers::interfaces::Readable;
+        WORD << CtrEl0.read(arch::regs::CTR_EL0::DminLine)
     }
     fn copy_in(&mut self, pa: u64, data: &[u8]) {
         self.check(pa, data.len() as u64);

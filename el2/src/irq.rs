@@ -3,10 +3,32 @@
 //! virtual interrupt can be deactivated by the guest), the ICH_LR list registers as
 //! [`vgic::ListRegisters`], and kicking other physical CPUs with an SGI.
 
-use crate::el1::{read_sysreg, write_sysreg};
+use aarch64_cpu::registers::{
+    ICH_LR0_EL2, ICH_LR10_EL2, ICH_LR11_EL2, ICH_LR12_EL2, ICH_LR13_EL2, ICH_LR14_EL2,
+    ICH_LR15_EL2, ICH_LR1_EL2, ICH_LR2_EL2, ICH_LR3_EL2, ICH_LR4_EL2, ICH_LR5_EL2, ICH_LR6_EL2,
+    ICH_LR7_EL2, ICH_LR8_EL2, ICH_LR9_EL2, ICH_VTR_EL2,
+};
+use arch::regs::{ICC_CTLR_EL1 as CTLR, ICC_DIR_EL1 as DIR, ICC_SGI1R};
+use arm_gic::gicv3::GicCpuInterface;
+use arm_gic::{IntId, InterruptGroup};
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 
-/// INTIDs of 1020..=1023 are special (spurious and friends).
-const INTID_SPECIAL_FIRST: u32 = 1020;
+use crate::el1::typed_sysreg;
+
+typed_sysreg!(
+    /// ICC_CTLR_EL1 (`aarch64-cpu`'s has no EOImode and no write access).
+    IccCtlrEl1, "ICC_CTLR_EL1", CTLR::Register, rw
+);
+typed_sysreg!(
+    /// ICC_DIR_EL1: deactivates an interrupt (`arm-gic` has no call for it).
+    IccDirEl1, "ICC_DIR_EL1", DIR::Register, w
+);
+typed_sysreg!(
+    /// ICC_SGI1R_EL1: generates a group-1 SGI (`arm-gic`'s `send_sgi` has no range
+    /// selector; `arch::sgi::sgi1r_to` builds the value).
+    IccSgi1rEl1, "ICC_SGI1R_EL1", ICC_SGI1R::Register, w
+);
+
 /// The SGI the hypervisor sends to make another physical CPU look at its vCPU.
 ///
 /// The normal world owns SGIs 0..=7: Arm's Trusted Firmware-A configures 8..=15 as
@@ -14,13 +36,11 @@ const INTID_SPECIAL_FIRST: u32 = 1020;
 /// there may never reach EL2. Nothing else in the normal world uses the physical
 /// GIC (guests only see the virtual one), so the first of them is the kick.
 pub const KICK_SGI: u32 = 0;
-/// ICC_CTLR_EL1.EOImode: EOIR only drops priority; DIR deactivates.
-const ICC_CTLR_EOIMODE: u64 = 1 << 1;
 /// ICH_HCR_EL2.En (the virtual CPU interface on, no maintenance interrupt requested).
 /// Which maintenance interrupts to request is the vGIC's policy: [`vgic::IchHcr`].
 pub const ICH_HCR_EN: u64 = vgic::IchHcr::EXIT.0;
-/// ICH_VTR_EL2.ListRegs: number of list registers minus one.
-const ICH_VTR_LISTREGS_MASK: u64 = 0x1f;
+/// The lowest priority mask: every priority the GIC implements is let through.
+const PRIORITY_MASK_ALL: u8 = u8::MAX;
 
 /// The physical private interrupts the hypervisor takes, as the device tree names
 /// them.
@@ -51,45 +71,50 @@ pub fn hyp_irqs() -> HypIrqs {
     })
 }
 
-/// Sets EOImode = 1 for this CPU's physical CPU interface.
+/// Sets EOImode = 1 for this CPU's physical CPU interface, unmasks every priority
+/// and enables group 1.
 pub fn init_cpu_interface() {
-    write_sysreg!(
-        "ICC_CTLR_EL1",
-        read_sysreg!("ICC_CTLR_EL1") | ICC_CTLR_EOIMODE
-    );
-    write_sysreg!("ICC_PMR_EL1", 0xff);
-    write_sysreg!("ICC_IGRPEN1_EL1", 1);
-    // SAFETY: synchronises the CPU-interface configuration.
-    unsafe { core::arch::asm!("isb") };
+    IccCtlrEl1.modify(CTLR::EOImode::DropOnly);
+    GicCpuInterface::set_priority_mask(PRIORITY_MASK_ALL);
+    GicCpuInterface::enable_group1(true);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// The highest-priority pending group-1 interrupt, acknowledged; `None` if nothing
-/// is pending.
+/// Acknowledges the highest-priority pending group-1 interrupt and returns it;
+/// `None` if nothing is pending (or only a special INTID, 1020..=1023).
+///
+/// This is the hypervisor's one system-register read with a side effect: reading
+/// ICC_IAR1_EL1 makes the interrupt active, so it is not repeatable and must be
+/// followed by [`priority_drop`] or [`end`]. `arm-gic` performs the read; it
+/// declares it memory-neutral, which holds (no state in memory changes with it,
+/// and nothing here relies on memory accesses staying after it).
 pub fn acknowledge() -> Option<u32> {
-    let id = read_sysreg!("ICC_IAR1_EL1") as u32 & 0xff_ffff;
-    (id < INTID_SPECIAL_FIRST).then_some(id)
+    GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1)
+        .map(u32::from)
+        .filter(|&id| id < u32::from(IntId::SPECIAL_SECURE))
 }
 
-/// Drops the running priority of `intid` (it stays active).
+/// Drops the running priority of `intid` (it stays active: EOImode = 1).
 pub fn priority_drop(intid: u32) {
-    write_sysreg!("ICC_EOIR1_EL1", u64::from(intid));
+    if let Ok(id) = IntId::try_from(intid) {
+        GicCpuInterface::end_interrupt(id, InterruptGroup::Group1);
+    }
 }
 
 /// Ends a hypervisor interrupt completely: priority drop and deactivation.
 pub fn end(intid: u32) {
     priority_drop(intid);
-    write_sysreg!("ICC_DIR_EL1", u64::from(intid));
+    IccDirEl1.write(DIR::INTID.val(u64::from(intid)));
 }
 
 /// Sends the kick SGI to the physical CPU with affinity `mpidr` (any Aff0: the
 /// range selector addresses CPUs past the first 16 of a cluster).
 pub fn kick(mpidr: u64) {
     let v = arch::sgi::sgi1r_to(KICK_SGI as u8, mpidr);
-    // SAFETY: the barrier orders earlier stores (the kick flag) before the SGI.
-    unsafe { core::arch::asm!("dsb ishst") };
-    write_sysreg!("ICC_SGI1R_EL1", v);
-    // SAFETY: synchronises the SGI generation.
-    unsafe { core::arch::asm!("isb") };
+    // Earlier stores (the kick flag) must be visible before the SGI.
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+    IccSgi1rEl1.set(v);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
 /// The physical list registers ICH_LR<n>_EL2 of this CPU.
@@ -100,7 +125,7 @@ pub struct HwListRegisters {
 impl HwListRegisters {
     pub fn new() -> Self {
         Self {
-            count: ((read_sysreg!("ICH_VTR_EL2") & ICH_VTR_LISTREGS_MASK) + 1) as usize,
+            count: ICH_VTR_EL2.read(ICH_VTR_EL2::ListRegs) as usize + 1,
         }
     }
 }
@@ -108,26 +133,26 @@ impl HwListRegisters {
 macro_rules! lr_access {
     ($op:ident, $i:expr $(, $v:expr)?) => {
         match $i {
-            0 => lr_access!(@ $op "ICH_LR0_EL2" $(, $v)?),
-            1 => lr_access!(@ $op "ICH_LR1_EL2" $(, $v)?),
-            2 => lr_access!(@ $op "ICH_LR2_EL2" $(, $v)?),
-            3 => lr_access!(@ $op "ICH_LR3_EL2" $(, $v)?),
-            4 => lr_access!(@ $op "ICH_LR4_EL2" $(, $v)?),
-            5 => lr_access!(@ $op "ICH_LR5_EL2" $(, $v)?),
-            6 => lr_access!(@ $op "ICH_LR6_EL2" $(, $v)?),
-            7 => lr_access!(@ $op "ICH_LR7_EL2" $(, $v)?),
-            8 => lr_access!(@ $op "ICH_LR8_EL2" $(, $v)?),
-            9 => lr_access!(@ $op "ICH_LR9_EL2" $(, $v)?),
-            10 => lr_access!(@ $op "ICH_LR10_EL2" $(, $v)?),
-            11 => lr_access!(@ $op "ICH_LR11_EL2" $(, $v)?),
-            12 => lr_access!(@ $op "ICH_LR12_EL2" $(, $v)?),
-            13 => lr_access!(@ $op "ICH_LR13_EL2" $(, $v)?),
-            14 => lr_access!(@ $op "ICH_LR14_EL2" $(, $v)?),
-            _ => lr_access!(@ $op "ICH_LR15_EL2" $(, $v)?),
+            0 => lr_access!(@ $op ICH_LR0_EL2 $(, $v)?),
+            1 => lr_access!(@ $op ICH_LR1_EL2 $(, $v)?),
+            2 => lr_access!(@ $op ICH_LR2_EL2 $(, $v)?),
+            3 => lr_access!(@ $op ICH_LR3_EL2 $(, $v)?),
+            4 => lr_access!(@ $op ICH_LR4_EL2 $(, $v)?),
+            5 => lr_access!(@ $op ICH_LR5_EL2 $(, $v)?),
+            6 => lr_access!(@ $op ICH_LR6_EL2 $(, $v)?),
+            7 => lr_access!(@ $op ICH_LR7_EL2 $(, $v)?),
+            8 => lr_access!(@ $op ICH_LR8_EL2 $(, $v)?),
+            9 => lr_access!(@ $op ICH_LR9_EL2 $(, $v)?),
+            10 => lr_access!(@ $op ICH_LR10_EL2 $(, $v)?),
+            11 => lr_access!(@ $op ICH_LR11_EL2 $(, $v)?),
+            12 => lr_access!(@ $op ICH_LR12_EL2 $(, $v)?),
+            13 => lr_access!(@ $op ICH_LR13_EL2 $(, $v)?),
+            14 => lr_access!(@ $op ICH_LR14_EL2 $(, $v)?),
+            _ => lr_access!(@ $op ICH_LR15_EL2 $(, $v)?),
         }
     };
-    (@ read $r:literal) => { read_sysreg!($r) };
-    (@ write $r:literal, $v:expr) => { write_sysreg!($r, $v) };
+    (@ read $r:ident) => { $r.get() };
+    (@ write $r:ident, $v:expr) => { $r.set($v) };
 }
 
 impl vgic::ListRegisters for HwListRegisters {

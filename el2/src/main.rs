@@ -41,6 +41,7 @@ use boards::{guest, Range};
 use stage2::Layout;
 
 use crate::trap::Flow;
+use crate::vectors::ExitKind;
 use crate::vm::{GuestRam, StartRequest, StopReason, Vcpu, Vm};
 
 /// Largest DTB the hypervisor will look at.
@@ -222,6 +223,12 @@ fn prepare_boot(vm: &'static Vm) {
     RESET_OWNER.store(usize::MAX, Ordering::Release);
     *vm.start[0].lock() = Some(start);
     vm.set_power(0, CpuPower::On);
+    let (used, total) = heap::usage();
+    log::info!(
+        "hypervisor heap: {} KiB of {} KiB in use",
+        used >> 10,
+        total >> 10
+    );
 }
 
 #[no_mangle]
@@ -584,6 +591,7 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     }
     wait::update_ptimer(vm, vcpu);
     let mut lrs = irq::HwListRegisters::new();
+    let kick = &vm.kick[idx];
     loop {
         if let Some(r) = vm.stopping() {
             vcpu.el1.save();
@@ -595,7 +603,7 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
         }
         if vcpu.lrs_loaded
             || vcpu.lrs_overflow
-            || (vm.kick[idx].load(Ordering::Acquire) && vm.kick[idx].swap(false, Ordering::AcqRel))
+            || (kick.load(Ordering::Acquire) && kick.swap(false, Ordering::AcqRel))
         {
             match vm.vgic.lock().flush(idx, &mut lrs) {
                 Ok(out) => {
@@ -610,7 +618,7 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
         }
         // SAFETY: `regs` is this vCPU's register block, alive for the whole call; the
         // EL2 controls for this VM were programmed by `activate`.
-        let kind = unsafe { vectors::__guest_enter(&mut vcpu.regs) };
+        let kind = unsafe { vectors::guest_enter(&mut vcpu.regs) };
         // The maintenance interrupt is level-sensitive and `sync` empties the list
         // registers, so an armed underflow / no-pending request would keep it asserted
         // at EL2 for ever: take back every request (keeping EOIcount, the guest's
@@ -626,16 +634,16 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
             }
         }
         wait::sync_vtimer(vm, vcpu);
-        let flow = match kind {
-            vectors::kind::SYNC => trap::handle_sync(vm, vcpu),
-            vectors::kind::IRQ | vectors::kind::FIQ => {
+        let flow = match ExitKind::from_raw(kind) {
+            Some(ExitKind::Sync) => trap::handle_sync(vm, vcpu),
+            Some(ExitKind::Irq | ExitKind::Fiq) => {
                 vcpu.stats.irq += 1;
                 wait::service_irqs(vm, vcpu);
                 Flow::Continue
             }
-            vectors::kind::SERROR => trap::handle_serror(vm, vcpu),
-            other => fatal(format_args!(
-                "world switch returned unknown exception kind {other}"
+            Some(ExitKind::SError) => trap::handle_serror(vm, vcpu),
+            None => fatal(format_args!(
+                "world switch returned unknown exception kind {kind}"
             )),
         };
         if flow != Flow::Continue {

@@ -1,39 +1,22 @@
 //! The hypervisor's own address space: an identity map at EL2 (VA = PA) with 4 KiB
 //! granule tables, 48-bit VAs, RAM as normal write-back memory and device regions as
-//! Device-nGnRE, execute-never; the guard pages around every CPU's stack
-//! ([`crate::stacks`]) are left unmapped. Guest RAM is reached through this map too, which is
+//! Device-nGnRE. W^X: only the hypervisor's code is executable, and it is
+//! read-only, as is its read-only data; all other memory is execute-never. The
+//! guard pages around every CPU's stack ([`crate::stacks`]) are left unmapped. The
+//! descriptors themselves are `arch::el2map` (host-tested). Guest RAM is reached through this map too, which is
 //! why every guest-physical address is translated and bounds-checked before use.
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
+use arch::el2map::{self, Region, ENTRIES, L1_BLOCK, L2_BLOCK, PAGE, VA_BITS};
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 
-/// Descriptor bits of the EL2 stage-1 regime (Arm ARM D8.3).
-mod desc {
-    pub const VALID: u64 = 1 << 0;
-    pub const TABLE: u64 = 1 << 1;
-    pub const BLOCK: u64 = 0;
-    /// A level-3 descriptor: bits [1:0] = 0b11.
-    pub const PAGE: u64 = VALID | TABLE;
-    pub const ATTR_DEVICE: u64 = 0 << 2;
-    pub const ATTR_NORMAL: u64 = 1 << 2;
-    /// AP[1]: RES1 in the single-privilege EL2 regime.
-    pub const AP_RES1: u64 = 1 << 6;
-    pub const SH_INNER: u64 = 0b11 << 8;
-    pub const AF: u64 = 1 << 10;
-    pub const XN: u64 = 1 << 54;
-    pub const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
-}
-
-const ENTRIES: usize = 512;
-const L1_BLOCK: u64 = 1 << 30;
-const L2_BLOCK: u64 = 1 << 21;
 const L1_TABLES: usize = 4;
 const L2_TABLES: usize = 64;
-/// Level-3 tables, for the 4 KiB guard pages around the CPU stacks (which span at
-/// most two 2 MiB blocks).
-const L3_TABLES: usize = 4;
-const PAGE: u64 = 1 << 12;
+/// Level-3 tables: for the 4 KiB guard pages around the CPU stacks (which span at
+/// most two 2 MiB blocks) and the page-granular permissions of the hypervisor's
+/// code and read-only data (a block or two).
+const L3_TABLES: usize = 6;
 
 #[repr(C, align(4096))]
 struct Table([u64; ENTRIES]);
@@ -59,6 +42,15 @@ static mut TABLES: Tables = Tables {
     l3_used: 0,
 };
 
+extern "C" {
+    /// The image's first byte: its code starts here (el2/linker.ld).
+    static __image_start: u8;
+    /// The end of the code, 4 KiB aligned; read-only data follows.
+    static __text_end: u8;
+    /// The end of the read-only data, 4 KiB aligned; writable data follows.
+    static __rodata_end: u8;
+}
+
 /// The kind of memory a region is mapped as.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
@@ -67,10 +59,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn attrs(self) -> u64 {
+    fn region(self) -> Region {
         match self {
-            Kind::Normal => desc::ATTR_NORMAL | desc::SH_INNER | desc::AF | desc::AP_RES1,
-            Kind::Device => desc::ATTR_DEVICE | desc::AF | desc::AP_RES1 | desc::XN,
+            Kind::Normal => Region::ReadWrite,
+            Kind::Device => Region::Device,
         }
     }
 }
@@ -81,8 +73,10 @@ impl Kind {
 pub enum MapError {
     OutOfTables,
     AddressTooLarge(u64),
-    /// A guard page outside every mapped region.
+    /// A page to protect or guard outside every mapped region.
     NotMapped(u64),
+    /// The linker did not align the code and read-only data to pages.
+    Unaligned(u64),
 }
 
 fn tables() -> &'static mut Tables {
@@ -96,12 +90,12 @@ fn next_table(
     pool: &mut [Table],
     used: &mut usize,
 ) -> Result<&'static mut [u64; ENTRIES], MapError> {
-    if *entry & desc::VALID == 0 {
+    if !el2map::is_valid(*entry) {
         let t = pool.get_mut(*used).ok_or(MapError::OutOfTables)?;
         *used += 1;
-        *entry = (t.0.as_ptr() as u64) | desc::VALID | desc::TABLE;
+        *entry = el2map::table(t.0.as_ptr() as u64);
     }
-    let pa = *entry & desc::ADDR_MASK;
+    let pa = el2map::address(*entry);
     // SAFETY: `pa` came from one of our static tables (identity: VA = PA).
     Ok(unsafe { &mut *(pa as *mut [u64; ENTRIES]) })
 }
@@ -111,86 +105,104 @@ fn next_table(
 pub fn map(base: u64, size: u64, kind: Kind) -> Result<(), MapError> {
     let start = base & !(L2_BLOCK - 1);
     let end = (base + size).next_multiple_of(L2_BLOCK);
-    if end > 1 << 48 {
+    if end > 1 << VA_BITS {
         return Err(MapError::AddressTooLarge(end));
     }
+    let region = kind.region();
     let t = tables();
     let mut addr = start;
     while addr < end {
-        let l0i = (addr >> 39) as usize & (ENTRIES - 1);
-        let l1 = next_table(&mut t.l0.0[l0i], &mut t.l1, &mut t.l1_used)?;
-        let l1i = (addr >> 30) as usize & (ENTRIES - 1);
-        if addr.is_multiple_of(L1_BLOCK) && end - addr >= L1_BLOCK && l1[l1i] & desc::TABLE == 0 {
-            l1[l1i] = addr | desc::VALID | desc::BLOCK | kind.attrs();
+        let l1 = next_table(
+            &mut t.l0.0[el2map::index(addr, 0)],
+            &mut t.l1,
+            &mut t.l1_used,
+        )?;
+        let l1i = el2map::index(addr, 1);
+        if addr.is_multiple_of(L1_BLOCK) && end - addr >= L1_BLOCK && !el2map::is_table(l1[l1i]) {
+            l1[l1i] = region.block(addr);
             addr += L1_BLOCK;
             continue;
         }
-        split_block(
-            &mut l1[l1i],
-            L2_BLOCK,
-            desc::BLOCK,
-            &mut t.l2,
-            &mut t.l2_used,
-        )?;
+        split_block(&mut l1[l1i], L2_BLOCK, &mut t.l2, &mut t.l2_used)?;
         let l2 = next_table(&mut l1[l1i], &mut t.l2, &mut t.l2_used)?;
-        let l2i = (addr >> 21) as usize & (ENTRIES - 1);
-        l2[l2i] = addr | desc::VALID | desc::BLOCK | kind.attrs();
+        l2[el2map::index(addr, 2)] = region.block(addr);
         addr += L2_BLOCK;
     }
     Ok(())
 }
 
 /// Replaces a valid block descriptor `entry` by a table of 512 descriptors of
-/// `size` bytes each (`kind_bits`: BLOCK at level 2, PAGE at level 3) with the same
+/// `size` bytes each (blocks at level 2, pages at level 3) with the same
 /// attributes; an entry that is already a table (or invalid) is left alone.
 fn split_block(
     entry: &mut u64,
     size: u64,
-    kind_bits: u64,
     pool: &mut [Table],
     used: &mut usize,
 ) -> Result<(), MapError> {
-    if *entry & (desc::VALID | desc::TABLE) != desc::VALID {
+    if !el2map::is_valid(*entry) || el2map::is_table(*entry) {
         return Ok(());
     }
     let old = *entry;
     *entry = 0;
     let table = next_table(entry, pool, used)?;
-    let base = old & desc::ADDR_MASK & !(size * ENTRIES as u64 - 1);
-    let attrs = old & !desc::ADDR_MASK & !(desc::VALID | desc::TABLE);
     for (i, e) in table.iter_mut().enumerate() {
-        *e = (base + i as u64 * size) | desc::VALID | kind_bits | attrs;
+        *e = el2map::split(old, i, size);
     }
     Ok(())
 }
 
-/// Makes the 4 KiB page at `addr` invalid (a guard page: any access faults at
-/// EL2), splitting the blocks that map it. Only before the MMU is turned on.
-fn unmap_page(addr: u64) -> Result<(), MapError> {
+/// Maps the 4 KiB page at `addr` as `region`, or leaves it invalid with `None`
+/// (a guard page: any access faults at EL2), splitting the blocks that map it.
+/// Only before the MMU is turned on.
+fn set_page(addr: u64, region: Option<Region>) -> Result<(), MapError> {
     let t = tables();
-    let l0 = &mut t.l0.0[(addr >> 39) as usize & (ENTRIES - 1)];
-    if *l0 & desc::VALID == 0 {
+    let l0 = &mut t.l0.0[el2map::index(addr, 0)];
+    if !el2map::is_valid(*l0) {
         return Err(MapError::NotMapped(addr));
     }
     let l1 = next_table(l0, &mut t.l1, &mut t.l1_used)?;
-    let l1e = &mut l1[(addr >> 30) as usize & (ENTRIES - 1)];
-    if *l1e & desc::VALID == 0 {
+    let l1e = &mut l1[el2map::index(addr, 1)];
+    if !el2map::is_valid(*l1e) {
         return Err(MapError::NotMapped(addr));
     }
-    split_block(l1e, L2_BLOCK, desc::BLOCK, &mut t.l2, &mut t.l2_used)?;
+    split_block(l1e, L2_BLOCK, &mut t.l2, &mut t.l2_used)?;
     let l2 = next_table(l1e, &mut t.l2, &mut t.l2_used)?;
-    let l2e = &mut l2[(addr >> 21) as usize & (ENTRIES - 1)];
-    if *l2e & desc::VALID == 0 {
+    let l2e = &mut l2[el2map::index(addr, 2)];
+    if !el2map::is_valid(*l2e) {
         return Err(MapError::NotMapped(addr));
     }
-    split_block(l2e, PAGE, desc::PAGE, &mut t.l3, &mut t.l3_used)?;
+    split_block(l2e, PAGE, &mut t.l3, &mut t.l3_used)?;
     let l3 = next_table(l2e, &mut t.l3, &mut t.l3_used)?;
-    l3[(addr >> 12) as usize & (ENTRIES - 1)] = 0;
+    l3[el2map::index(addr, 3)] = region.map_or(0, |r| r.page(addr));
     Ok(())
 }
 
-/// MAIR_EL2 attribute indices: 0 = Device-nGnRE, 1 = Normal WB RA/WA.
+/// Maps every page of `[start, end)` (page-aligned) as `region`.
+fn protect(start: u64, end: u64, region: Region) -> Result<(), MapError> {
+    if let Some(bad) = [start, end].into_iter().find(|a| !a.is_multiple_of(PAGE)) {
+        return Err(MapError::Unaligned(bad));
+    }
+    (start..end)
+        .step_by(PAGE as usize)
+        .try_for_each(|page| set_page(page, Some(region)))
+}
+
+/// The image's code `[start, end)` and read-only data `[end, rodata_end)`.
+pub fn image_text_rodata() -> (u64, u64, u64) {
+    (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__text_end) as u64,
+        core::ptr::addr_of!(__rodata_end) as u64,
+    )
+}
+
+/// MAIR_EL2 attribute indices: `el2map::MAIR_DEVICE` (0) = Device-nGnRE,
+/// `el2map::MAIR_NORMAL` (1) = Normal WB RA/WA. SCTLR_EL2.WXN makes every writable
+/// page execute-never whatever its descriptor says, a second guard: the map already
+/// never makes a page both writable and executable.
 fn program_and_enable() {
+    const _: () = assert!(el2map::MAIR_DEVICE == 0 && el2map::MAIR_NORMAL == 1);
     let parange = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(5);
     MAIR_EL2.write(
         MAIR_EL2::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck
@@ -198,7 +210,7 @@ fn program_and_enable() {
             + MAIR_EL2::Attr1_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc,
     );
     TCR_EL2.write(
-        TCR_EL2::T0SZ.val(16)
+        TCR_EL2::T0SZ.val(u64::from(64 - VA_BITS))
             + TCR_EL2::IRGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
             + TCR_EL2::ORGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
             + TCR_EL2::SH0::Inner
@@ -214,13 +226,16 @@ fn program_and_enable() {
         SCTLR_EL2::M::Enable
             + SCTLR_EL2::C::Cacheable
             + SCTLR_EL2::I::Cacheable
-            + SCTLR_EL2::SA::Enable,
+            + SCTLR_EL2::SA::Enable
+            + SCTLR_EL2::WXN::Enable,
     );
     barrier::isb(barrier::SY);
 }
 
-/// Builds the identity map for `ram` and `devices`, leaves every page of `guards`
-/// unmapped, and turns on the MMU and caches.
+/// Builds the identity map for `ram` and `devices` (W^X: the image's code
+/// executable and read-only, its read-only data read-only, everything else
+/// execute-never), leaves every page of `guards` unmapped, and turns on the MMU
+/// and caches.
 pub fn enable(
     ram: &[(u64, u64)],
     devices: &[(u64, u64)],
@@ -232,8 +247,11 @@ pub fn enable(
     for &(b, s) in ram {
         map(b, s, Kind::Normal)?;
     }
+    let (text, text_end, rodata_end) = image_text_rodata();
+    protect(text, text_end, Region::Text)?;
+    protect(text_end, rodata_end, Region::ReadOnly)?;
     for page in guards {
-        unmap_page(page)?;
+        set_page(page, None)?;
     }
     program_and_enable();
     Ok(())

@@ -6,6 +6,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use arch::smccc::func;
 use boards::board::PowerOff;
 use boards::PsciConduit;
+use smccc::Call;
 
 const CONDUIT_NONE: u8 = 0;
 const CONDUIT_SMC: u8 = 1;
@@ -40,31 +41,18 @@ pub fn firmware_call(x0: u64, x1: u64, x2: u64, x3: u64) -> Option<u64> {
 
 /// Makes an SMCCC call to the platform firmware and returns x0..x3 (the calls that
 /// answer in more than one register, such as TRNG_RND64); `None` if there is no
-/// conduit.
+/// conduit. The `smccc` crate makes the SMC64/HVC64 call (x1..x17 in, x0..x17 out).
 pub fn firmware_call_regs(x0: u64, x1: u64, x2: u64, x3: u64) -> Option<[u64; 4]> {
+    let mut args = [0; 17];
+    args[..3].copy_from_slice(&[x1, x2, x3]);
+    // SMCCC function identifiers are 32 bits wide (w0).
+    let id = x0 as u32;
     let r = match CONDUIT.load(Ordering::Relaxed) {
-        // SAFETY: an SMCCC call to EL3 firmware (or the emulator's PSCI) clobbers at
-        // most x0-x17 per SMCCC 1.1; we mark them all.
-        CONDUIT_SMC => unsafe {
-            let (r0, r1, r2, r3);
-            core::arch::asm!("smc #0", inlateout("x0") x0 => r0, inlateout("x1") x1 => r1, inlateout("x2") x2 => r2,
-                inlateout("x3") x3 => r3, out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
-                out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _,
-                out("x17") _, options(nostack));
-            [r0, r1, r2, r3]
-        },
-        // SAFETY: as above, for a hypervisor-call conduit.
-        CONDUIT_HVC => unsafe {
-            let (r0, r1, r2, r3);
-            core::arch::asm!("hvc #0", inlateout("x0") x0 => r0, inlateout("x1") x1 => r1, inlateout("x2") x2 => r2,
-                inlateout("x3") x3 => r3, out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
-                out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _,
-                out("x17") _, options(nostack));
-            [r0, r1, r2, r3]
-        },
+        CONDUIT_SMC => smccc::Smc::call64(id, args),
+        CONDUIT_HVC => smccc::Hvc::call64(id, args),
         _ => return None,
     };
-    Some(r)
+    Some([r[0], r[1], r[2], r[3]])
 }
 
 /// Ends the machine's life with `status` (0 = success). Never returns.
@@ -106,7 +94,7 @@ pub struct Firmware;
 impl arch::smccc::HostFirmware for Firmware {
     fn arch_features(&self, id: u32) -> i64 {
         match firmware_call(u64::from(func::SMCCC_VERSION), 0, 0, 0) {
-            Some(v) if (v as i64) >= 0x1_0001 => {
+            Some(v) if (v as i64) >= arch::smccc::SMCCC_VERSION_1_1 as i64 => {
                 firmware_call(u64::from(func::SMCCC_ARCH_FEATURES), u64::from(id), 0, 0)
                     .map_or(-1, |r| r as i32 as i64)
             }

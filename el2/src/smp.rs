@@ -9,7 +9,7 @@ use crate::power::firmware_call;
 use crate::stacks::MAX_CPUS;
 
 /// PSCI AFFINITY_INFO answer for a powered-off CPU.
-const AFFINITY_OFF: u64 = 1;
+const AFFINITY_OFF: u64 = arch::smccc::CpuPower::Off as u64;
 
 extern "C" {
     fn secondary_entry();

@@ -219,7 +219,7 @@ struct Engine {
     flush_waiters: Vec<(Arc<Inbox>, u64)>,
 }
 
-// SAFETY (for `Send`): the engine is only reached through its mutex; the raw pointers
+// SAFETY: (for `Send`) the engine is only reached through its mutex; the raw pointers
 // inside the driver (the transport's register window, the queue's DMA pages) and the
 // buffers of requests in flight are owned by it and used by one CPU at a time.
 unsafe impl Send for Engine {}

@@ -77,18 +77,43 @@ fn inject_exception(vcpu: &mut Vcpu, what: Injection) {
 /// ESR_EL2.EC of an HVC from AArch64, and the ISS bits of its immediate.
 const EC_HVC64: u64 = 0x16;
 const ESR_EC_SHIFT: u64 = 26;
+const ESR_EC_MASK: u64 = 0x3f;
 const ESR_ISS_IMM16: u64 = 0xffff;
 
-/// Handles a synchronous exit of `vcpu`. Hypercalls, the most frequent exit, skip the
-/// general decoder.
+/// ESR_EL2.EC of a data abort from a lower EL.
+const EC_DABT_LOW: u64 = 0x24;
+
+/// Handles a synchronous exit of `vcpu`. Hypercalls and MMIO accesses, the most
+/// frequent exits, skip the general decoder.
 #[inline(always)]
 pub fn handle_sync(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     let esr = read_sysreg!("ESR_EL2");
-    if esr >> ESR_EC_SHIFT == EC_HVC64 && esr & ESR_ISS_IMM16 == 0 {
+    // EC and the immediate in one test: HVC #0, checked first.
+    if esr & (ESR_EC_MASK << ESR_EC_SHIFT | ESR_ISS_IMM16) == EC_HVC64 << ESR_EC_SHIFT {
         vcpu.stats.hvc += 1;
         return smccc(vm, vcpu);
     }
+    if esr >> ESR_EC_SHIFT & ESR_EC_MASK == EC_DABT_LOW && mmio_fast(vm, vcpu, esr) {
+        return Flow::Continue;
+    }
     handle_other_sync(vm, vcpu, esr)
+}
+
+/// The MMIO fast path: a translation fault outside guest RAM by a single load or
+/// store with a valid syndrome ([`arch::exit::decode_mmio`]), which is exactly the
+/// case the general path ([`data_abort`]) sends to [`mmio`] after its checks.
+/// Returns false, having done nothing, for any other data abort.
+#[inline(always)]
+fn mmio_fast(vm: &Vm, vcpu: &mut Vcpu, esr: u64) -> bool {
+    let far = read_sysreg!("FAR_EL2");
+    let hpfar = read_sysreg!("HPFAR_EL2");
+    match arch::exit::decode_mmio(esr, far, hpfar) {
+        Some(m) if !vm.ram.contains(m.ipa) => {
+            mmio(vm, vcpu, esr, m.ipa, m.va.unwrap_or(0), m.access);
+            true
+        }
+        _ => false,
+    }
 }
 
 #[inline(never)]
@@ -296,15 +321,7 @@ fn data_abort(
     write: bool,
     s1ptw: bool,
 ) {
-    let pc = vcpu.regs.pc;
-    let fail = |vcpu: &mut Vcpu, why: core::fmt::Arguments| {
-        log::warn!(
-            "{}: {} IPA {ipa:#x} (VA {far:#x}) at PC {pc:#x}: {why}; data abort injected",
-            vm.name,
-            if write { "write to" } else { "read of" }
-        );
-        inject_exception(vcpu, Injection::DataAbort { far, write });
-    };
+    let fail = |vcpu: &mut Vcpu, why: core::fmt::Arguments| refuse(vm, vcpu, ipa, far, write, why);
     // First touch of a guest RAM block (by the guest or its own table walk):
     // populate it and let the guest retry the access.
     if kind == AbortKind::Translation && vm.ram.contains(ipa) && vm.ram.ensure(ipa, 1).is_ok() {
@@ -333,8 +350,34 @@ fn data_abort(
             ),
         );
     };
+    mmio(vm, vcpu, esr, ipa, far, a);
+}
+
+/// Logs a refused guest access and injects a data abort for it.
+#[cold]
+#[inline(never)]
+fn refuse(vm: &Vm, vcpu: &mut Vcpu, ipa: u64, far: u64, write: bool, why: core::fmt::Arguments) {
+    log::warn!(
+        "{}: {} IPA {ipa:#x} (VA {far:#x}) at PC {:#x}: {why}; data abort injected",
+        vm.name,
+        if write { "write to" } else { "read of" },
+        vcpu.regs.pc
+    );
+    inject_exception(vcpu, Injection::DataAbort { far, write });
+}
+
+/// One emulated MMIO access `a` at `ipa` (outside guest RAM): the owning device is
+/// looked up without a lock and locked alone for the call.
+fn mmio(vm: &Vm, vcpu: &mut Vcpu, esr: u64, ipa: u64, far: u64, a: MmioAccess) {
     let Some(size) = AccessSize::from_log2(a.bytes.trailing_zeros() as u8) else {
-        return fail(vcpu, format_args!("impossible access size {}", a.bytes));
+        return refuse(
+            vm,
+            vcpu,
+            ipa,
+            far,
+            a.write,
+            format_args!("impossible access size {}", a.bytes),
+        );
     };
     vcpu.stats.mmio += 1;
     if (boards::guest::PL011_BASE..boards::guest::PL011_BASE + boards::guest::PL011_SIZE)
@@ -343,35 +386,38 @@ fn data_abort(
         // A guest polling its UART sees host input without waiting for an interrupt.
         crate::wait::pump_console(vm);
     }
-    let value = if a.write {
-        get_reg(vcpu, a.reg) & size.mask()
-    } else {
-        0
-    };
+    let value = a.write.then(|| get_reg(vcpu, a.reg) & size.mask());
     let mut irq = crate::vm::VgicSink::new(&vm.vgic);
     let result = {
-        let mut bus = vm.bus.lock();
         let mut mem = vm.ram;
         let mut ctx = MmioContext {
             vcpu: vcpu.idx,
             mem: &mut mem,
             irq: &mut irq,
         };
-        bus.find(ipa).map(|(dev, _name, off)| {
-            if a.write {
-                dev.write(&mut ctx, off, size, value).map(|_| 0)
-            } else {
-                dev.read(&mut ctx, off, size)
-            }
-        })
+        vm.bus.access(&mut ctx, ipa, size, value)
     };
     // Interrupt state changed if a device drove a line or the guest wrote its GIC.
     if irq.touched || (a.write && vm.is_gic(ipa)) {
         vm.deliver_kicks(vcpu.idx);
     }
     match result {
-        None => fail(vcpu, format_args!("no device at this address")),
-        Some(Err(e)) => fail(vcpu, format_args!("device refused the access: {e:?}")),
+        None => refuse(
+            vm,
+            vcpu,
+            ipa,
+            far,
+            a.write,
+            format_args!("no device at this address"),
+        ),
+        Some(Err(e)) => refuse(
+            vm,
+            vcpu,
+            ipa,
+            far,
+            a.write,
+            format_args!("device refused the access: {e:?}"),
+        ),
         Some(Ok(v)) => {
             if !a.write {
                 set_reg(vcpu, a.reg, a.load_result(v));

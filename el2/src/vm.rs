@@ -99,7 +99,11 @@ pub struct StartRequest {
 pub struct Vm {
     pub name: String,
     pub ram: GuestRam,
-    pub bus: Mutex<MmioBus>,
+    /// Immutable once built: lookups take no lock, each device has its own (see
+    /// [`vdev::bus`]). The vGIC's state is covered by its own lock
+    /// ([`SharedVgic::lock`]), taken by the GICD/GICR devices inside their device
+    /// call and by el2 directly, never while taking a device lock.
+    pub bus: MmioBus,
     /// Raised by a device on the bus that left work for later; see
     /// [`Vm::resume_deferred`].
     pub work: WorkSignal,
@@ -270,7 +274,7 @@ impl Vm {
         Ok(Self {
             name: String::from(name),
             ram,
-            bus: Mutex::new(bus),
+            bus,
             work,
             vgic,
             uart,
@@ -297,7 +301,7 @@ impl Vm {
     /// interrupt lines lowered. The TPM engine itself is reset by `tpm.reset()`.
     pub fn reset_devices(&self) {
         let mut irq = VgicSink::new(&self.vgic);
-        self.bus.lock().reset_all(&mut irq);
+        self.bus.reset_all(&mut irq);
         // Work deferred before the reset went with it.
         self.work.take();
     }
@@ -317,7 +321,7 @@ impl Vm {
                 mem: &mut mem,
                 irq: &mut irq,
             };
-            if self.bus.lock().resume_deferred(&mut ctx) {
+            if self.bus.resume_deferred(&mut ctx) {
                 self.work.raise();
             }
         }
@@ -449,18 +453,6 @@ pub fn pmu_policy() -> PmuPolicy {
     }
 }
 
-/// CPTR_EL2 (no VHE): FP/SIMD untrapped; SVE (TZ), SME (TSM) and AMU (TAM) trapped;
-/// RES1 bits set.
-const CPTR_EL2_VALUE: u64 = (1 << 30) | (1 << 13) | (1 << 12) | (1 << 9) | (1 << 8) | 0xff;
-
-/// PMCR_EL0.N: the number of event counters.
-const PMCR_N_SHIFT: u64 = 11;
-const PMCR_N_MASK: u64 = 0x1f;
-
-/// CNTHCTL_EL2 (no VHE): EL1 may read the physical counter (EL1PCTEN); the EL1
-/// physical timer's registers trap (EL1PCEN clear) and are emulated.
-const CNTHCTL_EL1PCTEN: u64 = 1 << 0;
-
 /// Programs the EL2 controls for running a vCPU of `vm` on this CPU. The PMU counters are all
 /// given to the guest (HPMN = PMCR_EL0.N) but stop while EL2 runs, unless the VM's
 /// PMU policy lets them count there (`bench exits` measures the exit path that way);
@@ -468,18 +460,18 @@ const CNTHCTL_EL1PCTEN: u64 = 1 << 0;
 /// CPU, and the instruction cache invalidated if the VM's RAM was just loaded.
 pub fn activate(vm: &Vm) {
     use crate::el1::read_sysreg;
-    let pmcr_n = (read_sysreg!("PMCR_EL0") >> PMCR_N_SHIFT) & PMCR_N_MASK;
+    let pmcr_n = arch::controls::pmcr_n(read_sysreg!("PMCR_EL0"));
     let dfr0 = read_sysreg!("ID_AA64DFR0_EL1");
     crate::power::keep_ssb_mitigation_on();
     write_sysreg!("HCR_EL2", hcr_el2());
     write_sysreg!("VTCR_EL2", vm.ram.vtcr());
     write_sysreg!("VTTBR_EL2", vm.ram.vttbr());
-    write_sysreg!("CPTR_EL2", CPTR_EL2_VALUE);
+    write_sysreg!("CPTR_EL2", arch::controls::cptr_el2());
     write_sysreg!(
         "MDCR_EL2",
         arch::controls::mdcr_el2(pmcr_n, dfr0, pmu_policy())
     );
-    write_sysreg!("CNTHCTL_EL2", CNTHCTL_EL1PCTEN);
+    write_sysreg!("CNTHCTL_EL2", arch::controls::cnthctl_el2());
     write_sysreg!("CNTVOFF_EL2", 0);
     write_sysreg!("VPIDR_EL2", read_sysreg!("MIDR_EL1"));
     write_sysreg!("ICH_HCR_EL2", crate::irq::ICH_HCR_EN);

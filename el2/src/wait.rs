@@ -12,7 +12,7 @@
 //! on which the line is up, and then also deactivates the physical PPI the guest
 //! never received, so it can fire again.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use arch::timer::{asserts_irq, vtimer_line, wfit_expired, wfit_wake_deadline, VtimerLine};
 use boards::guest;
@@ -52,8 +52,16 @@ pub fn pump_console(vm: &Vm) {
     // While the guest's receive FIFO is full, leave input in the host UART (its own
     // FIFO, and behind it the terminal, hold it back) and silence its interrupt, which
     // would otherwise fire without end; the guest reading its UART re-opens both.
-    crate::console::set_rx_interrupt(uart.rx_room() > 0);
+    let on = uart.rx_room() > 0;
+    if RX_INTERRUPT.swap(on as u8, Ordering::Relaxed) != on as u8 {
+        crate::console::set_rx_interrupt(on);
+    }
 }
+
+/// What [`pump_console`] last set the host UART's receive interrupt to (0 off,
+/// 1 on; neither before its first call), so that it writes the host UART only
+/// when the setting changes, not on every guest access to its PL011.
+static RX_INTERRUPT: AtomicU8 = AtomicU8::new(u8::MAX);
 
 /// Re-evaluates `vcpu`'s emulated EL1 physical timer: drives its interrupt line and
 /// arms the EL2 timer for its next deadline.

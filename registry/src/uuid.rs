@@ -1,6 +1,7 @@
-//! 128-bit identities for disks and VMs. `no_std` has no RNG, so the caller supplies
-//! 16 random bytes and [`Uuid::from_random_bytes`] stamps them as an RFC 9562
-//! version-4 UUID.
+//! 128-bit identities for disks and VMs, in the registry's on-disk byte order. The
+//! `uuid` crate does the RFC 9562 work (version-4 stamping, parsing, formatting);
+//! `no_std` has no RNG, so the caller supplies 16 random bytes and
+//! [`Uuid::from_random_bytes`] makes them a version-4 UUID.
 
 use core::fmt;
 
@@ -23,54 +24,38 @@ impl Uuid {
     pub const NIL: Uuid = Uuid([0; 16]);
 
     /// Makes a version-4 (random) UUID from 16 random bytes.
-    pub fn from_random_bytes(mut bytes: [u8; 16]) -> Uuid {
-        bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
-        bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 9562 variant
-        Uuid(bytes)
+    pub fn from_random_bytes(bytes: [u8; 16]) -> Uuid {
+        Uuid(
+            uuid::Builder::from_random_bytes(bytes)
+                .into_uuid()
+                .into_bytes(),
+        )
     }
 
     /// Whether this is the nil UUID.
     pub fn is_nil(&self) -> bool {
-        self.0 == [0; 16]
+        self.as_crate().is_nil()
     }
 
-    /// Parses the hyphenated form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+    /// Parses the hyphenated form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (the other
+    /// forms the `uuid` crate knows — simple, braced, URN — are refused).
     pub fn parse(s: &str) -> Result<Uuid, ParseUuidError> {
-        let s = s.as_bytes();
-        if s.len() != 36 {
+        if s.len() != uuid::fmt::Hyphenated::LENGTH {
             return Err(ParseUuidError);
         }
-        let mut out = [0u8; 16];
-        let mut nibbles = 0usize;
-        for (i, &c) in s.iter().enumerate() {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                if c != b'-' {
-                    return Err(ParseUuidError);
-                }
-                continue;
-            }
-            let v = match c {
-                b'0'..=b'9' => c - b'0',
-                b'a'..=b'f' => c - b'a' + 10,
-                b'A'..=b'F' => c - b'A' + 10,
-                _ => return Err(ParseUuidError),
-            };
-            out[nibbles / 2] |= if nibbles.is_multiple_of(2) { v << 4 } else { v };
-            nibbles += 1;
-        }
-        Ok(Uuid(out))
+        uuid::Uuid::try_parse(s)
+            .map(|u| Uuid(u.into_bytes()))
+            .map_err(|_| ParseUuidError)
+    }
+
+    fn as_crate(&self) -> uuid::Uuid {
+        uuid::Uuid::from_bytes(self.0)
     }
 }
 
 impl fmt::Display for Uuid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        fmt::Display::fmt(&self.as_crate().hyphenated(), f)
     }
 }
 
@@ -108,5 +93,20 @@ mod tests {
         assert!(Uuid::parse("abababab-abab-4bab-abab-ababababab").is_err());
         assert!(Uuid::parse("abababab_abab-4bab-abab-abababababab").is_err());
         assert!(Uuid::parse("gbababab-abab-4bab-abab-abababababab").is_err());
+        // Forms other than the hyphenated one.
+        assert!(Uuid::parse("abababababab4bababababababababab").is_err());
+        assert!(Uuid::parse("{abababab-abab-4bab-abab-abababababab}").is_err());
+        assert!(Uuid::parse("urn:uuid:abababab-abab-4bab-abab-abababababab").is_err());
+    }
+
+    #[test]
+    fn random_bytes_keep_their_randomness_outside_version_and_variant() {
+        let u = Uuid::from_random_bytes([0xff; 16]);
+        assert_eq!(u.to_string(), "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert!(Uuid::NIL.is_nil());
+        assert_eq!(
+            Uuid::parse("00000000-0000-0000-0000-000000000000"),
+            Ok(Uuid::NIL)
+        );
     }
 }

@@ -5,9 +5,11 @@
 
 pub mod procfs;
 
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
-use xtask::run::{RunOutcome, CONSOLE_TAIL_LINES};
+use xtask::run::{run_captured, RunOptions, RunOutcome, CONSOLE_TAIL_LINES};
+use xtask::Layout;
 
 static BOOT: Mutex<()> = Mutex::new(());
 
@@ -27,4 +29,27 @@ pub fn console_tail(outcome: &RunOutcome) -> String {
         outcome.elapsed.as_secs_f64(),
         outcome.console_tail(CONSOLE_TAIL_LINES)
     )
+}
+
+/// Builds what `o` needs and boots it captured; set-up failures fail the test.
+pub fn boot(o: &RunOptions) -> RunOutcome {
+    run_captured(&Layout::detect(), o)
+        .unwrap_or_else(|e| panic!("could not build, fetch, prepare the system disk or boot: {e}"))
+}
+
+/// The value after `key=` on the first console line that starts with it.
+pub fn console_value<'a>(console: &'a str, key: &str) -> Option<&'a str> {
+    console
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Writes a `--script` file named `name` under the workspace's target directory.
+pub fn script(name: &str, text: &str) -> PathBuf {
+    let dir = Layout::detect().out.join("test-scripts");
+    std::fs::create_dir_all(&dir).expect("create target/test-scripts");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write a test script");
+    path
 }

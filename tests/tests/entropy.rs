@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use integration_tests::{boot_lock, console_tail};
-use xtask::run::{run_captured, Guest, RunOptions, RunOutcome};
+use integration_tests::{boot, boot_lock, console_tail, console_value};
+use xtask::run::{Guest, RunOptions};
 use xtask::Layout;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -21,19 +21,6 @@ const GET_RANDOM_16: &str = r"\x80\x01\x00\x00\x00\x0c\x00\x00\x01\x7b\x00\x10";
 /// The start of its success response: TPM_ST_NO_SESSIONS, size 28, TPM_RC_SUCCESS,
 /// a 16-byte TPM2B (the random bytes follow).
 const GET_RANDOM_OK: &str = "80010000001c000000000010";
-
-fn boot(o: &RunOptions) -> RunOutcome {
-    run_captured(&Layout::detect(), o)
-        .unwrap_or_else(|e| panic!("could not build, fetch or boot: {e}"))
-}
-
-/// The value after `key=` on the console line that starts with it.
-fn value<'a>(console: &'a str, key: &str) -> Option<&'a str> {
-    console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-}
 
 /// Guest command: which hwrng backs /dev/hwrng and whether two reads differ, how
 /// many TPMs there are, and two TPM2_GetRandom responses from /dev/tpm0.
@@ -68,11 +55,11 @@ fn options(disk: &str, qemu_args: &[&str]) -> RunOptions {
 /// Checks that the guest's hwrng is virtio-rng and gives fresh bytes, and that its
 /// TPM answers GetRandom with two different 16-byte values.
 fn assert_guest_has_entropy_and_a_tpm(c: &str, tail: &str) {
-    assert_eq!(value(c, "rng"), Some("virtio_rng.0"), "\n{tail}");
-    assert_eq!(value(c, "hwrng"), Some("differs"), "\n{tail}");
-    assert_eq!(value(c, "tpms"), Some("1"), "\n{tail}");
-    let r1 = value(c, "getrandom1").unwrap_or_default();
-    let r2 = value(c, "getrandom2").unwrap_or_default();
+    assert_eq!(console_value(c, "rng"), Some("virtio_rng.0"), "\n{tail}");
+    assert_eq!(console_value(c, "hwrng"), Some("differs"), "\n{tail}");
+    assert_eq!(console_value(c, "tpms"), Some("1"), "\n{tail}");
+    let r1 = console_value(c, "getrandom1").unwrap_or_default();
+    let r2 = console_value(c, "getrandom2").unwrap_or_default();
     for r in [r1, r2] {
         assert!(
             r.starts_with(GET_RANDOM_OK) && r.len() == GET_RANDOM_OK.len() + 32,
@@ -138,9 +125,9 @@ fn with_no_source_the_vm_boots_without_tpm_or_virtio_rng() {
     }
     assert!(!c.contains("entropy: from"), "\n{tail}");
     // The guest booted and ran its command, with no hwrng backend and no TPM.
-    assert_eq!(value(c, "rng"), Some("none"), "\n{tail}");
-    assert_eq!(value(c, "hwrng"), Some("unreadable"), "\n{tail}");
-    assert_eq!(value(c, "tpms"), Some("0"), "\n{tail}");
+    assert_eq!(console_value(c, "rng"), Some("none"), "\n{tail}");
+    assert_eq!(console_value(c, "hwrng"), Some("unreadable"), "\n{tail}");
+    assert_eq!(console_value(c, "tpms"), Some("0"), "\n{tail}");
     assert!(!c.contains("tpm_tis_spi spi0.0"), "\n{tail}");
-    assert_eq!(value(c, "getrandom1"), None, "\n{tail}");
+    assert_eq!(console_value(c, "getrandom1"), None, "\n{tail}");
 }

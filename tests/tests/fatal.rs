@@ -73,6 +73,62 @@ fn stack_overflow_hits_the_guard_page_and_is_reported() {
     );
 }
 
+/// W^X: the hypervisor's code is read-only at EL2; a store to it is a permission
+/// fault (data abort from EL2, EC 0x25, DFSC 0b0011xx: ISS bits [5:2] = 0b0011).
+#[test]
+fn a_store_to_hypervisor_code_is_a_permission_fault() {
+    let mut o = RunOptions::headless(Guest::Selftest, TIMEOUT);
+    o.hypervisor_fault = Some(vmspec::HypervisorFault::WriteText);
+    let (ending, console, tail) = run(o);
+    assert_fatal(
+        &ending,
+        &console,
+        &tail,
+        &["[el2 FATAL] synchronous exception at EL2", "EC 0x25"],
+    );
+    let esr = fatal_esr(&console).unwrap_or_else(|| panic!("no ESR_EL2 in\n{tail}"));
+    assert_eq!(
+        esr >> 2 & 0xf,
+        0b0011,
+        "DFSC must be a permission fault: ESR {esr:#x}\n{tail}"
+    );
+    assert_ne!(
+        esr & 1 << 6,
+        0,
+        "WnR: the fault is on a write: ESR {esr:#x}\n{tail}"
+    );
+    assert!(!console.contains("did not fault"), "{tail}");
+}
+
+/// W^X: writable memory is execute-never at EL2; a branch into it is an
+/// instruction abort from EL2 (EC 0x21) with a permission fault.
+#[test]
+fn a_branch_into_writable_data_is_an_instruction_abort() {
+    let mut o = RunOptions::headless(Guest::Selftest, TIMEOUT);
+    o.hypervisor_fault = Some(vmspec::HypervisorFault::ExecuteData);
+    let (ending, console, tail) = run(o);
+    assert_fatal(
+        &ending,
+        &console,
+        &tail,
+        &["[el2 FATAL] synchronous exception at EL2", "EC 0x21"],
+    );
+    let esr = fatal_esr(&console).unwrap_or_else(|| panic!("no ESR_EL2 in\n{tail}"));
+    assert_eq!(
+        esr >> 2 & 0xf,
+        0b0011,
+        "IFSC must be a permission fault: ESR {esr:#x}\n{tail}"
+    );
+    assert!(!console.contains("did not fault"), "{tail}");
+}
+
+/// ESR_EL2 as the fatal line prints it.
+fn fatal_esr(console: &str) -> Option<u64> {
+    let hex = console.split("ESR_EL2=0x").nth(1)?;
+    let end = hex.find(|c: char| !c.is_ascii_hexdigit())?;
+    u64::from_str_radix(&hex[..end], 16).ok()
+}
+
 #[test]
 fn panic_is_reported_with_message_and_backtrace() {
     let mut o = RunOptions::headless(Guest::Selftest, TIMEOUT);

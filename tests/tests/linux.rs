@@ -8,9 +8,9 @@ use std::time::Duration;
 use integration_tests::procfs::{
     busy_loops, meminfo_kib, parse_interrupts, per_cpu_delta, processor_count, section, Interrupts,
 };
-use integration_tests::{boot_lock, console_tail};
+use integration_tests::{boot, boot_lock, console_tail};
 use xtask::linux_guest::parse_console;
-use xtask::run::{run_captured, Ending, Guest, RunOptions, RunOutcome};
+use xtask::run::{Ending, Guest, RunOptions};
 use xtask::Layout;
 
 /// Budget of one boot (the build before it is not counted).
@@ -59,11 +59,6 @@ fn linux_options(smp: u32, mem: u64) -> RunOptions {
     o.mem = Some(mem);
     o.system_disk = Some(Layout::detect().out.join(SYSTEM_DISK));
     o
-}
-
-fn boot(o: &RunOptions) -> RunOutcome {
-    run_captured(&Layout::detect(), o)
-        .unwrap_or_else(|e| panic!("could not build, fetch or boot: {e}"))
 }
 
 /// Whether the hypervisor logged `vm`'s PSCI SYSTEM_OFF and its power-off.

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use integration_tests::{boot_lock, console_tail};
+use integration_tests::{boot, boot_lock, console_tail};
 use xtask::linux_guest::parse_console;
-use xtask::run::{prepare, run_captured, Guest, RunOptions, RunOutcome};
+use xtask::run::{prepare, Guest, RunOptions};
 use xtask::session::Session;
 use xtask::sysdisk;
 use xtask::Layout;
@@ -42,11 +42,6 @@ fn linux_on(disk: &Path, cmd: &str) -> RunOptions {
     o.system_disk = Some(disk.to_path_buf());
     o.guest_cmd = Some(cmd.into());
     o
-}
-
-fn boot(o: &RunOptions) -> RunOutcome {
-    run_captured(&Layout::detect(), o)
-        .unwrap_or_else(|e| panic!("could not build, fetch, prepare the system disk or boot: {e}"))
 }
 
 /// The UUID in the hypervisor's `VM '<name>' identity <uuid>` line.

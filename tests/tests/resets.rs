@@ -3,10 +3,9 @@
 //! CPU's stack until the stack overflowed), and a guest that takes its boot CPU
 //! offline and online again must not reset the VM.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use integration_tests::{boot_lock, console_tail};
+use integration_tests::{boot_lock, console_tail, script};
 use xtask::run::{run_captured, Ending, Guest, RunOptions};
 use xtask::Layout;
 
@@ -14,15 +13,6 @@ use xtask::Layout;
 const RESETS: usize = 200;
 /// Budget for all of them (a reset and boot take tens of milliseconds).
 const TIMEOUT: Duration = Duration::from_secs(240);
-
-/// Writes a script under the workspace's target directory.
-fn script(name: &str, text: &str) -> PathBuf {
-    let dir = Layout::detect().out.join("test-scripts");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 #[test]
 fn two_hundred_resets_in_a_row_leave_the_guest_answering() {

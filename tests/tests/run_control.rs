@@ -1,21 +1,11 @@
 //! The run machinery against a real QEMU and hypervisor: script `expect` steps
 //! see the console, an unmet step is named, and the timeout kills QEMU.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use integration_tests::{boot_lock, console_tail};
+use integration_tests::{boot_lock, console_tail, script};
 use xtask::run::{run_captured, Ending, Guest, RunOptions};
 use xtask::Layout;
-
-/// Writes a script under the workspace's target directory.
-fn script(name: &str, text: &str) -> PathBuf {
-    let dir = Layout::detect().out.join("test-scripts");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 #[test]
 fn script_steps_follow_the_console_in_order() {

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use integration_tests::{boot_lock, console_tail};
+use integration_tests::{boot, boot_lock, console_tail, console_value};
 use xtask::linux_guest::parse_console;
-use xtask::run::{run_captured, Ending, Guest, RunOptions, RunOutcome};
+use xtask::run::{Ending, Guest, RunOptions};
 use xtask::Layout;
 
 /// Budget of one run (the build before it is not counted).
@@ -69,19 +69,6 @@ fn printf_escapes(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("\\x{b:02x}")).collect()
 }
 
-fn boot(o: &RunOptions) -> RunOutcome {
-    run_captured(&Layout::detect(), o)
-        .unwrap_or_else(|e| panic!("could not build, fetch or boot: {e}"))
-}
-
-/// The value after `key=` on the console line that starts with it.
-fn value<'a>(console: &'a str, key: &str) -> Option<&'a str> {
-    console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-}
-
 /// Guest command: wait for the TPM, report it, extend PCR 16 through /dev/tpm0
 /// (write and read on one open file, as the driver keeps the response per file)
 /// and report the PCR before and after, and what busybox's sha256sum says it
@@ -127,27 +114,35 @@ fn linux_probes_the_spi_tpm_reads_and_extends_a_pcr() {
         console.contains("tpm_tis_spi spi0.0: 2.0 TPM"),
         "tpm_tis_spi did not find a TPM 2.0\n{tail}"
     );
-    assert_eq!(value(console, "tpm-major"), Some("2"), "\n{tail}");
-    let pcr0 = value(console, "pcr0").unwrap_or_default();
+    assert_eq!(console_value(console, "tpm-major"), Some("2"), "\n{tail}");
+    let pcr0 = console_value(console, "pcr0").unwrap_or_default();
     assert!(
         pcr0.len() == 64 && pcr0.bytes().all(|b| b.is_ascii_hexdigit()),
         "PCR 0 unreadable: {pcr0:?}\n{tail}"
     );
-    assert_eq!(value(console, "pcr-before"), Some(ZERO), "\n{tail}");
+    assert_eq!(console_value(console, "pcr-before"), Some(ZERO), "\n{tail}");
     let cmd = extend_command(PCR, &digest());
     assert_eq!(
-        value(console, "cmd-bytes"),
+        console_value(console, "cmd-bytes"),
         Some(cmd.len().to_string().as_str()),
         "\n{tail}"
     );
     assert_eq!(
-        value(console, "rsp"),
+        console_value(console, "rsp"),
         Some(EXTEND_OK_RESPONSE),
         "PCR_Extend failed\n{tail}"
     );
-    assert_eq!(value(console, "pcr-after"), Some(EXTENDED), "\n{tail}");
+    assert_eq!(
+        console_value(console, "pcr-after"),
+        Some(EXTENDED),
+        "\n{tail}"
+    );
     // The guest's own SHA-256 agrees.
-    assert_eq!(value(console, "pcr-expect"), Some(EXTENDED), "\n{tail}");
+    assert_eq!(
+        console_value(console, "pcr-expect"),
+        Some(EXTENDED),
+        "\n{tail}"
+    );
 }
 
 /// Longest line a script sends: the guest's UART FIFO is 32 bytes and a longer
@@ -294,7 +289,7 @@ fn tpm_state_survives_host_reboots() {
         let outcome = boot(&o);
         let tail = console_tail(&outcome);
         assert_eq!(outcome.verdict(), Ok(()), "\n{tail}");
-        let rsp = value(&outcome.console, "clock-rsp")
+        let rsp = console_value(&outcome.console, "clock-rsp")
             .unwrap_or_default()
             .to_string();
         let count =

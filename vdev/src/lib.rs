@@ -23,6 +23,8 @@ pub mod memory;
 pub mod mmio;
 pub mod ratelimit;
 pub mod save;
+#[cfg(feature = "testing")]
+pub mod save_testing;
 pub mod shared;
 pub mod work;
 

@@ -3,6 +3,8 @@
 //! [`FlushOutcome`] of a flush.
 //! The policy that fills and drains the registers lives in `deliver`.
 
+use tock_registers::register_bitfields;
+
 /// The vCPU's list registers (`ICH_LR<n>_EL2`). In `el2` this is the live hardware (or
 /// the vCPU's saved copy while it is switched out); in tests it is a plain array.
 /// The vGIC owns every list register: it may overwrite any of them.
@@ -42,87 +44,100 @@ impl LrState {
     pub const fn active(self) -> bool {
         matches!(self, LrState::Active | LrState::PendingActive)
     }
-    const fn bits(self) -> u64 {
-        match self {
-            LrState::Invalid => 0,
-            LrState::Pending => 1,
-            LrState::Active => 2,
-            LrState::PendingActive => 3,
-        }
+    fn bits(self) -> u64 {
+        let v = match self {
+            LrState::Invalid => ICH_LR::State::Value::Invalid,
+            LrState::Pending => ICH_LR::State::Value::Pending,
+            LrState::Active => ICH_LR::State::Value::Active,
+            LrState::PendingActive => ICH_LR::State::Value::PendingActive,
+        };
+        v as u64
     }
-    const fn from_bits(b: u64) -> Self {
-        match b & 3 {
-            0 => LrState::Invalid,
-            1 => LrState::Pending,
-            2 => LrState::Active,
-            _ => LrState::PendingActive,
+    fn from_bits(b: u64) -> Self {
+        match ICH_LR::State.read_as_enum(ICH_LR::State.val(b).value) {
+            Some(ICH_LR::State::Value::Invalid) => LrState::Invalid,
+            Some(ICH_LR::State::Value::Pending) => LrState::Pending,
+            Some(ICH_LR::State::Value::Active) => LrState::Active,
+            // The field is two bits wide: every value is one of the four.
+            Some(ICH_LR::State::Value::PendingActive) | None => LrState::PendingActive,
         }
     }
 }
 
-/// A typed `ICH_LR<n>_EL2` value.
-///
-/// Fields: vINTID \[31:0\], pINTID \[44:32\] (when HW = 1), EOI \[41\] (when HW = 0: raise
-/// an EOI maintenance interrupt once the guest deactivates it), Priority \[55:48\],
-/// Group \[60\], HW \[61\], State \[63:62\].
+register_bitfields![u64,
+    /// `ICH_LR<n>_EL2`, the GICv3 list registers (Arm GIC architecture
+    /// specification, ICH_LR<n>_EL2).
+    pub ICH_LR [
+        /// The virtual INTID.
+        vINTID OFFSET(0) NUMBITS(32) [],
+        /// The physical INTID, when HW = 1.
+        pINTID OFFSET(32) NUMBITS(13) [],
+        /// When HW = 0 (sharing bit 41 with pINTID): raise an EOI maintenance
+        /// interrupt once the guest deactivates the interrupt.
+        EOI OFFSET(41) NUMBITS(1) [],
+        Priority OFFSET(48) NUMBITS(8) [],
+        /// 1: Group 1.
+        Group OFFSET(60) NUMBITS(1) [],
+        /// The virtual interrupt is linked to a physical one.
+        HW OFFSET(61) NUMBITS(1) [],
+        State OFFSET(62) NUMBITS(2) [
+            Invalid = 0,
+            Pending = 1,
+            Active = 2,
+            PendingActive = 3
+        ]
+    ]
+];
+
+/// A typed `ICH_LR<n>_EL2` value; the layout is [`ICH_LR`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IchLr(pub u64);
 
 impl IchLr {
-    const VINTID_MASK: u64 = 0xFFFF_FFFF;
-    const PINTID_SHIFT: u32 = 32;
-    const PINTID_MASK: u64 = 0x1FFF;
-    const EOI: u64 = 1 << 41;
-    const PRIORITY_SHIFT: u32 = 48;
-    const GROUP: u64 = 1 << 60;
-    const HW: u64 = 1 << 61;
-    const STATE_SHIFT: u32 = 62;
-
     /// An LR for virtual interrupt `vintid` with the given priority, group and state.
-    pub const fn new(vintid: u32, priority: u8, group1: bool, state: LrState) -> Self {
-        let mut v = vintid as u64 & Self::VINTID_MASK;
-        v |= (priority as u64) << Self::PRIORITY_SHIFT;
-        if group1 {
-            v |= Self::GROUP;
-        }
-        v |= state.bits() << Self::STATE_SHIFT;
-        Self(v)
+    pub fn new(vintid: u32, priority: u8, group1: bool, state: LrState) -> Self {
+        Self(
+            (ICH_LR::vINTID.val(u64::from(vintid))
+                + ICH_LR::Priority.val(u64::from(priority))
+                + ICH_LR::Group.val(u64::from(group1))
+                + ICH_LR::State.val(state.bits()))
+            .value,
+        )
     }
     /// Links the virtual interrupt to physical interrupt `pintid` (HW = 1): the
     /// guest's deactivation deactivates the physical interrupt too.
-    pub const fn with_hw(self, pintid: u32) -> Self {
-        let v = self.0 & !(Self::PINTID_MASK << Self::PINTID_SHIFT);
-        Self(v | Self::HW | ((pintid as u64 & Self::PINTID_MASK) << Self::PINTID_SHIFT))
+    pub fn with_hw(self, pintid: u32) -> Self {
+        Self((ICH_LR::HW::SET + ICH_LR::pINTID.val(u64::from(pintid))).modify(self.0))
     }
     /// Requests an EOI maintenance interrupt on deactivation (only when HW = 0).
-    pub const fn with_eoi_maintenance(self) -> Self {
+    pub fn with_eoi_maintenance(self) -> Self {
         if self.hw() {
             self
         } else {
-            Self(self.0 | Self::EOI)
+            Self(ICH_LR::EOI::SET.modify(self.0))
         }
     }
-    pub const fn vintid(self) -> u32 {
-        (self.0 & Self::VINTID_MASK) as u32
+    pub fn vintid(self) -> u32 {
+        ICH_LR::vINTID.read(self.0) as u32
     }
     /// pINTID, meaningful only when [`Self::hw`] is set.
-    pub const fn pintid(self) -> u32 {
-        ((self.0 >> Self::PINTID_SHIFT) & Self::PINTID_MASK) as u32
+    pub fn pintid(self) -> u32 {
+        ICH_LR::pINTID.read(self.0) as u32
     }
-    pub const fn eoi_maintenance(self) -> bool {
-        !self.hw() && self.0 & Self::EOI != 0
+    pub fn eoi_maintenance(self) -> bool {
+        !self.hw() && ICH_LR::EOI.is_set(self.0)
     }
-    pub const fn priority(self) -> u8 {
-        (self.0 >> Self::PRIORITY_SHIFT) as u8
+    pub fn priority(self) -> u8 {
+        ICH_LR::Priority.read(self.0) as u8
     }
-    pub const fn group1(self) -> bool {
-        self.0 & Self::GROUP != 0
+    pub fn group1(self) -> bool {
+        ICH_LR::Group.is_set(self.0)
     }
-    pub const fn hw(self) -> bool {
-        self.0 & Self::HW != 0
+    pub fn hw(self) -> bool {
+        ICH_LR::HW.is_set(self.0)
     }
-    pub const fn state(self) -> LrState {
-        LrState::from_bits(self.0 >> Self::STATE_SHIFT)
+    pub fn state(self) -> LrState {
+        LrState::from_bits(ICH_LR::State.read(self.0))
     }
 }
 

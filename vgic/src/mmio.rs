@@ -1,11 +1,12 @@
-//! The vGIC on the MMIO bus: [`SharedVgic`] (an `Arc<spin::Mutex<Vgic>>` handle) and
+//! The vGIC on the MMIO bus: [`SharedVgic`] (an `Arc<TicketMutex<Vgic>>` handle: a fair
+//! lock, since every vCPU takes it on every interrupt change) and
 //! its two bus adapters, [`GicdMmio`] for the distributor frame and [`GicrMmio`] for
 //! the redistributor region, plus `vdev::InterruptSink` so device models can drive
 //! SPI lines.
 
 use alloc::sync::Arc;
 
-use spin::Mutex;
+use spin::mutex::{TicketMutex as Mutex, TicketMutexGuard};
 use vdev::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError};
 
 use crate::config::{ConfigError, VgicConfig};
@@ -27,7 +28,7 @@ impl SharedVgic {
         Self(Arc::new(Mutex::new(v)))
     }
     /// Locks the model. Never hold this across a guest entry.
-    pub fn lock(&self) -> spin::MutexGuard<'_, Vgic> {
+    pub fn lock(&self) -> TicketMutexGuard<'_, Vgic> {
         self.0.lock()
     }
     /// The distributor adapter (a 64 KiB frame, `regs::gicd::FRAME_SIZE`).
@@ -147,12 +148,17 @@ mod tests {
             irq: &mut irq,
         };
         // GICD_ISENABLER1 through the bus, seen by the shared model.
-        let (dev, _, off) = bus.find(0x0800_0104).unwrap();
-        dev.write(&mut ctx, off, AccessSize::Word, 1 << 8).unwrap();
+        let slot = bus.find(0x0800_0104).unwrap();
+        slot.lock()
+            .write(&mut ctx, slot.offset, AccessSize::Word, 1 << 8)
+            .unwrap();
         assert_eq!(vgic.lock().gicd_read(0x104, AccessSize::Word), Ok(1 << 8));
         // GICR1_TYPER through the bus: Processor_Number 1 and Last.
-        let (dev, _, off) = bus.find(0x080C_0008).unwrap();
-        let typer = dev.read(&mut ctx, off, AccessSize::Double).unwrap();
+        let slot = bus.find(0x080C_0008).unwrap();
+        let typer = slot
+            .lock()
+            .read(&mut ctx, slot.offset, AccessSize::Double)
+            .unwrap();
         assert_eq!(typer >> 8 & 0xFFFF, 1);
         assert_ne!(typer & crate::regs::gicr_typer::LAST, 0);
     }

@@ -19,8 +19,9 @@ use alloc::vec::Vec;
 use vdev::{RestoreError, SaveRestore};
 
 use crate::irq::Irq;
+use crate::lr::ICH_LR;
 use crate::regs::{ctlr, intid, Irouter};
-use crate::vgic::Vgic;
+use crate::vgic::{VcpuState, Vgic};
 
 mod flag {
     pub const ENABLED: u8 = 1 << 0;
@@ -38,27 +39,39 @@ const NO_OWNER: u8 = u8::MAX;
 /// The first version whose records carry the owner byte.
 const OWNER_VERSION: u32 = 2;
 
-/// Largest pINTID an ICH_LR can carry (13 bits).
-const MAX_PINTID: u32 = 0x1FFF;
+/// Largest pINTID an ICH_LR can carry.
+const MAX_PINTID: u32 = ICH_LR::pINTID.mask as u32;
 
 fn put_irq(out: &mut Vec<u8>, irq: &Irq) {
+    let Irq {
+        enabled,
+        group1,
+        edge,
+        priority,
+        latch,
+        line,
+        active,
+        hw,
+        route,
+        // A latch parked in a list register is saved as pending; restore forgets
+        // every list register.
+        lr,
+        owner,
+    } = irq;
     let bits = [
-        (irq.enabled, flag::ENABLED),
-        (irq.group1, flag::GROUP1),
-        (irq.edge, flag::EDGE),
-        (
-            irq.latch || irq.lr.is_some_and(|h| h.latch_taken),
-            flag::LATCH,
-        ),
-        (irq.line, flag::LINE),
-        (irq.active, flag::ACTIVE),
-        (irq.hw.is_some(), flag::HW),
+        (*enabled, flag::ENABLED),
+        (*group1, flag::GROUP1),
+        (*edge, flag::EDGE),
+        (*latch || lr.is_some_and(|h| h.latch_taken), flag::LATCH),
+        (*line, flag::LINE),
+        (*active, flag::ACTIVE),
+        (hw.is_some(), flag::HW),
     ];
     out.push(bits.iter().filter(|(on, _)| *on).fold(0, |f, (_, b)| f | b));
-    out.push(irq.priority);
-    out.extend_from_slice(&irq.hw.unwrap_or(0).to_le_bytes());
-    out.extend_from_slice(&irq.route.0.to_le_bytes());
-    let owner = irq.owner.filter(|_| irq.active);
+    out.push(*priority);
+    out.extend_from_slice(&hw.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&route.0.to_le_bytes());
+    let owner = owner.filter(|_| *active);
     out.push(owner.map_or(NO_OWNER, |o| o as u8));
 }
 
@@ -135,20 +148,37 @@ impl SaveRestore for Vgic {
     const SAVE_VERSION: u32 = 2;
 
     fn save(&self) -> Vec<u8> {
+        let Self {
+            cfg,
+            ctlr,
+            spis,
+            vcpus,
+            // Requests to the hypervisor, not state: restore kicks every vCPU.
+            kicks: _,
+        } = self;
         let mut out = Vec::new();
         out.extend_from_slice(&vdev::save::header(Self::SAVE_ID, Self::SAVE_VERSION));
-        out.extend_from_slice(&(self.vcpus.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.cfg.num_spis.to_le_bytes());
-        out.push(self.cfg.priority_bits);
-        for m in &self.cfg.mpidrs {
+        out.extend_from_slice(&(vcpus.len() as u32).to_le_bytes());
+        out.extend_from_slice(&cfg.num_spis.to_le_bytes());
+        out.push(cfg.priority_bits);
+        for m in &cfg.mpidrs {
             out.extend_from_slice(&m.to_le_bytes());
         }
-        out.extend_from_slice(&self.ctlr.to_le_bytes());
-        for v in &self.vcpus {
-            out.push(v.sleeping as u8);
-            v.private.iter().for_each(|irq| put_irq(&mut out, irq));
+        out.extend_from_slice(&ctlr.to_le_bytes());
+        for v in vcpus {
+            let VcpuState {
+                // From the configuration (its MPIDR is saved above).
+                affinity: _,
+                private,
+                sleeping,
+                // List-register bookkeeping: restore forgets every list register.
+                slots: _,
+                left_out: _,
+            } = v;
+            out.push(u8::from(*sleeping));
+            private.iter().for_each(|irq| put_irq(&mut out, irq));
         }
-        self.spis.iter().for_each(|irq| put_irq(&mut out, irq));
+        spis.iter().for_each(|irq| put_irq(&mut out, irq));
         out
     }
 
@@ -389,4 +419,41 @@ mod tests {
             assert_eq!(h.restore(&bad), Err(RestoreError::Malformed), "byte {at}");
         }
     }
+
+    /// What the guest and el2 see: the distributor's and both redistributors'
+    /// registers, then what a flush of each vCPU puts in its list registers.
+    fn probe_vgic(g: &mut Vgic) -> Vec<u64> {
+        let mut seen: Vec<u64> = (0..gicd::IROUTER)
+            .step_by(4)
+            .map(|off| g.gicd_read(off, Word).unwrap_or(u64::MAX))
+            .collect();
+        for spi in 32..96 {
+            seen.push(
+                g.gicd_read(gicd::IROUTER + 8 * spi, Double)
+                    .unwrap_or(u64::MAX),
+            );
+        }
+        for v in 0..2 {
+            let frame = v * gicr::STRIDE;
+            let rd = (0..0x100).step_by(4);
+            let sgi = (gicr::SGI_BASE..gicr::SGI_BASE + 0x1000).step_by(4);
+            for off in rd.chain(sgi) {
+                seen.push(g.gicr_read(frame + off, Word).unwrap_or(u64::MAX));
+            }
+        }
+        for v in 0..2 {
+            let mut lrs = [0u64; 4];
+            let outcome = g.flush(v, &mut lrs);
+            seen.extend(lrs);
+            seen.push(u64::from(outcome.is_ok()));
+        }
+        seen
+    }
+
+    vdev::save_restore_tests!(
+        saved_state,
+        make: || Vgic::new(VgicConfig::simple(2, 64)).unwrap(),
+        drive: |g: &mut Vgic| *g = spi_active_on_vcpu1(),
+        probe: probe_vgic,
+    );
 }

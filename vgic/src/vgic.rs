@@ -57,7 +57,7 @@ pub struct Vgic {
     pub(crate) ctlr: u32,
     pub(crate) spis: Vec<Irq>,
     pub(crate) vcpus: Vec<VcpuState>,
-    kicks: u64,
+    pub(crate) kicks: u64,
 }
 
 impl Vgic {

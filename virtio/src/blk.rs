@@ -602,6 +602,38 @@ impl<B: AsyncBlock + Send> VirtioDevice for Blk<B> {
     fn reset(&mut self) {
         self.forget_requests();
     }
+
+    /// A disk has no device state of its own: its contents are the backend's, kept
+    /// by the backend's owner.
+    fn save_state(&self) -> Vec<u8> {
+        let Self {
+            // Storage and configuration, not device state.
+            backend: _,
+            serial: _,
+            queue_sizes: _,
+            chunk: _,
+            max_in_flight: _,
+            max_buffers: _,
+            // Host-side buffers: idle ones hold nothing; lent ones belong to
+            // operations below.
+            pool: _,
+            lent: _,
+            // In-flight work is not saved: it is bound to operations of this host's
+            // backend, which a restored device cannot complete. State is only
+            // consistent when saved with no request held (the transport's queues
+            // then say everything); a save taken mid-request loses those requests.
+            ops: _,
+            requests: _,
+            pieces: _,
+            done: _,
+            next_tag: _,
+        } = self;
+        Vec::new()
+    }
+
+    fn restore_state(&mut self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
+        crate::device::restore_no_state(blob)
+    }
 }
 
 /// Writes `data` into the writable segments `segs` starting `skip` bytes in.

@@ -152,7 +152,15 @@ impl VirtioDevice for Console {
 
     /// Saves the input not yet delivered.
     fn save_state(&self) -> Vec<u8> {
-        self.input.iter().copied().collect()
+        let Self {
+            // The host side of the output and configuration, not device state.
+            out: _,
+            input,
+            queue_sizes: _,
+            // Scratch buffer, empty between requests.
+            chunk: _,
+        } = self;
+        input.iter().copied().collect()
     }
 
     fn restore_state(&mut self, blob: &[u8]) -> Result<(), RestoreError> {

@@ -230,17 +230,22 @@ pub trait VirtioDevice: Send {
     /// buffers are dropped too. Devices without such buffers have nothing more to do.
     fn power_on_reset(&mut self) {}
     /// Device-type state to keep across save/restore (the transport saves queues and
-    /// registers itself). Empty by default.
-    fn save_state(&self) -> Vec<u8> {
-        Vec::new()
-    }
-    /// Brings back what [`Self::save_state`] produced, validating it.
-    fn restore_state(&mut self, blob: &[u8]) -> Result<(), RestoreError> {
-        if blob.is_empty() {
-            Ok(())
-        } else {
-            Err(RestoreError::Malformed)
-        }
+    /// registers itself). Every device writes it out by destructuring itself whole,
+    /// so a field added later is a compile error until it is saved or said not to be
+    /// state; a device with no state returns an empty blob.
+    fn save_state(&self) -> Vec<u8>;
+    /// Brings back what [`Self::save_state`] produced, validating it; a refused blob
+    /// changes nothing.
+    fn restore_state(&mut self, blob: &[u8]) -> Result<(), RestoreError>;
+}
+
+/// The [`VirtioDevice::restore_state`] of a device with no state: only an empty
+/// blob is accepted.
+pub fn restore_no_state(blob: &[u8]) -> Result<(), RestoreError> {
+    if blob.is_empty() {
+        Ok(())
+    } else {
+        Err(RestoreError::Malformed)
     }
 }
 

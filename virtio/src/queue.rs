@@ -213,16 +213,27 @@ impl Queue {
 
     /// Appends the queue's state to `out` (see [`crate::save`]).
     pub(crate) fn save(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.max_size.to_le_bytes());
-        out.extend_from_slice(&self.size.to_le_bytes());
-        out.push(u8::from(self.ready));
-        for a in [self.desc_addr, self.avail_addr, self.used_addr] {
+        let Self {
+            max_size,
+            size,
+            ready,
+            desc_addr,
+            avail_addr,
+            used_addr,
+            next_avail,
+            next_used,
+            signalled_used,
+        } = self;
+        out.extend_from_slice(&max_size.to_le_bytes());
+        out.extend_from_slice(&size.to_le_bytes());
+        out.push(u8::from(*ready));
+        for a in [desc_addr, avail_addr, used_addr] {
             out.extend_from_slice(&a.to_le_bytes());
         }
-        out.extend_from_slice(&self.next_avail.to_le_bytes());
-        out.extend_from_slice(&self.next_used.to_le_bytes());
-        out.push(u8::from(self.signalled_used.is_some()));
-        out.extend_from_slice(&self.signalled_used.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&next_avail.to_le_bytes());
+        out.extend_from_slice(&next_used.to_le_bytes());
+        out.push(u8::from(signalled_used.is_some()));
+        out.extend_from_slice(&signalled_used.unwrap_or(0).to_le_bytes());
     }
 
     /// Reads a queue saved by [`Self::save`] over this one, validating it as if the

@@ -78,6 +78,22 @@ impl VirtioDevice for Rng {
     }
 
     fn reset(&mut self) {}
+
+    /// An entropy device has no state of its own.
+    fn save_state(&self) -> Vec<u8> {
+        let Self {
+            // The host's entropy source and configuration, not device state.
+            source: _,
+            queue_sizes: _,
+            // Scratch buffer, empty between requests.
+            chunk: _,
+        } = self;
+        Vec::new()
+    }
+
+    fn restore_state(&mut self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
+        crate::device::restore_no_state(blob)
+    }
 }
 
 #[cfg(test)]

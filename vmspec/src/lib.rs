@@ -131,7 +131,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
             "guest" => spec.guest = v.to_string(),
             "hypervisor_fault" => {
                 spec.fault = Some(HypervisorFault::from_name(v).ok_or_else(|| {
-                    bad("hypervisor_fault must be panic, data-abort or stack-overflow")
+                    bad("hypervisor_fault must be panic, data-abort, stack-overflow, write-text or execute-data")
                 })?)
             }
             "pmu_el2_counting" => {
@@ -167,6 +167,10 @@ pub enum HypervisorFault {
     DataAbort,
     /// Unbounded recursion on the hypervisor's stack (its guard page must catch it).
     StackOverflow,
+    /// A store to the hypervisor's own code (W^X: its pages are read-only).
+    WriteText,
+    /// A branch into the hypervisor's writable data (W^X: execute-never).
+    ExecuteData,
 }
 
 impl HypervisorFault {
@@ -175,6 +179,8 @@ impl HypervisorFault {
             HypervisorFault::Panic => "panic",
             HypervisorFault::DataAbort => "data-abort",
             HypervisorFault::StackOverflow => "stack-overflow",
+            HypervisorFault::WriteText => "write-text",
+            HypervisorFault::ExecuteData => "execute-data",
         }
     }
     pub fn from_name(s: &str) -> Option<Self> {
@@ -182,6 +188,8 @@ impl HypervisorFault {
             HypervisorFault::Panic,
             HypervisorFault::DataAbort,
             HypervisorFault::StackOverflow,
+            HypervisorFault::WriteText,
+            HypervisorFault::ExecuteData,
         ]
         .into_iter()
         .find(|f| f.name() == s)

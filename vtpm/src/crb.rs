@@ -414,18 +414,33 @@ mod save {
     use crate::marshal::{Reader, Writer};
     use vdev::{RestoreError, SaveRestore};
 
+    /// The saved `active` of no active locality.
+    const NO_LOCALITY: u8 = 0xFF;
+
     impl SaveRestore for Crb {
         const SAVE_ID: [u8; 4] = *b"VCRB";
         const SAVE_VERSION: u32 = 1;
 
         fn save(&self) -> Vec<u8> {
+            let Self {
+                tpm,
+                // Wiring from the VM definition, not state.
+                base: _,
+                intid: _,
+                active,
+                seized,
+                idle,
+                int_enable,
+                int_sts,
+                buffer,
+            } = self;
             let mut w = Writer::new();
             w.bytes(&vdev::save::header(Self::SAVE_ID, Self::SAVE_VERSION));
-            w.u8(self.active.unwrap_or(0xFF))
-                .u8(self.seized)
-                .u8(self.idle as u8);
-            w.u32(self.int_enable).u32(self.int_sts).bytes(&self.buffer);
-            w.bytes(&self.tpm.save_volatile());
+            w.u8(active.unwrap_or(NO_LOCALITY))
+                .u8(*seized)
+                .u8(u8::from(*idle));
+            w.u32(*int_enable).u32(*int_sts).bytes(buffer);
+            w.bytes(&tpm.save_volatile());
             w.buf
         }
 
@@ -434,7 +449,7 @@ mod save {
             let (_version, payload) = vdev::save::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
             let mut r = Reader::new(payload);
             let active = match r.u8().map_err(m)? {
-                0xFF => None,
+                NO_LOCALITY => None,
                 l if l < LOCALITIES => Some(l),
                 _ => return Err(RestoreError::Malformed),
             };
@@ -443,16 +458,32 @@ mod save {
             if seized >> LOCALITIES != 0 || idle > 1 {
                 return Err(RestoreError::Malformed);
             }
-            let int_enable = r.u32().map_err(m)? & (INT_START | INT_GLOBAL_ENABLE);
-            let int_sts = r.u32().map_err(m)? & INT_START;
+            let int_enable = r.u32().map_err(m)?;
+            let int_sts = r.u32().map_err(m)?;
+            // Only bits a guest or a completed command can set.
+            if int_enable & !(INT_START | INT_GLOBAL_ENABLE) != 0 || int_sts & !INT_START != 0 {
+                return Err(RestoreError::Malformed);
+            }
             let buffer = r.bytes(DATA_BUFFER_SIZE).map_err(m)?.to_vec();
-            self.tpm.restore_volatile(r.rest())?;
-            self.active = active;
-            self.seized = seized;
-            self.idle = idle == 1;
-            self.int_enable = int_enable;
-            self.int_sts = int_sts;
-            self.buffer = buffer;
+            let Self {
+                tpm,
+                base: _,
+                intid: _,
+                active: s_active,
+                seized: s_seized,
+                idle: s_idle,
+                int_enable: s_int_enable,
+                int_sts: s_int_sts,
+                buffer: s_buffer,
+            } = self;
+            // The engine last of the checks: if it refuses, nothing has changed.
+            tpm.restore_volatile(r.rest())?;
+            *s_active = active;
+            *s_seized = seized;
+            *s_idle = idle == 1;
+            *s_int_enable = int_enable;
+            *s_int_sts = int_sts;
+            *s_buffer = buffer;
             Ok(())
         }
     }
@@ -461,6 +492,64 @@ mod save {
     mod tests {
         use super::super::tests_support::crb;
         use super::*;
+        use crate::defs::cc;
+        use crate::tests::command;
+        use alloc::vec::Vec;
+
+        fn io<R>(f: impl FnOnce(&mut MmioContext) -> R) -> R {
+            let mut mem = vdev::VecMemory::new(0, 0);
+            let mut ctx = MmioContext {
+                vcpu: 0,
+                mem: &mut mem,
+                irq: &mut vdev::NullInterrupts,
+            };
+            f(&mut ctx)
+        }
+
+        /// Locality 0 requested, the interrupt enabled, TPM2_Startup run through
+        /// the buffer: the CRB is busy with a response waiting and its interrupt
+        /// status set; locality 1's seize is recorded.
+        fn drive_crb(c: &mut Crb) {
+            let cmd = command(cc::STARTUP, &[], &[], &[0, 0]);
+            io(|x| {
+                let w = |c: &mut Crb, x: &mut MmioContext, off: u64, v: u32| {
+                    c.write(x, off, AccessSize::Word, u64::from(v)).unwrap()
+                };
+                w(c, x, LOC_CTRL, LOC_CTRL_REQUEST);
+                w(c, x, LOCALITY_PAGE + LOC_CTRL, LOC_CTRL_SEIZE);
+                w(
+                    c,
+                    x,
+                    LOCALITY_PAGE + INT_ENABLE,
+                    INT_START | INT_GLOBAL_ENABLE,
+                );
+                w(c, x, LOCALITY_PAGE + CTRL_REQ, REQ_CMD_READY);
+                for (i, chunk) in cmd.chunks(4).enumerate() {
+                    let mut b = [0u8; 4];
+                    b[..chunk.len()].copy_from_slice(chunk);
+                    w(c, x, DATA_BUFFER + 4 * i as u64, u32::from_le_bytes(b));
+                }
+                w(c, x, LOCALITY_PAGE + CTRL_START, 1);
+            });
+        }
+
+        /// What a guest sees: every register of every locality's control area,
+        /// and the buffer.
+        fn probe_crb(c: &mut Crb) -> Vec<u64> {
+            io(|x| {
+                (0..u64::from(LOCALITIES))
+                    .flat_map(|l| {
+                        (0..DATA_BUFFER)
+                            .step_by(4)
+                            .map(move |r| l * LOCALITY_PAGE + r)
+                    })
+                    .chain((DATA_BUFFER..LOCALITY_PAGE).step_by(4))
+                    .map(|off| c.read(x, off, AccessSize::Word).unwrap())
+                    .collect()
+            })
+        }
+
+        vdev::save_restore_tests!(saved_state, make: crb, drive: drive_crb, probe: probe_crb);
 
         #[test]
         fn round_trip_and_refusals() {

@@ -145,7 +145,7 @@ pub struct Tpm {
     /// Budget of NV writes (kept across _TPM_Init: a reset earns nothing).
     pub(crate) nv_rate: NvRateLimiter,
     /// TPM_RC_NV_RATE has been logged since the last accepted NV write.
-    nv_rate_logged: bool,
+    pub(crate) nv_rate_logged: bool,
 }
 
 /// Commands whose success writes the NV image and that TPM_RC_NV_RATE may refuse.

@@ -34,49 +34,91 @@ impl Tpm {
     /// Serializes the volatile state.
     pub fn save_volatile(&self) -> Vec<u8> {
         let clock = self.clock();
-        let v = &self.v;
+        let now = self.tpm_time();
+        let Tpm {
+            // The NV image and the time source are the owner's, kept alongside.
+            nv: _,
+            time: _,
+            // Reseeded on restore rather than saved.
+            drbg: _,
+            // Persistent state lives in the NV image.
+            p: _,
+            v,
+            failure,
+            // The NV write budget refills with the restored VM (a host policy,
+            // not TPM state a guest could observe).
+            nv_rate: _,
+            nv_rate_logged: _,
+        } = self;
+        let Volatile {
+            started,
+            pcrs,
+            allocation,
+            pcr_counter,
+            ph_enable,
+            sh_enable,
+            eh_enable,
+            ph_enable_nv,
+            platform_auth,
+            lockout_auth_enabled,
+            // TPM times of the last lockoutAuth and DA failures: the restored TPM's
+            // time starts again at zero, so its recovery and healing intervals run
+            // from the restore (never shorter than on the saving TPM).
+            lockout_failed_at: _,
+            last_auth_failure: _,
+            // Saved as the Clock value; the time base is the restoring TPM's.
+            clock_base: _,
+            time_base: _,
+            safe,
+            orderly_at_init,
+            pcr_reconfigured,
+            platform_policy,
+            sessions,
+            objects,
+            failed_tries,
+            context_counter,
+        } = v;
         let mut w = Writer::new();
-        w.u32(VOLATILE_VERSION).u8(v.started as u8);
-        for m in v.allocation.0 {
+        w.u32(VOLATILE_VERSION).u8(*started as u8);
+        for m in allocation.0 {
             w.u32(m);
         }
-        w.u32(v.pcr_counter);
+        w.u32(*pcr_counter);
         for b in [
-            v.ph_enable,
-            v.sh_enable,
-            v.eh_enable,
-            v.ph_enable_nv,
-            v.lockout_auth_enabled,
-            v.safe,
-            v.pcr_reconfigured,
+            ph_enable,
+            sh_enable,
+            eh_enable,
+            ph_enable_nv,
+            lockout_auth_enabled,
+            safe,
+            pcr_reconfigured,
         ] {
-            w.u8(b as u8);
+            w.u8(*b as u8);
         }
-        w.tpm2b(v.platform_auth.as_bytes())
+        w.tpm2b(platform_auth.as_bytes())
             .u64(clock)
-            .u8(orderly_code(v.orderly_at_init));
+            .u8(orderly_code(*orderly_at_init));
         for h in HashAlg::ALL {
             for i in 0..PCR_COUNT {
-                w.bytes(v.pcrs.get(h, i).as_bytes());
+                w.bytes(pcrs.get(h, i).as_bytes());
             }
         }
-        w.u8(self.failure as u8);
+        w.u8(*failure as u8);
         // Version 2: platformPolicy, DA state, context counter, loaded keys
         // and sessions. TPM times are rebased on the saving TPM's time.
-        let now = self.tpm_time();
-        match &v.platform_policy {
+        match platform_policy {
             None => w.u16(crate::defs::alg::NULL).tpm2b(&[]),
             Some((h, d)) => w.u16(h.id()).tpm2b(d.as_bytes()),
         };
-        w.u32(v.failed_tries)
-            .u64(v.context_counter)
-            .u8(v.lockout_auth_enabled as u8);
-        let keys: Vec<(u32, Vec<u8>)> = v.objects.keys().map(|(h, k)| (h, k.encode())).collect();
+        w.u32(*failed_tries)
+            .u64(*context_counter)
+            .u8(*lockout_auth_enabled as u8);
+        let keys: Vec<(u32, Vec<u8>)> = objects.keys().map(|(h, k)| (h, k.encode())).collect();
         w.u8(keys.len() as u8);
         for (h, b) in keys {
             w.u32(h).u32(b.len() as u32).bytes(&b);
         }
-        let sessions: Vec<(u32, &crate::session::AuthSession)> = v.sessions.all().collect();
+        let sessions: Vec<(u32, &crate::session::AuthSession)> = sessions.all().collect();
         w.u8(sessions.len() as u8);
         for (h, s) in sessions {
             w.u32(h);

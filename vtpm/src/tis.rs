@@ -464,6 +464,89 @@ mod tests {
         out
     }
 
+    /// Locality 0 active with its interrupts enabled, TPM2_Startup done, and a
+    /// TPM2_GetRandom response half read; locality 2 has asked for use.
+    fn drive_tis(t: &mut Tis) {
+        let mut irq = Irq::default();
+        wr(
+            t,
+            &mut irq,
+            ACCESS,
+            AccessSize::Byte,
+            u64::from(ACCESS_REQUEST_USE),
+        );
+        let ie = INT_GLOBAL_ENABLE | INT_DATA_AVAIL | INT_COMMAND_READY;
+        wr(t, &mut irq, INT_ENABLE, AccessSize::Word, u64::from(ie));
+        wr(t, &mut irq, INT_VECTOR, AccessSize::Byte, 9);
+        let r = transact(t, &mut irq, 0, &command(cc::STARTUP, &[], &[], &[0, 0]));
+        assert_eq!(rc_of(&r), 0);
+        wr(
+            t,
+            &mut irq,
+            STS,
+            AccessSize::Byte,
+            u64::from(STS_COMMAND_READY),
+        );
+        for b in command(cc::GET_RANDOM, &[], &[], &[0, 8]) {
+            wr(t, &mut irq, DATA_FIFO, AccessSize::Byte, u64::from(b));
+        }
+        wr(t, &mut irq, STS, AccessSize::Byte, u64::from(STS_GO));
+        rd(t, &mut irq, DATA_FIFO, AccessSize::Word);
+        let l2 = 2 * LOCALITY_PAGE;
+        wr(
+            t,
+            &mut irq,
+            l2 + ACCESS,
+            AccessSize::Byte,
+            u64::from(ACCESS_REQUEST_USE),
+        );
+    }
+
+    /// What a guest sees: the registers of every locality, then six FIFO bytes.
+    fn probe_tis(t: &mut Tis) -> Vec<u64> {
+        let mut irq = Irq::default();
+        let mut mem = VecMemory::new(0, 0);
+        let mut ctx = MmioContext {
+            vcpu: 0,
+            mem: &mut mem,
+            irq: &mut irq,
+        };
+        let mut seen = Vec::new();
+        for l in 0..u64::from(LOCALITIES) {
+            for r in [
+                ACCESS,
+                INT_ENABLE,
+                INT_VECTOR,
+                INT_STATUS,
+                INTF_CAPABILITY,
+                STS,
+                INTERFACE_ID,
+                DID_VID,
+                RID,
+            ] {
+                let size = if r == ACCESS || r == INT_VECTOR {
+                    AccessSize::Byte
+                } else {
+                    AccessSize::Word
+                };
+                seen.push(
+                    t.read(&mut ctx, l * LOCALITY_PAGE + r, size)
+                        .unwrap_or(u64::MAX),
+                );
+            }
+        }
+        for _ in 0..6 {
+            seen.push(
+                t.read(&mut ctx, DATA_FIFO, AccessSize::Byte)
+                    .unwrap_or(u64::MAX),
+            );
+        }
+        seen.push(u64::from(irq.0 == Some(true)));
+        seen
+    }
+
+    vdev::save_restore_tests!(saved_state, make: tis, drive: drive_tis, probe: probe_tis);
+
     #[test]
     fn save_restore_mid_response() {
         use vdev::SaveRestore;
@@ -710,33 +793,48 @@ mod save {
     use crate::marshal::{Reader, Writer};
     use vdev::{RestoreError, SaveRestore};
 
+    /// The saved `active` of no active locality.
+    const NO_LOCALITY: u8 = 0xFF;
+
     impl SaveRestore for Tis {
         const SAVE_ID: [u8; 4] = *b"VTIS";
         const SAVE_VERSION: u32 = 1;
 
         fn save(&self) -> Vec<u8> {
+            let Self {
+                tpm,
+                // Wiring from the VM definition, not state.
+                intid: _,
+                active,
+                pending,
+                seized,
+                established,
+                state,
+                cmd,
+                rsp,
+                rsp_pos,
+                int_enable,
+                int_vector,
+                int_status,
+            } = self;
             let mut w = Writer::new();
             w.bytes(&vdev::save::header(Self::SAVE_ID, Self::SAVE_VERSION));
-            w.u8(self.active.unwrap_or(0xFF))
-                .u8(self.pending)
-                .u8(self.seized)
-                .u8(self.established as u8);
-            w.u8(match self.state {
+            w.u8(active.unwrap_or(NO_LOCALITY))
+                .u8(*pending)
+                .u8(*seized)
+                .u8(u8::from(*established));
+            w.u8(match state {
                 TisState::Idle => 0,
                 TisState::Ready => 1,
                 TisState::Reception => 2,
                 TisState::Completion => 3,
             });
-            w.u32(self.cmd.len() as u32).bytes(&self.cmd);
-            w.u32(self.rsp.len() as u32)
-                .bytes(&self.rsp)
-                .u32(self.rsp_pos as u32);
+            w.u32(cmd.len() as u32).bytes(cmd);
+            w.u32(rsp.len() as u32).bytes(rsp).u32(*rsp_pos as u32);
             for l in 0..LOCALITIES as usize {
-                w.u32(self.int_enable[l])
-                    .u8(self.int_vector[l])
-                    .u32(self.int_status[l]);
+                w.u32(int_enable[l]).u8(int_vector[l]).u32(int_status[l]);
             }
-            w.bytes(&self.tpm.save_volatile());
+            w.bytes(&tpm.save_volatile());
             w.buf
         }
 
@@ -745,7 +843,7 @@ mod save {
             let (_version, payload) = vdev::save::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
             let mut r = Reader::new(payload);
             let active = match r.u8().map_err(m)? {
-                0xFF => None,
+                NO_LOCALITY => None,
                 l if l < LOCALITIES => Some(l),
                 _ => return Err(RestoreError::Malformed),
             };
@@ -781,22 +879,44 @@ mod save {
             let mut iv = [0u8; LOCALITIES as usize];
             let mut is = [0u32; LOCALITIES as usize];
             for l in 0..LOCALITIES as usize {
-                ie[l] = r.u32().map_err(m)? & (INT_SOURCES | INT_POLARITY_MASK | INT_GLOBAL_ENABLE);
+                ie[l] = r.u32().map_err(m)?;
                 iv[l] = r.u8().map_err(m)?;
-                is[l] = r.u32().map_err(m)? & INT_SOURCES;
+                is[l] = r.u32().map_err(m)?;
+                // Only bits a guest can set (as the register writes mask them).
+                if ie[l] & !(INT_SOURCES | INT_POLARITY_MASK | INT_GLOBAL_ENABLE) != 0
+                    || is[l] & !INT_SOURCES != 0
+                {
+                    return Err(RestoreError::Malformed);
+                }
             }
-            self.tpm.restore_volatile(r.rest())?;
-            self.active = active;
-            self.pending = pending;
-            self.seized = seized;
-            self.established = established == 1;
-            self.state = state;
-            self.cmd = cmd;
-            self.rsp = rsp;
-            self.rsp_pos = rsp_pos;
-            self.int_enable = ie;
-            self.int_vector = iv;
-            self.int_status = is;
+            let Self {
+                tpm,
+                intid: _,
+                active: s_active,
+                pending: s_pending,
+                seized: s_seized,
+                established: s_established,
+                state: s_state,
+                cmd: s_cmd,
+                rsp: s_rsp,
+                rsp_pos: s_rsp_pos,
+                int_enable,
+                int_vector,
+                int_status,
+            } = self;
+            // The engine last of the checks: if it refuses, nothing has changed.
+            tpm.restore_volatile(r.rest())?;
+            *s_active = active;
+            *s_pending = pending;
+            *s_seized = seized;
+            *s_established = established == 1;
+            *s_state = state;
+            *s_cmd = cmd;
+            *s_rsp = rsp;
+            *s_rsp_pos = rsp_pos;
+            *int_enable = ie;
+            *int_vector = iv;
+            *int_status = is;
             Ok(())
         }
     }

@@ -11,7 +11,10 @@ use crate::tis::Tis;
 use crate::tis_regs::{fifo, REGION_SIZE};
 use alloc::vec::Vec;
 use devices::SpiSlave;
-use vdev::{AccessSize, MmioContext, MmioDevice, NullInterrupts, VecMemory};
+use vdev::save::{Reader, Writer};
+use vdev::{
+    AccessSize, MmioContext, MmioDevice, NullInterrupts, RestoreError, SaveRestore, VecMemory,
+};
 
 /// SPI transaction encoding (PTP §7.4.6).
 pub mod defs {
@@ -32,6 +35,8 @@ pub mod defs {
     pub const MISO_FILL: u8 = 0x00;
     /// What reads of addresses outside the TPM return.
     pub const UNMAPPED_READ: u8 = 0xff;
+    /// Most data bytes one transaction carries.
+    pub const MAX_TRANSFER: usize = HEADER_SIZE_MASK as usize + 1;
 }
 
 use defs::*;
@@ -263,6 +268,117 @@ impl SpiSlave for TisSpi {
     }
 }
 
+/// The saved tag of each [`Phase`].
+mod phase_tag {
+    pub const IDLE: u8 = 0;
+    pub const HEADER: u8 = 1;
+    pub const READ: u8 = 2;
+    pub const WRITE: u8 = 3;
+    pub const DONE: u8 = 4;
+}
+
+/// Saved state, version 1, little-endian after the header: the transaction phase
+/// (tag u8; Header: bytes received u8 and the four header bytes; Read: the fetched
+/// data (length u32, 1..=64 bytes) and bytes sent u32; Write: offset present
+/// (flag) and offset u64, length u32, data so far (length u32, bytes)), then the
+/// TIS's own blob (length u32, bytes). Restore accepts only phases the decoder can
+/// reach.
+impl SaveRestore for TisSpi {
+    const SAVE_ID: [u8; 4] = *b"VTSP";
+    const SAVE_VERSION: u32 = 1;
+
+    fn save(&self) -> Vec<u8> {
+        let Self { tis, phase } = self;
+        let mut w = Writer::new(Self::SAVE_ID, Self::SAVE_VERSION);
+        match phase {
+            Phase::Idle => {
+                w.u8(phase_tag::IDLE);
+            }
+            Phase::Header { bytes, n } => {
+                w.u8(phase_tag::HEADER).u8(*n as u8);
+                for b in bytes {
+                    w.u8(*b);
+                }
+            }
+            Phase::Read { data, sent } => {
+                w.u8(phase_tag::READ).bytes(data).u32(*sent as u32);
+            }
+            Phase::Write { offset, len, data } => {
+                w.u8(phase_tag::WRITE)
+                    .flag(offset.is_some())
+                    .u64(offset.unwrap_or(0))
+                    .u32(*len as u32)
+                    .bytes(data);
+            }
+            Phase::Done => {
+                w.u8(phase_tag::DONE);
+            }
+        }
+        w.bytes(&tis.save());
+        w.finish()
+    }
+
+    fn restore(&mut self, blob: &[u8]) -> Result<(), RestoreError> {
+        let (_version, mut r) = Reader::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
+        let bad = Err(RestoreError::Malformed);
+        let phase = match r.u8()? {
+            phase_tag::IDLE => Phase::Idle,
+            phase_tag::HEADER => {
+                let n = usize::from(r.u8()?);
+                let mut bytes = [0u8; HEADER_LEN];
+                for b in &mut bytes {
+                    *b = r.u8()?;
+                }
+                // A complete header starts the data phase; unreceived bytes are zero.
+                if n >= HEADER_LEN || bytes[n..].iter().any(|&b| b != 0) {
+                    return bad;
+                }
+                Phase::Header { bytes, n }
+            }
+            phase_tag::READ => {
+                let data = r.bytes(MAX_TRANSFER)?.to_vec();
+                let sent = r.u32()? as usize;
+                // The last byte sent ends the transfer.
+                if data.is_empty() || sent >= data.len() {
+                    return bad;
+                }
+                Phase::Read { data, sent }
+            }
+            phase_tag::WRITE => {
+                let has_offset = r.flag()?;
+                let offset = r.u64()?;
+                let len = r.u32()? as usize;
+                let data = r.bytes(MAX_TRANSFER)?.to_vec();
+                let offset_ok = if has_offset {
+                    offset < REGION_SIZE
+                } else {
+                    offset == 0
+                };
+                // The last byte received performs the write and ends the transfer.
+                if !offset_ok || !(1..=MAX_TRANSFER).contains(&len) || data.len() >= len {
+                    return bad;
+                }
+                Phase::Write {
+                    offset: has_offset.then_some(offset),
+                    len,
+                    data,
+                }
+            }
+            phase_tag::DONE => Phase::Done,
+            _ => return bad,
+        };
+        let inner = r.bytes(usize::MAX)?;
+        r.end()?;
+        let Self {
+            tis,
+            phase: s_phase,
+        } = self;
+        tis.restore(inner)?;
+        *s_phase = phase;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,4 +599,134 @@ mod tests {
             "MISO idles high"
         );
     }
+
+    /// Locality 0 requested; then a 4-byte read of DID_VID stopped after its first
+    /// data byte, so the slave is mid-transfer.
+    fn drive_spi(s: &mut TisSpi) {
+        xfer(s, false, reg(0, ACCESS), &[ACCESS_REQUEST_USE], 1);
+        s.select(true);
+        let addr = reg(0, DID_VID);
+        for b in [
+            HEADER_READ | 3,
+            (addr >> 16) as u8,
+            (addr >> 8) as u8,
+            addr as u8,
+        ] {
+            s.miso_byte();
+            s.mosi_byte(b);
+        }
+        s.miso_byte();
+        s.mosi_byte(0);
+    }
+
+    /// What a master sees: the rest of the transfer in progress, then STS and
+    /// ACCESS of locality 0 in fresh transactions.
+    fn probe_spi(s: &mut TisSpi) -> Vec<u8> {
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(s.miso_byte());
+            s.mosi_byte(0);
+        }
+        s.select(false);
+        seen.extend(read32(s, reg(0, STS)).to_le_bytes());
+        seen.extend(xfer(s, true, reg(0, ACCESS), &[], 1));
+        seen
+    }
+
+    vdev::save_restore_tests!(saved_state, make: spi, drive: drive_spi, probe: probe_spi);
+
+    /// The TPM chain as el2 builds it: PL061 → bit-banged SPI → TIS over SPI.
+    type Chain = Pl061<SpiBitBang<TisSpi>>;
+    const CHAIN_PINS: SpiPins = SpiPins {
+        sck: 0,
+        mosi: 1,
+        miso: 2,
+        cs: 3,
+    };
+
+    fn chain() -> Chain {
+        Pl061::new(SpiBitBang::new(CHAIN_PINS, spi()).unwrap(), None)
+    }
+
+    fn chain_io<R>(f: impl FnOnce(&mut MmioContext) -> R) -> R {
+        let mut mem = VecMemory::new(0, 0);
+        let mut ctx = MmioContext {
+            vcpu: 0,
+            mem: &mut mem,
+            irq: &mut NullInterrupts,
+        };
+        f(&mut ctx)
+    }
+
+    fn chain_set(g: &mut Chain, pin: u8, v: bool) {
+        chain_io(|x| {
+            g.write(
+                x,
+                u64::from(1u8 << pin) << 2,
+                AccessSize::Byte,
+                if v { 0xff } else { 0 },
+            )
+            .unwrap()
+        })
+    }
+
+    /// Clocks one byte out on MOSI and returns the MISO byte.
+    fn chain_byte(g: &mut Chain, out: u8) -> u8 {
+        let mut b = 0u8;
+        for i in (0..8).rev() {
+            chain_set(g, CHAIN_PINS.mosi, out & (1 << i) != 0);
+            chain_set(g, CHAIN_PINS.sck, true);
+            let miso = chain_io(|x| {
+                g.read(x, u64::from(1u8 << CHAIN_PINS.miso) << 2, AccessSize::Byte)
+                    .unwrap()
+            });
+            b = (b << 1) | u8::from(miso != 0);
+            chain_set(g, CHAIN_PINS.sck, false);
+        }
+        b
+    }
+
+    /// The pins configured, a 4-byte read of DID_VID begun: header and one data
+    /// byte, then three bits of the next, SCK high.
+    fn drive_chain(g: &mut Chain) {
+        chain_set(g, CHAIN_PINS.cs, true);
+        chain_io(|x| g.write(x, 0x400, AccessSize::Byte, 0b1011).unwrap());
+        chain_set(g, CHAIN_PINS.cs, false);
+        for out in [0x83u8, 0xd4, 0x0f, 0x00, 0] {
+            chain_byte(g, out);
+        }
+        for _ in 0..3 {
+            chain_set(g, CHAIN_PINS.sck, false);
+            chain_set(g, CHAIN_PINS.sck, true);
+        }
+    }
+
+    /// What the guest sees: the GPIO register file, then MISO through three more
+    /// bytes and a fresh read of ACCESS.
+    fn probe_chain(g: &mut Chain) -> Vec<u64> {
+        let mut seen: Vec<u64> = chain_io(|x| {
+            (0x3fc..0x424)
+                .step_by(4)
+                .map(|off| g.read(x, off, AccessSize::Byte).unwrap())
+                .collect()
+        });
+        chain_set(g, CHAIN_PINS.sck, false);
+        for _ in 0..3 {
+            seen.push(u64::from(chain_byte(g, 0)));
+        }
+        chain_set(g, CHAIN_PINS.cs, true);
+        chain_set(g, CHAIN_PINS.cs, false);
+        for out in [0x80u8, 0xd4, 0x00, 0x00, 0] {
+            seen.push(u64::from(chain_byte(g, out)));
+        }
+        chain_set(g, CHAIN_PINS.cs, true);
+        seen
+    }
+
+    vdev::save_restore_tests!(
+        chain_saved_state,
+        make: chain,
+        drive: drive_chain,
+        probe: probe_chain,
+    );
 }

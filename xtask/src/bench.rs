@@ -31,6 +31,11 @@ pub const BENCHES: &[Bench] = &[
         run: run_exits,
     },
     Bench {
+        name: "mmio-contention",
+        about: "GIC redistributor read latency of vCPU 0 while vCPU 1 does virtio-blk I/O, against vCPU 1 idle (bench-contention guest, 2 vCPUs, MTTCG)",
+        run: crate::bench_contention::run_contention,
+    },
+    Bench {
         name: "boot",
         about: "Linux boot to init under the hypervisor against the same kernel started directly by QEMU (median of 5 pairs)",
         run: crate::bench_boot::run_boot,
@@ -45,6 +50,11 @@ pub const BENCHES: &[Bench] = &[
         about: "ops/s of GetRandom, PCR_Extend, CreatePrimary(ECC P-256), Sign(ECDSA P-256) and Hash(4 KiB): vtpm-sim (release) against swtpm, same Rust client, same run",
         run: crate::bench_tpm::run_tpm,
     },
+    Bench {
+        name: "compose",
+        about: "compositor (release, host): 1920x1080 guest + cursor + overlay into 2560x1440, full frame, bilinear and 64x64 damage against a copy of the output frame",
+        run: crate::bench_compose::run_compose,
+    },
 ];
 
 /// Finds a benchmark by name.
@@ -58,9 +68,10 @@ pub fn find(name: &str) -> Result<&'static Bench, Error> {
     })
 }
 
-/// `cargo xtask bench NAME`.
-pub fn bench_cli(layout: &Layout, args: &[String]) -> Result<(), Error> {
-    let [name] = args else {
+/// The benchmark `cargo xtask bench NAME` names; without a name, a usage
+/// error listing them.
+pub fn find_or_list(name: Option<&str>) -> Result<&'static Bench, Error> {
+    let Some(name) = name else {
         let list: Vec<String> = BENCHES
             .iter()
             .map(|b| format!("  {:<8} {}", b.name, b.about))
@@ -70,7 +81,11 @@ pub fn bench_cli(layout: &Layout, args: &[String]) -> Result<(), Error> {
             list.join("\n")
         )));
     };
-    let bench = find(name)?;
+    find(name)
+}
+
+/// `cargo xtask bench NAME`.
+pub fn bench_cli(layout: &Layout, bench: &Bench) -> Result<(), Error> {
     let headline = (bench.run)(layout)?;
     println!("{headline}");
     Ok(())

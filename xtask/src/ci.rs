@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the whole suite, as CI runs it (`.ci/run`). Set-up (QEMU,
-//! rustup targets), `cargo xtask build`, the host tests of the default members
-//! (the integration tests among them boot QEMU) in the fresh-host namespace
-//! ([`crate::fresh`]: QEMU's firmware files from optional packages hidden), then
-//! clippy on the bare-metal crates with their targets. Every step runs even after a failure, so one run
+//! rustup targets, cargo-deny), `cargo xtask build`, the lint and audit gates
+//! (`cargo fmt --check`, clippy `-D warnings` on every crate, `cargo deny`), then
+//! the host tests of the default members (the integration tests among them boot
+//! QEMU) in the fresh-host namespace ([`crate::fresh`]: QEMU's firmware files from
+//! optional packages hidden). Every step runs even after a failure, so one run
 //! shows everything that is broken; the last line sums up.
 
 use std::time::Instant;
@@ -12,7 +13,7 @@ use crate::error::Error;
 use crate::exec::{cargo, run_step};
 use crate::fresh;
 use crate::layout::{GUEST_PACKAGE, GUEST_TARGET, HYP_PACKAGE, HYP_TARGET};
-use crate::setup::{ensure_qemu, ensure_rust_targets, ensure_tools, TEST_TOOLS};
+use crate::setup::{ensure_cargo_deny, ensure_qemu, ensure_rust_targets, ensure_tools, TEST_TOOLS};
 use crate::Layout;
 
 /// One step of the suite.
@@ -39,57 +40,105 @@ pub fn fresh_test_cli(layout: &Layout, args: &[String]) -> Result<(), Error> {
     run_step(fresh::STEP, wrapped, &layout.root, false)
 }
 
-/// The cargo steps after the build, as `(name, cargo arguments)`. Plain
-/// `cargo test` at the root tests the workspace's default members: every host
-/// crate, without the bare-metal ones (which `--workspace` would include).
+/// The cargo steps after the build, as `(name, cargo arguments)`: the house
+/// rules first (formatting; clippy with `-D warnings` on every crate, the host
+/// crates with all their targets, the bare-metal ones for their targets; the
+/// lints every crate takes from `[workspace.lints]`; cargo-deny's offline checks),
+/// then the tests. Plain `cargo test`/`cargo clippy` at the root cover the
+/// workspace's default members: every host crate, without the bare-metal ones
+/// (which `--workspace` would include).
 pub fn cargo_steps() -> Vec<(String, Vec<String>)> {
-    let clippy = |package: &str, target: &str| {
-        let args = [
-            "clippy", "-p", package, "--target", target, "--", "-D", "warnings",
-        ];
+    let step = |name: &str, args: &[&str]| {
         (
-            format!("clippy {package}"),
-            args.iter().map(|a| a.to_string()).collect(),
+            name.to_string(),
+            args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    let clippy = |package: &str, target: &str| {
+        step(
+            &format!("clippy {package}"),
+            &[
+                "clippy", "-p", package, "--target", target, "--", "-D", "warnings",
+            ],
         )
     };
     vec![
-        ("cargo test".to_string(), vec!["test".to_string()]),
+        step("fmt", &["fmt", "--all", "--check"]),
+        step(
+            "clippy host crates",
+            &["clippy", "--all-targets", "--", "-D", "warnings"],
+        ),
         clippy(HYP_PACKAGE, HYP_TARGET),
         clippy(GUEST_PACKAGE, GUEST_TARGET),
+        step(DENY_STEP, &["deny", "check", "licenses", "bans", "sources"]),
+        step(FRESH_STEP, &["test"]),
     ]
+}
+
+/// The cargo-deny step: licences, banned and duplicate crates, sources. Its
+/// advisories check needs the RustSec database from GitHub, which the suite does
+/// not assume it can reach (see deny.toml).
+pub const DENY_STEP: &str = "cargo deny";
+
+/// Whether a step of [`cargo_steps`] is a gate (`cargo xtask lint` runs those).
+pub fn is_gate(name: &str) -> bool {
+    name != FRESH_STEP
 }
 
 /// Runs the suite; `Err` names the failed steps.
 pub fn test_cli(layout: &Layout) -> Result<(), Error> {
-    let start = Instant::now();
     let setup = ensure_qemu(false)
         .and_then(|()| ensure_tools(TEST_TOOLS, false))
-        .and_then(|()| ensure_rust_targets(layout, false));
+        .and_then(|()| ensure_rust_targets(layout, false))
+        .and_then(|()| ensure_cargo_deny(false));
+    run_steps(layout, "xtask test", setup, true, |_| true)
+}
+
+/// `cargo xtask lint`: the suite's gates alone (no build, no tests).
+pub fn lint_cli(layout: &Layout) -> Result<(), Error> {
+    let setup = ensure_rust_targets(layout, false).and_then(|()| ensure_cargo_deny(false));
+    run_steps(layout, "xtask lint", setup, false, is_gate)
+}
+
+/// Runs the build (when `build`) and the cargo steps `pick` keeps, every one even
+/// after a failure; the last line names each step with its time and sums up.
+fn run_steps(
+    layout: &Layout,
+    title: &str,
+    setup: Result<(), Error>,
+    build: bool,
+    pick: impl Fn(&str) -> bool,
+) -> Result<(), Error> {
+    let start = Instant::now();
     if let Err(e) = setup {
-        println!("xtask test: FAILED at set-up: {e}");
-        return Err(Error::step("xtask test", "set-up failed"));
+        println!("{title}: FAILED at set-up: {e}");
+        return Err(Error::step(title, "set-up failed"));
     }
     let mut checks = Vec::new();
-    let mut check = |name: &str, result: Result<(), Error>| {
+    let mut check = |name: &str, step_start: Instant, result: Result<(), Error>| {
         if let Err(e) = &result {
             eprintln!("xtask: {name} FAILED: {e}");
         }
         checks.push(Check {
-            name: name.into(),
+            name: format!("{name} ({} s)", step_start.elapsed().as_secs()),
             result,
         });
     };
-    check("build", build_all(layout, false).map(|_| ()));
-    for (name, args) in cargo_steps() {
+    if build {
+        let t = Instant::now();
+        check("build", t, build_all(layout, false).map(|_| ()));
+    }
+    for (name, args) in cargo_steps().into_iter().filter(|(n, _)| pick(n)) {
+        let t = Instant::now();
         let mut cmd = cargo();
         cmd.args(&args);
         if name == FRESH_STEP {
             let step = format!("{name} ({})", fresh::STEP);
             let result = fresh::wrap(&cmd, &fresh_stage(layout))
                 .and_then(|w| run_step(&step, w, &layout.root, false));
-            check(&step, result);
+            check(&step, t, result);
         } else {
-            check(&name, run_step(&name, cmd, &layout.root, false));
+            check(&name, t, run_step(&name, cmd, &layout.root, false));
         }
     }
 
@@ -101,18 +150,15 @@ pub fn test_cli(layout: &Layout) -> Result<(), Error> {
         .collect();
     let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     if failed.is_empty() {
-        println!("xtask test: OK — {} in {secs} s", names.join(", "));
+        println!("{title}: OK — {} in {secs} s", names.join(", "));
         Ok(())
     } else {
         println!(
-            "xtask test: FAILED — {} (of {}) in {secs} s",
+            "{title}: FAILED — {} (of {}) in {secs} s",
             failed.join(", "),
             names.join(", ")
         );
-        Err(Error::step(
-            "xtask test",
-            format!("failed: {}", failed.join(", ")),
-        ))
+        Err(Error::step(title, format!("failed: {}", failed.join(", "))))
     }
 }
 
@@ -121,19 +167,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn suite_runs_the_host_tests_then_clippy_on_the_bare_metal_crates() {
+    fn suite_runs_the_gates_then_the_host_tests() {
         let steps = cargo_steps();
-        let line = |i: usize| steps[i].1.join(" ");
-        assert_eq!(steps.len(), 3);
-        assert_eq!(line(0), "test");
-        assert_eq!(steps[0].0, FRESH_STEP);
+        let lines: Vec<String> = steps.iter().map(|(_, a)| a.join(" ")).collect();
         assert_eq!(
-            line(1),
-            "clippy -p rayos-el2 --target aarch64-unknown-none-softfloat -- -D warnings"
+            lines,
+            [
+                "fmt --all --check",
+                "clippy --all-targets -- -D warnings",
+                "clippy -p rayos-el2 --target aarch64-unknown-none-softfloat -- -D warnings",
+                "clippy -p selftest-guest --target aarch64-unknown-none -- -D warnings",
+                "deny check licenses bans sources",
+                "test",
+            ]
         );
-        assert_eq!(
-            line(2),
-            "clippy -p selftest-guest --target aarch64-unknown-none -- -D warnings"
-        );
+        assert_eq!(steps[4].0, DENY_STEP);
+        assert_eq!(steps[5].0, FRESH_STEP);
+        let gates: Vec<&str> = steps
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| is_gate(n))
+            .collect();
+        assert_eq!(gates.len(), 5, "{gates:?}");
+    }
+
+    /// Every crate of the workspace takes the house lints.
+    #[test]
+    fn every_member_opts_into_the_workspace_lints() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("undocumented_unsafe_blocks = \"deny\""));
+        let members = manifest
+            .split("members = [")
+            .nth(1)
+            .and_then(|m| m.split(']').next())
+            .unwrap();
+        let mut n = 0;
+        for m in members.split(',').map(|m| m.trim().trim_matches('"')) {
+            if m.is_empty() {
+                continue;
+            }
+            let text = std::fs::read_to_string(root.join(m).join("Cargo.toml")).unwrap();
+            assert!(text.contains("[lints]\nworkspace = true"), "{m}");
+            n += 1;
+        }
+        assert!(n >= 16, "{n} members");
     }
 }

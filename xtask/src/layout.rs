@@ -16,7 +16,14 @@ pub const HYP_PACKAGE: &str = "rayos-el2";
 /// Cargo package of the bare-metal test guests.
 pub const GUEST_PACKAGE: &str = "selftest-guest";
 /// Binaries of [`GUEST_PACKAGE`] converted to flat images.
-pub const GUEST_BINS: &[&str] = &["selftest", "bench-exits", "virtio-hostile", "reset-loop"];
+pub const GUEST_BINS: &[&str] = &[
+    "selftest",
+    "bench-exits",
+    "bench-compose",
+    "virtio-hostile",
+    "reset-loop",
+    "bench-contention",
+];
 
 /// Paths of one workspace.
 #[derive(Debug, Clone, PartialEq, Eq)]

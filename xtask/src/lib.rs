@@ -11,6 +11,8 @@
 
 pub mod bench;
 pub mod bench_boot;
+pub mod bench_compose;
+pub mod bench_contention;
 pub mod bench_disk;
 pub mod bench_tpm;
 pub mod build;
@@ -29,6 +31,7 @@ pub mod script;
 pub mod selftest;
 pub mod session;
 pub mod setup;
+pub mod soak;
 pub mod sysdisk;
 
 pub use error::Error;

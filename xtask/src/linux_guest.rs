@@ -16,7 +16,7 @@
 mod apt;
 mod build;
 mod cache;
-mod cpio;
+pub mod cpio;
 mod init;
 mod kernel;
 mod modules;

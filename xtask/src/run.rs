@@ -46,6 +46,8 @@ pub enum Guest {
     Selftest,
     /// The bare-metal exit benchmark (`target/guests/bench-exits.bin`).
     BenchExits,
+    /// The bare-metal compositor benchmark (`target/guests/bench-compose.bin`).
+    BenchCompose,
     /// The bare-metal hostile virtio driver (`target/guests/virtio-hostile.bin`),
     /// given a 1 MiB RAM disk.
     VirtioHostile,
@@ -56,10 +58,11 @@ pub enum Guest {
 
 impl Guest {
     /// Every guest, for messages.
-    pub const ALL: [Guest; 5] = [
+    pub const ALL: [Guest; 6] = [
         Guest::Linux,
         Guest::Selftest,
         Guest::BenchExits,
+        Guest::BenchCompose,
         Guest::VirtioHostile,
         Guest::ResetLoop,
     ];
@@ -70,6 +73,7 @@ impl Guest {
             Guest::Linux => "linux",
             Guest::Selftest => "selftest",
             Guest::BenchExits => "bench-exits",
+            Guest::BenchCompose => "bench-compose",
             Guest::VirtioHostile => "virtio-hostile",
             Guest::ResetLoop => "reset-loop",
         }
@@ -79,7 +83,11 @@ impl Guest {
     pub fn default_vcpus(self) -> u32 {
         match self {
             Guest::Linux => 2,
-            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile | Guest::ResetLoop => 1,
+            Guest::Selftest
+            | Guest::BenchExits
+            | Guest::BenchCompose
+            | Guest::VirtioHostile
+            | Guest::ResetLoop => 1,
         }
     }
 
@@ -87,9 +95,11 @@ impl Guest {
     pub fn default_mem(self) -> u64 {
         match self {
             Guest::Linux => 512 << 20,
-            Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile | Guest::ResetLoop => {
-                64 << 20
-            }
+            Guest::Selftest
+            | Guest::BenchExits
+            | Guest::BenchCompose
+            | Guest::VirtioHostile
+            | Guest::ResetLoop => 64 << 20,
         }
     }
 
@@ -136,7 +146,7 @@ pub struct RunOptions {
     /// Extra QEMU arguments, verbatim.
     pub qemu_args: Vec<String>,
     /// Make the hypervisor fault on purpose after reading the bundle (tests of its
-    /// fatal path; `--hypervisor-fault panic|data-abort|stack-overflow`).
+    /// fatal path; `--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data`).
     pub hypervisor_fault: Option<vmspec::HypervisorFault>,
     /// Show neither build output nor the console as it arrives (tests); the
     /// console is still in the outcome.
@@ -156,11 +166,13 @@ impl RunOptions {
     }
 }
 
-/// `run`'s usage text.
+/// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--headless] [--timeout SECONDS] [--script FILE] \
-[--accel tcg|kvm] [--cpu MODEL] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow]
+[--accel tcg|kvm] [--cpu MODEL] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
+/// What `cargo xtask run --help` says after the options.
+pub const NOTES: &str = "\
   On a terminal QEMU gets the terminal (quit with Ctrl-A X). With --headless, --script or --timeout, or
   without a terminal, the console is captured and shown, the run is killed after the timeout (default
   120 s), and the exit status says whether it passed: QEMU exited 0 (70 = hypervisor fatal error), plus
@@ -172,96 +184,165 @@ pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|vir
   other guests boot from a bundle instead.
   Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `# comment`.";
 
-/// Parses `run`'s arguments (`--flag value` or `--flag=value`).
-pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
-    let mut o = RunOptions::default();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
+/// `run`'s flags as clap reads them ([`parse_args`] and `cargo xtask run`).
+#[derive(Debug, Clone, clap::Args)]
+#[command(override_usage = USAGE, after_help = NOTES)]
+pub struct RunArgs {
+    /// the guest (default linux)
+    #[arg(long, value_name = "linux|selftest|bench-exits|virtio-hostile|reset-loop", value_parser = parse_guest)]
+    guest: Option<Guest>,
+    /// replaces the guest's kernel
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// replaces the guest's initrd
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// replaces the kernel command line
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    append: Option<String>,
+    /// vCPUs
+    #[arg(long, value_name = "N", value_parser = parse_smp)]
+    smp: Option<u32>,
+    /// guest RAM (e.g. 512M, 1G)
+    #[arg(long, value_name = "SIZE", value_parser = parse_mem)]
+    mem: Option<u64>,
+    /// command the Linux guest's init runs, then powers off
+    #[arg(long = "guest-cmd", value_name = "'CMD'", allow_hyphen_values = true)]
+    guest_cmd: Option<String>,
+    /// system disk of a Linux run (default target/system-disk.img)
+    #[arg(long = "system-disk", value_name = "PATH")]
+    system_disk: Option<PathBuf>,
+    /// recreate the system disk (a new VM identity) first
+    #[arg(long)]
+    fresh: bool,
+    /// capture the console instead of giving QEMU the terminal
+    #[arg(long)]
+    headless: bool,
+    /// kill a captured run after this long (default 120)
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
+    /// drive the console with a script (lines below)
+    #[arg(long, value_name = "FILE")]
+    script: Option<PathBuf>,
+    /// QEMU accelerator (default tcg)
+    #[arg(long, value_name = "tcg|kvm", value_parser = parse_accel)]
+    accel: Option<Accel>,
+    /// QEMU's CPU model instead of `max` (e.g. cortex-a72: Armv8.0, no RNDR).
+    #[arg(long, value_name = "MODEL", action = clap::ArgAction::Append)]
+    cpu: Vec<String>,
+    /// -icount shift=0 (exact instruction counts)
+    #[arg(long)]
+    icount: bool,
+    /// print the QEMU command line and bundle details
+    #[arg(long, short = 'v')]
+    verbose: bool,
+    /// extra QEMU argument, verbatim
+    #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true, action = clap::ArgAction::Append)]
+    qemu_arg: Vec<String>,
+    /// make the hypervisor fault on purpose (tests of its fatal path)
+    #[arg(long = "hypervisor-fault", value_name = "panic|data-abort|stack-overflow|write-text|execute-data", value_parser = parse_fault)]
+    hypervisor_fault: Option<vmspec::HypervisorFault>,
+}
+
+fn parse_guest(v: &str) -> Result<Guest, String> {
+    Guest::from_name(v).map_err(|e| e.to_string())
+}
+
+fn parse_smp(v: &str) -> Result<u32, String> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=vmspec::MAX_VCPUS).contains(n))
+        .ok_or_else(|| format!("--smp takes 1..={}, not `{v}`", vmspec::MAX_VCPUS))
+}
+
+fn parse_mem(v: &str) -> Result<u64, String> {
+    vmspec::parse_size(v)
+        .filter(|m| *m >= 1 << 20)
+        .ok_or_else(|| format!("--mem takes a size of at least 1M (e.g. 512M, 1G), not `{v}`"))
+}
+
+fn parse_timeout(v: &str) -> Result<Duration, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("--timeout takes seconds (0 < s <= 86400), not `{v}`"))
+}
+
+fn parse_accel(v: &str) -> Result<Accel, String> {
+    v.parse()
+}
+
+fn parse_fault(v: &str) -> Result<vmspec::HypervisorFault, String> {
+    vmspec::HypervisorFault::from_name(v).ok_or_else(|| {
+        format!("--hypervisor-fault takes panic, data-abort, stack-overflow, write-text or execute-data, not `{v}`")
+    })
+}
+
+impl RunArgs {
+    /// The options, checked. `matches` are the ones these flags came from: they
+    /// give the order of `--qemu-arg` and `--cpu` (extra QEMU arguments keep the
+    /// command line's order; QEMU takes the last `-cpu`).
+    pub fn options(self, matches: &clap::ArgMatches) -> Result<RunOptions, Error> {
+        let mut extra: Vec<(usize, Vec<String>)> = Vec::new();
+        let indices = |id: &str| -> Vec<usize> {
+            matches
+                .indices_of(id)
+                .map(|i| i.collect())
+                .unwrap_or_default()
         };
-        let mut value = |name: &str| -> Result<String, Error> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| Error::Usage(format!("{name} needs a value\n  {USAGE}")))
-        };
-        match flag {
-            "--guest" => o.guest = Guest::from_name(&value(flag)?)?,
-            "--kernel" => o.kernel = Some(value(flag)?.into()),
-            "--initrd" => o.initrd = Some(value(flag)?.into()),
-            "--append" => o.append = Some(value(flag)?),
-            "--smp" => {
-                let v = value(flag)?;
-                let n = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=vmspec::MAX_VCPUS).contains(n));
-                o.smp = Some(n.ok_or_else(|| {
-                    Error::Usage(format!("--smp takes 1..={}, not `{v}`", vmspec::MAX_VCPUS))
-                })?);
-            }
-            "--mem" => {
-                let v = value(flag)?;
-                let m = vmspec::parse_size(&v).filter(|m| *m >= 1 << 20);
-                o.mem = Some(m.ok_or_else(|| {
-                    Error::Usage(format!(
-                        "--mem takes a size of at least 1M (e.g. 512M, 1G), not `{v}`"
-                    ))
-                })?);
-            }
-            "--guest-cmd" => o.guest_cmd = Some(value(flag)?),
-            "--system-disk" => o.system_disk = Some(value(flag)?.into()),
-            "--fresh" if inline.is_none() => o.fresh = true,
-            "--headless" if inline.is_none() => o.headless = true,
-            "--timeout" => {
-                let v = value(flag)?;
-                let secs = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0);
-                o.timeout = Some(Duration::from_secs_f64(secs.ok_or_else(|| {
-                    Error::Usage(format!(
-                        "--timeout takes seconds (0 < s <= 86400), not `{v}`"
-                    ))
-                })?));
-            }
-            "--script" => o.script = Some(value(flag)?.into()),
-            "--accel" => o.accel = value(flag)?.parse().map_err(Error::Usage)?,
-            "--icount" if inline.is_none() => o.icount = true,
-            "--verbose" | "-v" if inline.is_none() => o.verbose = true,
-            "--qemu-arg" => o.qemu_args.push(value(flag)?),
-            // QEMU's CPU model instead of `max` (e.g. cortex-a72: Armv8.0, no RNDR);
-            // QEMU takes the last -cpu, and extra arguments come last.
-            "--cpu" => o.qemu_args.extend(["-cpu".into(), value(flag)?]),
-            "--hypervisor-fault" => {
-                let v = value(flag)?;
-                o.hypervisor_fault =
-                    Some(vmspec::HypervisorFault::from_name(&v).ok_or_else(|| {
-                        Error::Usage(format!(
-                            "--hypervisor-fault takes panic, data-abort or stack-overflow, not `{v}`"
-                        ))
-                    })?)
-            }
-            _ => {
-                return Err(Error::Usage(format!(
-                    "unknown run argument `{arg}`\n  {USAGE}"
-                )))
-            }
+        for (i, a) in indices("qemu_arg").into_iter().zip(self.qemu_arg) {
+            extra.push((i, vec![a]));
         }
+        for (i, model) in indices("cpu").into_iter().zip(self.cpu) {
+            extra.push((i, vec!["-cpu".into(), model]));
+        }
+        extra.sort_by_key(|(i, _)| *i);
+        let o = RunOptions {
+            guest: self.guest.unwrap_or_default(),
+            kernel: self.kernel,
+            initrd: self.initrd,
+            append: self.append,
+            smp: self.smp,
+            mem: self.mem,
+            guest_cmd: self.guest_cmd,
+            system_disk: self.system_disk,
+            fresh: self.fresh,
+            headless: self.headless,
+            timeout: self.timeout,
+            script: self.script,
+            accel: self.accel.unwrap_or_default(),
+            icount: self.icount,
+            verbose: self.verbose,
+            qemu_args: extra.into_iter().flat_map(|(_, a)| a).collect(),
+            hypervisor_fault: self.hypervisor_fault,
+            quiet: false,
+        };
+        if o.guest_cmd.is_some() && o.guest != Guest::Linux {
+            return Err(Error::Usage(
+                "--guest-cmd only applies to --guest linux".into(),
+            ));
+        }
+        if (o.system_disk.is_some() || o.fresh) && !uses_system_disk(&o) {
+            return Err(Error::Usage(
+                "--system-disk/--fresh apply to --guest linux without --kernel".into(),
+            ));
+        }
+        Ok(o)
     }
-    if o.guest_cmd.is_some() && o.guest != Guest::Linux {
-        return Err(Error::Usage(
-            "--guest-cmd only applies to --guest linux".into(),
-        ));
+}
+
+/// Parses `run`'s arguments (`--flag value` or `--flag=value`), as `cargo xtask
+/// run ARGS` does.
+pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
+    match crate::cli::parse(std::iter::once("run".to_string()).chain(args.iter().cloned()))? {
+        crate::cli::Parsed::Command(crate::cli::Command::Run(a), matches) => a.options(
+            matches
+                .subcommand_matches("run")
+                .expect("the run subcommand matched"),
+        ),
+        _ => Err(Error::Usage(format!("`run` takes options only\n  {USAGE}"))),
     }
-    if (o.system_disk.is_some() || o.fresh) && !uses_system_disk(&o) {
-        return Err(Error::Usage(
-            "--system-disk/--fresh apply to --guest linux without --kernel".into(),
-        ));
-    }
-    Ok(o)
 }
 
 /// Whether the run boots from a system disk (the Linux guest with its own kernel;
@@ -364,7 +445,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
                     .unwrap_or_else(|| LINUX_CMDLINE.to_string()),
             )
         }
-        Guest::Selftest | Guest::BenchExits | Guest::VirtioHostile | Guest::ResetLoop => {
+        Guest::Selftest
+        | Guest::BenchExits
+        | Guest::BenchCompose
+        | Guest::VirtioHostile
+        | Guest::ResetLoop => {
             let kernel = match &o.kernel {
                 Some(k) => k.clone(),
                 None => {

@@ -118,6 +118,44 @@ pub fn ensure_rust_targets(layout: &Layout, quiet: bool) -> Result<(), Error> {
     run_step(step, add, &layout.root, quiet)
 }
 
+/// The cargo-deny release the suite installs when `cargo deny` is missing.
+pub const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// Makes sure `cargo deny` runs: installed once with `cargo install --locked`
+/// into cargo's own bin folder (`~/.cargo/bin`), where later runs find it, so
+/// only the first run on a machine pays for the build (a few minutes).
+pub fn ensure_cargo_deny(quiet: bool) -> Result<(), Error> {
+    let runs = || {
+        Command::new("cargo")
+            .args(["deny", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if runs() {
+        return Ok(());
+    }
+    let step = "install cargo-deny";
+    eprintln!("xtask: cargo-deny not found; `cargo install --locked cargo-deny@{CARGO_DENY_VERSION}` (once per machine)");
+    let mut install = Command::new("cargo");
+    install
+        .args(["install", "--locked"])
+        .arg(format!("cargo-deny@{CARGO_DENY_VERSION}"));
+    run_step(step, install, Path::new("/"), quiet).map_err(|e| {
+        Error::step(
+            step,
+            format!("{e}; install it yourself (`cargo install --locked cargo-deny`) and retry"),
+        )
+    })?;
+    if runs() {
+        Ok(())
+    } else {
+        Err(Error::step(
+            step,
+            "installed, but `cargo deny --version` still fails (is ~/.cargo/bin on PATH?)",
+        ))
+    }
+}
+
 /// Whether this process runs as root (uid 0).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

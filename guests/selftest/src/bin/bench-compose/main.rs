@@ -1,0 +1,143 @@
+//! The compositor benchmark guest: composes one frame with the `compositor` crate —
+//! a 480×270 XRGB8888 surface, a 64×64 ARGB cursor and a status bar into a 640×360
+//! output — and counts the instructions (PMU counter 0, INST_RETIRED, exact under
+//! QEMU `-icount shift=0`) of: a copy of the output frame (the baseline), the full
+//! frame unscaled, the full frame scaled bilinearly to fill the output, and the
+//! damage-only frame after a 32×32 change. Prints one `bench-compose:` line and
+//! powers off. The per-pixel figure does not depend on the frame size, which is kept
+//! small so the run is quick under `-icount`.
+//!
+//! On the host this binary only prints that it must be built for
+//! `aarch64-unknown-none`.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod heap;
+#[cfg(target_os = "none")]
+#[path = "../bench-exits/pmu.rs"]
+mod pmu;
+
+#[cfg(target_os = "none")]
+mod guest {
+    extern crate alloc;
+
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    use compositor::text::status_bar;
+    use compositor::{compose, Filter, Frame, Layer, PixelFormat, Placement, Rect, Scene, Surface};
+    use selftest_guest::{outln, power, sysreg, vectors};
+
+    use crate::pmu;
+
+    const OUT_W: u32 = 640;
+    const OUT_H: u32 = 360;
+    const SRC_W: u32 = 480;
+    const SRC_H: u32 = 270;
+    const CURSOR: u32 = 64;
+
+    /// Instructions retired while `f` runs.
+    fn count(f: impl FnOnce()) -> u64 {
+        sysreg::isb();
+        let start = sysreg::pmevcntr0_el0();
+        sysreg::isb();
+        f();
+        sysreg::isb();
+        let end = sysreg::pmevcntr0_el0();
+        // PMEVCNTR0 may be only 32 bits wide; a frame here stays far below 2^32.
+        u64::from((end as u32).wrapping_sub(start as u32))
+    }
+
+    fn pattern(w: u32, h: u32) -> Vec<u8> {
+        (0..w * h)
+            .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+            .collect()
+    }
+
+    /// Entered from `_start` with a stack and a zeroed BSS.
+    #[no_mangle]
+    extern "C" fn guest_main() -> ! {
+        vectors::install(u32::MAX);
+        if let Err(why) = pmu::start_instruction_counter() {
+            outln!("bench-compose: error: {why}");
+            power::system_off();
+        }
+        let src = pattern(SRC_W, SRC_H);
+        let cursor_px: Vec<u8> = (0..CURSOR * CURSOR)
+            .flat_map(|i| (if i % 3 == 0 { 0u32 } else { 0xC0FF_FFFF }).to_le_bytes())
+            .collect();
+        let bar = status_bar(OUT_W, "RayOS vm0", 1, 0xFFFF_FFFF, 0xA000_0000);
+        let stride = OUT_W as usize * 4;
+        let (Ok(guest), Ok(cursor), Ok(bar_surface)) = (
+            Surface::new(
+                &src,
+                SRC_W,
+                SRC_H,
+                SRC_W as usize * 4,
+                PixelFormat::Xrgb8888,
+            ),
+            Surface::new(
+                &cursor_px,
+                CURSOR,
+                CURSOR,
+                CURSOR as usize * 4,
+                PixelFormat::Argb8888,
+            ),
+            bar.surface(),
+        ) else {
+            outln!("bench-compose: error: surfaces refused");
+            power::system_off();
+        };
+        let scene = |placement: Placement, filter: Filter| Scene {
+            background: 0x0020_2020,
+            layers: vec![
+                Layer {
+                    placement,
+                    filter,
+                    ..Layer::new(guest, 0, 0)
+                },
+                Layer {
+                    z: 2,
+                    ..Layer::new(bar_surface, 0, 0)
+                },
+                Layer {
+                    z: 3,
+                    ..Layer::new(cursor, 300, 200)
+                },
+            ],
+        };
+        let unscaled = scene(Placement::At { x: 80, y: 45 }, Filter::Nearest);
+        let scaled = scene(
+            Placement::Scaled(Rect::new(0, 0, OUT_W, OUT_H)),
+            Filter::Bilinear,
+        );
+        let output = Rect::new(0, 0, OUT_W, OUT_H);
+        let Some(damage) = unscaled.layers[0].damage_of(Rect::new(100, 60, 32, 32), output) else {
+            outln!("bench-compose: error: no damage");
+            power::system_off();
+        };
+        let mut out = vec![0u8; stride * OUT_H as usize];
+        let mut copy = vec![0u8; stride * OUT_H as usize];
+        let frame_of = |buf: &mut [u8], scene: &Scene, rects: &[Rect]| {
+            if let Ok(mut f) = Frame::new(buf, OUT_W, OUT_H, stride, PixelFormat::Xrgb8888) {
+                compose(scene, &mut f, rects);
+            }
+        };
+        let memcpy = count(|| copy.copy_from_slice(&out));
+        let full = count(|| frame_of(&mut out, &unscaled, &[output]));
+        let bilinear = count(|| frame_of(&mut out, &scaled, &[output]));
+        frame_of(&mut out, &unscaled, &[output]);
+        let dmg = count(|| frame_of(&mut out, &unscaled, &[damage]));
+        outln!(
+            "bench-compose: output_pixels={} memcpy_insns={memcpy} full_insns={full} bilinear_insns={bilinear} damage_insns={dmg} damage_pixels={}",
+            OUT_W * OUT_H,
+            damage.w * damage.h
+        );
+        power::system_off()
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    println!("bench-compose is a bare-metal guest: build it with --target aarch64-unknown-none");
+}

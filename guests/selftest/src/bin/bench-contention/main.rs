@@ -1,0 +1,293 @@
+//! The MMIO contention benchmark guest (2 vCPUs, a 1 MiB RAM disk). vCPU 0 times
+//! reads of its GIC redistributor's GICR_TYPER with the virtual counter: first
+//! [`READS`] of them while vCPU 1 is off (for reference: `off_ticks`), then as
+//! many while vCPU 1 runs but is idle, spinning in the guest without exits (the
+//! baseline: the same two busy host threads), then, once vCPU 1 is issuing 64 KiB virtio-blk requests back to back (alternating writes
+//! and reads, polling the used ring between them), as many as fit in 16 of its
+//! requests. It prints both and the ratio of the per-read latencies:
+//! `bench-contention: off_ticks=… idle_reads=… idle_ticks=… busy_reads=… busy_ticks=… requests=… ratio=…`.
+//! With one lock over the whole MMIO bus a redistributor read waits for the disk
+//! request in flight; with a lock per device it does not.
+//!
+//! On the host this binary only prints that it must be built for
+//! `aarch64-unknown-none`.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+#[path = "../virtio-hostile/driver.rs"]
+#[allow(dead_code)]
+mod driver;
+
+#[cfg(target_os = "none")]
+mod guest {
+    use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+    use selftest_guest::defs::smccc::PSCI_CPU_ON_64;
+    use selftest_guest::defs::sysreg::{CPACR_FPEN_ALL, SCTLR_EL1_INIT_HI, SCTLR_EL1_INIT_LO};
+    use selftest_guest::defs::virtio as v;
+    use selftest_guest::fixed::PerIter;
+    use selftest_guest::smccc::{call, Conduit};
+    use selftest_guest::{outln, power, probe, sysreg, vectors};
+
+    use crate::driver::{barrier, Mmio, RingAddrs};
+
+    /// GIC redistributor frames of the guest (the `boards` crate's guest map) and
+    /// the offset of GICR_TYPER in the first frame (GIC architecture spec §12.11).
+    const GICR_BASE: u64 = 0x080a_0000;
+    const GICR_TYPER: u64 = 0x0008;
+    /// Timed redistributor reads per phase.
+    pub const READS: u64 = 4_000;
+    /// Bytes moved by one disk request.
+    const REQUEST_BYTES: usize = 64 << 10;
+    /// The MPIDR of vCPU 1 (Aff0 = 1, bit 31 RES1).
+    const VCPU1_MPIDR: u64 = 1 << 31 | 1;
+    /// Queue size of the one virtqueue.
+    const QUEUE: u16 = 4;
+
+    /// Disk requests the busy phase spans, and a bound on its reads.
+    const BUSY_REQUESTS: u64 = 16;
+    const MAX_BUSY_READS: u64 = 1_000_000;
+    /// vCPU 1's progress: it sets READY once its disk is set up (then spins in
+    /// the guest, no exits); vCPU 0 sets GO to start its I/O and STOP to end it.
+    const READY: u32 = 1;
+    const GO: u32 = 2;
+    const STOP: u32 = 3;
+    static PHASE: AtomicU32 = AtomicU32::new(0);
+    /// Requests vCPU 1 completed; the code of the step that failed, if one did.
+    static REQUESTS: AtomicU64 = AtomicU64::new(0);
+    static IO_ERROR: AtomicU32 = AtomicU32::new(0);
+
+    #[repr(C)]
+    struct Desc {
+        addr: u64,
+        len: u32,
+        flags: u16,
+        next: u16,
+    }
+
+    /// The virtqueue and one request's buffers, in guest RAM (the MMU is off:
+    /// addresses are IPAs).
+    #[repr(C, align(4096))]
+    struct Dma {
+        desc: [Desc; QUEUE as usize],
+        /// flags, idx, ring[QUEUE], used_event.
+        avail: [u16; 3 + QUEUE as usize],
+        _pad: [u8; 64 - 2 * (3 + QUEUE as usize)],
+        /// flags, idx (u16 each), then QUEUE (id u32, len u32) elements, avail_event.
+        used: [u32; 2 + 2 * QUEUE as usize],
+        header: [u32; 4],
+        status: [u8; 16],
+        data: [u8; REQUEST_BYTES],
+    }
+
+    static mut DMA: Dma = Dma {
+        desc: [const {
+            Desc {
+                addr: 0,
+                len: 0,
+                flags: 0,
+                next: 0,
+            }
+        }; QUEUE as usize],
+        avail: [0; 3 + QUEUE as usize],
+        _pad: [0; 64 - 2 * (3 + QUEUE as usize)],
+        used: [0; 2 + 2 * QUEUE as usize],
+        header: [0; 4],
+        status: [0; 16],
+        data: [0; REQUEST_BYTES],
+    };
+
+    #[repr(C, align(16))]
+    struct Stack([u8; 16 << 10]);
+    static mut STACK1: Stack = Stack([0; 16 << 10]);
+
+    core::arch::global_asm!(
+        ".global bench_secondary_entry",
+        "bench_secondary_entry:",
+        "    mov x1, #{cpacr}",
+        "    msr cpacr_el1, x1",
+        "    movz x1, #{sctlr_lo}",
+        "    movk x1, #{sctlr_hi}, lsl #16",
+        "    msr sctlr_el1, x1",
+        "    isb",
+        "    mov sp, x0",
+        "    bl bench_secondary_main",
+        "1:  wfe",
+        "    b 1b",
+        cpacr = const CPACR_FPEN_ALL,
+        sctlr_lo = const SCTLR_EL1_INIT_LO,
+        sctlr_hi = const SCTLR_EL1_INIT_HI,
+    );
+    extern "C" {
+        fn bench_secondary_entry();
+    }
+
+    /// Times `READS` redistributor reads; returns the counter ticks they took.
+    fn time_reads() -> u64 {
+        let start = sysreg::cntvct_el0();
+        for _ in 0..READS {
+            probe::load32(GICR_BASE + GICR_TYPER);
+        }
+        sysreg::cntvct_el0() - start
+    }
+
+    /// Reads the redistributor until vCPU 1 has completed `BUSY_REQUESTS` more
+    /// requests (or `MAX_BUSY_READS` reads were done); returns the reads, the
+    /// ticks they took and the requests completed meanwhile.
+    fn time_reads_during_io() -> (u64, u64, u64) {
+        let first = REQUESTS.load(Ordering::Acquire);
+        let start = sysreg::cntvct_el0();
+        let mut reads = 0;
+        while REQUESTS.load(Ordering::Acquire) < first + BUSY_REQUESTS && reads < MAX_BUSY_READS {
+            probe::load32(GICR_BASE + GICR_TYPER);
+            reads += 1;
+        }
+        let ticks = sysreg::cntvct_el0() - start;
+        (reads, ticks, REQUESTS.load(Ordering::Acquire) - first)
+    }
+
+    /// Entered from `_start` with a stack and a zeroed BSS.
+    #[no_mangle]
+    extern "C" fn guest_main() -> ! {
+        vectors::install(u32::MAX);
+        // For reference: vCPU 1 still off.
+        time_reads();
+        let off = time_reads();
+        // Only the address of the stack is taken here; vCPU 1 alone uses it.
+        let stack_top =
+            core::ptr::addr_of_mut!(STACK1) as u64 + core::mem::size_of::<Stack>() as u64;
+        let r = call(
+            Conduit::Hvc,
+            PSCI_CPU_ON_64,
+            [
+                VCPU1_MPIDR,
+                bench_secondary_entry as *const () as u64,
+                stack_top,
+            ],
+        );
+        if r[0] != 0 {
+            outln!(
+                "bench-contention: error: CPU_ON of vCPU 1 returned {:#x}",
+                r[0]
+            );
+            power::system_off();
+        }
+        while PHASE.load(Ordering::Acquire) != READY && IO_ERROR.load(Ordering::Acquire) == 0 {
+            core::hint::spin_loop();
+        }
+        // The baseline: vCPU 1 running (spinning in the guest) but idle.
+        let idle = time_reads();
+        // Let its I/O get going, then time reads across BUSY_REQUESTS requests.
+        PHASE.store(GO, Ordering::Release);
+        while REQUESTS.load(Ordering::Acquire) < 2 && IO_ERROR.load(Ordering::Acquire) == 0 {
+            core::hint::spin_loop();
+        }
+        let (busy_reads, busy, requests) = time_reads_during_io();
+        PHASE.store(STOP, Ordering::Release);
+        let error = IO_ERROR.load(Ordering::Acquire);
+        if error != 0 {
+            outln!("bench-contention: error: vCPU 1's disk I/O failed (code {error})");
+            power::system_off();
+        }
+        // ratio = (busy / busy_reads) / (idle / READS), in hundredths.
+        let ratio = PerIter::new(
+            busy.saturating_mul(READS),
+            idle.max(1).saturating_mul(busy_reads.max(1)),
+        );
+        outln!(
+            "bench-contention: off_ticks={off} idle_reads={READS} idle_ticks={idle} busy_reads={busy_reads} busy_ticks={busy} requests={requests} ratio={ratio}"
+        );
+        power::system_off()
+    }
+
+    fn fail(code: u32) -> ! {
+        IO_ERROR.store(code, Ordering::Release);
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+
+    /// vCPU 1: sets up the disk, parks until vCPU 0 asks for I/O, then issues
+    /// requests back to back until told to stop.
+    #[no_mangle]
+    extern "C" fn bench_secondary_main() -> ! {
+        let dma = core::ptr::addr_of_mut!(DMA);
+        // SAFETY: vCPU 1 alone touches DMA (and the device, through its rings).
+        let d = unsafe { &mut *dma };
+        let rings = RingAddrs {
+            desc: core::ptr::addr_of!(d.desc) as u64,
+            avail: core::ptr::addr_of!(d.avail) as u64,
+            used: core::ptr::addr_of!(d.used) as u64,
+        };
+        let blk = Mmio::new(v::BLK_BASE);
+        if blk.init(v::F_VERSION_1, QUEUE, rings).is_err() {
+            fail(1);
+        }
+        d.desc[0] = Desc {
+            addr: core::ptr::addr_of!(d.header) as u64,
+            len: v::BLK_HEADER_SIZE,
+            flags: v::DESC_F_NEXT,
+            next: 1,
+        };
+        d.desc[2] = Desc {
+            addr: core::ptr::addr_of!(d.status) as u64,
+            len: 1,
+            flags: v::DESC_F_WRITE,
+            next: 0,
+        };
+        let sectors = v::BLK_CAPACITY_SECTORS - REQUEST_BYTES as u64 / v::SECTOR_SIZE;
+        let mut n: u64 = 0;
+        PHASE.store(READY, Ordering::Release);
+        while PHASE.load(Ordering::Acquire) == READY {
+            core::hint::spin_loop();
+        }
+        while PHASE.load(Ordering::Acquire) == GO {
+            let kind = if n.is_multiple_of(2) {
+                v::BLK_T_OUT
+            } else {
+                v::BLK_T_IN
+            };
+            d.header = [kind, 0, ((n * 128) % sectors) as u32, 0];
+            d.desc[1] = Desc {
+                addr: core::ptr::addr_of!(d.data) as u64,
+                len: REQUEST_BYTES as u32,
+                flags: if kind == v::BLK_T_IN {
+                    v::DESC_F_NEXT | v::DESC_F_WRITE
+                } else {
+                    v::DESC_F_NEXT
+                },
+                next: 2,
+            };
+            d.status[0] = 0xff;
+            let idx = d.avail[1];
+            d.avail[3 + usize::from(idx % QUEUE)] = 0;
+            barrier();
+            // SAFETY: the avail index is read by the device; volatile keeps the
+            // store where it is.
+            unsafe { core::ptr::write_volatile(&mut d.avail[1], idx.wrapping_add(1)) };
+            blk.notify();
+            // The used index (the low half of used[0]'s second u16).
+            let used = core::ptr::addr_of!(d.used) as *const u16;
+            // SAFETY: reads of the used ring the device writes.
+            while unsafe { core::ptr::read_volatile(used.add(1)) } != idx.wrapping_add(1) {
+                core::hint::spin_loop();
+            }
+            blk.ack_interrupts();
+            // SAFETY: the device wrote the status byte before the used index.
+            if unsafe { core::ptr::read_volatile(&d.status[0]) } != v::BLK_S_OK {
+                fail(2);
+            }
+            n += 1;
+            REQUESTS.store(n, Ordering::Release);
+        }
+        loop {
+            // SAFETY: waits for an event; nothing else.
+            unsafe { core::arch::asm!("wfe") };
+        }
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    println!("bench-contention is a bare-metal guest: build it with --target aarch64-unknown-none");
+}
