@@ -27,6 +27,7 @@ pub mod el2map;
 pub mod entropy;
 pub mod exit;
 pub mod inject;
+pub mod irouter;
 pub mod iss;
 pub mod regs;
 pub mod sgi;

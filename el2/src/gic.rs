@@ -133,6 +133,20 @@ pub fn enable_spi(intid: u32) {
     }
 }
 
+/// Routes shared interrupt `intid` (an SPI) to the CPU whose MPIDR_EL1 is `mpidr`
+/// (GICD_IROUTER, Interrupt_Routing_Mode 0: that one PE).
+pub fn route_spi(intid: u32, mpidr: u64) {
+    let mut g = GIC.lock();
+    let Some(gic) = g.as_mut() else { return };
+    if let Ok(id) = IntId::try_from(intid) {
+        // Only the affinity fields: MPIDR_EL1 bit 31 is RES1, which in GICD_IROUTER
+        // would select routing to any PE.
+        let _ = gic
+            .distributor()
+            .set_routing(id, Some(mpidr & arch::smccc::MPIDR_AFFINITY_MASK));
+    }
+}
+
 /// Disables interrupt `intid` (a private one on `cpu`): an interrupt the hypervisor
 /// has no handler for must not fire again.
 pub fn disable(intid: u32, cpu: usize) {

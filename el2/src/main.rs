@@ -427,7 +427,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
     vm::set_pmu_policy(arch::controls::PmuPolicy {
         el2_counting: spec.pmu_el2_counting,
     });
-    let mut disks: Vec<alloc::boxed::Box<dyn vdev::BlockBackend + Send>> = Vec::new();
+    let mut disks: Vec<alloc::boxed::Box<dyn vdev::AsyncBlock + Send>> = Vec::new();
     if let Some(size) = spec.disk {
         let Some(pa) = pmem.alloc(size, 4096) else {
             fatal(format_args!(
@@ -436,7 +436,9 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
                 size >> 20
             ))
         };
-        disks.push(alloc::boxed::Box::new(ramdisk::RamDisk::new(pa, size)));
+        disks.push(alloc::boxed::Box::new(vdev::SyncBlock(
+            ramdisk::RamDisk::new(pa, size),
+        )));
         log::info!(
             "VM '{}': {} KiB RAM disk as virtio-blk 0",
             spec.name,

@@ -8,9 +8,9 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use registry::{BootSource, ExtentDisk, Registry, RegistryError, VmRecord};
+use registry::{BootSource, Registry, RegistryError, VmRecord};
 use spin::Mutex;
-use vdev::{BlockBackend, SharedBlock};
+use vdev::{AsyncBlock, SharedBlock};
 
 use crate::sysdisk::SystemDisk;
 use boards::memmap::PhysMem;
@@ -30,7 +30,9 @@ pub struct VmDefinition {
     pub kernel: &'static [u8],
     pub initrd: Option<&'static [u8]>,
     pub cmdline: String,
-    pub disks: Vec<Box<dyn BlockBackend + Send>>,
+    /// The VM's disks: extents of the system disk completing asynchronously, or
+    /// RAM disks (direct boots) completing at once.
+    pub disks: Vec<Box<dyn AsyncBlock + Send>>,
     /// Where the VM's TPM keeps its NV image: its record's extent of the system disk,
     /// or `None` for a TPM whose state lives only in memory (direct boots).
     pub tpm_nv: Option<(SharedBlock<SystemDisk>, registry::Extent)>,
@@ -147,8 +149,13 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         .disks
         .iter()
         .map(|d| {
-            Box::new(ExtentDisk::new(storage.disk.clone(), d.extent, d.read_only))
-                as Box<dyn BlockBackend + Send>
+            Box::new(
+                storage
+                    .disk
+                    .0
+                    .lock()
+                    .extent(d.extent.start, d.extent.len, d.read_only),
+            ) as Box<dyn AsyncBlock + Send>
         })
         .collect();
     log::info!(

@@ -13,7 +13,7 @@ use boards::guest;
 use boards::guest_dt::VirtioSlot;
 use devices::Pl011;
 use spin::Mutex;
-use vdev::{BlockBackend, MmioBus, MmioContext, Shared, WorkSignal};
+use vdev::{AsyncBlock, MmioBus, MmioContext, Shared, WorkSignal};
 
 pub use crate::guestram::GuestRam;
 use vgic::{SharedVgic, VgicConfig};
@@ -157,7 +157,7 @@ impl Vm {
         name: &str,
         ram: GuestRam,
         pcpus: &[(u64, usize)],
-        disks: Vec<Box<dyn BlockBackend + Send>>,
+        disks: Vec<Box<dyn AsyncBlock + Send>>,
         tpm_nv: Option<(
             vdev::SharedBlock<crate::sysdisk::SystemDisk>,
             registry::Extent,

@@ -163,6 +163,12 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
                 pump_console(vm);
                 irq::end(intid);
             }
+            // The system disk finished requests: hand them to their disks (a guest's
+            // completes through `resume_deferred` below).
+            id if Some(id) == crate::sysdisk::intid() => {
+                crate::sysdisk::service_interrupt();
+                irq::end(intid);
+            }
             other => {
                 log::warn!("physical interrupt {other} has no handler; disabled");
                 gic::disable(other, vm.pcpu_index[vcpu.idx]);

@@ -92,3 +92,169 @@ impl<B: BlockBackend + ?Sized> BlockBackend for SharedBlock<B> {
         self.0.lock().flush()
     }
 }
+
+/// What an asynchronous block request does. The data buffer travels with the
+/// request: its length is the transfer length (empty for a flush).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockOp {
+    /// Fill the buffer from byte `offset`.
+    Read { offset: u64 },
+    /// Store the buffer at byte `offset`.
+    Write { offset: u64 },
+    /// Make every write completed before this request durable.
+    Flush,
+}
+
+/// A finished asynchronous request: its tag, its outcome, and the buffer it took
+/// (for a read, holding the data).
+#[derive(Debug)]
+pub struct Completion {
+    pub tag: u64,
+    pub result: Result<(), BlockError>,
+    pub buf: alloc::vec::Vec<u8>,
+}
+
+/// What [`AsyncBlock::submit`] did with a request.
+#[derive(Debug)]
+pub enum Submit {
+    /// Done already (a synchronous backend, or a request refused up front).
+    Done(Completion),
+    /// Started: its [`Completion`] comes from [`AsyncBlock::poll`] later.
+    Queued,
+    /// The backend cannot take more requests now; the buffer is handed back and the
+    /// request should be submitted again after one of the caller's requests completes.
+    Busy(alloc::vec::Vec<u8>),
+}
+
+/// Storage behind a virtual disk that completes requests asynchronously: the device
+/// model submits a request with a buffer it owns and gets both back later, so a slow
+/// disk never holds the guest's vCPU. Offsets and lengths are multiples of
+/// [`SECTOR_SIZE`].
+pub trait AsyncBlock {
+    /// Size of the backend in bytes.
+    fn capacity(&self) -> u64;
+    /// Whether writes are refused.
+    fn read_only(&self) -> bool;
+    /// The longest transfer one request may carry.
+    fn max_transfer(&self) -> usize {
+        usize::MAX
+    }
+    /// Starts `op` with `buf` (moved to the backend until the request completes),
+    /// identified by `tag` in its completion.
+    fn submit(&mut self, tag: u64, op: BlockOp, buf: alloc::vec::Vec<u8>) -> Submit;
+    /// The next finished request, if any.
+    fn poll(&mut self) -> Option<Completion>;
+    /// Whether [`Self::poll`] has a completion to return.
+    fn has_completions(&self) -> bool;
+    /// Raise `signal` whenever a completion becomes ready (the backend completes
+    /// requests outside any call into it, e.g. on an interrupt).
+    fn set_waker(&mut self, _signal: crate::WorkSignal) {}
+}
+
+impl<T: AsyncBlock + ?Sized> AsyncBlock for alloc::boxed::Box<T> {
+    fn capacity(&self) -> u64 {
+        (**self).capacity()
+    }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
+    }
+    fn max_transfer(&self) -> usize {
+        (**self).max_transfer()
+    }
+    fn submit(&mut self, tag: u64, op: BlockOp, buf: alloc::vec::Vec<u8>) -> Submit {
+        (**self).submit(tag, op, buf)
+    }
+    fn poll(&mut self) -> Option<Completion> {
+        (**self).poll()
+    }
+    fn has_completions(&self) -> bool {
+        (**self).has_completions()
+    }
+    fn set_waker(&mut self, signal: crate::WorkSignal) {
+        (**self).set_waker(signal)
+    }
+}
+
+/// A synchronous [`BlockBackend`] seen as an [`AsyncBlock`]: every request completes
+/// inside [`AsyncBlock::submit`] (RAM disks, tests).
+pub struct SyncBlock<B>(pub B);
+
+impl<B: BlockBackend> AsyncBlock for SyncBlock<B> {
+    fn capacity(&self) -> u64 {
+        self.0.capacity()
+    }
+    fn read_only(&self) -> bool {
+        self.0.read_only()
+    }
+    fn submit(&mut self, tag: u64, op: BlockOp, mut buf: alloc::vec::Vec<u8>) -> Submit {
+        let result = match op {
+            BlockOp::Read { offset } => self.0.read_at(offset, &mut buf),
+            BlockOp::Write { offset } => self.0.write_at(offset, &buf),
+            BlockOp::Flush => self.0.flush(),
+        };
+        Submit::Done(Completion { tag, result, buf })
+    }
+    fn poll(&mut self) -> Option<Completion> {
+        None
+    }
+    fn has_completions(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Ram(alloc::vec::Vec<u8>, u32);
+    impl BlockBackend for Ram {
+        fn capacity(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_only(&self) -> bool {
+            false
+        }
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+            let o = offset as usize;
+            let src = self.0.get(o..o + buf.len()).ok_or(BlockError::OutOfRange)?;
+            buf.copy_from_slice(src);
+            Ok(())
+        }
+        fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
+            let o = offset as usize;
+            let dst = self
+                .0
+                .get_mut(o..o + data.len())
+                .ok_or(BlockError::OutOfRange)?;
+            dst.copy_from_slice(data);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), BlockError> {
+            self.1 += 1;
+            Ok(())
+        }
+    }
+
+    fn done(s: Submit) -> Completion {
+        match s {
+            Submit::Done(c) => c,
+            other => panic!("a synchronous backend answered {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sync_block_completes_inside_submit_and_returns_the_buffer() {
+        let mut d = SyncBlock(Ram(alloc::vec![0; 2048], 0));
+        let c = done(d.submit(7, BlockOp::Write { offset: 512 }, alloc::vec![5; 512]));
+        assert_eq!((c.tag, c.result, c.buf.len()), (7, Ok(()), 512));
+        let c = done(d.submit(8, BlockOp::Read { offset: 512 }, alloc::vec![0; 1024]));
+        assert_eq!((c.tag, c.result), (8, Ok(())));
+        assert_eq!(&c.buf[..512], &[5; 512][..]);
+        assert_eq!(&c.buf[512..], &[0; 512][..]);
+        let c = done(d.submit(9, BlockOp::Read { offset: 2048 }, alloc::vec![0; 512]));
+        assert_eq!(c.result, Err(BlockError::OutOfRange));
+        let c = done(d.submit(10, BlockOp::Flush, alloc::vec::Vec::new()));
+        assert_eq!((c.result, d.0 .1), (Ok(()), 1));
+        assert!(!d.has_completions() && d.poll().is_none());
+    }
+}

@@ -28,7 +28,10 @@ pub mod save_testing;
 pub mod shared;
 pub mod work;
 
-pub use block::{BlockBackend, BlockError, SharedBlock, SECTOR_SIZE};
+pub use block::{
+    AsyncBlock, BlockBackend, BlockError, BlockOp, Completion, SharedBlock, Submit, SyncBlock,
+    SECTOR_SIZE,
+};
 pub use bus::{BusError, MmioBus};
 pub use memory::{GuestMemory, MemError, VecMemory};
 pub use mmio::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError, NullInterrupts};

@@ -1,16 +1,26 @@
-//! virtio-blk (virtio 1.2 §5.2): one request queue over a [`vdev::BlockBackend`].
+//! virtio-blk (virtio 1.2 §5.2): one request queue over a [`vdev::AsyncBlock`].
 //! Requests: IN, OUT, FLUSH, GET_ID and WRITE_ZEROES; anything else is answered
 //! VIRTIO_BLK_S_UNSUPP. Read-only backends advertise VIRTIO_BLK_F_RO and fail writes
-//! with VIRTIO_BLK_S_IOERR, as do out-of-range sectors and backend failures. Data
-//! moves through a fixed bounce buffer, never one sized by the guest.
+//! with VIRTIO_BLK_S_IOERR, as do out-of-range sectors and backend failures.
+//!
+//! Requests are asynchronous: a notify validates each chain, starts its backend
+//! operations and returns; the request completes (data copied in, status byte, used
+//! ring, interrupt as EVENT_IDX allows) when the backend reports its last piece,
+//! from [`VirtioDevice::poll`]. Data moves through bounce buffers the device owns
+//! and lends to the backend (at most [`MAX_BUFFERS`] of the chunk size at a time),
+//! never guest memory handed to the host's device, so a request the backend still
+//! holds after a reset can never write guest RAM: its completion finds no request
+//! and only returns the buffer. At most [`MAX_IN_FLIGHT`] requests are held; while
+//! the table is full the rest wait in the ring. A FLUSH is started only once every
+//! earlier request has completed, and later requests wait until it has.
 
-use alloc::boxed::Box;
+use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use vdev::{BlockBackend, BlockError, GuestMemory, MemError, SECTOR_SIZE};
+use vdev::{AsyncBlock, BlockOp, Completion, GuestMemory, MemError, Submit, SECTOR_SIZE};
 
-use crate::chain::{tail_segments, ChainReader, ChainWriter, DescChain};
+use crate::chain::{tail_segments, DescChain, Segment};
 use crate::defs::{blk, device_id, limits};
 use crate::device::{
     put_u16, put_u32, put_u64, read_config_bytes, DeviceError, QueueContext, RequestError,
@@ -26,52 +36,119 @@ pub const SEG_MAX: u32 = 126;
 pub const MAX_WRITE_ZEROES_SECTORS: u32 = 1 << 16;
 /// Most segments in one WRITE_ZEROES request (`max_write_zeroes_seg`).
 pub const MAX_WRITE_ZEROES_SEG: u32 = 1;
+/// Most guest requests held between their notify and their completion.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Most bounce buffers (each of the chunk size) lent to the backend at once.
+pub const MAX_BUFFERS: usize = 4;
 
-/// A [`BlockBackend`] behind a box, for disks whose backend type is chosen at run
-/// time: `Blk::new(DynBackend(Box::new(disk)))`.
-pub struct DynBackend(pub Box<dyn BlockBackend + Send>);
+/// A boxed [`AsyncBlock`], for disks whose backend type is chosen at run time.
+pub type DynBackend = alloc::boxed::Box<dyn AsyncBlock + Send>;
 
-impl BlockBackend for DynBackend {
-    fn capacity(&self) -> u64 {
-        self.0.capacity()
+/// What a held request does with its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    WriteZeroes,
+    Flush,
+}
+
+/// A guest request between its notify and its completion.
+struct Request {
+    chain: DescChain,
+    kind: Kind,
+    /// Byte offset on the disk.
+    offset: u64,
+    /// Data bytes.
+    len: u64,
+    /// Bytes handed to the backend so far (a flush counts as done once submitted).
+    submitted: u64,
+    started: bool,
+    /// Backend operations of this request not completed yet.
+    outstanding: u32,
+    status: u8,
+    /// Data bytes written into the chain (reads).
+    copied: u64,
+    status_at: Segment,
+}
+
+impl Request {
+    fn unsubmitted(&self) -> bool {
+        !self.started || self.submitted < self.len
     }
-    fn read_only(&self) -> bool {
-        self.0.read_only()
-    }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        self.0.read_at(offset, buf)
-    }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
-        self.0.write_at(offset, data)
-    }
-    fn flush(&mut self) -> Result<(), BlockError> {
-        self.0.flush()
-    }
+}
+
+/// One backend operation: `len` bytes at byte `at` of request `head`'s data.
+struct Piece {
+    tag: u64,
+    head: u16,
+    at: u64,
+    len: usize,
 }
 
 /// A virtio block device over backend `B`.
-pub struct Blk<B: BlockBackend + Send> {
+pub struct Blk<B: AsyncBlock + Send> {
     backend: B,
     serial: [u8; blk::ID_BYTES],
     queue_sizes: [u16; 1],
-    chunk: Vec<u8>,
+    chunk: usize,
+    max_in_flight: usize,
+    max_buffers: usize,
+    /// Idle bounce buffers.
+    pool: Vec<Vec<u8>>,
+    /// Buffers the backend holds.
+    lent: usize,
+    /// Backend operations not completed yet (including ones a reset orphaned).
+    ops: usize,
+    /// Held requests, in arrival order.
+    requests: VecDeque<Request>,
+    /// Operations of held requests, by tag.
+    pieces: Vec<Piece>,
+    /// Completions a synchronous backend returned from `submit`, not applied yet.
+    done: VecDeque<Completion>,
+    next_tag: u64,
 }
 
-impl<B: BlockBackend + Send> Blk<B> {
+/// How a chain was taken on.
+enum Start {
+    /// Answered at once: status and used length.
+    Now(u8, u32),
+    Held(Request),
+}
+
+impl<B: AsyncBlock + Send> Blk<B> {
     /// A disk over `backend` with an empty serial number.
     pub fn new(backend: B) -> Self {
         Self {
             backend,
             serial: [0; blk::ID_BYTES],
             queue_sizes: [limits::DEFAULT_QUEUE_SIZE],
-            chunk: vec![0; limits::BLK_CHUNK_BYTES],
+            chunk: limits::BLK_CHUNK_BYTES,
+            max_in_flight: MAX_IN_FLIGHT,
+            max_buffers: MAX_BUFFERS,
+            pool: Vec::new(),
+            lent: 0,
+            ops: 0,
+            requests: VecDeque::new(),
+            pieces: Vec::new(),
+            done: VecDeque::new(),
+            next_tag: 0,
         }
     }
 
-    /// Sets the size of the buffer data moves through between guest memory and the
-    /// backend (the largest single backend operation).
+    /// Sets the size of the bounce buffers (the largest single backend operation).
     pub fn with_chunk_size(mut self, bytes: usize) -> Self {
-        self.chunk = vec![0; bytes.max(vdev::SECTOR_SIZE as usize)];
+        let sector = SECTOR_SIZE as usize;
+        self.chunk = (bytes / sector).max(1) * sector;
+        self.pool.clear();
+        self
+    }
+
+    /// Sets how many requests are held at once and how many buffers may be lent to
+    /// the backend at once (both at least 1).
+    pub fn with_limits(mut self, in_flight: usize, buffers: usize) -> Self {
+        self.max_in_flight = in_flight.max(1);
+        self.max_buffers = buffers.max(1);
         self
     }
 
@@ -93,6 +170,11 @@ impl<B: BlockBackend + Send> Blk<B> {
         &mut self.backend
     }
 
+    /// Guest requests held (started, not completed).
+    pub fn in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
     fn read_only(&self) -> bool {
         self.backend.read_only()
     }
@@ -104,161 +186,346 @@ impl<B: BlockBackend + Send> Blk<B> {
         (end <= self.backend.capacity()).then_some(off)
     }
 
-    /// Handles one request chain; returns the used length.
-    fn handle(&mut self, mem: &mut dyn GuestMemory, chain: &DescChain) -> Result<u32, DeviceError> {
+    /// Takes chains, starts and completes requests until nothing moves.
+    fn pump(&mut self, queue: u16, qc: &mut QueueContext) -> Result<(), DeviceError> {
+        loop {
+            let mut progress = self.drain(queue, qc)?;
+            progress |= self.submit_ready(qc.mem())?;
+            if self.requests.len() < self.max_in_flight {
+                if let Some(chain) = qc.pop(queue)? {
+                    if self.requests.iter().any(|r| r.chain.head == chain.head) {
+                        log::warn!(
+                            "virtio-blk: driver made descriptor {} available again while its request is in flight",
+                            chain.head
+                        );
+                        return Err(RequestError::HeadInFlight.into());
+                    }
+                    match self.start(qc.mem(), chain.clone())? {
+                        Start::Now(status, len) => {
+                            let at = tail_segments(&chain.writable, 1)
+                                .ok_or(RequestError::MissingStatus)?;
+                            qc.mem().write(at[0].addr, &[status])?;
+                            qc.push_used(queue, chain.head, len)?;
+                        }
+                        Start::Held(r) => self.requests.push_back(r),
+                    }
+                    progress = true;
+                }
+            }
+            if !progress {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Validates one chain and either answers it or holds it as a request.
+    fn start(&mut self, mem: &mut dyn GuestMemory, chain: DescChain) -> Result<Start, DeviceError> {
         let mut reader = chain.reader();
         let mut hdr = [0u8; blk::REQ_HEADER_SIZE];
         if !reader.read_exact(mem, &mut hdr)? {
             return Err(RequestError::MissingHeader.into());
         }
-        let mut writer = chain.writer();
-        let status_at = tail_segments(&chain.writable, 1).ok_or(RequestError::MissingStatus)?;
-        writer.reserve_tail(1);
+        let status_at = tail_segments(&chain.writable, 1).ok_or(RequestError::MissingStatus)?[0];
         let kind = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
         let sector = u64::from_le_bytes([
             hdr[8], hdr[9], hdr[10], hdr[11], hdr[12], hdr[13], hdr[14], hdr[15],
         ]);
-        let status = match kind {
-            blk::T_IN => self.read(mem, sector, &mut writer)?,
-            blk::T_OUT => self.write(mem, sector, &mut reader)?,
-            blk::T_FLUSH => match self.backend.flush() {
-                Ok(()) => blk::S_OK,
-                Err(e) => {
-                    log::warn!("virtio-blk: flush failed: {e:?}");
-                    blk::S_IOERR
-                }
+        let data_in = chain.writable_len() - 1;
+        let data_out = reader.remaining();
+        let (kind, offset, len) = match kind {
+            blk::T_IN => match self.check("read", sector, data_in) {
+                Ok(off) => (Kind::Read, off, data_in),
+                Err(s) => return Ok(Start::Now(s, 1)),
             },
+            blk::T_OUT => {
+                if self.read_only() {
+                    log::warn!("virtio-blk: write to read-only disk refused");
+                    return Ok(Start::Now(blk::S_IOERR, 1));
+                }
+                match self.check("write", sector, data_out) {
+                    Ok(off) => (Kind::Write, off, data_out),
+                    Err(s) => return Ok(Start::Now(s, 1)),
+                }
+            }
+            blk::T_FLUSH => (Kind::Flush, 0, 0),
             blk::T_GET_ID => {
+                let mut writer = chain.writer();
+                writer.reserve_tail(1);
                 let serial = self.serial;
                 writer.write(mem, &serial)?;
-                blk::S_OK
+                // At most ID_BYTES were written.
+                return Ok(Start::Now(blk::S_OK, writer.written() as u32 + 1));
             }
-            blk::T_WRITE_ZEROES => self.write_zeroes(mem, &mut reader)?,
+            blk::T_WRITE_ZEROES => match self.write_zeroes_range(mem, &mut reader)? {
+                Ok((off, len)) => (Kind::WriteZeroes, off, len),
+                Err(s) => return Ok(Start::Now(s, 1)),
+            },
             other => {
                 log::debug!("virtio-blk: unsupported request type {other}");
-                blk::S_UNSUPP
+                return Ok(Start::Now(blk::S_UNSUPP, 1));
             }
         };
-        mem.write(status_at[0].addr, &[status])?;
-        // `written` is bounded by MAX_CHAIN_BYTES, far below u32::MAX.
-        Ok(writer.written() as u32 + 1)
+        if len == 0 && kind != Kind::Flush {
+            return Ok(Start::Now(blk::S_OK, 1));
+        }
+        Ok(Start::Held(Request {
+            chain,
+            kind,
+            offset,
+            len,
+            submitted: 0,
+            started: false,
+            outstanding: 0,
+            status: blk::S_OK,
+            copied: 0,
+            status_at,
+        }))
     }
 
-    fn read(
-        &mut self,
-        mem: &mut dyn GuestMemory,
-        sector: u64,
-        w: &mut ChainWriter,
-    ) -> Result<u8, MemError> {
-        let len = w.remaining();
+    /// The byte offset of a `len`-byte transfer at `sector`, or the status refusing it.
+    fn check(&self, op: &str, sector: u64, len: u64) -> Result<u64, u8> {
         if !len.is_multiple_of(SECTOR_SIZE) {
-            log::warn!("virtio-blk: read of {len} bytes is not whole sectors");
-            return Ok(blk::S_IOERR);
+            log::warn!("virtio-blk: {op} of {len} bytes is not whole sectors");
+            return Err(blk::S_IOERR);
         }
-        let Some(mut off) = self.range(sector, len) else {
-            log::warn!("virtio-blk: read of {len} bytes at sector {sector} beyond the disk");
-            return Ok(blk::S_IOERR);
-        };
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(self.chunk.len() as u64) as usize;
-            if let Err(e) = self.backend.read_at(off, &mut self.chunk[..n]) {
-                log::warn!("virtio-blk: backend read at {off:#x} failed: {e:?}");
-                return Ok(blk::S_IOERR);
-            }
-            w.write(mem, &self.chunk[..n])?;
-            off += n as u64;
-            left -= n as u64;
-        }
-        Ok(blk::S_OK)
+        self.range(sector, len).ok_or_else(|| {
+            log::warn!("virtio-blk: {op} of {len} bytes at sector {sector} beyond the disk");
+            blk::S_IOERR
+        })
     }
 
-    fn write(
-        &mut self,
+    /// Validates a WRITE_ZEROES request's segment: `(offset, bytes)` or a status.
+    fn write_zeroes_range(
+        &self,
         mem: &mut dyn GuestMemory,
-        sector: u64,
-        r: &mut ChainReader,
-    ) -> Result<u8, MemError> {
-        if self.read_only() {
-            log::warn!("virtio-blk: write to read-only disk refused");
-            return Ok(blk::S_IOERR);
-        }
-        let len = r.remaining();
-        if !len.is_multiple_of(SECTOR_SIZE) {
-            log::warn!("virtio-blk: write of {len} bytes is not whole sectors");
-            return Ok(blk::S_IOERR);
-        }
-        let Some(mut off) = self.range(sector, len) else {
-            log::warn!("virtio-blk: write of {len} bytes at sector {sector} beyond the disk");
-            return Ok(blk::S_IOERR);
-        };
-        loop {
-            let n = r.read(mem, &mut self.chunk)?;
-            if n == 0 {
-                return Ok(blk::S_OK);
-            }
-            if let Err(e) = self.backend.write_at(off, &self.chunk[..n]) {
-                log::warn!("virtio-blk: backend write at {off:#x} failed: {e:?}");
-                return Ok(blk::S_IOERR);
-            }
-            off += n as u64;
-        }
-    }
-
-    fn write_zeroes(
-        &mut self,
-        mem: &mut dyn GuestMemory,
-        r: &mut ChainReader,
-    ) -> Result<u8, MemError> {
+        r: &mut crate::chain::ChainReader,
+    ) -> Result<Result<(u64, u64), u8>, MemError> {
         if self.read_only() {
             log::warn!("virtio-blk: write-zeroes to read-only disk refused");
-            return Ok(blk::S_IOERR);
+            return Ok(Err(blk::S_IOERR));
         }
         let len = r.remaining();
-        let segs = len / blk::WZ_SEGMENT_SIZE as u64;
-        if !len.is_multiple_of(blk::WZ_SEGMENT_SIZE as u64)
-            || segs == 0
-            || segs > u64::from(MAX_WRITE_ZEROES_SEG)
-        {
+        if len != blk::WZ_SEGMENT_SIZE as u64 * u64::from(MAX_WRITE_ZEROES_SEG) {
             log::warn!("virtio-blk: write-zeroes with {len} bytes of segments");
-            return Ok(blk::S_IOERR);
+            return Ok(Err(blk::S_IOERR));
         }
         let mut seg = [0u8; blk::WZ_SEGMENT_SIZE];
-        // Validate every segment before touching the disk.
-        let mut ranges = [(0u64, 0u64); MAX_WRITE_ZEROES_SEG as usize];
-        for slot in ranges.iter_mut().take(segs as usize) {
-            r.read_exact(mem, &mut seg)?;
-            let sector = u64::from_le_bytes([
-                seg[0], seg[1], seg[2], seg[3], seg[4], seg[5], seg[6], seg[7],
-            ]);
-            let count = u32::from_le_bytes([seg[8], seg[9], seg[10], seg[11]]);
-            let flags = u32::from_le_bytes([seg[12], seg[13], seg[14], seg[15]]);
-            if flags & !blk::WZ_F_UNMAP != 0 {
-                return Ok(blk::S_UNSUPP);
+        r.read_exact(mem, &mut seg)?;
+        let sector = u64::from_le_bytes([
+            seg[0], seg[1], seg[2], seg[3], seg[4], seg[5], seg[6], seg[7],
+        ]);
+        let count = u32::from_le_bytes([seg[8], seg[9], seg[10], seg[11]]);
+        let flags = u32::from_le_bytes([seg[12], seg[13], seg[14], seg[15]]);
+        if flags & !blk::WZ_F_UNMAP != 0 {
+            return Ok(Err(blk::S_UNSUPP));
+        }
+        let bytes = u64::from(count) * SECTOR_SIZE;
+        match self.range(sector, bytes) {
+            Some(off) if count <= MAX_WRITE_ZEROES_SECTORS => Ok(Ok((off, bytes))),
+            _ => {
+                log::warn!("virtio-blk: write-zeroes of {count} sectors at {sector} refused");
+                Ok(Err(blk::S_IOERR))
             }
-            let bytes = u64::from(count) * SECTOR_SIZE;
-            let off = match self.range(sector, bytes) {
-                Some(off) if count <= MAX_WRITE_ZEROES_SECTORS => off,
-                _ => {
-                    log::warn!("virtio-blk: write-zeroes of {count} sectors at {sector} refused");
-                    return Ok(blk::S_IOERR);
+        }
+    }
+
+    /// Hands the backend what held requests may start now, in order: a FLUSH only
+    /// once it is the oldest request, and nothing after a FLUSH until it completes.
+    /// Returns whether anything was submitted.
+    fn submit_ready(&mut self, mem: &mut dyn GuestMemory) -> Result<bool, MemError> {
+        let sector = SECTOR_SIZE as usize;
+        let piece_max = (self.chunk.min(self.backend.max_transfer()) / sector).max(1) * sector;
+        let mut progress = false;
+        let mut i = 0;
+        while i < self.requests.len() {
+            let r = &self.requests[i];
+            if r.kind == Kind::Flush {
+                if i != 0 {
+                    return Ok(progress);
                 }
+                if !r.started {
+                    let tag = self.tag(r.chain.head, 0, 0);
+                    self.requests[i].started = true;
+                    self.requests[i].outstanding += 1;
+                    self.ops += 1;
+                    match self.backend.submit(tag, BlockOp::Flush, Vec::new()) {
+                        Submit::Queued => {}
+                        Submit::Done(c) => self.done.push_back(c),
+                        Submit::Busy(_) => {
+                            self.requests[i].started = false;
+                            self.requests[i].outstanding -= 1;
+                            self.ops -= 1;
+                            self.pieces.pop();
+                            return Ok(progress);
+                        }
+                    }
+                    progress = true;
+                }
+                return Ok(progress); // later requests wait for the flush
+            }
+            while self.requests[i].unsubmitted() {
+                let Some(mut buf) = self.take_buffer() else {
+                    return Ok(progress);
+                };
+                let r = &mut self.requests[i];
+                let n = (r.len - r.submitted).min(piece_max as u64) as usize;
+                let at = r.submitted;
+                buf.resize(n, 0);
+                let op = match r.kind {
+                    Kind::Read => BlockOp::Read {
+                        offset: r.offset + at,
+                    },
+                    _ => BlockOp::Write {
+                        offset: r.offset + at,
+                    },
+                };
+                match r.kind {
+                    Kind::WriteZeroes => buf.fill(0),
+                    Kind::Write => {
+                        let skip = blk::REQ_HEADER_SIZE as u64 + at;
+                        if let Err(e) = copy_from_chain(mem, &r.chain.readable, skip, &mut buf) {
+                            self.give_back(buf);
+                            return Err(e);
+                        }
+                    }
+                    _ => {}
+                }
+                let head = r.chain.head;
+                let tag = self.tag(head, at, n);
+                self.lent += 1;
+                self.ops += 1;
+                match self.backend.submit(tag, op, buf) {
+                    Submit::Queued => {}
+                    Submit::Done(c) => self.done.push_back(c),
+                    Submit::Busy(buf) => {
+                        self.pieces.pop();
+                        self.lent -= 1;
+                        self.ops -= 1;
+                        self.give_back(buf);
+                        return Ok(progress);
+                    }
+                }
+                let r = &mut self.requests[i];
+                r.started = true;
+                r.submitted += n as u64;
+                r.outstanding += 1;
+                progress = true;
+            }
+            i += 1;
+        }
+        Ok(progress)
+    }
+
+    /// Records a new backend operation and returns its tag.
+    fn tag(&mut self, head: u16, at: u64, len: usize) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag = self.next_tag.wrapping_add(1);
+        self.pieces.push(Piece { tag, head, at, len });
+        tag
+    }
+
+    /// An idle buffer, if one may be lent now.
+    fn take_buffer(&mut self) -> Option<Vec<u8>> {
+        if self.lent >= self.max_buffers {
+            return None;
+        }
+        Some(self.pool.pop().unwrap_or_else(|| vec![0; self.chunk]))
+    }
+
+    fn give_back(&mut self, buf: Vec<u8>) {
+        if buf.capacity() >= self.chunk && self.pool.len() < self.max_buffers {
+            self.pool.push(buf);
+        }
+    }
+
+    /// Applies every completion the backend has; returns whether there was one.
+    fn drain(&mut self, queue: u16, qc: &mut QueueContext) -> Result<bool, DeviceError> {
+        let mut progress = false;
+        loop {
+            let c = match self.done.pop_front() {
+                Some(c) => c,
+                None => match self.backend.poll() {
+                    Some(c) => c,
+                    None => return Ok(progress),
+                },
             };
-            *slot = (off, bytes);
+            progress = true;
+            self.complete(queue, qc, c)?;
         }
-        self.chunk.fill(0);
-        for &(mut off, mut left) in ranges.iter().take(segs as usize) {
-            while left > 0 {
-                let n = left.min(self.chunk.len() as u64) as usize;
-                if let Err(e) = self.backend.write_at(off, &self.chunk[..n]) {
-                    log::warn!("virtio-blk: backend write-zeroes at {off:#x} failed: {e:?}");
-                    return Ok(blk::S_IOERR);
-                }
-                off += n as u64;
-                left -= n as u64;
+    }
+
+    /// One backend operation finished.
+    fn complete(
+        &mut self,
+        queue: u16,
+        qc: &mut QueueContext,
+        c: Completion,
+    ) -> Result<(), DeviceError> {
+        self.ops = self.ops.saturating_sub(1);
+        let Some(p) = self.pieces.iter().position(|p| p.tag == c.tag) else {
+            // Started before a reset: its request is gone, only the buffer returns.
+            if c.buf.capacity() > 0 {
+                self.lent = self.lent.saturating_sub(1);
+                self.give_back(c.buf);
+            }
+            log::debug!("virtio-blk: completion of a request dropped by reset");
+            return Ok(());
+        };
+        let piece = self.pieces.swap_remove(p);
+        let Some(ri) = self
+            .requests
+            .iter()
+            .position(|r| r.chain.head == piece.head)
+        else {
+            return Ok(()); // unreachable: pieces go with their requests
+        };
+        let kind = self.requests[ri].kind;
+        let mut result = c.result;
+        if kind != Kind::Flush {
+            self.lent = self.lent.saturating_sub(1);
+        }
+        if kind == Kind::Read && result.is_ok() {
+            if c.buf.len() < piece.len {
+                result = Err(vdev::BlockError::Io);
+            } else {
+                let r = &self.requests[ri];
+                copy_to_chain(qc.mem(), &r.chain.writable, piece.at, &c.buf[..piece.len])?;
+                self.requests[ri].copied += piece.len as u64;
             }
         }
-        Ok(blk::S_OK)
+        if kind != Kind::Flush {
+            self.give_back(c.buf);
+        }
+        let r = &mut self.requests[ri];
+        if let Err(e) = result {
+            log::warn!(
+                "virtio-blk: backend {kind:?} at byte {:#x} failed: {e:?}",
+                r.offset + piece.at
+            );
+            r.status = blk::S_IOERR;
+        }
+        r.outstanding -= 1;
+        if r.outstanding == 0 && !r.unsubmitted() {
+            let r = self
+                .requests
+                .remove(ri)
+                .ok_or(RequestError::MissingStatus)?;
+            qc.mem().write(r.status_at.addr, &[r.status])?;
+            let used = if kind == Kind::Read && r.status == blk::S_OK {
+                r.copied + 1
+            } else {
+                1
+            };
+            // `copied` is bounded by MAX_CHAIN_BYTES, far below u32::MAX.
+            qc.push_used(queue, r.chain.head, used as u32)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets every held request: completions still to come only return buffers.
+    fn forget_requests(&mut self) {
+        self.requests.clear();
+        self.pieces.clear();
     }
 
     fn config(&self) -> [u8; blk::CFG_SIZE] {
@@ -286,7 +553,7 @@ impl<B: BlockBackend + Send> Blk<B> {
     }
 }
 
-impl<B: BlockBackend + Send> VirtioDevice for Blk<B> {
+impl<B: AsyncBlock + Send> VirtioDevice for Blk<B> {
     fn device_id(&self) -> u32 {
         device_id::BLOCK
     }
@@ -309,14 +576,32 @@ impl<B: BlockBackend + Send> VirtioDevice for Blk<B> {
     }
 
     fn process(&mut self, queue: u16, qc: &mut QueueContext) -> Result<(), DeviceError> {
-        while let Some(chain) = qc.pop(queue)? {
-            let len = self.handle(qc.mem(), &chain)?;
-            qc.push_used(queue, chain.head, len)?;
-        }
-        Ok(())
+        self.pump(queue, qc)
     }
 
-    fn reset(&mut self) {}
+    fn poll(&mut self, qc: &mut QueueContext) -> Result<(), DeviceError> {
+        self.pump(0, qc)
+    }
+
+    fn wants_poll(&self) -> bool {
+        self.has_ready_work()
+    }
+
+    /// Backend completions to apply, or requests waiting to be submitted while none
+    /// of this disk's operations is outstanding (no completion will come to retry).
+    fn has_ready_work(&self) -> bool {
+        !self.done.is_empty()
+            || self.backend.has_completions()
+            || (self.ops == 0 && self.requests.iter().any(Request::unsubmitted))
+    }
+
+    fn connect_work_signal(&mut self, signal: &vdev::WorkSignal) {
+        self.backend.set_waker(signal.clone());
+    }
+
+    fn reset(&mut self) {
+        self.forget_requests();
+    }
 
     /// A disk has no device state of its own: its contents are the backend's, kept
     /// by the backend's owner.
@@ -326,8 +611,22 @@ impl<B: BlockBackend + Send> VirtioDevice for Blk<B> {
             backend: _,
             serial: _,
             queue_sizes: _,
-            // Scratch buffer, empty between requests.
             chunk: _,
+            max_in_flight: _,
+            max_buffers: _,
+            // Host-side buffers: idle ones hold nothing; lent ones belong to
+            // operations below.
+            pool: _,
+            lent: _,
+            // In-flight work is not saved: it is bound to operations of this host's
+            // backend, which a restored device cannot complete. State is only
+            // consistent when saved with no request held (the transport's queues
+            // then say everything); a save taken mid-request loses those requests.
+            ops: _,
+            requests: _,
+            pieces: _,
+            done: _,
+            next_tag: _,
         } = self;
         Vec::new()
     }
@@ -335,6 +634,55 @@ impl<B: BlockBackend + Send> VirtioDevice for Blk<B> {
     fn restore_state(&mut self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
         crate::device::restore_no_state(blob)
     }
+}
+
+/// Writes `data` into the writable segments `segs` starting `skip` bytes in.
+fn copy_to_chain(
+    mem: &mut dyn GuestMemory,
+    segs: &[Segment],
+    mut skip: u64,
+    mut data: &[u8],
+) -> Result<(), MemError> {
+    for s in segs {
+        if data.is_empty() {
+            break;
+        }
+        let len = u64::from(s.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = ((len - skip) as usize).min(data.len());
+        mem.write(s.addr + skip, &data[..n])?;
+        data = &data[n..];
+        skip = 0;
+    }
+    Ok(())
+}
+
+/// Fills `buf` from the readable segments `segs` starting `skip` bytes in.
+fn copy_from_chain(
+    mem: &dyn GuestMemory,
+    segs: &[Segment],
+    mut skip: u64,
+    buf: &mut [u8],
+) -> Result<(), MemError> {
+    let mut done = 0;
+    for s in segs {
+        if done == buf.len() {
+            break;
+        }
+        let len = u64::from(s.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = ((len - skip) as usize).min(buf.len() - done);
+        mem.read(s.addr + skip, &mut buf[done..done + n])?;
+        done += n;
+        skip = 0;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

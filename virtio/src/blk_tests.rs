@@ -7,9 +7,9 @@ use vdev::AccessSize;
 
 const SECTORS: usize = 64;
 
-fn disk(read_only: bool) -> TestDriver<Blk<MemDisk>> {
+fn disk(read_only: bool) -> TestDriver<Blk<vdev::SyncBlock<MemDisk>>> {
     let mut d = TestDriver::new(
-        Blk::new(MemDisk::new(SECTORS, read_only))
+        Blk::new(vdev::SyncBlock(MemDisk::new(SECTORS, read_only)))
             .with_serial(b"RAYOS-DISK-0")
             .with_chunk_size(limits::CHUNK_BYTES),
         1 << 20,
@@ -27,7 +27,7 @@ fn header(kind: u32, sector: u64) -> [u8; 16] {
 
 /// Lays out header, data and status buffers; returns (hdr, data, status) addresses.
 fn request(
-    d: &mut TestDriver<Blk<MemDisk>>,
+    d: &mut TestDriver<Blk<vdev::SyncBlock<MemDisk>>>,
     kind: u32,
     sector: u64,
     data_len: u32,
@@ -42,7 +42,7 @@ fn request(
 
 /// Submits a request with the data buffer device-writable or not; returns (status, used len).
 fn submit(
-    d: &mut TestDriver<Blk<MemDisk>>,
+    d: &mut TestDriver<Blk<vdev::SyncBlock<MemDisk>>>,
     kind: u32,
     sector: u64,
     data: &[u8],
@@ -69,7 +69,7 @@ fn write_read_flush_round_trip() {
     let (status, len, _) = submit(&mut d, blk::T_OUT, 5, &pattern, false);
     assert_eq!((status, len), (blk::S_OK, 1));
     assert_eq!(
-        &d.transport.device().backend().data[5 * 512..5 * 512 + 2048],
+        &d.transport.device().backend().0.data[5 * 512..5 * 512 + 2048],
         &pattern[..]
     );
     let (status, len, buf) = submit(&mut d, blk::T_IN, 5, &[0u8; 2048], true);
@@ -77,7 +77,7 @@ fn write_read_flush_round_trip() {
     assert_eq!(d.read_mem(buf, 2048), pattern);
     let (status, _, _) = submit(&mut d, blk::T_FLUSH, 0, &[], false);
     assert_eq!(status, blk::S_OK);
-    assert_eq!(d.transport.device().backend().flushes, 1);
+    assert_eq!(d.transport.device().backend().0.flushes, 1);
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn large_read_crosses_chunks_and_indirect_tables() {
     let mut d = disk(false);
     let len = 40 * 512; // more than CHUNK_BYTES
     let pattern: alloc::vec::Vec<u8> = (0..len).map(|i| (i / 512 + i) as u8).collect();
-    d.transport.device_mut().backend_mut().data[..len].copy_from_slice(&pattern);
+    d.transport.device_mut().backend_mut().0.data[..len].copy_from_slice(&pattern);
     let (hdr, _, st) = request(&mut d, blk::T_IN, 0, 1);
     let a = d.alloc(len as u64 / 2, 512);
     let b = d.alloc(len as u64 / 2, 512);
@@ -128,7 +128,14 @@ fn read_only_disk_refuses_writes() {
     seg[8..12].copy_from_slice(&1u32.to_le_bytes());
     let (status, _, _) = submit(&mut d, blk::T_WRITE_ZEROES, 0, &seg, false);
     assert_eq!(status, blk::S_IOERR);
-    assert!(d.transport.device().backend().data.iter().all(|&b| b == 0));
+    assert!(d
+        .transport
+        .device()
+        .backend()
+        .0
+        .data
+        .iter()
+        .all(|&b| b == 0));
     let (status, _, _) = submit(&mut d, blk::T_IN, 0, &[0u8; 512], true);
     assert_eq!(status, blk::S_OK);
     assert!(!d.transport.needs_reset());
@@ -158,7 +165,14 @@ fn out_of_range_and_partial_sectors_are_ioerr() {
         submit(&mut d, blk::T_OUT, 0, &[1u8; 513], false).0,
         blk::S_IOERR
     );
-    assert!(d.transport.device().backend().data.iter().all(|&b| b == 0));
+    assert!(d
+        .transport
+        .device()
+        .backend()
+        .0
+        .data
+        .iter()
+        .all(|&b| b == 0));
     assert_eq!(
         submit(&mut d, blk::T_IN, last, &[0u8; 512], true).0,
         blk::S_OK
@@ -175,7 +189,7 @@ fn unknown_requests_are_unsupp() {
 #[test]
 fn write_zeroes() {
     let mut d = disk(false);
-    d.transport.device_mut().backend_mut().data.fill(0xee);
+    d.transport.device_mut().backend_mut().0.data.fill(0xee);
     let mut seg = [0u8; 16];
     seg[..8].copy_from_slice(&2u64.to_le_bytes());
     seg[8..12].copy_from_slice(&3u32.to_le_bytes());
@@ -183,7 +197,7 @@ fn write_zeroes() {
         submit(&mut d, blk::T_WRITE_ZEROES, 0, &seg, false).0,
         blk::S_OK
     );
-    let data = &d.transport.device().backend().data;
+    let data = &d.transport.device().backend().0.data;
     assert!(data[2 * 512..5 * 512].iter().all(|&b| b == 0));
     assert_eq!(data[2 * 512 - 1], 0xee);
     assert_eq!(data[5 * 512], 0xee);
@@ -208,7 +222,7 @@ fn write_zeroes() {
 #[test]
 fn config_space_layout() {
     let mut d = disk(false);
-    let rd = |d: &mut TestDriver<Blk<MemDisk>>, off: u64, size| {
+    let rd = |d: &mut TestDriver<Blk<vdev::SyncBlock<MemDisk>>>, off: u64, size| {
         d.try_read(mmio::CONFIG + off, size).unwrap()
     };
     assert_eq!(rd(&mut d, 0, AccessSize::Word), SECTORS as u64);
@@ -270,7 +284,14 @@ fn oversized_and_out_of_ram_buffers_need_reset_without_stray_writes() {
     );
     d.notify(0);
     assert!(d.transport.needs_reset());
-    assert!(d.transport.device().backend().data.iter().all(|&b| b == 0));
+    assert!(d
+        .transport
+        .device()
+        .backend()
+        .0
+        .data
+        .iter()
+        .all(|&b| b == 0));
 }
 
 #[test]
@@ -313,7 +334,7 @@ fn head_index_out_of_range_needs_reset() {
 fn vm_reset_forgets_queues_and_lowers_the_line_but_keeps_the_disk() {
     use vdev::{MmioDevice, SaveRestore};
     let fresh = TestDriver::new(
-        Blk::new(MemDisk::new(SECTORS, false))
+        Blk::new(vdev::SyncBlock(MemDisk::new(SECTORS, false)))
             .with_serial(b"RAYOS-DISK-0")
             .with_chunk_size(limits::CHUNK_BYTES),
         1 << 20,
@@ -338,4 +359,334 @@ fn vm_reset_forgets_queues_and_lowers_the_line_but_keeps_the_disk() {
     assert_eq!(st, blk::S_OK);
     back.copy_from_slice(&d.read_mem(buf, 512));
     assert_eq!(back, sector);
+}
+
+// ---- Asynchronous completion -------------------------------------------------
+
+/// A backend that holds every request until the test finishes it, in any order.
+struct Held {
+    disk: MemDisk,
+    queued: alloc::vec::Vec<(u64, vdev::BlockOp, alloc::vec::Vec<u8>)>,
+    ready: alloc::collections::VecDeque<vdev::Completion>,
+    /// Answer `Busy` to every submission.
+    busy: bool,
+    signal: Option<vdev::WorkSignal>,
+}
+
+impl Held {
+    fn new() -> Self {
+        Self {
+            disk: MemDisk::new(SECTORS, false),
+            queued: alloc::vec::Vec::new(),
+            ready: alloc::collections::VecDeque::new(),
+            busy: false,
+            signal: None,
+        }
+    }
+
+    /// Performs the `i`th held request on the disk and makes its completion ready.
+    fn finish(&mut self, i: usize) {
+        use vdev::BlockBackend;
+        let (tag, op, mut buf) = self.queued.remove(i);
+        let result = match op {
+            vdev::BlockOp::Read { offset } => self.disk.read_at(offset, &mut buf),
+            vdev::BlockOp::Write { offset } => self.disk.write_at(offset, &buf),
+            vdev::BlockOp::Flush => self.disk.flush(),
+        };
+        self.ready.push_back(vdev::Completion { tag, result, buf });
+        if let Some(s) = &self.signal {
+            s.raise();
+        }
+    }
+
+    fn ops(&self) -> alloc::vec::Vec<vdev::BlockOp> {
+        self.queued.iter().map(|q| q.1).collect()
+    }
+}
+
+impl vdev::AsyncBlock for Held {
+    fn capacity(&self) -> u64 {
+        self.disk.data.len() as u64
+    }
+    fn read_only(&self) -> bool {
+        false
+    }
+    fn submit(&mut self, tag: u64, op: vdev::BlockOp, buf: alloc::vec::Vec<u8>) -> vdev::Submit {
+        if self.busy {
+            return vdev::Submit::Busy(buf);
+        }
+        self.queued.push((tag, op, buf));
+        vdev::Submit::Queued
+    }
+    fn poll(&mut self) -> Option<vdev::Completion> {
+        self.ready.pop_front()
+    }
+    fn has_completions(&self) -> bool {
+        !self.ready.is_empty()
+    }
+    fn set_waker(&mut self, signal: vdev::WorkSignal) {
+        self.signal = Some(signal);
+    }
+}
+
+type HeldDriver = TestDriver<Blk<Held>>;
+
+fn held(in_flight: usize, buffers: usize) -> HeldDriver {
+    let mut d = TestDriver::new(
+        Blk::new(Held::new())
+            .with_chunk_size(1024)
+            .with_limits(in_flight, buffers),
+        1 << 20,
+    );
+    d.start(features::INDIRECT_DESC | features::EVENT_IDX);
+    d
+}
+
+/// A request in flight: its head, data buffer and status byte addresses.
+struct Req {
+    head: u16,
+    buf: u64,
+    st: u64,
+}
+
+/// Makes a request available (with `data` as its buffer contents) without notifying.
+fn publish(d: &mut HeldDriver, kind: u32, sector: u64, data: &[u8], writable: bool) -> Req {
+    let hdr = d.alloc(16, 16);
+    d.write_mem(hdr, &header(kind, sector));
+    let buf = d.alloc(data.len().max(1) as u64, 512);
+    d.write_mem(buf, data);
+    let st = d.alloc(1, 1);
+    d.write_mem(st, &[0xff]);
+    let mut bufs = alloc::vec![(hdr, 16, false)];
+    if !data.is_empty() {
+        bufs.push((buf, data.len() as u32, writable));
+    }
+    bufs.push((st, 1, true));
+    Req {
+        head: d.add_chain(0, &bufs),
+        buf,
+        st,
+    }
+}
+
+fn used(d: &mut HeldDriver) -> alloc::vec::Vec<u32> {
+    core::iter::from_fn(|| d.pop_used(0).map(|(id, _)| id)).collect()
+}
+
+fn backend(d: &mut HeldDriver) -> &mut Held {
+    d.transport.device_mut().backend_mut()
+}
+
+#[test]
+fn notify_returns_before_the_backend_completes_and_completions_may_come_out_of_order() {
+    let mut d = held(8, 8);
+    let a = publish(&mut d, blk::T_OUT, 1, &[0xa1; 512], false);
+    let b = publish(&mut d, blk::T_OUT, 2, &[0xb2; 512], false);
+    let c = publish(&mut d, blk::T_IN, 1, &[0; 512], true);
+    d.notify(0);
+    assert_eq!(backend(&mut d).queued.len(), 3, "all three started");
+    assert!(
+        used(&mut d).is_empty(),
+        "nothing completed inside the notify"
+    );
+    assert!(!d.irq_level());
+    assert_eq!(
+        d.read_mem(a.st, 1),
+        [0xff],
+        "status untouched while in flight"
+    );
+    // The backend finishes the second first.
+    backend(&mut d).finish(1);
+    d.poll();
+    assert_eq!(used(&mut d), [u32::from(b.head)]);
+    assert_eq!(d.read_mem(b.st, 1), [blk::S_OK]);
+    assert!(d.irq_level(), "completion interrupts");
+    d.ack_interrupts();
+    // Then the read before the write it overlaps: it sees the old (zero) data.
+    backend(&mut d).finish(1);
+    backend(&mut d).finish(0);
+    d.poll();
+    assert_eq!(used(&mut d), [u32::from(c.head), u32::from(a.head)]);
+    assert_eq!(d.read_mem(c.buf, 512), [0; 512]);
+    assert_eq!(d.read_mem(c.st, 1), [blk::S_OK]);
+    assert_eq!(&backend(&mut d).disk.data[512..1024], &[0xa1; 512][..]);
+    assert_eq!(d.transport.device().in_flight(), 0);
+}
+
+#[test]
+fn a_large_request_moves_in_pieces_and_completes_once_after_its_last_piece() {
+    // 4 KiB through 1 KiB buffers, at most 2 lent at once.
+    let mut d = held(8, 2);
+    let pattern: alloc::vec::Vec<u8> = (0..4096u32).map(|i| (i * 13 + 1) as u8).collect();
+    backend(&mut d).disk.data[..4096].copy_from_slice(&pattern);
+    let r = publish(&mut d, blk::T_IN, 0, &[0; 4096], true);
+    d.notify(0);
+    assert_eq!(backend(&mut d).queued.len(), 2, "bounded by the buffers");
+    backend(&mut d).finish(1);
+    d.poll();
+    assert_eq!(
+        backend(&mut d).queued.len(),
+        2,
+        "a returned buffer starts the next piece"
+    );
+    assert!(used(&mut d).is_empty());
+    while !backend(&mut d).queued.is_empty() {
+        let last = backend(&mut d).queued.len() - 1;
+        backend(&mut d).finish(last);
+        d.poll();
+    }
+    let done: alloc::vec::Vec<_> = core::iter::from_fn(|| d.pop_used(0)).collect();
+    assert_eq!(done, [(u32::from(r.head), 4097)]);
+    assert_eq!(d.read_mem(r.buf, 4096), pattern);
+}
+
+#[test]
+fn flush_waits_for_earlier_writes_and_later_requests_wait_for_the_flush() {
+    use vdev::BlockOp;
+    let mut d = held(8, 8);
+    let w1 = publish(&mut d, blk::T_OUT, 1, &[1; 512], false);
+    let f = publish(&mut d, blk::T_FLUSH, 0, &[], false);
+    let w2 = publish(&mut d, blk::T_OUT, 2, &[2; 512], false);
+    d.notify(0);
+    assert_eq!(backend(&mut d).ops(), [BlockOp::Write { offset: 512 }]);
+    backend(&mut d).finish(0);
+    d.poll();
+    assert_eq!(used(&mut d), [u32::from(w1.head)]);
+    assert_eq!(
+        backend(&mut d).ops(),
+        [BlockOp::Flush],
+        "flush after the write"
+    );
+    assert_eq!(backend(&mut d).disk.flushes, 0);
+    backend(&mut d).finish(0);
+    d.poll();
+    assert_eq!(used(&mut d), [u32::from(f.head)]);
+    assert_eq!(d.read_mem(f.st, 1), [blk::S_OK]);
+    assert_eq!(backend(&mut d).disk.flushes, 1);
+    assert_eq!(
+        backend(&mut d).ops(),
+        [BlockOp::Write { offset: 1024 }],
+        "the later write starts once the flush is done"
+    );
+    backend(&mut d).finish(0);
+    d.poll();
+    assert_eq!(used(&mut d), [u32::from(w2.head)]);
+}
+
+#[test]
+fn a_full_in_flight_table_leaves_requests_in_the_ring_until_one_completes() {
+    let mut d = held(2, 8);
+    let reqs: alloc::vec::Vec<Req> = (0..4)
+        .map(|i| publish(&mut d, blk::T_OUT, i, &[i as u8 + 1; 512], false))
+        .collect();
+    d.notify(0);
+    assert_eq!(d.transport.device().in_flight(), 2);
+    assert_eq!(backend(&mut d).queued.len(), 2);
+    backend(&mut d).finish(0);
+    d.poll();
+    assert_eq!(used(&mut d), [u32::from(reqs[0].head)]);
+    assert_eq!(d.transport.device().in_flight(), 2, "the third was taken");
+    for _ in 0..3 {
+        backend(&mut d).finish(0);
+        d.poll();
+    }
+    assert_eq!(
+        used(&mut d),
+        [reqs[1].head, reqs[2].head, reqs[3].head].map(u32::from)
+    );
+    for i in 0..4 {
+        assert_eq!(backend(&mut d).disk.data[i * 512], i as u8 + 1);
+    }
+}
+
+#[test]
+fn a_busy_backend_is_retried_on_poll() {
+    let mut d = held(8, 8);
+    backend(&mut d).busy = true;
+    let r = publish(&mut d, blk::T_OUT, 3, &[7; 512], false);
+    d.notify(0);
+    assert!(backend(&mut d).queued.is_empty());
+    assert!(
+        d.transport.needs_poll(),
+        "nothing in flight to wake it: poll"
+    );
+    backend(&mut d).busy = false;
+    d.poll();
+    backend(&mut d).finish(0);
+    d.poll();
+    assert_eq!(used(&mut d), [u32::from(r.head)]);
+}
+
+#[test]
+fn reset_with_requests_in_flight_never_writes_guest_memory_afterwards() {
+    use vdev::MmioDevice;
+    for vm_reset in [false, true] {
+        let mut d = held(8, 8);
+        backend(&mut d).disk.data[..512].fill(0xee);
+        let signal = vdev::WorkSignal::new();
+        d.transport.connect_work_signal(&signal);
+        let r = publish(&mut d, blk::T_IN, 0, &[0; 512], true);
+        let w = publish(&mut d, blk::T_OUT, 1, &[0x77; 512], false);
+        d.notify(0);
+        assert_eq!(backend(&mut d).queued.len(), 2);
+        if vm_reset {
+            MmioDevice::reset(&mut d.transport, &mut d.irq);
+        } else {
+            d.write_reg(mmio::STATUS, 0);
+        }
+        d.queues.clear();
+        d.start(features::INDIRECT_DESC);
+        let before = d.mem.as_bytes().to_vec();
+        backend(&mut d).finish(0);
+        backend(&mut d).finish(0);
+        assert!(
+            signal.take(),
+            "the backend's completion raised the VM's signal"
+        );
+        d.poll();
+        assert_eq!(
+            d.mem.as_bytes(),
+            &before[..],
+            "no data, status or used entry after the reset"
+        );
+        assert_eq!(d.read_mem(r.buf, 512), [0; 512]);
+        assert_eq!(d.read_mem(w.st, 1), [0xff]);
+        assert!(!d.transport.needs_reset());
+        // The disk keeps working, its buffers back in the pool.
+        let again = publish(&mut d, blk::T_IN, 0, &[0; 512], true);
+        d.notify(0);
+        backend(&mut d).finish(0);
+        d.poll();
+        assert_eq!(used(&mut d), [u32::from(again.head)]);
+        assert_eq!(d.read_mem(again.buf, 512), [0xee; 512]);
+    }
+}
+
+#[test]
+fn a_head_made_available_again_while_in_flight_needs_reset_and_completes_nothing() {
+    let mut d = held(8, 8);
+    let r = publish(&mut d, blk::T_IN, 0, &[0; 512], true);
+    d.notify(0);
+    // A hostile driver publishes the same chain again, and rewrites it as a write.
+    d.write_mem(r.buf, &[0x66; 512]);
+    d.publish(0, r.head);
+    d.notify(0);
+    assert!(d.transport.needs_reset());
+    assert_eq!(backend(&mut d).queued.len(), 1, "the copy was not started");
+    let before = d.mem.as_bytes().to_vec();
+    backend(&mut d).disk.data[..512].fill(0x99);
+    backend(&mut d).finish(0);
+    d.poll();
+    assert_eq!(
+        d.mem.as_bytes(),
+        &before[..],
+        "nothing completed while broken"
+    );
+    d.write_reg(mmio::STATUS, 0);
+    d.queues.clear();
+    d.start(features::INDIRECT_DESC);
+    let before = d.mem.as_bytes().to_vec();
+    d.poll();
+    assert_eq!(d.mem.as_bytes(), &before[..], "nor after the reset");
+    assert!(backend(&mut d).disk.data[512..].iter().all(|&b| b == 0));
 }

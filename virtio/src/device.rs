@@ -21,6 +21,8 @@ pub enum RequestError {
     MissingHeader,
     /// There is no device-writable byte for the status.
     MissingStatus,
+    /// The driver made a chain available again while the device still held it.
+    HeadInFlight,
 }
 
 /// Why a device stopped: the driver broke the protocol. The transport answers with
@@ -213,6 +215,15 @@ pub trait VirtioDevice: Send {
     fn wants_poll(&self) -> bool {
         false
     }
+    /// Whether the device holds work that [`Self::poll`] completes for sure, without
+    /// waiting for the driver (e.g. backend completions): the hypervisor resumes such
+    /// devices outside guest accesses. Host input that needs driver buffers is not.
+    fn has_ready_work(&self) -> bool {
+        false
+    }
+    /// The signal to raise when work for [`Self::poll`] arrives from outside any
+    /// call into the device (a backend completing a request on an interrupt).
+    fn connect_work_signal(&mut self, _signal: &vdev::WorkSignal) {}
     /// Back to the state after device reset (host-side buffers may be kept).
     fn reset(&mut self);
     /// Back to the power-on state (VM reset), after [`Self::reset`]: host-side

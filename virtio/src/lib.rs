@@ -24,8 +24,8 @@
 //! then processes nothing until the driver resets it. Guest memory is only reached
 //! through [`vdev::GuestMemory`], whose errors count as malformed.
 //!
-//! Usage in the hypervisor, with `backend` any `BlockBackend + Send` (or
-//! `DynBackend(boxed)`):
+//! Usage in the hypervisor, with `backend` any `vdev::AsyncBlock + Send` (a
+//! `DynBackend` box, or a synchronous disk as `vdev::SyncBlock(disk)`):
 //!
 //! ```text
 //! bus.insert("virtio-blk0", base, 0x200, Box::new(MmioTransport::new(Blk::new(backend), intid)))

@@ -194,7 +194,7 @@ proptest! {
     fn blk_random_rings_touch_only_writable_buffers(c in case()) {
         let mut disk = MemDisk::new(64, false);
         disk.data.fill(0x3c);
-        run_case(Blk::new(disk), &c, |_| {});
+        run_case(Blk::new(vdev::SyncBlock(disk)), &c, |_| {});
     }
 
     #[test]
@@ -278,7 +278,7 @@ proptest! {
     fn blk_matches_a_model_disk(reqs in prop::collection::vec(blk_req(), 1..12)) {
         use crate::defs::blk;
         const SECTORS: usize = 32;
-        let mut d = TestDriver::new(Blk::new(MemDisk::new(SECTORS, false)), 1 << 20);
+        let mut d = TestDriver::new(Blk::new(vdev::SyncBlock(MemDisk::new(SECTORS, false))), 1 << 20);
         d.start(features::INDIRECT_DESC);
         let mut model = alloc::vec![0u8; SECTORS * 512];
         for r in reqs {
@@ -330,7 +330,7 @@ proptest! {
                 }
                 prop_assert_eq!(&got[..], &model[o..o + total as usize]);
             }
-            prop_assert_eq!(&d.transport.device().backend().data[..], &model[..]);
+            prop_assert_eq!(&d.transport.device().backend().0.data[..], &model[..]);
         }
         prop_assert!(!d.transport.needs_reset());
     }

@@ -83,6 +83,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// (or [`Self::poll`]) without waiting for a guest notification, which with
     /// VIRTIO_F_EVENT_IDX may never come.
     pub fn with_work_signal(mut self, signal: WorkSignal) -> Self {
+        self.device.connect_work_signal(&signal);
         self.work = Some(signal);
         self
     }
@@ -506,7 +507,7 @@ impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
     /// (Host-side input waiting for the driver's buffers is not "deferred": it may
     /// wait forever, and the hypervisor must not spin on it.)
     fn has_deferred_work(&self) -> bool {
-        self.live() && self.deferred != 0
+        self.live() && (self.deferred != 0 || self.device.has_ready_work())
     }
 
     fn resume(&mut self, ctx: &mut MmioContext) {
@@ -514,6 +515,7 @@ impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
     }
 
     fn connect_work_signal(&mut self, signal: &WorkSignal) {
+        self.device.connect_work_signal(signal);
         self.work = Some(signal.clone());
         if self.has_deferred_work() {
             signal.raise();

@@ -381,13 +381,19 @@ mod tests {
         probe: probe_transport,
     );
 
-    fn blk() -> MmioTransport<crate::blk::Blk<MemDisk>> {
-        MmioTransport::new(crate::blk::Blk::new(MemDisk::new(8, false)), TEST_INTID)
+    fn blk() -> MmioTransport<crate::blk::Blk<vdev::SyncBlock<MemDisk>>> {
+        MmioTransport::new(
+            crate::blk::Blk::new(vdev::SyncBlock(MemDisk::new(8, false))),
+            TEST_INTID,
+        )
     }
 
     /// A disk started with EVENT_IDX, one flush served, queue 0 selected.
-    fn drive_blk(t: &mut MmioTransport<crate::blk::Blk<MemDisk>>) {
-        let mut d = TestDriver::new(crate::blk::Blk::new(MemDisk::new(8, false)), 1 << 16);
+    fn drive_blk(t: &mut MmioTransport<crate::blk::Blk<vdev::SyncBlock<MemDisk>>>) {
+        let mut d = TestDriver::new(
+            crate::blk::Blk::new(vdev::SyncBlock(MemDisk::new(8, false))),
+            1 << 16,
+        );
         d.start(features::EVENT_IDX);
         let hdr = d.alloc(16, 8);
         d.write_mem(hdr, &crate::defs::blk::T_FLUSH.to_le_bytes());
