@@ -8,7 +8,7 @@ use arch::inject::{inject, is_external_abort, skip_instruction, GuestPoint, Inje
 use arch::smccc::{handle_call, CpuPower, PowerAction, PowerTopology};
 use arch::sysreg::{id, sanitise_id, SysReg, SysRegAccess};
 use arch::timer::EmulatedTimer;
-use vdev::{AccessSize, MmioContext};
+use vdev::{AccessSize, MmioContext, MmioError};
 
 use crate::el1::{read_id_register, read_sysreg, write_sysreg};
 use crate::vm::{StartRequest, StopReason, Vcpu, Vm};
@@ -380,12 +380,6 @@ fn mmio(vm: &Vm, vcpu: &mut Vcpu, esr: u64, ipa: u64, far: u64, a: MmioAccess) {
         );
     };
     vcpu.stats.mmio += 1;
-    if (boards::guest::PL011_BASE..boards::guest::PL011_BASE + boards::guest::PL011_SIZE)
-        .contains(&ipa)
-    {
-        // A guest polling its UART sees host input without waiting for an interrupt.
-        crate::wait::pump_console(vm);
-    }
     let value = a.write.then(|| get_reg(vcpu, a.reg) & size.mask());
     let mut irq = crate::vm::VgicSink::new(&vm.vgic);
     let result = {
@@ -395,13 +389,32 @@ fn mmio(vm: &Vm, vcpu: &mut Vcpu, esr: u64, ipa: u64, far: u64, a: MmioAccess) {
             mem: &mut mem,
             irq: &mut irq,
         };
-        vm.bus.access(&mut ctx, ipa, size, value)
+        if (boards::guest::PL011_BASE..boards::guest::PL011_BASE + boards::guest::PL011_SIZE)
+            .contains(&ipa)
+        {
+            Some(pl011_access(
+                vm,
+                &mut ctx,
+                ipa - boards::guest::PL011_BASE,
+                size,
+                value,
+            ))
+        } else {
+            vm.bus.access(&mut ctx, ipa, size, value)
+        }
     };
     // Interrupt state changed if a device drove a line or the guest wrote its GIC.
     if irq.touched || (a.write && vm.is_gic(ipa)) {
         vm.deliver_kicks(vcpu.idx);
     }
     match result {
+        Some(Ok(v)) => {
+            if !a.write {
+                set_reg(vcpu, a.reg, a.load_result(v));
+            }
+            skip(vcpu, esr);
+        }
+        Some(Err(e)) => refuse_device(vm, vcpu, ipa, far, a.write, &e),
         None => refuse(
             vm,
             vcpu,
@@ -410,21 +423,53 @@ fn mmio(vm: &Vm, vcpu: &mut Vcpu, esr: u64, ipa: u64, far: u64, a: MmioAccess) {
             a.write,
             format_args!("no device at this address"),
         ),
-        Some(Err(e)) => refuse(
-            vm,
-            vcpu,
-            ipa,
-            far,
-            a.write,
-            format_args!("device refused the access: {e:?}"),
-        ),
-        Some(Ok(v)) => {
-            if !a.write {
-                set_reg(vcpu, a.reg, a.load_result(v));
-            }
-            skip(vcpu, esr);
-        }
     }
+}
+
+/// [`refuse`] for an access the device refused with `e`.
+#[cold]
+#[inline(never)]
+fn refuse_device(vm: &Vm, vcpu: &mut Vcpu, ipa: u64, far: u64, write: bool, e: &MmioError) {
+    refuse(
+        vm,
+        vcpu,
+        ipa,
+        far,
+        write,
+        format_args!("device refused the access: {e:?}"),
+    );
+}
+
+/// One guest access at `offset` into its PL011 (the device the bus also holds, at
+/// the same range), served under the UART's own lock alone, which the console pump
+/// shares: a read of DR or FR first moves waiting host input into the guest's FIFO,
+/// so a guest polling its UART sees input without waiting for an interrupt; after
+/// any access that may have made room while the host UART's interrupt is silenced,
+/// the pump runs again to re-open it.
+#[inline(always)]
+fn pl011_access(
+    vm: &Vm,
+    ctx: &mut MmioContext,
+    offset: u64,
+    size: AccessSize,
+    value: Option<u64>,
+) -> Result<u64, MmioError> {
+    use devices::pl011::reg;
+    use vdev::MmioDevice;
+    let mut uart = vm.uart.0.lock();
+    let r = match value {
+        Some(v) => uart.write(ctx, offset, size, v).map(|()| 0),
+        None => {
+            if offset == reg::DR || offset == reg::FR {
+                crate::wait::pump_console_locked(vm, &mut uart);
+            }
+            uart.read(ctx, offset, size)
+        }
+    };
+    if crate::wait::console_rx_silenced() {
+        crate::wait::pump_console_locked(vm, &mut uart);
+    }
+    r
 }
 
 /// Handles an SError taken while a guest ran: the guest gets a virtual SError.
