@@ -91,6 +91,11 @@ pub fn handle_sync(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     // EC and the immediate in one test: HVC #0, checked first.
     if esr & (ESR_EC_MASK << ESR_EC_SHIFT | ESR_ISS_IMM16) == EC_HVC64 << ESR_EC_SHIFT {
         vcpu.stats.hvc += 1;
+        // Calls answered from the function identifier alone need nothing else.
+        if let Some(x0) = arch::smccc::stateless_result(vcpu.regs.x[0]) {
+            vcpu.regs.x[0] = x0;
+            return Flow::Continue;
+        }
         return smccc(vm, vcpu);
     }
     if esr >> ESR_EC_SHIFT & ESR_EC_MASK == EC_DABT_LOW && mmio_fast(vm, vcpu, esr) {
@@ -382,47 +387,66 @@ fn mmio(vm: &Vm, vcpu: &mut Vcpu, esr: u64, ipa: u64, far: u64, a: MmioAccess) {
     vcpu.stats.mmio += 1;
     let value = a.write.then(|| get_reg(vcpu, a.reg) & size.mask());
     let mut irq = crate::vm::VgicSink::new(&vm.vgic);
-    let result = {
-        let mut mem = vm.ram;
-        let mut ctx = MmioContext {
-            vcpu: vcpu.idx,
-            mem: &mut mem,
-            irq: &mut irq,
-        };
-        if (boards::guest::PL011_BASE..boards::guest::PL011_BASE + boards::guest::PL011_SIZE)
-            .contains(&ipa)
-        {
-            Some(pl011_access(
-                vm,
-                &mut ctx,
-                ipa - boards::guest::PL011_BASE,
-                size,
-                value,
-            ))
-        } else {
-            vm.bus.access(&mut ctx, ipa, size, value)
-        }
+    let mut mem = vm.ram;
+    let mut ctx = MmioContext {
+        vcpu: vcpu.idx,
+        mem: &mut mem,
+        irq: &mut irq,
     };
+    // Each arm completes the access itself, so that the device's result is read
+    // where the device left it rather than first moved into one merged value.
+    if (boards::guest::PL011_BASE..boards::guest::PL011_BASE + boards::guest::PL011_SIZE)
+        .contains(&ipa)
+    {
+        let r = pl011_access(vm, &mut ctx, ipa - boards::guest::PL011_BASE, size, value);
+        complete(vm, vcpu, esr, ipa, far, a, irq.touched, r);
+    } else {
+        match vm.bus.access(&mut ctx, ipa, size, value) {
+            Some(r) => complete(vm, vcpu, esr, ipa, far, a, irq.touched, r),
+            None => {
+                if a.write && vm.is_gic(ipa) {
+                    vm.deliver_kicks(vcpu.idx);
+                }
+                refuse(
+                    vm,
+                    vcpu,
+                    ipa,
+                    far,
+                    a.write,
+                    format_args!("no device at this address"),
+                )
+            }
+        }
+    }
+}
+
+/// Finishes an MMIO access a device answered with `result`: kicks the vCPUs whose
+/// interrupt state may have changed (`touched`: a device drove a line), then
+/// completes the guest's load or store, or refuses it.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn complete(
+    vm: &Vm,
+    vcpu: &mut Vcpu,
+    esr: u64,
+    ipa: u64,
+    far: u64,
+    a: MmioAccess,
+    touched: bool,
+    result: Result<u64, MmioError>,
+) {
     // Interrupt state changed if a device drove a line or the guest wrote its GIC.
-    if irq.touched || (a.write && vm.is_gic(ipa)) {
+    if touched || (a.write && vm.is_gic(ipa)) {
         vm.deliver_kicks(vcpu.idx);
     }
     match result {
-        Some(Ok(v)) => {
+        Ok(v) => {
             if !a.write {
                 set_reg(vcpu, a.reg, a.load_result(v));
             }
             skip(vcpu, esr);
         }
-        Some(Err(e)) => refuse_device(vm, vcpu, ipa, far, a.write, &e),
-        None => refuse(
-            vm,
-            vcpu,
-            ipa,
-            far,
-            a.write,
-            format_args!("no device at this address"),
-        ),
+        Err(e) => refuse_device(vm, vcpu, ipa, far, a.write, &e),
     }
 }
 
