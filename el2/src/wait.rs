@@ -58,12 +58,12 @@ pub fn pump_console_locked(vm: &Vm, uart: &mut Pl011) {
     }
 }
 
-/// Whether the host UART's receive interrupt is silenced (the guest's FIFO was
-/// full at the last [`pump_console`]): the MMIO path then pumps after a guest
-/// access, which may have made room.
+/// Whether the host UART's receive interrupt is not known to be on (silenced
+/// because the guest's FIFO was full at the last [`pump_console`], or never set):
+/// the MMIO path then pumps after a guest access, which may have made room.
 #[inline(always)]
 pub fn console_rx_silenced() -> bool {
-    RX_INTERRUPT.load(Ordering::Relaxed) == 0
+    RX_INTERRUPT.load(Ordering::Relaxed) != 1
 }
 
 /// Moves `first` and whatever else the host UART holds, up to the room in the
