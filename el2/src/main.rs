@@ -632,17 +632,12 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
             }
         }
         wait::sync_vtimer(vm, vcpu);
-        let flow = match ExitKind::from_raw(kind) {
-            Some(ExitKind::Sync) => trap::handle_sync(vm, vcpu),
-            Some(ExitKind::Irq | ExitKind::Fiq) => {
-                vcpu.stats.irq += 1;
-                wait::service_irqs(vm, vcpu);
-                Flow::Continue
-            }
-            Some(ExitKind::SError) => trap::handle_serror(vm, vcpu),
-            None => fatal(format_args!(
-                "world switch returned unknown exception kind {kind}"
-            )),
+        // Synchronous exits (hypercalls, MMIO), the most frequent, are tested first
+        // and go straight back to the guest when handled.
+        let flow = if kind == ExitKind::Sync as u64 {
+            trap::handle_sync(vm, vcpu)
+        } else {
+            other_exit(vm, vcpu, kind)
         };
         if flow != Flow::Continue {
             vcpu.el1.save();
@@ -651,5 +646,22 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
             }
             return flow;
         }
+    }
+}
+
+/// The exits other than synchronous ones: interrupts and SErrors.
+#[inline(never)]
+fn other_exit(vm: &Vm, vcpu: &mut Vcpu, kind: u64) -> Flow {
+    match ExitKind::from_raw(kind) {
+        Some(ExitKind::Sync) => trap::handle_sync(vm, vcpu),
+        Some(ExitKind::Irq | ExitKind::Fiq) => {
+            vcpu.stats.irq += 1;
+            wait::service_irqs(vm, vcpu);
+            Flow::Continue
+        }
+        Some(ExitKind::SError) => trap::handle_serror(vm, vcpu),
+        None => fatal(format_args!(
+            "world switch returned unknown exception kind {kind}"
+        )),
     }
 }
