@@ -520,6 +520,5 @@ pub fn reset_vcpu(vcpu: &mut Vcpu, req: StartRequest) {
     vcpu.regs.pstate = PSTATE_EL1H_DAIF;
     vcpu.el1 = crate::el1::El1Context::reset();
     vcpu.ptimer = EmulatedTimer::default();
-    vcpu.lrs_loaded = false;
-    vcpu.lrs_overflow = false;
+    vcpu.lrs = crate::vm::LrState::EMPTY;
 }
