@@ -197,6 +197,21 @@ pub fn implemented(id: u32) -> bool {
     )
 }
 
+/// The x0 of the calls whose answer depends on the function identifier (the low
+/// 32 bits of `x0`) alone, no argument and no VM or host state: SMCCC_VERSION,
+/// PSCI_VERSION, PSCI_MIGRATE_INFO_TYPE. `None` for every other call, which
+/// [`handle_call`] answers. Lets the exit path answer these before any other work.
+#[inline(always)]
+pub fn stateless_result(x0: u64) -> Option<u64> {
+    use func::*;
+    match x0 as u32 {
+        SMCCC_VERSION => Some(SMCCC_VERSION_1_1),
+        PSCI_VERSION => Some(PSCI_VERSION_1_1),
+        PSCI_MIGRATE_INFO_TYPE => Some(MIGRATE_INFO_TYPE_NOT_REQUIRED),
+        _ => None,
+    }
+}
+
 /// Handles one SMCCC call made with `x` = x0..x3.
 #[inline]
 pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmware) -> CallOutcome {
@@ -206,8 +221,10 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
     // SMC32/HVC32 calls pass 32-bit arguments.
     let smc64 = id & (1 << 30) != 0;
     let arg = |i: usize| if smc64 { x[i] } else { x[i] & 0xffff_ffff };
+    if let Some(x0) = stateless_result(x[0]) {
+        return ok(x0);
+    }
     match id {
-        SMCCC_VERSION => ok(SMCCC_VERSION_1_1),
         SMCCC_ARCH_FEATURES => {
             let q = arg(1) as u32;
             match q {
@@ -234,7 +251,6 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
                 err(ret::NOT_SUPPORTED)
             }
         }
-        PSCI_VERSION => ok(PSCI_VERSION_1_1),
         PSCI_FEATURES => {
             let q = arg(1) as u32;
             // SMCCC_VERSION is discoverable through PSCI_FEATURES (SMCCC 1.1 §7.1).
@@ -244,7 +260,6 @@ pub fn handle_call(x: [u64; 4], topo: &dyn PowerTopology, host: &dyn HostFirmwar
                 err(ret::NOT_SUPPORTED)
             }
         }
-        PSCI_MIGRATE_INFO_TYPE => ok(MIGRATE_INFO_TYPE_NOT_REQUIRED),
         PSCI_CPU_ON | PSCI_CPU_ON_64 => {
             let Some(target) = topo.vcpu_by_mpidr(arg(1) & MPIDR_AFFINITY_MASK) else {
                 log::warn!("PSCI CPU_ON: no vCPU has MPIDR {:#x}", arg(1));
@@ -534,6 +549,27 @@ mod tests {
     }
 
     proptest! {
+        /// The calls answered from the identifier alone (the exit path's fast
+        /// path) give the specifications' values (SMCCC 1.1, PSCI 1.1, "migration
+        /// not required") through both entry points whatever x0's upper half and the
+        /// arguments, and ask for no action; no other id is answered that way.
+        #[test]
+        fn stateless_results_ignore_upper_bits_and_arguments(id in prop_oneof![
+            Just(func::SMCCC_VERSION), Just(func::PSCI_VERSION), Just(func::PSCI_MIGRATE_INFO_TYPE),
+            Just(func::PSCI_FEATURES), Just(func::SMCCC_ARCH_FEATURES), any::<u32>()
+        ], hi in any::<u32>(), a in any::<u64>(), b in any::<u64>()) {
+            let x0 = u64::from(hi) << 32 | u64::from(id);
+            let want = match id {
+                func::SMCCC_VERSION | func::PSCI_VERSION => Some(0x1_0001),
+                func::PSCI_MIGRATE_INFO_TYPE => Some(2),
+                _ => None,
+            };
+            prop_assert_eq!(stateless_result(x0), want);
+            if let Some(r) = want {
+                prop_assert_eq!(call([x0, a, b, 0]), CallOutcome { x0: r, action: PowerAction::None });
+            }
+        }
+
         /// Any function id we do not implement answers NOT_SUPPORTED and asks for nothing.
         #[test]
         fn random_ids_are_not_supported(id in any::<u32>(), a in any::<u64>(), b in any::<u64>()) {

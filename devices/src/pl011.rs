@@ -290,14 +290,23 @@ impl Pl011 {
         .value
     }
 
+    #[inline(always)]
     fn update_irq(&mut self, irq: &mut dyn InterruptSink) {
         let level = self.ris & self.imsc != 0;
         if self.line != Some(level) {
-            self.line = Some(level);
-            irq.set_level(self.intid, level);
+            self.drive_line(irq, level);
         }
     }
 
+    /// Drives the interrupt line to a new `level` (out of line: most accesses leave
+    /// it as it is).
+    #[inline(never)]
+    fn drive_line(&mut self, irq: &mut dyn InterruptSink, level: bool) {
+        self.line = Some(level);
+        irq.set_level(self.intid, level);
+    }
+
+    #[inline(always)]
     fn read_reg(&mut self, offset: u64) -> Result<u32, MmioError> {
         Ok(match offset {
             reg::DR => {
@@ -323,13 +332,11 @@ impl Pl011 {
             o if (reg::ID_BASE..reg::ID_END).contains(&o) => {
                 ID_BYTES[((o - reg::ID_BASE) / 4) as usize]
             }
-            o => {
-                log::warn!("pl011: read of reserved offset {o:#x}, reads as zero");
-                0
-            }
+            o => reserved_read(o),
         })
     }
 
+    #[inline(always)]
     fn write_reg(&mut self, offset: u64, v: u32) {
         match offset {
             reg::DR => {
@@ -354,6 +361,8 @@ impl Pl011 {
 }
 
 impl MmioDevice for Pl011 {
+    // Inlinable: the hypervisor's PL011 exit path calls the concrete device.
+    #[inline]
     fn read(
         &mut self,
         ctx: &mut MmioContext,
@@ -370,6 +379,7 @@ impl MmioDevice for Pl011 {
         Ok(u64::from(v >> ((offset & 3) * 8)) & size.mask())
     }
 
+    #[inline]
     fn write(
         &mut self,
         ctx: &mut MmioContext,
@@ -491,6 +501,14 @@ impl SaveRestore for Pl011 {
         *line = None;
         Ok(())
     }
+}
+
+/// A read of a reserved offset: logged, reads as zero.
+#[cold]
+#[inline(never)]
+fn reserved_read(offset: u64) -> u32 {
+    log::warn!("pl011: read of reserved offset {offset:#x}, reads as zero");
+    0
 }
 
 #[cfg(test)]

@@ -601,16 +601,12 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
                 Flow::CpuOff
             };
         }
-        if vcpu.lrs_loaded
-            || vcpu.lrs_overflow
-            || (kick.load(Ordering::Acquire) && kick.swap(false, Ordering::AcqRel))
-        {
+        if vcpu.lrs.any() || (kick.load(Ordering::Acquire) && kick.swap(false, Ordering::AcqRel)) {
             match vm.vgic.lock().flush(idx, &mut lrs) {
                 Ok(out) => {
-                    vcpu.lrs_loaded = out.loaded > 0;
                     // The vGIC requests maintenance interrupts only for left-over
                     // interrupts (`vgic::IchHcr::for_entry`).
-                    vcpu.lrs_overflow = out.left_over > 0;
+                    vcpu.lrs = vm::LrState::new(out.loaded > 0, out.left_over > 0);
                     el1::write_sysreg!("ICH_HCR_EL2", out.hcr().0);
                 }
                 Err(e) => log::warn!("{}: vGIC flush for vCPU {idx}: {e:?}", vm.name),
@@ -623,28 +619,25 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
         // registers, so an armed underflow / no-pending request would keep it asserted
         // at EL2 for ever: take back every request (keeping EOIcount, the guest's
         // deactivations that found no list register) before anything else runs.
-        let mut eoi_count = 0;
-        if vcpu.lrs_overflow {
-            eoi_count = vgic::IchHcr(el1::read_sysreg!("ICH_HCR_EL2")).eoi_count();
-            el1::write_sysreg!("ICH_HCR_EL2", vgic::IchHcr::EXIT.0);
-        }
-        if vcpu.lrs_loaded {
-            if let Err(e) = vm.vgic.lock().sync(idx, &mut lrs, eoi_count) {
-                log::warn!("{}: vGIC sync for vCPU {idx}: {e:?}", vm.name);
+        if vcpu.lrs.any() {
+            let mut eoi_count = 0;
+            if vcpu.lrs.overflow() {
+                eoi_count = vgic::IchHcr(el1::read_sysreg!("ICH_HCR_EL2")).eoi_count();
+                el1::write_sysreg!("ICH_HCR_EL2", vgic::IchHcr::EXIT.0);
+            }
+            if vcpu.lrs.loaded() {
+                if let Err(e) = vm.vgic.lock().sync(idx, &mut lrs, eoi_count) {
+                    log::warn!("{}: vGIC sync for vCPU {idx}: {e:?}", vm.name);
+                }
             }
         }
         wait::sync_vtimer(vm, vcpu);
-        let flow = match ExitKind::from_raw(kind) {
-            Some(ExitKind::Sync) => trap::handle_sync(vm, vcpu),
-            Some(ExitKind::Irq | ExitKind::Fiq) => {
-                vcpu.stats.irq += 1;
-                wait::service_irqs(vm, vcpu);
-                Flow::Continue
-            }
-            Some(ExitKind::SError) => trap::handle_serror(vm, vcpu),
-            None => fatal(format_args!(
-                "world switch returned unknown exception kind {kind}"
-            )),
+        // Synchronous exits (hypercalls, MMIO), the most frequent, are tested first
+        // and go straight back to the guest when handled.
+        let flow = if kind == ExitKind::Sync as u64 {
+            trap::handle_sync(vm, vcpu)
+        } else {
+            other_exit(vm, vcpu, kind)
         };
         if flow != Flow::Continue {
             vcpu.el1.save();
@@ -653,5 +646,22 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
             }
             return flow;
         }
+    }
+}
+
+/// The exits other than synchronous ones: interrupts and SErrors.
+#[inline(never)]
+fn other_exit(vm: &Vm, vcpu: &mut Vcpu, kind: u64) -> Flow {
+    match ExitKind::from_raw(kind) {
+        Some(ExitKind::Sync) => trap::handle_sync(vm, vcpu),
+        Some(ExitKind::Irq | ExitKind::Fiq) => {
+            vcpu.stats.irq += 1;
+            wait::service_irqs(vm, vcpu);
+            Flow::Continue
+        }
+        Some(ExitKind::SError) => trap::handle_serror(vm, vcpu),
+        None => fatal(format_args!(
+            "world switch returned unknown exception kind {kind}"
+        )),
     }
 }

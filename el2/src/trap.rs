@@ -8,7 +8,7 @@ use arch::inject::{inject, is_external_abort, skip_instruction, GuestPoint, Inje
 use arch::smccc::{handle_call, CpuPower, PowerAction, PowerTopology};
 use arch::sysreg::{id, sanitise_id, SysReg, SysRegAccess};
 use arch::timer::EmulatedTimer;
-use vdev::{AccessSize, MmioContext};
+use vdev::{AccessSize, MmioContext, MmioError};
 
 use crate::el1::{read_id_register, read_sysreg, write_sysreg};
 use crate::vm::{StartRequest, StopReason, Vcpu, Vm};
@@ -91,6 +91,11 @@ pub fn handle_sync(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     // EC and the immediate in one test: HVC #0, checked first.
     if esr & (ESR_EC_MASK << ESR_EC_SHIFT | ESR_ISS_IMM16) == EC_HVC64 << ESR_EC_SHIFT {
         vcpu.stats.hvc += 1;
+        // Calls answered from the function identifier alone need nothing else.
+        if let Some(x0) = arch::smccc::stateless_result(vcpu.regs.x[0]) {
+            vcpu.regs.x[0] = x0;
+            return Flow::Continue;
+        }
         return smccc(vm, vcpu);
     }
     if esr >> ESR_EC_SHIFT & ESR_EC_MASK == EC_DABT_LOW && mmio_fast(vm, vcpu, esr) {
@@ -380,51 +385,115 @@ fn mmio(vm: &Vm, vcpu: &mut Vcpu, esr: u64, ipa: u64, far: u64, a: MmioAccess) {
         );
     };
     vcpu.stats.mmio += 1;
+    let value = a.write.then(|| get_reg(vcpu, a.reg) & size.mask());
+    let mut irq = crate::vm::VgicSink::new(&vm.vgic);
+    let mut mem = vm.ram;
+    let mut ctx = MmioContext {
+        vcpu: vcpu.idx,
+        mem: &mut mem,
+        irq: &mut irq,
+    };
+    // Each arm completes the access itself, so that the device's result is read
+    // where the device left it rather than first moved into one merged value.
     if (boards::guest::PL011_BASE..boards::guest::PL011_BASE + boards::guest::PL011_SIZE)
         .contains(&ipa)
     {
-        // A guest polling its UART sees host input without waiting for an interrupt.
-        crate::wait::pump_console(vm);
+        let r = pl011_access(vm, &mut ctx, ipa - boards::guest::PL011_BASE, size, value);
+        complete(vm, vcpu, esr, ipa, far, a, irq.touched, r);
+    } else {
+        match vm.bus.access(&mut ctx, ipa, size, value) {
+            Some(r) => complete(vm, vcpu, esr, ipa, far, a, irq.touched, r),
+            None => {
+                if a.write && vm.is_gic(ipa) {
+                    vm.deliver_kicks(vcpu.idx);
+                }
+                refuse(
+                    vm,
+                    vcpu,
+                    ipa,
+                    far,
+                    a.write,
+                    format_args!("no device at this address"),
+                )
+            }
+        }
     }
-    let value = a.write.then(|| get_reg(vcpu, a.reg) & size.mask());
-    let mut irq = crate::vm::VgicSink::new(&vm.vgic);
-    let result = {
-        let mut mem = vm.ram;
-        let mut ctx = MmioContext {
-            vcpu: vcpu.idx,
-            mem: &mut mem,
-            irq: &mut irq,
-        };
-        vm.bus.access(&mut ctx, ipa, size, value)
-    };
+}
+
+/// Finishes an MMIO access a device answered with `result`: kicks the vCPUs whose
+/// interrupt state may have changed (`touched`: a device drove a line), then
+/// completes the guest's load or store, or refuses it.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn complete(
+    vm: &Vm,
+    vcpu: &mut Vcpu,
+    esr: u64,
+    ipa: u64,
+    far: u64,
+    a: MmioAccess,
+    touched: bool,
+    result: Result<u64, MmioError>,
+) {
     // Interrupt state changed if a device drove a line or the guest wrote its GIC.
-    if irq.touched || (a.write && vm.is_gic(ipa)) {
+    if touched || (a.write && vm.is_gic(ipa)) {
         vm.deliver_kicks(vcpu.idx);
     }
     match result {
-        None => refuse(
-            vm,
-            vcpu,
-            ipa,
-            far,
-            a.write,
-            format_args!("no device at this address"),
-        ),
-        Some(Err(e)) => refuse(
-            vm,
-            vcpu,
-            ipa,
-            far,
-            a.write,
-            format_args!("device refused the access: {e:?}"),
-        ),
-        Some(Ok(v)) => {
+        Ok(v) => {
             if !a.write {
                 set_reg(vcpu, a.reg, a.load_result(v));
             }
             skip(vcpu, esr);
         }
+        Err(e) => refuse_device(vm, vcpu, ipa, far, a.write, &e),
     }
+}
+
+/// [`refuse`] for an access the device refused with `e`.
+#[cold]
+#[inline(never)]
+fn refuse_device(vm: &Vm, vcpu: &mut Vcpu, ipa: u64, far: u64, write: bool, e: &MmioError) {
+    refuse(
+        vm,
+        vcpu,
+        ipa,
+        far,
+        write,
+        format_args!("device refused the access: {e:?}"),
+    );
+}
+
+/// One guest access at `offset` into its PL011 (the device the bus also holds, at
+/// the same range), served under the UART's own lock alone, which the console pump
+/// shares: a read of DR or FR first moves waiting host input into the guest's FIFO,
+/// so a guest polling its UART sees input without waiting for an interrupt; after
+/// any access that may have made room while the host UART's interrupt is silenced,
+/// the pump runs again to re-open it.
+#[inline(always)]
+fn pl011_access(
+    vm: &Vm,
+    ctx: &mut MmioContext,
+    offset: u64,
+    size: AccessSize,
+    value: Option<u64>,
+) -> Result<u64, MmioError> {
+    use devices::pl011::reg;
+    use vdev::MmioDevice;
+    let mut uart = vm.uart.0.lock();
+    let r = match value {
+        Some(v) => uart.write(ctx, offset, size, v).map(|()| 0),
+        None => {
+            if offset == reg::DR || offset == reg::FR {
+                crate::wait::pump_console_locked(vm, &mut uart);
+            }
+            uart.read(ctx, offset, size)
+        }
+    };
+    if crate::wait::console_rx_silenced() {
+        crate::wait::pump_console_locked(vm, &mut uart);
+    }
+    r
 }
 
 /// Handles an SError taken while a guest ran: the guest gets a virtual SError.
@@ -451,6 +520,5 @@ pub fn reset_vcpu(vcpu: &mut Vcpu, req: StartRequest) {
     vcpu.regs.pstate = PSTATE_EL1H_DAIF;
     vcpu.el1 = crate::el1::El1Context::reset();
     vcpu.ptimer = EmulatedTimer::default();
-    vcpu.lrs_loaded = false;
-    vcpu.lrs_overflow = false;
+    vcpu.lrs = crate::vm::LrState::EMPTY;
 }

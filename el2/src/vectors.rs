@@ -155,7 +155,7 @@ global_asm!(
 .macro LOWER_EL_EXIT kind
     .balign 0x80
     stp     x0, x1, [sp, #-16]!
-    mov     x1, #\kind
+    mov     x0, #\kind
     b       guest_exit_common
 .endm
 
@@ -216,29 +216,28 @@ __guest_enter:
     isb
 
 guest_exit_common:
-    // Guest x0/x1 are on the stack; x1 holds the exit kind.
-    mrs     x0, TPIDR_EL2
-    stp     x2, x3, [x0, #{x2}]
-    stp     x4, x5, [x0, #{x4}]
-    stp     x6, x7, [x0, #{x6}]
-    stp     x8, x9, [x0, #{x8}]
-    stp     x10, x11, [x0, #{x10}]
-    stp     x12, x13, [x0, #{x12}]
-    stp     x14, x15, [x0, #{x14}]
-    stp     x16, x17, [x0, #{x16}]
-    stp     x18, x19, [x0, #{x18}]
-    stp     x20, x21, [x0, #{x20}]
-    stp     x22, x23, [x0, #{x22}]
-    stp     x24, x25, [x0, #{x24}]
-    stp     x26, x27, [x0, #{x26}]
-    stp     x28, x29, [x0, #{x28}]
-    str     x30, [x0, #{x30}]
+    // Guest x0/x1 are on the stack; x0 holds the exit kind, the return value.
+    mrs     x1, TPIDR_EL2
+    stp     x2, x3, [x1, #{x2}]
+    stp     x4, x5, [x1, #{x4}]
+    stp     x6, x7, [x1, #{x6}]
+    stp     x8, x9, [x1, #{x8}]
+    stp     x10, x11, [x1, #{x10}]
+    stp     x12, x13, [x1, #{x12}]
+    stp     x14, x15, [x1, #{x14}]
+    stp     x16, x17, [x1, #{x16}]
+    stp     x18, x19, [x1, #{x18}]
+    stp     x20, x21, [x1, #{x20}]
+    stp     x22, x23, [x1, #{x22}]
+    stp     x24, x25, [x1, #{x24}]
+    stp     x26, x27, [x1, #{x26}]
+    stp     x28, x29, [x1, #{x28}]
+    str     x30, [x1, #{x30}]
     ldp     x2, x3, [sp], #16
-    stp     x2, x3, [x0, #{x0}]
+    stp     x2, x3, [x1, #{x0}]
     mrs     x2, ELR_EL2
     mrs     x3, SPSR_EL2
-    stp     x2, x3, [x0, #{pc}]
-    mov     x0, x1
+    stp     x2, x3, [x1, #{pc}]
     ldr     x19, [sp, #16]
     ldp     x29, x30, [sp], #32
     ret

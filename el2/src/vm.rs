@@ -46,6 +46,38 @@ impl ExitStats {
     }
 }
 
+/// What a vCPU's list registers held at its last entry, as bits of one byte so
+/// that the run loop tests for "nothing to flush or sync" with one load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LrState(u8);
+
+impl LrState {
+    /// Nothing loaded, nothing left over.
+    pub const EMPTY: Self = Self(0);
+    const LOADED: u8 = 1 << 0;
+    const OVERFLOW: u8 = 1 << 1;
+
+    /// `loaded`: some list register holds an interrupt; `overflow`: deliverable
+    /// interrupts did not fit in the list registers.
+    #[inline(always)]
+    pub fn new(loaded: bool, overflow: bool) -> Self {
+        Self((u8::from(loaded) * Self::LOADED) | (u8::from(overflow) * Self::OVERFLOW))
+    }
+    #[inline(always)]
+    pub fn loaded(self) -> bool {
+        self.0 & Self::LOADED != 0
+    }
+    #[inline(always)]
+    pub fn overflow(self) -> bool {
+        self.0 & Self::OVERFLOW != 0
+    }
+    /// Whether either is set.
+    #[inline(always)]
+    pub fn any(self) -> bool {
+        self.0 != 0
+    }
+}
+
 /// One virtual CPU: owned by the physical CPU that runs it.
 pub struct Vcpu {
     pub idx: usize,
@@ -53,10 +85,8 @@ pub struct Vcpu {
     pub el1: El1Context,
     /// The emulated EL1 physical timer.
     pub ptimer: EmulatedTimer,
-    /// Some list register held an interrupt at the last entry.
-    pub lrs_loaded: bool,
-    /// Deliverable interrupts did not fit in the list registers at the last entry.
-    pub lrs_overflow: bool,
+    /// What the list registers held at the last entry.
+    pub lrs: LrState,
     /// The hypervisor raised the virtual timer's vGIC line and has not lowered it
     /// since (`wait::sync_vtimer` watches the timer while this is set).
     pub vtimer_raised: bool,
@@ -70,8 +100,7 @@ impl Vcpu {
             regs: GuestRegs::default(),
             el1: El1Context::reset(),
             ptimer: EmulatedTimer::default(),
-            lrs_loaded: false,
-            lrs_overflow: false,
+            lrs: LrState::EMPTY,
             vtimer_raised: false,
             stats: ExitStats::default(),
         }

@@ -20,6 +20,7 @@ use boards::guest;
 use crate::el1::read_sysreg;
 use crate::vm::{Vcpu, Vm};
 use crate::{gic, irq};
+use devices::Pl011;
 
 /// Physical interrupts one exit acknowledges at most.
 const MAX_ACKS_PER_EXIT: usize = 32;
@@ -34,9 +35,44 @@ pub fn set_uart_intid(intid: u32) {
 
 /// Moves bytes typed on the host console into the guest's PL011.
 pub fn pump_console(vm: &Vm) {
+    pump_console_locked(vm, &mut vm.uart.0.lock());
+}
+
+/// [`pump_console`] with the guest's PL011 already locked (by the MMIO path, which
+/// then serves the guest's access under the same lock). While the guest's FIFO has
+/// room and the host UART holds no input, this costs one host UART read.
+#[inline(always)]
+pub fn pump_console_locked(vm: &Vm, uart: &mut Pl011) {
+    if uart.rx_room() > 0 {
+        if let Some(first) = crate::console::poll_input() {
+            push_input(vm, uart, first);
+        }
+    }
+    // While the guest's receive FIFO is full, leave input in the host UART (its own
+    // FIFO, and behind it the terminal, hold it back) and silence its interrupt, which
+    // would otherwise fire without end; the guest reading its UART re-opens both.
+    let on = uart.rx_room() > 0;
+    if RX_INTERRUPT.load(Ordering::Relaxed) != on as u8 {
+        RX_INTERRUPT.store(on as u8, Ordering::Relaxed);
+        crate::console::set_rx_interrupt(on);
+    }
+}
+
+/// Whether the host UART's receive interrupt is not known to be on (silenced
+/// because the guest's FIFO was full at the last [`pump_console`], or never set):
+/// the MMIO path then pumps after a guest access, which may have made room.
+#[inline(always)]
+pub fn console_rx_silenced() -> bool {
+    RX_INTERRUPT.load(Ordering::Relaxed) != 1
+}
+
+/// Moves `first` and whatever else the host UART holds, up to the room in the
+/// guest's receive FIFO (at least one byte), into the guest's PL011.
+#[inline(never)]
+fn push_input(vm: &Vm, uart: &mut Pl011, first: u8) {
     let mut buf = [0u8; 32];
-    let mut uart = vm.uart.0.lock();
-    let mut n = 0;
+    buf[0] = first;
+    let mut n = 1;
     while n < buf.len().min(uart.rx_room()) {
         match crate::console::poll_input() {
             Some(b) => {
@@ -46,16 +82,7 @@ pub fn pump_console(vm: &Vm) {
             None => break,
         }
     }
-    if n > 0 {
-        uart.push_rx(&buf[..n], &mut crate::vm::VgicSink::new(&vm.vgic));
-    }
-    // While the guest's receive FIFO is full, leave input in the host UART (its own
-    // FIFO, and behind it the terminal, hold it back) and silence its interrupt, which
-    // would otherwise fire without end; the guest reading its UART re-opens both.
-    let on = uart.rx_room() > 0;
-    if RX_INTERRUPT.swap(on as u8, Ordering::Relaxed) != on as u8 {
-        crate::console::set_rx_interrupt(on);
-    }
+    uart.push_rx(&buf[..n], &mut crate::vm::VgicSink::new(&vm.vgic));
 }
 
 /// What [`pump_console`] last set the host UART's receive interrupt to (0 off,
