@@ -23,6 +23,8 @@ cargo xtask <command>
   test                  the whole suite: set-up, build, cargo test (in the fresh-host namespace), clippy of the bare-metal crates
   fresh-test [ARGS]     `cargo test ARGS` in the fresh-host namespace (QEMU firmware of optional packages hidden; root)
   disk <args>           system-disk tool (registry crate); `cargo xtask disk help`
+  fuzz list | NAME [--time S] [--runs N]
+                        fuzz a target with cargo-fuzz (nightly, installed if missing)
   vtpm-sim --port N --state DIR
                         TPM 2.0 simulator server (mssim protocol) for real TPM clients";
 
@@ -94,6 +96,7 @@ fn dispatch(args: &[String]) -> Result<(), Error> {
             _ => Err(Error::Usage("cargo xtask fetch linux".into())),
         },
         "disk" => registry::cli::cli_main(rest).map_err(|e| Error::step("disk", e)),
+        "fuzz" => crate::fuzz::fuzz_cli(&layout, rest),
         "vtpm-sim" => vtpm_sim(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
