@@ -29,8 +29,6 @@ const AVAIL_OFFSET: u64 = 0x400;
 const USED_OFFSET: u64 = 0x800;
 /// Largest queue the bring-up operation configures (its rings fit in a queue page).
 const SETUP_MAX_QUEUE: u16 = 32;
-/// Most entries of a table the invariant checker walks (all of RAM at 16 bytes each).
-const MAX_TABLE_ENTRIES: u64 = RAM_SIZE as u64 / ring::DESC_SIZE;
 const INTID: u32 = 48;
 /// Sectors of the RAM disk behind virtio-blk.
 const DISK_SECTORS: usize = 16;
@@ -84,14 +82,15 @@ impl CheckedMemory {
     }
 
     /// Adds the device-writable buffers of a descriptor table of `n` entries
-    /// (following indirect tables one level down when `follow` is set).
+    /// (following indirect tables one level down when `follow` is set). Only the
+    /// entries inside RAM are read: the device cannot read the others either.
     fn walk_table(&mut self, table: u64, n: u64, follow: bool) {
-        for i in 0..n.min(MAX_TABLE_ENTRIES) {
-            let at = table.wrapping_add(i * ring::DESC_SIZE);
+        for i in entries_in_ram(table, n) {
+            let at = table + i * ring::DESC_SIZE;
             let (Some(addr), Ok(len), Ok(flags)) = (
                 self.read_u64(at),
-                self.ram.read_u32(at.wrapping_add(8)),
-                self.ram.read_u16(at.wrapping_add(12)),
+                self.ram.read_u32(at + 8),
+                self.ram.read_u16(at + 12),
             ) else {
                 continue;
             };
@@ -105,6 +104,14 @@ impl CheckedMemory {
             }
         }
     }
+}
+
+/// The indices `i < n` whose entry `table + 16 * i` lies wholly inside RAM.
+fn entries_in_ram(table: u64, n: u64) -> core::ops::Range<u64> {
+    let end = RAM_BASE + RAM_SIZE as u64;
+    let first = RAM_BASE.saturating_sub(table).div_ceil(ring::DESC_SIZE);
+    let last = end.saturating_sub(table) / ring::DESC_SIZE;
+    first.min(n)..last.min(n)
 }
 
 impl GuestMemory for CheckedMemory {
@@ -491,5 +498,53 @@ fn drive<D: VirtioDevice>(device: D, mut u: Unstructured, input: fn(&mut D, &[u8
             Op::Reset => MmioDevice::reset(&mut h.t, &mut h.line),
         }
         h.check();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(queues: Vec<QueueLayout>) -> CheckedMemory {
+        CheckedMemory {
+            ram: VecMemory::new(RAM_BASE, RAM_SIZE),
+            queues,
+            allowed: RangeSet::default(),
+        }
+    }
+
+    #[test]
+    fn table_entries_clipped_to_ram() {
+        let end = RAM_BASE + RAM_SIZE as u64;
+        assert_eq!(entries_in_ram(RAM_BASE, 8), 0..8);
+        assert_eq!(entries_in_ram(RAM_BASE - 32, 8), 2..8);
+        assert_eq!(entries_in_ram(end - 48, 8), 0..3);
+        assert_eq!(entries_in_ram(end, 8), 0..0);
+        assert_eq!(entries_in_ram(0, u64::MAX).end, end / ring::DESC_SIZE);
+    }
+
+    #[test]
+    fn writes_only_where_the_guest_allowed() {
+        let q = QueueLayout {
+            desc: RAM_BASE,
+            used: RAM_BASE + 0x800,
+            size: 4,
+        };
+        let mut m = memory(vec![q]);
+        // Descriptor 1: a 64-byte device-writable buffer at RAM_BASE + 0x4000.
+        let mut d = Vec::new();
+        d.extend((RAM_BASE + 0x4000).to_le_bytes());
+        d.extend(64u32.to_le_bytes());
+        d.extend(ring::DESC_F_WRITE.to_le_bytes());
+        d.extend(0u16.to_le_bytes());
+        m.ram.write(RAM_BASE + 16, &d).unwrap();
+        m.snapshot();
+        m.write(RAM_BASE + 0x4000, &[1; 64]).unwrap();
+        m.write(RAM_BASE + 0x800 + 4, &[1; 8]).unwrap();
+        let outside = std::panic::catch_unwind(move || {
+            let mut m = m;
+            let _ = m.write(RAM_BASE + 0x4000 + 60, &[1; 8]);
+        });
+        assert!(outside.is_err(), "a write past the buffer went unnoticed");
     }
 }
