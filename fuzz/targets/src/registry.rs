@@ -68,22 +68,33 @@ impl BlockBackend for SparseDisk {
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         self.check(offset, buf.len())?;
-        for (i, b) in buf.iter_mut().enumerate() {
-            let at = offset + i as u64;
-            *b = self
-                .blocks
-                .get(&(at / BLOCK_SIZE))
-                .map_or(0, |blk| blk[(at % BLOCK_SIZE) as usize]);
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let within = (at % BLOCK_SIZE) as usize;
+            let n = (BLOCK_SIZE as usize - within).min(buf.len() - done);
+            let out = &mut buf[done..done + n];
+            match self.blocks.get(&(at / BLOCK_SIZE)) {
+                Some(blk) => out.copy_from_slice(&blk[within..within + n]),
+                None => out.fill(0),
+            }
+            done += n;
         }
         Ok(())
     }
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
         self.check(offset, data.len())?;
-        for (i, &b) in data.iter().enumerate() {
-            let at = offset + i as u64;
-            self.blocks
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done as u64;
+            let within = (at % BLOCK_SIZE) as usize;
+            let n = (BLOCK_SIZE as usize - within).min(data.len() - done);
+            let blk = self
+                .blocks
                 .entry(at / BLOCK_SIZE)
-                .or_insert_with(|| vec![0; BLOCK_SIZE as usize])[(at % BLOCK_SIZE) as usize] = b;
+                .or_insert_with(|| vec![0; BLOCK_SIZE as usize]);
+            blk[within..within + n].copy_from_slice(&data[done..done + n]);
+            done += n;
         }
         Ok(())
     }
@@ -228,4 +239,26 @@ fn open(disk: &mut SparseDisk) {
         data.len,
         "free and used space do not add up to the data area"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_disk_reads_back_what_was_written_across_blocks() {
+        let mut d = SparseDisk::new(8 * BLOCK_SIZE);
+        let data: Vec<u8> = (0..1000u32).map(|i| i as u8 | 1).collect();
+        d.write_at(300, &data).unwrap();
+        let mut all = vec![0xEE; 8 * BLOCK_SIZE as usize];
+        d.read_at(0, &mut all).unwrap();
+        assert!(all[..300].iter().all(|&b| b == 0));
+        assert_eq!(&all[300..1300], &data[..]);
+        assert!(all[1300..].iter().all(|&b| b == 0));
+        assert_eq!(
+            d.read_at(8 * BLOCK_SIZE - 1, &mut [0; 2]),
+            Err(BlockError::OutOfRange)
+        );
+        assert_eq!(d.write_at(u64::MAX, &[0]), Err(BlockError::OutOfRange));
+    }
 }
