@@ -129,6 +129,12 @@ impl<D: VirtioDevice> MmioTransport<D> {
         self.status & status::DEVICE_NEEDS_RESET != 0
     }
 
+    /// Queue `q` as the driver configured it (None past the device's queues): lets a
+    /// harness (the fuzz targets) see where the rings are.
+    pub fn queue(&self, q: usize) -> Option<&Queue> {
+        self.queues.get(q)
+    }
+
     /// Everything the device offers: its own features and the transport's.
     pub fn offered_features(&self) -> u64 {
         self.device.features() | features::TRANSPORT

@@ -74,6 +74,12 @@ pub enum Command {
     },
     /// long run of the Linux guest (2 vCPUs: disk, TPM, rng, consoles, reboots); not in the suite
     Soak(SoakArgs),
+    /// coverage-guided fuzzing with cargo-fuzz (nightly, installed if missing): `fuzz list | NAME [--time S] [--runs N] [-- libFuzzer args]`
+    #[command(disable_help_flag = true)]
+    Fuzz {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// What `cargo xtask fetch` fetches.
@@ -181,6 +187,7 @@ fn dispatch(args: &[String]) -> Result<(), Error> {
             bench_cli(&layout, name)
         }
         Command::Test => test_cli(&layout),
+        Command::Fuzz { args } => crate::fuzz::fuzz_cli(&layout, &args),
         Command::Lint => crate::ci::lint_cli(&layout),
         Command::FreshTest { args } => crate::ci::fresh_test_cli(&layout, &args),
         Command::Fetch {

@@ -23,6 +23,7 @@ pub mod error;
 pub mod exec;
 pub mod flat;
 pub mod fresh;
+pub mod fuzz;
 pub mod layout;
 pub mod linux_guest;
 pub mod qemu;

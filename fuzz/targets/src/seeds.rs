@@ -1,0 +1,671 @@
+//! The seed corpus, written as the traffic a real driver, guest or tool produces:
+//! virtio drivers bringing devices up and queueing requests, a guest's GIC driver
+//! enabling and taking interrupts, TPM 2.0 commands as tpm2-tools sends them, NV
+//! images of a freshly manufactured and of a provisioned TPM, registries of disks
+//! made by `cargo xtask disk`, boot bundles as `cargo xtask` writes them.
+//! `cargo run -p fuzz-targets --example seeds -- fuzz/corpus [DISK.img ...]` writes
+//! them to the corpus folders.
+
+use registry::defs::{BLOCK_SIZE, MIN_DISK_SIZE, SLOT_HEADER_SIZE};
+use vgic::regs::{ctlr, gicd, gicr};
+use virtio::defs::{mmio, ring};
+use vtpm::defs::{alg, cap, cc, handle, st, su};
+use vtpm::hash::HashAlg;
+
+use crate::tpm_common::{nv_image_after, HEADER};
+use crate::Encoder;
+
+/// Named seeds of target `name` (those of `registry` made from disk images come from
+/// [`registry_image`]).
+pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
+    let list: Vec<(&str, Vec<u8>)> = match name {
+        "virtio_mmio" => virtio_seeds(),
+        "vgic_mmio" => vgic_seeds(),
+        "tpm_dispatch" => tpm_dispatch_seeds(),
+        "tis" => tis_seeds(),
+        "crb" => crb_seeds(),
+        "nv_image" => nv_seeds(),
+        "registry" => registry_seeds(),
+        "boot_bundle" => bundle_seeds(),
+        _ => Vec::new(),
+    };
+    list.into_iter().map(|(n, b)| (n.to_string(), b)).collect()
+}
+
+// ---- virtio_mmio ----------------------------------------------------------------
+
+/// Op variants of `virtio_mmio::Op`, in declaration order.
+mod vop {
+    pub const COUNT: u32 = 14;
+    pub const READ: u32 = 0;
+    pub const REGISTER: u32 = 2;
+    pub const NOTIFY: u32 = 3;
+    pub const MEMORY: u32 = 4;
+    pub const DESCRIPTOR: u32 = 5;
+    pub const AVAIL: u32 = 7;
+    pub const SETUP: u32 = 9;
+    pub const INPUT: u32 = 10;
+    pub const POLL: u32 = 11;
+    pub const RESET: u32 = 13;
+}
+/// `virtio_mmio::Kind`.
+const KINDS: u32 = 3;
+/// Index of INTERRUPT_ACK in `virtio_mmio::REGISTERS`.
+const REG_INTERRUPT_ACK: u8 = 7;
+/// Data buffers live past the queue pages.
+const DATA: u16 = 0x4000;
+/// virtio-blk request types (virtio 1.2, 5.2.6).
+const BLK_T_IN: u32 = 0;
+const BLK_T_OUT: u32 = 1;
+const BLK_T_FLUSH: u32 = 4;
+const BLK_T_GET_ID: u32 = 8;
+const BLK_REQ_HEADER: u32 = 16;
+const SECTOR: u32 = 512;
+
+struct V(Encoder);
+
+impl V {
+    fn new(kind: u32) -> Self {
+        let mut e = Encoder::default();
+        e.variant(kind, KINDS);
+        V(e)
+    }
+    fn op(&mut self, v: u32) -> &mut Encoder {
+        self.0.variant(v, vop::COUNT)
+    }
+    fn setup(&mut self) -> &mut Self {
+        // Every feature the device offers; queues of 8.
+        self.op(vop::SETUP).u64(u64::MAX).u8(3);
+        self
+    }
+    fn desc(&mut self, q: u8, i: u16, off: u16, len: u32, flags: u16, next: u16) -> &mut Self {
+        self.op(vop::DESCRIPTOR)
+            .u8(q)
+            .u16(i)
+            .u16(off)
+            .u32(len)
+            .u16(flags)
+            .u16(next);
+        self
+    }
+    fn mem(&mut self, off: u16, bytes: &[u8]) -> &mut Self {
+        self.op(vop::MEMORY).u16(off).bytes(bytes);
+        self
+    }
+    fn kick(&mut self, q: u8, head: u16) -> &mut Self {
+        self.op(vop::AVAIL).u8(q).u16(head);
+        self.op(vop::NOTIFY).u16(u16::from(q));
+        self.op(vop::READ).u16(mmio::INTERRUPT_STATUS as u16).u8(2);
+        self.op(vop::REGISTER).u8(REG_INTERRUPT_ACK).u32(1);
+        self
+    }
+    fn blk_request(
+        &mut self,
+        head: u16,
+        ty: u32,
+        sector: u64,
+        data: u32,
+        write: bool,
+    ) -> &mut Self {
+        let hdr = DATA + head * 0x40;
+        let mut h = Vec::new();
+        h.extend(ty.to_le_bytes());
+        h.extend(0u32.to_le_bytes());
+        h.extend(sector.to_le_bytes());
+        self.mem(hdr, &h);
+        let buf = DATA + 0x1000 + head * 0x200;
+        let data_flags = ring::DESC_F_NEXT | if write { 0 } else { ring::DESC_F_WRITE };
+        self.desc(0, head, hdr, BLK_REQ_HEADER, ring::DESC_F_NEXT, head + 1);
+        self.desc(0, head + 1, buf, data, data_flags, head + 2);
+        self.desc(0, head + 2, hdr + 0x20, 1, ring::DESC_F_WRITE, 0);
+        self.kick(0, head)
+    }
+}
+
+fn virtio_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut out = Vec::new();
+    // A driver probing every register of each device.
+    for (name, kind) in [("probe-blk", 0), ("probe-rng", 1), ("probe-console", 2)] {
+        let mut v = V::new(kind);
+        for off in (0..mmio::CONFIG + 0x20).step_by(4) {
+            v.op(vop::READ).u16(off as u16).u8(2);
+        }
+        v.setup();
+        v.op(vop::RESET);
+        out.push((name, v.0 .0));
+    }
+    // virtio-blk: read, write, flush, GET_ID, then an indirect read.
+    let mut v = V::new(0);
+    v.setup();
+    v.mem(DATA + 0x1400, &[0xA5; SECTOR as usize]);
+    v.blk_request(0, BLK_T_OUT, 1, SECTOR, true);
+    v.blk_request(0, BLK_T_IN, 1, SECTOR, false);
+    v.blk_request(3, BLK_T_FLUSH, 0, 0, false);
+    v.blk_request(0, BLK_T_GET_ID, 0, 20, false);
+    let table = DATA + 0x3000;
+    let mut ind = Vec::new();
+    for (addr, len, flags, next) in [
+        (u64::from(DATA), BLK_REQ_HEADER, ring::DESC_F_NEXT, 1u16),
+        (
+            u64::from(DATA) + 0x1000,
+            SECTOR,
+            ring::DESC_F_NEXT | ring::DESC_F_WRITE,
+            2,
+        ),
+        (u64::from(DATA) + 0x20, 1, ring::DESC_F_WRITE, 0),
+    ] {
+        ind.extend((addr + crate::virtio_mmio::RAM_BASE).to_le_bytes());
+        ind.extend(len.to_le_bytes());
+        ind.extend(flags.to_le_bytes());
+        ind.extend(next.to_le_bytes());
+    }
+    v.mem(table, &ind);
+    v.desc(0, 5, table, ind.len() as u32, ring::DESC_F_INDIRECT, 0);
+    v.kick(0, 5);
+    out.push(("blk-requests", v.0 .0));
+    // virtio-rng: two buffers.
+    let mut v = V::new(1);
+    v.setup();
+    v.desc(0, 0, DATA, 64, ring::DESC_F_WRITE, 0);
+    v.kick(0, 0);
+    v.desc(0, 1, DATA + 0x100, 4096, ring::DESC_F_WRITE, 0);
+    v.kick(0, 1);
+    out.push(("rng-requests", v.0 .0));
+    // virtio-console: a receive buffer filled by host input, a transmit.
+    let mut v = V::new(2);
+    v.setup();
+    v.desc(0, 0, DATA, 128, ring::DESC_F_WRITE, 0);
+    v.kick(0, 0);
+    v.op(vop::INPUT).bytes(b"login: root\n");
+    v.op(vop::POLL);
+    v.mem(DATA + 0x200, b"hello from the guest\n");
+    v.desc(1, 0, DATA + 0x200, 21, 0, 0);
+    v.kick(1, 0);
+    out.push(("console-io", v.0 .0));
+    out
+}
+
+// ---- vgic_mmio --------------------------------------------------------------------
+
+/// Op variants of `vgic_mmio::Op`, in declaration order.
+mod gop {
+    pub const COUNT: u32 = 13;
+    pub const GICD_READ: u32 = 0;
+    pub const GICD_WRITE: u32 = 1;
+    pub const GICR_READ: u32 = 2;
+    pub const GICR_WRITE: u32 = 3;
+    pub const SPI: u32 = 4;
+    pub const PPI: u32 = 5;
+    pub const SGI: u32 = 6;
+    pub const HW_MAP: u32 = 7;
+    pub const FLUSH: u32 = 8;
+    pub const SYNC: u32 = 9;
+    pub const GUEST: u32 = 10;
+    pub const KICKS: u32 = 11;
+}
+/// Access size bytes of the targets (log2).
+const WORD: u8 = 2;
+const DOUBLE: u8 = 3;
+/// The virtual timer's PPI, and the SGI a Linux guest uses for rescheduling.
+const PPI_VTIMER: u8 = 27;
+const SGI_RESCHEDULE: u64 = 0;
+/// ICC_SGI1R_EL1.INTID is bits \[27:24\].
+const SGI1R_INTID_SHIFT: u32 = 24;
+const ALL_ONES: u64 = 0xFFFF_FFFF;
+/// `vgic_mmio::guest_transition` picks: 0 acknowledges, 2 deactivates an active one.
+const GUEST_ACK: u8 = 0;
+const GUEST_DEACTIVATE: u8 = 2;
+
+fn vgic_boot(e: &mut Encoder, vcpus: u8) {
+    let op = |e: &mut Encoder, v| {
+        e.variant(v, gop::COUNT);
+    };
+    op(e, gop::GICD_READ);
+    e.u16(gicd::TYPER as u16).u8(WORD);
+    op(e, gop::GICD_WRITE);
+    e.u16(gicd::CTLR as u16)
+        .u8(WORD)
+        .u64(u64::from(ctlr::ENABLE_GRP0 | ctlr::ENABLE_GRP1));
+    for bank in 0..2u16 {
+        op(e, gop::GICD_WRITE);
+        e.u16(gicd::IGROUPR as u16 + 4 * bank)
+            .u8(WORD)
+            .u64(ALL_ONES);
+        op(e, gop::GICD_WRITE);
+        e.u16(gicd::ISENABLER as u16 + 4 * bank)
+            .u8(WORD)
+            .u64(ALL_ONES);
+    }
+    op(e, gop::GICD_WRITE);
+    e.u16(gicd::IPRIORITYR as u16 + 32)
+        .u8(WORD)
+        .u64(0xA0A0_A0A0);
+    // SPI 32 to vCPU 0 (64-bit IROUTER), SPI 33 to any (IRM).
+    op(e, gop::GICD_WRITE);
+    e.u16((gicd::IROUTER + 8 * 32) as u16).u8(DOUBLE).u64(0);
+    op(e, gop::GICD_WRITE);
+    e.u16((gicd::IROUTER + 8 * 33) as u16)
+        .u8(DOUBLE)
+        .u64(1 << 31);
+    for cpu in 0..u32::from(vcpus) {
+        let rd = cpu * gicr::STRIDE as u32;
+        let sgi = rd + gicr::SGI_BASE as u32;
+        op(e, gop::GICR_READ);
+        e.u32(rd + gicr::TYPER as u32).u8(DOUBLE);
+        op(e, gop::GICR_WRITE);
+        e.u32(rd + gicr::WAKER as u32).u8(WORD).u64(0);
+        op(e, gop::GICR_WRITE);
+        e.u32(sgi + gicr::IGROUPR0 as u32).u8(WORD).u64(ALL_ONES);
+        op(e, gop::GICR_WRITE);
+        e.u32(sgi + gicr::ISENABLER0 as u32).u8(WORD).u64(ALL_ONES);
+    }
+}
+
+fn vgic_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut out = Vec::new();
+    // Two vCPUs, 32 SPIs, 4 list registers: timer, device SPI, IPI.
+    let mut e = Encoder::default();
+    e.u8(1).u8(0).u8(1).u8(3);
+    vgic_boot(&mut e, 2);
+    e.variant(gop::PPI, gop::COUNT)
+        .u8(0)
+        .u8(PPI_VTIMER)
+        .bool(true);
+    e.variant(gop::SPI, gop::COUNT).u16(32).bool(true);
+    e.variant(gop::SGI, gop::COUNT)
+        .u8(1)
+        .u64(SGI_RESCHEDULE << SGI1R_INTID_SHIFT | 1);
+    e.variant(gop::KICKS, gop::COUNT);
+    for _ in 0..2 {
+        e.variant(gop::FLUSH, gop::COUNT).u8(0);
+        e.variant(gop::GUEST, gop::COUNT).u8(0).u8(0).u8(GUEST_ACK);
+        e.variant(gop::GUEST, gop::COUNT).u8(0).u8(1).u8(GUEST_ACK);
+        e.variant(gop::SYNC, gop::COUNT).u8(0).u8(0);
+        e.variant(gop::GUEST, gop::COUNT)
+            .u8(0)
+            .u8(0)
+            .u8(GUEST_DEACTIVATE);
+    }
+    e.variant(gop::PPI, gop::COUNT)
+        .u8(0)
+        .u8(PPI_VTIMER)
+        .bool(false);
+    e.variant(gop::SPI, gop::COUNT).u16(32).bool(false);
+    e.variant(gop::FLUSH, gop::COUNT).u8(0);
+    e.variant(gop::SYNC, gop::COUNT).u8(0).u8(1);
+    out.push(("linux-2cpu", e.0));
+    // One vCPU, 988 SPIs, 1 list register: more pending than fits, a HW mapping.
+    let mut e = Encoder::default();
+    e.u8(0).u8(3).u8(4).u8(0);
+    vgic_boot(&mut e, 1);
+    e.variant(gop::HW_MAP, gop::COUNT)
+        .u8(0)
+        .u16(u16::from(PPI_VTIMER))
+        .u16(27)
+        .bool(false);
+    e.variant(gop::PPI, gop::COUNT)
+        .u8(0)
+        .u8(PPI_VTIMER)
+        .bool(true);
+    for spi in 32..40u16 {
+        e.variant(gop::SPI, gop::COUNT).u16(spi).bool(true);
+    }
+    for _ in 0..4 {
+        e.variant(gop::FLUSH, gop::COUNT).u8(0);
+        e.variant(gop::GUEST, gop::COUNT).u8(0).u8(0).u8(GUEST_ACK);
+        e.variant(gop::FLUSH, gop::COUNT).u8(0);
+        e.variant(gop::GUEST, gop::COUNT)
+            .u8(0)
+            .u8(0)
+            .u8(GUEST_DEACTIVATE);
+        e.variant(gop::SYNC, gop::COUNT).u8(0).u8(3);
+    }
+    out.push(("overflow-988", e.0));
+    out
+}
+
+// ---- TPM ------------------------------------------------------------------------
+
+/// TPMA_NV bits (TPM 2.0 Part 2, 13.4): OWNERWRITE, AUTHWRITE, OWNERREAD, AUTHREAD.
+const NV_OWNER_AUTH_RW: u32 = 1 << 1 | 1 << 2 | 1 << 17 | 1 << 18;
+const NV_INDEX: u32 = 0x0150_0000;
+const NV_SIZE: u16 = 32;
+/// TPM_ALG_ECC, TPM_ECC_NIST_P256, TPMA_OBJECT of a storage primary (fixedTPM,
+/// fixedParent, sensitiveDataOrigin, userWithAuth, restricted, decrypt).
+const ALG_ECC: u16 = 0x0023;
+const ECC_NIST_P256: u16 = 0x0003;
+const STORAGE_PRIMARY: u32 = 0x0003_0072;
+const AES_128: u16 = 128;
+/// TPM_PT_MANUFACTURER, the first fixed property.
+const PT_FIXED: u32 = 0x100;
+const PCR_SELECT_ALL: [u8; 4] = [3, 0xFF, 0xFF, 0xFF];
+
+/// A command with `handles`, a password session (empty password) when `auth`, and
+/// `params`.
+fn tpm_command(code: u32, handles: &[u32], auth: bool, params: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for h in handles {
+        body.extend(h.to_be_bytes());
+    }
+    if auth {
+        // sessionHandle, nonce (empty), attributes (continueSession), hmac (empty).
+        let session = [handle::RS_PW.to_be_bytes().as_slice(), &[0, 0, 1, 0, 0]].concat();
+        body.extend((session.len() as u32).to_be_bytes());
+        body.extend(session);
+    }
+    body.extend(params);
+    let tag = if auth { st::SESSIONS } else { st::NO_SESSIONS };
+    let mut c = Vec::new();
+    c.extend(tag.to_be_bytes());
+    c.extend(((HEADER + body.len()) as u32).to_be_bytes());
+    c.extend(code.to_be_bytes());
+    c.extend(body);
+    c
+}
+
+fn tpm2b(b: &[u8]) -> Vec<u8> {
+    [(b.len() as u16).to_be_bytes().as_slice(), b].concat()
+}
+
+/// Commands as tpm2-tools sends them after TPM2_Startup.
+fn tpm_session() -> Vec<Vec<u8>> {
+    let sha256 = alg::SHA256.to_be_bytes();
+    let pcr_sel = [1u32.to_be_bytes().as_slice(), &sha256, &PCR_SELECT_ALL].concat();
+    let mut extend = 1u32.to_be_bytes().to_vec();
+    extend.extend(sha256);
+    extend.extend([0x11; 32]);
+    let nv_public = [
+        NV_INDEX.to_be_bytes().as_slice(),
+        &sha256,
+        &NV_OWNER_AUTH_RW.to_be_bytes(),
+        &tpm2b(&[]),
+        &NV_SIZE.to_be_bytes(),
+    ]
+    .concat();
+    let ecc_public = [
+        ALG_ECC.to_be_bytes().as_slice(),
+        &sha256,
+        &STORAGE_PRIMARY.to_be_bytes(),
+        &tpm2b(&[]),
+        &alg::AES.to_be_bytes(),
+        &AES_128.to_be_bytes(),
+        &alg::CFB.to_be_bytes(),
+        &alg::NULL.to_be_bytes(),
+        &ECC_NIST_P256.to_be_bytes(),
+        &alg::NULL.to_be_bytes(),
+        &tpm2b(&[]),
+        &tpm2b(&[]),
+    ]
+    .concat();
+    let create_primary = [
+        tpm2b(&[0, 0, 0, 0]),
+        tpm2b(&ecc_public),
+        tpm2b(&[]),
+        0u32.to_be_bytes().to_vec(),
+    ]
+    .concat();
+    let cap = |c: u32, p: u32, n: u32| [c.to_be_bytes(), p.to_be_bytes(), n.to_be_bytes()].concat();
+    let hmac_session = [
+        tpm2b(&[0x5A; 16]),
+        tpm2b(&[]),
+        vec![vtpm::defs::se::HMAC],
+        alg::NULL.to_be_bytes().to_vec(),
+        sha256.to_vec(),
+    ]
+    .concat();
+    vec![
+        tpm_command(
+            cc::GET_CAPABILITY,
+            &[],
+            false,
+            &cap(cap::TPM_PROPERTIES, PT_FIXED, 64),
+        ),
+        tpm_command(cc::GET_CAPABILITY, &[], false, &cap(cap::COMMANDS, 0, 128)),
+        tpm_command(cc::GET_CAPABILITY, &[], false, &cap(cap::ALGS, 0, 64)),
+        tpm_command(cc::GET_CAPABILITY, &[], false, &cap(cap::PCRS, 0, 1)),
+        tpm_command(cc::GET_RANDOM, &[], false, &32u16.to_be_bytes()),
+        tpm_command(cc::SELF_TEST, &[], false, &[1]),
+        tpm_command(cc::GET_TEST_RESULT, &[], false, &[]),
+        tpm_command(cc::PCR_READ, &[], false, &pcr_sel),
+        tpm_command(cc::PCR_EXTEND, &[7], true, &extend),
+        tpm_command(cc::PCR_EVENT, &[8], true, &tpm2b(b"grub_cmd linux")),
+        tpm_command(
+            cc::HASH,
+            &[],
+            false,
+            &[
+                tpm2b(b"abc"),
+                sha256.to_vec(),
+                handle::OWNER.to_be_bytes().to_vec(),
+            ]
+            .concat(),
+        ),
+        tpm_command(cc::READ_CLOCK, &[], false, &[]),
+        tpm_command(
+            cc::NV_DEFINE_SPACE,
+            &[handle::OWNER],
+            true,
+            &[tpm2b(&[]), tpm2b(&nv_public)].concat(),
+        ),
+        tpm_command(
+            cc::NV_WRITE,
+            &[NV_INDEX, NV_INDEX],
+            true,
+            &[tpm2b(&[0x42; 16]), 0u16.to_be_bytes().to_vec()].concat(),
+        ),
+        tpm_command(
+            cc::NV_READ,
+            &[NV_INDEX, NV_INDEX],
+            true,
+            &[16u16.to_be_bytes(), 0u16.to_be_bytes()].concat(),
+        ),
+        tpm_command(cc::NV_READ_PUBLIC, &[NV_INDEX], false, &[]),
+        tpm_command(
+            cc::START_AUTH_SESSION,
+            &[handle::NULL, handle::NULL],
+            false,
+            &hmac_session,
+        ),
+        tpm_command(cc::CREATE_PRIMARY, &[handle::OWNER], true, &create_primary),
+    ]
+}
+
+fn tpm_dispatch_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let all = tpm_session();
+    let mut out = vec![("session", [vec![0x80], all.concat()].concat())];
+    // Each command alone after TPM2_Startup (locality 0), and one before it.
+    const NAMES: [&str; 18] = [
+        "cap-props",
+        "cap-commands",
+        "cap-algs",
+        "cap-pcrs",
+        "get-random",
+        "self-test",
+        "test-result",
+        "pcr-read",
+        "pcr-extend",
+        "pcr-event",
+        "hash",
+        "read-clock",
+        "nv-define",
+        "nv-write",
+        "nv-read",
+        "nv-read-public",
+        "start-auth-session",
+        "create-primary",
+    ];
+    for (name, c) in NAMES.iter().zip(&all) {
+        out.push((name, [vec![0x80], c.clone()].concat()));
+    }
+    out.push((
+        "startup-state-locality3",
+        [
+            vec![3],
+            tpm_command(cc::STARTUP, &[], false, &su::STATE.to_be_bytes()),
+        ]
+        .concat(),
+    ));
+    out
+}
+
+/// `tis::Op` / `crb::Op` variants, in declaration order.
+mod top {
+    pub const COUNT: u32 = 6;
+    pub const READ: u32 = 0;
+    pub const EXCHANGE: u32 = 3;
+    pub const STARTUP: u32 = 4;
+    pub const RESET: u32 = 5;
+}
+
+fn interface_seeds(registers: &[u16]) -> Vec<(&'static str, Vec<u8>)> {
+    let mut e = Encoder::default();
+    for loc in 0..5u16 {
+        for &r in registers {
+            e.variant(top::READ, top::COUNT)
+                .u16(loc * 0x1000 + r)
+                .u8(WORD);
+        }
+    }
+    let probe = e.0;
+    let mut e = Encoder::default();
+    e.variant(top::STARTUP, top::COUNT).u8(0);
+    for c in tpm_session().iter().take(8) {
+        e.variant(top::EXCHANGE, top::COUNT).u8(0).bytes(c);
+    }
+    e.variant(top::RESET, top::COUNT);
+    e.variant(top::STARTUP, top::COUNT).u8(3);
+    vec![("probe", probe), ("commands", e.0)]
+}
+
+fn tis_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use vtpm::tis_regs::fifo::*;
+    interface_seeds(
+        &[
+            ACCESS,
+            INT_ENABLE,
+            INT_STATUS,
+            INTF_CAPABILITY,
+            STS,
+            INTERFACE_ID,
+            DID_VID,
+            RID,
+        ]
+        .map(|r| r as u16),
+    )
+}
+
+fn crb_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use vtpm::tis_regs::crb::*;
+    interface_seeds(
+        &[
+            LOC_STATE,
+            LOC_STS,
+            INTF_ID_LO,
+            INTF_ID_HI,
+            CTRL_STS,
+            CTRL_CMD_SIZE,
+            CTRL_CMD_LADDR,
+            CTRL_RSP_ADDR_LO,
+            INT_STS,
+        ]
+        .map(|r| r as u16),
+    )
+}
+
+/// Length of the SHA-256 that ends an NV image.
+const NV_CHECKSUM: usize = 32;
+
+fn nv_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let fresh = nv_image_after(&[]);
+    let session = tpm_session();
+    let provisioned = nv_image_after(&session);
+    let body = |img: &[u8]| [vec![0], img[..img.len() - NV_CHECKSUM].to_vec()].concat();
+    assert_eq!(
+        HashAlg::Sha256
+            .digest(&[&fresh[..fresh.len() - NV_CHECKSUM]])
+            .as_bytes(),
+        &fresh[fresh.len() - NV_CHECKSUM..]
+    );
+    vec![
+        ("manufactured", body(&fresh)),
+        ("provisioned", body(&provisioned)),
+        ("raw-manufactured", [vec![0xFF], fresh].concat()),
+    ]
+}
+
+// ---- registry ---------------------------------------------------------------------
+
+fn registry_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut blank = vec![4];
+    blank.extend([0u8; 0]);
+    vec![("formatted-empty", blank)]
+}
+
+/// Seeds from a real system-disk image (`cargo xtask disk create/add-vm`): the image
+/// as sparse patches of its non-zero blocks (mode 5), its superblock (mode 0), and
+/// the payload of its active slot (modes 2 and 4).
+pub fn registry_image(image: &[u8]) -> Vec<Vec<u8>> {
+    let block = BLOCK_SIZE as usize;
+    let extra_mib = (image.len() as u64).saturating_sub(MIN_DISK_SIZE) >> 20;
+    let mut sparse = vec![5];
+    sparse.extend((extra_mib as u16).to_le_bytes());
+    for (i, b) in image.chunks(block).enumerate().take(usize::from(u16::MAX)) {
+        if b.iter().any(|&x| x != 0) {
+            sparse.extend((i as u16).to_le_bytes());
+            sparse.extend((b.len() as u16).to_le_bytes());
+            sparse.extend(b);
+        }
+    }
+    let mut out = vec![sparse, [&[0u8][..], &image[..block]].concat()];
+    // The slot with the higher generation.
+    let slot = |off: u64| {
+        let h = &image[off as usize..off as usize + SLOT_HEADER_SIZE];
+        let generation = u64::from_le_bytes(h[32..40].try_into().unwrap_or_default());
+        let len = u32::from_le_bytes(h[40..44].try_into().unwrap_or_default()) as usize;
+        let start = off as usize + SLOT_HEADER_SIZE;
+        (
+            generation,
+            image.get(start..start + len).unwrap_or(&[]).to_vec(),
+        )
+    };
+    let a = slot(registry::defs::SLOT_A_OFFSET);
+    let b = slot(registry::defs::SLOT_B_OFFSET);
+    let payload = if a.0 >= b.0 { a.1 } else { b.1 };
+    out.push([&[2u8][..], &payload].concat());
+    out.push([&[4u8][..], &payload].concat());
+    out
+}
+
+// ---- boot_bundle ------------------------------------------------------------------
+
+fn bundle_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let kernel = [0x4Du8, 0x5A, 0, 0, 0, 0, 0, 0];
+    let base = vmspec::VmSpec {
+        name: "vm0".into(),
+        vcpus: 2,
+        mem: 512 << 20,
+        cmdline: "console=ttyAMA0 quiet".into(),
+        guest: "linux".into(),
+        disk: Some(64 << 20),
+        fault: None,
+        pmu_el2_counting: false,
+        kernel: &kernel,
+        initrd: Some(b"070701 initramfs"),
+    };
+    let bare = vmspec::VmSpec {
+        name: "selftest".into(),
+        vcpus: 1,
+        mem: 16 << 20,
+        cmdline: String::new(),
+        guest: "selftest".into(),
+        disk: None,
+        fault: vmspec::HypervisorFault::from_name("panic"),
+        pmu_el2_counting: true,
+        kernel: &kernel,
+        initrd: None,
+    };
+    vec![
+        ("linux", vmspec::write_bundle(&base)),
+        ("selftest-fault", vmspec::write_bundle(&bare)),
+    ]
+}
