@@ -119,6 +119,12 @@ pub struct Reader<'b> {
 }
 
 impl<'b> Reader<'b> {
+    /// A reader at the start of `blob` (a payload whose header was already checked,
+    /// or one nested inside another device's blob).
+    pub fn new(blob: &'b [u8]) -> Self {
+        Self { blob }
+    }
+
     /// Opens `blob` as [`open`] does and reads its payload.
     pub fn open(blob: &'b [u8], id: [u8; 4], current: u32) -> Result<(u32, Self), RestoreError> {
         let (version, payload) = open(blob, id, current)?;
