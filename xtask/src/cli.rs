@@ -74,7 +74,7 @@ pub enum Command {
     },
     /// long run of the Linux guest (2 vCPUs: disk, TPM, rng, consoles, reboots); not in the suite
     Soak(SoakArgs),
-    /// coverage-guided fuzzing with cargo-fuzz (nightly, installed if missing): `fuzz list | NAME [--time S] [--runs N] [-- libFuzzer args]`
+    /// coverage-guided fuzzing with cargo-fuzz (nightly, installed if missing): `fuzz list | NAME [--time S] [--runs N] [--sanitizer address|none] [-- libFuzzer args]`
     #[command(disable_help_flag = true)]
     Fuzz {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
