@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use fdt::Fdt;
 
-use crate::board::Board;
+use crate::board::{Board, Ecam, Uart, UartKind};
 
 /// A physical address range `[base, base + size)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,11 @@ pub struct Gic {
     pub gicr: Vec<Range>,
     /// INTID of the virtual-CPU-interface maintenance interrupt, if described.
     pub maintenance_intid: Option<u32>,
+    /// `redistributor-stride`, when the firmware states one (else the frames'
+    /// own GICR_TYPER.VLPIS tells).
+    pub redistributor_stride: Option<u64>,
+    /// ITS frames the firmware enables.
+    pub its: Vec<Range>,
 }
 
 /// Generic-timer interrupts as INTIDs.
@@ -62,8 +67,8 @@ pub struct Platform {
     pub memory: Vec<Range>,
     /// `/memreserve/` entries and `/reserved-memory` children.
     pub reserved: Vec<Range>,
-    /// The console UART (PL011) base and INTID.
-    pub uart: Option<(Range, Option<u32>)>,
+    /// The console UART (PL011 or Qualcomm GENI): `/chosen/stdout-path` first.
+    pub uart: Option<Uart>,
     pub gic: Gic,
     pub timer: TimerIrqs,
     /// MPIDR affinity values of the CPUs, in device-tree order.
@@ -76,6 +81,10 @@ pub struct Platform {
     pub virtio_mmio: Vec<(Range, Option<u32>)>,
     /// Randomness the boot loader left in `/chosen`: `rng-seed` ‖ `kaslr-seed`.
     pub seed: Seed,
+    /// PCIe ECAM windows (`pci-host-ecam-generic` or the ACPI MCFG).
+    pub pci_ecam: Vec<Ecam>,
+    /// What the firmware left out and the board description supplied (field names).
+    pub fallbacks: Vec<&'static str>,
 }
 
 /// Seed bytes from the device tree. Its `Debug` shows only the length, so a
@@ -153,7 +162,8 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
     let root = fdt.root();
     let board = Board::identify(root.compatible().all());
 
-    let memory: Vec<Range> = fdt
+    let mut fallbacks = Vec::new();
+    let mut memory: Vec<Range> = fdt
         .memory()
         .regions()
         .filter_map(|m| {
@@ -165,7 +175,10 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
         .filter(|r| r.size > 0)
         .collect();
     if memory.is_empty() {
-        return Err(DiscoveryError::Missing("memory"));
+        // Snapdragon's tree leaves /memory's size to the boot loader.
+        let b = board.ok_or(DiscoveryError::Missing("memory"))?;
+        fallbacks.push("memory");
+        memory = b.memory.to_vec();
     }
 
     let mut reserved: Vec<Range> = fdt
@@ -181,40 +194,41 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
         }
     }
 
-    let uart = fdt.find_compatible(&["arm,pl011"]).and_then(|n| {
-        let r = regs(n).into_iter().next()?;
-        Some((r, interrupts(n).first().copied()))
-    });
+    let uart = find_uart(&fdt);
 
-    let gic_node = fdt
-        .find_compatible(&["arm,gic-v3"])
-        .ok_or(DiscoveryError::Missing("arm,gic-v3"))?;
-    let gic_regs = regs(gic_node);
-    let nr_gicr = gic_node
-        .property("#redistributor-regions")
-        .and_then(|p| p.as_usize())
-        .unwrap_or(1);
-    if gic_regs.len() < 1 + nr_gicr {
-        return Err(DiscoveryError::Missing("gic-v3 reg"));
-    }
-    let gic = Gic {
-        gicd: gic_regs[0],
-        gicr: gic_regs[1..1 + nr_gicr].to_vec(),
-        maintenance_intid: interrupts(gic_node).first().copied(),
+    let gic = match fdt.find_compatible(&["arm,gic-v3"]) {
+        Some(node) => gic_from(node)?,
+        None => {
+            let b = board.ok_or(DiscoveryError::Missing("arm,gic-v3"))?;
+            fallbacks.push("gic");
+            Gic {
+                gicd: b.gic.gicd,
+                gicr: b.gic.gicr.to_vec(),
+                maintenance_intid: Some(b.gic.maintenance_intid),
+                redistributor_stride: Some(b.gic.gicr_stride),
+                its: b.gic.its.to_vec(),
+            }
+        }
     };
 
-    let timer_node = fdt
-        .find_compatible(&["arm,armv8-timer"])
-        .ok_or(DiscoveryError::Missing("arm,armv8-timer"))?;
-    let t = interrupts(timer_node);
-    if t.len() < 4 {
-        return Err(DiscoveryError::Missing("timer interrupts"));
-    }
-    let timer = TimerIrqs {
-        phys_secure: t[0],
-        phys_nonsecure: t[1],
-        virt: t[2],
-        hyp: t[3],
+    let timer = match fdt.find_compatible(&["arm,armv8-timer"]) {
+        Some(node) => {
+            let t = interrupts(node);
+            if t.len() < 4 {
+                return Err(DiscoveryError::Missing("timer interrupts"));
+            }
+            TimerIrqs {
+                phys_secure: t[0],
+                phys_nonsecure: t[1],
+                virt: t[2],
+                hyp: t[3],
+            }
+        }
+        None => {
+            let b = board.ok_or(DiscoveryError::Missing("arm,armv8-timer"))?;
+            fallbacks.push("timer");
+            b.timer
+        }
     };
 
     let cpus: Vec<u64> = fdt
@@ -228,7 +242,7 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
         return Err(DiscoveryError::Missing("cpu nodes"));
     }
 
-    let psci = fdt
+    let mut psci = fdt
         .find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"])
         .and_then(|n| n.property("method"))
         .and_then(|p| p.as_str())
@@ -237,6 +251,13 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
             "hvc" => Some(PsciConduit::Hvc),
             _ => None,
         });
+
+    if psci.is_none() {
+        if let Some(b) = board {
+            fallbacks.push("psci");
+            psci = Some(b.psci);
+        }
+    }
 
     let chosen = fdt.find_node("/chosen");
     let initrd = chosen.and_then(|c| {
@@ -270,6 +291,31 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
         .filter_map(|n| Some((regs(n).into_iter().next()?, interrupts(n).first().copied())))
         .collect();
 
+    let pci_ecam = fdt
+        .all_nodes()
+        .filter(|n| {
+            n.compatible()
+                .is_some_and(|c| c.all().any(|s| s == "pci-host-ecam-generic"))
+        })
+        .filter_map(|n| {
+            let base = regs(n).first()?.base;
+            let bus: Vec<u32> = n
+                .property("bus-range")
+                .map(|p| be32(p.value).collect())
+                .unwrap_or_else(|| alloc::vec![0, 255]);
+            let segment = n
+                .property("linux,pci-domain")
+                .and_then(|p| p.as_usize())
+                .unwrap_or(0);
+            Some(Ecam {
+                base,
+                segment: u16::try_from(segment).ok()?,
+                bus_start: u8::try_from(*bus.first()?).ok()?,
+                bus_end: u8::try_from(*bus.get(1)?).ok()?,
+            })
+        })
+        .collect();
+
     Ok(Platform {
         board,
         model: String::from(root.model()),
@@ -284,6 +330,80 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
         bootargs,
         virtio_mmio,
         seed: Seed(seed),
+        pci_ecam,
+        fallbacks,
+    })
+}
+
+fn enabled(node: &fdt::node::FdtNode) -> bool {
+    node.property("status")
+        .and_then(|p| p.as_str())
+        .is_none_or(|s| s == "okay" || s == "ok")
+}
+
+fn uart_kind(node: &fdt::node::FdtNode) -> Option<UartKind> {
+    node.compatible()?.all().find_map(|c| match c {
+        "arm,pl011" | "arm,sbsa-uart" => Some(UartKind::Pl011),
+        "qcom,geni-debug-uart" | "qcom,geni-uart" => Some(UartKind::QcomGeni),
+        _ => None,
+    })
+}
+
+/// The console: the node `/chosen/stdout-path` names (alias or path, options
+/// after ':' dropped), else the first enabled PL011.
+fn find_uart(fdt: &Fdt) -> Option<Uart> {
+    let stdout = fdt
+        .find_node("/chosen")
+        .and_then(|c| c.property("stdout-path"))
+        .and_then(|p| p.as_str())
+        .and_then(|s| s.split(':').next())
+        .and_then(|path| {
+            if path.starts_with('/') {
+                fdt.find_node(path)
+            } else {
+                let full = fdt.find_node("/aliases")?.property(path)?.as_str()?;
+                fdt.find_node(full)
+            }
+        });
+    let node = stdout.filter(|n| uart_kind(n).is_some()).or_else(|| {
+        fdt.all_nodes()
+            .find(|n| uart_kind(n) == Some(UartKind::Pl011) && enabled(n))
+    })?;
+    Some(Uart {
+        kind: uart_kind(&node)?,
+        regs: regs(node).into_iter().next()?,
+        intid: interrupts(node).first().copied(),
+    })
+}
+
+fn gic_from(node: fdt::node::FdtNode) -> Result<Gic, DiscoveryError> {
+    let gic_regs = regs(node);
+    let nr_gicr = node
+        .property("#redistributor-regions")
+        .and_then(|p| p.as_usize())
+        .unwrap_or(1);
+    if gic_regs.len() < 1 + nr_gicr {
+        return Err(DiscoveryError::Missing("gic-v3 reg"));
+    }
+    let redistributor_stride = node
+        .property("redistributor-stride")
+        .and_then(|p| be_cells(p.value))
+        .filter(|&s| s != 0);
+    let its = node
+        .children()
+        .filter(|c| {
+            c.compatible()
+                .is_some_and(|cs| cs.all().any(|s| s == "arm,gic-v3-its"))
+                && enabled(c)
+        })
+        .filter_map(|c| regs(c).into_iter().next())
+        .collect();
+    Ok(Gic {
+        gicd: gic_regs[0],
+        gicr: gic_regs[1..1 + nr_gicr].to_vec(),
+        maintenance_intid: interrupts(node).first().copied(),
+        redistributor_stride,
+        its,
     })
 }
 
@@ -312,13 +432,14 @@ mod tests {
         );
         assert_eq!(
             p.uart,
-            Some((
-                Range {
+            Some(Uart {
+                kind: UartKind::Pl011,
+                regs: Range {
                     base: 0x0900_0000,
                     size: 0x1000
                 },
-                Some(33)
-            ))
+                intid: Some(33)
+            })
         );
         assert_eq!(
             p.gic.gicd,

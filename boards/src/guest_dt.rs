@@ -784,13 +784,14 @@ mod tests {
         );
         assert_eq!(
             p.uart,
-            Some((
-                Range {
+            Some(crate::Uart {
+                kind: crate::UartKind::Pl011,
+                regs: Range {
                     base: PL011_BASE,
                     size: PL011_SIZE
                 },
-                Some(SPI_BASE + PL011_SPI)
-            ))
+                intid: Some(SPI_BASE + PL011_SPI)
+            })
         );
         assert_eq!(
             p.gic.gicd,

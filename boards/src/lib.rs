@@ -1,9 +1,14 @@
 //! `boards` owns what the hypervisor knows about machines, as data:
 //!
-//! - [`board`]: the boards RayOS EL2 supports, one `const` description each (how to
-//!   recognise it, how it powers off, what it lacks);
+//! - [`board`]: the boards RayOS EL2 supports (`qemu-virt`, `ampere-altra`,
+//!   `snapdragon-x-elite`), one `const` description each: memory map, UART, GIC,
+//!   timer interrupts, PSCI conduit, reserved regions, quirks, with each figure's source;
 //! - [`discover`]: the physical platform read from the device tree the firmware hands
-//!   over (memory, UART, GIC, timer, CPUs, PSCI conduit, initrd);
+//!   over (memory, UART, GIC, timer, CPUs, PSCI conduit, initrd), the board
+//!   description filling what the tree leaves out;
+//! - [`acpi`]: the same from ACPI tables (MADT, GTDT, SPCR, MCFG, FADT);
+//! - [`crosscheck`]: the firmware's word against the description, mismatch by mismatch;
+//! - [`redist`]: redistributors matched to CPUs by GICR_TYPER affinity;
 //! - [`boot_image`]: placing a kernel, initrd and device tree in guest RAM the way
 //!   the arm64 boot protocol and QEMU's `-kernel` do;
 //! - [`memmap`]: the free physical memory the hypervisor allocates from;
@@ -18,12 +23,16 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod board;
 pub mod boot_image;
+pub mod crosscheck;
 pub mod discover;
 pub mod guest;
 pub mod guest_dt;
 pub mod memmap;
+pub mod redist;
 
-pub use board::{Board, BOARDS};
+pub use board::{Board, Quirk, Uart, UartKind, BOARDS};
+pub use crosscheck::{crosscheck, Mismatch};
 pub use discover::{discover, DiscoveryError, Platform, PsciConduit, Range};
