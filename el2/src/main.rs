@@ -298,6 +298,14 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         platform.cpus.len(),
         platform.memory.iter().map(|r| r.size >> 20).sum::<u64>()
     );
+    for what in &platform.fallbacks {
+        log::warn!("the firmware does not describe the {what}: using the board description's");
+    }
+    if let Some(board) = platform.board {
+        for m in boards::crosscheck(&platform, board) {
+            log::warn!("board {}: {m}", board.name);
+        }
+    }
     let maintenance = platform.gic.maintenance_intid.unwrap_or_else(|| {
         log::warn!(
             "the device tree names no GIC maintenance interrupt; assuming INTID {}",
@@ -313,7 +321,12 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     if let Err(e) = gic::init(&platform.gic, platform.cpus.len(), boot_cpu) {
         fatal(format_args!("GIC initialisation failed: {e:?}"));
     }
-    if let Some((_, Some(intid))) = platform.uart {
+    if let Some(boards::Uart {
+        kind: boards::UartKind::Pl011,
+        intid: Some(intid),
+        ..
+    }) = platform.uart
+    {
         gic::enable_spi(intid);
         wait::set_uart_intid(intid);
         console::set_rx_interrupt(true);
