@@ -16,7 +16,9 @@
 //! - [`timer`]: the emulated EL1 physical timer, the virtual timer's interrupt level
 //!   and the WFIT wake-up deadline;
 //! - [`sgi`]: the ICC_SGI1R_EL1 value that sends an SGI to one physical CPU;
-//! - [`entropy`]: which source of randomness the hypervisor may trust.
+//! - [`entropy`]: which source of randomness the hypervisor may trust;
+//! - [`features`]: the early-boot CPU diagnostic (virtualization features decoded
+//!   from the ID registers, what the hypervisor requires, what Windows guests need).
 //!
 //! Nothing here touches a register: `el2` reads the hardware and passes the values in.
 #![no_std]
@@ -26,6 +28,7 @@ pub mod controls;
 pub mod el2map;
 pub mod entropy;
 pub mod exit;
+pub mod features;
 pub mod inject;
 pub mod irouter;
 pub mod iss;

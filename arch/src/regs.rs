@@ -96,8 +96,36 @@ register_bitfields! {u64,
     /// ID_AA64ISAR0_EL1, the fields `aarch64-cpu`'s declaration (only RNDR) lacks
     /// (Arm ARM D24.2.63).
     pub ID_AA64ISAR0_EL1 [
+        /// Atomic instructions: 0b0010 = FEAT_LSE, 0b0011 = FEAT_LSE128.
+        Atomic OFFSET(20) NUMBITS(4) [],
         /// CRC32 instructions: 0b0001 = implemented.
         CRC32 OFFSET(16) NUMBITS(4) []
+    ],
+
+    /// ID_AA64PFR0_EL1 fields `aarch64-cpu` (only AMU, SVE) lacks (Arm ARM D24.2.79).
+    pub ID_AA64PFR0_EL1 [
+        /// System-register GIC CPU interface: 0b0001 = GICv3/v4.0, 0b0011 = v4.1.
+        GIC OFFSET(24) NUMBITS(4) [],
+        /// EL2: 0b0000 = not implemented, 0b0001 = AArch64 only, 0b0010 = also AArch32.
+        EL2 OFFSET(8) NUMBITS(4) []
+    ],
+
+    /// ID_AA64ISAR2_EL1's pointer-authentication fields (QARMA3, FEAT_PACQARMA3).
+    pub ID_AA64ISAR2_EL1 [
+        APA3 OFFSET(12) NUMBITS(4) [],
+        GPA3 OFFSET(8) NUMBITS(4) []
+    ],
+
+    /// ICH_VTR_EL2 bits `aarch64-cpu` does not name (GICv3 spec 12.4.10).
+    pub ICH_VTR_EL2 [
+        /// SEI support.
+        SEIS OFFSET(22) NUMBITS(1) [],
+        /// Nonzero Aff3 supported.
+        A3V OFFSET(21) NUMBITS(1) [],
+        /// Direct injection of virtual interrupts NOT supported (GICv4).
+        nV4 OFFSET(20) NUMBITS(1) [],
+        /// Separate trapping of EL1 writes to ICC_DIR_EL1.
+        TDS OFFSET(19) NUMBITS(1) []
     ],
 
     /// The SCTLR_EL1 bits that are RES1 when their feature is absent and reset to
@@ -263,6 +291,22 @@ mod tests {
         assert_eq!(bits(CPTR_EL2::TZ), 0x100);
         let res1 = bits(CPTR_EL2::RES1_13) | bits(CPTR_EL2::RES1_9) | bits(CPTR_EL2::RES1_7_0);
         assert_eq!(res1, 0x22ff);
+    }
+
+    #[test]
+    fn diagnostic_id_fields() {
+        // D24.2.79 ID_AA64PFR0_EL1: GIC [27:24], EL2 [11:8]; D24.2.63 ISAR0: Atomic
+        // [23:20]; ISAR2: APA3 [15:12], GPA3 [11:8]; IHI 0069 ICH_VTR_EL2: SEIS 22,
+        // A3V 21, nV4 20, TDS 19.
+        assert_eq!(bits(ID_AA64PFR0_EL1::GIC), 0x0f00_0000);
+        assert_eq!(bits(ID_AA64PFR0_EL1::EL2), 0xf00);
+        assert_eq!(bits(ID_AA64ISAR0_EL1::Atomic), 0x00f0_0000);
+        assert_eq!(bits(ID_AA64ISAR2_EL1::APA3), 0xf000);
+        assert_eq!(bits(ID_AA64ISAR2_EL1::GPA3), 0xf00);
+        assert_eq!(bits(ICH_VTR_EL2::SEIS), 1 << 22);
+        assert_eq!(bits(ICH_VTR_EL2::A3V), 1 << 21);
+        assert_eq!(bits(ICH_VTR_EL2::nV4), 1 << 20);
+        assert_eq!(bits(ICH_VTR_EL2::TDS), 1 << 19);
     }
 
     #[test]

@@ -4,16 +4,9 @@
 //! hardware's order.
 //!
 //! `el2` walks the frames (GICR_TYPER.Last ends a region) and passes each
-//! frame's affinity here; this decides which frame belongs to which CPU.
+//! frame's affinity (in MPIDR layout) here; this decides which frame belongs to which CPU.
 
 use alloc::vec::Vec;
-
-/// GICR_TYPER.Affinity_Value (bits 63:32) as an MPIDR affinity value
-/// (Aff3 at 39:32, Aff2..Aff0 at 23:0): the layout `cpus` uses.
-pub const fn gicr_typer_mpidr(gicr_typer: u64) -> u64 {
-    let aff = gicr_typer >> 32;
-    ((aff & 0xff00_0000) << 8) | (aff & 0x00ff_ffff)
-}
 
 /// Why CPUs and redistributors do not pair up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,13 +39,6 @@ pub fn match_redistributors(cpus: &[u64], frames: &[u64]) -> Result<Vec<usize>, 
 mod tests {
     use super::*;
     use alloc::vec;
-
-    #[test]
-    fn typer_affinity_layout() {
-        // Aff3 = 0x12, Aff2 = 0x34, Aff1 = 0x56, Aff0 = 0x78 in GICR_TYPER[63:32];
-        // low bits (Processor_Number, Last, VLPIS …) are ignored.
-        assert_eq!(gicr_typer_mpidr(0x1234_5678_0000_0f1b), 0x12_0034_5678);
-    }
 
     #[test]
     fn matched_by_affinity_not_index() {

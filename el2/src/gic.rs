@@ -5,6 +5,7 @@
 //! physical GIC: their interrupts are virtual, through the ICH_* list registers.
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::ICC_SRE_EL2;
 use arm_gic::gicv3::registers::{Gicd, GicrSgi, Sgi};
@@ -20,7 +21,23 @@ use boards::guest;
 static GIC: Mutex<Option<GicV3<'static>>> = Mutex::new(None);
 /// Base of the first redistributor region, for per-CPU register writes `arm-gic`
 /// has no call for.
-static GICR_BASE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+static GICR_BASE: AtomicUsize = AtomicUsize::new(0);
+/// Bytes from one redistributor to the next: [`GICR_STRIDE`], doubled where the
+/// frames carry GICv4 virtual-LPI pages (GICR_TYPER.VLPIS).
+static GICR_FRAME_BYTES: AtomicUsize = AtomicUsize::new(GICR_STRIDE);
+/// The redistributor of each CPU (firmware CPU order), matched by the affinity its
+/// GICR_TYPER reports (`boards::redist`), not by position.
+static REDIST_OF_CPU: [AtomicUsize; crate::stacks::MAX_CPUS] =
+    [const { AtomicUsize::new(usize::MAX) }; crate::stacks::MAX_CPUS];
+
+/// The redistributor index `arm-gic` calls CPU `cpu`'s.
+fn redist(cpu: usize) -> usize {
+    REDIST_OF_CPU
+        .get(cpu)
+        .map(|r| r.load(Ordering::Relaxed))
+        .filter(|&r| r != usize::MAX)
+        .unwrap_or(cpu)
+}
 /// Bytes of one CPU's redistributor (its RD_base and SGI_base frames), from
 /// `arm-gic`'s register layout.
 const GICR_STRIDE: usize = core::mem::size_of::<GicrSgi>();
@@ -39,6 +56,8 @@ const PRIORITY: u8 = 0x80;
 pub enum GicInitError {
     NoRedistributor,
     Driver(arm_gic::gicv3::GicError),
+    /// CPUs and redistributors do not pair up by affinity.
+    Affinity(boards::redist::MatchError),
 }
 
 /// Turns on the system-register interface at EL2 (SRE) and lets EL1 use it too
@@ -54,30 +73,63 @@ fn enable_sysreg_interface() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// Initialises the distributor and all redistributors, and the boot CPU (`cpu`).
-pub fn init(desc: &GicDesc, cpu_count: usize, cpu: usize) -> Result<(), GicInitError> {
+/// Initialises the distributor and all redistributors, and the boot CPU (`cpu`,
+/// an index into `cpus`, the CPUs' MPIDR affinities in firmware order).
+pub fn init(desc: &GicDesc, cpus: &[u64], cpu: usize) -> Result<(), GicInitError> {
     enable_sysreg_interface();
-    let gicr = desc
+    let region = desc
         .gicr
         .first()
         .copied()
         .ok_or(GicInitError::NoRedistributor)?;
     let (Some(gicd), Some(gicr)) = (
         NonNull::new(desc.gicd.base as *mut Gicd),
-        NonNull::new(gicr.base as *mut GicrSgi),
+        NonNull::new(region.base as *mut GicrSgi),
     ) else {
         return Err(GicInitError::NoRedistributor);
     };
+    // Walk the region's redistributors (GICR_TYPER.Last ends it) for the affinity
+    // each serves. At most one per 128 KiB of the region.
+    let most = (region.size as usize / GICR_STRIDE).max(1);
+    let mut frames: alloc::vec::Vec<u64> = alloc::vec::Vec::new();
+    let mut vlpis = false;
+    {
+        // SAFETY: the addresses come from the firmware's GIC description and are
+        // identity-mapped as device memory; this probing instance only reads
+        // GICR_TYPER (and the first frame's GICR_PIDR2) and is dropped before the
+        // driver's own instance is made, so the two never alias.
+        let mut probe = unsafe {
+            GicV3::new(UniqueMmioPointer::new(gicd), gicr, most).map_err(GicInitError::Driver)?
+        };
+        for i in 0..most {
+            let typer = probe.gicr_typer(i).map_err(GicInitError::Driver)?;
+            vlpis |= typer.virtual_lpis_supported();
+            frames.push(typer.core_mpidr());
+            if typer.last_redistributor() {
+                break;
+            }
+        }
+    }
+    let map =
+        boards::redist::match_redistributors(cpus, &frames).map_err(GicInitError::Affinity)?;
+    for (slot, &r) in REDIST_OF_CPU.iter().zip(&map) {
+        slot.store(r, Ordering::Relaxed);
+    }
+    if map.iter().enumerate().any(|(i, &r)| i != r) {
+        log::info!("GIC: redistributors matched to CPUs by GICR_TYPER affinity, not firmware order: {map:?}");
+    }
     // SAFETY: the addresses come from the device tree's gic-v3 node, are identity-mapped
     // as device memory, and nothing else in the hypervisor touches these registers.
     let mut gic = unsafe {
-        GicV3::new(UniqueMmioPointer::new(gicd), gicr, cpu_count).map_err(GicInitError::Driver)?
+        GicV3::new(UniqueMmioPointer::new(gicd), gicr, frames.len())
+            .map_err(GicInitError::Driver)?
     };
-    gic.setup(cpu);
+    gic.setup(redist(cpu));
     *GIC.lock() = Some(gic);
-    GICR_BASE.store(
-        gicr.as_ptr() as usize,
-        core::sync::atomic::Ordering::Relaxed,
+    GICR_BASE.store(gicr.as_ptr() as usize, Ordering::Relaxed);
+    GICR_FRAME_BYTES.store(
+        if vlpis { 2 * GICR_STRIDE } else { GICR_STRIDE },
+        Ordering::Relaxed,
     );
     init_private(cpu);
     crate::irq::init_cpu_interface();
@@ -88,7 +140,7 @@ pub fn init(desc: &GicDesc, cpu_count: usize, cpu: usize) -> Result<(), GicInitE
 pub fn init_secondary(cpu: usize) {
     enable_sysreg_interface();
     if let Some(gic) = GIC.lock().as_mut() {
-        gic.init_cpu(cpu);
+        gic.init_cpu(redist(cpu));
     }
     init_private(cpu);
     crate::irq::init_cpu_interface();
@@ -105,6 +157,7 @@ fn configure(gic: &mut GicV3<'static>, id: IntId, cpu: Option<usize>, trigger: T
 
 /// Enables this CPU's private hypervisor interrupts.
 fn init_private(cpu: usize) {
+    let cpu = redist(cpu);
     let mut g = GIC.lock();
     let Some(gic) = g.as_mut() else { return };
     let irqs = crate::irq::hyp_irqs();
@@ -153,7 +206,7 @@ pub fn disable(intid: u32, cpu: usize) {
     let mut g = GIC.lock();
     let Some(gic) = g.as_mut() else { return };
     if let Ok(id) = IntId::try_from(intid) {
-        let cpu = (intid < 32).then_some(cpu);
+        let cpu = (intid < 32).then_some(redist(cpu));
         let _ = gic.enable_interrupt(id, cpu, false);
     }
 }
@@ -162,11 +215,11 @@ pub fn disable(intid: u32, cpu: usize) {
 /// interrupt that a vCPU never EOId (it stopped, or the VM reset) leaves its physical
 /// PPI active, which would silence the timer of the next vCPU on that CPU.
 pub fn deactivate_private(intid: u32, cpu: usize) {
-    let base = GICR_BASE.load(core::sync::atomic::Ordering::Relaxed);
+    let base = GICR_BASE.load(Ordering::Relaxed);
     if base == 0 || intid >= 32 {
         return;
     }
-    let reg = base + cpu * GICR_STRIDE + GICR_ICACTIVER0;
+    let reg = base + redist(cpu) * GICR_FRAME_BYTES.load(Ordering::Relaxed) + GICR_ICACTIVER0;
     // SAFETY: `reg` is GICR_ICACTIVER0 of `cpu`'s redistributor, inside the region the
     // device tree describes and identity-mapped as device memory; writing a one bit
     // only clears that interrupt's active state (one bit per INTID 0..=31).

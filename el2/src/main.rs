@@ -12,6 +12,7 @@ extern crate alloc;
 mod accel;
 mod boot;
 mod console;
+mod diag;
 mod el1;
 mod entropy;
 mod fault;
@@ -90,9 +91,11 @@ fn dtb_slice(dtb: usize) -> Option<&'static [u8]> {
 /// Finds the console UART in the DTB without allocating (before the heap exists).
 fn early_uart(dtb: &[u8]) -> Option<usize> {
     let fdt = fdt::Fdt::new(dtb).ok()?;
+    // `Fdt::chosen` panics when it cannot find /chosen (fdt 0.1.5 loses nodes
+    // after FDT_NOP tokens, which libfdt-edited blobs carry): look it up first.
     let node = fdt
-        .chosen()
-        .stdout()
+        .find_node("/chosen")
+        .and_then(|_| fdt.chosen().stdout())
         .or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
     Some(node.reg()?.next()?.starting_address as usize)
 }
@@ -102,6 +105,26 @@ fn fatal(msg: core::fmt::Arguments) -> ! {
     power::shutdown(fault::FATAL_STATUS)
 }
 
+/// Sets up power-off from the DTB alone (no allocation), so that a refusal before
+/// discovery can still power the machine off with its status.
+fn init_power_from_dtb(b: &[u8]) {
+    if let Ok(fdt) = fdt::Fdt::new(b) {
+        let conduit = fdt
+            .find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"])
+            .and_then(|n| n.property("method"))
+            .and_then(|p| p.as_str())
+            .map(|m| {
+                if m == "hvc" {
+                    boards::PsciConduit::Hvc
+                } else {
+                    boards::PsciConduit::Smc
+                }
+            });
+        let board = boards::Board::identify(fdt.root().compatible().all());
+        power::init(conduit, board.map(|b| b.power_off));
+    }
+}
+
 /// Entered from `boot` when the CPU did not start at EL2.
 #[no_mangle]
 extern "C" fn wrong_exception_level(dtb: usize) -> ! {
@@ -109,21 +132,7 @@ extern "C" fn wrong_exception_level(dtb: usize) -> ! {
         if let Some(uart) = early_uart(b) {
             console::init(uart);
         }
-        if let Ok(fdt) = fdt::Fdt::new(b) {
-            let conduit = fdt
-                .find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"])
-                .and_then(|n| n.property("method"))
-                .and_then(|p| p.as_str())
-                .map(|m| {
-                    if m == "hvc" {
-                        boards::PsciConduit::Hvc
-                    } else {
-                        boards::PsciConduit::Smc
-                    }
-                });
-            let board = boards::Board::identify(fdt.root().compatible().all());
-            power::init(conduit, board.map(|b| b.power_off));
-        }
+        init_power_from_dtb(b);
     }
     console::print_line(format_args!(
         "[el2 FATAL] RayOS EL2 was entered at EL1, not EL2: it must own EL2 (on QEMU use -M virt,virtualization=on). Powering off."
@@ -241,6 +250,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         console::init(uart);
     }
     console::init_log(false);
+    init_power_from_dtb(dtb_bytes);
     log::info!(
         "RayOS EL2 {} starting at EL2, DTB at {dtb:#x}",
         env!("CARGO_PKG_VERSION")
@@ -280,6 +290,10 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         }
     }
     heap::init();
+    let cpu = diag::cpu_features();
+    if let Err(why) = diag::report_cpu(&cpu) {
+        fatal(format_args!("this CPU cannot run RayOS EL2: {why}"));
+    }
     let (l1, l2, l3) = mmu::usage();
     log::info!(
         "EL2 identity map built ({l1} level-1, {l2} level-2 and {l3} level-3 tables, stack guard pages unmapped); MMU and caches on"
@@ -298,6 +312,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         platform.cpus.len(),
         platform.memory.iter().map(|r| r.size >> 20).sum::<u64>()
     );
+    diag::report_platform(&platform, &cpu);
     for what in &platform.fallbacks {
         log::warn!("the firmware does not describe the {what}: using the board description's");
     }
@@ -318,7 +333,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         vtimer: platform.timer.virt,
         maintenance,
     });
-    if let Err(e) = gic::init(&platform.gic, platform.cpus.len(), boot_cpu) {
+    if let Err(e) = gic::init(&platform.gic, &platform.cpus, boot_cpu) {
         fatal(format_args!("GIC initialisation failed: {e:?}"));
     }
     if let Some(boards::Uart {
