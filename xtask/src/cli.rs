@@ -34,8 +34,13 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// build the hypervisor (target/rayos-el2.bin) and the test guests (target/guests/*.bin)
-    Build,
+    /// build the hypervisor (target/rayos-el2.bin) and the test guests (target/guests/*.bin);
+    /// with --board NAME, a board's artifacts and first-boot checklist in target/boards/NAME
+    Build {
+        /// qemu-virt, ampere-altra or snapdragon-x-elite
+        #[arg(long, value_name = "NAME")]
+        board: Option<String>,
+    },
     /// boot a VM under QEMU; `cargo xtask run --help` lists the options
     Run(Box<RunArgs>),
     /// run a benchmark (known: exits, boot, disk, tpm)
@@ -164,7 +169,30 @@ fn dispatch(args: &[String]) -> Result<(), Error> {
     };
     let layout = Layout::detect();
     match command {
-        Command::Build => {
+        Command::Build { board: Some(name) } => {
+            let board = crate::board_media::board(&name)?;
+            ensure_rust_targets(&layout, false)?;
+            let staged = crate::board_media::stage(&layout, board)?;
+            for f in &staged.files {
+                println!("{}", f.display());
+            }
+            println!("First-boot checklist for {}:", board.name);
+            for (i, item) in staged.checklist.iter().enumerate() {
+                println!("{:2}. {item}", i + 1);
+            }
+            if staged.missing.is_empty() {
+                return Ok(());
+            }
+            Err(Error::step(
+                format!("boot media for {}", board.name),
+                format!(
+                    "incomplete (what exists is in {}):\n  - {}",
+                    staged.dir.display(),
+                    staged.missing.join("\n  - ")
+                ),
+            ))
+        }
+        Command::Build { board: None } => {
             ensure_rust_targets(&layout, false)?;
             let out = build_all(&layout, false)?;
             println!("{}", out.hypervisor.display());

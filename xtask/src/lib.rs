@@ -15,6 +15,7 @@ pub mod bench_compose;
 pub mod bench_contention;
 pub mod bench_disk;
 pub mod bench_tpm;
+pub mod board_media;
 pub mod build;
 pub mod bundle;
 pub mod ci;
