@@ -156,8 +156,105 @@ fn interrupts(node: fdt::node::FdtNode) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// FDT structure-block tokens (Devicetree Specification v0.4, 5.4.1).
+mod token {
+    pub const BEGIN_NODE: u32 = 1;
+    pub const END_NODE: u32 = 2;
+    pub const PROP: u32 = 3;
+    pub const NOP: u32 = 4;
+    pub const END: u32 = 9;
+}
+const FDT_MAGIC: u32 = 0xd00d_feed;
+const FDT_HEADER_LEN: usize = 40;
+
+fn be32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(
+        b.get(off..off.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+/// The blob with its FDT_NOP tokens removed, or `None` if it has none (or is
+/// malformed: `discover` then reports it). libfdt leaves NOPs where a boot loader
+/// (QEMU's `-dtb`, U-Boot) deleted a property or node in place; the `fdt` crate
+/// stops reading a node's properties and children at a NOP between them and so
+/// loses nodes, so discovery reads a copy without them.
+pub fn without_nops(dtb: &[u8]) -> Option<Vec<u8>> {
+    if be32_at(dtb, 0)? != FDT_MAGIC {
+        return None;
+    }
+    let total = (be32_at(dtb, 4)? as usize).min(dtb.len());
+    let off_struct = be32_at(dtb, 8)? as usize;
+    let off_strings = be32_at(dtb, 12)? as usize;
+    let off_rsvmap = be32_at(dtb, 16)? as usize;
+    let size_strings = be32_at(dtb, 32)? as usize;
+    let size_struct = be32_at(dtb, 36)? as usize;
+    let structs = dtb.get(off_struct..off_struct.checked_add(size_struct)?)?;
+    let strings = dtb.get(off_strings..off_strings.checked_add(size_strings)?)?;
+    if off_struct.max(off_strings) > total {
+        return None;
+    }
+    // The memory reservation map: 16-byte entries up to an all-zero one.
+    let mut rsv_end = off_rsvmap;
+    loop {
+        let e = dtb.get(rsv_end..rsv_end.checked_add(16)?)?;
+        rsv_end += 16;
+        if e.iter().all(|&b| b == 0) {
+            break;
+        }
+    }
+    let mut out_struct = Vec::with_capacity(structs.len());
+    let mut i = 0;
+    let mut nops = 0;
+    while i < structs.len() {
+        let t = be32_at(structs, i)?;
+        let len = match t {
+            token::BEGIN_NODE => {
+                let name_end = structs.get(i + 4..)?.iter().position(|&b| b == 0)?;
+                4 + (name_end + 1).next_multiple_of(4)
+            }
+            token::PROP => 12 + (be32_at(structs, i + 4)? as usize).next_multiple_of(4),
+            token::END_NODE | token::NOP => 4,
+            token::END => 4,
+            _ => return None,
+        };
+        let next = i.checked_add(len)?;
+        if t == token::NOP {
+            nops += 1;
+        } else {
+            out_struct.extend_from_slice(structs.get(i..next)?);
+        }
+        i = next;
+        if t == token::END {
+            break;
+        }
+    }
+    if nops == 0 {
+        return None;
+    }
+    let rsvmap = &dtb[off_rsvmap..rsv_end];
+    let new_rsv = FDT_HEADER_LEN.next_multiple_of(8);
+    let new_struct = new_rsv + rsvmap.len();
+    let new_strings = new_struct + out_struct.len();
+    let new_total = new_strings + strings.len();
+    let mut out = Vec::with_capacity(new_total);
+    out.extend_from_slice(&dtb[..FDT_HEADER_LEN]);
+    out.resize(new_rsv, 0);
+    out.extend_from_slice(rsvmap);
+    out.extend_from_slice(&out_struct);
+    out.extend_from_slice(strings);
+    let u32s = |x: usize| u32::try_from(x).ok().map(u32::to_be_bytes);
+    out[4..8].copy_from_slice(&u32s(new_total)?);
+    out[8..12].copy_from_slice(&u32s(new_struct)?);
+    out[12..16].copy_from_slice(&u32s(new_strings)?);
+    out[16..20].copy_from_slice(&u32s(new_rsv)?);
+    out[36..40].copy_from_slice(&u32s(out_struct.len())?);
+    Some(out)
+}
+
 /// Reads the platform from a flattened device tree.
 pub fn discover(dtb: &[u8]) -> Result<Platform, DiscoveryError> {
+    let compacted = without_nops(dtb);
+    let dtb = compacted.as_deref().unwrap_or(dtb);
     let fdt = Fdt::new(dtb).map_err(|_| DiscoveryError::BadBlob)?;
     let root = fdt.root();
     let board = Board::identify(root.compatible().all());
@@ -492,6 +589,38 @@ mod tests {
         let q = discover(QEMU_VIRT_NO_SEED_DTB).unwrap();
         assert_eq!(q.seed, Seed::default());
         assert_eq!(q.cpus, p.cpus);
+    }
+
+    /// What QEMU hands over for `-dtb FILE` (`FILE` dumped from the same machine):
+    /// libfdt's edits left 54 FDT_NOP tokens, after which the `fdt` crate alone
+    /// loses `/cpus` and `/chosen`.
+    const WITH_NOPS: &[u8] = include_bytes!("../testdata/qemu-virt-dtb-option-with-nops.dtb");
+
+    #[test]
+    fn nop_tokens_do_not_hide_nodes() {
+        let raw = Fdt::new(WITH_NOPS).unwrap();
+        assert!(
+            raw.find_node("/chosen").is_none(),
+            "the fdt crate's limitation this works around"
+        );
+        let clean = without_nops(WITH_NOPS).unwrap();
+        assert!(clean.len() < WITH_NOPS.len());
+        assert_eq!(without_nops(&clean), None, "no NOP left");
+        let p = discover(WITH_NOPS).unwrap();
+        assert_eq!(
+            p.cpus,
+            [1, 0],
+            "the swapped-MPIDR tree this blob was made from"
+        );
+        assert!(p.initrd.is_some());
+        assert_eq!(p.board.map(|b| b.name), Some("qemu-virt"));
+        // A blob without NOPs is read as it is.
+        assert_eq!(without_nops(QEMU_VIRT_DTB), None);
+        // Truncations are refused, never a panic.
+        for n in (0..WITH_NOPS.len()).step_by(97) {
+            let _ = without_nops(&WITH_NOPS[..n]);
+            let _ = discover(&WITH_NOPS[..n]);
+        }
     }
 
     #[test]
