@@ -251,7 +251,8 @@ mod tests {
         mmfr0: 0x1124,
         mmfr1: 0,
         mmfr2: 0,
-        ich_vtr: Some(0x9000_0003),
+        // QEMU's GICv3 CPU interface: 5 priority bits, no GICv4 (nV4), 4 LRs.
+        ich_vtr: Some(0x9030_0003),
     };
 
     /// An Armv8.2 CPU like Neoverse N1: LSE (Atomic 2), VHE, VMID16, no RNDR,
@@ -281,7 +282,7 @@ mod tests {
         assert!(why.contains("LSE"), "{why}");
         assert_eq!(
             f.to_string(),
-            "EL2=yes VHE=no VMID=8 PA=44 GIC-sysregs=v3 LRs=4 vPRIbits=5 GICv4-direct=yes LSE=no RNDR=no FWB=no PAuth=no"
+            "EL2=yes VHE=no VMID=8 PA=44 GIC-sysregs=v3 LRs=4 vPRIbits=5 GICv4-direct=no LSE=no RNDR=no FWB=no PAuth=no"
         );
     }
 
