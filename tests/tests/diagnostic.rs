@@ -54,6 +54,9 @@ fn assert_full_diagnostic(o: &RunOutcome, tail: &str) {
             .unwrap_or_else(|| panic!("no `{needle}`\n{tail}"));
         assert!(at < guest, "`{needle}` after the guest started\n{tail}");
     }
+    // QEMU's own tree agrees with the qemu-virt description: no mismatch, no fallback.
+    assert!(!c.contains("the firmware says"), "{tail}");
+    assert!(!c.contains("the firmware does not describe"), "{tail}");
     assert!(
         o.verdict().is_ok(),
         "the self-test must still pass: {:?}\n{tail}",
