@@ -14,13 +14,35 @@ _start:
     .long   0                       // code1
     .quad   0x80000                 // text_offset
     .quad   __image_size            // image_size (includes BSS and stacks)
-    .quad   0x2                     // flags: little-endian, 4 KiB pages
+    .quad   0xa                     // flags: little-endian, 4 KiB pages, any 2 MiB-aligned base
     .quad   0, 0, 0                 // res2-res4
     .ascii  "ARM\x64"               // magic
     .long   0                       // res5
 
 primary_entry:
     mov     x19, x0                 // DTB physical address
+    // Relocate: the image is position-independent; every absolute address it
+    // holds is an R_AARCH64_RELATIVE entry of .rela.dyn (offset, info, addend),
+    // patched by the distance between where it runs and where it was linked.
+    // The MMU is off, so the stores reach memory before anything reads them.
+    adr     x1, _start
+    ldr     x2, =__link_base
+    sub     x20, x1, x2             // 0 at the link address: still applied (the
+                                    // linker leaves RELA places unwritten)
+    adrp    x3, __rela_start
+    add     x3, x3, :lo12:__rela_start
+    adrp    x4, __rela_end
+    add     x4, x4, :lo12:__rela_end
+6:  cmp     x3, x4
+    b.hs    7f
+    ldp     x5, x6, [x3], #16       // r_offset, r_info
+    ldr     x7, [x3], #8            // r_addend
+    cmp     w6, #1027               // R_AARCH64_RELATIVE (xtask refuses any other type)
+    b.ne    6b
+    add     x7, x7, x20
+    str     x7, [x5, x20]
+    b       6b
+7:
     // Boot CPU stack: the top of the first per-CPU stack slot.
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start

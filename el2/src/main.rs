@@ -252,8 +252,9 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     console::init_log(false);
     init_power_from_dtb(dtb_bytes);
     log::info!(
-        "RayOS EL2 {} starting at EL2, DTB at {dtb:#x}",
-        env!("CARGO_PKG_VERSION")
+        "RayOS EL2 {} starting at EL2, image at {:#x}, DTB at {dtb:#x}",
+        env!("CARGO_PKG_VERSION"),
+        image_range().base
     );
 
     // Identity map: RAM from the DTB as normal memory; console, GIC and virtio-mmio

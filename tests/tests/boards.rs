@@ -6,6 +6,7 @@
 //! owns the first redistributor); pairing by position enables the boot CPU's
 //! timer and SGIs on the other CPU's redistributor and the guest hangs. QEMU's
 //! `-dtb` blob also carries FDT_NOP tokens, which discovery must read through.
+//! And the image is position-independent: it runs where the loader puts it.
 
 use std::time::Duration;
 
@@ -37,5 +38,43 @@ fn redistributors_follow_gicr_typer_affinity_not_firmware_order() {
     );
     let report = outcome.selftest();
     assert!(report.failed.is_empty(), "{:?}\n{tail}", report.failed);
+    assert!(outcome.verdict().is_ok(), "{:?}\n{tail}", outcome.verdict());
+}
+
+/// Offset of `text_offset` in the arm64 Image header (Linux's booting.rst).
+const TEXT_OFFSET_FIELD: std::ops::Range<usize> = 8..16;
+/// Where QEMU puts the image by default: RAM base + the header's 0x80000.
+const DEFAULT_IMAGE_ADDR: u64 = 0x4008_0000;
+/// Another 2 MiB-aligned base (+ the same 512 KiB): 2 MiB higher.
+const MOVED_TEXT_OFFSET: u64 = 0x28_0000;
+
+#[test]
+fn the_image_runs_where_the_loader_puts_it() {
+    let _boot = boot_lock();
+    let layout = Layout::detect();
+    xtask::build::build_hypervisor(&layout, true).expect("build the hypervisor");
+    let mut image = std::fs::read(layout.hypervisor_image()).expect("read the image");
+    // The same image, its header asking the loader for another place: QEMU's
+    // `-kernel` loads an arm64 Image at RAM base + text_offset.
+    image[TEXT_OFFSET_FIELD].copy_from_slice(&MOVED_TEXT_OFFSET.to_le_bytes());
+    let moved = layout.out.join("test-images/rayos-el2-moved.bin");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::write(&moved, &image).unwrap();
+
+    let mut o = RunOptions::headless(Guest::Selftest, TIMEOUT);
+    o.smp = Some(2);
+    // QEMU takes the last -kernel.
+    o.qemu_args = vec!["-kernel".into(), moved.to_string_lossy().into_owned()];
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    let at = 0x4000_0000 + MOVED_TEXT_OFFSET;
+    assert_ne!(at, DEFAULT_IMAGE_ADDR);
+    assert!(
+        outcome
+            .console
+            .contains(&format!("starting at EL2, image at {at:#x},")),
+        "{tail}"
+    );
+    assert!(outcome.selftest().failed.is_empty(), "{tail}");
     assert!(outcome.verdict().is_ok(), "{:?}\n{tail}", outcome.verdict());
 }

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use object::elf;
-use object::read::elf::{FileHeader, ProgramHeader};
+use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 
 /// Offset of the arm64 `Image` header's magic (Linux `Documentation/arch/arm64/booting.rst`).
 pub const ARM64_IMAGE_MAGIC_OFFSET: usize = 56;
@@ -34,6 +34,9 @@ pub enum FlatError {
     TooLarge(u64),
     /// The image does not start with an arm64 `Image` header.
     MissingImageHeader,
+    /// A dynamic relocation other than R_AARCH64_RELATIVE, which the
+    /// hypervisor's self-relocation (el2/src/boot.rs) does not apply.
+    UnsupportedRelocation(u32),
 }
 
 impl fmt::Display for FlatError {
@@ -42,6 +45,7 @@ impl fmt::Display for FlatError {
             FlatError::Parse(e) => write!(f, "not a readable 64-bit ELF: {e}"),
             FlatError::NotAarch64(m) => write!(f, "ELF is for machine {m}, not AArch64 ({})", elf::EM_AARCH64.0),
             FlatError::NoLoadableBytes => write!(f, "no PT_LOAD segment has file bytes"),
+            FlatError::UnsupportedRelocation(t) => write!(f, "relocation type {t} in the image: only R_AARCH64_RELATIVE ({}) is applied at start", elf::R_AARCH64_RELATIVE.0),
             FlatError::BadSegment { index, why } => write!(f, "program header {index}: {why}"),
             FlatError::Overlap { first, second } => write!(f, "PT_LOAD segments {first} and {second} overlap"),
             FlatError::TooLarge(n) => write!(f, "image would span {n} bytes (limit {MAX_IMAGE_BYTES})"),
@@ -81,6 +85,7 @@ pub fn elf_to_flat(data: &[u8]) -> Result<FlatImage, FlatError> {
     let phdrs = header
         .program_headers(endian, data)
         .map_err(|e| FlatError::Parse(e.to_string()))?;
+    check_relocations(header, endian, data)?;
 
     let mut pieces = Vec::new();
     for (index, ph) in phdrs.iter().enumerate() {
@@ -145,6 +150,37 @@ pub fn elf_to_flat(data: &[u8]) -> Result<FlatImage, FlatError> {
         load_addr: base,
         bytes,
     })
+}
+
+/// Refuses relocation sections holding anything but R_AARCH64_RELATIVE: the
+/// position-independent hypervisor applies only those to itself at start.
+fn check_relocations(
+    header: &elf::FileHeader64<object::Endianness>,
+    endian: object::Endianness,
+    data: &[u8],
+) -> Result<(), FlatError> {
+    let sections = header
+        .sections(endian, data)
+        .map_err(|e| FlatError::Parse(e.to_string()))?;
+    for s in sections.iter() {
+        if s.sh_type(endian) != elf::SHT_RELA {
+            continue;
+        }
+        let relas: &[elf::Rela64<object::Endianness>] = s
+            .data_as_array(endian, data)
+            .map_err(|e| FlatError::Parse(e.to_string()))?;
+        // ELF64 r_info: symbol in the high 32 bits, type in the low 32.
+        let kind =
+            |r: &elf::Rela64<object::Endianness>| (r.r_info.get(endian) & 0xffff_ffff) as u32;
+        if let Some(t) = relas
+            .iter()
+            .map(kind)
+            .find(|&t| t != elf::R_AARCH64_RELATIVE.0)
+        {
+            return Err(FlatError::UnsupportedRelocation(t));
+        }
+    }
+    Ok(())
 }
 
 /// Checks that `image` starts with an arm64 `Image` header.
