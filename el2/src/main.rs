@@ -93,9 +93,16 @@ fn early_uart(dtb: &[u8]) -> Option<usize> {
     let fdt = fdt::Fdt::new(dtb).ok()?;
     // `Fdt::chosen` panics when it cannot find /chosen (fdt 0.1.5 loses nodes
     // after FDT_NOP tokens, which libfdt-edited blobs carry): look it up first.
+    // Only a PL011 (the one console driver): a Qualcomm GENI UART named by
+    // stdout-path must not be programmed as one.
+    let pl011 = |n: &fdt::node::FdtNode| {
+        n.compatible()
+            .is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
+    };
     let node = fdt
         .find_node("/chosen")
         .and_then(|_| fdt.chosen().stdout())
+        .filter(pl011)
         .or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
     Some(node.reg()?.next()?.starting_address as usize)
 }
