@@ -36,6 +36,7 @@ mod wait;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+use aarch64_cpu::registers::{Readable, Writeable, ICH_HCR_EL2};
 use arch::smccc::CpuPower;
 use boards::{guest, Range};
 use stage2::Layout;
@@ -607,7 +608,7 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
                     // The vGIC requests maintenance interrupts only for left-over
                     // interrupts (`vgic::IchHcr::for_entry`).
                     vcpu.lrs = vm::LrState::new(out.loaded > 0, out.left_over > 0);
-                    el1::write_sysreg!("ICH_HCR_EL2", out.hcr().0);
+                    ICH_HCR_EL2.set(out.hcr().0);
                 }
                 Err(e) => log::warn!("{}: vGIC flush for vCPU {idx}: {e:?}", vm.name),
             }
@@ -622,8 +623,8 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
         if vcpu.lrs.any() {
             let mut eoi_count = 0;
             if vcpu.lrs.overflow() {
-                eoi_count = vgic::IchHcr(el1::read_sysreg!("ICH_HCR_EL2")).eoi_count();
-                el1::write_sysreg!("ICH_HCR_EL2", vgic::IchHcr::EXIT.0);
+                eoi_count = vgic::IchHcr(ICH_HCR_EL2.get()).eoi_count();
+                ICH_HCR_EL2.set(vgic::IchHcr::EXIT.0);
             }
             if vcpu.lrs.loaded() {
                 if let Err(e) = vm.vgic.lock().sync(idx, &mut lrs, eoi_count) {

@@ -6,6 +6,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
+use aarch64_cpu::registers::{Writeable, ICH_HCR_EL2};
 use arch::controls::PmuPolicy;
 use arch::smccc::{CpuPower, PowerTopology};
 use arch::timer::EmulatedTimer;
@@ -170,7 +171,8 @@ pub enum VmError {
 
 /// The guest's MPIDR for vCPU `i`: Aff0 = i, with the U bit clear and bit 31 RES1.
 pub fn vcpu_mpidr(i: usize) -> u64 {
-    (1 << 31) | i as u64
+    use aarch64_cpu::registers::MPIDR_EL1;
+    MPIDR_EL1::RES1::SET.value | MPIDR_EL1::Aff0.val(i as u64).value
 }
 
 fn power_u8(p: CpuPower) -> u8 {
@@ -503,7 +505,7 @@ pub fn activate(vm: &Vm) {
     write_sysreg!("CNTHCTL_EL2", arch::controls::cnthctl_el2());
     write_sysreg!("CNTVOFF_EL2", 0);
     write_sysreg!("VPIDR_EL2", read_sysreg!("MIDR_EL1"));
-    write_sysreg!("ICH_HCR_EL2", crate::irq::ICH_HCR_EN);
+    ICH_HCR_EL2.set(crate::irq::ICH_HCR_EN);
     write_sysreg!("ICH_VMCR_EL2", 0);
     write_sysreg!("ICH_AP0R0_EL2", 0);
     write_sysreg!("ICH_AP1R0_EL2", 0);
