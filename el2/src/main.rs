@@ -12,6 +12,7 @@ extern crate alloc;
 mod accel;
 mod boot;
 mod console;
+mod control;
 mod el1;
 mod entropy;
 mod fault;
@@ -387,6 +388,8 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         .unwrap_or_else(|e| fatal(format_args!("stage-2 tables: {e:?}")));
     let vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], spec.disks, spec.tpm_nv)
         .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
+    vm.run
+        .set_suspend_on_host_shutdown(spec.policy.is_some_and(|p| p.suspend_on_host_shutdown));
     log::info!(
         "VM '{}': {} vCPU(s), {} MiB RAM at IPA {:#x} (PA {:#x}), stage 2 {}-bit IPA, start level {}",
         vm.name,
@@ -456,6 +459,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         cmdline: spec.cmdline,
         disks,
         tpm_nv: None,
+        policy: None,
     }
 }
 

@@ -458,7 +458,7 @@ fn refuse_device(vm: &Vm, vcpu: &mut Vcpu, ipa: u64, far: u64, write: bool, e: &
 /// shares: a read of DR or FR first moves waiting host input into the guest's FIFO,
 /// so a guest polling its UART sees input without waiting for an interrupt; after
 /// any access that may have made room while the host UART's interrupt is silenced,
-/// the pump runs again to re-open it.
+/// the pump runs again to hand it more.
 #[inline(always)]
 fn pl011_access(
     vm: &Vm,
@@ -479,7 +479,7 @@ fn pl011_access(
             uart.read(ctx, offset, size)
         }
     };
-    if crate::wait::console_rx_silenced() {
+    if crate::wait::console_rx_waiting() {
         crate::wait::pump_console_locked(vm, &mut uart);
     }
     r

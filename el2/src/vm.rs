@@ -158,6 +158,8 @@ pub struct Vm {
     pub virtio: Vec<VirtioSlot>,
     /// The guest's TPM (on its SPI-over-GPIO bus).
     pub tpm: Option<crate::tpm::GuestTpm>,
+    /// Pause state and the VM's virtual-counter offset (the monitor's `vm pause`).
+    pub run: crate::control::RunControl,
 }
 
 /// Why a VM could not be built.
@@ -320,6 +322,7 @@ impl Vm {
             stats: Mutex::new(ExitStats::default()),
             virtio,
             tpm,
+            run: crate::control::RunControl::new(n),
         })
     }
 
@@ -503,7 +506,8 @@ pub fn activate(vm: &Vm) {
         arch::controls::mdcr_el2(pmcr_n, dfr0, pmu_policy())
     );
     write_sysreg!("CNTHCTL_EL2", arch::controls::cnthctl_el2());
-    write_sysreg!("CNTVOFF_EL2", 0);
+    // The VM's one offset: guest virtual time stood still while it was paused.
+    write_sysreg!("CNTVOFF_EL2", vm.run.cntvoff());
     write_sysreg!("VPIDR_EL2", read_sysreg!("MIDR_EL1"));
     ICH_HCR_EL2.set(crate::irq::ICH_HCR_EN);
     write_sysreg!("ICH_VMCR_EL2", 0);
