@@ -295,3 +295,35 @@ fn host_shutdown_follows_the_vm_policy() {
         "the guest powered itself off\n{tail}"
     );
 }
+
+/// A guest that never reads its UART (the bare-metal reset-loop guest, booted
+/// from a bundle): typed input beyond the queue is dropped and counted, and
+/// `Ctrl-]` still reaches the monitor; `host shutdown` powers off a VM without a
+/// registry policy, then the host.
+#[test]
+fn the_monitor_is_reached_past_a_guest_that_reads_nothing() {
+    let _boot = boot_lock();
+    let mut o = RunOptions::headless(Guest::ResetLoop, TIMEOUT);
+    let flood = "y".repeat(3 * monitor::input::GUEST_QUEUE);
+    o.script = Some(script(
+        "monitor-no-reader.script",
+        &format!(
+            "expect reset-loop: alive\n\
+             send {flood}\n\
+             expect console input: \\d+ byte\\(s\\) dropped\n\
+             monitor vm list\n\
+             monitor host shutdown\n"
+        ),
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    assert_eq!(
+        statuses(&outcome.console),
+        [
+            "ok: 1 vm: reset-loop vcpus=1 state=running",
+            "ok: host shutting down: powered off reset-loop",
+        ],
+        "\n{tail}"
+    );
+}
