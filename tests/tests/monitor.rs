@@ -103,15 +103,20 @@ const PAUSE_AT: u32 = 3;
 /// Seconds the host holds the VM paused.
 const PAUSE_SECS: u64 = 8;
 
-/// One counter per vCPU, pinned, one value a second, with the guest's uptime.
-/// Lines go to the virtio console: one `echo` is one transmit buffer, so a
-/// pause cannot land in the middle of a line.
+/// One counter per vCPU, pinned, one value a second with the guest's uptime:
+/// vCPU 0 sleeps between values (idle in WFI), vCPU 1 spins on `/proc/uptime`
+/// (never idle), so the pause must stop a vCPU in each state. Lines go to the
+/// virtio console: one `echo` is one transmit buffer, so a pause cannot land in
+/// the middle of a line.
 fn counter_cmd() -> String {
+    const SPIN: &str = "read u _ < /proc/uptime; t=$(( ${u%.*}${u#*.} + 100 )); c=0; \
+while [ $c -lt $t ]; do read u _ < /proc/uptime; c=${u%.*}${u#*.}; done";
     let loops: Vec<String> = (0..PAUSE_VCPUS)
         .map(|c| {
+            let wait = if c == 0 { "sleep 1" } else { SPIN };
             format!(
                 "taskset -c {c} sh -c 'i=0; while [ $i -lt {TICKS} ]; do read u _ < /proc/uptime; \
-echo \"tick cpu={c} n=$i up=$u end\" > /dev/hvc0; i=$((i+1)); sleep 1; done' &"
+echo \"tick cpu={c} n=$i up=$u end\" > /dev/hvc0; i=$((i+1)); {wait}; done' &"
             )
         })
         .collect();
