@@ -25,6 +25,14 @@
 //! in the guest's clock. The guest's *physical* counter (CNTPCT, not offset
 //! without FEAT_ECV) does run on; a deadline of the emulated EL1 physical timer
 //! that passed while paused fires at resume, as after any stall.
+//!
+//! **Where the VM-state work plugs in.** `El2Control::suspend`, `snapshot`,
+//! `rollback`, `snapshots`, `delete_snapshot` and the suspend branch of
+//! `host_shutdown` answer "not built yet" today. Suspend can start from
+//! `pause` (every vCPU parked, devices drained of guest-submitted work by the
+//! park loop's interrupt servicing); a vCPU's registers and live EL1 state
+//! belong to the physical CPU running it, so per-vCPU saving belongs in
+//! [`park`], where each parked vCPU holds its `&mut Vcpu`.
 
 use alloc::collections::VecDeque;
 use alloc::format;
