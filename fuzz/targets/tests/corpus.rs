@@ -46,6 +46,7 @@ fn every_target_has_a_replay() {
         "nv_image",
         "registry",
         "boot_bundle",
+        "fw_cfg",
     ];
     let names: Vec<&str> = fuzz_targets::TARGETS.iter().map(|t| t.name).collect();
     assert_eq!(names, replayed);
@@ -89,4 +90,9 @@ fn registry() {
 #[test]
 fn boot_bundle() {
     replay("boot_bundle");
+}
+
+#[test]
+fn fw_cfg() {
+    replay("fw_cfg");
 }
