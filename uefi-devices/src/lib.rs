@@ -11,3 +11,4 @@
 extern crate alloc;
 
 pub mod fw_cfg;
+pub mod pflash;
