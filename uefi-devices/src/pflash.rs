@@ -193,6 +193,11 @@ impl<S: FlashStore> CfiFlash<S> {
         &self.store
     }
 
+    /// The store, to change its state (tests, fault injection).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// Whether reads are plain memory (the bank may be mapped read-only).
     pub fn read_array_mode(&self) -> bool {
         self.mode == Mode::ReadArray

@@ -407,7 +407,10 @@ mod tests {
             ops.push(Op::arbitrary(&mut u).unwrap());
         }
         let dmas = ops.iter().filter(|o| matches!(o, Op::Dma { .. })).count();
-        let selects = ops.iter().filter(|o| matches!(o, Op::Select { .. })).count();
+        let selects = ops
+            .iter()
+            .filter(|o| matches!(o, Op::Select { .. }))
+            .count();
         assert_eq!((dmas, selects, ops.len()), (5, 4, 15));
         assert!(matches!(ops.last(), Some(Op::Reset)));
     }

@@ -11,6 +11,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 
 pub mod boot_bundle;
+pub mod cfi_flash;
 pub mod crb;
 pub mod fw_cfg;
 pub mod nv_image;
@@ -77,6 +78,11 @@ pub const TARGETS: &[Target] = &[
         name: "fw_cfg",
         run: fw_cfg::run,
         about: "fw_cfg registers, selectors and DMA descriptors over a small guest RAM",
+    },
+    Target {
+        name: "cfi_flash",
+        run: cfi_flash::run,
+        about: "CFI flash bank commands (program, erase, lock, query) and variable-store commits",
     },
 ];
 

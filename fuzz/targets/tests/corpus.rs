@@ -47,6 +47,7 @@ fn every_target_has_a_replay() {
         "registry",
         "boot_bundle",
         "fw_cfg",
+        "cfi_flash",
     ];
     let names: Vec<&str> = fuzz_targets::TARGETS.iter().map(|t| t.name).collect();
     assert_eq!(names, replayed);
@@ -95,4 +96,9 @@ fn boot_bundle() {
 #[test]
 fn fw_cfg() {
     replay("fw_cfg");
+}
+
+#[test]
+fn cfi_flash() {
+    replay("cfi_flash");
 }
