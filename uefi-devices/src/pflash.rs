@@ -26,6 +26,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use vdev::save::{Reader, Writer};
 use vdev::{
@@ -82,13 +83,19 @@ pub mod sr {
     pub const ERRORS: u16 = ERASE_ERROR | PROGRAM_ERROR | BLOCK_LOCKED;
 }
 
+/// Granule of the dirty ranges handed to [`FlashStore::commit`]: EDK2 commits
+/// after every programmed word, so a store writing whole 256 KiB blocks would write
+/// 64 times what changed.
+pub const DIRTY_GRANULE: usize = 4096;
+
 /// Where a writable bank's image persists (the VM's record implements it).
 pub trait FlashStore {
     /// Replaces the persisted image with `image`, atomically: after a power cut at
     /// any point, the image read back is either the previous one or `image`.
-    /// `dirty` lists the blocks (by index) that changed since the last commit, a
-    /// hint for stores that write blocks rather than whole images.
-    fn commit(&mut self, image: &[u8], dirty: &[usize]) -> Result<(), StoreError>;
+    /// `dirty` lists the byte ranges ([`DIRTY_GRANULE`]-aligned, ascending,
+    /// coalesced) that changed since the last commit: a hint for stores that write
+    /// pages rather than whole images.
+    fn commit(&mut self, image: &[u8], dirty: &[Range<usize>]) -> Result<(), StoreError>;
 }
 
 /// Why a store refused a commit (the bank keeps its blocks dirty and retries at
@@ -171,6 +178,7 @@ impl<S: FlashStore> CfiFlash<S> {
             return Err(GeometryError::Invalid);
         }
         let blocks = (size / block_size) as usize;
+        let granules = image.len().div_ceil(DIRTY_GRANULE);
         Ok(CfiFlash {
             image,
             block_size,
@@ -178,7 +186,7 @@ impl<S: FlashStore> CfiFlash<S> {
             mode: Mode::ReadArray,
             status: sr::READY,
             locked: vec![false; blocks],
-            dirty: vec![false; blocks],
+            dirty: vec![false; granules],
             store,
         })
     }
@@ -205,7 +213,14 @@ impl<S: FlashStore> CfiFlash<S> {
 
     /// Commits changed blocks now (VM shutdown, reset, before saving state).
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        let dirty: Vec<usize> = (0..self.dirty.len()).filter(|&b| self.dirty[b]).collect();
+        let mut dirty: Vec<Range<usize>> = Vec::new();
+        for g in (0..self.dirty.len()).filter(|&g| self.dirty[g]) {
+            let range = g * DIRTY_GRANULE..((g + 1) * DIRTY_GRANULE).min(self.image.len());
+            match dirty.last_mut() {
+                Some(last) if last.end == range.start => last.end = range.end,
+                _ => dirty.push(range),
+            }
+        }
         if dirty.is_empty() {
             return Ok(());
         }
@@ -241,14 +256,22 @@ impl<S: FlashStore> CfiFlash<S> {
         true
     }
 
+    fn mark_dirty(&mut self, range: Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        for g in range.start / DIRTY_GRANULE..=(range.end - 1) / DIRTY_GRANULE {
+            self.dirty[g] = true;
+        }
+    }
+
     /// Programs `bytes` at `offset` (NOR: only clears bits).
     fn program(&mut self, offset: u64, bytes: &[u8]) {
         let at = offset as usize;
         for (dst, src) in self.image[at..at + bytes.len()].iter_mut().zip(bytes) {
             *dst &= src;
         }
-        let block = self.block_of(offset);
-        self.dirty[block] = true;
+        self.mark_dirty(at..at + bytes.len());
     }
 
     fn command(&mut self, offset: u64, command: u8) {
@@ -294,8 +317,8 @@ impl<S: FlashStore> CfiFlash<S> {
                 if self.writable(block, sr::ERASE_ERROR) {
                     let start = block as u64 * self.block_size;
                     let range = start as usize..(start + self.block_size) as usize;
-                    self.image[range].fill(0xff);
-                    self.dirty[block] = true;
+                    self.image[range.clone()].fill(0xff);
+                    self.mark_dirty(range);
                 }
             }
             Mode::LockSetup { block } => match low {

@@ -20,27 +20,44 @@ use crate::{Bytes, Encoder};
 const BLOCK: u64 = BANK_BUFFER;
 const SIZE: usize = 4 * BLOCK as usize;
 
-#[derive(Default)]
 struct Store {
     commits: Vec<Vec<u8>>,
     fail: bool,
+    /// The image as last committed (the initial image before any commit).
+    last: Vec<u8>,
 }
 
 impl FlashStore for Store {
-    fn commit(&mut self, image: &[u8], dirty: &[usize]) -> Result<(), StoreError> {
+    fn commit(&mut self, image: &[u8], dirty: &[std::ops::Range<usize>]) -> Result<(), StoreError> {
         assert!(!dirty.is_empty(), "a commit with nothing dirty");
-        assert!(dirty.iter().all(|&b| b < SIZE / BLOCK as usize));
+        assert!(
+            dirty.windows(2).all(|w| w[0].end < w[1].start),
+            "dirty ranges unsorted, overlapping or not coalesced"
+        );
+        assert!(dirty.iter().all(|r| !r.is_empty() && r.end <= SIZE));
+        for (i, (old, new)) in self.last.iter().zip(image).enumerate() {
+            assert!(
+                old == new || dirty.iter().any(|r| r.contains(&i)),
+                "byte {i:#x} changed outside the dirty ranges"
+            );
+        }
         if self.fail {
             return Err(StoreError::Io);
         }
         self.commits.push(image.to_vec());
+        self.last = image.to_vec();
         Ok(())
     }
 }
 
 fn bank(read_only: bool) -> CfiFlash<Store> {
-    let image = (0..SIZE).map(|i| (i * 7 % 256) as u8).collect();
-    CfiFlash::new(image, BLOCK, read_only, Store::default()).expect("valid geometry")
+    let image: Vec<u8> = (0..SIZE).map(|i| (i * 7 % 256) as u8).collect();
+    let store = Store {
+        commits: Vec::new(),
+        fail: false,
+        last: image.clone(),
+    };
+    CfiFlash::new(image, BLOCK, read_only, store).expect("valid geometry")
 }
 
 /// Commands worth drawing (anything else is an unknown command).
@@ -179,31 +196,24 @@ fn run_ops(data: &[u8]) -> Option<CfiFlash<Store>> {
             Op::Buffered { offset, words } => {
                 let offset = (u64::from(offset) % SIZE as u64) & !(BANK_WIDTH - 1);
                 let n = (words.0.len() / 4).clamp(1, (BANK_BUFFER / BANK_WIDTH) as usize);
-                ctx_write(
-                    &mut f,
-                    offset,
-                    AccessSize::Word,
-                    dual(u16::from(cmd::BUFFERED_PROGRAM)),
-                );
-                ctx_write(&mut f, offset, AccessSize::Word, dual(n as u16 - 1));
+                let mut writes = vec![
+                    (offset, dual(u16::from(cmd::BUFFERED_PROGRAM))),
+                    (offset, dual(n as u16 - 1)),
+                ];
                 for i in 0..n {
                     let w = words
                         .0
                         .get(4 * i..4 * i + 4)
                         .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
-                    ctx_write(
-                        &mut f,
-                        offset + 4 * i as u64,
-                        AccessSize::Word,
-                        u64::from(w),
-                    );
+                    writes.push((offset + 4 * i as u64, u64::from(w)));
                 }
-                ctx_write(
-                    &mut f,
-                    offset,
-                    AccessSize::Word,
-                    dual(u16::from(cmd::CONFIRM)),
-                );
+                writes.push((offset, dual(u16::from(cmd::CONFIRM))));
+                // A sequence that failed part-way leaves later words to be taken as
+                // commands, a read array among them: a commit point too.
+                for (at, v) in writes {
+                    ctx_write(&mut f, at, AccessSize::Word, v);
+                    commit_point |= f.read_array_mode();
+                }
             }
             Op::Reset => {
                 f.reset(&mut NullInterrupts);
@@ -222,9 +232,13 @@ fn run_ops(data: &[u8]) -> Option<CfiFlash<Store>> {
             Op::StoreFails(fail) => set_fail(&mut f, fail),
             Op::SaveRestore => {
                 let blob = f.save();
-                let mut fresh =
-                    CfiFlash::new(f.image().to_vec(), BLOCK, read_only, Store::default())
-                        .expect("valid geometry");
+                let store = Store {
+                    commits: Vec::new(),
+                    fail: false,
+                    last: f.image().to_vec(),
+                };
+                let mut fresh = CfiFlash::new(f.image().to_vec(), BLOCK, read_only, store)
+                    .expect("valid geometry");
                 fresh
                     .restore(&blob)
                     .expect("a saved state restores into a fresh bank");

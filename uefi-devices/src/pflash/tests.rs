@@ -10,12 +10,16 @@ const SIZE: usize = 4 * BLOCK as usize;
 /// A store that keeps every committed image, and can be made to fail.
 #[derive(Default, Clone)]
 struct MemStore {
-    commits: Vec<(Vec<u8>, Vec<usize>)>,
+    commits: Vec<(Vec<u8>, Vec<core::ops::Range<usize>>)>,
     fail: bool,
 }
 
 impl FlashStore for MemStore {
-    fn commit(&mut self, image: &[u8], dirty: &[usize]) -> Result<(), StoreError> {
+    fn commit(
+        &mut self,
+        image: &[u8],
+        dirty: &[core::ops::Range<usize>],
+    ) -> Result<(), StoreError> {
         if self.fail {
             return Err(StoreError::Io);
         }
@@ -132,7 +136,8 @@ fn word_program_clears_bits_and_commits_at_read_array() {
     );
     command(&mut f, 0, cmd::READ_ARRAY);
     let (image, dirty) = &f.store().commits[0];
-    assert_eq!(dirty, &[1]);
+    assert_eq!(dirty.len(), 1);
+    assert_eq!(dirty[0], BLOCK as usize..BLOCK as usize + DIRTY_GRANULE);
     assert_eq!(&image[..], f.image());
     assert_eq!(
         rd(&mut f, at, AccessSize::Word).unwrap(),
@@ -172,7 +177,8 @@ fn buffered_program_and_block_erase_as_edk2_does_them() {
         &init[3 * BLOCK as usize..]
     );
     let (image, dirty) = f.store().commits.last().unwrap();
-    assert_eq!(dirty, &[2]);
+    assert_eq!(dirty.len(), 1);
+    assert_eq!(dirty[0], 2 * BLOCK as usize..3 * BLOCK as usize);
     assert_eq!(&image[..], f.image());
 }
 
@@ -387,7 +393,11 @@ fn a_failed_commit_is_retried_at_the_next_commit_point() {
     command(&mut f, 2 * BLOCK, cmd::WORD_PROGRAM);
     wr(&mut f, 2 * BLOCK, AccessSize::Word, 0).unwrap();
     command(&mut f, 0, cmd::READ_ARRAY);
-    assert_eq!(f.store().commits[0].1, [1, 2]);
+    let b = BLOCK as usize;
+    assert_eq!(
+        f.store().commits[0].1,
+        [b..b + DIRTY_GRANULE, 2 * b..2 * b + DIRTY_GRANULE]
+    );
     // A reset is a commit point too.
     command(&mut f, 0, cmd::WORD_PROGRAM);
     wr(&mut f, 0, AccessSize::Word, 0).unwrap();
