@@ -31,7 +31,7 @@ use vdev::{
 
 /// Register offsets in the device's window.
 pub mod reg {
-    /// Data register: 8 bytes, 1/2/4/8-byte reads.
+    /// Data register: 8 bytes wide, 1/2/4/8-byte reads at its start.
     pub const DATA: u64 = 0x0;
     pub const DATA_LEN: u64 = 8;
     /// Selector register: one 16-bit big-endian write.
@@ -497,18 +497,22 @@ impl MmioDevice for FwCfg {
     ) -> Result<u64, MmioError> {
         let n = size.bytes();
         match offset {
-            o if o + n <= reg::DATA_LEN => Ok(self.read_data(n as usize)),
+            // The data register answers at its start only, in any width.
+            reg::DATA => Ok(self.read_data(n as usize)),
             o if o < reg::DATA_LEN => Err(MmioError::Unaligned { offset }),
-            // The selector is write-only.
+            // The selector is write-only: a 16-bit read gives zero.
             reg::SELECTOR if size == AccessSize::Half => Ok(0),
             reg::SELECTOR => Err(unsupported(offset, size)),
-            reg::DMA | reg::DMA_LOW if n == 4 || (n == 8 && offset == reg::DMA) => {
-                let at = (offset - reg::DMA) as usize;
+            // The DMA register reads as the bytes of "QEMU CFG", naturally aligned.
+            o if (reg::DMA..reg::WINDOW).contains(&o) => {
+                let at = (o - reg::DMA) as usize;
+                if !o.is_multiple_of(n) || at + n as usize > dma::SIGNATURE.len() {
+                    return Err(MmioError::Unaligned { offset });
+                }
                 let mut b = [0u8; 8];
                 b[..n as usize].copy_from_slice(&dma::SIGNATURE[at..at + n as usize]);
                 Ok(u64::from_le_bytes(b))
             }
-            reg::DMA | reg::DMA_LOW => Err(unsupported(offset, size)),
             _ => Err(MmioError::NoRegister { offset }),
         }
     }
@@ -521,7 +525,7 @@ impl MmioDevice for FwCfg {
         value: u64,
     ) -> Result<(), MmioError> {
         match (offset, size) {
-            (o, s) if o + s.bytes() <= reg::DATA_LEN => {
+            (reg::DATA, _) => {
                 log::warn!("fw_cfg: write to the data register ignored (writes go through DMA)");
                 Ok(())
             }

@@ -390,6 +390,24 @@ fn accesses_the_registers_do_not_take_are_refused() {
     assert!(g.wr(reg::DMA, Half, 0).is_err());
     assert!(g.wr(reg::DMA + 2, Word, 0).is_err());
     assert!(g.rd(reg::DMA_LOW, Double).is_err());
+    assert_eq!(g.rd(4, Word), Err(MmioError::Unaligned { offset: 4 }));
+    assert_eq!(g.wr(1, Byte, 0), Err(MmioError::Unaligned { offset: 1 }));
+    // Any aligned part of the DMA register reads as its part of "QEMU CFG".
+    assert_eq!(g.rd(reg::DMA, Byte), Ok(u64::from(b'Q')));
+    assert_eq!(
+        g.rd(reg::DMA + 6, Half),
+        Ok(u64::from(u16::from_le_bytes(*b"FG")))
+    );
+    assert_eq!(
+        g.rd(reg::DMA_LOW, Word),
+        Ok(u64::from(u32::from_le_bytes(*b" CFG")))
+    );
+    assert_eq!(
+        g.rd(reg::DMA + 1, Half),
+        Err(MmioError::Unaligned {
+            offset: reg::DMA + 1
+        })
+    );
     assert_eq!(g.rd(0xa, Half), Err(MmioError::NoRegister { offset: 0xa }));
     assert_eq!(
         g.rd(reg::WINDOW, Word),
