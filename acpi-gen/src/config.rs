@@ -26,6 +26,16 @@ pub enum Trigger {
     Edge,
 }
 
+/// How the MADT tells the OS where the redistributors are (ACPI 6.3, 5.2.12.14):
+/// one GICR structure for the whole region — for redistributors that are always
+/// powered, and then each GICC's GICR Base Address must be zero — or each GICC
+/// naming its own redistributor and no GICR structure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redistributors {
+    Region,
+    PerGicc,
+}
+
 /// A guest-physical MMIO window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MmioRegion {
@@ -96,6 +106,8 @@ pub struct PlatformConfig {
     /// Redistributor region: vCPU `i`'s redistributor at `gicr_base + i * gicr_stride`.
     pub gicr_base: u64,
     pub gicr_stride: u64,
+    /// How the MADT describes the redistributors.
+    pub redistributors: Redistributors,
     pub timers: Timers,
     /// The PL011 console (SPCR and DBG2 point at it).
     pub uart: IrqDevice,
@@ -142,6 +154,9 @@ pub enum ConfigError {
     },
     /// More vCPUs or virtio-mmio slots than [`MAX_NAMED`].
     TooManyDevices,
+    /// A zero redistributor stride, or a region whose length overflows the GICR
+    /// structure's 32-bit field or the address space.
+    RedistributorRegion,
 }
 
 impl PlatformConfig {
@@ -162,6 +177,13 @@ impl PlatformConfig {
             if mpidr & !MPIDR_AFFINITY_MASK != 0 || duplicate {
                 return Err(ConfigError::BadMpidr { vcpu, mpidr });
             }
+        }
+        let gicr_len = self.gicr_stride.checked_mul(self.mpidrs.len() as u64);
+        let gicr_fits = gicr_len.is_some_and(|len| {
+            u32::try_from(len).is_ok() && self.gicr_base.checked_add(len).is_some()
+        });
+        if self.gicr_stride == 0 || !gicr_fits {
+            return Err(ConfigError::RedistributorRegion);
         }
         let t = self.timers;
         for gsiv in [
@@ -268,6 +290,12 @@ mod tests {
         let mut c = good.clone();
         c.timers.virtual_el1 = 40;
         assert_eq!(c.validate(), Err(ConfigError::NotAPpi { gsiv: 40 }));
+
+        let mut c = good.clone();
+        c.gicr_stride = 0;
+        assert_eq!(c.validate(), Err(ConfigError::RedistributorRegion));
+        c.gicr_stride = 1 << 31;
+        assert_eq!(c.validate(), Err(ConfigError::RedistributorRegion));
 
         let mut c = good;
         c.mpidrs.clear();

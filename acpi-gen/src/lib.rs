@@ -21,6 +21,8 @@ pub mod profile;
 pub mod table;
 pub mod tables;
 
-pub use config::{ConfigError, IrqDevice, MmioRegion, PlatformConfig, Timers, Topology, Trigger};
+pub use config::{
+    ConfigError, IrqDevice, MmioRegion, PlatformConfig, Redistributors, Timers, Topology, Trigger,
+};
 pub use loader::{AcpiBlobs, LoaderCommand};
 pub use tables::{build, Tables};

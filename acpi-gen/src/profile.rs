@@ -6,7 +6,9 @@ use alloc::vec::Vec;
 
 use boards::guest;
 
-use crate::config::{IrqDevice, MmioRegion, PlatformConfig, Timers, Topology, Trigger};
+use crate::config::{
+    IrqDevice, MmioRegion, PlatformConfig, Redistributors, Timers, Topology, Trigger,
+};
 
 /// PL031 window and SPI (QEMU `virt`: 0x0901_0000, SPI 2).
 pub const PL031_SIZE: u64 = 0x1000;
@@ -49,6 +51,9 @@ pub fn uefi_acpi(vcpus: u32, topology: Option<Topology>, virtio_slots: &[u64]) -
         gicd_base: guest::GICD_BASE,
         gicr_base: guest::GICR_BASE,
         gicr_stride: guest::GICR_STRIDE,
+        // The vGIC's redistributors are always powered: one GICR region, as QEMU
+        // `virt` describes them.
+        redistributors: Redistributors::Region,
         timers: Timers {
             secure_el1: guest::STIMER_INTID,
             nonsecure_el1: guest::PTIMER_INTID,

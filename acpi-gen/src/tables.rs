@@ -9,7 +9,7 @@
 
 use alloc::vec::Vec;
 
-use crate::config::{ConfigError, IrqDevice, PlatformConfig};
+use crate::config::{ConfigError, IrqDevice, PlatformConfig, Redistributors};
 use crate::dsdt;
 use crate::table::{checksum, gas, Oem, TableWriter, CHECKSUM_OFFSET};
 
@@ -351,7 +351,11 @@ fn madt(cfg: &PlatformConfig, oem: &Oem) -> Vec<u8> {
         w.u64(0); // GICV
         w.u64(0); // GICH
         w.u32(0); // VGIC Maintenance Interrupt: no virtualization in the guest
-        w.u64(cfg.gicr_base + i as u64 * cfg.gicr_stride);
+                  // GICR Base Address: zero when the GICR structure describes them.
+        w.u64(match cfg.redistributors {
+            Redistributors::Region => 0,
+            Redistributors::PerGicc => cfg.gicr_base + i as u64 * cfg.gicr_stride,
+        });
         w.u64(mpidr);
         w.u8(0); // Processor Power Efficiency Class
         w.u8(0);
@@ -363,10 +367,13 @@ fn madt(cfg: &PlatformConfig, oem: &Oem) -> Vec<u8> {
     w.u64(cfg.gicd_base);
     w.u32(0); // System Vector Base
     w.u8(madt::GIC_VERSION_3).zeros(3);
-    let gicr_len = cfg.gicr_stride * cfg.mpidrs.len() as u64;
-    w.u8(madt::GICR).u8(madt::GICR_LEN).u16(0);
-    w.u64(cfg.gicr_base);
-    w.u32(u32::try_from(gicr_len).unwrap_or(u32::MAX));
+    if cfg.redistributors == Redistributors::Region {
+        // validate() checked that the length fits the 32-bit field.
+        let gicr_len = cfg.gicr_stride * cfg.mpidrs.len() as u64;
+        w.u8(madt::GICR).u8(madt::GICR_LEN).u16(0);
+        w.u64(cfg.gicr_base);
+        w.u32(gicr_len as u32);
+    }
     w.finish()
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use acpi_gen::config::{PlatformConfig, Topology, Trigger};
+use acpi_gen::config::{PlatformConfig, Redistributors, Topology, Trigger};
 use acpi_gen::loader::{self, AcpiBlobs};
 use acpi_gen::profile::uefi_acpi;
 use acpi_gen::tables::{sig, Tables};
@@ -121,11 +121,14 @@ fn configs() -> Vec<PlatformConfig> {
         cores: 2,
         threads: 2,
     };
+    let mut per_gicc = uefi_acpi(4, None, &[0, 30, 31]);
+    per_gicc.redistributors = Redistributors::PerGicc;
     vec![
         uefi_acpi(1, None, &[30, 31]),
         uefi_acpi(2, None, &[0, 30, 31]),
         uefi_acpi(4, None, &[0, 1, 30, 31]),
         uefi_acpi(8, Some(smt), &[0, 1, 2, 30, 31]),
+        per_gicc,
     ]
 }
 
@@ -273,16 +276,26 @@ fn iasl_decodes_the_configured_values() {
         let gicr: Vec<u64> = (0..n as u64)
             .map(|i| cfg.gicr_base + i * cfg.gicr_stride)
             .collect();
-        assert_eq!(all(&madt, "Redistributor Base Address"), gicr);
         assert_eq!(all(&madt, "Processor Enabled"), vec![1; n]);
-        // The GICD's base, then the GICR discovery range.
-        assert_eq!(
-            all(&madt, "Base Address")[n..],
-            [cfg.gicd_base, cfg.gicr_base]
-        );
         assert_eq!(one(&madt, "Version"), 3);
-        let gicr_len = *all(&madt, "Length").last().unwrap();
-        assert_eq!(gicr_len, n as u64 * cfg.gicr_stride, "GICR range");
+        match cfg.redistributors {
+            Redistributors::Region => {
+                // GICC GICR bases zero; the GICD's base, then the GICR region.
+                assert_eq!(all(&madt, "Redistributor Base Address"), vec![0; n]);
+                let bases = all(&madt, "Base Address");
+                assert_eq!(bases[n..], [cfg.gicd_base, cfg.gicr_base]);
+                let gicr_len = *all(&madt, "Length").last().unwrap();
+                assert_eq!(gicr_len, n as u64 * cfg.gicr_stride, "GICR range");
+            }
+            Redistributors::PerGicc => {
+                assert_eq!(all(&madt, "Redistributor Base Address"), gicr);
+                assert_eq!(all(&madt, "Base Address")[n..], [cfg.gicd_base]);
+                let gicr_subtable = madt
+                    .iter()
+                    .any(|(k, v)| k == "Subtable Type" && v.starts_with("0E"));
+                assert!(!gicr_subtable, "a GICR structure beside per-GICC bases");
+            }
+        }
 
         let gtdt = d(sig::GTDT);
         assert_eq!(
