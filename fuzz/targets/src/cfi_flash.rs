@@ -6,9 +6,11 @@
 //! Invariants: reads carry no bits outside the access; the image changes only by
 //! clearing bits (program) or by a whole block becoming 0xFF (erase), and never in
 //! the read-only bank; the store receives an image only at a commit point (the bank
-//! back in read-array mode, a reset or a flush) and it is the bank's image; a
-//! successful commit leaves nothing dirty (a second flush commits nothing); a saved
-//! state restores into a fresh bank that saves the same bytes.
+//! back in read-array mode, a reset or a flush); every byte that differs from the
+//! previous commit lies in the ranges the store is told are dirty; a bank left in
+//! read-array mode with a working store has committed its image; a successful
+//! commit leaves nothing dirty (a second flush commits nothing); a saved state
+//! restores into a fresh bank that saves the same bytes.
 
 use arbitrary::{Arbitrary, Unstructured};
 use uefi_devices::pflash::{cmd, CfiFlash, FlashStore, StoreError, BANK_BUFFER, BANK_WIDTH};
@@ -253,10 +255,15 @@ fn run_ops(data: &[u8]) -> Option<CfiFlash<Store>> {
                 commit_point,
                 "the store got an image outside a commit point"
             );
-            assert!(
-                f.store().commits.last().unwrap() == f.image(),
-                "committed image is not the bank's"
-            );
+            // An op of several writes may commit part-way and change the image
+            // after; ending in read-array mode with a working store, the last
+            // commit is the image.
+            if f.read_array_mode() && !f.store().fail {
+                assert!(
+                    f.store().commits.last().unwrap() == f.image(),
+                    "committed image is not the bank's"
+                );
+            }
         }
     }
     Some(f)
