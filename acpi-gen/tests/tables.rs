@@ -179,7 +179,7 @@ fn iasl() -> PathBuf {
             .map(|d| d.join("iasl"))
             .find(|f| f.is_file())
     });
-    found.expect("iasl not found: install Debian's acpica-tools (`cargo xtask setup` does)")
+    found.expect("iasl not found: install Debian's acpica-tools (`cargo xtask test` installs it)")
 }
 
 /// Disassembles one table with `iasl -d`; returns the .dsl text.
