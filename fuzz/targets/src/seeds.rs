@@ -27,6 +27,8 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
         "nv_image" => nv_seeds(),
         "registry" => registry_seeds(),
         "boot_bundle" => bundle_seeds(),
+        "fw_cfg" => crate::fw_cfg::seeds(),
+        "cfi_flash" => crate::cfi_flash::seeds(),
         _ => Vec::new(),
     };
     list.into_iter().map(|(n, b)| (n.to_string(), b)).collect()
