@@ -26,6 +26,8 @@ pub struct SessionUse {
     pub associated: Option<u32>,
     /// The entity's authValue is part of the HMAC key.
     pub include_auth: bool,
+    /// The role in which the session authorizes `associated`.
+    pub role: AuthRole,
 }
 
 /// The authorization area of a command, checked.
@@ -88,11 +90,24 @@ impl Tpm {
         }
     }
 
-    /// IsAuthValueAvailable for the USER role: an object's authValue may be
-    /// used (password or HMAC) only when it has userWithAuth.
-    fn user_auth_available(&self, h: u32) -> bool {
-        self.key(h)
-            .is_none_or(|k| k.public.has(crate::public::attr::USER_WITH_AUTH))
+    /// IsAuthValueAvailable: an object's authValue may be used (password or
+    /// HMAC) in the USER role when it has userWithAuth, in the ADMIN role when
+    /// its adminWithPolicy is clear.
+    fn auth_value_available(&self, h: u32, role: AuthRole) -> bool {
+        use crate::public::attr;
+        self.key(h).is_none_or(|k| match role {
+            AuthRole::Admin => !k.public.has(attr::ADMIN_WITH_POLICY),
+            _ => k.public.has(attr::USER_WITH_AUTH),
+        })
+    }
+
+    /// IsPolicySessionRequired: the ADMIN role needs a policy session, except
+    /// for an object whose adminWithPolicy is clear.
+    fn policy_session_required(&self, h: u32, role: AuthRole) -> bool {
+        role == AuthRole::Admin
+            && self
+                .key(h)
+                .is_none_or(|k| k.public.has(crate::public::attr::ADMIN_WITH_POLICY))
     }
 
     /// Is `h` protected against dictionary attacks (an object without noDA)?
@@ -243,6 +258,7 @@ impl Tpm {
                 hmac: s.hmac.to_vec(),
                 associated: None,
                 include_auth: false,
+                role: AuthRole::None,
             });
         }
         // Bind sessions to the handles that need authorization.
@@ -250,6 +266,7 @@ impl Tpm {
             if spec.auth != AuthRole::None {
                 let u = area.uses.get_mut(i).ok_or(rc::AUTH_MISSING)?;
                 u.associated = Some(handles[i]);
+                u.role = spec.auth;
             }
         }
         let names: Vec<Vec<u8>> = handles[..desc.handles.len()]
@@ -309,7 +326,10 @@ impl Tpm {
             let Some(h) = u.associated else {
                 return Err(rc::HANDLE + dec);
             };
-            if !self.user_auth_available(h) {
+            if self.policy_session_required(h, u.role) {
+                return Err(rc::AUTH_TYPE);
+            }
+            if !self.auth_value_available(h, u.role) {
                 return Err(rc::AUTH_UNAVAILABLE);
             }
             self.check_da(h)?;
@@ -349,12 +369,15 @@ impl Tpm {
                 if inc {
                     self.check_da(h)?;
                 }
-                self.check_policy(code, locality, &sess, h, &cp)
+                self.check_policy(code, locality, &sess, h, &cp, u.role)
                     .map_err(|e| rc::safe_add(e, dec))?;
                 inc
             }
             Some(h) => {
-                if !self.user_auth_available(h) {
+                if self.policy_session_required(h, u.role) {
+                    return Err(rc::AUTH_TYPE);
+                }
+                if !self.auth_value_available(h, u.role) {
                     return Err(rc::AUTH_UNAVAILABLE);
                 }
                 let inc = !sess.is_bound_to(h, &self.auth_value(h));
@@ -419,6 +442,7 @@ impl Tpm {
         s: &AuthSession,
         h: u32,
         cp: &Digest,
+        role: AuthRole,
     ) -> Result<(), u32> {
         let p = &s.policy;
         if code == crate::defs::cc::POLICY_SECRET && !p.auth_value_needed && !p.password_needed {
@@ -436,6 +460,10 @@ impl Tpm {
         }
         if p.command_code.is_some_and(|c| c != code) {
             return Err(rc::POLICY_CC);
+        }
+        // The ADMIN role needs a policy that names the command.
+        if role == AuthRole::Admin && p.command_code.is_none() {
+            return Err(rc::POLICY_FAIL);
         }
         if p.locality
             .is_some_and(|l| l & crate::pcr::locality_bit(locality) == 0)

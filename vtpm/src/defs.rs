@@ -11,6 +11,10 @@ pub mod st {
     pub const AUTH_SECRET: u16 = 0x8029;
     pub const CREATION: u16 = 0x8021;
     pub const VERIFIED: u16 = 0x8022;
+    pub const ATTEST_CERTIFY: u16 = 0x8017;
+    pub const ATTEST_QUOTE: u16 = 0x8018;
+    pub const ATTEST_TIME: u16 = 0x8019;
+    pub const ATTEST_CREATION: u16 = 0x801A;
 }
 
 /// TPM_SE session types.
@@ -187,6 +191,13 @@ pub mod cc {
     pub const READ_CLOCK: u32 = 0x0181;
     pub const PCR_EXTEND: u32 = 0x0182;
     pub const CREATE_LOADED: u32 = 0x0191;
+    pub const NV_CHANGE_AUTH: u32 = 0x013B;
+    pub const ACTIVATE_CREDENTIAL: u32 = 0x0147;
+    pub const CERTIFY: u32 = 0x0148;
+    pub const CERTIFY_CREATION: u32 = 0x014A;
+    pub const GET_TIME: u32 = 0x014C;
+    pub const OBJECT_CHANGE_AUTH: u32 = 0x0150;
+    pub const MAKE_CREDENTIAL: u32 = 0x0168;
     /// Bit 29 of a command code: vendor-specific command.
     pub const VENDOR_BIT: u32 = 1 << 29;
 }

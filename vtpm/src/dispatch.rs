@@ -4,8 +4,8 @@
 //! from this same table, so what is reported is exactly what is implemented.
 
 use crate::commands::{
-    capability, clear, context, create, evict, hierarchy, nv, object, pcr, policy, random, rsa,
-    sequence, session, signing, startup, symmetric,
+    attest, capability, clear, context, create, credential, evict, hierarchy, nv, object, pcr,
+    policy, random, rsa, sequence, session, signing, startup, symmetric,
 };
 use crate::defs::{cc, handle, tpma_cc};
 use crate::engine::{Cmd, Tpm};
@@ -17,6 +17,8 @@ pub enum HandleKind {
     Pcr { allow_null: bool },
     /// TPMI_RH_PLATFORM.
     Platform,
+    /// TPMI_RH_ENDORSEMENT.
+    Endorsement,
     /// TPMI_RH_HIERARCHY: owner, platform, endorsement.
     Hierarchy,
     /// TPMI_RH_HIERARCHY+: owner, platform, endorsement or TPM_RH_NULL.
@@ -56,6 +58,7 @@ impl HandleKind {
                 (h as usize) < crate::defs::limits::PCR_COUNT || (allow_null && h == handle::NULL)
             }
             HandleKind::Platform => h == handle::PLATFORM,
+            HandleKind::Endorsement => h == handle::ENDORSEMENT,
             HandleKind::Hierarchy => {
                 matches!(h, handle::OWNER | handle::PLATFORM | handle::ENDORSEMENT)
             }
@@ -107,6 +110,11 @@ impl HandleKind {
 pub enum AuthRole {
     None,
     User,
+    /// Part 1 "Authorization roles": ADMIN. An object's authValue serves
+    /// (password or HMAC) only when its adminWithPolicy is clear; otherwise,
+    /// and always for an NV index, a policy session whose policy includes
+    /// TPM2_PolicyCommandCode is required.
+    Admin,
 }
 
 /// One handle of a command's handle area.
@@ -380,6 +388,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         clear::dictionary_attack_parameters,
     ),
     dec(entry(
+        cc::NV_CHANGE_AUTH,
+        "NV_ChangeAuth",
+        true,
+        &[h(HandleKind::NvIndex, AuthRole::Admin)],
+        nv::nv_change_auth,
+    )),
+    dec(entry(
         cc::PCR_EVENT,
         "PCR_Event",
         true,
@@ -417,6 +432,46 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[],
         random::stir_random,
     )),
+    dec(enc(entry(
+        cc::ACTIVATE_CREDENTIAL,
+        "ActivateCredential",
+        false,
+        &[
+            h(HandleKind::Transient, AuthRole::Admin),
+            h(HandleKind::Transient, AuthRole::User),
+        ],
+        credential::activate_credential,
+    ))),
+    dec(enc(entry(
+        cc::CERTIFY,
+        "Certify",
+        false,
+        &[
+            h(HandleKind::Transient, AuthRole::Admin),
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+        ],
+        attest::certify,
+    ))),
+    dec(enc(entry(
+        cc::CERTIFY_CREATION,
+        "CertifyCreation",
+        false,
+        &[
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+            h(HandleKind::Transient, AuthRole::None),
+        ],
+        attest::certify_creation,
+    ))),
+    dec(enc(entry(
+        cc::GET_TIME,
+        "GetTime",
+        false,
+        &[
+            h(HandleKind::Endorsement, AuthRole::User),
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+        ],
+        attest::get_time,
+    ))),
     enc(entry(
         cc::NV_READ,
         "NV_Read",
@@ -437,6 +492,16 @@ pub static COMMANDS: &[CommandDesc] = &[
         ],
         nv::nv_read_lock,
     ),
+    dec(enc(entry(
+        cc::OBJECT_CHANGE_AUTH,
+        "ObjectChangeAuth",
+        false,
+        &[
+            h(HandleKind::Transient, AuthRole::Admin),
+            h(HandleKind::Transient, AuthRole::None),
+        ],
+        create::object_change_auth,
+    ))),
     dec(enc(entry(
         cc::POLICY_SECRET,
         "PolicySecret",
@@ -559,6 +624,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[],
         object::load_external,
     )))),
+    dec(enc(entry(
+        cc::MAKE_CREDENTIAL,
+        "MakeCredential",
+        false,
+        &[h(HandleKind::Transient, AuthRole::None)],
+        credential::make_credential,
+    ))),
     enc(entry(
         cc::NV_READ_PUBLIC,
         "NV_ReadPublic",

@@ -162,6 +162,7 @@ const NV_RATE_LIMITED: &[u32] = &[
     cc::NV_WRITE_LOCK,
     cc::NV_GLOBAL_WRITE_LOCK,
     cc::NV_READ_LOCK,
+    cc::NV_CHANGE_AUTH,
     cc::EVICT_CONTROL,
     cc::CLEAR,
     cc::CLEAR_CONTROL,

@@ -3790,3 +3790,135 @@ fn differential_rsa_salted_sessions() {
         assert_eq!(o.0, i != 10, "step {i} {:?}: {o:?}", steps[i]);
     }
 }
+
+/// Asserts each step's success is as `expect_ok` says (by step index).
+fn expect_outcomes(
+    steps: &[&[&str]],
+    outcomes: &[(bool, Option<String>)],
+    expect_ok: impl Fn(usize) -> bool,
+) {
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.0, expect_ok(i), "step {i} {:?}: {o:?}", steps[i]);
+    }
+}
+
+/// The ADMIN role, TPM2_Certify and TPM2_ObjectChangeAuth: a key whose
+/// adminWithPolicy is clear is certified and re-wrapped with its password; a
+/// key with adminWithPolicy refuses passwords in the ADMIN role (same
+/// response code as swtpm) and accepts a policy session naming the command;
+/// certifications verify with OpenSSL against the AK and name the key; the
+/// re-wrapped private loads and signs with the new password only; a wrong
+/// parent is refused alike.
+#[test]
+fn differential_admin_role_certify_object_change_auth() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_admin_role_certify_object_change_auth: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let ak_attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign";
+    let admin_attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|adminwithpolicy|sign";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "echo 'certify me' > msg"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256", "-c", "prim.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256:null", "-a", ak_attrs,
+          "-u", "ak.pub", "-r", "ak.priv", "-c", "ak.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256", "-p", "keypass",
+          "-u", "k.pub", "-r", "k.priv", "-c", "k.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 8: Certify with the object's password (adminWithPolicy clear).
+        &["tpm2_certify", "-c", "k.ctx", "-P", "keypass", "-C", "ak.ctx", "-g", "sha256",
+          "-o", "attest.out", "-s", "sig.out", "-f", "plain"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_readpublic", "-Q", "-c", "ak.ctx", "-f", "pem", "-o", "ak.pem"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "sig.out", "attest.out"],
+        &["sh", "-c", "tpm2_readpublic -c k.ctx -n k.name > /dev/null && xxd -p -c 100000 attest.out | grep -q $(xxd -p -c 256 k.name)"],
+        &["tpm2_flushcontext", "-t"],
+        // 15: a policy naming TPM2_ObjectChangeAuth, for an adminWithPolicy key.
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "t.ctx", "-L", "cc.pol", "TPM2_CC_ObjectChangeAuth"],
+        &["tpm2_flushcontext", "t.ctx"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256", "-a", admin_attrs,
+          "-L", "cc.pol", "-p", "apass", "-u", "a.pub", "-r", "a.priv", "-c", "a.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 20: the ADMIN role refuses its password.
+        &["tpm2_certify", "-c", "a.ctx", "-P", "apass", "-C", "ak.ctx", "-g", "sha256",
+          "-o", "attest2.out", "-s", "sig2.out"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_changeauth", "-c", "a.ctx", "-C", "prim.ctx", "-p", "apass", "-r", "x.priv", "newpass"],
+        &["tpm2_flushcontext", "-t"],
+        // 24: a policy session naming the command works.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "p.ctx", "TPM2_CC_ObjectChangeAuth"],
+        &["tpm2_changeauth", "-c", "a.ctx", "-C", "prim.ctx", "-p", "session:p.ctx", "-r", "a2.priv", "newpass"],
+        &["tpm2_flushcontext", "p.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_load", "-Q", "-C", "prim.ctx", "-u", "a.pub", "-r", "a2.priv", "-c", "a2.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 31: the new password signs, the old one does not.
+        &["tpm2_sign", "-Q", "-c", "a2.ctx", "-p", "newpass", "-g", "sha256", "-o", "s1.sig", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-Q", "-c", "a2.ctx", "-p", "apass", "-g", "sha256", "-o", "s2.sig", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        // 35: ObjectChangeAuth with the password of a key without adminWithPolicy.
+        &["tpm2_changeauth", "-c", "k.ctx", "-C", "prim.ctx", "-p", "keypass", "-r", "k2.priv", "newk"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_load", "-Q", "-C", "prim.ctx", "-u", "k.pub", "-r", "k2.priv", "-c", "k2.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-Q", "-c", "k2.ctx", "-p", "newk", "-g", "sha256", "-o", "s3.sig", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        // 41: the AK is not the key's parent.
+        &["tpm2_changeauth", "-c", "k.ctx", "-C", "ak.ctx", "-p", "keypass", "-r", "y.priv", "z"],
+        &["tpm2_flushcontext", "-t"],
+        // 43: a policy session without the command code, for the ADMIN role
+        // (the key's policy is the command code one: the digest differs).
+        &["tpm2_startauthsession", "--policy-session", "-S", "q.ctx"],
+        &["tpm2_changeauth", "-c", "a.ctx", "-C", "prim.ctx", "-p", "session:q.ctx", "-r", "a3.priv", "other"],
+        &["tpm2_flushcontext", "q.ctx"],
+        // 46: an adminWithPolicy key whose policy (PolicyPCR) names no
+        // command: its policy is satisfied, but the ADMIN role needs the
+        // command code.
+        &["tpm2_startauthsession", "-S", "t2.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "t2.ctx", "-l", "sha256:0", "-L", "pcr.pol"],
+        &["sh", "-c", "tpm2_flushcontext t2.ctx && tpm2_flushcontext -t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256", "-a", admin_attrs,
+          "-L", "pcr.pol", "-u", "b.pub", "-r", "b.priv", "-c", "b.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "r.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "r.ctx", "-l", "sha256:0"],
+        &["tpm2_certify", "-c", "b.ctx", "-P", "session:r.ctx", "-C", "ak.ctx", "-g", "sha256",
+          "-o", "attest3.out", "-s", "sig3.out"],
+        &["tpm2_flushcontext", "r.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 56: and a policy session that does name it certifies.
+        &["tpm2_startauthsession", "-S", "t3.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "t3.ctx", "-l", "sha256:0"],
+        &["tpm2_policycommandcode", "-Q", "-S", "t3.ctx", "-L", "pcrcc.pol", "TPM2_CC_Certify"],
+        &["tpm2_flushcontext", "t3.ctx"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256", "-a", admin_attrs,
+          "-L", "pcrcc.pol", "-u", "c.pub", "-r", "c.priv", "-c", "c.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "r2.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "r2.ctx", "-l", "sha256:0"],
+        &["tpm2_policycommandcode", "-Q", "-S", "r2.ctx", "TPM2_CC_Certify"],
+        &["tpm2_certify", "-c", "c.ctx", "-P", "session:r2.ctx", "-C", "ak.ctx", "-g", "sha256",
+          "-o", "attest4.out", "-s", "sig4.out", "-f", "plain"],
+        &["tpm2_flushcontext", "r2.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "sig4.out", "attest4.out"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let fails = [20, 22, 33, 41, 44, 53];
+    expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+    for i in fails {
+        assert!(outcomes[i].1.is_some(), "step {i}: a response code");
+    }
+}

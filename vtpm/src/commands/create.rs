@@ -328,3 +328,35 @@ pub fn unseal(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     cmd.out.tpm2b(&data);
     Ok(())
 }
+
+/// Part 3 §12.6 TPM2_ObjectChangeAuth: the object (ADMIN) wrapped under its
+/// parent again with a new authValue. The loaded object keeps its old one;
+/// the caller loads the returned outPrivate to use the new value.
+pub fn object_change_auth(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let new_auth = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    cmd.finish()?;
+    let h1 = rc::H + rc::N1;
+    let h2 = rc::H + 2 * rc::N1;
+    let object = tpm.key(cmd.handles[0]).ok_or(rc::TYPE + h1)?.clone();
+    let a = crate::auth::strip_trailing_zeros(new_auth);
+    if a.len() > object.public.name_alg.digest_size() {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    // parentHandle must be the object's parent: its Qualified Name is
+    // H(parent's Qualified Name || Name).
+    let parent = tpm.key(cmd.handles[1]).ok_or(rc::TYPE + h2)?;
+    let qn = name_of(
+        object.public.name_alg,
+        &[&parent.qualified_name[..], &object.name].concat(),
+    );
+    if qn != object.qualified_name || object.private.is_none() {
+        return Err(rc::TYPE + h2);
+    }
+    let parent = storage_parent(tpm, cmd.handles[1]).map_err(|_| rc::TYPE + h2)?;
+    let changed = Key {
+        auth: Digest::from_slice(a),
+        ..object
+    };
+    cmd.out.tpm2b(&wrap(&parent, &changed));
+    Ok(())
+}

@@ -284,6 +284,23 @@ pub fn nv_read_lock(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     Ok(())
 }
 
+/// Part 3 §31.11 TPM2_NV_ChangeAuth: a new authValue for the index (ADMIN
+/// role: only a policy session naming this command authorizes it).
+pub fn nv_change_auth(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let new_auth = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    cmd.finish()?;
+    let i = tpm
+        .nv_index_mut(cmd.handles[0])
+        .ok_or(rc::HANDLE + rc::H + rc::N1)?;
+    let a = crate::auth::strip_trailing_zeros(new_auth);
+    if a.len() > i.public.name_alg.digest_size() {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    i.auth = Digest::from_slice(a);
+    cmd.nv_dirty = true;
+    Ok(())
+}
+
 /// An NV index record of the image (for [`crate::nv`]).
 pub fn decode_index(r: &mut Reader) -> Option<NvIndex> {
     NvIndex::decode(r)
