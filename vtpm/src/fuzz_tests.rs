@@ -392,6 +392,67 @@ fn tier2_seeds() -> Vec<Vec<u8>> {
         command(cc::ECDH_KEY_GEN, &[0x8000_0000], &[], &[]),
         command(cc::INCREMENTAL_SELF_TEST, &[], &[], &[0, 0, 0, 1, 0, 0x0B]),
         command(cc::NV_GLOBAL_WRITE_LOCK, &[handle::OWNER], &[b""], &[]),
+        // Tier 3: attestation, credentials, change of authValues.
+        command(
+            cc::CERTIFY,
+            &[0x8000_0000, 0x8000_0001],
+            &[b"", b""],
+            &w(&|w| {
+                w.tpm2b(b"q").u16(0x10);
+            })
+        ),
+        command(
+            cc::GET_TIME,
+            &[handle::ENDORSEMENT, 0x8000_0001],
+            &[b"", b""],
+            &w(&|w| {
+                w.tpm2b(b"t").u16(0x10);
+            })
+        ),
+        command(
+            cc::MAKE_CREDENTIAL,
+            &[0x8000_0000],
+            &[],
+            &w(&|w| {
+                let mut name = alloc::vec![0, 0x0B];
+                name.extend([6u8; 32]);
+                w.tpm2b(&[7; 32]).tpm2b(&name);
+            })
+        ),
+        command(
+            cc::CERTIFY_CREATION,
+            &[0x8000_0001, 0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(b"q")
+                    .tpm2b(&[1; 32])
+                    .u16(0x10)
+                    .u16(st::CREATION)
+                    .u32(handle::OWNER)
+                    .tpm2b(&[2; 48]);
+            })
+        ),
+        command(
+            cc::ACTIVATE_CREDENTIAL,
+            &[0x8000_0001, 0x8000_0000],
+            &[b"", b""],
+            &w(&|w| {
+                let mut blob = Writer::new();
+                blob.tpm2b(&[3; 32]).tpm2b(&[4; 32]);
+                let mut point = Writer::new();
+                point.tpm2b(&[5; 32]).tpm2b(&[6; 32]);
+                w.tpm2b(&blob.buf).tpm2b(&point.buf);
+            })
+        ),
+        command(
+            cc::OBJECT_CHANGE_AUTH,
+            &[0x8000_0001, 0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(b"new");
+            })
+        ),
+        command(cc::NV_CHANGE_AUTH, &[0x0150_0000], &[b"nv"], &[0, 1, b'x']),
     ]
 }
 
@@ -400,7 +461,7 @@ proptest! {
 
     #[test]
     fn mutated_tier2_commands_never_panic(
-        seed in 0usize..32,
+        seed in 0usize..40,
         flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..6),
         cut in proptest::option::of(any::<u16>()),
         fix_size in any::<bool>(),
@@ -431,10 +492,13 @@ proptest! {
 #[test]
 fn tier2_seeds_mostly_succeed() {
     let seeds = tier2_seeds();
-    // The last five seeds are TPM2_CreateLoaded, TPM2_ECC_Parameters,
-    // TPM2_ECDH_KeyGen, TPM2_IncrementalSelfTest and TPM2_NV_GlobalWriteLock.
-    let n = seeds.len();
-    let new = [n - 5, n - 4, n - 3, n - 2, n - 1];
+    // Before the seven tier-3 seeds: TPM2_CreateLoaded, TPM2_ECC_Parameters,
+    // TPM2_ECDH_KeyGen, TPM2_IncrementalSelfTest and TPM2_NV_GlobalWriteLock;
+    // of the tier-3 ones, TPM2_Certify, TPM2_GetTime and TPM2_MakeCredential
+    // (the others need a ticket, a credential or a policy session the
+    // mutations have to find).
+    let n = seeds.len() - 7;
+    let new = [n - 5, n - 4, n - 3, n - 2, n - 1, n, n + 1, n + 2];
     for i in [1usize, 2, 4, 5, 7, 9, 10, 12, 14, 16, 17, 18]
         .into_iter()
         .chain(new)

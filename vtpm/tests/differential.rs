@@ -3922,3 +3922,249 @@ fn differential_admin_role_certify_object_change_auth() {
         assert!(outcomes[i].1.is_some(), "step {i}: a response code");
     }
 }
+
+/// TPM2_CertifyCreation and TPM2_GetTime: an AK certifies the creation of a
+/// primary and of a child from their creation tickets, and signs the time;
+/// OpenSSL verifies every signature; the attestations carry the creation
+/// hash; a ticket of another object is refused with swtpm's response code.
+#[test]
+fn differential_certify_creation_and_get_time() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!(
+            "SKIP differential_certify_creation_and_get_time: not installed: {missing:?} / openssl"
+        );
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let ak_attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256", "-c", "prim.ctx",
+          "-d", "prim.hash", "-t", "prim.ticket"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256:null", "-a", ak_attrs,
+          "-u", "ak.pub", "-r", "ak.priv", "-d", "ak.hash", "-t", "ak.ticket"],
+        &["sh", "-c", "tpm2_flushcontext -t && tpm2_load -Q -C prim.ctx -u ak.pub -r ak.priv -c ak.ctx && tpm2_flushcontext -t"],
+        &["tpm2_readpublic", "-Q", "-c", "ak.ctx", "-f", "pem", "-o", "ak.pem"],
+        &["tpm2_flushcontext", "-t"],
+        // 7: the primary's creation, certified by the AK.
+        &["tpm2_certifycreation", "-C", "ak.ctx", "-c", "prim.ctx", "-d", "prim.hash",
+          "-t", "prim.ticket", "-g", "sha256", "-f", "plain", "-o", "c1.sig", "--attestation", "c1.att"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "c1.sig", "c1.att"],
+        &["sh", "-c", "xxd -p -c 100000 c1.att | grep -q $(xxd -p -c 256 prim.hash)"],
+        // 11: the AK's own creation.
+        &["tpm2_certifycreation", "-C", "ak.ctx", "-c", "ak.ctx", "-d", "ak.hash",
+          "-t", "ak.ticket", "-g", "sha256", "-f", "plain", "-o", "c2.sig", "--attestation", "c2.att"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "c2.sig", "c2.att"],
+        // 14: the primary's ticket does not certify the AK.
+        &["tpm2_certifycreation", "-C", "ak.ctx", "-c", "ak.ctx", "-d", "prim.hash",
+          "-t", "prim.ticket", "-g", "sha256", "-o", "c3.sig", "--attestation", "c3.att"],
+        &["tpm2_flushcontext", "-t"],
+        // 16: GetTime signed by the AK.
+        &["tpm2_gettime", "-c", "ak.ctx", "-g", "sha256", "-f", "plain", "-q", "11223344",
+          "-o", "t.sig", "--attestation", "t.att"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "t.sig", "t.att"],
+        &["sh", "-c", "tpm2_print -t TPMS_ATTEST t.att | grep -q 'type: 8019' && tpm2_print -t TPMS_ATTEST t.att | grep -q 'extraData: 11223344'"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    expect_outcomes(steps, &outcomes, |i| i != 14);
+    assert!(
+        outcomes[14].1.is_some(),
+        "a response code for a foreign ticket"
+    );
+}
+
+/// TPM2_MakeCredential and TPM2_ActivateCredential, the Windows/tpm2-tools
+/// attestation-identity flow: an AK created under the RSA and under the ECC
+/// EK (default templates; the EK's policy is PolicySecret(endorsement)); a
+/// credential made off-TPM (`tpm2_makecredential -T none`) and one made by
+/// the TPM itself are activated and equal the secret; a tampered blob is
+/// refused with swtpm's response code.
+#[test]
+fn differential_make_activate_credential() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_make_activate_credential: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let flow = |ek: &'static str| -> Vec<Vec<String>> {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        vec![
+            s(&["tpm2_createek", "-c", "ek.ctx", "-G", ek, "-u", "ek.pub"]),
+            s(&["tpm2_flushcontext", "-t"]),
+            s(&["tpm2_createak", "-C", "ek.ctx", "-c", "ak.ctx", "-G", "ecc", "-g", "sha256",
+                "-s", "ecdsa", "-u", "ak.pub", "-n", "ak.name"]),
+            s(&["sh", "-c", "tpm2_flushcontext -t; tpm2_flushcontext -s"]),
+            // 4: made off-TPM.
+            s(&["sh", "-c", "tpm2_makecredential -Q -T none -u ek.pub -s secret.data -n $(xxd -p -c 256 ak.name) -o mc1.out"]),
+            s(&["tpm2_startauthsession", "--policy-session", "-S", "s.ctx"]),
+            s(&["tpm2_policysecret", "-Q", "-S", "s.ctx", "-c", "e"]),
+            s(&["tpm2_activatecredential", "-Q", "-c", "ak.ctx", "-C", "ek.ctx", "-i", "mc1.out",
+                "-o", "a1.out", "-P", "session:s.ctx"]),
+            s(&["sh", "-c", "tpm2_flushcontext s.ctx; tpm2_flushcontext -t"]),
+            s(&["cmp", "a1.out", "secret.data"]),
+            // 10: made by the TPM (LoadExternal of the EK public + MakeCredential).
+            s(&["sh", "-c", "tpm2_makecredential -Q -u ek.pub -s secret.data -n $(xxd -p -c 256 ak.name) -o mc2.out"]),
+            s(&["tpm2_flushcontext", "-t"]),
+            s(&["tpm2_startauthsession", "--policy-session", "-S", "s.ctx"]),
+            s(&["tpm2_policysecret", "-Q", "-S", "s.ctx", "-c", "e"]),
+            s(&["tpm2_activatecredential", "-Q", "-c", "ak.ctx", "-C", "ek.ctx", "-i", "mc2.out",
+                "-o", "a2.out", "-P", "session:s.ctx"]),
+            s(&["sh", "-c", "tpm2_flushcontext s.ctx; tpm2_flushcontext -t"]),
+            s(&["cmp", "a2.out", "secret.data"]),
+            // 17: a flipped byte in the integrity HMAC.
+            s(&["sh", "-c", "cp mc1.out bad.out && printf '\\377' | dd of=bad.out bs=1 seek=14 conv=notrunc status=none"]),
+            s(&["tpm2_startauthsession", "--policy-session", "-S", "s.ctx"]),
+            s(&["tpm2_policysecret", "-Q", "-S", "s.ctx", "-c", "e"]),
+            s(&["tpm2_activatecredential", "-Q", "-c", "ak.ctx", "-C", "ek.ctx", "-i", "bad.out",
+                "-o", "a3.out", "-P", "session:s.ctx"]),
+            s(&["sh", "-c", "tpm2_flushcontext s.ctx; tpm2_flushcontext -t"]),
+        ]
+    };
+    let mut first = true;
+    for ek in ["rsa", "ecc"] {
+        let mut owned: Vec<Vec<String>> = Vec::new();
+        if first {
+            owned.push(vec!["tpm2_startup".into(), "-c".into()]);
+            first = false;
+        } else {
+            owned.push(vec!["tpm2_flushcontext".into(), "-t".into()]);
+        }
+        owned.push(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo 'the credential' > secret.data".into(),
+        ]);
+        owned.extend(flow(ek));
+        let refs: Vec<Vec<&str>> = owned
+            .iter()
+            .map(|v| v.iter().map(|s| s.as_str()).collect())
+            .collect();
+        let steps: Vec<&[&str]> = refs.iter().map(|v| v.as_slice()).collect();
+        let outcomes = run_steps_both(&mut ours, &mut sw, &steps, &[], &mut d);
+        assert!(d.0.is_empty(), "{ek}: differences:\n{}", d.0.join("\n"));
+        // The tampered blob (step 2 + 20) alone fails.
+        expect_outcomes(&steps, &outcomes, |i| i != 22);
+        assert!(
+            outcomes[22].1.is_some(),
+            "{ek}: a response code for a tampered blob"
+        );
+    }
+}
+
+/// TPM2_NV_ChangeAuth: the ADMIN role of an NV index needs a policy session
+/// naming the command (a password is refused with swtpm's code); afterwards
+/// the index reads with the new authValue and no longer with the old one.
+#[test]
+fn differential_nv_change_auth() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_nv_change_auth: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &[
+            "tpm2_policycommandcode",
+            "-Q",
+            "-S",
+            "t.ctx",
+            "-L",
+            "cc.pol",
+            "TPM2_CC_NV_ChangeAuth",
+        ],
+        &["tpm2_flushcontext", "t.ctx"],
+        &[
+            "tpm2_nvdefine",
+            "0x1500030",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            "authread|authwrite",
+            "-p",
+            "old",
+            "-L",
+            "cc.pol",
+        ],
+        &["sh", "-c", "echo -n 12345678 > data"],
+        &[
+            "tpm2_nvwrite",
+            "0x1500030",
+            "-C",
+            "0x1500030",
+            "-P",
+            "old",
+            "-i",
+            "data",
+        ],
+        // 7: a password in the ADMIN role.
+        &["tpm2_changeauth", "-c", "0x1500030", "-p", "old", "new"],
+        // 8: the policy session.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &[
+            "tpm2_policycommandcode",
+            "-Q",
+            "-S",
+            "p.ctx",
+            "TPM2_CC_NV_ChangeAuth",
+        ],
+        &[
+            "tpm2_changeauth",
+            "-c",
+            "0x1500030",
+            "-p",
+            "session:p.ctx",
+            "new",
+        ],
+        &["tpm2_flushcontext", "p.ctx"],
+        // 12: the new value reads, the old one does not.
+        &[
+            "tpm2_nvread",
+            "0x1500030",
+            "-C",
+            "0x1500030",
+            "-P",
+            "new",
+            "-s",
+            "8",
+            "-o",
+            "out",
+        ],
+        &["cmp", "out", "data"],
+        &[
+            "tpm2_nvread",
+            "0x1500030",
+            "-C",
+            "0x1500030",
+            "-P",
+            "old",
+            "-s",
+            "8",
+            "-o",
+            "out2",
+        ],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    expect_outcomes(steps, &outcomes, |i| i != 7 && i != 14);
+    assert!(
+        outcomes[7].1.is_some() && outcomes[14].1.is_some(),
+        "{outcomes:?}"
+    );
+}
