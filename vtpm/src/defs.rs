@@ -9,6 +9,7 @@ pub mod st {
     pub const SESSIONS: u16 = 0x8002;
     pub const HASHCHECK: u16 = 0x8024;
     pub const AUTH_SECRET: u16 = 0x8029;
+    pub const AUTH_SIGNED: u16 = 0x8025;
     pub const CREATION: u16 = 0x8021;
     pub const VERIFIED: u16 = 0x8022;
     pub const ATTEST_CERTIFY: u16 = 0x8017;
@@ -198,6 +199,11 @@ pub mod cc {
     pub const GET_TIME: u32 = 0x014C;
     pub const OBJECT_CHANGE_AUTH: u32 = 0x0150;
     pub const MAKE_CREDENTIAL: u32 = 0x0168;
+    pub const POLICY_NV: u32 = 0x0149;
+    pub const POLICY_SIGNED: u32 = 0x0160;
+    pub const POLICY_COUNTER_TIMER: u32 = 0x016D;
+    pub const POLICY_TICKET: u32 = 0x0172;
+    pub const POLICY_AUTHORIZE_NV: u32 = 0x0192;
     /// Bit 29 of a command code: vendor-specific command.
     pub const VENDOR_BIT: u32 = 1 << 29;
 }

@@ -452,6 +452,17 @@ pub static COMMANDS: &[CommandDesc] = &[
         ],
         attest::certify,
     ))),
+    dec(entry(
+        cc::POLICY_NV,
+        "PolicyNV",
+        false,
+        &[
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+            h(HandleKind::PolicySession, AuthRole::None),
+        ],
+        policy::policy_nv,
+    )),
     dec(enc(entry(
         cc::CERTIFY_CREATION,
         "CertifyCreation",
@@ -582,6 +593,16 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Transient, AuthRole::User)],
         create::unseal,
     )),
+    dec(enc(entry(
+        cc::POLICY_SIGNED,
+        "PolicySigned",
+        false,
+        &[
+            h(HandleKind::Transient, AuthRole::None),
+            h(HandleKind::PolicySession, AuthRole::None),
+        ],
+        policy::policy_signed,
+    ))),
     r_handle(entry(
         cc::CONTEXT_LOAD,
         "ContextLoad",
@@ -660,6 +681,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         policy::policy_command_code,
     ),
     dec(entry(
+        cc::POLICY_COUNTER_TIMER,
+        "PolicyCounterTimer",
+        false,
+        POLICY_SESSION,
+        policy::policy_counter_timer,
+    )),
+    dec(entry(
         cc::POLICY_CP_HASH,
         "PolicyCpHash",
         false,
@@ -680,6 +708,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         POLICY_SESSION,
         policy::policy_or,
     ),
+    dec(entry(
+        cc::POLICY_TICKET,
+        "PolicyTicket",
+        false,
+        POLICY_SESSION,
+        policy::policy_ticket,
+    )),
     enc(entry(
         cc::READ_PUBLIC,
         "ReadPublic",
@@ -802,6 +837,17 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Parent, AuthRole::User)],
         create::create_loaded,
     )))),
+    entry(
+        cc::POLICY_AUTHORIZE_NV,
+        "PolicyAuthorizeNV",
+        false,
+        &[
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+            h(HandleKind::PolicySession, AuthRole::None),
+        ],
+        policy::policy_authorize_nv,
+    ),
     dec(enc(entry(
         cc::ENCRYPT_DECRYPT2,
         "EncryptDecrypt2",

@@ -453,6 +453,57 @@ fn tier2_seeds() -> Vec<Vec<u8>> {
             })
         ),
         command(cc::NV_CHANGE_AUTH, &[0x0150_0000], &[b"nv"], &[0, 1, b'x']),
+        command(
+            cc::POLICY_COUNTER_TIMER,
+            &[0x0300_0001],
+            &[],
+            &w(&|w| {
+                w.tpm2b(&[0; 8]).u16(8).u16(7);
+            })
+        ),
+        command(
+            cc::POLICY_NV,
+            &[handle::OWNER, 0x0150_0000, 0x0300_0001],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(&[0; 4]).u16(0).u16(0);
+            })
+        ),
+        command(
+            cc::POLICY_SIGNED,
+            &[0x8000_0001, 0x0300_0001],
+            &[],
+            &w(&|w| {
+                w.tpm2b(&[])
+                    .tpm2b(&[])
+                    .tpm2b(b"ref")
+                    .u32(0)
+                    .u16(0x18)
+                    .u16(0x0B)
+                    .tpm2b(&[1; 32])
+                    .tpm2b(&[2; 32]);
+            })
+        ),
+        command(
+            cc::POLICY_TICKET,
+            &[0x0300_0001],
+            &[],
+            &w(&|w| {
+                w.tpm2b(&[0, 0, 0, 0, 0, 1, 0, 0])
+                    .tpm2b(&[])
+                    .tpm2b(&[])
+                    .tpm2b(&[0, 0x0B, 1, 2])
+                    .u16(st::AUTH_SIGNED)
+                    .u32(handle::OWNER)
+                    .tpm2b(&[3; 48]);
+            })
+        ),
+        command(
+            cc::POLICY_AUTHORIZE_NV,
+            &[handle::OWNER, 0x0150_0000, 0x0300_0001],
+            &[b""],
+            &[]
+        ),
     ]
 }
 
@@ -461,7 +512,7 @@ proptest! {
 
     #[test]
     fn mutated_tier2_commands_never_panic(
-        seed in 0usize..40,
+        seed in 0usize..48,
         flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..6),
         cut in proptest::option::of(any::<u16>()),
         fix_size in any::<bool>(),
@@ -492,13 +543,14 @@ proptest! {
 #[test]
 fn tier2_seeds_mostly_succeed() {
     let seeds = tier2_seeds();
-    // Before the seven tier-3 seeds: TPM2_CreateLoaded, TPM2_ECC_Parameters,
+    // Before the twelve tier-3 seeds: TPM2_CreateLoaded, TPM2_ECC_Parameters,
     // TPM2_ECDH_KeyGen, TPM2_IncrementalSelfTest and TPM2_NV_GlobalWriteLock;
-    // of the tier-3 ones, TPM2_Certify, TPM2_GetTime and TPM2_MakeCredential
-    // (the others need a ticket, a credential or a policy session the
-    // mutations have to find).
-    let n = seeds.len() - 7;
-    let new = [n - 5, n - 4, n - 3, n - 2, n - 1, n, n + 1, n + 2];
+    // of the tier-3 ones, TPM2_Certify, TPM2_GetTime, TPM2_MakeCredential
+    // and TPM2_PolicyCounterTimer (the others need a ticket, a credential, a
+    // signature, a written index or a policy session the mutations have to
+    // find).
+    let n = seeds.len() - 12;
+    let new = [n - 5, n - 4, n - 3, n - 2, n - 1, n, n + 1, n + 2, n + 7];
     for i in [1usize, 2, 4, 5, 7, 9, 10, 12, 14, 16, 17, 18]
         .into_iter()
         .chain(new)

@@ -4168,3 +4168,471 @@ fn differential_nv_change_auth() {
         "{outcomes:?}"
     );
 }
+
+/// TPM2_PolicyNV, TPM2_PolicyCounterTimer and TPM2_PolicyAuthorizeNV: trial
+/// digests equal swtpm's byte for byte; data sealed to "NV index == 5"
+/// unseals while that holds, false comparisons and out-of-range offsets are
+/// refused alike; a PCR policy approved by an NV index (PolicyAuthorizeNV)
+/// unseals, another PCR policy does not.
+#[test]
+fn differential_policy_nv_counter_timer_authorize_nv() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!(
+            "SKIP differential_policy_nv_counter_timer_authorize_nv: not installed: {missing:?}"
+        );
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let nv_attrs = "ownerread|ownerwrite|authread|authwrite";
+    let sealed = "fixedtpm|fixedparent";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "printf '\\000\\000\\000\\000\\000\\000\\000\\005' > five && printf '\\000\\000\\000\\000\\000\\000\\000\\004' > four && echo 'sealed' > secret.txt"],
+        &["tpm2_nvdefine", "0x1500040", "-C", "o", "-s", "8", "-a", nv_attrs],
+        &["tpm2_nvwrite", "0x1500040", "-C", "o", "-i", "five"],
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &["tpm2_policynv", "-Q", "-S", "t.ctx", "-L", "nv.pol", "-i", "five", "0x1500040", "eq"],
+        &["tpm2_flushcontext", "t.ctx"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256", "-c", "prim.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-i", "secret.txt", "-L", "nv.pol", "-a", sealed,
+          "-u", "s.pub", "-r", "s.priv", "-c", "s.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 11: NV == 5 holds.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &["tpm2_policynv", "-Q", "-S", "p.ctx", "-i", "five", "0x1500040", "eq"],
+        &["tpm2_unseal", "-p", "session:p.ctx", "-c", "s.ctx", "-o", "out"],
+        &["sh", "-c", "tpm2_flushcontext p.ctx; tpm2_flushcontext -t"],
+        &["cmp", "out", "secret.txt"],
+        // 16: 5 < 4 and 5 <= 4 are false; 5 > 4 (signed and unsigned), the
+        // bits of 4 all set in 5, and 5 != 4 are true.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p2.ctx"],
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "four", "0x1500040", "ult"],
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "four", "0x1500040", "sle"],
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "four", "0x1500040", "ugt"],
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "four", "0x1500040", "sgt"],
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "four", "0x1500040", "bs"],
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "four", "0x1500040", "neq"],
+        // 23: beyond the index's data (refused by tpm2-tools itself; the
+        // TPM's answer is compared in differential_policy_nv_raw_errors).
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "five", "--offset", "4", "0x1500040", "eq"],
+        &["tpm2_flushcontext", "p2.ctx"],
+        // 25: PolicyCounterTimer.
+        &["tpm2_startauthsession", "-S", "t2.ctx"],
+        &["tpm2_policycountertimer", "-Q", "-S", "t2.ctx", "-L", "ct.pol", "--ugt", "clock=0"],
+        &["tpm2_flushcontext", "t2.ctx"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "c.ctx"],
+        &["tpm2_policycountertimer", "-Q", "-S", "c.ctx", "--ugt", "clock=0"],
+        &["tpm2_policycountertimer", "-Q", "-S", "c.ctx", "--ult", "time=1"],
+        &["tpm2_policycountertimer", "-Q", "-S", "c.ctx", "--uge", "resets=0"],
+        &["tpm2_flushcontext", "c.ctx"],
+        // 33: PolicyAuthorizeNV over a PCR policy.
+        &["tpm2_startauthsession", "-S", "t3.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "t3.ctx", "-l", "sha256:0", "-L", "pcr.pol"],
+        &["tpm2_flushcontext", "t3.ctx"],
+        &["sh", "-c", "printf '\\000\\013' > pcr.ha && cat pcr.pol >> pcr.ha"],
+        &["tpm2_nvdefine", "0x1500041", "-C", "o", "-s", "34", "-a", nv_attrs],
+        &["tpm2_nvwrite", "0x1500041", "-C", "o", "-i", "pcr.ha"],
+        &["tpm2_startauthsession", "-S", "t4.ctx"],
+        &["tpm2_policyauthorizenv", "-Q", "-S", "t4.ctx", "-L", "anv.pol", "0x1500041"],
+        &["tpm2_flushcontext", "t4.ctx"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-i", "secret.txt", "-L", "anv.pol", "-a", sealed,
+          "-u", "s2.pub", "-r", "s2.priv", "-c", "s2.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "q.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "q.ctx", "-l", "sha256:0"],
+        &["tpm2_policyauthorizenv", "-Q", "-S", "q.ctx", "0x1500041"],
+        &["tpm2_unseal", "-p", "session:q.ctx", "-c", "s2.ctx", "-o", "out2"],
+        &["sh", "-c", "tpm2_flushcontext q.ctx; tpm2_flushcontext -t"],
+        &["cmp", "out2", "secret.txt"],
+        // 50: another PCR policy is not the approved one.
+        &["tpm2_startauthsession", "--policy-session", "-S", "q2.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "q2.ctx", "-l", "sha256:1"],
+        &["tpm2_policyauthorizenv", "-Q", "-S", "q2.ctx", "0x1500041"],
+        &["tpm2_flushcontext", "q2.ctx"],
+    ];
+    let outcomes = run_steps_both(
+        &mut ours,
+        &mut sw,
+        steps,
+        &["nv.pol", "ct.pol", "anv.pol"],
+        &mut d,
+    );
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let fails = [17, 18, 23, 30, 52];
+    expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+    for i in [17, 18, 30, 52] {
+        assert!(outcomes[i].1.is_some(), "step {i}: a response code");
+    }
+}
+
+/// A fixed P-256 key (test data) that signs policy authorizations.
+const POLICY_SIGNER_PEM: &str = "-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEILuIi3SL85sp5/SS1xYt2kPdsTiI4D1dmVQfot8MEYwuoAoGCCqGSM49
+AwEHoUQDQgAEJjlRQUjXr8R0IyJprMjDnD3e5Xh8ZHJsS7kVcT6SJ0Kwn7gkwcZ2
+s/o2OICD5wnlJGX0KBszW6GeskjGueeTfA==
+-----END EC PRIVATE KEY-----
+";
+
+/// TPM2_PolicySigned and TPM2_PolicyTicket: the trial digest over an
+/// OpenSSL key loaded with LoadExternal equals swtpm's; data sealed to it
+/// unseals after OpenSSL signs the TPM's nonce (and not with a signature
+/// over other data); a negative expiration yields a ticket that satisfies
+/// the policy in a later session through TPM2_PolicyTicket.
+#[test]
+fn differential_policy_signed_and_ticket() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!(
+            "SKIP differential_policy_signed_and_ticket: not installed: {missing:?} / openssl"
+        );
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let write_key = format!("cat > priv.pem <<'EOF'\n{POLICY_SIGNER_PEM}EOF\nopenssl ec -in priv.pem -pubout -out pub.pem 2>/dev/null && echo 'sealed' > secret.txt");
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", &write_key],
+        &[
+            "tpm2_loadexternal",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc",
+            "-u",
+            "pub.pem",
+            "-c",
+            "signer.ctx",
+            "-n",
+            "signer.name",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &[
+            "tpm2_policysigned",
+            "-Q",
+            "-S",
+            "t.ctx",
+            "-g",
+            "sha256",
+            "-c",
+            "signer.ctx",
+            "-L",
+            "signed.pol",
+        ],
+        &["sh", "-c", "tpm2_flushcontext t.ctx; tpm2_flushcontext -t"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256",
+            "-c",
+            "prim.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-i",
+            "secret.txt",
+            "-L",
+            "signed.pol",
+            "-a",
+            "fixedtpm|fixedparent",
+            "-u",
+            "s.pub",
+            "-r",
+            "s.priv",
+            "-c",
+            "s.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        // 11: the signed nonce satisfies the policy.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &[
+            "tpm2_policysigned",
+            "-S",
+            "p.ctx",
+            "-g",
+            "sha256",
+            "-c",
+            "signer.ctx",
+            "-x",
+            "--raw-data",
+            "tosign.bin",
+        ],
+        &[
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-sign",
+            "priv.pem",
+            "-out",
+            "sig.der",
+            "tosign.bin",
+        ],
+        &[
+            "tpm2_policysigned",
+            "-Q",
+            "-S",
+            "p.ctx",
+            "-g",
+            "sha256",
+            "-s",
+            "sig.der",
+            "-f",
+            "ecdsa",
+            "-c",
+            "signer.ctx",
+            "-x",
+        ],
+        &[
+            "tpm2_unseal",
+            "-p",
+            "session:p.ctx",
+            "-c",
+            "s.ctx",
+            "-o",
+            "out",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p.ctx; tpm2_flushcontext -t"],
+        &["cmp", "out", "secret.txt"],
+        // 18: a signature over other data.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p2.ctx"],
+        &[
+            "sh",
+            "-c",
+            "echo other > other.bin && openssl dgst -sha256 -sign priv.pem -out bad.der other.bin",
+        ],
+        &[
+            "tpm2_policysigned",
+            "-Q",
+            "-S",
+            "p2.ctx",
+            "-g",
+            "sha256",
+            "-s",
+            "bad.der",
+            "-f",
+            "ecdsa",
+            "-c",
+            "signer.ctx",
+            "-x",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p2.ctx; tpm2_flushcontext -t"],
+        // 22: a ticket (negative expiration), used in another session.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p3.ctx"],
+        &[
+            "tpm2_policysigned",
+            "-S",
+            "p3.ctx",
+            "-g",
+            "sha256",
+            "-c",
+            "signer.ctx",
+            "-x",
+            "--expiration=-3600",
+            "--raw-data",
+            "tosign3.bin",
+        ],
+        &[
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-sign",
+            "priv.pem",
+            "-out",
+            "sig3.der",
+            "tosign3.bin",
+        ],
+        &[
+            "tpm2_policysigned",
+            "-Q",
+            "-S",
+            "p3.ctx",
+            "-g",
+            "sha256",
+            "-s",
+            "sig3.der",
+            "-f",
+            "ecdsa",
+            "-c",
+            "signer.ctx",
+            "-x",
+            "--expiration=-3600",
+            "--ticket",
+            "tk.bin",
+            "--timeout",
+            "to.bin",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p3.ctx; tpm2_flushcontext -t"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p4.ctx"],
+        &[
+            "tpm2_policyticket",
+            "-Q",
+            "-S",
+            "p4.ctx",
+            "-n",
+            "signer.name",
+            "--ticket",
+            "tk.bin",
+            "--timeout",
+            "to.bin",
+        ],
+        &[
+            "tpm2_unseal",
+            "-p",
+            "session:p4.ctx",
+            "-c",
+            "s.ctx",
+            "-o",
+            "out4",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p4.ctx; tpm2_flushcontext -t"],
+        &["cmp", "out4", "secret.txt"],
+        // 32: a ticket whose policyRef was changed does not verify.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p5.ctx"],
+        &[
+            "tpm2_policyticket",
+            "-Q",
+            "-S",
+            "p5.ctx",
+            "-n",
+            "signer.name",
+            "--ticket",
+            "tk.bin",
+            "--timeout",
+            "to.bin",
+            "-q",
+            "00ff",
+        ],
+        &["tpm2_flushcontext", "p5.ctx"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &["signed.pol"], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let fails = [20, 33];
+    expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+    for i in fails {
+        assert!(outcomes[i].1.is_some(), "step {i}: a response code");
+    }
+}
+
+/// TPM2_PolicyNV's response codes for raw commands tpm2-tools would not
+/// send: operandB past the end of the index (TPM_RC_SIZE, parameter 1), an
+/// offset past it (TPM_RC_VALUE, parameter 2), an unknown
+/// TPM_EO (TPM_RC_VALUE, parameter 3), a false comparison (TPM_RC_POLICY), an
+/// index that was never written (TPM_RC_NV_UNINITIALIZED) — each equal to
+/// swtpm's.
+#[test]
+fn differential_policy_nv_raw_errors() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_policy_nv_raw_errors: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let nv_attrs = "ownerread|ownerwrite|authread|authwrite";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &[
+            "sh",
+            "-c",
+            "printf '\\000\\000\\000\\000\\000\\000\\000\\005' > five",
+        ],
+        &[
+            "tpm2_nvdefine",
+            "0x1500040",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            nv_attrs,
+        ],
+        &["tpm2_nvwrite", "0x1500040", "-C", "o", "-i", "five"],
+        &[
+            "tpm2_nvdefine",
+            "0x1500042",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            nv_attrs,
+        ],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(outcomes.iter().all(|o| o.0), "{outcomes:?}");
+    let owner_pw = pw(1, &[], &[]);
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        t.disconnect();
+    }
+    // StartAuthSession(policy, no salt, no bind, TPM_ALG_NULL symmetric, SHA-256).
+    let mut start = vec![0, 16];
+    start.extend([0x33; 16]);
+    start.extend([0, 0, 1, 0, 0x10, 0, 0x0B]);
+    let start = cmd(NS, 0x176, &[0x4000_0007, 0x4000_0007], None, &start);
+    let policy_nv = |session: u32, index: u32, operand: &[u8], offset: u16, op: u16| {
+        let mut p = (operand.len() as u16).to_be_bytes().to_vec();
+        p.extend(operand);
+        p.extend(offset.to_be_bytes());
+        p.extend(op.to_be_bytes());
+        cmd(
+            S,
+            0x149,
+            &[0x4000_0001, index, session],
+            Some(&owner_pw),
+            &p,
+        )
+    };
+    let cases: &[(&str, u32, &[u8], u16, u16)] = &[
+        ("equal", 0x1500040, &[5], 7, 0),
+        ("past the end", 0x1500040, &[0, 5], 7, 0),
+        ("offset past the end", 0x1500040, &[0], 9, 0),
+        ("unknown operation", 0x1500040, &[5], 7, 12),
+        ("false", 0x1500040, &[6], 7, 0),
+        ("never written", 0x1500042, &[0], 0, 0),
+    ];
+    let mut codes = Vec::new();
+    for (who, t) in [("vtpm", &mut ours as &mut dyn Tpm), ("swtpm", &mut sw)] {
+        let r = t.raw(0, &start);
+        assert_eq!(rc(&r), 0, "{who} StartAuthSession");
+        let session = u32::from_be_bytes(r[10..14].try_into().unwrap());
+        let mut mine = Vec::new();
+        for (what, index, operand, offset, op) in cases {
+            let r = t.raw(0, &policy_nv(session, *index, operand, *offset, *op));
+            mine.push((*what, rc(&r)));
+        }
+        // TPM2_PolicyCounterTimer past the end of TPMS_TIME_INFO (25 bytes),
+        // and with its offset past it.
+        for (what, operand, offset) in [
+            ("timer past the end", &[0u8, 0][..], 24u16),
+            ("timer offset", &[0][..], 26),
+        ] {
+            let mut p = (operand.len() as u16).to_be_bytes().to_vec();
+            p.extend(operand);
+            p.extend(offset.to_be_bytes());
+            p.extend(0u16.to_be_bytes());
+            let r = t.raw(0, &cmd(NS, 0x16D, &[session], None, &p));
+            mine.push((what, rc(&r)));
+        }
+        t.disconnect();
+        codes.push(mine);
+    }
+    d.eq("PolicyNV response codes", &codes[0], &codes[1]);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    assert_eq!(codes[0][0].1, 0);
+    assert!(codes[0][1..].iter().all(|(_, c)| *c != 0), "{codes:?}");
+}

@@ -10,7 +10,7 @@ use crate::marshal::Reader;
 use crate::nvindex::{self, nva, NvAuthBy, NvIndex, NvPublic};
 
 /// NV response codes.
-mod nvrc {
+pub(crate) mod nvrc {
     use crate::defs::rc::VER1;
     pub const NV_RANGE: u32 = VER1 + 0x046;
     pub const NV_LOCKED: u32 = VER1 + 0x048;
@@ -299,6 +299,20 @@ pub fn nv_change_auth(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     i.auth = Digest::from_slice(a);
     cmd.nv_dirty = true;
     Ok(())
+}
+
+/// The data of the index of handle 2, read for a policy command
+/// (TPM2_PolicyNV, TPM2_PolicyAuthorizeNV) authorized by handle 1: the read
+/// access, lock and written checks of TPM2_NV_Read.
+pub(crate) fn read_for_policy(tpm: &mut Tpm, cmd: &Cmd) -> Result<alloc::vec::Vec<u8>, u32> {
+    let i = readable(tpm, cmd)?;
+    if i.public.has(nva::READLOCKED) {
+        return Err(nvrc::NV_LOCKED);
+    }
+    if !i.public.has(nva::WRITTEN) {
+        return Err(nvrc::NV_UNINITIALIZED);
+    }
+    Ok(i.data.clone())
 }
 
 /// An NV index record of the image (for [`crate::nv`]).

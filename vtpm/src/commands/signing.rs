@@ -126,37 +126,63 @@ fn signature(
     Ok(w.buf)
 }
 
-pub fn verify_signature(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
-    let digest = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
-    let sig_alg = cmd.params.u16().p(2)?;
+/// A parsed TPMT_SIGNATURE: the scheme, its hash, and r and s (ECDSA) or the
+/// signature block (RSA; s empty).
+pub(crate) type SignatureParts<'a> = (u16, HashAlg, &'a [u8], &'a [u8]);
+
+/// A TPMT_SIGNATURE (command parameter `n`).
+pub(crate) fn parse_signature<'a>(r: &mut Reader<'a>, n: u32) -> Result<SignatureParts<'a>, u32> {
+    let sig_alg = r.u16().p(n)?;
     if !matches!(sig_alg, ids::ECDSA | ids::RSASSA | ids::RSAPSS) {
-        return Err(rc::SCHEME + rc::P + 2 * rc::N1);
+        return Err(rc::SCHEME + rc::P + n * rc::N1);
     }
-    let hash = cmd
-        .params
+    let hash = r
         .hash_alg(false)
-        .p(2)?
-        .ok_or(rc::HASH + rc::P + 2 * rc::N1)?;
-    let (r, s) = if sig_alg == ids::ECDSA {
-        let r = cmd.params.tpm2b(public::P256_BYTES).p(2)?;
-        (r, cmd.params.tpm2b(public::P256_BYTES).p(2)?)
+        .p(n)?
+        .ok_or(rc::HASH + rc::P + n * rc::N1)?;
+    if sig_alg == ids::ECDSA {
+        let sr = r.tpm2b(public::P256_BYTES).p(n)?;
+        Ok((sig_alg, hash, sr, r.tpm2b(public::P256_BYTES).p(n)?))
     } else {
-        (cmd.params.tpm2b(crate::rsa_key::RSA_BYTES).p(2)?, &[][..])
-    };
-    cmd.finish()?;
-    let key = tpm.key(cmd.handles[0]).ok_or(rc::KEY + rc::H + rc::N1)?;
-    if !key.public.has(attr::SIGN) {
-        return Err(rc::ATTRIBUTES + rc::H + rc::N1);
+        Ok((
+            sig_alg,
+            hash,
+            r.tpm2b(crate::rsa_key::RSA_BYTES).p(n)?,
+            &[][..],
+        ))
     }
-    let ok = match key.public.ty {
+}
+
+/// Does (r, s) under (sig_alg, hash) verify over `digest` with the signing key
+/// of handle `hn`? Errors: KEY (handle) for a key without a usable public
+/// part, ATTRIBUTES (handle) for a key that does not sign, SCHEME
+/// (parameter `sn`) for a scheme of another key type.
+pub(crate) fn verify_with_key(
+    key: &Key,
+    hn: u32,
+    sn: u32,
+    (sig_alg, hash, r, s): SignatureParts,
+    digest: &[u8],
+) -> Result<bool, u32> {
+    if !key.public.has(attr::SIGN) {
+        return Err(rc::ATTRIBUTES + rc::H + hn * rc::N1);
+    }
+    Ok(match key.public.ty {
         ids::ECC if sig_alg == ids::ECDSA => {
-            let pk = key.public.point().ok_or(rc::KEY + rc::H + rc::N1)?;
+            let pk = key.public.point().ok_or(rc::KEY + rc::H + hn * rc::N1)?;
             public::ecdsa_verify(&pk, digest, r, s)
         }
         ids::RSA if sig_alg != ids::ECDSA => super::rsa::verify(key, sig_alg, hash, digest, r),
-        _ => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
-    };
-    if !ok {
+        _ => return Err(rc::SCHEME + rc::P + sn * rc::N1),
+    })
+}
+
+pub fn verify_signature(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let digest = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    let sig = parse_signature(&mut cmd.params, 2)?;
+    cmd.finish()?;
+    let key = tpm.key(cmd.handles[0]).ok_or(rc::KEY + rc::H + rc::N1)?;
+    if !verify_with_key(key, 1, 2, sig, digest)? {
         log::warn!("vtpm: VerifySignature: the signature does not verify");
         return Err(rc::SIGNATURE + rc::P + 2 * rc::N1);
     }
