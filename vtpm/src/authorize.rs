@@ -97,17 +97,21 @@ impl Tpm {
         use crate::public::attr;
         self.key(h).is_none_or(|k| match role {
             AuthRole::Admin => !k.public.has(attr::ADMIN_WITH_POLICY),
+            AuthRole::Dup => false,
             _ => k.public.has(attr::USER_WITH_AUTH),
         })
     }
 
-    /// IsPolicySessionRequired: the ADMIN role needs a policy session, except
-    /// for an object whose adminWithPolicy is clear.
+    /// IsPolicySessionRequired: the DUP role always needs a policy session,
+    /// the ADMIN role too except for an object whose adminWithPolicy is clear.
     fn policy_session_required(&self, h: u32, role: AuthRole) -> bool {
-        role == AuthRole::Admin
-            && self
+        match role {
+            AuthRole::Dup => true,
+            AuthRole::Admin => self
                 .key(h)
-                .is_none_or(|k| k.public.has(crate::public::attr::ADMIN_WITH_POLICY))
+                .is_none_or(|k| k.public.has(crate::public::attr::ADMIN_WITH_POLICY)),
+            _ => false,
+        }
     }
 
     /// Is `h` protected against dictionary attacks (an object without noDA)?
@@ -451,7 +455,9 @@ impl Tpm {
         if p.pcr_counter.is_some_and(|c| c != self.v.pcr_counter) {
             return Err(rc::PCR_CHANGED);
         }
-        let (alg, policy) = self.auth_policy(h).ok_or(rc::AUTH_UNAVAILABLE)?;
+        // An entity without an authPolicy has an empty one, which no
+        // session's policy digest equals.
+        let (alg, policy) = self.auth_policy(h).ok_or(rc::POLICY_FAIL)?;
         if !ct_eq(policy.as_bytes(), p.digest.as_bytes()) || alg != s.hash {
             return Err(rc::POLICY_FAIL);
         }
@@ -461,8 +467,8 @@ impl Tpm {
         if p.command_code.is_some_and(|c| c != code) {
             return Err(rc::POLICY_CC);
         }
-        // The ADMIN role needs a policy that names the command.
-        if role == AuthRole::Admin && p.command_code.is_none() {
+        // The ADMIN and DUP roles need a policy that names the command.
+        if matches!(role, AuthRole::Admin | AuthRole::Dup) && p.command_code.is_none() {
             return Err(rc::POLICY_FAIL);
         }
         if p.locality

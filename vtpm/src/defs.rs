@@ -200,6 +200,8 @@ pub mod cc {
     pub const OBJECT_CHANGE_AUTH: u32 = 0x0150;
     pub const MAKE_CREDENTIAL: u32 = 0x0168;
     pub const POLICY_NV: u32 = 0x0149;
+    pub const DUPLICATE: u32 = 0x014B;
+    pub const IMPORT: u32 = 0x0156;
     pub const POLICY_SIGNED: u32 = 0x0160;
     pub const POLICY_COUNTER_TIMER: u32 = 0x016D;
     pub const POLICY_TICKET: u32 = 0x0172;

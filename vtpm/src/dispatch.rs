@@ -4,8 +4,8 @@
 //! from this same table, so what is reported is exactly what is implemented.
 
 use crate::commands::{
-    attest, capability, clear, context, create, credential, evict, hierarchy, nv, object, pcr,
-    policy, random, rsa, sequence, session, signing, startup, symmetric,
+    attest, capability, clear, context, create, credential, duplication, evict, hierarchy, nv,
+    object, pcr, policy, random, rsa, sequence, session, signing, startup, symmetric,
 };
 use crate::defs::{cc, handle, tpma_cc};
 use crate::engine::{Cmd, Tpm};
@@ -115,6 +115,9 @@ pub enum AuthRole {
     /// and always for an NV index, a policy session whose policy includes
     /// TPM2_PolicyCommandCode is required.
     Admin,
+    /// DUP: always a policy session whose policy includes
+    /// TPM2_PolicyCommandCode.
+    Dup,
 }
 
 /// One handle of a command's handle area.
@@ -474,6 +477,16 @@ pub static COMMANDS: &[CommandDesc] = &[
         attest::certify_creation,
     ))),
     dec(enc(entry(
+        cc::DUPLICATE,
+        "Duplicate",
+        false,
+        &[
+            h(HandleKind::Transient, AuthRole::Dup),
+            h(HandleKind::Object { allow_null: true }, AuthRole::None),
+        ],
+        duplication::duplicate,
+    ))),
+    dec(enc(entry(
         cc::GET_TIME,
         "GetTime",
         false,
@@ -543,6 +556,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         false,
         &[h(HandleKind::Transient, AuthRole::User)],
         sequence::hmac,
+    ))),
+    dec(enc(entry(
+        cc::IMPORT,
+        "Import",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        duplication::import,
     ))),
     dec(r_handle(entry(
         cc::LOAD,

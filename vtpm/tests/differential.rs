@@ -4636,3 +4636,98 @@ fn differential_policy_nv_raw_errors() {
     assert_eq!(codes[0][0].1, 0);
     assert!(codes[0][1..].iter().all(|(_, c)| *c != 0), "{codes:?}");
 }
+
+/// TPM2_Duplicate and TPM2_Import on each TPM: a key whose policy names
+/// TPM2_Duplicate is duplicated to a second storage key with an outer
+/// wrapper, with an inner AES-CFB wrapper too, and imported under it; the
+/// imported key signs and OpenSSL verifies with the original public key. The
+/// DUP role refuses a password (same code as swtpm); a fixedParent key is not
+/// duplicated; a corrupted duplicate is refused alike; an OpenSSL key is
+/// imported (tpm2_import) and signs.
+#[test]
+fn differential_duplicate_import() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_duplicate_import: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let write_key = format!("cat > priv.pem <<'EOF'\n{POLICY_SIGNER_PEM}EOF\necho 'to sign' > msg");
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", &write_key],
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "t.ctx", "-L", "dup.pol", "TPM2_CC_Duplicate"],
+        &["tpm2_flushcontext", "t.ctx"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256", "-c", "prim.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 7: the key to duplicate, and the new parent (loaded).
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256", "-L", "dup.pol",
+          "-a", "sensitivedataorigin|userwithauth|sign", "-u", "k.pub", "-r", "k.priv", "-c", "k.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:null:aes128cfb",
+          "-a", "decrypt|fixedparent|fixedtpm|restricted|sensitivedataorigin|userwithauth",
+          "-u", "np.pub", "-r", "np.priv", "-c", "np.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 11: outer wrapper only.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "p.ctx", "TPM2_CC_Duplicate"],
+        &["tpm2_duplicate", "-Q", "-C", "np.ctx", "-c", "k.ctx", "-G", "null", "-p", "session:p.ctx",
+          "-r", "dup.priv", "-s", "dup.seed"],
+        &["sh", "-c", "tpm2_flushcontext p.ctx; tpm2_flushcontext -t"],
+        &["tpm2_import", "-Q", "-C", "np.ctx", "-u", "k.pub", "-i", "dup.priv", "-s", "dup.seed",
+          "-r", "imp.priv"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_load", "-Q", "-C", "np.ctx", "-u", "k.pub", "-r", "imp.priv", "-c", "imp.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-Q", "-c", "imp.ctx", "-g", "sha256", "-f", "plain", "-o", "s1.sig", "msg"],
+        &["sh", "-c", "tpm2_flushcontext -t; tpm2_readpublic -Q -c k.ctx -f pem -o k.pem; tpm2_flushcontext -t"],
+        &["openssl", "dgst", "-sha256", "-verify", "k.pem", "-signature", "s1.sig", "msg"],
+        // 22: inner AES-128-CFB wrapper with a TPM-chosen key, and the outer one.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p2.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "p2.ctx", "TPM2_CC_Duplicate"],
+        &["tpm2_duplicate", "-Q", "-C", "np.ctx", "-c", "k.ctx", "-G", "aes", "-p", "session:p2.ctx",
+          "-o", "inner.key", "-r", "dup2.priv", "-s", "dup2.seed"],
+        &["sh", "-c", "tpm2_flushcontext p2.ctx; tpm2_flushcontext -t"],
+        &["tpm2_import", "-Q", "-C", "np.ctx", "-u", "k.pub", "-i", "dup2.priv", "-s", "dup2.seed",
+          "-k", "inner.key", "-r", "imp2.priv"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_load", "-Q", "-C", "np.ctx", "-u", "k.pub", "-r", "imp2.priv", "-c", "imp2.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-Q", "-c", "imp2.ctx", "-g", "sha256", "-f", "plain", "-o", "s2.sig", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "k.pem", "-signature", "s2.sig", "msg"],
+        // 33: the DUP role refuses a password.
+        &["tpm2_duplicate", "-Q", "-C", "np.ctx", "-c", "k.ctx", "-G", "null", "-p", "",
+          "-r", "x.priv", "-s", "x.seed"],
+        &["tpm2_flushcontext", "-t"],
+        // 35: a corrupted outer wrapper.
+        &["sh", "-c", "cp dup.priv bad.priv && printf '\\377' | dd of=bad.priv bs=1 seek=30 conv=notrunc status=none"],
+        &["tpm2_import", "-Q", "-C", "np.ctx", "-u", "k.pub", "-i", "bad.priv", "-s", "dup.seed",
+          "-r", "imp3.priv"],
+        &["tpm2_flushcontext", "-t"],
+        // 38: a fixedParent key (the new parent itself) under a duplication policy session.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p3.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "p3.ctx", "TPM2_CC_Duplicate"],
+        &["tpm2_duplicate", "-Q", "-C", "prim.ctx", "-c", "np.ctx", "-G", "null", "-p", "session:p3.ctx",
+          "-r", "y.priv", "-s", "y.seed"],
+        &["sh", "-c", "tpm2_flushcontext p3.ctx; tpm2_flushcontext -t"],
+        // 42: an OpenSSL key imported (tpm2-tools wraps it for the parent).
+        &["tpm2_import", "-Q", "-C", "prim.ctx", "-G", "ecc", "-i", "priv.pem", "-u", "o.pub", "-r", "o.priv"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_load", "-Q", "-C", "prim.ctx", "-u", "o.pub", "-r", "o.priv", "-c", "o.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-Q", "-c", "o.ctx", "-g", "sha256", "-f", "plain", "-o", "s3.sig", "msg"],
+        &["sh", "-c", "tpm2_flushcontext -t; openssl ec -in priv.pem -pubout -out o.pem 2>/dev/null"],
+        &["openssl", "dgst", "-sha256", "-verify", "o.pem", "-signature", "s3.sig", "msg"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let fails = [33, 36, 40];
+    expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+    for i in fails {
+        assert!(outcomes[i].1.is_some(), "step {i}: a response code");
+    }
+}

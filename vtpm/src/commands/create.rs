@@ -24,7 +24,7 @@ const MAX_PRIVATE: usize = 512;
 
 /// The storage parent of handle 1: a loaded restricted decrypt ECC or RSA key with
 /// its private part and a symmetric algorithm.
-fn storage_parent(tpm: &Tpm, h: u32) -> Result<Key, u32> {
+pub(crate) fn storage_parent(tpm: &Tpm, h: u32) -> Result<Key, u32> {
     let h1 = rc::H + rc::N1;
     let k = tpm.key(h).ok_or(rc::TYPE + h1)?;
     let storage = matches!(k.public.ty, ids::ECC | ids::RSA)
@@ -76,7 +76,7 @@ fn sensitive_2b(k: &Key) -> Vec<u8> {
 }
 
 /// Wraps `k` under `parent` (TPM2B_PRIVATE contents).
-fn wrap(parent: &Key, k: &Key) -> Vec<u8> {
+pub(crate) fn wrap(parent: &Key, k: &Key) -> Vec<u8> {
     let (sym, mac) = protection_keys(parent, &k.name);
     let mut enc = sensitive_2b(k);
     aes_cfb(&sym, &[0u8; 16], &mut enc, true);
@@ -277,16 +277,7 @@ pub fn load(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if ty != public.ty {
         return Err(rc::TYPE + rc::P + 2 * rc::N1);
     }
-    // The sensitive area must belong to the public one.
-    let bound = if public.ty == ids::RSA {
-        crate::rsa_key::private_key(&public.x, public.exponent, &secret).is_some()
-    } else if public.ty == ids::ECC {
-        public::scalar_from_bytes(&secret)
-            .is_some_and(|d| Some(p256::PublicKey::from_secret_scalar(&d)) == public.point())
-    } else {
-        public.name_alg.digest(&[&seed_value, &secret]).as_bytes() == public.x.as_slice()
-    };
-    if !bound {
+    if !bound(&public, &secret, &seed_value) {
         return Err(rc::BINDING + rc::P + 2 * rc::N1);
     }
     if auth.len() > public.name_alg.digest_size() {
@@ -312,6 +303,19 @@ pub fn load(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     cmd.r_handle = Some(h);
     cmd.out.tpm2b(&name);
     Ok(())
+}
+
+/// Does the sensitive area (private part `secret`, `seed_value`) belong to
+/// `public` (the RSA modulus, the ECC point, the keyed-hash unique digest)?
+pub(crate) fn bound(public: &Public, secret: &[u8], seed_value: &[u8]) -> bool {
+    if public.ty == ids::RSA {
+        crate::rsa_key::private_key(&public.x, public.exponent, secret).is_some()
+    } else if public.ty == ids::ECC {
+        public::scalar_from_bytes(secret)
+            .is_some_and(|d| Some(p256::PublicKey::from_secret_scalar(&d)) == public.point())
+    } else {
+        public.name_alg.digest(&[seed_value, secret]).as_bytes() == public.x.as_slice()
+    }
 }
 
 pub fn unseal(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {

@@ -30,9 +30,39 @@ const MAX_ID_OBJECT: usize = 2 + limits::TPMU_HA_SIZE + 2 + limits::TPMU_HA_SIZE
 /// Largest TPM2B_NAME.
 const MAX_NAME: usize = 2 + limits::TPMU_HA_SIZE;
 
-const LABEL_RSA: &[u8] = b"IDENTITY\0";
-/// The ECC label (KDFe appends the terminating zero).
-const LABEL_ECC: &[u8] = b"IDENTITY";
+/// The label of a credential's seed (KDFe and OAEP add the terminating zero).
+const IDENTITY: &[u8] = b"IDENTITY";
+
+/// A fresh seed, one digest of `key`'s nameAlg long, and its encryption to
+/// `key` under `label` (Part 1 §B.10.3 / §C.6.4, "secret sharing"): RSAES-OAEP
+/// with label || 0, or one-pass ECDH (the secret is the ephemeral point).
+pub(crate) fn seal_seed(tpm: &mut Tpm, key: &Key, label: &[u8]) -> Result<(Vec<u8>, Vec<u8>), u32> {
+    let h = key.public.name_alg;
+    if key.public.ty == ids::RSA {
+        let mut seed = alloc::vec![0u8; h.digest_size()];
+        tpm.random(&mut seed);
+        let pk = key.public.rsa_public().ok_or(rc::KEY + rc::H + rc::N1)?;
+        let oaep_label = [label, &[0]].concat();
+        let mut fill = |b: &mut [u8]| tpm.random(b);
+        let secret = rsa_pad::oaep_encrypt(&pk, h, &oaep_label, &seed, &mut FillRng(&mut fill))
+            .ok_or(rc::FAILURE)?;
+        return Ok((seed, secret));
+    }
+    let d = loop {
+        let mut b = [0u8; public::P256_BYTES];
+        tpm.random(&mut b);
+        if let Some(d) = public::scalar_from_bytes(&b) {
+            break d;
+        }
+    };
+    let z = public::ecdh_x(&d, &key.public.x, &key.public.y).ok_or(rc::KEY + rc::H + rc::N1)?;
+    let qe = p256::PublicKey::from_secret_scalar(&d).to_encoded_point(false);
+    let (qx, qy) = (qe.x().ok_or(rc::FAILURE)?, qe.y().ok_or(rc::FAILURE)?);
+    let seed = public::kdfe(h, &z, label, qx, &key.public.x, h.digest_size() as u32 * 8);
+    let mut point = Writer::new();
+    point.tpm2b(qx).tpm2b(qy);
+    Ok((seed, point.buf))
+}
 
 /// Is `k` a key credentials can be protected to: an asymmetric restricted
 /// decryption key with an AES-CFB symmetric algorithm?
@@ -45,7 +75,12 @@ fn protector(k: &Key) -> Option<u16> {
 }
 
 /// The symmetric key and the HMAC key protecting a credential.
-fn credential_keys(h: HashAlg, seed: &[u8], name: &[u8], bits: u16) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn credential_keys(
+    h: HashAlg,
+    seed: &[u8],
+    name: &[u8],
+    bits: u16,
+) -> (Vec<u8>, Vec<u8>) {
     let sym = kdfa(h, seed, b"STORAGE", name, &[], u32::from(bits));
     let mac = kdfa(h, seed, b"INTEGRITY", &[], &[], h.digest_size() as u32 * 8);
     (sym, mac)
@@ -64,38 +99,7 @@ pub fn make_credential(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if credential.len() > h.digest_size() {
         return Err(rc::SIZE + rc::P + rc::N1);
     }
-    // The seed and its encryption to the key.
-    let (seed, secret) = if key.public.ty == ids::RSA {
-        let mut seed = alloc::vec![0u8; h.digest_size()];
-        tpm.random(&mut seed);
-        let pk = key.public.rsa_public().ok_or(rc::KEY + rc::H + rc::N1)?;
-        let mut fill = |b: &mut [u8]| tpm.random(b);
-        let secret = rsa_pad::oaep_encrypt(&pk, h, LABEL_RSA, &seed, &mut FillRng(&mut fill))
-            .ok_or(rc::FAILURE)?;
-        (seed, secret)
-    } else {
-        let d = loop {
-            let mut b = [0u8; public::P256_BYTES];
-            tpm.random(&mut b);
-            if let Some(d) = public::scalar_from_bytes(&b) {
-                break d;
-            }
-        };
-        let z = public::ecdh_x(&d, &key.public.x, &key.public.y).ok_or(rc::KEY + rc::H + rc::N1)?;
-        let qe = p256::PublicKey::from_secret_scalar(&d).to_encoded_point(false);
-        let (qx, qy) = (qe.x().ok_or(rc::FAILURE)?, qe.y().ok_or(rc::FAILURE)?);
-        let seed = public::kdfe(
-            h,
-            &z,
-            LABEL_ECC,
-            qx,
-            &key.public.x,
-            h.digest_size() as u32 * 8,
-        );
-        let mut point = Writer::new();
-        point.tpm2b(qx).tpm2b(qy);
-        (seed, point.buf)
-    };
+    let (seed, secret) = seal_seed(tpm, &key, IDENTITY)?;
     let (sym, mac) = credential_keys(h, &seed, &name, bits);
     let mut enc = Writer::new();
     enc.tpm2b(&credential);
@@ -108,10 +112,17 @@ pub fn make_credential(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     Ok(())
 }
 
-/// The seed `secret` (parameter 2) carries to `key`.
-fn recover_seed(tpm: &mut Tpm, key: &Key, secret: &[u8]) -> Result<Vec<u8>, u32> {
+/// The seed `secret` (command parameter `n`) carries to `key` under
+/// `label` (the inverse of [`seal_seed`]).
+pub(crate) fn recover_seed(
+    tpm: &mut Tpm,
+    key: &Key,
+    secret: &[u8],
+    label: &[u8],
+    n: u32,
+) -> Result<Vec<u8>, u32> {
     let h = key.public.name_alg;
-    let p2 = rc::P + 2 * rc::N1;
+    let pn = rc::P + n * rc::N1;
     let seed = if key.public.ty == ids::RSA {
         let k = key
             .private
@@ -119,11 +130,12 @@ fn recover_seed(tpm: &mut Tpm, key: &Key, secret: &[u8]) -> Result<Vec<u8>, u32>
             .and_then(|p| rsa_key::private_key(&key.public.x, key.public.exponent, p))
             .ok_or(rc::AUTH_UNAVAILABLE)?;
         if secret.len() != RSA_BYTES {
-            return Err(rc::SIZE + p2);
+            return Err(rc::SIZE + pn);
         }
+        let oaep_label = [label, &[0]].concat();
         let mut fill = |b: &mut [u8]| tpm.random(b);
-        rsa_pad::oaep_decrypt(&k, h, LABEL_RSA, secret, &mut FillRng(&mut fill))
-            .ok_or(rc::VALUE + p2)?
+        rsa_pad::oaep_decrypt(&k, h, &oaep_label, secret, &mut FillRng(&mut fill))
+            .ok_or(rc::VALUE + pn)?
     } else {
         let d = key
             .private
@@ -131,23 +143,16 @@ fn recover_seed(tpm: &mut Tpm, key: &Key, secret: &[u8]) -> Result<Vec<u8>, u32>
             .and_then(public::scalar_from_bytes)
             .ok_or(rc::AUTH_UNAVAILABLE)?;
         let mut r = Reader::new(secret);
-        let x = r.tpm2b(public::P256_BYTES).map_err(|e| e + p2)?;
-        let y = r.tpm2b(public::P256_BYTES).map_err(|e| e + p2)?;
+        let x = r.tpm2b(public::P256_BYTES).map_err(|e| e + pn)?;
+        let y = r.tpm2b(public::P256_BYTES).map_err(|e| e + pn)?;
         if r.remaining() != 0 {
-            return Err(rc::SIZE + p2);
+            return Err(rc::SIZE + pn);
         }
-        let z = public::ecdh_x(&d, x, y).ok_or(rc::ECC_POINT + p2)?;
-        public::kdfe(
-            h,
-            &z,
-            LABEL_ECC,
-            x,
-            &key.public.x,
-            h.digest_size() as u32 * 8,
-        )
+        let z = public::ecdh_x(&d, x, y).ok_or(rc::ECC_POINT + pn)?;
+        public::kdfe(h, &z, label, x, &key.public.x, h.digest_size() as u32 * 8)
     };
     if seed.len() != h.digest_size() {
-        return Err(rc::VALUE + p2);
+        return Err(rc::VALUE + pn);
     }
     Ok(seed)
 }
@@ -164,7 +169,7 @@ pub fn activate_credential(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         return Err(rc::TYPE + h2);
     }
     let bits = protector(&key).ok_or(rc::ATTRIBUTES + h2)?;
-    let seed = recover_seed(tpm, &key, &secret)?;
+    let seed = recover_seed(tpm, &key, &secret, IDENTITY, 2)?;
     let h = key.public.name_alg;
     let (sym, mac) = credential_keys(h, &seed, &name, bits);
     let p1 = rc::P + rc::N1;

@@ -6,6 +6,7 @@ pub mod clear;
 pub mod context;
 pub mod create;
 pub mod credential;
+pub mod duplication;
 pub mod evict;
 pub mod hierarchy;
 pub mod nv;
