@@ -504,6 +504,35 @@ fn tier2_seeds() -> Vec<Vec<u8>> {
             &[b""],
             &[]
         ),
+        command(
+            cc::DUPLICATE,
+            &[0x8000_0001, 0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(&[]).u16(0x06).u16(128).u16(0x43);
+            })
+        ),
+        command(
+            cc::IMPORT,
+            &[0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                let mut p = Writer::new();
+                p.u16(0x08)
+                    .u16(0x0B)
+                    .u32(0x40)
+                    .tpm2b(&[])
+                    .u16(0x10)
+                    .tpm2b(&[9; 32]);
+                let mut point = Writer::new();
+                point.tpm2b(&[5; 32]).tpm2b(&[6; 32]);
+                w.tpm2b(&[])
+                    .tpm2b(&p.buf)
+                    .tpm2b(&[0, 32, 1, 2, 3])
+                    .tpm2b(&point.buf)
+                    .u16(0x10);
+            })
+        ),
     ]
 }
 
@@ -512,7 +541,7 @@ proptest! {
 
     #[test]
     fn mutated_tier2_commands_never_panic(
-        seed in 0usize..48,
+        seed in 0usize..52,
         flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..6),
         cut in proptest::option::of(any::<u16>()),
         fix_size in any::<bool>(),
@@ -543,13 +572,13 @@ proptest! {
 #[test]
 fn tier2_seeds_mostly_succeed() {
     let seeds = tier2_seeds();
-    // Before the twelve tier-3 seeds: TPM2_CreateLoaded, TPM2_ECC_Parameters,
+    // Before the fourteen tier-3 seeds: TPM2_CreateLoaded, TPM2_ECC_Parameters,
     // TPM2_ECDH_KeyGen, TPM2_IncrementalSelfTest and TPM2_NV_GlobalWriteLock;
     // of the tier-3 ones, TPM2_Certify, TPM2_GetTime, TPM2_MakeCredential
     // and TPM2_PolicyCounterTimer (the others need a ticket, a credential, a
     // signature, a written index or a policy session the mutations have to
     // find).
-    let n = seeds.len() - 12;
+    let n = seeds.len() - 14;
     let new = [n - 5, n - 4, n - 3, n - 2, n - 1, n, n + 1, n + 2, n + 7];
     for i in [1usize, 2, 4, 5, 7, 9, 10, 12, 14, 16, 17, 18]
         .into_iter()

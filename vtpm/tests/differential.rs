@@ -4731,3 +4731,262 @@ fn differential_duplicate_import() {
         assert!(outcomes[i].1.is_some(), "step {i}: a response code");
     }
 }
+
+/// Runs `steps`, each on the TPM it names ("v": the vTPM, "s": swtpm), all in
+/// one directory, asserting each succeeds.
+fn steps_across(
+    v: &mut dyn Tpm,
+    s: &mut dyn Tpm,
+    dir: &std::path::Path,
+    steps: &[(&str, &[&str])],
+) {
+    for (who, args) in steps {
+        let t: &mut dyn Tpm = if *who == "v" { &mut *v } else { &mut *s };
+        let o = step_in(t, dir, args);
+        assert!(o.0, "{who} {args:?}: {o:?}");
+    }
+}
+
+/// Cross-TPM interop: a key duplicated by swtpm to a storage key of the vTPM
+/// imports into the vTPM and signs data that OpenSSL verifies with the
+/// original public key — and the reverse, vTPM to swtpm.
+#[test]
+fn interop_duplicate_between_swtpm_and_vtpm() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!(
+            "SKIP interop_duplicate_between_swtpm_and_vtpm: not installed: {missing:?} / openssl"
+        );
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let parent_attrs = "decrypt|fixedparent|fixedtpm|restricted|sensitivedataorigin|userwithauth";
+    let key_attrs = "sensitivedataorigin|userwithauth|sign";
+    for (from, to) in [("s", "v"), ("v", "s")] {
+        let dir = scratch("interop");
+        let steps: &[(&str, &[&str])] = &[
+            (to, &["tpm2_startup", "-c"]),
+            (from, &["tpm2_startup", "-c"]),
+            (to, &["sh", "-c", "echo 'signed after import' > msg"]),
+            // The receiving TPM's storage key.
+            (
+                to,
+                &[
+                    "tpm2_createprimary",
+                    "-Q",
+                    "-C",
+                    "o",
+                    "-G",
+                    "ecc256",
+                    "-c",
+                    "to_prim.ctx",
+                ],
+            ),
+            (to, &["tpm2_flushcontext", "-t"]),
+            (
+                to,
+                &[
+                    "tpm2_create",
+                    "-Q",
+                    "-C",
+                    "to_prim.ctx",
+                    "-G",
+                    "ecc256:null:aes128cfb",
+                    "-a",
+                    parent_attrs,
+                    "-u",
+                    "np.pub",
+                    "-r",
+                    "np.priv",
+                    "-c",
+                    "np.ctx",
+                ],
+            ),
+            (to, &["tpm2_flushcontext", "-t"]),
+            // The sending TPM's duplicable key, duplicated to it.
+            (from, &["tpm2_startauthsession", "-S", "t.ctx"]),
+            (
+                from,
+                &[
+                    "tpm2_policycommandcode",
+                    "-Q",
+                    "-S",
+                    "t.ctx",
+                    "-L",
+                    "dup.pol",
+                    "TPM2_CC_Duplicate",
+                ],
+            ),
+            (from, &["tpm2_flushcontext", "t.ctx"]),
+            (
+                from,
+                &[
+                    "tpm2_createprimary",
+                    "-Q",
+                    "-C",
+                    "o",
+                    "-G",
+                    "ecc256",
+                    "-c",
+                    "from_prim.ctx",
+                ],
+            ),
+            (from, &["tpm2_flushcontext", "-t"]),
+            (
+                from,
+                &[
+                    "tpm2_create",
+                    "-Q",
+                    "-C",
+                    "from_prim.ctx",
+                    "-G",
+                    "ecc256:ecdsa-sha256",
+                    "-L",
+                    "dup.pol",
+                    "-a",
+                    key_attrs,
+                    "-u",
+                    "k.pub",
+                    "-r",
+                    "k.priv",
+                    "-c",
+                    "k.ctx",
+                ],
+            ),
+            (from, &["tpm2_flushcontext", "-t"]),
+            (
+                from,
+                &[
+                    "tpm2_readpublic",
+                    "-Q",
+                    "-c",
+                    "k.ctx",
+                    "-f",
+                    "pem",
+                    "-o",
+                    "k.pem",
+                ],
+            ),
+            (from, &["tpm2_flushcontext", "-t"]),
+            (
+                from,
+                &[
+                    "tpm2_loadexternal",
+                    "-Q",
+                    "-C",
+                    "o",
+                    "-u",
+                    "np.pub",
+                    "-c",
+                    "np_ext.ctx",
+                ],
+            ),
+            (from, &["tpm2_flushcontext", "-t"]),
+            (
+                from,
+                &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+            ),
+            (
+                from,
+                &[
+                    "tpm2_policycommandcode",
+                    "-Q",
+                    "-S",
+                    "p.ctx",
+                    "TPM2_CC_Duplicate",
+                ],
+            ),
+            (
+                from,
+                &[
+                    "tpm2_duplicate",
+                    "-Q",
+                    "-C",
+                    "np_ext.ctx",
+                    "-c",
+                    "k.ctx",
+                    "-G",
+                    "null",
+                    "-p",
+                    "session:p.ctx",
+                    "-r",
+                    "dup.priv",
+                    "-s",
+                    "dup.seed",
+                ],
+            ),
+            (
+                from,
+                &["sh", "-c", "tpm2_flushcontext p.ctx; tpm2_flushcontext -t"],
+            ),
+            // Imported, loaded and used by the receiving TPM.
+            (
+                to,
+                &[
+                    "tpm2_import",
+                    "-Q",
+                    "-C",
+                    "np.ctx",
+                    "-u",
+                    "k.pub",
+                    "-i",
+                    "dup.priv",
+                    "-s",
+                    "dup.seed",
+                    "-r",
+                    "imp.priv",
+                ],
+            ),
+            (to, &["tpm2_flushcontext", "-t"]),
+            (
+                to,
+                &[
+                    "tpm2_load",
+                    "-Q",
+                    "-C",
+                    "np.ctx",
+                    "-u",
+                    "k.pub",
+                    "-r",
+                    "imp.priv",
+                    "-c",
+                    "imp.ctx",
+                ],
+            ),
+            (to, &["tpm2_flushcontext", "-t"]),
+            (
+                to,
+                &[
+                    "tpm2_sign",
+                    "-Q",
+                    "-c",
+                    "imp.ctx",
+                    "-g",
+                    "sha256",
+                    "-f",
+                    "plain",
+                    "-o",
+                    "sig",
+                    "msg",
+                ],
+            ),
+            (to, &["tpm2_flushcontext", "-t"]),
+            (
+                to,
+                &[
+                    "openssl",
+                    "dgst",
+                    "-sha256",
+                    "-verify",
+                    "k.pem",
+                    "-signature",
+                    "sig",
+                    "msg",
+                ],
+            ),
+        ];
+        steps_across(&mut ours, &mut sw, &dir, steps);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
