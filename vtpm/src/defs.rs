@@ -16,6 +16,7 @@ pub mod st {
     pub const ATTEST_QUOTE: u16 = 0x8018;
     pub const ATTEST_TIME: u16 = 0x8019;
     pub const ATTEST_CREATION: u16 = 0x801A;
+    pub const ATTEST_NV: u16 = 0x8014;
 }
 
 /// TPM_SE session types.
@@ -200,6 +201,11 @@ pub mod cc {
     pub const OBJECT_CHANGE_AUTH: u32 = 0x0150;
     pub const MAKE_CREDENTIAL: u32 = 0x0168;
     pub const POLICY_NV: u32 = 0x0149;
+    pub const NV_UNDEFINE_SPACE_SPECIAL: u32 = 0x011F;
+    pub const CHANGE_EPS: u32 = 0x0124;
+    pub const CHANGE_PPS: u32 = 0x0125;
+    pub const CLOCK_SET: u32 = 0x0128;
+    pub const NV_CERTIFY: u32 = 0x0184;
     pub const DUPLICATE: u32 = 0x014B;
     pub const IMPORT: u32 = 0x0156;
     pub const POLICY_SIGNED: u32 = 0x0160;

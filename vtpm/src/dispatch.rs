@@ -243,6 +243,16 @@ const PCR_OR_NULL_USER: &[HandleSpec] = &[h(HandleKind::Pcr { allow_null: true }
 /// The implemented commands, sorted by command code.
 pub static COMMANDS: &[CommandDesc] = &[
     entry(
+        cc::NV_UNDEFINE_SPACE_SPECIAL,
+        "NV_UndefineSpaceSpecial",
+        true,
+        &[
+            h(HandleKind::NvIndex, AuthRole::Admin),
+            h(HandleKind::Platform, AuthRole::User),
+        ],
+        nv::nv_undefine_space_special,
+    ),
+    entry(
         cc::EVICT_CONTROL,
         "EvictControl",
         true,
@@ -271,6 +281,20 @@ pub static COMMANDS: &[CommandDesc] = &[
         nv::nv_undefine_space,
     ),
     extensive(entry(
+        cc::CHANGE_EPS,
+        "ChangeEPS",
+        true,
+        &[h(HandleKind::Platform, AuthRole::User)],
+        clear::change_eps,
+    )),
+    extensive(entry(
+        cc::CHANGE_PPS,
+        "ChangePPS",
+        true,
+        &[h(HandleKind::Platform, AuthRole::User)],
+        clear::change_pps,
+    )),
+    extensive(entry(
         cc::CLEAR,
         "Clear",
         true,
@@ -283,6 +307,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         true,
         &[h(HandleKind::ClearAuth, AuthRole::User)],
         clear::clear_control,
+    ),
+    entry(
+        cc::CLOCK_SET,
+        "ClockSet",
+        true,
+        &[h(HandleKind::Provision, AuthRole::User)],
+        context::clock_set,
     ),
     dec(entry(
         cc::HIERARCHY_CHANGE_AUTH,
@@ -818,6 +849,17 @@ pub static COMMANDS: &[CommandDesc] = &[
         PCR_OR_NULL_USER,
         pcr::pcr_extend,
     ),
+    dec(enc(entry(
+        cc::NV_CERTIFY,
+        "NV_Certify",
+        false,
+        &[
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+        ],
+        attest::nv_certify,
+    ))),
     flushed(dec(entry(
         cc::EVENT_SEQUENCE_COMPLETE,
         "EventSequenceComplete",
@@ -902,8 +944,8 @@ mod tests {
         assert_eq!(d.attributes(i), 0x02C0_0121);
         let (i, d) = lookup(cc::GET_CAPABILITY).unwrap();
         assert_eq!(d.attributes(i), 0x0000_017A);
-        // TPM2_ChangeEPS is not implemented.
-        assert!(lookup(0x0124).is_none());
+        // TPM2_PP_Commands is not implemented.
+        assert!(lookup(0x012D).is_none());
     }
 
     #[test]

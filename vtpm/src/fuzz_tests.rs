@@ -533,6 +533,28 @@ fn tier2_seeds() -> Vec<Vec<u8>> {
                     .u16(0x10);
             })
         ),
+        command(
+            cc::NV_CERTIFY,
+            &[0x8000_0001, handle::OWNER, 0x0150_0000],
+            &[b"", b""],
+            &w(&|w| {
+                w.tpm2b(b"q").u16(0x10).u16(4).u16(0);
+            })
+        ),
+        command(
+            cc::CLOCK_SET,
+            &[handle::OWNER],
+            &[b""],
+            &0x0000_0100_0000_0000u64.to_be_bytes()
+        ),
+        command(cc::CHANGE_EPS, &[handle::PLATFORM], &[b""], &[]),
+        command(cc::CHANGE_PPS, &[handle::PLATFORM], &[b""], &[]),
+        command(
+            cc::NV_UNDEFINE_SPACE_SPECIAL,
+            &[0x0150_0000, handle::PLATFORM],
+            &[b"nv", b""],
+            &[]
+        ),
     ]
 }
 
@@ -541,7 +563,7 @@ proptest! {
 
     #[test]
     fn mutated_tier2_commands_never_panic(
-        seed in 0usize..52,
+        seed in 0usize..60,
         flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..6),
         cut in proptest::option::of(any::<u16>()),
         fix_size in any::<bool>(),
@@ -572,14 +594,27 @@ proptest! {
 #[test]
 fn tier2_seeds_mostly_succeed() {
     let seeds = tier2_seeds();
-    // Before the fourteen tier-3 seeds: TPM2_CreateLoaded, TPM2_ECC_Parameters,
+    // Before the nineteen tier-3 seeds: TPM2_CreateLoaded, TPM2_ECC_Parameters,
     // TPM2_ECDH_KeyGen, TPM2_IncrementalSelfTest and TPM2_NV_GlobalWriteLock;
     // of the tier-3 ones, TPM2_Certify, TPM2_GetTime, TPM2_MakeCredential
-    // and TPM2_PolicyCounterTimer (the others need a ticket, a credential, a
-    // signature, a written index or a policy session the mutations have to
-    // find).
-    let n = seeds.len() - 14;
-    let new = [n - 5, n - 4, n - 3, n - 2, n - 1, n, n + 1, n + 2, n + 7];
+    // TPM2_PolicyCounterTimer, TPM2_ClockSet, TPM2_ChangeEPS and
+    // TPM2_ChangePPS (the others need a ticket, a credential, a signature, a
+    // written index or a policy session the mutations have to find).
+    let n = seeds.len() - 19;
+    let new = [
+        n - 5,
+        n - 4,
+        n - 3,
+        n - 2,
+        n - 1,
+        n,
+        n + 1,
+        n + 2,
+        n + 7,
+        n + 15,
+        n + 16,
+        n + 17,
+    ];
     for i in [1usize, 2, 4, 5, 7, 9, 10, 12, 14, 16, 17, 18]
         .into_iter()
         .chain(new)

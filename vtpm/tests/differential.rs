@@ -4990,3 +4990,80 @@ fn interop_duplicate_between_swtpm_and_vtpm() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// TPM2_NV_Certify, TPM2_ClockSet, TPM2_ChangeEPS, TPM2_ChangePPS and
+/// TPM2_NV_UndefineSpaceSpecial: an AK certifies 8 bytes of an NV index
+/// (OpenSSL verifies, the attestation holds them); Clock moves forward only;
+/// a new EPS/PPS changes the primaries derived from it, flushes the
+/// endorsement hierarchy's persistent key and invalidates its saved
+/// contexts; a policy-delete index is deleted only through its policy —
+/// each outcome as swtpm's.
+#[test]
+fn differential_nv_certify_clock_set_change_seeds() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_nv_certify_clock_set_change_seeds: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let ak_attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256", "-c", "prim.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256:null", "-a", ak_attrs,
+          "-u", "ak.pub", "-r", "ak.priv", "-c", "ak.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_readpublic", "-Q", "-c", "ak.ctx", "-f", "pem", "-o", "ak.pem"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_nvdefine", "0x1500050", "-C", "o", "-s", "16", "-a", "ownerread|ownerwrite|authread|authwrite"],
+        &["sh", "-c", "printf 0123456789abcdef > nvdata"],
+        &["tpm2_nvwrite", "0x1500050", "-C", "o", "-i", "nvdata"],
+        // 10: NV_Certify of bytes 4..12.
+        &["tpm2_nvcertify", "-C", "ak.ctx", "-g", "sha256", "-f", "plain", "-o", "nvc.sig",
+          "--attestation", "nvc.att", "--size", "8", "--offset", "4", "0x1500050"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "nvc.sig", "nvc.att"],
+        &["sh", "-c", "xxd -p -c 100000 nvc.att | grep -q 0004000834353637383961"],
+        // 14: ClockSet forward, then backward.
+        &["tpm2_setclock", "100000000000"],
+        &["sh", "-c", "tpm2_readclock | awk '$1 == \"clock:\" { found = 1; exit !($2 >= 100000000000) } END { exit !found }'"],
+        &["tpm2_setclock", "5"],
+        // 17: ChangeEPS.
+        &["tpm2_createek", "-c", "ek1.ctx", "-G", "ecc", "-u", "ek1.pub"],
+        &["tpm2_evictcontrol", "-Q", "-C", "o", "-c", "ek1.ctx", "0x81010001"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_changeeps"],
+        &["tpm2_createek", "-c", "ek2.ctx", "-G", "ecc", "-u", "ek2.pub"],
+        &["tpm2_flushcontext", "-t"],
+        &["sh", "-c", "! cmp -s ek1.pub ek2.pub"],
+        &["tpm2_readpublic", "-Q", "-c", "0x81010001"],
+        &["tpm2_readpublic", "-Q", "-c", "ek1.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 27: ChangePPS.
+        &["tpm2_createprimary", "-Q", "-C", "p", "-G", "ecc256", "-c", "pp1.ctx"],
+        &["sh", "-c", "tpm2_readpublic -Q -c pp1.ctx -o pp1.pub; tpm2_flushcontext -t"],
+        &["tpm2_changepps"],
+        &["tpm2_createprimary", "-Q", "-C", "p", "-G", "ecc256", "-c", "pp2.ctx"],
+        &["sh", "-c", "tpm2_readpublic -Q -c pp2.ctx -o pp2.pub; tpm2_flushcontext -t"],
+        &["sh", "-c", "! cmp -s pp1.pub pp2.pub"],
+        // 33: NV_UndefineSpaceSpecial.
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "t.ctx", "-L", "del.pol", "TPM2_CC_NV_UndefineSpaceSpecial"],
+        &["tpm2_flushcontext", "t.ctx"],
+        &["tpm2_nvdefine", "0x1500060", "-C", "p", "-s", "8", "-L", "del.pol",
+          "-a", "policydelete|platformcreate|authread|authwrite|ppread|ppwrite"],
+        &["tpm2_nvundefine", "-C", "p", "0x1500060"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "d.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "d.ctx", "TPM2_CC_NV_UndefineSpaceSpecial"],
+        &["tpm2_nvundefine", "-C", "p", "-S", "d.ctx", "0x1500060"],
+        &["tpm2_flushcontext", "d.ctx"],
+        &["tpm2_nvreadpublic", "0x1500060"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let fails = [16, 24, 25, 37, 42];
+    expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+}

@@ -1,5 +1,6 @@
 //! Part 3 §18: attestation commands — TPM2_Certify (§18.2),
-//! TPM2_CertifyCreation (§18.3) and TPM2_GetTime (§18.7). Each returns a
+//! TPM2_CertifyCreation (§18.3) and TPM2_GetTime (§18.7) — and §31.16
+//! TPM2_NV_Certify. Each returns a
 //! TPMS_ATTEST built by [`super::signing::attest`] and its signature by the
 //! signing key (or TPM_ALG_NULL when the signing handle is TPM_RH_NULL).
 
@@ -114,6 +115,37 @@ pub fn get_time(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         tpm,
         signer.as_ref().map(|s| &s.0),
         st::ATTEST_TIME,
+        qualifying,
+        &body.buf,
+    );
+    let sig = sign_attest(tpm, signer.as_ref(), &a)?;
+    cmd.out.tpm2b(&a).bytes(&sig);
+    Ok(())
+}
+
+/// TPM2_NV_Certify: signHandle (USER) signs size bytes of an NV index at
+/// offset, read with the authorization of authHandle (USER):
+/// TPMS_NV_CERTIFY_INFO = the index's Name, the offset and the contents.
+pub fn nv_certify(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let qualifying = cmd.params.tpm2b(MAX_DATA).p(1)?;
+    let scheme = sig_scheme(&mut cmd.params, 2)?;
+    let size = cmd.params.u16().p(3)?;
+    let offset = cmd.params.u16().p(4)?;
+    cmd.finish()?;
+    let signer = attest_signer(tpm, cmd.handles[0], 1, scheme, 2)?;
+    let data = super::nv::read_checked(tpm, cmd, 1)?;
+    let (offset_n, end) = (usize::from(offset), usize::from(offset) + usize::from(size));
+    if usize::from(size) > limits::MAX_BUFFER || end > data.len() {
+        return Err(super::nv::nvrc::NV_RANGE);
+    }
+    let mut body = Writer::new();
+    body.tpm2b(&tpm.entity_name(cmd.handles[2]))
+        .u16(offset)
+        .tpm2b(&data[offset_n..end]);
+    let a = attest(
+        tpm,
+        signer.as_ref().map(|s| &s.0),
+        st::ATTEST_NV,
         qualifying,
         &body.buf,
     );
