@@ -208,6 +208,7 @@ pub mod cc {
     pub const NV_CERTIFY: u32 = 0x0184;
     pub const DUPLICATE: u32 = 0x014B;
     pub const IMPORT: u32 = 0x0156;
+    pub const REWRAP: u32 = 0x0152;
     pub const POLICY_SIGNED: u32 = 0x0160;
     pub const POLICY_COUNTER_TIMER: u32 = 0x016D;
     pub const POLICY_TICKET: u32 = 0x0172;

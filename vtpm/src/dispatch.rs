@@ -568,6 +568,16 @@ pub static COMMANDS: &[CommandDesc] = &[
         policy::policy_secret,
     ))),
     dec(enc(entry(
+        cc::REWRAP,
+        "Rewrap",
+        false,
+        &[
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+            h(HandleKind::Object { allow_null: true }, AuthRole::None),
+        ],
+        duplication::rewrap,
+    ))),
+    dec(enc(entry(
         cc::CREATE,
         "Create",
         false,

@@ -555,6 +555,16 @@ fn tier2_seeds() -> Vec<Vec<u8>> {
             &[b"nv", b""],
             &[]
         ),
+        command(
+            cc::REWRAP,
+            &[handle::NULL, 0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                let mut name = alloc::vec![0, 0x0B];
+                name.extend([6u8; 32]);
+                w.tpm2b(&[1, 2, 3, 4]).tpm2b(&name).tpm2b(&[]);
+            })
+        ),
     ]
 }
 
@@ -594,13 +604,13 @@ proptest! {
 #[test]
 fn tier2_seeds_mostly_succeed() {
     let seeds = tier2_seeds();
-    // Before the nineteen tier-3 seeds: TPM2_CreateLoaded, TPM2_ECC_Parameters,
+    // Before the twenty tier-3 seeds: TPM2_CreateLoaded, TPM2_ECC_Parameters,
     // TPM2_ECDH_KeyGen, TPM2_IncrementalSelfTest and TPM2_NV_GlobalWriteLock;
     // of the tier-3 ones, TPM2_Certify, TPM2_GetTime, TPM2_MakeCredential
-    // TPM2_PolicyCounterTimer, TPM2_ClockSet, TPM2_ChangeEPS and
-    // TPM2_ChangePPS (the others need a ticket, a credential, a signature, a
+    // TPM2_PolicyCounterTimer, TPM2_ClockSet, TPM2_ChangeEPS, TPM2_ChangePPS
+    // and TPM2_Rewrap (from TPM_RH_NULL to the storage primary; the others need a ticket, a credential, a signature, a
     // written index or a policy session the mutations have to find).
-    let n = seeds.len() - 19;
+    let n = seeds.len() - 20;
     let new = [
         n - 5,
         n - 4,
@@ -614,6 +624,7 @@ fn tier2_seeds_mostly_succeed() {
         n + 15,
         n + 16,
         n + 17,
+        n + 19,
     ];
     for i in [1usize, 2, 4, 5, 7, 9, 10, 12, 14, 16, 17, 18]
         .into_iter()

@@ -1,4 +1,5 @@
-//! Part 3 §13: TPM2_Duplicate (§13.1) and TPM2_Import (§13.3), with the
+//! Part 3 §13: TPM2_Duplicate (§13.1), TPM2_Rewrap (§13.2) and TPM2_Import
+//! (§13.3), with the
 //! duplication wrappers of Part 1 §23.3:
 //!
 //! - the inner wrapper (optional, symmetricAlg not TPM_ALG_NULL): AES-CFB with
@@ -149,6 +150,78 @@ pub fn duplicate(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     Ok(())
 }
 
+/// The storage key of handle `hn` (its value `h`), or None for TPM_RH_NULL.
+fn storage_or_null(tpm: &Tpm, h: u32, hn: u32) -> Result<Option<(Key, u16)>, u32> {
+    if h == handle::NULL {
+        return Ok(None);
+    }
+    let bad = rc::TYPE + rc::H + hn * rc::N1;
+    let k = tpm.key(h).ok_or(bad)?;
+    let storage = matches!(k.public.ty, ids::ECC | ids::RSA)
+        && k.public.has(attr::RESTRICTED | attr::DECRYPT);
+    let bits = storage_bits(k).filter(|_| storage).ok_or(bad)?;
+    Ok(Some((k.clone(), bits)))
+}
+
+/// Removes the outer wrapper `parent` (key bits `bits`) put on a duplicate
+/// of the object named `name`, with the seed in `in_sym_seed` (command
+/// parameter `seed_param`); integrity failures are charged to parameter
+/// `dup_param`.
+fn outer_unwrap(
+    tpm: &mut Tpm,
+    (parent, bits): (&Key, u16),
+    name: &[u8],
+    dup: &[u8],
+    in_sym_seed: &[u8],
+    (dup_param, seed_param): (u32, u32),
+) -> Result<Vec<u8>, u32> {
+    let seed = recover_seed(tpm, parent, in_sym_seed, DUPLICATE, seed_param)?;
+    let h = parent.public.name_alg;
+    let (sym, mac) = credential_keys(h, &seed, name, bits);
+    let bad = rc::INTEGRITY + rc::P + dup_param * rc::N1;
+    let mut r = Reader::new(dup);
+    let integrity = r.tpm2b(limits::TPMU_HA_SIZE).map_err(|_| bad)?;
+    let enc = r.rest();
+    if !ct_eq(integrity, h.hmac(&mac, &[enc, name]).as_bytes()) {
+        log::warn!("vtpm: the outer integrity of a duplicate does not check");
+        return Err(bad);
+    }
+    let mut plain = enc.to_vec();
+    aes_cfb(&sym, &[0u8; 16], &mut plain, false);
+    Ok(plain)
+}
+
+/// TPM2_Rewrap: the outer wrapper of a duplicate moves from oldParent (USER)
+/// to newParent; either may be TPM_RH_NULL (no wrapper).
+pub fn rewrap(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let dup = cmd.params.tpm2b(MAX_PRIVATE).p(1)?.to_vec();
+    let name = cmd.params.tpm2b(limits::TPMU_HA_SIZE + 2).p(2)?.to_vec();
+    let in_sym_seed = cmd.params.tpm2b(MAX_SECRET).p(3)?.to_vec();
+    cmd.finish()?;
+    let is_name = name.len() >= 2
+        && crate::hash::HashAlg::from_id(u16::from_be_bytes([name[0], name[1]]))
+            .is_some_and(|h| name.len() == 2 + h.digest_size());
+    if !is_name {
+        return Err(rc::SIZE + rc::P + 2 * rc::N1);
+    }
+    let old = storage_or_null(tpm, cmd.handles[0], 1)?;
+    let new = storage_or_null(tpm, cmd.handles[1], 2)?;
+    let plain = match &old {
+        None if !in_sym_seed.is_empty() => return Err(rc::VALUE + rc::P + 3 * rc::N1),
+        None => dup,
+        Some((k, bits)) => outer_unwrap(tpm, (k, *bits), &name, &dup, &in_sym_seed, (1, 3))?,
+    };
+    let (out, secret) = match new {
+        None => (plain, Vec::new()),
+        Some((k, bits)) => {
+            let (seed, secret) = seal_seed(tpm, &k, DUPLICATE)?;
+            (outer_wrap(&k, bits, &seed, &name, plain), secret)
+        }
+    };
+    cmd.out.tpm2b(&out).tpm2b(&secret);
+    Ok(())
+}
+
 pub fn import(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let enc_key = cmd.params.tpm2b(MAX_DATA).p(1)?.to_vec();
     let public = Public::unmarshal_2b(&mut cmd.params).p(2)?;
@@ -175,22 +248,8 @@ pub fn import(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let mut blob = if in_sym_seed.is_empty() {
         dup
     } else {
-        let seed = recover_seed(tpm, &parent, &in_sym_seed, DUPLICATE, 4)?;
         let bits = storage_bits(&parent).ok_or(rc::TYPE + rc::H + rc::N1)?;
-        let h = parent.public.name_alg;
-        let (sym, mac) = credential_keys(h, &seed, &name, bits);
-        let mut r = Reader::new(&dup);
-        let integrity = r
-            .tpm2b(limits::TPMU_HA_SIZE)
-            .map_err(|_| rc::INTEGRITY + p3)?;
-        let enc = r.rest();
-        if !ct_eq(integrity, h.hmac(&mac, &[enc, &name]).as_bytes()) {
-            log::warn!("vtpm: Import: the outer integrity of the duplicate does not check");
-            return Err(rc::INTEGRITY + p3);
-        }
-        let mut plain = enc.to_vec();
-        aes_cfb(&sym, &[0u8; 16], &mut plain, false);
-        plain
+        outer_unwrap(tpm, (&parent, bits), &name, &dup, &in_sym_seed, (3, 4))?
     };
     // The inner wrapper.
     if inner.is_some() {
