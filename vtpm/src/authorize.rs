@@ -53,6 +53,20 @@ pub fn rp_hash(h: HashAlg, code: u32, params: &[u8]) -> Digest {
     h.digest(&[&0u32.to_be_bytes(), &code.to_be_bytes(), params])
 }
 
+/// TPM_RC_PP: physical presence is required but not asserted.
+const RC_PP: u32 = rc::VER1 + 0x010;
+
+/// What a policy session is checked against: the command.
+struct PolicyContext<'a> {
+    code: u32,
+    locality: u8,
+    cp: &'a Digest,
+    /// Names of the command's handles.
+    names: &'a [Vec<u8>],
+    /// The command's parameters as received.
+    params: &'a [u8],
+}
+
 impl Tpm {
     /// TPM time in milliseconds since the last _TPM_Init.
     pub(crate) fn tpm_time(&self) -> u64 {
@@ -373,7 +387,14 @@ impl Tpm {
                 if inc {
                     self.check_da(h)?;
                 }
-                self.check_policy(code, locality, &sess, h, &cp, u.role)
+                let cmd_ctx = PolicyContext {
+                    code,
+                    locality,
+                    cp: &cp,
+                    names,
+                    params,
+                };
+                self.check_policy(&cmd_ctx, &sess, h, u.role)
                     .map_err(|e| rc::safe_add(e, dec))?;
                 inc
             }
@@ -438,16 +459,16 @@ impl Tpm {
         Ok(())
     }
 
-    /// CheckPolicyAuthSession: the session's policy authorizes `h` for `code`.
+    /// CheckPolicyAuthSession: the session's policy authorizes `h` for the
+    /// command `c`.
     fn check_policy(
         &self,
-        code: u32,
-        locality: u8,
+        c: &PolicyContext,
         s: &AuthSession,
         h: u32,
-        cp: &Digest,
         role: AuthRole,
     ) -> Result<(), u32> {
+        let (code, locality, cp) = (c.code, c.locality, c.cp);
         let p = &s.policy;
         if code == crate::defs::cc::POLICY_SECRET && !p.auth_value_needed && !p.password_needed {
             return Err(rc::MODE);
@@ -478,6 +499,40 @@ impl Tpm {
         }
         if p.cp_hash.as_ref().is_some_and(|c| c != cp) {
             return Err(rc::POLICY_FAIL);
+        }
+        // TPM2_PolicyNameHash / PolicyDuplicationSelect: the handles' Names.
+        if let Some(nh) = &p.name_hash {
+            let parts: Vec<&[u8]> = c.names.iter().map(|n| n.as_slice()).collect();
+            if s.hash.digest(&parts) != *nh {
+                return Err(rc::POLICY_FAIL);
+            }
+        }
+        // TPM2_PolicyTemplate: the template (second parameter, without its
+        // size) of a creating command.
+        if let Some(th) = &p.template_hash {
+            let mut r = crate::marshal::Reader::new(c.params);
+            let template = r
+                .tpm2b(c.params.len())
+                .and_then(|_| r.tpm2b(c.params.len()))
+                .map_err(|_| rc::POLICY_FAIL)?;
+            if s.hash.digest(&[template]) != *th {
+                return Err(rc::POLICY_FAIL);
+            }
+        }
+        // TPM2_PolicyNvWritten: an NV index in the required written state.
+        if let Some(w) = p.nv_written {
+            let written = self
+                .nv_index(h)
+                .map(|i| i.public.has(crate::nvindex::nva::WRITTEN))
+                .ok_or(rc::POLICY_FAIL)?;
+            if written != w {
+                return Err(rc::POLICY_FAIL);
+            }
+        }
+        // TPM2_PolicyPhysicalPresence: this TPM has no physical-presence
+        // signal, so such a policy is never satisfied.
+        if p.pp_required {
+            return Err(RC_PP);
         }
         Ok(())
     }

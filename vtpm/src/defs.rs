@@ -209,6 +209,11 @@ pub mod cc {
     pub const DUPLICATE: u32 = 0x014B;
     pub const IMPORT: u32 = 0x0156;
     pub const REWRAP: u32 = 0x0152;
+    pub const POLICY_NAME_HASH: u32 = 0x0170;
+    pub const POLICY_PHYSICAL_PRESENCE: u32 = 0x0187;
+    pub const POLICY_DUPLICATION_SELECT: u32 = 0x0188;
+    pub const POLICY_NV_WRITTEN: u32 = 0x018F;
+    pub const POLICY_TEMPLATE: u32 = 0x0190;
     pub const POLICY_SIGNED: u32 = 0x0160;
     pub const POLICY_COUNTER_TIMER: u32 = 0x016D;
     pub const POLICY_TICKET: u32 = 0x0172;

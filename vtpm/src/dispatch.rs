@@ -762,6 +762,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         POLICY_SESSION,
         policy::policy_locality,
     ),
+    dec(entry(
+        cc::POLICY_NAME_HASH,
+        "PolicyNameHash",
+        false,
+        POLICY_SESSION,
+        policy::policy_name_hash,
+    )),
     entry(
         cc::POLICY_OR,
         "PolicyOR",
@@ -887,6 +894,20 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[],
         sequence::hash_sequence_start,
     ))),
+    entry(
+        cc::POLICY_PHYSICAL_PRESENCE,
+        "PolicyPhysicalPresence",
+        false,
+        POLICY_SESSION,
+        policy::policy_physical_presence,
+    ),
+    dec(entry(
+        cc::POLICY_DUPLICATION_SELECT,
+        "PolicyDuplicationSelect",
+        false,
+        POLICY_SESSION,
+        policy::policy_duplication_select,
+    )),
     enc(entry(
         cc::POLICY_GET_DIGEST,
         "PolicyGetDigest",
@@ -902,6 +923,20 @@ pub static COMMANDS: &[CommandDesc] = &[
         POLICY_SESSION,
         policy::policy_password,
     ),
+    entry(
+        cc::POLICY_NV_WRITTEN,
+        "PolicyNvWritten",
+        false,
+        POLICY_SESSION,
+        policy::policy_nv_written,
+    ),
+    dec(entry(
+        cc::POLICY_TEMPLATE,
+        "PolicyTemplate",
+        false,
+        POLICY_SESSION,
+        policy::policy_template,
+    )),
     dec(enc(r_handle(entry(
         cc::CREATE_LOADED,
         "CreateLoaded",

@@ -565,6 +565,28 @@ fn tier2_seeds() -> Vec<Vec<u8>> {
                 w.tpm2b(&[1, 2, 3, 4]).tpm2b(&name).tpm2b(&[]);
             })
         ),
+        command(cc::POLICY_NAME_HASH, &[0x0300_0001], &[], &{
+            let mut w = Writer::new();
+            w.tpm2b(&[1; 32]);
+            w.buf
+        }),
+        command(cc::POLICY_NV_WRITTEN, &[0x0300_0001], &[], &[1]),
+        command(cc::POLICY_TEMPLATE, &[0x0300_0001], &[], &{
+            let mut w = Writer::new();
+            w.tpm2b(&[2; 32]);
+            w.buf
+        }),
+        command(
+            cc::POLICY_DUPLICATION_SELECT,
+            &[0x0300_0001],
+            &[],
+            &w(&|w| {
+                let mut name = alloc::vec![0, 0x0B];
+                name.extend([6u8; 32]);
+                w.tpm2b(&name).tpm2b(&name).u8(1);
+            })
+        ),
+        command(cc::POLICY_PHYSICAL_PRESENCE, &[0x0300_0001], &[], &[]),
     ]
 }
 
@@ -573,7 +595,7 @@ proptest! {
 
     #[test]
     fn mutated_tier2_commands_never_panic(
-        seed in 0usize..60,
+        seed in 0usize..64,
         flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..6),
         cut in proptest::option::of(any::<u16>()),
         fix_size in any::<bool>(),
@@ -604,13 +626,14 @@ proptest! {
 #[test]
 fn tier2_seeds_mostly_succeed() {
     let seeds = tier2_seeds();
-    // Before the twenty tier-3 seeds: TPM2_CreateLoaded, TPM2_ECC_Parameters,
+    // Before the twenty-five tier-3 seeds: TPM2_CreateLoaded, TPM2_ECC_Parameters,
     // TPM2_ECDH_KeyGen, TPM2_IncrementalSelfTest and TPM2_NV_GlobalWriteLock;
     // of the tier-3 ones, TPM2_Certify, TPM2_GetTime, TPM2_MakeCredential
     // TPM2_PolicyCounterTimer, TPM2_ClockSet, TPM2_ChangeEPS, TPM2_ChangePPS
-    // and TPM2_Rewrap (from TPM_RH_NULL to the storage primary; the others need a ticket, a credential, a signature, a
+    // TPM2_Rewrap (from TPM_RH_NULL to the storage primary) and the five
+    // policy assertions PolicyNameHash … PolicyPhysicalPresence (the others need a ticket, a credential, a signature, a
     // written index or a policy session the mutations have to find).
-    let n = seeds.len() - 20;
+    let n = seeds.len() - 25;
     let new = [
         n - 5,
         n - 4,
@@ -625,6 +648,11 @@ fn tier2_seeds_mostly_succeed() {
         n + 16,
         n + 17,
         n + 19,
+        n + 20,
+        n + 21,
+        n + 22,
+        n + 23,
+        n + 24,
     ];
     for i in [1usize, 2, 4, 5, 7, 9, 10, 12, 14, 16, 17, 18]
         .into_iter()

@@ -1091,3 +1091,44 @@ fn rewrap_moves_a_duplicate_to_another_parent() {
         b"moving secret"
     );
 }
+
+/// TPM2_PolicyPhysicalPresence: a policy that requires physical presence is
+/// never satisfied here (TPM_RC_PP); the policy conditions of version 3
+/// (name hash, template hash, NV written, physical presence) survive a
+/// session's snapshot encoding.
+#[test]
+fn physical_presence_policies_fail_and_policy_conditions_snapshot() {
+    let mut t = started();
+    let (_, prim, _) = create_primary(&mut t, handle::OWNER, &storage_template(), b"", b"");
+    let policy = HashAlg::Sha256.digest(&[&[0u8; 32], &cc::POLICY_PHYSICAL_PRESENCE.to_be_bytes()]);
+    let mut seal = sealed_template(0);
+    seal.auth_policy = policy.as_bytes().to_vec();
+    let (rc0, private, public) = create(&mut t, prim, &seal, b"", b"pp");
+    assert_eq!(rc0, 0);
+    let r = load(&mut t, prim, &private, &public);
+    let obj = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let s = policy_session_for(&mut t, cc::UNSEAL);
+    // Restart: the command-code assertion is not part of this policy.
+    let r = t.execute(0, &command(cc::POLICY_RESTART, &[s], &[], &[]));
+    assert_eq!(rc_of(&r), 0);
+    let r = t.execute(0, &command(cc::POLICY_PHYSICAL_PRESENCE, &[s], &[], &[]));
+    assert_eq!(rc_of(&r), 0);
+    let r = t.execute(0, &with_policy_session(cc::UNSEAL, &[obj], s, &[]));
+    assert_eq!(rc_of(&r), rc::VER1 + 0x010, "{r:02x?}");
+    // Snapshot encoding of the policy conditions.
+    let mut sess = t.v.sessions.get(s).unwrap().clone();
+    sess.policy.name_hash = Some(HashAlg::Sha256.digest(&[b"names"]));
+    sess.policy.template_hash = Some(HashAlg::Sha256.digest(&[b"template"]));
+    sess.policy.nv_written = Some(false);
+    let mut w = Writer::new();
+    sess.encode(&mut w, 0);
+    let back = crate::session::AuthSession::decode(&mut Reader::new(&w.buf)).unwrap();
+    assert_eq!(back.policy.name_hash, sess.policy.name_hash);
+    assert_eq!(back.policy.template_hash, sess.policy.template_hash);
+    assert_eq!(back.policy.nv_written, Some(false));
+    assert!(back.policy.pp_required);
+    // A version-2 blob has none of them.
+    let v2 = crate::session::AuthSession::decode_version(&mut Reader::new(&w.buf), 2).unwrap();
+    assert_eq!(v2.policy.name_hash, None);
+    assert!(!v2.policy.pp_required);
+}

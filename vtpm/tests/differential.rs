@@ -4532,7 +4532,7 @@ fn differential_policy_signed_and_ticket() {
 /// offset past it (TPM_RC_VALUE, parameter 2), an unknown
 /// TPM_EO (TPM_RC_VALUE, parameter 3), a false comparison (TPM_RC_POLICY), an
 /// index that was never written (TPM_RC_NV_UNINITIALIZED) — each equal to
-/// swtpm's.
+/// swtpm's; and the trial digest of TPM2_PolicyPhysicalPresence.
 #[test]
 fn differential_policy_nv_raw_errors() {
     let missing = missing_tools();
@@ -4606,6 +4606,7 @@ fn differential_policy_nv_raw_errors() {
         ("never written", 0x1500042, &[0], 0, 0),
     ];
     let mut codes = Vec::new();
+    let mut pp_digests = Vec::new();
     for (who, t) in [("vtpm", &mut ours as &mut dyn Tpm), ("swtpm", &mut sw)] {
         let r = t.raw(0, &start);
         assert_eq!(rc(&r), 0, "{who} StartAuthSession");
@@ -4628,13 +4629,30 @@ fn differential_policy_nv_raw_errors() {
             let r = t.raw(0, &cmd(NS, 0x16D, &[session], None, &p));
             mine.push((what, rc(&r)));
         }
+        // TPM2_PolicyPhysicalPresence in a trial session: its digest.
+        let mut trial = start.clone();
+        trial[start.len() - 5] = 3;
+        let r = t.raw(0, &trial);
+        assert_eq!(rc(&r), 0, "{who} trial session");
+        let ts = u32::from_be_bytes(r[10..14].try_into().unwrap());
+        let r = t.raw(0, &cmd(NS, 0x187, &[ts], None, &[]));
+        mine.push(("PolicyPhysicalPresence", rc(&r)));
+        let r = t.raw(0, &cmd(NS, 0x189, &[ts], None, &[]));
+        pp_digests.push(r);
         t.disconnect();
         codes.push(mine);
     }
+    d.eq(
+        "PolicyPhysicalPresence digest",
+        &pp_digests[0],
+        &pp_digests[1],
+    );
     d.eq("PolicyNV response codes", &codes[0], &codes[1]);
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
     assert_eq!(codes[0][0].1, 0);
-    assert!(codes[0][1..].iter().all(|(_, c)| *c != 0), "{codes:?}");
+    let n = codes[0].len();
+    assert!(codes[0][1..n - 1].iter().all(|(_, c)| *c != 0), "{codes:?}");
+    assert_eq!(codes[0][n - 1].1, 0);
 }
 
 /// TPM2_Duplicate and TPM2_Import on each TPM: a key whose policy names
@@ -5066,4 +5084,344 @@ fn differential_nv_certify_clock_set_change_seeds() {
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
     let fails = [16, 24, 25, 37, 42];
     expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+}
+
+/// TPM2_PolicyNvWritten, TPM2_PolicyTemplate, TPM2_PolicyDuplicationSelect
+/// and TPM2_PolicyNameHash: trial digests equal swtpm's byte for byte; an
+/// index writable once through PolicyNvWritten(NO); a hierarchy policy
+/// allowing only one primary template (SetPrimaryPolicy + PolicyTemplate);
+/// a key duplicable only to the selected parent — every outcome as swtpm's.
+#[test]
+fn differential_policy_nv_written_template_duplication_select() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_policy_nv_written_template_duplication_select: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let parent_attrs = "decrypt|fixedparent|fixedtpm|restricted|sensitivedataorigin|userwithauth";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &[
+            "sh",
+            "-c",
+            "printf 12345678 > eight && printf 0123456789abcdef0123456789abcdef > names.hash",
+        ],
+        // 2: PolicyNvWritten(NO) for writing an index once.
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &[
+            "tpm2_policynvwritten",
+            "-Q",
+            "-S",
+            "t.ctx",
+            "-L",
+            "w.pol",
+            "c",
+        ],
+        &["tpm2_flushcontext", "t.ctx"],
+        &[
+            "tpm2_nvdefine",
+            "0x1500070",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-L",
+            "w.pol",
+            "-a",
+            "policywrite|ownerread|authread",
+        ],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &["tpm2_policynvwritten", "-Q", "-S", "p.ctx", "c"],
+        &[
+            "tpm2_nvwrite",
+            "0x1500070",
+            "-C",
+            "0x1500070",
+            "-P",
+            "session:p.ctx",
+            "-i",
+            "eight",
+        ],
+        &["tpm2_flushcontext", "p.ctx"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p2.ctx"],
+        &["tpm2_policynvwritten", "-Q", "-S", "p2.ctx", "c"],
+        // 12: written now.
+        &[
+            "tpm2_nvwrite",
+            "0x1500070",
+            "-C",
+            "0x1500070",
+            "-P",
+            "session:p2.ctx",
+            "-i",
+            "eight",
+        ],
+        &["tpm2_flushcontext", "p2.ctx"],
+        // 14: PolicyNameHash (trial digest).
+        &["tpm2_startauthsession", "-S", "t2.ctx"],
+        &[
+            "tpm2_policynamehash",
+            "-Q",
+            "-S",
+            "t2.ctx",
+            "-n",
+            "names.hash",
+            "-L",
+            "nh.pol",
+        ],
+        &["tpm2_flushcontext", "t2.ctx"],
+        // 17: PolicyTemplate through the owner hierarchy's policy.
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256",
+            "-c",
+            "prim.ctx",
+            "--template-data",
+            "template.data",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "sh",
+            "-c",
+            "openssl dgst -sha256 -binary -out template.hash template.data",
+        ],
+        &["tpm2_startauthsession", "-S", "t3.ctx", "-g", "sha256"],
+        &[
+            "tpm2_policytemplate",
+            "-Q",
+            "-S",
+            "t3.ctx",
+            "-L",
+            "tpl.pol",
+            "--template-hash",
+            "template.hash",
+        ],
+        &["tpm2_flushcontext", "t3.ctx"],
+        &[
+            "tpm2_setprimarypolicy",
+            "-C",
+            "o",
+            "-g",
+            "sha256",
+            "-L",
+            "tpl.pol",
+        ],
+        &[
+            "tpm2_startauthsession",
+            "--policy-session",
+            "-S",
+            "p3.ctx",
+            "-g",
+            "sha256",
+        ],
+        &[
+            "tpm2_policytemplate",
+            "-Q",
+            "-S",
+            "p3.ctx",
+            "--template-hash",
+            "template.hash",
+        ],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256",
+            "-c",
+            "prim2.ctx",
+            "-P",
+            "session:p3.ctx",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p3.ctx; tpm2_flushcontext -t"],
+        &[
+            "tpm2_startauthsession",
+            "--policy-session",
+            "-S",
+            "p4.ctx",
+            "-g",
+            "sha256",
+        ],
+        &[
+            "tpm2_policytemplate",
+            "-Q",
+            "-S",
+            "p4.ctx",
+            "--template-hash",
+            "template.hash",
+        ],
+        // 30: another template.
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "rsa2048",
+            "-c",
+            "prim3.ctx",
+            "-P",
+            "session:p4.ctx",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p4.ctx; tpm2_flushcontext -t"],
+        // 32: PolicyDuplicationSelect: duplicable to np only.
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-G",
+            "ecc256:null:aes128cfb",
+            "-a",
+            parent_attrs,
+            "-u",
+            "np.pub",
+            "-r",
+            "np.priv",
+            "-c",
+            "np.ctx",
+        ],
+        &[
+            "sh",
+            "-c",
+            "tpm2_flushcontext -t; tpm2_readpublic -Q -c np.ctx -n np.name; tpm2_flushcontext -t",
+        ],
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-G",
+            "ecc256:null:aes128cfb",
+            "-a",
+            parent_attrs,
+            "-u",
+            "np2.pub",
+            "-r",
+            "np2.priv",
+            "-c",
+            "np2.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "sh",
+            "-c",
+            "printf '\\000\\013' > any.name && head -c 32 /dev/zero >> any.name",
+        ],
+        &["tpm2_startauthsession", "-S", "t4.ctx"],
+        &[
+            "tpm2_policyduplicationselect",
+            "-Q",
+            "-S",
+            "t4.ctx",
+            "-n",
+            "any.name",
+            "-N",
+            "np.name",
+            "-L",
+            "ds.pol",
+        ],
+        &["tpm2_flushcontext", "t4.ctx"],
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-L",
+            "ds.pol",
+            "-a",
+            "sensitivedataorigin|userwithauth|sign",
+            "-u",
+            "k.pub",
+            "-r",
+            "k.priv",
+            "-c",
+            "k.ctx",
+        ],
+        &[
+            "sh",
+            "-c",
+            "tpm2_flushcontext -t; tpm2_readpublic -Q -c k.ctx -n k.name; tpm2_flushcontext -t",
+        ],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p5.ctx"],
+        &[
+            "tpm2_policyduplicationselect",
+            "-Q",
+            "-S",
+            "p5.ctx",
+            "-n",
+            "k.name",
+            "-N",
+            "np.name",
+        ],
+        &[
+            "tpm2_duplicate",
+            "-Q",
+            "-C",
+            "np.ctx",
+            "-c",
+            "k.ctx",
+            "-G",
+            "null",
+            "-p",
+            "session:p5.ctx",
+            "-r",
+            "dup.priv",
+            "-s",
+            "dup.seed",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p5.ctx; tpm2_flushcontext -t"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p6.ctx"],
+        &[
+            "tpm2_policyduplicationselect",
+            "-Q",
+            "-S",
+            "p6.ctx",
+            "-n",
+            "k.name",
+            "-N",
+            "np.name",
+        ],
+        // 48: to another parent.
+        &[
+            "tpm2_duplicate",
+            "-Q",
+            "-C",
+            "np2.ctx",
+            "-c",
+            "k.ctx",
+            "-G",
+            "null",
+            "-p",
+            "session:p6.ctx",
+            "-r",
+            "dup2.priv",
+            "-s",
+            "dup2.seed",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p6.ctx; tpm2_flushcontext -t"],
+    ];
+    let outcomes = run_steps_both(
+        &mut ours,
+        &mut sw,
+        steps,
+        &["w.pol", "nh.pol", "tpl.pol"],
+        &mut d,
+    );
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let fails = [12, 30, 48];
+    expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+    for i in fails {
+        assert!(outcomes[i].1.is_some(), "step {i}: a response code");
+    }
 }

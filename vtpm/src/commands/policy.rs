@@ -219,10 +219,7 @@ fn assert_policy(tpm: &mut Tpm, cmd: &mut Cmd, si: usize, a: Assertion) -> Resul
             if a.cp_hash_a.len() != s.hash.digest_size() {
                 return Err(rc::SIZE + rc::P + 2 * rc::N1);
             }
-            if s.policy
-                .cp_hash
-                .is_some_and(|c| c.as_bytes() != a.cp_hash_a)
-            {
+            if s.policy.cp_hash_conflicts(a.cp_hash_a) {
                 return Err(rc::CPHASH);
             }
         }
@@ -380,7 +377,7 @@ pub fn policy_ticket(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         if cp_hash_a.len() != s.hash.digest_size() {
             return Err(rc::SIZE + rc::P + 2 * rc::N1);
         }
-        if s.policy.cp_hash.is_some_and(|c| c.as_bytes() != cp_hash_a) {
+        if s.policy.cp_hash_conflicts(cp_hash_a) {
             return Err(rc::CPHASH);
         }
     }
@@ -633,10 +630,104 @@ pub fn policy_cp_hash(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if cp.len() != s.hash.digest_size() {
         return Err(rc::SIZE + rc::P + rc::N1);
     }
-    if s.policy.cp_hash.is_some_and(|c| c.as_bytes() != cp) {
+    if s.policy.cp_hash_conflicts(cp) {
         return Err(rc::CPHASH);
     }
     s.extend_policy(&[&cc::POLICY_CP_HASH.to_be_bytes(), cp]);
     s.policy.cp_hash = Some(Digest::from_slice(cp));
+    Ok(())
+}
+
+/// Part 3 §23.12 TPM2_PolicyNameHash: the command's handles must have the
+/// Names whose digest is nameHash (exclusive with a cpHash or template).
+pub fn policy_name_hash(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let name_hash = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    cmd.finish()?;
+    let s = session(tpm, cmd, 0)?;
+    if name_hash.len() != s.hash.digest_size() {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    let p = &s.policy;
+    if p.cp_hash.is_some() || p.name_hash.is_some() || p.template_hash.is_some() {
+        return Err(rc::CPHASH);
+    }
+    s.extend_policy(&[&cc::POLICY_NAME_HASH.to_be_bytes(), name_hash]);
+    s.policy.name_hash = Some(Digest::from_slice(name_hash));
+    Ok(())
+}
+
+/// Part 3 §23.15 TPM2_PolicyDuplicationSelect: TPM2_Duplicate of the object
+/// named objectName to the parent named newParentName (the object's Name
+/// in the digest only when includeObject is YES).
+pub fn policy_duplication_select(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let object_name = cmd.params.tpm2b(limits::TPMU_HA_SIZE + 2).p(1)?;
+    let new_parent_name = cmd.params.tpm2b(limits::TPMU_HA_SIZE + 2).p(2)?;
+    let include_object = cmd.params.yes_no().p(3)?;
+    cmd.finish()?;
+    let s = session(tpm, cmd, 0)?;
+    let p = &s.policy;
+    if p.cp_hash.is_some() || p.name_hash.is_some() || p.template_hash.is_some() {
+        return Err(rc::CPHASH);
+    }
+    if p.command_code.is_some_and(|c| c != cc::DUPLICATE) {
+        return Err(rc::COMMAND_CODE);
+    }
+    let name_hash = s.hash.digest(&[object_name, new_parent_name]);
+    let code = cc::POLICY_DUPLICATION_SELECT.to_be_bytes();
+    let yes = [include_object as u8];
+    if include_object {
+        s.extend_policy(&[&code, object_name, new_parent_name, &yes]);
+    } else {
+        s.extend_policy(&[&code, new_parent_name, &yes]);
+    }
+    s.policy.name_hash = Some(name_hash);
+    s.policy.command_code = Some(cc::DUPLICATE);
+    Ok(())
+}
+
+/// Part 3 §23.23 TPM2_PolicyTemplate: the creating command's template must
+/// hash to templateHash (exclusive with a cpHash or name hash).
+pub fn policy_template(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let template_hash = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    cmd.finish()?;
+    let s = session(tpm, cmd, 0)?;
+    let p = &s.policy;
+    if p.cp_hash.is_some() || p.name_hash.is_some() {
+        return Err(rc::CPHASH);
+    }
+    if p.template_hash
+        .is_some_and(|t| t.as_bytes() != template_hash)
+    {
+        return Err(rc::VALUE + rc::P + rc::N1);
+    }
+    if template_hash.len() != s.hash.digest_size() {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    s.extend_policy(&[&cc::POLICY_TEMPLATE.to_be_bytes(), template_hash]);
+    s.policy.template_hash = Some(Digest::from_slice(template_hash));
+    Ok(())
+}
+
+/// Part 3 §23.21 TPM2_PolicyNvWritten: the NV index authorized must (YES)
+/// or must not (NO) have been written.
+pub fn policy_nv_written(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let written = cmd.params.yes_no().p(1)?;
+    cmd.finish()?;
+    let s = session(tpm, cmd, 0)?;
+    if s.policy.nv_written.is_some_and(|w| w != written) {
+        return Err(rc::VALUE + rc::P + rc::N1);
+    }
+    s.extend_policy(&[&cc::POLICY_NV_WRITTEN.to_be_bytes(), &[written as u8]]);
+    s.policy.nv_written = Some(written);
+    Ok(())
+}
+
+/// Part 3 §23.13 TPM2_PolicyPhysicalPresence: the authorization needs
+/// physical presence (which this TPM never has asserted).
+pub fn policy_physical_presence(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    cmd.finish()?;
+    let s = session(tpm, cmd, 0)?;
+    s.extend_policy(&[&cc::POLICY_PHYSICAL_PRESENCE.to_be_bytes()]);
+    s.policy.pp_required = true;
     Ok(())
 }
