@@ -1,7 +1,7 @@
 //! Part 3 §18: attestation commands — TPM2_Certify (§18.2),
 //! TPM2_CertifyCreation (§18.3) and TPM2_GetTime (§18.7) — and §31.16
 //! TPM2_NV_Certify. Each returns a
-//! TPMS_ATTEST built by [`super::signing::attest`] and its signature by the
+//! TPMS_ATTEST built by `signing::attest` and its signature by the
 //! signing key (or TPM_ALG_NULL when the signing handle is TPM_RH_NULL).
 
 use crate::defs::{handle, limits, rc, st};

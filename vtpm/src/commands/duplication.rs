@@ -7,7 +7,7 @@
 //!   || Name)) || TPM2B_SENSITIVE;
 //! - the outer wrapper (a new parent other than TPM_RH_NULL): a seed shared with
 //!   the new parent under the label "DUPLICATE" (see
-//!   [`super::credential::seal_seed`]), AES-CFB under KDFa(parent nameAlg, seed,
+//!   `credential::seal_seed`), AES-CFB under KDFa(parent nameAlg, seed,
 //!   "STORAGE", Name, "", parent key bits) and an HMAC under KDFa(…,
 //!   "INTEGRITY", …) over the ciphertext || Name, placed before it.
 
