@@ -36,6 +36,8 @@ pub struct VmDefinition {
     /// Where the VM's TPM keeps its NV image: its record's extent of the system disk,
     /// or `None` for a TPM whose state lives only in memory (direct boots).
     pub tpm_nv: Option<(SharedBlock<SystemDisk>, registry::Extent)>,
+    /// The VM's lifecycle policy from its registry record (`None`: a direct boot).
+    pub policy: Option<registry::Policy>,
 }
 
 /// Finds the system disk and opens its registry. `None` (with a log line saying
@@ -174,6 +176,7 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         cmdline: cmdline.clone(),
         disks,
         tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv)),
+        policy: Some(rec.policy),
     })
 }
 

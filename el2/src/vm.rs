@@ -6,6 +6,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
+use aarch64_cpu::registers::{Writeable, ICH_HCR_EL2};
 use arch::controls::PmuPolicy;
 use arch::smccc::{CpuPower, PowerTopology};
 use arch::timer::EmulatedTimer;
@@ -157,6 +158,8 @@ pub struct Vm {
     pub virtio: Vec<VirtioSlot>,
     /// The guest's TPM (on its SPI-over-GPIO bus).
     pub tpm: Option<crate::tpm::GuestTpm>,
+    /// Pause state and the VM's virtual-counter offset (the monitor's `vm pause`).
+    pub run: crate::control::RunControl,
 }
 
 /// Why a VM could not be built.
@@ -170,7 +173,8 @@ pub enum VmError {
 
 /// The guest's MPIDR for vCPU `i`: Aff0 = i, with the U bit clear and bit 31 RES1.
 pub fn vcpu_mpidr(i: usize) -> u64 {
-    (1 << 31) | i as u64
+    use aarch64_cpu::registers::MPIDR_EL1;
+    MPIDR_EL1::RES1::SET.value | MPIDR_EL1::Aff0.val(i as u64).value
 }
 
 fn power_u8(p: CpuPower) -> u8 {
@@ -318,6 +322,7 @@ impl Vm {
             stats: Mutex::new(ExitStats::default()),
             virtio,
             tpm,
+            run: crate::control::RunControl::new(n),
         })
     }
 
@@ -501,9 +506,10 @@ pub fn activate(vm: &Vm) {
         arch::controls::mdcr_el2(pmcr_n, dfr0, pmu_policy())
     );
     write_sysreg!("CNTHCTL_EL2", arch::controls::cnthctl_el2());
-    write_sysreg!("CNTVOFF_EL2", 0);
+    // The VM's one offset: guest virtual time stood still while it was paused.
+    write_sysreg!("CNTVOFF_EL2", vm.run.cntvoff());
     write_sysreg!("VPIDR_EL2", read_sysreg!("MIDR_EL1"));
-    write_sysreg!("ICH_HCR_EL2", crate::irq::ICH_HCR_EN);
+    ICH_HCR_EL2.set(crate::irq::ICH_HCR_EN);
     write_sysreg!("ICH_VMCR_EL2", 0);
     write_sysreg!("ICH_AP0R0_EL2", 0);
     write_sysreg!("ICH_AP1R0_EL2", 0);

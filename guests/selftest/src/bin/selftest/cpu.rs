@@ -163,8 +163,12 @@ pub fn fp_preserved(p: &mut Detail) {
     }
 }
 
-/// `wfi-wakeup`: with the virtual timer armed 10 ms ahead (interrupt masked in
-/// PSTATE), `wfi` returns only once the timer condition is met. Only run when a
+/// `wfi-wakeup`: with the virtual timer armed 10 ms ahead and its interrupt enabled
+/// in the GIC but masked in PSTATE, `wfi` returns only once the timer condition is
+/// met. A WFI wakes on an interrupt the GIC signals whatever PSTATE.I says; with the
+/// interrupt disabled in the GIC nothing is signalled and a WFI may sleep for ever,
+/// on hardware as under the hypervisor (an earlier version of this check relied on
+/// that and hung whenever the timer fired before the WFI trapped). Only run when a
 /// hypervisor answers SMCCC (`hypervisor`): without one, nothing routes the timer
 /// to this CPU and the `wfi` could block forever.
 pub fn wfi_wakeup(hypervisor: bool, p: &mut Detail) {
@@ -179,6 +183,8 @@ pub fn wfi_wakeup(hypervisor: bool, p: &mut Detail) {
         p.append(format_args!("CNTFRQ_EL0 is 0"));
         return;
     }
+    crate::timer::gic_setup();
+    crate::timer::enable_vtimer_irq();
     let deadline = sysreg::cntvct_el0().wrapping_add(frequency / WFI_DEADLINE_DIVISOR);
     sysreg::set_cntv_cval_el0(deadline);
     sysreg::set_cntv_ctl_el0(CNTV_CTL_ENABLE);
@@ -187,8 +193,8 @@ pub fn wfi_wakeup(hypervisor: bool, p: &mut Detail) {
     unsafe { core::arch::asm!("dsb sy", "wfi", options(nomem, nostack, preserves_flags)) };
     let now = sysreg::cntvct_el0();
     let ctl = sysreg::cntv_ctl_el0();
-    sysreg::set_cntv_ctl_el0(0);
-    sysreg::isb();
+    // Stops the timer (its interrupt, never taken, goes with it) and the GIC.
+    crate::timer::gic_teardown();
     if now < deadline {
         p.append(format_args!(
             "wfi returned {} ticks before the deadline",

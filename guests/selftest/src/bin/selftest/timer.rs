@@ -108,7 +108,7 @@ fn ispendr_shows_timer() -> bool {
 
 /// Turns the guest's GIC on for Group 1 with INTID 27 in Group 1, disabled and not
 /// pending; the virtual CPU interface takes every priority.
-fn gic_setup() {
+pub fn gic_setup() {
     store32(GICD_BASE + GICD_CTLR, GICD_CTLR_ENABLE_GRP1);
     let waker = load32(GICR_RD_BASE + GICR_WAKER) as u32;
     store32(
@@ -124,8 +124,13 @@ fn gic_setup() {
     set_icc_igrpen1_el1(1);
 }
 
+/// Enables INTID 27 at the redistributor.
+pub fn enable_vtimer_irq() {
+    store32(GICR_SGI_BASE + GICR_ISENABLER0, bit());
+}
+
 /// Puts the GIC and the timer back as the other checks expect them.
-fn gic_teardown() {
+pub fn gic_teardown() {
     sysreg::set_cntv_ctl_el0(0);
     sysreg::isb();
     store32(GICR_SGI_BASE + GICR_ICENABLER0, bit());
