@@ -1,13 +1,18 @@
-//! The MMIO contention benchmark guest (2 vCPUs, a 1 MiB RAM disk). vCPU 0 times
+//! The MMIO contention benchmark guest (2 vCPUs, a virtio-blk disk). vCPU 0 times
 //! reads of its GIC redistributor's GICR_TYPER with the virtual counter: first
-//! [`READS`] of them while vCPU 1 is off (for reference: `off_ticks`), then as
-//! many while vCPU 1 runs but is idle, spinning in the guest without exits (the
-//! baseline: the same two busy host threads), then, once vCPU 1 is issuing 64 KiB virtio-blk requests back to back (alternating writes
-//! and reads, polling the used ring between them), as many as fit in 16 of its
-//! requests. It prints both and the ratio of the per-read latencies:
-//! `bench-contention: off_ticks=… idle_reads=… idle_ticks=… busy_reads=… busy_ticks=… requests=… ratio=…`.
-//! With one lock over the whole MMIO bus a redistributor read waits for the disk
-//! request in flight; with a lock per device it does not.
+//! [`READS`] of them while vCPU 1 is off (for reference: `off_ticks`), then
+//! [`ROUNDS`] rounds of two phases of [`READS`] reads each: one while vCPU 1 runs
+//! but is idle, spinning in the guest without exits (the baseline: the same two
+//! busy host threads), and one while vCPU 1 issues 64 KiB virtio-blk requests back
+//! to back (alternating writes and reads, polling the used ring between them). Each
+//! round prints
+//! `bench-contention-round: round=… idle_reads=… idle_ticks=… busy_reads=… busy_ticks=… requests=…`
+//! (`requests`: those vCPU 1 completed while the busy phase was timed), and the
+//! run ends with `bench-contention: off_ticks=… reads=… rounds=…`. Alternating the
+//! phases within each round makes a change in host load hit both alike; the host
+//! side takes the median of the rounds' ratios. With one lock over the whole MMIO
+//! bus a redistributor read waits for the disk request in flight; with a lock per
+//! device it does not.
 //!
 //! On the host this binary only prints that it must be built for
 //! `aarch64-unknown-none`.
@@ -25,7 +30,6 @@ mod guest {
     use selftest_guest::defs::smccc::PSCI_CPU_ON_64;
     use selftest_guest::defs::sysreg::{CPACR_FPEN_ALL, SCTLR_EL1_INIT_HI, SCTLR_EL1_INIT_LO};
     use selftest_guest::defs::virtio as v;
-    use selftest_guest::fixed::PerIter;
     use selftest_guest::smccc::{call, Conduit};
     use selftest_guest::{outln, power, probe, sysreg, vectors};
 
@@ -35,8 +39,11 @@ mod guest {
     /// the offset of GICR_TYPER in the first frame (GIC architecture spec §12.11).
     const GICR_BASE: u64 = 0x080a_0000;
     const GICR_TYPER: u64 = 0x0008;
-    /// Timed redistributor reads per phase.
-    pub const READS: u64 = 4_000;
+    /// Timed redistributor reads per phase: long enough for about a hundred disk
+    /// requests to overlap the busy phase.
+    pub const READS: u64 = 20_000;
+    /// Rounds of (idle phase, busy phase).
+    pub const ROUNDS: u32 = 7;
     /// Bytes moved by one disk request.
     const REQUEST_BYTES: usize = 64 << 10;
     /// The MPIDR of vCPU 1 (Aff0 = 1, bit 31 RES1).
@@ -44,15 +51,17 @@ mod guest {
     /// Queue size of the one virtqueue.
     const QUEUE: u16 = 4;
 
-    /// Disk requests the busy phase spans, and a bound on its reads.
-    const BUSY_REQUESTS: u64 = 16;
-    const MAX_BUSY_READS: u64 = 1_000_000;
-    /// vCPU 1's progress: it sets READY once its disk is set up (then spins in
-    /// the guest, no exits); vCPU 0 sets GO to start its I/O and STOP to end it.
-    const READY: u32 = 1;
+    /// Requests vCPU 1 completes before a busy phase is timed (its I/O under way).
+    const WARMUP_REQUESTS: u64 = 2;
+    /// What vCPU 1 does: it sets IDLE once its disk is set up (and then spins in
+    /// the guest, no exits); vCPU 0 sets GO for I/O, IDLE to pause it and STOP to
+    /// end it.
+    const IDLE: u32 = 1;
     const GO: u32 = 2;
     const STOP: u32 = 3;
     static PHASE: AtomicU32 = AtomicU32::new(0);
+    /// Set by vCPU 1 while it is in its I/O loop (cleared once it is idle again).
+    static IN_IO: AtomicU32 = AtomicU32::new(0);
     /// Requests vCPU 1 completed; the code of the step that failed, if one did.
     static REQUESTS: AtomicU64 = AtomicU64::new(0);
     static IO_ERROR: AtomicU32 = AtomicU32::new(0);
@@ -131,19 +140,23 @@ mod guest {
         sysreg::cntvct_el0() - start
     }
 
-    /// Reads the redistributor until vCPU 1 has completed `BUSY_REQUESTS` more
-    /// requests (or `MAX_BUSY_READS` reads were done); returns the reads, the
-    /// ticks they took and the requests completed meanwhile.
-    fn time_reads_during_io() -> (u64, u64, u64) {
-        let first = REQUESTS.load(Ordering::Acquire);
-        let start = sysreg::cntvct_el0();
-        let mut reads = 0;
-        while REQUESTS.load(Ordering::Acquire) < first + BUSY_REQUESTS && reads < MAX_BUSY_READS {
-            probe::load32(GICR_BASE + GICR_TYPER);
-            reads += 1;
+    /// Waits until `done` holds or vCPU 1 reported an error; false on an error.
+    fn wait_for(done: impl Fn() -> bool) -> bool {
+        loop {
+            if IO_ERROR.load(Ordering::Acquire) != 0 {
+                return false;
+            }
+            if done() {
+                return true;
+            }
+            core::hint::spin_loop();
         }
-        let ticks = sysreg::cntvct_el0() - start;
-        (reads, ticks, REQUESTS.load(Ordering::Acquire) - first)
+    }
+
+    fn io_failed() -> ! {
+        let error = IO_ERROR.load(Ordering::Acquire);
+        outln!("bench-contention: error: vCPU 1's disk I/O failed (code {error})");
+        power::system_off()
     }
 
     /// Entered from `_start` with a stack and a zeroed BSS.
@@ -172,31 +185,35 @@ mod guest {
             );
             power::system_off();
         }
-        while PHASE.load(Ordering::Acquire) != READY && IO_ERROR.load(Ordering::Acquire) == 0 {
-            core::hint::spin_loop();
+        if !wait_for(|| PHASE.load(Ordering::Acquire) == IDLE) {
+            io_failed();
         }
-        // The baseline: vCPU 1 running (spinning in the guest) but idle.
-        let idle = time_reads();
-        // Let its I/O get going, then time reads across BUSY_REQUESTS requests.
-        PHASE.store(GO, Ordering::Release);
-        while REQUESTS.load(Ordering::Acquire) < 2 && IO_ERROR.load(Ordering::Acquire) == 0 {
-            core::hint::spin_loop();
+        for round in 0..ROUNDS {
+            // The baseline: vCPU 1 running (spinning in the guest) but idle.
+            PHASE.store(IDLE, Ordering::Release);
+            if !wait_for(|| IN_IO.load(Ordering::Acquire) == 0) {
+                io_failed();
+            }
+            let idle = time_reads();
+            // Let its I/O get going, then time as many reads during it.
+            let before = REQUESTS.load(Ordering::Acquire);
+            PHASE.store(GO, Ordering::Release);
+            if !wait_for(|| REQUESTS.load(Ordering::Acquire) >= before + WARMUP_REQUESTS) {
+                io_failed();
+            }
+            let first = REQUESTS.load(Ordering::Acquire);
+            let busy = time_reads();
+            let requests = REQUESTS.load(Ordering::Acquire) - first;
+            PHASE.store(IDLE, Ordering::Release);
+            if IO_ERROR.load(Ordering::Acquire) != 0 {
+                io_failed();
+            }
+            outln!(
+                "bench-contention-round: round={round} idle_reads={READS} idle_ticks={idle} busy_reads={READS} busy_ticks={busy} requests={requests}"
+            );
         }
-        let (busy_reads, busy, requests) = time_reads_during_io();
         PHASE.store(STOP, Ordering::Release);
-        let error = IO_ERROR.load(Ordering::Acquire);
-        if error != 0 {
-            outln!("bench-contention: error: vCPU 1's disk I/O failed (code {error})");
-            power::system_off();
-        }
-        // ratio = (busy / busy_reads) / (idle / READS), in hundredths.
-        let ratio = PerIter::new(
-            busy.saturating_mul(READS),
-            idle.max(1).saturating_mul(busy_reads.max(1)),
-        );
-        outln!(
-            "bench-contention: off_ticks={off} idle_reads={READS} idle_ticks={idle} busy_reads={busy_reads} busy_ticks={busy} requests={requests} ratio={ratio}"
-        );
+        outln!("bench-contention: off_ticks={off} reads={READS} rounds={ROUNDS}");
         power::system_off()
     }
 
@@ -237,11 +254,17 @@ mod guest {
         };
         let sectors = v::BLK_CAPACITY_SECTORS - REQUEST_BYTES as u64 / v::SECTOR_SIZE;
         let mut n: u64 = 0;
-        PHASE.store(READY, Ordering::Release);
-        while PHASE.load(Ordering::Acquire) == READY {
-            core::hint::spin_loop();
-        }
-        while PHASE.load(Ordering::Acquire) == GO {
+        PHASE.store(IDLE, Ordering::Release);
+        loop {
+            match PHASE.load(Ordering::Acquire) {
+                GO => IN_IO.store(1, Ordering::Release),
+                STOP => break,
+                _ => {
+                    IN_IO.store(0, Ordering::Release);
+                    core::hint::spin_loop();
+                    continue;
+                }
+            }
             let kind = if n.is_multiple_of(2) {
                 v::BLK_T_OUT
             } else {
