@@ -1,13 +1,16 @@
 //! The MMIO contention benchmark guest (2 vCPUs, a virtio-blk disk). vCPU 0 times
 //! reads of its GIC redistributor's GICR_TYPER with the virtual counter: first
 //! [`READS`] of them while vCPU 1 is off (for reference: `off_ticks`), then
-//! [`ROUNDS`] rounds of two phases of [`READS`] reads each: one while vCPU 1 runs
-//! but is idle, spinning in the guest without exits (the baseline: the same two
-//! busy host threads), and one while vCPU 1 issues 64 KiB virtio-blk requests back
-//! to back (alternating writes and reads, polling the used ring between them). Each
+//! [`ROUNDS`] rounds of two phases: [`READS`] reads while vCPU 1 runs but is idle,
+//! spinning in the guest without exits (the baseline: the same two busy host
+//! threads), and at least as many while vCPU 1 issues 64 KiB virtio-blk requests
+//! back to back (alternating writes and reads, polling the used ring between them),
+//! until [`MIN_BUSY_REQUESTS`] of them overlapped the phase. Each
 //! round prints
-//! `bench-contention-round: round=… idle_reads=… idle_ticks=… busy_reads=… busy_ticks=… requests=…`
-//! (`requests`: those vCPU 1 completed while the busy phase was timed), and the
+//! `bench-contention-round: round=… idle_reads=… idle_ticks=… idle_p50=… idle_p99=… busy_reads=… busy_ticks=… busy_p50=… busy_p99=… requests=…`
+//! (each phase's total ticks and its single reads' median and 99th percentile from
+//! a histogram of 4-tick buckets; `requests`: those vCPU 1 completed while the busy
+//! phase was timed), and the
 //! run ends with `bench-contention: off_ticks=… reads=… rounds=…`. Alternating the
 //! phases within each round makes a change in host load hit both alike; the host
 //! side takes the median of the rounds' ratios. With one lock over the whole MMIO
@@ -39,9 +42,12 @@ mod guest {
     /// the offset of GICR_TYPER in the first frame (GIC architecture spec §12.11).
     const GICR_BASE: u64 = 0x080a_0000;
     const GICR_TYPER: u64 = 0x0008;
-    /// Timed redistributor reads per phase: long enough for about a hundred disk
-    /// requests to overlap the busy phase.
+    /// Timed redistributor reads per phase (at least, for a busy phase).
     pub const READS: u64 = 20_000;
+    /// A busy phase goes on until this many disk requests overlapped it (or
+    /// [`MAX_BUSY_READS`] reads were done).
+    pub const MIN_BUSY_REQUESTS: u64 = 200;
+    pub const MAX_BUSY_READS: u64 = 4_000_000;
     /// Rounds of (idle phase, busy phase).
     pub const ROUNDS: u32 = 7;
     /// Bytes moved by one disk request.
@@ -131,13 +137,47 @@ mod guest {
         fn bench_secondary_entry();
     }
 
-    /// Times `READS` redistributor reads; returns the counter ticks they took.
-    fn time_reads() -> u64 {
-        let start = sysreg::cntvct_el0();
-        for _ in 0..READS {
-            probe::load32(GICR_BASE + GICR_TYPER);
+    /// Width of a latency histogram bucket, in counter ticks, and the buckets
+    /// (the last one also holds every longer read).
+    const BUCKET_TICKS: u64 = 4;
+    const BUCKETS: usize = 2048;
+
+    /// One phase: reads, total ticks and the histogram of single-read latencies.
+    struct Phase {
+        reads: u64,
+        ticks: u64,
+        hist: [u32; BUCKETS],
+    }
+
+    impl Phase {
+        /// The latency (ticks, a bucket's middle) `per_mille` of the reads stay within.
+        fn percentile(&self, per_mille: u64) -> u64 {
+            let want = (self.reads * per_mille).div_ceil(1000);
+            let mut seen = 0;
+            for (b, &n) in self.hist.iter().enumerate() {
+                seen += u64::from(n);
+                if seen >= want {
+                    return b as u64 * BUCKET_TICKS + BUCKET_TICKS / 2;
+                }
+            }
+            BUCKETS as u64 * BUCKET_TICKS
         }
-        sysreg::cntvct_el0() - start
+    }
+
+    /// Times redistributor reads, each on its own and all together: [`READS`] of
+    /// them and then more while `more()` says so, up to `max`.
+    fn time_reads(p: &mut Phase, more: impl Fn() -> bool, max: u64) {
+        p.hist.fill(0);
+        p.reads = 0;
+        let start = sysreg::cntvct_el0();
+        while p.reads < READS || (p.reads < max && more()) {
+            let t0 = sysreg::cntvct_el0();
+            probe::load32(GICR_BASE + GICR_TYPER);
+            let t = sysreg::cntvct_el0() - t0;
+            p.hist[((t / BUCKET_TICKS) as usize).min(BUCKETS - 1)] += 1;
+            p.reads += 1;
+        }
+        p.ticks = sysreg::cntvct_el0() - start;
     }
 
     /// Waits until `done` holds or vCPU 1 reported an error; false on an error.
@@ -164,8 +204,19 @@ mod guest {
     extern "C" fn guest_main() -> ! {
         vectors::install(u32::MAX);
         // For reference: vCPU 1 still off.
-        time_reads();
-        let off = time_reads();
+        let mut idle = Phase {
+            reads: 0,
+            ticks: 0,
+            hist: [0; BUCKETS],
+        };
+        let mut busy = Phase {
+            reads: 0,
+            ticks: 0,
+            hist: [0; BUCKETS],
+        };
+        time_reads(&mut idle, || false, READS);
+        time_reads(&mut idle, || false, READS);
+        let off = idle.ticks;
         // Only the address of the stack is taken here; vCPU 1 alone uses it.
         let stack_top =
             core::ptr::addr_of_mut!(STACK1) as u64 + core::mem::size_of::<Stack>() as u64;
@@ -194,7 +245,7 @@ mod guest {
             if !wait_for(|| IN_IO.load(Ordering::Acquire) == 0) {
                 io_failed();
             }
-            let idle = time_reads();
+            time_reads(&mut idle, || false, READS);
             // Let its I/O get going, then time as many reads during it.
             let before = REQUESTS.load(Ordering::Acquire);
             PHASE.store(GO, Ordering::Release);
@@ -202,14 +253,26 @@ mod guest {
                 io_failed();
             }
             let first = REQUESTS.load(Ordering::Acquire);
-            let busy = time_reads();
+            time_reads(
+                &mut busy,
+                || REQUESTS.load(Ordering::Acquire) < first + MIN_BUSY_REQUESTS,
+                MAX_BUSY_READS,
+            );
             let requests = REQUESTS.load(Ordering::Acquire) - first;
             PHASE.store(IDLE, Ordering::Release);
             if IO_ERROR.load(Ordering::Acquire) != 0 {
                 io_failed();
             }
             outln!(
-                "bench-contention-round: round={round} idle_reads={READS} idle_ticks={idle} busy_reads={READS} busy_ticks={busy} requests={requests}"
+                "bench-contention-round: round={round} idle_reads={} idle_ticks={} idle_p50={} idle_p99={} busy_reads={} busy_ticks={} busy_p50={} busy_p99={} requests={requests}",
+                idle.reads,
+                idle.ticks,
+                idle.percentile(500),
+                idle.percentile(990),
+                busy.reads,
+                busy.ticks,
+                busy.percentile(500),
+                busy.percentile(990)
             );
         }
         PHASE.store(STOP, Ordering::Release);
