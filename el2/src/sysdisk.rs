@@ -337,16 +337,34 @@ static DISK_INTID: AtomicU32 = AtomicU32::new(u32::MAX);
 /// routed to; `u64::MAX` until a guest's request first routes it.
 static ROUTED_TO: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// Routes the disk's interrupt to this CPU unless it goes here already, so that a
-/// guest's request completes on the CPU of the vCPU waiting for it (running, or in
-/// WFI on that very CPU) rather than on another CPU that must first be woken and
-/// then wake the guest's: under QEMU that detour tripled a request's latency.
-/// Called with the engine locked, so concurrent submitters route in turn.
+/// Affinity of the CPU whose vCPU takes the guest's disk interrupt (`u64::MAX`:
+/// unknown, the submitter's CPU takes it).
+static CONSUMER: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Notes where the guest takes its disk completions: `affinity` is the CPU of the
+/// one vCPU that completed work just interrupted, `None` when it interrupted several
+/// (then the submitter's CPU takes the disk's interrupt). Guests route a disk's
+/// interrupt to one vCPU (Linux: the first CPU) whichever vCPU submits, so routing
+/// the host's interrupt there saves a cross-CPU wake-up per request.
+pub fn completions_taken_on(affinity: Option<u64>) {
+    CONSUMER.store(affinity.unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+/// Routes the disk's interrupt to the CPU whose vCPU takes the guest's completion
+/// interrupt (see [`completions_taken_on`]), or else to this CPU, unless it goes
+/// there already: a guest's request then completes on the CPU of the vCPU that
+/// handles it (running, or in WFI on that very CPU) rather than on another CPU that
+/// must first be woken and then wake that vCPU's: under QEMU that detour tripled a
+/// request's latency. Called with the engine locked, so concurrent submitters route
+/// in turn.
 fn route_interrupt_here() {
     let Some(id) = intid() else { return };
-    let me = MPIDR_EL1.get() & arch::smccc::MPIDR_AFFINITY_MASK;
-    if ROUTED_TO.swap(me, Ordering::AcqRel) != me {
-        crate::gic::route_spi(id, me);
+    let to = match CONSUMER.load(Ordering::Relaxed) {
+        u64::MAX => MPIDR_EL1.get() & arch::smccc::MPIDR_AFFINITY_MASK,
+        consumer => consumer,
+    };
+    if ROUTED_TO.swap(to, Ordering::AcqRel) != to {
+        crate::gic::route_spi(id, to);
     }
 }
 
