@@ -214,6 +214,19 @@ impl Kind {
     }
 }
 
+/// Byte ranges of the request header's `type` (le32) and `sector` (le64) fields
+/// (virtio 1.2 §5.2.6; a reserved le32 lies between them).
+const HEADER_TYPE: core::ops::Range<usize> = 0..4;
+const HEADER_SECTOR: core::ops::Range<usize> = 8..blk::REQ_HEADER_SIZE;
+
+/// The header of a `kind` request at `sector`.
+fn request_header(kind: Kind, sector: u64) -> [u8; blk::REQ_HEADER_SIZE] {
+    let mut h = [0; blk::REQ_HEADER_SIZE];
+    h[HEADER_TYPE].copy_from_slice(&kind.request_type().to_le_bytes());
+    h[HEADER_SECTOR].copy_from_slice(&sector.to_le_bytes());
+    h
+}
+
 /// Where a request's data is.
 enum Data {
     /// None (a flush).
@@ -490,9 +503,7 @@ impl Engine {
             to: to.clone(),
         };
         let fr = &mut self.frames[usize::from(frame)];
-        fr.header = [0; blk::REQ_HEADER_SIZE];
-        fr.header[..4].copy_from_slice(&kind.request_type().to_le_bytes());
-        fr.header[8..].copy_from_slice(&sector.to_le_bytes());
+        fr.header = request_header(kind, sector);
         fr.status = [u8::MAX];
         let mut ins: [&[u8]; QUEUE_SIZE] = [&[]; QUEUE_SIZE];
         let mut outs: [&mut [u8]; QUEUE_SIZE] = core::array::from_fn(|_| Default::default());
@@ -747,6 +758,14 @@ impl SystemDisk {
         if negotiated & blk::F_SEG_MAX != 0 {
             let seg_max = config(blk::CFG_SEG_MAX)?;
             max_segments = max_segments.min((seg_max as usize).max(1));
+        }
+        let offered = transport.max_queue_size(REQUEST_QUEUE);
+        if offered < QUEUE_SIZE as u32 {
+            log::error!(
+                "virtio-blk at {base:#x}: its queue holds {offered} descriptors, this driver needs {QUEUE_SIZE}"
+            );
+            transport.set_status(DeviceStatus::FAILED);
+            return Err(init(virtio_drivers::Error::InvalidParam));
         }
         let queue = VirtQueue::<IdentityHal, QUEUE_SIZE>::new(
             &mut transport,
