@@ -228,16 +228,18 @@ fn prepare_boot(vm: &'static Vm) {
     let boot = BOOT
         .get()
         .unwrap_or_else(|| fatal(format_args!("no boot image")));
-    let start = load_guest(vm, boot);
     if let Some(tpm) = &vm.tpm {
         tpm.reset();
     }
+    // Devices before RAM: a disk's reset waits for the host device to finish with
+    // guest RAM (its requests move data by DMA) before the RAM is cleared and reloaded.
+    vm.reset_devices();
+    let start = load_guest(vm, boot);
     for i in 0..vm.vcpus() {
         vm.set_power(i, CpuPower::Off);
         vm.kick[i].store(false, Ordering::Relaxed);
     }
     vm.stop.store(0, Ordering::Release);
-    vm.reset_devices();
     RESET_OWNER.store(usize::MAX, Ordering::Release);
     *vm.start[0].lock() = Some(start);
     vm.set_power(0, CpuPower::On);

@@ -37,34 +37,44 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use spin::Mutex;
 use vdev::{
-    AsyncBlock, BlockBackend, BlockError, BlockOp, Completion, Submit, WorkSignal, SECTOR_SIZE,
+    AsyncBlock, BlockBackend, BlockError, BlockOp, Completion, DmaLimits, DmaSegment, Submit,
+    WorkSignal, SECTOR_SIZE,
 };
-use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
+use virtio::defs::{blk, features};
+use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::{MmioError, MmioTransport, MmioVersion, VirtIOHeader};
-use virtio_drivers::transport::{DeviceType, Transport};
+use virtio_drivers::transport::{DeviceStatus, DeviceType, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
-/// Definitions from the virtio 1.2 specification this module relies on.
-mod defs {
-    /// VIRTIO_BLK_F_SIZE_MAX: `size_max` in config space bounds one data segment.
-    pub const BLK_F_SIZE_MAX: u64 = 1 << 1;
-    /// VIRTIO_BLK_F_RO: the device is read-only.
-    pub const BLK_F_RO: u64 = 1 << 5;
-    /// VIRTIO_BLK_F_FLUSH: the device accepts VIRTIO_BLK_T_FLUSH.
-    pub const BLK_F_FLUSH: u64 = 1 << 9;
-    /// Byte offset of `size_max` (le32) in the virtio-blk configuration space.
-    pub const BLK_CFG_SIZE_MAX: usize = 8;
-    /// Byte offset of the device-specific configuration space in a virtio-mmio
-    /// transport: the smallest register window a usable transport can have.
-    pub const MMIO_CONFIG_OFFSET: u64 = 0x100;
-    /// Offset of the virtio-mmio `Status` register; writing 0 resets the device.
-    pub const MMIO_STATUS: u64 = 0x070;
-}
+/// Descriptors in the request queue (QEMU's virtio-blk offers 256). Indirect
+/// descriptors are not used (they would cost a heap allocation per request): a
+/// request takes one descriptor for its header, one per data segment and one for its
+/// status, directly in the ring.
+const QUEUE_SIZE: usize = 256;
+/// The virtio-blk request queue's index.
+const REQUEST_QUEUE: u16 = 0;
+/// Descriptors a request needs besides its data: header and status.
+const FRAME_DESCRIPTORS: usize = 2;
+/// Most data segments of one request.
+const MAX_SEGMENTS: usize = QUEUE_SIZE - FRAME_DESCRIPTORS;
+/// Most bytes one request moves straight from or to guest RAM.
+const MAX_DMA_BYTES: usize = 4 << 20;
+/// The features this driver uses when the device offers them (virtio 1.2 §5.2.3,
+/// §6): anything else is declined.
+const DRIVER_FEATURES: u64 = blk::F_SIZE_MAX
+    | blk::F_SEG_MAX
+    | blk::F_RO
+    | blk::F_FLUSH
+    | features::EVENT_IDX
+    | features::VERSION_1;
+/// Config-space offset of the high half of `capacity` (read as two le32 halves: a
+/// legacy virtio-mmio device takes config accesses of at most 32 bits).
+const CFG_CAPACITY_HIGH: usize = blk::CFG_CAPACITY + 4;
 
-/// Bytes per virtio request. Each request carries one data segment (virtio-drivers
-/// builds header + data + status chains), so only `size_max` (when the device offers
-/// VIRTIO_BLK_F_SIZE_MAX) can lower this. Per-request cost dominates under QEMU:
-/// 64 MiB sequential moved ~3x faster with 1 MiB requests than with 64 KiB ones.
+/// Bytes per buffered request (the registry's and the TPM's, which move through
+/// hypervisor buffers: one data segment each), unless the device's `size_max` is
+/// lower. Per-request cost dominates under QEMU: 64 MiB sequential moved ~3x faster
+/// with 1 MiB requests than with 64 KiB ones.
 const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// A request still outstanding after this many seconds is logged (and waited for
@@ -96,9 +106,10 @@ fn dma_layout(pages: usize) -> Option<Layout> {
 // references until `dma_dealloc` returns it (the global allocator hands out disjoint
 // blocks); the heap is identity-mapped RAM, so its pointer value is the physical
 // address the device uses. `share` returns the buffer's own address for the same
-// reason, and the device is cache-coherent, so neither `share` nor `unshare` needs to
-// copy or maintain caches. `mmio_phys_to_virt` is the identity (only the PCI
-// transport calls it; this hypervisor uses virtio-mmio).
+// reason (heap buffers and guest RAM alike are identity-mapped), and the device is
+// cache-coherent, so neither `share` nor `unshare` needs to copy or maintain caches.
+// `mmio_phys_to_virt` is the identity (only the PCI transport calls it; this
+// hypervisor uses virtio-mmio).
 unsafe impl Hal for IdentityHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
         let Some(layout) = dma_layout(pages) else {
@@ -184,40 +195,144 @@ impl Inbox {
     }
 }
 
-/// A request the device holds: everything it may read or write stays here, on the
-/// heap (boxes and the buffer's own allocation do not move), until it comes back.
+/// What a request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Flush,
+}
+
+impl Kind {
+    /// The request type in the header (virtio 1.2 §5.2.6).
+    fn request_type(self) -> u32 {
+        match self {
+            Kind::Read => blk::T_IN,
+            Kind::Write => blk::T_OUT,
+            Kind::Flush => blk::T_FLUSH,
+        }
+    }
+}
+
+/// Byte ranges of the request header's `type` (le32) and `sector` (le64) fields
+/// (virtio 1.2 §5.2.6; a reserved le32 lies between them).
+const HEADER_TYPE: core::ops::Range<usize> = 0..4;
+const HEADER_SECTOR: core::ops::Range<usize> = 8..blk::REQ_HEADER_SIZE;
+
+/// The header of a `kind` request at `sector`.
+fn request_header(kind: Kind, sector: u64) -> [u8; blk::REQ_HEADER_SIZE] {
+    let mut h = [0; blk::REQ_HEADER_SIZE];
+    h[HEADER_TYPE].copy_from_slice(&kind.request_type().to_le_bytes());
+    h[HEADER_SECTOR].copy_from_slice(&sector.to_le_bytes());
+    h
+}
+
+/// Where a request's data is.
+enum Data {
+    /// None (a flush).
+    None,
+    /// A hypervisor buffer (one segment).
+    Buf(Vec<u8>),
+    /// Guest RAM, segment by segment, which the device reads or writes directly.
+    Guest(Vec<DmaSegment>),
+}
+
+/// A request's header and status byte, in memory that stays put while the device
+/// holds the request (one per descriptor: never more requests than that).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Frame {
+    header: [u8; blk::REQ_HEADER_SIZE],
+    status: [u8; 1],
+}
+
+/// A request the device holds: its frame, and its data, which stays where it is
+/// (a buffer's heap allocation does not move; guest RAM stays populated until the VM
+/// resets, which waits for it) until it comes back.
 struct InFlight {
-    req: Box<BlkReq>,
-    resp: Box<BlkResp>,
-    buf: Vec<u8>,
-    write: bool,
+    frame: u16,
+    data: Data,
+    kind: Kind,
     tag: u64,
     sector: u64,
     to: Arc<Inbox>,
 }
 
+/// A request's buffers as the queue takes them: device-readable ones (`ins`) first,
+/// then device-writable ones (`outs`); returns how many of each.
+///
+/// # Safety
+///
+/// Every [`Data::Guest`] segment must be guest RAM from `GuestMemory::dma_address`
+/// (identity-mapped, populated, not freed while the request is at the device). The
+/// slices made for them only carry their address and length to the queue, which
+/// never reads or writes through them.
+unsafe fn buffers<'a>(
+    frame: &'a mut Frame,
+    kind: Kind,
+    data: &'a mut Data,
+    ins: &mut [&'a [u8]; QUEUE_SIZE],
+    outs: &mut [&'a mut [u8]; QUEUE_SIZE],
+) -> (usize, usize) {
+    let Frame { header, status } = frame;
+    ins[0] = &header[..];
+    let (mut ni, mut no) = (1, 0);
+    match data {
+        Data::None => {}
+        Data::Buf(b) => {
+            if kind == Kind::Write {
+                ins[ni] = &b[..];
+                ni += 1;
+            } else {
+                outs[no] = &mut b[..];
+                no += 1;
+            }
+        }
+        Data::Guest(segs) => {
+            for s in segs.iter() {
+                let p = s.addr as usize as *mut u8;
+                if kind == Kind::Write {
+                    // SAFETY: see the function's contract.
+                    ins[ni] = unsafe { core::slice::from_raw_parts(p, s.len as usize) };
+                    ni += 1;
+                } else {
+                    // SAFETY: see the function's contract.
+                    outs[no] = unsafe { core::slice::from_raw_parts_mut(p, s.len as usize) };
+                    no += 1;
+                }
+            }
+        }
+    }
+    outs[no] = &mut status[..];
+    (ni, no + 1)
+}
+
 /// The device and its requests in flight, shared by every user of the disk.
 struct Engine {
-    blk: VirtIOBlk<IdentityHal, MmioTransport<'static>>,
-    /// Physical base of the transport's registers.
-    base: u64,
+    transport: MmioTransport<'static>,
+    queue: VirtQueue<IdentityHal, QUEUE_SIZE>,
     /// Size in bytes.
     capacity: u64,
     read_only: bool,
     /// Whether VIRTIO_BLK_T_FLUSH is available (otherwise completed writes are
     /// already durable: the device has no volatile cache to flush).
     can_flush: bool,
-    /// Most bytes per request: a multiple of [`SECTOR_SIZE`], at most
+    /// Most bytes per buffered request: a multiple of [`SECTOR_SIZE`], at most
     /// [`MAX_REQUEST_BYTES`].
     chunk: usize,
+    /// What a request on guest RAM may carry.
+    dma: DmaLimits,
     /// Set once the device broke the virtqueue protocol; it has been reset and all
     /// further I/O fails with [`BlockError::Io`].
     failed: bool,
+    /// Headers and status bytes, and the ones free.
+    frames: Box<[Frame]>,
+    free_frames: Vec<u16>,
     /// Requests at the device, by the token the driver gave them.
     slots: Vec<Option<InFlight>>,
     in_flight: usize,
-    /// Flushes waiting for the requests before them to finish.
-    flush_waiters: Vec<(Arc<Inbox>, u64)>,
+    /// Segment lists of finished requests, for reuse.
+    seg_pool: Vec<Vec<DmaSegment>>,
 }
 
 // SAFETY: (for `Send`) the engine is only reached through its mutex; the raw pointers
@@ -235,16 +350,34 @@ static DISK_INTID: AtomicU32 = AtomicU32::new(u32::MAX);
 /// routed to; `u64::MAX` until a guest's request first routes it.
 static ROUTED_TO: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// Routes the disk's interrupt to this CPU unless it goes here already, so that a
-/// guest's request completes on the CPU of the vCPU waiting for it (running, or in
-/// WFI on that very CPU) rather than on another CPU that must first be woken and
-/// then wake the guest's: under QEMU that detour tripled a request's latency.
-/// Called with the engine locked, so concurrent submitters route in turn.
+/// Affinity of the CPU whose vCPU takes the guest's disk interrupt (`u64::MAX`:
+/// unknown, the submitter's CPU takes it).
+static CONSUMER: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Notes where the guest takes its disk completions: `affinity` is the CPU of the
+/// one vCPU that completed work just interrupted, `None` when it interrupted several
+/// (then the submitter's CPU takes the disk's interrupt). Guests route a disk's
+/// interrupt to one vCPU (Linux: the first CPU) whichever vCPU submits, so routing
+/// the host's interrupt there saves a cross-CPU wake-up per request.
+pub fn completions_taken_on(affinity: Option<u64>) {
+    CONSUMER.store(affinity.unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+/// Routes the disk's interrupt to the CPU whose vCPU takes the guest's completion
+/// interrupt (see [`completions_taken_on`]), or else to this CPU, unless it goes
+/// there already: a guest's request then completes on the CPU of the vCPU that
+/// handles it (running, or in WFI on that very CPU) rather than on another CPU that
+/// must first be woken and then wake that vCPU's: under QEMU that detour tripled a
+/// request's latency. Called with the engine locked, so concurrent submitters route
+/// in turn.
 fn route_interrupt_here() {
     let Some(id) = intid() else { return };
-    let me = MPIDR_EL1.get() & arch::smccc::MPIDR_AFFINITY_MASK;
-    if ROUTED_TO.swap(me, Ordering::AcqRel) != me {
-        crate::gic::route_spi(id, me);
+    let to = match CONSUMER.load(Ordering::Relaxed) {
+        u64::MAX => MPIDR_EL1.get() & arch::smccc::MPIDR_AFFINITY_MASK,
+        consumer => consumer,
+    };
+    if ROUTED_TO.swap(to, Ordering::AcqRel) != to {
+        crate::gic::route_spi(id, to);
     }
 }
 
@@ -263,8 +396,8 @@ pub fn service_interrupt() {
 }
 
 impl Engine {
-    /// Checks a byte range against alignment and capacity.
-    fn check(&self, op: &str, offset: u64, len: usize) -> Result<(), BlockError> {
+    /// Checks a byte range against alignment and capacity (`max` bytes at most).
+    fn check(&self, op: &str, offset: u64, len: usize, max: usize) -> Result<(), BlockError> {
         if self.failed {
             return Err(BlockError::Io);
         }
@@ -272,11 +405,10 @@ impl Engine {
         if !offset.is_multiple_of(SECTOR_SIZE)
             || !len.is_multiple_of(SECTOR_SIZE)
             || len == 0
-            || len > self.chunk as u64
+            || len > max as u64
         {
             log::warn!(
-                "system disk: {op} of {len} bytes at byte {offset} is not a sector-aligned request of at most {} bytes; refused",
-                self.chunk
+                "system disk: {op} of {len} bytes at byte {offset} is not a sector-aligned request of at most {max} bytes; refused"
             );
             return Err(BlockError::OutOfRange);
         }
@@ -292,73 +424,107 @@ impl Engine {
         }
     }
 
-    /// Starts `op` for `to`.
-    fn submit(&mut self, to: &Arc<Inbox>, tag: u64, op: BlockOp, buf: Vec<u8>) -> Submit {
-        let (offset, write) = match op {
-            BlockOp::Flush => {
-                let result = if self.failed {
-                    Err(BlockError::Io)
-                } else if !self.can_flush {
-                    Ok(())
-                } else if self.in_flight == 0 {
-                    self.flush_now()
-                } else {
-                    to.pending.fetch_add(1, Ordering::AcqRel);
-                    self.flush_waiters.push((to.clone(), tag));
-                    return Submit::Queued;
-                };
-                return Submit::Done(Completion { tag, result, buf });
-            }
-            BlockOp::Read { offset } => (offset, false),
-            BlockOp::Write { offset } => (offset, true),
-        };
-        let check = if write && self.read_only {
-            log::warn!("system disk: write at byte {offset} to a read-only disk refused");
-            Err(BlockError::ReadOnly)
-        } else {
-            self.check(if write { "write" } else { "read" }, offset, buf.len())
-        };
-        if let Err(e) = check {
-            return Submit::Done(Completion {
-                tag,
-                result: Err(e),
-                buf,
-            });
+    /// Checks guest segments against the device's limits.
+    fn check_segments(&self, segs: &[DmaSegment]) -> Result<usize, BlockError> {
+        let ok = !segs.is_empty()
+            && segs.len() <= self.dma.max_segments
+            && segs
+                .iter()
+                .all(|s| s.len > 0 && s.len <= self.dma.max_segment_bytes);
+        if !ok {
+            log::warn!(
+                "system disk: {} guest segments outside the device's limits ({:?}); refused",
+                segs.len(),
+                self.dma
+            );
+            return Err(BlockError::OutOfRange);
         }
+        Ok(segs.iter().map(|s| s.len as usize).sum())
+    }
+
+    /// Hands back what a request that did not reach the device carried.
+    fn unwind(&mut self, data: Data) -> Vec<u8> {
+        match data {
+            Data::Buf(b) => b,
+            Data::Guest(segs) => {
+                self.recycle(segs);
+                Vec::new()
+            }
+            Data::None => Vec::new(),
+        }
+    }
+
+    fn recycle(&mut self, mut segs: Vec<DmaSegment>) {
+        if self.seg_pool.len() < QUEUE_SIZE {
+            segs.clear();
+            self.seg_pool.push(segs);
+        }
+    }
+
+    /// Starts `op` for `to`, its data in `data`.
+    fn submit(&mut self, to: &Arc<Inbox>, tag: u64, op: BlockOp, data: Data) -> Submit {
+        let done = |result, buf| Submit::Done(Completion { tag, result, buf });
+        let (kind, offset) = match op {
+            BlockOp::Flush if self.failed => return done(Err(BlockError::Io), self.unwind(data)),
+            BlockOp::Flush if !self.can_flush => return done(Ok(()), self.unwind(data)),
+            BlockOp::Flush => (Kind::Flush, 0),
+            BlockOp::Read { offset } => (Kind::Read, offset),
+            BlockOp::Write { offset } => (Kind::Write, offset),
+        };
+        if kind != Kind::Flush {
+            let name = if kind == Kind::Write { "write" } else { "read" };
+            let check = if kind == Kind::Write && self.read_only {
+                log::warn!("system disk: write at byte {offset} to a read-only disk refused");
+                Err(BlockError::ReadOnly)
+            } else {
+                match &data {
+                    Data::Buf(b) => self.check(name, offset, b.len(), self.chunk),
+                    Data::Guest(segs) => self
+                        .check_segments(segs)
+                        .and_then(|len| self.check(name, offset, len, self.dma.max_bytes)),
+                    Data::None => Err(BlockError::OutOfRange),
+                }
+            };
+            if let Err(e) = check {
+                return done(Err(e), self.unwind(data));
+            }
+        }
+        let Some(frame) = self.free_frames.pop() else {
+            let buf = self.unwind(data);
+            return Submit::Busy(buf);
+        };
         let sector = offset / SECTOR_SIZE;
         let mut f = InFlight {
-            req: Box::default(),
-            resp: Box::default(),
-            buf,
-            write,
+            frame,
+            data,
+            kind,
             tag,
             sector,
             to: to.clone(),
         };
-        let block = sector as usize; // usize is 64-bit on aarch64
-        let submitted = if write {
-            // SAFETY: `req`, `resp` and the buffer's heap allocation stay where they
-            // are while the request is at the device: they move into `slots` (a move
-            // of the box or the Vec, not of what they point to) and are neither used
-            // nor freed until the device returns the request (`harvest`) or has been
-            // reset (`fail`).
-            unsafe {
-                self.blk
-                    .write_blocks_nb(block, &mut f.req, &f.buf, &mut f.resp)
-            }
-        } else {
-            // SAFETY: as above.
-            unsafe {
-                self.blk
-                    .read_blocks_nb(block, &mut f.req, &mut f.buf, &mut f.resp)
-            }
-        };
-        match submitted {
+        let fr = &mut self.frames[usize::from(frame)];
+        fr.header = request_header(kind, sector);
+        fr.status = [u8::MAX];
+        let mut ins: [&[u8]; QUEUE_SIZE] = [&[]; QUEUE_SIZE];
+        let mut outs: [&mut [u8]; QUEUE_SIZE] = core::array::from_fn(|_| Default::default());
+        // SAFETY: guest segments come from `DiskExtent::submit_dma`, whose caller got
+        // them from `GuestMemory::dma_address`.
+        let (ni, no) = unsafe { buffers(fr, kind, &mut f.data, &mut ins, &mut outs) };
+        // SAFETY: the frame (a slot of a boxed slice that is never reallocated), the
+        // buffer's heap allocation and the guest RAM stay where they are while the
+        // request is at the device: `f` moves into `slots` (a move of the Vec, not of
+        // what it points to), and none of them is used or freed until the device
+        // returns the request (`harvest`) or has been reset (`fail`).
+        let added = unsafe { self.queue.add(&ins[..ni], &mut outs[..no]) };
+        match added {
             Ok(token) => match self.slots.get_mut(usize::from(token)) {
                 Some(slot @ None) => {
                     *slot = Some(f);
                     self.in_flight += 1;
                     to.pending.fetch_add(1, Ordering::AcqRel);
+                    if self.queue.should_notify() {
+                        self.transport.notify(REQUEST_QUEUE);
+                    }
                     Submit::Queued
                 }
                 _ => {
@@ -368,42 +534,31 @@ impl Engine {
                     // `fail` resets the device before `f` (whose buffers it was
                     // given) is dropped.
                     self.fail();
-                    Submit::Done(Completion {
-                        tag,
-                        result: Err(BlockError::Io),
-                        buf: core::mem::take(&mut f.buf),
-                    })
+                    let buf = self.unwind(f.data);
+                    done(Err(BlockError::Io), buf)
                 }
             },
-            Err(virtio_drivers::Error::QueueFull) => Submit::Busy(f.buf),
+            Err(virtio_drivers::Error::QueueFull) => {
+                self.free_frames.push(frame);
+                let buf = self.unwind(f.data);
+                Submit::Busy(buf)
+            }
             Err(e) => {
                 log::error!("system disk: request at sector {sector} could not be queued: {e}");
-                Submit::Done(Completion {
-                    tag,
-                    result: Err(BlockError::Io),
-                    buf: f.buf,
-                })
+                self.free_frames.push(frame);
+                let buf = self.unwind(f.data);
+                done(Err(BlockError::Io), buf)
             }
         }
     }
 
-    /// A blocking flush; only with nothing else at the device (the driver's flush
-    /// expects its own request to be the next one back).
-    fn flush_now(&mut self) -> Result<(), BlockError> {
-        self.blk.flush().map_err(|e| {
-            log::error!("system disk: flush failed: {e}");
-            BlockError::Io
-        })
-    }
-
-    /// Takes every finished request off the used ring and delivers it; then runs the
-    /// flushes that were waiting for them.
+    /// Takes every finished request off the used ring and delivers it.
     fn harvest(&mut self) {
         if self.failed {
             return;
         }
-        self.blk.ack_interrupt();
-        while let Some(token) = self.blk.peek_used() {
+        self.transport.ack_interrupt();
+        while let Some(token) = self.queue.peek_used() {
             let Some(mut f) = self
                 .slots
                 .get_mut(usize::from(token))
@@ -416,47 +571,33 @@ impl Engine {
                 return;
             };
             self.in_flight -= 1;
-            let done = if f.write {
-                // SAFETY: the same `req`, `buf` and `resp` that were queued under
-                // `token` (kept in its slot since).
-                unsafe {
-                    self.blk
-                        .complete_write_blocks(token, &f.req, &f.buf, &mut f.resp)
-                }
-            } else {
-                // SAFETY: as above.
-                unsafe {
-                    self.blk
-                        .complete_read_blocks(token, &f.req, &mut f.buf, &mut f.resp)
-                }
-            };
-            let result = match done {
-                Ok(()) => Ok(()),
-                Err(e) => {
+            let fr = &mut self.frames[usize::from(f.frame)];
+            let mut ins: [&[u8]; QUEUE_SIZE] = [&[]; QUEUE_SIZE];
+            let mut outs: [&mut [u8]; QUEUE_SIZE] = core::array::from_fn(|_| Default::default());
+            // SAFETY: the same frame and data the request was added with (kept in
+            // its slot since); see `buffers`.
+            let (ni, no) = unsafe { buffers(fr, f.kind, &mut f.data, &mut ins, &mut outs) };
+            // SAFETY: exactly the buffers that were added under `token`.
+            let popped = unsafe { self.queue.pop_used(token, &ins[..ni], &mut outs[..no]) };
+            let status = self.frames[usize::from(f.frame)].status[0];
+            self.free_frames.push(f.frame);
+            let result = match popped {
+                Ok(_) if status == blk::S_OK => Ok(()),
+                other => {
                     log::error!(
-                        "system disk: {} at sector {} failed: {e} (status {:?})",
-                        if f.write { "write" } else { "read" },
+                        "system disk: {:?} at sector {} failed: status {status}, {other:?}",
+                        f.kind,
                         f.sector,
-                        f.resp.status()
                     );
                     Err(BlockError::Io)
                 }
             };
+            let buf = self.unwind(core::mem::replace(&mut f.data, Data::None));
             f.to.deliver(Completion {
                 tag: f.tag,
                 result,
-                buf: core::mem::take(&mut f.buf),
+                buf,
             });
-        }
-        if self.in_flight == 0 && !self.flush_waiters.is_empty() {
-            let result = self.flush_now();
-            for (to, tag) in core::mem::take(&mut self.flush_waiters) {
-                to.deliver(Completion {
-                    tag,
-                    result,
-                    buf: Vec::new(),
-                });
-            }
         }
     }
 
@@ -465,25 +606,17 @@ impl Engine {
     /// flight then fails.
     fn fail(&mut self) {
         self.failed = true;
-        let status = (self.base + defs::MMIO_STATUS) as usize as *mut u32;
-        // SAFETY: `base` is this disk's own virtio-mmio register window (mapped as
-        // device memory); writing 0 to Status is the architected device reset, and the
-        // driver's own view of the transport is not used for I/O again (`failed`).
-        unsafe { status.write_volatile(0) };
+        // Writing 0 to Status is the architected device reset; the queue is not used
+        // for I/O again (`failed`).
+        self.transport.set_status(DeviceStatus::empty());
         self.in_flight = 0;
         let slots = core::mem::take(&mut self.slots);
         for f in slots.into_iter().flatten() {
+            let buf = self.unwind(f.data);
             f.to.deliver(Completion {
                 tag: f.tag,
                 result: Err(BlockError::Io),
-                buf: f.buf,
-            });
-        }
-        for (to, tag) in core::mem::take(&mut self.flush_waiters) {
-            to.deliver(Completion {
-                tag,
-                result: Err(BlockError::Io),
-                buf: Vec::new(),
+                buf,
             });
         }
     }
@@ -524,7 +657,7 @@ impl SystemDisk {
     ) -> Result<SystemDisk, SysDiskError> {
         let mut first_error = None;
         for (range, irq) in transports {
-            if range.size < defs::MMIO_CONFIG_OFFSET || range.base == 0 {
+            if range.size < virtio::defs::mmio::CONFIG || range.base == 0 {
                 log::warn!(
                     "virtio-mmio slot {:#x}: window of {:#x} bytes is too small, skipped",
                     range.base,
@@ -541,7 +674,7 @@ impl SystemDisk {
             // is valid for 'static. No other transport over it exists: `CLAIMED`
             // makes this the only probe, and a transport built here for a slot that
             // is not taken is dropped before the next slot is looked at.
-            let mut transport = match unsafe { MmioTransport::new(header, size) } {
+            let transport = match unsafe { MmioTransport::new(header, size) } {
                 Ok(t) => t,
                 Err(MmioError::InvalidDeviceID(_)) => continue, // empty slot
                 Err(e) => {
@@ -557,21 +690,15 @@ impl SystemDisk {
                 );
                 continue;
             }
-            match Self::bring_up(range.base, &mut transport) {
-                Ok(geometry) => match VirtIOBlk::<IdentityHal, _>::new(transport) {
-                    Ok(blk) => return Self::finish(range.base, *irq, blk, geometry),
-                    Err(error) => {
+            match Self::bring_up(range.base, transport) {
+                Ok(engine) => return Ok(Self::finish(range.base, *irq, engine)),
+                Err(e) => {
+                    if let SysDiskError::Init { error, .. } = &e {
                         log::error!(
                             "virtio-blk at {:#x}: initialisation failed: {error}",
                             range.base
                         );
-                        first_error.get_or_insert(SysDiskError::Init {
-                            base: range.base,
-                            error,
-                        });
                     }
-                },
-                Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
@@ -579,94 +706,137 @@ impl SystemDisk {
         Err(first_error.unwrap_or(SysDiskError::NotFound))
     }
 
-    /// Reads what the driver does not expose (offered features, `size_max`) before
-    /// initialisation resets the device.
-    fn bring_up(
-        base: u64,
-        transport: &mut MmioTransport<'static>,
-    ) -> Result<Geometry, SysDiskError> {
-        let features = transport.read_device_features();
-        let mut chunk = MAX_REQUEST_BYTES;
-        if features & defs::BLK_F_SIZE_MAX != 0 {
-            match transport.read_config_space::<u32>(defs::BLK_CFG_SIZE_MAX) {
-                Ok(size_max) => {
-                    let limit = (size_max as usize / SECTOR_SIZE as usize) * SECTOR_SIZE as usize;
-                    if limit == 0 {
-                        log::warn!(
-                            "virtio-blk at {base:#x}: size_max {size_max} is below one sector; using one sector per request"
-                        );
-                        chunk = SECTOR_SIZE as usize;
-                    } else {
-                        chunk = chunk.min(limit);
-                    }
-                }
-                Err(error) => return Err(SysDiskError::Init { base, error }),
-            }
+    /// Initialises the device (virtio 1.2 §3.1.1): features, geometry from the
+    /// configuration space, the request queue.
+    fn bring_up(base: u64, mut transport: MmioTransport<'static>) -> Result<Engine, SysDiskError> {
+        let init = |error| SysDiskError::Init { base, error };
+        transport.set_status(DeviceStatus::empty());
+        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+        let offered = transport.read_device_features();
+        let negotiated = offered & DRIVER_FEATURES;
+        transport.write_driver_features(negotiated);
+        let features_ok =
+            DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK;
+        transport.set_status(features_ok);
+        if transport.version() == MmioVersion::Modern
+            && !transport.get_status().contains(DeviceStatus::FEATURES_OK)
+        {
+            transport.set_status(DeviceStatus::FAILED);
+            return Err(init(virtio_drivers::Error::Unsupported));
         }
-        Ok(Geometry {
-            chunk,
-            can_flush: features & defs::BLK_F_FLUSH != 0,
-            offered_ro: features & defs::BLK_F_RO != 0,
-            version: transport.version(),
-        })
-    }
-
-    fn finish(
-        base: u64,
-        irq: Option<u32>,
-        blk: VirtIOBlk<IdentityHal, MmioTransport<'static>>,
-        g: Geometry,
-    ) -> Result<SystemDisk, SysDiskError> {
-        let sectors = blk.capacity();
+        transport.set_guest_page_size(PAGE_SIZE as u32);
+        let config = |offset| transport.read_config_space::<u32>(offset).map_err(init);
+        let (low, high) = transport
+            .read_consistent(|| {
+                Ok((
+                    transport.read_config_space::<u32>(blk::CFG_CAPACITY)?,
+                    transport.read_config_space::<u32>(CFG_CAPACITY_HIGH)?,
+                ))
+            })
+            .map_err(init)?;
+        let sectors = u64::from(high) << 32 | u64::from(low);
         let Some(capacity) = sectors.checked_mul(SECTOR_SIZE) else {
             log::error!("virtio-blk at {base:#x}: capacity of {sectors} sectors is impossible");
             return Err(SysDiskError::BadCapacity { base, sectors });
         };
-        let read_only = blk.readonly() || g.offered_ro;
-        log::info!(
-            "system disk: virtio-blk at {base:#x} ({} virtio-mmio), {} MiB ({sectors} sectors), {}, flush {}, {} KiB per request, {} requests in flight, {}",
-            match g.version {
-                MmioVersion::Legacy => "legacy",
-                MmioVersion::Modern => "modern",
+        let sector = SECTOR_SIZE as usize;
+        let (mut chunk, mut max_segment_bytes) = (MAX_REQUEST_BYTES, u32::MAX);
+        if negotiated & blk::F_SIZE_MAX != 0 {
+            let size_max = config(blk::CFG_SIZE_MAX)?;
+            max_segment_bytes = size_max.max(1);
+            let limit = (size_max as usize / sector) * sector;
+            if limit == 0 {
+                log::warn!(
+                    "virtio-blk at {base:#x}: size_max {size_max} is below one sector; using one sector per request"
+                );
+                chunk = sector;
+            } else {
+                chunk = chunk.min(limit);
+            }
+        }
+        let mut max_segments = MAX_SEGMENTS;
+        if negotiated & blk::F_SEG_MAX != 0 {
+            let seg_max = config(blk::CFG_SEG_MAX)?;
+            max_segments = max_segments.min((seg_max as usize).max(1));
+        }
+        let offered = transport.max_queue_size(REQUEST_QUEUE);
+        if offered < QUEUE_SIZE as u32 {
+            log::error!(
+                "virtio-blk at {base:#x}: its queue holds {offered} descriptors, this driver needs {QUEUE_SIZE}"
+            );
+            transport.set_status(DeviceStatus::FAILED);
+            return Err(init(virtio_drivers::Error::InvalidParam));
+        }
+        let queue = VirtQueue::<IdentityHal, QUEUE_SIZE>::new(
+            &mut transport,
+            REQUEST_QUEUE,
+            false,
+            negotiated & features::EVENT_IDX != 0,
+        )
+        .map_err(init)?;
+        transport.finish_init();
+        Ok(Engine {
+            transport,
+            queue,
+            capacity,
+            read_only: negotiated & blk::F_RO != 0,
+            can_flush: negotiated & blk::F_FLUSH != 0,
+            chunk,
+            dma: DmaLimits {
+                max_segments,
+                max_segment_bytes,
+                max_bytes: MAX_DMA_BYTES,
             },
+            failed: false,
+            frames: alloc::vec![
+                Frame {
+                    header: [0; blk::REQ_HEADER_SIZE],
+                    status: [0],
+                };
+                QUEUE_SIZE
+            ]
+            .into_boxed_slice(),
+            free_frames: (0..QUEUE_SIZE as u16).collect(),
+            slots: (0..QUEUE_SIZE).map(|_| None).collect(),
+            in_flight: 0,
+            seg_pool: Vec::new(),
+        })
+    }
+
+    fn finish(base: u64, irq: Option<u32>, engine: Engine) -> SystemDisk {
+        let legacy = engine.transport.version() == MmioVersion::Legacy;
+        let (capacity, read_only, chunk) = (engine.capacity, engine.read_only, engine.chunk);
+        log::info!(
+            "system disk: virtio-blk at {base:#x} ({} virtio-mmio), {} MiB ({} sectors), {}, flush {}, {} KiB per buffered request, guest data by DMA in up to {} segments of up to {} bytes, {QUEUE_SIZE} descriptors, {}",
+            if legacy { "legacy" } else { "modern" },
             capacity >> 20,
+            capacity / SECTOR_SIZE,
             if read_only { "read-only" } else { "read-write" },
-            if g.can_flush { "supported" } else { "not offered (write-through)" },
-            g.chunk >> 10,
-            blk.virt_queue_size(),
+            if engine.can_flush { "supported" } else { "not offered (write-through)" },
+            chunk >> 10,
+            engine.dma.max_segments,
+            engine.dma.max_segment_bytes,
             match irq {
                 Some(id) => alloc::format!("completion by interrupt {id}"),
                 None => alloc::string::String::from("no interrupt: completions are polled"),
             }
         );
-        let slots = (0..blk.virt_queue_size()).map(|_| None).collect();
-        let engine = Arc::new(Mutex::new(Engine {
-            blk,
-            base,
-            capacity,
-            read_only,
-            can_flush: g.can_flush,
-            chunk: g.chunk,
-            failed: false,
-            slots,
-            in_flight: 0,
-            flush_waiters: Vec::new(),
-        }));
+        let engine = Arc::new(Mutex::new(engine));
         *ENGINE.lock() = Some(engine.clone());
         if let Some(id) = irq {
             DISK_INTID.store(id, Ordering::Relaxed);
             crate::gic::enable_spi(id);
         }
-        Ok(SystemDisk {
+        SystemDisk {
             engine,
             inbox: Inbox::new(),
             capacity,
             read_only,
-            legacy: g.version == MmioVersion::Legacy,
-            chunk: g.chunk,
+            legacy,
+            chunk,
             next_tag: 0,
             bounce: Vec::new(),
-        })
+        }
     }
 
     /// Size in bytes.
@@ -690,6 +860,7 @@ impl SystemDisk {
             len: len.min(self.capacity - start),
             read_only: read_only || self.read_only,
             chunk: self.chunk,
+            dma: self.engine.lock().dma,
         }
     }
 
@@ -700,11 +871,19 @@ impl SystemDisk {
     fn run(&mut self, op: BlockOp, len: usize) -> Result<(), BlockError> {
         let tag = self.next_tag;
         self.next_tag = self.next_tag.wrapping_add(1);
-        let mut buf = core::mem::take(&mut self.bounce);
-        buf.resize(len, 0);
+        let mut buf = Vec::new();
+        if op != BlockOp::Flush {
+            buf = core::mem::take(&mut self.bounce);
+            buf.resize(len, 0);
+        }
         let mut waiter = Waiter::new(op);
         loop {
-            let submitted = self.engine.lock().submit(&self.inbox, tag, op, buf);
+            let data = if op == BlockOp::Flush {
+                Data::None
+            } else {
+                Data::Buf(buf)
+            };
+            let submitted = self.engine.lock().submit(&self.inbox, tag, op, data);
             match submitted {
                 Submit::Done(c) => {
                     self.bounce = c.buf;
@@ -776,14 +955,6 @@ impl Waiter {
     }
 }
 
-/// What is learnt about a device before the driver initialises it.
-struct Geometry {
-    chunk: usize,
-    can_flush: bool,
-    offered_ro: bool,
-    version: MmioVersion,
-}
-
 impl BlockBackend for SystemDisk {
     fn capacity(&self) -> u64 {
         self.capacity
@@ -835,6 +1006,48 @@ pub struct DiskExtent {
     len: u64,
     read_only: bool,
     chunk: usize,
+    dma: DmaLimits,
+}
+
+impl DiskExtent {
+    /// `op` of `len` bytes on this extent as an operation on the system disk, or why
+    /// it is refused.
+    fn place(&self, op: BlockOp, len: u64) -> Result<BlockOp, BlockError> {
+        let (offset, write) = match op {
+            BlockOp::Flush => return Ok(BlockOp::Flush),
+            BlockOp::Read { offset } => (offset, false),
+            BlockOp::Write { offset } => (offset, true),
+        };
+        let inside = offset.checked_add(len).is_some_and(|end| end <= self.len);
+        if !inside {
+            return Err(BlockError::OutOfRange);
+        }
+        if write && self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        let offset = self.start + offset;
+        Ok(if write {
+            BlockOp::Write { offset }
+        } else {
+            BlockOp::Read { offset }
+        })
+    }
+
+    /// Hands a placed operation to the engine, routing the disk's interrupt here.
+    fn start(&mut self, tag: u64, op: BlockOp, data: Data) -> Submit {
+        let submitted = {
+            let mut engine = self.engine.lock();
+            route_interrupt_here();
+            engine.submit(&self.inbox, tag, op, data)
+        };
+        if intid().is_none() {
+            // No interrupt will come: have the VM poll this disk until it is done.
+            if let Some(w) = &*self.inbox.waker.lock() {
+                w.raise();
+            }
+        }
+        submitted
+    }
 }
 
 impl AsyncBlock for DiskExtent {
@@ -851,47 +1064,58 @@ impl AsyncBlock for DiskExtent {
     }
 
     fn submit(&mut self, tag: u64, op: BlockOp, buf: Vec<u8>) -> Submit {
-        let op = match op {
-            BlockOp::Flush => BlockOp::Flush,
-            BlockOp::Read { offset } | BlockOp::Write { offset } => {
-                let write = matches!(op, BlockOp::Write { .. });
-                let inside = offset
-                    .checked_add(buf.len() as u64)
-                    .is_some_and(|end| end <= self.len);
-                let refused = if !inside {
-                    Some(BlockError::OutOfRange)
-                } else if write && self.read_only {
-                    Some(BlockError::ReadOnly)
+        let len = buf.len() as u64;
+        match self.place(op, len) {
+            Ok(op) => {
+                let data = if op == BlockOp::Flush {
+                    Data::None
                 } else {
-                    None
+                    Data::Buf(buf)
                 };
-                if let Some(e) = refused {
-                    return Submit::Done(Completion {
-                        tag,
-                        result: Err(e),
-                        buf,
-                    });
-                }
-                let offset = self.start + offset;
-                if write {
-                    BlockOp::Write { offset }
-                } else {
-                    BlockOp::Read { offset }
-                }
+                self.start(tag, op, data)
             }
-        };
-        let submitted = {
-            let mut engine = self.engine.lock();
-            route_interrupt_here();
-            engine.submit(&self.inbox, tag, op, buf)
-        };
-        if intid().is_none() {
-            // No interrupt will come: have the VM poll this disk until it is done.
-            if let Some(w) = &*self.inbox.waker.lock() {
-                w.raise();
-            }
+            Err(e) => Submit::Done(Completion {
+                tag,
+                result: Err(e),
+                buf,
+            }),
         }
-        submitted
+    }
+
+    fn dma_limits(&self) -> Option<DmaLimits> {
+        Some(self.dma)
+    }
+
+    /// The segments are guest RAM from `GuestMemory::dma_address`; the device
+    /// reads or writes them directly.
+    fn submit_dma(&mut self, tag: u64, op: BlockOp, segs: &[DmaSegment]) -> Submit {
+        let len = segs.iter().map(|s| u64::from(s.len)).sum();
+        match self.place(op, len) {
+            Ok(op @ (BlockOp::Read { .. } | BlockOp::Write { .. })) => {
+                let mut list = self.engine.lock().seg_pool.pop().unwrap_or_default();
+                list.extend_from_slice(segs);
+                self.start(tag, op, Data::Guest(list))
+            }
+            Ok(BlockOp::Flush) | Err(_) => Submit::Done(Completion {
+                tag,
+                result: Err(BlockError::OutOfRange),
+                buf: Vec::new(),
+            }),
+        }
+    }
+
+    /// Waits (taking completions off the used ring itself, as the interrupt may be
+    /// routed to a CPU that is not looking) until the device has returned every
+    /// request of this disk.
+    fn quiesce(&mut self) {
+        let mut waiter = Waiter::new(BlockOp::Flush);
+        while self.inbox.pending.load(Ordering::Acquire) > 0 {
+            self.engine.lock().harvest();
+            if self.inbox.pending.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            waiter.pause();
+        }
     }
 
     fn poll(&mut self) -> Option<Completion> {

@@ -360,7 +360,15 @@ impl Vm {
             }
         }
         if irq.touched {
-            self.deliver_kicks(vcpu);
+            let kicked = self.deliver_kicks(vcpu);
+            // Completions are best delivered on the CPU of the vCPU they interrupt
+            // (the system disk routes its interrupt there); when they interrupt no
+            // vCPU (a polling guest) nothing is learnt.
+            if kicked != 0 {
+                crate::sysdisk::completions_taken_on(kicked.is_power_of_two().then(|| {
+                    self.pcpu[kicked.trailing_zeros() as usize] & arch::smccc::MPIDR_AFFINITY_MASK
+                }));
+            }
         }
     }
 
@@ -394,8 +402,9 @@ impl Vm {
         }
     }
 
-    /// Marks the vCPUs the vGIC has new work for and kicks those running elsewhere.
-    pub fn deliver_kicks(&self, from: usize) {
+    /// Marks the vCPUs the vGIC has new work for and kicks those running elsewhere;
+    /// returns them (bit i: vCPU i).
+    pub fn deliver_kicks(&self, from: usize) -> u64 {
         let mask = self.vgic.lock().take_kicks();
         for i in 0..self.vcpus() {
             if mask & (1 << i) != 0 {
@@ -405,6 +414,7 @@ impl Vm {
                 }
             }
         }
+        mask
     }
 }
 

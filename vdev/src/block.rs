@@ -126,6 +126,25 @@ pub enum Submit {
     Busy(alloc::vec::Vec<u8>),
 }
 
+/// One contiguous run of guest RAM a host device reads or writes directly: its
+/// [`crate::GuestMemory::dma_address`] and length in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaSegment {
+    pub addr: u64,
+    pub len: u32,
+}
+
+/// What one [`AsyncBlock::submit_dma`] operation may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaLimits {
+    /// Most segments.
+    pub max_segments: usize,
+    /// Most bytes in one segment (longer runs are split into several).
+    pub max_segment_bytes: u32,
+    /// Most bytes in all (a multiple of [`SECTOR_SIZE`]).
+    pub max_bytes: usize,
+}
+
 /// Storage behind a virtual disk that completes requests asynchronously: the device
 /// model submits a request with a buffer it owns and gets both back later, so a slow
 /// disk never holds the guest's vCPU. Offsets and lengths are multiples of
@@ -149,6 +168,27 @@ pub trait AsyncBlock {
     /// Raise `signal` whenever a completion becomes ready (the backend completes
     /// requests outside any call into it, e.g. on an interrupt).
     fn set_waker(&mut self, _signal: crate::WorkSignal) {}
+    /// Whether (and with what limits) [`Self::submit_dma`] moves data straight
+    /// between the disk and guest RAM; `None`: only buffered [`Self::submit`].
+    fn dma_limits(&self) -> Option<DmaLimits> {
+        None
+    }
+    /// Starts a read or write whose data is the guest RAM `segs` (in order, their
+    /// lengths summing to a multiple of [`SECTOR_SIZE`]), which the backend's device
+    /// reads or writes directly until the request completes. The completion's buffer
+    /// is empty; `Busy` hands back an empty buffer. A backend without DMA refuses it.
+    fn submit_dma(&mut self, tag: u64, op: BlockOp, segs: &[DmaSegment]) -> Submit {
+        let _ = (op, segs);
+        Submit::Done(Completion {
+            tag,
+            result: Err(BlockError::Io),
+            buf: alloc::vec::Vec::new(),
+        })
+    }
+    /// Returns once no operation started with [`Self::submit_dma`] can still touch
+    /// guest RAM (their completions may still be waiting for [`Self::poll`]): a device
+    /// reset calls it before the guest, or the hypervisor, reuses that memory.
+    fn quiesce(&mut self) {}
 }
 
 impl<T: AsyncBlock + ?Sized> AsyncBlock for alloc::boxed::Box<T> {
@@ -172,6 +212,15 @@ impl<T: AsyncBlock + ?Sized> AsyncBlock for alloc::boxed::Box<T> {
     }
     fn set_waker(&mut self, signal: crate::WorkSignal) {
         (**self).set_waker(signal)
+    }
+    fn dma_limits(&self) -> Option<DmaLimits> {
+        (**self).dma_limits()
+    }
+    fn submit_dma(&mut self, tag: u64, op: BlockOp, segs: &[DmaSegment]) -> Submit {
+        (**self).submit_dma(tag, op, segs)
+    }
+    fn quiesce(&mut self) {
+        (**self).quiesce()
     }
 }
 

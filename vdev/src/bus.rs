@@ -41,6 +41,8 @@ struct Region {
     size: u64,
     name: String,
     device: DeviceLock,
+    /// The device can defer work ([`MmioDevice::defers_work`]).
+    defers: bool,
 }
 
 /// The device owning an address, found by [`MmioBus::find`]: lock it for the access.
@@ -111,6 +113,7 @@ impl MmioBus {
         let at = self.bases.partition_point(|&b| b < base);
         self.bases.insert(at, base);
         self.ends.insert(at, end);
+        let defers = device.defers_work();
         self.regions.insert(
             at,
             Region {
@@ -118,6 +121,7 @@ impl MmioBus {
                 size,
                 name: String::from(name),
                 device: TicketMutex::new(device),
+                defers,
             },
         );
         Ok(())
@@ -186,15 +190,17 @@ impl MmioBus {
     pub fn has_deferred_work(&self) -> bool {
         self.regions
             .iter()
+            .filter(|r| r.defers)
             .any(|r| r.device.lock().has_deferred_work())
     }
 
     /// Resumes the deferred work of every device that has some, each bounded as one
     /// guest access is; returns whether work is still left (call again later).
-    /// Devices are locked one at a time.
+    /// Devices are locked one at a time, and only those that can defer work: a
+    /// device that never does (the vGIC's, the UART) is never locked here.
     pub fn resume_deferred(&self, ctx: &mut MmioContext) -> bool {
         let mut left = false;
-        for r in &self.regions {
+        for r in self.regions.iter().filter(|r| r.defers) {
             let mut dev = r.device.lock();
             if dev.has_deferred_work() {
                 dev.resume(ctx);
@@ -332,6 +338,9 @@ mod tests {
             self.backlog = 0;
             irq.set_level(self.intid, false);
         }
+        fn defers_work(&self) -> bool {
+            true
+        }
         fn has_deferred_work(&self) -> bool {
             self.backlog > 0
         }
@@ -398,6 +407,53 @@ mod tests {
             assert_eq!(ctx_read(&bus, 0x1000 * (i + 1)), Some(0), "device {i}");
         }
         assert!(!bus.has_deferred_work(), "deferred work dropped by reset");
+    }
+
+    /// A device that never defers work and counts how often it is asked.
+    struct Never(alloc::sync::Arc<core::sync::atomic::AtomicUsize>);
+    impl MmioDevice for Never {
+        fn read(&mut self, _: &mut MmioContext, _: u64, _: AccessSize) -> Result<u64, MmioError> {
+            Ok(0)
+        }
+        fn write(
+            &mut self,
+            _: &mut MmioContext,
+            _: u64,
+            _: AccessSize,
+            _: u64,
+        ) -> Result<(), MmioError> {
+            Ok(())
+        }
+        fn reset(&mut self, _: &mut dyn InterruptSink) {}
+        fn has_deferred_work(&self) -> bool {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    #[test]
+    fn resuming_deferred_work_leaves_devices_that_never_defer_alone() {
+        let mut bus = busy_bus();
+        let asked = alloc::sync::Arc::new(core::sync::atomic::AtomicUsize::new(0));
+        bus.insert("gicr", 0x8000, 0x100, Box::new(Never(asked.clone())))
+            .unwrap();
+        let signal = WorkSignal::new();
+        bus.connect_work_signal(&signal);
+        let mut irq = Lines::default();
+        write_all(&bus, &mut irq, |i| i);
+        let mut mem = crate::VecMemory::new(0, 0);
+        let mut ctx = MmioContext {
+            vcpu: 0,
+            mem: &mut mem,
+            irq: &mut irq,
+        };
+        while bus.resume_deferred(&mut ctx) {}
+        assert!(!bus.has_deferred_work());
+        assert_eq!(
+            asked.load(Ordering::Relaxed),
+            0,
+            "neither locked nor asked while the others' work was resumed"
+        );
     }
 
     #[test]

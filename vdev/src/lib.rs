@@ -29,8 +29,8 @@ pub mod shared;
 pub mod work;
 
 pub use block::{
-    AsyncBlock, BlockBackend, BlockError, BlockOp, Completion, SharedBlock, Submit, SyncBlock,
-    SECTOR_SIZE,
+    AsyncBlock, BlockBackend, BlockError, BlockOp, Completion, DmaLimits, DmaSegment, SharedBlock,
+    Submit, SyncBlock, SECTOR_SIZE,
 };
 pub use bus::{BusError, MmioBus};
 pub use memory::{GuestMemory, MemError, VecMemory};

@@ -42,6 +42,17 @@ pub trait GuestMemory {
         self.read(gpa, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
+    /// The address a host device uses to reach `[gpa, gpa + len)` directly (DMA),
+    /// when this memory allows it and the range is one contiguous run of guest RAM;
+    /// the range is made ready for device access first (populated), so a device write
+    /// is never overwritten by a later first touch. `Ok(None)`: this memory offers no
+    /// direct access and data must be copied through [`Self::read`]/[`Self::write`].
+    /// Like every access, refuses a range that is not all guest RAM.
+    fn dma_address(&mut self, gpa: u64, len: usize) -> Result<Option<u64>, MemError> {
+        let _ = (gpa, len);
+        Ok(None)
+    }
+
     /// Writes a little-endian `u16`.
     fn write_u16(&mut self, gpa: u64, v: u16) -> Result<(), MemError> {
         self.write(gpa, &v.to_le_bytes())
@@ -76,6 +87,9 @@ pub fn range_offset(base: u64, size: u64, gpa: u64, len: usize) -> Result<usize,
 pub struct VecMemory {
     base: u64,
     bytes: Vec<u8>,
+    /// Whether [`GuestMemory::dma_address`] hands out addresses (the guest physical
+    /// address itself), as guest RAM a host device can reach does.
+    dma: bool,
 }
 
 impl VecMemory {
@@ -84,7 +98,14 @@ impl VecMemory {
         Self {
             base,
             bytes: vec![0; size],
+            dma: false,
         }
+    }
+    /// Lets devices reach this memory directly: [`GuestMemory::dma_address`] then
+    /// returns the guest physical address of every range inside it (tests model the
+    /// host device's accesses with [`GuestMemory::read`]/[`GuestMemory::write`]).
+    pub fn allow_dma(&mut self, on: bool) {
+        self.dma = on;
     }
     /// Guest physical address of the first byte.
     pub fn base(&self) -> u64 {
@@ -107,11 +128,31 @@ impl GuestMemory for VecMemory {
         self.bytes[off..off + data.len()].copy_from_slice(data);
         Ok(())
     }
+    fn dma_address(&mut self, gpa: u64, len: usize) -> Result<Option<u64>, MemError> {
+        range_offset(self.base, self.bytes.len() as u64, gpa, len)?;
+        Ok(self.dma.then_some(gpa))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dma_addresses_only_when_allowed_and_only_inside_ram() {
+        let mut m = VecMemory::new(0x4000_0000, 0x1000);
+        assert_eq!(m.dma_address(0x4000_0000, 0x1000), Ok(None));
+        m.allow_dma(true);
+        assert_eq!(m.dma_address(0x4000_0800, 0x800), Ok(Some(0x4000_0800)));
+        assert_eq!(
+            m.dma_address(0x4000_0800, 0x801),
+            Err(MemError::OutOfRange { gpa: 0x4000_1000 })
+        );
+        assert_eq!(
+            m.dma_address(0x3fff_ffff, 1),
+            Err(MemError::OutOfRange { gpa: 0x3fff_ffff })
+        );
+    }
 
     #[test]
     fn in_range_round_trips() {

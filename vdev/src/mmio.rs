@@ -107,6 +107,14 @@ pub trait MmioDevice {
     /// dropped, and every interrupt line the device drives lowered through `irq`.
     /// Host-side connections (where output goes, backends) are kept.
     fn reset(&mut self, irq: &mut dyn InterruptSink);
+    /// Whether the device can ever defer work (answered once, when it joins a bus):
+    /// only such devices are looked at, and locked, by
+    /// [`crate::MmioBus::resume_deferred`], so a vCPU resuming a disk never takes
+    /// the lock of a device another vCPU is using (its GIC redistributor). Devices
+    /// that never defer work: `false`.
+    fn defers_work(&self) -> bool {
+        false
+    }
     /// Whether the device holds work it deferred (a per-access budget ran out) that
     /// [`MmioDevice::resume`] would do. Devices that never defer work: `false`.
     fn has_deferred_work(&self) -> bool {

@@ -45,6 +45,9 @@ impl<T: MmioDevice> MmioDevice for Shared<T> {
     fn reset(&mut self, irq: &mut dyn InterruptSink) {
         self.0.lock().reset(irq)
     }
+    fn defers_work(&self) -> bool {
+        self.0.lock().defers_work()
+    }
     fn has_deferred_work(&self) -> bool {
         self.0.lock().has_deferred_work()
     }

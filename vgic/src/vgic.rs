@@ -182,6 +182,13 @@ impl Vgic {
         let Some(irq) = self.irq(vcpu, intid) else {
             return;
         };
+        // An SPI the distributor would not deliver (disabled, or its group off) needs
+        // no vCPU's attention: enabling it kicks then (GICD_ISENABLER, GICD_CTLR).
+        // A guest polling a device with its interrupt off is never interrupted.
+        let (grp0, grp1) = self.group_enables();
+        if !irq.enabled || !(if irq.group1 { grp1 } else { grp0 }) {
+            return;
+        }
         match self.route_of(irq.route) {
             Route::One(t) => self.kicks |= 1 << t,
             Route::Any => self.kicks |= u64::MAX >> (64 - self.vcpus.len()),
@@ -348,6 +355,8 @@ mod tests {
     #[test]
     fn kicks_name_the_routed_vcpu() {
         let mut g = Vgic::new(VgicConfig::simple(3, 32)).unwrap();
+        g.ctlr = ctlr::ENABLE_GRP0 | ctlr::ENABLE_GRP1;
+        g.irq_mut(0, 40).unwrap().enabled = true;
         g.set_level(40, true).unwrap();
         assert_eq!(g.take_kicks(), 0b001, "SPIs reset to vCPU 0");
         assert_eq!(g.take_kicks(), 0);
@@ -355,5 +364,31 @@ mod tests {
         assert_eq!(g.take_kicks(), 0b100);
         g.set_level(40, true).unwrap();
         assert_eq!(g.take_kicks(), 0, "no new pending state, no kick");
+    }
+
+    #[test]
+    fn an_spi_the_distributor_would_not_deliver_kicks_nobody_until_enabled() {
+        let mut g = Vgic::new(VgicConfig::simple(2, 32)).unwrap();
+        g.ctlr = ctlr::ENABLE_GRP0 | ctlr::ENABLE_GRP1;
+        g.set_level(40, true).unwrap();
+        assert_eq!(g.take_kicks(), 0, "disabled: no kick");
+        g.set_level(40, false).unwrap();
+        g.irq_mut(0, 40).unwrap().enabled = true;
+        g.ctlr = 0;
+        g.set_level(40, true).unwrap();
+        assert_eq!(g.take_kicks(), 0, "its group off: no kick");
+        g.set_level(40, false).unwrap();
+        // Still pending while disabled, then enabled through GICD_ISENABLER1: the
+        // enable kicks.
+        g.ctlr = ctlr::ENABLE_GRP0 | ctlr::ENABLE_GRP1;
+        g.irq_mut(0, 40).unwrap().enabled = false;
+        g.set_level(40, true).unwrap();
+        assert_eq!(g.take_kicks(), 0);
+        g.write_bits(0, 32, crate::banks::BitReg::SetEnable, 1 << 8);
+        assert_eq!(
+            g.take_kicks(),
+            0b01,
+            "enabling a pending SPI kicks its target"
+        );
     }
 }

@@ -18,7 +18,10 @@ use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use vdev::{AsyncBlock, BlockOp, Completion, GuestMemory, MemError, Submit, SECTOR_SIZE};
+use vdev::{
+    AsyncBlock, BlockOp, Completion, DmaLimits, DmaSegment, GuestMemory, MemError, Submit,
+    SECTOR_SIZE,
+};
 
 use crate::chain::{tail_segments, DescChain, Segment};
 use crate::defs::{blk, device_id, limits};
@@ -70,6 +73,9 @@ struct Request {
     /// Data bytes written into the chain (reads).
     copied: u64,
     status_at: Segment,
+    /// The data's guest RAM, when the backend moves it directly (no bounce buffer);
+    /// empty otherwise.
+    dma: Vec<DmaSegment>,
 }
 
 impl Request {
@@ -84,6 +90,8 @@ struct Piece {
     head: u16,
     at: u64,
     len: usize,
+    /// Moved by the backend straight to or from guest RAM.
+    dma: bool,
 }
 
 /// A virtio block device over backend `B`.
@@ -107,6 +115,12 @@ pub struct Blk<B: AsyncBlock + Send> {
     /// Completions a synchronous backend returned from `submit`, not applied yet.
     done: VecDeque<Completion>,
     next_tag: u64,
+    /// Backend operations on guest RAM not completed yet (a reset waits for them).
+    dma_ops: usize,
+    /// Segment lists of finished requests, for reuse.
+    dma_pool: Vec<Vec<DmaSegment>>,
+    /// The segments of the operation being submitted.
+    scratch: Vec<DmaSegment>,
 }
 
 /// How a chain was taken on.
@@ -133,6 +147,9 @@ impl<B: AsyncBlock + Send> Blk<B> {
             pieces: Vec::new(),
             done: VecDeque::new(),
             next_tag: 0,
+            dma_ops: 0,
+            dma_pool: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -268,6 +285,13 @@ impl<B: AsyncBlock + Send> Blk<B> {
         if len == 0 && kind != Kind::Flush {
             return Ok(Start::Now(blk::S_OK, 1));
         }
+        let dma = match kind {
+            Kind::Read => self.dma_segments(mem, &chain.writable, 0, len)?,
+            Kind::Write => {
+                self.dma_segments(mem, &chain.readable, blk::REQ_HEADER_SIZE as u64, len)?
+            }
+            Kind::WriteZeroes | Kind::Flush => Vec::new(),
+        };
         Ok(Start::Held(Request {
             chain,
             kind,
@@ -279,7 +303,62 @@ impl<B: AsyncBlock + Send> Blk<B> {
             status: blk::S_OK,
             copied: 0,
             status_at,
+            dma,
         }))
+    }
+
+    /// The `len` data bytes `skip` bytes into `segs` as guest RAM the backend can
+    /// reach directly, or an empty list when the backend or the memory cannot (the
+    /// data then goes through bounce buffers). Every byte is checked to be guest RAM.
+    fn dma_segments(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+        segs: &[Segment],
+        mut skip: u64,
+        mut left: u64,
+    ) -> Result<Vec<DmaSegment>, MemError> {
+        let mut out = self.dma_pool.pop().unwrap_or_default();
+        out.clear();
+        if self.backend.dma_limits().is_none() {
+            return Ok(out);
+        }
+        for s in segs {
+            if left == 0 {
+                break;
+            }
+            let seg_len = u64::from(s.len);
+            if skip >= seg_len {
+                skip -= seg_len;
+                continue;
+            }
+            let n = (seg_len - skip).min(left);
+            // `n` is at most a descriptor's u32 length.
+            match mem.dma_address(s.addr + skip, n as usize) {
+                Ok(Some(addr)) => out.push(DmaSegment {
+                    addr,
+                    len: n as u32,
+                }),
+                Ok(None) => {
+                    out.clear();
+                    return Ok(out);
+                }
+                Err(e) => {
+                    self.recycle(out);
+                    return Err(e);
+                }
+            }
+            left -= n;
+            skip = 0;
+        }
+        Ok(out)
+    }
+
+    /// Keeps a finished request's segment list for the next one.
+    fn recycle(&mut self, mut segs: Vec<DmaSegment>) {
+        if segs.capacity() > 0 && self.dma_pool.len() < self.max_in_flight {
+            segs.clear();
+            self.dma_pool.push(segs);
+        }
     }
 
     /// The byte offset of a `len`-byte transfer at `sector`, or the status refusing it.
@@ -344,7 +423,7 @@ impl<B: AsyncBlock + Send> Blk<B> {
                     return Ok(progress);
                 }
                 if !r.started {
-                    let tag = self.tag(r.chain.head, 0, 0);
+                    let tag = self.tag(r.chain.head, 0, 0, false);
                     self.requests[i].started = true;
                     self.requests[i].outstanding += 1;
                     self.ops += 1;
@@ -362,6 +441,49 @@ impl<B: AsyncBlock + Send> Blk<B> {
                     progress = true;
                 }
                 return Ok(progress); // later requests wait for the flush
+            }
+            while self.requests[i].unsubmitted() && !self.requests[i].dma.is_empty() {
+                let Some(lim) = self.backend.dma_limits() else {
+                    let dma = core::mem::take(&mut self.requests[i].dma);
+                    self.recycle(dma);
+                    break;
+                };
+                let r = &self.requests[i];
+                let n = dma_piece(&r.dma, r.submitted, &lim, &mut self.scratch);
+                if n == 0 {
+                    // Limits no split of these segments satisfies: bounce instead.
+                    let dma = core::mem::take(&mut self.requests[i].dma);
+                    self.recycle(dma);
+                    break;
+                }
+                let (head, at, kind, offset) = (r.chain.head, r.submitted, r.kind, r.offset);
+                let op = if kind == Kind::Read {
+                    BlockOp::Read {
+                        offset: offset + at,
+                    }
+                } else {
+                    BlockOp::Write {
+                        offset: offset + at,
+                    }
+                };
+                let tag = self.tag(head, at, n, true);
+                self.ops += 1;
+                self.dma_ops += 1;
+                match self.backend.submit_dma(tag, op, &self.scratch) {
+                    Submit::Queued => {}
+                    Submit::Done(c) => self.done.push_back(c),
+                    Submit::Busy(_) => {
+                        self.pieces.pop();
+                        self.ops -= 1;
+                        self.dma_ops -= 1;
+                        return Ok(progress);
+                    }
+                }
+                let r = &mut self.requests[i];
+                r.started = true;
+                r.submitted += n as u64;
+                r.outstanding += 1;
+                progress = true;
             }
             while self.requests[i].unsubmitted() {
                 let Some(mut buf) = self.take_buffer() else {
@@ -391,7 +513,7 @@ impl<B: AsyncBlock + Send> Blk<B> {
                     _ => {}
                 }
                 let head = r.chain.head;
-                let tag = self.tag(head, at, n);
+                let tag = self.tag(head, at, n, false);
                 self.lent += 1;
                 self.ops += 1;
                 match self.backend.submit(tag, op, buf) {
@@ -417,10 +539,16 @@ impl<B: AsyncBlock + Send> Blk<B> {
     }
 
     /// Records a new backend operation and returns its tag.
-    fn tag(&mut self, head: u16, at: u64, len: usize) -> u64 {
+    fn tag(&mut self, head: u16, at: u64, len: usize, dma: bool) -> u64 {
         let tag = self.next_tag;
         self.next_tag = self.next_tag.wrapping_add(1);
-        self.pieces.push(Piece { tag, head, at, len });
+        self.pieces.push(Piece {
+            tag,
+            head,
+            at,
+            len,
+            dma,
+        });
         tag
     }
 
@@ -481,10 +609,17 @@ impl<B: AsyncBlock + Send> Blk<B> {
         };
         let kind = self.requests[ri].kind;
         let mut result = c.result;
-        if kind != Kind::Flush {
+        let buffered = kind != Kind::Flush && !piece.dma;
+        if buffered {
             self.lent = self.lent.saturating_sub(1);
         }
-        if kind == Kind::Read && result.is_ok() {
+        if piece.dma {
+            self.dma_ops = self.dma_ops.saturating_sub(1);
+            if kind == Kind::Read && result.is_ok() {
+                // The backend's device wrote the data into the chain itself.
+                self.requests[ri].copied += piece.len as u64;
+            }
+        } else if kind == Kind::Read && result.is_ok() {
             if c.buf.len() < piece.len {
                 result = Err(vdev::BlockError::Io);
             } else {
@@ -493,7 +628,7 @@ impl<B: AsyncBlock + Send> Blk<B> {
                 self.requests[ri].copied += piece.len as u64;
             }
         }
-        if kind != Kind::Flush {
+        if buffered {
             self.give_back(c.buf);
         }
         let r = &mut self.requests[ri];
@@ -506,10 +641,12 @@ impl<B: AsyncBlock + Send> Blk<B> {
         }
         r.outstanding -= 1;
         if r.outstanding == 0 && !r.unsubmitted() {
-            let r = self
+            let mut r = self
                 .requests
                 .remove(ri)
                 .ok_or(RequestError::MissingStatus)?;
+            let dma = core::mem::take(&mut r.dma);
+            self.recycle(dma);
             qc.mem().write(r.status_at.addr, &[r.status])?;
             let used = if kind == Kind::Read && r.status == blk::S_OK {
                 r.copied + 1
@@ -523,7 +660,13 @@ impl<B: AsyncBlock + Send> Blk<B> {
     }
 
     /// Forgets every held request: completions still to come only return buffers.
+    /// Operations on guest RAM are waited for first, so that nothing writes or reads
+    /// the guest's memory after the reset.
     fn forget_requests(&mut self) {
+        if self.dma_ops > 0 {
+            self.backend.quiesce();
+            self.dma_ops = 0;
+        }
         self.requests.clear();
         self.pieces.clear();
     }
@@ -627,6 +770,10 @@ impl<B: AsyncBlock + Send> VirtioDevice for Blk<B> {
             pieces: _,
             done: _,
             next_tag: _,
+            dma_ops: _,
+            // Scratch space, no state.
+            dma_pool: _,
+            scratch: _,
         } = self;
         Vec::new()
     }
@@ -634,6 +781,54 @@ impl<B: AsyncBlock + Send> VirtioDevice for Blk<B> {
     fn restore_state(&mut self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
         crate::device::restore_no_state(blob)
     }
+}
+
+/// Fills `out` with the next backend operation of a request whose data is `segs`,
+/// starting `start` bytes in (a multiple of [`SECTOR_SIZE`]), within `lim`; returns its
+/// length in bytes, a multiple of [`SECTOR_SIZE`] (0 when `lim` allows no such piece).
+fn dma_piece(segs: &[DmaSegment], start: u64, lim: &DmaLimits, out: &mut Vec<DmaSegment>) -> usize {
+    let sector = SECTOR_SIZE as usize;
+    let max_bytes = lim.max_bytes / sector * sector;
+    let max_seg = u64::from(lim.max_segment_bytes.max(1));
+    out.clear();
+    let mut skip = start;
+    let mut total = 0usize;
+    'segs: for s in segs {
+        let len = u64::from(s.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let (mut addr, mut left) = (s.addr + skip, len - skip);
+        skip = 0;
+        while left > 0 {
+            if out.len() >= lim.max_segments || total >= max_bytes {
+                break 'segs;
+            }
+            // Bounded by max_seg (a u32) and by what is left of max_bytes.
+            let n = left.min(max_seg).min((max_bytes - total) as u64);
+            out.push(DmaSegment {
+                addr,
+                len: n as u32,
+            });
+            total += n as usize;
+            addr += n;
+            left -= n;
+        }
+    }
+    // End on a sector boundary: trim the tail (the rest goes in the next piece).
+    let mut excess = total % sector;
+    total -= excess;
+    while excess > 0 {
+        let Some(last) = out.last_mut() else { break };
+        let cut = (last.len as usize).min(excess);
+        last.len -= cut as u32;
+        excess -= cut;
+        if last.len == 0 {
+            out.pop();
+        }
+    }
+    total
 }
 
 /// Writes `data` into the writable segments `segs` starting `skip` bytes in.

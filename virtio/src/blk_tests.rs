@@ -450,7 +450,13 @@ struct Req {
 }
 
 /// Makes a request available (with `data` as its buffer contents) without notifying.
-fn publish(d: &mut HeldDriver, kind: u32, sector: u64, data: &[u8], writable: bool) -> Req {
+fn publish<D: VirtioDevice>(
+    d: &mut TestDriver<D>,
+    kind: u32,
+    sector: u64,
+    data: &[u8],
+    writable: bool,
+) -> Req {
     let hdr = d.alloc(16, 16);
     d.write_mem(hdr, &header(kind, sector));
     let buf = d.alloc(data.len().max(1) as u64, 512);
@@ -469,7 +475,7 @@ fn publish(d: &mut HeldDriver, kind: u32, sector: u64, data: &[u8], writable: bo
     }
 }
 
-fn used(d: &mut HeldDriver) -> alloc::vec::Vec<u32> {
+fn used<D: VirtioDevice>(d: &mut TestDriver<D>) -> alloc::vec::Vec<u32> {
     core::iter::from_fn(|| d.pop_used(0).map(|(id, _)| id)).collect()
 }
 
@@ -689,4 +695,303 @@ fn a_head_made_available_again_while_in_flight_needs_reset_and_completes_nothing
     d.poll();
     assert_eq!(d.mem.as_bytes(), &before[..], "nor after the reset");
     assert!(backend(&mut d).disk.data[512..].iter().all(|&b| b == 0));
+}
+
+// ---- Data straight to and from guest RAM (DMA) --------------------------------
+
+/// A backend that moves data by DMA: it records each operation's guest segments
+/// and, when the test finishes one, plays the host device (reads or writes guest
+/// memory at those addresses).
+struct Dma {
+    held: Held,
+    limits: vdev::DmaLimits,
+    queued: alloc::vec::Vec<(u64, vdev::BlockOp, alloc::vec::Vec<vdev::DmaSegment>)>,
+    /// Buffered submissions seen (none expected for reads and writes).
+    buffered: usize,
+    /// `quiesce` calls, and how many DMA operations were outstanding at each.
+    quiesced: alloc::vec::Vec<usize>,
+}
+
+impl vdev::AsyncBlock for Dma {
+    fn capacity(&self) -> u64 {
+        self.held.capacity()
+    }
+    fn read_only(&self) -> bool {
+        false
+    }
+    fn submit(&mut self, tag: u64, op: vdev::BlockOp, buf: alloc::vec::Vec<u8>) -> vdev::Submit {
+        self.buffered += usize::from(op != vdev::BlockOp::Flush);
+        self.held.submit(tag, op, buf)
+    }
+    fn poll(&mut self) -> Option<vdev::Completion> {
+        self.held.poll()
+    }
+    fn has_completions(&self) -> bool {
+        self.held.has_completions()
+    }
+    fn dma_limits(&self) -> Option<vdev::DmaLimits> {
+        Some(self.limits)
+    }
+    fn submit_dma(
+        &mut self,
+        tag: u64,
+        op: vdev::BlockOp,
+        segs: &[vdev::DmaSegment],
+    ) -> vdev::Submit {
+        assert!(segs.len() <= self.limits.max_segments);
+        assert!(segs.iter().all(|s| s.len <= self.limits.max_segment_bytes));
+        self.queued.push((tag, op, segs.to_vec()));
+        vdev::Submit::Queued
+    }
+    fn quiesce(&mut self) {
+        self.quiesced.push(self.queued.len());
+    }
+}
+
+type DmaDriver = TestDriver<Blk<Dma>>;
+
+fn dma_disk(limits: vdev::DmaLimits) -> DmaDriver {
+    let mut d = TestDriver::new(
+        Blk::new(Dma {
+            held: Held::new(),
+            limits,
+            queued: alloc::vec::Vec::new(),
+            buffered: 0,
+            quiesced: alloc::vec::Vec::new(),
+        })
+        .with_chunk_size(1024),
+        1 << 20,
+    );
+    d.mem.allow_dma(true);
+    d.start(features::INDIRECT_DESC | features::EVENT_IDX);
+    d
+}
+
+const WIDE: vdev::DmaLimits = vdev::DmaLimits {
+    max_segments: 64,
+    max_segment_bytes: 1 << 20,
+    max_bytes: 1 << 20,
+};
+
+/// The host device performs DMA operation `i` against guest memory and the disk.
+fn dma_finish(d: &mut DmaDriver, i: usize) {
+    use vdev::{BlockBackend, GuestMemory};
+    let (tag, op, segs) = d.transport.device_mut().backend_mut().queued.remove(i);
+    let mut at = match op {
+        vdev::BlockOp::Read { offset } | vdev::BlockOp::Write { offset } => offset,
+        vdev::BlockOp::Flush => unreachable!("flushes carry no data"),
+    };
+    for s in &segs {
+        let mut bytes = alloc::vec![0; s.len as usize];
+        let disk = &mut d.transport.device_mut().backend_mut().held.disk;
+        match op {
+            vdev::BlockOp::Read { .. } => {
+                disk.read_at(at, &mut bytes).unwrap();
+                d.mem.write(s.addr, &bytes).unwrap();
+            }
+            _ => {
+                d.mem.read(s.addr, &mut bytes).unwrap();
+                disk.write_at(at, &bytes).unwrap();
+            }
+        }
+        at += u64::from(s.len);
+    }
+    let held = &mut d.transport.device_mut().backend_mut().held;
+    held.ready.push_back(vdev::Completion {
+        tag,
+        result: Ok(()),
+        buf: alloc::vec::Vec::new(),
+    });
+}
+
+fn dma_backend(d: &mut DmaDriver) -> &mut Dma {
+    d.transport.device_mut().backend_mut()
+}
+
+/// A request whose data is split over `parts` (length, device-writable) buffers.
+fn publish_split(
+    d: &mut DmaDriver,
+    kind: u32,
+    sector: u64,
+    parts: &[(u32, bool)],
+) -> (u16, alloc::vec::Vec<u64>, u64) {
+    let hdr = d.alloc(16, 16);
+    d.write_mem(hdr, &header(kind, sector));
+    let mut bufs = alloc::vec![(hdr, 16, false)];
+    let mut addrs = alloc::vec::Vec::new();
+    for &(len, writable) in parts {
+        let a = d.alloc(u64::from(len), 8);
+        addrs.push(a);
+        bufs.push((a, len, writable));
+    }
+    let st = d.alloc(1, 1);
+    d.write_mem(st, &[0xff]);
+    bufs.push((st, 1, true));
+    (d.add_chain(0, &bufs), addrs, st)
+}
+
+#[test]
+fn reads_and_writes_move_between_the_disk_and_guest_ram_directly() {
+    let mut d = dma_disk(WIDE);
+    // A write in two unequal buffers (neither a whole number of sectors).
+    let (head, addrs, st) = publish_split(&mut d, blk::T_OUT, 2, &[(700, false), (324, false)]);
+    let pattern: alloc::vec::Vec<u8> = (0..1024u32).map(|i| (i * 7 + 3) as u8).collect();
+    d.write_mem(addrs[0], &pattern[..700]);
+    d.write_mem(addrs[1], &pattern[700..]);
+    d.notify(0);
+    let (_, op, segs) = &dma_backend(&mut d).queued[0];
+    assert_eq!(*op, vdev::BlockOp::Write { offset: 1024 });
+    assert_eq!(
+        segs[..],
+        [
+            vdev::DmaSegment {
+                addr: addrs[0],
+                len: 700
+            },
+            vdev::DmaSegment {
+                addr: addrs[1],
+                len: 324
+            }
+        ],
+        "the guest's own buffers, not a copy"
+    );
+    assert_eq!(dma_backend(&mut d).buffered, 0);
+    assert!(
+        used(&mut d).is_empty(),
+        "in flight until the device is done"
+    );
+    dma_finish(&mut d, 0);
+    d.poll();
+    let done: alloc::vec::Vec<_> = core::iter::from_fn(|| d.pop_used(0)).collect();
+    assert_eq!(done, [(u32::from(head), 1)]);
+    assert_eq!(d.read_mem(st, 1), [blk::S_OK]);
+    assert_eq!(
+        &dma_backend(&mut d).held.disk.data[1024..2048],
+        &pattern[..]
+    );
+    // Read it back into three buffers.
+    let (head, addrs, st) = publish_split(
+        &mut d,
+        blk::T_IN,
+        2,
+        &[(512, true), (100, true), (412, true)],
+    );
+    d.notify(0);
+    dma_finish(&mut d, 0);
+    d.poll();
+    let done: alloc::vec::Vec<_> = core::iter::from_fn(|| d.pop_used(0)).collect();
+    assert_eq!(done, [(u32::from(head), 1025)]);
+    assert_eq!(d.read_mem(st, 1), [blk::S_OK]);
+    let mut back = d.read_mem(addrs[0], 512);
+    back.extend(d.read_mem(addrs[1], 100));
+    back.extend(d.read_mem(addrs[2], 412));
+    assert_eq!(back, pattern);
+    assert_eq!(dma_backend(&mut d).buffered, 0);
+}
+
+#[test]
+fn a_request_beyond_the_backends_limits_goes_in_sector_aligned_pieces() {
+    // Two segments of at most 600 bytes per operation, 1024 bytes at most.
+    let mut d = dma_disk(vdev::DmaLimits {
+        max_segments: 2,
+        max_segment_bytes: 600,
+        max_bytes: 1024,
+    });
+    let (head, addrs, _) = publish_split(&mut d, blk::T_IN, 0, &[(1536, true)]);
+    let pattern: alloc::vec::Vec<u8> = (0..1536u32).map(|i| (i % 251) as u8).collect();
+    dma_backend(&mut d).held.disk.data[..1536].copy_from_slice(&pattern);
+    d.notify(0);
+    let a = addrs[0];
+    let seg = |addr, len| vdev::DmaSegment { addr, len };
+    let ops: alloc::vec::Vec<_> = dma_backend(&mut d)
+        .queued
+        .iter()
+        .map(|(_, op, segs)| (*op, segs.clone()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            // 600 + 600 would end mid-sector: trimmed to 1024.
+            (
+                vdev::BlockOp::Read { offset: 0 },
+                alloc::vec![seg(a, 600), seg(a + 600, 424)]
+            ),
+            (
+                vdev::BlockOp::Read { offset: 1024 },
+                alloc::vec![seg(a + 1024, 512)]
+            ),
+        ]
+    );
+    dma_finish(&mut d, 1);
+    d.poll();
+    assert!(used(&mut d).is_empty(), "completes after its last piece");
+    dma_finish(&mut d, 0);
+    d.poll();
+    let done: alloc::vec::Vec<_> = core::iter::from_fn(|| d.pop_used(0)).collect();
+    assert_eq!(done, [(u32::from(head), 1537)]);
+    assert_eq!(d.read_mem(a, 1536), pattern);
+}
+
+#[test]
+fn a_reset_waits_for_dma_in_flight_and_its_completions_change_nothing() {
+    use vdev::MmioDevice;
+    for vm_reset in [false, true] {
+        let mut d = dma_disk(WIDE);
+        let r = publish(&mut d, blk::T_IN, 0, &[0; 512], true);
+        d.notify(0);
+        assert_eq!(dma_backend(&mut d).queued.len(), 1);
+        if vm_reset {
+            MmioDevice::reset(&mut d.transport, &mut d.irq);
+        } else {
+            d.write_reg(mmio::STATUS, 0);
+        }
+        assert_eq!(
+            dma_backend(&mut d).quiesced,
+            [1],
+            "the reset waited for the operation on guest RAM"
+        );
+        // The host device finished it during that wait; its completion is then
+        // collected and dropped.
+        dma_finish(&mut d, 0);
+        d.queues.clear();
+        d.start(features::INDIRECT_DESC);
+        let before = d.mem.as_bytes().to_vec();
+        d.poll();
+        assert_eq!(d.mem.as_bytes(), &before[..], "no status or used entry");
+        assert_eq!(d.read_mem(r.st, 1), [0xff]);
+        // A reset with nothing on guest RAM does not wait.
+        d.write_reg(mmio::STATUS, 0);
+        assert_eq!(dma_backend(&mut d).quiesced.len(), 1);
+    }
+}
+
+#[test]
+fn buffers_outside_guest_ram_are_refused_before_the_device_sees_them() {
+    let mut d = dma_disk(WIDE);
+    let hdr = d.alloc(16, 16);
+    d.write_mem(hdr, &header(blk::T_IN, 0));
+    let st = d.alloc(1, 1);
+    let beyond = RAM_BASE + (1 << 20) - 256; // runs 256 bytes past the end of RAM
+    d.add_chain(0, &[(hdr, 16, false), (beyond, 512, true), (st, 1, true)]);
+    d.notify(0);
+    assert!(d.transport.needs_reset());
+    assert!(dma_backend(&mut d).queued.is_empty());
+    assert_eq!(dma_backend(&mut d).buffered, 0);
+}
+
+#[test]
+fn memory_without_dma_falls_back_to_bounce_buffers() {
+    let mut d = dma_disk(WIDE);
+    d.mem.allow_dma(false);
+    let r = publish(&mut d, blk::T_OUT, 1, &[0x5a; 512], false);
+    d.notify(0);
+    assert!(dma_backend(&mut d).queued.is_empty());
+    assert_eq!(dma_backend(&mut d).buffered, 1);
+    dma_backend(&mut d).held.finish(0);
+    d.poll();
+    assert_eq!(d.read_mem(r.st, 1), [blk::S_OK]);
+    assert_eq!(
+        &dma_backend(&mut d).held.disk.data[512..1024],
+        &[0x5a; 512][..]
+    );
 }

@@ -509,6 +509,10 @@ impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
         self.drive_line(irq);
     }
 
+    fn defers_work(&self) -> bool {
+        true
+    }
+
     /// Only queue work the budget deferred: it always makes progress when resumed.
     /// (Host-side input waiting for the driver's buffers is not "deferred": it may
     /// wait forever, and the hypervisor must not spin on it.)

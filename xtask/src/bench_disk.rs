@@ -14,7 +14,9 @@
 //! `mode=cached`), with `/proc/uptime` read before and after each pass, and prints
 //! one `bench-disk: …` line. [`DISK_ROUNDS`] alternating rounds (hypervisor,
 //! bare, …) are run and the medians compared, so a change in host load hits both
-//! sides alike.
+//! sides alike; each round both sides start from a freshly created sparse image
+//! (the system disk with its registry, the bare disk), so the host's file system
+//! treats their writes alike.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -249,6 +251,7 @@ pub fn bare_line(bare: &BareLinuxConfig, img: &Path) -> QemuLine {
 pub fn run_disk(layout: &Layout) -> Result<String, Error> {
     let mut o = RunOptions::headless(Guest::Linux, DISK_TIMEOUT);
     o.system_disk = Some(layout.out.join(BENCH_SYSTEM_DISK));
+    o.fresh = true;
     o.guest_cmd = Some(GUEST_SCRIPT.into());
     let prepared = prepare(layout, &o)?;
     let bare_img = layout.out.join(BARE_DISK);
@@ -271,8 +274,16 @@ pub fn run_disk(layout: &Layout) -> Result<String, Error> {
         "bench disk: {DISK_MIB} MiB sequential write then read on /dev/vda, {DISK_ROUNDS} alternating rounds"
     );
     let (mut hyp, mut base) = (Vec::new(), Vec::new());
-    for _ in 0..DISK_ROUNDS {
+    for round in 0..DISK_ROUNDS {
+        // Both sides write to a freshly created (sparse) image each round, so the
+        // host's page cache and file system treat them alike.
+        let prepared = if round == 0 {
+            prepared.clone()
+        } else {
+            prepare(layout, &o)?
+        };
         hyp.push(measure("hypervisor", prepared.command())?);
+        blank_image(&bare_img, BARE_DISK_SIZE)?;
         base.push(measure("bare", bare_line.command())?);
     }
     let modes: Vec<&str> = hyp.iter().chain(&base).map(|s| s.mode.as_str()).collect();

@@ -1,13 +1,21 @@
-//! The MMIO contention benchmark guest (2 vCPUs, a 1 MiB RAM disk). vCPU 0 times
+//! The MMIO contention benchmark guest (2 vCPUs, a virtio-blk disk). vCPU 0 times
 //! reads of its GIC redistributor's GICR_TYPER with the virtual counter: first
-//! [`READS`] of them while vCPU 1 is off (for reference: `off_ticks`), then as
-//! many while vCPU 1 runs but is idle, spinning in the guest without exits (the
-//! baseline: the same two busy host threads), then, once vCPU 1 is issuing 64 KiB virtio-blk requests back to back (alternating writes
-//! and reads, polling the used ring between them), as many as fit in 16 of its
-//! requests. It prints both and the ratio of the per-read latencies:
-//! `bench-contention: off_ticks=… idle_reads=… idle_ticks=… busy_reads=… busy_ticks=… requests=… ratio=…`.
-//! With one lock over the whole MMIO bus a redistributor read waits for the disk
-//! request in flight; with a lock per device it does not.
+//! [`READS`] of them while vCPU 1 is off (for reference: `off_ticks`), then
+//! [`ROUNDS`] rounds of two phases: [`READS`] reads while vCPU 1 runs but is idle,
+//! spinning in the guest without exits (the baseline: the same two busy host
+//! threads), and at least as many while vCPU 1 issues 64 KiB virtio-blk requests
+//! back to back (alternating writes and reads, polling the used ring between them),
+//! until [`MIN_BUSY_REQUESTS`] of them overlapped the phase. Each
+//! round prints
+//! `bench-contention-round: round=… idle_reads=… idle_ticks=… idle_p50=… idle_p99=… busy_reads=… busy_ticks=… busy_p50=… busy_p99=… requests=…`
+//! (each phase's total ticks and its single reads' median and 99th percentile from
+//! a histogram of 4-tick buckets; `requests`: those vCPU 1 completed while the busy
+//! phase was timed), and the
+//! run ends with `bench-contention: off_ticks=… reads=… rounds=…`. Alternating the
+//! phases within each round makes a change in host load hit both alike; the host
+//! side takes the median of the rounds' ratios. With one lock over the whole MMIO
+//! bus a redistributor read waits for the disk request in flight; with a lock per
+//! device it does not.
 //!
 //! On the host this binary only prints that it must be built for
 //! `aarch64-unknown-none`.
@@ -25,7 +33,6 @@ mod guest {
     use selftest_guest::defs::smccc::PSCI_CPU_ON_64;
     use selftest_guest::defs::sysreg::{CPACR_FPEN_ALL, SCTLR_EL1_INIT_HI, SCTLR_EL1_INIT_LO};
     use selftest_guest::defs::virtio as v;
-    use selftest_guest::fixed::PerIter;
     use selftest_guest::smccc::{call, Conduit};
     use selftest_guest::{outln, power, probe, sysreg, vectors};
 
@@ -35,8 +42,14 @@ mod guest {
     /// the offset of GICR_TYPER in the first frame (GIC architecture spec §12.11).
     const GICR_BASE: u64 = 0x080a_0000;
     const GICR_TYPER: u64 = 0x0008;
-    /// Timed redistributor reads per phase.
-    pub const READS: u64 = 4_000;
+    /// Timed redistributor reads per phase (at least, for a busy phase).
+    pub const READS: u64 = 20_000;
+    /// A busy phase goes on until this many disk requests overlapped it (or
+    /// [`MAX_BUSY_READS`] reads were done).
+    pub const MIN_BUSY_REQUESTS: u64 = 200;
+    pub const MAX_BUSY_READS: u64 = 4_000_000;
+    /// Rounds of (idle phase, busy phase).
+    pub const ROUNDS: u32 = 7;
     /// Bytes moved by one disk request.
     const REQUEST_BYTES: usize = 64 << 10;
     /// The MPIDR of vCPU 1 (Aff0 = 1, bit 31 RES1).
@@ -44,15 +57,17 @@ mod guest {
     /// Queue size of the one virtqueue.
     const QUEUE: u16 = 4;
 
-    /// Disk requests the busy phase spans, and a bound on its reads.
-    const BUSY_REQUESTS: u64 = 16;
-    const MAX_BUSY_READS: u64 = 1_000_000;
-    /// vCPU 1's progress: it sets READY once its disk is set up (then spins in
-    /// the guest, no exits); vCPU 0 sets GO to start its I/O and STOP to end it.
-    const READY: u32 = 1;
+    /// Requests vCPU 1 completes before a busy phase is timed (its I/O under way).
+    const WARMUP_REQUESTS: u64 = 2;
+    /// What vCPU 1 does: it sets IDLE once its disk is set up (and then spins in
+    /// the guest, no exits); vCPU 0 sets GO for I/O, IDLE to pause it and STOP to
+    /// end it.
+    const IDLE: u32 = 1;
     const GO: u32 = 2;
     const STOP: u32 = 3;
     static PHASE: AtomicU32 = AtomicU32::new(0);
+    /// Set by vCPU 1 while it is in its I/O loop (cleared once it is idle again).
+    static IN_IO: AtomicU32 = AtomicU32::new(0);
     /// Requests vCPU 1 completed; the code of the step that failed, if one did.
     static REQUESTS: AtomicU64 = AtomicU64::new(0);
     static IO_ERROR: AtomicU32 = AtomicU32::new(0);
@@ -122,28 +137,66 @@ mod guest {
         fn bench_secondary_entry();
     }
 
-    /// Times `READS` redistributor reads; returns the counter ticks they took.
-    fn time_reads() -> u64 {
-        let start = sysreg::cntvct_el0();
-        for _ in 0..READS {
-            probe::load32(GICR_BASE + GICR_TYPER);
-        }
-        sysreg::cntvct_el0() - start
+    /// Width of a latency histogram bucket, in counter ticks, and the buckets
+    /// (the last one also holds every longer read).
+    const BUCKET_TICKS: u64 = 4;
+    const BUCKETS: usize = 2048;
+
+    /// One phase: reads, total ticks and the histogram of single-read latencies.
+    struct Phase {
+        reads: u64,
+        ticks: u64,
+        hist: [u32; BUCKETS],
     }
 
-    /// Reads the redistributor until vCPU 1 has completed `BUSY_REQUESTS` more
-    /// requests (or `MAX_BUSY_READS` reads were done); returns the reads, the
-    /// ticks they took and the requests completed meanwhile.
-    fn time_reads_during_io() -> (u64, u64, u64) {
-        let first = REQUESTS.load(Ordering::Acquire);
-        let start = sysreg::cntvct_el0();
-        let mut reads = 0;
-        while REQUESTS.load(Ordering::Acquire) < first + BUSY_REQUESTS && reads < MAX_BUSY_READS {
-            probe::load32(GICR_BASE + GICR_TYPER);
-            reads += 1;
+    impl Phase {
+        /// The latency (ticks, a bucket's middle) `per_mille` of the reads stay within.
+        fn percentile(&self, per_mille: u64) -> u64 {
+            let want = (self.reads * per_mille).div_ceil(1000);
+            let mut seen = 0;
+            for (b, &n) in self.hist.iter().enumerate() {
+                seen += u64::from(n);
+                if seen >= want {
+                    return b as u64 * BUCKET_TICKS + BUCKET_TICKS / 2;
+                }
+            }
+            BUCKETS as u64 * BUCKET_TICKS
         }
-        let ticks = sysreg::cntvct_el0() - start;
-        (reads, ticks, REQUESTS.load(Ordering::Acquire) - first)
+    }
+
+    /// Times redistributor reads, each on its own and all together: [`READS`] of
+    /// them and then more while `more()` says so, up to `max`.
+    fn time_reads(p: &mut Phase, more: impl Fn() -> bool, max: u64) {
+        p.hist.fill(0);
+        p.reads = 0;
+        let start = sysreg::cntvct_el0();
+        while p.reads < READS || (p.reads < max && more()) {
+            let t0 = sysreg::cntvct_el0();
+            probe::load32(GICR_BASE + GICR_TYPER);
+            let t = sysreg::cntvct_el0() - t0;
+            p.hist[((t / BUCKET_TICKS) as usize).min(BUCKETS - 1)] += 1;
+            p.reads += 1;
+        }
+        p.ticks = sysreg::cntvct_el0() - start;
+    }
+
+    /// Waits until `done` holds or vCPU 1 reported an error; false on an error.
+    fn wait_for(done: impl Fn() -> bool) -> bool {
+        loop {
+            if IO_ERROR.load(Ordering::Acquire) != 0 {
+                return false;
+            }
+            if done() {
+                return true;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    fn io_failed() -> ! {
+        let error = IO_ERROR.load(Ordering::Acquire);
+        outln!("bench-contention: error: vCPU 1's disk I/O failed (code {error})");
+        power::system_off()
     }
 
     /// Entered from `_start` with a stack and a zeroed BSS.
@@ -151,8 +204,19 @@ mod guest {
     extern "C" fn guest_main() -> ! {
         vectors::install(u32::MAX);
         // For reference: vCPU 1 still off.
-        time_reads();
-        let off = time_reads();
+        let mut idle = Phase {
+            reads: 0,
+            ticks: 0,
+            hist: [0; BUCKETS],
+        };
+        let mut busy = Phase {
+            reads: 0,
+            ticks: 0,
+            hist: [0; BUCKETS],
+        };
+        time_reads(&mut idle, || false, READS);
+        time_reads(&mut idle, || false, READS);
+        let off = idle.ticks;
         // Only the address of the stack is taken here; vCPU 1 alone uses it.
         let stack_top =
             core::ptr::addr_of_mut!(STACK1) as u64 + core::mem::size_of::<Stack>() as u64;
@@ -172,31 +236,47 @@ mod guest {
             );
             power::system_off();
         }
-        while PHASE.load(Ordering::Acquire) != READY && IO_ERROR.load(Ordering::Acquire) == 0 {
-            core::hint::spin_loop();
+        if !wait_for(|| PHASE.load(Ordering::Acquire) == IDLE) {
+            io_failed();
         }
-        // The baseline: vCPU 1 running (spinning in the guest) but idle.
-        let idle = time_reads();
-        // Let its I/O get going, then time reads across BUSY_REQUESTS requests.
-        PHASE.store(GO, Ordering::Release);
-        while REQUESTS.load(Ordering::Acquire) < 2 && IO_ERROR.load(Ordering::Acquire) == 0 {
-            core::hint::spin_loop();
+        for round in 0..ROUNDS {
+            // The baseline: vCPU 1 running (spinning in the guest) but idle.
+            PHASE.store(IDLE, Ordering::Release);
+            if !wait_for(|| IN_IO.load(Ordering::Acquire) == 0) {
+                io_failed();
+            }
+            time_reads(&mut idle, || false, READS);
+            // Let its I/O get going, then time as many reads during it.
+            let before = REQUESTS.load(Ordering::Acquire);
+            PHASE.store(GO, Ordering::Release);
+            if !wait_for(|| REQUESTS.load(Ordering::Acquire) >= before + WARMUP_REQUESTS) {
+                io_failed();
+            }
+            let first = REQUESTS.load(Ordering::Acquire);
+            time_reads(
+                &mut busy,
+                || REQUESTS.load(Ordering::Acquire) < first + MIN_BUSY_REQUESTS,
+                MAX_BUSY_READS,
+            );
+            let requests = REQUESTS.load(Ordering::Acquire) - first;
+            PHASE.store(IDLE, Ordering::Release);
+            if IO_ERROR.load(Ordering::Acquire) != 0 {
+                io_failed();
+            }
+            outln!(
+                "bench-contention-round: round={round} idle_reads={} idle_ticks={} idle_p50={} idle_p99={} busy_reads={} busy_ticks={} busy_p50={} busy_p99={} requests={requests}",
+                idle.reads,
+                idle.ticks,
+                idle.percentile(500),
+                idle.percentile(990),
+                busy.reads,
+                busy.ticks,
+                busy.percentile(500),
+                busy.percentile(990)
+            );
         }
-        let (busy_reads, busy, requests) = time_reads_during_io();
         PHASE.store(STOP, Ordering::Release);
-        let error = IO_ERROR.load(Ordering::Acquire);
-        if error != 0 {
-            outln!("bench-contention: error: vCPU 1's disk I/O failed (code {error})");
-            power::system_off();
-        }
-        // ratio = (busy / busy_reads) / (idle / READS), in hundredths.
-        let ratio = PerIter::new(
-            busy.saturating_mul(READS),
-            idle.max(1).saturating_mul(busy_reads.max(1)),
-        );
-        outln!(
-            "bench-contention: off_ticks={off} idle_reads={READS} idle_ticks={idle} busy_reads={busy_reads} busy_ticks={busy} requests={requests} ratio={ratio}"
-        );
+        outln!("bench-contention: off_ticks={off} reads={READS} rounds={ROUNDS}");
         power::system_off()
     }
 
@@ -237,11 +317,17 @@ mod guest {
         };
         let sectors = v::BLK_CAPACITY_SECTORS - REQUEST_BYTES as u64 / v::SECTOR_SIZE;
         let mut n: u64 = 0;
-        PHASE.store(READY, Ordering::Release);
-        while PHASE.load(Ordering::Acquire) == READY {
-            core::hint::spin_loop();
-        }
-        while PHASE.load(Ordering::Acquire) == GO {
+        PHASE.store(IDLE, Ordering::Release);
+        loop {
+            match PHASE.load(Ordering::Acquire) {
+                GO => IN_IO.store(1, Ordering::Release),
+                STOP => break,
+                _ => {
+                    IN_IO.store(0, Ordering::Release);
+                    core::hint::spin_loop();
+                    continue;
+                }
+            }
             let kind = if n.is_multiple_of(2) {
                 v::BLK_T_OUT
             } else {
