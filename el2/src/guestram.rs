@@ -236,6 +236,27 @@ impl GuestRam {
         self.0.ready[block].store(true, Ordering::Release);
     }
 
+    /// Blocks of RAM ([`BLOCK`] each).
+    pub fn blocks(&self) -> u32 {
+        self.0.ready.len() as u32
+    }
+
+    /// Block `b`'s bytes if it was ever populated, for a suspend. No vCPU of the VM
+    /// may run and no device may write guest RAM while the slice is in use (the
+    /// suspend stops the vCPUs and drains the devices first).
+    pub fn populated_block(&self, b: u32) -> Option<&'static [u8]> {
+        let ready = self.0.ready.get(b as usize)?.load(Ordering::Acquire);
+        if !ready {
+            return None;
+        }
+        let off = u64::from(b) * BLOCK;
+        let len = BLOCK.min(self.0.size - off);
+        // SAFETY: a populated block is mapped guest RAM inside this VM's range,
+        // identity-mapped host memory that lives for the hypervisor's life; the
+        // caller guarantees nothing writes it while the slice is read.
+        Some(unsafe { core::slice::from_raw_parts((self.0.pa + off) as *const u8, len as usize) })
+    }
+
     /// Unmaps every block (a VM reset): the next boot starts from zeroed memory again.
     /// No vCPU of the VM may be running.
     pub fn reset(&self) {
