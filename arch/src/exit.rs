@@ -107,6 +107,28 @@ pub enum Exit {
     Other { ec: u8, iss: u32 },
 }
 
+/// The ESR_EL2 bits that identify `HVC #0` from AArch64: the exception class and the
+/// call's immediate (ISS\[15:0\]).
+const HVC0_MASK: u64 =
+    (ESR_EL2::EC.mask << ESR_EL2::EC.shift) | (ISS_CALL::IMM16.mask << ISS_CALL::IMM16.shift);
+const HVC0_VALUE: u64 = (ESR_EL2::EC::Value::HVC64 as u64) << ESR_EL2::EC.shift;
+/// ESR_EL2.EC of a data abort from a lower exception level, in place.
+const EC_MASK: u64 = ESR_EL2::EC.mask << ESR_EL2::EC.shift;
+const DABT_LOWER_VALUE: u64 = (ESR_EL2::EC::Value::DataAbortLowerEL as u64) << ESR_EL2::EC.shift;
+
+/// Whether `esr` is an `HVC #0` from AArch64 — the exit path's first test, one AND
+/// and one compare.
+#[inline(always)]
+pub const fn is_hvc0(esr: u64) -> bool {
+    esr & HVC0_MASK == HVC0_VALUE
+}
+
+/// Whether `esr` is a data abort from a lower exception level (the MMIO exits).
+#[inline(always)]
+pub const fn is_data_abort_lower(esr: u64) -> bool {
+    esr & EC_MASK == DABT_LOWER_VALUE
+}
+
 /// The exception class of an ESR_EL2 value.
 pub fn exception_class(esr: u64) -> u8 {
     LocalRegisterCopy::<u64, ESR_EL2::Register>::new(esr).read(ESR_EL2::EC) as u8
@@ -250,6 +272,21 @@ mod tests {
 
     fn esr(ec: u64, iss: u64) -> u64 {
         ec << EC_SHIFT | IL | iss
+    }
+
+    #[test]
+    fn fast_path_tests_agree_with_the_decoder() {
+        assert!(is_hvc0(esr(0x16, 0)));
+        assert!(!is_hvc0(esr(0x16, 1)), "HVC #1 is not HVC #0");
+        assert!(!is_hvc0(esr(0x17, 0)), "SMC is not HVC");
+        assert!(!is_hvc0(esr(0x12, 0)), "AArch32 HVC");
+        assert!(is_data_abort_lower(esr(0x24, 0x1234)));
+        assert!(!is_data_abort_lower(esr(0x25, 0)), "EL2's own data abort");
+        for ec in 0..64u64 {
+            let e = esr(ec, 0);
+            assert_eq!(is_data_abort_lower(e), exception_class(e) == 0x24);
+            assert_eq!(is_hvc0(e), decode(e, 0, 0) == Exit::Hvc { imm: 0 });
+        }
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub mod mode {
 
 /// PSTATE.{D,A,I,F} bits in SPSR layout.
 pub const DAIF_MASK: u64 = 0b1111 << 6;
+/// PSTATE of a vCPU that starts at reset or by PSCI CPU_ON: EL1h, D, A, I and F
+/// masked (PSCI 1.1, 6.4.3: the caller's entry point runs with interrupts masked).
+pub const START_PSTATE: u64 = mode::EL1H | DAIF_MASK;
 /// PSTATE.PAN in SPSR layout.
 pub const PSTATE_PAN: u64 = 1 << 22;
 /// SCTLR_EL1.SPAN: when 0, taking an exception to EL1 sets PSTATE.PAN.

@@ -142,8 +142,7 @@ pub fn compose(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
     order.sort_by_key(|&(z, i, _)| (z, i));
     let layers: Vec<Prepared> = order.into_iter().map(|(_, _, p)| p).collect();
     let background = scene.background | OPAQUE;
-    // Vertically interpolated texels of the current row of an axis-aligned bilinear layer.
-    let mut scratch = Vec::new();
+    let mut scratch = Scratch::default();
     for rect in damage {
         let Some(r) = rect.intersect(&output) else {
             continue;
@@ -167,7 +166,7 @@ pub fn compose_full(scene: &Scene, frame: &mut Frame) -> Report {
 fn draw_row(
     layers: &[Prepared],
     frame: &mut Frame,
-    scratch: &mut Vec<u32>,
+    scratch: &mut Scratch,
     background: u32,
     y: u32,
     x0: u32,
@@ -258,7 +257,7 @@ fn sample(l: &Prepared, u: i64, v: i64) -> u32 {
 }
 
 /// Draws the layer over pixels `x0..x1` of row `y`.
-fn draw_span(l: &Prepared, frame: &mut Frame, scratch: &mut Vec<u32>, y: u32, x0: u32, x1: u32) {
+fn draw_span(l: &Prepared, frame: &mut Frame, scratch: &mut Scratch, y: u32, x0: u32, x1: u32) {
     let b = l.mapping.bounds;
     if i64::from(y) < i64::from(b.y) || i64::from(y) >= b.bottom() {
         return;
@@ -345,12 +344,16 @@ fn draw_span(l: &Prepared, frame: &mut Frame, scratch: &mut Vec<u32>, y: u32, x0
 /// pixel), then each pixel interpolates two of them horizontally. `u` starts at `u0`
 /// (Q32.32) and advances by `step`; `load` reads the surface's format. A value depends
 /// only on its column and row, so any span gives the same pixels.
+///
+/// Interpolation works per 8-bit channel, so it commutes with the format's byte
+/// order and with forcing alpha opaque: the vertical pass runs on the source's raw
+/// bytes (a loop the compiler vectorises) and `load` is applied to each output pixel.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn axis_bilinear(
     l: &Prepared,
     frame: &mut Frame,
-    scratch: &mut Vec<u32>,
+    scratch: &mut Scratch,
     y: u32,
     xa: u32,
     xb: u32,
@@ -364,7 +367,7 @@ fn axis_bilinear(
         return;
     }
     let tv = (v16 - Q16_ONE / 2 + 128) >> 8;
-    let fy = (tv & 0xFF) as u32;
+    let fy = (tv & 0xFF) as u16;
     let last_x = i64::from(l.crop.w) - 1;
     let last_y = i64::from(l.crop.h) - 1;
     let (cx, cy) = (l.crop.x as u32, l.crop.y as u32);
@@ -379,114 +382,194 @@ fn axis_bilinear(
         l.surface.span(sy, cx + lo as u32, cx + hi as u32 + 1)
     };
     let (top, bottom) = (row(tv >> 8), row((tv >> 8) + 1));
-    scratch.clear();
-    if let (Ok(t), Ok(b)) = (
-        bytemuck::try_cast_slice::<u8, u32>(top),
-        bytemuck::try_cast_slice::<u8, u32>(bottom),
-    ) {
-        scratch.extend(
-            t.iter()
-                .zip(b)
-                .map(|(t, b)| lerp(load(u32::from_le(*t)), load(u32::from_le(*b)), fy)),
-        );
-    } else {
-        scratch.extend(
-            top.chunks_exact(BYTES_PER_PIXEL)
-                .zip(bottom.chunks_exact(BYTES_PER_PIXEL))
-                .map(|(t, b)| {
-                    let t = load(u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
-                    let b = load(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                    lerp(t, b, fy)
-                }),
-        );
-    }
-    let cols: &[u32] = scratch;
-    let (format, opacity) = (frame.format(), l.opacity);
-    let out = frame.span_mut(y, xa, xb);
-    let span = BilinearSpan {
-        cols,
-        lo,
-        hi,
+    // Columns lo..=hi at 1..=n, with the edge columns repeated at 0 and n + 1: a
+    // covered pixel's left texel is at least lo − 1 (only when lo = 0, where the
+    // clamped texel is column 0) and its right texel at most hi + 1 (only when
+    // hi = last_x), so every lookup below is inside without clamping.
+    let n = (hi - lo + 1) as usize;
+    let g = scratch.gather(Span {
         u0,
         step,
+        count: xb - xa,
         cw,
+        lo,
+    });
+    let Some((i0, i1)) = g.covered else {
+        return;
     };
-    if l.surface.format().has_alpha() || opacity != 255 {
-        return span.run(out, |px, s| put(px, format, s, opacity));
+    let m = (i1 - i0) as usize;
+    // Columns lo..=hi at 1..=n, with the edge columns repeated at 0 and n + 1: a
+    // covered pixel's left texel is at least lo − 1 (only when lo = 0, where the
+    // clamped texel is column 0) and its right texel at most hi + 1 (only when
+    // hi = last_x), so the table's indices are inside without clamping.
+    let cols = &mut g.cols;
+    // Every element is written below: resizing only when the length changes saves
+    // clearing the buffers on every row.
+    cols.resize(n + 2, 0);
+    lerp_bytes(top, bottom, fy, bytemuck::cast_slice_mut(&mut cols[1..=n]));
+    cols[0] = cols[1];
+    cols[n + 1] = cols[n];
+    let cols: &[u32] = cols;
+    let (left, right) = (&mut g.left, &mut g.right);
+    left.resize(m, 0);
+    right.resize(m, 0);
+    // `index` holds m entries, each with k + 1 < n + 2 (see above).
+    for ((&k, a), b) in g.index.iter().zip(left.iter_mut()).zip(right.iter_mut()) {
+        let k = k as usize;
+        if let Some(&[p, q]) = cols.get(k..k + 2) {
+            (*a, *b) = (p, q);
+        }
+    }
+    debug_assert_eq!(left.len(), m);
+    let (format, opacity) = (frame.format(), l.opacity);
+    let out = frame.span_mut(y, xa + i0, xa + i1);
+    let opaque = !l.surface.format().has_alpha() && opacity == 255;
+    // Opaque and the same byte order in and out: interpolate straight into the
+    // output, forcing alpha there (interpolation is per channel, `load` and the
+    // store only reorder bytes and set alpha).
+    if let (true, Some(alpha)) = (opaque, same_order_alpha(l.surface.format(), format)) {
+        return lerp_bytes_weighted_opaque(
+            out,
+            bytemuck::cast_slice(left),
+            bytemuck::cast_slice(right),
+            bytemuck::cast_slice(&g.weight),
+            alpha,
+        );
+    }
+    // Interpolate: byte by byte, each with its pixel's weight (vectorises).
+    lerp_bytes_weighted(
+        bytemuck::cast_slice_mut(left),
+        bytemuck::cast_slice(right),
+        bytemuck::cast_slice(&g.weight),
+    );
+    let samples = left.iter().map(|&w| load(u32::from_le(w)));
+    if !opaque {
+        for (px, s) in out.chunks_exact_mut(BYTES_PER_PIXEL).zip(samples) {
+            put(px, format, s, opacity);
+        }
+        return;
     }
     // Opaque: every covered pixel is replaced; the store is chosen once per span.
+    let store = |s: u32| match format {
+        PixelFormat::Xrgb8888 | PixelFormat::Argb8888 => (s | OPAQUE).to_le(),
+        PixelFormat::Bgrx8888 => (s | OPAQUE).swap_bytes().to_le(),
+    };
     if let Ok(words) = bytemuck::try_cast_slice_mut::<u8, u32>(out) {
-        return span.run_words(words, |s| match format {
-            PixelFormat::Xrgb8888 | PixelFormat::Argb8888 => (s | OPAQUE).to_le(),
-            PixelFormat::Bgrx8888 => (s | OPAQUE).swap_bytes().to_le(),
-        });
-    }
-    match format {
-        PixelFormat::Xrgb8888 | PixelFormat::Argb8888 => {
-            span.run(out, |px, s| px.copy_from_slice(&(s | OPAQUE).to_le_bytes()))
+        for (d, s) in words.iter_mut().zip(samples) {
+            *d = store(s);
         }
-        PixelFormat::Bgrx8888 => span.run(out, |px, s| {
-            px.copy_from_slice(&(s | OPAQUE).swap_bytes().to_le_bytes())
-        }),
+        return;
+    }
+    for (px, s) in out.chunks_exact_mut(BYTES_PER_PIXEL).zip(samples) {
+        px.copy_from_slice(&store(s).to_ne_bytes());
     }
 }
 
-/// The horizontal half of [`axis_bilinear`] over one span.
-struct BilinearSpan<'s> {
-    /// Vertically interpolated texels of crop columns `lo..=hi`.
-    cols: &'s [u32],
-    lo: i64,
-    hi: i64,
-    /// `u` of the first pixel (Q32.32) and its step per pixel.
+/// The horizontal sampling of an axis-aligned span: which covered pixel reads which
+/// two columns with which weight. It depends only on these numbers, the same for
+/// every row of a layer, so it is computed once and reused while they stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    /// `u` of the span's first pixel (Q32.32) and its step per pixel.
     u0: i64,
     step: i64,
-    /// Crop width in Q16.16.
+    /// Pixels in the span.
+    count: u32,
+    /// Crop width (Q16.16).
     cw: i64,
+    /// The first crop column the span reads.
+    lo: i64,
 }
 
-impl BilinearSpan<'_> {
-    /// The sample of output pixel `i` of the span, if it is covered.
-    #[inline(always)]
-    fn at(&self, i: usize) -> Option<u32> {
-        let u16 = (self.u0 + self.step * i as i64) >> 16;
-        if !(0..self.cw).contains(&u16) {
-            return None;
-        }
-        let tu = (u16 - Q16_ONE / 2 + 128) >> 8;
-        let col = |x: i64| {
-            let i = (within(x, self.lo, self.hi) - self.lo) as usize;
-            self.cols.get(i).copied().unwrap_or(0)
-        };
-        Some(lerp(col(tu >> 8), col((tu >> 8) + 1), (tu & 0xFF) as u32))
-    }
+/// Buffers reused across the rows of one composition.
+#[derive(Default)]
+struct Scratch {
+    /// The span `index`/`weight`/`covered` were computed for.
+    span: Option<Span>,
+    /// The covered pixels `i0..i1` of the span (contiguous: `u` is monotonic).
+    covered: Option<(u32, u32)>,
+    /// Per covered pixel: the index of its left column in `cols`, and its weight
+    /// replicated into every byte.
+    index: Vec<u32>,
+    weight: Vec<u32>,
+    /// Vertically interpolated columns of the current row, with the edges repeated.
+    cols: Vec<u32>,
+    /// Per covered pixel: its left and right texel (then the interpolated sample).
+    left: Vec<u32>,
+    right: Vec<u32>,
+}
 
-    /// Opaque output viewed as words: `out[i] = store(sample)` where covered.
-    #[inline(always)]
-    fn run_words(&self, out: &mut [u32], store: impl Fn(u32) -> u32) {
-        for (i, dst) in out.iter_mut().enumerate() {
-            if let Some(s) = self.at(i) {
-                *dst = store(s);
+impl Scratch {
+    /// The buffers, with the table for `span`.
+    fn gather(&mut self, span: Span) -> &mut Self {
+        if self.span == Some(span) {
+            return self;
+        }
+        let covered = |i: u32| (0..span.cw).contains(&((span.u0 + span.step * i64::from(i)) >> 16));
+        self.covered = (0..span.count).find(|&i| covered(i)).map(|i0| {
+            let last = (i0..span.count).rev().find(|&i| covered(i)).unwrap_or(i0);
+            (i0, last + 1)
+        });
+        self.index.clear();
+        self.weight.clear();
+        if let Some((i0, i1)) = self.covered {
+            for i in i0..i1 {
+                let u16 = (span.u0 + span.step * i64::from(i)) >> 16;
+                let tu = (u16 - Q16_ONE / 2 + 128) >> 8;
+                self.index.push(((tu >> 8) - span.lo + 1) as u32);
+                self.weight.push((tu & 0xFF) as u32 * 0x0101_0101);
             }
         }
+        self.span = Some(span);
+        self
     }
+}
 
-    #[inline(always)]
-    fn run(&self, out: &mut [u8], mut write: impl FnMut(&mut [u8], u32)) {
-        let col = |x: i64| {
-            let i = (within(x, self.lo, self.hi) - self.lo) as usize;
-            self.cols.get(i).copied().unwrap_or(0)
-        };
-        let mut uu = self.u0;
-        for dst in out.chunks_exact_mut(BYTES_PER_PIXEL) {
-            let u16 = uu >> 16;
-            uu += self.step;
-            if !(0..self.cw).contains(&u16) {
-                continue;
-            }
-            let tu = (u16 - Q16_ONE / 2 + 128) >> 8;
-            let fx = (tu & 0xFF) as u32;
-            write(dst, lerp(col(tu >> 8), col((tu >> 8) + 1), fx));
-        }
+/// `out[k] = top[k] + (bottom[k] − top[k])·f/256`, rounded, byte by byte (`f ≤ 255`;
+/// the same arithmetic as [`lerp`] per channel). `t·(256 − f) + b·f + 128 ≤ 65408`
+/// fits 16 bits, so the loop vectorises with 16-bit lanes.
+#[inline(always)]
+fn lerp_bytes(top: &[u8], bottom: &[u8], f: u16, out: &mut [u8]) {
+    let g = 256 - f;
+    for ((o, &t), &b) in out.iter_mut().zip(top).zip(bottom) {
+        *o = ((u16::from(t) * g + u16::from(b) * f + 128) >> 8) as u8;
+    }
+}
+
+/// The byte of a pixel that holds alpha when `from` and `to` store the colour
+/// channels in the same byte order, else None.
+fn same_order_alpha(from: PixelFormat, to: PixelFormat) -> Option<usize> {
+    use PixelFormat::{Argb8888, Bgrx8888, Xrgb8888};
+    match (from, to) {
+        (Xrgb8888 | Argb8888, Xrgb8888 | Argb8888) => Some(3),
+        (Bgrx8888, Bgrx8888) => Some(0),
+        _ => None,
+    }
+}
+
+/// [`lerp_bytes_weighted`] into `out`, then byte `alpha` of every pixel set to 255.
+#[inline(always)]
+fn lerp_bytes_weighted_opaque(out: &mut [u8], p: &[u8], q: &[u8], f: &[u8], alpha: usize) {
+    for (((o, &a), &b), &f) in out.iter_mut().zip(p).zip(q).zip(f) {
+        let f = u16::from(f);
+        *o = ((u16::from(a) * (256 - f) + u16::from(b) * f + 128) >> 8) as u8;
+    }
+    let mask = u32::from_le_bytes(core::array::from_fn(|i| if i == alpha { 0xFF } else { 0 }));
+    match bytemuck::try_cast_slice_mut::<u8, u32>(out) {
+        Ok(words) => words.iter_mut().for_each(|w| *w |= mask.to_le()),
+        Err(_) => out
+            .chunks_exact_mut(BYTES_PER_PIXEL)
+            .for_each(|px| px[alpha] = 0xFF),
+    }
+}
+
+/// `p[k] = p[k] + (q[k] − p[k])·f[k]/256`, rounded, byte by byte: [`lerp_bytes`]
+/// with a weight per byte.
+#[inline(always)]
+fn lerp_bytes_weighted(p: &mut [u8], q: &[u8], f: &[u8]) {
+    for ((a, &b), &f) in p.iter_mut().zip(q).zip(f) {
+        let f = u16::from(f);
+        *a = ((u16::from(*a) * (256 - f) + u16::from(b) * f + 128) >> 8) as u8;
     }
 }
 

@@ -10,6 +10,13 @@
 //! and error lines, which a guest can provoke, pass a `vdev::ratelimit` token
 //! bucket ([`LOG_BURST`] at once, then [`LOG_LINES_PER_SEC`]); the first line let
 //! through after a hold-back says how many were suppressed.
+//!
+//! Console input goes through `monitor::Input` ([`pump_input`]): `Ctrl-]` enters
+//! and leaves the hypervisor monitor, whose lines run at the next checkpoint
+//! (`control`); in guest mode bytes wait in its bounded queue for the guest's
+//! UART. The host UART is always read (its receive interrupt stays on), so the
+//! escape is seen even while the guest reads nothing; bytes for a guest whose
+//! queue is full are dropped and counted in a (rate-limited) warning.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -254,9 +261,129 @@ pub fn flush_idle() {
     }
 }
 
-/// A byte typed on the host console, if any.
+/// Console input: the monitor's escape state machine, its line and the guest's
+/// queue. Lock order: the guest's PL011, then this, then [`HOST`].
+static INPUT: Mutex<monitor::Input> = Mutex::new(monitor::Input::new());
+/// Bytes wait in [`INPUT`] for the guest (so a guest access to its UART, which
+/// may have made room, pumps again).
+static GUEST_WAITING: AtomicBool = AtomicBool::new(false);
+/// Host bytes one pump takes at most: a flood of input cannot hold a CPU at EL2
+/// (what is left keeps the UART's interrupt up for the next exit).
+const MAX_INPUT_PER_PUMP: usize = 64;
+
+/// Whether bytes wait for the guest's UART.
+#[inline(always)]
+pub fn guest_input_waiting() -> bool {
+    GUEST_WAITING.load(Ordering::Relaxed)
+}
+
+/// A byte typed on the host console, if any (for [`pump_input`]).
+#[inline(always)]
 pub fn poll_input() -> Option<u8> {
     HOST.lock().uart.get()
+}
+
+/// Takes what was typed on the host console (`first`, read by [`poll_input`],
+/// and whatever follows it) through the monitor's escape state machine — showing
+/// the monitor's echo and prompts, submitting finished monitor lines to
+/// `control` — then moves up to `guest.len()` bytes waiting for the guest into
+/// `guest`; returns how many.
+pub fn pump_input(first: Option<u8>, guest: &mut [u8]) -> usize {
+    let mut input = INPUT.lock();
+    let mut next = first;
+    for _ in 0..MAX_INPUT_PER_PUMP {
+        let Some(b) = next else { break };
+        let step = input.feed(b);
+        show(step);
+        next = HOST.lock().uart.get();
+    }
+    if let Some(b) = next {
+        // The budget ran out with a byte in hand: it is not lost.
+        show(input.feed(b));
+    }
+    let dropped = input.take_dropped();
+    if dropped > 0 {
+        log::warn!("console input: {dropped} byte(s) dropped: the guest is not reading its UART");
+    }
+    let n = input.take_guest(guest);
+    GUEST_WAITING.store(input.guest_pending() > 0, Ordering::Relaxed);
+    n
+}
+
+/// Erases one character on the terminal.
+const ERASE: &[u8] = b"\x08 \x08";
+
+/// Shows what one typed byte did.
+fn show(step: monitor::Step) {
+    use monitor::Step;
+    match step {
+        Step::Guest | Step::GuestDropped | Step::Ignored => {}
+        Step::Entered => {
+            print_line(format_args!(
+                "{} entered; type help; Ctrl-] returns to the guest",
+                monitor::LINE_PREFIX
+            ));
+            prompt();
+        }
+        Step::Left => {
+            HOST.lock().uart.put_all(NEWLINE);
+            print_line(format_args!(
+                "{} left; back to the guest",
+                monitor::LINE_PREFIX
+            ));
+        }
+        Step::Echo(b) => HOST.lock().uart.put(b),
+        Step::Erase => HOST.lock().uart.put_all(ERASE),
+        Step::Kill(n) => {
+            let mut h = HOST.lock();
+            (0..n).for_each(|_| h.uart.put_all(ERASE));
+        }
+        Step::Empty => {
+            HOST.lock().uart.put_all(NEWLINE);
+            prompt();
+        }
+        Step::Overlong => {
+            HOST.lock().uart.put_all(NEWLINE);
+            print_status(&monitor::Status::error(&alloc::format!(
+                "line longer than {} characters refused",
+                monitor::LINE_MAX
+            )));
+            prompt();
+        }
+        Step::Line(line) => {
+            HOST.lock().uart.put_all(NEWLINE);
+            if crate::control::submit(line) {
+                // Run it at this CPU's next checkpoint: take an interrupt exit soon.
+                crate::irq::kick(MPIDR_EL1.get());
+            } else {
+                print_status(&monitor::Status::error(
+                    "busy: earlier commands are still waiting to run; nothing done",
+                ));
+                prompt();
+            }
+        }
+    }
+}
+
+/// Shows the monitor's prompt on a line of its own.
+fn prompt() {
+    let mut h = HOST.lock();
+    let Host { uart, term, .. } = &mut *h;
+    term.hypervisor_line(&mut |b| uart.put_all(b));
+    uart.put_all(monitor::PROMPT.as_bytes());
+}
+
+fn print_status(status: &monitor::Status) {
+    print_line(format_args!("{} {status}", monitor::LINE_PREFIX));
+}
+
+/// Prints a monitor command's status line, then the prompt if the operator is
+/// still in the monitor.
+pub fn monitor_status(status: &monitor::Status) {
+    print_status(status);
+    if INPUT.lock().mode() == monitor::input::Mode::Monitor {
+        prompt();
+    }
 }
 
 /// Guest output sink for the emulated PL011.

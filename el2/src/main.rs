@@ -12,6 +12,7 @@ extern crate alloc;
 mod accel;
 mod boot;
 mod console;
+mod control;
 mod el1;
 mod entropy;
 mod fault;
@@ -37,6 +38,7 @@ mod wait;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+use aarch64_cpu::registers::{Readable, Writeable, ICH_HCR_EL2};
 use arch::smccc::CpuPower;
 use boards::{guest, Range};
 use stage2::Layout;
@@ -392,6 +394,8 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     let mut vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], spec.disks, spec.tpm_nv)
         .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     vm.identity = spec.identity;
+    vm.run
+        .set_suspend_on_host_shutdown(spec.policy.is_some_and(|p| p.suspend_on_host_shutdown));
     log::info!(
         "VM '{}': {} vCPU(s), {} MiB RAM at IPA {:#x} (PA {:#x}), stage 2 {}-bit IPA, start level {}",
         vm.name,
@@ -501,6 +505,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         disks,
         tpm_nv: None,
         resume: None,
+        policy: None,
     }
 }
 
@@ -658,7 +663,7 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
                     // The vGIC requests maintenance interrupts only for left-over
                     // interrupts (`vgic::IchHcr::for_entry`).
                     vcpu.lrs = vm::LrState::new(out.loaded > 0, out.left_over > 0);
-                    el1::write_sysreg!("ICH_HCR_EL2", out.hcr().0);
+                    ICH_HCR_EL2.set(out.hcr().0);
                 }
                 Err(e) => log::warn!("{}: vGIC flush for vCPU {idx}: {e:?}", vm.name),
             }
@@ -673,8 +678,8 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
         if vcpu.lrs.any() {
             let mut eoi_count = 0;
             if vcpu.lrs.overflow() {
-                eoi_count = vgic::IchHcr(el1::read_sysreg!("ICH_HCR_EL2")).eoi_count();
-                el1::write_sysreg!("ICH_HCR_EL2", vgic::IchHcr::EXIT.0);
+                eoi_count = vgic::IchHcr(ICH_HCR_EL2.get()).eoi_count();
+                ICH_HCR_EL2.set(vgic::IchHcr::EXIT.0);
             }
             if vcpu.lrs.loaded() {
                 if let Err(e) = vm.vgic.lock().sync(idx, &mut lrs, eoi_count) {

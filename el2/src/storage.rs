@@ -36,6 +36,8 @@ pub struct VmDefinition {
     /// Where the VM's TPM keeps its NV image: its record's extent of the system disk,
     /// or `None` for a TPM whose state lives only in memory (direct boots).
     pub tpm_nv: Option<(SharedBlock<SystemDisk>, registry::Extent)>,
+    /// The VM's lifecycle policy from its registry record (`None`: a direct boot).
+    pub policy: Option<registry::Policy>,
     /// The saved image to resume from, when the registry records one the policy
     /// lets the VM resume (still to be read and checked: `suspend::resume_vm`).
     pub resume: Option<registry::Blob>,
@@ -230,6 +232,7 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         disks,
         tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv)),
         resume,
+        policy: Some(rec.policy),
     })
 }
 

@@ -40,6 +40,15 @@ const WAIT_MS: u64 = 10_000;
 /// How often it looks again, in milliseconds.
 const POLL_MS: u64 = 1;
 
+/// A VM was suspended: once its command has answered, the host powers off (no VM
+/// is left to run).
+static SUSPENDED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether a VM was suspended (and so stopped for good).
+pub fn suspended() -> bool {
+    SUSPENDED.load(Ordering::Acquire)
+}
+
 /// A device whose state a suspend saves: the one trait every saved device is
 /// reached through (`vdev::SaveRestore` underneath, which is not object-safe).
 pub trait DeviceHandle: Send + Sync {
@@ -322,8 +331,6 @@ impl vmstate::RamSink for Ram {
 /// What a completed suspend wrote.
 pub struct Suspended {
     pub bytes: u64,
-    pub touched: u64,
-    pub millis: u64,
 }
 
 /// Waits until `done` holds, kicking the vCPUs not parked; `false` after
@@ -436,10 +443,9 @@ pub fn suspend_vm(vm: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
         report.zero_pages,
         millis
     );
+    SUSPENDED.store(true, Ordering::Release);
     Ok(Suspended {
         bytes: report.bytes,
-        touched: u64::from(report.blocks) * crate::guestram::BLOCK,
-        millis,
     })
 }
 

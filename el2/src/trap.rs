@@ -22,8 +22,6 @@ pub enum Flow {
     CpuOff,
 }
 
-/// PSTATE mode bits of EL1h, and all of DAIF.
-const PSTATE_EL1H_DAIF: u64 = 0x3c5;
 /// GIC system registers that trap to EL2 while ICH_HCR_EL2.En and HCR_EL2.IMO are set:
 /// the SGI generation registers.
 const ICC_SGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 5);
@@ -74,22 +72,13 @@ fn inject_exception(vcpu: &mut Vcpu, what: Injection) {
     vcpu.regs.pstate = e.pstate;
 }
 
-/// ESR_EL2.EC of an HVC from AArch64, and the ISS bits of its immediate.
-const EC_HVC64: u64 = 0x16;
-const ESR_EC_SHIFT: u64 = 26;
-const ESR_EC_MASK: u64 = 0x3f;
-const ESR_ISS_IMM16: u64 = 0xffff;
-
-/// ESR_EL2.EC of a data abort from a lower EL.
-const EC_DABT_LOW: u64 = 0x24;
-
 /// Handles a synchronous exit of `vcpu`. Hypercalls and MMIO accesses, the most
 /// frequent exits, skip the general decoder.
 #[inline(always)]
 pub fn handle_sync(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     let esr = read_sysreg!("ESR_EL2");
     // EC and the immediate in one test: HVC #0, checked first.
-    if esr & (ESR_EC_MASK << ESR_EC_SHIFT | ESR_ISS_IMM16) == EC_HVC64 << ESR_EC_SHIFT {
+    if arch::exit::is_hvc0(esr) {
         vcpu.stats.hvc += 1;
         // Calls answered from the function identifier alone need nothing else.
         if let Some(x0) = arch::smccc::stateless_result(vcpu.regs.x[0]) {
@@ -98,7 +87,7 @@ pub fn handle_sync(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
         }
         return smccc(vm, vcpu);
     }
-    if esr >> ESR_EC_SHIFT & ESR_EC_MASK == EC_DABT_LOW && mmio_fast(vm, vcpu, esr) {
+    if arch::exit::is_data_abort_lower(esr) && mmio_fast(vm, vcpu, esr) {
         return Flow::Continue;
     }
     handle_other_sync(vm, vcpu, esr)
@@ -469,7 +458,7 @@ fn refuse_device(vm: &Vm, vcpu: &mut Vcpu, ipa: u64, far: u64, write: bool, e: &
 /// shares: a read of DR or FR first moves waiting host input into the guest's FIFO,
 /// so a guest polling its UART sees input without waiting for an interrupt; after
 /// any access that may have made room while the host UART's interrupt is silenced,
-/// the pump runs again to re-open it.
+/// the pump runs again to hand it more.
 #[inline(always)]
 fn pl011_access(
     vm: &Vm,
@@ -490,7 +479,7 @@ fn pl011_access(
             uart.read(ctx, offset, size)
         }
     };
-    if crate::wait::console_rx_silenced() {
+    if crate::wait::console_rx_waiting() {
         crate::wait::pump_console_locked(vm, &mut uart);
     }
     r
@@ -517,7 +506,7 @@ pub fn reset_vcpu(vcpu: &mut Vcpu, req: StartRequest) {
     vcpu.regs = Default::default();
     vcpu.regs.x[0] = req.x0;
     vcpu.regs.pc = req.entry;
-    vcpu.regs.pstate = PSTATE_EL1H_DAIF;
+    vcpu.regs.pstate = arch::inject::START_PSTATE;
     vcpu.el1 = crate::el1::El1Context::reset();
     vcpu.ptimer = EmulatedTimer::default();
     vcpu.lrs = crate::vm::LrState::EMPTY;

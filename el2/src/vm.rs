@@ -4,8 +4,9 @@
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
+use aarch64_cpu::registers::{Writeable, ICH_HCR_EL2};
 use arch::controls::PmuPolicy;
 use arch::smccc::{CpuPower, PowerTopology};
 use arch::timer::EmulatedTimer;
@@ -180,9 +181,8 @@ pub struct Vm {
     pub captured: Vec<Mutex<Option<Box<vmstate::VcpuState>>>>,
     /// Per vCPU: the saved state it starts from on resume.
     pub resume_slots: Vec<Mutex<Option<Box<vmstate::VcpuState>>>>,
-    /// CNTVOFF_EL2 of every vCPU of the VM (moved by a resume so guest virtual
-    /// time continues).
-    cntvoff: AtomicU64,
+    /// Pause state and the VM's virtual-counter offset (the monitor's `vm pause`).
+    pub run: crate::control::RunControl,
 }
 
 /// Why a VM could not be built.
@@ -196,7 +196,8 @@ pub enum VmError {
 
 /// The guest's MPIDR for vCPU `i`: Aff0 = i, with the U bit clear and bit 31 RES1.
 pub fn vcpu_mpidr(i: usize) -> u64 {
-    (1 << 31) | i as u64
+    use aarch64_cpu::registers::MPIDR_EL1;
+    MPIDR_EL1::RES1::SET.value | MPIDR_EL1::Aff0.val(i as u64).value
 }
 
 fn power_u8(p: CpuPower) -> u8 {
@@ -395,18 +396,18 @@ impl Vm {
             capture: AtomicBool::new(false),
             captured: (0..n).map(|_| Mutex::new(None)).collect(),
             resume_slots: (0..n).map(|_| Mutex::new(None)).collect(),
-            cntvoff: AtomicU64::new(0),
+            run: crate::control::RunControl::new(n),
         })
     }
 
     /// CNTVOFF_EL2 of every vCPU of the VM.
     pub fn cntvoff(&self) -> u64 {
-        self.cntvoff.load(Ordering::Acquire)
+        self.run.cntvoff()
     }
 
-    /// Sets the VM's CNTVOFF_EL2 (before its vCPUs start).
+    /// Sets the VM's CNTVOFF_EL2 (a resume, before its vCPUs start).
     pub fn set_cntvoff(&self, v: u64) {
-        self.cntvoff.store(v, Ordering::Release);
+        self.run.set_cntvoff(v);
     }
 
     pub fn vcpus(&self) -> usize {
@@ -589,9 +590,10 @@ pub fn activate(vm: &Vm) {
         arch::controls::mdcr_el2(pmcr_n, dfr0, pmu_policy())
     );
     write_sysreg!("CNTHCTL_EL2", arch::controls::cnthctl_el2());
-    write_sysreg!("CNTVOFF_EL2", vm.cntvoff());
+    // The VM's one offset: guest virtual time stood still while it was paused.
+    write_sysreg!("CNTVOFF_EL2", vm.run.cntvoff());
     write_sysreg!("VPIDR_EL2", read_sysreg!("MIDR_EL1"));
-    write_sysreg!("ICH_HCR_EL2", crate::irq::ICH_HCR_EN);
+    ICH_HCR_EL2.set(crate::irq::ICH_HCR_EN);
     write_sysreg!("ICH_VMCR_EL2", 0);
     write_sysreg!("ICH_AP0R0_EL2", 0);
     write_sysreg!("ICH_AP1R0_EL2", 0);

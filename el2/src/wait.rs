@@ -12,7 +12,7 @@
 //! on which the line is up, and then also deactivates the physical PPI the guest
 //! never received, so it can fire again.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::Ordering;
 
 use arch::timer::{asserts_irq, vtimer_line, wfit_expired, wfit_wake_deadline, VtimerLine};
 use boards::guest;
@@ -33,62 +33,42 @@ pub fn set_uart_intid(intid: u32) {
     UART_INTID.store(intid, Ordering::Relaxed);
 }
 
-/// Moves bytes typed on the host console into the guest's PL011.
+/// Moves bytes typed on the host console into the guest's PL011 (through the
+/// monitor's escape, `console::pump_input`).
 pub fn pump_console(vm: &Vm) {
     pump_console_locked(vm, &mut vm.uart.0.lock());
 }
 
 /// [`pump_console`] with the guest's PL011 already locked (by the MMIO path, which
-/// then serves the guest's access under the same lock). While the guest's FIFO has
-/// room and the host UART holds no input, this costs one host UART read.
+/// then serves the guest's access under the same lock). While nothing was typed
+/// and nothing waits for the guest, this costs one host UART read. Bytes the
+/// guest's receive FIFO has no room for wait in the console's queue; the guest
+/// reading its UART takes them (`console_rx_waiting`).
 #[inline(always)]
 pub fn pump_console_locked(vm: &Vm, uart: &mut Pl011) {
-    if uart.rx_room() > 0 {
-        if let Some(first) = crate::console::poll_input() {
-            push_input(vm, uart, first);
-        }
-    }
-    // While the guest's receive FIFO is full, leave input in the host UART (its own
-    // FIFO, and behind it the terminal, hold it back) and silence its interrupt, which
-    // would otherwise fire without end; the guest reading its UART re-opens both.
-    let on = uart.rx_room() > 0;
-    if RX_INTERRUPT.load(Ordering::Relaxed) != on as u8 {
-        RX_INTERRUPT.store(on as u8, Ordering::Relaxed);
-        crate::console::set_rx_interrupt(on);
+    let first = crate::console::poll_input();
+    if first.is_some() || crate::console::guest_input_waiting() {
+        pump_typed(vm, uart, first);
     }
 }
 
-/// Whether the host UART's receive interrupt is not known to be on (silenced
-/// because the guest's FIFO was full at the last [`pump_console`], or never set):
-/// the MMIO path then pumps after a guest access, which may have made room.
-#[inline(always)]
-pub fn console_rx_silenced() -> bool {
-    RX_INTERRUPT.load(Ordering::Relaxed) != 1
-}
-
-/// Moves `first` and whatever else the host UART holds, up to the room in the
-/// guest's receive FIFO (at least one byte), into the guest's PL011.
+/// [`pump_console_locked`] once something was typed (`first`) or waits.
 #[inline(never)]
-fn push_input(vm: &Vm, uart: &mut Pl011, first: u8) {
-    let mut buf = [0u8; 32];
-    buf[0] = first;
-    let mut n = 1;
-    while n < buf.len().min(uart.rx_room()) {
-        match crate::console::poll_input() {
-            Some(b) => {
-                buf[n] = b;
-                n += 1;
-            }
-            None => break,
-        }
+fn pump_typed(vm: &Vm, uart: &mut Pl011, first: Option<u8>) {
+    let mut buf = [0u8; devices::pl011::RX_FIFO_DEPTH];
+    let room = uart.rx_room().min(buf.len());
+    let n = crate::console::pump_input(first, &mut buf[..room]);
+    if n > 0 {
+        uart.push_rx(&buf[..n], &mut crate::vm::VgicSink::new(&vm.vgic));
     }
-    uart.push_rx(&buf[..n], &mut crate::vm::VgicSink::new(&vm.vgic));
 }
 
-/// What [`pump_console`] last set the host UART's receive interrupt to (0 off,
-/// 1 on; neither before its first call), so that it writes the host UART only
-/// when the setting changes, not on every guest access to its PL011.
-static RX_INTERRUPT: AtomicU8 = AtomicU8::new(u8::MAX);
+/// Whether console input waits for the guest's UART: the MMIO path then pumps
+/// after a guest access, which may have made room.
+#[inline(always)]
+pub fn console_rx_waiting() -> bool {
+    crate::console::guest_input_waiting()
+}
 
 /// Re-evaluates `vcpu`'s emulated EL1 physical timer: drives its interrupt line and
 /// arms the EL2 timer for its next deadline.
@@ -205,6 +185,8 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
     }
     vm.resume_deferred(vcpu.idx);
     vm.deliver_kicks(vcpu.idx);
+    // Monitor commands and `vm pause` stop here (a clean point: no lock held).
+    crate::control::checkpoint(vm, vcpu);
 }
 
 /// Blocks `vcpu`'s WFI until the vGIC has an interrupt for it, another CPU kicks it,

@@ -31,23 +31,24 @@
 //!   emptied by `sync`, so an armed U or NP would otherwise stay asserted at EL2 and
 //!   the interrupt-acknowledge loop would never end.
 
+use aarch64_cpu::registers::ICH_HCR_EL2;
+
 use crate::lr::FlushOutcome;
 
-/// A typed `ICH_HCR_EL2` value (the fields this vGIC uses).
+/// A typed `ICH_HCR_EL2` value (the fields this vGIC uses; the layout is
+/// `aarch64-cpu`'s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IchHcr(pub u64);
 
 impl IchHcr {
-    /// En \[0\]: the virtual CPU interface is enabled.
-    pub const EN: u64 = 1 << 0;
-    /// UIE \[1\]: underflow maintenance interrupt enable.
-    pub const UIE: u64 = 1 << 1;
-    /// LRENPIE \[2\]: list register entry not present maintenance interrupt enable.
-    pub const LRENPIE: u64 = 1 << 2;
-    /// NPIE \[3\]: no pending maintenance interrupt enable.
-    pub const NPIE: u64 = 1 << 3;
-    const EOICOUNT_SHIFT: u32 = 27;
-    const EOICOUNT_MASK: u64 = 0x1F;
+    /// En: the virtual CPU interface is enabled.
+    pub const EN: u64 = ICH_HCR_EL2::En::SET.value;
+    /// UIE: underflow maintenance interrupt enable.
+    pub const UIE: u64 = ICH_HCR_EL2::UIE::SET.value;
+    /// LRENPIE: list register entry not present maintenance interrupt enable.
+    pub const LRENPIE: u64 = ICH_HCR_EL2::LRENPIE::SET.value;
+    /// NPIE: no pending maintenance interrupt enable.
+    pub const NPIE: u64 = ICH_HCR_EL2::NPIE::SET.value;
 
     /// The value for every exit: the interface stays enabled, no maintenance
     /// interrupt is requested, EOIcount restarts from 0.
@@ -70,9 +71,9 @@ impl IchHcr {
         IchHcr(v)
     }
 
-    /// EOIcount \[31:27\]: deactivations by the guest that found no list register.
-    pub const fn eoi_count(self) -> u32 {
-        ((self.0 >> Self::EOICOUNT_SHIFT) & Self::EOICOUNT_MASK) as u32
+    /// EOIcount: deactivations by the guest that found no list register.
+    pub fn eoi_count(self) -> u32 {
+        ICH_HCR_EL2::EOIcount.read(self.0) as u32
     }
 
     /// True if any maintenance interrupt is requested (UIE, LRENPIE or NPIE).
@@ -125,7 +126,12 @@ mod tests {
 
     #[test]
     fn eoi_count_field() {
+        // EOIcount is bits [31:27] (GICv3 specification, ICH_HCR_EL2).
         assert_eq!(IchHcr(IchHcr::EN | 3 << 27).eoi_count(), 3);
+        assert_eq!(
+            IchHcr::EN | IchHcr::UIE | IchHcr::LRENPIE | IchHcr::NPIE,
+            0b1111
+        );
         assert_eq!(IchHcr(u64::MAX).eoi_count(), 31);
     }
 }

@@ -136,6 +136,8 @@ pub struct RunOptions {
     pub system_disk: Option<PathBuf>,
     /// Recreate the system disk (a new VM identity) before booting (`--fresh`).
     pub fresh: bool,
+    /// Boot the VM cold, discarding a saved state it would resume (`--cold`).
+    pub cold: bool,
     pub headless: bool,
     pub timeout: Option<Duration>,
     pub script: Option<PathBuf>,
@@ -168,7 +170,7 @@ impl RunOptions {
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--headless] [--timeout SECONDS] [--script FILE] \
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--accel tcg|kvm] [--cpu MODEL] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -182,7 +184,9 @@ pub const NOTES: &str = "\
   record is set to this run's vCPUs, memory and command line (--smp/--mem/--append/--guest-cmd or the
   defaults) and its kernel/initrd to the current images; the changes are printed. --kernel and the
   other guests boot from a bundle instead.
-  Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `# comment`.";
+  Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `monitor COMMAND`
+  (Ctrl-] into the hypervisor monitor, COMMAND, its status line printed, Ctrl-] back; docs/monitor.md),
+  `# comment`. On the console, Ctrl-] enters and leaves the monitor.";
 
 /// `run`'s flags as clap reads them ([`parse_args`] and `cargo xtask run`).
 #[derive(Debug, Clone, clap::Args)]
@@ -215,6 +219,9 @@ pub struct RunArgs {
     /// recreate the system disk (a new VM identity) first
     #[arg(long)]
     fresh: bool,
+    /// boot the VM cold: discard its saved state instead of resuming it
+    #[arg(long)]
+    cold: bool,
     /// capture the console instead of giving QEMU the terminal
     #[arg(long)]
     headless: bool,
@@ -308,6 +315,7 @@ impl RunArgs {
             guest_cmd: self.guest_cmd,
             system_disk: self.system_disk,
             fresh: self.fresh,
+            cold: self.cold,
             headless: self.headless,
             timeout: self.timeout,
             script: self.script,
@@ -323,9 +331,9 @@ impl RunArgs {
                 "--guest-cmd only applies to --guest linux".into(),
             ));
         }
-        if (o.system_disk.is_some() || o.fresh) && !uses_system_disk(&o) {
+        if (o.system_disk.is_some() || o.fresh || o.cold) && !uses_system_disk(&o) {
             return Err(Error::Usage(
-                "--system-disk/--fresh apply to --guest linux without --kernel".into(),
+                "--system-disk/--fresh/--cold apply to --guest linux without --kernel".into(),
             ));
         }
         Ok(o)
@@ -507,7 +515,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             initrd: vm.initrd.clone().unwrap_or_default(),
             disk_size: sysdisk::GUEST_DISK_SIZE,
         };
-        let run = sysdisk::ensure(&path, o.fresh, &want)?;
+        let run = sysdisk::ensure_with(&path, o.fresh, o.cold, &want)?;
         eprintln!("xtask: {}", run.describe(&want.name));
         Some(run)
     } else {
@@ -679,6 +687,11 @@ fn drive(session: &mut Session, steps: &[Step]) -> Ending {
                     };
                 }
             }
+            Action::Monitor(command) => {
+                if let Err(e) = monitor_step(session, step, command) {
+                    return e;
+                }
+            }
         }
     }
     if steps.is_empty() {
@@ -692,6 +705,43 @@ fn drive(session: &mut Session, steps: &[Step]) -> Ending {
             None => Ending::ScriptDone,
         }
     }
+}
+
+/// A monitor status line on the console: the status (`ok: …` / `error: …`) in
+/// group 1, the whole line matched.
+pub fn monitor_status_regex() -> regex::Regex {
+    let prefix = regex::escape(monitor::LINE_PREFIX);
+    regex::Regex::new(&format!(r"(?m)^{prefix} ((?:ok|error): [^\r\n]*)\r?\n"))
+        .expect("the monitor status pattern is valid")
+}
+
+/// One `monitor COMMAND` step: `Ctrl-]`, the command and a newline; waits for the
+/// command's status line and prints it; `Ctrl-]` back to the guest. The way back
+/// is not an error when QEMU is gone (after `host shutdown`).
+fn monitor_step(session: &mut Session, step: &Step, command: &str) -> Result<(), Ending> {
+    let escape = char::from(monitor::ESCAPE);
+    if let Err(e) = session.send(&format!("{escape}{command}\n")) {
+        return Err(Ending::SendFailed {
+            step: step.to_string(),
+            error: e.to_string(),
+        });
+    }
+    match session.expect_capture(&monitor_status_regex()) {
+        Ok(status) => println!("xtask: monitor `{command}`: {status}"),
+        Err(WaitError::TimedOut) => {
+            return Err(Ending::TimedOut {
+                waiting_for: Some(step.to_string()),
+            })
+        }
+        Err(WaitError::Exited(code)) => {
+            return Err(Ending::StepUnmet {
+                step: step.to_string(),
+                code,
+            })
+        }
+    }
+    let _ = session.send(&escape.to_string());
+    Ok(())
 }
 
 /// `cargo xtask run`: interactive on a terminal, captured otherwise.
@@ -793,6 +843,8 @@ mod tests {
                     changes: Vec::new(),
                     generation: 1,
                     starts: 0,
+                    saved_state: None,
+                    discarded_saved_state: false,
                 });
                 let prepared = Prepared {
                     qemu: QemuConfig {
@@ -1074,5 +1126,60 @@ mod tests {
                 code: Some(4)
             }
         );
+    }
+
+    /// A stand-in for the hypervisor's monitor: reads the escape and a command
+    /// line, answers with a status line (after a line that only looks like one),
+    /// then shows the next byte it gets (the escape back) in hex.
+    const FAKE_MONITOR: &str = r#"IFS= read -r l
+printf '%s' "$l" | od -An -tx1 | head -c 4
+printf '\n[el2 WARN ] ok: not a status\r\n[el2 monitor] ok: ran %s\r\n' "$(printf '%s' "$l" | tr -d '\035')"
+dd bs=1 count=1 2>/dev/null | od -An -tx1
+exit 0"#;
+
+    #[test]
+    fn a_monitor_step_escapes_waits_for_the_status_and_escapes_back() {
+        let steps = script::parse("monitor vm list\nexpect 1d\n").unwrap();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", FAKE_MONITOR]);
+        let mut s = Session::spawn(cmd, false, Duration::from_secs(10)).unwrap();
+        assert_eq!(drive(&mut s, &steps), Ending::Exited(Some(0)));
+        let out = s.output();
+        assert!(
+            out.starts_with(" 1d"),
+            "the command came after Ctrl-]: {out:?}"
+        );
+        assert!(out.contains("[el2 monitor] ok: ran vm list\r\n"), "{out:?}");
+
+        // No status line: the step is named when the program exits.
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "read l; echo '[el2 monitor] ok: cut short'; exit 3"]);
+        let steps = script::parse("monitor help\n").unwrap();
+        let mut s = Session::spawn(cmd, false, Duration::from_secs(10)).unwrap();
+        let ending = drive(&mut s, &steps);
+        assert!(
+            matches!(
+                &ending,
+                Ending::Exited(Some(3)) | Ending::StepUnmet { code: Some(3), .. }
+            ),
+            "{ending:?}"
+        );
+    }
+
+    #[test]
+    fn the_status_pattern_takes_whole_status_lines_only() {
+        let re = monitor_status_regex();
+        let cap = |t: &str| re.captures(t).map(|c| c[1].to_string());
+        assert_eq!(
+            cap("x\r\n[el2 monitor] error: no VM named 'a'\r\n").as_deref(),
+            Some("error: no VM named 'a'")
+        );
+        assert_eq!(
+            cap("[el2 monitor] ok: half a li"),
+            None,
+            "not until the line ends"
+        );
+        assert_eq!(cap("|[el2 monitor] ok: forged by a guest\r\n"), None);
+        assert_eq!(cap("[el2 monitor] entered; type help\r\n"), None);
     }
 }

@@ -1,8 +1,11 @@
 //! Run scripts (`cargo xtask run --script FILE`): one step per line —
 //! `expect REGEX` (wait until the console output since the previous match
 //! matches), `send TEXT` (type TEXT and a newline; `\n`, `\r`, `\t`, `\\` and
-//! `\xHH` escapes), `sleep SECONDS`. Blank lines and lines starting with `#` are
-//! ignored. Everything is checked when the script is parsed, before QEMU starts.
+//! `\xHH` escapes), `sleep SECONDS`, `monitor COMMAND` (enter the hypervisor
+//! monitor with `Ctrl-]`, run COMMAND, wait for its status line and print it,
+//! return to the guest console; see docs/monitor.md). Blank lines and lines
+//! starting with `#` are ignored. Everything is checked when the script is parsed,
+//! before QEMU starts (a monitor command against the monitor's own parser).
 
 use std::fmt;
 use std::time::Duration;
@@ -21,6 +24,8 @@ pub enum Action {
     Send(String),
     /// Pause (console output is still collected).
     Sleep(Duration),
+    /// Run this hypervisor monitor command (without a newline).
+    Monitor(String),
 }
 
 /// One step and where it came from.
@@ -47,13 +52,14 @@ pub enum ScriptError {
     BadRegex { line: usize, error: String },
     BadSleep { line: usize, value: String },
     BadEscape { line: usize, escape: String },
+    BadMonitorCommand { line: usize, error: String },
 }
 
 impl fmt::Display for ScriptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ScriptError::UnknownCommand { line, command } => {
-                write!(f, "script line {line}: unknown command `{command}` (expected expect, send or sleep)")
+                write!(f, "script line {line}: unknown command `{command}` (expected expect, send, sleep or monitor)")
             }
             ScriptError::MissingArgument { line, command } => {
                 write!(f, "script line {line}: `{command}` needs an argument")
@@ -63,6 +69,9 @@ impl fmt::Display for ScriptError {
             }
             ScriptError::BadSleep { line, value } => {
                 write!(f, "script line {line}: sleep takes seconds between 0 and {MAX_SLEEP_SECS}, not `{value}`")
+            }
+            ScriptError::BadMonitorCommand { line, error } => {
+                write!(f, "script line {line}: bad monitor command: {error}")
             }
             ScriptError::BadEscape { line, escape } => {
                 write!(
@@ -125,6 +134,16 @@ pub fn parse(text: &str) -> Result<Vec<Step>, ScriptError> {
                     })?;
                 Action::Sleep(Duration::from_secs_f64(secs))
             }
+            "monitor" => {
+                let command = arg.map(str::trim).filter(|a| !a.is_empty()).ok_or(
+                    ScriptError::MissingArgument {
+                        line,
+                        command: "monitor",
+                    },
+                )?;
+                monitor_command(command, line)?;
+                Action::Monitor(command.to_string())
+            }
             other => {
                 return Err(ScriptError::UnknownCommand {
                     line,
@@ -139,6 +158,26 @@ pub fn parse(text: &str) -> Result<Vec<Step>, ScriptError> {
         });
     }
     Ok(steps)
+}
+
+/// Checks a monitor command as the monitor will: printable ASCII of at most
+/// `monitor::LINE_MAX` bytes that the monitor's parser accepts.
+fn monitor_command(command: &str, line: usize) -> Result<(), ScriptError> {
+    let bad = |error: String| ScriptError::BadMonitorCommand { line, error };
+    if !command.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(bad(
+            "only printable ASCII can be typed in the monitor".into()
+        ));
+    }
+    if command.len() > monitor::LINE_MAX {
+        return Err(bad(format!(
+            "longer than the monitor's {} characters",
+            monitor::LINE_MAX
+        )));
+    }
+    monitor::parse(command)
+        .map(|_| ())
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Resolves `\n`, `\r`, `\t`, `\\` and `\xHH` (ASCII, HH < 0x80).
@@ -201,6 +240,27 @@ mod tests {
         let steps = parse("send  two spaces\nsend \\x01x\n").unwrap();
         assert!(matches!(&steps[0].action, Action::Send(s) if s == " two spaces\n"));
         assert!(matches!(&steps[1].action, Action::Send(s) if s == "\u{1}x\n"));
+    }
+
+    #[test]
+    fn monitor_steps_are_checked_against_the_monitor_parser() {
+        let steps = parse("monitor vm list\nmonitor   vm pause linux  \n").unwrap();
+        assert!(matches!(&steps[0].action, Action::Monitor(c) if c == "vm list"));
+        assert!(matches!(&steps[1].action, Action::Monitor(c) if c == "vm pause linux"));
+        for (script, want) in [
+            ("monitor\n", "`monitor` needs an argument"),
+            ("monitor vm stop x\n", "unknown command `vm stop`"),
+            ("monitor vm pause\n", "`vm pause` needs a VM NAME"),
+            ("monitor vm pause caf\u{e9}\n", "printable ASCII"),
+        ] {
+            let e = parse(script).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("line 1"), "{script:?}: {e}");
+        }
+        let long = format!("monitor vm pause {}\n", "n".repeat(monitor::LINE_MAX));
+        assert!(parse(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("longer than"));
     }
 
     #[test]

@@ -116,10 +116,18 @@ impl Session {
 
     /// Waits until the output since the previous match matches `re`.
     pub fn expect(&mut self, re: &Regex) -> Result<(), WaitError> {
+        self.expect_capture(re).map(|_| ())
+    }
+
+    /// [`Session::expect`] returning what matched: `re`'s first group if it has
+    /// one, else the whole match.
+    pub fn expect_capture(&mut self, re: &Regex) -> Result<String, WaitError> {
         loop {
-            if let Some(m) = re.find(&self.text[self.mark..]) {
-                self.mark += m.end();
-                return Ok(());
+            if let Some(c) = re.captures(&self.text[self.mark..]) {
+                let whole = c.get(0).expect("group 0 is the match");
+                let got = c.get(1).unwrap_or(whole).as_str().to_string();
+                self.mark += whole.end();
+                return Ok(got);
             }
             if self.finished() {
                 return Err(WaitError::Exited(self.exit_code().flatten()));

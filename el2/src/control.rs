@@ -1,0 +1,416 @@
+//! The hypervisor monitor's el2 side: runs the operator's monitor lines
+//! (`monitor::execute`) against [`El2Control`], el2's [`VmControl`], and owns
+//! what pausing a VM takes — every vCPU stopped at a clean point, guest virtual
+//! time standing still while it is.
+//!
+//! **Where commands run.** The console pump (`console::pump_input`) only collects a
+//! finished line and raises [`ATTENTION`], kicking its own CPU; the line runs at
+//! the next [`checkpoint`], at the end of `wait::service_irqs` — after an
+//! interrupt exit or in a WFI loop, with no lock held and the guest's registers
+//! and list registers already back in the vCPU and the vGIC. So a command never
+//! runs inside a device access.
+//!
+//! **Pause.** `vm pause` raises the VM's pause request and kicks every vCPU; each
+//! vCPU reaching a checkpoint *parks* there: it marks itself parked and loops,
+//! servicing its physical interrupts (device work the guest already submitted
+//! still completes), polling the console (so `vm resume` is read even by a CPU
+//! the UART's interrupt is not routed to) and napping on the EL2 timer. The
+//! command answers once every vCPU that is not off has parked, so no guest
+//! instruction runs after its `ok:` line. **Guest virtual time** stands still
+//! while paused: every vCPU of a VM runs with the VM's one CNTVOFF_EL2, and
+//! `vm resume` adds the time from the last vCPU parking to the resume, before any
+//! vCPU runs again. A guest timer that fired meanwhile (measured against the old
+//! offset) no longer asserts once the offset moved, and `wait::sync_vtimer`
+//! lowers its line before the guest runs: no stale interrupt, no burst, no jump
+//! in the guest's clock. The guest's *physical* counter (CNTPCT, not offset
+//! without FEAT_ECV) does run on; a deadline of the emulated EL1 physical timer
+//! that passed while paused fires at resume, as after any stall.
+
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arch::smccc::{CpuPower, PowerTopology};
+use monitor::command::SnapshotStore;
+use monitor::control::{ShutdownReport, SnapshotInfo, SuspendReport};
+use monitor::input::LineText;
+use monitor::{After, ControlError, VmControl, VmInfo, VmState};
+use spin::Mutex;
+
+use crate::el1::{read_sysreg, write_sysreg};
+use crate::vm::{StopReason, Vcpu, Vm};
+
+/// How long `vm pause` and `host shutdown` wait for every vCPU to stop, in
+/// milliseconds of the system counter.
+const STOP_WAIT_MS: u64 = 5000;
+/// How often a parked vCPU (and a command waiting for vCPUs) looks again, in
+/// milliseconds.
+const POLL_MS: u64 = 5;
+/// Monitor lines waiting to run at most (more are refused as busy).
+const MAX_PENDING: usize = 4;
+
+/// A monitor line is waiting in [`PENDING`].
+static ATTENTION: AtomicBool = AtomicBool::new(false);
+/// Monitor lines waiting for a checkpoint, oldest first.
+static PENDING: Mutex<VecDeque<LineText>> = Mutex::new(VecDeque::new());
+
+/// What this VM's run state is beyond its vCPUs' power states: the pause request,
+/// which vCPUs parked, and the VM's virtual-counter offset.
+pub struct RunControl {
+    /// `vm pause` asked every vCPU to park.
+    pause: AtomicBool,
+    /// Per vCPU: parked at a checkpoint.
+    parked: Vec<AtomicBool>,
+    /// The latest physical count at which a vCPU parked in this pause.
+    paused_at: AtomicU64,
+    /// CNTVOFF_EL2 of every vCPU of the VM.
+    cntvoff: AtomicU64,
+    /// The VM's policy says suspend (not power off) on host shutdown.
+    suspend_on_host_shutdown: AtomicBool,
+}
+
+impl RunControl {
+    pub fn new(vcpus: usize) -> Self {
+        Self {
+            pause: AtomicBool::new(false),
+            parked: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+            paused_at: AtomicU64::new(0),
+            cntvoff: AtomicU64::new(0),
+            suspend_on_host_shutdown: AtomicBool::new(false),
+        }
+    }
+
+    /// The CNTVOFF_EL2 a vCPU of this VM runs with.
+    pub fn cntvoff(&self) -> u64 {
+        self.cntvoff.load(Ordering::Acquire)
+    }
+
+    /// Sets the offset (a resume from a saved state, before any vCPU runs).
+    pub fn set_cntvoff(&self, v: u64) {
+        self.cntvoff.store(v, Ordering::Release);
+    }
+
+    /// Records the VM's host-shutdown policy (from its registry record).
+    pub fn set_suspend_on_host_shutdown(&self, on: bool) {
+        self.suspend_on_host_shutdown.store(on, Ordering::Relaxed);
+    }
+
+    fn paused(&self) -> bool {
+        self.pause.load(Ordering::Acquire)
+    }
+}
+
+/// Queues a finished monitor line for the next checkpoint; `false` when
+/// [`MAX_PENDING`] lines already wait.
+pub fn submit(line: LineText) -> bool {
+    let mut q = PENDING.lock();
+    if q.len() >= MAX_PENDING {
+        return false;
+    }
+    q.push_back(line);
+    ATTENTION.store(true, Ordering::Release);
+    true
+}
+
+fn take_pending() -> Option<LineText> {
+    let mut q = PENDING.lock();
+    let line = q.pop_front();
+    ATTENTION.store(!q.is_empty(), Ordering::Release);
+    line
+}
+
+/// Where `vcpu` may stop or run monitor commands: called at the end of
+/// `wait::service_irqs`. One load and branch per flag when there is nothing to do.
+#[inline(always)]
+pub fn checkpoint(vm: &Vm, vcpu: &mut Vcpu) {
+    if ATTENTION.load(Ordering::Acquire) || vm.run.pause.load(Ordering::Relaxed) {
+        checkpoint_slow(vm, vcpu);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn checkpoint_slow(vm: &Vm, vcpu: &mut Vcpu) {
+    if vm.run.parked[vcpu.idx].load(Ordering::Relaxed) {
+        return; // the park loop's own interrupt servicing
+    }
+    while let Some(line) = take_pending() {
+        run_line(vm, vcpu, line);
+    }
+    if vm.run.paused() && vm.stopping().is_none() {
+        park(vm, vcpu);
+    }
+}
+
+/// Runs one monitor line on vCPU `here` of `vm` and prints its status line.
+fn run_line(vm: &Vm, vcpu: &mut Vcpu, line: LineText) {
+    let here = vcpu.idx;
+    let mut ctl = El2Control { vm, here, vcpu };
+    let reply = monitor::execute(line.as_str(), &mut ctl);
+    crate::console::monitor_status(&reply.status);
+    if reply.after == After::PowerOffHost {
+        log::info!("host shutdown: powering off");
+        crate::power::shutdown(0);
+    }
+    if crate::suspend::suspended() {
+        log::info!("no VM left to run; powering off");
+        crate::power::shutdown(0);
+    }
+}
+
+/// Milliseconds as system-counter ticks.
+fn ms_ticks(ms: u64) -> u64 {
+    read_sysreg!("CNTFRQ_EL0").max(1) * ms / 1000
+}
+
+/// Holds `vcpu` at this checkpoint while its VM is paused.
+fn park(vm: &Vm, vcpu: &mut Vcpu) {
+    let idx = vcpu.idx;
+    vm.run.parked[idx].store(true, Ordering::Release);
+    vm.run
+        .paused_at
+        .fetch_max(read_sysreg!("CNTPCT_EL0"), Ordering::AcqRel);
+    let poll = ms_ticks(POLL_MS);
+    loop {
+        crate::wait::service_irqs(vm, vcpu);
+        crate::suspend::on_park(vm, vcpu);
+        crate::wait::pump_console(vm);
+        while let Some(line) = take_pending() {
+            run_line(vm, vcpu, line);
+        }
+        if !vm.run.paused() || vm.stopping().is_some() {
+            break;
+        }
+        crate::timer::nap(poll);
+    }
+    write_sysreg!("CNTVOFF_EL2", vm.run.cntvoff());
+    // SAFETY: the new offset must be in effect before the timer is looked at.
+    unsafe { core::arch::asm!("isb") };
+    vm.run.parked[idx].store(false, Ordering::Release);
+    crate::wait::sync_vtimer(vm, vcpu);
+}
+
+/// Whether vCPU `i` of `vm` runs no guest code: parked, off, or `here` (the one
+/// running this command, at a checkpoint).
+fn stopped(vm: &Vm, i: usize, here: Option<usize>) -> bool {
+    Some(i) == here || vm.run.parked[i].load(Ordering::Acquire) || vm.power(i) == CpuPower::Off
+}
+
+/// Waits (kicking the laggards) until `done(i)` holds for every vCPU of `vm`;
+/// `false` if [`STOP_WAIT_MS`] passed first.
+fn wait_all(vm: &Vm, done: impl Fn(usize) -> bool) -> bool {
+    let deadline = read_sysreg!("CNTPCT_EL0").saturating_add(ms_ticks(STOP_WAIT_MS));
+    loop {
+        let mut all = true;
+        for i in (0..vm.vcpus()).filter(|&i| !done(i)) {
+            all = false;
+            crate::irq::kick(vm.pcpu[i]);
+        }
+        if all {
+            return true;
+        }
+        if read_sysreg!("CNTPCT_EL0") >= deadline {
+            return false;
+        }
+        crate::timer::nap(ms_ticks(POLL_MS));
+    }
+}
+
+/// el2's [`VmControl`]: today over its one VM, run on vCPU `here` of it.
+pub struct El2Control<'a> {
+    vm: &'a Vm,
+    here: usize,
+    /// The vCPU running the command (a suspend captures its state here).
+    vcpu: &'a mut Vcpu,
+}
+
+/// What s10-state's suspend/snapshot work has not yet provided.
+const NOT_BUILT: &str =
+    "not built yet: VM state save/restore (suspend, snapshots) is the VM-state work of issue 10, not in this hypervisor";
+
+impl El2Control<'_> {
+    fn find(&self, name: &str) -> Result<&Vm, ControlError> {
+        if self.vm.name == name {
+            Ok(self.vm)
+        } else {
+            Err(ControlError::NoSuchVm(name.into()))
+        }
+    }
+
+    fn state(vm: &Vm) -> VmState {
+        if vm.stopping() == Some(StopReason::PoweredOff) {
+            VmState::Off
+        } else if vm.run.paused() {
+            VmState::Paused
+        } else {
+            VmState::Running
+        }
+    }
+
+    /// Pauses the VM if it runs, suspends it to its saved-state extent
+    /// (`suspend::suspend_vm`) and, once the image is committed, stops it for good:
+    /// its disk must not change after the image was taken. On failure the VM is
+    /// left as it was (running, or paused) and nothing was committed.
+    fn suspend_here(&mut self) -> Result<u64, ControlError> {
+        let vm = self.vm;
+        let name = vm.name.clone();
+        match Self::state(vm) {
+            VmState::Running => self.pause(&name)?,
+            VmState::Paused => {}
+            state => return Err(ControlError::NotRunning { vm: name, state }),
+        }
+        match crate::suspend::suspend_vm(vm, self.vcpu) {
+            Ok(done) => {
+                vm.request_stop(StopReason::PoweredOff, self.here);
+                let here = self.here;
+                if !wait_all(vm, |i| i == here || vm.power(i) == CpuPower::Off) {
+                    log::warn!("VM '{}': a vCPU did not stop after the suspend", vm.name);
+                }
+                Ok(done.bytes)
+            }
+            Err(why) => Err(ControlError::Failed {
+                vm: name,
+                why: format!("{why}; nothing was committed and the VM stays paused"),
+            }),
+        }
+    }
+
+    fn unsupported(what: &str, vm: &str) -> ControlError {
+        ControlError::Unsupported {
+            what: format!("{what} {vm}"),
+            why: NOT_BUILT,
+        }
+    }
+}
+
+impl VmControl for El2Control<'_> {
+    fn list(&self) -> Vec<VmInfo> {
+        alloc::vec![VmInfo {
+            name: self.vm.name.clone(),
+            vcpus: self.vm.vcpus(),
+            state: Self::state(self.vm),
+        }]
+    }
+
+    fn pause(&mut self, name: &str) -> Result<(), ControlError> {
+        let vm = self.find(name)?;
+        match Self::state(vm) {
+            VmState::Running => {}
+            VmState::Paused => return Err(ControlError::AlreadyPaused(name.into())),
+            state => {
+                return Err(ControlError::NotRunning {
+                    vm: name.into(),
+                    state,
+                })
+            }
+        }
+        vm.run.paused_at.store(0, Ordering::Release);
+        vm.run.pause.store(true, Ordering::Release);
+        let here = Some(self.here);
+        if wait_all(vm, |i| stopped(vm, i, here)) {
+            // This vCPU parks when the command returns: its time counts from here.
+            vm.run
+                .paused_at
+                .fetch_max(read_sysreg!("CNTPCT_EL0"), Ordering::AcqRel);
+            return Ok(());
+        }
+        // Not every vCPU stopped: let the parked ones go with the offset unchanged
+        // (the others never stopped, so guest time must not move for them).
+        vm.run.pause.store(false, Ordering::Release);
+        Err(ControlError::Timeout {
+            vm: name.into(),
+            what: "waiting for every vCPU to stop",
+        })
+    }
+
+    fn resume(&mut self, name: &str) -> Result<(), ControlError> {
+        let vm = self.find(name)?;
+        let state = Self::state(vm);
+        if state != VmState::Paused {
+            return Err(ControlError::NotPaused {
+                vm: name.into(),
+                state,
+            });
+        }
+        let now = read_sysreg!("CNTPCT_EL0");
+        let stood = now.saturating_sub(vm.run.paused_at.load(Ordering::Acquire));
+        vm.run.cntvoff.fetch_add(stood, Ordering::AcqRel);
+        log::info!(
+            "VM '{}': resumed; guest virtual time held for {} ms",
+            vm.name,
+            stood * 1000 / read_sysreg!("CNTFRQ_EL0").max(1)
+        );
+        vm.run.pause.store(false, Ordering::Release);
+        for (i, mpidr) in vm.pcpu.iter().enumerate() {
+            if i != self.here && vm.power(i) != CpuPower::Off {
+                crate::irq::kick(*mpidr);
+            }
+        }
+        Ok(())
+    }
+
+    fn suspend(&mut self, name: &str) -> Result<SuspendReport, ControlError> {
+        self.find(name)?;
+        let bytes_written = self.suspend_here()?;
+        Ok(SuspendReport { bytes_written })
+    }
+
+    fn snapshot(
+        &mut self,
+        name: &str,
+        _tag: &str,
+        _store: SnapshotStore,
+    ) -> Result<SnapshotInfo, ControlError> {
+        self.find(name)?;
+        Err(Self::unsupported("vm snapshot", name))
+    }
+
+    fn rollback(&mut self, name: &str, _tag: &str) -> Result<(), ControlError> {
+        self.find(name)?;
+        Err(Self::unsupported("vm rollback", name))
+    }
+
+    fn snapshots(&self, name: &str) -> Result<Vec<SnapshotInfo>, ControlError> {
+        self.find(name)?;
+        Err(Self::unsupported("vm snapshots", name))
+    }
+
+    fn delete_snapshot(&mut self, name: &str, _tag: &str) -> Result<(), ControlError> {
+        self.find(name)?;
+        Err(Self::unsupported("vm delete-snapshot", name))
+    }
+
+    fn host_shutdown(&mut self) -> Result<ShutdownReport, ControlError> {
+        let vm = self.vm;
+        let mut report = ShutdownReport {
+            powered_off: Vec::new(),
+            suspended: Vec::new(),
+        };
+        if Self::state(vm) == VmState::Off {
+            return Ok(report);
+        }
+        // A VM whose policy says suspend is suspended; if that fails the host stays
+        // up (it is never powered off in its place).
+        if vm.run.suspend_on_host_shutdown.load(Ordering::Relaxed) {
+            self.suspend_here()?;
+            log::info!("VM '{}' suspended (host shutdown)", vm.name);
+            report.suspended.push(vm.name.clone());
+            return Ok(report);
+        }
+        vm.request_stop(StopReason::PoweredOff, self.here);
+        let here = self.here;
+        if !wait_all(vm, |i| i == here || vm.power(i) == CpuPower::Off) {
+            return Err(ControlError::Failed {
+                vm: vm.name.clone(),
+                why: String::from(
+                    "a vCPU did not stop within 5 s of the power-off request; the VM is stopping, the host stays up",
+                ),
+            });
+        }
+        log::info!("VM '{}' powered off (host shutdown)", vm.name);
+        report.powered_off.push(vm.name.clone());
+        Ok(report)
+    }
+}
