@@ -27,7 +27,7 @@ use core::sync::atomic::Ordering;
 
 use arch::smccc::{CpuPower, PowerTopology};
 use registry::Blob;
-use vdev::{GuestMemory, InterruptSink, RestoreError, SaveRestore, Shared};
+use vdev::{InterruptSink, RestoreError, SaveRestore, Shared};
 use virtio::{MmioTransport, VirtioDevice};
 use vmstate::{ColdReason, DeviceState, Fingerprint, Power, TimeState, VcpuState};
 
@@ -315,16 +315,14 @@ impl vmstate::RamImage for Ram {
 }
 
 impl vmstate::RamSink for Ram {
-    fn populate(&mut self, b: u32) {
-        let gpa = self.0.ipa() + u64::from(b) * crate::guestram::BLOCK;
-        // `b` comes from a checked index (inside RAM).
-        let _ = self.0.ensure(gpa, 1);
-    }
     fn write_page(&mut self, b: u32, page: u32, data: &[u8]) {
-        let gpa = self.0.ipa()
-            + u64::from(b) * crate::guestram::BLOCK
-            + u64::from(page) * vmstate::PAGE_SIZE as u64;
-        let _ = self.0.write(gpa, data);
+        // `b` and `page` come from a checked index (inside RAM).
+        self.0
+            .restore_page(b, page as usize * vmstate::PAGE_SIZE, data);
+    }
+    fn end_block(&mut self, b: u32, zero: &vmstate::ZeroMap) {
+        self.0
+            .finish_restored_block(b, |p| zero.is_zero(p), vmstate::PAGE_SIZE);
     }
 }
 
@@ -458,12 +456,17 @@ pub fn resume_vm(vm: &Vm, blob: Blob) -> Result<(), ColdReason> {
     let expected = fingerprint(vm);
     let cntfrq = read_sysreg!("CNTFRQ_EL0");
     let crc = crate::accel::crc32c_append;
+    let ms = |from: u64| read_sysreg!("CNTPCT_EL0").wrapping_sub(from) * 1000 / cntfrq.max(1);
+    let mut ram_ms = 0;
     let opened = crate::storage::with(|st| {
         let opened = vmstate::open_saved(&mut st.disk, blob, &expected, cntfrq, crc)?;
+        let t = read_sysreg!("CNTPCT_EL0");
         vmstate::restore_ram(&mut st.disk, &opened, &mut Ram(vm.ram), crc)?;
+        ram_ms = ms(t);
         Ok(opened)
     })
     .unwrap_or(Err(ColdReason::Unreadable))?;
+    let devices_start = read_sysreg!("CNTPCT_EL0");
     // Devices: the same set, by name and base (the fingerprint's layout CRC
     // already matched), each validating its own blob.
     if opened.devices.len() != vm.saved_devices.len() {
@@ -484,6 +487,7 @@ pub fn resume_vm(vm: &Vm, blob: Blob) -> Result<(), ColdReason> {
             d.handle.after_restore(&mut mem, &mut irq);
         }
     }
+    let devices_ms = ms(devices_start);
     // Consumed before the guest runs: its disk diverges from here on.
     let consumed = crate::storage::with(|st| {
         vm.identity
@@ -507,11 +511,13 @@ pub fn resume_vm(vm: &Vm, blob: Blob) -> Result<(), ColdReason> {
         }
     }
     log::info!(
-        "VM '{}': resumed from its saved state ({} KiB, {} pages with data) in {} ms; guest time continues at {} ticks",
+        "VM '{}': resumed from its saved state ({} KiB, {} pages with data) in {} ms (RAM {} ms, devices {} ms); guest time continues at {} ticks",
         vm.name,
         opened.blob.size >> 10,
         opened.data_pages,
         now.wrapping_sub(start) * 1000 / cntfrq.max(1),
+        ram_ms,
+        devices_ms,
         opened.header.time.guest_vcount
     );
     Ok(())

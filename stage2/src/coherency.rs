@@ -93,6 +93,21 @@ impl Coherent {
         self.cleaned(m, pa, len)
     }
 
+    /// Fills `[pa, pa + len)` with `fill` (which must write every byte of it, through
+    /// `m`'s `copy_in` and `zero`) and cleans it once; the proof maps it. For a block
+    /// EL2 writes whole before the guest can reach it (a resume): one clean instead
+    /// of one for the zeroing and one per write.
+    pub fn fill<M: GuestRamAccess>(
+        &self,
+        m: &mut M,
+        pa: u64,
+        len: u64,
+        fill: impl FnOnce(&mut M),
+    ) -> Cleaned {
+        fill(m);
+        self.cleaned(m, pa, len)
+    }
+
     /// Writes `data` at `pa` and cleans it.
     pub fn write<M: GuestRamAccess>(&self, m: &mut M, pa: u64, data: &[u8]) {
         m.copy_in(pa, data);

@@ -44,12 +44,14 @@ pub trait RamImage {
     fn block(&self, b: u32) -> Option<&[u8]>;
 }
 
-/// Guest RAM as resume fills it.
+/// Guest RAM as resume fills it, a block at a time: `write_page` for each page of
+/// the block with data, in order, then `end_block` with the block's zero map (the
+/// sink zeroes those pages and makes the block guest RAM).
 pub trait RamSink {
-    /// Populates block `b` (zeroed).
-    fn populate(&mut self, b: u32);
-    /// Writes page `page` of block `b` (after `populate(b)`).
+    /// Writes page `page` of block `b`.
     fn write_page(&mut self, b: u32, page: u32, data: &[u8]);
+    /// Block `b` is complete but for its zero pages.
+    fn end_block(&mut self, b: u32, zero: &ZeroMap);
 }
 
 /// What suspend saves besides RAM.
@@ -424,7 +426,6 @@ pub fn restore_ram(
     let mut left = sec.len;
     let mut sum = 0;
     for e in &st.index {
-        sink.populate(e.block);
         for p in 0..PAGES_PER_BLOCK {
             if e.zero.is_zero(p) {
                 continue;
@@ -442,6 +443,7 @@ pub fn restore_ram(
             sink.write_page(e.block, p as u32, &buf[used..used + PAGE_SIZE]);
             used += PAGE_SIZE;
         }
+        sink.end_block(e.block, &e.zero);
     }
     if sum != sec.crc || left != 0 || used != have {
         return Err(ColdReason::Format(FormatError::Checksum("RAM data")));

@@ -142,6 +142,11 @@ pub fn run_suspend(layout: &Layout) -> Result<String, Error> {
     let second = parse_suspended(b.output())
         .ok_or_else(|| fail("second suspend", &b, "no second suspend line"))?;
 
+    for l in a.output().lines().chain(b.output().lines()) {
+        if l.contains("' suspended: ") || l.contains("resumed from its saved state") {
+            println!("  {}", l.trim_end());
+        }
+    }
     let raw_w = RAW_MIB as f64 / raw_w_s.max(0.01);
     let raw_r = RAW_MIB as f64 / raw_r_s.max(0.01);
     let sus = mibs(first.kib, first.ms);

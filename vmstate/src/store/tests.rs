@@ -37,13 +37,17 @@ impl RamImage for Ram {
 }
 
 impl RamSink for Ram {
-    fn populate(&mut self, b: u32) {
-        self.0[b as usize] = Some(vec![0u8; BLOCK_SIZE]);
-    }
     fn write_page(&mut self, b: u32, page: u32, data: &[u8]) {
-        let blk = self.0[b as usize].as_mut().expect("populated first");
+        // Stale bytes where the zero pages go: `end_block` must clear them.
+        let blk = self.0[b as usize].get_or_insert_with(|| vec![0xee; BLOCK_SIZE]);
         let at = page as usize * PAGE_SIZE;
         blk[at..at + PAGE_SIZE].copy_from_slice(data);
+    }
+    fn end_block(&mut self, b: u32, zero: &ZeroMap) {
+        let blk = self.0[b as usize].get_or_insert_with(|| vec![0xee; BLOCK_SIZE]);
+        for p in (0..PAGES_PER_BLOCK).filter(|&p| zero.is_zero(p)) {
+            blk[p * PAGE_SIZE..(p + 1) * PAGE_SIZE].fill(0);
+        }
     }
 }
 
