@@ -291,4 +291,23 @@ mod tests {
         c.before_entry(&mut m);
         assert_eq!(m.icache_invalidations, 1);
     }
+
+    #[test]
+    fn a_filled_block_reaches_dram_whole_after_one_clean() {
+        let mut m = Model::new(8192);
+        let c = Coherent::new();
+        // A resume: page 0 written with data, page 1 zeroed, then one clean.
+        let cleaned = c.fill(&mut m, 0, 8192, |m| {
+            m.copy_in(0, &[7u8; 4096]);
+            m.zero(4096, 4096);
+        });
+        assert_eq!((cleaned.pa(), cleaned.len()), (0, 8192));
+        assert!(m.nc_read(0, 4096).iter().all(|&b| b == 7));
+        assert!(m.nc_read(4096, 4096).iter().all(|&b| b == 0));
+        assert!(m.dcache.is_empty(), "every line cleaned");
+        assert!(
+            c.icache_stale(),
+            "an instruction-cache invalidation is owed"
+        );
+    }
 }
