@@ -125,24 +125,24 @@ fn saved_state(disk: &Path) -> registry::Blob {
     reg.vms()[0].saved_state
 }
 
-/// Boots the VM, lets it count to 3, suspends it with `host shutdown`; returns the
-/// outcome and the last tick before the suspend.
-fn run_and_suspend(disk: &Path, smp: u32, fresh: bool) -> (RunOutcome, Tick) {
+/// Boots the VM, lets it count to 3, suspends it with the monitor's `command`
+/// (`host shutdown` or `vm suspend linux`, whose status line starts with `ok`);
+/// returns the outcome and the last tick before the suspend.
+fn run_and_suspend(disk: &Path, smp: u32, command: &str, ok: &str) -> (RunOutcome, Tick) {
     let mut o = linux_on(
         disk,
         smp,
         Some((
             "suspend-count.script",
-            "expect (?m)^count=3 \nmonitor host shutdown\n".into(),
+            format!("expect (?m)^count=3 \nmonitor {command}\n"),
         )),
     );
-    o.fresh = fresh;
+    o.fresh = true;
     let out = boot(&o);
     let tail = console_tail(&out);
     assert!(
-        out.console
-            .contains("[el2 monitor] ok: host shutting down: suspended linux"),
-        "host shutdown did not suspend the VM\n{tail}"
+        out.console.contains(&format!("[el2 monitor] {ok}")),
+        "`{command}` did not suspend the VM\n{tail}"
     );
     assert_eq!(out.exit_code(), Some(0), "QEMU did not power off\n{tail}");
     let t = ticks(&out.console);
@@ -159,7 +159,12 @@ fn suspend_and_resume(smp: u32) {
     let _boot = boot_lock();
     let dir = scratch(&format!("resume-{smp}"));
     let disk = dir.join("system-disk.img");
-    let (first, last) = run_and_suspend(&disk, smp, true);
+    let (first, last) = run_and_suspend(
+        &disk,
+        smp,
+        "host shutdown",
+        "ok: host shutting down: suspended linux",
+    );
     let want = last.count + 3;
     let second = boot(&linux_on(
         &disk,
@@ -261,7 +266,8 @@ fn a_corrupted_saved_state_is_refused_and_the_same_vm_cold_boots() {
     let mut rng = Rng(seed());
     let dir = scratch("corrupt");
     let disk = dir.join("system-disk.img");
-    let (first, _) = run_and_suspend(&disk, 1, true);
+    // `vm suspend` this time (the same path as `host shutdown`'s suspend branch).
+    let (first, _) = run_and_suspend(&disk, 1, "vm suspend linux", "ok: vm linux suspended (");
     let identity = first
         .console
         .lines()
