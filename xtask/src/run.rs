@@ -938,7 +938,8 @@ mod tests {
     fn system_disk_arguments_parse_and_apply_to_linux_only() {
         let o = parse_args(&args("--system-disk /tmp/s.img --fresh --smp 4")).unwrap();
         assert_eq!(o.system_disk, Some(PathBuf::from("/tmp/s.img")));
-        assert!(o.fresh && uses_system_disk(&o));
+        assert!(o.fresh && !o.cold && uses_system_disk(&o));
+        assert!(parse_args(&args("--cold")).unwrap().cold);
         assert!(uses_system_disk(&parse_args(&[]).unwrap()));
         assert!(!uses_system_disk(
             &parse_args(&args("--kernel /k")).unwrap()
@@ -948,6 +949,8 @@ mod tests {
         ));
         for bad in [
             "--guest selftest --fresh",
+            "--guest selftest --cold",
+            "--kernel /k --cold",
             "--guest bench-exits --system-disk /tmp/s.img",
             "--kernel /k --fresh",
             "--fresh=yes",
