@@ -312,6 +312,17 @@ pub fn pump_input(first: Option<u8>, guest: &mut [u8]) -> usize {
 
 /// Erases one character on the terminal.
 const ERASE: &[u8] = b"\x08 \x08";
+/// The monitor's prompt and echo as a source of the [`Terminal`]: a guest line
+/// arriving while the operator types starts on a line of its own, and a prompt
+/// after a guest's unfinished line starts on one too.
+const MONITOR_SOURCE: SourceId = Source::ALL.len() as SourceId;
+
+/// Writes the monitor's prompt or echo through the terminal.
+fn monitor_out(bytes: &[u8]) {
+    let mut h = HOST.lock();
+    let Host { uart, term, .. } = &mut *h;
+    term.guest(MONITOR_SOURCE, bytes, &mut |b| uart.put_all(b));
+}
 
 /// Shows what one typed byte did.
 fn show(step: monitor::Step) {
@@ -326,24 +337,21 @@ fn show(step: monitor::Step) {
             prompt();
         }
         Step::Left => {
-            HOST.lock().uart.put_all(NEWLINE);
+            monitor_out(NEWLINE);
             print_line(format_args!(
                 "{} left; back to the guest",
                 monitor::LINE_PREFIX
             ));
         }
-        Step::Echo(b) => HOST.lock().uart.put(b),
-        Step::Erase => HOST.lock().uart.put_all(ERASE),
-        Step::Kill(n) => {
-            let mut h = HOST.lock();
-            (0..n).for_each(|_| h.uart.put_all(ERASE));
-        }
+        Step::Echo(b) => monitor_out(&[b]),
+        Step::Erase => monitor_out(ERASE),
+        Step::Kill(n) => (0..n).for_each(|_| monitor_out(ERASE)),
         Step::Empty => {
-            HOST.lock().uart.put_all(NEWLINE);
+            monitor_out(NEWLINE);
             prompt();
         }
         Step::Overlong => {
-            HOST.lock().uart.put_all(NEWLINE);
+            monitor_out(NEWLINE);
             print_status(&monitor::Status::error(&alloc::format!(
                 "line longer than {} characters refused",
                 monitor::LINE_MAX
@@ -351,7 +359,7 @@ fn show(step: monitor::Step) {
             prompt();
         }
         Step::Line(line) => {
-            HOST.lock().uart.put_all(NEWLINE);
+            monitor_out(NEWLINE);
             if crate::control::submit(line) {
                 // Run it at this CPU's next checkpoint: take an interrupt exit soon.
                 crate::irq::kick(MPIDR_EL1.get());
@@ -367,10 +375,7 @@ fn show(step: monitor::Step) {
 
 /// Shows the monitor's prompt on a line of its own.
 fn prompt() {
-    let mut h = HOST.lock();
-    let Host { uart, term, .. } = &mut *h;
-    term.hypervisor_line(&mut |b| uart.put_all(b));
-    uart.put_all(monitor::PROMPT.as_bytes());
+    monitor_out(monitor::PROMPT.as_bytes());
 }
 
 fn print_status(status: &monitor::Status) {

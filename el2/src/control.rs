@@ -25,6 +25,14 @@
 //! in the guest's clock. The guest's *physical* counter (CNTPCT, not offset
 //! without FEAT_ECV) does run on; a deadline of the emulated EL1 physical timer
 //! that passed while paused fires at resume, as after any stall.
+//!
+//! **Suspend.** `vm suspend` and the suspend branch of `host shutdown` pause the
+//! VM, then `suspend::suspend_vm` captures the commanding vCPU's state here and
+//! every parked vCPU's in [`park`] (`suspend::on_park`: a vCPU's live EL1 state
+//! belongs to the physical CPU running it), drains the devices, writes the image
+//! and commits it; the VM then powers off, and with it the host.
+//! `snapshot`, `rollback`, `snapshots` and `delete_snapshot` answer "not built
+//! yet".
 
 use alloc::collections::VecDeque;
 use alloc::format;
@@ -55,6 +63,10 @@ const MAX_PENDING: usize = 4;
 static ATTENTION: AtomicBool = AtomicBool::new(false);
 /// Monitor lines waiting for a checkpoint, oldest first.
 static PENDING: Mutex<VecDeque<LineText>> = Mutex::new(VecDeque::new());
+/// Held by the CPU running monitor lines, so lines run one at a time in the order
+/// typed. Only ever `try_lock`ed: a CPU that finds it taken goes on (and parks if
+/// asked to), since the holder may be waiting for exactly that.
+static EXEC: Mutex<()> = Mutex::new(());
 
 /// What this VM's run state is beyond its vCPUs' power states: the pause request,
 /// which vCPUs parked, and the VM's virtual-counter offset.
@@ -121,6 +133,20 @@ fn take_pending() -> Option<LineText> {
     line
 }
 
+/// Runs the waiting monitor lines on vCPU `here` of `vm`, unless another CPU is
+/// running them.
+fn run_pending(vm: &Vm, vcpu: &mut Vcpu) {
+    if !ATTENTION.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(_exec) = EXEC.try_lock() else {
+        return;
+    };
+    while let Some(line) = take_pending() {
+        run_line(vm, vcpu, line);
+    }
+}
+
 /// Where `vcpu` may stop or run monitor commands: called at the end of
 /// `wait::service_irqs`. One load and branch per flag when there is nothing to do.
 #[inline(always)]
@@ -136,9 +162,7 @@ fn checkpoint_slow(vm: &Vm, vcpu: &mut Vcpu) {
     if vm.run.parked[vcpu.idx].load(Ordering::Relaxed) {
         return; // the park loop's own interrupt servicing
     }
-    while let Some(line) = take_pending() {
-        run_line(vm, vcpu, line);
-    }
+    run_pending(vm, vcpu);
     if vm.run.paused() && vm.stopping().is_none() {
         park(vm, vcpu);
     }
@@ -177,9 +201,7 @@ fn park(vm: &Vm, vcpu: &mut Vcpu) {
         crate::wait::service_irqs(vm, vcpu);
         crate::suspend::on_park(vm, vcpu);
         crate::wait::pump_console(vm);
-        while let Some(line) = take_pending() {
-            run_line(vm, vcpu, line);
-        }
+        run_pending(vm, vcpu);
         if !vm.run.paused() || vm.stopping().is_some() {
             break;
         }

@@ -26,6 +26,8 @@ pub struct SessionUse {
     pub associated: Option<u32>,
     /// The entity's authValue is part of the HMAC key.
     pub include_auth: bool,
+    /// The role in which the session authorizes `associated`.
+    pub role: AuthRole,
 }
 
 /// The authorization area of a command, checked.
@@ -49,6 +51,20 @@ pub fn cp_hash(h: HashAlg, code: u32, names: &[Vec<u8>], params: &[u8]) -> Diges
 /// rpHash := H(TPM_RC_SUCCESS || commandCode || parameters).
 pub fn rp_hash(h: HashAlg, code: u32, params: &[u8]) -> Digest {
     h.digest(&[&0u32.to_be_bytes(), &code.to_be_bytes(), params])
+}
+
+/// TPM_RC_PP: physical presence is required but not asserted.
+const RC_PP: u32 = rc::VER1 + 0x010;
+
+/// What a policy session is checked against: the command.
+struct PolicyContext<'a> {
+    code: u32,
+    locality: u8,
+    cp: &'a Digest,
+    /// Names of the command's handles.
+    names: &'a [Vec<u8>],
+    /// The command's parameters as received.
+    params: &'a [u8],
 }
 
 impl Tpm {
@@ -88,11 +104,28 @@ impl Tpm {
         }
     }
 
-    /// IsAuthValueAvailable for the USER role: an object's authValue may be
-    /// used (password or HMAC) only when it has userWithAuth.
-    fn user_auth_available(&self, h: u32) -> bool {
-        self.key(h)
-            .is_none_or(|k| k.public.has(crate::public::attr::USER_WITH_AUTH))
+    /// IsAuthValueAvailable: an object's authValue may be used (password or
+    /// HMAC) in the USER role when it has userWithAuth, in the ADMIN role when
+    /// its adminWithPolicy is clear.
+    fn auth_value_available(&self, h: u32, role: AuthRole) -> bool {
+        use crate::public::attr;
+        self.key(h).is_none_or(|k| match role {
+            AuthRole::Admin => !k.public.has(attr::ADMIN_WITH_POLICY),
+            AuthRole::Dup => false,
+            _ => k.public.has(attr::USER_WITH_AUTH),
+        })
+    }
+
+    /// IsPolicySessionRequired: the DUP role always needs a policy session,
+    /// the ADMIN role too except for an object whose adminWithPolicy is clear.
+    fn policy_session_required(&self, h: u32, role: AuthRole) -> bool {
+        match role {
+            AuthRole::Dup => true,
+            AuthRole::Admin => self
+                .key(h)
+                .is_none_or(|k| k.public.has(crate::public::attr::ADMIN_WITH_POLICY)),
+            _ => false,
+        }
     }
 
     /// Is `h` protected against dictionary attacks (an object without noDA)?
@@ -243,6 +276,7 @@ impl Tpm {
                 hmac: s.hmac.to_vec(),
                 associated: None,
                 include_auth: false,
+                role: AuthRole::None,
             });
         }
         // Bind sessions to the handles that need authorization.
@@ -250,6 +284,7 @@ impl Tpm {
             if spec.auth != AuthRole::None {
                 let u = area.uses.get_mut(i).ok_or(rc::AUTH_MISSING)?;
                 u.associated = Some(handles[i]);
+                u.role = spec.auth;
             }
         }
         let names: Vec<Vec<u8>> = handles[..desc.handles.len()]
@@ -309,7 +344,10 @@ impl Tpm {
             let Some(h) = u.associated else {
                 return Err(rc::HANDLE + dec);
             };
-            if !self.user_auth_available(h) {
+            if self.policy_session_required(h, u.role) {
+                return Err(rc::AUTH_TYPE);
+            }
+            if !self.auth_value_available(h, u.role) {
                 return Err(rc::AUTH_UNAVAILABLE);
             }
             self.check_da(h)?;
@@ -349,12 +387,22 @@ impl Tpm {
                 if inc {
                     self.check_da(h)?;
                 }
-                self.check_policy(code, locality, &sess, h, &cp)
+                let cmd_ctx = PolicyContext {
+                    code,
+                    locality,
+                    cp: &cp,
+                    names,
+                    params,
+                };
+                self.check_policy(&cmd_ctx, &sess, h, u.role)
                     .map_err(|e| rc::safe_add(e, dec))?;
                 inc
             }
             Some(h) => {
-                if !self.user_auth_available(h) {
+                if self.policy_session_required(h, u.role) {
+                    return Err(rc::AUTH_TYPE);
+                }
+                if !self.auth_value_available(h, u.role) {
                     return Err(rc::AUTH_UNAVAILABLE);
                 }
                 let inc = !sess.is_bound_to(h, &self.auth_value(h));
@@ -411,15 +459,16 @@ impl Tpm {
         Ok(())
     }
 
-    /// CheckPolicyAuthSession: the session's policy authorizes `h` for `code`.
+    /// CheckPolicyAuthSession: the session's policy authorizes `h` for the
+    /// command `c`.
     fn check_policy(
         &self,
-        code: u32,
-        locality: u8,
+        c: &PolicyContext,
         s: &AuthSession,
         h: u32,
-        cp: &Digest,
+        role: AuthRole,
     ) -> Result<(), u32> {
+        let (code, locality, cp) = (c.code, c.locality, c.cp);
         let p = &s.policy;
         if code == crate::defs::cc::POLICY_SECRET && !p.auth_value_needed && !p.password_needed {
             return Err(rc::MODE);
@@ -427,7 +476,9 @@ impl Tpm {
         if p.pcr_counter.is_some_and(|c| c != self.v.pcr_counter) {
             return Err(rc::PCR_CHANGED);
         }
-        let (alg, policy) = self.auth_policy(h).ok_or(rc::AUTH_UNAVAILABLE)?;
+        // An entity without an authPolicy has an empty one, which no
+        // session's policy digest equals.
+        let (alg, policy) = self.auth_policy(h).ok_or(rc::POLICY_FAIL)?;
         if !ct_eq(policy.as_bytes(), p.digest.as_bytes()) || alg != s.hash {
             return Err(rc::POLICY_FAIL);
         }
@@ -437,6 +488,10 @@ impl Tpm {
         if p.command_code.is_some_and(|c| c != code) {
             return Err(rc::POLICY_CC);
         }
+        // The ADMIN and DUP roles need a policy that names the command.
+        if matches!(role, AuthRole::Admin | AuthRole::Dup) && p.command_code.is_none() {
+            return Err(rc::POLICY_FAIL);
+        }
         if p.locality
             .is_some_and(|l| l & crate::pcr::locality_bit(locality) == 0)
         {
@@ -444,6 +499,40 @@ impl Tpm {
         }
         if p.cp_hash.as_ref().is_some_and(|c| c != cp) {
             return Err(rc::POLICY_FAIL);
+        }
+        // TPM2_PolicyNameHash / PolicyDuplicationSelect: the handles' Names.
+        if let Some(nh) = &p.name_hash {
+            let parts: Vec<&[u8]> = c.names.iter().map(|n| n.as_slice()).collect();
+            if s.hash.digest(&parts) != *nh {
+                return Err(rc::POLICY_FAIL);
+            }
+        }
+        // TPM2_PolicyTemplate: the template (second parameter, without its
+        // size) of a creating command.
+        if let Some(th) = &p.template_hash {
+            let mut r = crate::marshal::Reader::new(c.params);
+            let template = r
+                .tpm2b(c.params.len())
+                .and_then(|_| r.tpm2b(c.params.len()))
+                .map_err(|_| rc::POLICY_FAIL)?;
+            if s.hash.digest(&[template]) != *th {
+                return Err(rc::POLICY_FAIL);
+            }
+        }
+        // TPM2_PolicyNvWritten: an NV index in the required written state.
+        if let Some(w) = p.nv_written {
+            let written = self
+                .nv_index(h)
+                .map(|i| i.public.has(crate::nvindex::nva::WRITTEN))
+                .ok_or(rc::POLICY_FAIL)?;
+            if written != w {
+                return Err(rc::POLICY_FAIL);
+            }
+        }
+        // TPM2_PolicyPhysicalPresence: this TPM has no physical-presence
+        // signal, so such a policy is never satisfied.
+        if p.pp_required {
+            return Err(RC_PP);
         }
         Ok(())
     }

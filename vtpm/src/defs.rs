@@ -9,8 +9,14 @@ pub mod st {
     pub const SESSIONS: u16 = 0x8002;
     pub const HASHCHECK: u16 = 0x8024;
     pub const AUTH_SECRET: u16 = 0x8029;
+    pub const AUTH_SIGNED: u16 = 0x8025;
     pub const CREATION: u16 = 0x8021;
     pub const VERIFIED: u16 = 0x8022;
+    pub const ATTEST_CERTIFY: u16 = 0x8017;
+    pub const ATTEST_QUOTE: u16 = 0x8018;
+    pub const ATTEST_TIME: u16 = 0x8019;
+    pub const ATTEST_CREATION: u16 = 0x801A;
+    pub const ATTEST_NV: u16 = 0x8014;
 }
 
 /// TPM_SE session types.
@@ -187,6 +193,31 @@ pub mod cc {
     pub const READ_CLOCK: u32 = 0x0181;
     pub const PCR_EXTEND: u32 = 0x0182;
     pub const CREATE_LOADED: u32 = 0x0191;
+    pub const NV_CHANGE_AUTH: u32 = 0x013B;
+    pub const ACTIVATE_CREDENTIAL: u32 = 0x0147;
+    pub const CERTIFY: u32 = 0x0148;
+    pub const CERTIFY_CREATION: u32 = 0x014A;
+    pub const GET_TIME: u32 = 0x014C;
+    pub const OBJECT_CHANGE_AUTH: u32 = 0x0150;
+    pub const MAKE_CREDENTIAL: u32 = 0x0168;
+    pub const POLICY_NV: u32 = 0x0149;
+    pub const NV_UNDEFINE_SPACE_SPECIAL: u32 = 0x011F;
+    pub const CHANGE_EPS: u32 = 0x0124;
+    pub const CHANGE_PPS: u32 = 0x0125;
+    pub const CLOCK_SET: u32 = 0x0128;
+    pub const NV_CERTIFY: u32 = 0x0184;
+    pub const DUPLICATE: u32 = 0x014B;
+    pub const IMPORT: u32 = 0x0156;
+    pub const REWRAP: u32 = 0x0152;
+    pub const POLICY_NAME_HASH: u32 = 0x0170;
+    pub const POLICY_PHYSICAL_PRESENCE: u32 = 0x0187;
+    pub const POLICY_DUPLICATION_SELECT: u32 = 0x0188;
+    pub const POLICY_NV_WRITTEN: u32 = 0x018F;
+    pub const POLICY_TEMPLATE: u32 = 0x0190;
+    pub const POLICY_SIGNED: u32 = 0x0160;
+    pub const POLICY_COUNTER_TIMER: u32 = 0x016D;
+    pub const POLICY_TICKET: u32 = 0x0172;
+    pub const POLICY_AUTHORIZE_NV: u32 = 0x0192;
     /// Bit 29 of a command code: vendor-specific command.
     pub const VENDOR_BIT: u32 = 1 << 29;
 }

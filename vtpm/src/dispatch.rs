@@ -4,8 +4,8 @@
 //! from this same table, so what is reported is exactly what is implemented.
 
 use crate::commands::{
-    capability, clear, context, create, evict, hierarchy, nv, object, pcr, policy, random, rsa,
-    sequence, session, signing, startup, symmetric,
+    attest, capability, clear, context, create, credential, duplication, evict, hierarchy, nv,
+    object, pcr, policy, random, rsa, sequence, session, signing, startup, symmetric,
 };
 use crate::defs::{cc, handle, tpma_cc};
 use crate::engine::{Cmd, Tpm};
@@ -17,6 +17,8 @@ pub enum HandleKind {
     Pcr { allow_null: bool },
     /// TPMI_RH_PLATFORM.
     Platform,
+    /// TPMI_RH_ENDORSEMENT.
+    Endorsement,
     /// TPMI_RH_HIERARCHY: owner, platform, endorsement.
     Hierarchy,
     /// TPMI_RH_HIERARCHY+: owner, platform, endorsement or TPM_RH_NULL.
@@ -56,6 +58,7 @@ impl HandleKind {
                 (h as usize) < crate::defs::limits::PCR_COUNT || (allow_null && h == handle::NULL)
             }
             HandleKind::Platform => h == handle::PLATFORM,
+            HandleKind::Endorsement => h == handle::ENDORSEMENT,
             HandleKind::Hierarchy => {
                 matches!(h, handle::OWNER | handle::PLATFORM | handle::ENDORSEMENT)
             }
@@ -107,6 +110,14 @@ impl HandleKind {
 pub enum AuthRole {
     None,
     User,
+    /// Part 1 "Authorization roles": ADMIN. An object's authValue serves
+    /// (password or HMAC) only when its adminWithPolicy is clear; otherwise,
+    /// and always for an NV index, a policy session whose policy includes
+    /// TPM2_PolicyCommandCode is required.
+    Admin,
+    /// DUP: always a policy session whose policy includes
+    /// TPM2_PolicyCommandCode.
+    Dup,
 }
 
 /// One handle of a command's handle area.
@@ -232,6 +243,16 @@ const PCR_OR_NULL_USER: &[HandleSpec] = &[h(HandleKind::Pcr { allow_null: true }
 /// The implemented commands, sorted by command code.
 pub static COMMANDS: &[CommandDesc] = &[
     entry(
+        cc::NV_UNDEFINE_SPACE_SPECIAL,
+        "NV_UndefineSpaceSpecial",
+        true,
+        &[
+            h(HandleKind::NvIndex, AuthRole::Admin),
+            h(HandleKind::Platform, AuthRole::User),
+        ],
+        nv::nv_undefine_space_special,
+    ),
+    entry(
         cc::EVICT_CONTROL,
         "EvictControl",
         true,
@@ -260,6 +281,20 @@ pub static COMMANDS: &[CommandDesc] = &[
         nv::nv_undefine_space,
     ),
     extensive(entry(
+        cc::CHANGE_EPS,
+        "ChangeEPS",
+        true,
+        &[h(HandleKind::Platform, AuthRole::User)],
+        clear::change_eps,
+    )),
+    extensive(entry(
+        cc::CHANGE_PPS,
+        "ChangePPS",
+        true,
+        &[h(HandleKind::Platform, AuthRole::User)],
+        clear::change_pps,
+    )),
+    extensive(entry(
         cc::CLEAR,
         "Clear",
         true,
@@ -272,6 +307,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         true,
         &[h(HandleKind::ClearAuth, AuthRole::User)],
         clear::clear_control,
+    ),
+    entry(
+        cc::CLOCK_SET,
+        "ClockSet",
+        true,
+        &[h(HandleKind::Provision, AuthRole::User)],
+        context::clock_set,
     ),
     dec(entry(
         cc::HIERARCHY_CHANGE_AUTH,
@@ -380,6 +422,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         clear::dictionary_attack_parameters,
     ),
     dec(entry(
+        cc::NV_CHANGE_AUTH,
+        "NV_ChangeAuth",
+        true,
+        &[h(HandleKind::NvIndex, AuthRole::Admin)],
+        nv::nv_change_auth,
+    )),
+    dec(entry(
         cc::PCR_EVENT,
         "PCR_Event",
         true,
@@ -417,6 +466,67 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[],
         random::stir_random,
     )),
+    dec(enc(entry(
+        cc::ACTIVATE_CREDENTIAL,
+        "ActivateCredential",
+        false,
+        &[
+            h(HandleKind::Transient, AuthRole::Admin),
+            h(HandleKind::Transient, AuthRole::User),
+        ],
+        credential::activate_credential,
+    ))),
+    dec(enc(entry(
+        cc::CERTIFY,
+        "Certify",
+        false,
+        &[
+            h(HandleKind::Transient, AuthRole::Admin),
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+        ],
+        attest::certify,
+    ))),
+    dec(entry(
+        cc::POLICY_NV,
+        "PolicyNV",
+        false,
+        &[
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+            h(HandleKind::PolicySession, AuthRole::None),
+        ],
+        policy::policy_nv,
+    )),
+    dec(enc(entry(
+        cc::CERTIFY_CREATION,
+        "CertifyCreation",
+        false,
+        &[
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+            h(HandleKind::Transient, AuthRole::None),
+        ],
+        attest::certify_creation,
+    ))),
+    dec(enc(entry(
+        cc::DUPLICATE,
+        "Duplicate",
+        false,
+        &[
+            h(HandleKind::Transient, AuthRole::Dup),
+            h(HandleKind::Object { allow_null: true }, AuthRole::None),
+        ],
+        duplication::duplicate,
+    ))),
+    dec(enc(entry(
+        cc::GET_TIME,
+        "GetTime",
+        false,
+        &[
+            h(HandleKind::Endorsement, AuthRole::User),
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+        ],
+        attest::get_time,
+    ))),
     enc(entry(
         cc::NV_READ,
         "NV_Read",
@@ -438,6 +548,16 @@ pub static COMMANDS: &[CommandDesc] = &[
         nv::nv_read_lock,
     ),
     dec(enc(entry(
+        cc::OBJECT_CHANGE_AUTH,
+        "ObjectChangeAuth",
+        false,
+        &[
+            h(HandleKind::Transient, AuthRole::Admin),
+            h(HandleKind::Transient, AuthRole::None),
+        ],
+        create::object_change_auth,
+    ))),
+    dec(enc(entry(
         cc::POLICY_SECRET,
         "PolicySecret",
         false,
@@ -446,6 +566,16 @@ pub static COMMANDS: &[CommandDesc] = &[
             h(HandleKind::PolicySession, AuthRole::None),
         ],
         policy::policy_secret,
+    ))),
+    dec(enc(entry(
+        cc::REWRAP,
+        "Rewrap",
+        false,
+        &[
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+            h(HandleKind::Object { allow_null: true }, AuthRole::None),
+        ],
+        duplication::rewrap,
     ))),
     dec(enc(entry(
         cc::CREATE,
@@ -467,6 +597,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         false,
         &[h(HandleKind::Transient, AuthRole::User)],
         sequence::hmac,
+    ))),
+    dec(enc(entry(
+        cc::IMPORT,
+        "Import",
+        false,
+        &[h(HandleKind::Transient, AuthRole::User)],
+        duplication::import,
     ))),
     dec(r_handle(entry(
         cc::LOAD,
@@ -517,6 +654,16 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Transient, AuthRole::User)],
         create::unseal,
     )),
+    dec(enc(entry(
+        cc::POLICY_SIGNED,
+        "PolicySigned",
+        false,
+        &[
+            h(HandleKind::Transient, AuthRole::None),
+            h(HandleKind::PolicySession, AuthRole::None),
+        ],
+        policy::policy_signed,
+    ))),
     r_handle(entry(
         cc::CONTEXT_LOAD,
         "ContextLoad",
@@ -559,6 +706,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[],
         object::load_external,
     )))),
+    dec(enc(entry(
+        cc::MAKE_CREDENTIAL,
+        "MakeCredential",
+        false,
+        &[h(HandleKind::Transient, AuthRole::None)],
+        credential::make_credential,
+    ))),
     enc(entry(
         cc::NV_READ_PUBLIC,
         "NV_ReadPublic",
@@ -588,6 +742,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         policy::policy_command_code,
     ),
     dec(entry(
+        cc::POLICY_COUNTER_TIMER,
+        "PolicyCounterTimer",
+        false,
+        POLICY_SESSION,
+        policy::policy_counter_timer,
+    )),
+    dec(entry(
         cc::POLICY_CP_HASH,
         "PolicyCpHash",
         false,
@@ -601,6 +762,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         POLICY_SESSION,
         policy::policy_locality,
     ),
+    dec(entry(
+        cc::POLICY_NAME_HASH,
+        "PolicyNameHash",
+        false,
+        POLICY_SESSION,
+        policy::policy_name_hash,
+    )),
     entry(
         cc::POLICY_OR,
         "PolicyOR",
@@ -608,6 +776,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         POLICY_SESSION,
         policy::policy_or,
     ),
+    dec(entry(
+        cc::POLICY_TICKET,
+        "PolicyTicket",
+        false,
+        POLICY_SESSION,
+        policy::policy_ticket,
+    )),
     enc(entry(
         cc::READ_PUBLIC,
         "ReadPublic",
@@ -691,6 +866,17 @@ pub static COMMANDS: &[CommandDesc] = &[
         PCR_OR_NULL_USER,
         pcr::pcr_extend,
     ),
+    dec(enc(entry(
+        cc::NV_CERTIFY,
+        "NV_Certify",
+        false,
+        &[
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+        ],
+        attest::nv_certify,
+    ))),
     flushed(dec(entry(
         cc::EVENT_SEQUENCE_COMPLETE,
         "EventSequenceComplete",
@@ -708,6 +894,20 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[],
         sequence::hash_sequence_start,
     ))),
+    entry(
+        cc::POLICY_PHYSICAL_PRESENCE,
+        "PolicyPhysicalPresence",
+        false,
+        POLICY_SESSION,
+        policy::policy_physical_presence,
+    ),
+    dec(entry(
+        cc::POLICY_DUPLICATION_SELECT,
+        "PolicyDuplicationSelect",
+        false,
+        POLICY_SESSION,
+        policy::policy_duplication_select,
+    )),
     enc(entry(
         cc::POLICY_GET_DIGEST,
         "PolicyGetDigest",
@@ -723,6 +923,20 @@ pub static COMMANDS: &[CommandDesc] = &[
         POLICY_SESSION,
         policy::policy_password,
     ),
+    entry(
+        cc::POLICY_NV_WRITTEN,
+        "PolicyNvWritten",
+        false,
+        POLICY_SESSION,
+        policy::policy_nv_written,
+    ),
+    dec(entry(
+        cc::POLICY_TEMPLATE,
+        "PolicyTemplate",
+        false,
+        POLICY_SESSION,
+        policy::policy_template,
+    )),
     dec(enc(r_handle(entry(
         cc::CREATE_LOADED,
         "CreateLoaded",
@@ -730,6 +944,17 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Parent, AuthRole::User)],
         create::create_loaded,
     )))),
+    entry(
+        cc::POLICY_AUTHORIZE_NV,
+        "PolicyAuthorizeNV",
+        false,
+        &[
+            h(HandleKind::NvAuth, AuthRole::User),
+            h(HandleKind::NvIndex, AuthRole::None),
+            h(HandleKind::PolicySession, AuthRole::None),
+        ],
+        policy::policy_authorize_nv,
+    ),
     dec(enc(entry(
         cc::ENCRYPT_DECRYPT2,
         "EncryptDecrypt2",
@@ -764,8 +989,8 @@ mod tests {
         assert_eq!(d.attributes(i), 0x02C0_0121);
         let (i, d) = lookup(cc::GET_CAPABILITY).unwrap();
         assert_eq!(d.attributes(i), 0x0000_017A);
-        // TPM2_ChangeEPS is not implemented.
-        assert!(lookup(0x0124).is_none());
+        // TPM2_PP_Commands is not implemented.
+        assert!(lookup(0x012D).is_none());
     }
 
     #[test]

@@ -392,6 +392,201 @@ fn tier2_seeds() -> Vec<Vec<u8>> {
         command(cc::ECDH_KEY_GEN, &[0x8000_0000], &[], &[]),
         command(cc::INCREMENTAL_SELF_TEST, &[], &[], &[0, 0, 0, 1, 0, 0x0B]),
         command(cc::NV_GLOBAL_WRITE_LOCK, &[handle::OWNER], &[b""], &[]),
+        // Tier 3: attestation, credentials, change of authValues.
+        command(
+            cc::CERTIFY,
+            &[0x8000_0000, 0x8000_0001],
+            &[b"", b""],
+            &w(&|w| {
+                w.tpm2b(b"q").u16(0x10);
+            })
+        ),
+        command(
+            cc::GET_TIME,
+            &[handle::ENDORSEMENT, 0x8000_0001],
+            &[b"", b""],
+            &w(&|w| {
+                w.tpm2b(b"t").u16(0x10);
+            })
+        ),
+        command(
+            cc::MAKE_CREDENTIAL,
+            &[0x8000_0000],
+            &[],
+            &w(&|w| {
+                let mut name = alloc::vec![0, 0x0B];
+                name.extend([6u8; 32]);
+                w.tpm2b(&[7; 32]).tpm2b(&name);
+            })
+        ),
+        command(
+            cc::CERTIFY_CREATION,
+            &[0x8000_0001, 0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(b"q")
+                    .tpm2b(&[1; 32])
+                    .u16(0x10)
+                    .u16(st::CREATION)
+                    .u32(handle::OWNER)
+                    .tpm2b(&[2; 48]);
+            })
+        ),
+        command(
+            cc::ACTIVATE_CREDENTIAL,
+            &[0x8000_0001, 0x8000_0000],
+            &[b"", b""],
+            &w(&|w| {
+                let mut blob = Writer::new();
+                blob.tpm2b(&[3; 32]).tpm2b(&[4; 32]);
+                let mut point = Writer::new();
+                point.tpm2b(&[5; 32]).tpm2b(&[6; 32]);
+                w.tpm2b(&blob.buf).tpm2b(&point.buf);
+            })
+        ),
+        command(
+            cc::OBJECT_CHANGE_AUTH,
+            &[0x8000_0001, 0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(b"new");
+            })
+        ),
+        command(cc::NV_CHANGE_AUTH, &[0x0150_0000], &[b"nv"], &[0, 1, b'x']),
+        command(
+            cc::POLICY_COUNTER_TIMER,
+            &[0x0300_0001],
+            &[],
+            &w(&|w| {
+                w.tpm2b(&[0; 8]).u16(8).u16(7);
+            })
+        ),
+        command(
+            cc::POLICY_NV,
+            &[handle::OWNER, 0x0150_0000, 0x0300_0001],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(&[0; 4]).u16(0).u16(0);
+            })
+        ),
+        command(
+            cc::POLICY_SIGNED,
+            &[0x8000_0001, 0x0300_0001],
+            &[],
+            &w(&|w| {
+                w.tpm2b(&[])
+                    .tpm2b(&[])
+                    .tpm2b(b"ref")
+                    .u32(0)
+                    .u16(0x18)
+                    .u16(0x0B)
+                    .tpm2b(&[1; 32])
+                    .tpm2b(&[2; 32]);
+            })
+        ),
+        command(
+            cc::POLICY_TICKET,
+            &[0x0300_0001],
+            &[],
+            &w(&|w| {
+                w.tpm2b(&[0, 0, 0, 0, 0, 1, 0, 0])
+                    .tpm2b(&[])
+                    .tpm2b(&[])
+                    .tpm2b(&[0, 0x0B, 1, 2])
+                    .u16(st::AUTH_SIGNED)
+                    .u32(handle::OWNER)
+                    .tpm2b(&[3; 48]);
+            })
+        ),
+        command(
+            cc::POLICY_AUTHORIZE_NV,
+            &[handle::OWNER, 0x0150_0000, 0x0300_0001],
+            &[b""],
+            &[]
+        ),
+        command(
+            cc::DUPLICATE,
+            &[0x8000_0001, 0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                w.tpm2b(&[]).u16(0x06).u16(128).u16(0x43);
+            })
+        ),
+        command(
+            cc::IMPORT,
+            &[0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                let mut p = Writer::new();
+                p.u16(0x08)
+                    .u16(0x0B)
+                    .u32(0x40)
+                    .tpm2b(&[])
+                    .u16(0x10)
+                    .tpm2b(&[9; 32]);
+                let mut point = Writer::new();
+                point.tpm2b(&[5; 32]).tpm2b(&[6; 32]);
+                w.tpm2b(&[])
+                    .tpm2b(&p.buf)
+                    .tpm2b(&[0, 32, 1, 2, 3])
+                    .tpm2b(&point.buf)
+                    .u16(0x10);
+            })
+        ),
+        command(
+            cc::NV_CERTIFY,
+            &[0x8000_0001, handle::OWNER, 0x0150_0000],
+            &[b"", b""],
+            &w(&|w| {
+                w.tpm2b(b"q").u16(0x10).u16(4).u16(0);
+            })
+        ),
+        command(
+            cc::CLOCK_SET,
+            &[handle::OWNER],
+            &[b""],
+            &0x0000_0100_0000_0000u64.to_be_bytes()
+        ),
+        command(cc::CHANGE_EPS, &[handle::PLATFORM], &[b""], &[]),
+        command(cc::CHANGE_PPS, &[handle::PLATFORM], &[b""], &[]),
+        command(
+            cc::NV_UNDEFINE_SPACE_SPECIAL,
+            &[0x0150_0000, handle::PLATFORM],
+            &[b"nv", b""],
+            &[]
+        ),
+        command(
+            cc::REWRAP,
+            &[handle::NULL, 0x8000_0000],
+            &[b""],
+            &w(&|w| {
+                let mut name = alloc::vec![0, 0x0B];
+                name.extend([6u8; 32]);
+                w.tpm2b(&[1, 2, 3, 4]).tpm2b(&name).tpm2b(&[]);
+            })
+        ),
+        command(cc::POLICY_NAME_HASH, &[0x0300_0001], &[], &{
+            let mut w = Writer::new();
+            w.tpm2b(&[1; 32]);
+            w.buf
+        }),
+        command(cc::POLICY_NV_WRITTEN, &[0x0300_0001], &[], &[1]),
+        command(cc::POLICY_TEMPLATE, &[0x0300_0001], &[], &{
+            let mut w = Writer::new();
+            w.tpm2b(&[2; 32]);
+            w.buf
+        }),
+        command(
+            cc::POLICY_DUPLICATION_SELECT,
+            &[0x0300_0001],
+            &[],
+            &w(&|w| {
+                let mut name = alloc::vec![0, 0x0B];
+                name.extend([6u8; 32]);
+                w.tpm2b(&name).tpm2b(&name).u8(1);
+            })
+        ),
+        command(cc::POLICY_PHYSICAL_PRESENCE, &[0x0300_0001], &[], &[]),
     ]
 }
 
@@ -400,7 +595,7 @@ proptest! {
 
     #[test]
     fn mutated_tier2_commands_never_panic(
-        seed in 0usize..32,
+        seed in 0usize..64,
         flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..6),
         cut in proptest::option::of(any::<u16>()),
         fix_size in any::<bool>(),
@@ -431,10 +626,34 @@ proptest! {
 #[test]
 fn tier2_seeds_mostly_succeed() {
     let seeds = tier2_seeds();
-    // The last five seeds are TPM2_CreateLoaded, TPM2_ECC_Parameters,
-    // TPM2_ECDH_KeyGen, TPM2_IncrementalSelfTest and TPM2_NV_GlobalWriteLock.
-    let n = seeds.len();
-    let new = [n - 5, n - 4, n - 3, n - 2, n - 1];
+    // Before the twenty-five tier-3 seeds: TPM2_CreateLoaded, TPM2_ECC_Parameters,
+    // TPM2_ECDH_KeyGen, TPM2_IncrementalSelfTest and TPM2_NV_GlobalWriteLock;
+    // of the tier-3 ones, TPM2_Certify, TPM2_GetTime, TPM2_MakeCredential
+    // TPM2_PolicyCounterTimer, TPM2_ClockSet, TPM2_ChangeEPS, TPM2_ChangePPS
+    // TPM2_Rewrap (from TPM_RH_NULL to the storage primary) and the five
+    // policy assertions PolicyNameHash … PolicyPhysicalPresence (the others need a ticket, a credential, a signature, a
+    // written index or a policy session the mutations have to find).
+    let n = seeds.len() - 25;
+    let new = [
+        n - 5,
+        n - 4,
+        n - 3,
+        n - 2,
+        n - 1,
+        n,
+        n + 1,
+        n + 2,
+        n + 7,
+        n + 15,
+        n + 16,
+        n + 17,
+        n + 19,
+        n + 20,
+        n + 21,
+        n + 22,
+        n + 23,
+        n + 24,
+    ];
     for i in [1usize, 2, 4, 5, 7, 9, 10, 12, 14, 16, 17, 18]
         .into_iter()
         .chain(new)

@@ -1,10 +1,13 @@
 //! `vtpm` owns RayOS EL2's TPM 2.0: the command engine ([`Tpm`]: marshalling,
 //! dispatch, PCRs, hierarchies, the DRBG), authorization — password, HMAC and
 //! policy sessions with AES-CFB/XOR parameter encryption, unsalted or salted
-//! with ECC P-256 or RSA-2048 ([`session`], [`authorize`]) — objects (ECC
-//! P-256 and RSA-2048 keys: deterministic primaries, signing, RSA encryption,
-//! external keys, contexts, persistence; hash sequences — [`object`],
-//! [`public`], [`rsa_key`], [`rsa_pad`]), NV indices ([`nvindex`]),
+//! with ECC P-256 or RSA-2048, the USER, ADMIN and DUP roles ([`session`],
+//! [`authorize`]) — objects (ECC P-256 and RSA-2048 keys: deterministic
+//! primaries, signing, RSA encryption, external keys, contexts, persistence,
+//! change of authValue, duplication, import and rewrap; hash sequences —
+//! [`object`], [`public`], [`rsa_key`], [`rsa_pad`]), attestation (Quote,
+//! Certify, CertifyCreation, GetTime, NV_Certify) and credentials
+//! (MakeCredential, ActivateCredential), NV indices ([`nvindex`]),
 //! dictionary-attack protection, its non-volatile image ([`nv`]), the
 //! snapshot of its volatile state ([`snapshot`]), the two MMIO front ends guests
 //! talk to — TIS ([`tis::Tis`]) and CRB ([`crb::Crb`]), both [`vdev::MmioDevice`]s

@@ -128,8 +128,9 @@ impl NvPublic {
         if (a & nva::PLATFORMCREATE != 0) != platform {
             return Err(rc::ATTRIBUTES);
         }
-        // Deleting by policy needs TPM2_NV_UndefineSpaceSpecial, not implemented.
-        if a & nva::POLICY_DELETE != 0 {
+        // Only the platform may define an index deleted by its policy
+        // (TPM2_NV_UndefineSpaceSpecial).
+        if a & nva::POLICY_DELETE != 0 && !platform {
             return Err(rc::ATTRIBUTES);
         }
         match self.nt() {

@@ -162,8 +162,8 @@ pub struct Key {
 }
 
 impl Key {
-    /// Serializes the key (public area, authValue, private part, hierarchy)
-    /// for the NV image and context blobs.
+    /// Serializes the key (public area, authValue, private part, hierarchy,
+    /// seedValue, Qualified Name) for the NV image and context blobs.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = crate::marshal::Writer::new();
         w.tpm2b(&self.public.marshal())
@@ -171,11 +171,14 @@ impl Key {
             .tpm2b(self.private.as_deref().unwrap_or(&[]))
             .u8(self.private.is_some() as u8)
             .u32(self.hierarchy)
-            .tpm2b(&self.seed_value);
+            .tpm2b(&self.seed_value)
+            .tpm2b(&self.qualified_name);
         w.buf
     }
 
-    /// Parses [`Key::encode`] output, recomputing the Names.
+    /// Parses [`Key::encode`] output, recomputing the Name. Records written
+    /// before the Qualified Name was kept get that of a primary object
+    /// (H(hierarchy || Name)).
     pub fn decode(b: &[u8]) -> Option<Self> {
         let mut r = crate::marshal::Reader::new(b);
         let public = Public::unmarshal_2b(&mut r).ok()?;
@@ -184,14 +187,18 @@ impl Key {
         let has_private = r.u8().ok()? == 1;
         let hierarchy = r.u32().ok()?;
         let seed_value = r.tpm2b(limits::TPMU_HA_SIZE).ok()?.to_vec();
+        let name = public.name();
+        let qualified_name = if r.remaining() == 0 {
+            crate::public::name_of(
+                public.name_alg,
+                &[&hierarchy.to_be_bytes()[..], &name].concat(),
+            )
+        } else {
+            r.tpm2b(limits::TPMU_HA_SIZE + 2).ok()?.to_vec()
+        };
         if r.remaining() != 0 {
             return None;
         }
-        let name = public.name();
-        let qualified_name = crate::public::name_of(
-            public.name_alg,
-            &[&hierarchy.to_be_bytes()[..], &name].concat(),
-        );
         Some(Self {
             public,
             name,

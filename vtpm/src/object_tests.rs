@@ -964,3 +964,171 @@ fn ecdh_key_gen_agrees_with_ecdh_zgen() {
     let r = t.execute(0, &command(cc::ECDH_KEY_GEN, &[k], &[], &[0]));
     assert_eq!(rc_of(&r), rc::SIZE);
 }
+
+/// A command whose one authorization is policy session `session` (no HMAC:
+/// an unbound, unsalted session).
+fn with_policy_session(code: u32, handles: &[u32], session: u32, params: &[u8]) -> Vec<u8> {
+    let mut s = Writer::new();
+    s.u32(session).tpm2b(&[0x5A; 16]).u8(1).tpm2b(&[]);
+    let mut w = Writer::new();
+    w.u16(st::SESSIONS).u32(0).u32(code);
+    for h in handles {
+        w.u32(*h);
+    }
+    w.u32(s.len() as u32).bytes(&s.buf).bytes(params);
+    let n = w.len() as u32;
+    w.patch_u32(2, n);
+    w.buf
+}
+
+/// A policy session that ran TPM2_PolicyCommandCode(`code`).
+fn policy_session_for(t: &mut Tpm, code: u32) -> u32 {
+    let mut w = Writer::new();
+    w.tpm2b(&[1; 16])
+        .tpm2b(&[])
+        .u8(crate::defs::se::POLICY)
+        .u16(crate::defs::alg::NULL)
+        .u16(HashAlg::Sha256.id());
+    let r = t.execute(
+        0,
+        &command(
+            cc::START_AUTH_SESSION,
+            &[handle::NULL, handle::NULL],
+            &[],
+            &w.buf,
+        ),
+    );
+    let s = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let r = t.execute(
+        0,
+        &command(cc::POLICY_COMMAND_CODE, &[s], &[], &code.to_be_bytes()),
+    );
+    assert_eq!(rc_of(&r), 0);
+    s
+}
+
+/// TPM2_Rewrap: a sealed object duplicated (outer wrapper) to one storage
+/// primary is rewrapped to another, imports under it and unseals; the
+/// duplicate does not import under the second primary before rewrapping,
+/// and a rewrap naming another object fails its integrity check.
+#[test]
+fn rewrap_moves_a_duplicate_to_another_parent() {
+    let mut t = started();
+    let (_, prim, _) = create_primary(&mut t, handle::OWNER, &storage_template(), b"", b"");
+    // authPolicy = PolicyCommandCode(TPM2_Duplicate).
+    let policy = HashAlg::Sha256.digest(&[
+        &[0u8; 32],
+        &cc::POLICY_COMMAND_CODE.to_be_bytes(),
+        &cc::DUPLICATE.to_be_bytes(),
+    ]);
+    let mut seal = sealed_template(attr::USER_WITH_AUTH);
+    seal.auth_policy = policy.as_bytes().to_vec();
+    let (rc0, private, public) = create(&mut t, prim, &seal, b"", b"moving secret");
+    assert_eq!(rc0, 0);
+    let r = load(&mut t, prim, &private, &public);
+    let obj = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let name = Public::unmarshal(&mut Reader::new(&public)).unwrap().name();
+    flush(&mut t, prim);
+    // Two different storage primaries (different unique fields).
+    let storage_with = |u: u8| {
+        let mut p = storage_template();
+        p.x = alloc::vec![u; 32];
+        p
+    };
+    let (rc1, np1, _) = create_primary(&mut t, handle::OWNER, &storage_with(1), b"", b"");
+    assert_eq!(rc1, 0);
+    // Duplicate to np1 (outer wrapper only).
+    let s = policy_session_for(&mut t, cc::DUPLICATE);
+    let mut w = Writer::new();
+    w.tpm2b(&[]).u16(crate::defs::alg::NULL);
+    let r = t.execute(
+        0,
+        &with_policy_session(cc::DUPLICATE, &[obj, np1], s, &w.buf),
+    );
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    let mut rd = Reader::new(params_of(&r));
+    assert!(rd.tpm2b(64).unwrap().is_empty());
+    let dup1 = rd.tpm2b(512).unwrap().to_vec();
+    let seed1 = rd.tpm2b(512).unwrap().to_vec();
+    flush(&mut t, obj);
+    let (rc2, np2, _) = create_primary(&mut t, handle::OWNER, &storage_with(2), b"", b"");
+    assert_eq!(rc2, 0);
+    let import = |t: &mut Tpm, parent: u32, dup: &[u8], seed: &[u8]| {
+        let mut w = Writer::new();
+        w.tpm2b(&[])
+            .tpm2b(&public)
+            .tpm2b(dup)
+            .tpm2b(seed)
+            .u16(crate::defs::alg::NULL);
+        t.execute(0, &command(cc::IMPORT, &[parent], &[b""], &w.buf))
+    };
+    // Not importable under np2 as it is.
+    assert_ne!(rc_of(&import(&mut t, np2, &dup1, &seed1)), 0);
+    let rewrap = |t: &mut Tpm, name: &[u8]| {
+        let mut w = Writer::new();
+        w.tpm2b(&dup1).tpm2b(name).tpm2b(&seed1);
+        t.execute(0, &command(cc::REWRAP, &[np1, np2], &[b""], &w.buf))
+    };
+    let mut other = name.clone();
+    other[5] ^= 1;
+    assert_eq!(
+        rc_of(&rewrap(&mut t, &other)),
+        rc::INTEGRITY + rc::P + rc::N1
+    );
+    let r = rewrap(&mut t, &name);
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    let mut rd = Reader::new(params_of(&r));
+    let dup2 = rd.tpm2b(512).unwrap().to_vec();
+    let seed2 = rd.tpm2b(512).unwrap().to_vec();
+    let r = import(&mut t, np2, &dup2, &seed2);
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    let imported = Reader::new(params_of(&r)).tpm2b(512).unwrap().to_vec();
+    let r = load(&mut t, np2, &imported, &public);
+    let h = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let u = t.execute(0, &command(cc::UNSEAL, &[h], &[b""], &[]));
+    assert_eq!(
+        Reader::new(params_of(&u)).tpm2b(256).unwrap(),
+        b"moving secret"
+    );
+}
+
+/// TPM2_PolicyPhysicalPresence: a policy that requires physical presence is
+/// never satisfied here (TPM_RC_PP); the policy conditions of version 3
+/// (name hash, template hash, NV written, physical presence) survive a
+/// session's snapshot encoding.
+#[test]
+fn physical_presence_policies_fail_and_policy_conditions_snapshot() {
+    let mut t = started();
+    let (_, prim, _) = create_primary(&mut t, handle::OWNER, &storage_template(), b"", b"");
+    let policy = HashAlg::Sha256.digest(&[&[0u8; 32], &cc::POLICY_PHYSICAL_PRESENCE.to_be_bytes()]);
+    let mut seal = sealed_template(0);
+    seal.auth_policy = policy.as_bytes().to_vec();
+    let (rc0, private, public) = create(&mut t, prim, &seal, b"", b"pp");
+    assert_eq!(rc0, 0);
+    let r = load(&mut t, prim, &private, &public);
+    let obj = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let s = policy_session_for(&mut t, cc::UNSEAL);
+    // Restart: the command-code assertion is not part of this policy.
+    let r = t.execute(0, &command(cc::POLICY_RESTART, &[s], &[], &[]));
+    assert_eq!(rc_of(&r), 0);
+    let r = t.execute(0, &command(cc::POLICY_PHYSICAL_PRESENCE, &[s], &[], &[]));
+    assert_eq!(rc_of(&r), 0);
+    let r = t.execute(0, &with_policy_session(cc::UNSEAL, &[obj], s, &[]));
+    assert_eq!(rc_of(&r), rc::VER1 + 0x010, "{r:02x?}");
+    // Snapshot encoding of the policy conditions.
+    let mut sess = t.v.sessions.get(s).unwrap().clone();
+    sess.policy.name_hash = Some(HashAlg::Sha256.digest(&[b"names"]));
+    sess.policy.template_hash = Some(HashAlg::Sha256.digest(&[b"template"]));
+    sess.policy.nv_written = Some(false);
+    let mut w = Writer::new();
+    sess.encode(&mut w, 0);
+    let back = crate::session::AuthSession::decode(&mut Reader::new(&w.buf)).unwrap();
+    assert_eq!(back.policy.name_hash, sess.policy.name_hash);
+    assert_eq!(back.policy.template_hash, sess.policy.template_hash);
+    assert_eq!(back.policy.nv_written, Some(false));
+    assert!(back.policy.pp_required);
+    // A version-2 blob has none of them.
+    let v2 = crate::session::AuthSession::decode_version(&mut Reader::new(&w.buf), 2).unwrap();
+    assert_eq!(v2.policy.name_hash, None);
+    assert!(!v2.policy.pp_required);
+}

@@ -186,9 +186,27 @@ pub struct PolicyState {
     pub password_needed: bool,
     /// TPM2_PolicyLocality: the localities (bit n = locality n) allowed.
     pub locality: Option<u8>,
+    /// TPM2_PolicyNameHash / TPM2_PolicyDuplicationSelect: H(Names of the
+    /// command's handles).
+    pub name_hash: Option<Digest>,
+    /// TPM2_PolicyTemplate: H(the object template of the creating command).
+    pub template_hash: Option<Digest>,
+    /// TPM2_PolicyNvWritten: the TPMA_NV_WRITTEN the NV index must have.
+    pub nv_written: Option<bool>,
+    /// TPM2_PolicyPhysicalPresence: physical presence must be asserted.
+    pub pp_required: bool,
 }
 
 impl PolicyState {
+    /// May the session be bound to cpHash `cp`? Not when it already has
+    /// another cpHash, a name hash or a template hash (they exclude each
+    /// other: TPM_RC_CPHASH).
+    pub fn cp_hash_conflicts(&self, cp: &[u8]) -> bool {
+        self.cp_hash.is_some_and(|c| c.as_bytes() != cp)
+            || self.name_hash.is_some()
+            || self.template_hash.is_some()
+    }
+
     fn new(h: HashAlg) -> Self {
         Self {
             digest: Digest::filled(h.digest_size(), 0),
@@ -199,6 +217,10 @@ impl PolicyState {
             auth_value_needed: false,
             password_needed: false,
             locality: None,
+            name_hash: None,
+            template_hash: None,
+            nv_written: None,
+            pp_required: false,
         }
     }
 }
@@ -333,11 +355,29 @@ impl AuthSession {
         w.u8(self.saved.is_some() as u8)
             .u64(self.saved.unwrap_or(0));
         w.u8(p.locality.is_some() as u8).u8(p.locality.unwrap_or(0));
+        // Since snapshot version 3.
+        w.u8(p.name_hash.is_some() as u8)
+            .tpm2b(p.name_hash.as_ref().map_or(&[][..], |d| d.as_bytes()));
+        w.u8(p.template_hash.is_some() as u8)
+            .tpm2b(p.template_hash.as_ref().map_or(&[][..], |d| d.as_bytes()));
+        w.u8(match p.nv_written {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        })
+        .u8(p.pp_required as u8);
     }
 
-    /// Parses [`AuthSession::encode`] output, checking every field; times
-    /// become relative to a TPM time of 0 (the restored TPM's).
+    /// Parses [`AuthSession::encode`] output of the current snapshot version.
     pub fn decode(r: &mut Reader) -> Option<Self> {
+        Self::decode_version(r, crate::snapshot::VOLATILE_VERSION)
+    }
+
+    /// Parses [`AuthSession::encode`] output of snapshot version `version`
+    /// (before version 3 the policy name hash, template hash, NV-written and
+    /// physical-presence conditions were not saved), checking every field;
+    /// times become relative to a TPM time of 0 (the restored TPM's).
+    pub fn decode_version(r: &mut Reader, version: u32) -> Option<Self> {
         let flag = |r: &mut Reader| match r.u8() {
             Ok(0) => Some(false),
             Ok(1) => Some(true),
@@ -374,6 +414,29 @@ impl AuthSession {
         let _elapsed = r.u64().ok()?;
         let saved = (flag(r)?, r.u64().ok()?);
         let loc = (flag(r)?, r.u8().ok()?);
+        let mut name_hash = None;
+        let mut template_hash = None;
+        let mut nv_written = None;
+        let mut pp_required = false;
+        if version >= 3 {
+            let digest_of = |r: &mut Reader| -> Option<Option<Digest>> {
+                let set = flag(r)?;
+                let d = r.tpm2b(limits::MAX_DIGEST).ok()?;
+                if set && d.len() != hash.digest_size() {
+                    return None;
+                }
+                Some(set.then(|| Digest::from_slice(d)))
+            };
+            name_hash = digest_of(r)?;
+            template_hash = digest_of(r)?;
+            nv_written = match r.u8().ok()? {
+                0 => None,
+                1 => Some(false),
+                2 => Some(true),
+                _ => return None,
+            };
+            pp_required = flag(r)?;
+        }
         Some(Self {
             kind,
             hash,
@@ -392,6 +455,10 @@ impl AuthSession {
                 auth_value_needed,
                 password_needed,
                 locality: loc.0.then_some(loc.1),
+                name_hash,
+                template_hash,
+                nv_written,
+                pp_required,
             },
             start_time: 0,
             saved: saved.0.then_some(saved.1),

@@ -6,7 +6,9 @@
 //! dictionary-attack state, the loaded key objects and the sessions (their TPM
 //! times rebased on the saving TPM's time); hash/HMAC sequence objects are not
 //! saved (their running hash states cannot be serialized) and are gone after
-//! a restore (TPM_RC_REFERENCE_H0). Restore validates the blob as if a guest had written it.
+//! a restore (TPM_RC_REFERENCE_H0). Version 3 adds the policy sessions' name
+//! hash, template hash, NV-written and physical-presence conditions. Restore
+//! validates the blob as if a guest had written it.
 
 use crate::defs::limits::{self, PCR_COUNT};
 use crate::engine::{Tpm, Volatile};
@@ -18,7 +20,7 @@ use alloc::vec::Vec;
 use vdev::RestoreError;
 
 /// Version of the volatile-state layout.
-pub const VOLATILE_VERSION: u32 = 2;
+pub const VOLATILE_VERSION: u32 = 3;
 /// Objects or sessions a blob may carry (more is malformed).
 const MAX_SNAPSHOT_ENTRIES: usize = 64;
 
@@ -209,8 +211,8 @@ impl Tpm {
             }
             for _ in 0..n {
                 let h = r.u32().map_err(m)?;
-                let s =
-                    crate::session::AuthSession::decode(&mut r).ok_or(RestoreError::Malformed)?;
+                let s = crate::session::AuthSession::decode_version(&mut r, version)
+                    .ok_or(RestoreError::Malformed)?;
                 if !sessions.restore(h, s) {
                     return Err(RestoreError::Malformed);
                 }

@@ -681,3 +681,65 @@ fn incremental_self_test_has_nothing_pending() {
     );
     assert_ne!(rc_of(&r), 0);
 }
+
+/// An index with TPMA_NV_POLICY_DELETE: only the platform defines it,
+/// TPM2_NV_UndefineSpace refuses it (TPM_RC_ATTRIBUTES, handle 2) and
+/// TPM2_NV_UndefineSpaceSpecial refuses an index without the attribute
+/// (handle 1) and a password for its ADMIN role (TPM_RC_AUTH_TYPE).
+#[test]
+fn policy_delete_indices_need_undefine_space_special() {
+    use crate::marshal::Writer;
+    let (mut t, _, _) = started();
+    let define = |by: u32, index: u32, attrs: u32| {
+        let mut p = Writer::new();
+        p.u32(index).u16(0x0B).u32(attrs).tpm2b(&[7; 32]).u16(8);
+        let mut w = Writer::new();
+        w.tpm2b(&[]).tpm2b(&p.buf);
+        command(cc::NV_DEFINE_SPACE, &[by], &[b""], &w.buf)
+    };
+    // authread | authwrite | ppread | ppwrite | platformcreate | policyDelete.
+    let special = 0x4005_0405;
+    let r = t.execute(0, &define(handle::OWNER, 0x0150_0070, special & !(1 << 30)));
+    assert_eq!(rc_of(&r), rc::ATTRIBUTES + rc::P + 2 * rc::N1);
+    assert_eq!(
+        rc_of(&t.execute(0, &define(handle::PLATFORM, 0x0150_0070, special))),
+        0
+    );
+    assert_eq!(
+        rc_of(&t.execute(
+            0,
+            &define(handle::PLATFORM, 0x0150_0071, special & !(1 << 10))
+        )),
+        0
+    );
+    let r = t.execute(
+        0,
+        &command(
+            cc::NV_UNDEFINE_SPACE,
+            &[handle::PLATFORM, 0x0150_0070],
+            &[b""],
+            &[],
+        ),
+    );
+    assert_eq!(rc_of(&r), rc::ATTRIBUTES + rc::H + 2 * rc::N1);
+    let special_cmd = |index: u32| {
+        command(
+            cc::NV_UNDEFINE_SPACE_SPECIAL,
+            &[index, handle::PLATFORM],
+            &[b"", b""],
+            &[],
+        )
+    };
+    assert_eq!(
+        rc_of(&t.execute(0, &special_cmd(0x0150_0070))),
+        rc::AUTH_TYPE
+    );
+    assert_eq!(
+        rc_of(&t.execute(0, &special_cmd(0x0150_0071))),
+        rc::AUTH_TYPE,
+        "the role is checked before the handler"
+    );
+    // The index is still there.
+    let r = t.execute(0, &command(cc::NV_READ_PUBLIC, &[0x0150_0070], &[], &[]));
+    assert_eq!(rc_of(&r), 0);
+}

@@ -3790,3 +3790,1638 @@ fn differential_rsa_salted_sessions() {
         assert_eq!(o.0, i != 10, "step {i} {:?}: {o:?}", steps[i]);
     }
 }
+
+/// Asserts each step's success is as `expect_ok` says (by step index).
+fn expect_outcomes(
+    steps: &[&[&str]],
+    outcomes: &[(bool, Option<String>)],
+    expect_ok: impl Fn(usize) -> bool,
+) {
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.0, expect_ok(i), "step {i} {:?}: {o:?}", steps[i]);
+    }
+}
+
+/// The ADMIN role, TPM2_Certify and TPM2_ObjectChangeAuth: a key whose
+/// adminWithPolicy is clear is certified and re-wrapped with its password; a
+/// key with adminWithPolicy refuses passwords in the ADMIN role (same
+/// response code as swtpm) and accepts a policy session naming the command;
+/// certifications verify with OpenSSL against the AK and name the key; the
+/// re-wrapped private loads and signs with the new password only; a wrong
+/// parent is refused alike.
+#[test]
+fn differential_admin_role_certify_object_change_auth() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_admin_role_certify_object_change_auth: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let ak_attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign";
+    let admin_attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|adminwithpolicy|sign";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "echo 'certify me' > msg"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256", "-c", "prim.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256:null", "-a", ak_attrs,
+          "-u", "ak.pub", "-r", "ak.priv", "-c", "ak.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256", "-p", "keypass",
+          "-u", "k.pub", "-r", "k.priv", "-c", "k.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 8: Certify with the object's password (adminWithPolicy clear).
+        &["tpm2_certify", "-c", "k.ctx", "-P", "keypass", "-C", "ak.ctx", "-g", "sha256",
+          "-o", "attest.out", "-s", "sig.out", "-f", "plain"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_readpublic", "-Q", "-c", "ak.ctx", "-f", "pem", "-o", "ak.pem"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "sig.out", "attest.out"],
+        &["sh", "-c", "tpm2_readpublic -c k.ctx -n k.name > /dev/null && xxd -p -c 100000 attest.out | grep -q $(xxd -p -c 256 k.name)"],
+        &["tpm2_flushcontext", "-t"],
+        // 15: a policy naming TPM2_ObjectChangeAuth, for an adminWithPolicy key.
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "t.ctx", "-L", "cc.pol", "TPM2_CC_ObjectChangeAuth"],
+        &["tpm2_flushcontext", "t.ctx"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256", "-a", admin_attrs,
+          "-L", "cc.pol", "-p", "apass", "-u", "a.pub", "-r", "a.priv", "-c", "a.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 20: the ADMIN role refuses its password.
+        &["tpm2_certify", "-c", "a.ctx", "-P", "apass", "-C", "ak.ctx", "-g", "sha256",
+          "-o", "attest2.out", "-s", "sig2.out"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_changeauth", "-c", "a.ctx", "-C", "prim.ctx", "-p", "apass", "-r", "x.priv", "newpass"],
+        &["tpm2_flushcontext", "-t"],
+        // 24: a policy session naming the command works.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "p.ctx", "TPM2_CC_ObjectChangeAuth"],
+        &["tpm2_changeauth", "-c", "a.ctx", "-C", "prim.ctx", "-p", "session:p.ctx", "-r", "a2.priv", "newpass"],
+        &["tpm2_flushcontext", "p.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_load", "-Q", "-C", "prim.ctx", "-u", "a.pub", "-r", "a2.priv", "-c", "a2.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 31: the new password signs, the old one does not.
+        &["tpm2_sign", "-Q", "-c", "a2.ctx", "-p", "newpass", "-g", "sha256", "-o", "s1.sig", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-Q", "-c", "a2.ctx", "-p", "apass", "-g", "sha256", "-o", "s2.sig", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        // 35: ObjectChangeAuth with the password of a key without adminWithPolicy.
+        &["tpm2_changeauth", "-c", "k.ctx", "-C", "prim.ctx", "-p", "keypass", "-r", "k2.priv", "newk"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_load", "-Q", "-C", "prim.ctx", "-u", "k.pub", "-r", "k2.priv", "-c", "k2.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-Q", "-c", "k2.ctx", "-p", "newk", "-g", "sha256", "-o", "s3.sig", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        // 41: the AK is not the key's parent.
+        &["tpm2_changeauth", "-c", "k.ctx", "-C", "ak.ctx", "-p", "keypass", "-r", "y.priv", "z"],
+        &["tpm2_flushcontext", "-t"],
+        // 43: a policy session without the command code, for the ADMIN role
+        // (the key's policy is the command code one: the digest differs).
+        &["tpm2_startauthsession", "--policy-session", "-S", "q.ctx"],
+        &["tpm2_changeauth", "-c", "a.ctx", "-C", "prim.ctx", "-p", "session:q.ctx", "-r", "a3.priv", "other"],
+        &["tpm2_flushcontext", "q.ctx"],
+        // 46: an adminWithPolicy key whose policy (PolicyPCR) names no
+        // command: its policy is satisfied, but the ADMIN role needs the
+        // command code.
+        &["tpm2_startauthsession", "-S", "t2.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "t2.ctx", "-l", "sha256:0", "-L", "pcr.pol"],
+        &["sh", "-c", "tpm2_flushcontext t2.ctx && tpm2_flushcontext -t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256", "-a", admin_attrs,
+          "-L", "pcr.pol", "-u", "b.pub", "-r", "b.priv", "-c", "b.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "r.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "r.ctx", "-l", "sha256:0"],
+        &["tpm2_certify", "-c", "b.ctx", "-P", "session:r.ctx", "-C", "ak.ctx", "-g", "sha256",
+          "-o", "attest3.out", "-s", "sig3.out"],
+        &["tpm2_flushcontext", "r.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 56: and a policy session that does name it certifies.
+        &["tpm2_startauthsession", "-S", "t3.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "t3.ctx", "-l", "sha256:0"],
+        &["tpm2_policycommandcode", "-Q", "-S", "t3.ctx", "-L", "pcrcc.pol", "TPM2_CC_Certify"],
+        &["tpm2_flushcontext", "t3.ctx"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256", "-a", admin_attrs,
+          "-L", "pcrcc.pol", "-u", "c.pub", "-r", "c.priv", "-c", "c.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "r2.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "r2.ctx", "-l", "sha256:0"],
+        &["tpm2_policycommandcode", "-Q", "-S", "r2.ctx", "TPM2_CC_Certify"],
+        &["tpm2_certify", "-c", "c.ctx", "-P", "session:r2.ctx", "-C", "ak.ctx", "-g", "sha256",
+          "-o", "attest4.out", "-s", "sig4.out", "-f", "plain"],
+        &["tpm2_flushcontext", "r2.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "sig4.out", "attest4.out"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let fails = [20, 22, 33, 41, 44, 53];
+    expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+    for i in fails {
+        assert!(outcomes[i].1.is_some(), "step {i}: a response code");
+    }
+}
+
+/// TPM2_CertifyCreation and TPM2_GetTime: an AK certifies the creation of a
+/// primary and of a child from their creation tickets, and signs the time;
+/// OpenSSL verifies every signature; the attestations carry the creation
+/// hash; a ticket of another object is refused with swtpm's response code.
+#[test]
+fn differential_certify_creation_and_get_time() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!(
+            "SKIP differential_certify_creation_and_get_time: not installed: {missing:?} / openssl"
+        );
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let ak_attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256", "-c", "prim.ctx",
+          "-d", "prim.hash", "-t", "prim.ticket"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256:null", "-a", ak_attrs,
+          "-u", "ak.pub", "-r", "ak.priv", "-d", "ak.hash", "-t", "ak.ticket"],
+        &["sh", "-c", "tpm2_flushcontext -t && tpm2_load -Q -C prim.ctx -u ak.pub -r ak.priv -c ak.ctx && tpm2_flushcontext -t"],
+        &["tpm2_readpublic", "-Q", "-c", "ak.ctx", "-f", "pem", "-o", "ak.pem"],
+        &["tpm2_flushcontext", "-t"],
+        // 7: the primary's creation, certified by the AK.
+        &["tpm2_certifycreation", "-C", "ak.ctx", "-c", "prim.ctx", "-d", "prim.hash",
+          "-t", "prim.ticket", "-g", "sha256", "-f", "plain", "-o", "c1.sig", "--attestation", "c1.att"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "c1.sig", "c1.att"],
+        &["sh", "-c", "xxd -p -c 100000 c1.att | grep -q $(xxd -p -c 256 prim.hash)"],
+        // 11: the AK's own creation.
+        &["tpm2_certifycreation", "-C", "ak.ctx", "-c", "ak.ctx", "-d", "ak.hash",
+          "-t", "ak.ticket", "-g", "sha256", "-f", "plain", "-o", "c2.sig", "--attestation", "c2.att"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "c2.sig", "c2.att"],
+        // 14: the primary's ticket does not certify the AK.
+        &["tpm2_certifycreation", "-C", "ak.ctx", "-c", "ak.ctx", "-d", "prim.hash",
+          "-t", "prim.ticket", "-g", "sha256", "-o", "c3.sig", "--attestation", "c3.att"],
+        &["tpm2_flushcontext", "-t"],
+        // 16: GetTime signed by the AK.
+        &["tpm2_gettime", "-c", "ak.ctx", "-g", "sha256", "-f", "plain", "-q", "11223344",
+          "-o", "t.sig", "--attestation", "t.att"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "t.sig", "t.att"],
+        &["sh", "-c", "tpm2_print -t TPMS_ATTEST t.att | grep -q 'type: 8019' && tpm2_print -t TPMS_ATTEST t.att | grep -q 'extraData: 11223344'"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    expect_outcomes(steps, &outcomes, |i| i != 14);
+    assert!(
+        outcomes[14].1.is_some(),
+        "a response code for a foreign ticket"
+    );
+}
+
+/// TPM2_MakeCredential and TPM2_ActivateCredential, the Windows/tpm2-tools
+/// attestation-identity flow: an AK created under the RSA and under the ECC
+/// EK (default templates; the EK's policy is PolicySecret(endorsement)); a
+/// credential made off-TPM (`tpm2_makecredential -T none`) and one made by
+/// the TPM itself are activated and equal the secret; a tampered blob is
+/// refused with swtpm's response code.
+#[test]
+fn differential_make_activate_credential() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_make_activate_credential: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let flow = |ek: &'static str| -> Vec<Vec<String>> {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        vec![
+            s(&["tpm2_createek", "-c", "ek.ctx", "-G", ek, "-u", "ek.pub"]),
+            s(&["tpm2_flushcontext", "-t"]),
+            s(&["tpm2_createak", "-C", "ek.ctx", "-c", "ak.ctx", "-G", "ecc", "-g", "sha256",
+                "-s", "ecdsa", "-u", "ak.pub", "-n", "ak.name"]),
+            s(&["sh", "-c", "tpm2_flushcontext -t; tpm2_flushcontext -s"]),
+            // 4: made off-TPM.
+            s(&["sh", "-c", "tpm2_makecredential -Q -T none -u ek.pub -s secret.data -n $(xxd -p -c 256 ak.name) -o mc1.out"]),
+            s(&["tpm2_startauthsession", "--policy-session", "-S", "s.ctx"]),
+            s(&["tpm2_policysecret", "-Q", "-S", "s.ctx", "-c", "e"]),
+            s(&["tpm2_activatecredential", "-Q", "-c", "ak.ctx", "-C", "ek.ctx", "-i", "mc1.out",
+                "-o", "a1.out", "-P", "session:s.ctx"]),
+            s(&["sh", "-c", "tpm2_flushcontext s.ctx; tpm2_flushcontext -t"]),
+            s(&["cmp", "a1.out", "secret.data"]),
+            // 10: made by the TPM (LoadExternal of the EK public + MakeCredential).
+            s(&["sh", "-c", "tpm2_makecredential -Q -u ek.pub -s secret.data -n $(xxd -p -c 256 ak.name) -o mc2.out"]),
+            s(&["tpm2_flushcontext", "-t"]),
+            s(&["tpm2_startauthsession", "--policy-session", "-S", "s.ctx"]),
+            s(&["tpm2_policysecret", "-Q", "-S", "s.ctx", "-c", "e"]),
+            s(&["tpm2_activatecredential", "-Q", "-c", "ak.ctx", "-C", "ek.ctx", "-i", "mc2.out",
+                "-o", "a2.out", "-P", "session:s.ctx"]),
+            s(&["sh", "-c", "tpm2_flushcontext s.ctx; tpm2_flushcontext -t"]),
+            s(&["cmp", "a2.out", "secret.data"]),
+            // 17: a flipped byte in the integrity HMAC.
+            s(&["sh", "-c", "cp mc1.out bad.out && printf '\\377' | dd of=bad.out bs=1 seek=14 conv=notrunc status=none"]),
+            s(&["tpm2_startauthsession", "--policy-session", "-S", "s.ctx"]),
+            s(&["tpm2_policysecret", "-Q", "-S", "s.ctx", "-c", "e"]),
+            s(&["tpm2_activatecredential", "-Q", "-c", "ak.ctx", "-C", "ek.ctx", "-i", "bad.out",
+                "-o", "a3.out", "-P", "session:s.ctx"]),
+            s(&["sh", "-c", "tpm2_flushcontext s.ctx; tpm2_flushcontext -t"]),
+        ]
+    };
+    let mut first = true;
+    for ek in ["rsa", "ecc"] {
+        let mut owned: Vec<Vec<String>> = Vec::new();
+        if first {
+            owned.push(vec!["tpm2_startup".into(), "-c".into()]);
+            first = false;
+        } else {
+            owned.push(vec!["tpm2_flushcontext".into(), "-t".into()]);
+        }
+        owned.push(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo 'the credential' > secret.data".into(),
+        ]);
+        owned.extend(flow(ek));
+        let refs: Vec<Vec<&str>> = owned
+            .iter()
+            .map(|v| v.iter().map(|s| s.as_str()).collect())
+            .collect();
+        let steps: Vec<&[&str]> = refs.iter().map(|v| v.as_slice()).collect();
+        let outcomes = run_steps_both(&mut ours, &mut sw, &steps, &[], &mut d);
+        assert!(d.0.is_empty(), "{ek}: differences:\n{}", d.0.join("\n"));
+        // The tampered blob (step 2 + 20) alone fails.
+        expect_outcomes(&steps, &outcomes, |i| i != 22);
+        assert!(
+            outcomes[22].1.is_some(),
+            "{ek}: a response code for a tampered blob"
+        );
+    }
+}
+
+/// TPM2_NV_ChangeAuth: the ADMIN role of an NV index needs a policy session
+/// naming the command (a password is refused with swtpm's code); afterwards
+/// the index reads with the new authValue and no longer with the old one.
+#[test]
+fn differential_nv_change_auth() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_nv_change_auth: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &[
+            "tpm2_policycommandcode",
+            "-Q",
+            "-S",
+            "t.ctx",
+            "-L",
+            "cc.pol",
+            "TPM2_CC_NV_ChangeAuth",
+        ],
+        &["tpm2_flushcontext", "t.ctx"],
+        &[
+            "tpm2_nvdefine",
+            "0x1500030",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            "authread|authwrite",
+            "-p",
+            "old",
+            "-L",
+            "cc.pol",
+        ],
+        &["sh", "-c", "echo -n 12345678 > data"],
+        &[
+            "tpm2_nvwrite",
+            "0x1500030",
+            "-C",
+            "0x1500030",
+            "-P",
+            "old",
+            "-i",
+            "data",
+        ],
+        // 7: a password in the ADMIN role.
+        &["tpm2_changeauth", "-c", "0x1500030", "-p", "old", "new"],
+        // 8: the policy session.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &[
+            "tpm2_policycommandcode",
+            "-Q",
+            "-S",
+            "p.ctx",
+            "TPM2_CC_NV_ChangeAuth",
+        ],
+        &[
+            "tpm2_changeauth",
+            "-c",
+            "0x1500030",
+            "-p",
+            "session:p.ctx",
+            "new",
+        ],
+        &["tpm2_flushcontext", "p.ctx"],
+        // 12: the new value reads, the old one does not.
+        &[
+            "tpm2_nvread",
+            "0x1500030",
+            "-C",
+            "0x1500030",
+            "-P",
+            "new",
+            "-s",
+            "8",
+            "-o",
+            "out",
+        ],
+        &["cmp", "out", "data"],
+        &[
+            "tpm2_nvread",
+            "0x1500030",
+            "-C",
+            "0x1500030",
+            "-P",
+            "old",
+            "-s",
+            "8",
+            "-o",
+            "out2",
+        ],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    expect_outcomes(steps, &outcomes, |i| i != 7 && i != 14);
+    assert!(
+        outcomes[7].1.is_some() && outcomes[14].1.is_some(),
+        "{outcomes:?}"
+    );
+}
+
+/// TPM2_PolicyNV, TPM2_PolicyCounterTimer and TPM2_PolicyAuthorizeNV: trial
+/// digests equal swtpm's byte for byte; data sealed to "NV index == 5"
+/// unseals while that holds, false comparisons and out-of-range offsets are
+/// refused alike; a PCR policy approved by an NV index (PolicyAuthorizeNV)
+/// unseals, another PCR policy does not.
+#[test]
+fn differential_policy_nv_counter_timer_authorize_nv() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!(
+            "SKIP differential_policy_nv_counter_timer_authorize_nv: not installed: {missing:?}"
+        );
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let nv_attrs = "ownerread|ownerwrite|authread|authwrite";
+    let sealed = "fixedtpm|fixedparent";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "printf '\\000\\000\\000\\000\\000\\000\\000\\005' > five && printf '\\000\\000\\000\\000\\000\\000\\000\\004' > four && echo 'sealed' > secret.txt"],
+        &["tpm2_nvdefine", "0x1500040", "-C", "o", "-s", "8", "-a", nv_attrs],
+        &["tpm2_nvwrite", "0x1500040", "-C", "o", "-i", "five"],
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &["tpm2_policynv", "-Q", "-S", "t.ctx", "-L", "nv.pol", "-i", "five", "0x1500040", "eq"],
+        &["tpm2_flushcontext", "t.ctx"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256", "-c", "prim.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-i", "secret.txt", "-L", "nv.pol", "-a", sealed,
+          "-u", "s.pub", "-r", "s.priv", "-c", "s.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 11: NV == 5 holds.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &["tpm2_policynv", "-Q", "-S", "p.ctx", "-i", "five", "0x1500040", "eq"],
+        &["tpm2_unseal", "-p", "session:p.ctx", "-c", "s.ctx", "-o", "out"],
+        &["sh", "-c", "tpm2_flushcontext p.ctx; tpm2_flushcontext -t"],
+        &["cmp", "out", "secret.txt"],
+        // 16: 5 < 4 and 5 <= 4 are false; 5 > 4 (signed and unsigned), the
+        // bits of 4 all set in 5, and 5 != 4 are true.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p2.ctx"],
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "four", "0x1500040", "ult"],
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "four", "0x1500040", "sle"],
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "four", "0x1500040", "ugt"],
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "four", "0x1500040", "sgt"],
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "four", "0x1500040", "bs"],
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "four", "0x1500040", "neq"],
+        // 23: beyond the index's data (refused by tpm2-tools itself; the
+        // TPM's answer is compared in differential_policy_nv_raw_errors).
+        &["tpm2_policynv", "-Q", "-S", "p2.ctx", "-i", "five", "--offset", "4", "0x1500040", "eq"],
+        &["tpm2_flushcontext", "p2.ctx"],
+        // 25: PolicyCounterTimer.
+        &["tpm2_startauthsession", "-S", "t2.ctx"],
+        &["tpm2_policycountertimer", "-Q", "-S", "t2.ctx", "-L", "ct.pol", "--ugt", "clock=0"],
+        &["tpm2_flushcontext", "t2.ctx"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "c.ctx"],
+        &["tpm2_policycountertimer", "-Q", "-S", "c.ctx", "--ugt", "clock=0"],
+        &["tpm2_policycountertimer", "-Q", "-S", "c.ctx", "--ult", "time=1"],
+        &["tpm2_policycountertimer", "-Q", "-S", "c.ctx", "--uge", "resets=0"],
+        &["tpm2_flushcontext", "c.ctx"],
+        // 33: PolicyAuthorizeNV over a PCR policy.
+        &["tpm2_startauthsession", "-S", "t3.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "t3.ctx", "-l", "sha256:0", "-L", "pcr.pol"],
+        &["tpm2_flushcontext", "t3.ctx"],
+        &["sh", "-c", "printf '\\000\\013' > pcr.ha && cat pcr.pol >> pcr.ha"],
+        &["tpm2_nvdefine", "0x1500041", "-C", "o", "-s", "34", "-a", nv_attrs],
+        &["tpm2_nvwrite", "0x1500041", "-C", "o", "-i", "pcr.ha"],
+        &["tpm2_startauthsession", "-S", "t4.ctx"],
+        &["tpm2_policyauthorizenv", "-Q", "-S", "t4.ctx", "-L", "anv.pol", "0x1500041"],
+        &["tpm2_flushcontext", "t4.ctx"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-i", "secret.txt", "-L", "anv.pol", "-a", sealed,
+          "-u", "s2.pub", "-r", "s2.priv", "-c", "s2.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "q.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "q.ctx", "-l", "sha256:0"],
+        &["tpm2_policyauthorizenv", "-Q", "-S", "q.ctx", "0x1500041"],
+        &["tpm2_unseal", "-p", "session:q.ctx", "-c", "s2.ctx", "-o", "out2"],
+        &["sh", "-c", "tpm2_flushcontext q.ctx; tpm2_flushcontext -t"],
+        &["cmp", "out2", "secret.txt"],
+        // 50: another PCR policy is not the approved one.
+        &["tpm2_startauthsession", "--policy-session", "-S", "q2.ctx"],
+        &["tpm2_policypcr", "-Q", "-S", "q2.ctx", "-l", "sha256:1"],
+        &["tpm2_policyauthorizenv", "-Q", "-S", "q2.ctx", "0x1500041"],
+        &["tpm2_flushcontext", "q2.ctx"],
+    ];
+    let outcomes = run_steps_both(
+        &mut ours,
+        &mut sw,
+        steps,
+        &["nv.pol", "ct.pol", "anv.pol"],
+        &mut d,
+    );
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let fails = [17, 18, 23, 30, 52];
+    expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+    for i in [17, 18, 30, 52] {
+        assert!(outcomes[i].1.is_some(), "step {i}: a response code");
+    }
+}
+
+/// A fixed P-256 key (test data) that signs policy authorizations.
+const POLICY_SIGNER_PEM: &str = "-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEILuIi3SL85sp5/SS1xYt2kPdsTiI4D1dmVQfot8MEYwuoAoGCCqGSM49
+AwEHoUQDQgAEJjlRQUjXr8R0IyJprMjDnD3e5Xh8ZHJsS7kVcT6SJ0Kwn7gkwcZ2
+s/o2OICD5wnlJGX0KBszW6GeskjGueeTfA==
+-----END EC PRIVATE KEY-----
+";
+
+/// TPM2_PolicySigned and TPM2_PolicyTicket: the trial digest over an
+/// OpenSSL key loaded with LoadExternal equals swtpm's; data sealed to it
+/// unseals after OpenSSL signs the TPM's nonce (and not with a signature
+/// over other data); a negative expiration yields a ticket that satisfies
+/// the policy in a later session through TPM2_PolicyTicket.
+#[test]
+fn differential_policy_signed_and_ticket() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!(
+            "SKIP differential_policy_signed_and_ticket: not installed: {missing:?} / openssl"
+        );
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let write_key = format!("cat > priv.pem <<'EOF'\n{POLICY_SIGNER_PEM}EOF\nopenssl ec -in priv.pem -pubout -out pub.pem 2>/dev/null && echo 'sealed' > secret.txt");
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", &write_key],
+        &[
+            "tpm2_loadexternal",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc",
+            "-u",
+            "pub.pem",
+            "-c",
+            "signer.ctx",
+            "-n",
+            "signer.name",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &[
+            "tpm2_policysigned",
+            "-Q",
+            "-S",
+            "t.ctx",
+            "-g",
+            "sha256",
+            "-c",
+            "signer.ctx",
+            "-L",
+            "signed.pol",
+        ],
+        &["sh", "-c", "tpm2_flushcontext t.ctx; tpm2_flushcontext -t"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256",
+            "-c",
+            "prim.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-i",
+            "secret.txt",
+            "-L",
+            "signed.pol",
+            "-a",
+            "fixedtpm|fixedparent",
+            "-u",
+            "s.pub",
+            "-r",
+            "s.priv",
+            "-c",
+            "s.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        // 11: the signed nonce satisfies the policy.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &[
+            "tpm2_policysigned",
+            "-S",
+            "p.ctx",
+            "-g",
+            "sha256",
+            "-c",
+            "signer.ctx",
+            "-x",
+            "--raw-data",
+            "tosign.bin",
+        ],
+        &[
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-sign",
+            "priv.pem",
+            "-out",
+            "sig.der",
+            "tosign.bin",
+        ],
+        &[
+            "tpm2_policysigned",
+            "-Q",
+            "-S",
+            "p.ctx",
+            "-g",
+            "sha256",
+            "-s",
+            "sig.der",
+            "-f",
+            "ecdsa",
+            "-c",
+            "signer.ctx",
+            "-x",
+        ],
+        &[
+            "tpm2_unseal",
+            "-p",
+            "session:p.ctx",
+            "-c",
+            "s.ctx",
+            "-o",
+            "out",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p.ctx; tpm2_flushcontext -t"],
+        &["cmp", "out", "secret.txt"],
+        // 18: a signature over other data.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p2.ctx"],
+        &[
+            "sh",
+            "-c",
+            "echo other > other.bin && openssl dgst -sha256 -sign priv.pem -out bad.der other.bin",
+        ],
+        &[
+            "tpm2_policysigned",
+            "-Q",
+            "-S",
+            "p2.ctx",
+            "-g",
+            "sha256",
+            "-s",
+            "bad.der",
+            "-f",
+            "ecdsa",
+            "-c",
+            "signer.ctx",
+            "-x",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p2.ctx; tpm2_flushcontext -t"],
+        // 22: a ticket (negative expiration), used in another session.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p3.ctx"],
+        &[
+            "tpm2_policysigned",
+            "-S",
+            "p3.ctx",
+            "-g",
+            "sha256",
+            "-c",
+            "signer.ctx",
+            "-x",
+            "--expiration=-3600",
+            "--raw-data",
+            "tosign3.bin",
+        ],
+        &[
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-sign",
+            "priv.pem",
+            "-out",
+            "sig3.der",
+            "tosign3.bin",
+        ],
+        &[
+            "tpm2_policysigned",
+            "-Q",
+            "-S",
+            "p3.ctx",
+            "-g",
+            "sha256",
+            "-s",
+            "sig3.der",
+            "-f",
+            "ecdsa",
+            "-c",
+            "signer.ctx",
+            "-x",
+            "--expiration=-3600",
+            "--ticket",
+            "tk.bin",
+            "--timeout",
+            "to.bin",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p3.ctx; tpm2_flushcontext -t"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p4.ctx"],
+        &[
+            "tpm2_policyticket",
+            "-Q",
+            "-S",
+            "p4.ctx",
+            "-n",
+            "signer.name",
+            "--ticket",
+            "tk.bin",
+            "--timeout",
+            "to.bin",
+        ],
+        &[
+            "tpm2_unseal",
+            "-p",
+            "session:p4.ctx",
+            "-c",
+            "s.ctx",
+            "-o",
+            "out4",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p4.ctx; tpm2_flushcontext -t"],
+        &["cmp", "out4", "secret.txt"],
+        // 32: a ticket whose policyRef was changed does not verify.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p5.ctx"],
+        &[
+            "tpm2_policyticket",
+            "-Q",
+            "-S",
+            "p5.ctx",
+            "-n",
+            "signer.name",
+            "--ticket",
+            "tk.bin",
+            "--timeout",
+            "to.bin",
+            "-q",
+            "00ff",
+        ],
+        &["tpm2_flushcontext", "p5.ctx"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &["signed.pol"], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let fails = [20, 33];
+    expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+    for i in fails {
+        assert!(outcomes[i].1.is_some(), "step {i}: a response code");
+    }
+}
+
+/// TPM2_PolicyNV's response codes for raw commands tpm2-tools would not
+/// send: operandB past the end of the index (TPM_RC_SIZE, parameter 1), an
+/// offset past it (TPM_RC_VALUE, parameter 2), an unknown
+/// TPM_EO (TPM_RC_VALUE, parameter 3), a false comparison (TPM_RC_POLICY), an
+/// index that was never written (TPM_RC_NV_UNINITIALIZED) — each equal to
+/// swtpm's; and the trial digest of TPM2_PolicyPhysicalPresence.
+#[test]
+fn differential_policy_nv_raw_errors() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_policy_nv_raw_errors: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let nv_attrs = "ownerread|ownerwrite|authread|authwrite";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &[
+            "sh",
+            "-c",
+            "printf '\\000\\000\\000\\000\\000\\000\\000\\005' > five",
+        ],
+        &[
+            "tpm2_nvdefine",
+            "0x1500040",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            nv_attrs,
+        ],
+        &["tpm2_nvwrite", "0x1500040", "-C", "o", "-i", "five"],
+        &[
+            "tpm2_nvdefine",
+            "0x1500042",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            nv_attrs,
+        ],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(outcomes.iter().all(|o| o.0), "{outcomes:?}");
+    let owner_pw = pw(1, &[], &[]);
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        t.disconnect();
+    }
+    // StartAuthSession(policy, no salt, no bind, TPM_ALG_NULL symmetric, SHA-256).
+    let mut start = vec![0, 16];
+    start.extend([0x33; 16]);
+    start.extend([0, 0, 1, 0, 0x10, 0, 0x0B]);
+    let start = cmd(NS, 0x176, &[0x4000_0007, 0x4000_0007], None, &start);
+    let policy_nv = |session: u32, index: u32, operand: &[u8], offset: u16, op: u16| {
+        let mut p = (operand.len() as u16).to_be_bytes().to_vec();
+        p.extend(operand);
+        p.extend(offset.to_be_bytes());
+        p.extend(op.to_be_bytes());
+        cmd(
+            S,
+            0x149,
+            &[0x4000_0001, index, session],
+            Some(&owner_pw),
+            &p,
+        )
+    };
+    let cases: &[(&str, u32, &[u8], u16, u16)] = &[
+        ("equal", 0x1500040, &[5], 7, 0),
+        ("past the end", 0x1500040, &[0, 5], 7, 0),
+        ("offset past the end", 0x1500040, &[0], 9, 0),
+        ("unknown operation", 0x1500040, &[5], 7, 12),
+        ("false", 0x1500040, &[6], 7, 0),
+        ("never written", 0x1500042, &[0], 0, 0),
+    ];
+    let mut codes = Vec::new();
+    let mut pp_digests = Vec::new();
+    for (who, t) in [("vtpm", &mut ours as &mut dyn Tpm), ("swtpm", &mut sw)] {
+        let r = t.raw(0, &start);
+        assert_eq!(rc(&r), 0, "{who} StartAuthSession");
+        let session = u32::from_be_bytes(r[10..14].try_into().unwrap());
+        let mut mine = Vec::new();
+        for (what, index, operand, offset, op) in cases {
+            let r = t.raw(0, &policy_nv(session, *index, operand, *offset, *op));
+            mine.push((*what, rc(&r)));
+        }
+        // TPM2_PolicyCounterTimer past the end of TPMS_TIME_INFO (25 bytes),
+        // and with its offset past it.
+        for (what, operand, offset) in [
+            ("timer past the end", &[0u8, 0][..], 24u16),
+            ("timer offset", &[0][..], 26),
+        ] {
+            let mut p = (operand.len() as u16).to_be_bytes().to_vec();
+            p.extend(operand);
+            p.extend(offset.to_be_bytes());
+            p.extend(0u16.to_be_bytes());
+            let r = t.raw(0, &cmd(NS, 0x16D, &[session], None, &p));
+            mine.push((what, rc(&r)));
+        }
+        // TPM2_PolicyPhysicalPresence in a trial session: its digest.
+        let mut trial = start.clone();
+        trial[start.len() - 5] = 3;
+        let r = t.raw(0, &trial);
+        assert_eq!(rc(&r), 0, "{who} trial session");
+        let ts = u32::from_be_bytes(r[10..14].try_into().unwrap());
+        let r = t.raw(0, &cmd(NS, 0x187, &[ts], None, &[]));
+        mine.push(("PolicyPhysicalPresence", rc(&r)));
+        let r = t.raw(0, &cmd(NS, 0x189, &[ts], None, &[]));
+        pp_digests.push(r);
+        t.disconnect();
+        codes.push(mine);
+    }
+    d.eq(
+        "PolicyPhysicalPresence digest",
+        &pp_digests[0],
+        &pp_digests[1],
+    );
+    d.eq("PolicyNV response codes", &codes[0], &codes[1]);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    assert_eq!(codes[0][0].1, 0);
+    let n = codes[0].len();
+    assert!(codes[0][1..n - 1].iter().all(|(_, c)| *c != 0), "{codes:?}");
+    assert_eq!(codes[0][n - 1].1, 0);
+}
+
+/// TPM2_Duplicate and TPM2_Import on each TPM: a key whose policy names
+/// TPM2_Duplicate is duplicated to a second storage key with an outer
+/// wrapper, with an inner AES-CFB wrapper too, and imported under it; the
+/// imported key signs and OpenSSL verifies with the original public key. The
+/// DUP role refuses a password (same code as swtpm); a fixedParent key is not
+/// duplicated; a corrupted duplicate is refused alike; an OpenSSL key is
+/// imported (tpm2_import) and signs.
+#[test]
+fn differential_duplicate_import() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_duplicate_import: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let write_key = format!("cat > priv.pem <<'EOF'\n{POLICY_SIGNER_PEM}EOF\necho 'to sign' > msg");
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", &write_key],
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "t.ctx", "-L", "dup.pol", "TPM2_CC_Duplicate"],
+        &["tpm2_flushcontext", "t.ctx"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256", "-c", "prim.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 7: the key to duplicate, and the new parent (loaded).
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256", "-L", "dup.pol",
+          "-a", "sensitivedataorigin|userwithauth|sign", "-u", "k.pub", "-r", "k.priv", "-c", "k.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:null:aes128cfb",
+          "-a", "decrypt|fixedparent|fixedtpm|restricted|sensitivedataorigin|userwithauth",
+          "-u", "np.pub", "-r", "np.priv", "-c", "np.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 11: outer wrapper only.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "p.ctx", "TPM2_CC_Duplicate"],
+        &["tpm2_duplicate", "-Q", "-C", "np.ctx", "-c", "k.ctx", "-G", "null", "-p", "session:p.ctx",
+          "-r", "dup.priv", "-s", "dup.seed"],
+        &["sh", "-c", "tpm2_flushcontext p.ctx; tpm2_flushcontext -t"],
+        &["tpm2_import", "-Q", "-C", "np.ctx", "-u", "k.pub", "-i", "dup.priv", "-s", "dup.seed",
+          "-r", "imp.priv"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_load", "-Q", "-C", "np.ctx", "-u", "k.pub", "-r", "imp.priv", "-c", "imp.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-Q", "-c", "imp.ctx", "-g", "sha256", "-f", "plain", "-o", "s1.sig", "msg"],
+        &["sh", "-c", "tpm2_flushcontext -t; tpm2_readpublic -Q -c k.ctx -f pem -o k.pem; tpm2_flushcontext -t"],
+        &["openssl", "dgst", "-sha256", "-verify", "k.pem", "-signature", "s1.sig", "msg"],
+        // 22: inner AES-128-CFB wrapper with a TPM-chosen key, and the outer one.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p2.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "p2.ctx", "TPM2_CC_Duplicate"],
+        &["tpm2_duplicate", "-Q", "-C", "np.ctx", "-c", "k.ctx", "-G", "aes", "-p", "session:p2.ctx",
+          "-o", "inner.key", "-r", "dup2.priv", "-s", "dup2.seed"],
+        &["sh", "-c", "tpm2_flushcontext p2.ctx; tpm2_flushcontext -t"],
+        &["tpm2_import", "-Q", "-C", "np.ctx", "-u", "k.pub", "-i", "dup2.priv", "-s", "dup2.seed",
+          "-k", "inner.key", "-r", "imp2.priv"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_load", "-Q", "-C", "np.ctx", "-u", "k.pub", "-r", "imp2.priv", "-c", "imp2.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-Q", "-c", "imp2.ctx", "-g", "sha256", "-f", "plain", "-o", "s2.sig", "msg"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "k.pem", "-signature", "s2.sig", "msg"],
+        // 33: the DUP role refuses a password.
+        &["tpm2_duplicate", "-Q", "-C", "np.ctx", "-c", "k.ctx", "-G", "null", "-p", "",
+          "-r", "x.priv", "-s", "x.seed"],
+        &["tpm2_flushcontext", "-t"],
+        // 35: a corrupted outer wrapper.
+        &["sh", "-c", "cp dup.priv bad.priv && printf '\\377' | dd of=bad.priv bs=1 seek=30 conv=notrunc status=none"],
+        &["tpm2_import", "-Q", "-C", "np.ctx", "-u", "k.pub", "-i", "bad.priv", "-s", "dup.seed",
+          "-r", "imp3.priv"],
+        &["tpm2_flushcontext", "-t"],
+        // 38: a fixedParent key (the new parent itself) under a duplication policy session.
+        &["tpm2_startauthsession", "--policy-session", "-S", "p3.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "p3.ctx", "TPM2_CC_Duplicate"],
+        &["tpm2_duplicate", "-Q", "-C", "prim.ctx", "-c", "np.ctx", "-G", "null", "-p", "session:p3.ctx",
+          "-r", "y.priv", "-s", "y.seed"],
+        &["sh", "-c", "tpm2_flushcontext p3.ctx; tpm2_flushcontext -t"],
+        // 42: an OpenSSL key imported (tpm2-tools wraps it for the parent).
+        &["tpm2_import", "-Q", "-C", "prim.ctx", "-G", "ecc", "-i", "priv.pem", "-u", "o.pub", "-r", "o.priv"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_load", "-Q", "-C", "prim.ctx", "-u", "o.pub", "-r", "o.priv", "-c", "o.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_sign", "-Q", "-c", "o.ctx", "-g", "sha256", "-f", "plain", "-o", "s3.sig", "msg"],
+        &["sh", "-c", "tpm2_flushcontext -t; openssl ec -in priv.pem -pubout -out o.pem 2>/dev/null"],
+        &["openssl", "dgst", "-sha256", "-verify", "o.pem", "-signature", "s3.sig", "msg"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let fails = [33, 36, 40];
+    expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+    for i in fails {
+        assert!(outcomes[i].1.is_some(), "step {i}: a response code");
+    }
+}
+
+/// Runs `steps`, each on the TPM it names ("v": the vTPM, "s": swtpm), all in
+/// one directory, asserting each succeeds.
+fn steps_across(
+    v: &mut dyn Tpm,
+    s: &mut dyn Tpm,
+    dir: &std::path::Path,
+    steps: &[(&str, &[&str])],
+) {
+    for (who, args) in steps {
+        let t: &mut dyn Tpm = if *who == "v" { &mut *v } else { &mut *s };
+        let o = step_in(t, dir, args);
+        assert!(o.0, "{who} {args:?}: {o:?}");
+    }
+}
+
+/// Cross-TPM interop: a key duplicated by swtpm to a storage key of the vTPM
+/// imports into the vTPM and signs data that OpenSSL verifies with the
+/// original public key — and the reverse, vTPM to swtpm.
+#[test]
+fn interop_duplicate_between_swtpm_and_vtpm() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!(
+            "SKIP interop_duplicate_between_swtpm_and_vtpm: not installed: {missing:?} / openssl"
+        );
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let parent_attrs = "decrypt|fixedparent|fixedtpm|restricted|sensitivedataorigin|userwithauth";
+    let key_attrs = "sensitivedataorigin|userwithauth|sign";
+    for (from, to) in [("s", "v"), ("v", "s")] {
+        let dir = scratch("interop");
+        let steps: &[(&str, &[&str])] = &[
+            (to, &["tpm2_startup", "-c"]),
+            (from, &["tpm2_startup", "-c"]),
+            (to, &["sh", "-c", "echo 'signed after import' > msg"]),
+            // The receiving TPM's storage key.
+            (
+                to,
+                &[
+                    "tpm2_createprimary",
+                    "-Q",
+                    "-C",
+                    "o",
+                    "-G",
+                    "ecc256",
+                    "-c",
+                    "to_prim.ctx",
+                ],
+            ),
+            (to, &["tpm2_flushcontext", "-t"]),
+            (
+                to,
+                &[
+                    "tpm2_create",
+                    "-Q",
+                    "-C",
+                    "to_prim.ctx",
+                    "-G",
+                    "ecc256:null:aes128cfb",
+                    "-a",
+                    parent_attrs,
+                    "-u",
+                    "np.pub",
+                    "-r",
+                    "np.priv",
+                    "-c",
+                    "np.ctx",
+                ],
+            ),
+            (to, &["tpm2_flushcontext", "-t"]),
+            // The sending TPM's duplicable key, duplicated to it.
+            (from, &["tpm2_startauthsession", "-S", "t.ctx"]),
+            (
+                from,
+                &[
+                    "tpm2_policycommandcode",
+                    "-Q",
+                    "-S",
+                    "t.ctx",
+                    "-L",
+                    "dup.pol",
+                    "TPM2_CC_Duplicate",
+                ],
+            ),
+            (from, &["tpm2_flushcontext", "t.ctx"]),
+            (
+                from,
+                &[
+                    "tpm2_createprimary",
+                    "-Q",
+                    "-C",
+                    "o",
+                    "-G",
+                    "ecc256",
+                    "-c",
+                    "from_prim.ctx",
+                ],
+            ),
+            (from, &["tpm2_flushcontext", "-t"]),
+            (
+                from,
+                &[
+                    "tpm2_create",
+                    "-Q",
+                    "-C",
+                    "from_prim.ctx",
+                    "-G",
+                    "ecc256:ecdsa-sha256",
+                    "-L",
+                    "dup.pol",
+                    "-a",
+                    key_attrs,
+                    "-u",
+                    "k.pub",
+                    "-r",
+                    "k.priv",
+                    "-c",
+                    "k.ctx",
+                ],
+            ),
+            (from, &["tpm2_flushcontext", "-t"]),
+            (
+                from,
+                &[
+                    "tpm2_readpublic",
+                    "-Q",
+                    "-c",
+                    "k.ctx",
+                    "-f",
+                    "pem",
+                    "-o",
+                    "k.pem",
+                ],
+            ),
+            (from, &["tpm2_flushcontext", "-t"]),
+            (
+                from,
+                &[
+                    "tpm2_loadexternal",
+                    "-Q",
+                    "-C",
+                    "o",
+                    "-u",
+                    "np.pub",
+                    "-c",
+                    "np_ext.ctx",
+                ],
+            ),
+            (from, &["tpm2_flushcontext", "-t"]),
+            (
+                from,
+                &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+            ),
+            (
+                from,
+                &[
+                    "tpm2_policycommandcode",
+                    "-Q",
+                    "-S",
+                    "p.ctx",
+                    "TPM2_CC_Duplicate",
+                ],
+            ),
+            (
+                from,
+                &[
+                    "tpm2_duplicate",
+                    "-Q",
+                    "-C",
+                    "np_ext.ctx",
+                    "-c",
+                    "k.ctx",
+                    "-G",
+                    "null",
+                    "-p",
+                    "session:p.ctx",
+                    "-r",
+                    "dup.priv",
+                    "-s",
+                    "dup.seed",
+                ],
+            ),
+            (
+                from,
+                &["sh", "-c", "tpm2_flushcontext p.ctx; tpm2_flushcontext -t"],
+            ),
+            // Imported, loaded and used by the receiving TPM.
+            (
+                to,
+                &[
+                    "tpm2_import",
+                    "-Q",
+                    "-C",
+                    "np.ctx",
+                    "-u",
+                    "k.pub",
+                    "-i",
+                    "dup.priv",
+                    "-s",
+                    "dup.seed",
+                    "-r",
+                    "imp.priv",
+                ],
+            ),
+            (to, &["tpm2_flushcontext", "-t"]),
+            (
+                to,
+                &[
+                    "tpm2_load",
+                    "-Q",
+                    "-C",
+                    "np.ctx",
+                    "-u",
+                    "k.pub",
+                    "-r",
+                    "imp.priv",
+                    "-c",
+                    "imp.ctx",
+                ],
+            ),
+            (to, &["tpm2_flushcontext", "-t"]),
+            (
+                to,
+                &[
+                    "tpm2_sign",
+                    "-Q",
+                    "-c",
+                    "imp.ctx",
+                    "-g",
+                    "sha256",
+                    "-f",
+                    "plain",
+                    "-o",
+                    "sig",
+                    "msg",
+                ],
+            ),
+            (to, &["tpm2_flushcontext", "-t"]),
+            (
+                to,
+                &[
+                    "openssl",
+                    "dgst",
+                    "-sha256",
+                    "-verify",
+                    "k.pem",
+                    "-signature",
+                    "sig",
+                    "msg",
+                ],
+            ),
+        ];
+        steps_across(&mut ours, &mut sw, &dir, steps);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// TPM2_NV_Certify, TPM2_ClockSet, TPM2_ChangeEPS, TPM2_ChangePPS and
+/// TPM2_NV_UndefineSpaceSpecial: an AK certifies 8 bytes of an NV index
+/// (OpenSSL verifies, the attestation holds them); Clock moves forward only;
+/// a new EPS/PPS changes the primaries derived from it, flushes the
+/// endorsement hierarchy's persistent key and invalidates its saved
+/// contexts; a policy-delete index is deleted only through its policy —
+/// each outcome as swtpm's.
+#[test]
+fn differential_nv_certify_clock_set_change_seeds() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_nv_certify_clock_set_change_seeds: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let ak_attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256", "-c", "prim.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_create", "-Q", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256:null", "-a", ak_attrs,
+          "-u", "ak.pub", "-r", "ak.priv", "-c", "ak.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_readpublic", "-Q", "-c", "ak.ctx", "-f", "pem", "-o", "ak.pem"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_nvdefine", "0x1500050", "-C", "o", "-s", "16", "-a", "ownerread|ownerwrite|authread|authwrite"],
+        &["sh", "-c", "printf 0123456789abcdef > nvdata"],
+        &["tpm2_nvwrite", "0x1500050", "-C", "o", "-i", "nvdata"],
+        // 10: NV_Certify of bytes 4..12.
+        &["tpm2_nvcertify", "-C", "ak.ctx", "-g", "sha256", "-f", "plain", "-o", "nvc.sig",
+          "--attestation", "nvc.att", "--size", "8", "--offset", "4", "0x1500050"],
+        &["tpm2_flushcontext", "-t"],
+        &["openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "nvc.sig", "nvc.att"],
+        &["sh", "-c", "xxd -p -c 100000 nvc.att | grep -q 0004000834353637383961"],
+        // 14: ClockSet forward, then backward.
+        &["tpm2_setclock", "100000000000"],
+        &["sh", "-c", "tpm2_readclock | awk '$1 == \"clock:\" { found = 1; exit !($2 >= 100000000000) } END { exit !found }'"],
+        &["tpm2_setclock", "5"],
+        // 17: ChangeEPS.
+        &["tpm2_createek", "-c", "ek1.ctx", "-G", "ecc", "-u", "ek1.pub"],
+        &["tpm2_evictcontrol", "-Q", "-C", "o", "-c", "ek1.ctx", "0x81010001"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_changeeps"],
+        &["tpm2_createek", "-c", "ek2.ctx", "-G", "ecc", "-u", "ek2.pub"],
+        &["tpm2_flushcontext", "-t"],
+        &["sh", "-c", "! cmp -s ek1.pub ek2.pub"],
+        &["tpm2_readpublic", "-Q", "-c", "0x81010001"],
+        &["tpm2_readpublic", "-Q", "-c", "ek1.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        // 27: ChangePPS.
+        &["tpm2_createprimary", "-Q", "-C", "p", "-G", "ecc256", "-c", "pp1.ctx"],
+        &["sh", "-c", "tpm2_readpublic -Q -c pp1.ctx -o pp1.pub; tpm2_flushcontext -t"],
+        &["tpm2_changepps"],
+        &["tpm2_createprimary", "-Q", "-C", "p", "-G", "ecc256", "-c", "pp2.ctx"],
+        &["sh", "-c", "tpm2_readpublic -Q -c pp2.ctx -o pp2.pub; tpm2_flushcontext -t"],
+        &["sh", "-c", "! cmp -s pp1.pub pp2.pub"],
+        // 33: NV_UndefineSpaceSpecial.
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "t.ctx", "-L", "del.pol", "TPM2_CC_NV_UndefineSpaceSpecial"],
+        &["tpm2_flushcontext", "t.ctx"],
+        &["tpm2_nvdefine", "0x1500060", "-C", "p", "-s", "8", "-L", "del.pol",
+          "-a", "policydelete|platformcreate|authread|authwrite|ppread|ppwrite"],
+        &["tpm2_nvundefine", "-C", "p", "0x1500060"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "d.ctx"],
+        &["tpm2_policycommandcode", "-Q", "-S", "d.ctx", "TPM2_CC_NV_UndefineSpaceSpecial"],
+        &["tpm2_nvundefine", "-C", "p", "-S", "d.ctx", "0x1500060"],
+        &["tpm2_flushcontext", "d.ctx"],
+        &["tpm2_nvreadpublic", "0x1500060"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let fails = [16, 24, 25, 37, 42];
+    expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+}
+
+/// TPM2_PolicyNvWritten, TPM2_PolicyTemplate, TPM2_PolicyDuplicationSelect
+/// and TPM2_PolicyNameHash: trial digests equal swtpm's byte for byte; an
+/// index writable once through PolicyNvWritten(NO); a hierarchy policy
+/// allowing only one primary template (SetPrimaryPolicy + PolicyTemplate);
+/// a key duplicable only to the selected parent — every outcome as swtpm's.
+#[test]
+fn differential_policy_nv_written_template_duplication_select() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_policy_nv_written_template_duplication_select: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let parent_attrs = "decrypt|fixedparent|fixedtpm|restricted|sensitivedataorigin|userwithauth";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &[
+            "sh",
+            "-c",
+            "printf 12345678 > eight && printf 0123456789abcdef0123456789abcdef > names.hash",
+        ],
+        // 2: PolicyNvWritten(NO) for writing an index once.
+        &["tpm2_startauthsession", "-S", "t.ctx"],
+        &[
+            "tpm2_policynvwritten",
+            "-Q",
+            "-S",
+            "t.ctx",
+            "-L",
+            "w.pol",
+            "c",
+        ],
+        &["tpm2_flushcontext", "t.ctx"],
+        &[
+            "tpm2_nvdefine",
+            "0x1500070",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-L",
+            "w.pol",
+            "-a",
+            "policywrite|ownerread|authread",
+        ],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p.ctx"],
+        &["tpm2_policynvwritten", "-Q", "-S", "p.ctx", "c"],
+        &[
+            "tpm2_nvwrite",
+            "0x1500070",
+            "-C",
+            "0x1500070",
+            "-P",
+            "session:p.ctx",
+            "-i",
+            "eight",
+        ],
+        &["tpm2_flushcontext", "p.ctx"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p2.ctx"],
+        &["tpm2_policynvwritten", "-Q", "-S", "p2.ctx", "c"],
+        // 12: written now.
+        &[
+            "tpm2_nvwrite",
+            "0x1500070",
+            "-C",
+            "0x1500070",
+            "-P",
+            "session:p2.ctx",
+            "-i",
+            "eight",
+        ],
+        &["tpm2_flushcontext", "p2.ctx"],
+        // 14: PolicyNameHash (trial digest).
+        &["tpm2_startauthsession", "-S", "t2.ctx"],
+        &[
+            "tpm2_policynamehash",
+            "-Q",
+            "-S",
+            "t2.ctx",
+            "-n",
+            "names.hash",
+            "-L",
+            "nh.pol",
+        ],
+        &["tpm2_flushcontext", "t2.ctx"],
+        // 17: PolicyTemplate through the owner hierarchy's policy.
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256",
+            "-c",
+            "prim.ctx",
+            "--template-data",
+            "template.data",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "sh",
+            "-c",
+            "openssl dgst -sha256 -binary -out template.hash template.data",
+        ],
+        &["tpm2_startauthsession", "-S", "t3.ctx", "-g", "sha256"],
+        &[
+            "tpm2_policytemplate",
+            "-Q",
+            "-S",
+            "t3.ctx",
+            "-L",
+            "tpl.pol",
+            "--template-hash",
+            "template.hash",
+        ],
+        &["tpm2_flushcontext", "t3.ctx"],
+        &[
+            "tpm2_setprimarypolicy",
+            "-C",
+            "o",
+            "-g",
+            "sha256",
+            "-L",
+            "tpl.pol",
+        ],
+        &[
+            "tpm2_startauthsession",
+            "--policy-session",
+            "-S",
+            "p3.ctx",
+            "-g",
+            "sha256",
+        ],
+        &[
+            "tpm2_policytemplate",
+            "-Q",
+            "-S",
+            "p3.ctx",
+            "--template-hash",
+            "template.hash",
+        ],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256",
+            "-c",
+            "prim2.ctx",
+            "-P",
+            "session:p3.ctx",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p3.ctx; tpm2_flushcontext -t"],
+        &[
+            "tpm2_startauthsession",
+            "--policy-session",
+            "-S",
+            "p4.ctx",
+            "-g",
+            "sha256",
+        ],
+        &[
+            "tpm2_policytemplate",
+            "-Q",
+            "-S",
+            "p4.ctx",
+            "--template-hash",
+            "template.hash",
+        ],
+        // 30: another template.
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "rsa2048",
+            "-c",
+            "prim3.ctx",
+            "-P",
+            "session:p4.ctx",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p4.ctx; tpm2_flushcontext -t"],
+        // 32: PolicyDuplicationSelect: duplicable to np only.
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-G",
+            "ecc256:null:aes128cfb",
+            "-a",
+            parent_attrs,
+            "-u",
+            "np.pub",
+            "-r",
+            "np.priv",
+            "-c",
+            "np.ctx",
+        ],
+        &[
+            "sh",
+            "-c",
+            "tpm2_flushcontext -t; tpm2_readpublic -Q -c np.ctx -n np.name; tpm2_flushcontext -t",
+        ],
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-G",
+            "ecc256:null:aes128cfb",
+            "-a",
+            parent_attrs,
+            "-u",
+            "np2.pub",
+            "-r",
+            "np2.priv",
+            "-c",
+            "np2.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "sh",
+            "-c",
+            "printf '\\000\\013' > any.name && head -c 32 /dev/zero >> any.name",
+        ],
+        &["tpm2_startauthsession", "-S", "t4.ctx"],
+        &[
+            "tpm2_policyduplicationselect",
+            "-Q",
+            "-S",
+            "t4.ctx",
+            "-n",
+            "any.name",
+            "-N",
+            "np.name",
+            "-L",
+            "ds.pol",
+        ],
+        &["tpm2_flushcontext", "t4.ctx"],
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "prim.ctx",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-L",
+            "ds.pol",
+            "-a",
+            "sensitivedataorigin|userwithauth|sign",
+            "-u",
+            "k.pub",
+            "-r",
+            "k.priv",
+            "-c",
+            "k.ctx",
+        ],
+        &[
+            "sh",
+            "-c",
+            "tpm2_flushcontext -t; tpm2_readpublic -Q -c k.ctx -n k.name; tpm2_flushcontext -t",
+        ],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p5.ctx"],
+        &[
+            "tpm2_policyduplicationselect",
+            "-Q",
+            "-S",
+            "p5.ctx",
+            "-n",
+            "k.name",
+            "-N",
+            "np.name",
+        ],
+        &[
+            "tpm2_duplicate",
+            "-Q",
+            "-C",
+            "np.ctx",
+            "-c",
+            "k.ctx",
+            "-G",
+            "null",
+            "-p",
+            "session:p5.ctx",
+            "-r",
+            "dup.priv",
+            "-s",
+            "dup.seed",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p5.ctx; tpm2_flushcontext -t"],
+        &["tpm2_startauthsession", "--policy-session", "-S", "p6.ctx"],
+        &[
+            "tpm2_policyduplicationselect",
+            "-Q",
+            "-S",
+            "p6.ctx",
+            "-n",
+            "k.name",
+            "-N",
+            "np.name",
+        ],
+        // 48: to another parent.
+        &[
+            "tpm2_duplicate",
+            "-Q",
+            "-C",
+            "np2.ctx",
+            "-c",
+            "k.ctx",
+            "-G",
+            "null",
+            "-p",
+            "session:p6.ctx",
+            "-r",
+            "dup2.priv",
+            "-s",
+            "dup2.seed",
+        ],
+        &["sh", "-c", "tpm2_flushcontext p6.ctx; tpm2_flushcontext -t"],
+    ];
+    let outcomes = run_steps_both(
+        &mut ours,
+        &mut sw,
+        steps,
+        &["w.pol", "nh.pol", "tpl.pol"],
+        &mut d,
+    );
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    let fails = [12, 30, 48];
+    expect_outcomes(steps, &outcomes, |i| !fails.contains(&i));
+    for i in fails {
+        assert!(outcomes[i].1.is_some(), "step {i}: a response code");
+    }
+}

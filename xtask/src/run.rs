@@ -752,7 +752,7 @@ pub fn run_cli(layout: &Layout, o: &RunOptions) -> Result<(), Error> {
             eprintln!("xtask: {}", prepared.display());
         }
         eprintln!(
-            "xtask: booting {} ({} vCPU, {} MiB, {} {}); quit with Ctrl-A X",
+            "xtask: booting {} ({} vCPU, {} MiB, {} {}); quit with Ctrl-A X, hypervisor monitor with Ctrl-]",
             prepared.vm.guest,
             prepared.vm.vcpus,
             prepared.vm.mem >> 20,

@@ -20,11 +20,13 @@ static APT_UPDATED: Mutex<bool> = Mutex::new(false);
 
 /// Host tools the test suite drives, as `(binary, Debian package)`: swtpm and
 /// tpm2-tools for the TPM differential tests (`vtpm/tests/differential.rs`,
-/// `bench tpm`), OpenSSL to verify TPM signatures.
+/// `bench tpm`), OpenSSL to verify TPM signatures, ACPICA's `iasl` to disassemble
+/// the generated ACPI tables (`acpi-gen/tests/tables.rs`).
 pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("swtpm", "swtpm"),
     ("tpm2_getcap", "tpm2-tools"),
     ("openssl", "openssl"),
+    ("iasl", "acpica-tools"),
 ];
 
 /// The decompressors the Linux guest's kernel and modules may need, as
@@ -188,7 +190,7 @@ mod tests {
     fn every_tool_installed_is_one_something_runs() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut text = String::new();
-        for d in ["xtask/src", "tests", "vtpm/tests"] {
+        for d in ["xtask/src", "tests", "vtpm/tests", "acpi-gen/tests"] {
             sources(&root.join(d), &mut text);
         }
         for (bin, _) in TEST_TOOLS

@@ -11,7 +11,9 @@
 use arbitrary::{Arbitrary, Unstructured};
 
 pub mod boot_bundle;
+pub mod cfi_flash;
 pub mod crb;
+pub mod fw_cfg;
 pub mod nv_image;
 pub mod registry;
 pub mod seeds;
@@ -71,6 +73,16 @@ pub const TARGETS: &[Target] = &[
         name: "boot_bundle",
         run: boot_bundle::run,
         about: "boot bundle (cpio + vm.cfg) parse and write/parse round trip",
+    },
+    Target {
+        name: "fw_cfg",
+        run: fw_cfg::run,
+        about: "fw_cfg registers, selectors and DMA descriptors over a small guest RAM",
+    },
+    Target {
+        name: "cfi_flash",
+        run: cfi_flash::run,
+        about: "CFI flash bank commands (program, erase, lock, query) and variable-store commits",
     },
 ];
 

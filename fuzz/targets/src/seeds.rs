@@ -27,6 +27,8 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
         "nv_image" => nv_seeds(),
         "registry" => registry_seeds(),
         "boot_bundle" => bundle_seeds(),
+        "fw_cfg" => crate::fw_cfg::seeds(),
+        "cfi_flash" => crate::cfi_flash::seeds(),
         _ => Vec::new(),
     };
     list.into_iter().map(|(n, b)| (n.to_string(), b)).collect()
@@ -335,6 +337,8 @@ const NV_SIZE: u16 = 32;
 const ALG_ECC: u16 = 0x0023;
 const ECC_NIST_P256: u16 = 0x0003;
 const STORAGE_PRIMARY: u32 = 0x0003_0072;
+/// The handle TPM2_CreatePrimary returns for the first loaded object.
+const PRIMARY: u32 = 0x8000_0000;
 const AES_128: u16 = 128;
 /// TPM_PT_MANUFACTURER, the first fixed property.
 const PT_FIXED: u32 = 0x100;
@@ -343,18 +347,29 @@ const PCR_SELECT_ALL: [u8; 4] = [3, 0xFF, 0xFF, 0xFF];
 /// A command with `handles`, a password session (empty password) when `auth`, and
 /// `params`.
 fn tpm_command(code: u32, handles: &[u32], auth: bool, params: &[u8]) -> Vec<u8> {
+    tpm_command_auths(code, handles, usize::from(auth), params)
+}
+
+/// A command with `handles`, `auths` password sessions (empty passwords) and
+/// `params`.
+fn tpm_command_auths(code: u32, handles: &[u32], auths: usize, params: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
     for h in handles {
         body.extend(h.to_be_bytes());
     }
-    if auth {
+    if auths > 0 {
         // sessionHandle, nonce (empty), attributes (continueSession), hmac (empty).
         let session = [handle::RS_PW.to_be_bytes().as_slice(), &[0, 0, 1, 0, 0]].concat();
-        body.extend((session.len() as u32).to_be_bytes());
-        body.extend(session);
+        let area = session.repeat(auths);
+        body.extend((area.len() as u32).to_be_bytes());
+        body.extend(area);
     }
     body.extend(params);
-    let tag = if auth { st::SESSIONS } else { st::NO_SESSIONS };
+    let tag = if auths > 0 {
+        st::SESSIONS
+    } else {
+        st::NO_SESSIONS
+    };
     let mut c = Vec::new();
     c.extend(tag.to_be_bytes());
     c.extend(((HEADER + body.len()) as u32).to_be_bytes());
@@ -467,6 +482,30 @@ fn tpm_session() -> Vec<Vec<u8>> {
             &hmac_session,
         ),
         tpm_command(cc::CREATE_PRIMARY, &[handle::OWNER], true, &create_primary),
+        // The primary (0x80000000) certified without a signing key
+        // (TPM_RH_NULL), the time, and a credential for it.
+        tpm_command_auths(
+            cc::CERTIFY,
+            &[PRIMARY, handle::NULL],
+            2,
+            &[tpm2b(b"nonce"), alg::NULL.to_be_bytes().to_vec()].concat(),
+        ),
+        tpm_command_auths(
+            cc::GET_TIME,
+            &[handle::ENDORSEMENT, handle::NULL],
+            2,
+            &[tpm2b(b"nonce"), alg::NULL.to_be_bytes().to_vec()].concat(),
+        ),
+        tpm_command(
+            cc::MAKE_CREDENTIAL,
+            &[PRIMARY],
+            false,
+            &[
+                tpm2b(&[7; 32]),
+                tpm2b(&[[0, 0x0B].as_slice(), &[6; 32]].concat()),
+            ]
+            .concat(),
+        ),
     ]
 }
 
@@ -474,7 +513,7 @@ fn tpm_dispatch_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let all = tpm_session();
     let mut out = vec![("session", [vec![0x80], all.concat()].concat())];
     // Each command alone after TPM2_Startup (locality 0), and one before it.
-    const NAMES: [&str; 18] = [
+    const NAMES: [&str; 21] = [
         "cap-props",
         "cap-commands",
         "cap-algs",
@@ -493,6 +532,9 @@ fn tpm_dispatch_seeds() -> Vec<(&'static str, Vec<u8>)> {
         "nv-read-public",
         "start-auth-session",
         "create-primary",
+        "certify",
+        "get-time",
+        "make-credential",
     ];
     for (name, c) in NAMES.iter().zip(&all) {
         out.push((name, [vec![0x80], c.clone()].concat()));
@@ -668,4 +710,29 @@ fn bundle_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("linux", vmspec::write_bundle(&base)),
         ("selftest-fault", vmspec::write_bundle(&bare)),
     ]
+}
+
+#[cfg(test)]
+mod tpm_seed_tests {
+    use super::tpm_session;
+    use crate::tpm_common::{startup_command, tpm};
+
+    /// Every command of the tpm_dispatch session seed succeeds when run in
+    /// order after TPM2_Startup, so the fuzzer's mutations start from the
+    /// handlers' success paths (the certification, the time and the
+    /// credential of the primary included).
+    #[test]
+    fn the_tpm_session_seed_succeeds_command_by_command() {
+        let mut t = tpm();
+        let rc = |r: &[u8]| u32::from_be_bytes(r[6..10].try_into().unwrap());
+        let r = t.execute(0, &startup_command());
+        assert!(
+            rc(&r) == 0 || rc(&r) == vtpm::defs::rc::INITIALIZE,
+            "{r:02x?}"
+        );
+        for (i, c) in tpm_session().iter().enumerate() {
+            let r = t.execute(0, c);
+            assert_eq!(rc(&r), 0, "command {i} ({c:02x?}): {r:02x?}");
+        }
+    }
 }

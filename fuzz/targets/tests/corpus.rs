@@ -46,6 +46,8 @@ fn every_target_has_a_replay() {
         "nv_image",
         "registry",
         "boot_bundle",
+        "fw_cfg",
+        "cfi_flash",
     ];
     let names: Vec<&str> = fuzz_targets::TARGETS.iter().map(|t| t.name).collect();
     assert_eq!(names, replayed);
@@ -89,4 +91,14 @@ fn registry() {
 #[test]
 fn boot_bundle() {
     replay("boot_bundle");
+}
+
+#[test]
+fn fw_cfg() {
+    replay("fw_cfg");
+}
+
+#[test]
+fn cfi_flash() {
+    replay("cfi_flash");
 }

@@ -1,5 +1,6 @@
-//! Part 3 §24.6–24.7 and §25: TPM2_Clear, TPM2_ClearControl,
-//! TPM2_DictionaryAttackLockReset and TPM2_DictionaryAttackParameters.
+//! Part 3 §24.6–24.7, §24.9–24.10 and §25: TPM2_Clear, TPM2_ClearControl,
+//! TPM2_ChangePPS, TPM2_ChangeEPS, TPM2_DictionaryAttackLockReset and
+//! TPM2_DictionaryAttackParameters.
 
 use crate::defs::{handle, limits, rc};
 use crate::engine::{Cmd, ParamErr, Tpm};
@@ -97,6 +98,64 @@ pub fn dictionary_attack_parameters(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), 
     };
     tpm.v.failed_tries = 0;
     cmd.nv_dirty = true;
+    Ok(())
+}
+
+/// Flushes every key of `hierarchy`, loaded or persistent.
+fn flush_hierarchy(tpm: &mut Tpm, hierarchy: u32) {
+    let in_h = |o: Option<&Object>| matches!(o, Some(Object::Key(k)) if k.hierarchy == hierarchy);
+    for h in tpm.v.objects.handles() {
+        if in_h(tpm.v.objects.get(h)) {
+            tpm.v.objects.remove(h);
+        }
+    }
+    let gone: alloc::vec::Vec<u32> = tpm
+        .v
+        .objects
+        .persistent_handles()
+        .into_iter()
+        .filter(|h| in_h(tpm.v.objects.get(*h)))
+        .collect();
+    for h in &gone {
+        tpm.v.objects.remove_persistent(*h);
+    }
+    tpm.p.persistent_objects.retain(|(h, _)| !gone.contains(h));
+}
+
+/// Part 3 §24.10 TPM2_ChangeEPS: a new endorsement primary seed and
+/// ehProof (every endorsement key, context and ticket is gone), the
+/// endorsement authValue and policy emptied.
+pub fn change_eps(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    cmd.finish()?;
+    let mut eps = [0u8; limits::SEED_SIZE];
+    let mut proof = [0u8; limits::SEED_SIZE];
+    tpm.random(&mut eps);
+    tpm.random(&mut proof);
+    tpm.p.eps = eps;
+    tpm.p.eh_proof = proof;
+    tpm.p.endorsement_auth = Digest::filled(0, 0);
+    tpm.p.endorsement_policy = None;
+    flush_hierarchy(tpm, handle::ENDORSEMENT);
+    cmd.nv_dirty = true;
+    cmd.breaks_orderly = true;
+    Ok(())
+}
+
+/// Part 3 §24.9 TPM2_ChangePPS: a new platform primary seed and phProof
+/// (every platform key, context and ticket is gone), platformPolicy
+/// emptied.
+pub fn change_pps(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    cmd.finish()?;
+    let mut pps = [0u8; limits::SEED_SIZE];
+    let mut proof = [0u8; limits::SEED_SIZE];
+    tpm.random(&mut pps);
+    tpm.random(&mut proof);
+    tpm.p.pps = pps;
+    tpm.p.ph_proof = proof;
+    tpm.v.platform_policy = None;
+    flush_hierarchy(tpm, handle::PLATFORM);
+    cmd.nv_dirty = true;
+    cmd.breaks_orderly = true;
     Ok(())
 }
 

@@ -92,3 +92,20 @@ pub fn read_clock(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         .u8(tpm.v.safe as u8);
     Ok(())
 }
+
+/// TPM_CLOCK_ADJUST_… limit: Clock may not be set beyond 0xFFFF000000000000
+/// (Part 3 §29.2).
+const CLOCK_MAX: u64 = 0xFFFF_0000_0000_0000;
+
+/// Part 3 §29.2 TPM2_ClockSet: Clock moves forward to newTime (never back)
+/// and is committed to NV; TPM time is not affected.
+pub fn clock_set(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let new_time = cmd.params.u64().p(1)?;
+    cmd.finish()?;
+    if new_time > CLOCK_MAX || new_time < tpm.clock() {
+        return Err(rc::VALUE + rc::P + rc::N1);
+    }
+    tpm.v.clock_base = new_time.saturating_sub(tpm.tpm_time());
+    cmd.nv_dirty = true;
+    Ok(())
+}

@@ -24,7 +24,7 @@ const MAX_PRIVATE: usize = 512;
 
 /// The storage parent of handle 1: a loaded restricted decrypt ECC or RSA key with
 /// its private part and a symmetric algorithm.
-fn storage_parent(tpm: &Tpm, h: u32) -> Result<Key, u32> {
+pub(crate) fn storage_parent(tpm: &Tpm, h: u32) -> Result<Key, u32> {
     let h1 = rc::H + rc::N1;
     let k = tpm.key(h).ok_or(rc::TYPE + h1)?;
     let storage = matches!(k.public.ty, ids::ECC | ids::RSA)
@@ -76,7 +76,7 @@ fn sensitive_2b(k: &Key) -> Vec<u8> {
 }
 
 /// Wraps `k` under `parent` (TPM2B_PRIVATE contents).
-fn wrap(parent: &Key, k: &Key) -> Vec<u8> {
+pub(crate) fn wrap(parent: &Key, k: &Key) -> Vec<u8> {
     let (sym, mac) = protection_keys(parent, &k.name);
     let mut enc = sensitive_2b(k);
     aes_cfb(&sym, &[0u8; 16], &mut enc, true);
@@ -277,16 +277,7 @@ pub fn load(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if ty != public.ty {
         return Err(rc::TYPE + rc::P + 2 * rc::N1);
     }
-    // The sensitive area must belong to the public one.
-    let bound = if public.ty == ids::RSA {
-        crate::rsa_key::private_key(&public.x, public.exponent, &secret).is_some()
-    } else if public.ty == ids::ECC {
-        public::scalar_from_bytes(&secret)
-            .is_some_and(|d| Some(p256::PublicKey::from_secret_scalar(&d)) == public.point())
-    } else {
-        public.name_alg.digest(&[&seed_value, &secret]).as_bytes() == public.x.as_slice()
-    };
-    if !bound {
+    if !bound(&public, &secret, &seed_value) {
         return Err(rc::BINDING + rc::P + 2 * rc::N1);
     }
     if auth.len() > public.name_alg.digest_size() {
@@ -314,6 +305,19 @@ pub fn load(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     Ok(())
 }
 
+/// Does the sensitive area (private part `secret`, `seed_value`) belong to
+/// `public` (the RSA modulus, the ECC point, the keyed-hash unique digest)?
+pub(crate) fn bound(public: &Public, secret: &[u8], seed_value: &[u8]) -> bool {
+    if public.ty == ids::RSA {
+        crate::rsa_key::private_key(&public.x, public.exponent, secret).is_some()
+    } else if public.ty == ids::ECC {
+        public::scalar_from_bytes(secret)
+            .is_some_and(|d| Some(p256::PublicKey::from_secret_scalar(&d)) == public.point())
+    } else {
+        public.name_alg.digest(&[seed_value, secret]).as_bytes() == public.x.as_slice()
+    }
+}
+
 pub fn unseal(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     cmd.finish()?;
     let h1 = rc::H + rc::N1;
@@ -326,5 +330,37 @@ pub fn unseal(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     }
     let data = k.private.clone().unwrap_or_default();
     cmd.out.tpm2b(&data);
+    Ok(())
+}
+
+/// Part 3 §12.6 TPM2_ObjectChangeAuth: the object (ADMIN) wrapped under its
+/// parent again with a new authValue. The loaded object keeps its old one;
+/// the caller loads the returned outPrivate to use the new value.
+pub fn object_change_auth(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let new_auth = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    cmd.finish()?;
+    let h1 = rc::H + rc::N1;
+    let h2 = rc::H + 2 * rc::N1;
+    let object = tpm.key(cmd.handles[0]).ok_or(rc::TYPE + h1)?.clone();
+    let a = crate::auth::strip_trailing_zeros(new_auth);
+    if a.len() > object.public.name_alg.digest_size() {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    // parentHandle must be the object's parent: its Qualified Name is
+    // H(parent's Qualified Name || Name).
+    let parent = tpm.key(cmd.handles[1]).ok_or(rc::TYPE + h2)?;
+    let qn = name_of(
+        object.public.name_alg,
+        &[&parent.qualified_name[..], &object.name].concat(),
+    );
+    if qn != object.qualified_name || object.private.is_none() {
+        return Err(rc::TYPE + h2);
+    }
+    let parent = storage_parent(tpm, cmd.handles[1]).map_err(|_| rc::TYPE + h2)?;
+    let changed = Key {
+        auth: Digest::from_slice(a),
+        ..object
+    };
+    cmd.out.tpm2b(&wrap(&parent, &changed));
     Ok(())
 }

@@ -1,9 +1,12 @@
 //! Command handlers, one module per command group of Part 3.
 
+pub mod attest;
 pub mod capability;
 pub mod clear;
 pub mod context;
 pub mod create;
+pub mod credential;
+pub mod duplication;
 pub mod evict;
 pub mod hierarchy;
 pub mod nv;

@@ -10,7 +10,7 @@ use crate::marshal::Reader;
 use crate::nvindex::{self, nva, NvAuthBy, NvIndex, NvPublic};
 
 /// NV response codes.
-mod nvrc {
+pub(crate) mod nvrc {
     use crate::defs::rc::VER1;
     pub const NV_RANGE: u32 = VER1 + 0x046;
     pub const NV_LOCKED: u32 = VER1 + 0x048;
@@ -52,10 +52,15 @@ impl Tpm {
 
 /// How `auth` (the authorization handle) gained access to index `idx`.
 fn auth_by(cmd: &Cmd, auth: u32, idx: u32) -> NvAuthBy {
+    auth_by_at(cmd, 0, auth, idx)
+}
+
+/// [`auth_by`] for an authorization handle at handle position `ai`.
+fn auth_by_at(cmd: &Cmd, ai: usize, auth: u32, idx: u32) -> NvAuthBy {
     match auth {
         handle::OWNER => NvAuthBy::Owner,
         handle::PLATFORM => NvAuthBy::Platform,
-        _ if auth == idx && cmd.policy_auth[0] => NvAuthBy::IndexPolicy,
+        _ if auth == idx && cmd.policy_auth[ai] => NvAuthBy::IndexPolicy,
         _ => NvAuthBy::IndexAuth,
     }
 }
@@ -112,6 +117,11 @@ pub fn nv_undefine_space(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     cmd.finish()?;
     let (auth, h) = (cmd.handles[0], cmd.handles[1]);
     let i = tpm.nv_index(h).ok_or(rc::HANDLE + rc::H + 2 * rc::N1)?;
+    // An index with TPMA_NV_POLICY_DELETE goes only through
+    // TPM2_NV_UndefineSpaceSpecial.
+    if i.public.has(nva::POLICY_DELETE) {
+        return Err(rc::ATTRIBUTES + rc::H + 2 * rc::N1);
+    }
     // The owner cannot delete the platform's indices.
     if auth == handle::OWNER && i.public.has(nva::PLATFORMCREATE) {
         return Err(nvrc::NV_AUTHORIZATION);
@@ -240,9 +250,17 @@ pub fn nv_global_write_lock(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
 
 /// The index addressed by handle 2, checked for read access.
 fn readable<'a>(tpm: &'a mut Tpm, cmd: &Cmd) -> Result<&'a mut NvIndex, u32> {
-    let (auth, h) = (cmd.handles[0], cmd.handles[1]);
-    let by = auth_by(cmd, auth, h);
-    let i = tpm.nv_index_mut(h).ok_or(rc::HANDLE + rc::H + 2 * rc::N1)?;
+    readable_at(tpm, cmd, 0)
+}
+
+/// The index addressed by handle `ai + 1`, checked for read access by the
+/// authorization handle `ai`.
+fn readable_at<'a>(tpm: &'a mut Tpm, cmd: &Cmd, ai: usize) -> Result<&'a mut NvIndex, u32> {
+    let (auth, h) = (cmd.handles[ai], cmd.handles[ai + 1]);
+    let by = auth_by_at(cmd, ai, auth, h);
+    let i = tpm
+        .nv_index_mut(h)
+        .ok_or(rc::HANDLE + rc::H + (ai as u32 + 2) * rc::N1)?;
     if auth != h && !matches!(auth, handle::OWNER | handle::PLATFORM) {
         return Err(nvrc::NV_AUTHORIZATION);
     }
@@ -280,6 +298,62 @@ pub fn nv_read_lock(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     // The read lock lives until the next Startup(CLEAR); it is kept in the
     // image's index attributes, which Shutdown/Startup preserve.
     i.public.attributes |= nva::READLOCKED;
+    cmd.nv_dirty = true;
+    Ok(())
+}
+
+/// Part 3 §31.11 TPM2_NV_ChangeAuth: a new authValue for the index (ADMIN
+/// role: only a policy session naming this command authorizes it).
+pub fn nv_change_auth(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let new_auth = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    cmd.finish()?;
+    let i = tpm
+        .nv_index_mut(cmd.handles[0])
+        .ok_or(rc::HANDLE + rc::H + rc::N1)?;
+    let a = crate::auth::strip_trailing_zeros(new_auth);
+    if a.len() > i.public.name_alg.digest_size() {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    i.auth = Digest::from_slice(a);
+    cmd.nv_dirty = true;
+    Ok(())
+}
+
+/// The data of the index of handle 2, read for a policy command
+/// (TPM2_PolicyNV, TPM2_PolicyAuthorizeNV) authorized by handle 1: the read
+/// access, lock and written checks of TPM2_NV_Read.
+pub(crate) fn read_for_policy(tpm: &mut Tpm, cmd: &Cmd) -> Result<alloc::vec::Vec<u8>, u32> {
+    read_checked(tpm, cmd, 0)
+}
+
+/// The data of the index of handle `ai + 1` read with the authorization of
+/// handle `ai` (read access, lock and written checks of TPM2_NV_Read).
+pub(crate) fn read_checked(
+    tpm: &mut Tpm,
+    cmd: &Cmd,
+    ai: usize,
+) -> Result<alloc::vec::Vec<u8>, u32> {
+    let i = readable_at(tpm, cmd, ai)?;
+    if i.public.has(nva::READLOCKED) {
+        return Err(nvrc::NV_LOCKED);
+    }
+    if !i.public.has(nva::WRITTEN) {
+        return Err(nvrc::NV_UNINITIALIZED);
+    }
+    Ok(i.data.clone())
+}
+
+/// Part 3 §31.4 TPM2_NV_UndefineSpaceSpecial: an index with
+/// TPMA_NV_POLICY_DELETE is deleted with its policy (ADMIN role: a policy
+/// session naming this command) and platformAuth.
+pub fn nv_undefine_space_special(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    cmd.finish()?;
+    let h = cmd.handles[0];
+    let i = tpm.nv_index(h).ok_or(rc::HANDLE + rc::H + rc::N1)?;
+    if !i.public.has(nva::POLICY_DELETE) {
+        return Err(rc::ATTRIBUTES + rc::H + rc::N1);
+    }
+    tpm.p.nv_indices.retain(|i| i.public.index != h);
     cmd.nv_dirty = true;
     Ok(())
 }

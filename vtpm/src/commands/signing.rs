@@ -5,8 +5,11 @@
 use crate::defs::{alg, handle, limits, rc, st};
 use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::hash::HashAlg;
+use crate::marshal::{Reader, Writer};
+use crate::object::Key;
 use crate::public::{self, attr, ids};
 use crate::session::ct_eq;
+use alloc::vec::Vec;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 
 /// Hash of tickets (the context integrity hash).
@@ -14,18 +17,7 @@ const TICKET_HASH: HashAlg = HashAlg::Sha384;
 
 pub fn sign(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let digest = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
-    let scheme_alg = cmd.params.u16().p(2)?;
-    let scheme = match scheme_alg {
-        alg::NULL => None,
-        ids::ECDSA | ids::RSASSA | ids::RSAPSS => Some((
-            scheme_alg,
-            cmd.params
-                .hash_alg(false)
-                .p(2)?
-                .ok_or(rc::HASH + rc::P + 2 * rc::N1)?,
-        )),
-        _ => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
-    };
+    let scheme = sig_scheme(&mut cmd.params, 2)?;
     let tag = cmd.params.u16().p(3)?;
     if tag != st::HASHCHECK {
         return Err(rc::TAG + rc::P + 3 * rc::N1);
@@ -43,7 +35,7 @@ pub fn sign(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if key.private.is_none() {
         return Err(rc::AUTH_UNAVAILABLE);
     }
-    let (sig_alg, hash) = signing_scheme(&key, scheme)?;
+    let (sig_alg, hash) = signing_scheme(&key, scheme, 2)?;
     if digest.len() != hash.digest_size() {
         return Err(rc::SIZE + rc::P + rc::N1);
     }
@@ -68,13 +60,30 @@ pub fn sign(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     Ok(())
 }
 
-/// The signing scheme: the key's, or the command's when the key has none;
-/// it must suit the key's type (ECDSA for ECC, RSASSA/RSAPSS for RSA).
+/// A TPMT_SIG_SCHEME+ (command parameter `n`): None for TPM_ALG_NULL.
+pub(crate) fn sig_scheme(r: &mut Reader, n: u32) -> Result<Option<(u16, HashAlg)>, u32> {
+    let scheme_alg = r.u16().p(n)?;
+    Ok(match scheme_alg {
+        alg::NULL => None,
+        ids::ECDSA | ids::RSASSA | ids::RSAPSS => Some((
+            scheme_alg,
+            r.hash_alg(false)
+                .p(n)?
+                .ok_or(rc::HASH + rc::P + n * rc::N1)?,
+        )),
+        _ => return Err(rc::SCHEME + rc::P + n * rc::N1),
+    })
+}
+
+/// The signing scheme: the key's, or the command's (parameter `n`) when the
+/// key has none; it must suit the key's type (ECDSA for ECC, RSASSA/RSAPSS
+/// for RSA).
 fn signing_scheme(
     key: &crate::object::Key,
     scheme: Option<(u16, HashAlg)>,
+    n: u32,
 ) -> Result<(u16, HashAlg), u32> {
-    let bad = rc::SCHEME + rc::P + 2 * rc::N1;
+    let bad = rc::SCHEME + rc::P + n * rc::N1;
     let s = match (key.public.scheme, scheme) {
         (Some(k), None) => k,
         (Some(k), Some(c)) if k == c => k,
@@ -117,37 +126,63 @@ fn signature(
     Ok(w.buf)
 }
 
-pub fn verify_signature(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
-    let digest = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
-    let sig_alg = cmd.params.u16().p(2)?;
+/// A parsed TPMT_SIGNATURE: the scheme, its hash, and r and s (ECDSA) or the
+/// signature block (RSA; s empty).
+pub(crate) type SignatureParts<'a> = (u16, HashAlg, &'a [u8], &'a [u8]);
+
+/// A TPMT_SIGNATURE (command parameter `n`).
+pub(crate) fn parse_signature<'a>(r: &mut Reader<'a>, n: u32) -> Result<SignatureParts<'a>, u32> {
+    let sig_alg = r.u16().p(n)?;
     if !matches!(sig_alg, ids::ECDSA | ids::RSASSA | ids::RSAPSS) {
-        return Err(rc::SCHEME + rc::P + 2 * rc::N1);
+        return Err(rc::SCHEME + rc::P + n * rc::N1);
     }
-    let hash = cmd
-        .params
+    let hash = r
         .hash_alg(false)
-        .p(2)?
-        .ok_or(rc::HASH + rc::P + 2 * rc::N1)?;
-    let (r, s) = if sig_alg == ids::ECDSA {
-        let r = cmd.params.tpm2b(public::P256_BYTES).p(2)?;
-        (r, cmd.params.tpm2b(public::P256_BYTES).p(2)?)
+        .p(n)?
+        .ok_or(rc::HASH + rc::P + n * rc::N1)?;
+    if sig_alg == ids::ECDSA {
+        let sr = r.tpm2b(public::P256_BYTES).p(n)?;
+        Ok((sig_alg, hash, sr, r.tpm2b(public::P256_BYTES).p(n)?))
     } else {
-        (cmd.params.tpm2b(crate::rsa_key::RSA_BYTES).p(2)?, &[][..])
-    };
-    cmd.finish()?;
-    let key = tpm.key(cmd.handles[0]).ok_or(rc::KEY + rc::H + rc::N1)?;
-    if !key.public.has(attr::SIGN) {
-        return Err(rc::ATTRIBUTES + rc::H + rc::N1);
+        Ok((
+            sig_alg,
+            hash,
+            r.tpm2b(crate::rsa_key::RSA_BYTES).p(n)?,
+            &[][..],
+        ))
     }
-    let ok = match key.public.ty {
+}
+
+/// Does (r, s) under (sig_alg, hash) verify over `digest` with the signing key
+/// of handle `hn`? Errors: KEY (handle) for a key without a usable public
+/// part, ATTRIBUTES (handle) for a key that does not sign, SCHEME
+/// (parameter `sn`) for a scheme of another key type.
+pub(crate) fn verify_with_key(
+    key: &Key,
+    hn: u32,
+    sn: u32,
+    (sig_alg, hash, r, s): SignatureParts,
+    digest: &[u8],
+) -> Result<bool, u32> {
+    if !key.public.has(attr::SIGN) {
+        return Err(rc::ATTRIBUTES + rc::H + hn * rc::N1);
+    }
+    Ok(match key.public.ty {
         ids::ECC if sig_alg == ids::ECDSA => {
-            let pk = key.public.point().ok_or(rc::KEY + rc::H + rc::N1)?;
+            let pk = key.public.point().ok_or(rc::KEY + rc::H + hn * rc::N1)?;
             public::ecdsa_verify(&pk, digest, r, s)
         }
         ids::RSA if sig_alg != ids::ECDSA => super::rsa::verify(key, sig_alg, hash, digest, r),
-        _ => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
-    };
-    if !ok {
+        _ => return Err(rc::SCHEME + rc::P + sn * rc::N1),
+    })
+}
+
+pub fn verify_signature(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let digest = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
+    let sig = parse_signature(&mut cmd.params, 2)?;
+    cmd.finish()?;
+    let key = tpm.key(cmd.handles[0]).ok_or(rc::KEY + rc::H + rc::N1)?;
+    if !verify_with_key(key, 1, 2, sig, digest)? {
         log::warn!("vtpm: VerifySignature: the signature does not verify");
         return Err(rc::SIGNATURE + rc::P + 2 * rc::N1);
     }
@@ -220,23 +255,95 @@ pub fn ecdh_key_gen(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     Ok(())
 }
 
-/// TPM_ST_ATTEST_QUOTE.
-const ST_ATTEST_QUOTE: u16 = 0x8018;
+/// The key that signs an attestation (handle `h`, handle number `hn`) with
+/// the scheme it signs with; None for TPM_RH_NULL (the attestation is
+/// returned unsigned, whatever the scheme asked for).
+pub(crate) fn attest_signer(
+    tpm: &Tpm,
+    h: u32,
+    hn: u32,
+    scheme: Option<(u16, HashAlg)>,
+    scheme_param: u32,
+) -> Result<Option<(Key, u16, HashAlg)>, u32> {
+    if h == handle::NULL {
+        return Ok(None);
+    }
+    let key = tpm.key(h).ok_or(rc::KEY + rc::H + hn * rc::N1)?.clone();
+    if !key.public.has(attr::SIGN) {
+        return Err(rc::KEY + rc::H + hn * rc::N1);
+    }
+    if key.private.is_none() {
+        return Err(rc::AUTH_UNAVAILABLE);
+    }
+    let (sig_alg, hash) = signing_scheme(&key, scheme, scheme_param)?;
+    Ok(Some((key, sig_alg, hash)))
+}
+
+/// A TPMS_ATTEST of type `ty` (Part 2 §10.12.12) signed by `signer` (None:
+/// TPM_RH_NULL) with `extra_data` and the type-specific `body`. The reset
+/// and restart counters and the firmware version are obfuscated unless the
+/// signer is in the endorsement or platform hierarchy (privacy).
+pub(crate) fn attest(
+    tpm: &Tpm,
+    signer: Option<&Key>,
+    ty: u16,
+    extra_data: &[u8],
+    body: &[u8],
+) -> Vec<u8> {
+    let (v1, v2) = crate::commands::capability::FIRMWARE_VERSION;
+    let mut reset = tpm.p.reset_count;
+    let mut restart = tpm.p.restart_count;
+    let mut firmware = u64::from(v1) << 32 | u64::from(v2);
+    let null_name = handle::NULL.to_be_bytes();
+    let (qualified_signer, name, name_alg, hierarchy) = match signer {
+        Some(k) => (
+            &k.qualified_name[..],
+            &k.name[..],
+            k.public.name_alg,
+            k.hierarchy,
+        ),
+        None => (&null_name[..], &null_name[..], TICKET_HASH, handle::NULL),
+    };
+    if !matches!(hierarchy, handle::ENDORSEMENT | handle::PLATFORM) {
+        let o = crate::session::kdfa(name_alg, &tpm.p.sh_proof, b"OBFUSCATE", name, &[], 128);
+        let w = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+        reset = reset.wrapping_add(w(0));
+        restart = restart.wrapping_add(w(4));
+        firmware = firmware.wrapping_add(u64::from(w(8)) << 32 | u64::from(w(12)));
+    }
+    let mut a = Writer::new();
+    a.u32(crate::defs::TPM_GENERATED_VALUE)
+        .u16(ty)
+        .tpm2b(qualified_signer)
+        .tpm2b(extra_data)
+        .u64(tpm.clock())
+        .u32(reset)
+        .u32(restart)
+        .u8(tpm.v.safe as u8)
+        .u64(firmware)
+        .bytes(body);
+    a.buf
+}
+
+/// The TPMT_SIGNATURE of an attestation: signed by the signer, or
+/// TPM_ALG_NULL when there is none.
+pub(crate) fn sign_attest(
+    tpm: &mut Tpm,
+    signer: Option<&(Key, u16, HashAlg)>,
+    attest: &[u8],
+) -> Result<Vec<u8>, u32> {
+    match signer {
+        None => Ok(alg::NULL.to_be_bytes().to_vec()),
+        Some((key, sig_alg, hash)) => {
+            let digest = hash.digest(&[attest]);
+            signature(tpm, key, *sig_alg, *hash, digest.as_bytes())
+        }
+    }
+}
 
 pub fn quote(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let qualifying = cmd.params.tpm2b(limits::TPMU_HA_SIZE + 2).p(1)?;
-    let scheme_alg = cmd.params.u16().p(2)?;
-    let scheme = match scheme_alg {
-        alg::NULL => None,
-        ids::ECDSA | ids::RSASSA | ids::RSAPSS => Some((
-            scheme_alg,
-            cmd.params
-                .hash_alg(false)
-                .p(2)?
-                .ok_or(rc::HASH + rc::P + 2 * rc::N1)?,
-        )),
-        _ => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
-    };
+    let scheme = sig_scheme(&mut cmd.params, 2)?;
     let before = cmd.params.rest();
     let sel = cmd.params.pcr_selection_list().p(3)?;
     let raw_sel = &before[..before.len() - cmd.params.remaining()];
@@ -251,9 +358,9 @@ pub fn quote(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if key.private.is_none() {
         return Err(rc::AUTH_UNAVAILABLE);
     }
-    let (sig_alg, hash) = signing_scheme(&key, scheme)?;
+    let (sig_alg, hash) = signing_scheme(&key, scheme, 2)?;
     // PCR digest with the signing scheme's hash, over the selection in order.
-    let mut values = alloc::vec::Vec::new();
+    let mut values = Vec::new();
     for (bank, mask) in &sel {
         for i in 0..limits::PCR_COUNT {
             if mask & (1 << i) != 0 && tpm.v.allocation.is_allocated(*bank, i) {
@@ -261,43 +368,13 @@ pub fn quote(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             }
         }
     }
-    let parts: alloc::vec::Vec<&[u8]> = values.iter().map(|d| d.as_bytes()).collect();
+    let parts: Vec<&[u8]> = values.iter().map(|d| d.as_bytes()).collect();
     let pcr_digest = hash.digest(&parts);
-    // Counters and firmware version are obfuscated for keys outside the
-    // endorsement and platform hierarchies (privacy).
-    let (v1, v2) = crate::commands::capability::FIRMWARE_VERSION;
-    let mut reset = tpm.p.reset_count;
-    let mut restart = tpm.p.restart_count;
-    let mut firmware = u64::from(v1) << 32 | u64::from(v2);
-    if !matches!(key.hierarchy, handle::ENDORSEMENT | handle::PLATFORM) {
-        let o = crate::session::kdfa(
-            key.public.name_alg,
-            &tpm.p.sh_proof,
-            b"OBFUSCATE",
-            &key.name,
-            &[],
-            128,
-        );
-        let w = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-        reset = reset.wrapping_add(w(0));
-        restart = restart.wrapping_add(w(4));
-        firmware = firmware.wrapping_add(u64::from(w(8)) << 32 | u64::from(w(12)));
-    }
-    let mut a = crate::marshal::Writer::new();
-    a.u32(crate::defs::TPM_GENERATED_VALUE)
-        .u16(ST_ATTEST_QUOTE)
-        .tpm2b(&key.qualified_name)
-        .tpm2b(qualifying)
-        .u64(tpm.clock())
-        .u32(reset)
-        .u32(restart)
-        .u8(tpm.v.safe as u8)
-        .u64(firmware)
-        .bytes(raw_sel)
-        .tpm2b(pcr_digest.as_bytes());
-    let digest = hash.digest(&[&a.buf]);
-    let sig = signature(tpm, &key, sig_alg, hash, digest.as_bytes())?;
-    cmd.out.tpm2b(&a.buf).bytes(&sig);
+    let mut body = Writer::new();
+    body.bytes(raw_sel).tpm2b(pcr_digest.as_bytes());
+    let a = attest(tpm, Some(&key), st::ATTEST_QUOTE, qualifying, &body.buf);
+    let sig = sign_attest(tpm, Some(&(key, sig_alg, hash)), &a)?;
+    cmd.out.tpm2b(&a).bytes(&sig);
     Ok(())
 }
 

@@ -1,0 +1,86 @@
+//! The `uefi-acpi` profile's configuration from the guest platform map
+//! (`boards::guest`, QEMU `virt`'s layout). Values the map does not define yet are
+//! QEMU `virt`'s and named here.
+
+use alloc::vec::Vec;
+
+use boards::guest;
+
+use crate::config::{
+    IrqDevice, MmioRegion, PlatformConfig, Redistributors, Timers, Topology, Trigger,
+};
+
+/// PL031 window and SPI (QEMU `virt`: 0x0901_0000, SPI 2).
+pub const PL031_SIZE: u64 = 0x1000;
+pub const PL031_SPI: u32 = 2;
+/// The power button's Generic Event Device SPI (QEMU `virt`: SPI 9).
+pub const GED_SPI: u32 = 9;
+/// The CRB TPM at the start of the platform bus; five 4 KiB locality pages.
+pub const TPM_CRB_BASE: u64 = guest::PLATFORM_BUS_BASE;
+pub const TPM_CRB_SIZE: u64 = 0x5000;
+/// Table header OEM identification.
+pub const OEM_ID: [u8; 6] = *b"RAYOS ";
+pub const OEM_TABLE_ID: [u8; 8] = *b"RAYOSEL2";
+
+/// The MPIDR affinity the hypervisor gives vCPU `i` (Aff0 = i; el2's VMPIDR also
+/// sets the RES1 bit 31, which the MADT leaves out).
+pub fn vcpu_affinity(i: u32) -> u64 {
+    u64::from(i)
+}
+
+/// The `uefi-acpi` platform with `vcpus` vCPUs in `topology` (flat when `None`) and
+/// `virtio_slots` virtio-mmio transports.
+pub fn uefi_acpi(vcpus: u32, topology: Option<Topology>, virtio_slots: &[u64]) -> PlatformConfig {
+    let virtio_mmio = virtio_slots
+        .iter()
+        .map(|&n| IrqDevice {
+            region: MmioRegion {
+                base: guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
+                size: guest::VIRTIO_MMIO_STRIDE,
+            },
+            gsiv: guest::virtio_mmio_intid(n),
+            trigger: Trigger::Edge,
+        })
+        .collect();
+    PlatformConfig {
+        oem_id: OEM_ID,
+        oem_table_id: OEM_TABLE_ID,
+        oem_revision: 1,
+        mpidrs: (0..vcpus).map(vcpu_affinity).collect::<Vec<_>>(),
+        topology: topology.unwrap_or(Topology::flat(vcpus)),
+        gicd_base: guest::GICD_BASE,
+        gicr_base: guest::GICR_BASE,
+        gicr_stride: guest::GICR_STRIDE,
+        // The vGIC's redistributors are always powered: one GICR region, as QEMU
+        // `virt` describes them.
+        redistributors: Redistributors::Region,
+        timers: Timers {
+            secure_el1: guest::STIMER_INTID,
+            nonsecure_el1: guest::PTIMER_INTID,
+            virtual_el1: guest::VTIMER_INTID,
+            nonsecure_el2: guest::HTIMER_INTID,
+        },
+        uart: IrqDevice {
+            region: MmioRegion {
+                base: guest::PL011_BASE,
+                size: guest::PL011_SIZE,
+            },
+            gsiv: guest::SPI_BASE + guest::PL011_SPI,
+            trigger: Trigger::Level,
+        },
+        rtc: Some(IrqDevice {
+            region: MmioRegion {
+                base: guest::PL031_BASE,
+                size: PL031_SIZE,
+            },
+            gsiv: guest::SPI_BASE + PL031_SPI,
+            trigger: Trigger::Level,
+        }),
+        tpm_crb: Some(MmioRegion {
+            base: TPM_CRB_BASE,
+            size: TPM_CRB_SIZE,
+        }),
+        virtio_mmio,
+        power_button_gsiv: Some(guest::SPI_BASE + GED_SPI),
+    }
+}

@@ -1,0 +1,499 @@
+//! The generated tables checked from outside: the table-loader script executed the
+//! way the firmware does it (allocate, link, checksum, then walk RSDP → XSDT →
+//! tables), and every table disassembled by ACPICA's `iasl -d` — an independent
+//! parser — with the values it decodes compared with the configuration.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use acpi_gen::config::{PlatformConfig, Redistributors, Topology, Trigger};
+use acpi_gen::loader::{self, AcpiBlobs};
+use acpi_gen::profile::uefi_acpi;
+use acpi_gen::tables::{sig, Tables};
+
+const TABLES_AT: u64 = 0x4780_0000;
+const RSDP_AT: u64 = 0x4700_0000;
+
+fn sum(b: &[u8]) -> u8 {
+    b.iter().fold(0u8, |a, &x| a.wrapping_add(x))
+}
+fn le(b: &[u8]) -> u64 {
+    b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x))
+}
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8(b[..end].to_vec()).unwrap()
+}
+
+/// Executes `etc/table-loader` as EDK2 does; returns the files at their addresses.
+fn run_loader(blobs: &AcpiBlobs) -> BTreeMap<String, (u64, Vec<u8>)> {
+    let files: BTreeMap<&str, &Vec<u8>> = [
+        (loader::TABLES_FILE, &blobs.tables),
+        (loader::RSDP_FILE, &blobs.rsdp),
+    ]
+    .into();
+    let mut mem: BTreeMap<String, (u64, Vec<u8>)> = BTreeMap::new();
+    assert_eq!(blobs.loader.len() % 128, 0);
+    for cmd in blobs.loader.chunks(128) {
+        match le(&cmd[0..4]) {
+            1 => {
+                let name = cstr(&cmd[4..60]);
+                let align = le(&cmd[60..64]);
+                let at = if name == loader::RSDP_FILE {
+                    RSDP_AT
+                } else {
+                    TABLES_AT
+                };
+                assert_eq!(at % align, 0);
+                mem.insert(name.clone(), (at, files[name.as_str()].clone()));
+            }
+            2 => {
+                let dest = cstr(&cmd[4..60]);
+                let src = cstr(&cmd[60..116]);
+                let offset = le(&cmd[116..120]) as usize;
+                let size = cmd[120] as usize;
+                let (src_at, src_len) = (mem[&src].0, mem[&src].1.len() as u64);
+                let field = &mut mem.get_mut(&dest).unwrap().1[offset..offset + size];
+                let value = le(field);
+                assert!(value < src_len, "pointer {value:#x} outside {src}");
+                field.copy_from_slice(&(value + src_at).to_le_bytes()[..size]);
+            }
+            3 => {
+                let file = cstr(&cmd[4..60]);
+                let (offset, start, len) = (
+                    le(&cmd[60..64]) as usize,
+                    le(&cmd[64..68]) as usize,
+                    le(&cmd[68..72]) as usize,
+                );
+                let bytes = &mut mem.get_mut(&file).unwrap().1;
+                assert_eq!(
+                    bytes[offset], 0,
+                    "checksum byte not zero before ADD_CHECKSUM"
+                );
+                bytes[offset] = 0u8.wrapping_sub(sum(&bytes[start..start + len]));
+            }
+            other => panic!("unknown loader command {other}"),
+        }
+    }
+    mem
+}
+
+/// Walks RSDP → XSDT → tables in the loaded files, checking every checksum;
+/// returns each table by signature.
+fn walk(mem: &BTreeMap<String, (u64, Vec<u8>)>) -> BTreeMap<[u8; 4], Vec<u8>> {
+    let (_, rsdp) = &mem[loader::RSDP_FILE];
+    let (base, blob) = &mem[loader::TABLES_FILE];
+    assert_eq!(&rsdp[..8], sig::RSDP);
+    assert_eq!(sum(&rsdp[..20]), 0, "RSDP checksum");
+    assert_eq!(sum(&rsdp[..36]), 0, "RSDP extended checksum");
+    assert_eq!(rsdp[15], 2, "RSDP revision");
+    let table_at = |addr: u64| -> Vec<u8> {
+        let off = (addr - base) as usize;
+        let len = le(&blob[off + 4..off + 8]) as usize;
+        let t = blob[off..off + len].to_vec();
+        assert_eq!(sum(&t), 0, "{} checksum", String::from_utf8_lossy(&t[..4]));
+        t
+    };
+    let xsdt = table_at(le(&rsdp[24..32]));
+    assert_eq!(&xsdt[..4], sig::XSDT);
+    let mut out = BTreeMap::new();
+    for e in xsdt[36..].chunks(8) {
+        let t = table_at(le(e));
+        let mut s = [0u8; 4];
+        s.copy_from_slice(&t[..4]);
+        if &s == sig::FADT {
+            let dsdt = table_at(le(&t[140..148]));
+            assert_eq!(&dsdt[..4], sig::DSDT);
+            out.insert(*sig::DSDT, dsdt);
+        }
+        assert!(out.insert(s, t).is_none(), "table listed twice");
+    }
+    out.insert(*sig::XSDT, xsdt);
+    out
+}
+
+fn configs() -> Vec<PlatformConfig> {
+    let smt = Topology {
+        sockets: 1,
+        clusters: 2,
+        cores: 2,
+        threads: 2,
+    };
+    let mut per_gicc = uefi_acpi(4, None, &[0, 30, 31]);
+    per_gicc.redistributors = Redistributors::PerGicc;
+    vec![
+        uefi_acpi(1, None, &[30, 31]),
+        uefi_acpi(2, None, &[0, 30, 31]),
+        uefi_acpi(4, None, &[0, 1, 30, 31]),
+        uefi_acpi(8, Some(smt), &[0, 1, 2, 30, 31]),
+        per_gicc,
+    ]
+}
+
+#[test]
+fn loader_script_links_and_checksums_every_table() {
+    for cfg in configs() {
+        let tables = acpi_gen::build(&cfg).unwrap();
+        let blobs = AcpiBlobs::new(&tables);
+        let mem = run_loader(&blobs);
+        let found = walk(&mem);
+        let mut want = vec![
+            *sig::XSDT,
+            *sig::FADT,
+            *sig::DSDT,
+            *sig::MADT,
+            *sig::GTDT,
+            *sig::SPCR,
+            *sig::DBG2,
+            *sig::PPTT,
+            *sig::TPM2,
+        ];
+        want.sort();
+        assert_eq!(found.keys().copied().collect::<Vec<_>>(), want);
+        // The loader's result is what relocate() produces for the same address.
+        let (rsdp, blob) = tables.relocate(TABLES_AT);
+        assert_eq!(mem[loader::RSDP_FILE].1, rsdp);
+        assert_eq!(mem[loader::TABLES_FILE].1, blob);
+    }
+}
+
+#[test]
+fn every_generated_table_is_checksummed() {
+    for cfg in configs() {
+        let t = acpi_gen::build(&cfg).unwrap();
+        assert_eq!(sum(&t.rsdp[..20]), 0);
+        assert_eq!(sum(&t.rsdp), 0);
+        for e in &t.entries {
+            assert_eq!(sum(&t.blob[e.offset..e.offset + e.len]), 0);
+            assert_eq!(le(&t.blob[e.offset + 4..e.offset + 8]) as usize, e.len);
+        }
+    }
+}
+
+/// `iasl`, or one clear line saying how to get it.
+fn iasl() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("iasl"))
+            .find(|f| f.is_file())
+    });
+    found.expect("iasl not found: install Debian's acpica-tools (`cargo xtask test` installs it)")
+}
+
+/// Disassembles one table with `iasl -d`; returns the .dsl text.
+fn disassemble(name: &str, bytes: &[u8]) -> String {
+    static RUN: AtomicUsize = AtomicUsize::new(0);
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("acpi-gen-{}-{run}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dat = dir.join(format!("{name}.dat"));
+    std::fs::write(&dat, bytes).unwrap();
+    let out = Command::new(iasl())
+        .arg("-d")
+        .arg(&dat)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "iasl -d {name} failed:\n{log}");
+    let dsl = std::fs::read_to_string(dir.join(format!("{name}.dsl"))).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    for bad in [
+        "Error",
+        "Warning",
+        "Invalid",
+        "Incorrect",
+        "Unknown",
+        "**** ",
+    ] {
+        assert!(!log.contains(bad), "iasl -d {name}: {bad}:\n{log}");
+        assert!(!dsl.contains(bad), "iasl -d {name} decoded {bad}:\n{dsl}");
+    }
+    dsl
+}
+
+/// The `Field : Value` lines of a data-table disassembly, in order.
+fn fields(dsl: &str) -> Vec<(String, String)> {
+    dsl.lines()
+        .filter_map(|l| {
+            // "[off dec len]  Name : Value" and the decoded flag lines below them.
+            let rest = match l.find(']') {
+                Some(i) if l.starts_with('[') => &l[i + 1..],
+                _ if l.starts_with("  ") => l,
+                _ => return None,
+            };
+            let (k, v) = rest.split_once(" : ")?;
+            let v = v.trim();
+            let v = v.split(" [").next().unwrap_or(v).trim_matches('"');
+            Some((k.trim().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn hex(v: &str) -> u64 {
+    u64::from_str_radix(v, 16).unwrap_or_else(|_| panic!("not hex: {v}"))
+}
+
+fn all(f: &[(String, String)], key: &str) -> Vec<u64> {
+    f.iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| hex(v))
+        .collect()
+}
+
+fn one(f: &[(String, String)], key: &str) -> u64 {
+    let v = all(f, key);
+    assert_eq!(v.len(), 1, "{key}: {v:?}");
+    v[0]
+}
+
+fn loaded_tables(cfg: &PlatformConfig) -> (Tables, BTreeMap<[u8; 4], Vec<u8>>) {
+    let tables = acpi_gen::build(cfg).unwrap();
+    let mem = run_loader(&AcpiBlobs::new(&tables));
+    let found = walk(&mem);
+    (tables, found)
+}
+
+#[test]
+fn iasl_decodes_the_configured_values() {
+    for cfg in configs() {
+        let n = cfg.mpidrs.len();
+        let (tables, t) = loaded_tables(&cfg);
+        let d = |s: &[u8; 4]| fields(&disassemble(std::str::from_utf8(s).unwrap(), &t[s]));
+
+        let madt = d(sig::MADT);
+        assert_eq!(all(&madt, "ARM MPIDR"), cfg.mpidrs, "MADT MPIDRs");
+        assert_eq!(
+            all(&madt, "Processor UID"),
+            (0..n as u64).collect::<Vec<_>>()
+        );
+        let gicr: Vec<u64> = (0..n as u64)
+            .map(|i| cfg.gicr_base + i * cfg.gicr_stride)
+            .collect();
+        assert_eq!(all(&madt, "Processor Enabled"), vec![1; n]);
+        assert_eq!(one(&madt, "Version"), 3);
+        match cfg.redistributors {
+            Redistributors::Region => {
+                // GICC GICR bases zero; the GICD's base, then the GICR region.
+                assert_eq!(all(&madt, "Redistributor Base Address"), vec![0; n]);
+                let bases = all(&madt, "Base Address");
+                assert_eq!(bases[n..], [cfg.gicd_base, cfg.gicr_base]);
+                let gicr_len = *all(&madt, "Length").last().unwrap();
+                assert_eq!(gicr_len, n as u64 * cfg.gicr_stride, "GICR range");
+            }
+            Redistributors::PerGicc => {
+                assert_eq!(all(&madt, "Redistributor Base Address"), gicr);
+                assert_eq!(all(&madt, "Base Address")[n..], [cfg.gicd_base]);
+                let gicr_subtable = madt
+                    .iter()
+                    .any(|(k, v)| k == "Subtable Type" && v.starts_with("0E"));
+                assert!(!gicr_subtable, "a GICR structure beside per-GICC bases");
+            }
+        }
+
+        let gtdt = d(sig::GTDT);
+        assert_eq!(
+            one(&gtdt, "Secure EL1 Interrupt"),
+            cfg.timers.secure_el1.into()
+        );
+        assert_eq!(
+            one(&gtdt, "Non-Secure EL1 Interrupt"),
+            cfg.timers.nonsecure_el1.into()
+        );
+        assert_eq!(
+            one(&gtdt, "Virtual Timer Interrupt"),
+            cfg.timers.virtual_el1.into()
+        );
+        assert_eq!(
+            one(&gtdt, "Non-Secure EL2 Interrupt"),
+            cfg.timers.nonsecure_el2.into()
+        );
+
+        let spcr = d(sig::SPCR);
+        assert_eq!(one(&spcr, "Interface Type"), 3, "PL011");
+        assert_eq!(one(&spcr, "Address"), cfg.uart.region.base);
+        assert_eq!(one(&spcr, "Interrupt"), cfg.uart.gsiv.into());
+        assert_eq!(one(&spcr, "Interrupt Type"), 8, "GIC");
+
+        let dbg2 = d(sig::DBG2);
+        assert_eq!(one(&dbg2, "Address"), cfg.uart.region.base);
+        assert_eq!(one(&dbg2, "Port Subtype"), 3);
+        let name = dbg2.iter().find(|(k, _)| k == "Namepath").unwrap();
+        assert_eq!(name.1, "\\_SB.COM0");
+
+        let fadt = d(sig::FADT);
+        assert_eq!(one(&fadt, "Hardware Reduced (V5)"), 1);
+        assert_eq!(one(&fadt, "PSCI Compliant"), 1);
+        assert_eq!(one(&fadt, "Must use HVC for PSCI"), 1);
+        let dsdt_at = tables
+            .entries
+            .iter()
+            .find(|e| &e.signature == sig::DSDT)
+            .unwrap();
+        assert_eq!(
+            all(&fadt, "DSDT Address")[1],
+            TABLES_AT + dsdt_at.offset as u64
+        );
+
+        let tpm2 = d(sig::TPM2);
+        assert_eq!(one(&tpm2, "Start Method"), 7, "CRB");
+        let crb = cfg.tpm_crb.unwrap().base;
+        assert_eq!(one(&tpm2, "Control Address"), crb + 0x40);
+
+        let pptt = d(sig::PPTT);
+        let leaves: Vec<u64> = all(&pptt, "Node is a leaf");
+        let ids = all(&pptt, "ACPI Processor ID");
+        let leaf_ids: Vec<u64> = ids
+            .iter()
+            .zip(&leaves)
+            .filter(|(_, &l)| l == 1)
+            .map(|(&i, _)| i)
+            .collect();
+        assert_eq!(
+            leaf_ids,
+            (0..n as u64).collect::<Vec<_>>(),
+            "PPTT leaves = vCPUs"
+        );
+        let threads = all(&pptt, "Processor is a thread")
+            .iter()
+            .filter(|&&t| t == 1)
+            .count();
+        let want_threads = if cfg.topology.threads > 1 { n } else { 0 };
+        assert_eq!(threads, want_threads);
+        assert_eq!(
+            all(&pptt, "Physical package")
+                .iter()
+                .filter(|&&p| p == 1)
+                .count() as u32,
+            cfg.topology.sockets
+        );
+
+        let xsdt = d(sig::XSDT);
+        assert_eq!(
+            xsdt.iter()
+                .filter(|(k, _)| k.starts_with("ACPI Table Address"))
+                .count(),
+            7
+        );
+    }
+}
+
+/// The `Device (NAME) { ... }` blocks of a DSDT disassembly, flattened to text.
+fn devices(dsl: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut cur: Option<(String, String)> = None;
+    for l in dsl.lines() {
+        let t = l.trim();
+        if let Some(rest) = t.strip_prefix("Device (") {
+            if let Some((n, body)) = cur.take() {
+                out.insert(n, body);
+            }
+            cur = Some((rest.trim_end_matches(')').to_string(), String::new()));
+        } else if let Some((_, body)) = cur.as_mut() {
+            body.push_str(t);
+            body.push('\n');
+        }
+    }
+    if let Some((n, body)) = cur {
+        out.insert(n, body);
+    }
+    out
+}
+
+fn assert_irq_device(dev: &str, hid: &str, base: u64, size: u64, gsiv: u32, trigger: Trigger) {
+    assert!(dev.contains(&format!("Name (_HID, \"{hid}\"")), "{dev}");
+    assert!(
+        dev.contains(&format!("0x{base:08X},         // Address Base")),
+        "{dev}"
+    );
+    assert!(
+        dev.contains(&format!("0x{size:08X},         // Address Length")),
+        "{dev}"
+    );
+    let mode = if trigger == Trigger::Edge {
+        "Edge"
+    } else {
+        "Level"
+    };
+    assert!(
+        dev.contains(&format!(
+            "Interrupt (ResourceConsumer, {mode}, ActiveHigh, Exclusive"
+        )),
+        "{dev}"
+    );
+    assert!(dev.contains(&format!("0x{gsiv:08X},")), "{dev}");
+}
+
+#[test]
+fn iasl_decodes_the_dsdt_devices() {
+    for cfg in configs() {
+        let (_, t) = loaded_tables(&cfg);
+        let dsl = disassemble("DSDT", &t[sig::DSDT]);
+        let devs = devices(&dsl);
+        let cpus: Vec<_> = devs
+            .values()
+            .filter(|b| b.contains("\"ACPI0007\""))
+            .collect();
+        assert_eq!(cpus.len(), cfg.mpidrs.len());
+        let u = cfg.uart;
+        assert_irq_device(
+            &devs["COM0"],
+            "ARMH0011",
+            u.region.base,
+            u.region.size,
+            u.gsiv,
+            u.trigger,
+        );
+        let r = cfg.rtc.unwrap();
+        assert_irq_device(
+            &devs["RTC0"],
+            "ARMH0031",
+            r.region.base,
+            r.region.size,
+            r.gsiv,
+            r.trigger,
+        );
+        let tpm = cfg.tpm_crb.unwrap();
+        let tpm_dev = &devs["TPM0"];
+        assert!(tpm_dev.contains("Name (_HID, \"MSFT0101\""));
+        assert!(tpm_dev.contains(&format!("0x{:08X},         // Address Base", tpm.base)));
+        assert!(tpm_dev.contains(&format!("0x{:08X},         // Address Length", tpm.size)));
+        for (slot, v) in cfg.virtio_mmio.iter().enumerate() {
+            let dev = &devs[&format!("V{slot:03X}")];
+            assert_irq_device(
+                dev,
+                "LNRO0005",
+                v.region.base,
+                v.region.size,
+                v.gsiv,
+                v.trigger,
+            );
+            assert!(dev.contains("Name (_CCA, One)"));
+        }
+        let gsiv = cfg.power_button_gsiv.unwrap();
+        let ged = &devs["GED0"];
+        assert!(ged.contains("Name (_HID, \"ACPI0013\""));
+        assert!(ged.contains(&format!("0x{gsiv:08X},")));
+        assert!(
+            ged.contains(&format!("If ((Arg0 == 0x{gsiv:02X}))")),
+            "{ged}"
+        );
+        assert!(ged.contains("Notify (\\_SB.PWRB, 0x80)"));
+        assert!(devs["PWRB"].contains("\"PNP0C0C\""));
+    }
+}
+
+#[test]
+fn iasl_disassembles_every_table_without_complaint() {
+    let cfg = uefi_acpi(4, None, &[0, 1, 30, 31]);
+    let (_, t) = loaded_tables(&cfg);
+    for (s, bytes) in &t {
+        disassemble(std::str::from_utf8(s).unwrap(), bytes);
+    }
+}

@@ -1,0 +1,432 @@
+//! The bank driven as EDK2's VirtNorFlashDxe drives it (32-bit accesses, every
+//! command doubled for the two x16 devices), and out of sequence.
+
+use super::*;
+use vdev::{NullInterrupts, VecMemory};
+
+const BLOCK: u64 = 0x1_0000;
+const SIZE: usize = 4 * BLOCK as usize;
+
+/// A store that keeps every committed image, and can be made to fail.
+#[derive(Default, Clone)]
+struct MemStore {
+    commits: Vec<(Vec<u8>, Vec<core::ops::Range<usize>>)>,
+    fail: bool,
+}
+
+impl FlashStore for MemStore {
+    fn commit(
+        &mut self,
+        image: &[u8],
+        dirty: &[core::ops::Range<usize>],
+    ) -> Result<(), StoreError> {
+        if self.fail {
+            return Err(StoreError::Io);
+        }
+        self.commits.push((image.to_vec(), dirty.to_vec()));
+        Ok(())
+    }
+}
+
+fn initial() -> Vec<u8> {
+    (0..SIZE).map(|i| (i % 251) as u8 | 0x80).collect()
+}
+
+fn bank(read_only: bool) -> CfiFlash<MemStore> {
+    CfiFlash::new(initial(), BLOCK, read_only, MemStore::default()).unwrap()
+}
+
+/// EDK2's CREATE_DUAL_CMD.
+fn dual(c: u16) -> u64 {
+    (u64::from(c) << 16) | u64::from(c)
+}
+
+fn rd(f: &mut CfiFlash<MemStore>, offset: u64, size: AccessSize) -> Result<u64, MmioError> {
+    let mut mem = VecMemory::new(0, 0);
+    let mut irq = NullInterrupts;
+    let mut ctx = MmioContext {
+        vcpu: 0,
+        mem: &mut mem,
+        irq: &mut irq,
+    };
+    f.read(&mut ctx, offset, size)
+}
+
+fn wr(f: &mut CfiFlash<MemStore>, offset: u64, size: AccessSize, v: u64) -> Result<(), MmioError> {
+    let mut mem = VecMemory::new(0, 0);
+    let mut irq = NullInterrupts;
+    let mut ctx = MmioContext {
+        vcpu: 0,
+        mem: &mut mem,
+        irq: &mut irq,
+    };
+    f.write(&mut ctx, offset, size, v)
+}
+
+fn command(f: &mut CfiFlash<MemStore>, offset: u64, c: u8) {
+    wr(f, offset, AccessSize::Word, dual(u16::from(c))).unwrap();
+}
+
+fn status(f: &mut CfiFlash<MemStore>) -> u64 {
+    command(f, 0, cmd::READ_STATUS);
+    rd(f, 0, AccessSize::Word).unwrap()
+}
+
+fn word(f: &CfiFlash<MemStore>, offset: u64) -> u32 {
+    let o = offset as usize;
+    u32::from_le_bytes(f.image()[o..o + 4].try_into().unwrap())
+}
+
+/// EDK2's buffered write of `words` at `offset`.
+fn buffered(f: &mut CfiFlash<MemStore>, offset: u64, words: &[u32]) {
+    command(f, offset, cmd::BUFFERED_PROGRAM);
+    assert_eq!(rd(f, offset, AccessSize::Word).unwrap(), dual(sr::READY));
+    wr(f, offset, AccessSize::Word, dual(words.len() as u16 - 1)).unwrap();
+    for (i, &w) in words.iter().enumerate() {
+        wr(f, offset + 4 * i as u64, AccessSize::Word, u64::from(w)).unwrap();
+    }
+    command(f, offset, cmd::CONFIRM);
+}
+
+#[test]
+fn cfi_query_and_identifier_describe_virt_flash() {
+    let image = vec![0xffu8; VIRT_BANK_SIZE as usize];
+    let mut f = CfiFlash::new(image, VIRT_BLOCK_SIZE, false, MemStore::default()).unwrap();
+    command(&mut f, 0x55 * 4, cmd::CFI_QUERY);
+    assert!(!f.read_array_mode());
+    let q = |f: &mut CfiFlash<MemStore>, i: u64| rd(f, i * 4, AccessSize::Word).unwrap();
+    assert_eq!(
+        [q(&mut f, 0x10), q(&mut f, 0x11), q(&mut f, 0x12)],
+        [b'Q', b'R', b'Y'].map(|c| dual(c.into()))
+    );
+    assert_eq!(q(&mut f, 0x13), dual(1), "Intel command set");
+    // 32 MiB per device, 2 KiB write buffer, 256 blocks of 128 KiB per device.
+    assert_eq!(q(&mut f, 0x27), dual(25));
+    assert_eq!(q(&mut f, 0x2a), dual(11));
+    assert_eq!(q(&mut f, 0x2c), dual(1));
+    assert_eq!((q(&mut f, 0x2d), q(&mut f, 0x2e)), (dual(0xff), dual(0)));
+    assert_eq!((q(&mut f, 0x2f), q(&mut f, 0x30)), (dual(0), dual(2)));
+    // A 16-bit read sees one device.
+    assert_eq!(
+        rd(&mut f, 0x10 * 4 + 2, AccessSize::Half).unwrap(),
+        u64::from(b'Q')
+    );
+    command(&mut f, 0, cmd::READ_ID);
+    assert_eq!(q(&mut f, 0), dual(MANUFACTURER_INTEL));
+    assert_eq!(q(&mut f, 1), dual(DEVICE_ID));
+    assert_eq!(q(&mut f, 2), 0, "block 0 unlocked");
+    command(&mut f, 0, cmd::READ_ARRAY);
+    assert!(f.read_array_mode());
+    assert_eq!(rd(&mut f, 0, AccessSize::Double).unwrap(), u64::MAX);
+}
+
+#[test]
+fn word_program_clears_bits_and_commits_at_read_array() {
+    let mut f = bank(false);
+    let at = BLOCK + 0x40;
+    let before = word(&f, at);
+    command(&mut f, at, cmd::WORD_PROGRAM);
+    wr(&mut f, at, AccessSize::Word, 0x0f0f_0f0f).unwrap();
+    // Status mode after the program: ready, no errors, in both lanes.
+    assert_eq!(rd(&mut f, 0, AccessSize::Word).unwrap(), dual(sr::READY));
+    assert_eq!(word(&f, at), before & 0x0f0f_0f0f);
+    assert!(
+        f.store().commits.is_empty(),
+        "committed before the firmware finished"
+    );
+    command(&mut f, 0, cmd::READ_ARRAY);
+    let (image, dirty) = &f.store().commits[0];
+    assert_eq!(dirty.len(), 1);
+    assert_eq!(dirty[0], BLOCK as usize..BLOCK as usize + DIRTY_GRANULE);
+    assert_eq!(&image[..], f.image());
+    assert_eq!(
+        rd(&mut f, at, AccessSize::Word).unwrap(),
+        u64::from(before & 0x0f0f_0f0f)
+    );
+    // Nothing changed since: returning to read array again commits nothing.
+    command(&mut f, 0, cmd::READ_STATUS);
+    command(&mut f, 0, cmd::READ_ARRAY);
+    assert_eq!(f.store().commits.len(), 1);
+}
+
+#[test]
+fn buffered_program_and_block_erase_as_edk2_does_them() {
+    let mut f = bank(false);
+    // Erase block 2, then program 128 words into it.
+    command(&mut f, 2 * BLOCK, cmd::BLOCK_ERASE);
+    command(&mut f, 2 * BLOCK, cmd::CONFIRM);
+    assert_eq!(status(&mut f), dual(sr::READY));
+    assert!(f.image()[2 * BLOCK as usize..3 * BLOCK as usize]
+        .iter()
+        .all(|&b| b == 0xff));
+    let words: Vec<u32> = (0..128).map(|i| 0x1234_0000 | i).collect();
+    buffered(&mut f, 2 * BLOCK + 0x200, &words);
+    assert_eq!(status(&mut f), dual(sr::READY));
+    command(&mut f, 0, cmd::READ_ARRAY);
+    for (i, &w) in words.iter().enumerate() {
+        assert_eq!(word(&f, 2 * BLOCK + 0x200 + 4 * i as u64), w);
+    }
+    // Blocks 0, 1 and 3 untouched.
+    let init = initial();
+    assert_eq!(
+        &f.image()[..2 * BLOCK as usize],
+        &init[..2 * BLOCK as usize]
+    );
+    assert_eq!(
+        &f.image()[3 * BLOCK as usize..],
+        &init[3 * BLOCK as usize..]
+    );
+    let (image, dirty) = f.store().commits.last().unwrap();
+    assert_eq!(dirty.len(), 1);
+    assert_eq!(dirty[0], 2 * BLOCK as usize..3 * BLOCK as usize);
+    assert_eq!(&image[..], f.image());
+}
+
+#[test]
+fn commands_out_of_sequence_set_the_sequence_error_and_change_nothing() {
+    let init = initial();
+    // Erase setup followed by something other than confirm.
+    let mut f = bank(false);
+    command(&mut f, BLOCK, cmd::BLOCK_ERASE);
+    command(&mut f, BLOCK, cmd::READ_ARRAY);
+    assert_eq!(
+        rd(&mut f, 0, AccessSize::Word).unwrap(),
+        dual(sr::READY | sr::SEQUENCE_ERROR)
+    );
+    assert_eq!(f.image(), &init[..]);
+    // The error stays until cleared; clear status returns to read array.
+    assert_eq!(status(&mut f), dual(sr::READY | sr::SEQUENCE_ERROR));
+    command(&mut f, 0, cmd::CLEAR_STATUS);
+    assert!(f.read_array_mode());
+    assert_eq!(status(&mut f), dual(sr::READY));
+
+    // Buffered program: count over the buffer; data outside the buffer; no confirm.
+    let mut f = bank(false);
+    command(&mut f, 0, cmd::BUFFERED_PROGRAM);
+    wr(&mut f, 0, AccessSize::Word, dual(1024)).unwrap();
+    assert_eq!(
+        status(&mut f) & dual(sr::SEQUENCE_ERROR),
+        dual(sr::SEQUENCE_ERROR)
+    );
+    let mut f = bank(false);
+    command(&mut f, 0, cmd::BUFFERED_PROGRAM);
+    wr(&mut f, 0, AccessSize::Word, dual(1)).unwrap();
+    wr(&mut f, 0, AccessSize::Word, 0).unwrap();
+    wr(&mut f, BANK_BUFFER, AccessSize::Word, 0).unwrap();
+    assert_eq!(
+        rd(&mut f, 0, AccessSize::Word).unwrap(),
+        dual(sr::READY | sr::SEQUENCE_ERROR)
+    );
+    let mut f = bank(false);
+    command(&mut f, 0, cmd::BUFFERED_PROGRAM);
+    wr(&mut f, 0, AccessSize::Word, dual(0)).unwrap();
+    wr(&mut f, 0, AccessSize::Word, 0).unwrap();
+    command(&mut f, 0, cmd::READ_ARRAY);
+    assert_eq!(
+        rd(&mut f, 0, AccessSize::Word).unwrap(),
+        dual(sr::READY | sr::SEQUENCE_ERROR)
+    );
+    assert_eq!(f.image(), &init[..]);
+    // Unknown commands and bad lock confirmations.
+    let mut f = bank(false);
+    command(&mut f, 0, 0x42);
+    assert_eq!(
+        rd(&mut f, 0, AccessSize::Word).unwrap(),
+        dual(sr::READY | sr::SEQUENCE_ERROR)
+    );
+    let mut f = bank(false);
+    command(&mut f, 0, cmd::LOCK_SETUP);
+    command(&mut f, 0, cmd::WORD_PROGRAM);
+    assert_eq!(
+        rd(&mut f, 0, AccessSize::Word).unwrap(),
+        dual(sr::READY | sr::SEQUENCE_ERROR)
+    );
+    assert!(f.store().commits.is_empty());
+    assert_eq!(f.image(), &init[..]);
+}
+
+#[test]
+fn accesses_outside_the_bank_or_unaligned_are_refused() {
+    let mut f = bank(false);
+    let end = SIZE as u64;
+    assert_eq!(
+        rd(&mut f, end, AccessSize::Word),
+        Err(MmioError::NoRegister { offset: end })
+    );
+    assert_eq!(
+        rd(&mut f, end - 2, AccessSize::Word),
+        Err(MmioError::NoRegister { offset: end - 2 })
+    );
+    assert_eq!(
+        rd(&mut f, u64::MAX - 3, AccessSize::Word),
+        Err(MmioError::NoRegister {
+            offset: u64::MAX - 3
+        })
+    );
+    assert_eq!(
+        wr(&mut f, 2, AccessSize::Word, 0),
+        Err(MmioError::NoRegister { offset: 2 })
+    );
+    assert_eq!(
+        wr(&mut f, 0, AccessSize::Double, 0),
+        Err(MmioError::UnsupportedSize {
+            offset: 0,
+            size: AccessSize::Double
+        })
+    );
+    assert!(f.read_array_mode());
+}
+
+#[test]
+fn the_code_bank_refuses_program_and_erase() {
+    let init = initial();
+    let mut f = bank(true);
+    command(&mut f, 0, cmd::WORD_PROGRAM);
+    wr(&mut f, 0, AccessSize::Word, 0).unwrap();
+    assert_eq!(
+        rd(&mut f, 0, AccessSize::Word).unwrap(),
+        dual(sr::READY | sr::BLOCK_LOCKED | sr::PROGRAM_ERROR)
+    );
+    command(&mut f, 0, cmd::CLEAR_STATUS);
+    command(&mut f, BLOCK, cmd::BLOCK_ERASE);
+    command(&mut f, BLOCK, cmd::CONFIRM);
+    assert_eq!(
+        rd(&mut f, 0, AccessSize::Word).unwrap(),
+        dual(sr::READY | sr::BLOCK_LOCKED | sr::ERASE_ERROR)
+    );
+    command(&mut f, 0, cmd::CLEAR_STATUS);
+    // Unlocking does not make it writable.
+    command(&mut f, 0, cmd::LOCK_SETUP);
+    command(&mut f, 0, cmd::CONFIRM);
+    buffered(&mut f, 0, &[0, 0]);
+    assert_eq!(
+        rd(&mut f, 0, AccessSize::Word).unwrap() & dual(sr::BLOCK_LOCKED),
+        dual(sr::BLOCK_LOCKED)
+    );
+    command(&mut f, 0, cmd::READ_ARRAY);
+    assert_eq!(f.image(), &init[..]);
+    assert!(f.store().commits.is_empty());
+}
+
+#[test]
+fn locked_blocks_refuse_until_unlocked() {
+    let mut f = bank(false);
+    command(&mut f, BLOCK, cmd::LOCK_SETUP);
+    command(&mut f, BLOCK, cmd::LOCK_BLOCK);
+    command(&mut f, BLOCK, cmd::READ_ID);
+    assert_eq!(
+        rd(&mut f, BLOCK + 2 * 4, AccessSize::Word).unwrap(),
+        dual(1)
+    );
+    command(&mut f, BLOCK, cmd::WORD_PROGRAM);
+    wr(&mut f, BLOCK, AccessSize::Word, 0).unwrap();
+    assert_eq!(
+        rd(&mut f, 0, AccessSize::Word).unwrap(),
+        dual(sr::READY | sr::BLOCK_LOCKED | sr::PROGRAM_ERROR)
+    );
+    assert_eq!(
+        word(&f, BLOCK),
+        u32::from_le_bytes(initial()[BLOCK as usize..][..4].try_into().unwrap())
+    );
+    command(&mut f, 0, cmd::CLEAR_STATUS);
+    command(&mut f, BLOCK, cmd::LOCK_SETUP);
+    command(&mut f, BLOCK, cmd::CONFIRM);
+    command(&mut f, BLOCK, cmd::WORD_PROGRAM);
+    wr(&mut f, BLOCK, AccessSize::Word, 0).unwrap();
+    assert_eq!(status(&mut f), dual(sr::READY));
+    assert_eq!(word(&f, BLOCK), 0);
+}
+
+#[test]
+fn a_power_cut_mid_write_leaves_the_previous_store() {
+    let mut f = bank(false);
+    // A committed variable write.
+    command(&mut f, 0, cmd::WORD_PROGRAM);
+    wr(&mut f, 0, AccessSize::Word, 0x1111_1111).unwrap();
+    command(&mut f, 0, cmd::READ_ARRAY);
+    let committed = f.store().commits.last().unwrap().0.clone();
+    // An unrelated write in flight when the power goes: an erase done and a
+    // buffered program half-way, the bank never back in read-array mode.
+    command(&mut f, 3 * BLOCK, cmd::BLOCK_ERASE);
+    command(&mut f, 3 * BLOCK, cmd::CONFIRM);
+    command(&mut f, 3 * BLOCK, cmd::BUFFERED_PROGRAM);
+    wr(&mut f, 3 * BLOCK, AccessSize::Word, dual(15)).unwrap();
+    for i in 0..8 {
+        wr(&mut f, 3 * BLOCK + 4 * i, AccessSize::Word, 0).unwrap();
+    }
+    let store = f.store().clone();
+    drop(f);
+    assert_eq!(store.commits.len(), 1);
+    // The next boot's bank, from what the store holds: the committed write, not
+    // the interrupted one.
+    let mut again = CfiFlash::new(
+        store.commits[0].0.clone(),
+        BLOCK,
+        false,
+        MemStore::default(),
+    )
+    .unwrap();
+    assert_eq!(again.image(), &committed[..]);
+    assert_eq!(
+        rd(&mut again, 0, AccessSize::Word).unwrap(),
+        u64::from(word(&again, 0))
+    );
+    assert_eq!(
+        word(&again, 0),
+        u32::from_le_bytes(initial()[..4].try_into().unwrap()) & 0x1111_1111
+    );
+    assert_eq!(
+        &again.image()[3 * BLOCK as usize..],
+        &initial()[3 * BLOCK as usize..]
+    );
+}
+
+#[test]
+fn a_failed_commit_is_retried_at_the_next_commit_point() {
+    let mut f = bank(false);
+    f.store.fail = true;
+    command(&mut f, BLOCK, cmd::WORD_PROGRAM);
+    wr(&mut f, BLOCK, AccessSize::Word, 0).unwrap();
+    command(&mut f, 0, cmd::READ_ARRAY);
+    assert!(f.store().commits.is_empty());
+    f.store.fail = false;
+    command(&mut f, 2 * BLOCK, cmd::WORD_PROGRAM);
+    wr(&mut f, 2 * BLOCK, AccessSize::Word, 0).unwrap();
+    command(&mut f, 0, cmd::READ_ARRAY);
+    let b = BLOCK as usize;
+    assert_eq!(
+        f.store().commits[0].1,
+        [b..b + DIRTY_GRANULE, 2 * b..2 * b + DIRTY_GRANULE]
+    );
+    // A reset is a commit point too.
+    command(&mut f, 0, cmd::WORD_PROGRAM);
+    wr(&mut f, 0, AccessSize::Word, 0).unwrap();
+    f.reset(&mut NullInterrupts);
+    assert_eq!(f.store().commits.len(), 2);
+    assert!(f.read_array_mode());
+}
+
+fn probe(f: &mut CfiFlash<MemStore>) -> Vec<u64> {
+    // Reads in the current mode, then status and the lock bits through ID mode.
+    let mut v: Vec<u64> = (0..4)
+        .map(|i| rd(f, i * 4, AccessSize::Word).unwrap())
+        .collect();
+    v.push(u64::from(f.read_array_mode()));
+    v
+}
+
+vdev::save_restore_tests!(
+    saved_state,
+    make: || bank(false),
+    drive: |f: &mut CfiFlash<MemStore>| {
+        command(f, BLOCK, cmd::LOCK_SETUP);
+        command(f, BLOCK, cmd::LOCK_BLOCK);
+        command(f, BLOCK, cmd::BLOCK_ERASE);
+        command(f, BLOCK, cmd::CONFIRM);
+        command(f, 0, cmd::BUFFERED_PROGRAM);
+        wr(f, 0, AccessSize::Word, dual(3)).unwrap();
+        wr(f, 0, AccessSize::Word, 0x1234).unwrap();
+        wr(f, 4, AccessSize::Word, 0x5678).unwrap();
+    },
+    probe: probe,
+);
