@@ -27,7 +27,12 @@ const NO: u8 = 2;
 static HW_CRC: AtomicU8 = AtomicU8::new(UNKNOWN);
 
 fn crc32c_hw(data: &[u8]) -> u32 {
-    let mut crc: u32 = !0;
+    crc32c_hw_from(0, data)
+}
+
+/// CRC32C of `prev`'s data followed by `data` (`prev` = 0 for none).
+fn crc32c_hw_from(prev: u32, data: &[u8]) -> u32 {
+    let mut crc: u32 = !prev;
     let (words, tail) = data.split_at(data.len() & !7);
     for w in words.chunks_exact(8) {
         let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
@@ -64,6 +69,17 @@ pub fn crc32c(data: &[u8]) -> u32 {
             HW_CRC.store(if ok { YES } else { NO }, Ordering::Relaxed);
             crc32c(data)
         }
+    }
+}
+
+/// CRC32C continued over more bytes (`vmstate::CrcAppend`): `crc32c_append(0, a)`
+/// is `crc32c(a)`, and appending `b` to that gives the CRC32C of `a` then `b`.
+pub fn crc32c_append(prev: u32, data: &[u8]) -> u32 {
+    // Decides (and checks) the hardware routine once.
+    let _ = crc32c(&[]);
+    match HW_CRC.load(Ordering::Relaxed) {
+        YES => crc32c_hw_from(prev, data),
+        _ => vmstate::crc32c_append(prev, data),
     }
 }
 

@@ -26,13 +26,13 @@
 //! without FEAT_ECV) does run on; a deadline of the emulated EL1 physical timer
 //! that passed while paused fires at resume, as after any stall.
 //!
-//! **Where the VM-state work plugs in.** `El2Control::suspend`, `snapshot`,
-//! `rollback`, `snapshots`, `delete_snapshot` and the suspend branch of
-//! `host_shutdown` answer "not built yet" today. Suspend can start from
-//! `pause` (every vCPU parked, devices drained of guest-submitted work by the
-//! park loop's interrupt servicing); a vCPU's registers and live EL1 state
-//! belong to the physical CPU running it, so per-vCPU saving belongs in
-//! [`park`], where each parked vCPU holds its `&mut Vcpu`.
+//! **Suspend.** `vm suspend` and the suspend branch of `host shutdown` pause the
+//! VM, then `suspend::suspend_vm` captures the commanding vCPU's state here and
+//! every parked vCPU's in [`park`] (`suspend::on_park`: a vCPU's live EL1 state
+//! belongs to the physical CPU running it), drains the devices, writes the image
+//! and commits it; the VM then powers off, and with it the host.
+//! `snapshot`, `rollback`, `snapshots` and `delete_snapshot` answer "not built
+//! yet".
 
 use alloc::collections::VecDeque;
 use alloc::format;
@@ -99,6 +99,11 @@ impl RunControl {
         self.cntvoff.load(Ordering::Acquire)
     }
 
+    /// Sets the offset (a resume from a saved state, before any vCPU runs).
+    pub fn set_cntvoff(&self, v: u64) {
+        self.cntvoff.store(v, Ordering::Release);
+    }
+
     /// Records the VM's host-shutdown policy (from its registry record).
     pub fn set_suspend_on_host_shutdown(&self, on: bool) {
         self.suspend_on_host_shutdown.store(on, Ordering::Relaxed);
@@ -130,7 +135,7 @@ fn take_pending() -> Option<LineText> {
 
 /// Runs the waiting monitor lines on vCPU `here` of `vm`, unless another CPU is
 /// running them.
-fn run_pending(vm: &Vm, here: usize) {
+fn run_pending(vm: &Vm, vcpu: &mut Vcpu) {
     if !ATTENTION.load(Ordering::Acquire) {
         return;
     }
@@ -138,7 +143,7 @@ fn run_pending(vm: &Vm, here: usize) {
         return;
     };
     while let Some(line) = take_pending() {
-        run_line(vm, here, line);
+        run_line(vm, vcpu, line);
     }
 }
 
@@ -157,19 +162,24 @@ fn checkpoint_slow(vm: &Vm, vcpu: &mut Vcpu) {
     if vm.run.parked[vcpu.idx].load(Ordering::Relaxed) {
         return; // the park loop's own interrupt servicing
     }
-    run_pending(vm, vcpu.idx);
+    run_pending(vm, vcpu);
     if vm.run.paused() && vm.stopping().is_none() {
         park(vm, vcpu);
     }
 }
 
 /// Runs one monitor line on vCPU `here` of `vm` and prints its status line.
-fn run_line(vm: &Vm, here: usize, line: LineText) {
-    let mut ctl = El2Control { vm, here };
+fn run_line(vm: &Vm, vcpu: &mut Vcpu, line: LineText) {
+    let here = vcpu.idx;
+    let mut ctl = El2Control { vm, here, vcpu };
     let reply = monitor::execute(line.as_str(), &mut ctl);
     crate::console::monitor_status(&reply.status);
     if reply.after == After::PowerOffHost {
         log::info!("host shutdown: powering off");
+        crate::power::shutdown(0);
+    }
+    if crate::suspend::suspended() {
+        log::info!("no VM left to run; powering off");
         crate::power::shutdown(0);
     }
 }
@@ -189,8 +199,9 @@ fn park(vm: &Vm, vcpu: &mut Vcpu) {
     let poll = ms_ticks(POLL_MS);
     loop {
         crate::wait::service_irqs(vm, vcpu);
+        crate::suspend::on_park(vm, vcpu);
         crate::wait::pump_console(vm);
-        run_pending(vm, idx);
+        run_pending(vm, vcpu);
         if !vm.run.paused() || vm.stopping().is_some() {
             break;
         }
@@ -233,6 +244,8 @@ fn wait_all(vm: &Vm, done: impl Fn(usize) -> bool) -> bool {
 pub struct El2Control<'a> {
     vm: &'a Vm,
     here: usize,
+    /// The vCPU running the command (a suspend captures its state here).
+    vcpu: &'a mut Vcpu,
 }
 
 /// What s10-state's suspend/snapshot work has not yet provided.
@@ -255,6 +268,34 @@ impl El2Control<'_> {
             VmState::Paused
         } else {
             VmState::Running
+        }
+    }
+
+    /// Pauses the VM if it runs, suspends it to its saved-state extent
+    /// (`suspend::suspend_vm`) and, once the image is committed, stops it for good:
+    /// its disk must not change after the image was taken. On failure the VM is
+    /// left as it was (running, or paused) and nothing was committed.
+    fn suspend_here(&mut self) -> Result<u64, ControlError> {
+        let vm = self.vm;
+        let name = vm.name.clone();
+        match Self::state(vm) {
+            VmState::Running => self.pause(&name)?,
+            VmState::Paused => {}
+            state => return Err(ControlError::NotRunning { vm: name, state }),
+        }
+        match crate::suspend::suspend_vm(vm, self.vcpu) {
+            Ok(done) => {
+                vm.request_stop(StopReason::PoweredOff, self.here);
+                let here = self.here;
+                if !wait_all(vm, |i| i == here || vm.power(i) == CpuPower::Off) {
+                    log::warn!("VM '{}': a vCPU did not stop after the suspend", vm.name);
+                }
+                Ok(done.bytes)
+            }
+            Err(why) => Err(ControlError::Failed {
+                vm: name,
+                why: format!("{why}; nothing was committed and the VM stays paused"),
+            }),
         }
     }
 
@@ -334,7 +375,8 @@ impl VmControl for El2Control<'_> {
 
     fn suspend(&mut self, name: &str) -> Result<SuspendReport, ControlError> {
         self.find(name)?;
-        Err(Self::unsupported("vm suspend", name))
+        let bytes_written = self.suspend_here()?;
+        Ok(SuspendReport { bytes_written })
     }
 
     fn snapshot(
@@ -371,13 +413,13 @@ impl VmControl for El2Control<'_> {
         if Self::state(vm) == VmState::Off {
             return Ok(report);
         }
-        // The suspend branch of the policy is the VM-state work's: until it exists,
-        // such a VM is refused here, never powered off in its place.
+        // A VM whose policy says suspend is suspended; if that fails the host stays
+        // up (it is never powered off in its place).
         if vm.run.suspend_on_host_shutdown.load(Ordering::Relaxed) {
-            return Err(ControlError::Unsupported {
-                what: format!("vm {}'s policy is suspend_on_host_shutdown", vm.name),
-                why: "suspend to disk is not built yet; nothing was stopped (set the policy off to power it off)",
-            });
+            self.suspend_here()?;
+            log::info!("VM '{}' suspended (host shutdown)", vm.name);
+            report.suspended.push(vm.name.clone());
+            return Ok(report);
         }
         vm.request_stop(StopReason::PoweredOff, self.here);
         let here = self.here;

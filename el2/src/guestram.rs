@@ -236,6 +236,75 @@ impl GuestRam {
         self.0.ready[block].store(true, Ordering::Release);
     }
 
+    /// Blocks of RAM ([`BLOCK`] each).
+    pub fn blocks(&self) -> u32 {
+        self.0.ready.len() as u32
+    }
+
+    /// Block `b`'s bytes if it was ever populated, for a suspend. No vCPU of the VM
+    /// may run and no device may write guest RAM while the slice is in use (the
+    /// suspend stops the vCPUs and drains the devices first).
+    pub fn populated_block(&self, b: u32) -> Option<&'static [u8]> {
+        let ready = self.0.ready.get(b as usize)?.load(Ordering::Acquire);
+        if !ready {
+            return None;
+        }
+        let off = u64::from(b) * BLOCK;
+        let len = BLOCK.min(self.0.size - off);
+        // SAFETY: a populated block is mapped guest RAM inside this VM's range,
+        // identity-mapped host memory that lives for the hypervisor's life; the
+        // caller guarantees nothing writes it while the slice is read.
+        Some(unsafe { core::slice::from_raw_parts((self.0.pa + off) as *const u8, len as usize) })
+    }
+
+    /// A resume writes page data at byte `off` of block `b` before the block is
+    /// guest RAM: plain stores, no cleaning (`finish_restored_block` cleans the
+    /// block once and maps it). The block must not be populated: no vCPU runs yet
+    /// and nothing else writes guest RAM during a resume. Out-of-range or populated
+    /// blocks are ignored (the index was checked against the RAM size).
+    pub fn restore_page(&self, b: u32, off: usize, data: &[u8]) {
+        let Some(ready) = self.0.ready.get(b as usize) else {
+            return;
+        };
+        let base = u64::from(b) * BLOCK;
+        let len = BLOCK.min(self.0.size - base);
+        if ready.load(Ordering::Acquire) || off as u64 + data.len() as u64 > len {
+            return;
+        }
+        Hw(self.0).copy_in(self.0.pa + base + off as u64, data);
+    }
+
+    /// Ends the restore of block `b`: zeroes its pages of `page` bytes for which
+    /// `zero(p)` holds, cleans the block to the point of coherency once, and maps it.
+    pub fn finish_restored_block(&self, b: u32, zero: impl Fn(usize) -> bool, page: usize) {
+        let Some(ready) = self.0.ready.get(b as usize) else {
+            return;
+        };
+        let mut s2 = self.0.stage2.lock();
+        if ready.load(Ordering::Acquire) {
+            return;
+        }
+        let off = u64::from(b) * BLOCK;
+        let len = BLOCK.min(self.0.size - off);
+        let pa = self.0.pa + off;
+        let pages = (len as usize).div_ceil(page);
+        let cleaned = self.0.coherent.fill(&mut Hw(self.0), pa, len, |hw| {
+            for p in (0..pages).filter(|&p| zero(p)) {
+                let at = (p * page) as u64;
+                hw.zero(pa + at, (page as u64).min(len - at));
+            }
+        });
+        if let Err(e) = s2.map_ram(&mut HeapTables, self.0.ipa + off, cleaned, Perms::RWX) {
+            panic!(
+                "stage 2: cannot map guest RAM block at IPA {:#x}: {e:?}",
+                self.0.ipa + off
+            );
+        }
+        // SAFETY: makes the new descriptor visible to table walks before a vCPU runs.
+        unsafe { core::arch::asm!("dsb ishst") };
+        ready.store(true, Ordering::Release);
+    }
+
     /// Unmaps every block (a VM reset): the next boot starts from zeroed memory again.
     /// No vCPU of the VM may be running.
     pub fn reset(&self) {

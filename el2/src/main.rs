@@ -27,6 +27,7 @@ mod ramdisk;
 mod smp;
 mod stacks;
 mod storage;
+mod suspend;
 mod sysdisk;
 mod timer;
 mod tpm;
@@ -384,7 +385,11 @@ extern "C" fn rust_main(dtb: usize) -> ! {
                 unsafe { core::slice::from_raw_parts(bundle_range.base as *const u8, bundle_range.size as usize) };
             from_bundle(bundle, &mut pmem)
         }
-        (None, Some(mut st)) => storage::autostart(&mut st, &mut pmem).unwrap_or_else(|e| fatal(format_args!("{e}"))),
+        (None, Some(mut st)) => {
+            let def = storage::autostart(&mut st, &mut pmem).unwrap_or_else(|e| fatal(format_args!("{e}")));
+            storage::keep(st);
+            def
+        }
         (None, None) => fatal(format_args!(
             "nothing to boot: no boot bundle (initrd) and no system disk with an autostart VM (cargo xtask run sets one up)"
         )),
@@ -424,8 +429,9 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     }
     let ram = GuestRam::new(guest::RAM_BASE, ram_pa, mem, layout, 1)
         .unwrap_or_else(|e| fatal(format_args!("stage-2 tables: {e:?}")));
-    let vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], spec.disks, spec.tpm_nv)
+    let mut vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], spec.disks, spec.tpm_nv)
         .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
+    vm.identity = spec.identity;
     vm.run
         .set_suspend_on_host_shutdown(spec.policy.is_some_and(|p| p.suspend_on_host_shutdown));
     log::info!(
@@ -456,7 +462,46 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         alloc::boxed::Box::leak(alloc::boxed::Box::new(vm)),
         Ordering::Release,
     );
+    if let Some(blob) = spec.resume {
+        resume_or_cold_boot(the_vm(), blob);
+    }
     pcpu_main(the_vm(), smp::Job::BootVm)
+}
+
+/// Resumes `vm` from its saved image `blob`: on success its vCPUs that were on start
+/// from their saved state (and this never returns); otherwise the reason is logged
+/// and the caller cold boots the same VM.
+fn resume_or_cold_boot(vm: &'static Vm, blob: registry::Blob) {
+    match suspend::resume_vm(vm, blob) {
+        Ok(()) => {
+            for i in 1..vm.vcpus() {
+                if vm.resume_slots[i].lock().is_some() {
+                    vm.set_power(i, CpuPower::On);
+                    if let Err(e) = smp::start_pcpu(vm.pcpu[i], smp::Job::RunVcpu(i)) {
+                        fatal(format_args!(
+                            "cannot start vCPU {i}'s physical CPU to resume it (PSCI {e})"
+                        ));
+                    }
+                }
+            }
+            if vm.resume_slots[0].lock().is_some() {
+                pcpu_main(vm, smp::Job::RunVcpu(0))
+            }
+            smp::stop_this_pcpu()
+        }
+        Err(why) => {
+            log::warn!("VM '{}': cold boot instead of resuming: {why}", vm.name);
+            // The failed attempt may have restored part of the image: drop the slots;
+            // `prepare_boot` resets RAM and every device.
+            for s in &vm.resume_slots {
+                *s.lock() = None;
+            }
+            vm.set_cntvoff(0);
+            if let Some(u) = vm.identity {
+                storage::discard_after_failed_resume(u);
+            }
+        }
+    }
 }
 
 /// The VM a boot bundle defines, with its RAM disk if it asks for one.
@@ -497,6 +542,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         cmdline: spec.cmdline,
         disks,
         tpm_nv: None,
+        resume: None,
         policy: None,
     }
 }
@@ -565,10 +611,15 @@ fn pcpu_main(vm: &'static Vm, mut job: smp::Job) -> ! {
 /// Runs vCPU `idx` of `vm` on this physical CPU until it stops; returns why.
 fn run_vcpu_here(vm: &'static Vm, idx: usize) -> Flow {
     let mut vcpu = Vcpu::new(idx);
-    let Some(start) = vm.start[idx].lock().take() else {
-        fatal(format_args!("vCPU {idx} started without a start address"))
-    };
-    trap::reset_vcpu(&mut vcpu, start);
+    let resumed = vm.resume_slots[idx].lock().take();
+    if let Some(state) = resumed {
+        suspend::apply(&mut vcpu, &state);
+    } else {
+        let Some(start) = vm.start[idx].lock().take() else {
+            fatal(format_args!("vCPU {idx} started without a start address"))
+        };
+        trap::reset_vcpu(&mut vcpu, start);
+    }
     let flow = run(vm, &mut vcpu);
     vm.stats.lock().add(&vcpu.stats);
     flow

@@ -38,6 +38,38 @@ pub struct VmDefinition {
     pub tpm_nv: Option<(SharedBlock<SystemDisk>, registry::Extent)>,
     /// The VM's lifecycle policy from its registry record (`None`: a direct boot).
     pub policy: Option<registry::Policy>,
+    /// The saved image to resume from, when the registry records one the policy
+    /// lets the VM resume (still to be read and checked: `suspend::resume_vm`).
+    pub resume: Option<registry::Blob>,
+}
+
+/// The system disk and its registry once the VM is chosen: suspend writes through
+/// it, resume reads through it.
+static STORAGE: Mutex<Option<Storage>> = Mutex::new(None);
+
+/// Keeps `storage` for the rest of the hypervisor's life.
+pub fn keep(storage: Storage) {
+    *STORAGE.lock() = Some(storage);
+}
+
+/// Runs `f` on the kept system disk and registry; `None` when there is none.
+pub fn with<R>(f: impl FnOnce(&mut Storage) -> R) -> Option<R> {
+    STORAGE.lock().as_mut().map(f)
+}
+
+/// Drops a saved image the VM will not resume from (a cold boot makes its disk
+/// diverge from it), with one registry commit.
+fn discard_saved_state(storage: &mut Storage, rec: &VmRecord) {
+    if rec.saved_state.size == 0 {
+        return;
+    }
+    match vmstate::consume(&mut storage.disk, &mut storage.registry, rec.uuid) {
+        Ok(()) => log::info!("VM '{}': its saved state is discarded", rec.name),
+        Err(e) => log::warn!(
+            "VM '{}': its saved state could not be discarded ({e})",
+            rec.name
+        ),
+    }
 }
 
 /// Finds the system disk and opens its registry. `None` (with a log line saying
@@ -160,11 +192,34 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
             ) as Box<dyn AsyncBlock + Send>
         })
         .collect();
-    log::info!(
-        "VM '{}' {}: cold boot (no saved state) from the system disk",
-        rec.name,
-        rec.uuid
-    );
+    let resume = match vmstate::decide(&rec) {
+        Ok(blob) => {
+            log::info!(
+                "VM '{}' {}: a saved state ({} KiB) is recorded; resuming from it",
+                rec.name,
+                rec.uuid,
+                blob.size >> 10
+            );
+            Some(blob)
+        }
+        Err(vmstate::ColdReason::NoSavedState) => {
+            log::info!(
+                "VM '{}' {}: cold boot (no saved state) from the system disk",
+                rec.name,
+                rec.uuid
+            );
+            None
+        }
+        Err(why) => {
+            log::warn!(
+                "VM '{}' {}: cold boot from the system disk: {why}",
+                rec.name,
+                rec.uuid
+            );
+            discard_saved_state(storage, &rec);
+            None
+        }
+    };
     record_start(storage, &rec);
     Ok(VmDefinition {
         name: rec.name.clone(),
@@ -176,6 +231,7 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         cmdline: cmdline.clone(),
         disks,
         tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv)),
+        resume,
         policy: Some(rec.policy),
     })
 }
@@ -206,4 +262,14 @@ fn record_start(storage: &mut Storage, rec: &VmRecord) {
             rec.uuid
         ),
     }
+}
+
+/// After a resume failed: the VM cold boots, and the image it could not use is
+/// discarded so no later boot tries it over the diverged disk.
+pub fn discard_after_failed_resume(uuid: registry::Uuid) {
+    with(|st| {
+        if let Some(rec) = st.registry.vm(uuid).cloned() {
+            discard_saved_state(st, &rec);
+        }
+    });
 }

@@ -69,6 +69,12 @@ impl GuestTpm {
         Box::new(self.chain.clone())
     }
 
+    /// The whole chain, for saving and restoring its state (PL061 → SPI → TIS →
+    /// the engine's volatile state: PCRs, sessions, loaded objects).
+    pub fn handle(&self) -> Shared<TpmChain> {
+        self.chain.clone()
+    }
+
     /// VM reset of the TPM behind the bus: any SPI transaction abandoned, the TIS
     /// back to its power-on state and the TPM given _TPM_Init (PCRs cleared,
     /// TPM2_Startup required again). The GPIO controller and the SPI bus in front

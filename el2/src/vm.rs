@@ -91,7 +91,19 @@ pub struct Vcpu {
     /// The hypervisor raised the virtual timer's vGIC line and has not lowered it
     /// since (`wait::sync_vtimer` watches the timer while this is set).
     pub vtimer_raised: bool,
+    /// The virtual CPU interface state loaded at the vCPU's start (a resumed vCPU's
+    /// saved one; zero otherwise).
+    pub cpuif: CpuInterface,
     pub stats: ExitStats,
+}
+
+/// ICH_VMCR_EL2 and the active-priority registers of a vCPU's virtual CPU
+/// interface, as loaded when it starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuInterface {
+    pub vmcr: u64,
+    pub ap0r0: u64,
+    pub ap1r0: u64,
 }
 
 impl Vcpu {
@@ -103,6 +115,7 @@ impl Vcpu {
             ptimer: EmulatedTimer::default(),
             lrs: LrState::EMPTY,
             vtimer_raised: false,
+            cpuif: CpuInterface::default(),
             stats: ExitStats::default(),
         }
     }
@@ -158,6 +171,16 @@ pub struct Vm {
     pub virtio: Vec<VirtioSlot>,
     /// The guest's TPM (on its SPI-over-GPIO bus).
     pub tpm: Option<crate::tpm::GuestTpm>,
+    /// The VM's registry identity (system-disk VMs; `None` for boot bundles).
+    pub identity: Option<registry::Uuid>,
+    /// Every device whose state a suspend saves, in bus order (the vGIC first).
+    pub saved_devices: Vec<crate::suspend::SavedDevice>,
+    /// A suspend asks parked vCPUs to capture their state.
+    pub capture: AtomicBool,
+    /// Per vCPU: its state captured for a suspend.
+    pub captured: Vec<Mutex<Option<Box<vmstate::VcpuState>>>>,
+    /// Per vCPU: the saved state it starts from on resume.
+    pub resume_slots: Vec<Mutex<Option<Box<vmstate::VcpuState>>>>,
     /// Pause state and the VM's virtual-counter offset (the monitor's `vm pause`).
     pub run: crate::control::RunControl,
 }
@@ -200,6 +223,11 @@ impl Vm {
         let vgic =
             SharedVgic::new(VgicConfig::simple(n, guest::VGIC_SPIS)).map_err(VmError::Vgic)?;
         let mut bus = MmioBus::new();
+        let mut saved_devices = alloc::vec![crate::suspend::SavedDevice {
+            name: "vgic",
+            base: guest::GICD_BASE,
+            handle: Box::new(vgic.clone()),
+        }];
         let uart = Shared::new(Pl011::new(
             guest::SPI_BASE + guest::PL011_SPI,
             Box::new(crate::console::GuestConsole),
@@ -211,6 +239,11 @@ impl Vm {
             Box::new(uart.clone()),
         )
         .map_err(VmError::Bus)?;
+        saved_devices.push(crate::suspend::SavedDevice {
+            name: "pl011",
+            base: guest::PL011_BASE,
+            handle: Box::new(uart.clone()),
+        });
         bus.insert(
             "gicd",
             guest::GICD_BASE,
@@ -230,6 +263,11 @@ impl Vm {
                 tpm.device(),
             )
             .map_err(VmError::Bus)?;
+            saved_devices.push(crate::suspend::SavedDevice {
+                name: "pl061-tpm",
+                base: guest::PL061_BASE,
+                handle: Box::new(tpm.handle()),
+            });
         }
         let mut virtio = Vec::new();
         for (n, disk) in disks
@@ -242,14 +280,22 @@ impl Vm {
                 base: guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
                 intid: guest::virtio_mmio_intid(n),
             };
-            let blk = MmioTransport::new(Blk::new(disk), slot.intid);
+            let blk = Shared::new(MmioTransport::new(Blk::new(disk), slot.intid));
             bus.insert(
                 "virtio-blk",
                 slot.base,
                 guest::VIRTIO_MMIO_STRIDE,
-                Box::new(blk),
+                Box::new(blk.clone()),
             )
             .map_err(VmError::Bus)?;
+            saved_devices.push(crate::suspend::SavedDevice {
+                name: "virtio-blk",
+                base: slot.base,
+                handle: Box::new(crate::suspend::VirtioHandle {
+                    transport: blk,
+                    in_flight: Blk::in_flight,
+                }),
+            });
             virtio.push(slot);
         }
         // Entropy (when the machine has a source) and a second console for every
@@ -262,35 +308,58 @@ impl Vm {
         let console = Console::new(Box::new(|bytes: &[u8]| {
             crate::console::guest_write(crate::console::Source::Virtio, bytes)
         }));
-        type SlotDevice = (&'static str, u64, Box<dyn vdev::MmioDevice + Send>);
-        let extra: [Option<SlotDevice>; 2] = [
-            rng.map(|rng| -> SlotDevice {
-                (
-                    "virtio-rng",
-                    guest::VIRTIO_RNG_SLOT,
-                    Box::new(MmioTransport::new(
-                        rng,
-                        guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT),
-                    )),
-                )
-            }),
-            Some((
+        if let Some(rng) = rng {
+            let t = Shared::new(MmioTransport::new(
+                rng,
+                guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT),
+            ));
+            let base = guest::VIRTIO_MMIO_BASE + guest::VIRTIO_RNG_SLOT * guest::VIRTIO_MMIO_STRIDE;
+            bus.insert(
+                "virtio-rng",
+                base,
+                guest::VIRTIO_MMIO_STRIDE,
+                Box::new(t.clone()),
+            )
+            .map_err(VmError::Bus)?;
+            virtio.push(VirtioSlot {
+                base,
+                intid: guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT),
+            });
+            saved_devices.push(crate::suspend::SavedDevice {
+                name: "virtio-rng",
+                base,
+                handle: Box::new(crate::suspend::VirtioHandle {
+                    transport: t,
+                    in_flight: |_: &Rng| 0,
+                }),
+            });
+        }
+        {
+            let t = Shared::new(MmioTransport::new(
+                console,
+                guest::virtio_mmio_intid(guest::VIRTIO_CONSOLE_SLOT),
+            ));
+            let base =
+                guest::VIRTIO_MMIO_BASE + guest::VIRTIO_CONSOLE_SLOT * guest::VIRTIO_MMIO_STRIDE;
+            bus.insert(
                 "virtio-console",
-                guest::VIRTIO_CONSOLE_SLOT,
-                Box::new(MmioTransport::new(
-                    console,
-                    guest::virtio_mmio_intid(guest::VIRTIO_CONSOLE_SLOT),
-                )),
-            )),
-        ];
-        for (name, n, dev) in extra.into_iter().flatten() {
-            let slot = VirtioSlot {
-                base: guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
-                intid: guest::virtio_mmio_intid(n),
-            };
-            bus.insert(name, slot.base, guest::VIRTIO_MMIO_STRIDE, dev)
-                .map_err(VmError::Bus)?;
-            virtio.push(slot);
+                base,
+                guest::VIRTIO_MMIO_STRIDE,
+                Box::new(t.clone()),
+            )
+            .map_err(VmError::Bus)?;
+            virtio.push(VirtioSlot {
+                base,
+                intid: guest::virtio_mmio_intid(guest::VIRTIO_CONSOLE_SLOT),
+            });
+            saved_devices.push(crate::suspend::SavedDevice {
+                name: "virtio-console",
+                base,
+                handle: Box::new(crate::suspend::VirtioHandle {
+                    transport: t,
+                    in_flight: |_: &Console| 0,
+                }),
+            });
         }
         // Every other slot answers as on QEMU `virt`: a transport with device ID 0.
         // They are not in the guest's device tree (it lists what exists).
@@ -322,8 +391,23 @@ impl Vm {
             stats: Mutex::new(ExitStats::default()),
             virtio,
             tpm,
+            identity: None,
+            saved_devices,
+            capture: AtomicBool::new(false),
+            captured: (0..n).map(|_| Mutex::new(None)).collect(),
+            resume_slots: (0..n).map(|_| Mutex::new(None)).collect(),
             run: crate::control::RunControl::new(n),
         })
+    }
+
+    /// CNTVOFF_EL2 of every vCPU of the VM.
+    pub fn cntvoff(&self) -> u64 {
+        self.run.cntvoff()
+    }
+
+    /// Sets the VM's CNTVOFF_EL2 (a resume, before its vCPUs start).
+    pub fn set_cntvoff(&self, v: u64) {
+        self.run.set_cntvoff(v);
     }
 
     pub fn vcpus(&self) -> usize {
@@ -531,5 +615,8 @@ pub fn activate(vm: &Vm) {
 /// Makes vCPU `v` the one that runs on this CPU.
 pub fn load_vcpu(v: &Vcpu) {
     write_sysreg!("VMPIDR_EL2", vcpu_mpidr(v.idx));
+    write_sysreg!("ICH_VMCR_EL2", v.cpuif.vmcr);
+    write_sysreg!("ICH_AP0R0_EL2", v.cpuif.ap0r0);
+    write_sysreg!("ICH_AP1R0_EL2", v.cpuif.ap1r0);
     v.el1.restore();
 }

@@ -46,6 +46,11 @@ pub const BENCHES: &[Bench] = &[
         run: crate::bench_disk::run_disk,
     },
     Bench {
+        name: "suspend",
+        about: "suspend and resume MiB/s of a Linux guest that touched 512 MiB against raw O_DIRECT dd on the same system disk, and the bytes of a second suspend 5 s after resuming",
+        run: crate::bench_suspend::run_suspend,
+    },
+    Bench {
         name: "tpm",
         about: "ops/s of GetRandom, PCR_Extend, CreatePrimary(ECC P-256), Sign(ECDSA P-256) and Hash(4 KiB): vtpm-sim (release) against swtpm, same Rust client, same run",
         run: crate::bench_tpm::run_tpm,

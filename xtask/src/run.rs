@@ -136,6 +136,8 @@ pub struct RunOptions {
     pub system_disk: Option<PathBuf>,
     /// Recreate the system disk (a new VM identity) before booting (`--fresh`).
     pub fresh: bool,
+    /// Boot the VM cold, discarding a saved state it would resume (`--cold`).
+    pub cold: bool,
     pub headless: bool,
     pub timeout: Option<Duration>,
     pub script: Option<PathBuf>,
@@ -168,7 +170,7 @@ impl RunOptions {
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--headless] [--timeout SECONDS] [--script FILE] \
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--accel tcg|kvm] [--cpu MODEL] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -217,6 +219,9 @@ pub struct RunArgs {
     /// recreate the system disk (a new VM identity) first
     #[arg(long)]
     fresh: bool,
+    /// boot the VM cold: discard its saved state instead of resuming it
+    #[arg(long)]
+    cold: bool,
     /// capture the console instead of giving QEMU the terminal
     #[arg(long)]
     headless: bool,
@@ -310,6 +315,7 @@ impl RunArgs {
             guest_cmd: self.guest_cmd,
             system_disk: self.system_disk,
             fresh: self.fresh,
+            cold: self.cold,
             headless: self.headless,
             timeout: self.timeout,
             script: self.script,
@@ -325,9 +331,9 @@ impl RunArgs {
                 "--guest-cmd only applies to --guest linux".into(),
             ));
         }
-        if (o.system_disk.is_some() || o.fresh) && !uses_system_disk(&o) {
+        if (o.system_disk.is_some() || o.fresh || o.cold) && !uses_system_disk(&o) {
             return Err(Error::Usage(
-                "--system-disk/--fresh apply to --guest linux without --kernel".into(),
+                "--system-disk/--fresh/--cold apply to --guest linux without --kernel".into(),
             ));
         }
         Ok(o)
@@ -509,7 +515,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             initrd: vm.initrd.clone().unwrap_or_default(),
             disk_size: sysdisk::GUEST_DISK_SIZE,
         };
-        let run = sysdisk::ensure(&path, o.fresh, &want)?;
+        let run = sysdisk::ensure_with(&path, o.fresh, o.cold, &want)?;
         eprintln!("xtask: {}", run.describe(&want.name));
         Some(run)
     } else {
@@ -837,6 +843,8 @@ mod tests {
                     changes: Vec::new(),
                     generation: 1,
                     starts: 0,
+                    saved_state: None,
+                    discarded_saved_state: false,
                 });
                 let prepared = Prepared {
                     qemu: QemuConfig {
@@ -930,7 +938,8 @@ mod tests {
     fn system_disk_arguments_parse_and_apply_to_linux_only() {
         let o = parse_args(&args("--system-disk /tmp/s.img --fresh --smp 4")).unwrap();
         assert_eq!(o.system_disk, Some(PathBuf::from("/tmp/s.img")));
-        assert!(o.fresh && uses_system_disk(&o));
+        assert!(o.fresh && !o.cold && uses_system_disk(&o));
+        assert!(parse_args(&args("--cold")).unwrap().cold);
         assert!(uses_system_disk(&parse_args(&[]).unwrap()));
         assert!(!uses_system_disk(
             &parse_args(&args("--kernel /k")).unwrap()
@@ -940,6 +949,8 @@ mod tests {
         ));
         for bad in [
             "--guest selftest --fresh",
+            "--guest selftest --cold",
+            "--kernel /k --cold",
             "--guest bench-exits --system-disk /tmp/s.img",
             "--kernel /k --fresh",
             "--fresh=yes",

@@ -72,6 +72,11 @@ pub struct SystemDiskRun {
     pub generation: u64,
     /// The VM's start counter before this boot (the hypervisor adds one).
     pub starts: u64,
+    /// Size of the saved state the hypervisor will resume the VM from (it still
+    /// checks it and cold boots if it is refused), or `None`.
+    pub saved_state: Option<u64>,
+    /// `--cold` discarded a saved state.
+    pub discarded_saved_state: bool,
 }
 
 impl SystemDiskRun {
@@ -84,8 +89,16 @@ impl SystemDiskRun {
         } else {
             format!("updated: {}", self.changes.join(", "))
         };
+        let resume = match (self.saved_state, self.discarded_saved_state) {
+            (Some(size), _) => format!(
+                "; resuming it from its saved state ({} KiB; --cold boots it cold instead)",
+                size.div_ceil(1024)
+            ),
+            (None, true) => "; its saved state was discarded (--cold): cold boot".to_string(),
+            (None, false) => String::new(),
+        };
         format!(
-            "system disk {} (disk {}): VM '{name}' {} {what}; registry generation {}, started {} time(s) before",
+            "system disk {} (disk {}): VM '{name}' {} {what}; registry generation {}, started {} time(s) before{resume}",
             self.path.display(),
             self.disk_uuid,
             self.vm_uuid,
@@ -138,6 +151,17 @@ fn create_image(path: &Path) -> Result<(), Error> {
 /// reconciles its record and boot images with `want`. A registry that does not
 /// open is an error (never reformatted without `fresh`).
 pub fn ensure(path: &Path, fresh: bool, want: &DesiredVm) -> Result<SystemDiskRun, Error> {
+    ensure_with(path, fresh, false, want)
+}
+
+/// [`ensure`], and with `cold` the VM's saved state (if any) is discarded with a
+/// registry commit, so the hypervisor boots it cold (`--cold`).
+pub fn ensure_with(
+    path: &Path,
+    fresh: bool,
+    cold: bool,
+    want: &DesiredVm,
+) -> Result<SystemDiskRun, Error> {
     if !want.mem.is_multiple_of(registry::defs::MEMORY_GRANULE) {
         return Err(Error::Usage(format!(
             "a system-disk VM's memory must be a multiple of 2M, not {} bytes",
@@ -217,7 +241,18 @@ pub fn ensure(path: &Path, fresh: bool, want: &DesiredVm) -> Result<SystemDiskRu
             changes.push(change);
         }
     }
+    let mut discarded_saved_state = false;
+    if cold && reg.vm(uuid).is_some_and(|v| v.saved_state.size != 0) {
+        reg.update_vm(&mut disk, uuid, |r| {
+            r.saved_state.size = 0;
+            r.saved_state.crc32c = 0;
+        })
+        .map_err(commit)?;
+        discarded_saved_state = true;
+    }
     let vm = reg.vm(uuid).ok_or_else(|| step("the VM vanished"))?;
+    let saved_state =
+        (vm.saved_state.size != 0 && vm.policy.resume_on_boot).then_some(vm.saved_state.size);
     if let Some(first) = reg.vms().iter().find(|v| v.policy.autostart) {
         if first.uuid != uuid {
             eprintln!(
@@ -237,6 +272,8 @@ pub fn ensure(path: &Path, fresh: bool, want: &DesiredVm) -> Result<SystemDiskRu
         changes: if created { Vec::new() } else { changes },
         generation: reg.generation(),
         starts: vm.starts,
+        saved_state,
+        discarded_saved_state,
     })
 }
 
@@ -452,6 +489,37 @@ mod tests {
         let fresh = ensure(&img, true, &w).unwrap();
         assert!(fresh.created);
         assert_ne!(fresh.vm_uuid, first.vm_uuid);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_saved_state_is_announced_and_cold_discards_it() {
+        let dir = tmpdir("cold");
+        let img = dir.join("sys.img");
+        let w = want(&dir);
+        let first = ensure(&img, false, &w).unwrap();
+        assert_eq!(first.saved_state, None);
+        // What a suspend leaves: a saved-state extent with content committed.
+        {
+            let mut disk = FileDisk::open(&img, false).unwrap();
+            let mut reg = Registry::open(&mut disk).unwrap();
+            reg.reserve_saved_state(&mut disk, first.vm_uuid, 64 << 10)
+                .unwrap();
+            reg.store_blob(&mut disk, first.vm_uuid, ExtentRole::SavedState, &[7; 5000])
+                .unwrap();
+        }
+        let again = ensure(&img, false, &w).unwrap();
+        assert_eq!(again.saved_state, Some(5000));
+        assert!(again
+            .describe("linux")
+            .contains("resuming it from its saved state"));
+        let cold = ensure_with(&img, false, true, &w).unwrap();
+        assert_eq!(cold.saved_state, None);
+        assert!(cold.discarded_saved_state);
+        assert!(cold.describe("linux").contains("discarded (--cold)"));
+        let mut disk = FileDisk::open(&img, true).unwrap();
+        let reg = Registry::open(&mut disk).unwrap();
+        assert_eq!(reg.vm(first.vm_uuid).unwrap().saved_state.size, 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

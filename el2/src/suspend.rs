@@ -1,0 +1,524 @@
+//! Suspend to the system disk and resume on boot: el2's side of `vmstate`. This
+//! module gathers register state on each vCPU's own physical CPU (where its EL1
+//! state is live), drains the devices, hands `vmstate` the bytes and does the I/O;
+//! applying a saved state puts it back. The format, the commit protocol and the
+//! resume-or-cold-boot decision are `vmstate`'s (host-tested).
+//!
+//! **Suspend** (`suspend_vm`, run by the monitor on vCPU `here` of a VM whose other
+//! vCPUs are parked or off): every parked vCPU is asked to capture its state
+//! ([`on_park`]) and `here` captures its own; guest requests still in flight in a
+//! virtio-blk device are completed (drained) so the queues say everything; the vGIC
+//! (list registers already synced back on the exit that brought each vCPU here) and
+//! every device save; guest time is taken; `vmstate::suspend` writes the image and
+//! commits the registry. The VM then powers off: its disk must not change after
+//! the image was taken.
+//!
+//! **Resume** (`resume_vm`, at boot, before any vCPU runs): the image is read and
+//! checked, RAM filled, devices restored, the image consumed (registry commit), then
+//! CNTVOFF_EL2 is chosen so guest virtual time continues from the saved count and the
+//! vCPUs that were on start from their saved state. Anything refused on the way is
+//! logged and the VM cold boots (`prepare_boot` resets RAM and every device).
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use arch::smccc::{CpuPower, PowerTopology};
+use registry::Blob;
+use vdev::{InterruptSink, RestoreError, SaveRestore, Shared};
+use virtio::{MmioTransport, VirtioDevice};
+use vmstate::{ColdReason, DeviceState, Fingerprint, Power, TimeState, VcpuState};
+
+use crate::el1::{read_sysreg, El1Context, FpState};
+use crate::vm::{GuestRam, Vcpu, VgicSink, Vm};
+
+/// How long a suspend waits for parked vCPUs to capture and for in-flight guest
+/// requests to complete, in milliseconds.
+const WAIT_MS: u64 = 10_000;
+/// How often it looks again, in milliseconds.
+const POLL_MS: u64 = 1;
+
+/// A VM was suspended: once its command has answered, the host powers off (no VM
+/// is left to run).
+static SUSPENDED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether a VM was suspended (and so stopped for good).
+pub fn suspended() -> bool {
+    SUSPENDED.load(Ordering::Acquire)
+}
+
+/// A device whose state a suspend saves: the one trait every saved device is
+/// reached through (`vdev::SaveRestore` underneath, which is not object-safe).
+pub trait DeviceHandle: Send + Sync {
+    fn save(&self) -> Vec<u8>;
+    fn restore(&self, blob: &[u8]) -> Result<(), RestoreError>;
+    /// Guest requests started and not yet completed (a suspend waits for none).
+    fn in_flight(&self) -> usize {
+        0
+    }
+    /// After every device was restored: re-drive its interrupt line from its state.
+    fn after_restore(&self, _mem: &mut GuestRam, _irq: &mut dyn InterruptSink) {}
+}
+
+impl<T: SaveRestore + Send> DeviceHandle for Shared<T> {
+    fn save(&self) -> Vec<u8> {
+        self.0.lock().save()
+    }
+    fn restore(&self, blob: &[u8]) -> Result<(), RestoreError> {
+        self.0.lock().restore(blob)
+    }
+}
+
+impl DeviceHandle for vgic::SharedVgic {
+    fn save(&self) -> Vec<u8> {
+        self.lock().save()
+    }
+    fn restore(&self, blob: &[u8]) -> Result<(), RestoreError> {
+        self.lock().restore(blob)
+    }
+}
+
+/// A virtio-mmio transport, with how to count its device's requests in flight.
+pub struct VirtioHandle<D: VirtioDevice> {
+    pub transport: Shared<MmioTransport<D>>,
+    pub in_flight: fn(&D) -> usize,
+}
+
+impl<D: VirtioDevice + Send> DeviceHandle for VirtioHandle<D> {
+    fn save(&self) -> Vec<u8> {
+        self.transport.0.lock().save()
+    }
+    fn restore(&self, blob: &[u8]) -> Result<(), RestoreError> {
+        self.transport.0.lock().restore(blob)
+    }
+    fn in_flight(&self) -> usize {
+        (self.in_flight)(self.transport.0.lock().device())
+    }
+    fn after_restore(&self, mem: &mut GuestRam, irq: &mut dyn InterruptSink) {
+        self.transport.0.lock().poll(mem, irq);
+    }
+}
+
+/// A device on the VM's bus whose state is saved, by its bus name and base.
+pub struct SavedDevice {
+    pub name: &'static str,
+    pub base: u64,
+    pub handle: Box<dyn DeviceHandle>,
+}
+
+/// The configuration a saved image must match to be resumed into `vm`.
+pub fn fingerprint(vm: &Vm) -> Fingerprint {
+    Fingerprint {
+        uuid: vm.identity.map_or([0; 16], |u| u.0),
+        vcpus: vm.vcpus() as u32,
+        memory_bytes: vm.ram.size(),
+        ram_ipa: vm.ram.ipa(),
+        devices_crc: vmstate::format::device_layout_crc(
+            vm.saved_devices.iter().map(|d| (d.name, d.base)),
+        ),
+    }
+}
+
+/// Milliseconds as system-counter ticks.
+fn ms_ticks(ms: u64) -> u64 {
+    read_sysreg!("CNTFRQ_EL0").max(1) * ms / 1000
+}
+
+/// `vcpu`'s state, read on the physical CPU that runs it (its EL1 state and its
+/// virtual CPU interface are live there).
+pub fn capture(vm: &Vm, vcpu: &mut Vcpu) -> VcpuState {
+    vcpu.el1.save();
+    let El1Context {
+        sctlr,
+        actlr,
+        cpacr,
+        ttbr0,
+        ttbr1,
+        tcr,
+        mair,
+        amair,
+        vbar,
+        contextidr,
+        tpidr_el0,
+        tpidrro_el0,
+        tpidr_el1,
+        sp_el0,
+        sp_el1,
+        elr_el1,
+        spsr_el1,
+        esr_el1,
+        far_el1,
+        afsr0,
+        afsr1,
+        par,
+        csselr,
+        cntkctl,
+        cntv_ctl,
+        cntv_cval,
+        mdscr,
+        fp: FpState { q, fpcr, fpsr },
+    } = vcpu.el1;
+    VcpuState {
+        x: vcpu.regs.x,
+        pc: vcpu.regs.pc,
+        pstate: vcpu.regs.pstate,
+        el1: vmstate::El1Regs {
+            sctlr,
+            actlr,
+            cpacr,
+            ttbr0,
+            ttbr1,
+            tcr,
+            mair,
+            amair,
+            vbar,
+            contextidr,
+            tpidr_el0,
+            tpidrro_el0,
+            tpidr_el1,
+            sp_el0,
+            sp_el1,
+            elr_el1,
+            spsr_el1,
+            esr_el1,
+            far_el1,
+            afsr0,
+            afsr1,
+            par,
+            csselr,
+            cntkctl,
+            cntv_ctl,
+            cntv_cval,
+            mdscr,
+        },
+        q,
+        fpcr,
+        fpsr,
+        ich_vmcr: read_sysreg!("ICH_VMCR_EL2"),
+        ich_ap0r0: read_sysreg!("ICH_AP0R0_EL2") as u32,
+        ich_ap1r0: read_sysreg!("ICH_AP1R0_EL2") as u32,
+        ptimer_ctl: vcpu.ptimer.ctl,
+        ptimer_cval: vcpu.ptimer.cval,
+        vtimer_raised: vcpu.vtimer_raised,
+        power: if vm.power(vcpu.idx) == CpuPower::Off {
+            Power::Off
+        } else {
+            Power::On
+        },
+    }
+}
+
+/// Puts a saved state into a new `vcpu` before it first enters the guest
+/// (`run` loads the EL1 context and the virtual CPU interface from it).
+pub fn apply(vcpu: &mut Vcpu, st: &VcpuState) {
+    let vmstate::El1Regs {
+        sctlr,
+        actlr,
+        cpacr,
+        ttbr0,
+        ttbr1,
+        tcr,
+        mair,
+        amair,
+        vbar,
+        contextidr,
+        tpidr_el0,
+        tpidrro_el0,
+        tpidr_el1,
+        sp_el0,
+        sp_el1,
+        elr_el1,
+        spsr_el1,
+        esr_el1,
+        far_el1,
+        afsr0,
+        afsr1,
+        par,
+        csselr,
+        cntkctl,
+        cntv_ctl,
+        cntv_cval,
+        mdscr,
+    } = st.el1;
+    vcpu.regs.x = st.x;
+    vcpu.regs.pc = st.pc;
+    vcpu.regs.pstate = st.pstate;
+    vcpu.el1 = El1Context {
+        sctlr,
+        actlr,
+        cpacr,
+        ttbr0,
+        ttbr1,
+        tcr,
+        mair,
+        amair,
+        vbar,
+        contextidr,
+        tpidr_el0,
+        tpidrro_el0,
+        tpidr_el1,
+        sp_el0,
+        sp_el1,
+        elr_el1,
+        spsr_el1,
+        esr_el1,
+        far_el1,
+        afsr0,
+        afsr1,
+        par,
+        csselr,
+        cntkctl,
+        cntv_ctl,
+        cntv_cval,
+        mdscr,
+        fp: FpState {
+            q: st.q,
+            fpcr: st.fpcr,
+            fpsr: st.fpsr,
+        },
+    };
+    vcpu.cpuif = crate::vm::CpuInterface {
+        vmcr: st.ich_vmcr,
+        ap0r0: u64::from(st.ich_ap0r0),
+        ap1r0: u64::from(st.ich_ap1r0),
+    };
+    vcpu.ptimer = arch::timer::EmulatedTimer {
+        ctl: st.ptimer_ctl,
+        cval: st.ptimer_cval,
+    };
+    vcpu.vtimer_raised = st.vtimer_raised;
+}
+
+/// Called by a vCPU parked at a monitor checkpoint: captures its state once when a
+/// suspend asks for it.
+pub fn on_park(vm: &Vm, vcpu: &mut Vcpu) {
+    if vm.capture.load(Ordering::Acquire) {
+        let mut slot = vm.captured[vcpu.idx].lock();
+        if slot.is_none() {
+            *slot = Some(Box::new(capture(vm, vcpu)));
+        }
+    }
+}
+
+/// Guest RAM as `vmstate` reads and fills it.
+struct Ram(GuestRam);
+
+impl vmstate::RamImage for Ram {
+    fn blocks(&self) -> u32 {
+        self.0.blocks()
+    }
+    fn block(&self, b: u32) -> Option<&[u8]> {
+        self.0.populated_block(b)
+    }
+}
+
+impl vmstate::RamSink for Ram {
+    fn write_page(&mut self, b: u32, page: u32, data: &[u8]) {
+        // `b` and `page` come from a checked index (inside RAM).
+        self.0
+            .restore_page(b, page as usize * vmstate::PAGE_SIZE, data);
+    }
+    fn end_block(&mut self, b: u32, zero: &vmstate::ZeroMap) {
+        self.0
+            .finish_restored_block(b, |p| zero.is_zero(p), vmstate::PAGE_SIZE);
+    }
+}
+
+/// What a completed suspend wrote.
+pub struct Suspended {
+    pub bytes: u64,
+}
+
+/// Waits until `done` holds, kicking the vCPUs not parked; `false` after
+/// [`WAIT_MS`].
+fn wait_until(vm: &Vm, here: usize, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = read_sysreg!("CNTPCT_EL0").saturating_add(ms_ticks(WAIT_MS));
+    loop {
+        // Completions of guest requests come back through the system disk's
+        // interrupt; take them here too and finish the requests.
+        crate::sysdisk::service_interrupt();
+        vm.resume_deferred(here);
+        if done() {
+            return true;
+        }
+        if read_sysreg!("CNTPCT_EL0") >= deadline {
+            return false;
+        }
+        for (i, mpidr) in vm.pcpu.iter().enumerate() {
+            if i != here && vm.power(i) != CpuPower::Off {
+                crate::irq::kick(*mpidr);
+            }
+        }
+        crate::timer::nap(ms_ticks(POLL_MS));
+    }
+}
+
+/// Suspends `vm` to its saved-state extent, from vCPU `here` (running this at a
+/// checkpoint; every other vCPU is parked or off). On success the image is
+/// committed and the caller must not let the VM run again.
+pub fn suspend_vm(vm: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
+    let start = read_sysreg!("CNTPCT_EL0");
+    let Some(uuid) = vm.identity else {
+        return Err(String::from(
+            "the VM was not started from the system disk (a boot bundle has nowhere to suspend to)",
+        ));
+    };
+    // 1. Every vCPU's state, each captured on its own physical CPU.
+    for s in &vm.captured {
+        *s.lock() = None;
+    }
+    vm.capture.store(true, Ordering::Release);
+    *vm.captured[here.idx].lock() = Some(Box::new(capture(vm, here)));
+    let idx = here.idx;
+    let all = wait_until(vm, idx, || {
+        (0..vm.vcpus()).all(|i| vm.power(i) == CpuPower::Off || vm.captured[i].lock().is_some())
+    });
+    vm.capture.store(false, Ordering::Release);
+    if !all {
+        return Err(String::from(
+            "a vCPU did not stop to have its state captured",
+        ));
+    }
+    let vcpus: Vec<VcpuState> = (0..vm.vcpus())
+        .map(|i| match vm.captured[i].lock().take() {
+            Some(s) => *s,
+            None => VcpuState::default(), // off: nothing but its power state
+        })
+        .collect();
+    // 2. Drain: every guest request in flight completes, so the queues say all.
+    if !wait_until(vm, idx, || {
+        vm.saved_devices.iter().all(|d| d.handle.in_flight() == 0)
+    }) {
+        return Err(String::from(
+            "guest disk requests did not complete; nothing was written",
+        ));
+    }
+    // 3. Devices and time, at the same moment.
+    let devices: Vec<DeviceState> = vm
+        .saved_devices
+        .iter()
+        .map(|d| DeviceState {
+            name: String::from(d.name),
+            base: d.base,
+            blob: d.handle.save(),
+        })
+        .collect();
+    let pcount = read_sysreg!("CNTPCT_EL0");
+    let time = TimeState {
+        cntfrq: read_sysreg!("CNTFRQ_EL0"),
+        guest_vcount: pcount.wrapping_sub(vm.cntvoff()),
+        host_pcount: pcount,
+    };
+    let input = vmstate::SuspendInput {
+        uuid,
+        fingerprint: fingerprint(vm),
+        time,
+        vcpus: &vcpus,
+        devices: &devices,
+    };
+    // 4. The image and the registry commit.
+    let report = crate::storage::with(|st| {
+        vmstate::suspend(
+            &mut st.disk,
+            &mut st.registry,
+            &input,
+            &Ram(vm.ram),
+            crate::accel::crc32c_append,
+        )
+        .map_err(|e| format!("{e}"))
+    })
+    .unwrap_or_else(|| Err(String::from("no system disk is open")))?;
+    let millis =
+        read_sysreg!("CNTPCT_EL0").wrapping_sub(start) * 1000 / read_sysreg!("CNTFRQ_EL0").max(1);
+    log::info!(
+        "VM '{}' suspended: {} KiB image ({} blocks touched, {} pages with data, {} zero pages) in {} ms",
+        vm.name,
+        report.bytes >> 10,
+        report.blocks,
+        report.data_pages,
+        report.zero_pages,
+        millis
+    );
+    SUSPENDED.store(true, Ordering::Release);
+    Ok(Suspended {
+        bytes: report.bytes,
+    })
+}
+
+/// Restores `vm` from the saved image `blob` at boot, before any vCPU runs.
+/// `Ok` leaves every vCPU that was on with its state in `vm.resume_slots`; on
+/// `Err` the VM holds part of the image and must cold boot (which resets RAM and
+/// every device).
+pub fn resume_vm(vm: &Vm, blob: Blob) -> Result<(), ColdReason> {
+    let start = read_sysreg!("CNTPCT_EL0");
+    let expected = fingerprint(vm);
+    let cntfrq = read_sysreg!("CNTFRQ_EL0");
+    let crc = crate::accel::crc32c_append;
+    let ms = |from: u64| read_sysreg!("CNTPCT_EL0").wrapping_sub(from) * 1000 / cntfrq.max(1);
+    let mut ram_ms = 0;
+    let opened = crate::storage::with(|st| {
+        let opened = vmstate::open_saved(&mut st.disk, blob, &expected, cntfrq, crc)?;
+        let t = read_sysreg!("CNTPCT_EL0");
+        vmstate::restore_ram(&mut st.disk, &opened, &mut Ram(vm.ram), crc)?;
+        ram_ms = ms(t);
+        Ok(opened)
+    })
+    .unwrap_or(Err(ColdReason::Unreadable))?;
+    let devices_start = read_sysreg!("CNTPCT_EL0");
+    // Devices: the same set, by name and base (the fingerprint's layout CRC
+    // already matched), each validating its own blob.
+    if opened.devices.len() != vm.saved_devices.len() {
+        return Err(ColdReason::ConfigMismatch("device count"));
+    }
+    for (d, saved) in vm.saved_devices.iter().zip(&opened.devices) {
+        if saved.name != d.name || saved.base != d.base {
+            return Err(ColdReason::ConfigMismatch("device layout"));
+        }
+        d.handle
+            .restore(&saved.blob)
+            .map_err(|e| ColdReason::StateRefused(d.name, e))?;
+    }
+    {
+        let mut irq = VgicSink::new(&vm.vgic);
+        let mut mem = vm.ram;
+        for d in &vm.saved_devices {
+            d.handle.after_restore(&mut mem, &mut irq);
+        }
+    }
+    let devices_ms = ms(devices_start);
+    // Consumed before the guest runs: its disk diverges from here on.
+    let consumed = crate::storage::with(|st| {
+        vm.identity
+            .map(|u| vmstate::consume(&mut st.disk, &mut st.registry, u).is_ok())
+            .unwrap_or(false)
+    })
+    .unwrap_or(false);
+    if !consumed {
+        return Err(ColdReason::NotConsumable);
+    }
+    // Guest virtual time continues from the saved count; the emulated physical
+    // timer keeps its distance to its deadline.
+    let now = read_sysreg!("CNTPCT_EL0");
+    vm.set_cntvoff(vmstate::cntvoff_for(opened.header.time.guest_vcount, now));
+    for (i, mut st) in opened.vcpus.into_iter().enumerate() {
+        st.ptimer_cval =
+            vmstate::rebase_physical(st.ptimer_cval, opened.header.time.host_pcount, now);
+        vm.kick[i].store(true, Ordering::Release);
+        if st.power == Power::On {
+            *vm.resume_slots[i].lock() = Some(Box::new(st));
+        }
+    }
+    log::info!(
+        "VM '{}': resumed from its saved state ({} KiB, {} pages with data) in {} ms (RAM {} ms, devices {} ms); guest time continues at {} ticks",
+        vm.name,
+        opened.blob.size >> 10,
+        opened.data_pages,
+        now.wrapping_sub(start) * 1000 / cntfrq.max(1),
+        ram_ms,
+        devices_ms,
+        opened.header.time.guest_vcount
+    );
+    Ok(())
+}
