@@ -5,6 +5,8 @@
 //!   hypervisor's render loop reads (each scanout's pixels and damage, the cursor).
 //! - [`resource`]: host resources, their guest backing and TRANSFER_TO_HOST_2D.
 //! - [`edid`]: the virtual monitor's EDID.
+//! - [`present`]: a scanout presented as a panel on the physical display through
+//!   `compositor` (full recomposition when the source changed, damage otherwise).
 //! - [`defs`]: every architected virtio-gpu number, and this crate's limits.
 //!
 //! Usage in the hypervisor (the render loop keeps a clone of the `Shared`):
@@ -24,10 +26,12 @@ extern crate alloc;
 pub mod defs;
 pub mod edid;
 pub mod gpu;
+pub mod present;
 pub mod resource;
 mod save;
 
 pub use gpu::{CursorView, Gpu, GpuConfig, ModeError, ScanoutView};
+pub use present::Presenter;
 pub use resource::Rect;
 
 #[cfg(test)]

@@ -905,3 +905,141 @@ fn restore_brings_back_what_the_render_loop_shows() {
     assert_eq!(b.device().mode(0), Some((640, 480)));
     assert_eq!(b.device().resource_bytes(), 40 * 30 * 4 + 64 * 64 * 4);
 }
+
+mod presentation {
+    use super::*;
+    use crate::present::{pixel_format, Presenter, BACKGROUND};
+    use compositor::{Frame, PixelFormat};
+
+    const OUT: (u32, u32) = (200, 120);
+
+    fn frame(buf: &mut [u8]) -> Frame<'_> {
+        Frame::new(buf, OUT.0, OUT.1, OUT.0 as usize * 4, PixelFormat::Xrgb8888).unwrap()
+    }
+
+    fn at(buf: &[u8], x: u32, y: u32) -> u32 {
+        let i = ((y * OUT.0 + x) * 4) as usize;
+        u32::from_le_bytes(buf[i..i + 4].try_into().unwrap()) & 0x00ff_ffff
+    }
+
+    #[test]
+    fn the_scanout_appears_exactly_at_the_panel_and_only_damage_is_redrawn() {
+        let mut g = G::new();
+        let (w, h) = (64, 40);
+        let backing = g.resource_with(1, w, h, pattern);
+        assert_eq!(g.transfer(1, Rect::new(0, 0, w, h), 0), cmd::RESP_OK_NODATA);
+        // The scanout shows the resource's rows 2.. and columns 4.. .
+        assert_eq!(
+            g.set_scanout(0, 1, Rect::new(4, 2, 50, 30)),
+            cmd::RESP_OK_NODATA
+        );
+        let mut p = Presenter::new(0, 30, 20);
+        let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
+        let drawn = p.present(g.gpu_mut(), &mut frame(&mut buf));
+        assert_eq!(drawn, [compositor::Rect::new(0, 0, OUT.0, OUT.1)]);
+        for y in 0..OUT.1 {
+            for x in 0..OUT.0 {
+                let inside = (30..80).contains(&x) && (20..50).contains(&y);
+                let want = if inside {
+                    pattern(x - 30 + 4, y - 20 + 2) & 0x00ff_ffff
+                } else {
+                    BACKGROUND
+                };
+                assert_eq!(at(&buf, x, y), want, "({x}, {y})");
+            }
+        }
+        // Nothing changed: nothing drawn.
+        assert!(p.present(g.gpu_mut(), &mut frame(&mut buf)).is_empty());
+        // The guest changes resource pixel (10, 5) and flushes it: only that output
+        // pixel is recomposed (a marker elsewhere survives).
+        g.d.write_mem(
+            backing + u64::from((5 * w + 10) * 4),
+            &0x00_12_34_56u32.to_le_bytes(),
+        );
+        assert_eq!(
+            g.transfer(1, Rect::new(10, 5, 1, 1), u64::from((5 * w + 10) * 4)),
+            cmd::RESP_OK_NODATA
+        );
+        assert_eq!(g.flush(1, Rect::new(10, 5, 1, 1)), cmd::RESP_OK_NODATA);
+        buf[0..4].copy_from_slice(&0x00ab_cdefu32.to_le_bytes());
+        let drawn = p.present(g.gpu_mut(), &mut frame(&mut buf));
+        assert_eq!(drawn, [compositor::Rect::new(30 + 6, 20 + 3, 1, 1)]);
+        assert_eq!(at(&buf, 36, 23), 0x12_3456);
+        assert_eq!(
+            at(&buf, 0, 0),
+            0xab_cdef,
+            "outside the damage nothing was redrawn"
+        );
+    }
+
+    #[test]
+    fn the_cursor_is_drawn_over_the_panel_and_a_disabled_scanout_leaves_background() {
+        let mut g = G::new();
+        g.resource_with(1, 20, 20, |_, _| 0x0011_1111);
+        assert_eq!(
+            g.transfer(1, Rect::new(0, 0, 20, 20), 0),
+            cmd::RESP_OK_NODATA
+        );
+        assert_eq!(
+            g.set_scanout(0, 1, Rect::new(0, 0, 20, 20)),
+            cmd::RESP_OK_NODATA
+        );
+        assert_eq!(
+            g.create(2, format::B8G8R8A8_UNORM, 64, 64),
+            cmd::RESP_OK_NODATA
+        );
+        let img = image(64, 64, |x, _| if x < 2 { 0xff00_ff00 } else { 0 });
+        let at_ = g.d.alloc(img.len() as u64, 4096);
+        g.d.write_mem(at_, &img);
+        assert_eq!(g.attach(2, &[(at_, img.len() as u32)]), cmd::RESP_OK_NODATA);
+        assert_eq!(
+            g.transfer(2, Rect::new(0, 0, 64, 64), 0),
+            cmd::RESP_OK_NODATA
+        );
+        g.send(
+            queue::CURSORQ,
+            &msg(cmd::UPDATE_CURSOR, &[0, 5, 5, 0, 2, 0, 0, 0]),
+            0,
+        );
+        let mut p = Presenter::new(0, 10, 10);
+        let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
+        p.present(g.gpu_mut(), &mut frame(&mut buf));
+        assert_eq!(at(&buf, 15, 15), 0x00ff00, "opaque cursor pixel");
+        assert_eq!(
+            at(&buf, 17, 15),
+            0x111111,
+            "transparent cursor pixel shows the panel"
+        );
+        assert_eq!(at(&buf, 9, 9), BACKGROUND);
+        assert_eq!(g.set_scanout(0, 0, Rect::default()), cmd::RESP_OK_NODATA);
+        g.send(
+            queue::CURSORQ,
+            &msg(cmd::UPDATE_CURSOR, &[0, 0, 0, 0, 0, 0, 0, 0]),
+            0,
+        );
+        p.present(g.gpu_mut(), &mut frame(&mut buf));
+        assert!((0..OUT.1).all(|y| (0..OUT.0).all(|x| at(&buf, x, y) == BACKGROUND)));
+    }
+
+    #[test]
+    fn formats_map_to_the_compositor_s_byte_orders() {
+        assert_eq!(
+            pixel_format(format::B8G8R8X8_UNORM),
+            Some(PixelFormat::Xrgb8888)
+        );
+        assert_eq!(
+            pixel_format(format::B8G8R8A8_UNORM),
+            Some(PixelFormat::Argb8888)
+        );
+        assert_eq!(
+            pixel_format(format::X8R8G8B8_UNORM),
+            Some(PixelFormat::Bgrx8888)
+        );
+        assert_eq!(pixel_format(format::R8G8B8A8_UNORM), None);
+        // X8R8G8B8: bytes X, R, G, B.
+        assert_eq!(
+            PixelFormat::Bgrx8888.load([0, 0x11, 0x22, 0x33]) & 0xff_ffff,
+            0x11_2233
+        );
+    }
+}
