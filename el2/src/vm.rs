@@ -17,6 +17,7 @@ use vdev::{AsyncBlock, MmioBus, MmioContext, Shared, WorkSignal};
 
 pub use crate::guestram::GuestRam;
 use vgic::{SharedVgic, VgicConfig};
+use vgpu::{Gpu, GpuConfig};
 use virtio::{Blk, Console, EmptySlot, MmioTransport, Rng};
 
 use crate::el1::{write_sysreg, El1Context};
@@ -157,7 +158,15 @@ pub struct Vm {
     pub virtio: Vec<VirtioSlot>,
     /// The guest's TPM (on its SPI-over-GPIO bus).
     pub tpm: Option<crate::tpm::GuestTpm>,
+    /// The guest's virtio-gpu, which the render loop (`display.rs`) presents.
+    pub gpu: crate::display::GuestGpu,
 }
+
+/// Host memory one resource of a guest's virtio-gpu may take: a 1920x1080 frame.
+const GPU_MAX_RESOURCE_BYTES: u64 = 1920 * 1080 * 4;
+/// Host memory all resources of a guest's virtio-gpu may take together (the heap
+/// holds them).
+const GPU_MAX_TOTAL_BYTES: u64 = 12 << 20;
 
 /// Why a VM could not be built.
 #[derive(Debug)]
@@ -231,7 +240,7 @@ impl Vm {
         for (n, disk) in disks
             .into_iter()
             .enumerate()
-            .take(guest::VIRTIO_RNG_SLOT as usize)
+            .take(guest::VIRTIO_GPU_SLOT as usize)
         {
             let n = n as u64;
             let slot = VirtioSlot {
@@ -258,8 +267,18 @@ impl Vm {
         let console = Console::new(Box::new(|bytes: &[u8]| {
             crate::console::guest_write(crate::console::Source::Virtio, bytes)
         }));
+        // A virtio-gpu for every guest (its monitor's mode and memory bounds: GPU_*).
+        let gpu = Shared::new(MmioTransport::new(
+            Gpu::new(GpuConfig {
+                modes: alloc::vec![vgpu::present::DEFAULT_MODE],
+                max_resource_bytes: GPU_MAX_RESOURCE_BYTES,
+                max_total_bytes: GPU_MAX_TOTAL_BYTES,
+            }),
+            guest::virtio_mmio_intid(guest::VIRTIO_GPU_SLOT),
+        ));
         type SlotDevice = (&'static str, u64, Box<dyn vdev::MmioDevice + Send>);
-        let extra: [Option<SlotDevice>; 2] = [
+        let extra: [Option<SlotDevice>; 3] = [
+            Some(("virtio-gpu", guest::VIRTIO_GPU_SLOT, Box::new(gpu.clone()))),
             rng.map(|rng| -> SlotDevice {
                 (
                     "virtio-rng",
@@ -318,6 +337,7 @@ impl Vm {
             stats: Mutex::new(ExitStats::default()),
             virtio,
             tpm,
+            gpu,
         })
     }
 

@@ -1,7 +1,8 @@
 //! Run scripts (`cargo xtask run --script FILE`): one step per line —
 //! `expect REGEX` (wait until the console output since the previous match
 //! matches), `send TEXT` (type TEXT and a newline; `\n`, `\r`, `\t`, `\\` and
-//! `\xHH` escapes), `sleep SECONDS`. Blank lines and lines starting with `#` are
+//! `\xHH` escapes), `sleep SECONDS`, `screendump FILE` (QEMU writes the physical
+//! display to FILE as a PPM, through QMP). Blank lines and lines starting with `#` are
 //! ignored. Everything is checked when the script is parsed, before QEMU starts.
 
 use std::fmt;
@@ -21,6 +22,8 @@ pub enum Action {
     Send(String),
     /// Pause (console output is still collected).
     Sleep(Duration),
+    /// Write the physical display to this file (PPM).
+    Screendump(std::path::PathBuf),
 }
 
 /// One step and where it came from.
@@ -53,7 +56,7 @@ impl fmt::Display for ScriptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ScriptError::UnknownCommand { line, command } => {
-                write!(f, "script line {line}: unknown command `{command}` (expected expect, send or sleep)")
+                write!(f, "script line {line}: unknown command `{command}` (expected expect, send, sleep or screendump)")
             }
             ScriptError::MissingArgument { line, command } => {
                 write!(f, "script line {line}: `{command}` needs an argument")
@@ -125,6 +128,15 @@ pub fn parse(text: &str) -> Result<Vec<Step>, ScriptError> {
                     })?;
                 Action::Sleep(Duration::from_secs_f64(secs))
             }
+            "screendump" => {
+                let file = arg.map(str::trim).filter(|a| !a.is_empty()).ok_or(
+                    ScriptError::MissingArgument {
+                        line,
+                        command: "screendump",
+                    },
+                )?;
+                Action::Screendump(file.into())
+            }
             other => {
                 return Err(ScriptError::UnknownCommand {
                     line,
@@ -194,6 +206,21 @@ mod tests {
         assert!(matches!(&steps[4].action, Action::Send(s) if s == "echo a\tb\r\n"));
         assert!(matches!(&steps[5].action, Action::Send(s) if s == "\n"));
         assert_eq!(steps[3].to_string(), "line 6: `expect (?m)^# $`");
+    }
+
+    #[test]
+    fn screendump_takes_a_file() {
+        let steps = parse("screendump out/frame 1.ppm\n").unwrap();
+        assert!(
+            matches!(&steps[0].action, Action::Screendump(p) if p == std::path::Path::new("out/frame 1.ppm"))
+        );
+        assert_eq!(
+            parse("screendump\n").unwrap_err(),
+            ScriptError::MissingArgument {
+                line: 1,
+                command: "screendump"
+            }
+        );
     }
 
     #[test]
