@@ -60,6 +60,8 @@ pub enum DisplayError {
         response: u32,
     },
     BadMode(u32, u32),
+    /// The framebuffer (this many bytes) does not fit in the heap.
+    NoMemory(usize),
 }
 
 impl From<virtio_drivers::Error> for DisplayError {
@@ -138,7 +140,12 @@ impl HostGpu {
         }
         gpu.width = w;
         gpu.height = h;
-        gpu.fb = vec![0u8; (w * h * format::BYTES_PER_PIXEL) as usize];
+        // From the heap, refused (headless) rather than aborting if it does not fit.
+        let bytes = (w * h * format::BYTES_PER_PIXEL) as usize;
+        gpu.fb
+            .try_reserve_exact(bytes)
+            .map_err(|_| DisplayError::NoMemory(bytes))?;
+        gpu.fb.resize(bytes, 0);
         gpu.simple(&request(
             cmd::RESOURCE_CREATE_2D,
             &[FB_RESOURCE, format::B8G8R8X8_UNORM, w, h],

@@ -127,6 +127,19 @@ impl FromStr for Accel {
     }
 }
 
+/// Whether QEMU lists the [`GUI_DISPLAY`] back end (Debian ships it in
+/// `qemu-system-gui`; without it QEMU names the missing module instead).
+pub fn gui_available() -> bool {
+    Command::new(QEMU_BIN)
+        .args(["-display", "help"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == GUI_DISPLAY)
+        })
+}
+
 /// One QEMU invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QemuConfig {
@@ -162,6 +175,12 @@ pub fn host_mem_mib(guest_mem: u64) -> u64 {
 impl QemuConfig {
     /// Refuses combinations that cannot work, with a reason.
     pub fn check(&self) -> Result<(), Error> {
+        if self.gui && !gui_available() {
+            return Err(Error::step(
+                "--gui",
+                format!("this QEMU has no `{GUI_DISPLAY}` display back end (Debian: apt-get install qemu-system-gui)"),
+            ));
+        }
         if self.accel == Accel::Kvm {
             if self.icount {
                 return Err(Error::Usage(
