@@ -9,7 +9,7 @@ use std::time::Duration;
 use integration_tests::{boot, boot_lock, console_tail, script};
 use xtask::qemu::DEFAULT_DISPLAY;
 use xtask::qmp::parse_ppm;
-use xtask::run::{Ending, Guest, RunOptions};
+use xtask::run::{Ending, Guest, RunOptions, LINUX_CMDLINE};
 use xtask::Layout;
 
 /// Budget of the boot and the script.
@@ -50,7 +50,8 @@ fn base64(data: &[u8]) -> String {
 }
 
 /// The guest command: detach the framebuffer console (its cursor would draw over
-/// the pattern), build the frame from the tile (XRGB8888: bytes B, G, R, X) by
+/// the pattern; the command line also turns the cursor off, and a second passes for
+/// a blink already queued), build the frame from the tile (XRGB8888: bytes B, G, R, X) by
 /// doubling files, write it to `/dev/fb0`, report, stay up.
 fn guest_cmd(width: u32, height: u32) -> String {
     let mut tile = Vec::new();
@@ -63,7 +64,7 @@ fn guest_cmd(width: u32, height: u32) -> String {
     let tile_row = TILE_W * 4;
     let row = width * 4;
     format!(
-        r#"for v in /sys/class/vtconsole/vtcon*;do grep -q 'frame buffer' $v/name&&echo 0>$v/bind;done
+        r#"for v in /sys/class/vtconsole/vtcon*;do grep -q 'frame buffer' $v/name&&echo 0>$v/bind;done;sleep 1
 cat /sys/class/graphics/fb0/virtual_size
 cd /tmp;echo {b64}|base64 -d>t
 d(){{ cp $1 y;n=1;while [ $n -lt $2 ];do cat y y>z;mv z y;n=$((n*2));done; }}
@@ -91,6 +92,7 @@ fn the_guest_framebuffer_is_shown_as_a_panel_exactly() {
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
     o.system_disk = Some(layout.out.join(SYSTEM_DISK));
     o.guest_cmd = Some(guest_cmd(gw, gh));
+    o.append = Some(format!("{LINUX_CMDLINE} vt.global_cursor_default=0"));
     // The render loop presents at once when the guest idles; the guest's fbdev
     // flushes its damage from a worker shortly after the write.
     o.script = Some(script(
