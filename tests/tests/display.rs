@@ -2,7 +2,9 @@
 //! `/dev/fb0` (its virtio-gpu's fbdev), the hypervisor's render loop composes the
 //! guest's scanout as a panel into the physical display (QEMU's virtio-gpu), and a
 //! `screendump` of that display (QMP) shows the pattern exactly at the panel's
-//! rectangle at scale 1, the background everywhere else.
+//! rectangle at scale 1, the background everywhere else. Then the guest overwrites a
+//! block of rows (its fbdev flushes only those rows: a damage-only recomposition),
+//! and a second screendump shows the block there and the first pattern around it.
 
 use std::time::Duration;
 
@@ -21,6 +23,16 @@ const TILE_W: u32 = 8;
 const TILE_H: u32 = 8;
 /// Line the guest prints once the pattern is in `/dev/fb0`.
 const WRITTEN: &str = "pattern-written";
+/// Line the guest prints once the block is in `/dev/fb0`.
+const BLOCK_WRITTEN: &str = "block-written";
+/// The block: guest pixels `BLOCK_X..+64` of rows `BLOCK_Y..+16`, one colour.
+const BLOCK_X: u32 = 192;
+const BLOCK_Y: u32 = 100;
+const BLOCK_W: u32 = 64;
+const BLOCK_H: u32 = 16;
+const BLOCK_COLOUR: u32 = 0xff_8000;
+/// Guest seconds between the two drawings (the first screendump is taken in them).
+const BETWEEN: u32 = 12;
 
 /// Pixel (x, y) of the pattern as 0xRRGGBB: every pixel of a tile differs (red
 /// names the column, green the row), so a shift by less than a tile shows, and
@@ -70,7 +82,10 @@ cd /tmp;echo {b64}|base64 -d>t
 d(){{ cp $1 y;n=1;while [ $n -lt $2 ];do cat y y>z;mv z y;n=$((n*2));done; }}
 k=0;while [ $k -lt {th} ];do dd if=t bs={tr} skip=$k count=1 2>/dev/null>x;d x {reps};dd if=y bs={row} count=1 2>/dev/null>>b;k=$((k+1));done
 d b {blocks};dd if=y of=/dev/fb0 bs={block} count={blocks} 2>/dev/null
-echo {WRITTEN};sleep 100"#,
+echo {WRITTEN};sleep {BETWEEN}
+printf '\000\200\377\000'>p;d p {BLOCK_W}
+k={BLOCK_Y};while [ $k -lt {block_end} ];do dd if=y of=/dev/fb0 bs={block_row} seek=$(( (k*{row}+{block_off})/{block_row} )) conv=notrunc 2>/dev/null;k=$((k+1));done
+echo {BLOCK_WRITTEN};sleep 100"#,
         b64 = base64(&tile),
         th = TILE_H,
         tr = tile_row,
@@ -78,6 +93,9 @@ echo {WRITTEN};sleep 100"#,
         row = row,
         block = row * TILE_H,
         blocks = height / TILE_H,
+        block_end = BLOCK_Y + BLOCK_H,
+        block_row = BLOCK_W * 4,
+        block_off = BLOCK_X * 4,
     )
 }
 
@@ -88,7 +106,10 @@ fn the_guest_framebuffer_is_shown_as_a_panel_exactly() {
     let (px, py) = vgpu::present::DEFAULT_PANEL;
     let layout = Layout::detect();
     let dump = layout.out.join("test-scripts/display-panel.ppm");
-    let _ = std::fs::remove_file(&dump);
+    let dump2 = layout.out.join("test-scripts/display-block.ppm");
+    for f in [&dump, &dump2] {
+        let _ = std::fs::remove_file(f);
+    }
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
     o.system_disk = Some(layout.out.join(SYSTEM_DISK));
     o.guest_cmd = Some(guest_cmd(gw, gh));
@@ -98,8 +119,9 @@ fn the_guest_framebuffer_is_shown_as_a_panel_exactly() {
     o.script = Some(script(
         "display-panel.script",
         &format!(
-            "expect {gw},{gh}\nexpect {WRITTEN}\nsleep 3\nscreendump {}\n",
-            dump.display()
+            "expect {gw},{gh}\nexpect {WRITTEN}\nsleep 3\nscreendump {}\nexpect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\n",
+            dump.display(),
+            dump2.display()
         ),
     ));
     let outcome = boot(&o);
@@ -109,29 +131,35 @@ fn the_guest_framebuffer_is_shown_as_a_panel_exactly() {
         "the guest did not draw (or the screendump failed)\n{}",
         console_tail(&outcome)
     );
-    let img = parse_ppm(&std::fs::read(&dump).expect("screendump written")).expect("a PPM");
-    assert_eq!((img.width, img.height), DEFAULT_DISPLAY);
     let (x0, y0) = (px as u32, py as u32);
-    let mut wrong = Vec::new();
-    for y in 0..img.height {
-        for x in 0..img.width {
-            let inside = (x0..x0 + gw).contains(&x) && (y0..y0 + gh).contains(&y);
-            let want = if inside {
-                pattern(x - x0, y - y0)
-            } else {
-                vgpu::present::BACKGROUND
-            };
-            if img.at(x, y) != want {
-                wrong.push((x, y, img.at(x, y), want));
+    for (file, with_block) in [(&dump, false), (&dump2, true)] {
+        let img = parse_ppm(&std::fs::read(file).expect("screendump written")).expect("a PPM");
+        assert_eq!((img.width, img.height), DEFAULT_DISPLAY);
+        let mut wrong = Vec::new();
+        for y in 0..img.height {
+            for x in 0..img.width {
+                let inside = (x0..x0 + gw).contains(&x) && (y0..y0 + gh).contains(&y);
+                let (gx, gy) = (x.wrapping_sub(x0), y.wrapping_sub(y0));
+                let in_block = (BLOCK_X..BLOCK_X + BLOCK_W).contains(&gx)
+                    && (BLOCK_Y..BLOCK_Y + BLOCK_H).contains(&gy);
+                let want = match (inside, with_block && in_block) {
+                    (false, _) => vgpu::present::BACKGROUND,
+                    (true, true) => BLOCK_COLOUR,
+                    (true, false) => pattern(gx, gy),
+                };
+                if img.at(x, y) != want {
+                    wrong.push((x, y, img.at(x, y), want));
+                }
             }
         }
+        assert!(
+            wrong.is_empty(),
+            "{}: {} pixels differ; first (x, y, got, want): {:?}",
+            file.display(),
+            wrong.len(),
+            &wrong[..wrong.len().min(8)]
+        );
     }
-    assert!(
-        wrong.is_empty(),
-        "{} pixels differ; first: {:x?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(8)]
-    );
 }
 
 #[test]
