@@ -35,8 +35,9 @@ pub const VIRTIO_MMIO_BASE: u64 = 0x0a00_0000;
 pub const VIRTIO_MMIO_STRIDE: u64 = 0x200;
 pub const VIRTIO_MMIO_SLOTS: u64 = 32;
 pub const VIRTIO_MMIO_SPI_BASE: u32 = 16;
-/// virtio-mmio slots of the entropy device and the virtio console every VM gets;
-/// disks take the slots before them.
+/// virtio-mmio slots of the GPU, the entropy device and the virtio console every VM
+/// gets; disks take the slots before them.
+pub const VIRTIO_GPU_SLOT: u64 = VIRTIO_MMIO_SLOTS - 3;
 pub const VIRTIO_RNG_SLOT: u64 = VIRTIO_MMIO_SLOTS - 2;
 pub const VIRTIO_CONSOLE_SLOT: u64 = VIRTIO_MMIO_SLOTS - 1;
 /// SPIs the virtual GIC implements (INTIDs 32..128: the PL011, PL061 and every
@@ -80,5 +81,6 @@ const _: () = {
     assert!(virtio_mmio_intid(VIRTIO_MMIO_SLOTS - 1) < limit);
     assert!(SPI_BASE + PL011_SPI < limit);
     assert!(SPI_BASE + PL061_SPI < limit);
+    assert!(VIRTIO_GPU_SLOT < VIRTIO_RNG_SLOT);
     assert!(VIRTIO_RNG_SLOT < VIRTIO_CONSOLE_SLOT && VIRTIO_CONSOLE_SLOT < VIRTIO_MMIO_SLOTS);
 };

@@ -3,9 +3,10 @@
 
 use buddy_system_allocator::LockedHeap;
 
-/// Heap size: enough for stage-2 tables of several VMs, device models and the
-/// registry and TPM state.
-const HEAP_SIZE: usize = 16 << 20;
+/// Heap size: enough for stage-2 tables of several VMs, device models, the
+/// registry and TPM state, the physical display's framebuffer and the guests'
+/// virtio-gpu resources (bounded per VM in `vm.rs`).
+const HEAP_SIZE: usize = 48 << 20;
 
 #[repr(C, align(4096))]
 struct HeapSpace([u8; HEAP_SIZE]);

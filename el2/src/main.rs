@@ -14,6 +14,7 @@ mod boot;
 mod console;
 mod control;
 mod diag;
+mod display;
 mod el1;
 mod entropy;
 mod fault;
@@ -444,6 +445,11 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         layout.ipa_bits,
         layout.start_level
     );
+    display::start(
+        &platform.virtio_mmio,
+        vm.gpu.clone(),
+        vgpu::present::DEFAULT_PANEL,
+    );
     let (used, total) = heap::usage();
     log::info!(
         "hypervisor heap: {} KiB of {} KiB in use",
@@ -751,6 +757,7 @@ fn other_exit(vm: &Vm, vcpu: &mut Vcpu, kind: u64) -> Flow {
         Some(ExitKind::Irq | ExitKind::Fiq) => {
             vcpu.stats.irq += 1;
             wait::service_irqs(vm, vcpu);
+            display::tick(false);
             Flow::Continue
         }
         Some(ExitKind::SError) => trap::handle_serror(vm, vcpu),

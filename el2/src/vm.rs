@@ -18,6 +18,7 @@ use vdev::{AsyncBlock, MmioBus, MmioContext, Shared, WorkSignal};
 
 pub use crate::guestram::GuestRam;
 use vgic::{SharedVgic, VgicConfig};
+use vgpu::{Gpu, GpuConfig};
 use virtio::{Blk, Console, EmptySlot, MmioTransport, Rng};
 
 use crate::el1::{write_sysreg, El1Context};
@@ -183,7 +184,58 @@ pub struct Vm {
     pub resume_slots: Vec<Mutex<Option<Box<vmstate::VcpuState>>>>,
     /// Pause state and the VM's virtual-counter offset (the monitor's `vm pause`).
     pub run: crate::control::RunControl,
+    /// The guest's virtio-gpu, which the render loop (`display.rs`) presents.
+    pub gpu: crate::display::GuestGpu,
 }
+
+/// What building a VM's virtio-mmio devices adds to: the bus, the device tree's list
+/// and the devices a suspend saves.
+struct VirtioSlots<'a> {
+    bus: &'a mut MmioBus,
+    virtio: &'a mut Vec<VirtioSlot>,
+    saved: &'a mut Vec<crate::suspend::SavedDevice>,
+}
+
+impl VirtioSlots<'_> {
+    /// Puts `device` behind a virtio-mmio transport in `slot`: on the bus, in the
+    /// device tree's list, and saved on suspend (`in_flight` counts the requests a
+    /// suspend drains first).
+    fn attach<D: virtio::VirtioDevice + Send + 'static>(
+        &mut self,
+        name: &'static str,
+        slot: u64,
+        device: D,
+        in_flight: fn(&D) -> usize,
+    ) -> Result<Shared<MmioTransport<D>>, VmError> {
+        let base = guest::VIRTIO_MMIO_BASE + slot * guest::VIRTIO_MMIO_STRIDE;
+        let intid = guest::virtio_mmio_intid(slot);
+        let transport = Shared::new(MmioTransport::new(device, intid));
+        self.bus
+            .insert(
+                name,
+                base,
+                guest::VIRTIO_MMIO_STRIDE,
+                Box::new(transport.clone()),
+            )
+            .map_err(VmError::Bus)?;
+        self.saved.push(crate::suspend::SavedDevice {
+            name,
+            base,
+            handle: Box::new(crate::suspend::VirtioHandle {
+                transport: transport.clone(),
+                in_flight,
+            }),
+        });
+        self.virtio.push(VirtioSlot { base, intid });
+        Ok(transport)
+    }
+}
+
+/// Host memory one resource of a guest's virtio-gpu may take: a 1920x1080 frame.
+const GPU_MAX_RESOURCE_BYTES: u64 = 1920 * 1080 * 4;
+/// Host memory all resources of a guest's virtio-gpu may take together (the heap
+/// holds them).
+const GPU_MAX_TOTAL_BYTES: u64 = 12 << 20;
 
 /// Why a VM could not be built.
 #[derive(Debug)]
@@ -270,97 +322,38 @@ impl Vm {
             });
         }
         let mut virtio = Vec::new();
+        let mut slots = VirtioSlots {
+            bus: &mut bus,
+            virtio: &mut virtio,
+            saved: &mut saved_devices,
+        };
         for (n, disk) in disks
             .into_iter()
             .enumerate()
-            .take(guest::VIRTIO_RNG_SLOT as usize)
+            .take(guest::VIRTIO_GPU_SLOT as usize)
         {
-            let n = n as u64;
-            let slot = VirtioSlot {
-                base: guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
-                intid: guest::virtio_mmio_intid(n),
-            };
-            let blk = Shared::new(MmioTransport::new(Blk::new(disk), slot.intid));
-            bus.insert(
-                "virtio-blk",
-                slot.base,
-                guest::VIRTIO_MMIO_STRIDE,
-                Box::new(blk.clone()),
-            )
-            .map_err(VmError::Bus)?;
-            saved_devices.push(crate::suspend::SavedDevice {
-                name: "virtio-blk",
-                base: slot.base,
-                handle: Box::new(crate::suspend::VirtioHandle {
-                    transport: blk,
-                    in_flight: Blk::in_flight,
-                }),
-            });
-            virtio.push(slot);
+            slots.attach("virtio-blk", n as u64, Blk::new(disk), Blk::in_flight)?;
         }
+        // A virtio-gpu for every guest (its monitor's mode and memory bounds: GPU_*).
+        let gpu = Gpu::new(GpuConfig {
+            modes: alloc::vec![vgpu::present::DEFAULT_MODE],
+            max_resource_bytes: GPU_MAX_RESOURCE_BYTES,
+            max_total_bytes: GPU_MAX_TOTAL_BYTES,
+        });
+        let gpu = slots.attach("virtio-gpu", guest::VIRTIO_GPU_SLOT, gpu, |_| 0)?;
         // Entropy (when the machine has a source) and a second console for every
         // guest, in the last two slots (disks fill the slots from the first).
-        let rng = crate::entropy::source(b"RayOS virtio-rng")
-            .map(|e| Rng::new(Box::new(crate::entropy::VirtioEntropy(e))));
-        if rng.is_none() {
-            log::warn!("no entropy source: the VM gets no virtio-rng");
+        match crate::entropy::source(b"RayOS virtio-rng") {
+            Some(e) => {
+                let rng = Rng::new(Box::new(crate::entropy::VirtioEntropy(e)));
+                slots.attach("virtio-rng", guest::VIRTIO_RNG_SLOT, rng, |_| 0)?;
+            }
+            None => log::warn!("no entropy source: the VM gets no virtio-rng"),
         }
         let console = Console::new(Box::new(|bytes: &[u8]| {
             crate::console::guest_write(crate::console::Source::Virtio, bytes)
         }));
-        if let Some(rng) = rng {
-            let t = Shared::new(MmioTransport::new(
-                rng,
-                guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT),
-            ));
-            let base = guest::VIRTIO_MMIO_BASE + guest::VIRTIO_RNG_SLOT * guest::VIRTIO_MMIO_STRIDE;
-            bus.insert(
-                "virtio-rng",
-                base,
-                guest::VIRTIO_MMIO_STRIDE,
-                Box::new(t.clone()),
-            )
-            .map_err(VmError::Bus)?;
-            virtio.push(VirtioSlot {
-                base,
-                intid: guest::virtio_mmio_intid(guest::VIRTIO_RNG_SLOT),
-            });
-            saved_devices.push(crate::suspend::SavedDevice {
-                name: "virtio-rng",
-                base,
-                handle: Box::new(crate::suspend::VirtioHandle {
-                    transport: t,
-                    in_flight: |_: &Rng| 0,
-                }),
-            });
-        }
-        {
-            let t = Shared::new(MmioTransport::new(
-                console,
-                guest::virtio_mmio_intid(guest::VIRTIO_CONSOLE_SLOT),
-            ));
-            let base =
-                guest::VIRTIO_MMIO_BASE + guest::VIRTIO_CONSOLE_SLOT * guest::VIRTIO_MMIO_STRIDE;
-            bus.insert(
-                "virtio-console",
-                base,
-                guest::VIRTIO_MMIO_STRIDE,
-                Box::new(t.clone()),
-            )
-            .map_err(VmError::Bus)?;
-            virtio.push(VirtioSlot {
-                base,
-                intid: guest::virtio_mmio_intid(guest::VIRTIO_CONSOLE_SLOT),
-            });
-            saved_devices.push(crate::suspend::SavedDevice {
-                name: "virtio-console",
-                base,
-                handle: Box::new(crate::suspend::VirtioHandle {
-                    transport: t,
-                    in_flight: |_: &Console| 0,
-                }),
-            });
-        }
+        slots.attach("virtio-console", guest::VIRTIO_CONSOLE_SLOT, console, |_| 0)?;
         // Every other slot answers as on QEMU `virt`: a transport with device ID 0.
         // They are not in the guest's device tree (it lists what exists).
         for n in 0..guest::VIRTIO_MMIO_SLOTS {
@@ -397,6 +390,7 @@ impl Vm {
             captured: (0..n).map(|_| Mutex::new(None)).collect(),
             resume_slots: (0..n).map(|_| Mutex::new(None)).collect(),
             run: crate::control::RunControl::new(n),
+            gpu,
         })
     }
 

@@ -220,6 +220,7 @@ pub fn wfi(vm: &Vm, vcpu: &mut Vcpu, timeout: Option<u64>) {
         if vm.work.is_raised() {
             continue; // device work left over: the next round before sleeping
         }
+        crate::display::tick(true);
         aarch64_cpu::asm::wfi();
     }
     if timeout.is_some() {

@@ -1,8 +1,38 @@
-//! `vgpu` will own the guest-facing virtual GPU: the virtio-gpu device model, its
-//! framebuffer scanouts and the render scheduler that the hypervisor's render loop
-//! drives.
+//! `vgpu` owns the guest-facing virtual GPU:
 //!
-//! Nothing is implemented yet; this crate holds its place in the workspace so that the
-//! layout in `docs/architecture.md` is real. See the GPU issue for what it must own.
+//! - [`gpu`]: the virtio-gpu 2D device ([`Gpu`], a `virtio::VirtioDevice`) with the
+//!   control and cursor queues, fences, the display-change event, and the views the
+//!   hypervisor's render loop reads (each scanout's pixels and damage, the cursor).
+//! - [`resource`]: host resources, their guest backing and TRANSFER_TO_HOST_2D.
+//! - [`edid`]: the virtual monitor's EDID.
+//! - [`present`]: a scanout presented as a panel on the physical display through
+//!   `compositor` (full recomposition when the source changed, damage otherwise).
+//! - [`defs`]: every architected virtio-gpu number, and this crate's limits.
+//!
+//! Usage in the hypervisor (the render loop keeps a clone of the `Shared`):
+//!
+//! ```text
+//! let gpu = Shared::new(MmioTransport::new(Gpu::new(GpuConfig::single(1024, 768)), intid));
+//! bus.insert("virtio-gpu", base, 0x200, Box::new(gpu.clone()));
+//! ```
+//!
+//! Not done yet: 3D (VIRGL), blob resources, the plain linear framebuffer output
+//! with dirty tracking.
 #![no_std]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod defs;
+pub mod edid;
+pub mod gpu;
+pub mod present;
+pub mod resource;
+mod save;
+
+pub use gpu::{CursorView, Gpu, GpuConfig, ModeError, ScanoutView};
+pub use present::Presenter;
+pub use resource::Rect;
+
+#[cfg(test)]
+mod tests;

@@ -29,6 +29,7 @@ pub mod fuzz;
 pub mod layout;
 pub mod linux_guest;
 pub mod qemu;
+pub mod qmp;
 pub mod run;
 pub mod script;
 pub mod selftest;

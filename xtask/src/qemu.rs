@@ -30,6 +30,11 @@ pub const HOST_MEM_MIN: u64 = 1 << 30;
 pub const EXIT_HYPERVISOR_FATAL: i32 = 70;
 /// QEMU's option that drops every device the machine would add by itself.
 pub const NODEFAULTS: &str = "-nodefaults";
+/// The physical display's resolution unless `--display` says otherwise.
+pub const DEFAULT_DISPLAY: (u32, u32) = (1280, 800);
+/// QEMU's display back end for `--gui` (a window).
+pub const GUI_DISPLAY: &str = "gtk";
+
 /// The console chardev: stdio, multiplexed between the first UART and QEMU's
 /// monitor (Ctrl-A C switches, Ctrl-A X quits), Ctrl-C passed to the guest —
 /// what `-nographic` gives without `-nodefaults`.
@@ -122,6 +127,19 @@ impl FromStr for Accel {
     }
 }
 
+/// Whether QEMU lists the [`GUI_DISPLAY`] back end (Debian ships it in
+/// `qemu-system-gui`; without it QEMU names the missing module instead).
+pub fn gui_available() -> bool {
+    Command::new(QEMU_BIN)
+        .args(["-display", "help"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == GUI_DISPLAY)
+        })
+}
+
 /// One QEMU invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QemuConfig {
@@ -138,6 +156,12 @@ pub struct QemuConfig {
     pub icount: bool,
     /// Extra arguments appended verbatim (`--qemu-arg`).
     pub extra_args: Vec<String>,
+    /// The physical display: a `virtio-gpu-device` of this resolution.
+    pub display: (u32, u32),
+    /// Show the display in a window (`--gui`) instead of no window at all.
+    pub gui: bool,
+    /// Serve QMP on this Unix socket (`--qmp`, or a script's `screendump`).
+    pub qmp: Option<PathBuf>,
 }
 
 /// Host RAM in MiB for a guest of `guest_mem` bytes: guest + 512 MiB, at least 1 GiB.
@@ -151,6 +175,12 @@ pub fn host_mem_mib(guest_mem: u64) -> u64 {
 impl QemuConfig {
     /// Refuses combinations that cannot work, with a reason.
     pub fn check(&self) -> Result<(), Error> {
+        if self.gui && !gui_available() {
+            return Err(Error::step(
+                "--gui",
+                format!("this QEMU has no `{GUI_DISPLAY}` display back end (Debian: apt-get install qemu-system-gui)"),
+            ));
+        }
         if self.accel == Accel::Kvm {
             if self.icount {
                 return Err(Error::Usage(
@@ -187,6 +217,18 @@ impl QemuConfig {
         line.push(["-m".into(), format!("{}M", host_mem_mib(self.guest_mem))]);
         line.push(["-kernel".into(), self.kernel.to_string_lossy().into_owned()]);
         line.push(["-semihosting-config", SEMIHOSTING]);
+        let (w, h) = self.display;
+        line.push([
+            "-device".into(),
+            format!("virtio-gpu-device,xres={w},yres={h}"),
+        ]);
+        if self.gui {
+            // The last `-display` wins over `QemuLine::new`'s `none`.
+            line.push(["-display", GUI_DISPLAY]);
+        }
+        if let Some(socket) = &self.qmp {
+            line.push(["-qmp".into(), crate::qmp::qemu_arg(socket)]);
+        }
         if self.icount {
             line.push(["-icount", "shift=0"]);
         }
@@ -299,7 +341,34 @@ mod tests {
             accel: Accel::Tcg,
             icount: false,
             extra_args: vec![],
+            display: DEFAULT_DISPLAY,
+            gui: false,
+            qmp: None,
         }
+    }
+
+    #[test]
+    fn the_display_is_a_virtio_gpu_headless_unless_gui_and_qmp_on_request() {
+        let a = cfg().line().args().join(" ");
+        assert!(a.contains("-display none"), "{a}");
+        assert!(
+            a.contains("-device virtio-gpu-device,xres=1280,yres=800"),
+            "{a}"
+        );
+        assert!(!a.contains("-qmp") && !a.contains(GUI_DISPLAY), "{a}");
+        let mut c = cfg();
+        c.display = (800, 600);
+        c.gui = true;
+        c.qmp = Some("/t/q.sock".into());
+        let args = c.line().args().to_vec();
+        let a = args.join(" ");
+        assert!(
+            a.contains("-device virtio-gpu-device,xres=800,yres=600"),
+            "{a}"
+        );
+        assert!(a.contains("-qmp unix:/t/q.sock,server=on,wait=off"), "{a}");
+        let last_display = args.iter().rposition(|x| x == "-display").unwrap();
+        assert_eq!(args[last_display + 1], GUI_DISPLAY);
     }
 
     #[test]
@@ -323,7 +392,7 @@ mod tests {
             format!(
                 "qemu-system-aarch64 -nodefaults -M virt,virtualization=on,gic-version=3 {CONSOLE} \
 -cpu max,pauth-impdef=on -smp 2 -m 1024M -kernel /t/rayos-el2.bin -semihosting-config enable=on,target=native \
--initrd /t/bundles/linux.cpio"
+-device virtio-gpu-device,xres=1280,yres=800 -initrd /t/bundles/linux.cpio"
             )
         );
         let mut c = cfg();

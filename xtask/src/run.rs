@@ -153,6 +153,12 @@ pub struct RunOptions {
     /// Show neither build output nor the console as it arrives (tests); the
     /// console is still in the outcome.
     pub quiet: bool,
+    /// Open a QEMU window on the physical display (`--gui`; headless otherwise).
+    pub gui: bool,
+    /// QEMU's QMP socket (`--qmp PATH`).
+    pub qmp: Option<PathBuf>,
+    /// The physical display's resolution (`--display WxH`; default 1280x800).
+    pub display: Option<(u32, u32)>,
 }
 
 impl RunOptions {
@@ -171,7 +177,7 @@ impl RunOptions {
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
-[--accel tcg|kvm] [--cpu MODEL] [--icount] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
+[--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
 pub const NOTES: &str = "\
@@ -186,7 +192,9 @@ pub const NOTES: &str = "\
   other guests boot from a bundle instead.
   Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `monitor COMMAND`
   (Ctrl-] into the hypervisor monitor, COMMAND, its status line printed, Ctrl-] back; docs/monitor.md),
-  `# comment`. On the console, Ctrl-] enters and leaves the monitor.";
+  `screendump FILE` (a PPM of the physical display, through QMP), `# comment`.
+  On the console, Ctrl-] enters and leaves the monitor. The physical display is QEMU's
+  virtio-gpu-device (--display WxH, default 1280x800): headless unless --gui.";
 
 /// `run`'s flags as clap reads them ([`parse_args`] and `cargo xtask run`).
 #[derive(Debug, Clone, clap::Args)]
@@ -246,6 +254,15 @@ pub struct RunArgs {
     /// extra QEMU argument, verbatim
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true, action = clap::ArgAction::Append)]
     qemu_arg: Vec<String>,
+    /// show the physical display in a QEMU window (headless otherwise)
+    #[arg(long)]
+    gui: bool,
+    /// serve QEMU's QMP on this Unix socket
+    #[arg(long, value_name = "PATH")]
+    qmp: Option<PathBuf>,
+    /// the physical display's resolution (default 1280x800)
+    #[arg(long, value_name = "WxH", value_parser = parse_display)]
+    display: Option<(u32, u32)>,
     /// make the hypervisor fault on purpose (tests of its fatal path)
     #[arg(long = "hypervisor-fault", value_name = "panic|data-abort|stack-overflow|write-text|execute-data", value_parser = parse_fault)]
     hypervisor_fault: Option<vmspec::HypervisorFault>,
@@ -274,6 +291,15 @@ fn parse_timeout(v: &str) -> Result<Duration, String> {
         .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| format!("--timeout takes seconds (0 < s <= 86400), not `{v}`"))
+}
+
+fn parse_display(v: &str) -> Result<(u32, u32), String> {
+    v.split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .filter(|&(w, h)| (1..=8192).contains(&w) && (1..=8192).contains(&h))
+        .ok_or_else(|| {
+            format!("--display takes WIDTHxHEIGHT (1..8192 each, e.g. 1280x800), not `{v}`")
+        })
 }
 
 fn parse_accel(v: &str) -> Result<Accel, String> {
@@ -325,6 +351,9 @@ impl RunArgs {
             qemu_args: extra.into_iter().flat_map(|(_, a)| a).collect(),
             hypervisor_fault: self.hypervisor_fault,
             quiet: false,
+            gui: self.gui,
+            qmp: self.qmp,
+            display: self.display,
         };
         if o.guest_cmd.is_some() && o.guest != Guest::Linux {
             return Err(Error::Usage(
@@ -419,6 +448,15 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         accel: o.accel,
         icount: o.icount,
         extra_args: o.qemu_args.clone(),
+        display: o.display.unwrap_or(crate::qemu::DEFAULT_DISPLAY),
+        gui: o.gui,
+        // A script that takes screendumps needs QMP even without --qmp.
+        qmp: o.qmp.clone().or_else(|| {
+            script
+                .iter()
+                .any(|s| matches!(s.action, Action::Screendump(_)))
+                .then(|| crate::qmp::default_socket(&layout.out))
+        }),
     };
     qemu.check()?;
     ensure_qemu(o.quiet)?;
@@ -641,7 +679,7 @@ pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error
     let start = Instant::now();
     let mut session = Session::spawn(prepared.command(), !o.quiet, timeout)
         .map_err(|e| Error::step("start QEMU", e.to_string()))?;
-    let ending = drive(&mut session, &prepared.script);
+    let ending = drive(&mut session, &prepared.script, prepared.qemu.qmp.as_deref());
     session.kill();
     Ok(RunOutcome {
         guest: o.guest,
@@ -654,8 +692,10 @@ pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error
     })
 }
 
-/// Runs the script's steps, then waits for QEMU to exit.
-fn drive(session: &mut Session, steps: &[Step]) -> Ending {
+/// Runs the script's steps, then waits for QEMU to exit. `qmp` is QEMU's QMP socket
+/// (connected to at the first `screendump`).
+fn drive(session: &mut Session, steps: &[Step], qmp: Option<&std::path::Path>) -> Ending {
+    let mut conn: Option<crate::qmp::Qmp> = None;
     for step in steps {
         match &step.action {
             Action::Expect(re) => match session.expect(re) {
@@ -690,6 +730,23 @@ fn drive(session: &mut Session, steps: &[Step]) -> Ending {
             Action::Monitor(command) => {
                 if let Err(e) = monitor_step(session, step, command) {
                     return e;
+                }
+            }
+            Action::Screendump(file) => {
+                let done = match (&mut conn, qmp) {
+                    (Some(q), _) => q.screendump(file),
+                    (None, Some(socket)) => crate::qmp::Qmp::connect(socket).and_then(|mut q| {
+                        let r = q.screendump(file);
+                        conn = Some(q);
+                        r
+                    }),
+                    (None, None) => Err("no QMP socket".into()),
+                };
+                if let Err(error) = done {
+                    return Ending::SendFailed {
+                        step: step.to_string(),
+                        error,
+                    };
                 }
             }
         }
@@ -855,6 +912,9 @@ mod tests {
                         accel,
                         icount,
                         extra_args: Vec::new(),
+                        display: crate::qemu::DEFAULT_DISPLAY,
+                        gui: false,
+                        qmp: None,
                     },
                     vm,
                     bundle: "/t/bundle.cpio".into(),
@@ -1116,14 +1176,14 @@ mod tests {
         let mut cmd = std::process::Command::new("sh");
         cmd.args(["-c", "echo 'name?'; read n; echo \"hi $n\"; exit 0"]);
         let mut s = Session::spawn(cmd, false, Duration::from_secs(10)).unwrap();
-        assert_eq!(drive(&mut s, &steps), Ending::Exited(Some(0)));
+        assert_eq!(drive(&mut s, &steps, None), Ending::Exited(Some(0)));
 
         let steps = script::parse("expect never\n").unwrap();
         let mut cmd = std::process::Command::new("sh");
         cmd.args(["-c", "echo something; exit 4"]);
         let mut s = Session::spawn(cmd, false, Duration::from_secs(10)).unwrap();
         assert_eq!(
-            drive(&mut s, &steps),
+            drive(&mut s, &steps, None),
             Ending::StepUnmet {
                 step: "line 1: `expect never`".into(),
                 code: Some(4)

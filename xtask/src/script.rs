@@ -3,7 +3,8 @@
 //! matches), `send TEXT` (type TEXT and a newline; `\n`, `\r`, `\t`, `\\` and
 //! `\xHH` escapes), `sleep SECONDS`, `monitor COMMAND` (enter the hypervisor
 //! monitor with `Ctrl-]`, run COMMAND, wait for its status line and print it,
-//! return to the guest console; see docs/monitor.md). Blank lines and lines
+//! return to the guest console; see docs/monitor.md), `screendump FILE` (QEMU
+//! writes the physical display to FILE as a PPM, through QMP). Blank lines and lines
 //! starting with `#` are ignored. Everything is checked when the script is parsed,
 //! before QEMU starts (a monitor command against the monitor's own parser).
 
@@ -26,6 +27,8 @@ pub enum Action {
     Sleep(Duration),
     /// Run this hypervisor monitor command (without a newline).
     Monitor(String),
+    /// Write the physical display to this file (PPM).
+    Screendump(std::path::PathBuf),
 }
 
 /// One step and where it came from.
@@ -59,7 +62,7 @@ impl fmt::Display for ScriptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ScriptError::UnknownCommand { line, command } => {
-                write!(f, "script line {line}: unknown command `{command}` (expected expect, send, sleep or monitor)")
+                write!(f, "script line {line}: unknown command `{command}` (expected expect, send, sleep, monitor or screendump)")
             }
             ScriptError::MissingArgument { line, command } => {
                 write!(f, "script line {line}: `{command}` needs an argument")
@@ -143,6 +146,15 @@ pub fn parse(text: &str) -> Result<Vec<Step>, ScriptError> {
                 )?;
                 monitor_command(command, line)?;
                 Action::Monitor(command.to_string())
+            }
+            "screendump" => {
+                let file = arg.map(str::trim).filter(|a| !a.is_empty()).ok_or(
+                    ScriptError::MissingArgument {
+                        line,
+                        command: "screendump",
+                    },
+                )?;
+                Action::Screendump(file.into())
             }
             other => {
                 return Err(ScriptError::UnknownCommand {
@@ -233,6 +245,21 @@ mod tests {
         assert!(matches!(&steps[4].action, Action::Send(s) if s == "echo a\tb\r\n"));
         assert!(matches!(&steps[5].action, Action::Send(s) if s == "\n"));
         assert_eq!(steps[3].to_string(), "line 6: `expect (?m)^# $`");
+    }
+
+    #[test]
+    fn screendump_takes_a_file() {
+        let steps = parse("screendump out/frame 1.ppm\n").unwrap();
+        assert!(
+            matches!(&steps[0].action, Action::Screendump(p) if p == std::path::Path::new("out/frame 1.ppm"))
+        );
+        assert_eq!(
+            parse("screendump\n").unwrap_err(),
+            ScriptError::MissingArgument {
+                line: 1,
+                command: "screendump"
+            }
+        );
     }
 
     #[test]

@@ -552,6 +552,9 @@ mod tests {
             accel: crate::qemu::Accel::Tcg,
             icount: false,
             extra_args: vec!["-d".into(), "guest_errors".into()],
+            display: crate::qemu::DEFAULT_DISPLAY,
+            gui: false,
+            qmp: None,
         };
         let a = qemu_line(&q, Path::new("/t/sys,1.img")).args().join(" ");
         assert!(!a.contains("-initrd") && !a.contains("linux.cpio"), "{a}");

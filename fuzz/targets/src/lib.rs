@@ -21,6 +21,7 @@ pub mod tis;
 mod tpm_common;
 pub mod tpm_dispatch;
 pub mod vgic_mmio;
+pub mod virtio_gpu;
 pub mod virtio_mmio;
 
 /// One fuzz target: its name (the libFuzzer binary and corpus folder) and body.
@@ -37,6 +38,11 @@ pub const TARGETS: &[Target] = &[
         name: "virtio_mmio",
         run: virtio_mmio::run,
         about: "virtio-mmio transport + split virtqueues (blk, rng, console) over fuzzed guest RAM",
+    },
+    Target {
+        name: "virtio_gpu",
+        run: virtio_gpu::run,
+        about: "virtio-gpu command parser (control and cursor queues) through virtio-mmio, with backing in fuzzed guest RAM",
     },
     Target {
         name: "vgic_mmio",

@@ -20,6 +20,7 @@ use crate::Encoder;
 pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
     let list: Vec<(&str, Vec<u8>)> = match name {
         "virtio_mmio" => virtio_seeds(),
+        "virtio_gpu" => gpu_seeds(),
         "vgic_mmio" => vgic_seeds(),
         "tpm_dispatch" => tpm_dispatch_seeds(),
         "tis" => tis_seeds(),
@@ -32,6 +33,281 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
         _ => Vec::new(),
     };
     list.into_iter().map(|(n, b)| (n.to_string(), b)).collect()
+}
+
+// ---- virtio_gpu ------------------------------------------------------------------
+
+/// Op variants of `virtio_gpu::Op`, in declaration order.
+mod gpuop {
+    pub const COUNT: u32 = 8;
+    pub const RAW: u32 = 0;
+    pub const COMMAND: u32 = 1;
+    pub const MEMORY: u32 = 2;
+    pub const MODE: u32 = 3;
+    pub const CONFIG: u32 = 4;
+    pub const RENDER: u32 = 5;
+    pub const SAVE_RESTORE: u32 = 6;
+    pub const RESET: u32 = 7;
+}
+
+/// Pixel (x, y) of the frame the `draw-frame` seed draws.
+pub fn gpu_pixel(x: u32, y: u32) -> u32 {
+    0xff00_0000 | (x * 4) << 16 | (y * 5) << 8 | ((x ^ y) & 0xff)
+}
+
+struct Gs(Encoder);
+
+impl Gs {
+    fn new() -> Self {
+        Gs(Encoder::default())
+    }
+    /// A command of type `kind` (a `virtio_gpu::KINDS` value) with `fields` and
+    /// `tail`, the response buffer `resp` bytes long.
+    fn cmd(&mut self, kind: u32, fields: &[u32], tail: &[u8], resp: u16) -> &mut Self {
+        self.cmd_with(kind, 0, 0, fields, tail, resp)
+    }
+    fn cmd_with(
+        &mut self,
+        kind: u32,
+        flags: u8,
+        fence: u64,
+        fields: &[u32],
+        tail: &[u8],
+        resp: u16,
+    ) -> &mut Self {
+        use crate::virtio_gpu::KINDS;
+        let index = KINDS.iter().position(|&k| k == kind).expect("kind listed") as u8;
+        let cursorq =
+            kind == vgpu::defs::cmd::UPDATE_CURSOR || kind == vgpu::defs::cmd::MOVE_CURSOR;
+        let e = &mut self.0;
+        e.variant(gpuop::COMMAND, gpuop::COUNT)
+            .bool(cursorq)
+            .u8(index)
+            .u8(flags)
+            .u64(fence);
+        for i in 0..8 {
+            e.u32(fields.get(i).copied().unwrap_or(0));
+        }
+        e.u8(fields.len() as u8).bytes(tail).u16(u16::MAX).u16(resp);
+        self
+    }
+    fn op(&mut self, v: u32) -> &mut Encoder {
+        self.0.variant(v, gpuop::COUNT)
+    }
+}
+
+fn gpu_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::virtio_gpu::BACKING;
+    use vgpu::defs::{cmd, config, format, hdr, layout};
+    let h = hdr::SIZE as u16;
+    let mut out = Vec::new();
+    let entry = |addr: u64, len: u32| {
+        let mut e = Vec::new();
+        e.extend(addr.to_le_bytes());
+        e.extend(len.to_le_bytes());
+        e.extend(0u32.to_le_bytes());
+        e
+    };
+
+    // A driver probing the displays, a mode change and its event being cleared.
+    let mut g = Gs::new();
+    g.cmd(
+        cmd::GET_DISPLAY_INFO,
+        &[],
+        &[],
+        layout::RESP_DISPLAY_INFO as u16,
+    );
+    g.cmd(cmd::GET_EDID, &[0, 0], &[], layout::RESP_EDID as u16);
+    g.cmd(cmd::GET_EDID, &[1, 0], &[], layout::RESP_EDID as u16);
+    g.op(gpuop::MODE).u8(0).u16(40).u16(30);
+    g.cmd(
+        cmd::GET_DISPLAY_INFO,
+        &[],
+        &[],
+        layout::RESP_DISPLAY_INFO as u16,
+    );
+    g.op(gpuop::CONFIG)
+        .u8(config::EVENTS_CLEAR as u8)
+        .u8(2)
+        .u32(config::EVENT_DISPLAY);
+    g.cmd(cmd::GET_CAPSET_INFO, &[0, 0], &[], h);
+    out.push(("display-probe", g.0 .0));
+
+    // What Linux's fbdev does: a frame resource, its backing, transfer, scanout,
+    // flush; then a partial update, and a cursor.
+    let (w, ht) = (64u32, 48u32);
+    let mut g = Gs::new();
+    g.cmd(
+        cmd::GET_DISPLAY_INFO,
+        &[],
+        &[],
+        layout::RESP_DISPLAY_INFO as u16,
+    );
+    g.cmd(
+        cmd::RESOURCE_CREATE_2D,
+        &[1, format::B8G8R8X8_UNORM, w, ht],
+        &[],
+        h,
+    );
+    let mut frame = Vec::new();
+    for y in 0..ht {
+        for x in 0..w {
+            frame.extend(gpu_pixel(x, y).to_le_bytes());
+        }
+    }
+    let frame_len = frame.len() as u32;
+    g.op(gpuop::MEMORY).u32(0).bytes(&frame);
+    // The backing in two pieces.
+    g.cmd(
+        cmd::RESOURCE_ATTACH_BACKING,
+        &[1, 2],
+        &[
+            entry(BACKING, 4096),
+            entry(BACKING + 4096, frame_len - 4096),
+        ]
+        .concat(),
+        h,
+    );
+    g.cmd(cmd::TRANSFER_TO_HOST_2D, &[0, 0, w, ht, 0, 0, 1, 0], &[], h);
+    g.cmd(cmd::SET_SCANOUT, &[0, 0, w, ht, 0, 1], &[], h);
+    g.cmd(cmd::RESOURCE_FLUSH, &[0, 0, w, ht, 1, 0], &[], h);
+    g.op(gpuop::RENDER);
+    g.cmd(
+        cmd::TRANSFER_TO_HOST_2D,
+        &[8, 4, 16, 8, (4 * w + 8) * 4, 0, 1, 0],
+        &[],
+        h,
+    );
+    g.cmd_with(
+        cmd::RESOURCE_FLUSH,
+        hdr::FLAG_FENCE as u8,
+        42,
+        &[8, 4, 16, 8, 1, 0],
+        &[],
+        h,
+    );
+    g.op(gpuop::RENDER);
+    let cursor_at = BACKING + 0x4000;
+    g.cmd(
+        cmd::RESOURCE_CREATE_2D,
+        &[2, format::B8G8R8A8_UNORM, 64, 64],
+        &[],
+        h,
+    );
+    g.op(gpuop::MEMORY).u32(0x4000).bytes(&[0x80; 64 * 64 * 4]);
+    g.cmd(
+        cmd::RESOURCE_ATTACH_BACKING,
+        &[2, 1],
+        &entry(cursor_at, 64 * 64 * 4),
+        h,
+    );
+    g.cmd(
+        cmd::TRANSFER_TO_HOST_2D,
+        &[0, 0, 64, 64, 0, 0, 2, 0],
+        &[],
+        h,
+    );
+    g.cmd(cmd::UPDATE_CURSOR, &[0, 10, 20, 0, 2, 1, 1, 0], &[], 0);
+    g.cmd(cmd::MOVE_CURSOR, &[0, 30, 25, 0, 0, 0, 0, 0], &[], 0);
+    g.op(gpuop::SAVE_RESTORE);
+    g.op(gpuop::RENDER);
+    out.push(("draw-frame", g.0 .0));
+
+    // A hostile guest: id reuse, 0x0 and huge resources, rectangles, strides and
+    // backing out of range, floods of flushes, then a reset.
+    let mut g = Gs::new();
+    g.cmd(
+        cmd::RESOURCE_CREATE_2D,
+        &[1, format::X8R8G8B8_UNORM, 32, 32],
+        &[],
+        h,
+    );
+    g.cmd(
+        cmd::RESOURCE_CREATE_2D,
+        &[1, format::X8R8G8B8_UNORM, 32, 32],
+        &[],
+        h,
+    );
+    g.cmd(
+        cmd::RESOURCE_CREATE_2D,
+        &[2, format::X8R8G8B8_UNORM, 0, 0],
+        &[],
+        h,
+    );
+    g.cmd(
+        cmd::RESOURCE_CREATE_2D,
+        &[3, format::X8R8G8B8_UNORM, 16384, 16384],
+        &[],
+        h,
+    );
+    g.cmd(cmd::RESOURCE_CREATE_2D, &[4, 99, 8, 8], &[], h);
+    g.cmd(
+        cmd::RESOURCE_ATTACH_BACKING,
+        &[1, 3],
+        &entry(BACKING, 4096),
+        h,
+    );
+    g.cmd(
+        cmd::RESOURCE_ATTACH_BACKING,
+        &[1, 1],
+        &entry(u64::MAX - 8, 4096),
+        h,
+    );
+    g.cmd(
+        cmd::RESOURCE_ATTACH_BACKING,
+        &[1, 1],
+        &entry(0x1000, 4096),
+        h,
+    );
+    g.cmd(
+        cmd::RESOURCE_ATTACH_BACKING,
+        &[1, 1],
+        &entry(BACKING, 4096),
+        h,
+    );
+    g.cmd(
+        cmd::TRANSFER_TO_HOST_2D,
+        &[0, 0, 32, 32, 0, 0, 1, 0],
+        &[],
+        h,
+    );
+    g.cmd(cmd::TRANSFER_TO_HOST_2D, &[0, 0, 32, 8, 4, 0, 1, 0], &[], h);
+    g.cmd(
+        cmd::TRANSFER_TO_HOST_2D,
+        &[u32::MAX, 0, 2, 2, 0, 0, 1, 0],
+        &[],
+        h,
+    );
+    g.cmd(cmd::SET_SCANOUT, &[0, 0, 33, 32, 0, 1], &[], h);
+    g.cmd(cmd::SET_SCANOUT, &[0, 0, 32, 32, 7, 1], &[], h);
+    g.cmd(cmd::SET_SCANOUT, &[0, 0, 32, 32, 0, 1], &[], h);
+    for i in 0..40u32 {
+        g.cmd(
+            cmd::RESOURCE_FLUSH,
+            &[i % 31, i % 29, 1 + i % 3, 1, 1, 0],
+            &[],
+            h,
+        );
+    }
+    g.op(gpuop::RENDER);
+    g.cmd(cmd::RESOURCE_DETACH_BACKING, &[1, 0], &[], h);
+    g.cmd(cmd::RESOURCE_DETACH_BACKING, &[1, 0], &[], h);
+    g.cmd(cmd::RESOURCE_UNREF, &[1, 0], &[], h);
+    g.cmd(cmd::RESOURCE_UNREF, &[1, 0], &[], h);
+    g.op(gpuop::RAW)
+        .bool(false)
+        .u16(3)
+        .u16(h)
+        .bytes(&[0x01, 0x01, 0x00]);
+    g.op(gpuop::RESET);
+    g.cmd(
+        cmd::GET_DISPLAY_INFO,
+        &[],
+        &[],
+        layout::RESP_DISPLAY_INFO as u16,
+    );
+    out.push(("hostile", g.0 .0));
+    out
 }
 
 // ---- virtio_mmio ----------------------------------------------------------------

@@ -39,6 +39,7 @@ fn every_target_has_a_replay() {
     // The tests below, by name: a target added without one fails here.
     let replayed = [
         "virtio_mmio",
+        "virtio_gpu",
         "vgic_mmio",
         "tpm_dispatch",
         "tis",
@@ -56,6 +57,11 @@ fn every_target_has_a_replay() {
 #[test]
 fn virtio_mmio() {
     replay("virtio_mmio");
+}
+
+#[test]
+fn virtio_gpu() {
+    replay("virtio_gpu");
 }
 
 #[test]

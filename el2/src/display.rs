@@ -1,0 +1,295 @@
+//! The physical display and the render loop.
+//!
+//! The display is the host's virtio-gpu (QEMU's `virtio-gpu-device`), driven with
+//! `virtio-drivers`' virtio-mmio transport and split virtqueue. Its own GPU driver
+//! needs the crate's `alloc` feature, which would also give the system disk
+//! indirect descriptors and an allocation per request (see `sysdisk.rs`), so this
+//! module issues the five 2D commands it needs itself: one host resource the size of
+//! the display, backed by a heap buffer (identity-mapped, so its address is the one
+//! the device uses), shown on scanout 0.
+//!
+//! The render loop is [`tick`]: a physical CPU calls it on its way back to a guest
+//! after an interrupt (at most once per frame period) and before it idles in a
+//! guest's WFI (then at once: the guest is idle). Whoever gets the display lock
+//! composes what the VM's virtio-gpu scanout changed into the framebuffer with
+//! `vgpu::Presenter` (the guest's panel at its position, its cursor) and
+//! transfers and flushes only the recomposed rectangles. The guest's device is
+//! locked only while composing; a CPU that finds the display busy moves on.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+
+use compositor::{Frame, PixelFormat};
+use spin::Mutex;
+use vdev::Shared;
+use vgpu::defs::{cmd, format, hdr, layout};
+use vgpu::{Gpu, Presenter};
+use virtio_drivers::device::common::Feature;
+use virtio_drivers::queue::VirtQueue;
+use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+use virtio_drivers::transport::{DeviceType, Transport};
+
+use crate::el1::read_sysreg;
+use crate::sysdisk::IdentityHal;
+
+/// Descriptors of the control queue: one command (request + response) at a time.
+const QUEUE_SIZE: usize = 4;
+/// The control queue's index.
+const CONTROLQ: u16 = 0;
+/// The host resource holding the framebuffer.
+const FB_RESOURCE: u32 = 1;
+/// Frames per second the render loop aims at while guests run.
+const FRAME_RATE: u64 = 60;
+/// Largest display accepted (both sides), so a device's answer cannot ask for an
+/// absurd framebuffer.
+const MAX_SIDE: u32 = 8192;
+
+/// The guest device the render loop presents.
+pub type GuestGpu = Shared<virtio::MmioTransport<Gpu>>;
+
+/// Why the display could not be brought up.
+#[derive(Debug)]
+#[allow(dead_code)] // reported through Debug in the log line
+pub enum DisplayError {
+    NotFound,
+    Driver(virtio_drivers::Error),
+    /// A command answered with this response type.
+    Refused {
+        command: u32,
+        response: u32,
+    },
+    BadMode(u32, u32),
+    /// The framebuffer (this many bytes) does not fit in the heap.
+    NoMemory(usize),
+}
+
+impl From<virtio_drivers::Error> for DisplayError {
+    fn from(e: virtio_drivers::Error) -> Self {
+        DisplayError::Driver(e)
+    }
+}
+
+/// The host virtio-gpu with its framebuffer.
+struct HostGpu {
+    transport: MmioTransport<'static>,
+    controlq: VirtQueue<IdentityHal, QUEUE_SIZE>,
+    width: u32,
+    height: u32,
+    /// `width * height` XRGB pixels: the backing of [`FB_RESOURCE`].
+    fb: Vec<u8>,
+}
+
+/// A request: the header of `kind` then `fields`.
+fn request(kind: u32, fields: &[u32]) -> Vec<u8> {
+    let mut r = vec![0u8; hdr::SIZE];
+    r[hdr::TYPE..hdr::TYPE + 4].copy_from_slice(&kind.to_le_bytes());
+    for f in fields {
+        r.extend_from_slice(&f.to_le_bytes());
+    }
+    r
+}
+
+impl HostGpu {
+    /// Sends `req`, waits for the answer in `resp`; returns its type.
+    fn command(&mut self, req: &[u8], resp: &mut [u8]) -> Result<u32, DisplayError> {
+        self.controlq
+            .add_notify_wait_pop(&[req], &mut [resp], &mut self.transport)?;
+        Ok(u32::from_le_bytes([resp[0], resp[1], resp[2], resp[3]]))
+    }
+
+    /// A command whose answer carries no data.
+    fn simple(&mut self, req: &[u8]) -> Result<(), DisplayError> {
+        let mut resp = [0u8; hdr::SIZE];
+        match self.command(req, &mut resp)? {
+            cmd::RESP_OK_NODATA => Ok(()),
+            response => Err(DisplayError::Refused {
+                command: u32::from_le_bytes([req[0], req[1], req[2], req[3]]),
+                response,
+            }),
+        }
+    }
+
+    /// Brings up the device behind `transport`: scanout 0's size, the framebuffer
+    /// resource and its backing, the scanout.
+    fn new(mut transport: MmioTransport<'static>) -> Result<Self, DisplayError> {
+        transport.begin_init(Feature::VERSION_1);
+        let controlq = VirtQueue::new(&mut transport, CONTROLQ, false, false)?;
+        transport.finish_init();
+        let mut gpu = HostGpu {
+            transport,
+            controlq,
+            width: 0,
+            height: 0,
+            fb: Vec::new(),
+        };
+        let mut info = vec![0u8; layout::RESP_DISPLAY_INFO];
+        let response = gpu.command(&request(cmd::GET_DISPLAY_INFO, &[]), &mut info)?;
+        if response != cmd::RESP_OK_DISPLAY_INFO {
+            return Err(DisplayError::Refused {
+                command: cmd::GET_DISPLAY_INFO,
+                response,
+            });
+        }
+        let word =
+            |at: usize| u32::from_le_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]);
+        // Scanout 0's rectangle: x, y, width, height.
+        let (w, h) = (word(hdr::SIZE + 8), word(hdr::SIZE + 12));
+        if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
+            return Err(DisplayError::BadMode(w, h));
+        }
+        gpu.width = w;
+        gpu.height = h;
+        // From the heap, refused (headless) rather than aborting if it does not fit.
+        let bytes = (w * h * format::BYTES_PER_PIXEL) as usize;
+        gpu.fb
+            .try_reserve_exact(bytes)
+            .map_err(|_| DisplayError::NoMemory(bytes))?;
+        gpu.fb.resize(bytes, 0);
+        gpu.simple(&request(
+            cmd::RESOURCE_CREATE_2D,
+            &[FB_RESOURCE, format::B8G8R8X8_UNORM, w, h],
+        ))?;
+        // One backing entry: the identity-mapped heap buffer (le64 address, le32
+        // length, padding).
+        let addr = gpu.fb.as_ptr() as u64;
+        let mut attach = request(cmd::RESOURCE_ATTACH_BACKING, &[FB_RESOURCE, 1]);
+        attach.extend_from_slice(&addr.to_le_bytes());
+        attach.extend_from_slice(&(gpu.fb.len() as u32).to_le_bytes());
+        attach.extend_from_slice(&0u32.to_le_bytes());
+        gpu.simple(&attach)?;
+        gpu.simple(&request(cmd::SET_SCANOUT, &[0, 0, w, h, 0, FB_RESOURCE]))?;
+        gpu.show(compositor::Rect::new(0, 0, w, h))?;
+        Ok(gpu)
+    }
+
+    /// Transfers `r` (inside the display) of the framebuffer and flushes it.
+    fn show(&mut self, r: compositor::Rect) -> Result<(), DisplayError> {
+        let (x, y) = (r.x.max(0) as u32, r.y.max(0) as u32);
+        let offset = (u64::from(y) * u64::from(self.width) + u64::from(x))
+            * u64::from(format::BYTES_PER_PIXEL);
+        self.simple(&request(
+            cmd::TRANSFER_TO_HOST_2D,
+            &[
+                x,
+                y,
+                r.w,
+                r.h,
+                offset as u32,
+                (offset >> 32) as u32,
+                FB_RESOURCE,
+                0,
+            ],
+        ))?;
+        self.simple(&request(
+            cmd::RESOURCE_FLUSH,
+            &[x, y, r.w, r.h, FB_RESOURCE, 0],
+        ))
+    }
+}
+
+/// The display, what it shows, and when the next frame is due.
+struct Display {
+    host: HostGpu,
+    source: GuestGpu,
+    presenter: Presenter,
+    /// Counter value after which the next frame may be composed.
+    next_frame: u64,
+    /// Counter ticks per frame.
+    period: u64,
+    /// Set after a failed flush was logged (once).
+    failed: bool,
+}
+
+static DISPLAY: Mutex<Option<Display>> = Mutex::new(None);
+
+/// Finds the host's virtio-gpu among `transports`, brings it up and starts
+/// presenting `source`'s scanout 0 as a panel at `panel`. Without a display (or if
+/// it fails) the VM runs headless.
+pub fn start(transports: &[(boards::Range, Option<u32>)], source: GuestGpu, panel: (i32, i32)) {
+    match probe(transports) {
+        Ok(host) => {
+            log::info!(
+                "display: virtio-gpu {}x{}; guest scanout 0 as a panel at ({}, {})",
+                host.width,
+                host.height,
+                panel.0,
+                panel.1
+            );
+            let freq = read_sysreg!("CNTFRQ_EL0");
+            *DISPLAY.lock() = Some(Display {
+                host,
+                source,
+                presenter: Presenter::new(0, panel.0, panel.1),
+                next_frame: 0,
+                period: (freq / FRAME_RATE).max(1),
+                failed: false,
+            });
+        }
+        Err(DisplayError::NotFound) => log::info!("display: none (no virtio-gpu device); headless"),
+        Err(e) => log::warn!("display: virtio-gpu unusable ({e:?}); headless"),
+    }
+}
+
+fn probe(transports: &[(boards::Range, Option<u32>)]) -> Result<HostGpu, DisplayError> {
+    for (range, _irq) in transports {
+        let Ok(size) = usize::try_from(range.size) else {
+            continue;
+        };
+        let Some(header) = NonNull::new(range.base as usize as *mut VirtIOHeader) else {
+            continue;
+        };
+        // SAFETY: `range` is a virtio-mmio register window from the device tree,
+        // identity-mapped as device memory for the hypervisor's whole life, so it is
+        // valid for 'static. Building the transport only reads the identification
+        // registers; it is kept for the GPU (a slot nobody else drives) and forgotten
+        // for every other slot (see below), so no two drivers ever write one device.
+        let Ok(transport) = (unsafe { MmioTransport::new(header, size) }) else {
+            continue;
+        };
+        if transport.device_type() == DeviceType::GPU {
+            return HostGpu::new(transport);
+        }
+        // Dropping a transport resets its device: the system disk's would die.
+        core::mem::forget(transport);
+    }
+    Err(DisplayError::NotFound)
+}
+
+/// One step of the render loop: composes and shows what the guest changed, if a
+/// frame is due (`idle`: the calling CPU is about to idle, so it is due now).
+pub fn tick(idle: bool) {
+    let Some(mut guard) = DISPLAY.try_lock() else {
+        return;
+    };
+    let Some(d) = guard.as_mut() else {
+        return;
+    };
+    let now = read_sysreg!("CNTPCT_EL0");
+    if !idle && now < d.next_frame {
+        return;
+    }
+    d.next_frame = now.wrapping_add(d.period);
+    let (w, h) = (d.host.width, d.host.height);
+    let rects = {
+        let mut source = d.source.0.lock();
+        let Ok(mut frame) = Frame::new(
+            &mut d.host.fb,
+            w,
+            h,
+            (w * format::BYTES_PER_PIXEL) as usize,
+            PixelFormat::Xrgb8888,
+        ) else {
+            return;
+        };
+        d.presenter.present(source.device_mut(), &mut frame)
+    };
+    for r in rects {
+        if let Err(e) = d.host.show(r) {
+            if !d.failed {
+                d.failed = true;
+                log::warn!("display: flush failed: {e:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! QEMU's machine protocol (QMP) over the Unix socket `--qmp PATH` (or the one a
+//! script with `screendump` gets): the capabilities handshake and the commands
+//! xtask sends — `screendump` of the physical display — plus a reader for the
+//! binary PPM (P6) images it writes.
+//!
+//! QMP is one JSON object per line; xtask only needs to tell a command's answer
+//! (`{"return": …}` or `{"error": …}`) from asynchronous events (`{"event": …}`),
+//! which it skips, so it matches on the member name rather than parse JSON.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long to wait for QEMU to create its socket and answer.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The QEMU option that serves QMP on `socket` without waiting for a client.
+pub fn qemu_arg(socket: &Path) -> String {
+    format!("unix:{},server=on,wait=off", socket.display())
+}
+
+/// One QMP connection, after the capabilities handshake.
+pub struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    /// Connects to `socket` (waiting up to [`TIMEOUT`] for it to appear) and
+    /// negotiates capabilities.
+    pub fn connect(socket: &Path) -> Result<Qmp, String> {
+        let start = Instant::now();
+        let stream = loop {
+            match UnixStream::connect(socket) {
+                Ok(s) => break s,
+                Err(e) if start.elapsed() < TIMEOUT => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(format!("QMP socket {}: {e}", socket.display())),
+            }
+        };
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let writer = stream.try_clone().map_err(|e| e.to_string())?;
+        let mut q = Qmp {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        let greeting = q.line()?;
+        if !greeting.contains("\"QMP\"") {
+            return Err(format!("not a QMP greeting: {greeting}"));
+        }
+        q.execute("qmp_capabilities", "{}")?;
+        Ok(q)
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        let mut l = String::new();
+        match self.reader.read_line(&mut l) {
+            Ok(0) => Err("QEMU closed the QMP connection".into()),
+            Ok(_) => Ok(l),
+            Err(e) => Err(format!("QMP read: {e}")),
+        }
+    }
+
+    /// Runs `command` with `arguments` (a JSON object); returns the answer line.
+    pub fn execute(&mut self, command: &str, arguments: &str) -> Result<String, String> {
+        let msg = format!("{{\"execute\": \"{command}\", \"arguments\": {arguments}}}\n");
+        self.writer
+            .write_all(msg.as_bytes())
+            .map_err(|e| format!("QMP write: {e}"))?;
+        loop {
+            let l = self.line()?;
+            if l.contains("\"return\"") {
+                return Ok(l);
+            }
+            if l.contains("\"error\"") {
+                return Err(format!("QMP {command}: {}", l.trim()));
+            }
+            // An event: not the answer.
+        }
+    }
+
+    /// Writes the physical display to `file` as a PPM.
+    pub fn screendump(&mut self, file: &Path) -> Result<(), String> {
+        let path = std::path::absolute(file).map_err(|e| e.to_string())?;
+        self.execute(
+            "screendump",
+            &format!("{{\"filename\": {}}}", json_string(&path.to_string_lossy())),
+        )
+        .map(|_| ())
+    }
+}
+
+/// `s` as a JSON string literal.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A socket path for a run that needs QMP but was given none: unique per process.
+pub fn default_socket(out_dir: &Path) -> PathBuf {
+    out_dir.join(format!("qmp-{}.sock", std::process::id()))
+}
+
+/// An RGB image read from a PPM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub width: u32,
+    pub height: u32,
+    /// `width * height` pixels as 0xRRGGBB, row by row.
+    pub pixels: Vec<u32>,
+}
+
+impl Image {
+    /// Pixel (x, y) as 0xRRGGBB.
+    pub fn at(&self, x: u32, y: u32) -> u32 {
+        self.pixels[(y * self.width + x) as usize]
+    }
+}
+
+/// Parses a binary PPM (P6, maxval 255).
+pub fn parse_ppm(data: &[u8]) -> Result<Image, String> {
+    // Header: "P6", width, height, maxval, separated by whitespace (comments
+    // start with '#'), then one whitespace byte and the raster.
+    let mut fields = Vec::new();
+    let mut i = 0;
+    while fields.len() < 4 {
+        while i < data.len() && (data[i].is_ascii_whitespace() || data[i] == b'#') {
+            if data[i] == b'#' {
+                while i < data.len() && data[i] != b'\n' {
+                    i += 1;
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let start = i;
+        while i < data.len() && !data[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if start == i {
+            return Err("PPM header ends early".into());
+        }
+        fields.push(String::from_utf8_lossy(&data[start..i]).into_owned());
+    }
+    i += 1;
+    if fields[0] != "P6" {
+        return Err(format!("not a binary PPM: {}", fields[0]));
+    }
+    let num = |s: &str| {
+        s.parse::<u32>()
+            .map_err(|_| format!("bad PPM number `{s}`"))
+    };
+    let (width, height, max) = (num(&fields[1])?, num(&fields[2])?, num(&fields[3])?);
+    if max != 255 {
+        return Err(format!("PPM maxval {max}, expected 255"));
+    }
+    let n = width as usize * height as usize;
+    let raster = data.get(i..i + 3 * n).ok_or("PPM raster is short")?;
+    let pixels = raster
+        .chunks_exact(3)
+        .map(|p| (u32::from(p[0]) << 16) | (u32::from(p[1]) << 8) | u32::from(p[2]))
+        .collect();
+    Ok(Image {
+        width,
+        height,
+        pixels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ppm_with_comments_parses() {
+        let mut data = b"P6\n# made by a test\n3 2\n255\n".to_vec();
+        for i in 0..6u8 {
+            data.extend([i, 0x10 + i, 0x20 + i]);
+        }
+        let img = parse_ppm(&data).unwrap();
+        assert_eq!((img.width, img.height), (3, 2));
+        assert_eq!(img.at(0, 0), 0x00_1020);
+        assert_eq!(img.at(2, 1), 0x05_1525);
+        assert!(parse_ppm(&data[..data.len() - 1]).is_err());
+        assert!(parse_ppm(b"P5\n1 1\n255\n\0").is_err());
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn the_qemu_option_serves_without_waiting() {
+        assert_eq!(
+            qemu_arg(Path::new("/t/q.sock")),
+            "unix:/t/q.sock,server=on,wait=off"
+        );
+    }
+}
