@@ -61,6 +61,11 @@ fn rollback_undoes_a_file_in_ram_and_a_synced_disk_write_and_the_guest_runs_on()
              expect alive-7\n\
              send echo 3 > /proc/sys/vm/drop_caches; echo after=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -n 1) file=$(cat /tmp/snapfile 2>/dev/null || echo gone-$((4+5)))\n\
              expect file=gone-9\n\
+             send printf 'again-%s\\n' $(({nonce}*2+1)) | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null; sync; echo wrote-$((6+6))\n\
+             expect wrote-12\n\
+             monitor vm rollback linux t1\n\
+             send echo 3 > /proc/sys/vm/drop_caches; echo second=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -n 1); echo done-$((7+7))\n\
+             expect done-14\n\
              monitor vm rollback linux nosuch\n\
              monitor vm delete-snapshot linux t1\n\
              monitor vm rollback linux t1\n\
@@ -86,8 +91,15 @@ fn rollback_undoes_a_file_in_ram_and_a_synced_disk_write_and_the_guest_runs_on()
         console.contains(&format!("after=base-{base} file=gone-9")),
         "after the rollback the disk or RAM still holds what the guest wrote\n{tail}"
     );
+    // A second rollback to the same snapshot undoes a later write too (the
+    // snapshot's disk log starts again after a rollback).
+    assert!(
+        console.contains(&format!("second=base-{base}\n"))
+            || console.contains(&format!("second=base-{base}\r")),
+        "the second rollback left the guest's later write on its disk\n{tail}"
+    );
     let got = statuses(console);
-    assert_eq!(got.len(), 9, "{got:#?}\n{tail}");
+    assert_eq!(got.len(), 10, "{got:#?}\n{tail}");
     assert!(
         got[0].starts_with("ok: vm linux snapshot 't1' taken (memory, "),
         "{got:#?}"
@@ -98,18 +110,19 @@ fn rollback_undoes_a_file_in_ram_and_a_synced_disk_write_and_the_guest_runs_on()
         "{got:#?}"
     );
     assert_eq!(got[3], "ok: vm linux rolled back to snapshot 't1'");
+    assert_eq!(got[4], "ok: vm linux rolled back to snapshot 't1'");
     assert_eq!(
-        got[4],
+        got[5],
         "error: vm linux has no snapshot 'nosuch' (see `vm snapshots linux`)"
     );
-    assert_eq!(got[5], "ok: vm linux snapshot 't1' deleted");
+    assert_eq!(got[6], "ok: vm linux snapshot 't1' deleted");
     assert_eq!(
-        got[6],
+        got[7],
         "error: vm linux has no snapshot 't1' (see `vm snapshots linux`)"
     );
-    assert_eq!(got[7], "ok: vm linux has no snapshots");
+    assert_eq!(got[8], "ok: vm linux has no snapshots");
     assert!(
-        got[8].starts_with("error: vm snapshot linux t2 --disk: disk snapshots"),
+        got[9].starts_with("error: vm snapshot linux t2 --disk: disk snapshots"),
         "{got:#?}"
     );
 }
