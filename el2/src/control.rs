@@ -31,8 +31,11 @@
 //! every parked vCPU's in [`park`] (`suspend::on_park`: a vCPU's live EL1 state
 //! belongs to the physical CPU running it), drains the devices, writes the image
 //! and commits it; the VM then powers off, and with it the host.
-//! `snapshot`, `rollback`, `snapshots` and `delete_snapshot` answer "not built
-//! yet".
+//! **Snapshots.** `vm snapshot` and `vm rollback` pause a running VM the same way,
+//! run `snapshot::take` / `snapshot::rollback` on the commanding vCPU, and let it
+//! run again; a rolled-back parked vCPU takes up its saved state as it leaves the
+//! park (`snapshot::on_unpark`). Snapshots live in memory; `--disk` answers that
+//! disk snapshots are not built.
 
 use alloc::collections::VecDeque;
 use alloc::format;
@@ -211,6 +214,7 @@ fn park(vm: &Vm, vcpu: &mut Vcpu) {
     // SAFETY: the new offset must be in effect before the timer is looked at.
     unsafe { core::arch::asm!("isb") };
     vm.run.parked[idx].store(false, Ordering::Release);
+    crate::snapshot::on_unpark(vm, vcpu);
     crate::wait::sync_vtimer(vm, vcpu);
 }
 
@@ -247,10 +251,6 @@ pub struct El2Control<'a> {
     /// The vCPU running the command (a suspend captures its state here).
     vcpu: &'a mut Vcpu,
 }
-
-/// What s10-state's suspend/snapshot work has not yet provided.
-const NOT_BUILT: &str =
-    "not built yet: VM state save/restore (suspend, snapshots) is the VM-state work of issue 10, not in this hypervisor";
 
 impl El2Control<'_> {
     fn find(&self, name: &str) -> Result<&Vm, ControlError> {
@@ -299,11 +299,31 @@ impl El2Control<'_> {
         }
     }
 
-    fn unsupported(what: &str, vm: &str) -> ControlError {
-        ControlError::Unsupported {
-            what: format!("{what} {vm}"),
-            why: NOT_BUILT,
+    /// Pauses the VM for a snapshot or rollback if it runs; whether it ran.
+    fn pause_for_snapshot(&mut self, name: &str) -> Result<bool, ControlError> {
+        match Self::state(self.vm) {
+            VmState::Running => self.pause(name).map(|()| true),
+            VmState::Paused => Ok(false),
+            state => Err(ControlError::NotRunning {
+                vm: name.into(),
+                state,
+            }),
         }
+    }
+
+    /// Lets the VM run again after a snapshot or rollback if it ran before, with
+    /// this vCPU on the VM's (possibly new) virtual-counter offset.
+    fn continue_after_snapshot(
+        &mut self,
+        name: &str,
+        was_running: bool,
+    ) -> Result<(), ControlError> {
+        if was_running {
+            self.resume(name)?;
+            crate::snapshot::load_cntvoff(self.vm);
+            crate::wait::sync_vtimer(self.vm, self.vcpu);
+        }
+        Ok(())
     }
 }
 
@@ -382,26 +402,97 @@ impl VmControl for El2Control<'_> {
     fn snapshot(
         &mut self,
         name: &str,
-        _tag: &str,
-        _store: SnapshotStore,
+        tag: &str,
+        store: SnapshotStore,
     ) -> Result<SnapshotInfo, ControlError> {
         self.find(name)?;
-        Err(Self::unsupported("vm snapshot", name))
+        if store == SnapshotStore::Disk {
+            return Err(ControlError::Unsupported {
+                what: format!("vm snapshot {name} {tag} --disk"),
+                why: "disk snapshots (surviving a host reboot) are not built yet; in-memory snapshots are (leave out --disk)",
+            });
+        }
+        let was_running = self.pause_for_snapshot(name)?;
+        let vm = self.vm;
+        let taken = crate::snapshot::take(vm, self.vcpu, tag);
+        self.continue_after_snapshot(name, was_running)?;
+        match taken {
+            Ok(bytes) => Ok(SnapshotInfo {
+                tag: tag.into(),
+                store,
+                bytes,
+            }),
+            Err(crate::snapshot::TakeError::Exists) => Err(ControlError::SnapshotExists {
+                vm: name.into(),
+                tag: tag.into(),
+            }),
+            Err(crate::snapshot::TakeError::Other(why)) => Err(ControlError::Failed {
+                vm: name.into(),
+                why: format!("{why}; no snapshot was taken"),
+            }),
+        }
     }
 
-    fn rollback(&mut self, name: &str, _tag: &str) -> Result<(), ControlError> {
+    fn rollback(&mut self, name: &str, tag: &str) -> Result<(), ControlError> {
         self.find(name)?;
-        Err(Self::unsupported("vm rollback", name))
+        if !crate::snapshot::list().iter().any(|s| s.tag == tag) {
+            return Err(ControlError::NoSuchSnapshot {
+                vm: name.into(),
+                tag: tag.into(),
+            });
+        }
+        let was_running = self.pause_for_snapshot(name)?;
+        let vm = self.vm;
+        match crate::snapshot::rollback(vm, self.vcpu, tag) {
+            Ok(()) => {
+                vm.run
+                    .paused_at
+                    .store(read_sysreg!("CNTPCT_EL0"), Ordering::Release);
+                self.continue_after_snapshot(name, was_running)
+            }
+            Err(crate::snapshot::RollbackError::NoSuch) => {
+                self.continue_after_snapshot(name, was_running)?;
+                Err(ControlError::NoSuchSnapshot {
+                    vm: name.into(),
+                    tag: tag.into(),
+                })
+            }
+            Err(crate::snapshot::RollbackError::Refused(why)) => {
+                self.continue_after_snapshot(name, was_running)?;
+                Err(ControlError::Failed {
+                    vm: name.into(),
+                    why: format!("{why}; nothing was changed"),
+                })
+            }
+            Err(crate::snapshot::RollbackError::Partial(why)) => Err(ControlError::Failed {
+                vm: name.into(),
+                why: format!("{why}; the VM stays paused"),
+            }),
+        }
     }
 
     fn snapshots(&self, name: &str) -> Result<Vec<SnapshotInfo>, ControlError> {
         self.find(name)?;
-        Err(Self::unsupported("vm snapshots", name))
+        Ok(crate::snapshot::list()
+            .into_iter()
+            .map(|s| SnapshotInfo {
+                tag: s.tag,
+                store: SnapshotStore::Memory,
+                bytes: s.bytes,
+            })
+            .collect())
     }
 
-    fn delete_snapshot(&mut self, name: &str, _tag: &str) -> Result<(), ControlError> {
+    fn delete_snapshot(&mut self, name: &str, tag: &str) -> Result<(), ControlError> {
         self.find(name)?;
-        Err(Self::unsupported("vm delete-snapshot", name))
+        if crate::snapshot::delete(tag) {
+            Ok(())
+        } else {
+            Err(ControlError::NoSuchSnapshot {
+                vm: name.into(),
+                tag: tag.into(),
+            })
+        }
     }
 
     fn host_shutdown(&mut self) -> Result<ShutdownReport, ControlError> {

@@ -31,3 +31,16 @@ pub fn usage() -> (usize, usize) {
     let h = HEAP.lock();
     (h.stats_alloc_actual(), h.stats_total_bytes())
 }
+
+/// Gives the allocator the physical range `[base, base + size)` as well (the
+/// in-memory snapshot pool, `snapshot.rs`, taken from free RAM after the guests'
+/// RAM). The range must be identity-mapped normal RAM that nothing else uses.
+pub fn add_region(base: u64, size: u64) {
+    // SAFETY: the caller hands over a range of RAM the physical-memory allocator
+    // gave it and that nothing else uses, identity-mapped write-back (all RAM is,
+    // `mmu.rs`), for the rest of the hypervisor's life.
+    unsafe {
+        HEAP.lock()
+            .add_to_heap(base as usize, (base + size) as usize);
+    }
+}

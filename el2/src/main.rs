@@ -26,6 +26,7 @@ mod mmu;
 mod power;
 mod ramdisk;
 mod smp;
+mod snapshot;
 mod stacks;
 mod storage;
 mod suspend;
@@ -428,6 +429,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             pcpus.len()
         );
     }
+    snapshot::give_pool(&mut pmem);
     let ram = GuestRam::new(guest::RAM_BASE, ram_pa, mem, layout, 1)
         .unwrap_or_else(|e| fatal(format_args!("stage-2 tables: {e:?}")));
     let mut vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], spec.disks, spec.tpm_nv)

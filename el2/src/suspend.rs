@@ -303,7 +303,7 @@ pub fn on_park(vm: &Vm, vcpu: &mut Vcpu) {
 }
 
 /// Guest RAM as `vmstate` reads and fills it.
-struct Ram(GuestRam);
+pub struct Ram(pub GuestRam);
 
 impl vmstate::RamImage for Ram {
     fn blocks(&self) -> u32 {
@@ -355,16 +355,18 @@ fn wait_until(vm: &Vm, here: usize, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Suspends `vm` to its saved-state extent, from vCPU `here` (running this at a
-/// checkpoint; every other vCPU is parked or off). On success the image is
-/// committed and the caller must not let the VM run again.
-pub fn suspend_vm(vm: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
-    let start = read_sysreg!("CNTPCT_EL0");
-    let Some(uuid) = vm.identity else {
-        return Err(String::from(
-            "the VM was not started from the system disk (a boot bundle has nowhere to suspend to)",
-        ));
-    };
+/// A paused VM's state besides RAM, taken at one moment.
+pub struct Machine {
+    pub vcpus: Vec<VcpuState>,
+    pub devices: Vec<DeviceState>,
+    pub time: TimeState,
+}
+
+/// Captures every vCPU of `vm` (each on its own physical CPU: `here` now, the
+/// parked ones in [`on_park`]), drains the devices' guest requests and saves every
+/// device and guest time, from vCPU `here` at a checkpoint of a paused VM. Shared
+/// by suspend and snapshots.
+pub fn capture_machine(vm: &Vm, here: &mut Vcpu) -> Result<Machine, String> {
     // 1. Every vCPU's state, each captured on its own physical CPU.
     for s in &vm.captured {
         *s.lock() = None;
@@ -388,13 +390,7 @@ pub fn suspend_vm(vm: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
         })
         .collect();
     // 2. Drain: every guest request in flight completes, so the queues say all.
-    if !wait_until(vm, idx, || {
-        vm.saved_devices.iter().all(|d| d.handle.in_flight() == 0)
-    }) {
-        return Err(String::from(
-            "guest disk requests did not complete; nothing was written",
-        ));
-    }
+    drain(vm, idx)?;
     // 3. Devices and time, at the same moment.
     let devices: Vec<DeviceState> = vm
         .saved_devices
@@ -411,6 +407,63 @@ pub fn suspend_vm(vm: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
         guest_vcount: pcount.wrapping_sub(vm.cntvoff()),
         host_pcount: pcount,
     };
+    Ok(Machine {
+        vcpus,
+        devices,
+        time,
+    })
+}
+
+/// Waits until no device of `vm` has a guest request in flight.
+pub fn drain(vm: &Vm, here: usize) -> Result<(), String> {
+    if wait_until(vm, here, || {
+        vm.saved_devices.iter().all(|d| d.handle.in_flight() == 0)
+    }) {
+        Ok(())
+    } else {
+        Err(String::from(
+            "guest disk requests did not complete; nothing was written",
+        ))
+    }
+}
+
+/// Restores every device of `vm` from `saved` (the same set, by name and base,
+/// each validating its own blob), then re-drives their interrupt lines.
+pub fn restore_devices(vm: &Vm, saved: &[DeviceState]) -> Result<(), ColdReason> {
+    if saved.len() != vm.saved_devices.len() {
+        return Err(ColdReason::ConfigMismatch("device count"));
+    }
+    for (d, saved) in vm.saved_devices.iter().zip(saved) {
+        if saved.name != d.name || saved.base != d.base {
+            return Err(ColdReason::ConfigMismatch("device layout"));
+        }
+        d.handle
+            .restore(&saved.blob)
+            .map_err(|e| ColdReason::StateRefused(d.name, e))?;
+    }
+    let mut irq = VgicSink::new(&vm.vgic);
+    let mut mem = vm.ram;
+    for d in &vm.saved_devices {
+        d.handle.after_restore(&mut mem, &mut irq);
+    }
+    Ok(())
+}
+
+/// Suspends `vm` to its saved-state extent, from vCPU `here` (running this at a
+/// checkpoint; every other vCPU is parked or off). On success the image is
+/// committed and the caller must not let the VM run again.
+pub fn suspend_vm(vm: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
+    let start = read_sysreg!("CNTPCT_EL0");
+    let Some(uuid) = vm.identity else {
+        return Err(String::from(
+            "the VM was not started from the system disk (a boot bundle has nowhere to suspend to)",
+        ));
+    };
+    let Machine {
+        vcpus,
+        devices,
+        time,
+    } = capture_machine(vm, here)?;
     let input = vmstate::SuspendInput {
         uuid,
         fingerprint: fingerprint(vm),
@@ -469,24 +522,7 @@ pub fn resume_vm(vm: &Vm, blob: Blob) -> Result<(), ColdReason> {
     let devices_start = read_sysreg!("CNTPCT_EL0");
     // Devices: the same set, by name and base (the fingerprint's layout CRC
     // already matched), each validating its own blob.
-    if opened.devices.len() != vm.saved_devices.len() {
-        return Err(ColdReason::ConfigMismatch("device count"));
-    }
-    for (d, saved) in vm.saved_devices.iter().zip(&opened.devices) {
-        if saved.name != d.name || saved.base != d.base {
-            return Err(ColdReason::ConfigMismatch("device layout"));
-        }
-        d.handle
-            .restore(&saved.blob)
-            .map_err(|e| ColdReason::StateRefused(d.name, e))?;
-    }
-    {
-        let mut irq = VgicSink::new(&vm.vgic);
-        let mut mem = vm.ram;
-        for d in &vm.saved_devices {
-            d.handle.after_restore(&mut mem, &mut irq);
-        }
-    }
+    restore_devices(vm, &opened.devices)?;
     let devices_ms = ms(devices_start);
     // Consumed before the guest runs: its disk diverges from here on.
     let consumed = crate::storage::with(|st| {

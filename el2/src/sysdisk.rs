@@ -1026,6 +1026,10 @@ impl DiskExtent {
             return Err(BlockError::ReadOnly);
         }
         let offset = self.start + offset;
+        if write {
+            // A live snapshot saves what this write overwrites, before it starts.
+            crate::snapshot::before_guest_write(offset, len, (self.start, self.start + self.len));
+        }
         Ok(if write {
             BlockOp::Write { offset }
         } else {

@@ -25,6 +25,7 @@ extern crate std;
 
 pub mod format;
 pub mod ram;
+pub mod snapshot;
 pub mod store;
 pub mod time;
 pub mod vcpu;
@@ -33,6 +34,7 @@ pub use format::{
     DeviceState, Fingerprint, FormatError, Header, Section, FORMAT_VERSION, MIN_FORMAT_VERSION,
 };
 pub use ram::{IndexEntry, ZeroMap, BLOCK_SIZE, PAGES_PER_BLOCK, PAGE_SIZE};
+pub use snapshot::{DiskCow, RamSnapshot, SnapshotError, COW_GRANULE};
 pub use store::{
     consume, decide, open_saved, restore_ram, suspend, ColdReason, OpenedState, RamImage, RamSink,
     SuspendError, SuspendInput, SuspendReport,

@@ -1,0 +1,319 @@
+//! In-memory snapshots of a running VM and rollback to them (`vm snapshot`,
+//! `vm rollback`, `vm snapshots`, `vm delete-snapshot`): el2's side of
+//! `vmstate::snapshot`.
+//!
+//! **Memory.** At boot, free RAM left after the guests' RAM (up to [`POOL_MAX`],
+//! keeping [`KEEP_FREE`]) is added to the hypervisor heap as the snapshot pool
+//! ([`give_pool`]). Snapshots take at most the pool's size in all; a snapshot
+//! that does not fit (by count or by the heap's fallible allocation) is refused.
+//!
+//! **Snapshot** (from vCPU `here` of a paused VM): `suspend::capture_machine`
+//! (every vCPU on its own CPU, devices drained and saved, guest time), then a copy
+//! of every populated RAM block, then the guest disk's copy-on-write log starts
+//! ([`before_guest_write`], called by the system disk's guest extents before a
+//! write is started: the first write to a granule after a snapshot saves its old
+//! contents, synchronously, before the write goes to the device).
+//!
+//! **Rollback**: the guest disk's requests are drained, the logged granules are
+//! written back (refused, with nothing changed, when the log overflowed its
+//! budget), then RAM is emptied (`GuestRam::reset`) and refilled from the copy,
+//! the devices restored, guest virtual time set back to the snapshot's, and every
+//! vCPU gets its saved state: `here` at once, the parked ones as they leave the
+//! park ([`on_unpark`], on their own CPUs). Snapshots taken after the one rolled
+//! back to are dropped (the disk no longer holds their state).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arch::smccc::{CpuPower, PowerTopology};
+use spin::Mutex;
+use vmstate::{DeviceState, DiskCow, Power, RamSnapshot, SnapshotError, VcpuState};
+
+use crate::el1::{read_sysreg, write_sysreg};
+use crate::suspend::{Machine, Ram};
+use crate::vm::{Vcpu, Vm};
+
+/// Most memory the snapshot pool takes from free RAM.
+const POOL_MAX: u64 = 512 << 20;
+/// Free RAM left outside the pool.
+const KEEP_FREE: u64 = 16 << 20;
+/// The pool's alignment (a 2 MiB block).
+const POOL_ALIGN: u64 = 2 << 20;
+/// Snapshots of the VM at most.
+const MAX_SNAPSHOTS: usize = 8;
+/// Share of the pool the disk copy-on-write logs may take (1/this).
+const COW_SHARE: u64 = 4;
+
+/// Bytes of the snapshot pool.
+static POOL: AtomicU64 = AtomicU64::new(0);
+/// Some snapshot is logging guest disk writes (the fast path's test).
+static LOGGING: AtomicBool = AtomicBool::new(false);
+/// The snapshots, oldest first.
+static STORE: Mutex<Vec<Snapshot>> = Mutex::new(Vec::new());
+/// The guest disk's copy-on-write logs; lock order: `COW`, then storage.
+static COW: Mutex<Option<DiskCow>> = Mutex::new(None);
+/// The next snapshot id (ids grow with time: the disk log relies on it).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+struct Snapshot {
+    id: u64,
+    tag: String,
+    ram: RamSnapshot,
+    vcpus: Vec<VcpuState>,
+    devices: Vec<DeviceState>,
+    guest_vcount: u64,
+    host_pcount: u64,
+}
+
+impl Snapshot {
+    /// Hypervisor memory it takes, besides its disk log.
+    fn bytes(&self) -> u64 {
+        self.ram.bytes()
+            + self
+                .devices
+                .iter()
+                .map(|d| d.blob.len() as u64)
+                .sum::<u64>()
+            + (self.vcpus.len() * core::mem::size_of::<VcpuState>()) as u64
+    }
+}
+
+/// What `vm snapshots` shows of one snapshot.
+pub struct Listed {
+    pub tag: String,
+    pub bytes: u64,
+}
+
+/// Adds free RAM (after the guests' RAM was taken) to the heap as the snapshot
+/// pool.
+pub fn give_pool(pmem: &mut boards::memmap::PhysMem) {
+    let size = pmem.free_bytes().saturating_sub(KEEP_FREE).min(POOL_MAX) & !(POOL_ALIGN - 1);
+    if size == 0 {
+        log::info!("snapshots: no free RAM for an in-memory snapshot pool");
+        return;
+    }
+    let Some(base) = pmem.alloc(size, POOL_ALIGN) else {
+        log::info!("snapshots: no free RAM range for an in-memory snapshot pool");
+        return;
+    };
+    crate::heap::add_region(base, size);
+    POOL.store(size, Ordering::Release);
+    log::info!("snapshots: {} MiB in-memory pool", size >> 20);
+}
+
+/// Before the guest writes `len` bytes at byte `offset` of the system disk (in its
+/// extent `[lo, hi)`): saves what a live snapshot needs of the old contents.
+pub fn before_guest_write(offset: u64, len: u64, extent: (u64, u64)) {
+    if !LOGGING.load(Ordering::Acquire) {
+        return;
+    }
+    let mut cow = COW.lock();
+    let Some(cow) = cow.as_mut() else {
+        return;
+    };
+    let broke =
+        crate::storage::with(|st| cow.before_write(&mut st.disk, extent, offset, len)).unwrap_or(0);
+    if broke > 0 {
+        log::warn!(
+            "snapshots: guest disk write at byte {offset} overflowed the copy-on-write budget; {broke} snapshot(s) can no longer be rolled back to"
+        );
+    }
+}
+
+/// Takes snapshot `tag` of the paused `vm` from vCPU `here`; returns the bytes of
+/// memory it takes.
+pub fn take(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<u64, TakeError> {
+    if vm.identity.is_none() {
+        return Err(TakeError::Other(String::from(
+            "the VM's disk is not on the system disk (a boot bundle's disk cannot be rolled back)",
+        )));
+    }
+    {
+        let store = STORE.lock();
+        if store.iter().any(|s| s.tag == tag) {
+            return Err(TakeError::Exists);
+        }
+        if store.len() >= MAX_SNAPSHOTS {
+            return Err(TakeError::Other(format!(
+                "{MAX_SNAPSHOTS} snapshots exist already; delete one first"
+            )));
+        }
+    }
+    let Machine {
+        vcpus,
+        devices,
+        time,
+    } = crate::suspend::capture_machine(vm, here).map_err(TakeError::Other)?;
+    let used: u64 = STORE.lock().iter().map(Snapshot::bytes).sum();
+    let budget = POOL.load(Ordering::Acquire).saturating_sub(used);
+    let ram =
+        RamSnapshot::capture(&Ram(vm.ram), budget).map_err(|e| TakeError::Other(format!("{e}")))?;
+    let id = NEXT_ID.fetch_add(1, Ordering::AcqRel);
+    let snap = Snapshot {
+        id,
+        tag: String::from(tag),
+        ram,
+        vcpus,
+        devices,
+        guest_vcount: time.guest_vcount,
+        host_pcount: time.host_pcount,
+    };
+    let bytes = snap.bytes();
+    {
+        let mut cow = COW.lock();
+        cow.get_or_insert_with(|| DiskCow::new(POOL.load(Ordering::Acquire) / COW_SHARE))
+            .start(id);
+        LOGGING.store(true, Ordering::Release);
+    }
+    STORE.lock().push(snap);
+    log::info!(
+        "VM '{}': snapshot '{tag}' taken in memory ({} KiB)",
+        vm.name,
+        bytes >> 10
+    );
+    Ok(bytes)
+}
+
+/// Why [`take`] refused.
+pub enum TakeError {
+    Exists,
+    Other(String),
+}
+
+/// The snapshots, oldest first, with their memory (RAM copy, device state and
+/// disk log).
+pub fn list() -> Vec<Listed> {
+    let cow = COW.lock();
+    STORE
+        .lock()
+        .iter()
+        .map(|s| Listed {
+            tag: s.tag.clone(),
+            bytes: s.bytes() + cow.as_ref().map_or(0, |c| c.bytes_of(s.id)),
+        })
+        .collect()
+}
+
+/// Deletes snapshot `tag`; `false` if there is none.
+pub fn delete(tag: &str) -> bool {
+    let mut store = STORE.lock();
+    let Some(i) = store.iter().position(|s| s.tag == tag) else {
+        return false;
+    };
+    let s = store.remove(i);
+    let mut cow = COW.lock();
+    if let Some(c) = cow.as_mut() {
+        c.drop_log(s.id);
+        LOGGING.store(c.active(), Ordering::Release);
+    }
+    true
+}
+
+/// Why [`rollback`] refused or failed.
+pub enum RollbackError {
+    NoSuch,
+    /// Nothing was changed.
+    Refused(String),
+    /// Failed part-way: the VM holds part of the snapshot.
+    Partial(String),
+}
+
+/// Rolls the paused `vm` back to snapshot `tag` from vCPU `here`. On `Ok` guest
+/// virtual time is the snapshot's (set in the VM's offset; `here` loads it) and
+/// the parked vCPUs pick up their states as they leave the park.
+pub fn rollback(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<(), RollbackError> {
+    let mut store = STORE.lock();
+    let pos = store
+        .iter()
+        .position(|s| s.tag == tag)
+        .ok_or(RollbackError::NoSuch)?;
+    let snap = &store[pos];
+    // vCPUs powered on and off as at the snapshot (a vCPU's power cannot be
+    // changed from here).
+    for (i, st) in snap.vcpus.iter().enumerate() {
+        let on = vm.power(i) != CpuPower::Off;
+        if on != (st.power == Power::On) {
+            return Err(RollbackError::Refused(format!(
+                "vCPU {i} was powered {} at the snapshot and is {} now; rolling back across a CPU power change is not supported",
+                if st.power == Power::On { "on" } else { "off" },
+                if on { "on" } else { "off" }
+            )));
+        }
+    }
+    crate::suspend::drain(vm, here.idx).map_err(RollbackError::Refused)?;
+    // 1. The disk (refused with nothing changed when its log is broken).
+    {
+        let mut cow = COW.lock();
+        let Some(c) = cow.as_mut() else {
+            return Err(RollbackError::Refused(String::from("no disk log")));
+        };
+        let r = crate::storage::with(|st| c.rollback(&mut st.disk, snap.id))
+            .unwrap_or(Err(SnapshotError::Io(vdev::BlockError::Io)));
+        match r {
+            Ok(()) => {}
+            Err(e @ SnapshotError::Broken) => return Err(RollbackError::Refused(format!("{e}"))),
+            Err(e) => {
+                return Err(RollbackError::Partial(format!(
+                    "guest disk partly rolled back ({e}); RAM and vCPUs were not"
+                )))
+            }
+        }
+    }
+    // 2. RAM: emptied, then the copy.
+    vm.ram.reset();
+    snap.ram.restore(&mut Ram(vm.ram));
+    // 3. Devices.
+    crate::suspend::restore_devices(vm, &snap.devices)
+        .map_err(|e| RollbackError::Partial(format!("device state refused: {e:?}")))?;
+    // 4. Time: guest virtual time continues from the snapshot's count.
+    let now = read_sysreg!("CNTPCT_EL0");
+    vm.set_cntvoff(vmstate::cntvoff_for(snap.guest_vcount, now));
+    // 5. vCPUs.
+    for (i, st) in snap.vcpus.iter().enumerate() {
+        let mut st = st.clone();
+        st.ptimer_cval = vmstate::rebase_physical(st.ptimer_cval, snap.host_pcount, now);
+        vm.kick[i].store(true, Ordering::Release);
+        if i == here.idx {
+            crate::suspend::apply(here, &st);
+            crate::vm::load_vcpu(here);
+        } else if st.power == Power::On {
+            *vm.resume_slots[i].lock() = Some(alloc::boxed::Box::new(st));
+        }
+    }
+    // Snapshots after this one no longer match the disk.
+    let id = snap.id;
+    let dropped: Vec<String> = store
+        .iter()
+        .filter(|s| s.id > id)
+        .map(|s| s.tag.clone())
+        .collect();
+    store.retain(|s| s.id <= id);
+    if !dropped.is_empty() {
+        log::info!(
+            "VM '{}': snapshots taken after '{tag}' dropped: {}",
+            vm.name,
+            dropped.join(", ")
+        );
+    }
+    log::info!("VM '{}': rolled back to snapshot '{tag}'", vm.name);
+    Ok(())
+}
+
+/// After the VM resumes, on the commanding vCPU's CPU: load the VM's (new)
+/// virtual-counter offset.
+pub fn load_cntvoff(vm: &Vm) {
+    write_sysreg!("CNTVOFF_EL2", vm.cntvoff());
+    // SAFETY: the new offset must be in effect before the timer is looked at.
+    unsafe { core::arch::asm!("isb") };
+}
+
+/// A vCPU leaving the park: takes up the state a rollback left for it.
+pub fn on_unpark(vm: &Vm, vcpu: &mut Vcpu) {
+    let st = vm.resume_slots[vcpu.idx].lock().take();
+    if let Some(st) = st {
+        crate::suspend::apply(vcpu, &st);
+        crate::vm::load_vcpu(vcpu);
+    }
+}
