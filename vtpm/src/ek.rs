@@ -509,6 +509,13 @@ impl Tpm {
         Ok(key.public)
     }
 
+    /// The EK certificate (DER) in the NV index of `kind`, if provisioned.
+    pub fn ek_certificate(&self, kind: EkKind) -> Option<&[u8]> {
+        self.nv_index(kind.cert_index())
+            .filter(|i| i.public.has(nva::WRITTEN))
+            .map(|i| i.data.as_slice())
+    }
+
     /// Writes the EK certificates signed by `ca` into their NV indices, unless
     /// they are already there (idempotent: called at every power-on, it
     /// certifies once, at manufacture). Returns how many were written.

@@ -80,6 +80,7 @@ fn ek_certificates_chain_to_the_ca_and_match_create_primary() {
     assert!(verify_signed_by(&ca_cert, &ca_cert), "CA self-signature");
     for kind in EkKind::ALL {
         let der = read_nv(&mut t, kind.cert_index());
+        assert_eq!(t.ek_certificate(kind), Some(der.as_slice()));
         let cert = Certificate::from_der(&der).unwrap();
         assert!(
             verify_signed_by(&cert, &ca_cert),

@@ -1206,7 +1206,7 @@ exit 0"#;
         let mut cmd = std::process::Command::new("sh");
         cmd.args(["-c", FAKE_MONITOR]);
         let mut s = Session::spawn(cmd, false, Duration::from_secs(10)).unwrap();
-        assert_eq!(drive(&mut s, &steps), Ending::Exited(Some(0)));
+        assert_eq!(drive(&mut s, &steps, None), Ending::Exited(Some(0)));
         let out = s.output();
         assert!(
             out.starts_with(" 1d"),
@@ -1219,7 +1219,7 @@ exit 0"#;
         cmd.args(["-c", "read l; echo '[el2 monitor] ok: cut short'; exit 3"]);
         let steps = script::parse("monitor help\n").unwrap();
         let mut s = Session::spawn(cmd, false, Duration::from_secs(10)).unwrap();
-        let ending = drive(&mut s, &steps);
+        let ending = drive(&mut s, &steps, None);
         assert!(
             matches!(
                 &ending,
