@@ -169,7 +169,7 @@ pub fn tpm_ca_cli(args: &[String]) -> Result<(), Error> {
             Ok(())
         }
         _ => Err(Error::Usage(
-            "usage: cargo xtask disk tpm-ca --system-disk PATH".into(),
+            "cargo xtask disk tpm-ca --system-disk PATH".into(),
         )),
     }
 }
