@@ -35,7 +35,10 @@ pub struct VmDefinition {
     pub disks: Vec<Box<dyn AsyncBlock + Send>>,
     /// Where the VM's TPM keeps its NV image: its record's extent of the system disk,
     /// or `None` for a TPM whose state lives only in memory (direct boots).
-    pub tpm_nv: Option<(SharedBlock<SystemDisk>, registry::Extent)>,
+    /// With it, the system disk's vTPM manufacturer CA that certifies the TPM's EKs
+    /// at manufacture (`None`: no key could be made, and the TPM has no EK
+    /// certificates).
+    pub tpm_nv: Option<crate::tpm::TpmNvPlace>,
     /// The VM's lifecycle policy from its registry record (`None`: a direct boot).
     pub policy: Option<registry::Policy>,
     /// The saved image to resume from, when the registry records one the policy
@@ -230,10 +233,47 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         initrd,
         cmdline: cmdline.clone(),
         disks,
-        tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv)),
+        tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv, tpm_ca(storage))),
         resume,
         policy: Some(rec.policy),
     })
+}
+
+/// The system disk's vTPM manufacturer CA, its key made (from the entropy source)
+/// and committed to the registry if the disk has none yet. The key stays in the
+/// hypervisor's memory; guests only see the certificates it signs.
+fn tpm_ca(storage: &mut Storage) -> Option<vtpm::ek::ManufacturerCa> {
+    let disk_id = storage.registry.disk_uuid().0;
+    let key = match storage.registry.tpm_ca_key() {
+        Some(k) => *k,
+        None => {
+            let mut entropy = crate::entropy::source(b"RayOS vTPM manufacturer CA")?;
+            let fresh = loop {
+                let mut k = [0u8; registry::defs::TPM_CA_KEY_SIZE];
+                entropy.fill(&mut k);
+                if vtpm::ek::ManufacturerCa::new(&k, &disk_id).is_ok() {
+                    break k;
+                }
+            };
+            match storage.registry.ensure_tpm_ca_key(&mut storage.disk, fresh) {
+                Ok(k) => {
+                    log::info!("system disk: vTPM manufacturer CA key made and recorded");
+                    k
+                }
+                Err(e) => {
+                    log::warn!("system disk: no vTPM manufacturer CA key can be recorded ({e}); TPMs get no EK certificates");
+                    return None;
+                }
+            }
+        }
+    };
+    match vtpm::ek::ManufacturerCa::new(&key, &disk_id) {
+        Ok(ca) => Some(ca),
+        Err(e) => {
+            log::warn!("system disk: the vTPM manufacturer CA key is unusable ({e:?}); TPMs get no EK certificates");
+            None
+        }
+    }
 }
 
 /// Increments the VM's start counter with an atomic registry commit, before the

@@ -21,6 +21,14 @@ use vtpm::{MemNvStore, NvError, NvStore, TimeSource, Tpm};
 use crate::el1::read_sysreg;
 use crate::sysdisk::SystemDisk;
 
+/// Where a VM's TPM lives on the system disk: the disk, the record's `tpm_nv`
+/// extent, and the disk's vTPM manufacturer CA that certifies its EKs.
+pub type TpmNvPlace = (
+    SharedBlock<SystemDisk>,
+    Extent,
+    Option<vtpm::ek::ManufacturerCa>,
+);
+
 /// The guest's PL061 → bit-banged SPI → TIS-over-SPI chain.
 pub type TpmChain = Pl061<SpiBitBang<TisSpi>>;
 
@@ -88,14 +96,16 @@ impl GuestTpm {
 /// extent (persistent TPM), or `None` for a TPM whose NV lives in memory.
 /// `Ok(None)` when the machine has no entropy source: a TPM's seeds, nonces and
 /// TPM2_GetRandom need real randomness, so the VM runs without one.
-pub fn guest_tpm(
-    nv: Option<(SharedBlock<SystemDisk>, Extent)>,
-) -> Result<Option<GuestTpm>, String> {
+pub fn guest_tpm(nv: Option<TpmNvPlace>) -> Result<Option<GuestTpm>, String> {
     let Some(entropy) = crate::entropy::source(b"RayOS vTPM") else {
         log::warn!(
             "no entropy source: the VM gets no TPM (a TPM's seeds and nonces need real randomness); its NV image, if any, is left untouched"
         );
         return Ok(None);
+    };
+    let (nv, ca) = match nv {
+        Some((disk, extent, ca)) => (Some((disk, extent)), ca),
+        None => (None, None),
     };
     let nv: Box<dyn NvStore + Send> = match nv {
         Some((disk, extent)) => {
@@ -122,8 +132,18 @@ pub fn guest_tpm(
         }
         None => Box::new(MemNvStore::default()),
     };
-    let tpm = Tpm::new(entropy, Box::new(CounterTime), nv)
+    let mut tpm = Tpm::new(entropy, Box::new(CounterTime), nv)
         .map_err(|e| format!("the TPM's NV image is refused: {e:?}"))?;
+    if let Some(ca) = ca {
+        // Certifies the EKs once (at manufacture); later boots find them in NV.
+        match tpm.provision_ek_certificates(&ca) {
+            Ok(0) => {}
+            Ok(n) => log::info!(
+                "TPM: {n} EK certificate(s) issued by the system disk's vTPM manufacturer CA (NV 0x01C00002 RSA 2048, 0x01C0000A ECC P-256)"
+            ),
+            Err(e) => log::warn!("TPM: EK certificates not issued: {e:?}"),
+        }
+    }
     let pins = SpiPins {
         sck: guest::TPM_SPI_SCK_PIN,
         mosi: guest::TPM_SPI_MOSI_PIN,

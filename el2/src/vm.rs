@@ -266,10 +266,7 @@ impl Vm {
         ram: GuestRam,
         pcpus: &[(u64, usize)],
         disks: Vec<Box<dyn AsyncBlock + Send>>,
-        tpm_nv: Option<(
-            vdev::SharedBlock<crate::sysdisk::SystemDisk>,
-            registry::Extent,
-        )>,
+        tpm_nv: Option<crate::tpm::TpmNvPlace>,
     ) -> Result<Self, VmError> {
         let n = pcpus.len();
         let vgic =

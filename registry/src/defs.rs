@@ -11,9 +11,15 @@ pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"RAYOSSYS";
 /// The on-disk format version of the superblock (and the disk geometry) and of the
 /// A/B store halves this crate reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
-/// The metadata slot version this crate writes: version 2 records end with the
-/// VM's start counter (`u64 starts`). Every commit writes this version.
-pub const SLOT_VERSION: u32 = 2;
+/// The metadata slot version this crate writes: version 3 payloads end with the
+/// system disk's vTPM manufacturer CA key (after the records, which are encoded as
+/// in version 2). Every commit writes this version.
+pub const SLOT_VERSION: u32 = 3;
+/// Metadata slot version 2 (still read): records end with the VM's start counter
+/// (`u64 starts`); the payload has no CA key.
+pub const SLOT_VERSION_V2: u32 = 2;
+/// Bytes of the vTPM manufacturer CA's secret key (an ECDSA P-256 scalar).
+pub const TPM_CA_KEY_SIZE: usize = 32;
 /// The oldest metadata slot version this crate still reads: version 1 records have
 /// no start counter (it reads as 0). Written by the first release of the format.
 pub const SLOT_VERSION_V1: u32 = 1;

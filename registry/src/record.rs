@@ -11,7 +11,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::defs::{
     BOOT_FIRMWARE, BOOT_LINUX, DEVICE_MODEL_LINUX_DT, DEVICE_MODEL_UEFI_ACPI, DISK_FLAGS_KNOWN,
     DISK_FLAG_READ_ONLY, MAX_CMDLINE_LEN, MAX_DISKS, MAX_NAME_LEN, MAX_VCPUS, MEMORY_GRANULE,
-    SLOT_VERSION, SLOT_VERSION_V1,
+    SLOT_VERSION, SLOT_VERSION_V1, SLOT_VERSION_V2,
 };
 use crate::error::ConsistencyError;
 use crate::policy::Policy;
@@ -428,9 +428,10 @@ impl VmRecord {
     }
 
     /// Decodes one record written under slot version `version`
-    /// ([`SLOT_VERSION_V1`]: no start counter, read as 0; [`SLOT_VERSION`]).
+    /// ([`SLOT_VERSION_V1`]: no start counter, read as 0; [`SLOT_VERSION_V2`] and
+    /// [`SLOT_VERSION`] encode records alike).
     pub fn decode_version(bytes: &[u8], version: u32) -> Result<VmRecord, DecodeError> {
-        if version != SLOT_VERSION && version != SLOT_VERSION_V1 {
+        if ![SLOT_VERSION, SLOT_VERSION_V2, SLOT_VERSION_V1].contains(&version) {
             return Err(DecodeError::BadValue("slot version"));
         }
         let mut r = Reader::new(bytes);
@@ -620,7 +621,11 @@ pub(crate) mod tests {
         );
         assert!(VmRecord::decode(v1).is_err());
         assert_eq!(
-            VmRecord::decode_version(&v2, 3),
+            VmRecord::decode_version(&v2, SLOT_VERSION_V2),
+            Ok(r.clone())
+        );
+        assert_eq!(
+            VmRecord::decode_version(&v2, SLOT_VERSION + 1),
             Err(DecodeError::BadValue("slot version"))
         );
     }

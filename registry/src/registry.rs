@@ -11,7 +11,7 @@ use vdev::BlockBackend;
 use crate::codec::crc32c;
 use crate::defs::{
     BLOCK_SIZE, MAX_DISKS, MIN_DISK_SIZE, SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_PRIMARY_OFFSET,
-    SUPERBLOCK_SIZE,
+    SUPERBLOCK_SIZE, TPM_CA_KEY_SIZE,
 };
 use crate::error::{
     ConsistencyError, ExtentIoError, OpenError, RegistryError, SlotError, SlotId, SuperblockError,
@@ -19,7 +19,7 @@ use crate::error::{
 use crate::extent_io::{read_blob, write_extent, zero_extent};
 use crate::policy::Policy;
 use crate::record::{Blob, BootSource, DeviceModel, Extent, ExtentRole, GuestDisk, VmRecord};
-use crate::slot::{build_slot, encode_payload, read_slot};
+use crate::slot::{build_slot, encode_payload_with, read_slot};
 use crate::space::{allocate, check_layout, free_runs, subtract};
 use crate::superblock::Superblock;
 use crate::uuid::Uuid;
@@ -94,6 +94,8 @@ pub enum SlotStatus {
 pub struct Registry {
     sb: Superblock,
     vms: Vec<VmRecord>,
+    /// The vTPM manufacturer CA's secret key (slot version 3 on).
+    tpm_ca_key: Option<[u8; TPM_CA_KEY_SIZE]>,
     generation: u64,
     active: SlotId,
     status: [SlotStatus; 2],
@@ -117,7 +119,7 @@ impl Registry {
         let sb = Superblock::for_capacity(disk_uuid, disk.capacity())
             .ok_or(RegistryError::DiskTooSmall)?;
         disk.write_at(sb.slot_b_offset, &[0u8; BLOCK_SIZE as usize])?;
-        let slot_a = build_slot(&sb, SlotId::A, 1, &encode_payload(&[]));
+        let slot_a = build_slot(&sb, SlotId::A, 1, &encode_payload_with(&[], None));
         disk.write_at(sb.slot_a_offset, &slot_a)?;
         let sb_bytes = sb.encode();
         disk.write_at(SUPERBLOCK_BACKUP_OFFSET, &sb_bytes)?;
@@ -126,6 +128,7 @@ impl Registry {
         Ok(Registry {
             sb,
             vms: Vec::new(),
+            tpm_ca_key: None,
             generation: 1,
             active: SlotId::A,
             status: [
@@ -194,6 +197,7 @@ impl Registry {
         Ok(Registry {
             sb,
             vms: loaded.vms,
+            tpm_ca_key: loaded.tpm_ca_key,
             generation: loaded.generation,
             active,
             status,
@@ -241,6 +245,30 @@ impl Registry {
         self.free_extents().iter().map(|e| e.len).sum()
     }
 
+    /// The system disk's vTPM manufacturer CA key, if one was made.
+    pub fn tpm_ca_key(&self) -> Option<&[u8; TPM_CA_KEY_SIZE]> {
+        self.tpm_ca_key.as_ref()
+    }
+
+    /// The system disk's vTPM manufacturer CA key: the recorded one, or else
+    /// `fresh` (the caller's random bytes), committed first. A disk written by an
+    /// older version gains its key here, upgrading to slot version 3.
+    pub fn ensure_tpm_ca_key(
+        &mut self,
+        disk: &mut dyn BlockBackend,
+        fresh: [u8; TPM_CA_KEY_SIZE],
+    ) -> Result<[u8; TPM_CA_KEY_SIZE], RegistryError> {
+        if let Some(k) = self.tpm_ca_key {
+            return Ok(k);
+        }
+        self.tpm_ca_key = Some(fresh);
+        if let Err(e) = self.commit(disk, self.vms.clone()) {
+            self.tpm_ca_key = None;
+            return Err(e);
+        }
+        Ok(fresh)
+    }
+
     /// Commits `vms` as the new state: check, write the inactive slot, flush.
     fn commit(
         &mut self,
@@ -253,7 +281,8 @@ impl Registry {
         }
         let target = self.active.other();
         let generation = self.generation + 1;
-        let bytes = build_slot(&self.sb, target, generation, &encode_payload(&vms));
+        let payload = encode_payload_with(&vms, self.tpm_ca_key.as_ref());
+        let bytes = build_slot(&self.sb, target, generation, &payload);
         let written = disk
             .write_at(self.sb.slot_offset(target), &bytes)
             .and_then(|()| disk.flush());

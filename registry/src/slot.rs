@@ -12,16 +12,26 @@ use vdev::BlockBackend;
 use crate::codec::{crc32c, get_u32, get_u64, put_u32, put_u64, DecodeError, Reader, Writer};
 use crate::defs::{
     slot, BLOCK_SIZE, MAX_PAYLOAD, MAX_VMS, SLOT_HEADER_SIZE, SLOT_MAGIC, SLOT_VERSION,
-    SLOT_VERSION_V1,
+    SLOT_VERSION_V1, SLOT_VERSION_V2, TPM_CA_KEY_SIZE,
 };
 use crate::error::{SlotError, SlotId};
 use crate::record::VmRecord;
 use crate::space::check_layout;
 use crate::superblock::Superblock;
 
-/// Encodes the payload: a `u32` record count, then each record as a `u32` length and
-/// its bytes.
+/// Encodes the payload with no vTPM manufacturer CA key (see
+/// [`encode_payload_with`]).
 pub fn encode_payload(vms: &[VmRecord]) -> Vec<u8> {
+    encode_payload_with(vms, None)
+}
+
+/// Encodes the payload: a `u32` record count, then each record as a `u32` length and
+/// its bytes, then the vTPM manufacturer CA key: a `u8` presence flag (0 or 1) and,
+/// if present, its [`TPM_CA_KEY_SIZE`] bytes.
+pub fn encode_payload_with(
+    vms: &[VmRecord],
+    tpm_ca_key: Option<&[u8; TPM_CA_KEY_SIZE]>,
+) -> Vec<u8> {
     let mut w = Writer::new();
     w.u32(vms.len() as u32);
     for vm in vms {
@@ -30,6 +40,15 @@ pub fn encode_payload(vms: &[VmRecord]) -> Vec<u8> {
         vm.encode(&mut w);
         let len = (w.len() - at - 4) as u32;
         w.patch_u32(at, len);
+    }
+    match tpm_ca_key {
+        None => {
+            w.u8(0);
+        }
+        Some(k) => {
+            w.u8(1);
+            w.bytes(k);
+        }
     }
     w.into_bytes()
 }
@@ -43,6 +62,21 @@ pub fn decode_payload(bytes: &[u8]) -> Result<Vec<VmRecord>, DecodeError> {
 /// Decodes a payload written under slot version `version` (see
 /// [`VmRecord::decode_version`]).
 pub fn decode_payload_version(bytes: &[u8], version: u32) -> Result<Vec<VmRecord>, DecodeError> {
+    decode_payload_full(bytes, version).map(|p| p.vms)
+}
+
+/// A decoded payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// Every VM record.
+    pub vms: Vec<VmRecord>,
+    /// The vTPM manufacturer CA key (slot version 3 on; `None` before).
+    pub tpm_ca_key: Option<[u8; TPM_CA_KEY_SIZE]>,
+}
+
+/// Decodes a payload written under slot version `version`: the records, and from
+/// [`SLOT_VERSION`] 3 on the CA key.
+pub fn decode_payload_full(bytes: &[u8], version: u32) -> Result<Payload, DecodeError> {
     let mut r = Reader::new(bytes);
     let count = r.u32()? as usize;
     if count > MAX_VMS {
@@ -53,8 +87,17 @@ pub fn decode_payload_version(bytes: &[u8], version: u32) -> Result<Vec<VmRecord
         let len = r.u32()? as usize;
         vms.push(VmRecord::decode_version(r.take(len)?, version)?);
     }
+    let tpm_ca_key = if version == SLOT_VERSION {
+        match r.u8()? {
+            0 => None,
+            1 => Some(r.array()?),
+            _ => return Err(DecodeError::BadValue("TPM CA key presence")),
+        }
+    } else {
+        None
+    };
     r.finish()?;
-    Ok(vms)
+    Ok(Payload { vms, tpm_ca_key })
 }
 
 /// The bytes a commit writes to `slot`: header (slot version [`SLOT_VERSION`]) and
@@ -95,6 +138,8 @@ pub struct LoadedSlot {
     pub generation: u64,
     /// Its records.
     pub vms: Vec<VmRecord>,
+    /// The vTPM manufacturer CA key it holds.
+    pub tpm_ca_key: Option<[u8; TPM_CA_KEY_SIZE]>,
 }
 
 /// What a valid slot header says.
@@ -118,7 +163,7 @@ fn parse_header(sb: &Superblock, slot_id: SlotId, h: &[u8]) -> Result<Header, Sl
     }
     let version = get_u32(h, slot::VERSION);
     // Non-zero reserved bytes under a valid CRC mean a writer of another layout.
-    let known = version == SLOT_VERSION || version == SLOT_VERSION_V1;
+    let known = [SLOT_VERSION, SLOT_VERSION_V2, SLOT_VERSION_V1].contains(&version);
     if !known || h[slot::RESERVED..slot::HEADER_CRC].iter().any(|&x| x != 0) {
         return Err(SlotError::UnsupportedVersion(version));
     }
@@ -165,9 +210,14 @@ pub fn read_slot(
     if crc32c(payload) != payload_crc {
         return Err(SlotError::PayloadChecksum);
     }
-    let vms = decode_payload_version(payload, version).map_err(SlotError::Decode)?;
+    let Payload { vms, tpm_ca_key } =
+        decode_payload_full(payload, version).map_err(SlotError::Decode)?;
     check_layout(sb, &vms).map_err(SlotError::Inconsistent)?;
-    Ok(LoadedSlot { generation, vms })
+    Ok(LoadedSlot {
+        generation,
+        vms,
+        tpm_ca_key,
+    })
 }
 
 #[cfg(test)]
@@ -195,10 +245,31 @@ mod tests {
             read_slot(&mut disk, &sb, SlotId::B),
             Ok(LoadedSlot {
                 generation: 42,
-                vms
+                vms: vms.clone(),
+                tpm_ca_key: None,
             })
         );
         assert_eq!(read_slot(&mut disk, &sb, SlotId::A), Err(SlotError::Blank));
+    }
+
+    #[test]
+    fn tpm_ca_key_round_trips_and_its_flag_is_checked() {
+        let vms = vec![sample(0)];
+        let key = [0xA5; TPM_CA_KEY_SIZE];
+        let p = encode_payload_with(&vms, Some(&key));
+        let got = decode_payload_full(&p, SLOT_VERSION).unwrap();
+        assert_eq!((got.vms, got.tpm_ca_key), (vms.clone(), Some(key)));
+        // The flag is 0 or 1; a cut key is refused.
+        let flag_at = p.len() - TPM_CA_KEY_SIZE - 1;
+        let mut bad = p.clone();
+        bad[flag_at] = 2;
+        assert!(decode_payload_full(&bad, SLOT_VERSION).is_err());
+        assert!(decode_payload_full(&p[..p.len() - 1], SLOT_VERSION).is_err());
+        // A version-2 payload has no trailer: the same records without it.
+        let v2 = &p[..flag_at];
+        let old = decode_payload_full(v2, SLOT_VERSION_V2).unwrap();
+        assert_eq!((old.vms, old.tpm_ca_key), (vms, None));
+        assert!(decode_payload_full(v2, SLOT_VERSION).is_err());
     }
 
     #[test]

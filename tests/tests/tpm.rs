@@ -281,6 +281,7 @@ fn tpm_state_survives_host_reboots() {
     let _boot = boot_lock();
     let disk = Layout::detect().out.join("test-disks/tpm-nv.img");
     let mut counts = Vec::new();
+    let mut issued = Vec::new();
     for boot_no in 0..2 {
         let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
         o.system_disk = Some(disk.clone());
@@ -295,6 +296,7 @@ fn tpm_state_survives_host_reboots() {
         let count =
             reset_count(&rsp).unwrap_or_else(|| panic!("bad ReadClock response {rsp:?}\n{tail}"));
         counts.push(count);
+        issued.push(outcome.console.contains(EK_CERTS_ISSUED));
     }
     println!("resetCount on two boots: {counts:?}");
     assert_eq!(
@@ -302,4 +304,88 @@ fn tpm_state_survives_host_reboots() {
         counts[0] + 1,
         "resetCount across a host reboot: {counts:?}"
     );
+    // The TPM was certified once, when it was manufactured on the first boot.
+    assert_eq!(issued, [true, false], "EK certificates issued on each boot");
+    ek_certificates_chain_to_the_exported_ca(&disk);
+}
+
+/// The hypervisor's log line when it certifies a newly manufactured TPM's EKs.
+const EK_CERTS_ISSUED: &str =
+    "TPM: 2 EK certificate(s) issued by the system disk's vTPM manufacturer CA";
+
+struct Counter(u8);
+impl vtpm::Entropy for Counter {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            self.0 = self.0.wrapping_add(1);
+            *b = self.0;
+        }
+    }
+}
+struct Zero;
+impl vtpm::TimeSource for Zero {
+    fn now_ms(&self) -> u64 {
+        0
+    }
+}
+
+/// The EK certificates the hypervisor wrote into the VM's TPM NV image (read
+/// from the system disk) verify with `openssl verify` against the CA
+/// `cargo xtask disk tpm-ca` exports, and certify the EKs that TPM derives
+/// from the default templates.
+fn ek_certificates_chain_to_the_exported_ca(disk: &std::path::Path) {
+    use registry::cli::FileDisk;
+    use vtpm::ek::{pem, spki_of, EkKind};
+    let ca_pem = xtask::sysdisk::tpm_ca_pem(disk).expect("disk tpm-ca");
+    let mut d = FileDisk::open(disk, true).unwrap();
+    let reg = registry::Registry::open(&mut d).unwrap();
+    let rec = reg.vm_by_name(xtask::sysdisk::VM_NAME).unwrap();
+    let image = registry::AbStore::new(rec.tpm_nv)
+        .unwrap()
+        .load(&mut d)
+        .unwrap()
+        .expect("the TPM NV image");
+    let mut tpm = vtpm::Tpm::new(
+        Box::new(Counter(0)),
+        Box::new(Zero),
+        Box::new(vtpm::MemNvStore {
+            image: Some(image),
+            writes: 0,
+        }),
+    )
+    .unwrap();
+    let dir = Layout::detect().out.join("test-disks/tpm-ek");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    for kind in EkKind::ALL {
+        let der = tpm
+            .ek_certificate(kind)
+            .unwrap_or_else(|| panic!("no {kind:?} EK certificate in NV"))
+            .to_vec();
+        let cert = vtpm::ek::parse_certificate(&der).unwrap();
+        let ek = tpm.ek_public(kind).unwrap();
+        assert_eq!(
+            cert.tbs_certificate.subject_public_key_info,
+            spki_of(&ek).unwrap(),
+            "{kind:?}: the certificate is for the TPM's EK"
+        );
+        let ek_file = dir.join(format!("{kind:?}.pem"));
+        std::fs::write(&ek_file, pem("CERTIFICATE", &der)).unwrap();
+        let out = std::process::Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(&ca_file)
+            .arg(&ek_file)
+            .output();
+        match out {
+            Err(_) => println!("openssl not installed: {kind:?} checked against the EK only"),
+            Ok(o) => assert!(
+                o.status.success(),
+                "{kind:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        }
+    }
 }

@@ -29,6 +29,7 @@ pub mod crb;
 pub mod defs;
 pub mod dispatch;
 pub mod drbg;
+pub mod ek;
 pub mod engine;
 pub mod hash;
 pub mod marshal;

@@ -239,9 +239,10 @@ fn dispatch(args: &[String]) -> Result<(), Error> {
             println!("packages  {}", g.packages.join(" "));
             Ok(())
         }
-        Command::Disk { args } => {
-            registry::cli::cli_main(&args).map_err(|e| Error::step("disk", e))
-        }
+        Command::Disk { args } => match args.split_first() {
+            Some((sub, rest)) if sub == "tpm-ca" => crate::sysdisk::tpm_ca_cli(rest),
+            _ => registry::cli::cli_main(&args).map_err(|e| Error::step("disk", e)),
+        },
         Command::VtpmSim { port, state } => vtpm_sim(port, &state),
         Command::Soak(soak) => {
             let opts = soak.options()?;

@@ -120,6 +120,60 @@ fn random_uuid() -> Result<Uuid, Error> {
     Ok(Uuid::from_random_bytes(b))
 }
 
+/// A fresh vTPM manufacturer CA key: random bytes that make a valid P-256 scalar.
+fn random_tpm_ca_key() -> Result<[u8; registry::defs::TPM_CA_KEY_SIZE], Error> {
+    loop {
+        let mut b = [0u8; registry::defs::TPM_CA_KEY_SIZE];
+        File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .map_err(|e| Error::io("read /dev/urandom", e))?;
+        if vtpm::ek::ManufacturerCa::new(&b, &[0; 16]).is_ok() {
+            return Ok(b);
+        }
+    }
+}
+
+/// `cargo xtask disk tpm-ca --system-disk PATH`: the system disk's vTPM
+/// manufacturer CA certificate (PEM), the trust anchor of its VMs' EK
+/// certificates. A disk without a CA key yet (made before slot version 3)
+/// gains one here, committed to its registry.
+pub fn tpm_ca_pem(path: &Path) -> Result<String, Error> {
+    let mut disk = FileDisk::open(path, false)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let mut reg = Registry::open(&mut disk).map_err(|e| {
+        step(format!(
+            "{}: the registry does not open ({e})",
+            path.display()
+        ))
+    })?;
+    let key = match reg.tpm_ca_key() {
+        Some(k) => *k,
+        None => reg
+            .ensure_tpm_ca_key(&mut disk, random_tpm_ca_key()?)
+            .map_err(|e| step(format!("{}: {e}", path.display())))?,
+    };
+    let ca = vtpm::ek::ManufacturerCa::new(&key, &reg.disk_uuid().0).map_err(|e| {
+        step(format!(
+            "{}: the TPM CA key is unusable ({e:?})",
+            path.display()
+        ))
+    })?;
+    Ok(ca.certificate_pem())
+}
+
+/// `disk tpm-ca` arguments: `--system-disk PATH`.
+pub fn tpm_ca_cli(args: &[String]) -> Result<(), Error> {
+    match args {
+        [flag, path] if flag == "--system-disk" => {
+            print!("{}", tpm_ca_pem(Path::new(path))?);
+            Ok(())
+        }
+        _ => Err(Error::Usage(
+            "cargo xtask disk tpm-ca --system-disk PATH".into(),
+        )),
+    }
+}
+
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| Error::io(format!("read {what} {}", path.display()), e))
 }
@@ -140,7 +194,9 @@ fn create_image(path: &Path) -> Result<(), Error> {
     let _ = std::fs::remove_file(&tmp);
     let mut disk = FileDisk::create(&tmp, DISK_SIZE)
         .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-    Registry::format(&mut disk, random_uuid()?)
+    let mut reg = Registry::format(&mut disk, random_uuid()?)
+        .map_err(|e| step(format!("format {}: {e}", tmp.display())))?;
+    reg.ensure_tpm_ca_key(&mut disk, random_tpm_ca_key()?)
         .map_err(|e| step(format!("format {}: {e}", tmp.display())))?;
     drop(disk);
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("rename to {}", path.display()), e))
@@ -562,5 +618,93 @@ mod tests {
         assert!(a.ends_with(
             "-d guest_errors -drive file=/t/sys,,1.img,format=raw,if=none,id=sys -device virtio-blk-device,drive=sys"
         ), "{a}");
+    }
+}
+
+#[cfg(test)]
+mod tpm_ca_tests {
+    use super::*;
+    use vtpm::ek::{pem, EkKind, ManufacturerCa};
+
+    struct Counter(u8);
+    impl vtpm::Entropy for Counter {
+        fn fill(&mut self, buf: &mut [u8]) {
+            for b in buf {
+                self.0 = self.0.wrapping_add(1);
+                *b = self.0;
+            }
+        }
+    }
+    struct Zero;
+    impl vtpm::TimeSource for Zero {
+        fn now_ms(&self) -> u64 {
+            0
+        }
+    }
+
+    /// The exported CA is stable, and it verifies (`openssl verify`) the EK
+    /// certificates a TPM certified with the registry's CA key carries.
+    #[test]
+    fn tpm_ca_exports_the_trust_anchor_of_the_ek_certificates() {
+        let dir = std::env::temp_dir().join(format!("xtask-tpm-ca-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("system.img");
+        create_image(&path).unwrap();
+        let pem_a = tpm_ca_pem(&path).unwrap();
+        assert_eq!(
+            tpm_ca_pem(&path).unwrap(),
+            pem_a,
+            "the CA is per disk, stable"
+        );
+        // What the hypervisor does at manufacture, with the registry's key.
+        let mut disk = FileDisk::open(&path, true).unwrap();
+        let reg = Registry::open(&mut disk).unwrap();
+        let ca = ManufacturerCa::new(reg.tpm_ca_key().unwrap(), &reg.disk_uuid().0).unwrap();
+        assert_eq!(ca.certificate_pem(), pem_a);
+        let mut tpm = vtpm::Tpm::new(
+            Box::new(Counter(0)),
+            Box::new(Zero),
+            Box::new(vtpm::MemNvStore::default()),
+        )
+        .unwrap();
+        assert_eq!(tpm.provision_ek_certificates(&ca).unwrap(), 2);
+        // Another disk has another CA.
+        let other = dir.join("other.img");
+        create_image(&other).unwrap();
+        assert_ne!(tpm_ca_pem(&other).unwrap(), pem_a);
+        let ca_pem = dir.join("ca.pem");
+        std::fs::write(&ca_pem, &pem_a).unwrap();
+        let other_pem = dir.join("other.pem");
+        std::fs::write(&other_pem, tpm_ca_pem(&other).unwrap()).unwrap();
+        if std::process::Command::new("openssl")
+            .arg("version")
+            .output()
+            .is_err()
+        {
+            eprintln!("openssl not installed: the chain is checked in vtpm's tests only");
+            return;
+        }
+        for kind in EkKind::ALL {
+            let ek = dir.join(format!("{kind:?}.pem"));
+            std::fs::write(&ek, pem("CERTIFICATE", tpm.ek_certificate(kind).unwrap())).unwrap();
+            let verify = |ca: &Path| {
+                std::process::Command::new("openssl")
+                    .arg("verify")
+                    .arg("-CAfile")
+                    .arg(ca)
+                    .arg(&ek)
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            };
+            assert!(verify(&ca_pem), "{kind:?}");
+            assert!(
+                !verify(&other_pem),
+                "{kind:?} verified by another disk's CA"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -595,3 +595,85 @@ fn start_counter_commits_and_survives_reopen() {
     );
     assert_eq!(reg.vm(id).unwrap().starts, 3);
 }
+
+#[test]
+fn tpm_ca_key_is_made_once_and_survives_reopen_and_commits() {
+    let mut disk = MemDisk::new(64 << 20);
+    let mut reg = Registry::format(&mut disk, uuid(1)).unwrap();
+    assert_eq!(reg.tpm_ca_key(), None);
+    assert_eq!(reg.ensure_tpm_ca_key(&mut disk, [7; 32]), Ok([7; 32]));
+    // A second call keeps the recorded key.
+    assert_eq!(reg.ensure_tpm_ca_key(&mut disk, [9; 32]), Ok([7; 32]));
+    let id = reg.add_vm(&mut disk, uuid(2), &linux_spec("a")).unwrap();
+    let mut reopened = Registry::open(&mut disk).unwrap();
+    assert_eq!(reopened.tpm_ca_key(), Some(&[7; 32]));
+    assert_eq!(reopened.ensure_tpm_ca_key(&mut disk, [9; 32]), Ok([7; 32]));
+    assert!(reopened.vm(id).is_some());
+    // A read-only disk cannot gain a key (and keeps none).
+    let mut fresh = MemDisk::new(64 << 20);
+    let mut r2 = Registry::format(&mut fresh, uuid(3)).unwrap();
+    let mut ro = ReadOnly(fresh);
+    assert_eq!(
+        r2.ensure_tpm_ca_key(&mut ro, [5; 32]),
+        Err(RegistryError::ReadOnly)
+    );
+    assert_eq!(r2.tpm_ca_key(), None);
+}
+
+struct ReadOnly(MemDisk);
+
+impl BlockBackend for ReadOnly {
+    fn capacity(&self) -> u64 {
+        self.0.capacity()
+    }
+    fn read_only(&self) -> bool {
+        true
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.0.read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), BlockError> {
+        self.0.write_at(offset, buf)
+    }
+    fn flush(&mut self) -> Result<(), BlockError> {
+        self.0.flush()
+    }
+}
+
+#[test]
+fn a_version_2_disk_opens_without_a_key_and_upgrades_on_ensure() {
+    use crate::defs::SLOT_VERSION_V2;
+    use crate::slot::build_slot_version;
+    let mut disk = MemDisk::new(64 << 20);
+    let mut reg = Registry::format(&mut disk, uuid(1)).unwrap();
+    let id = reg.add_vm(&mut disk, uuid(2), &linux_spec("old")).unwrap();
+    // Rewrite the active slot as a version-2 writer would have: the records
+    // without the CA key trailer.
+    let active = reg.active_slot();
+    let mut w = crate::codec::Writer::new();
+    w.u32(reg.vms().len() as u32);
+    for vm in reg.vms() {
+        let mut rec = crate::codec::Writer::new();
+        vm.encode(&mut rec);
+        let rec = rec.into_bytes();
+        w.u32(rec.len() as u32);
+        w.bytes(&rec);
+    }
+    let sb = *reg.superblock();
+    let bytes = build_slot_version(
+        &sb,
+        active,
+        reg.generation(),
+        &w.into_bytes(),
+        SLOT_VERSION_V2,
+    );
+    disk.write_at(sb.slot_offset(active), &bytes).unwrap();
+    let mut old = Registry::open(&mut disk).unwrap();
+    assert_eq!(old.active_slot(), active);
+    assert_eq!(old.tpm_ca_key(), None);
+    assert_eq!(old.vm(id).unwrap().name, "old");
+    assert_eq!(old.ensure_tpm_ca_key(&mut disk, [3; 32]), Ok([3; 32]));
+    let upgraded = Registry::open(&mut disk).unwrap();
+    assert_eq!(upgraded.tpm_ca_key(), Some(&[3; 32]));
+    assert_eq!(upgraded.vm(id).unwrap().name, "old");
+}
