@@ -89,8 +89,9 @@ pub enum SlotStatus {
     Refused(SlotError),
 }
 
-/// The system disk's registry as of the last commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The system disk's registry as of the last commit. Its `Debug` output never
+/// shows the CA key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Registry {
     sb: Superblock,
     vms: Vec<VmRecord>,
@@ -99,6 +100,27 @@ pub struct Registry {
     generation: u64,
     active: SlotId,
     status: [SlotStatus; 2],
+}
+
+impl core::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let Registry {
+            sb,
+            vms,
+            tpm_ca_key,
+            generation,
+            active,
+            status,
+        } = self;
+        f.debug_struct("Registry")
+            .field("sb", sb)
+            .field("vms", vms)
+            .field("tpm_ca_key", &tpm_ca_key.map(|_| "<secret>"))
+            .field("generation", generation)
+            .field("active", active)
+            .field("status", status)
+            .finish()
+    }
 }
 
 fn slot_ix(s: SlotId) -> usize {

@@ -59,14 +59,24 @@ pub fn decode_payload(bytes: &[u8]) -> Result<Vec<VmRecord>, DecodeError> {
     decode_payload_version(bytes, SLOT_VERSION)
 }
 
+impl core::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let Payload { vms, tpm_ca_key } = self;
+        f.debug_struct("Payload")
+            .field("vms", vms)
+            .field("tpm_ca_key", &tpm_ca_key.map(|_| "<secret>"))
+            .finish()
+    }
+}
+
 /// Decodes a payload written under slot version `version` (see
 /// [`VmRecord::decode_version`]).
 pub fn decode_payload_version(bytes: &[u8], version: u32) -> Result<Vec<VmRecord>, DecodeError> {
     decode_payload_full(bytes, version).map(|p| p.vms)
 }
 
-/// A decoded payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A decoded payload. Its `Debug` output never shows the CA key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Payload {
     /// Every VM record.
     pub vms: Vec<VmRecord>,

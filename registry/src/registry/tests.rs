@@ -620,6 +620,19 @@ fn tpm_ca_key_is_made_once_and_survives_reopen_and_commits() {
     assert_eq!(r2.tpm_ca_key(), None);
 }
 
+#[test]
+fn debug_output_never_shows_the_tpm_ca_key() {
+    let mut disk = MemDisk::new(64 << 20);
+    let mut reg = Registry::format(&mut disk, uuid(1)).unwrap();
+    let key = [0xA5; 32];
+    reg.ensure_tpm_ca_key(&mut disk, key).unwrap();
+    let shown = alloc::format!("{reg:?}");
+    assert!(shown.contains("tpm_ca_key: Some(\"<secret>\")"), "{shown}");
+    for leak in ["165, 165", "0xa5", "a5a5", "A5"] {
+        assert!(!shown.contains(leak), "the key shows as `{leak}`: {shown}");
+    }
+}
+
 struct ReadOnly(MemDisk);
 
 impl BlockBackend for ReadOnly {
