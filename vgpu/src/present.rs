@@ -185,6 +185,12 @@ impl Presenter {
         self.overlay.as_deref()
     }
 
+    /// Nothing to compose until the presentation changes: hidden or frozen and
+    /// already drawn. The render loop then does not even lock the guest's device.
+    pub fn idle(&self) -> bool {
+        matches!(self.policy, Policy::Hidden | Policy::Frozen) && self.shown.is_some()
+    }
+
     /// Recompose everything at the next presentation.
     fn changed(&mut self) {
         self.shown = None;
