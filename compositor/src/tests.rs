@@ -739,3 +739,75 @@ fn a_misaligned_frame_gets_the_same_pixels() {
     );
     assert!(aligned == odd[1..]);
 }
+
+/// Where `t` takes crop point `(u, v)`, in `f64`.
+fn forward(t: &Transform, u: f64, v: f64) -> (f64, f64) {
+    let r = |i: usize| t.m[i][0] as f64 * u + t.m[i][1] as f64 * v + t.m[i][2] as f64;
+    (r(0) / r(2), r(1) / r(2))
+}
+
+#[test]
+fn a_quad_maps_the_crop_corners_onto_its_points() {
+    let quads = [
+        [(10, 5), (50, 8), (46, 40), (12, 30)],
+        // Clockwise or not, and an axis-aligned rectangle (affine).
+        [(12, 30), (46, 40), (50, 8), (10, 5)],
+        [(4, 4), (36, 4), (36, 28), (4, 28)],
+        [(-1000, 0), (30000, -7), (20000, 9000), (0, 16000)],
+    ];
+    for q in quads {
+        let t = Transform::from_quad(24, 20, q).unwrap();
+        assert!(t.m.iter().flatten().all(|e| e.abs() <= MAX_ENTRY));
+        let corners = [(0.0, 0.0), (24.0, 0.0), (24.0, 20.0), (0.0, 20.0)];
+        for ((u, v), (x, y)) in corners.into_iter().zip(q) {
+            let (fx, fy) = forward(&t, u, v);
+            assert!(
+                (fx - f64::from(x)).abs() < 0.01 && (fy - f64::from(y)).abs() < 0.01,
+                "{q:?}: ({u}, {v}) -> ({fx}, {fy}), not ({x}, {y})"
+            );
+        }
+    }
+    // Three corners on a line, an empty crop, coordinates out of range.
+    assert_eq!(
+        Transform::from_quad(8, 8, [(0, 0), (4, 4), (8, 8), (0, 8)]),
+        None
+    );
+    assert_eq!(Transform::from_quad(8, 8, [(0, 0); 4]), None);
+    assert_eq!(
+        Transform::from_quad(0, 8, [(0, 0), (8, 0), (8, 8), (0, 8)]),
+        None
+    );
+    let far = (MAX_COORD + 1) as i32;
+    assert_eq!(
+        Transform::from_quad(8, 8, [(0, 0), (far, 0), (8, 8), (0, 8)]),
+        None
+    );
+}
+
+#[test]
+fn a_quad_composes_within_tolerance_and_a_rectangle_quad_equals_scaling() {
+    let q = [(6, 4), (58, 10), (54, 44), (3, 36)];
+    let s = Spec {
+        filter: Filter::Bilinear,
+        ..spec(
+            Image::new(24, 20, PixelFormat::Xrgb8888, 5, 0),
+            Placement::Transform(Transform::from_quad(24, 20, q).unwrap()),
+        )
+    };
+    let (worst, n) = compare(&[s], 64, 48, PixelFormat::Xrgb8888);
+    assert!(worst <= TOLERANCE, "{worst}");
+    assert!(n > 1000);
+    // An axis-aligned quad is the same picture as Placement::Scaled.
+    let image = Image::new(24, 20, PixelFormat::Xrgb8888, 9, 0);
+    let quad = spec(
+        image.clone(),
+        Placement::Transform(
+            Transform::from_quad(24, 20, [(8, 4), (56, 4), (56, 44), (8, 44)]).unwrap(),
+        ),
+    );
+    let scaled = spec(image, Placement::Scaled(Rect::new(8, 4, 48, 40)));
+    let bg = 0x0012_3456;
+    let (a, _) = composed(&[quad], 64, 48, bg, PixelFormat::Xrgb8888);
+    let (b, _) = composed(&[scaled], 64, 48, bg, PixelFormat::Xrgb8888);
+    assert_eq!(a, b);
+}

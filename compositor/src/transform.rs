@@ -51,6 +51,60 @@ impl Transform {
         }
     }
 
+    /// The projective map taking a `crop_w × crop_h` crop's corners — top-left,
+    /// top-right, bottom-right, bottom-left — to the output points `quad` in that
+    /// order (a panel placed in 3D and seen in perspective). `None` when the quad is
+    /// degenerate (three corners on a line), a coordinate exceeds ±[`MAX_COORD`], or
+    /// the crop is empty. Computed exactly in `i128`, then scaled down to fit
+    /// ±[`MAX_ENTRY`] (a uniform scale changes nothing but rounding).
+    pub fn from_quad(crop_w: u32, crop_h: u32, quad: [(i32, i32); 4]) -> Option<Self> {
+        if crop_w == 0 || crop_h == 0 {
+            return None;
+        }
+        if quad
+            .iter()
+            .any(|&(x, y)| i64::from(x).abs() > MAX_COORD || i64::from(y).abs() > MAX_COORD)
+        {
+            return None;
+        }
+        let p = quad.map(|(x, y)| (i128::from(x), i128::from(y)));
+        let [(x0, y0), (x1, y1), (x2, y2), (x3, y3)] = p;
+        // The unit square to the quad (s, t in 0..1): x = (a·s + b·t + c)/(g·s + h·t + i).
+        let (dx1, dx2, sx) = (x1 - x2, x3 - x2, x0 - x1 + x2 - x3);
+        let (dy1, dy2, sy) = (y1 - y2, y3 - y2, y0 - y1 + y2 - y3);
+        let den = dx1 * dy2 - dx2 * dy1;
+        if den == 0 {
+            return None;
+        }
+        let g = sx * dy2 - dx2 * sy;
+        let h = dx1 * sy - sx * dy1;
+        let unit = [
+            [(x1 - x0) * den + g * x1, (x3 - x0) * den + h * x3, x0 * den],
+            [(y1 - y0) * den + g * y1, (y3 - y0) * den + h * y3, y0 * den],
+            [g, h, den],
+        ];
+        // s = u / crop_w, t = v / crop_h: scale the columns by crop_h, crop_w and
+        // crop_w·crop_h.
+        let (cw, ch) = (i128::from(crop_w), i128::from(crop_h));
+        let mut m = unit.map(|[a, b, c]| [a * ch, b * cw, c * cw * ch]);
+        // W must be positive inside the quad: its sign is the orientation of `den`.
+        if den < 0 {
+            m = m.map(|row| row.map(|e| -e));
+        }
+        let largest = m.iter().flatten().map(|e| e.unsigned_abs()).max()?;
+        let mut shift = 0;
+        while (largest >> shift) > MAX_ENTRY as u128 {
+            shift += 1;
+        }
+        let half = if shift == 0 { 0 } else { 1i128 << (shift - 1) };
+        let out = m.map(|row| row.map(|e| ((e + half) >> shift) as i64));
+        // A degenerate quad (three corners on a line) leaves a singular matrix.
+        let t = Transform { m: out };
+        let [[a, b, c], [d, e, f], [gg, hh, ii]] = t.m.map(|r| r.map(i128::from));
+        let det = a * (e * ii - f * hh) - b * (d * ii - f * gg) + c * (d * hh - e * gg);
+        (det != 0).then_some(t)
+    }
+
     fn is_affine(&self) -> bool {
         self.m[2][0] == 0 && self.m[2][1] == 0
     }

@@ -44,7 +44,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arch::smccc::{CpuPower, PowerTopology};
-use monitor::command::SnapshotStore;
+use monitor::command::{DisplayChange, SnapshotStore};
 use monitor::control::{ShutdownReport, SnapshotInfo, SuspendReport};
 use monitor::input::LineText;
 use monitor::{After, ControlError, VmControl, VmInfo, VmState};
@@ -525,5 +525,24 @@ impl VmControl for El2Control<'_> {
         log::info!("VM '{}' powered off (host shutdown)", vm.name);
         report.powered_off.push(vm.name.clone());
         Ok(report)
+    }
+
+    fn display(&mut self, name: &str, change: DisplayChange) -> Result<(), ControlError> {
+        let vm = self.find(name)?;
+        crate::display::change(vm, self.here, change).map_err(|why| ControlError::Invalid {
+            vm: name.into(),
+            why,
+        })
+    }
+
+    fn display_overlay(&mut self, text: &str) -> Result<(), ControlError> {
+        crate::display::set_overlay(text).map_err(|_| ControlError::Unsupported {
+            what: String::from("display overlay"),
+            why: crate::display::HEADLESS,
+        })
+    }
+
+    fn display_status(&self) -> Result<String, ControlError> {
+        Ok(crate::display::status(self.vm))
     }
 }

@@ -15,16 +15,25 @@
 //! `vgpu::Presenter` (the guest's panel at its position, its cursor) and
 //! transfers and flushes only the recomposed rectangles. The guest's device is
 //! locked only while composing; a CPU that finds the display busy moves on.
+//!
+//! The monitor's `display` commands ([`change`], [`set_overlay`], [`status`]) set
+//! the presenter's policy and placement (`vgpu::present`) under the display lock;
+//! `display mode` changes the guest device's virtual monitor and raises its
+//! configuration-change interrupt, so a virtio-gpu guest re-reads the display info
+//! and EDID and re-renders.
 
+use alloc::format;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
 use compositor::{Frame, PixelFormat};
+use monitor::command::{DisplayChange, DisplayPlacement};
 use spin::Mutex;
 use vdev::Shared;
 use vgpu::defs::{cmd, format, hdr, layout};
-use vgpu::{Gpu, Presenter};
+use vgpu::{Gpu, ModeError, Placement, Presenter};
 use virtio_drivers::device::common::Feature;
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
@@ -32,6 +41,7 @@ use virtio_drivers::transport::{DeviceType, Transport};
 
 use crate::el1::read_sysreg;
 use crate::sysdisk::IdentityHal;
+use crate::vm::{VgicSink, Vm};
 
 /// Descriptors of the control queue: one command (request + response) at a time.
 const QUEUE_SIZE: usize = 4;
@@ -217,10 +227,12 @@ pub fn start(transports: &[(boards::Range, Option<u32>)], source: GuestGpu, pane
                 panel.1
             );
             let freq = read_sysreg!("CNTFRQ_EL0");
+            let mut presenter = Presenter::new(0, panel.0, panel.1);
+            presenter.set_clock(freq);
             *DISPLAY.lock() = Some(Display {
                 host,
                 source,
-                presenter: Presenter::new(0, panel.0, panel.1),
+                presenter,
                 next_frame: 0,
                 period: (freq / FRAME_RATE).max(1),
                 failed: false,
@@ -270,6 +282,9 @@ pub fn tick(idle: bool) {
         return;
     }
     d.next_frame = now.wrapping_add(d.period);
+    if d.presenter.idle() {
+        return;
+    }
     let (w, h) = (d.host.width, d.host.height);
     let rects = {
         let mut source = d.source.0.lock();
@@ -282,7 +297,7 @@ pub fn tick(idle: bool) {
         ) else {
             return;
         };
-        d.presenter.present(source.device_mut(), &mut frame)
+        d.presenter.present(source.device_mut(), &mut frame, now)
     };
     for r in rects {
         if let Err(e) = d.host.show(r) {
@@ -290,6 +305,112 @@ pub fn tick(idle: bool) {
                 d.failed = true;
                 log::warn!("display: flush failed: {e:?}");
             }
+        }
+    }
+}
+
+/// Why a display command did nothing, when the display is missing.
+pub const HEADLESS: &str = "the host has no display (running headless)";
+
+/// Applies the monitor's `change` to `vm`'s presentation (or, for a mode, to its
+/// virtio-gpu); `Err` says why nothing changed. `here` is the commanding vCPU.
+pub fn change(vm: &Vm, here: usize, change: DisplayChange) -> Result<(), String> {
+    if let DisplayChange::Mode { width, height } = change {
+        return set_mode(vm, here, width, height);
+    }
+    let mut guard = DISPLAY.lock();
+    let d = guard.as_mut().ok_or_else(|| String::from(HEADLESS))?;
+    let p = &mut d.presenter;
+    let result = match change {
+        DisplayChange::Present(placement) => {
+            let placement = match placement {
+                DisplayPlacement::Panel { x, y, w, h } => Placement::Panel {
+                    x,
+                    y,
+                    size: Some((w, h)),
+                },
+                DisplayPlacement::Fullscreen => Placement::Fullscreen,
+                DisplayPlacement::Quad(q) => Placement::Quad(q),
+            };
+            p.set_placement(placement).map(|()| {
+                // Presenting shows the VM again, unless frozen or throttled.
+                if p.policy() == vgpu::Policy::Hidden {
+                    p.show_live();
+                }
+            })
+        }
+        DisplayChange::Hide => {
+            p.hide();
+            Ok(())
+        }
+        DisplayChange::Freeze => {
+            let source = d.source.0.lock();
+            p.freeze(source.device())
+        }
+        DisplayChange::Unfreeze => p.unfreeze(),
+        DisplayChange::Throttle { fps } => p.throttle(fps),
+        DisplayChange::Mode { .. } => Ok(()),
+    };
+    result.map_err(|e| format!("{e}"))
+}
+
+/// `display mode`: the guest's virtual monitor becomes `width` × `height`, and the
+/// guest is told through the configuration-change interrupt.
+fn set_mode(vm: &Vm, here: usize, width: u32, height: u32) -> Result<(), String> {
+    {
+        let mut gpu = vm.gpu.0.lock();
+        gpu.device_mut()
+            .set_mode(0, width, height)
+            .map_err(|e| match e {
+                ModeError::BadSize => format!(
+                    "mode {width}x{height} is not within 1x1..={m}x{m}",
+                    m = vgpu::edid::MAX_ACTIVE
+                ),
+                ModeError::NoScanout => String::from("the guest's GPU has no scanout 0"),
+            })?;
+        let mut irq = VgicSink::new(&vm.vgic);
+        gpu.signal_config_change(&mut irq);
+    }
+    vm.deliver_kicks(here);
+    log::info!(
+        "display: VM '{}' virtual monitor now {width}x{height}",
+        vm.name
+    );
+    Ok(())
+}
+
+/// `display overlay`: the overlay line (empty: none).
+pub fn set_overlay(text: &str) -> Result<(), &'static str> {
+    let mut guard = DISPLAY.lock();
+    let d = guard.as_mut().ok_or(HEADLESS)?;
+    d.presenter.set_overlay(Some(text));
+    Ok(())
+}
+
+/// `display status`: the physical display and `vm`'s presentation, one line.
+pub fn status(vm: &Vm) -> String {
+    let mode = vm
+        .gpu
+        .0
+        .lock()
+        .device()
+        .mode(0)
+        .map_or(String::from("none"), |(w, h)| format!("{w}x{h}"));
+    let guard = DISPLAY.lock();
+    match guard.as_ref() {
+        None => format!("headless; vm {} virtual monitor {mode}", vm.name),
+        Some(d) => {
+            let overlay = d
+                .presenter
+                .overlay()
+                .map_or(String::from("none"), |t| format!("'{t}'"));
+            format!(
+                "display {}x{}; vm {} {} (virtual monitor {mode}); overlay {overlay}",
+                d.host.width,
+                d.host.height,
+                vm.name,
+                d.presenter.status()
+            )
         }
     }
 }

@@ -6,6 +6,13 @@
 //! vm resume NAME                vm snapshots NAME
 //! vm suspend NAME               vm delete-snapshot NAME TAG
 //! host shutdown                 help
+//! display present NAME panel X Y W H
+//! display present NAME fullscreen
+//! display present NAME quad X0 Y0 X1 Y1 X2 Y2 X3 Y3
+//! display hide NAME             display throttle NAME FPS
+//! display freeze NAME           display mode NAME W H
+//! display unfreeze NAME         display overlay [TEXT]
+//! display status
 //! ```
 //!
 //! A VM name is 1..=[`NAME_MAX`] printable ASCII characters (the registry's
@@ -18,8 +25,8 @@ use core::fmt;
 pub const NAME_MAX: usize = 64;
 /// Longest snapshot tag.
 pub const TAG_MAX: usize = 32;
-/// Most words a command has (`vm snapshot NAME TAG --disk`).
-const MAX_WORDS: usize = 5;
+/// Most words a command has (`display present NAME quad` and eight numbers).
+const MAX_WORDS: usize = 12;
 
 /// Where a snapshot is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +35,34 @@ pub enum SnapshotStore {
     Memory,
     /// On the system disk: survives host reboots (`--disk`).
     Disk,
+}
+
+/// Where `display present` puts a VM's screen (output pixels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisplayPlacement {
+    /// Top-left corner and size (scaled when the size is not the guest's mode).
+    Panel { x: i32, y: i32, w: u32, h: u32 },
+    /// As large as fits, centred, aspect ratio kept.
+    Fullscreen,
+    /// The screen's top-left, top-right, bottom-right, bottom-left corners.
+    Quad([(i32, i32); 4]),
+}
+
+/// A change to one VM's presentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisplayChange {
+    Present(DisplayPlacement),
+    Hide,
+    Freeze,
+    Unfreeze,
+    Throttle {
+        fps: u32,
+    },
+    /// The guest's virtual monitor mode.
+    Mode {
+        width: u32,
+        height: u32,
+    },
 }
 
 /// One parsed command; names and tags borrow the line.
@@ -53,6 +88,13 @@ pub enum Command<'a> {
         tag: &'a str,
     },
     HostShutdown,
+    Display {
+        vm: &'a str,
+        change: DisplayChange,
+    },
+    /// The overlay line's text (empty: none); the rest of the line, blanks kept.
+    DisplayOverlay(&'a str),
+    DisplayStatus,
 }
 
 /// Why a line is not a command.
@@ -83,6 +125,16 @@ pub enum ParseError<'a> {
     NameTooLong(&'a str),
     /// A tag longer than [`TAG_MAX`] or with a character outside `A-Za-z0-9._-`.
     BadTag(&'a str),
+    /// `display` without a subcommand, or with an unknown one.
+    UnknownDisplayCommand(Option<&'a str>),
+    /// `display present NAME` with a placement other than panel, fullscreen, quad.
+    UnknownPlacement(Option<&'a str>),
+    /// `what` of `command` is not a number in its range.
+    BadNumber {
+        command: &'static str,
+        what: &'static str,
+        word: &'a str,
+    },
 }
 
 impl fmt::Display for ParseError<'_> {
@@ -112,6 +164,26 @@ impl fmt::Display for ParseError<'_> {
                 "VM name of {} characters is longer than {NAME_MAX}",
                 n.len()
             ),
+            ParseError::UnknownDisplayCommand(None) => write!(
+                f,
+                "`display` needs a subcommand: present, hide, freeze, unfreeze, throttle, mode, overlay, status"
+            ),
+            ParseError::UnknownDisplayCommand(Some(w)) => {
+                write!(f, "unknown command `display {w}` (try `help`)")
+            }
+            ParseError::UnknownPlacement(None) => write!(
+                f,
+                "`display present` needs a placement: panel X Y W H, fullscreen, quad X0 Y0 .. X3 Y3"
+            ),
+            ParseError::UnknownPlacement(Some(w)) => write!(
+                f,
+                "unknown placement `{w}`: panel X Y W H, fullscreen, quad X0 Y0 .. X3 Y3"
+            ),
+            ParseError::BadNumber {
+                command,
+                what,
+                word,
+            } => write!(f, "`{command}`: {what} `{word}` is not a number in range"),
             ParseError::BadTag(t) => write!(
                 f,
                 "bad snapshot tag `{t}`: 1 to {TAG_MAX} characters of A-Z a-z 0-9 . _ -"
@@ -178,6 +250,20 @@ impl<'a> Args<'_, 'a> {
         Ok(n)
     }
 
+    /// Positional `i` as a number of type `T` (`what` names it).
+    fn number<T: core::str::FromStr>(
+        &self,
+        i: usize,
+        what: &'static str,
+    ) -> Result<T, ParseError<'a>> {
+        let w = self.positional(i, what)?;
+        w.parse().map_err(|_| ParseError::BadNumber {
+            command: self.command,
+            what,
+            word: w,
+        })
+    }
+
     fn tag(&self, i: usize) -> Result<&'a str, ParseError<'a>> {
         let t = self.positional(i, "a snapshot TAG")?;
         let good = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-');
@@ -216,6 +302,23 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
                 return Err(ParseError::UnknownVmCommand(None));
             };
             vm(sub, more)
+        }
+        "display" => {
+            let Some((&sub, more)) = rest.split_first() else {
+                return Err(ParseError::UnknownDisplayCommand(None));
+            };
+            if sub == "overlay" {
+                // The text is the rest of the line, however many words.
+                let text = line
+                    .trim_start()
+                    .strip_prefix("display")
+                    .map(str::trim_start)
+                    .and_then(|l| l.strip_prefix("overlay"))
+                    .unwrap_or("")
+                    .trim();
+                return Ok(Command::DisplayOverlay(text));
+            }
+            display(sub, more)
         }
         other => Err(ParseError::UnknownCommand(other)),
     }
@@ -279,6 +382,88 @@ fn vm<'a>(sub: &'a str, words: &[&'a str]) -> Result<Command<'a>, ParseError<'a>
     })
 }
 
+fn display<'a>(sub: &'a str, words: &[&'a str]) -> Result<Command<'a>, ParseError<'a>> {
+    let command: &'static str = match sub {
+        "present" => "display present",
+        "hide" => "display hide",
+        "freeze" => "display freeze",
+        "unfreeze" => "display unfreeze",
+        "throttle" => "display throttle",
+        "mode" => "display mode",
+        "status" => "display status",
+        other => return Err(ParseError::UnknownDisplayCommand(Some(other))),
+    };
+    let a = Args { command, words };
+    let change = match sub {
+        "status" => {
+            a.only(0, &[])?;
+            return Ok(Command::DisplayStatus);
+        }
+        "hide" | "freeze" | "unfreeze" => {
+            a.only(1, &[])?;
+            match sub {
+                "hide" => DisplayChange::Hide,
+                "freeze" => DisplayChange::Freeze,
+                _ => DisplayChange::Unfreeze,
+            }
+        }
+        "throttle" => {
+            a.only(2, &[])?;
+            DisplayChange::Throttle {
+                fps: a.number(1, "FPS")?,
+            }
+        }
+        "mode" => {
+            a.only(3, &[])?;
+            DisplayChange::Mode {
+                width: a.number(1, "W")?,
+                height: a.number(2, "H")?,
+            }
+        }
+        _ => {
+            let how = words
+                .iter()
+                .filter(|w| !w.starts_with("--"))
+                .nth(1)
+                .copied();
+            let placement = match how {
+                Some("panel") => {
+                    a.only(6, &[])?;
+                    DisplayPlacement::Panel {
+                        x: a.number(2, "X")?,
+                        y: a.number(3, "Y")?,
+                        w: a.number(4, "W")?,
+                        h: a.number(5, "H")?,
+                    }
+                }
+                Some("fullscreen") => {
+                    a.only(2, &[])?;
+                    DisplayPlacement::Fullscreen
+                }
+                Some("quad") => {
+                    a.only(10, &[])?;
+                    const XS: [&str; 4] = ["X0", "X1", "X2", "X3"];
+                    const YS: [&str; 4] = ["Y0", "Y1", "Y2", "Y3"];
+                    let mut q = [(0, 0); 4];
+                    for (i, p) in q.iter_mut().enumerate() {
+                        *p = (a.number(2 + 2 * i, XS[i])?, a.number(3 + 2 * i, YS[i])?);
+                    }
+                    DisplayPlacement::Quad(q)
+                }
+                other => {
+                    a.name(0)?;
+                    return Err(ParseError::UnknownPlacement(other));
+                }
+            };
+            DisplayChange::Present(placement)
+        }
+    };
+    Ok(Command::Display {
+        vm: a.name(0)?,
+        change,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -335,8 +520,134 @@ mod tests {
                 },
             ),
             ("host shutdown", HostShutdown),
+            (
+                "display present linux panel 10 -20 320 240",
+                Display {
+                    vm: "linux",
+                    change: DisplayChange::Present(DisplayPlacement::Panel {
+                        x: 10,
+                        y: -20,
+                        w: 320,
+                        h: 240,
+                    }),
+                },
+            ),
+            (
+                "display present linux fullscreen",
+                Display {
+                    vm: "linux",
+                    change: DisplayChange::Present(DisplayPlacement::Fullscreen),
+                },
+            ),
+            (
+                "display present linux quad 0 0 10 1 11 12 -1 9",
+                Display {
+                    vm: "linux",
+                    change: DisplayChange::Present(DisplayPlacement::Quad([
+                        (0, 0),
+                        (10, 1),
+                        (11, 12),
+                        (-1, 9),
+                    ])),
+                },
+            ),
+            (
+                "display hide linux",
+                Display {
+                    vm: "linux",
+                    change: DisplayChange::Hide,
+                },
+            ),
+            (
+                "display freeze linux",
+                Display {
+                    vm: "linux",
+                    change: DisplayChange::Freeze,
+                },
+            ),
+            (
+                "display unfreeze linux",
+                Display {
+                    vm: "linux",
+                    change: DisplayChange::Unfreeze,
+                },
+            ),
+            (
+                "display throttle linux 5",
+                Display {
+                    vm: "linux",
+                    change: DisplayChange::Throttle { fps: 5 },
+                },
+            ),
+            (
+                "display mode linux 800 600",
+                Display {
+                    vm: "linux",
+                    change: DisplayChange::Mode {
+                        width: 800,
+                        height: 600,
+                    },
+                },
+            ),
+            (
+                "display overlay  RayOS   says hi ",
+                DisplayOverlay("RayOS   says hi"),
+            ),
+            ("display overlay", DisplayOverlay("")),
+            ("display status", DisplayStatus),
         ] {
             assert_eq!(parse(line), Ok(want), "{line}");
+        }
+    }
+
+    #[test]
+    fn display_errors_name_what_was_wrong() {
+        for (line, want) in [
+            ("display", "`display` needs a subcommand: present"),
+            ("display show linux", "unknown command `display show`"),
+            (
+                "display present linux",
+                "`display present` needs a placement",
+            ),
+            ("display present linux window", "unknown placement `window`"),
+            (
+                "display present linux panel 1 2 3",
+                "`display present` needs H",
+            ),
+            (
+                "display present linux panel 1 2 3 x",
+                "`display present`: H `x` is not a number",
+            ),
+            (
+                "display present linux panel 1 2 -3 4",
+                "W `-3` is not a number",
+            ),
+            (
+                "display present linux panel 1 2 3 4 5",
+                "takes nothing more, not `5`",
+            ),
+            (
+                "display present linux quad 0 0 1 1 2 2 3",
+                "`display present` needs Y3",
+            ),
+            (
+                "display present linux fullscreen now",
+                "takes nothing more, not `now`",
+            ),
+            (
+                "display throttle linux fast",
+                "`display throttle`: FPS `fast` is not a number",
+            ),
+            (
+                "display throttle linux 99999999999",
+                "FPS `99999999999` is not a number in range",
+            ),
+            ("display mode linux 800", "`display mode` needs H"),
+            ("display hide", "`display hide` needs a VM NAME"),
+            ("display status x", "`display status` takes nothing more"),
+        ] {
+            let e = parse(line).expect_err(line).to_string();
+            assert!(e.contains(want), "{line}: got `{e}`, want `{want}`");
         }
     }
 

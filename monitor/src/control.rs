@@ -13,7 +13,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::command::{parse, Command, SnapshotStore};
+use crate::command::{parse, Command, DisplayChange, DisplayPlacement, SnapshotStore};
 
 /// Longest status text (after `ok: ` / `error: `), in bytes.
 pub const STATUS_MAX: usize = 480;
@@ -92,6 +92,9 @@ pub enum ControlError {
     Timeout { vm: String, what: &'static str },
     /// The operation failed part-way; `why` says how and what state it left.
     Failed { vm: String, why: String },
+    /// A value `vm`'s operation cannot take (a placement, a rate, a mode); nothing
+    /// changed.
+    Invalid { vm: String, why: String },
 }
 
 impl fmt::Display for ControlError {
@@ -117,6 +120,7 @@ impl fmt::Display for ControlError {
                 write!(f, "vm {vm}: {what} timed out; nothing changed")
             }
             ControlError::Failed { vm, why } => write!(f, "vm {vm}: {why}"),
+            ControlError::Invalid { vm, why } => write!(f, "vm {vm}: {why}; nothing changed"),
         }
     }
 }
@@ -151,6 +155,13 @@ pub trait VmControl {
     /// the status line and then powers the host off ([`After::PowerOffHost`]); on
     /// `Err` nothing was stopped.
     fn host_shutdown(&mut self) -> Result<ShutdownReport, ControlError>;
+    /// Changes how `vm`'s screen is presented on the physical display (or its
+    /// virtual monitor's mode, announced to the guest).
+    fn display(&mut self, vm: &str, change: DisplayChange) -> Result<(), ControlError>;
+    /// Sets the display's overlay line (empty: none).
+    fn display_overlay(&mut self, text: &str) -> Result<(), ControlError>;
+    /// The physical display and every VM's presentation, one line.
+    fn display_status(&self) -> Result<String, ControlError>;
 }
 
 /// One status line.
@@ -235,9 +246,35 @@ impl Reply {
 }
 
 /// The one-line `help` text.
-pub const HELP: &str = "commands: vm list | vm pause NAME | vm resume NAME | vm suspend NAME | \
+pub const HELP: &str = "commands: vm list | vm pause/resume/suspend NAME | \
 vm snapshot NAME TAG [--disk] | vm rollback NAME TAG | vm snapshots NAME | \
-vm delete-snapshot NAME TAG | host shutdown | help; Ctrl-] returns to the guest";
+vm delete-snapshot NAME TAG | host shutdown | \
+display present NAME panel X Y W H/fullscreen/quad X0 Y0 .. X3 Y3 | \
+display hide/freeze/unfreeze NAME | display throttle NAME FPS | display mode NAME W H | \
+display overlay [TEXT] | display status | help; Ctrl-] returns to the guest";
+
+/// What a display change did, for its status line.
+fn display_text(vm: &str, change: DisplayChange) -> String {
+    match change {
+        DisplayChange::Present(DisplayPlacement::Panel { x, y, w, h }) => {
+            format!("vm {vm} presented as a panel {w}x{h} at ({x}, {y})")
+        }
+        DisplayChange::Present(DisplayPlacement::Fullscreen) => {
+            format!("vm {vm} presented fullscreen")
+        }
+        DisplayChange::Present(DisplayPlacement::Quad(q)) => {
+            let points: Vec<String> = q.iter().map(|(x, y)| format!("({x}, {y})")).collect();
+            format!("vm {vm} presented as a quad {}", points.join(" "))
+        }
+        DisplayChange::Hide => format!("vm {vm} hidden"),
+        DisplayChange::Freeze => format!("vm {vm} frozen (its last frame stays)"),
+        DisplayChange::Unfreeze => format!("vm {vm} live again"),
+        DisplayChange::Throttle { fps } => format!("vm {vm} throttled to {fps} frames/s"),
+        DisplayChange::Mode { width, height } => {
+            format!("vm {vm} virtual monitor mode {width}x{height} (guest notified)")
+        }
+    }
+}
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -323,6 +360,17 @@ pub fn execute(line: &str, ctl: &mut dyn VmControl) -> Reply {
         Command::VmDeleteSnapshot { vm, tag } => ctl
             .delete_snapshot(vm, tag)
             .map(|()| format!("vm {vm} snapshot '{tag}' deleted")),
+        Command::Display { vm, change } => {
+            ctl.display(vm, change).map(|()| display_text(vm, change))
+        }
+        Command::DisplayOverlay(text) => ctl.display_overlay(text).map(|()| {
+            if text.is_empty() {
+                String::from("overlay removed")
+            } else {
+                format!("overlay shows '{text}'")
+            }
+        }),
+        Command::DisplayStatus => ctl.display_status(),
         Command::HostShutdown => {
             return match ctl.host_shutdown() {
                 Ok(r) => {
@@ -501,6 +549,24 @@ mod tests {
                 suspended: Vec::new(),
             })
         }
+        fn display(&mut self, vm: &str, change: DisplayChange) -> Result<(), ControlError> {
+            self.vm(vm)?;
+            if let DisplayChange::Throttle { fps: 0 } = change {
+                return Err(ControlError::Invalid {
+                    vm: vm.into(),
+                    why: "frame rate 0 is not within 1..=1000".into(),
+                });
+            }
+            self.calls.push(format!("display {vm} {change:?}"));
+            Ok(())
+        }
+        fn display_overlay(&mut self, text: &str) -> Result<(), ControlError> {
+            self.calls.push(format!("overlay '{text}'"));
+            Ok(())
+        }
+        fn display_status(&self) -> Result<String, ControlError> {
+            Ok(format!("1280x800; {} presented", self.vms[0].name))
+        }
     }
 
     fn run(m: &mut Model, line: &str) -> String {
@@ -629,23 +695,99 @@ mod tests {
     }
 
     #[test]
+    fn display_commands_route_to_the_trait_with_one_status_line() {
+        let mut m = Model::new();
+        for (line, want, call) in [
+            (
+                "display present linux panel 10 20 320 240",
+                "ok: vm linux presented as a panel 320x240 at (10, 20)",
+                "display linux Present(Panel { x: 10, y: 20, w: 320, h: 240 })",
+            ),
+            (
+                "display present linux fullscreen",
+                "ok: vm linux presented fullscreen",
+                "display linux Present(Fullscreen)",
+            ),
+            (
+                "display present linux quad 0 0 9 0 9 9 0 9",
+                "ok: vm linux presented as a quad (0, 0) (9, 0) (9, 9) (0, 9)",
+                "display linux Present(Quad([(0, 0), (9, 0), (9, 9), (0, 9)]))",
+            ),
+            (
+                "display hide linux",
+                "ok: vm linux hidden",
+                "display linux Hide",
+            ),
+            (
+                "display freeze linux",
+                "ok: vm linux frozen (its last frame stays)",
+                "display linux Freeze",
+            ),
+            (
+                "display unfreeze linux",
+                "ok: vm linux live again",
+                "display linux Unfreeze",
+            ),
+            (
+                "display throttle linux 5",
+                "ok: vm linux throttled to 5 frames/s",
+                "display linux Throttle { fps: 5 }",
+            ),
+            (
+                "display mode linux 800 600",
+                "ok: vm linux virtual monitor mode 800x600 (guest notified)",
+                "display linux Mode { width: 800, height: 600 }",
+            ),
+            (
+                "display overlay hello  world",
+                "ok: overlay shows 'hello  world'",
+                "overlay 'hello  world'",
+            ),
+            ("display overlay", "ok: overlay removed", "overlay ''"),
+        ] {
+            assert_eq!(run(&mut m, line), want);
+            assert_eq!(m.calls.pop().as_deref(), Some(call), "{line}");
+        }
+        assert_eq!(
+            run(&mut m, "display status"),
+            "ok: 1280x800; linux presented"
+        );
+        // Errors name the VM or the value, and change nothing.
+        assert_eq!(
+            run(&mut m, "display hide nope"),
+            "error: no VM named 'nope' (see `vm list`)"
+        );
+        assert_eq!(
+            run(&mut m, "display throttle linux 0"),
+            "error: vm linux: frame rate 0 is not within 1..=1000; nothing changed"
+        );
+        assert!(run(&mut m, "display throttle linux x").starts_with("error: `display throttle`"));
+        assert!(m.calls.is_empty(), "{:?}", m.calls);
+    }
+
+    #[test]
     fn help_is_one_line_naming_every_command() {
         let mut m = Model::new();
         let s = run(&mut m, "help");
         for c in [
             "vm list",
-            "vm pause",
-            "vm resume",
-            "vm suspend",
+            "vm pause/resume/suspend",
             "vm snapshot",
             "vm rollback",
             "vm snapshots",
             "vm delete-snapshot",
             "host shutdown",
+            "display present",
+            "display hide/freeze/unfreeze",
+            "display throttle",
+            "display mode",
+            "display overlay",
+            "display status",
             "help",
         ] {
             assert!(s.contains(c), "{c}");
         }
+        assert!(!s.ends_with("..."), "not cut: {s}");
     }
 
     #[test]

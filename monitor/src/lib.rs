@@ -88,6 +88,18 @@ mod proptests {
                 why: "not in this test",
             })
         }
+        fn display(&mut self, vm: &str, _: command::DisplayChange) -> Result<(), ControlError> {
+            Err(ControlError::NoSuchVm(vm.into()))
+        }
+        fn display_overlay(&mut self, _: &str) -> Result<(), ControlError> {
+            Err(ControlError::Unsupported {
+                what: "display overlay".into(),
+                why: "not in this test",
+            })
+        }
+        fn display_status(&self) -> Result<alloc::string::String, ControlError> {
+            Ok("headless".into())
+        }
     }
 
     /// Bytes biased towards what matters: escapes, line ends, editing keys, words.

@@ -5,6 +5,13 @@
 //! rectangle at scale 1, the background everywhere else. Then the guest overwrites a
 //! block of rows (its fbdev flushes only those rows: a damage-only recomposition),
 //! and a second screendump shows the block there and the first pattern around it.
+//!
+//! The presentation commands of the monitor (`display …`) on the same guest: a
+//! panel at half size (bilinear, within [`HALF_TOLERANCE`]), the overlay line,
+//! hidden (pattern gone), frozen (the guest draws the block, the screen keeps the
+//! pattern), unfrozen (the block appears), `display status`, refused values, and
+//! `display mode`'s status line (that the guest's DRM mode follows is not shown
+//! here yet).
 
 use std::time::Duration;
 
@@ -66,6 +73,19 @@ fn base64(data: &[u8]) -> String {
 /// a blink already queued), build the frame from the tile (XRGB8888: bytes B, G, R, X) by
 /// doubling files, write it to `/dev/fb0`, report, stay up.
 fn guest_cmd(width: u32, height: u32) -> String {
+    guest_cmd_with(
+        width,
+        height,
+        "cat /sys/class/graphics/fb0/virtual_size\n",
+        &format!("sleep {BETWEEN}"),
+        "",
+    )
+}
+
+/// [`guest_cmd`] running `probe` first, waiting with `pause` between the drawings
+/// and running `then` after the block. The guest sees only about the first 1000
+/// bytes of a command (the kernel command line), so every byte counts.
+fn guest_cmd_with(width: u32, height: u32, probe: &str, pause: &str, then: &str) -> String {
     let mut tile = Vec::new();
     for y in 0..TILE_H {
         for x in 0..TILE_W {
@@ -77,15 +97,14 @@ fn guest_cmd(width: u32, height: u32) -> String {
     let row = width * 4;
     format!(
         r#"for v in /sys/class/vtconsole/vtcon*;do grep -q 'frame buffer' $v/name&&echo 0>$v/bind;done;sleep 1
-cat /sys/class/graphics/fb0/virtual_size
-cd /tmp;echo {b64}|base64 -d>t
+{probe}cd /tmp;echo {b64}|base64 -d>t
 d(){{ cp $1 y;n=1;while [ $n -lt $2 ];do cat y y>z;mv z y;n=$((n*2));done; }}
 k=0;while [ $k -lt {th} ];do dd if=t bs={tr} skip=$k count=1 2>/dev/null>x;d x {reps};dd if=y bs={row} count=1 2>/dev/null>>b;k=$((k+1));done
 d b {blocks};dd if=y of=/dev/fb0 bs={block} count={blocks} 2>/dev/null
-echo {WRITTEN};sleep {BETWEEN}
+echo {WRITTEN};{pause}
 printf '\000\200\377\000'>p;d p {BLOCK_W}
 k={BLOCK_Y};while [ $k -lt {block_end} ];do dd if=y of=/dev/fb0 bs={block_row} seek=$(( (k*{row}+{block_off})/{block_row} )) conv=notrunc 2>/dev/null;k=$((k+1));done
-echo {BLOCK_WRITTEN};sleep 100"#,
+echo {BLOCK_WRITTEN};{then}sleep 100"#,
         b64 = base64(&tile),
         th = TILE_H,
         tr = tile_row,
@@ -179,4 +198,216 @@ fn the_pattern_and_background_are_distinct() {
         guest_cmd(640, 480).len() < 1024,
         "fits the kernel command line"
     );
+    let n = presentation_cmd(640, 480).len();
+    assert!(n < 1024, "fits the kernel command line: {n}");
+    let n = guest_cmd(640, 480).len();
+    assert!(n < 1024, "fits the kernel command line: {n}");
+}
+
+/// Largest per-channel difference from the exact 2×2 average allowed in the panel
+/// scaled to half size (the compositor's bilinear weights are 8-bit).
+const HALF_TOLERANCE: i32 = 3;
+/// The overlay line of the presentation test.
+const OVERLAY: &str = "RAYOS OVERLAY 42";
+
+/// The presentation test's guest: the pattern, then (after a line on the console)
+/// the block.
+fn presentation_cmd(width: u32, height: u32) -> String {
+    guest_cmd_with(width, height, "", "read", "")
+}
+
+/// What the panel area of a screendump should show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    /// The guest's screen at scale 1 at the default panel, with or without the block.
+    Exact { block: bool },
+    /// The pattern at half size at the default panel's corner.
+    Half,
+    /// Nothing: background.
+    Hidden,
+}
+
+/// Channel `i` (0 blue .. 2 red) of an 0xRRGGBB value.
+fn channel(p: u32, i: u32) -> i32 {
+    ((p >> (8 * i)) & 0xff) as i32
+}
+
+/// Checks `file` against `shown` with the overlay line at the bottom; returns the
+/// mismatches, described.
+fn check_presentation(file: &std::path::Path, shown: Shown) -> Vec<String> {
+    let (gw, gh) = vgpu::present::DEFAULT_MODE;
+    let (x0, y0) = {
+        let (x, y) = vgpu::present::DEFAULT_PANEL;
+        (x as u32, y as u32)
+    };
+    let img = parse_ppm(&std::fs::read(file).expect("screendump written")).expect("a PPM");
+    assert_eq!((img.width, img.height), DEFAULT_DISPLAY);
+    let bar = compositor::text::status_bar(
+        img.width,
+        OVERLAY,
+        vgpu::present::OVERLAY_SCALE,
+        vgpu::present::OVERLAY_FG,
+        vgpu::present::OVERLAY_BG,
+    );
+    let bar_top = img.height - bar.height;
+    let mut wrong = Vec::new();
+    let mut lit = 0;
+    for y in 0..img.height {
+        for x in 0..img.width {
+            let got = img.at(x, y);
+            if y >= bar_top {
+                let i = (((y - bar_top) * bar.width + x) * 4) as usize;
+                let want = u32::from_le_bytes(bar.data[i..i + 4].try_into().unwrap()) & 0xff_ffff;
+                lit += usize::from(want == vgpu::present::OVERLAY_FG & 0xff_ffff);
+                if got != want {
+                    wrong.push(format!("overlay ({x}, {y}): {got:06x}, want {want:06x}"));
+                }
+                continue;
+            }
+            let (gx, gy) = (x.wrapping_sub(x0), y.wrapping_sub(y0));
+            let want = match shown {
+                Shown::Hidden => vgpu::present::BACKGROUND,
+                Shown::Exact { block } => {
+                    if gx >= gw || gy >= gh {
+                        vgpu::present::BACKGROUND
+                    } else if block
+                        && (BLOCK_X..BLOCK_X + BLOCK_W).contains(&gx)
+                        && (BLOCK_Y..BLOCK_Y + BLOCK_H).contains(&gy)
+                    {
+                        BLOCK_COLOUR
+                    } else {
+                        pattern(gx, gy)
+                    }
+                }
+                Shown::Half => {
+                    if gx >= gw / 2 || gy >= gh / 2 {
+                        vgpu::present::BACKGROUND
+                    } else {
+                        // The centre of output pixel gx maps to guest x 2·gx + 1: the
+                        // average of the four texels around it.
+                        let texels = [(0, 0), (1, 0), (0, 1), (1, 1)]
+                            .map(|(dx, dy)| pattern(2 * gx + dx, 2 * gy + dy));
+                        let far = (0..3).any(|i| {
+                            let avg =
+                                texels.iter().map(|&t| channel(t, i)).sum::<i32>() as f64 / 4.0;
+                            (f64::from(channel(got, i)) - avg).abs() > f64::from(HALF_TOLERANCE)
+                        });
+                        if far {
+                            wrong.push(format!(
+                                "half ({x}, {y}): {got:06x}, want the average of {texels:06x?}"
+                            ));
+                        }
+                        continue;
+                    }
+                }
+            };
+            if got != want {
+                wrong.push(format!("({x}, {y}): {got:06x}, want {want:06x}"));
+            }
+        }
+    }
+    if lit < 100 {
+        wrong.push(format!("the overlay text has only {lit} lit pixels"));
+    }
+    wrong
+}
+
+#[test]
+fn presentation_commands_scale_hide_freeze_and_overlay() {
+    let _boot = boot_lock();
+    let (gw, gh) = vgpu::present::DEFAULT_MODE;
+    let (px, py) = vgpu::present::DEFAULT_PANEL;
+    let layout = Layout::detect();
+    let dir = layout.out.join("test-scripts");
+    let dumps = [
+        "present-half",
+        "present-hidden",
+        "present-frozen",
+        "present-unfrozen",
+    ]
+    .map(|n| dir.join(format!("{n}.ppm")));
+    for f in &dumps {
+        let _ = std::fs::remove_file(f);
+    }
+    let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.system_disk = Some(layout.out.join(SYSTEM_DISK));
+    o.guest_cmd = Some(presentation_cmd(gw, gh));
+    o.append = Some(format!("{LINUX_CMDLINE} vt.global_cursor_default=0"));
+    let (hw, hh) = (gw / 2, gh / 2);
+    o.script = Some(script(
+        "display-present.script",
+        &format!(
+            "expect {WRITTEN}\n\
+             sleep 3\n\
+             monitor display overlay {OVERLAY}\n\
+             monitor display present linux panel {px} {py} {hw} {hh}\n\
+             sleep 2\n\
+             screendump {half}\n\
+             monitor display hide linux\n\
+             sleep 2\n\
+             screendump {hidden}\n\
+             monitor display present linux panel {px} {py} {gw} {gh}\n\
+             monitor display freeze linux\n\
+             send go\n\
+             expect {BLOCK_WRITTEN}\n\
+             sleep 3\n\
+             screendump {frozen}\n\
+             monitor display unfreeze linux\n\
+             sleep 2\n\
+             screendump {unfrozen}\n\
+             monitor display status\n\
+             monitor display throttle linux 0\n\
+             monitor display present nosuch fullscreen\n\
+             monitor display mode linux 800 600\n",
+            half = dumps[0].display(),
+            hidden = dumps[1].display(),
+            frozen = dumps[2].display(),
+            unfrozen = dumps[3].display(),
+        ),
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    for (file, shown) in dumps.iter().zip([
+        Shown::Half,
+        Shown::Hidden,
+        Shown::Exact { block: false },
+        Shown::Exact { block: true },
+    ]) {
+        let wrong = check_presentation(file, shown);
+        assert!(
+            wrong.is_empty(),
+            "{} ({shown:?}): {} pixels differ; first: {:?}",
+            file.display(),
+            wrong.len(),
+            &wrong[..wrong.len().min(8)]
+        );
+    }
+    let prefix = format!("{} ", monitor::LINE_PREFIX);
+    let statuses: Vec<&str> = outcome
+        .console
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter(|s| s.starts_with("ok: ") || s.starts_with("error: "))
+        .collect();
+    let (dw, dh) = DEFAULT_DISPLAY;
+    assert_eq!(
+        statuses,
+        [
+            format!("ok: overlay shows '{OVERLAY}'"),
+            format!("ok: vm linux presented as a panel {hw}x{hh} at ({px}, {py})"),
+            "ok: vm linux hidden".into(),
+            format!("ok: vm linux presented as a panel {gw}x{gh} at ({px}, {py})"),
+            "ok: vm linux frozen (its last frame stays)".into(),
+            "ok: vm linux live again".into(),
+            format!(
+                "ok: display {dw}x{dh}; vm linux live panel {px} {py} {gw}x{gh} (virtual monitor {gw}x{gh}); overlay '{OVERLAY}'"
+            ),
+            "error: vm linux: frame rate 0 is not within 1..=1000; nothing changed".into(),
+            "error: no VM named 'nosuch' (see `vm list`)".into(),
+            "ok: vm linux virtual monitor mode 800x600 (guest notified)".into(),
+        ],
+        "\n{tail}"
+    );
+    assert_eq!(outcome.ending, Ending::ScriptDone, "\n{tail}");
 }

@@ -5,8 +5,10 @@
 //!   hypervisor's render loop reads (each scanout's pixels and damage, the cursor).
 //! - [`resource`]: host resources, their guest backing and TRANSFER_TO_HOST_2D.
 //! - [`edid`]: the virtual monitor's EDID.
-//! - [`present`]: a scanout presented as a panel on the physical display through
-//!   `compositor` (full recomposition when the source changed, damage otherwise).
+//! - [`present`]: a scanout presented on the physical display through `compositor`
+//!   under a per-VM [`Policy`] (live, throttled, frozen, hidden) and [`Placement`]
+//!   (panel, scaled panel, fullscreen, quad), with an overlay text line (full
+//!   recomposition when the source or presentation changed, damage otherwise).
 //! - [`defs`]: every architected virtio-gpu number, and this crate's limits.
 //!
 //! Usage in the hypervisor (the render loop keeps a clone of the `Shared`):
@@ -31,7 +33,7 @@ pub mod resource;
 mod save;
 
 pub use gpu::{CursorView, Gpu, GpuConfig, ModeError, ScanoutView};
-pub use present::Presenter;
+pub use present::{Placement, Policy, PresentError, Presenter};
 pub use resource::Rect;
 
 #[cfg(test)]

@@ -908,7 +908,7 @@ fn restore_brings_back_what_the_render_loop_shows() {
 
 mod presentation {
     use super::*;
-    use crate::present::{pixel_format, Presenter, BACKGROUND};
+    use crate::present::*;
     use compositor::{Frame, PixelFormat};
 
     const OUT: (u32, u32) = (200, 120);
@@ -935,7 +935,7 @@ mod presentation {
         );
         let mut p = Presenter::new(0, 30, 20);
         let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
-        let drawn = p.present(g.gpu_mut(), &mut frame(&mut buf));
+        let drawn = p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
         assert_eq!(drawn, [compositor::Rect::new(0, 0, OUT.0, OUT.1)]);
         for y in 0..OUT.1 {
             for x in 0..OUT.0 {
@@ -949,7 +949,7 @@ mod presentation {
             }
         }
         // Nothing changed: nothing drawn.
-        assert!(p.present(g.gpu_mut(), &mut frame(&mut buf)).is_empty());
+        assert!(p.present(g.gpu_mut(), &mut frame(&mut buf), 0).is_empty());
         // The guest changes resource pixel (10, 5) and flushes it: only that output
         // pixel is recomposed (a marker elsewhere survives).
         g.d.write_mem(
@@ -962,7 +962,7 @@ mod presentation {
         );
         assert_eq!(g.flush(1, Rect::new(10, 5, 1, 1)), cmd::RESP_OK_NODATA);
         buf[0..4].copy_from_slice(&0x00ab_cdefu32.to_le_bytes());
-        let drawn = p.present(g.gpu_mut(), &mut frame(&mut buf));
+        let drawn = p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
         assert_eq!(drawn, [compositor::Rect::new(30 + 6, 20 + 3, 1, 1)]);
         assert_eq!(at(&buf, 36, 23), 0x12_3456);
         assert_eq!(
@@ -1003,7 +1003,7 @@ mod presentation {
         );
         let mut p = Presenter::new(0, 10, 10);
         let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
-        p.present(g.gpu_mut(), &mut frame(&mut buf));
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
         assert_eq!(at(&buf, 15, 15), 0x00ff00, "opaque cursor pixel");
         assert_eq!(
             at(&buf, 17, 15),
@@ -1017,7 +1017,7 @@ mod presentation {
             &msg(cmd::UPDATE_CURSOR, &[0, 0, 0, 0, 0, 0, 0, 0]),
             0,
         );
-        p.present(g.gpu_mut(), &mut frame(&mut buf));
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
         assert!((0..OUT.1).all(|y| (0..OUT.0).all(|x| at(&buf, x, y) == BACKGROUND)));
     }
 
@@ -1041,5 +1041,264 @@ mod presentation {
             PixelFormat::Bgrx8888.load([0, 0x11, 0x22, 0x33]) & 0xff_ffff,
             0x11_2233
         );
+    }
+
+    /// A device whose scanout 0 shows a whole `w × h` resource of `pixel`; the
+    /// guest address of its backing.
+    fn showing(w: u32, h: u32, pixel: impl Fn(u32, u32) -> u32) -> (G, u64) {
+        let mut g = G::new();
+        let backing = g.resource_with(1, w, h, pixel);
+        assert_eq!(g.transfer(1, Rect::new(0, 0, w, h), 0), cmd::RESP_OK_NODATA);
+        assert_eq!(
+            g.set_scanout(0, 1, Rect::new(0, 0, w, h)),
+            cmd::RESP_OK_NODATA
+        );
+        (g, backing)
+    }
+
+    /// The guest repaints its whole `w`-wide resource with `color` and flushes it.
+    fn repaint(g: &mut G, backing: u64, w: u32, h: u32, color: u32) {
+        g.d.write_mem(backing, &image(w, h, |_, _| color));
+        assert_eq!(g.transfer(1, Rect::new(0, 0, w, h), 0), cmd::RESP_OK_NODATA);
+        assert_eq!(g.flush(1, Rect::new(0, 0, w, h)), cmd::RESP_OK_NODATA);
+    }
+
+    fn everywhere(buf: &[u8], r: compositor::Rect) -> Vec<u32> {
+        let mut v = Vec::new();
+        for y in r.y as u32..r.bottom() as u32 {
+            for x in r.x as u32..r.right() as u32 {
+                v.push(at(buf, x, y));
+            }
+        }
+        v
+    }
+
+    fn channels_close(a: u32, b: u32, tol: i32) -> bool {
+        (0..3).all(|i| ((a >> (8 * i)) as u8 as i32 - (b >> (8 * i)) as u8 as i32).abs() <= tol)
+    }
+
+    #[test]
+    fn hidden_composes_nothing_and_leaves_the_damage_with_the_device() {
+        let (mut g, backing) = showing(20, 10, |_, _| 0x0011_2233);
+        let mut p = Presenter::new(0, 5, 5);
+        let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        assert_eq!(at(&buf, 5, 5), 0x11_2233);
+        p.hide();
+        assert_eq!(p.policy(), Policy::Hidden);
+        assert_eq!(
+            p.present(g.gpu_mut(), &mut frame(&mut buf), 0),
+            [compositor::Rect::new(0, 0, OUT.0, OUT.1)]
+        );
+        assert!(everywhere(&buf, compositor::Rect::new(0, 0, OUT.0, OUT.1))
+            .iter()
+            .all(|&p| p == BACKGROUND));
+        // The guest draws: nothing is composed and its damage is not even taken.
+        repaint(&mut g, backing, 20, 10, 0x0044_5566);
+        assert!(p.present(g.gpu_mut(), &mut frame(&mut buf), 0).is_empty());
+        assert_eq!(at(&buf, 5, 5), BACKGROUND);
+        assert!(!g.gpu_mut().take_damage(0).is_empty());
+        p.show_live();
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        assert_eq!(at(&buf, 5, 5), 0x44_5566);
+        assert_eq!(p.status(), "live panel 5 5 unscaled");
+    }
+
+    #[test]
+    fn frozen_keeps_the_old_frame_while_the_guest_draws_and_unfreezing_shows_the_new() {
+        let (mut g, backing) = showing(20, 10, |_, _| 0x0011_2233);
+        let mut p = Presenter::new(0, 5, 5);
+        let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        assert_eq!(p.unfreeze(), Err(PresentError::NotFrozen));
+        p.freeze(g.gpu_mut()).unwrap();
+        repaint(&mut g, backing, 20, 10, 0x0044_5566);
+        // Recomposed once (the frozen copy) and then nothing while the guest draws.
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        assert_eq!(at(&buf, 5, 5), 0x11_2233);
+        repaint(&mut g, backing, 20, 10, 0x0077_8899);
+        assert!(p.present(g.gpu_mut(), &mut frame(&mut buf), 0).is_empty());
+        // A presentation change while frozen recomposes from the copy.
+        p.set_placement(Placement::Panel {
+            x: 50,
+            y: 50,
+            size: None,
+        })
+        .unwrap();
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        assert_eq!(at(&buf, 5, 5), BACKGROUND);
+        assert_eq!(at(&buf, 50, 50), 0x11_2233);
+        assert_eq!(p.status(), "frozen panel 50 50 unscaled");
+        p.unfreeze().unwrap();
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        assert_eq!(at(&buf, 50, 50), 0x77_8899);
+        // No scanout: nothing to freeze.
+        assert_eq!(g.set_scanout(0, 0, Rect::default()), cmd::RESP_OK_NODATA);
+        assert_eq!(p.freeze(g.gpu_mut()), Err(PresentError::NothingShown));
+        assert_eq!(p.policy(), Policy::Live);
+    }
+
+    #[test]
+    fn throttled_presents_at_most_fps_frames_a_second() {
+        let (mut g, backing) = showing(20, 10, |_, _| 0x0011_2233);
+        let mut p = Presenter::new(0, 0, 0);
+        p.set_clock(1000);
+        assert_eq!(p.throttle(0), Err(PresentError::BadFps(0)));
+        assert_eq!(
+            p.throttle(MAX_FPS + 1),
+            Err(PresentError::BadFps(MAX_FPS + 1))
+        );
+        p.throttle(10).unwrap();
+        assert_eq!(p.status(), "throttled 10 fps panel 0 0 unscaled");
+        let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
+        assert!(!p
+            .present(g.gpu_mut(), &mut frame(&mut buf), 1000)
+            .is_empty());
+        repaint(&mut g, backing, 20, 10, 0x0044_5566);
+        // 99 ms later: not yet; 100 ms: the change, which waited in the device.
+        assert!(p
+            .present(g.gpu_mut(), &mut frame(&mut buf), 1099)
+            .is_empty());
+        assert_eq!(at(&buf, 0, 0), 0x11_2233);
+        assert!(!p
+            .present(g.gpu_mut(), &mut frame(&mut buf), 1100)
+            .is_empty());
+        assert_eq!(at(&buf, 0, 0), 0x44_5566);
+    }
+
+    /// Quadrants of four colours.
+    fn quadrants(w: u32, h: u32) -> impl Fn(u32, u32) -> u32 {
+        move |x, y| match (x < w / 2, y < h / 2) {
+            (true, true) => 0x00ff_0000,
+            (false, true) => 0x0000_ff00,
+            (true, false) => 0x0000_00ff,
+            (false, false) => 0x00ff_ffff,
+        }
+    }
+
+    #[test]
+    fn a_panel_at_half_size_is_the_scanout_scaled_bilinearly() {
+        let (mut g, _) = showing(80, 60, quadrants(80, 60));
+        let mut p = Presenter::new(0, 0, 0);
+        assert_eq!(
+            p.set_placement(Placement::Panel {
+                x: 10,
+                y: 20,
+                size: Some((0, 30))
+            }),
+            Err(PresentError::BadRect)
+        );
+        p.set_placement(Placement::Panel {
+            x: 10,
+            y: 20,
+            size: Some((40, 30)),
+        })
+        .unwrap();
+        let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        let src = quadrants(40, 30);
+        for y in 0..OUT.1 {
+            for x in 0..OUT.0 {
+                let (px, py) = (x as i32 - 10, y as i32 - 20);
+                let inside = (0..40).contains(&px) && (0..30).contains(&py);
+                // Away from the quadrant borders (bilinear blends one texel there).
+                let clear = ![19, 20].contains(&px) && ![14, 15].contains(&py);
+                let got = at(&buf, x, y);
+                if !inside {
+                    assert_eq!(got, BACKGROUND, "({x}, {y})");
+                } else if clear {
+                    assert_eq!(got, src(px as u32, py as u32) & 0xff_ffff, "({x}, {y})");
+                }
+            }
+        }
+        assert_eq!(p.status(), "live panel 10 20 40x30");
+    }
+
+    #[test]
+    fn fullscreen_is_fitted_and_letterboxed() {
+        let (mut g, _) = showing(50, 50, |_, _| 0x0012_3456);
+        let mut p = Presenter::new(0, 0, 0);
+        p.set_placement(Placement::Fullscreen).unwrap();
+        let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        // 50x50 on 200x120: 120x120 centred at x 40.
+        for y in 0..OUT.1 {
+            for x in 0..OUT.0 {
+                let want = if (40..160).contains(&x) {
+                    0x12_3456
+                } else {
+                    BACKGROUND
+                };
+                assert_eq!(at(&buf, x, y), want, "({x}, {y})");
+            }
+        }
+        assert_eq!(p.status(), "live fullscreen");
+    }
+
+    #[test]
+    fn a_quad_places_the_corners_and_a_degenerate_one_is_refused() {
+        let (mut g, _) = showing(40, 40, quadrants(40, 40));
+        let mut p = Presenter::new(0, 0, 0);
+        assert_eq!(
+            p.set_placement(Placement::Quad([(0, 0), (10, 10), (20, 20), (0, 20)])),
+            Err(PresentError::DegenerateQuad)
+        );
+        assert_eq!(
+            p.set_placement(Placement::Quad([
+                (0, 0),
+                (MAX_COORD + 1, 0),
+                (9, 9),
+                (0, 9)
+            ])),
+            Err(PresentError::BadRect)
+        );
+        // A trapezoid: the top edge narrower than the bottom.
+        let q = [(80, 10), (120, 10), (150, 110), (50, 110)];
+        p.set_placement(Placement::Quad(q)).unwrap();
+        let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        // Near each corner, inside: that corner's quadrant colour.
+        let tol = 8;
+        assert!(channels_close(at(&buf, 84, 14), 0xff_0000, tol));
+        assert!(channels_close(at(&buf, 115, 14), 0x00_ff00, tol));
+        assert!(channels_close(at(&buf, 140, 105), 0xff_ffff, tol));
+        assert!(channels_close(at(&buf, 60, 105), 0x00_00ff, tol));
+        // Outside the trapezoid: background.
+        assert_eq!(at(&buf, 55, 14), BACKGROUND);
+        assert_eq!(at(&buf, 145, 14), BACKGROUND);
+        assert_eq!(at(&buf, 100, 115), BACKGROUND);
+        assert_eq!(p.status(), "live quad 80,10 120,10 150,110 50,110");
+    }
+
+    #[test]
+    fn the_overlay_line_is_the_font_s_text_at_the_bottom() {
+        let (mut g, _) = showing(20, 10, |_, _| 0x0011_2233);
+        let mut p = Presenter::new(0, 0, 0);
+        p.set_overlay(Some("RayOS 1"));
+        assert_eq!(p.overlay(), Some("RayOS 1"));
+        let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        let bar =
+            compositor::text::status_bar(OUT.0, "RayOS 1", OVERLAY_SCALE, OVERLAY_FG, OVERLAY_BG);
+        let top = OUT.1 - bar.height;
+        let mut lit = 0;
+        for y in 0..bar.height {
+            for x in 0..OUT.0 {
+                let i = ((y * bar.width + x) * 4) as usize;
+                let want = u32::from_le_bytes(bar.data[i..i + 4].try_into().unwrap()) & 0xff_ffff;
+                assert_eq!(at(&buf, x, top + y), want, "({x}, {y})");
+                lit += usize::from(want == OVERLAY_FG & 0xff_ffff);
+            }
+        }
+        assert!(lit > 50, "the text has lit pixels: {lit}");
+        // Above the bar: the panel and the background as before.
+        assert_eq!(at(&buf, 0, 0), 0x11_2233);
+        assert_eq!(at(&buf, 100, top - 1), BACKGROUND);
+        p.set_overlay(None);
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        assert_eq!(at(&buf, 100, OUT.1 - 1), BACKGROUND);
+        // Long lines are cut.
+        p.set_overlay(Some(&"x".repeat(1000)));
+        assert_eq!(p.overlay().map(str::len), Some(OVERLAY_MAX));
     }
 }
