@@ -48,7 +48,7 @@ pub enum Command {
         /// the benchmark; without it the list
         name: Option<String>,
     },
-    /// fetch and build the Linux guest (Debian kernel + busybox initramfs) into target/guest-cache
+    /// fetch and build the Linux guest (Debian kernel + busybox initramfs) into target/guest-cache, or Debian's AAVMF firmware into target/firmware-cache
     Fetch {
         #[arg(value_enum)]
         what: Fetchable,
@@ -91,6 +91,8 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Fetchable {
     Linux,
+    /// Debian's AAVMF (EDK2 ArmVirtQemu) flash images
+    Aavmf,
 }
 
 /// A parsed command line: the command and clap's matches (some commands read
@@ -237,6 +239,20 @@ fn dispatch(args: &[String]) -> Result<(), Error> {
                 g.modules_missing.join(" ")
             );
             println!("packages  {}", g.packages.join(" "));
+            Ok(())
+        }
+        Command::Fetch {
+            what: Fetchable::Aavmf,
+        } => {
+            let f = crate::firmware::ensure_aavmf(
+                &layout.firmware_cache(),
+                &layout.guest_cache().join("apt"),
+            )
+            .map_err(|e| Error::step("firmware", e))?;
+            println!("code      {}", f.code.display());
+            println!("vars      {} (Secure Boot off)", f.vars.display());
+            println!("vars      {} (Microsoft keys)", f.vars_ms.display());
+            println!("package   {}", f.package);
             Ok(())
         }
         Command::Disk { args } => match args.split_first() {

@@ -96,6 +96,11 @@ impl Layout {
         self.out.join("guest-cache")
     }
 
+    /// Debian's AAVMF firmware, fetched and unpacked: `target/firmware-cache`.
+    pub fn firmware_cache(&self) -> PathBuf {
+        self.out.join("firmware-cache")
+    }
+
     /// The lock file that serialises builds across processes and threads.
     pub fn build_lock(&self) -> PathBuf {
         self.out.join(".xtask-build.lock")

@@ -23,6 +23,7 @@ pub mod ci;
 pub mod cli;
 pub mod error;
 pub mod exec;
+pub mod firmware;
 pub mod flat;
 pub mod fresh;
 pub mod fuzz;

@@ -13,9 +13,9 @@
 //! one. A second call with a valid stamp runs no external tool at all. Delete
 //! the cache directory to fetch the newest packages again.
 
-mod apt;
+pub(crate) mod apt;
 mod build;
-mod cache;
+pub(crate) mod cache;
 pub mod cpio;
 mod init;
 mod kernel;

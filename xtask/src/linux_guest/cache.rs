@@ -9,7 +9,7 @@ use super::{apt, LinuxGuest, BUILD_FORMAT, GUEST_MODULES};
 
 /// A `key=value` stamp file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Stamp(BTreeMap<String, String>);
+pub(crate) struct Stamp(BTreeMap<String, String>);
 
 impl Stamp {
     /// The keys a build stamp must match to be reused.
@@ -21,11 +21,11 @@ impl Stamp {
         s
     }
 
-    pub(super) fn set(&mut self, k: &str, v: impl Into<String>) {
+    pub(crate) fn set(&mut self, k: &str, v: impl Into<String>) {
         self.0.insert(k.to_string(), v.into());
     }
 
-    pub(super) fn get(&self, k: &str) -> Option<&str> {
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str)
     }
 
@@ -42,7 +42,7 @@ impl Stamp {
         want.0.iter().all(|(k, v)| self.get(k) == Some(v.as_str()))
     }
 
-    pub(super) fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         Stamp(
             text.lines()
                 .filter_map(|l| l.split_once('='))
@@ -51,11 +51,11 @@ impl Stamp {
         )
     }
 
-    pub(super) fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         self.0.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
     }
 
-    pub(super) fn read(path: &Path) -> Option<Self> {
+    pub(crate) fn read(path: &Path) -> Option<Self> {
         fs::read_to_string(path).ok().map(|t| Self::parse(&t))
     }
 }
