@@ -46,6 +46,12 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_rng",
 ];
 
+/// Characters of kernel command line the guest keeps: arm64 Linux's
+/// `COMMAND_LINE_SIZE` is 2048 with the terminating NUL, so a longer line is cut
+/// (a cut `rayos.cmd` no longer decodes). Below the registry's own limit.
+pub const CMDLINE_MAX: usize = 2047;
+const _: () = assert!(CMDLINE_MAX <= registry::defs::MAX_CMDLINE_LEN);
+
 /// Bump when the initramfs layout or init script changes, to force a rebuild
 /// (the downloaded packages are reused).
 const BUILD_FORMAT: u32 = 1;
@@ -87,8 +93,10 @@ pub fn ensure_linux_guest(cache: &Path) -> Result<LinuxGuest, String> {
 /// The kernel command-line fragment that makes the initramfs init run `cmd`
 /// after boot, print its output on the console, and power off with `poweroff -f`.
 /// Init prints [`INIT_MARKER`] first and [`CMD_EXIT_PREFIX`]`<status>` last.
-/// The command is base64-encoded (4 bytes per 3); arm64 kernels keep at most
-/// 2048 bytes of command line, so keep `cmd` well under ~1400 bytes.
+/// The command is base64-encoded (4 bytes per 3) and the kernel keeps
+/// [`CMDLINE_MAX`] characters of command line: `cargo xtask run` refuses a
+/// `--guest-cmd` that would be cut (about 1490 bytes with the default console
+/// arguments).
 pub fn guest_cmd_arg(cmd: &str) -> String {
     init::cmd_arg(cmd)
 }

@@ -511,10 +511,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         }
     };
     if let Some(cmd) = &o.guest_cmd {
-        if !cmdline.is_empty() {
-            cmdline.push(' ');
-        }
-        cmdline.push_str(&linux_guest::guest_cmd_arg(cmd));
+        append_guest_cmd(&mut cmdline, cmd)?;
     }
     let custom = o.kernel.is_some();
     let vm = VmDef {
@@ -860,9 +857,53 @@ fn failure_code(code: Option<i32>) -> u8 {
         .unwrap_or(1)
 }
 
+/// Appends `--guest-cmd`'s `rayos.cmd=<base64>` to `cmdline`, or refuses (with
+/// the longest command that would fit) when the kernel would cut the line.
+fn append_guest_cmd(cmdline: &mut String, cmd: &str) -> Result<(), Error> {
+    if !cmdline.is_empty() {
+        cmdline.push(' ');
+    }
+    let arg = linux_guest::guest_cmd_arg(cmd);
+    let room = linux_guest::CMDLINE_MAX.saturating_sub(cmdline.len());
+    if arg.len() > room {
+        // `rayos.cmd=` then base64: 4 bytes for every 3 of the command.
+        let most = room.saturating_sub(linux_guest::guest_cmd_arg("").len()) / 4 * 3;
+        return Err(Error::Usage(format!(
+            "--guest-cmd is {} bytes; with the rest of the kernel command line it may be at most {most} \
+             (the command line holds {} bytes and the command travels base64-encoded): \
+             put a longer script on a disk",
+            cmd.len(),
+            linux_guest::CMDLINE_MAX
+        )));
+    }
+    cmdline.push_str(&arg);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guest_cmd_the_kernel_would_cut_is_refused_with_the_longest_that_fits() {
+        let base = "console=ttyAMA0 earlycon=pl011,0x09000000";
+        let fits = |n: usize| {
+            let mut line = base.to_string();
+            super::append_guest_cmd(&mut line, &"x".repeat(n)).map(|()| line)
+        };
+        let Err(Error::Usage(msg)) = fits(4000) else {
+            panic!("a 4000-byte command was accepted")
+        };
+        let most: usize = msg
+            .split("at most ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no limit in {msg:?}"));
+        let line = fits(most).expect("the longest command named fits");
+        assert!(line.len() <= linux_guest::CMDLINE_MAX, "{}", line.len());
+        assert!(fits(most + 1).is_err());
+    }
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
