@@ -495,6 +495,7 @@ fn resume_or_cold_boot(vm: &'static Vm, blob: registry::Blob) {
             if vm.resume_slots[0].lock().is_some() {
                 pcpu_main(vm, smp::Job::RunVcpu(0))
             }
+            wait::vcpu_going_off(vm, 0);
             smp::stop_this_pcpu()
         }
         Err(why) => {
@@ -575,6 +576,7 @@ fn pcpu_main(vm: &'static Vm, mut job: smp::Job) -> ! {
     loop {
         let idx = match job {
             smp::Job::BootVm => {
+                wait::uart_to_this_cpu();
                 prepare_boot(vm);
                 0
             }
@@ -585,7 +587,7 @@ fn pcpu_main(vm: &'static Vm, mut job: smp::Job) -> ! {
         };
         match run_vcpu_here(vm, idx) {
             Flow::CpuOff | Flow::Continue => {
-                vm.set_power(idx, CpuPower::Off);
+                wait::vcpu_going_off(vm, idx);
                 smp::stop_this_pcpu()
             }
             Flow::Stop(StopReason::PoweredOff) => powered_off(vm, idx),

@@ -14,6 +14,9 @@
 
 use core::sync::atomic::Ordering;
 
+use aarch64_cpu::registers::{Readable, MPIDR_EL1};
+
+use arch::smccc::{CpuPower, PowerTopology};
 use arch::timer::{asserts_irq, vtimer_line, wfit_expired, wfit_wake_deadline, VtimerLine};
 use boards::guest;
 
@@ -28,9 +31,58 @@ const MAX_ACKS_PER_EXIT: usize = 32;
 /// The INTID of the host console UART, if its interrupt is enabled.
 static UART_INTID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(u32::MAX);
 
-/// Records the host UART's interrupt so `service_irqs` can route it.
+/// The physical CPU (MPIDR affinity) the host UART's interrupt is routed to. The
+/// lock also orders vCPUs going off, so two CPUs stopping at once cannot hand the
+/// interrupt to each other.
+static UART_ROUTE: spin::Mutex<u64> = spin::Mutex::new(0);
+
+/// Records the host UART's interrupt, routed to this (the boot) CPU, so
+/// `service_irqs` can handle it.
 pub fn set_uart_intid(intid: u32) {
     UART_INTID.store(intid, Ordering::Relaxed);
+    uart_to_this_cpu();
+}
+
+/// Routes the host UART's interrupt to this CPU: at boot, and when this CPU boots
+/// the VM again after a reset (the CPU it followed may have stopped meanwhile).
+pub fn uart_to_this_cpu() {
+    let intid = UART_INTID.load(Ordering::Relaxed);
+    if intid == u32::MAX {
+        return;
+    }
+    let mut route = UART_ROUTE.lock();
+    let here = MPIDR_EL1.get() & arch::smccc::MPIDR_AFFINITY_MASK;
+    if *route != here {
+        gic::route_spi(intid, here);
+        *route = here;
+    }
+}
+
+/// Marks `vm`'s vCPU `idx` off before its physical CPU stops (PSCI CPU_OFF). The
+/// host console's interrupt must reach a CPU that runs, or console input and the
+/// monitor go deaf until the guest turns that vCPU on again (a guest could keep
+/// its boot vCPU off for good): if it was routed here, it moves to the physical
+/// CPU of a vCPU that is on (or being turned on).
+pub fn vcpu_going_off(vm: &Vm, idx: usize) {
+    let mut route = UART_ROUTE.lock();
+    vm.set_power(idx, CpuPower::Off);
+    let intid = UART_INTID.load(Ordering::Relaxed);
+    if intid == u32::MAX || *route != vm.pcpu[idx] & arch::smccc::MPIDR_AFFINITY_MASK {
+        return;
+    }
+    let running = |want: CpuPower| (0..vm.vcpus()).find(|&i| vm.power(i) == want);
+    match running(CpuPower::On).or_else(|| running(CpuPower::OnPending)) {
+        Some(i) => {
+            let to = vm.pcpu[i] & arch::smccc::MPIDR_AFFINITY_MASK;
+            gic::route_spi(intid, to);
+            *route = to;
+            log::debug!("host console interrupt follows vCPU {i}'s CPU ({to:#x})");
+        }
+        None => log::warn!(
+            "{}: every vCPU is off; host console input waits until one is on",
+            vm.name
+        ),
+    }
 }
 
 /// Moves bytes typed on the host console into the guest's PL011 (through the

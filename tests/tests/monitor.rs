@@ -326,3 +326,35 @@ fn the_monitor_is_reached_past_a_guest_that_reads_nothing() {
         "\n{tail}"
     );
 }
+
+/// A guest that takes its boot vCPU offline (PSCI CPU_OFF of vCPU 0, whose
+/// physical CPU took the host UART's interrupt) still gets its console input, and
+/// the monitor is still reached: the host console's interrupt moves to a physical
+/// CPU that runs.
+#[test]
+fn console_and_monitor_work_while_the_boot_vcpu_is_offline() {
+    let _boot = boot_lock();
+    let mut o = linux_options(2, SYSTEM_DISK);
+    o.script = Some(script(
+        "monitor-cpu0-offline.script",
+        "expect starting a shell\n\
+         sleep 0.5\n\
+         send echo 0 > /sys/devices/system/cpu/cpu0/online; echo online=$(cat /sys/devices/system/cpu/online)\n\
+         expect online=1\n\
+         send echo typed-$((2*3))\n\
+         expect typed-6\n\
+         monitor vm list\n\
+         send echo 1 > /sys/devices/system/cpu/cpu0/online; echo back=$(cat /sys/devices/system/cpu/online)\n\
+         expect back=0-1\n\
+         send exit\n\
+         expect shell exited\n",
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    assert_eq!(
+        statuses(&outcome.console),
+        ["ok: 1 vm: linux vcpus=2 state=running"],
+        "\n{tail}"
+    );
+}
