@@ -130,6 +130,26 @@ struct Prepared<'a> {
 /// Composes `scene` into `frame` inside `damage` (output coordinates; clipped to the
 /// frame, may overlap). Layers whose geometry is unusable are skipped and reported.
 pub fn compose(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
+    compose_with(scene, frame, damage)
+}
+
+/// [`compose`] compiled with NEON (Advanced SIMD), for a caller built without it: the
+/// hypervisor is built for `aarch64-unknown-none-softfloat`, where the byte loops
+/// below run a byte at a time, and calls this with FP/SIMD usable at its exception
+/// level and the registers it found there saved around the call (all of them may be
+/// clobbered). The pixel loops are inlined into it, so they get the feature; the
+/// results are the same as [`compose`]'s. Its arguments and result hold no floating
+/// point or vector values, so the soft-float calling convention is unaffected
+/// (what the `aarch64_softfloat_neon` lint warns about).
+#[cfg(target_arch = "aarch64")]
+#[allow(unknown_lints, aarch64_softfloat_neon)]
+#[target_feature(enable = "neon")]
+pub fn compose_neon(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
+    compose_with(scene, frame, damage)
+}
+
+#[inline(always)]
+fn compose_with(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
     let output = frame.rect();
     let mut report = Report::default();
     let mut order: Vec<(i32, usize, Prepared)> = Vec::with_capacity(scene.layers.len());
@@ -163,6 +183,14 @@ pub fn compose_full(scene: &Scene, frame: &mut Frame) -> Report {
 
 /// Pixels `x0..x1` of row `y`. The topmost layer covering part of the span opaquely
 /// hides everything below it there: below it only the rest of the span is drawn.
+///
+/// As a recursion: a span finds its topmost covering layer `i`, draws the pieces
+/// beside the covered part with the layers below `i` (the same way), then layers
+/// `i..` over the whole span. It runs as two loops (so that it inlines into
+/// [`compose_neon`]): the spans are listed parents before children, then drawn in
+/// the reverse order, which puts every child before its parent; children of one
+/// span are disjoint.
+#[inline(always)]
 fn draw_row(
     layers: &[Prepared],
     frame: &mut Frame,
@@ -172,39 +200,75 @@ fn draw_row(
     x0: u32,
     x1: u32,
 ) {
-    if x0 >= x1 {
-        return;
-    }
-    let hidden = layers.iter().enumerate().rev().find_map(|(i, l)| {
-        let c = l.cover?;
-        let inside = i64::from(y) >= i64::from(c.y) && i64::from(y) < c.bottom();
-        let a = i64::from(x0).max(i64::from(c.x));
-        let b = i64::from(x1).min(c.right());
-        (inside && a < b).then_some((i, a as u32, b as u32))
-    });
-    let first = match hidden {
-        Some((i, a, b)) => {
-            draw_row(&layers[..i], frame, scratch, background, y, x0, a);
-            draw_row(&layers[..i], frame, scratch, background, y, b, x1);
-            i
+    let (mut todo, mut spans) = (
+        core::mem::take(&mut scratch.todo),
+        core::mem::take(&mut scratch.spans),
+    );
+    todo.clear();
+    spans.clear();
+    todo.push((layers.len(), x0, x1));
+    while let Some((end, x0, x1)) = todo.pop() {
+        if x0 >= x1 {
+            continue;
         }
-        None => {
-            let fill = frame.format().store(background);
-            let span = frame.span_mut(y, x0, x1);
-            match bytemuck::try_cast_slice_mut::<u8, u32>(span) {
-                Ok(words) => words.fill(u32::from_ne_bytes(fill)),
-                Err(_) => {
-                    for px in span.chunks_exact_mut(BYTES_PER_PIXEL) {
-                        px.copy_from_slice(&fill);
+        let hidden = layers[..end].iter().enumerate().rev().find_map(|(i, l)| {
+            let c = l.cover?;
+            let inside = i64::from(y) >= i64::from(c.y) && i64::from(y) < c.bottom();
+            let a = i64::from(x0).max(i64::from(c.x));
+            let b = i64::from(x1).min(c.right());
+            (inside && a < b).then_some((i, a as u32, b as u32))
+        });
+        match hidden {
+            Some((i, a, b)) => {
+                todo.push((i, x0, a));
+                todo.push((i, b, x1));
+                spans.push(RowSpan {
+                    first: Some(i),
+                    end,
+                    x0,
+                    x1,
+                });
+            }
+            None => spans.push(RowSpan {
+                first: None,
+                end,
+                x0,
+                x1,
+            }),
+        }
+    }
+    for s in spans.iter().rev() {
+        let first = match s.first {
+            Some(i) => i,
+            None => {
+                let fill = frame.format().store(background);
+                let span = frame.span_mut(y, s.x0, s.x1);
+                match bytemuck::try_cast_slice_mut::<u8, u32>(span) {
+                    Ok(words) => words.fill(u32::from_ne_bytes(fill)),
+                    Err(_) => {
+                        for px in span.chunks_exact_mut(BYTES_PER_PIXEL) {
+                            px.copy_from_slice(&fill);
+                        }
                     }
                 }
+                0
             }
-            0
+        };
+        for layer in &layers[first..s.end] {
+            draw_span(layer, frame, scratch, y, s.x0, s.x1);
         }
-    };
-    for layer in &layers[first..] {
-        draw_span(layer, frame, scratch, y, x0, x1);
     }
+    (scratch.todo, scratch.spans) = (todo, spans);
+}
+
+/// One span of [`draw_row`]: layers `first..end` are drawn over `x0..x1`, after the
+/// background when `first` is `None` (then from layer 0).
+#[derive(Debug, Clone, Copy)]
+struct RowSpan {
+    first: Option<usize>,
+    end: usize,
+    x0: u32,
+    x1: u32,
 }
 
 /// `v` limited to `lo..=hi` (`hi` wins if they cross: unlike `Ord::clamp`, never a
@@ -257,6 +321,7 @@ fn sample(l: &Prepared, u: i64, v: i64) -> u32 {
 }
 
 /// Draws the layer over pixels `x0..x1` of row `y`.
+#[inline(always)]
 fn draw_span(l: &Prepared, frame: &mut Frame, scratch: &mut Scratch, y: u32, x0: u32, x1: u32) {
     let b = l.mapping.bounds;
     if i64::from(y) < i64::from(b.y) || i64::from(y) >= b.bottom() {
@@ -497,6 +562,9 @@ struct Scratch {
     /// Per covered pixel: its left and right texel (then the interpolated sample).
     left: Vec<u32>,
     right: Vec<u32>,
+    /// [`draw_row`]'s work list (`(layers below, x0, x1)`) and spans.
+    todo: Vec<(usize, u32, u32)>,
+    spans: Vec<RowSpan>,
 }
 
 impl Scratch {
@@ -575,6 +643,7 @@ fn lerp_bytes_weighted(p: &mut [u8], q: &[u8], f: &[u8]) {
 
 /// An unscaled layer: output pixel `xa + i` of row `y` is crop pixel `(su + i, sv)`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn copy_span(l: &Prepared, frame: &mut Frame, y: u32, xa: u32, xb: u32, su: i64, sv: i64) {
     if !(0..i64::from(l.crop.h)).contains(&sv) {
         return;

@@ -8,6 +8,9 @@
 //! [`Frame`] (the physical framebuffer) inside the damaged rectangles only; [`Damage`]
 //! collects them. Formats are XRGB8888, ARGB8888 and BGRX8888 on both sides.
 //!
+//! [`compose_neon`] (aarch64) is the same composition compiled with NEON for a
+//! soft-float caller that makes FP/SIMD usable around it (the hypervisor).
+//!
 //! Everything is integer arithmetic (the hypervisor is built soft-float), and no
 //! geometry a guest can produce makes it panic: an unusable layer is skipped and named
 //! with a [`LayerError`] in the [`Report`].
@@ -25,6 +28,8 @@ mod surface;
 pub mod text;
 mod transform;
 
+#[cfg(target_arch = "aarch64")]
+pub use compose::compose_neon;
 pub use compose::{compose, compose_full, Filter, Layer, Report, Scene};
 pub use damage::Damage;
 pub use format::{PixelFormat, BYTES_PER_PIXEL, OPAQUE};

@@ -28,9 +28,11 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
-use compositor::{Frame, PixelFormat};
+use arch::regs::CPTR_EL2 as CPTR;
+use compositor::{Frame, PixelFormat, Rect, Report, Scene};
 use monitor::command::{DisplayChange, DisplayPlacement};
 use spin::Mutex;
+use tock_registers::interfaces::Readable;
 use vdev::Shared;
 use vgpu::defs::{cmd, format, hdr, layout};
 use vgpu::{Gpu, ModeError, Placement, Presenter};
@@ -39,7 +41,7 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
 
-use crate::el1::read_sysreg;
+use crate::el1::{read_sysreg, typed_sysreg, FpState};
 use crate::sysdisk::IdentityHal;
 use crate::vm::{VgicSink, Vm};
 
@@ -54,6 +56,11 @@ const FRAME_RATE: u64 = 60;
 /// Largest display accepted (both sides), so a device's answer cannot ask for an
 /// absurd framebuffer.
 const MAX_SIDE: u32 = 8192;
+
+typed_sysreg!(
+    /// CPTR_EL2 with its FP/SIMD trap (TFP).
+    CptrEl2, "CPTR_EL2", CPTR::Register, r
+);
 
 /// The guest device the render loop presents.
 pub type GuestGpu = Shared<virtio::MmioTransport<Gpu>>;
@@ -229,6 +236,7 @@ pub fn start(transports: &[(boards::Range, Option<u32>)], source: GuestGpu, pane
             let freq = read_sysreg!("CNTFRQ_EL0");
             let mut presenter = Presenter::new(0, panel.0, panel.1);
             presenter.set_clock(freq);
+            presenter.set_composer(compose_simd);
             *DISPLAY.lock() = Some(Display {
                 host,
                 source,
@@ -241,6 +249,31 @@ pub fn start(transports: &[(boards::Range, Option<u32>)], source: GuestGpu, pane
         Err(DisplayError::NotFound) => log::info!("display: none (no virtio-gpu device); headless"),
         Err(e) => log::warn!("display: virtio-gpu unusable ({e:?}); headless"),
     }
+}
+
+/// The render loop's composer: `compositor::compose_neon`, the compositor's loops
+/// compiled with NEON (the hypervisor itself is soft-float, where they run a byte at
+/// a time; `cargo xtask bench compose` measures both). The FP/SIMD registers hold the
+/// state of whichever vCPU last ran on this CPU (they stay live across exits, see
+/// `el1.rs`), so they, FPCR and FPSR are saved before and restored after: the guest
+/// never sees them change. With FP/SIMD trapped at EL2 (CPTR_EL2.TFP, never set by
+/// this hypervisor) it falls back to the soft-float `compose`.
+fn compose_simd(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
+    if CptrEl2.is_set(CPTR::TFP) {
+        return compositor::compose(scene, frame, damage);
+    }
+    let mut live = FpState::ZERO;
+    live.save_live();
+    // SAFETY: `compose_neon` is `compositor::compose` compiled with NEON, which every
+    // Armv8-A CPU implements; CPTR_EL2.TFP is clear (checked above), so FP/SIMD does
+    // not trap at EL2. It clobbers FP/SIMD registers and FPSR, which hold no value of
+    // the hypervisor's own (soft-float) code and were saved just above and are
+    // restored just below, with nothing between that could switch to another
+    // context. Its arguments and result are integers and references, passed the same
+    // way with or without the feature.
+    let report = unsafe { compositor::compose_neon(scene, frame, damage) };
+    live.restore_live();
+    report
 }
 
 fn probe(transports: &[(boards::Range, Option<u32>)]) -> Result<HostGpu, DisplayError> {

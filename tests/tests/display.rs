@@ -6,6 +6,11 @@
 //! block of rows (its fbdev flushes only those rows: a damage-only recomposition),
 //! and a second screendump shows the block there and the first pattern around it.
 //!
+//! Meanwhile the render loop composes with NEON on whichever CPU it runs, between
+//! the guest's instructions: after the block the guest keeps rewriting it (a
+//! composition at every frame) while busybox `awk` sums doubles, and the sum must be
+//! exact, which it is not if composition leaks into the guest's FP/SIMD registers.
+//!
 //! The presentation commands of the monitor (`display …`) on the same guest: a
 //! panel at half size (bilinear, within [`HALF_TOLERANCE`]), the overlay line,
 //! hidden (pattern gone), frozen (the guest draws the block, the screen keeps the
@@ -40,6 +45,11 @@ const BLOCK_H: u32 = 16;
 const BLOCK_COLOUR: u32 = 0xff_8000;
 /// Guest seconds between the two drawings (the first screendump is taken in them).
 const BETWEEN: u32 = 12;
+/// The guest's floating-point sum: `i/8` for `i` in `1..=FP_TERMS`, every partial
+/// sum exact in a double.
+const FP_TERMS: u64 = 400_000;
+/// Prefix of the line with the guest's sum.
+const FP_SUM: &str = "fp-sum=";
 
 /// Pixel (x, y) of the pattern as 0xRRGGBB: every pixel of a tile differs (red
 /// names the column, green the row), so a shift by less than a tile shows, and
@@ -78,7 +88,11 @@ fn guest_cmd(width: u32, height: u32) -> String {
         height,
         "cat /sys/class/graphics/fb0/virtual_size\n",
         &format!("sleep {BETWEEN}"),
-        "",
+        &format!(
+            "(while :;do dd if=y of=/dev/fb0 bs={bw} seek={at} conv=notrunc 2>/dev/null;done)&awk 'BEGIN{{for(i=1;i<={FP_TERMS};i++)s+=i/8;printf \"{FP_SUM}%.1f\\n\",s}}';kill $!\n",
+            bw = BLOCK_W * 4,
+            at = (BLOCK_Y * width + BLOCK_X) / BLOCK_W,
+        ),
     )
 }
 
@@ -138,7 +152,7 @@ fn the_guest_framebuffer_is_shown_as_a_panel_exactly() {
     o.script = Some(script(
         "display-panel.script",
         &format!(
-            "expect {gw},{gh}\nexpect {WRITTEN}\nsleep 3\nscreendump {}\nexpect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\n",
+            "expect {gw},{gh}\nexpect {WRITTEN}\nsleep 3\nscreendump {}\nexpect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\nexpect {FP_SUM}\n",
             dump.display(),
             dump2.display()
         ),
@@ -148,6 +162,20 @@ fn the_guest_framebuffer_is_shown_as_a_panel_exactly() {
         outcome.ending,
         Ending::ScriptDone,
         "the guest did not draw (or the screendump failed)\n{}",
+        console_tail(&outcome)
+    );
+    let want = format!("{FP_SUM}{}.0", FP_TERMS * (FP_TERMS + 1) / 16);
+    let sums: Vec<&str> = outcome
+        .console
+        .lines()
+        .filter_map(|l| Some(&l[l.find(FP_SUM)?..]))
+        .map(str::trim_end)
+        .filter(|l| !l.contains('%'))
+        .collect();
+    assert_eq!(
+        sums,
+        [want.as_str()],
+        "the guest's FP sum while the display composed\n{}",
         console_tail(&outcome)
     );
     let (x0, y0) = (px as u32, py as u32);

@@ -33,7 +33,7 @@ pub mod resource;
 mod save;
 
 pub use gpu::{CursorView, Gpu, GpuConfig, ModeError, ScanoutView};
-pub use present::{Placement, Policy, PresentError, Presenter};
+pub use present::{Composer, Placement, Policy, PresentError, Presenter};
 pub use resource::Rect;
 
 #[cfg(test)]

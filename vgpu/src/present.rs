@@ -126,6 +126,10 @@ struct Snapshot {
     format: PixelFormat,
 }
 
+/// What composes a presentation's scene: [`compositor::compose`] or one that gives
+/// the same pixels (the hypervisor's wraps `compositor::compose_neon`).
+pub type Composer = fn(&Scene, &mut Frame, &[Rect]) -> compositor::Report;
+
 /// One guest scanout presented on the output.
 #[derive(Debug, Clone)]
 pub struct Presenter {
@@ -148,6 +152,7 @@ pub struct Presenter {
     /// Set when an unsupported format or unusable placement was logged (once per
     /// source).
     warned: bool,
+    composer: Composer,
 }
 
 impl Presenter {
@@ -165,7 +170,13 @@ impl Presenter {
             next_due: 0,
             shown: None,
             warned: false,
+            composer: compose,
         }
+    }
+
+    /// Composes with `composer` from now on (default [`compositor::compose`]).
+    pub fn set_composer(&mut self, composer: Composer) {
+        self.composer = composer;
     }
 
     /// The rate of the clock [`Presenter::present`]'s `now` counts (≥ 1).
@@ -449,7 +460,7 @@ impl Presenter {
         if rects.is_empty() {
             rects.push(output);
         }
-        compose(&scene, frame, &rects);
+        (self.composer)(&scene, frame, &rects);
         drop(scene);
         self.frozen = frozen;
         rects
