@@ -8,8 +8,8 @@
 //! [`Frame`] (the physical framebuffer) inside the damaged rectangles only; [`Damage`]
 //! collects them. Formats are XRGB8888, ARGB8888 and BGRX8888 on both sides.
 //!
-//! [`compose_neon`] (aarch64) is the same composition compiled with NEON for a
-//! soft-float caller that makes FP/SIMD usable around it (the hypervisor).
+//! [`compose_with`] runs the byte loops with a caller's [`Kernels`] (the hypervisor's
+//! NEON ones) instead of [`Portable`].
 //!
 //! Everything is integer arithmetic (the hypervisor is built soft-float), and no
 //! geometry a guest can produce makes it panic: an unusable layer is skipped and named
@@ -23,17 +23,17 @@ mod compose;
 mod damage;
 mod format;
 mod geom;
+pub mod kernels;
 mod pixel;
 mod surface;
 pub mod text;
 mod transform;
 
-#[cfg(target_arch = "aarch64")]
-pub use compose::compose_neon;
-pub use compose::{compose, compose_full, Filter, Layer, Report, Scene};
+pub use compose::{compose, compose_full, compose_with, Filter, Layer, Report, Scene};
 pub use damage::Damage;
 pub use format::{PixelFormat, BYTES_PER_PIXEL, OPAQUE};
 pub use geom::Rect;
+pub use kernels::{Kernels, Portable};
 pub use surface::{Frame, LayerError, Surface, MAX_DIM};
 pub use transform::{Placement, Transform, MAX_COORD, MAX_ENTRY, Q16_ONE};
 

@@ -27,6 +27,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use arch::regs::CPTR_EL2 as CPTR;
 use compositor::{Frame, PixelFormat, Rect, Report, Scene};
@@ -42,6 +43,7 @@ use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
 
 use crate::el1::{read_sysreg, typed_sysreg, FpState};
+use crate::simd;
 use crate::sysdisk::IdentityHal;
 use crate::vm::{VgicSink, Vm};
 
@@ -236,7 +238,16 @@ pub fn start(transports: &[(boards::Range, Option<u32>)], source: GuestGpu, pane
             let freq = read_sysreg!("CNTFRQ_EL0");
             let mut presenter = Presenter::new(0, panel.0, panel.1);
             presenter.set_clock(freq);
-            presenter.set_composer(compose_simd);
+            match with_neon(compositor::kernels::verify::<simd::Neon>) {
+                Some(Ok(())) => {
+                    NEON_VERIFIED.store(true, Ordering::Relaxed);
+                    presenter.set_composer(compose_simd);
+                }
+                Some(Err(m)) => {
+                    log::warn!("display: NEON kernels wrong ({m:?}); composing without SIMD")
+                }
+                None => log::warn!("display: FP/SIMD traps at EL2; composing without SIMD"),
+            }
             *DISPLAY.lock() = Some(Display {
                 host,
                 source,
@@ -251,29 +262,39 @@ pub fn start(transports: &[(boards::Range, Option<u32>)], source: GuestGpu, pane
     }
 }
 
-/// The render loop's composer: `compositor::compose_neon`, the compositor's loops
-/// compiled with NEON (the hypervisor itself is soft-float, where they run a byte at
-/// a time; `cargo xtask bench compose` measures both). The FP/SIMD registers hold the
-/// state of whichever vCPU last ran on this CPU (they stay live across exits, see
-/// `el1.rs`), so they, FPCR and FPSR are saved before and restored after: the guest
-/// never sees them change. With FP/SIMD trapped at EL2 (CPTR_EL2.TFP, never set by
-/// this hypervisor) it falls back to the soft-float `compose`.
-fn compose_simd(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
+/// Whether the NEON kernels passed `compositor::kernels::verify` at display start.
+static NEON_VERIFIED: AtomicBool = AtomicBool::new(false);
+
+/// Runs `f` with the NEON kernels: FP/SIMD usable at EL2 and its registers free. The
+/// FP/SIMD registers hold the state of whichever vCPU last ran on this CPU (they stay
+/// live across exits, see `el1.rs`), so they, FPCR and FPSR are saved before and
+/// restored after: the guest never sees them change. `None` (nothing run) when
+/// FP/SIMD traps at EL2 (CPTR_EL2.TFP, which this hypervisor never sets).
+fn with_neon<R>(f: impl FnOnce(&simd::Neon) -> R) -> Option<R> {
     if CptrEl2.is_set(CPTR::TFP) {
-        return compositor::compose(scene, frame, damage);
+        return None;
     }
     let mut live = FpState::ZERO;
     live.save_live();
-    // SAFETY: `compose_neon` is `compositor::compose` compiled with NEON, which every
-    // Armv8-A CPU implements; CPTR_EL2.TFP is clear (checked above), so FP/SIMD does
-    // not trap at EL2. It clobbers FP/SIMD registers and FPSR, which hold no value of
-    // the hypervisor's own (soft-float) code and were saved just above and are
-    // restored just below, with nothing between that could switch to another
-    // context. Its arguments and result are integers and references, passed the same
-    // way with or without the feature.
-    let report = unsafe { compositor::compose_neon(scene, frame, damage) };
+    // SAFETY: CPTR_EL2.TFP is clear (checked above), so FP/SIMD does not trap at
+    // EL2; the FP/SIMD registers, FPCR and FPSR were saved just above and are
+    // restored just below, EL2 runs with interrupts masked (nothing else runs on
+    // this CPU meanwhile), and the hypervisor's own code is soft-float, so it keeps
+    // no values in them: `f` may clobber them.
+    let r = f(&unsafe { simd::Neon::new() });
     live.restore_live();
-    report
+    Some(r)
+}
+
+/// The render loop's composer: `compositor::compose_with` the NEON kernels
+/// (`simd.rs`) once they passed verification, else the portable `compose`.
+fn compose_simd(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
+    if NEON_VERIFIED.load(Ordering::Relaxed) {
+        if let Some(report) = with_neon(|k| compositor::compose_with(scene, frame, damage, k)) {
+            return report;
+        }
+    }
+    compositor::compose(scene, frame, damage)
 }
 
 fn probe(transports: &[(boards::Range, Option<u32>)]) -> Result<HostGpu, DisplayError> {

@@ -127,7 +127,7 @@ struct Snapshot {
 }
 
 /// What composes a presentation's scene: [`compositor::compose`] or one that gives
-/// the same pixels (the hypervisor's wraps `compositor::compose_neon`).
+/// the same pixels (the hypervisor's runs `compositor::compose_with` NEON kernels).
 pub type Composer = fn(&Scene, &mut Frame, &[Rect]) -> compositor::Report;
 
 /// One guest scanout presented on the output.

@@ -14,10 +14,11 @@
 //! as the baseline). The guest is built here for the hypervisor's own target,
 //! `aarch64-unknown-none-softfloat` (in its own target directory, so the
 //! hypervisor's build is not disturbed), so its figures are the code EL2 runs:
-//! `compose` as the soft-float target compiles it (byte loops without SIMD,
-//! `scalar_insns_per_pixel`) and `compose_neon`, what the render loop calls with
-//! FP/SIMD saved around it (`insns_per_pixel`, the unscaled full frame, and
-//! `bilinear_insns_per_pixel`). The guest checks both produce identical frames.
+//! `compose` as the soft-float target compiles it (byte loops a byte at a time,
+//! `scalar_insns_per_pixel`) and `compose_with` el2's NEON kernels (`el2/src/simd.rs`),
+//! what the render loop runs with FP/SIMD saved around it (`insns_per_pixel`, the
+//! unscaled full frame, and `bilinear_insns_per_pixel`). The guest checks that both
+//! produce identical frames and that the kernels pass `compositor::kernels::verify`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -60,7 +61,7 @@ pub struct GuestSample {
     pub bilinear_insns: f64,
     pub damage_insns: f64,
     pub damage_pixels: f64,
-    /// The same compositions with `compose_neon`.
+    /// The same compositions with el2's NEON kernels.
     pub neon_full_insns: f64,
     pub neon_bilinear_insns: f64,
     pub neon_damage_insns: f64,
@@ -121,9 +122,10 @@ pub fn parse_guest(console: &str) -> Result<GuestSample, String> {
     })
 }
 
-/// Reads the guest line's `same=` (the two composers' frames identical) and
-/// `target=` (what the guest was built for); an error unless `same=1` and the
-/// build was soft-float, so that the figures are EL2's.
+/// Reads the guest line's `same=` (the two composers' frames identical),
+/// `kernels_ok=` (the NEON kernels verified) and `target=` (what the guest was
+/// built for); an error unless both are 1 and the build was soft-float, so that the
+/// figures are EL2's.
 pub fn check_guest(console: &str) -> Result<(), String> {
     let line = console
         .lines()
@@ -136,7 +138,12 @@ pub fn check_guest(console: &str) -> Result<(), String> {
     };
     if value("same") != Some("1") {
         return Err(format!(
-            "compose and compose_neon produced different frames: `{line}`"
+            "the portable and the NEON kernels composed different frames: `{line}`"
+        ));
+    }
+    if value("kernels_ok") != Some("1") {
+        return Err(format!(
+            "the NEON kernels failed compositor::kernels::verify: `{line}`"
         ));
     }
     if value("target") != Some("softfloat") {
@@ -179,7 +186,7 @@ pub fn report(s: &ComposeSample, g: Option<&GuestSample>) -> Vec<String> {
         Some(g) => {
             let per = |insns: f64| insns / g.output_pixels;
             lines.push(format!(
-                "aarch64 under -icount, soft-float EL2 code ({} px output): copy {:.2} insns/px; compose: full frame {:.2}, bilinear {:.2}, damage-only {:.2} per recomposed px; compose_neon (the render loop's): full frame {:.2}, bilinear {:.2}, damage-only {:.2}",
+                "aarch64 under -icount, soft-float EL2 code ({} px output): copy {:.2} insns/px; portable: full frame {:.2}, bilinear {:.2}, damage-only {:.2} per recomposed px; NEON kernels (the render loop's): full frame {:.2}, bilinear {:.2}, damage-only {:.2}",
                 g.output_pixels,
                 per(g.memcpy_insns),
                 per(g.full_insns),
@@ -312,7 +319,7 @@ mod tests {
         assert!(lines[3].contains("2.00x proportional"), "{}", lines[3]);
         assert!(parse("compose-bench: memcpy_ns=0 full_ns=1").is_err());
         assert!(parse("nothing").is_err());
-        let console = "[el2 vm0] bench-compose: up\nbench-compose: output_pixels=100 memcpy_insns=200 full_insns=1250 bilinear_insns=9000 damage_insns=300 damage_pixels=10 neon_full_insns=500 neon_bilinear_insns=2000 neon_damage_insns=100 same=1 target=softfloat\n";
+        let console = "[el2 vm0] bench-compose: up\nbench-compose: output_pixels=100 memcpy_insns=200 full_insns=1250 bilinear_insns=9000 damage_insns=300 damage_pixels=10 neon_full_insns=500 neon_bilinear_insns=2000 neon_damage_insns=100 same=1 kernels_ok=1 target=softfloat\n";
         let g = parse_guest(console).unwrap();
         assert_eq!(check_guest(console), Ok(()));
         let lines = report(&s, Some(&g));
@@ -324,13 +331,14 @@ mod tests {
         );
         assert!(
             lines[4].contains(
-                "copy 2.00 insns/px; compose: full frame 12.50, bilinear 90.00, damage-only 30.00 per recomposed px; compose_neon (the render loop's): full frame 5.00, bilinear 20.00, damage-only 10.00"
+                "copy 2.00 insns/px; portable: full frame 12.50, bilinear 90.00, damage-only 30.00 per recomposed px; NEON kernels (the render loop's): full frame 5.00, bilinear 20.00, damage-only 10.00"
             ),
             "{}",
             lines[4]
         );
         assert!(check_guest(&console.replace("same=1", "same=0")).is_err());
         assert!(check_guest(&console.replace("=softfloat", "=neon")).is_err());
+        assert!(check_guest(&console.replace("kernels_ok=1", "kernels_ok=0")).is_err());
         assert!(parse_guest("bench-compose: error: no PMUv3").is_err());
     }
 }
