@@ -14,7 +14,8 @@
 //! composes what the VM's virtio-gpu scanout changed into the framebuffer with
 //! `vgpu::Presenter` (the guest's panel at its position, its cursor) and
 //! transfers and flushes only the recomposed rectangles. The guest's device is
-//! locked only while composing; a CPU that finds the display busy moves on.
+//! locked only to take the frame (its damage, the scanout's pixels shared), not
+//! while composing; a CPU that finds the display busy moves on.
 //!
 //! The monitor's `display` commands ([`change`], [`set_overlay`], [`status`]) set
 //! the presenter's policy and placement (`vgpu::present`) under the display lock;
@@ -340,19 +341,23 @@ pub fn tick(idle: bool) {
         return;
     }
     let (w, h) = (d.host.width, d.host.height);
-    let rects = {
-        let mut source = d.source.0.lock();
-        let Ok(mut frame) = Frame::new(
-            &mut d.host.fb,
-            w,
-            h,
-            (w * format::BYTES_PER_PIXEL) as usize,
-            PixelFormat::Xrgb8888,
-        ) else {
-            return;
-        };
-        d.presenter.present(source.device_mut(), &mut frame, now)
+    // The guest's device is locked only to take the frame's damage and its scanout
+    // (pixels shared, not copied); composing runs without it, so a vCPU using its
+    // virtio-gpu meanwhile does not wait (a transfer into the shown resource copies
+    // it first, `vgpu::Resource::unshare`).
+    let Some(taken) = d.presenter.take_frame(d.source.0.lock().device_mut(), now) else {
+        return;
     };
+    let Ok(mut frame) = Frame::new(
+        &mut d.host.fb,
+        w,
+        h,
+        (w * format::BYTES_PER_PIXEL) as usize,
+        PixelFormat::Xrgb8888,
+    ) else {
+        return;
+    };
+    let rects = d.presenter.compose_frame(taken, &mut frame);
     for r in rects {
         if let Err(e) = d.host.show(r) {
             if !d.failed {

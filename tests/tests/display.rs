@@ -15,8 +15,13 @@
 //! panel at half size (bilinear, within [`HALF_TOLERANCE`]), the overlay line,
 //! hidden (pattern gone), frozen (the guest draws the block, the screen keeps the
 //! pattern), unfrozen (the block appears), `display status`, refused values, and
-//! `display mode`'s status line (that the guest's DRM mode follows is not shown
-//! here yet).
+//! `display mode`'s status line.
+//!
+//! Placements and the mode on a third guest: fullscreen (fitted, letterboxed) and a
+//! quad, and fullscreen throttled to 2 frames/s, each screendump equal byte for byte
+//! to the same scene composed on the host by the compositor's portable loops; then
+//! `display mode 800 600`, after which the guest's DRM connector (probed through
+//! sysfs `status`) prefers 800x600 where it preferred 640x480.
 
 use std::time::Duration;
 
