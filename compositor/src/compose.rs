@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 
 use crate::format::{PixelFormat, BYTES_PER_PIXEL, OPAQUE};
 use crate::geom::Rect;
+use crate::kernels::{Kernels, Portable};
 use crate::pixel::{blend, div255, lerp};
 use crate::surface::{Frame, LayerError, Surface};
 use crate::transform::{Inverse, Mapping, Placement, Q16_ONE};
@@ -130,6 +131,17 @@ struct Prepared<'a> {
 /// Composes `scene` into `frame` inside `damage` (output coordinates; clipped to the
 /// frame, may overlap). Layers whose geometry is unusable are skipped and reported.
 pub fn compose(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
+    compose_with(scene, frame, damage, &Portable)
+}
+
+/// [`compose`] with the byte loops run by `kernels` (which give the same bytes as
+/// [`Portable`]'s: the result is the same).
+pub fn compose_with<K: Kernels + ?Sized>(
+    scene: &Scene,
+    frame: &mut Frame,
+    damage: &[Rect],
+    kernels: &K,
+) -> Report {
     let output = frame.rect();
     let mut report = Report::default();
     let mut order: Vec<(i32, usize, Prepared)> = Vec::with_capacity(scene.layers.len());
@@ -149,7 +161,7 @@ pub fn compose(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
         };
         let (x0, x1) = (r.x as u32, r.right() as u32);
         for y in r.y as u32..r.bottom() as u32 {
-            draw_row(&layers, frame, &mut scratch, background, y, x0, x1);
+            draw_row(kernels, &layers, frame, &mut scratch, background, y, x0, x1);
         }
     }
     report
@@ -163,7 +175,9 @@ pub fn compose_full(scene: &Scene, frame: &mut Frame) -> Report {
 
 /// Pixels `x0..x1` of row `y`. The topmost layer covering part of the span opaquely
 /// hides everything below it there: below it only the rest of the span is drawn.
-fn draw_row(
+#[allow(clippy::too_many_arguments)]
+fn draw_row<K: Kernels + ?Sized>(
+    k: &K,
     layers: &[Prepared],
     frame: &mut Frame,
     scratch: &mut Scratch,
@@ -184,8 +198,8 @@ fn draw_row(
     });
     let first = match hidden {
         Some((i, a, b)) => {
-            draw_row(&layers[..i], frame, scratch, background, y, x0, a);
-            draw_row(&layers[..i], frame, scratch, background, y, b, x1);
+            draw_row(k, &layers[..i], frame, scratch, background, y, x0, a);
+            draw_row(k, &layers[..i], frame, scratch, background, y, b, x1);
             i
         }
         None => {
@@ -203,7 +217,7 @@ fn draw_row(
         }
     };
     for layer in &layers[first..] {
-        draw_span(layer, frame, scratch, y, x0, x1);
+        draw_span(k, layer, frame, scratch, y, x0, x1);
     }
 }
 
@@ -257,7 +271,15 @@ fn sample(l: &Prepared, u: i64, v: i64) -> u32 {
 }
 
 /// Draws the layer over pixels `x0..x1` of row `y`.
-fn draw_span(l: &Prepared, frame: &mut Frame, scratch: &mut Scratch, y: u32, x0: u32, x1: u32) {
+fn draw_span<K: Kernels + ?Sized>(
+    k: &K,
+    l: &Prepared,
+    frame: &mut Frame,
+    scratch: &mut Scratch,
+    y: u32,
+    x0: u32,
+    x1: u32,
+) {
     let b = l.mapping.bounds;
     if i64::from(y) < i64::from(b.y) || i64::from(y) >= b.bottom() {
         return;
@@ -282,6 +304,7 @@ fn draw_span(l: &Prepared, frame: &mut Frame, scratch: &mut Scratch, y: u32, x0:
                 && v.base & 0xFFFF_FFFF == 1 << 31
             {
                 return copy_span(
+                    k,
                     l,
                     frame,
                     y,
@@ -298,13 +321,15 @@ fn draw_span(l: &Prepared, frame: &mut Frame, scratch: &mut Scratch, y: u32, x0:
                 let step = u.dx;
                 return match l.surface.format() {
                     PixelFormat::Xrgb8888 => {
-                        axis_bilinear(l, frame, scratch, y, xa, xb, u0, step, v16, |w| w | OPAQUE)
+                        axis_bilinear(k, l, frame, scratch, y, xa, xb, u0, step, v16, |w| {
+                            w | OPAQUE
+                        })
                     }
                     PixelFormat::Argb8888 => {
-                        axis_bilinear(l, frame, scratch, y, xa, xb, u0, step, v16, |w| w)
+                        axis_bilinear(k, l, frame, scratch, y, xa, xb, u0, step, v16, |w| w)
                     }
                     PixelFormat::Bgrx8888 => {
-                        axis_bilinear(l, frame, scratch, y, xa, xb, u0, step, v16, |w| {
+                        axis_bilinear(k, l, frame, scratch, y, xa, xb, u0, step, v16, |w| {
                             w.swap_bytes() | OPAQUE
                         })
                     }
@@ -350,7 +375,8 @@ fn draw_span(l: &Prepared, frame: &mut Frame, scratch: &mut Scratch, y: u32, x0:
 /// bytes (a loop the compiler vectorises) and `load` is applied to each output pixel.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn axis_bilinear(
+fn axis_bilinear<K: Kernels + ?Sized>(
+    k: &K,
     l: &Prepared,
     frame: &mut Frame,
     scratch: &mut Scratch,
@@ -406,7 +432,12 @@ fn axis_bilinear(
     // Every element is written below: resizing only when the length changes saves
     // clearing the buffers on every row.
     cols.resize(n + 2, 0);
-    lerp_bytes(top, bottom, fy, bytemuck::cast_slice_mut(&mut cols[1..=n]));
+    k.lerp_rows(
+        top,
+        bottom,
+        fy as u8,
+        bytemuck::cast_slice_mut(&mut cols[1..=n]),
+    );
     cols[0] = cols[1];
     cols[n + 1] = cols[n];
     let cols: &[u32] = cols;
@@ -428,16 +459,17 @@ fn axis_bilinear(
     // output, forcing alpha there (interpolation is per channel, `load` and the
     // store only reorder bytes and set alpha).
     if let (true, Some(alpha)) = (opaque, same_order_alpha(l.surface.format(), format)) {
-        return lerp_bytes_weighted_opaque(
+        let mask = u32::from_le_bytes(core::array::from_fn(|i| if i == alpha { 0xFF } else { 0 }));
+        return k.lerp_weighted(
             out,
             bytemuck::cast_slice(left),
             bytemuck::cast_slice(right),
             bytemuck::cast_slice(&g.weight),
-            alpha,
+            mask,
         );
     }
     // Interpolate: byte by byte, each with its pixel's weight (vectorises).
-    lerp_bytes_weighted(
+    k.lerp_weighted_in_place(
         bytemuck::cast_slice_mut(left),
         bytemuck::cast_slice(right),
         bytemuck::cast_slice(&g.weight),
@@ -525,17 +557,6 @@ impl Scratch {
     }
 }
 
-/// `out[k] = top[k] + (bottom[k] − top[k])·f/256`, rounded, byte by byte (`f ≤ 255`;
-/// the same arithmetic as [`lerp`] per channel). `t·(256 − f) + b·f + 128 ≤ 65408`
-/// fits 16 bits, so the loop vectorises with 16-bit lanes.
-#[inline(always)]
-fn lerp_bytes(top: &[u8], bottom: &[u8], f: u16, out: &mut [u8]) {
-    let g = 256 - f;
-    for ((o, &t), &b) in out.iter_mut().zip(top).zip(bottom) {
-        *o = ((u16::from(t) * g + u16::from(b) * f + 128) >> 8) as u8;
-    }
-}
-
 /// The byte of a pixel that holds alpha when `from` and `to` store the colour
 /// channels in the same byte order, else None.
 fn same_order_alpha(from: PixelFormat, to: PixelFormat) -> Option<usize> {
@@ -547,35 +568,18 @@ fn same_order_alpha(from: PixelFormat, to: PixelFormat) -> Option<usize> {
     }
 }
 
-/// [`lerp_bytes_weighted`] into `out`, then byte `alpha` of every pixel set to 255.
-#[inline(always)]
-fn lerp_bytes_weighted_opaque(out: &mut [u8], p: &[u8], q: &[u8], f: &[u8], alpha: usize) {
-    for (((o, &a), &b), &f) in out.iter_mut().zip(p).zip(q).zip(f) {
-        let f = u16::from(f);
-        *o = ((u16::from(a) * (256 - f) + u16::from(b) * f + 128) >> 8) as u8;
-    }
-    let mask = u32::from_le_bytes(core::array::from_fn(|i| if i == alpha { 0xFF } else { 0 }));
-    match bytemuck::try_cast_slice_mut::<u8, u32>(out) {
-        Ok(words) => words.iter_mut().for_each(|w| *w |= mask.to_le()),
-        Err(_) => out
-            .chunks_exact_mut(BYTES_PER_PIXEL)
-            .for_each(|px| px[alpha] = 0xFF),
-    }
-}
-
-/// `p[k] = p[k] + (q[k] − p[k])·f[k]/256`, rounded, byte by byte: [`lerp_bytes`]
-/// with a weight per byte.
-#[inline(always)]
-fn lerp_bytes_weighted(p: &mut [u8], q: &[u8], f: &[u8]) {
-    for ((a, &b), &f) in p.iter_mut().zip(q).zip(f) {
-        let f = u16::from(f);
-        *a = ((u16::from(*a) * (256 - f) + u16::from(b) * f + 128) >> 8) as u8;
-    }
-}
-
 /// An unscaled layer: output pixel `xa + i` of row `y` is crop pixel `(su + i, sv)`.
 #[allow(clippy::too_many_arguments)]
-fn copy_span(l: &Prepared, frame: &mut Frame, y: u32, xa: u32, xb: u32, su: i64, sv: i64) {
+fn copy_span<K: Kernels + ?Sized>(
+    k: &K,
+    l: &Prepared,
+    frame: &mut Frame,
+    y: u32,
+    xa: u32,
+    xb: u32,
+    su: i64,
+    sv: i64,
+) {
     if !(0..i64::from(l.crop.h)).contains(&sv) {
         return;
     }
@@ -602,8 +606,8 @@ fn copy_span(l: &Prepared, frame: &mut Frame, y: u32, xa: u32, xb: u32, su: i64,
     }
     use PixelFormat::{Argb8888, Bgrx8888, Xrgb8888};
     match (from, out) {
-        (Xrgb8888 | Argb8888, Xrgb8888 | Argb8888) => convert(src, dst, |w| w | OPAQUE),
-        (Bgrx8888, Bgrx8888) => convert(src, dst, |w| w | 0xFF),
+        (Xrgb8888 | Argb8888, Xrgb8888 | Argb8888) => k.or_words(src, dst, OPAQUE),
+        (Bgrx8888, Bgrx8888) => k.or_words(src, dst, 0xFF),
         (Xrgb8888 | Argb8888, Bgrx8888) => convert(src, dst, |w| w.swap_bytes() | 0xFF),
         (Bgrx8888, Xrgb8888 | Argb8888) => convert(src, dst, |w| w.swap_bytes() | OPAQUE),
     }

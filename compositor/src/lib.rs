@@ -8,6 +8,9 @@
 //! [`Frame`] (the physical framebuffer) inside the damaged rectangles only; [`Damage`]
 //! collects them. Formats are XRGB8888, ARGB8888 and BGRX8888 on both sides.
 //!
+//! [`compose_with`] runs the byte loops with a caller's [`Kernels`] (the hypervisor's
+//! NEON ones) instead of [`Portable`].
+//!
 //! Everything is integer arithmetic (the hypervisor is built soft-float), and no
 //! geometry a guest can produce makes it panic: an unusable layer is skipped and named
 //! with a [`LayerError`] in the [`Report`].
@@ -20,15 +23,17 @@ mod compose;
 mod damage;
 mod format;
 mod geom;
+pub mod kernels;
 mod pixel;
 mod surface;
 pub mod text;
 mod transform;
 
-pub use compose::{compose, compose_full, Filter, Layer, Report, Scene};
+pub use compose::{compose, compose_full, compose_with, Filter, Layer, Report, Scene};
 pub use damage::Damage;
 pub use format::{PixelFormat, BYTES_PER_PIXEL, OPAQUE};
 pub use geom::Rect;
+pub use kernels::{Kernels, Portable};
 pub use surface::{Frame, LayerError, Surface, MAX_DIM};
 pub use transform::{Placement, Transform, MAX_COORD, MAX_ENTRY, Q16_ONE};
 

@@ -811,3 +811,60 @@ fn a_quad_composes_within_tolerance_and_a_rectangle_quad_equals_scaling() {
     let (b, _) = composed(&[scaled], 64, 48, bg, PixelFormat::Xrgb8888);
     assert_eq!(a, b);
 }
+
+/// Kernels that differ from [`Portable`] only when the weighted interpolation's
+/// slices are at least `from` bytes long (a wrong vector loop, say).
+struct WrongPast {
+    from: usize,
+}
+
+impl Kernels for WrongPast {
+    fn lerp_rows(&self, top: &[u8], bottom: &[u8], f: u8, out: &mut [u8]) {
+        Portable.lerp_rows(top, bottom, f, out)
+    }
+    fn lerp_weighted(&self, out: &mut [u8], p: &[u8], q: &[u8], w: &[u8], mask: u32) {
+        Portable.lerp_weighted(out, p, q, w, mask);
+        if out.len() >= self.from {
+            out[self.from - 1] ^= 1;
+        }
+    }
+    fn lerp_weighted_in_place(&self, p: &mut [u8], q: &[u8], w: &[u8]) {
+        Portable.lerp_weighted_in_place(p, q, w)
+    }
+    fn or_words(&self, src: &[u8], dst: &mut [u8], mask: u32) {
+        Portable.or_words(src, dst, mask)
+    }
+}
+
+#[test]
+fn kernels_verify_accepts_the_portable_ones_and_catches_a_wrong_one() {
+    assert_eq!(kernels::verify(&Portable), Ok(()));
+    let m = kernels::verify(&WrongPast { from: 40 }).unwrap_err();
+    assert_eq!((m.kernel, m.len), ("lerp_weighted", 40));
+}
+
+#[test]
+fn compose_with_runs_the_given_kernels() {
+    // A bilinear layer scaled to the whole frame: its rows go through
+    // `lerp_weighted`, so kernels that break it change the frame, and the portable
+    // ones give exactly `compose`'s frame.
+    let image = Image::new(20, 16, PixelFormat::Xrgb8888, 7, 0);
+    let mut s = spec(image, Placement::Scaled(Rect::new(0, 0, 33, 27)));
+    s.filter = Filter::Bilinear;
+    let scene = Scene {
+        background: 0,
+        layers: vec![s.layer()],
+    };
+    let draw = |k: &dyn Kernels| {
+        let mut buf = vec![0u8; 33 * 27 * 4];
+        let mut frame = Frame::new(&mut buf, 33, 27, 33 * 4, PixelFormat::Xrgb8888).unwrap();
+        let all = frame.rect();
+        compose_with(&scene, &mut frame, &[all], k);
+        buf
+    };
+    let mut plain = vec![0u8; 33 * 27 * 4];
+    let mut frame = Frame::new(&mut plain, 33, 27, 33 * 4, PixelFormat::Xrgb8888).unwrap();
+    compose_full(&scene, &mut frame);
+    assert_eq!(draw(&Portable), plain);
+    assert_ne!(draw(&WrongPast { from: 8 }), plain);
+}

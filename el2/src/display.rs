@@ -14,7 +14,8 @@
 //! composes what the VM's virtio-gpu scanout changed into the framebuffer with
 //! `vgpu::Presenter` (the guest's panel at its position, its cursor) and
 //! transfers and flushes only the recomposed rectangles. The guest's device is
-//! locked only while composing; a CPU that finds the display busy moves on.
+//! locked only to take the frame (its damage, the scanout's pixels shared), not
+//! while composing; a CPU that finds the display busy moves on.
 //!
 //! The monitor's `display` commands ([`change`], [`set_overlay`], [`status`]) set
 //! the presenter's policy and placement (`vgpu::present`) under the display lock;
@@ -27,10 +28,13 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 
-use compositor::{Frame, PixelFormat};
+use arch::regs::CPTR_EL2 as CPTR;
+use compositor::{Frame, PixelFormat, Rect, Report, Scene};
 use monitor::command::{DisplayChange, DisplayPlacement};
 use spin::Mutex;
+use tock_registers::interfaces::Readable;
 use vdev::Shared;
 use vgpu::defs::{cmd, format, hdr, layout};
 use vgpu::{Gpu, ModeError, Placement, Presenter};
@@ -39,7 +43,8 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
 
-use crate::el1::read_sysreg;
+use crate::el1::{read_sysreg, typed_sysreg, FpState};
+use crate::simd;
 use crate::sysdisk::IdentityHal;
 use crate::vm::{VgicSink, Vm};
 
@@ -54,6 +59,11 @@ const FRAME_RATE: u64 = 60;
 /// Largest display accepted (both sides), so a device's answer cannot ask for an
 /// absurd framebuffer.
 const MAX_SIDE: u32 = 8192;
+
+typed_sysreg!(
+    /// CPTR_EL2 with its FP/SIMD trap (TFP).
+    CptrEl2, "CPTR_EL2", CPTR::Register, r
+);
 
 /// The guest device the render loop presents.
 pub type GuestGpu = Shared<virtio::MmioTransport<Gpu>>;
@@ -229,6 +239,16 @@ pub fn start(transports: &[(boards::Range, Option<u32>)], source: GuestGpu, pane
             let freq = read_sysreg!("CNTFRQ_EL0");
             let mut presenter = Presenter::new(0, panel.0, panel.1);
             presenter.set_clock(freq);
+            match with_neon(compositor::kernels::verify::<simd::Neon>) {
+                Some(Ok(())) => {
+                    NEON_VERIFIED.store(true, Ordering::Relaxed);
+                    presenter.set_composer(compose_simd);
+                }
+                Some(Err(m)) => {
+                    log::warn!("display: NEON kernels wrong ({m:?}); composing without SIMD")
+                }
+                None => log::warn!("display: FP/SIMD traps at EL2; composing without SIMD"),
+            }
             *DISPLAY.lock() = Some(Display {
                 host,
                 source,
@@ -241,6 +261,41 @@ pub fn start(transports: &[(boards::Range, Option<u32>)], source: GuestGpu, pane
         Err(DisplayError::NotFound) => log::info!("display: none (no virtio-gpu device); headless"),
         Err(e) => log::warn!("display: virtio-gpu unusable ({e:?}); headless"),
     }
+}
+
+/// Whether the NEON kernels passed `compositor::kernels::verify` at display start.
+static NEON_VERIFIED: AtomicBool = AtomicBool::new(false);
+
+/// Runs `f` with the NEON kernels: FP/SIMD usable at EL2 and its registers free. The
+/// FP/SIMD registers hold the state of whichever vCPU last ran on this CPU (they stay
+/// live across exits, see `el1.rs`), so they, FPCR and FPSR are saved before and
+/// restored after: the guest never sees them change. `None` (nothing run) when
+/// FP/SIMD traps at EL2 (CPTR_EL2.TFP, which this hypervisor never sets).
+fn with_neon<R>(f: impl FnOnce(&simd::Neon) -> R) -> Option<R> {
+    if CptrEl2.is_set(CPTR::TFP) {
+        return None;
+    }
+    let mut live = FpState::ZERO;
+    live.save_live();
+    // SAFETY: CPTR_EL2.TFP is clear (checked above), so FP/SIMD does not trap at
+    // EL2; the FP/SIMD registers, FPCR and FPSR were saved just above and are
+    // restored just below, EL2 runs with interrupts masked (nothing else runs on
+    // this CPU meanwhile), and the hypervisor's own code is soft-float, so it keeps
+    // no values in them: `f` may clobber them.
+    let r = f(&unsafe { simd::Neon::new() });
+    live.restore_live();
+    Some(r)
+}
+
+/// The render loop's composer: `compositor::compose_with` the NEON kernels
+/// (`simd.rs`) once they passed verification, else the portable `compose`.
+fn compose_simd(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
+    if NEON_VERIFIED.load(Ordering::Relaxed) {
+        if let Some(report) = with_neon(|k| compositor::compose_with(scene, frame, damage, k)) {
+            return report;
+        }
+    }
+    compositor::compose(scene, frame, damage)
 }
 
 fn probe(transports: &[(boards::Range, Option<u32>)]) -> Result<HostGpu, DisplayError> {
@@ -286,19 +341,23 @@ pub fn tick(idle: bool) {
         return;
     }
     let (w, h) = (d.host.width, d.host.height);
-    let rects = {
-        let mut source = d.source.0.lock();
-        let Ok(mut frame) = Frame::new(
-            &mut d.host.fb,
-            w,
-            h,
-            (w * format::BYTES_PER_PIXEL) as usize,
-            PixelFormat::Xrgb8888,
-        ) else {
-            return;
-        };
-        d.presenter.present(source.device_mut(), &mut frame, now)
+    // The guest's device is locked only to take the frame's damage and its scanout
+    // (pixels shared, not copied); composing runs without it, so a vCPU using its
+    // virtio-gpu meanwhile does not wait (a transfer into the shown resource copies
+    // it first, `vgpu::Resource::unshare`).
+    let Some(taken) = d.presenter.take_frame(d.source.0.lock().device_mut(), now) else {
+        return;
     };
+    let Ok(mut frame) = Frame::new(
+        &mut d.host.fb,
+        w,
+        h,
+        (w * format::BYTES_PER_PIXEL) as usize,
+        PixelFormat::Xrgb8888,
+    ) else {
+        return;
+    };
+    let rects = d.presenter.compose_frame(taken, &mut frame);
     for r in rects {
         if let Err(e) = d.host.show(r) {
             if !d.failed {

@@ -23,6 +23,63 @@ pub struct FpState {
     pub fpsr: u64,
 }
 
+impl FpState {
+    /// All zero.
+    pub const ZERO: FpState = FpState {
+        q: [0; 32],
+        fpcr: 0,
+        fpsr: 0,
+    };
+
+    /// Captures the live FP/SIMD registers, FPCR and FPSR of the current CPU.
+    pub fn save_live(&mut self) {
+        // SAFETY: stores the 32 SIMD registers, FPCR and FPSR into `self`, which is
+        // 16-byte aligned and large enough; CPTR_EL2 does not trap FP at EL2.
+        unsafe {
+            asm!(
+                ".arch_extension fp",
+                ".arch_extension simd",
+                "stp q0, q1, [{p}, #0]", "stp q2, q3, [{p}, #32]", "stp q4, q5, [{p}, #64]",
+                "stp q6, q7, [{p}, #96]", "stp q8, q9, [{p}, #128]", "stp q10, q11, [{p}, #160]",
+                "stp q12, q13, [{p}, #192]", "stp q14, q15, [{p}, #224]", "stp q16, q17, [{p}, #256]",
+                "stp q18, q19, [{p}, #288]", "stp q20, q21, [{p}, #320]", "stp q22, q23, [{p}, #352]",
+                "stp q24, q25, [{p}, #384]", "stp q26, q27, [{p}, #416]", "stp q28, q29, [{p}, #448]",
+                "stp q30, q31, [{p}, #480]",
+                "mrs {t}, fpcr", "str {t}, [{p}, #512]",
+                "mrs {t}, fpsr", "str {t}, [{p}, #520]",
+                p = in(reg) core::ptr::addr_of_mut!(*self),
+                t = out(reg) _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// Makes this the live FP/SIMD state of the current CPU.
+    pub fn restore_live(&self) {
+        // SAFETY: loads the SIMD registers, FPCR and FPSR from `self`; the hypervisor
+        // is built soft-float, so none of its own values live in them (the one code
+        // that uses them, `display::compose_simd`, saves and restores around it).
+        unsafe {
+            asm!(
+                ".arch_extension fp",
+                ".arch_extension simd",
+                "ldp q0, q1, [{p}, #0]", "ldp q2, q3, [{p}, #32]", "ldp q4, q5, [{p}, #64]",
+                "ldp q6, q7, [{p}, #96]", "ldp q8, q9, [{p}, #128]", "ldp q10, q11, [{p}, #160]",
+                "ldp q12, q13, [{p}, #192]", "ldp q14, q15, [{p}, #224]", "ldp q16, q17, [{p}, #256]",
+                "ldp q18, q19, [{p}, #288]", "ldp q20, q21, [{p}, #320]", "ldp q22, q23, [{p}, #352]",
+                "ldp q24, q25, [{p}, #384]", "ldp q26, q27, [{p}, #416]", "ldp q28, q29, [{p}, #448]",
+                "ldp q30, q31, [{p}, #480]",
+                "ldr {t}, [{p}, #512]", "msr fpcr, {t}",
+                "ldr {t}, [{p}, #520]", "msr fpsr, {t}",
+                "isb",
+                p = in(reg) core::ptr::addr_of!(*self),
+                t = out(reg) _,
+                options(nostack),
+            );
+        }
+    }
+}
+
 /// EL1 system registers of one vCPU.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -139,25 +196,7 @@ impl El1Context {
             };
         }
         sysregs!(rd);
-        // SAFETY: stores the 32 SIMD registers, FPCR and FPSR into `self.fp`, which is
-        // 16-byte aligned and large enough; CPTR_EL2 does not trap FP at EL2.
-        unsafe {
-            asm!(
-                ".arch_extension fp",
-                ".arch_extension simd",
-                "stp q0, q1, [{p}, #0]", "stp q2, q3, [{p}, #32]", "stp q4, q5, [{p}, #64]",
-                "stp q6, q7, [{p}, #96]", "stp q8, q9, [{p}, #128]", "stp q10, q11, [{p}, #160]",
-                "stp q12, q13, [{p}, #192]", "stp q14, q15, [{p}, #224]", "stp q16, q17, [{p}, #256]",
-                "stp q18, q19, [{p}, #288]", "stp q20, q21, [{p}, #320]", "stp q22, q23, [{p}, #352]",
-                "stp q24, q25, [{p}, #384]", "stp q26, q27, [{p}, #416]", "stp q28, q29, [{p}, #448]",
-                "stp q30, q31, [{p}, #480]",
-                "mrs {t}, fpcr", "str {t}, [{p}, #512]",
-                "mrs {t}, fpsr", "str {t}, [{p}, #520]",
-                p = in(reg) core::ptr::addr_of_mut!(self.fp),
-                t = out(reg) _,
-                options(nostack),
-            );
-        }
+        self.fp.save_live();
     }
 
     /// Makes this the live EL1 state of the current physical CPU.
@@ -170,26 +209,7 @@ impl El1Context {
             };
         }
         sysregs!(wr);
-        // SAFETY: loads the SIMD registers, FPCR and FPSR from `self.fp`; the hypervisor
-        // (built soft-float) never uses them itself.
-        unsafe {
-            asm!(
-                ".arch_extension fp",
-                ".arch_extension simd",
-                "ldp q0, q1, [{p}, #0]", "ldp q2, q3, [{p}, #32]", "ldp q4, q5, [{p}, #64]",
-                "ldp q6, q7, [{p}, #96]", "ldp q8, q9, [{p}, #128]", "ldp q10, q11, [{p}, #160]",
-                "ldp q12, q13, [{p}, #192]", "ldp q14, q15, [{p}, #224]", "ldp q16, q17, [{p}, #256]",
-                "ldp q18, q19, [{p}, #288]", "ldp q20, q21, [{p}, #320]", "ldp q22, q23, [{p}, #352]",
-                "ldp q24, q25, [{p}, #384]", "ldp q26, q27, [{p}, #416]", "ldp q28, q29, [{p}, #448]",
-                "ldp q30, q31, [{p}, #480]",
-                "ldr {t}, [{p}, #512]", "msr fpcr, {t}",
-                "ldr {t}, [{p}, #520]", "msr fpsr, {t}",
-                "isb",
-                p = in(reg) core::ptr::addr_of!(self.fp),
-                t = out(reg) _,
-                options(nostack),
-            );
-        }
+        self.fp.restore_live();
     }
 }
 

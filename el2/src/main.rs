@@ -25,6 +25,7 @@ mod irq;
 mod mmu;
 mod power;
 mod ramdisk;
+mod simd;
 mod smp;
 mod snapshot;
 mod stacks;

@@ -6,12 +6,22 @@
 //! block of rows (its fbdev flushes only those rows: a damage-only recomposition),
 //! and a second screendump shows the block there and the first pattern around it.
 //!
+//! Meanwhile the render loop composes with NEON on whichever CPU it runs, between
+//! the guest's instructions: after the block the guest keeps rewriting it (a
+//! composition at every frame) while busybox `awk` sums doubles, and the sum must be
+//! exact, which it is not if composition leaks into the guest's FP/SIMD registers.
+//!
 //! The presentation commands of the monitor (`display …`) on the same guest: a
 //! panel at half size (bilinear, within [`HALF_TOLERANCE`]), the overlay line,
 //! hidden (pattern gone), frozen (the guest draws the block, the screen keeps the
 //! pattern), unfrozen (the block appears), `display status`, refused values, and
-//! `display mode`'s status line (that the guest's DRM mode follows is not shown
-//! here yet).
+//! `display mode`'s status line.
+//!
+//! Placements and the mode on a third guest: fullscreen (fitted, letterboxed) and a
+//! quad, and fullscreen throttled to 2 frames/s, each screendump equal byte for byte
+//! to the same scene composed on the host by the compositor's portable loops; then
+//! `display mode 800 600`, after which the guest's DRM connector (probed through
+//! sysfs `status`) prefers 800x600 where it preferred 640x480.
 
 use std::time::Duration;
 
@@ -40,6 +50,11 @@ const BLOCK_H: u32 = 16;
 const BLOCK_COLOUR: u32 = 0xff_8000;
 /// Guest seconds between the two drawings (the first screendump is taken in them).
 const BETWEEN: u32 = 12;
+/// The guest's floating-point sum: `i/8` for `i` in `1..=FP_TERMS`, every partial
+/// sum exact in a double.
+const FP_TERMS: u64 = 400_000;
+/// Prefix of the line with the guest's sum.
+const FP_SUM: &str = "fp-sum=";
 
 /// Pixel (x, y) of the pattern as 0xRRGGBB: every pixel of a tile differs (red
 /// names the column, green the row), so a shift by less than a tile shows, and
@@ -78,13 +93,20 @@ fn guest_cmd(width: u32, height: u32) -> String {
         height,
         "cat /sys/class/graphics/fb0/virtual_size\n",
         &format!("sleep {BETWEEN}"),
-        "",
+        &format!(
+            "(while :;do dd if=y of=/dev/fb0 bs={bw} seek={at} conv=notrunc 2>/dev/null;done)&awk 'BEGIN{{for(i=1;i<={FP_TERMS};i++)s+=i/8;printf \"{FP_SUM}%.1f\\n\",s}}';kill $!\n",
+            bw = BLOCK_W * 4,
+            at = (BLOCK_Y * width + BLOCK_X) / BLOCK_W,
+        ),
     )
 }
 
+/// Longest guest command: it travels base64-encoded on the kernel command line,
+/// which arm64 kernels cut at 2048 bytes (`xtask::linux_guest::guest_cmd_arg`).
+const CMD_BUDGET: usize = 1400;
+
 /// [`guest_cmd`] running `probe` first, waiting with `pause` between the drawings
-/// and running `then` after the block. The guest sees only about the first 1000
-/// bytes of a command (the kernel command line), so every byte counts.
+/// and running `then` after the block. The command must stay under [`CMD_BUDGET`].
 fn guest_cmd_with(width: u32, height: u32, probe: &str, pause: &str, then: &str) -> String {
     let mut tile = Vec::new();
     for y in 0..TILE_H {
@@ -138,7 +160,7 @@ fn the_guest_framebuffer_is_shown_as_a_panel_exactly() {
     o.script = Some(script(
         "display-panel.script",
         &format!(
-            "expect {gw},{gh}\nexpect {WRITTEN}\nsleep 3\nscreendump {}\nexpect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\n",
+            "expect {gw},{gh}\nexpect {WRITTEN}\nsleep 3\nscreendump {}\nexpect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\nexpect {FP_SUM}\n",
             dump.display(),
             dump2.display()
         ),
@@ -148,6 +170,20 @@ fn the_guest_framebuffer_is_shown_as_a_panel_exactly() {
         outcome.ending,
         Ending::ScriptDone,
         "the guest did not draw (or the screendump failed)\n{}",
+        console_tail(&outcome)
+    );
+    let want = format!("{FP_SUM}{}.0", FP_TERMS * (FP_TERMS + 1) / 16);
+    let sums: Vec<&str> = outcome
+        .console
+        .lines()
+        .filter_map(|l| Some(&l[l.find(FP_SUM)?..]))
+        .map(str::trim_end)
+        .filter(|l| !l.contains('%'))
+        .collect();
+    assert_eq!(
+        sums,
+        [want.as_str()],
+        "the guest's FP sum while the display composed\n{}",
         console_tail(&outcome)
     );
     let (x0, y0) = (px as u32, py as u32);
@@ -194,14 +230,14 @@ fn the_pattern_and_background_are_distinct() {
             }
         }
     }
-    assert!(
-        guest_cmd(640, 480).len() < 1024,
-        "fits the kernel command line"
-    );
-    let n = presentation_cmd(640, 480).len();
-    assert!(n < 1024, "fits the kernel command line: {n}");
-    let n = guest_cmd(640, 480).len();
-    assert!(n < 1024, "fits the kernel command line: {n}");
+    for (name, cmd) in [
+        ("guest_cmd", guest_cmd(640, 480)),
+        ("presentation_cmd", presentation_cmd(640, 480)),
+        ("placement_cmd", placement_cmd(640, 480)),
+    ] {
+        let n = cmd.len();
+        assert!(n < CMD_BUDGET, "{name} fits the kernel command line: {n}");
+    }
 }
 
 /// Largest per-channel difference from the exact 2×2 average allowed in the panel
@@ -410,4 +446,199 @@ fn presentation_commands_scale_hide_freeze_and_overlay() {
         "\n{tail}"
     );
     assert_eq!(outcome.ending, Ending::ScriptDone, "\n{tail}");
+}
+
+/// The connector of the guest's virtio-gpu in sysfs.
+const CONNECTOR: &str = "/sys/class/drm/card0-Virtual-1";
+/// The mode `display mode` gives the guest.
+const NEW_MODE: (u32, u32) = (800, 600);
+/// The quad of the placement test: the output points of the guest screen's corners
+/// (top-left, top-right, bottom-right, bottom-left), a panel turned away on its
+/// right.
+const QUAD: [(i32, i32); 4] = [(200, 100), (900, 180), (880, 560), (220, 700)];
+
+/// The guest of the placement test: the pattern, then (no console input needed)
+/// its connector's preferred mode before and, polling with a forced probe, after
+/// the host changes the virtual monitor's mode.
+fn placement_cmd(width: u32, height: u32) -> String {
+    let (mw, mh) = NEW_MODE;
+    let wait = format!(
+        "echo mode0=$(head -1 {CONNECTOR}/modes);i=0;while [ $i -lt 120 ];do echo detect>{CONNECTOR}/status;m=$(head -1 {CONNECTOR}/modes);[ \"$m\" = {mw}x{mh} ]&&break;sleep 1;i=$((i+1));done;echo mode1=$m;"
+    );
+    guest_cmd_with(width, height, "", &wait, "")
+}
+
+/// What the render loop shows for the pattern placed at `placement` with `filter`
+/// (the presenter's choice for that placement), composed on the host by the
+/// compositor library with its portable loops: the hypervisor's frame must equal it
+/// byte for byte (its NEON kernels give the same bytes, its placement the same
+/// geometry).
+fn expected_frame(placement: compositor::Placement, filter: compositor::Filter) -> Vec<u32> {
+    use compositor::{Frame, Layer, PixelFormat, Scene, Surface};
+    let (gw, gh) = vgpu::present::DEFAULT_MODE;
+    let (dw, dh) = DEFAULT_DISPLAY;
+    let pixels: Vec<u8> = (0..gh)
+        .flat_map(|y| (0..gw).map(move |x| pattern(x, y)))
+        .flat_map(u32::to_le_bytes)
+        .collect();
+    let surface = Surface::new(&pixels, gw, gh, gw as usize * 4, PixelFormat::Xrgb8888)
+        .expect("the pattern is a valid surface");
+    let mut layer = Layer::new(surface, 0, 0);
+    layer.placement = placement;
+    layer.filter = filter;
+    let scene = Scene {
+        background: vgpu::present::BACKGROUND,
+        layers: vec![layer],
+    };
+    let mut out = vec![0u8; (dw * dh * 4) as usize];
+    let mut frame = Frame::new(&mut out, dw, dh, dw as usize * 4, PixelFormat::Xrgb8888)
+        .expect("a valid frame");
+    let report = compositor::compose_full(&scene, &mut frame);
+    assert!(report.skipped.is_empty(), "{report:?}");
+    out.chunks_exact(4)
+        .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]) & 0xff_ffff)
+        .collect()
+}
+
+/// The screendump `file` against `want` (0xRRGGBB per pixel, row-major).
+fn compare_dump(file: &std::path::Path, want: &[u32]) -> Vec<String> {
+    let img = parse_ppm(&std::fs::read(file).expect("screendump written")).expect("a PPM");
+    assert_eq!((img.width, img.height), DEFAULT_DISPLAY);
+    let mut wrong = Vec::new();
+    for y in 0..img.height {
+        for x in 0..img.width {
+            let w = want[(y * img.width + x) as usize];
+            if img.at(x, y) != w {
+                wrong.push(format!("({x}, {y}): {:06x}, want {w:06x}", img.at(x, y)));
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn fullscreen_and_quad_placements_and_the_guest_mode_change() {
+    use compositor::{Filter, Placement, Rect, Transform};
+    let _boot = boot_lock();
+    let (gw, gh) = vgpu::present::DEFAULT_MODE;
+    let (dw, dh) = DEFAULT_DISPLAY;
+    let (mw, mh) = NEW_MODE;
+    let layout = Layout::detect();
+    let dir = layout.out.join("test-scripts");
+    let dumps =
+        ["place-fullscreen", "place-quad", "place-throttled"].map(|n| dir.join(format!("{n}.ppm")));
+    for f in &dumps {
+        let _ = std::fs::remove_file(f);
+    }
+    let quad = QUAD
+        .iter()
+        .map(|(x, y)| format!("{x} {y}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.system_disk = Some(layout.out.join(SYSTEM_DISK));
+    o.guest_cmd = Some(placement_cmd(gw, gh));
+    o.append = Some(format!("{LINUX_CMDLINE} vt.global_cursor_default=0"));
+    o.script = Some(script(
+        "display-place.script",
+        &format!(
+            "expect {WRITTEN}\n\
+             sleep 3\n\
+             monitor display present linux fullscreen\n\
+             sleep 2\n\
+             screendump {full}\n\
+             monitor display present linux quad {quad}\n\
+             sleep 2\n\
+             screendump {quad_dump}\n\
+             monitor display present linux fullscreen\n\
+             monitor display throttle linux 2\n\
+             sleep 3\n\
+             screendump {throttled}\n\
+             monitor display mode linux {mw} {mh}\n\
+             expect mode1=\n\
+             monitor display status\n",
+            full = dumps[0].display(),
+            quad_dump = dumps[1].display(),
+            throttled = dumps[2].display(),
+        ),
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::ScriptDone, "\n{tail}");
+
+    // Fullscreen: fitted (the 4:3 screen in the 16:10 display: full height, centred
+    // with background bars left and right), scaled bilinearly.
+    let fit = Rect::fit(gw, gh, Rect::new(0, 0, dw, dh)).expect("fits");
+    assert_eq!((fit.h, fit.y), (dh, 0), "{fit:?}");
+    assert!(fit.x > 0 && fit.w < dw, "{fit:?}: letterboxed");
+    let full = expected_frame(Placement::Scaled(fit), Filter::Bilinear);
+    for (x, y) in [(0, 0), (fit.x as u32 - 1, dh / 2), (dw - 1, dh - 1)] {
+        assert_eq!(
+            full[(y * dw + x) as usize],
+            vgpu::present::BACKGROUND,
+            "bar ({x}, {y})"
+        );
+    }
+    let quad_t = Transform::from_quad(gw, gh, QUAD).expect("a proper quad");
+    let quad_frame = expected_frame(Placement::Transform(quad_t), Filter::Bilinear);
+    for (file, want) in [
+        (&dumps[0], &full),
+        (&dumps[1], &quad_frame),
+        (&dumps[2], &full),
+    ] {
+        let wrong = compare_dump(file, want);
+        assert!(
+            wrong.is_empty(),
+            "{}: {} pixels differ; first: {:?}\n{tail}",
+            file.display(),
+            wrong.len(),
+            &wrong[..wrong.len().min(8)]
+        );
+    }
+
+    // The guest saw its virtual monitor change: its connector's preferred mode.
+    let line = |key: &str| {
+        outcome
+            .console
+            .lines()
+            .filter_map(|l| Some(l[l.find(key)?..].trim_end().to_string()))
+            .find(|l| !l.contains('$'))
+    };
+    assert_eq!(
+        line("mode0=").as_deref(),
+        Some(&*format!("mode0={gw}x{gh}")),
+        "\n{tail}"
+    );
+    assert_eq!(
+        line("mode1=").as_deref(),
+        Some(&*format!("mode1={mw}x{mh}")),
+        "\n{tail}"
+    );
+    let prefix = format!("{} ", monitor::LINE_PREFIX);
+    let statuses: Vec<&str> = outcome
+        .console
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter(|s| s.starts_with("ok: ") || s.starts_with("error: "))
+        .collect();
+    let points = QUAD
+        .iter()
+        .map(|(x, y)| format!("({x}, {y})"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(
+        statuses,
+        [
+            "ok: vm linux presented fullscreen".to_string(),
+            format!("ok: vm linux presented as a quad {points}"),
+            "ok: vm linux presented fullscreen".into(),
+            "ok: vm linux throttled to 2 frames/s".into(),
+            format!("ok: vm linux virtual monitor mode {mw}x{mh} (guest notified)"),
+            format!(
+                "ok: display {dw}x{dh}; vm linux throttled 2 fps fullscreen (virtual monitor {mw}x{mh}); overlay none"
+            ),
+        ],
+        "\n{tail}"
+    );
 }

@@ -10,6 +10,7 @@
 //! signalled by its own response.
 
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -129,6 +130,33 @@ pub struct ScanoutView<'a> {
     pub rect: Rect,
 }
 
+/// What a scanout shows, owned: the render loop takes it under the device's lock
+/// and composes from it after letting go. The pixels are the resource's host copy,
+/// shared (a transfer into the resource meanwhile copies it first).
+#[derive(Debug, Clone)]
+pub struct SharedScanout {
+    /// The whole resource's pixels, `stride` bytes per row.
+    pub pixels: Arc<Vec<u8>>,
+    pub stride: u32,
+    pub width: u32,
+    pub height: u32,
+    /// A `defs::format` value.
+    pub format: u32,
+    /// The part of the resource the scanout shows.
+    pub rect: Rect,
+}
+
+/// The cursor, owned (see [`SharedScanout`]).
+#[derive(Debug, Clone)]
+pub struct OwnedCursor {
+    pub scanout: u32,
+    pub x: i32,
+    pub y: i32,
+    /// 64×64 pixels, 256 bytes per row.
+    pub image: Vec<u8>,
+    pub format: u32,
+}
+
 /// The cursor, for the render loop.
 #[derive(Debug, Clone, Copy)]
 pub struct CursorView<'a> {
@@ -242,6 +270,36 @@ impl Gpu {
             height: res.height,
             format: res.format,
             rect: sc.rect,
+        })
+    }
+
+    /// [`Gpu::scanout`], owned: the pixels shared, not copied.
+    pub fn scanout_shared(&self, s: usize) -> Option<SharedScanout> {
+        let sc = self.scanouts.get(s)?;
+        let res = self.resources.get(&sc.resource)?;
+        Some(SharedScanout {
+            pixels: Arc::clone(&res.pixels),
+            stride: res.width * format::BYTES_PER_PIXEL,
+            width: res.width,
+            height: res.height,
+            format: res.format,
+            rect: sc.rect,
+        })
+    }
+
+    /// [`Gpu::cursor`], copied (64×64 pixels); `None` also if the copy does not fit
+    /// in memory.
+    pub fn cursor_owned(&self) -> Option<OwnedCursor> {
+        let c = self.cursor()?;
+        let mut image = Vec::new();
+        image.try_reserve_exact(c.image.len()).ok()?;
+        image.extend_from_slice(c.image);
+        Some(OwnedCursor {
+            scanout: c.scanout,
+            x: c.x,
+            y: c.y,
+            image,
+            format: c.format,
         })
     }
 
@@ -525,7 +583,7 @@ impl Gpu {
                 format: fmt,
                 width,
                 height,
-                pixels,
+                pixels: Arc::new(pixels),
                 backing: Vec::new(),
             },
         );
@@ -613,6 +671,9 @@ impl Gpu {
         }
         if res.backing.is_empty() {
             return Err(cmd::RESP_ERR_UNSPEC);
+        }
+        if !res.unshare() {
+            return Err(cmd::RESP_ERR_OUT_OF_MEMORY);
         }
         match res.transfer_from_backing(mem, rect, offset) {
             Ok(true) => Ok(()),

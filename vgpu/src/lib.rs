@@ -32,8 +32,8 @@ pub mod present;
 pub mod resource;
 mod save;
 
-pub use gpu::{CursorView, Gpu, GpuConfig, ModeError, ScanoutView};
-pub use present::{Placement, Policy, PresentError, Presenter};
+pub use gpu::{CursorView, Gpu, GpuConfig, ModeError, OwnedCursor, ScanoutView, SharedScanout};
+pub use present::{Composer, Placement, Policy, PresentError, Presenter};
 pub use resource::Rect;
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use compositor::{
 };
 
 use crate::defs::{cursor, format};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, OwnedCursor, SharedScanout};
 
 /// The guest's virtual monitor mode unless the VM says otherwise.
 pub const DEFAULT_MODE: (u32, u32) = (640, 480);
@@ -117,6 +117,16 @@ impl fmt::Display for PresentError {
     }
 }
 
+/// What [`Presenter::take_frame`] took from the guest's device for one frame.
+#[derive(Debug)]
+pub struct FrameSource {
+    /// The live scanout (`None`: disabled) and cursor; `None` for a hidden or
+    /// frozen presentation.
+    live: Option<(Option<SharedScanout>, Option<OwnedCursor>)>,
+    /// The areas the guest flushed (scanout coordinates); `None`: everything.
+    damage: Option<Vec<crate::resource::Rect>>,
+}
+
 /// A copy of the scanout taken when freezing.
 #[derive(Debug, Clone)]
 struct Snapshot {
@@ -125,6 +135,10 @@ struct Snapshot {
     height: u32,
     format: PixelFormat,
 }
+
+/// What composes a presentation's scene: [`compositor::compose`] or one that gives
+/// the same pixels (the hypervisor's runs `compositor::compose_with` NEON kernels).
+pub type Composer = fn(&Scene, &mut Frame, &[Rect]) -> compositor::Report;
 
 /// One guest scanout presented on the output.
 #[derive(Debug, Clone)]
@@ -148,6 +162,7 @@ pub struct Presenter {
     /// Set when an unsupported format or unusable placement was logged (once per
     /// source).
     warned: bool,
+    composer: Composer,
 }
 
 impl Presenter {
@@ -165,7 +180,13 @@ impl Presenter {
             next_due: 0,
             shown: None,
             warned: false,
+            composer: compose,
         }
+    }
+
+    /// Composes with `composer` from now on (default [`compositor::compose`]).
+    pub fn set_composer(&mut self, composer: Composer) {
+        self.composer = composer;
     }
 
     /// The rate of the clock [`Presenter::present`]'s `now` counts (≥ 1).
@@ -355,57 +376,94 @@ impl Presenter {
     /// Composes what changed since the last call into `frame`; returns the output
     /// rectangles recomposed (empty: the frame is unchanged). `now` counts at the
     /// rate given to [`Presenter::set_clock`]; only a throttled presentation reads it.
+    /// [`Presenter::take_frame`] then [`Presenter::compose_frame`].
     pub fn present(&mut self, gpu: &mut Gpu, frame: &mut Frame, now: u64) -> Vec<Rect> {
-        let output = frame.rect();
-        let overlay_height = self.overlay_bar(output.w);
+        match self.take_frame(gpu, now) {
+            Some(source) => self.compose_frame(source, frame),
+            None => Vec::new(),
+        }
+    }
+
+    /// The part of [`Presenter::present`] that needs the guest's device, short so
+    /// that its lock is held briefly: whether a frame is due, the scanout's damage,
+    /// and the scanout (its pixels shared, not copied) and cursor to compose.
+    /// `None`: nothing to draw.
+    pub fn take_frame(&mut self, gpu: &mut Gpu, now: u64) -> Option<FrameSource> {
         match self.policy {
             // Neither the device nor its damage is touched.
-            Policy::Hidden | Policy::Frozen if self.shown.is_some() => return Vec::new(),
+            Policy::Hidden | Policy::Frozen if self.shown.is_some() => return None,
             Policy::Throttled { fps } => {
                 if now < self.next_due && self.shown.is_some() {
-                    return Vec::new();
+                    return None;
                 }
                 self.next_due = now.saturating_add(self.clock_hz / u64::from(fps));
             }
             _ => {}
         }
-        let mut scene = Scene {
-            background: self.background,
-            layers: Vec::new(),
-        };
-        let frozen = self.frozen.take();
-        let mut rects: Vec<Rect> = Vec::new();
         match self.policy {
-            Policy::Hidden => self.shown = Some(0),
-            Policy::Frozen => {
+            Policy::Hidden | Policy::Frozen => {
                 self.shown = Some(0);
-                if let Some(s) = &frozen {
-                    let stride = (s.width * format::BYTES_PER_PIXEL) as usize;
-                    if let Ok(surface) =
-                        Surface::new(&s.pixels, s.width, s.height, stride, s.format)
-                    {
-                        if let Some((placement, filter)) = self.place(s.width, s.height, output) {
-                            let mut layer = Layer::new(surface, 0, 0);
-                            layer.placement = placement;
-                            layer.filter = filter;
-                            scene.layers.push(layer);
-                        }
-                    }
-                }
+                Some(FrameSource {
+                    live: None,
+                    damage: None,
+                })
             }
             Policy::Live | Policy::Throttled { .. } => {
                 let damage = gpu.take_damage(self.scanout);
                 let generation = gpu.generation();
                 let full = self.shown != Some(generation);
                 if !full && damage.is_empty() {
-                    return Vec::new();
+                    return None;
                 }
                 if full {
                     self.warned = false;
                 }
                 self.shown = Some(generation);
-                self.guest_layers(gpu, output, &mut scene);
-                if !full {
+                let cursor = gpu
+                    .cursor_owned()
+                    .filter(|c| c.scanout as usize == self.scanout);
+                Some(FrameSource {
+                    live: Some((gpu.scanout_shared(self.scanout), cursor)),
+                    damage: (!full).then_some(damage),
+                })
+            }
+        }
+    }
+
+    /// The part of [`Presenter::present`] that composes, without the guest's
+    /// device: `source` from [`Presenter::take_frame`] into `frame`; returns the
+    /// output rectangles recomposed.
+    pub fn compose_frame(&mut self, source: FrameSource, frame: &mut Frame) -> Vec<Rect> {
+        let output = frame.rect();
+        let overlay_height = self.overlay_bar(output.w);
+        let mut scene = Scene {
+            background: self.background,
+            layers: Vec::new(),
+        };
+        let frozen = self.frozen.take();
+        let mut rects: Vec<Rect> = Vec::new();
+        match &source.live {
+            None => {
+                if self.policy == Policy::Frozen {
+                    if let Some(s) = &frozen {
+                        let stride = (s.width * format::BYTES_PER_PIXEL) as usize;
+                        if let Ok(surface) =
+                            Surface::new(&s.pixels, s.width, s.height, stride, s.format)
+                        {
+                            if let Some((placement, filter)) = self.place(s.width, s.height, output)
+                            {
+                                let mut layer = Layer::new(surface, 0, 0);
+                                layer.placement = placement;
+                                layer.filter = filter;
+                                scene.layers.push(layer);
+                            }
+                        }
+                    }
+                }
+            }
+            Some((scanout, cursor)) => {
+                self.guest_layers(scanout.as_ref(), cursor.as_ref(), output, &mut scene);
+                if let Some(damage) = &source.damage {
                     if let Some(layer) = scene.layers.first().filter(|l| l.z == 0) {
                         let crop = layer.crop.unwrap_or_default();
                         rects = damage
@@ -449,7 +507,7 @@ impl Presenter {
         if rects.is_empty() {
             rects.push(output);
         }
-        compose(&scene, frame, &rects);
+        (self.composer)(&scene, frame, &rects);
         drop(scene);
         self.frozen = frozen;
         rects
@@ -476,11 +534,18 @@ impl Presenter {
     }
 
     /// The guest's scanout (z 0) and cursor (z 1) as placed.
-    fn guest_layers<'g>(&mut self, gpu: &'g Gpu, output: Rect, scene: &mut Scene<'g>) {
+    fn guest_layers<'g>(
+        &mut self,
+        scanout: Option<&'g SharedScanout>,
+        cursor: Option<&'g OwnedCursor>,
+        output: Rect,
+        scene: &mut Scene<'g>,
+    ) {
         let mut scale = None;
-        if let Some(v) = gpu.scanout(self.scanout) {
-            let surface = pixel_format(v.format)
-                .and_then(|f| Surface::new(v.pixels, v.width, v.height, v.stride as usize, f).ok());
+        if let Some(v) = scanout {
+            let surface = pixel_format(v.format).and_then(|f| {
+                Surface::new(&v.pixels, v.width, v.height, v.stride as usize, f).ok()
+            });
             let placed = self.place(v.rect.width, v.rect.height, output);
             match (surface, placed) {
                 (Some(s), Some((placement, filter))) => {
@@ -518,11 +583,11 @@ impl Presenter {
         let Some((dst, cw, ch)) = scale else {
             return;
         };
-        if let Some(c) = gpu.cursor().filter(|c| c.scanout as usize == self.scanout) {
+        if let Some(c) = cursor {
             let size = cursor::SIZE;
             let s = pixel_format(c.format).and_then(|f| {
                 Surface::new(
-                    c.image,
+                    &c.image,
                     size,
                     size,
                     (size * format::BYTES_PER_PIXEL) as usize,

@@ -1,6 +1,7 @@
 //! Host resources: a 2D image the guest created, its pixels held by the host, and the
 //! guest pages it attached as backing, from which TRANSFER_TO_HOST_2D copies.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use vdev::{GuestMemory, MemError};
@@ -91,8 +92,10 @@ pub struct Resource {
     pub format: u32,
     pub width: u32,
     pub height: u32,
-    /// The host copy: `height` rows of `width * 4` bytes.
-    pub pixels: Vec<u8>,
+    /// The host copy: `height` rows of `width * 4` bytes. The render loop composes
+    /// from a clone of the `Arc` after letting go of the device, so a transfer into
+    /// a resource it is composing first copies it ([`Resource::unshare`]).
+    pub pixels: Arc<Vec<u8>>,
     /// The attached guest pages, in backing order (empty: none attached).
     pub backing: Vec<BackingEntry>,
 }
@@ -107,6 +110,21 @@ impl Resource {
     /// Bytes the host copy takes.
     pub fn bytes(&self) -> u64 {
         self.stride() * u64::from(self.height)
+    }
+
+    /// Makes the host copy this resource's own (copying it if a frame being
+    /// composed shares it); `false` if the copy does not fit in memory.
+    pub fn unshare(&mut self) -> bool {
+        if Arc::get_mut(&mut self.pixels).is_some() {
+            return true;
+        }
+        let mut own = Vec::new();
+        if own.try_reserve_exact(self.pixels.len()).is_err() {
+            return false;
+        }
+        own.extend_from_slice(&self.pixels);
+        self.pixels = Arc::new(own);
+        true
     }
 
     /// Total length of the attached backing.
@@ -147,7 +165,8 @@ impl Resource {
     /// TRANSFER_TO_HOST_2D: copies `rect` (inside the resource) from the backing,
     /// whose rows have the resource's stride and whose byte `offset` holds the
     /// rectangle's first pixel, into the host copy. Returns `false` if the backing
-    /// does not hold the whole source (nothing is copied then).
+    /// does not hold the whole source (nothing is copied then). Call
+    /// [`Resource::unshare`] first, or a shared host copy is copied here infallibly.
     pub fn transfer_from_backing(
         &mut self,
         mem: &dyn GuestMemory,
@@ -166,12 +185,13 @@ impl Resource {
         if end.is_none_or(|end| end > self.backing_len()) {
             return Ok(false);
         }
+        let (backing, pixels) = (&self.backing, Arc::make_mut(&mut self.pixels));
         for row in 0..u64::from(rect.height) {
             let src = offset + row * stride;
             let dst =
                 (u64::from(rect.y) + row) * stride + u64::from(rect.x) * u64::from(BYTES_PER_PIXEL);
             let (dst, len) = (dst as usize, row_bytes as usize);
-            Self::read_backing(&self.backing, mem, src, &mut self.pixels[dst..dst + len])?;
+            Self::read_backing(backing, mem, src, &mut pixels[dst..dst + len])?;
         }
         Ok(true)
     }

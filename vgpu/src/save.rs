@@ -6,6 +6,7 @@
 //! changes nothing.
 
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use vdev::save::{Reader, Writer};
@@ -198,7 +199,7 @@ pub(crate) fn restore(gpu: &mut Gpu, blob: &[u8]) -> Result<(), RestoreError> {
                 format: fmt,
                 width,
                 height,
-                pixels: pixels.to_vec(),
+                pixels: Arc::new(pixels.to_vec()),
                 backing,
             },
         );

@@ -923,6 +923,66 @@ mod presentation {
     }
 
     #[test]
+    fn a_frame_taken_from_the_device_composes_without_it_and_the_guest_writes_meanwhile() {
+        let mut g = G::new();
+        let (w, h) = (16, 8);
+        let backing = g.resource_with(1, w, h, pattern);
+        assert_eq!(g.transfer(1, Rect::new(0, 0, w, h), 0), cmd::RESP_OK_NODATA);
+        assert_eq!(
+            g.set_scanout(0, 1, Rect::new(0, 0, w, h)),
+            cmd::RESP_OK_NODATA
+        );
+        let mut p = Presenter::new(0, 3, 2);
+        let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
+        // The render loop takes the frame under the device's lock...
+        let source = p.take_frame(g.gpu_mut(), 0).expect("a first frame is due");
+        // ...and, before it composes, a vCPU transfers new pixels into the very
+        // resource (the device is free: `source` borrows nothing of it).
+        g.d.write_mem(backing, &0x00_12_34_56u32.to_le_bytes());
+        assert_eq!(g.transfer(1, Rect::new(0, 0, 1, 1), 0), cmd::RESP_OK_NODATA);
+        assert_eq!(g.flush(1, Rect::new(0, 0, 1, 1)), cmd::RESP_OK_NODATA);
+        // The frame shows the scanout as it was taken.
+        let drawn = p.compose_frame(source, &mut frame(&mut buf));
+        assert_eq!(drawn, [compositor::Rect::new(0, 0, OUT.0, OUT.1)]);
+        assert_eq!(at(&buf, 3, 2), pattern(0, 0) & 0x00ff_ffff);
+        assert_ne!(pattern(0, 0) & 0x00ff_ffff, 0x12_3456);
+        // The next frame carries the transfer, as damage.
+        let drawn = p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        assert_eq!(drawn, [compositor::Rect::new(3, 2, 1, 1)]);
+        assert_eq!(at(&buf, 3, 2), 0x12_3456);
+        assert_eq!(at(&buf, 4, 2), pattern(1, 0) & 0x00ff_ffff);
+    }
+
+    #[test]
+    fn a_set_composer_composes_every_presentation() {
+        use core::sync::atomic::{AtomicUsize, Ordering};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        fn counting(
+            scene: &compositor::Scene,
+            frame: &mut compositor::Frame,
+            damage: &[compositor::Rect],
+        ) -> compositor::Report {
+            CALLS.fetch_add(1, Ordering::Relaxed);
+            compositor::compose(scene, frame, damage)
+        }
+        let mut g = G::new();
+        let (w, h) = (16, 8);
+        g.resource_with(1, w, h, pattern);
+        assert_eq!(g.transfer(1, Rect::new(0, 0, w, h), 0), cmd::RESP_OK_NODATA);
+        assert_eq!(
+            g.set_scanout(0, 1, Rect::new(0, 0, w, h)),
+            cmd::RESP_OK_NODATA
+        );
+        let mut p = Presenter::new(0, 3, 2);
+        p.set_composer(counting);
+        let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
+        p.present(g.gpu_mut(), &mut frame(&mut buf), 0);
+        assert_eq!(CALLS.load(Ordering::Relaxed), 1);
+        assert_eq!(at(&buf, 3, 2), pattern(0, 0) & 0x00ff_ffff);
+        assert_eq!(at(&buf, 0, 0), BACKGROUND);
+    }
+
+    #[test]
     fn the_scanout_appears_exactly_at_the_panel_and_only_damage_is_redrawn() {
         let mut g = G::new();
         let (w, h) = (64, 40);

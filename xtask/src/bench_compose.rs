@@ -10,19 +10,31 @@
 //!
 //! Then the `bench-compose` guest composes the same scene shrunk to a 640×360
 //! output under the hypervisor with `-icount shift=0` and counts aarch64
-//! instructions with the PMU: `insns_per_pixel` is the unscaled full frame's
-//! instructions per output pixel (the guest's copy of the frame is printed beside
-//! it as the baseline).
+//! instructions with the PMU (the guest's copy of the frame is printed beside them
+//! as the baseline). The guest is built here for the hypervisor's own target,
+//! `aarch64-unknown-none-softfloat` (in its own target directory, so the
+//! hypervisor's build is not disturbed), so its figures are the code EL2 runs:
+//! `compose` as the soft-float target compiles it (byte loops a byte at a time,
+//! `scalar_insns_per_pixel`) and `compose_with` el2's NEON kernels (`el2/src/simd.rs`),
+//! what the render loop runs with FP/SIMD saved around it (`insns_per_pixel`, the
+//! unscaled full frame, and `bilinear_insns_per_pixel`). The guest checks that both
+//! produce identical frames and that the kernels pass `compositor::kernels::verify`.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::build::flatten;
 use crate::error::Error;
+use crate::exec::{cargo, run_step};
+use crate::layout::{GUEST_PACKAGE, HYP_TARGET};
 use crate::run::{run_captured, Guest, RunOptions, CONSOLE_TAIL_LINES};
 use crate::Layout;
 
 /// Prefix of the guest's result line.
 pub const GUEST_PREFIX: &str = "bench-compose: ";
+/// The guest's binary in [`GUEST_PACKAGE`].
+const GUEST_BIN: &str = "bench-compose";
 /// Timeout of the guest run.
 pub const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -49,6 +61,10 @@ pub struct GuestSample {
     pub bilinear_insns: f64,
     pub damage_insns: f64,
     pub damage_pixels: f64,
+    /// The same compositions with el2's NEON kernels.
+    pub neon_full_insns: f64,
+    pub neon_bilinear_insns: f64,
+    pub neon_damage_insns: f64,
 }
 
 /// The last line starting with `prefix` that has `key=`, and a reader of its
@@ -100,7 +116,40 @@ pub fn parse_guest(console: &str) -> Result<GuestSample, String> {
         bilinear_insns: field("bilinear_insns")?,
         damage_insns: field("damage_insns")?,
         damage_pixels: field("damage_pixels")?,
+        neon_full_insns: field("neon_full_insns")?,
+        neon_bilinear_insns: field("neon_bilinear_insns")?,
+        neon_damage_insns: field("neon_damage_insns")?,
     })
+}
+
+/// Reads the guest line's `same=` (the two composers' frames identical),
+/// `kernels_ok=` (the NEON kernels verified) and `target=` (what the guest was
+/// built for); an error unless both are 1 and the build was soft-float, so that the
+/// figures are EL2's.
+pub fn check_guest(console: &str) -> Result<(), String> {
+    let line = console
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix(GUEST_PREFIX))
+        .rfind(|rest| rest.contains("output_pixels="))
+        .ok_or("no guest result line")?;
+    let value = |key: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    };
+    if value("same") != Some("1") {
+        return Err(format!(
+            "the portable and the NEON kernels composed different frames: `{line}`"
+        ));
+    }
+    if value("kernels_ok") != Some("1") {
+        return Err(format!(
+            "the NEON kernels failed compositor::kernels::verify: `{line}`"
+        ));
+    }
+    if value("target") != Some("softfloat") {
+        return Err(format!("the guest was not built soft-float: `{line}`"));
+    }
+    Ok(())
 }
 
 /// The report lines, the last one the headline; without a guest sample the
@@ -137,14 +186,23 @@ pub fn report(s: &ComposeSample, g: Option<&GuestSample>) -> Vec<String> {
         Some(g) => {
             let per = |insns: f64| insns / g.output_pixels;
             lines.push(format!(
-                "aarch64 under -icount ({} px output): copy {:.2}, full frame {:.2}, bilinear {:.2} insns/px; damage-only {:.2} insns per recomposed px",
+                "aarch64 under -icount, soft-float EL2 code ({} px output): copy {:.2} insns/px; portable: full frame {:.2}, bilinear {:.2}, damage-only {:.2} per recomposed px; NEON kernels (the render loop's): full frame {:.2}, bilinear {:.2}, damage-only {:.2}",
                 g.output_pixels,
                 per(g.memcpy_insns),
                 per(g.full_insns),
                 per(g.bilinear_insns),
-                g.damage_insns / g.damage_pixels
+                g.damage_insns / g.damage_pixels,
+                per(g.neon_full_insns),
+                per(g.neon_bilinear_insns),
+                g.neon_damage_insns / g.damage_pixels
             ));
-            format!("{:.2}", per(g.full_insns))
+            format!(
+                "{:.2} bilinear_insns_per_pixel={:.2} scalar_insns_per_pixel={:.2} scalar_bilinear_insns_per_pixel={:.2}",
+                per(g.neon_full_insns),
+                per(g.neon_bilinear_insns),
+                per(g.full_insns),
+                per(g.bilinear_insns)
+            )
         }
         None => "not-measured".to_string(),
     };
@@ -157,14 +215,47 @@ pub fn report(s: &ComposeSample, g: Option<&GuestSample>) -> Vec<String> {
     lines
 }
 
+/// Builds the `bench-compose` guest for the hypervisor's target into
+/// `target/softfloat-guest` and flattens it; returns the image's path.
+fn build_softfloat_guest(layout: &Layout) -> Result<PathBuf, Error> {
+    let dir = layout.root.join("target").join("softfloat-guest");
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "-p",
+        GUEST_PACKAGE,
+        "--bin",
+        GUEST_BIN,
+        "--release",
+        "--target",
+        HYP_TARGET,
+    ])
+    .env("CARGO_TARGET_DIR", &dir)
+    // The workspace's flags for this target are the hypervisor's (position
+    // independent); the guest is linked at a fixed address.
+    .env("RUSTFLAGS", "-C force-frame-pointers=yes");
+    run_step(
+        "build the soft-float compose guest",
+        cmd,
+        &layout.root,
+        true,
+    )?;
+    let elf = dir.join(HYP_TARGET).join("release").join(GUEST_BIN);
+    let out = layout.guest_image("bench-compose-softfloat");
+    flatten(&elf, &out, false)?;
+    Ok(out)
+}
+
 /// Runs the `bench-compose` guest under the hypervisor with `-icount`.
 fn run_guest(layout: &Layout) -> Result<GuestSample, Error> {
     let mut o = RunOptions::headless(Guest::BenchCompose, GUEST_TIMEOUT);
+    o.kernel = Some(build_softfloat_guest(layout)?);
     o.icount = true;
     o.quiet = false;
     let outcome = run_captured(layout, &o)?;
     outcome
         .verdict()
+        .and_then(|()| check_guest(&outcome.console))
         .and_then(|()| parse_guest(&outcome.console))
         .map_err(|reason| {
             eprintln!(
@@ -228,20 +319,26 @@ mod tests {
         assert!(lines[3].contains("2.00x proportional"), "{}", lines[3]);
         assert!(parse("compose-bench: memcpy_ns=0 full_ns=1").is_err());
         assert!(parse("nothing").is_err());
-        let console = "[el2 vm0] bench-compose: up\nbench-compose: output_pixels=100 memcpy_insns=200 full_insns=1250 bilinear_insns=9000 damage_insns=300 damage_pixels=10\n";
+        let console = "[el2 vm0] bench-compose: up\nbench-compose: output_pixels=100 memcpy_insns=200 full_insns=1250 bilinear_insns=9000 damage_insns=300 damage_pixels=10 neon_full_insns=500 neon_bilinear_insns=2000 neon_damage_insns=100 same=1 kernels_ok=1 target=softfloat\n";
         let g = parse_guest(console).unwrap();
+        assert_eq!(check_guest(console), Ok(()));
         let lines = report(&s, Some(&g));
         assert!(
-            lines.last().unwrap().ends_with(" insns_per_pixel=12.50"),
+            lines.last().unwrap().ends_with(
+                " insns_per_pixel=5.00 bilinear_insns_per_pixel=20.00 scalar_insns_per_pixel=12.50 scalar_bilinear_insns_per_pixel=90.00"
+            ),
             "{lines:?}"
         );
         assert!(
             lines[4].contains(
-                "copy 2.00, full frame 12.50, bilinear 90.00 insns/px; damage-only 30.00"
+                "copy 2.00 insns/px; portable: full frame 12.50, bilinear 90.00, damage-only 30.00 per recomposed px; NEON kernels (the render loop's): full frame 5.00, bilinear 20.00, damage-only 10.00"
             ),
             "{}",
             lines[4]
         );
+        assert!(check_guest(&console.replace("same=1", "same=0")).is_err());
+        assert!(check_guest(&console.replace("=softfloat", "=neon")).is_err());
+        assert!(check_guest(&console.replace("kernels_ok=1", "kernels_ok=0")).is_err());
         assert!(parse_guest("bench-compose: error: no PMUv3").is_err());
     }
 }

@@ -69,6 +69,10 @@ static UNEXPECTED: Global<u32> = Global::new(0);
 static UNEXPECTED_LIMIT: Global<u32> = Global::new(u32::MAX);
 
 core::arch::global_asm!(
+    // The handler saves the FP/SIMD registers; the guest may be built soft-float
+    // (the compose benchmark), where the assembler needs them named.
+    ".arch_extension fp",
+    ".arch_extension simd",
     ".pushsection .text.vectors, \"ax\"",
     ".balign 2048",
     ".global guest_vectors",

@@ -7,6 +7,15 @@
 //! powers off. The per-pixel figure does not depend on the frame size, which is kept
 //! small so the run is quick under `-icount`.
 //!
+//! Each composition is counted twice: with `compose` (the portable loops) and with
+//! `compose_with` the hypervisor's NEON kernels (`el2/src/simd.rs`, compiled into
+//! this guest). `cargo xtask bench compose` builds this guest for the hypervisor's
+//! target, `aarch64-unknown-none-softfloat`, so the figures are the instructions
+//! the soft-float EL2 spends without and with them; `same=1` says the two produced
+//! identical frames and `kernels_ok=1` that the kernels passed
+//! `compositor::kernels::verify`. Built for `aarch64-unknown-none` (where the
+//! compiler itself uses the SIMD registers the kernels clobber) both are portable.
+//!
 //! On the host this binary only prints that it must be built for
 //! `aarch64-unknown-none`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -16,6 +25,9 @@ mod heap;
 #[cfg(target_os = "none")]
 #[path = "../bench-exits/pmu.rs"]
 mod pmu;
+#[cfg(all(target_os = "none", not(target_feature = "neon")))]
+#[path = "../../../../../el2/src/simd.rs"]
+mod simd;
 
 #[cfg(target_os = "none")]
 mod guest {
@@ -118,20 +130,51 @@ mod guest {
         };
         let mut out = vec![0u8; stride * OUT_H as usize];
         let mut copy = vec![0u8; stride * OUT_H as usize];
-        let frame_of = |buf: &mut [u8], scene: &Scene, rects: &[Rect]| {
+        type Composer = fn(&Scene, &mut Frame, &[Rect]) -> compositor::Report;
+        let frame_of = |compose: Composer, buf: &mut [u8], scene: &Scene, rects: &[Rect]| {
             if let Ok(mut f) = Frame::new(buf, OUT_W, OUT_H, stride, PixelFormat::Xrgb8888) {
                 compose(scene, &mut f, rects);
             }
         };
+        // The soft-float build's NEON kernels; the hard-float build's compiler keeps
+        // its own values in the registers they clobber, so it measures `compose`.
+        #[cfg(not(target_feature = "neon"))]
+        let (neon, kernels_ok): (Composer, bool) = {
+            // SAFETY: the boot code sets CPACR_EL1.FPEN, so FP/SIMD does not trap at
+            // EL1, and this guest is built soft-float: its own code keeps no values
+            // in the FP/SIMD registers the kernels clobber.
+            let k = unsafe { crate::simd::Neon::new() };
+            (
+                |s, f, d| {
+                    // SAFETY: as above.
+                    let k = unsafe { crate::simd::Neon::new() };
+                    compositor::compose_with(s, f, d, &k)
+                },
+                compositor::kernels::verify(&k).is_ok(),
+            )
+        };
+        #[cfg(target_feature = "neon")]
+        let (neon, kernels_ok): (Composer, bool) = (compose, true);
+        let measure = |compose: Composer, out: &mut [u8], copy: &mut [u8]| {
+            let full = count(|| frame_of(compose, out, &unscaled, &[output]));
+            let bilinear = count(|| frame_of(compose, out, &scaled, &[output]));
+            copy.copy_from_slice(out);
+            frame_of(compose, out, &unscaled, &[output]);
+            let dmg = count(|| frame_of(compose, out, &unscaled, &[damage]));
+            (full, bilinear, dmg)
+        };
         let memcpy = count(|| copy.copy_from_slice(&out));
-        let full = count(|| frame_of(&mut out, &unscaled, &[output]));
-        let bilinear = count(|| frame_of(&mut out, &scaled, &[output]));
-        frame_of(&mut out, &unscaled, &[output]);
-        let dmg = count(|| frame_of(&mut out, &unscaled, &[damage]));
+        let (full, bilinear, dmg) = measure(compose, &mut out, &mut copy);
+        let (scaled_scalar, unscaled_scalar) = (copy.clone(), out.clone());
+        let (neon_full, neon_bilinear, neon_dmg) = measure(neon, &mut out, &mut copy);
+        let same = copy == scaled_scalar && out == unscaled_scalar;
         outln!(
-            "bench-compose: output_pixels={} memcpy_insns={memcpy} full_insns={full} bilinear_insns={bilinear} damage_insns={dmg} damage_pixels={}",
+            "bench-compose: output_pixels={} memcpy_insns={memcpy} full_insns={full} bilinear_insns={bilinear} damage_insns={dmg} damage_pixels={} neon_full_insns={neon_full} neon_bilinear_insns={neon_bilinear} neon_damage_insns={neon_dmg} same={} kernels_ok={} target={}",
             OUT_W * OUT_H,
-            damage.w * damage.h
+            damage.w * damage.h,
+            u32::from(same),
+            u32::from(kernels_ok),
+            if cfg!(target_feature = "neon") { "neon" } else { "softfloat" }
         );
         power::system_off()
     }
