@@ -26,11 +26,12 @@ const TIMEOUT: Duration = Duration::from_secs(400);
 /// Budget of a boot that stops in the firmware or at GRUB's prompt.
 const FIRMWARE_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// What the guest reports: its command line, its consoles and whether the
-/// ACPI tables carry an SPCR.
+/// What the guest reports: its command line, its consoles, whether the ACPI
+/// tables carry an SPCR and whether Linux unflattened a device tree.
 const GUEST_CMD: &str = r#"echo "cmdline=$(cat /proc/cmdline)"
 echo "consoles=$(cut -d' ' -f1 /proc/consoles | tr '\n' ' ')"
 if [ -e /sys/firmware/acpi/tables/SPCR ]; then echo spcr=yes; else echo spcr=no; fi
+if [ -d /sys/firmware/devicetree/base ]; then echo devicetree=yes; else echo devicetree=no; fi
 "#;
 
 /// The kernel's line when the firmware says Secure Boot is on.
@@ -131,6 +132,8 @@ fn secure_boot_runs_signed_shim_grub_and_kernel_to_the_initramfs() {
         "consoles: {consoles}\n{t}"
     );
     assert_eq!(value(&out, "spcr"), Some("yes"), "{t}");
+    // Linux took ACPI, not a device tree (arm64 unflattens none on ACPI).
+    assert_eq!(value(&out, "devicetree"), Some("no"), "{t}");
     let _ = fs::remove_file(xtask::boot_chain::image_dir(&layout).join("vars-signed.fd"));
 }
 

@@ -108,26 +108,8 @@ pub fn ensure_signed_chain(layout: &Layout) -> Result<SignedChain, String> {
         kernel_release: g.kernel_release.clone(),
         packages,
     };
-    if let Some(s) = Stamp::read(&stamp_path) {
-        let sizes_ok = [SHIM, GRUB, KERNEL].iter().all(|n| {
-            fs::metadata(at(n))
-                .ok()
-                .map(|m| m.len().to_string())
-                .as_deref()
-                == s.get(&format!("{n}_size"))
-        });
-        let packages: Vec<String> = s
-            .get("packages")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::to_string)
-            .collect();
-        if sizes_ok
-            && s.get("source") == Some(source.describe().as_str())
-            && packages.contains(&kernel_pkg)
-        {
-            return Ok(chain(packages, &guest));
-        }
+    if let Some(packages) = cached_packages(&cache, &source, &kernel_pkg) {
+        return Ok(chain(packages, &guest));
     }
 
     fs::create_dir_all(&cache).map_err(|e| format!("create {}: {e}", cache.display()))?;
@@ -187,6 +169,31 @@ pub fn ensure_signed_chain(layout: &Layout) -> Result<SignedChain, String> {
     }
     apt::write(&stamp_path, stamp.render().as_bytes())?;
     Ok(chain(packages, &guest))
+}
+
+/// The packages of a complete cache for `source` whose kernel is
+/// `kernel_pkg` (`package=version`), or `None` when it must be fetched again:
+/// no stamp, another apt source, another kernel than the Linux guest's, or a
+/// file missing or of another size than stamped.
+fn cached_packages(cache: &Path, source: &apt::Source, kernel_pkg: &str) -> Option<Vec<String>> {
+    let s = Stamp::read(&cache.join("stamp"))?;
+    let sizes_ok = [SHIM, GRUB, KERNEL].iter().all(|n| {
+        fs::metadata(cache.join(n))
+            .ok()
+            .map(|m| m.len().to_string())
+            .as_deref()
+            == s.get(&format!("{n}_size"))
+    });
+    let packages: Vec<String> = s
+        .get("packages")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    (sizes_ok
+        && s.get("source") == Some(source.describe().as_str())
+        && packages.iter().any(|p| p == kernel_pkg))
+    .then_some(packages)
 }
 
 /// Extracts the one file `inner` (a path without `./`) of `deb` under `dir`,
@@ -477,6 +484,41 @@ mod tests {
         past_end.truncate(0x408);
         assert!(authenticode_table(&past_end).is_err());
         assert!(strip_signature(&past_end).is_err());
+    }
+
+    #[test]
+    fn the_cache_is_reused_only_when_complete_and_for_the_guest_kernel() {
+        let dir =
+            std::env::temp_dir().join(format!("boot-chain-cache-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let source = apt::Source::from_env();
+        let kernel = "linux-image-6.1.0-57-arm64=6.1.192-3";
+        assert_eq!(cached_packages(&dir, &source, kernel), None, "no stamp");
+        let mut stamp = Stamp::default();
+        stamp.set("source", source.describe());
+        stamp.set(
+            "packages",
+            format!("shim-signed=1,grub-efi-arm64-signed=2,{kernel}"),
+        );
+        for (i, n) in [SHIM, GRUB, KERNEL].iter().enumerate() {
+            fs::write(dir.join(n), vec![0u8; 10 + i]).unwrap();
+            stamp.set(&format!("{n}_size"), (10 + i).to_string());
+        }
+        fs::write(dir.join("stamp"), stamp.render()).unwrap();
+        assert_eq!(
+            cached_packages(&dir, &source, kernel).map(|p| p.len()),
+            Some(3)
+        );
+        // The guest moved to another kernel: fetch again.
+        assert_eq!(
+            cached_packages(&dir, &source, "linux-image-6.1.0-58-arm64=6.1.200-1"),
+            None
+        );
+        // A file cut short (an interrupted copy): fetch again.
+        fs::write(dir.join(GRUB), b"x").unwrap();
+        assert_eq!(cached_packages(&dir, &source, kernel), None);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
