@@ -40,8 +40,13 @@ pub const BLOCK_SIZE: u64 = 512;
 /// Where the ESP starts on a GPT image, and the room left after it for the
 /// backup partition table (which needs 33 blocks).
 pub const GPT_ALIGN: u64 = MIB;
-/// Smallest ESP written: room for FAT16 with small clusters.
-pub const MIN_ESP_SIZE: u64 = 32 * MIB;
+/// Smallest ESP [`esp_size_for`] asks for: large enough for FAT32.
+pub const MIN_ESP_SIZE: u64 = FAT32_MIN_SIZE;
+/// Smallest volume formatted FAT32: FAT32 needs at least 65525 clusters
+/// (Microsoft "FAT: General Overview of On-Disk Format", FAT type
+/// determination), 32 MiB of 512-byte clusters, plus its reserved sectors and
+/// two FATs. Smaller volumes get the FAT type `fatfs` picks for their size.
+pub const FAT32_MIN_SIZE: u64 = 36 * MIB;
 /// Volume label of the ESPs written here (11 bytes, space padded).
 pub const VOLUME_LABEL: [u8; 11] = *b"RAYOS ESP  ";
 
@@ -120,13 +125,20 @@ impl<D: Seek> Seek for Region<'_, D> {
 }
 
 /// Formats `dev` (all of it: its length is where it seeks to at its end) as a
-/// FAT volume and writes `files` into it.
+/// FAT volume and writes `files` into it. A volume of [`FAT32_MIN_SIZE`] or
+/// more is FAT32, the file system UEFI specifies for a system partition on a
+/// fixed disk (UEFI 2.10 §13.3.1.1; FAT12/16 only on removable media).
 pub fn write_fat<D: Read + Write + Seek>(dev: &mut D, files: &[EspFile]) -> Result<(), String> {
-    fatfs::format_volume(
-        &mut *dev,
-        fatfs::FormatVolumeOptions::new().volume_label(VOLUME_LABEL),
-    )
-    .map_err(|e| format!("format FAT: {e}"))?;
+    let size = dev
+        .seek(SeekFrom::End(0))
+        .map_err(|e| format!("seek: {e}"))?;
+    let mut options = fatfs::FormatVolumeOptions::new().volume_label(VOLUME_LABEL);
+    if size >= FAT32_MIN_SIZE {
+        options = options.fat_type(fatfs::FatType::Fat32);
+    }
+    dev.seek(SeekFrom::Start(0))
+        .map_err(|e| format!("seek: {e}"))?;
+    fatfs::format_volume(&mut *dev, options).map_err(|e| format!("format FAT: {e}"))?;
     dev.seek(SeekFrom::Start(0))
         .map_err(|e| format!("seek: {e}"))?;
     let fs = fatfs::FileSystem::new(&mut *dev, fatfs::FsOptions::new())
@@ -338,6 +350,33 @@ mod tests {
         }
         assert!(read_gpt_esp_file(&path, "EFI/BOOT/missing.efi").is_err());
         let _ = fs::remove_file(&path);
+    }
+
+    #[test]
+    fn esps_from_the_fat32_minimum_up_are_fat32_and_smaller_volumes_still_format() {
+        let files = files();
+        for (size, want) in [
+            (FAT32_MIN_SIZE, Some(fatfs::FatType::Fat32)),
+            (FAT32_MIN_SIZE + 24 * MIB, Some(fatfs::FatType::Fat32)),
+            (8 * MIB, None),
+        ] {
+            let mut dev = io::Cursor::new(vec![0u8; size as usize]);
+            write_fat(&mut dev, &files).unwrap_or_else(|e| panic!("{size}: {e}"));
+            dev.set_position(0);
+            let fs = fatfs::FileSystem::new(&mut dev, fatfs::FsOptions::new()).unwrap();
+            if let Some(t) = want {
+                assert_eq!(fs.fat_type(), t, "{size}");
+            } else {
+                assert_ne!(fs.fat_type(), fatfs::FatType::Fat32, "{size}");
+            }
+            let mut got = Vec::new();
+            fs.root_dir()
+                .open_file("vmlinuz")
+                .unwrap()
+                .read_to_end(&mut got)
+                .unwrap();
+            assert_eq!(got, files[3].data);
+        }
     }
 
     #[test]
