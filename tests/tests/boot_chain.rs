@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::boot_lock;
 use regex::Regex;
+use xtask::boot_chain::marker::{GRUB_PROMPT, GRUB_WELCOME, REFUSED, SECURE_BOOT_ENABLED};
 use xtask::boot_chain::{bare_qemu_line, build_disks, fresh_vars, ChainDisks};
 use xtask::error::tail_lines;
 use xtask::firmware::{ensure_aavmf, Aavmf};
@@ -33,11 +34,6 @@ echo "consoles=$(cut -d' ' -f1 /proc/consoles | tr '\n' ' ')"
 if [ -e /sys/firmware/acpi/tables/SPCR ]; then echo spcr=yes; else echo spcr=no; fi
 if [ -d /sys/firmware/devicetree/base ]; then echo devicetree=yes; else echo devicetree=no; fi
 "#;
-
-/// The kernel's line when the firmware says Secure Boot is on.
-const SECURE_BOOT_ENABLED: &str = "secureboot: Secure boot enabled";
-/// Shim started GRUB.
-const GRUB_WELCOME: &str = "Welcome to GRUB!";
 
 fn firmware(layout: &Layout) -> Aavmf {
     ensure_aavmf(&layout.firmware_cache(), &layout.guest_cache().join("apt"))
@@ -86,8 +82,9 @@ fn secure_boot_runs_signed_shim_grub_and_kernel_to_the_initramfs() {
     // The command's end, or where a broken chain stops: the firmware refusing
     // a binary, GRUB without its configuration, a kernel panic.
     let end = Regex::new(&format!(
-        "{}-?[0-9]+|Access Denied|Security Violation|grub> |Kernel panic",
-        regex::escape(CMD_EXIT_PREFIX)
+        "{}-?[0-9]+|Access Denied|Security Violation|{}|Kernel panic",
+        regex::escape(CMD_EXIT_PREFIX),
+        regex::escape(GRUB_PROMPT)
     ))
     .unwrap();
     match s.expect_capture(&end) {
@@ -143,10 +140,7 @@ fn an_unsigned_loader_is_refused_with_secure_boot_and_runs_without() {
     let layout = Layout::detect();
     let fw = firmware(&layout);
     let d = disks(&layout, None);
-    let refused = Regex::new(
-        r#"failed to load Boot[0-9A-F]{4} "[^"\r\n]*" from PciRoot\([^\r\n]*: Access Denied"#,
-    )
-    .unwrap();
+    let refused = Regex::new(REFUSED).unwrap();
 
     // Secure Boot on: the firmware refuses the removable-media loader.
     let mut s = spawn(

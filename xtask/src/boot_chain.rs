@@ -55,6 +55,22 @@ pub const ESP_GRUB_CFG: &str = "EFI/debian/grub.cfg";
 pub const ESP_KERNEL: &str = "vmlinuz";
 pub const ESP_INITRD: &str = "initrd.img";
 
+/// What the chain prints on the serial console, for tests that boot it (on
+/// bare QEMU here, under the hypervisor's `uefi-acpi` profile later).
+pub mod marker {
+    /// Shim started GRUB.
+    pub const GRUB_WELCOME: &str = "Welcome to GRUB!";
+    /// GRUB's prompt: it found no configuration.
+    pub const GRUB_PROMPT: &str = "grub> ";
+    /// Linux found Secure Boot on in the firmware's variables.
+    pub const SECURE_BOOT_ENABLED: &str = "secureboot: Secure boot enabled";
+    /// A regex: AAVMF's boot manager refusing an image whose signature its
+    /// `db` does not accept (the device path differs between PCI and MMIO
+    /// disks).
+    pub const REFUSED: &str =
+        r#"failed to load Boot[0-9A-F]{4} "[^"\r\n]*" from [^\r\n]*: Access Denied"#;
+}
+
 /// Guest RAM of the bare-QEMU boots.
 pub const BARE_MEM_MIB: u64 = 1024;
 
@@ -519,6 +535,17 @@ mod tests {
         fs::write(dir.join(GRUB), b"x").unwrap();
         assert_eq!(cached_packages(&dir, &source, kernel), None);
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_refusal_marker_matches_the_boot_manager_line_only_for_access_denied() {
+        let re = regex::Regex::new(marker::REFUSED).unwrap();
+        let line =
+            "BdsDxe: failed to load Boot0001 \"UEFI Misc Device\" from PciRoot(0x0)/Pci(0x1,0x0): ";
+        assert!(re.is_match(&format!("{line}Access Denied\r\n")));
+        assert!(!re.is_match(&format!("{line}Not Found\r\n")));
+        let mmio = "BdsDxe: failed to load Boot0003 \"x\" from VenHw(837DCA9E-E874-4D82-B29A-23FE0E23D1E2,003E000A00000000): Access Denied";
+        assert!(re.is_match(mmio));
     }
 
     #[test]
