@@ -48,7 +48,7 @@ pub enum Command {
         /// the benchmark; without it the list
         name: Option<String>,
     },
-    /// fetch and build the Linux guest (Debian kernel + busybox initramfs) into target/guest-cache, or Debian's AAVMF firmware into target/firmware-cache
+    /// fetch and build the Linux guest (Debian kernel + busybox initramfs) into target/guest-cache, Debian's AAVMF firmware into target/firmware-cache, or the signed boot chain's disks into target/boot-chain
     Fetch {
         #[arg(value_enum)]
         what: Fetchable,
@@ -93,6 +93,8 @@ pub enum Fetchable {
     Linux,
     /// Debian's AAVMF (EDK2 ArmVirtQemu) flash images
     Aavmf,
+    /// Debian's signed shim, GRUB and kernel on GPT disk images with an ESP (target/boot-chain)
+    BootChain,
 }
 
 /// A parsed command line: the command and clap's matches (some commands read
@@ -255,6 +257,9 @@ fn dispatch(args: &[String]) -> Result<(), Error> {
             println!("package   {}", f.package);
             Ok(())
         }
+        Command::Fetch {
+            what: Fetchable::BootChain,
+        } => crate::boot_chain::fetch_cli(&layout),
         Command::Disk { args } => match args.split_first() {
             Some((sub, rest)) if sub == "tpm-ca" => crate::sysdisk::tpm_ca_cli(rest),
             _ => registry::cli::cli_main(&args).map_err(|e| Error::step("disk", e)),
