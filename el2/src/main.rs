@@ -15,6 +15,7 @@ mod console;
 mod control;
 mod diag;
 mod display;
+mod efi;
 mod el1;
 mod entropy;
 mod fault;
@@ -255,7 +256,7 @@ fn prepare_boot(vm: &'static Vm) {
 }
 
 #[no_mangle]
-extern "C" fn rust_main(dtb: usize) -> ! {
+extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     let Some(dtb_bytes) = dtb_slice(dtb) else {
         // No console is known without a DTB; nothing can be reported.
         power::shutdown(fault::FATAL_STATUS)
@@ -370,6 +371,8 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         }
     ];
     used.extend(platform.initrd);
+    // Started as a UEFI application: what the firmware's memory map keeps.
+    used.extend(efi::reserved(efi_handoff));
     used.extend(platform.reserved.iter().copied());
     let mut pmem = boards::memmap::PhysMem::new(&platform.memory, &used);
 

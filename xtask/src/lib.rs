@@ -21,6 +21,7 @@ pub mod build;
 pub mod bundle;
 pub mod ci;
 pub mod cli;
+pub mod efi;
 pub mod error;
 pub mod exec;
 pub mod firmware;

@@ -162,6 +162,8 @@ pub struct QemuConfig {
     pub gui: bool,
     /// Serve QMP on this Unix socket (`--qmp`, or a script's `screendump`).
     pub qmp: Option<PathBuf>,
+    /// Boot through AAVMF and `rayos-el2.efi` instead of `-kernel` (`--boot efi`).
+    pub efi: Option<crate::efi::EfiMedia>,
 }
 
 /// Host RAM in MiB for a guest of `guest_mem` bytes: guest + 512 MiB, at least 1 GiB.
@@ -208,14 +210,20 @@ impl QemuConfig {
     /// The command line without a boot bundle: machine, CPU, memory, the
     /// hypervisor as `-kernel`, semihosting, then `--qemu-arg`s.
     pub fn line_without_bundle(&self) -> QemuLine {
-        let mut line = QemuLine::new(MACHINE);
+        let mut line = match &self.efi {
+            Some(_) => QemuLine::new(&crate::efi::machine()),
+            None => QemuLine::new(MACHINE),
+        };
         match self.accel {
             Accel::Tcg => line.push(["-cpu", TCG_CPU]),
             Accel::Kvm => line.push(["-accel", "kvm", "-cpu", "host"]),
         };
         line.push(["-smp".into(), self.smp.to_string()]);
         line.push(["-m".into(), format!("{}M", host_mem_mib(self.guest_mem))]);
-        line.push(["-kernel".into(), self.kernel.to_string_lossy().into_owned()]);
+        match &self.efi {
+            Some(media) => line.push(crate::efi::qemu_args(media)),
+            None => line.push(["-kernel".into(), self.kernel.to_string_lossy().into_owned()]),
+        };
         line.push(["-semihosting-config", SEMIHOSTING]);
         let (w, h) = self.display;
         line.push([
@@ -344,6 +352,7 @@ mod tests {
             display: DEFAULT_DISPLAY,
             gui: false,
             qmp: None,
+            efi: None,
         }
     }
 

@@ -1,0 +1,390 @@
+//! The UEFI-application entry: `rayos-el2.efi` is the same image as `rayos-el2.bin`
+//! wrapped by xtask in a PE32+ header (`xtask/src/efi_image.rs`) whose entry point
+//! is [`efi_pe_entry`]. UEFI firmware that runs at EL2 (Ampere's; AAVMF on QEMU
+//! `virt,virtualization=on`) starts it with the MMU and caches on and boot services
+//! alive. It:
+//!
+//! 1. applies the image's relocations where the firmware loaded it (the same code
+//!    as the arm64 Image path, `boot.rs`), so Rust runs;
+//! 2. checks it is at EL2 and finds the device tree in the EFI configuration
+//!    table (a firmware that hands over ACPI only is refused with the reason: the
+//!    hypervisor's platform discovery reads a device tree);
+//! 3. allocates a 2 MiB-aligned copy of itself (the per-CPU stack slots must stay
+//!    aligned to their size) and a hand-over block, reads the memory map and
+//!    exits boot services, recording the ranges the firmware keeps;
+//! 4. copies itself, cleans what the hypervisor reads to the point of coherency,
+//!    turns the MMU and data cache off and joins the arm64 Image path at
+//!    `el2_boot_common` with the device tree and the hand-over block, as if a
+//!    Linux-style loader had started it at the copy's address.
+//!
+//! The guest then comes from the system disk (virtio), as on a `-kernel` boot
+//! without a boot bundle.
+
+use core::arch::global_asm;
+use core::fmt::Write;
+
+use aarch64_cpu::registers::{CurrentEL, Readable};
+use boards::efi::{kept_ranges, EFI_PAGE_SIZE};
+use boards::Range;
+use uefi_raw::protocol::console::SimpleTextOutputProtocol;
+use uefi_raw::table::boot::{AllocateType, BootServices, MemoryDescriptor, MemoryType};
+use uefi_raw::table::system::SystemTable;
+use uefi_raw::{guid, Guid, Handle, Status};
+
+/// `EFI_DTB_TABLE_GUID`: the configuration table entry of a flattened device tree
+/// (UEFI 2.10 / EBBR 2.1, 4.4.1).
+const DTB_TABLE_GUID: Guid = guid!("b1b621d5-f19c-41a5-830b-d9152c69aae0");
+/// `EFI_ACPI_20_TABLE_GUID`: the configuration table entry of the ACPI RSDP.
+const ACPI_20_TABLE_GUID: Guid = guid!("8868e871-e4f1-11d3-bc22-0080c73c8881");
+/// The copy's alignment: a 2 MiB boundary, as an arm64 Image loader would choose;
+/// it keeps the stack slots (`stacks.rs`) aligned to their size.
+const COPY_ALIGN: u64 = 2 << 20;
+/// Kept ranges the hand-over block holds (one 4 KiB page with its header).
+const MAX_KEPT: usize = 255;
+/// Marks a hand-over block: "RAYOSEFI".
+const HANDOFF_MAGIC: u64 = u64::from_le_bytes(*b"RAYOSEFI");
+/// Tries of GetMemoryMap + ExitBootServices: the first may fail when an event
+/// allocated memory in between (UEFI 2.10, 7.4 ExitBootServices()).
+const EXIT_TRIES: usize = 2;
+/// Room for descriptors the map may gain between sizing and reading it.
+const MAP_SLACK_DESCRIPTORS: usize = 16;
+/// SCTLR_EL2.M: the EL2 stage-1 MMU enable (Arm ARM D24.2.163).
+const SCTLR_M: u64 = 1 << 0;
+/// SCTLR_EL2.C: the EL2 data-cache enable.
+const SCTLR_C: u64 = 1 << 2;
+/// Bytes in a word, the unit of CTR_EL0's line sizes.
+const WORD: u64 = 4;
+/// CurrentEL.EL of EL2.
+const EL2: u64 = 2;
+
+/// What the UEFI application hands to `rust_main`: the ranges the firmware keeps
+/// after ExitBootServices().
+#[repr(C)]
+struct Handoff {
+    magic: u64,
+    count: u64,
+    kept: [Range; MAX_KEPT],
+}
+
+const _: () = assert!(core::mem::size_of::<Handoff>() as u64 <= EFI_PAGE_SIZE);
+
+extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+    static __bss_start: u8;
+    static el2_boot_common: u8;
+    /// Turns the MMU and data cache off and branches to `entry` with x19 = `dtb`,
+    /// x21 = `handoff` (below).
+    fn efi_enter_el2(dtb: u64, handoff: u64, entry: u64) -> !;
+}
+
+global_asm!(
+    r#"
+    .section .text.efi, "ax"
+    // The PE32+ entry point: x0 = image handle, x1 = system table (UEFI 2.10,
+    // 2.3.6 AArch64 calling convention, the same as AAPCS64).
+    .global efi_pe_entry
+efi_pe_entry:
+    stp     x29, x30, [sp, #-32]!
+    mov     x29, sp
+    stp     x19, x20, [sp, #16]
+    mov     x19, x0
+    mov     x20, x1
+    bl      el2_apply_relocations
+    mov     x0, x19
+    mov     x1, x20
+    bl      efi_main                // returns only when it refuses to start
+    ldp     x19, x20, [sp, #16]
+    ldp     x29, x30, [sp], #32
+    ret
+
+    .global efi_enter_el2
+efi_enter_el2:
+    msr     daifset, #0xf
+    mov     x19, x0
+    mov     x21, x1
+    mrs     x3, SCTLR_EL2
+    bic     x3, x3, #{sctlr_m}
+    bic     x3, x3, #{sctlr_c}
+    msr     SCTLR_EL2, x3
+    isb
+    tlbi    alle2
+    dsb     nsh
+    ic      iallu
+    dsb     nsh
+    isb
+    br      x2
+"#,
+    sctlr_m = const SCTLR_M,
+    sctlr_c = const SCTLR_C,
+);
+
+/// The firmware's text console, while boot services last.
+struct Console(*mut SimpleTextOutputProtocol);
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let mut buf = [0u16; 64];
+        let mut n = 0;
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\n' {
+                buf[n] = u16::from(b'\r');
+                n += 1;
+            }
+            // UCS-2: characters beyond the BMP print as '?'.
+            buf[n] = u16::try_from(u32::from(c)).unwrap_or(u16::from(b'?'));
+            n += 1;
+            if n >= buf.len() - 3 || chars.peek().is_none() {
+                buf[n] = 0;
+                // SAFETY: `self.0` is the system table's ConOut, valid while boot
+                // services last (this is never called after ExitBootServices());
+                // `buf` is NUL-terminated.
+                // A console that fails to print has nothing better to report to.
+                let _ = unsafe { ((*self.0).output_string)(self.0, buf.as_ptr()) };
+                n = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rust side of [`efi_pe_entry`]: returns a status only when the hypervisor cannot
+/// start (boot services are then still alive and the firmware carries on).
+#[no_mangle]
+extern "C" fn efi_main(image: Handle, st: *const SystemTable) -> Status {
+    // SAFETY: the firmware passes its system table, valid while boot services last.
+    let Some(st) = (unsafe { st.as_ref() }) else {
+        return Status::INVALID_PARAMETER;
+    };
+    let mut con = Console(st.stdout);
+    match start(image, st, &mut con) {
+        Ok(never) => match never {},
+        Err((status, why)) => {
+            let _ = writeln!(con, "RayOS EL2: not started: {why}");
+            status
+        }
+    }
+}
+
+/// Why the application gives control back to the firmware.
+type Refusal = (Status, &'static str);
+
+fn start(
+    image: Handle,
+    st: &SystemTable,
+    con: &mut Console,
+) -> Result<core::convert::Infallible, Refusal> {
+    let el = CurrentEL.read(CurrentEL::EL);
+    if el != EL2 {
+        return Err((
+            Status::UNSUPPORTED,
+            "the firmware runs this application below EL2; the hypervisor must own EL2 (on QEMU: -M virt,virtualization=on)",
+        ));
+    }
+    // SAFETY: the configuration table is the firmware's array of
+    // `number_of_configuration_table_entries` entries.
+    let tables = unsafe {
+        core::slice::from_raw_parts(
+            st.configuration_table,
+            st.number_of_configuration_table_entries,
+        )
+    };
+    let find = |g: &Guid| {
+        tables
+            .iter()
+            .find(|t| t.vendor_guid == *g)
+            .map(|t| t.vendor_table as u64)
+    };
+    let Some(dtb) = find(&DTB_TABLE_GUID) else {
+        return Err((
+            Status::UNSUPPORTED,
+            if find(&ACPI_20_TABLE_GUID).is_some() {
+                "the firmware hands over ACPI tables and no device tree; this build discovers the platform from a device tree (on QEMU: -M virt,acpi=off)"
+            } else {
+                "the firmware hands over no device tree"
+            },
+        ));
+    };
+    let dtb_len = crate::dtb_slice(dtb as usize)
+        .ok_or((
+            Status::LOAD_ERROR,
+            "the firmware's device tree has no valid header",
+        ))?
+        .len() as u64;
+    // SAFETY: boot services are alive until `exit_boot_services` below.
+    let bs = unsafe { &*st.boot_services };
+
+    let (start, end, file_end, entry) = (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__image_end) as u64,
+        core::ptr::addr_of!(__bss_start) as u64,
+        core::ptr::addr_of!(el2_boot_common) as u64,
+    );
+    let copy = allocate(bs, MemoryType::LOADER_CODE, end - start + COPY_ALIGN)?
+        .next_multiple_of(COPY_ALIGN);
+    let handoff = allocate(bs, MemoryType::LOADER_DATA, EFI_PAGE_SIZE)?;
+    let (map, map_len) = map_buffer(bs)?;
+    let _ = writeln!(
+        con,
+        "RayOS EL2 UEFI application at EL2: loaded at {start:#x}, device tree at {dtb:#x}; exiting boot services, the hypervisor runs at {copy:#x}"
+    );
+
+    // From here until ExitBootServices() succeeds nothing may allocate: no output.
+    let mut tries = 0;
+    loop {
+        let (mut size, mut key, mut desc_size, mut version) = (map_len, 0usize, 0usize, 0u32);
+        // SAFETY: `map` is a pool buffer of `map_len` bytes; the other pointers are
+        // locals.
+        let s = unsafe {
+            (bs.get_memory_map)(
+                &mut size,
+                map as *mut MemoryDescriptor,
+                &mut key,
+                &mut desc_size,
+                &mut version,
+            )
+        };
+        if s != Status::SUCCESS || desc_size < core::mem::size_of::<MemoryDescriptor>() {
+            return Err((s, "GetMemoryMap() failed"));
+        }
+        // SAFETY: `handoff` is a page allocated above for this block alone.
+        let block = unsafe { &mut *(handoff as *mut Handoff) };
+        let descriptors = (0..size / desc_size).map(|i| {
+            // SAFETY: descriptor i lies within the `size` bytes the firmware wrote;
+            // descriptors are `desc_size` apart, so each is read unaligned.
+            let d = unsafe {
+                core::ptr::read_unaligned((map + (i * desc_size) as u64) as *const MemoryDescriptor)
+            };
+            (d.ty.0, d.phys_start, d.page_count)
+        });
+        block.magic = HANDOFF_MAGIC;
+        block.count = kept_ranges(descriptors, &mut block.kept) as u64;
+        // SAFETY: `key` is the memory map's current key; after success the firmware
+        // owns nothing the hypervisor uses except what the block records.
+        if unsafe { (bs.exit_boot_services)(image, key) } == Status::SUCCESS {
+            break;
+        }
+        tries += 1;
+        if tries == EXIT_TRIES {
+            return Err((Status::ABORTED, "ExitBootServices() failed"));
+        }
+    }
+
+    // Boot services are gone: the machine is the hypervisor's.
+    // SAFETY: `copy` is a LOADER_CODE allocation of the image's size plus its
+    // alignment, now owned by this program; the source is this image's own bytes.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            start as *const u8,
+            copy as *mut u8,
+            (file_end - start) as usize,
+        )
+    };
+    clean_to_poc(copy, end - start);
+    clean_to_poc(handoff, EFI_PAGE_SIZE);
+    clean_to_poc(dtb, dtb_len);
+    // SAFETY: the copy is the whole image, cleaned to the point of coherency with
+    // its entry at the same offset; the device tree and the hand-over block are in
+    // memory the hypervisor excludes from its pool.
+    unsafe { efi_enter_el2(dtb, handoff, copy + (entry - start)) }
+}
+
+/// `bytes` of `ty` memory from AllocatePages().
+fn allocate(bs: &BootServices, ty: MemoryType, bytes: u64) -> Result<u64, Refusal> {
+    let mut addr = 0u64;
+    // SAFETY: AllocatePages writes the allocation's address to `addr`.
+    let s = unsafe {
+        (bs.allocate_pages)(
+            AllocateType::ANY_PAGES,
+            ty,
+            bytes.div_ceil(EFI_PAGE_SIZE) as usize,
+            &mut addr,
+        )
+    };
+    if s != Status::SUCCESS {
+        return Err((s, "AllocatePages() failed"));
+    }
+    Ok(addr)
+}
+
+/// A pool buffer large enough for the memory map, and its size.
+fn map_buffer(bs: &BootServices) -> Result<(u64, usize), Refusal> {
+    let (mut size, mut key, mut desc_size, mut version) = (0usize, 0usize, 0usize, 0u32);
+    // SAFETY: with a zero size the firmware only writes the sizes it needs; its
+    // status is BUFFER_TOO_SMALL, the expected answer.
+    let _ = unsafe {
+        (bs.get_memory_map)(
+            &mut size,
+            core::ptr::null_mut(),
+            &mut key,
+            &mut desc_size,
+            &mut version,
+        )
+    };
+    // The buffer's own allocation may split a free range: room for more.
+    let len =
+        size + MAP_SLACK_DESCRIPTORS * desc_size.max(core::mem::size_of::<MemoryDescriptor>());
+    let mut buf: *mut u8 = core::ptr::null_mut();
+    // SAFETY: AllocatePool writes the buffer's address to `buf`.
+    let s = unsafe { (bs.allocate_pool)(MemoryType::LOADER_DATA, len, &mut buf) };
+    if s != Status::SUCCESS || buf.is_null() {
+        return Err((s, "AllocatePool() for the memory map failed"));
+    }
+    Ok((buf as u64, len))
+}
+
+/// Writes back and invalidates the data cache over `[base, base + len)` to the
+/// point of coherency, so it reads the same with the MMU and caches off.
+fn clean_to_poc(base: u64, len: u64) {
+    let line =
+        WORD << ((crate::el1::read_sysreg!("CTR_EL0") >> CTR_DMINLINE_SHIFT) & CTR_DMINLINE_MASK);
+    let mut a = base & !(line - 1);
+    while a < base + len {
+        // SAFETY: cache maintenance by address changes no data; the range is
+        // identity-mapped memory this program owns or reads.
+        unsafe {
+            core::arch::asm!("dc civac, {a}", a = in(reg) a, options(nostack, preserves_flags))
+        };
+        a += line;
+    }
+    // SAFETY: a barrier only completes the maintenance above.
+    unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
+/// CTR_EL0.DminLine: log2 of the smallest data-cache line, in words.
+const CTR_DMINLINE_SHIFT: u64 = 16;
+const CTR_DMINLINE_MASK: u64 = 0xf;
+
+/// The memory `rust_main` must leave alone when the UEFI application started it
+/// (`handoff` is the block's address; 0 on an arm64 Image boot): the block itself
+/// and the ranges the firmware keeps.
+pub fn reserved(handoff: usize) -> impl Iterator<Item = Range> {
+    let block = (handoff != 0).then(|| {
+        // SAFETY: `efi_enter_el2` passed the address of the hand-over block it
+        // wrote, in memory excluded from the pool (below); it is only read.
+        unsafe { &*(handoff as *const Handoff) }
+    });
+    let kept = match block {
+        Some(b) if b.magic == HANDOFF_MAGIC && b.count as usize <= MAX_KEPT => {
+            let kept = &b.kept[..b.count as usize];
+            log::info!(
+                "started by UEFI: {} range(s) the firmware keeps after ExitBootServices ({} KiB) stay out of the memory pool",
+                kept.len(),
+                kept.iter().map(|r| r.size >> 10).sum::<u64>()
+            );
+            kept
+        }
+        Some(_) => crate::fatal(format_args!(
+            "the UEFI hand-over block at {handoff:#x} is malformed"
+        )),
+        None => &[],
+    };
+    block
+        .map(|_| Range {
+            base: handoff as u64,
+            size: EFI_PAGE_SIZE,
+        })
+        .into_iter()
+        .chain(kept.iter().copied())
+}
