@@ -327,7 +327,10 @@ pub fn qemu_args(m: &EfiMedia) -> Vec<String> {
         "-drive".into(),
         format!("if=pflash,format=raw,unit=1,file={}", q(&m.vars)),
         "-drive".into(),
-        format!("if=none,format=raw,id={ESP_DRIVE_ID},file={}", q(&m.esp)),
+        format!(
+            "if=none,format=raw,readonly=on,id={ESP_DRIVE_ID},file={}",
+            q(&m.esp)
+        ),
         "-device".into(),
         format!("virtio-blk-pci,drive={ESP_DRIVE_ID}"),
     ]
