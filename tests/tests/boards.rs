@@ -182,3 +182,24 @@ fn uefi_application_refuses_acpi_only_firmware_with_the_reason() {
         "\n{tail}"
     );
 }
+
+/// `cargo xtask run --accel kvm` on this x86-64 test host (which has a /dev/kvm
+/// of its own) refuses before building anything, in one line that names what is
+/// missing (an Arm64 host) and what to use instead.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn accel_kvm_refuses_an_x86_host_in_one_clear_line() {
+    let o = xtask::run::parse_args(&["--accel".into(), "kvm".into(), "--headless".into()])
+        .expect("the options parse");
+    let err = xtask::run::run_captured(&Layout::detect(), &o)
+        .map(|_| ())
+        .expect_err("an x86 host cannot run --accel kvm");
+    let line = err.to_string();
+    println!("{line}");
+    assert!(!line.contains('\n'), "{line}");
+    assert!(
+        line.contains("needs a host with KVM nested virtualization (FEAT_NV2); this host lacks: an Arm64 host (this one is x86_64"),
+        "{line}"
+    );
+    assert!(line.ends_with("use --accel tcg"), "{line}");
+}

@@ -28,6 +28,7 @@ pub mod firmware;
 pub mod flat;
 pub mod fresh;
 pub mod fuzz;
+pub mod kvm;
 pub mod layout;
 pub mod linux_guest;
 pub mod qemu;
