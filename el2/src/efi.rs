@@ -17,8 +17,9 @@
 //!    `el2_boot_common` with the device tree and the hand-over block, as if a
 //!    Linux-style loader had started it at the copy's address.
 //!
-//! The guest then comes from the system disk (virtio), as on a `-kernel` boot
-//! without a boot bundle.
+//! The guest comes from a boot bundle on the application's own file system
+//! (`\EFI\rayos\bundle.cpio`, read before ExitBootServices() and handed over like
+//! a `-kernel` boot's initrd), or else from the system disk (virtio).
 
 use core::arch::global_asm;
 use core::fmt::Write;
@@ -27,6 +28,10 @@ use aarch64_cpu::registers::{CurrentEL, Readable};
 use boards::efi::{kept_ranges, EFI_PAGE_SIZE};
 use boards::Range;
 use uefi_raw::protocol::console::SimpleTextOutputProtocol;
+use uefi_raw::protocol::file_system::{
+    FileAttribute, FileMode, FileProtocolV1, SimpleFileSystemProtocol,
+};
+use uefi_raw::protocol::loaded_image::LoadedImageProtocol;
 use uefi_raw::table::boot::{AllocateType, BootServices, MemoryDescriptor, MemoryType};
 use uefi_raw::table::system::SystemTable;
 use uefi_raw::{guid, Guid, Handle, Status};
@@ -40,7 +45,13 @@ const ACPI_20_TABLE_GUID: Guid = guid!("8868e871-e4f1-11d3-bc22-0080c73c8881");
 /// it keeps the stack slots (`stacks.rs`) aligned to their size.
 const COPY_ALIGN: u64 = 2 << 20;
 /// Kept ranges the hand-over block holds (one 4 KiB page with its header).
-const MAX_KEPT: usize = 255;
+const MAX_KEPT: usize = 254;
+/// The boot bundle on the application's file system (UCS-2 when opened).
+const BUNDLE_PATH: &str = "\\EFI\\rayos\\bundle.cpio";
+/// Largest boot bundle read from the ESP.
+const MAX_BUNDLE: u64 = 1 << 30;
+/// `EFI_FILE_PROTOCOL.SetPosition()`'s position for the end of the file.
+const END_OF_FILE: u64 = u64::MAX;
 /// Marks a hand-over block: "RAYOSEFI".
 const HANDOFF_MAGIC: u64 = u64::from_le_bytes(*b"RAYOSEFI");
 /// Tries of GetMemoryMap + ExitBootServices: the first may fail when an event
@@ -63,6 +74,8 @@ const EL2: u64 = 2;
 struct Handoff {
     magic: u64,
     count: u64,
+    /// The boot bundle read from the ESP (size 0: none).
+    bundle: Range,
     kept: [Range; MAX_KEPT],
 }
 
@@ -224,6 +237,15 @@ fn start(
     let copy = allocate(bs, MemoryType::LOADER_CODE, end - start + COPY_ALIGN)?
         .next_multiple_of(COPY_ALIGN);
     let handoff = allocate(bs, MemoryType::LOADER_DATA, EFI_PAGE_SIZE)?;
+    let bundle = read_bundle(bs, image)?;
+    if let Some(b) = bundle {
+        let _ = writeln!(
+            con,
+            "RayOS EL2 UEFI application: boot bundle {BUNDLE_PATH} ({} KiB) at {:#x}",
+            b.size >> 10,
+            b.base
+        );
+    }
     let (map, map_len) = map_buffer(bs)?;
     let _ = writeln!(
         con,
@@ -259,6 +281,7 @@ fn start(
             (d.ty.0, d.phys_start, d.page_count)
         });
         block.magic = HANDOFF_MAGIC;
+        block.bundle = bundle.unwrap_or_default();
         block.count = kept_ranges(descriptors, &mut block.kept) as u64;
         // SAFETY: `key` is the memory map's current key; after success the firmware
         // owns nothing the hypervisor uses except what the block records.
@@ -284,6 +307,9 @@ fn start(
     clean_to_poc(copy, end - start);
     clean_to_poc(handoff, EFI_PAGE_SIZE);
     clean_to_poc(dtb, dtb_len);
+    if let Some(b) = bundle {
+        clean_to_poc(b.base, b.size);
+    }
     // SAFETY: the copy is the whole image, cleaned to the point of coherency with
     // its entry at the same offset; the device tree and the hand-over block are in
     // memory the hypervisor excludes from its pool.
@@ -306,6 +332,95 @@ fn allocate(bs: &BootServices, ty: MemoryType, bytes: u64) -> Result<u64, Refusa
         return Err((s, "AllocatePages() failed"));
     }
     Ok(addr)
+}
+
+/// The boot bundle from the file system the application was loaded from, in
+/// LOADER_DATA pages; `None` when there is no such file (or no file system).
+fn read_bundle(bs: &BootServices, image: Handle) -> Result<Option<Range>, Refusal> {
+    let protocol = |handle: Handle, guid: &Guid| -> Option<*mut core::ffi::c_void> {
+        let mut p = core::ptr::null_mut();
+        // SAFETY: HandleProtocol writes the interface's address to `p`.
+        let s = unsafe { (bs.handle_protocol)(handle, guid, &mut p) };
+        (s == Status::SUCCESS && !p.is_null()).then_some(p)
+    };
+    let Some(li) = protocol(image, &LoadedImageProtocol::GUID) else {
+        return Ok(None);
+    };
+    // SAFETY: the firmware's loaded-image protocol of this image.
+    let device = unsafe { (*(li as *const LoadedImageProtocol)).device_handle };
+    let Some(sfs) = protocol(device, &SimpleFileSystemProtocol::GUID) else {
+        return Ok(None);
+    };
+    let sfs = sfs as *mut SimpleFileSystemProtocol;
+    let mut root: *mut FileProtocolV1 = core::ptr::null_mut();
+    // SAFETY: `sfs` is the device's file-system protocol; OpenVolume writes `root`.
+    if unsafe { ((*sfs).open_volume)(sfs, &mut root) } != Status::SUCCESS || root.is_null() {
+        return Ok(None);
+    }
+    let mut name = [0u16; 64];
+    for (d, c) in name.iter_mut().zip(BUNDLE_PATH.encode_utf16()) {
+        *d = c;
+    }
+    let mut file: *mut FileProtocolV1 = core::ptr::null_mut();
+    // SAFETY: `root` is the open volume; `name` is NUL-terminated UCS-2.
+    let opened = unsafe {
+        ((*root).open)(
+            root,
+            &mut file,
+            name.as_ptr(),
+            FileMode::READ,
+            FileAttribute::empty(),
+        )
+    };
+    // SAFETY: `root` is open and no longer needed.
+    let _ = unsafe { ((*root).close)(root) };
+    if opened != Status::SUCCESS || file.is_null() {
+        return Ok(None);
+    }
+    let result = read_whole(bs, file);
+    // SAFETY: `file` is open and no longer needed.
+    let _ = unsafe { ((*file).close)(file) };
+    result.map(Some)
+}
+
+/// Reads all of the open `file` into fresh LOADER_DATA pages.
+fn read_whole(bs: &BootServices, file: *mut FileProtocolV1) -> Result<Range, Refusal> {
+    let mut size = 0u64;
+    // SAFETY: `file` is an open file; SetPosition(END) then GetPosition gives its size.
+    let s = unsafe {
+        match ((*file).set_position)(file, END_OF_FILE) {
+            Status::SUCCESS => ((*file).get_position)(file, &mut size),
+            e => e,
+        }
+    };
+    if s != Status::SUCCESS || size == 0 || size > MAX_BUNDLE {
+        return Err((
+            Status::LOAD_ERROR,
+            "the boot bundle on the ESP is empty, too large or unreadable",
+        ));
+    }
+    let base = allocate(bs, MemoryType::LOADER_DATA, size)?;
+    let mut done = 0u64;
+    // SAFETY: back to the start of the open file.
+    if unsafe { ((*file).set_position)(file, 0) } != Status::SUCCESS {
+        return Err((
+            Status::LOAD_ERROR,
+            "cannot rewind the boot bundle on the ESP",
+        ));
+    }
+    while done < size {
+        let mut n = (size - done) as usize;
+        // SAFETY: the destination is the rest of the `size`-byte allocation above.
+        let s = unsafe { ((*file).read)(file, &mut n, (base + done) as *mut core::ffi::c_void) };
+        if s != Status::SUCCESS || n == 0 {
+            return Err((
+                Status::LOAD_ERROR,
+                "reading the boot bundle from the ESP failed",
+            ));
+        }
+        done += n as u64;
+    }
+    Ok(Range { base, size })
 }
 
 /// A pool buffer large enough for the memory map, and its size.
@@ -355,6 +470,17 @@ fn clean_to_poc(base: u64, len: u64) {
 /// CTR_EL0.DminLine: log2 of the smallest data-cache line, in words.
 const CTR_DMINLINE_SHIFT: u64 = 16;
 const CTR_DMINLINE_MASK: u64 = 0xf;
+
+/// The boot bundle the UEFI application read from the ESP (`handoff` as in
+/// [`reserved`]).
+pub fn bundle(handoff: usize) -> Option<Range> {
+    if handoff == 0 {
+        return None;
+    }
+    // SAFETY: as in `reserved`: the hand-over block, only read.
+    let b = unsafe { &*(handoff as *const Handoff) };
+    (b.magic == HANDOFF_MAGIC && b.bundle.size != 0).then_some(b.bundle)
+}
 
 /// The memory `rust_main` must leave alone when the UEFI application started it
 /// (`handoff` is the block's address; 0 on an arm64 Image boot): the block itself

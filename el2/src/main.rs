@@ -370,8 +370,10 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             size: dtb_bytes.len() as u64
         }
     ];
+    // Started as a UEFI application: the boot bundle it read from the ESP, and
+    // what the firmware's memory map keeps.
+    platform.initrd = platform.initrd.or(efi::bundle(efi_handoff));
     used.extend(platform.initrd);
-    // Started as a UEFI application: what the firmware's memory map keeps.
     used.extend(efi::reserved(efi_handoff));
     used.extend(platform.reserved.iter().copied());
     let mut pmem = boards::memmap::PhysMem::new(&platform.memory, &used);

@@ -203,3 +203,26 @@ fn accel_kvm_refuses_an_x86_host_in_one_clear_line() {
     );
     assert!(line.ends_with("use --accel tcg"), "{line}");
 }
+
+/// A `--boot efi` run of a guest that needs a boot bundle: xtask puts the bundle
+/// on the ESP, the application reads it through the firmware's file system
+/// before exiting boot services and hands it over as a `-kernel` boot's initrd;
+/// the self-test guest then passes on two vCPUs.
+#[test]
+fn uefi_application_boots_a_bundle_from_the_esp() {
+    let _boot = boot_lock();
+    let mut o = RunOptions::headless(Guest::Selftest, EFI_TIMEOUT);
+    o.boot = Boot::Efi;
+    o.smp = Some(2);
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert!(
+        outcome
+            .console
+            .contains("RayOS EL2 UEFI application: boot bundle \\EFI\\rayos\\bundle.cpio ("),
+        "the application did not read the bundle\n{tail}"
+    );
+    let report = outcome.selftest();
+    assert!(report.failed.is_empty(), "{:?}\n{tail}", report.failed);
+    assert_eq!(outcome.verdict(), Ok(()), "\n{tail}");
+}

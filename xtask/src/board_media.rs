@@ -132,7 +132,7 @@ pub fn stage(layout: &Layout, b: &Board) -> Result<Staged, Error> {
     let staged_image = dir.join("rayos-el2.bin");
     fs::copy(&image, &staged_image)
         .map_err(|e| Error::io(format!("copy to {}", staged_image.display()), e))?;
-    let esp = crate::efi::build_esp(layout, false)?;
+    let esp = crate::efi::build_esp(layout, false, None)?;
     let mut files = vec![staged_image];
     for (from, name) in [
         (crate::efi::efi_path(layout), "rayos-el2.efi"),

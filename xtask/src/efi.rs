@@ -7,8 +7,9 @@
 //!   single build whose every boot path runs the same code, and the PE32+ header
 //!   is a few fixed fields (PE/COFF specification, "PE Format").
 //! - `target/esp.img`: a FAT EFI system partition (no partition table: UEFI mounts
-//!   a whole-disk FAT) holding `\EFI\rayos\rayos-el2.efi` and a `startup.nsh` that
-//!   the UEFI Shell runs at boot.
+//!   a whole-disk FAT) holding `\EFI\rayos\rayos-el2.efi`, a `startup.nsh` that
+//!   the UEFI Shell runs at boot and, for a run without a system disk, the VM's
+//!   boot bundle as `\EFI\rayos\bundle.cpio` (the application reads it).
 //! - `cargo xtask run --boot efi`: QEMU boots Debian's AAVMF from its flash banks
 //!   at EL2 (`virtualization=on`) with the ESP on a virtio-blk PCI disk, out of
 //!   the hypervisor's sight (it drives virtio-mmio devices only); AAVMF hands over
@@ -231,18 +232,22 @@ pub fn build_efi(layout: &Layout, quiet: bool) -> Result<PathBuf, Error> {
     Ok(out)
 }
 
-/// Size of the ESP image: room for the application (its file is the flat image,
+/// Smallest ESP image: room for the application (its file is the flat image,
 /// about 2 MiB) and a FAT16 file system.
 pub const ESP_SIZE: u64 = 32 << 20;
+/// Room the FAT structures and directories get beside the files.
+const ESP_SLACK: u64 = 8 << 20;
+/// Where the boot bundle lives on the ESP (`el2/src/efi.rs` reads this path).
+pub const BUNDLE_PATH: [&str; 3] = ["EFI", "rayos", "bundle.cpio"];
 /// Where the application lives on the ESP (the board scripts and docs name it).
 pub const EFI_APP_PATH: [&str; 3] = ["EFI", "rayos", "rayos-el2.efi"];
 /// What the UEFI Shell runs at start: the application on the first file system
 /// (the ESP is the only FAT volume of a `--boot efi` run).
 pub const STARTUP_NSH: &str = "fs0:\r\n\\EFI\\rayos\\rayos-el2.efi\r\n";
 
-/// Writes a FAT ESP image at `path` holding `efi` at [`EFI_APP_PATH`] and
-/// `startup.nsh`.
-pub fn write_esp(path: &Path, efi: &[u8]) -> Result<(), Error> {
+/// Writes a FAT ESP image at `path` holding `efi` at [`EFI_APP_PATH`],
+/// `startup.nsh` and, if given, `bundle` at [`BUNDLE_PATH`].
+pub fn write_esp(path: &Path, efi: &[u8], bundle: Option<&[u8]>) -> Result<(), Error> {
     let fail =
         |what: &str, e: std::io::Error| Error::io(format!("ESP {}: {what}", path.display()), e);
     if let Some(dir) = path.parent() {
@@ -255,7 +260,9 @@ pub fn write_esp(path: &Path, efi: &[u8]) -> Result<(), Error> {
         .truncate(true)
         .open(path)
         .map_err(|e| fail("create", e))?;
-    img.set_len(ESP_SIZE).map_err(|e| fail("size", e))?;
+    let files = (efi.len() + bundle.map_or(0, <[u8]>::len)) as u64;
+    let size = (files + ESP_SLACK).next_multiple_of(1 << 20).max(ESP_SIZE);
+    img.set_len(size).map_err(|e| fail("size", e))?;
     fatfs::format_volume(
         &mut img,
         fatfs::FormatVolumeOptions::new().volume_label(*b"RAYOS ESP  "),
@@ -276,6 +283,13 @@ pub fn write_esp(path: &Path, efi: &[u8]) -> Result<(), Error> {
             .map_err(|e| fail("create the application", e))?;
         f.write_all(efi)
             .map_err(|e| fail("write the application", e))?;
+        if let Some(bundle) = bundle {
+            let mut b = dir
+                .create_file(BUNDLE_PATH[2])
+                .map_err(|e| fail("create the boot bundle", e))?;
+            b.write_all(bundle)
+                .map_err(|e| fail("write the boot bundle", e))?;
+        }
         let mut s = root
             .create_file("startup.nsh")
             .map_err(|e| fail("create startup.nsh", e))?;
@@ -286,12 +300,16 @@ pub fn write_esp(path: &Path, efi: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Builds `rayos-el2.efi` and `target/esp.img` holding it; returns the ESP's path.
-pub fn build_esp(layout: &Layout, quiet: bool) -> Result<PathBuf, Error> {
+/// Builds `rayos-el2.efi` and `target/esp.img` holding it (and the boot bundle
+/// at `bundle`, if given); returns the ESP's path.
+pub fn build_esp(layout: &Layout, quiet: bool, bundle: Option<&Path>) -> Result<PathBuf, Error> {
     let efi = build_efi(layout, quiet)?;
     let bytes = fs::read(&efi).map_err(|e| Error::io(format!("read {}", efi.display()), e))?;
     let esp = esp_path(layout);
-    write_esp(&esp, &bytes)?;
+    let bundle = bundle
+        .map(|p| fs::read(p).map_err(|e| Error::io(format!("read {}", p.display()), e)))
+        .transpose()?;
+    write_esp(&esp, &bytes, bundle.as_deref())?;
     Ok(esp)
 }
 
@@ -336,13 +354,14 @@ pub fn qemu_args(m: &EfiMedia) -> Vec<String> {
     ]
 }
 
-/// Fetches AAVMF if needed, builds the ESP and gives the run a fresh variable
-/// store (`target/efi-vars.fd`, so no boot entry of an earlier run applies).
-pub fn prepare(layout: &Layout, quiet: bool) -> Result<EfiMedia, Error> {
+/// Fetches AAVMF if needed, builds the ESP (with the boot bundle at `bundle`, if
+/// given) and gives the run a fresh variable store (`target/efi-vars.fd`, so no
+/// boot entry of an earlier run applies).
+pub fn prepare(layout: &Layout, quiet: bool, bundle: Option<&Path>) -> Result<EfiMedia, Error> {
     let fw =
         crate::firmware::ensure_aavmf(&layout.firmware_cache(), &layout.guest_cache().join("apt"))
             .map_err(|e| Error::step("fetch AAVMF", e))?;
-    let esp = build_esp(layout, quiet)?;
+    let esp = build_esp(layout, quiet, bundle)?;
     let vars = layout.out.join("efi-vars.fd");
     fs::copy(&fw.vars, &vars).map_err(|e| Error::io(format!("copy {}", fw.vars.display()), e))?;
     Ok(EfiMedia {
@@ -443,9 +462,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-esp-{}", std::process::id()));
         let path = dir.join("esp.img");
         let app: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-        write_esp(&path, &app).unwrap();
+        let bundle: Vec<u8> = (0..40_000_000u32).map(|i| (i % 241) as u8).collect();
+        write_esp(&path, &app, Some(&bundle)).unwrap();
         let img = fs::File::open(&path).unwrap();
-        assert_eq!(img.metadata().unwrap().len(), ESP_SIZE);
+        assert!(
+            img.metadata().unwrap().len() > ESP_SIZE,
+            "grown for the bundle"
+        );
         let fs = fatfs::FileSystem::new(img, fatfs::FsOptions::new()).unwrap();
         let mut got = Vec::new();
         fs.root_dir()
@@ -454,6 +477,13 @@ mod tests {
             .read_to_end(&mut got)
             .unwrap();
         assert_eq!(got, app);
+        let mut got = Vec::new();
+        fs.root_dir()
+            .open_file(&BUNDLE_PATH.join("/"))
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        assert!(got == bundle, "the bundle read back differs");
         let mut nsh = String::new();
         fs.root_dir()
             .open_file("startup.nsh")

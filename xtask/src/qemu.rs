@@ -202,7 +202,10 @@ impl QemuConfig {
     /// with the bundle as the hypervisor's `-initrd`.
     pub fn line(&self) -> QemuLine {
         let mut line = self.line_without_bundle();
-        line.push(["-initrd".into(), self.initrd.to_string_lossy().into_owned()]);
+        // A `--boot efi` run carries the bundle on its ESP (efi.rs).
+        if self.efi.is_none() {
+            line.push(["-initrd".into(), self.initrd.to_string_lossy().into_owned()]);
+        }
         line
     }
 

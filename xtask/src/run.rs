@@ -469,15 +469,6 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
     qemu.check()?;
     ensure_qemu(o.quiet)?;
     let hypervisor = build_hypervisor(layout, o.quiet)?;
-    if o.boot == crate::efi::Boot::Efi {
-        if !uses_system_disk(o) {
-            return Err(Error::Usage(
-                "--boot efi boots the Linux guest from its system disk: the UEFI application takes no boot bundle (no --kernel, other guests or --hypervisor-fault)".into(),
-            ));
-        }
-        qemu.efi = Some(crate::efi::prepare(layout, o.quiet)?);
-    }
-
     let (kernel, initrd, mut cmdline) = match o.guest {
         Guest::Linux => {
             let (kernel, initrd) = match (&o.kernel, &o.initrd) {
@@ -579,6 +570,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         Some(d) => d.path.clone(),
         None => write_bundle(layout, &vm)?,
     };
+    if o.boot == crate::efi::Boot::Efi {
+        // The application reads a boot bundle from the ESP; a system-disk run has none.
+        let bundle_on_esp = system_disk.is_none().then_some(bundle.as_path());
+        qemu.efi = Some(crate::efi::prepare(layout, o.quiet, bundle_on_esp)?);
+    }
     qemu.smp = vm.vcpus;
     qemu.guest_mem = vm.mem;
     qemu.kernel = hypervisor;
