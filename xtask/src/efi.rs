@@ -458,6 +458,46 @@ mod tests {
     }
 
     #[test]
+    fn boot_efi_parses_and_replaces_kernel_and_initrd_with_firmware_and_esp() {
+        let o = crate::run::parse_args(&["--boot".into(), "efi".into()]).unwrap();
+        assert_eq!(o.boot, Boot::Efi);
+        assert_eq!(crate::run::parse_args(&[]).unwrap().boot, Boot::Kernel);
+        assert!(crate::run::parse_args(&["--boot=uboot".into()]).is_err());
+        let q = crate::qemu::QemuConfig {
+            smp: 2,
+            guest_mem: 64 << 20,
+            kernel: "/t/rayos-el2.bin".into(),
+            initrd: "/t/selftest.cpio".into(),
+            accel: crate::qemu::Accel::Tcg,
+            icount: false,
+            extra_args: vec![],
+            display: crate::qemu::DEFAULT_DISPLAY,
+            gui: false,
+            qmp: None,
+            efi: Some(EfiMedia {
+                code: "/fw/AAVMF_CODE.fd".into(),
+                vars: "/t/efi-vars.fd".into(),
+                esp: "/t/esp.img".into(),
+            }),
+        };
+        let line = q.line().display();
+        assert!(
+            line.contains("-M virt,virtualization=on,gic-version=3,acpi=off "),
+            "{line}"
+        );
+        assert!(line.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/AAVMF_CODE.fd -drive if=pflash,format=raw,unit=1,file=/t/efi-vars.fd"), "{line}");
+        assert!(
+            line.contains("readonly=on,id=esp,file=/t/esp.img -device virtio-blk-pci,drive=esp"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("-kernel") && !line.contains("-initrd"),
+            "{line}"
+        );
+        assert!(crate::qemu::default_devices(&q.line()).is_none(), "{line}");
+    }
+
+    #[test]
     fn the_esp_holds_the_application_and_a_startup_script_that_runs_it() {
         let dir = std::env::temp_dir().join(format!("xtask-esp-{}", std::process::id()));
         let path = dir.join("esp.img");
