@@ -7,8 +7,8 @@
 # script stages rayos-el2.efi and esp.img (a FAT EFI system partition holding
 # \EFI\rayos\rayos-el2.efi and a startup.nsh that starts it; write it to a USB
 # stick with `dd if=target/boards/ampere-altra/esp.img of=/dev/sdX bs=4M`). The
-# application still refuses firmware that hands over ACPI and no device tree
-# (el2 has no ACPI entry yet), so the script says so and exits non-zero.
+# application discovers the platform from Ampere's ACPI tables; the VM is a boot
+# bundle copied onto the stick as \EFI\rayos\bundle.cpio.
 #
 #   scripts/ampere-altra.sh                 # build, stage, print the checklist
 #   scripts/serial-console.sh /dev/ttyUSB0  # the board's console (115200 8N1)

@@ -85,6 +85,42 @@ pub fn kept_ranges(map: impl IntoIterator<Item = Descriptor>, out: &mut [Range])
     n
 }
 
+/// Whether memory of type `ty` is RAM (whoever owns it): what a device tree's
+/// memory nodes would describe. MMIO, reserved and unusable memory are not.
+pub fn is_ram(ty: u32) -> bool {
+    use memory_type::*;
+    free_after_exit(ty)
+        || matches!(
+            ty,
+            RUNTIME_SERVICES_CODE | RUNTIME_SERVICES_DATA | ACPI_RECLAIM | ACPI_NVS | PERSISTENT
+        )
+}
+
+/// The RAM of `map` ([`is_ram`]), sorted, touching ranges merged: the memory a
+/// platform discovered from ACPI has (ACPI tables do not describe RAM).
+pub fn ram_ranges(map: impl IntoIterator<Item = Descriptor>) -> alloc::vec::Vec<Range> {
+    let mut ram: alloc::vec::Vec<Range> = map
+        .into_iter()
+        .filter(|&(ty, _, pages)| is_ram(ty) && pages != 0)
+        .map(|(_, start, pages)| Range {
+            base: start,
+            size: start.saturating_add(pages.saturating_mul(EFI_PAGE_SIZE)) - start,
+        })
+        .collect();
+    ram.sort_by_key(|r| r.base);
+    let mut out: alloc::vec::Vec<Range> = alloc::vec::Vec::new();
+    for r in ram {
+        match out.last_mut() {
+            Some(l) if r.base <= l.base + l.size => {
+                let end = (l.base + l.size).max(r.base + r.size);
+                l.size = end - l.base;
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 /// The range of `rs` with the smallest gap to `[start, end)`.
 fn nearest(rs: &[Range], start: u64, end: u64) -> Option<usize> {
     let gap = |r: &Range| {
@@ -148,6 +184,22 @@ mod tests {
                 .iter()
                 .any(|k| k.base <= start && start + pages * P <= k.base + k.size));
         }
+    }
+
+    #[test]
+    fn ram_is_every_ram_type_merged_in_address_order_without_mmio_or_reserved() {
+        let map = [
+            (RUNTIME_SERVICES_DATA, 0x7f00_0000, 0x100),
+            (CONVENTIONAL, 0x4000_0000, 0x2_0000),
+            (MMIO, 0x0400_0000, 0x10),
+            (BOOT_SERVICES_DATA, 0x7000_0000, 0xf000),
+            (ACPI_RECLAIM, 0x7f10_0000, 0xf00),
+            (RESERVED, 0x8000_0000, 0x10),
+        ];
+        assert_eq!(
+            ram_ranges(map),
+            [r(0x4000_0000, 0x2000_0000), r(0x7000_0000, 0x1000_0000)]
+        );
     }
 
     #[test]

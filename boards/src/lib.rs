@@ -31,6 +31,7 @@ pub mod discover;
 pub mod efi;
 pub mod guest;
 pub mod guest_dt;
+pub mod host_dt;
 pub mod memmap;
 pub mod redist;
 

@@ -7,8 +7,9 @@
 //! 1. applies the image's relocations where the firmware loaded it (the same code
 //!    as the arm64 Image path, `boot.rs`), so Rust runs;
 //! 2. checks it is at EL2 and finds the device tree in the EFI configuration
-//!    table (a firmware that hands over ACPI only is refused with the reason: the
-//!    hypervisor's platform discovery reads a device tree);
+//!    table; a firmware that hands over ACPI only (Ampere's) gets its platform
+//!    discovered from the tables and written as a device tree
+//!    (`boards::host_dt`), so the rest of the boot is the device-tree path;
 //! 3. allocates a 2 MiB-aligned copy of itself (the per-CPU stack slots must stay
 //!    aligned to their size) and a hand-over block, reads the memory map and
 //!    exits boot services, recording the ranges the firmware keeps;
@@ -209,15 +210,24 @@ fn start(
             .find(|t| t.vendor_guid == *g)
             .map(|t| t.vendor_table as u64)
     };
-    let Some(dtb) = find(&DTB_TABLE_GUID) else {
-        return Err((
-            Status::UNSUPPORTED,
-            if find(&ACPI_20_TABLE_GUID).is_some() {
-                "the firmware hands over ACPI tables and no device tree; this build discovers the platform from a device tree (on QEMU: -M virt,acpi=off)"
-            } else {
-                "the firmware hands over no device tree"
-            },
-        ));
+    let bs_ref = st.boot_services;
+    let dtb = match (find(&DTB_TABLE_GUID), find(&ACPI_20_TABLE_GUID)) {
+        (Some(dtb), _) => dtb,
+        (None, Some(rsdp)) => {
+            // SAFETY: boot services are alive until `exit_boot_services` below.
+            let dtb = dt_from_acpi(unsafe { &*bs_ref }, rsdp, con)?;
+            let _ = writeln!(
+                con,
+                "RayOS EL2 UEFI application: the firmware hands over ACPI tables and no device tree; the platform they describe is written as a device tree at {dtb:#x}"
+            );
+            dtb
+        }
+        (None, None) => {
+            return Err((
+                Status::UNSUPPORTED,
+                "the firmware hands over neither a device tree nor ACPI tables",
+            ))
+        }
     };
     let dtb_len = crate::dtb_slice(dtb as usize)
         .ok_or((
@@ -314,6 +324,86 @@ fn start(
     // its entry at the same offset; the device tree and the hand-over block are in
     // memory the hypervisor excludes from its pool.
     unsafe { efi_enter_el2(dtb, handoff, copy + (entry - start)) }
+}
+
+/// Largest ACPI table read (a sanity bound on a header's length).
+const MAX_ACPI_TABLE: usize = 1 << 20;
+/// Bytes of an ACPI 2.0 RSDP.
+const RSDP_V2_LEN: usize = 36;
+/// Offset of the length in a System Description Table header.
+const SDT_LENGTH: usize = 4;
+
+/// The firmware's ACPI table at physical `pa`, bounded by its header's length.
+fn acpi_table(pa: u64) -> Option<&'static [u8]> {
+    if pa == 0 {
+        return None;
+    }
+    // SAFETY: `pa` is a table the firmware's XSDT (or RSDP) names, identity-mapped
+    // in ACPI memory while boot services last; its header's length is read first.
+    let len =
+        unsafe { core::ptr::read_unaligned((pa as usize + SDT_LENGTH) as *const u32) } as usize;
+    // SAFETY: as above, `len` bytes bounded by MAX_ACPI_TABLE.
+    (len <= MAX_ACPI_TABLE).then(|| unsafe { core::slice::from_raw_parts(pa as *const u8, len) })
+}
+
+/// Discovers the platform from the ACPI tables under the RSDP at `rsdp` and the
+/// memory map, writes it as a device tree (`boards::host_dt`) into LOADER_DATA
+/// pages and returns their address. Explains a failure on the console.
+fn dt_from_acpi(bs: &BootServices, rsdp: u64, con: &mut Console) -> Result<u64, Refusal> {
+    let bad = (
+        Status::UNSUPPORTED,
+        "the firmware's ACPI tables do not describe a platform the hypervisor can run on",
+    );
+    // The allocator of el2 in this image's (firmware-zeroed) BSS; the copy the
+    // hypervisor runs from starts its own.
+    crate::heap::init();
+    // SAFETY: the RSDP the configuration table names: 36 bytes for ACPI 2.0+.
+    let rsdp = unsafe { core::slice::from_raw_parts(rsdp as *const u8, RSDP_V2_LEN) };
+    let xsdt = boards::acpi::rsdp_xsdt(rsdp)
+        .ok()
+        .and_then(acpi_table)
+        .ok_or(bad)?;
+    let entries = boards::acpi::xsdt_entries(xsdt).map_err(|e| {
+        let _ = writeln!(con, "RayOS EL2: XSDT: {e:?}");
+        bad
+    })?;
+    let tables: alloc::vec::Vec<&[u8]> = entries.into_iter().filter_map(acpi_table).collect();
+    let (map, map_len) = map_buffer(bs)?;
+    let (mut size, mut key, mut desc_size, mut version) = (map_len, 0usize, 0usize, 0u32);
+    // SAFETY: `map` is a pool buffer of `map_len` bytes; the other pointers are locals.
+    let s = unsafe {
+        (bs.get_memory_map)(
+            &mut size,
+            map as *mut MemoryDescriptor,
+            &mut key,
+            &mut desc_size,
+            &mut version,
+        )
+    };
+    if s != Status::SUCCESS || desc_size < core::mem::size_of::<MemoryDescriptor>() {
+        return Err((s, "GetMemoryMap() failed"));
+    }
+    let ram = boards::efi::ram_ranges((0..size / desc_size).map(|i| {
+        // SAFETY: descriptor i lies within the `size` bytes the firmware wrote.
+        let d = unsafe {
+            core::ptr::read_unaligned((map + (i * desc_size) as u64) as *const MemoryDescriptor)
+        };
+        (d.ty.0, d.phys_start, d.page_count)
+    }));
+    let platform = boards::acpi::discover_acpi(&tables, &ram).map_err(|e| {
+        let _ = writeln!(con, "RayOS EL2: ACPI discovery: {e:?}");
+        bad
+    })?;
+    let dt = boards::host_dt::platform_dt(&platform).map_err(|_| {
+        (
+            Status::OUT_OF_RESOURCES,
+            "cannot write the device tree of the ACPI platform",
+        )
+    })?;
+    let pa = allocate(bs, MemoryType::LOADER_DATA, dt.len() as u64)?;
+    // SAFETY: `pa` is a fresh allocation of at least `dt.len()` bytes.
+    unsafe { core::ptr::copy_nonoverlapping(dt.as_ptr(), pa as *mut u8, dt.len()) };
+    Ok(pa)
 }
 
 /// `bytes` of `ty` memory from AllocatePages().
