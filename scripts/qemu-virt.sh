@@ -9,6 +9,7 @@
 #   scripts/qemu-virt.sh --guest selftest --headless      # self-test guest, verdict as exit code
 #   scripts/qemu-virt.sh --cpu cortex-a57 --guest selftest --headless   # another CPU model
 #   scripts/qemu-virt.sh --guest-cmd 'cat /proc/interrupts' --headless
+#   scripts/qemu-virt.sh --boot efi                       # through AAVMF at EL2 and rayos-el2.efi
 #
 # One script per board (scripts/<board>.sh), each a wrapper over xtask, where
 # the logic lives and is tested; docs/boards.md describes them.

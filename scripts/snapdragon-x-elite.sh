@@ -6,10 +6,11 @@
 #
 # EL2 belongs to Qualcomm's hypervisor until a Secure-Launch hand-over frees it
 # (the slbounce project: tcblaunch.exe from an installed Windows, sltest.efi to
-# check, slbounce.efi to hand over). The hypervisor must then start as a UEFI
-# application (rayos-el2.efi, not built yet), and its console driver is PL011
-# only while the board's UART is a Qualcomm GENI: the script says what is
-# missing and exits non-zero rather than pretend the board boots.
+# check, slbounce.efi to hand over). The hypervisor then starts as a UEFI
+# application (rayos-el2.efi, staged with esp.img) and takes the device tree
+# from the EFI configuration table; its console driver is PL011 only while the
+# board's UART is a Qualcomm GENI: the script says what is missing and exits
+# non-zero rather than pretend the board boots.
 #
 #   scripts/snapdragon-x-elite.sh
 #   scripts/serial-console.sh /dev/ttyUSB0   # the debug UART (115200 8N1)

@@ -9,7 +9,7 @@ use fdt::Fdt;
 use crate::board::{Board, Ecam, Uart, UartKind};
 
 /// A physical address range `[base, base + size)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Range {
     pub base: u64,
     pub size: u64,

@@ -28,8 +28,10 @@ pub mod board;
 pub mod boot_image;
 pub mod crosscheck;
 pub mod discover;
+pub mod efi;
 pub mod guest;
 pub mod guest_dt;
+pub mod host_dt;
 pub mod memmap;
 pub mod redist;
 

@@ -15,6 +15,7 @@ mod console;
 mod control;
 mod diag;
 mod display;
+mod efi;
 mod el1;
 mod entropy;
 mod fault;
@@ -256,7 +257,7 @@ fn prepare_boot(vm: &'static Vm) {
 }
 
 #[no_mangle]
-extern "C" fn rust_main(dtb: usize) -> ! {
+extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     let Some(dtb_bytes) = dtb_slice(dtb) else {
         // No console is known without a DTB; nothing can be reported.
         power::shutdown(fault::FATAL_STATUS)
@@ -370,7 +371,11 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             size: dtb_bytes.len() as u64
         }
     ];
+    // Started as a UEFI application: the boot bundle it read from the ESP, and
+    // what the firmware's memory map keeps.
+    platform.initrd = platform.initrd.or(efi::bundle(efi_handoff));
     used.extend(platform.initrd);
+    used.extend(efi::reserved(efi_handoff));
     used.extend(platform.reserved.iter().copied());
     let mut pmem = boards::memmap::PhysMem::new(&platform.memory, &used);
 

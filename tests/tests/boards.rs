@@ -10,8 +10,10 @@
 
 use std::time::Duration;
 
+use integration_tests::procfs::{meminfo_kib, processor_count, section};
 use integration_tests::{boot, boot_lock, console_tail};
-use xtask::run::{Guest, RunOptions};
+use xtask::efi::Boot;
+use xtask::run::{Ending, Guest, RunOptions};
 use xtask::Layout;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -77,4 +79,157 @@ fn the_image_runs_where_the_loader_puts_it() {
     );
     assert!(outcome.selftest().failed.is_empty(), "{tail}");
     assert!(outcome.verdict().is_ok(), "{:?}\n{tail}", outcome.verdict());
+}
+
+/// This file's system disk for the UEFI boots, under the workspace's `target/`.
+const EFI_SYSTEM_DISK: &str = "test-disks/boards-efi.img";
+/// Budget of a boot through the firmware (AAVMF under TCG, the UEFI Shell's
+/// 5-second `startup.nsh` countdown, then Linux).
+const EFI_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The `--boot efi` options for the Linux guest running `cmd`.
+fn efi_linux(cmd: &str) -> RunOptions {
+    let mut o = RunOptions::headless(Guest::Linux, EFI_TIMEOUT);
+    o.boot = Boot::Efi;
+    o.smp = Some(2);
+    o.system_disk = Some(Layout::detect().out.join(EFI_SYSTEM_DISK));
+    o.guest_cmd = Some(cmd.into());
+    o
+}
+
+/// The hex address after `prefix` on the console, up to the next `,`, `;` or space.
+fn address_after(console: &str, prefix: &str) -> Option<u64> {
+    let at = console.find(prefix)? + prefix.len();
+    let hex = console[at..]
+        .split([',', ';', ' ', '\r', '\n'])
+        .next()?
+        .strip_prefix("0x")?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// `cargo xtask run --boot efi`: QEMU boots Debian's AAVMF at EL2, its UEFI Shell
+/// runs `startup.nsh` from the ESP, which starts `rayos-el2.efi`; the application
+/// takes the device tree and memory map from the firmware, exits boot services
+/// and becomes the hypervisor, which boots the Linux guest from the system disk
+/// with the checks of the `-kernel` path (tests/tests/linux.rs): both vCPUs, the
+/// memory it was given, the guest command's status, the VM's power-off. The
+/// firmware chose where the image runs: not QEMU's `-kernel` address.
+#[test]
+fn uefi_application_at_el2_boots_the_linux_guest() {
+    let _boot = boot_lock();
+    let o = efi_linux(
+        "s() { echo \"== $1 begin\"; cat /proc/$1; echo \"== $1 end\"; }\ns cpuinfo\ns meminfo\n",
+    );
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    let c = &outcome.console;
+    assert_eq!(outcome.verdict(), Ok(()), "\n{tail}");
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+
+    let loaded = address_after(c, "RayOS EL2 UEFI application at EL2: loaded at ")
+        .unwrap_or_else(|| panic!("the UEFI application did not start\n{tail}"));
+    let runs = address_after(c, "the hypervisor runs at ")
+        .unwrap_or_else(|| panic!("no hand-over line\n{tail}"));
+    let image = address_after(c, "starting at EL2, image at ")
+        .unwrap_or_else(|| panic!("the hypervisor did not start\n{tail}"));
+    println!("UEFI loaded the application at {loaded:#x}; the hypervisor runs at {image:#x}");
+    assert_eq!(image, runs, "{tail}");
+    assert_ne!(image, DEFAULT_IMAGE_ADDR, "{tail}");
+    assert!(
+        c.contains("started by UEFI: ") && c.contains("stay out of the memory pool"),
+        "the firmware's kept memory was not taken into account\n{tail}"
+    );
+    assert!(
+        c.contains("platform: linux,dummy-virt (qemu-virt), 2 CPU(s)"),
+        "{tail}"
+    );
+
+    let cpuinfo = section(c, "cpuinfo").unwrap_or_else(|e| panic!("{e}\n{tail}"));
+    let meminfo = section(c, "meminfo").unwrap_or_else(|e| panic!("{e}\n{tail}"));
+    assert_eq!(processor_count(&cpuinfo), 2, "\n{tail}");
+    let mib =
+        meminfo_kib(&meminfo, "MemTotal").unwrap_or_else(|| panic!("no MemTotal\n{tail}")) / 1024;
+    assert!((400..=512).contains(&mib), "MemTotal {mib} MiB\n{tail}");
+    assert!(
+        c.contains("linux: PSCI SYSTEM_OFF from vCPU ")
+            && c.contains("VM 'linux' powered off (exits: "),
+        "the hypervisor did not log the VM's power-off\n{tail}"
+    );
+}
+
+/// With QEMU's ACPI tables on (its default), AAVMF hands over ACPI and no device
+/// tree — as Ampere's firmware does. The application discovers the platform from
+/// the MADT, GTDT, SPCR and FADT and the memory map, writes it as a device tree
+/// for the hypervisor, and the self-test guest (its bundle on the ESP: ACPI
+/// describes no virtio-mmio system disk) passes on two vCPUs.
+#[test]
+fn uefi_application_on_acpi_only_firmware_boots_from_the_tables() {
+    let _boot = boot_lock();
+    let mut o = RunOptions::headless(Guest::Selftest, EFI_TIMEOUT);
+    o.boot = Boot::Efi;
+    o.smp = Some(2);
+    // QEMU merges -machine options: this turns the machine's ACPI back on.
+    o.qemu_args = vec!["-machine".into(), "acpi=on".into()];
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    let c = &outcome.console;
+    assert!(
+        c.contains("the firmware hands over ACPI tables and no device tree; the platform they describe is written as a device tree at "),
+        "the application did not take the ACPI path\n{tail}"
+    );
+    assert!(
+        c.contains("platform: BOCHS BXPC (qemu-virt), 2 CPU(s) (boot CPU 0x0)"),
+        "the platform was not discovered from QEMU's ACPI tables\n{tail}"
+    );
+    assert!(
+        !c.contains("[el2 WARN ] board qemu-virt:"),
+        "a figure disagrees\n{tail}"
+    );
+    let report = outcome.selftest();
+    assert!(report.failed.is_empty(), "{:?}\n{tail}", report.failed);
+    assert_eq!(outcome.verdict(), Ok(()), "\n{tail}");
+}
+
+/// `cargo xtask run --accel kvm` on this x86-64 test host (which has a /dev/kvm
+/// of its own) refuses before building anything, in one line that names what is
+/// missing (an Arm64 host) and what to use instead.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn accel_kvm_refuses_an_x86_host_in_one_clear_line() {
+    let o = xtask::run::parse_args(&["--accel".into(), "kvm".into(), "--headless".into()])
+        .expect("the options parse");
+    let err = xtask::run::run_captured(&Layout::detect(), &o)
+        .map(|_| ())
+        .expect_err("an x86 host cannot run --accel kvm");
+    let line = err.to_string();
+    println!("{line}");
+    assert!(!line.contains('\n'), "{line}");
+    assert!(
+        line.contains("needs a host with KVM nested virtualization (FEAT_NV2); this host lacks: an Arm64 host (this one is x86_64"),
+        "{line}"
+    );
+    assert!(line.ends_with("use --accel tcg"), "{line}");
+}
+
+/// A `--boot efi` run of a guest that needs a boot bundle: xtask puts the bundle
+/// on the ESP, the application reads it through the firmware's file system
+/// before exiting boot services and hands it over as a `-kernel` boot's initrd;
+/// the self-test guest then passes on two vCPUs.
+#[test]
+fn uefi_application_boots_a_bundle_from_the_esp() {
+    let _boot = boot_lock();
+    let mut o = RunOptions::headless(Guest::Selftest, EFI_TIMEOUT);
+    o.boot = Boot::Efi;
+    o.smp = Some(2);
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert!(
+        outcome
+            .console
+            .contains("RayOS EL2 UEFI application: boot bundle \\EFI\\rayos\\bundle.cpio ("),
+        "the application did not read the bundle\n{tail}"
+    );
+    let report = outcome.selftest();
+    assert!(report.failed.is_empty(), "{:?}\n{tail}", report.failed);
+    assert_eq!(outcome.verdict(), Ok(()), "\n{tail}");
 }

@@ -8,7 +8,7 @@
 //! (`efi-virtio.rom`) comes from the optional `ipxe-qemu` package, and QEMU
 //! refuses to start on a host installed with `--no-install-recommends`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::str::FromStr;
 
@@ -162,6 +162,8 @@ pub struct QemuConfig {
     pub gui: bool,
     /// Serve QMP on this Unix socket (`--qmp`, or a script's `screendump`).
     pub qmp: Option<PathBuf>,
+    /// Boot through AAVMF and `rayos-el2.efi` instead of `-kernel` (`--boot efi`).
+    pub efi: Option<crate::efi::EfiMedia>,
 }
 
 /// Host RAM in MiB for a guest of `guest_mem` bytes: guest + 512 MiB, at least 1 GiB.
@@ -187,12 +189,11 @@ impl QemuConfig {
                     "--icount needs --accel tcg (KVM cannot count instructions)".into(),
                 ));
             }
-            if std::env::consts::ARCH != "aarch64" || !Path::new("/dev/kvm").exists() {
-                return Err(Error::step(
-                    "--accel kvm",
-                    "needs /dev/kvm on an Arm64 host whose KVM offers nested virtualization (FEAT_NV2); this host has none — use --accel tcg",
-                ));
-            }
+            // What this host lacks, in one line (kvm.rs).
+            let note = crate::kvm::HostFacts::probe()
+                .verdict()
+                .map_err(|why| Error::step("host check", why))?;
+            eprintln!("xtask: {note}");
         }
         Ok(())
     }
@@ -201,21 +202,30 @@ impl QemuConfig {
     /// with the bundle as the hypervisor's `-initrd`.
     pub fn line(&self) -> QemuLine {
         let mut line = self.line_without_bundle();
-        line.push(["-initrd".into(), self.initrd.to_string_lossy().into_owned()]);
+        // A `--boot efi` run carries the bundle on its ESP (efi.rs).
+        if self.efi.is_none() {
+            line.push(["-initrd".into(), self.initrd.to_string_lossy().into_owned()]);
+        }
         line
     }
 
     /// The command line without a boot bundle: machine, CPU, memory, the
     /// hypervisor as `-kernel`, semihosting, then `--qemu-arg`s.
     pub fn line_without_bundle(&self) -> QemuLine {
-        let mut line = QemuLine::new(MACHINE);
+        let mut line = match &self.efi {
+            Some(_) => QemuLine::new(&crate::efi::machine()),
+            None => QemuLine::new(MACHINE),
+        };
         match self.accel {
             Accel::Tcg => line.push(["-cpu", TCG_CPU]),
             Accel::Kvm => line.push(["-accel", "kvm", "-cpu", "host"]),
         };
         line.push(["-smp".into(), self.smp.to_string()]);
         line.push(["-m".into(), format!("{}M", host_mem_mib(self.guest_mem))]);
-        line.push(["-kernel".into(), self.kernel.to_string_lossy().into_owned()]);
+        match &self.efi {
+            Some(media) => line.push(crate::efi::qemu_args(media)),
+            None => line.push(["-kernel".into(), self.kernel.to_string_lossy().into_owned()]),
+        };
         line.push(["-semihosting-config", SEMIHOSTING]);
         let (w, h) = self.display;
         line.push([
@@ -331,6 +341,7 @@ pub fn describe_exit(code: Option<i32>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn cfg() -> QemuConfig {
         QemuConfig {
@@ -344,6 +355,7 @@ mod tests {
             display: DEFAULT_DISPLAY,
             gui: false,
             qmp: None,
+            efi: None,
         }
     }
 

@@ -159,6 +159,8 @@ pub struct RunOptions {
     pub qmp: Option<PathBuf>,
     /// The physical display's resolution (`--display WxH`; default 1280x800).
     pub display: Option<(u32, u32)>,
+    /// How QEMU starts the hypervisor (`--boot kernel|efi`; efi.rs).
+    pub boot: crate::efi::Boot,
 }
 
 impl RunOptions {
@@ -177,7 +179,7 @@ impl RunOptions {
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
-[--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
+[--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
 pub const NOTES: &str = "\
@@ -239,6 +241,9 @@ pub struct RunArgs {
     /// drive the console with a script (lines below)
     #[arg(long, value_name = "FILE")]
     script: Option<PathBuf>,
+    /// kernel: QEMU loads the hypervisor (default); efi: AAVMF at EL2 starts rayos-el2.efi from an ESP
+    #[arg(long, value_name = "kernel|efi", value_parser = |v: &str| v.parse::<crate::efi::Boot>())]
+    boot: Option<crate::efi::Boot>,
     /// QEMU accelerator (default tcg)
     #[arg(long, value_name = "tcg|kvm", value_parser = parse_accel)]
     accel: Option<Accel>,
@@ -354,7 +359,9 @@ impl RunArgs {
             gui: self.gui,
             qmp: self.qmp,
             display: self.display,
+            boot: self.boot.unwrap_or_default(),
         };
+
         if o.guest_cmd.is_some() && o.guest != Guest::Linux {
             return Err(Error::Usage(
                 "--guest-cmd only applies to --guest linux".into(),
@@ -457,11 +464,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
                 .any(|s| matches!(s.action, Action::Screendump(_)))
                 .then(|| crate::qmp::default_socket(&layout.out))
         }),
+        efi: None,
     };
     qemu.check()?;
     ensure_qemu(o.quiet)?;
     let hypervisor = build_hypervisor(layout, o.quiet)?;
-
     let (kernel, initrd, mut cmdline) = match o.guest {
         Guest::Linux => {
             let (kernel, initrd) = match (&o.kernel, &o.initrd) {
@@ -560,6 +567,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         Some(d) => d.path.clone(),
         None => write_bundle(layout, &vm)?,
     };
+    if o.boot == crate::efi::Boot::Efi {
+        // The application reads a boot bundle from the ESP; a system-disk run has none.
+        let bundle_on_esp = system_disk.is_none().then_some(bundle.as_path());
+        qemu.efi = Some(crate::efi::prepare(layout, o.quiet, bundle_on_esp)?);
+    }
     qemu.smp = vm.vcpus;
     qemu.guest_mem = vm.mem;
     qemu.kernel = hypervisor;
@@ -956,6 +968,7 @@ mod tests {
                         display: crate::qemu::DEFAULT_DISPLAY,
                         gui: false,
                         qmp: None,
+                        efi: None,
                     },
                     vm,
                     bundle: "/t/bundle.cpio".into(),

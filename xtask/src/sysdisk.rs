@@ -611,6 +611,7 @@ mod tests {
             display: crate::qemu::DEFAULT_DISPLAY,
             gui: false,
             qmp: None,
+            efi: None,
         };
         let a = qemu_line(&q, Path::new("/t/sys,1.img")).args().join(" ");
         assert!(!a.contains("-initrd") && !a.contains("linux.cpio"), "{a}");
