@@ -11,11 +11,15 @@
 //! QEMU exits; QEMU starts again on the same system disk (a cold boot: the file
 //! is gone, the new block is on the disk), lists the snapshot and rolls back to
 //! it: the guest is the first boot's again (same boot id, the file is back) and
-//! its disk holds the base block.
+//! its disk holds the base block. A second disk snapshot, whose disk copy had a
+//! byte flipped on the host between the boots, is refused with nothing changed.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use integration_tests::{boot, boot_lock, console_tail, script};
+use registry::cli::FileDisk;
+use registry::Registry;
+use vdev::BlockBackend;
 use xtask::run::{Ending, Guest, RunOptions};
 use xtask::Layout;
 
@@ -170,6 +174,7 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
              monitor vm snapshots linux\n\
              send printf 'new-%s\\n' $(({n}*2+1)) | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null; sync; echo wrote-$((2+2))\n\
              expect wrote-4\n\
+             monitor vm snapshot linux d2 --disk\n\
              send exit\n\
              expect shell exited\n"
         ),
@@ -180,7 +185,7 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
     assert_eq!(first.ending, Ending::Exited(Some(0)), "\n{tail}");
     let boot1 = value(&first.console, "boot1");
     let got = statuses(&first.console);
-    assert_eq!(got.len(), 4, "{got:#?}\n{tail}");
+    assert_eq!(got.len(), 5, "{got:#?}\n{tail}");
     assert!(
         got[0].starts_with("ok: vm linux snapshot 'd1' taken (disk, "),
         "{got:#?}"
@@ -191,6 +196,28 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
         got[3].starts_with("ok: vm linux has 1 snapshot: d1 (disk, "),
         "{got:#?}"
     );
+    assert!(
+        got[4].starts_with("ok: vm linux snapshot 'd2' taken (disk, "),
+        "{got:#?}"
+    );
+    // Between the boots, on the host: one flipped bit in d2's disk copy (its last
+    // sector of guest data).
+    {
+        let mut d = FileDisk::open(&disk, false).expect("open the system disk");
+        let reg = Registry::open(&mut d).expect("the registry opens");
+        let copy = reg.vms()[0]
+            .snapshots
+            .iter()
+            .find(|s| s.tag == "d2")
+            .expect("d2 is recorded on the system disk")
+            .disk;
+        let at = copy.extent.start + copy.size - 512;
+        let mut sector = [0u8; 512];
+        d.read_at(at, &mut sector).unwrap();
+        sector[100] ^= 0x10;
+        d.write_at(at, &sector).unwrap();
+        d.flush().unwrap();
+    }
     // Boot 2 on the same system disk: a cold boot, then the rollback.
     let second = boot(&on_disk(
         "disk-snapshot-2.script",
@@ -199,6 +226,9 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
          send echo 3 > /proc/sys/vm/drop_caches; echo before=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -n 1) kept=$(cat /tmp/kept 2>/dev/null || echo none-$((1+2)))\n\
          expect kept=none-3\n\
          monitor vm snapshots linux\n\
+         monitor vm rollback linux d2\n\
+         send echo still-$((2+3))\n\
+         expect still-5\n\
          monitor vm rollback linux d1\n\
          send echo 3 > /proc/sys/vm/drop_caches; echo after=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -n 1) kept=$(cat /tmp/kept)\n\
          expect (?m)^after=\n\
@@ -234,16 +264,24 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
         "the guest after the rollback is not the first boot's kernel\n{tail}"
     );
     let got = statuses(console);
-    assert_eq!(got.len(), 5, "{got:#?}\n{tail}");
+    assert_eq!(got.len(), 6, "{got:#?}\n{tail}");
     assert!(
-        got[0].starts_with("ok: vm linux has 1 snapshot: d1 (disk, "),
+        got[0].starts_with("ok: vm linux has 2 snapshots: d1 (disk, ")
+            && got[0].contains("), d2 (disk, "),
         "{got:#?}"
     );
-    assert_eq!(got[1], "ok: vm linux rolled back to snapshot 'd1'");
-    assert_eq!(got[2], "ok: vm linux snapshot 'd1' deleted");
-    assert_eq!(got[3], "ok: vm linux has no snapshots");
     assert_eq!(
-        got[4],
+        got[1],
+        "error: vm linux: the disk snapshot is refused: disk copy data checksum mismatch; nothing was changed"
+    );
+    assert_eq!(got[2], "ok: vm linux rolled back to snapshot 'd1'");
+    assert_eq!(got[3], "ok: vm linux snapshot 'd1' deleted");
+    assert!(
+        got[4].starts_with("ok: vm linux has 1 snapshot: d2 (disk, "),
+        "{got:#?}"
+    );
+    assert_eq!(
+        got[5],
         "error: vm linux has no snapshot 'd1' (see `vm snapshots linux`)"
     );
 }

@@ -85,6 +85,7 @@ impl fmt::Display for DiskSnapshotError {
             ),
             DiskSnapshotError::NoSuch => f.write_str("no disk snapshot has this tag"),
             DiskSnapshotError::Write(e) => write!(f, "{e}"),
+            DiskSnapshotError::Refused(ColdReason::Format(e)) => write!(f, "{e}"),
             DiskSnapshotError::Refused(e) => write!(f, "{e}"),
             DiskSnapshotError::Io(e) => write!(f, "guest disk I/O: {e:?}"),
         }
