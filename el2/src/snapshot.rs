@@ -428,6 +428,7 @@ fn finish_rollback(
     time: &TimeState,
     vcpus: &[VcpuState],
 ) -> Result<(), RollbackError> {
+    drop_taken_vtimer(vm, here);
     crate::suspend::restore_devices(vm, devices)
         .map_err(|e| RollbackError::Partial(format!("device state refused: {e:?}")))?;
     let now = read_sysreg!("CNTPCT_EL0");
@@ -536,10 +537,29 @@ pub fn load_cntvoff(vm: &Vm) {
     unsafe { core::arch::asm!("isb") };
 }
 
+/// Before a rollback replaces the vGIC and `vcpu.vtimer_raised` with the
+/// snapshot's (on `vcpu`'s own CPU): a virtual-timer interrupt EL2 took for `vcpu`
+/// while the VM stood (a long rollback reads the system disk with interrupts
+/// taken) left its physical PPI active, to be deactivated by the guest's EOI of
+/// the hardware-linked virtual one — which the restored vGIC no longer holds.
+/// Deactivate it here, or the vCPU's timer never fires again.
+fn drop_taken_vtimer(vm: &Vm, vcpu: &mut Vcpu) {
+    if vcpu.vtimer_raised {
+        vcpu.vtimer_raised = false;
+        crate::gic::deactivate_private(crate::irq::hyp_irqs().vtimer, vm.pcpu_index[vcpu.idx]);
+        log::info!(
+            "VM '{}': vCPU {}'s virtual timer was raised at the rollback; its physical interrupt is deactivated",
+            vm.name,
+            vcpu.idx
+        );
+    }
+}
+
 /// A vCPU leaving the park: takes up the state a rollback left for it.
 pub fn on_unpark(vm: &Vm, vcpu: &mut Vcpu) {
     let st = vm.resume_slots[vcpu.idx].lock().take();
     if let Some(st) = st {
+        drop_taken_vtimer(vm, vcpu);
         crate::suspend::apply(vcpu, &st);
         crate::vm::load_vcpu(vcpu);
     }
