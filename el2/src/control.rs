@@ -34,8 +34,8 @@
 //! **Snapshots.** `vm snapshot` and `vm rollback` pause a running VM the same way,
 //! run `snapshot::take` / `snapshot::rollback` on the commanding vCPU, and let it
 //! run again; a rolled-back parked vCPU takes up its saved state as it leaves the
-//! park (`snapshot::on_unpark`). Snapshots live in memory; `--disk` answers that
-//! disk snapshots are not built.
+//! park (`snapshot::on_unpark`). Snapshots live in memory, or with `--disk` on the
+//! system disk (`snapshot::take_disk`; rollback finds either kind by its tag).
 
 use alloc::collections::VecDeque;
 use alloc::format;
@@ -406,15 +406,12 @@ impl VmControl for El2Control<'_> {
         store: SnapshotStore,
     ) -> Result<SnapshotInfo, ControlError> {
         self.find(name)?;
-        if store == SnapshotStore::Disk {
-            return Err(ControlError::Unsupported {
-                what: format!("vm snapshot {name} {tag} --disk"),
-                why: "disk snapshots (surviving a host reboot) are not built yet; in-memory snapshots are (leave out --disk)",
-            });
-        }
         let was_running = self.pause_for_snapshot(name)?;
         let vm = self.vm;
-        let taken = crate::snapshot::take(vm, self.vcpu, tag);
+        let taken = match store {
+            SnapshotStore::Memory => crate::snapshot::take(vm, self.vcpu, tag),
+            SnapshotStore::Disk => crate::snapshot::take_disk(vm, self.vcpu, tag),
+        };
         self.continue_after_snapshot(name, was_running)?;
         match taken {
             Ok(bytes) => Ok(SnapshotInfo {
@@ -435,7 +432,11 @@ impl VmControl for El2Control<'_> {
 
     fn rollback(&mut self, name: &str, tag: &str) -> Result<(), ControlError> {
         self.find(name)?;
-        if !crate::snapshot::list().iter().any(|s| s.tag == tag) {
+        if !crate::snapshot::list()
+            .iter()
+            .chain(&crate::snapshot::list_disk(self.vm))
+            .any(|s| s.tag == tag)
+        {
             return Err(ControlError::NoSuchSnapshot {
                 vm: name.into(),
                 tag: tag.into(),
@@ -475,9 +476,14 @@ impl VmControl for El2Control<'_> {
         self.find(name)?;
         Ok(crate::snapshot::list()
             .into_iter()
+            .chain(crate::snapshot::list_disk(self.vm))
             .map(|s| SnapshotInfo {
                 tag: s.tag,
-                store: SnapshotStore::Memory,
+                store: if s.disk {
+                    SnapshotStore::Disk
+                } else {
+                    SnapshotStore::Memory
+                },
                 bytes: s.bytes,
             })
             .collect())
@@ -485,13 +491,16 @@ impl VmControl for El2Control<'_> {
 
     fn delete_snapshot(&mut self, name: &str, tag: &str) -> Result<(), ControlError> {
         self.find(name)?;
-        if crate::snapshot::delete(tag) {
-            Ok(())
-        } else {
-            Err(ControlError::NoSuchSnapshot {
+        match crate::snapshot::delete(self.vm, tag) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ControlError::NoSuchSnapshot {
                 vm: name.into(),
                 tag: tag.into(),
-            })
+            }),
+            Err(why) => Err(ControlError::Failed {
+                vm: name.into(),
+                why,
+            }),
         }
     }
 

@@ -1,6 +1,7 @@
-//! In-memory snapshots of a running VM and rollback to them (`vm snapshot`,
-//! `vm rollback`, `vm snapshots`, `vm delete-snapshot`): el2's side of
-//! `vmstate::snapshot`.
+//! Snapshots of a running VM and rollback to them (`vm snapshot`, `vm rollback`,
+//! `vm snapshots`, `vm delete-snapshot`): el2's side of `vmstate::snapshot` (in
+//! memory) and `vmstate::snapshot_disk` (`--disk`: on the system disk, surviving
+//! a host reboot). Tags are unique across both kinds.
 //!
 //! **Memory.** At boot, free RAM left after the guests' RAM (up to [`POOL_MAX`],
 //! keeping [`KEEP_FREE`]) is added to the hypervisor heap as the snapshot pool
@@ -21,6 +22,16 @@
 //! vCPU gets its saved state: `here` at once, the parked ones as they leave the
 //! park ([`on_unpark`], on their own CPUs). Snapshots taken after the one rolled
 //! back to are dropped (the disk no longer holds their state).
+//!
+//! **Disk snapshots** ([`take_disk`], [`rollback`] of a disk tag): the same
+//! capture, then `snapshot_disk::take` writes the image and a sparse copy of the
+//! guest disks and commits them to the registry. Rolling back opens and checks
+//! the image and the whole disk copy first (refused with nothing changed), then
+//! RAM is emptied and streamed back (its CRC checked as it goes), the guest disks
+//! are rewritten where they differ — each write first through the in-memory
+//! snapshots' copy-on-write log, so those stay valid — and devices, time and
+//! vCPUs follow as for an in-memory rollback. A disk snapshot is not consumed and
+//! is kept when an older snapshot is rolled back to (it holds its own disk copy).
 
 use alloc::format;
 use alloc::string::String;
@@ -29,7 +40,10 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arch::smccc::{CpuPower, PowerTopology};
 use spin::Mutex;
-use vmstate::{DeviceState, DiskCow, Power, RamSnapshot, SnapshotError, VcpuState};
+use vmstate::{
+    DeviceState, DiskCow, DiskSnapshotError, Power, RamSnapshot, SnapshotError, TimeState,
+    VcpuState,
+};
 
 use crate::el1::{read_sysreg, write_sysreg};
 use crate::suspend::{Machine, Ram};
@@ -84,6 +98,8 @@ impl Snapshot {
 pub struct Listed {
     pub tag: String,
     pub bytes: u64,
+    /// On the system disk (`--disk`), else in memory.
+    pub disk: bool,
 }
 
 /// Adds free RAM (after the guests' RAM was taken) to the heap as the snapshot
@@ -129,6 +145,9 @@ pub fn take(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<u64, TakeError> {
         return Err(TakeError::Other(String::from(
             "the VM's disk is not on the system disk (a boot bundle's disk cannot be rolled back)",
         )));
+    }
+    if list_disk(vm).iter().any(|s| s.tag == tag) {
+        return Err(TakeError::Exists);
     }
     {
         let store = STORE.lock();
@@ -192,12 +211,115 @@ pub fn list() -> Vec<Listed> {
         .map(|s| Listed {
             tag: s.tag.clone(),
             bytes: s.bytes() + cow.as_ref().map_or(0, |c| c.bytes_of(s.id)),
+            disk: false,
         })
         .collect()
 }
 
-/// Deletes snapshot `tag`; `false` if there is none.
-pub fn delete(tag: &str) -> bool {
+/// `vm`'s complete disk snapshots, oldest first, with the system-disk space each
+/// takes.
+pub fn list_disk(vm: &Vm) -> Vec<Listed> {
+    let Some(uuid) = vm.identity else {
+        return Vec::new();
+    };
+    crate::storage::with(|st| {
+        st.registry
+            .vm(uuid)
+            .map(vmstate::snapshot_disk::list)
+            .unwrap_or_default()
+    })
+    .unwrap_or_default()
+    .into_iter()
+    .map(|(tag, bytes)| Listed {
+        tag,
+        bytes,
+        disk: true,
+    })
+    .collect()
+}
+
+/// Takes disk snapshot `tag` of the paused `vm` from vCPU `here`; returns the
+/// system-disk bytes it takes.
+pub fn take_disk(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<u64, TakeError> {
+    let Some(uuid) = vm.identity else {
+        return Err(TakeError::Other(String::from(
+            "the VM was not started from the system disk (a boot bundle has nowhere to keep a disk snapshot)",
+        )));
+    };
+    if STORE.lock().iter().any(|s| s.tag == tag) || list_disk(vm).iter().any(|s| s.tag == tag) {
+        return Err(TakeError::Exists);
+    }
+    let start = read_sysreg!("CNTPCT_EL0");
+    let Machine {
+        vcpus,
+        devices,
+        time,
+    } = crate::suspend::capture_machine(vm, here).map_err(TakeError::Other)?;
+    let input = vmstate::SuspendInput {
+        uuid,
+        fingerprint: crate::suspend::fingerprint(vm),
+        time,
+        vcpus: &vcpus,
+        devices: &devices,
+    };
+    let r = crate::storage::with(|st| {
+        vmstate::snapshot_disk::take(
+            &mut st.disk,
+            &mut st.registry,
+            tag,
+            &input,
+            &Ram(vm.ram),
+            crate::accel::crc32c_append,
+        )
+    })
+    .unwrap_or(Err(DiskSnapshotError::Write(vmstate::SuspendError::Io(
+        vdev::BlockError::Io,
+    ))));
+    let report = match r {
+        Ok(r) => r,
+        Err(DiskSnapshotError::Exists) => return Err(TakeError::Exists),
+        Err(e) => return Err(TakeError::Other(format!("{e}"))),
+    };
+    let bytes = list_disk(vm)
+        .into_iter()
+        .find(|s| s.tag == tag)
+        .map_or(report.bytes(), |s| s.bytes);
+    log::info!(
+        "VM '{}': snapshot '{tag}' taken on the system disk ({} KiB image, {} KiB copy of the guest disks with {} granules of data; {} KiB reserved) in {} ms",
+        vm.name,
+        report.image.bytes >> 10,
+        report.disk_bytes >> 10,
+        report.disk_granules,
+        bytes >> 10,
+        read_sysreg!("CNTPCT_EL0").wrapping_sub(start) * 1000 / read_sysreg!("CNTFRQ_EL0").max(1)
+    );
+    Ok(bytes)
+}
+
+/// Deletes `vm`'s snapshot `tag` (in memory or on the system disk); `Ok(false)`
+/// if there is none.
+pub fn delete(vm: &Vm, tag: &str) -> Result<bool, String> {
+    if !STORE.lock().iter().any(|s| s.tag == tag) {
+        let Some(uuid) = vm.identity else {
+            return Ok(false);
+        };
+        let r = crate::storage::with(|st| {
+            vmstate::snapshot_disk::delete(&mut st.disk, &mut st.registry, uuid, tag)
+        });
+        return match r {
+            Some(Ok(())) => {
+                log::info!("VM '{}': disk snapshot '{tag}' deleted", vm.name);
+                Ok(true)
+            }
+            Some(Err(DiskSnapshotError::NoSuch)) | None => Ok(false),
+            Some(Err(e)) => Err(format!("{e}")),
+        };
+    }
+    Ok(delete_memory(tag))
+}
+
+/// Deletes in-memory snapshot `tag`; `false` if there is none.
+fn delete_memory(tag: &str) -> bool {
     let mut store = STORE.lock();
     let Some(i) = store.iter().position(|s| s.tag == tag) else {
         return false;
@@ -225,23 +347,12 @@ pub enum RollbackError {
 /// the parked vCPUs pick up their states as they leave the park.
 pub fn rollback(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<(), RollbackError> {
     let mut store = STORE.lock();
-    let pos = store
-        .iter()
-        .position(|s| s.tag == tag)
-        .ok_or(RollbackError::NoSuch)?;
+    let Some(pos) = store.iter().position(|s| s.tag == tag) else {
+        drop(store);
+        return rollback_disk(vm, here, tag);
+    };
     let snap = &store[pos];
-    // vCPUs powered on and off as at the snapshot (a vCPU's power cannot be
-    // changed from here).
-    for (i, st) in snap.vcpus.iter().enumerate() {
-        let on = vm.power(i) != CpuPower::Off;
-        if on != (st.power == Power::On) {
-            return Err(RollbackError::Refused(format!(
-                "vCPU {i} was powered {} at the snapshot and is {} now; rolling back across a CPU power change is not supported",
-                if st.power == Power::On { "on" } else { "off" },
-                if on { "on" } else { "off" }
-            )));
-        }
-    }
+    same_power(vm, &snap.vcpus)?;
     crate::suspend::drain(vm, here.idx).map_err(RollbackError::Refused)?;
     // 1. The disk (refused with nothing changed when its log is broken).
     {
@@ -264,24 +375,13 @@ pub fn rollback(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<(), RollbackError
     // 2. RAM: emptied, then the copy.
     vm.ram.reset();
     snap.ram.restore(&mut Ram(vm.ram));
-    // 3. Devices.
-    crate::suspend::restore_devices(vm, &snap.devices)
-        .map_err(|e| RollbackError::Partial(format!("device state refused: {e:?}")))?;
-    // 4. Time: guest virtual time continues from the snapshot's count.
-    let now = read_sysreg!("CNTPCT_EL0");
-    vm.set_cntvoff(vmstate::cntvoff_for(snap.guest_vcount, now));
-    // 5. vCPUs.
-    for (i, st) in snap.vcpus.iter().enumerate() {
-        let mut st = st.clone();
-        st.ptimer_cval = vmstate::rebase_physical(st.ptimer_cval, snap.host_pcount, now);
-        vm.kick[i].store(true, Ordering::Release);
-        if i == here.idx {
-            crate::suspend::apply(here, &st);
-            crate::vm::load_vcpu(here);
-        } else if st.power == Power::On {
-            *vm.resume_slots[i].lock() = Some(alloc::boxed::Box::new(st));
-        }
-    }
+    // 3-5. Devices, time, vCPUs.
+    let time = TimeState {
+        cntfrq: read_sysreg!("CNTFRQ_EL0"),
+        guest_vcount: snap.guest_vcount,
+        host_pcount: snap.host_pcount,
+    };
+    finish_rollback(vm, here, &snap.devices, &time, &snap.vcpus)?;
     // Snapshots after this one no longer match the disk.
     let id = snap.id;
     let dropped: Vec<String> = store
@@ -301,6 +401,134 @@ pub fn rollback(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<(), RollbackError
     Ok(())
 }
 
+/// Refuses a rollback to a state whose vCPUs were powered otherwise than now (a
+/// vCPU's power cannot be changed from here).
+fn same_power(vm: &Vm, vcpus: &[VcpuState]) -> Result<(), RollbackError> {
+    for (i, st) in vcpus.iter().enumerate() {
+        let on = vm.power(i) != CpuPower::Off;
+        if on != (st.power == Power::On) {
+            return Err(RollbackError::Refused(format!(
+                "vCPU {i} was powered {} at the snapshot and is {} now; rolling back across a CPU power change is not supported",
+                if st.power == Power::On { "on" } else { "off" },
+                if on { "on" } else { "off" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The end of every rollback, once RAM and disks hold the snapshot's: devices
+/// restored, guest virtual time continued from the snapshot's count (CNTVOFF, so
+/// no tick of the time in between is owed), every vCPU given its state (`here` at
+/// once, the parked ones as they leave the park).
+fn finish_rollback(
+    vm: &Vm,
+    here: &mut Vcpu,
+    devices: &[DeviceState],
+    time: &TimeState,
+    vcpus: &[VcpuState],
+) -> Result<(), RollbackError> {
+    drop_taken_vtimer(vm, here);
+    crate::suspend::restore_devices(vm, devices)
+        .map_err(|e| RollbackError::Partial(format!("device state refused: {e:?}")))?;
+    let now = read_sysreg!("CNTPCT_EL0");
+    vm.set_cntvoff(vmstate::cntvoff_for(time.guest_vcount, now));
+    for (i, st) in vcpus.iter().enumerate() {
+        let mut st = st.clone();
+        st.ptimer_cval = vmstate::rebase_physical(st.ptimer_cval, time.host_pcount, now);
+        vm.kick[i].store(true, Ordering::Release);
+        if i == here.idx {
+            crate::suspend::apply(here, &st);
+            crate::vm::load_vcpu(here);
+        } else if st.power == Power::On {
+            *vm.resume_slots[i].lock() = Some(alloc::boxed::Box::new(st));
+        }
+    }
+    Ok(())
+}
+
+/// Rolls the paused `vm` back to its disk snapshot `tag` from vCPU `here` (see
+/// the module documentation).
+fn rollback_disk(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<(), RollbackError> {
+    let Some(uuid) = vm.identity else {
+        return Err(RollbackError::NoSuch);
+    };
+    let start = read_sysreg!("CNTPCT_EL0");
+    let crc = crate::accel::crc32c_append;
+    let cntfrq = read_sysreg!("CNTFRQ_EL0");
+    let expected = crate::suspend::fingerprint(vm);
+    // Everything checked before anything changes.
+    let opened = crate::storage::with(|st| {
+        vmstate::snapshot_disk::open(
+            &mut st.disk,
+            &st.registry,
+            uuid,
+            tag,
+            &expected,
+            cntfrq,
+            crc,
+        )
+    })
+    .unwrap_or(Err(DiskSnapshotError::NoSuch));
+    let opened = match opened {
+        Ok(o) => o,
+        Err(DiskSnapshotError::NoSuch) => return Err(RollbackError::NoSuch),
+        Err(e) => {
+            log::warn!("VM '{}': disk snapshot '{tag}' refused: {e}", vm.name);
+            return Err(RollbackError::Refused(format!(
+                "the disk snapshot is refused: {e}"
+            )));
+        }
+    };
+    same_power(vm, &opened.image.vcpus)?;
+    crate::suspend::drain(vm, here.idx).map_err(RollbackError::Refused)?;
+    // RAM: emptied, then streamed back from the image (CRC checked as it goes).
+    vm.ram.reset();
+    crate::storage::with(|st| {
+        vmstate::restore_ram(&mut st.disk, &opened.image, &mut Ram(vm.ram), crc)
+    })
+    .unwrap_or(Err(vmstate::ColdReason::Unreadable))
+    .map_err(|e| RollbackError::Partial(format!("guest RAM partly restored ({e})")))?;
+    // The guest disks, each write first through the in-memory snapshots' log
+    // (lock order: `COW`, then storage).
+    let written = {
+        let mut cow = COW.lock();
+        crate::storage::with(|st| {
+            vmstate::snapshot_disk::restore_disks(
+                &mut st.disk,
+                &opened,
+                &mut |disk, off, len, e| {
+                    if let Some(c) = cow.as_mut() {
+                        let hi = e.start + e.len;
+                        if c.before_write(disk, (e.start, hi), off, len) > 0 {
+                            log::warn!(
+                                "snapshots: rolling back to '{tag}' overflowed the copy-on-write budget of an in-memory snapshot"
+                            );
+                        }
+                    }
+                },
+            )
+        })
+        .unwrap_or(Err(DiskSnapshotError::Io(vdev::BlockError::Io)))
+        .map_err(|e| RollbackError::Partial(format!("guest disk partly rolled back ({e})")))?
+    };
+    let h = &opened.image.header;
+    finish_rollback(
+        vm,
+        here,
+        &opened.image.devices,
+        &h.time,
+        &opened.image.vcpus,
+    )?;
+    log::info!(
+        "VM '{}': rolled back to disk snapshot '{tag}' ({} KiB of guest disk rewritten) in {} ms",
+        vm.name,
+        written >> 10,
+        read_sysreg!("CNTPCT_EL0").wrapping_sub(start) * 1000 / cntfrq.max(1)
+    );
+    Ok(())
+}
+
 /// After the VM resumes, on the commanding vCPU's CPU: load the VM's (new)
 /// virtual-counter offset.
 pub fn load_cntvoff(vm: &Vm) {
@@ -309,10 +537,29 @@ pub fn load_cntvoff(vm: &Vm) {
     unsafe { core::arch::asm!("isb") };
 }
 
+/// Before a rollback replaces the vGIC and `vcpu.vtimer_raised` with the
+/// snapshot's (on `vcpu`'s own CPU): a virtual-timer interrupt EL2 took for `vcpu`
+/// while the VM stood (a long rollback reads the system disk with interrupts
+/// taken) left its physical PPI active, to be deactivated by the guest's EOI of
+/// the hardware-linked virtual one — which the restored vGIC no longer holds.
+/// Deactivate it here, or the vCPU's timer never fires again.
+fn drop_taken_vtimer(vm: &Vm, vcpu: &mut Vcpu) {
+    if vcpu.vtimer_raised {
+        vcpu.vtimer_raised = false;
+        crate::gic::deactivate_private(crate::irq::hyp_irqs().vtimer, vm.pcpu_index[vcpu.idx]);
+        log::info!(
+            "VM '{}': vCPU {}'s virtual timer was raised at the rollback; its physical interrupt is deactivated",
+            vm.name,
+            vcpu.idx
+        );
+    }
+}
+
 /// A vCPU leaving the park: takes up the state a rollback left for it.
 pub fn on_unpark(vm: &Vm, vcpu: &mut Vcpu) {
     let st = vm.resume_slots[vcpu.idx].lock().take();
     if let Some(st) = st {
+        drop_taken_vtimer(vm, vcpu);
         crate::suspend::apply(vcpu, &st);
         crate::vm::load_vcpu(vcpu);
     }

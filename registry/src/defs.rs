@@ -11,10 +11,14 @@ pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"RAYOSSYS";
 /// The on-disk format version of the superblock (and the disk geometry) and of the
 /// A/B store halves this crate reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
-/// The metadata slot version this crate writes: version 3 payloads end with the
-/// system disk's vTPM manufacturer CA key (after the records, which are encoded as
-/// in version 2). Every commit writes this version.
-pub const SLOT_VERSION: u32 = 3;
+/// The metadata slot version this crate writes: version 4 records end with the
+/// VM's disk snapshots (`u8` count, then per snapshot its tag and two blobs);
+/// the payload ends with the CA key as in version 3. Every commit writes this
+/// version.
+pub const SLOT_VERSION: u32 = 4;
+/// Metadata slot version 3 (still read): payloads end with the system disk's vTPM
+/// manufacturer CA key (after the records, which are encoded as in version 2).
+pub const SLOT_VERSION_V3: u32 = 3;
 /// Metadata slot version 2 (still read): records end with the VM's start counter
 /// (`u64 starts`); the payload has no CA key.
 pub const SLOT_VERSION_V2: u32 = 2;
@@ -112,6 +116,10 @@ pub const MAX_CMDLINE_LEN: usize = 2048;
 pub const MAX_DISKS: usize = 8;
 /// Most vCPUs per VM.
 pub const MAX_VCPUS: u32 = 64;
+/// Most disk snapshots one VM keeps.
+pub const MAX_SNAPSHOTS: usize = 8;
+/// Longest disk-snapshot tag (the monitor's tag rule: `A-Z a-z 0-9 . _ -`).
+pub const MAX_SNAPSHOT_TAG: usize = 32;
 /// Guest memory granularity: memory sizes are multiples of this (2 MiB).
 pub const MEMORY_GRANULE: u64 = 2 * 1024 * 1024;
 
@@ -129,7 +137,8 @@ pub const MAX_RECORD_ENCODED: usize = 16 // uuid
     + EXTENT_ENCODED // tpm nv
     + 2 + 4 // policy
     + BLOB_ENCODED // saved state
-    + 8; // starts (slot version 2)
+    + 8 // starts (slot version 2)
+    + 1 + MAX_SNAPSHOTS * (2 + MAX_SNAPSHOT_TAG + 2 * BLOB_ENCODED); // snapshots (version 4)
 /// Largest encoded payload: record count plus length-prefixed records.
 pub const MAX_PAYLOAD_ENCODED: usize = 4 + MAX_VMS * (4 + MAX_RECORD_ENCODED);
 const _: () = assert!(

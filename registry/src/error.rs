@@ -21,6 +21,8 @@ pub enum ConsistencyError {
     DuplicateName(Uuid),
     /// The name is empty, too long or holds control characters.
     BadName(Uuid),
+    /// Too many disk snapshots, or a bad or repeated snapshot tag.
+    BadSnapshot(Uuid),
     /// The vCPU count is 0 or above the limit.
     BadVcpus(Uuid),
     /// The memory size is 0 or not a multiple of 2 MiB.
@@ -82,6 +84,10 @@ impl fmt::Display for ConsistencyError {
             DuplicateUuid(u) => write!(f, "VM UUID {u} appears twice"),
             DuplicateName(u) => write!(f, "VM {u} reuses another VM's name"),
             BadName(u) => write!(f, "VM {u}: name empty, too long or with control characters"),
+            BadSnapshot(u) => write!(
+                f,
+                "VM {u}: too many disk snapshots, or a bad or repeated tag"
+            ),
             BadVcpus(u) => write!(f, "VM {u}: vCPU count out of range"),
             BadMemory(u) => write!(f, "VM {u}: memory size 0 or not a multiple of 2 MiB"),
             CmdlineTooLong(u) => write!(f, "VM {u}: kernel command line too long"),

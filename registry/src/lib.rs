@@ -64,7 +64,9 @@ pub use extent_io::{
 };
 pub use memdisk::MemDisk;
 pub use policy::Policy;
-pub use record::{Blob, BootSource, DeviceModel, Extent, ExtentRole, GuestDisk, VmRecord};
+pub use record::{
+    Blob, BootSource, DeviceModel, DiskSnapshot, Extent, ExtentRole, GuestDisk, VmRecord,
+};
 pub use registry::{BootSpec, DiskSpec, Registry, SlotStatus, VmSpec};
 pub use superblock::Superblock;
 pub use uuid::Uuid;

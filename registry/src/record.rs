@@ -10,8 +10,8 @@ use core::fmt;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::defs::{
     BOOT_FIRMWARE, BOOT_LINUX, DEVICE_MODEL_LINUX_DT, DEVICE_MODEL_UEFI_ACPI, DISK_FLAGS_KNOWN,
-    DISK_FLAG_READ_ONLY, MAX_CMDLINE_LEN, MAX_DISKS, MAX_NAME_LEN, MAX_VCPUS, MEMORY_GRANULE,
-    SLOT_VERSION, SLOT_VERSION_V1, SLOT_VERSION_V2,
+    DISK_FLAG_READ_ONLY, MAX_CMDLINE_LEN, MAX_DISKS, MAX_NAME_LEN, MAX_SNAPSHOTS, MAX_SNAPSHOT_TAG,
+    MAX_VCPUS, MEMORY_GRANULE, SLOT_VERSION, SLOT_VERSION_V1, SLOT_VERSION_V2, SLOT_VERSION_V3,
 };
 use crate::error::ConsistencyError;
 use crate::policy::Policy;
@@ -179,6 +179,30 @@ pub struct GuestDisk {
     pub read_only: bool,
 }
 
+/// A snapshot of the VM kept on the system disk (`vm snapshot NAME TAG --disk`):
+/// its saved image (the suspend format) and a copy of its guest disks. An entry
+/// whose image has `size == 0` was being taken when the host stopped: it is
+/// incomplete and is never rolled back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSnapshot {
+    /// The tag (1..=[`MAX_SNAPSHOT_TAG`] of `A-Z a-z 0-9 . _ -`), unique in the VM.
+    pub tag: String,
+    /// The saved image (RAM, vCPUs, devices); the CRC is the image header's.
+    pub image: Blob,
+    /// The copy of the guest disks; the CRC is the copy's header's.
+    pub disk: Blob,
+}
+
+impl DiskSnapshot {
+    /// Whether `tag` is a valid snapshot tag.
+    pub fn valid_tag(tag: &str) -> bool {
+        (1..=MAX_SNAPSHOT_TAG).contains(&tag.len())
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    }
+}
+
 /// Names which extent of a VM record a message or an iterator refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExtentRole {
@@ -196,6 +220,8 @@ pub enum ExtentRole {
     TpmNv,
     /// The saved execution state.
     SavedState,
+    /// Disk snapshot number `n`'s image or disk copy.
+    Snapshot(u8),
 }
 
 impl fmt::Display for ExtentRole {
@@ -208,6 +234,7 @@ impl fmt::Display for ExtentRole {
             ExtentRole::Disk(n) => write!(f, "disk{n}"),
             ExtentRole::TpmNv => f.write_str("tpm-nv"),
             ExtentRole::SavedState => f.write_str("saved-state"),
+            ExtentRole::Snapshot(n) => write!(f, "snapshot{n}"),
         }
     }
 }
@@ -239,6 +266,9 @@ pub struct VmRecord {
     /// incremented with a registry commit before each start. 0 for a VM never
     /// started, and for records read from a version-1 slot.
     pub starts: u64,
+    /// Disk snapshots, oldest first (none in records read from slots before
+    /// version 4).
+    pub snapshots: Vec<DiskSnapshot>,
 }
 
 impl VmRecord {
@@ -262,6 +292,11 @@ impl VmRecord {
         }
         out.push((ExtentRole::TpmNv, self.tpm_nv));
         out.push((ExtentRole::SavedState, self.saved_state.extent));
+        for (i, snap) in self.snapshots.iter().enumerate() {
+            let role = ExtentRole::Snapshot(i as u8);
+            out.push((role, snap.image.extent));
+            out.push((role, snap.disk.extent));
+        }
         out.retain(|(_, e)| !e.is_empty());
         out
     }
@@ -363,6 +398,24 @@ impl VmRecord {
                 });
             }
         }
+        if self.snapshots.len() > MAX_SNAPSHOTS {
+            return Err(ConsistencyError::BadSnapshot(vm));
+        }
+        for (i, snap) in self.snapshots.iter().enumerate() {
+            if !DiskSnapshot::valid_tag(&snap.tag)
+                || self.snapshots[..i].iter().any(|s| s.tag == snap.tag)
+            {
+                return Err(ConsistencyError::BadSnapshot(vm));
+            }
+            for b in [snap.image, snap.disk] {
+                if b.size > b.extent.len {
+                    return Err(ConsistencyError::BlobOverflow {
+                        vm,
+                        role: ExtentRole::Snapshot(i as u8),
+                    });
+                }
+            }
+        }
         for role in [
             ExtentRole::Kernel,
             ExtentRole::Initrd,
@@ -418,6 +471,12 @@ impl VmRecord {
         self.policy.encode(w);
         self.saved_state.encode(w);
         w.u64(self.starts);
+        w.u8(self.snapshots.len() as u8);
+        for snap in &self.snapshots {
+            w.str16(&snap.tag);
+            snap.image.encode(w);
+            snap.disk.encode(w);
+        }
     }
 
     /// Decodes one record of the current slot version ([`SLOT_VERSION`]) occupying
@@ -429,9 +488,17 @@ impl VmRecord {
 
     /// Decodes one record written under slot version `version`
     /// ([`SLOT_VERSION_V1`]: no start counter, read as 0; [`SLOT_VERSION_V2`] and
-    /// [`SLOT_VERSION`] encode records alike).
+    /// [`SLOT_VERSION_V3`] encode records alike, without disk snapshots;
+    /// [`SLOT_VERSION`] adds them).
     pub fn decode_version(bytes: &[u8], version: u32) -> Result<VmRecord, DecodeError> {
-        if ![SLOT_VERSION, SLOT_VERSION_V2, SLOT_VERSION_V1].contains(&version) {
+        if ![
+            SLOT_VERSION,
+            SLOT_VERSION_V3,
+            SLOT_VERSION_V2,
+            SLOT_VERSION_V1,
+        ]
+        .contains(&version)
+        {
             return Err(DecodeError::BadValue("slot version"));
         }
         let mut r = Reader::new(bytes);
@@ -485,6 +552,20 @@ impl VmRecord {
         } else {
             r.u64()?
         };
+        let mut snapshots = Vec::new();
+        if version == SLOT_VERSION {
+            let n = usize::from(r.u8()?);
+            if n > MAX_SNAPSHOTS {
+                return Err(DecodeError::TooLong("snapshot list"));
+            }
+            for _ in 0..n {
+                snapshots.push(DiskSnapshot {
+                    tag: r.str16(MAX_SNAPSHOT_TAG, "snapshot tag")?.to_string(),
+                    image: Blob::decode(&mut r)?,
+                    disk: Blob::decode(&mut r)?,
+                });
+            }
+        }
         r.finish()?;
         Ok(VmRecord {
             uuid,
@@ -498,6 +579,7 @@ impl VmRecord {
             policy,
             saved_state,
             starts,
+            snapshots,
         })
     }
 }
@@ -546,6 +628,7 @@ pub(crate) mod tests {
             policy: Policy::default(),
             saved_state: Blob::default(),
             starts: u64::from(seed) * 3,
+            snapshots: Vec::new(),
         }
     }
 
@@ -594,15 +677,105 @@ pub(crate) mod tests {
             *cmdline = "c".repeat(MAX_CMDLINE_LEN);
         }
         r.disks = vec![r.disks[0]; MAX_DISKS];
+        r.snapshots = (0..MAX_SNAPSHOTS)
+            .map(|i| DiskSnapshot {
+                tag: alloc::format!("{i}").repeat(MAX_SNAPSHOT_TAG),
+                image: Blob::default(),
+                disk: Blob::default(),
+            })
+            .collect();
         assert_eq!(encode(&r).len(), MAX_RECORD_ENCODED);
+    }
+
+    fn snap(tag: &str, at: u64) -> DiskSnapshot {
+        DiskSnapshot {
+            tag: tag.into(),
+            image: Blob {
+                extent: Extent {
+                    start: at,
+                    len: 0x2000,
+                },
+                size: 0x1800,
+                crc32c: 9,
+            },
+            disk: Blob {
+                extent: Extent {
+                    start: at + 0x2000,
+                    len: 0x1000,
+                },
+                size: 0x1000,
+                crc32c: 3,
+            },
+        }
+    }
+
+    #[test]
+    fn disk_snapshots_round_trip_and_are_checked() {
+        let mut r = sample(8);
+        let base = 0x10_0000 + 8 * 0x100_0000;
+        r.snapshots = vec![
+            snap("before-upgrade", base + 0x40000),
+            snap("t.2_x", base + 0x50000),
+        ];
+        r.check().unwrap();
+        let bytes = encode(&r);
+        assert_eq!(VmRecord::decode(&bytes), Ok(r.clone()));
+        // Their extents are the record's (space checks and scrubbing see them).
+        let ext = r.extents();
+        assert_eq!(
+            ext.iter()
+                .filter(|(role, _)| matches!(role, ExtentRole::Snapshot(_)))
+                .count(),
+            4
+        );
+        // Version 3 has no snapshot list: the bytes are refused as one.
+        assert_eq!(
+            VmRecord::decode_version(&bytes, SLOT_VERSION_V3),
+            Err(DecodeError::TrailingBytes)
+        );
+        for bad in ["", "a/b", "a b", &"x".repeat(MAX_SNAPSHOT_TAG + 1)] {
+            let mut b = r.clone();
+            b.snapshots[1].tag = bad.into();
+            assert_eq!(
+                b.check(),
+                Err(ConsistencyError::BadSnapshot(b.uuid)),
+                "{bad:?}"
+            );
+        }
+        let mut dup = r.clone();
+        dup.snapshots[1].tag = dup.snapshots[0].tag.clone();
+        assert_eq!(dup.check(), Err(ConsistencyError::BadSnapshot(dup.uuid)));
+        let mut over = r.clone();
+        over.snapshots[0].disk.size = 0x1001;
+        assert!(matches!(
+            over.check(),
+            Err(ConsistencyError::BlobOverflow {
+                role: ExtentRole::Snapshot(0),
+                ..
+            })
+        ));
+        let mut many = r.clone();
+        many.snapshots = (0..=MAX_SNAPSHOTS)
+            .map(|i| snap(&alloc::format!("s{i}"), 0))
+            .collect();
+        assert_eq!(many.check(), Err(ConsistencyError::BadSnapshot(many.uuid)));
+        // A count over the limit is refused by the decoder.
+        let mut w = Writer::new();
+        many.encode(&mut w);
+        assert_eq!(
+            VmRecord::decode(&w.into_bytes()),
+            Err(DecodeError::TooLong("snapshot list"))
+        );
     }
 
     #[test]
     fn start_counter_round_trips_and_version_1_reads_it_as_zero() {
         let mut r = sample(7);
         r.starts = u64::MAX - 1;
-        let v2 = encode(&r);
-        assert_eq!(VmRecord::decode(&v2), Ok(r.clone()));
+        let v4 = encode(&r);
+        assert_eq!(VmRecord::decode(&v4), Ok(r.clone()));
+        // Versions 2 and 3: the same bytes without the (empty) snapshot list.
+        let v2 = v4[..v4.len() - 1].to_vec();
         // A version-1 record is the same bytes without the trailing counter.
         let v1 = &v2[..v2.len() - 8];
         let old = VmRecord::decode_version(v1, SLOT_VERSION_V1).unwrap();
@@ -622,6 +795,10 @@ pub(crate) mod tests {
         assert!(VmRecord::decode(v1).is_err());
         assert_eq!(
             VmRecord::decode_version(&v2, SLOT_VERSION_V2),
+            Ok(r.clone())
+        );
+        assert_eq!(
+            VmRecord::decode_version(&v2, SLOT_VERSION_V3),
             Ok(r.clone())
         );
         assert_eq!(

@@ -266,6 +266,12 @@ impl Registry {
     pub fn free_bytes(&self) -> u64 {
         self.free_extents().iter().map(|e| e.len).sum()
     }
+    /// A free extent of at least `len` bytes (first fit, rounded up to the
+    /// allocation unit) that overlaps none of `taken`; nothing is committed: the
+    /// caller records it with [`Registry::update_vm`] before writing into it.
+    pub fn allocate(&self, len: u64, taken: &[Extent]) -> Option<Extent> {
+        allocate(&self.sb, &self.vms, taken, len)
+    }
 
     /// The system disk's vTPM manufacturer CA key, if one was made.
     pub fn tpm_ca_key(&self) -> Option<&[u8; TPM_CA_KEY_SIZE]> {
@@ -405,6 +411,7 @@ impl Registry {
             policy: spec.policy,
             saved_state: Blob::default(),
             starts: 0,
+            snapshots: Vec::new(),
         };
         let mut vms = self.vms.clone();
         vms.push(record);

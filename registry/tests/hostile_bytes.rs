@@ -4,7 +4,9 @@
 use proptest::prelude::*;
 use registry::codec::Writer;
 use registry::slot::{decode_payload, encode_payload};
-use registry::{Blob, BootSource, DeviceModel, Extent, GuestDisk, Policy, Uuid, VmRecord};
+use registry::{
+    Blob, BootSource, DeviceModel, DiskSnapshot, Extent, GuestDisk, Policy, Uuid, VmRecord,
+};
 
 fn record(seed: u8) -> VmRecord {
     VmRecord {
@@ -36,6 +38,18 @@ fn record(seed: u8) -> VmRecord {
         policy: Policy::default(),
         saved_state: Blob::default(),
         starts: u64::from(seed),
+        snapshots: vec![DiskSnapshot {
+            tag: format!("t{seed}"),
+            image: Blob {
+                extent: Extent {
+                    start: 3 << 20,
+                    len: 8192,
+                },
+                size: 4096,
+                crc32c: 1,
+            },
+            disk: Blob::default(),
+        }],
     }
 }
 

@@ -4,11 +4,22 @@
 //! the file is gone, the disk (read after dropping the page cache, so from the
 //! device) holds the base block again, and the guest keeps running (a command
 //! answers). Hostile cases: a duplicate tag, an unknown tag, rollback to a deleted
-//! snapshot, a `--disk` snapshot — each an `error:` status line.
+//! snapshot — each an `error:` status line.
+//!
+//! Disk snapshots (`--disk`) across a host reboot: the guest writes a base block
+//! and a file in RAM, a disk snapshot is taken, the guest overwrites the block and
+//! QEMU exits; QEMU starts again on the same system disk (a cold boot: the file
+//! is gone, the new block is on the disk), lists the snapshot and rolls back to
+//! it: the guest is the first boot's again (same boot id, the file is back) and
+//! its disk holds the base block. A second disk snapshot, whose disk copy had a
+//! byte flipped on the host between the boots, is refused with nothing changed.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use integration_tests::{boot, boot_lock, console_tail, script};
+use registry::cli::FileDisk;
+use registry::Registry;
+use vdev::BlockBackend;
 use xtask::run::{Ending, Guest, RunOptions};
 use xtask::Layout;
 
@@ -16,6 +27,17 @@ use xtask::Layout;
 const TIMEOUT: Duration = Duration::from_secs(240);
 /// This file's system disk, under the workspace's `target/`.
 const SYSTEM_DISK: &str = "test-disks/snapshot-tests.img";
+/// The disk-snapshot test's system disk (recreated by its first boot).
+const DISK_SNAPSHOT_DISK: &str = "test-disks/snapshot-disk-tests.img";
+
+/// A number fresh per run, so what an earlier run left on a disk cannot pass.
+fn nonce() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        % 1_000_000_000
+}
 
 /// The monitor's status lines (`ok: …` / `error: …`), in order.
 fn statuses(console: &str) -> Vec<&str> {
@@ -31,12 +53,7 @@ fn statuses(console: &str) -> Vec<&str> {
 #[test]
 fn rollback_undoes_a_file_in_ram_and_a_synced_disk_write_and_the_guest_runs_on() {
     let _boot = boot_lock();
-    // Fresh per run, so a block left on the disk by an earlier run cannot pass.
-    let nonce = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis()
-        % 1_000_000_000;
+    let nonce = nonce();
     let (base, new) = (nonce * 2, nonce * 2 + 1);
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
     o.smp = Some(2);
@@ -70,7 +87,6 @@ fn rollback_undoes_a_file_in_ram_and_a_synced_disk_write_and_the_guest_runs_on()
              monitor vm delete-snapshot linux t1\n\
              monitor vm rollback linux t1\n\
              monitor vm snapshots linux\n\
-             monitor vm snapshot linux t2 --disk\n\
              send echo still-$((5+6))\n\
              expect still-11\n\
              send exit\n\
@@ -99,7 +115,7 @@ fn rollback_undoes_a_file_in_ram_and_a_synced_disk_write_and_the_guest_runs_on()
         "the second rollback left the guest's later write on its disk\n{tail}"
     );
     let got = statuses(console);
-    assert_eq!(got.len(), 10, "{got:#?}\n{tail}");
+    assert_eq!(got.len(), 9, "{got:#?}\n{tail}");
     assert!(
         got[0].starts_with("ok: vm linux snapshot 't1' taken (memory, "),
         "{got:#?}"
@@ -121,8 +137,151 @@ fn rollback_undoes_a_file_in_ram_and_a_synced_disk_write_and_the_guest_runs_on()
         "error: vm linux has no snapshot 't1' (see `vm snapshots linux`)"
     );
     assert_eq!(got[8], "ok: vm linux has no snapshots");
+}
+
+/// The line the guest prints with `key=`, whole.
+fn value(console: &str, key: &str) -> String {
+    integration_tests::console_value(console, key)
+        .unwrap_or_else(|| panic!("no `{key}=` line"))
+        .to_string()
+}
+
+#[test]
+fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
+    let _boot = boot_lock();
+    let n = nonce();
+    let (base, new) = (n * 2, n * 2 + 1);
+    let disk = Layout::detect().out.join(DISK_SNAPSHOT_DISK);
+    let on_disk = |name: &str, text: String| {
+        let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+        o.smp = Some(2);
+        o.mem = Some(256 << 20);
+        o.system_disk = Some(disk.clone());
+        o.script = Some(script(name, &text));
+        o
+    };
+    // Boot 1: base block, a file in RAM, the snapshot, then a new block.
+    let mut o = on_disk(
+        "disk-snapshot-1.script",
+        format!(
+            "expect starting a shell\n\
+             sleep 0.5\n\
+             send printf 'base-%s\\n' $(({n}*2)) | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null; sync; echo kept-$(({n}*2)) > /tmp/kept; echo boot1=$(cat /proc/sys/kernel/random/boot_id); echo wrote-$((1+1))\n\
+             expect wrote-2\n\
+             monitor vm snapshot linux d1 --disk\n\
+             monitor vm snapshot linux d1 --disk\n\
+             monitor vm snapshot linux d1\n\
+             monitor vm snapshots linux\n\
+             send printf 'new-%s\\n' $(({n}*2+1)) | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null; sync; echo wrote-$((2+2))\n\
+             expect wrote-4\n\
+             monitor vm snapshot linux d2 --disk\n\
+             send exit\n\
+             expect shell exited\n"
+        ),
+    );
+    o.fresh = true;
+    let first = boot(&o);
+    let tail = console_tail(&first);
+    assert_eq!(first.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let boot1 = value(&first.console, "boot1");
+    let got = statuses(&first.console);
+    assert_eq!(got.len(), 5, "{got:#?}\n{tail}");
     assert!(
-        got[9].starts_with("error: vm snapshot linux t2 --disk: disk snapshots"),
+        got[0].starts_with("ok: vm linux snapshot 'd1' taken (disk, "),
         "{got:#?}"
+    );
+    assert_eq!(got[1], "error: vm linux already has a snapshot 'd1'");
+    assert_eq!(got[2], "error: vm linux already has a snapshot 'd1'");
+    assert!(
+        got[3].starts_with("ok: vm linux has 1 snapshot: d1 (disk, "),
+        "{got:#?}"
+    );
+    assert!(
+        got[4].starts_with("ok: vm linux snapshot 'd2' taken (disk, "),
+        "{got:#?}"
+    );
+    // Between the boots, on the host: one flipped bit in d2's disk copy (its last
+    // sector of guest data).
+    {
+        let mut d = FileDisk::open(&disk, false).expect("open the system disk");
+        let reg = Registry::open(&mut d).expect("the registry opens");
+        let copy = reg.vms()[0]
+            .snapshots
+            .iter()
+            .find(|s| s.tag == "d2")
+            .expect("d2 is recorded on the system disk")
+            .disk;
+        let at = copy.extent.start + copy.size - 512;
+        let mut sector = [0u8; 512];
+        d.read_at(at, &mut sector).unwrap();
+        sector[100] ^= 0x10;
+        d.write_at(at, &sector).unwrap();
+        d.flush().unwrap();
+    }
+    // Boot 2 on the same system disk: a cold boot, then the rollback.
+    let second = boot(&on_disk(
+        "disk-snapshot-2.script",
+        "expect starting a shell\n\
+         sleep 0.5\n\
+         send echo 3 > /proc/sys/vm/drop_caches; echo before=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -n 1) kept=$(cat /tmp/kept 2>/dev/null || echo none-$((1+2)))\n\
+         expect kept=none-3\n\
+         monitor vm snapshots linux\n\
+         monitor vm rollback linux d2\n\
+         send echo still-$((2+3))\n\
+         expect still-5\n\
+         monitor vm rollback linux d1\n\
+         send echo 3 > /proc/sys/vm/drop_caches; echo after=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -n 1) kept=$(cat /tmp/kept)\n\
+         expect (?m)^after=\n\
+         send echo boot2=$(cat /proc/sys/kernel/random/boot_id); echo done-$((3+4))\n\
+         expect done-7\n\
+         monitor vm delete-snapshot linux d1\n\
+         monitor vm snapshots linux\n\
+         monitor vm rollback linux d1\n\
+         send exit\n\
+         expect shell exited\n"
+            .into(),
+    ));
+    let tail = console_tail(&second);
+    assert_eq!(second.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let console = &second.console;
+    assert!(
+        console.contains("Booting Linux on physical CPU"),
+        "the second boot was not a cold boot\n{tail}"
+    );
+    assert_eq!(
+        value(console, "before"),
+        format!("new-{new} kept=none-3"),
+        "the cold-booted guest does not see its last write\n{tail}"
+    );
+    assert_eq!(
+        value(console, "after"),
+        format!("base-{base} kept=kept-{base}"),
+        "after the rollback the disk or RAM is not the snapshot's\n{tail}"
+    );
+    assert_eq!(
+        value(console, "boot2"),
+        boot1,
+        "the guest after the rollback is not the first boot's kernel\n{tail}"
+    );
+    let got = statuses(console);
+    assert_eq!(got.len(), 6, "{got:#?}\n{tail}");
+    assert!(
+        got[0].starts_with("ok: vm linux has 2 snapshots: d1 (disk, ")
+            && got[0].contains("), d2 (disk, "),
+        "{got:#?}"
+    );
+    assert_eq!(
+        got[1],
+        "error: vm linux: the disk snapshot is refused: disk copy data checksum mismatch; nothing was changed"
+    );
+    assert_eq!(got[2], "ok: vm linux rolled back to snapshot 'd1'");
+    assert_eq!(got[3], "ok: vm linux snapshot 'd1' deleted");
+    assert!(
+        got[4].starts_with("ok: vm linux has 1 snapshot: d2 (disk, "),
+        "{got:#?}"
+    );
+    assert_eq!(
+        got[5],
+        "error: vm linux has no snapshot 'd1' (see `vm snapshots linux`)"
     );
 }

@@ -10,6 +10,9 @@
 //!   [`vdev::SaveRestore`] like every device.
 //! - [`ram`]: the zero-page bitmaps and the index entries.
 //! - [`time`]: CNTVOFF and timer arithmetic so guest time continues without a jump.
+//! - [`snapshot`]: in-memory snapshots (a RAM copy, the guest disk's
+//!   copy-on-write log); [`snapshot_disk`]: snapshots on the system disk (the
+//!   suspend image plus a sparse copy of the guest disks, the same commit rules).
 //! - [`store`]: the suspend commit protocol over a [`vdev::BlockBackend`] and the
 //!   [`registry::Registry`] (write, flush, header, flush, then one atomic registry
 //!   commit), the reader resume uses, and the resume-or-cold-boot decision.
@@ -26,6 +29,7 @@ extern crate std;
 pub mod format;
 pub mod ram;
 pub mod snapshot;
+pub mod snapshot_disk;
 pub mod store;
 pub mod time;
 pub mod vcpu;
@@ -35,6 +39,7 @@ pub use format::{
 };
 pub use ram::{IndexEntry, ZeroMap, BLOCK_SIZE, PAGES_PER_BLOCK, PAGE_SIZE};
 pub use snapshot::{DiskCow, RamSnapshot, SnapshotError, COW_GRANULE};
+pub use snapshot_disk::{DiskSnapshotError, OpenedSnapshot};
 pub use store::{
     consume, decide, open_saved, restore_ram, suspend, ColdReason, OpenedState, RamImage, RamSink,
     SuspendError, SuspendInput, SuspendReport,

@@ -128,6 +128,29 @@ pub fn suspend(
             r.saved_state.crc32c = 0;
         })?;
     }
+    let (report, header_crc) = write_image(disk, input, ram, crc, |disk, capacity| {
+        Ok(reg.reserve_saved_state(disk, uuid, capacity)?)
+    })?;
+    // 7. The one commit that makes the image the VM's saved state.
+    reg.update_vm(disk, uuid, |r| {
+        r.saved_state.size = report.bytes;
+        r.saved_state.crc32c = header_crc;
+    })?;
+    Ok(report)
+}
+
+/// Steps 2-6 of the commit protocol, shared by suspend and disk snapshots: asks
+/// `reserve` for an extent of at least the worst-case capacity (which it must
+/// have recorded in the registry, so no VM data lands in free space), writes the
+/// image into it, flushes, writes the header block, flushes. Returns what was
+/// written and the header's CRC32C, which the caller commits as the image's.
+pub fn write_image(
+    disk: &mut dyn BlockBackend,
+    input: &SuspendInput<'_>,
+    ram: &dyn RamImage,
+    crc: CrcAppend,
+    reserve: impl FnOnce(&mut dyn BlockBackend, u64) -> Result<registry::Extent, SuspendError>,
+) -> Result<(SuspendReport, u32), SuspendError> {
     // Small sections first, in memory.
     let vblobs: Vec<Vec<u8>> = input.vcpus.iter().map(|v| v.save()).collect();
     let mut small = format::encode_vcpus(&vblobs);
@@ -154,7 +177,7 @@ pub fn suspend(
     let capacity = data_start
         + populated * BLOCK_SIZE as u64
         + (populated * ram::ENTRY_LEN as u64).next_multiple_of(ALIGN);
-    let extent = reg.reserve_saved_state(disk, uuid, capacity)?;
+    let extent = reserve(disk, capacity)?;
     // 3. Sections, then RAM data through a staging buffer of whole pages.
     registry::write_extent(disk, extent, HEADER_BLOCK as u64, &small).map_err(extent_io)?;
     let mut index = Vec::new();
@@ -214,17 +237,15 @@ pub fn suspend(
     hb.resize(HEADER_BLOCK, 0);
     registry::write_extent(disk, extent, 0, &hb).map_err(extent_io)?;
     disk.flush()?;
-    // 7. The one commit that makes the image the VM's saved state.
-    reg.update_vm(disk, uuid, |r| {
-        r.saved_state.size = total;
-        r.saved_state.crc32c = header_crc;
-    })?;
-    Ok(SuspendReport {
-        bytes: total,
-        blocks: index.len() as u32,
-        data_pages,
-        zero_pages,
-    })
+    Ok((
+        SuspendReport {
+            bytes: total,
+            blocks: index.len() as u32,
+            data_pages,
+            zero_pages,
+        },
+        header_crc,
+    ))
 }
 
 fn extent_io(e: registry::ExtentIoError) -> SuspendError {

@@ -478,6 +478,18 @@ fn describe_vm(out: &mut String, reg: &Registry, disk: &mut FileDisk, vm: &VmRec
     } else {
         blob_line(out, ExtentRole::SavedState);
     }
+    for snap in &vm.snapshots {
+        let incomplete = if snap.image.size == 0 || snap.disk.size == 0 {
+            ", incomplete"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "snapshot      '{}': image extent {}, {} bytes; disk copy extent {}, {} bytes{incomplete}",
+            snap.tag, snap.image.extent, snap.image.size, snap.disk.extent, snap.disk.size
+        );
+    }
     let _ = writeln!(out, "policy        schema v{}", Policy::SCHEMA);
     for f in POLICY_FIELDS {
         let _ = writeln!(out, "  {f:<26} {}", vm.policy.get(f).unwrap_or(false));

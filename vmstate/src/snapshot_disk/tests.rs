@@ -1,0 +1,458 @@
+use super::*;
+use crate::format::{device_layout_crc, DeviceState};
+use crate::ram::{ZeroMap, BLOCK_SIZE, PAGES_PER_BLOCK, PAGE_SIZE};
+use crate::store::{restore_ram, RamSink};
+use crate::time::TimeState;
+use crate::vcpu::{Power, VcpuState};
+use proptest::prelude::*;
+use registry::{BootSpec, DeviceModel, DiskSpec, MemDisk, Policy, VmSpec};
+
+const MEM: u64 = 8 << 20;
+const FREQ: u64 = 62_500_000;
+const CRC: CrcAppend = crate::crc32c_append;
+
+struct Ram(Vec<Option<Vec<u8>>>);
+
+impl Ram {
+    fn empty() -> Ram {
+        Ram((0..MEM as usize / BLOCK_SIZE).map(|_| None).collect())
+    }
+    fn with(seed: u8) -> Ram {
+        let mut r = Ram::empty();
+        let mut b = vec![0u8; BLOCK_SIZE];
+        b[5 * PAGE_SIZE + 1] = seed;
+        b[BLOCK_SIZE - 1] = seed ^ 0xff;
+        r.0[1] = Some(b);
+        r
+    }
+}
+
+impl RamImage for Ram {
+    fn blocks(&self) -> u32 {
+        self.0.len() as u32
+    }
+    fn block(&self, b: u32) -> Option<&[u8]> {
+        self.0[b as usize].as_deref()
+    }
+}
+
+impl RamSink for Ram {
+    fn write_page(&mut self, b: u32, page: u32, data: &[u8]) {
+        let blk = self.0[b as usize].get_or_insert_with(|| vec![0xee; BLOCK_SIZE]);
+        let at = page as usize * PAGE_SIZE;
+        blk[at..at + PAGE_SIZE].copy_from_slice(data);
+    }
+    fn end_block(&mut self, b: u32, zero: &ZeroMap) {
+        let blk = self.0[b as usize].get_or_insert_with(|| vec![0xee; BLOCK_SIZE]);
+        for p in (0..PAGES_PER_BLOCK).filter(|&p| zero.is_zero(p)) {
+            blk[p * PAGE_SIZE..(p + 1) * PAGE_SIZE].fill(0);
+        }
+    }
+}
+
+/// A registry with one VM: a 3 MiB + 8 KiB writable disk (a partial last chunk)
+/// and a read-only one (not copied).
+fn setup() -> (MemDisk, Registry, Uuid) {
+    let mut disk = MemDisk::new(48 << 20);
+    let mut reg = Registry::format(&mut disk, Uuid::from_random_bytes([1; 16])).unwrap();
+    let spec = VmSpec {
+        name: String::from("linux"),
+        vcpus: 1,
+        memory_bytes: MEM,
+        device_model: DeviceModel::LinuxDt,
+        boot: BootSpec::Linux {
+            kernel_capacity: 64 << 10,
+            initrd_capacity: None,
+            cmdline: String::from("console=ttyAMA0"),
+        },
+        disks: vec![
+            DiskSpec {
+                size: (3 << 20) + 8192,
+                read_only: false,
+            },
+            DiskSpec {
+                size: 64 << 10,
+                read_only: true,
+            },
+        ],
+        tpm_nv_size: 0,
+        policy: Policy::default(),
+    };
+    let id = reg
+        .add_vm(&mut disk, Uuid::from_random_bytes([2; 16]), &spec)
+        .unwrap();
+    (disk, reg, id)
+}
+
+fn fingerprint(id: Uuid) -> Fingerprint {
+    Fingerprint {
+        uuid: id.0,
+        vcpus: 1,
+        memory_bytes: MEM,
+        ram_ipa: 0x4000_0000,
+        devices_crc: device_layout_crc([("pl011", 0x900_0000u64)].into_iter()),
+    }
+}
+
+struct Machine {
+    vcpus: Vec<VcpuState>,
+    devices: Vec<DeviceState>,
+}
+
+fn machine(seed: u8) -> Machine {
+    let mut v = VcpuState::default();
+    v.x[3] = u64::from(seed);
+    v.power = Power::On;
+    Machine {
+        vcpus: vec![v],
+        devices: vec![DeviceState {
+            name: String::from("pl011"),
+            base: 0x900_0000,
+            blob: vec![seed; 24],
+        }],
+    }
+}
+
+fn input<'a>(id: Uuid, m: &'a Machine, vcount: u64) -> SuspendInput<'a> {
+    SuspendInput {
+        uuid: id,
+        fingerprint: fingerprint(id),
+        time: TimeState {
+            cntfrq: FREQ,
+            guest_vcount: vcount,
+            host_pcount: vcount,
+        },
+        vcpus: &m.vcpus,
+        devices: &m.devices,
+    }
+}
+
+fn guest_disk(reg: &Registry, id: Uuid) -> Extent {
+    reg.vm(id).unwrap().disks[0].extent
+}
+
+fn write_guest(disk: &mut MemDisk, e: Extent, at: u64, data: &[u8]) {
+    registry::write_extent(disk, e, at, data).unwrap();
+}
+
+fn guest_bytes(disk: &MemDisk, e: Extent) -> Vec<u8> {
+    disk.bytes()[e.start as usize..(e.start + e.len) as usize].to_vec()
+}
+
+fn no_log() -> impl FnMut(&mut dyn BlockBackend, u64, u64, Extent) {
+    |_, _, _, _| {}
+}
+
+#[test]
+fn take_then_roll_back_gives_back_the_disk_ram_and_state_and_survives_a_reopen() {
+    let (mut disk, mut reg, id) = setup();
+    let e = guest_disk(&reg, id);
+    write_guest(&mut disk, e, 0, &[0x11; 512]);
+    write_guest(&mut disk, e, (3 << 20) + 4096, &[0x22; 4096]); // the partial chunk
+    let at_snapshot = guest_bytes(&disk, e);
+    let m = machine(7);
+    let r = take(
+        &mut disk,
+        &mut reg,
+        "t1",
+        &input(id, &m, 1000),
+        &Ram::with(7),
+        CRC,
+    )
+    .unwrap();
+    assert_eq!(r.disk_granules, 2);
+    assert_eq!(
+        list(reg.vm(id).unwrap()),
+        vec![(
+            String::from("t1"),
+            reg.vm(id).unwrap().snapshots[0].image.extent.len + r.disk_bytes
+        )]
+    );
+    // The guest changes its disk: a new granule, an overwritten one, a cleared one.
+    write_guest(&mut disk, e, 1 << 20, &[0x33; 4096]);
+    write_guest(&mut disk, e, 0, &[0x44; 100]);
+    write_guest(&mut disk, e, (3 << 20) + 4096, &[0; 4096]);
+    // A host reboot: the registry is read from the disk again.
+    let reg = Registry::open(&mut disk).unwrap();
+    let s = open(&mut disk, &reg, id, "t1", &fingerprint(id), FREQ, CRC).unwrap();
+    let mut logged = Vec::new();
+    let written =
+        restore_disks(&mut disk, &s, &mut |_, off, len, _| logged.push((off, len))).unwrap();
+    assert_eq!(guest_bytes(&disk, e), at_snapshot);
+    // Only the chunks that differed were written, each logged first.
+    assert_eq!(written, (1 << 20) + (1 << 20) + 8192);
+    assert_eq!(
+        logged,
+        vec![
+            (e.start, 1 << 20),
+            (e.start + (1 << 20), 1 << 20),
+            (e.start + (3 << 20), 8192)
+        ]
+    );
+    let mut ram = Ram::empty();
+    restore_ram(&mut disk, &s.image, &mut ram, CRC).unwrap();
+    assert_eq!(ram.0, Ram::with(7).0);
+    assert_eq!(s.image.vcpus[0].x[3], 7);
+    assert_eq!(s.image.devices, m.devices);
+    assert_eq!(s.image.header.time.guest_vcount, 1000);
+    // A snapshot is not consumed: rolling back again works.
+    write_guest(&mut disk, e, 8192, &[9; 4096]);
+    let s = open(&mut disk, &reg, id, "t1", &fingerprint(id), FREQ, CRC).unwrap();
+    restore_disks(&mut disk, &s, &mut no_log()).unwrap();
+    assert_eq!(guest_bytes(&disk, e), at_snapshot);
+}
+
+#[test]
+fn tags_limits_and_delete() {
+    let (mut disk, mut reg, id) = setup();
+    let m = machine(1);
+    take(
+        &mut disk,
+        &mut reg,
+        "a",
+        &input(id, &m, 1),
+        &Ram::with(1),
+        CRC,
+    )
+    .unwrap();
+    assert_eq!(
+        take(
+            &mut disk,
+            &mut reg,
+            "a",
+            &input(id, &m, 1),
+            &Ram::with(1),
+            CRC
+        ),
+        Err(DiskSnapshotError::Exists)
+    );
+    for i in 1..registry::defs::MAX_SNAPSHOTS {
+        let t = alloc::format!("s{i}");
+        take(
+            &mut disk,
+            &mut reg,
+            &t,
+            &input(id, &m, 1),
+            &Ram::empty(),
+            CRC,
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        take(
+            &mut disk,
+            &mut reg,
+            "z",
+            &input(id, &m, 1),
+            &Ram::empty(),
+            CRC
+        ),
+        Err(DiskSnapshotError::TooMany)
+    );
+    let image = reg.vm(id).unwrap().snapshots[0].image.extent;
+    delete(&mut disk, &mut reg, id, "a").unwrap();
+    assert_eq!(
+        delete(&mut disk, &mut reg, id, "a"),
+        Err(DiskSnapshotError::NoSuch)
+    );
+    // Its space is free and zeroed (free space never carries a VM's state).
+    assert!(
+        disk.bytes()[image.start as usize..(image.start + image.len) as usize]
+            .iter()
+            .all(|&b| b == 0)
+    );
+    assert!(matches!(
+        open(&mut disk, &reg, id, "a", &fingerprint(id), FREQ, CRC),
+        Err(DiskSnapshotError::NoSuch)
+    ));
+    take(
+        &mut disk,
+        &mut reg,
+        "z",
+        &input(id, &m, 1),
+        &Ram::empty(),
+        CRC,
+    )
+    .unwrap();
+}
+
+#[test]
+fn another_configuration_or_counter_is_refused_and_nothing_changes() {
+    let (mut disk, mut reg, id) = setup();
+    let m = machine(3);
+    take(
+        &mut disk,
+        &mut reg,
+        "t",
+        &input(id, &m, 5),
+        &Ram::with(3),
+        CRC,
+    )
+    .unwrap();
+    let mut other = fingerprint(id);
+    other.vcpus = 2;
+    assert!(matches!(
+        open(&mut disk, &reg, id, "t", &other, FREQ, CRC),
+        Err(DiskSnapshotError::Refused(ColdReason::ConfigMismatch(_)))
+    ));
+    assert!(matches!(
+        open(&mut disk, &reg, id, "t", &fingerprint(id), FREQ + 1, CRC),
+        Err(DiskSnapshotError::Refused(
+            ColdReason::CounterFrequency { .. }
+        ))
+    ));
+}
+
+#[test]
+fn a_flipped_byte_anywhere_in_the_disk_copy_is_refused_before_anything_changes() {
+    let (mut disk, mut reg, id) = setup();
+    let e = guest_disk(&reg, id);
+    write_guest(&mut disk, e, 4096, &[0x5a; 8192]);
+    let m = machine(4);
+    take(
+        &mut disk,
+        &mut reg,
+        "t",
+        &input(id, &m, 5),
+        &Ram::with(4),
+        CRC,
+    )
+    .unwrap();
+    write_guest(&mut disk, e, 0, &[1; 4096]);
+    let copy = reg.vm(id).unwrap().snapshots[0].disk;
+    let before = disk.bytes().to_vec();
+    // Every byte of the copy's extent: the header block, the bitmap block, the data.
+    for i in 0..copy.extent.len {
+        let at = (copy.extent.start + i) as usize;
+        disk.bytes_mut()[at] ^= 0x08;
+        let r = open(&mut disk, &reg, id, "t", &fingerprint(id), FREQ, CRC);
+        assert!(
+            matches!(r, Err(DiskSnapshotError::Refused(_))),
+            "flip at copy byte {i}: {:?}",
+            r.map(|_| ())
+        );
+        disk.bytes_mut()[at] ^= 0x08;
+    }
+    assert_eq!(disk.bytes(), &before[..]);
+}
+
+struct CutDisk {
+    inner: MemDisk,
+    budget: usize,
+}
+
+impl BlockBackend for CutDisk {
+    fn capacity(&self) -> u64 {
+        self.inner.capacity()
+    }
+    fn read_only(&self) -> bool {
+        false
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
+        if self.budget == 0 {
+            return Err(BlockError::Io);
+        }
+        self.budget -= 1;
+        if self.budget == 0 {
+            // The last write tears: only its first half lands.
+            let half = (data.len() / 2).next_multiple_of(512).min(data.len());
+            let _ = self.inner.write_at(offset, &data[..half]);
+            return Err(BlockError::Io);
+        }
+        self.inner.write_at(offset, data)
+    }
+    fn flush(&mut self) -> Result<(), BlockError> {
+        if self.budget == 0 {
+            return Err(BlockError::Io);
+        }
+        self.inner.flush()
+    }
+}
+
+#[test]
+fn a_power_cut_at_any_write_leaves_no_snapshot_or_the_complete_one() {
+    let (mut disk, mut reg, id) = setup();
+    let e = guest_disk(&reg, id);
+    write_guest(&mut disk, e, 0, &[0x77; 4096]);
+    let m = machine(9);
+    // An older snapshot that must survive every cut.
+    take(
+        &mut disk,
+        &mut reg,
+        "old",
+        &input(id, &m, 3),
+        &Ram::with(2),
+        CRC,
+    )
+    .unwrap();
+    let at_snapshot = guest_bytes(&disk, e);
+    let (mut complete, mut none) = (0, 0);
+    for budget in 1.. {
+        let mut cut = CutDisk {
+            inner: MemDisk::from_bytes(disk.bytes().to_vec()),
+            budget,
+        };
+        let mut r = Registry::open(&mut cut).unwrap();
+        let ok = take(
+            &mut cut,
+            &mut r,
+            "new",
+            &input(id, &m, 4),
+            &Ram::with(9),
+            CRC,
+        )
+        .is_ok();
+        // The host boots again.
+        let mut after = cut.inner;
+        let mut reg2 = Registry::open(&mut after).expect("the registry always opens");
+        let tags: Vec<String> = list(reg2.vm(id).unwrap())
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert!(tags.contains(&String::from("old")), "budget {budget}");
+        open(&mut after, &reg2, id, "old", &fingerprint(id), FREQ, CRC).unwrap();
+        if tags.contains(&String::from("new")) {
+            complete += 1;
+            let s = open(&mut after, &reg2, id, "new", &fingerprint(id), FREQ, CRC).unwrap();
+            restore_disks(&mut after, &s, &mut no_log()).unwrap();
+            assert_eq!(guest_bytes(&after, e), at_snapshot);
+        } else {
+            none += 1;
+            // An incomplete entry is never listed and is removed by the next take.
+            remove_incomplete(&mut after, &mut reg2, id).unwrap();
+            assert!(reg2
+                .vm(id)
+                .unwrap()
+                .snapshots
+                .iter()
+                .all(|s| s.tag != "new"));
+        }
+        if ok {
+            break;
+        }
+    }
+    assert!(
+        complete >= 1 && none > 5,
+        "{complete} complete, {none} none"
+    );
+}
+
+proptest! {
+    #[test]
+    fn hostile_copy_headers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), size in any::<u64>(), crc in any::<u32>()) {
+        let mut block = vec![0u8; ALIGN as usize];
+        let n = bytes.len().min(block.len());
+        block[..n].copy_from_slice(&bytes[..n]);
+        if n >= 8 {
+            block[..8].copy_from_slice(&COPY_MAGIC);
+        }
+        let blob = Blob { extent: Extent { start: 1 << 20, len: size }, size, crc32c: crc };
+        if let Ok(h) = CopyHeader::decode(&block, &blob, CRC) {
+            prop_assert_eq!(h.len(), size);
+        }
+        let _ = CopyHeader::decode(&block[..n], &blob, CRC);
+    }
+}
