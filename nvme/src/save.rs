@@ -24,6 +24,10 @@ const CSTS_CFS: u32 = 2;
 const SHST_SHIFT: u32 = 2;
 const AQA_MASK: u32 = 0x0fff_0fff;
 const BASE_ALIGN: u64 = 0xfff;
+/// Commands held plus completions waiting, at most: fetching stops at
+/// `MAX_IN_FLIGHT`, and completed event requests (never counted while held) add up
+/// to `aer::LIMIT` more.
+const MAX_HELD: usize = MAX_IN_FLIGHT + aer::LIMIT;
 
 /// A parsed, validated state.
 pub(crate) struct State {
@@ -223,7 +227,7 @@ pub(crate) fn parse<B: AsyncBlock>(c: &Controller<B>, blob: &[u8]) -> Result<Sta
         check(q.base & BASE_ALIGN == 0 && q.iv < cfg.vectors)?;
         let n = usize::from(r.u16()?);
         held += n;
-        check(held <= MAX_IN_FLIGHT)?;
+        check(held <= MAX_HELD)?;
         for _ in 0..n {
             let e = Cqe {
                 dw0: r.u32()?,
@@ -283,7 +287,7 @@ pub(crate) fn parse<B: AsyncBlock>(c: &Controller<B>, blob: &[u8]) -> Result<Sta
         write_commands: r.u64()?,
     };
     let n = usize::from(r.u16()?);
-    check(held + n <= MAX_IN_FLIGHT)?;
+    check(held + n <= MAX_HELD)?;
     let mut replay = VecDeque::with_capacity(n);
     for _ in 0..n {
         let sqid = r.u16()?;
