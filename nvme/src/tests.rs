@@ -1001,3 +1001,43 @@ mod model {
         }
     }
 }
+
+#[test]
+fn abort_keep_alive_and_feature_capabilities() {
+    let mut d = ready(1);
+    let c = d.admin(Sqe::new(admin::ABORT).cdw(10, 1 | 5 << 16));
+    assert_eq!((c.status(), c.dw0 & 1), (Status::SUCCESS, 1), "not aborted");
+    assert_eq!(
+        d.admin(Sqe::new(admin::KEEP_ALIVE)).status(),
+        Status::SUCCESS
+    );
+    let sel = |s: u32, fid: u8| {
+        Sqe::new(admin::GET_FEATURES).cdw(10, u32::from(fid) | s << feature::SEL_SHIFT)
+    };
+    let c = d.admin(sel(
+        feature::SEL_CAPABILITIES,
+        feature::VOLATILE_WRITE_CACHE,
+    ));
+    assert_eq!(
+        (c.status(), c.dw0),
+        (Status::SUCCESS, 1 << 2),
+        "changeable only"
+    );
+    let c = d.admin(sel(feature::SEL_CAPABILITIES, 0x7e));
+    assert_eq!(c.status(), Status::INVALID_FIELD);
+    let c = d.admin(sel(feature::SEL_DEFAULT, feature::TEMPERATURE_THRESHOLD));
+    assert_eq!(c.dw0, feature::DEFAULT_TEMPERATURE_THRESHOLD);
+    let c = d.admin(sel(7, feature::ARBITRATION));
+    assert_eq!(c.status(), Status::INVALID_FIELD);
+    // Interrupt vector configuration: per vector, refused past the last one.
+    let ivc = Sqe::new(admin::SET_FEATURES)
+        .cdw(10, u32::from(feature::INTERRUPT_VECTOR_CONFIG))
+        .cdw(11, 1 | 1 << 16);
+    assert_eq!(d.admin(ivc).status(), Status::SUCCESS);
+    let c = d.admin(
+        Sqe::new(admin::GET_FEATURES)
+            .cdw(10, u32::from(feature::INTERRUPT_VECTOR_CONFIG))
+            .cdw(11, 1),
+    );
+    assert_eq!(c.dw0, 1 | 1 << 16);
+}
