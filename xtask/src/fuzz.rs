@@ -468,6 +468,7 @@ mod tests {
             "nv_image",
             "registry",
             "boot_bundle",
+            "nvme",
         ] {
             assert!(
                 targets.iter().any(|x| x == t),

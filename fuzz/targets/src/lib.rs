@@ -15,6 +15,7 @@ pub mod cfi_flash;
 pub mod crb;
 pub mod fw_cfg;
 pub mod nv_image;
+pub mod nvme;
 pub mod registry;
 pub mod seeds;
 pub mod tis;
@@ -89,6 +90,11 @@ pub const TARGETS: &[Target] = &[
         name: "cfi_flash",
         run: cfi_flash::run,
         about: "CFI flash bank commands (program, erase, lock, query) and variable-store commits",
+    },
+    Target {
+        name: "nvme",
+        run: nvme::run,
+        about: "NVMe controller registers, doorbells and admin/I/O commands with PRPs over a small guest RAM and a held backend",
     },
 ];
 

@@ -49,6 +49,7 @@ fn every_target_has_a_replay() {
         "boot_bundle",
         "fw_cfg",
         "cfi_flash",
+        "nvme",
     ];
     let names: Vec<&str> = fuzz_targets::TARGETS.iter().map(|t| t.name).collect();
     assert_eq!(names, replayed);
@@ -107,4 +108,9 @@ fn fw_cfg() {
 #[test]
 fn cfi_flash() {
     replay("cfi_flash");
+}
+
+#[test]
+fn nvme() {
+    replay("nvme");
 }
