@@ -321,6 +321,10 @@ fn data_abort(
     if kind == AbortKind::Translation && vm.ram.contains(ipa) && vm.ram.ensure(ipa, 1).is_ok() {
         return;
     }
+    // A write to guest RAM that dirty logging made read-only: logged, writable again.
+    if kind == AbortKind::Permission && vm.ram.write_fault(ipa) {
+        return;
+    }
     if s1ptw {
         return fail(
             vcpu,

@@ -76,17 +76,15 @@ impl DirtyBitmap {
     /// Whether page `page` is marked.
     pub fn is_dirty(&self, page: usize) -> bool {
         page < self.pages
-            && self.words[page / WORD_BITS].load(Ordering::Acquire) & (1 << (page % WORD_BITS))
-                != 0
+            && self.words[page / WORD_BITS].load(Ordering::Acquire) & (1 << (page % WORD_BITS)) != 0
     }
 
     /// Whether any page of `count` pages from `first` is marked (nothing cleared).
     pub fn any(&self, first: usize, count: usize) -> bool {
         let r = self.clip(first, count);
         !r.is_empty()
-            && (r.start / WORD_BITS..=(r.end - 1) / WORD_BITS).any(|w| {
-                self.words[w].load(Ordering::Acquire) & word_mask(w, r.start, r.end) != 0
-            })
+            && (r.start / WORD_BITS..=(r.end - 1) / WORD_BITS)
+                .any(|w| self.words[w].load(Ordering::Acquire) & word_mask(w, r.start, r.end) != 0)
     }
 
     /// Query and clear: calls `f(i)` for every marked page `first + i` of `count`
@@ -179,7 +177,11 @@ mod tests {
             let b = DirtyBitmap::new(256);
             b.mark_range(first, count);
             let all = taken(&b, 0, 256);
-            assert_eq!(all, (first..first + count).collect::<Vec<_>>(), "{first}+{count}");
+            assert_eq!(
+                all,
+                (first..first + count).collect::<Vec<_>>(),
+                "{first}+{count}"
+            );
         }
     }
 

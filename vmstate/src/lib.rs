@@ -36,8 +36,8 @@ pub use format::{
 pub use ram::{IndexEntry, ZeroMap, BLOCK_SIZE, PAGES_PER_BLOCK, PAGE_SIZE};
 pub use snapshot::{DiskCow, RamSnapshot, SnapshotError, COW_GRANULE};
 pub use store::{
-    consume, decide, open_saved, restore_ram, suspend, ColdReason, OpenedState, RamImage, RamSink,
-    SuspendError, SuspendInput, SuspendReport,
+    consume, decide, open_saved, restore_ram, suspend, Base, ColdReason, OpenedState, PageBits,
+    RamImage, RamIo, RamSink, SuspendError, SuspendInput, SuspendReport, ALL_PAGES,
 };
 pub use time::{cntvoff_for, rebase_physical, TimeState};
 pub use vcpu::{El1Regs, Power, VcpuState};
