@@ -162,6 +162,11 @@ fn handle_other_sync(vm: &Vm, vcpu: &mut Vcpu, esr: u64) -> Flow {
             {
                 return Flow::Continue;
             }
+            // The fetch's stage-1 walk updating a descriptor (hardware Access flag)
+            // in a page dirty logging made read-only: logged, writable again.
+            if kind == AbortKind::Permission && vm.ram.write_fault(ipa) {
+                return Flow::Continue;
+            }
             log::warn!(
                 "{}: instruction fetch from IPA {ipa:#x} (VA {:#x}, {kind:?}) at PC {:#x}: not executable guest memory; abort injected",
                 vm.name,

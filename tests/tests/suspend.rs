@@ -24,10 +24,10 @@ use xtask::Layout;
 const TIMEOUT: Duration = Duration::from_secs(240);
 /// Power cuts in the power-cut test.
 const CUTS: usize = 20;
-/// Latest power cut after `host shutdown` is sent (a suspend of this guest takes
-/// 1-3 s under QEMU here, more on a loaded host; later cuts land after the
-/// power-off and test nothing new).
-const MAX_CUT_MS: u64 = 4000;
+/// Latest power cut after `host shutdown` is sent (with RAM moved by DMA and
+/// incremental suspends, 18 of 20 cuts in 0-4 s landed after the power-off here;
+/// later cuts test nothing new).
+const MAX_CUT_MS: u64 = 1000;
 
 /// SHA-256(32 zero bytes ‖ 0x01..=0x20): PCR 16 after one extend from reset
 /// (the value `tests/tpm.rs` checks), uppercase as Linux's sysfs prints it.
