@@ -20,7 +20,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Mutex;
 use stage2::coherency::{Coherent, GuestRamAccess};
-use stage2::{Layout, Perms, Stage2, TableAllocator};
+use stage2::dirty::DirtyBitmap;
+use stage2::{Attrs, Flush, Layout, Perms, Stage2, TableAllocator};
 use vdev::memory::range_offset;
 use vdev::{GuestMemory, MemError};
 
@@ -28,6 +29,13 @@ use crate::el1::write_sysreg;
 
 /// The unit of population (a stage-2 level-2 block).
 pub const BLOCK: u64 = 2 << 20;
+/// The unit of dirty logging (a stage-2 level-3 page).
+pub const PAGE: u64 = 4096;
+/// Pages in a block.
+const BLOCK_PAGES: usize = (BLOCK / PAGE) as usize;
+/// Above this many bytes a stage-2 flush invalidates the whole VMID instead of
+/// page by page.
+const FLUSH_BY_PAGE_MAX: u64 = BLOCK;
 
 /// Stage-2 translation tables come from the hypervisor heap, identity-mapped.
 pub struct HeapTables;
@@ -67,6 +75,14 @@ pub struct RamBacking {
     ipa_bits: u32,
     /// Whether the instruction cache owes an invalidation for EL2's writes.
     coherent: Coherent,
+    /// Dirty logging: while `tracking`, populated RAM is read-only at stage 2
+    /// until a page's first write (the permission fault marks it and makes it
+    /// writable), and EL2's own writes mark their pages.
+    dirty: DirtyBitmap,
+    tracking: AtomicBool,
+    /// The image this RAM was resumed from, while dirty logging vouches that
+    /// every change since shows in `dirty` (incremental suspend).
+    base: Mutex<Option<vmstate::Base>>,
 }
 
 crate::el1::typed_sysreg!(
@@ -161,6 +177,9 @@ impl GuestRam {
             ipa_bits: layout.ipa_bits,
             stage2: Mutex::new(stage2),
             coherent: Coherent::new(),
+            dirty: DirtyBitmap::new((size / PAGE) as usize),
+            tracking: AtomicBool::new(false),
+            base: Mutex::new(None),
         };
         Ok(GuestRam(Box::leak(Box::new(backing))))
     }
@@ -234,6 +253,8 @@ impl GuestRam {
         // retries its access.
         unsafe { core::arch::asm!("dsb ishst") };
         self.0.ready[block].store(true, Ordering::Release);
+        // A block populated while logging is new since the base: all of it.
+        self.mark_written(self.0.ipa + off, len as usize);
     }
 
     /// Blocks of RAM ([`BLOCK`] each).
@@ -263,6 +284,7 @@ impl GuestRam {
     /// and nothing else writes guest RAM during a resume. Out-of-range or populated
     /// blocks are ignored (the index was checked against the RAM size).
     pub fn restore_page(&self, b: u32, off: usize, data: &[u8]) {
+        self.stop_dirty_log();
         let Some(ready) = self.0.ready.get(b as usize) else {
             return;
         };
@@ -308,6 +330,7 @@ impl GuestRam {
     /// Unmaps every block (a VM reset): the next boot starts from zeroed memory again.
     /// No vCPU of the VM may be running.
     pub fn reset(&self) {
+        self.stop_dirty_log();
         let mut s2 = self.0.stage2.lock();
         for (b, ready) in self.0.ready.iter().enumerate() {
             if ready.swap(false, Ordering::AcqRel) {
@@ -327,6 +350,180 @@ impl GuestRam {
         self.0.coherent.before_entry(&mut Hw(self.0));
     }
 
+    /// Host-physical address and length of block `b` (populated or not), for a
+    /// suspend's or a resume's DMA.
+    pub fn block_pa(&self, b: u32) -> Option<(u64, usize)> {
+        self.0.ready.get(b as usize)?;
+        let off = u64::from(b) * BLOCK;
+        Some((self.0.pa + off, BLOCK.min(self.0.size - off) as usize))
+    }
+
+    /// Whether block `b` is populated (guest RAM).
+    pub fn is_populated(&self, b: u32) -> bool {
+        self.0
+            .ready
+            .get(b as usize)
+            .is_some_and(|r| r.load(Ordering::Acquire))
+    }
+
+    /// Block `b` while a resume fills it (not populated: no vCPU reaches it).
+    /// Empty for a block out of range. The caller must not read it while a DMA
+    /// into it is in flight.
+    pub fn staged_block(&self, b: u32) -> &'static [u8] {
+        let Some((pa, len)) = self.block_pa(b) else {
+            return &[];
+        };
+        // SAFETY: the block lies inside this VM's RAM, identity-mapped host memory
+        // that lives for the hypervisor's life; during a resume nothing but the
+        // resume's own (completed) DMA writes it.
+        unsafe { core::slice::from_raw_parts(pa as *const u8, len) }
+    }
+
+    /// Starts dirty logging with `base`, the image this RAM was just restored
+    /// from: every populated block becomes read-only at stage 2 (no vCPU of the
+    /// VM runs yet), the bitmap is cleared.
+    pub fn start_dirty_log(&self, base: vmstate::Base) {
+        let mut s2 = self.0.stage2.lock();
+        let mut flush = Flush::NONE;
+        for (b, ready) in self.0.ready.iter().enumerate() {
+            if ready.load(Ordering::Acquire) {
+                let off = b as u64 * BLOCK;
+                let len = BLOCK.min(self.0.size - off);
+                match s2.protect(
+                    &mut HeapTables,
+                    self.0.ipa + off,
+                    len,
+                    Attrs::normal(Perms::RX),
+                ) {
+                    Ok(f) => flush = flush.merge(f),
+                    Err(e) => {
+                        log::warn!(
+                            "dirty logging: block {b} not write-protected ({e:?}); not started"
+                        );
+                        self.0.tracking.store(false, Ordering::Release);
+                        *self.0.base.lock() = None;
+                        drop(s2);
+                        self.flush_stage2(Flush::NONE.merge(flush), true);
+                        return;
+                    }
+                }
+            }
+        }
+        self.0.dirty.clear_all();
+        *self.0.base.lock() = Some(base);
+        self.0.tracking.store(true, Ordering::Release);
+        drop(s2);
+        self.flush_stage2(flush, true);
+    }
+
+    /// Stops trusting the dirty log (RAM is being replaced or reset): the base is
+    /// dropped. Pages still read-only at stage 2 become writable on their first
+    /// write as before.
+    pub fn stop_dirty_log(&self) {
+        if self.0.tracking.swap(false, Ordering::AcqRel) {
+            *self.0.base.lock() = None;
+        }
+    }
+
+    /// Drops the base but keeps logging (a suspend attempt rewrote the extent).
+    pub fn drop_base(&self) {
+        *self.0.base.lock() = None;
+    }
+
+    /// The image RAM was resumed from, if every change since is logged.
+    pub fn base(&self) -> Option<vmstate::Base> {
+        if !self.0.tracking.load(Ordering::Acquire) {
+            return None;
+        }
+        self.0.base.lock().clone()
+    }
+
+    /// Query and clear the pages of block `b` written since the last take (every
+    /// page when not logging).
+    pub fn take_dirty(&self, b: u32) -> vmstate::PageBits {
+        if !self.0.tracking.load(Ordering::Acquire) {
+            return vmstate::ALL_PAGES;
+        }
+        let mut bits = [0u64; BLOCK_PAGES / 64];
+        self.0
+            .dirty
+            .take(b as usize * BLOCK_PAGES, BLOCK_PAGES, |p| {
+                bits[p / 64] |= 1 << (p % 64)
+            });
+        bits
+    }
+
+    /// Marks EL2's or a device's write to `[gpa, gpa + len)` (already checked to
+    /// be guest RAM).
+    fn mark_written(&self, gpa: u64, len: usize) {
+        if self.0.tracking.load(Ordering::Acquire) && len > 0 {
+            let first = (gpa - self.0.ipa) / PAGE;
+            let last = (gpa - self.0.ipa + len as u64 - 1) / PAGE;
+            self.0
+                .dirty
+                .mark_range(first as usize, (last - first + 1) as usize);
+        }
+    }
+
+    /// A stage-2 permission fault at `ipa`: if it is populated guest RAM (made
+    /// read-only by dirty logging), marks its page written and makes the page
+    /// writable again, and the guest retries. `false` for anything else.
+    pub fn write_fault(&self, ipa: u64) -> bool {
+        if !self.contains(ipa) || !self.is_populated(((ipa - self.0.ipa) / BLOCK) as u32) {
+            return false;
+        }
+        let page = (ipa - self.0.ipa) / PAGE;
+        let flush = {
+            let mut s2 = self.0.stage2.lock();
+            // Marked before the page becomes writable: a take after this sees it.
+            if self.0.tracking.load(Ordering::Acquire) {
+                self.0.dirty.mark(page as usize);
+            }
+            match s2.protect(
+                &mut HeapTables,
+                self.0.ipa + page * PAGE,
+                PAGE,
+                Attrs::normal(Perms::RWX),
+            ) {
+                Ok(f) => f,
+                Err(e) => {
+                    log::warn!("dirty logging: page at IPA {ipa:#x} not made writable: {e:?}");
+                    return false;
+                }
+            }
+        };
+        self.flush_stage2(flush, false);
+        true
+    }
+
+    /// Performs a [`Flush`] for this VM's VMID (`set_vttbr`: this CPU is not
+    /// running the VM, load its VTTBR_EL2 first).
+    fn flush_stage2(&self, flush: Flush, set_vttbr: bool) {
+        let Some(r) = flush.range() else { return };
+        if set_vttbr {
+            write_sysreg!("VTTBR_EL2", self.0.vttbr);
+            // SAFETY: makes the VTTBR_EL2 write take effect before the TLBIs.
+            unsafe { core::arch::asm!("isb") };
+        }
+        if r.end - r.start <= FLUSH_BY_PAGE_MAX {
+            // SAFETY: orders the table updates before the invalidations.
+            unsafe { core::arch::asm!("dsb ishst") };
+            let mut a = r.start;
+            while a < r.end {
+                // SAFETY: invalidates stage-2 TLB entries of this VMID for one IPA
+                // page; loses no data.
+                unsafe { core::arch::asm!("tlbi ipas2e1is, {x}", x = in(reg) a >> 12) };
+                a += PAGE;
+            }
+            // SAFETY: completes the stage-2 invalidations, then drops the combined
+            // stage-1 entries built on them (the architected sequence).
+            unsafe { core::arch::asm!("dsb ish", "tlbi vmalle1is", "dsb ish", "isb") };
+        } else {
+            // SAFETY: invalidates this VMID's stage-1+2 TLB entries after the update.
+            unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb") };
+        }
+    }
+
     fn ptr(&self, gpa: u64, len: usize) -> Result<*mut u8, MemError> {
         self.ensure(gpa, len)?;
         Ok((self.0.pa + (gpa - self.0.ipa)) as *mut u8)
@@ -343,6 +540,7 @@ impl GuestMemory for GuestRam {
     }
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
         let p = self.ptr(gpa, data.len())?;
+        self.mark_written(gpa, data.len());
         self.0.coherent.write(&mut Hw(self.0), p as u64, data);
         Ok(())
     }
@@ -350,7 +548,10 @@ impl GuestMemory for GuestRam {
     /// mapped range), after populating every block of the range: a block a device
     /// writes is never zeroed afterwards by a first touch. Blocks stay populated
     /// until the VM resets, which waits for every device's DMA first.
+    /// Dirty logging counts the range written (a device may write it).
     fn dma_address(&mut self, gpa: u64, len: usize) -> Result<Option<u64>, MemError> {
-        Ok(Some(self.ptr(gpa, len)? as u64))
+        let p = self.ptr(gpa, len)? as u64;
+        self.mark_written(gpa, len);
+        Ok(Some(p))
     }
 }

@@ -24,13 +24,17 @@
 //! back to are dropped (the disk no longer holds their state).
 //!
 //! **Disk snapshots** ([`take_disk`], [`rollback`] of a disk tag): the same
-//! capture, then `snapshot_disk::take` writes the image and a sparse copy of the
-//! guest disks and commits them to the registry. Rolling back opens and checks
-//! the image and the whole disk copy first (refused with nothing changed), then
-//! RAM is emptied and streamed back (its CRC checked as it goes), the guest disks
-//! are rewritten where they differ — each write first through the in-memory
-//! snapshots' copy-on-write log, so those stay valid — and devices, time and
-//! vCPUs follow as for an in-memory rollback. A disk snapshot is not consumed and
+//! capture, then `snapshot_disk::take` writes the image with suspend's writer
+//! (RAM by DMA through `suspend::Io`, into the snapshot's own extent, never
+//! incremental: the base and dirty log of a later suspend are left alone) and a
+//! sparse copy of the guest disks, and commits them to the registry. Rolling back
+//! opens and checks the image and the whole disk copy first (refused with nothing
+//! changed), then RAM is emptied (`GuestRam::reset`, which also drops the
+//! incremental-suspend base) and read back by `vmstate::restore_ram` through
+//! `suspend::Io` as a resume reads it (DMA, each block's XXH64 checked), the
+//! guest disks are rewritten where they differ — each write first through the
+//! in-memory snapshots' copy-on-write log, so those stay valid — and devices,
+//! time and vCPUs follow as for an in-memory rollback. A disk snapshot is not consumed and
 //! is kept when an older snapshot is rolled back to (it holds its own disk copy).
 
 use alloc::format;
@@ -46,7 +50,7 @@ use vmstate::{
 };
 
 use crate::el1::{read_sysreg, write_sysreg};
-use crate::suspend::{Machine, Ram};
+use crate::suspend::{Io, Machine, Ram};
 use crate::vm::{Vcpu, Vm};
 
 /// Most memory the snapshot pool takes from free RAM.
@@ -262,13 +266,16 @@ pub fn take_disk(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<u64, TakeError> 
         vcpus: &vcpus,
         devices: &devices,
     };
+    // RAM by DMA as a suspend writes it, but with no base: the snapshot's image
+    // has an extent of its own, and the dirty log a later incremental suspend
+    // relies on is not asked.
     let r = crate::storage::with(|st| {
+        let mut io = Io::new(st.disk.clone(), vm.ram);
         vmstate::snapshot_disk::take(
-            &mut st.disk,
+            &mut io,
             &mut st.registry,
             tag,
             &input,
-            &Ram(vm.ram),
             crate::accel::crc32c_append,
         )
     })
@@ -482,10 +489,12 @@ fn rollback_disk(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<(), RollbackErro
     };
     same_power(vm, &opened.image.vcpus)?;
     crate::suspend::drain(vm, here.idx).map_err(RollbackError::Refused)?;
-    // RAM: emptied, then streamed back from the image (CRC checked as it goes).
+    // RAM: emptied (which also ends dirty logging and drops the base of an
+    // incremental suspend: RAM no longer matches it), then read back from the
+    // image as a resume reads it (DMA, each block's checksum checked).
     vm.ram.reset();
     crate::storage::with(|st| {
-        vmstate::restore_ram(&mut st.disk, &opened.image, &mut Ram(vm.ram), crc)
+        vmstate::restore_ram(&mut Io::new(st.disk.clone(), vm.ram), &opened.image)
     })
     .unwrap_or(Err(vmstate::ColdReason::Unreadable))
     .map_err(|e| RollbackError::Partial(format!("guest RAM partly restored ({e})")))?;

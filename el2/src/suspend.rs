@@ -32,6 +32,7 @@ use virtio::{MmioTransport, VirtioDevice};
 use vmstate::{ColdReason, DeviceState, Fingerprint, Power, TimeState, VcpuState};
 
 use crate::el1::{read_sysreg, El1Context, FpState};
+use crate::sysdisk::{DmaQueue, SystemDisk};
 use crate::vm::{GuestRam, Vcpu, VgicSink, Vm};
 
 /// How long a suspend waits for parked vCPUs to capture and for in-flight guest
@@ -326,6 +327,143 @@ impl vmstate::RamSink for Ram {
     }
 }
 
+/// Guest RAM and the system disk as `vmstate` moves RAM between them: DMA
+/// straight from and to guest RAM, many requests in flight ([`sysdisk::DmaQueue`]),
+/// no copies. Waits for every transfer when dropped. Suspend and resume use it,
+/// and disk snapshots (`crate::snapshot`) to take one and to roll back to one.
+pub struct Io {
+    disk: vdev::SharedBlock<SystemDisk>,
+    ram: GuestRam,
+    q: DmaQueue,
+    /// Counter ticks spent waiting for transfers and finishing blocks (the log's
+    /// breakdown of where a suspend or resume spends its time).
+    wait_ticks: u64,
+    finish_ticks: u64,
+    /// Counter ticks spent starting transfers (waiting while the queue is full).
+    start_ticks: u64,
+    /// Resume: when the block being checked was handed out, and the ticks from
+    /// there to its `end_block` (checksumming it).
+    handed_out: core::cell::Cell<u64>,
+    check_ticks: u64,
+}
+
+impl Io {
+    pub fn new(disk: vdev::SharedBlock<SystemDisk>, ram: GuestRam) -> Self {
+        Io {
+            disk,
+            ram,
+            q: DmaQueue::default(),
+            wait_ticks: 0,
+            finish_ticks: 0,
+            start_ticks: 0,
+            handed_out: core::cell::Cell::new(0),
+            check_ticks: 0,
+        }
+    }
+
+    /// Block `b`'s bytes `[off, off + len)` as a physical range, checked.
+    fn range(&self, b: u32, off: usize, len: usize) -> Result<u64, vdev::BlockError> {
+        match self.ram.block_pa(b) {
+            Some((pa, blen)) if off.checked_add(len).is_some_and(|e| e <= blen) => {
+                Ok(pa + off as u64)
+            }
+            _ => Err(vdev::BlockError::OutOfRange),
+        }
+    }
+}
+
+impl Drop for Io {
+    fn drop(&mut self) {
+        let _ = self.disk.0.lock().dma_wait(&mut self.q, u64::MAX);
+    }
+}
+
+impl vmstate::RamImage for Io {
+    fn blocks(&self) -> u32 {
+        self.ram.blocks()
+    }
+    fn block(&self, b: u32) -> Option<&[u8]> {
+        self.ram.populated_block(b)
+    }
+}
+
+impl vmstate::RamIo for Io {
+    fn disk(&mut self) -> &mut dyn vdev::BlockBackend {
+        &mut self.disk
+    }
+    fn start_write(
+        &mut self,
+        b: u32,
+        off: usize,
+        len: usize,
+        at: u64,
+    ) -> Result<u64, vdev::BlockError> {
+        let pa = self.range(b, off, len)?;
+        if !self.ram.is_populated(b) {
+            return Err(vdev::BlockError::OutOfRange);
+        }
+        let t = read_sysreg!("CNTPCT_EL0");
+        // SAFETY: a populated block of the VM's RAM (identity-mapped, never freed);
+        // the VM is paused and its devices drained (a suspend or a disk snapshot),
+        // so nothing writes it until the writer, which waits for every transfer
+        // (`wait`, `Drop`), is over.
+        let r = unsafe {
+            self.disk
+                .0
+                .lock()
+                .dma_start(&mut self.q, true, at, pa, len as u64)
+        };
+        self.start_ticks += read_sysreg!("CNTPCT_EL0").wrapping_sub(t);
+        r
+    }
+    fn start_read(
+        &mut self,
+        b: u32,
+        off: usize,
+        len: usize,
+        at: u64,
+    ) -> Result<u64, vdev::BlockError> {
+        let pa = self.range(b, off, len)?;
+        if self.ram.is_populated(b) {
+            return Err(vdev::BlockError::OutOfRange);
+        }
+        let t = read_sysreg!("CNTPCT_EL0");
+        // SAFETY: a block of the VM's RAM not yet populated (a resume, or a
+        // rollback after `GuestRam::reset`, with every vCPU parked and the devices
+        // drained): no vCPU maps it and no device reaches it; only `restored`
+        // reads it, after `wait` saw this transfer complete (`Drop` waits for all
+        // on any exit).
+        let r = unsafe {
+            self.disk
+                .0
+                .lock()
+                .dma_start(&mut self.q, false, at, pa, len as u64)
+        };
+        self.start_ticks += read_sysreg!("CNTPCT_EL0").wrapping_sub(t);
+        r
+    }
+    fn wait(&mut self, ticket: u64) -> Result<(), vdev::BlockError> {
+        let t = read_sysreg!("CNTPCT_EL0");
+        let r = self.disk.0.lock().dma_wait(&mut self.q, ticket);
+        self.wait_ticks += read_sysreg!("CNTPCT_EL0").wrapping_sub(t);
+        r
+    }
+    fn restored(&self, b: u32) -> &[u8] {
+        self.handed_out.set(read_sysreg!("CNTPCT_EL0"));
+        self.ram.staged_block(b)
+    }
+    fn end_block(&mut self, b: u32, zero: &vmstate::ZeroMap) {
+        let t = read_sysreg!("CNTPCT_EL0");
+        self.check_ticks += t.wrapping_sub(self.handed_out.get());
+        self.ram
+            .finish_restored_block(b, |p| zero.is_zero(p), vmstate::PAGE_SIZE);
+        self.finish_ticks += read_sysreg!("CNTPCT_EL0").wrapping_sub(t);
+    }
+    fn changed(&mut self, b: u32) -> vmstate::PageBits {
+        self.ram.take_dirty(b)
+    }
+}
+
 /// What a completed suspend wrote.
 pub struct Suspended {
     pub bytes: u64,
@@ -471,28 +609,41 @@ pub fn suspend_vm(vm: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
         vcpus: &vcpus,
         devices: &devices,
     };
-    // 4. The image and the registry commit.
+    // 4. The image and the registry commit; with the image this VM was resumed
+    // from still in its extent, only the pages written since.
+    let base = vm.ram.base();
+    let incremental = base.is_some();
+    let ticks = |t: u64| t * 1000 / read_sysreg!("CNTFRQ_EL0").max(1);
     let report = crate::storage::with(|st| {
-        vmstate::suspend(
-            &mut st.disk,
+        let mut io = Io::new(st.disk.clone(), vm.ram);
+        let r = vmstate::suspend(
+            &mut io,
             &mut st.registry,
             &input,
-            &Ram(vm.ram),
+            base.as_ref(),
             crate::accel::crc32c_append,
         )
-        .map_err(|e| format!("{e}"))
+        .map_err(|e| format!("{e}"));
+        r.map(|r| (r, ticks(io.wait_ticks + io.start_ticks)))
     })
-    .unwrap_or_else(|| Err(String::from("no system disk is open")))?;
+    .unwrap_or_else(|| Err(String::from("no system disk is open")));
+    // Whatever happened, the extent no longer holds the base image.
+    vm.ram.drop_base();
+    let (report, wait_ms) = report?;
     let millis =
         read_sysreg!("CNTPCT_EL0").wrapping_sub(start) * 1000 / read_sysreg!("CNTFRQ_EL0").max(1);
     log::info!(
-        "VM '{}' suspended: {} KiB image ({} blocks touched, {} pages with data, {} zero pages) in {} ms",
+        "VM '{}' suspended: {} KiB written{}, {} KiB image ({} blocks touched, {} rewritten, {} pages with data, {} zero pages) in {} ms (waiting for the disk {} ms)",
         vm.name,
+        report.written >> 10,
+        if incremental { " (incremental)" } else { "" },
         report.bytes >> 10,
         report.blocks,
+        report.blocks_written,
         report.data_pages,
         report.zero_pages,
-        millis
+        millis,
+        wait_ms
     );
     SUSPENDED.store(true, Ordering::Release);
     Ok(Suspended {
@@ -510,12 +661,19 @@ pub fn resume_vm(vm: &Vm, blob: Blob) -> Result<(), ColdReason> {
     let cntfrq = read_sysreg!("CNTFRQ_EL0");
     let crc = crate::accel::crc32c_append;
     let ms = |from: u64| read_sysreg!("CNTPCT_EL0").wrapping_sub(from) * 1000 / cntfrq.max(1);
-    let mut ram_ms = 0;
+    let (mut ram_ms, mut wait_ms, mut finish_ms, mut check_ms) = (0, 0, 0, 0);
+    let ticks = |t: u64| t * 1000 / cntfrq.max(1);
     let opened = crate::storage::with(|st| {
         let opened = vmstate::open_saved(&mut st.disk, blob, &expected, cntfrq, crc)?;
         let t = read_sysreg!("CNTPCT_EL0");
-        vmstate::restore_ram(&mut st.disk, &opened, &mut Ram(vm.ram), crc)?;
+        let mut io = Io::new(st.disk.clone(), vm.ram);
+        vmstate::restore_ram(&mut io, &opened)?;
         ram_ms = ms(t);
+        (wait_ms, finish_ms, check_ms) = (
+            ticks(io.wait_ticks + io.start_ticks),
+            ticks(io.finish_ticks),
+            ticks(io.check_ticks),
+        );
         Ok(opened)
     })
     .unwrap_or(Err(ColdReason::Unreadable))?;
@@ -534,6 +692,9 @@ pub fn resume_vm(vm: &Vm, blob: Blob) -> Result<(), ColdReason> {
     if !consumed {
         return Err(ColdReason::NotConsumable);
     }
+    // From here every write to guest RAM is logged: a later suspend rewrites only
+    // those pages into the image still in the extent.
+    vm.ram.start_dirty_log(opened.base());
     // Guest virtual time continues from the saved count; the emulated physical
     // timer keeps its distance to its deadline.
     let now = read_sysreg!("CNTPCT_EL0");
@@ -547,12 +708,18 @@ pub fn resume_vm(vm: &Vm, blob: Blob) -> Result<(), ColdReason> {
         }
     }
     log::info!(
-        "VM '{}': resumed from its saved state ({} KiB, {} pages with data) in {} ms (RAM {} ms, devices {} ms); guest time continues at {} ticks",
+        "VM '{}': resumed from its saved state ({} KiB read, {} pages with data) in {} ms (RAM {} ms of which waiting for the disk {} ms, checksums {} ms, finishing blocks {} ms; devices {} ms); guest time continues at {} ticks",
         vm.name,
-        opened.blob.size >> 10,
+        (opened.data_pages * vmstate::PAGE_SIZE as u64
+            + opened.header.sections[vmstate::format::SEC_RAM_INDEX].end()
+            - opened.header.sections[vmstate::format::SEC_VCPUS].offset)
+            >> 10,
         opened.data_pages,
         now.wrapping_sub(start) * 1000 / cntfrq.max(1),
         ram_ms,
+        wait_ms,
+        check_ms,
+        finish_ms,
         devices_ms,
         opened.header.time.guest_vcount
     );

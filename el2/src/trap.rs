@@ -162,6 +162,11 @@ fn handle_other_sync(vm: &Vm, vcpu: &mut Vcpu, esr: u64) -> Flow {
             {
                 return Flow::Continue;
             }
+            // The fetch's stage-1 walk updating a descriptor (hardware Access flag)
+            // in a page dirty logging made read-only: logged, writable again.
+            if kind == AbortKind::Permission && vm.ram.write_fault(ipa) {
+                return Flow::Continue;
+            }
             log::warn!(
                 "{}: instruction fetch from IPA {ipa:#x} (VA {:#x}, {kind:?}) at PC {:#x}: not executable guest memory; abort injected",
                 vm.name,
@@ -319,6 +324,10 @@ fn data_abort(
     // First touch of a guest RAM block (by the guest or its own table walk):
     // populate it and let the guest retry the access.
     if kind == AbortKind::Translation && vm.ram.contains(ipa) && vm.ram.ensure(ipa, 1).is_ok() {
+        return;
+    }
+    // A write to guest RAM that dirty logging made read-only: logged, writable again.
+    if kind == AbortKind::Permission && vm.ram.write_fault(ipa) {
         return;
     }
     if s1ptw {

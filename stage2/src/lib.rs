@@ -83,7 +83,12 @@
 //! ([`coherency::Cleaned`]) that EL2's writes to it reached the point of
 //! coherency; [`coherency`] owns that rule.
 //!
-//! Dirty logging is not implemented yet.
+//! # Dirty logging
+//!
+//! [`dirty::DirtyBitmap`] records which pages were written since they were last
+//! taken (query and clear per range). The hypervisor write-protects RAM with
+//! [`Stage2::protect`], marks a page on the write's permission fault and gives
+//! the page its write permission back (splitting the block).
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -95,6 +100,7 @@ mod alloc_api;
 mod attrs;
 pub mod coherency;
 pub mod defs;
+pub mod dirty;
 mod error;
 mod flush;
 mod layout;

@@ -3,13 +3,20 @@
 //!
 //! ```text
 //! 0       header block (HEADER_BLOCK bytes; the header, zero padding)
-//! 4096    vCPU section: per vCPU, u32 length + a VcpuState blob ("VCPU")
+//! 4096    RAM data: one 2 MiB slot per saved block (slot s at 4096 + s * 2 MiB);
+//!         each non-zero page at its own offset in its block's slot (the places
+//!         of zero pages are never read); CRC field 0, the CRCs are per block
+//! vcpus   vCPU section (right after the RAM data): per vCPU, u32 length + a
+//!         VcpuState blob ("VCPU")
 //!         device section: u32 count, per device u8 name length, name, u64 MMIO
 //!         base, u32 length, the device's SaveRestore blob
 //!         zero padding to a 4 KiB boundary
-//! data    RAM data: the non-zero pages of each saved block, in index order
-//! index   RAM index: per saved block, u32 block number + 512-bit zero map
+//! index   RAM index: per saved block, u32 block number, u32 slot, u32 CRC32C of
+//!         its data pages in page order, u32 reserved (0), 512-bit zero map
 //! ```
+//!
+//! Version 1 (until the incremental suspend) packed the data pages back to back
+//! after the small sections with one CRC over them; it is no longer read.
 //!
 //! Header: magic `RAYOSVMS`, u32 format version, u32 reserved (0); the
 //! [`Fingerprint`] (VM UUID, vCPU count, RAM size and base, CRC32C of the device
@@ -37,9 +44,9 @@ use crate::time::TimeState;
 /// The image's magic.
 pub const MAGIC: [u8; 8] = *b"RAYOSVMS";
 /// The format version this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The oldest format version this build still reads.
-pub const MIN_FORMAT_VERSION: u32 = 1;
+pub const MIN_FORMAT_VERSION: u32 = 2;
 /// Bytes reserved for the header at the start of the image.
 pub const HEADER_BLOCK: usize = 4096;
 /// Where RAM data starts (aligned), and the section alignment.
@@ -265,16 +272,20 @@ impl Header {
     }
 
     fn check_layout(&self, image_len: u64) -> Result<(), FormatError> {
-        let mut at = HEADER_BLOCK as u64;
         for (i, s) in self.sections.iter().enumerate() {
             let end = s
                 .offset
                 .checked_add(s.len)
                 .ok_or(FormatError::Malformed("section bounds"))?;
-            if s.offset < at || end > image_len {
+            if s.offset < HEADER_BLOCK as u64 || end > image_len {
                 return Err(FormatError::Malformed("section bounds"));
             }
-            at = end;
+            let overlaps = self.sections[..i]
+                .iter()
+                .any(|o| s.len > 0 && o.len > 0 && s.offset < o.end() && o.offset < end);
+            if overlaps {
+                return Err(FormatError::Malformed("section bounds"));
+            }
             let max = match i {
                 SEC_VCPUS => MAX_VCPU_SECTION,
                 SEC_DEVICES => MAX_DEVICE_SECTION,
@@ -526,7 +537,7 @@ mod tests {
             let _ = Header::decode(&raw, 1 << 30);
             let _ = decode_devices(&raw);
             let _ = decode_vcpus(&raw, n);
-            let _ = crate::ram::decode_index(&raw, n);
+            let _ = crate::ram::decode_index(&raw, n, n);
         }
     }
 }

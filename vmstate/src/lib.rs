@@ -3,16 +3,17 @@
 //!
 //! - [`format`]: the image layout — a header block (magic, format version, the VM
 //!   configuration it was taken from, guest time, a table of checksummed sections),
-//!   the vCPU section, the device section, guest RAM as the populated 2 MiB blocks
-//!   with all-zero 4 KiB pages left out (a bitmap per block), and the RAM index —
-//!   with the version rule for older images.
+//!   guest RAM as a 2 MiB slot per populated block with all-zero 4 KiB pages left
+//!   out (a bitmap and an XXH64 per block), the vCPU section, the device section,
+//!   and the RAM index — with the version rule for older images.
 //! - [`vcpu`]: one vCPU's architectural state ([`VcpuState`]), saved through
 //!   [`vdev::SaveRestore`] like every device.
 //! - [`ram`]: the zero-page bitmaps and the index entries.
 //! - [`time`]: CNTVOFF and timer arithmetic so guest time continues without a jump.
 //! - [`snapshot`]: in-memory snapshots (a RAM copy, the guest disk's
-//!   copy-on-write log); [`snapshot_disk`]: snapshots on the system disk (the
-//!   suspend image plus a sparse copy of the guest disks, the same commit rules).
+//!   copy-on-write log); [`snapshot_disk`]: snapshots on the system disk (an
+//!   image in the suspend format, written and restored by the same code, plus a
+//!   sparse copy of the guest disks, the same commit rules).
 //! - [`store`]: the suspend commit protocol over a [`vdev::BlockBackend`] and the
 //!   [`registry::Registry`] (write, flush, header, flush, then one atomic registry
 //!   commit), the reader resume uses, and the resume-or-cold-boot decision.
@@ -41,8 +42,9 @@ pub use ram::{IndexEntry, ZeroMap, BLOCK_SIZE, PAGES_PER_BLOCK, PAGE_SIZE};
 pub use snapshot::{DiskCow, RamSnapshot, SnapshotError, COW_GRANULE};
 pub use snapshot_disk::{DiskSnapshotError, OpenedSnapshot};
 pub use store::{
-    consume, decide, open_saved, restore_ram, suspend, ColdReason, OpenedState, RamImage, RamSink,
-    SuspendError, SuspendInput, SuspendReport,
+    consume, decide, open_saved, restore_ram, suspend, write_image, Base, ColdReason, CopyIo,
+    OpenedState, PageBits, RamImage, RamIo, RamSink, Room, SuspendError, SuspendInput,
+    SuspendReport, ALL_PAGES,
 };
 pub use time::{cntvoff_for, rebase_physical, TimeState};
 pub use vcpu::{El1Regs, Power, VcpuState};

@@ -2,7 +2,8 @@
 //! host reboot. A disk snapshot is a registry entry ([`registry::DiskSnapshot`])
 //! holding two blobs in extents of its own: the **image** — RAM, vCPUs, devices and
 //! guest time in the suspend format, written by the same [`crate::store::write_image`]
-//! — and the **disk copy**, a sparse copy of the VM's writable guest disks (the
+//! (never from a base: every page with data is written, and the dirty log behind a
+//! suspend's [`crate::store::Base`] is not asked) — and the **disk copy**, a sparse copy of the VM's writable guest disks (the
 //! [`COW_GRANULE`]s with any non-zero byte, plus a bitmap of them).
 //!
 //! The disk copy is a full (sparse) copy rather than a log of the writes since the
@@ -32,7 +33,8 @@
 //! as resume checks one ([`crate::store::open_saved`]), the disk copy's header,
 //! bitmap and data are read and checked against their CRCs and the VM's disks
 //! before anything is changed; then each 1 MiB of each disk is rebuilt from the
-//! copy and written only where it differs.
+//! copy and written only where it differs. RAM comes back as a resume brings it,
+//! through [`crate::store::restore_ram`] (each block's XXH64 checked).
 
 use alloc::string::String;
 use alloc::vec;
@@ -45,11 +47,13 @@ use vdev::{BlockBackend, BlockError};
 use crate::format::{Fingerprint, FormatError, ALIGN};
 use crate::snapshot::COW_GRANULE;
 use crate::store::{
-    open_saved, write_image, ColdReason, OpenedState, RamImage, SuspendError, SuspendInput,
-    SuspendReport, CHUNK,
+    open_saved, write_image, ColdReason, OpenedState, RamIo, SuspendError, SuspendInput,
+    SuspendReport,
 };
 use crate::CrcAppend;
 
+/// Bytes of a guest disk or of the disk copy moved per request.
+pub const CHUNK: usize = 1 << 20;
 /// The disk copy's magic.
 pub const COPY_MAGIC: [u8; 8] = *b"RAYOSDSK";
 /// The disk copy's layout version (the only one this build reads).
@@ -379,17 +383,18 @@ pub fn list(rec: &VmRecord) -> Vec<(String, u64)> {
 }
 
 /// Takes disk snapshot `tag` of the VM `input.uuid` (paused, its guest disks
-/// quiet): the image of `input` and `ram`, and a copy of its writable guest
-/// disks, committed as the module documentation says.
+/// quiet): the image of `input` and guest RAM (through `io`, whose disk is the
+/// system disk), and a copy of its writable guest disks, committed as the module
+/// documentation says.
 pub fn take(
-    disk: &mut dyn BlockBackend,
+    io: &mut dyn RamIo,
     reg: &mut Registry,
     tag: &str,
     input: &SuspendInput<'_>,
-    ram: &dyn RamImage,
     crc: CrcAppend,
 ) -> Result<TakeReport, DiskSnapshotError> {
     let uuid = input.uuid;
+    let disk = io.disk();
     remove_incomplete(disk, reg, uuid)?;
     let rec = reg.vm(uuid).ok_or(SuspendError::NoRecord)?;
     if rec.snapshots.iter().any(|s| s.tag == tag) {
@@ -408,8 +413,10 @@ pub fn take(
     }
     .len();
     let mut copy_extent = Extent::EMPTY;
-    let written = write_image(disk, input, ram, crc, |disk, capacity| {
+    // No base: the snapshot's image goes to an extent of its own.
+    let written = write_image(io, input, None, crc, |disk, room| {
         // 1. Both extents recorded, both sizes 0: nothing lands in free space.
+        let capacity = room.need;
         let image = reg
             .allocate(capacity, &[])
             .ok_or(RegistryError::NoSpace { needed: capacity })?;
@@ -424,6 +431,7 @@ pub fn take(
         reg.update_vm(disk, uuid, |r| r.snapshots.push(entry))?;
         Ok(image)
     });
+    let disk = io.disk();
     let done = written.and_then(|(image, image_crc)| {
         let h = write_copy(disk, &disks, &map, set, copy_extent, crc)?;
         // 4. The one commit that makes the snapshot complete.

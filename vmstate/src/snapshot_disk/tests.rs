@@ -1,7 +1,7 @@
 use super::*;
 use crate::format::{device_layout_crc, DeviceState};
 use crate::ram::{ZeroMap, BLOCK_SIZE, PAGES_PER_BLOCK, PAGE_SIZE};
-use crate::store::{restore_ram, RamSink};
+use crate::store::{CopyIo, RamImage, RamSink};
 use crate::time::TimeState;
 use crate::vcpu::{Power, VcpuState};
 use proptest::prelude::*;
@@ -48,6 +48,28 @@ impl RamSink for Ram {
             blk[p * PAGE_SIZE..(p + 1) * PAGE_SIZE].fill(0);
         }
     }
+}
+
+/// [`super::take`] of `ram` through the synchronous [`CopyIo`].
+fn take(
+    disk: &mut dyn BlockBackend,
+    reg: &mut Registry,
+    tag: &str,
+    input: &SuspendInput<'_>,
+    ram: &Ram,
+    crc: CrcAppend,
+) -> Result<TakeReport, DiskSnapshotError> {
+    let mut ram = Ram(ram.0.clone());
+    super::take(&mut CopyIo::new(disk, &mut ram), reg, tag, input, crc)
+}
+
+/// [`crate::store::restore_ram`] into `ram` through the synchronous [`CopyIo`].
+fn restore_ram(
+    disk: &mut dyn BlockBackend,
+    st: &OpenedState,
+    ram: &mut Ram,
+) -> Result<(), ColdReason> {
+    crate::store::restore_ram(&mut CopyIo::new(disk, ram), st)
 }
 
 /// A registry with one VM: a 3 MiB + 8 KiB writable disk (a partial last chunk)
@@ -190,7 +212,7 @@ fn take_then_roll_back_gives_back_the_disk_ram_and_state_and_survives_a_reopen()
         ]
     );
     let mut ram = Ram::empty();
-    restore_ram(&mut disk, &s.image, &mut ram, CRC).unwrap();
+    restore_ram(&mut disk, &s.image, &mut ram).unwrap();
     assert_eq!(ram.0, Ram::with(7).0);
     assert_eq!(s.image.vcpus[0].x[3], 7);
     assert_eq!(s.image.devices, m.devices);
