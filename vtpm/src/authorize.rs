@@ -53,8 +53,7 @@ pub fn rp_hash(h: HashAlg, code: u32, params: &[u8]) -> Digest {
     h.digest(&[&0u32.to_be_bytes(), &code.to_be_bytes(), params])
 }
 
-/// TPM_RC_PP: physical presence is required but not asserted.
-const RC_PP: u32 = rc::VER1 + 0x010;
+use crate::commands::platform::RC_PP;
 
 /// What a policy session is checked against: the command.
 struct PolicyContext<'a> {
@@ -70,7 +69,7 @@ struct PolicyContext<'a> {
 impl Tpm {
     /// TPM time in milliseconds since the last _TPM_Init.
     pub(crate) fn tpm_time(&self) -> u64 {
-        self.time.now_ms().saturating_sub(self.v.time_base)
+        self.v.clock_rate.elapsed_at(self.time.now_ms())
     }
 
     /// The Name of an entity: the handle for PCRs, permanent handles and
@@ -93,6 +92,13 @@ impl Tpm {
             handle::ENDORSEMENT => self.p.endorsement_policy,
             handle::LOCKOUT => self.p.lockout_policy,
             handle::PLATFORM => self.v.platform_policy,
+            _ if (h as usize) < crate::defs::limits::PCR_COUNT => {
+                if crate::pcr::in_group(crate::pcr::POLICY_GROUP, h as usize) {
+                    self.p.pcr_policy
+                } else {
+                    None
+                }
+            }
             _ if self.key(h).is_some() => self.key(h).and_then(|k| {
                 (!k.public.auth_policy.is_empty())
                     .then(|| (k.public.name_alg, Digest::from_slice(&k.public.auth_policy)))
@@ -340,6 +346,15 @@ impl Tpm {
     ) -> Result<(), u32> {
         let dec = auth::session_rc(i);
         let u = area.uses[i].clone();
+        // platformAuth of a command TPM2_PP_Commands listed needs physical
+        // presence.
+        if u.associated == Some(handle::PLATFORM)
+            && !self.physical_presence
+            && crate::commands::platform::pp_required(self, code)
+        {
+            log::warn!("vtpm: command {code:#x} needs physical presence");
+            return Err(RC_PP + dec);
+        }
         if u.handle == handle::RS_PW {
             let Some(h) = u.associated else {
                 return Err(rc::HANDLE + dec);
@@ -529,9 +544,8 @@ impl Tpm {
                 return Err(rc::POLICY_FAIL);
             }
         }
-        // TPM2_PolicyPhysicalPresence: this TPM has no physical-presence
-        // signal, so such a policy is never satisfied.
-        if p.pp_required {
+        // TPM2_PolicyPhysicalPresence: the platform must assert it now.
+        if p.pp_required && !self.physical_presence {
             return Err(RC_PP);
         }
         Ok(())

@@ -4,8 +4,8 @@
 //! from this same table, so what is reported is exactly what is implemented.
 
 use crate::commands::{
-    attest, capability, clear, context, create, credential, duplication, evict, hierarchy, nv,
-    object, pcr, policy, random, rsa, sequence, session, signing, startup, symmetric,
+    attest, audit, capability, clear, context, create, credential, duplication, evict, hierarchy,
+    nv, object, pcr, platform, policy, random, rsa, sequence, session, signing, startup, symmetric,
 };
 use crate::defs::{cc, handle, tpma_cc};
 use crate::engine::{Cmd, Tpm};
@@ -337,12 +337,33 @@ pub static COMMANDS: &[CommandDesc] = &[
         pcr::pcr_allocate,
     ),
     dec(entry(
+        cc::PCR_SET_AUTH_POLICY,
+        "PCR_SetAuthPolicy",
+        true,
+        &[h(HandleKind::Platform, AuthRole::User)],
+        pcr::pcr_set_auth_policy,
+    )),
+    entry(
+        cc::PP_COMMANDS,
+        "PP_Commands",
+        true,
+        &[h(HandleKind::Platform, AuthRole::User)],
+        platform::pp_commands,
+    ),
+    dec(entry(
         cc::SET_PRIMARY_POLICY,
         "SetPrimaryPolicy",
         true,
         &[h(HandleKind::HierarchyAuth, AuthRole::User)],
         hierarchy::set_primary_policy,
     )),
+    entry(
+        cc::CLOCK_RATE_ADJUST,
+        "ClockRateAdjust",
+        false,
+        &[h(HandleKind::Provision, AuthRole::User)],
+        platform::clock_rate_adjust,
+    ),
     dec(enc(r_handle(entry(
         cc::CREATE_PRIMARY,
         "CreatePrimary",
@@ -357,6 +378,16 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Provision, AuthRole::User)],
         nv::nv_global_write_lock,
     ),
+    dec(enc(entry(
+        cc::GET_COMMAND_AUDIT_DIGEST,
+        "GetCommandAuditDigest",
+        true,
+        &[
+            h(HandleKind::Endorsement, AuthRole::User),
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+        ],
+        audit::get_command_audit_digest,
+    ))),
     entry(
         cc::NV_INCREMENT,
         "NV_Increment",
@@ -449,6 +480,20 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Transient, AuthRole::User)],
         sequence::sequence_complete,
     )))),
+    entry(
+        cc::SET_ALGORITHM_SET,
+        "SetAlgorithmSet",
+        true,
+        &[h(HandleKind::Platform, AuthRole::User)],
+        platform::set_algorithm_set,
+    ),
+    entry(
+        cc::SET_COMMAND_CODE_AUDIT_STATUS,
+        "SetCommandCodeAuditStatus",
+        true,
+        &[h(HandleKind::Provision, AuthRole::User)],
+        audit::set_command_code_audit_status,
+    ),
     entry(
         cc::INCREMENTAL_SELF_TEST,
         "IncrementalSelfTest",
@@ -866,6 +911,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         PCR_OR_NULL_USER,
         pcr::pcr_extend,
     ),
+    dec(entry(
+        cc::PCR_SET_AUTH_VALUE,
+        "PCR_SetAuthValue",
+        false,
+        &[h(HandleKind::Pcr { allow_null: false }, AuthRole::User)],
+        pcr::pcr_set_auth_value,
+    )),
     dec(enc(entry(
         cc::NV_CERTIFY,
         "NV_Certify",
@@ -989,8 +1041,10 @@ mod tests {
         assert_eq!(d.attributes(i), 0x02C0_0121);
         let (i, d) = lookup(cc::GET_CAPABILITY).unwrap();
         assert_eq!(d.attributes(i), 0x0000_017A);
-        // TPM2_PP_Commands is not implemented.
-        assert!(lookup(0x012D).is_none());
+        // TPM2_FieldUpgradeStart is not implemented.
+        assert!(lookup(0x012F).is_none());
+        let (i, d) = lookup(cc::PP_COMMANDS).unwrap();
+        assert_eq!(d.attributes(i), 0x0240_012D);
     }
 
     #[test]

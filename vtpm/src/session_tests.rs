@@ -328,8 +328,8 @@ fn policy_digests_follow_part_3() {
             cc::POLICY_COMMAND_CODE,
             &[c.handle],
             &[],
-            // TPM2_PP_Commands: not implemented.
-            &0x12Du32.to_be_bytes(),
+            // TPM2_FieldUpgradeStart: not implemented.
+            &0x12Fu32.to_be_bytes(),
         ),
     );
     assert_eq!(rc_of(&r), rc::POLICY_CC + rc::P + rc::N1);

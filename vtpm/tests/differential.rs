@@ -5425,3 +5425,452 @@ fn differential_policy_nv_written_template_duplication_select() {
         assert!(outcomes[i].1.is_some(), "step {i}: a response code");
     }
 }
+
+/// A policy-session authorization (no nonce, no HMAC: an unbound, unsalted
+/// session without PolicyAuthValue).
+fn policy_auth(session: u32) -> Vec<u8> {
+    let mut s = session.to_be_bytes().to_vec();
+    s.extend([0, 0, 1, 0, 0]);
+    s
+}
+
+/// Starts an unbound, unsalted SHA-256 policy session with raw commands and
+/// returns its handle.
+fn raw_policy_session(t: &mut dyn Tpm) -> u32 {
+    let mut start = vec![0, 16];
+    start.extend([0x33; 16]);
+    start.extend([0, 0, 1, 0, 0x10, 0, 0x0B]);
+    let r = t.raw(
+        0,
+        &cmd(NS, 0x176, &[0x4000_0007, 0x4000_0007], None, &start),
+    );
+    assert_eq!(rc(&r), 0, "StartAuthSession");
+    u32::from_be_bytes(r[10..14].try_into().unwrap())
+}
+
+/// TPM2_ClockRateAdjust, TPM2_SetAlgorithmSet, TPM2_PP_Commands,
+/// TPM2_PCR_SetAuthValue and TPM2_PCR_SetAuthPolicy with raw commands: the
+/// same bytes give the same responses (valid and hostile arguments), the PCR
+/// group's authValue and authPolicy then authorize PCR_Extend of PCR 20 (the
+/// command gets as far as the locality check) or refuse it, and
+/// TPM_PT_ALGORITHM_SET, TPM_CAP_PP_COMMANDS and the PCR group properties
+/// agree.
+#[test]
+fn differential_platform_admin_and_pcr_auth() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_platform_admin_and_pcr_auth: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let (a, b) = (
+        tool(&mut ours, &["tpm2_startup", "-c"]),
+        tool(&mut sw, &["tpm2_startup", "-c"]),
+    );
+    assert!(a.0, "startup");
+    let _ = b;
+    let p = pw(1, &[], &[]);
+    let (platform, owner, endorsement, lockout) =
+        (0x4000_000C, 0x4000_0001, 0x4000_000B, 0x4000_000A);
+    let mut ext = vec![0, 0, 0, 1, 0, 0x0B];
+    ext.extend([0x11; 32]);
+    let set_policy = |h: u32, policy: &[u8], alg: u16, pcr: u32| {
+        let mut v = (policy.len() as u16).to_be_bytes().to_vec();
+        v.extend(policy);
+        v.extend(alg.to_be_bytes());
+        v.extend(pcr.to_be_bytes());
+        cmd(S, 0x12C, &[h], Some(&p), &v)
+    };
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        (
+            "ClockRateAdjust +3 (platform)".into(),
+            cmd(S, 0x130, &[platform], Some(&p), &[3]),
+        ),
+        (
+            "ClockRateAdjust -3 (owner)".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[0xFD]),
+        ),
+        (
+            "ClockRateAdjust 0".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[0]),
+        ),
+        (
+            "ClockRateAdjust 4".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[4]),
+        ),
+        (
+            "ClockRateAdjust -4".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[0xFC]),
+        ),
+        (
+            "ClockRateAdjust 0x80".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[0x80]),
+        ),
+        (
+            "ClockRateAdjust endorsement".into(),
+            cmd(S, 0x130, &[endorsement], Some(&p), &[1]),
+        ),
+        (
+            "ClockRateAdjust no param".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[]),
+        ),
+        (
+            "ClockRateAdjust extra".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[1, 1]),
+        ),
+        (
+            "ClockRateAdjust wrong password".into(),
+            cmd(S, 0x130, &[owner], Some(&pw(1, &[], b"x")), &[1]),
+        ),
+        (
+            "ClockRateAdjust no session".into(),
+            cmd(NS, 0x130, &[owner], None, &[1]),
+        ),
+        (
+            "SetAlgorithmSet".into(),
+            cmd(S, 0x13F, &[platform], Some(&p), &5u32.to_be_bytes()),
+        ),
+        (
+            "SetAlgorithmSet owner".into(),
+            cmd(S, 0x13F, &[owner], Some(&p), &5u32.to_be_bytes()),
+        ),
+        (
+            "SetAlgorithmSet short".into(),
+            cmd(S, 0x13F, &[platform], Some(&p), &[0, 5]),
+        ),
+        (
+            "TPM_PT_ALGORITHM_SET".into(),
+            cmd(
+                NS,
+                0x17A,
+                &[],
+                None,
+                &[0, 0, 0, 6, 0, 0, 2, 0x0C, 0, 0, 0, 1],
+            ),
+        ),
+        (
+            "PP_Commands without physical presence".into(),
+            cmd(
+                S,
+                0x12D,
+                &[platform],
+                Some(&p),
+                &[0, 0, 0, 1, 0, 0, 1, 0x26, 0, 0, 0, 0],
+            ),
+        ),
+        (
+            "PP_Commands owner".into(),
+            cmd(S, 0x12D, &[owner], Some(&p), &[0, 0, 0, 0, 0, 0, 0, 0]),
+        ),
+        (
+            "PP_Commands list too long".into(),
+            cmd(
+                S,
+                0x12D,
+                &[platform],
+                Some(&p),
+                &[0, 0, 0x10, 0, 0, 0, 1, 0x26],
+            ),
+        ),
+        (
+            "TPM_CAP_PP_COMMANDS".into(),
+            cmd(NS, 0x17A, &[], None, &[0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 64]),
+        ),
+        (
+            "PCR properties".into(),
+            cmd(NS, 0x17A, &[], None, &[0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 32]),
+        ),
+        // PCR 20–22 form the authorization group.
+        (
+            "PCR_SetAuthValue 20".into(),
+            cmd(S, 0x183, &[20], Some(&p), &[0, 5, b'a', b'b', b'c', 0, 0]),
+        ),
+        (
+            "PCR_Extend 20, empty password".into(),
+            cmd(S, 0x182, &[20], Some(&p), &ext),
+        ),
+        (
+            "PCR_Extend 20, group password".into(),
+            cmd(S, 0x182, &[20], Some(&pw(1, &[], b"abc")), &ext),
+        ),
+        (
+            "PCR_Extend 22, group password".into(),
+            cmd(S, 0x182, &[22], Some(&pw(1, &[], b"abc\0")), &ext),
+        ),
+        (
+            "PCR_Reset 21, empty password".into(),
+            cmd(S, 0x13D, &[21], Some(&p), &[]),
+        ),
+        (
+            "PCR_Extend 16, empty password".into(),
+            cmd(S, 0x182, &[16], Some(&p), &ext),
+        ),
+        (
+            "PCR_SetAuthValue 16".into(),
+            cmd(S, 0x183, &[16], Some(&p), &[0, 1, 1]),
+        ),
+        (
+            "PCR_SetAuthValue 21, old value".into(),
+            cmd(S, 0x183, &[21], Some(&p), &[0, 1, 1]),
+        ),
+        (
+            "PCR_SetAuthValue 21".into(),
+            cmd(S, 0x183, &[21], Some(&pw(1, &[], b"abc")), &[0, 0]),
+        ),
+        (
+            "PCR_Extend 20, empty again".into(),
+            cmd(S, 0x182, &[20], Some(&p), &ext),
+        ),
+        (
+            "PCR_SetAuthValue 24".into(),
+            cmd(S, 0x183, &[24], Some(&p), &[0, 0]),
+        ),
+        (
+            "PCR_SetAuthValue NULL".into(),
+            cmd(S, 0x183, &[0x4000_0007], Some(&p), &[0, 0]),
+        ),
+        ("PCR_SetAuthValue too long".into(), {
+            let mut v = vec![0, 65];
+            v.extend([1; 65]);
+            cmd(S, 0x183, &[20], Some(&p), &v)
+        }),
+        (
+            "PCR_SetAuthPolicy 16".into(),
+            set_policy(platform, &[0x22; 32], 0x0B, 16),
+        ),
+        (
+            "PCR_SetAuthPolicy 30".into(),
+            set_policy(platform, &[0x22; 32], 0x0B, 30),
+        ),
+        (
+            "PCR_SetAuthPolicy size".into(),
+            set_policy(platform, &[0x22; 20], 0x0B, 20),
+        ),
+        (
+            "PCR_SetAuthPolicy hash".into(),
+            set_policy(platform, &[0x22; 32], 0x99, 20),
+        ),
+        (
+            "PCR_SetAuthPolicy owner".into(),
+            set_policy(owner, &[0x22; 32], 0x0B, 20),
+        ),
+        (
+            "PCR_SetAuthPolicy lockout".into(),
+            set_policy(lockout, &[0x22; 32], 0x0B, 20),
+        ),
+        (
+            "PCR_SetAuthPolicy NULL, empty".into(),
+            set_policy(platform, &[], 0x10, 21),
+        ),
+        (
+            "PCR_SetAuthPolicy NULL, a digest".into(),
+            set_policy(platform, &[1; 32], 0x10, 21),
+        ),
+    ];
+    for (what, c) in cases.drain(..) {
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+        d.eq(&what, a.clone(), b.clone());
+        assert!(!a.is_empty(), "{what}");
+    }
+    // The PCR group's authPolicy: PolicyCommandCode(PCR_Extend) authorizes
+    // PCR_Extend of PCR 20 (which then fails only on the locality), a session
+    // whose policy names another command does not.
+    let mut outcomes = Vec::new();
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        let s = raw_policy_session(t);
+        let r = t.raw(0, &cmd(NS, 0x16C, &[s], None, &0x182u32.to_be_bytes()));
+        assert_eq!(rc(&r), 0);
+        let r = t.raw(0, &cmd(NS, 0x189, &[s], None, &[]));
+        assert_eq!(rc(&r), 0);
+        let digest = r[12..44].to_vec();
+        let r = t.raw(0, &set_policy(platform, &digest, 0x0B, 20));
+        assert_eq!(rc(&r), 0, "PCR_SetAuthPolicy");
+        let r = t.raw(0, &cmd(S, 0x182, &[20], Some(&policy_auth(s)), &ext));
+        let ok = rc(&r);
+        let other = raw_policy_session(t);
+        let r = t.raw(0, &cmd(NS, 0x16C, &[other], None, &0x13Du32.to_be_bytes()));
+        assert_eq!(rc(&r), 0);
+        let bad = rc(&t.raw(0, &cmd(S, 0x182, &[20], Some(&policy_auth(other)), &ext)));
+        outcomes.push((ok, bad));
+        t.disconnect();
+    }
+    d.eq("PCR policy outcomes", outcomes[0], outcomes[1]);
+    // Authorized: only the locality (0) stops PCR_Extend of PCR 20.
+    let locality = 0x907;
+    assert_eq!(outcomes[0].0, locality, "PCR_Extend under the group policy");
+    assert!(outcomes[0].1 != locality && outcomes[0].1 != 0);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// TPMS_COMMAND_AUDIT_INFO of a TPM2_GetCommandAuditDigest response (the
+/// attestation's tail, after the clock and firmware fields, which differ).
+fn command_audit_info(r: &[u8]) -> Option<Vec<u8>> {
+    let n = usize::from(u16::from_be_bytes(r.get(14..16)?.try_into().ok()?));
+    let a = r.get(16..16 + n)?;
+    let mut i = 6;
+    for _ in 0..2 {
+        let l = usize::from(u16::from_be_bytes(a.get(i..i + 2)?.try_into().ok()?));
+        i += 2 + l;
+    }
+    Some(a.get(i + 17 + 8..)?.to_vec())
+}
+
+/// Command audit: TPM2_SetCommandCodeAuditStatus and
+/// TPM2_GetCommandAuditDigest with raw commands. After choosing the same
+/// audit hash, auditing PCR_Extend and Hash and running them, both TPMs
+/// report the same audit counter, audit digest and command digest (SHA-256,
+/// then SHA-384 after a change of hash), the same audited-command list, and
+/// the same response codes for hostile arguments; a TPM Reset clears the
+/// digest and keeps the counter.
+#[test]
+fn differential_command_audit() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_command_audit: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    assert!(tool(&mut ours, &["tpm2_startup", "-c"]).0);
+    let _ = tool(&mut sw, &["tpm2_startup", "-c"]);
+    let p = pw(1, &[], &[]);
+    let (owner, endorsement, null) = (0x4000_0001, 0x4000_000B, 0x4000_0007);
+    let list = |codes: &[u32]| {
+        let mut v = (codes.len() as u32).to_be_bytes().to_vec();
+        for c in codes {
+            v.extend(c.to_be_bytes());
+        }
+        v
+    };
+    let set_status = |h: u32, alg: u16, set: &[u32], clear: &[u32]| {
+        let mut v = alg.to_be_bytes().to_vec();
+        v.extend(list(set));
+        v.extend(list(clear));
+        cmd(S, 0x140, &[h], Some(&p), &v)
+    };
+    let get_digest = |privacy: u32, scheme: &[u8]| {
+        let mut v = vec![0, 3, b'a', b'b', b'c'];
+        v.extend(scheme);
+        let sessions = [p.clone(), p.clone()].concat();
+        cmd(S, 0x133, &[privacy, null], Some(&sessions), &v)
+    };
+    let audit_cap = cmd(NS, 0x17A, &[], None, &[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 64]);
+    let mut ext = vec![0, 0, 0, 1, 0, 0x0B];
+    ext.extend([0x5A; 32]);
+    let extend16 = cmd(S, 0x182, &[16], Some(&p), &ext);
+    // TPM2_Hash in TPM_RH_NULL (a NULL ticket: a deterministic response).
+    let mut hash = vec![0, 3, b'x', b'y', b'z', 0, 0x0B];
+    hash.extend(0x4000_0007u32.to_be_bytes());
+    let read16 = cmd(NS, 0x17D, &[], None, &hash);
+    let (sha256, sha384, null_alg) = (0x0Bu16, 0x0Cu16, 0x10u16);
+    let (pcr_extend, pcr_read) = (0x182u32, 0x17Du32);
+    let compare_info = |what: &str, ours: &mut Vtpm, sw: &mut Swtpm, d: &mut Diff| {
+        let c = get_digest(endorsement, &null_alg.to_be_bytes());
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+        assert_eq!(rc(&a), 0, "{what}: {a:02x?}");
+        d.eq(what, command_audit_info(&a), command_audit_info(&b));
+    };
+    let steps: Vec<(&str, Vec<u8>)> = vec![
+        ("audit list at first", audit_cap.clone()),
+        // swtpm starts with SHA-512, the vTPM with SHA-256 (it has no SHA-512):
+        // two changes of hash leave both at SHA-256 with no digest.
+        ("choose SHA-384", set_status(owner, sha384, &[], &[])),
+        ("choose SHA-256", set_status(owner, sha256, &[], &[])),
+        (
+            "audit PCR_Extend, Hash",
+            set_status(owner, null_alg, &[pcr_extend, pcr_read, 0x12F, 0x145], &[]),
+        ),
+        ("audit list", audit_cap.clone()),
+        ("PCR_Extend 16", extend16.clone()),
+        ("Hash", read16.clone()),
+        ("PCR_Extend 16 again", extend16.clone()),
+        (
+            "failed PCR_Extend (not audited)",
+            cmd(S, 0x182, &[16], Some(&pw(1, &[], b"no")), &ext),
+        ),
+        // Hostile arguments.
+        (
+            "new hash with list changes",
+            set_status(owner, sha384, &[pcr_read], &[]),
+        ),
+        ("unknown hash", set_status(owner, 0x99, &[], &[])),
+        (
+            "endorsement auth",
+            set_status(endorsement, sha256, &[], &[]),
+        ),
+        ("list too long", {
+            let mut v = null_alg.to_be_bytes().to_vec();
+            v.extend([0, 0, 0x10, 0]);
+            cmd(S, 0x140, &[owner], Some(&p), &v)
+        }),
+        ("list short", {
+            let mut v = null_alg.to_be_bytes().to_vec();
+            v.extend([0, 0, 0, 2, 0, 0, 1, 0x82]);
+            cmd(S, 0x140, &[owner], Some(&p), &v)
+        }),
+        (
+            "owner as privacy admin",
+            get_digest(owner, &null_alg.to_be_bytes()),
+        ),
+        (
+            "unknown scheme",
+            get_digest(endorsement, &[0, 0x99, 0, 0x0B]),
+        ),
+        ("trailing byte", {
+            let mut c = get_digest(endorsement, &[0, 0x10, 0]);
+            let n = c.len() as u32;
+            c[2..6].copy_from_slice(&n.to_be_bytes());
+            c
+        }),
+    ];
+    for (what, c) in &steps {
+        let (a, b) = (ours.raw(0, c), sw.raw(0, c));
+        // Session responses carry no nonce for password sessions: the bytes
+        // compare whole.
+        d.eq(what, a, b);
+    }
+    compare_info("audit info, SHA-256", &mut ours, &mut sw, &mut d);
+    // Clearing SetCommandCodeAuditStatus is ignored; clearing Hash is not.
+    for (what, c) in [
+        (
+            "clear",
+            set_status(owner, null_alg, &[], &[0x140, pcr_read]),
+        ),
+        ("audit list after clear", audit_cap.clone()),
+        ("Hash (no longer audited)", read16.clone()),
+        ("PCR_Extend 16 (audited)", extend16.clone()),
+    ] {
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+        d.eq(what, a, b);
+    }
+    compare_info("audit info after clear", &mut ours, &mut sw, &mut d);
+    // A new hash restarts the digest.
+    for c in [set_status(owner, sha384, &[], &[]), extend16.clone()] {
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+        d.eq("SHA-384", a, b);
+    }
+    compare_info("audit info, SHA-384", &mut ours, &mut sw, &mut d);
+    // TPM Reset: the digest is gone, the counter stays.
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        let r = t.raw(0, &cmd(NS, 0x145, &[], None, &[0, 0]));
+        assert_eq!(rc(&r), 0);
+        t.disconnect();
+        t.power_cycle();
+        let r = t.raw(0, &cmd(NS, 0x144, &[], None, &[0, 0]));
+        assert_eq!(rc(&r), 0);
+    }
+    compare_info("audit info after a TPM Reset", &mut ours, &mut sw, &mut d);
+    let c = extend16.clone();
+    let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+    d.eq("PCR_Extend after reset", a, b);
+    compare_info(
+        "audit info after a TPM Reset and a command",
+        &mut ours,
+        &mut sw,
+        &mut d,
+    );
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}

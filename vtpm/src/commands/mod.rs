@@ -1,6 +1,7 @@
 //! Command handlers, one module per command group of Part 3.
 
 pub mod attest;
+pub mod audit;
 pub mod capability;
 pub mod clear;
 pub mod context;
@@ -13,6 +14,7 @@ pub mod nv;
 pub mod object;
 pub mod object_context;
 pub mod pcr;
+pub mod platform;
 pub mod policy;
 pub mod random;
 pub mod rsa;
