@@ -4,8 +4,9 @@
 //! from this same table, so what is reported is exactly what is implemented.
 
 use crate::commands::{
-    attest, audit, capability, clear, context, create, credential, duplication, evict, hierarchy,
-    nv, object, pcr, platform, policy, random, rsa, sequence, session, signing, startup, symmetric,
+    attest, audit, capability, clear, context, create, credential, duplication, ecc2phase, evict,
+    hierarchy, nv, object, pcr, platform, policy, random, rsa, sequence, session, signing, startup,
+    symmetric,
 };
 use crate::defs::{cc, handle, tpma_cc};
 use crate::engine::{Cmd, Tpm};
@@ -975,6 +976,20 @@ pub static COMMANDS: &[CommandDesc] = &[
         POLICY_SESSION,
         policy::policy_password,
     ),
+    dec(enc(entry(
+        cc::ZGEN_2PHASE,
+        "ZGen_2Phase",
+        false,
+        &[h(HandleKind::Object { allow_null: false }, AuthRole::User)],
+        ecc2phase::zgen_2phase,
+    ))),
+    enc(entry(
+        cc::EC_EPHEMERAL,
+        "EC_Ephemeral",
+        false,
+        &[],
+        ecc2phase::ec_ephemeral,
+    )),
     entry(
         cc::POLICY_NV_WRITTEN,
         "PolicyNvWritten",

@@ -5874,3 +5874,212 @@ fn differential_command_audit() {
     );
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }
+
+/// The first TPM2B of `b` and the bytes after it.
+fn split_tpm2b(b: &[u8]) -> (&[u8], &[u8]) {
+    let n = usize::from(u16::from_be_bytes([b[0], b[1]]));
+    (&b[..2 + n], &b[2 + n..])
+}
+
+/// The static public point (a TPM2B_ECC_POINT) of a loaded P-256 key: its
+/// public area ends with the x and y TPM2Bs.
+fn ecc_static_point(t: &mut dyn Tpm, h: u32) -> Vec<u8> {
+    let r = t.raw(0, &cmd(NS, 0x173, &[h], None, &[]));
+    assert_eq!(rc(&r), 0, "ReadPublic {h:#x}");
+    let (public, _) = split_tpm2b(&r[10..]);
+    let xy = &public[public.len() - 68..];
+    [&[0, 68][..], xy].concat()
+}
+
+/// (TPM2B_ECC_POINT, counter) from TPM2_EC_Ephemeral(NIST P-256).
+fn ec_ephemeral(t: &mut dyn Tpm) -> (Vec<u8>, [u8; 2]) {
+    let r = t.raw(0, &cmd(NS, 0x18E, &[], None, &[0, 3]));
+    assert_eq!(rc(&r), 0, "EC_Ephemeral");
+    let (q, rest) = split_tpm2b(&r[10..]);
+    (q.to_vec(), [rest[0], rest[1]])
+}
+
+/// TPM2_EC_Ephemeral and TPM2_ZGen_2Phase across the two TPMs: each side
+/// has a static ECDH key and an ephemeral commitment; each computes
+/// (Z1, Z2) = (d_s·Q_sB, r·Q_eB) from the other side's points, and the two
+/// results are the same points (the 2-phase ECDH Full Unified Model agrees
+/// between the vTPM and swtpm). The commit counters agree; a used or
+/// unknown commitment, points off the curve, wrong schemes, a restricted key
+/// and an unknown curve get the same response codes from both.
+#[test]
+fn interop_ec_ephemeral_zgen_2phase() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP interop_ec_ephemeral_zgen_2phase: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|decrypt";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:ecdh-sha256",
+            "-a",
+            attrs,
+            "-c",
+            "a.ctx",
+        ],
+        &[
+            "tpm2_evictcontrol",
+            "-Q",
+            "-C",
+            "o",
+            "-c",
+            "a.ctx",
+            "0x81000020",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:null",
+            "-a",
+            attrs,
+            "-c",
+            "n.ctx",
+        ],
+        &[
+            "tpm2_evictcontrol",
+            "-Q",
+            "-C",
+            "o",
+            "-c",
+            "n.ctx",
+            "0x81000021",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256",
+            "-c",
+            "s.ctx",
+        ],
+        &[
+            "tpm2_evictcontrol",
+            "-Q",
+            "-C",
+            "o",
+            "-c",
+            "s.ctx",
+            "0x81000022",
+        ],
+        &["tpm2_flushcontext", "-t"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(outcomes.iter().all(|o| o.0), "{outcomes:?}");
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        t.disconnect();
+    }
+    let (key, null_key, restricted) = (0x8100_0020u32, 0x8100_0021u32, 0x8100_0022u32);
+    let p = pw(1, &[], &[]);
+    let zgen = |h: u32, qs: &[u8], qe: &[u8], scheme: u16, counter: [u8; 2]| {
+        let mut v = qs.to_vec();
+        v.extend(qe);
+        v.extend(scheme.to_be_bytes());
+        v.extend(counter);
+        cmd(S, 0x18D, &[h], Some(&p), &v)
+    };
+    let (ecdh, ecmqv, ecdsa, null) = (0x19u16, 0x1Du16, 0x18u16, 0x10u16);
+    // The exchange.
+    let qs_ours = ecc_static_point(&mut ours, key);
+    let qs_sw = ecc_static_point(&mut sw, key);
+    let (qe_ours, c_ours) = ec_ephemeral(&mut ours);
+    let (qe_sw, c_sw) = ec_ephemeral(&mut sw);
+    d.eq("first commit counter", c_ours, c_sw);
+    let a = ours.raw(0, &zgen(key, &qs_sw, &qe_sw, ecdh, c_ours));
+    let b = sw.raw(0, &zgen(key, &qs_ours, &qe_ours, ecdh, c_sw));
+    assert_eq!(rc(&a), 0, "vTPM ZGen_2Phase {a:02x?}");
+    assert_eq!(rc(&b), 0, "swtpm ZGen_2Phase {b:02x?}");
+    let zs = |r: &[u8]| {
+        let (z1, rest) = split_tpm2b(&r[14..]);
+        let (z2, _) = split_tpm2b(rest);
+        (z1.to_vec(), z2.to_vec())
+    };
+    let (za, zb) = (zs(&a), zs(&b));
+    assert_eq!(za.0, zb.0, "Z1: d_sA·Q_sB == d_sB·Q_sA");
+    assert_eq!(za.1, zb.1, "Z2: r_A·Q_eB == r_B·Q_eA");
+    assert_ne!(za.0, za.1);
+    // Hostile uses, the same bytes to both (each with its own commitments,
+    // whose counters agree).
+    let (qe2, c2) = ec_ephemeral(&mut ours);
+    let (_, c2_sw) = ec_ephemeral(&mut sw);
+    d.eq("second commit counter", c2, c2_sw);
+    let mut off_curve = qs_ours.clone();
+    let last = off_curve.len() - 1;
+    off_curve[last] ^= 1;
+    let mut short = qs_ours.clone();
+    short[1] -= 1;
+    short.pop();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("used commitment", zgen(key, &qs_ours, &qe2, ecdh, c_ours)),
+        (
+            "unknown commitment",
+            zgen(key, &qs_ours, &qe2, ecdh, [0x12, 0x34]),
+        ),
+        (
+            "static point off the curve",
+            zgen(key, &off_curve, &qe2, ecdh, c2),
+        ),
+        (
+            "ephemeral point off the curve",
+            zgen(key, &qs_ours, &off_curve, ecdh, c2),
+        ),
+        ("short point", zgen(key, &short, &qe2, ecdh, c2)),
+        ("ECDSA scheme", zgen(key, &qs_ours, &qe2, ecdsa, c2)),
+        (
+            "ECMQV against an ECDH key",
+            zgen(key, &qs_ours, &qe2, ecmqv, c2),
+        ),
+        (
+            "NULL scheme, NULL-scheme key",
+            zgen(null_key, &qs_ours, &qe2, null, c2),
+        ),
+        ("EC_Ephemeral, no curve", cmd(NS, 0x18E, &[], None, &[0, 0])),
+        (
+            "EC_Ephemeral, unknown curve",
+            cmd(NS, 0x18E, &[], None, &[0x12, 0x34]),
+        ),
+        (
+            "EC_Ephemeral, trailing byte",
+            cmd(NS, 0x18E, &[], None, &[0, 3, 0]),
+        ),
+        (
+            "NULL-scheme key with ECDH",
+            zgen(null_key, &qs_ours, &qe2, ecdh, c2),
+        ),
+        (
+            "commitment used by the previous command",
+            zgen(key, &qs_ours, &qe2, ecdh, c2),
+        ),
+    ];
+    for (what, c) in cases {
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+        d.eq(what, rc(&a), rc(&b));
+    }
+    // A restricted key: Part 3 says TPM_RC_ATTRIBUTES (keyA); swtpm answers
+    // TPM_RC_RETRY, then TPM_RC_SCHEME (parameter 3), so only the vTPM's
+    // code is checked.
+    let (qe3, c3) = ec_ephemeral(&mut ours);
+    let r = ours.raw(0, &zgen(restricted, &qs_ours, &qe3, ecdh, c3));
+    assert_eq!(rc(&r), 0x082 + 0x100, "restricted keyA");
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}

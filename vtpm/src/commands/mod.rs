@@ -8,6 +8,7 @@ pub mod context;
 pub mod create;
 pub mod credential;
 pub mod duplication;
+pub mod ecc2phase;
 pub mod evict;
 pub mod hierarchy;
 pub mod nv;
