@@ -36,6 +36,9 @@ pub struct AuthArea {
     pub uses: Vec<SessionUse>,
     pub decrypt: Option<usize>,
     pub encrypt: Option<usize>,
+    /// The audit session and the command's cpHash in its hash (over the
+    /// parameters as received).
+    pub audit: Option<(usize, Digest)>,
 }
 
 /// cpHash := H(commandCode || Name(handle)... || parameters).
@@ -54,6 +57,9 @@ pub fn rp_hash(h: HashAlg, code: u32, params: &[u8]) -> Digest {
 }
 
 use crate::commands::platform::RC_PP;
+
+/// TPM_RC_EXCLUSIVE: the audit session is not the exclusive one.
+const RC_EXCLUSIVE: u32 = rc::VER1 + 0x021;
 
 /// What a policy session is checked against: the command.
 struct PolicyContext<'a> {
@@ -270,8 +276,21 @@ impl Tpm {
                     area.encrypt = Some(i);
                 }
                 if s.attributes & sa::AUDIT != 0 {
-                    // Audit sessions are not implemented.
-                    log::warn!("vtpm: audit session refused");
+                    // One audit session, an HMAC session; a session that
+                    // asks to stay exclusive must be the exclusive one
+                    // (unless it starts or restarts its audit).
+                    if area.audit.is_some() || sess.kind.is_policy() {
+                        return Err(rc::ATTRIBUTES + dec);
+                    }
+                    if s.attributes & sa::AUDIT_RESET == 0
+                        && sess.audit.is_some()
+                        && s.attributes & sa::AUDIT_EXCLUSIVE != 0
+                        && self.v.exclusive_audit != Some(s.handle)
+                    {
+                        return Err(RC_EXCLUSIVE);
+                    }
+                    area.audit = Some((i, Digest::filled(0, 0)));
+                } else if s.attributes & (sa::AUDIT_RESET | sa::AUDIT_EXCLUSIVE) != 0 {
                     return Err(rc::ATTRIBUTES + dec);
                 }
             }
@@ -299,6 +318,11 @@ impl Tpm {
             .collect();
         for i in 0..area.uses.len() {
             self.check_session(desc.code, locality, &mut area, i, &names, params)?;
+        }
+        if let Some((i, cp)) = &mut area.audit {
+            if let Some(s) = self.v.sessions.get(area.uses[*i].handle) {
+                *cp = cp_hash(s.hash, desc.code, &names, params);
+            }
         }
         if let Some(d) = area.decrypt {
             let u = &area.uses[d];
@@ -588,9 +612,17 @@ impl Tpm {
                 );
             }
         }
+        let audit_attrs = self.update_session_audit(code, area, out);
         let now = self.tpm_time();
         let mut w = Writer::new();
-        for u in &area.uses {
+        for (i, u) in area.uses.iter().enumerate() {
+            let mut u = u.clone();
+            if let Some((a, attrs)) = audit_attrs {
+                if a == i {
+                    u.attributes = attrs;
+                }
+            }
+            let u = &u;
             if u.handle == handle::RS_PW {
                 w.tpm2b(&[])
                     .u8(u.attributes | sa::CONTINUE_SESSION)
@@ -632,6 +664,53 @@ impl Tpm {
             }
         }
         w.buf
+    }
+}
+
+impl Tpm {
+    /// Session audit of a successful command (Part 1 §19.6.x): the audit
+    /// session's digest is started (first use, or auditReset; the session
+    /// becomes the exclusive one) and extended with cpHash and rpHash (over
+    /// the response parameters as sent); a command with no audit session that
+    /// may have sessions ends the exclusivity. Returns the audit session's
+    /// index and its response attributes (auditExclusive as it now stands).
+    pub(crate) fn note_no_audit_session(&mut self) {
+        self.v.exclusive_audit = None;
+    }
+
+    fn update_session_audit(
+        &mut self,
+        code: u32,
+        area: &AuthArea,
+        out: &[u8],
+    ) -> Option<(usize, u8)> {
+        let Some((i, cp)) = &area.audit else {
+            self.note_no_audit_session();
+            return None;
+        };
+        let u = &area.uses[*i];
+        let h = u.handle;
+        let exclusive = self.v.exclusive_audit;
+        let s = self.v.sessions.get_mut(h)?;
+        if s.audit.is_none() || u.attributes & sa::AUDIT_RESET != 0 {
+            s.audit = Some(Digest::filled(s.hash.digest_size(), 0));
+            self.v.exclusive_audit = Some(h);
+        } else if exclusive != Some(h) {
+            self.v.exclusive_audit = None;
+        }
+        let s = self.v.sessions.get_mut(h)?;
+        let rp = rp_hash(s.hash, code, out);
+        let old = s.audit.unwrap_or_else(|| Digest::filled(0, 0));
+        s.audit = Some(
+            s.hash
+                .digest(&[old.as_bytes(), cp.as_bytes(), rp.as_bytes()]),
+        );
+        let attrs = if self.v.exclusive_audit == Some(h) {
+            u.attributes | sa::AUDIT_EXCLUSIVE
+        } else {
+            u.attributes & !sa::AUDIT_EXCLUSIVE
+        };
+        Some((*i, attrs))
     }
 }
 

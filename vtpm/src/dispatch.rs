@@ -35,6 +35,8 @@ pub enum HandleKind {
     Entity { allow_null: bool },
     /// TPMI_SH_POLICY.
     PolicySession,
+    /// TPMI_SH_HMAC.
+    HmacSession,
     /// TPMI_RH_PROVISION: owner or platform.
     Provision,
     /// TPMI_RH_CLEAR: lockout or platform.
@@ -87,6 +89,7 @@ impl HandleKind {
                     || (allow_null && h == handle::NULL)
             }
             HandleKind::PolicySession => handle::ht(h) == handle::HT_POLICY_SESSION,
+            HandleKind::HmacSession => handle::ht(h) == handle::HT_HMAC_SESSION,
             HandleKind::Provision => matches!(h, handle::OWNER | handle::PLATFORM),
             HandleKind::ClearAuth => matches!(h, handle::LOCKOUT | handle::PLATFORM),
             HandleKind::Lockout => h == handle::LOCKOUT,
@@ -572,6 +575,17 @@ pub static COMMANDS: &[CommandDesc] = &[
             h(HandleKind::Object { allow_null: true }, AuthRole::User),
         ],
         attest::get_time,
+    ))),
+    dec(enc(entry(
+        cc::GET_SESSION_AUDIT_DIGEST,
+        "GetSessionAuditDigest",
+        false,
+        &[
+            h(HandleKind::Endorsement, AuthRole::User),
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+            h(HandleKind::HmacSession, AuthRole::None),
+        ],
+        audit::get_session_audit_digest,
     ))),
     enc(entry(
         cc::NV_READ,

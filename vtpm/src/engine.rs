@@ -71,6 +71,8 @@ pub struct Volatile {
     pub audit_digest: Digest,
     /// Two-phase ECC commitments of this TPM Reset cycle.
     pub commit: crate::nv::CommitState,
+    /// The exclusive audit session, if any.
+    pub exclusive_audit: Option<u32>,
 }
 
 impl Volatile {
@@ -102,6 +104,7 @@ impl Volatile {
             pcr_auth: Digest::filled(0, 0),
             audit_digest: Digest::filled(0, 0),
             commit: crate::nv::CommitState::default(),
+            exclusive_audit: None,
         }
     }
 }
@@ -411,6 +414,9 @@ impl Tpm {
             w.u32(out.len() as u32).bytes(&out).bytes(&session_area);
         } else {
             w.bytes(&out);
+            if !desc.no_sessions {
+                self.note_no_audit_session();
+            }
         }
         let len = w.len() as u32;
         w.patch_u32(2, len);

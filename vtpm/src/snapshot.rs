@@ -87,6 +87,7 @@ impl Tpm {
             pcr_auth,
             audit_digest,
             commit,
+            exclusive_audit,
         } = v;
         let mut w = Writer::new();
         w.u32(VOLATILE_VERSION).u8(*started as u8);
@@ -140,7 +141,9 @@ impl Tpm {
             .tpm2b(audit_digest.as_bytes())
             .bytes(&commit.nonce)
             .u64(commit.counter)
-            .u64(commit.outstanding);
+            .u64(commit.outstanding)
+            .u8(exclusive_audit.is_some() as u8)
+            .u32(exclusive_audit.unwrap_or(0));
         w.buf
     }
 
@@ -238,6 +241,7 @@ impl Tpm {
         let mut pcr_auth = Digest::filled(0, 0);
         let mut audit_digest = Digest::filled(0, 0);
         let mut commit = crate::nv::CommitState::default();
+        let mut exclusive_audit = None;
         if version >= 4 {
             use crate::commands::platform::{RATE_LIMIT_PPM, RATE_NOMINAL_PPM};
             clock_rate.rate_ppm = r.u32().map_err(m)?;
@@ -255,6 +259,12 @@ impl Tpm {
                 .copy_from_slice(r.bytes(limits::SEED_SIZE).map_err(m)?);
             commit.counter = r.u64().map_err(m)?;
             commit.outstanding = r.u64().map_err(m)?;
+            let set = flag(&mut r)?;
+            let h = r.u32().map_err(m)?;
+            exclusive_audit = set.then_some(h);
+            if exclusive_audit.is_some_and(|h| sessions.get(h).is_none_or(|s| s.audit.is_none())) {
+                return Err(RestoreError::Malformed);
+            }
         }
         if r.remaining() != 0 {
             return Err(RestoreError::Malformed);
@@ -286,6 +296,7 @@ impl Tpm {
             pcr_auth,
             audit_digest,
             commit,
+            exclusive_audit,
         };
         self.failure = failure;
         self.drbg.reseed(b"restore");

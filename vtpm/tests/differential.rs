@@ -6083,3 +6083,139 @@ fn interop_ec_ephemeral_zgen_2phase() {
     assert_eq!(rc(&r), 0x082 + 0x100, "restricted keyA");
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }
+
+/// SHA-256 of the concatenated parts (the test's own, from the sha2 crate).
+fn sha256(parts: &[&[u8]]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().to_vec()
+}
+
+/// An audit session (tpm2-tools, SHA-256) audits two TPM2_GetRandom
+/// commands; TPM2_GetSessionAuditDigest, signed by an ECC key, reports the
+/// digest each TPM must have — computed here from the random bytes it
+/// returned: H(H(0…0 ‖ cpHash₁ ‖ rpHash₁) ‖ cpHash₂ ‖ rpHash₂) — with the
+/// same exclusivity on both TPMs, and OpenSSL verifies the signature. A
+/// session never used for audit is refused the same way by both.
+#[test]
+fn differential_session_audit() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_session_audit: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let ak_attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-a",
+            ak_attrs,
+            "-c",
+            "ak.ctx",
+        ],
+        &[
+            "tpm2_readpublic",
+            "-Q",
+            "-c",
+            "ak.ctx",
+            "-f",
+            "pem",
+            "-o",
+            "ak.pem",
+        ],
+        &[
+            "tpm2_startauthsession",
+            "-S",
+            "audit.ctx",
+            "--audit-session",
+        ],
+        &["tpm2_getrandom", "-S", "audit.ctx", "8", "-o", "r1.bin"],
+        &["tpm2_getrandom", "-S", "audit.ctx", "8", "-o", "r2.bin"],
+        &[
+            "tpm2_getsessionauditdigest",
+            "-S",
+            "audit.ctx",
+            "-c",
+            "ak.ctx",
+            "-m",
+            "att.bin",
+            "-s",
+            "sig.bin",
+            "-f",
+            "plain",
+        ],
+        &[
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-verify",
+            "ak.pem",
+            "-signature",
+            "sig.bin",
+            "att.bin",
+        ],
+        // An HMAC session never used for audit.
+        &["tpm2_startauthsession", "-S", "plain.ctx", "--hmac-session"],
+        &[
+            "tpm2_getsessionauditdigest",
+            "-S",
+            "plain.ctx",
+            "-c",
+            "ak.ctx",
+            "-m",
+            "att2.bin",
+            "-s",
+            "sig2.bin",
+        ],
+    ];
+    let mut infos = Vec::new();
+    let mut outcomes = Vec::new();
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        let dir = scratch("session-audit");
+        let o: Vec<_> = steps.iter().map(|s| step_in(t, &dir, s)).collect();
+        for (i, r) in o.iter().enumerate().take(8) {
+            assert!(r.0, "step {i} {:?}: {r:?}", steps[i]);
+        }
+        assert!(!o[9].0, "GetSessionAuditDigest of a non-audit session");
+        outcomes.push(o[9].clone());
+        let att = std::fs::read(dir.join("att.bin")).unwrap();
+        let mut expect = vec![0u8; 32];
+        for f in ["r1.bin", "r2.bin"] {
+            let random = std::fs::read(dir.join(f)).unwrap();
+            assert_eq!(random.len(), 8);
+            let cp = sha256(&[&0x17Bu32.to_be_bytes(), &8u16.to_be_bytes()]);
+            let rp = sha256(&[
+                &[0; 4],
+                &0x17Bu32.to_be_bytes(),
+                &8u16.to_be_bytes(),
+                &random,
+            ]);
+            expect = sha256(&[&expect, &cp, &rp]);
+        }
+        // TPMS_ATTEST: magic, type, qualifiedSigner, extraData, clockInfo (17),
+        // firmwareVersion (8), then TPMS_SESSION_AUDIT_INFO.
+        assert_eq!(&att[4..6], &[0x80, 0x16], "TPM_ST_ATTEST_SESSION_AUDIT");
+        let mut i = 6;
+        for _ in 0..2 {
+            i += 2 + usize::from(u16::from_be_bytes([att[i], att[i + 1]]));
+        }
+        let info = &att[i + 25..];
+        assert_eq!(&info[1..3], &[0, 32]);
+        assert_eq!(&info[3..], &expect[..], "session audit digest");
+        infos.push(info[0]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert_eq!(infos[0], infos[1], "exclusiveSession");
+    assert_eq!(outcomes[0], outcomes[1], "non-audit session");
+}

@@ -126,3 +126,34 @@ pub fn get_command_audit_digest(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32>
     cmd.out.tpm2b(&a).bytes(&sig);
     Ok(())
 }
+
+/// TPM2_GetSessionAuditDigest: privacyAdminHandle (endorsement, USER),
+/// signHandle (USER, or TPM_RH_NULL), sessionHandle (an HMAC session that has
+/// been used for audit), qualifyingData, inScheme: TPMS_SESSION_AUDIT_INFO —
+/// whether the session is the exclusive audit session, and its digest.
+pub fn get_session_audit_digest(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let qualifying = cmd.params.tpm2b(MAX_DATA).p(1)?;
+    let scheme = sig_scheme(&mut cmd.params, 2)?;
+    cmd.finish()?;
+    let signer = attest_signer(tpm, cmd.handles[1], 2, scheme, 2)?;
+    let h = cmd.handles[2];
+    let digest = tpm
+        .v
+        .sessions
+        .get(h)
+        .and_then(|s| s.audit)
+        .ok_or(rc::TYPE + rc::H + 3 * rc::N1)?;
+    let mut body = Writer::new();
+    body.u8((tpm.v.exclusive_audit == Some(h)) as u8)
+        .tpm2b(digest.as_bytes());
+    let a = attest(
+        tpm,
+        signer.as_ref().map(|s| &s.0),
+        st::ATTEST_SESSION_AUDIT,
+        qualifying,
+        &body.buf,
+    );
+    let sig = sign_attest(tpm, signer.as_ref(), &a)?;
+    cmd.out.tpm2b(&a).bytes(&sig);
+    Ok(())
+}
