@@ -42,9 +42,10 @@ pub struct Volatile {
     pub lockout_auth_enabled: bool,
     /// TPM time (ms) of the lockoutAuth failure.
     pub lockout_failed_at: u64,
-    /// Clock value (ms) at power-on and the time source reading then.
+    /// Clock (ms) at TPM time `clock_from`: set at power-on (TPM time 0), by
+    /// TPM2_ClockSet and by TPM2_Clear.
     pub clock_base: u64,
-    pub time_base: u64,
+    pub clock_from: u64,
     /// TPMS_CLOCK_INFO.safe.
     pub safe: bool,
     /// Orderly state found at power-on (decides Resume/Restart/Reset).
@@ -90,7 +91,7 @@ impl Volatile {
             lockout_auth_enabled: true,
             lockout_failed_at: 0,
             clock_base: p.clock,
-            time_base: now,
+            clock_from: 0,
             safe: p.orderly != Orderly::None,
             orderly_at_init: p.orderly,
             pcr_reconfigured: false,
@@ -249,7 +250,9 @@ impl Tpm {
 
     /// Milliseconds of TPM clock now.
     pub fn clock(&self) -> u64 {
-        self.v.clock_base.saturating_add(self.tpm_time())
+        self.v
+            .clock_base
+            .saturating_add(self.tpm_time().saturating_sub(self.v.clock_from))
     }
 
     /// The platform's physical-presence signal (TPM2_PP_Commands,

@@ -74,7 +74,7 @@ impl Tpm {
             last_auth_failure: _,
             // Saved as the Clock value; the time base is the restoring TPM's.
             clock_base: _,
-            time_base: _,
+            clock_from: _,
             safe,
             orderly_at_init,
             pcr_reconfigured,
@@ -282,7 +282,7 @@ impl Tpm {
             lockout_auth_enabled: f[4],
             lockout_failed_at: 0,
             clock_base: clock,
-            time_base: now,
+            clock_from: 0,
             safe: f[5],
             orderly_at_init,
             pcr_reconfigured: f[6],

@@ -6219,3 +6219,107 @@ fn differential_session_audit() {
     assert_eq!(infos[0], infos[1], "exclusiveSession");
     assert_eq!(outcomes[0], outcomes[1], "non-audit session");
 }
+
+/// (clock, resetCount, restartCount, safe) from a raw TPM2_ReadClock.
+fn read_clock_raw(t: &mut dyn Tpm) -> (u64, u32, u32, u8) {
+    let r = t.raw(0, &cmd(NS, 0x181, &[], None, &[]));
+    assert_eq!(rc(&r), 0);
+    (
+        u64::from_be_bytes(r[18..26].try_into().unwrap()),
+        u32::from_be_bytes(r[26..30].try_into().unwrap()),
+        u32::from_be_bytes(r[30..34].try_into().unwrap()),
+        r[34],
+    )
+}
+
+/// TPM2_Clear restarts Clock at 0 (safe), the reset, restart and audit
+/// counters at 0, and forgets the PCR group authValue — as swtpm does. Before
+/// it: a TPM Restart and a TPM Reset moved the counters, ClockSet moved Clock
+/// far ahead, an audited command started the audit counter.
+#[test]
+fn differential_clear_restarts_clock_and_counters() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_clear_restarts_clock_and_counters: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    assert!(tool(&mut ours, &["tpm2_startup", "-c"]).0);
+    let _ = tool(&mut sw, &["tpm2_startup", "-c"]);
+    let p = pw(1, &[], &[]);
+    let mut ext = vec![0, 0, 0, 1, 0, 0x0B];
+    ext.extend([0x11; 32]);
+    let audit = [0, 0x10, 0, 0, 0, 1, 0, 0, 1, 0x82, 0, 0, 0, 0];
+    let audit_digest = {
+        let sessions = [p.clone(), p.clone()].concat();
+        cmd(
+            S,
+            0x133,
+            &[0x4000_000B, 0x4000_0007],
+            Some(&sessions),
+            &[0, 0, 0, 0x10],
+        )
+    };
+    let audit_counter = |r: &[u8]| command_audit_info(r).map(|i| i[..8].to_vec());
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        // A Restart, then a Reset.
+        for ty in [1u8, 0] {
+            assert_eq!(rc(&t.raw(0, &cmd(NS, 0x145, &[], None, &[0, ty]))), 0);
+            t.disconnect();
+            t.power_cycle();
+            assert_eq!(rc(&t.raw(0, &cmd(NS, 0x144, &[], None, &[0, 0]))), 0);
+        }
+        assert_eq!(
+            rc(&t.raw(
+                0,
+                &cmd(
+                    S,
+                    0x128,
+                    &[0x4000_0001],
+                    Some(&p),
+                    &(1u64 << 40).to_be_bytes()
+                )
+            )),
+            0
+        );
+        assert_eq!(
+            rc(&t.raw(0, &cmd(S, 0x140, &[0x4000_0001], Some(&p), &audit))),
+            0
+        );
+        assert_eq!(rc(&t.raw(0, &cmd(S, 0x182, &[16], Some(&p), &ext))), 0);
+        assert_eq!(
+            rc(&t.raw(0, &cmd(S, 0x183, &[20], Some(&p), &[0, 1, 7]))),
+            0
+        );
+        let (clock, resets, restarts, _) = read_clock_raw(t);
+        assert!(clock >= 1 << 40);
+        before.push((resets, restarts, audit_counter(&t.raw(0, &audit_digest))));
+        // TPM2_Clear (lockout).
+        assert_eq!(
+            rc(&t.raw(0, &cmd(S, 0x126, &[0x4000_000A], Some(&p), &[]))),
+            0
+        );
+        let (clock, resets, restarts, safe) = read_clock_raw(t);
+        // Clock restarted at 0: well below the minute this test could take.
+        assert!(clock < 60_000, "clock {clock} after Clear");
+        let pcr20 = rc(&t.raw(0, &cmd(S, 0x182, &[20], Some(&p), &ext)));
+        after.push((
+            resets,
+            restarts,
+            safe,
+            audit_counter(&t.raw(0, &audit_digest)),
+            pcr20,
+        ));
+        t.disconnect();
+    }
+    d.eq("counters before Clear", &before[0], &before[1]);
+    d.eq("after Clear", &after[0], &after[1]);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    // Resets and restarts were counted before; Clear zeroed them.
+    assert_eq!(before[0].0, 2);
+    assert_eq!((after[0].0, after[0].1, after[0].2), (0, 0, 1));
+}
