@@ -4722,7 +4722,9 @@ fn differential_duplicate_import() {
           "-r", "x.priv", "-s", "x.seed"],
         &["tpm2_flushcontext", "-t"],
         // 35: a corrupted outer wrapper.
-        &["sh", "-c", "cp dup.priv bad.priv && printf '\\377' | dd of=bad.priv bs=1 seek=30 conv=notrunc status=none"],
+        // Byte 30 inverted (setting it to a fixed value left it unchanged
+        // whenever the random duplicate already had that value there).
+        &["sh", "-c", "cp dup.priv bad.priv && b=$(od -An -tu1 -j30 -N1 dup.priv) && printf \"\\$(printf %o $((b ^ 255)))\" | dd of=bad.priv bs=1 seek=30 conv=notrunc status=none && ! cmp -s dup.priv bad.priv"],
         &["tpm2_import", "-Q", "-C", "np.ctx", "-u", "k.pub", "-i", "bad.priv", "-s", "dup.seed",
           "-r", "imp3.priv"],
         &["tpm2_flushcontext", "-t"],
