@@ -5874,6 +5874,74 @@ fn differential_command_audit() {
         &mut sw,
         &mut d,
     );
+    // A signed report (ECDSA key made persistent with tpm2-tools) carries the
+    // same audit information and restarts the digest; the next report shows
+    // none.
+    let attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign";
+    let steps: &[&[&str]] = &[
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-a",
+            attrs,
+            "-c",
+            "k.ctx",
+        ],
+        &[
+            "tpm2_evictcontrol",
+            "-Q",
+            "-C",
+            "o",
+            "-c",
+            "k.ctx",
+            "0x81000030",
+        ],
+        &["tpm2_flushcontext", "-t"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(outcomes.iter().all(|o| o.0), "{outcomes:?}");
+    let signed = {
+        let sessions = [p.clone(), p.clone()].concat();
+        cmd(
+            S,
+            0x133,
+            &[endorsement, 0x8100_0030],
+            Some(&sessions),
+            &[0, 0, 0, 0x10],
+        )
+    };
+    // swtpm answers TPM_RC_RETRY to the first use of some algorithms: resend.
+    let retry = |t: &mut dyn Tpm, c: &[u8]| {
+        let mut r = t.raw(0, c);
+        for _ in 0..5 {
+            if rc(&r) != 0x922 {
+                break;
+            }
+            r = t.raw(0, c);
+        }
+        r
+    };
+    let (a, b) = (retry(&mut ours, &signed), retry(&mut sw, &signed));
+    assert_eq!(rc(&a), 0, "signed GetCommandAuditDigest {a:02x?}");
+    assert_eq!(rc(&b), 0, "swtpm signed GetCommandAuditDigest {b:02x?}");
+    d.eq(
+        "signed report",
+        command_audit_info(&a),
+        command_audit_info(&b),
+    );
+    compare_info(
+        "audit info after a signed report",
+        &mut ours,
+        &mut sw,
+        &mut d,
+    );
+    let info = command_audit_info(&ours.raw(0, &get_digest(endorsement, &null_alg.to_be_bytes())));
+    // auditCounter (8), digestAlg (2), then an empty auditDigest.
+    assert_eq!(info.map(|i| i[10..12].to_vec()), Some(vec![0, 0]));
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }
 
