@@ -373,3 +373,22 @@ fn command_audit_digest_follows_the_reset_cycle() {
     bad.remove(at + 2);
     assert!(t.restore_volatile(&bad).is_err());
 }
+
+/// A snapshot naming an exclusive audit session that is not a loaded audit
+/// session, or with a bad flag, is refused and changes nothing.
+#[test]
+fn snapshot_refuses_a_bogus_exclusive_audit_session() {
+    let (mut t, _, _) = started();
+    let blob = t.save_volatile();
+    let n = blob.len();
+    // The blob ends with the exclusive-audit flag and handle.
+    assert_eq!(&blob[n - 5..], [0, 0, 0, 0, 0]);
+    let mut bad = blob.clone();
+    bad[n - 5] = 1;
+    bad[n - 4..].copy_from_slice(&0x0200_0000u32.to_be_bytes());
+    assert!(t.restore_volatile(&bad).is_err());
+    bad[n - 5] = 2;
+    assert!(t.restore_volatile(&bad).is_err());
+    assert_eq!(t.save_volatile(), blob);
+    t.restore_volatile(&blob).unwrap();
+}
