@@ -616,22 +616,20 @@ impl Tpm {
         let now = self.tpm_time();
         let mut w = Writer::new();
         for (i, u) in area.uses.iter().enumerate() {
-            let mut u = u.clone();
-            if let Some((a, attrs)) = audit_attrs {
-                if a == i {
-                    u.attributes = attrs;
-                }
-            }
-            let u = &u;
+            // The audit session answers with auditExclusive as it now stands.
+            let attributes = match audit_attrs {
+                Some((a, attrs)) if a == i => attrs,
+                _ => u.attributes,
+            };
             if u.handle == handle::RS_PW {
                 w.tpm2b(&[])
-                    .u8(u.attributes | sa::CONTINUE_SESSION)
+                    .u8(attributes | sa::CONTINUE_SESSION)
                     .tpm2b(&[]);
                 continue;
             }
             let auth_value = u.associated.map(|h| self.auth_value(h));
             let Some(s) = self.v.sessions.get(u.handle) else {
-                w.tpm2b(&[]).u8(u.attributes).tpm2b(&[]);
+                w.tpm2b(&[]).u8(attributes).tpm2b(&[]);
                 continue;
             };
             let hmac = if s.kind.is_policy() && s.policy.password_needed {
@@ -648,14 +646,14 @@ impl Tpm {
                     key_auth,
                     rp.as_bytes(),
                     &[s.nonce_tpm.as_bytes(), &u.nonce_caller],
-                    u.attributes,
+                    attributes,
                     u.hmac.is_empty(),
                 )
             };
             w.tpm2b(s.nonce_tpm.as_bytes())
-                .u8(u.attributes)
+                .u8(attributes)
                 .tpm2b(hmac.as_bytes());
-            if u.attributes & sa::CONTINUE_SESSION == 0 {
+            if attributes & sa::CONTINUE_SESSION == 0 {
                 self.v.sessions.flush(u.handle);
             } else if let Some(s) = self.v.sessions.get_mut(u.handle) {
                 if s.kind.is_policy() {
