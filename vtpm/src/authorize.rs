@@ -36,6 +36,9 @@ pub struct AuthArea {
     pub uses: Vec<SessionUse>,
     pub decrypt: Option<usize>,
     pub encrypt: Option<usize>,
+    /// The audit session and the command's cpHash in its hash (over the
+    /// parameters as received).
+    pub audit: Option<(usize, Digest)>,
 }
 
 /// cpHash := H(commandCode || Name(handle)... || parameters).
@@ -53,8 +56,10 @@ pub fn rp_hash(h: HashAlg, code: u32, params: &[u8]) -> Digest {
     h.digest(&[&0u32.to_be_bytes(), &code.to_be_bytes(), params])
 }
 
-/// TPM_RC_PP: physical presence is required but not asserted.
-const RC_PP: u32 = rc::VER1 + 0x010;
+use crate::commands::platform::RC_PP;
+
+/// TPM_RC_EXCLUSIVE: the audit session is not the exclusive one.
+const RC_EXCLUSIVE: u32 = rc::VER1 + 0x021;
 
 /// What a policy session is checked against: the command.
 struct PolicyContext<'a> {
@@ -70,7 +75,7 @@ struct PolicyContext<'a> {
 impl Tpm {
     /// TPM time in milliseconds since the last _TPM_Init.
     pub(crate) fn tpm_time(&self) -> u64 {
-        self.time.now_ms().saturating_sub(self.v.time_base)
+        self.v.clock_rate.elapsed_at(self.time.now_ms())
     }
 
     /// The Name of an entity: the handle for PCRs, permanent handles and
@@ -93,6 +98,13 @@ impl Tpm {
             handle::ENDORSEMENT => self.p.endorsement_policy,
             handle::LOCKOUT => self.p.lockout_policy,
             handle::PLATFORM => self.v.platform_policy,
+            _ if (h as usize) < crate::defs::limits::PCR_COUNT => {
+                if crate::pcr::in_group(crate::pcr::POLICY_GROUP, h as usize) {
+                    self.p.pcr_policy
+                } else {
+                    None
+                }
+            }
             _ if self.key(h).is_some() => self.key(h).and_then(|k| {
                 (!k.public.auth_policy.is_empty())
                     .then(|| (k.public.name_alg, Digest::from_slice(&k.public.auth_policy)))
@@ -264,8 +276,21 @@ impl Tpm {
                     area.encrypt = Some(i);
                 }
                 if s.attributes & sa::AUDIT != 0 {
-                    // Audit sessions are not implemented.
-                    log::warn!("vtpm: audit session refused");
+                    // One audit session, an HMAC session; a session that
+                    // asks to stay exclusive must be the exclusive one
+                    // (unless it starts or restarts its audit).
+                    if area.audit.is_some() || sess.kind.is_policy() {
+                        return Err(rc::ATTRIBUTES + dec);
+                    }
+                    if s.attributes & sa::AUDIT_RESET == 0
+                        && sess.audit.is_some()
+                        && s.attributes & sa::AUDIT_EXCLUSIVE != 0
+                        && self.v.exclusive_audit != Some(s.handle)
+                    {
+                        return Err(RC_EXCLUSIVE);
+                    }
+                    area.audit = Some((i, Digest::filled(0, 0)));
+                } else if s.attributes & (sa::AUDIT_RESET | sa::AUDIT_EXCLUSIVE) != 0 {
                     return Err(rc::ATTRIBUTES + dec);
                 }
             }
@@ -293,6 +318,11 @@ impl Tpm {
             .collect();
         for i in 0..area.uses.len() {
             self.check_session(desc.code, locality, &mut area, i, &names, params)?;
+        }
+        if let Some((i, cp)) = &mut area.audit {
+            if let Some(s) = self.v.sessions.get(area.uses[*i].handle) {
+                *cp = cp_hash(s.hash, desc.code, &names, params);
+            }
         }
         if let Some(d) = area.decrypt {
             let u = &area.uses[d];
@@ -340,6 +370,15 @@ impl Tpm {
     ) -> Result<(), u32> {
         let dec = auth::session_rc(i);
         let u = area.uses[i].clone();
+        // platformAuth of a command TPM2_PP_Commands listed needs physical
+        // presence.
+        if u.associated == Some(handle::PLATFORM)
+            && !self.physical_presence
+            && crate::commands::platform::pp_required(self, code)
+        {
+            log::warn!("vtpm: command {code:#x} needs physical presence");
+            return Err(RC_PP + dec);
+        }
         if u.handle == handle::RS_PW {
             let Some(h) = u.associated else {
                 return Err(rc::HANDLE + dec);
@@ -529,9 +568,8 @@ impl Tpm {
                 return Err(rc::POLICY_FAIL);
             }
         }
-        // TPM2_PolicyPhysicalPresence: this TPM has no physical-presence
-        // signal, so such a policy is never satisfied.
-        if p.pp_required {
+        // TPM2_PolicyPhysicalPresence: the platform must assert it now.
+        if p.pp_required && !self.physical_presence {
             return Err(RC_PP);
         }
         Ok(())
@@ -574,18 +612,24 @@ impl Tpm {
                 );
             }
         }
+        let audit_attrs = self.update_session_audit(code, area, out);
         let now = self.tpm_time();
         let mut w = Writer::new();
-        for u in &area.uses {
+        for (i, u) in area.uses.iter().enumerate() {
+            // The audit session answers with auditExclusive as it now stands.
+            let attributes = match audit_attrs {
+                Some((a, attrs)) if a == i => attrs,
+                _ => u.attributes,
+            };
             if u.handle == handle::RS_PW {
                 w.tpm2b(&[])
-                    .u8(u.attributes | sa::CONTINUE_SESSION)
+                    .u8(attributes | sa::CONTINUE_SESSION)
                     .tpm2b(&[]);
                 continue;
             }
             let auth_value = u.associated.map(|h| self.auth_value(h));
             let Some(s) = self.v.sessions.get(u.handle) else {
-                w.tpm2b(&[]).u8(u.attributes).tpm2b(&[]);
+                w.tpm2b(&[]).u8(attributes).tpm2b(&[]);
                 continue;
             };
             let hmac = if s.kind.is_policy() && s.policy.password_needed {
@@ -602,14 +646,14 @@ impl Tpm {
                     key_auth,
                     rp.as_bytes(),
                     &[s.nonce_tpm.as_bytes(), &u.nonce_caller],
-                    u.attributes,
+                    attributes,
                     u.hmac.is_empty(),
                 )
             };
             w.tpm2b(s.nonce_tpm.as_bytes())
-                .u8(u.attributes)
+                .u8(attributes)
                 .tpm2b(hmac.as_bytes());
-            if u.attributes & sa::CONTINUE_SESSION == 0 {
+            if attributes & sa::CONTINUE_SESSION == 0 {
                 self.v.sessions.flush(u.handle);
             } else if let Some(s) = self.v.sessions.get_mut(u.handle) {
                 if s.kind.is_policy() {
@@ -618,6 +662,53 @@ impl Tpm {
             }
         }
         w.buf
+    }
+}
+
+impl Tpm {
+    /// Session audit of a successful command (Part 1 §19.6.x): the audit
+    /// session's digest is started (first use, or auditReset; the session
+    /// becomes the exclusive one) and extended with cpHash and rpHash (over
+    /// the response parameters as sent); a command with no audit session that
+    /// may have sessions ends the exclusivity. Returns the audit session's
+    /// index and its response attributes (auditExclusive as it now stands).
+    pub(crate) fn note_no_audit_session(&mut self) {
+        self.v.exclusive_audit = None;
+    }
+
+    fn update_session_audit(
+        &mut self,
+        code: u32,
+        area: &AuthArea,
+        out: &[u8],
+    ) -> Option<(usize, u8)> {
+        let Some((i, cp)) = &area.audit else {
+            self.note_no_audit_session();
+            return None;
+        };
+        let u = &area.uses[*i];
+        let h = u.handle;
+        let exclusive = self.v.exclusive_audit;
+        let s = self.v.sessions.get_mut(h)?;
+        if s.audit.is_none() || u.attributes & sa::AUDIT_RESET != 0 {
+            s.audit = Some(Digest::filled(s.hash.digest_size(), 0));
+            self.v.exclusive_audit = Some(h);
+        } else if exclusive != Some(h) {
+            self.v.exclusive_audit = None;
+        }
+        let s = self.v.sessions.get_mut(h)?;
+        let rp = rp_hash(s.hash, code, out);
+        let old = s.audit.unwrap_or_else(|| Digest::filled(0, 0));
+        s.audit = Some(
+            s.hash
+                .digest(&[old.as_bytes(), cp.as_bytes(), rp.as_bytes()]),
+        );
+        let attrs = if self.v.exclusive_audit == Some(h) {
+            u.attributes | sa::AUDIT_EXCLUSIVE
+        } else {
+            u.attributes & !sa::AUDIT_EXCLUSIVE
+        };
+        Some((*i, attrs))
     }
 }
 

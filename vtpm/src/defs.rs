@@ -17,6 +17,8 @@ pub mod st {
     pub const ATTEST_TIME: u16 = 0x8019;
     pub const ATTEST_CREATION: u16 = 0x801A;
     pub const ATTEST_NV: u16 = 0x8014;
+    pub const ATTEST_COMMAND_AUDIT: u16 = 0x8015;
+    pub const ATTEST_SESSION_AUDIT: u16 = 0x8016;
 }
 
 /// TPM_SE session types.
@@ -218,6 +220,17 @@ pub mod cc {
     pub const POLICY_COUNTER_TIMER: u32 = 0x016D;
     pub const POLICY_TICKET: u32 = 0x0172;
     pub const POLICY_AUTHORIZE_NV: u32 = 0x0192;
+    pub const PCR_SET_AUTH_POLICY: u32 = 0x012C;
+    pub const PP_COMMANDS: u32 = 0x012D;
+    pub const CLOCK_RATE_ADJUST: u32 = 0x0130;
+    pub const GET_COMMAND_AUDIT_DIGEST: u32 = 0x0133;
+    pub const SET_ALGORITHM_SET: u32 = 0x013F;
+    pub const SET_COMMAND_CODE_AUDIT_STATUS: u32 = 0x0140;
+    pub const GET_SESSION_AUDIT_DIGEST: u32 = 0x014D;
+    pub const PCR_SET_AUTH_VALUE: u32 = 0x0183;
+    pub const COMMIT: u32 = 0x018B;
+    pub const ZGEN_2PHASE: u32 = 0x018D;
+    pub const EC_EPHEMERAL: u32 = 0x018E;
     /// Bit 29 of a command code: vendor-specific command.
     pub const VENDOR_BIT: u32 = 1 << 29;
 }

@@ -4,8 +4,9 @@
 //! from this same table, so what is reported is exactly what is implemented.
 
 use crate::commands::{
-    attest, capability, clear, context, create, credential, duplication, evict, hierarchy, nv,
-    object, pcr, policy, random, rsa, sequence, session, signing, startup, symmetric,
+    attest, audit, capability, clear, context, create, credential, duplication, ecc2phase, evict,
+    hierarchy, nv, object, pcr, platform, policy, random, rsa, sequence, session, signing, startup,
+    symmetric,
 };
 use crate::defs::{cc, handle, tpma_cc};
 use crate::engine::{Cmd, Tpm};
@@ -34,6 +35,8 @@ pub enum HandleKind {
     Entity { allow_null: bool },
     /// TPMI_SH_POLICY.
     PolicySession,
+    /// TPMI_SH_HMAC.
+    HmacSession,
     /// TPMI_RH_PROVISION: owner or platform.
     Provision,
     /// TPMI_RH_CLEAR: lockout or platform.
@@ -86,6 +89,7 @@ impl HandleKind {
                     || (allow_null && h == handle::NULL)
             }
             HandleKind::PolicySession => handle::ht(h) == handle::HT_POLICY_SESSION,
+            HandleKind::HmacSession => handle::ht(h) == handle::HT_HMAC_SESSION,
             HandleKind::Provision => matches!(h, handle::OWNER | handle::PLATFORM),
             HandleKind::ClearAuth => matches!(h, handle::LOCKOUT | handle::PLATFORM),
             HandleKind::Lockout => h == handle::LOCKOUT,
@@ -337,12 +341,33 @@ pub static COMMANDS: &[CommandDesc] = &[
         pcr::pcr_allocate,
     ),
     dec(entry(
+        cc::PCR_SET_AUTH_POLICY,
+        "PCR_SetAuthPolicy",
+        true,
+        &[h(HandleKind::Platform, AuthRole::User)],
+        pcr::pcr_set_auth_policy,
+    )),
+    entry(
+        cc::PP_COMMANDS,
+        "PP_Commands",
+        true,
+        &[h(HandleKind::Platform, AuthRole::User)],
+        platform::pp_commands,
+    ),
+    dec(entry(
         cc::SET_PRIMARY_POLICY,
         "SetPrimaryPolicy",
         true,
         &[h(HandleKind::HierarchyAuth, AuthRole::User)],
         hierarchy::set_primary_policy,
     )),
+    entry(
+        cc::CLOCK_RATE_ADJUST,
+        "ClockRateAdjust",
+        false,
+        &[h(HandleKind::Provision, AuthRole::User)],
+        platform::clock_rate_adjust,
+    ),
     dec(enc(r_handle(entry(
         cc::CREATE_PRIMARY,
         "CreatePrimary",
@@ -357,6 +382,16 @@ pub static COMMANDS: &[CommandDesc] = &[
         &[h(HandleKind::Provision, AuthRole::User)],
         nv::nv_global_write_lock,
     ),
+    dec(enc(entry(
+        cc::GET_COMMAND_AUDIT_DIGEST,
+        "GetCommandAuditDigest",
+        true,
+        &[
+            h(HandleKind::Endorsement, AuthRole::User),
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+        ],
+        audit::get_command_audit_digest,
+    ))),
     entry(
         cc::NV_INCREMENT,
         "NV_Increment",
@@ -450,6 +485,20 @@ pub static COMMANDS: &[CommandDesc] = &[
         sequence::sequence_complete,
     )))),
     entry(
+        cc::SET_ALGORITHM_SET,
+        "SetAlgorithmSet",
+        true,
+        &[h(HandleKind::Platform, AuthRole::User)],
+        platform::set_algorithm_set,
+    ),
+    entry(
+        cc::SET_COMMAND_CODE_AUDIT_STATUS,
+        "SetCommandCodeAuditStatus",
+        true,
+        &[h(HandleKind::Provision, AuthRole::User)],
+        audit::set_command_code_audit_status,
+    ),
+    entry(
         cc::INCREMENTAL_SELF_TEST,
         "IncrementalSelfTest",
         true,
@@ -526,6 +575,17 @@ pub static COMMANDS: &[CommandDesc] = &[
             h(HandleKind::Object { allow_null: true }, AuthRole::User),
         ],
         attest::get_time,
+    ))),
+    dec(enc(entry(
+        cc::GET_SESSION_AUDIT_DIGEST,
+        "GetSessionAuditDigest",
+        false,
+        &[
+            h(HandleKind::Endorsement, AuthRole::User),
+            h(HandleKind::Object { allow_null: true }, AuthRole::User),
+            h(HandleKind::HmacSession, AuthRole::None),
+        ],
+        audit::get_session_audit_digest,
     ))),
     enc(entry(
         cc::NV_READ,
@@ -866,6 +926,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         PCR_OR_NULL_USER,
         pcr::pcr_extend,
     ),
+    dec(entry(
+        cc::PCR_SET_AUTH_VALUE,
+        "PCR_SetAuthValue",
+        false,
+        &[h(HandleKind::Pcr { allow_null: false }, AuthRole::User)],
+        pcr::pcr_set_auth_value,
+    )),
     dec(enc(entry(
         cc::NV_CERTIFY,
         "NV_Certify",
@@ -923,6 +990,20 @@ pub static COMMANDS: &[CommandDesc] = &[
         POLICY_SESSION,
         policy::policy_password,
     ),
+    dec(enc(entry(
+        cc::ZGEN_2PHASE,
+        "ZGen_2Phase",
+        false,
+        &[h(HandleKind::Object { allow_null: false }, AuthRole::User)],
+        ecc2phase::zgen_2phase,
+    ))),
+    enc(entry(
+        cc::EC_EPHEMERAL,
+        "EC_Ephemeral",
+        false,
+        &[],
+        ecc2phase::ec_ephemeral,
+    )),
     entry(
         cc::POLICY_NV_WRITTEN,
         "PolicyNvWritten",
@@ -989,8 +1070,10 @@ mod tests {
         assert_eq!(d.attributes(i), 0x02C0_0121);
         let (i, d) = lookup(cc::GET_CAPABILITY).unwrap();
         assert_eq!(d.attributes(i), 0x0000_017A);
-        // TPM2_PP_Commands is not implemented.
-        assert!(lookup(0x012D).is_none());
+        // TPM2_FieldUpgradeStart is not implemented.
+        assert!(lookup(0x012F).is_none());
+        let (i, d) = lookup(cc::PP_COMMANDS).unwrap();
+        assert_eq!(d.attributes(i), 0x0240_012D);
     }
 
     #[test]

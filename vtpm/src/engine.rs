@@ -42,9 +42,10 @@ pub struct Volatile {
     pub lockout_auth_enabled: bool,
     /// TPM time (ms) of the lockoutAuth failure.
     pub lockout_failed_at: u64,
-    /// Clock value (ms) at power-on and the time source reading then.
+    /// Clock (ms) at TPM time `clock_from`: set at power-on (TPM time 0), by
+    /// TPM2_ClockSet and by TPM2_Clear.
     pub clock_base: u64,
-    pub time_base: u64,
+    pub clock_from: u64,
     /// TPMS_CLOCK_INFO.safe.
     pub safe: bool,
     /// Orderly state found at power-on (decides Resume/Restart/Reset).
@@ -63,6 +64,16 @@ pub struct Volatile {
     pub last_auth_failure: u64,
     /// Sequence number of the next saved context.
     pub context_counter: u64,
+    /// The rate of Clock and Time (TPM2_ClockRateAdjust; nominal at _TPM_Init).
+    pub clock_rate: crate::commands::platform::ClockRate,
+    /// authValue of the PCR authorization group (TPM2_PCR_SetAuthValue).
+    pub pcr_auth: Digest,
+    /// The command audit digest of this TPM Reset cycle (empty: not started).
+    pub audit_digest: Digest,
+    /// Two-phase ECC commitments of this TPM Reset cycle.
+    pub commit: crate::nv::CommitState,
+    /// The exclusive audit session, if any.
+    pub exclusive_audit: Option<u32>,
 }
 
 impl Volatile {
@@ -80,7 +91,7 @@ impl Volatile {
             lockout_auth_enabled: true,
             lockout_failed_at: 0,
             clock_base: p.clock,
-            time_base: now,
+            clock_from: 0,
             safe: p.orderly != Orderly::None,
             orderly_at_init: p.orderly,
             pcr_reconfigured: false,
@@ -90,6 +101,11 @@ impl Volatile {
             failed_tries: 0,
             last_auth_failure: 0,
             context_counter: 1,
+            clock_rate: crate::commands::platform::ClockRate::nominal(now),
+            pcr_auth: Digest::filled(0, 0),
+            audit_digest: Digest::filled(0, 0),
+            commit: crate::nv::CommitState::default(),
+            exclusive_audit: None,
         }
     }
 }
@@ -111,6 +127,9 @@ pub struct Cmd<'a> {
     /// Set by a handler that changed state an orderly shutdown saved, so that
     /// state no longer describes the TPM.
     pub breaks_orderly: bool,
+    /// Set by TPM2_SetCommandCodeAuditStatus when it changed the audit hash:
+    /// that command is then not audited (the digest restarts).
+    pub skip_audit: bool,
 }
 
 impl Cmd<'_> {
@@ -146,6 +165,9 @@ pub struct Tpm {
     pub(crate) nv_rate: NvRateLimiter,
     /// TPM_RC_NV_RATE has been logged since the last accepted NV write.
     pub(crate) nv_rate_logged: bool,
+    /// The platform asserts physical presence (a platform signal, kept
+    /// across _TPM_Init).
+    pub(crate) physical_presence: bool,
 }
 
 /// Commands whose success writes the NV image and that TPM_RC_NV_RATE may refuse.
@@ -175,6 +197,10 @@ const NV_RATE_LIMITED: &[u32] = &[
     cc::PCR_ALLOCATE,
     cc::DICTIONARY_ATTACK_LOCK_RESET,
     cc::DICTIONARY_ATTACK_PARAMETERS,
+    cc::PCR_SET_AUTH_POLICY,
+    cc::PP_COMMANDS,
+    cc::SET_ALGORITHM_SET,
+    cc::SET_COMMAND_CODE_AUDIT_STATUS,
 ];
 
 impl Tpm {
@@ -205,6 +231,7 @@ impl Tpm {
             failure: false,
             nv_rate: NvRateLimiter::standard(now),
             nv_rate_logged: false,
+            physical_presence: false,
         })
     }
 
@@ -223,10 +250,15 @@ impl Tpm {
 
     /// Milliseconds of TPM clock now.
     pub fn clock(&self) -> u64 {
-        let now = self.time.now_ms();
         self.v
             .clock_base
-            .saturating_add(now.saturating_sub(self.v.time_base))
+            .saturating_add(self.tpm_time().saturating_sub(self.v.clock_from))
+    }
+
+    /// The platform's physical-presence signal (TPM2_PP_Commands,
+    /// TPM2_PolicyPhysicalPresence).
+    pub fn set_physical_presence(&mut self, asserted: bool) {
+        self.physical_presence = asserted;
     }
 
     /// Commits the persistent state (with the current clock) to NV.
@@ -324,6 +356,7 @@ impl Tpm {
             out: Writer::new(),
             nv_dirty: false,
             breaks_orderly: false,
+            skip_audit: false,
         };
         if NV_RATE_LIMITED.contains(&code) && !self.nv_rate.available(self.time.now_ms()) {
             if !self.nv_rate_logged {
@@ -335,7 +368,20 @@ impl Tpm {
             }
             return Err(rc::NV_RATE);
         }
+        // Names of the handles as the command sees them, for its audit.
+        let audit_names: Option<Vec<Vec<u8>>> = crate::commands::audit::is_audited(self, code)
+            .then(|| {
+                handles[..desc.handles.len()]
+                    .iter()
+                    .map(|h| self.entity_name(*h))
+                    .collect()
+            });
         let outcome = (desc.handler)(self, &mut cmd);
+        if let (Ok(()), Some(names), false) = (&outcome, &audit_names, cmd.skip_audit) {
+            if crate::commands::audit::record(self, code, names, &params, &cmd.out.buf) {
+                cmd.nv_dirty = true;
+            }
+        }
         if outcome.is_ok() && cmd.breaks_orderly && self.p.orderly != Orderly::None {
             self.p.orderly = Orderly::None;
             self.p.saved = None;
@@ -371,6 +417,9 @@ impl Tpm {
             w.u32(out.len() as u32).bytes(&out).bytes(&session_area);
         } else {
             w.bytes(&out);
+            if !desc.no_sessions {
+                self.note_no_audit_session();
+            }
         }
         let len = w.len() as u32;
         w.patch_u32(2, len);
@@ -452,6 +501,13 @@ impl Tpm {
             handle::ENDORSEMENT => self.p.endorsement_auth,
             handle::LOCKOUT => self.p.lockout_auth,
             handle::PLATFORM => self.v.platform_auth,
+            _ if (h as usize) < limits::PCR_COUNT => {
+                if crate::pcr::in_group(crate::pcr::AUTH_GROUP, h as usize) {
+                    self.v.pcr_auth
+                } else {
+                    Digest::filled(0, 0)
+                }
+            }
             _ => match (self.v.objects.get(h), self.nv_index(h)) {
                 (Some(o), _) => o.auth(),
                 (None, Some(i)) => i.auth,

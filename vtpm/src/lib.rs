@@ -60,6 +60,8 @@ mod fuzz_tests;
 #[cfg(test)]
 mod object_tests;
 #[cfg(test)]
+mod platform_tests;
+#[cfg(test)]
 mod rsa_tests;
 #[cfg(test)]
 mod session_tests;

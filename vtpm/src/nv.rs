@@ -54,7 +54,7 @@ impl NvStore for MemNvStore {
 
 const MAGIC: [u8; 4] = *b"VTNV";
 /// Current layout version.
-pub const NV_VERSION: u32 = 5;
+pub const NV_VERSION: u32 = 6;
 const CHECKSUM_LEN: usize = 32;
 
 /// How the TPM was last shut down.
@@ -81,6 +81,58 @@ pub struct SavedState {
     pub pcr_counter: u32,
     /// The allocation in force when the state was saved.
     pub allocation: Allocation,
+    /// Layout version 6: the authValue of the PCR authorization group
+    /// (TPM2_PCR_SetAuthValue; STATE_CLEAR data, restored by Resume only),
+    /// and the reset-cycle state Restart and Resume keep: the command audit
+    /// digest and the ECC commit state (TPM2_Commit, TPM2_EC_Ephemeral).
+    pub pcr_auth: Digest,
+    pub audit_digest: Digest,
+    pub commit: CommitState,
+}
+
+/// The reset-cycle state of two-phase ECC commitments: the nonce ephemeral
+/// secrets are derived from, the counter of the last commitment and which of
+/// the last [`COMMIT_WINDOW`] counters are still unused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitState {
+    pub nonce: [u8; SEED_SIZE],
+    pub counter: u64,
+    /// Bit `c % COMMIT_WINDOW` is set while the commitment of counter `c`
+    /// (one of the last COMMIT_WINDOW) has not been used.
+    pub outstanding: u64,
+}
+
+impl Default for CommitState {
+    fn default() -> Self {
+        Self {
+            nonce: [0; SEED_SIZE],
+            counter: 0,
+            outstanding: 0,
+        }
+    }
+}
+
+/// How many recent commitments may be outstanding at once.
+pub const COMMIT_WINDOW: u64 = 64;
+
+/// Command audit (TPM2_SetCommandCodeAuditStatus): the audit hash, the
+/// audited command codes (sorted) and the audit counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub alg: HashAlg,
+    pub commands: Vec<u32>,
+    pub counter: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            alg: HashAlg::Sha256,
+            // TPM2_SetCommandCodeAuditStatus is always audited.
+            commands: alloc::vec![crate::defs::cc::SET_COMMAND_CODE_AUDIT_STATUS],
+            counter: 0,
+        }
+    }
 }
 
 /// Everything the TPM keeps across power cycles.
@@ -123,6 +175,14 @@ pub struct Persistent {
     /// layout version 5).
     pub nv_indices: Vec<crate::nvindex::NvIndex>,
     pub nv_max_counter: u64,
+    /// Layout version 6: TPM2_SetAlgorithmSet's value, the commands that need
+    /// physical presence with platformAuth (TPM2_PP_Commands; sorted), the
+    /// authPolicy of the PCR policy group (TPM2_PCR_SetAuthPolicy) and the
+    /// command audit settings.
+    pub algorithm_set: u32,
+    pub pp_commands: Vec<u32>,
+    pub pcr_policy: Option<(HashAlg, Digest)>,
+    pub audit: AuditSettings,
 }
 
 /// Dictionary-attack parameters.
@@ -209,6 +269,10 @@ impl Persistent {
             disable_clear: false,
             nv_indices: Vec::new(),
             nv_max_counter: 0,
+            algorithm_set: 0,
+            pp_commands: alloc::vec![crate::defs::cc::PP_COMMANDS],
+            pcr_policy: None,
+            audit: AuditSettings::default(),
         }
     }
 
@@ -275,6 +339,18 @@ impl Persistent {
             i.encode(&mut p);
         }
         p.u64(self.nv_max_counter);
+        p.u32(self.algorithm_set);
+        encode_codes(&mut p, &self.pp_commands);
+        encode_policy(&mut p, &self.pcr_policy);
+        p.u16(self.audit.alg.id()).u64(self.audit.counter);
+        encode_codes(&mut p, &self.audit.commands);
+        if let Some(s) = &self.saved {
+            p.tpm2b(s.pcr_auth.as_bytes())
+                .tpm2b(s.audit_digest.as_bytes())
+                .bytes(&s.commit.nonce)
+                .u64(s.commit.counter)
+                .u64(s.commit.outstanding);
+        }
         let mut w = Writer::new();
         w.bytes(&MAGIC)
             .u32(NV_VERSION)
@@ -375,6 +451,9 @@ impl Persistent {
                 platform_auth,
                 pcr_counter,
                 allocation,
+                pcr_auth: Digest::filled(0, 0),
+                audit_digest: Digest::filled(0, 0),
+                commit: CommitState::default(),
             })
         } else {
             None
@@ -422,6 +501,37 @@ impl Persistent {
             }
             nv_max_counter = r.u64().map_err(c)?;
         }
+        let mut algorithm_set = 0;
+        let mut pp_commands = alloc::vec![crate::defs::cc::PP_COMMANDS];
+        let mut pcr_policy = None;
+        let mut audit = AuditSettings::default();
+        let mut saved = saved;
+        if version >= 6 {
+            algorithm_set = r.u32().map_err(c)?;
+            pp_commands = decode_codes(&mut r)?;
+            if !pp_commands.contains(&crate::defs::cc::PP_COMMANDS) {
+                return Err(NvError::Corrupt);
+            }
+            pcr_policy = decode_policy(&mut r)?;
+            audit.alg = HashAlg::from_id(r.u16().map_err(c)?).ok_or(NvError::Corrupt)?;
+            audit.counter = r.u64().map_err(c)?;
+            audit.commands = decode_codes(&mut r)?;
+            if let Some(s) = &mut saved {
+                let digest = |r: &mut Reader, allow: &dyn Fn(usize) -> bool| {
+                    let d = r.tpm2b(limits::MAX_DIGEST).map_err(c)?;
+                    if allow(d.len()) {
+                        Ok(Digest::from_slice(d))
+                    } else {
+                        Err(NvError::Corrupt)
+                    }
+                };
+                s.pcr_auth = digest(&mut r, &|_| true)?;
+                s.audit_digest = digest(&mut r, &|n| n == 0 || n == audit.alg.digest_size())?;
+                s.commit.nonce = seed(&mut r)?;
+                s.commit.counter = r.u64().map_err(c)?;
+                s.commit.outstanding = r.u64().map_err(c)?;
+            }
+        }
         if r.remaining() != 0 {
             return Err(NvError::Corrupt);
         }
@@ -451,8 +561,39 @@ impl Persistent {
             disable_clear,
             nv_indices,
             nv_max_counter,
+            algorithm_set,
+            pp_commands,
+            pcr_policy,
+            audit,
         })
     }
+}
+
+/// Most command codes a list in the image may hold.
+const MAX_CODES: usize = 256;
+
+fn encode_codes(w: &mut Writer, codes: &[u32]) {
+    w.u16(codes.len() as u16);
+    for c in codes {
+        w.u32(*c);
+    }
+}
+
+/// A sorted list of distinct command codes.
+fn decode_codes(r: &mut Reader) -> Result<Vec<u32>, NvError> {
+    let n = usize::from(r.u16().map_err(|_| NvError::Corrupt)?);
+    if n > MAX_CODES {
+        return Err(NvError::Corrupt);
+    }
+    let mut v: Vec<u32> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let code = r.u32().map_err(|_| NvError::Corrupt)?;
+        if v.last().is_some_and(|&l| l >= code) {
+            return Err(NvError::Corrupt);
+        }
+        v.push(code);
+    }
+    Ok(v)
 }
 
 fn encode_allocation(w: &mut Writer, a: &Allocation) {
@@ -495,6 +636,9 @@ mod tests {
             platform_auth: Digest::from_slice(b"pp"),
             pcr_counter: 7,
             allocation: Allocation::default(),
+            pcr_auth: Digest::filled(0, 0),
+            audit_digest: Digest::filled(0, 0),
+            commit: CommitState::default(),
         });
         p.lockout_policy = Some((HashAlg::Sha256, Digest::filled(32, 4)));
         p
@@ -534,6 +678,25 @@ mod tests {
         );
     }
 
+    /// Bytes the version-6 fields take in [`sample`]'s image: algorithmSet
+    /// (4), the PP list (2 + 4), no PCR policy (2 + 2), audit hash and counter
+    /// (2 + 8), the audit list (2 + 4), and, as a state is saved, an empty PCR
+    /// authValue and audit digest (2 + 2), the commit nonce, counter and
+    /// outstanding map (48 + 8 + 8).
+    const V6_TAIL: usize = 4 + 6 + 4 + 10 + 6 + 4 + SEED_SIZE + 16;
+
+    /// `body` (an image without its checksum) relabelled as `version`, with
+    /// the last `drop` bytes removed, and checksummed.
+    fn relabel(body: &[u8], version: u32, drop: usize) -> Vec<u8> {
+        let mut v = body[..body.len() - drop].to_vec();
+        v[4..8].copy_from_slice(&version.to_be_bytes());
+        let len = u32::from_be_bytes(v[16..20].try_into().unwrap()) - drop as u32;
+        v[16..20].copy_from_slice(&len.to_be_bytes());
+        let sum = HashAlg::Sha256.digest(&[&v]);
+        v.extend_from_slice(sum.as_bytes());
+        v
+    }
+
     /// An image of an older layout (version 2: no persistent objects, DA
     /// parameters or disableClear) still loads, with the newer fields at their
     /// defaults.
@@ -543,16 +706,99 @@ mod tests {
         p.persistent_objects.clear();
         let img = p.encode();
         let body = &img[..img.len() - CHECKSUM_LEN];
-        // Drop the version-3, -4 and -5 fields (an empty list: u16 0; DA
+        // Drop the version-3, -4, -5 and -6 fields (an empty list: u16 0; DA
         // parameters and disableClear: 13 bytes; no NV index and the max
         // counter: 10 bytes) and relabel.
-        let mut v2 = body[..body.len() - 25].to_vec();
-        v2[4..8].copy_from_slice(&2u32.to_be_bytes());
-        let len = u32::from_be_bytes(v2[16..20].try_into().unwrap()) - 25;
-        v2[16..20].copy_from_slice(&len.to_be_bytes());
-        let sum = HashAlg::Sha256.digest(&[&v2]);
-        v2.extend_from_slice(sum.as_bytes());
+        let v2 = relabel(body, 2, 25 + V6_TAIL);
         assert_eq!(Persistent::decode(&v2), Ok(p));
+    }
+
+    /// A version-5 image (before the platform, PCR-group, audit and commit
+    /// fields) upgrades: the new fields take their manufacture defaults and
+    /// the saved state gets an empty PCR authValue, audit digest and commit
+    /// state; the next commit writes version 6.
+    #[test]
+    fn version_5_image_upgrades() {
+        let p = sample();
+        let img = p.encode();
+        let v5 = relabel(&img[..img.len() - CHECKSUM_LEN], 5, V6_TAIL);
+        let up = Persistent::decode(&v5).unwrap();
+        assert_eq!(up, p);
+        assert_eq!(up.pp_commands, [crate::defs::cc::PP_COMMANDS]);
+        assert_eq!(up.audit, AuditSettings::default());
+        let again = up.encode();
+        assert_eq!(
+            u32::from_be_bytes(again[4..8].try_into().unwrap()),
+            NV_VERSION
+        );
+        assert_eq!(Persistent::decode(&again), Ok(up));
+    }
+
+    /// The version-6 fields round-trip, and damaged ones (checksum intact)
+    /// are refused: unsorted or duplicated command lists, a PP list without
+    /// TPM2_PP_Commands, an unknown audit hash, an audit digest of the wrong
+    /// size, an oversized list.
+    #[test]
+    fn version_6_fields_round_trip_and_hostile_values_are_refused() {
+        let mut p = sample();
+        p.algorithm_set = 9;
+        p.pp_commands = alloc::vec![crate::defs::cc::CLEAR, crate::defs::cc::PP_COMMANDS];
+        p.pcr_policy = Some((HashAlg::Sha256, Digest::filled(32, 3)));
+        p.audit.alg = HashAlg::Sha384;
+        p.audit.counter = 77;
+        p.audit.commands.insert(0, crate::defs::cc::CLEAR);
+        if let Some(s) = &mut p.saved {
+            s.pcr_auth = Digest::from_slice(b"pcr");
+            s.audit_digest = Digest::filled(48, 5);
+            s.commit = CommitState {
+                nonce: [6; SEED_SIZE],
+                counter: 12,
+                outstanding: 0b1010,
+            };
+        }
+        assert_eq!(Persistent::decode(&p.encode()), Ok(p.clone()));
+        type Damage<'a> = (&'a str, &'a dyn Fn(&mut Persistent));
+        let cases: &[Damage] = &[
+            ("unsorted PP list", &|q| q.pp_commands.reverse()),
+            ("duplicate audit code", &|q| {
+                q.audit.commands.insert(0, crate::defs::cc::CLEAR)
+            }),
+            ("PP list without PP_Commands", &|q| {
+                q.pp_commands.truncate(1)
+            }),
+            ("audit digest size", &|q| {
+                if let Some(s) = &mut q.saved {
+                    s.audit_digest = Digest::filled(32, 5);
+                }
+            }),
+            ("oversized list", &|q| q.audit.commands = (0..300).collect()),
+        ];
+        for (what, damage) in cases {
+            let mut q = p.clone();
+            damage(&mut q);
+            assert_eq!(
+                Persistent::decode(&q.encode()),
+                Err(NvError::Corrupt),
+                "{what}"
+            );
+        }
+        // An unknown audit hash id.
+        let img = p.encode();
+        let body = &img[..img.len() - CHECKSUM_LEN];
+        let at = body
+            .windows(10)
+            .rposition(|w| {
+                w == [
+                    &HashAlg::Sha384.id().to_be_bytes()[..],
+                    &77u64.to_be_bytes(),
+                ]
+                .concat()
+            })
+            .unwrap();
+        let mut bad = body.to_vec();
+        bad[at..at + 2].copy_from_slice(&0x0099u16.to_be_bytes());
+        let bad = relabel(&bad, NV_VERSION, 0);
+        assert_eq!(Persistent::decode(&bad), Err(NvError::Corrupt));
     }
 
     #[test]

@@ -1093,7 +1093,7 @@ fn rewrap_moves_a_duplicate_to_another_parent() {
 }
 
 /// TPM2_PolicyPhysicalPresence: a policy that requires physical presence is
-/// never satisfied here (TPM_RC_PP); the policy conditions of version 3
+/// satisfied only while the platform asserts it (else TPM_RC_PP); the policy conditions of version 3
 /// (name hash, template hash, NV written, physical presence) survive a
 /// session's snapshot encoding.
 #[test]
@@ -1114,7 +1114,11 @@ fn physical_presence_policies_fail_and_policy_conditions_snapshot() {
     let r = t.execute(0, &command(cc::POLICY_PHYSICAL_PRESENCE, &[s], &[], &[]));
     assert_eq!(rc_of(&r), 0);
     let r = t.execute(0, &with_policy_session(cc::UNSEAL, &[obj], s, &[]));
-    assert_eq!(rc_of(&r), rc::VER1 + 0x010, "{r:02x?}");
+    assert_eq!(
+        rc_of(&r),
+        crate::commands::platform::RC_PP + rc::S + rc::N1,
+        "{r:02x?}"
+    );
     // Snapshot encoding of the policy conditions.
     let mut sess = t.v.sessions.get(s).unwrap().clone();
     sess.policy.name_hash = Some(HashAlg::Sha256.digest(&[b"names"]));
@@ -1131,4 +1135,9 @@ fn physical_presence_policies_fail_and_policy_conditions_snapshot() {
     let v2 = crate::session::AuthSession::decode_version(&mut Reader::new(&w.buf), 2).unwrap();
     assert_eq!(v2.policy.name_hash, None);
     assert!(!v2.policy.pp_required);
+    // With physical presence asserted the same session satisfies the policy.
+    t.set_physical_presence(true);
+    let r = t.execute(0, &with_policy_session(cc::UNSEAL, &[obj], s, &[]));
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    t.set_physical_presence(false);
 }

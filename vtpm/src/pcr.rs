@@ -57,6 +57,21 @@ pub const PCR_ATTRS: [PcrAttr; PCR_COUNT] = [
 /// PCRs 16, 21, 22 and 23).
 pub const NO_INCREMENT: u32 = 1 << 16 | 1 << 21 | 1 << 22 | 1 << 23;
 
+/// The PCRs of the (one) authorization group, whose authValue
+/// TPM2_PCR_SetAuthValue sets, and of the (one) policy group, whose
+/// authPolicy TPM2_PCR_SetAuthPolicy sets: the dynamic-OS PCRs 20–22
+/// (TPM_PT_PCR_AUTH, TPM_PT_PCR_POLICY).
+pub const AUTH_GROUP: u32 = 1 << 20 | 1 << 21 | 1 << 22;
+pub const POLICY_GROUP: u32 = AUTH_GROUP;
+
+/// The PCRs a dynamic-RTM event resets (TPM_PT_PCR_DRTM_RESET): 17–22.
+pub const DRTM_RESET: u32 = 0x3F << 17;
+
+/// Is PCR `index` in `group`?
+pub fn in_group(group: u32, index: usize) -> bool {
+    index < PCR_COUNT && group & (1 << index) != 0
+}
+
 /// Does a change of PCR `index` move the PCR update counter?
 pub fn counts_change(index: usize) -> bool {
     NO_INCREMENT & (1 << index) == 0

@@ -245,6 +245,9 @@ pub struct AuthSession {
     /// Context saved with this sequence number: the handle is reserved but
     /// the session is not loaded.
     pub saved: Option<u64>,
+    /// The session audit digest, once the session has been used for audit
+    /// (an HMAC session with TPMA_SESSION.audit).
+    pub audit: Option<Digest>,
 }
 
 impl AuthSession {
@@ -295,6 +298,7 @@ impl AuthSession {
             policy: PolicyState::new(hash),
             start_time: now,
             saved: None,
+            audit: None,
         }
     }
 
@@ -366,6 +370,9 @@ impl AuthSession {
             Some(true) => 2,
         })
         .u8(p.pp_required as u8);
+        // Since snapshot version 4.
+        w.u8(self.audit.is_some() as u8)
+            .tpm2b(self.audit.as_ref().map_or(&[][..], |d| d.as_bytes()));
     }
 
     /// Parses [`AuthSession::encode`] output of the current snapshot version.
@@ -437,6 +444,15 @@ impl AuthSession {
             };
             pp_required = flag(r)?;
         }
+        let mut audit = None;
+        if version >= 4 {
+            let set = flag(r)?;
+            let d = r.tpm2b(limits::MAX_DIGEST).ok()?;
+            if set && (d.len() != hash.digest_size() || kind != SessionKind::Hmac) {
+                return None;
+            }
+            audit = set.then(|| Digest::from_slice(d));
+        }
         Some(Self {
             kind,
             hash,
@@ -462,6 +478,7 @@ impl AuthSession {
             },
             start_time: 0,
             saved: saved.0.then_some(saved.1),
+            audit,
         })
     }
 }

@@ -328,8 +328,8 @@ fn policy_digests_follow_part_3() {
             cc::POLICY_COMMAND_CODE,
             &[c.handle],
             &[],
-            // TPM2_PP_Commands: not implemented.
-            &0x12Du32.to_be_bytes(),
+            // TPM2_FieldUpgradeStart: not implemented.
+            &0x12Fu32.to_be_bytes(),
         ),
     );
     assert_eq!(rc_of(&r), rc::POLICY_CC + rc::P + rc::N1);
@@ -530,4 +530,100 @@ fn session_limits_and_bad_start_parameters() {
     t.init();
     assert_eq!(startup(&mut t, su::CLEAR), 0);
     assert_eq!(rc_of(&t.execute(0, &sas)), 0);
+}
+
+/// Audit sessions: the first use makes a session the exclusive audit session
+/// (auditExclusive in the response); a command with no audit session ends
+/// that; asking for exclusivity then fails with TPM_RC_EXCLUSIVE until
+/// auditReset restarts the digest. Policy sessions, a second audit session
+/// and auditReset/auditExclusive without audit are refused.
+#[test]
+fn audit_sessions_track_exclusivity_and_refuse_bad_attributes() {
+    let mut t = started();
+    let mut c = start(&mut t, handle::NULL, b"", 0, false);
+    let get_random = 8u16.to_be_bytes();
+    let audit = sa::CONTINUE_SESSION | sa::AUDIT;
+    let exclusive = audit | sa::AUDIT_EXCLUSIVE;
+    let r = t.execute(
+        0,
+        &hmac_command(&c, cc::GET_RANDOM, &[], b"", audit, &get_random),
+    );
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    check_response(&mut c, cc::GET_RANDOM, b"", exclusive, &r);
+    let first = t.v.sessions.get(c.handle).unwrap().audit.unwrap();
+    assert_eq!(first.as_bytes().len(), 32);
+    let r = t.execute(
+        0,
+        &hmac_command(&c, cc::GET_RANDOM, &[], b"", exclusive, &get_random),
+    );
+    check_response(&mut c, cc::GET_RANDOM, b"", exclusive, &r);
+    let second = t.v.sessions.get(c.handle).unwrap().audit.unwrap();
+    assert_ne!(first, second);
+    // A command without an audit session ends the exclusivity.
+    let r = t.execute(0, &command(cc::GET_RANDOM, &[], &[], &get_random));
+    assert_eq!(rc_of(&r), 0);
+    let r = t.execute(
+        0,
+        &hmac_command(&c, cc::GET_RANDOM, &[], b"", exclusive, &get_random),
+    );
+    assert_eq!(rc_of(&r), rc::VER1 + 0x021, "TPM_RC_EXCLUSIVE");
+    let r = t.execute(
+        0,
+        &hmac_command(&c, cc::GET_RANDOM, &[], b"", audit, &get_random),
+    );
+    check_response(&mut c, cc::GET_RANDOM, b"", audit, &r);
+    // auditReset restarts the digest and the exclusivity.
+    let reset = exclusive | sa::AUDIT_RESET;
+    let r = t.execute(
+        0,
+        &hmac_command(&c, cc::GET_RANDOM, &[], b"", reset, &get_random),
+    );
+    let out = check_response(&mut c, cc::GET_RANDOM, b"", reset, &r);
+    let cp = SHA256.digest(&[&cc::GET_RANDOM.to_be_bytes(), &get_random]);
+    let rp = SHA256.digest(&[&0u32.to_be_bytes(), &cc::GET_RANDOM.to_be_bytes(), &out]);
+    let expect = SHA256.digest(&[&[0; 32], cp.as_bytes(), rp.as_bytes()]);
+    assert_eq!(t.v.sessions.get(c.handle).unwrap().audit, Some(expect));
+    // Refused attributes.
+    let s1 = rc::S + rc::N1;
+    let r = t.execute(
+        0,
+        &hmac_command(
+            &c,
+            cc::GET_RANDOM,
+            &[],
+            b"",
+            sa::CONTINUE_SESSION | sa::AUDIT_RESET,
+            &get_random,
+        ),
+    );
+    assert_eq!(rc_of(&r), rc::ATTRIBUTES + s1);
+    let p = start(&mut t, handle::NULL, b"", 1, false);
+    let r = t.execute(
+        0,
+        &hmac_command(&p, cc::GET_RANDOM, &[], b"", audit, &get_random),
+    );
+    assert_eq!(rc_of(&r), rc::ATTRIBUTES + s1);
+    // Two audit sessions: the second is refused.
+    let c2 = start(&mut t, handle::NULL, b"", 0, false);
+    let one = hmac_command(&c, cc::GET_RANDOM, &[], b"", audit, &get_random);
+    let two = hmac_command(&c2, cc::GET_RANDOM, &[], b"", audit, &get_random);
+    // Splice the second session into the first command's area.
+    let area = |cmd: &[u8]| {
+        let n = u32::from_be_bytes(cmd[10..14].try_into().unwrap()) as usize;
+        cmd[14..14 + n].to_vec()
+    };
+    let both = [area(&one), area(&two)].concat();
+    let mut w = Writer::new();
+    w.u16(st::SESSIONS)
+        .u32(0)
+        .u32(cc::GET_RANDOM)
+        .u32(both.len() as u32)
+        .bytes(&both)
+        .bytes(&get_random);
+    let n = w.len() as u32;
+    w.patch_u32(2, n);
+    assert_eq!(
+        rc_of(&t.execute(0, &w.buf)),
+        rc::ATTRIBUTES + rc::S + 2 * rc::N1
+    );
 }

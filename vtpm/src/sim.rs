@@ -274,9 +274,9 @@ fn platform_session(s: &mut TcpStream, sim: &Mutex<Sim>) -> io::Result<bool> {
                     let mut skip = std::vec![0u8; len as usize];
                     s.read_exact(&mut skip)?;
                 }
-                mssim::SIGNAL_PHYS_PRES_ON
-                | mssim::SIGNAL_PHYS_PRES_OFF
-                | mssim::SIGNAL_HASH_START
+                mssim::SIGNAL_PHYS_PRES_ON => g.tpm.set_physical_presence(true),
+                mssim::SIGNAL_PHYS_PRES_OFF => g.tpm.set_physical_presence(false),
+                mssim::SIGNAL_HASH_START
                 | mssim::SIGNAL_HASH_END
                 | mssim::SIGNAL_CANCEL_ON
                 | mssim::SIGNAL_CANCEL_OFF

@@ -7,7 +7,9 @@
 //! times rebased on the saving TPM's time); hash/HMAC sequence objects are not
 //! saved (their running hash states cannot be serialized) and are gone after
 //! a restore (TPM_RC_REFERENCE_H0). Version 3 adds the policy sessions' name
-//! hash, template hash, NV-written and physical-presence conditions. Restore
+//! hash, template hash, NV-written and physical-presence conditions; version 4
+//! the clock rate (TPM2_ClockRateAdjust), the PCR group authValue, the command
+//! audit digest and the ECC commit state. Restore
 //! validates the blob as if a guest had written it.
 
 use crate::defs::limits::{self, PCR_COUNT};
@@ -20,7 +22,7 @@ use alloc::vec::Vec;
 use vdev::RestoreError;
 
 /// Version of the volatile-state layout.
-pub const VOLATILE_VERSION: u32 = 3;
+pub const VOLATILE_VERSION: u32 = 4;
 /// Objects or sessions a blob may carry (more is malformed).
 const MAX_SNAPSHOT_ENTRIES: usize = 64;
 
@@ -51,6 +53,8 @@ impl Tpm {
             // not TPM state a guest could observe).
             nv_rate: _,
             nv_rate_logged: _,
+            // A platform signal, not TPM state.
+            physical_presence: _,
         } = self;
         let Volatile {
             started,
@@ -70,7 +74,7 @@ impl Tpm {
             last_auth_failure: _,
             // Saved as the Clock value; the time base is the restoring TPM's.
             clock_base: _,
-            time_base: _,
+            clock_from: _,
             safe,
             orderly_at_init,
             pcr_reconfigured,
@@ -79,6 +83,11 @@ impl Tpm {
             objects,
             failed_tries,
             context_counter,
+            clock_rate,
+            pcr_auth,
+            audit_digest,
+            commit,
+            exclusive_audit,
         } = v;
         let mut w = Writer::new();
         w.u32(VOLATILE_VERSION).u8(*started as u8);
@@ -126,6 +135,15 @@ impl Tpm {
             w.u32(h);
             s.encode(&mut w, now);
         }
+        // Version 4.
+        w.u32(clock_rate.rate_ppm)
+            .tpm2b(pcr_auth.as_bytes())
+            .tpm2b(audit_digest.as_bytes())
+            .bytes(&commit.nonce)
+            .u64(commit.counter)
+            .u64(commit.outstanding)
+            .u8(exclusive_audit.is_some() as u8)
+            .u32(exclusive_audit.unwrap_or(0));
         w.buf
     }
 
@@ -218,10 +236,39 @@ impl Tpm {
                 }
             }
         }
+        let now = self.time.now_ms();
+        let mut clock_rate = crate::commands::platform::ClockRate::nominal(now);
+        let mut pcr_auth = Digest::filled(0, 0);
+        let mut audit_digest = Digest::filled(0, 0);
+        let mut commit = crate::nv::CommitState::default();
+        let mut exclusive_audit = None;
+        if version >= 4 {
+            use crate::commands::platform::{RATE_LIMIT_PPM, RATE_NOMINAL_PPM};
+            clock_rate.rate_ppm = r.u32().map_err(m)?;
+            if clock_rate.rate_ppm.abs_diff(RATE_NOMINAL_PPM) > RATE_LIMIT_PPM {
+                return Err(RestoreError::Malformed);
+            }
+            pcr_auth = Digest::from_slice(r.tpm2b(limits::MAX_DIGEST).map_err(m)?);
+            let d = r.tpm2b(limits::MAX_DIGEST).map_err(m)?;
+            if !d.is_empty() && d.len() != self.p.audit.alg.digest_size() {
+                return Err(RestoreError::Malformed);
+            }
+            audit_digest = Digest::from_slice(d);
+            commit
+                .nonce
+                .copy_from_slice(r.bytes(limits::SEED_SIZE).map_err(m)?);
+            commit.counter = r.u64().map_err(m)?;
+            commit.outstanding = r.u64().map_err(m)?;
+            let set = flag(&mut r)?;
+            let h = r.u32().map_err(m)?;
+            exclusive_audit = set.then_some(h);
+            if exclusive_audit.is_some_and(|h| sessions.get(h).is_none_or(|s| s.audit.is_none())) {
+                return Err(RestoreError::Malformed);
+            }
+        }
         if r.remaining() != 0 {
             return Err(RestoreError::Malformed);
         }
-        let now = self.time.now_ms();
         self.v = Volatile {
             started,
             pcrs,
@@ -235,7 +282,7 @@ impl Tpm {
             lockout_auth_enabled: f[4],
             lockout_failed_at: 0,
             clock_base: clock,
-            time_base: now,
+            clock_from: 0,
             safe: f[5],
             orderly_at_init,
             pcr_reconfigured: f[6],
@@ -245,6 +292,11 @@ impl Tpm {
             failed_tries,
             last_auth_failure: 0,
             context_counter,
+            clock_rate,
+            pcr_auth,
+            audit_digest,
+            commit,
+            exclusive_audit,
         };
         self.failure = failure;
         self.drbg.reseed(b"restore");

@@ -4722,7 +4722,9 @@ fn differential_duplicate_import() {
           "-r", "x.priv", "-s", "x.seed"],
         &["tpm2_flushcontext", "-t"],
         // 35: a corrupted outer wrapper.
-        &["sh", "-c", "cp dup.priv bad.priv && printf '\\377' | dd of=bad.priv bs=1 seek=30 conv=notrunc status=none"],
+        // Byte 30 inverted (setting it to a fixed value left it unchanged
+        // whenever the random duplicate already had that value there).
+        &["sh", "-c", "cp dup.priv bad.priv && b=$(od -An -tu1 -j30 -N1 dup.priv) && printf \"\\$(printf %o $((b ^ 255)))\" | dd of=bad.priv bs=1 seek=30 conv=notrunc status=none && ! cmp -s dup.priv bad.priv"],
         &["tpm2_import", "-Q", "-C", "np.ctx", "-u", "k.pub", "-i", "bad.priv", "-s", "dup.seed",
           "-r", "imp3.priv"],
         &["tpm2_flushcontext", "-t"],
@@ -5424,4 +5426,970 @@ fn differential_policy_nv_written_template_duplication_select() {
     for i in fails {
         assert!(outcomes[i].1.is_some(), "step {i}: a response code");
     }
+}
+
+/// A policy-session authorization (no nonce, no HMAC: an unbound, unsalted
+/// session without PolicyAuthValue).
+fn policy_auth(session: u32) -> Vec<u8> {
+    let mut s = session.to_be_bytes().to_vec();
+    s.extend([0, 0, 1, 0, 0]);
+    s
+}
+
+/// Starts an unbound, unsalted SHA-256 policy session with raw commands and
+/// returns its handle.
+fn raw_policy_session(t: &mut dyn Tpm) -> u32 {
+    let mut start = vec![0, 16];
+    start.extend([0x33; 16]);
+    start.extend([0, 0, 1, 0, 0x10, 0, 0x0B]);
+    let r = t.raw(
+        0,
+        &cmd(NS, 0x176, &[0x4000_0007, 0x4000_0007], None, &start),
+    );
+    assert_eq!(rc(&r), 0, "StartAuthSession");
+    u32::from_be_bytes(r[10..14].try_into().unwrap())
+}
+
+/// TPM2_ClockRateAdjust, TPM2_SetAlgorithmSet, TPM2_PP_Commands,
+/// TPM2_PCR_SetAuthValue and TPM2_PCR_SetAuthPolicy with raw commands: the
+/// same bytes give the same responses (valid and hostile arguments), the PCR
+/// group's authValue and authPolicy then authorize PCR_Extend of PCR 20 (the
+/// command gets as far as the locality check) or refuse it, and
+/// TPM_PT_ALGORITHM_SET, TPM_CAP_PP_COMMANDS and the PCR group properties
+/// agree.
+#[test]
+fn differential_platform_admin_and_pcr_auth() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_platform_admin_and_pcr_auth: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let (a, b) = (
+        tool(&mut ours, &["tpm2_startup", "-c"]),
+        tool(&mut sw, &["tpm2_startup", "-c"]),
+    );
+    assert!(a.0, "startup");
+    let _ = b;
+    let p = pw(1, &[], &[]);
+    let (platform, owner, endorsement, lockout) =
+        (0x4000_000C, 0x4000_0001, 0x4000_000B, 0x4000_000A);
+    let mut ext = vec![0, 0, 0, 1, 0, 0x0B];
+    ext.extend([0x11; 32]);
+    let set_policy = |h: u32, policy: &[u8], alg: u16, pcr: u32| {
+        let mut v = (policy.len() as u16).to_be_bytes().to_vec();
+        v.extend(policy);
+        v.extend(alg.to_be_bytes());
+        v.extend(pcr.to_be_bytes());
+        cmd(S, 0x12C, &[h], Some(&p), &v)
+    };
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        (
+            "ClockRateAdjust +3 (platform)".into(),
+            cmd(S, 0x130, &[platform], Some(&p), &[3]),
+        ),
+        (
+            "ClockRateAdjust -3 (owner)".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[0xFD]),
+        ),
+        (
+            "ClockRateAdjust 0".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[0]),
+        ),
+        (
+            "ClockRateAdjust 4".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[4]),
+        ),
+        (
+            "ClockRateAdjust -4".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[0xFC]),
+        ),
+        (
+            "ClockRateAdjust 0x80".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[0x80]),
+        ),
+        (
+            "ClockRateAdjust endorsement".into(),
+            cmd(S, 0x130, &[endorsement], Some(&p), &[1]),
+        ),
+        (
+            "ClockRateAdjust no param".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[]),
+        ),
+        (
+            "ClockRateAdjust extra".into(),
+            cmd(S, 0x130, &[owner], Some(&p), &[1, 1]),
+        ),
+        (
+            "ClockRateAdjust wrong password".into(),
+            cmd(S, 0x130, &[owner], Some(&pw(1, &[], b"x")), &[1]),
+        ),
+        (
+            "ClockRateAdjust no session".into(),
+            cmd(NS, 0x130, &[owner], None, &[1]),
+        ),
+        (
+            "SetAlgorithmSet".into(),
+            cmd(S, 0x13F, &[platform], Some(&p), &5u32.to_be_bytes()),
+        ),
+        (
+            "SetAlgorithmSet owner".into(),
+            cmd(S, 0x13F, &[owner], Some(&p), &5u32.to_be_bytes()),
+        ),
+        (
+            "SetAlgorithmSet short".into(),
+            cmd(S, 0x13F, &[platform], Some(&p), &[0, 5]),
+        ),
+        (
+            "TPM_PT_ALGORITHM_SET".into(),
+            cmd(
+                NS,
+                0x17A,
+                &[],
+                None,
+                &[0, 0, 0, 6, 0, 0, 2, 0x0C, 0, 0, 0, 1],
+            ),
+        ),
+        (
+            "PP_Commands without physical presence".into(),
+            cmd(
+                S,
+                0x12D,
+                &[platform],
+                Some(&p),
+                &[0, 0, 0, 1, 0, 0, 1, 0x26, 0, 0, 0, 0],
+            ),
+        ),
+        (
+            "PP_Commands owner".into(),
+            cmd(S, 0x12D, &[owner], Some(&p), &[0, 0, 0, 0, 0, 0, 0, 0]),
+        ),
+        (
+            "PP_Commands list too long".into(),
+            cmd(
+                S,
+                0x12D,
+                &[platform],
+                Some(&p),
+                &[0, 0, 0x10, 0, 0, 0, 1, 0x26],
+            ),
+        ),
+        (
+            "TPM_CAP_PP_COMMANDS".into(),
+            cmd(NS, 0x17A, &[], None, &[0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 64]),
+        ),
+        (
+            "PCR properties".into(),
+            cmd(NS, 0x17A, &[], None, &[0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 32]),
+        ),
+        // PCR 20–22 form the authorization group.
+        (
+            "PCR_SetAuthValue 20".into(),
+            cmd(S, 0x183, &[20], Some(&p), &[0, 5, b'a', b'b', b'c', 0, 0]),
+        ),
+        (
+            "PCR_Extend 20, empty password".into(),
+            cmd(S, 0x182, &[20], Some(&p), &ext),
+        ),
+        (
+            "PCR_Extend 20, group password".into(),
+            cmd(S, 0x182, &[20], Some(&pw(1, &[], b"abc")), &ext),
+        ),
+        (
+            "PCR_Extend 22, group password".into(),
+            cmd(S, 0x182, &[22], Some(&pw(1, &[], b"abc\0")), &ext),
+        ),
+        (
+            "PCR_Reset 21, empty password".into(),
+            cmd(S, 0x13D, &[21], Some(&p), &[]),
+        ),
+        (
+            "PCR_Extend 16, empty password".into(),
+            cmd(S, 0x182, &[16], Some(&p), &ext),
+        ),
+        (
+            "PCR_SetAuthValue 16".into(),
+            cmd(S, 0x183, &[16], Some(&p), &[0, 1, 1]),
+        ),
+        (
+            "PCR_SetAuthValue 21, old value".into(),
+            cmd(S, 0x183, &[21], Some(&p), &[0, 1, 1]),
+        ),
+        (
+            "PCR_SetAuthValue 21".into(),
+            cmd(S, 0x183, &[21], Some(&pw(1, &[], b"abc")), &[0, 0]),
+        ),
+        (
+            "PCR_Extend 20, empty again".into(),
+            cmd(S, 0x182, &[20], Some(&p), &ext),
+        ),
+        (
+            "PCR_SetAuthValue 24".into(),
+            cmd(S, 0x183, &[24], Some(&p), &[0, 0]),
+        ),
+        (
+            "PCR_SetAuthValue NULL".into(),
+            cmd(S, 0x183, &[0x4000_0007], Some(&p), &[0, 0]),
+        ),
+        ("PCR_SetAuthValue too long".into(), {
+            let mut v = vec![0, 65];
+            v.extend([1; 65]);
+            cmd(S, 0x183, &[20], Some(&p), &v)
+        }),
+        (
+            "PCR_SetAuthPolicy 16".into(),
+            set_policy(platform, &[0x22; 32], 0x0B, 16),
+        ),
+        (
+            "PCR_SetAuthPolicy 30".into(),
+            set_policy(platform, &[0x22; 32], 0x0B, 30),
+        ),
+        (
+            "PCR_SetAuthPolicy size".into(),
+            set_policy(platform, &[0x22; 20], 0x0B, 20),
+        ),
+        (
+            "PCR_SetAuthPolicy hash".into(),
+            set_policy(platform, &[0x22; 32], 0x99, 20),
+        ),
+        (
+            "PCR_SetAuthPolicy owner".into(),
+            set_policy(owner, &[0x22; 32], 0x0B, 20),
+        ),
+        (
+            "PCR_SetAuthPolicy lockout".into(),
+            set_policy(lockout, &[0x22; 32], 0x0B, 20),
+        ),
+        (
+            "PCR_SetAuthPolicy NULL, empty".into(),
+            set_policy(platform, &[], 0x10, 21),
+        ),
+        (
+            "PCR_SetAuthPolicy NULL, a digest".into(),
+            set_policy(platform, &[1; 32], 0x10, 21),
+        ),
+    ];
+    for (what, c) in cases.drain(..) {
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+        d.eq(&what, a.clone(), b.clone());
+        assert!(!a.is_empty(), "{what}");
+    }
+    // The PCR group's authPolicy: PolicyCommandCode(PCR_Extend) authorizes
+    // PCR_Extend of PCR 20 (which then fails only on the locality), a session
+    // whose policy names another command does not.
+    let mut outcomes = Vec::new();
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        let s = raw_policy_session(t);
+        let r = t.raw(0, &cmd(NS, 0x16C, &[s], None, &0x182u32.to_be_bytes()));
+        assert_eq!(rc(&r), 0);
+        let r = t.raw(0, &cmd(NS, 0x189, &[s], None, &[]));
+        assert_eq!(rc(&r), 0);
+        let digest = r[12..44].to_vec();
+        let r = t.raw(0, &set_policy(platform, &digest, 0x0B, 20));
+        assert_eq!(rc(&r), 0, "PCR_SetAuthPolicy");
+        let r = t.raw(0, &cmd(S, 0x182, &[20], Some(&policy_auth(s)), &ext));
+        let ok = rc(&r);
+        let other = raw_policy_session(t);
+        let r = t.raw(0, &cmd(NS, 0x16C, &[other], None, &0x13Du32.to_be_bytes()));
+        assert_eq!(rc(&r), 0);
+        let bad = rc(&t.raw(0, &cmd(S, 0x182, &[20], Some(&policy_auth(other)), &ext)));
+        outcomes.push((ok, bad));
+        t.disconnect();
+    }
+    d.eq("PCR policy outcomes", outcomes[0], outcomes[1]);
+    // Authorized: only the locality (0) stops PCR_Extend of PCR 20.
+    let locality = 0x907;
+    assert_eq!(outcomes[0].0, locality, "PCR_Extend under the group policy");
+    assert!(outcomes[0].1 != locality && outcomes[0].1 != 0);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// TPMS_COMMAND_AUDIT_INFO of a TPM2_GetCommandAuditDigest response (the
+/// attestation's tail, after the clock and firmware fields, which differ).
+fn command_audit_info(r: &[u8]) -> Option<Vec<u8>> {
+    let n = usize::from(u16::from_be_bytes(r.get(14..16)?.try_into().ok()?));
+    let a = r.get(16..16 + n)?;
+    let mut i = 6;
+    for _ in 0..2 {
+        let l = usize::from(u16::from_be_bytes(a.get(i..i + 2)?.try_into().ok()?));
+        i += 2 + l;
+    }
+    Some(a.get(i + 17 + 8..)?.to_vec())
+}
+
+/// Command audit: TPM2_SetCommandCodeAuditStatus and
+/// TPM2_GetCommandAuditDigest with raw commands. After choosing the same
+/// audit hash, auditing PCR_Extend and Hash and running them, both TPMs
+/// report the same audit counter, audit digest and command digest (SHA-256,
+/// then SHA-384 after a change of hash), the same audited-command list, and
+/// the same response codes for hostile arguments; a TPM Reset clears the
+/// digest and keeps the counter.
+#[test]
+fn differential_command_audit() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_command_audit: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    assert!(tool(&mut ours, &["tpm2_startup", "-c"]).0);
+    let _ = tool(&mut sw, &["tpm2_startup", "-c"]);
+    let p = pw(1, &[], &[]);
+    let (owner, endorsement, null) = (0x4000_0001, 0x4000_000B, 0x4000_0007);
+    let list = |codes: &[u32]| {
+        let mut v = (codes.len() as u32).to_be_bytes().to_vec();
+        for c in codes {
+            v.extend(c.to_be_bytes());
+        }
+        v
+    };
+    let set_status = |h: u32, alg: u16, set: &[u32], clear: &[u32]| {
+        let mut v = alg.to_be_bytes().to_vec();
+        v.extend(list(set));
+        v.extend(list(clear));
+        cmd(S, 0x140, &[h], Some(&p), &v)
+    };
+    let get_digest = |privacy: u32, scheme: &[u8]| {
+        let mut v = vec![0, 3, b'a', b'b', b'c'];
+        v.extend(scheme);
+        let sessions = [p.clone(), p.clone()].concat();
+        cmd(S, 0x133, &[privacy, null], Some(&sessions), &v)
+    };
+    let audit_cap = cmd(NS, 0x17A, &[], None, &[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 64]);
+    let mut ext = vec![0, 0, 0, 1, 0, 0x0B];
+    ext.extend([0x5A; 32]);
+    let extend16 = cmd(S, 0x182, &[16], Some(&p), &ext);
+    // TPM2_Hash in TPM_RH_NULL (a NULL ticket: a deterministic response).
+    let mut hash = vec![0, 3, b'x', b'y', b'z', 0, 0x0B];
+    hash.extend(0x4000_0007u32.to_be_bytes());
+    let read16 = cmd(NS, 0x17D, &[], None, &hash);
+    let (sha256, sha384, null_alg) = (0x0Bu16, 0x0Cu16, 0x10u16);
+    let (pcr_extend, pcr_read) = (0x182u32, 0x17Du32);
+    let compare_info = |what: &str, ours: &mut Vtpm, sw: &mut Swtpm, d: &mut Diff| {
+        let c = get_digest(endorsement, &null_alg.to_be_bytes());
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+        assert_eq!(rc(&a), 0, "{what}: {a:02x?}");
+        d.eq(what, command_audit_info(&a), command_audit_info(&b));
+    };
+    let steps: Vec<(&str, Vec<u8>)> = vec![
+        ("audit list at first", audit_cap.clone()),
+        // swtpm starts with SHA-512, the vTPM with SHA-256 (it has no SHA-512):
+        // two changes of hash leave both at SHA-256 with no digest.
+        ("choose SHA-384", set_status(owner, sha384, &[], &[])),
+        ("choose SHA-256", set_status(owner, sha256, &[], &[])),
+        (
+            "audit PCR_Extend, Hash",
+            set_status(owner, null_alg, &[pcr_extend, pcr_read, 0x12F, 0x145], &[]),
+        ),
+        ("audit list", audit_cap.clone()),
+        ("PCR_Extend 16", extend16.clone()),
+        ("Hash", read16.clone()),
+        ("PCR_Extend 16 again", extend16.clone()),
+        (
+            "failed PCR_Extend (not audited)",
+            cmd(S, 0x182, &[16], Some(&pw(1, &[], b"no")), &ext),
+        ),
+        // Hostile arguments.
+        (
+            "new hash with list changes",
+            set_status(owner, sha384, &[pcr_read], &[]),
+        ),
+        ("unknown hash", set_status(owner, 0x99, &[], &[])),
+        (
+            "endorsement auth",
+            set_status(endorsement, sha256, &[], &[]),
+        ),
+        ("list too long", {
+            let mut v = null_alg.to_be_bytes().to_vec();
+            v.extend([0, 0, 0x10, 0]);
+            cmd(S, 0x140, &[owner], Some(&p), &v)
+        }),
+        ("list short", {
+            let mut v = null_alg.to_be_bytes().to_vec();
+            v.extend([0, 0, 0, 2, 0, 0, 1, 0x82]);
+            cmd(S, 0x140, &[owner], Some(&p), &v)
+        }),
+        (
+            "owner as privacy admin",
+            get_digest(owner, &null_alg.to_be_bytes()),
+        ),
+        (
+            "unknown scheme",
+            get_digest(endorsement, &[0, 0x99, 0, 0x0B]),
+        ),
+        ("trailing byte", {
+            let mut c = get_digest(endorsement, &[0, 0x10, 0]);
+            let n = c.len() as u32;
+            c[2..6].copy_from_slice(&n.to_be_bytes());
+            c
+        }),
+    ];
+    for (what, c) in &steps {
+        let (a, b) = (ours.raw(0, c), sw.raw(0, c));
+        // Session responses carry no nonce for password sessions: the bytes
+        // compare whole.
+        d.eq(what, a, b);
+    }
+    compare_info("audit info, SHA-256", &mut ours, &mut sw, &mut d);
+    // Clearing SetCommandCodeAuditStatus is ignored; clearing Hash is not.
+    for (what, c) in [
+        (
+            "clear",
+            set_status(owner, null_alg, &[], &[0x140, pcr_read]),
+        ),
+        ("audit list after clear", audit_cap.clone()),
+        ("Hash (no longer audited)", read16.clone()),
+        ("PCR_Extend 16 (audited)", extend16.clone()),
+    ] {
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+        d.eq(what, a, b);
+    }
+    compare_info("audit info after clear", &mut ours, &mut sw, &mut d);
+    // A new hash restarts the digest.
+    for c in [set_status(owner, sha384, &[], &[]), extend16.clone()] {
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+        d.eq("SHA-384", a, b);
+    }
+    compare_info("audit info, SHA-384", &mut ours, &mut sw, &mut d);
+    // TPM Reset: the digest is gone, the counter stays.
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        let r = t.raw(0, &cmd(NS, 0x145, &[], None, &[0, 0]));
+        assert_eq!(rc(&r), 0);
+        t.disconnect();
+        t.power_cycle();
+        let r = t.raw(0, &cmd(NS, 0x144, &[], None, &[0, 0]));
+        assert_eq!(rc(&r), 0);
+    }
+    compare_info("audit info after a TPM Reset", &mut ours, &mut sw, &mut d);
+    let c = extend16.clone();
+    let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+    d.eq("PCR_Extend after reset", a, b);
+    compare_info(
+        "audit info after a TPM Reset and a command",
+        &mut ours,
+        &mut sw,
+        &mut d,
+    );
+    // A signed report (ECDSA key made persistent with tpm2-tools) carries the
+    // same audit information and restarts the digest; the next report shows
+    // none.
+    let attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign";
+    let steps: &[&[&str]] = &[
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-a",
+            attrs,
+            "-c",
+            "k.ctx",
+        ],
+        &[
+            "tpm2_evictcontrol",
+            "-Q",
+            "-C",
+            "o",
+            "-c",
+            "k.ctx",
+            "0x81000030",
+        ],
+        &["tpm2_flushcontext", "-t"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(outcomes.iter().all(|o| o.0), "{outcomes:?}");
+    let signed = {
+        let sessions = [p.clone(), p.clone()].concat();
+        cmd(
+            S,
+            0x133,
+            &[endorsement, 0x8100_0030],
+            Some(&sessions),
+            &[0, 0, 0, 0x10],
+        )
+    };
+    // swtpm answers TPM_RC_RETRY to the first use of some algorithms: resend.
+    let retry = |t: &mut dyn Tpm, c: &[u8]| {
+        let mut r = t.raw(0, c);
+        for _ in 0..5 {
+            if rc(&r) != 0x922 {
+                break;
+            }
+            r = t.raw(0, c);
+        }
+        r
+    };
+    let (a, b) = (retry(&mut ours, &signed), retry(&mut sw, &signed));
+    assert_eq!(rc(&a), 0, "signed GetCommandAuditDigest {a:02x?}");
+    assert_eq!(rc(&b), 0, "swtpm signed GetCommandAuditDigest {b:02x?}");
+    d.eq(
+        "signed report",
+        command_audit_info(&a),
+        command_audit_info(&b),
+    );
+    compare_info(
+        "audit info after a signed report",
+        &mut ours,
+        &mut sw,
+        &mut d,
+    );
+    let info = command_audit_info(&ours.raw(0, &get_digest(endorsement, &null_alg.to_be_bytes())));
+    // auditCounter (8), digestAlg (2), then an empty auditDigest.
+    assert_eq!(info.map(|i| i[10..12].to_vec()), Some(vec![0, 0]));
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// The first TPM2B of `b` and the bytes after it.
+fn split_tpm2b(b: &[u8]) -> (&[u8], &[u8]) {
+    let n = usize::from(u16::from_be_bytes([b[0], b[1]]));
+    (&b[..2 + n], &b[2 + n..])
+}
+
+/// The static public point (a TPM2B_ECC_POINT) of a loaded P-256 key: its
+/// public area ends with the x and y TPM2Bs.
+fn ecc_static_point(t: &mut dyn Tpm, h: u32) -> Vec<u8> {
+    let r = t.raw(0, &cmd(NS, 0x173, &[h], None, &[]));
+    assert_eq!(rc(&r), 0, "ReadPublic {h:#x}");
+    let (public, _) = split_tpm2b(&r[10..]);
+    let xy = &public[public.len() - 68..];
+    [&[0, 68][..], xy].concat()
+}
+
+/// (TPM2B_ECC_POINT, counter) from TPM2_EC_Ephemeral(NIST P-256).
+fn ec_ephemeral(t: &mut dyn Tpm) -> (Vec<u8>, [u8; 2]) {
+    let r = t.raw(0, &cmd(NS, 0x18E, &[], None, &[0, 3]));
+    assert_eq!(rc(&r), 0, "EC_Ephemeral");
+    let (q, rest) = split_tpm2b(&r[10..]);
+    (q.to_vec(), [rest[0], rest[1]])
+}
+
+/// TPM2_EC_Ephemeral and TPM2_ZGen_2Phase across the two TPMs: each side
+/// has a static ECDH key and an ephemeral commitment; each computes
+/// (Z1, Z2) = (d_s·Q_sB, r·Q_eB) from the other side's points, and the two
+/// results are the same points (the 2-phase ECDH Full Unified Model agrees
+/// between the vTPM and swtpm). The commit counters agree; a used or
+/// unknown commitment, points off the curve, wrong schemes, a restricted key
+/// and an unknown curve get the same response codes from both.
+#[test]
+fn interop_ec_ephemeral_zgen_2phase() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP interop_ec_ephemeral_zgen_2phase: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|decrypt";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:ecdh-sha256",
+            "-a",
+            attrs,
+            "-c",
+            "a.ctx",
+        ],
+        &[
+            "tpm2_evictcontrol",
+            "-Q",
+            "-C",
+            "o",
+            "-c",
+            "a.ctx",
+            "0x81000020",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:null",
+            "-a",
+            attrs,
+            "-c",
+            "n.ctx",
+        ],
+        &[
+            "tpm2_evictcontrol",
+            "-Q",
+            "-C",
+            "o",
+            "-c",
+            "n.ctx",
+            "0x81000021",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256",
+            "-c",
+            "s.ctx",
+        ],
+        &[
+            "tpm2_evictcontrol",
+            "-Q",
+            "-C",
+            "o",
+            "-c",
+            "s.ctx",
+            "0x81000022",
+        ],
+        &["tpm2_flushcontext", "-t"],
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &[], &mut d);
+    assert!(outcomes.iter().all(|o| o.0), "{outcomes:?}");
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        t.disconnect();
+    }
+    let (key, null_key, restricted) = (0x8100_0020u32, 0x8100_0021u32, 0x8100_0022u32);
+    let p = pw(1, &[], &[]);
+    let zgen = |h: u32, qs: &[u8], qe: &[u8], scheme: u16, counter: [u8; 2]| {
+        let mut v = qs.to_vec();
+        v.extend(qe);
+        v.extend(scheme.to_be_bytes());
+        v.extend(counter);
+        cmd(S, 0x18D, &[h], Some(&p), &v)
+    };
+    let (ecdh, ecmqv, ecdsa, null) = (0x19u16, 0x1Du16, 0x18u16, 0x10u16);
+    // The exchange.
+    let qs_ours = ecc_static_point(&mut ours, key);
+    let qs_sw = ecc_static_point(&mut sw, key);
+    let (qe_ours, c_ours) = ec_ephemeral(&mut ours);
+    let (qe_sw, c_sw) = ec_ephemeral(&mut sw);
+    d.eq("first commit counter", c_ours, c_sw);
+    let a = ours.raw(0, &zgen(key, &qs_sw, &qe_sw, ecdh, c_ours));
+    let b = sw.raw(0, &zgen(key, &qs_ours, &qe_ours, ecdh, c_sw));
+    assert_eq!(rc(&a), 0, "vTPM ZGen_2Phase {a:02x?}");
+    assert_eq!(rc(&b), 0, "swtpm ZGen_2Phase {b:02x?}");
+    let zs = |r: &[u8]| {
+        let (z1, rest) = split_tpm2b(&r[14..]);
+        let (z2, _) = split_tpm2b(rest);
+        (z1.to_vec(), z2.to_vec())
+    };
+    let (za, zb) = (zs(&a), zs(&b));
+    assert_eq!(za.0, zb.0, "Z1: d_sA·Q_sB == d_sB·Q_sA");
+    assert_eq!(za.1, zb.1, "Z2: r_A·Q_eB == r_B·Q_eA");
+    assert_ne!(za.0, za.1);
+    // Hostile uses, the same bytes to both (each with its own commitments,
+    // whose counters agree).
+    let (qe2, c2) = ec_ephemeral(&mut ours);
+    let (_, c2_sw) = ec_ephemeral(&mut sw);
+    d.eq("second commit counter", c2, c2_sw);
+    let mut off_curve = qs_ours.clone();
+    let last = off_curve.len() - 1;
+    off_curve[last] ^= 1;
+    let mut short = qs_ours.clone();
+    short[1] -= 1;
+    short.pop();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("used commitment", zgen(key, &qs_ours, &qe2, ecdh, c_ours)),
+        (
+            "unknown commitment",
+            zgen(key, &qs_ours, &qe2, ecdh, [0x12, 0x34]),
+        ),
+        (
+            "static point off the curve",
+            zgen(key, &off_curve, &qe2, ecdh, c2),
+        ),
+        (
+            "ephemeral point off the curve",
+            zgen(key, &qs_ours, &off_curve, ecdh, c2),
+        ),
+        ("short point", zgen(key, &short, &qe2, ecdh, c2)),
+        ("ECDSA scheme", zgen(key, &qs_ours, &qe2, ecdsa, c2)),
+        (
+            "ECMQV against an ECDH key",
+            zgen(key, &qs_ours, &qe2, ecmqv, c2),
+        ),
+        (
+            "NULL scheme, NULL-scheme key",
+            zgen(null_key, &qs_ours, &qe2, null, c2),
+        ),
+        ("EC_Ephemeral, no curve", cmd(NS, 0x18E, &[], None, &[0, 0])),
+        (
+            "EC_Ephemeral, unknown curve",
+            cmd(NS, 0x18E, &[], None, &[0x12, 0x34]),
+        ),
+        (
+            "EC_Ephemeral, trailing byte",
+            cmd(NS, 0x18E, &[], None, &[0, 3, 0]),
+        ),
+        (
+            "NULL-scheme key with ECDH",
+            zgen(null_key, &qs_ours, &qe2, ecdh, c2),
+        ),
+        (
+            "commitment used by the previous command",
+            zgen(key, &qs_ours, &qe2, ecdh, c2),
+        ),
+    ];
+    for (what, c) in cases {
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+        d.eq(what, rc(&a), rc(&b));
+    }
+    // A restricted key: Part 3 says TPM_RC_ATTRIBUTES (keyA); swtpm answers
+    // TPM_RC_RETRY, then TPM_RC_SCHEME (parameter 3), so only the vTPM's
+    // code is checked.
+    let (qe3, c3) = ec_ephemeral(&mut ours);
+    let r = ours.raw(0, &zgen(restricted, &qs_ours, &qe3, ecdh, c3));
+    assert_eq!(rc(&r), 0x082 + 0x100, "restricted keyA");
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// SHA-256 of the concatenated parts (the test's own, from the sha2 crate).
+fn sha256(parts: &[&[u8]]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().to_vec()
+}
+
+/// An audit session (tpm2-tools, SHA-256) audits two TPM2_GetRandom
+/// commands; TPM2_GetSessionAuditDigest, signed by an ECC key, reports the
+/// digest each TPM must have — computed here from the random bytes it
+/// returned: H(H(0…0 ‖ cpHash₁ ‖ rpHash₁) ‖ cpHash₂ ‖ rpHash₂) — with the
+/// same exclusivity on both TPMs, and OpenSSL verifies the signature. A
+/// session never used for audit is refused the same way by both.
+#[test]
+fn differential_session_audit() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_session_audit: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let ak_attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-a",
+            ak_attrs,
+            "-c",
+            "ak.ctx",
+        ],
+        &[
+            "tpm2_readpublic",
+            "-Q",
+            "-c",
+            "ak.ctx",
+            "-f",
+            "pem",
+            "-o",
+            "ak.pem",
+        ],
+        &[
+            "tpm2_startauthsession",
+            "-S",
+            "audit.ctx",
+            "--audit-session",
+        ],
+        &["tpm2_getrandom", "-S", "audit.ctx", "8", "-o", "r1.bin"],
+        &["tpm2_getrandom", "-S", "audit.ctx", "8", "-o", "r2.bin"],
+        &[
+            "tpm2_getsessionauditdigest",
+            "-S",
+            "audit.ctx",
+            "-c",
+            "ak.ctx",
+            "-m",
+            "att.bin",
+            "-s",
+            "sig.bin",
+            "-f",
+            "plain",
+        ],
+        &[
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-verify",
+            "ak.pem",
+            "-signature",
+            "sig.bin",
+            "att.bin",
+        ],
+        // An HMAC session never used for audit.
+        &["tpm2_startauthsession", "-S", "plain.ctx", "--hmac-session"],
+        &[
+            "tpm2_getsessionauditdigest",
+            "-S",
+            "plain.ctx",
+            "-c",
+            "ak.ctx",
+            "-m",
+            "att2.bin",
+            "-s",
+            "sig2.bin",
+        ],
+    ];
+    let mut infos = Vec::new();
+    let mut outcomes = Vec::new();
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        let dir = scratch("session-audit");
+        let o: Vec<_> = steps.iter().map(|s| step_in(t, &dir, s)).collect();
+        for (i, r) in o.iter().enumerate().take(8) {
+            assert!(r.0, "step {i} {:?}: {r:?}", steps[i]);
+        }
+        assert!(!o[9].0, "GetSessionAuditDigest of a non-audit session");
+        outcomes.push(o[9].clone());
+        let att = std::fs::read(dir.join("att.bin")).unwrap();
+        let mut expect = vec![0u8; 32];
+        for f in ["r1.bin", "r2.bin"] {
+            let random = std::fs::read(dir.join(f)).unwrap();
+            assert_eq!(random.len(), 8);
+            let cp = sha256(&[&0x17Bu32.to_be_bytes(), &8u16.to_be_bytes()]);
+            let rp = sha256(&[
+                &[0; 4],
+                &0x17Bu32.to_be_bytes(),
+                &8u16.to_be_bytes(),
+                &random,
+            ]);
+            expect = sha256(&[&expect, &cp, &rp]);
+        }
+        // TPMS_ATTEST: magic, type, qualifiedSigner, extraData, clockInfo (17),
+        // firmwareVersion (8), then TPMS_SESSION_AUDIT_INFO.
+        assert_eq!(&att[4..6], &[0x80, 0x16], "TPM_ST_ATTEST_SESSION_AUDIT");
+        let mut i = 6;
+        for _ in 0..2 {
+            i += 2 + usize::from(u16::from_be_bytes([att[i], att[i + 1]]));
+        }
+        let info = &att[i + 25..];
+        assert_eq!(&info[1..3], &[0, 32]);
+        assert_eq!(&info[3..], &expect[..], "session audit digest");
+        infos.push(info[0]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert_eq!(infos[0], infos[1], "exclusiveSession");
+    assert_eq!(outcomes[0], outcomes[1], "non-audit session");
+}
+
+/// (clock, resetCount, restartCount, safe) from a raw TPM2_ReadClock.
+fn read_clock_raw(t: &mut dyn Tpm) -> (u64, u32, u32, u8) {
+    let r = t.raw(0, &cmd(NS, 0x181, &[], None, &[]));
+    assert_eq!(rc(&r), 0);
+    (
+        u64::from_be_bytes(r[18..26].try_into().unwrap()),
+        u32::from_be_bytes(r[26..30].try_into().unwrap()),
+        u32::from_be_bytes(r[30..34].try_into().unwrap()),
+        r[34],
+    )
+}
+
+/// TPM2_Clear restarts Clock at 0 (safe), the reset, restart and audit
+/// counters at 0, and forgets the PCR group authValue — as swtpm does. Before
+/// it: a TPM Restart and a TPM Reset moved the counters, ClockSet moved Clock
+/// far ahead, an audited command started the audit counter.
+#[test]
+fn differential_clear_restarts_clock_and_counters() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_clear_restarts_clock_and_counters: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    assert!(tool(&mut ours, &["tpm2_startup", "-c"]).0);
+    let _ = tool(&mut sw, &["tpm2_startup", "-c"]);
+    let p = pw(1, &[], &[]);
+    let mut ext = vec![0, 0, 0, 1, 0, 0x0B];
+    ext.extend([0x11; 32]);
+    let audit = [0, 0x10, 0, 0, 0, 1, 0, 0, 1, 0x82, 0, 0, 0, 0];
+    let audit_digest = {
+        let sessions = [p.clone(), p.clone()].concat();
+        cmd(
+            S,
+            0x133,
+            &[0x4000_000B, 0x4000_0007],
+            Some(&sessions),
+            &[0, 0, 0, 0x10],
+        )
+    };
+    let audit_counter = |r: &[u8]| command_audit_info(r).map(|i| i[..8].to_vec());
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        // A Restart, then a Reset.
+        for ty in [1u8, 0] {
+            assert_eq!(rc(&t.raw(0, &cmd(NS, 0x145, &[], None, &[0, ty]))), 0);
+            t.disconnect();
+            t.power_cycle();
+            assert_eq!(rc(&t.raw(0, &cmd(NS, 0x144, &[], None, &[0, 0]))), 0);
+        }
+        assert_eq!(
+            rc(&t.raw(
+                0,
+                &cmd(
+                    S,
+                    0x128,
+                    &[0x4000_0001],
+                    Some(&p),
+                    &(1u64 << 40).to_be_bytes()
+                )
+            )),
+            0
+        );
+        assert_eq!(
+            rc(&t.raw(0, &cmd(S, 0x140, &[0x4000_0001], Some(&p), &audit))),
+            0
+        );
+        assert_eq!(rc(&t.raw(0, &cmd(S, 0x182, &[16], Some(&p), &ext))), 0);
+        assert_eq!(
+            rc(&t.raw(0, &cmd(S, 0x183, &[20], Some(&p), &[0, 1, 7]))),
+            0
+        );
+        let (clock, resets, restarts, _) = read_clock_raw(t);
+        assert!(clock >= 1 << 40);
+        before.push((resets, restarts, audit_counter(&t.raw(0, &audit_digest))));
+        // TPM2_Clear (lockout).
+        assert_eq!(
+            rc(&t.raw(0, &cmd(S, 0x126, &[0x4000_000A], Some(&p), &[]))),
+            0
+        );
+        let (clock, resets, restarts, safe) = read_clock_raw(t);
+        // Clock restarted at 0: well below the minute this test could take.
+        assert!(clock < 60_000, "clock {clock} after Clear");
+        let pcr20 = rc(&t.raw(0, &cmd(S, 0x182, &[20], Some(&p), &ext)));
+        after.push((
+            resets,
+            restarts,
+            safe,
+            audit_counter(&t.raw(0, &audit_digest)),
+            pcr20,
+        ));
+        t.disconnect();
+    }
+    d.eq("counters before Clear", &before[0], &before[1]);
+    d.eq("after Clear", &after[0], &after[1]);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    // Resets and restarts were counted before; Clear zeroed them.
+    assert_eq!(before[0].0, 2);
+    assert_eq!((after[0].0, after[0].1, after[0].2), (0, 0, 1));
 }

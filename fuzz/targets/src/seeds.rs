@@ -816,6 +816,53 @@ fn tpm_dispatch_seeds() -> Vec<(&'static str, Vec<u8>)> {
     for (name, c) in NAMES.iter().zip(&all) {
         out.push((name, [vec![0x80], c.clone()].concat()));
     }
+    // The platform-administration, PCR-group and command-audit commands.
+    let pcr_policy = [&[0, 0][..], &[0, 0x10], &20u32.to_be_bytes()].concat();
+    let audit_set = [
+        &[0, 0x0B][..],
+        &[0, 0, 0, 1],
+        &cc::PCR_EXTEND.to_be_bytes(),
+        &[0, 0, 0, 0],
+    ]
+    .concat();
+    let mut extend = vec![0, 0, 0, 1, 0, 0x0B];
+    extend.extend([0x11; 32]);
+    let audit_seed = [
+        tpm_command(
+            cc::SET_COMMAND_CODE_AUDIT_STATUS,
+            &[handle::OWNER],
+            true,
+            &audit_set,
+        ),
+        tpm_command(cc::PCR_EXTEND, &[16], true, &extend),
+        tpm_command(cc::PCR_SET_AUTH_VALUE, &[20], true, &[0, 3, 1, 2, 3]),
+        tpm_command(
+            cc::PCR_SET_AUTH_POLICY,
+            &[handle::PLATFORM],
+            true,
+            &pcr_policy,
+        ),
+        tpm_command(cc::CLOCK_RATE_ADJUST, &[handle::OWNER], true, &[3]),
+        tpm_command(
+            cc::SET_ALGORITHM_SET,
+            &[handle::PLATFORM],
+            true,
+            &[0, 0, 0, 1],
+        ),
+        tpm_command(
+            cc::PP_COMMANDS,
+            &[handle::PLATFORM],
+            true,
+            &[0, 0, 0, 0, 0, 0, 0, 0],
+        ),
+        tpm_command_auths(
+            cc::GET_COMMAND_AUDIT_DIGEST,
+            &[handle::ENDORSEMENT, handle::NULL],
+            2,
+            &[0, 0, 0, 0x10],
+        ),
+    ];
+    out.push(("platform-audit", [vec![0x80], audit_seed.concat()].concat()));
     out.push((
         "startup-state-locality3",
         [

@@ -145,15 +145,15 @@ fn properties(tpm: &Tpm) -> Vec<(u32, u32)> {
         ),
         (pt::NV_COUNTERS, 0),
         (pt::NV_COUNTERS_AVAIL, 0),
-        (pt::ALGORITHM_SET, 0),
+        (pt::ALGORITHM_SET, tpm.p.algorithm_set),
         (pt::LOADED_CURVES, 0),
         (pt::LOCKOUT_COUNTER, tpm.v.failed_tries),
         (pt::MAX_AUTH_FAIL, tpm.p.da.max_tries),
         (pt::LOCKOUT_INTERVAL, tpm.p.da.recovery_time),
         (pt::LOCKOUT_RECOVERY, tpm.p.da.lockout_recovery),
         (pt::NV_WRITE_RECOVERY, tpm.nv_rate_recovery_ms()),
-        (pt::AUDIT_COUNTER_0, 0),
-        (pt::AUDIT_COUNTER_1, 0),
+        (pt::AUDIT_COUNTER_0, (tpm.p.audit.counter >> 32) as u32),
+        (pt::AUDIT_COUNTER_1, tpm.p.audit.counter as u32),
     ]
 }
 
@@ -236,9 +236,17 @@ pub fn get_capability(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             more
         }
         cap::PP_COMMANDS | cap::AUDIT_COMMANDS => {
-            // No command requires physical presence or is audited.
-            body.u32(0);
-            false
+            let list = if capability == cap::PP_COMMANDS {
+                &tpm.p.pp_commands
+            } else {
+                &tpm.p.audit.commands
+            };
+            let (v, more) = window(list, |c| *c, property, count.min(cap::MAX_CAP_CC));
+            body.u32(v.len() as u32);
+            for c in v {
+                body.u32(c);
+            }
+            more
         }
         cap::PCRS => {
             body.u32(HashAlg::ALL.len() as u32);
@@ -305,7 +313,10 @@ fn pcr_properties() -> Vec<(u32, u32)> {
             mask(&|i| pcr::reset_allowed(i, loc)),
         ));
     }
-    // TPM_PT_PCR_NO_INCREMENT.
+    // TPM_PT_PCR_NO_INCREMENT, _DRTM_RESET, _POLICY, _AUTH.
     v.push((0x11, pcr::NO_INCREMENT));
+    v.push((0x12, pcr::DRTM_RESET));
+    v.push((0x13, pcr::POLICY_GROUP));
+    v.push((0x14, pcr::AUTH_GROUP));
     v
 }

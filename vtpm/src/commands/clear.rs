@@ -61,6 +61,18 @@ pub fn clear(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     tpm.p
         .nv_indices
         .retain(|i| i.public.has(crate::nvindex::nva::PLATFORMCREATE));
+    // Dictionary-attack parameters return to their defaults; Clock restarts
+    // at 0 (and is safe); the reset, restart and audit counters restart at
+    // 0; the PCR group authValue is cleared and the PCR update counter moves.
+    tpm.p.da = crate::nv::DaParams::default();
+    tpm.v.clock_base = 0;
+    tpm.v.clock_from = tpm.tpm_time();
+    tpm.v.safe = true;
+    tpm.p.reset_count = 0;
+    tpm.p.restart_count = 0;
+    tpm.p.audit.counter = 0;
+    tpm.v.pcr_auth = Digest::filled(0, 0);
+    tpm.v.pcr_counter = tpm.v.pcr_counter.wrapping_add(1);
     cmd.nv_dirty = true;
     cmd.breaks_orderly = true;
     Ok(())

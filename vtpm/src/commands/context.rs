@@ -83,7 +83,7 @@ pub fn hash_ticket(
 pub fn read_clock(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     cmd.finish()?;
     let clock = tpm.clock();
-    let time = clock.saturating_sub(tpm.v.clock_base);
+    let time = tpm.tpm_time();
     cmd.out
         .u64(time)
         .u64(clock)
@@ -105,7 +105,8 @@ pub fn clock_set(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if new_time > CLOCK_MAX || new_time < tpm.clock() {
         return Err(rc::VALUE + rc::P + rc::N1);
     }
-    tpm.v.clock_base = new_time.saturating_sub(tpm.tpm_time());
+    tpm.v.clock_base = new_time;
+    tpm.v.clock_from = tpm.tpm_time();
     cmd.nv_dirty = true;
     Ok(())
 }

@@ -144,3 +144,42 @@ pub fn pcr_allocate(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         .u32(available);
     Ok(())
 }
+
+/// TPM2_PCR_SetAuthPolicy: authHandle (platform, USER), authPolicy, hashAlg
+/// (TPMI_ALG_HASH+), pcrNum (TPMI_DH_PCR): the authPolicy of pcrNum's policy
+/// group, kept in NV. An empty policy with TPM_ALG_NULL removes it.
+pub fn pcr_set_auth_policy(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let policy = cmd.params.tpm2b(limits::MAX_DIGEST).p(1)?;
+    let alg = cmd.params.hash_alg(true).p(2)?;
+    let pcr_num = cmd.params.u32().p(3)?;
+    if pcr_num as usize >= PCR_COUNT {
+        return Err(rc::VALUE + rc::P + 3 * rc::N1);
+    }
+    cmd.finish()?;
+    if policy.len() != alg.map_or(0, |h| h.digest_size()) {
+        return Err(rc::SIZE + rc::P + rc::N1);
+    }
+    if !pcr::in_group(pcr::POLICY_GROUP, pcr_num as usize) {
+        log::warn!("vtpm: PCR {pcr_num} has no authPolicy to set");
+        return Err(rc::VALUE + rc::P + 3 * rc::N1);
+    }
+    tpm.p.pcr_policy = alg.map(|h| (h, crate::hash::Digest::from_slice(policy)));
+    cmd.nv_dirty = true;
+    Ok(())
+}
+
+/// TPM2_PCR_SetAuthValue: pcrHandle (USER), auth: the authValue of the
+/// PCR's authorization group until the next TPM Reset or Restart.
+pub fn pcr_set_auth_value(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let auth = cmd.params.tpm2b(limits::MAX_DIGEST).p(1)?;
+    cmd.finish()?;
+    let index = cmd.handles[0] as usize;
+    if !pcr::in_group(pcr::AUTH_GROUP, index) {
+        log::warn!("vtpm: PCR {index} has no authValue to set");
+        return Err(rc::VALUE);
+    }
+    tpm.v.pcr_auth = crate::hash::Digest::from_slice(crate::auth::strip_trailing_zeros(auth));
+    // STATE_CLEAR data changed.
+    cmd.breaks_orderly = true;
+    Ok(())
+}

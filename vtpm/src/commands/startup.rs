@@ -43,12 +43,22 @@ pub fn startup(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             tpm.p.null_proof = np;
             tpm.v.allocation = tpm.p.allocation;
             tpm.v.pcr_counter = 0;
+            // A new reset cycle: a new commit nonce, no audit digest.
+            let mut nonce = [0u8; crate::defs::limits::SEED_SIZE];
+            tpm.random(&mut nonce);
+            tpm.v.commit = crate::nv::CommitState {
+                nonce,
+                counter: 0,
+                outstanding: 0,
+            };
         }
         StartupKind::Restart | StartupKind::Resume => {
             tpm.p.restart_count = tpm.p.restart_count.wrapping_add(1);
             if let Some(s) = &saved {
                 tpm.v.allocation = s.allocation;
                 tpm.v.pcr_counter = s.pcr_counter;
+                tpm.v.audit_digest = s.audit_digest;
+                tpm.v.commit = s.commit;
             }
         }
     }
@@ -61,6 +71,7 @@ pub fn startup(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             tpm.v.eh_enable = s.eh_enable;
             tpm.v.ph_enable_nv = s.ph_enable_nv;
             tpm.v.platform_auth = s.platform_auth;
+            tpm.v.pcr_auth = s.pcr_auth;
         }
     } else if cmd.locality == 3 {
         // H-CRTM-less startup from locality 3: PCR 0 records the locality.
@@ -110,6 +121,9 @@ pub fn shutdown(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         platform_auth: tpm.v.platform_auth,
         pcr_counter: tpm.v.pcr_counter,
         allocation: tpm.v.allocation,
+        pcr_auth: tpm.v.pcr_auth,
+        audit_digest: tpm.v.audit_digest,
+        commit: tpm.v.commit,
     });
     tpm.p.orderly = if ty == su::STATE {
         Orderly::State
