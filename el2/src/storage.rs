@@ -44,6 +44,8 @@ pub struct VmDefinition {
     /// The saved image to resume from, when the registry records one the policy
     /// lets the VM resume (still to be read and checked: `suspend::resume_vm`).
     pub resume: Option<registry::Blob>,
+    /// The firmware of a `uefi-acpi` VM (boot bundles only so far).
+    pub firmware: Option<vmspec::Firmware<'static>>,
 }
 
 /// The system disk and its registry once the VM is chosen: suspend writes through
@@ -236,6 +238,7 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv, tpm_ca(storage))),
         resume,
         policy: Some(rec.policy),
+        firmware: None,
     })
 }
 
