@@ -28,7 +28,11 @@ use uefi_devices::fw_cfg::{FwCfg, FwCfgBuilder};
 use uefi_devices::pflash::{CfiFlash, FlashStore, StoreError, VIRT_BLOCK_SIZE};
 use vdev::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError, Shared};
 
+use registry::{AbError, AbStore};
+use vdev::SharedBlock;
+
 use crate::guestram::GuestRam;
+use crate::sysdisk::SystemDisk;
 
 /// Size of the variable-store bank this hypervisor gives a VM: four 256 KiB
 /// blocks, room for the store, the fault-tolerant-write working block and its
@@ -114,20 +118,38 @@ impl GuestRamAccess for HostMemory {
     }
 }
 
+/// Where a system-disk VM's variable store persists: the disk and the two-copy
+/// atomic store in its record's `firmware-vars` extent.
+pub type VarsPlace = (SharedBlock<SystemDisk>, AbStore);
+
 /// Where a variable store's commits go.
 pub enum VarStore {
     /// A direct boot: the store lives as long as the hypervisor runs.
     Memory,
+    /// The VM's record on the system disk: each commit replaces the stored image
+    /// atomically (the other copy of the A/B pair is written and flushed first),
+    /// so a power cut leaves the previous store.
+    Disk {
+        disk: SharedBlock<SystemDisk>,
+        store: AbStore,
+    },
 }
 
 impl FlashStore for VarStore {
     fn commit(
         &mut self,
-        _image: &[u8],
+        image: &[u8],
         _dirty: &[core::ops::Range<usize>],
     ) -> Result<(), StoreError> {
         match self {
             VarStore::Memory => Ok(()),
+            VarStore::Disk { disk, store } => store.store(disk, image).map_err(|e| {
+                log::warn!("variable store: writing it to the system disk failed: {e}");
+                match e {
+                    AbError::Io(vdev::BlockError::ReadOnly) => StoreError::ReadOnly,
+                    _ => StoreError::Io,
+                }
+            }),
         }
     }
 }
@@ -226,12 +248,14 @@ pub fn reserve(
 
 /// Builds the firmware devices of a VM whose RAM is `ram` in the memory `mem`
 /// reserved for them: the code bank mapped from `fw.code` (zeros to the next
-/// 2 MiB), the variable store from `fw.vars` (erased when `None`), and fw_cfg
+/// 2 MiB), the variable store from `fw.vars` (erased when `None`) committing to
+/// `store`, and fw_cfg
 /// describing `vcpus` vCPUs and the virtio-mmio `slots` in the ACPI tables.
 pub fn build(
     ram: GuestRam,
     mem: Reserved,
     fw: &vmspec::Firmware,
+    store: VarStore,
     vcpus: u32,
     slots: &[u64],
 ) -> Result<Firmware, String> {
@@ -254,7 +278,7 @@ pub fn build(
         }
         image[..head.len()].copy_from_slice(head);
     }
-    let flash = CfiFlash::new(image, VIRT_BLOCK_SIZE, false, VarStore::Memory)
+    let flash = CfiFlash::new(image, VIRT_BLOCK_SIZE, false, store)
         .map_err(|e| format!("variable store: {e:?}"))?;
     let mut bank = VarsBank {
         flash,

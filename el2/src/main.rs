@@ -487,8 +487,19 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     let mut vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], spec.disks, spec.tpm_nv)
         .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     if let (Some(fw), Some(flash)) = (&spec.firmware, flash) {
-        let fw = firmware::build(ram, flash, fw, vcpus as u32, &vm.virtio_slot_numbers())
-            .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", spec.name)));
+        let store = match spec.vars_place {
+            Some((disk, store)) => firmware::VarStore::Disk { disk, store },
+            None => firmware::VarStore::Memory,
+        };
+        let fw = firmware::build(
+            ram,
+            flash,
+            fw,
+            store,
+            vcpus as u32,
+            &vm.virtio_slot_numbers(),
+        )
+        .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", spec.name)));
         vm.attach_firmware(fw)
             .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     }
@@ -611,6 +622,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         resume: None,
         policy: None,
         firmware: spec.firmware,
+        vars_place: None,
     }
 }
 

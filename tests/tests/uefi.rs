@@ -1,12 +1,16 @@
 //! The `uefi-acpi` profile (issue 14): Debian's AAVMF, unmodified, boots under
 //! the hypervisor from its emulated flash to the UEFI shell on the serial console,
 //! with its ACPI tables from fw_cfg; a variable the shell writes goes through the
-//! CFI model of the variable-store bank and is read back after a VM reset.
+//! CFI model of the variable-store bank, is read back after a VM reset (boot
+//! bundle, store in memory) and after a host restart (system disk: the store is
+//! in the VM's registry record).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use integration_tests::{boot, boot_lock, console_tail, script};
 use xtask::run::{Ending, Profile, RunOptions};
+use xtask::Layout;
 
 /// Generous for TCG: the firmware reaches its shell in well under a minute.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -14,10 +18,32 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// A vendor GUID of this test's own.
 const GUID: &str = "6a1c0f2e-5b3d-4c7a-9e81-2f4d6b8a0c13";
 
+/// Debian's AAVMF code image (fetched into the cache if needed).
+fn aavmf_code() -> PathBuf {
+    let layout = Layout::detect();
+    xtask::firmware::ensure_aavmf(&layout.firmware_cache(), &layout.guest_cache().join("apt"))
+        .expect("fetch Debian's AAVMF")
+        .code
+}
+
+/// A shell run from a boot bundle (`--firmware`).
 fn uefi(script_name: &str, text: &str) -> RunOptions {
     RunOptions {
         profile: Profile::UefiAcpi,
         firmware_shell: true,
+        firmware: Some(aavmf_code()),
+        script: Some(script(script_name, text)),
+        ..RunOptions::headless(Default::default(), TIMEOUT)
+    }
+}
+
+/// A shell run of the VM on the system disk `disk`.
+fn uefi_on(disk: &Path, fresh: bool, script_name: &str, text: &str) -> RunOptions {
+    RunOptions {
+        profile: Profile::UefiAcpi,
+        firmware_shell: true,
+        system_disk: Some(disk.to_path_buf()),
+        fresh,
         script: Some(script(script_name, text)),
         ..RunOptions::headless(Default::default(), TIMEOUT)
     }
@@ -58,4 +84,57 @@ fn aavmf_reaches_its_shell_and_keeps_a_variable_across_a_reset() {
     assert!(c.contains("VM 'uefi' powered off"), "\n{tail}");
     // Nothing the firmware did was refused by the hypervisor.
     assert!(!c.contains("data abort injected"), "\n{tail}");
+}
+
+/// The variable store belongs to the VM: a variable set in the shell is committed
+/// to the VM's record on the system disk and read back by the next boot of the
+/// hypervisor (a new QEMU process on the same disk image).
+#[test]
+fn a_variable_set_in_the_shell_survives_a_host_restart() {
+    let _g = boot_lock();
+    let disk = Layout::detect().out.join("test-uefi-vars.img");
+    let first = uefi_on(
+        &disk,
+        true,
+        "uefi-vars-set.script",
+        &format!(
+            "expect Shell> \n\
+             send setvar RayosKeep -guid {GUID} -nv -bs =\"survives-restart\"\\r\n\
+             expect Shell> \n\
+             send reset -s\\r\n"
+        ),
+    );
+    let outcome = boot(&first);
+    let tail = console_tail(&outcome);
+    assert_eq!(
+        outcome.ending,
+        Ending::Exited(Some(0)),
+        "first boot\n{tail}"
+    );
+    assert!(
+        outcome.console.contains("VM 'uefi' powered off"),
+        "\n{tail}"
+    );
+
+    let second = uefi_on(
+        &disk,
+        false,
+        "uefi-vars-get.script",
+        &format!(
+            "expect Shell> \n\
+             send dmpstore RayosKeep -guid {GUID}\\r\n\
+             expect survives-restart\n\
+             expect Shell> \n\
+             send reset -s\\r\n"
+        ),
+    );
+    let outcome = boot(&second);
+    let tail = console_tail(&outcome);
+    assert_eq!(
+        outcome.ending,
+        Ending::Exited(Some(0)),
+        "second boot\n{tail}"
+    );
+    assert!(!outcome.console.contains("data abort injected"), "\n{tail}");
+    let _ = std::fs::remove_file(&disk);
 }

@@ -148,6 +148,10 @@ pub struct RunOptions {
     /// Stop in the firmware's UEFI shell (`--firmware-shell`, `uefi-acpi` only):
     /// the VM gets no boot disk, so the boot manager falls through to the shell.
     pub firmware_shell: bool,
+    /// Boot this firmware code image from a boot bundle instead of the
+    /// `uefi-acpi` system disk's VM (`--firmware PATH`; its variables then live
+    /// in memory only).
+    pub firmware: Option<PathBuf>,
     /// Replaces the guest's kernel (QEMU's `-kernel`, but for the VM).
     pub kernel: Option<PathBuf>,
     /// Replaces the guest's initrd.
@@ -238,6 +242,9 @@ pub struct RunArgs {
     /// uefi-acpi: stop in the firmware's UEFI shell (no boot disk)
     #[arg(long = "firmware-shell")]
     firmware_shell: bool,
+    /// uefi-acpi: boot this code image from a boot bundle (variables in memory only)
+    #[arg(long, value_name = "PATH")]
+    firmware: Option<PathBuf>,
     /// replaces the guest's kernel
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
@@ -378,14 +385,11 @@ impl RunArgs {
             || self.initrd.is_some()
             || self.append.is_some()
             || self.guest_cmd.is_some()
-            || self.hypervisor_fault.is_some()
-            || self.system_disk.is_some()
-            || self.fresh
-            || self.cold;
+            || self.hypervisor_fault.is_some();
         let profile = self.profile.unwrap_or_default();
         if profile == Profile::UefiAcpi && uefi_conflict {
             return Err(Error::Usage(
-                "--profile uefi-acpi boots Debian's AAVMF from a boot bundle: no --guest, --kernel, --initrd, --append, --guest-cmd, --hypervisor-fault or system-disk options".into(),
+                "--profile uefi-acpi boots firmware: no --guest, --kernel, --initrd, --append, --guest-cmd or --hypervisor-fault".into(),
             ));
         }
         if profile == Profile::UefiAcpi && !self.firmware_shell {
@@ -393,15 +397,16 @@ impl RunArgs {
                 "--profile uefi-acpi needs --firmware-shell for now: the boot disk (shim → GRUB → Linux on an ESP) is not built yet".into(),
             ));
         }
-        if self.firmware_shell && profile != Profile::UefiAcpi {
+        if (self.firmware_shell || self.firmware.is_some()) && profile != Profile::UefiAcpi {
             return Err(Error::Usage(
-                "--firmware-shell applies to --profile uefi-acpi".into(),
+                "--firmware-shell and --firmware apply to --profile uefi-acpi".into(),
             ));
         }
         let o = RunOptions {
             guest: self.guest.unwrap_or_default(),
             profile,
             firmware_shell: self.firmware_shell,
+            firmware: self.firmware,
             kernel: self.kernel,
             initrd: self.initrd,
             append: self.append,
@@ -431,7 +436,7 @@ impl RunArgs {
         }
         if (o.system_disk.is_some() || o.fresh || o.cold) && !uses_system_disk(&o) {
             return Err(Error::Usage(
-                "--system-disk/--fresh/--cold apply to --guest linux without --kernel".into(),
+                "--system-disk/--fresh/--cold apply to --guest linux without --kernel, and to --profile uefi-acpi without --firmware".into(),
             ));
         }
         Ok(o)
@@ -454,10 +459,10 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
 /// Whether the run boots from a system disk (the Linux guest with its own kernel;
 /// a deliberate hypervisor fault travels in a bundle, so it keeps one).
 pub fn uses_system_disk(o: &RunOptions) -> bool {
-    o.profile == Profile::LinuxDt
-        && o.guest == Guest::Linux
-        && o.kernel.is_none()
-        && o.hypervisor_fault.is_none()
+    if o.profile == Profile::UefiAcpi {
+        return o.firmware.is_none();
+    }
+    o.guest == Guest::Linux && o.kernel.is_none() && o.hypervisor_fault.is_none()
 }
 
 /// Whether a run is captured (piped) rather than on the terminal.
@@ -535,35 +540,61 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
     let hypervisor = build_hypervisor(layout, o.quiet)?;
 
     if o.profile == Profile::UefiAcpi {
-        let aavmf = crate::firmware::ensure_aavmf(
-            &layout.firmware_cache(),
-            &layout.guest_cache().join("apt"),
-        )
-        .map_err(|e| Error::step("firmware", e))?;
-        if o.verbose {
-            eprintln!(
-                "xtask: firmware {} ({})",
-                aavmf.code.display(),
-                aavmf.package
-            );
-        }
+        let code = match &o.firmware {
+            Some(p) => p.clone(),
+            None => {
+                let aavmf = crate::firmware::ensure_aavmf(
+                    &layout.firmware_cache(),
+                    &layout.guest_cache().join("apt"),
+                )
+                .map_err(|e| Error::step("firmware", e))?;
+                if o.verbose {
+                    eprintln!(
+                        "xtask: firmware {} ({})",
+                        aavmf.code.display(),
+                        aavmf.package
+                    );
+                }
+                aavmf.code
+            }
+        };
         let vm = VmDef {
-            name: "uefi".into(),
+            name: sysdisk::UEFI_VM_NAME.into(),
             vcpus: o.smp.unwrap_or(UEFI_DEFAULT_VCPUS),
             mem: o.mem.unwrap_or(UEFI_DEFAULT_MEM),
             cmdline: String::new(),
-            guest: "uefi".into(),
+            guest: sysdisk::UEFI_VM_NAME.into(),
             kernel: PathBuf::new(),
             initrd: None,
             disk: None,
             fault: None,
             pmu_el2_counting: false,
             firmware: Some(crate::bundle::FirmwareDef {
-                code: aavmf.code,
+                code: code.clone(),
                 vars: None,
             }),
         };
-        let bundle = write_bundle(layout, &vm)?;
+        let system_disk = if uses_system_disk(o) {
+            let path = o
+                .system_disk
+                .clone()
+                .unwrap_or_else(|| sysdisk::uefi_default_path(layout));
+            let want = sysdisk::DesiredFirmwareVm {
+                name: vm.name.clone(),
+                vcpus: vm.vcpus,
+                mem: vm.mem,
+                code,
+            };
+            let run = sysdisk::ensure_firmware(&path, o.fresh, &want)?;
+            eprintln!("xtask: {}", run.describe(&want.name));
+            Some(run)
+        } else {
+            None
+        };
+        let bundle = match &system_disk {
+            Some(d) => d.path.clone(),
+            None => write_bundle(layout, &vm)?,
+        };
         qemu.smp = vm.vcpus;
         qemu.guest_mem = vm.mem;
         qemu.kernel = hypervisor;
@@ -573,7 +604,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             vm,
             bundle,
             script,
-            system_disk: None,
+            system_disk,
         });
     }
     let (kernel, initrd, mut cmdline) = match o.guest {
@@ -1120,13 +1151,21 @@ mod tests {
             (o.profile, o.firmware_shell, o.smp),
             (Profile::UefiAcpi, true, Some(2))
         );
-        assert!(!uses_system_disk(&o));
+        assert!(uses_system_disk(&o));
+        let b = parse_args(&args("--profile uefi-acpi --firmware-shell --firmware /f")).unwrap();
+        assert_eq!(b.firmware, Some(PathBuf::from("/f")));
+        assert!(!uses_system_disk(&b));
+        assert!(
+            parse_args(&args("--profile uefi-acpi --firmware-shell --fresh"))
+                .unwrap()
+                .fresh
+        );
         assert_eq!(parse_args(&[]).unwrap().profile, Profile::LinuxDt);
         for bad in [
             "--profile uefi-acpi",
             "--profile uefi-acpi --firmware-shell --guest selftest",
             "--profile uefi-acpi --firmware-shell --kernel /k",
-            "--profile uefi-acpi --firmware-shell --fresh",
+            "--profile uefi-acpi --firmware-shell --firmware /f --fresh",
             "--firmware-shell",
             "--profile windows",
         ] {
