@@ -482,7 +482,20 @@ pub struct FirmwareDevices {
 }
 
 /// Register window of fw_cfg (data, selector, DMA address), as on QEMU `virt`.
-pub const FW_CFG_SIZE: u64 = 0x18;
+pub use crate::devices::FW_CFG_SIZE;
+impl FirmwareDevices {
+    /// The flash banks and fw_cfg of a device list (`None` if it lacks one).
+    pub fn from_devices(list: &[crate::devices::DeviceSpec]) -> Option<Self> {
+        use crate::devices::DeviceKind;
+        let find = |k: DeviceKind| list.iter().find(|d| d.kind == k);
+        let bank = |b: u8| find(DeviceKind::Flash { bank: b }).map(|d| (d.base, d.size));
+        Some(FirmwareDevices {
+            flash: [bank(0)?, bank(1)?],
+            fw_cfg: find(DeviceKind::FwCfg)?.base,
+        })
+    }
+}
+
 /// Bus width of a flash bank in bytes (two x16 devices).
 pub const FLASH_BANK_WIDTH: u32 = 4;
 

@@ -249,8 +249,8 @@ pub fn reserve(
 /// Builds the firmware devices of a VM whose RAM is `ram` in the memory `mem`
 /// reserved for them: the code bank mapped from `fw.code` (zeros to the next
 /// 2 MiB), the variable store from `fw.vars` (erased when `None`) committing to
-/// `store`, and fw_cfg
-/// describing `vcpus` vCPUs and the virtio-mmio `slots` in the ACPI tables.
+/// `store`, and fw_cfg with the ACPI tables of `vcpus` vCPUs and the device
+/// list ([`device_list`]) of the virtio-mmio `slots`.
 pub fn build(
     ram: GuestRam,
     mem: Reserved,
@@ -293,10 +293,8 @@ pub fn build(
 
     // fw_cfg with the ACPI tables of exactly the devices the VM has: no PL031,
     // TPM or power button yet.
-    let mut platform = acpi_gen::profile::uefi_acpi(vcpus, None, slots);
-    platform.rtc = None;
-    platform.tpm_crb = None;
-    platform.power_button_gsiv = None;
+    let platform = acpi_gen::profile::from_devices(vcpus, None, &device_list(slots))
+        .ok_or_else(|| String::from("the device list has no console"))?;
     let tables = acpi_gen::build(&platform).map_err(|e| format!("ACPI tables: {e:?}"))?;
     let mut b = FwCfgBuilder::new().cpus(vcpus as u16);
     b.acpi(&acpi_gen::AcpiBlobs::new(&tables))
@@ -323,16 +321,25 @@ pub fn attach(bus: &mut vdev::MmioBus, fw: &Firmware) -> Result<(), vdev::BusErr
     )
 }
 
-/// The firmware's devices as its device tree describes them (the code bank at
-/// QEMU's size; past the image it is unmapped).
-pub fn dt_devices() -> boards::guest_dt::FirmwareDevices {
-    boards::guest_dt::FirmwareDevices {
-        flash: [
-            (guest::FLASH0_BASE, guest::FLASH_BANK_SIZE),
-            (guest::FLASH1_BASE, VARS_BANK_SIZE),
-        ],
-        fw_cfg: guest::FW_CFG_BASE,
-    }
+/// The devices of a `uefi-acpi` VM with virtio-mmio `slots`: the one list its
+/// ACPI tables and its device tree's firmware nodes are generated from.
+pub fn device_list(slots: &[u64]) -> alloc::vec::Vec<boards::devices::DeviceSpec> {
+    boards::devices::device_list(
+        boards::devices::Profile::UefiAcpi,
+        &boards::devices::VmDevices {
+            virtio_slots: slots,
+            tpm_spi_gpio: false,
+            vars_bank_size: VARS_BANK_SIZE,
+        },
+    )
+}
+
+/// The firmware's flash banks and fw_cfg as its device tree describes them (the
+/// code bank at QEMU's size; past the image it is unmapped).
+pub fn dt_devices(slots: &[u64]) -> boards::guest_dt::FirmwareDevices {
+    let list = device_list(slots);
+    boards::guest_dt::FirmwareDevices::from_devices(&list)
+        .expect("the uefi-acpi device list has both flash banks and fw_cfg")
 }
 
 /// Whether `ipa` is in the code bank as the device tree describes it.

@@ -256,7 +256,7 @@ fn load_firmware_dt(vm: &Vm) -> StartRequest {
             tpm_spi_gpio: None,
             rng_seed: None,
         },
-        &firmware::dt_devices(),
+        &firmware::dt_devices(&vm.virtio_slot_numbers()),
     )
     .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
     let dtb_ipa = vm.ram.ipa();
