@@ -305,20 +305,19 @@ pub fn build(
     })
 }
 
-/// Puts `fw`'s devices on `bus`.
-pub fn attach(bus: &mut vdev::MmioBus, fw: &Firmware) -> Result<(), vdev::BusError> {
-    bus.insert(
-        "pflash-vars",
-        guest::FLASH1_BASE,
-        VARS_BANK_SIZE,
-        Box::new(fw.vars.clone()),
-    )?;
-    bus.insert(
-        "fw_cfg",
-        guest::FW_CFG_BASE,
-        boards::guest_dt::FW_CFG_SIZE,
-        Box::new(fw.fw_cfg.clone()),
-    )
+/// Puts `fw`'s devices on `bus` at the windows the device list gives them (the
+/// code bank is stage-2 memory, not a bus device).
+pub fn attach(bus: &mut vdev::MmioBus, fw: &Firmware, slots: &[u64]) -> Result<(), vdev::BusError> {
+    use boards::devices::DeviceKind;
+    for d in device_list(slots) {
+        let (name, device): (&'static str, Box<dyn MmioDevice + Send>) = match d.kind {
+            DeviceKind::Flash { bank: 1 } => ("pflash-vars", Box::new(fw.vars.clone())),
+            DeviceKind::FwCfg => ("fw_cfg", Box::new(fw.fw_cfg.clone())),
+            _ => continue,
+        };
+        bus.insert(name, d.base, d.size, device)?;
+    }
+    Ok(())
 }
 
 /// The devices of a `uefi-acpi` VM with virtio-mmio `slots`: the one list its

@@ -501,7 +501,8 @@ impl Vm {
     /// Gives the VM the firmware devices `fw` (before it runs): on its bus, and
     /// its boots start the firmware.
     pub fn attach_firmware(&mut self, fw: crate::firmware::Firmware) -> Result<(), VmError> {
-        crate::firmware::attach(&mut self.bus, &fw).map_err(VmError::Bus)?;
+        let slots = self.virtio_slot_numbers();
+        crate::firmware::attach(&mut self.bus, &fw, &slots).map_err(VmError::Bus)?;
         self.firmware = Some(fw);
         Ok(())
     }
