@@ -223,6 +223,9 @@ pub struct Firmware {
 pub struct Reserved {
     code: HostMemory,
     vars: HostMemory,
+    /// One zeroed block mapped (read-only) at every block of the code bank past
+    /// the image: the bank reads as zeros to its end, as on QEMU.
+    zeros: HostMemory,
 }
 
 /// Takes the flash banks' host memory for `fw` from `pmem`.
@@ -237,7 +240,14 @@ pub fn reserve(
     let vars_pa = pmem
         .alloc(VARS_BANK_SIZE, PAGE)
         .ok_or_else(|| String::from("no memory for the variable store's mapping"))?;
+    let zeros_pa = pmem
+        .alloc(CODE_ALIGN, CODE_ALIGN)
+        .ok_or_else(|| String::from("no memory for the code bank's zero block"))?;
     Ok(Reserved {
+        zeros: HostMemory {
+            pa: zeros_pa,
+            len: CODE_ALIGN,
+        },
         code: HostMemory { pa, len },
         vars: HostMemory {
             pa: vars_pa,
@@ -259,11 +269,25 @@ pub fn build(
     vcpus: u32,
     slots: &[u64],
 ) -> Result<Firmware, String> {
-    let Reserved { mut code, vars } = mem;
+    let Reserved {
+        mut code,
+        vars,
+        mut zeros,
+    } = mem;
     let cleaned = code.fill(fw.code, 0);
     code.invalidate_icache();
     ram.map_outside(guest::FLASH0_BASE, cleaned, Perms::RX)
         .map_err(|e| format!("cannot map the firmware code bank: {e:?}"))?;
+    // The rest of the bank: the same zero block, read-only, at each 2 MiB. Every
+    // write anywhere in the bank is then a permission fault the trap handler
+    // ignores (with a log line), whatever instruction made it.
+    let mut at = guest::FLASH0_BASE + code.len;
+    while at < guest::FLASH0_BASE + guest::FLASH_BANK_SIZE {
+        let cleaned = zeros.fill(&[], 0);
+        ram.map_outside(at, cleaned, Perms::R)
+            .map_err(|e| format!("cannot map the code bank's tail: {e:?}"))?;
+        at += CODE_ALIGN;
+    }
 
     // The variable store: the given image (its tail beyond the bank must be
     // erased or zero, as Debian's 64 MiB files are) or an erased bank.

@@ -138,3 +138,44 @@ fn a_variable_set_in_the_shell_survives_a_host_restart() {
     assert!(!outcome.console.contains("data abort injected"), "\n{tail}");
     let _ = std::fs::remove_file(&disk);
 }
+
+/// Hostile writes from the shell's `mm`: a store to the code bank (ignored with a
+/// log line), and a flash command out of sequence to the variable store (a
+/// confirm with no setup: the model reports a sequence error and changes
+/// nothing), then read-array again. (The firmware's own page tables do not map
+/// the code bank past its image, so the shell cannot reach that part.)
+/// The firmware and the hypervisor carry on: a variable is written and read back
+/// and the VM powers off cleanly.
+#[test]
+fn hostile_flash_writes_from_the_shell_change_nothing() {
+    let _g = boot_lock();
+    let o = uefi(
+        "uefi-hostile.script",
+        &format!(
+            "expect Shell> \n\
+             send mm 0x1000 0x5a5a5a5a -w 4 -MEM -n\\r\n\
+             expect Shell> \n\
+             send mm 0x1000 -w 4 -MEM -n\\r\n\
+             expect Shell> \n\
+             send mm 0x4000000 0x00d000d0 -w 4 -MEM -n\\r\n\
+             expect Shell> \n\
+             send mm 0x4000000 0x00ff00ff -w 4 -MEM -n\\r\n\
+             expect Shell> \n\
+             send setvar RayosAfter -guid {GUID} -bs =\"still-works\"\\r\n\
+             expect Shell> \n\
+             send dmpstore RayosAfter -guid {GUID}\\r\n\
+             expect still-works\n\
+             expect Shell> \n\
+             send reset -s\\r\n"
+        ),
+    );
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let c = &outcome.console;
+    assert!(
+        c.contains("write to the firmware code bank at IPA 0x1000"),
+        "\n{tail}"
+    );
+    assert!(c.contains("VM 'uefi' powered off"), "\n{tail}");
+}
