@@ -4,7 +4,7 @@
 //! - Bank 0 (the firmware code) is host memory holding the image, mapped read-only
 //!   and executable at stage 2 at [`guest::FLASH0_BASE`]: the firmware runs in
 //!   place without an exit. A write there is a permission fault the trap handler
-//!   refuses with a log line.
+//!   ignores (skips) with a log line, as QEMU's read-only flash does; past the image one zero block is mapped read-only at every 2 MiB.
 //! - Bank 1 (the variable store) is a [`uefi_devices::pflash::CfiFlash`] on the MMIO
 //!   bus. While the bank is in read-array mode its image is also mapped read-only
 //!   at stage 2 (reads are plain memory, as the firmware's `CopyMem` with load
@@ -358,7 +358,7 @@ pub fn device_list(slots: &[u64]) -> alloc::vec::Vec<boards::devices::DeviceSpec
 }
 
 /// The firmware's flash banks and fw_cfg as its device tree describes them (the
-/// code bank at QEMU's size; past the image it is unmapped).
+/// code bank at QEMU's size; past the image it reads as zeros).
 pub fn dt_devices(slots: &[u64]) -> boards::guest_dt::FirmwareDevices {
     let list = device_list(slots);
     boards::guest_dt::FirmwareDevices::from_devices(&list)
