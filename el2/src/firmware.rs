@@ -4,7 +4,8 @@
 //! - Bank 0 (the firmware code) is host memory holding the image, mapped read-only
 //!   and executable at stage 2 at [`guest::FLASH0_BASE`]: the firmware runs in
 //!   place without an exit. A write there is a permission fault the trap handler
-//!   ignores (skips) with a log line, as QEMU's read-only flash does; past the image one zero block is mapped read-only at every 2 MiB.
+//!   ignores (skips) with a log line, as QEMU's read-only flash does; past the
+//!   image one zero block is mapped read-only at every 2 MiB.
 //! - Bank 1 (the variable store) is a [`uefi_devices::pflash::CfiFlash`] on the MMIO
 //!   bus. While the bank is in read-array mode its image is also mapped read-only
 //!   at stage 2 (reads are plain memory, as the firmware's `CopyMem` with load
