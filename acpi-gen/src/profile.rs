@@ -84,3 +84,47 @@ pub fn uefi_acpi(vcpus: u32, topology: Option<Topology>, virtio_slots: &[u64]) -
         power_button_gsiv: Some(guest::SPI_BASE + GED_SPI),
     }
 }
+
+/// The `uefi-acpi` platform of a VM whose devices are `devices`
+/// (`boards::devices::device_list`): the console and the virtio-mmio transports
+/// come from the list, and so would an RTC, TPM or power button once the list has
+/// them (it does not yet: the tables then describe none). `None` if the list has
+/// no PL011.
+pub fn from_devices(
+    vcpus: u32,
+    topology: Option<Topology>,
+    devices: &[boards::devices::DeviceSpec],
+) -> Option<PlatformConfig> {
+    use boards::devices::{DeviceKind, Trigger as DevTrigger};
+    let irq_device = |d: &boards::devices::DeviceSpec| {
+        let irq = d.irq?;
+        Some(IrqDevice {
+            region: MmioRegion {
+                base: d.base,
+                size: d.size,
+            },
+            gsiv: irq.intid,
+            trigger: match irq.trigger {
+                DevTrigger::Level => Trigger::Level,
+                DevTrigger::Edge => Trigger::Edge,
+            },
+        })
+    };
+    let uart = devices
+        .iter()
+        .find(|d| d.kind == DeviceKind::Pl011)
+        .and_then(irq_device)?;
+    let virtio_mmio = devices
+        .iter()
+        .filter(|d| matches!(d.kind, DeviceKind::VirtioMmio { .. }))
+        .filter_map(irq_device)
+        .collect();
+    Some(PlatformConfig {
+        uart,
+        virtio_mmio,
+        rtc: None,
+        tpm_crb: None,
+        power_button_gsiv: None,
+        ..uefi_acpi(vcpus, topology, &[])
+    })
+}

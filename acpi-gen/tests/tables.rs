@@ -497,3 +497,148 @@ fn iasl_disassembles_every_table_without_complaint() {
         disassemble(std::str::from_utf8(s).unwrap(), bytes);
     }
 }
+
+/// `(base, size)` pairs of a `reg` under a 2-cell parent.
+fn reg_pairs(node: &fdt::node::FdtNode) -> Vec<(u64, u64)> {
+    node.property("reg")
+        .map(|p| {
+            p.value
+                .chunks_exact(16)
+                .map(|c| (le_be(&c[..8]), le_be(&c[8..])))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn le_be(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b.try_into().unwrap())
+}
+
+/// The `(base, size)` of every `Memory32Fixed` in a DSDT device body.
+fn crs_windows(body: &str) -> Vec<(u64, u64)> {
+    let val = |l: &str| {
+        let v = l.split(',').next().unwrap().trim();
+        hex(v.strip_prefix("0x").unwrap_or(v))
+    };
+    let lines: Vec<&str> = body.lines().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("// Address Base"))
+        .map(|(i, l)| (val(l), val(lines[i + 1])))
+        .collect()
+}
+
+/// Issue 14 item 5: the device tree and the ACPI tables of a `uefi-acpi` VM
+/// describe exactly the entries of its one device list
+/// (`boards::devices::device_list`) — each entry's window in the DT `reg` and, for
+/// the devices an OS drives through ACPI, in its DSDT `_CRS` (decoded by `iasl`),
+/// with the same SPI and trigger — and nothing else besides the GIC, memory, CPUs
+/// and timer.
+#[test]
+fn device_tree_and_acpi_describe_exactly_the_device_list() {
+    use boards::devices::{device_list, DeviceKind, Profile, Trigger as DevTrigger, VmDevices};
+    use boards::guest_dt::{firmware_dt, FirmwareDevices, GuestDtConfig, VirtioSlot};
+    for (vcpus, slots) in [(1u32, vec![29u64, 30, 31]), (4, vec![0, 1, 29, 30, 31])] {
+        let list = device_list(
+            Profile::UefiAcpi,
+            &VmDevices {
+                virtio_slots: &slots,
+                tpm_spi_gpio: false,
+                vars_bank_size: 1 << 20,
+            },
+        );
+        let virtio: Vec<VirtioSlot> = list
+            .iter()
+            .filter(|d| matches!(d.kind, DeviceKind::VirtioMmio { .. }))
+            .map(|d| VirtioSlot {
+                base: d.base,
+                intid: d.irq.unwrap().intid,
+            })
+            .collect();
+        let dtb = firmware_dt(
+            &GuestDtConfig {
+                vcpus: vcpus as usize,
+                ram_base: boards::guest::RAM_BASE,
+                ram_size: 256 << 20,
+                bootargs: "",
+                initrd: None,
+                virtio_mmio: &virtio,
+                tpm_tis: None,
+                tpm_spi_gpio: None,
+                rng_seed: None,
+            },
+            &FirmwareDevices::from_devices(&list).unwrap(),
+        )
+        .unwrap();
+        let fdt = fdt::Fdt::new(&dtb).unwrap();
+        let cfg = acpi_gen::profile::from_devices(vcpus, None, &list).unwrap();
+        let (_, t) = loaded_tables(&cfg);
+        let dsl = disassemble("DSDT", &t[sig::DSDT]);
+        let devs = devices(&dsl);
+
+        // Every entry: in the DT with its window and interrupt.
+        let mut dt_windows: Vec<(u64, u64)> = Vec::new();
+        for node in fdt.all_nodes() {
+            let skip = node.name.starts_with("memory") || node.name.starts_with("intc");
+            if !skip {
+                dt_windows.extend(reg_pairs(&node));
+            }
+        }
+        let mut listed: Vec<(u64, u64)> = Vec::new();
+        for d in &list {
+            listed.push((d.base, d.size));
+            let node = fdt
+                .all_nodes()
+                .find(|n| reg_pairs(n).contains(&(d.base, d.size)))
+                .unwrap_or_else(|| panic!("{d:?} is not in the device tree"));
+            if let Some(irq) = d.irq {
+                let flags = match irq.trigger {
+                    DevTrigger::Level => 4u32,
+                    DevTrigger::Edge => 1,
+                };
+                let want: Vec<u8> = [0u32, irq.intid - 32, flags]
+                    .iter()
+                    .flat_map(|c| c.to_be_bytes())
+                    .collect();
+                assert_eq!(
+                    node.property("interrupts").map(|p| p.value),
+                    Some(&want[..]),
+                    "{d:?}: DT interrupts"
+                );
+            }
+            // In the DSDT: what an OS drives through ACPI (the firmware's own flash
+            // and fw_cfg are not for it).
+            let hid = match d.kind {
+                DeviceKind::Pl011 => Some("ARMH0011"),
+                DeviceKind::VirtioMmio { .. } => Some("LNRO0005"),
+                DeviceKind::Pl061Tpm | DeviceKind::FwCfg | DeviceKind::Flash { .. } => None,
+            };
+            if let Some(hid) = hid {
+                let dev = devs
+                    .values()
+                    .find(|b| crs_windows(b).contains(&(d.base, d.size)))
+                    .unwrap_or_else(|| panic!("{d:?} is not in the DSDT:\n{dsl}"));
+                let irq = d.irq.unwrap();
+                let trigger = match irq.trigger {
+                    DevTrigger::Level => Trigger::Level,
+                    DevTrigger::Edge => Trigger::Edge,
+                };
+                assert_irq_device(dev, hid, d.base, d.size, irq.intid, trigger);
+            }
+        }
+        // Nothing else: every DT window and every DSDT window is a list entry's.
+        dt_windows.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(dt_windows, listed, "DT windows vs the device list");
+        let mut acpi_windows: Vec<(u64, u64)> =
+            devs.values().flat_map(|b| crs_windows(b)).collect();
+        acpi_windows.sort_unstable();
+        let acpi_listed: Vec<(u64, u64)> = list
+            .iter()
+            .filter(|d| matches!(d.kind, DeviceKind::Pl011 | DeviceKind::VirtioMmio { .. }))
+            .map(|d| (d.base, d.size))
+            .collect();
+        assert_eq!(acpi_windows, acpi_listed, "DSDT windows vs the device list");
+    }
+}

@@ -471,8 +471,63 @@ fn chosen_node(w: &mut FdtWriter, cfg: &GuestDtConfig) -> Result<(), DtError> {
     Ok(())
 }
 
+/// The devices only a firmware guest (`uefi-acpi`) has in its device tree: the
+/// flash banks and fw_cfg, which EDK2's ArmVirtQemu finds there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirmwareDevices {
+    /// `(base, size)` of the code bank and of the variable-store bank.
+    pub flash: [(u64, u64); 2],
+    /// Base of the fw_cfg registers.
+    pub fw_cfg: u64,
+}
+
+/// Register window of fw_cfg (data, selector, DMA address), as on QEMU `virt`.
+pub use crate::devices::FW_CFG_SIZE;
+impl FirmwareDevices {
+    /// The flash banks and fw_cfg of a device list (`None` if it lacks one).
+    pub fn from_devices(list: &[crate::devices::DeviceSpec]) -> Option<Self> {
+        use crate::devices::DeviceKind;
+        let find = |k: DeviceKind| list.iter().find(|d| d.kind == k);
+        let bank = |b: u8| find(DeviceKind::Flash { bank: b }).map(|d| (d.base, d.size));
+        Some(FirmwareDevices {
+            flash: [bank(0)?, bank(1)?],
+            fw_cfg: find(DeviceKind::FwCfg)?.base,
+        })
+    }
+}
+
+/// Bus width of a flash bank in bytes (two x16 devices).
+pub const FLASH_BANK_WIDTH: u32 = 4;
+
+/// One `cfi-flash` node with both banks, and the `qemu,fw-cfg-mmio` node.
+fn firmware_nodes(w: &mut FdtWriter, fw: &FirmwareDevices) -> Result<(), DtError> {
+    let [(b0, s0), (b1, s1)] = fw.flash;
+    let n = w.begin_node(&format!("flash@{b0:x}"))?;
+    w.property_string("compatible", "cfi-flash")?;
+    w.property_array_u64("reg", &[b0, s0, b1, s1])?;
+    w.property_u32("bank-width", FLASH_BANK_WIDTH)?;
+    w.end_node(n)?;
+    let n = w.begin_node(&format!("fw-cfg@{:x}", fw.fw_cfg))?;
+    w.property_string("compatible", "qemu,fw-cfg-mmio")?;
+    w.property_array_u64("reg", &reg64(fw.fw_cfg, FW_CFG_SIZE))?;
+    w.property_null("dma-coherent")?;
+    w.end_node(n)?;
+    Ok(())
+}
+
 /// Generates the DTB a Linux guest boots with, after validating `cfg`.
 pub fn linux_dt(cfg: &GuestDtConfig) -> Result<Vec<u8>, DtError> {
+    build_dt(cfg, None)
+}
+
+/// Generates the DTB UEFI firmware finds at the start of guest RAM (as QEMU places
+/// it for `-bios`): the Linux guest's machine plus the flash banks and fw_cfg of
+/// `fw`. The firmware, not a kernel, reads it: `bootargs` is normally empty.
+pub fn firmware_dt(cfg: &GuestDtConfig, fw: &FirmwareDevices) -> Result<Vec<u8>, DtError> {
+    build_dt(cfg, Some(fw))
+}
+
+fn build_dt(cfg: &GuestDtConfig, fw: Option<&FirmwareDevices>) -> Result<Vec<u8>, DtError> {
     validate(cfg)?;
     let mut w = FdtWriter::new()?;
     let root = w.begin_node("")?;
@@ -484,6 +539,9 @@ pub fn linux_dt(cfg: &GuestDtConfig) -> Result<Vec<u8>, DtError> {
 
     psci_node(&mut w)?;
     memory_node(&mut w, cfg)?;
+    if let Some(fw) = fw {
+        firmware_nodes(&mut w, fw)?;
+    }
     if let Some(base) = cfg.tpm_tis {
         platform_bus_node(&mut w, base)?;
     }
@@ -585,6 +643,47 @@ mod tests {
 
     fn be32_at(blob: &[u8], off: usize) -> u32 {
         u32::from_be_bytes(blob[off..off + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn firmware_tree_adds_flash_and_fw_cfg_only() {
+        use crate::guest::{FLASH0_BASE, FLASH1_BASE, FLASH_BANK_SIZE, FW_CFG_BASE};
+        let fw = FirmwareDevices {
+            flash: [(FLASH0_BASE, FLASH_BANK_SIZE), (FLASH1_BASE, 2 * MIB)],
+            fw_cfg: FW_CFG_BASE,
+        };
+        let cfg = GuestDtConfig {
+            bootargs: "",
+            initrd: None,
+            ..config(2)
+        };
+        let blob = firmware_dt(&cfg, &fw).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        assert_eq!(strs(&fdt, "/flash@0", "compatible"), ["cfi-flash"]);
+        assert_eq!(
+            reg2(&fdt, "/flash@0"),
+            [(0, 0x0400_0000), (0x0400_0000, 2 * MIB)]
+        );
+        assert_eq!(cells_of(&fdt, "/flash@0", "bank-width"), [4]);
+        let fw_cfg = "/fw-cfg@9020000";
+        assert_eq!(strs(&fdt, fw_cfg, "compatible"), ["qemu,fw-cfg-mmio"]);
+        assert_eq!(reg2(&fdt, fw_cfg), [(0x0902_0000, 0x18)]);
+        assert_eq!(prop(&fdt, fw_cfg, "dma-coherent"), Some(&[][..]));
+        // Everything else is the Linux tree's.
+        let linux = linux_dt(&cfg).unwrap();
+        let names = |b: &[u8]| -> Vec<String> {
+            Fdt::new(b)
+                .unwrap()
+                .all_nodes()
+                .map(|n| String::from(n.name))
+                .collect()
+        };
+        let mut extra = names(&blob);
+        for n in names(&linux) {
+            let i = extra.iter().position(|e| *e == n).expect("node lost");
+            extra.remove(i);
+        }
+        assert_eq!(extra, ["flash@0", "fw-cfg@9020000"]);
     }
 
     fn check_full_tree(vcpus: usize) {

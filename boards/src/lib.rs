@@ -27,6 +27,7 @@ pub mod acpi;
 pub mod board;
 pub mod boot_image;
 pub mod crosscheck;
+pub mod devices;
 pub mod discover;
 pub mod efi;
 pub mod guest;

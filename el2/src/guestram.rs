@@ -108,10 +108,15 @@ impl Hw<'_> {
     }
 }
 
+/// The smallest data-cache line of this CPU in bytes (CTR_EL0.DminLine).
+pub fn dcache_line() -> u64 {
+    use tock_registers::interfaces::Readable;
+    WORD << CtrEl0.read(arch::regs::CTR_EL0::DminLine)
+}
+
 impl GuestRamAccess for Hw<'_> {
     fn dcache_line(&self) -> u64 {
-        use tock_registers::interfaces::Readable;
-        WORD << CtrEl0.read(arch::regs::CTR_EL0::DminLine)
+        dcache_line()
     }
     fn copy_in(&mut self, pa: u64, data: &[u8]) {
         self.check(pa, data.len() as u64);
@@ -325,6 +330,46 @@ impl GuestRam {
         // SAFETY: makes the new descriptor visible to table walks before a vCPU runs.
         unsafe { core::arch::asm!("dsb ishst") };
         ready.store(true, Ordering::Release);
+    }
+
+    /// Maps host memory EL2 prepared (`cleaned`) at `ipa`, outside the VM's RAM
+    /// (the firmware's flash banks), with `perms`.
+    pub fn map_outside(
+        &self,
+        ipa: u64,
+        cleaned: stage2::coherency::Cleaned,
+        perms: Perms,
+    ) -> Result<(), stage2::Error> {
+        let (ram_start, ram_end) = (self.0.ipa, self.0.ipa + self.0.size);
+        let end = ipa.saturating_add(cleaned.len());
+        if ipa < ram_end && end > ram_start {
+            return Err(stage2::Error::AlreadyMapped);
+        }
+        self.0
+            .stage2
+            .lock()
+            .map_ram(&mut HeapTables, ipa, cleaned, perms)?;
+        // SAFETY: makes the new descriptors visible to table walks before a vCPU
+        // relies on them.
+        unsafe { core::arch::asm!("dsb ishst") };
+        Ok(())
+    }
+
+    /// Unmaps `[ipa, ipa + len)` mapped by [`GuestRam::map_outside`] and invalidates
+    /// this VM's TLB entries, so the guest's next access there faults. Must run on a
+    /// CPU whose VTTBR_EL2 is this VM's (a vCPU's exit, or the VM's reset).
+    pub fn unmap_outside(&self, ipa: u64, len: u64) -> Result<(), stage2::Error> {
+        let (ram_start, ram_end) = (self.0.ipa, self.0.ipa + self.0.size);
+        if ipa < ram_end && ipa.saturating_add(len) > ram_start {
+            return Err(stage2::Error::NotMapped);
+        }
+        // The whole VMID is invalidated below, not just what the Flush names.
+        let _stale = self.0.stage2.lock().unmap(&mut HeapTables, ipa, len)?;
+        // SAFETY: completes the descriptor writes, then invalidates this VMID's
+        // stage-1+2 TLB entries on every CPU of the domain, so no vCPU keeps using
+        // the removed mapping.
+        unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb") };
+        Ok(())
     }
 
     /// Unmaps every block (a VM reset): the next boot starts from zeroed memory again.

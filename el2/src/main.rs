@@ -19,6 +19,7 @@ mod efi;
 mod el1;
 mod entropy;
 mod fault;
+mod firmware;
 mod gic;
 mod guestram;
 mod heap;
@@ -177,6 +178,9 @@ fn the_vm() -> &'static Vm {
 fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
     let mut ram = vm.ram;
     ram.reset();
+    if vm.firmware.is_some() {
+        return load_firmware_dt(vm);
+    }
     let loaded =
         boards::boot_image::load_kernel(&mut ram, vm.ram.ipa(), vm.ram.size(), boot.kernel)
             .unwrap_or_else(|e| {
@@ -223,6 +227,50 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
     );
     StartRequest {
         entry: loaded.entry,
+        x0: dtb_ipa,
+    }
+}
+
+/// A firmware VM's boot: its device tree at the start of RAM (where QEMU puts it
+/// for `-bios`, and ArmVirtQemu looks), vCPU 0 at the code bank's start.
+fn load_firmware_dt(vm: &Vm) -> StartRequest {
+    let mut ram = vm.ram;
+    // The firmware is not shown the virtio-gpu: Debian's EDK2 VirtioGpuDxe never
+    // sets QueueNum on a version-2 virtio-mmio transport (QEMU's are version 1 by
+    // default), and then waits for ever on the queue the device refused. The ACPI
+    // tables still list it for the OS.
+    let gpu = guest::VIRTIO_MMIO_BASE + guest::VIRTIO_GPU_SLOT * guest::VIRTIO_MMIO_STRIDE;
+    let virtio: alloc::vec::Vec<_> = vm
+        .virtio
+        .iter()
+        .copied()
+        .filter(|s| s.base != gpu)
+        .collect();
+    let dt = boards::guest_dt::firmware_dt(
+        &boards::guest_dt::GuestDtConfig {
+            vcpus: vm.vcpus(),
+            ram_base: vm.ram.ipa(),
+            ram_size: vm.ram.size(),
+            bootargs: "",
+            initrd: None,
+            virtio_mmio: &virtio,
+            tpm_tis: None,
+            tpm_spi_gpio: None,
+            rng_seed: None,
+        },
+        &firmware::dt_devices(&vm.virtio_slot_numbers()),
+    )
+    .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
+    let dtb_ipa = vm.ram.ipa();
+    vdev::GuestMemory::write(&mut ram, dtb_ipa, &dt)
+        .unwrap_or_else(|e| fatal(format_args!("device tree: {e:?}")));
+    log::info!(
+        "VM '{}': UEFI firmware from flash at {:#x}, device tree at {dtb_ipa:#x}",
+        vm.name,
+        guest::FLASH0_BASE
+    );
+    StartRequest {
+        entry: guest::FLASH0_BASE,
         x0: dtb_ipa,
     }
 }
@@ -435,11 +483,32 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             pcpus.len()
         );
     }
+    let flash = spec.firmware.as_ref().map(|fw| {
+        firmware::reserve(&mut pmem, fw)
+            .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", spec.name)))
+    });
     snapshot::give_pool(&mut pmem);
     let ram = GuestRam::new(guest::RAM_BASE, ram_pa, mem, layout, 1)
         .unwrap_or_else(|e| fatal(format_args!("stage-2 tables: {e:?}")));
     let mut vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], spec.disks, spec.tpm_nv)
         .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
+    if let (Some(fw), Some(flash)) = (&spec.firmware, flash) {
+        let store = match spec.vars_place {
+            Some((disk, store)) => firmware::VarStore::Disk { disk, store },
+            None => firmware::VarStore::Memory,
+        };
+        let fw = firmware::build(
+            ram,
+            flash,
+            fw,
+            store,
+            vcpus as u32,
+            &vm.virtio_slot_numbers(),
+        )
+        .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", spec.name)));
+        vm.attach_firmware(fw)
+            .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
+    }
     vm.identity = spec.identity;
     vm.run
         .set_suspend_on_host_shutdown(spec.policy.is_some_and(|p| p.suspend_on_host_shutdown));
@@ -559,6 +628,8 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         tpm_nv: None,
         resume: None,
         policy: None,
+        firmware: spec.firmware,
+        vars_place: None,
     }
 }
 

@@ -44,6 +44,10 @@ pub struct VmDefinition {
     /// The saved image to resume from, when the registry records one the policy
     /// lets the VM resume (still to be read and checked: `suspend::resume_vm`).
     pub resume: Option<registry::Blob>,
+    /// The firmware of a `uefi-acpi` VM.
+    pub firmware: Option<vmspec::Firmware<'static>>,
+    /// Where that VM's variable store persists (`None`: in memory, direct boots).
+    pub vars_place: Option<crate::firmware::VarsPlace>,
 }
 
 /// The system disk and its registry once the VM is chosen: suspend writes through
@@ -166,21 +170,39 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
             other.uuid
         );
     }
-    let BootSource::Linux {
-        kernel,
-        initrd,
-        cmdline,
-    } = &rec.boot
-    else {
-        return Err(alloc::format!(
-            "VM '{}' boots from firmware, which this build cannot run yet",
-            rec.name
-        ));
-    };
-    let kernel = stage_blob(storage, pmem, kernel, "kernel")?;
-    let initrd = match initrd {
-        Some(b) if b.size > 0 => Some(stage_blob(storage, pmem, b, "initrd")?),
-        _ => None,
+    let (kernel, initrd, cmdline, firmware, vars_place) = match &rec.boot {
+        BootSource::Linux {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            let kernel = stage_blob(storage, pmem, kernel, "kernel")?;
+            let initrd = match initrd {
+                Some(b) if b.size > 0 => Some(stage_blob(storage, pmem, b, "initrd")?),
+                _ => None,
+            };
+            (kernel, initrd, cmdline.clone(), None, None)
+        }
+        BootSource::Firmware { code, vars } => {
+            let code = stage_blob(storage, pmem, code, "firmware code")?;
+            let store = registry::AbStore::new(*vars).ok_or_else(|| {
+                alloc::format!("VM '{}': its variable-store extent is too small", rec.name)
+            })?;
+            // A store never written is an erased bank; one whose copies are both
+            // damaged is refused rather than silently erased.
+            let image = store.load(&mut storage.disk).map_err(|e| {
+                alloc::format!("VM '{}': its variable store is unreadable: {e}", rec.name)
+            })?;
+            let vars: Option<&'static [u8]> = image.map(|v| &*Vec::leak(v));
+            let fw = vmspec::Firmware { code, vars };
+            (
+                &[][..],
+                None,
+                String::new(),
+                Some(fw),
+                Some((storage.disk.clone(), store)),
+            )
+        }
     };
     let disks = rec
         .disks
@@ -231,11 +253,13 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         mem: rec.memory_bytes,
         kernel,
         initrd,
-        cmdline: cmdline.clone(),
+        cmdline,
         disks,
         tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv, tpm_ca(storage))),
         resume,
         policy: Some(rec.policy),
+        firmware,
+        vars_place,
     })
 }
 

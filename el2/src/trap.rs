@@ -336,6 +336,23 @@ fn data_abort(
             format_args!("the guest's own page-table walk left its RAM"),
         );
     }
+    // A firmware VM's flash banks are mapped read-only: a write to the variable
+    // store is a command for its model on the bus; the code bank ignores writes.
+    if kind == AbortKind::Permission && write && !vm.ram.contains(ipa) && vm.firmware.is_some() {
+        if crate::firmware::in_code_bank(ipa) {
+            // As on QEMU, whose read-only flash takes the write as an unknown
+            // command and stays in read-array mode: nothing changes.
+            log::warn!(
+                "{}: write to the firmware code bank at IPA {ipa:#x} (PC {:#x}): read-only flash, ignored",
+                vm.name,
+                vcpu.regs.pc
+            );
+            return skip(vcpu, esr);
+        }
+        if let Some(a) = access {
+            return mmio(vm, vcpu, esr, ipa, far, a);
+        }
+    }
     if kind != AbortKind::Translation || vm.ram.contains(ipa) {
         // With HCR_EL2.TEA a synchronous external abort the hardware reports on a
         // guest access arrives here too, and is injected back like any other.

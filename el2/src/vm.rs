@@ -186,6 +186,9 @@ pub struct Vm {
     pub run: crate::control::RunControl,
     /// The guest's virtio-gpu, which the render loop (`display.rs`) presents.
     pub gpu: crate::display::GuestGpu,
+    /// The flash banks and fw_cfg of a `uefi-acpi` VM (`None`: a kernel boots
+    /// with a device tree).
+    pub firmware: Option<crate::firmware::Firmware>,
 }
 
 /// What building a VM's virtio-mmio devices adds to: the bus, the device tree's list
@@ -388,6 +391,7 @@ impl Vm {
             resume_slots: (0..n).map(|_| Mutex::new(None)).collect(),
             run: crate::control::RunControl::new(n),
             gpu,
+            firmware: None,
         })
     }
 
@@ -494,6 +498,26 @@ impl Vm {
 }
 
 impl Vm {
+    /// Gives the VM the firmware devices `fw` (before it runs): on its bus, and
+    /// its boots start the firmware.
+    pub fn attach_firmware(&mut self, fw: crate::firmware::Firmware) -> Result<(), VmError> {
+        let slots = self.virtio_slot_numbers();
+        crate::firmware::attach(&mut self.bus, &fw, &slots).map_err(VmError::Bus)?;
+        self.firmware = Some(fw);
+        Ok(())
+    }
+
+    /// The virtio-mmio slot numbers the VM has, in slot order.
+    pub fn virtio_slot_numbers(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .virtio
+            .iter()
+            .map(|s| (s.base - guest::VIRTIO_MMIO_BASE) / guest::VIRTIO_MMIO_STRIDE)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Whether `ipa` is in the guest's GIC distributor or redistributors.
     pub fn is_gic(&self, ipa: u64) -> bool {
         (guest::GICD_BASE..guest::GICD_BASE + guest::GICD_SIZE).contains(&ipa)

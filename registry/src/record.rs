@@ -164,8 +164,9 @@ pub enum BootSource {
     Firmware {
         /// The firmware code image (flash bank 0, read-only to the guest).
         code: Blob,
-        /// The firmware variable store (flash bank 1): raw flash the guest rewrites
-        /// in place, so it has no content checksum.
+        /// The firmware variable store (flash bank 1): a two-copy atomic store
+        /// (`AbStore`) of the bank's image, which the hypervisor replaces at each
+        /// commit point of the firmware; the record keeps no checksum of it.
         vars: Extent,
     },
 }

@@ -41,8 +41,8 @@ pub enum BootSpec {
     Firmware {
         /// Bytes to reserve for the firmware code image.
         code_capacity: u64,
-        /// Bytes to reserve for the variable store (raw flash; write a template
-        /// into it with [`crate::write_extent`] if wanted).
+        /// Bytes to reserve for the variable store, a two-copy [`crate::AbStore`]
+        /// (store a template into it if wanted).
         vars_capacity: u64,
     },
 }

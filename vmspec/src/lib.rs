@@ -9,8 +9,14 @@
 //!   `hypervisor_fault` (`panic` or `data-abort`: the hypervisor deliberately dies
 //!   right after reading the bundle, so tests can check its fatal path — a host
 //!   decision, never reachable by a guest);
-//! - `kernel` — the guest kernel (arm64 `Image` or a raw binary);
-//! - `initrd` — optional.
+//!   `device_model` (`linux-dt`, the default: a kernel booted with a device tree;
+//!   or `uefi-acpi`: UEFI firmware in flash, ACPI tables through fw_cfg);
+//! - `kernel` — the guest kernel (arm64 `Image` or a raw binary; `linux-dt` only);
+//! - `initrd` — optional (`linux-dt` only);
+//! - `firmware` — the firmware's code-bank image (`uefi-acpi` only; trailing
+//!   zero bytes of the bank may be left out, the hypervisor fills them);
+//! - `vars` — optional initial variable store (`uefi-acpi` only; an erased
+//!   store when absent).
 //!
 //! [`parse_bundle`] checks everything: a malformed archive or configuration is an
 //! error naming what is wrong, never a panic. [`write_bundle`] is the writer `xtask`
@@ -39,9 +45,28 @@ pub struct VmSpec<'a> {
     pub fault: Option<HypervisorFault>,
     /// The guest's PMU may count events at EL2 (the exits benchmark only).
     pub pmu_el2_counting: bool,
+    /// The kernel (`linux-dt`); empty for a firmware guest.
     pub kernel: &'a [u8],
     pub initrd: Option<&'a [u8]>,
+    /// The firmware images of a `uefi-acpi` VM; `None` for `linux-dt`.
+    pub firmware: Option<Firmware<'a>>,
 }
+
+/// What boots a `uefi-acpi` VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Firmware<'a> {
+    /// The code bank's image (at most [`FLASH_BANK_SIZE`] bytes).
+    pub code: &'a [u8],
+    /// The variable store's initial image, if any.
+    pub vars: Option<&'a [u8]>,
+}
+
+/// The device models a bundle can name (`device_model = ...`).
+pub const DEVICE_MODEL_LINUX_DT: &str = "linux-dt";
+pub const DEVICE_MODEL_UEFI_ACPI: &str = "uefi-acpi";
+
+/// Largest firmware image a flash bank holds (QEMU `virt`'s 64 MiB banks).
+pub const FLASH_BANK_SIZE: usize = 64 << 20;
 
 /// Why a bundle was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,15 +104,20 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
     let mut cfg = None;
     let mut kernel = None;
     let mut initrd = None;
+    let mut code = None;
+    let mut vars = None;
     for entry in cpio::entries(bytes) {
         let e = entry?;
         match e.name {
             "vm.cfg" => cfg = Some(e.data),
             "kernel" => kernel = Some(e.data),
             "initrd" => initrd = Some(e.data),
+            "firmware" => code = Some(e.data),
+            "vars" => vars = Some(e.data),
             _ => {}
         }
     }
+    let mut uefi = false;
     let cfg = core::str::from_utf8(cfg.ok_or(SpecError::Missing("vm.cfg"))?)
         .map_err(|_| SpecError::BadConfig("vm.cfg is not UTF-8".to_string()))?;
     let mut spec = VmSpec {
@@ -99,8 +129,9 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
         disk: None,
         fault: None,
         pmu_el2_counting: false,
-        kernel: kernel.ok_or(SpecError::Missing("kernel"))?,
+        kernel: kernel.unwrap_or(&[]),
         initrd,
+        firmware: None,
     };
     for (n, line) in cfg.lines().enumerate() {
         let line = line.trim();
@@ -148,8 +179,43 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
                         .ok_or_else(|| bad("disk must be a non-zero multiple of 512 bytes"))?,
                 )
             }
+            "device_model" => {
+                uefi = match v {
+                    DEVICE_MODEL_LINUX_DT => false,
+                    DEVICE_MODEL_UEFI_ACPI => true,
+                    _ => return Err(bad("device_model must be linux-dt or uefi-acpi")),
+                }
+            }
             other => return Err(bad(&alloc::format!("unknown key '{other}'"))),
         }
+    }
+    if uefi {
+        if kernel.is_some() || spec.initrd.is_some() {
+            return Err(SpecError::BadConfig(
+                "a uefi-acpi VM boots its firmware: no kernel or initrd".to_string(),
+            ));
+        }
+        let code = code.ok_or(SpecError::Missing("firmware"))?;
+        if code.is_empty() || code.len() > FLASH_BANK_SIZE {
+            return Err(SpecError::BadConfig(
+                "firmware must be 1 byte to 64 MiB".to_string(),
+            ));
+        }
+        if vars.is_some_and(|v| v.len() > FLASH_BANK_SIZE) {
+            return Err(SpecError::BadConfig(
+                "vars must be at most 64 MiB".to_string(),
+            ));
+        }
+        spec.firmware = Some(Firmware { code, vars });
+        return Ok(spec);
+    }
+    if code.is_some() || vars.is_some() {
+        return Err(SpecError::BadConfig(
+            "firmware and vars need device_model = uefi-acpi".to_string(),
+        ));
+    }
+    if kernel.is_none() {
+        return Err(SpecError::Missing("kernel"));
     }
     if spec.kernel.is_empty() {
         return Err(SpecError::Missing("kernel (empty)"));
@@ -215,11 +281,24 @@ pub fn write_bundle(spec: &VmSpec) -> Vec<u8> {
     if spec.pmu_el2_counting {
         cfg.push_str("pmu_el2_counting = yes\n");
     }
+    if spec.firmware.is_some() {
+        cfg.push_str(&alloc::format!("device_model = {DEVICE_MODEL_UEFI_ACPI}\n"));
+    }
     let mut w = cpio::Writer::new();
     w.add("vm.cfg", cfg.as_bytes());
-    w.add("kernel", spec.kernel);
-    if let Some(i) = spec.initrd {
-        w.add("initrd", i);
+    match spec.firmware {
+        Some(f) => {
+            w.add("firmware", f.code);
+            if let Some(v) = f.vars {
+                w.add("vars", v);
+            }
+        }
+        None => {
+            w.add("kernel", spec.kernel);
+            if let Some(i) = spec.initrd {
+                w.add("initrd", i);
+            }
+        }
     }
     w.finish()
 }
@@ -240,7 +319,58 @@ mod tests {
             pmu_el2_counting: false,
             kernel: b"KERNEL",
             initrd: Some(b"INITRD"),
+            firmware: None,
         }
+    }
+
+    #[test]
+    fn firmware_round_trip_and_refusals() {
+        let s = VmSpec {
+            kernel: b"",
+            initrd: None,
+            firmware: Some(Firmware {
+                code: b"CODE",
+                vars: Some(b"VARS"),
+            }),
+            ..spec()
+        };
+        let bytes = write_bundle(&s);
+        assert_eq!(parse_bundle(&bytes).unwrap(), s);
+        let names: Vec<_> = cpio::entries(&bytes).map(|e| e.unwrap().name).collect();
+        assert_eq!(names, ["vm.cfg", "firmware", "vars"]);
+        let mk = |cfg: &str, members: &[(&str, &[u8])]| {
+            let mut w = cpio::Writer::new();
+            w.add("vm.cfg", cfg.as_bytes());
+            for (n, d) in members {
+                w.add(n, d);
+            }
+            w.finish()
+        };
+        let uefi = "device_model = uefi-acpi\n";
+        assert_eq!(
+            parse_bundle(&mk(uefi, &[])),
+            Err(SpecError::Missing("firmware"))
+        );
+        assert!(matches!(
+            parse_bundle(&mk(uefi, &[("firmware", b"C"), ("kernel", b"K")])),
+            Err(SpecError::BadConfig(m)) if m.contains("no kernel")
+        ));
+        assert!(matches!(
+            parse_bundle(&mk("", &[("firmware", b"C"), ("kernel", b"K")])),
+            Err(SpecError::BadConfig(m)) if m.contains("uefi-acpi")
+        ));
+        assert!(matches!(
+            parse_bundle(&mk("device_model = windows\n", &[("firmware", b"C")])),
+            Err(SpecError::BadConfig(m)) if m.contains("device_model")
+        ));
+        let big = alloc::vec![0u8; FLASH_BANK_SIZE + 1];
+        assert!(matches!(
+            parse_bundle(&mk(uefi, &[("firmware", &big)])),
+            Err(SpecError::BadConfig(m)) if m.contains("64 MiB")
+        ));
+        let only_code = mk(uefi, &[("firmware", b"C")]);
+        let only_code = parse_bundle(&only_code).unwrap();
+        assert_eq!(only_code.firmware.unwrap().vars, None);
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub const BENCHES: &[Bench] = &[
         run: crate::bench_boot::run_boot,
     },
     Bench {
+        name: "uefi",
+        about: "Debian's AAVMF from QEMU start to its UEFI shell prompt under the hypervisor (uefi-acpi, boot bundle) against the same firmware on QEMU's own virt (median of 3 pairs)",
+        run: crate::bench_uefi::run_uefi,
+    },
+    Bench {
         name: "disk",
         about: "1 GiB (4 passes over the 256 MiB disk) of O_DIRECT sequential write and read in the Linux guest on its hypervisor-backed disk against QEMU's own virtio-blk (median of 5 rounds, fresh images)",
         run: crate::bench_disk::run_disk,

@@ -33,6 +33,25 @@ pub struct VmDef {
     /// Let the guest's PMU count at EL2 (only the exits benchmark, which measures
     /// the hypervisor's exit path).
     pub pmu_el2_counting: bool,
+    /// A `uefi-acpi` VM's firmware (then `kernel` and `initrd` are unused).
+    pub firmware: Option<FirmwareDef>,
+}
+
+/// The flash images of a `uefi-acpi` VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareDef {
+    /// The code bank's image (e.g. AAVMF_CODE.fd).
+    pub code: PathBuf,
+    /// The variable store's initial image; an erased store when `None`.
+    pub vars: Option<PathBuf>,
+}
+
+/// `image` without its trailing zero bytes: the hypervisor fills a bank past
+/// the image with zeros, so a 64 MiB firmware file whose code is 2 MiB travels
+/// as 2 MiB.
+pub fn trim_zeros(image: &[u8]) -> &[u8] {
+    let end = image.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    &image[..end]
 }
 
 /// Checks `def` and writes its bundle; returns the bundle's path.
@@ -73,8 +92,32 @@ pub fn write_bundle(layout: &Layout, def: &VmDef) -> Result<PathBuf, Error> {
             )
         })
     };
-    let kernel = read(&def.kernel, "kernel")?;
-    let initrd = def.initrd.as_ref().map(|p| read(p, "initrd")).transpose()?;
+    let (kernel, initrd, code, vars) = match &def.firmware {
+        Some(f) => {
+            let code = read(&f.code, "firmware code")?;
+            if code.len() > vmspec::FLASH_BANK_SIZE || trim_zeros(&code).is_empty() {
+                return Err(Error::step(
+                    step,
+                    format!(
+                        "the firmware {} must be 1 byte to 64 MiB, not all zero",
+                        f.code.display()
+                    ),
+                ));
+            }
+            let vars = f
+                .vars
+                .as_ref()
+                .map(|p| read(p, "variable store"))
+                .transpose()?;
+            (Vec::new(), None, code, vars)
+        }
+        None => (
+            read(&def.kernel, "kernel")?,
+            def.initrd.as_ref().map(|p| read(p, "initrd")).transpose()?,
+            Vec::new(),
+            None,
+        ),
+    };
     let bytes = vmspec::write_bundle(&vmspec::VmSpec {
         name: def.name.clone(),
         vcpus: def.vcpus,
@@ -86,6 +129,10 @@ pub fn write_bundle(layout: &Layout, def: &VmDef) -> Result<PathBuf, Error> {
         pmu_el2_counting: def.pmu_el2_counting,
         kernel: &kernel,
         initrd: initrd.as_deref(),
+        firmware: def.firmware.as_ref().map(|_| vmspec::Firmware {
+            code: trim_zeros(&code),
+            vars: vars.as_deref(),
+        }),
     });
     let path = layout.bundle(&def.name);
     write_atomic(&path, &bytes)?;
@@ -95,6 +142,37 @@ pub fn write_bundle(layout: &Layout, def: &VmDef) -> Result<PathBuf, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firmware_bundle_carries_the_code_without_its_zero_tail() {
+        let (layout, dir) = scratch();
+        let code = dir.join("CODE.fd");
+        let mut image = vec![0u8; 8 << 20];
+        image[..4].copy_from_slice(b"\x1f\x20\x03\xd5");
+        image[(1 << 20) + 7] = 0xff;
+        fs::write(&code, &image).unwrap();
+        let def = VmDef {
+            name: "uefi".into(),
+            vcpus: 1,
+            mem: 256 << 20,
+            cmdline: String::new(),
+            guest: "uefi".into(),
+            kernel: PathBuf::new(),
+            initrd: None,
+            disk: None,
+            fault: None,
+            pmu_el2_counting: false,
+            firmware: Some(FirmwareDef { code, vars: None }),
+        };
+        let bytes = fs::read(write_bundle(&layout, &def).unwrap()).unwrap();
+        let spec = vmspec::parse_bundle(&bytes).unwrap();
+        let fw = spec.firmware.expect("a firmware bundle");
+        assert_eq!(fw.code, &image[..(1 << 20) + 8]);
+        assert_eq!(fw.vars, None);
+        assert!(spec.kernel.is_empty());
+        fs::write(dir.join("CODE.fd"), vec![0u8; 4096]).unwrap();
+        assert!(write_bundle(&layout, &def).is_err());
+    }
 
     fn scratch() -> (Layout, PathBuf) {
         let dir = std::env::temp_dir().join(format!("xtask-bundle-test-{}", std::process::id()));
@@ -121,6 +199,7 @@ mod tests {
             disk: Some(1 << 20),
             fault: None,
             pmu_el2_counting: false,
+            firmware: None,
         };
         let path = write_bundle(&layout, &def).unwrap();
         assert_eq!(path, dir.join("target/bundles/selftest.cpio"));

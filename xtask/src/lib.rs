@@ -16,6 +16,7 @@ pub mod bench_contention;
 pub mod bench_disk;
 pub mod bench_suspend;
 pub mod bench_tpm;
+pub mod bench_uefi;
 pub mod board_media;
 pub mod boot_chain;
 pub mod build;

@@ -115,10 +115,43 @@ impl Guest {
     }
 }
 
+/// The guest platform a run gives the VM (`--profile`), named as the registry's
+/// device models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// A kernel booted directly with a device tree.
+    #[default]
+    LinuxDt,
+    /// UEFI firmware (Debian's AAVMF) in flash, ACPI tables through fw_cfg.
+    UefiAcpi,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::LinuxDt => vmspec::DEVICE_MODEL_LINUX_DT,
+            Profile::UefiAcpi => vmspec::DEVICE_MODEL_UEFI_ACPI,
+        }
+    }
+}
+
+/// vCPUs and RAM of a `uefi-acpi` run unless `--smp`/`--mem` say otherwise.
+pub const UEFI_DEFAULT_VCPUS: u32 = 1;
+pub const UEFI_DEFAULT_MEM: u64 = 256 << 20;
+
 /// Everything `cargo xtask run` takes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunOptions {
     pub guest: Guest,
+    /// The VM's platform (`--profile linux-dt|uefi-acpi`).
+    pub profile: Profile,
+    /// Stop in the firmware's UEFI shell (`--firmware-shell`, `uefi-acpi` only):
+    /// the VM gets no boot disk, so the boot manager falls through to the shell.
+    pub firmware_shell: bool,
+    /// Boot this firmware code image from a boot bundle instead of the
+    /// `uefi-acpi` system disk's VM (`--firmware PATH`; its variables then live
+    /// in memory only).
+    pub firmware: Option<PathBuf>,
     /// Replaces the guest's kernel (QEMU's `-kernel`, but for the VM).
     pub kernel: Option<PathBuf>,
     /// Replaces the guest's initrd.
@@ -177,7 +210,7 @@ impl RunOptions {
 }
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
-pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--kernel PATH] [--initrd PATH] \
+pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
@@ -205,6 +238,15 @@ pub struct RunArgs {
     /// the guest (default linux)
     #[arg(long, value_name = "linux|selftest|bench-exits|virtio-hostile|reset-loop", value_parser = parse_guest)]
     guest: Option<Guest>,
+    /// the VM's platform: linux-dt (default) or uefi-acpi (Debian's AAVMF in flash, ACPI)
+    #[arg(long, value_name = "linux-dt|uefi-acpi", value_parser = parse_profile)]
+    profile: Option<Profile>,
+    /// uefi-acpi: stop in the firmware's UEFI shell (no boot disk)
+    #[arg(long = "firmware-shell")]
+    firmware_shell: bool,
+    /// uefi-acpi: boot this code image from a boot bundle (variables in memory only)
+    #[arg(long, value_name = "PATH")]
+    firmware: Option<PathBuf>,
     /// replaces the guest's kernel
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
@@ -277,6 +319,13 @@ fn parse_guest(v: &str) -> Result<Guest, String> {
     Guest::from_name(v).map_err(|e| e.to_string())
 }
 
+fn parse_profile(v: &str) -> Result<Profile, String> {
+    [Profile::LinuxDt, Profile::UefiAcpi]
+        .into_iter()
+        .find(|p| p.name() == v)
+        .ok_or_else(|| format!("--profile takes linux-dt or uefi-acpi, not `{v}`"))
+}
+
 fn parse_smp(v: &str) -> Result<u32, String> {
     v.parse()
         .ok()
@@ -336,8 +385,33 @@ impl RunArgs {
             extra.push((i, vec!["-cpu".into(), model]));
         }
         extra.sort_by_key(|(i, _)| *i);
+        let uefi_conflict = self.guest.is_some()
+            || self.kernel.is_some()
+            || self.initrd.is_some()
+            || self.append.is_some()
+            || self.guest_cmd.is_some()
+            || self.hypervisor_fault.is_some();
+        let profile = self.profile.unwrap_or_default();
+        if profile == Profile::UefiAcpi && uefi_conflict {
+            return Err(Error::Usage(
+                "--profile uefi-acpi boots firmware: no --guest, --kernel, --initrd, --append, --guest-cmd or --hypervisor-fault".into(),
+            ));
+        }
+        if profile == Profile::UefiAcpi && !self.firmware_shell {
+            return Err(Error::Usage(
+                "--profile uefi-acpi needs --firmware-shell for now: the boot disk (shim → GRUB → Linux on an ESP) is not built yet".into(),
+            ));
+        }
+        if (self.firmware_shell || self.firmware.is_some()) && profile != Profile::UefiAcpi {
+            return Err(Error::Usage(
+                "--firmware-shell and --firmware apply to --profile uefi-acpi".into(),
+            ));
+        }
         let o = RunOptions {
             guest: self.guest.unwrap_or_default(),
+            profile,
+            firmware_shell: self.firmware_shell,
+            firmware: self.firmware,
             kernel: self.kernel,
             initrd: self.initrd,
             append: self.append,
@@ -369,7 +443,7 @@ impl RunArgs {
         }
         if (o.system_disk.is_some() || o.fresh || o.cold) && !uses_system_disk(&o) {
             return Err(Error::Usage(
-                "--system-disk/--fresh/--cold apply to --guest linux without --kernel".into(),
+                "--system-disk/--fresh/--cold apply to --guest linux without --kernel, and to --profile uefi-acpi without --firmware".into(),
             ));
         }
         Ok(o)
@@ -392,6 +466,9 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
 /// Whether the run boots from a system disk (the Linux guest with its own kernel;
 /// a deliberate hypervisor fault travels in a bundle, so it keeps one).
 pub fn uses_system_disk(o: &RunOptions) -> bool {
+    if o.profile == Profile::UefiAcpi {
+        return o.firmware.is_none();
+    }
     o.guest == Guest::Linux && o.kernel.is_none() && o.hypervisor_fault.is_none()
 }
 
@@ -469,6 +546,75 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
     qemu.check()?;
     ensure_qemu(o.quiet)?;
     let hypervisor = build_hypervisor(layout, o.quiet)?;
+
+    if o.profile == Profile::UefiAcpi {
+        let code = match &o.firmware {
+            Some(p) => p.clone(),
+            None => {
+                let aavmf = crate::firmware::ensure_aavmf(
+                    &layout.firmware_cache(),
+                    &layout.guest_cache().join("apt"),
+                )
+                .map_err(|e| Error::step("firmware", e))?;
+                if o.verbose {
+                    eprintln!(
+                        "xtask: firmware {} ({})",
+                        aavmf.code.display(),
+                        aavmf.package
+                    );
+                }
+                aavmf.code
+            }
+        };
+        let vm = VmDef {
+            name: sysdisk::UEFI_VM_NAME.into(),
+            vcpus: o.smp.unwrap_or(UEFI_DEFAULT_VCPUS),
+            mem: o.mem.unwrap_or(UEFI_DEFAULT_MEM),
+            cmdline: String::new(),
+            guest: sysdisk::UEFI_VM_NAME.into(),
+            kernel: PathBuf::new(),
+            initrd: None,
+            disk: None,
+            fault: None,
+            pmu_el2_counting: false,
+            firmware: Some(crate::bundle::FirmwareDef {
+                code: code.clone(),
+                vars: None,
+            }),
+        };
+        let system_disk = if uses_system_disk(o) {
+            let path = o
+                .system_disk
+                .clone()
+                .unwrap_or_else(|| sysdisk::uefi_default_path(layout));
+            let want = sysdisk::DesiredFirmwareVm {
+                name: vm.name.clone(),
+                vcpus: vm.vcpus,
+                mem: vm.mem,
+                code,
+            };
+            let run = sysdisk::ensure_firmware(&path, o.fresh, &want)?;
+            eprintln!("xtask: {}", run.describe(&want.name));
+            Some(run)
+        } else {
+            None
+        };
+        let bundle = match &system_disk {
+            Some(d) => d.path.clone(),
+            None => write_bundle(layout, &vm)?,
+        };
+        qemu.smp = vm.vcpus;
+        qemu.guest_mem = vm.mem;
+        qemu.kernel = hypervisor;
+        qemu.initrd = bundle.clone();
+        return Ok(Prepared {
+            qemu,
+            vm,
+            bundle,
+            script,
+            system_disk,
+        });
+    }
     let (kernel, initrd, mut cmdline) = match o.guest {
         Guest::Linux => {
             let (kernel, initrd) = match (&o.kernel, &o.initrd) {
@@ -542,6 +688,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         // The exits benchmark counts the hypervisor's instructions; no other guest
         // may watch EL2 through its PMU.
         pmu_el2_counting: o.guest == Guest::BenchExits,
+        firmware: None,
     };
     let system_disk = if uses_system_disk(o) {
         let path = o
@@ -944,6 +1091,7 @@ mod tests {
                     disk: None,
                     fault: None,
                     pmu_el2_counting: guest == Guest::BenchExits,
+                    firmware: None,
                 };
                 let system_disk = uses_system_disk(&o).then(|| SystemDiskRun {
                     path: "/t/system-disk.img".into(),
@@ -1046,6 +1194,38 @@ mod tests {
         .unwrap();
         assert_eq!(cmd.guest_cmd.as_deref(), Some("cat /proc/cpuinfo"));
         assert_eq!(cmd.accel, Accel::Kvm);
+    }
+
+    #[test]
+    fn profile_arguments_parse() {
+        let o = parse_args(&args(
+            "--profile uefi-acpi --firmware-shell --smp 2 --timeout 60",
+        ))
+        .unwrap();
+        assert_eq!(
+            (o.profile, o.firmware_shell, o.smp),
+            (Profile::UefiAcpi, true, Some(2))
+        );
+        assert!(uses_system_disk(&o));
+        let b = parse_args(&args("--profile uefi-acpi --firmware-shell --firmware /f")).unwrap();
+        assert_eq!(b.firmware, Some(PathBuf::from("/f")));
+        assert!(!uses_system_disk(&b));
+        assert!(
+            parse_args(&args("--profile uefi-acpi --firmware-shell --fresh"))
+                .unwrap()
+                .fresh
+        );
+        assert_eq!(parse_args(&[]).unwrap().profile, Profile::LinuxDt);
+        for bad in [
+            "--profile uefi-acpi",
+            "--profile uefi-acpi --firmware-shell --guest selftest",
+            "--profile uefi-acpi --firmware-shell --kernel /k",
+            "--profile uefi-acpi --firmware-shell --firmware /f --fresh",
+            "--firmware-shell",
+            "--profile windows",
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

@@ -333,6 +333,144 @@ pub fn ensure_with(
     })
 }
 
+/// File name of the `uefi-acpi` profile's system disk under `target/`.
+pub const UEFI_FILE_NAME: &str = "system-disk-uefi.img";
+/// Name of the `uefi-acpi` profile's VM.
+pub const UEFI_VM_NAME: &str = "uefi";
+/// The variable-store extent of a firmware VM: two copies (A/B) of a bank of
+/// up to 2 MiB, with their headers.
+pub const UEFI_VARS_EXTENT: u64 = 4 << 20;
+
+/// The `uefi-acpi` profile's system disk.
+pub fn uefi_default_path(layout: &Layout) -> PathBuf {
+    layout.out.join(UEFI_FILE_NAME)
+}
+
+/// What a firmware run wants its VM to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredFirmwareVm {
+    pub name: String,
+    pub vcpus: u32,
+    pub mem: u64,
+    /// The code bank's image (its trailing zero bytes are not stored).
+    pub code: PathBuf,
+}
+
+/// Makes the system disk at `path` hold the firmware VM `want` (created with an
+/// empty variable store, autostart), with its code image replaced when it
+/// changed and its vCPUs and memory set; the variable store is never touched
+/// (it is the VM's, written by the hypervisor). `fresh` recreates the image.
+pub fn ensure_firmware(
+    path: &Path,
+    fresh: bool,
+    want: &DesiredFirmwareVm,
+) -> Result<SystemDiskRun, Error> {
+    if !want.mem.is_multiple_of(registry::defs::MEMORY_GRANULE) {
+        return Err(Error::Usage(format!(
+            "a system-disk VM's memory must be a multiple of 2M, not {} bytes",
+            want.mem
+        )));
+    }
+    let mut created = false;
+    if fresh && path.exists() {
+        std::fs::remove_file(path)
+            .map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+    }
+    if !path.exists() {
+        create_image(path)?;
+        created = true;
+    }
+    let mut disk = FileDisk::open(path, false)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let mut reg = Registry::open(&mut disk).map_err(|e| {
+        step(format!(
+            "{}: the registry does not open ({e}); it is left untouched — recreate it with --fresh",
+            path.display()
+        ))
+    })?;
+    let image = read(&want.code, "firmware code")?;
+    let code = crate::bundle::trim_zeros(&image);
+    if code.is_empty() || image.len() > vmspec::FLASH_BANK_SIZE {
+        return Err(step(format!(
+            "the firmware {} must be 1 byte to 64 MiB, not all zero",
+            want.code.display()
+        )));
+    }
+    let commit = |e: registry::RegistryError| step(format!("{}: {e}", path.display()));
+    let uuid = match reg.vm_by_name(&want.name) {
+        Some(vm) => vm.uuid,
+        None => {
+            let spec = VmSpec {
+                name: want.name.clone(),
+                vcpus: want.vcpus,
+                memory_bytes: want.mem,
+                device_model: DeviceModel::UefiAcpi,
+                boot: BootSpec::Firmware {
+                    code_capacity: image_capacity(code.len()),
+                    vars_capacity: UEFI_VARS_EXTENT,
+                },
+                disks: Vec::new(),
+                tpm_nv_size: TPM_NV_SIZE,
+                policy: Policy {
+                    autostart: true,
+                    ..Policy::default()
+                },
+            };
+            created = true;
+            reg.add_vm(&mut disk, random_uuid()?, &spec)
+                .map_err(commit)?
+        }
+    };
+    let current = reg
+        .vm(uuid)
+        .cloned()
+        .ok_or_else(|| step("the VM vanished"))?;
+    if current.device_model != DeviceModel::UefiAcpi {
+        return Err(step(format!(
+            "{}: VM '{}' is not a uefi-acpi VM",
+            path.display(),
+            want.name
+        )));
+    }
+    let mut changes = Vec::new();
+    let (vcpus, mem) = (want.vcpus, want.mem);
+    if current.vcpus != vcpus || current.memory_bytes != mem || !current.policy.autostart {
+        if current.vcpus != vcpus {
+            changes.push(format!("vcpus {} -> {vcpus}", current.vcpus));
+        }
+        if current.memory_bytes != mem {
+            changes.push(format!(
+                "memory {} MiB -> {} MiB",
+                current.memory_bytes >> 20,
+                mem >> 20
+            ));
+        }
+        reg.update_vm(&mut disk, uuid, |r| {
+            r.vcpus = vcpus;
+            r.memory_bytes = mem;
+            r.policy.autostart = true;
+        })
+        .map_err(commit)?;
+    }
+    if let Some(change) =
+        store_image(&mut reg, &mut disk, uuid, ExtentRole::FirmwareCode, code).map_err(commit)?
+    {
+        changes.push(change);
+    }
+    let vm = reg.vm(uuid).ok_or_else(|| step("the VM vanished"))?;
+    Ok(SystemDiskRun {
+        path: path.to_path_buf(),
+        disk_uuid: reg.disk_uuid(),
+        vm_uuid: uuid,
+        created,
+        changes: if created { Vec::new() } else { changes },
+        generation: reg.generation(),
+        starts: vm.starts,
+        saved_state: None,
+        discarded_saved_state: false,
+    })
+}
+
 /// What differs between the record and the wanted configuration, as phrases.
 pub fn config_changes(r: &VmRecord, want: &DesiredVm) -> Vec<String> {
     let mut out = Vec::new();

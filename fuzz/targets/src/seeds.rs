@@ -1017,6 +1017,7 @@ fn bundle_seeds() -> Vec<(&'static str, Vec<u8>)> {
         pmu_el2_counting: false,
         kernel: &kernel,
         initrd: Some(b"070701 initramfs"),
+        firmware: None,
     };
     let bare = vmspec::VmSpec {
         name: "selftest".into(),
@@ -1029,6 +1030,7 @@ fn bundle_seeds() -> Vec<(&'static str, Vec<u8>)> {
         pmu_el2_counting: true,
         kernel: &kernel,
         initrd: None,
+        firmware: None,
     };
     vec![
         ("linux", vmspec::write_bundle(&base)),

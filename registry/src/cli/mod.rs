@@ -227,7 +227,11 @@ fn add_vm(args: &[String]) -> Result<String, String> {
             let vars = a.value("vars").map(read_file).transpose()?;
             let vars_capacity = match (&vars, a.value("vars-size")) {
                 (Some(_), Some(_)) => return Err("give --vars or --vars-size, not both".into()),
-                (Some(v), None) => v.len() as u64,
+                // Two copies of the template, each behind its A/B header.
+                (Some(v), None) => {
+                    2 * (v.len() as u64 + crate::defs::AB_HEADER_SIZE as u64)
+                        .next_multiple_of(BLOCK_SIZE)
+                }
                 (None, Some(s)) => parse_size(s)?,
                 (None, None) => DEFAULT_VARS_SIZE,
             };
@@ -289,8 +293,9 @@ fn add_vm(args: &[String]) -> Result<String, String> {
     Ok(format!("added VM {} ({uuid})\n", spec.name))
 }
 
-/// Stores a new VM's boot images, and copies the firmware variable-store template
-/// (raw flash, no checksum) into its extent.
+/// Stores a new VM's boot images, and the firmware variable-store template as the
+/// first copy of the two-copy atomic store (`AbStore`) in its extent, where the
+/// hypervisor reads it and commits the firmware's changes.
 fn fill_images(
     disk: &mut FileDisk,
     reg: &mut Registry,
@@ -307,10 +312,10 @@ fn fill_images(
         let BootSource::Firmware { vars, .. } = vm.boot else {
             return Err("vars template for a VM without firmware".into());
         };
-        let mut padded = t.to_vec();
-        padded.resize(t.len().next_multiple_of(BLOCK_SIZE as usize), 0);
-        write_extent(disk, vars, 0, &padded).map_err(|e| format!("writing vars: {e}"))?;
-        vdev::BlockBackend::flush(disk).map_err(|e| format!("flush: {e:?}"))?;
+        let store = crate::AbStore::new(vars).ok_or("the vars extent is too small")?;
+        store
+            .store(disk, t)
+            .map_err(|e| format!("writing vars: {e}"))?;
     }
     Ok(())
 }
@@ -460,7 +465,10 @@ fn describe_vm(out: &mut String, reg: &Registry, disk: &mut FileDisk, vm: &VmRec
         BootSource::Firmware { vars, .. } => {
             let _ = writeln!(out, "boot          firmware");
             blob_line(out, ExtentRole::FirmwareCode);
-            let _ = writeln!(out, "firmware-vars extent {vars} (raw flash)");
+            let _ = writeln!(
+                out,
+                "firmware-vars extent {vars} (two-copy atomic store of the flash image)"
+            );
         }
     }
     for (i, d) in vm.disks.iter().enumerate() {

@@ -1,0 +1,372 @@
+//! The firmware side of a `uefi-acpi` VM: the two CFI flash banks of QEMU `virt`
+//! and fw_cfg carrying the ACPI tables.
+//!
+//! - Bank 0 (the firmware code) is host memory holding the image, mapped read-only
+//!   and executable at stage 2 at [`guest::FLASH0_BASE`]: the firmware runs in
+//!   place without an exit. A write there is a permission fault the trap handler
+//!   ignores (skips) with a log line, as QEMU's read-only flash does; past the
+//!   image one zero block is mapped read-only at every 2 MiB.
+//! - Bank 1 (the variable store) is a [`uefi_devices::pflash::CfiFlash`] on the MMIO
+//!   bus. While the bank is in read-array mode its image is also mapped read-only
+//!   at stage 2 (reads are plain memory, as the firmware's `CopyMem` with load
+//!   pairs needs); a write is a permission fault that reaches the bank's command
+//!   state machine through the bus. When a command takes the bank out of
+//!   read-array mode the mapping is removed, so status and CFI reads trap too;
+//!   when the bank returns to read-array mode (the firmware's commit point) the
+//!   image is copied to the mapped memory again.
+//! - fw_cfg (`uefi_devices::fw_cfg`) at [`guest::FW_CFG_BASE`] with the ACPI tables
+//!   `acpi-gen` builds for the VM (through QEMU's table-loader files).
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+
+use boards::guest;
+use stage2::coherency::{Coherent, GuestRamAccess};
+use stage2::Perms;
+use uefi_devices::fw_cfg::{FwCfg, FwCfgBuilder};
+use uefi_devices::pflash::{CfiFlash, FlashStore, StoreError, VIRT_BLOCK_SIZE};
+use vdev::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError, Shared};
+
+use registry::{AbError, AbStore};
+use vdev::SharedBlock;
+
+use crate::guestram::GuestRam;
+use crate::sysdisk::SystemDisk;
+
+/// Size of the variable-store bank this hypervisor gives a VM: four 256 KiB
+/// blocks, room for the store, the fault-tolerant-write working block and its
+/// spare that ArmVirtQemu keeps at the bank's start (0xC0000 bytes). Smaller than
+/// QEMU's 64 MiB so that its image fits the hypervisor heap; the guest's device
+/// tree gives this size.
+pub const VARS_BANK_SIZE: u64 = 4 * VIRT_BLOCK_SIZE;
+
+/// Granule of the code bank's host memory (stage 2 maps it with 2 MiB blocks).
+const CODE_ALIGN: u64 = 2 << 20;
+/// Alignment of the variable store's host memory (stage-2 pages).
+const PAGE: u64 = 4096;
+
+/// Host memory EL2 fills and the guest sees through stage 2 (identity-mapped RAM
+/// taken from free physical memory for it alone).
+struct HostMemory {
+    pa: u64,
+    len: u64,
+}
+
+impl HostMemory {
+    /// Panics on a range outside this memory: callers pass only its own ranges,
+    /// so this is a hypervisor bug, never guest input.
+    fn check(&self, pa: u64, len: u64) {
+        let ok = pa >= self.pa && pa - self.pa <= self.len && len <= self.len - (pa - self.pa);
+        assert!(ok, "flash memory access {pa:#x}+{len:#x} outside its range");
+    }
+
+    /// Fills the whole range with `image` followed by `pad` bytes, cleaned to the
+    /// point of coherency; the proof maps it.
+    fn fill(&mut self, image: &[u8], pad: u8) -> stage2::coherency::Cleaned {
+        let (pa, len) = (self.pa, self.len);
+        let n = (image.len() as u64).min(len);
+        Coherent::new().fill(self, pa, len, |m| {
+            m.copy_in(pa, &image[..n as usize]);
+            m.set(pa + n, len - n, pad);
+        })
+    }
+
+    fn set(&mut self, pa: u64, len: u64, byte: u8) {
+        self.check(pa, len);
+        // SAFETY: `check` keeps the range inside this memory, identity-mapped host
+        // RAM reserved for this flash bank.
+        unsafe { core::ptr::write_bytes(pa as *mut u8, byte, len as usize) };
+    }
+}
+
+impl GuestRamAccess for HostMemory {
+    fn dcache_line(&self) -> u64 {
+        crate::guestram::dcache_line()
+    }
+    fn copy_in(&mut self, pa: u64, data: &[u8]) {
+        self.check(pa, data.len() as u64);
+        // SAFETY: as in `set`.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), pa as *mut u8, data.len()) };
+    }
+    fn zero(&mut self, pa: u64, len: u64) {
+        self.set(pa, len, 0);
+    }
+    fn clean_invalidate_line(&mut self, pa: u64) {
+        self.check(pa, 0);
+        // SAFETY: cache maintenance by address on identity-mapped host RAM; it
+        // changes no data, only writes dirty lines back and drops them.
+        unsafe {
+            core::arch::asm!("dc civac, {a}", a = in(reg) pa, options(nostack, preserves_flags))
+        };
+    }
+    fn barrier(&mut self) {
+        // SAFETY: a barrier only orders and completes earlier memory operations.
+        unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
+    }
+    fn invalidate_icache(&mut self) {
+        // SAFETY: invalidating instruction caches loses no data; the barriers make
+        // later fetches on every CPU see memory as it now is.
+        unsafe {
+            core::arch::asm!(
+                "ic ialluis",
+                "dsb ish",
+                "isb",
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+}
+
+/// Where a system-disk VM's variable store persists: the disk and the two-copy
+/// atomic store in its record's `firmware-vars` extent.
+pub type VarsPlace = (SharedBlock<SystemDisk>, AbStore);
+
+/// Where a variable store's commits go.
+pub enum VarStore {
+    /// A direct boot: the store lives as long as the hypervisor runs.
+    Memory,
+    /// The VM's record on the system disk: each commit replaces the stored image
+    /// atomically (the other copy of the A/B pair is written and flushed first),
+    /// so a power cut leaves the previous store.
+    Disk {
+        disk: SharedBlock<SystemDisk>,
+        store: AbStore,
+    },
+}
+
+impl FlashStore for VarStore {
+    fn commit(
+        &mut self,
+        image: &[u8],
+        _dirty: &[core::ops::Range<usize>],
+    ) -> Result<(), StoreError> {
+        match self {
+            VarStore::Memory => Ok(()),
+            VarStore::Disk { disk, store } => store.store(disk, image).map_err(|e| {
+                log::warn!("variable store: writing it to the system disk failed: {e}");
+                match e {
+                    AbError::Io(vdev::BlockError::ReadOnly) => StoreError::ReadOnly,
+                    _ => StoreError::Io,
+                }
+            }),
+        }
+    }
+}
+
+/// The variable-store bank: the CFI model plus its stage-2 mapping in read-array
+/// mode.
+pub struct VarsBank {
+    flash: CfiFlash<VarStore>,
+    ram: GuestRam,
+    memory: HostMemory,
+    mapped: bool,
+}
+
+impl VarsBank {
+    /// Maps or unmaps the bank to match its mode.
+    fn sync(&mut self) {
+        let read_array = self.flash.read_array_mode();
+        if self.mapped && !read_array {
+            match self.ram.unmap_outside(guest::FLASH1_BASE, VARS_BANK_SIZE) {
+                Ok(()) => self.mapped = false,
+                Err(e) => log::error!("variable store: cannot unmap it: {e:?}"),
+            }
+        } else if !self.mapped && read_array {
+            let cleaned = self.memory.fill(self.flash.image(), 0xff);
+            match self.ram.map_outside(guest::FLASH1_BASE, cleaned, Perms::R) {
+                Ok(()) => self.mapped = true,
+                Err(e) => log::error!("variable store: cannot map it: {e:?}"),
+            }
+        }
+    }
+}
+
+impl MmioDevice for VarsBank {
+    fn read(
+        &mut self,
+        ctx: &mut MmioContext,
+        offset: u64,
+        size: AccessSize,
+    ) -> Result<u64, MmioError> {
+        let r = self.flash.read(ctx, offset, size);
+        self.sync();
+        r
+    }
+
+    fn write(
+        &mut self,
+        ctx: &mut MmioContext,
+        offset: u64,
+        size: AccessSize,
+        value: u64,
+    ) -> Result<(), MmioError> {
+        let r = self.flash.write(ctx, offset, size, value);
+        self.sync();
+        r
+    }
+
+    fn reset(&mut self, irq: &mut dyn InterruptSink) {
+        self.flash.reset(irq);
+        self.sync();
+    }
+}
+
+/// What a `uefi-acpi` VM has beyond the Linux machine.
+pub struct Firmware {
+    pub vars: Shared<VarsBank>,
+    pub fw_cfg: Shared<FwCfg>,
+}
+
+/// Host memory set aside for a VM's flash banks (before the rest of free memory
+/// goes to the snapshot pool).
+pub struct Reserved {
+    code: HostMemory,
+    vars: HostMemory,
+    /// One zeroed block mapped (read-only) at every block of the code bank past
+    /// the image: the bank reads as zeros to its end, as on QEMU.
+    zeros: HostMemory,
+}
+
+/// Takes the flash banks' host memory for `fw` from `pmem`.
+pub fn reserve(
+    pmem: &mut boards::memmap::PhysMem,
+    fw: &vmspec::Firmware,
+) -> Result<Reserved, String> {
+    let len = (fw.code.len() as u64).next_multiple_of(CODE_ALIGN);
+    let pa = pmem
+        .alloc(len, CODE_ALIGN)
+        .ok_or_else(|| format!("no memory for the {} MiB firmware code bank", len >> 20))?;
+    let vars_pa = pmem
+        .alloc(VARS_BANK_SIZE, PAGE)
+        .ok_or_else(|| String::from("no memory for the variable store's mapping"))?;
+    let zeros_pa = pmem
+        .alloc(CODE_ALIGN, CODE_ALIGN)
+        .ok_or_else(|| String::from("no memory for the code bank's zero block"))?;
+    Ok(Reserved {
+        zeros: HostMemory {
+            pa: zeros_pa,
+            len: CODE_ALIGN,
+        },
+        code: HostMemory { pa, len },
+        vars: HostMemory {
+            pa: vars_pa,
+            len: VARS_BANK_SIZE,
+        },
+    })
+}
+
+/// Builds the firmware devices of a VM whose RAM is `ram` in the memory `mem`
+/// reserved for them: the code bank mapped from `fw.code` (zeros to the next
+/// 2 MiB), the variable store from `fw.vars` (erased when `None`) committing to
+/// `store`, and fw_cfg with the ACPI tables of `vcpus` vCPUs and the device
+/// list ([`device_list`]) of the virtio-mmio `slots`.
+pub fn build(
+    ram: GuestRam,
+    mem: Reserved,
+    fw: &vmspec::Firmware,
+    store: VarStore,
+    vcpus: u32,
+    slots: &[u64],
+) -> Result<Firmware, String> {
+    let Reserved {
+        mut code,
+        vars,
+        mut zeros,
+    } = mem;
+    let cleaned = code.fill(fw.code, 0);
+    code.invalidate_icache();
+    ram.map_outside(guest::FLASH0_BASE, cleaned, Perms::RX)
+        .map_err(|e| format!("cannot map the firmware code bank: {e:?}"))?;
+    // The rest of the bank: the same zero block, read-only, at each 2 MiB. Every
+    // write anywhere in the bank is then a permission fault the trap handler
+    // ignores (with a log line), whatever instruction made it.
+    let mut at = guest::FLASH0_BASE + code.len;
+    while at < guest::FLASH0_BASE + guest::FLASH_BANK_SIZE {
+        let cleaned = zeros.fill(&[], 0);
+        ram.map_outside(at, cleaned, Perms::R)
+            .map_err(|e| format!("cannot map the code bank's tail: {e:?}"))?;
+        at += CODE_ALIGN;
+    }
+
+    // The variable store: the given image (its tail beyond the bank must be
+    // erased or zero, as Debian's 64 MiB files are) or an erased bank.
+    let mut image = vec![0xffu8; VARS_BANK_SIZE as usize];
+    if let Some(v) = fw.vars {
+        let (head, tail) = v.split_at(v.len().min(image.len()));
+        if tail.iter().any(|&b| b != 0xff && b != 0) {
+            return Err(format!(
+                "the variable store image has data beyond the {} KiB bank",
+                VARS_BANK_SIZE >> 10
+            ));
+        }
+        image[..head.len()].copy_from_slice(head);
+    }
+    let flash = CfiFlash::new(image, VIRT_BLOCK_SIZE, false, store)
+        .map_err(|e| format!("variable store: {e:?}"))?;
+    let mut bank = VarsBank {
+        flash,
+        ram,
+        memory: vars,
+        mapped: false,
+    };
+    bank.sync();
+    if !bank.mapped {
+        return Err(String::from("cannot map the variable store"));
+    }
+
+    // fw_cfg with the ACPI tables of exactly the devices the VM has: no PL031,
+    // TPM or power button yet.
+    let platform = acpi_gen::profile::from_devices(vcpus, None, &device_list(slots))
+        .ok_or_else(|| String::from("the device list has no console"))?;
+    let tables = acpi_gen::build(&platform).map_err(|e| format!("ACPI tables: {e:?}"))?;
+    let mut b = FwCfgBuilder::new().cpus(vcpus as u16);
+    b.acpi(&acpi_gen::AcpiBlobs::new(&tables))
+        .map_err(|e| format!("fw_cfg: {e:?}"))?;
+    Ok(Firmware {
+        vars: Shared::new(bank),
+        fw_cfg: Shared::new(b.build()),
+    })
+}
+
+/// Puts `fw`'s devices on `bus` at the windows the device list gives them (the
+/// code bank is stage-2 memory, not a bus device).
+pub fn attach(bus: &mut vdev::MmioBus, fw: &Firmware, slots: &[u64]) -> Result<(), vdev::BusError> {
+    use boards::devices::DeviceKind;
+    for d in device_list(slots) {
+        let (name, device): (&'static str, Box<dyn MmioDevice + Send>) = match d.kind {
+            DeviceKind::Flash { bank: 1 } => ("pflash-vars", Box::new(fw.vars.clone())),
+            DeviceKind::FwCfg => ("fw_cfg", Box::new(fw.fw_cfg.clone())),
+            _ => continue,
+        };
+        bus.insert(name, d.base, d.size, device)?;
+    }
+    Ok(())
+}
+
+/// The devices of a `uefi-acpi` VM with virtio-mmio `slots`: the one list its
+/// ACPI tables and its device tree's firmware nodes are generated from.
+pub fn device_list(slots: &[u64]) -> alloc::vec::Vec<boards::devices::DeviceSpec> {
+    boards::devices::device_list(
+        boards::devices::Profile::UefiAcpi,
+        &boards::devices::VmDevices {
+            virtio_slots: slots,
+            tpm_spi_gpio: false,
+            vars_bank_size: VARS_BANK_SIZE,
+        },
+    )
+}
+
+/// The firmware's flash banks and fw_cfg as its device tree describes them (the
+/// code bank at QEMU's size; past the image it reads as zeros).
+pub fn dt_devices(slots: &[u64]) -> boards::guest_dt::FirmwareDevices {
+    let list = device_list(slots);
+    boards::guest_dt::FirmwareDevices::from_devices(&list)
+        .expect("the uefi-acpi device list has both flash banks and fw_cfg")
+}
+
+/// Whether `ipa` is in the code bank as the device tree describes it.
+pub fn in_code_bank(ipa: u64) -> bool {
+    (guest::FLASH0_BASE..guest::FLASH0_BASE + guest::FLASH_BANK_SIZE).contains(&ipa)
+}
