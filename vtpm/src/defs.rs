@@ -54,6 +54,7 @@ pub mod rc {
     pub const AUTH_CONTEXT: u32 = VER1 + 0x045;
     pub const AUTH_UNAVAILABLE: u32 = VER1 + 0x02F;
     pub const CPHASH: u32 = VER1 + 0x051;
+    pub const NO_RESULT: u32 = VER1 + 0x054;
     pub const FMT1: u32 = 0x080;
     pub const ATTRIBUTES: u32 = FMT1 + 0x002;
     pub const HASH: u32 = FMT1 + 0x003;

@@ -983,6 +983,13 @@ pub static COMMANDS: &[CommandDesc] = &[
         policy::policy_get_digest,
     )),
     entry(cc::TEST_PARMS, "TestParms", false, &[], object::test_parms),
+    dec(enc(entry(
+        cc::COMMIT,
+        "Commit",
+        false,
+        &[h(HandleKind::Object { allow_null: false }, AuthRole::User)],
+        ecc2phase::commit_cmd,
+    ))),
     entry(
         cc::POLICY_PASSWORD,
         "PolicyPassword",

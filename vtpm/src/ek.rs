@@ -126,6 +126,7 @@ impl EkKind {
             x,
             y,
             exponent: 0,
+            ecdaa_count: 0,
         }
     }
 

@@ -38,6 +38,7 @@ fn template(attributes: u32) -> Public {
         x: Vec::new(),
         y: Vec::new(),
         exponent: 0,
+        ecdaa_count: 0,
     }
 }
 
@@ -414,6 +415,7 @@ fn sealed_template(attributes: u32) -> Public {
         x: Vec::new(),
         y: Vec::new(),
         exponent: 0,
+        ecdaa_count: 0,
     }
 }
 

@@ -38,6 +38,8 @@ pub mod ids {
     pub const SYMCIPHER: u16 = 0x0025;
     pub const ECDSA: u16 = 0x0018;
     pub const ECDH: u16 = 0x0019;
+    /// TPM_ALG_ECDAA: the anonymous (split) signing scheme of TPM2_Commit.
+    pub const ECDAA: u16 = 0x001A;
     pub const NIST_P256: u16 = 0x0003;
     pub const AES: u16 = 0x0006;
     pub const CFB: u16 = 0x0043;
@@ -72,6 +74,8 @@ pub struct Public {
     pub symmetric: SymObject,
     /// (scheme, its hash) or None for TPM_ALG_NULL.
     pub scheme: Option<(u16, HashAlg)>,
+    /// The `count` of a TPMS_SCHEME_ECDAA scheme (0 for other schemes).
+    pub ecdaa_count: u16,
     /// ECC: the point's x; RSA: the modulus; keyed hash: the unique digest.
     pub x: Vec<u8>,
     /// ECC: the point's y; others: empty.
@@ -94,13 +98,15 @@ impl Public {
         }
         let auth_policy = r.tpm2b(limits::TPMU_HA_SIZE)?.to_vec();
         let mut exponent = 0;
+        let mut ecdaa_count = 0;
         let (symmetric, scheme, x, y) = if ty == ids::RSA {
             let (symmetric, scheme, e) = rsa_parms(r)?;
             exponent = e;
             let n = r.tpm2b(crate::rsa_key::RSA_BYTES)?.to_vec();
             (symmetric, scheme, n, Vec::new())
         } else if ty == ids::ECC {
-            let (symmetric, scheme) = ecc_parms(r)?;
+            let (symmetric, scheme, count) = ecc_parms(r)?;
+            ecdaa_count = count;
             let x = r.tpm2b(P256_BYTES)?.to_vec();
             let y = r.tpm2b(P256_BYTES)?.to_vec();
             (symmetric, scheme, x, y)
@@ -120,6 +126,7 @@ impl Public {
             auth_policy,
             symmetric,
             scheme,
+            ecdaa_count,
             x,
             y,
             exponent,
@@ -182,6 +189,9 @@ impl Public {
             }
             Some((ids::RSAES, _)) => {
                 w.u16(ids::RSAES);
+            }
+            Some((ids::ECDAA, h)) => {
+                w.u16(ids::ECDAA).u16(h.id()).u16(self.ecdaa_count);
             }
             Some((s, h)) => {
                 w.u16(s).u16(h.id());
@@ -258,7 +268,7 @@ impl Public {
             Some(_) if storage => return Err(rc::SCHEME),
             Some((ids::RSASSA | ids::RSAPSS, _)) if !sign || decrypt => return Err(rc::SCHEME),
             Some((ids::RSAES | ids::OAEP, _)) if !decrypt || sign => return Err(rc::SCHEME),
-            Some((ids::ECDSA, _)) if !sign => return Err(rc::SCHEME),
+            Some((ids::ECDSA | ids::ECDAA, _)) if !sign => return Err(rc::SCHEME),
             Some((ids::ECDH, _)) if !decrypt || sign => return Err(rc::SCHEME),
             _ => {}
         }
@@ -317,9 +327,13 @@ impl Public {
     }
 }
 
+/// A key's scheme: (scheme, its hash), or None for TPM_ALG_NULL.
+pub type Scheme = Option<(u16, HashAlg)>;
+
 /// TPMS_ECC_PARMS (bare codes): the symmetric algorithm of a storage key, the
-/// scheme, and the curve and KDF, which must be NIST P-256 and TPM_ALG_NULL.
-pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Option<(u16, HashAlg)>), u32> {
+/// scheme (with the count of an ECDAA scheme, else 0), and the curve and KDF,
+/// which must be NIST P-256 and TPM_ALG_NULL.
+pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Scheme, u16), u32> {
     let symmetric = match r.u16()? {
         alg::NULL => SymObject::Null,
         ids::AES => {
@@ -334,9 +348,15 @@ pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Option<(u16, HashAlg)>), 
         }
         _ => return Err(rc::SYMMETRIC),
     };
+    let mut count = 0;
     let scheme = match r.u16()? {
         alg::NULL => None,
         s @ (ids::ECDSA | ids::ECDH) => Some((s, r.hash_alg(false)?.ok_or(rc::HASH)?)),
+        ids::ECDAA => {
+            let h = r.hash_alg(false)?.ok_or(rc::HASH)?;
+            count = r.u16()?;
+            Some((ids::ECDAA, h))
+        }
         _ => return Err(rc::SCHEME),
     };
     if r.u16()? != ids::NIST_P256 {
@@ -345,7 +365,7 @@ pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Option<(u16, HashAlg)>), 
     if r.u16()? != alg::NULL {
         return Err(rc::KDF);
     }
-    Ok((symmetric, scheme))
+    Ok((symmetric, scheme, count))
 }
 
 /// TPMS_RSA_PARMS as (symmetric, scheme, exponent field).
@@ -463,6 +483,7 @@ pub fn ecdh_point(d: &NonZeroScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec
         auth_policy: Vec::new(),
         symmetric: SymObject::Null,
         scheme: None,
+        ecdaa_count: 0,
         x: x.to_vec(),
         y: y.to_vec(),
         exponent: 0,
@@ -532,6 +553,7 @@ mod tests {
             x: Vec::new(),
             y: Vec::new(),
             exponent: 0,
+            ecdaa_count: 0,
         }
     }
 

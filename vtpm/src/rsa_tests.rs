@@ -25,6 +25,7 @@ fn rsa_template(attributes: u32, scheme: Option<(u16, HashAlg)>) -> Public {
         x: Vec::new(),
         y: Vec::new(),
         exponent: 0,
+        ecdaa_count: 0,
     }
 }
 

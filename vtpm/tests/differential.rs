@@ -369,6 +369,17 @@ fn differential_against_swtpm() {
     let ours_cmds = getcap_map(&tool(&mut ours, &["tpm2_getcap", "commands"]).1, "value");
     let sw_cmds = getcap_map(&tool(&mut sw, &["tpm2_getcap", "commands"]).1, "value");
     assert!(!ours_cmds.is_empty());
+    // Every TPM 2.0 command code swtpm lists (109; tpm2-tools names them),
+    // the vTPM lists too. swtpm's one vendor command (shown by its raw
+    // TPMA_CC) is not among them.
+    let names = |m: &[(String, String)]| {
+        m.iter()
+            .filter(|(n, _)| n.starts_with("TPM2_CC_"))
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>()
+    };
+    d.eq("TPM_CAP_COMMANDS", names(&ours_cmds), names(&sw_cmds));
+    d.eq("TPM2_CC_ count", names(&ours_cmds).len(), 109);
     for (name, v) in &ours_cmds {
         let theirs = sw_cmds
             .iter()
@@ -6392,4 +6403,291 @@ fn differential_clear_restarts_clock_and_counters() {
     // Resets and restarts were counted before; Clear zeroed them.
     assert_eq!(before[0].0, 2);
     assert_eq!((after[0].0, after[0].1, after[0].2), (0, 0, 1));
+}
+
+/// A P-256 point from a TPM2B_ECC_POINT (None for the empty point).
+fn ecc_point(b: &[u8]) -> Option<p256::ProjectivePoint> {
+    use p256::elliptic_curve::sec1::FromEncodedPoint;
+    let (x, rest) = split_tpm2b(&b[2..]);
+    let (y, _) = split_tpm2b(rest);
+    let (x, y) = (&x[2..], &y[2..]);
+    if x.is_empty() && y.is_empty() {
+        return None;
+    }
+    let ep = p256::EncodedPoint::from_affine_coordinates(x.into(), y.into(), false);
+    let p: Option<p256::AffinePoint> = p256::AffinePoint::from_encoded_point(&ep).into();
+    Some(p.expect("a point on P-256").into())
+}
+
+/// A TPM2B_ECC_POINT of a P-256 point.
+fn ecc_point_bytes(p: &p256::ProjectivePoint) -> Vec<u8> {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    let ep = p.to_affine().to_encoded_point(false);
+    let mut v = vec![0, 68, 0, 32];
+    v.extend(ep.x().unwrap());
+    v.extend([0, 32]);
+    v.extend(ep.y().unwrap());
+    v
+}
+
+/// `v` (big-endian) mod the P-256 group order, as a scalar (the test's own
+/// reduction, through num-bigint-dig).
+fn mod_order(v: &[u8]) -> p256::Scalar {
+    use p256::elliptic_curve::PrimeField;
+    let n = num_bigint_dig::BigUint::parse_bytes(
+        b"FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551",
+        16,
+    )
+    .unwrap();
+    let m = (num_bigint_dig::BigUint::from_bytes_be(v) % n).to_bytes_be();
+    let mut b = [0u8; 32];
+    b[32 - m.len()..].copy_from_slice(&m);
+    p256::Scalar::from_repr(b.into()).unwrap()
+}
+
+/// An s2 whose SHA-256 is the x of a P-256 point, and that point's y: the
+/// P2 = (H(s2), y2) of TPM2_Commit.
+fn s2_on_curve() -> (Vec<u8>, p256::ProjectivePoint, Vec<u8>) {
+    use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
+    for i in 0u32.. {
+        let s2 = [b"RayOS ECDAA basename ".as_slice(), &i.to_be_bytes()].concat();
+        let x = sha256(&[&s2]);
+        let ep = p256::EncodedPoint::from_bytes([&[2u8][..], &x].concat()).unwrap();
+        let p: Option<p256::AffinePoint> = p256::AffinePoint::from_encoded_point(&ep).into();
+        if let Some(p) = p {
+            let y = p.to_encoded_point(false).y().unwrap().to_vec();
+            return (s2, p.into(), y);
+        }
+    }
+    unreachable!()
+}
+
+/// TPM2_Commit and TPM2_Sign with the ECDAA scheme (Part 1 §C.4's split
+/// signing), the same command bytes to the vTPM and swtpm. On both TPMs'
+/// outputs: with P1 = a·G and P2 = (H(s2), y2), Commit returns K, L, E and a
+/// counter; Sign with that counter returns (nonceK, s), and with
+/// T = H(nonceK || digest) mod n the ECDAA verification equations hold:
+/// s·P2 = L + T·K, s·P1 = E + T·a·Q (Q the key's public point), and with
+/// no points s·G = E + T·Q. Empty results, counters and the response codes
+/// of hostile inputs (wrong key schemes, P1 or P2 off the curve, half a P2,
+/// a used or unknown count) agree.
+#[test]
+fn differential_commit_ecdaa() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_commit_ecdaa: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    let mut d = Diff(Vec::new());
+    let attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|sign";
+    let primary =
+        |alg: &'static str, attrs: &'static str, h: &'static str| -> Vec<Vec<&'static str>> {
+            vec![
+                vec![
+                    "tpm2_createprimary",
+                    "-Q",
+                    "-C",
+                    "o",
+                    "-G",
+                    alg,
+                    "-a",
+                    attrs,
+                    "-c",
+                    "k.ctx",
+                ],
+                vec!["tpm2_evictcontrol", "-Q", "-C", "o", "-c", "k.ctx", h],
+                vec!["tpm2_flushcontext", "-t"],
+            ]
+        };
+    let mut owned: Vec<Vec<&str>> = vec![vec!["tpm2_startup", "-c"]];
+    owned.extend(primary("ecc256:ecdaa4-sha256", attrs, "0x81000030"));
+    owned.extend(primary("ecc256:ecdsa-sha256", attrs, "0x81000031"));
+    owned.extend(primary("ecc256:null", attrs, "0x81000032"));
+    let steps: Vec<&[&str]> = owned.iter().map(|s| s.as_slice()).collect();
+    let outcomes = run_steps_both(&mut ours, &mut sw, &steps, &[], &mut d);
+    assert!(outcomes.iter().all(|o| o.0), "{outcomes:?}");
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        t.disconnect();
+    }
+    let (key, ecdsa_key, null_key) = (0x8100_0030u32, 0x8100_0031u32, 0x8100_0032u32);
+    let p = pw(1, &[], &[]);
+    let empty_point = vec![0u8, 4, 0, 0, 0, 0];
+    let commit = |h: u32, p1: &[u8], s2: &[u8], y2: &[u8]| {
+        let mut v = p1.to_vec();
+        v.extend((s2.len() as u16).to_be_bytes());
+        v.extend(s2);
+        v.extend((y2.len() as u16).to_be_bytes());
+        v.extend(y2);
+        cmd(S, 0x18B, &[h], Some(&p), &v)
+    };
+    let digest = sha256(&[b"ECDAA message"]);
+    let sign = |h: u32, scheme: &[u8]| {
+        let mut v = vec![0, 32];
+        v.extend(&digest);
+        v.extend(scheme);
+        v.extend([0x80, 0x24, 0x40, 0, 0, 7, 0, 0]);
+        cmd(S, 0x15D, &[h], Some(&p), &v)
+    };
+    let ecdaa = |count: [u8; 2]| [&[0, 0x1A, 0, 0x0B][..], &count].concat();
+    // (K, L, E, counter) of a Commit response.
+    let outputs = |r: &[u8]| {
+        let (k, rest) = split_tpm2b(&r[14..]);
+        let (l, rest) = split_tpm2b(rest);
+        let (e, rest) = split_tpm2b(rest);
+        (k.to_vec(), l.to_vec(), e.to_vec(), [rest[0], rest[1]])
+    };
+    // (nonceK, s) of an ECDAA Sign response.
+    let ecdaa_sig = |r: &[u8]| {
+        assert_eq!(&r[14..18], &[0, 0x1A, 0, 0x0B], "ECDAA with SHA-256");
+        let (nk, rest) = split_tpm2b(&r[18..]);
+        let (s, _) = split_tpm2b(rest);
+        (nk[2..].to_vec(), s[2..].to_vec())
+    };
+    let scalar = |b: &[u8]| mod_order(b);
+    let g = p256::ProjectivePoint::GENERATOR;
+    let a = p256::Scalar::from(7u64);
+    let p1 = g * a;
+    let (s2, p2, y2) = s2_on_curve();
+    let mut counters = Vec::new();
+    for (who, t) in [("vTPM", &mut ours as &mut dyn Tpm), ("swtpm", &mut sw)] {
+        let q = ecc_point(&ecc_static_point(t, key)).unwrap();
+        // Commit with P1 and P2.
+        let r = t.raw(0, &commit(key, &ecc_point_bytes(&p1), &s2, &y2));
+        assert_eq!(rc(&r), 0, "{who} Commit(P1, P2) {r:02x?}");
+        let (k, l, e, c) = outputs(&r);
+        let (k, l, e) = (
+            ecc_point(&k).unwrap(),
+            ecc_point(&l).unwrap(),
+            ecc_point(&e).unwrap(),
+        );
+        let r = t.raw(0, &sign(key, &ecdaa(c)));
+        assert_eq!(rc(&r), 0, "{who} Sign(ECDAA, {c:?}) {r:02x?}");
+        let (nk, s) = ecdaa_sig(&r);
+        let tt = scalar(&sha256(&[&nk, &digest]));
+        let s = scalar(&s);
+        assert_eq!(p2 * s, l + k * tt, "{who}: s·P2 = L + T·K");
+        assert_eq!(p1 * s, e + q * (a * tt), "{who}: s·P1 = E + T·a·Q");
+        // The commitment is used up.
+        let again = rc(&t.raw(0, &sign(key, &ecdaa(c))));
+        counters.push((c, again));
+        // Commit with neither point: K and L empty, E = r·G.
+        let r = t.raw(0, &commit(key, &empty_point, &[], &[]));
+        assert_eq!(rc(&r), 0, "{who} Commit() {r:02x?}");
+        let (k, l, e, c2) = outputs(&r);
+        counters.push((c2, 0));
+        assert_eq!(
+            (k.as_slice(), l.as_slice()),
+            (&empty_point[..], &empty_point[..]),
+            "{who}"
+        );
+        let e = ecc_point(&e).unwrap();
+        // The key's own count (4) is not this commitment; the command's is.
+        let r = t.raw(0, &sign(key, &ecdaa(c2)));
+        assert_eq!(rc(&r), 0, "{who} Sign(ECDAA, {c2:?}) {r:02x?}");
+        let (nk, s) = ecdaa_sig(&r);
+        let tt = scalar(&sha256(&[&nk, &digest]));
+        assert_eq!(g * scalar(&s), e + q * tt, "{who}: s·G = E + T·Q");
+        // Commit with P2 only: E empty.
+        let r = t.raw(0, &commit(key, &empty_point, &s2, &y2));
+        assert_eq!(rc(&r), 0, "{who} Commit(P2) {r:02x?}");
+        let (k, l, e, c3) = outputs(&r);
+        counters.push((c3, 0));
+        assert_eq!(e, empty_point, "{who}: E of a P2-only commit");
+        assert!(ecc_point(&k).is_some() && ecc_point(&l).is_some(), "{who}");
+    }
+    let (ours_c, sw_c) = counters.split_at(counters.len() / 2);
+    d.eq("commit counters, reused-count codes", ours_c, sw_c);
+    // Hostile inputs, the same bytes to both.
+    let mut p1_off = ecc_point_bytes(&p1);
+    let last = p1_off.len() - 1;
+    p1_off[last] ^= 1;
+    let mut y2_off = y2.clone();
+    y2_off[31] ^= 1;
+    let mut p1_wide = vec![0, 100, 0, 48];
+    p1_wide.extend([0u8; 16]);
+    p1_wide.extend(&ecc_point_bytes(&p1)[4..36]);
+    p1_wide.extend([0, 48]);
+    p1_wide.extend([0u8; 16]);
+    p1_wide.extend(&ecc_point_bytes(&p1)[38..]);
+    let mut trailing = commit(key, &empty_point, &[], &[]);
+    trailing.push(0);
+    let n = trailing.len() as u32;
+    trailing[2..6].copy_from_slice(&n.to_be_bytes());
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "Commit, ECDSA key",
+            commit(ecdsa_key, &empty_point, &[], &[]),
+        ),
+        (
+            "Commit, NULL-scheme key",
+            commit(null_key, &empty_point, &[], &[]),
+        ),
+        ("Commit, s2 without y2", commit(key, &empty_point, &s2, &[])),
+        ("Commit, y2 without s2", commit(key, &empty_point, &[], &y2)),
+        (
+            "Commit, P2 off the curve",
+            commit(key, &empty_point, &s2, &y2_off),
+        ),
+        ("Commit, P1 off the curve", commit(key, &p1_off, &[], &[])),
+        (
+            "Commit, P1 and P2 off the curve",
+            commit(key, &p1_off, &s2, &y2_off),
+        ),
+        ("Commit, P1 of size 0", commit(key, &[0, 0], &[], &[])),
+        (
+            "Commit, P1 with 48-byte coordinates",
+            commit(key, &p1_wide, &[], &[]),
+        ),
+        (
+            "Commit, P1 size beyond its coordinates",
+            commit(key, &[0, 5, 0, 0, 0, 0, 0], &[], &[]),
+        ),
+        ("Commit, trailing byte", trailing),
+        ("Sign, unknown count", sign(key, &ecdaa([0x12, 0x34]))),
+        (
+            "Sign, the key's own count (never committed)",
+            sign(key, &[0, 0x10]),
+        ),
+        (
+            "Sign, ECDAA with an ECDSA key",
+            sign(ecdsa_key, &ecdaa([0, 0])),
+        ),
+        (
+            "Sign, ECDSA with the ECDAA key",
+            sign(key, &[0, 0x18, 0, 0x0B]),
+        ),
+        (
+            "Sign, ECDAA with SHA-384 on the ECDAA key",
+            sign(key, &[0, 0x1A, 0, 0x0C, 0, 0]),
+        ),
+        (
+            "TestParms, ECDAA scheme",
+            cmd(
+                NS,
+                0x18A,
+                &[],
+                None,
+                &[0, 0x23, 0, 0x10, 0, 0x1A, 0, 0x0B, 0, 1, 0, 3, 0, 0x10],
+            ),
+        ),
+    ];
+    for (what, c) in cases {
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
+        d.eq(what, rc(&a), rc(&b));
+    }
+    // A NULL-scheme key signs with the command's ECDAA scheme and count.
+    let (r_ours, r_sw) = (
+        ours.raw(0, &commit(key, &empty_point, &[], &[])),
+        sw.raw(0, &commit(key, &empty_point, &[], &[])),
+    );
+    let (c_ours, c_sw) = (outputs(&r_ours).3, outputs(&r_sw).3);
+    d.eq("counter", c_ours, c_sw);
+    let (a, b) = (
+        ours.raw(0, &sign(null_key, &ecdaa(c_ours))),
+        sw.raw(0, &sign(null_key, &ecdaa(c_sw))),
+    );
+    d.eq("Sign, NULL-scheme key with ECDAA", rc(&a), rc(&b));
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }

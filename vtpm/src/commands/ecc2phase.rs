@@ -3,8 +3,12 @@
 //! derived from the reset cycle's commit nonce and a commit counter, never
 //! stored — and returns Q = r·G with the counter; ZGen_2Phase uses the
 //! commitment once: with the ECDH scheme (Full Unified Model),
-//! Z1 = d_s·Q_sB and Z2 = r·Q_eB. A commitment stays usable until it is used,
-//! until COMMIT_WINDOW newer ones exist, or until the next TPM Reset.
+//! Z1 = d_s·Q_sB and Z2 = r·Q_eB. TPM2_Commit (Part 3 §19.2) is the first
+//! phase of an ECDAA signature: it commits to a secret r bound to the
+//! signing key's Name, from the same commitment store, and returns
+//! K = d·P2, L = r·P2 and E = r·P1 (or r·G); TPM2_Sign with the ECDAA scheme
+//! ([`super::signing`]) uses it once. A commitment stays usable until it is
+//! used, until COMMIT_WINDOW newer ones exist, or until the next TPM Reset.
 
 use crate::defs::rc;
 use crate::engine::{Cmd, ParamErr, Tpm};
@@ -13,7 +17,7 @@ use crate::marshal::{Reader, Writer};
 use crate::nv::COMMIT_WINDOW;
 use crate::public::{self, attr, ids};
 use alloc::vec::Vec;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
 use p256::NonZeroScalar;
 
 /// Label of the commit-secret derivation.
@@ -48,13 +52,14 @@ fn read_curve(r: &mut Reader, n: u32) -> Result<(), u32> {
 }
 
 /// The secret of commitment `counter`: HMAC-SHA-256 keyed with the commit
-/// nonce over the label, the counter and an iteration byte, taken as a
-/// scalar (the next iteration if it is 0 or not below the group order).
-fn commit_secret(tpm: &Tpm, counter: u64) -> NonZeroScalar {
+/// nonce over the label, the counter, the Name of the signing key of a
+/// TPM2_Commit (empty for TPM2_EC_Ephemeral) and an iteration byte, taken as
+/// a scalar (the next iteration if it is 0 or not below the group order).
+pub(crate) fn commit_secret(tpm: &Tpm, counter: u64, name: &[u8]) -> NonZeroScalar {
     let nonce = tpm.v.commit.nonce;
     let mut i = 0u8;
     loop {
-        let d = HashAlg::Sha256.hmac(&nonce, &[COMMIT_LABEL, &counter.to_be_bytes(), &[i]]);
+        let d = HashAlg::Sha256.hmac(&nonce, &[COMMIT_LABEL, &counter.to_be_bytes(), name, &[i]]);
         if let Some(s) = public::scalar_from_bytes(d.as_bytes()) {
             return s;
         }
@@ -66,14 +71,27 @@ fn commit_secret(tpm: &Tpm, counter: u64) -> NonZeroScalar {
 /// secret.
 fn commit(tpm: &mut Tpm) -> (u64, NonZeroScalar) {
     let c = tpm.v.commit.counter;
+    let r = commit_secret(tpm, c, &[]);
+    mark_committed(tpm);
+    (c, r)
+}
+
+/// Records the commitment of the next counter as issued and outstanding.
+fn mark_committed(tpm: &mut Tpm) -> u64 {
+    let c = tpm.v.commit.counter;
     tpm.v.commit.counter = c.wrapping_add(1);
     // The slot of the counter COMMIT_WINDOW back is reused.
     tpm.v.commit.outstanding |= 1 << (c % COMMIT_WINDOW);
-    (c, commit_secret(tpm, c))
+    c
+}
+
+/// Marks the commitment of full counter `full` used.
+pub(crate) fn end_commit(tpm: &mut Tpm, full: u64) {
+    tpm.v.commit.outstanding &= !(1 << (full % COMMIT_WINDOW));
 }
 
 /// The full counter of an unused commitment whose low 16 bits are `c`.
-fn outstanding(tpm: &Tpm, c: u16) -> Option<u64> {
+pub(crate) fn outstanding(tpm: &Tpm, c: u16) -> Option<u64> {
     let next = tpm.v.commit.counter;
     // The newest counter below `next` with these low bits.
     let back = (next.wrapping_sub(1) as u16).wrapping_sub(c);
@@ -81,6 +99,130 @@ fn outstanding(tpm: &Tpm, c: u16) -> Option<u64> {
     let recent = next - full <= COMMIT_WINDOW;
     (recent && tpm.v.commit.outstanding & (1 << (full % COMMIT_WINDOW)) != 0).then_some(full)
 }
+
+/// MAX_ECC_KEY_BYTES of the reference build (NIST P-521): the largest
+/// TPM2B_ECC_PARAMETER the unmarshaller accepts; a larger coordinate than
+/// P-256's is not on the curve.
+const MAX_ECC_KEY_BYTES: usize = 66;
+
+/// A coordinate as 32 big-endian bytes (leading zeros dropped or added), or
+/// None if its value does not fit.
+fn coordinate(c: &[u8]) -> Option<[u8; public::P256_BYTES]> {
+    let first = c.iter().position(|&b| b != 0).unwrap_or(c.len());
+    let c = &c[first..];
+    let mut out = [0u8; public::P256_BYTES];
+    out.get_mut(public::P256_BYTES.checked_sub(c.len())?..)?
+        .copy_from_slice(c);
+    Some(out)
+}
+
+/// The (x, y) coordinates of a point as given.
+type Coordinates<'a> = (&'a [u8], &'a [u8]);
+
+/// A TPM2B_ECC_POINT (parameter `n`) with coordinates of any size the
+/// reference unmarshaller accepts: (x, y), or None for an empty point (its
+/// size covers no more than the two coordinate sizes).
+fn read_any_point<'a>(r: &mut Reader<'a>, n: u32) -> Result<Option<Coordinates<'a>>, u32> {
+    let size = r.u16().p(n)? as usize;
+    let size_rc = rc::SIZE + rc::P + n * rc::N1;
+    if size == 0 {
+        return Err(size_rc);
+    }
+    let mut sub = r.sub(size).p(n)?;
+    let x = sub.tpm2b(MAX_ECC_KEY_BYTES).p(n)?;
+    let y = sub.tpm2b(MAX_ECC_KEY_BYTES).p(n)?;
+    if sub.remaining() != 0 {
+        return Err(size_rc);
+    }
+    Ok((size > 4).then_some((x, y)))
+}
+
+/// (x, y) as 32-byte coordinates, if the point is on P-256.
+fn on_curve(x: &[u8], y: &[u8]) -> Option<([u8; 32], [u8; 32])> {
+    let (x, y) = (coordinate(x)?, coordinate(y)?);
+    let ep = p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
+    Option::<p256::PublicKey>::from(p256::PublicKey::from_encoded_point(&ep))?;
+    Some((x, y))
+}
+
+/// The empty TPM2B_ECC_POINT: two empty coordinates.
+const EMPTY_POINT: [u8; 6] = [0, 4, 0, 0, 0, 0];
+
+/// TPM2_Commit: signHandle (USER; an ECC key with the ECDAA scheme), P1
+/// (TPM2B_ECC_POINT), s2 (TPM2B_SENSITIVE_DATA), y2 (TPM2B_ECC_PARAMETER) →
+/// K, L, E (TPM2B_ECC_POINT), counter (UINT16). With P2 = (H_nameAlg(s2)
+/// mod p, y2): K = d·P2 and L = r·P2; E = r·P1 if P1 is given, else r·G if
+/// P2 is not; absent results are empty points.
+pub fn commit_cmd(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let p1 = read_any_point(&mut cmd.params, 1)?;
+    let s2 = cmd.params.tpm2b(crate::defs::limits::MAX_SYM_DATA).p(2)?;
+    let y2 = cmd.params.tpm2b(MAX_ECC_KEY_BYTES).p(3)?;
+    cmd.finish()?;
+    let key = tpm.key(cmd.handles[0]).ok_or(rc::KEY + rc::H + rc::N1)?;
+    if key.public.ty != ids::ECC {
+        return Err(rc::KEY + rc::H + rc::N1);
+    }
+    if !matches!(key.public.scheme, Some((ids::ECDAA, _))) {
+        return Err(rc::SCHEME + rc::H + rc::N1);
+    }
+    if s2.is_empty() != y2.is_empty() {
+        return Err(rc::SIZE + rc::P + 3 * rc::N1);
+    }
+    let p2 = if s2.is_empty() {
+        None
+    } else {
+        // x2 = H_nameAlg(s2) mod p.
+        let h = key.public.name_alg.digest(&[s2]);
+        let prime = num_bigint_dig::BigUint::from_bytes_be(&P256_PRIME);
+        let x2 = (num_bigint_dig::BigUint::from_bytes_be(h.as_bytes()) % prime).to_bytes_be();
+        let p2 = on_curve(&x2, y2).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
+        Some(p2)
+    };
+    let d = key.private.as_deref().and_then(public::scalar_from_bytes);
+    if p2.is_some() && d.is_none() {
+        return Err(rc::KEY + rc::H + rc::N1);
+    }
+    let p1 = match p1 {
+        Some((x, y)) => Some(on_curve(x, y).ok_or(rc::ECC_POINT + rc::P + rc::N1)?),
+        None => None,
+    };
+    let r = commit_secret(tpm, tpm.v.commit.counter, &key.name);
+    let mut out = Writer::new();
+    match (p2, d) {
+        (Some((x, y)), Some(d)) => {
+            let k = public::ecdh_point(&d, &x, &y).ok_or(rc::NO_RESULT)?;
+            let l = public::ecdh_point(&r, &x, &y).ok_or(rc::NO_RESULT)?;
+            write_point(&mut out, &k.0, &k.1);
+            write_point(&mut out, &l.0, &l.1);
+        }
+        _ => {
+            out.bytes(&EMPTY_POINT).bytes(&EMPTY_POINT);
+        }
+    }
+    match (p1, p2) {
+        (Some((x, y)), _) => {
+            let e = public::ecdh_point(&r, &x, &y).ok_or(rc::NO_RESULT)?;
+            write_point(&mut out, &e.0, &e.1);
+        }
+        (None, None) => {
+            let (x, y) = public_point(&r)?;
+            write_point(&mut out, &x, &y);
+        }
+        (None, Some(_)) => {
+            out.bytes(&EMPTY_POINT);
+        }
+    }
+    let c = mark_committed(tpm);
+    cmd.out.bytes(&out.buf);
+    cmd.out.u16(c as u16);
+    Ok(())
+}
+
+/// The prime p of NIST P-256.
+const P256_PRIME: [u8; 32] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+];
 
 /// The x and y of r·G.
 fn public_point(r: &NonZeroScalar) -> Result<(Vec<u8>, Vec<u8>), u32> {
@@ -143,9 +285,9 @@ pub fn zgen_2phase(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         log::warn!("vtpm: ZGen_2Phase: commitment {counter} unknown or used");
         return Err(rc::VALUE + rc::P + 4 * rc::N1);
     };
-    let r = commit_secret(tpm, full);
+    let r = commit_secret(tpm, full, &[]);
     let z2 = public::ecdh_point(&r, qe_x, qe_y).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
-    tpm.v.commit.outstanding &= !(1 << (full % COMMIT_WINDOW));
+    end_commit(tpm, full);
     write_point(&mut cmd.out, &z1.0, &z1.1);
     write_point(&mut cmd.out, &z2.0, &z2.1);
     Ok(())
@@ -204,8 +346,8 @@ mod tests {
         assert_eq!(outstanding(&t, 0), Some(0x1_0000));
         // The secret depends on the full counter, not its low 16 bits.
         assert_ne!(
-            public_point(&commit_secret(&t, 0)).unwrap(),
-            public_point(&commit_secret(&t, 0x1_0000)).unwrap()
+            public_point(&commit_secret(&t, 0, &[])).unwrap(),
+            public_point(&commit_secret(&t, 0x1_0000, &[])).unwrap()
         );
         // A TPM Reset forgets every commitment and changes the nonce.
         let nonce = t.v.commit.nonce;
@@ -218,5 +360,205 @@ mod tests {
         let (q, c) = ephemeral(&mut t);
         assert_eq!(c, 0);
         assert_ne!(q, q0);
+    }
+
+    /// LoadExternal of an ECDAA signing key with the known secret `d` (or
+    /// only its public part); returns its handle.
+    fn load_ecdaa(t: &mut Tpm, d: &NonZeroScalar, with_private: bool) -> u32 {
+        use crate::marshal::Writer;
+        let mut p = public::Public {
+            ty: ids::ECC,
+            name_alg: HashAlg::Sha256,
+            attributes: attr::USER_WITH_AUTH | attr::SIGN,
+            auth_policy: Vec::new(),
+            symmetric: public::SymObject::Null,
+            scheme: Some((ids::ECDAA, HashAlg::Sha256)),
+            ecdaa_count: 9,
+            x: Vec::new(),
+            y: Vec::new(),
+            exponent: 0,
+        };
+        p.set_point(&p256::PublicKey::from_secret_scalar(d));
+        let mut w = Writer::new();
+        if with_private {
+            let mut sens = Writer::new();
+            sens.u16(ids::ECC)
+                .tpm2b(b"")
+                .tpm2b(&[])
+                .tpm2b(&d.to_bytes());
+            w.tpm2b(&sens.buf);
+        } else {
+            w.u16(0);
+        }
+        w.tpm2b(&p.marshal()).u32(crate::defs::handle::NULL);
+        let r = t.execute(0, &command(cc::LOAD_EXTERNAL, &[], &[], &w.buf));
+        assert_eq!(crate::tests::rc_of(&r), 0, "LoadExternal {r:02x?}");
+        u32::from_be_bytes(r[10..14].try_into().unwrap())
+    }
+
+    fn point_bytes(p: &p256::ProjectivePoint) -> Vec<u8> {
+        let ep = p.to_affine().to_encoded_point(false);
+        let mut w = Writer::new();
+        write_point(&mut w, ep.x().unwrap(), ep.y().unwrap());
+        w.buf
+    }
+
+    fn point_of(r: &mut Reader) -> Option<p256::ProjectivePoint> {
+        let (x, y) = read_any_point(r, 1).unwrap()?;
+        let ep = p256::EncodedPoint::from_affine_coordinates(x.into(), y.into(), false);
+        let a: Option<p256::AffinePoint> = p256::AffinePoint::from_encoded_point(&ep).into();
+        Some(a.unwrap().into())
+    }
+
+    fn commit_params(p1: &[u8], s2: &[u8], y2: &[u8]) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(p1).tpm2b(s2).tpm2b(y2);
+        w.buf
+    }
+
+    /// (K, L, E, counter) from TPM2_Commit, or its response code.
+    #[allow(clippy::type_complexity)]
+    fn run_commit(
+        t: &mut Tpm,
+        key: u32,
+        params: &[u8],
+    ) -> Result<
+        (
+            Option<p256::ProjectivePoint>,
+            Option<p256::ProjectivePoint>,
+            Option<p256::ProjectivePoint>,
+            u16,
+        ),
+        u32,
+    > {
+        let r = t.execute(0, &command(cc::COMMIT, &[key], &[b""], params));
+        if crate::tests::rc_of(&r) != 0 {
+            return Err(crate::tests::rc_of(&r));
+        }
+        let mut rd = Reader::new(params_of(&r));
+        let (k, l, e) = (point_of(&mut rd), point_of(&mut rd), point_of(&mut rd));
+        Ok((k, l, e, rd.u16().unwrap()))
+    }
+
+    /// TPM2_Sign(ECDAA-SHA-256, count) of `digest`: (nonceK, s) or the code.
+    fn run_sign(
+        t: &mut Tpm,
+        key: u32,
+        digest: &[u8],
+        count: u16,
+    ) -> Result<(Vec<u8>, p256::Scalar), u32> {
+        let mut w = Writer::new();
+        w.tpm2b(digest)
+            .u16(ids::ECDAA)
+            .u16(HashAlg::Sha256.id())
+            .u16(count)
+            .u16(crate::defs::st::HASHCHECK)
+            .u32(crate::defs::handle::NULL)
+            .u16(0);
+        let r = t.execute(0, &command(cc::SIGN, &[key], &[b""], &w.buf));
+        if crate::tests::rc_of(&r) != 0 {
+            return Err(crate::tests::rc_of(&r));
+        }
+        let mut rd = Reader::new(params_of(&r));
+        assert_eq!(rd.u16().unwrap(), ids::ECDAA);
+        assert_eq!(rd.u16().unwrap(), HashAlg::Sha256.id());
+        let nk = rd.tpm2b(32).unwrap().to_vec();
+        let s = rd.tpm2b(32).unwrap();
+        Ok((nk, crate::commands::signing::scalar_mod_n(s)))
+    }
+
+    /// With a key whose secret d the test knows: Commit's K is exactly d·P2
+    /// (P2 = (SHA-256(s2), y2)), and L = r·P2, E = r·P1 for the r that the
+    /// ECDAA signature (nonceK, s) then proves: s·P2 = L + T·K,
+    /// s·P1 = E + T·d·P1, s·G = r·G + T·Q with T = H(nonceK ‖ digest).
+    /// Commit and EC_Ephemeral share one commitment store (consecutive
+    /// counters; a commitment Sign used is gone for ZGen_2Phase too); a
+    /// public-only key commits without P2 but not with it.
+    #[test]
+    fn commit_and_ecdaa_sign_satisfy_the_verification_equations() {
+        let mut t = started();
+        let d = public::derive_p256(|i| {
+            HashAlg::Sha256
+                .digest(&[&i.to_be_bytes(), b"daa"])
+                .as_bytes()
+                .to_vec()
+        });
+        let key = load_ecdaa(&mut t, &d, true);
+        let g = p256::ProjectivePoint::GENERATOR;
+        let q = g * *d;
+        let a = p256::Scalar::from(5u64);
+        let p1 = g * a;
+        // An s2 whose hash is an x on the curve.
+        let (s2, p2, y2) = (0u32..)
+            .find_map(|i| {
+                let s2 = i.to_be_bytes().to_vec();
+                let x = HashAlg::Sha256.digest(&[&s2]);
+                let ep =
+                    p256::EncodedPoint::from_bytes([&[3u8][..], x.as_bytes()].concat()).unwrap();
+                let p: Option<p256::AffinePoint> =
+                    p256::AffinePoint::from_encoded_point(&ep).into();
+                p.map(|p| (s2, p, p.to_encoded_point(false).y().unwrap().to_vec()))
+            })
+            .unwrap();
+        let p2 = p256::ProjectivePoint::from(p2);
+        let (k, l, e, c) =
+            run_commit(&mut t, key, &commit_params(&point_bytes(&p1), &s2, &y2)).unwrap();
+        let (k, l, e) = (k.unwrap(), l.unwrap(), e.unwrap());
+        assert_eq!(k, p2 * *d, "K = d·P2");
+        assert_eq!(c, 0);
+        // EC_Ephemeral takes the next counter of the same store.
+        let (_, c_eph) = ephemeral(&mut t);
+        assert_eq!(c_eph, 1);
+        let digest = HashAlg::Sha256.digest(&[b"msg"]);
+        let (nk, s) = run_sign(&mut t, key, digest.as_bytes(), c).unwrap();
+        let tt = crate::commands::signing::scalar_mod_n(
+            HashAlg::Sha256.digest(&[&nk, digest.as_bytes()]).as_bytes(),
+        );
+        assert_eq!(p2 * s, l + k * tt, "s·P2 = L + T·K");
+        assert_eq!(p1 * s, e + p1 * (tt * *d), "s·P1 = E + T·d·P1");
+        // Used: Sign again and ZGen_2Phase with that counter both fail.
+        assert_eq!(run_sign(&mut t, key, digest.as_bytes(), c), Err(rc::VALUE));
+        assert_eq!(outstanding(&t, c), None);
+        // No points: E = r·G.
+        let (k, l, e, c) = run_commit(&mut t, key, &commit_params(&EMPTY_POINT, &[], &[])).unwrap();
+        assert_eq!((k, l, c), (None, None, 2));
+        let (nk, s) = run_sign(&mut t, key, digest.as_bytes(), c).unwrap();
+        let tt = crate::commands::signing::scalar_mod_n(
+            HashAlg::Sha256.digest(&[&nk, digest.as_bytes()]).as_bytes(),
+        );
+        assert_eq!(g * s, e.unwrap() + q * tt, "s·G = E + T·Q");
+        // Hostile: P2 off the curve, P1 off the curve, half a P2.
+        let mut y2_off = y2.clone();
+        y2_off[31] ^= 1;
+        let mut p1_off = point_bytes(&p1);
+        let last = p1_off.len() - 1;
+        p1_off[last] ^= 1;
+        for (params, code) in [
+            (
+                commit_params(&EMPTY_POINT, &s2, &y2_off),
+                rc::ECC_POINT + rc::P + 2 * rc::N1,
+            ),
+            (
+                commit_params(&p1_off, &[], &[]),
+                rc::ECC_POINT + rc::P + rc::N1,
+            ),
+            (
+                commit_params(&EMPTY_POINT, &s2, &[]),
+                rc::SIZE + rc::P + 3 * rc::N1,
+            ),
+            (commit_params(&[0, 0], &[], &[]), rc::SIZE + rc::P + rc::N1),
+        ] {
+            assert_eq!(run_commit(&mut t, key, &params).err(), Some(code));
+        }
+        // A failed Commit takes no counter.
+        let (_, c) = ephemeral(&mut t);
+        assert_eq!(c, 3);
+        // Public part only: no d for K.
+        let public_only = load_ecdaa(&mut t, &d, false);
+        assert_eq!(
+            run_commit(&mut t, public_only, &commit_params(&EMPTY_POINT, &s2, &y2)).err(),
+            Some(rc::KEY + rc::H + rc::N1)
+        );
+        assert!(run_commit(&mut t, public_only, &commit_params(&EMPTY_POINT, &[], &[])).is_ok());
     }
 }

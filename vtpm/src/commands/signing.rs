@@ -17,7 +17,7 @@ const TICKET_HASH: HashAlg = HashAlg::Sha384;
 
 pub fn sign(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let digest = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
-    let scheme = sig_scheme(&mut cmd.params, 2)?;
+    let (scheme, in_count) = sig_scheme_counted(&mut cmd.params, 2)?;
     let tag = cmd.params.u16().p(3)?;
     if tag != st::HASHCHECK {
         return Err(rc::TAG + rc::P + 3 * rc::N1);
@@ -35,7 +35,13 @@ pub fn sign(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if key.private.is_none() {
         return Err(rc::AUTH_UNAVAILABLE);
     }
-    let (sig_alg, hash) = signing_scheme(&key, scheme, 2)?;
+    let (sig_alg, hash, count) = match ecdaa_scheme(&key, scheme, in_count) {
+        Some(s) => s?,
+        None => {
+            let (sig_alg, hash) = signing_scheme(&key, scheme, 2)?;
+            (sig_alg, hash, 0)
+        }
+    };
     if digest.len() != hash.digest_size() {
         return Err(rc::SIZE + rc::P + rc::N1);
     }
@@ -55,24 +61,126 @@ pub fn sign(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             return Err(rc::TICKET + rc::P + 3 * rc::N1);
         }
     }
-    let sig = signature(tpm, &key, sig_alg, hash, digest)?;
+    let sig = if sig_alg == ids::ECDAA {
+        ecdaa_sign(tpm, &key, hash, count, digest)?
+    } else {
+        signature(tpm, &key, sig_alg, hash, digest)?
+    };
     cmd.out.bytes(&sig);
     Ok(())
 }
 
 /// A TPMT_SIG_SCHEME+ (command parameter `n`): None for TPM_ALG_NULL.
 pub(crate) fn sig_scheme(r: &mut Reader, n: u32) -> Result<Option<(u16, HashAlg)>, u32> {
+    Ok(sig_scheme_counted(r, n)?.0)
+}
+
+/// A TPMT_SIG_SCHEME+ (command parameter `n`) and the commit count of an
+/// ECDAA scheme (0 for the others).
+fn sig_scheme_counted(r: &mut Reader, n: u32) -> Result<(Option<(u16, HashAlg)>, u16), u32> {
     let scheme_alg = r.u16().p(n)?;
-    Ok(match scheme_alg {
-        alg::NULL => None,
-        ids::ECDSA | ids::RSASSA | ids::RSAPSS => Some((
-            scheme_alg,
-            r.hash_alg(false)
-                .p(n)?
-                .ok_or(rc::HASH + rc::P + n * rc::N1)?,
-        )),
-        _ => return Err(rc::SCHEME + rc::P + n * rc::N1),
+    if scheme_alg == alg::NULL {
+        return Ok((None, 0));
+    }
+    if !matches!(
+        scheme_alg,
+        ids::ECDSA | ids::RSASSA | ids::RSAPSS | ids::ECDAA
+    ) {
+        return Err(rc::SCHEME + rc::P + n * rc::N1);
+    }
+    let hash = r
+        .hash_alg(false)
+        .p(n)?
+        .ok_or(rc::HASH + rc::P + n * rc::N1)?;
+    let count = if scheme_alg == ids::ECDAA {
+        r.u16().p(n)?
+    } else {
+        0
+    };
+    Ok((Some((scheme_alg, hash)), count))
+}
+
+/// The ECDAA scheme of TPM2_Sign (ECDAA, hash, commit count) when the key
+/// (an ECC key) or the command names it, else None: the command's, if the
+/// key has none or the same scheme and hash. The command must name it (its
+/// count is the commitment's): a NULL scheme with an ECDAA key is
+/// TPM_RC_SCHEME, as in the reference implementation.
+fn ecdaa_scheme(
+    key: &Key,
+    scheme: Option<(u16, HashAlg)>,
+    in_count: u16,
+) -> Option<Result<(u16, HashAlg, u16), u32>> {
+    let is_ecdaa = |s: Option<(u16, HashAlg)>| matches!(s, Some((ids::ECDAA, _)));
+    if key.public.ty != ids::ECC || !is_ecdaa(key.public.scheme) && !is_ecdaa(scheme) {
+        return None;
+    }
+    Some(match (key.public.scheme, scheme) {
+        (Some(k), Some(c)) if k == c => Ok((ids::ECDAA, c.1, in_count)),
+        (None, Some((_, h))) => Ok((ids::ECDAA, h, in_count)),
+        _ => Err(rc::SCHEME + rc::P + 2 * rc::N1),
     })
+}
+
+/// The order n of the P-256 group.
+const P256_ORDER: [u8; 32] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+];
+
+/// `v` (big-endian, any length) mod n as a scalar.
+pub(crate) fn scalar_mod_n(v: &[u8]) -> p256::Scalar {
+    use p256::elliptic_curve::PrimeField;
+    let n = num_bigint_dig::BigUint::from_bytes_be(&P256_ORDER);
+    let m = (num_bigint_dig::BigUint::from_bytes_be(v) % n).to_bytes_be();
+    let mut b = [0u8; public::P256_BYTES];
+    b[public::P256_BYTES - m.len()..].copy_from_slice(&m);
+    Option::from(p256::Scalar::from_repr(b.into())).unwrap_or(p256::Scalar::ZERO)
+}
+
+/// The ECDAA signature (Part 1 §C.4, the second phase of TPM2_Commit's split
+/// signing) of `digest`: with r the secret of commitment `count` (bound to
+/// the key's Name), a fresh 0 < nonceK < n, T = H(nonceK || digest) mod n
+/// and s = r + T·d mod n, the TPMT_SIGNATURE (ECDAA, hash, nonceK, s). The
+/// commitment is used up; an unknown or used one is TPM_RC_VALUE.
+fn ecdaa_sign(
+    tpm: &mut Tpm,
+    key: &Key,
+    hash: HashAlg,
+    count: u16,
+    digest: &[u8],
+) -> Result<Vec<u8>, u32> {
+    let d = key
+        .private
+        .as_deref()
+        .and_then(public::scalar_from_bytes)
+        .ok_or(rc::AUTH_UNAVAILABLE)?;
+    let Some(full) = super::ecc2phase::outstanding(tpm, count) else {
+        log::warn!("vtpm: Sign: ECDAA commitment {count} unknown or used");
+        return Err(rc::VALUE);
+    };
+    let r = super::ecc2phase::commit_secret(tpm, full, &key.name);
+    let (nonce_k, s) = loop {
+        let mut k = [0u8; public::P256_BYTES];
+        tpm.random(&mut k);
+        if public::scalar_from_bytes(&k).is_none() {
+            continue;
+        }
+        // nonceK in its minimal big-endian form, as hashed and returned.
+        let first = k.iter().position(|&b| b != 0).unwrap_or(k.len());
+        let nonce_k = k[first..].to_vec();
+        let t = scalar_mod_n(hash.digest(&[&nonce_k, digest]).as_bytes());
+        let s = *r + t * *d;
+        if !bool::from(p256::elliptic_curve::Field::is_zero(&s)) {
+            break (nonce_k, s);
+        }
+    };
+    super::ecc2phase::end_commit(tpm, full);
+    let mut w = Writer::new();
+    w.u16(ids::ECDAA)
+        .u16(hash.id())
+        .tpm2b(&nonce_k)
+        .tpm2b(&s.to_bytes());
+    Ok(w.buf)
 }
 
 /// The signing scheme: the key's, or the command's (parameter `n`) when the
