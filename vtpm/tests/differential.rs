@@ -6663,6 +6663,18 @@ fn differential_commit_ecdaa() {
             sign(key, &[0, 0x1A, 0, 0x0C, 0, 0]),
         ),
         (
+            "VerifySignature, an ECDAA signature",
+            cmd(NS, 0x177, &[key], None, &{
+                let mut v = vec![0, 32];
+                v.extend(&digest);
+                v.extend([0, 0x1A, 0, 0x0B, 0, 32]);
+                v.extend([1u8; 32]);
+                v.extend([0, 32]);
+                v.extend([2u8; 32]);
+                v
+            }),
+        ),
+        (
             "TestParms, ECDAA scheme",
             cmd(
                 NS,

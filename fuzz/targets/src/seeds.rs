@@ -863,6 +863,7 @@ fn tpm_dispatch_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
     ];
     out.push(("platform-audit", [vec![0x80], audit_seed.concat()].concat()));
+    out.push(("commit-ecdaa", [vec![0x80], ecdaa_seed().concat()].concat()));
     out.push((
         "startup-state-locality3",
         [
@@ -1038,9 +1039,58 @@ fn bundle_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// An ECDAA signing primary (TPM_ALG_ECDAA with SHA-256, count 0), then
+/// TPM2_Commit (no points: E = r·G) and TPM2_Sign with the ECDAA scheme and
+/// that commitment's count (0, the first of the reset cycle).
+fn ecdaa_seed() -> Vec<Vec<u8>> {
+    const ALG_ECDAA: u16 = 0x001A;
+    // fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | sign.
+    const SIGNER: u32 = 0x0004_0072;
+    let sha256 = alg::SHA256.to_be_bytes();
+    let public = [
+        ALG_ECC.to_be_bytes().as_slice(),
+        &sha256,
+        &SIGNER.to_be_bytes(),
+        &tpm2b(&[]),
+        &alg::NULL.to_be_bytes(),
+        &ALG_ECDAA.to_be_bytes(),
+        &sha256,
+        &[0, 0],
+        &ECC_NIST_P256.to_be_bytes(),
+        &alg::NULL.to_be_bytes(),
+        &tpm2b(&[]),
+        &tpm2b(&[]),
+    ]
+    .concat();
+    let create_primary = [
+        tpm2b(&[0, 0, 0, 0]),
+        tpm2b(&public),
+        tpm2b(&[]),
+        0u32.to_be_bytes().to_vec(),
+    ]
+    .concat();
+    // P1 empty (two empty coordinates), s2 and y2 empty.
+    let commit = [0, 4, 0, 0, 0, 0, 0, 0, 0, 0];
+    let sign = [
+        tpm2b(&[0x5A; 32]).as_slice(),
+        &ALG_ECDAA.to_be_bytes(),
+        &sha256,
+        &[0, 0],
+        &st::HASHCHECK.to_be_bytes(),
+        &handle::NULL.to_be_bytes(),
+        &tpm2b(&[]),
+    ]
+    .concat();
+    vec![
+        tpm_command(cc::CREATE_PRIMARY, &[handle::OWNER], true, &create_primary),
+        tpm_command(cc::COMMIT, &[0x8000_0000], true, &commit),
+        tpm_command(cc::SIGN, &[0x8000_0000], true, &sign),
+    ]
+}
+
 #[cfg(test)]
 mod tpm_seed_tests {
-    use super::tpm_session;
+    use super::{ecdaa_seed, tpm_session};
     use crate::tpm_common::{startup_command, tpm};
 
     /// Every command of the tpm_dispatch session seed succeeds when run in
@@ -1057,6 +1107,22 @@ mod tpm_seed_tests {
             "{r:02x?}"
         );
         for (i, c) in tpm_session().iter().enumerate() {
+            let r = t.execute(0, c);
+            assert_eq!(rc(&r), 0, "command {i} ({c:02x?}): {r:02x?}");
+        }
+    }
+
+    /// The commit-ecdaa seed's CreatePrimary, Commit and ECDAA Sign succeed.
+    #[test]
+    fn the_ecdaa_seed_succeeds_command_by_command() {
+        let mut t = tpm();
+        let rc = |r: &[u8]| u32::from_be_bytes(r[6..10].try_into().unwrap());
+        let r = t.execute(0, &startup_command());
+        assert!(
+            rc(&r) == 0 || rc(&r) == vtpm::defs::rc::INITIALIZE,
+            "{r:02x?}"
+        );
+        for (i, c) in ecdaa_seed().iter().enumerate() {
             let r = t.execute(0, c);
             assert_eq!(rc(&r), 0, "command {i} ({c:02x?}): {r:02x?}");
         }
