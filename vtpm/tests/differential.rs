@@ -6512,6 +6512,20 @@ fn differential_commit_ecdaa() {
         t.disconnect();
     }
     let (key, ecdsa_key, null_key) = (0x8100_0030u32, 0x8100_0031u32, 0x8100_0032u32);
+    // The ECDAA key's public area (scheme, hash and count 4) is the same on
+    // both TPMs up to its unique point.
+    let public_area = |t: &mut dyn Tpm| {
+        let r = t.raw(0, &cmd(NS, 0x173, &[key], None, &[]));
+        assert_eq!(rc(&r), 0, "ReadPublic");
+        let (public, _) = split_tpm2b(&r[10..]);
+        public[..public.len() - 68].to_vec()
+    };
+    let area = public_area(&mut ours);
+    d.eq("ECDAA key template", area.clone(), public_area(&mut sw));
+    assert!(
+        area.windows(6).any(|w| w == [0, 0x1A, 0, 0x0B, 0, 4]),
+        "ECDAA-SHA-256, count 4: {area:02x?}"
+    );
     let p = pw(1, &[], &[]);
     let empty_point = vec![0u8, 4, 0, 0, 0, 0];
     let commit = |h: u32, p1: &[u8], s2: &[u8], y2: &[u8]| {
