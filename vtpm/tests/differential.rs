@@ -6470,7 +6470,7 @@ fn s2_on_curve() -> (Vec<u8>, p256::ProjectivePoint, Vec<u8>) {
 /// s·P2 = L + T·K, s·P1 = E + T·a·Q (Q the key's public point), and with
 /// no points s·G = E + T·Q. Empty results, counters and the response codes
 /// of hostile inputs (wrong key schemes, P1 or P2 off the curve, half a P2,
-/// a used or unknown count) agree.
+/// a used or unknown count) agree; TPM2_Quote signs with ECDAA the same way.
 #[test]
 fn differential_commit_ecdaa() {
     let missing = missing_tools();
@@ -6715,5 +6715,41 @@ fn differential_commit_ecdaa() {
         sw.raw(0, &sign(null_key, &ecdaa(c_sw))),
     );
     d.eq("Sign, NULL-scheme key with ECDAA", rc(&a), rc(&b));
+    // TPM2_Quote signs with ECDAA too: s·G = E + T·Q with
+    // T = H(nonceK || H(attest)); a NULL scheme is refused by both.
+    let quote = |scheme: &[u8]| {
+        let mut v = vec![0, 0];
+        v.extend(scheme);
+        v.extend([0, 0, 0, 0]);
+        cmd(S, 0x158, &[key], Some(&p), &v)
+    };
+    let mut quote_codes = Vec::new();
+    for (who, t) in [("vTPM", &mut ours as &mut dyn Tpm), ("swtpm", &mut sw)] {
+        let q = ecc_point(&ecc_static_point(t, key)).unwrap();
+        let r = t.raw(0, &commit(key, &empty_point, &[], &[]));
+        let (_, _, e, c) = outputs(&r);
+        let e = ecc_point(&e).unwrap();
+        let r = t.raw(0, &quote(&ecdaa(c)));
+        assert_eq!(rc(&r), 0, "{who} Quote(ECDAA) {r:02x?}");
+        let (attest, sig) = split_tpm2b(&r[14..]);
+        assert_eq!(&sig[..4], &[0, 0x1A, 0, 0x0B], "{who}");
+        let (nk, rest) = split_tpm2b(&sig[4..]);
+        let (s, _) = split_tpm2b(rest);
+        let tt = mod_order(&sha256(&[&nk[2..], &sha256(&[&attest[2..]])]));
+        assert_eq!(
+            g * mod_order(&s[2..]),
+            e + q * tt,
+            "{who}: Quote s·G = E + T·Q"
+        );
+        quote_codes.push((
+            rc(&t.raw(0, &quote(&ecdaa(c)))),
+            rc(&t.raw(0, &quote(&[0, 0x10]))),
+        ));
+    }
+    d.eq(
+        "Quote: reused count, NULL scheme",
+        quote_codes[0],
+        quote_codes[1],
+    );
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }

@@ -1,6 +1,8 @@
 //! Part 3 §20, §18.4 and §14.5: TPM2_Sign and TPM2_VerifySignature with ECDSA
 //! over P-256 and RSASSA/RSAPSS with RSA-2048 (in [`super::rsa`]), TPM2_Quote,
-//! and TPM2_ECDH_ZGen.
+//! and TPM2_ECDH_ZGen. TPM2_Sign and the attestations also sign with ECDAA,
+//! the second phase of TPM2_Commit ([`super::ecc2phase`]); VerifySignature
+//! does not verify ECDAA (TPM_RC_SCHEME, as the reference implementation).
 
 use crate::defs::{alg, handle, limits, rc, st};
 use crate::engine::{Cmd, ParamErr, Tpm};
@@ -17,7 +19,7 @@ const TICKET_HASH: HashAlg = HashAlg::Sha384;
 
 pub fn sign(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let digest = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
-    let (scheme, in_count) = sig_scheme_counted(&mut cmd.params, 2)?;
+    let scheme = sig_scheme(&mut cmd.params, 2)?;
     let tag = cmd.params.u16().p(3)?;
     if tag != st::HASHCHECK {
         return Err(rc::TAG + rc::P + 3 * rc::N1);
@@ -35,13 +37,7 @@ pub fn sign(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if key.private.is_none() {
         return Err(rc::AUTH_UNAVAILABLE);
     }
-    let (sig_alg, hash, count) = match ecdaa_scheme(&key, scheme, in_count) {
-        Some(s) => s?,
-        None => {
-            let (sig_alg, hash) = signing_scheme(&key, scheme, 2)?;
-            (sig_alg, hash, 0)
-        }
-    };
+    let (sig_alg, hash, count) = select_scheme(&key, scheme, 2)?;
     if digest.len() != hash.digest_size() {
         return Err(rc::SIZE + rc::P + rc::N1);
     }
@@ -70,14 +66,12 @@ pub fn sign(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     Ok(())
 }
 
-/// A TPMT_SIG_SCHEME+ (command parameter `n`): None for TPM_ALG_NULL.
-pub(crate) fn sig_scheme(r: &mut Reader, n: u32) -> Result<Option<(u16, HashAlg)>, u32> {
-    Ok(sig_scheme_counted(r, n)?.0)
-}
+/// A TPMT_SIG_SCHEME+ of a command: (scheme, hash) or None for
+/// TPM_ALG_NULL, and the commit count of an ECDAA scheme (0 for the others).
+pub(crate) type SigScheme = (Option<(u16, HashAlg)>, u16);
 
-/// A TPMT_SIG_SCHEME+ (command parameter `n`) and the commit count of an
-/// ECDAA scheme (0 for the others).
-fn sig_scheme_counted(r: &mut Reader, n: u32) -> Result<(Option<(u16, HashAlg)>, u16), u32> {
+/// A TPMT_SIG_SCHEME+ (command parameter `n`).
+pub(crate) fn sig_scheme(r: &mut Reader, n: u32) -> Result<SigScheme, u32> {
     let scheme_alg = r.u16().p(n)?;
     if scheme_alg == alg::NULL {
         return Ok((None, 0));
@@ -119,6 +113,18 @@ fn ecdaa_scheme(
         (None, Some((_, h))) => Ok((ids::ECDAA, h, in_count)),
         _ => Err(rc::SCHEME + rc::P + 2 * rc::N1),
     })
+}
+
+/// The scheme `key` signs with for a command's `scheme` (parameter `n`):
+/// (scheme, hash, ECDAA commit count).
+fn select_scheme(key: &Key, scheme: SigScheme, n: u32) -> Result<(u16, HashAlg, u16), u32> {
+    match ecdaa_scheme(key, scheme.0, scheme.1) {
+        Some(s) => s,
+        None => {
+            let (sig_alg, hash) = signing_scheme(key, scheme.0, n)?;
+            Ok((sig_alg, hash, 0))
+        }
+    }
 }
 
 /// The order n of the P-256 group.
@@ -370,9 +376,9 @@ pub(crate) fn attest_signer(
     tpm: &Tpm,
     h: u32,
     hn: u32,
-    scheme: Option<(u16, HashAlg)>,
+    scheme: SigScheme,
     scheme_param: u32,
-) -> Result<Option<(Key, u16, HashAlg)>, u32> {
+) -> Result<Option<Signer>, u32> {
     if h == handle::NULL {
         return Ok(None);
     }
@@ -383,9 +389,12 @@ pub(crate) fn attest_signer(
     if key.private.is_none() {
         return Err(rc::AUTH_UNAVAILABLE);
     }
-    let (sig_alg, hash) = signing_scheme(&key, scheme, scheme_param)?;
-    Ok(Some((key, sig_alg, hash)))
+    let (sig_alg, hash, count) = select_scheme(&key, scheme, scheme_param)?;
+    Ok(Some((key, sig_alg, hash, count)))
 }
+
+/// The key that signs an attestation, its scheme, hash and ECDAA count.
+pub(crate) type Signer = (Key, u16, HashAlg, u16);
 
 /// A TPMS_ATTEST of type `ty` (Part 2 §10.12.12) signed by `signer` (None:
 /// TPM_RH_NULL) with `extra_data` and the type-specific `body`. The reset
@@ -437,13 +446,16 @@ pub(crate) fn attest(
 /// TPM_ALG_NULL when there is none.
 pub(crate) fn sign_attest(
     tpm: &mut Tpm,
-    signer: Option<&(Key, u16, HashAlg)>,
+    signer: Option<&Signer>,
     attest: &[u8],
 ) -> Result<Vec<u8>, u32> {
     match signer {
         None => Ok(alg::NULL.to_be_bytes().to_vec()),
-        Some((key, sig_alg, hash)) => {
+        Some((key, sig_alg, hash, count)) => {
             let digest = hash.digest(&[attest]);
+            if *sig_alg == ids::ECDAA {
+                return ecdaa_sign(tpm, key, *hash, *count, digest.as_bytes());
+            }
             signature(tpm, key, *sig_alg, *hash, digest.as_bytes())
         }
     }
@@ -466,7 +478,7 @@ pub fn quote(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if key.private.is_none() {
         return Err(rc::AUTH_UNAVAILABLE);
     }
-    let (sig_alg, hash) = signing_scheme(&key, scheme, 2)?;
+    let (sig_alg, hash, count) = select_scheme(&key, scheme, 2)?;
     // PCR digest with the signing scheme's hash, over the selection in order.
     let mut values = Vec::new();
     for (bank, mask) in &sel {
@@ -481,7 +493,7 @@ pub fn quote(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let mut body = Writer::new();
     body.bytes(raw_sel).tpm2b(pcr_digest.as_bytes());
     let a = attest(tpm, Some(&key), st::ATTEST_QUOTE, qualifying, &body.buf);
-    let sig = sign_attest(tpm, Some(&(key, sig_alg, hash)), &a)?;
+    let sig = sign_attest(tpm, Some(&(key, sig_alg, hash, count)), &a)?;
     cmd.out.tpm2b(&a).bytes(&sig);
     Ok(())
 }
