@@ -19,7 +19,11 @@
 //! * **Receive** ([`GeniUart::read`]): a secondary-sequencer `UART_START_READ`
 //!   is started once unless `SE_GENI_STATUS` shows one active; a byte is taken
 //!   from `SE_GENI_RX_FIFOn` words as `SE_GENI_RX_FIFO_STATUS` reports them, the
-//!   last, partial word (`RX_LAST`) counting only its valid bytes.
+//!   last, partial word (`RX_LAST`) counting only its valid bytes. The
+//!   receive events' latch (`SE_GENI_S_IRQ_STATUS`) is cleared before the FIFO
+//!   is read, so that with [`GeniUart::set_rx_interrupt`] the engine's
+//!   interrupt stays raised exactly while input waits unread; transmit events
+//!   never raise it (`SE_GENI_M_IRQ_EN` is cleared: transmit is polled).
 //!
 //! Every poll is bounded by [`POLL_LIMIT`] register reads: a stuck engine costs
 //! the console its output (the driver then stays [`GeniUart::failed`] and drops
@@ -40,10 +44,18 @@ pub enum Reg {
     MCmdCtrl = 0x604,
     /// `SE_GENI_M_IRQ_STATUS`: main-sequencer events (latched).
     MIrqStatus = 0x610,
+    /// `SE_GENI_M_IRQ_EN`: which main-sequencer events raise the interrupt.
+    MIrqEn = 0x614,
     /// `SE_GENI_M_IRQ_CLEAR`: write-one-to-clear for `SE_GENI_M_IRQ_STATUS`.
     MIrqClear = 0x618,
     /// `SE_GENI_S_CMD0`: starts a secondary-sequencer command.
     SCmd0 = 0x630,
+    /// `SE_GENI_S_IRQ_STATUS`: secondary-sequencer events (latched).
+    SIrqStatus = 0x640,
+    /// `SE_GENI_S_IRQ_EN`: which secondary-sequencer events raise the interrupt.
+    SIrqEn = 0x644,
+    /// `SE_GENI_S_IRQ_CLEAR`: write-one-to-clear for `SE_GENI_S_IRQ_STATUS`.
+    SIrqClear = 0x648,
     /// `SE_GENI_TX_FIFOn`: the transmit FIFO's write port.
     TxFifo = 0x700,
     /// `SE_GENI_RX_FIFOn`: the receive FIFO's read port.
@@ -74,6 +86,12 @@ pub const M_GENI_CMD_ABORT: u32 = 1 << 1;
 pub const M_CMD_DONE_EN: u32 = 1 << 0;
 /// `SE_GENI_M_IRQ_STATUS.M_CMD_ABORT_EN`: the main command was aborted.
 pub const M_CMD_ABORT_EN: u32 = 1 << 5;
+/// `SE_GENI_S_IRQ_STATUS.S_RX_FIFO_WATERMARK_EN`: the receive FIFO passed its
+/// watermark.
+pub const S_RX_FIFO_WATERMARK_EN: u32 = 1 << 26;
+/// `SE_GENI_S_IRQ_STATUS.S_RX_FIFO_LAST_EN`: the line went idle after a last
+/// (possibly partial) word.
+pub const S_RX_FIFO_LAST_EN: u32 = 1 << 27;
 /// The command opcode's position in `SE_GENI_M_CMD0` / `SE_GENI_S_CMD0`.
 pub const OPCODE_SHIFT: u32 = 27;
 /// The UART firmware's main-sequencer opcode `UART_START_TX`.
@@ -149,6 +167,14 @@ impl GeniUart {
         self.failed
     }
 
+    /// Makes the engine interrupt when input arrives (`on`: receive watermark
+    /// and last-word events), or not; transmit events never interrupt.
+    pub fn set_rx_interrupt(&mut self, r: &mut impl GeniRegs, on: bool) {
+        r.write(Reg::MIrqEn, 0);
+        let rx = S_RX_FIFO_WATERMARK_EN | S_RX_FIFO_LAST_EN;
+        r.write(Reg::SIrqEn, if on { rx } else { 0 });
+    }
+
     /// Transmits `bytes` (as one command per [`u32::MAX`] bytes), returning
     /// when the engine reports them sent.
     pub fn write(&mut self, r: &mut impl GeniRegs, bytes: &[u8]) -> Result<(), Stuck> {
@@ -173,6 +199,10 @@ impl GeniUart {
             self.rx_started = true;
         }
         if self.rx_left == 0 {
+            let events = r.read(Reg::SIrqStatus);
+            if events != 0 {
+                r.write(Reg::SIrqClear, events);
+            }
             let status = r.read(Reg::RxFifoStatus);
             let words = status & RX_FIFO_WC_MASK;
             if words == 0 {

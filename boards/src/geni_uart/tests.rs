@@ -7,6 +7,9 @@ use super::*;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
+/// The receive watermark the simulated engine was left with, in words.
+const RX_WATERMARK_WORDS: usize = 2;
+
 /// A simulated GENI serial engine in UART mode.
 struct FakeGeni {
     /// `M_GENI_CMD_ACTIVE`.
@@ -20,8 +23,14 @@ struct FakeGeni {
     tx_fifo: VecDeque<(u32, u32)>,
     /// Bytes that left on the wire.
     wire: Vec<u8>,
-    /// `SE_GENI_M_IRQ_STATUS`.
+    /// `SE_GENI_M_IRQ_STATUS`, `SE_GENI_M_IRQ_EN`.
     m_irq: u32,
+    m_en: u32,
+    /// A transmit event raised the interrupt.
+    tx_interrupted: bool,
+    /// `SE_GENI_S_IRQ_STATUS`, `SE_GENI_S_IRQ_EN`.
+    s_irq: u32,
+    s_en: u32,
     /// The transmitter moves one FIFO word per this many register reads (0: never).
     drain_every: u32,
     reads: u64,
@@ -48,6 +57,11 @@ impl FakeGeni {
             tx_fifo: VecDeque::new(),
             wire: Vec::new(),
             m_irq: 0,
+            // As a firmware driving the UART by interrupts might leave it.
+            m_en: M_CMD_DONE_EN,
+            tx_interrupted: false,
+            s_irq: 0,
+            s_en: 0,
             drain_every: 1,
             reads: 0,
             abortable: true,
@@ -62,6 +76,7 @@ impl FakeGeni {
     /// The transmitter: one FIFO word onto the wire; the command completes once
     /// all its bytes left.
     fn step(&mut self) {
+        self.tx_interrupted |= self.m_irq & self.m_en != 0;
         self.reads += 1;
         if self.drain_every == 0 || !self.reads.is_multiple_of(u64::from(self.drain_every)) {
             return;
@@ -75,6 +90,7 @@ impl FakeGeni {
             self.m_active = false;
             self.m_irq |= M_CMD_DONE_EN;
         }
+        self.tx_interrupted |= self.m_irq & self.m_en != 0;
     }
 
     /// Bytes arriving on the receive line, then the line going idle (the stale
@@ -90,6 +106,17 @@ impl FakeGeni {
             self.rx_fifo
                 .push_back((u32::from_le_bytes(packed), w.len() as u32));
         }
+        if !bytes.is_empty() {
+            self.s_irq |= S_RX_FIFO_LAST_EN;
+        }
+        if self.rx_fifo.len() > RX_WATERMARK_WORDS {
+            self.s_irq |= S_RX_FIFO_WATERMARK_EN;
+        }
+    }
+
+    /// The engine's interrupt output.
+    fn irq_line(&self) -> bool {
+        self.m_irq & self.m_en != 0 || self.s_irq & self.s_en != 0
     }
 }
 
@@ -103,6 +130,7 @@ impl GeniRegs for FakeGeni {
                     | (u32::from(self.s_active) * S_GENI_CMD_ACTIVE)
             }
             Reg::MIrqStatus => self.m_irq,
+            Reg::SIrqStatus => self.s_irq,
             Reg::TxFifoStatus => self.tx_fifo.len() as u32,
             Reg::RxFifoStatus => {
                 let words = self.rx_fifo.len() as u32;
@@ -163,6 +191,9 @@ impl GeniRegs for FakeGeni {
                 }
             }
             Reg::MIrqClear => self.m_irq &= !value,
+            Reg::SIrqClear => self.s_irq &= !value,
+            Reg::MIrqEn => self.m_en = value,
+            Reg::SIrqEn => self.s_en = value,
             Reg::SCmd0 => {
                 assert!(
                     !self.s_active,
@@ -307,7 +338,8 @@ fn a_read_the_firmware_left_running_is_kept() {
 }
 
 #[test]
-fn every_register_lies_in_the_engine_window() {
+fn every_register_lies_in_the_engine_windows_first_page() {
+    const PAGE_BYTES: usize = 4096;
     use Reg::*;
     for r in [
         GeniStatus,
@@ -315,13 +347,42 @@ fn every_register_lies_in_the_engine_window() {
         MCmd0,
         MCmdCtrl,
         MIrqStatus,
+        MIrqEn,
         MIrqClear,
         SCmd0,
+        SIrqStatus,
+        SIrqEn,
+        SIrqClear,
         TxFifo,
         RxFifo,
         TxFifoStatus,
         RxFifoStatus,
     ] {
-        assert!(r.offset() + 4 <= WINDOW_BYTES && r.offset().is_multiple_of(4));
+        // In the window's first 4 KiB page, which any mapping of the engine covers.
+        assert!(r.offset() + 4 <= PAGE_BYTES && PAGE_BYTES <= WINDOW_BYTES);
+        assert!(r.offset().is_multiple_of(4));
     }
+}
+
+#[test]
+fn the_interrupt_is_raised_exactly_while_input_waits() {
+    let mut fake = FakeGeni::new();
+    let mut uart = GeniUart::new();
+    uart.set_rx_interrupt(&mut fake, true);
+    assert_eq!(uart.read(&mut fake), None);
+    assert!(!fake.irq_line());
+    fake.receive(b"typed: 15 bytes");
+    assert!(fake.irq_line());
+    // The interrupt handler drains the console.
+    let got: Vec<u8> = core::iter::from_fn(|| uart.read(&mut fake)).collect();
+    assert_eq!(got, b"typed: 15 bytes");
+    assert!(!fake.irq_line(), "input drained, interrupt still raised");
+    // Output does not interrupt (its events are polled).
+    uart.write(&mut fake, b"echo\r\n").unwrap();
+    assert!(!fake.tx_interrupted && !fake.irq_line());
+    // Masked: input waits, polled, without raising it.
+    uart.set_rx_interrupt(&mut fake, false);
+    fake.receive(b"q");
+    assert!(!fake.irq_line());
+    assert_eq!(uart.read(&mut fake), Some(b'q'));
 }
