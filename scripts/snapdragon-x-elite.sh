@@ -8,9 +8,9 @@
 # (the slbounce project: tcblaunch.exe from an installed Windows, sltest.efi to
 # check, slbounce.efi to hand over). The hypervisor then starts as a UEFI
 # application (rayos-el2.efi, staged with esp.img) and takes the device tree
-# from the EFI configuration table; its console driver is PL011 only while the
-# board's UART is a Qualcomm GENI: the script says what is missing and exits
-# non-zero rather than pretend the board boots.
+# from the EFI configuration table; its console is the board's Qualcomm GENI
+# debug UART, driven as the firmware left it configured (untested on the board:
+# see docs/boards.md).
 #
 #   scripts/snapdragon-x-elite.sh
 #   scripts/serial-console.sh /dev/ttyUSB0   # the debug UART (115200 8N1)

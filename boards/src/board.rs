@@ -81,9 +81,10 @@ pub enum Quirk {
     /// EL2 is held by the vendor's hypervisor (Qualcomm Gunyah) until a Secure
     /// Launch hand-over frees it (the slbounce approach; `scripts/snapdragon-x-elite.sh`).
     El2HeldByVendorHypervisor,
-    /// The console is not a PL011: the hypervisor's console driver (PL011 only)
-    /// stays silent until a GENI UART driver exists; the firmware's framebuffer
-    /// or a debugger is the console meanwhile.
+    /// The console is not a PL011 but a Qualcomm GENI UART: el2 drives it with
+    /// `geni_uart` (transmit polled, receive by interrupt) as the firmware left
+    /// it configured (clocks, pins, baud rate, FIFO packing are not programmed),
+    /// host-tested against a simulated engine, not yet on the board.
     ConsoleNotPl011,
     /// The ITS is present but the firmware's device tree marks it disabled.
     ItsDisabledByFirmware,

@@ -438,7 +438,9 @@ fn enabled(node: &fdt::node::FdtNode) -> bool {
         .is_none_or(|s| s == "okay" || s == "ok")
 }
 
-fn uart_kind(node: &fdt::node::FdtNode) -> Option<UartKind> {
+/// The kind of UART a device-tree node is, by its `compatible` (no allocation:
+/// usable before the hypervisor's heap exists).
+pub fn uart_kind(node: &fdt::node::FdtNode) -> Option<UartKind> {
     node.compatible()?.all().find_map(|c| match c {
         "arm,pl011" | "arm,sbsa-uart" => Some(UartKind::Pl011),
         "qcom,geni-debug-uart" | "qcom,geni-uart" => Some(UartKind::QcomGeni),

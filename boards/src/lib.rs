@@ -30,6 +30,7 @@ pub mod crosscheck;
 pub mod devices;
 pub mod discover;
 pub mod efi;
+pub mod geni_uart;
 pub mod guest;
 pub mod guest_dt;
 pub mod host_dt;

@@ -1,5 +1,6 @@
 //! The hypervisor's console: the physical PL011 (its registers as `tock-registers`
-//! fields), the `log` backend that writes
+//! fields) or a Qualcomm GENI UART (`boards::geni_uart`: transmit polled, receive
+//! by its interrupt like the PL011's), the `log` backend that writes
 //! hypervisor lines to it, and the sinks that carry guest console output.
 //!
 //! The line discipline is `vdev::console` (host-tested): each guest source
@@ -22,6 +23,7 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1};
+use boards::geni_uart::{GeniRegs, GeniUart, Reg};
 use spin::Mutex;
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite};
@@ -59,15 +61,42 @@ register_structs! {
     }
 }
 
-/// The physical PL011 at `base` (0 until the device tree has named it). Not
+/// The physical UART at `base` (0 until the device tree has named it). Not
 /// `arm-pl011-uart`: its accessors are out-of-line calls, and the guest's UART
 /// exit polls this UART (see docs/architecture.md).
 struct Uart {
     base: usize,
+    /// `None`: a PL011; else the GENI UART's driver state.
+    geni: Option<GeniUart>,
+}
+
+/// The MMIO accesses `boards::geni_uart` makes to the GENI serial engine at
+/// the address it holds.
+struct GeniMmio(usize);
+
+impl GeniRegs for GeniMmio {
+    fn read(&mut self, reg: Reg) -> u32 {
+        // SAFETY: `self.0` is the non-zero base of the GENI serial engine the device
+        // tree names, whose register window `mmu::enable` identity-maps as device
+        // memory (or reached with the MMU off, where every access is Device-nGnRnE);
+        // every `Reg` offset is 4-byte aligned and inside the window's first 4 KiB
+        // page (`boards::geni_uart` host test), which the page-granular map covers;
+        // only under the `HOST` lock.
+        unsafe { core::ptr::read_volatile((self.0 + reg.offset()) as *const u32) }
+    }
+
+    fn write(&mut self, reg: Reg, value: u32) {
+        // SAFETY: as in `read`: an aligned register of the mapped engine window,
+        // written volatile under the `HOST` lock.
+        unsafe { core::ptr::write_volatile((self.0 + reg.offset()) as *mut u32, value) }
+    }
 }
 
 impl Uart {
     fn regs(&self) -> Option<&Pl011Regs> {
+        if self.geni.is_some() {
+            return None;
+        }
         // SAFETY: a non-zero `base` is the PL011 the device tree names, identity-mapped
         // as device memory (or reached with the MMU off, where every access is
         // Device-nGnRnE); the registers are accessed only with volatile accesses
@@ -82,11 +111,21 @@ impl Uart {
     }
 
     fn put_all(&mut self, bytes: &[u8]) {
-        bytes.iter().for_each(|b| self.put(*b));
+        match (&mut self.geni, self.base) {
+            (None, _) => bytes.iter().for_each(|b| self.put(*b)),
+            // A stuck engine drops the output: there is no other console to say so.
+            (Some(g), base) if base != 0 => {
+                let _ = g.write(&mut GeniMmio(base), bytes);
+            }
+            (Some(_), _) => {}
+        }
     }
 
     /// The next received byte (its error bits, above bit 7, dropped).
     fn get(&mut self) -> Option<u8> {
+        if let (Some(g), base) = (&mut self.geni, self.base) {
+            return (base != 0).then(|| g.read(&mut GeniMmio(base))).flatten();
+        }
         let u = self.regs()?;
         if u.fr.is_set(UARTFR::RXFE) {
             return None;
@@ -97,11 +136,14 @@ impl Uart {
 
 impl Write for Uart {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            if b == b'\n' {
-                self.put(b'\r');
+        for part in s.split_inclusive('\n') {
+            match part.strip_suffix('\n') {
+                Some(line) => {
+                    self.put_all(line.as_bytes());
+                    self.put_all(b"\r\n");
+                }
+                None => self.put_all(part.as_bytes()),
             }
-            self.put(b);
         }
         Ok(())
     }
@@ -125,7 +167,10 @@ impl Host {
 }
 
 static HOST: Mutex<Host> = Mutex::new(Host {
-    uart: Uart { base: 0 },
+    uart: Uart {
+        base: 0,
+        geni: None,
+    },
     term: Terminal::new(),
     rx_interrupt: None,
 });
@@ -168,9 +213,14 @@ impl GuestLine {
 /// Each source's line (index: `Source as usize`). Lock order: a line, then [`HOST`].
 static LINES: [Mutex<GuestLine>; 2] = [Mutex::new(GuestLine::new()), Mutex::new(GuestLine::new())];
 
-/// Points the console at the PL011 at physical address `base`.
-pub fn init(base: usize) {
-    HOST.lock().uart.base = base;
+/// Points the console at the UART of `kind` at physical address `base`.
+pub fn init(base: usize, kind: boards::UartKind) {
+    let mut host = HOST.lock();
+    host.uart.base = base;
+    host.uart.geni = match kind {
+        boards::UartKind::Pl011 => None,
+        boards::UartKind::QcomGeni => Some(GeniUart::new()),
+    };
 }
 
 /// Makes the console UART interrupt when input arrives (`on`), or stop doing so
@@ -181,6 +231,13 @@ pub fn set_rx_interrupt(on: bool) {
         return;
     }
     host.rx_interrupt = Some(on);
+    let uart = &mut host.uart;
+    if let (Some(g), base) = (&mut uart.geni, uart.base) {
+        if base != 0 {
+            g.set_rx_interrupt(&mut GeniMmio(base), on);
+        }
+        return;
+    }
     if let Some(u) = host.uart.regs() {
         if on {
             u.imsc.write(UARTIMSC::RXIM::SET + UARTIMSC::RTIM::SET);

@@ -96,23 +96,21 @@ fn dtb_slice(dtb: usize) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(dtb as *const u8, size as usize) })
 }
 
-/// Finds the console UART in the DTB without allocating (before the heap exists).
-fn early_uart(dtb: &[u8]) -> Option<usize> {
+/// Finds the console UART in the DTB without allocating (before the heap exists):
+/// its address and kind.
+fn early_uart(dtb: &[u8]) -> Option<(usize, boards::UartKind)> {
     let fdt = fdt::Fdt::new(dtb).ok()?;
     // `Fdt::chosen` panics when it cannot find /chosen (fdt 0.1.5 loses nodes
     // after FDT_NOP tokens, which libfdt-edited blobs carry): look it up first.
-    // Only a PL011 (the one console driver): a Qualcomm GENI UART named by
-    // stdout-path must not be programmed as one.
-    let pl011 = |n: &fdt::node::FdtNode| {
-        n.compatible()
-            .is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
-    };
+    // A console driver exists for a PL011 and a Qualcomm GENI UART; without a
+    // stdout-path the first PL011.
     let node = fdt
         .find_node("/chosen")
         .and_then(|_| fdt.chosen().stdout())
-        .filter(pl011)
+        .filter(|n| boards::discover::uart_kind(n).is_some())
         .or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
-    Some(node.reg()?.next()?.starting_address as usize)
+    let kind = boards::discover::uart_kind(&node)?;
+    Some((node.reg()?.next()?.starting_address as usize, kind))
 }
 
 fn fatal(msg: core::fmt::Arguments) -> ! {
@@ -144,8 +142,8 @@ fn init_power_from_dtb(b: &[u8]) {
 #[no_mangle]
 extern "C" fn wrong_exception_level(dtb: usize) -> ! {
     if let Some(b) = dtb_slice(dtb) {
-        if let Some(uart) = early_uart(b) {
-            console::init(uart);
+        if let Some((uart, kind)) = early_uart(b) {
+            console::init(uart, kind);
         }
         init_power_from_dtb(b);
     }
@@ -310,8 +308,8 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         // No console is known without a DTB; nothing can be reported.
         power::shutdown(fault::FATAL_STATUS)
     };
-    if let Some(uart) = early_uart(dtb_bytes) {
-        console::init(uart);
+    if let Some((uart, kind)) = early_uart(dtb_bytes) {
+        console::init(uart, kind);
     }
     console::init_log(false);
     init_power_from_dtb(dtb_bytes);
@@ -333,11 +331,11 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         });
         let mut devices = [(0u64, 0u64); 48];
         let mut ndev = 0;
+        // Every UART the console could drive (`early_uart`), the GIC, virtio-mmio.
         let nodes = fdt.all_nodes().filter(|n| {
-            n.compatible().is_some_and(|c| {
-                c.all()
-                    .any(|s| matches!(s, "arm,pl011" | "arm,gic-v3" | "virtio,mmio"))
-            })
+            boards::discover::uart_kind(n).is_some()
+                || n.compatible()
+                    .is_some_and(|c| c.all().any(|s| matches!(s, "arm,gic-v3" | "virtio,mmio")))
         });
         for node in nodes {
             for r in node.reg().into_iter().flatten() {
@@ -401,10 +399,9 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     if let Err(e) = gic::init(&platform.gic, &platform.cpus, boot_cpu) {
         fatal(format_args!("GIC initialisation failed: {e:?}"));
     }
+    // The console's receive interrupt (PL011 or GENI: both console drivers take it).
     if let Some(boards::Uart {
-        kind: boards::UartKind::Pl011,
-        intid: Some(intid),
-        ..
+        intid: Some(intid), ..
     }) = platform.uart
     {
         gic::enable_spi(intid);
