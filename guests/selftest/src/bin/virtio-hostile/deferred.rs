@@ -13,6 +13,7 @@ use selftest_guest::defs::map::GUEST_RAM_BASE;
 use selftest_guest::defs::sysreg::CNTV_CTL_ENABLE;
 use selftest_guest::defs::virtio as v;
 use selftest_guest::detail::Detail;
+use selftest_guest::probe::{load32, store32};
 use selftest_guest::sysreg;
 
 use crate::dma;
@@ -40,10 +41,66 @@ fn used_event_off() -> usize {
     dma::RING + (LAYOUT.avail + v::RING_HEADER + v::AVAIL_ELEM * u64::from(QUEUE_SIZE)) as usize
 }
 
+/// The EL1 physical timer's PPI.
+const PTIMER_INTID: u32 = 30;
+/// The guest's GIC (the QEMU `virt` layout the hypervisor mirrors): distributor,
+/// vCPU 0's redistributor (RD_base, then SGI_base 64 KiB above).
+const GICD_BASE: u64 = 0x0800_0000;
+const GICR_RD_BASE: u64 = 0x080A_0000;
+const GICR_SGI_BASE: u64 = GICR_RD_BASE + 0x1_0000;
+/// GICD_CTLR.EnableGrp1 (one Security state); GICR_WAKER.ProcessorSleep.
+const GICD_CTLR_ENABLE_GRP1: u32 = 1 << 1;
+const GICR_WAKER: u64 = 0x0014;
+const GICR_WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
+/// SGI_base: GICR_IGROUPR0, GICR_ISENABLER0, GICR_ICENABLER0.
+const GICR_IGROUPR0: u64 = 0x0080;
+const GICR_ISENABLER0: u64 = 0x0100;
+const GICR_ICENABLER0: u64 = 0x0180;
+
+/// Writes a GIC CPU-interface register (`$reg` by its encoding).
+macro_rules! icc_write {
+    ($reg:literal, $value:expr) => {
+        // SAFETY: writes the guest's own (virtual) GIC CPU interface; PSTATE.I
+        // stays masked, so no interrupt is taken as an exception.
+        unsafe {
+            core::arch::asm!(concat!("msr ", $reg, ", {}"), "isb", in(reg) $value, options(nostack, preserves_flags))
+        }
+    };
+}
+
+/// Makes the physical timer's interrupt able to wake a WFI: a WFI ends on an
+/// interrupt the GIC signals to the CPU (enabled, in an enabled group), masked by
+/// PSTATE.I or not; a timer whose PPI the GIC has disabled wakes nothing, on
+/// hardware or under the hypervisor. (Without this the check passed only when the
+/// hypervisor finished the work during the wait — its completion kick woke the
+/// vCPU — and hung when the work was done before the WFI: seen on a loaded host.)
+fn enable_timer_wakeup(on: bool) {
+    let bit = 1u32 << PTIMER_INTID;
+    if on {
+        store32(GICD_BASE, GICD_CTLR_ENABLE_GRP1);
+        let waker = load32(GICR_RD_BASE + GICR_WAKER) as u32;
+        store32(
+            GICR_RD_BASE + GICR_WAKER,
+            waker & !GICR_WAKER_PROCESSOR_SLEEP,
+        );
+        let group = load32(GICR_SGI_BASE + GICR_IGROUPR0) as u32;
+        store32(GICR_SGI_BASE + GICR_IGROUPR0, group | bit);
+        icc_write!("s3_0_c12_c12_5", 1u64); // ICC_SRE_EL1.SRE
+        icc_write!("s3_0_c4_c6_0", 0xffu64); // ICC_PMR_EL1: every priority
+        icc_write!("s3_0_c12_c12_7", 1u64); // ICC_IGRPEN1_EL1
+        store32(GICR_SGI_BASE + GICR_ISENABLER0, bit);
+    } else {
+        store32(GICR_SGI_BASE + GICR_ICENABLER0, bit);
+        icc_write!("s3_0_c12_c12_7", 0u64);
+        store32(GICD_BASE, 0);
+    }
+}
+
 /// Sleeps in WFI until the EL1 physical timer fires, one wait of
 /// 1/[`WAIT_DIVISOR`] s. The physical timer (emulated by the hypervisor, its line
-/// lowered when the timer is disabled) wakes every round; the virtual timer is
-/// hardware-linked and, never acknowledged by this guest, would wake only once.
+/// lowered when the timer is disabled; its PPI enabled by [`enable_timer_wakeup`])
+/// wakes every round; the virtual timer is hardware-linked and, never acknowledged
+/// by this guest, would wake only once.
 fn wait_a_while() {
     sysreg::set_cntp_tval_el0(sysreg::cntfrq_el0() / WAIT_DIVISOR);
     sysreg::set_cntp_ctl_el0(CNTV_CTL_ENABLE);
@@ -97,10 +154,12 @@ pub fn deferred_resumed(p: &mut Detail) {
     dma::w16(used_event_off(), after_notify);
     barrier();
     let mut rounds = 0;
+    enable_timer_wakeup(true);
     while s.used_idx() != REQUESTS && rounds < WAIT_ROUNDS {
         wait_a_while();
         rounds += 1;
     }
+    enable_timer_wakeup(false);
     barrier();
     let done = s.used_idx();
     let isr = s.mmio.read(v::INTERRUPT_STATUS);
