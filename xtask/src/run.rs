@@ -158,6 +158,10 @@ pub struct RunOptions {
     /// Microsoft's keys enrolled (`--secure-boot`), when the store has never
     /// been written (a new VM, or `--fresh`).
     pub secure_boot: bool,
+    /// The `uefi-acpi` VM's boot disk image (`--boot-disk PATH`, e.g.
+    /// `target/boot-chain/unsigned.img`) instead of the signed chain written
+    /// for the run (`--guest-cmd` then does not reach the guest).
+    pub boot_disk: Option<PathBuf>,
     /// Boot this firmware code image from a boot bundle instead of the
     /// `uefi-acpi` system disk's VM (`--firmware PATH`; its variables then live
     /// in memory only).
@@ -220,7 +224,7 @@ impl RunOptions {
 }
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
-pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--secure-boot] [--kernel PATH] [--initrd PATH] \
+pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
@@ -257,6 +261,9 @@ pub struct RunArgs {
     /// uefi-acpi: a new variable store starts with Microsoft's keys enrolled (Secure Boot on)
     #[arg(long = "secure-boot")]
     secure_boot: bool,
+    /// uefi-acpi: boot this disk image instead of the signed chain (shim → GRUB → Linux)
+    #[arg(long = "boot-disk", value_name = "PATH")]
+    boot_disk: Option<PathBuf>,
     /// uefi-acpi: boot this code image from a boot bundle (variables in memory only)
     #[arg(long, value_name = "PATH")]
     firmware: Option<PathBuf>,
@@ -420,6 +427,13 @@ impl RunArgs {
                     .into(),
             ));
         }
+        if self.boot_disk.is_some()
+            && (profile != Profile::UefiAcpi || self.firmware_shell || self.guest_cmd.is_some())
+        {
+            return Err(Error::Usage(
+                "--boot-disk applies to --profile uefi-acpi without --firmware-shell or --guest-cmd".into(),
+            ));
+        }
         if self.secure_boot && (profile != Profile::UefiAcpi || self.firmware.is_some()) {
             return Err(Error::Usage(
                 "--secure-boot applies to --profile uefi-acpi without --firmware".into(),
@@ -435,6 +449,7 @@ impl RunArgs {
             profile,
             firmware_shell: self.firmware_shell,
             secure_boot: self.secure_boot,
+            boot_disk: self.boot_disk,
             firmware: self.firmware,
             kernel: self.kernel,
             initrd: self.initrd,
@@ -595,6 +610,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         // this run's guest command, written for each run.
         let boot_disk = if o.firmware_shell {
             None
+        } else if let Some(p) = &o.boot_disk {
+            Some(p.clone())
         } else {
             let path = crate::boot_chain::image_dir(layout).join(UEFI_BOOT_DISK);
             std::fs::create_dir_all(crate::boot_chain::image_dir(layout))
@@ -1282,6 +1299,9 @@ mod tests {
             "--profile uefi-acpi --firmware-shell --guest-cmd true",
             "--profile uefi-acpi --firmware-shell --firmware /f --secure-boot",
             "--secure-boot",
+            "--boot-disk /d",
+            "--profile uefi-acpi --firmware-shell --boot-disk /d",
+            "--profile uefi-acpi --boot-disk /d --guest-cmd true",
             "--profile uefi-acpi --firmware-shell --guest selftest",
             "--profile uefi-acpi --firmware-shell --kernel /k",
             "--profile uefi-acpi --firmware-shell --firmware /f --fresh",
