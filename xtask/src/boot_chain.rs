@@ -346,13 +346,9 @@ pub struct ChainDisks {
     pub chain: SignedChain,
 }
 
-/// Builds `target/boot-chain/{signed,unsigned}.img`. With `guest_cmd`, the
-/// initramfs's init runs it and powers off (see
-/// [`linux_guest::guest_cmd_arg`]); without, it starts a shell.
-pub fn build_disks(layout: &Layout, guest_cmd: Option<&str>) -> Result<ChainDisks, String> {
-    let chain = ensure_signed_chain(layout)?;
-    let read = |p: &Path| fs::read(p).map_err(|e| format!("read {}: {e}", p.display()));
-    let (shim, grub) = (read(&chain.shim)?, read(&chain.grub)?);
+/// The kernel command line GRUB passes for `guest_cmd` (see
+/// [`linux_guest::guest_cmd_arg`]), refused when the kernel would cut it.
+fn chain_cmdline(guest_cmd: Option<&str>) -> Result<String, String> {
     let cmdline = guest_cmd
         .map(linux_guest::guest_cmd_arg)
         .unwrap_or_default();
@@ -363,20 +359,51 @@ pub fn build_disks(layout: &Layout, guest_cmd: Option<&str>) -> Result<ChainDisk
             linux_guest::CMDLINE_MAX
         ));
     }
-    let dir = image_dir(layout);
-    let signed_files = vec![
-        EspFile::new(esp::REMOVABLE_BOOT_PATH, shim.clone()),
-        EspFile::new(ESP_GRUB, grub.clone()),
-        EspFile::new(ESP_GRUB_CFG, grub_cfg(&cmdline)),
+    Ok(cmdline)
+}
+
+/// The ESP files of the signed chain: shim as the removable-media loader,
+/// GRUB, its configuration booting the kernel with `cmdline`, the kernel and
+/// the initramfs.
+fn signed_files(chain: &SignedChain, cmdline: &str) -> Result<Vec<EspFile>, String> {
+    let read = |p: &Path| fs::read(p).map_err(|e| format!("read {}: {e}", p.display()));
+    Ok(vec![
+        EspFile::new(esp::REMOVABLE_BOOT_PATH, read(&chain.shim)?),
+        EspFile::new(ESP_GRUB, read(&chain.grub)?),
+        EspFile::new(ESP_GRUB_CFG, grub_cfg(cmdline)),
         EspFile::new(ESP_KERNEL, read(&chain.kernel)?),
         EspFile::new(ESP_INITRD, read(&chain.initramfs)?),
-    ];
+    ])
+}
+
+/// Writes the signed chain's disk to `path` with GRUB's configuration for
+/// `guest_cmd` (the initramfs's init runs it and powers off; without, it
+/// starts a shell): a `uefi-acpi` run's boot disk, written per run.
+pub fn write_signed_disk(
+    layout: &Layout,
+    guest_cmd: Option<&str>,
+    path: &Path,
+) -> Result<SignedChain, String> {
+    let chain = ensure_signed_chain(layout)?;
+    let files = signed_files(&chain, &chain_cmdline(guest_cmd)?)?;
+    esp::write_gpt_esp_image(path, esp::esp_size_for(&files), &files)?;
+    Ok(chain)
+}
+
+/// Builds `target/boot-chain/{signed,unsigned}.img`. With `guest_cmd`, the
+/// initramfs's init runs it and powers off (see
+/// [`linux_guest::guest_cmd_arg`]); without, it starts a shell.
+pub fn build_disks(layout: &Layout, guest_cmd: Option<&str>) -> Result<ChainDisks, String> {
+    let dir = image_dir(layout);
     let signed = dir.join("signed.img");
-    esp::write_gpt_esp_image(&signed, esp::esp_size_for(&signed_files), &signed_files)?;
-    drop(signed_files);
+    let chain = write_signed_disk(layout, guest_cmd, &signed)?;
+    let read = |p: &Path| fs::read(p).map_err(|e| format!("read {}: {e}", p.display()));
     let unsigned_files = vec![
-        EspFile::new(esp::REMOVABLE_BOOT_PATH, strip_signature(&shim)?),
-        EspFile::new(ESP_GRUB, grub),
+        EspFile::new(
+            esp::REMOVABLE_BOOT_PATH,
+            strip_signature(&read(&chain.shim)?)?,
+        ),
+        EspFile::new(ESP_GRUB, read(&chain.grub)?),
     ];
     let unsigned = dir.join("unsigned.img");
     esp::write_gpt_esp_image(

@@ -135,9 +135,15 @@ impl Profile {
     }
 }
 
+/// File name (under `target/boot-chain/`) of a `uefi-acpi` run's boot disk.
+pub const UEFI_BOOT_DISK: &str = "uefi-run.img";
+
 /// vCPUs and RAM of a `uefi-acpi` run unless `--smp`/`--mem` say otherwise.
 pub const UEFI_DEFAULT_VCPUS: u32 = 1;
 pub const UEFI_DEFAULT_MEM: u64 = 256 << 20;
+/// RAM of a `uefi-acpi` run that boots Linux from its boot disk (GRUB loads
+/// the 30 MiB kernel and the initramfs through the firmware's allocator).
+pub const UEFI_LINUX_DEFAULT_MEM: u64 = 512 << 20;
 
 /// Everything `cargo xtask run` takes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -148,6 +154,14 @@ pub struct RunOptions {
     /// Stop in the firmware's UEFI shell (`--firmware-shell`, `uefi-acpi` only):
     /// the VM gets no boot disk, so the boot manager falls through to the shell.
     pub firmware_shell: bool,
+    /// Start the `uefi-acpi` VM's variable store from Debian's store with
+    /// Microsoft's keys enrolled (`--secure-boot`), when the store has never
+    /// been written (a new VM, or `--fresh`).
+    pub secure_boot: bool,
+    /// The `uefi-acpi` VM's boot disk image (`--boot-disk PATH`, e.g.
+    /// `target/boot-chain/unsigned.img`) instead of the signed chain written
+    /// for the run (`--guest-cmd` then does not reach the guest).
+    pub boot_disk: Option<PathBuf>,
     /// Boot this firmware code image from a boot bundle instead of the
     /// `uefi-acpi` system disk's VM (`--firmware PATH`; its variables then live
     /// in memory only).
@@ -210,7 +224,7 @@ impl RunOptions {
 }
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
-pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--kernel PATH] [--initrd PATH] \
+pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
@@ -244,6 +258,12 @@ pub struct RunArgs {
     /// uefi-acpi: stop in the firmware's UEFI shell (no boot disk)
     #[arg(long = "firmware-shell")]
     firmware_shell: bool,
+    /// uefi-acpi: a new variable store starts with Microsoft's keys enrolled (Secure Boot on)
+    #[arg(long = "secure-boot")]
+    secure_boot: bool,
+    /// uefi-acpi: boot this disk image instead of the signed chain (shim → GRUB → Linux)
+    #[arg(long = "boot-disk", value_name = "PATH")]
+    boot_disk: Option<PathBuf>,
     /// uefi-acpi: boot this code image from a boot bundle (variables in memory only)
     #[arg(long, value_name = "PATH")]
     firmware: Option<PathBuf>,
@@ -389,17 +409,34 @@ impl RunArgs {
             || self.kernel.is_some()
             || self.initrd.is_some()
             || self.append.is_some()
-            || self.guest_cmd.is_some()
             || self.hypervisor_fault.is_some();
         let profile = self.profile.unwrap_or_default();
         if profile == Profile::UefiAcpi && uefi_conflict {
             return Err(Error::Usage(
-                "--profile uefi-acpi boots firmware: no --guest, --kernel, --initrd, --append, --guest-cmd or --hypervisor-fault".into(),
+                "--profile uefi-acpi boots firmware: no --guest, --kernel, --initrd, --append or --hypervisor-fault".into(),
             ));
         }
-        if profile == Profile::UefiAcpi && !self.firmware_shell {
+        if profile == Profile::UefiAcpi && self.firmware_shell && self.guest_cmd.is_some() {
             return Err(Error::Usage(
-                "--profile uefi-acpi needs --firmware-shell for now: the boot disk (shim → GRUB → Linux on an ESP) is not built yet".into(),
+                "--guest-cmd runs in Linux: not with --firmware-shell".into(),
+            ));
+        }
+        if profile == Profile::UefiAcpi && !self.firmware_shell && self.firmware.is_some() {
+            return Err(Error::Usage(
+                "--firmware boots a boot bundle, which carries no boot disk: add --firmware-shell"
+                    .into(),
+            ));
+        }
+        if self.boot_disk.is_some()
+            && (profile != Profile::UefiAcpi || self.firmware_shell || self.guest_cmd.is_some())
+        {
+            return Err(Error::Usage(
+                "--boot-disk applies to --profile uefi-acpi without --firmware-shell or --guest-cmd".into(),
+            ));
+        }
+        if self.secure_boot && (profile != Profile::UefiAcpi || self.firmware.is_some()) {
+            return Err(Error::Usage(
+                "--secure-boot applies to --profile uefi-acpi without --firmware".into(),
             ));
         }
         if (self.firmware_shell || self.firmware.is_some()) && profile != Profile::UefiAcpi {
@@ -411,6 +448,8 @@ impl RunArgs {
             guest: self.guest.unwrap_or_default(),
             profile,
             firmware_shell: self.firmware_shell,
+            secure_boot: self.secure_boot,
+            boot_disk: self.boot_disk,
             firmware: self.firmware,
             kernel: self.kernel,
             initrd: self.initrd,
@@ -548,8 +587,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
     let hypervisor = build_hypervisor(layout, o.quiet)?;
 
     if o.profile == Profile::UefiAcpi {
-        let code = match &o.firmware {
-            Some(p) => p.clone(),
+        let (code, ms_vars) = match &o.firmware {
+            Some(p) => (p.clone(), None),
             None => {
                 let aavmf = crate::firmware::ensure_aavmf(
                     &layout.firmware_cache(),
@@ -563,13 +602,39 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
                         aavmf.package
                     );
                 }
-                aavmf.code
+                let ms = aavmf.vars_for(true).to_path_buf();
+                (aavmf.code, Some(ms))
             }
+        };
+        // The boot disk: the signed chain with GRUB's configuration carrying
+        // this run's guest command, written for each run.
+        let boot_disk = if o.firmware_shell {
+            None
+        } else if let Some(p) = &o.boot_disk {
+            Some(p.clone())
+        } else {
+            let path = crate::boot_chain::image_dir(layout).join(UEFI_BOOT_DISK);
+            std::fs::create_dir_all(crate::boot_chain::image_dir(layout))
+                .map_err(|e| Error::io("create the boot-chain directory", e))?;
+            let chain = crate::boot_chain::write_signed_disk(layout, o.guest_cmd.as_deref(), &path)
+                .map_err(|e| Error::step("boot disk", e))?;
+            if o.verbose {
+                eprintln!(
+                    "xtask: boot disk {} ({})",
+                    path.display(),
+                    chain.packages.join(" ")
+                );
+            }
+            Some(path)
         };
         let vm = VmDef {
             name: sysdisk::UEFI_VM_NAME.into(),
             vcpus: o.smp.unwrap_or(UEFI_DEFAULT_VCPUS),
-            mem: o.mem.unwrap_or(UEFI_DEFAULT_MEM),
+            mem: o.mem.unwrap_or(if o.firmware_shell {
+                UEFI_DEFAULT_MEM
+            } else {
+                UEFI_LINUX_DEFAULT_MEM
+            }),
             cmdline: String::new(),
             guest: sysdisk::UEFI_VM_NAME.into(),
             kernel: PathBuf::new(),
@@ -592,6 +657,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
                 vcpus: vm.vcpus,
                 mem: vm.mem,
                 code,
+                boot_disk,
+                initial_vars: if o.secure_boot { ms_vars } else { None },
             };
             let run = sysdisk::ensure_firmware(&path, o.fresh, &want)?;
             eprintln!("xtask: {}", run.describe(&want.name));
@@ -1216,8 +1283,25 @@ mod tests {
                 .fresh
         );
         assert_eq!(parse_args(&[]).unwrap().profile, Profile::LinuxDt);
+        // Without --firmware-shell the VM boots Linux from its boot disk.
+        let sb = parse_args(&[
+            "--profile".into(),
+            "uefi-acpi".into(),
+            "--secure-boot".into(),
+            "--guest-cmd".into(),
+            "uname -a".into(),
+        ])
+        .unwrap();
+        assert!(sb.secure_boot && !sb.firmware_shell && uses_system_disk(&sb));
+        assert_eq!(sb.guest_cmd.as_deref(), Some("uname -a"));
         for bad in [
-            "--profile uefi-acpi",
+            "--profile uefi-acpi --firmware /f",
+            "--profile uefi-acpi --firmware-shell --guest-cmd true",
+            "--profile uefi-acpi --firmware-shell --firmware /f --secure-boot",
+            "--secure-boot",
+            "--boot-disk /d",
+            "--profile uefi-acpi --firmware-shell --boot-disk /d",
+            "--profile uefi-acpi --boot-disk /d --guest-cmd true",
             "--profile uefi-acpi --firmware-shell --guest selftest",
             "--profile uefi-acpi --firmware-shell --kernel /k",
             "--profile uefi-acpi --firmware-shell --firmware /f --fresh",

@@ -354,6 +354,28 @@ pub struct DesiredFirmwareVm {
     pub mem: u64,
     /// The code bank's image (its trailing zero bytes are not stored).
     pub code: PathBuf,
+    /// The VM's boot disk (its virtio-blk 0), written with this image on each
+    /// run; `None` leaves the VM without a disk, so the boot manager falls
+    /// through to the UEFI shell.
+    pub boot_disk: Option<PathBuf>,
+    /// A variable-store image the VM's store starts from when it has never been
+    /// written (`--secure-boot`: Debian's store with Microsoft's keys enrolled).
+    pub initial_vars: Option<PathBuf>,
+}
+
+/// Granule of a variable-store image as the VM's record keeps it: the flash
+/// bank's erase block (ArmVirtQemu's 256 KiB).
+const VARS_BLOCK: usize = 256 << 10;
+
+/// `image` (a firmware variable-store file such as Debian's 64 MiB
+/// `AAVMF_VARS.ms.fd`) cut after its last block that holds data: the
+/// hypervisor pads a stored image to its bank with erased bytes.
+pub fn vars_head(image: &[u8]) -> &[u8] {
+    let used = image
+        .iter()
+        .rposition(|&b| b != 0 && b != 0xff)
+        .map_or(0, |i| i + 1);
+    &image[..used.next_multiple_of(VARS_BLOCK).min(image.len())]
 }
 
 /// Makes the system disk at `path` hold the firmware VM `want` (created with an
@@ -457,6 +479,24 @@ pub fn ensure_firmware(
     {
         changes.push(change);
     }
+    if let Some(vars) = &want.initial_vars {
+        let image = read(vars, "variable store")?;
+        if let Some(change) = seed_vars(&mut reg, &mut disk, uuid, vars_head(&image))
+            .map_err(|e| step(format!("{}: {e}", path.display())))?
+        {
+            changes.push(change);
+        }
+    }
+    let image = match &want.boot_disk {
+        Some(p) => Some(read(p, "boot disk")?),
+        None => None,
+    };
+    let (change, boot_extent) = set_boot_disk(&mut reg, &mut disk, uuid, image.as_deref())
+        .map_err(|e| step(format!("{}: {e}", path.display())))?;
+    changes.extend(change);
+    if let (Some(extent), Some(image)) = (boot_extent, &image) {
+        write_at(path, extent.start, image)?;
+    }
     let vm = reg.vm(uuid).ok_or_else(|| step("the VM vanished"))?;
     Ok(SystemDiskRun {
         path: path.to_path_buf(),
@@ -469,6 +509,93 @@ pub fn ensure_firmware(
         saved_state: None,
         discarded_saved_state: false,
     })
+}
+
+/// Writes `image` into the firmware VM's variable store when the store has
+/// never been written (both copies blank); a store the firmware already
+/// committed to is the VM's and is left alone.
+fn seed_vars(
+    reg: &mut Registry,
+    disk: &mut FileDisk,
+    uuid: Uuid,
+    image: &[u8],
+) -> Result<Option<String>, String> {
+    let vm = reg.vm(uuid).ok_or("the VM vanished")?;
+    let BootSource::Firmware { vars, .. } = vm.boot else {
+        return Err("the VM has no firmware".into());
+    };
+    let store = registry::AbStore::new(vars).ok_or("the variable-store extent is too small")?;
+    if store.load(disk).map_err(|e| e.to_string())?.is_some() {
+        return Ok(None);
+    }
+    store.store(disk, image).map_err(|e| e.to_string())?;
+    Ok(Some(format!(
+        "variable store seeded ({} KiB)",
+        image.len() >> 10
+    )))
+}
+
+/// Gives the firmware VM exactly one disk holding `image` (virtio-blk 0), or
+/// no disk when `None`. A disk of another size is replaced (its extent is
+/// scrubbed when freed). Returns the change and the disk's extent, which the
+/// caller writes the image to.
+fn set_boot_disk(
+    reg: &mut Registry,
+    disk: &mut FileDisk,
+    uuid: Uuid,
+    image: Option<&[u8]>,
+) -> Result<(Option<String>, Option<registry::Extent>), String> {
+    let vm = reg.vm(uuid).ok_or("the VM vanished")?;
+    let had = vm.disks.len();
+    let Some(image) = image else {
+        if had == 0 {
+            return Ok((None, None));
+        }
+        reg.update_vm(disk, uuid, |r| r.disks.clear())
+            .map_err(|e| e.to_string())?;
+        return Ok((Some("boot disk removed".into()), None));
+    };
+    let size = image.len() as u64;
+    if size == 0 || !size.is_multiple_of(512) {
+        return Err(format!(
+            "a boot disk must be a non-zero multiple of 512 bytes, not {size}"
+        ));
+    }
+    let fits = vm.disks.len() == 1 && vm.disks[0].extent.len == size;
+    let mut change = None;
+    if !fits {
+        if had != 0 {
+            reg.update_vm(disk, uuid, |r| r.disks.clear())
+                .map_err(|e| e.to_string())?;
+        }
+        let extent = reg
+            .allocate(size, &[])
+            .ok_or_else(|| format!("no room for a {} MiB boot disk", size >> 20))?;
+        reg.update_vm(disk, uuid, |r| {
+            r.disks = vec![registry::GuestDisk {
+                extent,
+                read_only: false,
+            }]
+        })
+        .map_err(|e| e.to_string())?;
+        change = Some(format!("boot disk of {} MiB attached", size >> 20));
+    }
+    let extent = reg.vm(uuid).ok_or("the VM vanished")?.disks[0].extent;
+    Ok((change, Some(extent)))
+}
+
+/// Writes `data` at byte `offset` of the image file `path` and syncs it.
+fn write_at(path: &Path, offset: u64, data: &[u8]) -> Result<(), Error> {
+    use std::io::{Seek, SeekFrom, Write};
+    let io =
+        |e: std::io::Error| Error::io(format!("write the boot disk into {}", path.display()), e);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    f.seek(SeekFrom::Start(offset)).map_err(io)?;
+    f.write_all(data).map_err(io)?;
+    f.sync_data().map_err(io)
 }
 
 /// What differs between the record and the wanted configuration, as phrases.
@@ -629,6 +756,104 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// A firmware VM gets its boot disk with the image in its extent, a new
+    /// store seeded from the initial image (and a written store left alone), and
+    /// loses the disk on a run without one.
+    #[test]
+    fn a_firmware_vm_gets_its_boot_disk_and_a_seeded_store() {
+        let dir = tmpdir("fw-boot-disk");
+        let img = dir.join("sys.img");
+        let code = dir.join("code.fd");
+        std::fs::write(&code, [0x14u8; 4096]).unwrap();
+        let boot = dir.join("boot.img");
+        let boot_bytes: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&boot, &boot_bytes).unwrap();
+        // A 64 MiB-style store file: data in its first block, zeros after.
+        let vars = dir.join("vars.fd");
+        let mut vars_bytes = vec![0u8; 2 << 20];
+        vars_bytes[..300].fill(0x5a);
+        std::fs::write(&vars, &vars_bytes).unwrap();
+        let mut want = DesiredFirmwareVm {
+            name: UEFI_VM_NAME.into(),
+            vcpus: 1,
+            mem: 256 << 20,
+            code,
+            boot_disk: Some(boot.clone()),
+            initial_vars: Some(vars.clone()),
+        };
+        let check = |want_disk: Option<&[u8]>, want_vars: &[u8]| {
+            let mut disk = FileDisk::open(&img, true).unwrap();
+            let reg = Registry::open(&mut disk).unwrap();
+            let vm = reg.vm_by_name(UEFI_VM_NAME).unwrap().clone();
+            match want_disk {
+                Some(bytes) => {
+                    assert_eq!(vm.disks.len(), 1);
+                    let e = vm.disks[0].extent;
+                    assert_eq!(e.len, bytes.len() as u64);
+                    let mut got = vec![0u8; bytes.len()];
+                    std::fs::File::open(&img)
+                        .and_then(|mut f| {
+                            use std::io::Seek;
+                            f.seek(std::io::SeekFrom::Start(e.start))?;
+                            f.read_exact(&mut got)
+                        })
+                        .unwrap();
+                    assert!(got == bytes, "the boot disk holds the image");
+                }
+                None => assert!(vm.disks.is_empty()),
+            }
+            let BootSource::Firmware { vars, .. } = vm.boot else {
+                panic!("not a firmware VM")
+            };
+            let stored = registry::AbStore::new(vars)
+                .unwrap()
+                .load(&mut disk)
+                .unwrap();
+            assert_eq!(stored.as_deref(), Some(want_vars));
+        };
+        ensure_firmware(&img, true, &want).unwrap();
+        check(Some(&boot_bytes), &vars_bytes[..VARS_BLOCK]);
+
+        // The firmware wrote its store: a later seed leaves it alone. A boot
+        // disk of another size replaces the first.
+        {
+            let mut disk = FileDisk::open(&img, false).unwrap();
+            let reg = Registry::open(&mut disk).unwrap();
+            let vm = reg.vm_by_name(UEFI_VM_NAME).unwrap();
+            let BootSource::Firmware { vars, .. } = vm.boot else {
+                panic!()
+            };
+            registry::AbStore::new(vars)
+                .unwrap()
+                .store(&mut disk, b"written by the firmware")
+                .unwrap();
+        }
+        let smaller = &boot_bytes[..512 << 10];
+        std::fs::write(&boot, smaller).unwrap();
+        let run = ensure_firmware(&img, false, &want).unwrap();
+        assert!(
+            run.changes.iter().any(|c| c.contains("boot disk")),
+            "{:?}",
+            run.changes
+        );
+        check(Some(smaller), b"written by the firmware");
+
+        // A shell run: no disk.
+        want.boot_disk = None;
+        ensure_firmware(&img, false, &want).unwrap();
+        check(None, b"written by the firmware");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn vars_head_keeps_the_blocks_with_data() {
+        let mut image = vec![0u8; 64 << 20];
+        image[VARS_BLOCK * 2 + 7] = 0x42;
+        assert_eq!(vars_head(&image).len(), VARS_BLOCK * 3);
+        assert!(vars_head(&vec![0xffu8; 1 << 20]).is_empty());
+        assert_eq!(vars_head(&[1u8; 100]).len(), 100);
     }
 
     #[test]
