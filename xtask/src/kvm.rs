@@ -2,19 +2,20 @@
 //! needs KVM to give the VM its own EL2 (nested virtualization), and if not,
 //! everything that is missing in one line.
 //!
-//! What is read, all from files:
+//! What is read:
 //! - the host's architecture: an Arm64 KVM runs Arm64 VMs only;
 //! - `/dev/kvm`: present and openable read-write (the `kvm` group);
-//! - nested virtualization in the host kernel: Arm64 Linux enables it with the
-//!   kernel parameter `kvm-arm.mode=nested` (`/proc/cmdline`; Linux
-//!   `Documentation/admin-guide/kernel-parameters.txt`), other KVMs with the
-//!   module parameter `/sys/module/kvm*/parameters/nested`;
-//! - the CPU's FEAT_NV2: Linux does not show it to user space (neither
-//!   `/proc/cpuinfo` nor the ID registers it emulates for EL0 carry
-//!   ID_AA64MMFR2_EL1.NV; sysfs has MIDR_EL1 and REVIDR_EL1 only), so it is
-//!   not read here: KVM itself refuses a VM with EL2 on a CPU without it, and
-//!   QEMU reports that refusal when it starts. The check names the CPU (MIDR)
-//!   so the user can look it up.
+//! - KVM's own answer: `KVM_CHECK_EXTENSION(KVM_CAP_ARM_EL2)` on `/dev/kvm`.
+//!   Arm64 Linux (6.16 and later) answers non-zero only when nested
+//!   virtualization is on *and* every CPU has FEAT_NV2 (its
+//!   `ARM64_HAS_NESTED_VIRT` capability requires NV2); older kernels, x86 KVMs
+//!   and CPUs without NV2 answer 0. This is the FEAT_NV2 check: Linux does not
+//!   show ID_AA64MMFR2_EL1.NV / ID_AA64MMFR4_EL1.NV_frac to user space, but KVM
+//!   reads them;
+//! - to say *why* KVM answers 0: the kernel command line's
+//!   `kvm-arm.mode=nested` (Linux `Documentation/admin-guide/kernel-parameters.txt`)
+//!   or a `nested` module parameter, and the CPU's MIDR_EL1 (sysfs) to name the
+//!   core.
 
 use std::path::Path;
 
@@ -26,6 +27,9 @@ const NESTED_PARAM_FILES: [&str; 3] = [
     "/sys/module/kvm_intel/parameters/nested",
     "/sys/module/kvm_amd/parameters/nested",
 ];
+/// `KVM_CAP_ARM_EL2` in Linux's `include/uapi/linux/kvm.h`: KVM can give a VM
+/// its own EL2 (nested virtualization on FEAT_NV2 hardware).
+pub const KVM_CAP_ARM_EL2: u64 = 240;
 /// The boot CPU's MIDR_EL1 as Linux shows it.
 const MIDR_FILE: &str = "/sys/devices/system/cpu/cpu0/regs/identification/midr_el1";
 
@@ -45,6 +49,8 @@ pub struct HostFacts {
     pub nested_param: bool,
     /// MIDR_EL1 of CPU 0, when Linux shows it.
     pub midr: Option<String>,
+    /// KVM's answer to `KVM_CAP_ARM_EL2`; `None` when `/dev/kvm` did not open.
+    pub kvm_el2: Option<bool>,
 }
 
 impl HostFacts {
@@ -66,6 +72,9 @@ impl HostFacts {
             midr: std::fs::read_to_string(MIDR_FILE)
                 .ok()
                 .map(|s| s.trim().to_string()),
+            kvm_el2: kvm_ioctls::Kvm::new()
+                .ok()
+                .map(|kvm| kvm.check_extension_raw(KVM_CAP_ARM_EL2 as _) > 0),
         }
     }
 
@@ -84,7 +93,7 @@ impl HostFacts {
         } else if !self.dev_kvm_access {
             m.push("read-write access to /dev/kvm (join the kvm group)".into());
         }
-        if self.arch == "aarch64" {
+        if self.arch == "aarch64" && self.kvm_el2 != Some(true) {
             let nested = self.nested_param
                 || self
                     .cmdline
@@ -93,6 +102,11 @@ impl HostFacts {
             if !nested {
                 m.push(format!(
                     "nested virtualization in the host kernel (boot it with {ARM64_NESTED_PARAM})"
+                ));
+            } else if self.kvm_el2 == Some(false) {
+                m.push(format!(
+                    "FEAT_NV2: nested mode is on but KVM offers no EL2 to VMs (KVM_CAP_ARM_EL2 is 0: the CPU, MIDR_EL1 {}, lacks FEAT_NV2, or the kernel is older than Linux 6.16)",
+                    self.midr.as_deref().unwrap_or("unknown")
                 ));
             }
         }
@@ -104,7 +118,7 @@ impl HostFacts {
         let m = self.missing();
         if m.is_empty() {
             Ok(format!(
-                "--accel kvm: /dev/kvm and nested KVM present; FEAT_NV2 is checked by KVM when QEMU starts (CPU MIDR_EL1 {})",
+                "--accel kvm: KVM offers VMs their own EL2 (KVM_CAP_ARM_EL2: nested virtualization on FEAT_NV2; CPU MIDR_EL1 {})",
                 self.midr.as_deref().unwrap_or("unknown")
             ))
         } else {
@@ -128,24 +142,50 @@ mod tests {
             cmdline: "root=/dev/nvme0n1p2 kvm-arm.mode=nested quiet".into(),
             nested_param: false,
             midr: Some("0x00000000410fd4f1".into()),
+            kvm_el2: Some(true),
         }
     }
 
     #[test]
     fn an_arm64_host_with_nested_kvm_passes_and_names_its_cpu() {
         let v = arm64_ready().verdict().unwrap();
-        assert!(v.contains("FEAT_NV2 is checked by KVM"), "{v}");
+        assert!(v.contains("KVM offers VMs their own EL2"), "{v}");
         assert!(v.contains("0x00000000410fd4f1"), "{v}");
+    }
+
+    #[test]
+    fn nested_mode_on_a_cpu_without_nv2_is_refused_naming_the_cpu() {
+        let mut h = arm64_ready();
+        h.kvm_el2 = Some(false);
+        let e = h.verdict().unwrap_err();
+        assert!(
+            e.contains("lacks FEAT_NV2") && e.contains("MIDR_EL1 0x00000000410fd4f1"),
+            "{e}"
+        );
+        assert!(!e.contains("boot it with"), "{e}");
+        // Nested mode off: the boot parameter is what to fix first.
+        h.cmdline = "root=/dev/sda".into();
+        let e = h.verdict().unwrap_err();
+        assert!(
+            e.contains("boot it with kvm-arm.mode=nested") && !e.contains("FEAT_NV2:"),
+            "{e}"
+        );
+        // KVM's own yes wins over what the command line seems to say
+        // (a distribution may set the mode another way).
+        h.kvm_el2 = Some(true);
+        assert!(h.verdict().is_ok());
     }
 
     #[test]
     fn each_missing_piece_is_named_in_one_line() {
         let mut h = arm64_ready();
+        h.kvm_el2 = Some(false);
         h.cmdline = "root=/dev/sda kvm-arm.mode=nvhe".into();
         let e = h.verdict().unwrap_err();
         assert!(e.contains("boot it with kvm-arm.mode=nested"), "{e}");
         assert!(!e.contains('\n'));
         h.dev_kvm_access = false;
+        h.kvm_el2 = None;
         let e = h.verdict().unwrap_err();
         assert!(
             e.contains("kvm group") && e.contains("kvm-arm.mode=nested"),
@@ -157,10 +197,27 @@ mod tests {
             e.contains("/dev/kvm (KVM is not enabled") && !e.contains("kvm group"),
             "{e}"
         );
+        // A `nested` module parameter counts as nested mode too.
         let mut h = arm64_ready();
         h.cmdline.clear();
         h.nested_param = true;
-        assert!(h.verdict().is_ok());
+        h.kvm_el2 = Some(false);
+        let e = h.verdict().unwrap_err();
+        assert!(
+            e.contains("FEAT_NV2:") && !e.contains("boot it with"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn this_hosts_kvm_answers_the_el2_question_when_dev_kvm_opens() {
+        // The probe asks the real /dev/kvm: an x86 KVM (or an Arm64 one
+        // without nested NV2) answers no, and no answer means no access.
+        let h = HostFacts::probe();
+        assert_eq!(h.kvm_el2.is_some(), h.dev_kvm_access, "{h:?}");
+        if h.arch != "aarch64" {
+            assert_ne!(h.kvm_el2, Some(true), "{h:?}");
+        }
     }
 
     #[test]
@@ -172,6 +229,7 @@ mod tests {
             cmdline: String::new(),
             nested_param: true,
             midr: None,
+            kvm_el2: Some(false),
         };
         let e = h.verdict().unwrap_err();
         assert_eq!(h.missing().len(), 1, "{e}");
