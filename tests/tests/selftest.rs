@@ -13,6 +13,7 @@ const EXPECTED_CHECKS: &[&str] = &[
     "psci-version",
     "psci-features",
     "smccc-unknown",
+    "authority-range-refused",
     "smc-trapped",
     "psci-cpu-on-invalid",
     "psci-affinity-info",

@@ -45,6 +45,7 @@ mod guest {
         h.check("psci-version", psci::psci_version);
         h.check("psci-features", psci::psci_features);
         h.check("smccc-unknown", psci::smccc_unknown);
+        h.check("authority-range-refused", psci::authority_range_refused);
         h.check("smc-trapped", psci::smc_trapped);
         h.check("psci-cpu-on-invalid", psci::cpu_on_invalid);
         h.check("psci-affinity-info", psci::affinity_info);

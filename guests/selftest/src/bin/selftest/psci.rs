@@ -2,6 +2,7 @@
 //! preservation, PSCI_VERSION/FEATURES, unknown function IDs, trapped SMCs,
 //! CPU_ON with a bad MPIDR and AFFINITY_INFO.
 
+use selftest_guest::defs::map::GUEST_RAM_BASE;
 use selftest_guest::defs::smccc::*;
 use selftest_guest::detail::Detail;
 use selftest_guest::smccc::{call, hvc_snapshot, ret, Conduit};
@@ -141,6 +142,24 @@ pub fn smccc_unknown(p: &mut Detail) {
         NOT_SUPPORTED,
         p,
     );
+}
+
+/// `authority-range-refused`: this guest is not the authority partition, so every
+/// function id of the authority ABI's range — each defined call, the unassigned
+/// numbers between them, the range's general queries (0xFF00..=0xFF03), in the
+/// SMC64 and the SMC32 convention — answers NOT_SUPPORTED through HVC and SMC,
+/// even with well-formed arguments (OPEN's are a valid version and a page of RAM).
+pub fn authority_range_refused(p: &mut Detail) {
+    let args = [authority_abi::VERSION.to_reg(), GUEST_RAM_BASE, 4096];
+    let numbers = (0..=0x60u16).chain(0xff00..=0xff03);
+    for n in numbers {
+        let smc64 = authority_abi::fid(n);
+        for fid in [smc64, smc64 & !FID_SMC64] {
+            for conduit in [Conduit::Hvc, Conduit::Smc] {
+                expect_ret(conduit, fid, args, NOT_SUPPORTED, p);
+            }
+        }
+    }
 }
 
 /// `smc-trapped`: PSCI_VERSION through `smc #0` returns 1.1 and execution goes on
