@@ -194,6 +194,76 @@ fn hostile_flash_writes_from_the_shell_change_nothing() {
     assert!(c.contains("VM 'uefi' powered off"), "\n{tail}");
 }
 
+/// Hostile fw_cfg use from the shell's `mm`. Device registers are big-endian,
+/// so each value below is the byte-swapped form the little-endian store writes;
+/// the shell's `-MEM` stores go through `CopyMem`, which stores 4 and 8 bytes
+/// as full-width accesses (twice, overlapping) but 2 bytes as two byte stores —
+/// which the selector register refuses (an abort, as on QEMU) — so the selector
+/// is set through a DMA descriptor's SELECT instead. Steps: a DMA descriptor in
+/// RAM selecting an item that does not exist (reads of the data register then
+/// give zero); a descriptor whose transfer targets the fw_cfg device itself
+/// (MMIO, not RAM: refused with the error bit); and a descriptor address at the
+/// GIC distributor (refused without touching the GIC). The firmware and the
+/// hypervisor carry on: a variable is written and read back and the VM powers
+/// off cleanly.
+#[test]
+fn hostile_fw_cfg_use_from_the_shell_is_refused_and_changes_nothing() {
+    let _g = boot_lock();
+    let mm = |addr: &str, value: &str, width: u8| {
+        format!("send mm {addr} {value} -w {width} -MEM -n\\r\nexpect Shell> \n")
+    };
+    let descriptor = |control: &str, length: &str, address_hi: &str| {
+        [
+            mm("0x48000000", control, 4),
+            mm("0x48000004", length, 4),
+            mm("0x48000008", "0", 4),
+            mm("0x4800000C", address_hi, 4),
+        ]
+        .concat()
+    };
+    let trigger = |desc: &str| mm("0x9020010", desc, 8);
+    let text = [
+        "expect Shell> \n".to_string(),
+        // SELECT 0x1234 (no such item), nothing transferred.
+        descriptor("0x08003412", "0", "0"),
+        trigger("0x0000004800000000"),
+        "send mm 0x9020000 -w 1 -MEM -n\\r\nexpect Shell> \n".to_string(),
+        // SELECT the file directory, READ 0x1000 bytes to 0x0902_0000.
+        descriptor("0x0A001900", "0x00100000", "0x00000209"),
+        trigger("0x0000004800000000"),
+        // The descriptor itself at 0x0800_0000.
+        trigger("0x0000000800000000"),
+        format!(
+            "send setvar RayosFwCfg -guid {GUID} -bs =\"still-works\"\\r\n\
+             expect Shell> \n\
+             send dmpstore RayosFwCfg -guid {GUID}\\r\n\
+             expect still-works\n\
+             expect Shell> \n\
+             send reset -s\\r\n"
+        ),
+    ]
+    .concat();
+    let outcome = boot(&uefi("uefi-fwcfg-hostile.script", &text));
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let c = &outcome.console;
+    for line in [
+        "fw_cfg: selector 0x1234 names no item",
+        "fw_cfg: DMA control 0x19000a length 0x1000 address 0x9020000 failed",
+        "fw_cfg: DMA descriptor at 0x8000000 is not guest RAM",
+    ] {
+        assert!(c.contains(line), "no `{line}`\n{tail}");
+    }
+    // The data register after the selector named no item (the shell colours
+    // its output: compare without escape sequences).
+    let plain = regex::Regex::new("\x1b\\[[0-9;]*[A-Za-z]")
+        .unwrap()
+        .replace_all(c, "");
+    assert!(plain.contains("MEM  0x0000000009020000 : 0x00"), "\n{tail}");
+    assert!(!c.contains("data abort injected"), "\n{tail}");
+    assert!(c.contains("VM 'uefi' powered off"), "\n{tail}");
+}
+
 /// Secure Boot on (the VM's new variable store seeded with Microsoft's keys):
 /// the firmware under the hypervisor boots Debian's Microsoft-signed shim from
 /// the VM's virtio-blk boot disk, shim starts Debian's signed GRUB, GRUB the
