@@ -11,7 +11,8 @@ use std::time::Duration;
 use integration_tests::{boot, boot_lock, console_tail, console_value, script};
 use xtask::boot_chain::marker::{GRUB_WELCOME, SECURE_BOOT_ENABLED};
 use xtask::linux_guest::parse_console;
-use xtask::run::{Ending, Profile, RunOptions};
+use xtask::run::{prepare, Ending, Profile, RunOptions};
+use xtask::session::Session;
 use xtask::Layout;
 
 /// Generous for TCG: the firmware reaches its shell in well under a minute.
@@ -192,6 +193,89 @@ fn hostile_flash_writes_from_the_shell_change_nothing() {
         "\n{tail}"
     );
     assert!(c.contains("VM 'uefi' powered off"), "\n{tail}");
+}
+
+/// Power cuts while the firmware writes variables: a variable committed first
+/// must survive every cut in later, unrelated variable writes. Each boot the
+/// shell (re)writes two churn variables a few times and QEMU is killed at a
+/// seeded moment during one of those writes (`UEFI_CUT_SEED=<seed>` repeats a
+/// run); the next boot must reach the shell from the VM's record with the first
+/// variable intact — never a lost or reinitialised store.
+#[test]
+fn power_cuts_during_variable_writes_keep_the_committed_store() {
+    const CUTS: u64 = 4;
+    let _g = boot_lock();
+    let seed = std::env::var("UEFI_CUT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("seed {seed} (repeat with UEFI_CUT_SEED={seed})");
+    // splitmix64
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let disk = Layout::detect().out.join("test-uefi-vars-cut.img");
+    let mut o = uefi_on(&disk, true, "uefi-vars-cut.script", "");
+    o.script = None;
+    let prepared = prepare(&Layout::detect(), &o).unwrap_or_else(|e| panic!("set-up: {e}"));
+    let prompt = regex::Regex::new("Shell> ").unwrap();
+    let kept = regex::Regex::new("survives-cuts").unwrap();
+    for boot_no in 0..=CUTS {
+        let mut q = Session::spawn(prepared.command(), false, TIMEOUT)
+            .unwrap_or_else(|e| panic!("start QEMU: {e}"));
+        let step = |q: &mut Session, cmd: &str, want: &regex::Regex| {
+            q.send(&format!("{cmd}\r")).unwrap();
+            q.expect(want)
+                .unwrap_or_else(|e| panic!("boot {boot_no}: `{cmd}`: {e:?}\n{}", q.output()));
+        };
+        q.expect(&prompt)
+            .unwrap_or_else(|e| panic!("boot {boot_no}: no shell ({e:?})\n{}", q.output()));
+        if boot_no == 0 {
+            step(
+                &mut q,
+                &format!("setvar RayosKeep -guid {GUID} -nv -bs =\"survives-cuts\""),
+                &prompt,
+            );
+        } else {
+            step(&mut q, &format!("dmpstore RayosKeep -guid {GUID}"), &kept);
+            q.expect(&prompt).unwrap();
+        }
+        if boot_no == CUTS {
+            q.kill();
+            break;
+        }
+        // Unrelated writes; the cut lands during write `k`, `at` ms after it
+        // was typed.
+        let writes = 4;
+        let k = next() % writes;
+        let at = next() % 600;
+        for i in 0..writes {
+            let cmd = format!(
+                "setvar RayosChurn{} -guid {GUID} -nv -bs =\"churn-{boot_no}-{i}-{}\"",
+                i % 2,
+                "x".repeat(40 + (next() % 200) as usize)
+            );
+            if i == k {
+                q.send(&format!("{cmd}\r")).unwrap();
+                let _ = q.sleep(Duration::from_millis(at));
+                break;
+            }
+            step(&mut q, &cmd, &prompt);
+        }
+        q.kill();
+        println!("boot {boot_no}: cut {at} ms into churn write {k}");
+    }
+    let _ = std::fs::remove_file(&disk);
 }
 
 /// Hostile fw_cfg use from the shell's `mm`. Device registers are big-endian,
