@@ -642,3 +642,140 @@ fn fullscreen_and_quad_placements_and_the_guest_mode_change() {
         "\n{tail}"
     );
 }
+
+/// Where the simple-framebuffer test presents the guest's framebuffer.
+const FB_PANEL: (u32, u32) = (200, 100);
+
+/// Checks a screendump for the guest's screen (with or without the block) unscaled
+/// at `at`, the background elsewhere; returns the mismatches.
+fn check_exact_at(file: &std::path::Path, at: (u32, u32), with_block: bool) -> Vec<String> {
+    let (gw, gh) = vgpu::present::DEFAULT_MODE;
+    let img = parse_ppm(&std::fs::read(file).expect("screendump written")).expect("a PPM");
+    assert_eq!((img.width, img.height), DEFAULT_DISPLAY);
+    let mut wrong = Vec::new();
+    for y in 0..img.height {
+        for x in 0..img.width {
+            let (gx, gy) = (x.wrapping_sub(at.0), y.wrapping_sub(at.1));
+            let in_block = (BLOCK_X..BLOCK_X + BLOCK_W).contains(&gx)
+                && (BLOCK_Y..BLOCK_Y + BLOCK_H).contains(&gy);
+            let want = if gx >= gw || gy >= gh {
+                vgpu::present::BACKGROUND
+            } else if with_block && in_block {
+                BLOCK_COLOUR
+            } else {
+                pattern(gx, gy)
+            };
+            if img.at(x, y) != want {
+                wrong.push(format!("({x}, {y}): {:06x}, want {want:06x}", img.at(x, y)));
+            }
+        }
+    }
+    wrong
+}
+
+/// The Linux guest run with `rayos.fb=simple` gets a device-tree
+/// `simple-framebuffer` (Debian's built-in `simplefb` binds it as `/dev/fb0`,
+/// named `simple`) in RAM the hypervisor write-protects at stage 2. The guest draws
+/// the pattern into it with plain stores — no flush, no device — and
+/// `display present linux panel` shows it exactly at scale 1; the block of 16 rows
+/// then appears, and `display status` says everything recomposed since the status
+/// before lay within the full-width strip of rows whose pages the block's writes
+/// touched (rows 99..117 of the framebuffer: `vgpu::linear`'s page → row mapping),
+/// not the whole panel.
+#[test]
+fn the_simple_framebuffer_is_tracked_by_stage_2_and_recomposed_where_written() {
+    let _boot = boot_lock();
+    let (gw, gh) = vgpu::present::DEFAULT_MODE;
+    assert_eq!((gw, gh), boards::devices::SIMPLE_FB_MODE);
+    let layout = Layout::detect();
+    let dump = layout.out.join("test-scripts/simplefb-pattern.ppm");
+    let dump2 = layout.out.join("test-scripts/simplefb-block.ppm");
+    for f in [&dump, &dump2] {
+        let _ = std::fs::remove_file(f);
+    }
+    let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.system_disk = Some(layout.out.join(SYSTEM_DISK));
+    o.guest_cmd = Some(guest_cmd_with(
+        gw,
+        gh,
+        "echo fbname=$(cat /sys/class/graphics/fb0/name)\n",
+        "sleep 25",
+        "",
+    ));
+    o.append = Some(format!(
+        "{LINUX_CMDLINE} vt.global_cursor_default=0 {}",
+        boards::devices::SIMPLE_FB_OPTION
+    ));
+    let (px, py) = FB_PANEL;
+    o.script = Some(script(
+        "display-simplefb.script",
+        &format!(
+            "expect fbname=simple\n\
+             expect {WRITTEN}\n\
+             monitor display present linux panel {px} {py} {gw} {gh}\n\
+             sleep 3\n\
+             screendump {}\n\
+             monitor display status\n\
+             expect {BLOCK_WRITTEN}\n\
+             sleep 3\n\
+             screendump {}\n\
+             monitor display status\n",
+            dump.display(),
+            dump2.display()
+        ),
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(
+        outcome.ending,
+        Ending::ScriptDone,
+        "the guest did not draw into its simple framebuffer\n{tail}"
+    );
+    for (file, block) in [(&dump, false), (&dump2, true)] {
+        let wrong = check_exact_at(file, FB_PANEL, block);
+        assert!(
+            wrong.is_empty(),
+            "{}: {} pixels differ; first: {:?}\n{tail}",
+            file.display(),
+            wrong.len(),
+            &wrong[..wrong.len().min(8)]
+        );
+    }
+    let prefix = format!("{} ok: ", monitor::LINE_PREFIX);
+    let statuses: Vec<&str> = outcome
+        .console
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter(|s| s.starts_with("display "))
+        .collect();
+    assert_eq!(statuses.len(), 2, "two display status lines\n{tail}");
+    // The block's writes: 256 bytes at x = BLOCK_X of rows BLOCK_Y.., 2560-byte
+    // rows, so their pages' rows (the framebuffer is 2 MiB-aligned).
+    let stride = u64::from(gw) * 4;
+    let geometry = vgpu::FbGeometry {
+        base: 0,
+        width: gw,
+        height: gh,
+        stride: stride as u32,
+        format: vgpu::defs::format::B8G8R8X8_UNORM,
+    };
+    let first = (u64::from(BLOCK_Y) * stride + u64::from(BLOCK_X) * 4) / 4096;
+    let last =
+        (u64::from(BLOCK_Y + BLOCK_H - 1) * stride + u64::from(BLOCK_X + BLOCK_W) * 4 - 1) / 4096;
+    let dirty = first as usize..last as usize + 1;
+    let rows = geometry.rows_of(core::slice::from_ref(&dirty));
+    assert_eq!(rows.len(), 1);
+    let (r0, r1) = (rows[0].start, rows[0].end);
+    assert!(r1 - r0 < 24, "a strip, not the panel: rows {r0}..{r1}");
+    let want = format!("within {px},{} {gw}x{}", py + r0, r1 - r0);
+    let second = statuses[1];
+    assert!(
+        second.contains(&format!("framebuffer {gw}x{gh} at 0x")) && second.ends_with(&want),
+        "after the block, recomposed only {want}: {second}\n{tail}"
+    );
+    assert!(
+        !second.contains(": 0 damage rects"),
+        "the block was composed: {second}"
+    );
+}
