@@ -248,6 +248,75 @@ pub fn set_framebuffer(ram: crate::guestram::GuestRam, fb: vgpu::LinearFb) {
     });
 }
 
+/// A firmware VM's fw_cfg, whose `etc/ramfb` configuration (the last one seen
+/// second) the render loop follows. Taken before [`FRAMEBUFFER`].
+type RamfbWatch = (
+    crate::guestram::GuestRam,
+    Shared<uefi_devices::fw_cfg::FwCfg>,
+    Option<uefi_devices::fw_cfg::RamfbConfig>,
+);
+static RAMFB: Mutex<Option<RamfbWatch>> = Mutex::new(None);
+
+/// Follows `fw_cfg`'s `etc/ramfb`: once the firmware configures a framebuffer in
+/// `ram`, it becomes the VM's surface (dirty-tracked as any linear framebuffer).
+pub fn watch_ramfb(ram: crate::guestram::GuestRam, fw_cfg: Shared<uefi_devices::fw_cfg::FwCfg>) {
+    *RAMFB.lock() = Some((ram, fw_cfg, None));
+}
+
+/// Applies a changed `etc/ramfb` configuration: a valid one inside guest RAM
+/// becomes the presented framebuffer; none (a VM reset) or a refused one goes
+/// back to the virtio-gpu's scanout.
+fn poll_ramfb() {
+    let Some(mut guard) = RAMFB.try_lock() else {
+        return;
+    };
+    let Some((ram, fw_cfg, seen)) = guard.as_mut() else {
+        return;
+    };
+    let now = fw_cfg.0.lock().ramfb();
+    if now == *seen {
+        return;
+    }
+    *seen = now;
+    let ram = *ram;
+    let fb = now.map(|c| {
+        let geometry = vgpu::FbGeometry {
+            base: c.addr,
+            width: c.width,
+            height: c.height,
+            stride: c.stride,
+            // DRM_FORMAT_XRGB8888 (fw_cfg accepts no other): bytes B, G, R, X.
+            format: vgpu::defs::format::B8G8R8X8_UNORM,
+        };
+        (
+            geometry,
+            vgpu::LinearFb::new(geometry, ram.ipa(), ram.size()),
+        )
+    });
+    match fb {
+        Some((g, Ok(fb))) => {
+            log::info!(
+                "display: ramfb {}x{} stride {} at {:#x} is the VM's surface",
+                g.width,
+                g.height,
+                g.stride,
+                g.base
+            );
+            ram.set_framebuffer(g.pages(ram.ipa()));
+            set_framebuffer(ram, fb);
+        }
+        Some((g, Err(e))) => {
+            log::warn!("display: ramfb at {:#x} refused: {e}", g.base);
+            ram.set_framebuffer(0..0);
+            *FRAMEBUFFER.lock() = None;
+        }
+        None => {
+            ram.set_framebuffer(0..0);
+            *FRAMEBUFFER.lock() = None;
+        }
+    }
+}
+
 impl FbSource {
     /// Refreshes the host copy's rows that the guest wrote since the last frame.
     fn refresh(&mut self) {
@@ -392,6 +461,7 @@ pub fn tick(idle: bool) {
     // (pixels shared, not copied); composing runs without it, so a vCPU using its
     // virtio-gpu meanwhile does not wait (a transfer into the shown resource copies
     // it first, `vgpu::Resource::unshare`).
+    poll_ramfb();
     let mut fb = FRAMEBUFFER.lock();
     let taken = match fb.as_mut() {
         Some(f) => {

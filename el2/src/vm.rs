@@ -531,6 +531,9 @@ impl Vm {
     pub fn attach_firmware(&mut self, fw: crate::firmware::Firmware) -> Result<(), VmError> {
         let slots = self.virtio_slot_numbers();
         crate::firmware::attach(&mut self.bus, &fw, &slots).map_err(VmError::Bus)?;
+        // The firmware's GOP framebuffer (ramfb) becomes the VM's surface once
+        // the firmware configures it through fw_cfg.
+        crate::display::watch_ramfb(self.ram, fw.fw_cfg.clone());
         self.firmware = Some(fw);
         Ok(())
     }

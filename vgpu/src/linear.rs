@@ -22,6 +22,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::defs::format;
 use crate::gpu::{OwnedCursor, ScanoutView, SharedScanout};
@@ -195,6 +196,10 @@ fn add_rows(rows: &mut Vec<Range<u32>>, r: Range<u32>) {
     rows.splice(at..end, [merged]);
 }
 
+/// Generations of linear framebuffers: each new one differs from every other and
+/// (top bit set) from a virtio-gpu's, so a presenter switching sources recomposes all.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1 << 63);
+
 /// A linear framebuffer's host copy and the rows changed since the render loop
 /// last took them.
 #[derive(Debug)]
@@ -228,7 +233,7 @@ impl LinearFb {
             geometry,
             pixels: Arc::new(pixels),
             pending: Vec::new(),
-            generation: 1,
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             rows_refreshed: 0,
             last_rows: None,
         })
