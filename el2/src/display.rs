@@ -279,6 +279,9 @@ fn poll_ramfb() {
     }
     *seen = now;
     let ram = *ram;
+    // The old copy goes first: two at once could exhaust the heap.
+    ram.set_framebuffer(0..0);
+    *FRAMEBUFFER.lock() = None;
     let fb = now.map(|c| {
         let geometry = vgpu::FbGeometry {
             base: c.addr,
@@ -305,15 +308,8 @@ fn poll_ramfb() {
             ram.set_framebuffer(g.pages(ram.ipa()));
             set_framebuffer(ram, fb);
         }
-        Some((g, Err(e))) => {
-            log::warn!("display: ramfb at {:#x} refused: {e}", g.base);
-            ram.set_framebuffer(0..0);
-            *FRAMEBUFFER.lock() = None;
-        }
-        None => {
-            ram.set_framebuffer(0..0);
-            *FRAMEBUFFER.lock() = None;
-        }
+        Some((g, Err(e))) => log::warn!("display: ramfb at {:#x} refused: {e}", g.base),
+        None => {}
     }
 }
 

@@ -32,9 +32,10 @@ use crate::resource::Rect;
 pub const PAGE: u64 = 4096;
 /// Largest width or height accepted.
 pub const MAX_SIDE: u32 = 8192;
-/// Largest framebuffer accepted (`stride × height`): 64 MiB, more than a
-/// 4096×4096 XRGB frame; the host copy is this big.
-pub const MAX_BYTES: u64 = 64 << 20;
+/// Largest framebuffer accepted (`stride × height`): 8 MiB, a 1920×1080 XRGB
+/// frame (what one virtio-gpu resource may take in el2). The host copy is this
+/// big and comes from the hypervisor's heap, so a guest must not choose more.
+pub const MAX_BYTES: u64 = 8 << 20;
 
 /// Where a linear framebuffer is and how its pixels are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
