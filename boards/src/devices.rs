@@ -71,6 +71,65 @@ pub struct VmDevices<'a> {
 /// fw_cfg's register window (data, selector, DMA address).
 pub const FW_CFG_SIZE: u64 = 0x18;
 
+/// A linear framebuffer carved from the top of guest RAM: the DT `simple-framebuffer`
+/// of a `linux-dt` VM run with [`SIMPLE_FB_OPTION`]. Its pixels are 32-bit
+/// little-endian words `0xXXRRGGBB` (DT format `x8r8g8b8`: bytes B, G, R, X). The
+/// device tree gets a `no-map` reserved-memory region of [`FramebufferSpec::reserved`]
+/// bytes at `base` and the `simple-framebuffer` node; el2 write-protects its pages
+/// and presents it (`vgpu::linear`). Nothing about it is MMIO: it is guest RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramebufferSpec {
+    /// Guest-physical address of pixel (0, 0), 2 MiB-aligned.
+    pub base: u64,
+    /// Bytes of RAM reserved for it (a multiple of 2 MiB, at least `stride * height`).
+    pub reserved: u64,
+    pub width: u32,
+    pub height: u32,
+    /// Bytes per row.
+    pub stride: u32,
+}
+
+/// The DT `format` string of [`FramebufferSpec`]'s pixels.
+pub const SIMPLE_FB_FORMAT: &str = "x8r8g8b8";
+/// Bytes per pixel of [`SIMPLE_FB_FORMAT`].
+pub const SIMPLE_FB_BYTES_PER_PIXEL: u32 = 4;
+/// The simple framebuffer's mode.
+pub const SIMPLE_FB_MODE: (u32, u32) = (640, 480);
+/// The run option (a word of the VM's command line, e.g. `cargo xtask run
+/// --append '… rayos.fb=simple'`) that gives a `linux-dt` VM the simple
+/// framebuffer, until the registry's VM record has a display field.
+pub const SIMPLE_FB_OPTION: &str = "rayos.fb=simple";
+/// The unit RAM is carved in (a stage-2 block, as the DTB's place).
+const CARVE: u64 = 2 << 20;
+/// RAM a VM keeps besides the framebuffer at least.
+const MIN_RAM_LEFT: u64 = 32 << 20;
+
+/// The simple framebuffer of a `linux-dt` VM with RAM `ram_base..+ram_size` whose
+/// command line is `cmdline`: `None` unless the command line asks for it
+/// ([`SIMPLE_FB_OPTION`]) and RAM has room (the top [`CARVE`]-aligned blocks).
+pub fn simple_framebuffer(cmdline: &str, ram_base: u64, ram_size: u64) -> Option<FramebufferSpec> {
+    if !cmdline
+        .split_ascii_whitespace()
+        .any(|w| w == SIMPLE_FB_OPTION)
+    {
+        return None;
+    }
+    let (width, height) = SIMPLE_FB_MODE;
+    let stride = width * SIMPLE_FB_BYTES_PER_PIXEL;
+    let reserved = (u64::from(stride) * u64::from(height)).next_multiple_of(CARVE);
+    if ram_size < reserved + MIN_RAM_LEFT || !ram_base.is_multiple_of(CARVE) {
+        return None;
+    }
+    let base = (ram_base.checked_add(ram_size)? - reserved) & !(CARVE - 1);
+    Some(FramebufferSpec {
+        base,
+        reserved,
+        width,
+        height,
+        stride,
+    })
+}
+
 /// The devices of a `profile` VM, in address order.
 pub fn device_list(profile: Profile, vm: &VmDevices) -> Vec<DeviceSpec> {
     let mut list = Vec::new();
@@ -175,6 +234,24 @@ mod tests {
                 "slots sorted, deduplicated, in range"
             );
         }
+    }
+
+    #[test]
+    fn the_simple_framebuffer_is_the_top_of_ram_on_request_only() {
+        let base = guest::RAM_BASE;
+        assert_eq!(simple_framebuffer("console=ttyAMA0", base, 1 << 30), None);
+        assert_eq!(simple_framebuffer("rayos.fb=simplex", base, 1 << 30), None);
+        let fb = simple_framebuffer("console=ttyAMA0 rayos.fb=simple", base, 1 << 30).unwrap();
+        assert_eq!((fb.width, fb.height, fb.stride), (640, 480, 2560));
+        assert!(u64::from(fb.stride) * u64::from(fb.height) <= fb.reserved);
+        assert_eq!(fb.base + fb.reserved, base + (1 << 30), "the top of RAM");
+        assert_eq!(fb.base % CARVE, 0);
+        // Too little RAM: none.
+        assert_eq!(simple_framebuffer(SIMPLE_FB_OPTION, base, 16 << 20), None);
+        assert_eq!(
+            simple_framebuffer(SIMPLE_FB_OPTION, u64::MAX - (1 << 20), 1 << 30),
+            None
+        );
     }
 
     #[test]

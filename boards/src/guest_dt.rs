@@ -16,6 +16,8 @@ use core::fmt;
 
 use vm_fdt::FdtWriter;
 
+use crate::devices::FramebufferSpec;
+
 use crate::guest::{
     GICD_BASE, GICD_SIZE, GICR_BASE, GICR_REGION_SIZE, GICR_STRIDE, HTIMER_INTID, PL011_BASE,
     PL011_SIZE, PL011_SPI, PL061_SIZE, PL061_SPI, PLATFORM_BUS_BASE, PLATFORM_BUS_SIZE, PPI_BASE,
@@ -140,6 +142,8 @@ pub enum DtError {
     GpioBaseInvalid { base: u64 },
     /// The command line contains a NUL byte.
     BootargsNul,
+    /// The framebuffer is not inside RAM, or overlaps the initrd.
+    FramebufferInvalid { base: u64 },
     /// The FDT writer refused the tree.
     Writer(vm_fdt::Error),
 }
@@ -176,6 +180,12 @@ impl fmt::Display for DtError {
                 )
             }
             Self::BootargsNul => write!(f, "bootargs contain NUL"),
+            Self::FramebufferInvalid { base } => {
+                write!(
+                    f,
+                    "framebuffer at {base:#x} not inside RAM or overlaps the initrd"
+                )
+            }
             Self::Writer(e) => write!(f, "FDT writer: {e}"),
         }
     }
@@ -301,6 +311,57 @@ fn memory_node(w: &mut FdtWriter, cfg: &GuestDtConfig) -> Result<(), DtError> {
     let n = w.begin_node(&format!("memory@{:x}", cfg.ram_base))?;
     w.property_string("device_type", "memory")?;
     w.property_array_u64("reg", &reg64(cfg.ram_base, cfg.ram_size))?;
+    w.end_node(n)?;
+    Ok(())
+}
+
+/// The framebuffer's RAM must be inside RAM, clear of the initrd, and hold its rows.
+fn validate_framebuffer(cfg: &GuestDtConfig, fb: &FramebufferSpec) -> Result<(), DtError> {
+    let bad = DtError::FramebufferInvalid { base: fb.base };
+    let end = fb
+        .base
+        .checked_add(fb.reserved)
+        .ok_or(DtError::FramebufferInvalid { base: fb.base })?;
+    let pixels = u64::from(fb.stride) * u64::from(fb.height);
+    let row = u64::from(fb.width) * u64::from(crate::devices::SIMPLE_FB_BYTES_PER_PIXEL);
+    if fb.base < cfg.ram_base
+        || end > cfg.ram_base + cfg.ram_size
+        || pixels > fb.reserved
+        || u64::from(fb.stride) < row
+        || fb.width == 0
+        || fb.height == 0
+    {
+        return Err(bad);
+    }
+    if let Some((start, initrd_end)) = cfg.initrd {
+        if start < end && initrd_end > fb.base {
+            return Err(bad);
+        }
+    }
+    Ok(())
+}
+
+/// `/reserved-memory` with the framebuffer's RAM (`no-map`: the kernel neither
+/// uses nor maps it as RAM, so the driver may map it write-combined) and the
+/// `simple-framebuffer` node (Linux's `simplefb`/`simpledrm` bind it).
+fn framebuffer_nodes(w: &mut FdtWriter, fb: &FramebufferSpec) -> Result<(), DtError> {
+    let rm = w.begin_node("reserved-memory")?;
+    w.property_u32("#address-cells", 2)?;
+    w.property_u32("#size-cells", 2)?;
+    w.property_null("ranges")?;
+    let r = w.begin_node(&format!("framebuffer@{:x}", fb.base))?;
+    w.property_array_u64("reg", &reg64(fb.base, fb.reserved))?;
+    w.property_null("no-map")?;
+    w.end_node(r)?;
+    w.end_node(rm)?;
+    let n = w.begin_node(&format!("framebuffer@{:x}", fb.base))?;
+    w.property_string("compatible", "simple-framebuffer")?;
+    let bytes = u64::from(fb.stride) * u64::from(fb.height);
+    w.property_array_u64("reg", &reg64(fb.base, bytes))?;
+    w.property_u32("width", fb.width)?;
+    w.property_u32("height", fb.height)?;
+    w.property_u32("stride", fb.stride)?;
+    w.property_string("format", crate::devices::SIMPLE_FB_FORMAT)?;
     w.end_node(n)?;
     Ok(())
 }
@@ -517,18 +578,34 @@ fn firmware_nodes(w: &mut FdtWriter, fw: &FirmwareDevices) -> Result<(), DtError
 
 /// Generates the DTB a Linux guest boots with, after validating `cfg`.
 pub fn linux_dt(cfg: &GuestDtConfig) -> Result<Vec<u8>, DtError> {
-    build_dt(cfg, None)
+    build_dt(cfg, None, None)
+}
+
+/// [`linux_dt`] with the simple framebuffer `fb` (`crate::devices::simple_framebuffer`):
+/// a `no-map` region of reserved memory and a `simple-framebuffer` node on it.
+pub fn linux_dt_with_framebuffer(
+    cfg: &GuestDtConfig,
+    fb: Option<&FramebufferSpec>,
+) -> Result<Vec<u8>, DtError> {
+    build_dt(cfg, None, fb)
 }
 
 /// Generates the DTB UEFI firmware finds at the start of guest RAM (as QEMU places
 /// it for `-bios`): the Linux guest's machine plus the flash banks and fw_cfg of
 /// `fw`. The firmware, not a kernel, reads it: `bootargs` is normally empty.
 pub fn firmware_dt(cfg: &GuestDtConfig, fw: &FirmwareDevices) -> Result<Vec<u8>, DtError> {
-    build_dt(cfg, Some(fw))
+    build_dt(cfg, Some(fw), None)
 }
 
-fn build_dt(cfg: &GuestDtConfig, fw: Option<&FirmwareDevices>) -> Result<Vec<u8>, DtError> {
+fn build_dt(
+    cfg: &GuestDtConfig,
+    fw: Option<&FirmwareDevices>,
+    fb: Option<&FramebufferSpec>,
+) -> Result<Vec<u8>, DtError> {
     validate(cfg)?;
+    if let Some(fb) = fb {
+        validate_framebuffer(cfg, fb)?;
+    }
     let mut w = FdtWriter::new()?;
     let root = w.begin_node("")?;
     w.property_string("compatible", MACHINE_COMPATIBLE)?;
@@ -539,6 +616,9 @@ fn build_dt(cfg: &GuestDtConfig, fw: Option<&FirmwareDevices>) -> Result<Vec<u8>
 
     psci_node(&mut w)?;
     memory_node(&mut w, cfg)?;
+    if let Some(fb) = fb {
+        framebuffer_nodes(&mut w, fb)?;
+    }
     if let Some(fw) = fw {
         firmware_nodes(&mut w, fw)?;
     }
@@ -595,6 +675,62 @@ mod tests {
             tpm_tis: None,
             tpm_spi_gpio: None,
             rng_seed: None,
+        }
+    }
+
+    #[test]
+    fn the_simple_framebuffer_is_reserved_ram_and_described() {
+        let cfg = config(1);
+        let fb = crate::devices::simple_framebuffer("rayos.fb=simple", cfg.ram_base, cfg.ram_size)
+            .unwrap();
+        let dtb = linux_dt_with_framebuffer(&cfg, Some(&fb)).unwrap();
+        let fdt = Fdt::new(&dtb).unwrap();
+        let node = fdt.find_compatible(&["simple-framebuffer"]).expect("node");
+        let path = format!("/framebuffer@{:x}", fb.base);
+        assert_eq!(node.name, &path[1..]);
+        let c = |n| cells_of(&fdt, &path, n);
+        assert_eq!(
+            (c("width"), c("height"), c("stride")),
+            (vec![640], vec![480], vec![2560])
+        );
+        assert_eq!(strs(&fdt, &path, "format"), ["x8r8g8b8"]);
+        let reg = cells_of(&fdt, &path, "reg");
+        let pair = |r: &[u32], i: usize| (u64::from(r[i]) << 32) | u64::from(r[i + 1]);
+        assert_eq!((pair(&reg, 0), pair(&reg, 2)), (fb.base, 2560 * 480));
+        let rpath = format!("/reserved-memory/framebuffer@{:x}", fb.base);
+        let rreg = cells_of(&fdt, &rpath, "reg");
+        assert_eq!((pair(&rreg, 0), pair(&rreg, 2)), (fb.base, fb.reserved));
+        assert!(prop(&fdt, &rpath, "no-map").is_some());
+        assert!(prop(&fdt, "/reserved-memory", "ranges").is_some());
+        // Without it: neither node.
+        let plain = linux_dt(&cfg).unwrap();
+        let fdt = Fdt::new(&plain).unwrap();
+        assert!(fdt.find_compatible(&["simple-framebuffer"]).is_none());
+        assert!(fdt.find_node("/reserved-memory").is_none());
+        // Outside RAM, over the initrd, or too small for its rows: refused.
+        for bad in [
+            FramebufferSpec {
+                base: cfg.ram_base + cfg.ram_size - MIB,
+                ..fb
+            },
+            FramebufferSpec {
+                base: 0x4800_0000,
+                ..fb
+            },
+            FramebufferSpec {
+                reserved: 4096,
+                ..fb
+            },
+            FramebufferSpec { stride: 100, ..fb },
+            FramebufferSpec {
+                base: u64::MAX - 4096,
+                ..fb
+            },
+        ] {
+            assert_eq!(
+                linux_dt_with_framebuffer(&cfg, Some(&bad)),
+                Err(DtError::FramebufferInvalid { base: bad.base })
+            );
         }
     }
 

@@ -223,6 +223,118 @@ struct Display {
 
 static DISPLAY: Mutex<Option<Display>> = Mutex::new(None);
 
+/// A VM's linear framebuffer (`vgpu::linear`), presented instead of its
+/// virtio-gpu's scanout: each frame takes its dirty pages from stage 2
+/// (`GuestRam::take_framebuffer_dirty`) and refreshes their rows.
+struct FbSource {
+    ram: crate::guestram::GuestRam,
+    fb: vgpu::LinearFb,
+    /// Compositions with damage since the last `display status`, and the output
+    /// rectangle bounding what they recomposed.
+    frames: u64,
+    bounds: Option<Rect>,
+}
+
+/// Taken after [`DISPLAY`] when both are.
+static FRAMEBUFFER: Mutex<Option<FbSource>> = Mutex::new(None);
+
+/// Presents `fb` in `ram` as the VM's surface from now on (`Vm::attach_framebuffer`).
+pub fn set_framebuffer(ram: crate::guestram::GuestRam, fb: vgpu::LinearFb) {
+    *FRAMEBUFFER.lock() = Some(FbSource {
+        ram,
+        fb,
+        frames: 0,
+        bounds: None,
+    });
+}
+
+/// A firmware VM's fw_cfg, whose `etc/ramfb` configuration (the last one seen
+/// second) the render loop follows. Taken before [`FRAMEBUFFER`].
+type RamfbWatch = (
+    crate::guestram::GuestRam,
+    Shared<uefi_devices::fw_cfg::FwCfg>,
+    Option<uefi_devices::fw_cfg::RamfbConfig>,
+);
+static RAMFB: Mutex<Option<RamfbWatch>> = Mutex::new(None);
+
+/// Follows `fw_cfg`'s `etc/ramfb`: once the firmware configures a framebuffer in
+/// `ram`, it becomes the VM's surface (dirty-tracked as any linear framebuffer).
+pub fn watch_ramfb(ram: crate::guestram::GuestRam, fw_cfg: Shared<uefi_devices::fw_cfg::FwCfg>) {
+    *RAMFB.lock() = Some((ram, fw_cfg, None));
+}
+
+/// Applies a changed `etc/ramfb` configuration: a valid one inside guest RAM
+/// becomes the presented framebuffer; none (a VM reset) or a refused one goes
+/// back to the virtio-gpu's scanout.
+fn poll_ramfb() {
+    let Some(mut guard) = RAMFB.try_lock() else {
+        return;
+    };
+    let Some((ram, fw_cfg, seen)) = guard.as_mut() else {
+        return;
+    };
+    let now = fw_cfg.0.lock().ramfb();
+    if now == *seen {
+        return;
+    }
+    *seen = now;
+    let ram = *ram;
+    // The old copy goes first: two at once could exhaust the heap.
+    ram.set_framebuffer(0..0);
+    *FRAMEBUFFER.lock() = None;
+    let fb = now.map(|c| {
+        let geometry = vgpu::FbGeometry {
+            base: c.addr,
+            width: c.width,
+            height: c.height,
+            stride: c.stride,
+            // DRM_FORMAT_XRGB8888 (fw_cfg accepts no other): bytes B, G, R, X.
+            format: vgpu::defs::format::B8G8R8X8_UNORM,
+        };
+        (
+            geometry,
+            vgpu::LinearFb::new(geometry, ram.ipa(), ram.size()),
+        )
+    });
+    match fb {
+        Some((g, Ok(fb))) => {
+            log::info!(
+                "display: ramfb {}x{} stride {} at {:#x} is the VM's surface",
+                g.width,
+                g.height,
+                g.stride,
+                g.base
+            );
+            ram.set_framebuffer(g.pages(ram.ipa()));
+            set_framebuffer(ram, fb);
+        }
+        Some((g, Err(e))) => log::warn!("display: ramfb at {:#x} refused: {e}", g.base),
+        None => {}
+    }
+}
+
+impl FbSource {
+    /// Refreshes the host copy's rows that the guest wrote since the last frame.
+    fn refresh(&mut self) {
+        let runs = self.ram.take_framebuffer_dirty();
+        if runs.is_empty() {
+            return;
+        }
+        let ram = self.ram;
+        self.fb.absorb(&runs, |gpa, buf| {
+            vdev::GuestMemory::read(&ram, gpa, buf).is_ok()
+        });
+    }
+
+    /// Counts a composition of `rects` for `display status`.
+    fn composed(&mut self, rects: &[Rect]) {
+        for r in rects {
+            self.frames += 1;
+            self.bounds = Some(self.bounds.map_or(*r, |b| b.union(r)));
+        }
+    }
+}
+
 /// Finds the host's virtio-gpu among `transports`, brings it up and starts
 /// presenting `source`'s scanout 0 as a panel at `panel`. Without a display (or if
 /// it fails) the VM runs headless.
@@ -345,7 +457,16 @@ pub fn tick(idle: bool) {
     // (pixels shared, not copied); composing runs without it, so a vCPU using its
     // virtio-gpu meanwhile does not wait (a transfer into the shown resource copies
     // it first, `vgpu::Resource::unshare`).
-    let Some(taken) = d.presenter.take_frame(d.source.0.lock().device_mut(), now) else {
+    poll_ramfb();
+    let mut fb = FRAMEBUFFER.lock();
+    let taken = match fb.as_mut() {
+        Some(f) => {
+            f.refresh();
+            d.presenter.take_frame(&mut f.fb, now)
+        }
+        None => d.presenter.take_frame(d.source.0.lock().device_mut(), now),
+    };
+    let Some(taken) = taken else {
         return;
     };
     let Ok(mut frame) = Frame::new(
@@ -358,6 +479,10 @@ pub fn tick(idle: bool) {
         return;
     };
     let rects = d.presenter.compose_frame(taken, &mut frame);
+    if let Some(f) = fb.as_mut() {
+        f.composed(&rects);
+    }
+    drop(fb);
     for r in rects {
         if let Err(e) = d.host.show(r) {
             if !d.failed {
@@ -402,10 +527,10 @@ pub fn change(vm: &Vm, here: usize, change: DisplayChange) -> Result<(), String>
             p.hide();
             Ok(())
         }
-        DisplayChange::Freeze => {
-            let source = d.source.0.lock();
-            p.freeze(source.device())
-        }
+        DisplayChange::Freeze => match FRAMEBUFFER.lock().as_ref() {
+            Some(f) => p.freeze(&f.fb),
+            None => p.freeze(d.source.0.lock().device()),
+        },
         DisplayChange::Unfreeze => p.unfreeze(),
         DisplayChange::Throttle { fps } => p.throttle(fps),
         DisplayChange::Mode { .. } => Ok(()),
@@ -463,13 +588,32 @@ pub fn status(vm: &Vm) -> String {
                 .presenter
                 .overlay()
                 .map_or(String::from("none"), |t| format!("'{t}'"));
-            format!(
+            let mut s = format!(
                 "display {}x{}; vm {} {} (virtual monitor {mode}); overlay {overlay}",
                 d.host.width,
                 d.host.height,
                 vm.name,
                 d.presenter.status()
-            )
+            );
+            if let Some(f) = FRAMEBUFFER.lock().as_mut() {
+                s += &fb_status(f);
+            }
+            s
         }
     }
+}
+
+/// The framebuffer's part of `display status`: its mode and what was recomposed
+/// from it since the last status (which starts the count again).
+fn fb_status(f: &mut FbSource) -> String {
+    let g = f.fb.geometry();
+    let damage = match f.bounds.take() {
+        Some(b) => format!("within {},{} {}x{}", b.x, b.y, b.w, b.h),
+        None => String::from("none"),
+    };
+    let frames = core::mem::take(&mut f.frames);
+    format!(
+        "; framebuffer {}x{} at {:#x}: {frames} damage rects since last status, {damage}",
+        g.width, g.height, g.base
+    )
 }

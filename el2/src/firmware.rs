@@ -324,6 +324,9 @@ pub fn build(
     let mut b = FwCfgBuilder::new().cpus(vcpus as u16);
     b.acpi(&acpi_gen::AcpiBlobs::new(&tables))
         .map_err(|e| format!("fw_cfg: {e:?}"))?;
+    // The firmware's framebuffer (EDK2's QemuRamfbDxe gives GOP through it),
+    // presented by the render loop (`display::watch_ramfb`).
+    b.ramfb().map_err(|e| format!("fw_cfg: {e:?}"))?;
     Ok(Firmware {
         vars: Shared::new(bank),
         fw_cfg: Shared::new(b.build()),

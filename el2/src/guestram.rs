@@ -16,7 +16,8 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::ops::Range;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use spin::Mutex;
 use stage2::coherency::{Coherent, GuestRamAccess};
@@ -25,7 +26,7 @@ use stage2::{Attrs, Flush, Layout, Perms, Stage2, TableAllocator};
 use vdev::memory::range_offset;
 use vdev::{GuestMemory, MemError};
 
-use crate::el1::write_sysreg;
+use crate::el1::{read_sysreg, write_sysreg};
 
 /// The unit of population (a stage-2 level-2 block).
 pub const BLOCK: u64 = 2 << 20;
@@ -83,6 +84,13 @@ pub struct RamBacking {
     /// The image this RAM was resumed from, while dirty logging vouches that
     /// every change since shows in `dirty` (incremental suspend).
     base: Mutex<Option<vmstate::Base>>,
+    /// A linear framebuffer's dirty log (`vgpu::linear`): its pages
+    /// `fb_first..fb_end` are read-only at stage 2 after each take until written;
+    /// the write fault marks them here (and in `dirty` while suspend logs). A
+    /// separate bitmap, so the render loop's takes never clear suspend's marks.
+    fb_dirty: DirtyBitmap,
+    fb_first: AtomicUsize,
+    fb_end: AtomicUsize,
 }
 
 crate::el1::typed_sysreg!(
@@ -185,6 +193,9 @@ impl GuestRam {
             dirty: DirtyBitmap::new((size / PAGE) as usize),
             tracking: AtomicBool::new(false),
             base: Mutex::new(None),
+            fb_dirty: DirtyBitmap::new((size / PAGE) as usize),
+            fb_first: AtomicUsize::new(0),
+            fb_end: AtomicUsize::new(0),
         };
         Ok(GuestRam(Box::leak(Box::new(backing))))
     }
@@ -330,6 +341,8 @@ impl GuestRam {
         // SAFETY: makes the new descriptor visible to table walks before a vCPU runs.
         unsafe { core::arch::asm!("dsb ishst") };
         ready.store(true, Ordering::Release);
+        // Restored pixels are new to the framebuffer's copy (and writable again).
+        self.mark_fb(b as usize * BLOCK_PAGES, BLOCK_PAGES);
     }
 
     /// Maps host memory EL2 prepared (`cleaned`) at `ipa`, outside the VM's RAM
@@ -501,13 +514,87 @@ impl GuestRam {
     /// Marks EL2's or a device's write to `[gpa, gpa + len)` (already checked to
     /// be guest RAM).
     fn mark_written(&self, gpa: u64, len: usize) {
-        if self.0.tracking.load(Ordering::Acquire) && len > 0 {
-            let first = (gpa - self.0.ipa) / PAGE;
-            let last = (gpa - self.0.ipa + len as u64 - 1) / PAGE;
-            self.0
-                .dirty
-                .mark_range(first as usize, (last - first + 1) as usize);
+        if len == 0 {
+            return;
         }
+        let first = ((gpa - self.0.ipa) / PAGE) as usize;
+        let last = ((gpa - self.0.ipa + len as u64 - 1) / PAGE) as usize;
+        if self.0.tracking.load(Ordering::Acquire) {
+            self.0.dirty.mark_range(first, last - first + 1);
+        }
+        self.mark_fb(first, last - first + 1);
+    }
+
+    /// Marks the framebuffer's pages among `count` pages from `first`.
+    fn mark_fb(&self, first: usize, count: usize) {
+        let fb_first = self.0.fb_first.load(Ordering::Acquire);
+        let fb_end = self.0.fb_end.load(Ordering::Acquire);
+        let start = first.max(fb_first);
+        let end = first.saturating_add(count).min(fb_end);
+        if start < end {
+            self.0.fb_dirty.mark_range(start, end - start);
+        }
+    }
+
+    /// Makes pages `pages` (numbered from the start of RAM, checked by the caller
+    /// with `vgpu::FbGeometry::validate`) a linear framebuffer whose writes the
+    /// render loop takes with [`GuestRam::take_framebuffer_dirty`]; all of them
+    /// count as written (the first take reads everything and protects it). One
+    /// framebuffer per VM: the previous one's pages stay writable after their next
+    /// write.
+    pub fn set_framebuffer(&self, pages: Range<usize>) {
+        let end = pages.end.min(self.0.fb_dirty.pages());
+        let first = pages.start.min(end);
+        self.0.fb_end.store(0, Ordering::Release);
+        self.0.fb_first.store(first, Ordering::Release);
+        self.0.fb_end.store(end, Ordering::Release);
+        self.0.fb_dirty.mark_range(first, end - first);
+    }
+
+    /// Query and clear the framebuffer's pages written since the last take, as
+    /// runs of pages counted from its first page, and write-protects them again
+    /// at stage 2 so the next write faults. A page written between the take and
+    /// the protection is read by the caller after this returns, so no change is
+    /// missed; pages of unpopulated blocks are left alone (populating marks them).
+    /// Runs on any CPU: this VM's VTTBR_EL2 is loaded for the invalidation and the
+    /// previous one restored.
+    pub fn take_framebuffer_dirty(&self) -> Vec<Range<usize>> {
+        let first = self.0.fb_first.load(Ordering::Acquire);
+        let end = self.0.fb_end.load(Ordering::Acquire);
+        if first >= end || !self.0.fb_dirty.any(first, end - first) {
+            return Vec::new();
+        }
+        let mut flush = Flush::NONE;
+        let runs = {
+            let mut s2 = self.0.stage2.lock();
+            let runs = self.0.fb_dirty.take_runs(first, end - first);
+            for run in &runs {
+                // Page by block: only populated blocks are mapped.
+                let mut p = first + run.start;
+                while p < first + run.end {
+                    let block_end = (p / BLOCK_PAGES + 1) * BLOCK_PAGES;
+                    let upto = block_end.min(first + run.end);
+                    if self.is_populated((p / BLOCK_PAGES) as u32) {
+                        match s2.protect(
+                            &mut HeapTables,
+                            self.0.ipa + p as u64 * PAGE,
+                            (upto - p) as u64 * PAGE,
+                            Attrs::normal(Perms::RX),
+                        ) {
+                            Ok(f) => flush = flush.merge(f),
+                            Err(e) => log::warn!(
+                                "framebuffer: pages at IPA {:#x} not write-protected: {e:?}",
+                                self.0.ipa + p as u64 * PAGE
+                            ),
+                        }
+                    }
+                    p = upto;
+                }
+            }
+            runs
+        };
+        self.flush_stage2(flush, true);
+        runs
     }
 
     /// A stage-2 permission fault at `ipa`: if it is populated guest RAM (made
@@ -524,6 +611,7 @@ impl GuestRam {
             if self.0.tracking.load(Ordering::Acquire) {
                 self.0.dirty.mark(page as usize);
             }
+            self.mark_fb(page as usize, 1);
             match s2.protect(
                 &mut HeapTables,
                 self.0.ipa + page * PAGE,
@@ -545,11 +633,24 @@ impl GuestRam {
     /// running the VM, load its VTTBR_EL2 first).
     fn flush_stage2(&self, flush: Flush, set_vttbr: bool) {
         let Some(r) = flush.range() else { return };
+        let previous = set_vttbr.then(|| read_sysreg!("VTTBR_EL2"));
         if set_vttbr {
             write_sysreg!("VTTBR_EL2", self.0.vttbr);
             // SAFETY: makes the VTTBR_EL2 write take effect before the TLBIs.
             unsafe { core::arch::asm!("isb") };
         }
+        self.invalidate(r);
+        if let Some(v) = previous {
+            // Back to whichever VM this CPU was running (the render loop flushes
+            // on its way back into a guest).
+            write_sysreg!("VTTBR_EL2", v);
+            // SAFETY: makes the VTTBR_EL2 write take effect before the next entry.
+            unsafe { core::arch::asm!("isb") };
+        }
+    }
+
+    /// The TLB invalidations of a flush of IPAs `r` for the VMID in VTTBR_EL2.
+    fn invalidate(&self, r: Range<u64>) {
         if r.end - r.start <= FLUSH_BY_PAGE_MAX {
             // SAFETY: orders the table updates before the invalidations.
             unsafe { core::arch::asm!("dsb ishst") };

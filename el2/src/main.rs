@@ -188,26 +188,33 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
                 ))
             });
     let initrd_len = boot.initrd.map_or(0, |i| i.len() as u64);
+    // The boot data goes below a framebuffer carved from the top of RAM.
+    let below_fb = vm
+        .framebuffer
+        .map_or(vm.ram.size(), |f| f.base - vm.ram.ipa());
     let boards::boot_image::BootLayout {
         initrd,
         dtb: dtb_ipa,
-    } = boards::boot_image::place_boot_data(vm.ram.ipa(), vm.ram.size(), loaded.end, initrd_len)
+    } = boards::boot_image::place_boot_data(vm.ram.ipa(), below_fb, loaded.end, initrd_len)
         .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", vm.name)));
     if let (Some((start, _)), Some(bytes)) = (initrd, boot.initrd) {
         vdev::GuestMemory::write(&mut ram, start, bytes)
             .unwrap_or_else(|e| fatal(format_args!("initrd: {e:?}")));
     }
-    let dt = boards::guest_dt::linux_dt(&boards::guest_dt::GuestDtConfig {
-        vcpus: vm.vcpus(),
-        ram_base: vm.ram.ipa(),
-        ram_size: vm.ram.size(),
-        bootargs: &boot.cmdline,
-        initrd,
-        virtio_mmio: &vm.virtio,
-        tpm_tis: None,
-        tpm_spi_gpio: vm.tpm.as_ref().map(|_| guest::PL061_BASE),
-        rng_seed: None,
-    })
+    let dt = boards::guest_dt::linux_dt_with_framebuffer(
+        &boards::guest_dt::GuestDtConfig {
+            vcpus: vm.vcpus(),
+            ram_base: vm.ram.ipa(),
+            ram_size: vm.ram.size(),
+            bootargs: &boot.cmdline,
+            initrd,
+            virtio_mmio: &vm.virtio,
+            tpm_tis: None,
+            tpm_spi_gpio: vm.tpm.as_ref().map(|_| guest::PL061_BASE),
+            rng_seed: None,
+        },
+        vm.framebuffer.as_ref(),
+    )
     .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
     vdev::GuestMemory::write(&mut ram, dtb_ipa, &dt)
         .unwrap_or_else(|e| fatal(format_args!("device tree: {e:?}")));
@@ -507,6 +514,22 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     }
     vm.identity = spec.identity;
+    if vm.firmware.is_none() {
+        if let Some(fb) =
+            boards::devices::simple_framebuffer(&spec.cmdline, vm.ram.ipa(), vm.ram.size())
+        {
+            match vm.attach_framebuffer(fb) {
+                Ok(()) => log::info!(
+                    "VM '{}': simple framebuffer {}x{} at {:#x}",
+                    vm.name,
+                    fb.width,
+                    fb.height,
+                    fb.base
+                ),
+                Err(e) => log::warn!("VM '{}': no simple framebuffer: {e}", vm.name),
+            }
+        }
+    }
     vm.run
         .set_suspend_on_host_shutdown(spec.policy.is_some_and(|p| p.suspend_on_host_shutdown));
     log::info!(

@@ -189,6 +189,9 @@ pub struct Vm {
     /// The flash banks and fw_cfg of a `uefi-acpi` VM (`None`: a kernel boots
     /// with a device tree).
     pub firmware: Option<crate::firmware::Firmware>,
+    /// The `simple-framebuffer` of a `linux-dt` VM (`boards::devices`), presented
+    /// instead of the virtio-gpu's scanout ([`Vm::attach_framebuffer`]).
+    pub framebuffer: Option<boards::devices::FramebufferSpec>,
 }
 
 /// What building a VM's virtio-mmio devices adds to: the bus, the device tree's list
@@ -392,6 +395,7 @@ impl Vm {
             run: crate::control::RunControl::new(n),
             gpu,
             firmware: None,
+            framebuffer: None,
         })
     }
 
@@ -498,11 +502,38 @@ impl Vm {
 }
 
 impl Vm {
+    /// Gives the VM the linear framebuffer `fb` in its RAM (before it runs): its
+    /// pages are dirty-tracked at stage 2 (`GuestRam::set_framebuffer`) and the
+    /// render loop presents it as the VM's surface (`display::set_framebuffer`);
+    /// the device tree describes it (`load_guest`). Refused if its geometry does
+    /// not fit the VM's RAM.
+    pub fn attach_framebuffer(
+        &mut self,
+        fb: boards::devices::FramebufferSpec,
+    ) -> Result<(), vgpu::GeometryError> {
+        let geometry = vgpu::FbGeometry {
+            base: fb.base,
+            width: fb.width,
+            height: fb.height,
+            stride: fb.stride,
+            // DT `x8r8g8b8`: bytes B, G, R, X.
+            format: vgpu::defs::format::B8G8R8X8_UNORM,
+        };
+        let linear = vgpu::LinearFb::new(geometry, self.ram.ipa(), self.ram.size())?;
+        self.ram.set_framebuffer(geometry.pages(self.ram.ipa()));
+        crate::display::set_framebuffer(self.ram, linear);
+        self.framebuffer = Some(fb);
+        Ok(())
+    }
+
     /// Gives the VM the firmware devices `fw` (before it runs): on its bus, and
     /// its boots start the firmware.
     pub fn attach_firmware(&mut self, fw: crate::firmware::Firmware) -> Result<(), VmError> {
         let slots = self.virtio_slot_numbers();
         crate::firmware::attach(&mut self.bus, &fw, &slots).map_err(VmError::Bus)?;
+        // The firmware's GOP framebuffer (ramfb) becomes the VM's surface once
+        // the firmware configures it through fw_cfg.
+        crate::display::watch_ramfb(self.ram, fw.fw_cfg.clone());
         self.firmware = Some(fw);
         Ok(())
     }

@@ -387,3 +387,90 @@ fn secure_boot_runs_the_signed_chain_to_linux_on_acpi_under_the_hypervisor() {
     assert!(!c.contains("data abort injected"), "\n{tail}");
     let _ = std::fs::remove_file(&disk);
 }
+
+/// The firmware's GOP framebuffer is the VM's surface: the hypervisor offers
+/// `etc/ramfb` in fw_cfg, EDK2's QemuRamfbDxe configures it (a big-endian
+/// `RAMFBCfg` written by fw_cfg DMA) and draws its consoles into it with plain
+/// stores; the render loop, finding the configuration, write-protects the
+/// framebuffer's pages at stage 2 and composes what the firmware wrote. A
+/// screendump at the shell shows text (pixels other than the background and
+/// black inside the panel); after `ver` prints more lines a second screendump
+/// differs inside the panel and nowhere else, and `display status` names the
+/// framebuffer and reports damage since the first.
+#[test]
+fn the_firmware_screen_is_its_ramfb_tracked_by_stage_2() {
+    use xtask::qmp::parse_ppm;
+    let _g = boot_lock();
+    let layout = Layout::detect();
+    let shell = layout.out.join("test-scripts/ramfb-shell.ppm");
+    let after = layout.out.join("test-scripts/ramfb-ver.ppm");
+    for f in [&shell, &after] {
+        let _ = std::fs::remove_file(f);
+    }
+    let o = uefi(
+        "uefi-ramfb.script",
+        &format!(
+            "expect Shell> \n\
+             sleep 3\n\
+             screendump {}\n\
+             monitor display status\n\
+             send ver\\r\n\
+             expect Shell> \n\
+             sleep 3\n\
+             screendump {}\n\
+             monitor display status\n\
+             send reset -s\\r\n",
+            shell.display(),
+            after.display()
+        ),
+    );
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let c = &outcome.console;
+    assert!(
+        c.contains("display: ramfb "),
+        "the firmware configured ramfb\n{tail}"
+    );
+    let statuses: Vec<&str> = c
+        .lines()
+        .filter(|l| l.contains("ok: display ") && l.contains("; framebuffer "))
+        .collect();
+    assert_eq!(
+        statuses.len(),
+        2,
+        "two statuses naming the framebuffer\n{tail}"
+    );
+    assert!(
+        !statuses[1].ends_with("0 damage rects since last status, none"),
+        "the shell's new lines were recomposed: {}",
+        statuses[1]
+    );
+    let (a, b) = [&shell, &after]
+        .map(|f| parse_ppm(&std::fs::read(f).expect("screendump written")).expect("a PPM"))
+        .into();
+    let (px, py) = vgpu::present::DEFAULT_PANEL;
+    let (px, py) = (px as u32, py as u32);
+    // The firmware's text: neither the background around the panel nor black.
+    let text = |img: &xtask::qmp::Image| {
+        (py..img.height)
+            .flat_map(|y| (px..img.width).map(move |x| (x, y)))
+            .filter(|&(x, y)| {
+                let p = img.at(x, y);
+                p != 0 && p != vgpu::present::BACKGROUND
+            })
+            .count()
+    };
+    assert!(text(&a) > 0, "the shell screen shows text");
+    assert_eq!(a.at(0, 0), vgpu::present::BACKGROUND, "outside the panel");
+    let mut changed = 0;
+    for y in 0..a.height {
+        for x in 0..a.width {
+            if a.at(x, y) != b.at(x, y) {
+                assert!(x >= px && y >= py, "({x}, {y}) changed outside the panel");
+                changed += 1;
+            }
+        }
+    }
+    assert!(changed > 0, "`ver`'s output changed the screen");
+}

@@ -9,6 +9,8 @@
 //!   under a per-VM [`Policy`] (live, throttled, frozen, hidden) and [`Placement`]
 //!   (panel, scaled panel, fullscreen, quad), with an overlay text line (full
 //!   recomposition when the source or presentation changed, damage otherwise).
+//! - [`linear`]: a plain linear framebuffer in guest RAM (`simple-framebuffer`,
+//!   ramfb) whose dirty pages (stage-2 write faults) become row damage.
 //! - [`defs`]: every architected virtio-gpu number, and this crate's limits.
 //!
 //! Usage in the hypervisor (the render loop keeps a clone of the `Shared`):
@@ -18,8 +20,7 @@
 //! bus.insert("virtio-gpu", base, 0x200, Box::new(gpu.clone()));
 //! ```
 //!
-//! Not done yet: 3D (VIRGL), blob resources, the plain linear framebuffer output
-//! with dirty tracking.
+//! Not done yet: 3D (VIRGL), blob resources.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -28,12 +29,14 @@ extern crate alloc;
 pub mod defs;
 pub mod edid;
 pub mod gpu;
+pub mod linear;
 pub mod present;
 pub mod resource;
 mod save;
 
 pub use gpu::{CursorView, Gpu, GpuConfig, ModeError, OwnedCursor, ScanoutView, SharedScanout};
-pub use present::{Composer, Placement, Policy, PresentError, Presenter};
+pub use linear::{FbGeometry, GeometryError, LinearFb};
+pub use present::{Composer, Placement, Policy, PresentError, Presenter, ScanoutSource};
 pub use resource::Rect;
 
 #[cfg(test)]

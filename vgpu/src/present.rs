@@ -23,7 +23,40 @@ use compositor::{
 };
 
 use crate::defs::{cursor, format};
-use crate::gpu::{Gpu, OwnedCursor, SharedScanout};
+use crate::gpu::{Gpu, OwnedCursor, ScanoutView, SharedScanout};
+
+/// What a [`Presenter`] presents: a virtio-gpu ([`Gpu`]) or a linear framebuffer
+/// (`crate::linear::LinearFb`).
+pub trait ScanoutSource {
+    /// The areas of `scanout` changed since the last call (scanout coordinates).
+    fn take_damage(&mut self, scanout: usize) -> Vec<crate::resource::Rect>;
+    /// Changes whenever what is shown changes other than by damage.
+    fn generation(&self) -> u64;
+    /// What `scanout` shows; `None` if it is disabled.
+    fn scanout(&self, scanout: usize) -> Option<ScanoutView<'_>>;
+    /// [`ScanoutSource::scanout`] with its pixels shared.
+    fn scanout_shared(&self, scanout: usize) -> Option<SharedScanout>;
+    /// The cursor, if any.
+    fn cursor_owned(&self) -> Option<OwnedCursor>;
+}
+
+impl ScanoutSource for Gpu {
+    fn take_damage(&mut self, scanout: usize) -> Vec<crate::resource::Rect> {
+        Gpu::take_damage(self, scanout)
+    }
+    fn generation(&self) -> u64 {
+        Gpu::generation(self)
+    }
+    fn scanout(&self, scanout: usize) -> Option<ScanoutView<'_>> {
+        Gpu::scanout(self, scanout)
+    }
+    fn scanout_shared(&self, scanout: usize) -> Option<SharedScanout> {
+        Gpu::scanout_shared(self, scanout)
+    }
+    fn cursor_owned(&self) -> Option<OwnedCursor> {
+        Gpu::cursor_owned(self)
+    }
+}
 
 /// The guest's virtual monitor mode unless the VM says otherwise.
 pub const DEFAULT_MODE: (u32, u32) = (640, 480);
@@ -272,7 +305,7 @@ impl Presenter {
     }
 
     /// Keeps a copy of what scanout shows now on the display while the guest runs on.
-    pub fn freeze(&mut self, gpu: &Gpu) -> Result<(), PresentError> {
+    pub fn freeze(&mut self, gpu: &impl ScanoutSource) -> Result<(), PresentError> {
         let v = gpu
             .scanout(self.scanout)
             .ok_or(PresentError::NothingShown)?;
@@ -377,7 +410,12 @@ impl Presenter {
     /// rectangles recomposed (empty: the frame is unchanged). `now` counts at the
     /// rate given to [`Presenter::set_clock`]; only a throttled presentation reads it.
     /// [`Presenter::take_frame`] then [`Presenter::compose_frame`].
-    pub fn present(&mut self, gpu: &mut Gpu, frame: &mut Frame, now: u64) -> Vec<Rect> {
+    pub fn present(
+        &mut self,
+        gpu: &mut impl ScanoutSource,
+        frame: &mut Frame,
+        now: u64,
+    ) -> Vec<Rect> {
         match self.take_frame(gpu, now) {
             Some(source) => self.compose_frame(source, frame),
             None => Vec::new(),
@@ -388,7 +426,7 @@ impl Presenter {
     /// that its lock is held briefly: whether a frame is due, the scanout's damage,
     /// and the scanout (its pixels shared, not copied) and cursor to compose.
     /// `None`: nothing to draw.
-    pub fn take_frame(&mut self, gpu: &mut Gpu, now: u64) -> Option<FrameSource> {
+    pub fn take_frame(&mut self, gpu: &mut impl ScanoutSource, now: u64) -> Option<FrameSource> {
         match self.policy {
             // Neither the device nor its damage is touched.
             Policy::Hidden | Policy::Frozen if self.shown.is_some() => return None,
