@@ -60,6 +60,11 @@ impl<'a> Layer<'a> {
     }
 
     fn prepare(&self, output: Rect) -> Result<Prepared<'a>, LayerError> {
+        self.prepare_as(0, output)
+    }
+
+    /// [`Layer::prepare`] for the layer at `id` in its scene.
+    fn prepare_as(&self, id: usize, output: Rect) -> Result<Prepared<'a>, LayerError> {
         let crop = self.crop_rect()?;
         let mapping = Mapping::new(&self.placement, crop.w, crop.h, output)?;
         let opaque = !self.surface.format().has_alpha() && self.opacity == 255;
@@ -77,6 +82,7 @@ impl<'a> Layer<'a> {
             Placement::Transform(_) => None,
         };
         Ok(Prepared {
+            id,
             surface: self.surface,
             crop,
             mapping,
@@ -119,6 +125,8 @@ pub struct Report {
 /// A layer ready to draw on one output.
 #[derive(Debug, Clone, Copy)]
 struct Prepared<'a> {
+    /// The layer's index in the scene (names its cached rows in [`Scratch`]).
+    id: usize,
     surface: Surface<'a>,
     crop: Rect,
     mapping: Mapping,
@@ -146,7 +154,7 @@ pub fn compose_with<K: Kernels + ?Sized>(
     let mut report = Report::default();
     let mut order: Vec<(i32, usize, Prepared)> = Vec::with_capacity(scene.layers.len());
     for (i, layer) in scene.layers.iter().enumerate() {
-        match layer.prepare(output) {
+        match layer.prepare_as(i, output) {
             Ok(p) => order.push((layer.z, i, p)),
             Err(e) => report.skipped.push((i, e)),
         }
@@ -318,18 +326,18 @@ fn draw_span<K: Kernels + ?Sized>(
             let mut vv = v.at(rx0, ry);
             if u.dy == 0 && v.dx == 0 && l.filter == Filter::Bilinear {
                 let (u0, v16) = (uu, vv >> 16);
-                let step = u.dx;
+                let (step, rows) = (u.dx, RowSteps(v.dy));
                 return match l.surface.format() {
                     PixelFormat::Xrgb8888 => {
-                        axis_bilinear(k, l, frame, scratch, y, xa, xb, u0, step, v16, |w| {
+                        axis_bilinear(k, l, frame, scratch, y, xa, xb, u0, step, v16, rows, |w| {
                             w | OPAQUE
                         })
                     }
                     PixelFormat::Argb8888 => {
-                        axis_bilinear(k, l, frame, scratch, y, xa, xb, u0, step, v16, |w| w)
+                        axis_bilinear(k, l, frame, scratch, y, xa, xb, u0, step, v16, rows, |w| w)
                     }
                     PixelFormat::Bgrx8888 => {
-                        axis_bilinear(k, l, frame, scratch, y, xa, xb, u0, step, v16, |w| {
+                        axis_bilinear(k, l, frame, scratch, y, xa, xb, u0, step, v16, rows, |w| {
                             w.swap_bytes() | OPAQUE
                         })
                     }
@@ -363,18 +371,32 @@ fn draw_span<K: Kernels + ?Sized>(
     }
 }
 
-/// Bilinear sampling of an axis-aligned layer, separably: `v` (Q16.16 `v16`) is
-/// constant along the row, so the source columns the span reads are first
-/// interpolated vertically into `scratch` (once per column, not once per output
-/// pixel), then each pixel interpolates two of them horizontally. `u` starts at `u0`
-/// (Q32.32) and advances by `step`; `load` reads the surface's format. A value depends
-/// only on its column and row, so any span gives the same pixels.
+/// A layer's `v` step per output row (Q32.32), for choosing the order of the passes.
+#[derive(Debug, Clone, Copy)]
+struct RowSteps(i64);
+
+/// Bilinear sampling of an axis-aligned layer, separably. `u` starts at `u0`
+/// (Q32.32) and advances by `step` per pixel; `v` (Q16.16 `v16`) is constant along
+/// the row and advances by `rows` per row; `load` reads the surface's format.
 ///
 /// Interpolation works per 8-bit channel, so it commutes with the format's byte
-/// order and with forcing alpha opaque: the vertical pass runs on the source's raw
-/// bytes (a loop the compiler vectorises) and `load` is applied to each output pixel.
+/// order and with forcing alpha opaque: the passes run on the source's raw bytes
+/// (loops the compiler vectorises, or the caller's [`Kernels`]) and `load` is
+/// applied to each output pixel. Two orders, both giving pixels that depend only
+/// on their column, row and the layer:
+///
+/// - vertical first, when the layer is not magnified vertically: the two source
+///   rows' columns are interpolated vertically (once per column, not once per
+///   output pixel), then each pixel interpolates two of them horizontally;
+/// - horizontal first, when it is (each source row serves more than one output
+///   row): each source row the span reads is interpolated horizontally once, kept
+///   in [`Scratch`] while the rows below use it, and every output row is one
+///   vertical interpolation of two such rows — the per-pixel horizontal pass, the
+///   costly one, then runs once per source row instead of once per output row.
+// Kept out of line: inlined, its buffers and branches made every `draw_span` call
+// (most of them unscaled copies) save and restore more.
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
+#[inline(never)]
 fn axis_bilinear<K: Kernels + ?Sized>(
     k: &K,
     l: &Prepared,
@@ -386,6 +408,7 @@ fn axis_bilinear<K: Kernels + ?Sized>(
     u0: i64,
     step: i64,
     v16: i64,
+    rows: RowSteps,
     load: impl Fn(u32) -> u32,
 ) {
     let (cw, ch) = (i64::from(l.crop.w) << 16, i64::from(l.crop.h) << 16);
@@ -393,7 +416,7 @@ fn axis_bilinear<K: Kernels + ?Sized>(
         return;
     }
     let tv = (v16 - Q16_ONE / 2 + 128) >> 8;
-    let fy = (tv & 0xFF) as u16;
+    let fy = (tv & 0xFF) as u8;
     let last_x = i64::from(l.crop.w) - 1;
     let last_y = i64::from(l.crop.h) - 1;
     let (cx, cy) = (l.crop.x as u32, l.crop.y as u32);
@@ -403,15 +426,12 @@ fn axis_bilinear<K: Kernels + ?Sized>(
     let last = column((u0 + step * (i64::from(xb - xa) - 1)) >> 16) >> 8;
     let lo = within(first.min(last), 0, last_x);
     let hi = within(first.max(last) + 1, 0, last_x);
+    // The source rows' columns lo..=hi (crop coordinates).
     let row = |r: i64| {
         let sy = cy + within(r, 0, last_y) as u32;
         l.surface.span(sy, cx + lo as u32, cx + hi as u32 + 1)
     };
-    let (top, bottom) = (row(tv >> 8), row((tv >> 8) + 1));
-    // Columns lo..=hi at 1..=n, with the edge columns repeated at 0 and n + 1: a
-    // covered pixel's left texel is at least lo − 1 (only when lo = 0, where the
-    // clamped texel is column 0) and its right texel at most hi + 1 (only when
-    // hi = last_x), so every lookup below is inside without clamping.
+    let (r0, r1) = (within(tv >> 8, 0, last_y), within((tv >> 8) + 1, 0, last_y));
     let n = (hi - lo + 1) as usize;
     let g = scratch.gather(Span {
         u0,
@@ -424,42 +444,74 @@ fn axis_bilinear<K: Kernels + ?Sized>(
         return;
     };
     let m = (i1 - i0) as usize;
-    // Columns lo..=hi at 1..=n, with the edge columns repeated at 0 and n + 1: a
-    // covered pixel's left texel is at least lo − 1 (only when lo = 0, where the
-    // clamped texel is column 0) and its right texel at most hi + 1 (only when
-    // hi = last_x), so the table's indices are inside without clamping.
-    let cols = &mut g.cols;
-    // Every element is written below: resizing only when the length changes saves
-    // clearing the buffers on every row.
-    cols.resize(n + 2, 0);
-    k.lerp_rows(
-        top,
-        bottom,
-        fy as u8,
-        bytemuck::cast_slice_mut(&mut cols[1..=n]),
-    );
-    cols[0] = cols[1];
-    cols[n + 1] = cols[n];
-    let cols: &[u32] = cols;
-    let (left, right) = (&mut g.left, &mut g.right);
-    left.resize(m, 0);
-    right.resize(m, 0);
-    // `index` holds m entries, each with k + 1 < n + 2 (see above).
-    for ((&k, a), b) in g.index.iter().zip(left.iter_mut()).zip(right.iter_mut()) {
-        let k = k as usize;
-        if let Some(&[p, q]) = cols.get(k..k + 2) {
-            (*a, *b) = (p, q);
-        }
-    }
-    debug_assert_eq!(left.len(), m);
     let (format, opacity) = (frame.format(), l.opacity);
     let out = frame.span_mut(y, xa + i0, xa + i1);
     let opaque = !l.surface.format().has_alpha() && opacity == 255;
     // Opaque and the same byte order in and out: interpolate straight into the
     // output, forcing alpha there (interpolation is per channel, `load` and the
-    // store only reorder bytes and set alpha).
-    if let (true, Some(alpha)) = (opaque, same_order_alpha(l.surface.format(), format)) {
-        let mask = u32::from_le_bytes(core::array::from_fn(|i| if i == alpha { 0xFF } else { 0 }));
+    // store only reorder bytes and set alpha; and a channel that is 0xFF in every
+    // texel interpolates to 0xFF).
+    let direct = match (opaque, same_order_alpha(l.surface.format(), format)) {
+        (true, Some(alpha)) => Some(u32::from_le_bytes(core::array::from_fn(|i| {
+            if i == alpha {
+                0xFF
+            } else {
+                0
+            }
+        }))),
+        _ => None,
+    };
+    if rows.0 < 1 << 32 {
+        // Horizontal first. The rows are cached by layer and source row (the
+        // table's geometry is the span's: `gather` drops them when it changes).
+        let mask = direct.unwrap_or(0);
+        let id = l.id;
+        let (a, b) = match (g.cached(id, r0), g.cached(id, r1)) {
+            (Some(a), Some(b)) => (a, b),
+            (Some(a), None) => (a, g.fill(k, 1 - a, (id, r1), row(r1), n, mask)),
+            (None, Some(b)) => (g.fill(k, 1 - b, (id, r0), row(r0), n, mask), b),
+            (None, None) => {
+                let a = g.fill(k, 0, (id, r0), row(r0), n, mask);
+                let b = if r1 == r0 {
+                    a
+                } else {
+                    g.fill(k, 1, (id, r1), row(r1), n, mask)
+                };
+                (a, b)
+            }
+        };
+        let (top, bottom) = (&g.rows[a].px, &g.rows[b].px);
+        if direct.is_some() {
+            return k.lerp_rows(
+                bytemuck::cast_slice(top),
+                bytemuck::cast_slice(bottom),
+                fy,
+                out,
+            );
+        }
+        let samples = &mut g.left;
+        samples.resize(m, 0);
+        k.lerp_rows(
+            bytemuck::cast_slice(top),
+            bytemuck::cast_slice(bottom),
+            fy,
+            bytemuck::cast_slice_mut(samples),
+        );
+        return store_samples(out, samples, &load, format, opacity, opaque);
+    }
+    // Vertical first: columns lo..=hi at 1..=n, with the edge columns repeated at 0
+    // and n + 1.
+    let (top, bottom) = (row(r0), row(r1));
+    let cols = &mut g.cols;
+    // Every element is written below: resizing only when the length changes saves
+    // clearing the buffers on every row.
+    cols.resize(n + 2, 0);
+    k.lerp_rows(top, bottom, fy, bytemuck::cast_slice_mut(&mut cols[1..=n]));
+    cols[0] = cols[1];
+    cols[n + 1] = cols[n];
+    let (left, right) = (&mut g.left, &mut g.right);
+    gather_pairs(cols, &g.index, left, right);
+    if let Some(mask) = direct {
         return k.lerp_weighted(
             out,
             bytemuck::cast_slice(left),
@@ -474,7 +526,38 @@ fn axis_bilinear<K: Kernels + ?Sized>(
         bytemuck::cast_slice(right),
         bytemuck::cast_slice(&g.weight),
     );
-    let samples = left.iter().map(|&w| load(u32::from_le(w)));
+    store_samples(out, left, &load, format, opacity, opaque)
+}
+
+/// `left[i]`, `right[i]` = the columns `cols[index[i]]`, `cols[index[i] + 1]` (the
+/// buffers resized to `index`). A covered pixel's left texel is at least lo − 1
+/// (only when lo = 0, where the clamped texel is column 0) and its right texel at
+/// most hi + 1 (only when hi = last_x), so with the edge columns repeated at both
+/// ends of `cols` every pair is inside it.
+#[inline(always)]
+fn gather_pairs(cols: &[u32], index: &[u32], left: &mut Vec<u32>, right: &mut Vec<u32>) {
+    left.resize(index.len(), 0);
+    right.resize(index.len(), 0);
+    for ((&k, a), b) in index.iter().zip(left.iter_mut()).zip(right.iter_mut()) {
+        let k = k as usize;
+        if let Some(&[p, q]) = cols.get(k..k + 2) {
+            (*a, *b) = (p, q);
+        }
+    }
+}
+
+/// Writes interpolated raw source pixels (little-endian words) into `out`, read
+/// with `load` and stored in the output's `format`: blended unless `opaque`.
+#[inline(always)]
+fn store_samples(
+    out: &mut [u8],
+    samples: &[u32],
+    load: impl Fn(u32) -> u32,
+    format: PixelFormat,
+    opacity: u32,
+    opaque: bool,
+) {
+    let samples = samples.iter().map(|&w| load(u32::from_le(w)));
     if !opaque {
         for (px, s) in out.chunks_exact_mut(BYTES_PER_PIXEL).zip(samples) {
             put(px, format, s, opacity);
@@ -529,6 +612,17 @@ struct Scratch {
     /// Per covered pixel: its left and right texel (then the interpolated sample).
     left: Vec<u32>,
     right: Vec<u32>,
+    /// Source rows interpolated horizontally for the span (the horizontal-first
+    /// order of `axis_bilinear`).
+    rows: [HRow; 2],
+}
+
+/// A source row interpolated horizontally: one word per covered pixel of the span.
+#[derive(Default)]
+struct HRow {
+    /// The layer's id and the crop row it holds, if any.
+    key: Option<(usize, i64)>,
+    px: Vec<u32>,
 }
 
 impl Scratch {
@@ -544,6 +638,7 @@ impl Scratch {
         });
         self.index.clear();
         self.weight.clear();
+        self.rows.iter_mut().for_each(|r| r.key = None);
         if let Some((i0, i1)) = self.covered {
             for i in i0..i1 {
                 let u16 = (span.u0 + span.step * i64::from(i)) >> 16;
@@ -554,6 +649,44 @@ impl Scratch {
         }
         self.span = Some(span);
         self
+    }
+
+    /// The slot holding crop row `row` of layer `id`, interpolated for the span.
+    fn cached(&self, id: usize, row: i64) -> Option<usize> {
+        self.rows.iter().position(|r| r.key == Some((id, row)))
+    }
+
+    /// Interpolates the source row `src` (the span's columns lo..=hi, `n` of them)
+    /// horizontally into slot `slot` (0 or 1), each word ORed with `mask`, and
+    /// names it `key`; returns the slot.
+    fn fill<K: Kernels + ?Sized>(
+        &mut self,
+        k: &K,
+        slot: usize,
+        key: (usize, i64),
+        src: &[u8],
+        n: usize,
+        mask: u32,
+    ) -> usize {
+        // Columns at 1..=n with the edges repeated, as in the vertical-first order.
+        self.cols.resize(n + 2, 0);
+        k.or_words(src, bytemuck::cast_slice_mut(&mut self.cols[1..=n]), mask);
+        self.cols[0] = self.cols[1];
+        self.cols[n + 1] = self.cols[n];
+        gather_pairs(&self.cols, &self.index, &mut self.left, &mut self.right);
+        let Some(r) = self.rows.get_mut(slot) else {
+            return 0;
+        };
+        r.px.resize(self.index.len(), 0);
+        k.lerp_weighted(
+            bytemuck::cast_slice_mut(&mut r.px),
+            bytemuck::cast_slice(&self.left),
+            bytemuck::cast_slice(&self.right),
+            bytemuck::cast_slice(&self.weight),
+            0,
+        );
+        r.key = Some(key);
+        slot
     }
 }
 
@@ -595,6 +728,11 @@ fn copy_span<K: Kernels + ?Sized>(
     let out = frame.format();
     let dst = frame.span_mut(y, dx, dx + len as u32);
     let from = l.surface.format();
+    use PixelFormat::{Argb8888, Bgrx8888, Xrgb8888};
+    if let (Argb8888, Xrgb8888 | Argb8888, Ok(opacity)) = (from, out, u8::try_from(l.opacity)) {
+        // The overlays: the same byte order in and out.
+        return k.blend_argb(src, dst, opacity);
+    }
     if from.has_alpha() || l.opacity != 255 {
         for (d, s) in dst
             .chunks_exact_mut(BYTES_PER_PIXEL)
@@ -604,7 +742,6 @@ fn copy_span<K: Kernels + ?Sized>(
         }
         return;
     }
-    use PixelFormat::{Argb8888, Bgrx8888, Xrgb8888};
     match (from, out) {
         (Xrgb8888 | Argb8888, Xrgb8888 | Argb8888) => k.or_words(src, dst, OPAQUE),
         (Bgrx8888, Bgrx8888) => k.or_words(src, dst, 0xFF),

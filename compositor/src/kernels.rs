@@ -10,7 +10,8 @@
 
 use alloc::vec::Vec;
 
-use crate::format::BYTES_PER_PIXEL;
+use crate::format::{BYTES_PER_PIXEL, OPAQUE};
+use crate::pixel::{blend, div255};
 
 /// The byte loops [`crate::compose_with`] runs. Each result byte depends only on the
 /// input bytes at its index (and, for [`Kernels::or_words`], on the word it is in).
@@ -24,6 +25,12 @@ pub trait Kernels {
     fn lerp_weighted_in_place(&self, p: &mut [u8], q: &[u8], w: &[u8]);
     /// Every little-endian 32-bit word of `dst` = the same word of `src` | `mask`.
     fn or_words(&self, src: &[u8], dst: &mut [u8], mask: u32);
+    /// Overlays (the cursor, the status bar): every ARGB8888 pixel of `src` over
+    /// the XRGB8888/ARGB8888 pixel of `dst` at the same index, with coverage
+    /// `a = round(A·opacity / 255)` (`A` its alpha byte): left as it is when `a` is
+    /// 0; else every colour byte `round((s·a + d·(255 − a)) / 255)` and the alpha
+    /// byte 0xFF (so `src`'s colour, opaque, when `a` is 255).
+    fn blend_argb(&self, src: &[u8], dst: &mut [u8], opacity: u8);
 }
 
 /// The kernels in plain Rust (the compiler vectorises them where it can).
@@ -102,6 +109,26 @@ impl Kernels for Portable {
             d.copy_from_slice(&w.to_le_bytes());
         }
     }
+
+    #[inline(always)]
+    fn blend_argb(&self, src: &[u8], dst: &mut [u8], opacity: u8) {
+        for (d, s) in dst
+            .chunks_exact_mut(BYTES_PER_PIXEL)
+            .zip(src.chunks_exact(BYTES_PER_PIXEL))
+        {
+            let s = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            let a = div255((s >> 24) * u32::from(opacity));
+            if a == 0 {
+                continue;
+            }
+            let out = if a == 255 {
+                s
+            } else {
+                blend(s, u32::from_le_bytes([d[0], d[1], d[2], d[3]]), a)
+            };
+            d.copy_from_slice(&(out | OPAQUE).to_le_bytes());
+        }
+    }
 }
 
 /// Why [`verify`] rejected an implementation: the method, the length and the
@@ -175,6 +202,21 @@ pub fn verify<K: Kernels + ?Sized>(k: &K) -> Result<(), Mismatch> {
             k.or_words(&a[r.clone()], &mut got[r.clone()], mask);
             if want != got {
                 return Err(fail("or_words"));
+            }
+            // Alpha bytes 0 and 255 among the random ones, every opacity class.
+            let mut src = a[r.clone()].to_vec();
+            for (i, alpha) in src.iter_mut().skip(3).step_by(BYTES_PER_PIXEL).enumerate() {
+                match (i + len) % 5 {
+                    0 => *alpha = 0,
+                    1 => *alpha = 255,
+                    _ => {}
+                }
+            }
+            let opacity = [255, 0, 1, 128, w[len % w.len()]][(len + offset) % 5];
+            Portable.blend_argb(&src, &mut want[r.clone()], opacity);
+            k.blend_argb(&src, &mut got[r.clone()], opacity);
+            if want != got {
+                return Err(fail("blend_argb"));
             }
         }
     }

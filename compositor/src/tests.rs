@@ -391,24 +391,55 @@ fn clipping_at_every_edge_and_corner() {
 
 #[test]
 fn bilinear_scaling_within_tolerance() {
+    // Magnified vertically (interpolated horizontally first, rows cached) and not
+    // (vertically first); opaque (straight into the output) and translucent.
     for (dst, crop) in [
         (Rect::new(2, 3, 53, 41), None),                          // up
         (Rect::new(-4, 5, 17, 9), Some(Rect::new(3, 2, 20, 15))), // down, cropped, clipped
         (Rect::new(7, 1, 31, 47), Some(Rect::new(1, 1, 6, 17))),  // anisotropic
+        (Rect::new(0, 0, 58, 11), None),                          // wider, shorter
+        (Rect::new(3, -2, 9, 50), None),                          // narrower, taller
     ] {
         // Padding 4 keeps rows word-aligned, 1 does not: both load paths.
         for (format, pad) in FORMATS.into_iter().flat_map(|f| [(f, 4), (f, 1)]) {
-            let s = Spec {
-                crop,
-                filter: Filter::Bilinear,
-                opacity: 190,
-                ..spec(Image::new(23, 19, format, 11, pad), Placement::Scaled(dst))
-            };
-            let (worst, n) = compare(&[s], 60, 50, PixelFormat::Xrgb8888);
-            assert!(worst <= TOLERANCE, "{dst:?} {format:?}: {worst}");
-            assert!(n > 2500);
+            for opacity in [190, 255] {
+                let s = Spec {
+                    crop,
+                    filter: Filter::Bilinear,
+                    opacity,
+                    ..spec(Image::new(23, 19, format, 11, pad), Placement::Scaled(dst))
+                };
+                let (worst, n) = compare(&[s], 60, 50, PixelFormat::Xrgb8888);
+                assert!(worst <= TOLERANCE, "{dst:?} {format:?} {opacity}: {worst}");
+                assert!(n > 2500);
+            }
         }
     }
+}
+
+#[test]
+fn bilinear_layers_with_the_same_geometry_keep_their_own_rows() {
+    // Both layers sample the same span of the same rows: the rows one interpolated
+    // must not be taken for the other's.
+    let dst = Rect::new(1, 2, 50, 44);
+    let below = Spec {
+        filter: Filter::Bilinear,
+        ..spec(
+            Image::new(23, 19, PixelFormat::Xrgb8888, 3, 0),
+            Placement::Scaled(dst),
+        )
+    };
+    let above = Spec {
+        filter: Filter::Bilinear,
+        opacity: 128,
+        ..spec(
+            Image::new(23, 19, PixelFormat::Argb8888, 8, 0),
+            Placement::Scaled(dst),
+        )
+    };
+    let (worst, n) = compare(&[below, above], 60, 50, PixelFormat::Xrgb8888);
+    assert!(worst <= TOLERANCE, "{worst}");
+    assert!(n > 2000);
 }
 
 /// A rotation by about 30° with scaling and translation, Q16.16.
@@ -834,6 +865,36 @@ impl Kernels for WrongPast {
     fn or_words(&self, src: &[u8], dst: &mut [u8], mask: u32) {
         Portable.or_words(src, dst, mask)
     }
+    fn blend_argb(&self, src: &[u8], dst: &mut [u8], opacity: u8) {
+        Portable.blend_argb(src, dst, opacity)
+    }
+}
+
+/// Kernels whose overlay blending is wrong in one case: a pixel with high alpha
+/// under a translucent layer (a vector path that skips the opacity, say).
+struct WrongBlend;
+
+impl Kernels for WrongBlend {
+    fn lerp_rows(&self, top: &[u8], bottom: &[u8], f: u8, out: &mut [u8]) {
+        Portable.lerp_rows(top, bottom, f, out)
+    }
+    fn lerp_weighted(&self, out: &mut [u8], p: &[u8], q: &[u8], w: &[u8], mask: u32) {
+        Portable.lerp_weighted(out, p, q, w, mask)
+    }
+    fn lerp_weighted_in_place(&self, p: &mut [u8], q: &[u8], w: &[u8]) {
+        Portable.lerp_weighted_in_place(p, q, w)
+    }
+    fn or_words(&self, src: &[u8], dst: &mut [u8], mask: u32) {
+        Portable.or_words(src, dst, mask)
+    }
+    fn blend_argb(&self, src: &[u8], dst: &mut [u8], opacity: u8) {
+        Portable.blend_argb(src, dst, opacity);
+        for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+            if s[3] >= 128 && opacity != 255 && opacity != 0 {
+                d.copy_from_slice(&[s[0], s[1], s[2], 0xFF]);
+            }
+        }
+    }
 }
 
 #[test]
@@ -841,6 +902,42 @@ fn kernels_verify_accepts_the_portable_ones_and_catches_a_wrong_one() {
     assert_eq!(kernels::verify(&Portable), Ok(()));
     let m = kernels::verify(&WrongPast { from: 40 }).unwrap_err();
     assert_eq!((m.kernel, m.len), ("lerp_weighted", 40));
+    let m = kernels::verify(&WrongBlend).unwrap_err();
+    assert_eq!(m.kernel, "blend_argb");
+}
+
+#[test]
+fn overlay_blending_follows_the_per_channel_formula() {
+    // Every alpha against every opacity class, computed per channel here: a pixel
+    // with no coverage is left as it is (its X byte too), the others are opaque.
+    let dst: Vec<u8> = (0..256u32)
+        .flat_map(|i| [i as u8, (i * 7) as u8, (255 - i) as u8, (i * 3) as u8])
+        .collect();
+    let src: Vec<u8> = (0..256u32)
+        .flat_map(|i| [(i * 5) as u8, (i * 11 + 3) as u8, (i * 13) as u8, i as u8])
+        .collect();
+    for opacity in [0u8, 1, 100, 128, 254, 255] {
+        let mut got = dst.clone();
+        Portable.blend_argb(&src, &mut got, opacity);
+        for (i, ((g, s), d)) in got
+            .chunks_exact(4)
+            .zip(src.chunks_exact(4))
+            .zip(dst.chunks_exact(4))
+            .enumerate()
+        {
+            let cover = (f64::from(s[3]) * f64::from(opacity) / 255.0).round();
+            let want: [u8; 4] = if cover == 0.0 {
+                [d[0], d[1], d[2], d[3]]
+            } else {
+                let c = |j: usize| {
+                    ((f64::from(s[j]) * cover + f64::from(d[j]) * (255.0 - cover)) / 255.0).round()
+                        as u8
+                };
+                [c(0), c(1), c(2), 0xFF]
+            };
+            assert_eq!(g, want, "pixel {i} opacity {opacity}");
+        }
+    }
 }
 
 #[test]
@@ -867,4 +964,32 @@ fn compose_with_runs_the_given_kernels() {
     compose_full(&scene, &mut frame);
     assert_eq!(draw(&Portable), plain);
     assert_ne!(draw(&WrongPast { from: 8 }), plain);
+}
+
+#[test]
+fn overlays_are_blended_by_the_given_kernels() {
+    // A translucent ARGB layer unscaled over an opaque one: its pixels go through
+    // `blend_argb`.
+    let below = spec(
+        Image::new(20, 16, PixelFormat::Xrgb8888, 7, 0),
+        Placement::At { x: 0, y: 0 },
+    );
+    let mut above = spec(
+        Image::new(12, 9, PixelFormat::Argb8888, 3, 0),
+        Placement::At { x: 4, y: 5 },
+    );
+    above.opacity = 200;
+    let scene = Scene {
+        background: 0,
+        layers: vec![below.layer(), above.layer()],
+    };
+    let draw = |k: &dyn Kernels| {
+        let mut buf = vec![0u8; 20 * 16 * 4];
+        let mut frame = Frame::new(&mut buf, 20, 16, 20 * 4, PixelFormat::Xrgb8888).unwrap();
+        let all = frame.rect();
+        compose_with(&scene, &mut frame, &[all], k);
+        buf
+    };
+    assert_eq!(draw(&Portable), draw(&WrongPast { from: usize::MAX }));
+    assert_ne!(draw(&WrongBlend), draw(&Portable));
 }

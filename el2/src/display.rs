@@ -217,6 +217,10 @@ struct Display {
     next_frame: u64,
     /// Counter ticks per frame.
     period: u64,
+    /// Counter ticks a second (CNTFRQ_EL0).
+    freq: u64,
+    /// Frames composed for the VM (`display status`).
+    frames: u64,
     /// Set after a failed flush was logged (once).
     failed: bool,
 }
@@ -367,6 +371,8 @@ pub fn start(transports: &[(boards::Range, Option<u32>)], source: GuestGpu, pane
                 presenter,
                 next_frame: 0,
                 period: (freq / FRAME_RATE).max(1),
+                freq: freq.max(1),
+                frames: 0,
                 failed: false,
             });
         }
@@ -483,6 +489,7 @@ pub fn tick(idle: bool) {
         f.composed(&rects);
     }
     drop(fb);
+    d.frames = d.frames.wrapping_add(1);
     for r in rects {
         if let Err(e) = d.host.show(r) {
             if !d.failed {
@@ -571,7 +578,10 @@ pub fn set_overlay(text: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `display status`: the physical display and `vm`'s presentation, one line.
+/// `display status`: the physical display and `vm`'s presentation, one line, ending
+/// with the frames composed for it so far and the time they were counted at (the
+/// system counter the render loop schedules by, in microseconds), so that a rate
+/// can be measured in the hypervisor's time.
 pub fn status(vm: &Vm) -> String {
     let mode = vm
         .gpu
@@ -588,12 +598,15 @@ pub fn status(vm: &Vm) -> String {
                 .presenter
                 .overlay()
                 .map_or(String::from("none"), |t| format!("'{t}'"));
+            let now = read_sysreg!("CNTPCT_EL0");
+            let us = u128::from(now) * 1_000_000 / u128::from(d.freq);
             let mut s = format!(
-                "display {}x{}; vm {} {} (virtual monitor {mode}); overlay {overlay}",
+                "display {}x{}; vm {} {} (virtual monitor {mode}); overlay {overlay}; frames {} at {us} us",
                 d.host.width,
                 d.host.height,
                 vm.name,
-                d.presenter.status()
+                d.presenter.status(),
+                d.frames
             );
             if let Some(f) = FRAMEBUFFER.lock().as_mut() {
                 s += &fb_status(f);

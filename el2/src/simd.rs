@@ -29,7 +29,7 @@ impl Neon {
     /// # Safety
     ///
     /// For as long as the value lives, FP/SIMD instructions must not trap at the
-    /// current exception level, and the FP/SIMD registers V0–V6 may be overwritten:
+    /// current exception level, and the FP/SIMD registers V0–V7 may be overwritten:
     /// they hold nothing anyone needs (the caller saved them, and the code that
     /// runs meanwhile keeps no values in them — it is built soft-float).
     pub unsafe fn new() -> Neon {
@@ -192,5 +192,65 @@ impl Kernels for Neon {
             }
         }
         Portable.or_words(&src[m..n], &mut dst[m..n], mask);
+    }
+
+    fn blend_argb(&self, src: &[u8], dst: &mut [u8], opacity: u8) {
+        let n = src.len().min(dst.len());
+        let m = body(n);
+        if m > 0 {
+            // Four pixels a step, in the portable loop's arithmetic:
+            // - coverage per 32-bit lane: x = A·opacity (≤ 65025, in the low half;
+            //   the high half 0), then `div255` in 16-bit lanes, (x + 128 +
+            //   ((x + 128) >> 8)) >> 8 (the high halves stay 0: 128 >> 8 = 0), and
+            //   SLI copies it into every byte of its pixel;
+            // - per byte, t = s·a + d·(255 − a) (≤ 65025; 255 − a is NOT a), the
+            //   same `div255` (t + 128 + ((t + 128) >> 8) ≤ 65407 fits) narrowed;
+            // - alpha byte 0xFF; and where a = 0 the destination's bytes as they
+            //   were (BIT under the CMEQ mask), as the portable loop skips them.
+            // SAFETY: reads `m` bytes of `src` and reads and writes `m` bytes of
+            // `dst` (each step stores the 16 bytes it loaded, after loading them),
+            // all within the slices; byte-element LD1/ST1 need no alignment.
+            // FP/SIMD is usable and V0–V7 are free to clobber (`Neon::new`).
+            unsafe {
+                asm!(
+                    ".arch_extension simd",
+                    "dup v0.4s, {op:w}",
+                    "movi v7.8h, #0x80",
+                    "2:",
+                    "ld1 {{v1.16b}}, [{s}], #16",
+                    "ld1 {{v2.16b}}, [{d}]",
+                    "ushr v3.4s, v1.4s, #24",
+                    "mul v3.4s, v3.4s, v0.4s",
+                    "add v3.8h, v3.8h, v7.8h",
+                    "usra v3.8h, v3.8h, #8",
+                    "ushr v3.8h, v3.8h, #8",
+                    "sli v3.4s, v3.4s, #8",
+                    "sli v3.4s, v3.4s, #16",
+                    "mvn v6.16b, v3.16b",
+                    "umull v4.8h, v1.8b, v3.8b",
+                    "umull2 v5.8h, v1.16b, v3.16b",
+                    "umlal v4.8h, v2.8b, v6.8b",
+                    "umlal2 v5.8h, v2.16b, v6.16b",
+                    "add v4.8h, v4.8h, v7.8h",
+                    "add v5.8h, v5.8h, v7.8h",
+                    "usra v4.8h, v4.8h, #8",
+                    "usra v5.8h, v5.8h, #8",
+                    "shrn v4.8b, v4.8h, #8",
+                    "shrn2 v4.16b, v5.8h, #8",
+                    "orr v4.4s, #0xff, lsl #24",
+                    "cmeq v3.16b, v3.16b, #0",
+                    "bit v4.16b, v2.16b, v3.16b",
+                    "st1 {{v4.16b}}, [{d}], #16",
+                    "subs {n}, {n}, #16",
+                    "b.ne 2b",
+                    s = inout(reg) src.as_ptr() => _,
+                    d = inout(reg) dst.as_mut_ptr() => _,
+                    n = inout(reg) m => _,
+                    op = in(reg) u32::from(opacity),
+                    options(nostack),
+                );
+            }
+        }
+        Portable.blend_argb(&src[m..n], &mut dst[m..n], opacity);
     }
 }

@@ -418,14 +418,7 @@ fn presentation_commands_scale_hide_freeze_and_overlay() {
             &wrong[..wrong.len().min(8)]
         );
     }
-    let prefix = format!("{} ", monitor::LINE_PREFIX);
-    let statuses: Vec<&str> = outcome
-        .console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter(|s| s.starts_with("ok: ") || s.starts_with("error: "))
-        .collect();
+    let statuses = monitor_answers(&outcome.console);
     let (dw, dh) = DEFAULT_DISPLAY;
     assert_eq!(
         statuses,
@@ -614,14 +607,7 @@ fn fullscreen_and_quad_placements_and_the_guest_mode_change() {
         Some(&*format!("mode1={mw}x{mh}")),
         "\n{tail}"
     );
-    let prefix = format!("{} ", monitor::LINE_PREFIX);
-    let statuses: Vec<&str> = outcome
-        .console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter(|s| s.starts_with("ok: ") || s.starts_with("error: "))
-        .collect();
+    let statuses = monitor_answers(&outcome.console);
     let points = QUAD
         .iter()
         .map(|(x, y)| format!("({x}, {y})"))
@@ -640,6 +626,110 @@ fn fullscreen_and_quad_placements_and_the_guest_mode_change() {
             ),
         ],
         "\n{tail}"
+    );
+}
+
+/// The monitor's answers (`ok: …`, `error: …`) on `console`, a `display status`
+/// line without its frame count and time (they vary; see [`frames_of`]).
+fn monitor_answers(console: &str) -> Vec<String> {
+    let prefix = format!("{} ", monitor::LINE_PREFIX);
+    console
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter(|s| s.starts_with("ok: ") || s.starts_with("error: "))
+        .map(|s| frames_of(s).map_or(s.to_string(), |(head, _, _)| head))
+        .collect()
+}
+
+/// A `display status` answer's head, frames composed for the VM and the
+/// hypervisor's counter time in microseconds (`…; frames N at T us[; …]`).
+fn frames_of(status: &str) -> Option<(String, u64, u64)> {
+    let (head, tail) = status.rsplit_once("; frames ")?;
+    let (n, rest) = tail.split_once(" at ")?;
+    // A linear framebuffer's part may follow (`…; framebuffer …`).
+    let (us, _) = rest.split_once(" us")?;
+    Some((head.to_string(), n.parse().ok()?, us.parse().ok()?))
+}
+
+/// Host seconds each rate is measured over (the figures are the hypervisor's).
+const MEASURE_SECS: u32 = 6;
+
+/// Most frames a presentation throttled to `fps` may compose in `us`
+/// microseconds: ceil(T·fps) + 1 (one at each end of the interval).
+fn throttle_bound(fps: u64, us: u64) -> u64 {
+    (us * fps).div_ceil(1_000_000) + 1
+}
+
+#[test]
+fn a_throttle_bounds_the_frames_of_a_guest_flooding_flushes() {
+    // The guest rewrites `/dev/fb0` in a loop (its fbdev flushes as often as it
+    // can); `display status` reports the frames composed for it and
+    // the hypervisor's counter time. Throttled to 2 frames/s, the frames between two
+    // status lines are at most ceil(T·2) + 1 for the T between them; throttled to
+    // 60, the same measurement counts more than that bound (so the flood is fast
+    // enough for the first bound to mean something), and at most ceil(T·60) + 1.
+    let _boot = boot_lock();
+    let (gw, gh) = vgpu::present::DEFAULT_MODE;
+    let layout = Layout::detect();
+    let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.system_disk = Some(layout.out.join(SYSTEM_DISK));
+    // One `dd` writing the whole framebuffer 64 bytes at a time, again and again:
+    // the pages it dirties keep the fbdev's deferred flush (every 50 ms) busy,
+    // where a `dd` started per block flushes only as often as busybox can fork.
+    let flood = "(while :;do dd if=/dev/zero of=/dev/fb0 bs=64 2>/dev/null;done)&";
+    o.guest_cmd = Some(guest_cmd_with(gw, gh, "", "sleep 1", flood));
+    o.append = Some(format!("{LINUX_CMDLINE} vt.global_cursor_default=0"));
+    o.script = Some(script(
+        "display-throttle.script",
+        &format!(
+            "expect {BLOCK_WRITTEN}\n\
+             monitor display throttle linux 2\n\
+             sleep 1\n\
+             monitor display status\n\
+             sleep {MEASURE_SECS}\n\
+             monitor display status\n\
+             monitor display throttle linux 60\n\
+             sleep 1\n\
+             monitor display status\n\
+             sleep {MEASURE_SECS}\n\
+             monitor display status\n"
+        ),
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::ScriptDone, "\n{tail}");
+    let prefix = format!("{} ", monitor::LINE_PREFIX);
+    let samples: Vec<(u64, u64)> = outcome
+        .console
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(prefix.as_str()))
+        .filter_map(frames_of)
+        .map(|(_, n, us)| (n, us))
+        .collect();
+    assert_eq!(samples.len(), 4, "{samples:?}\n{tail}");
+    let delta = |a: usize| {
+        let ((n0, t0), (n1, t1)) = (samples[a], samples[a + 1]);
+        assert!(n1 >= n0 && t1 > t0, "{samples:?}");
+        (n1 - n0, t1 - t0)
+    };
+    let (slow, slow_us) = delta(0);
+    let (fast, fast_us) = delta(2);
+    eprintln!(
+        "throttled to 2: {slow} frames in {slow_us} us; to 60: {fast} frames in {fast_us} us"
+    );
+    assert!(slow >= 1, "{samples:?}\n{tail}");
+    assert!(
+        slow <= throttle_bound(2, slow_us),
+        "2 frames/s: {slow} frames in {slow_us} us\n{tail}"
+    );
+    assert!(
+        fast > throttle_bound(2, fast_us),
+        "60 frames/s: {fast} frames in {fast_us} us, no faster than 2/s\n{tail}"
+    );
+    assert!(
+        fast <= throttle_bound(60, fast_us),
+        "60 frames/s: {fast} frames in {fast_us} us\n{tail}"
     );
 }
 

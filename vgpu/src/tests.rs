@@ -1226,6 +1226,39 @@ mod presentation {
         assert_eq!(at(&buf, 0, 0), 0x44_5566);
     }
 
+    #[test]
+    fn a_flush_flood_under_a_throttle_gets_its_rate_of_frames_in_virtual_time() {
+        // The guest flushes a change before every offered frame for 4 s of virtual
+        // time (`now` is the only clock): at most ceil(T·fps) + 1 frames, and
+        // exactly that many when the render loop's ticks divide the period.
+        for (fps, clock, tick) in [
+            (2, 1000, 1),
+            (7, 7000, 10),
+            (60, 62_500_000, 173_611), // period 1_041_666 = 6 ticks
+        ] {
+            let (mut g, backing) = showing(20, 10, |_, _| 0);
+            let mut p = Presenter::new(0, 0, 0);
+            p.set_clock(clock);
+            p.throttle(fps).unwrap();
+            let mut buf = vec![0u8; (OUT.0 * OUT.1 * 4) as usize];
+            let (start, secs) = (5 * clock, 4);
+            let (mut t, mut frames, mut flushes, mut colour) = (start, 0, 0, 0);
+            while t <= start + secs * clock {
+                colour += 1;
+                repaint(&mut g, backing, 20, 10, colour);
+                flushes += 1;
+                if !p.present(g.gpu_mut(), &mut frame(&mut buf), t).is_empty() {
+                    frames += 1;
+                    assert_eq!(at(&buf, 0, 0), colour, "the latest flush is shown");
+                }
+                t += tick;
+            }
+            let bound = secs * u64::from(fps) + 1;
+            assert_eq!(frames, bound, "{fps} fps: {flushes} flushes");
+            assert!(flushes > 5 * frames, "{fps} fps: a flood");
+        }
+    }
+
     /// Quadrants of four colours.
     fn quadrants(w: u32, h: u32) -> impl Fn(u32, u32) -> u32 {
         move |x, y| match (x < w / 2, y < h / 2) {
