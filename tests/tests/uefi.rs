@@ -233,3 +233,184 @@ fn secure_boot_runs_the_signed_chain_to_linux_on_acpi_under_the_hypervisor() {
     assert!(!c.contains("data abort injected"), "\n{tail}");
     let _ = std::fs::remove_file(&disk);
 }
+
+/// What the Linux at the end of the measured chain reports about its TPM: the
+/// driver bound to `tpm0`, the SHA-256 PCRs 0–15 as the TPM gives them, and the
+/// firmware's event log (base64 between two marker lines).
+const MEASURED_CMD: &str = r#"mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+echo "tpm-driver=$(basename "$(readlink /sys/class/tpm/tpm0/device/driver)")"
+for i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do echo "pcr$i=$(cat /sys/class/tpm/tpm0/pcr-sha256/$i)"; done
+echo eventlog-begin
+base64 /sys/kernel/security/tpm0/binary_bios_measurements
+echo eventlog-end
+"#;
+
+/// The bytes printed as base64 between the `eventlog-begin` and `eventlog-end`
+/// lines of `console`.
+fn event_log_from_console(console: &str) -> Vec<u8> {
+    let start = console
+        .find("\neventlog-begin\n")
+        .expect("no eventlog-begin line");
+    let rest = &console[start + "\neventlog-begin\n".len()..];
+    let end = rest.find("\neventlog-end\n").expect("no eventlog-end line");
+    let text: String = rest[..end].split_whitespace().collect();
+    decode_base64(&text).expect("the event log's base64 is damaged")
+}
+
+/// RFC 4648 base64 with padding (what busybox `base64` prints).
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes = text.as_bytes();
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for quad in bytes.chunks(4) {
+        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut v = 0u32;
+        for &c in &quad[..4 - pad] {
+            v = v << 6 | value(c)?;
+        }
+        v <<= 6 * pad as u32;
+        out.extend_from_slice(&v.to_be_bytes()[1..4 - pad]);
+    }
+    Some(out)
+}
+
+/// The SHA-256 PCR values `tpm2_eventlog` (tpm2-tools, the host side) computes by
+/// replaying `log`, with its YAML dump of the events.
+fn replay_with_tpm2_eventlog(log: &[u8]) -> (std::collections::BTreeMap<u32, String>, String) {
+    let path = Layout::detect().out.join("test-uefi-eventlog.bin");
+    std::fs::write(&path, log).expect("write the event log");
+    let out = std::process::Command::new("tpm2_eventlog")
+        .arg(&path)
+        .output()
+        .expect("run tpm2_eventlog (tpm2-tools; `cargo xtask setup` installs it)");
+    let yaml = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tpm2_eventlog refused the log: {}\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&path);
+    // The closing `pcrs:` section: per bank `  sha256:` then `    N : 0xHEX`.
+    let mut pcrs = std::collections::BTreeMap::new();
+    let pcrs_at = yaml
+        .rfind("\npcrs:")
+        .expect("tpm2_eventlog printed no pcrs");
+    let mut in_sha256 = false;
+    for line in yaml[pcrs_at..].lines().skip(2) {
+        let t = line.trim();
+        if let Some(bank) = t.strip_suffix(':') {
+            in_sha256 = bank == "sha256";
+            continue;
+        }
+        if !in_sha256 {
+            continue;
+        }
+        if let Some((n, v)) = t.split_once(':') {
+            let n: u32 = n.trim().parse().expect("a PCR index");
+            let v = v.trim().trim_start_matches("0x").to_ascii_uppercase();
+            pcrs.insert(n, v);
+        }
+    }
+    (pcrs, yaml)
+}
+
+/// Measured boot through the CRB TPM (issue 14 item 4): with Secure Boot on, the
+/// firmware finds the vTPM's CRB on the platform bus from its device tree and
+/// measures the boot into it, shim and GRUB add theirs, and Linux on ACPI drives
+/// the TPM with `tpm_crb` (the DSDT's `MSFT0101` and the TPM2 table). The event
+/// log the firmware hands Linux, replayed on the host by `tpm2_eventlog`, gives
+/// exactly the SHA-256 PCRs the TPM reports for every PCR the log extends, and
+/// the others are zero — except PCR 10, which the kernel's IMA extends (its
+/// measurements are in IMA's own log, not the firmware's). PCR 7 holds the Secure
+/// Boot policy (the `SecureBoot` variable among the logged events). An empty or
+/// truncated log cannot pass: PCRs 0–7 are checked to be extended.
+#[test]
+fn measured_boot_through_the_crb_tpm_replays_to_the_pcrs_linux_reads() {
+    let _g = boot_lock();
+    let disk = Layout::detect().out.join("test-uefi-measured.img");
+    let o = RunOptions {
+        profile: Profile::UefiAcpi,
+        secure_boot: true,
+        system_disk: Some(disk.clone()),
+        fresh: true,
+        guest_cmd: Some(MEASURED_CMD.into()),
+        ..RunOptions::headless(Default::default(), CHAIN_TIMEOUT)
+    };
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    let c = outcome.console.replace('\r', "");
+    assert!(
+        c.contains(SECURE_BOOT_ENABLED),
+        "the kernel did not log `{SECURE_BOOT_ENABLED}`\n{tail}"
+    );
+    assert_eq!(parse_console(&c).cmd_exit, Some(0), "\n{tail}");
+    assert_eq!(
+        console_value(&c, "tpm-driver"),
+        Some("tpm_crb"),
+        "tpm0 is not driven by tpm_crb\n{tail}"
+    );
+    let zero = "0".repeat(64);
+    let guest: std::collections::BTreeMap<u32, String> = (0..16)
+        .map(|i| {
+            let v = console_value(&c, &format!("pcr{i}"))
+                .unwrap_or_else(|| panic!("no PCR {i} from the guest\n{tail}"));
+            assert_eq!(v.len(), 64, "PCR {i}: {v}\n{tail}");
+            (i, v.to_ascii_uppercase())
+        })
+        .collect();
+    for i in 0..8 {
+        assert_ne!(guest[&i], zero, "PCR {i} was never extended\n{tail}");
+    }
+
+    let log = event_log_from_console(&c);
+    let (replayed, yaml) = replay_with_tpm2_eventlog(&log);
+    eprintln!(
+        "event log: {} bytes, {} events; replayed SHA-256 PCRs: {replayed:?}",
+        log.len(),
+        yaml.matches("EventNum:").count()
+    );
+    for (i, value) in &guest {
+        if *i == 10 {
+            continue;
+        }
+        let want = replayed.get(i).map_or(zero.as_str(), |v| v.as_str());
+        assert_eq!(
+            value, want,
+            "PCR {i}: the TPM's value is not the event log's replay\n{yaml}"
+        );
+    }
+    // The Secure Boot policy in PCR 7: the firmware measured the SecureBoot
+    // variable (with PK, KEK, db, dbx).
+    assert!(
+        yaml.contains("UnicodeName: SecureBoot"),
+        "no SecureBoot variable event in the log\n{yaml}"
+    );
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    assert!(!c.contains("data abort injected"), "\n{tail}");
+    let _ = std::fs::remove_file(&disk);
+}
+
+#[test]
+fn base64_decoding_matches_rfc_4648() {
+    assert_eq!(decode_base64("").unwrap(), b"");
+    assert_eq!(decode_base64("Zg==").unwrap(), b"f");
+    assert_eq!(decode_base64("Zm8=").unwrap(), b"fo");
+    assert_eq!(decode_base64("Zm9vYmFy").unwrap(), b"foobar");
+    assert!(decode_base64("Zm9").is_none());
+    assert!(decode_base64("Zm9*").is_none());
+}
