@@ -270,7 +270,7 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
         } as u32)
     };
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
@@ -364,6 +364,12 @@ fn measured_boot_through_the_crb_tpm_replays_to_the_pcrs_linux_reads() {
         Some("tpm_crb"),
         "tpm0 is not driven by tpm_crb\n{tail}"
     );
+    // The TPM is the VM's: its NV image is in the record on the system disk, whose
+    // vTPM CA certifies its EKs at manufacture (the first boot of a fresh VM).
+    assert!(
+        c.contains("EK certificate(s) issued by the system disk's vTPM manufacturer CA"),
+        "\n{tail}"
+    );
     let zero = "0".repeat(64);
     let guest: std::collections::BTreeMap<u32, String> = (0..16)
         .map(|i| {
@@ -413,4 +419,90 @@ fn base64_decoding_matches_rfc_4648() {
     assert_eq!(decode_base64("Zm9vYmFy").unwrap(), b"foobar");
     assert!(decode_base64("Zm9").is_none());
     assert!(decode_base64("Zm9*").is_none());
+}
+
+/// Hostile CRB accesses from the shell's `mm` (the firmware VM's TPM at the
+/// platform bus's base, 0x0c00_0000): a START from a locality that is not active
+/// (ignored with a log line), a command whose header declares 4 GiB started from
+/// locality 0 (the engine answers with an error; nothing overruns the 3968-byte
+/// buffer), a 64-bit read of the response address, a byte write into the middle
+/// of TPM_CRB_CTRL_REQ, and a locality-4 request while 0 holds the TPM. (The
+/// shell's `mm` stores 4- and 8-byte values twice — its `CopyMem` writes the
+/// first and the last word of the range — so the STARTs meant to run once are
+/// byte writes.) The VM then resets: the bus reset gives the TPM _TPM_Init and
+/// the firmware starts it again (TPM2_Startup) while measuring its boot. In the
+/// new shell a TPM2_GetRandom of 8 bytes written into the buffer by hand
+/// succeeds (response size 20, TPM_RC_SUCCESS, 8 bytes) — which it could not if
+/// the firmware had not started the TPM after the reset (TPM_RC_INITIALIZE, 10
+/// bytes) — and the VM powers off: nothing the guest wrote stopped the TPM, the
+/// firmware or the hypervisor.
+#[test]
+fn hostile_crb_accesses_from_the_shell_leave_the_tpm_working() {
+    let _g = boot_lock();
+    // TPM2_GetRandom(8): tag 0x8001, size 12, code 0x17B, bytesRequested 8, as
+    // little-endian words of the buffer.
+    let o = uefi(
+        "uefi-crb-hostile.script",
+        "expect Shell> \n\
+         send mm 0xc00104c 1 -w 1 -MEM -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000008 1 -w 4 -MEM -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000080 0xffffffff -w 4 -MEM -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000084 0xffffffff -w 4 -MEM -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc00004c 1 -w 1 -MEM -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000068 -w 8 -MEM -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000041 0xff -w 1 -MEM -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc004008 1 -w 4 -MEM -n\\r\n\
+         expect Shell> \n\
+         send reset\\r\n\
+         expect UEFI firmware\n\
+         expect Shell> \n\
+         send mm 0xc000008 1 -w 4 -MEM -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000080 0x00000180 -w 4 -MEM -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000084 0x00000c00 -w 4 -MEM -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000088 0x08007b01 -w 4 -MEM -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc00004c 1 -w 1 -MEM -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000084 -w 4 -MEM -n\\r\n\
+         expect 0x00001400\n\
+         expect Shell> \n\
+         send mm 0xc000088 -w 4 -MEM -n\\r\n\
+         expect 0x08000000\n\
+         expect Shell> \n\
+         send reset -s\\r\n",
+    );
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let c = &outcome.console;
+    assert!(
+        c.contains("vtpm-crb: write 0x1 to register 0x4c of locality 1 ignored"),
+        "the START from locality 1 did not reach the CRB model\n{tail}"
+    );
+    assert!(
+        c.contains("vtpm: bad command tag 0xffff"),
+        "the garbage command did not reach the engine\n{tail}"
+    );
+    assert!(
+        c.contains("0x000000000C000084 : 0x00001400")
+            && c.contains("0x000000000C000088 : 0x08000000"),
+        "TPM2_GetRandom after the reset did not succeed\n{tail}"
+    );
+    assert_eq!(
+        c.matches("UEFI Interactive Shell").count(),
+        2,
+        "one shell per boot\n{tail}"
+    );
+    assert!(c.contains("VM 'uefi' powered off"), "\n{tail}");
+    assert!(!c.contains("data abort injected"), "\n{tail}");
 }
