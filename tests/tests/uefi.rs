@@ -426,10 +426,10 @@ fn base64_decoding_matches_rfc_4648() {
 /// (ignored with a log line), a command whose header declares 4 GiB started from
 /// locality 0 (the engine answers with an error; nothing overruns the 3968-byte
 /// buffer), a 64-bit read of the response address, a byte write into the middle
-/// of TPM_CRB_CTRL_REQ, and a locality-4 request while 0 holds the TPM. (The
-/// shell's `mm` stores 4- and 8-byte values twice — its `CopyMem` writes the
-/// first and the last word of the range — so the STARTs meant to run once are
-/// byte writes.) The VM then resets: the bus reset gives the TPM _TPM_Init and
+/// of TPM_CRB_CTRL_REQ, and a locality-4 request while 0 holds the TPM. (`mm
+/// -MMIO`, one access each: with `-MEM` the shell's `CopyMem` stores a 4-byte
+/// value twice and a byte three times, which would START a command again on its
+/// own response.) The VM then resets: the bus reset gives the TPM _TPM_Init and
 /// the firmware starts it again (TPM2_Startup) while measuring its boot. In the
 /// new shell a TPM2_GetRandom of 8 bytes written into the buffer by hand
 /// succeeds (response size 20, TPM_RC_SUCCESS, 8 bytes) — which it could not if
@@ -444,39 +444,39 @@ fn hostile_crb_accesses_from_the_shell_leave_the_tpm_working() {
     let o = uefi(
         "uefi-crb-hostile.script",
         "expect Shell> \n\
-         send mm 0xc00104c 1 -w 1 -MEM -n\\r\n\
+         send mm 0xc00104c 1 -w 1 -MMIO -n\\r\n\
          expect Shell> \n\
-         send mm 0xc000008 1 -w 4 -MEM -n\\r\n\
+         send mm 0xc000008 1 -w 4 -MMIO -n\\r\n\
          expect Shell> \n\
-         send mm 0xc000080 0xffffffff -w 4 -MEM -n\\r\n\
+         send mm 0xc000080 0xffffffff -w 4 -MMIO -n\\r\n\
          expect Shell> \n\
-         send mm 0xc000084 0xffffffff -w 4 -MEM -n\\r\n\
+         send mm 0xc000084 0xffffffff -w 4 -MMIO -n\\r\n\
          expect Shell> \n\
-         send mm 0xc00004c 1 -w 1 -MEM -n\\r\n\
+         send mm 0xc00004c 1 -w 1 -MMIO -n\\r\n\
          expect Shell> \n\
-         send mm 0xc000068 -w 8 -MEM -n\\r\n\
+         send mm 0xc000068 -w 8 -MMIO -n\\r\n\
          expect Shell> \n\
-         send mm 0xc000041 0xff -w 1 -MEM -n\\r\n\
+         send mm 0xc000041 0xff -w 1 -MMIO -n\\r\n\
          expect Shell> \n\
-         send mm 0xc004008 1 -w 4 -MEM -n\\r\n\
+         send mm 0xc004008 1 -w 4 -MMIO -n\\r\n\
          expect Shell> \n\
          send reset\\r\n\
          expect UEFI firmware\n\
          expect Shell> \n\
-         send mm 0xc000008 1 -w 4 -MEM -n\\r\n\
+         send mm 0xc000008 1 -w 4 -MMIO -n\\r\n\
          expect Shell> \n\
-         send mm 0xc000080 0x00000180 -w 4 -MEM -n\\r\n\
+         send mm 0xc000080 0x00000180 -w 4 -MMIO -n\\r\n\
          expect Shell> \n\
-         send mm 0xc000084 0x00000c00 -w 4 -MEM -n\\r\n\
+         send mm 0xc000084 0x00000c00 -w 4 -MMIO -n\\r\n\
          expect Shell> \n\
-         send mm 0xc000088 0x08007b01 -w 4 -MEM -n\\r\n\
+         send mm 0xc000088 0x08007b01 -w 4 -MMIO -n\\r\n\
          expect Shell> \n\
-         send mm 0xc00004c 1 -w 1 -MEM -n\\r\n\
+         send mm 0xc00004c 1 -w 1 -MMIO -n\\r\n\
          expect Shell> \n\
-         send mm 0xc000084 -w 4 -MEM -n\\r\n\
+         send mm 0xc000084 -w 4 -MMIO -n\\r\n\
          expect 0x00001400\n\
          expect Shell> \n\
-         send mm 0xc000088 -w 4 -MEM -n\\r\n\
+         send mm 0xc000088 -w 4 -MMIO -n\\r\n\
          expect 0x08000000\n\
          expect Shell> \n\
          send reset -s\\r\n",
