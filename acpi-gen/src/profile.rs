@@ -16,8 +16,7 @@ pub const PL031_SPI: u32 = 2;
 /// The power button's Generic Event Device SPI (QEMU `virt`: SPI 9).
 pub const GED_SPI: u32 = 9;
 /// The CRB TPM at the start of the platform bus; five 4 KiB locality pages.
-pub const TPM_CRB_BASE: u64 = guest::PLATFORM_BUS_BASE;
-pub const TPM_CRB_SIZE: u64 = 0x5000;
+pub use boards::devices::{TPM_CRB_BASE, TPM_CRB_SIZE};
 /// Table header OEM identification.
 pub const OEM_ID: [u8; 6] = *b"RAYOS ";
 pub const OEM_TABLE_ID: [u8; 8] = *b"RAYOSEL2";
@@ -87,9 +86,10 @@ pub fn uefi_acpi(vcpus: u32, topology: Option<Topology>, virtio_slots: &[u64]) -
 
 /// The `uefi-acpi` platform of a VM whose devices are `devices`
 /// (`boards::devices::device_list`): the console and the virtio-mmio transports
-/// come from the list, and so would an RTC, TPM or power button once the list has
-/// them (it does not yet: the tables then describe none). `None` if the list has
-/// no PL011.
+/// come from the list, and so does the CRB TPM (`MSFT0101` in the DSDT and the
+/// TPM2 table, when the list has one); an RTC or power button would once the list
+/// has them (it does not yet: the tables then describe none). `None` if the list
+/// has no PL011.
 pub fn from_devices(
     vcpus: u32,
     topology: Option<Topology>,
@@ -119,11 +119,18 @@ pub fn from_devices(
         .filter(|d| matches!(d.kind, DeviceKind::VirtioMmio { .. }))
         .filter_map(irq_device)
         .collect();
+    let tpm_crb = devices
+        .iter()
+        .find(|d| d.kind == DeviceKind::TpmCrb)
+        .map(|d| MmioRegion {
+            base: d.base,
+            size: d.size,
+        });
     Some(PlatformConfig {
         uart,
         virtio_mmio,
         rtc: None,
-        tpm_crb: None,
+        tpm_crb,
         power_button_gsiv: None,
         ..uefi_acpi(vcpus, topology, &[])
     })

@@ -539,13 +539,18 @@ fn crs_windows(body: &str) -> Vec<(u64, u64)> {
 fn device_tree_and_acpi_describe_exactly_the_device_list() {
     use boards::devices::{device_list, DeviceKind, Profile, Trigger as DevTrigger, VmDevices};
     use boards::guest_dt::{firmware_dt, FirmwareDevices, GuestDtConfig, VirtioSlot};
-    for (vcpus, slots) in [(1u32, vec![29u64, 30, 31]), (4, vec![0, 1, 29, 30, 31])] {
+    for (vcpus, slots, tpm_crb) in [
+        (1u32, vec![29u64, 30, 31], true),
+        (4, vec![0, 1, 29, 30, 31], true),
+        (2, vec![29, 30, 31], false),
+    ] {
         let list = device_list(
             Profile::UefiAcpi,
             &VmDevices {
                 virtio_slots: &slots,
                 tpm_spi_gpio: false,
                 vars_bank_size: 1 << 20,
+                tpm_crb,
             },
         );
         let virtio: Vec<VirtioSlot> = list
@@ -577,7 +582,9 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
         let dsl = disassemble("DSDT", &t[sig::DSDT]);
         let devs = devices(&dsl);
 
-        // Every entry: in the DT with its window and interrupt.
+        // Every entry: in the DT with its window and interrupt. The TPM's node is a
+        // child of the platform bus (one address and size cell, translated by the
+        // bus's `ranges` as EDK2 does).
         let mut dt_windows: Vec<(u64, u64)> = Vec::new();
         for node in fdt.all_nodes() {
             let skip = node.name.starts_with("memory") || node.name.starts_with("intc");
@@ -585,9 +592,42 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
                 dt_windows.extend(reg_pairs(&node));
             }
         }
+        let tpm_node = fdt.find_compatible(&["tcg,tpm-tis-mmio"]);
+        if let Some(tpm) = &tpm_node {
+            let be = |b: &[u8]| -> Vec<u64> {
+                b.chunks_exact(4)
+                    .map(|c| u64::from(u32::from_be_bytes(c.try_into().unwrap())))
+                    .collect()
+            };
+            let reg = be(tpm.property("reg").unwrap().value);
+            let bus = fdt.find_node("/platform-bus@c000000").unwrap();
+            let ranges = be(bus.property("ranges").unwrap().value);
+            let base = reg[0] - ranges[0] + ((ranges[1] << 32) | ranges[2]);
+            dt_windows.push((base, reg[1]));
+        }
+        let tpm_listed = list.iter().find(|d| d.kind == DeviceKind::TpmCrb);
+        assert_eq!(tpm_node.is_some(), tpm_listed.is_some(), "DT TPM node");
         let mut listed: Vec<(u64, u64)> = Vec::new();
         for d in &list {
             listed.push((d.base, d.size));
+            if d.kind == DeviceKind::TpmCrb {
+                // Checked through the platform bus above; polled, no interrupt.
+                assert!(d.irq.is_none());
+                let dev = devs
+                    .values()
+                    .find(|b| b.contains("Name (_HID, \"MSFT0101\""))
+                    .unwrap_or_else(|| panic!("no TPM in the DSDT:\n{dsl}"));
+                assert_eq!(crs_windows(dev), [(d.base, d.size)], "TPM _CRS");
+                assert!(!dev.contains("Interrupt ("), "TPM _CRS has no interrupt");
+                let tpm2 = t.get(sig::TPM2).expect("a TPM2 table");
+                // TPM2: start method 7 (CRB) at 0x30, control area at 0x28 (base +
+                // 0x40, TPM_CRB_CTRL_REQ of locality 0).
+                let le32 = |o: usize| u32::from_le_bytes(tpm2[o..o + 4].try_into().unwrap());
+                let le64 = |o: usize| u64::from_le_bytes(tpm2[o..o + 8].try_into().unwrap());
+                assert_eq!(le32(0x30), 7, "TPM2 start method");
+                assert_eq!(le64(0x28), d.base + 0x40, "TPM2 control area");
+                continue;
+            }
             let node = fdt
                 .all_nodes()
                 .find(|n| reg_pairs(n).contains(&(d.base, d.size)))
@@ -612,7 +652,10 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
             let hid = match d.kind {
                 DeviceKind::Pl011 => Some("ARMH0011"),
                 DeviceKind::VirtioMmio { .. } => Some("LNRO0005"),
-                DeviceKind::Pl061Tpm | DeviceKind::FwCfg | DeviceKind::Flash { .. } => None,
+                DeviceKind::Pl061Tpm
+                | DeviceKind::FwCfg
+                | DeviceKind::Flash { .. }
+                | DeviceKind::TpmCrb => None,
             };
             if let Some(hid) = hid {
                 let dev = devs
@@ -636,9 +679,19 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
         acpi_windows.sort_unstable();
         let acpi_listed: Vec<(u64, u64)> = list
             .iter()
-            .filter(|d| matches!(d.kind, DeviceKind::Pl011 | DeviceKind::VirtioMmio { .. }))
+            .filter(|d| {
+                matches!(
+                    d.kind,
+                    DeviceKind::Pl011 | DeviceKind::VirtioMmio { .. } | DeviceKind::TpmCrb
+                )
+            })
             .map(|d| (d.base, d.size))
             .collect();
         assert_eq!(acpi_windows, acpi_listed, "DSDT windows vs the device list");
+        assert_eq!(
+            t.contains_key(sig::TPM2),
+            tpm_listed.is_some(),
+            "a TPM2 table exactly when the list has a TPM"
+        );
     }
 }

@@ -46,6 +46,11 @@ pub enum DeviceKind {
     FwCfg,
     /// CFI flash bank 0 (firmware code, read-only) or 1 (variable store).
     Flash { bank: u8 },
+    /// The TPM's Command Response Buffer interface (five 4 KiB locality pages) on
+    /// the platform bus: a `tcg,tpm-tis-mmio` node in the firmware's device tree
+    /// (EDK2 finds the base there and tells CRB from TIS by the interface ID
+    /// register), `MSFT0101` in the DSDT and the TPM2 table for the OS.
+    TpmCrb,
 }
 
 /// One device: what it is, its MMIO window and its interrupt.
@@ -66,6 +71,9 @@ pub struct VmDevices<'a> {
     pub tpm_spi_gpio: bool,
     /// Size of the variable-store flash bank (`uefi-acpi`).
     pub vars_bank_size: u64,
+    /// The TPM's CRB interface on the platform bus (`uefi-acpi` only: a VM whose
+    /// machine has an entropy source).
+    pub tpm_crb: bool,
 }
 
 /// fw_cfg's register window (data, selector, DMA address).
@@ -129,6 +137,12 @@ pub fn simple_framebuffer(cmdline: &str, ram_base: u64, ram_size: u64) -> Option
         stride,
     })
 }
+
+/// The CRB TPM's window: five 4 KiB locality pages (TCG PC Client Platform TPM
+/// Profile), at the start of the platform bus where QEMU `virt` puts its first
+/// dynamic sysbus device (its `tpm-tis-device`).
+pub const TPM_CRB_BASE: u64 = guest::PLATFORM_BUS_BASE;
+pub const TPM_CRB_SIZE: u64 = 0x5000;
 
 /// The devices of a `profile` VM, in address order.
 pub fn device_list(profile: Profile, vm: &VmDevices) -> Vec<DeviceSpec> {
@@ -194,6 +208,14 @@ pub fn device_list(profile: Profile, vm: &VmDevices) -> Vec<DeviceSpec> {
             }),
         });
     }
+    if profile == Profile::UefiAcpi && vm.tpm_crb {
+        list.push(DeviceSpec {
+            kind: DeviceKind::TpmCrb,
+            base: TPM_CRB_BASE,
+            size: TPM_CRB_SIZE,
+            irq: None,
+        });
+    }
     list
 }
 
@@ -206,6 +228,7 @@ mod tests {
             virtio_slots: slots,
             tpm_spi_gpio: true,
             vars_bank_size: 1 << 20,
+            tpm_crb: true,
         }
     }
 
@@ -263,5 +286,22 @@ mod tests {
         assert!(!has(Profile::LinuxDt, DeviceKind::FwCfg));
         assert!(has(Profile::LinuxDt, DeviceKind::Pl061Tpm));
         assert!(has(Profile::LinuxDt, DeviceKind::Pl011));
+        assert!(has(Profile::UefiAcpi, DeviceKind::TpmCrb));
+        assert!(!has(Profile::LinuxDt, DeviceKind::TpmCrb));
+        let no_tpm = VmDevices {
+            tpm_crb: false,
+            ..vm(&[])
+        };
+        let list = device_list(Profile::UefiAcpi, &no_tpm);
+        assert!(list.iter().all(|d| d.kind != DeviceKind::TpmCrb));
+    }
+
+    #[test]
+    fn the_crb_tpm_is_on_the_platform_bus() {
+        let list = device_list(Profile::UefiAcpi, &vm(&[0]));
+        let tpm = list.iter().find(|d| d.kind == DeviceKind::TpmCrb).unwrap();
+        assert_eq!(tpm.base, guest::PLATFORM_BUS_BASE);
+        assert!(tpm.base + tpm.size <= guest::PLATFORM_BUS_BASE + guest::PLATFORM_BUS_SIZE);
+        assert_eq!(tpm.irq, None, "polled, as EDK2 and tpm_crb drive it");
     }
 }

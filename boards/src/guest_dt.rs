@@ -533,14 +533,22 @@ fn chosen_node(w: &mut FdtWriter, cfg: &GuestDtConfig) -> Result<(), DtError> {
 }
 
 /// The devices only a firmware guest (`uefi-acpi`) has in its device tree: the
-/// flash banks and fw_cfg, which EDK2's ArmVirtQemu finds there.
+/// flash banks and fw_cfg, which EDK2's ArmVirtQemu finds there, and the CRB TPM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FirmwareDevices {
     /// `(base, size)` of the code bank and of the variable-store bank.
     pub flash: [(u64, u64); 2],
     /// Base of the fw_cfg registers.
     pub fw_cfg: u64,
+    /// Base of the TPM's CRB window on the platform bus. Its node is the one EDK2's
+    /// ArmVirtQemu looks for, `tcg,tpm-tis-mmio` (it translates the address through
+    /// the platform bus's `ranges` and then tells CRB from TIS by the interface ID
+    /// register); no OS reads this tree.
+    pub tpm_crb: Option<u64>,
 }
+
+// The firmware's TPM node gives the CRB window with the TIS node's size.
+const _: () = assert!(crate::devices::TPM_CRB_SIZE == TPM_TIS_SIZE);
 
 /// Register window of fw_cfg (data, selector, DMA address), as on QEMU `virt`.
 pub use crate::devices::FW_CFG_SIZE;
@@ -553,6 +561,7 @@ impl FirmwareDevices {
         Some(FirmwareDevices {
             flash: [bank(0)?, bank(1)?],
             fw_cfg: find(DeviceKind::FwCfg)?.base,
+            tpm_crb: find(DeviceKind::TpmCrb).map(|d| d.base),
         })
     }
 }
@@ -592,9 +601,14 @@ pub fn linux_dt_with_framebuffer(
 
 /// Generates the DTB UEFI firmware finds at the start of guest RAM (as QEMU places
 /// it for `-bios`): the Linux guest's machine plus the flash banks and fw_cfg of
-/// `fw`. The firmware, not a kernel, reads it: `bootargs` is normally empty.
+/// `fw` (its TPM as the platform bus's `tcg,tpm-tis-mmio` node unless `cfg` already
+/// has one). The firmware, not a kernel, reads it: `bootargs` is normally empty.
 pub fn firmware_dt(cfg: &GuestDtConfig, fw: &FirmwareDevices) -> Result<Vec<u8>, DtError> {
-    build_dt(cfg, Some(fw), None)
+    let cfg = GuestDtConfig {
+        tpm_tis: cfg.tpm_tis.or(fw.tpm_crb),
+        ..*cfg
+    };
+    build_dt(&cfg, Some(fw), None)
 }
 
 fn build_dt(
@@ -787,6 +801,7 @@ mod tests {
         let fw = FirmwareDevices {
             flash: [(FLASH0_BASE, FLASH_BANK_SIZE), (FLASH1_BASE, 2 * MIB)],
             fw_cfg: FW_CFG_BASE,
+            tpm_crb: None,
         };
         let cfg = GuestDtConfig {
             bootargs: "",
@@ -820,6 +835,42 @@ mod tests {
             extra.remove(i);
         }
         assert_eq!(extra, ["flash@0", "fw-cfg@9020000"]);
+    }
+
+    /// The firmware's CRB TPM is the node EDK2's ArmVirtQemu looks for: a
+    /// `tcg,tpm-tis-mmio` child of the platform bus whose one-cell `reg`, taken
+    /// through the bus's `<child base, 2-cell parent base, size>` `ranges` as that
+    /// firmware does (reg − child base + parent base), is the CRB window.
+    #[test]
+    fn firmware_tree_gives_edk2_the_crb_tpm_on_the_platform_bus() {
+        use crate::devices::{TPM_CRB_BASE, TPM_CRB_SIZE};
+        use crate::guest::{FLASH0_BASE, FLASH1_BASE, FLASH_BANK_SIZE, FW_CFG_BASE};
+        let fw = FirmwareDevices {
+            flash: [(FLASH0_BASE, FLASH_BANK_SIZE), (FLASH1_BASE, 2 * MIB)],
+            fw_cfg: FW_CFG_BASE,
+            tpm_crb: Some(TPM_CRB_BASE),
+        };
+        let blob = firmware_dt(&config(1), &fw).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let tpm = fdt.find_compatible(&["tcg,tpm-tis-mmio"]).unwrap();
+        let reg = cells(tpm.property("reg").unwrap().value);
+        let bus = fdt.find_node("/platform-bus@c000000").unwrap();
+        let ranges = cells(bus.property("ranges").unwrap().value);
+        // EDK2 accepts one translated range whose length is reg's plus two cells.
+        assert_eq!(ranges.len(), reg.len() + 2);
+        let parent = (u64::from(ranges[1]) << 32) | u64::from(ranges[2]);
+        let base = u64::from(reg[0]) - u64::from(ranges[0]) + parent;
+        assert_eq!((base, u64::from(reg[1])), (TPM_CRB_BASE, TPM_CRB_SIZE));
+        assert_ne!(base, 0, "EDK2 takes a zero base for no TPM");
+        // A TPM base off the platform bus is refused, as for the Linux tree.
+        let off_bus = FirmwareDevices {
+            tpm_crb: Some(PLATFORM_BUS_BASE - 0x1000),
+            ..fw
+        };
+        assert!(matches!(
+            firmware_dt(&config(1), &off_bus),
+            Err(DtError::TpmOutsidePlatformBus { .. })
+        ));
     }
 
     fn check_full_tree(vcpus: usize) {

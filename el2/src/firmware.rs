@@ -16,6 +16,8 @@
 //!   image is copied to the mapped memory again.
 //! - fw_cfg (`uefi_devices::fw_cfg`) at [`guest::FW_CFG_BASE`] with the ACPI tables
 //!   `acpi-gen` builds for the VM (through QEMU's table-loader files).
+//! - The VM's TPM (`crate::tpm`, CRB interface) at the device list's `TpmCrb`
+//!   window on the platform bus, when the VM has one.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -261,7 +263,7 @@ pub fn reserve(
 /// reserved for them: the code bank mapped from `fw.code` (zeros to the next
 /// 2 MiB), the variable store from `fw.vars` (erased when `None`) committing to
 /// `store`, and fw_cfg with the ACPI tables of `vcpus` vCPUs and the device
-/// list ([`device_list`]) of the virtio-mmio `slots`.
+/// list ([`device_list`]) of the virtio-mmio `slots` and, if `tpm`, the CRB TPM.
 pub fn build(
     ram: GuestRam,
     mem: Reserved,
@@ -269,6 +271,7 @@ pub fn build(
     store: VarStore,
     vcpus: u32,
     slots: &[u64],
+    tpm: bool,
 ) -> Result<Firmware, String> {
     let Reserved {
         mut code,
@@ -316,9 +319,9 @@ pub fn build(
         return Err(String::from("cannot map the variable store"));
     }
 
-    // fw_cfg with the ACPI tables of exactly the devices the VM has: no PL031,
-    // TPM or power button yet.
-    let platform = acpi_gen::profile::from_devices(vcpus, None, &device_list(slots))
+    // fw_cfg with the ACPI tables of exactly the devices the VM has: no PL031 or
+    // power button yet.
+    let platform = acpi_gen::profile::from_devices(vcpus, None, &device_list(slots, tpm))
         .ok_or_else(|| String::from("the device list has no console"))?;
     let tables = acpi_gen::build(&platform).map_err(|e| format!("ACPI tables: {e:?}"))?;
     let mut b = FwCfgBuilder::new().cpus(vcpus as u16);
@@ -333,14 +336,33 @@ pub fn build(
     })
 }
 
-/// Puts `fw`'s devices on `bus` at the windows the device list gives them (the
-/// code bank is stage-2 memory, not a bus device).
-pub fn attach(bus: &mut vdev::MmioBus, fw: &Firmware, slots: &[u64]) -> Result<(), vdev::BusError> {
+/// Puts `fw`'s devices and the VM's CRB `tpm` on `bus` at the windows the device
+/// list gives them (the code bank is stage-2 memory, not a bus device).
+pub fn attach(
+    bus: &mut vdev::MmioBus,
+    fw: &Firmware,
+    slots: &[u64],
+    tpm: Option<&crate::tpm::GuestTpm>,
+) -> Result<(), vdev::BusError> {
     use boards::devices::DeviceKind;
-    for d in device_list(slots) {
+    for d in device_list(slots, tpm.is_some()) {
         let (name, device): (&'static str, Box<dyn MmioDevice + Send>) = match d.kind {
             DeviceKind::Flash { bank: 1 } => ("pflash-vars", Box::new(fw.vars.clone())),
             DeviceKind::FwCfg => ("fw_cfg", Box::new(fw.fw_cfg.clone())),
+            DeviceKind::TpmCrb => match tpm {
+                // The CRB reports its buffer's guest-physical address from the base
+                // it was built with: it must be this entry's.
+                Some(t) if t.interface() == (crate::tpm::Interface::Crb { base: d.base }) => {
+                    ("tpm-crb", t.device())
+                }
+                _ => {
+                    log::error!(
+                        "the VM's TPM is not a CRB at {:#x}: the firmware VM gets no TPM",
+                        d.base
+                    );
+                    continue;
+                }
+            },
             _ => continue,
         };
         bus.insert(name, d.base, d.size, device)?;
@@ -348,23 +370,25 @@ pub fn attach(bus: &mut vdev::MmioBus, fw: &Firmware, slots: &[u64]) -> Result<(
     Ok(())
 }
 
-/// The devices of a `uefi-acpi` VM with virtio-mmio `slots`: the one list its
-/// ACPI tables and its device tree's firmware nodes are generated from.
-pub fn device_list(slots: &[u64]) -> alloc::vec::Vec<boards::devices::DeviceSpec> {
+/// The devices of a `uefi-acpi` VM with virtio-mmio `slots` and, if `tpm`, the CRB
+/// TPM: the one list its ACPI tables, its device tree's firmware nodes and its bus
+/// entries are generated from.
+pub fn device_list(slots: &[u64], tpm: bool) -> alloc::vec::Vec<boards::devices::DeviceSpec> {
     boards::devices::device_list(
         boards::devices::Profile::UefiAcpi,
         &boards::devices::VmDevices {
             virtio_slots: slots,
             tpm_spi_gpio: false,
             vars_bank_size: VARS_BANK_SIZE,
+            tpm_crb: tpm,
         },
     )
 }
 
-/// The firmware's flash banks and fw_cfg as its device tree describes them (the
-/// code bank at QEMU's size; past the image it reads as zeros).
-pub fn dt_devices(slots: &[u64]) -> boards::guest_dt::FirmwareDevices {
-    let list = device_list(slots);
+/// The firmware's flash banks, fw_cfg and TPM as its device tree describes them
+/// (the code bank at QEMU's size; past the image it reads as zeros).
+pub fn dt_devices(slots: &[u64], tpm: bool) -> boards::guest_dt::FirmwareDevices {
+    let list = device_list(slots, tpm);
     boards::guest_dt::FirmwareDevices::from_devices(&list)
         .expect("the uefi-acpi device list has both flash banks and fw_cfg")
 }

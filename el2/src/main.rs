@@ -263,7 +263,7 @@ fn load_firmware_dt(vm: &Vm) -> StartRequest {
             tpm_spi_gpio: None,
             rng_seed: None,
         },
-        &firmware::dt_devices(&vm.virtio_slot_numbers()),
+        &firmware::dt_devices(&vm.virtio_slot_numbers(), vm.tpm.is_some()),
     )
     .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
     let dtb_ipa = vm.ram.ipa();
@@ -494,8 +494,22 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     snapshot::give_pool(&mut pmem);
     let ram = GuestRam::new(guest::RAM_BASE, ram_pa, mem, layout, 1)
         .unwrap_or_else(|e| fatal(format_args!("stage-2 tables: {e:?}")));
-    let mut vm = Vm::new(&spec.name, ram, &pcpus[..vcpus], spec.disks, spec.tpm_nv)
-        .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
+    // A firmware VM's TPM is the CRB on the platform bus (its device list's entry).
+    let tpm_interface = match spec.firmware {
+        Some(_) => tpm::Interface::Crb {
+            base: boards::devices::TPM_CRB_BASE,
+        },
+        None => tpm::Interface::SpiGpio,
+    };
+    let mut vm = Vm::new(
+        &spec.name,
+        ram,
+        &pcpus[..vcpus],
+        spec.disks,
+        spec.tpm_nv,
+        tpm_interface,
+    )
+    .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     if let (Some(fw), Some(flash)) = (&spec.firmware, flash) {
         let store = match spec.vars_place {
             Some((disk, store)) => firmware::VarStore::Disk { disk, store },
@@ -508,6 +522,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             store,
             vcpus as u32,
             &vm.virtio_slot_numbers(),
+            vm.tpm.is_some(),
         )
         .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", spec.name)));
         vm.attach_firmware(fw)

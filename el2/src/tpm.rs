@@ -1,9 +1,12 @@
 //! The guest's TPM: a `vtpm` engine fed by this machine (entropy from
 //! [`crate::entropy`], time from the generic counter), its NV image in memory (direct boot) or in the VM record's
 //! `tpm_nv` extent of the system disk (a two-copy atomic `registry::AbStore`), and
-//! its front end as the guest reaches it: the TIS register model over SPI, bit-banged
-//! on the pins of an emulated PL061 GPIO controller at `boards::guest::PL061_BASE`
-//! (Debian's arm64 kernel has `tpm_tis_spi` + `spi_gpio` but no MMIO `tpm_tis`).
+//! its front end as the guest reaches it ([`Interface`]): for a kernel booted with a
+//! device tree the TIS register model over SPI, bit-banged on the pins of an
+//! emulated PL061 GPIO controller at `boards::guest::PL061_BASE` (Debian's arm64
+//! kernel has `tpm_tis_spi` + `spi_gpio` but no MMIO `tpm_tis`); for a `uefi-acpi`
+//! VM the CRB interface on the platform bus, which the firmware measures the boot
+//! through and the OS drives with `tpm_crb` (Windows: `tpm.sys`).
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -13,7 +16,8 @@ use alloc::vec::Vec;
 use boards::guest;
 use devices::{Pl061, SpiBitBang, SpiPins};
 use registry::{AbError, AbStore, Extent};
-use vdev::{MmioDevice, Shared, SharedBlock};
+use vdev::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError, Shared, SharedBlock};
+use vtpm::crb::Crb;
 use vtpm::tis::Tis;
 use vtpm::tis_spi::TisSpi;
 use vtpm::{MemNvStore, NvError, NvStore, TimeSource, Tpm};
@@ -66,37 +70,145 @@ impl NvStore for DiskNv {
     }
 }
 
+/// How the guest reaches its TPM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interface {
+    /// TIS over SPI bit-banged on a PL061 at [`guest::PL061_BASE`] (`linux-dt`).
+    SpiGpio,
+    /// The Command Response Buffer interface at guest-physical `base` (`uefi-acpi`:
+    /// `boards::devices::TPM_CRB_BASE`, the device list's `TpmCrb` entry), polled.
+    Crb { base: u64 },
+}
+
+// The CRB model's register window is the device list's.
+const _: () = assert!(Crb::REGION_SIZE == boards::devices::TPM_CRB_SIZE);
+
+/// The front end the guest drives, each owning the engine.
+enum Front {
+    SpiGpio(Shared<TpmChain>),
+    Crb { base: u64, crb: Shared<Crb> },
+}
+
 /// The guest's TPM: the device for the MMIO bus and a handle to reset it.
 pub struct GuestTpm {
-    chain: Shared<TpmChain>,
+    front: Front,
 }
 
 impl GuestTpm {
-    /// The PL061 for the bus at [`guest::PL061_BASE`] (size [`guest::PL061_SIZE`]).
+    /// The device for the bus: the PL061 at [`guest::PL061_BASE`] (size
+    /// [`guest::PL061_SIZE`]), or the CRB at its base ([`Crb::REGION_SIZE`]).
     pub fn device(&self) -> Box<dyn MmioDevice + Send> {
-        Box::new(self.chain.clone())
+        match &self.front {
+            Front::SpiGpio(chain) => Box::new(chain.clone()),
+            Front::Crb { crb, .. } => Box::new(CrbPort(crb.clone())),
+        }
     }
 
-    /// The whole chain, for saving and restoring its state (PL061 → SPI → TIS →
-    /// the engine's volatile state: PCRs, sessions, loaded objects).
-    pub fn handle(&self) -> Shared<TpmChain> {
-        self.chain.clone()
+    /// The interface the guest has.
+    pub fn interface(&self) -> Interface {
+        match &self.front {
+            Front::SpiGpio(_) => Interface::SpiGpio,
+            Front::Crb { base, .. } => Interface::Crb { base: *base },
+        }
     }
 
-    /// VM reset of the TPM behind the bus: any SPI transaction abandoned, the TIS
-    /// back to its power-on state and the TPM given _TPM_Init (PCRs cleared,
-    /// TPM2_Startup required again). The GPIO controller and the SPI bus in front
-    /// of it are reset with the MMIO bus (`Vm::reset_devices`).
+    /// The front end with the engine behind it, for saving and restoring its state
+    /// (PL061 → SPI → TIS, or the CRB, then the engine's volatile state: PCRs,
+    /// sessions, loaded objects).
+    pub fn saved(&self) -> Box<dyn crate::suspend::DeviceHandle> {
+        match &self.front {
+            Front::SpiGpio(chain) => Box::new(chain.clone()),
+            Front::Crb { crb, .. } => Box::new(crb.clone()),
+        }
+    }
+
+    /// VM reset of the TPM behind the bus. Over SPI: any SPI transaction
+    /// abandoned, the TIS back to its power-on state and the TPM given _TPM_Init
+    /// (PCRs cleared, TPM2_Startup required again); the GPIO controller and the SPI
+    /// bus in front of it are reset with the MMIO bus (`Vm::reset_devices`). The CRB
+    /// is itself the bus device: the bus reset gives it and its TPM all of that
+    /// (`Crb::reset`), so nothing is done here — a second _TPM_Init would be
+    /// harmless but is not what a platform reset does.
     pub fn reset(&self) {
-        self.chain.0.lock().pins_mut().slave_mut().reset();
+        match &self.front {
+            Front::SpiGpio(chain) => chain.0.lock().pins_mut().slave_mut().reset(),
+            Front::Crb { .. } => {}
+        }
     }
 }
 
-/// Builds the guest TPM. `nv` is the system disk and the VM record's `tpm_nv`
-/// extent (persistent TPM), or `None` for a TPM whose NV lives in memory.
-/// `Ok(None)` when the machine has no entropy source: a TPM's seeds, nonces and
-/// TPM2_GetRandom need real randomness, so the VM runs without one.
-pub fn guest_tpm(nv: Option<TpmNvPlace>) -> Result<Option<GuestTpm>, String> {
+/// The CRB as the bus reaches it. EDK2's CRB driver (`Tpm2DeviceLibDTpm`) stores
+/// TPM_CRB_CTRL_RSP_ADDR with one 64-bit write and, before every command, writes
+/// the command and response buffer addresses and sizes back with the values the
+/// TPM reports; `vtpm::crb` takes 64-bit reads but only 32-bit register writes, and
+/// logs every write to those read-only registers. Here a 64-bit register write is
+/// split into its two 32-bit halves (low first), and a write of the value a buffer
+/// address or size register already reads is absorbed; any other write reaches the
+/// model, which ignores it with a (rate-limited) log line. The data buffer and
+/// everything else pass through unchanged.
+struct CrbPort(Shared<Crb>);
+
+impl CrbPort {
+    /// Whether `reg` (an offset within a locality page) is one of the control
+    /// area's buffer address or size registers.
+    fn is_buffer_reg(reg: u64) -> bool {
+        use vtpm::tis_regs::crb::{CTRL_CMD_SIZE, CTRL_RSP_ADDR_HI};
+        (CTRL_CMD_SIZE..=CTRL_RSP_ADDR_HI).contains(&(reg & !3))
+    }
+
+    fn write32(&mut self, ctx: &mut MmioContext, offset: u64, value: u32) -> Result<(), MmioError> {
+        let reg = offset % vtpm::tis_regs::LOCALITY_PAGE;
+        if Self::is_buffer_reg(reg) && offset & 3 == 0 {
+            let now = self.0.read(ctx, offset, AccessSize::Word)?;
+            if now == u64::from(value) {
+                return Ok(());
+            }
+        }
+        self.0
+            .write(ctx, offset, AccessSize::Word, u64::from(value))
+    }
+}
+
+impl MmioDevice for CrbPort {
+    fn read(
+        &mut self,
+        ctx: &mut MmioContext,
+        offset: u64,
+        size: AccessSize,
+    ) -> Result<u64, MmioError> {
+        self.0.read(ctx, offset, size)
+    }
+
+    fn write(
+        &mut self,
+        ctx: &mut MmioContext,
+        offset: u64,
+        size: AccessSize,
+        value: u64,
+    ) -> Result<(), MmioError> {
+        use vtpm::tis_regs::crb::DATA_BUFFER;
+        let reg = offset % vtpm::tis_regs::LOCALITY_PAGE;
+        let control = offset < Crb::REGION_SIZE && reg < DATA_BUFFER;
+        match size {
+            AccessSize::Double if control && offset & 7 == 0 => {
+                self.write32(ctx, offset, value as u32)?;
+                self.write32(ctx, offset + 4, (value >> 32) as u32)
+            }
+            AccessSize::Word if control => self.write32(ctx, offset, value as u32),
+            _ => self.0.write(ctx, offset, size, value),
+        }
+    }
+
+    fn reset(&mut self, irq: &mut dyn InterruptSink) {
+        self.0.reset(irq);
+    }
+}
+
+/// Builds the guest TPM with `interface`. `nv` is the system disk and the VM
+/// record's `tpm_nv` extent (persistent TPM), or `None` for a TPM whose NV lives in
+/// memory. `Ok(None)` when the machine has no entropy source: a TPM's seeds, nonces
+/// and TPM2_GetRandom need real randomness, so the VM runs without one.
+pub fn guest_tpm(nv: Option<TpmNvPlace>, interface: Interface) -> Result<Option<GuestTpm>, String> {
     let Some(entropy) = crate::entropy::source(b"RayOS vTPM") else {
         log::warn!(
             "no entropy source: the VM gets no TPM (a TPM's seeds and nonces need real randomness); its NV image, if any, is left untouched"
@@ -144,6 +256,22 @@ pub fn guest_tpm(nv: Option<TpmNvPlace>) -> Result<Option<GuestTpm>, String> {
             Err(e) => log::warn!("TPM: EK certificates not issued: {e:?}"),
         }
     }
+    let base = match interface {
+        Interface::Crb { base } => base,
+        Interface::SpiGpio => return spi_gpio(tpm).map(Some),
+    };
+    // Polled: neither EDK2 nor Linux `tpm_crb` (start method 7) uses the CRB's
+    // start interrupt, and the device list gives the TPM none.
+    Ok(Some(GuestTpm {
+        front: Front::Crb {
+            base,
+            crb: Shared::new(Crb::new(tpm, base, None)),
+        },
+    }))
+}
+
+/// The TIS-over-SPI chain on the PL061's pins.
+fn spi_gpio(tpm: Tpm) -> Result<GuestTpm, String> {
     let pins = SpiPins {
         sck: guest::TPM_SPI_SCK_PIN,
         mosi: guest::TPM_SPI_MOSI_PIN,
@@ -153,7 +281,7 @@ pub fn guest_tpm(nv: Option<TpmNvPlace>) -> Result<Option<GuestTpm>, String> {
     let bus = SpiBitBang::new(pins, TisSpi::new(Tis::new(tpm, None)))
         .ok_or_else(|| String::from("invalid TPM SPI pin assignment"))?;
     let chain = Pl061::new(bus, Some(guest::SPI_BASE + guest::PL061_SPI));
-    Ok(Some(GuestTpm {
-        chain: Shared::new(chain),
-    }))
+    Ok(GuestTpm {
+        front: Front::SpiGpio(Shared::new(chain)),
+    })
 }

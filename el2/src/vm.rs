@@ -170,7 +170,7 @@ pub struct Vm {
     pub stats: Mutex<ExitStats>,
     /// The virtio-mmio transports the guest has (for its device tree).
     pub virtio: Vec<VirtioSlot>,
-    /// The guest's TPM (on its SPI-over-GPIO bus).
+    /// The guest's TPM (on its SPI-over-GPIO bus, or the CRB of a firmware VM).
     pub tpm: Option<crate::tpm::GuestTpm>,
     /// The VM's registry identity (system-disk VMs; `None` for boot bundles).
     pub identity: Option<registry::Uuid>,
@@ -265,14 +265,15 @@ fn power_u8(p: CpuPower) -> u8 {
 impl Vm {
     /// Builds a VM whose RAM is `ram` (already allocated), with one vCPU per entry of
     /// `pcpus` (MPIDR and device-tree index of the physical CPU that will run it); `disks` become virtio-blk devices
-    /// in the first virtio-mmio slots; the TPM keeps its NV image in `tpm_nv` (or in
-    /// memory).
+    /// in the first virtio-mmio slots; the TPM, reached through `tpm_interface`, keeps
+    /// its NV image in `tpm_nv` (or in memory).
     pub fn new(
         name: &str,
         ram: GuestRam,
         pcpus: &[(u64, usize)],
         disks: Vec<Box<dyn AsyncBlock + Send>>,
         tpm_nv: Option<crate::tpm::TpmNvPlace>,
+        tpm_interface: crate::tpm::Interface,
     ) -> Result<Self, VmError> {
         let n = pcpus.len();
         let vgic =
@@ -309,20 +310,32 @@ impl Vm {
         let gicr_size = vgic.lock().gicr_region_size();
         bus.insert("gicr", guest::GICR_BASE, gicr_size, Box::new(vgic.gicr()))
             .map_err(VmError::Bus)?;
-        let tpm = crate::tpm::guest_tpm(tpm_nv).map_err(VmError::Tpm)?;
-        if let Some(tpm) = &tpm {
-            bus.insert(
-                "pl061-tpm",
-                guest::PL061_BASE,
-                guest::PL061_SIZE,
-                tpm.device(),
-            )
-            .map_err(VmError::Bus)?;
-            saved_devices.push(crate::suspend::SavedDevice {
-                name: "pl061-tpm",
-                base: guest::PL061_BASE,
-                handle: Box::new(tpm.handle()),
-            });
+        let tpm = crate::tpm::guest_tpm(tpm_nv, tpm_interface).map_err(VmError::Tpm)?;
+        match tpm.as_ref().map(|t| (t, t.interface())) {
+            Some((tpm, crate::tpm::Interface::SpiGpio)) => {
+                bus.insert(
+                    "pl061-tpm",
+                    guest::PL061_BASE,
+                    guest::PL061_SIZE,
+                    tpm.device(),
+                )
+                .map_err(VmError::Bus)?;
+                saved_devices.push(crate::suspend::SavedDevice {
+                    name: "pl061-tpm",
+                    base: guest::PL061_BASE,
+                    handle: tpm.saved(),
+                });
+            }
+            // On the bus with the firmware's devices, from its device list
+            // (`attach_firmware`).
+            Some((tpm, crate::tpm::Interface::Crb { base })) => {
+                saved_devices.push(crate::suspend::SavedDevice {
+                    name: "tpm-crb",
+                    base,
+                    handle: tpm.saved(),
+                });
+            }
+            None => {}
         }
         let mut virtio = Vec::new();
         let mut slots = VirtioSlots {
@@ -530,7 +543,8 @@ impl Vm {
     /// its boots start the firmware.
     pub fn attach_firmware(&mut self, fw: crate::firmware::Firmware) -> Result<(), VmError> {
         let slots = self.virtio_slot_numbers();
-        crate::firmware::attach(&mut self.bus, &fw, &slots).map_err(VmError::Bus)?;
+        crate::firmware::attach(&mut self.bus, &fw, &slots, self.tpm.as_ref())
+            .map_err(VmError::Bus)?;
         // The firmware's GOP framebuffer (ramfb) becomes the VM's surface once
         // the firmware configures it through fw_cfg.
         crate::display::watch_ramfb(self.ram, fw.fw_cfg.clone());

@@ -388,6 +388,279 @@ fn secure_boot_runs_the_signed_chain_to_linux_on_acpi_under_the_hypervisor() {
     let _ = std::fs::remove_file(&disk);
 }
 
+/// What the Linux at the end of the measured chain reports about its TPM: the
+/// driver bound to `tpm0`, the SHA-256 PCRs 0–15 as the TPM gives them, and the
+/// firmware's event log (base64 between two marker lines).
+const MEASURED_CMD: &str = r#"mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+echo "tpm-driver=$(basename "$(readlink /sys/class/tpm/tpm0/device/driver)")"
+for i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do echo "pcr$i=$(cat /sys/class/tpm/tpm0/pcr-sha256/$i)"; done
+echo eventlog-begin
+base64 /sys/kernel/security/tpm0/binary_bios_measurements
+echo eventlog-end
+"#;
+
+/// The bytes printed as base64 between the `eventlog-begin` and `eventlog-end`
+/// lines of `console`.
+fn event_log_from_console(console: &str) -> Vec<u8> {
+    let start = console
+        .find("\neventlog-begin\n")
+        .expect("no eventlog-begin line");
+    let rest = &console[start + "\neventlog-begin\n".len()..];
+    let end = rest.find("\neventlog-end\n").expect("no eventlog-end line");
+    let text: String = rest[..end].split_whitespace().collect();
+    decode_base64(&text).expect("the event log's base64 is damaged")
+}
+
+/// RFC 4648 base64 with padding (what busybox `base64` prints).
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for quad in bytes.chunks(4) {
+        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut v = 0u32;
+        for &c in &quad[..4 - pad] {
+            v = v << 6 | value(c)?;
+        }
+        v <<= 6 * pad as u32;
+        out.extend_from_slice(&v.to_be_bytes()[1..4 - pad]);
+    }
+    Some(out)
+}
+
+/// The SHA-256 PCR values `tpm2_eventlog` (tpm2-tools, the host side) computes by
+/// replaying `log`, with its YAML dump of the events.
+fn replay_with_tpm2_eventlog(log: &[u8]) -> (std::collections::BTreeMap<u32, String>, String) {
+    let path = Layout::detect().out.join("test-uefi-eventlog.bin");
+    std::fs::write(&path, log).expect("write the event log");
+    let out = std::process::Command::new("tpm2_eventlog")
+        .arg(&path)
+        .output()
+        .expect("run tpm2_eventlog (tpm2-tools; `cargo xtask setup` installs it)");
+    let yaml = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tpm2_eventlog refused the log: {}\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&path);
+    // The closing `pcrs:` section: per bank `  sha256:` then `    N : 0xHEX`.
+    let mut pcrs = std::collections::BTreeMap::new();
+    let pcrs_at = yaml
+        .rfind("\npcrs:")
+        .expect("tpm2_eventlog printed no pcrs");
+    let mut in_sha256 = false;
+    for line in yaml[pcrs_at..].lines().skip(2) {
+        let t = line.trim();
+        if let Some(bank) = t.strip_suffix(':') {
+            in_sha256 = bank == "sha256";
+            continue;
+        }
+        if !in_sha256 {
+            continue;
+        }
+        if let Some((n, v)) = t.split_once(':') {
+            let n: u32 = n.trim().parse().expect("a PCR index");
+            let v = v.trim().trim_start_matches("0x").to_ascii_uppercase();
+            pcrs.insert(n, v);
+        }
+    }
+    (pcrs, yaml)
+}
+
+/// Measured boot through the CRB TPM (issue 14 item 4): with Secure Boot on, the
+/// firmware finds the vTPM's CRB on the platform bus from its device tree and
+/// measures the boot into it, shim and GRUB add theirs, and Linux on ACPI drives
+/// the TPM with `tpm_crb` (the DSDT's `MSFT0101` and the TPM2 table). The event
+/// log the firmware hands Linux, replayed on the host by `tpm2_eventlog`, gives
+/// exactly the SHA-256 PCRs the TPM reports for every PCR the log extends, and
+/// the others are zero — except PCR 10, which the kernel's IMA extends (its
+/// measurements are in IMA's own log, not the firmware's). PCR 7 holds the Secure
+/// Boot policy (the `SecureBoot` variable among the logged events). An empty or
+/// truncated log cannot pass: PCRs 0–7 are checked to be extended.
+#[test]
+fn measured_boot_through_the_crb_tpm_replays_to_the_pcrs_linux_reads() {
+    let _g = boot_lock();
+    let disk = Layout::detect().out.join("test-uefi-measured.img");
+    let o = RunOptions {
+        profile: Profile::UefiAcpi,
+        secure_boot: true,
+        system_disk: Some(disk.clone()),
+        fresh: true,
+        guest_cmd: Some(MEASURED_CMD.into()),
+        ..RunOptions::headless(Default::default(), CHAIN_TIMEOUT)
+    };
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    let c = outcome.console.replace('\r', "");
+    assert!(
+        c.contains(SECURE_BOOT_ENABLED),
+        "the kernel did not log `{SECURE_BOOT_ENABLED}`\n{tail}"
+    );
+    assert_eq!(parse_console(&c).cmd_exit, Some(0), "\n{tail}");
+    assert_eq!(
+        console_value(&c, "tpm-driver"),
+        Some("tpm_crb"),
+        "tpm0 is not driven by tpm_crb\n{tail}"
+    );
+    // The TPM is the VM's: its NV image is in the record on the system disk, whose
+    // vTPM CA certifies its EKs at manufacture (the first boot of a fresh VM).
+    assert!(
+        c.contains("EK certificate(s) issued by the system disk's vTPM manufacturer CA"),
+        "\n{tail}"
+    );
+    let zero = "0".repeat(64);
+    let guest: std::collections::BTreeMap<u32, String> = (0..16)
+        .map(|i| {
+            let v = console_value(&c, &format!("pcr{i}"))
+                .unwrap_or_else(|| panic!("no PCR {i} from the guest\n{tail}"));
+            assert_eq!(v.len(), 64, "PCR {i}: {v}\n{tail}");
+            (i, v.to_ascii_uppercase())
+        })
+        .collect();
+    for i in 0..8 {
+        assert_ne!(guest[&i], zero, "PCR {i} was never extended\n{tail}");
+    }
+
+    let log = event_log_from_console(&c);
+    let (replayed, yaml) = replay_with_tpm2_eventlog(&log);
+    eprintln!(
+        "event log: {} bytes, {} events; replayed SHA-256 PCRs: {replayed:?}",
+        log.len(),
+        yaml.matches("EventNum:").count()
+    );
+    for (i, value) in &guest {
+        if *i == 10 {
+            continue;
+        }
+        let want = replayed.get(i).map_or(zero.as_str(), |v| v.as_str());
+        assert_eq!(
+            value, want,
+            "PCR {i}: the TPM's value is not the event log's replay\n{yaml}"
+        );
+    }
+    // The Secure Boot policy in PCR 7: the firmware measured the SecureBoot
+    // variable (with PK, KEK, db, dbx).
+    assert!(
+        yaml.contains("UnicodeName: SecureBoot"),
+        "no SecureBoot variable event in the log\n{yaml}"
+    );
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    assert!(!c.contains("data abort injected"), "\n{tail}");
+    let _ = std::fs::remove_file(&disk);
+}
+
+#[test]
+fn base64_decoding_matches_rfc_4648() {
+    assert_eq!(decode_base64("").unwrap(), b"");
+    assert_eq!(decode_base64("Zg==").unwrap(), b"f");
+    assert_eq!(decode_base64("Zm8=").unwrap(), b"fo");
+    assert_eq!(decode_base64("Zm9vYmFy").unwrap(), b"foobar");
+    assert!(decode_base64("Zm9").is_none());
+    assert!(decode_base64("Zm9*").is_none());
+}
+
+/// Hostile CRB accesses from the shell's `mm` (the firmware VM's TPM at the
+/// platform bus's base, 0x0c00_0000): a START from a locality that is not active
+/// (ignored with a log line), a command whose header declares 4 GiB started from
+/// locality 0 (the engine answers with an error; nothing overruns the 3968-byte
+/// buffer), a 64-bit read of the response address, a byte write into the middle
+/// of TPM_CRB_CTRL_REQ, and a locality-4 request while 0 holds the TPM. (`mm
+/// -MMIO`, one access each: with `-MEM` the shell's `CopyMem` stores a 4-byte
+/// value twice and a byte three times, which would START a command again on its
+/// own response.) The VM then resets: the bus reset gives the TPM _TPM_Init and
+/// the firmware starts it again (TPM2_Startup) while measuring its boot. In the
+/// new shell a TPM2_GetRandom of 8 bytes written into the buffer by hand
+/// succeeds (response size 20, TPM_RC_SUCCESS, 8 bytes) — which it could not if
+/// the firmware had not started the TPM after the reset (TPM_RC_INITIALIZE, 10
+/// bytes) — and the VM powers off: nothing the guest wrote stopped the TPM, the
+/// firmware or the hypervisor.
+#[test]
+fn hostile_crb_accesses_from_the_shell_leave_the_tpm_working() {
+    let _g = boot_lock();
+    // TPM2_GetRandom(8): tag 0x8001, size 12, code 0x17B, bytesRequested 8, as
+    // little-endian words of the buffer.
+    let o = uefi(
+        "uefi-crb-hostile.script",
+        "expect Shell> \n\
+         send mm 0xc00104c 1 -w 1 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000008 1 -w 4 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000080 0xffffffff -w 4 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000084 0xffffffff -w 4 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc00004c 1 -w 1 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000068 -w 8 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000041 0xff -w 1 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc004008 1 -w 4 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send reset\\r\n\
+         expect UEFI firmware\n\
+         expect Shell> \n\
+         send mm 0xc000008 1 -w 4 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000080 0x00000180 -w 4 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000084 0x00000c00 -w 4 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000088 0x08007b01 -w 4 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc00004c 1 -w 1 -MMIO -n\\r\n\
+         expect Shell> \n\
+         send mm 0xc000084 -w 4 -MMIO -n\\r\n\
+         expect 0x00001400\n\
+         expect Shell> \n\
+         send mm 0xc000088 -w 4 -MMIO -n\\r\n\
+         expect 0x08000000\n\
+         expect Shell> \n\
+         send reset -s\\r\n",
+    );
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let c = &outcome.console;
+    assert!(
+        c.contains("vtpm-crb: write 0x1 to register 0x4c of locality 1 ignored"),
+        "the START from locality 1 did not reach the CRB model\n{tail}"
+    );
+    assert!(
+        c.contains("vtpm: bad command tag 0xffff"),
+        "the garbage command did not reach the engine\n{tail}"
+    );
+    assert!(
+        c.contains("0x000000000C000084 : 0x00001400")
+            && c.contains("0x000000000C000088 : 0x08000000"),
+        "TPM2_GetRandom after the reset did not succeed\n{tail}"
+    );
+    assert_eq!(
+        c.matches("UEFI Interactive Shell").count(),
+        2,
+        "one shell per boot\n{tail}"
+    );
+    assert!(c.contains("VM 'uefi' powered off"), "\n{tail}");
+    assert!(!c.contains("data abort injected"), "\n{tail}");
+}
+
 /// The firmware's GOP framebuffer is the VM's surface: the hypervisor offers
 /// `etc/ramfb` in fw_cfg, EDK2's QemuRamfbDxe configures it (a big-endian
 /// `RAMFBCfg` written by fw_cfg DMA) and draws its consoles into it with plain
