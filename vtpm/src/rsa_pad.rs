@@ -24,13 +24,14 @@ use alloc::vec::Vec;
 use rsa::traits::PublicKeyParts;
 use rsa::{Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPrivateKey, RsaPublicKey};
 use sha1::Sha1;
-use sha2::{Sha256, Sha384};
+use sha2::{Sha256, Sha384, Sha512};
 
 fn pkcs1v15_sign_scheme(h: HashAlg) -> Pkcs1v15Sign {
     match h {
         HashAlg::Sha1 => Pkcs1v15Sign::new::<Sha1>(),
         HashAlg::Sha256 => Pkcs1v15Sign::new::<Sha256>(),
         HashAlg::Sha384 => Pkcs1v15Sign::new::<Sha384>(),
+        HashAlg::Sha512 => Pkcs1v15Sign::new::<Sha512>(),
     }
 }
 
@@ -47,6 +48,7 @@ fn pss_scheme(h: HashAlg, salt_len: usize) -> Pss {
         HashAlg::Sha1 => Pss::new_with_salt::<Sha1>(salt_len),
         HashAlg::Sha256 => Pss::new_with_salt::<Sha256>(salt_len),
         HashAlg::Sha384 => Pss::new_with_salt::<Sha384>(salt_len),
+        HashAlg::Sha512 => Pss::new_with_salt::<Sha512>(salt_len),
     }
 }
 
@@ -56,6 +58,7 @@ fn oaep_scheme(h: HashAlg, label: &str) -> Oaep {
         HashAlg::Sha1 => Oaep::new::<Sha1>(),
         HashAlg::Sha256 => Oaep::new::<Sha256>(),
         HashAlg::Sha384 => Oaep::new::<Sha384>(),
+        HashAlg::Sha512 => Oaep::new::<Sha512>(),
     };
     o.label = (!label.is_empty()).then(|| String::from(label));
     o

@@ -22,7 +22,8 @@ use alloc::vec::Vec;
 use vdev::RestoreError;
 
 /// Version of the volatile-state layout.
-pub const VOLATILE_VERSION: u32 = 4;
+/// Version 5 added the SHA-512 PCR bank (its allocation mask and values).
+pub const VOLATILE_VERSION: u32 = 5;
 /// Objects or sessions a blob may carry (more is malformed).
 const MAX_SNAPSHOT_ENTRIES: usize = 64;
 
@@ -161,8 +162,15 @@ impl Tpm {
             _ => Err(RestoreError::Malformed),
         };
         let started = flag(&mut r)?;
-        let mut alloc = [0u32; 3];
-        for a in &mut alloc {
+        // Before version 5 there was no SHA-512 bank: it stays unallocated.
+        let banks: &[HashAlg] = if version >= 5 {
+            &HashAlg::ALL
+        } else {
+            &HashAlg::ALL[..3]
+        };
+        let mut alloc = [0u32; crate::pcr::BANKS];
+        for h in banks {
+            let a = &mut alloc[h.index()];
             *a = r.u32().map_err(m)?;
             if *a & !ALL_PCRS != 0 {
                 return Err(RestoreError::Malformed);
@@ -182,7 +190,7 @@ impl Tpm {
             _ => return Err(RestoreError::Malformed),
         };
         let mut pcrs = PcrBanks::new();
-        for h in HashAlg::ALL {
+        for &h in banks {
             for i in 0..PCR_COUNT {
                 pcrs.values[h.index()][i] =
                     Digest::from_slice(r.bytes(h.digest_size()).map_err(m)?);

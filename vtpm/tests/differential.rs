@@ -315,7 +315,7 @@ impl Diff {
 }
 
 /// The PCR banks both TPMs implement.
-const BANKS: &str = "sha1:all+sha256:all+sha384:all";
+const BANKS: &str = "sha1:all+sha256:all+sha384:all+sha512:all";
 
 #[test]
 fn differential_against_swtpm() {
@@ -358,7 +358,7 @@ fn differential_against_swtpm() {
     let file = scratch("data").join("data.bin");
     std::fs::write(&file, b"The quick brown fox jumps over the lazy dog").unwrap();
     let f = file.to_str().unwrap();
-    for alg in ["sha1", "sha256", "sha384"] {
+    for alg in ["sha1", "sha256", "sha384", "sha512"] {
         let a = tool(&mut ours, &["tpm2_hash", "-g", alg, "--hex", f]);
         let b = tool(&mut sw, &["tpm2_hash", "-g", alg, "--hex", f]);
         assert!(a.0 && b.0, "tpm2_hash {alg}");
@@ -6752,4 +6752,253 @@ fn differential_commit_ecdaa() {
         quote_codes[1],
     );
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// A TPML_PCR_SELECTION of `banks`, each (hash id, PCR bit mask).
+fn pcr_sel(banks: &[(u16, u32)]) -> Vec<u8> {
+    let mut v = (banks.len() as u32).to_be_bytes().to_vec();
+    for (alg, mask) in banks {
+        v.extend(alg.to_be_bytes());
+        v.push(3);
+        v.extend(&mask.to_le_bytes()[..3]);
+    }
+    v
+}
+
+/// The four hashes both TPMs implement, in TPM_ALG_ID order.
+const HASHES: [(u16, usize); 4] = [(0x04, 20), (0x0B, 32), (0x0C, 48), (0x0D, 64)];
+
+/// PCR_Extend of `pcr` with one digest per hash in `algs` (bytes `fill`).
+fn extend_cmd(pcr: u32, algs: &[(u16, usize)], fill: u8) -> Vec<u8> {
+    let mut p = (algs.len() as u32).to_be_bytes().to_vec();
+    for (alg, size) in algs {
+        p.extend(alg.to_be_bytes());
+        p.extend(vec![fill; *size]);
+    }
+    cmd(S, 0x182, &[pcr], Some(&pw(1, &[], b"")), &p)
+}
+
+/// The SHA-512 PCR bank, PCR_Allocate taking effect at the next TPM Reset
+/// (and not at Resume or Restart, and persisted across a restart of our
+/// simulator), and the PCR update counter — which PCR_Read returns — against
+/// swtpm: the counter moves once per allocated bank an extend, event or event
+/// sequence touches, once per reset, once per PCR a startup initialises, and
+/// never for the TPM_PT_PCR_NO_INCREMENT PCRs (16, 21–23). Every PCR_Read
+/// response is compared whole, update counter included.
+#[test]
+fn differential_sha512_bank_allocation_and_pcr_update_counter() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_sha512_bank_allocation_and_pcr_update_counter: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let dir = scratch("vtpm-sha512");
+    let mut ours = Vtpm::start_in(dir.clone());
+    mssim_platform(&mut ours, 1);
+    assert_eq!(rc(&ours.raw(0, &cmd(NS, 0x144, &[], None, &[0, 0]))), 0);
+    let mut d = Diff(Vec::new());
+
+    // PCR_Read of every bank over PCRs 0–2, 16 and 23 (at most eight digests
+    // a read), each response whole.
+    let read = |t: &mut dyn Tpm| -> Vec<u8> {
+        let all = |m: u32| pcr_sel(&HASHES.map(|(a, _)| (a, m)));
+        let mut out = Vec::new();
+        for mask in [0b11, 1 << 2 | 1 << 16, 1 << 23] {
+            out.extend(t.raw(0, &cmd(NS, 0x17E, &[], None, &all(mask))));
+        }
+        out
+    };
+    let get_pcrs = |t: &mut dyn Tpm| {
+        t.raw(
+            0,
+            &cmd(NS, 0x17A, &[], None, &[0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 1]),
+        )
+    };
+    let platform = |t: &mut dyn Tpm, code: u32, params: &[u8]| {
+        t.raw(
+            0,
+            &cmd(S, code, &[0x4000_000C], Some(&pw(1, &[], b"")), params),
+        )
+    };
+    let compare = |d: &mut Diff,
+                   what: &str,
+                   ours: &mut Vtpm,
+                   sw: &mut Swtpm,
+                   f: &dyn Fn(&mut dyn Tpm) -> Vec<u8>| {
+        let (a, b) = (f(ours), f(sw));
+        d.eq(what, format!("{a:02x?}"), format!("{b:02x?}"));
+        a
+    };
+    let startup = |t: &mut dyn Tpm, ty: u8| t.raw(0, &cmd(NS, 0x144, &[], None, &[0, ty]));
+    let shutdown = |t: &mut dyn Tpm, ty: u8| t.raw(0, &cmd(NS, 0x145, &[], None, &[0, ty]));
+
+    let fresh = compare(&mut d, "fresh", &mut ours, &mut sw, &read);
+    // The counter after Startup(CLEAR): one update per PCR outside
+    // TPM_PT_PCR_NO_INCREMENT.
+    assert_eq!(u32::from_be_bytes(fresh[10..14].try_into().unwrap()), 20);
+    let scenario: Vec<(&str, Step)> = vec![
+        (
+            "extend 0 sha256",
+            Box::new(|t| t.raw(0, &extend_cmd(0, &HASHES[1..2], 0x11))),
+        ),
+        (
+            "extend 0 every bank",
+            Box::new(|t| t.raw(0, &extend_cmd(0, &HASHES, 0x22))),
+        ),
+        (
+            "extend 16",
+            Box::new(|t| t.raw(0, &extend_cmd(16, &HASHES, 0x33))),
+        ),
+        (
+            "extend 23",
+            Box::new(|t| t.raw(0, &extend_cmd(23, &HASHES[3..], 0x44))),
+        ),
+        (
+            "reset 16",
+            Box::new(|t| t.raw(0, &cmd(S, 0x13D, &[16], Some(&pw(1, &[], b"")), &[]))),
+        ),
+        (
+            "PCR_Event 1",
+            Box::new(|t| {
+                t.raw(
+                    0,
+                    &cmd(
+                        S,
+                        0x13C,
+                        &[1],
+                        Some(&pw(1, &[], b"")),
+                        &[0, 3, b'a', b'b', b'c'],
+                    ),
+                )
+            }),
+        ),
+        (
+            "event sequence into PCR 2",
+            Box::new(|t| {
+                let r = t.raw(0, &cmd(NS, 0x186, &[], None, &[0, 0, 0, 0x10]));
+                assert_eq!(rc(&r), 0, "HashSequenceStart");
+                let seq = u32::from_be_bytes(r[10..14].try_into().unwrap());
+                let two = [pw(1, &[], b""), pw(0, &[], b"")].concat();
+                t.raw(
+                    0,
+                    &cmd(S, 0x185, &[2, seq], Some(&two), &[0, 4, 1, 2, 3, 4]),
+                )
+            }),
+        ),
+        // Allocate: no SHA-1 bank. Not in force before the next TPM Reset.
+        (
+            "PCR_Allocate without SHA-1",
+            Box::new(|t| platform(t, 0x12B, &pcr_sel(&[(0x04, 0), (0x0D, 0xFF_FFFF)]))),
+        ),
+        (
+            "extend 0 every bank, allocation pending",
+            Box::new(|t| t.raw(0, &extend_cmd(0, &HASHES, 0x55))),
+        ),
+        (
+            "Shutdown(STATE) refused while an allocation is pending",
+            Box::new(|t| shutdown(t, 1)),
+        ),
+        ("Shutdown(CLEAR)", Box::new(|t| shutdown(t, 0))),
+    ];
+    for (name, step) in &scenario {
+        compare(&mut d, name, &mut ours, &mut sw, step.as_ref());
+        compare(
+            &mut d,
+            &format!("PCRs after {name}"),
+            &mut ours,
+            &mut sw,
+            &read,
+        );
+        compare(
+            &mut d,
+            &format!("TPM_CAP_PCRS after {name}"),
+            &mut ours,
+            &mut sw,
+            &get_pcrs,
+        );
+    }
+    // Our simulator restarts from its state directory (the allocation is in
+    // its NV image); swtpm power-cycles.
+    ours.stop();
+    let mut ours = Vtpm::start_in(dir);
+    mssim_platform(&mut ours, 1);
+    sw.power_cycle();
+    let scenario: Vec<(&str, Step)> = vec![
+        (
+            "Startup(CLEAR): the new allocation",
+            Box::new(|t| startup(t, 0)),
+        ),
+        (
+            "extend 0 every bank (SHA-1 unallocated)",
+            Box::new(|t| t.raw(0, &extend_cmd(0, &HASHES, 0x66))),
+        ),
+        ("Shutdown(STATE)", Box::new(|t| shutdown(t, 1))),
+        (
+            "power cycle",
+            Box::new(|t| {
+                t.power_cycle();
+                Vec::new()
+            }),
+        ),
+        ("Startup(STATE): resume", Box::new(|t| startup(t, 1))),
+        (
+            "extend 17 at locality 0 refused",
+            Box::new(|t| t.raw(0, &extend_cmd(17, &HASHES, 0x77))),
+        ),
+        ("Shutdown(STATE) again", Box::new(|t| shutdown(t, 1))),
+        (
+            "power cycle again",
+            Box::new(|t| {
+                t.power_cycle();
+                Vec::new()
+            }),
+        ),
+        ("Startup(CLEAR): restart", Box::new(|t| startup(t, 0))),
+        (
+            "PCR_Allocate every bank",
+            Box::new(|t| platform(t, 0x12B, &pcr_sel(&HASHES.map(|(a, _)| (a, 0xFF_FFFF))))),
+        ),
+        (
+            "Shutdown(CLEAR) after the allocation",
+            Box::new(|t| shutdown(t, 0)),
+        ),
+        (
+            "power cycle once more",
+            Box::new(|t| {
+                t.power_cycle();
+                Vec::new()
+            }),
+        ),
+        (
+            "Startup(CLEAR): every bank again",
+            Box::new(|t| startup(t, 0)),
+        ),
+    ];
+    for (name, step) in &scenario {
+        compare(&mut d, name, &mut ours, &mut sw, step.as_ref());
+        if !name.starts_with("power") {
+            compare(
+                &mut d,
+                &format!("PCRs after {name}"),
+                &mut ours,
+                &mut sw,
+                &read,
+            );
+            compare(
+                &mut d,
+                &format!("TPM_CAP_PCRS after {name}"),
+                &mut ours,
+                &mut sw,
+                &get_pcrs,
+            );
+        }
+    }
+    ours.stop_and_remove();
+    assert!(
+        d.0.is_empty(),
+        "{} differences:\n{}",
+        d.0.len(),
+        d.0.join("\n")
+    );
 }

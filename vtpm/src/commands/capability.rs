@@ -22,7 +22,7 @@ pub const SPEC_DAY_OF_YEAR: u32 = 312;
 pub const SPEC_YEAR: u32 = 2019;
 
 /// Implemented algorithms and their TPMA_ALGORITHM, ascending by ID.
-const ALGORITHMS: [(u16, u32); 12] = [
+const ALGORITHMS: [(u16, u32); 13] = [
     (ids::RSA, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
     (alg::SHA1, alg::ATTR_HASH),
     (alg::HMAC, alg::ATTR_HASH | alg::ATTR_SIGNING),
@@ -30,6 +30,7 @@ const ALGORITHMS: [(u16, u32); 12] = [
     (alg::XOR, alg::ATTR_SYMMETRIC | alg::ATTR_HASH),
     (alg::SHA256, alg::ATTR_HASH),
     (alg::SHA384, alg::ATTR_HASH),
+    (alg::SHA512, alg::ATTR_HASH),
     (ids::RSASSA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
     (ids::RSAES, alg::ATTR_ASYMMETRIC | alg::ATTR_ENCRYPTING),
     (ids::RSAPSS, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
