@@ -264,6 +264,7 @@ pub mod alg {
     pub const ATTR_HASH: u32 = 1 << 2;
     pub const ATTR_ENCRYPTING: u32 = 1 << 9;
     pub const ATTR_SIGNING: u32 = 1 << 8;
+    pub const ATTR_METHOD: u32 = 1 << 10;
 }
 
 /// TPM_CAP capability selectors.
