@@ -52,7 +52,7 @@ const ALGORITHMS: [(u16, u32); 19] = [
 ];
 
 /// The implemented ECC curves (TPM_CAP_ECC_CURVES), ascending.
-const ECC_CURVES: [u16; 1] = [ids::NIST_P256];
+const ECC_CURVES: [u16; 2] = [ids::NIST_P256, ids::NIST_P384];
 
 fn four_cc(b: [u8; 4]) -> u32 {
     u32::from_be_bytes(b)
