@@ -7445,3 +7445,97 @@ fn differential_ecc_p384() {
     let _ = std::fs::remove_dir_all(&db);
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }
+
+/// A quote over the SHA-384 and SHA-512 banks by a P-384 attestation key
+/// (ECDSA-SHA-384), after extends of both banks: the PCR values quoted are
+/// swtpm's, `tpm2_checkquote` accepts the quote (recomputing the PCR digest
+/// from them) and refuses it with another nonce, as with swtpm.
+#[test]
+fn differential_quote_over_sha384_and_sha512_banks_with_a_p384_key() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_quote_over_sha384_and_sha512_banks_with_a_p384_key: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm-quote512"));
+    let mut d = Diff(Vec::new());
+    let ak = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign|restricted";
+    let ext = format!("15:sha384={},sha512={}", "42".repeat(48), "24".repeat(64));
+    let quote_check = |nonce: &'static str| -> Vec<String> {
+        [
+            "tpm2_checkquote",
+            "-u",
+            "ak.pem",
+            "-m",
+            "q.msg",
+            "-s",
+            "q.sig",
+            "-f",
+            "q.pcrs",
+            "-g",
+            "sha384",
+            "-q",
+            nonce,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let (good, bad) = (quote_check("0badc0de"), quote_check("0badc0df"));
+    let good: Vec<&str> = good.iter().map(String::as_str).collect();
+    let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_pcrextend", &ext],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "e",
+            "-G",
+            "ecc384:ecdsa-sha384:null",
+            "-a",
+            ak,
+            "-c",
+            "ak.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_readpublic",
+            "-Q",
+            "-c",
+            "ak.ctx",
+            "-o",
+            "ak.pem",
+            "-f",
+            "pem",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_quote",
+            "-c",
+            "ak.ctx",
+            "-l",
+            "sha384:0,15+sha512:0,15,16",
+            "-q",
+            "0badc0de",
+            "-m",
+            "q.msg",
+            "-s",
+            "q.sig",
+            "-o",
+            "q.pcrs",
+            "-g",
+            "sha384",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &good,
+        &bad,
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &["q.pcrs"], &mut d);
+    ours.stop_and_remove();
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.0, i != 9, "step {:?}: {o:?}", steps[i]);
+    }
+}
