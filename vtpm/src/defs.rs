@@ -255,6 +255,7 @@ pub mod alg {
     pub const HMAC: u16 = 0x0005;
     pub const SHA256: u16 = 0x000B;
     pub const SHA384: u16 = 0x000C;
+    pub const SHA512: u16 = 0x000D;
     pub const NULL: u16 = 0x0010;
     pub const KDF1_SP800_56A: u16 = 0x0020;
     pub const ATTR_ASYMMETRIC: u32 = 1 << 0;
@@ -263,6 +264,7 @@ pub mod alg {
     pub const ATTR_HASH: u32 = 1 << 2;
     pub const ATTR_ENCRYPTING: u32 = 1 << 9;
     pub const ATTR_SIGNING: u32 = 1 << 8;
+    pub const ATTR_METHOD: u32 = 1 << 10;
 }
 
 /// TPM_CAP capability selectors.
@@ -429,8 +431,11 @@ pub mod limits {
     pub const PCR_COUNT: usize = 24;
     /// Bytes of a PCR select bitmap (PCR_SELECT_MIN = PCR_SELECT_MAX).
     pub const PCR_SELECT: usize = 3;
-    /// Largest digest of an implemented hash (SHA-384).
-    pub const MAX_DIGEST: usize = 48;
+    /// Largest digest of an implemented hash (SHA-512).
+    pub const MAX_DIGEST: usize = 64;
+    /// Largest hierarchy authValue: the digest of the context integrity hash
+    /// (TPM_PT_CONTEXT_HASH, SHA-384).
+    pub const MAX_HIERARCHY_AUTH: usize = 48;
     /// sizeof(TPMU_HA): the largest TPM2B_DIGEST/NONCE/AUTH the unmarshaller accepts.
     pub const TPMU_HA_SIZE: usize = 64;
     /// MAX_DIGEST_BUFFER / MAX_EVENT_DATA: TPM2B_MAX_BUFFER, TPM2B_EVENT limit.

@@ -127,6 +127,7 @@ impl EkKind {
             y,
             exponent: 0,
             ecdaa_count: 0,
+            curve: crate::public::Curve::P256,
         }
     }
 

@@ -1,11 +1,11 @@
-//! The hash algorithms this TPM implements (SHA-1, SHA-256, SHA-384) and HMAC over
+//! The hash algorithms this TPM implements (SHA-1, SHA-256, SHA-384, SHA-512) and HMAC over
 //! them, through RustCrypto. [`Digest`] is a fixed-capacity value type so the
 //! engine never allocates for a digest.
 
 use crate::defs::{alg, limits};
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
-use sha2::{Sha256, Sha384};
+use sha2::{Sha256, Sha384, Sha512};
 
 /// An implemented hash algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -13,6 +13,7 @@ pub enum HashAlg {
     Sha1,
     Sha256,
     Sha384,
+    Sha512,
 }
 
 /// A digest of at most [`limits::MAX_DIGEST`] bytes.
@@ -55,13 +56,19 @@ impl Digest {
 
 impl HashAlg {
     /// All implemented hashes in TPM_ALG_ID order.
-    pub const ALL: [HashAlg; 3] = [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384];
+    pub const ALL: [HashAlg; 4] = [
+        HashAlg::Sha1,
+        HashAlg::Sha256,
+        HashAlg::Sha384,
+        HashAlg::Sha512,
+    ];
 
     pub fn from_id(id: u16) -> Option<Self> {
         match id {
             alg::SHA1 => Some(HashAlg::Sha1),
             alg::SHA256 => Some(HashAlg::Sha256),
             alg::SHA384 => Some(HashAlg::Sha384),
+            alg::SHA512 => Some(HashAlg::Sha512),
             _ => None,
         }
     }
@@ -70,6 +77,7 @@ impl HashAlg {
             HashAlg::Sha1 => alg::SHA1,
             HashAlg::Sha256 => alg::SHA256,
             HashAlg::Sha384 => alg::SHA384,
+            HashAlg::Sha512 => alg::SHA512,
         }
     }
     /// Index of this hash in [`HashAlg::ALL`] (the PCR bank index).
@@ -81,6 +89,7 @@ impl HashAlg {
             HashAlg::Sha1 => 20,
             HashAlg::Sha256 => 32,
             HashAlg::Sha384 => 48,
+            HashAlg::Sha512 => 64,
         }
     }
     /// Hash of the concatenation of `parts`.
@@ -96,6 +105,7 @@ impl HashAlg {
             HashAlg::Sha1 => run::<Sha1>(parts),
             HashAlg::Sha256 => run::<Sha256>(parts),
             HashAlg::Sha384 => run::<Sha384>(parts),
+            HashAlg::Sha512 => run::<Sha512>(parts),
         }
     }
     /// HMAC keyed with `key` over the concatenation of `parts`.
@@ -113,6 +123,7 @@ impl HashAlg {
             HashAlg::Sha1 => run::<Hmac<Sha1>>(key, parts),
             HashAlg::Sha256 => run::<Hmac<Sha256>>(key, parts),
             HashAlg::Sha384 => run::<Hmac<Sha384>>(key, parts),
+            HashAlg::Sha512 => run::<Hmac<Sha512>>(key, parts),
         }
     }
 }
@@ -136,6 +147,18 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(HashAlg::Sha384.digest(&[b""]).as_bytes().len(), 48);
+        // FIPS 180-4 SHA-512("abc").
+        assert_eq!(
+            hex(&HashAlg::Sha512.digest(&[b"ab", b"c"])),
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+             2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+        );
+        // RFC 4231 test case 2, HMAC-SHA-512.
+        assert_eq!(
+            hex(&HashAlg::Sha512.hmac(b"Jefe", &[b"what do ya want for nothing?"])),
+            "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554\
+             9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
+        );
         // RFC 4231 test case 2.
         assert_eq!(
             hex(&HashAlg::Sha256.hmac(b"Jefe", &[b"what do ya want ", b"for nothing?"])),
@@ -149,6 +172,7 @@ mod tests {
             assert_eq!(HashAlg::from_id(h.id()), Some(h));
             assert_eq!(HashAlg::ALL[h.index()], h);
         }
-        assert_eq!(HashAlg::from_id(0x0D), None);
+        assert_eq!(HashAlg::from_id(0x0D), Some(HashAlg::Sha512));
+        assert_eq!(HashAlg::from_id(0x0E), None);
     }
 }

@@ -199,7 +199,7 @@ mod tests {
             Ok((HashAlg::Sha256, 0x80_0001))
         );
         assert_eq!(
-            Reader::new(&[0, 0x0D, 3, 1, 0, 0]).pcr_selection(),
+            Reader::new(&[0, 0x0E, 3, 1, 0, 0]).pcr_selection(),
             Err(rc::HASH)
         );
         assert_eq!(
@@ -207,7 +207,7 @@ mod tests {
             Err(rc::VALUE)
         );
         assert_eq!(
-            Reader::new(&[0, 0, 0, 4]).pcr_selection_list(),
+            Reader::new(&[0, 0, 0, 5]).pcr_selection_list(),
             Err(rc::SIZE)
         );
     }

@@ -54,7 +54,7 @@ impl NvStore for MemNvStore {
 
 const MAGIC: [u8; 4] = *b"VTNV";
 /// Current layout version.
-pub const NV_VERSION: u32 = 6;
+pub const NV_VERSION: u32 = 7;
 const CHECKSUM_LEN: usize = 32;
 
 /// How the TPM was last shut down.
@@ -183,6 +183,10 @@ pub struct Persistent {
     pub pp_commands: Vec<u32>,
     pub pcr_policy: Option<(HashAlg, Digest)>,
     pub audit: AuditSettings,
+    // Layout version 7 stores the SHA-512 bank's masks of `allocation` and of
+    // the saved state's allocation after the version-6 fields; an older image
+    // loads with the SHA-512 bank unallocated, as the TPM that wrote it had no
+    // such bank.
 }
 
 /// Dictionary-attack parameters.
@@ -350,6 +354,10 @@ impl Persistent {
                 .bytes(&s.commit.nonce)
                 .u64(s.commit.counter)
                 .u64(s.commit.outstanding);
+        }
+        p.u32(self.allocation.mask(HashAlg::Sha512));
+        if let Some(s) = &self.saved {
+            p.u32(s.allocation.mask(HashAlg::Sha512));
         }
         let mut w = Writer::new();
         w.bytes(&MAGIC)
@@ -532,6 +540,13 @@ impl Persistent {
                 s.commit.outstanding = r.u64().map_err(c)?;
             }
         }
+        let mut allocation = allocation;
+        if version >= 7 {
+            allocation.0[HashAlg::Sha512.index()] = decode_mask(&mut r)?;
+            if let Some(s) = &mut saved {
+                s.allocation.0[HashAlg::Sha512.index()] = decode_mask(&mut r)?;
+            }
+        }
         if r.remaining() != 0 {
             return Err(NvError::Corrupt);
         }
@@ -596,21 +611,31 @@ fn decode_codes(r: &mut Reader) -> Result<Vec<u32>, NvError> {
     Ok(v)
 }
 
+/// The banks of layout versions up to 6, stored where the allocation is; the
+/// SHA-512 bank's mask follows the version-6 fields.
+const V6_BANKS: [HashAlg; 3] = [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384];
+
 fn encode_allocation(w: &mut Writer, a: &Allocation) {
-    for m in a.0 {
-        w.u32(m);
+    for h in V6_BANKS {
+        w.u32(a.mask(h));
     }
 }
 
-fn decode_allocation(r: &mut Reader) -> Result<Allocation, NvError> {
-    let mut a = [0u32; 3];
-    for m in &mut a {
-        *m = r.u32().map_err(|_| NvError::Corrupt)?;
-        if *m & !ALL_PCRS != 0 {
-            return Err(NvError::Corrupt);
-        }
+fn decode_mask(r: &mut Reader) -> Result<u32, NvError> {
+    let m = r.u32().map_err(|_| NvError::Corrupt)?;
+    if m & !ALL_PCRS != 0 {
+        return Err(NvError::Corrupt);
     }
-    Ok(Allocation(a))
+    Ok(m)
+}
+
+/// The version-6 part of an allocation; the SHA-512 bank starts unallocated.
+fn decode_allocation(r: &mut Reader) -> Result<Allocation, NvError> {
+    let mut a = Allocation([0; crate::pcr::BANKS]);
+    for h in V6_BANKS {
+        a.0[h.index()] = decode_mask(r)?;
+    }
+    Ok(a)
 }
 
 #[cfg(test)]
@@ -684,6 +709,18 @@ mod tests {
     /// authValue and audit digest (2 + 2), the commit nonce, counter and
     /// outstanding map (48 + 8 + 8).
     const V6_TAIL: usize = 4 + 6 + 4 + 10 + 6 + 4 + SEED_SIZE + 16;
+    /// Bytes the version-7 fields take in [`sample`]'s image: the SHA-512
+    /// masks of the allocation and of the saved state's allocation.
+    const V7_TAIL: usize = 8;
+
+    /// `p` as a TPM without a SHA-512 bank would have stored it.
+    fn without_sha512_bank(mut p: Persistent) -> Persistent {
+        p.allocation.0[HashAlg::Sha512.index()] = 0;
+        if let Some(s) = &mut p.saved {
+            s.allocation.0[HashAlg::Sha512.index()] = 0;
+        }
+        p
+    }
 
     /// `body` (an image without its checksum) relabelled as `version`, with
     /// the last `drop` bytes removed, and checksummed.
@@ -709,8 +746,8 @@ mod tests {
         // Drop the version-3, -4, -5 and -6 fields (an empty list: u16 0; DA
         // parameters and disableClear: 13 bytes; no NV index and the max
         // counter: 10 bytes) and relabel.
-        let v2 = relabel(body, 2, 25 + V6_TAIL);
-        assert_eq!(Persistent::decode(&v2), Ok(p));
+        let v2 = relabel(body, 2, 25 + V6_TAIL + V7_TAIL);
+        assert_eq!(Persistent::decode(&v2), Ok(without_sha512_bank(p)));
     }
 
     /// A version-5 image (before the platform, PCR-group, audit and commit
@@ -721,9 +758,9 @@ mod tests {
     fn version_5_image_upgrades() {
         let p = sample();
         let img = p.encode();
-        let v5 = relabel(&img[..img.len() - CHECKSUM_LEN], 5, V6_TAIL);
+        let v5 = relabel(&img[..img.len() - CHECKSUM_LEN], 5, V6_TAIL + V7_TAIL);
         let up = Persistent::decode(&v5).unwrap();
-        assert_eq!(up, p);
+        assert_eq!(up, without_sha512_bank(p));
         assert_eq!(up.pp_commands, [crate::defs::cc::PP_COMMANDS]);
         assert_eq!(up.audit, AuditSettings::default());
         let again = up.encode();
@@ -732,6 +769,31 @@ mod tests {
             NV_VERSION
         );
         assert_eq!(Persistent::decode(&again), Ok(up));
+    }
+
+    /// A version-6 image (three PCR banks) upgrades with the SHA-512 bank
+    /// unallocated in the allocation and the saved state; the SHA-512 masks
+    /// round-trip in version 7, and a mask naming PCRs beyond the 24 is refused.
+    #[test]
+    fn version_6_image_upgrades_without_a_sha512_bank() {
+        let mut p = sample();
+        if let Some(s) = &mut p.saved {
+            s.allocation.0[HashAlg::Sha512.index()] = 0x00_00F0;
+        }
+        p.allocation.0[HashAlg::Sha512.index()] = 0x12_3456;
+        let img = p.encode();
+        assert_eq!(Persistent::decode(&img), Ok(p.clone()));
+        let v6 = relabel(&img[..img.len() - CHECKSUM_LEN], 6, V7_TAIL);
+        let up = Persistent::decode(&v6).unwrap();
+        assert_eq!(up, without_sha512_bank(p.clone()));
+        assert_eq!(up.allocation.mask(HashAlg::Sha256), ALL_PCRS);
+        let mut body = img[..img.len() - CHECKSUM_LEN].to_vec();
+        let n = body.len();
+        body[n - 8..n - 4].copy_from_slice(&0x0100_0000u32.to_be_bytes());
+        assert_eq!(
+            Persistent::decode(&relabel(&body, NV_VERSION, 0)),
+            Err(NvError::Corrupt)
+        );
     }
 
     /// The version-6 fields round-trip, and damaged ones (checksum intact)

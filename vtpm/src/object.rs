@@ -8,7 +8,7 @@ use crate::hash::{Digest, HashAlg};
 use crate::public::Public;
 use alloc::vec::Vec;
 use sha1::Sha1;
-use sha2::{Digest as _, Sha256, Sha384};
+use sha2::{Digest as _, Sha256, Sha384, Sha512};
 
 /// A running hash of one algorithm.
 #[derive(Debug, Clone)]
@@ -16,6 +16,7 @@ pub enum HashState {
     Sha1(Sha1),
     Sha256(Sha256),
     Sha384(Sha384),
+    Sha512(Sha512),
 }
 
 impl HashState {
@@ -24,6 +25,7 @@ impl HashState {
             HashAlg::Sha1 => HashState::Sha1(Sha1::new()),
             HashAlg::Sha256 => HashState::Sha256(Sha256::new()),
             HashAlg::Sha384 => HashState::Sha384(Sha384::new()),
+            HashAlg::Sha512 => HashState::Sha512(Sha512::new()),
         }
     }
     pub fn alg(&self) -> HashAlg {
@@ -31,6 +33,7 @@ impl HashState {
             HashState::Sha1(_) => HashAlg::Sha1,
             HashState::Sha256(_) => HashAlg::Sha256,
             HashState::Sha384(_) => HashAlg::Sha384,
+            HashState::Sha512(_) => HashAlg::Sha512,
         }
     }
     pub fn update(&mut self, data: &[u8]) {
@@ -38,6 +41,7 @@ impl HashState {
             HashState::Sha1(s) => s.update(data),
             HashState::Sha256(s) => s.update(data),
             HashState::Sha384(s) => s.update(data),
+            HashState::Sha512(s) => s.update(data),
         }
     }
     pub fn finish(self) -> Digest {
@@ -45,6 +49,7 @@ impl HashState {
             HashState::Sha1(s) => Digest::from_slice(&s.finalize()),
             HashState::Sha256(s) => Digest::from_slice(&s.finalize()),
             HashState::Sha384(s) => Digest::from_slice(&s.finalize()),
+            HashState::Sha512(s) => Digest::from_slice(&s.finalize()),
         }
     }
 }
@@ -68,8 +73,8 @@ pub struct Sequence {
 /// Block size of a hash (for HMAC).
 pub fn block_size(h: HashAlg) -> usize {
     match h {
-        HashAlg::Sha384 => 128,
-        _ => 64,
+        HashAlg::Sha384 | HashAlg::Sha512 => 128,
+        HashAlg::Sha1 | HashAlg::Sha256 => 64,
     }
 }
 
@@ -377,7 +382,7 @@ mod tests {
         let d = s.states.remove(0).finish();
         assert_eq!(d, HashAlg::Sha256.digest(&[b"abc"]));
         let mut e = Sequence::new(None, Digest::filled(0, 0));
-        assert_eq!(e.states.len(), 3);
+        assert_eq!(e.states.len(), HashAlg::ALL.len());
         e.update(&TPM_GENERATED_VALUE.to_be_bytes());
         assert!(!e.ticket_safe);
     }

@@ -39,6 +39,7 @@ fn template(attributes: u32) -> Public {
         y: Vec::new(),
         exponent: 0,
         ecdaa_count: 0,
+        curve: crate::public::Curve::P256,
     }
 }
 
@@ -211,7 +212,7 @@ fn load_external_with_and_without_private_part() {
             .as_bytes()
             .to_vec()
     });
-    let pk = p256::PublicKey::from_secret_scalar(&d);
+    let pk = crate::public::EcPublic::P256(p256::PublicKey::from_secret_scalar(&d));
     let mut p = template(attr::USER_WITH_AUTH | attr::SIGN);
     p.set_point(&pk);
     let scalar = p256::elliptic_curve::PrimeField::to_repr(&*d).to_vec();
@@ -366,7 +367,7 @@ fn evicted_keys_persist_across_power_cycles_until_removed() {
 }
 
 #[test]
-fn test_parms_accepts_p256_only() {
+fn test_parms_accepts_p256_and_p384_only() {
     let mut t = started();
     let parms = |curve: u16, ty: u16| {
         let mut w = Writer::new();
@@ -379,10 +380,14 @@ fn test_parms_accepts_p256_only() {
         command(cc::TEST_PARMS, &[], &[], &w.buf)
     };
     assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P256, ids::ECC))), 0);
-    assert_eq!(
-        rc_of(&t.execute(0, &parms(0x0004, ids::ECC))),
-        rc::CURVE + rc::P + rc::N1
-    );
+    assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P384, ids::ECC))), 0);
+    // NIST P-521 and BN P-256 are not implemented.
+    for curve in [0x0005, 0x0010] {
+        assert_eq!(
+            rc_of(&t.execute(0, &parms(curve, ids::ECC))),
+            rc::CURVE + rc::P + rc::N1
+        );
+    }
     assert_eq!(
         rc_of(&t.execute(0, &parms(ids::NIST_P256, ids::KEYEDHASH))),
         rc::TYPE + rc::P + rc::N1
@@ -416,6 +421,7 @@ fn sealed_template(attributes: u32) -> Public {
         y: Vec::new(),
         exponent: 0,
         ecdaa_count: 0,
+        curve: crate::public::Curve::P256,
     }
 }
 
@@ -538,7 +544,9 @@ fn ecdh_zgen_multiplies_by_the_private_key() {
             .to_vec()
     });
     let mut ep = template(0);
-    ep.set_point(&p256::PublicKey::from_secret_scalar(&e));
+    ep.set_point(&crate::public::EcPublic::P256(
+        p256::PublicKey::from_secret_scalar(&e),
+    ));
     let mut pt = Writer::new();
     pt.tpm2b(&ep.x).tpm2b(&ep.y);
     let mut w = Writer::new();
@@ -547,7 +555,10 @@ fn ecdh_zgen_multiplies_by_the_private_key() {
     let mut rd = Reader::new(params_of(&r));
     let mut inner = Reader::new(rd.tpm2b(200).unwrap());
     let zx = inner.tpm2b(32).unwrap();
-    assert_eq!(Some(zx.to_vec()), crate::public::ecdh_x(&e, &kp.x, &kp.y));
+    assert_eq!(
+        Some(zx.to_vec()),
+        crate::public::ecdh_x(&crate::public::EcScalar::P256(e), &kp.x, &kp.y)
+    );
     // A point off the curve; a signing key.
     let mut bad = Writer::new();
     let mut y = ep.y.clone();
@@ -896,7 +907,7 @@ fn create_loaded_makes_primaries_and_loadable_children() {
 }
 
 #[test]
-fn ecc_parameters_describe_p256_and_refuse_other_curves() {
+fn ecc_parameters_describe_p256_and_p384_and_refuse_other_curves() {
     use crate::commands::signing::p256_domain as d;
     let mut t = started();
     let r = t.execute(
@@ -914,8 +925,27 @@ fn ecc_parameters_describe_p256_and_refuse_other_curves() {
         assert_eq!(rd.tpm2b(64).unwrap(), v);
     }
     assert_eq!(rd.remaining(), 0);
-    // NIST P-384 is not implemented.
+    // NIST P-384: its size, KDF hash and domain (checked against swtpm by
+    // the differential test); P-521 is not implemented.
     let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 4]));
+    let mut rd = Reader::new(params_of(&r));
+    assert_eq!(rd.u16().unwrap(), ids::NIST_P384);
+    assert_eq!(rd.u16().unwrap(), 384);
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::KDF1_SP800_56A);
+    assert_eq!(rd.u16().unwrap(), HashAlg::Sha384.id());
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::NULL);
+    {
+        use crate::commands::signing::p384_domain as d;
+        for v in [&d::P[..], &d::A, &d::B, &d::GX, &d::GY, &d::N, &d::H] {
+            assert_eq!(rd.tpm2b(64).unwrap(), v);
+        }
+        // G is on the curve: gy² = gx³ + a·gx + b (mod p).
+        use num_bigint_dig::BigUint;
+        let [p, a, b, gx, gy] =
+            [&d::P[..], &d::A, &d::B, &d::GX, &d::GY].map(BigUint::from_bytes_be);
+        assert_eq!((&gy * &gy) % &p, (&gx * &gx * &gx + &a * &gx + &b) % &p);
+    }
+    let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 5]));
     assert_eq!(rc_of(&r), rc::CURVE + rc::P + rc::N1);
     let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 3, 0]));
     assert_eq!(rc_of(&r), rc::SIZE);

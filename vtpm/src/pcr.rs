@@ -1,4 +1,4 @@
-//! Platform Configuration Registers: 24 PCRs in SHA-1, SHA-256 and SHA-384 banks,
+//! Platform Configuration Registers: 24 PCRs in SHA-1, SHA-256, SHA-384 and SHA-512 banks,
 //! the PC Client attribute table (which PCRs are saved by Shutdown(STATE), which
 //! localities may extend or reset them), and the bank allocation.
 
@@ -110,13 +110,16 @@ pub fn initial_value(alg: HashAlg, index: usize) -> Digest {
     Digest::filled(alg.digest_size(), fill)
 }
 
+/// Number of PCR banks (one per implemented hash).
+pub const BANKS: usize = HashAlg::ALL.len();
+
 /// Which PCRs are allocated in each bank, as bit masks indexed by [`HashAlg::index`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Allocation(pub [u32; 3]);
+pub struct Allocation(pub [u32; BANKS]);
 
 impl Default for Allocation {
     fn default() -> Self {
-        Allocation([ALL_PCRS; 3])
+        Allocation([ALL_PCRS; BANKS])
     }
 }
 
@@ -132,7 +135,7 @@ impl Allocation {
 /// The PCR values of all banks.
 #[derive(Debug, Clone)]
 pub struct PcrBanks {
-    pub values: [[Digest; PCR_COUNT]; 3],
+    pub values: [[Digest; PCR_COUNT]; BANKS],
 }
 
 impl PcrBanks {

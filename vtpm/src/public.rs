@@ -1,8 +1,9 @@
 //! Object public areas (TPMT_PUBLIC) of the key types this TPM implements —
-//! ECC keys on NIST P-256, RSA-2048 keys, keyed-hash and symmetric objects — with their unmarshalling checks, marshalling,
+//! ECC keys on NIST P-256 and P-384, RSA-2048 keys, keyed-hash and symmetric objects — with their unmarshalling checks, marshalling,
 //! Names (nameAlg || H(TPMT_PUBLIC)) and the attribute rules of Part 1 §27
-//! (PublicAttributesValidation). Also the ECC P-256 key pair helpers: key
-//! derivation from a seed, public point computation and ECDSA.
+//! (PublicAttributesValidation). Also the ECC key pair helpers over both
+//! curves ([`EcScalar`], [`EcPublic`]): key derivation from a seed, public
+//! point computation, ECDH and ECDSA.
 
 use crate::defs::{alg, limits, rc};
 use crate::hash::HashAlg;
@@ -41,6 +42,7 @@ pub mod ids {
     /// TPM_ALG_ECDAA: the anonymous (split) signing scheme of TPM2_Commit.
     pub const ECDAA: u16 = 0x001A;
     pub const NIST_P256: u16 = 0x0003;
+    pub const NIST_P384: u16 = 0x0004;
     pub const AES: u16 = 0x0006;
     pub const CFB: u16 = 0x0043;
     pub const RSA: u16 = 0x0001;
@@ -52,6 +54,127 @@ pub mod ids {
 
 /// Bytes of a P-256 coordinate or scalar.
 pub const P256_BYTES: usize = 32;
+/// Bytes of a P-384 coordinate or scalar.
+pub const P384_BYTES: usize = 48;
+/// The largest coordinate of an implemented curve (MAX_ECC_KEY_BYTES).
+pub const MAX_ECC_BYTES: usize = P384_BYTES;
+
+/// An implemented ECC curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curve {
+    P256,
+    P384,
+}
+
+impl Curve {
+    pub fn from_id(id: u16) -> Option<Self> {
+        match id {
+            ids::NIST_P256 => Some(Curve::P256),
+            ids::NIST_P384 => Some(Curve::P384),
+            _ => None,
+        }
+    }
+    pub fn id(self) -> u16 {
+        match self {
+            Curve::P256 => ids::NIST_P256,
+            Curve::P384 => ids::NIST_P384,
+        }
+    }
+    /// Bytes of a coordinate or scalar.
+    pub fn bytes(self) -> usize {
+        match self {
+            Curve::P256 => P256_BYTES,
+            Curve::P384 => P384_BYTES,
+        }
+    }
+}
+
+/// A private scalar on one of the curves.
+#[derive(Clone, Copy)]
+pub enum EcScalar {
+    P256(NonZeroScalar),
+    P384(p384::NonZeroScalar),
+}
+
+/// A public point on one of the curves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EcPublic {
+    P256(PublicKey),
+    P384(p384::PublicKey),
+}
+
+impl EcPublic {
+    /// The affine coordinates, each the curve's size.
+    pub fn xy(&self) -> (Vec<u8>, Vec<u8>) {
+        fn split(x: Option<&[u8]>, y: Option<&[u8]>) -> (Vec<u8>, Vec<u8>) {
+            (
+                x.map(<[u8]>::to_vec).unwrap_or_default(),
+                y.map(<[u8]>::to_vec).unwrap_or_default(),
+            )
+        }
+        match self {
+            EcPublic::P256(pk) => {
+                let ep = pk.to_encoded_point(false);
+                split(ep.x().map(|c| &c[..]), ep.y().map(|c| &c[..]))
+            }
+            EcPublic::P384(pk) => {
+                let ep = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(pk, false);
+                split(ep.x().map(|c| &c[..]), ep.y().map(|c| &c[..]))
+            }
+        }
+    }
+    /// The point (x, y) on `curve`, if it is on the curve.
+    pub fn from_xy(curve: Curve, x: &[u8], y: &[u8]) -> Option<Self> {
+        let n = curve.bytes();
+        if x.len() != n || y.len() != n {
+            return None;
+        }
+        match curve {
+            Curve::P256 => {
+                let ep = EncodedPoint::from_affine_coordinates(
+                    FieldBytes::from_slice(x),
+                    FieldBytes::from_slice(y),
+                    false,
+                );
+                Option::from(PublicKey::from_encoded_point(&ep)).map(EcPublic::P256)
+            }
+            Curve::P384 => {
+                let ep = p384::EncodedPoint::from_affine_coordinates(
+                    p384::FieldBytes::from_slice(x),
+                    p384::FieldBytes::from_slice(y),
+                    false,
+                );
+                Option::from(
+                    <p384::PublicKey as p384::elliptic_curve::sec1::FromEncodedPoint<_>>::from_encoded_point(&ep),
+                )
+                .map(EcPublic::P384)
+            }
+        }
+    }
+}
+
+impl EcScalar {
+    pub fn curve(&self) -> Curve {
+        match self {
+            EcScalar::P256(_) => Curve::P256,
+            EcScalar::P384(_) => Curve::P384,
+        }
+    }
+    /// The scalar's big-endian bytes (the curve's size).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            EcScalar::P256(d) => p256::elliptic_curve::PrimeField::to_repr(&**d).to_vec(),
+            EcScalar::P384(d) => p384::elliptic_curve::PrimeField::to_repr(&**d).to_vec(),
+        }
+    }
+    /// d·G.
+    pub fn public(&self) -> EcPublic {
+        match self {
+            EcScalar::P256(d) => EcPublic::P256(PublicKey::from_secret_scalar(d)),
+            EcScalar::P384(d) => EcPublic::P384(p384::PublicKey::from_secret_scalar(d)),
+        }
+    }
+}
 
 /// TPMT_SYM_DEF_OBJECT of a storage key: TPM_ALG_NULL or AES-128/256-CFB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,9 +205,17 @@ pub struct Public {
     pub y: Vec<u8>,
     /// RSA: the exponent field as marshalled (0 means 65537); others: 0.
     pub exponent: u32,
+    /// ECC: the curve; others: P-256 (unused).
+    pub curve: Curve,
 }
 
 impl Public {
+    /// The private scalar of this ECC key's sensitive part `d`, if it is one
+    /// on the key's curve.
+    pub fn scalar(&self, d: &[u8]) -> Option<EcScalar> {
+        scalar_from_bytes(self.curve, d)
+    }
+
     /// Unmarshals a TPMT_PUBLIC. Errors are bare codes.
     pub fn unmarshal(r: &mut Reader) -> Result<Self, u32> {
         let ty = r.u16()?;
@@ -99,16 +230,18 @@ impl Public {
         let auth_policy = r.tpm2b(limits::TPMU_HA_SIZE)?.to_vec();
         let mut exponent = 0;
         let mut ecdaa_count = 0;
+        let mut curve = Curve::P256;
         let (symmetric, scheme, x, y) = if ty == ids::RSA {
             let (symmetric, scheme, e) = rsa_parms(r)?;
             exponent = e;
             let n = r.tpm2b(crate::rsa_key::RSA_BYTES)?.to_vec();
             (symmetric, scheme, n, Vec::new())
         } else if ty == ids::ECC {
-            let (symmetric, scheme, count) = ecc_parms(r)?;
+            let (symmetric, scheme, count, c) = ecc_parms(r)?;
             ecdaa_count = count;
-            let x = r.tpm2b(P256_BYTES)?.to_vec();
-            let y = r.tpm2b(P256_BYTES)?.to_vec();
+            curve = c;
+            let x = r.tpm2b(c.bytes())?.to_vec();
+            let y = r.tpm2b(c.bytes())?.to_vec();
             (symmetric, scheme, x, y)
         } else if ty == ids::SYMCIPHER {
             let sym = symcipher_parms(r)?;
@@ -130,6 +263,7 @@ impl Public {
             x,
             y,
             exponent,
+            curve,
         })
     }
 
@@ -203,7 +337,7 @@ impl Public {
                 .tpm2b(&self.x);
             return w.buf;
         }
-        w.u16(ids::NIST_P256)
+        w.u16(self.curve.id())
             .u16(alg::NULL)
             .tpm2b(&self.x)
             .tpm2b(&self.y);
@@ -298,17 +432,12 @@ impl Public {
         }
     }
 
-    /// The P-256 public key of this area, if its point is on the curve.
-    pub fn point(&self) -> Option<PublicKey> {
-        if self.ty != ids::ECC || self.x.len() != P256_BYTES || self.y.len() != P256_BYTES {
+    /// The ECC public key of this area, if its point is on its curve.
+    pub fn point(&self) -> Option<EcPublic> {
+        if self.ty != ids::ECC {
             return None;
         }
-        let ep = EncodedPoint::from_affine_coordinates(
-            FieldBytes::from_slice(&self.x),
-            FieldBytes::from_slice(&self.y),
-            false,
-        );
-        Option::from(PublicKey::from_encoded_point(&ep))
+        EcPublic::from_xy(self.curve, &self.x, &self.y)
     }
 
     /// The RSA public key of this area, if it is a usable RSA-2048 key.
@@ -320,10 +449,8 @@ impl Public {
     }
 
     /// Sets the unique field from a public key.
-    pub fn set_point(&mut self, pk: &PublicKey) {
-        let ep = pk.to_encoded_point(false);
-        self.x = ep.x().map(|c| c.to_vec()).unwrap_or_default();
-        self.y = ep.y().map(|c| c.to_vec()).unwrap_or_default();
+    pub fn set_point(&mut self, pk: &EcPublic) {
+        (self.x, self.y) = pk.xy();
     }
 }
 
@@ -331,9 +458,9 @@ impl Public {
 pub type Scheme = Option<(u16, HashAlg)>;
 
 /// TPMS_ECC_PARMS (bare codes): the symmetric algorithm of a storage key, the
-/// scheme (with the count of an ECDAA scheme, else 0), and the curve and KDF,
-/// which must be NIST P-256 and TPM_ALG_NULL.
-pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Scheme, u16), u32> {
+/// scheme (with the count of an ECDAA scheme, else 0), the curve (NIST P-256
+/// or P-384) and the KDF (TPM_ALG_NULL).
+pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Scheme, u16, Curve), u32> {
     let symmetric = match r.u16()? {
         alg::NULL => SymObject::Null,
         ids::AES => {
@@ -359,13 +486,11 @@ pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Scheme, u16), u32> {
         }
         _ => return Err(rc::SCHEME),
     };
-    if r.u16()? != ids::NIST_P256 {
-        return Err(rc::CURVE);
-    }
+    let curve = Curve::from_id(r.u16()?).ok_or(rc::CURVE)?;
     if r.u16()? != alg::NULL {
         return Err(rc::KDF);
     }
-    Ok((symmetric, scheme, count))
+    Ok((symmetric, scheme, count, curve))
 }
 
 /// TPMS_RSA_PARMS as (symmetric, scheme, exponent field).
@@ -443,55 +568,77 @@ pub fn name_of(h: HashAlg, data: &[u8]) -> Vec<u8> {
     n
 }
 
-/// Derives a P-256 private key from a byte stream by testing candidates
-/// (FIPS 186-4 B.4.2): `next` yields 32-byte candidates until one is a valid
-/// nonzero scalar.
-pub fn derive_p256(mut next: impl FnMut(u32) -> Vec<u8>) -> NonZeroScalar {
+/// Derives a private key on `curve` from a byte stream by testing candidates
+/// (FIPS 186-4 B.4.2): `next` yields candidates of the curve's size until one
+/// is a valid nonzero scalar.
+pub fn derive_scalar(curve: Curve, mut next: impl FnMut(u32) -> Vec<u8>) -> EcScalar {
     let mut i = 0u32;
     loop {
-        let c = next(i);
-        if c.len() == P256_BYTES {
-            let s: Option<NonZeroScalar> =
-                NonZeroScalar::from_repr(*FieldBytes::from_slice(&c)).into();
-            if let Some(s) = s {
-                return s;
-            }
+        if let Some(s) = scalar_from_bytes(curve, &next(i)) {
+            return s;
         }
         i += 1;
     }
 }
 
-/// The private scalar from its 32 big-endian bytes, if valid and nonzero.
-pub fn scalar_from_bytes(d: &[u8]) -> Option<NonZeroScalar> {
-    if d.len() != P256_BYTES {
-        return None;
+/// [`derive_scalar`] on P-256.
+pub fn derive_p256(next: impl FnMut(u32) -> Vec<u8>) -> NonZeroScalar {
+    match derive_scalar(Curve::P256, next) {
+        EcScalar::P256(d) => d,
+        // derive_scalar(P256, …) yields P-256 scalars only.
+        EcScalar::P384(_) => unreachable!(),
     }
-    NonZeroScalar::from_repr(*FieldBytes::from_slice(d)).into()
 }
 
-/// The x coordinate of d·Q for the point Q = (x, y), if Q is on the curve.
-pub fn ecdh_x(d: &NonZeroScalar, x: &[u8], y: &[u8]) -> Option<Vec<u8>> {
+/// The private scalar on `curve` from its big-endian bytes (exactly the
+/// curve's size), if valid and nonzero.
+pub fn scalar_from_bytes(curve: Curve, d: &[u8]) -> Option<EcScalar> {
+    if d.len() != curve.bytes() {
+        return None;
+    }
+    match curve {
+        Curve::P256 => {
+            Option::<NonZeroScalar>::from(NonZeroScalar::from_repr(*FieldBytes::from_slice(d)))
+                .map(EcScalar::P256)
+        }
+        Curve::P384 => Option::<p384::NonZeroScalar>::from(p384::NonZeroScalar::from_repr(
+            *p384::FieldBytes::from_slice(d),
+        ))
+        .map(EcScalar::P384),
+    }
+}
+
+/// The P-256 scalar of 32 big-endian bytes, if valid and nonzero (the
+/// commitment arithmetic of ECDAA and 2-phase ECDH, which is P-256 only).
+pub fn p256_scalar(d: &[u8]) -> Option<NonZeroScalar> {
+    match scalar_from_bytes(Curve::P256, d)? {
+        EcScalar::P256(s) => Some(s),
+        EcScalar::P384(_) => None,
+    }
+}
+
+/// The x coordinate of d·Q for the point Q = (x, y), if Q is on d's curve.
+pub fn ecdh_x(d: &EcScalar, x: &[u8], y: &[u8]) -> Option<Vec<u8>> {
     ecdh_point(d, x, y).map(|(x, _)| x)
 }
 
-/// d·Q for the point Q = (x, y), if Q is on the curve.
-pub fn ecdh_point(d: &NonZeroScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-    let q = Public {
-        ty: ids::ECC,
-        name_alg: HashAlg::Sha256,
-        attributes: 0,
-        auth_policy: Vec::new(),
-        symmetric: SymObject::Null,
-        scheme: None,
-        ecdaa_count: 0,
-        x: x.to_vec(),
-        y: y.to_vec(),
-        exponent: 0,
-    }
-    .point()?;
-    let shared = (q.to_projective() * **d).to_affine();
-    let ep = shared.to_encoded_point(false);
-    Some((ep.x()?.to_vec(), ep.y()?.to_vec()))
+/// d·Q for the point Q = (x, y), if Q is on d's curve.
+pub fn ecdh_point(d: &EcScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let shared = match (d, EcPublic::from_xy(d.curve(), x, y)?) {
+        (EcScalar::P256(d), EcPublic::P256(q)) => {
+            EcPublic::P256(PublicKey::from_affine((q.to_projective() * **d).to_affine()).ok()?)
+        }
+        (EcScalar::P384(d), EcPublic::P384(q)) => EcPublic::P384(
+            p384::PublicKey::from_affine((q.to_projective() * **d).to_affine()).ok()?,
+        ),
+        _ => return None,
+    };
+    Some(shared.xy())
+}
+
+/// d·Q on P-256 (the 2-phase and ECDAA commitments).
+pub fn p256_point(d: &NonZeroScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    ecdh_point(&EcScalar::P256(*d), x, y)
 }
 
 /// KDFe (Part 1 §11.4.10.3, SP 800-56A concatenation KDF): H(counter || Z ||
@@ -511,27 +658,64 @@ pub fn kdfe(h: HashAlg, z: &[u8], label: &[u8], u: &[u8], v: &[u8], bits: u32) -
     out
 }
 
-/// ECDSA over a prehashed `digest` (r, s as 32-byte big-endian values).
-pub fn ecdsa_sign(d: &NonZeroScalar, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-    let key = SigningKey::from(*d);
-    let sig: Signature = key.sign_prehash(digest).ok()?;
-    let (r, s) = sig.split_bytes();
-    Some((r.to_vec(), s.to_vec()))
+/// ECDSA over a prehashed `digest` (r, s as big-endian values of the
+/// curve's size).
+pub fn ecdsa_sign(d: &EcScalar, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    match d {
+        EcScalar::P256(d) => {
+            let sig: Signature = SigningKey::from(*d).sign_prehash(digest).ok()?;
+            let (r, s) = sig.split_bytes();
+            Some((r.to_vec(), s.to_vec()))
+        }
+        EcScalar::P384(d) => {
+            let sig: p384::ecdsa::Signature = p384::ecdsa::SigningKey::from(*d)
+                .sign_prehash(digest)
+                .ok()?;
+            let (r, s) = sig.split_bytes();
+            Some((r.to_vec(), s.to_vec()))
+        }
+    }
+}
+
+/// `v` (at most `n` bytes) left-padded to `n` bytes.
+fn left_pad(v: &[u8], n: usize) -> Option<Vec<u8>> {
+    if v.is_empty() || v.len() > n {
+        return None;
+    }
+    let mut out = alloc::vec![0u8; n - v.len()];
+    out.extend_from_slice(v);
+    Some(out)
 }
 
 /// Verifies an ECDSA signature (r, s) over a prehashed `digest`.
-pub fn ecdsa_verify(pk: &PublicKey, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
-    if r.is_empty() || s.is_empty() || r.len() > P256_BYTES || s.len() > P256_BYTES {
-        return false;
+pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
+    match pk {
+        EcPublic::P256(pk) => {
+            let (Some(rb), Some(sb)) = (left_pad(r, P256_BYTES), left_pad(s, P256_BYTES)) else {
+                return false;
+            };
+            let Ok(sig) =
+                Signature::from_scalars(*FieldBytes::from_slice(&rb), *FieldBytes::from_slice(&sb))
+            else {
+                return false;
+            };
+            VerifyingKey::from(pk).verify_prehash(digest, &sig).is_ok()
+        }
+        EcPublic::P384(pk) => {
+            let (Some(rb), Some(sb)) = (left_pad(r, P384_BYTES), left_pad(s, P384_BYTES)) else {
+                return false;
+            };
+            let Ok(sig) = p384::ecdsa::Signature::from_scalars(
+                *p384::FieldBytes::from_slice(&rb),
+                *p384::FieldBytes::from_slice(&sb),
+            ) else {
+                return false;
+            };
+            p384::ecdsa::VerifyingKey::from(pk)
+                .verify_prehash(digest, &sig)
+                .is_ok()
+        }
     }
-    let mut rb = [0u8; P256_BYTES];
-    let mut sb = [0u8; P256_BYTES];
-    rb[P256_BYTES - r.len()..].copy_from_slice(r);
-    sb[P256_BYTES - s.len()..].copy_from_slice(s);
-    let Ok(sig) = Signature::from_scalars(rb, sb) else {
-        return false;
-    };
-    VerifyingKey::from(pk).verify_prehash(digest, &sig).is_ok()
 }
 
 #[cfg(test)]
@@ -554,6 +738,7 @@ mod tests {
             y: Vec::new(),
             exponent: 0,
             ecdaa_count: 0,
+            curve: crate::public::Curve::P256,
         }
     }
 
@@ -624,9 +809,10 @@ mod tests {
                 .to_vec()
         });
         let mut p1 = signing_template();
-        p1.set_point(&PublicKey::from_secret_scalar(&d1));
+        let (d1, d2) = (EcScalar::P256(d1), EcScalar::P256(d2));
+        p1.set_point(&d1.public());
         let mut p2 = signing_template();
-        p2.set_point(&PublicKey::from_secret_scalar(&d2));
+        p2.set_point(&d2.public());
         assert_eq!(ecdh_x(&d1, &p2.x, &p2.y), ecdh_x(&d2, &p1.x, &p1.y));
         assert!(ecdh_x(&d1, &p2.x, &p1.y).is_none());
     }
@@ -639,7 +825,8 @@ mod tests {
                 .as_bytes()
                 .to_vec()
         });
-        let pk = PublicKey::from_secret_scalar(&d);
+        let d = EcScalar::P256(d);
+        let pk = d.public();
         let mut p = signing_template();
         p.set_point(&pk);
         assert_eq!(p.point(), Some(pk));
@@ -648,6 +835,54 @@ mod tests {
         assert!(ecdsa_verify(&pk, digest.as_bytes(), &r, &s));
         let other = HashAlg::Sha256.digest(&[b"other"]);
         assert!(!ecdsa_verify(&pk, other.as_bytes(), &r, &s));
+        p.y[0] ^= 1;
+        assert_eq!(p.point(), None);
+    }
+
+    /// P-384: derived keys sign and verify, ECDH agrees both ways, a point
+    /// of the other curve or off the curve is refused, and the marshalled
+    /// area names the curve and round-trips.
+    #[test]
+    fn p384_keys_sign_verify_and_agree() {
+        let key = |tag: &'static [u8]| {
+            derive_scalar(Curve::P384, move |i| {
+                HashAlg::Sha384
+                    .digest(&[&i.to_be_bytes(), tag])
+                    .as_bytes()
+                    .to_vec()
+            })
+        };
+        let (d1, d2) = (key(b"1"), key(b"2"));
+        assert_eq!(d1.curve(), Curve::P384);
+        assert_eq!(d1.to_bytes().len(), P384_BYTES);
+        let mut p = signing_template();
+        p.curve = Curve::P384;
+        p.scheme = Some((ids::ECDSA, HashAlg::Sha384));
+        p.set_point(&d1.public());
+        assert_eq!(p.x.len(), P384_BYTES);
+        assert_eq!(p.point(), Some(d1.public()));
+        assert_eq!(
+            p.scalar(&d1.to_bytes()).map(|d| d.public()),
+            Some(d1.public())
+        );
+        let digest = HashAlg::Sha384.digest(&[b"msg"]);
+        let (r, s) = ecdsa_sign(&d1, digest.as_bytes()).unwrap();
+        assert!(ecdsa_verify(&d1.public(), digest.as_bytes(), &r, &s));
+        assert!(!ecdsa_verify(&d2.public(), digest.as_bytes(), &r, &s));
+        let (x2, y2) = d2.public().xy();
+        assert_eq!(ecdh_x(&d1, &x2, &y2), ecdh_x(&d2, &p.x, &p.y));
+        // A P-256 point is not a P-384 one.
+        let d256 = EcScalar::P256(derive_p256(|i| {
+            HashAlg::Sha256
+                .digest(&[&i.to_be_bytes()])
+                .as_bytes()
+                .to_vec()
+        }));
+        let (x, y) = d256.public().xy();
+        assert!(ecdh_x(&d1, &x, &y).is_none());
+        let m = p.marshal();
+        let q = Public::unmarshal(&mut Reader::new(&m)).unwrap();
+        assert_eq!(q, p);
         p.y[0] ^= 1;
         assert_eq!(p.point(), None);
     }

@@ -16,11 +16,14 @@
 //! (which runs the stream through its own sieve and DRBG).
 
 use alloc::vec::Vec;
+use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
+use crypto_bigint::subtle::ConstantTimeEq;
+use crypto_bigint::{Encoding, U1024, U2048, U64};
 use num_bigint_dig::prime::probably_prime;
 use num_bigint_dig::BigUint;
 use num_integer::Integer;
 use rsa::rand_core::{CryptoRng, RngCore};
-use rsa::traits::PublicKeyParts;
+use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 
 /// Modulus size (TPMI_RSA_KEY_BITS: only 2048 is implemented).
@@ -159,15 +162,105 @@ impl RngCore for FillRng<'_> {
 
 impl CryptoRng for FillRng<'_> {}
 
-/// c^d mod n over a 256-byte block (blinded with `rng`, result checked);
-/// None if c ≥ n.
+/// c^d mod n over a block of at most 256 bytes (a shorter block is the same
+/// number), or None if c ≥ n or the result fails its check.
+///
+/// Constant-time (RUSTSEC-2023-0071, the Marvin attack on the `rsa` crate,
+/// whose private operation uses variable-time `num-bigint-dig` arithmetic):
+/// this runs on `crypto-bigint`'s fixed-width integers, whose Montgomery
+/// multiplication, fixed-window exponentiation (over all 1024 bits of the
+/// CRT exponents, with constant-time table lookups), inversion and reduction
+/// by a fixed modulus take time independent of the values. The only
+/// variable-time steps depend on public values (the bit length of p and q,
+/// always 1024, and whether c < n). It keeps RSA blinding as a second layer —
+/// c·rᵉ with a fresh r from `rng`, unblinded with r⁻¹ — and checks mᵉ = c
+/// before releasing m (a fault would otherwise reveal a prime).
 pub fn private_op(key: &RsaPrivateKey, c: &[u8], rng: &mut FillRng) -> Option<Vec<u8>> {
-    let c = BigUint::from_bytes_be(c);
-    if &c >= key.n() {
+    if c.len() > RSA_BYTES {
         return None;
     }
-    let m = rsa::hazmat::rsa_decrypt_and_check(key, Some(rng), &c).ok()?;
-    to_fixed(&m, RSA_BYTES)
+    let mut block = alloc::vec![0u8; RSA_BYTES - c.len()];
+    block.extend_from_slice(c);
+    let ct = CtKey::new(key)?;
+    let c = U2048::from_be_slice(&block);
+    if c >= ct.n {
+        return None;
+    }
+    let n_params = DynResidueParams::new(&ct.n);
+    let c_res = DynResidue::new(&c, n_params);
+    // A blinding factor r, invertible mod n (all but a negligible fraction of
+    // random values are).
+    let (r, r_inv) = loop {
+        let mut b = [0u8; RSA_BYTES];
+        rng.fill_bytes(&mut b);
+        let r = DynResidue::new(&U2048::from_be_slice(&b).const_rem(&ct.n).0, n_params);
+        let (inv, ok) = r.invert();
+        if bool::from(ok) {
+            break (r, inv);
+        }
+    };
+    let blinded = (c_res * r.pow(&ct.e)).retrieve();
+    let m = (DynResidue::new(&ct.crt(&blinded), n_params) * r_inv).retrieve();
+    // Check: mᵉ = c (mod n).
+    let back = DynResidue::new(&m, n_params).pow(&ct.e).retrieve();
+    if !bool::from(back.ct_eq(&c)) {
+        return None;
+    }
+    Some(m.to_be_bytes().to_vec())
+}
+
+/// A private key as fixed-width integers for [`private_op`].
+struct CtKey {
+    n: U2048,
+    e: U64,
+    p: U1024,
+    q: U1024,
+    dp: U1024,
+    dq: U1024,
+    /// q⁻¹ mod p.
+    qinv: U1024,
+}
+
+impl CtKey {
+    fn new(key: &RsaPrivateKey) -> Option<Self> {
+        let [p, q] = key.primes() else {
+            return None;
+        };
+        let half = |x: &BigUint| to_fixed(x, PRIME_BYTES).map(|b| U1024::from_be_slice(&b));
+        Some(Self {
+            n: U2048::from_be_slice(&to_fixed(key.n(), RSA_BYTES)?),
+            e: U64::from_be_slice(&to_fixed(key.e(), 8)?),
+            p: half(p)?,
+            q: half(q)?,
+            dp: half(key.dp()?)?,
+            dq: half(key.dq()?)?,
+            qinv: half(&key.crt_coefficient()?)?,
+        })
+    }
+
+    /// x^d mod n by the CRT (Garner): m1 = x^dP mod p, m2 = x^dQ mod q,
+    /// m = m2 + q·(q⁻¹·(m1 − m2) mod p).
+    fn crt(&self, x: &U2048) -> U2048 {
+        let b = x.to_be_bytes();
+        let (hi, lo) = (
+            U1024::from_be_slice(&b[..PRIME_BYTES]),
+            U1024::from_be_slice(&b[PRIME_BYTES..]),
+        );
+        let exp = |m: &U1024, d: &U1024| {
+            let params = DynResidueParams::new(m);
+            let xr = U1024::const_rem_wide((lo, hi), m).0;
+            (params, DynResidue::new(&xr, params).pow(d).retrieve())
+        };
+        let (pp, m1) = exp(&self.p, &self.dp);
+        let (_, m2) = exp(&self.q, &self.dq);
+        let m2p = DynResidue::new(&m2.const_rem(&self.p).0, pp);
+        let h = ((DynResidue::new(&m1, pp) - m2p) * DynResidue::new(&self.qinv, pp)).retrieve();
+        let (lo, hi) = h.mul_wide(&self.q);
+        let mut wide = [0u8; RSA_BYTES];
+        wide[..PRIME_BYTES].copy_from_slice(&hi.to_be_bytes());
+        wide[PRIME_BYTES..].copy_from_slice(&lo.to_be_bytes());
+        U2048::from_be_slice(&wide).wrapping_add(&m2.resize())
+    }
 }
 
 #[cfg(test)]

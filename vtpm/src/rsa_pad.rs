@@ -1,9 +1,14 @@
-//! The TPM's RSA schemes on the `rsa` crate's own padding: RSASSA-PKCS1-v1_5
-//! ([`Pkcs1v15Sign`]), RSASSA-PSS signing ([`Pss`]), RSAES-OAEP ([`Oaep`])
-//! and RSAES-PKCS1-v1_5 ([`Pkcs1v15Encrypt`]). Private operations are
-//! blinded with the caller's random source (the TPM's DRBG).
+//! The TPM's RSA schemes. Public-key operations (verification, encryption)
+//! use the `rsa` crate's padding: RSASSA-PKCS1-v1_5 ([`Pkcs1v15Sign`]),
+//! RSAES-OAEP ([`Oaep`]) and RSAES-PKCS1-v1_5 ([`Pkcs1v15Encrypt`]).
+//! Private-key operations never run on the crate's variable-time bignum
+//! arithmetic (RUSTSEC-2023-0071, the Marvin attack): signing encodes
+//! EMSA-PKCS1-v1_5 / EMSA-PSS here and decryption decodes EME-OAEP /
+//! EME-PKCS1-v1_5 here in constant time, around
+//! [`rsa_key::private_op`]'s constant-time, blinded, checked CRT
+//! exponentiation on `crypto-bigint`.
 //!
-//! Two minimal pieces stay hand-written, because the crate (0.9) cannot do
+//! Two further pieces stay hand-written, because the crate (0.9) cannot do
 //! what the TPM needs:
 //! - PSS verification with any salt length: the crate checks one salt
 //!   length given in advance, but the TPM accepts a signature whatever its
@@ -22,15 +27,18 @@ use crate::session::ct_eq;
 use alloc::string::String;
 use alloc::vec::Vec;
 use rsa::traits::PublicKeyParts;
-use rsa::{Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPrivateKey, RsaPublicKey};
+#[cfg(test)]
+use rsa::Pss;
+use rsa::{Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
 use sha1::Sha1;
-use sha2::{Sha256, Sha384};
+use sha2::{Sha256, Sha384, Sha512};
 
 fn pkcs1v15_sign_scheme(h: HashAlg) -> Pkcs1v15Sign {
     match h {
         HashAlg::Sha1 => Pkcs1v15Sign::new::<Sha1>(),
         HashAlg::Sha256 => Pkcs1v15Sign::new::<Sha256>(),
         HashAlg::Sha384 => Pkcs1v15Sign::new::<Sha384>(),
+        HashAlg::Sha512 => Pkcs1v15Sign::new::<Sha512>(),
     }
 }
 
@@ -42,11 +50,13 @@ fn pss_salt_len(h: HashAlg, mod_bits: usize) -> usize {
         .min(em_len.saturating_sub(h.digest_size() + 2))
 }
 
+#[cfg(test)]
 fn pss_scheme(h: HashAlg, salt_len: usize) -> Pss {
     match h {
         HashAlg::Sha1 => Pss::new_with_salt::<Sha1>(salt_len),
         HashAlg::Sha256 => Pss::new_with_salt::<Sha256>(salt_len),
         HashAlg::Sha384 => Pss::new_with_salt::<Sha384>(salt_len),
+        HashAlg::Sha512 => Pss::new_with_salt::<Sha512>(salt_len),
     }
 }
 
@@ -56,19 +66,37 @@ fn oaep_scheme(h: HashAlg, label: &str) -> Oaep {
         HashAlg::Sha1 => Oaep::new::<Sha1>(),
         HashAlg::Sha256 => Oaep::new::<Sha256>(),
         HashAlg::Sha384 => Oaep::new::<Sha384>(),
+        HashAlg::Sha512 => Oaep::new::<Sha512>(),
     };
     o.label = (!label.is_empty()).then(|| String::from(label));
     o
 }
 
-/// RSASSA-PKCS1-v1_5 signature of `digest` (a digest of `h`).
+/// RSASSA-PKCS1-v1_5 signature of `digest` (a digest of `h`): EMSA-PKCS1-v1_5
+/// (RFC 8017 §9.2, the DigestInfo prefix from the crate's scheme) through the
+/// constant-time private operation.
 pub fn sign_pkcs1v15(
     k: &RsaPrivateKey,
     h: HashAlg,
     digest: &[u8],
     rng: &mut FillRng,
 ) -> Option<Vec<u8>> {
-    k.sign_with_rng(rng, pkcs1v15_sign_scheme(h), digest).ok()
+    let scheme = pkcs1v15_sign_scheme(h);
+    if scheme.hash_len != Some(digest.len()) {
+        return None;
+    }
+    let t_len = scheme.prefix.len() + digest.len();
+    let k_len = k.size();
+    if k_len < t_len + 11 {
+        return None;
+    }
+    let mut em = alloc::vec![0xFFu8; k_len];
+    em[0] = 0;
+    em[1] = 1;
+    em[k_len - t_len - 1] = 0;
+    em[k_len - t_len..k_len - digest.len()].copy_from_slice(&scheme.prefix);
+    em[k_len - digest.len()..].copy_from_slice(digest);
+    rsa_key::private_op(k, &em, rng)
 }
 
 /// RSASSA-PSS signature of `digest` with the TPM's salt length; the salt
@@ -82,8 +110,35 @@ pub fn sign_pss(
     if digest.len() != h.digest_size() {
         return None;
     }
-    let salt_len = pss_salt_len(h, k.n().bits());
-    k.sign_with_rng(rng, pss_scheme(h, salt_len), digest).ok()
+    let mod_bits = k.n().bits();
+    let mut salt = alloc::vec![0u8; pss_salt_len(h, mod_bits)];
+    rsa::rand_core::RngCore::fill_bytes(rng, &mut salt);
+    let em = pss_encode(h, digest, &salt, mod_bits)?;
+    let mut block = alloc::vec![0u8; k.size() - em.len()];
+    block.extend_from_slice(&em);
+    rsa_key::private_op(k, &block, rng)
+}
+
+/// EMSA-PSS-ENCODE (RFC 8017 §9.1.1) of `digest` with `salt` for a modulus
+/// of `mod_bits` bits: maskedDB ‖ H ‖ 0xBC, ⌈(mod_bits − 1)/8⌉ bytes.
+fn pss_encode(h: HashAlg, digest: &[u8], salt: &[u8], mod_bits: usize) -> Option<Vec<u8>> {
+    let em_bits = mod_bits - 1;
+    let em_len = em_bits.div_ceil(8);
+    let h_len = h.digest_size();
+    if em_len < h_len + salt.len() + 2 {
+        return None;
+    }
+    let m_hash = h.digest(&[&[0u8; 8], digest, salt]);
+    let db_len = em_len - h_len - 1;
+    let mut db = alloc::vec![0u8; db_len];
+    db[db_len - salt.len() - 1] = 1;
+    db[db_len - salt.len()..].copy_from_slice(salt);
+    xor_into(&mut db, &mgf1(h, m_hash.as_bytes(), db_len));
+    db[0] &= 0xFFu8 >> (8 * em_len - em_bits);
+    let mut em = db;
+    em.extend_from_slice(m_hash.as_bytes());
+    em.push(0xBC);
+    Some(em)
 }
 
 /// Verifies an RSASSA-PKCS1-v1_5 signature.
@@ -116,7 +171,8 @@ pub fn oaep_encrypt(
     }
 }
 
-/// RSAES-OAEP decryption of `cipher` with `label` (blinded with `rng`).
+/// RSAES-OAEP decryption of `cipher` with `label`: the constant-time private
+/// operation, then EME-OAEP decoding in constant time.
 pub fn oaep_decrypt(
     k: &RsaPrivateKey,
     h: HashAlg,
@@ -124,13 +180,8 @@ pub fn oaep_decrypt(
     cipher: &[u8],
     rng: &mut FillRng,
 ) -> Option<Vec<u8>> {
-    match core::str::from_utf8(label) {
-        Ok(l) => k.decrypt_blinded(rng, oaep_scheme(h, l), cipher).ok(),
-        Err(_) => {
-            let em = rsa_key::private_op(k, cipher, rng)?;
-            binary_label::oaep_decode(h, label, &em)
-        }
-    }
+    let em = rsa_key::private_op(k, cipher, rng)?;
+    binary_label::oaep_decode(h, label, &em)
 }
 
 /// RSAES-PKCS1-v1_5 encryption (the nonzero padding from `rng`).
@@ -138,9 +189,30 @@ pub fn pkcs1v15_encrypt(pk: &RsaPublicKey, msg: &[u8], rng: &mut FillRng) -> Opt
     pk.encrypt(rng, Pkcs1v15Encrypt, msg).ok()
 }
 
-/// RSAES-PKCS1-v1_5 decryption (blinded with `rng`).
+/// RSAES-PKCS1-v1_5 decryption: the constant-time private operation, then
+/// EME-PKCS1-v1_5 decoding (0x00 0x02 PS 0x00 M, at least 8 bytes of PS) that
+/// scans the whole block whatever its contents; only the final verdict and
+/// the message length are visible.
 pub fn pkcs1v15_decrypt(k: &RsaPrivateKey, cipher: &[u8], rng: &mut FillRng) -> Option<Vec<u8>> {
-    k.decrypt_blinded(rng, Pkcs1v15Encrypt, cipher).ok()
+    let em = rsa_key::private_op(k, cipher, rng)?;
+    let mut good = ct_is_zero(em[0]) & ct_is_zero(em[1] ^ 2);
+    // Index of the first zero byte from 2 on (0 if none).
+    let mut zero_at = 0usize;
+    let mut looking = 1u8;
+    for (i, b) in em.iter().enumerate().skip(2) {
+        let hit = looking & ct_is_zero(*b);
+        zero_at |= i & usize::from(hit).wrapping_neg();
+        looking &= !hit & 1;
+    }
+    good &= !looking & 1;
+    // PS at least 8 bytes: the zero at index 10 or later.
+    good &= ((zero_at >= 10) as u8) & 1;
+    (good == 1).then(|| em[zero_at + 1..].to_vec())
+}
+
+/// 1 if `b` is zero, else 0, without a branch on `b`.
+fn ct_is_zero(b: u8) -> u8 {
+    (((u16::from(b)).wrapping_sub(1) >> 8) & 1) as u8
 }
 
 /// MGF1 with hash `h`: `len` bytes.
@@ -200,7 +272,7 @@ fn pss_verify(h: HashAlg, digest: &[u8], em: &[u8], mod_bits: usize) -> bool {
 
 /// EME-OAEP (RFC 8017 §7.1) for labels the crate cannot take (not UTF-8).
 mod binary_label {
-    use super::{mgf1, xor_into};
+    use super::{ct_is_zero, mgf1, xor_into};
     use crate::hash::HashAlg;
     use crate::session::ct_eq;
     use alloc::vec::Vec;
@@ -231,7 +303,9 @@ mod binary_label {
         Some(em)
     }
 
-    /// EME-OAEP decoding of `em` with `label`.
+    /// EME-OAEP decoding of `em` with `label`, in constant time: every byte
+    /// of the block is examined whatever the outcome, and only the final
+    /// verdict and the message length are visible.
     pub fn oaep_decode(h: HashAlg, label: &[u8], em: &[u8]) -> Option<Vec<u8>> {
         let h_len = h.digest_size();
         let k = em.len();
@@ -242,12 +316,20 @@ mod binary_label {
         let mut db = em[1 + h_len..].to_vec();
         xor_into(&mut seed, &mgf1(h, &db, h_len));
         xor_into(&mut db, &mgf1(h, &seed, k - h_len - 1));
-        let label_ok = ct_eq(&db[..h_len], h.digest(&[label]).as_bytes());
-        let one = db[h_len..].iter().position(|b| *b != 0).map(|i| i + h_len);
-        match one {
-            Some(i) if em[0] == 0 && label_ok && db[i] == 1 => Some(db[i + 1..].to_vec()),
-            _ => None,
+        let mut good =
+            ct_is_zero(em[0]) & u8::from(ct_eq(&db[..h_len], h.digest(&[label]).as_bytes()));
+        // The first nonzero byte after lHash must be 0x01.
+        let mut one_at = 0usize;
+        let mut looking = 1u8;
+        for (i, b) in db.iter().enumerate().skip(h_len) {
+            let hit = looking & !ct_is_zero(*b) & 1;
+            one_at |= i & usize::from(hit).wrapping_neg();
+            // Where the first nonzero byte is, it must be 0x01.
+            good &= (hit & ct_is_zero(*b ^ 1)) | (!hit & 1);
+            looking &= !hit & 1;
         }
+        good &= !looking & 1;
+        (good == 1).then(|| db[one_at + 1..].to_vec())
     }
 }
 
@@ -421,5 +503,112 @@ mod tests {
         let mut bad = c.clone();
         bad[7] ^= 1;
         assert!(pkcs1v15_decrypt(&k, &bad, &mut FillRng(&mut fill)).is_none());
+    }
+
+    /// The constant-time private operation agrees with the `rsa` crate's
+    /// reference (variable-time) one on many inputs, takes a short block as
+    /// the same number, and refuses c ≥ n and over-long blocks.
+    #[test]
+    fn constant_time_private_op_matches_the_reference() {
+        use num_bigint_dig::BigUint;
+        let k = test_key();
+        let mut fill = counter_rng();
+        for i in 0..8u8 {
+            let mut c = alloc::vec![0u8; BLOCK];
+            let mut f = counter_rng();
+            f(&mut c);
+            c[0] &= 0x7F;
+            c[1] = i;
+            let reference = rsa::hazmat::rsa_decrypt_and_check(
+                &k,
+                None::<&mut FillRng>,
+                &BigUint::from_bytes_be(&c),
+            )
+            .unwrap();
+            let ours = rsa_key::private_op(&k, &c, &mut FillRng(&mut fill)).unwrap();
+            assert_eq!(
+                ours,
+                rsa_key::to_fixed(&reference, BLOCK).unwrap(),
+                "input {i}"
+            );
+        }
+        let short = [0x12u8, 0x34];
+        let mut padded = alloc::vec![0u8; BLOCK - 2];
+        padded.extend_from_slice(&short);
+        assert_eq!(
+            rsa_key::private_op(&k, &short, &mut FillRng(&mut fill)),
+            rsa_key::private_op(&k, &padded, &mut FillRng(&mut fill))
+        );
+        let n = rsa_key::to_fixed(k.n(), BLOCK).unwrap();
+        assert!(rsa_key::private_op(&k, &n, &mut FillRng(&mut fill)).is_none());
+        assert!(rsa_key::private_op(&k, &[0xFF; BLOCK], &mut FillRng(&mut fill)).is_none());
+        assert!(rsa_key::private_op(&k, &[1; BLOCK + 1], &mut FillRng(&mut fill)).is_none());
+    }
+
+    /// Hand-made EME-PKCS1-v1_5 and EME-OAEP blocks, encrypted raw: the
+    /// well-formed ones decode, each malformation is refused.
+    #[test]
+    fn constant_time_decoders_refuse_each_malformation() {
+        let k = test_key();
+        let pk = k.to_public_key();
+        let mut fill = counter_rng();
+        let pkcs = |ps_len: usize, first: u8, second: u8, sep: u8| {
+            let mut em = alloc::vec![first, second];
+            em.extend(core::iter::repeat_n(0x5Au8, ps_len));
+            em.push(sep);
+            em.resize(BLOCK, 0x33);
+            em
+        };
+        let mut decrypt = |em: &[u8]| {
+            let c = rsa_key::public_op(&pk, em).unwrap();
+            pkcs1v15_decrypt(&k, &c, &mut FillRng(&mut fill))
+        };
+        let ok = decrypt(&pkcs(8, 0, 2, 0)).unwrap();
+        assert_eq!(ok, alloc::vec![0x33u8; BLOCK - 11]);
+        assert!(decrypt(&pkcs(7, 0, 2, 0)).is_none(), "PS of 7 bytes");
+        assert!(decrypt(&pkcs(8, 0, 1, 0)).is_none(), "block type 1");
+        assert!(decrypt(&pkcs(8, 1, 2, 0)).is_none(), "leading byte");
+        // No zero separator anywhere.
+        let mut no_sep = pkcs(8, 0, 2, 0x5A);
+        no_sep[2..].fill(0x44);
+        assert!(decrypt(&no_sep).is_none(), "no separator");
+        // An empty message: the separator is the last byte.
+        let mut empty = alloc::vec![0u8, 2];
+        empty.resize(BLOCK - 1, 0x5A);
+        empty.push(0);
+        assert_eq!(decrypt(&empty).unwrap(), b"");
+
+        let h = HashAlg::Sha256;
+        let seed = [9u8; 32];
+        let good = binary_label::oaep_encode(h, b"L\0", b"msg", &seed, BLOCK).unwrap();
+        assert_eq!(binary_label::oaep_decode(h, b"L\0", &good).unwrap(), b"msg");
+        assert!(
+            binary_label::oaep_decode(h, b"M\0", &good).is_none(),
+            "label"
+        );
+        let mut lead = good.clone();
+        lead[0] = 1;
+        assert!(
+            binary_label::oaep_decode(h, b"L\0", &lead).is_none(),
+            "leading byte"
+        );
+        // A DB whose first nonzero byte after lHash is 0x02, or that has none.
+        for (what, db_tail) in [("0x02 marker", 2u8), ("no marker", 0u8)] {
+            let db_len = BLOCK - 32 - 1;
+            let mut db = alloc::vec![0u8; db_len];
+            db[..32].copy_from_slice(h.digest(&[b"L\0"]).as_bytes());
+            db[db_len - 4] = db_tail;
+            let mut masked_db = db.clone();
+            xor_into(&mut masked_db, &mgf1(h, &seed, db_len));
+            let mut masked_seed = seed.to_vec();
+            xor_into(&mut masked_seed, &mgf1(h, &masked_db, 32));
+            let mut em = alloc::vec![0u8];
+            em.extend(masked_seed);
+            em.extend(masked_db);
+            assert!(
+                binary_label::oaep_decode(h, b"L\0", &em).is_none(),
+                "{what}"
+            );
+        }
     }
 }

@@ -26,6 +26,7 @@ fn rsa_template(attributes: u32, scheme: Option<(u16, HashAlg)>) -> Public {
         y: Vec::new(),
         exponent: 0,
         ecdaa_count: 0,
+        curve: crate::public::Curve::P256,
     }
 }
 

@@ -22,7 +22,8 @@ use alloc::vec::Vec;
 use vdev::RestoreError;
 
 /// Version of the volatile-state layout.
-pub const VOLATILE_VERSION: u32 = 4;
+/// Version 5 added the SHA-512 PCR bank (its allocation mask and values).
+pub const VOLATILE_VERSION: u32 = 5;
 /// Objects or sessions a blob may carry (more is malformed).
 const MAX_SNAPSHOT_ENTRIES: usize = 64;
 
@@ -161,8 +162,15 @@ impl Tpm {
             _ => Err(RestoreError::Malformed),
         };
         let started = flag(&mut r)?;
-        let mut alloc = [0u32; 3];
-        for a in &mut alloc {
+        // Before version 5 there was no SHA-512 bank: it stays unallocated.
+        let banks: &[HashAlg] = if version >= 5 {
+            &HashAlg::ALL
+        } else {
+            &HashAlg::ALL[..3]
+        };
+        let mut alloc = [0u32; crate::pcr::BANKS];
+        for h in banks {
+            let a = &mut alloc[h.index()];
             *a = r.u32().map_err(m)?;
             if *a & !ALL_PCRS != 0 {
                 return Err(RestoreError::Malformed);
@@ -182,7 +190,7 @@ impl Tpm {
             _ => return Err(RestoreError::Malformed),
         };
         let mut pcrs = PcrBanks::new();
-        for h in HashAlg::ALL {
+        for &h in banks {
             for i in 0..PCR_COUNT {
                 pcrs.values[h.index()][i] =
                     Digest::from_slice(r.bytes(h.digest_size()).map_err(m)?);
@@ -327,6 +335,63 @@ mod tests {
         b.restore_volatile(&blob).unwrap();
         assert_eq!(params_of(&b.execute(0, &read)), params_of(&want));
         assert_eq!(b.save_volatile(), blob);
+    }
+
+    /// A version-4 blob (three PCR banks) restores: the SHA-1/256/384 PCRs
+    /// as saved, the SHA-512 bank unallocated (PCR_Read returns no SHA-512
+    /// digest and TPM_CAP_PCRS an empty SHA-512 selection).
+    #[test]
+    fn version_4_blob_restores_without_a_sha512_bank() {
+        let nv = SharedNv::default();
+        let clock = TestClock::default();
+        let mut a = new_tpm(&nv, &clock);
+        assert_eq!(startup(&mut a, su::CLEAR), 0);
+        let mut ext = alloc::vec::Vec::from(1u32.to_be_bytes());
+        ext.extend(HashAlg::Sha384.id().to_be_bytes());
+        ext.extend([7u8; 48]);
+        a.execute(0, &command(cc::PCR_EXTEND, &[5], &[b""], &ext));
+        let read384 = command(
+            cc::PCR_READ,
+            &[],
+            &[],
+            &[0, 0, 0, 1, 0, 0x0C, 3, 0x20, 0, 0],
+        );
+        let want = a.execute(0, &read384);
+        let blob = a.save_volatile();
+        // Version 4: no SHA-512 mask (the fourth, after the version and the
+        // started flag) and no SHA-512 PCR values (after the other banks,
+        // which follow the counter, seven flags, an empty platform auth,
+        // the clock and the orderly state).
+        let masks = 4 + 1;
+        let pcrs = masks + 16 + 4 + 7 + 2 + 8 + 1;
+        let sha512 = pcrs + 24 * (20 + 32 + 48);
+        let mut v4 = blob[..masks + 12].to_vec();
+        v4.extend_from_slice(&blob[masks + 16..sha512]);
+        v4.extend_from_slice(&blob[sha512 + 24 * 64..]);
+        v4[..4].copy_from_slice(&4u32.to_be_bytes());
+        let mut b = new_tpm(&nv, &clock);
+        b.restore_volatile(&v4).unwrap();
+        assert_eq!(params_of(&b.execute(0, &read384)), params_of(&want));
+        let read512 = command(
+            cc::PCR_READ,
+            &[],
+            &[],
+            &[0, 0, 0, 1, 0, 0x0D, 3, 0xFF, 0, 0],
+        );
+        let r = b.execute(0, &read512);
+        // pcrUpdateCounter, one selection (SHA-512, nothing selected), no digests.
+        assert_eq!(
+            &params_of(&r)[4..],
+            &[0, 0, 0, 1, 0, 0x0D, 3, 0, 0, 0, 0, 0, 0, 0]
+        );
+        // The full blob still restores with the bank allocated.
+        let mut c = new_tpm(&nv, &clock);
+        c.restore_volatile(&blob).unwrap();
+        let r = c.execute(0, &read512);
+        assert_eq!(
+            &params_of(&r)[4..15],
+            &[0, 0, 0, 1, 0, 0x0D, 3, 0xFF, 0, 0, 0]
+        );
     }
 
     #[test]

@@ -217,7 +217,7 @@ fn pcr_extend_event_read_reset() {
     let r = t.execute(0, &command(cc::PCR_EVENT, &[9], &[b""], &ev.buf));
     let mut rd = Reader::new(params_of(&r));
     let got = rd.digest_values().unwrap();
-    assert_eq!(got.len(), 3);
+    assert_eq!(got.len(), HashAlg::ALL.len());
     for (h, dg) in got {
         assert_eq!(dg, HashAlg::digest(h, &[b"event"]).as_bytes());
         let want = h.digest(&[&alloc::vec![0u8; h.digest_size()], dg]);

@@ -315,7 +315,7 @@ impl Diff {
 }
 
 /// The PCR banks both TPMs implement.
-const BANKS: &str = "sha1:all+sha256:all+sha384:all";
+const BANKS: &str = "sha1:all+sha256:all+sha384:all+sha512:all";
 
 #[test]
 fn differential_against_swtpm() {
@@ -358,7 +358,7 @@ fn differential_against_swtpm() {
     let file = scratch("data").join("data.bin");
     std::fs::write(&file, b"The quick brown fox jumps over the lazy dog").unwrap();
     let f = file.to_str().unwrap();
-    for alg in ["sha1", "sha256", "sha384"] {
+    for alg in ["sha1", "sha256", "sha384", "sha512"] {
         let a = tool(&mut ours, &["tpm2_hash", "-g", alg, "--hex", f]);
         let b = tool(&mut sw, &["tpm2_hash", "-g", alg, "--hex", f]);
         assert!(a.0 && b.0, "tpm2_hash {alg}");
@@ -436,7 +436,7 @@ fn differential_against_swtpm() {
     for cap in ["handles-permanent", "handles-pcr", "pcrs"] {
         let strip = |s: String| {
             s.lines()
-                .filter(|l| !l.contains("sha512") && !l.contains("sm3"))
+                .filter(|l| !l.contains("sm3"))
                 .collect::<Vec<_>>()
                 .join("\n")
         };
@@ -6752,4 +6752,790 @@ fn differential_commit_ecdaa() {
         quote_codes[1],
     );
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// A TPML_PCR_SELECTION of `banks`, each (hash id, PCR bit mask).
+fn pcr_sel(banks: &[(u16, u32)]) -> Vec<u8> {
+    let mut v = (banks.len() as u32).to_be_bytes().to_vec();
+    for (alg, mask) in banks {
+        v.extend(alg.to_be_bytes());
+        v.push(3);
+        v.extend(&mask.to_le_bytes()[..3]);
+    }
+    v
+}
+
+/// The four hashes both TPMs implement, in TPM_ALG_ID order.
+const HASHES: [(u16, usize); 4] = [(0x04, 20), (0x0B, 32), (0x0C, 48), (0x0D, 64)];
+
+/// PCR_Extend of `pcr` with one digest per hash in `algs` (bytes `fill`).
+fn extend_cmd(pcr: u32, algs: &[(u16, usize)], fill: u8) -> Vec<u8> {
+    let mut p = (algs.len() as u32).to_be_bytes().to_vec();
+    for (alg, size) in algs {
+        p.extend(alg.to_be_bytes());
+        p.extend(vec![fill; *size]);
+    }
+    cmd(S, 0x182, &[pcr], Some(&pw(1, &[], b"")), &p)
+}
+
+/// The SHA-512 PCR bank, PCR_Allocate taking effect at the next TPM Reset
+/// (and not at Resume or Restart, and persisted across a restart of our
+/// simulator), and the PCR update counter — which PCR_Read returns — against
+/// swtpm: the counter moves once per allocated bank an extend, event or event
+/// sequence touches, once per reset, once per PCR a startup initialises, and
+/// never for the TPM_PT_PCR_NO_INCREMENT PCRs (16, 21–23). Every PCR_Read
+/// response is compared whole, update counter included.
+#[test]
+fn differential_sha512_bank_allocation_and_pcr_update_counter() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_sha512_bank_allocation_and_pcr_update_counter: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let dir = scratch("vtpm-sha512");
+    let mut ours = Vtpm::start_in(dir.clone());
+    mssim_platform(&mut ours, 1);
+    assert_eq!(rc(&ours.raw(0, &cmd(NS, 0x144, &[], None, &[0, 0]))), 0);
+    let mut d = Diff(Vec::new());
+
+    // PCR_Read of every bank over PCRs 0–2, 16 and 23 (at most eight digests
+    // a read), each response whole.
+    let read = |t: &mut dyn Tpm| -> Vec<u8> {
+        let all = |m: u32| pcr_sel(&HASHES.map(|(a, _)| (a, m)));
+        let mut out = Vec::new();
+        for mask in [0b11, 1 << 2 | 1 << 16, 1 << 23] {
+            out.extend(t.raw(0, &cmd(NS, 0x17E, &[], None, &all(mask))));
+        }
+        out
+    };
+    let get_pcrs = |t: &mut dyn Tpm| {
+        t.raw(
+            0,
+            &cmd(NS, 0x17A, &[], None, &[0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 1]),
+        )
+    };
+    let platform = |t: &mut dyn Tpm, code: u32, params: &[u8]| {
+        t.raw(
+            0,
+            &cmd(S, code, &[0x4000_000C], Some(&pw(1, &[], b"")), params),
+        )
+    };
+    let compare = |d: &mut Diff,
+                   what: &str,
+                   ours: &mut Vtpm,
+                   sw: &mut Swtpm,
+                   f: &dyn Fn(&mut dyn Tpm) -> Vec<u8>| {
+        let (a, b) = (f(ours), f(sw));
+        d.eq(what, format!("{a:02x?}"), format!("{b:02x?}"));
+        a
+    };
+    let startup = |t: &mut dyn Tpm, ty: u8| t.raw(0, &cmd(NS, 0x144, &[], None, &[0, ty]));
+    let shutdown = |t: &mut dyn Tpm, ty: u8| t.raw(0, &cmd(NS, 0x145, &[], None, &[0, ty]));
+
+    let fresh = compare(&mut d, "fresh", &mut ours, &mut sw, &read);
+    // The counter after Startup(CLEAR): one update per PCR outside
+    // TPM_PT_PCR_NO_INCREMENT.
+    assert_eq!(u32::from_be_bytes(fresh[10..14].try_into().unwrap()), 20);
+    let scenario: Vec<(&str, Step)> = vec![
+        (
+            "extend 0 sha256",
+            Box::new(|t| t.raw(0, &extend_cmd(0, &HASHES[1..2], 0x11))),
+        ),
+        (
+            "extend 0 every bank",
+            Box::new(|t| t.raw(0, &extend_cmd(0, &HASHES, 0x22))),
+        ),
+        (
+            "extend 16",
+            Box::new(|t| t.raw(0, &extend_cmd(16, &HASHES, 0x33))),
+        ),
+        (
+            "extend 23",
+            Box::new(|t| t.raw(0, &extend_cmd(23, &HASHES[3..], 0x44))),
+        ),
+        (
+            "reset 16",
+            Box::new(|t| t.raw(0, &cmd(S, 0x13D, &[16], Some(&pw(1, &[], b"")), &[]))),
+        ),
+        (
+            "PCR_Event 1",
+            Box::new(|t| {
+                t.raw(
+                    0,
+                    &cmd(
+                        S,
+                        0x13C,
+                        &[1],
+                        Some(&pw(1, &[], b"")),
+                        &[0, 3, b'a', b'b', b'c'],
+                    ),
+                )
+            }),
+        ),
+        (
+            "event sequence into PCR 2",
+            Box::new(|t| {
+                let r = t.raw(0, &cmd(NS, 0x186, &[], None, &[0, 0, 0, 0x10]));
+                assert_eq!(rc(&r), 0, "HashSequenceStart");
+                let seq = u32::from_be_bytes(r[10..14].try_into().unwrap());
+                let two = [pw(1, &[], b""), pw(0, &[], b"")].concat();
+                t.raw(
+                    0,
+                    &cmd(S, 0x185, &[2, seq], Some(&two), &[0, 4, 1, 2, 3, 4]),
+                )
+            }),
+        ),
+        // Allocate: no SHA-1 bank. Not in force before the next TPM Reset.
+        (
+            "PCR_Allocate without SHA-1",
+            Box::new(|t| platform(t, 0x12B, &pcr_sel(&[(0x04, 0), (0x0D, 0xFF_FFFF)]))),
+        ),
+        (
+            "extend 0 every bank, allocation pending",
+            Box::new(|t| t.raw(0, &extend_cmd(0, &HASHES, 0x55))),
+        ),
+        (
+            "Shutdown(STATE) refused while an allocation is pending",
+            Box::new(|t| shutdown(t, 1)),
+        ),
+        ("Shutdown(CLEAR)", Box::new(|t| shutdown(t, 0))),
+    ];
+    for (name, step) in &scenario {
+        compare(&mut d, name, &mut ours, &mut sw, step.as_ref());
+        compare(
+            &mut d,
+            &format!("PCRs after {name}"),
+            &mut ours,
+            &mut sw,
+            &read,
+        );
+        compare(
+            &mut d,
+            &format!("TPM_CAP_PCRS after {name}"),
+            &mut ours,
+            &mut sw,
+            &get_pcrs,
+        );
+    }
+    // Our simulator restarts from its state directory (the allocation is in
+    // its NV image); swtpm power-cycles.
+    ours.stop();
+    let mut ours = Vtpm::start_in(dir);
+    mssim_platform(&mut ours, 1);
+    sw.power_cycle();
+    let scenario: Vec<(&str, Step)> = vec![
+        (
+            "Startup(CLEAR): the new allocation",
+            Box::new(|t| startup(t, 0)),
+        ),
+        (
+            "extend 0 every bank (SHA-1 unallocated)",
+            Box::new(|t| t.raw(0, &extend_cmd(0, &HASHES, 0x66))),
+        ),
+        ("Shutdown(STATE)", Box::new(|t| shutdown(t, 1))),
+        (
+            "power cycle",
+            Box::new(|t| {
+                t.power_cycle();
+                Vec::new()
+            }),
+        ),
+        ("Startup(STATE): resume", Box::new(|t| startup(t, 1))),
+        (
+            "extend 17 at locality 0 refused",
+            Box::new(|t| t.raw(0, &extend_cmd(17, &HASHES, 0x77))),
+        ),
+        ("Shutdown(STATE) again", Box::new(|t| shutdown(t, 1))),
+        (
+            "power cycle again",
+            Box::new(|t| {
+                t.power_cycle();
+                Vec::new()
+            }),
+        ),
+        ("Startup(CLEAR): restart", Box::new(|t| startup(t, 0))),
+        (
+            "PCR_Allocate every bank",
+            Box::new(|t| platform(t, 0x12B, &pcr_sel(&HASHES.map(|(a, _)| (a, 0xFF_FFFF))))),
+        ),
+        (
+            "Shutdown(CLEAR) after the allocation",
+            Box::new(|t| shutdown(t, 0)),
+        ),
+        (
+            "power cycle once more",
+            Box::new(|t| {
+                t.power_cycle();
+                Vec::new()
+            }),
+        ),
+        (
+            "Startup(CLEAR): every bank again",
+            Box::new(|t| startup(t, 0)),
+        ),
+    ];
+    for (name, step) in &scenario {
+        compare(&mut d, name, &mut ours, &mut sw, step.as_ref());
+        if !name.starts_with("power") {
+            compare(
+                &mut d,
+                &format!("PCRs after {name}"),
+                &mut ours,
+                &mut sw,
+                &read,
+            );
+            compare(
+                &mut d,
+                &format!("TPM_CAP_PCRS after {name}"),
+                &mut ours,
+                &mut sw,
+                &get_pcrs,
+            );
+        }
+    }
+    ours.stop_and_remove();
+    assert!(
+        d.0.is_empty(),
+        "{} differences:\n{}",
+        d.0.len(),
+        d.0.join("\n")
+    );
+}
+
+/// TPM_CAP_ALGS and TPM_CAP_ECC_CURVES, raw, from both TPMs: every algorithm
+/// and curve the vTPM lists, swtpm lists with the same TPMA_ALGORITHM, and
+/// what swtpm lists beyond ours is exactly the known gap (so the list must be
+/// updated when the engine gains or loses an algorithm).
+#[test]
+fn differential_algorithm_and_curve_capabilities() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_algorithm_and_curve_capabilities: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm-algs"));
+    mssim_platform(&mut ours, 1);
+    assert_eq!(rc(&ours.raw(0, &cmd(NS, 0x144, &[], None, &[0, 0]))), 0);
+    let getcap = |t: &mut dyn Tpm, capability: u32| {
+        let mut p = capability.to_be_bytes().to_vec();
+        p.extend(0u32.to_be_bytes());
+        p.extend(128u32.to_be_bytes());
+        let r = t.raw(0, &cmd(NS, 0x17A, &[], None, &p));
+        assert_eq!(rc(&r), 0, "GetCapability({capability})");
+        assert_eq!(r[10], 0, "moreData");
+        r[15..].to_vec()
+    };
+    let algs = |b: Vec<u8>| -> Vec<(u16, u32)> {
+        b[4..]
+            .chunks(6)
+            .map(|c| {
+                (
+                    u16::from_be_bytes([c[0], c[1]]),
+                    u32::from_be_bytes(c[2..6].try_into().unwrap()),
+                )
+            })
+            .collect()
+    };
+    let (oa, sa) = (algs(getcap(&mut ours, 0)), algs(getcap(&mut sw, 0)));
+    for a in &oa {
+        assert!(
+            sa.contains(a),
+            "vtpm lists {a:x?}, swtpm does not (with those attributes)"
+        );
+    }
+    let gap: Vec<u16> = sa.iter().filter(|a| !oa.contains(a)).map(|a| a.0).collect();
+    // TDES; MGF1; the ECC schemes SM2, ECSCHNORR, ECMQV; the KDF schemes
+    // KDF1_SP800_56A, KDF2, KDF1_SP800_108; Camellia; CMAC; the block modes
+    // CTR, OFB, CBC, ECB.
+    const KNOWN_GAP: [u16; 14] = [
+        0x0003, 0x0007, 0x001B, 0x001C, 0x001D, 0x0020, 0x0021, 0x0022, 0x0026, 0x003F, 0x0040,
+        0x0041, 0x0042, 0x0044,
+    ];
+    assert_eq!(gap, KNOWN_GAP, "algorithms swtpm lists beyond ours");
+    let curves = |b: Vec<u8>| -> Vec<u16> {
+        b[4..]
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect()
+    };
+    let (oc, sc) = (curves(getcap(&mut ours, 8)), curves(getcap(&mut sw, 8)));
+    assert_eq!(oc, [0x0003, 0x0004], "vtpm curves");
+    for c in &oc {
+        assert!(sc.contains(c), "swtpm lacks curve {c:#x}");
+    }
+    // Paging the curve list from P-384 on: one curve, nothing more.
+    let mut p = 8u32.to_be_bytes().to_vec();
+    p.extend(4u32.to_be_bytes());
+    p.extend(8u32.to_be_bytes());
+    let r = ours.raw(0, &cmd(NS, 0x17A, &[], None, &p));
+    assert_eq!(&r[10..], &[0, 0, 0, 0, 8, 0, 0, 0, 1, 0, 4]);
+    ours.stop_and_remove();
+}
+
+/// Sends `c` again while the TPM answers TPM_RC_RETRY (libtpms does on its
+/// first use of an algorithm it self-tests), as a TSS does.
+fn raw_retrying(t: &mut dyn Tpm, c: &[u8]) -> Vec<u8> {
+    for _ in 0..10 {
+        let r = t.raw(0, c);
+        if rc(&r) != 0x922 {
+            return r;
+        }
+    }
+    panic!("TPM_RC_RETRY ten times");
+}
+
+/// HMAC keys of every hash, loaded with LoadExternal from the same key bytes:
+/// TPM2_HMAC and an HMAC sequence (HMAC_Start, SequenceUpdate,
+/// SequenceComplete) give the same responses on both TPMs, equal to OpenSSL's
+/// HMAC; a requested hash other than the key's is refused alike.
+#[test]
+fn differential_hmac_every_hash() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_hmac_every_hash: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm-hmac"));
+    mssim_platform(&mut ours, 1);
+    assert_eq!(rc(&ours.raw(0, &cmd(NS, 0x144, &[], None, &[0, 0]))), 0);
+    let tpm2b = |b: &[u8]| [&(b.len() as u16).to_be_bytes()[..], b].concat();
+    let key: Vec<u8> = (0u8..40).map(|i| i.wrapping_mul(37) ^ 0xA5).collect();
+    let data = b"HMAC with every hash the TPM implements".to_vec();
+    for (alg, size, name) in [
+        (0x04u16, 20usize, "sha1"),
+        (0x0B, 32, "sha256"),
+        (0x0C, 48, "sha384"),
+        (0x0D, 64, "sha512"),
+    ] {
+        let seed = vec![0x3Cu8; size];
+        // LoadExternal: TPMT_SENSITIVE (keyed hash, empty auth, seedValue,
+        // the key), TPMT_PUBLIC (keyed hash, nameAlg = alg, userWithAuth |
+        // sign, HMAC scheme with alg, unique = H(seedValue || key)), NULL.
+        let mut sens = 0x0008u16.to_be_bytes().to_vec();
+        sens.extend(tpm2b(&[]));
+        sens.extend(tpm2b(&seed));
+        sens.extend(tpm2b(&key));
+        let unique = Command::new("openssl")
+            .args(["dgst", &format!("-{name}"), "-binary"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(&[&seed[..], &key].concat())?;
+                c.wait_with_output()
+            })
+            .unwrap()
+            .stdout;
+        assert_eq!(unique.len(), size);
+        let mut public = 0x0008u16.to_be_bytes().to_vec();
+        public.extend(alg.to_be_bytes());
+        public.extend((1u32 << 6 | 1 << 18).to_be_bytes());
+        public.extend(tpm2b(&[]));
+        public.extend(0x0005u16.to_be_bytes());
+        public.extend(alg.to_be_bytes());
+        public.extend(tpm2b(&unique));
+        let mut params = tpm2b(&sens);
+        params.extend(tpm2b(&public));
+        params.extend(0x4000_0007u32.to_be_bytes());
+        let le = cmd(NS, 0x167, &[], None, &params);
+        let (a, b) = (raw_retrying(&mut ours, &le), raw_retrying(&mut sw, &le));
+        assert_eq!(rc(&a), 0, "{name}: LoadExternal on vtpm");
+        assert_eq!(a[14..], b[14..], "{name}: LoadExternal Name");
+        let (ha, hb) = (
+            u32::from_be_bytes(a[10..14].try_into().unwrap()),
+            u32::from_be_bytes(b[10..14].try_into().unwrap()),
+        );
+        let expected = Command::new("openssl")
+            .args(["dgst", &format!("-{name}"), "-mac", "HMAC", "-macopt"])
+            .arg(format!(
+                "hexkey:{}",
+                key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            ))
+            .arg("-binary")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(&data)?;
+                c.wait_with_output()
+            })
+            .unwrap()
+            .stdout;
+        assert_eq!(expected.len(), size, "{name}: openssl HMAC");
+        let both = |t: &mut dyn Tpm, h: u32, requested: u16| {
+            let mut p = tpm2b(&data);
+            p.extend(requested.to_be_bytes());
+            raw_retrying(t, &cmd(S, 0x155, &[h], Some(&pw(1, &[], b"")), &p))
+        };
+        for requested in [0x0010u16, alg] {
+            let (a, b) = (both(&mut ours, ha, requested), both(&mut sw, hb, requested));
+            assert_eq!(a, b, "{name}: HMAC with hash {requested:#x}");
+            assert_eq!(a[14..16 + size], tpm2b(&expected)[..], "{name}: HMAC value");
+        }
+        let other = if alg == 0x0B { 0x0D } else { 0x0B };
+        assert_eq!(
+            both(&mut ours, ha, other),
+            both(&mut sw, hb, other),
+            "{name}: other hash"
+        );
+        // The same through a sequence, the data in two parts.
+        let seq = |t: &mut dyn Tpm, h: u32| {
+            let mut p = tpm2b(b"a");
+            p.extend(0x0010u16.to_be_bytes());
+            let r = raw_retrying(t, &cmd(S, 0x15B, &[h], Some(&pw(1, &[], b"")), &p));
+            assert_eq!(rc(&r), 0, "HMAC_Start");
+            let s = u32::from_be_bytes(r[10..14].try_into().unwrap());
+            let r = t.raw(
+                0,
+                &cmd(S, 0x15C, &[s], Some(&pw(1, &[], b"a")), &tpm2b(&data[..10])),
+            );
+            assert_eq!(rc(&r), 0, "SequenceUpdate");
+            let mut p = tpm2b(&data[10..]);
+            p.extend(0x4000_0007u32.to_be_bytes());
+            raw_retrying(t, &cmd(S, 0x13E, &[s], Some(&pw(1, &[], b"a")), &p))
+        };
+        let (a, b) = (seq(&mut ours, ha), seq(&mut sw, hb));
+        assert_eq!(rc(&a), 0, "{name}: SequenceComplete");
+        assert_eq!(a, b, "{name}: HMAC sequence");
+        assert_eq!(
+            a[14..16 + size],
+            tpm2b(&expected)[..],
+            "{name}: sequence HMAC value"
+        );
+        for (t, h) in [(&mut ours as &mut dyn Tpm, ha), (&mut sw, hb)] {
+            assert_eq!(
+                rc(&t.raw(0, &cmd(NS, 0x165, &[], None, &h.to_be_bytes()))),
+                0
+            );
+        }
+    }
+    ours.stop_and_remove();
+}
+
+/// ECC P-384 through tpm2-tools on both TPMs, outcome for outcome: an ECDSA
+/// primary (SHA-384) whose signatures OpenSSL verifies and swtpm verifies
+/// after LoadExternal of our public key (and ours verifies swtpm's); a
+/// signature with another hash refused alike; a P-384 storage primary with
+/// AES-256 and an ECDH child whose ECDH_KeyGen point ECDH_ZGen turns into the
+/// same Z; a session salted with the P-384 parent; ECC_Parameters identical.
+#[test]
+fn differential_ecc_p384() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_ecc_p384: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm-p384"));
+    let mut d = Diff(Vec::new());
+    let attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "echo 'signed on P-384' > msg"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc384:ecdsa-sha384",
+            "-a",
+            attrs,
+            "-c",
+            "p.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_readpublic",
+            "-Q",
+            "-c",
+            "p.ctx",
+            "-o",
+            "p.pem",
+            "-f",
+            "pem",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_sign",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha384",
+            "-f",
+            "plain",
+            "-o",
+            "sig.der",
+            "msg",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "openssl",
+            "dgst",
+            "-sha384",
+            "-verify",
+            "p.pem",
+            "-signature",
+            "sig.der",
+            "msg",
+        ],
+        &[
+            "tpm2_sign",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha384",
+            "-o",
+            "sig.tss",
+            "msg",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_verifysignature",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha384",
+            "-m",
+            "msg",
+            "-s",
+            "sig.tss",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        // The key's scheme is ECDSA-SHA-384: a SHA-256 signature is refused.
+        &[
+            "tpm2_sign",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha256",
+            "-o",
+            "bad.tss",
+            "msg",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc384:null:aes256cfb",
+            "-c",
+            "sp.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "sp.ctx",
+            "-G",
+            "ecc384:ecdh",
+            "-u",
+            "e.pub",
+            "-r",
+            "e.priv",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_load",
+            "-Q",
+            "-C",
+            "sp.ctx",
+            "-u",
+            "e.pub",
+            "-r",
+            "e.priv",
+            "-c",
+            "e.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_ecdhkeygen",
+            "-c",
+            "e.ctx",
+            "-u",
+            "q.bin",
+            "-o",
+            "z.bin",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_ecdhzgen",
+            "-c",
+            "e.ctx",
+            "-u",
+            "q.bin",
+            "-o",
+            "z2.bin",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &["cmp", "z.bin", "z2.bin"],
+        &[
+            "tpm2_startauthsession",
+            "--hmac-session",
+            "-S",
+            "s.ctx",
+            "-c",
+            "sp.ctx",
+        ],
+        &["tpm2_getrandom", "-S", "s.ctx", "-o", "r.bin", "16"],
+        &["tpm2_flushcontext", "s.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_geteccparameters", "ecc384", "-o", "params.bin"],
+    ];
+    let (da, db) = (scratch("p384-vtpm"), scratch("p384-swtpm"));
+    for s in steps {
+        let a = step_in(&mut ours, &da, s);
+        let b = step_in(&mut sw, &db, s);
+        d.eq(&s.join(" "), &a, &b);
+        let must_fail = s.contains(&"bad.tss");
+        assert_eq!(a.0, !must_fail, "vtpm: {s:?}: {a:?}");
+    }
+    d.eq(
+        "ECC_Parameters(P-384)",
+        std::fs::read(da.join("params.bin")).ok(),
+        std::fs::read(db.join("params.bin")).ok(),
+    );
+    // Cross-verification: each TPM verifies the other's signature after
+    // LoadExternal of the other's public key.
+    for (t, own, other) in [(&mut sw as &mut dyn Tpm, &db, &da), (&mut ours, &da, &db)] {
+        for f in ["p.pem", "sig.tss", "msg"] {
+            std::fs::copy(other.join(f), own.join(format!("x-{f}"))).unwrap();
+        }
+        for s in [
+            &[
+                "tpm2_loadexternal",
+                "-Q",
+                "-C",
+                "n",
+                "-G",
+                "ecc384:ecdsa-sha384",
+                "-u",
+                "x-p.pem",
+                "-c",
+                "x.ctx",
+            ][..],
+            &[
+                "tpm2_verifysignature",
+                "-c",
+                "x.ctx",
+                "-g",
+                "sha384",
+                "-m",
+                "x-msg",
+                "-s",
+                "x-sig.tss",
+            ],
+            &["tpm2_flushcontext", "-t"],
+        ] {
+            let r = step_in(t, own, s);
+            assert!(r.0, "{s:?} in {}: {r:?}", own.display());
+        }
+    }
+    ours.stop_and_remove();
+    let _ = std::fs::remove_dir_all(&da);
+    let _ = std::fs::remove_dir_all(&db);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// A quote over the SHA-384 and SHA-512 banks by a P-384 attestation key
+/// (ECDSA-SHA-384), after extends of both banks: the PCR values quoted are
+/// swtpm's, `tpm2_checkquote` accepts the quote (recomputing the PCR digest
+/// from them) and refuses it with another nonce, as with swtpm.
+#[test]
+fn differential_quote_over_sha384_and_sha512_banks_with_a_p384_key() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_quote_over_sha384_and_sha512_banks_with_a_p384_key: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm-quote512"));
+    let mut d = Diff(Vec::new());
+    let ak = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign|restricted";
+    let ext = format!("15:sha384={},sha512={}", "42".repeat(48), "24".repeat(64));
+    let quote_check = |nonce: &'static str| -> Vec<String> {
+        [
+            "tpm2_checkquote",
+            "-u",
+            "ak.pem",
+            "-m",
+            "q.msg",
+            "-s",
+            "q.sig",
+            "-f",
+            "q.pcrs",
+            "-g",
+            "sha384",
+            "-q",
+            nonce,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let (good, bad) = (quote_check("0badc0de"), quote_check("0badc0df"));
+    let good: Vec<&str> = good.iter().map(String::as_str).collect();
+    let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["tpm2_pcrextend", &ext],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "e",
+            "-G",
+            "ecc384:ecdsa-sha384:null",
+            "-a",
+            ak,
+            "-c",
+            "ak.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_readpublic",
+            "-Q",
+            "-c",
+            "ak.ctx",
+            "-o",
+            "ak.pem",
+            "-f",
+            "pem",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_quote",
+            "-c",
+            "ak.ctx",
+            "-l",
+            "sha384:0,15+sha512:0,15,16",
+            "-q",
+            "0badc0de",
+            "-m",
+            "q.msg",
+            "-s",
+            "q.sig",
+            "-o",
+            "q.pcrs",
+            "-g",
+            "sha384",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &good,
+        &bad,
+    ];
+    let outcomes = run_steps_both(&mut ours, &mut sw, steps, &["q.pcrs"], &mut d);
+    ours.stop_and_remove();
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.0, i != 9, "step {:?}: {o:?}", steps[i]);
+    }
 }

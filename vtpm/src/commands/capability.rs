@@ -21,21 +21,38 @@ pub const SPEC_REVISION: u32 = 159;
 pub const SPEC_DAY_OF_YEAR: u32 = 312;
 pub const SPEC_YEAR: u32 = 2019;
 
-/// Implemented algorithms and their TPMA_ALGORITHM, ascending by ID.
-const ALGORITHMS: [(u16, u32); 12] = [
+/// Implemented algorithms and their TPMA_ALGORITHM (libtpms's attributes for
+/// the same algorithm), ascending by ID. An algorithm is listed when a command
+/// accepts it where its kind is selectable: the KDF schemes (MGF1,
+/// KDF1_SP800_56A, KDF2, KDF1_SP800_108) are not, as ECC parameters take no
+/// KDF (TPM_RC_KDF), though KDFa/KDFe/MGF1 run inside the engine.
+const ALGORITHMS: [(u16, u32); 19] = [
     (ids::RSA, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
     (alg::SHA1, alg::ATTR_HASH),
     (alg::HMAC, alg::ATTR_HASH | alg::ATTR_SIGNING),
     (alg::AES, alg::ATTR_SYMMETRIC),
+    (
+        ids::KEYEDHASH,
+        alg::ATTR_HASH | alg::ATTR_OBJECT | alg::ATTR_SIGNING | alg::ATTR_ENCRYPTING,
+    ),
     (alg::XOR, alg::ATTR_SYMMETRIC | alg::ATTR_HASH),
     (alg::SHA256, alg::ATTR_HASH),
     (alg::SHA384, alg::ATTR_HASH),
+    (alg::SHA512, alg::ATTR_HASH),
     (ids::RSASSA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
     (ids::RSAES, alg::ATTR_ASYMMETRIC | alg::ATTR_ENCRYPTING),
     (ids::RSAPSS, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
     (ids::OAEP, alg::ATTR_ASYMMETRIC | alg::ATTR_ENCRYPTING),
+    (ids::ECDSA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
+    (ids::ECDH, alg::ATTR_ASYMMETRIC | alg::ATTR_METHOD),
+    (ids::ECDAA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
+    (ids::ECC, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
+    (ids::SYMCIPHER, alg::ATTR_OBJECT),
     (alg::CFB, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),
 ];
+
+/// The implemented ECC curves (TPM_CAP_ECC_CURVES), ascending.
+const ECC_CURVES: [u16; 2] = [ids::NIST_P256, ids::NIST_P384];
 
 fn four_cc(b: [u8; 4]) -> u32 {
     u32::from_be_bytes(b)
@@ -284,9 +301,17 @@ pub fn get_capability(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             more
         }
         cap::ECC_CURVES => {
-            // No ECC yet (tier 2).
-            body.u32(0);
-            false
+            let (v, more) = window(
+                &ECC_CURVES,
+                |c| u32::from(*c),
+                property,
+                count.min(cap::MAX_ECC_CURVES),
+            );
+            body.u32(v.len() as u32);
+            for c in v {
+                body.u16(c);
+            }
+            more
         }
         _ => return Err(rc::VALUE + rc::P + rc::N1),
     };

@@ -13,7 +13,7 @@ use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::hash::{Digest, HashAlg};
 use crate::marshal::{Reader, Writer};
 use crate::object::{Key, Object};
-use crate::public::{self, attr, ids, name_of, Public, SymObject};
+use crate::public::{attr, ids, name_of, Public, SymObject};
 use crate::session::{aes_cfb, ct_eq, kdfa};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -311,8 +311,9 @@ pub(crate) fn bound(public: &Public, secret: &[u8], seed_value: &[u8]) -> bool {
     if public.ty == ids::RSA {
         crate::rsa_key::private_key(&public.x, public.exponent, secret).is_some()
     } else if public.ty == ids::ECC {
-        public::scalar_from_bytes(secret)
-            .is_some_and(|d| Some(p256::PublicKey::from_secret_scalar(&d)) == public.point())
+        public
+            .scalar(secret)
+            .is_some_and(|d| Some(d.public()) == public.point())
     } else {
         public.name_alg.digest(&[seed_value, secret]).as_bytes() == public.x.as_slice()
     }

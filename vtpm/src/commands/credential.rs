@@ -21,7 +21,6 @@ use crate::rsa_key::{self, FillRng, RSA_BYTES};
 use crate::rsa_pad;
 use crate::session::{aes_cfb, ct_eq, kdfa};
 use alloc::vec::Vec;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
 
 /// Largest TPM2B_ENCRYPTED_SECRET (an RSA-2048 block).
 const MAX_SECRET: usize = RSA_BYTES;
@@ -48,16 +47,14 @@ pub(crate) fn seal_seed(tpm: &mut Tpm, key: &Key, label: &[u8]) -> Result<(Vec<u
             .ok_or(rc::FAILURE)?;
         return Ok((seed, secret));
     }
-    let d = loop {
-        let mut b = [0u8; public::P256_BYTES];
+    let d = public::derive_scalar(key.public.curve, |_| {
+        let mut b = alloc::vec![0u8; key.public.curve.bytes()];
         tpm.random(&mut b);
-        if let Some(d) = public::scalar_from_bytes(&b) {
-            break d;
-        }
-    };
+        b
+    });
     let z = public::ecdh_x(&d, &key.public.x, &key.public.y).ok_or(rc::KEY + rc::H + rc::N1)?;
-    let qe = p256::PublicKey::from_secret_scalar(&d).to_encoded_point(false);
-    let (qx, qy) = (qe.x().ok_or(rc::FAILURE)?, qe.y().ok_or(rc::FAILURE)?);
+    let (qx, qy) = d.public().xy();
+    let (qx, qy) = (&qx[..], &qy[..]);
     let seed = public::kdfe(h, &z, label, qx, &key.public.x, h.digest_size() as u32 * 8);
     let mut point = Writer::new();
     point.tpm2b(qx).tpm2b(qy);
@@ -140,11 +137,11 @@ pub(crate) fn recover_seed(
         let d = key
             .private
             .as_deref()
-            .and_then(public::scalar_from_bytes)
+            .and_then(|p| key.public.scalar(p))
             .ok_or(rc::AUTH_UNAVAILABLE)?;
         let mut r = Reader::new(secret);
-        let x = r.tpm2b(public::P256_BYTES).map_err(|e| e + pn)?;
-        let y = r.tpm2b(public::P256_BYTES).map_err(|e| e + pn)?;
+        let x = r.tpm2b(public::MAX_ECC_BYTES).map_err(|e| e + pn)?;
+        let y = r.tpm2b(public::MAX_ECC_BYTES).map_err(|e| e + pn)?;
         if r.remaining() != 0 {
             return Err(rc::SIZE + pn);
         }

@@ -18,7 +18,7 @@ use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::hash::Digest;
 use crate::marshal::{Reader, Writer};
 use crate::object::Key;
-use crate::public::{self, attr, ids, name_of, Public, SymObject};
+use crate::public::{attr, ids, name_of, Public, SymObject};
 use crate::session::{aes_cfb, ct_eq};
 use alloc::vec::Vec;
 
@@ -282,8 +282,8 @@ pub fn import(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         return Err(rc::TYPE + p2);
     }
     // An ECC scalar may come without its leading zero bytes.
-    if ty == ids::ECC && secret.len() < public::P256_BYTES {
-        let mut padded = alloc::vec![0u8; public::P256_BYTES - secret.len()];
+    if ty == ids::ECC && secret.len() < public.curve.bytes() {
+        let mut padded = alloc::vec![0u8; public.curve.bytes() - secret.len()];
         padded.extend_from_slice(&secret);
         secret = padded;
     }

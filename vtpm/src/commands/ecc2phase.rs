@@ -60,7 +60,7 @@ pub(crate) fn commit_secret(tpm: &Tpm, counter: u64, name: &[u8]) -> NonZeroScal
     let mut i = 0u8;
     loop {
         let d = HashAlg::Sha256.hmac(&nonce, &[COMMIT_LABEL, &counter.to_be_bytes(), name, &[i]]);
-        if let Some(s) = public::scalar_from_bytes(d.as_bytes()) {
+        if let Some(s) = public::p256_scalar(d.as_bytes()) {
             return s;
         }
         i = i.wrapping_add(1);
@@ -162,6 +162,10 @@ pub fn commit_cmd(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if key.public.ty != ids::ECC {
         return Err(rc::KEY + rc::H + rc::N1);
     }
+    if key.public.curve != public::Curve::P256 {
+        log::warn!("vtpm: commitments (Commit, ZGen_2Phase) are implemented on P-256 only");
+        return Err(rc::CURVE + rc::H + rc::N1);
+    }
     if !matches!(key.public.scheme, Some((ids::ECDAA, _))) {
         return Err(rc::SCHEME + rc::H + rc::N1);
     }
@@ -178,7 +182,7 @@ pub fn commit_cmd(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         let p2 = on_curve(&x2, y2).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
         Some(p2)
     };
-    let d = key.private.as_deref().and_then(public::scalar_from_bytes);
+    let d = key.private.as_deref().and_then(public::p256_scalar);
     if p2.is_some() && d.is_none() {
         return Err(rc::KEY + rc::H + rc::N1);
     }
@@ -190,8 +194,8 @@ pub fn commit_cmd(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let mut out = Writer::new();
     match (p2, d) {
         (Some((x, y)), Some(d)) => {
-            let k = public::ecdh_point(&d, &x, &y).ok_or(rc::NO_RESULT)?;
-            let l = public::ecdh_point(&r, &x, &y).ok_or(rc::NO_RESULT)?;
+            let k = public::p256_point(&d, &x, &y).ok_or(rc::NO_RESULT)?;
+            let l = public::p256_point(&r, &x, &y).ok_or(rc::NO_RESULT)?;
             write_point(&mut out, &k.0, &k.1);
             write_point(&mut out, &l.0, &l.1);
         }
@@ -201,7 +205,7 @@ pub fn commit_cmd(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     }
     match (p1, p2) {
         (Some((x, y)), _) => {
-            let e = public::ecdh_point(&r, &x, &y).ok_or(rc::NO_RESULT)?;
+            let e = public::p256_point(&r, &x, &y).ok_or(rc::NO_RESULT)?;
             write_point(&mut out, &e.0, &e.1);
         }
         (None, None) => {
@@ -262,6 +266,10 @@ pub fn zgen_2phase(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if key.public.ty != ids::ECC {
         return Err(rc::KEY + rc::H + rc::N1);
     }
+    if key.public.curve != public::Curve::P256 {
+        log::warn!("vtpm: commitments (Commit, ZGen_2Phase) are implemented on P-256 only");
+        return Err(rc::CURVE + rc::H + rc::N1);
+    }
     if key.public.has(attr::RESTRICTED) || !key.public.has(attr::DECRYPT) {
         return Err(rc::ATTRIBUTES + rc::H + rc::N1);
     }
@@ -276,17 +284,17 @@ pub fn zgen_2phase(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let d = key
         .private
         .as_deref()
-        .and_then(public::scalar_from_bytes)
+        .and_then(public::p256_scalar)
         .ok_or(rc::AUTH_UNAVAILABLE)?;
-    let z1 = public::ecdh_point(&d, qs_x, qs_y).ok_or(rc::ECC_POINT + rc::P + rc::N1)?;
+    let z1 = public::p256_point(&d, qs_x, qs_y).ok_or(rc::ECC_POINT + rc::P + rc::N1)?;
     // The other party's ephemeral point is checked before the commitment.
-    public::ecdh_point(&d, qe_x, qe_y).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
+    public::p256_point(&d, qe_x, qe_y).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
     let Some(full) = outstanding(tpm, counter) else {
         log::warn!("vtpm: ZGen_2Phase: commitment {counter} unknown or used");
         return Err(rc::VALUE + rc::P + 4 * rc::N1);
     };
     let r = commit_secret(tpm, full, &[]);
-    let z2 = public::ecdh_point(&r, qe_x, qe_y).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
+    let z2 = public::p256_point(&r, qe_x, qe_y).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
     end_commit(tpm, full);
     write_point(&mut cmd.out, &z1.0, &z1.1);
     write_point(&mut cmd.out, &z2.0, &z2.1);
@@ -374,11 +382,14 @@ mod tests {
             symmetric: public::SymObject::Null,
             scheme: Some((ids::ECDAA, HashAlg::Sha256)),
             ecdaa_count: 9,
+            curve: crate::public::Curve::P256,
             x: Vec::new(),
             y: Vec::new(),
             exponent: 0,
         };
-        p.set_point(&p256::PublicKey::from_secret_scalar(d));
+        p.set_point(&public::EcPublic::P256(
+            p256::PublicKey::from_secret_scalar(d),
+        ));
         let mut w = Writer::new();
         if with_private {
             let mut sens = Writer::new();

@@ -48,7 +48,7 @@ pub fn hierarchy_change_auth(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     cmd.finish()?;
     let new = crate::auth::strip_trailing_zeros(new);
     // The authValue may be no larger than the context integrity digest.
-    if new.len() > limits::MAX_DIGEST {
+    if new.len() > limits::MAX_HIERARCHY_AUTH {
         return Err(rc::SIZE + rc::P + rc::N1);
     }
     let d = Digest::from_slice(new);

@@ -19,7 +19,6 @@ use crate::object::{Key, Object};
 use crate::public::{self, attr, name_of, Public, SymObject};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use p256::PublicKey;
 
 /// Label of primary-object derivation.
 const PRIMARY_LABEL: &[u8] = b"Primary Object Creation";
@@ -144,9 +143,10 @@ pub(crate) fn generate(
         public.y.clear();
         p
     } else {
-        let d = public::derive_p256(|_| rng(public::P256_BYTES));
-        public.set_point(&PublicKey::from_secret_scalar(&d));
-        p256::elliptic_curve::PrimeField::to_repr(&*d).to_vec()
+        let curve = public.curve;
+        let d = public::derive_scalar(curve, |_| rng(curve.bytes()));
+        public.set_point(&d.public());
+        d.to_bytes()
     };
     let seed_value = if public.has(attr::RESTRICTED | attr::DECRYPT) {
         rng(digest)
@@ -373,8 +373,8 @@ pub fn load_external(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
                     crate::rsa_key::private_key(&public.x, public.exponent, secret).is_some()
                 }
                 Some(pk) => {
-                    let s = public::scalar_from_bytes(secret).ok_or(rc::KEY + rc::P + rc::N1)?;
-                    PublicKey::from_secret_scalar(&s) == pk
+                    let s = public.scalar(secret).ok_or(rc::KEY + rc::P + rc::N1)?;
+                    s.public() == pk
                 }
                 None => public.name_alg.digest(&[seed, secret]).as_bytes() == public.x.as_slice(),
             };

@@ -20,10 +20,14 @@ fn check_extend_locality(index: usize, locality: u8) -> Result<(), u32> {
     }
 }
 
-/// Records a change of PCR `index` (update counter, orderly state).
-pub(crate) fn changed(tpm: &mut Tpm, cmd: &mut Cmd, index: usize) {
+/// Records `updates` changes of PCR `index` (update counter, orderly state).
+/// Part 1 §17.7 (pcrUpdateCounter): every update of a PCR moves the counter,
+/// so an extend counts once per allocated bank it extends (a PCR_Extend with
+/// SHA-1 and SHA-256 digests is two updates, as in libtpms), a reset once;
+/// PCRs in TPM_PT_PCR_NO_INCREMENT never move it.
+pub(crate) fn changed(tpm: &mut Tpm, cmd: &mut Cmd, index: usize, updates: u32) {
     if pcr::counts_change(index) {
-        tpm.v.pcr_counter = tpm.v.pcr_counter.wrapping_add(1);
+        tpm.v.pcr_counter = tpm.v.pcr_counter.wrapping_add(updates);
     }
     cmd.breaks_orderly = true;
 }
@@ -35,12 +39,14 @@ pub fn pcr_extend(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         return Ok(());
     };
     check_extend_locality(index, cmd.locality)?;
+    let mut updates = 0;
     for (h, d) in digests {
         if tpm.v.allocation.is_allocated(h, index) {
             tpm.v.pcrs.extend(h, index, d);
+            updates += 1;
         }
     }
-    changed(tpm, cmd, index);
+    changed(tpm, cmd, index, updates);
     Ok(())
 }
 
@@ -52,17 +58,19 @@ pub fn pcr_event(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         check_extend_locality(i, cmd.locality)?;
     }
     cmd.out.u32(HashAlg::ALL.len() as u32);
+    let mut updates = 0;
     for h in HashAlg::ALL {
         let d = h.digest(&[data]);
         cmd.out.u16(h.id()).bytes(d.as_bytes());
         if let Some(i) = index {
             if tpm.v.allocation.is_allocated(h, i) {
                 tpm.v.pcrs.extend(h, i, d.as_bytes());
+                updates += 1;
             }
         }
     }
     if let Some(i) = index {
-        changed(tpm, cmd, i);
+        changed(tpm, cmd, i, updates);
     }
     Ok(())
 }
@@ -107,7 +115,7 @@ pub fn pcr_reset(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         return Err(rc::LOCALITY);
     }
     tpm.v.pcrs.reset(index);
-    changed(tpm, cmd, index);
+    changed(tpm, cmd, index, 1);
     Ok(())
 }
 

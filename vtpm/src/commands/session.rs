@@ -84,15 +84,15 @@ fn decrypt_salt(tpm: &mut Tpm, key_handle: u32, secret: &[u8]) -> Result<Vec<u8>
     let d = key
         .private
         .as_deref()
-        .and_then(crate::public::scalar_from_bytes)
+        .and_then(|p| key.public.scalar(p))
         .ok_or(rc::HANDLE + h1)?;
     if !key.public.has(crate::public::attr::DECRYPT) {
         return Err(rc::ATTRIBUTES + h1);
     }
     let bad = rc::VALUE + rc::P + 2 * rc::N1;
     let mut r = crate::marshal::Reader::new(secret);
-    let x = r.tpm2b(crate::public::P256_BYTES).map_err(|_| bad)?;
-    let y = r.tpm2b(crate::public::P256_BYTES).map_err(|_| bad)?;
+    let x = r.tpm2b(crate::public::MAX_ECC_BYTES).map_err(|_| bad)?;
+    let y = r.tpm2b(crate::public::MAX_ECC_BYTES).map_err(|_| bad)?;
     if r.remaining() != 0 {
         return Err(bad);
     }

@@ -12,7 +12,6 @@ use crate::object::Key;
 use crate::public::{self, attr, ids};
 use crate::session::ct_eq;
 use alloc::vec::Vec;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
 
 /// Hash of tickets (the context integrity hash).
 const TICKET_HASH: HashAlg = HashAlg::Sha384;
@@ -155,10 +154,14 @@ fn ecdaa_sign(
     count: u16,
     digest: &[u8],
 ) -> Result<Vec<u8>, u32> {
+    if key.public.curve != public::Curve::P256 {
+        log::warn!("vtpm: Sign: ECDAA is implemented on P-256 only");
+        return Err(rc::SCHEME);
+    }
     let d = key
         .private
         .as_deref()
-        .and_then(public::scalar_from_bytes)
+        .and_then(public::p256_scalar)
         .ok_or(rc::AUTH_UNAVAILABLE)?;
     let Some(full) = super::ecc2phase::outstanding(tpm, count) else {
         log::warn!("vtpm: Sign: ECDAA commitment {count} unknown or used");
@@ -168,7 +171,7 @@ fn ecdaa_sign(
     let (nonce_k, s) = loop {
         let mut k = [0u8; public::P256_BYTES];
         tpm.random(&mut k);
-        if public::scalar_from_bytes(&k).is_none() {
+        if public::p256_scalar(&k).is_none() {
             continue;
         }
         // nonceK in its minimal big-endian form, as hashed and returned.
@@ -232,7 +235,7 @@ fn signature(
         let d = key
             .private
             .as_deref()
-            .and_then(public::scalar_from_bytes)
+            .and_then(|p| key.public.scalar(p))
             .ok_or(rc::AUTH_UNAVAILABLE)?;
         let (r, s) = public::ecdsa_sign(&d, digest).ok_or(rc::FAILURE)?;
         w.tpm2b(&r).tpm2b(&s);
@@ -255,8 +258,8 @@ pub(crate) fn parse_signature<'a>(r: &mut Reader<'a>, n: u32) -> Result<Signatur
         .p(n)?
         .ok_or(rc::HASH + rc::P + n * rc::N1)?;
     if sig_alg == ids::ECDSA {
-        let sr = r.tpm2b(public::P256_BYTES).p(n)?;
-        Ok((sig_alg, hash, sr, r.tpm2b(public::P256_BYTES).p(n)?))
+        let sr = r.tpm2b(public::MAX_ECC_BYTES).p(n)?;
+        Ok((sig_alg, hash, sr, r.tpm2b(public::MAX_ECC_BYTES).p(n)?))
     } else {
         Ok((
             sig_alg,
@@ -317,8 +320,8 @@ pub fn verify_signature(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
 pub fn ecdh_zgen(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let n = cmd.params.u16().p(1)? as usize;
     let mut sub = cmd.params.sub(n).p(1)?;
-    let x = sub.tpm2b(public::P256_BYTES).p(1)?;
-    let y = sub.tpm2b(public::P256_BYTES).p(1)?;
+    let x = sub.tpm2b(public::MAX_ECC_BYTES).p(1)?;
+    let y = sub.tpm2b(public::MAX_ECC_BYTES).p(1)?;
     if sub.remaining() != 0 {
         return Err(rc::SIZE + rc::P + rc::N1);
     }
@@ -333,7 +336,7 @@ pub fn ecdh_zgen(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let d = key
         .private
         .as_deref()
-        .and_then(public::scalar_from_bytes)
+        .and_then(|p| key.public.scalar(p))
         .ok_or(rc::AUTH_UNAVAILABLE)?;
     let (zx, zy) = public::ecdh_point(&d, x, y).ok_or(rc::ECC_POINT + rc::P + rc::N1)?;
     let mut point = crate::marshal::Writer::new();
@@ -351,16 +354,15 @@ pub fn ecdh_key_gen(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         return Err(rc::KEY + rc::H + rc::N1);
     }
     let (qx, qy) = (key.public.x.clone(), key.public.y.clone());
-    let d = loop {
-        let mut b = [0u8; public::P256_BYTES];
+    let curve = key.public.curve;
+    let d = public::derive_scalar(curve, |_| {
+        let mut b = alloc::vec![0u8; curve.bytes()];
         tpm.random(&mut b);
-        if let Some(d) = public::scalar_from_bytes(&b) {
-            break d;
-        }
-    };
+        b
+    });
     let (zx, zy) = public::ecdh_point(&d, &qx, &qy).ok_or(rc::ECC_POINT + rc::H + rc::N1)?;
-    let g = p256::PublicKey::from_secret_scalar(&d).to_encoded_point(false);
-    let (gx, gy) = (g.x().ok_or(rc::FAILURE)?, g.y().ok_or(rc::FAILURE)?);
+    let (gx, gy) = d.public().xy();
+    let (gx, gy) = (&gx[..], &gy[..]);
     let mut z = crate::marshal::Writer::new();
     z.tpm2b(&zx).tpm2b(&zy);
     let mut p = crate::marshal::Writer::new();
@@ -537,29 +539,87 @@ pub mod p256_domain {
     pub const H: [u8; 1] = [1];
 }
 
-/// Part 3 §23.3 TPM2_ECC_Parameters: TPMS_ALGORITHM_DETAIL_ECC of the one
-/// implemented curve (NIST P-256), with the curve's KDF (KDF1 of SP 800-56A
-/// with SHA-256) and no fixed signing scheme, as the reference curve table.
+/// NIST P-384 domain parameters (FIPS 186-4 §D.1.2.4, SEC 2 §2.5.1), big-endian.
+pub mod p384_domain {
+    pub const KEY_BITS: u16 = 384;
+    pub const P: [u8; 48] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xFF,
+        0xFF, 0xFF, 0xFF,
+    ];
+    /// a = p − 3.
+    pub const A: [u8; 48] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xFF,
+        0xFF, 0xFF, 0xFC,
+    ];
+    pub const B: [u8; 48] = [
+        0xB3, 0x31, 0x2F, 0xA7, 0xE2, 0x3E, 0xE7, 0xE4, 0x98, 0x8E, 0x05, 0x6B, 0xE3, 0xF8, 0x2D,
+        0x19, 0x18, 0x1D, 0x9C, 0x6E, 0xFE, 0x81, 0x41, 0x12, 0x03, 0x14, 0x08, 0x8F, 0x50, 0x13,
+        0x87, 0x5A, 0xC6, 0x56, 0x39, 0x8D, 0x8A, 0x2E, 0xD1, 0x9D, 0x2A, 0x85, 0xC8, 0xED, 0xD3,
+        0xEC, 0x2A, 0xEF,
+    ];
+    pub const GX: [u8; 48] = [
+        0xAA, 0x87, 0xCA, 0x22, 0xBE, 0x8B, 0x05, 0x37, 0x8E, 0xB1, 0xC7, 0x1E, 0xF3, 0x20, 0xAD,
+        0x74, 0x6E, 0x1D, 0x3B, 0x62, 0x8B, 0xA7, 0x9B, 0x98, 0x59, 0xF7, 0x41, 0xE0, 0x82, 0x54,
+        0x2A, 0x38, 0x55, 0x02, 0xF2, 0x5D, 0xBF, 0x55, 0x29, 0x6C, 0x3A, 0x54, 0x5E, 0x38, 0x72,
+        0x76, 0x0A, 0xB7,
+    ];
+    pub const GY: [u8; 48] = [
+        0x36, 0x17, 0xDE, 0x4A, 0x96, 0x26, 0x2C, 0x6F, 0x5D, 0x9E, 0x98, 0xBF, 0x92, 0x92, 0xDC,
+        0x29, 0xF8, 0xF4, 0x1D, 0xBD, 0x28, 0x9A, 0x14, 0x7C, 0xE9, 0xDA, 0x31, 0x13, 0xB5, 0xF0,
+        0xB8, 0xC0, 0x0A, 0x60, 0xB1, 0xCE, 0x1D, 0x7E, 0x81, 0x9D, 0x7A, 0x43, 0x1D, 0x7C, 0x90,
+        0xEA, 0x0E, 0x5F,
+    ];
+    /// The order of G.
+    pub const N: [u8; 48] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xC7, 0x63, 0x4D, 0x81, 0xF4, 0x37,
+        0x2D, 0xDF, 0x58, 0x1A, 0x0D, 0xB2, 0x48, 0xB0, 0xA7, 0x7A, 0xEC, 0xEC, 0x19, 0x6A, 0xCC,
+        0xC5, 0x29, 0x73,
+    ];
+    /// The cofactor.
+    pub const H: [u8; 1] = [1];
+}
+
+/// Part 3 §23.3 TPM2_ECC_Parameters: TPMS_ALGORITHM_DETAIL_ECC of an
+/// implemented curve (NIST P-256 or P-384), with the curve's KDF (KDF1 of
+/// SP 800-56A with SHA-256 for P-256, SHA-384 for P-384) and no fixed signing
+/// scheme, as the reference curve table.
 pub fn ecc_parameters(_tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let curve = cmd.params.u16().p(1)?;
     cmd.finish()?;
-    if curve != ids::NIST_P256 {
-        return Err(rc::CURVE + rc::P + rc::N1);
-    }
-    use p256_domain as d;
+    type Domain<'a> = (u16, u16, [&'a [u8]; 7]);
+    let (bits, kdf_hash, values): Domain = match public::Curve::from_id(curve) {
+        Some(public::Curve::P256) => {
+            use p256_domain as d;
+            (
+                d::KEY_BITS,
+                alg::SHA256,
+                [&d::P, &d::A, &d::B, &d::GX, &d::GY, &d::N, &d::H],
+            )
+        }
+        Some(public::Curve::P384) => {
+            use p384_domain as d;
+            (
+                d::KEY_BITS,
+                alg::SHA384,
+                [&d::P, &d::A, &d::B, &d::GX, &d::GY, &d::N, &d::H],
+            )
+        }
+        None => return Err(rc::CURVE + rc::P + rc::N1),
+    };
     cmd.out
-        .u16(ids::NIST_P256)
-        .u16(d::KEY_BITS)
+        .u16(curve)
+        .u16(bits)
         .u16(alg::KDF1_SP800_56A)
-        .u16(alg::SHA256)
-        .u16(alg::NULL)
-        .tpm2b(&d::P)
-        .tpm2b(&d::A)
-        .tpm2b(&d::B)
-        .tpm2b(&d::GX)
-        .tpm2b(&d::GY)
-        .tpm2b(&d::N)
-        .tpm2b(&d::H);
+        .u16(kdf_hash)
+        .u16(alg::NULL);
+    for v in values {
+        cmd.out.tpm2b(v);
+    }
     Ok(())
 }
 

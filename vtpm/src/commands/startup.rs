@@ -62,6 +62,16 @@ pub fn startup(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
             }
         }
     }
+    // Every PCR the startup sets to its initial value is an update
+    // (Part 1 §17.7): all of them after TPM Reset and Restart, those whose
+    // state is not saved after Resume — the PCRs in TPM_PT_PCR_NO_INCREMENT
+    // excepted, as always.
+    let startup_updates = (0..PCR_COUNT)
+        .filter(|&i| {
+            pcr::counts_change(i) && (kind != StartupKind::Resume || !pcr::PCR_ATTRS[i].state_save)
+        })
+        .count() as u32;
+    tpm.v.pcr_counter = tpm.v.pcr_counter.wrapping_add(startup_updates);
     if kind == StartupKind::Resume {
         if let Some(s) = saved {
             for (h, i, d) in &s.pcrs {
