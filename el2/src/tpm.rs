@@ -16,7 +16,7 @@ use alloc::vec::Vec;
 use boards::guest;
 use devices::{Pl061, SpiBitBang, SpiPins};
 use registry::{AbError, AbStore, Extent};
-use vdev::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError, Shared, SharedBlock};
+use vdev::{MmioDevice, Shared, SharedBlock};
 use vtpm::crb::Crb;
 use vtpm::tis::Tis;
 use vtpm::tis_spi::TisSpi;
@@ -100,7 +100,7 @@ impl GuestTpm {
     pub fn device(&self) -> Box<dyn MmioDevice + Send> {
         match &self.front {
             Front::SpiGpio(chain) => Box::new(chain.clone()),
-            Front::Crb { crb, .. } => Box::new(CrbPort(crb.clone())),
+            Front::Crb { crb, .. } => Box::new(crb.clone()),
         }
     }
 
@@ -134,73 +134,6 @@ impl GuestTpm {
             Front::SpiGpio(chain) => chain.0.lock().pins_mut().slave_mut().reset(),
             Front::Crb { .. } => {}
         }
-    }
-}
-
-/// The CRB as the bus reaches it. EDK2's CRB driver (`Tpm2DeviceLibDTpm`) stores
-/// TPM_CRB_CTRL_RSP_ADDR with one 64-bit write and, before every command, writes
-/// the command and response buffer addresses and sizes back with the values the
-/// TPM reports; `vtpm::crb` takes 64-bit reads but only 32-bit register writes, and
-/// logs every write to those read-only registers. Here a 64-bit register write is
-/// split into its two 32-bit halves (low first), and a write of the value a buffer
-/// address or size register already reads is absorbed; any other write reaches the
-/// model, which ignores it with a (rate-limited) log line. The data buffer and
-/// everything else pass through unchanged.
-struct CrbPort(Shared<Crb>);
-
-impl CrbPort {
-    /// Whether `reg` (an offset within a locality page) is one of the control
-    /// area's buffer address or size registers.
-    fn is_buffer_reg(reg: u64) -> bool {
-        use vtpm::tis_regs::crb::{CTRL_CMD_SIZE, CTRL_RSP_ADDR_HI};
-        (CTRL_CMD_SIZE..=CTRL_RSP_ADDR_HI).contains(&(reg & !3))
-    }
-
-    fn write32(&mut self, ctx: &mut MmioContext, offset: u64, value: u32) -> Result<(), MmioError> {
-        let reg = offset % vtpm::tis_regs::LOCALITY_PAGE;
-        if Self::is_buffer_reg(reg) && offset & 3 == 0 {
-            let now = self.0.read(ctx, offset, AccessSize::Word)?;
-            if now == u64::from(value) {
-                return Ok(());
-            }
-        }
-        self.0
-            .write(ctx, offset, AccessSize::Word, u64::from(value))
-    }
-}
-
-impl MmioDevice for CrbPort {
-    fn read(
-        &mut self,
-        ctx: &mut MmioContext,
-        offset: u64,
-        size: AccessSize,
-    ) -> Result<u64, MmioError> {
-        self.0.read(ctx, offset, size)
-    }
-
-    fn write(
-        &mut self,
-        ctx: &mut MmioContext,
-        offset: u64,
-        size: AccessSize,
-        value: u64,
-    ) -> Result<(), MmioError> {
-        use vtpm::tis_regs::crb::DATA_BUFFER;
-        let reg = offset % vtpm::tis_regs::LOCALITY_PAGE;
-        let control = offset < Crb::REGION_SIZE && reg < DATA_BUFFER;
-        match size {
-            AccessSize::Double if control && offset & 7 == 0 => {
-                self.write32(ctx, offset, value as u32)?;
-                self.write32(ctx, offset + 4, (value >> 32) as u32)
-            }
-            AccessSize::Word if control => self.write32(ctx, offset, value as u32),
-            _ => self.0.write(ctx, offset, size, value),
-        }
-    }
-
-    fn reset(&mut self, irq: &mut dyn InterruptSink) {
-        self.0.reset(irq);
     }
 }
 

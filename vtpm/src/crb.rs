@@ -214,11 +214,36 @@ impl MmioDevice for Crb {
             }
             return Ok(());
         }
+        // A 64-bit store to an 8-aligned register pair is two 32-bit writes, low
+        // half first (EDK2's CRB driver stores TPM_CRB_CTRL_RSP_ADDR this way).
+        if n == 8 && reg & 7 == 0 {
+            self.write_reg(ctx, loc, reg, value as u32);
+            self.write_reg(ctx, loc, reg + 4, (value >> 32) as u32);
+            return Ok(());
+        }
         let shift = reg & 3;
         if shift + n > 4 {
             return Err(MmioError::UnsupportedSize { offset, size });
         }
-        let v = (value << (8 * shift)) as u32;
+        // A narrow write is its bytes in place, the register's other bytes zero
+        // (the control registers act on the bits written as one).
+        self.write_reg(ctx, loc, reg & !3, (value << (8 * shift)) as u32);
+        Ok(())
+    }
+
+    /// Platform reset ([`Crb::reset`]: _TPM_Init included); the interrupt line, if
+    /// wired, is lowered.
+    fn reset(&mut self, irq: &mut dyn InterruptSink) {
+        Crb::reset(self);
+        if let Some(intid) = self.intid {
+            irq.set_level(intid, false);
+        }
+    }
+}
+
+impl Crb {
+    /// A write of the whole 32-bit register `reg` (4-aligned) of locality `loc`.
+    fn write_reg(&mut self, ctx: &mut MmioContext, loc: u8, reg: u64, v: u32) {
         let active = self.active == Some(loc);
         match reg & !3 {
             LOC_CTRL => self.write_loc_ctrl(loc, v),
@@ -244,17 +269,10 @@ impl MmioDevice for Crb {
                 self.int_sts &= !v;
                 self.update_irq(ctx);
             }
+            // The buffer's address and size are fixed: a driver writing back what
+            // it read (EDK2 does) changes nothing and is not worth a log line.
+            CTRL_CMD_SIZE..=CTRL_RSP_ADDR_HI if self.read_reg(loc, reg) == v => {}
             r => log::warn!("vtpm-crb: write {v:#x} to register {r:#x} of locality {loc} ignored"),
-        }
-        Ok(())
-    }
-
-    /// Platform reset ([`Crb::reset`]: _TPM_Init included); the interrupt line, if
-    /// wired, is lowered.
-    fn reset(&mut self, irq: &mut dyn InterruptSink) {
-        Crb::reset(self);
-        if let Some(intid) = self.intid {
-            irq.set_level(intid, false);
         }
     }
 }
@@ -393,6 +411,58 @@ mod tests {
             io(|x| c.read(x, LOC_STATE, AccessSize::Word).unwrap()) as u32 & LOC_STATE_ASSIGNED,
             0
         );
+    }
+
+    /// EDK2's driver writes the control area's buffer registers back with 64-bit
+    /// stores of the values it read: accepted, nothing changes, and commands go
+    /// on working. A different value does not move the buffer, and a 64-bit
+    /// store to an 8-aligned control register pair acts as its two halves.
+    #[test]
+    fn sixty_four_bit_write_backs_of_the_buffer_registers_are_accepted() {
+        let mut c = crb();
+        io(|x| {
+            c.write(x, LOC_CTRL, AccessSize::Word, u64::from(LOC_CTRL_REQUEST))
+                .unwrap();
+            let rsp = c.read(x, CTRL_RSP_ADDR_LO, AccessSize::Double).unwrap();
+            let sizes = c.read(x, CTRL_CMD_SIZE, AccessSize::Word).unwrap();
+            c.write(x, CTRL_RSP_ADDR_LO, AccessSize::Double, rsp)
+                .unwrap();
+            c.write(x, CTRL_RSP_ADDR_LO, AccessSize::Double, 0x1234_5000)
+                .unwrap();
+            c.write(x, CTRL_CMD_SIZE, AccessSize::Word, 16).unwrap();
+            assert_eq!(
+                c.read(x, CTRL_RSP_ADDR_LO, AccessSize::Double).unwrap(),
+                rsp
+            );
+            assert_eq!(c.read(x, CTRL_CMD_SIZE, AccessSize::Word).unwrap(), sizes);
+            // CTRL_CANCEL (0x48) and CTRL_START (0x4C) as one store: START runs.
+            c.write(x, CTRL_REQ, AccessSize::Word, u64::from(REQ_CMD_READY))
+                .unwrap();
+        });
+        let startup = command(cc::STARTUP, &[], &[], &[0, 0]);
+        io(|x| {
+            for (i, chunk) in startup.chunks(4).enumerate() {
+                let mut w = [0u8; 4];
+                w[..chunk.len()].copy_from_slice(chunk);
+                c.write(
+                    x,
+                    DATA_BUFFER + 4 * i as u64,
+                    AccessSize::Word,
+                    u64::from(u32::from_le_bytes(w)),
+                )
+                .unwrap();
+            }
+            c.write(x, CTRL_CANCEL, AccessSize::Double, 1 << 32)
+                .unwrap();
+            let rc = (0..4)
+                .map(|i| c.read(x, DATA_BUFFER + 6 + i, AccessSize::Byte).unwrap() as u8)
+                .collect::<Vec<_>>();
+            assert_eq!(rc, [0, 0, 0, 0], "TPM2_Startup through a 64-bit START");
+        });
+        let r = transact(&mut c, &command(cc::GET_RANDOM, &[], &[], &[0, 8]));
+        assert_eq!((rc_of(&r), r.len()), (0, 20));
+        // A 64-bit store that is not 8-aligned is still refused.
+        assert!(io(|x| c.write(x, CTRL_STS, AccessSize::Double, 0)).is_err());
     }
 
     #[test]
