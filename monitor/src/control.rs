@@ -54,6 +54,9 @@ pub struct SnapshotInfo {
     pub store: SnapshotStore,
     /// Bytes of memory (RAM copy) or system disk it takes.
     pub bytes: u64,
+    /// More about it, appended to its `vm snapshots` entry (e.g. a disk
+    /// snapshot's image and log sizes, or why it cannot be rolled back to).
+    pub note: String,
 }
 
 /// What a suspend wrote.
@@ -344,10 +347,11 @@ pub fn execute(line: &str, ctl: &mut dyn VmControl) -> Reply {
                 .iter()
                 .map(|s| {
                     format!(
-                        "{} ({}, {} KiB)",
+                        "{} ({}, {} KiB{})",
                         s.tag,
                         store_name(s.store),
-                        s.bytes.div_ceil(1024)
+                        s.bytes.div_ceil(1024),
+                        s.note
                     )
                 })
                 .collect();
@@ -498,6 +502,7 @@ mod tests {
                 tag: tag.into(),
                 store,
                 bytes: 1500,
+                note: String::new(),
             };
             self.snapshots.push((vm.into(), s.clone()));
             Ok(s)
