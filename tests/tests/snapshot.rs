@@ -233,7 +233,7 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
          send echo still-$((2+3))\n\
          expect still-5\n\
          monitor vm rollback linux d1\n\
-         send echo 3 > /proc/sys/vm/drop_caches; echo after=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -n 1) kept=$(cat /tmp/kept) early=$(dd if=/dev/vda bs=512 skip=64 count=1 2>/dev/null | head -n 1) far=[$(dd if=/dev/vda bs=512 skip=20000 count=1 2>/dev/null | tr -d '\\000')]\n\
+         send echo 3 > /proc/sys/vm/drop_caches; echo after=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -n 1) kept=$(cat /tmp/kept) early=$(dd if=/dev/vda bs=512 skip=64 count=1 2>/dev/null | head -n 1) far=[$(dd if=/dev/vda bs=512 skip=20000 count=1 2>/dev/null | tr -d '\\\\000')]\n\
          expect (?m)^after=\n\
          send echo boot2=$(cat /proc/sys/kernel/random/boot_id); echo done-$((3+4))\n\
          expect done-7\n\

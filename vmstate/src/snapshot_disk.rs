@@ -189,10 +189,11 @@ fn open_log(
     disks: &[Extent],
     crc: CrcAppend,
 ) -> Result<CowLog, LogError> {
-    let mut magic = [0u8; 8];
-    if blob.extent.len >= 8 {
-        registry::read_extent(disk, blob.extent, 0, &mut magic)?;
-        if magic == COPY_MAGIC {
+    // Whole sectors only: the system disk's driver reads nothing smaller.
+    let mut first = [0u8; vdev::SECTOR_SIZE as usize];
+    if blob.extent.len >= vdev::SECTOR_SIZE {
+        registry::read_extent(disk, blob.extent, 0, &mut first)?;
+        if first[..8] == COPY_MAGIC {
             return Err(LogError::Format(FormatError::Version(0)));
         }
     }

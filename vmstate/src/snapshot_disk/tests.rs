@@ -525,9 +525,20 @@ impl BlockBackend for CutDisk {
         false
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        // The system disk's driver moves whole sectors only.
+        assert!(
+            offset % 512 == 0 && buf.len() % 512 == 0,
+            "{offset}+{}",
+            buf.len()
+        );
         self.inner.read_at(offset, buf)
     }
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
+        assert!(
+            offset % 512 == 0 && data.len() % 512 == 0,
+            "{offset}+{}",
+            data.len()
+        );
         if self.budget == 0 {
             return Err(BlockError::Io);
         }
@@ -593,7 +604,12 @@ fn a_power_cut_at_any_write_of_a_take_leaves_no_snapshot_or_the_complete_one() {
         open(&mut after, &reg2, id, "old", &fingerprint(id), FREQ, CRC).unwrap();
         if tags.contains(&String::from("new")) {
             complete += 1;
-            let mut logs: Vec<CowLog> = open_logs(&mut after, &reg2, CRC)
+            // Reopened through a disk that takes whole sectors only, as el2's.
+            let mut sectored = CutDisk {
+                inner: after.clone(),
+                budget: usize::MAX,
+            };
+            let mut logs: Vec<CowLog> = open_logs(&mut sectored, &reg2, CRC)
                 .into_iter()
                 .map(|l| l.2.unwrap())
                 .collect();
