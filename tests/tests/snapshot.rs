@@ -20,7 +20,8 @@ use integration_tests::{boot, boot_lock, console_tail, script};
 use registry::cli::FileDisk;
 use registry::Registry;
 use vdev::BlockBackend;
-use xtask::run::{Ending, Guest, RunOptions};
+use xtask::run::{prepare, Ending, Guest, RunOptions};
+use xtask::session::Session;
 use xtask::Layout;
 
 /// Budget of one boot (the build before it is not counted).
@@ -215,7 +216,7 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
         let at = copy.extent.start;
         let mut sector = [0u8; 512];
         d.read_at(at, &mut sector).unwrap();
-        sector[100] ^= 0x10;
+        sector[24] ^= 0x10; // the nonce: the header CRC fails
         d.write_at(at, &sector).unwrap();
         d.flush().unwrap();
     }
@@ -302,4 +303,137 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
         got[5],
         "error: vm linux has no snapshot 'd1' (see `vm snapshots linux`)"
     );
+}
+
+/// Cuts of the SIGKILL test (each a boot that is killed and a boot that rolls
+/// back).
+const KILLS: usize = 3;
+
+fn kill_seed() -> u64 {
+    let seed = std::env::var("SNAPSHOT_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("seed {seed} (repeat with SNAPSHOT_KILL_SEED={seed})");
+    seed
+}
+
+/// The bytes of the VM's first guest disk in the system disk file.
+fn guest_disk_bytes(disk: &std::path::Path) -> Vec<u8> {
+    let mut d = FileDisk::open(disk, true).expect("open the system disk");
+    let reg = Registry::open(&mut d).expect("the registry opens");
+    let e = reg.vms()[0].disks[0].extent;
+    let mut buf = vec![0u8; e.len as usize];
+    d.read_at(e.start, &mut buf).expect("read the guest disk");
+    buf
+}
+
+#[test]
+fn qemu_killed_while_the_guest_writes_then_rollback_restores_exactly_or_refuses() {
+    let _boot = boot_lock();
+    let mut seed = kill_seed();
+    let mut next = move || {
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let dir = Layout::detect()
+        .out
+        .join("tmp")
+        .join(format!("snapshot-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("system-disk.img");
+    let escape = char::from(monitor::ESCAPE);
+    let shell = regex::Regex::new("starting a shell").unwrap();
+    let status = xtask::run::monitor_status_regex();
+    let (mut restored, mut refused) = (0, 0);
+    for cut in 0..KILLS {
+        let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+        o.mem = Some(256 << 20);
+        o.system_disk = Some(disk.clone());
+        o.fresh = cut == 0;
+        let tag = format!("k{cut}");
+        let prepared = prepare(&Layout::detect(), &o).unwrap_or_else(|e| panic!("set-up: {e}"));
+        let mut qemu = Session::spawn(prepared.command(), false, TIMEOUT)
+            .unwrap_or_else(|e| panic!("start QEMU: {e}"));
+        qemu.expect(&shell)
+            .unwrap_or_else(|e| panic!("cut {cut}: no shell ({e:?})\n{}", qemu.output()));
+        std::thread::sleep(Duration::from_millis(500));
+        qemu.send(&format!(
+            "yes base{cut} | head -c 1048576 | dd of=/dev/vda bs=65536 conv=fsync 2>/dev/null; sync; echo based-$((40+{cut}))\n"
+        ))
+        .unwrap();
+        qemu.expect(&regex::Regex::new(&format!("based-{}", 40 + cut)).unwrap())
+            .unwrap_or_else(|e| panic!("cut {cut}: {e:?}\n{}", qemu.output()));
+        qemu.send(&format!("{escape}vm snapshot linux {tag} --disk\n"))
+            .unwrap();
+        let got = qemu
+            .expect_capture(&status)
+            .unwrap_or_else(|e| panic!("cut {cut}: no status ({e:?})\n{}", qemu.output()));
+        assert!(got.starts_with("ok: "), "cut {cut}: {got}");
+        qemu.send(&escape.to_string()).unwrap();
+        // The guest disk as the snapshot has it (the guest synced; el2 flushed).
+        let at_snapshot = guest_disk_bytes(&disk);
+        // The guest writes 64 KiB runs all over 16 MiB until QEMU is killed.
+        qemu.send(
+            "i=0; while :; do i=$((i+1)); yes w$i | head -c 65536 | dd of=/dev/vda bs=4096 seek=$(( (i*37) % 4080 )) conv=fsync 2>/dev/null; done\n",
+        )
+        .unwrap();
+        let at = 300 + next() % 3000;
+        let _ = qemu.sleep(Duration::from_millis(at));
+        qemu.kill();
+        let before_rollback = guest_disk_bytes(&disk);
+        let changed = before_rollback != at_snapshot;
+        // The next boot rolls back.
+        let mut o2 = o.clone();
+        o2.fresh = false;
+        o2.script = Some(script(
+            "snapshot-kill.script",
+            &format!(
+                "expect starting a shell\n\
+                 sleep 0.5\n\
+                 monitor vm rollback linux {tag}\n\
+                 monitor vm delete-snapshot linux {tag}\n\
+                 send exit\n\
+                 expect shell exited\n"
+            ),
+        ));
+        let second = boot(&o2);
+        let tail = console_tail(&second);
+        assert_eq!(second.ending, Ending::Exited(Some(0)), "cut {cut}\n{tail}");
+        let got = statuses(&second.console);
+        let after = guest_disk_bytes(&disk);
+        println!(
+            "cut {cut}: killed {at} ms into the writes (guest disk changed: {changed}): {}",
+            got[0]
+        );
+        if got[0] == format!("ok: vm linux rolled back to snapshot '{tag}'") {
+            restored += 1;
+            assert!(
+                after == at_snapshot,
+                "cut {cut}: the rollback did not restore the snapshot's guest disk"
+            );
+        } else {
+            refused += 1;
+            assert!(
+                got[0].contains("nothing was changed"),
+                "cut {cut}: {}",
+                got[0]
+            );
+            assert!(
+                after == before_rollback,
+                "cut {cut}: a refused rollback changed the guest disk"
+            );
+        }
+    }
+    println!("{restored} rollbacks restored exactly, {refused} refused");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -38,7 +38,7 @@ fn guest(d: &MemDisk) -> Vec<u8> {
 /// The system disk's driver moves whole sectors only.
 fn sectors(offset: u64, len: usize) {
     assert!(
-        offset % SECTOR_SIZE == 0 && len as u64 % SECTOR_SIZE == 0,
+        offset.is_multiple_of(SECTOR_SIZE) && (len as u64).is_multiple_of(SECTOR_SIZE),
         "a request of {len} bytes at {offset} is not whole sectors"
     );
 }

@@ -527,7 +527,7 @@ impl BlockBackend for CutDisk {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         // The system disk's driver moves whole sectors only.
         assert!(
-            offset % 512 == 0 && buf.len() % 512 == 0,
+            offset.is_multiple_of(512) && buf.len().is_multiple_of(512),
             "{offset}+{}",
             buf.len()
         );
@@ -535,7 +535,7 @@ impl BlockBackend for CutDisk {
     }
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
         assert!(
-            offset % 512 == 0 && data.len() % 512 == 0,
+            offset.is_multiple_of(512) && data.len().is_multiple_of(512),
             "{offset}+{}",
             data.len()
         );
