@@ -502,7 +502,11 @@ mod tests {
                 tag: tag.into(),
                 store,
                 bytes: 1500,
-                note: String::new(),
+                note: if store == SnapshotStore::Disk {
+                    String::from("; disk log 0 of 4 KiB used")
+                } else {
+                    String::new()
+                },
             };
             self.snapshots.push((vm.into(), s.clone()));
             Ok(s)
@@ -659,7 +663,7 @@ mod tests {
         run(&mut m, "vm snapshot linux t2");
         assert_eq!(
             run(&mut m, "vm snapshots linux"),
-            "ok: vm linux has 2 snapshots: t1 (disk, 2 KiB), t2 (memory, 2 KiB)"
+            "ok: vm linux has 2 snapshots: t1 (disk, 2 KiB; disk log 0 of 4 KiB used), t2 (memory, 2 KiB)"
         );
         assert_eq!(
             run(&mut m, "vm rollback linux t2"),
