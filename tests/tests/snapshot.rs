@@ -387,7 +387,7 @@ fn qemu_killed_while_the_guest_writes_then_rollback_restores_exactly_or_refuses(
             "i=0; while :; do i=$((i+1)); yes w$i | head -c 65536 | dd of=/dev/vda bs=4096 seek=$(( (i*37) % 4080 )) conv=fsync 2>/dev/null; done\n",
         )
         .unwrap();
-        let at = 300 + next() % 3000;
+        let at = 1500 + next() % 3000;
         let _ = qemu.sleep(Duration::from_millis(at));
         qemu.kill();
         let before_rollback = guest_disk_bytes(&disk);
