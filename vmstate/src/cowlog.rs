@@ -108,6 +108,8 @@ pub enum LogError {
     Invalid(u64),
     /// Reading or writing the system disk failed.
     Io(BlockError),
+    /// Not a log: a full copy of the guest disks from slot version 4.
+    FullCopy,
 }
 
 impl core::fmt::Display for LogError {
@@ -121,6 +123,9 @@ impl core::fmt::Display for LogError {
                 "writing its disk log failed, so the log misses later writes; it cannot be rolled back to",
             ),
             LogError::Io(e) => write!(f, "system disk I/O: {e:?}"),
+            LogError::FullCopy => f.write_str(
+                "it is a full disk copy written by an older build (slot version 4), which this build does not roll back to; delete it",
+            ),
         }
     }
 }

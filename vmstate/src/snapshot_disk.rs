@@ -36,7 +36,7 @@ use registry::{Blob, DiskSnapshot, Extent, Registry, RegistryError, Uuid, VmReco
 use vdev::{BlockBackend, BlockError};
 
 use crate::cowlog::{self, CowLog, LogError};
-use crate::format::{Fingerprint, FormatError};
+use crate::format::Fingerprint;
 use crate::store::{
     open_saved, write_image, ColdReason, OpenedState, RamIo, SuspendError, SuspendInput,
     SuspendReport,
@@ -77,9 +77,6 @@ impl fmt::Display for DiskSnapshotError {
             DiskSnapshotError::Write(e) => write!(f, "{e}"),
             DiskSnapshotError::Refused(ColdReason::Format(e)) => write!(f, "{e}"),
             DiskSnapshotError::Refused(e) => write!(f, "{e}"),
-            DiskSnapshotError::Log(LogError::Format(FormatError::Version(0))) => f.write_str(
-                "it is a full disk copy written by an older build (slot version 4), which this build does not roll back to; delete it",
-            ),
             DiskSnapshotError::Log(e) => write!(f, "{e}"),
         }
     }
@@ -194,7 +191,7 @@ fn open_log(
     if blob.extent.len >= vdev::SECTOR_SIZE {
         registry::read_extent(disk, blob.extent, 0, &mut first)?;
         if first[..8] == COPY_MAGIC {
-            return Err(LogError::Format(FormatError::Version(0)));
+            return Err(LogError::FullCopy);
         }
     }
     CowLog::open(disk, blob, disks, crc)

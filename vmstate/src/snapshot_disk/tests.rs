@@ -509,7 +509,13 @@ fn a_full_copy_from_slot_version_4_is_refused() {
     disk.bytes_mut()[blob.extent.start as usize..][..8].copy_from_slice(&COPY_MAGIC);
     let r = open(&mut disk, &reg, id, "t", &fingerprint(id), FREQ, CRC);
     let e = r.map(|_| ()).unwrap_err();
+    assert_eq!(e, DiskSnapshotError::Log(LogError::FullCopy));
     assert!(alloc::format!("{e}").contains("older build"), "{e}");
+    // Listed as refused at boot too.
+    assert!(matches!(
+        open_logs(&mut disk, &reg, CRC)[0].2,
+        Err(LogError::FullCopy)
+    ));
 }
 
 struct CutDisk {
