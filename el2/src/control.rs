@@ -418,6 +418,7 @@ impl VmControl for El2Control<'_> {
                 tag: tag.into(),
                 store,
                 bytes,
+                note: String::new(),
             }),
             Err(crate::snapshot::TakeError::Exists) => Err(ControlError::SnapshotExists {
                 vm: name.into(),
@@ -485,6 +486,7 @@ impl VmControl for El2Control<'_> {
                     SnapshotStore::Memory
                 },
                 bytes: s.bytes,
+                note: s.note,
             })
             .collect())
     }

@@ -26,27 +26,37 @@
 //! **Disk snapshots** ([`take_disk`], [`rollback`] of a disk tag): the same
 //! capture, then `snapshot_disk::take` writes the image with suspend's writer
 //! (RAM by DMA through `suspend::Io`, into the snapshot's own extent, never
-//! incremental: the base and dirty log of a later suspend are left alone) and a
-//! sparse copy of the guest disks, and commits them to the registry. Rolling back
-//! opens and checks the image and the whole disk copy first (refused with nothing
-//! changed), then RAM is emptied (`GuestRam::reset`, which also drops the
-//! incremental-suspend base) and read back by `vmstate::restore_ram` through
-//! `suspend::Io` as a resume reads it (DMA, each block's XXH64 checked), the
-//! guest disks are rewritten where they differ — each write first through the
-//! in-memory snapshots' copy-on-write log, so those stay valid — and devices,
-//! time and vCPUs follow as for an in-memory rollback. A disk snapshot is not consumed and
-//! is kept when an older snapshot is rolled back to (it holds its own disk copy).
+//! incremental: the base and dirty log of a later suspend are left alone) and an
+//! empty persistent copy-on-write log of the guest disks (`vmstate::cowlog`,
+//! reserving [`disk_log_reserve`]), and commits them to the registry. From then on
+//! [`before_guest_write`] saves the old contents of each granule first written
+//! into every disk snapshot's log, durably (data, flush, index, flush), before the
+//! write starts. The logs are opened from the system disk before the first guest
+//! write after a host boot (cold boot or resume) or the first snapshot command,
+//! so logging continues across reboots. A log whose reserve fills records so and
+//! its snapshot is listed as invalid and refused. Rolling back opens and checks
+//! the image and the whole log first (refused with nothing changed), then RAM is
+//! emptied (`GuestRam::reset`, which also drops the incremental-suspend base) and
+//! read back by `vmstate::restore_ram` through `suspend::Io` as a resume reads it
+//! (DMA, each block's XXH64 checked), the saved granules are written back — each
+//! write first through the in-memory snapshots' log and the other disk
+//! snapshots' logs, so those stay valid — and devices, time and vCPUs follow as
+//! for an in-memory rollback. A disk snapshot is not consumed: its log keeps its
+//! contents, so it can be rolled back to again; an in-memory rollback's disk
+//! writes go through the disk logs too.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use arch::smccc::{CpuPower, PowerTopology};
+use registry::Uuid;
 use spin::Mutex;
+use vmstate::cowlog::{log_writes, Logged};
 use vmstate::{
-    DeviceState, DiskCow, DiskSnapshotError, Power, RamSnapshot, SnapshotError, TimeState,
-    VcpuState,
+    CowLog, DeviceState, DiskCow, DiskSnapshotError, LogError, Power, RamSnapshot, SnapshotError,
+    TimeState, VcpuState,
 };
 
 use crate::el1::{read_sysreg, write_sysreg};
@@ -74,6 +84,114 @@ static STORE: Mutex<Vec<Snapshot>> = Mutex::new(Vec::new());
 static COW: Mutex<Option<DiskCow>> = Mutex::new(None);
 /// The next snapshot id (ids grow with time: the disk log relies on it).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// The disk snapshots' logs: [`DLOGS_UNKNOWN`] until opened from the system disk,
+/// then [`DLOGS_NONE`] or [`DLOGS_SOME`] (the guest-write fast path's test).
+static DLOGS_STATE: AtomicU8 = AtomicU8::new(DLOGS_UNKNOWN);
+const DLOGS_UNKNOWN: u8 = 0;
+const DLOGS_NONE: u8 = 1;
+const DLOGS_SOME: u8 = 2;
+/// The disk snapshots' logs; lock order: `COW`, then `DLOGS`, then storage.
+static DLOGS: Mutex<DiskLogs> = Mutex::new(DiskLogs {
+    logs: Vec::new(),
+    names: Vec::new(),
+    refused: Vec::new(),
+});
+/// Share of the writable guest disks a disk snapshot's log reserves (1/this).
+const DISK_LOG_SHARE: u64 = 4;
+/// The smallest reserve of a disk snapshot's log.
+const DISK_LOG_MIN: u64 = 4 << 20;
+
+/// Every disk snapshot's log on the system disk, open for appending.
+struct DiskLogs {
+    logs: Vec<CowLog>,
+    /// `(VM, tag)` of `logs[i]`.
+    names: Vec<(Uuid, String)>,
+    /// Logs that could not be opened at boot, with why.
+    refused: Vec<(Uuid, String, String)>,
+}
+
+impl DiskLogs {
+    fn find(&self, uuid: Uuid, tag: &str) -> Option<usize> {
+        self.names.iter().position(|(u, t)| *u == uuid && t == tag)
+    }
+
+    fn remove(&mut self, uuid: Uuid, tag: &str) {
+        if let Some(i) = self.find(uuid, tag) {
+            self.logs.remove(i);
+            self.names.remove(i);
+        }
+        self.refused.retain(|(u, t, _)| !(*u == uuid && t == tag));
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let st = if self.logs.is_empty() {
+            DLOGS_NONE
+        } else {
+            DLOGS_SOME
+        };
+        DLOGS_STATE.store(st, Ordering::Release);
+    }
+
+    /// Logs a warning for each log in `broke` (indexes).
+    fn warn(&self, broke: &[usize]) {
+        for &i in broke {
+            let (_, tag) = &self.names[i];
+            let why = self.logs[i]
+                .invalid()
+                .map_or(String::new(), |w| format!("{}", LogError::Invalid(w)));
+            log::warn!("snapshots: disk snapshot '{tag}' is no longer valid: {why}");
+        }
+    }
+}
+
+/// Opens every disk snapshot's log from the system disk, once per boot (before
+/// the first guest write or snapshot command).
+fn load_disk_logs() {
+    if DLOGS_STATE.load(Ordering::Acquire) != DLOGS_UNKNOWN {
+        return;
+    }
+    let mut d = DLOGS.lock();
+    if DLOGS_STATE.load(Ordering::Acquire) != DLOGS_UNKNOWN {
+        return;
+    }
+    let opened = crate::storage::with(|st| {
+        vmstate::snapshot_disk::open_logs(&mut st.disk, &st.registry, crate::accel::crc32c_append)
+    })
+    .unwrap_or_default();
+    for (uuid, tag, log) in opened {
+        match log {
+            Ok(log) => {
+                let (used, reserve) = log.data_bytes();
+                log::info!(
+                    "snapshots: disk snapshot '{tag}': log continues ({} of {} KiB used{})",
+                    used >> 10,
+                    reserve >> 10,
+                    if log.invalid().is_some() {
+                        "; invalid"
+                    } else {
+                        ""
+                    }
+                );
+                d.logs.push(log);
+                d.names.push((uuid, tag));
+            }
+            Err(e) => {
+                log::warn!(
+                    "snapshots: disk snapshot '{tag}': its log is refused ({e}); it cannot be rolled back to"
+                );
+                d.refused.push((uuid, tag, format!("{e}")));
+            }
+        }
+    }
+    d.publish();
+}
+
+/// The reserve of a new disk snapshot's log for a VM whose writable guest disks
+/// hold `disk_bytes`.
+pub fn disk_log_reserve(disk_bytes: u64) -> u64 {
+    (disk_bytes / DISK_LOG_SHARE).max(DISK_LOG_MIN)
+}
 
 struct Snapshot {
     id: u64,
@@ -104,6 +222,9 @@ pub struct Listed {
     pub bytes: u64,
     /// On the system disk (`--disk`), else in memory.
     pub disk: bool,
+    /// For `vm snapshots`: a disk snapshot's image and log use, or why it is
+    /// invalid.
+    pub note: String,
 }
 
 /// Adds free RAM (after the guests' RAM was taken) to the heap as the snapshot
@@ -126,19 +247,28 @@ pub fn give_pool(pmem: &mut boards::memmap::PhysMem) {
 /// Before the guest writes `len` bytes at byte `offset` of the system disk (in its
 /// extent `[lo, hi)`): saves what a live snapshot needs of the old contents.
 pub fn before_guest_write(offset: u64, len: u64, extent: (u64, u64)) {
-    if !LOGGING.load(Ordering::Acquire) {
-        return;
+    if LOGGING.load(Ordering::Acquire) {
+        let mut cow = COW.lock();
+        if let Some(cow) = cow.as_mut() {
+            let broke =
+                crate::storage::with(|st| cow.before_write(&mut st.disk, extent, offset, len))
+                    .unwrap_or(0);
+            if broke > 0 {
+                log::warn!(
+                    "snapshots: guest disk write at byte {offset} overflowed the copy-on-write budget; {broke} snapshot(s) can no longer be rolled back to"
+                );
+            }
+        }
     }
-    let mut cow = COW.lock();
-    let Some(cow) = cow.as_mut() else {
-        return;
-    };
-    let broke =
-        crate::storage::with(|st| cow.before_write(&mut st.disk, extent, offset, len)).unwrap_or(0);
-    if broke > 0 {
-        log::warn!(
-            "snapshots: guest disk write at byte {offset} overflowed the copy-on-write budget; {broke} snapshot(s) can no longer be rolled back to"
-        );
+    load_disk_logs();
+    if DLOGS_STATE.load(Ordering::Acquire) == DLOGS_SOME {
+        let mut d = DLOGS.lock();
+        let DiskLogs { logs, .. } = &mut *d;
+        let broke = crate::storage::with(|st| {
+            log_writes(&mut st.disk, logs, offset, len, crate::accel::crc32c_append)
+        })
+        .unwrap_or_default();
+        d.warn(&broke);
     }
 }
 
@@ -216,30 +346,64 @@ pub fn list() -> Vec<Listed> {
             tag: s.tag.clone(),
             bytes: s.bytes() + cow.as_ref().map_or(0, |c| c.bytes_of(s.id)),
             disk: false,
+            note: String::new(),
         })
         .collect()
 }
 
 /// `vm`'s complete disk snapshots, oldest first, with the system-disk space each
-/// takes.
+/// takes (image and log extents) and a note: the image's bytes and the log's
+/// used/reserved bytes, or why it cannot be rolled back to.
 pub fn list_disk(vm: &Vm) -> Vec<Listed> {
     let Some(uuid) = vm.identity else {
         return Vec::new();
     };
-    crate::storage::with(|st| {
+    load_disk_logs();
+    let listed = crate::storage::with(|st| {
         st.registry
             .vm(uuid)
             .map(vmstate::snapshot_disk::list)
             .unwrap_or_default()
     })
-    .unwrap_or_default()
-    .into_iter()
-    .map(|(tag, bytes)| Listed {
-        tag,
-        bytes,
-        disk: true,
-    })
-    .collect()
+    .unwrap_or_default();
+    let d = DLOGS.lock();
+    listed
+        .into_iter()
+        .map(|l| {
+            let note = match d.find(uuid, &l.tag) {
+                Some(i) => {
+                    let log = &d.logs[i];
+                    let (used, reserve) = log.data_bytes();
+                    match log.invalid() {
+                        None => format!(
+                            "; image {} KiB, disk log {} of {} KiB used",
+                            l.image_bytes.div_ceil(1024),
+                            used >> 10,
+                            reserve >> 10
+                        ),
+                        Some(vmstate::cowlog::INVALID_FULL) => {
+                            format!("; INVALID: disk log full ({} KiB reserved)", reserve >> 10)
+                        }
+                        Some(_) => String::from("; INVALID: writing the disk log failed"),
+                    }
+                }
+                None => {
+                    let why = d
+                        .refused
+                        .iter()
+                        .find(|(u, t, _)| *u == uuid && *t == l.tag)
+                        .map_or("not open", |r| r.2.as_str());
+                    format!("; INVALID: {why}")
+                }
+            };
+            Listed {
+                bytes: l.image_bytes + l.log.extent.len,
+                tag: l.tag,
+                disk: true,
+                note,
+            }
+        })
+        .collect()
 }
 
 /// Takes disk snapshot `tag` of the paused `vm` from vCPU `here`; returns the
@@ -269,13 +433,29 @@ pub fn take_disk(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<u64, TakeError> 
     // RAM by DMA as a suspend writes it, but with no base: the snapshot's image
     // has an extent of its own, and the dirty log a later incremental suspend
     // relies on is not asked.
+    load_disk_logs();
+    let nonce = read_sysreg!("CNTPCT_EL0")
+        ^ NEXT_ID
+            .fetch_add(1, Ordering::AcqRel)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // The log is in `DLOGS` before the guest runs again (lock order: `DLOGS`,
+    // then storage).
+    let mut d = DLOGS.lock();
     let r = crate::storage::with(|st| {
+        let guest: u64 = st.registry.vm(uuid).map_or(0, |r| {
+            vmstate::snapshot_disk::copied_disks(r)
+                .iter()
+                .map(|e| e.len)
+                .sum()
+        });
         let mut io = Io::new(st.disk.clone(), vm.ram);
         vmstate::snapshot_disk::take(
             &mut io,
             &mut st.registry,
             tag,
             &input,
+            disk_log_reserve(guest),
+            nonce,
             crate::accel::crc32c_append,
         )
     })
@@ -283,7 +463,13 @@ pub fn take_disk(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<u64, TakeError> 
         vdev::BlockError::Io,
     ))));
     let report = match r {
-        Ok(r) => r,
+        Ok((r, log)) => {
+            d.logs.push(log);
+            d.names.push((uuid, String::from(tag)));
+            d.publish();
+            drop(d);
+            r
+        }
         Err(DiskSnapshotError::Exists) => return Err(TakeError::Exists),
         Err(e) => return Err(TakeError::Other(format!("{e}"))),
     };
@@ -292,11 +478,10 @@ pub fn take_disk(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<u64, TakeError> 
         .find(|s| s.tag == tag)
         .map_or(report.bytes(), |s| s.bytes);
     log::info!(
-        "VM '{}': snapshot '{tag}' taken on the system disk ({} KiB image, {} KiB copy of the guest disks with {} granules of data; {} KiB reserved) in {} ms",
+        "VM '{}': snapshot '{tag}' taken on the system disk ({} KiB image, a copy-on-write log of the guest disks reserving {} KiB; {} KiB of the system disk) in {} ms",
         vm.name,
         report.image.bytes >> 10,
-        report.disk_bytes >> 10,
-        report.disk_granules,
+        report.log_reserve >> 10,
         bytes >> 10,
         read_sysreg!("CNTPCT_EL0").wrapping_sub(start) * 1000 / read_sysreg!("CNTFRQ_EL0").max(1)
     );
@@ -310,11 +495,14 @@ pub fn delete(vm: &Vm, tag: &str) -> Result<bool, String> {
         let Some(uuid) = vm.identity else {
             return Ok(false);
         };
+        load_disk_logs();
+        let mut d = DLOGS.lock();
         let r = crate::storage::with(|st| {
             vmstate::snapshot_disk::delete(&mut st.disk, &mut st.registry, uuid, tag)
         });
         return match r {
             Some(Ok(())) => {
+                d.remove(uuid, tag);
                 log::info!("VM '{}': disk snapshot '{tag}' deleted", vm.name);
                 Ok(true)
             }
@@ -367,8 +555,22 @@ pub fn rollback(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<(), RollbackError
         let Some(c) = cow.as_mut() else {
             return Err(RollbackError::Refused(String::from("no disk log")));
         };
-        let r = crate::storage::with(|st| c.rollback(&mut st.disk, snap.id))
-            .unwrap_or(Err(SnapshotError::Io(vdev::BlockError::Io)));
+        // Its writes go through the disk snapshots' logs first.
+        load_disk_logs();
+        let mut d = DLOGS.lock();
+        let DiskLogs { logs, .. } = &mut *d;
+        let (r, broke) = crate::storage::with(|st| {
+            let mut disk = Logged {
+                disk: &mut st.disk,
+                logs,
+                crc: crate::accel::crc32c_append,
+                broke: Vec::new(),
+            };
+            let r = c.rollback(&mut disk, snap.id);
+            (r, disk.broke)
+        })
+        .unwrap_or((Err(SnapshotError::Io(vdev::BlockError::Io)), Vec::new()));
+        d.warn(&broke);
         match r {
             Ok(()) => {}
             Err(e @ SnapshotError::Broken) => return Err(RollbackError::Refused(format!("{e}"))),
@@ -477,6 +679,16 @@ fn rollback_disk(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<(), RollbackErro
         )
     })
     .unwrap_or(Err(DiskSnapshotError::NoSuch));
+    // A log known here to be incomplete (its invalid mark possibly not on the
+    // disk, when writing it failed) is refused too.
+    load_disk_logs();
+    let opened = opened.and_then(|o| {
+        let d = DLOGS.lock();
+        match d.find(uuid, tag).map(|i| d.logs[i].invalid()) {
+            Some(Some(why)) => Err(DiskSnapshotError::Log(LogError::Invalid(why))),
+            _ => Ok(o),
+        }
+    });
     let opened = match opened {
         Ok(o) => o,
         Err(DiskSnapshotError::NoSuch) => return Err(RollbackError::NoSuch),
@@ -498,28 +710,41 @@ fn rollback_disk(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<(), RollbackErro
     })
     .unwrap_or(Err(vmstate::ColdReason::Unreadable))
     .map_err(|e| RollbackError::Partial(format!("guest RAM partly restored ({e})")))?;
-    // The guest disks, each write first through the in-memory snapshots' log
-    // (lock order: `COW`, then storage).
+    // The guest disks, each write first through the in-memory snapshots' log and
+    // the disk snapshots' logs (lock order: `COW`, `DLOGS`, then storage).
     let written = {
         let mut cow = COW.lock();
-        crate::storage::with(|st| {
+        let mut d = DLOGS.lock();
+        let DiskLogs { logs, .. } = &mut *d;
+        let mut broke = Vec::new();
+        let crc = crate::accel::crc32c_append;
+        let r = crate::storage::with(|st| {
             vmstate::snapshot_disk::restore_disks(
                 &mut st.disk,
                 &opened,
-                &mut |disk, off, len, e| {
+                crc,
+                &mut |disk, off, len| {
                     if let Some(c) = cow.as_mut() {
-                        let hi = e.start + e.len;
-                        if c.before_write(disk, (e.start, hi), off, len) > 0 {
+                        let e = opened
+                            .log
+                            .header()
+                            .disks
+                            .iter()
+                            .find(|e| off >= e.start && off < e.start + e.len)
+                            .map_or((off, off + len), |e| (e.start, e.start + e.len));
+                        if c.before_write(disk, e, off, len) > 0 {
                             log::warn!(
                                 "snapshots: rolling back to '{tag}' overflowed the copy-on-write budget of an in-memory snapshot"
                             );
                         }
                     }
+                    broke.extend(log_writes(disk, logs, off, len, crc));
                 },
             )
         })
-        .unwrap_or(Err(DiskSnapshotError::Io(vdev::BlockError::Io)))
-        .map_err(|e| RollbackError::Partial(format!("guest disk partly rolled back ({e})")))?
+        .unwrap_or(Err(DiskSnapshotError::Log(LogError::Io(vdev::BlockError::Io))));
+        d.warn(&broke);
+        r.map_err(|e| RollbackError::Partial(format!("guest disk partly rolled back ({e})")))?
     };
     let h = &opened.image.header;
     finish_rollback(

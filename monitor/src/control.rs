@@ -54,6 +54,9 @@ pub struct SnapshotInfo {
     pub store: SnapshotStore,
     /// Bytes of memory (RAM copy) or system disk it takes.
     pub bytes: u64,
+    /// More about it, appended to its `vm snapshots` entry (e.g. a disk
+    /// snapshot's image and log sizes, or why it cannot be rolled back to).
+    pub note: String,
 }
 
 /// What a suspend wrote.
@@ -344,10 +347,11 @@ pub fn execute(line: &str, ctl: &mut dyn VmControl) -> Reply {
                 .iter()
                 .map(|s| {
                     format!(
-                        "{} ({}, {} KiB)",
+                        "{} ({}, {} KiB{})",
                         s.tag,
                         store_name(s.store),
-                        s.bytes.div_ceil(1024)
+                        s.bytes.div_ceil(1024),
+                        s.note
                     )
                 })
                 .collect();
@@ -498,6 +502,11 @@ mod tests {
                 tag: tag.into(),
                 store,
                 bytes: 1500,
+                note: if store == SnapshotStore::Disk {
+                    String::from("; disk log 0 of 4 KiB used")
+                } else {
+                    String::new()
+                },
             };
             self.snapshots.push((vm.into(), s.clone()));
             Ok(s)
@@ -654,7 +663,7 @@ mod tests {
         run(&mut m, "vm snapshot linux t2");
         assert_eq!(
             run(&mut m, "vm snapshots linux"),
-            "ok: vm linux has 2 snapshots: t1 (disk, 2 KiB), t2 (memory, 2 KiB)"
+            "ok: vm linux has 2 snapshots: t1 (disk, 2 KiB; disk log 0 of 4 KiB used), t2 (memory, 2 KiB)"
         );
         assert_eq!(
             run(&mut m, "vm rollback linux t2"),

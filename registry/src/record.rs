@@ -12,6 +12,7 @@ use crate::defs::{
     BOOT_FIRMWARE, BOOT_LINUX, DEVICE_MODEL_LINUX_DT, DEVICE_MODEL_UEFI_ACPI, DISK_FLAGS_KNOWN,
     DISK_FLAG_READ_ONLY, MAX_CMDLINE_LEN, MAX_DISKS, MAX_NAME_LEN, MAX_SNAPSHOTS, MAX_SNAPSHOT_TAG,
     MAX_VCPUS, MEMORY_GRANULE, SLOT_VERSION, SLOT_VERSION_V1, SLOT_VERSION_V2, SLOT_VERSION_V3,
+    SLOT_VERSION_V4,
 };
 use crate::error::ConsistencyError;
 use crate::policy::Policy;
@@ -490,10 +491,12 @@ impl VmRecord {
     /// Decodes one record written under slot version `version`
     /// ([`SLOT_VERSION_V1`]: no start counter, read as 0; [`SLOT_VERSION_V2`] and
     /// [`SLOT_VERSION_V3`] encode records alike, without disk snapshots;
-    /// [`SLOT_VERSION`] adds them).
+    /// [`SLOT_VERSION_V4`] adds them; [`SLOT_VERSION`] encodes records as version 4,
+    /// the snapshots' disk blobs being copy-on-write logs).
     pub fn decode_version(bytes: &[u8], version: u32) -> Result<VmRecord, DecodeError> {
         if ![
             SLOT_VERSION,
+            SLOT_VERSION_V4,
             SLOT_VERSION_V3,
             SLOT_VERSION_V2,
             SLOT_VERSION_V1,
@@ -554,7 +557,7 @@ impl VmRecord {
             r.u64()?
         };
         let mut snapshots = Vec::new();
-        if version == SLOT_VERSION {
+        if version == SLOT_VERSION || version == SLOT_VERSION_V4 {
             let n = usize::from(r.u8()?);
             if n > MAX_SNAPSHOTS {
                 return Err(DecodeError::TooLong("snapshot list"));
@@ -728,6 +731,11 @@ pub(crate) mod tests {
                 .filter(|(role, _)| matches!(role, ExtentRole::Snapshot(_)))
                 .count(),
             4
+        );
+        // Version 4 encodes records alike (its disk blobs are full copies).
+        assert_eq!(
+            VmRecord::decode_version(&bytes, SLOT_VERSION_V4),
+            Ok(r.clone())
         );
         // Version 3 has no snapshot list: the bytes are refused as one.
         assert_eq!(

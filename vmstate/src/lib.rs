@@ -27,6 +27,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod cowlog;
 pub mod format;
 pub mod ram;
 pub mod snapshot;
@@ -35,6 +36,7 @@ pub mod store;
 pub mod time;
 pub mod vcpu;
 
+pub use cowlog::{CowLog, LogError};
 pub use format::{
     DeviceState, Fingerprint, FormatError, Header, Section, FORMAT_VERSION, MIN_FORMAT_VERSION,
 };

@@ -3,63 +3,48 @@
 //! holding two blobs in extents of its own: the **image** — RAM, vCPUs, devices and
 //! guest time in the suspend format, written by the same [`crate::store::write_image`]
 //! (never from a base: every page with data is written, and the dirty log behind a
-//! suspend's [`crate::store::Base`] is not asked) — and the **disk copy**, a sparse copy of the VM's writable guest disks (the
-//! [`COW_GRANULE`]s with any non-zero byte, plus a bitmap of them).
-//!
-//! The disk copy is a full (sparse) copy rather than a log of the writes since the
-//! snapshot: a copy-on-write log that survives a power cut would need every first
-//! write to a granule to wait for its log entry to be durable and a recovery scan
-//! at boot; the copy needs neither. Its cost is bounded by the guests' disks and
-//! reported by `vm snapshots`.
+//! suspend's [`crate::store::Base`] is not asked) — and the **disk log**, a
+//! persistent copy-on-write log of the VM's writable guest disks
+//! ([`crate::cowlog`]): empty when the snapshot is taken, extended (durably, before
+//! the write starts) by every later guest write to a granule it does not hold yet,
+//! within a reserve fixed at the snapshot. A log whose reserve fills up records so
+//! and the snapshot can no longer be rolled back to (`vm snapshots` says so); it is
+//! never rolled back to with changes missing.
 //!
 //! **Commit protocol** ([`take`]), the suspend rules: (1) one registry commit
 //! records the entry with both extents allocated and both sizes 0 (incomplete; a
 //! host that stops here leaves an incomplete entry, which the next [`take`] or
 //! [`remove_incomplete`] deletes, and which is never listed or rolled back to);
 //! (2) the image is written and flushed, its header last, flushed
-//! ([`crate::store::write_image`]); (3) the disk copy's data and bitmap, flush, its
-//! header, flush; (4) one registry commit sets both sizes and CRCs. A power cut
-//! anywhere leaves the previous registry or the complete snapshot.
-//!
-//! **Disk copy layout** (little-endian): a [`ALIGN`]-byte header block (magic
-//! `RAYOSDSK`, version, granule size, disk count, reserved zero, the number of data
-//! granules, the CRC32C of the bitmap and of the data, each disk's length, then the
-//! CRC32C of all those fields; zero padding), the bitmap (one bit per granule of
-//! every disk in order, bit `i % 8` of byte `i / 8`; zero padding to [`ALIGN`]),
-//! then the data granules in order. The registry blob's size is the copy's length
-//! and its CRC the header's, which covers the others.
+//! ([`crate::store::write_image`]); (3) the log's empty index and header, flush;
+//! (4) one registry commit sets both sizes and CRCs. A power cut anywhere leaves
+//! the previous registry or the complete snapshot; the guest runs on only after
+//! (4), with the log in place.
 //!
 //! **Rollback** ([`open`], then [`restore_disks`]): the image is opened and checked
-//! as resume checks one ([`crate::store::open_saved`]), the disk copy's header,
-//! bitmap and data are read and checked against their CRCs and the VM's disks
-//! before anything is changed; then each 1 MiB of each disk is rebuilt from the
-//! copy and written only where it differs. RAM comes back as a resume brings it,
-//! through [`crate::store::restore_ram`] (each block's XXH64 checked).
+//! as resume checks one ([`crate::store::open_saved`]), the log's header, index
+//! and saved data checked before anything is changed; then the saved granules are
+//! written back. RAM comes back as a resume brings it, through
+//! [`crate::store::restore_ram`] (each block's XXH64 checked). Disk snapshots of
+//! slot version 4 (a full copy of the guest disks, magic `RAYOSDSK`) are refused.
 
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
 use registry::{Blob, DiskSnapshot, Extent, Registry, RegistryError, Uuid, VmRecord};
 use vdev::{BlockBackend, BlockError};
 
-use crate::format::{Fingerprint, FormatError, ALIGN};
-use crate::snapshot::COW_GRANULE;
+use crate::cowlog::{self, CowLog, LogError};
+use crate::format::Fingerprint;
 use crate::store::{
     open_saved, write_image, ColdReason, OpenedState, RamIo, SuspendError, SuspendInput,
     SuspendReport,
 };
 use crate::CrcAppend;
 
-/// Bytes of a guest disk or of the disk copy moved per request.
-pub const CHUNK: usize = 1 << 20;
-/// The disk copy's magic.
-pub const COPY_MAGIC: [u8; 8] = *b"RAYOSDSK";
-/// The disk copy's layout version (the only one this build reads).
-pub const COPY_VERSION: u32 = 1;
-/// Bytes of the fields before the header's CRC with no disk.
-const FIXED_FIELDS: usize = 8 + 4 + 4 + 4 + 4 + 8 + 4 + 4;
+/// The magic of a slot-version-4 full disk copy (refused).
+const COPY_MAGIC: [u8; 8] = *b"RAYOSDSK";
 
 /// Why a disk snapshot could not be taken, rolled back to or deleted.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,8 +59,9 @@ pub enum DiskSnapshotError {
     Write(SuspendError),
     /// Its image or disk copy is refused: nothing was changed.
     Refused(ColdReason),
-    /// Reading or writing a guest disk failed during a rollback.
-    Io(BlockError),
+    /// Its disk log is refused (or writing a guest disk failed during a
+    /// rollback).
+    Log(LogError),
 }
 
 impl fmt::Display for DiskSnapshotError {
@@ -91,7 +77,7 @@ impl fmt::Display for DiskSnapshotError {
             DiskSnapshotError::Write(e) => write!(f, "{e}"),
             DiskSnapshotError::Refused(ColdReason::Format(e)) => write!(f, "{e}"),
             DiskSnapshotError::Refused(e) => write!(f, "{e}"),
-            DiskSnapshotError::Io(e) => write!(f, "guest disk I/O: {e:?}"),
+            DiskSnapshotError::Log(e) => write!(f, "{e}"),
         }
     }
 }
@@ -108,142 +94,6 @@ impl From<RegistryError> for DiskSnapshotError {
     }
 }
 
-/// The header of a disk copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyHeader {
-    /// Length in bytes of each guest disk copied, in order.
-    pub disks: Vec<u64>,
-    /// Granules with data (bits set in the bitmap).
-    pub data_granules: u64,
-    pub bitmap_crc: u32,
-    pub data_crc: u32,
-}
-
-fn granules(len: u64) -> u64 {
-    len.div_ceil(COW_GRANULE)
-}
-
-impl CopyHeader {
-    /// Granules of every disk together (bits in the bitmap).
-    pub fn total_granules(&self) -> u64 {
-        self.disks.iter().map(|&l| granules(l)).sum()
-    }
-
-    /// Bytes of the bitmap (unpadded).
-    pub fn bitmap_len(&self) -> u64 {
-        self.total_granules().div_ceil(8)
-    }
-
-    /// Offset of the data granules.
-    pub fn data_offset(&self) -> u64 {
-        ALIGN + self.bitmap_len().next_multiple_of(ALIGN)
-    }
-
-    /// The copy's length.
-    pub fn len(&self) -> u64 {
-        self.data_offset() + self.data_granules * COW_GRANULE
-    }
-
-    /// Whether the copy holds no granule.
-    pub fn is_empty(&self) -> bool {
-        self.data_granules == 0
-    }
-
-    /// The encoded fields, the CRC32C of them last.
-    pub fn encode(&self, crc: CrcAppend) -> Vec<u8> {
-        let mut v = Vec::with_capacity(FIXED_FIELDS + 8 * self.disks.len() + 4);
-        v.extend_from_slice(&COPY_MAGIC);
-        v.extend_from_slice(&COPY_VERSION.to_le_bytes());
-        v.extend_from_slice(&(COW_GRANULE as u32).to_le_bytes());
-        v.extend_from_slice(&(self.disks.len() as u32).to_le_bytes());
-        v.extend_from_slice(&0u32.to_le_bytes());
-        v.extend_from_slice(&self.data_granules.to_le_bytes());
-        v.extend_from_slice(&self.bitmap_crc.to_le_bytes());
-        v.extend_from_slice(&self.data_crc.to_le_bytes());
-        for d in &self.disks {
-            v.extend_from_slice(&d.to_le_bytes());
-        }
-        let c = crc(0, &v);
-        v.extend_from_slice(&c.to_le_bytes());
-        v
-    }
-
-    /// The CRC32C the registry records for the copy.
-    pub fn crc(&self, crc: CrcAppend) -> u32 {
-        let v = self.encode(crc);
-        u32::from_le_bytes([
-            v[v.len() - 4],
-            v[v.len() - 3],
-            v[v.len() - 2],
-            v[v.len() - 1],
-        ])
-    }
-
-    /// Decodes a header block (`block`, [`ALIGN`] bytes) of a copy recorded with
-    /// `blob`: every field checked, the padding zero, the length `blob.size`.
-    pub fn decode(block: &[u8], blob: &Blob, crc: CrcAppend) -> Result<CopyHeader, FormatError> {
-        if block.len() != ALIGN as usize {
-            return Err(FormatError::Malformed("disk copy header"));
-        }
-        if block[..8] != COPY_MAGIC {
-            return Err(FormatError::NotAnImage);
-        }
-        let u32_at =
-            |o: usize| u32::from_le_bytes([block[o], block[o + 1], block[o + 2], block[o + 3]]);
-        let u64_at = |o: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&block[o..o + 8]);
-            u64::from_le_bytes(b)
-        };
-        let version = u32_at(8);
-        if version != COPY_VERSION {
-            return Err(FormatError::Version(version));
-        }
-        let n = u32_at(16) as usize;
-        if u32_at(12) as u64 != COW_GRANULE
-            || u32_at(20) != 0
-            || n == 0
-            || n > registry::defs::MAX_DISKS
-        {
-            return Err(FormatError::Malformed("disk copy header"));
-        }
-        let end = FIXED_FIELDS + 8 * n;
-        let h = CopyHeader {
-            disks: (0..n).map(|i| u64_at(FIXED_FIELDS + 8 * i)).collect(),
-            data_granules: u64_at(24),
-            bitmap_crc: u32_at(32),
-            data_crc: u32_at(36),
-        };
-        if crc(0, &block[..end]) != u32_at(end) {
-            return Err(FormatError::Checksum("disk copy header"));
-        }
-        if u32_at(end) != blob.crc32c {
-            return Err(FormatError::Checksum("registry"));
-        }
-        if block[end + 4..].iter().any(|&b| b != 0) {
-            return Err(FormatError::Malformed("disk copy header padding"));
-        }
-        let total = h.total_granules();
-        // Every disk is at least a granule and no larger than the system disk
-        // could hold; the lengths and counts cannot overflow below.
-        if h.disks.iter().any(|&d| d == 0 || d > 1 << 56) || h.data_granules > total {
-            return Err(FormatError::Malformed("disk copy lengths"));
-        }
-        if h.len() != blob.size || blob.size > blob.extent.len {
-            return Err(FormatError::Malformed("disk copy length"));
-        }
-        Ok(h)
-    }
-}
-
-fn bit(map: &[u8], i: u64) -> bool {
-    map[(i / 8) as usize] & (1 << (i % 8)) != 0
-}
-
-fn io(e: registry::ExtentIoError) -> SuspendError {
-    SuspendError::Registry(RegistryError::from(e))
-}
-
 /// The extents of the VM's guest disks a snapshot copies: the writable ones.
 pub fn copied_disks(rec: &VmRecord) -> Vec<Extent> {
     rec.disks
@@ -253,102 +103,19 @@ pub fn copied_disks(rec: &VmRecord) -> Vec<Extent> {
         .collect()
 }
 
-/// Reads every granule of `disks` and returns the bitmap of those with data.
-fn scan(disk: &mut dyn BlockBackend, disks: &[Extent]) -> Result<(Vec<u8>, u64), SuspendError> {
-    let total: u64 = disks.iter().map(|d| granules(d.len)).sum();
-    let mut map = vec![0u8; total.div_ceil(8) as usize];
-    let mut buf = vec![0u8; CHUNK];
-    let (mut g, mut set) = (0u64, 0u64);
-    for d in disks {
-        let mut at = 0;
-        while at < d.len {
-            let n = (CHUNK as u64).min(d.len - at) as usize;
-            registry::read_extent(disk, *d, at, &mut buf[..n]).map_err(io)?;
-            for gran in buf[..n].chunks(COW_GRANULE as usize) {
-                if gran.iter().any(|&b| b != 0) {
-                    map[(g / 8) as usize] |= 1 << (g % 8);
-                    set += 1;
-                }
-                g += 1;
-            }
-            at += n as u64;
-        }
-    }
-    Ok((map, set))
-}
-
-/// Writes the copy of `disks` (bitmap `map`, `set` granules with data) into
-/// `into`: data, bitmap, flush, header, flush. Returns the header.
-fn write_copy(
-    disk: &mut dyn BlockBackend,
-    disks: &[Extent],
-    map: &[u8],
-    set: u64,
-    into: Extent,
-    crc: CrcAppend,
-) -> Result<CopyHeader, SuspendError> {
-    let mut h = CopyHeader {
-        disks: disks.iter().map(|d| d.len).collect(),
-        data_granules: set,
-        bitmap_crc: crc(0, map),
-        data_crc: 0,
-    };
-    let mut out = Vec::with_capacity(CHUNK);
-    let mut buf = vec![0u8; CHUNK];
-    let mut at_out = h.data_offset();
-    let mut g = 0u64;
-    for d in disks {
-        let mut at = 0;
-        while at < d.len {
-            let n = (CHUNK as u64).min(d.len - at);
-            let count = granules(n);
-            if (g..g + count).any(|i| bit(map, i)) {
-                registry::read_extent(disk, *d, at, &mut buf[..n as usize]).map_err(io)?;
-                for (k, gran) in buf[..n as usize].chunks(COW_GRANULE as usize).enumerate() {
-                    if bit(map, g + k as u64) {
-                        out.extend_from_slice(gran);
-                        out.resize(out.len().next_multiple_of(COW_GRANULE as usize), 0);
-                    }
-                }
-                if out.len() >= CHUNK {
-                    h.data_crc = crc(h.data_crc, &out);
-                    registry::write_extent(disk, into, at_out, &out).map_err(io)?;
-                    at_out += out.len() as u64;
-                    out.clear();
-                }
-            }
-            g += count;
-            at += n;
-        }
-    }
-    if !out.is_empty() {
-        h.data_crc = crc(h.data_crc, &out);
-        registry::write_extent(disk, into, at_out, &out).map_err(io)?;
-    }
-    let mut padded = map.to_vec();
-    padded.resize(padded.len().next_multiple_of(ALIGN as usize), 0);
-    registry::write_extent(disk, into, ALIGN, &padded).map_err(io)?;
-    disk.flush()?;
-    let mut hb = h.encode(crc);
-    hb.resize(ALIGN as usize, 0);
-    registry::write_extent(disk, into, 0, &hb).map_err(io)?;
-    disk.flush()?;
-    Ok(h)
-}
-
 /// What [`take`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TakeReport {
     pub image: SuspendReport,
-    /// Bytes of the disk copy, and its granules with data.
-    pub disk_bytes: u64,
-    pub disk_granules: u64,
+    /// Bytes of the log's extent, and of guest-disk data it may hold.
+    pub log_bytes: u64,
+    pub log_reserve: u64,
 }
 
 impl TakeReport {
     /// System-disk bytes the snapshot takes (its two blobs).
     pub fn bytes(&self) -> u64 {
-        self.image.bytes + self.disk_bytes
+        self.image.bytes + self.log_bytes
     }
 }
 
@@ -372,27 +139,79 @@ fn incomplete(s: &DiskSnapshot) -> bool {
     s.image.size == 0 || s.disk.size == 0
 }
 
-/// The VM's complete disk snapshots, oldest first, with the system-disk bytes
-/// each takes.
-pub fn list(rec: &VmRecord) -> Vec<(String, u64)> {
+/// One complete disk snapshot as the registry records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub tag: String,
+    /// Bytes of its RAM/device image.
+    pub image_bytes: u64,
+    /// Its disk log's blob.
+    pub log: Blob,
+}
+
+/// The VM's complete disk snapshots, oldest first.
+pub fn list(rec: &VmRecord) -> Vec<Listed> {
     rec.snapshots
         .iter()
         .filter(|s| !incomplete(s))
-        .map(|s| (s.tag.clone(), s.image.extent.len + s.disk.extent.len))
+        .map(|s| Listed {
+            tag: s.tag.clone(),
+            image_bytes: s.image.size,
+            log: s.disk,
+        })
         .collect()
+}
+
+/// Opens the log of every complete disk snapshot of every VM in `reg` (at boot,
+/// before any guest writes): `(VM, tag, the log or why it is refused)`.
+pub fn open_logs(
+    disk: &mut dyn BlockBackend,
+    reg: &Registry,
+    crc: CrcAppend,
+) -> Vec<(Uuid, String, Result<CowLog, LogError>)> {
+    let mut out = Vec::new();
+    for rec in reg.vms() {
+        let disks = copied_disks(rec);
+        for s in rec.snapshots.iter().filter(|s| !incomplete(s)) {
+            let log = open_log(disk, &s.disk, &disks, crc);
+            out.push((rec.uuid, s.tag.clone(), log));
+        }
+    }
+    out
+}
+
+fn open_log(
+    disk: &mut dyn BlockBackend,
+    blob: &Blob,
+    disks: &[Extent],
+    crc: CrcAppend,
+) -> Result<CowLog, LogError> {
+    // Whole sectors only: the system disk's driver reads nothing smaller.
+    let mut first = [0u8; vdev::SECTOR_SIZE as usize];
+    if blob.extent.len >= vdev::SECTOR_SIZE {
+        registry::read_extent(disk, blob.extent, 0, &mut first)?;
+        if first[..8] == COPY_MAGIC {
+            return Err(LogError::FullCopy);
+        }
+    }
+    CowLog::open(disk, blob, disks, crc)
 }
 
 /// Takes disk snapshot `tag` of the VM `input.uuid` (paused, its guest disks
 /// quiet): the image of `input` and guest RAM (through `io`, whose disk is the
-/// system disk), and a copy of its writable guest disks, committed as the module
-/// documentation says.
+/// system disk), and an empty log of its writable guest disks reserving
+/// `reserve` bytes (at least one granule), committed as the module
+/// documentation says. Returns the log, which must see every guest write from now
+/// on ([`crate::cowlog::log_writes`]).
 pub fn take(
     io: &mut dyn RamIo,
     reg: &mut Registry,
     tag: &str,
     input: &SuspendInput<'_>,
+    reserve: u64,
+    nonce: u64,
     crc: CrcAppend,
-) -> Result<TakeReport, DiskSnapshotError> {
+) -> Result<(TakeReport, CowLog), DiskSnapshotError> {
     let uuid = input.uuid;
     let disk = io.disk();
     remove_incomplete(disk, reg, uuid)?;
@@ -404,50 +223,54 @@ pub fn take(
         return Err(DiskSnapshotError::TooMany);
     }
     let disks = copied_disks(rec);
-    let (map, set) = scan(disk, &disks)?;
-    let copy_len = CopyHeader {
-        disks: disks.iter().map(|d| d.len).collect(),
-        data_granules: set,
-        bitmap_crc: 0,
-        data_crc: 0,
+    if disks.is_empty() {
+        return Err(DiskSnapshotError::Write(SuspendError::NoRecord));
     }
-    .len();
-    let mut copy_extent = Extent::EMPTY;
+    let capacity = cowlog::capacity_for(reserve).max(1);
+    let log_len = cowlog::layout_len(capacity);
+    let mut log_extent = Extent::EMPTY;
     // No base: the snapshot's image goes to an extent of its own.
     let written = write_image(io, input, None, crc, |disk, room| {
         // 1. Both extents recorded, both sizes 0: nothing lands in free space.
-        let capacity = room.need;
+        let need = room.need;
         let image = reg
-            .allocate(capacity, &[])
-            .ok_or(RegistryError::NoSpace { needed: capacity })?;
-        copy_extent = reg
-            .allocate(copy_len, &[image])
-            .ok_or(RegistryError::NoSpace { needed: copy_len })?;
+            .allocate(need, &[])
+            .ok_or(RegistryError::NoSpace { needed: need })?;
+        log_extent = reg
+            .allocate(log_len, &[image])
+            .ok_or(RegistryError::NoSpace { needed: log_len })?;
         let entry = DiskSnapshot {
             tag: String::from(tag),
             image: Blob::empty_in(image),
-            disk: Blob::empty_in(copy_extent),
+            disk: Blob::empty_in(log_extent),
         };
         reg.update_vm(disk, uuid, |r| r.snapshots.push(entry))?;
         Ok(image)
     });
     let disk = io.disk();
     let done = written.and_then(|(image, image_crc)| {
-        let h = write_copy(disk, &disks, &map, set, copy_extent, crc)?;
+        let (log, blob) = CowLog::create(disk, log_extent, &disks, capacity, nonce, crc).map_err(
+            |e| match e {
+                LogError::Io(b) => SuspendError::Io(b),
+                _ => SuspendError::Io(BlockError::OutOfRange),
+            },
+        )?;
         // 4. The one commit that makes the snapshot complete.
         reg.update_vm(disk, uuid, |r| {
             if let Some(s) = r.snapshots.iter_mut().find(|s| s.tag == tag) {
                 s.image.size = image.bytes;
                 s.image.crc32c = image_crc;
-                s.disk.size = h.len();
-                s.disk.crc32c = h.crc(crc);
+                s.disk = blob;
             }
         })?;
-        Ok(TakeReport {
-            image,
-            disk_bytes: h.len(),
-            disk_granules: set,
-        })
+        Ok((
+            TakeReport {
+                image,
+                log_bytes: log_extent.len,
+                log_reserve: log.data_bytes().1,
+            },
+            log,
+        ))
     });
     if done.is_err() {
         // Best effort: an entry left incomplete is removed by the next take.
@@ -473,20 +296,17 @@ pub fn delete(
 }
 
 /// A disk snapshot opened for a rollback: its image read and checked up to the
-/// RAM data, its disk copy's header and bitmap checked (and its data's CRC).
+/// RAM data, its log's header, index and saved data checked.
 #[derive(Debug)]
 pub struct OpenedSnapshot {
     pub image: OpenedState,
-    pub copy: CopyHeader,
-    copy_blob: Blob,
-    map: Vec<u8>,
-    disks: Vec<Extent>,
+    pub log: CowLog,
 }
 
 /// Opens the VM's disk snapshot `tag` for a rollback into the VM as it is
 /// (`expected`, counter frequency `cntfrq`): everything but the image's RAM data
-/// is read and checked here (that is checked as it is restored), the disk copy
-/// completely. Changes nothing.
+/// is read and checked here (that is checked as it is restored), the log
+/// completely (a log that records it is incomplete is refused). Changes nothing.
 pub fn open(
     disk: &mut dyn BlockBackend,
     reg: &Registry,
@@ -502,115 +322,30 @@ pub fn open(
         .iter()
         .find(|s| s.tag == tag && !incomplete(s))
         .ok_or(DiskSnapshotError::NoSuch)?;
-    let refused = |e: FormatError| DiskSnapshotError::Refused(ColdReason::Format(e));
     let image =
         open_saved(disk, snap.image, expected, cntfrq, crc).map_err(DiskSnapshotError::Refused)?;
-    let blob = snap.disk;
-    if blob.size < ALIGN || blob.size > blob.extent.len {
-        return Err(refused(FormatError::Malformed("disk copy length")));
+    let log =
+        open_log(disk, &snap.disk, &copied_disks(rec), crc).map_err(DiskSnapshotError::Log)?;
+    if let Some(why) = log.invalid() {
+        return Err(DiskSnapshotError::Log(LogError::Invalid(why)));
     }
-    let unreadable = |_| DiskSnapshotError::Refused(ColdReason::Unreadable);
-    let mut hb = vec![0u8; ALIGN as usize];
-    registry::read_extent(disk, blob.extent, 0, &mut hb).map_err(unreadable)?;
-    let copy = CopyHeader::decode(&hb, &blob, crc).map_err(refused)?;
-    let disks = copied_disks(rec);
-    if copy.disks != disks.iter().map(|d| d.len).collect::<Vec<_>>() {
-        return Err(DiskSnapshotError::Refused(ColdReason::ConfigMismatch(
-            "guest disks",
-        )));
-    }
-    let mut map = vec![0u8; (copy.data_offset() - ALIGN) as usize];
-    registry::read_extent(disk, blob.extent, ALIGN, &mut map).map_err(unreadable)?;
-    let bl = copy.bitmap_len() as usize;
-    if crc(0, &map[..bl]) != copy.bitmap_crc {
-        return Err(refused(FormatError::Checksum("disk copy bitmap")));
-    }
-    let total = copy.total_granules();
-    let set = (0..total).filter(|&i| bit(&map, i)).count() as u64;
-    if set != copy.data_granules
-        || map[bl..].iter().any(|&b| b != 0)
-        || (total % 8 != 0 && map[bl - 1] >> (total % 8) != 0)
-    {
-        return Err(refused(FormatError::Malformed("disk copy bitmap")));
-    }
-    map.truncate(bl);
-    // The data, checked before any guest disk is touched.
-    let mut buf = vec![0u8; CHUNK];
-    let (mut at, end, mut sum) = (copy.data_offset(), copy.len(), 0);
-    while at < end {
-        let n = (CHUNK as u64).min(end - at) as usize;
-        registry::read_extent(disk, blob.extent, at, &mut buf[..n]).map_err(unreadable)?;
-        sum = crc(sum, &buf[..n]);
-        at += n as u64;
-    }
-    if sum != copy.data_crc {
-        return Err(refused(FormatError::Checksum("disk copy data")));
-    }
-    Ok(OpenedSnapshot {
-        image,
-        copy,
-        copy_blob: blob,
-        map,
-        disks,
-    })
+    log.check_data(disk, crc).map_err(DiskSnapshotError::Log)?;
+    Ok(OpenedSnapshot { image, log })
 }
 
-/// Writes the opened snapshot's disk copy back over the VM's guest disks: each
-/// [`CHUNK`] rebuilt (granules with data from the copy, the others zero), read,
-/// and written only where it differs, `before_write(disk, offset, len)` called
-/// first (the in-memory snapshots' copy-on-write log). Flushes. On an error the
-/// disks hold part of the snapshot.
+/// Writes the opened snapshot's saved granules back over the VM's guest disks,
+/// `before_write(disk, offset, len)` called first for each (the other snapshots'
+/// logs). Flushes. Returns the bytes written. On an error the disks hold part of
+/// the snapshot (and the log is unchanged: a later rollback can finish it).
 pub fn restore_disks(
     disk: &mut dyn BlockBackend,
     s: &OpenedSnapshot,
-    before_write: &mut dyn FnMut(&mut dyn BlockBackend, u64, u64, Extent),
+    crc: CrcAppend,
+    before_write: &mut dyn FnMut(&mut dyn BlockBackend, u64, u64),
 ) -> Result<u64, DiskSnapshotError> {
-    let gs = COW_GRANULE as usize;
-    let mut want = vec![0u8; CHUNK];
-    let mut have = vec![0u8; CHUNK];
-    let mut data = vec![0u8; CHUNK];
-    let mut data_at = s.copy.data_offset();
-    let mut g = 0u64;
-    let mut written = 0u64;
-    let ioe = |e: registry::ExtentIoError| match e {
-        registry::ExtentIoError::Io(b) => DiskSnapshotError::Io(b),
-        _ => DiskSnapshotError::Io(BlockError::OutOfRange),
-    };
-    for d in &s.disks {
-        let mut at = 0;
-        while at < d.len {
-            let n = (CHUNK as u64).min(d.len - at) as usize;
-            let count = granules(n as u64);
-            let with_data = (g..g + count).filter(|&i| bit(&s.map, i)).count();
-            if with_data > 0 {
-                let len = with_data * gs;
-                registry::read_extent(disk, s.copy_blob.extent, data_at, &mut data[..len])
-                    .map_err(ioe)?;
-                data_at += len as u64;
-            }
-            let mut next = 0;
-            for k in 0..count as usize {
-                let dst = &mut want[k * gs..((k + 1) * gs).min(n)];
-                if bit(&s.map, g + k as u64) {
-                    dst.copy_from_slice(&data[next * gs..next * gs + dst.len()]);
-                    next += 1;
-                } else {
-                    dst.fill(0);
-                }
-            }
-            registry::read_extent(disk, *d, at, &mut have[..n]).map_err(ioe)?;
-            if want[..n] != have[..n] {
-                let off = d.start + at;
-                before_write(disk, off, n as u64, *d);
-                registry::write_extent(disk, *d, at, &want[..n]).map_err(ioe)?;
-                written += n as u64;
-            }
-            g += count;
-            at += n as u64;
-        }
-    }
-    disk.flush().map_err(DiskSnapshotError::Io)?;
-    Ok(written)
+    s.log
+        .restore(disk, crc, before_write)
+        .map_err(DiskSnapshotError::Log)
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 use super::*;
+use crate::cowlog::log_writes;
 use crate::format::{device_layout_crc, DeviceState};
 use crate::ram::{ZeroMap, BLOCK_SIZE, PAGES_PER_BLOCK, PAGE_SIZE};
+use crate::snapshot::COW_GRANULE;
 use crate::store::{CopyIo, RamImage, RamSink};
 use crate::time::TimeState;
 use crate::vcpu::{Power, VcpuState};
-use proptest::prelude::*;
+use alloc::vec;
+
 use registry::{BootSpec, DeviceModel, DiskSpec, MemDisk, Policy, VmSpec};
 
 const MEM: u64 = 8 << 20;
@@ -50,6 +53,9 @@ impl RamSink for Ram {
     }
 }
 
+/// Bytes the tests reserve for a log.
+const RESERVE: u64 = 256 << 10;
+
 /// [`super::take`] of `ram` through the synchronous [`CopyIo`].
 fn take(
     disk: &mut dyn BlockBackend,
@@ -58,9 +64,18 @@ fn take(
     input: &SuspendInput<'_>,
     ram: &Ram,
     crc: CrcAppend,
-) -> Result<TakeReport, DiskSnapshotError> {
+) -> Result<(TakeReport, CowLog), DiskSnapshotError> {
     let mut ram = Ram(ram.0.clone());
-    super::take(&mut CopyIo::new(disk, &mut ram), reg, tag, input, crc)
+    let nonce = 0x1234_5678_9abc_def0 ^ tag.len() as u64;
+    super::take(
+        &mut CopyIo::new(disk, &mut ram),
+        reg,
+        tag,
+        input,
+        RESERVE,
+        nonce,
+        crc,
+    )
 }
 
 /// [`crate::store::restore_ram`] into `ram` through the synchronous [`CopyIo`].
@@ -153,7 +168,11 @@ fn guest_disk(reg: &Registry, id: Uuid) -> Extent {
     reg.vm(id).unwrap().disks[0].extent
 }
 
-fn write_guest(disk: &mut MemDisk, e: Extent, at: u64, data: &[u8]) {
+/// A guest write at `at` of guest disk `e`, through the logs first (as el2's
+/// system disk does).
+fn write_guest(disk: &mut MemDisk, logs: &mut [CowLog], e: Extent, at: u64, data: &[u8]) {
+    let broke = log_writes(disk, logs, e.start + at, data.len() as u64, CRC);
+    assert!(broke.is_empty());
     registry::write_extent(disk, e, at, data).unwrap();
 }
 
@@ -161,19 +180,20 @@ fn guest_bytes(disk: &MemDisk, e: Extent) -> Vec<u8> {
     disk.bytes()[e.start as usize..(e.start + e.len) as usize].to_vec()
 }
 
-fn no_log() -> impl FnMut(&mut dyn BlockBackend, u64, u64, Extent) {
-    |_, _, _, _| {}
+fn no_log() -> impl FnMut(&mut dyn BlockBackend, u64, u64) {
+    |_, _, _| {}
 }
 
 #[test]
 fn take_then_roll_back_gives_back_the_disk_ram_and_state_and_survives_a_reopen() {
     let (mut disk, mut reg, id) = setup();
     let e = guest_disk(&reg, id);
-    write_guest(&mut disk, e, 0, &[0x11; 512]);
-    write_guest(&mut disk, e, (3 << 20) + 4096, &[0x22; 4096]); // the partial chunk
+    let mut logs = Vec::new();
+    write_guest(&mut disk, &mut logs, e, 0, &[0x11; 512]);
+    write_guest(&mut disk, &mut logs, e, (3 << 20) + 4096, &[0x22; 4096]);
     let at_snapshot = guest_bytes(&disk, e);
     let m = machine(7);
-    let r = take(
+    let (r, log) = take(
         &mut disk,
         &mut reg,
         "t1",
@@ -182,46 +202,157 @@ fn take_then_roll_back_gives_back_the_disk_ram_and_state_and_survives_a_reopen()
         CRC,
     )
     .unwrap();
-    assert_eq!(r.disk_granules, 2);
-    assert_eq!(
-        list(reg.vm(id).unwrap()),
-        vec![(
-            String::from("t1"),
-            reg.vm(id).unwrap().snapshots[0].image.extent.len + r.disk_bytes
-        )]
-    );
-    // The guest changes its disk: a new granule, an overwritten one, a cleared one.
-    write_guest(&mut disk, e, 1 << 20, &[0x33; 4096]);
-    write_guest(&mut disk, e, 0, &[0x44; 100]);
-    write_guest(&mut disk, e, (3 << 20) + 4096, &[0; 4096]);
-    // A host reboot: the registry is read from the disk again.
+    assert_eq!(log.saved(), 0);
+    assert_eq!(r.log_reserve, log.data_bytes().1);
+    assert!(r.log_reserve > 0 && r.log_bytes <= RESERVE.next_multiple_of(1 << 20));
+    let listed = list(reg.vm(id).unwrap());
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].tag, "t1");
+    assert_eq!(listed[0].image_bytes, r.image.bytes);
+    let mut logs = vec![log];
+    // The guest changes its disk: a new granule, an overwritten one, a cleared
+    // one (the partial last one), the same granule twice.
+    write_guest(&mut disk, &mut logs, e, 1 << 20, &[0x33; 4096]);
+    write_guest(&mut disk, &mut logs, e, 0, &[0x44; 100]);
+    write_guest(&mut disk, &mut logs, e, 0, &[0x45; 4096 * 3]);
+    write_guest(&mut disk, &mut logs, e, (3 << 20) + 4096, &[0; 4096]);
+    assert_eq!(logs[0].saved(), 5);
+    // A host reboot: the registry and the log are read from the disk again, and
+    // logging continues.
     let reg = Registry::open(&mut disk).unwrap();
+    let mut reopened: Vec<CowLog> = open_logs(&mut disk, &reg, CRC)
+        .into_iter()
+        .map(|(u, t, l)| {
+            assert_eq!((u, t.as_str()), (id, "t1"));
+            l.unwrap()
+        })
+        .collect();
+    assert_eq!(reopened[0].saved(), 5);
+    write_guest(&mut disk, &mut reopened, e, 2 << 20, &[0x66; 8192]);
+    write_guest(&mut disk, &mut reopened, e, 0, &[0x67; 4096]);
+    assert_eq!(reopened[0].saved(), 7);
     let s = open(&mut disk, &reg, id, "t1", &fingerprint(id), FREQ, CRC).unwrap();
     let mut logged = Vec::new();
-    let written =
-        restore_disks(&mut disk, &s, &mut |_, off, len, _| logged.push((off, len))).unwrap();
+    let written = restore_disks(&mut disk, &s, CRC, &mut |_, off, len| {
+        logged.push((off, len))
+    })
+    .unwrap();
     assert_eq!(guest_bytes(&disk, e), at_snapshot);
-    // Only the chunks that differed were written, each logged first.
-    assert_eq!(written, (1 << 20) + (1 << 20) + 8192);
-    assert_eq!(
-        logged,
-        vec![
-            (e.start, 1 << 20),
-            (e.start + (1 << 20), 1 << 20),
-            (e.start + (3 << 20), 8192)
-        ]
-    );
+    // Every saved granule was written back, each through the hook first.
+    assert_eq!(written, 7 * 4096);
+    assert_eq!(logged.len(), 7);
+    assert_eq!(logged[0], (e.start + (1 << 20), 4096));
     let mut ram = Ram::empty();
     restore_ram(&mut disk, &s.image, &mut ram).unwrap();
     assert_eq!(ram.0, Ram::with(7).0);
     assert_eq!(s.image.vcpus[0].x[3], 7);
     assert_eq!(s.image.devices, m.devices);
     assert_eq!(s.image.header.time.guest_vcount, 1000);
-    // A snapshot is not consumed: rolling back again works.
-    write_guest(&mut disk, e, 8192, &[9; 4096]);
+    // A snapshot is not consumed: its log still holds its contents, the guest
+    // writes on, and rolling back again works.
+    write_guest(&mut disk, &mut reopened, e, 8192, &[9; 4096]);
+    write_guest(&mut disk, &mut reopened, e, 3 << 20, &[9; 4096]);
     let s = open(&mut disk, &reg, id, "t1", &fingerprint(id), FREQ, CRC).unwrap();
-    restore_disks(&mut disk, &s, &mut no_log()).unwrap();
+    restore_disks(&mut disk, &s, CRC, &mut no_log()).unwrap();
     assert_eq!(guest_bytes(&disk, e), at_snapshot);
+}
+
+#[test]
+fn nested_snapshots_each_log_what_they_need_and_roll_back_in_any_order() {
+    let (mut disk, mut reg, id) = setup();
+    let e = guest_disk(&reg, id);
+    let m = machine(1);
+    let mut logs = Vec::new();
+    write_guest(&mut disk, &mut logs, e, 0, &[1; 4096]);
+    let (_, a) = take(
+        &mut disk,
+        &mut reg,
+        "a",
+        &input(id, &m, 1),
+        &Ram::empty(),
+        CRC,
+    )
+    .unwrap();
+    logs.push(a);
+    let at_a = guest_bytes(&disk, e);
+    write_guest(&mut disk, &mut logs, e, 0, &[2; 4096]);
+    write_guest(&mut disk, &mut logs, e, 4096, &[2; 4096]);
+    let (_, b) = take(
+        &mut disk,
+        &mut reg,
+        "b",
+        &input(id, &m, 1),
+        &Ram::empty(),
+        CRC,
+    )
+    .unwrap();
+    logs.push(b);
+    let at_b = guest_bytes(&disk, e);
+    write_guest(&mut disk, &mut logs, e, 0, &[3; 8192 * 2]);
+    // "a" saved each granule once, "b" its own first writes.
+    assert_eq!((logs[0].saved(), logs[1].saved()), (4, 4));
+    // Back to "a" (writes through "b"'s log: it stays valid), then to "b".
+    let s = open(&mut disk, &reg, id, "a", &fingerprint(id), FREQ, CRC).unwrap();
+    restore_disks(&mut disk, &s, CRC, &mut |d, off, len| {
+        assert!(log_writes(d, &mut logs, off, len, CRC).is_empty());
+    })
+    .unwrap();
+    assert_eq!(guest_bytes(&disk, e), at_a);
+    let s = open(&mut disk, &reg, id, "b", &fingerprint(id), FREQ, CRC).unwrap();
+    restore_disks(&mut disk, &s, CRC, &mut |d, off, len| {
+        assert!(log_writes(d, &mut logs, off, len, CRC).is_empty());
+    })
+    .unwrap();
+    assert_eq!(guest_bytes(&disk, e), at_b);
+    let s = open(&mut disk, &reg, id, "a", &fingerprint(id), FREQ, CRC).unwrap();
+    restore_disks(&mut disk, &s, CRC, &mut no_log()).unwrap();
+    assert_eq!(guest_bytes(&disk, e), at_a);
+}
+
+#[test]
+fn a_full_reserve_invalidates_the_snapshot_durably() {
+    let (mut disk, mut reg, id) = setup();
+    let e = guest_disk(&reg, id);
+    let m = machine(1);
+    let (_, log) = take(
+        &mut disk,
+        &mut reg,
+        "t",
+        &input(id, &m, 1),
+        &Ram::empty(),
+        CRC,
+    )
+    .unwrap();
+    let cap = log.data_bytes().1 / COW_GRANULE;
+    let mut logs = vec![log];
+    // Exactly the reserve fits.
+    write_guest(
+        &mut disk,
+        &mut logs,
+        e,
+        0,
+        &vec![1; (cap * COW_GRANULE) as usize],
+    );
+    assert_eq!(logs[0].invalid(), None);
+    let broke = log_writes(&mut disk, &mut logs, e.start + cap * COW_GRANULE, 1, CRC);
+    assert_eq!(broke, vec![0]);
+    assert_eq!(logs[0].invalid(), Some(crate::cowlog::INVALID_FULL));
+    // Said on the disk too: after a reboot the log opens as invalid, and a
+    // rollback is refused with nothing changed.
+    let before = disk.bytes().to_vec();
+    let reopened = open_logs(&mut disk, &reg, CRC);
+    assert_eq!(
+        reopened[0].2.as_ref().unwrap().invalid(),
+        Some(crate::cowlog::INVALID_FULL)
+    );
+    let r = open(&mut disk, &reg, id, "t", &fingerprint(id), FREQ, CRC);
+    assert!(matches!(
+        r,
+        Err(DiskSnapshotError::Log(LogError::Invalid(
+            crate::cowlog::INVALID_FULL
+        )))
+    ));
+    assert_eq!(disk.bytes(), &before[..]);
 }
 
 #[test]
@@ -237,7 +368,7 @@ fn tags_limits_and_delete() {
         CRC,
     )
     .unwrap();
-    assert_eq!(
+    assert!(matches!(
         take(
             &mut disk,
             &mut reg,
@@ -247,7 +378,7 @@ fn tags_limits_and_delete() {
             CRC
         ),
         Err(DiskSnapshotError::Exists)
-    );
+    ));
     for i in 1..registry::defs::MAX_SNAPSHOTS {
         let t = alloc::format!("s{i}");
         take(
@@ -260,7 +391,7 @@ fn tags_limits_and_delete() {
         )
         .unwrap();
     }
-    assert_eq!(
+    assert!(matches!(
         take(
             &mut disk,
             &mut reg,
@@ -270,19 +401,19 @@ fn tags_limits_and_delete() {
             CRC
         ),
         Err(DiskSnapshotError::TooMany)
-    );
-    let image = reg.vm(id).unwrap().snapshots[0].image.extent;
+    ));
+    let snap = reg.vm(id).unwrap().snapshots[0].clone();
     delete(&mut disk, &mut reg, id, "a").unwrap();
     assert_eq!(
         delete(&mut disk, &mut reg, id, "a"),
         Err(DiskSnapshotError::NoSuch)
     );
     // Its space is free and zeroed (free space never carries a VM's state).
-    assert!(
-        disk.bytes()[image.start as usize..(image.start + image.len) as usize]
+    for x in [snap.image.extent, snap.disk.extent] {
+        assert!(disk.bytes()[x.start as usize..(x.start + x.len) as usize]
             .iter()
-            .all(|&b| b == 0)
-    );
+            .all(|&b| b == 0));
+    }
     assert!(matches!(
         open(&mut disk, &reg, id, "a", &fingerprint(id), FREQ, CRC),
         Err(DiskSnapshotError::NoSuch)
@@ -326,10 +457,44 @@ fn another_configuration_or_counter_is_refused_and_nothing_changes() {
 }
 
 #[test]
-fn a_flipped_byte_anywhere_in_the_disk_copy_is_refused_before_anything_changes() {
+fn a_flipped_byte_anywhere_in_the_used_log_is_refused_before_anything_changes() {
     let (mut disk, mut reg, id) = setup();
     let e = guest_disk(&reg, id);
-    write_guest(&mut disk, e, 4096, &[0x5a; 8192]);
+    let m = machine(4);
+    let (_, log) = take(
+        &mut disk,
+        &mut reg,
+        "t",
+        &input(id, &m, 5),
+        &Ram::with(4),
+        CRC,
+    )
+    .unwrap();
+    let mut logs = vec![log];
+    write_guest(&mut disk, &mut logs, e, 0, &[1; 4096 * 3]);
+    let blob = reg.vm(id).unwrap().snapshots[0].disk;
+    let before = disk.bytes().to_vec();
+    let cap = u32::try_from(logs[0].data_bytes().1 / COW_GRANULE).unwrap();
+    let data = crate::cowlog::layout_len(cap) - u64::from(cap) * COW_GRANULE;
+    // The header block, the whole index, and the three saved granules.
+    let used = (0..data).chain(data..data + 3 * COW_GRANULE);
+    for i in used {
+        let at = (blob.extent.start + i) as usize;
+        disk.bytes_mut()[at] ^= 0x08;
+        let r = open(&mut disk, &reg, id, "t", &fingerprint(id), FREQ, CRC);
+        assert!(
+            matches!(r, Err(DiskSnapshotError::Log(LogError::Format(_)))),
+            "flip at log byte {i}: {:?}",
+            r.map(|_| ())
+        );
+        disk.bytes_mut()[at] ^= 0x08;
+    }
+    assert_eq!(disk.bytes(), &before[..]);
+}
+
+#[test]
+fn a_full_copy_from_slot_version_4_is_refused() {
+    let (mut disk, mut reg, id) = setup();
     let m = machine(4);
     take(
         &mut disk,
@@ -340,22 +505,17 @@ fn a_flipped_byte_anywhere_in_the_disk_copy_is_refused_before_anything_changes()
         CRC,
     )
     .unwrap();
-    write_guest(&mut disk, e, 0, &[1; 4096]);
-    let copy = reg.vm(id).unwrap().snapshots[0].disk;
-    let before = disk.bytes().to_vec();
-    // Every byte of the copy's extent: the header block, the bitmap block, the data.
-    for i in 0..copy.extent.len {
-        let at = (copy.extent.start + i) as usize;
-        disk.bytes_mut()[at] ^= 0x08;
-        let r = open(&mut disk, &reg, id, "t", &fingerprint(id), FREQ, CRC);
-        assert!(
-            matches!(r, Err(DiskSnapshotError::Refused(_))),
-            "flip at copy byte {i}: {:?}",
-            r.map(|_| ())
-        );
-        disk.bytes_mut()[at] ^= 0x08;
-    }
-    assert_eq!(disk.bytes(), &before[..]);
+    let blob = reg.vm(id).unwrap().snapshots[0].disk;
+    disk.bytes_mut()[blob.extent.start as usize..][..8].copy_from_slice(&COPY_MAGIC);
+    let r = open(&mut disk, &reg, id, "t", &fingerprint(id), FREQ, CRC);
+    let e = r.map(|_| ()).unwrap_err();
+    assert_eq!(e, DiskSnapshotError::Log(LogError::FullCopy));
+    assert!(alloc::format!("{e}").contains("older build"), "{e}");
+    // Listed as refused at boot too.
+    assert!(matches!(
+        open_logs(&mut disk, &reg, CRC)[0].2,
+        Err(LogError::FullCopy)
+    ));
 }
 
 struct CutDisk {
@@ -371,9 +531,20 @@ impl BlockBackend for CutDisk {
         false
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        // The system disk's driver moves whole sectors only.
+        assert!(
+            offset.is_multiple_of(512) && buf.len().is_multiple_of(512),
+            "{offset}+{}",
+            buf.len()
+        );
         self.inner.read_at(offset, buf)
     }
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
+        assert!(
+            offset.is_multiple_of(512) && data.len().is_multiple_of(512),
+            "{offset}+{}",
+            data.len()
+        );
         if self.budget == 0 {
             return Err(BlockError::Io);
         }
@@ -395,10 +566,11 @@ impl BlockBackend for CutDisk {
 }
 
 #[test]
-fn a_power_cut_at_any_write_leaves_no_snapshot_or_the_complete_one() {
+fn a_power_cut_at_any_write_of_a_take_leaves_no_snapshot_or_the_complete_one() {
     let (mut disk, mut reg, id) = setup();
     let e = guest_disk(&reg, id);
-    write_guest(&mut disk, e, 0, &[0x77; 4096]);
+    let mut none_logs = Vec::new();
+    write_guest(&mut disk, &mut none_logs, e, 0, &[0x77; 4096]);
     let m = machine(9);
     // An older snapshot that must survive every cut.
     take(
@@ -432,14 +604,24 @@ fn a_power_cut_at_any_write_leaves_no_snapshot_or_the_complete_one() {
         let mut reg2 = Registry::open(&mut after).expect("the registry always opens");
         let tags: Vec<String> = list(reg2.vm(id).unwrap())
             .into_iter()
-            .map(|t| t.0)
+            .map(|t| t.tag)
             .collect();
         assert!(tags.contains(&String::from("old")), "budget {budget}");
         open(&mut after, &reg2, id, "old", &fingerprint(id), FREQ, CRC).unwrap();
         if tags.contains(&String::from("new")) {
             complete += 1;
+            // Reopened through a disk that takes whole sectors only, as el2's.
+            let mut sectored = CutDisk {
+                inner: after.clone(),
+                budget: usize::MAX,
+            };
+            let mut logs: Vec<CowLog> = open_logs(&mut sectored, &reg2, CRC)
+                .into_iter()
+                .map(|l| l.2.unwrap())
+                .collect();
+            write_guest(&mut after, &mut logs, e, 0, &[0x78; 4096]);
             let s = open(&mut after, &reg2, id, "new", &fingerprint(id), FREQ, CRC).unwrap();
-            restore_disks(&mut after, &s, &mut no_log()).unwrap();
+            restore_disks(&mut after, &s, CRC, &mut no_log()).unwrap();
             assert_eq!(guest_bytes(&after, e), at_snapshot);
         } else {
             none += 1;
@@ -460,21 +642,4 @@ fn a_power_cut_at_any_write_leaves_no_snapshot_or_the_complete_one() {
         complete >= 1 && none > 5,
         "{complete} complete, {none} none"
     );
-}
-
-proptest! {
-    #[test]
-    fn hostile_copy_headers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), size in any::<u64>(), crc in any::<u32>()) {
-        let mut block = vec![0u8; ALIGN as usize];
-        let n = bytes.len().min(block.len());
-        block[..n].copy_from_slice(&bytes[..n]);
-        if n >= 8 {
-            block[..8].copy_from_slice(&COPY_MAGIC);
-        }
-        let blob = Blob { extent: Extent { start: 1 << 20, len: size }, size, crc32c: crc };
-        if let Ok(h) = CopyHeader::decode(&block, &blob, CRC) {
-            prop_assert_eq!(h.len(), size);
-        }
-        let _ = CopyHeader::decode(&block[..n], &blob, CRC);
-    }
 }

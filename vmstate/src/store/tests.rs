@@ -615,11 +615,13 @@ fn a_disk_snapshot_between_resume_and_suspend_leaves_the_base_and_dirty_log_alon
     let (v2, d2) = (vcpus(20), devices(9));
     let mut io = Io::new(&mut disk, ram.clone());
     io.changed = Some(changed.clone());
-    let snap = crate::snapshot_disk::take(
+    let (snap, _log) = crate::snapshot_disk::take(
         &mut io,
         &mut reg,
         "s",
         &input(id, &v2, &d2, 2),
+        64 << 10,
+        1,
         crate::crc32c_append,
     )
     .unwrap();
