@@ -31,6 +31,7 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
         "fw_cfg" => crate::fw_cfg::seeds(),
         "cfi_flash" => crate::cfi_flash::seeds(),
         "nvme" => crate::nvme::seeds(),
+        "pci_config" => crate::pci_config::seeds(),
         _ => Vec::new(),
     };
     list.into_iter().map(|(n, b)| (n.to_string(), b)).collect()
