@@ -688,3 +688,85 @@ fn bad_layouts_and_specs_are_refused() {
     };
     assert_eq!(id, 0xabcd_1234);
 }
+
+/// The GICv2m frame as the MSI controller, as el2 connects it.
+struct V2m {
+    frame: vgic::v2m::V2mFrame,
+    base: u64,
+}
+
+impl MsiController for V2m {
+    fn deliver(&mut self, address: u64, data: u32, irq: &mut dyn InterruptSink) -> bool {
+        self.frame.message(self.base, address, data, irq)
+    }
+}
+
+#[test]
+fn msix_through_a_gicv2m_frame_pends_the_spi_in_the_vgic() {
+    const FRAME: u64 = 0x0802_0000;
+    let mut vgic = vgic::Vgic::new(vgic::VgicConfig::simple(1, 96)).unwrap();
+    let frame = vgic::v2m::V2mFrame::new(80, 32, 128).unwrap();
+    let mut rc = RootComplex::new(Layout::virt(false), &[RAM]).unwrap();
+    rc.attach(1, Box::new(Probe::default())).unwrap();
+    rc.set_msi_controller(Box::new(V2m { frame, base: FRAME }));
+    let mut mem = VecMemory::new(RAM.base, 0x1000);
+    // Linux's v2m driver makes its SPIs edge-triggered.
+    let icfgr = vgic::regs::gicd::ICFGR + 4 * (90 / 16);
+    vgic.gicd_write(icfgr, W, 0b10 << (2 * (90 % 16))).unwrap();
+    let mut go = |rc: &mut RootComplex, vgic: &mut vgic::Vgic, gpa: u64, size, v: u64| {
+        let mut ctx = MmioContext {
+            vcpu: 0,
+            mem: &mut mem,
+            irq: vgic,
+        };
+        rc.access(&mut ctx, gpa, size, Some(v)).unwrap();
+    };
+    go(&mut rc, &mut vgic, cfg(1, reg::BAR0), W, BAR0_AT);
+    go(
+        &mut rc,
+        &mut vgic,
+        cfg(1, reg::BAR0 + 8),
+        W,
+        BAR2_AT & 0xffff_ffff,
+    );
+    go(&mut rc, &mut vgic, cfg(1, reg::BAR0 + 12), W, BAR2_AT >> 32);
+    go(
+        &mut rc,
+        &mut vgic,
+        cfg(1, reg::COMMAND),
+        AccessSize::Half,
+        0x6,
+    );
+    let c = rc.config(1).unwrap();
+    let first = c
+        .read(reg::CAPABILITIES_POINTER as u64, AccessSize::Byte)
+        .unwrap();
+    let msix = c.read(u64::from(first) + 1, AccessSize::Byte).unwrap() as usize;
+    assert_eq!(
+        c.read(msix as u64, AccessSize::Byte).unwrap(),
+        u32::from(cap_id::MSIX)
+    );
+    let control = cfg(1, msix + msix_cap::MESSAGE_CONTROL);
+    go(
+        &mut rc,
+        &mut vgic,
+        control,
+        AccessSize::Half,
+        u64::from(MSIX_ENABLE),
+    );
+    go(
+        &mut rc,
+        &mut vgic,
+        BAR2_AT + 16,
+        AccessSize::Double,
+        FRAME + vgic::v2m::reg::MSI_SETSPI_NS,
+    );
+    go(&mut rc, &mut vgic, BAR2_AT + 16 + 8, W, 90);
+    go(&mut rc, &mut vgic, BAR2_AT + 16 + 12, W, 0);
+    let ispendr = vgic::regs::gicd::ISPENDR + 4 * (90 / 32);
+    let pending = |vgic: &vgic::Vgic| vgic.gicd_read(ispendr, W).unwrap() & (1 << (90 % 32)) != 0;
+    assert!(!pending(&vgic));
+    go(&mut rc, &mut vgic, BAR0_AT + probe::RAISE, W, 1);
+    assert!(pending(&vgic), "vector 1 became SPI 90");
+    assert_eq!(rc.dropped_messages(), 0);
+}
