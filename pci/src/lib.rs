@@ -19,6 +19,8 @@
 //!   which refuses every access while Bus Master Enable is clear; MSI-X messages
 //!   wait (pending) for it too.
 //!
+//! [`nvme::NvmeFunction`] puts the `nvme` crate's controller behind a function.
+//!
 //! Every guest access is checked: configuration accesses of 1/2/4 bytes, naturally
 //! aligned (others are refused); functions that do not exist read all-ones; BAR
 //! window accesses that decode to nothing read all-ones and are logged.
@@ -32,9 +34,12 @@ pub mod defs;
 pub mod function;
 pub mod host_bridge;
 pub mod msix;
+pub mod nvme;
 pub mod root;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_nvme;
 
 pub use config::{ConfigSpace, SpecError};
 pub use function::{
