@@ -770,3 +770,19 @@ fn msix_through_a_gicv2m_frame_pends_the_spi_in_the_vgic() {
     assert!(pending(&vgic), "vector 1 became SPI 90");
     assert_eq!(rc.dropped_messages(), 0);
 }
+
+/// `Layout::virt` and the VM description (`boards::devices::pcie`) name the same
+/// windows and SPIs (the description leaves the 64-bit window out).
+#[test]
+fn virt_layout_matches_the_vm_description() {
+    let b = boards::devices::pcie();
+    let l = Layout::virt(false);
+    let w = |x: boards::devices::Window| Window {
+        base: x.base,
+        size: x.size,
+    };
+    assert_eq!(l.ecam, w(b.ecam));
+    assert_eq!(l.mmio32, w(b.mmio32));
+    assert_eq!(l.pio, Some(w(b.pio)));
+    assert_eq!(l.intx_first_intid, b.intx_first_intid);
+}
