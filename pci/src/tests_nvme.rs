@@ -170,3 +170,47 @@ fn linux_style_bring_up_through_pci_msix_and_v2m() {
     // The controller reports the fatal status rather than touching memory.
     assert_ne!(g.rd(BAR0 + nreg::CSTS, W) & 0b10, 0, "CSTS.CFS");
 }
+
+/// The root complex on an MMIO bus as el2 puts it there: one device per window,
+/// the ECAM window the one that resets it and runs deferred work.
+#[test]
+fn root_windows_route_bus_accesses() {
+    use alloc::sync::Arc;
+    use vdev::{MmioBus, WorkSignal};
+
+    use crate::root::RootWindow;
+
+    let g = Guest::new();
+    let mut vgic = g.vgic;
+    let mut mem = g.mem;
+    let rc = Arc::new(spin::Mutex::new(g.rc));
+    let mut bus = MmioBus::new();
+    let windows = RootWindow::all(&rc);
+    assert_eq!(windows.len(), 4, "ECAM, 32-bit, 64-bit, I/O");
+    for w in windows {
+        bus.insert("pcie", w.window.base, w.window.size, Box::new(w))
+            .unwrap();
+    }
+    bus.connect_work_signal(&WorkSignal::new());
+    let mut ctx = MmioContext {
+        vcpu: 0,
+        mem: &mut mem,
+        irq: &mut vgic,
+    };
+    let mut go = |addr: u64, size, write: Option<u64>| {
+        bus.access(&mut ctx, addr, size, write)
+            .expect("on the bus")
+            .unwrap()
+    };
+    assert_eq!(go(cfg(0), W, None), 0x0001_1234);
+    go(cfg(reg::BAR0 as u64), W, Some(BAR0));
+    go(cfg(reg::BAR0 as u64 + 4), W, Some(0));
+    go(cfg(reg::COMMAND as u64), H, Some(0x6));
+    // NVMe VS through the 32-bit window: 1.4.0.
+    assert_eq!(go(BAR0 + nreg::VS, W, None), 0x0001_0400);
+    assert_eq!(go(virt::PIO_BASE, W, None), 0xffff_ffff);
+    // One reset through the bus resets the root complex (once, by the ECAM window).
+    bus.reset_all(&mut vdev::NullInterrupts);
+    assert_eq!(rc.lock().decoded_bars().count(), 0);
+    assert!(!bus.has_deferred_work());
+}
