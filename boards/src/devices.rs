@@ -187,6 +187,15 @@ pub const GICV2M_SIZE: u64 = 0x1000;
 pub const GICV2M_FIRST_SPI: u32 = 48;
 pub const GICV2M_SPIS: u32 = 32;
 
+/// Device number (bus 0, function 0) of a VM's NVMe controller.
+pub const NVME_PCI_DEVICE: u8 = 1;
+/// PCI IDs of the NVMe controller. The project owns no PCI-SIG vendor ID; drivers
+/// bind by class code (01/08/02). This is an unassigned device ID in the ID space
+/// QEMU uses for its virtual devices (vendor 1b36), not QEMU's own NVMe ID
+/// (1b36:0010), which would bring Linux's quirks for QEMU's controller with it.
+pub const NVME_PCI_VENDOR_ID: u16 = 0x1b36;
+pub const NVME_PCI_DEVICE_ID: u16 = 0x00f0;
+
 /// The root complex and MSI frame of a VM with PCI Express.
 pub const fn pcie() -> PcieSpec {
     PcieSpec {

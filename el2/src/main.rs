@@ -197,7 +197,7 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
         vdev::GuestMemory::write(&mut ram, start, bytes)
             .unwrap_or_else(|e| fatal(format_args!("initrd: {e:?}")));
     }
-    let dt = boards::guest_dt::linux_dt(&boards::guest_dt::GuestDtConfig {
+    let dt_cfg = boards::guest_dt::GuestDtConfig {
         vcpus: vm.vcpus(),
         ram_base: vm.ram.ipa(),
         ram_size: vm.ram.size(),
@@ -207,7 +207,11 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
         tpm_tis: None,
         tpm_spi_gpio: vm.tpm.as_ref().map(|_| guest::PL061_BASE),
         rng_seed: None,
-    })
+    };
+    let dt = match vm.pcie {
+        Some(_) => boards::guest_dt::linux_dt_pcie(&dt_cfg, &boards::devices::pcie()),
+        None => boards::guest_dt::linux_dt(&dt_cfg),
+    }
     .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
     vdev::GuestMemory::write(&mut ram, dtb_ipa, &dt)
         .unwrap_or_else(|e| fatal(format_args!("device tree: {e:?}")));
@@ -506,6 +510,10 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         vm.attach_firmware(fw)
             .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     }
+    if let Some(disk) = spec.nvme {
+        vm.attach_pcie(disk)
+            .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
+    }
     vm.identity = spec.identity;
     vm.run
         .set_suspend_on_host_shutdown(spec.policy.is_some_and(|p| p.suspend_on_host_shutdown));
@@ -613,6 +621,24 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
             size >> 10
         );
     }
+    let nvme = spec.nvme.map(|size| {
+        let Some(pa) = pmem.alloc(size, 4096) else {
+            fatal(format_args!(
+                "VM '{}' wants a {} MiB NVMe RAM disk but memory is short",
+                spec.name,
+                size >> 20
+            ))
+        };
+        log::info!(
+            "VM '{}': {} KiB RAM disk as NVMe namespace 1 (PCIe 00:{:02x}.0)",
+            spec.name,
+            size >> 10,
+            boards::devices::NVME_PCI_DEVICE
+        );
+        let disk: alloc::boxed::Box<dyn vdev::AsyncBlock + Send> =
+            alloc::boxed::Box::new(vdev::SyncBlock(ramdisk::RamDisk::new(pa, size)));
+        disk
+    });
     storage::VmDefinition {
         name: spec.name,
         identity: None,
@@ -622,6 +648,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         initrd: spec.initrd,
         cmdline: spec.cmdline,
         disks,
+        nvme,
         tpm_nv: None,
         resume: None,
         policy: None,
