@@ -203,6 +203,11 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
         }
     }
     if uefi {
+        if spec.nvme.is_some() {
+            return Err(SpecError::BadConfig(
+                "nvme is for linux-dt VMs (a uefi-acpi VM has no PCI Express yet)".to_string(),
+            ));
+        }
         if kernel.is_some() || spec.initrd.is_some() {
             return Err(SpecError::BadConfig(
                 "a uefi-acpi VM boots its firmware: no kernel or initrd".to_string(),
@@ -416,7 +421,12 @@ mod tests {
         assert!(
             matches!(parse_bundle(&mk("vcpus = 0\n")), Err(SpecError::BadConfig(m)) if m.contains("line 1"))
         );
-        for bad in ["nvme = 0\n", "nvme = 1000\n", "nvme = big\n"] {
+        for bad in [
+            "nvme = 0\n",
+            "nvme = 1000\n",
+            "nvme = big\n",
+            "nvme = 1M\ndevice_model = uefi-acpi\n",
+        ] {
             assert!(
                 matches!(parse_bundle(&mk(bad)), Err(SpecError::BadConfig(m)) if m.contains("nvme")),
                 "{bad}"
