@@ -23,8 +23,10 @@ pub struct Window {
 }
 
 impl Window {
+    /// One past the last byte (saturating: a guest-programmed BAR may reach the
+    /// top of the address space).
     pub const fn end(&self) -> u64 {
-        self.base + self.size
+        self.base.saturating_add(self.size)
     }
     fn contains(&self, base: u64, size: u64) -> bool {
         base >= self.base && size <= self.size && base - self.base <= self.size - size
@@ -305,7 +307,9 @@ impl RootComplex {
                 };
                 let in_window = mmio32.contains(base, spec.size)
                     || (spec.is_64bit && mmio64.is_some_and(|m| m.contains(base, spec.size)));
-                let clash = decoded.iter().find(|d| d.window.overlaps(&w)).copied();
+                let clash = in_window
+                    .then(|| decoded.iter().find(|d| d.window.overlaps(&w)).copied())
+                    .flatten();
                 let ok = in_window && clash.is_none();
                 if !ok && !s.refused[i] {
                     if !in_window {

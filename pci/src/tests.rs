@@ -345,6 +345,18 @@ fn a_bar_over_ram_or_outside_the_windows_is_not_decoded() {
     assert_eq!(vm.rd(BAR0_AT, AccessSize::Double), 7);
 }
 
+/// Found by the `pci_config` fuzz target: a 64-bit BAR at the top of the address
+/// space made the overlap check overflow.
+#[test]
+fn a_bar_at_the_top_of_the_address_space_is_refused() {
+    let mut vm = Vm::new();
+    vm.bring_up();
+    vm.wr(cfg(1, reg::BAR0 + 8), W, 0xffff_0000);
+    vm.wr(cfg(1, reg::BAR0 + 12), W, 0xffff_ffff);
+    assert!(vm.rc.decoded_bars().all(|(_, bar, _)| bar != 2));
+    assert_eq!(vm.rd(u64::MAX - 7, AccessSize::Double), u64::MAX);
+}
+
 #[test]
 fn a_bar_over_another_devices_bar_is_not_decoded() {
     let mut vm = Vm::new();
