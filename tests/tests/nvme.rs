@@ -43,6 +43,7 @@ fn linux_finds_nvme_with_msix_and_reads_back_what_it_wrote() {
     assert!(c.contains("size=32768"), "wrong namespace size\n{tail}");
     // The admin queue and one I/O queue per vCPU, each its own MSI vector.
     let irqs: Vec<&str> = c.lines().filter(|l| l.starts_with("irq: ")).collect();
+    eprintln!("{}", irqs.join("\n"));
     for q in ["nvme0q0", "nvme0q1", "nvme0q2"] {
         let line = irqs
             .iter()
