@@ -219,6 +219,91 @@ pub fn device_list(profile: Profile, vm: &VmDevices) -> Vec<DeviceSpec> {
     list
 }
 
+/// A guest-physical window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub base: u64,
+    pub size: u64,
+}
+
+/// A GICv2m MSI frame: its window and the SPIs it raises (GIC INTIDs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V2mSpec {
+    pub frame: Window,
+    pub first_intid: u32,
+    pub count: u32,
+}
+
+/// The PCI Express root complex of a VM that has one (issue 15), with the MSI frame
+/// its functions' MSI-X messages go to. Addresses are QEMU `virt`'s
+/// (`hw/arm/virt.c`, `base_memmap`: VIRT_PCIE_ECAM with `highmem=off`,
+/// VIRT_PCIE_MMIO, VIRT_PCIE_PIO, VIRT_GIC_V2M; irqmap VIRT_PCIE = SPIs 3..6,
+/// VIRT_GIC_V2M from SPI 48). The 64-bit window (VIRT_HIGH_PCIE_MMIO) is left out:
+/// it needs a 40-bit IPA space, and 64-bit BARs fit the 32-bit window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PcieSpec {
+    /// ECAM: 16 buses.
+    pub ecam: Window,
+    /// The 32-bit memory window.
+    pub mmio32: Window,
+    /// The I/O window (no function has an I/O BAR).
+    pub pio: Window,
+    /// INTID of INTA at device 0; INTB..INTD follow, swizzled by device number.
+    pub intx_first_intid: u32,
+    pub v2m: V2mSpec,
+}
+
+/// Base and size of `virt`'s low ECAM window (16 buses).
+pub const PCIE_ECAM_SIZE: u64 = 0x100_0000;
+pub const PCIE_MMIO_BASE: u64 = 0x1000_0000;
+pub const PCIE_MMIO_SIZE: u64 = 0x2eff_0000;
+pub const PCIE_PIO_BASE: u64 = 0x3eff_0000;
+pub const PCIE_PIO_SIZE: u64 = 0x1_0000;
+/// First of the four INTx SPIs.
+pub const PCIE_INTX_FIRST_SPI: u32 = 3;
+pub const GICV2M_BASE: u64 = 0x0802_0000;
+pub const GICV2M_SIZE: u64 = 0x1000;
+/// First SPI of the v2m frame (as `virt`), and how many it raises: 32, so that the
+/// range (INTIDs 80..=111) stays inside the vGIC's SPIs ([`guest::VGIC_SPIS`]).
+pub const GICV2M_FIRST_SPI: u32 = 48;
+pub const GICV2M_SPIS: u32 = 32;
+
+/// Device number (bus 0, function 0) of a VM's NVMe controller.
+pub const NVME_PCI_DEVICE: u8 = 1;
+/// PCI IDs of the NVMe controller. The project owns no PCI-SIG vendor ID; drivers
+/// bind by class code (01/08/02). This is an unassigned device ID in the ID space
+/// QEMU uses for its virtual devices (vendor 1b36), not QEMU's own NVMe ID
+/// (1b36:0010), which would bring Linux's quirks for QEMU's controller with it.
+pub const NVME_PCI_VENDOR_ID: u16 = 0x1b36;
+pub const NVME_PCI_DEVICE_ID: u16 = 0x00f0;
+
+/// The root complex and MSI frame of a VM with PCI Express.
+pub const fn pcie() -> PcieSpec {
+    PcieSpec {
+        ecam: Window {
+            base: guest::PCIE_ECAM_BASE,
+            size: PCIE_ECAM_SIZE,
+        },
+        mmio32: Window {
+            base: PCIE_MMIO_BASE,
+            size: PCIE_MMIO_SIZE,
+        },
+        pio: Window {
+            base: PCIE_PIO_BASE,
+            size: PCIE_PIO_SIZE,
+        },
+        intx_first_intid: guest::SPI_BASE + PCIE_INTX_FIRST_SPI,
+        v2m: V2mSpec {
+            frame: Window {
+                base: GICV2M_BASE,
+                size: GICV2M_SIZE,
+            },
+            first_intid: guest::SPI_BASE + GICV2M_FIRST_SPI,
+            count: GICV2M_SPIS,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +388,36 @@ mod tests {
         assert_eq!(tpm.base, guest::PLATFORM_BUS_BASE);
         assert!(tpm.base + tpm.size <= guest::PLATFORM_BUS_BASE + guest::PLATFORM_BUS_SIZE);
         assert_eq!(tpm.irq, None, "polled, as EDK2 and tpm_crb drive it");
+    }
+
+    #[test]
+    fn pcie_stays_clear_of_the_other_devices_and_inside_the_vgic() {
+        let p = pcie();
+        let vgic_end = guest::SPI_BASE + guest::VGIC_SPIS;
+        assert!(p.v2m.first_intid + p.v2m.count <= vgic_end);
+        assert!(p.intx_first_intid + 4 <= vgic_end);
+        let windows = [p.ecam, p.mmio32, p.pio, p.v2m.frame];
+        for profile in [Profile::LinuxDt, Profile::UefiAcpi] {
+            for d in device_list(profile, &vm(&[0, 1, 29, 30, 31])) {
+                for w in windows {
+                    assert!(
+                        d.base + d.size <= w.base || w.base + w.size <= d.base,
+                        "{d:?} overlaps {w:?}"
+                    );
+                }
+                let Some(irq) = d.irq else { continue };
+                let intx = p.intx_first_intid..p.intx_first_intid + 4;
+                let msi = p.v2m.first_intid..p.v2m.first_intid + p.v2m.count;
+                assert!(
+                    !intx.contains(&irq.intid) && !msi.contains(&irq.intid),
+                    "{d:?}"
+                );
+            }
+        }
+        // The frame sits between the distributor and the redistributors.
+        assert!(guest::GICD_BASE + guest::GICD_SIZE <= p.v2m.frame.base);
+        assert!(p.v2m.frame.base + p.v2m.frame.size <= guest::GICR_BASE);
+        // Below RAM.
+        assert!(p.ecam.base + p.ecam.size <= guest::RAM_BASE);
     }
 }

@@ -38,6 +38,7 @@ pub mod defs {
     pub const GIC_PHANDLE: u32 = 1;
     pub const APB_PCLK_PHANDLE: u32 = 2;
     pub const PL061_PHANDLE: u32 = 3;
+    pub const V2M_PHANDLE: u32 = 4;
 
     /// GPIO specifier flags (binding `gpio.txt`, cell 2).
     pub const GPIO_ACTIVE_HIGH: u32 = 0;
@@ -64,6 +65,24 @@ pub mod defs {
 
     /// Most vCPUs one redistributor region can describe (123).
     pub const MAX_VCPUS: usize = (GICR_REGION_SIZE / GICR_STRIDE) as usize;
+
+    /// PCI bus binding (IEEE 1275 PCI bus binding; `pci-host-ecam-generic`): three
+    /// address cells, the first (`phys.hi`) giving the space, then bus, device,
+    /// function in bits 23:8.
+    pub const PCI_ADDRESS_CELLS: u32 = 3;
+    pub const PCI_SPACE_IO: u32 = 0x0100_0000;
+    pub const PCI_SPACE_MEM32: u32 = 0x0200_0000;
+    /// `phys.hi` bit position of the device number.
+    pub const PCI_DEVICE_SHIFT: u32 = 11;
+    /// `interrupt-map-mask`: device number modulo 4 (the swizzle repeats), and the
+    /// pin.
+    pub const PCI_INTERRUPT_MAP_MASK: [u32; 4] = [3 << PCI_DEVICE_SHIFT, 0, 0, 7];
+    /// Legacy interrupt pins INTA..INTD.
+    pub const PCI_INTX_PINS: u32 = 4;
+    /// ECAM bytes per bus.
+    pub const PCI_ECAM_BUS_SIZE: u64 = 1 << 20;
+    pub const PCIE_COMPATIBLE: &str = "pci-host-ecam-generic";
+    pub const GICV2M_COMPATIBLE: &str = "arm,gic-v2m-frame";
 
     /// Register window of one virtio-mmio transport.
     pub const VIRTIO_MMIO_SIZE: u64 = 0x200;
@@ -383,7 +402,11 @@ fn cpus_node(w: &mut FdtWriter, vcpus: usize) -> Result<(), DtError> {
     Ok(())
 }
 
-fn gic_node(w: &mut FdtWriter, vcpus: usize) -> Result<(), DtError> {
+fn gic_node(
+    w: &mut FdtWriter,
+    vcpus: usize,
+    v2m: Option<&crate::devices::V2mSpec>,
+) -> Result<(), DtError> {
     let n = w.begin_node(&format!("intc@{GICD_BASE:x}"))?;
     w.property_string("compatible", "arm,gic-v3")?;
     w.property_u32("#interrupt-cells", GIC_INTERRUPT_CELLS)?;
@@ -400,6 +423,60 @@ fn gic_node(w: &mut FdtWriter, vcpus: usize) -> Result<(), DtError> {
     w.property_array_u64("reg", &reg)?;
     w.property_u32("#redistributor-regions", 1)?;
     w.property_phandle(GIC_PHANDLE)?;
+    if let Some(v2m) = v2m {
+        // The MSI frame, a child on the GIC's identity bus; Linux's GICv3 driver
+        // probes it when the distributor has no LPIs. MSI_TYPER gives the SPIs.
+        let f = w.begin_node(&format!("v2m@{:x}", v2m.frame.base))?;
+        w.property_string("compatible", GICV2M_COMPATIBLE)?;
+        w.property_null("msi-controller")?;
+        w.property_array_u64("reg", &reg64(v2m.frame.base, v2m.frame.size))?;
+        w.property_phandle(V2M_PHANDLE)?;
+        w.end_node(f)?;
+    }
+    w.end_node(n)?;
+    Ok(())
+}
+
+/// The PCI Express root complex: a generic ECAM host with the I/O and 32-bit
+/// memory windows, INTx swizzled onto four SPIs, MSIs to the v2m frame.
+fn pcie_node(w: &mut FdtWriter, p: &crate::devices::PcieSpec) -> Result<(), DtError> {
+    let n = w.begin_node(&format!("pcie@{:x}", p.mmio32.base))?;
+    w.property_string("compatible", PCIE_COMPATIBLE)?;
+    w.property_string("device_type", "pci")?;
+    w.property_u32("#address-cells", PCI_ADDRESS_CELLS)?;
+    w.property_u32("#size-cells", 2)?;
+    w.property_u32("linux,pci-domain", 0)?;
+    let buses = (p.ecam.size / PCI_ECAM_BUS_SIZE) as u32;
+    w.property_array_u32("bus-range", &[0, buses - 1])?;
+    w.property_null("dma-coherent")?;
+    w.property_array_u64("reg", &reg64(p.ecam.base, p.ecam.size))?;
+    // PCI address (3 cells), CPU address (2), size (2); I/O starts at port 0,
+    // memory is identity-mapped.
+    let mut ranges = Vec::with_capacity(14);
+    for (space, pci_addr, win) in [
+        (PCI_SPACE_IO, 0, p.pio),
+        (PCI_SPACE_MEM32, p.mmio32.base, p.mmio32),
+    ] {
+        ranges.push(space);
+        ranges.extend_from_slice(&cells64(pci_addr));
+        ranges.extend_from_slice(&cells64(win.base));
+        ranges.extend_from_slice(&cells64(win.size));
+    }
+    w.property_array_u32("ranges", &ranges)?;
+    w.property_u32("msi-parent", V2M_PHANDLE)?;
+    w.property_u32("#interrupt-cells", 1)?;
+    w.property_array_u32("interrupt-map-mask", &PCI_INTERRUPT_MAP_MASK)?;
+    // Child unit address (3) + pin (1) -> GIC phandle, GIC unit address (2, zero),
+    // GIC specifier (3): device d's pin p is SPI first + (d + p - 1) mod 4.
+    let mut map = Vec::new();
+    for dev in 0..PCI_INTX_PINS {
+        for pin in 1..=PCI_INTX_PINS {
+            let intid = p.intx_first_intid + (dev + pin - 1) % PCI_INTX_PINS;
+            map.extend_from_slice(&[dev << PCI_DEVICE_SHIFT, 0, 0, pin, GIC_PHANDLE, 0, 0]);
+            map.extend_from_slice(&spi(intid, IRQ_LEVEL_HIGH));
+        }
+    }
+    w.property_array_u32("interrupt-map", &map)?;
     w.end_node(n)?;
     Ok(())
 }
@@ -587,16 +664,22 @@ fn firmware_nodes(w: &mut FdtWriter, fw: &FirmwareDevices) -> Result<(), DtError
 
 /// Generates the DTB a Linux guest boots with, after validating `cfg`.
 pub fn linux_dt(cfg: &GuestDtConfig) -> Result<Vec<u8>, DtError> {
-    build_dt(cfg, None, None)
+    build_dt(cfg, None, &LinuxExtras::default())
 }
 
-/// [`linux_dt`] with the simple framebuffer `fb` (`crate::devices::simple_framebuffer`):
-/// a `no-map` region of reserved memory and a `simple-framebuffer` node on it.
-pub fn linux_dt_with_framebuffer(
-    cfg: &GuestDtConfig,
-    fb: Option<&FramebufferSpec>,
-) -> Result<Vec<u8>, DtError> {
-    build_dt(cfg, None, fb)
+/// What a `linux-dt` VM's device tree may have besides the base machine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinuxExtras<'a> {
+    /// The simple framebuffer (`crate::devices::simple_framebuffer`): a `no-map`
+    /// region of reserved memory and a `simple-framebuffer` node on it.
+    pub framebuffer: Option<&'a FramebufferSpec>,
+    /// The PCI Express root complex and its GICv2m frame.
+    pub pcie: Option<&'a crate::devices::PcieSpec>,
+}
+
+/// [`linux_dt`] with `extras`.
+pub fn linux_dt_with(cfg: &GuestDtConfig, extras: &LinuxExtras) -> Result<Vec<u8>, DtError> {
+    build_dt(cfg, None, extras)
 }
 
 /// Generates the DTB UEFI firmware finds at the start of guest RAM (as QEMU places
@@ -608,15 +691,16 @@ pub fn firmware_dt(cfg: &GuestDtConfig, fw: &FirmwareDevices) -> Result<Vec<u8>,
         tpm_tis: cfg.tpm_tis.or(fw.tpm_crb),
         ..*cfg
     };
-    build_dt(&cfg, Some(fw), None)
+    build_dt(&cfg, Some(fw), &LinuxExtras::default())
 }
 
 fn build_dt(
     cfg: &GuestDtConfig,
     fw: Option<&FirmwareDevices>,
-    fb: Option<&FramebufferSpec>,
+    extras: &LinuxExtras,
 ) -> Result<Vec<u8>, DtError> {
     validate(cfg)?;
+    let (fb, pcie) = (extras.framebuffer, extras.pcie);
     if let Some(fb) = fb {
         validate_framebuffer(cfg, fb)?;
     }
@@ -644,8 +728,11 @@ fn build_dt(
         pl061_node(&mut w, base)?;
         spi_gpio_tpm_node(&mut w)?;
     }
+    if let Some(p) = pcie {
+        pcie_node(&mut w, p)?;
+    }
     pl011_node(&mut w)?;
-    gic_node(&mut w, cfg.vcpus)?;
+    gic_node(&mut w, cfg.vcpus, pcie.map(|p| &p.v2m))?;
     cpus_node(&mut w, cfg.vcpus)?;
     timer_node(&mut w)?;
     clock_node(&mut w)?;
@@ -697,7 +784,14 @@ mod tests {
         let cfg = config(1);
         let fb = crate::devices::simple_framebuffer("rayos.fb=simple", cfg.ram_base, cfg.ram_size)
             .unwrap();
-        let dtb = linux_dt_with_framebuffer(&cfg, Some(&fb)).unwrap();
+        let dtb = linux_dt_with(
+            &cfg,
+            &LinuxExtras {
+                framebuffer: Some(&fb),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let fdt = Fdt::new(&dtb).unwrap();
         let node = fdt.find_compatible(&["simple-framebuffer"]).expect("node");
         let path = format!("/framebuffer@{:x}", fb.base);
@@ -742,7 +836,13 @@ mod tests {
             },
         ] {
             assert_eq!(
-                linux_dt_with_framebuffer(&cfg, Some(&bad)),
+                linux_dt_with(
+                    &cfg,
+                    &LinuxExtras {
+                        framebuffer: Some(&bad),
+                        ..Default::default()
+                    },
+                ),
                 Err(DtError::FramebufferInvalid { base: bad.base })
             );
         }
@@ -1546,4 +1646,58 @@ mod tests {
     }
 
     const PCIE_ECAM: u64 = crate::guest::PCIE_ECAM_BASE;
+
+    #[test]
+    fn pcie_root_complex_and_v2m_frame_as_qemu_describes_them() {
+        let p = crate::devices::pcie();
+        let blob = linux_dt_with(
+            &config(2),
+            &LinuxExtras {
+                pcie: Some(&p),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let ours = Fdt::new(&blob).unwrap();
+        let qemu = Fdt::new(QEMU_VIRT_DTB).unwrap();
+        let node = "/pcie@10000000";
+        // Properties QEMU's `virt` has with the same value.
+        for name in [
+            "compatible",
+            "device_type",
+            "#address-cells",
+            "#size-cells",
+            "#interrupt-cells",
+            "interrupt-map-mask",
+            "linux,pci-domain",
+            "dma-coherent",
+        ] {
+            assert_eq!(prop(&ours, node, name), prop(&qemu, node, name), "{name}");
+        }
+        // The swizzle: QEMU's map with its GIC phandle, ours with ours.
+        let qgic = cells_of(&qemu, "/intc@8000000", "phandle")[0];
+        let qmap: Vec<u32> = cells_of(&qemu, node, "interrupt-map")
+            .into_iter()
+            .map(|c| if c == qgic { GIC_PHANDLE } else { c })
+            .collect();
+        assert_eq!(cells_of(&ours, node, "interrupt-map"), qmap);
+        // The I/O and 32-bit memory ranges are QEMU's first two; no 64-bit window.
+        let qranges = cells_of(&qemu, node, "ranges");
+        assert_eq!(cells_of(&ours, node, "ranges"), qranges[..14]);
+        // Low ECAM (QEMU's dump has the high one): 16 buses at 0x3f000000.
+        assert_eq!(reg2(&ours, node), [(0x3f00_0000, 0x100_0000)]);
+        assert_eq!(cells_of(&ours, node, "bus-range"), [0, 15]);
+        // MSIs go to the v2m frame under the GIC.
+        assert_eq!(cells_of(&ours, node, "msi-parent"), [V2M_PHANDLE]);
+        let v2m = "/intc@8000000/v2m@8020000";
+        assert_eq!(strs(&ours, v2m, "compatible"), ["arm,gic-v2m-frame"]);
+        assert_eq!(prop(&ours, v2m, "msi-controller"), Some(&[][..]));
+        assert_eq!(reg2(&ours, v2m), [(0x0802_0000, 0x1000)]);
+        assert_eq!(cells_of(&ours, v2m, "phandle"), [V2M_PHANDLE]);
+        // The tree without PCIe has neither.
+        let plain = linux_dt(&config(2)).unwrap();
+        let plain = Fdt::new(&plain).unwrap();
+        assert!(plain.find_node(node).is_none());
+        assert!(plain.find_node(v2m).is_none());
+    }
 }

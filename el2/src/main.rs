@@ -201,7 +201,8 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
         vdev::GuestMemory::write(&mut ram, start, bytes)
             .unwrap_or_else(|e| fatal(format_args!("initrd: {e:?}")));
     }
-    let dt = boards::guest_dt::linux_dt_with_framebuffer(
+    let pcie = vm.pcie.as_ref().map(|_| boards::devices::pcie());
+    let dt = boards::guest_dt::linux_dt_with(
         &boards::guest_dt::GuestDtConfig {
             vcpus: vm.vcpus(),
             ram_base: vm.ram.ipa(),
@@ -213,7 +214,10 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
             tpm_spi_gpio: vm.tpm.as_ref().map(|_| guest::PL061_BASE),
             rng_seed: None,
         },
-        vm.framebuffer.as_ref(),
+        &boards::guest_dt::LinuxExtras {
+            framebuffer: vm.framebuffer.as_ref(),
+            pcie: pcie.as_ref(),
+        },
     )
     .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
     vdev::GuestMemory::write(&mut ram, dtb_ipa, &dt)
@@ -528,6 +532,10 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         vm.attach_firmware(fw)
             .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     }
+    if let Some(disk) = spec.nvme {
+        vm.attach_pcie(disk)
+            .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
+    }
     vm.identity = spec.identity;
     if vm.firmware.is_none() {
         if let Some(fb) =
@@ -651,6 +659,24 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
             size >> 10
         );
     }
+    let nvme = spec.nvme.map(|size| {
+        let Some(pa) = pmem.alloc(size, 4096) else {
+            fatal(format_args!(
+                "VM '{}' wants a {} MiB NVMe RAM disk but memory is short",
+                spec.name,
+                size >> 20
+            ))
+        };
+        log::info!(
+            "VM '{}': {} KiB RAM disk as NVMe namespace 1 (PCIe 00:{:02x}.0)",
+            spec.name,
+            size >> 10,
+            boards::devices::NVME_PCI_DEVICE
+        );
+        let disk: alloc::boxed::Box<dyn vdev::AsyncBlock + Send> =
+            alloc::boxed::Box::new(vdev::SyncBlock(ramdisk::RamDisk::new(pa, size)));
+        disk
+    });
     storage::VmDefinition {
         name: spec.name,
         identity: None,
@@ -660,6 +686,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         initrd: spec.initrd,
         cmdline: spec.cmdline,
         disks,
+        nvme,
         tpm_nv: None,
         resume: None,
         policy: None,

@@ -33,6 +33,8 @@ pub struct VmDefinition {
     /// The VM's disks: extents of the system disk completing asynchronously, or
     /// RAM disks (direct boots) completing at once.
     pub disks: Vec<Box<dyn AsyncBlock + Send>>,
+    /// The disk of the VM's NVMe controller behind PCI Express, if it has one.
+    pub nvme: Option<Box<dyn AsyncBlock + Send>>,
     /// Where the VM's TPM keeps its NV image: its record's extent of the system disk,
     /// or `None` for a TPM whose state lives only in memory (direct boots).
     /// With it, the system disk's vTPM manufacturer CA that certifies the TPM's EKs
@@ -255,6 +257,7 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         initrd,
         cmdline,
         disks,
+        nvme: None,
         tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv, tpm_ca(storage))),
         resume,
         policy: Some(rec.policy),

@@ -505,6 +505,11 @@ pub struct Machine {
 /// device and guest time, from vCPU `here` at a checkpoint of a paused VM. Shared
 /// by suspend and snapshots.
 pub fn capture_machine(vm: &Vm, here: &mut Vcpu) -> Result<Machine, String> {
+    if vm.pcie.is_some() {
+        return Err(String::from(
+            "the VM has PCI Express devices, whose state is not saved yet",
+        ));
+    }
     // 1. Every vCPU's state, each captured on its own physical CPU.
     for s in &vm.captured {
         *s.lock() = None;

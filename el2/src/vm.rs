@@ -192,6 +192,8 @@ pub struct Vm {
     /// The `simple-framebuffer` of a `linux-dt` VM (`boards::devices`), presented
     /// instead of the virtio-gpu's scanout ([`Vm::attach_framebuffer`]).
     pub framebuffer: Option<boards::devices::FramebufferSpec>,
+    /// The PCI Express root complex (`None`: the VM has no PCIe).
+    pub pcie: Option<alloc::sync::Arc<Mutex<pci::RootComplex>>>,
 }
 
 /// What building a VM's virtio-mmio devices adds to: the bus, the device tree's list
@@ -248,6 +250,8 @@ const GPU_MAX_TOTAL_BYTES: u64 = 12 << 20;
 #[allow(dead_code)] // fields are reported through Debug in the fatal log line
 pub enum VmError {
     Bus(vdev::BusError),
+    Pci(pci::RootError),
+    V2m(vgic::v2m::V2mError),
     Vgic(vgic::ConfigError),
     Tpm(String),
 }
@@ -409,6 +413,7 @@ impl Vm {
             gpu,
             firmware: None,
             framebuffer: None,
+            pcie: None,
         })
     }
 
@@ -552,6 +557,71 @@ impl Vm {
         Ok(())
     }
 
+    /// Gives the VM the PCI Express root complex of `boards::devices::pcie` with
+    /// its GICv2m frame, and an NVMe controller over `disk` at 00:01.0 (one I/O
+    /// queue pair and MSI-X vector per vCPU, plus the admin vector).
+    pub fn attach_pcie(&mut self, disk: Box<dyn AsyncBlock + Send>) -> Result<(), VmError> {
+        use boards::devices as d;
+        let spec = d::pcie();
+        let w = |x: d::Window| pci::Window {
+            base: x.base,
+            size: x.size,
+        };
+        let layout = pci::Layout {
+            ecam: w(spec.ecam),
+            mmio32: w(spec.mmio32),
+            mmio64: None,
+            pio: Some(w(spec.pio)),
+            intx_first_intid: spec.intx_first_intid,
+        };
+        let ram = [pci::Window {
+            base: self.ram.ipa(),
+            size: self.ram.size(),
+        }];
+        let mut rc = pci::RootComplex::new(layout, &ram).map_err(VmError::Pci)?;
+        let frame = vgic::v2m::V2mFrame::new(
+            spec.v2m.first_intid,
+            spec.v2m.count,
+            guest::SPI_BASE + guest::VGIC_SPIS,
+        )
+        .map_err(VmError::V2m)?;
+        rc.set_msi_controller(Box::new(V2mMessages {
+            frame,
+            base: spec.v2m.frame.base,
+        }));
+        let queues = self.vcpus() as u16;
+        let cfg = nvme::Config {
+            io_queues: queues,
+            vectors: queues + 1,
+            vendor_id: d::NVME_PCI_VENDOR_ID,
+            subsystem_vendor_id: d::NVME_PCI_VENDOR_ID,
+            ..nvme::Config::default()
+        };
+        let f =
+            pci::nvme::NvmeFunction::new(disk, cfg, d::NVME_PCI_VENDOR_ID, d::NVME_PCI_DEVICE_ID);
+        rc.attach(d::NVME_PCI_DEVICE, Box::new(f))
+            .map_err(VmError::Pci)?;
+        self.bus
+            .insert(
+                "gicv2m",
+                spec.v2m.frame.base,
+                spec.v2m.frame.size,
+                Box::new(frame),
+            )
+            .map_err(VmError::Bus)?;
+        let rc = alloc::sync::Arc::new(Mutex::new(rc));
+        for win in pci::RootWindow::all(&rc) {
+            let (base, size) = (win.window.base, win.window.size);
+            let mut dev: Box<dyn vdev::MmioDevice + Send> = Box::new(win);
+            dev.connect_work_signal(&self.work);
+            self.bus
+                .insert("pcie", base, size, dev)
+                .map_err(VmError::Bus)?;
+        }
+        self.pcie = Some(rc);
+        Ok(())
+    }
+
     /// The virtio-mmio slot numbers the VM has, in slot order.
     pub fn virtio_slot_numbers(&self) -> Vec<u64> {
         let mut v: Vec<u64> = self
@@ -567,6 +637,18 @@ impl Vm {
     pub fn is_gic(&self, ipa: u64) -> bool {
         (guest::GICD_BASE..guest::GICD_BASE + guest::GICD_SIZE).contains(&ipa)
             || (guest::GICR_BASE..guest::GICR_BASE + guest::GICR_REGION_SIZE).contains(&ipa)
+    }
+}
+
+/// MSI-X messages of the VM's PCI functions into its GICv2m frame.
+struct V2mMessages {
+    frame: vgic::v2m::V2mFrame,
+    base: u64,
+}
+
+impl pci::MsiController for V2mMessages {
+    fn deliver(&mut self, address: u64, data: u32, irq: &mut dyn vdev::InterruptSink) -> bool {
+        self.frame.message(self.base, address, data, irq)
     }
 }
 

@@ -39,8 +39,8 @@
 //!
 //! # What is not (yet)
 //! - LPIs and the ITS (GICD_TYPER.LPIS = 0, GICR_CTLR.EnableLPIs RAZ/WI), extended
-//!   SPI/PPI ranges, message-based SPIs (GICD_SETSPI_*). A GICv2m MSI frame for
-//!   Windows will come as a separate device that calls [`Vgic::set_level`] (edge).
+//!   SPI/PPI ranges, message-based SPIs (GICD_SETSPI_*). MSIs arrive through the
+//!   GICv2m frame ([`v2m`]), a separate device that pulses [`Vgic::set_level`].
 //! - GICR_WAKER.ProcessorSleep does not gate delivery; GICR_CTLR.DPG* is not modelled.
 //! - ICC_SGI0R_EL1 / ICC_ASGI1R_EL1 (Group 0 / alternate SGIs): `el2` may route them
 //!   to [`Vgic::send_sgi`] too, which does not check the SGI's group.
@@ -64,6 +64,7 @@ mod mmio;
 pub mod regs;
 mod save;
 mod sgi;
+pub mod v2m;
 mod vgic;
 
 pub use config::{ConfigError, VgicConfig};

@@ -5,7 +5,9 @@
 //!
 //! - `vm.cfg` — `key = value` lines: `name`, `vcpus`, `mem` (bytes, or with a `K`,
 //!   `M` or `G` suffix), `cmdline`, `guest` (a free-form label), `disk` (size of a
-//!   zero-filled RAM disk given to the guest as its first virtio-blk device),
+//!   zero-filled RAM disk given to the guest as its first virtio-blk device), `nvme`
+//!   (size of a zero-filled RAM disk given to the guest as an NVMe namespace behind
+//!   a PCI Express root complex),
 //!   `hypervisor_fault` (`panic` or `data-abort`: the hypervisor deliberately dies
 //!   right after reading the bundle, so tests can check its fatal path — a host
 //!   decision, never reachable by a guest);
@@ -41,6 +43,9 @@ pub struct VmSpec<'a> {
     pub guest: String,
     /// Size of a zero-filled RAM disk for the guest, if any.
     pub disk: Option<u64>,
+    /// Size of a zero-filled RAM disk the guest gets as an NVMe namespace behind a
+    /// PCI Express root complex (`linux-dt` only), if any.
+    pub nvme: Option<u64>,
     /// A deliberate hypervisor fault to test the fatal path.
     pub fault: Option<HypervisorFault>,
     /// The guest's PMU may count events at EL2 (the exits benchmark only).
@@ -127,6 +132,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
         cmdline: String::new(),
         guest: String::new(),
         disk: None,
+        nvme: None,
         fault: None,
         pmu_el2_counting: false,
         kernel: kernel.unwrap_or(&[]),
@@ -179,6 +185,13 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
                         .ok_or_else(|| bad("disk must be a non-zero multiple of 512 bytes"))?,
                 )
             }
+            "nvme" => {
+                spec.nvme = Some(
+                    parse_size(v)
+                        .filter(|d| *d > 0 && d % 512 == 0)
+                        .ok_or_else(|| bad("nvme must be a non-zero multiple of 512 bytes"))?,
+                )
+            }
             "device_model" => {
                 uefi = match v {
                     DEVICE_MODEL_LINUX_DT => false,
@@ -190,6 +203,11 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
         }
     }
     if uefi {
+        if spec.nvme.is_some() {
+            return Err(SpecError::BadConfig(
+                "nvme is for linux-dt VMs (a uefi-acpi VM has no PCI Express yet)".to_string(),
+            ));
+        }
         if kernel.is_some() || spec.initrd.is_some() {
             return Err(SpecError::BadConfig(
                 "a uefi-acpi VM boots its firmware: no kernel or initrd".to_string(),
@@ -275,6 +293,9 @@ pub fn write_bundle(spec: &VmSpec) -> Vec<u8> {
     if let Some(d) = spec.disk {
         cfg.push_str(&alloc::format!("disk = {d}\n"));
     }
+    if let Some(d) = spec.nvme {
+        cfg.push_str(&alloc::format!("nvme = {d}\n"));
+    }
     if let Some(f) = spec.fault {
         cfg.push_str(&alloc::format!("hypervisor_fault = {}\n", f.name()));
     }
@@ -315,6 +336,7 @@ mod tests {
             cmdline: "console=ttyAMA0 quiet".to_string(),
             guest: "linux".to_string(),
             disk: None,
+            nvme: None,
             fault: None,
             pmu_el2_counting: false,
             kernel: b"KERNEL",
@@ -379,6 +401,7 @@ mod tests {
         assert_eq!(parse_bundle(&write_bundle(&s)).unwrap(), s);
         let s = VmSpec {
             disk: Some(1 << 20),
+            nvme: Some(16 << 20),
             fault: Some(HypervisorFault::DataAbort),
             pmu_el2_counting: true,
             initrd: None,
@@ -398,6 +421,17 @@ mod tests {
         assert!(
             matches!(parse_bundle(&mk("vcpus = 0\n")), Err(SpecError::BadConfig(m)) if m.contains("line 1"))
         );
+        for bad in [
+            "nvme = 0\n",
+            "nvme = 1000\n",
+            "nvme = big\n",
+            "nvme = 1M\ndevice_model = uefi-acpi\n",
+        ] {
+            assert!(
+                matches!(parse_bundle(&mk(bad)), Err(SpecError::BadConfig(m)) if m.contains("nvme")),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             parse_bundle(&mk("mem = lots\n")),
             Err(SpecError::BadConfig(_))

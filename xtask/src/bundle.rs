@@ -28,6 +28,9 @@ pub struct VmDef {
     pub initrd: Option<PathBuf>,
     /// Size of a zero-filled RAM disk for the guest (virtio-blk 0), if any.
     pub disk: Option<u64>,
+    /// Size of a zero-filled RAM disk the guest gets as an NVMe namespace (behind
+    /// PCI Express), if any.
+    pub nvme: Option<u64>,
     /// A deliberate hypervisor fault (tests of the fatal path).
     pub fault: Option<vmspec::HypervisorFault>,
     /// Let the guest's PMU count at EL2 (only the exits benchmark, which measures
@@ -125,6 +128,7 @@ pub fn write_bundle(layout: &Layout, def: &VmDef) -> Result<PathBuf, Error> {
         cmdline: def.cmdline.clone(),
         guest: def.guest.clone(),
         disk: def.disk,
+        nvme: def.nvme,
         fault: def.fault,
         pmu_el2_counting: def.pmu_el2_counting,
         kernel: &kernel,
@@ -160,6 +164,7 @@ mod tests {
             kernel: PathBuf::new(),
             initrd: None,
             disk: None,
+            nvme: None,
             fault: None,
             pmu_el2_counting: false,
             firmware: Some(FirmwareDef { code, vars: None }),
@@ -197,6 +202,7 @@ mod tests {
             kernel: kernel.clone(),
             initrd: Some(initrd),
             disk: Some(1 << 20),
+            nvme: None,
             fault: None,
             pmu_el2_counting: false,
             firmware: None,

@@ -44,6 +44,9 @@ pub const GUEST_MODULES: &[&str] = &[
     "tpm_tis_spi",
     "virtio_console",
     "virtio_rng",
+    // The NVMe disk of `--nvme` runs (PCI Express; the generic ECAM host and
+    // the GICv2m driver are built in).
+    "nvme",
 ];
 
 /// Characters of kernel command line the guest keeps: arm64 Linux's

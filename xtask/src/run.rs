@@ -177,6 +177,10 @@ pub struct RunOptions {
     pub mem: Option<u64>,
     /// Command the Linux guest's init runs before powering off.
     pub guest_cmd: Option<String>,
+    /// Give the Linux guest a zero-filled RAM disk of this size as an NVMe
+    /// namespace behind a PCI Express root complex (`--nvme SIZE`; boots from a
+    /// bundle).
+    pub nvme: Option<u64>,
     /// The system disk a Linux run boots from (`--system-disk`; default
     /// `target/system-disk.img`). Runs of the other guests, `--kernel` and
     /// `--hypervisor-fault` runs use a boot bundle instead.
@@ -225,7 +229,7 @@ impl RunOptions {
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -238,7 +242,8 @@ pub const NOTES: &str = "\
   the VM `linux` and a 256 MiB /dev/vda, kept across runs; --fresh recreates it): before the boot its
   record is set to this run's vCPUs, memory and command line (--smp/--mem/--append/--guest-cmd or the
   defaults) and its kernel/initrd to the current images; the changes are printed. --kernel and the
-  other guests boot from a bundle instead.
+  other guests boot from a bundle instead, as does --nvme (the guest's disk is then an NVMe RAM disk
+  behind PCI Express, 00:01.0, MSI-X through a GICv2m frame; docs/architecture.md).
   Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `monitor COMMAND`
   (Ctrl-] into the hypervisor monitor, COMMAND, its status line printed, Ctrl-] back; docs/monitor.md),
   `screendump FILE` (a PPM of the physical display, through QMP), `# comment`.
@@ -285,6 +290,9 @@ pub struct RunArgs {
     /// command the Linux guest's init runs, then powers off
     #[arg(long = "guest-cmd", value_name = "'CMD'", allow_hyphen_values = true)]
     guest_cmd: Option<String>,
+    /// linux-dt: an NVMe disk (a zero-filled RAM disk of SIZE) behind PCI Express with MSI-X through a GICv2m frame; boots from a bundle
+    #[arg(long, value_name = "SIZE", value_parser = parse_nvme)]
+    nvme: Option<u64>,
     /// system disk of a Linux run (default target/system-disk.img)
     #[arg(long = "system-disk", value_name = "PATH")]
     system_disk: Option<PathBuf>,
@@ -357,6 +365,14 @@ fn parse_mem(v: &str) -> Result<u64, String> {
     vmspec::parse_size(v)
         .filter(|m| *m >= 1 << 20)
         .ok_or_else(|| format!("--mem takes a size of at least 1M (e.g. 512M, 1G), not `{v}`"))
+}
+
+fn parse_nvme(v: &str) -> Result<u64, String> {
+    vmspec::parse_size(v)
+        .filter(|d| *d > 0 && d % 512 == 0)
+        .ok_or_else(|| {
+            format!("--nvme takes a size, a multiple of 512 bytes (e.g. 64M), not `{v}`")
+        })
 }
 
 fn parse_timeout(v: &str) -> Result<Duration, String> {
@@ -439,6 +455,13 @@ impl RunArgs {
                 "--secure-boot applies to --profile uefi-acpi without --firmware".into(),
             ));
         }
+        if self.nvme.is_some()
+            && (profile != Profile::LinuxDt || self.guest.unwrap_or_default() != Guest::Linux)
+        {
+            return Err(Error::Usage(
+                "--nvme applies to the Linux guest with --profile linux-dt".into(),
+            ));
+        }
         if (self.firmware_shell || self.firmware.is_some()) && profile != Profile::UefiAcpi {
             return Err(Error::Usage(
                 "--firmware-shell and --firmware apply to --profile uefi-acpi".into(),
@@ -457,6 +480,7 @@ impl RunArgs {
             smp: self.smp,
             mem: self.mem,
             guest_cmd: self.guest_cmd,
+            nvme: self.nvme,
             system_disk: self.system_disk,
             fresh: self.fresh,
             cold: self.cold,
@@ -503,12 +527,16 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
 }
 
 /// Whether the run boots from a system disk (the Linux guest with its own kernel;
-/// a deliberate hypervisor fault travels in a bundle, so it keeps one).
+/// a deliberate hypervisor fault and an NVMe RAM disk travel in a bundle, so they
+/// keep one).
 pub fn uses_system_disk(o: &RunOptions) -> bool {
     if o.profile == Profile::UefiAcpi {
         return o.firmware.is_none();
     }
-    o.guest == Guest::Linux && o.kernel.is_none() && o.hypervisor_fault.is_none()
+    o.guest == Guest::Linux
+        && o.kernel.is_none()
+        && o.hypervisor_fault.is_none()
+        && o.nvme.is_none()
 }
 
 /// Whether a run is captured (piped) rather than on the terminal.
@@ -640,6 +668,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             kernel: PathBuf::new(),
             initrd: None,
             disk: None,
+            nvme: None,
             fault: None,
             pmu_el2_counting: false,
             firmware: Some(crate::bundle::FirmwareDef {
@@ -751,6 +780,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         kernel,
         initrd,
         disk: (o.guest == Guest::VirtioHostile).then_some(VIRTIO_HOSTILE_DISK),
+        nvme: o.nvme,
         fault: o.hypervisor_fault,
         // The exits benchmark counts the hypervisor's instructions; no other guest
         // may watch EL2 through its PMU.
@@ -1156,6 +1186,7 @@ mod tests {
                     kernel: "/t/kernel".into(),
                     initrd: None,
                     disk: None,
+                    nvme: None,
                     fault: None,
                     pmu_el2_counting: guest == Guest::BenchExits,
                     firmware: None,
@@ -1307,6 +1338,21 @@ mod tests {
             "--profile uefi-acpi --firmware-shell --firmware /f --fresh",
             "--firmware-shell",
             "--profile windows",
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn nvme_runs_boot_a_bundle_of_the_linux_guest() {
+        let o = parse_args(&args("--nvme 64M --guest-cmd true")).unwrap();
+        assert_eq!(o.nvme, Some(64 << 20));
+        assert!(!uses_system_disk(&o), "the RAM disk travels in the bundle");
+        for bad in [
+            "--nvme 0",
+            "--nvme 1000",
+            "--nvme 64M --guest selftest",
+            "--nvme 64M --profile uefi-acpi",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
         }

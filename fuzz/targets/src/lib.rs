@@ -16,6 +16,7 @@ pub mod crb;
 pub mod fw_cfg;
 pub mod nv_image;
 pub mod nvme;
+pub mod pci_config;
 pub mod registry;
 pub mod seeds;
 pub mod tis;
@@ -95,6 +96,11 @@ pub const TARGETS: &[Target] = &[
         name: "nvme",
         run: nvme::run,
         about: "NVMe controller registers, doorbells and admin/I/O commands with PRPs over a small guest RAM and a held backend",
+    },
+    Target {
+        name: "pci_config",
+        run: pci_config::run,
+        about: "PCIe root complex: ECAM configuration accesses, BAR placement, window accesses, MSI-X tables, INTx, bus-master DMA, resets",
     },
 ];
 

@@ -31,6 +31,7 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
         "fw_cfg" => crate::fw_cfg::seeds(),
         "cfi_flash" => crate::cfi_flash::seeds(),
         "nvme" => crate::nvme::seeds(),
+        "pci_config" => crate::pci_config::seeds(),
         _ => Vec::new(),
     };
     list.into_iter().map(|(n, b)| (n.to_string(), b)).collect()
@@ -1014,6 +1015,7 @@ fn bundle_seeds() -> Vec<(&'static str, Vec<u8>)> {
         cmdline: "console=ttyAMA0 quiet".into(),
         guest: "linux".into(),
         disk: Some(64 << 20),
+        nvme: Some(16 << 20),
         fault: None,
         pmu_el2_counting: false,
         kernel: &kernel,
@@ -1027,6 +1029,7 @@ fn bundle_seeds() -> Vec<(&'static str, Vec<u8>)> {
         cmdline: String::new(),
         guest: "selftest".into(),
         disk: None,
+        nvme: None,
         fault: vmspec::HypervisorFault::from_name("panic"),
         pmu_el2_counting: true,
         kernel: &kernel,

@@ -50,6 +50,7 @@ fn every_target_has_a_replay() {
         "fw_cfg",
         "cfi_flash",
         "nvme",
+        "pci_config",
     ];
     let names: Vec<&str> = fuzz_targets::TARGETS.iter().map(|t| t.name).collect();
     assert_eq!(names, replayed);
@@ -113,4 +114,9 @@ fn cfi_flash() {
 #[test]
 fn nvme() {
     replay("nvme");
+}
+
+#[test]
+fn pci_config() {
+    replay("pci_config");
 }

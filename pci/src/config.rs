@@ -1,0 +1,376 @@
+//! One function's type-0 configuration space: the header, the BARs with their size
+//! masks, the capability list (PCI Express, MSI-X), and which bits software may
+//! write or clear. Kept as bytes with a write mask and a write-1-to-clear mask, so an
+//! access of any legal width at any legal offset behaves the same way.
+
+use tock_registers::LocalRegisterCopy;
+use vdev::{AccessSize, MmioError};
+
+use crate::defs::{
+    cap_id, msix_cap, pcie_cap, reg, BAR, BAR_COUNT, COMMAND, CONFIG_HEADER_SIZE,
+    CONFIG_SPACE_SIZE, DEVICE_CAPABILITIES, DEVICE_CONTROL, HEADER_TYPE_NORMAL, MSIX_CONTROL,
+    MSIX_LOCATION, PCIE_CAPABILITIES, STATUS,
+};
+use crate::function::{BarSpec, FunctionSpec, MIN_BAR_SIZE};
+
+/// Where the capability list starts.
+const FIRST_CAP: usize = 0x40;
+
+/// Why a [`FunctionSpec`] cannot be a configuration space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecError {
+    /// A BAR size that is not a power of two, is below 4 KiB, or (32-bit BAR)
+    /// above 2 GiB.
+    BarSize { bar: usize },
+    /// A 64-bit BAR in slot 5, or one whose upper slot also describes a BAR.
+    Bar64Slot { bar: usize },
+    /// MSI-X with no vectors or more than 2048.
+    MsixVectors,
+    /// The MSI-X table or PBA in a BAR that does not exist, unaligned, past the
+    /// BAR's end, or overlapping each other.
+    MsixPlacement,
+}
+
+/// What a configuration write changed that the root complex must act on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Memory Space Enable or a BAR: recompute which BARs decode.
+    pub decode: bool,
+    /// Bus Master Enable went from 0 to 1.
+    pub bus_master_on: bool,
+    /// Interrupt Disable changed.
+    pub intx: bool,
+    /// MSI-X Enable or Function Mask changed.
+    pub msix: bool,
+}
+
+/// A function's configuration space.
+#[derive(Clone)]
+pub struct ConfigSpace {
+    bytes: [u8; CONFIG_HEADER_SIZE],
+    reset: [u8; CONFIG_HEADER_SIZE],
+    wmask: [u8; CONFIG_HEADER_SIZE],
+    w1c: [u8; CONFIG_HEADER_SIZE],
+    bars: [Option<BarSpec>; BAR_COUNT],
+    msix_cap: Option<usize>,
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn get16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn get32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Checks a spec's BARs and MSI-X layout.
+fn validate(spec: &FunctionSpec) -> Result<(), SpecError> {
+    for (i, b) in spec.bars.iter().enumerate() {
+        let Some(b) = b else { continue };
+        let max = if b.is_64bit { 1 << 62 } else { 1 << 31 };
+        if !b.size.is_power_of_two() || b.size < MIN_BAR_SIZE || b.size > max {
+            return Err(SpecError::BarSize { bar: i });
+        }
+        if b.is_64bit && (i + 1 >= BAR_COUNT || spec.bars[i + 1].is_some()) {
+            return Err(SpecError::Bar64Slot { bar: i });
+        }
+        if i > 0 && spec.bars[i - 1].is_some_and(|p| p.is_64bit) {
+            return Err(SpecError::Bar64Slot { bar: i - 1 });
+        }
+    }
+    if let Some(m) = spec.msix {
+        if m.vectors == 0 || m.vectors > msix_cap::MAX_VECTORS {
+            return Err(SpecError::MsixVectors);
+        }
+        let table = m.table_offset..m.table_offset + u64::from(m.vectors) * msix_cap::ENTRY_SIZE;
+        let pba = m.pba_offset..m.pba_offset + u64::from(m.vectors).div_ceil(64) * 8;
+        let fits = |bar: u8, r: &core::ops::Range<u64>| {
+            r.start.is_multiple_of(8)
+                && spec
+                    .bars
+                    .get(usize::from(bar))
+                    .copied()
+                    .flatten()
+                    .is_some_and(|b| r.end <= b.size)
+        };
+        let overlap = m.table_bar == m.pba_bar && table.start < pba.end && pba.start < table.end;
+        if !fits(m.table_bar, &table) || !fits(m.pba_bar, &pba) || overlap {
+            return Err(SpecError::MsixPlacement);
+        }
+    }
+    Ok(())
+}
+
+impl ConfigSpace {
+    /// The configuration space of a function described by `spec`.
+    pub fn new(spec: &FunctionSpec) -> Result<Self, SpecError> {
+        validate(spec)?;
+        let mut b = [0u8; CONFIG_HEADER_SIZE];
+        let mut w = [0u8; CONFIG_HEADER_SIZE];
+        let mut c = [0u8; CONFIG_HEADER_SIZE];
+        let id = spec.identity;
+        put16(&mut b, reg::VENDOR_ID, id.vendor_id);
+        put16(&mut b, reg::DEVICE_ID, id.device_id);
+        b[reg::REVISION_ID] = id.revision_id;
+        b[reg::CLASS_PROG_IF] = id.class[2];
+        b[reg::CLASS_PROG_IF + 1] = id.class[1];
+        b[reg::CLASS_PROG_IF + 2] = id.class[0];
+        b[reg::HEADER_TYPE] = HEADER_TYPE_NORMAL;
+        put16(&mut b, reg::SUBSYSTEM_VENDOR_ID, id.subsystem_vendor_id);
+        put16(&mut b, reg::SUBSYSTEM_ID, id.subsystem_id);
+
+        let mut cmd = COMMAND::MEMORY_SPACE_ENABLE::SET
+            + COMMAND::BUS_MASTER_ENABLE::SET
+            + COMMAND::PARITY_ERROR_RESPONSE::SET
+            + COMMAND::SERR_ENABLE::SET;
+        if spec.intx.is_some() {
+            cmd += COMMAND::INTERRUPT_DISABLE::SET;
+        }
+        put16(&mut w, reg::COMMAND, cmd.value);
+        let status_w1c = STATUS::DETECTED_PARITY_ERROR::SET
+            + STATUS::SIGNALED_SYSTEM_ERROR::SET
+            + STATUS::RECEIVED_MASTER_ABORT::SET
+            + STATUS::RECEIVED_TARGET_ABORT::SET
+            + STATUS::SIGNALED_TARGET_ABORT::SET
+            + STATUS::MASTER_DATA_PARITY_ERROR::SET;
+        put16(&mut c, reg::STATUS, status_w1c.value);
+        w[reg::CACHE_LINE_SIZE] = 0xff;
+        w[reg::INTERRUPT_LINE] = 0xff;
+        b[reg::INTERRUPT_PIN] = spec.intx.map_or(0, |p| p as u8);
+
+        for (i, bar) in spec.bars.iter().enumerate() {
+            let Some(bar) = bar else { continue };
+            let at = reg::BAR0 + 4 * i;
+            let mut v = LocalRegisterCopy::<u32, BAR::Register>::new(0);
+            v.modify(BAR::PREFETCHABLE.val(u32::from(bar.prefetchable)));
+            if bar.is_64bit {
+                v.modify(BAR::TYPE::Bits64);
+            }
+            put32(&mut b, at, v.get());
+            let mask = !(bar.size - 1);
+            put32(
+                &mut w,
+                at,
+                (mask as u32) & BAR::ADDRESS.mask << BAR::ADDRESS.shift,
+            );
+            if bar.is_64bit {
+                put32(&mut w, at + 4, (mask >> 32) as u32);
+            }
+        }
+
+        // The capability list: PCI Express, then MSI-X.
+        let mut caps: [(u8, usize); 2] = [(0, 0); 2];
+        let mut n = 0;
+        let mut at = FIRST_CAP;
+        if spec.pcie {
+            caps[n] = (cap_id::PCI_EXPRESS, at);
+            n += 1;
+            at += pcie_cap::SIZE.next_multiple_of(4);
+        }
+        let mut msix_at = None;
+        if spec.msix.is_some() {
+            caps[n] = (cap_id::MSIX, at);
+            msix_at = Some(at);
+            n += 1;
+        }
+        if n > 0 {
+            let st = LocalRegisterCopy::<u16, STATUS::Register>::new(0);
+            let mut st = st;
+            st.modify(STATUS::CAPABILITIES_LIST::SET);
+            put16(&mut b, reg::STATUS, st.get());
+            b[reg::CAPABILITIES_POINTER] = caps[0].1 as u8;
+        }
+        for k in 0..n {
+            let (id, at) = caps[k];
+            b[at] = id;
+            b[at + 1] = if k + 1 < n { caps[k + 1].1 as u8 } else { 0 };
+        }
+        if spec.pcie {
+            let at = FIRST_CAP;
+            let caps_reg = PCIE_CAPABILITIES::VERSION.val(pcie_cap::VERSION)
+                + PCIE_CAPABILITIES::DEVICE_PORT_TYPE::RootComplexIntegratedEndpoint;
+            put16(&mut b, at + pcie_cap::CAPABILITIES, caps_reg.value);
+            let devcap = DEVICE_CAPABILITIES::ROLE_BASED_ERROR_REPORTING::SET
+                + DEVICE_CAPABILITIES::MAX_PAYLOAD_SIZE_SUPPORTED.val(0);
+            put32(&mut b, at + pcie_cap::DEVICE_CAPABILITIES, devcap.value);
+            // Reset values (§7.5.3.4): relaxed ordering and no snoop enabled,
+            // 128-byte payload, 512-byte read requests.
+            let devctl = DEVICE_CONTROL::ENABLE_RELAXED_ORDERING::SET
+                + DEVICE_CONTROL::ENABLE_NO_SNOOP::SET
+                + DEVICE_CONTROL::MAX_READ_REQUEST_SIZE.val(2);
+            put16(&mut b, at + pcie_cap::DEVICE_CONTROL, devctl.value);
+            let writable = DEVICE_CONTROL::CORRECTABLE_ERROR_REPORTING::SET
+                + DEVICE_CONTROL::NON_FATAL_ERROR_REPORTING::SET
+                + DEVICE_CONTROL::FATAL_ERROR_REPORTING::SET
+                + DEVICE_CONTROL::UNSUPPORTED_REQUEST_REPORTING::SET
+                + DEVICE_CONTROL::ENABLE_RELAXED_ORDERING::SET
+                + DEVICE_CONTROL::MAX_PAYLOAD_SIZE::SET
+                + DEVICE_CONTROL::ENABLE_NO_SNOOP::SET
+                + DEVICE_CONTROL::MAX_READ_REQUEST_SIZE::SET;
+            put16(&mut w, at + pcie_cap::DEVICE_CONTROL, writable.value);
+            put16(
+                &mut c,
+                at + pcie_cap::DEVICE_STATUS,
+                pcie_cap::DEVICE_STATUS_RW1C,
+            );
+            put16(
+                &mut w,
+                at + pcie_cap::DEVICE_CONTROL_2,
+                pcie_cap::DEVICE_CONTROL_2_WRITABLE,
+            );
+        }
+        if let (Some(at), Some(m)) = (msix_at, spec.msix) {
+            let ctl = MSIX_CONTROL::TABLE_SIZE.val(m.vectors - 1);
+            put16(&mut b, at + msix_cap::MESSAGE_CONTROL, ctl.value);
+            let ctl_w = MSIX_CONTROL::MSIX_ENABLE::SET + MSIX_CONTROL::FUNCTION_MASK::SET;
+            put16(&mut w, at + msix_cap::MESSAGE_CONTROL, ctl_w.value);
+            let loc = |bar: u8, off: u64| {
+                (MSIX_LOCATION::BIR.val(u32::from(bar))
+                    + MSIX_LOCATION::OFFSET.val((off >> 3) as u32))
+                .value
+            };
+            put32(
+                &mut b,
+                at + msix_cap::TABLE,
+                loc(m.table_bar, m.table_offset),
+            );
+            put32(&mut b, at + msix_cap::PBA, loc(m.pba_bar, m.pba_offset));
+        }
+        Ok(ConfigSpace {
+            bytes: b,
+            reset: b,
+            wmask: w,
+            w1c: c,
+            bars: spec.bars,
+            msix_cap: msix_at,
+        })
+    }
+
+    /// Back to the reset values (conventional reset).
+    pub fn reset(&mut self) {
+        self.bytes = self.reset;
+    }
+
+    /// Checks a configuration access: 1, 2 or 4 bytes, naturally aligned, inside
+    /// the 4 KiB space (PCIe §7.2.2: ECAM accesses never cross a DWORD).
+    pub fn check_access(offset: u64, size: AccessSize) -> Result<(), MmioError> {
+        if size == AccessSize::Double {
+            return Err(MmioError::UnsupportedSize { offset, size });
+        }
+        if !offset.is_multiple_of(size.bytes()) {
+            return Err(MmioError::Unaligned { offset });
+        }
+        if offset
+            .checked_add(size.bytes())
+            .is_none_or(|end| end > CONFIG_SPACE_SIZE)
+        {
+            return Err(MmioError::NoRegister { offset });
+        }
+        Ok(())
+    }
+
+    /// A configuration read. The extended space (0x100..0x1000) holds no
+    /// capability and reads as zero.
+    pub fn read(&self, offset: u64, size: AccessSize) -> Result<u32, MmioError> {
+        Self::check_access(offset, size)?;
+        let at = offset as usize;
+        let mut v = 0u32;
+        for i in 0..size.bytes() as usize {
+            let byte = self.bytes.get(at + i).copied().unwrap_or(0);
+            v |= u32::from(byte) << (8 * i);
+        }
+        Ok(v)
+    }
+
+    /// A configuration write: writable bits take the value, write-1-to-clear bits
+    /// clear where the value has ones, everything else is kept.
+    pub fn write(
+        &mut self,
+        offset: u64,
+        size: AccessSize,
+        value: u32,
+    ) -> Result<Changes, MmioError> {
+        Self::check_access(offset, size)?;
+        let before = self.clone();
+        let at = offset as usize;
+        for i in 0..size.bytes() as usize {
+            let j = at + i;
+            if j >= CONFIG_HEADER_SIZE {
+                break;
+            }
+            let v = (value >> (8 * i)) as u8;
+            let b = &mut self.bytes[j];
+            *b = (*b & !self.wmask[j]) | (v & self.wmask[j]);
+            *b &= !(v & self.w1c[j]);
+        }
+        let cmd_before = before.command();
+        let cmd = self.command();
+        let bars_changed = self.bytes[reg::BAR0..reg::BAR0 + 4 * BAR_COUNT]
+            != before.bytes[reg::BAR0..reg::BAR0 + 4 * BAR_COUNT];
+        Ok(Changes {
+            decode: bars_changed
+                || cmd.read(COMMAND::MEMORY_SPACE_ENABLE)
+                    != cmd_before.read(COMMAND::MEMORY_SPACE_ENABLE),
+            bus_master_on: cmd.is_set(COMMAND::BUS_MASTER_ENABLE)
+                && !cmd_before.is_set(COMMAND::BUS_MASTER_ENABLE),
+            intx: cmd.read(COMMAND::INTERRUPT_DISABLE)
+                != cmd_before.read(COMMAND::INTERRUPT_DISABLE),
+            msix: self.msix_control().map(|c| c.get()) != before.msix_control().map(|c| c.get()),
+        })
+    }
+
+    /// The Command register.
+    pub fn command(&self) -> LocalRegisterCopy<u16, COMMAND::Register> {
+        LocalRegisterCopy::new(get16(&self.bytes, reg::COMMAND))
+    }
+
+    /// The MSI-X Message Control register, if the function has MSI-X.
+    pub fn msix_control(&self) -> Option<LocalRegisterCopy<u16, MSIX_CONTROL::Register>> {
+        let at = self.msix_cap?;
+        Some(LocalRegisterCopy::new(get16(
+            &self.bytes,
+            at + msix_cap::MESSAGE_CONTROL,
+        )))
+    }
+
+    /// MSI-X enabled and not function-masked.
+    pub fn msix_unmasked(&self) -> bool {
+        self.msix_control().is_some_and(|c| {
+            c.is_set(MSIX_CONTROL::MSIX_ENABLE) && !c.is_set(MSIX_CONTROL::FUNCTION_MASK)
+        })
+    }
+
+    pub fn msix_enabled(&self) -> bool {
+        self.msix_control()
+            .is_some_and(|c| c.is_set(MSIX_CONTROL::MSIX_ENABLE))
+    }
+
+    /// Reflects the function's INTx level in Status.Interrupt Status.
+    pub fn set_interrupt_status(&mut self, level: bool) {
+        let mut st =
+            LocalRegisterCopy::<u16, STATUS::Register>::new(get16(&self.bytes, reg::STATUS));
+        st.modify(STATUS::INTERRUPT_STATUS.val(u16::from(level)));
+        put16(&mut self.bytes, reg::STATUS, st.get());
+    }
+
+    /// The programmed base address and size of implemented BAR `i` (a 64-bit BAR
+    /// at its lower index; `None` for the upper half and for missing BARs).
+    pub fn bar(&self, i: usize) -> Option<(u64, BarSpec)> {
+        let spec = (*self.bars.get(i)?)?;
+        let at = reg::BAR0 + 4 * i;
+        let lo = LocalRegisterCopy::<u32, BAR::Register>::new(get32(&self.bytes, at));
+        let mut base = u64::from(lo.read(BAR::ADDRESS)) << BAR::ADDRESS.shift;
+        if spec.is_64bit {
+            base |= u64::from(get32(&self.bytes, at + 4)) << 32;
+        }
+        Some((base, spec))
+    }
+}
