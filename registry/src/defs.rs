@@ -11,11 +11,15 @@ pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"RAYOSSYS";
 /// The on-disk format version of the superblock (and the disk geometry) and of the
 /// A/B store halves this crate reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
-/// The metadata slot version this crate writes: version 4 records end with the
-/// VM's disk snapshots (`u8` count, then per snapshot its tag and two blobs);
-/// the payload ends with the CA key as in version 3. Every commit writes this
-/// version.
-pub const SLOT_VERSION: u32 = 4;
+/// The metadata slot version this crate writes: version 5 records end with the
+/// VM's real-time clock offset (`u64`, two's complement seconds) after the disk
+/// snapshots of version 4; the payload ends with the CA key as in version 3.
+/// Every commit writes this version.
+pub const SLOT_VERSION: u32 = 5;
+/// Metadata slot version 4 (still read): records end with the VM's disk
+/// snapshots (`u8` count, then per snapshot its tag and two blobs); no RTC
+/// offset (it reads as 0).
+pub const SLOT_VERSION_V4: u32 = 4;
 /// Metadata slot version 3 (still read): payloads end with the system disk's vTPM
 /// manufacturer CA key (after the records, which are encoded as in version 2).
 pub const SLOT_VERSION_V3: u32 = 3;
@@ -138,7 +142,8 @@ pub const MAX_RECORD_ENCODED: usize = 16 // uuid
     + 2 + 4 // policy
     + BLOB_ENCODED // saved state
     + 8 // starts (slot version 2)
-    + 1 + MAX_SNAPSHOTS * (2 + MAX_SNAPSHOT_TAG + 2 * BLOB_ENCODED); // snapshots (version 4)
+    + 1 + MAX_SNAPSHOTS * (2 + MAX_SNAPSHOT_TAG + 2 * BLOB_ENCODED) // snapshots (version 4)
+    + 8; // RTC offset (version 5)
 /// Largest encoded payload: record count plus length-prefixed records.
 pub const MAX_PAYLOAD_ENCODED: usize = 4 + MAX_VMS * (4 + MAX_RECORD_ENCODED);
 const _: () = assert!(
