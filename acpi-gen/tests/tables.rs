@@ -611,6 +611,7 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
             // and fw_cfg are not for it).
             let hid = match d.kind {
                 DeviceKind::Pl011 => Some("ARMH0011"),
+                DeviceKind::Pl031 => Some("ARMH0031"),
                 DeviceKind::VirtioMmio { .. } => Some("LNRO0005"),
                 DeviceKind::Pl061Tpm | DeviceKind::FwCfg | DeviceKind::Flash { .. } => None,
             };
@@ -636,7 +637,12 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
         acpi_windows.sort_unstable();
         let acpi_listed: Vec<(u64, u64)> = list
             .iter()
-            .filter(|d| matches!(d.kind, DeviceKind::Pl011 | DeviceKind::VirtioMmio { .. }))
+            .filter(|d| {
+                matches!(
+                    d.kind,
+                    DeviceKind::Pl011 | DeviceKind::Pl031 | DeviceKind::VirtioMmio { .. }
+                )
+            })
             .map(|d| (d.base, d.size))
             .collect();
         assert_eq!(acpi_windows, acpi_listed, "DSDT windows vs the device list");

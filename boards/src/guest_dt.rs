@@ -472,13 +472,16 @@ fn chosen_node(w: &mut FdtWriter, cfg: &GuestDtConfig) -> Result<(), DtError> {
 }
 
 /// The devices only a firmware guest (`uefi-acpi`) has in its device tree: the
-/// flash banks and fw_cfg, which EDK2's ArmVirtQemu finds there.
+/// flash banks and fw_cfg, which EDK2's ArmVirtQemu finds there, and the PL031
+/// its real-time clock library drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FirmwareDevices {
     /// `(base, size)` of the code bank and of the variable-store bank.
     pub flash: [(u64, u64); 2],
     /// Base of the fw_cfg registers.
     pub fw_cfg: u64,
+    /// `(base, size, INTID)` of the PL031, if the VM has one.
+    pub rtc: Option<(u64, u64, u32)>,
 }
 
 /// Register window of fw_cfg (data, selector, DMA address), as on QEMU `virt`.
@@ -492,6 +495,7 @@ impl FirmwareDevices {
         Some(FirmwareDevices {
             flash: [bank(0)?, bank(1)?],
             fw_cfg: find(DeviceKind::FwCfg)?.base,
+            rtc: find(DeviceKind::Pl031).and_then(|d| Some((d.base, d.size, d.irq?.intid))),
         })
     }
 }
@@ -512,6 +516,15 @@ fn firmware_nodes(w: &mut FdtWriter, fw: &FirmwareDevices) -> Result<(), DtError
     w.property_array_u64("reg", &reg64(fw.fw_cfg, FW_CFG_SIZE))?;
     w.property_null("dma-coherent")?;
     w.end_node(n)?;
+    if let Some((base, size, intid)) = fw.rtc {
+        let n = w.begin_node(&format!("pl031@{base:x}"))?;
+        w.property_string_list("compatible", strings(&["arm,pl031", "arm,primecell"]))?;
+        w.property_array_u64("reg", &reg64(base, size))?;
+        w.property_array_u32("interrupts", &spi(intid, IRQ_LEVEL_HIGH))?;
+        w.property_u32("clocks", APB_PCLK_PHANDLE)?;
+        w.property_string("clock-names", "apb_pclk")?;
+        w.end_node(n)?;
+    }
     Ok(())
 }
 
@@ -646,11 +659,15 @@ mod tests {
     }
 
     #[test]
-    fn firmware_tree_adds_flash_and_fw_cfg_only() {
-        use crate::guest::{FLASH0_BASE, FLASH1_BASE, FLASH_BANK_SIZE, FW_CFG_BASE};
+    fn firmware_tree_adds_flash_fw_cfg_and_the_rtc_only() {
+        use crate::guest::{
+            FLASH0_BASE, FLASH1_BASE, FLASH_BANK_SIZE, FW_CFG_BASE, PL031_BASE, PL031_SIZE,
+            PL031_SPI,
+        };
         let fw = FirmwareDevices {
             flash: [(FLASH0_BASE, FLASH_BANK_SIZE), (FLASH1_BASE, 2 * MIB)],
             fw_cfg: FW_CFG_BASE,
+            rtc: Some((PL031_BASE, PL031_SIZE, SPI_BASE + PL031_SPI)),
         };
         let cfg = GuestDtConfig {
             bootargs: "",
@@ -669,6 +686,13 @@ mod tests {
         assert_eq!(strs(&fdt, fw_cfg, "compatible"), ["qemu,fw-cfg-mmio"]);
         assert_eq!(reg2(&fdt, fw_cfg), [(0x0902_0000, 0x18)]);
         assert_eq!(prop(&fdt, fw_cfg, "dma-coherent"), Some(&[][..]));
+        let rtc = "/pl031@9010000";
+        assert_eq!(
+            strs(&fdt, rtc, "compatible"),
+            ["arm,pl031", "arm,primecell"]
+        );
+        assert_eq!(reg2(&fdt, rtc), [(0x0901_0000, 0x1000)]);
+        assert_eq!(cells_of(&fdt, rtc, "interrupts"), [0, 2, 4]);
         // Everything else is the Linux tree's.
         let linux = linux_dt(&cfg).unwrap();
         let names = |b: &[u8]| -> Vec<String> {
@@ -683,7 +707,7 @@ mod tests {
             let i = extra.iter().position(|e| *e == n).expect("node lost");
             extra.remove(i);
         }
-        assert_eq!(extra, ["flash@0", "fw-cfg@9020000"]);
+        assert_eq!(extra, ["flash@0", "fw-cfg@9020000", "pl031@9010000"]);
     }
 
     fn check_full_tree(vcpus: usize) {

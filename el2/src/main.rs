@@ -334,14 +334,22 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         // Every UART the console could drive (`early_uart`), the GIC, virtio-mmio.
         let nodes = fdt.all_nodes().filter(|n| {
             boards::discover::uart_kind(n).is_some()
-                || n.compatible()
-                    .is_some_and(|c| c.all().any(|s| matches!(s, "arm,gic-v3" | "virtio,mmio")))
+                || n.compatible().is_some_and(|c| {
+                    c.all()
+                        .any(|s| matches!(s, "arm,gic-v3" | "virtio,mmio" | "arm,pl031"))
+                })
         });
         for node in nodes {
+            let rtc = node
+                .compatible()
+                .is_some_and(|c| c.all().any(|s| s == "arm,pl031"));
             for r in node.reg().into_iter().flatten() {
                 if ndev < devices.len() {
                     devices[ndev] = (r.starting_address as u64, r.size.unwrap_or(0) as u64);
                     ndev += 1;
+                    if rtc {
+                        firmware::set_host_rtc(r.starting_address as u64);
+                    }
                 }
             }
         }
@@ -494,11 +502,16 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             Some((disk, store)) => firmware::VarStore::Disk { disk, store },
             None => firmware::VarStore::Memory,
         };
+        let clock = firmware::HostClock {
+            vm: spec.identity,
+            offset: spec.rtc_offset,
+        };
         let fw = firmware::build(
             ram,
             flash,
             fw,
             store,
+            clock,
             vcpus as u32,
             &vm.virtio_slot_numbers(),
         )
@@ -627,6 +640,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         policy: None,
         firmware: spec.firmware,
         vars_place: None,
+        rtc_offset: 0,
     }
 }
 

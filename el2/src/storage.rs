@@ -48,6 +48,9 @@ pub struct VmDefinition {
     pub firmware: Option<vmspec::Firmware<'static>>,
     /// Where that VM's variable store persists (`None`: in memory, direct boots).
     pub vars_place: Option<crate::firmware::VarsPlace>,
+    /// Seconds the VM's real-time clock runs ahead of the host's, as the guest
+    /// last set it (the record's; 0 for a direct boot).
+    pub rtc_offset: i64,
 }
 
 /// The system disk and its registry once the VM is chosen: suspend writes through
@@ -260,6 +263,7 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         policy: Some(rec.policy),
         firmware,
         vars_place,
+        rtc_offset: rec.rtc_offset,
     })
 }
 

@@ -503,6 +503,8 @@ impl Vm {
     pub fn attach_firmware(&mut self, fw: crate::firmware::Firmware) -> Result<(), VmError> {
         let slots = self.virtio_slot_numbers();
         crate::firmware::attach(&mut self.bus, &fw, &slots).map_err(VmError::Bus)?;
+        // The RTC's armed match is deferred work.
+        self.bus.connect_work_signal(&self.work);
         self.firmware = Some(fw);
         Ok(())
     }
