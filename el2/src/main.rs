@@ -447,7 +447,13 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             from_bundle(bundle, &mut pmem)
         }
         (None, Some(mut st)) => {
-            let def = storage::autostart(&mut st, &mut pmem).unwrap_or_else(|e| fatal(format_args!("{e}")));
+            // `cargo xtask run --vm NAME` passes `rayos.vm=NAME` as QEMU's -append.
+            let bootargs = fdt::Fdt::new(dtb_bytes)
+                .ok()
+                .and_then(|f| f.find_node("/chosen")?.property("bootargs")?.as_str());
+            let chosen = bootargs.and_then(registry::choice::vm_from_bootargs);
+            let def = storage::autostart(&mut st, &mut pmem, chosen)
+                .unwrap_or_else(|e| fatal(format_args!("{e}")));
             storage::keep(st);
             def
         }

@@ -152,15 +152,19 @@ fn stage_blob(
     Ok(&buf[..n])
 }
 
-/// The first autostart VM, prepared to boot.
-pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefinition, String> {
-    let rec: VmRecord = storage
-        .registry
-        .vms()
-        .iter()
-        .find(|v| v.policy.autostart)
-        .cloned()
-        .ok_or_else(|| String::from("the registry has no autostart VM"))?;
+/// The VM the host's command line names (`rayos.vm=NAME`, `chosen`), else the
+/// first autostart VM, prepared to boot.
+pub fn autostart(
+    storage: &mut Storage,
+    pmem: &mut PhysMem,
+    chosen: Option<&str>,
+) -> Result<VmDefinition, String> {
+    let rec: VmRecord = registry::choice::choose(storage.registry.vms(), chosen)
+        .map_err(|e| alloc::format!("{e}"))?
+        .clone();
+    if let Some(name) = chosen {
+        log::info!("VM '{name}' chosen on the command line (rayos.vm=)");
+    }
     for other in storage
         .registry
         .vms()

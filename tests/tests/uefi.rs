@@ -487,3 +487,110 @@ fn a_clock_the_guest_sets_is_kept_in_the_vm_record_across_a_host_restart() {
     assert!(!c.contains("data abort injected"), "\n{tail}");
     let _ = std::fs::remove_file(&disk);
 }
+
+/// `cargo xtask disk add-vm --device-model uefi-acpi` defines a firmware VM on
+/// a system disk (Debian's AAVMF as its code, the Microsoft-key store trimmed to
+/// the bank as its variables, one guest disk that `disk import` fills with the
+/// signed chain), and `cargo xtask run --vm NAME` starts exactly that VM through
+/// the firmware: the hypervisor takes the name from its command line, the VM
+/// has the record's two vCPUs, Secure Boot is on and Linux runs the command the
+/// chain's GRUB configuration carries.
+#[test]
+fn a_uefi_acpi_vm_made_with_disk_add_vm_runs_with_run_vm() {
+    let _g = boot_lock();
+    let layout = Layout::detect();
+    let fw =
+        xtask::firmware::ensure_aavmf(&layout.firmware_cache(), &layout.guest_cache().join("apt"))
+            .expect("fetch Debian's AAVMF");
+    let disks = xtask::boot_chain::build_disks(&layout, Some(r#"echo "nproc=$(nproc)""#))
+        .unwrap_or_else(|e| panic!("build the boot-chain disks: {e}"));
+    let dir = layout.out.join("test-uefi-add-vm");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let vars = dir.join("vars.fd");
+    let ms = std::fs::read(fw.vars_for(true)).unwrap();
+    std::fs::write(&vars, xtask::sysdisk::vars_head(&ms)).unwrap();
+    let esp_len = std::fs::metadata(&disks.signed).unwrap().len();
+    let sys = dir.join("system.img");
+    let disk = |words: Vec<String>| {
+        registry::cli::run(&words).unwrap_or_else(|e| panic!("disk {words:?}: {e}"))
+    };
+    let p = |p: &Path| p.to_string_lossy().into_owned();
+    disk(vec!["create".into(), p(&sys), "--size".into(), "1G".into()]);
+    // An autostart VM first: the hypervisor would start it if not told the name
+    // (its "kernel" is any file; it never runs).
+    disk(
+        [
+            "add-vm",
+            &p(&sys),
+            "--name",
+            "decoy",
+            "--vcpus",
+            "1",
+            "--mem",
+            "64M",
+            "--kernel",
+            &p(&vars),
+            "--autostart",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    disk(
+        [
+            "add-vm",
+            &p(&sys),
+            "--name",
+            "win",
+            "--vcpus",
+            "2",
+            "--mem",
+            "512M",
+            "--device-model",
+            "uefi-acpi",
+            "--firmware",
+            &p(&fw.code),
+            "--vars",
+            &p(&vars),
+            "--disk-size",
+            &format!("{}K", esp_len.div_ceil(1024)),
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    disk(
+        [
+            "import",
+            &p(&sys),
+            "win",
+            "--disk",
+            "0",
+            "--image",
+            &p(&disks.signed),
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let inspect = disk(vec!["inspect".into(), p(&sys), "win".into()]);
+    assert!(inspect.contains("uefi-acpi"), "{inspect}");
+
+    let o = RunOptions {
+        profile: Profile::UefiAcpi,
+        vm: Some("win".into()),
+        system_disk: Some(sys.clone()),
+        ..RunOptions::headless(Default::default(), CHAIN_TIMEOUT)
+    };
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    let c = outcome.console.replace('\r', "");
+    assert!(
+        c.contains("VM 'win' chosen on the command line"),
+        "\n{tail}"
+    );
+    assert!(c.contains("UEFI firmware from flash at 0x0"), "\n{tail}");
+    assert!(c.contains(SECURE_BOOT_ENABLED), "\n{tail}");
+    assert_eq!(console_value(&c, "nproc"), Some("2"), "\n{tail}");
+    assert_eq!(parse_console(&c).cmd_exit, Some(0), "\n{tail}");
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
