@@ -332,6 +332,11 @@ echo "rtc=$(cat /sys/class/rtc/rtc0/since_epoch)"
 echo "date=$(date +%s)"
 "#;
 
+/// Budget of a boot of the chain with up to four vCPUs: four TCG vCPU threads
+/// on a shared host, and the boot log replayed through the trapped PL011 when
+/// Linux registers its console (SPCR: no early console).
+const PLATFORM_TIMEOUT: Duration = Duration::from_secs(1800);
+
 /// How far the guest's clock may be from the host's. The guest reads its clock
 /// during its last command, before it powers off and QEMU exits; under TCG on a
 /// shared host that tail can take a while, and the clock has one-second
@@ -355,7 +360,7 @@ fn linux_on_acpi_platform(vcpus: u32) {
         fresh: true,
         smp: Some(vcpus),
         guest_cmd: Some(PLATFORM_CMD.into()),
-        ..RunOptions::headless(Default::default(), CHAIN_TIMEOUT)
+        ..RunOptions::headless(Default::default(), PLATFORM_TIMEOUT)
     };
     let outcome = boot(&o);
     let host_end = std::time::SystemTime::now()
