@@ -464,11 +464,12 @@ fn a_clock_the_guest_sets_is_kept_in_the_vm_record_across_a_host_restart() {
         (c, tail, rtc, end)
     };
 
-    let ahead = now() + SET_AHEAD_S;
+    // Ten days ahead of the guest's own clock, which is the host's (see
+    // `linux_on_acpi_platform`).
     let (c, tail, rtc, end) = run(
         true,
         format!(
-            "busybox date -u -s @{ahead} >/dev/null && busybox hwclock -w -u\n\
+            "busybox date -u -s @$(( $(date +%s) + {SET_AHEAD_S} )) >/dev/null && busybox hwclock -w -u\n\
              echo \"rtc=$(cat /sys/class/rtc/rtc0/since_epoch)\"\n"
         ),
     );
