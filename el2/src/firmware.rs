@@ -231,16 +231,33 @@ pub fn set_host_rtc(base: u64) {
 /// the epoch) when the host has one, else the seconds since the hypervisor
 /// started (logged once). A guest load changes the VM's offset, which the
 /// device keeps across VM resets and which is committed to the VM's registry
-/// record (a system-disk VM), so the next start of the VM begins from it.
+/// record (a system-disk VM), so the next start of the VM begins from it. At
+/// most one commit a second: a guest that loads its clock in a loop gets a
+/// commit in each second it touches the device, not one per load.
 pub struct HostClock {
     /// The VM's registry record (`None`: a direct boot, the offset is not kept).
-    pub vm: Option<registry::Uuid>,
-    /// The offset the VM starts with (the record's).
-    pub offset: i64,
+    vm: Option<registry::Uuid>,
+    /// The VM's offset (the record's at start).
+    offset: i64,
+    /// The offset changed since the last commit.
+    pending: bool,
+    /// The host second of the last commit.
+    last_commit: Option<u32>,
 }
 
-impl RtcHost for HostClock {
-    fn now(&mut self) -> u32 {
+impl HostClock {
+    /// The clock of the VM `vm` (its record; `None` for a direct boot) whose
+    /// guest time starts `offset` seconds ahead of the host's.
+    pub fn new(vm: Option<registry::Uuid>, offset: i64) -> Self {
+        Self {
+            vm,
+            offset,
+            pending: false,
+            last_commit: None,
+        }
+    }
+
+    fn host_now() -> u32 {
         let base = HOST_RTC.load(Ordering::Relaxed);
         if base == 0 {
             use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0};
@@ -252,14 +269,15 @@ impl RtcHost for HostClock {
         unsafe { core::ptr::read_volatile((base + devices::pl031::reg::DR) as *const u32) }
     }
 
-    fn offset_changed(&mut self, offset: u32) {
-        // The PL031's counter wraps at 32 bits: its offset as signed seconds.
-        let offset = i64::from(offset as i32);
-        self.offset = offset;
-        let Some(uuid) = self.vm else {
-            log::info!("guest RTC: the VM set its clock to the host's {offset:+} s");
+    /// Commits the pending offset if none was committed in host second `now`.
+    fn commit(&mut self, now: u32) {
+        let Some(uuid) = self.vm else { return };
+        if !self.pending || self.last_commit == Some(now) {
             return;
-        };
+        }
+        self.pending = false;
+        self.last_commit = Some(now);
+        let offset = self.offset;
         let r = crate::storage::with(|st| {
             st.registry
                 .update_vm(&mut st.disk, uuid, |r| r.rtc_offset = offset)
@@ -275,6 +293,28 @@ impl RtcHost for HostClock {
                 "guest RTC: the VM set its clock to the host's {offset:+} s; no system disk to keep it"
             ),
         }
+    }
+}
+
+impl RtcHost for HostClock {
+    fn now(&mut self) -> u32 {
+        let now = Self::host_now();
+        self.commit(now);
+        now
+    }
+
+    fn offset_changed(&mut self, offset: u32) {
+        // The PL031's counter wraps at 32 bits: its offset as signed seconds.
+        self.offset = i64::from(offset as i32);
+        if self.vm.is_none() {
+            log::info!(
+                "guest RTC: the VM set its clock to the host's {:+} s",
+                self.offset
+            );
+            return;
+        }
+        self.pending = true;
+        self.commit(Self::host_now());
     }
 }
 

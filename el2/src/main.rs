@@ -508,10 +508,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             Some((disk, store)) => firmware::VarStore::Disk { disk, store },
             None => firmware::VarStore::Memory,
         };
-        let clock = firmware::HostClock {
-            vm: spec.identity,
-            offset: spec.rtc_offset,
-        };
+        let clock = firmware::HostClock::new(spec.identity, spec.rtc_offset);
         let fw = firmware::build(
             ram,
             flash,
