@@ -11,8 +11,8 @@ use crate::config::{
 };
 
 /// PL031 window and SPI (QEMU `virt`: 0x0901_0000, SPI 2).
-pub const PL031_SIZE: u64 = 0x1000;
-pub const PL031_SPI: u32 = 2;
+pub const PL031_SIZE: u64 = guest::PL031_SIZE;
+pub const PL031_SPI: u32 = guest::PL031_SPI;
 /// The power button's Generic Event Device SPI (QEMU `virt`: SPI 9).
 pub const GED_SPI: u32 = 9;
 /// The CRB TPM at the start of the platform bus; five 4 KiB locality pages.
@@ -85,11 +85,11 @@ pub fn uefi_acpi(vcpus: u32, topology: Option<Topology>, virtio_slots: &[u64]) -
 }
 
 /// The `uefi-acpi` platform of a VM whose devices are `devices`
-/// (`boards::devices::device_list`): the console and the virtio-mmio transports
-/// come from the list, and so does the CRB TPM (`MSFT0101` in the DSDT and the
-/// TPM2 table, when the list has one); an RTC or power button would once the list
-/// has them (it does not yet: the tables then describe none). `None` if the list
-/// has no PL011.
+/// (`boards::devices::device_list`): the console, the RTC, the virtio-mmio
+/// transports and the CRB TPM (`MSFT0101` in the DSDT and the TPM2 table, when the
+/// list has one) come from the list, and so would a power button once the list has
+/// one (it does not yet: the tables then describe none). `None` if the list has no
+/// PL011.
 pub fn from_devices(
     vcpus: u32,
     topology: Option<Topology>,
@@ -114,6 +114,10 @@ pub fn from_devices(
         .iter()
         .find(|d| d.kind == DeviceKind::Pl011)
         .and_then(irq_device)?;
+    let rtc = devices
+        .iter()
+        .find(|d| d.kind == DeviceKind::Pl031)
+        .and_then(irq_device);
     let virtio_mmio = devices
         .iter()
         .filter(|d| matches!(d.kind, DeviceKind::VirtioMmio { .. }))
@@ -129,7 +133,7 @@ pub fn from_devices(
     Some(PlatformConfig {
         uart,
         virtio_mmio,
-        rtc: None,
+        rtc,
         tpm_crb,
         power_button_gsiv: None,
         ..uefi_acpi(vcpus, topology, &[])

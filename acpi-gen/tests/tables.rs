@@ -651,6 +651,7 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
             // and fw_cfg are not for it).
             let hid = match d.kind {
                 DeviceKind::Pl011 => Some("ARMH0011"),
+                DeviceKind::Pl031 => Some("ARMH0031"),
                 DeviceKind::VirtioMmio { .. } => Some("LNRO0005"),
                 DeviceKind::Pl061Tpm
                 | DeviceKind::FwCfg
@@ -682,7 +683,10 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
             .filter(|d| {
                 matches!(
                     d.kind,
-                    DeviceKind::Pl011 | DeviceKind::VirtioMmio { .. } | DeviceKind::TpmCrb
+                    DeviceKind::Pl011
+                        | DeviceKind::Pl031
+                        | DeviceKind::VirtioMmio { .. }
+                        | DeviceKind::TpmCrb
                 )
             })
             .map(|d| (d.base, d.size))

@@ -38,6 +38,8 @@ pub struct Irq {
 pub enum DeviceKind {
     /// The PL011 console.
     Pl011,
+    /// The PL031 real-time clock (the host's time plus the VM's offset).
+    Pl031,
     /// The PL061 GPIO controller carrying the TPM's bit-banged SPI bus.
     Pl061Tpm,
     /// A virtio-mmio transport in `slot` (only the slots with a device).
@@ -171,6 +173,15 @@ pub fn device_list(profile: Profile, vm: &VmDevices) -> Vec<DeviceSpec> {
         }),
     });
     if profile == Profile::UefiAcpi {
+        list.push(DeviceSpec {
+            kind: DeviceKind::Pl031,
+            base: guest::PL031_BASE,
+            size: guest::PL031_SIZE,
+            irq: Some(Irq {
+                intid: guest::SPI_BASE + guest::PL031_SPI,
+                trigger: Trigger::Level,
+            }),
+        });
         list.push(DeviceSpec {
             kind: DeviceKind::FwCfg,
             base: guest::FW_CFG_BASE,
@@ -367,6 +378,8 @@ mod tests {
         let has = |p, k| device_list(p, &vm(&[])).iter().any(|d| d.kind == k);
         assert!(has(Profile::UefiAcpi, DeviceKind::FwCfg));
         assert!(has(Profile::UefiAcpi, DeviceKind::Flash { bank: 1 }));
+        assert!(has(Profile::UefiAcpi, DeviceKind::Pl031));
+        assert!(!has(Profile::LinuxDt, DeviceKind::Pl031));
         assert!(!has(Profile::UefiAcpi, DeviceKind::Pl061Tpm));
         assert!(!has(Profile::LinuxDt, DeviceKind::FwCfg));
         assert!(has(Profile::LinuxDt, DeviceKind::Pl061Tpm));

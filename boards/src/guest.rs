@@ -15,8 +15,10 @@ pub const GICR_REGION_SIZE: u64 = 0xf6_0000;
 pub const PL011_BASE: u64 = 0x0900_0000;
 pub const PL011_SIZE: u64 = 0x1000;
 pub const PL011_SPI: u32 = 1;
-/// PL031 real-time clock.
+/// PL031 real-time clock and its SPI (as on QEMU `virt`).
 pub const PL031_BASE: u64 = 0x0901_0000;
+pub const PL031_SIZE: u64 = 0x1000;
+pub const PL031_SPI: u32 = 2;
 /// QEMU fw_cfg interface (UEFI profile).
 pub const FW_CFG_BASE: u64 = 0x0902_0000;
 /// PL061 GPIO controller and its SPI (as on QEMU `virt`). Its pins carry the

@@ -610,7 +610,8 @@ fn chosen_node(w: &mut FdtWriter, cfg: &GuestDtConfig) -> Result<(), DtError> {
 }
 
 /// The devices only a firmware guest (`uefi-acpi`) has in its device tree: the
-/// flash banks and fw_cfg, which EDK2's ArmVirtQemu finds there, and the CRB TPM.
+/// flash banks and fw_cfg, which EDK2's ArmVirtQemu finds there, the PL031 its
+/// real-time clock library drives, and the CRB TPM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FirmwareDevices {
     /// `(base, size)` of the code bank and of the variable-store bank.
@@ -622,6 +623,8 @@ pub struct FirmwareDevices {
     /// the platform bus's `ranges` and then tells CRB from TIS by the interface ID
     /// register); no OS reads this tree.
     pub tpm_crb: Option<u64>,
+    /// `(base, size, INTID)` of the PL031, if the VM has one.
+    pub rtc: Option<(u64, u64, u32)>,
 }
 
 // The firmware's TPM node gives the CRB window with the TIS node's size.
@@ -639,6 +642,7 @@ impl FirmwareDevices {
             flash: [bank(0)?, bank(1)?],
             fw_cfg: find(DeviceKind::FwCfg)?.base,
             tpm_crb: find(DeviceKind::TpmCrb).map(|d| d.base),
+            rtc: find(DeviceKind::Pl031).and_then(|d| Some((d.base, d.size, d.irq?.intid))),
         })
     }
 }
@@ -659,6 +663,15 @@ fn firmware_nodes(w: &mut FdtWriter, fw: &FirmwareDevices) -> Result<(), DtError
     w.property_array_u64("reg", &reg64(fw.fw_cfg, FW_CFG_SIZE))?;
     w.property_null("dma-coherent")?;
     w.end_node(n)?;
+    if let Some((base, size, intid)) = fw.rtc {
+        let n = w.begin_node(&format!("pl031@{base:x}"))?;
+        w.property_string_list("compatible", strings(&["arm,pl031", "arm,primecell"]))?;
+        w.property_array_u64("reg", &reg64(base, size))?;
+        w.property_array_u32("interrupts", &spi(intid, IRQ_LEVEL_HIGH))?;
+        w.property_u32("clocks", APB_PCLK_PHANDLE)?;
+        w.property_string("clock-names", "apb_pclk")?;
+        w.end_node(n)?;
+    }
     Ok(())
 }
 
@@ -896,12 +909,16 @@ mod tests {
     }
 
     #[test]
-    fn firmware_tree_adds_flash_and_fw_cfg_only() {
-        use crate::guest::{FLASH0_BASE, FLASH1_BASE, FLASH_BANK_SIZE, FW_CFG_BASE};
+    fn firmware_tree_adds_flash_fw_cfg_and_the_rtc_only() {
+        use crate::guest::{
+            FLASH0_BASE, FLASH1_BASE, FLASH_BANK_SIZE, FW_CFG_BASE, PL031_BASE, PL031_SIZE,
+            PL031_SPI,
+        };
         let fw = FirmwareDevices {
             flash: [(FLASH0_BASE, FLASH_BANK_SIZE), (FLASH1_BASE, 2 * MIB)],
             fw_cfg: FW_CFG_BASE,
             tpm_crb: None,
+            rtc: Some((PL031_BASE, PL031_SIZE, SPI_BASE + PL031_SPI)),
         };
         let cfg = GuestDtConfig {
             bootargs: "",
@@ -920,6 +937,13 @@ mod tests {
         assert_eq!(strs(&fdt, fw_cfg, "compatible"), ["qemu,fw-cfg-mmio"]);
         assert_eq!(reg2(&fdt, fw_cfg), [(0x0902_0000, 0x18)]);
         assert_eq!(prop(&fdt, fw_cfg, "dma-coherent"), Some(&[][..]));
+        let rtc = "/pl031@9010000";
+        assert_eq!(
+            strs(&fdt, rtc, "compatible"),
+            ["arm,pl031", "arm,primecell"]
+        );
+        assert_eq!(reg2(&fdt, rtc), [(0x0901_0000, 0x1000)]);
+        assert_eq!(cells_of(&fdt, rtc, "interrupts"), [0, 2, 4]);
         // Everything else is the Linux tree's.
         let linux = linux_dt(&cfg).unwrap();
         let names = |b: &[u8]| -> Vec<String> {
@@ -934,7 +958,7 @@ mod tests {
             let i = extra.iter().position(|e| *e == n).expect("node lost");
             extra.remove(i);
         }
-        assert_eq!(extra, ["flash@0", "fw-cfg@9020000"]);
+        assert_eq!(extra, ["flash@0", "fw-cfg@9020000", "pl031@9010000"]);
     }
 
     /// The firmware's CRB TPM is the node EDK2's ArmVirtQemu looks for: a
@@ -949,6 +973,7 @@ mod tests {
             flash: [(FLASH0_BASE, FLASH_BANK_SIZE), (FLASH1_BASE, 2 * MIB)],
             fw_cfg: FW_CFG_BASE,
             tpm_crb: Some(TPM_CRB_BASE),
+            rtc: None,
         };
         let blob = firmware_dt(&config(1), &fw).unwrap();
         let fdt = Fdt::new(&blob).unwrap();

@@ -18,13 +18,17 @@
 //!   `acpi-gen` builds for the VM (through QEMU's table-loader files).
 //! - The VM's TPM (`crate::tpm`, CRB interface) at the device list's `TpmCrb`
 //!   window on the platform bus, when the VM has one.
+//! - The PL031 real-time clock (`devices::pl031`) at [`guest::PL031_BASE`], trapped,
+//!   whose time is the host's ([`HostClock`]) plus the VM's offset.
 
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use boards::guest;
+use devices::pl031::{Pl031, RtcHost};
 use stage2::coherency::{Coherent, GuestRamAccess};
 use stage2::Perms;
 use uefi_devices::fw_cfg::{FwCfg, FwCfgBuilder};
@@ -215,10 +219,112 @@ impl MmioDevice for VarsBank {
     }
 }
 
+/// Physical address of the host's PL031 (0: none), set once at boot from the
+/// host's device tree, whose node `mmu::enable` maps as device memory.
+static HOST_RTC: AtomicU64 = AtomicU64::new(0);
+
+/// Records the host's PL031 at `base` (its data register gives real time on
+/// QEMU `virt`).
+pub fn set_host_rtc(base: u64) {
+    HOST_RTC.store(base, Ordering::Relaxed);
+}
+
+/// The time a guest's PL031 counts from: the host's PL031 (RTCDR, seconds since
+/// the epoch) when the host has one, else the seconds since the hypervisor
+/// started (logged once). A guest load changes the VM's offset, which the
+/// device keeps across VM resets and which is committed to the VM's registry
+/// record (a system-disk VM), so the next start of the VM begins from it. At
+/// most one commit a second: a guest that loads its clock in a loop gets a
+/// commit in each second it touches the device, not one per load.
+pub struct HostClock {
+    /// The VM's registry record (`None`: a direct boot, the offset is not kept).
+    vm: Option<registry::Uuid>,
+    /// The VM's offset (the record's at start).
+    offset: i64,
+    /// The offset changed since the last commit.
+    pending: bool,
+    /// The host second of the last commit.
+    last_commit: Option<u32>,
+}
+
+impl HostClock {
+    /// The clock of the VM `vm` (its record; `None` for a direct boot) whose
+    /// guest time starts `offset` seconds ahead of the host's.
+    pub fn new(vm: Option<registry::Uuid>, offset: i64) -> Self {
+        Self {
+            vm,
+            offset,
+            pending: false,
+            last_commit: None,
+        }
+    }
+
+    fn host_now() -> u32 {
+        let base = HOST_RTC.load(Ordering::Relaxed);
+        if base == 0 {
+            use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0};
+            return (CNTPCT_EL0.get() / CNTFRQ_EL0.get().max(1)) as u32;
+        }
+        // SAFETY: `base` is the host PL031's register window from the host's
+        // device tree, identity-mapped as Device-nGnRE by `mmu::enable`; RTCDR
+        // (offset 0) is a read-only 32-bit register whose read has no side effect.
+        unsafe { core::ptr::read_volatile((base + devices::pl031::reg::DR) as *const u32) }
+    }
+
+    /// Commits the pending offset if none was committed in host second `now`.
+    fn commit(&mut self, now: u32) {
+        let Some(uuid) = self.vm else { return };
+        if !self.pending || self.last_commit == Some(now) {
+            return;
+        }
+        self.pending = false;
+        self.last_commit = Some(now);
+        let offset = self.offset;
+        let r = crate::storage::with(|st| {
+            st.registry
+                .update_vm(&mut st.disk, uuid, |r| r.rtc_offset = offset)
+        });
+        match r {
+            Some(Ok(())) => log::info!(
+                "guest RTC: the VM set its clock to the host's {offset:+} s (kept in its record)"
+            ),
+            Some(Err(e)) => log::warn!(
+                "guest RTC: the VM set its clock to the host's {offset:+} s; not kept ({e})"
+            ),
+            None => log::warn!(
+                "guest RTC: the VM set its clock to the host's {offset:+} s; no system disk to keep it"
+            ),
+        }
+    }
+}
+
+impl RtcHost for HostClock {
+    fn now(&mut self) -> u32 {
+        let now = Self::host_now();
+        self.commit(now);
+        now
+    }
+
+    fn offset_changed(&mut self, offset: u32) {
+        // The PL031's counter wraps at 32 bits: its offset as signed seconds.
+        self.offset = i64::from(offset as i32);
+        if self.vm.is_none() {
+            log::info!(
+                "guest RTC: the VM set its clock to the host's {:+} s",
+                self.offset
+            );
+            return;
+        }
+        self.pending = true;
+        self.commit(Self::host_now());
+    }
+}
+
 /// What a `uefi-acpi` VM has beyond the Linux machine.
 pub struct Firmware {
     pub vars: Shared<VarsBank>,
     pub fw_cfg: Shared<FwCfg>,
+    pub rtc: Shared<Pl031<HostClock>>,
 }
 
 /// Host memory set aside for a VM's flash banks (before the rest of free memory
@@ -262,16 +368,16 @@ pub fn reserve(
 /// Builds the firmware devices of a VM whose RAM is `ram` in the memory `mem`
 /// reserved for them: the code bank mapped from `fw.code` (zeros to the next
 /// 2 MiB), the variable store from `fw.vars` (erased when `None`) committing to
-/// `store`, and fw_cfg with the ACPI tables of `vcpus` vCPUs and the device
-/// list ([`device_list`]) of the virtio-mmio `slots` and, if `tpm`, the CRB TPM.
+/// `store`, the PL031 counting from `clock`, and fw_cfg with the ACPI tables of
+/// `vcpus` vCPUs and the VM's devices `list` ([`device_list`]).
 pub fn build(
     ram: GuestRam,
     mem: Reserved,
     fw: &vmspec::Firmware,
     store: VarStore,
+    clock: HostClock,
     vcpus: u32,
-    slots: &[u64],
-    tpm: bool,
+    list: &[boards::devices::DeviceSpec],
 ) -> Result<Firmware, String> {
     let Reserved {
         mut code,
@@ -319,10 +425,20 @@ pub fn build(
         return Err(String::from("cannot map the variable store"));
     }
 
-    // fw_cfg with the ACPI tables of exactly the devices the VM has: no PL031 or
-    // power button yet.
-    let platform = acpi_gen::profile::from_devices(vcpus, None, &device_list(slots, tpm))
+    // fw_cfg with the ACPI tables of exactly the devices the VM has: no power
+    // button yet.
+    let platform = acpi_gen::profile::from_devices(vcpus, None, list)
         .ok_or_else(|| String::from("the device list has no console"))?;
+    let rtc_intid = list
+        .iter()
+        .find(|d| d.kind == boards::devices::DeviceKind::Pl031)
+        .and_then(|d| d.irq)
+        .map(|i| i.intid);
+    // The PL031 counts modulo 2^32 seconds.
+    let initial_offset = clock.offset as i32 as u32;
+    if HOST_RTC.load(Ordering::Relaxed) == 0 {
+        log::warn!("guest RTC: the host has no PL031; the guest's clock starts at the epoch");
+    }
     let tables = acpi_gen::build(&platform).map_err(|e| format!("ACPI tables: {e:?}"))?;
     let mut b = FwCfgBuilder::new().cpus(vcpus as u16);
     b.acpi(&acpi_gen::AcpiBlobs::new(&tables))
@@ -333,6 +449,7 @@ pub fn build(
     Ok(Firmware {
         vars: Shared::new(bank),
         fw_cfg: Shared::new(b.build()),
+        rtc: Shared::new(Pl031::new(clock, rtc_intid, initial_offset)),
     })
 }
 
@@ -363,6 +480,7 @@ pub fn attach(
                     continue;
                 }
             },
+            DeviceKind::Pl031 => ("pl031", Box::new(fw.rtc.clone())),
             _ => continue,
         };
         bus.insert(name, d.base, d.size, device)?;

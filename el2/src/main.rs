@@ -345,14 +345,22 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         // Every UART the console could drive (`early_uart`), the GIC, virtio-mmio.
         let nodes = fdt.all_nodes().filter(|n| {
             boards::discover::uart_kind(n).is_some()
-                || n.compatible()
-                    .is_some_and(|c| c.all().any(|s| matches!(s, "arm,gic-v3" | "virtio,mmio")))
+                || n.compatible().is_some_and(|c| {
+                    c.all()
+                        .any(|s| matches!(s, "arm,gic-v3" | "virtio,mmio" | "arm,pl031"))
+                })
         });
         for node in nodes {
+            let rtc = node
+                .compatible()
+                .is_some_and(|c| c.all().any(|s| s == "arm,pl031"));
             for r in node.reg().into_iter().flatten() {
                 if ndev < devices.len() {
                     devices[ndev] = (r.starting_address as u64, r.size.unwrap_or(0) as u64);
                     ndev += 1;
+                    if rtc {
+                        firmware::set_host_rtc(r.starting_address as u64);
+                    }
                 }
             }
         }
@@ -450,7 +458,13 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             from_bundle(bundle, &mut pmem)
         }
         (None, Some(mut st)) => {
-            let def = storage::autostart(&mut st, &mut pmem).unwrap_or_else(|e| fatal(format_args!("{e}")));
+            // `cargo xtask run --vm NAME` passes `rayos.vm=NAME` as QEMU's -append.
+            let bootargs = fdt::Fdt::new(dtb_bytes)
+                .ok()
+                .and_then(|f| f.find_node("/chosen")?.property("bootargs")?.as_str());
+            let chosen = bootargs.and_then(registry::choice::vm_from_bootargs);
+            let def = storage::autostart(&mut st, &mut pmem, chosen)
+                .unwrap_or_else(|e| fatal(format_args!("{e}")));
             storage::keep(st);
             def
         }
@@ -519,14 +533,15 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             Some((disk, store)) => firmware::VarStore::Disk { disk, store },
             None => firmware::VarStore::Memory,
         };
+        let clock = firmware::HostClock::new(spec.identity, spec.rtc_offset);
         let fw = firmware::build(
             ram,
             flash,
             fw,
             store,
+            clock,
             vcpus as u32,
-            &vm.virtio_slot_numbers(),
-            vm.tpm.is_some(),
+            &firmware::device_list(&vm.virtio_slot_numbers(), vm.tpm.is_some()),
         )
         .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", spec.name)));
         vm.attach_firmware(fw)
@@ -692,6 +707,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         policy: None,
         firmware: spec.firmware,
         vars_place: None,
+        rtc_offset: 0,
     }
 }
 

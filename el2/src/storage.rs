@@ -50,6 +50,9 @@ pub struct VmDefinition {
     pub firmware: Option<vmspec::Firmware<'static>>,
     /// Where that VM's variable store persists (`None`: in memory, direct boots).
     pub vars_place: Option<crate::firmware::VarsPlace>,
+    /// Seconds the VM's real-time clock runs ahead of the host's, as the guest
+    /// last set it (the record's; 0 for a direct boot).
+    pub rtc_offset: i64,
 }
 
 /// The system disk and its registry once the VM is chosen: suspend writes through
@@ -151,15 +154,19 @@ fn stage_blob(
     Ok(&buf[..n])
 }
 
-/// The first autostart VM, prepared to boot.
-pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefinition, String> {
-    let rec: VmRecord = storage
-        .registry
-        .vms()
-        .iter()
-        .find(|v| v.policy.autostart)
-        .cloned()
-        .ok_or_else(|| String::from("the registry has no autostart VM"))?;
+/// The VM the host's command line names (`rayos.vm=NAME`, `chosen`), else the
+/// first autostart VM, prepared to boot.
+pub fn autostart(
+    storage: &mut Storage,
+    pmem: &mut PhysMem,
+    chosen: Option<&str>,
+) -> Result<VmDefinition, String> {
+    let rec: VmRecord = registry::choice::choose(storage.registry.vms(), chosen)
+        .map_err(|e| alloc::format!("{e}"))?
+        .clone();
+    if let Some(name) = chosen {
+        log::info!("VM '{name}' chosen on the command line (rayos.vm=)");
+    }
     for other in storage
         .registry
         .vms()
@@ -263,6 +270,7 @@ pub fn autostart(storage: &mut Storage, pmem: &mut PhysMem) -> Result<VmDefiniti
         policy: Some(rec.policy),
         firmware,
         vars_place,
+        rtc_offset: rec.rtc_offset,
     })
 }
 

@@ -553,6 +553,8 @@ impl Vm {
         // The firmware's GOP framebuffer (ramfb) becomes the VM's surface once
         // the firmware configures it through fw_cfg.
         crate::display::watch_ramfb(self.ram, fw.fw_cfg.clone());
+        // The RTC's armed match is deferred work.
+        self.bus.connect_work_signal(&self.work);
         self.firmware = Some(fw);
         Ok(())
     }

@@ -11,17 +11,19 @@ pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"RAYOSSYS";
 /// The on-disk format version of the superblock (and the disk geometry) and of the
 /// A/B store halves this crate reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
-/// The metadata slot version this crate writes: records are encoded as in version
-/// 4, but a disk snapshot's second blob is a copy-on-write log of the guest disks
-/// (`vmstate::cowlog`) that every guest write must extend; a build that does not
-/// know this would write the guest disks without logging and leave the log
-/// silently incomplete, so it must refuse the slot. Every commit writes this
-/// version.
+/// The metadata slot version this crate writes: version 5 records end with the
+/// VM's real-time clock offset (`u64`, two's complement seconds) after the disk
+/// snapshots of version 4, and a disk snapshot's second blob is a copy-on-write
+/// log of the guest disks (`vmstate::cowlog`) that every guest write must extend;
+/// a build that does not know this would write the guest disks without logging and
+/// leave the log silently incomplete, so it must refuse the slot. The payload ends
+/// with the CA key as in version 3. Every commit writes this version.
 pub const SLOT_VERSION: u32 = 5;
 /// Metadata slot version 4 (still read): records end with the VM's disk
 /// snapshots (`u8` count, then per snapshot its tag and two blobs, the second a
 /// full sparse copy of the guest disks, which this build refuses to roll back
-/// to); the payload ends with the CA key as in version 3.
+/// to); no RTC offset (it reads as 0); the payload ends with the CA key as in
+/// version 3.
 pub const SLOT_VERSION_V4: u32 = 4;
 /// Metadata slot version 3 (still read): payloads end with the system disk's vTPM
 /// manufacturer CA key (after the records, which are encoded as in version 2).
@@ -145,7 +147,8 @@ pub const MAX_RECORD_ENCODED: usize = 16 // uuid
     + 2 + 4 // policy
     + BLOB_ENCODED // saved state
     + 8 // starts (slot version 2)
-    + 1 + MAX_SNAPSHOTS * (2 + MAX_SNAPSHOT_TAG + 2 * BLOB_ENCODED); // snapshots (version 4)
+    + 1 + MAX_SNAPSHOTS * (2 + MAX_SNAPSHOT_TAG + 2 * BLOB_ENCODED) // snapshots (version 4)
+    + 8; // RTC offset (version 5)
 /// Largest encoded payload: record count plus length-prefixed records.
 pub const MAX_PAYLOAD_ENCODED: usize = 4 + MAX_VMS * (4 + MAX_RECORD_ENCODED);
 const _: () = assert!(

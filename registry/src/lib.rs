@@ -38,6 +38,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod abstore;
+pub mod choice;
 #[cfg(feature = "std")]
 pub mod cli;
 pub mod codec;

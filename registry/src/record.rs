@@ -271,6 +271,10 @@ pub struct VmRecord {
     /// Disk snapshots, oldest first (none in records read from slots before
     /// version 4).
     pub snapshots: Vec<DiskSnapshot>,
+    /// Seconds the VM's real-time clock runs ahead of the host's (negative:
+    /// behind), as the guest last set it; 0 (the host's time) for a new VM and
+    /// for records read from slots before version 5.
+    pub rtc_offset: i64,
 }
 
 impl VmRecord {
@@ -479,6 +483,7 @@ impl VmRecord {
             snap.image.encode(w);
             snap.disk.encode(w);
         }
+        w.u64(self.rtc_offset as u64);
     }
 
     /// Decodes one record of the current slot version ([`SLOT_VERSION`]) occupying
@@ -491,8 +496,8 @@ impl VmRecord {
     /// Decodes one record written under slot version `version`
     /// ([`SLOT_VERSION_V1`]: no start counter, read as 0; [`SLOT_VERSION_V2`] and
     /// [`SLOT_VERSION_V3`] encode records alike, without disk snapshots;
-    /// [`SLOT_VERSION_V4`] adds them; [`SLOT_VERSION`] encodes records as version 4,
-    /// the snapshots' disk blobs being copy-on-write logs).
+    /// [`SLOT_VERSION_V4`] adds them; [`SLOT_VERSION`] adds the RTC offset, the
+    /// snapshots' disk blobs being copy-on-write logs).
     pub fn decode_version(bytes: &[u8], version: u32) -> Result<VmRecord, DecodeError> {
         if ![
             SLOT_VERSION,
@@ -570,6 +575,11 @@ impl VmRecord {
                 });
             }
         }
+        let rtc_offset = if version == SLOT_VERSION {
+            r.u64()? as i64
+        } else {
+            0
+        };
         r.finish()?;
         Ok(VmRecord {
             uuid,
@@ -584,6 +594,7 @@ impl VmRecord {
             saved_state,
             starts,
             snapshots,
+            rtc_offset,
         })
     }
 }
@@ -633,6 +644,7 @@ pub(crate) mod tests {
             saved_state: Blob::default(),
             starts: u64::from(seed) * 3,
             snapshots: Vec::new(),
+            rtc_offset: 0,
         }
     }
 
@@ -778,11 +790,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn rtc_offset_round_trips_and_version_4_reads_it_as_zero() {
+        let mut r = sample(9);
+        r.rtc_offset = -86_400 * 365;
+        let v5 = encode(&r);
+        assert_eq!(VmRecord::decode(&v5), Ok(r.clone()));
+        // Version 4: the same bytes without the trailing offset.
+        let v4 = &v5[..v5.len() - 8];
+        let old = VmRecord::decode_version(v4, SLOT_VERSION_V4).unwrap();
+        assert_eq!(old.rtc_offset, 0);
+        assert_eq!(
+            VmRecord {
+                rtc_offset: r.rtc_offset,
+                ..old
+            },
+            r
+        );
+        assert_eq!(
+            VmRecord::decode_version(&v5, SLOT_VERSION_V4),
+            Err(DecodeError::TrailingBytes)
+        );
+        assert!(VmRecord::decode(v4).is_err());
+    }
+
+    #[test]
     fn start_counter_round_trips_and_version_1_reads_it_as_zero() {
         let mut r = sample(7);
         r.starts = u64::MAX - 1;
-        let v4 = encode(&r);
-        assert_eq!(VmRecord::decode(&v4), Ok(r.clone()));
+        let v5 = encode(&r);
+        assert_eq!(VmRecord::decode(&v5), Ok(r.clone()));
+        // Version 4: without the (zero) RTC offset.
+        let v4 = v5[..v5.len() - 8].to_vec();
         // Versions 2 and 3: the same bytes without the (empty) snapshot list.
         let v2 = v4[..v4.len() - 1].to_vec();
         // A version-1 record is the same bytes without the trailing counter.

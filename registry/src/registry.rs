@@ -412,6 +412,7 @@ impl Registry {
             saved_state: Blob::default(),
             starts: 0,
             snapshots: Vec::new(),
+            rtc_offset: 0,
         };
         let mut vms = self.vms.clone();
         vms.push(record);

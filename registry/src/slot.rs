@@ -282,15 +282,16 @@ mod tests {
         bad[flag_at] = 2;
         assert!(decode_payload_full(&bad, SLOT_VERSION).is_err());
         assert!(decode_payload_full(&p[..p.len() - 1], SLOT_VERSION).is_err());
-        // A version-3 payload: the records without their (empty) snapshot lists.
+        // A version-3 payload: the records without their (empty) snapshot lists
+        // and (zero) RTC offsets.
         let mut w = Writer::new();
         w.u32(vms.len() as u32);
         for vm in &vms {
             let mut rec = Writer::new();
             vm.encode(&mut rec);
             let rec = rec.into_bytes();
-            w.u32(rec.len() as u32 - 1);
-            w.bytes(&rec[..rec.len() - 1]);
+            w.u32(rec.len() as u32 - 9);
+            w.bytes(&rec[..rec.len() - 9]);
         }
         let mut v3 = w.into_bytes();
         let v2 = v3.clone();
@@ -410,8 +411,8 @@ mod tests {
             let mut rec = Writer::new();
             vm.encode(&mut rec);
             let rec = rec.into_bytes();
-            // Without the counter and the (empty) snapshot list.
-            let v1 = &rec[..rec.len() - 9];
+            // Without the counter, the (empty) snapshot list and the RTC offset.
+            let v1 = &rec[..rec.len() - 17];
             w.u32(v1.len() as u32);
             w.bytes(v1);
         }

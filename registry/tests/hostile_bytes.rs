@@ -50,6 +50,7 @@ fn record(seed: u8) -> VmRecord {
             },
             disk: Blob::default(),
         }],
+        rtc_offset: -i64::from(seed) * 3600,
     }
 }
 

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use integration_tests::{boot, boot_lock, console_tail, console_value, script};
-use xtask::boot_chain::marker::{GRUB_WELCOME, SECURE_BOOT_ENABLED};
+use regex::Regex;
+use xtask::boot_chain::marker::{GRUB_WELCOME, REFUSED, SECURE_BOOT_ENABLED};
 use xtask::linux_guest::parse_console;
 use xtask::run::{prepare, Ending, Profile, RunOptions};
 use xtask::session::Session;
@@ -386,6 +387,372 @@ fn secure_boot_runs_the_signed_chain_to_linux_on_acpi_under_the_hypervisor() {
     );
     assert!(!c.contains("data abort injected"), "\n{tail}");
     let _ = std::fs::remove_file(&disk);
+}
+
+/// A firmware run of the VM on a fresh system disk `disk` whose boot disk is
+/// `boot_disk`, driven by `text`; the store seeded with Microsoft's keys when
+/// `secure_boot`.
+fn uefi_boot_disk(
+    disk: &Path,
+    boot_disk: &Path,
+    secure_boot: bool,
+    script_name: &str,
+    text: &str,
+) -> RunOptions {
+    RunOptions {
+        profile: Profile::UefiAcpi,
+        secure_boot,
+        boot_disk: Some(boot_disk.to_path_buf()),
+        system_disk: Some(disk.to_path_buf()),
+        fresh: true,
+        script: Some(script(script_name, text)),
+        ..RunOptions::headless(Default::default(), TIMEOUT)
+    }
+}
+
+/// An unsigned EFI binary on the ESP (Debian's shim with its Authenticode
+/// certificate table cut off, as the removable-media loader `BOOTAA64.EFI`,
+/// GRUB beside it): with Secure Boot on, the firmware under the hypervisor
+/// refuses to load it (`Access Denied`) and it never runs (GRUB, which it would
+/// start, never prints its banner); the firmware then finds nothing else to
+/// boot. With Secure Boot off, the same disk runs it and GRUB comes up, so the
+/// refusal is the signature check.
+#[test]
+fn an_unsigned_efi_binary_on_the_esp_is_refused_with_secure_boot_and_runs_without() {
+    let _g = boot_lock();
+    let layout = Layout::detect();
+    let disks = xtask::boot_chain::build_disks(&layout, None)
+        .unwrap_or_else(|e| panic!("build the boot-chain disks: {e}"));
+    let disk = layout.out.join("test-uefi-unsigned.img");
+    let grub = regex::escape(GRUB_WELCOME);
+
+    // Secure Boot on: refused, and the firmware gives up without running it.
+    let o = uefi_boot_disk(
+        &disk,
+        &disks.unsigned,
+        true,
+        "uefi-unsigned-sb.script",
+        &format!(
+            "expect {REFUSED}|{grub}\n\
+             expect No bootable option or device was found|{grub}\n"
+        ),
+    );
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    let c = outcome.console.replace('\r', "");
+    assert!(c.contains("UEFI firmware from flash at 0x0"), "\n{tail}");
+    assert!(
+        Regex::new(REFUSED).unwrap().is_match(&c),
+        "the firmware did not refuse the unsigned loader\n{tail}"
+    );
+    assert!(!c.contains(GRUB_WELCOME), "the unsigned loader ran\n{tail}");
+    assert!(
+        c.contains("No bootable option or device was found"),
+        "\n{tail}"
+    );
+    assert!(!c.contains("data abort injected"), "\n{tail}");
+
+    // Secure Boot off (an empty store), same disk: it runs and starts GRUB.
+    let o = uefi_boot_disk(
+        &disk,
+        &disks.unsigned,
+        false,
+        "uefi-unsigned.script",
+        &format!("expect {grub}\n"),
+    );
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    let c = outcome.console.replace('\r', "");
+    assert_eq!(outcome.ending, Ending::ScriptDone, "\n{tail}");
+    assert!(
+        !Regex::new(REFUSED).unwrap().is_match(&c),
+        "refused without Secure Boot\n{tail}"
+    );
+    let _ = std::fs::remove_file(&disk);
+}
+
+/// What the Linux at the end of the chain reports about its platform: its CPUs,
+/// the ACPI tables that describe them and the timer, its clock source, its
+/// command line, and the time (the system clock, set at boot from the RTC, and
+/// the RTC itself) just before it powers off.
+const PLATFORM_CMD: &str = r#"echo "nproc=$(nproc)"
+echo "cpuinfo=$(grep -c ^processor /proc/cpuinfo)"
+for t in APIC PPTT GTDT SPCR; do if [ -e /sys/firmware/acpi/tables/$t ]; then echo "table$t=yes"; else echo "table$t=no"; fi; done
+echo "clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+echo "cmdline=$(cat /proc/cmdline)"
+echo "consoles=$(cut -d' ' -f1 /proc/consoles | tr '\n' ' ')"
+echo "rtcname=$(cat /sys/class/rtc/rtc0/name)"
+echo "rtc=$(cat /sys/class/rtc/rtc0/since_epoch)"
+echo "date=$(date +%s)"
+"#;
+
+/// Budget of a boot of the chain with up to four vCPUs: four TCG vCPU threads
+/// on a shared host, and the boot log replayed through the trapped PL011 when
+/// Linux registers its console (SPCR: no early console).
+const PLATFORM_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// How far the guest's clock may be from the host's. The guest reads its clock
+/// during its last command, before it powers off and QEMU exits; under TCG on a
+/// shared host that tail can take a while, and the clock has one-second
+/// resolution. A guest without a working RTC reads 1970 (or an offset of hours
+/// if the time were taken wrongly), far outside this.
+const CLOCK_TOLERANCE_S: u64 = 60;
+
+/// Boots the signed chain with `vcpus` vCPUs and checks what Linux sees: that
+/// many CPUs (the MADT, signature `APIC`; the topology in PPTT), the architected timer as its clock
+/// source (GTDT), its console from SPCR with no `console=` on the command line,
+/// and the time of the host (the guest's PL031 counts from the host's clock).
+fn linux_on_acpi_platform(vcpus: u32) {
+    let _g = boot_lock();
+    let disk = Layout::detect()
+        .out
+        .join(format!("test-uefi-platform-{vcpus}.img"));
+    let o = RunOptions {
+        profile: Profile::UefiAcpi,
+        secure_boot: true,
+        system_disk: Some(disk.clone()),
+        fresh: true,
+        smp: Some(vcpus),
+        guest_cmd: Some(PLATFORM_CMD.into()),
+        ..RunOptions::headless(Default::default(), PLATFORM_TIMEOUT)
+    };
+    let outcome = boot(&o);
+    let host_end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let tail = console_tail(&outcome);
+    let c = outcome.console.replace('\r', "");
+    assert_eq!(parse_console(&c).cmd_exit, Some(0), "\n{tail}");
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let want = vcpus.to_string();
+    assert_eq!(console_value(&c, "nproc"), Some(want.as_str()), "\n{tail}");
+    assert_eq!(
+        console_value(&c, "cpuinfo"),
+        Some(want.as_str()),
+        "\n{tail}"
+    );
+    for t in ["APIC", "PPTT", "GTDT", "SPCR"] {
+        assert_eq!(
+            console_value(&c, &format!("table{t}")),
+            Some("yes"),
+            "{t}\n{tail}"
+        );
+    }
+    assert_eq!(
+        console_value(&c, "clocksource"),
+        Some("arch_sys_counter"),
+        "\n{tail}"
+    );
+    let cmdline = console_value(&c, "cmdline").unwrap_or_default();
+    assert!(!cmdline.contains("console="), "cmdline: {cmdline}\n{tail}");
+    let consoles = console_value(&c, "consoles").unwrap_or_default();
+    assert!(
+        consoles.split_whitespace().any(|d| d == "ttyAMA0"),
+        "consoles: {consoles}\n{tail}"
+    );
+    for key in ["rtc", "date"] {
+        let guest: u64 = console_value(&c, key)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key}= line\n{tail}"));
+        assert!(
+            guest <= host_end + 1 && guest + CLOCK_TOLERANCE_S >= host_end,
+            "{key}: guest {guest}, host {host_end} at the end of the run\n{tail}"
+        );
+    }
+    assert!(!c.contains("data abort injected"), "\n{tail}");
+    let _ = std::fs::remove_file(&disk);
+}
+
+/// `--smp 2`: two CPUs, the timer, the console and the host's time (see
+/// [`linux_on_acpi_platform`]).
+#[test]
+fn linux_on_acpi_has_two_cpus_the_gtdt_timer_the_spcr_console_and_the_host_time() {
+    linux_on_acpi_platform(2);
+}
+
+/// `--smp 4`: as with two (Windows needs PPTT beyond two vCPUs).
+#[test]
+fn linux_on_acpi_has_four_cpus_the_gtdt_timer_the_spcr_console_and_the_host_time() {
+    linux_on_acpi_platform(4);
+}
+
+/// How far ahead of the host the guest sets its clock in
+/// [`a_clock_the_guest_sets_is_kept_in_the_vm_record_across_a_host_restart`]:
+/// ten days, far beyond [`CLOCK_TOLERANCE_S`].
+const SET_AHEAD_S: u64 = 10 * 86_400;
+
+/// The guest's RTC belongs to the VM: Linux sets its clock ten days ahead and
+/// writes it to the RTC (`hwclock -w`: `rtc-efi` → the firmware's `SetTime` →
+/// a load of the PL031's RTCLR), the hypervisor keeps the new offset in the VM's
+/// registry record, and the next start of the VM (a new QEMU process on the same
+/// system disk) reads the host's time plus ten days from its RTC.
+#[test]
+fn a_clock_the_guest_sets_is_kept_in_the_vm_record_across_a_host_restart() {
+    let _g = boot_lock();
+    let disk = Layout::detect().out.join("test-uefi-rtc.img");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let run = |fresh: bool, cmd: String| {
+        let o = RunOptions {
+            profile: Profile::UefiAcpi,
+            secure_boot: true,
+            system_disk: Some(disk.clone()),
+            fresh,
+            guest_cmd: Some(cmd),
+            ..RunOptions::headless(Default::default(), CHAIN_TIMEOUT)
+        };
+        let outcome = boot(&o);
+        let end = now();
+        let tail = console_tail(&outcome);
+        let c = outcome.console.replace('\r', "");
+        assert_eq!(parse_console(&c).cmd_exit, Some(0), "\n{tail}");
+        assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+        let rtc: u64 = console_value(&c, "rtc")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no rtc= line\n{tail}"));
+        (c, tail, rtc, end)
+    };
+
+    // Ten days ahead of the guest's own clock, which is the host's (see
+    // `linux_on_acpi_platform`).
+    let (c, tail, rtc, end) = run(
+        true,
+        format!(
+            "busybox date -u -s @$(( $(date +%s) + {SET_AHEAD_S} )) >/dev/null && busybox hwclock -w -u\n\
+             echo \"rtc=$(cat /sys/class/rtc/rtc0/since_epoch)\"\n"
+        ),
+    );
+    assert!(
+        c.contains("(kept in its record)"),
+        "the hypervisor did not keep the offset\n{tail}"
+    );
+    assert!(
+        rtc <= end + SET_AHEAD_S + 1 && rtc + CLOCK_TOLERANCE_S >= end + SET_AHEAD_S,
+        "first boot: rtc {rtc}, host {end}\n{tail}"
+    );
+
+    let (c, tail, rtc, end) = run(
+        false,
+        "echo \"rtc=$(cat /sys/class/rtc/rtc0/since_epoch)\"\n".into(),
+    );
+    assert!(
+        rtc <= end + SET_AHEAD_S + 1 && rtc + CLOCK_TOLERANCE_S >= end + SET_AHEAD_S,
+        "after the restart: rtc {rtc}, host {end} (+{SET_AHEAD_S} s expected)\n{tail}"
+    );
+    assert!(!c.contains("data abort injected"), "\n{tail}");
+    let _ = std::fs::remove_file(&disk);
+}
+
+/// `cargo xtask disk add-vm --device-model uefi-acpi` defines a firmware VM on
+/// a system disk (Debian's AAVMF as its code, the Microsoft-key store trimmed to
+/// the bank as its variables, one guest disk that `disk import` fills with the
+/// signed chain), and `cargo xtask run --vm NAME` starts exactly that VM through
+/// the firmware: the hypervisor takes the name from its command line, the VM
+/// has the record's two vCPUs, Secure Boot is on and Linux runs the command the
+/// chain's GRUB configuration carries.
+#[test]
+fn a_uefi_acpi_vm_made_with_disk_add_vm_runs_with_run_vm() {
+    let _g = boot_lock();
+    let layout = Layout::detect();
+    let fw =
+        xtask::firmware::ensure_aavmf(&layout.firmware_cache(), &layout.guest_cache().join("apt"))
+            .expect("fetch Debian's AAVMF");
+    let disks = xtask::boot_chain::build_disks(&layout, Some(r#"echo "nproc=$(nproc)""#))
+        .unwrap_or_else(|e| panic!("build the boot-chain disks: {e}"));
+    let dir = layout.out.join("test-uefi-add-vm");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let vars = dir.join("vars.fd");
+    let ms = std::fs::read(fw.vars_for(true)).unwrap();
+    std::fs::write(&vars, xtask::sysdisk::vars_head(&ms)).unwrap();
+    let esp_len = std::fs::metadata(&disks.signed).unwrap().len();
+    let sys = dir.join("system.img");
+    let disk = |words: Vec<String>| {
+        registry::cli::run(&words).unwrap_or_else(|e| panic!("disk {words:?}: {e}"))
+    };
+    let p = |p: &Path| p.to_string_lossy().into_owned();
+    disk(vec!["create".into(), p(&sys), "--size".into(), "1G".into()]);
+    // An autostart VM first: the hypervisor would start it if not told the name
+    // (its "kernel" is any file; it never runs).
+    disk(
+        [
+            "add-vm",
+            &p(&sys),
+            "--name",
+            "decoy",
+            "--vcpus",
+            "1",
+            "--mem",
+            "64M",
+            "--kernel",
+            &p(&vars),
+            "--autostart",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    disk(
+        [
+            "add-vm",
+            &p(&sys),
+            "--name",
+            "win",
+            "--vcpus",
+            "2",
+            "--mem",
+            "512M",
+            "--device-model",
+            "uefi-acpi",
+            "--firmware",
+            &p(&fw.code),
+            "--vars",
+            &p(&vars),
+            "--disk-size",
+            &format!("{}K", esp_len.div_ceil(1024)),
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    disk(
+        [
+            "import",
+            &p(&sys),
+            "win",
+            "--disk",
+            "0",
+            "--image",
+            &p(&disks.signed),
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let inspect = disk(vec!["inspect".into(), p(&sys), "win".into()]);
+    assert!(inspect.contains("uefi-acpi"), "{inspect}");
+
+    let o = RunOptions {
+        profile: Profile::UefiAcpi,
+        vm: Some("win".into()),
+        system_disk: Some(sys.clone()),
+        ..RunOptions::headless(Default::default(), CHAIN_TIMEOUT)
+    };
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    let c = outcome.console.replace('\r', "");
+    assert!(
+        c.contains("VM 'win' chosen on the command line"),
+        "\n{tail}"
+    );
+    assert!(c.contains("UEFI firmware from flash at 0x0"), "\n{tail}");
+    assert!(c.contains(SECURE_BOOT_ENABLED), "\n{tail}");
+    assert_eq!(console_value(&c, "nproc"), Some("2"), "\n{tail}");
+    assert_eq!(parse_console(&c).cmd_exit, Some(0), "\n{tail}");
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// What the Linux at the end of the measured chain reports about its TPM: the

@@ -162,6 +162,10 @@ pub struct RunOptions {
     /// `target/boot-chain/unsigned.img`) instead of the signed chain written
     /// for the run (`--guest-cmd` then does not reach the guest).
     pub boot_disk: Option<PathBuf>,
+    /// Start this VM of the system disk as its record defines it (`--vm NAME`:
+    /// its vCPUs, memory, device model, firmware and disks; `cargo xtask disk
+    /// add-vm` makes one); the hypervisor is told its name (`rayos.vm=NAME`).
+    pub vm: Option<String>,
     /// Boot this firmware code image from a boot bundle instead of the
     /// `uefi-acpi` system disk's VM (`--firmware PATH`; its variables then live
     /// in memory only).
@@ -228,7 +232,7 @@ impl RunOptions {
 }
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
-pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--kernel PATH] [--initrd PATH] \
+pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
@@ -269,6 +273,9 @@ pub struct RunArgs {
     /// uefi-acpi: boot this disk image instead of the signed chain (shim → GRUB → Linux)
     #[arg(long = "boot-disk", value_name = "PATH")]
     boot_disk: Option<PathBuf>,
+    /// start the system disk's VM NAME as its record defines it (made with `cargo xtask disk add-vm`)
+    #[arg(long = "vm", value_name = "NAME")]
+    vm: Option<String>,
     /// uefi-acpi: boot this code image from a boot bundle (variables in memory only)
     #[arg(long, value_name = "PATH")]
     firmware: Option<PathBuf>,
@@ -450,6 +457,26 @@ impl RunArgs {
                 "--boot-disk applies to --profile uefi-acpi without --firmware-shell or --guest-cmd".into(),
             ));
         }
+        if self.vm.is_some()
+            && (self.guest.is_some()
+                || self.kernel.is_some()
+                || self.initrd.is_some()
+                || self.append.is_some()
+                || self.smp.is_some()
+                || self.mem.is_some()
+                || self.guest_cmd.is_some()
+                || self.firmware.is_some()
+                || self.firmware_shell
+                || self.secure_boot
+                || self.boot_disk.is_some()
+                || self.fresh
+                || self.hypervisor_fault.is_some()
+                || self.boot == Some(crate::efi::Boot::Efi))
+        {
+            return Err(Error::Usage(
+                "--vm NAME runs the VM as its record defines it: only with --profile, --system-disk, --cold and the run options (--headless, --timeout, --script, ...)".into(),
+            ));
+        }
         if self.secure_boot && (profile != Profile::UefiAcpi || self.firmware.is_some()) {
             return Err(Error::Usage(
                 "--secure-boot applies to --profile uefi-acpi without --firmware".into(),
@@ -473,6 +500,7 @@ impl RunArgs {
             firmware_shell: self.firmware_shell,
             secure_boot: self.secure_boot,
             boot_disk: self.boot_disk,
+            vm: self.vm,
             firmware: self.firmware,
             kernel: self.kernel,
             initrd: self.initrd,
@@ -613,6 +641,56 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
     qemu.check()?;
     ensure_qemu(o.quiet)?;
     let hypervisor = build_hypervisor(layout, o.quiet)?;
+
+    if let Some(name) = &o.vm {
+        let path = o.system_disk.clone().unwrap_or_else(|| match o.profile {
+            Profile::UefiAcpi => sysdisk::uefi_default_path(layout),
+            Profile::LinuxDt => sysdisk::default_path(layout),
+        });
+        let (run, rec) = sysdisk::named_vm(&path, name, o.cold)?;
+        let model = match rec.device_model {
+            registry::DeviceModel::UefiAcpi => Profile::UefiAcpi,
+            registry::DeviceModel::LinuxDt => Profile::LinuxDt,
+        };
+        if model != o.profile {
+            return Err(Error::Usage(format!(
+                "VM '{name}' on {} is a {} VM: add --profile {}",
+                path.display(),
+                rec.device_model.as_str(),
+                rec.device_model.as_str()
+            )));
+        }
+        eprintln!("xtask: {}", run.describe(name));
+        qemu.smp = rec.vcpus;
+        qemu.guest_mem = rec.memory_bytes;
+        qemu.kernel = hypervisor;
+        qemu.initrd = path.clone();
+        qemu.extra_args.extend([
+            "-append".to_string(),
+            format!("{}{name}", registry::choice::VM_ARG),
+        ]);
+        let vm = VmDef {
+            name: name.clone(),
+            vcpus: rec.vcpus,
+            mem: rec.memory_bytes,
+            cmdline: String::new(),
+            guest: rec.device_model.as_str().into(),
+            kernel: PathBuf::new(),
+            initrd: None,
+            disk: None,
+            fault: None,
+            pmu_el2_counting: false,
+            firmware: None,
+            nvme: None,
+        };
+        return Ok(Prepared {
+            qemu,
+            vm,
+            bundle: path,
+            script,
+            system_disk: Some(run),
+        });
+    }
 
     if o.profile == Profile::UefiAcpi {
         let (code, ms_vars) = match &o.firmware {
@@ -1353,6 +1431,33 @@ mod tests {
             "--nvme 1000",
             "--nvme 64M --guest selftest",
             "--nvme 64M --profile uefi-acpi",
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn vm_names_a_system_disk_vm_run_as_its_record_defines_it() {
+        let o = parse_args(&args(
+            "--vm win --profile uefi-acpi --system-disk /s.img --cold",
+        ))
+        .unwrap();
+        assert_eq!(o.vm.as_deref(), Some("win"));
+        assert!(o.cold && uses_system_disk(&o));
+        assert_eq!(
+            parse_args(&args("--vm l")).unwrap().vm.as_deref(),
+            Some("l")
+        );
+        for bad in [
+            "--vm w --smp 2",
+            "--vm w --mem 1G",
+            "--vm w --fresh",
+            "--vm w --guest-cmd true",
+            "--vm w --kernel /k",
+            "--vm w --profile uefi-acpi --secure-boot",
+            "--vm w --profile uefi-acpi --firmware-shell",
+            "--vm w --profile uefi-acpi --boot-disk /d",
+            "--vm w --boot efi",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
         }

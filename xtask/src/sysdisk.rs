@@ -511,6 +511,56 @@ pub fn ensure_firmware(
     })
 }
 
+/// The VM `name` of the system disk at `path` as it is (`cargo xtask run --vm
+/// NAME`): nothing in its record is changed, except that `cold` discards its
+/// saved state. An error names the VMs the disk has.
+pub fn named_vm(path: &Path, name: &str, cold: bool) -> Result<(SystemDiskRun, VmRecord), Error> {
+    let mut disk = FileDisk::open(path, false)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let mut reg = Registry::open(&mut disk).map_err(|e| {
+        step(format!(
+            "{}: the registry does not open ({e}); it is left untouched",
+            path.display()
+        ))
+    })?;
+    let Some(rec) = reg.vm_by_name(name).cloned() else {
+        let names: Vec<&str> = reg.vms().iter().map(|v| v.name.as_str()).collect();
+        return Err(step(format!(
+            "{}: no VM named '{name}' (it has: {})",
+            path.display(),
+            names.join(", ")
+        )));
+    };
+    let mut discarded = false;
+    if cold && rec.saved_state.size != 0 {
+        reg.update_vm(&mut disk, rec.uuid, |r| {
+            r.saved_state.size = 0;
+            r.saved_state.crc32c = 0;
+        })
+        .map_err(|e| step(format!("{}: {e}", path.display())))?;
+        discarded = true;
+    }
+    let saved = reg
+        .vm(rec.uuid)
+        .filter(|v| v.policy.resume_on_boot)
+        .map(|v| v.saved_state.size)
+        .unwrap_or(0);
+    Ok((
+        SystemDiskRun {
+            path: path.to_path_buf(),
+            disk_uuid: reg.disk_uuid(),
+            vm_uuid: rec.uuid,
+            created: false,
+            changes: Vec::new(),
+            generation: reg.generation(),
+            starts: rec.starts,
+            saved_state: (saved != 0).then_some(saved),
+            discarded_saved_state: discarded,
+        },
+        rec,
+    ))
+}
+
 /// Writes `image` into the firmware VM's variable store when the store has
 /// never been written (both copies blank); a store the firmware already
 /// committed to is the VM's and is left alone.

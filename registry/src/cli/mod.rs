@@ -425,6 +425,7 @@ fn describe_vm(out: &mut String, reg: &Registry, disk: &mut FileDisk, vm: &VmRec
     let _ = writeln!(out, "device model  {}", vm.device_model.as_str());
     let _ = writeln!(out, "vcpus         {}", vm.vcpus);
     let _ = writeln!(out, "starts        {}", vm.starts);
+    let _ = writeln!(out, "rtc offset    {:+} s", vm.rtc_offset);
     let _ = writeln!(
         out,
         "memory        {} ({} bytes)",

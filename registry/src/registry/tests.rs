@@ -661,7 +661,7 @@ fn a_version_2_disk_opens_without_a_key_and_upgrades_on_ensure() {
     let mut reg = Registry::format(&mut disk, uuid(1)).unwrap();
     let id = reg.add_vm(&mut disk, uuid(2), &linux_spec("old")).unwrap();
     // Rewrite the active slot as a version-2 writer would have: the records
-    // without the CA key trailer and without snapshot lists.
+    // without the CA key trailer, snapshot lists and RTC offsets.
     let active = reg.active_slot();
     let mut w = crate::codec::Writer::new();
     w.u32(reg.vms().len() as u32);
@@ -669,7 +669,7 @@ fn a_version_2_disk_opens_without_a_key_and_upgrades_on_ensure() {
         let mut rec = crate::codec::Writer::new();
         vm.encode(&mut rec);
         let mut rec = rec.into_bytes();
-        rec.pop();
+        rec.truncate(rec.len() - 9);
         w.u32(rec.len() as u32);
         w.bytes(&rec);
     }
