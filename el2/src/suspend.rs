@@ -332,7 +332,7 @@ impl vmstate::RamSink for Ram {
 /// no copies. Waits for every transfer when dropped. Suspend and resume use it,
 /// and disk snapshots (`crate::snapshot`) to take one and to roll back to one.
 pub struct Io {
-    disk: vdev::SharedBlock<SystemDisk>,
+    disk: TimedDisk,
     ram: GuestRam,
     q: DmaQueue,
     /// Counter ticks spent waiting for transfers and finishing blocks (the log's
@@ -353,7 +353,7 @@ pub struct Io {
 impl Io {
     pub fn new(disk: vdev::SharedBlock<SystemDisk>, ram: GuestRam) -> Self {
         Io {
-            disk,
+            disk: TimedDisk { disk, ticks: 0 },
             ram,
             q: DmaQueue::default(),
             wait_ticks: 0,
@@ -390,7 +390,7 @@ impl Io {
 
 impl Drop for Io {
     fn drop(&mut self) {
-        let _ = self.disk.0.lock().dma_wait(&mut self.q, u64::MAX);
+        let _ = self.disk.disk.0.lock().dma_wait(&mut self.q, u64::MAX);
     }
 }
 
@@ -425,6 +425,7 @@ impl vmstate::RamIo for Io {
         // (`wait`, `Drop`), is over.
         let r = unsafe {
             self.disk
+                .disk
                 .0
                 .lock()
                 .dma_start(&mut self.q, true, at, pa, len as u64)
@@ -451,6 +452,7 @@ impl vmstate::RamIo for Io {
         // on any exit).
         let r = unsafe {
             self.disk
+                .disk
                 .0
                 .lock()
                 .dma_start(&mut self.q, false, at, pa, len as u64)
@@ -460,7 +462,7 @@ impl vmstate::RamIo for Io {
     }
     fn wait(&mut self, ticket: u64) -> Result<(), vdev::BlockError> {
         let t = read_sysreg!("CNTPCT_EL0");
-        let r = self.disk.0.lock().dma_wait(&mut self.q, ticket);
+        let r = self.disk.disk.0.lock().dma_wait(&mut self.q, ticket);
         self.wait_ticks += read_sysreg!("CNTPCT_EL0").wrapping_sub(t);
         r
     }
@@ -492,6 +494,41 @@ pub fn data_cacheable(vcpus: &[VcpuState]) -> bool {
             let r = tock_registers::LocalRegisterCopy::<u64, SCTLR_EL1::Register>::new(v.el1.sctlr);
             r.is_set(SCTLR_EL1::M) && r.is_set(SCTLR_EL1::C)
         })
+}
+
+/// The system disk as `vmstate` reaches it for all but guest RAM (the small
+/// sections, the index, the header, flushes, registry commits), with the counter
+/// ticks spent there (the log's breakdown).
+struct TimedDisk {
+    disk: vdev::SharedBlock<SystemDisk>,
+    ticks: u64,
+}
+
+impl TimedDisk {
+    fn timed<T>(&mut self, f: impl FnOnce(&mut vdev::SharedBlock<SystemDisk>) -> T) -> T {
+        let t = read_sysreg!("CNTPCT_EL0");
+        let r = f(&mut self.disk);
+        self.ticks += read_sysreg!("CNTPCT_EL0").wrapping_sub(t);
+        r
+    }
+}
+
+impl vdev::BlockBackend for TimedDisk {
+    fn capacity(&self) -> u64 {
+        self.disk.capacity()
+    }
+    fn read_only(&self) -> bool {
+        self.disk.read_only()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), vdev::BlockError> {
+        self.timed(|d| d.read_at(offset, buf))
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), vdev::BlockError> {
+        self.timed(|d| d.write_at(offset, data))
+    }
+    fn flush(&mut self) -> Result<(), vdev::BlockError> {
+        self.timed(|d| d.flush())
+    }
 }
 
 /// What a completed suspend wrote.
@@ -632,6 +669,7 @@ pub fn suspend_vm(vm: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
         devices,
         time,
     } = capture_machine(vm, here)?;
+    let captured = read_sysreg!("CNTPCT_EL0");
     let input = vmstate::SuspendInput {
         uuid,
         fingerprint: fingerprint(vm),
@@ -654,16 +692,23 @@ pub fn suspend_vm(vm: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
             crate::accel::crc32c_append,
         )
         .map_err(|e| format!("{e}"));
-        r.map(|r| (r, ticks(io.wait_ticks + io.start_ticks)))
+        r.map(|r| {
+            (
+                r,
+                ticks(io.wait_ticks + io.start_ticks),
+                ticks(io.disk.ticks),
+            )
+        })
     })
     .unwrap_or_else(|| Err(String::from("no system disk is open")));
     // Whatever happened, the extent no longer holds the base image.
     vm.ram.drop_base();
-    let (report, wait_ms) = report?;
+    let (report, wait_ms, sync_ms) = report?;
+    let capture_ms = ticks(captured.wrapping_sub(start));
     let millis =
         read_sysreg!("CNTPCT_EL0").wrapping_sub(start) * 1000 / read_sysreg!("CNTFRQ_EL0").max(1);
     log::info!(
-        "VM '{}' suspended: {} KiB written{}, {} KiB image ({} blocks touched, {} rewritten, {} pages with data, {} zero pages) in {} ms (waiting for the disk {} ms)",
+        "VM '{}' suspended: {} KiB written{}, {} KiB image ({} blocks touched, {} rewritten, {} pages with data, {} zero pages) in {} ms (waiting for the disk {} ms; capturing and draining {} ms, sections, index, header, flushes and registry {} ms, the rest zero pages and checksums)",
         vm.name,
         report.written >> 10,
         if incremental { " (incremental)" } else { "" },
@@ -673,7 +718,9 @@ pub fn suspend_vm(vm: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
         report.data_pages,
         report.zero_pages,
         millis,
-        wait_ms
+        wait_ms,
+        capture_ms,
+        sync_ms
     );
     SUSPENDED.store(true, Ordering::Release);
     Ok(Suspended {
