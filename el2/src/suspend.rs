@@ -460,6 +460,12 @@ impl vmstate::RamIo for Io {
         self.start_ticks += read_sysreg!("CNTPCT_EL0").wrapping_sub(t);
         r
     }
+    fn start_flush(&mut self) -> Result<(), vdev::BlockError> {
+        let t = read_sysreg!("CNTPCT_EL0");
+        let r = self.disk.disk.0.lock().dma_flush_start(&mut self.q);
+        self.start_ticks += read_sysreg!("CNTPCT_EL0").wrapping_sub(t);
+        r.map(|_| ())
+    }
     fn wait(&mut self, ticket: u64) -> Result<(), vdev::BlockError> {
         let t = read_sysreg!("CNTPCT_EL0");
         let r = self.disk.disk.0.lock().dma_wait(&mut self.q, ticket);
