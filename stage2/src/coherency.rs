@@ -17,6 +17,10 @@
 //! - guest RAM is mapped at stage 2 with [`crate::Stage2::map_ram`], which takes a
 //!   [`Cleaned`] — a proof only [`Coherent::zero`] hands out — for exactly the range
 //!   it maps;
+//! - a block a cache-coherent device filled by DMA (a resume) may instead go
+//!   through [`Coherent::zero_after_coherent_dma`], which cleans only what EL2
+//!   zeroed: the device's bytes are already at the point of coherency; its caller
+//!   decides that the guest needs no more (one whose data accesses are cacheable);
 //! - any such write leaves the instruction cache owing an invalidation, which
 //!   [`Coherent::before_entry`] pays (IC IALLUIS, DSB, ISB) before a vCPU is entered
 //!   after a boot load. Code a device DMAs into a running guest is the guest's own
