@@ -315,6 +315,53 @@ impl GuestRam {
     /// Ends the restore of block `b`: zeroes its pages of `page` bytes for which
     /// `zero(p)` holds, cleans the block to the point of coherency once, and maps it.
     pub fn finish_restored_block(&self, b: u32, zero: impl Fn(usize) -> bool, page: usize) {
+        self.finish_block(b, |c, hw, pa, len| {
+            let pages = (len as usize).div_ceil(page);
+            c.fill(hw, pa, len, |hw| {
+                for p in (0..pages).filter(|&p| zero(p)) {
+                    let at = (p * page) as u64;
+                    hw.zero(pa + at, (page as u64).min(len - at));
+                }
+            })
+        });
+    }
+
+    /// Ends the restore of block `b` whose other pages the system disk, a
+    /// cache-coherent device (`sysdisk`), wrote by DMA, every transfer complete:
+    /// zeroes its pages of `page` bytes for which `zero(p)` holds and maps it. With
+    /// `clean_dma` the whole block is cleaned as [`GuestRam::finish_restored_block`]
+    /// does; without, only the zeroed pages (`Coherent::zero_after_coherent_dma`:
+    /// for a guest whose data accesses are cacheable, which sees the cache's clean
+    /// copies of the DMA'd bytes as memory holds them).
+    pub fn finish_dma_block(
+        &self,
+        b: u32,
+        zero: impl Fn(usize) -> bool,
+        page: usize,
+        clean_dma: bool,
+    ) {
+        if clean_dma {
+            return self.finish_restored_block(b, zero, page);
+        }
+        self.finish_block(b, |c, hw, pa, len| {
+            let pages = (len as usize).div_ceil(page);
+            let ranges = vmstate::ram::runs(|p| p < pages && zero(p))
+                .into_iter()
+                .map(|(p, n)| {
+                    let at = (p * page) as u64;
+                    (at, ((n * page) as u64).min(len - at))
+                });
+            c.zero_after_coherent_dma(hw, pa, len, ranges)
+        });
+    }
+
+    /// Makes block `b` (not populated yet) guest RAM: `fill` writes whatever EL2
+    /// writes and hands back the proof that the block is at the point of coherency.
+    fn finish_block(
+        &self,
+        b: u32,
+        fill: impl FnOnce(&Coherent, &mut Hw<'_>, u64, u64) -> stage2::coherency::Cleaned,
+    ) {
         let Some(ready) = self.0.ready.get(b as usize) else {
             return;
         };
@@ -325,13 +372,7 @@ impl GuestRam {
         let off = u64::from(b) * BLOCK;
         let len = BLOCK.min(self.0.size - off);
         let pa = self.0.pa + off;
-        let pages = (len as usize).div_ceil(page);
-        let cleaned = self.0.coherent.fill(&mut Hw(self.0), pa, len, |hw| {
-            for p in (0..pages).filter(|&p| zero(p)) {
-                let at = (p * page) as u64;
-                hw.zero(pa + at, (page as u64).min(len - at));
-            }
-        });
+        let cleaned = fill(&self.0.coherent, &mut Hw(self.0), pa, len);
         if let Err(e) = s2.map_ram(&mut HeapTables, self.0.ipa + off, cleaned, Perms::RWX) {
             panic!(
                 "stage 2: cannot map guest RAM block at IPA {:#x}: {e:?}",

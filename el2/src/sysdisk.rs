@@ -1034,6 +1034,33 @@ impl SystemDisk {
         Ok(tag)
     }
 
+    /// Starts a flush in `q` (waiting only while [`DMA_DEPTH`] requests are out):
+    /// when it completes, every write that completed before it is durable
+    /// (virtio 1.2 §5.2.6.1). Returns its tag, for [`SystemDisk::dma_wait`]; a
+    /// device without VIRTIO_BLK_F_FLUSH has nothing to flush.
+    pub fn dma_flush_start(&mut self, q: &mut DmaQueue) -> Result<u64, BlockError> {
+        let mut waiter = Waiter::new(BlockOp::Flush);
+        loop {
+            while q.pending.len() >= DMA_DEPTH {
+                self.dma_pump(q, &mut waiter);
+            }
+            let tag = self.next_tag;
+            self.next_tag = self.next_tag.wrapping_add(1);
+            let submitted = self
+                .engine
+                .lock()
+                .submit(&self.inbox, tag, BlockOp::Flush, Data::None);
+            match submitted {
+                Submit::Queued => {
+                    q.pending.insert(tag);
+                    return Ok(tag);
+                }
+                Submit::Busy(_) => self.dma_pump(q, &mut waiter),
+                Submit::Done(c) => return c.result.map(|()| tag),
+            }
+        }
+    }
+
     /// Waits until no request of `q` up to tag `upto` is out (`u64::MAX`: none at
     /// all); the first error any of them had.
     pub fn dma_wait(&mut self, q: &mut DmaQueue, upto: u64) -> Result<(), BlockError> {

@@ -17,6 +17,10 @@
 //! - guest RAM is mapped at stage 2 with [`crate::Stage2::map_ram`], which takes a
 //!   [`Cleaned`] — a proof only [`Coherent::zero`] hands out — for exactly the range
 //!   it maps;
+//! - a block a cache-coherent device filled by DMA (a resume) may instead go
+//!   through [`Coherent::zero_after_coherent_dma`], which cleans only what EL2
+//!   zeroed: the device's bytes are already at the point of coherency; its caller
+//!   decides that the guest needs no more (one whose data accesses are cacheable);
 //! - any such write leaves the instruction cache owing an invalidation, which
 //!   [`Coherent::before_entry`] pays (IC IALLUIS, DSB, ISB) before a vCPU is entered
 //!   after a boot load. Code a device DMAs into a running guest is the guest's own
@@ -108,6 +112,37 @@ impl Coherent {
         self.cleaned(m, pa, len)
     }
 
+    /// Ends `[pa, pa + len)` after a cache-coherent device filled it by DMA (every
+    /// transfer complete), except the ranges `zero` names (`(offset, len)` from
+    /// `pa`, inside the range), which are zeroed here: only those are cleaned. A
+    /// coherent device's writes are visible at the point of coherency and leave no
+    /// cache holding an older copy (Arm ARM B2.3, "coherent" observers), so a guest
+    /// reading its bytes Non-cacheable reads them; lines the CPU has read since stay
+    /// in the cache, clean and equal to memory. The caller judges whether that is
+    /// enough: it is for a guest that accesses this RAM cacheable (a Non-cacheable
+    /// write followed by a cacheable read of the same line is its own business, as
+    /// on hardware, Arm ARM B2.15 "mismatched memory attributes"); a guest with its
+    /// data accesses Non-cacheable gets [`Coherent::zero`]/[`Coherent::fill`]'s
+    /// whole clean. The instruction cache owes an invalidation either way.
+    pub fn zero_after_coherent_dma<M: GuestRamAccess>(
+        &self,
+        m: &mut M,
+        pa: u64,
+        len: u64,
+        zero: impl IntoIterator<Item = (u64, u64)>,
+    ) -> Cleaned {
+        for (off, n) in zero {
+            let n = n.min(len.saturating_sub(off));
+            if n > 0 {
+                m.zero(pa + off, n);
+                Self::clean_lines(m, pa + off, n);
+            }
+        }
+        m.barrier();
+        self.icache_stale.store(true, Ordering::Release);
+        Cleaned { pa, len }
+    }
+
     /// Writes `data` at `pa` and cleans it.
     pub fn write<M: GuestRamAccess>(&self, m: &mut M, pa: u64, data: &[u8]) {
         m.copy_in(pa, data);
@@ -127,14 +162,19 @@ impl Coherent {
         self.icache_stale.load(Ordering::Acquire)
     }
 
+    /// DC CIVAC of every line of `[pa, pa + len)`, without the barrier.
+    fn clean_lines<M: GuestRamAccess>(m: &mut M, pa: u64, len: u64) {
+        let line = m.dcache_line().max(1);
+        let mut a = pa & !(line - 1);
+        while a < pa + len {
+            m.clean_invalidate_line(a);
+            a += line;
+        }
+    }
+
     fn cleaned<M: GuestRamAccess>(&self, m: &mut M, pa: u64, len: u64) -> Cleaned {
         if len > 0 {
-            let line = m.dcache_line().max(1);
-            let mut a = pa & !(line - 1);
-            while a < pa + len {
-                m.clean_invalidate_line(a);
-                a += line;
-            }
+            Self::clean_lines(m, pa, len);
             m.barrier();
             self.icache_stale.store(true, Ordering::Release);
         }
@@ -290,6 +330,38 @@ mod tests {
         // Nothing written since: no further invalidation.
         c.before_entry(&mut m);
         assert_eq!(m.icache_invalidations, 1);
+    }
+
+    #[test]
+    fn after_coherent_dma_only_the_zeroed_pages_are_cleaned_and_all_reads_agree() {
+        let mut m = Model::new(3 * 4096);
+        let c = Coherent::new();
+        // EL2 had written page 0 earlier (a dirty line), and read page 2: a clean
+        // line of what DRAM held.
+        m.store(0, 0x11);
+        let _ = m.line_of(2 * 4096);
+        // A coherent device writes pages 0 and 2: DRAM takes the data and no cache
+        // keeps an older copy.
+        for p in [0u64, 2] {
+            m.dram[(p * 4096) as usize..((p + 1) * 4096) as usize].fill(7);
+            m.dcache.retain(|&l, _| l / 4096 != p);
+        }
+        // The CPU checksums them (cacheable reads fill clean lines).
+        let _ = m.line_of(0);
+        let _ = m.line_of(2 * 4096 + 64);
+        let cleaned = c.zero_after_coherent_dma(&mut m, 0, 3 * 4096, [(4096, 4096)]);
+        assert_eq!((cleaned.pa(), cleaned.len()), (0, 3 * 4096));
+        assert!(m.nc_read(0, 4096).iter().all(|&b| b == 7));
+        assert!(
+            m.nc_read(4096, 4096).iter().all(|&b| b == 0),
+            "zeros cleaned"
+        );
+        assert!(m.nc_read(2 * 4096, 4096).iter().all(|&b| b == 7));
+        assert!(
+            m.dcache.values().flatten().all(|&b| b == 7),
+            "the lines left are clean copies of the DMA'd data"
+        );
+        assert!(c.icache_stale());
     }
 
     #[test]

@@ -48,8 +48,17 @@ impl ZeroMap {
     }
 }
 
-/// Whether `bytes` are all zero (eight bytes at a time).
+/// Whether `bytes` are all zero: 64-bit words eight at a time when `bytes` is
+/// word-aligned (a page of RAM always is), else eight bytes at a time.
 pub fn is_zero(bytes: &[u8]) -> bool {
+    if let Ok(words) = bytemuck::try_cast_slice::<u8, u64>(bytes) {
+        let groups = words.chunks_exact(8);
+        let rest = groups.remainder();
+        return groups
+            .into_iter()
+            .all(|g| g.iter().fold(0, |a, w| a | w) == 0)
+            && rest.iter().all(|&w| w == 0);
+    }
     let words = bytes.chunks_exact(8);
     let tail = words.remainder();
     tail.iter().all(|&b| b == 0)
@@ -74,12 +83,145 @@ pub struct IndexEntry {
 /// CRC32C: XXH64 is plain integer arithmetic, which an emulator runs natively,
 /// and a resume checksums all of RAM.
 pub fn block_sum(block: &[u8], zero: &ZeroMap) -> u64 {
-    use core::hash::Hasher;
-    let mut h = twox_hash::XxHash64::with_seed(0);
+    let mut h = Xxh64::new();
     for (p, n) in runs(|p| !zero.is_zero(p) && p * PAGE_SIZE < block.len()) {
         h.write(&block[p * PAGE_SIZE..((p + n) * PAGE_SIZE).min(block.len())]);
     }
     h.finish()
+}
+
+/// XXH64's primes (xxHash specification, "XXH64 algorithm description").
+const P1: u64 = 0x9E37_79B1_85EB_CA87;
+const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+const P3: u64 = 0x1656_67B1_9E37_79F9;
+const P4: u64 = 0x85EB_CA77_C2B2_AE63;
+const P5: u64 = 0x27D4_EB2F_1656_67C5;
+/// Bytes of one XXH64 stripe (four 64-bit lanes).
+const STRIPE: usize = 32;
+
+/// XXH64 with seed 0, fed in pieces: the same value as any XXH64 (the tests
+/// compare it with `twox_hash`), computed so that a piece starting on an 8-byte
+/// boundary (RAM pages always do) is read a 64-bit word at a time. The bare-metal
+/// targets are strict-alignment, so a hash over `&[u8]` of unknown alignment
+/// (`twox_hash`) reads every word a byte at a time: eight loads where one does,
+/// and under QEMU TCG each load is a software TLB lookup — that made a resume's
+/// checksums five times slower.
+#[derive(Debug, Clone)]
+pub struct Xxh64 {
+    acc: [u64; 4],
+    len: u64,
+    buf: [u8; STRIPE],
+    buffered: usize,
+}
+
+impl Default for Xxh64 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn xxh_round(acc: u64, word: u64) -> u64 {
+    acc.wrapping_add(word.wrapping_mul(P2))
+        .rotate_left(31)
+        .wrapping_mul(P1)
+}
+
+fn le64(b: &[u8]) -> u64 {
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+impl Xxh64 {
+    /// Nothing hashed yet.
+    pub fn new() -> Self {
+        Xxh64 {
+            acc: [P1.wrapping_add(P2), P2, 0, 0u64.wrapping_sub(P1)],
+            len: 0,
+            buf: [0; STRIPE],
+            buffered: 0,
+        }
+    }
+
+    fn stripe(&mut self, w: [u64; 4]) {
+        for (a, w) in self.acc.iter_mut().zip(w) {
+            *a = xxh_round(*a, w);
+        }
+    }
+
+    fn stripe_bytes(&mut self, b: &[u8]) {
+        self.stripe([le64(b), le64(&b[8..]), le64(&b[16..]), le64(&b[24..])]);
+    }
+
+    /// Hashes `data` after everything written before.
+    pub fn write(&mut self, mut data: &[u8]) {
+        self.len = self.len.wrapping_add(data.len() as u64);
+        if self.buffered > 0 {
+            let n = (STRIPE - self.buffered).min(data.len());
+            self.buf[self.buffered..self.buffered + n].copy_from_slice(&data[..n]);
+            self.buffered += n;
+            data = &data[n..];
+            if self.buffered < STRIPE {
+                return;
+            }
+            let b = self.buf;
+            self.stripe_bytes(&b);
+            self.buffered = 0;
+        }
+        let (body, tail) = data.split_at(data.len() - data.len() % STRIPE);
+        match bytemuck::try_cast_slice::<u8, u64>(body) {
+            Ok(words) => {
+                for s in words.chunks_exact(4) {
+                    self.stripe([s[0], s[1], s[2], s[3]].map(u64::from_le));
+                }
+            }
+            Err(_) => {
+                for s in body.chunks_exact(STRIPE) {
+                    self.stripe_bytes(s);
+                }
+            }
+        }
+        self.buf[..tail.len()].copy_from_slice(tail);
+        self.buffered = tail.len();
+    }
+
+    /// The hash of everything written.
+    pub fn finish(&self) -> u64 {
+        let [v1, v2, v3, v4] = self.acc;
+        let mut h = if self.len >= STRIPE as u64 {
+            let mut h = v1
+                .rotate_left(1)
+                .wrapping_add(v2.rotate_left(7))
+                .wrapping_add(v3.rotate_left(12))
+                .wrapping_add(v4.rotate_left(18));
+            for v in self.acc {
+                h = (h ^ xxh_round(0, v)).wrapping_mul(P1).wrapping_add(P4);
+            }
+            h
+        } else {
+            P5 // the seed, 0, plus P5
+        };
+        h = h.wrapping_add(self.len);
+        let mut tail = &self.buf[..self.buffered];
+        while tail.len() >= 8 {
+            h ^= xxh_round(0, le64(tail));
+            h = h.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
+            tail = &tail[8..];
+        }
+        if tail.len() >= 4 {
+            let w = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+            h ^= u64::from(w).wrapping_mul(P1);
+            h = h.rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
+            tail = &tail[4..];
+        }
+        for &b in tail {
+            h ^= u64::from(b).wrapping_mul(P5);
+            h = h.rotate_left(11).wrapping_mul(P1);
+        }
+        h ^= h >> 33;
+        h = h.wrapping_mul(P2);
+        h ^= h >> 29;
+        h = h.wrapping_mul(P3);
+        h ^ (h >> 32)
+    }
 }
 
 impl IndexEntry {
@@ -251,6 +393,72 @@ mod tests {
         assert_eq!(block_sum(&c, &z), s);
         c[9 * PAGE_SIZE] ^= 1;
         assert_ne!(block_sum(&c, &z), s);
+    }
+
+    /// XXH64 of `data` by `twox_hash`, the reference.
+    fn reference(data: &[u8]) -> u64 {
+        use core::hash::Hasher;
+        let mut h = twox_hash::XxHash64::with_seed(0);
+        h.write(data);
+        h.finish()
+    }
+
+    #[test]
+    fn xxh64_matches_the_reference_on_every_length_alignment_and_split() {
+        // Words so that a slice at offset 0 is 8-byte aligned (the word path).
+        let words: Vec<u64> = (0..40u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xA5A5)
+            .collect();
+        let all: &[u8] = bytemuck::cast_slice(&words);
+        for start in 0..9 {
+            for len in 0..=all.len() - start {
+                let d = &all[start..start + len];
+                let want = reference(d);
+                let mut one = Xxh64::new();
+                one.write(d);
+                assert_eq!(one.finish(), want, "start {start} len {len}");
+                for cut in [1, 7, 8, 31, 32, 33, 64] {
+                    let cut = cut.min(len);
+                    let mut two = Xxh64::new();
+                    two.write(&d[..cut]);
+                    two.write(&[]);
+                    two.write(&d[cut..]);
+                    assert_eq!(two.finish(), want, "start {start} len {len} cut {cut}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn xxh64_of_known_values() {
+        // From the xxHash reference: XXH64("", 0) and XXH64("a", 0).
+        assert_eq!(Xxh64::new().finish(), 0xEF46_DB37_51D8_E999);
+        let mut h = Xxh64::new();
+        h.write(b"a");
+        assert_eq!(h.finish(), 0xD24E_C4F1_A98C_6E5B);
+    }
+
+    #[test]
+    fn block_sum_of_a_whole_block_is_the_reference_xxh64() {
+        let words: Vec<u64> = (0..BLOCK_SIZE as u64 / 8)
+            .map(|i| i.wrapping_mul(0x2545_F491_4F6C_DD1D))
+            .collect();
+        let b: &[u8] = bytemuck::cast_slice(&words);
+        assert_eq!(block_sum(b, &ZeroMap::of(b)), reference(b));
+    }
+
+    #[test]
+    fn is_zero_on_aligned_words() {
+        let mut w = vec![0u64; 67];
+        let b: &[u8] = bytemuck::cast_slice(&w);
+        assert!(is_zero(b) && is_zero(&b[8..]) && is_zero(&b[3..]));
+        for at in [0, 7, 8, 63, 64, 66] {
+            w.iter_mut().for_each(|x| *x = 0);
+            w[at] = 1 << 63;
+            let b: &[u8] = bytemuck::cast_slice(&w);
+            assert!(!is_zero(b), "word {at}");
+            assert!(!is_zero(&b[1..]), "word {at}, unaligned");
+        }
     }
 
     #[test]

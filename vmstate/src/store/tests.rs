@@ -15,6 +15,8 @@ struct Io<'a> {
     changed: Option<Vec<PageBits>>,
     next: u64,
     written: u64,
+    /// Bytes of RAM data written when each flush was started.
+    flushes: Vec<u64>,
 }
 
 impl<'a> Io<'a> {
@@ -25,6 +27,7 @@ impl<'a> Io<'a> {
             changed: None,
             next: 0,
             written: 0,
+            flushes: Vec::new(),
         }
     }
 }
@@ -55,6 +58,10 @@ impl RamIo for Io<'_> {
         self.disk.read_at(at, &mut blk[off..off + len])?;
         self.next += 1;
         Ok(self.next)
+    }
+    fn start_flush(&mut self) -> Result<(), BlockError> {
+        self.flushes.push(self.written);
+        self.disk.flush()
     }
     fn wait(&mut self, _ticket: u64) -> Result<(), BlockError> {
         Ok(())
@@ -438,6 +445,31 @@ impl BlockBackend for Counting {
     fn flush(&mut self) -> Result<(), BlockError> {
         self.0.flush()
     }
+}
+
+#[test]
+fn a_suspend_starts_a_flush_after_every_flush_every_bytes_of_ram_data() {
+    let (mut disk, mut reg, id) = setup();
+    let mut ram = Ram::new();
+    ram.0[6] = Some(vec![0x77; BLOCK_SIZE]);
+    let (v, d) = (vcpus(1), devices(1));
+    let mut io = Io::new(&mut disk, ram.clone());
+    super::suspend(
+        &mut io,
+        &mut reg,
+        &input(id, &v, &d, 1),
+        None,
+        crate::crc32c_append,
+    )
+    .unwrap();
+    // Block 0's three pages, then blocks 5 and 6 whole: one flush after each
+    // whole block (each is at least FLUSH_EVERY here), none before.
+    let (three, block) = (3 * PAGE_SIZE as u64, BLOCK_SIZE as u64);
+    assert!(FLUSH_EVERY <= block);
+    assert_eq!(io.flushes, vec![three + block, three + 2 * block]);
+    // The image is whole.
+    let (_, vs, got) = boot(&mut disk).unwrap();
+    assert_eq!((vs, got.0), (v, ram.0));
 }
 
 #[test]
