@@ -428,7 +428,9 @@ pub fn fresh_vars(
 ) -> Result<PathBuf, String> {
     let to = image_dir(layout).join(name);
     let from = fw.vars_for(secure_boot);
-    fs::copy(from, &to).map_err(|e| format!("copy {} to {}: {e}", from.display(), to.display()))?;
+    crate::esp::replace(&to, |tmp| {
+        fs::copy(from, tmp).map_err(|e| format!("copy {} to {}: {e}", from.display(), to.display()))
+    })?;
     Ok(to)
 }
 

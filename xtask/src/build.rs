@@ -87,23 +87,29 @@ pub fn flatten(elf: &Path, out: &Path, require_header: bool) -> Result<(), Error
     write_atomic(out, &image.bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers
-/// never see a half-written file; creates the parent directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+/// A name beside `path` that no other process or thread writes: where a file
+/// is made before it is renamed over `path`.
+pub fn beside(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(
+    path.with_file_name(
         format!(
             ".{name}.tmp.{}.{:?}",
             std::process::id(),
             std::thread::current().id()
         )
         .replace(['(', ')'], ""),
-    );
+    )
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so readers
+/// never see a half-written file; creates the parent directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let tmp = beside(path);
     fs::write(&tmp, bytes).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);

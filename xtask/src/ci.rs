@@ -2,10 +2,11 @@
 //! rustup targets, cargo-deny), `cargo xtask build`, the lint and audit gates
 //! (`cargo fmt --check`, clippy `-D warnings` on every crate, `cargo deny`), then
 //! the host tests of the default members (the integration tests among them boot
-//! QEMU) in the fresh-host namespace ([`crate::fresh`]: QEMU's firmware files from
+//! QEMU; several test executables at a time, [`crate::pool`]) in the fresh-host namespace ([`crate::fresh`]: QEMU's firmware files from
 //! optional packages hidden). Every step runs even after a failure, so one run
 //! shows everything that is broken; the last line sums up.
 
+use std::process::Command;
 use std::time::Instant;
 
 use crate::build::build_all;
@@ -22,9 +23,10 @@ struct Check {
     result: Result<(), Error>,
 }
 
-/// The cargo step that runs in the fresh-host namespace: the host tests, with
-/// the QEMU integration tests.
-pub const FRESH_STEP: &str = "cargo test";
+/// The step that runs in the fresh-host namespace: the host tests, with the
+/// QEMU integration tests, several test executables at a time
+/// ([`crate::pool`], xtask's hidden `test-pool` command).
+pub const FRESH_STEP: &str = "tests";
 
 /// Scratch folder of the fresh-host namespace (mounted over inside it only).
 pub fn fresh_stage(layout: &Layout) -> std::path::PathBuf {
@@ -79,7 +81,7 @@ pub fn cargo_steps() -> Vec<(String, Vec<String>)> {
         clippy(HYP_PACKAGE, HYP_TARGET),
         clippy(GUEST_PACKAGE, GUEST_TARGET),
         step(DENY_STEP, &["deny", "check", "licenses", "bans", "sources"]),
-        step(FRESH_STEP, &["test", "--features", HOST_FEATURES]),
+        step(FRESH_STEP, &["test-pool", "--features", HOST_FEATURES]),
     ]
 }
 
@@ -143,7 +145,18 @@ fn run_steps(
     }
     for (name, args) in cargo_steps().into_iter().filter(|(n, _)| pick(n)) {
         let t = Instant::now();
-        let mut cmd = cargo();
+        // The tests step is this program's own `test-pool`; the rest are cargo's.
+        let mut cmd = if name == FRESH_STEP {
+            match std::env::current_exe() {
+                Ok(exe) => Command::new(exe),
+                Err(e) => {
+                    check(&name, t, Err(Error::io("find xtask's own executable", e)));
+                    continue;
+                }
+            }
+        } else {
+            cargo()
+        };
         cmd.args(&args);
         if name == FRESH_STEP {
             let step = format!("{name} ({})", fresh::STEP);
@@ -191,7 +204,7 @@ mod tests {
                 "clippy -p rayos-el2 --target aarch64-unknown-none-softfloat -- -D warnings",
                 "clippy -p selftest-guest --target aarch64-unknown-none -- -D warnings",
                 "deny check licenses bans sources",
-                "test --features vtpm/std",
+                "test-pool --features vtpm/std",
             ]
         );
         assert_eq!(steps[4].0, DENY_STEP);

@@ -53,7 +53,7 @@ pub enum Command {
         #[arg(value_enum)]
         what: Fetchable,
     },
-    /// the whole suite: set-up, build, fmt, clippy of every crate, cargo deny, cargo test (in the fresh-host namespace)
+    /// the whole suite: set-up, build, fmt, clippy of every crate, cargo deny, the tests, several test executables at a time (in the fresh-host namespace)
     Test,
     /// the suite's gates alone: fmt --check, clippy -D warnings of every crate, cargo deny
     Lint,
@@ -62,6 +62,12 @@ pub enum Command {
     FreshTest {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// the suite's tests, several test executables at a time (`cargo xtask test` runs it in the fresh-host namespace)
+    #[command(hide = true)]
+    TestPool {
+        #[arg(long, default_value = crate::ci::HOST_FEATURES)]
+        features: String,
     },
     /// system-disk tool (registry crate); `cargo xtask disk help`
     #[command(disable_help_flag = true)]
@@ -222,6 +228,7 @@ fn dispatch(args: &[String]) -> Result<(), Error> {
         Command::Fuzz { args } => crate::fuzz::fuzz_cli(&layout, &args),
         Command::Lint => crate::ci::lint_cli(&layout),
         Command::FreshTest { args } => crate::ci::fresh_test_cli(&layout, &args),
+        Command::TestPool { features } => crate::pool::test_pool_cli(&layout, &features),
         Command::Fetch {
             what: Fetchable::Linux,
         } => {

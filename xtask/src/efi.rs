@@ -326,7 +326,10 @@ pub fn prepare(layout: &Layout, quiet: bool, bundle: Option<&Path>) -> Result<Ef
             .map_err(|e| Error::step("fetch AAVMF", e))?;
     let esp = build_esp(layout, quiet, bundle)?;
     let vars = layout.out.join("efi-vars.fd");
-    fs::copy(&fw.vars, &vars).map_err(|e| Error::io(format!("copy {}", fw.vars.display()), e))?;
+    crate::esp::replace(&vars, |tmp| {
+        fs::copy(&fw.vars, tmp).map_err(|e| format!("copy {}: {e}", fw.vars.display()))
+    })
+    .map_err(|e| Error::step("variable store", e))?;
     Ok(EfiMedia {
         code: fw.code,
         vars,

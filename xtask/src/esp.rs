@@ -193,11 +193,29 @@ fn create_sparse(path: &Path, len: u64) -> Result<fs::File, String> {
     Ok(f)
 }
 
+/// Makes the file at `path` with `make` beside it, then renames it over `path`:
+/// a machine that has the old image open (a test running at the same time)
+/// keeps it whole.
+pub fn replace<T>(path: &Path, make: impl FnOnce(&Path) -> Result<T, String>) -> Result<T, String> {
+    let tmp = crate::build::beside(path);
+    let made = make(&tmp).and_then(|t| {
+        fs::rename(&tmp, path)
+            .map(|()| t)
+            .map_err(|e| format!("rename {} to {}: {e}", tmp.display(), path.display()))
+    });
+    if made.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    made
+}
+
 /// Writes a whole-disk FAT image (no partition table) of `size` bytes holding
-/// `files` at `path`.
+/// `files` at `path` ([`replace`]d).
 pub fn write_fat_image(path: &Path, size: u64, files: &[EspFile]) -> Result<(), String> {
-    let mut f = create_sparse(path, size)?;
-    write_fat(&mut f, files).map_err(|e| format!("{}: {e}", path.display()))
+    replace(path, |tmp| {
+        let mut f = create_sparse(tmp, size)?;
+        write_fat(&mut f, files).map_err(|e| format!("{}: {e}", path.display()))
+    })
 }
 
 /// Where the ESP of a GPT image lies, in bytes from the image's start.
@@ -210,7 +228,16 @@ pub struct EspPlacement {
 /// Writes a GPT disk image at `path` whose one partition is an ESP of
 /// `esp_size` bytes (a multiple of [`BLOCK_SIZE`]) holding `files`: a
 /// protective MBR, the primary and backup GPT, the ESP at [`GPT_ALIGN`].
+/// ([`replace`]d).
 pub fn write_gpt_esp_image(
+    path: &Path,
+    esp_size: u64,
+    files: &[EspFile],
+) -> Result<EspPlacement, String> {
+    replace(path, |tmp| write_gpt_esp_image_at(tmp, esp_size, files))
+}
+
+fn write_gpt_esp_image_at(
     path: &Path,
     esp_size: u64,
     files: &[EspFile],

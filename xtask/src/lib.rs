@@ -34,6 +34,7 @@ pub mod fuzz;
 pub mod kvm;
 pub mod layout;
 pub mod linux_guest;
+pub mod pool;
 pub mod qemu;
 pub mod qmp;
 pub mod run;
