@@ -428,6 +428,9 @@ pub struct BusEntry {
     pub irq: Option<Irq>,
 }
 
+/// The bus name of an empty virtio-mmio slot.
+pub const EMPTY_VIRTIO_SLOT: &str = "virtio-empty";
+
 /// The bus name of a device kind.
 fn bus_name(kind: DeviceKind) -> &'static str {
     match kind {
@@ -477,7 +480,7 @@ pub fn bus_entries(list: &[DeviceSpec]) -> Vec<BusEntry> {
             .any(|d| matches!(d.kind, DeviceKind::VirtioMmio { slot: s, .. } if s == slot));
         if !taken {
             bus.push(BusEntry {
-                name: "virtio-empty",
+                name: EMPTY_VIRTIO_SLOT,
                 base: guest::VIRTIO_MMIO_BASE + slot * guest::VIRTIO_MMIO_STRIDE,
                 size: guest::VIRTIO_MMIO_STRIDE,
                 model: BusModel::EmptyVirtioSlot { slot },

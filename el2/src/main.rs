@@ -558,6 +558,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             }
         }
     }
+    log::info!("VM '{}': MMIO bus: {}", vm.name, vm.bus_map());
     vm.run
         .set_suspend_on_host_shutdown(spec.policy.is_some_and(|p| p.suspend_on_host_shutdown));
     log::info!(

@@ -691,10 +691,33 @@ impl Vm {
         Ok(())
     }
 
+    /// The VM's MMIO bus for its log: `name@base+size` (hex) for each window,
+    /// then how many virtio-mmio slots are empty.
+    pub fn bus_map(&self) -> BusMap<'_> {
+        BusMap(&self.bus)
+    }
+
     /// Whether `ipa` is in the guest's GIC distributor or redistributors.
     pub fn is_gic(&self, ipa: u64) -> bool {
         (guest::GICD_BASE..guest::GICD_BASE + guest::GICD_SIZE).contains(&ipa)
             || (guest::GICR_BASE..guest::GICR_BASE + guest::GICR_REGION_SIZE).contains(&ipa)
+    }
+}
+
+/// [`Vm::bus_map`].
+pub struct BusMap<'a>(&'a MmioBus);
+
+impl core::fmt::Display for BusMap<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        let mut empty = 0;
+        for (name, base, size) in self.0.regions() {
+            if name == boards::devices::EMPTY_VIRTIO_SLOT {
+                empty += 1;
+                continue;
+            }
+            write!(f, "{name}@{base:x}+{size:x} ")?;
+        }
+        write!(f, "({empty} empty virtio-mmio slots)")
     }
 }
 
