@@ -324,6 +324,7 @@ fn the_bus_the_hypervisor_built_is_the_device_tree_the_guest_booted_with() {
         }
     }
     assert!(!dt.is_empty(), "the guest printed no device tree\n{tail}");
+    println!("bus: {line}\nthe guest's device tree: {dt:x?}");
     for d in dt.iter_mut().filter(|d| d.0.starts_with("tpm")) {
         d.1 = d.1 - platform_ranges[0] + ((platform_ranges[1] << 32) | platform_ranges[2]);
     }
