@@ -335,7 +335,7 @@ fn the_bus_the_hypervisor_built_is_the_device_tree_the_guest_booted_with() {
             (r[5] << 32) | r[6],
         ));
     }
-    let ram = 0x4000_0000u64;
+    let ram = boards::guest::RAM_BASE;
     let on_bus = |base: u64, size: u64| bus.iter().any(|b| (b.1, b.2) == (base, size));
     for (node, base, size) in &dt {
         if *base >= ram || node.starts_with("memory") {
