@@ -551,6 +551,7 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
                 tpm_spi_gpio: false,
                 vars_bank_size: 1 << 20,
                 tpm_crb,
+                ..Default::default()
             },
         );
         let virtio: Vec<VirtioSlot> = list
@@ -656,7 +657,10 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
                 DeviceKind::Pl061Tpm
                 | DeviceKind::FwCfg
                 | DeviceKind::Flash { .. }
-                | DeviceKind::TpmCrb => None,
+                | DeviceKind::TpmCrb
+                | DeviceKind::Pcie { .. }
+                | DeviceKind::Gicv2m { .. }
+                | DeviceKind::SimpleFramebuffer { .. } => None,
             };
             if let Some(hid) = hid {
                 let dev = devs

@@ -1,10 +1,9 @@
 //! One description of a VM's devices (docs/architecture.md, "Describing a VM's
-//! devices once", step 1): [`device_list`] is where the MMIO windows and SPIs of a
-//! profile's devices are chosen (from the constants of [`crate::guest`]); the
-//! ACPI tables (`acpi_gen::PlatformConfig::from_devices`) are generated from it,
-//! and host tests check that the device tree and the ACPI tables describe exactly
-//! its entries. The device-tree generator and el2's bus still spell their devices
-//! out; switching them to walk the list is the design's next step.
+//! devices once"): [`device_list`] is where the MMIO windows, SPIs and models of
+//! a profile's devices are chosen (from the constants of [`crate::guest`]). Its
+//! consumers walk it: the device tree (`guest_dt::device_tree`), the ACPI tables
+//! (`acpi_gen::profile::from_devices`) and el2's MMIO bus ([`bus_entries`], which
+//! el2 inserts models at). Host tests check that the three agree for every profile.
 
 use alloc::vec::Vec;
 
@@ -42,8 +41,9 @@ pub enum DeviceKind {
     Pl031,
     /// The PL061 GPIO controller carrying the TPM's bit-banged SPI bus.
     Pl061Tpm,
-    /// A virtio-mmio transport in `slot` (only the slots with a device).
-    VirtioMmio { slot: u64 },
+    /// A virtio-mmio transport in `slot` (only the slots with a device) and the
+    /// device behind it.
+    VirtioMmio { slot: u64, device: VirtioDevice },
     /// QEMU's fw_cfg.
     FwCfg,
     /// CFI flash bank 0 (firmware code, read-only) or 1 (variable store).
@@ -53,6 +53,68 @@ pub enum DeviceKind {
     /// (EDK2 finds the base there and tells CRB from TIS by the interface ID
     /// register), `MSFT0101` in the DSDT and the TPM2 table for the OS.
     TpmCrb,
+    /// One window of the PCI Express root complex; the ECAM entry carries the
+    /// first INTx SPI (INTA of device 0; INTB..INTD follow).
+    Pcie { window: PcieWindow },
+    /// The GICv2m MSI frame of the root complex; its entry's interrupt is the
+    /// first of `spis` SPIs it raises.
+    Gicv2m { spis: u32 },
+    /// A `simple-framebuffer` in guest RAM (not MMIO): the entry's window is the
+    /// RAM reserved for it, the pixels start at its base.
+    SimpleFramebuffer {
+        width: u32,
+        height: u32,
+        stride: u32,
+    },
+}
+
+/// The windows of a PCI Express root complex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PcieWindow {
+    /// Configuration space (ECAM).
+    Ecam,
+    /// The 32-bit memory window.
+    Mmio32,
+    /// The I/O window.
+    Io,
+}
+
+/// What is behind a virtio-mmio transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtioDevice {
+    /// The VM's disk number `disk` (virtio-blk).
+    Blk {
+        disk: u8,
+    },
+    Gpu,
+    Rng,
+    Console,
+}
+
+/// The device every VM has in virtio-mmio `slot`: disks fill the slots from the
+/// first, the GPU, the entropy device and the console take the last three
+/// ([`guest::VIRTIO_GPU_SLOT`] …).
+pub const fn virtio_device_in(slot: u64) -> VirtioDevice {
+    match slot {
+        guest::VIRTIO_GPU_SLOT => VirtioDevice::Gpu,
+        guest::VIRTIO_RNG_SLOT => VirtioDevice::Rng,
+        guest::VIRTIO_CONSOLE_SLOT => VirtioDevice::Console,
+        // Below the GPU slot (29), so it fits.
+        n => VirtioDevice::Blk { disk: n as u8 },
+    }
+}
+
+/// The virtio-mmio slots of a VM with `disks` disks (those beyond the slots
+/// before the GPU's are left out), and an entropy device if `entropy`.
+pub fn virtio_slots(disks: usize, entropy: bool) -> Vec<u64> {
+    let disks = (disks as u64).min(guest::VIRTIO_GPU_SLOT);
+    let mut slots: Vec<u64> = (0..disks).collect();
+    slots.push(guest::VIRTIO_GPU_SLOT);
+    if entropy {
+        slots.push(guest::VIRTIO_RNG_SLOT);
+    }
+    slots.push(guest::VIRTIO_CONSOLE_SLOT);
+    slots
 }
 
 /// One device: what it is, its MMIO window and its interrupt.
@@ -65,7 +127,7 @@ pub struct DeviceSpec {
 }
 
 /// What varies between VMs of one profile.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct VmDevices<'a> {
     /// The virtio-mmio slots that hold a device.
     pub virtio_slots: &'a [u64],
@@ -76,6 +138,10 @@ pub struct VmDevices<'a> {
     /// The TPM's CRB interface on the platform bus (`uefi-acpi` only: a VM whose
     /// machine has an entropy source).
     pub tpm_crb: bool,
+    /// The PCI Express root complex with its GICv2m frame ([`pcie`]; `linux-dt`).
+    pub pcie: bool,
+    /// The simple framebuffer ([`simple_framebuffer`]; `linux-dt`).
+    pub framebuffer: Option<FramebufferSpec>,
 }
 
 /// fw_cfg's register window (data, selector, DMA address).
@@ -148,6 +214,12 @@ pub const TPM_CRB_SIZE: u64 = 0x5000;
 
 /// The devices of a `profile` VM, in address order.
 pub fn device_list(profile: Profile, vm: &VmDevices) -> Vec<DeviceSpec> {
+    let mut list = device_entries(profile, vm);
+    list.sort_by_key(|d| d.base);
+    list
+}
+
+fn device_entries(profile: Profile, vm: &VmDevices) -> Vec<DeviceSpec> {
     let mut list = Vec::new();
     if profile == Profile::UefiAcpi {
         list.push(DeviceSpec {
@@ -210,7 +282,10 @@ pub fn device_list(profile: Profile, vm: &VmDevices) -> Vec<DeviceSpec> {
     slots.dedup();
     for slot in slots {
         list.push(DeviceSpec {
-            kind: DeviceKind::VirtioMmio { slot },
+            kind: DeviceKind::VirtioMmio {
+                slot,
+                device: virtio_device_in(slot),
+            },
             base: guest::VIRTIO_MMIO_BASE + slot * guest::VIRTIO_MMIO_STRIDE,
             size: guest::VIRTIO_MMIO_STRIDE,
             irq: Some(Irq {
@@ -227,7 +302,194 @@ pub fn device_list(profile: Profile, vm: &VmDevices) -> Vec<DeviceSpec> {
             irq: None,
         });
     }
+    if profile == Profile::LinuxDt && vm.pcie {
+        list.extend(pcie_entries(&pcie()));
+    }
+    if let (Profile::LinuxDt, Some(fb)) = (profile, vm.framebuffer) {
+        list.push(DeviceSpec {
+            kind: DeviceKind::SimpleFramebuffer {
+                width: fb.width,
+                height: fb.height,
+                stride: fb.stride,
+            },
+            base: fb.base,
+            size: fb.reserved,
+            irq: None,
+        });
+    }
     list
+}
+
+/// The entries of root complex `p`: its three windows and its MSI frame.
+pub fn pcie_entries(p: &PcieSpec) -> [DeviceSpec; 4] {
+    let window = |window, w: Window, irq| DeviceSpec {
+        kind: DeviceKind::Pcie { window },
+        base: w.base,
+        size: w.size,
+        irq,
+    };
+    [
+        DeviceSpec {
+            kind: DeviceKind::Gicv2m { spis: p.v2m.count },
+            base: p.v2m.frame.base,
+            size: p.v2m.frame.size,
+            irq: Some(Irq {
+                intid: p.v2m.first_intid,
+                trigger: Trigger::Edge,
+            }),
+        },
+        window(PcieWindow::Mmio32, p.mmio32, None),
+        window(PcieWindow::Io, p.pio, None),
+        window(
+            PcieWindow::Ecam,
+            p.ecam,
+            Some(Irq {
+                intid: p.intx_first_intid,
+                trigger: Trigger::Level,
+            }),
+        ),
+    ]
+}
+
+/// The root complex of a device list: `None` unless it has all three windows,
+/// the MSI frame and the INTx SPIs.
+pub fn pcie_of(list: &[DeviceSpec]) -> Option<PcieSpec> {
+    let window = |w| {
+        list.iter()
+            .find(|d| d.kind == DeviceKind::Pcie { window: w })
+            .map(|d| {
+                (
+                    Window {
+                        base: d.base,
+                        size: d.size,
+                    },
+                    d.irq,
+                )
+            })
+    };
+    let (ecam, intx) = window(PcieWindow::Ecam)?;
+    let v2m = list.iter().find_map(|d| match d.kind {
+        DeviceKind::Gicv2m { spis } => Some(V2mSpec {
+            frame: Window {
+                base: d.base,
+                size: d.size,
+            },
+            first_intid: d.irq?.intid,
+            count: spis,
+        }),
+        _ => None,
+    })?;
+    Some(PcieSpec {
+        ecam,
+        mmio32: window(PcieWindow::Mmio32)?.0,
+        pio: window(PcieWindow::Io)?.0,
+        intx_first_intid: intx?.intid,
+        v2m,
+    })
+}
+
+/// The simple framebuffer of a device list.
+pub fn framebuffer_of(list: &[DeviceSpec]) -> Option<FramebufferSpec> {
+    list.iter().find_map(|d| match d.kind {
+        DeviceKind::SimpleFramebuffer {
+            width,
+            height,
+            stride,
+        } => Some(FramebufferSpec {
+            base: d.base,
+            reserved: d.size,
+            width,
+            height,
+            stride,
+        }),
+        _ => None,
+    })
+}
+
+/// What el2 puts on a VM's MMIO bus at one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusModel {
+    /// The model of a device-list entry.
+    Device(DeviceKind),
+    /// A virtio-mmio slot without a device: a transport with device ID 0, as on
+    /// QEMU `virt` (not in the device tree or the ACPI tables).
+    EmptyVirtioSlot { slot: u64 },
+}
+
+/// One window of a VM's MMIO bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusEntry {
+    /// The bus entry's (and its saved state's) name.
+    pub name: &'static str,
+    pub base: u64,
+    pub size: u64,
+    pub model: BusModel,
+    /// The interrupt the model raises (the entry's).
+    pub irq: Option<Irq>,
+}
+
+/// The bus name of an empty virtio-mmio slot.
+pub const EMPTY_VIRTIO_SLOT: &str = "virtio-empty";
+
+/// The bus name of a device kind.
+fn bus_name(kind: DeviceKind) -> &'static str {
+    match kind {
+        DeviceKind::Pl011 => "pl011",
+        DeviceKind::Pl031 => "pl031",
+        DeviceKind::Pl061Tpm => "pl061-tpm",
+        DeviceKind::VirtioMmio { device, .. } => match device {
+            VirtioDevice::Blk { .. } => "virtio-blk",
+            VirtioDevice::Gpu => "virtio-gpu",
+            VirtioDevice::Rng => "virtio-rng",
+            VirtioDevice::Console => "virtio-console",
+        },
+        DeviceKind::FwCfg => "fw_cfg",
+        DeviceKind::Flash { .. } => "pflash-vars",
+        DeviceKind::TpmCrb => "tpm-crb",
+        DeviceKind::Pcie { .. } => "pcie",
+        DeviceKind::Gicv2m { .. } => "gicv2m",
+        DeviceKind::SimpleFramebuffer { .. } => "simple-framebuffer",
+    }
+}
+
+/// The MMIO bus of a VM whose devices are `list`, in address order: every entry
+/// the hypervisor traps (all but the framebuffer, which is RAM, and the code
+/// bank, which is mapped at stage 2) at its window, and an empty transport in
+/// each virtio-mmio slot the list leaves free. The GIC's distributor and
+/// redistributors come from the vGIC's configuration, not from here.
+pub fn bus_entries(list: &[DeviceSpec]) -> Vec<BusEntry> {
+    let mut bus: Vec<BusEntry> = list
+        .iter()
+        .filter(|d| {
+            !matches!(
+                d.kind,
+                DeviceKind::SimpleFramebuffer { .. } | DeviceKind::Flash { bank: 0 }
+            )
+        })
+        .map(|d| BusEntry {
+            name: bus_name(d.kind),
+            base: d.base,
+            size: d.size,
+            model: BusModel::Device(d.kind),
+            irq: d.irq,
+        })
+        .collect();
+    for slot in 0..guest::VIRTIO_MMIO_SLOTS {
+        let taken = list
+            .iter()
+            .any(|d| matches!(d.kind, DeviceKind::VirtioMmio { slot: s, .. } if s == slot));
+        if !taken {
+            bus.push(BusEntry {
+                name: EMPTY_VIRTIO_SLOT,
+                base: guest::VIRTIO_MMIO_BASE + slot * guest::VIRTIO_MMIO_STRIDE,
+                size: guest::VIRTIO_MMIO_STRIDE,
+                model: BusModel::EmptyVirtioSlot { slot },
+                irq: None,
+            });
+        }
+    }
+    bus.sort_by_key(|e| e.base);
+    bus
 }
 
 /// A guest-physical window.
@@ -325,6 +587,7 @@ mod tests {
             tpm_spi_gpio: true,
             vars_bank_size: 1 << 20,
             tpm_crb: true,
+            ..Default::default()
         }
     }
 
@@ -343,7 +606,7 @@ mod tests {
             let virtio: Vec<_> = list
                 .iter()
                 .filter_map(|d| match d.kind {
-                    DeviceKind::VirtioMmio { slot } => Some(slot),
+                    DeviceKind::VirtioMmio { slot, .. } => Some(slot),
                     _ => None,
                 })
                 .collect();

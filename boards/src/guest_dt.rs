@@ -1,13 +1,16 @@
-//! The flattened device tree a Linux guest boots with.
+//! The flattened device tree a guest boots with.
 //!
-//! [`linux_dt`] turns a [`GuestDtConfig`] (vCPU count, RAM, command line, initrd,
-//! the virtio-mmio transports and the TPM — on the platform bus as TIS MMIO, or on
-//! a bit-banged SPI bus over the PL061 GPIO controller — that exist) into a DTB
-//! describing the
-//! guest-physical map of [`crate::guest`]. Node names and property encodings follow
-//! what QEMU's `virt` machine generates (GICv3, no ITS, no EL2 for the guest), so a
-//! kernel sees the same machine it would under QEMU. The configuration is validated
-//! first; a bad one is an [`DtError`], never a malformed blob.
+//! [`device_tree`] turns a [`Machine`] (vCPU count, RAM, command line, initrd) and
+//! the VM's device list (`crate::devices::device_list`: the PL011, the virtio-mmio
+//! transports, the TPM — on the platform bus, or on a bit-banged SPI bus over the
+//! PL061 GPIO controller —, the firmware's flash, fw_cfg and PL031, PCIe with its
+//! GICv2m frame, the simple framebuffer) into a DTB: one node per entry, its `reg`
+//! and `interrupts` taken from the entry. [`linux_dt`] and [`firmware_dt`] do the
+//! same from a [`GuestDtConfig`] spelled out by hand (tests, and callers without a
+//! list). Node names and property encodings follow what QEMU's `virt` machine
+//! generates (GICv3, no ITS, no EL2 for the guest), so a kernel sees the same
+//! machine it would under QEMU. Machine and list are validated first; a bad one is
+//! a [`DtError`], never a malformed blob.
 
 use alloc::format;
 use alloc::string::String;
@@ -16,7 +19,7 @@ use core::fmt;
 
 use vm_fdt::FdtWriter;
 
-use crate::devices::FramebufferSpec;
+use crate::devices::{DeviceKind, DeviceSpec, FramebufferSpec, Irq, Trigger};
 
 use crate::guest::{
     GICD_BASE, GICD_SIZE, GICR_BASE, GICR_REGION_SIZE, GICR_STRIDE, HTIMER_INTID, PL011_BASE,
@@ -163,6 +166,12 @@ pub enum DtError {
     BootargsNul,
     /// The framebuffer is not inside RAM, or overlaps the initrd.
     FramebufferInvalid { base: u64 },
+    /// A device-list entry the tree cannot describe: an interrupt that is not an
+    /// SPI or missing where its binding needs one, a second entry of a device the
+    /// VM has one of, or a root complex without all its windows.
+    DeviceInvalid { base: u64 },
+    /// The device list has no PL011 for `/chosen/stdout-path`.
+    NoConsole,
     /// The FDT writer refused the tree.
     Writer(vm_fdt::Error),
 }
@@ -205,6 +214,10 @@ impl fmt::Display for DtError {
                     "framebuffer at {base:#x} not inside RAM or overlaps the initrd"
                 )
             }
+            Self::DeviceInvalid { base } => {
+                write!(f, "the device at {base:#x} cannot be described")
+            }
+            Self::NoConsole => write!(f, "the device list has no PL011 console"),
             Self::Writer(e) => write!(f, "FDT writer: {e}"),
         }
     }
@@ -216,73 +229,144 @@ impl From<vm_fdt::Error> for DtError {
     }
 }
 
-fn validate(cfg: &GuestDtConfig) -> Result<(), DtError> {
-    if !(1..=MAX_VCPUS).contains(&cfg.vcpus) {
-        return Err(DtError::VcpuCount(cfg.vcpus));
+fn validate_machine(m: &Machine) -> Result<(), DtError> {
+    if !(1..=MAX_VCPUS).contains(&m.vcpus) {
+        return Err(DtError::VcpuCount(m.vcpus));
     }
-    if cfg.ram_size == 0 {
+    if m.ram_size == 0 {
         return Err(DtError::EmptyRam);
     }
-    if cfg.ram_base < RAM_BASE {
-        return Err(DtError::RamOverlapsDevices { base: cfg.ram_base });
+    if m.ram_base < RAM_BASE {
+        return Err(DtError::RamOverlapsDevices { base: m.ram_base });
     }
-    let ram_end = cfg
+    let ram_end = m
         .ram_base
-        .checked_add(cfg.ram_size)
+        .checked_add(m.ram_size)
         .ok_or(DtError::RamOverflow)?;
-    if let Some((start, end)) = cfg.initrd {
+    if let Some((start, end)) = m.initrd {
         if end <= start {
             return Err(DtError::InitrdInvalid { start, end });
         }
-        if start < cfg.ram_base || end > ram_end {
+        if start < m.ram_base || end > ram_end {
             return Err(DtError::InitrdOutsideRam { start, end });
         }
     }
-    let window_end = VIRTIO_MMIO_BASE + VIRTIO_MMIO_SLOTS * VIRTIO_MMIO_STRIDE;
-    for (i, slot) in cfg.virtio_mmio.iter().enumerate() {
-        let in_window = (VIRTIO_MMIO_BASE..window_end).contains(&slot.base)
-            && (slot.base - VIRTIO_MMIO_BASE).is_multiple_of(VIRTIO_MMIO_STRIDE);
-        if !in_window {
-            return Err(DtError::VirtioSlotInvalid { base: slot.base });
-        }
-        if cfg.virtio_mmio[..i].iter().any(|s| s.base == slot.base) {
-            return Err(DtError::VirtioSlotDuplicate { base: slot.base });
-        }
-        if !(SPI_BASE..=MAX_SPI_INTID).contains(&slot.intid) {
-            return Err(DtError::VirtioIntidInvalid {
-                base: slot.base,
-                intid: slot.intid,
-            });
-        }
-    }
-    if let Some(base) = cfg.tpm_tis {
-        let fits = base >= PLATFORM_BUS_BASE
-            && base
-                .checked_add(TPM_TIS_SIZE)
-                .is_some_and(|end| end <= PLATFORM_BUS_BASE + PLATFORM_BUS_SIZE);
-        if !fits {
-            return Err(DtError::TpmOutsidePlatformBus { base });
-        }
-    }
-    if let Some(base) = cfg.tpm_spi_gpio {
-        let end = base.checked_add(PL061_SIZE);
-        let fixed = [
-            (GICD_BASE, GICD_SIZE),
-            (GICR_BASE, GICR_REGION_SIZE),
-            (PL011_BASE, PL011_SIZE),
-            (VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOTS * VIRTIO_MMIO_STRIDE),
-            (PLATFORM_BUS_BASE, PLATFORM_BUS_SIZE),
-        ];
-        let ok = base.is_multiple_of(PL061_SIZE)
-            && end.is_some_and(|end| {
-                end <= cfg.ram_base && fixed.iter().all(|&(b, s)| end <= b || b + s <= base)
-            });
-        if !ok {
-            return Err(DtError::GpioBaseInvalid { base });
-        }
-    }
-    if cfg.bootargs.contains('\0') {
+    if m.bootargs.contains('\0') {
         return Err(DtError::BootargsNul);
+    }
+    Ok(())
+}
+
+/// The device-list entries a tree can describe: virtio transports in their
+/// slots with an SPI, the TPM inside the platform bus, the PL061 aligned and
+/// clear of the other devices and RAM, the framebuffer in RAM, a console.
+fn validate_devices(m: &Machine, list: &[DeviceSpec]) -> Result<(), DtError> {
+    let window_end = VIRTIO_MMIO_BASE + VIRTIO_MMIO_SLOTS * VIRTIO_MMIO_STRIDE;
+    let virtio: Vec<&DeviceSpec> = list
+        .iter()
+        .filter(|d| matches!(d.kind, DeviceKind::VirtioMmio { .. }))
+        .collect();
+    for (i, d) in virtio.iter().enumerate() {
+        let in_window = (VIRTIO_MMIO_BASE..window_end).contains(&d.base)
+            && (d.base - VIRTIO_MMIO_BASE).is_multiple_of(VIRTIO_MMIO_STRIDE)
+            && d.size == VIRTIO_MMIO_SIZE;
+        if !in_window {
+            return Err(DtError::VirtioSlotInvalid { base: d.base });
+        }
+        if virtio[..i].iter().any(|s| s.base == d.base) {
+            return Err(DtError::VirtioSlotDuplicate { base: d.base });
+        }
+        let intid = d.irq.map_or(0, |i| i.intid);
+        if !(SPI_BASE..=MAX_SPI_INTID).contains(&intid) {
+            return Err(DtError::VirtioIntidInvalid {
+                base: d.base,
+                intid,
+            });
+        }
+    }
+    for d in list {
+        let base = d.base;
+        match d.kind {
+            DeviceKind::TpmCrb => {
+                let fits = base >= PLATFORM_BUS_BASE
+                    && base
+                        .checked_add(d.size)
+                        .is_some_and(|end| end <= PLATFORM_BUS_BASE + PLATFORM_BUS_SIZE);
+                if !fits {
+                    return Err(DtError::TpmOutsidePlatformBus { base });
+                }
+            }
+            DeviceKind::Pl061Tpm => {
+                let end = base.checked_add(d.size);
+                let fixed = [
+                    (GICD_BASE, GICD_SIZE),
+                    (GICR_BASE, GICR_REGION_SIZE),
+                    (PL011_BASE, PL011_SIZE),
+                    (VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOTS * VIRTIO_MMIO_STRIDE),
+                    (PLATFORM_BUS_BASE, PLATFORM_BUS_SIZE),
+                ];
+                let ok = d.size == PL061_SIZE
+                    && base.is_multiple_of(PL061_SIZE)
+                    && end.is_some_and(|end| {
+                        end <= m.ram_base && fixed.iter().all(|&(b, s)| end <= b || b + s <= base)
+                    });
+                if !ok {
+                    return Err(DtError::GpioBaseInvalid { base });
+                }
+            }
+            _ => {}
+        }
+        // Whatever the node's binding asks for, an interrupt that is not an SPI
+        // cannot be written as one.
+        if let Some(irq) = d.irq {
+            if !(SPI_BASE..=MAX_SPI_INTID).contains(&irq.intid) {
+                return Err(DtError::DeviceInvalid { base });
+            }
+        }
+        let needs_irq = matches!(
+            d.kind,
+            DeviceKind::Pl011 | DeviceKind::Pl031 | DeviceKind::Pl061Tpm
+        );
+        if needs_irq && d.irq.is_none() {
+            return Err(DtError::DeviceInvalid { base });
+        }
+    }
+    if let Some(fb) = crate::devices::framebuffer_of(list) {
+        validate_framebuffer(m, &fb)?;
+    }
+    let has_pcie = list
+        .iter()
+        .any(|d| matches!(d.kind, DeviceKind::Pcie { .. } | DeviceKind::Gicv2m { .. }));
+    let pcie = crate::devices::pcie_of(list);
+    if has_pcie && pcie.is_none() {
+        return Err(DtError::DeviceInvalid { base: 0 });
+    }
+    if let Some(p) = pcie {
+        // The bus-range cell and the interrupt map's SPIs.
+        let buses = p.ecam.size / PCI_ECAM_BUS_SIZE;
+        let intx_end = p.intx_first_intid.checked_add(PCI_INTX_PINS);
+        if !(1..=256).contains(&buses) || intx_end.is_none_or(|e| e > MAX_SPI_INTID + 1) {
+            return Err(DtError::DeviceInvalid { base: p.ecam.base });
+        }
+    }
+    if !list.iter().any(|d| d.kind == DeviceKind::Pl011) {
+        return Err(DtError::NoConsole);
+    }
+    // One node each: a second entry of these would not be described.
+    for (i, d) in list.iter().enumerate() {
+        let single = matches!(
+            d.kind,
+            DeviceKind::Pl011
+                | DeviceKind::TpmCrb
+                | DeviceKind::Pl061Tpm
+                | DeviceKind::SimpleFramebuffer { .. }
+                | DeviceKind::Pcie { .. }
+                | DeviceKind::Gicv2m { .. }
+                | DeviceKind::Flash { .. }
+        );
+        if single && list[..i].iter().any(|e| e.kind == d.kind) {
+            return Err(DtError::DeviceInvalid { base: d.base });
+        }
     }
     Ok(())
 }
@@ -325,17 +409,16 @@ fn psci_node(w: &mut FdtWriter) -> Result<(), DtError> {
     w.end_node(n)?;
     Ok(())
 }
-
-fn memory_node(w: &mut FdtWriter, cfg: &GuestDtConfig) -> Result<(), DtError> {
-    let n = w.begin_node(&format!("memory@{:x}", cfg.ram_base))?;
+fn memory_node(w: &mut FdtWriter, m: &Machine) -> Result<(), DtError> {
+    let n = w.begin_node(&format!("memory@{:x}", m.ram_base))?;
     w.property_string("device_type", "memory")?;
-    w.property_array_u64("reg", &reg64(cfg.ram_base, cfg.ram_size))?;
+    w.property_array_u64("reg", &reg64(m.ram_base, m.ram_size))?;
     w.end_node(n)?;
     Ok(())
 }
 
 /// The framebuffer's RAM must be inside RAM, clear of the initrd, and hold its rows.
-fn validate_framebuffer(cfg: &GuestDtConfig, fb: &FramebufferSpec) -> Result<(), DtError> {
+fn validate_framebuffer(m: &Machine, fb: &FramebufferSpec) -> Result<(), DtError> {
     let bad = DtError::FramebufferInvalid { base: fb.base };
     let end = fb
         .base
@@ -343,8 +426,8 @@ fn validate_framebuffer(cfg: &GuestDtConfig, fb: &FramebufferSpec) -> Result<(),
         .ok_or(DtError::FramebufferInvalid { base: fb.base })?;
     let pixels = u64::from(fb.stride) * u64::from(fb.height);
     let row = u64::from(fb.width) * u64::from(crate::devices::SIMPLE_FB_BYTES_PER_PIXEL);
-    if fb.base < cfg.ram_base
-        || end > cfg.ram_base + cfg.ram_size
+    if fb.base < m.ram_base
+        || end > m.ram_base + m.ram_size
         || pixels > fb.reserved
         || u64::from(fb.stride) < row
         || fb.width == 0
@@ -352,7 +435,7 @@ fn validate_framebuffer(cfg: &GuestDtConfig, fb: &FramebufferSpec) -> Result<(),
     {
         return Err(bad);
     }
-    if let Some((start, initrd_end)) = cfg.initrd {
+    if let Some((start, initrd_end)) = m.initrd {
         if start < end && initrd_end > fb.base {
             return Err(bad);
         }
@@ -508,36 +591,44 @@ fn clock_node(w: &mut FdtWriter) -> Result<(), DtError> {
     Ok(())
 }
 
-fn pl011_path() -> String {
-    format!("/pl011@{PL011_BASE:x}")
+/// The GIC interrupt specifier of a device-list interrupt (an SPI).
+fn spi_of(irq: Irq) -> [u32; 3] {
+    let flags = match irq.trigger {
+        Trigger::Level => IRQ_LEVEL_HIGH,
+        Trigger::Edge => IRQ_EDGE_RISING,
+    };
+    spi(irq.intid, flags)
 }
 
-fn pl011_node(w: &mut FdtWriter) -> Result<(), DtError> {
-    let n = w.begin_node(&pl011_path()[1..])?;
+fn pl011_path(base: u64) -> String {
+    format!("/pl011@{base:x}")
+}
+
+fn pl011_node(w: &mut FdtWriter, d: &DeviceSpec, irq: Irq) -> Result<(), DtError> {
+    let n = w.begin_node(&pl011_path(d.base)[1..])?;
     w.property_string_list("compatible", strings(&["arm,pl011", "arm,primecell"]))?;
-    w.property_array_u64("reg", &reg64(PL011_BASE, PL011_SIZE))?;
-    w.property_array_u32("interrupts", &spi(SPI_BASE + PL011_SPI, IRQ_LEVEL_HIGH))?;
+    w.property_array_u64("reg", &reg64(d.base, d.size))?;
+    w.property_array_u32("interrupts", &spi_of(irq))?;
     w.property_array_u32("clocks", &[APB_PCLK_PHANDLE, APB_PCLK_PHANDLE])?;
     w.property_string_list("clock-names", strings(&["uartclk", "apb_pclk"]))?;
     w.end_node(n)?;
     Ok(())
 }
 
-fn virtio_nodes(w: &mut FdtWriter, slots: &[VirtioSlot]) -> Result<(), DtError> {
-    for slot in slots {
-        let n = w.begin_node(&format!("virtio_mmio@{:x}", slot.base))?;
-        w.property_string("compatible", "virtio,mmio")?;
-        w.property_array_u64("reg", &reg64(slot.base, VIRTIO_MMIO_SIZE))?;
-        w.property_array_u32("interrupts", &spi(slot.intid, IRQ_EDGE_RISING))?;
-        w.property_null("dma-coherent")?;
-        w.end_node(n)?;
-    }
+fn virtio_node(w: &mut FdtWriter, d: &DeviceSpec, irq: Irq) -> Result<(), DtError> {
+    let n = w.begin_node(&format!("virtio_mmio@{:x}", d.base))?;
+    w.property_string("compatible", "virtio,mmio")?;
+    w.property_array_u64("reg", &reg64(d.base, d.size))?;
+    w.property_array_u32("interrupts", &spi_of(irq))?;
+    w.property_null("dma-coherent")?;
+    w.end_node(n)?;
     Ok(())
 }
 
 /// The QEMU-style `platform-bus` node (one address and size cell, translated to
-/// [`PLATFORM_BUS_BASE`]) holding the TPM.
-fn platform_bus_node(w: &mut FdtWriter, tpm_base: u64) -> Result<(), DtError> {
+/// [`PLATFORM_BUS_BASE`]) holding the TPM `d` (CRB or TIS: the same
+/// `tcg,tpm-tis-mmio` node; the interface ID register tells them apart).
+fn platform_bus_node(w: &mut FdtWriter, d: &DeviceSpec) -> Result<(), DtError> {
     let bus = w.begin_node(&format!("platform-bus@{PLATFORM_BUS_BASE:x}"))?;
     w.property_string_list("compatible", strings(&["qemu,platform", "simple-bus"]))?;
     w.property_u32("#address-cells", 1)?;
@@ -547,22 +638,22 @@ fn platform_bus_node(w: &mut FdtWriter, tpm_base: u64) -> Result<(), DtError> {
     let [pb_hi, pb_lo] = cells64(PLATFORM_BUS_BASE);
     w.property_array_u32("ranges", &[0, pb_hi, pb_lo, PLATFORM_BUS_SIZE as u32])?;
     w.property_u32("interrupt-parent", GIC_PHANDLE)?;
-    // Validated to lie inside the 32 MiB window, so the offset fits a cell.
-    let offset = (tpm_base - PLATFORM_BUS_BASE) as u32;
+    // Validated to lie inside the 32 MiB window, so offset and size fit a cell.
+    let offset = (d.base - PLATFORM_BUS_BASE) as u32;
     let tpm = w.begin_node(&format!("tpm_tis@{offset:x}"))?;
     w.property_string("compatible", "tcg,tpm-tis-mmio")?;
-    w.property_array_u32("reg", &[offset, TPM_TIS_SIZE as u32])?;
+    w.property_array_u32("reg", &[offset, d.size as u32])?;
     w.end_node(tpm)?;
     w.end_node(bus)?;
     Ok(())
 }
 
 /// The PL061 GPIO controller, as QEMU `virt` describes it.
-fn pl061_node(w: &mut FdtWriter, base: u64) -> Result<(), DtError> {
-    let n = w.begin_node(&format!("pl061@{base:x}"))?;
+fn pl061_node(w: &mut FdtWriter, d: &DeviceSpec, irq: Irq) -> Result<(), DtError> {
+    let n = w.begin_node(&format!("pl061@{:x}", d.base))?;
     w.property_string_list("compatible", strings(&["arm,pl061", "arm,primecell"]))?;
-    w.property_array_u64("reg", &reg64(base, PL061_SIZE))?;
-    w.property_array_u32("interrupts", &spi(SPI_BASE + PL061_SPI, IRQ_LEVEL_HIGH))?;
+    w.property_array_u64("reg", &reg64(d.base, d.size))?;
+    w.property_array_u32("interrupts", &spi_of(irq))?;
     w.property_null("gpio-controller")?;
     w.property_u32("#gpio-cells", PL061_GPIO_CELLS)?;
     w.property_u32("clocks", APB_PCLK_PHANDLE)?;
@@ -594,15 +685,15 @@ fn spi_gpio_tpm_node(w: &mut FdtWriter) -> Result<(), DtError> {
     Ok(())
 }
 
-fn chosen_node(w: &mut FdtWriter, cfg: &GuestDtConfig) -> Result<(), DtError> {
+fn chosen_node(w: &mut FdtWriter, m: &Machine, console: u64) -> Result<(), DtError> {
     let n = w.begin_node("chosen")?;
-    w.property_string("bootargs", cfg.bootargs)?;
-    w.property_string("stdout-path", &pl011_path())?;
-    if let Some((start, end)) = cfg.initrd {
+    w.property_string("bootargs", m.bootargs)?;
+    w.property_string("stdout-path", &pl011_path(console))?;
+    if let Some((start, end)) = m.initrd {
         w.property_u64("linux,initrd-start", start)?;
         w.property_u64("linux,initrd-end", end)?;
     }
-    if let Some(seed) = &cfg.rng_seed {
+    if let Some(seed) = &m.rng_seed {
         w.property("rng-seed", seed)?;
     }
     w.end_node(n)?;
@@ -634,8 +725,7 @@ const _: () = assert!(crate::devices::TPM_CRB_SIZE == TPM_TIS_SIZE);
 pub use crate::devices::FW_CFG_SIZE;
 impl FirmwareDevices {
     /// The flash banks and fw_cfg of a device list (`None` if it lacks one).
-    pub fn from_devices(list: &[crate::devices::DeviceSpec]) -> Option<Self> {
-        use crate::devices::DeviceKind;
+    pub fn from_devices(list: &[DeviceSpec]) -> Option<Self> {
         let find = |k: DeviceKind| list.iter().find(|d| d.kind == k);
         let bank = |b: u8| find(DeviceKind::Flash { bank: b }).map(|d| (d.base, d.size));
         Some(FirmwareDevices {
@@ -645,34 +735,156 @@ impl FirmwareDevices {
             rtc: find(DeviceKind::Pl031).and_then(|d| Some((d.base, d.size, d.irq?.intid))),
         })
     }
+
+    /// The device-list entries these are.
+    fn entries(&self) -> Vec<DeviceSpec> {
+        let mut list = Vec::new();
+        for (bank, (base, size)) in (0u8..).zip(self.flash) {
+            list.push(entry(DeviceKind::Flash { bank }, base, size, None));
+        }
+        list.push(entry(DeviceKind::FwCfg, self.fw_cfg, FW_CFG_SIZE, None));
+        if let Some((base, size, intid)) = self.rtc {
+            list.push(entry(DeviceKind::Pl031, base, size, Some(level(intid))));
+        }
+        if let Some(base) = self.tpm_crb {
+            list.push(entry(DeviceKind::TpmCrb, base, TPM_TIS_SIZE, None));
+        }
+        list
+    }
+}
+
+fn entry(kind: DeviceKind, base: u64, size: u64, irq: Option<Irq>) -> DeviceSpec {
+    DeviceSpec {
+        kind,
+        base,
+        size,
+        irq,
+    }
+}
+
+fn level(intid: u32) -> Irq {
+    Irq {
+        intid,
+        trigger: Trigger::Level,
+    }
 }
 
 /// Bus width of a flash bank in bytes (two x16 devices).
 pub const FLASH_BANK_WIDTH: u32 = 4;
 
-/// One `cfi-flash` node with both banks, and the `qemu,fw-cfg-mmio` node.
-fn firmware_nodes(w: &mut FdtWriter, fw: &FirmwareDevices) -> Result<(), DtError> {
-    let [(b0, s0), (b1, s1)] = fw.flash;
-    let n = w.begin_node(&format!("flash@{b0:x}"))?;
-    w.property_string("compatible", "cfi-flash")?;
-    w.property_array_u64("reg", &[b0, s0, b1, s1])?;
-    w.property_u32("bank-width", FLASH_BANK_WIDTH)?;
-    w.end_node(n)?;
-    let n = w.begin_node(&format!("fw-cfg@{:x}", fw.fw_cfg))?;
-    w.property_string("compatible", "qemu,fw-cfg-mmio")?;
-    w.property_array_u64("reg", &reg64(fw.fw_cfg, FW_CFG_SIZE))?;
-    w.property_null("dma-coherent")?;
-    w.end_node(n)?;
-    if let Some((base, size, intid)) = fw.rtc {
-        let n = w.begin_node(&format!("pl031@{base:x}"))?;
+/// One `cfi-flash` node with every bank of the list (in bank order), the
+/// `qemu,fw-cfg-mmio` node and the PL031.
+fn firmware_nodes(w: &mut FdtWriter, list: &[DeviceSpec]) -> Result<(), DtError> {
+    let mut banks: Vec<(u8, u64, u64)> = list
+        .iter()
+        .filter_map(|d| match d.kind {
+            DeviceKind::Flash { bank } => Some((bank, d.base, d.size)),
+            _ => None,
+        })
+        .collect();
+    banks.sort_unstable();
+    if let Some(&(_, first, _)) = banks.first() {
+        let n = w.begin_node(&format!("flash@{first:x}"))?;
+        w.property_string("compatible", "cfi-flash")?;
+        let reg: Vec<u64> = banks.iter().flat_map(|&(_, b, s)| [b, s]).collect();
+        w.property_array_u64("reg", &reg)?;
+        w.property_u32("bank-width", FLASH_BANK_WIDTH)?;
+        w.end_node(n)?;
+    }
+    for d in list.iter().filter(|d| d.kind == DeviceKind::FwCfg) {
+        let n = w.begin_node(&format!("fw-cfg@{:x}", d.base))?;
+        w.property_string("compatible", "qemu,fw-cfg-mmio")?;
+        w.property_array_u64("reg", &reg64(d.base, d.size))?;
+        w.property_null("dma-coherent")?;
+        w.end_node(n)?;
+    }
+    for d in list.iter().filter(|d| d.kind == DeviceKind::Pl031) {
+        let n = w.begin_node(&format!("pl031@{:x}", d.base))?;
         w.property_string_list("compatible", strings(&["arm,pl031", "arm,primecell"]))?;
-        w.property_array_u64("reg", &reg64(base, size))?;
-        w.property_array_u32("interrupts", &spi(intid, IRQ_LEVEL_HIGH))?;
+        w.property_array_u64("reg", &reg64(d.base, d.size))?;
+        // Validated: a PL031 entry has its interrupt.
+        if let Some(irq) = d.irq {
+            w.property_array_u32("interrupts", &spi_of(irq))?;
+        }
         w.property_u32("clocks", APB_PCLK_PHANDLE)?;
         w.property_string("clock-names", "apb_pclk")?;
         w.end_node(n)?;
     }
     Ok(())
+}
+
+/// The machine a device tree describes besides its devices.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine<'a> {
+    /// Number of vCPUs; vCPU `i` has MPIDR Aff0 = `i` (`reg = <i>`).
+    pub vcpus: usize,
+    pub ram_base: u64,
+    pub ram_size: u64,
+    pub bootargs: &'a str,
+    /// `(start, end)` of the initrd, guest-physical, end exclusive.
+    pub initrd: Option<(u64, u64)>,
+    /// Value of `/chosen/rng-seed`.
+    pub rng_seed: Option<[u8; 32]>,
+}
+
+/// Generates the DTB of machine `m` with the devices of `list`
+/// (`crate::devices::device_list`): a node per entry, its `reg` and
+/// `interrupts` from the entry's window and interrupt, after validating both.
+/// Nodes come in the order QEMU `virt` writes them (which Linux's probe order
+/// follows): framebuffer, firmware devices, platform bus, virtio-mmio transports
+/// in list order, PL061 and its SPI bus, PCIe, PL011, GIC (with the v2m frame),
+/// CPUs, timer, clock, `/chosen`.
+pub fn device_tree(m: &Machine, list: &[DeviceSpec]) -> Result<Vec<u8>, DtError> {
+    validate_machine(m)?;
+    validate_devices(m, list)?;
+    let kind = |k: DeviceKind| list.iter().filter(move |d| d.kind == k);
+    let mut w = FdtWriter::new()?;
+    let root = w.begin_node("")?;
+    w.property_string("compatible", MACHINE_COMPATIBLE)?;
+    w.property_string("model", MACHINE_MODEL)?;
+    w.property_u32("#address-cells", 2)?;
+    w.property_u32("#size-cells", 2)?;
+    w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+
+    psci_node(&mut w)?;
+    memory_node(&mut w, m)?;
+    if let Some(fb) = crate::devices::framebuffer_of(list) {
+        framebuffer_nodes(&mut w, &fb)?;
+    }
+    firmware_nodes(&mut w, list)?;
+    if let Some(tpm) = kind(DeviceKind::TpmCrb).next() {
+        platform_bus_node(&mut w, tpm)?;
+    }
+    for d in list {
+        if let (DeviceKind::VirtioMmio { .. }, Some(irq)) = (d.kind, d.irq) {
+            virtio_node(&mut w, d, irq)?;
+        }
+    }
+    for d in kind(DeviceKind::Pl061Tpm) {
+        if let Some(irq) = d.irq {
+            pl061_node(&mut w, d, irq)?;
+            spi_gpio_tpm_node(&mut w)?;
+        }
+    }
+    let pcie = crate::devices::pcie_of(list);
+    if let Some(p) = &pcie {
+        pcie_node(&mut w, p)?;
+    }
+    let mut console = None;
+    for d in kind(DeviceKind::Pl011) {
+        if let Some(irq) = d.irq {
+            pl011_node(&mut w, d, irq)?;
+            console.get_or_insert(d.base);
+        }
+    }
+    gic_node(&mut w, m.vcpus, pcie.as_ref().map(|p| &p.v2m))?;
+    cpus_node(&mut w, m.vcpus)?;
+    timer_node(&mut w)?;
+    clock_node(&mut w)?;
+    chosen_node(&mut w, m, console.ok_or(DtError::NoConsole)?)?;
+
+    w.end_node(root)?;
+    Ok(w.finish()?)
 }
 
 /// Generates the DTB a Linux guest boots with, after validating `cfg`.
@@ -704,55 +916,75 @@ pub fn firmware_dt(cfg: &GuestDtConfig, fw: &FirmwareDevices) -> Result<Vec<u8>,
         tpm_tis: cfg.tpm_tis.or(fw.tpm_crb),
         ..*cfg
     };
-    build_dt(&cfg, Some(fw), &LinuxExtras::default())
+    let fw = FirmwareDevices {
+        tpm_crb: None,
+        ..*fw
+    };
+    build_dt(&cfg, Some(&fw), &LinuxExtras::default())
 }
 
+/// The device list a [`GuestDtConfig`] (with `fw` and `extras`) stands for, and
+/// its machine: the PL011 of [`crate::guest`], its virtio transports in its
+/// order, its TPM, the firmware's devices and the extras.
 fn build_dt(
     cfg: &GuestDtConfig,
     fw: Option<&FirmwareDevices>,
     extras: &LinuxExtras,
 ) -> Result<Vec<u8>, DtError> {
-    validate(cfg)?;
-    let (fb, pcie) = (extras.framebuffer, extras.pcie);
-    if let Some(fb) = fb {
-        validate_framebuffer(cfg, fb)?;
-    }
-    let mut w = FdtWriter::new()?;
-    let root = w.begin_node("")?;
-    w.property_string("compatible", MACHINE_COMPATIBLE)?;
-    w.property_string("model", MACHINE_MODEL)?;
-    w.property_u32("#address-cells", 2)?;
-    w.property_u32("#size-cells", 2)?;
-    w.property_u32("interrupt-parent", GIC_PHANDLE)?;
-
-    psci_node(&mut w)?;
-    memory_node(&mut w, cfg)?;
-    if let Some(fb) = fb {
-        framebuffer_nodes(&mut w, fb)?;
+    let m = Machine {
+        vcpus: cfg.vcpus,
+        ram_base: cfg.ram_base,
+        ram_size: cfg.ram_size,
+        bootargs: cfg.bootargs,
+        initrd: cfg.initrd,
+        rng_seed: cfg.rng_seed,
+    };
+    validate_machine(&m)?;
+    let mut list = Vec::new();
+    if let Some(fb) = extras.framebuffer {
+        list.push(entry(
+            DeviceKind::SimpleFramebuffer {
+                width: fb.width,
+                height: fb.height,
+                stride: fb.stride,
+            },
+            fb.base,
+            fb.reserved,
+            None,
+        ));
     }
     if let Some(fw) = fw {
-        firmware_nodes(&mut w, fw)?;
+        list.extend(fw.entries());
     }
     if let Some(base) = cfg.tpm_tis {
-        platform_bus_node(&mut w, base)?;
+        list.push(entry(DeviceKind::TpmCrb, base, TPM_TIS_SIZE, None));
     }
-    virtio_nodes(&mut w, cfg.virtio_mmio)?;
+    let window_end = VIRTIO_MMIO_BASE + VIRTIO_MMIO_SLOTS * VIRTIO_MMIO_STRIDE;
+    for v in cfg.virtio_mmio {
+        if !(VIRTIO_MMIO_BASE..window_end).contains(&v.base) {
+            return Err(DtError::VirtioSlotInvalid { base: v.base });
+        }
+        let slot = (v.base - VIRTIO_MMIO_BASE) / VIRTIO_MMIO_STRIDE;
+        let irq = Irq {
+            intid: v.intid,
+            trigger: Trigger::Edge,
+        };
+        let kind = DeviceKind::VirtioMmio {
+            slot,
+            device: crate::devices::virtio_device_in(slot),
+        };
+        list.push(entry(kind, v.base, VIRTIO_MMIO_SIZE, Some(irq)));
+    }
     if let Some(base) = cfg.tpm_spi_gpio {
-        pl061_node(&mut w, base)?;
-        spi_gpio_tpm_node(&mut w)?;
+        let irq = level(SPI_BASE + PL061_SPI);
+        list.push(entry(DeviceKind::Pl061Tpm, base, PL061_SIZE, Some(irq)));
     }
-    if let Some(p) = pcie {
-        pcie_node(&mut w, p)?;
+    if let Some(p) = extras.pcie {
+        list.extend(crate::devices::pcie_entries(p));
     }
-    pl011_node(&mut w)?;
-    gic_node(&mut w, cfg.vcpus, pcie.map(|p| &p.v2m))?;
-    cpus_node(&mut w, cfg.vcpus)?;
-    timer_node(&mut w)?;
-    clock_node(&mut w)?;
-    chosen_node(&mut w, cfg)?;
-
-    w.end_node(root)?;
-    Ok(w.finish()?)
+    let irq = level(SPI_BASE + PL011_SPI);
+    list.push(entry(DeviceKind::Pl011, PL011_BASE, PL011_SIZE, Some(irq)));
+    device_tree(&m, &list)
 }
 
 #[cfg(test)]

@@ -369,7 +369,7 @@ pub fn reserve(
 /// reserved for them: the code bank mapped from `fw.code` (zeros to the next
 /// 2 MiB), the variable store from `fw.vars` (erased when `None`) committing to
 /// `store`, the PL031 counting from `clock`, and fw_cfg with the ACPI tables of
-/// `vcpus` vCPUs and the VM's devices `list` ([`device_list`]).
+/// `vcpus` vCPUs and the VM's devices `list` (`boards::devices::device_list`).
 pub fn build(
     ram: GuestRam,
     mem: Reserved,
@@ -453,24 +453,28 @@ pub fn build(
     })
 }
 
-/// Puts `fw`'s devices and the VM's CRB `tpm` on `bus` at the windows the device
-/// list gives them (the code bank is stage-2 memory, not a bus device).
+/// Puts `fw`'s devices and the VM's CRB `tpm` on `bus` at the windows the VM's
+/// device `list` gives them (`boards::devices::bus_entries`; the code bank is
+/// stage-2 memory, not a bus device).
 pub fn attach(
     bus: &mut vdev::MmioBus,
     fw: &Firmware,
-    slots: &[u64],
+    list: &[boards::devices::DeviceSpec],
     tpm: Option<&crate::tpm::GuestTpm>,
 ) -> Result<(), vdev::BusError> {
-    use boards::devices::DeviceKind;
-    for d in device_list(slots, tpm.is_some()) {
-        let (name, device): (&'static str, Box<dyn MmioDevice + Send>) = match d.kind {
-            DeviceKind::Flash { bank: 1 } => ("pflash-vars", Box::new(fw.vars.clone())),
-            DeviceKind::FwCfg => ("fw_cfg", Box::new(fw.fw_cfg.clone())),
+    use boards::devices::{BusModel, DeviceKind};
+    for d in boards::devices::bus_entries(list) {
+        let BusModel::Device(kind) = d.model else {
+            continue;
+        };
+        let device: Box<dyn MmioDevice + Send> = match kind {
+            DeviceKind::Flash { bank: 1 } => Box::new(fw.vars.clone()),
+            DeviceKind::FwCfg => Box::new(fw.fw_cfg.clone()),
             DeviceKind::TpmCrb => match tpm {
                 // The CRB reports its buffer's guest-physical address from the base
                 // it was built with: it must be this entry's.
                 Some(t) if t.interface() == (crate::tpm::Interface::Crb { base: d.base }) => {
-                    ("tpm-crb", t.device())
+                    t.device()
                 }
                 _ => {
                     log::error!(
@@ -480,35 +484,12 @@ pub fn attach(
                     continue;
                 }
             },
-            DeviceKind::Pl031 => ("pl031", Box::new(fw.rtc.clone())),
+            DeviceKind::Pl031 => Box::new(fw.rtc.clone()),
             _ => continue,
         };
-        bus.insert(name, d.base, d.size, device)?;
+        bus.insert(d.name, d.base, d.size, device)?;
     }
     Ok(())
-}
-
-/// The devices of a `uefi-acpi` VM with virtio-mmio `slots` and, if `tpm`, the CRB
-/// TPM: the one list its ACPI tables, its device tree's firmware nodes and its bus
-/// entries are generated from.
-pub fn device_list(slots: &[u64], tpm: bool) -> alloc::vec::Vec<boards::devices::DeviceSpec> {
-    boards::devices::device_list(
-        boards::devices::Profile::UefiAcpi,
-        &boards::devices::VmDevices {
-            virtio_slots: slots,
-            tpm_spi_gpio: false,
-            vars_bank_size: VARS_BANK_SIZE,
-            tpm_crb: tpm,
-        },
-    )
-}
-
-/// The firmware's flash banks, fw_cfg and TPM as its device tree describes them
-/// (the code bank at QEMU's size; past the image it reads as zeros).
-pub fn dt_devices(slots: &[u64], tpm: bool) -> boards::guest_dt::FirmwareDevices {
-    let list = device_list(slots, tpm);
-    boards::guest_dt::FirmwareDevices::from_devices(&list)
-        .expect("the uefi-acpi device list has both flash banks and fw_cfg")
 }
 
 /// Whether `ipa` is in the code bank as the device tree describes it.

@@ -201,23 +201,16 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
         vdev::GuestMemory::write(&mut ram, start, bytes)
             .unwrap_or_else(|e| fatal(format_args!("initrd: {e:?}")));
     }
-    let pcie = vm.pcie.as_ref().map(|_| boards::devices::pcie());
-    let dt = boards::guest_dt::linux_dt_with(
-        &boards::guest_dt::GuestDtConfig {
+    let dt = boards::guest_dt::device_tree(
+        &boards::guest_dt::Machine {
             vcpus: vm.vcpus(),
             ram_base: vm.ram.ipa(),
             ram_size: vm.ram.size(),
             bootargs: &boot.cmdline,
             initrd,
-            virtio_mmio: &vm.virtio,
-            tpm_tis: None,
-            tpm_spi_gpio: vm.tpm.as_ref().map(|_| guest::PL061_BASE),
             rng_seed: None,
         },
-        &boards::guest_dt::LinuxExtras {
-            framebuffer: vm.framebuffer.as_ref(),
-            pcie: pcie.as_ref(),
-        },
+        &vm.devices,
     )
     .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
     vdev::GuestMemory::write(&mut ram, dtb_ipa, &dt)
@@ -248,26 +241,26 @@ fn load_firmware_dt(vm: &Vm) -> StartRequest {
     // sets QueueNum on a version-2 virtio-mmio transport (QEMU's are version 1 by
     // default), and then waits for ever on the queue the device refused. The ACPI
     // tables still list it for the OS.
-    let gpu = guest::VIRTIO_MMIO_BASE + guest::VIRTIO_GPU_SLOT * guest::VIRTIO_MMIO_STRIDE;
-    let virtio: alloc::vec::Vec<_> = vm
-        .virtio
-        .iter()
-        .copied()
-        .filter(|s| s.base != gpu)
-        .collect();
-    let dt = boards::guest_dt::firmware_dt(
-        &boards::guest_dt::GuestDtConfig {
+    let mut devices = vm.devices.clone();
+    devices.retain(|d| {
+        !matches!(
+            d.kind,
+            boards::devices::DeviceKind::VirtioMmio {
+                device: boards::devices::VirtioDevice::Gpu,
+                ..
+            }
+        )
+    });
+    let dt = boards::guest_dt::device_tree(
+        &boards::guest_dt::Machine {
             vcpus: vm.vcpus(),
             ram_base: vm.ram.ipa(),
             ram_size: vm.ram.size(),
             bootargs: "",
             initrd: None,
-            virtio_mmio: &virtio,
-            tpm_tis: None,
-            tpm_spi_gpio: None,
             rng_seed: None,
         },
-        &firmware::dt_devices(&vm.virtio_slot_numbers(), vm.tpm.is_some()),
+        &devices,
     )
     .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
     let dtb_ipa = vm.ram.ipa();
@@ -512,12 +505,19 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     snapshot::give_pool(&mut pmem);
     let ram = GuestRam::new(guest::RAM_BASE, ram_pa, mem, layout, 1)
         .unwrap_or_else(|e| fatal(format_args!("stage-2 tables: {e:?}")));
-    // A firmware VM's TPM is the CRB on the platform bus (its device list's entry).
-    let tpm_interface = match spec.firmware {
-        Some(_) => tpm::Interface::Crb {
-            base: boards::devices::TPM_CRB_BASE,
+    // The VM's device list: its profile and what the boot asks for.
+    let shape = vm::DeviceShape {
+        profile: match spec.firmware {
+            Some(_) => boards::devices::Profile::UefiAcpi,
+            None => boards::devices::Profile::LinuxDt,
         },
-        None => tpm::Interface::SpiGpio,
+        pcie: spec.nvme.is_some(),
+        framebuffer: spec
+            .firmware
+            .is_none()
+            .then(|| boards::devices::simple_framebuffer(&spec.cmdline, ram.ipa(), ram.size()))
+            .flatten(),
+        vars_bank_size: firmware::VARS_BANK_SIZE,
     };
     let mut vm = Vm::new(
         &spec.name,
@@ -525,7 +525,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         &pcpus[..vcpus],
         spec.disks,
         spec.tpm_nv,
-        tpm_interface,
+        shape,
     )
     .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     if let (Some(fw), Some(flash)) = (&spec.firmware, flash) {
@@ -534,16 +534,8 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             None => firmware::VarStore::Memory,
         };
         let clock = firmware::HostClock::new(spec.identity, spec.rtc_offset);
-        let fw = firmware::build(
-            ram,
-            flash,
-            fw,
-            store,
-            clock,
-            vcpus as u32,
-            &firmware::device_list(&vm.virtio_slot_numbers(), vm.tpm.is_some()),
-        )
-        .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", spec.name)));
+        let fw = firmware::build(ram, flash, fw, store, clock, vcpus as u32, &vm.devices)
+            .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", spec.name)));
         vm.attach_firmware(fw)
             .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     }
@@ -553,9 +545,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     }
     vm.identity = spec.identity;
     if vm.firmware.is_none() {
-        if let Some(fb) =
-            boards::devices::simple_framebuffer(&spec.cmdline, vm.ram.ipa(), vm.ram.size())
-        {
+        if let Some(fb) = boards::devices::framebuffer_of(&vm.devices) {
             match vm.attach_framebuffer(fb) {
                 Ok(()) => log::info!(
                     "VM '{}': simple framebuffer {}x{} at {:#x}",
@@ -568,6 +558,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             }
         }
     }
+    log::info!("VM '{}': MMIO bus: {}", vm.name, vm.bus_map());
     vm.run
         .set_suspend_on_host_shutdown(spec.policy.is_some_and(|p| p.suspend_on_host_shutdown));
     log::info!(

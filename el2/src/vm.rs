@@ -11,7 +11,6 @@ use arch::controls::PmuPolicy;
 use arch::smccc::{CpuPower, PowerTopology};
 use arch::timer::EmulatedTimer;
 use boards::guest;
-use boards::guest_dt::VirtioSlot;
 use devices::Pl011;
 use spin::Mutex;
 use vdev::{AsyncBlock, MmioBus, MmioContext, Shared, WorkSignal};
@@ -168,8 +167,9 @@ pub struct Vm {
     pub stop: AtomicU8,
     /// Exit counts of vCPUs that have stopped.
     pub stats: Mutex<ExitStats>,
-    /// The virtio-mmio transports the guest has (for its device tree).
-    pub virtio: Vec<VirtioSlot>,
+    /// The VM's devices (`boards::devices::device_list`): its bus, its device
+    /// tree and its ACPI tables are generated from this one list.
+    pub devices: Vec<boards::devices::DeviceSpec>,
     /// The guest's TPM (on its SPI-over-GPIO bus, or the CRB of a firmware VM).
     pub tpm: Option<crate::tpm::GuestTpm>,
     /// The VM's registry identity (system-disk VMs; `None` for boot bundles).
@@ -196,35 +196,26 @@ pub struct Vm {
     pub pcie: Option<alloc::sync::Arc<Mutex<pci::RootComplex>>>,
 }
 
-/// What building a VM's virtio-mmio devices adds to: the bus, the device tree's list
-/// and the devices a suspend saves.
+/// What building a VM's bus devices adds to: the bus and the devices a suspend
+/// saves.
 struct VirtioSlots<'a> {
     bus: &'a mut MmioBus,
-    virtio: &'a mut Vec<VirtioSlot>,
     saved: &'a mut Vec<crate::suspend::SavedDevice>,
 }
 
 impl VirtioSlots<'_> {
-    /// Puts `device` behind a virtio-mmio transport in `slot`: on the bus, in the
-    /// device tree's list, and saved on suspend (`in_flight` counts the requests a
-    /// suspend drains first).
+    /// Puts `device` behind a virtio-mmio transport at `(name, base, size, intid)`
+    /// (a device-list entry's): on the bus, and saved on suspend (`in_flight`
+    /// counts the requests a suspend drains first).
     fn attach<D: virtio::VirtioDevice + Send + 'static>(
         &mut self,
-        name: &'static str,
-        slot: u64,
+        (name, base, size, intid): (&'static str, u64, u64, u32),
         device: D,
         in_flight: fn(&D) -> usize,
     ) -> Result<Shared<MmioTransport<D>>, VmError> {
-        let base = guest::VIRTIO_MMIO_BASE + slot * guest::VIRTIO_MMIO_STRIDE;
-        let intid = guest::virtio_mmio_intid(slot);
         let transport = Shared::new(MmioTransport::new(device, intid));
         self.bus
-            .insert(
-                name,
-                base,
-                guest::VIRTIO_MMIO_STRIDE,
-                Box::new(transport.clone()),
-            )
+            .insert(name, base, size, Box::new(transport.clone()))
             .map_err(VmError::Bus)?;
         self.saved.push(crate::suspend::SavedDevice {
             name,
@@ -234,7 +225,6 @@ impl VirtioSlots<'_> {
                 in_flight,
             }),
         });
-        self.virtio.push(VirtioSlot { base, intid });
         Ok(transport)
     }
 }
@@ -254,6 +244,21 @@ pub enum VmError {
     V2m(vgic::v2m::V2mError),
     Vgic(vgic::ConfigError),
     Tpm(String),
+    /// The device list lacks what a model needs, or the root complex.
+    Devices(&'static str),
+}
+
+/// What of a VM's device set its boot chooses; which virtio devices and whether
+/// a TPM follow from the machine (disks, entropy).
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceShape {
+    pub profile: boards::devices::Profile,
+    /// The PCI Express root complex (an NVMe disk).
+    pub pcie: bool,
+    /// The simple framebuffer (`boards::devices::simple_framebuffer`).
+    pub framebuffer: Option<boards::devices::FramebufferSpec>,
+    /// Size of the variable-store flash bank (`uefi-acpi`).
+    pub vars_bank_size: u64,
 }
 
 /// The guest's MPIDR for vCPU `i`: Aff0 = i, with the U bit clear and bit 31 RES1.
@@ -268,17 +273,21 @@ fn power_u8(p: CpuPower) -> u8 {
 
 impl Vm {
     /// Builds a VM whose RAM is `ram` (already allocated), with one vCPU per entry of
-    /// `pcpus` (MPIDR and device-tree index of the physical CPU that will run it); `disks` become virtio-blk devices
-    /// in the first virtio-mmio slots; the TPM, reached through `tpm_interface`, keeps
-    /// its NV image in `tpm_nv` (or in memory).
+    /// `pcpus` (MPIDR and device-tree index of the physical CPU that will run it),
+    /// and the devices of its `shape`'s profile ([`Vm::devices`]): `disks` become
+    /// virtio-blk devices in the first virtio-mmio slots; the TPM keeps its NV
+    /// image in `tpm_nv` (or in memory). Every bus window of the list's devices
+    /// but the firmware's ([`Vm::attach_firmware`]) and the root complex's
+    /// ([`Vm::attach_pcie`]) gets its model here.
     pub fn new(
         name: &str,
         ram: GuestRam,
         pcpus: &[(u64, usize)],
         disks: Vec<Box<dyn AsyncBlock + Send>>,
         tpm_nv: Option<crate::tpm::TpmNvPlace>,
-        tpm_interface: crate::tpm::Interface,
+        shape: DeviceShape,
     ) -> Result<Self, VmError> {
+        use boards::devices::{BusModel, DeviceKind, Profile, VirtioDevice};
         let n = pcpus.len();
         let vgic =
             SharedVgic::new(VgicConfig::simple(n, guest::VGIC_SPIS)).map_err(VmError::Vgic)?;
@@ -288,22 +297,6 @@ impl Vm {
             base: guest::GICD_BASE,
             handle: Box::new(vgic.clone()),
         }];
-        let uart = Shared::new(Pl011::new(
-            guest::SPI_BASE + guest::PL011_SPI,
-            Box::new(crate::console::GuestConsole),
-        ));
-        bus.insert(
-            "pl011",
-            guest::PL011_BASE,
-            guest::PL011_SIZE,
-            Box::new(uart.clone()),
-        )
-        .map_err(VmError::Bus)?;
-        saved_devices.push(crate::suspend::SavedDevice {
-            name: "pl011",
-            base: guest::PL011_BASE,
-            handle: Box::new(uart.clone()),
-        });
         bus.insert(
             "gicd",
             guest::GICD_BASE,
@@ -314,76 +307,139 @@ impl Vm {
         let gicr_size = vgic.lock().gicr_region_size();
         bus.insert("gicr", guest::GICR_BASE, gicr_size, Box::new(vgic.gicr()))
             .map_err(VmError::Bus)?;
+        // A firmware VM's TPM is the CRB on the platform bus, a Linux VM's the
+        // PL061/SPI chain; either needs an entropy source, as the virtio-rng does.
+        let tpm_interface = match shape.profile {
+            Profile::UefiAcpi => crate::tpm::Interface::Crb {
+                base: boards::devices::TPM_CRB_BASE,
+            },
+            Profile::LinuxDt => crate::tpm::Interface::SpiGpio,
+        };
         let tpm = crate::tpm::guest_tpm(tpm_nv, tpm_interface).map_err(VmError::Tpm)?;
-        match tpm.as_ref().map(|t| (t, t.interface())) {
-            Some((tpm, crate::tpm::Interface::SpiGpio)) => {
-                bus.insert(
-                    "pl061-tpm",
-                    guest::PL061_BASE,
-                    guest::PL061_SIZE,
-                    tpm.device(),
-                )
-                .map_err(VmError::Bus)?;
-                saved_devices.push(crate::suspend::SavedDevice {
-                    name: "pl061-tpm",
-                    base: guest::PL061_BASE,
-                    handle: tpm.saved(),
-                });
-            }
-            // On the bus with the firmware's devices, from its device list
-            // (`attach_firmware`).
-            Some((tpm, crate::tpm::Interface::Crb { base })) => {
+        let mut rng = crate::entropy::source(b"RayOS virtio-rng");
+        if rng.is_none() {
+            log::warn!("no entropy source: the VM gets no virtio-rng");
+        }
+        let slots = boards::devices::virtio_slots(disks.len(), rng.is_some());
+        let devices = boards::devices::device_list(
+            shape.profile,
+            &boards::devices::VmDevices {
+                virtio_slots: &slots,
+                tpm_spi_gpio: shape.profile == Profile::LinuxDt && tpm.is_some(),
+                tpm_crb: shape.profile == Profile::UefiAcpi && tpm.is_some(),
+                vars_bank_size: shape.vars_bank_size,
+                pcie: shape.pcie,
+                framebuffer: shape.framebuffer,
+            },
+        );
+        let console = devices
+            .iter()
+            .find(|d| d.kind == DeviceKind::Pl011)
+            .and_then(|d| d.irq)
+            .ok_or(VmError::Devices("the device list has no PL011"))?;
+        let uart = Shared::new(Pl011::new(
+            console.intid,
+            Box::new(crate::console::GuestConsole),
+        ));
+        if let Some(tpm) = &tpm {
+            if let crate::tpm::Interface::Crb { base } = tpm.interface() {
+                // On the bus with the firmware's devices, from its device list
+                // (`attach_firmware`).
                 saved_devices.push(crate::suspend::SavedDevice {
                     name: "tpm-crb",
                     base,
                     handle: tpm.saved(),
                 });
             }
-            None => {}
         }
-        let mut virtio = Vec::new();
+        let mut disks: Vec<Option<Box<dyn AsyncBlock + Send>>> =
+            disks.into_iter().map(Some).collect();
+        let mut gpu = None;
         let mut slots = VirtioSlots {
             bus: &mut bus,
-            virtio: &mut virtio,
             saved: &mut saved_devices,
         };
-        for (n, disk) in disks
-            .into_iter()
-            .enumerate()
-            .take(guest::VIRTIO_GPU_SLOT as usize)
-        {
-            slots.attach("virtio-blk", n as u64, Blk::new(disk), Blk::in_flight)?;
-        }
-        // A virtio-gpu for every guest (its monitor's mode and memory bounds: GPU_*).
-        let gpu = Gpu::new(GpuConfig {
-            modes: alloc::vec![vgpu::present::DEFAULT_MODE],
-            max_resource_bytes: GPU_MAX_RESOURCE_BYTES,
-            max_total_bytes: GPU_MAX_TOTAL_BYTES,
-        });
-        let gpu = slots.attach("virtio-gpu", guest::VIRTIO_GPU_SLOT, gpu, |_| 0)?;
-        // Entropy (when the machine has a source) and a second console for every
-        // guest, in the last two slots (disks fill the slots from the first).
-        match crate::entropy::source(b"RayOS virtio-rng") {
-            Some(e) => {
-                let rng = Rng::new(Box::new(crate::entropy::VirtioEntropy(e)));
-                slots.attach("virtio-rng", guest::VIRTIO_RNG_SLOT, rng, |_| 0)?;
+        for e in boards::devices::bus_entries(&devices) {
+            let device = match e.model {
+                BusModel::Device(DeviceKind::Pl011) => {
+                    slots
+                        .bus
+                        .insert(e.name, e.base, e.size, Box::new(uart.clone()))
+                        .map_err(VmError::Bus)?;
+                    slots.saved.push(crate::suspend::SavedDevice {
+                        name: e.name,
+                        base: e.base,
+                        handle: Box::new(uart.clone()),
+                    });
+                    continue;
+                }
+                BusModel::Device(DeviceKind::Pl061Tpm) => {
+                    let tpm = tpm
+                        .as_ref()
+                        .ok_or(VmError::Devices("a PL061 TPM entry without a TPM"))?;
+                    slots
+                        .bus
+                        .insert(e.name, e.base, e.size, tpm.device())
+                        .map_err(VmError::Bus)?;
+                    slots.saved.push(crate::suspend::SavedDevice {
+                        name: e.name,
+                        base: e.base,
+                        handle: tpm.saved(),
+                    });
+                    continue;
+                }
+                BusModel::Device(DeviceKind::VirtioMmio { device, .. }) => device,
+                // Every other slot answers as on QEMU `virt`: a transport with
+                // device ID 0. They are not in the guest's device tree.
+                BusModel::EmptyVirtioSlot { .. } => {
+                    slots
+                        .bus
+                        .insert(e.name, e.base, e.size, Box::new(EmptySlot))
+                        .map_err(VmError::Bus)?;
+                    continue;
+                }
+                // The firmware's devices and the root complex's windows are put on
+                // the bus by `attach_firmware` and `attach_pcie`, from this list.
+                BusModel::Device(_) => continue,
+            };
+            let irq = e
+                .irq
+                .ok_or(VmError::Devices("a virtio entry without an SPI"))?;
+            let at = (e.name, e.base, e.size, irq.intid);
+            match device {
+                VirtioDevice::Blk { disk } => {
+                    let disk = disks
+                        .get_mut(usize::from(disk))
+                        .and_then(Option::take)
+                        .ok_or(VmError::Devices("a virtio-blk entry without its disk"))?;
+                    slots.attach(at, Blk::new(disk), Blk::in_flight)?;
+                }
+                VirtioDevice::Gpu => {
+                    // A virtio-gpu for every guest (its monitor's mode and memory
+                    // bounds: GPU_*).
+                    let device = Gpu::new(GpuConfig {
+                        modes: alloc::vec![vgpu::present::DEFAULT_MODE],
+                        max_resource_bytes: GPU_MAX_RESOURCE_BYTES,
+                        max_total_bytes: GPU_MAX_TOTAL_BYTES,
+                    });
+                    gpu = Some(slots.attach(at, device, |_| 0)?);
+                }
+                VirtioDevice::Rng => {
+                    let e = rng
+                        .take()
+                        .ok_or(VmError::Devices("a virtio-rng entry without entropy"))?;
+                    let device = Rng::new(Box::new(crate::entropy::VirtioEntropy(e)));
+                    slots.attach(at, device, |_| 0)?;
+                }
+                VirtioDevice::Console => {
+                    let device = Console::new(Box::new(|bytes: &[u8]| {
+                        crate::console::guest_write(crate::console::Source::Virtio, bytes)
+                    }));
+                    slots.attach(at, device, |_| 0)?;
+                }
             }
-            None => log::warn!("no entropy source: the VM gets no virtio-rng"),
         }
-        let console = Console::new(Box::new(|bytes: &[u8]| {
-            crate::console::guest_write(crate::console::Source::Virtio, bytes)
-        }));
-        slots.attach("virtio-console", guest::VIRTIO_CONSOLE_SLOT, console, |_| 0)?;
-        // Every other slot answers as on QEMU `virt`: a transport with device ID 0.
-        // They are not in the guest's device tree (it lists what exists).
-        for n in 0..guest::VIRTIO_MMIO_SLOTS {
-            let base = guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE;
-            if virtio.iter().all(|s| s.base != base) {
-                let empty = Box::new(EmptySlot);
-                bus.insert("virtio-empty", base, guest::VIRTIO_MMIO_STRIDE, empty)
-                    .map_err(VmError::Bus)?;
-            }
-        }
+        let gpu = gpu.ok_or(VmError::Devices("the device list has no virtio-gpu"))?;
         let work = WorkSignal::new();
         bus.connect_work_signal(&work);
         Ok(Self {
@@ -402,7 +458,7 @@ impl Vm {
             pcpu_index: pcpus.iter().map(|&(_, index)| index).collect(),
             stop: AtomicU8::new(0),
             stats: Mutex::new(ExitStats::default()),
-            virtio,
+            devices,
             tpm,
             identity: None,
             saved_devices,
@@ -524,7 +580,7 @@ impl Vm {
     /// pages are dirty-tracked at stage 2 (`GuestRam::set_framebuffer`) and the
     /// render loop presents it as the VM's surface (`display::set_framebuffer`);
     /// the device tree describes it (`load_guest`). Refused if its geometry does
-    /// not fit the VM's RAM.
+    /// not fit the VM's RAM; the VM's device list then loses it.
     pub fn attach_framebuffer(
         &mut self,
         fb: boards::devices::FramebufferSpec,
@@ -537,7 +593,18 @@ impl Vm {
             // DT `x8r8g8b8`: bytes B, G, R, X.
             format: vgpu::defs::format::B8G8R8X8_UNORM,
         };
-        let linear = vgpu::LinearFb::new(geometry, self.ram.ipa(), self.ram.size())?;
+        let linear = match vgpu::LinearFb::new(geometry, self.ram.ipa(), self.ram.size()) {
+            Ok(l) => l,
+            Err(e) => {
+                self.devices.retain(|d| {
+                    !matches!(
+                        d.kind,
+                        boards::devices::DeviceKind::SimpleFramebuffer { .. }
+                    )
+                });
+                return Err(e);
+            }
+        };
         self.ram.set_framebuffer(geometry.pages(self.ram.ipa()));
         crate::display::set_framebuffer(self.ram, linear);
         self.framebuffer = Some(fb);
@@ -547,8 +614,7 @@ impl Vm {
     /// Gives the VM the firmware devices `fw` (before it runs): on its bus, and
     /// its boots start the firmware.
     pub fn attach_firmware(&mut self, fw: crate::firmware::Firmware) -> Result<(), VmError> {
-        let slots = self.virtio_slot_numbers();
-        crate::firmware::attach(&mut self.bus, &fw, &slots, self.tpm.as_ref())
+        crate::firmware::attach(&mut self.bus, &fw, &self.devices, self.tpm.as_ref())
             .map_err(VmError::Bus)?;
         // The firmware's GOP framebuffer (ramfb) becomes the VM's surface once
         // the firmware configures it through fw_cfg.
@@ -559,12 +625,13 @@ impl Vm {
         Ok(())
     }
 
-    /// Gives the VM the PCI Express root complex of `boards::devices::pcie` with
-    /// its GICv2m frame, and an NVMe controller over `disk` at 00:01.0 (one I/O
+    /// Gives the VM the PCI Express root complex of its device list
+    /// (`boards::devices::pcie_of`) with its GICv2m frame, and an NVMe controller over `disk` at 00:01.0 (one I/O
     /// queue pair and MSI-X vector per vCPU, plus the admin vector).
     pub fn attach_pcie(&mut self, disk: Box<dyn AsyncBlock + Send>) -> Result<(), VmError> {
         use boards::devices as d;
-        let spec = d::pcie();
+        let spec = d::pcie_of(&self.devices)
+            .ok_or(VmError::Devices("the device list has no root complex"))?;
         let w = |x: d::Window| pci::Window {
             base: x.base,
             size: x.size,
@@ -624,21 +691,33 @@ impl Vm {
         Ok(())
     }
 
-    /// The virtio-mmio slot numbers the VM has, in slot order.
-    pub fn virtio_slot_numbers(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self
-            .virtio
-            .iter()
-            .map(|s| (s.base - guest::VIRTIO_MMIO_BASE) / guest::VIRTIO_MMIO_STRIDE)
-            .collect();
-        v.sort_unstable();
-        v
+    /// The VM's MMIO bus for its log: `name@base+size` (hex) for each window,
+    /// then how many virtio-mmio slots are empty.
+    pub fn bus_map(&self) -> BusMap<'_> {
+        BusMap(&self.bus)
     }
 
     /// Whether `ipa` is in the guest's GIC distributor or redistributors.
     pub fn is_gic(&self, ipa: u64) -> bool {
         (guest::GICD_BASE..guest::GICD_BASE + guest::GICD_SIZE).contains(&ipa)
             || (guest::GICR_BASE..guest::GICR_BASE + guest::GICR_REGION_SIZE).contains(&ipa)
+    }
+}
+
+/// [`Vm::bus_map`].
+pub struct BusMap<'a>(&'a MmioBus);
+
+impl core::fmt::Display for BusMap<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        let mut empty = 0;
+        for (name, base, size) in self.0.regions() {
+            if name == boards::devices::EMPTY_VIRTIO_SLOT {
+                empty += 1;
+                continue;
+            }
+            write!(f, "{name}@{base:x}+{size:x} ")?;
+        }
+        write!(f, "({empty} empty virtio-mmio slots)")
     }
 }
 

@@ -233,3 +233,129 @@ fn uefi_application_boots_a_bundle_from_the_esp() {
     assert!(report.failed.is_empty(), "{:?}\n{tail}", report.failed);
     assert_eq!(outcome.verdict(), Ok(()), "\n{tail}");
 }
+
+/// Guest command of the bus/device-tree test: every node under the root, the
+/// GIC and the platform bus with its `reg` (and the PCIe node's `ranges`) as hex.
+const DT_DUMP_CMD: &str = r#"for n in /proc/device-tree/*@* /proc/device-tree/*@*/*@*; do
+ [ -f "$n/reg" ] || continue
+ echo "dt ${n#/proc/device-tree/} reg=$(od -An -tx1 -v "$n/reg" | tr -d ' \n') ranges=$( [ -f "$n/ranges" ] && od -An -tx1 -v "$n/ranges" | tr -d ' \n')"
+done
+"#;
+
+/// Big-endian 32-bit cells of a hex string.
+fn hex_cells(hex: &str) -> Vec<u64> {
+    hex.as_bytes()
+        .chunks_exact(8)
+        .map(|c| u64::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap())
+        .collect()
+}
+
+/// Issue 14 item 5, on the machine: the MMIO bus the hypervisor built for a
+/// `linux-dt` VM with every optional device (TPM, PCIe with NVMe, the simple
+/// framebuffer) — its own log line of what is on the bus — and the device tree
+/// the Linux guest booted with (read back from `/proc/device-tree`) describe the
+/// same windows: every trapped device is a node with that `reg` (the PCIe
+/// windows in the root complex's `ranges`, the platform bus's child translated),
+/// every node with a window outside RAM is on the bus, the GIC node gives the
+/// distributor and redistributor frames the vGIC serves.
+#[test]
+fn the_bus_the_hypervisor_built_is_the_device_tree_the_guest_booted_with() {
+    let _boot = boot_lock();
+    let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.smp = Some(2);
+    o.nvme = Some(4 << 20);
+    o.append = Some(format!("{} rayos.fb=simple", xtask::run::LINUX_CMDLINE));
+    o.guest_cmd = Some(DT_DUMP_CMD.into());
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.verdict(), Ok(()), "\n{tail}");
+    let c = &outcome.console;
+    // `name@base+size` for each bus window, then how many virtio slots are empty.
+    let line = c
+        .lines()
+        .find_map(|l| {
+            l.split_once("VM 'linux': MMIO bus: ")
+                .map(|(_, r)| r.trim_end())
+        })
+        .unwrap_or_else(|| panic!("the hypervisor did not log its bus\n{tail}"));
+    let mut bus: Vec<(String, u64, u64)> = Vec::new();
+    for w in line.split(' ').take_while(|w| w.contains('@')) {
+        let (name, at) = w.split_once('@').unwrap();
+        let (base, size) = at.split_once('+').unwrap();
+        let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
+        bus.push((name.into(), hex(base), hex(size)));
+    }
+    let names: Vec<&str> = bus.iter().map(|b| b.0.as_str()).collect();
+    for want in [
+        "pl011",
+        "pl061-tpm",
+        "virtio-gpu",
+        "virtio-console",
+        "gicv2m",
+        "pcie",
+    ] {
+        assert!(names.contains(&want), "no {want} on the bus: {line}");
+    }
+    // The device tree as the guest saw it.
+    let mut dt: Vec<(String, u64, u64)> = Vec::new();
+    let mut pcie_ranges = Vec::new();
+    let mut platform_ranges = Vec::new();
+    for l in c.lines().filter_map(|l| l.trim_end().strip_prefix("dt ")) {
+        let (path, rest) = l.split_once(" reg=").unwrap();
+        let (reg, ranges) = rest.split_once(" ranges=").unwrap();
+        let reg = hex_cells(reg);
+        if path.starts_with("platform-bus@") {
+            platform_ranges = hex_cells(ranges);
+        }
+        if path.starts_with("pcie@") {
+            pcie_ranges = hex_cells(ranges);
+        }
+        let (parent, node) = path.rsplit_once('/').unwrap_or(("", path));
+        match parent.split('@').next().unwrap() {
+            // One address and one size cell, translated by the bus's `ranges`.
+            "platform-bus" => dt.push((node.into(), reg[0], reg[1])),
+            // The SPI TPM's chip select; reserved RAM.
+            "spi" | "reserved-memory" => {}
+            _ => {
+                for p in reg.chunks_exact(4) {
+                    dt.push((node.into(), (p[0] << 32) | p[1], (p[2] << 32) | p[3]));
+                }
+            }
+        }
+    }
+    assert!(!dt.is_empty(), "the guest printed no device tree\n{tail}");
+    println!("bus: {line}\nthe guest's device tree: {dt:x?}");
+    for d in dt.iter_mut().filter(|d| d.0.starts_with("tpm")) {
+        d.1 = d.1 - platform_ranges[0] + ((platform_ranges[1] << 32) | platform_ranges[2]);
+    }
+    for r in pcie_ranges.chunks_exact(7) {
+        dt.push((
+            "pcie-range".into(),
+            (r[3] << 32) | r[4],
+            (r[5] << 32) | r[6],
+        ));
+    }
+    let ram = boards::guest::RAM_BASE;
+    let on_bus = |base: u64, size: u64| bus.iter().any(|b| (b.1, b.2) == (base, size));
+    for (node, base, size) in &dt {
+        if *base >= ram || node.starts_with("memory") {
+            continue;
+        }
+        assert!(
+            on_bus(*base, *size),
+            "DT node {node} [{base:#x}, +{size:#x}) is not on the bus: {line}\n{tail}"
+        );
+    }
+    for (name, base, size) in &bus {
+        assert!(
+            dt.iter().any(|d| (d.1, d.2) == (*base, *size)),
+            "bus window {name}@{base:#x}+{size:#x} is not in the guest's device tree\n{tail}"
+        );
+    }
+    // The framebuffer is RAM, not MMIO: in the tree, not on the bus.
+    assert!(
+        dt.iter()
+            .any(|d| d.0.starts_with("framebuffer@") && d.1 >= ram),
+        "no simple framebuffer in the device tree\n{tail}"
+    );
+}
