@@ -1,0 +1,17 @@
+//! `input`: everything between RayOS's input sources and a guest's input devices that
+//! does not touch hardware.
+//!
+//! - [`pointer`]: a display position to a guest pixel through the inverse of the
+//!   compositor placement the VM is presented with (`None` outside it: the pointer
+//!   stays with RayOS).
+//! - [`keymap`]: HID keyboard usages (the authority ABI's keys) to evdev codes (the
+//!   virtio-input keyboard's), the US layout, key names.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod keymap;
+pub mod pointer;
+
+pub use pointer::{placement_for, PointerMap};
