@@ -4,6 +4,9 @@
 //! - [`pointer`]: a display position to a guest pixel through the inverse of the
 //!   compositor placement the VM is presented with (`None` outside it: the pointer
 //!   stays with RayOS).
+//! - [`gaze`]: gaze points to smoothed pointer motion and a dwell click.
+//! - [`route`]: one VM's routing of authority-ABI input events to the evdev reports
+//!   of its virtio-input keyboard and tablet, only while presented and interactive.
 //! - [`keymap`]: HID keyboard usages (the authority ABI's keys) to evdev codes (the
 //!   virtio-input keyboard's), the US layout, key names.
 #![no_std]
@@ -11,7 +14,10 @@
 
 extern crate alloc;
 
+pub mod gaze;
 pub mod keymap;
 pub mod pointer;
+pub mod route;
 
 pub use pointer::{placement_for, PointerMap};
+pub use route::{Device, Report, Routed, Router};
