@@ -7,6 +7,9 @@
 //! - [`gaze`]: gaze points to smoothed pointer motion and a dwell click.
 //! - [`route`]: one VM's routing of authority-ABI input events to the evdev reports
 //!   of its virtio-input keyboard and tablet, only while presented and interactive.
+//! - [`script`]: the input-script text format and its validating parser; [`run`]: the
+//!   script as a state machine over a [`FrameSource`] and an [`InputSink`], its
+//!   [`RunRecord`] and replay.
 //! - [`keymap`]: HID keyboard usages (the authority ABI's keys) to evdev codes (the
 //!   virtio-input keyboard's), the US layout, key names.
 #![no_std]
@@ -18,6 +21,10 @@ pub mod gaze;
 pub mod keymap;
 pub mod pointer;
 pub mod route;
+pub mod run;
+pub mod script;
 
 pub use pointer::{placement_for, PointerMap};
 pub use route::{Device, Report, Routed, Router};
+pub use run::{FrameSource, FrameView, InputSink, RunRecord, Runner, Status};
+pub use script::Script;
