@@ -191,3 +191,21 @@ proptest! {
         }
     }
 }
+
+/// The `text` blocks of docs/console.md's "Input scripts" section: the example
+/// script parses, and the example record reads.
+#[test]
+fn the_examples_in_the_docs_are_valid() {
+    let doc = include_str!("../../docs/console.md");
+    let section = doc.split("## Input scripts").nth(1).unwrap();
+    let blocks: Vec<&str> = section
+        .split("```text\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 2);
+    let s = Script::parse(blocks[0].as_bytes()).unwrap();
+    assert_eq!(s.steps.len(), 5);
+    let r = crate::run::RunRecord::parse(blocks[1]).unwrap();
+    assert_eq!(r.steps.len(), 2);
+}
