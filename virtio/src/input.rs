@@ -121,6 +121,8 @@ pub struct InputStats {
     /// statusq events the device did not use (not an LED of a keyboard, a partial
     /// event, or past [`MAX_STATUS_EVENTS_PER_CHAIN`]).
     pub status_ignored: u64,
+    /// Bytes the driver wrote to read-only config fields (ignored).
+    pub config_writes_ignored: u64,
 }
 
 /// A virtio-input device.
@@ -263,10 +265,13 @@ impl Input {
         }
         if let Some(index) = events.iter().position(|e| !self.injectable(e)) {
             self.stats.rejected_reports += 1;
-            log::warn!(
-                "virtio-input: unsupported event {:?} refused",
-                events[index]
-            );
+            if worth_logging(self.stats.rejected_reports) {
+                log::warn!(
+                    "virtio-input: unsupported event {:?} refused ({} reports so far)",
+                    events[index],
+                    self.stats.rejected_reports
+                );
+            }
             return Err(InjectError::Unsupported { index });
         }
         if self.pending.len() + events.len() + 1 > EVENT_CAPACITY {
@@ -432,10 +437,14 @@ impl VirtioDevice for Input {
                 Some(d::CFG_SELECT) => self.select = b,
                 Some(d::CFG_SUBSEL) => self.subsel = b,
                 _ => {
-                    log::warn!(
-                        "virtio-input: config write at {:#x} ignored",
-                        offset.saturating_add(i)
-                    );
+                    self.stats.config_writes_ignored += 1;
+                    if worth_logging(self.stats.config_writes_ignored) {
+                        log::warn!(
+                            "virtio-input: config write at {:#x} ignored ({} so far)",
+                            offset.saturating_add(i),
+                            self.stats.config_writes_ignored
+                        );
+                    }
                     continue;
                 }
             }
@@ -496,6 +505,7 @@ impl VirtioDevice for Input {
             rejected_reports,
             short_buffers,
             status_ignored,
+            config_writes_ignored,
         } = *stats;
         let mut w = Writer::new(SAVE_ID, SAVE_VERSION);
         w.u8(*select).u8(*subsel).u32(*leds);
@@ -506,6 +516,7 @@ impl VirtioDevice for Input {
             rejected_reports,
             short_buffers,
             status_ignored,
+            config_writes_ignored,
         ] {
             w.u64(v);
         }
@@ -532,6 +543,7 @@ impl VirtioDevice for Input {
             rejected_reports: r.u64()?,
             short_buffers: r.u64()?,
             status_ignored: r.u64()?,
+            config_writes_ignored: r.u64()?,
         };
         let count = r.u32()? as usize;
         if count > EVENT_CAPACITY {

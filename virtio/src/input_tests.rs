@@ -127,6 +127,15 @@ fn tablet_config_has_axes_over_the_guest_screen_buttons_and_wheel() {
     d.try_write(mmio::CONFIG + 2, AccessSize::Byte, 0x80)
         .unwrap();
     assert_eq!(d.try_read(mmio::CONFIG + 2, AccessSize::Byte).unwrap(), 1);
+    // A word write over select, subsel, size and a reserved byte: the first two
+    // take, the other two are counted.
+    d.try_write(mmio::CONFIG, AccessSize::Word, 0x7777_0001)
+        .unwrap();
+    assert_eq!(
+        d.try_read(mmio::CONFIG, AccessSize::Word).unwrap(),
+        0x0013_0001
+    );
+    assert_eq!(d.transport.device().stats().config_writes_ignored, 3);
     // Past the config space reads zero.
     assert_eq!(d.try_read(mmio::CONFIG + 0xf8, AccessSize::Double), Ok(0));
 }
