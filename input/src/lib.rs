@@ -1,7 +1,7 @@
 //! `input`: everything between RayOS's input sources and a guest's input devices that
 //! does not touch hardware.
 //!
-//! - [`pointer`]: a display position to a guest pixel through the inverse of the
+//! - [`pointer`](mod@pointer): a display position to a guest pixel through the inverse of the
 //!   compositor placement the VM is presented with (`None` outside it: the pointer
 //!   stays with RayOS).
 //! - [`gaze`]: gaze points to smoothed pointer motion and a dwell click.
