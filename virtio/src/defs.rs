@@ -120,6 +120,7 @@ pub mod device_id {
     pub const BLOCK: u32 = 2;
     pub const CONSOLE: u32 = 3;
     pub const ENTROPY: u32 = 4;
+    pub const INPUT: u32 = 18;
 }
 
 /// virtio-blk (virtio 1.2 §5.2).
@@ -175,6 +176,73 @@ pub mod console {
     pub const CFG_MAX_NR_PORTS: usize = 4;
     pub const CFG_EMERG_WR: usize = 8;
     pub const CFG_SIZE: usize = 12;
+}
+
+/// virtio-input (virtio 1.2 §5.8) and the evdev numbers its events and config carry
+/// (the Linux input ABI, `input-event-codes.h`, which the specification adopts).
+pub mod input {
+    /// Queue indices.
+    pub const EVENTQ: u16 = 0;
+    pub const STATUSQ: u16 = 1;
+    /// Config space offsets (`struct virtio_input_config`).
+    pub const CFG_SELECT: usize = 0;
+    pub const CFG_SUBSEL: usize = 1;
+    pub const CFG_SIZE_FIELD: usize = 2;
+    pub const CFG_UNION: usize = 8;
+    /// Bytes of the union (string, bitmap, absinfo or devids).
+    pub const CFG_UNION_SIZE: usize = 128;
+    pub const CFG_SIZE: usize = CFG_UNION + CFG_UNION_SIZE;
+    /// `select` values (`enum virtio_input_config_select`).
+    pub const CFG_UNSET: u8 = 0x00;
+    pub const CFG_ID_NAME: u8 = 0x01;
+    pub const CFG_ID_SERIAL: u8 = 0x02;
+    pub const CFG_ID_DEVIDS: u8 = 0x03;
+    pub const CFG_PROP_BITS: u8 = 0x10;
+    pub const CFG_EV_BITS: u8 = 0x11;
+    pub const CFG_ABS_INFO: u8 = 0x12;
+    /// Bytes of `struct virtio_input_absinfo` (min, max, fuzz, flat, res: le32).
+    pub const ABSINFO_SIZE: u8 = 20;
+    /// Bytes of `struct virtio_input_devids` (bustype, vendor, product, version: le16).
+    pub const DEVIDS_SIZE: u8 = 8;
+    /// Bytes of `struct virtio_input_event` (type: le16, code: le16, value: le32).
+    pub const EVENT_SIZE: usize = 8;
+
+    /// Event types.
+    pub const EV_SYN: u16 = 0x00;
+    pub const EV_KEY: u16 = 0x01;
+    pub const EV_REL: u16 = 0x02;
+    pub const EV_ABS: u16 = 0x03;
+    pub const EV_LED: u16 = 0x11;
+    pub const EV_REP: u16 = 0x14;
+    /// EV_SYN code ending one report.
+    pub const SYN_REPORT: u16 = 0;
+    /// EV_REL codes.
+    pub const REL_HWHEEL: u16 = 0x06;
+    pub const REL_WHEEL: u16 = 0x08;
+    /// EV_ABS codes.
+    pub const ABS_X: u16 = 0x00;
+    pub const ABS_Y: u16 = 0x01;
+    /// EV_KEY codes of pointer buttons.
+    pub const BTN_LEFT: u16 = 0x110;
+    pub const BTN_RIGHT: u16 = 0x111;
+    pub const BTN_MIDDLE: u16 = 0x112;
+    pub const BTN_SIDE: u16 = 0x113;
+    pub const BTN_EXTRA: u16 = 0x114;
+    /// The keyboard key codes (KEY_ESC = 1 .. 255; 0 is KEY_RESERVED, 0x100 starts
+    /// the buttons).
+    pub const KEY_FIRST: u16 = 1;
+    pub const KEY_LAST: u16 = 0xff;
+    /// EV_LED codes (the ones a keyboard driver sets on the statusq).
+    pub const LED_NUML: u16 = 0x00;
+    pub const LED_CAPSL: u16 = 0x01;
+    pub const LED_SCROLLL: u16 = 0x02;
+    pub const LED_COMPOSE: u16 = 0x03;
+    pub const LED_KANA: u16 = 0x04;
+    /// EV_REP codes.
+    pub const REP_DELAY: u16 = 0x00;
+    pub const REP_PERIOD: u16 = 0x01;
+    /// `bustype` of ID_DEVIDS: a virtual device.
+    pub const BUS_VIRTUAL: u16 = 0x06;
 }
 
 /// Limits this crate sets itself, with the reasoning.

@@ -14,7 +14,8 @@
 //! - [`empty`]: [`EmptySlot`], a virtio-mmio slot with no device (DeviceID 0), for
 //!   the unused slots of a machine's virtio-mmio window.
 //! - Devices: [`blk`] (virtio-blk over a [`vdev::BlockBackend`]), [`console`]
-//!   (virtio-console, one port), [`rng`] (virtio-rng over an [`rng::EntropySource`]).
+//!   (virtio-console, one port), [`rng`] (virtio-rng over an [`rng::EntropySource`]),
+//!   [`input`] (virtio-input keyboard or tablet fed with host-injected reports).
 //! - [`defs`]: every architected constant, named once.
 //! - [`save`]: saved-state plumbing; [`MmioTransport`] implements
 //!   [`vdev::SaveRestore`] (registers, queues, and the device's own state).
@@ -62,6 +63,7 @@ pub mod console;
 pub mod defs;
 pub mod device;
 pub mod empty;
+pub mod input;
 pub mod queue;
 pub mod rng;
 pub mod save;
@@ -78,6 +80,7 @@ pub use chain::{ChainReader, ChainWriter, DescChain, Segment};
 pub use console::{Console, ConsoleOutput};
 pub use device::{DeviceError, QueueContext, RequestError, RunBudget, VirtioDevice};
 pub use empty::EmptySlot;
+pub use input::Input;
 pub use queue::{Queue, QueueError};
 pub use rng::{EntropyError, EntropySource, Rng};
 pub use transport::MmioTransport;

@@ -14,6 +14,7 @@ pub mod boot_bundle;
 pub mod cfi_flash;
 pub mod crb;
 pub mod fw_cfg;
+pub mod input_script;
 pub mod nv_image;
 pub mod nvme;
 pub mod pci_config;
@@ -101,6 +102,11 @@ pub const TARGETS: &[Target] = &[
         name: "pci_config",
         run: pci_config::run,
         about: "PCIe root complex: ECAM configuration accesses, BAR placement, window accesses, MSI-X tables, INTx, bus-master DMA, resets",
+    },
+    Target {
+        name: "input_script",
+        run: input_script::run,
+        about: "input-script parser, the script run against a simulated guest and replayed, run-record reader",
     },
 ];
 
