@@ -158,7 +158,7 @@ pub struct Key {
     pub hierarchy: u32,
     pub auth: Digest,
     /// The private part — the ECC scalar (big-endian), the RSA prime p
-    /// (big-endian, 128 bytes) or the keyed-hash data — absent for a
+    /// (big-endian, keyBits/16 bytes) or the keyed-hash data — absent for a
     /// public-only key.
     pub private: Option<Vec<u8>>,
     /// sensitive.seedValue: a storage key's seed for protecting its
@@ -188,7 +188,10 @@ impl Key {
         let mut r = crate::marshal::Reader::new(b);
         let public = Public::unmarshal_2b(&mut r).ok()?;
         let auth = Digest::from_slice(r.tpm2b(limits::MAX_DIGEST).ok()?);
-        let private = r.tpm2b(limits::MAX_SYM_DATA).ok()?.to_vec();
+        let private = r
+            .tpm2b(crate::public::max_sensitive(public.ty))
+            .ok()?
+            .to_vec();
         let has_private = r.u8().ok()? == 1;
         let hierarchy = r.u32().ok()?;
         let seed_value = r.tpm2b(limits::TPMU_HA_SIZE).ok()?.to_vec();

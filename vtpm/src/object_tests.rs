@@ -38,6 +38,7 @@ fn template(attributes: u32) -> Public {
         x: Vec::new(),
         y: Vec::new(),
         exponent: 0,
+        rsa_bits: 0,
         ecdaa_count: 0,
         curve: crate::public::Curve::P256,
     }
@@ -420,6 +421,7 @@ fn sealed_template(attributes: u32) -> Public {
         x: Vec::new(),
         y: Vec::new(),
         exponent: 0,
+        rsa_bits: 0,
         ecdaa_count: 0,
         curve: crate::public::Curve::P256,
     }

@@ -1,5 +1,5 @@
 //! Object public areas (TPMT_PUBLIC) of the key types this TPM implements —
-//! ECC keys on NIST P-256 and P-384, RSA-2048 keys, keyed-hash and symmetric objects — with their unmarshalling checks, marshalling,
+//! ECC keys on NIST P-256 and P-384, RSA keys of 1024, 2048 and 3072 bits, keyed-hash and symmetric objects — with their unmarshalling checks, marshalling,
 //! Names (nameAlg || H(TPMT_PUBLIC)) and the attribute rules of Part 1 §27
 //! (PublicAttributesValidation). Also the ECC key pair helpers over both
 //! curves ([`EcScalar`], [`EcPublic`]): key derivation from a seed, public
@@ -205,6 +205,8 @@ pub struct Public {
     pub y: Vec<u8>,
     /// RSA: the exponent field as marshalled (0 means 65537); others: 0.
     pub exponent: u32,
+    /// RSA: keyBits (one of [`crate::rsa_key::KEY_SIZES`]); others: 0.
+    pub rsa_bits: u16,
     /// ECC: the curve; others: P-256 (unused).
     pub curve: Curve,
 }
@@ -229,12 +231,14 @@ impl Public {
         }
         let auth_policy = r.tpm2b(limits::TPMU_HA_SIZE)?.to_vec();
         let mut exponent = 0;
+        let mut rsa_bits = 0;
         let mut ecdaa_count = 0;
         let mut curve = Curve::P256;
         let (symmetric, scheme, x, y) = if ty == ids::RSA {
-            let (symmetric, scheme, e) = rsa_parms(r)?;
+            let (symmetric, scheme, bits, e) = rsa_parms(r)?;
             exponent = e;
-            let n = r.tpm2b(crate::rsa_key::RSA_BYTES)?.to_vec();
+            rsa_bits = bits;
+            let n = r.tpm2b(crate::rsa_key::MAX_RSA_BYTES)?.to_vec();
             (symmetric, scheme, n, Vec::new())
         } else if ty == ids::ECC {
             let (symmetric, scheme, count, c) = ecc_parms(r)?;
@@ -263,6 +267,7 @@ impl Public {
             x,
             y,
             exponent,
+            rsa_bits,
             curve,
         })
     }
@@ -332,7 +337,7 @@ impl Public {
             }
         }
         if self.ty == ids::RSA {
-            w.u16(crate::rsa_key::RSA_BITS)
+            w.u16(self.rsa_bits)
                 .u32(self.exponent)
                 .tpm2b(&self.x);
             return w.buf;
@@ -440,9 +445,10 @@ impl Public {
         EcPublic::from_xy(self.curve, &self.x, &self.y)
     }
 
-    /// The RSA public key of this area, if it is a usable RSA-2048 key.
+    /// The RSA public key of this area, if it is a usable RSA key whose
+    /// modulus has the size keyBits names.
     pub fn rsa_public(&self) -> Option<rsa::RsaPublicKey> {
-        if self.ty != ids::RSA {
+        if self.ty != ids::RSA || self.x.len() != usize::from(self.rsa_bits) / 8 {
             return None;
         }
         crate::rsa_key::public_key(&self.x, self.exponent)
@@ -451,6 +457,17 @@ impl Public {
     /// Sets the unique field from a public key.
     pub fn set_point(&mut self, pk: &EcPublic) {
         (self.x, self.y) = pk.xy();
+    }
+}
+
+/// The largest sensitive part (the TPMU_SENSITIVE_COMPOSITE member's TPM2B
+/// limit) of an object of type `ty`: an RSA prime of the largest key
+/// (TPM2B_PRIVATE_KEY_RSA), MAX_SYM_DATA for the others.
+pub fn max_sensitive(ty: u16) -> usize {
+    if ty == ids::RSA {
+        crate::rsa_key::MAX_PRIME_BYTES
+    } else {
+        limits::MAX_SYM_DATA
     }
 }
 
@@ -493,8 +510,8 @@ pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Scheme, u16, Curve), u32>
     Ok((symmetric, scheme, count, curve))
 }
 
-/// TPMS_RSA_PARMS as (symmetric, scheme, exponent field).
-pub type RsaParms = (SymObject, Option<(u16, HashAlg)>, u32);
+/// TPMS_RSA_PARMS as (symmetric, scheme, keyBits, exponent field).
+pub type RsaParms = (SymObject, Option<(u16, HashAlg)>, u16, u32);
 
 /// The symmetric algorithm of an asymmetric key (TPMT_SYM_DEF_OBJECT: NULL
 /// or AES-128/256-CFB), bare codes.
@@ -517,7 +534,8 @@ fn sym_def_object(r: &mut Reader) -> Result<SymObject, u32> {
 
 /// TPMS_RSA_PARMS (bare codes): the symmetric algorithm of a storage key,
 /// the scheme (RSASSA/RSAPSS/OAEP with a hash, RSAES, or NULL), keyBits
-/// (2048 only: TPM_RC_VALUE otherwise) and the exponent field.
+/// (1024, 2048 or 3072: TPM_RC_VALUE otherwise, as libtpms) and the exponent
+/// field.
 pub fn rsa_parms(r: &mut Reader) -> Result<RsaParms, u32> {
     let symmetric = sym_def_object(r)?;
     let scheme = match r.u16()? {
@@ -528,11 +546,12 @@ pub fn rsa_parms(r: &mut Reader) -> Result<RsaParms, u32> {
         }
         _ => return Err(rc::SCHEME),
     };
-    if r.u16()? != crate::rsa_key::RSA_BITS {
+    let bits = r.u16()?;
+    if !crate::rsa_key::key_bits_ok(bits) {
         return Err(rc::VALUE);
     }
     let exponent = r.u32()?;
-    Ok((symmetric, scheme, exponent))
+    Ok((symmetric, scheme, bits, exponent))
 }
 
 /// TPMS_SYMCIPHER_PARMS (bare codes): AES-128/256 in CFB mode or with no
@@ -737,6 +756,7 @@ mod tests {
             x: Vec::new(),
             y: Vec::new(),
             exponent: 0,
+            rsa_bits: 0,
             ecdaa_count: 0,
             curve: crate::public::Curve::P256,
         }

@@ -7,7 +7,10 @@ use crate::hash::HashAlg;
 use crate::marshal::{Reader, Writer};
 use crate::object_tests::{create, create_primary, flush, load, rparams, sign, started, verify};
 use crate::public::{attr, ids, Public, SymObject};
-use crate::rsa_key::{self, RSA_BYTES};
+use crate::rsa_key;
+
+/// Bytes of an RSA-2048 block.
+const RSA_BYTES: usize = 256;
 use crate::tests::{command, params_of, rc_of};
 use crate::Tpm;
 use alloc::vec::Vec;
@@ -25,6 +28,7 @@ fn rsa_template(attributes: u32, scheme: Option<(u16, HashAlg)>) -> Public {
         x: Vec::new(),
         y: Vec::new(),
         exponent: 0,
+        rsa_bits: 2048,
         ecdaa_count: 0,
         curve: crate::public::Curve::P256,
     }
@@ -69,12 +73,14 @@ fn rsa_primaries_are_deterministic_and_public_areas_round_trip() {
     assert_eq!(q.x.len(), RSA_BYTES);
     assert_eq!(q.marshal(), pa);
     assert!(q.rsa_public().is_some());
-    // keyBits other than 2048 do not unmarshal; a signing scheme on a
-    // decrypt key is refused.
+    // keyBits other than 1024, 2048 and 3072 do not unmarshal; a signing
+    // scheme on a decrypt key is refused.
     let mut bad = p.marshal();
     let kb = bad.len() - 2 - 4 - 2;
-    bad[kb..kb + 2].copy_from_slice(&1024u16.to_be_bytes());
-    assert_eq!(Public::unmarshal(&mut Reader::new(&bad)), Err(rc::VALUE));
+    for bits in [0u16, 1536, 4096] {
+        bad[kb..kb + 2].copy_from_slice(&bits.to_be_bytes());
+        assert_eq!(Public::unmarshal(&mut Reader::new(&bad)), Err(rc::VALUE));
+    }
     let d = rsa_template(BASE | attr::DECRYPT, Some((ids::RSASSA, HashAlg::Sha256)));
     assert_eq!(
         create_primary(&mut t, handle::OWNER, &d, b"", b"").0,
@@ -198,7 +204,7 @@ fn external_pair(attributes: u32, scheme: Option<(u16, HashAlg)>) -> (Public, Ve
         out.truncate(n);
         out
     };
-    let (n, p) = rsa_key::generate(0, &mut next).unwrap();
+    let (n, p) = rsa_key::generate(2048, 0, &mut next).unwrap();
     let mut public = rsa_template(attributes, scheme);
     public.x = n;
     (public, p)

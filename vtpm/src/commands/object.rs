@@ -138,7 +138,7 @@ pub(crate) fn generate(
         return Err(rc::ATTRIBUTES);
     }
     let private = if public.ty == public::ids::RSA {
-        let (n, p) = crate::rsa_key::generate(public.exponent, rng).ok_or(rc::VALUE)?;
+        let (n, p) = crate::rsa_key::generate(public.rsa_bits, public.exponent, rng).ok_or(rc::VALUE)?;
         public.x = n;
         public.y.clear();
         p

@@ -264,7 +264,7 @@ pub(crate) fn parse_signature<'a>(r: &mut Reader<'a>, n: u32) -> Result<Signatur
         Ok((
             sig_alg,
             hash,
-            r.tpm2b(crate::rsa_key::RSA_BYTES).p(n)?,
+            r.tpm2b(crate::rsa_key::MAX_RSA_BYTES).p(n)?,
             &[][..],
         ))
     }
