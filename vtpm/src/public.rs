@@ -337,9 +337,7 @@ impl Public {
             }
         }
         if self.ty == ids::RSA {
-            w.u16(self.rsa_bits)
-                .u32(self.exponent)
-                .tpm2b(&self.x);
+            w.u16(self.rsa_bits).u32(self.exponent).tpm2b(&self.x);
             return w.buf;
         }
         w.u16(self.curve.id())

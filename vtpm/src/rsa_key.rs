@@ -123,7 +123,9 @@ pub fn to_fixed(x: &BigUint, len: usize) -> Option<Vec<u8>> {
 /// and exponent field `e`.
 pub fn public_key(n: &[u8], e: u32) -> Option<RsaPublicKey> {
     let len = n.len();
-    if !KEY_SIZES.iter().any(|&b| usize::from(b) / 8 == len) || n[0] & 0x80 == 0 || n[len - 1] & 1 == 0
+    if !KEY_SIZES.iter().any(|&b| usize::from(b) / 8 == len)
+        || n[0] & 0x80 == 0
+        || n[len - 1] & 1 == 0
     {
         return None;
     }
@@ -382,7 +384,9 @@ mod tests {
             assert_ne!(n3, n);
             assert!(private_key(&n, 0, &p3).is_none());
             assert!(public_op(&pk, &alloc::vec![0xFF; bytes]).is_none());
-            assert!(private_op(&key, &alloc::vec![1; bytes + 1], &mut FillRng(&mut fill)).is_none());
+            assert!(
+                private_op(&key, &alloc::vec![1; bytes + 1], &mut FillRng(&mut fill)).is_none()
+            );
         }
         // Other sizes: no key, no public key.
         assert!(generate(1536, 0, &mut stream(b"a")).is_none());
