@@ -705,7 +705,7 @@ fn encrypt_decrypt_both_forms_agree_with_aes_cfb() {
     let r1 = t.execute(0, &command(cc::ENCRYPT_DECRYPT, &[k], &[b""], &w1.buf));
     assert_eq!(Reader::new(params_of(&r2)).tpm2b(1024).unwrap(), &want[..]);
     assert_eq!(params_of(&r1), params_of(&r2));
-    // CBC is not implemented; an IV of the wrong size is refused.
+    // A mode other than the key's is refused; so is an IV of the wrong size.
     let mut w = Writer::new();
     w.u8(0).u16(0x0042).tpm2b(&iv).tpm2b(&data);
     let r = t.execute(0, &command(cc::ENCRYPT_DECRYPT, &[k], &[b""], &w.buf));
@@ -714,6 +714,126 @@ fn encrypt_decrypt_both_forms_agree_with_aes_cfb() {
     w.tpm2b(&data).u8(1).u16(ids::CFB).tpm2b(&[0; 8]);
     let r = t.execute(0, &command(cc::ENCRYPT_DECRYPT2, &[k], &[b""], &w.buf));
     assert_eq!(rc_of(&r), rc::SIZE + rc::P + 4 * rc::N1);
+}
+
+/// A symmetric key of `symmetric` (AES-128, key bytes 0x42…) loaded with
+/// LoadExternal; returns its handle.
+fn load_aes_key(t: &mut Tpm, symmetric: SymObject) -> u32 {
+    let key = [0x42u8; 16];
+    let seed = [1u8; 32];
+    let mut p = sealed_template(attr::USER_WITH_AUTH | attr::SIGN | attr::DECRYPT);
+    p.ty = ids::SYMCIPHER;
+    p.symmetric = symmetric;
+    p.x = HashAlg::Sha256.digest(&[&seed, &key]).as_bytes().to_vec();
+    let mut sens = Writer::new();
+    sens.u16(ids::SYMCIPHER).tpm2b(b"").tpm2b(&seed).tpm2b(&key);
+    let mut w = Writer::new();
+    w.tpm2b(&sens.buf).tpm2b(&p.marshal()).u32(handle::NULL);
+    let r = t.execute(0, &command(cc::LOAD_EXTERNAL, &[], &[], &w.buf));
+    assert_eq!(rc_of(&r), 0);
+    u32::from_be_bytes(r[10..14].try_into().unwrap())
+}
+
+/// TPM2_EncryptDecrypt2 of `data` with key `k`: (rc, outData, ivOut).
+fn encrypt_decrypt2(
+    t: &mut Tpm,
+    k: u32,
+    data: &[u8],
+    decrypt: bool,
+    mode: u16,
+    iv: &[u8],
+) -> (u32, Vec<u8>, Vec<u8>) {
+    let mut w = Writer::new();
+    w.tpm2b(data).u8(decrypt as u8).u16(mode).tpm2b(iv);
+    let r = t.execute(0, &command(cc::ENCRYPT_DECRYPT2, &[k], &[b""], &w.buf));
+    if rc_of(&r) != 0 {
+        return (rc_of(&r), Vec::new(), Vec::new());
+    }
+    let mut rd = Reader::new(params_of(&r));
+    let out = rd.tpm2b(1024).unwrap().to_vec();
+    (0, out, rd.tpm2b(16).unwrap().to_vec())
+}
+
+/// CTR, OFB, CBC and ECB through TPM2_EncryptDecrypt2: with a key of no
+/// fixed mode, each mode round-trips, two calls chained through ivOut equal
+/// one call (CTR/OFB over a partial block too), and the IV and length rules
+/// hold (ECB takes no IV, CBC/ECB whole blocks); a key fixed to CBC takes
+/// CBC or NULL and refuses CTR; the key's public area round-trips its mode.
+#[test]
+fn encrypt_decrypt_in_ctr_ofb_cbc_and_ecb_modes() {
+    let mut t = started();
+    let k = load_aes_key(&mut t, SymObject::AesAnyMode(128));
+    let data: Vec<u8> = (0..64u8).collect();
+    for mode in [ids::CTR, ids::OFB, ids::CBC, ids::ECB] {
+        let iv: &[u8] = if mode == ids::ECB { &[] } else { &[3; 16] };
+        let (rc0, c, iv_out) = encrypt_decrypt2(&mut t, k, &data, false, mode, iv);
+        assert_eq!(rc0, 0, "{mode:#x}");
+        assert_ne!(c, data);
+        assert_eq!(iv_out.len(), iv.len());
+        let (_, p, iv_back) = encrypt_decrypt2(&mut t, k, &c, true, mode, iv);
+        assert_eq!(p, data, "{mode:#x}");
+        assert_eq!(iv_back, iv_out, "{mode:#x}: ivOut agrees both ways");
+        // Chained: 32 (or, for the stream modes, 20) bytes then the rest.
+        let split = if matches!(mode, ids::CTR | ids::OFB) {
+            20
+        } else {
+            32
+        };
+        let (_, a, iv1) = encrypt_decrypt2(&mut t, k, &data[..split], false, mode, iv);
+        let (_, b, iv2) = encrypt_decrypt2(&mut t, k, &data[split..], false, mode, &iv1);
+        if matches!(mode, ids::CTR | ids::OFB) {
+            // A partial block ends the first call: the stream restarts at a
+            // block boundary, so only the first call's bytes match.
+            assert_eq!(a, c[..split]);
+            assert_eq!(
+                iv1,
+                encrypt_decrypt2(&mut t, k, &data[..32], false, mode, iv).2
+            );
+        } else {
+            assert_eq!([a, b].concat(), c, "{mode:#x}");
+            assert_eq!(iv2, iv_out);
+        }
+    }
+    // Whole blocks chain exactly in the stream modes too.
+    for mode in [ids::CTR, ids::OFB] {
+        let (_, c, iv_out) = encrypt_decrypt2(&mut t, k, &data, false, mode, &[3; 16]);
+        let (_, a, iv1) = encrypt_decrypt2(&mut t, k, &data[..32], false, mode, &[3; 16]);
+        let (_, b, iv2) = encrypt_decrypt2(&mut t, k, &data[32..], false, mode, &iv1);
+        assert_eq!([a, b].concat(), c);
+        assert_eq!(iv2, iv_out);
+    }
+    let p4 = rc::P + 4 * rc::N1;
+    assert_eq!(
+        encrypt_decrypt2(&mut t, k, &data, false, ids::ECB, &[3; 16]).0,
+        rc::SIZE + p4
+    );
+    assert_eq!(
+        encrypt_decrypt2(&mut t, k, &data, false, ids::CBC, &[]).0,
+        rc::SIZE + p4
+    );
+    for mode in [ids::CBC, ids::ECB] {
+        let iv: &[u8] = if mode == ids::ECB { &[] } else { &[3; 16] };
+        assert_eq!(
+            encrypt_decrypt2(&mut t, k, &data[..20], false, mode, iv).0,
+            rc::SIZE + rc::P + rc::N1
+        );
+    }
+    // A key fixed to CBC.
+    let kc = load_aes_key(&mut t, SymObject::AesMode(128, ids::CBC));
+    let cbc = encrypt_decrypt2(&mut t, k, &data, false, ids::CBC, &[3; 16]);
+    let with_null = encrypt_decrypt2(&mut t, kc, &data, false, crate::defs::alg::NULL, &[3; 16]);
+    assert_eq!(with_null, cbc);
+    assert_eq!(
+        encrypt_decrypt2(&mut t, kc, &data, false, ids::CBC, &[3; 16]),
+        cbc
+    );
+    assert_eq!(
+        encrypt_decrypt2(&mut t, kc, &data, false, ids::CTR, &[3; 16]).0,
+        rc::MODE + rc::P + 3 * rc::N1
+    );
+    let r = t.execute(0, &command(cc::READ_PUBLIC, &[kc], &[], &[]));
+    let public = Public::unmarshal_2b(&mut Reader::new(params_of(&r))).unwrap();
+    assert_eq!(public.symmetric, SymObject::AesMode(128, ids::CBC));
 }
 
 #[test]

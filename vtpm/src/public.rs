@@ -45,6 +45,10 @@ pub mod ids {
     pub const NIST_P384: u16 = 0x0004;
     pub const AES: u16 = 0x0006;
     pub const CFB: u16 = 0x0043;
+    pub const CTR: u16 = 0x0040;
+    pub const OFB: u16 = 0x0041;
+    pub const CBC: u16 = 0x0042;
+    pub const ECB: u16 = 0x0044;
     pub const RSA: u16 = 0x0001;
     pub const RSASSA: u16 = 0x0014;
     pub const RSAES: u16 = 0x0015;
@@ -184,6 +188,9 @@ pub enum SymObject {
     /// A symmetric key's algorithm with no fixed mode (TPM_ALG_NULL): the
     /// command chooses it.
     AesAnyMode(u16),
+    /// A symmetric key's algorithm fixed to a mode other than CFB: (key
+    /// bits, TPM_ALG_CTR/OFB/CBC/ECB).
+    AesMode(u16, u16),
 }
 
 /// The public area of an ECC P-256 key.
@@ -297,6 +304,7 @@ impl Public {
             let (bits, mode) = match self.symmetric {
                 SymObject::AesCfb(b) => (b, ids::CFB),
                 SymObject::AesAnyMode(b) => (b, alg::NULL),
+                SymObject::AesMode(b, m) => (b, m),
                 SymObject::Null => (0, alg::NULL),
             };
             w.u16(ids::AES).u16(bits).u16(mode).tpm2b(&self.x);
@@ -320,6 +328,9 @@ impl Public {
             }
             SymObject::AesCfb(bits) | SymObject::AesAnyMode(bits) => {
                 w.u16(ids::AES).u16(bits).u16(ids::CFB);
+            }
+            SymObject::AesMode(bits, mode) => {
+                w.u16(ids::AES).u16(bits).u16(mode);
             }
         }
         match self.scheme {
@@ -552,8 +563,8 @@ pub fn rsa_parms(r: &mut Reader) -> Result<RsaParms, u32> {
     Ok((symmetric, scheme, bits, exponent))
 }
 
-/// TPMS_SYMCIPHER_PARMS (bare codes): AES-128/256 in CFB mode or with no
-/// fixed mode. Other modes are not implemented (TPM_RC_MODE).
+/// TPMS_SYMCIPHER_PARMS (bare codes): AES-128/256 in CFB, CTR, OFB, CBC or
+/// ECB mode or with no fixed mode (TPM_RC_MODE for another mode).
 pub fn symcipher_parms(r: &mut Reader) -> Result<SymObject, u32> {
     if r.u16()? != ids::AES {
         return Err(rc::SYMMETRIC);
@@ -565,6 +576,7 @@ pub fn symcipher_parms(r: &mut Reader) -> Result<SymObject, u32> {
     match r.u16()? {
         ids::CFB => Ok(SymObject::AesCfb(bits)),
         alg::NULL => Ok(SymObject::AesAnyMode(bits)),
+        m @ (ids::CTR | ids::OFB | ids::CBC | ids::ECB) => Ok(SymObject::AesMode(bits, m)),
         _ => Err(rc::MODE),
     }
 }

@@ -2939,6 +2939,129 @@ fn differential_symmetric_keys() {
     }
 }
 
+/// TPM2_EncryptDecrypt2 and TPM2_EncryptDecrypt in the CTR, OFB, CBC and
+/// ECB modes (and CFB), raw, with the same AES-128 and AES-256 keys loaded
+/// on both TPMs (no fixed mode, and fixed to each mode): outData and ivOut
+/// equal swtpm's byte for byte — whole blocks, a partial last block, empty
+/// data, decryption — and so do the refusals (an IV for ECB, none for CBC,
+/// CBC/ECB over a partial block, a mode other than the key's).
+#[test]
+fn differential_block_modes() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP differential_block_modes: not installed: {missing:?}");
+        return;
+    }
+    use sha2::Digest as _;
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm-modes"));
+    mssim_platform(&mut ours, 1);
+    assert_eq!(rc(&ours.raw(0, &cmd(NS, 0x144, &[], None, &[0, 0]))), 0);
+    let mut d = Diff(Vec::new());
+    let tpm2b = |b: &[u8]| [&(b.len() as u16).to_be_bytes()[..], b].concat();
+    let (ctr, ofb, cbc, cfb, ecb, null) = (0x40u16, 0x41, 0x42, 0x43, 0x44, 0x10);
+    let data: Vec<u8> = (0..100u32).map(|i| (i * 29 + 5) as u8).collect();
+    let iv: Vec<u8> = (0..16u8).map(|i| 0xF0 | i).collect();
+    let mut compared = 0;
+    let mut succeeded = Vec::new();
+    for key in [vec![0x5Au8; 16], (0..32u8).collect::<Vec<u8>>()] {
+        let bits = (key.len() * 8) as u16;
+        for key_mode in [null, ctr, ofb, cbc, cfb, ecb] {
+            let seed = vec![0x3Cu8; 32];
+            let mut sens = 0x0025u16.to_be_bytes().to_vec();
+            sens.extend(tpm2b(&[]));
+            sens.extend(tpm2b(&seed));
+            sens.extend(tpm2b(&key));
+            let unique = sha2::Sha256::digest([&seed[..], &key].concat()).to_vec();
+            let mut public = 0x0025u16.to_be_bytes().to_vec();
+            public.extend(0x000Bu16.to_be_bytes());
+            public.extend((1u32 << 6 | 1 << 17 | 1 << 18).to_be_bytes());
+            public.extend(tpm2b(&[]));
+            public.extend(0x0006u16.to_be_bytes());
+            public.extend(bits.to_be_bytes());
+            public.extend(key_mode.to_be_bytes());
+            public.extend(tpm2b(&unique));
+            let mut params = tpm2b(&sens);
+            params.extend(tpm2b(&public));
+            params.extend(0x4000_0007u32.to_be_bytes());
+            let le = cmd(NS, 0x167, &[], None, &params);
+            let (a, b) = (raw_retrying(&mut ours, &le), raw_retrying(&mut sw, &le));
+            assert_eq!(
+                rc(&a),
+                0,
+                "LoadExternal AES-{bits} mode {key_mode:#x} on vtpm"
+            );
+            d.eq(
+                &format!("LoadExternal AES-{bits} mode {key_mode:#x}"),
+                &a[10..],
+                &b[10..],
+            );
+            let (ha, hb) = (
+                u32::from_be_bytes(a[10..14].try_into().unwrap()),
+                u32::from_be_bytes(b[10..14].try_into().unwrap()),
+            );
+            for mode in [null, ctr, ofb, cbc, cfb, ecb] {
+                for len in [0usize, 16, 20, 64, 100] {
+                    for decrypt in [0u8, 1] {
+                        for iv_in in [&iv[..], &[][..]] {
+                            // EncryptDecrypt2 and, for some, the older form.
+                            let mut p2 = tpm2b(&data[..len]);
+                            p2.push(decrypt);
+                            p2.extend(mode.to_be_bytes());
+                            p2.extend(tpm2b(iv_in));
+                            let mut p1 = vec![decrypt];
+                            p1.extend(mode.to_be_bytes());
+                            p1.extend(tpm2b(iv_in));
+                            p1.extend(tpm2b(&data[..len]));
+                            for (code, p) in [(0x193u32, &p2), (0x164, &p1)] {
+                                let run = |t: &mut dyn Tpm, h: u32| {
+                                    let c = cmd(S, code, &[h], Some(&pw(0, &[], &[])), p);
+                                    raw_retrying(t, &c)
+                                };
+                                let (x, y) = (run(&mut ours, ha), run(&mut sw, hb));
+                                d.eq(
+                                    &format!(
+                                        "CC {code:#x} AES-{bits} key mode {key_mode:#x} mode \
+                                         {mode:#x} len {len} decrypt {decrypt} iv {}",
+                                        iv_in.len()
+                                    ),
+                                    &x[6..],
+                                    &y[6..],
+                                );
+                                compared += 1;
+                                if rc(&x) == 0 && len > 0 {
+                                    succeeded.push(if mode == null { key_mode } else { mode });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for (t, h) in [
+                (&mut ours as &mut dyn Tpm, ha),
+                (&mut sw as &mut dyn Tpm, hb),
+            ] {
+                let r = raw_retrying(t, &cmd(NS, 0x165, &[], None, &h.to_be_bytes()));
+                assert_eq!(rc(&r), 0);
+            }
+        }
+    }
+    ours.stop_and_remove();
+    assert!(compared > 0);
+    for mode in [ctr, ofb, cbc, cfb, ecb] {
+        assert!(
+            succeeded.contains(&mode),
+            "no successful {mode:#x} operation"
+        );
+    }
+    assert!(
+        d.0.is_empty(),
+        "{} differences:\n{}",
+        d.0.len(),
+        d.0.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
 /// Trial digests of PolicyAuthorize (keySign: the Name of an OpenSSL key
 /// loaded with LoadExternal), PolicyLocality and PolicyCpHash equal swtpm's.
 #[test]
@@ -7593,11 +7716,9 @@ fn differential_algorithm_and_curve_capabilities() {
     }
     let gap: Vec<u16> = sa.iter().filter(|a| !oa.contains(a)).map(|a| a.0).collect();
     // TDES; MGF1; the ECC schemes SM2, ECSCHNORR, ECMQV; the KDF schemes
-    // KDF1_SP800_56A, KDF2, KDF1_SP800_108; Camellia; CMAC; the block modes
-    // CTR, OFB, CBC, ECB.
-    const KNOWN_GAP: [u16; 14] = [
-        0x0003, 0x0007, 0x001B, 0x001C, 0x001D, 0x0020, 0x0021, 0x0022, 0x0026, 0x003F, 0x0040,
-        0x0041, 0x0042, 0x0044,
+    // KDF1_SP800_56A, KDF2, KDF1_SP800_108; Camellia; CMAC.
+    const KNOWN_GAP: [u16; 10] = [
+        0x0003, 0x0007, 0x001B, 0x001C, 0x001D, 0x0020, 0x0021, 0x0022, 0x0026, 0x003F,
     ];
     assert_eq!(gap, KNOWN_GAP, "algorithms swtpm lists beyond ours");
     let curves = |b: Vec<u8>| -> Vec<u16> {
