@@ -62,7 +62,8 @@ impl NvStore for MemNvStore {
 const MAGIC: [u8; 4] = *b"VTNV";
 /// Current layout version. Layout 8 has the bytes of layout 7, but its
 /// persistent objects may be RSA-1024 or RSA-3072 keys (a 192-byte prime
-/// and a 384-byte modulus exceed layout 7's object limits).
+/// and a 384-byte modulus exceed layout 7's object limits) or NIST P-521
+/// keys (a curve layout 7 refuses).
 pub const NV_VERSION: u32 = 8;
 const CHECKSUM_LEN: usize = 32;
 

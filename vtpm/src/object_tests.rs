@@ -368,7 +368,7 @@ fn evicted_keys_persist_across_power_cycles_until_removed() {
 }
 
 #[test]
-fn test_parms_accepts_p256_and_p384_only() {
+fn test_parms_accepts_the_nist_curves_only() {
     let mut t = started();
     let parms = |curve: u16, ty: u16| {
         let mut w = Writer::new();
@@ -382,8 +382,9 @@ fn test_parms_accepts_p256_and_p384_only() {
     };
     assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P256, ids::ECC))), 0);
     assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P384, ids::ECC))), 0);
-    // NIST P-521 and BN P-256 are not implemented.
-    for curve in [0x0005, 0x0010] {
+    assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P521, ids::ECC))), 0);
+    // NIST P-192, BN P-256 and SM2 P-256 are not implemented.
+    for curve in [0x0001, 0x0010, 0x0020] {
         assert_eq!(
             rc_of(&t.execute(0, &parms(curve, ids::ECC))),
             rc::CURVE + rc::P + rc::N1
@@ -1029,7 +1030,7 @@ fn create_loaded_makes_primaries_and_loadable_children() {
 }
 
 #[test]
-fn ecc_parameters_describe_p256_and_p384_and_refuse_other_curves() {
+fn ecc_parameters_describe_the_nist_curves_and_refuse_other_curves() {
     use crate::commands::signing::p256_domain as d;
     let mut t = started();
     let r = t.execute(
@@ -1048,7 +1049,7 @@ fn ecc_parameters_describe_p256_and_p384_and_refuse_other_curves() {
     }
     assert_eq!(rd.remaining(), 0);
     // NIST P-384: its size, KDF hash and domain (checked against swtpm by
-    // the differential test); P-521 is not implemented.
+    // the differential test).
     let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 4]));
     let mut rd = Reader::new(params_of(&r));
     assert_eq!(rd.u16().unwrap(), ids::NIST_P384);
@@ -1067,7 +1068,22 @@ fn ecc_parameters_describe_p256_and_p384_and_refuse_other_curves() {
             [&d::P[..], &d::A, &d::B, &d::GX, &d::GY].map(BigUint::from_bytes_be);
         assert_eq!((&gy * &gy) % &p, (&gx * &gx * &gx + &a * &gx + &b) % &p);
     }
+    // NIST P-521: 521 bits, SHA-512, its 66-byte domain.
     let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 5]));
+    let mut rd = Reader::new(params_of(&r));
+    assert_eq!(rd.u16().unwrap(), ids::NIST_P521);
+    assert_eq!(rd.u16().unwrap(), 521);
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::KDF1_SP800_56A);
+    assert_eq!(rd.u16().unwrap(), HashAlg::Sha512.id());
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::NULL);
+    {
+        use crate::commands::signing::p521_domain as d;
+        for v in [d::P, d::A, d::B, d::GX, d::GY, d::N, d::H] {
+            assert_eq!(rd.tpm2b(66).unwrap(), d::bytes(v));
+        }
+    }
+    assert_eq!(rd.remaining(), 0);
+    let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 0x10]));
     assert_eq!(rc_of(&r), rc::CURVE + rc::P + rc::N1);
     let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 3, 0]));
     assert_eq!(rc_of(&r), rc::SIZE);

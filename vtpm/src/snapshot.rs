@@ -26,7 +26,7 @@ use vdev::RestoreError;
 
 /// Version of the volatile-state layout.
 /// Version 5 added the SHA-512 PCR bank (its allocation mask and values);
-/// version 6 admits RSA keys of 1024 and 3072 bits.
+/// version 6 admits RSA keys of 1024 and 3072 bits and P-521 keys.
 pub const VOLATILE_VERSION: u32 = 6;
 /// Objects or sessions a blob may carry (more is malformed).
 const MAX_SNAPSHOT_ENTRIES: usize = 64;

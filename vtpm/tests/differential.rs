@@ -7728,16 +7728,16 @@ fn differential_algorithm_and_curve_capabilities() {
             .collect()
     };
     let (oc, sc) = (curves(getcap(&mut ours, 8)), curves(getcap(&mut sw, 8)));
-    assert_eq!(oc, [0x0003, 0x0004], "vtpm curves");
+    assert_eq!(oc, [0x0003, 0x0004, 0x0005], "vtpm curves");
     for c in &oc {
         assert!(sc.contains(c), "swtpm lacks curve {c:#x}");
     }
-    // Paging the curve list from P-384 on: one curve, nothing more.
+    // Paging the curve list from P-384 on: two curves, nothing more.
     let mut p = 8u32.to_be_bytes().to_vec();
     p.extend(4u32.to_be_bytes());
     p.extend(8u32.to_be_bytes());
     let r = ours.raw(0, &cmd(NS, 0x17A, &[], None, &p));
-    assert_eq!(&r[10..], &[0, 0, 0, 0, 8, 0, 0, 0, 1, 0, 4]);
+    assert_eq!(&r[10..], &[0, 0, 0, 0, 8, 0, 0, 0, 2, 0, 4, 0, 5]);
     ours.stop_and_remove();
 }
 
@@ -8096,6 +8096,235 @@ fn differential_ecc_p384() {
                 "x.ctx",
                 "-g",
                 "sha384",
+                "-m",
+                "x-msg",
+                "-s",
+                "x-sig.tss",
+            ],
+            &["tpm2_flushcontext", "-t"],
+        ] {
+            let r = step_in(t, own, s);
+            assert!(r.0, "{s:?} in {}: {r:?}", own.display());
+        }
+    }
+    ours.stop_and_remove();
+    let _ = std::fs::remove_dir_all(&da);
+    let _ = std::fs::remove_dir_all(&db);
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// ECC P-521 (as P-384 above; TPM_CAP_ECC_CURVES lists it as swtpm does)
+/// through tpm2-tools on both TPMs, outcome for outcome: an ECDSA
+/// primary (SHA-512) whose signatures OpenSSL verifies and swtpm verifies
+/// after LoadExternal of our public key (and ours verifies swtpm's); a
+/// signature with another hash refused alike; a P-521 storage primary with
+/// AES-256 and an ECDH child whose ECDH_KeyGen point ECDH_ZGen turns into the
+/// same Z; a session salted with the P-521 parent; ECC_Parameters identical.
+#[test]
+fn differential_ecc_p521() {
+    let missing = missing_tools();
+    if !missing.is_empty() || Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP differential_ecc_p521: not installed: {missing:?} / openssl");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm-p521"));
+    let mut d = Diff(Vec::new());
+    let attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign";
+    let steps: &[&[&str]] = &[
+        &["tpm2_startup", "-c"],
+        &["sh", "-c", "echo 'signed on P-521' > msg"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc521:ecdsa-sha512",
+            "-a",
+            attrs,
+            "-c",
+            "p.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_readpublic",
+            "-Q",
+            "-c",
+            "p.ctx",
+            "-o",
+            "p.pem",
+            "-f",
+            "pem",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_sign",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha512",
+            "-f",
+            "plain",
+            "-o",
+            "sig.der",
+            "msg",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "openssl",
+            "dgst",
+            "-sha512",
+            "-verify",
+            "p.pem",
+            "-signature",
+            "sig.der",
+            "msg",
+        ],
+        &[
+            "tpm2_sign",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha512",
+            "-o",
+            "sig.tss",
+            "msg",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_verifysignature",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha512",
+            "-m",
+            "msg",
+            "-s",
+            "sig.tss",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        // The key's scheme is ECDSA-SHA-512: a SHA-256 signature is refused.
+        &[
+            "tpm2_sign",
+            "-c",
+            "p.ctx",
+            "-g",
+            "sha256",
+            "-o",
+            "bad.tss",
+            "msg",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_createprimary",
+            "-Q",
+            "-C",
+            "o",
+            "-G",
+            "ecc521:null:aes256cfb",
+            "-c",
+            "sp.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_create",
+            "-Q",
+            "-C",
+            "sp.ctx",
+            "-G",
+            "ecc521:ecdh",
+            "-u",
+            "e.pub",
+            "-r",
+            "e.priv",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_load",
+            "-Q",
+            "-C",
+            "sp.ctx",
+            "-u",
+            "e.pub",
+            "-r",
+            "e.priv",
+            "-c",
+            "e.ctx",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_ecdhkeygen",
+            "-c",
+            "e.ctx",
+            "-u",
+            "q.bin",
+            "-o",
+            "z.bin",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &[
+            "tpm2_ecdhzgen",
+            "-c",
+            "e.ctx",
+            "-u",
+            "q.bin",
+            "-o",
+            "z2.bin",
+        ],
+        &["tpm2_flushcontext", "-t"],
+        &["cmp", "z.bin", "z2.bin"],
+        &[
+            "tpm2_startauthsession",
+            "--hmac-session",
+            "-S",
+            "s.ctx",
+            "-c",
+            "sp.ctx",
+        ],
+        &["tpm2_getrandom", "-S", "s.ctx", "-o", "r.bin", "16"],
+        &["tpm2_flushcontext", "s.ctx"],
+        &["tpm2_flushcontext", "-t"],
+        &["tpm2_geteccparameters", "ecc521", "-o", "params.bin"],
+    ];
+    let (da, db) = (scratch("p521-vtpm"), scratch("p521-swtpm"));
+    for s in steps {
+        let a = step_in(&mut ours, &da, s);
+        let b = step_in(&mut sw, &db, s);
+        d.eq(&s.join(" "), &a, &b);
+        let must_fail = s.contains(&"bad.tss");
+        assert_eq!(a.0, !must_fail, "vtpm: {s:?}: {a:?}");
+    }
+    d.eq(
+        "ECC_Parameters(P-521)",
+        std::fs::read(da.join("params.bin")).ok(),
+        std::fs::read(db.join("params.bin")).ok(),
+    );
+    // Cross-verification: each TPM verifies the other's signature after
+    // LoadExternal of the other's public key.
+    for (t, own, other) in [(&mut sw as &mut dyn Tpm, &db, &da), (&mut ours, &da, &db)] {
+        for f in ["p.pem", "sig.tss", "msg"] {
+            std::fs::copy(other.join(f), own.join(format!("x-{f}"))).unwrap();
+        }
+        for s in [
+            &[
+                "tpm2_loadexternal",
+                "-Q",
+                "-C",
+                "n",
+                "-G",
+                "ecc521:ecdsa-sha512",
+                "-u",
+                "x-p.pem",
+                "-c",
+                "x.ctx",
+            ][..],
+            &[
+                "tpm2_verifysignature",
+                "-c",
+                "x.ctx",
+                "-g",
+                "sha512",
                 "-m",
                 "x-msg",
                 "-s",

@@ -56,7 +56,7 @@ const ALGORITHMS: [(u16, u32); 23] = [
 ];
 
 /// The implemented ECC curves (TPM_CAP_ECC_CURVES), ascending.
-const ECC_CURVES: [u16; 2] = [ids::NIST_P256, ids::NIST_P384];
+const ECC_CURVES: [u16; 3] = [ids::NIST_P256, ids::NIST_P384, ids::NIST_P521];
 
 fn four_cc(b: [u8; 4]) -> u32 {
     u32::from_be_bytes(b)
