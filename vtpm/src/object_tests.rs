@@ -837,6 +837,120 @@ fn encrypt_decrypt_in_ctr_ofb_cbc_and_ecb_modes() {
     assert_eq!(public.symmetric, SymObject::AesMode(128, ids::CBC));
 }
 
+/// AES-CMAC through TPM2_MAC and TPM2_MAC_Start/SequenceUpdate/
+/// SequenceComplete (the HMAC command codes) with a CMAC key — the RFC 4493
+/// §4 tags, in one call or split across updates — and with a key of no
+/// mode naming CMAC; a CFB key refuses CMAC named (TPM_RC_VALUE: not its
+/// mode) and its own mode (TPM_RC_SCHEME: no MAC), a CMAC key does not
+/// encrypt (TPM_RC_MODE), and the result gets no hash ticket.
+#[test]
+fn cmac_keys_mac_in_one_call_and_in_sequences() {
+    let unhex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let mut t = started();
+    let key = unhex("2b7e151628aed2a6abf7158809cf4f3c");
+    let seed = [1u8; 32];
+    let load = |t: &mut Tpm, symmetric: SymObject| {
+        let mut p = sealed_template(attr::USER_WITH_AUTH | attr::SIGN);
+        p.ty = ids::SYMCIPHER;
+        p.symmetric = symmetric;
+        p.x = HashAlg::Sha256.digest(&[&seed, &key]).as_bytes().to_vec();
+        let mut sens = Writer::new();
+        sens.u16(ids::SYMCIPHER).tpm2b(b"").tpm2b(&seed).tpm2b(&key);
+        let mut w = Writer::new();
+        w.tpm2b(&sens.buf).tpm2b(&p.marshal()).u32(handle::NULL);
+        let r = t.execute(0, &command(cc::LOAD_EXTERNAL, &[], &[], &w.buf));
+        assert_eq!(rc_of(&r), 0);
+        u32::from_be_bytes(r[10..14].try_into().unwrap())
+    };
+    let mac = |t: &mut Tpm, k: u32, data: &[u8], scheme: u16| {
+        let mut w = Writer::new();
+        w.tpm2b(data).u16(scheme);
+        let r = t.execute(0, &command(cc::HMAC, &[k], &[b""], &w.buf));
+        if rc_of(&r) != 0 {
+            return Err(rc_of(&r));
+        }
+        Ok(Reader::new(params_of(&r)).tpm2b(64).unwrap().to_vec())
+    };
+    let k = load(&mut t, SymObject::AesMode(128, ids::CMAC));
+    let m64 = unhex(concat!(
+        "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51",
+        "30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710"
+    ));
+    for (m, tag) in [
+        (&[][..], "bb1d6929e95937287fa37d129b756746"),
+        (&m64[..16], "070a16b46b4d4144f79bdd9dd04a287c"),
+        (&m64[..40], "dfa66747de9ae63030ca32611497c827"),
+        (&m64[..], "51f0bebf7e3b9d92fc49741779363cfe"),
+    ] {
+        assert_eq!(mac(&mut t, k, m, ids::CMAC), Ok(unhex(tag)));
+        assert_eq!(mac(&mut t, k, m, crate::defs::alg::NULL), Ok(unhex(tag)));
+    }
+    // A sequence: 40 bytes in pieces of 7, 33 and the rest at completion.
+    let mut w = Writer::new();
+    w.tpm2b(b"sq").u16(ids::CMAC);
+    let r = t.execute(0, &command(cc::HMAC_START, &[k], &[b""], &w.buf));
+    assert_eq!(rc_of(&r), 0);
+    let s = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    for c in [&m64[..7], &m64[7..40]] {
+        let mut w = Writer::new();
+        w.tpm2b(c);
+        assert_eq!(
+            rc_of(&t.execute(0, &command(cc::SEQUENCE_UPDATE, &[s], &[b"sq"], &w.buf))),
+            0
+        );
+    }
+    let mut w = Writer::new();
+    w.tpm2b(&m64[40..]).u32(handle::OWNER);
+    let r = t.execute(0, &command(cc::SEQUENCE_COMPLETE, &[s], &[b"sq"], &w.buf));
+    let mut rd = Reader::new(params_of(&r));
+    assert_eq!(
+        rd.tpm2b(64).unwrap(),
+        unhex("51f0bebf7e3b9d92fc49741779363cfe")
+    );
+    assert_eq!(rd.u16().unwrap(), st::HASHCHECK);
+    assert_eq!(rd.u32().unwrap(), handle::NULL);
+    // The CMAC key names its MAC: another is refused; it does not encrypt.
+    assert_eq!(
+        mac(&mut t, k, b"x", HashAlg::Sha256.id()),
+        Err(rc::VALUE + rc::P + 2 * rc::N1)
+    );
+    let mut w = Writer::new();
+    w.tpm2b(&[0; 16])
+        .u8(0)
+        .u16(crate::defs::alg::NULL)
+        .tpm2b(&[0; 16]);
+    assert_eq!(
+        rc_of(&t.execute(0, &command(cc::ENCRYPT_DECRYPT2, &[k], &[b""], &w.buf))),
+        rc::MODE + rc::H + rc::N1
+    );
+    flush(&mut t, k);
+    // A key of no mode MACs with CMAC when asked; a CFB key does not.
+    let any = load(&mut t, SymObject::AesAnyMode(128));
+    assert_eq!(
+        mac(&mut t, any, &m64[..16], ids::CMAC),
+        Ok(unhex("070a16b46b4d4144f79bdd9dd04a287c"))
+    );
+    assert_eq!(
+        mac(&mut t, any, &m64[..16], crate::defs::alg::NULL),
+        Err(rc::VALUE + rc::P + 2 * rc::N1)
+    );
+    flush(&mut t, any);
+    let cfb = load(&mut t, SymObject::AesCfb(128));
+    assert_eq!(
+        mac(&mut t, cfb, b"x", ids::CMAC),
+        Err(rc::VALUE + rc::P + 2 * rc::N1)
+    );
+    assert_eq!(
+        mac(&mut t, cfb, b"x", crate::defs::alg::NULL),
+        Err(rc::SCHEME + rc::P + 2 * rc::N1)
+    );
+}
+
 #[test]
 fn policy_authorize_accepts_a_policy_signed_by_the_named_key() {
     let mut t = started();

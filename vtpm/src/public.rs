@@ -50,6 +50,8 @@ pub mod ids {
     pub const OFB: u16 = 0x0041;
     pub const CBC: u16 = 0x0042;
     pub const ECB: u16 = 0x0044;
+    /// TPM_ALG_CMAC: a symmetric key's MAC mode (SP 800-38B).
+    pub const CMAC: u16 = 0x003F;
     pub const RSA: u16 = 0x0001;
     pub const RSASSA: u16 = 0x0014;
     pub const RSAES: u16 = 0x0015;
@@ -591,7 +593,8 @@ pub fn rsa_parms(r: &mut Reader) -> Result<RsaParms, u32> {
 }
 
 /// TPMS_SYMCIPHER_PARMS (bare codes): AES-128/256 in CFB, CTR, OFB, CBC or
-/// ECB mode or with no fixed mode (TPM_RC_MODE for another mode).
+/// ECB mode, a CMAC key, or with no fixed mode (TPM_RC_MODE for another
+/// mode).
 pub fn symcipher_parms(r: &mut Reader) -> Result<SymObject, u32> {
     if r.u16()? != ids::AES {
         return Err(rc::SYMMETRIC);
@@ -603,7 +606,9 @@ pub fn symcipher_parms(r: &mut Reader) -> Result<SymObject, u32> {
     match r.u16()? {
         ids::CFB => Ok(SymObject::AesCfb(bits)),
         alg::NULL => Ok(SymObject::AesAnyMode(bits)),
-        m @ (ids::CTR | ids::OFB | ids::CBC | ids::ECB) => Ok(SymObject::AesMode(bits, m)),
+        m @ (ids::CTR | ids::OFB | ids::CBC | ids::ECB | ids::CMAC) => {
+            Ok(SymObject::AesMode(bits, m))
+        }
         _ => Err(rc::MODE),
     }
 }

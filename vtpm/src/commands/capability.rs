@@ -26,7 +26,7 @@ pub const SPEC_YEAR: u32 = 2019;
 /// accepts it where its kind is selectable: the KDF schemes (MGF1,
 /// KDF1_SP800_56A, KDF2, KDF1_SP800_108) are not, as ECC parameters take no
 /// KDF (TPM_RC_KDF), though KDFa/KDFe/MGF1 run inside the engine.
-const ALGORITHMS: [(u16, u32); 23] = [
+const ALGORITHMS: [(u16, u32); 24] = [
     (ids::RSA, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
     (alg::SHA1, alg::ATTR_HASH),
     (alg::HMAC, alg::ATTR_HASH | alg::ATTR_SIGNING),
@@ -48,6 +48,7 @@ const ALGORITHMS: [(u16, u32); 23] = [
     (ids::ECDAA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
     (ids::ECC, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
     (ids::SYMCIPHER, alg::ATTR_OBJECT),
+    (ids::CMAC, alg::ATTR_SYMMETRIC | alg::ATTR_SIGNING),
     (ids::CTR, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),
     (ids::OFB, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),
     (ids::CBC, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),

@@ -209,6 +209,8 @@ fn run(
     }
     let key_mode = match k.public.symmetric {
         SymObject::AesCfb(_) => ids::CFB,
+        // A CMAC key encrypts nothing.
+        SymObject::AesMode(_, ids::CMAC) => return Err(rc::MODE + h1),
         SymObject::AesMode(_, m) => m,
         _ => alg::NULL,
     };
