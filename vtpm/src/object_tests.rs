@@ -1425,3 +1425,99 @@ fn physical_presence_policies_fail_and_policy_conditions_snapshot() {
     assert_eq!(rc_of(&r), 0, "{r:02x?}");
     t.set_physical_presence(false);
 }
+
+/// An RSA-3072 storage primary as the new parent of a duplicated sealed
+/// object (the seed OAEP-encrypted to it with "DUPLICATE", TPM2_Import
+/// decrypting it) that then unseals, and as the key of a credential
+/// (TPM2_MakeCredential encrypting the seed with "IDENTITY",
+/// TPM2_ActivateCredential recovering the credential); an encrypted seed of
+/// an RSA-2048 block's size is refused.
+#[test]
+fn rsa_3072_parents_import_duplicates_and_activate_credentials() {
+    let mut t = started();
+    let (_, prim, _) = create_primary(&mut t, handle::OWNER, &storage_template(), b"", b"");
+    let policy = HashAlg::Sha256.digest(&[
+        &[0u8; 32],
+        &cc::POLICY_COMMAND_CODE.to_be_bytes(),
+        &cc::DUPLICATE.to_be_bytes(),
+    ]);
+    let mut seal = sealed_template(attr::USER_WITH_AUTH);
+    seal.auth_policy = policy.as_bytes().to_vec();
+    let (rc0, private, public) = create(&mut t, prim, &seal, b"", b"to a 3072 parent");
+    assert_eq!(rc0, 0);
+    let r = load(&mut t, prim, &private, &public);
+    let obj = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let name = Public::unmarshal(&mut Reader::new(&public)).unwrap().name();
+    flush(&mut t, prim);
+    let mut rsa = storage_template();
+    rsa.ty = ids::RSA;
+    rsa.rsa_bits = 3072;
+    rsa.x.clear();
+    rsa.y.clear();
+    let (rc1, np, npub) = create_primary(&mut t, handle::OWNER, &rsa, b"", b"");
+    assert_eq!(rc1, 0);
+    assert_eq!(
+        Public::unmarshal(&mut Reader::new(&npub)).unwrap().x.len(),
+        384
+    );
+    let s = policy_session_for(&mut t, cc::DUPLICATE);
+    let mut w = Writer::new();
+    w.tpm2b(&[]).u16(crate::defs::alg::NULL);
+    let r = t.execute(
+        0,
+        &with_policy_session(cc::DUPLICATE, &[obj, np], s, &w.buf),
+    );
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    let mut rd = Reader::new(params_of(&r));
+    assert!(rd.tpm2b(64).unwrap().is_empty());
+    let dup = rd.tpm2b(512).unwrap().to_vec();
+    let seed = rd.tpm2b(512).unwrap().to_vec();
+    assert_eq!(seed.len(), 384);
+    let import = |t: &mut Tpm, seed: &[u8]| {
+        let mut w = Writer::new();
+        w.tpm2b(&[])
+            .tpm2b(&public)
+            .tpm2b(&dup)
+            .tpm2b(seed)
+            .u16(crate::defs::alg::NULL);
+        t.execute(0, &command(cc::IMPORT, &[np], &[b""], &w.buf))
+    };
+    assert_ne!(rc_of(&import(&mut t, &seed[..256])), 0);
+    let r = import(&mut t, &seed);
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    let imported = Reader::new(params_of(&r)).tpm2b(512).unwrap().to_vec();
+    let r = load(&mut t, np, &imported, &public);
+    let h = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let u = t.execute(0, &command(cc::UNSEAL, &[h], &[b""], &[]));
+    assert_eq!(
+        Reader::new(params_of(&u)).tpm2b(256).unwrap(),
+        b"to a 3072 parent"
+    );
+    flush(&mut t, h);
+    flush(&mut t, obj);
+    // A credential for the object Name `name` protected by the 3072 key,
+    // activated with a loaded object of that Name.
+    let (_, p2, _) = create_primary(&mut t, handle::OWNER, &storage_template(), b"", b"");
+    let r = load(&mut t, p2, &private, &public);
+    flush(&mut t, p2);
+    let obj = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let mut w = Writer::new();
+    w.tpm2b(b"credential bytes").tpm2b(&name);
+    let r = t.execute(0, &command(cc::MAKE_CREDENTIAL, &[np], &[], &w.buf));
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    let mut rd = Reader::new(params_of(&r));
+    let blob = rd.tpm2b(512).unwrap().to_vec();
+    let secret = rd.tpm2b(512).unwrap().to_vec();
+    assert_eq!(secret.len(), 384);
+    let mut w = Writer::new();
+    w.tpm2b(&blob).tpm2b(&secret);
+    let r = t.execute(
+        0,
+        &command(cc::ACTIVATE_CREDENTIAL, &[obj, np], &[b"", b""], &w.buf),
+    );
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    assert_eq!(
+        Reader::new(params_of(&r)).tpm2b(64).unwrap(),
+        b"credential bytes"
+    );
+}
