@@ -67,6 +67,8 @@ pub const EK_ATTRIBUTES: u32 = attr::FIXED_TPM
 
 /// Bytes of the RSA 2048 modulus (the zero unique field of template L-1).
 const RSA2048_BYTES: usize = 256;
+/// keyBits of template L-1.
+const RSA2048_BITS: u16 = 2048;
 
 /// TCG OIDs (TCG EK Credential Profile §3.1, TCG OID registry).
 pub mod oid {
@@ -126,6 +128,7 @@ impl EkKind {
             x,
             y,
             exponent: 0,
+            rsa_bits: if ty == ids::RSA { RSA2048_BITS } else { 0 },
             ecdaa_count: 0,
             curve: crate::public::Curve::P256,
         }

@@ -1,8 +1,8 @@
 //! `vtpm` owns RayOS EL2's TPM 2.0: the command engine ([`Tpm`]: marshalling,
 //! dispatch, PCRs, hierarchies, the DRBG), authorization — password, HMAC and
 //! policy sessions with AES-CFB/XOR parameter encryption, unsalted or salted
-//! with ECC P-256 or RSA-2048, the USER, ADMIN and DUP roles ([`session`],
-//! [`authorize`]) — objects (ECC P-256 and RSA-2048 keys: deterministic
+//! with ECC P-256 or RSA, the USER, ADMIN and DUP roles ([`session`],
+//! [`authorize`]) — objects (ECC P-256/P-384 and RSA-1024/2048/3072 keys: deterministic
 //! primaries, signing, RSA encryption, external keys, contexts, persistence,
 //! change of authValue, duplication, import and rewrap; hash sequences —
 //! [`object`], [`public`], [`rsa_key`], [`rsa_pad`]), attestation (Quote,

@@ -6,6 +6,13 @@
 //! Layout: magic "VTNV", version u32, generation u64, payload length u32, payload,
 //! SHA-256 over everything before it. Decoding checks all of it and refuses an
 //! image that fails any check.
+//!
+//! The version rule: [`NV_VERSION`] is bumped whenever an image this build
+//! writes could be misread or refused part-way by an older build — a new or
+//! changed field, and also a record whose bytes keep their layout but may now
+//! hold values an older build's limits refuse (layout 8). An older build then
+//! refuses the whole image with [`NvError::UnsupportedVersion`] rather than
+//! failing later on one object; this build reads every older layout.
 
 use crate::defs::limits::{self, PCR_COUNT, SEED_SIZE};
 use crate::hash::{Digest, HashAlg};
@@ -53,8 +60,11 @@ impl NvStore for MemNvStore {
 }
 
 const MAGIC: [u8; 4] = *b"VTNV";
-/// Current layout version.
-pub const NV_VERSION: u32 = 7;
+/// Current layout version. Layout 8 has the bytes of layout 7, but its
+/// persistent objects may be RSA-1024 or RSA-3072 keys (a 192-byte prime
+/// and a 384-byte modulus exceed layout 7's object limits) or NIST P-521
+/// keys (a curve layout 7 refuses).
+pub const NV_VERSION: u32 = 8;
 const CHECKSUM_LEN: usize = 32;
 
 /// How the TPM was last shut down.
@@ -688,6 +698,19 @@ mod tests {
             Err(NvError::Corrupt)
         );
         assert_eq!(Persistent::decode(&[]), Err(NvError::Corrupt));
+    }
+
+    /// A layout-7 image (the same bytes as layout 8) loads unchanged and is
+    /// written back as layout 8.
+    #[test]
+    fn version_7_image_loads_and_is_rewritten_as_8() {
+        let p = sample();
+        let img = p.encode();
+        assert_eq!(u32::from_be_bytes(img[4..8].try_into().unwrap()), 8);
+        let v7 = relabel(&img[..img.len() - CHECKSUM_LEN], 7, 0);
+        let up = Persistent::decode(&v7).unwrap();
+        assert_eq!(up, p);
+        assert_eq!(up.encode(), img);
     }
 
     #[test]

@@ -55,6 +55,51 @@ impl HashState {
 }
 
 /// A hash sequence (one bank) or an event sequence (every bank).
+/// A running AES-CMAC (a MAC sequence of a symmetric key).
+#[derive(Clone)]
+pub enum CmacState {
+    A128(alloc::boxed::Box<cmac::Cmac<aes::Aes128>>),
+    A256(alloc::boxed::Box<cmac::Cmac<aes::Aes256>>),
+}
+
+impl core::fmt::Debug for CmacState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("CmacState")
+    }
+}
+
+impl CmacState {
+    /// A CMAC keyed with an AES-128 or AES-256 key.
+    pub fn new(key: &[u8]) -> Option<Self> {
+        use cmac::Mac;
+        match key.len() {
+            16 => cmac::Cmac::<aes::Aes128>::new_from_slice(key)
+                .ok()
+                .map(|c| CmacState::A128(alloc::boxed::Box::new(c))),
+            32 => cmac::Cmac::<aes::Aes256>::new_from_slice(key)
+                .ok()
+                .map(|c| CmacState::A256(alloc::boxed::Box::new(c))),
+            _ => None,
+        }
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        use cmac::Mac;
+        match self {
+            CmacState::A128(c) => c.update(data),
+            CmacState::A256(c) => c.update(data),
+        }
+    }
+    /// The 16-byte tag.
+    pub fn finish(self) -> Digest {
+        use cmac::Mac;
+        let tag = match self {
+            CmacState::A128(c) => c.finalize().into_bytes(),
+            CmacState::A256(c) => c.finalize().into_bytes(),
+        };
+        Digest::from_slice(&tag)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Sequence {
     pub states: Vec<HashState>,
@@ -68,6 +113,9 @@ pub struct Sequence {
     /// An HMAC sequence (TPM2_HMAC_Start): the key, already reduced to at
     /// most one block; the state holds H((key ^ ipad) || data…).
     pub hmac_key: Option<Vec<u8>>,
+    /// A CMAC sequence (TPM2_MAC_Start with a symmetric key): its running
+    /// MAC, and no hash banks.
+    pub cmac: Option<CmacState>,
 }
 
 /// Block size of a hash (for HMAC).
@@ -100,7 +148,21 @@ impl Sequence {
             first_block: true,
             ticket_safe: true,
             hmac_key: None,
+            cmac: None,
         }
+    }
+
+    /// A CMAC sequence keyed with `key` (AES-128 or AES-256).
+    pub fn new_cmac(key: &[u8], auth: Digest) -> Option<Self> {
+        Some(Self {
+            states: Vec::new(),
+            event: false,
+            auth,
+            first_block: true,
+            ticket_safe: true,
+            hmac_key: None,
+            cmac: Some(CmacState::new(key)?),
+        })
     }
 
     /// An HMAC sequence over `alg` keyed with `key`.
@@ -119,11 +181,15 @@ impl Sequence {
             first_block: true,
             ticket_safe: true,
             hmac_key: Some(key),
+            cmac: None,
         }
     }
 
-    /// Finishes a hash or HMAC sequence (the first bank).
+    /// Finishes a hash, HMAC or CMAC sequence (the first bank).
     pub fn finish(mut self) -> Digest {
+        if let Some(c) = self.cmac.take() {
+            return c.finish();
+        }
         let inner = self.states.remove(0);
         let alg = inner.alg();
         let d = inner.finish();
@@ -144,6 +210,9 @@ impl Sequence {
         for s in &mut self.states {
             s.update(data);
         }
+        if let Some(c) = &mut self.cmac {
+            c.update(data);
+        }
     }
 }
 
@@ -158,7 +227,7 @@ pub struct Key {
     pub hierarchy: u32,
     pub auth: Digest,
     /// The private part — the ECC scalar (big-endian), the RSA prime p
-    /// (big-endian, 128 bytes) or the keyed-hash data — absent for a
+    /// (big-endian, keyBits/16 bytes) or the keyed-hash data — absent for a
     /// public-only key.
     pub private: Option<Vec<u8>>,
     /// sensitive.seedValue: a storage key's seed for protecting its
@@ -188,7 +257,10 @@ impl Key {
         let mut r = crate::marshal::Reader::new(b);
         let public = Public::unmarshal_2b(&mut r).ok()?;
         let auth = Digest::from_slice(r.tpm2b(limits::MAX_DIGEST).ok()?);
-        let private = r.tpm2b(limits::MAX_SYM_DATA).ok()?.to_vec();
+        let private = r
+            .tpm2b(crate::public::max_sensitive(public.ty))
+            .ok()?
+            .to_vec();
         let has_private = r.u8().ok()? == 1;
         let hierarchy = r.u32().ok()?;
         let seed_value = r.tpm2b(limits::TPMU_HA_SIZE).ok()?.to_vec();

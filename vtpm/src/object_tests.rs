@@ -38,6 +38,7 @@ fn template(attributes: u32) -> Public {
         x: Vec::new(),
         y: Vec::new(),
         exponent: 0,
+        rsa_bits: 0,
         ecdaa_count: 0,
         curve: crate::public::Curve::P256,
     }
@@ -367,7 +368,7 @@ fn evicted_keys_persist_across_power_cycles_until_removed() {
 }
 
 #[test]
-fn test_parms_accepts_p256_and_p384_only() {
+fn test_parms_accepts_the_nist_curves_only() {
     let mut t = started();
     let parms = |curve: u16, ty: u16| {
         let mut w = Writer::new();
@@ -381,8 +382,9 @@ fn test_parms_accepts_p256_and_p384_only() {
     };
     assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P256, ids::ECC))), 0);
     assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P384, ids::ECC))), 0);
-    // NIST P-521 and BN P-256 are not implemented.
-    for curve in [0x0005, 0x0010] {
+    assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P521, ids::ECC))), 0);
+    // NIST P-192, BN P-256 and SM2 P-256 are not implemented.
+    for curve in [0x0001, 0x0010, 0x0020] {
         assert_eq!(
             rc_of(&t.execute(0, &parms(curve, ids::ECC))),
             rc::CURVE + rc::P + rc::N1
@@ -420,6 +422,7 @@ fn sealed_template(attributes: u32) -> Public {
         x: Vec::new(),
         y: Vec::new(),
         exponent: 0,
+        rsa_bits: 0,
         ecdaa_count: 0,
         curve: crate::public::Curve::P256,
     }
@@ -703,7 +706,7 @@ fn encrypt_decrypt_both_forms_agree_with_aes_cfb() {
     let r1 = t.execute(0, &command(cc::ENCRYPT_DECRYPT, &[k], &[b""], &w1.buf));
     assert_eq!(Reader::new(params_of(&r2)).tpm2b(1024).unwrap(), &want[..]);
     assert_eq!(params_of(&r1), params_of(&r2));
-    // CBC is not implemented; an IV of the wrong size is refused.
+    // A mode other than the key's is refused; so is an IV of the wrong size.
     let mut w = Writer::new();
     w.u8(0).u16(0x0042).tpm2b(&iv).tpm2b(&data);
     let r = t.execute(0, &command(cc::ENCRYPT_DECRYPT, &[k], &[b""], &w.buf));
@@ -712,6 +715,240 @@ fn encrypt_decrypt_both_forms_agree_with_aes_cfb() {
     w.tpm2b(&data).u8(1).u16(ids::CFB).tpm2b(&[0; 8]);
     let r = t.execute(0, &command(cc::ENCRYPT_DECRYPT2, &[k], &[b""], &w.buf));
     assert_eq!(rc_of(&r), rc::SIZE + rc::P + 4 * rc::N1);
+}
+
+/// A symmetric key of `symmetric` (AES-128, key bytes 0x42…) loaded with
+/// LoadExternal; returns its handle.
+fn load_aes_key(t: &mut Tpm, symmetric: SymObject) -> u32 {
+    let key = [0x42u8; 16];
+    let seed = [1u8; 32];
+    let mut p = sealed_template(attr::USER_WITH_AUTH | attr::SIGN | attr::DECRYPT);
+    p.ty = ids::SYMCIPHER;
+    p.symmetric = symmetric;
+    p.x = HashAlg::Sha256.digest(&[&seed, &key]).as_bytes().to_vec();
+    let mut sens = Writer::new();
+    sens.u16(ids::SYMCIPHER).tpm2b(b"").tpm2b(&seed).tpm2b(&key);
+    let mut w = Writer::new();
+    w.tpm2b(&sens.buf).tpm2b(&p.marshal()).u32(handle::NULL);
+    let r = t.execute(0, &command(cc::LOAD_EXTERNAL, &[], &[], &w.buf));
+    assert_eq!(rc_of(&r), 0);
+    u32::from_be_bytes(r[10..14].try_into().unwrap())
+}
+
+/// TPM2_EncryptDecrypt2 of `data` with key `k`: (rc, outData, ivOut).
+fn encrypt_decrypt2(
+    t: &mut Tpm,
+    k: u32,
+    data: &[u8],
+    decrypt: bool,
+    mode: u16,
+    iv: &[u8],
+) -> (u32, Vec<u8>, Vec<u8>) {
+    let mut w = Writer::new();
+    w.tpm2b(data).u8(decrypt as u8).u16(mode).tpm2b(iv);
+    let r = t.execute(0, &command(cc::ENCRYPT_DECRYPT2, &[k], &[b""], &w.buf));
+    if rc_of(&r) != 0 {
+        return (rc_of(&r), Vec::new(), Vec::new());
+    }
+    let mut rd = Reader::new(params_of(&r));
+    let out = rd.tpm2b(1024).unwrap().to_vec();
+    (0, out, rd.tpm2b(16).unwrap().to_vec())
+}
+
+/// CTR, OFB, CBC and ECB through TPM2_EncryptDecrypt2: with a key of no
+/// fixed mode, each mode round-trips, two calls chained through ivOut equal
+/// one call (CTR/OFB over a partial block too), and the IV and length rules
+/// hold (ECB takes no IV, CBC/ECB whole blocks); a key fixed to CBC takes
+/// CBC or NULL and refuses CTR; the key's public area round-trips its mode.
+#[test]
+fn encrypt_decrypt_in_ctr_ofb_cbc_and_ecb_modes() {
+    let mut t = started();
+    let k = load_aes_key(&mut t, SymObject::AesAnyMode(128));
+    let data: Vec<u8> = (0..64u8).collect();
+    for mode in [ids::CTR, ids::OFB, ids::CBC, ids::ECB] {
+        let iv: &[u8] = if mode == ids::ECB { &[] } else { &[3; 16] };
+        let (rc0, c, iv_out) = encrypt_decrypt2(&mut t, k, &data, false, mode, iv);
+        assert_eq!(rc0, 0, "{mode:#x}");
+        assert_ne!(c, data);
+        assert_eq!(iv_out.len(), iv.len());
+        let (_, p, iv_back) = encrypt_decrypt2(&mut t, k, &c, true, mode, iv);
+        assert_eq!(p, data, "{mode:#x}");
+        assert_eq!(iv_back, iv_out, "{mode:#x}: ivOut agrees both ways");
+        // Chained: 32 (or, for the stream modes, 20) bytes then the rest.
+        let split = if matches!(mode, ids::CTR | ids::OFB) {
+            20
+        } else {
+            32
+        };
+        let (_, a, iv1) = encrypt_decrypt2(&mut t, k, &data[..split], false, mode, iv);
+        let (_, b, iv2) = encrypt_decrypt2(&mut t, k, &data[split..], false, mode, &iv1);
+        if matches!(mode, ids::CTR | ids::OFB) {
+            // A partial block ends the first call: the stream restarts at a
+            // block boundary, so only the first call's bytes match.
+            assert_eq!(a, c[..split]);
+            assert_eq!(
+                iv1,
+                encrypt_decrypt2(&mut t, k, &data[..32], false, mode, iv).2
+            );
+        } else {
+            assert_eq!([a, b].concat(), c, "{mode:#x}");
+            assert_eq!(iv2, iv_out);
+        }
+    }
+    // Whole blocks chain exactly in the stream modes too.
+    for mode in [ids::CTR, ids::OFB] {
+        let (_, c, iv_out) = encrypt_decrypt2(&mut t, k, &data, false, mode, &[3; 16]);
+        let (_, a, iv1) = encrypt_decrypt2(&mut t, k, &data[..32], false, mode, &[3; 16]);
+        let (_, b, iv2) = encrypt_decrypt2(&mut t, k, &data[32..], false, mode, &iv1);
+        assert_eq!([a, b].concat(), c);
+        assert_eq!(iv2, iv_out);
+    }
+    let p4 = rc::P + 4 * rc::N1;
+    assert_eq!(
+        encrypt_decrypt2(&mut t, k, &data, false, ids::ECB, &[3; 16]).0,
+        rc::SIZE + p4
+    );
+    assert_eq!(
+        encrypt_decrypt2(&mut t, k, &data, false, ids::CBC, &[]).0,
+        rc::SIZE + p4
+    );
+    for mode in [ids::CBC, ids::ECB] {
+        let iv: &[u8] = if mode == ids::ECB { &[] } else { &[3; 16] };
+        assert_eq!(
+            encrypt_decrypt2(&mut t, k, &data[..20], false, mode, iv).0,
+            rc::SIZE + rc::P + rc::N1
+        );
+    }
+    // A key fixed to CBC.
+    let kc = load_aes_key(&mut t, SymObject::AesMode(128, ids::CBC));
+    let cbc = encrypt_decrypt2(&mut t, k, &data, false, ids::CBC, &[3; 16]);
+    let with_null = encrypt_decrypt2(&mut t, kc, &data, false, crate::defs::alg::NULL, &[3; 16]);
+    assert_eq!(with_null, cbc);
+    assert_eq!(
+        encrypt_decrypt2(&mut t, kc, &data, false, ids::CBC, &[3; 16]),
+        cbc
+    );
+    assert_eq!(
+        encrypt_decrypt2(&mut t, kc, &data, false, ids::CTR, &[3; 16]).0,
+        rc::MODE + rc::P + 3 * rc::N1
+    );
+    let r = t.execute(0, &command(cc::READ_PUBLIC, &[kc], &[], &[]));
+    let public = Public::unmarshal_2b(&mut Reader::new(params_of(&r))).unwrap();
+    assert_eq!(public.symmetric, SymObject::AesMode(128, ids::CBC));
+}
+
+/// AES-CMAC through TPM2_MAC and TPM2_MAC_Start/SequenceUpdate/
+/// SequenceComplete (the HMAC command codes) with a CMAC key — the RFC 4493
+/// §4 tags, in one call or split across updates — and with a key of no
+/// mode naming CMAC; a CFB key refuses CMAC named (TPM_RC_VALUE: not its
+/// mode) and its own mode (TPM_RC_SCHEME: no MAC), a CMAC key does not
+/// encrypt (TPM_RC_MODE), and the result gets no hash ticket.
+#[test]
+fn cmac_keys_mac_in_one_call_and_in_sequences() {
+    let unhex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let mut t = started();
+    let key = unhex("2b7e151628aed2a6abf7158809cf4f3c");
+    let seed = [1u8; 32];
+    let load = |t: &mut Tpm, symmetric: SymObject| {
+        let mut p = sealed_template(attr::USER_WITH_AUTH | attr::SIGN);
+        p.ty = ids::SYMCIPHER;
+        p.symmetric = symmetric;
+        p.x = HashAlg::Sha256.digest(&[&seed, &key]).as_bytes().to_vec();
+        let mut sens = Writer::new();
+        sens.u16(ids::SYMCIPHER).tpm2b(b"").tpm2b(&seed).tpm2b(&key);
+        let mut w = Writer::new();
+        w.tpm2b(&sens.buf).tpm2b(&p.marshal()).u32(handle::NULL);
+        let r = t.execute(0, &command(cc::LOAD_EXTERNAL, &[], &[], &w.buf));
+        assert_eq!(rc_of(&r), 0);
+        u32::from_be_bytes(r[10..14].try_into().unwrap())
+    };
+    let mac = |t: &mut Tpm, k: u32, data: &[u8], scheme: u16| {
+        let mut w = Writer::new();
+        w.tpm2b(data).u16(scheme);
+        let r = t.execute(0, &command(cc::HMAC, &[k], &[b""], &w.buf));
+        if rc_of(&r) != 0 {
+            return Err(rc_of(&r));
+        }
+        Ok(Reader::new(params_of(&r)).tpm2b(64).unwrap().to_vec())
+    };
+    let k = load(&mut t, SymObject::AesMode(128, ids::CMAC));
+    let m64 = unhex(concat!(
+        "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51",
+        "30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710"
+    ));
+    for (m, tag) in [
+        (&[][..], "bb1d6929e95937287fa37d129b756746"),
+        (&m64[..16], "070a16b46b4d4144f79bdd9dd04a287c"),
+        (&m64[..40], "dfa66747de9ae63030ca32611497c827"),
+        (&m64[..], "51f0bebf7e3b9d92fc49741779363cfe"),
+    ] {
+        assert_eq!(mac(&mut t, k, m, ids::CMAC), Ok(unhex(tag)));
+        assert_eq!(mac(&mut t, k, m, crate::defs::alg::NULL), Ok(unhex(tag)));
+    }
+    // A sequence: 40 bytes in pieces of 7, 33 and the rest at completion.
+    let mut w = Writer::new();
+    w.tpm2b(b"sq").u16(ids::CMAC);
+    let r = t.execute(0, &command(cc::HMAC_START, &[k], &[b""], &w.buf));
+    assert_eq!(rc_of(&r), 0);
+    let s = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    for c in [&m64[..7], &m64[7..40]] {
+        let mut w = Writer::new();
+        w.tpm2b(c);
+        assert_eq!(
+            rc_of(&t.execute(0, &command(cc::SEQUENCE_UPDATE, &[s], &[b"sq"], &w.buf))),
+            0
+        );
+    }
+    let mut w = Writer::new();
+    w.tpm2b(&m64[40..]).u32(handle::OWNER);
+    let r = t.execute(0, &command(cc::SEQUENCE_COMPLETE, &[s], &[b"sq"], &w.buf));
+    let mut rd = Reader::new(params_of(&r));
+    assert_eq!(
+        rd.tpm2b(64).unwrap(),
+        unhex("51f0bebf7e3b9d92fc49741779363cfe")
+    );
+    assert_eq!(rd.u16().unwrap(), st::HASHCHECK);
+    assert_eq!(rd.u32().unwrap(), handle::NULL);
+    // The CMAC key names its MAC: another is refused; it does not encrypt.
+    assert_eq!(
+        mac(&mut t, k, b"x", HashAlg::Sha256.id()),
+        Err(rc::VALUE + rc::P + 2 * rc::N1)
+    );
+    let mut w = Writer::new();
+    w.tpm2b(&[0; 16])
+        .u8(0)
+        .u16(crate::defs::alg::NULL)
+        .tpm2b(&[0; 16]);
+    assert_eq!(
+        rc_of(&t.execute(0, &command(cc::ENCRYPT_DECRYPT2, &[k], &[b""], &w.buf))),
+        rc::MODE + rc::H + rc::N1
+    );
+    flush(&mut t, k);
+    // A key of no mode MACs with CMAC when asked; a CFB key does not.
+    let any = load(&mut t, SymObject::AesAnyMode(128));
+    assert_eq!(
+        mac(&mut t, any, &m64[..16], ids::CMAC),
+        Ok(unhex("070a16b46b4d4144f79bdd9dd04a287c"))
+    );
+    assert_eq!(
+        mac(&mut t, any, &m64[..16], crate::defs::alg::NULL),
+        Err(rc::VALUE + rc::P + 2 * rc::N1)
+    );
+    flush(&mut t, any);
+    let cfb = load(&mut t, SymObject::AesCfb(128));
+    assert_eq!(
+        mac(&mut t, cfb, b"x", ids::CMAC),
+        Err(rc::VALUE + rc::P + 2 * rc::N1)
+    );
+    assert_eq!(
+        mac(&mut t, cfb, b"x", crate::defs::alg::NULL),
+        Err(rc::SCHEME + rc::P + 2 * rc::N1)
+    );
 }
 
 #[test]
@@ -907,7 +1144,7 @@ fn create_loaded_makes_primaries_and_loadable_children() {
 }
 
 #[test]
-fn ecc_parameters_describe_p256_and_p384_and_refuse_other_curves() {
+fn ecc_parameters_describe_the_nist_curves_and_refuse_other_curves() {
     use crate::commands::signing::p256_domain as d;
     let mut t = started();
     let r = t.execute(
@@ -926,7 +1163,7 @@ fn ecc_parameters_describe_p256_and_p384_and_refuse_other_curves() {
     }
     assert_eq!(rd.remaining(), 0);
     // NIST P-384: its size, KDF hash and domain (checked against swtpm by
-    // the differential test); P-521 is not implemented.
+    // the differential test).
     let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 4]));
     let mut rd = Reader::new(params_of(&r));
     assert_eq!(rd.u16().unwrap(), ids::NIST_P384);
@@ -945,7 +1182,22 @@ fn ecc_parameters_describe_p256_and_p384_and_refuse_other_curves() {
             [&d::P[..], &d::A, &d::B, &d::GX, &d::GY].map(BigUint::from_bytes_be);
         assert_eq!((&gy * &gy) % &p, (&gx * &gx * &gx + &a * &gx + &b) % &p);
     }
+    // NIST P-521: 521 bits, SHA-512, its 66-byte domain.
     let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 5]));
+    let mut rd = Reader::new(params_of(&r));
+    assert_eq!(rd.u16().unwrap(), ids::NIST_P521);
+    assert_eq!(rd.u16().unwrap(), 521);
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::KDF1_SP800_56A);
+    assert_eq!(rd.u16().unwrap(), HashAlg::Sha512.id());
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::NULL);
+    {
+        use crate::commands::signing::p521_domain as d;
+        for v in [d::P, d::A, d::B, d::GX, d::GY, d::N, d::H] {
+            assert_eq!(rd.tpm2b(66).unwrap(), d::bytes(v));
+        }
+    }
+    assert_eq!(rd.remaining(), 0);
+    let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 0x10]));
     assert_eq!(rc_of(&r), rc::CURVE + rc::P + rc::N1);
     let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 3, 0]));
     assert_eq!(rc_of(&r), rc::SIZE);
@@ -1172,4 +1424,100 @@ fn physical_presence_policies_fail_and_policy_conditions_snapshot() {
     let r = t.execute(0, &with_policy_session(cc::UNSEAL, &[obj], s, &[]));
     assert_eq!(rc_of(&r), 0, "{r:02x?}");
     t.set_physical_presence(false);
+}
+
+/// An RSA-3072 storage primary as the new parent of a duplicated sealed
+/// object (the seed OAEP-encrypted to it with "DUPLICATE", TPM2_Import
+/// decrypting it) that then unseals, and as the key of a credential
+/// (TPM2_MakeCredential encrypting the seed with "IDENTITY",
+/// TPM2_ActivateCredential recovering the credential); an encrypted seed of
+/// an RSA-2048 block's size is refused.
+#[test]
+fn rsa_3072_parents_import_duplicates_and_activate_credentials() {
+    let mut t = started();
+    let (_, prim, _) = create_primary(&mut t, handle::OWNER, &storage_template(), b"", b"");
+    let policy = HashAlg::Sha256.digest(&[
+        &[0u8; 32],
+        &cc::POLICY_COMMAND_CODE.to_be_bytes(),
+        &cc::DUPLICATE.to_be_bytes(),
+    ]);
+    let mut seal = sealed_template(attr::USER_WITH_AUTH);
+    seal.auth_policy = policy.as_bytes().to_vec();
+    let (rc0, private, public) = create(&mut t, prim, &seal, b"", b"to a 3072 parent");
+    assert_eq!(rc0, 0);
+    let r = load(&mut t, prim, &private, &public);
+    let obj = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let name = Public::unmarshal(&mut Reader::new(&public)).unwrap().name();
+    flush(&mut t, prim);
+    let mut rsa = storage_template();
+    rsa.ty = ids::RSA;
+    rsa.rsa_bits = 3072;
+    rsa.x.clear();
+    rsa.y.clear();
+    let (rc1, np, npub) = create_primary(&mut t, handle::OWNER, &rsa, b"", b"");
+    assert_eq!(rc1, 0);
+    assert_eq!(
+        Public::unmarshal(&mut Reader::new(&npub)).unwrap().x.len(),
+        384
+    );
+    let s = policy_session_for(&mut t, cc::DUPLICATE);
+    let mut w = Writer::new();
+    w.tpm2b(&[]).u16(crate::defs::alg::NULL);
+    let r = t.execute(
+        0,
+        &with_policy_session(cc::DUPLICATE, &[obj, np], s, &w.buf),
+    );
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    let mut rd = Reader::new(params_of(&r));
+    assert!(rd.tpm2b(64).unwrap().is_empty());
+    let dup = rd.tpm2b(512).unwrap().to_vec();
+    let seed = rd.tpm2b(512).unwrap().to_vec();
+    assert_eq!(seed.len(), 384);
+    let import = |t: &mut Tpm, seed: &[u8]| {
+        let mut w = Writer::new();
+        w.tpm2b(&[])
+            .tpm2b(&public)
+            .tpm2b(&dup)
+            .tpm2b(seed)
+            .u16(crate::defs::alg::NULL);
+        t.execute(0, &command(cc::IMPORT, &[np], &[b""], &w.buf))
+    };
+    assert_ne!(rc_of(&import(&mut t, &seed[..256])), 0);
+    let r = import(&mut t, &seed);
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    let imported = Reader::new(params_of(&r)).tpm2b(512).unwrap().to_vec();
+    let r = load(&mut t, np, &imported, &public);
+    let h = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let u = t.execute(0, &command(cc::UNSEAL, &[h], &[b""], &[]));
+    assert_eq!(
+        Reader::new(params_of(&u)).tpm2b(256).unwrap(),
+        b"to a 3072 parent"
+    );
+    flush(&mut t, h);
+    flush(&mut t, obj);
+    // A credential for the object Name `name` protected by the 3072 key,
+    // activated with a loaded object of that Name.
+    let (_, p2, _) = create_primary(&mut t, handle::OWNER, &storage_template(), b"", b"");
+    let r = load(&mut t, p2, &private, &public);
+    flush(&mut t, p2);
+    let obj = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    let mut w = Writer::new();
+    w.tpm2b(b"credential bytes").tpm2b(&name);
+    let r = t.execute(0, &command(cc::MAKE_CREDENTIAL, &[np], &[], &w.buf));
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    let mut rd = Reader::new(params_of(&r));
+    let blob = rd.tpm2b(512).unwrap().to_vec();
+    let secret = rd.tpm2b(512).unwrap().to_vec();
+    assert_eq!(secret.len(), 384);
+    let mut w = Writer::new();
+    w.tpm2b(&blob).tpm2b(&secret);
+    let r = t.execute(
+        0,
+        &command(cc::ACTIVATE_CREDENTIAL, &[obj, np], &[b"", b""], &w.buf),
+    );
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    assert_eq!(
+        Reader::new(params_of(&r)).tpm2b(64).unwrap(),
+        b"credential bytes"
+    );
 }

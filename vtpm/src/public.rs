@@ -1,5 +1,5 @@
 //! Object public areas (TPMT_PUBLIC) of the key types this TPM implements —
-//! ECC keys on NIST P-256 and P-384, RSA-2048 keys, keyed-hash and symmetric objects — with their unmarshalling checks, marshalling,
+//! ECC keys on NIST P-256, P-384 and P-521, RSA keys of 1024, 2048 and 3072 bits, keyed-hash and symmetric objects — with their unmarshalling checks, marshalling,
 //! Names (nameAlg || H(TPMT_PUBLIC)) and the attribute rules of Part 1 §27
 //! (PublicAttributesValidation). Also the ECC key pair helpers over both
 //! curves ([`EcScalar`], [`EcPublic`]): key derivation from a seed, public
@@ -43,8 +43,15 @@ pub mod ids {
     pub const ECDAA: u16 = 0x001A;
     pub const NIST_P256: u16 = 0x0003;
     pub const NIST_P384: u16 = 0x0004;
+    pub const NIST_P521: u16 = 0x0005;
     pub const AES: u16 = 0x0006;
     pub const CFB: u16 = 0x0043;
+    pub const CTR: u16 = 0x0040;
+    pub const OFB: u16 = 0x0041;
+    pub const CBC: u16 = 0x0042;
+    pub const ECB: u16 = 0x0044;
+    /// TPM_ALG_CMAC: a symmetric key's MAC mode (SP 800-38B).
+    pub const CMAC: u16 = 0x003F;
     pub const RSA: u16 = 0x0001;
     pub const RSASSA: u16 = 0x0014;
     pub const RSAES: u16 = 0x0015;
@@ -56,14 +63,17 @@ pub mod ids {
 pub const P256_BYTES: usize = 32;
 /// Bytes of a P-384 coordinate or scalar.
 pub const P384_BYTES: usize = 48;
+/// Bytes of a P-521 coordinate or scalar.
+pub const P521_BYTES: usize = 66;
 /// The largest coordinate of an implemented curve (MAX_ECC_KEY_BYTES).
-pub const MAX_ECC_BYTES: usize = P384_BYTES;
+pub const MAX_ECC_BYTES: usize = P521_BYTES;
 
 /// An implemented ECC curve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Curve {
     P256,
     P384,
+    P521,
 }
 
 impl Curve {
@@ -71,6 +81,7 @@ impl Curve {
         match id {
             ids::NIST_P256 => Some(Curve::P256),
             ids::NIST_P384 => Some(Curve::P384),
+            ids::NIST_P521 => Some(Curve::P521),
             _ => None,
         }
     }
@@ -78,6 +89,7 @@ impl Curve {
         match self {
             Curve::P256 => ids::NIST_P256,
             Curve::P384 => ids::NIST_P384,
+            Curve::P521 => ids::NIST_P521,
         }
     }
     /// Bytes of a coordinate or scalar.
@@ -85,6 +97,7 @@ impl Curve {
         match self {
             Curve::P256 => P256_BYTES,
             Curve::P384 => P384_BYTES,
+            Curve::P521 => P521_BYTES,
         }
     }
 }
@@ -94,6 +107,7 @@ impl Curve {
 pub enum EcScalar {
     P256(NonZeroScalar),
     P384(p384::NonZeroScalar),
+    P521(p521::NonZeroScalar),
 }
 
 /// A public point on one of the curves.
@@ -101,6 +115,7 @@ pub enum EcScalar {
 pub enum EcPublic {
     P256(PublicKey),
     P384(p384::PublicKey),
+    P521(p521::PublicKey),
 }
 
 impl EcPublic {
@@ -119,6 +134,10 @@ impl EcPublic {
             }
             EcPublic::P384(pk) => {
                 let ep = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(pk, false);
+                split(ep.x().map(|c| &c[..]), ep.y().map(|c| &c[..]))
+            }
+            EcPublic::P521(pk) => {
+                let ep = p521::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(pk, false);
                 split(ep.x().map(|c| &c[..]), ep.y().map(|c| &c[..]))
             }
         }
@@ -149,6 +168,17 @@ impl EcPublic {
                 )
                 .map(EcPublic::P384)
             }
+            Curve::P521 => {
+                let ep = p521::EncodedPoint::from_affine_coordinates(
+                    p521::FieldBytes::from_slice(x),
+                    p521::FieldBytes::from_slice(y),
+                    false,
+                );
+                Option::from(
+                    <p521::PublicKey as p521::elliptic_curve::sec1::FromEncodedPoint<_>>::from_encoded_point(&ep),
+                )
+                .map(EcPublic::P521)
+            }
         }
     }
 }
@@ -158,6 +188,7 @@ impl EcScalar {
         match self {
             EcScalar::P256(_) => Curve::P256,
             EcScalar::P384(_) => Curve::P384,
+            EcScalar::P521(_) => Curve::P521,
         }
     }
     /// The scalar's big-endian bytes (the curve's size).
@@ -165,6 +196,7 @@ impl EcScalar {
         match self {
             EcScalar::P256(d) => p256::elliptic_curve::PrimeField::to_repr(&**d).to_vec(),
             EcScalar::P384(d) => p384::elliptic_curve::PrimeField::to_repr(&**d).to_vec(),
+            EcScalar::P521(d) => p521::elliptic_curve::PrimeField::to_repr(&**d).to_vec(),
         }
     }
     /// d·G.
@@ -172,6 +204,7 @@ impl EcScalar {
         match self {
             EcScalar::P256(d) => EcPublic::P256(PublicKey::from_secret_scalar(d)),
             EcScalar::P384(d) => EcPublic::P384(p384::PublicKey::from_secret_scalar(d)),
+            EcScalar::P521(d) => EcPublic::P521(p521::PublicKey::from_secret_scalar(d)),
         }
     }
 }
@@ -184,6 +217,9 @@ pub enum SymObject {
     /// A symmetric key's algorithm with no fixed mode (TPM_ALG_NULL): the
     /// command chooses it.
     AesAnyMode(u16),
+    /// A symmetric key's algorithm fixed to a mode other than CFB: (key
+    /// bits, TPM_ALG_CTR/OFB/CBC/ECB).
+    AesMode(u16, u16),
 }
 
 /// The public area of an ECC P-256 key.
@@ -205,6 +241,8 @@ pub struct Public {
     pub y: Vec<u8>,
     /// RSA: the exponent field as marshalled (0 means 65537); others: 0.
     pub exponent: u32,
+    /// RSA: keyBits (one of [`crate::rsa_key::KEY_SIZES`]); others: 0.
+    pub rsa_bits: u16,
     /// ECC: the curve; others: P-256 (unused).
     pub curve: Curve,
 }
@@ -229,12 +267,14 @@ impl Public {
         }
         let auth_policy = r.tpm2b(limits::TPMU_HA_SIZE)?.to_vec();
         let mut exponent = 0;
+        let mut rsa_bits = 0;
         let mut ecdaa_count = 0;
         let mut curve = Curve::P256;
         let (symmetric, scheme, x, y) = if ty == ids::RSA {
-            let (symmetric, scheme, e) = rsa_parms(r)?;
+            let (symmetric, scheme, bits, e) = rsa_parms(r)?;
             exponent = e;
-            let n = r.tpm2b(crate::rsa_key::RSA_BYTES)?.to_vec();
+            rsa_bits = bits;
+            let n = r.tpm2b(crate::rsa_key::MAX_RSA_BYTES)?.to_vec();
             (symmetric, scheme, n, Vec::new())
         } else if ty == ids::ECC {
             let (symmetric, scheme, count, c) = ecc_parms(r)?;
@@ -263,6 +303,7 @@ impl Public {
             x,
             y,
             exponent,
+            rsa_bits,
             curve,
         })
     }
@@ -292,6 +333,7 @@ impl Public {
             let (bits, mode) = match self.symmetric {
                 SymObject::AesCfb(b) => (b, ids::CFB),
                 SymObject::AesAnyMode(b) => (b, alg::NULL),
+                SymObject::AesMode(b, m) => (b, m),
                 SymObject::Null => (0, alg::NULL),
             };
             w.u16(ids::AES).u16(bits).u16(mode).tpm2b(&self.x);
@@ -316,6 +358,9 @@ impl Public {
             SymObject::AesCfb(bits) | SymObject::AesAnyMode(bits) => {
                 w.u16(ids::AES).u16(bits).u16(ids::CFB);
             }
+            SymObject::AesMode(bits, mode) => {
+                w.u16(ids::AES).u16(bits).u16(mode);
+            }
         }
         match self.scheme {
             None => {
@@ -332,9 +377,7 @@ impl Public {
             }
         }
         if self.ty == ids::RSA {
-            w.u16(crate::rsa_key::RSA_BITS)
-                .u32(self.exponent)
-                .tpm2b(&self.x);
+            w.u16(self.rsa_bits).u32(self.exponent).tpm2b(&self.x);
             return w.buf;
         }
         w.u16(self.curve.id())
@@ -440,9 +483,10 @@ impl Public {
         EcPublic::from_xy(self.curve, &self.x, &self.y)
     }
 
-    /// The RSA public key of this area, if it is a usable RSA-2048 key.
+    /// The RSA public key of this area, if it is a usable RSA key whose
+    /// modulus has the size keyBits names.
     pub fn rsa_public(&self) -> Option<rsa::RsaPublicKey> {
-        if self.ty != ids::RSA {
+        if self.ty != ids::RSA || self.x.len() != usize::from(self.rsa_bits) / 8 {
             return None;
         }
         crate::rsa_key::public_key(&self.x, self.exponent)
@@ -451,6 +495,17 @@ impl Public {
     /// Sets the unique field from a public key.
     pub fn set_point(&mut self, pk: &EcPublic) {
         (self.x, self.y) = pk.xy();
+    }
+}
+
+/// The largest sensitive part (the TPMU_SENSITIVE_COMPOSITE member's TPM2B
+/// limit) of an object of type `ty`: an RSA prime of the largest key
+/// (TPM2B_PRIVATE_KEY_RSA), MAX_SYM_DATA for the others.
+pub fn max_sensitive(ty: u16) -> usize {
+    if ty == ids::RSA {
+        crate::rsa_key::MAX_PRIME_BYTES
+    } else {
+        limits::MAX_SYM_DATA
     }
 }
 
@@ -493,8 +548,8 @@ pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Scheme, u16, Curve), u32>
     Ok((symmetric, scheme, count, curve))
 }
 
-/// TPMS_RSA_PARMS as (symmetric, scheme, exponent field).
-pub type RsaParms = (SymObject, Option<(u16, HashAlg)>, u32);
+/// TPMS_RSA_PARMS as (symmetric, scheme, keyBits, exponent field).
+pub type RsaParms = (SymObject, Option<(u16, HashAlg)>, u16, u32);
 
 /// The symmetric algorithm of an asymmetric key (TPMT_SYM_DEF_OBJECT: NULL
 /// or AES-128/256-CFB), bare codes.
@@ -517,7 +572,8 @@ fn sym_def_object(r: &mut Reader) -> Result<SymObject, u32> {
 
 /// TPMS_RSA_PARMS (bare codes): the symmetric algorithm of a storage key,
 /// the scheme (RSASSA/RSAPSS/OAEP with a hash, RSAES, or NULL), keyBits
-/// (2048 only: TPM_RC_VALUE otherwise) and the exponent field.
+/// (1024, 2048 or 3072: TPM_RC_VALUE otherwise, as libtpms) and the exponent
+/// field.
 pub fn rsa_parms(r: &mut Reader) -> Result<RsaParms, u32> {
     let symmetric = sym_def_object(r)?;
     let scheme = match r.u16()? {
@@ -528,15 +584,17 @@ pub fn rsa_parms(r: &mut Reader) -> Result<RsaParms, u32> {
         }
         _ => return Err(rc::SCHEME),
     };
-    if r.u16()? != crate::rsa_key::RSA_BITS {
+    let bits = r.u16()?;
+    if !crate::rsa_key::key_bits_ok(bits) {
         return Err(rc::VALUE);
     }
     let exponent = r.u32()?;
-    Ok((symmetric, scheme, exponent))
+    Ok((symmetric, scheme, bits, exponent))
 }
 
-/// TPMS_SYMCIPHER_PARMS (bare codes): AES-128/256 in CFB mode or with no
-/// fixed mode. Other modes are not implemented (TPM_RC_MODE).
+/// TPMS_SYMCIPHER_PARMS (bare codes): AES-128/256 in CFB, CTR, OFB, CBC or
+/// ECB mode, a CMAC key, or with no fixed mode (TPM_RC_MODE for another
+/// mode).
 pub fn symcipher_parms(r: &mut Reader) -> Result<SymObject, u32> {
     if r.u16()? != ids::AES {
         return Err(rc::SYMMETRIC);
@@ -548,6 +606,9 @@ pub fn symcipher_parms(r: &mut Reader) -> Result<SymObject, u32> {
     match r.u16()? {
         ids::CFB => Ok(SymObject::AesCfb(bits)),
         alg::NULL => Ok(SymObject::AesAnyMode(bits)),
+        m @ (ids::CTR | ids::OFB | ids::CBC | ids::ECB | ids::CMAC) => {
+            Ok(SymObject::AesMode(bits, m))
+        }
         _ => Err(rc::MODE),
     }
 }
@@ -586,7 +647,7 @@ pub fn derive_p256(next: impl FnMut(u32) -> Vec<u8>) -> NonZeroScalar {
     match derive_scalar(Curve::P256, next) {
         EcScalar::P256(d) => d,
         // derive_scalar(P256, …) yields P-256 scalars only.
-        EcScalar::P384(_) => unreachable!(),
+        EcScalar::P384(_) | EcScalar::P521(_) => unreachable!(),
     }
 }
 
@@ -605,6 +666,10 @@ pub fn scalar_from_bytes(curve: Curve, d: &[u8]) -> Option<EcScalar> {
             *p384::FieldBytes::from_slice(d),
         ))
         .map(EcScalar::P384),
+        Curve::P521 => Option::<p521::NonZeroScalar>::from(p521::NonZeroScalar::from_repr(
+            *p521::FieldBytes::from_slice(d),
+        ))
+        .map(EcScalar::P521),
     }
 }
 
@@ -613,7 +678,7 @@ pub fn scalar_from_bytes(curve: Curve, d: &[u8]) -> Option<EcScalar> {
 pub fn p256_scalar(d: &[u8]) -> Option<NonZeroScalar> {
     match scalar_from_bytes(Curve::P256, d)? {
         EcScalar::P256(s) => Some(s),
-        EcScalar::P384(_) => None,
+        EcScalar::P384(_) | EcScalar::P521(_) => None,
     }
 }
 
@@ -630,6 +695,9 @@ pub fn ecdh_point(d: &EcScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8>)
         }
         (EcScalar::P384(d), EcPublic::P384(q)) => EcPublic::P384(
             p384::PublicKey::from_affine((q.to_projective() * **d).to_affine()).ok()?,
+        ),
+        (EcScalar::P521(d), EcPublic::P521(q)) => EcPublic::P521(
+            p521::PublicKey::from_affine((q.to_projective() * **d).to_affine()).ok()?,
         ),
         _ => return None,
     };
@@ -674,6 +742,46 @@ pub fn ecdsa_sign(d: &EcScalar, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
             let (r, s) = sig.split_bytes();
             Some((r.to_vec(), s.to_vec()))
         }
+        EcScalar::P521(d) => {
+            // Every digest is shorter than the 521-bit order: z is the
+            // integer it is (SEC 1 §4.1.3 step 5).
+            let z = left_pad(digest, P521_BYTES)?;
+            let k = p521_nonce(d, &z);
+            let (sig, _) = ecdsa::hazmat::sign_prehashed::<p521::NistP521, _>(
+                d,
+                *k,
+                p521::FieldBytes::from_slice(&z),
+            )
+            .ok()?;
+            let (r, s) = sig.split_bytes();
+            Some((r.to_vec(), s.to_vec()))
+        }
+    }
+}
+
+/// The P-521 ECDSA nonce for key `d` and message integer `z`: derived
+/// deterministically, in the manner of RFC 6979, from a PRF of the key and
+/// the message — HMAC-SHA-512 keyed with d over (z, a counter), two blocks
+/// per candidate cut to 521 bits, the first candidate that is a nonzero
+/// scalar. (The `ecdsa` crate's RFC 6979 needs a hash as wide as the
+/// 66-byte field, which no TPM hash is.)
+fn p521_nonce(d: &p521::NonZeroScalar, z: &[u8]) -> p521::NonZeroScalar {
+    let key = p521::elliptic_curve::PrimeField::to_repr(&**d);
+    let mut i = 0u32;
+    loop {
+        let mut c = Vec::with_capacity(2 * HashAlg::Sha512.digest_size());
+        for half in [0u8, 1] {
+            let block =
+                HashAlg::Sha512.hmac(&key, &[b"P-521 ECDSA nonce", z, &i.to_be_bytes(), &[half]]);
+            c.extend_from_slice(block.as_bytes());
+        }
+        c.truncate(P521_BYTES);
+        // 521 bits: the top 7 bits of the first byte are clear.
+        c[0] &= 0x01;
+        if let Some(EcScalar::P521(k)) = scalar_from_bytes(Curve::P521, &c) {
+            return k;
+        }
+        i += 1;
     }
 }
 
@@ -715,6 +823,25 @@ pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
                 .verify_prehash(digest, &sig)
                 .is_ok()
         }
+        EcPublic::P521(pk) => {
+            use ecdsa::hazmat::VerifyPrimitive;
+            let (Some(rb), Some(sb), Some(z)) = (
+                left_pad(r, P521_BYTES),
+                left_pad(s, P521_BYTES),
+                left_pad(digest, P521_BYTES),
+            ) else {
+                return false;
+            };
+            let Ok(sig) = p521::ecdsa::Signature::from_scalars(
+                *p521::FieldBytes::from_slice(&rb),
+                *p521::FieldBytes::from_slice(&sb),
+            ) else {
+                return false;
+            };
+            pk.as_affine()
+                .verify_prehashed(p521::FieldBytes::from_slice(&z), &sig)
+                .is_ok()
+        }
     }
 }
 
@@ -737,6 +864,7 @@ mod tests {
             x: Vec::new(),
             y: Vec::new(),
             exponent: 0,
+            rsa_bits: 0,
             ecdaa_count: 0,
             curve: crate::public::Curve::P256,
         }
@@ -836,6 +964,74 @@ mod tests {
         let other = HashAlg::Sha256.digest(&[b"other"]);
         assert!(!ecdsa_verify(&pk, other.as_bytes(), &r, &s));
         p.y[0] ^= 1;
+        assert_eq!(p.point(), None);
+    }
+
+    /// P-521: derived keys sign (deterministically, SHA-256 and SHA-512
+    /// digests) and verify, ECDH agrees both ways, a P-384 point is refused,
+    /// and the area round-trips with 66-byte coordinates.
+    #[test]
+    fn p521_keys_sign_verify_and_agree() {
+        let key = |tag: &'static [u8]| {
+            derive_scalar(Curve::P521, move |i| {
+                let mut v = HashAlg::Sha512
+                    .digest(&[&i.to_be_bytes(), tag])
+                    .as_bytes()
+                    .to_vec();
+                v.extend_from_slice(&[0, 0]);
+                v
+            })
+        };
+        let (d1, d2) = (key(b"1"), key(b"2"));
+        assert_eq!(d1.curve(), Curve::P521);
+        assert_eq!(d1.to_bytes().len(), P521_BYTES);
+        let mut p = signing_template();
+        p.curve = Curve::P521;
+        p.scheme = Some((ids::ECDSA, HashAlg::Sha512));
+        p.set_point(&d1.public());
+        assert_eq!((p.x.len(), p.y.len()), (P521_BYTES, P521_BYTES));
+        assert_eq!(p.point(), Some(d1.public()));
+        for h in [HashAlg::Sha256, HashAlg::Sha512] {
+            let digest = h.digest(&[b"msg"]);
+            let (r, s) = ecdsa_sign(&d1, digest.as_bytes()).unwrap();
+            assert_eq!((r.len(), s.len()), (P521_BYTES, P521_BYTES));
+            assert_eq!(
+                ecdsa_sign(&d1, digest.as_bytes()),
+                Some((r.clone(), s.clone()))
+            );
+            assert!(ecdsa_verify(&d1.public(), digest.as_bytes(), &r, &s));
+            assert!(!ecdsa_verify(&d2.public(), digest.as_bytes(), &r, &s));
+            let other = h.digest(&[b"other"]);
+            assert!(!ecdsa_verify(&d1.public(), other.as_bytes(), &r, &s));
+            // The p521 crate's verifier agrees (SHA-512 digests: its
+            // prehash rule needs at least half the field).
+            if h == HashAlg::Sha512 {
+                use p521::ecdsa::signature::hazmat::PrehashVerifier as _;
+                let EcPublic::P521(pk) = d1.public() else {
+                    unreachable!()
+                };
+                let sig = p521::ecdsa::Signature::from_scalars(
+                    *p521::FieldBytes::from_slice(&r),
+                    *p521::FieldBytes::from_slice(&s),
+                )
+                .unwrap();
+                let vk = p521::ecdsa::VerifyingKey::from_affine(*pk.as_affine()).unwrap();
+                assert!(vk.verify_prehash(digest.as_bytes(), &sig).is_ok());
+            }
+        }
+        let (x2, y2) = d2.public().xy();
+        assert_eq!(ecdh_x(&d1, &x2, &y2), ecdh_x(&d2, &p.x, &p.y));
+        let d384 = derive_scalar(Curve::P384, |i| {
+            HashAlg::Sha384
+                .digest(&[&i.to_be_bytes()])
+                .as_bytes()
+                .to_vec()
+        });
+        let (x, y) = d384.public().xy();
+        assert!(ecdh_x(&d1, &x, &y).is_none());
+        let m = p.marshal();
+        assert_eq!(Public::unmarshal(&mut Reader::new(&m)).unwrap(), p);
+        p.y[5] ^= 1;
         assert_eq!(p.point(), None);
     }
 

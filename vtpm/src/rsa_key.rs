@@ -1,4 +1,5 @@
-//! RSA-2048 key material: deterministic prime derivation from a byte stream,
+//! RSA key material for the modulus sizes libtpms implements (1024, 2048 and
+//! 3072 bits): deterministic prime derivation from a byte stream,
 //! reconstruction of a key from its modulus and first prime (the TPM's
 //! sensitive area holds only the prime p), and the raw RSA operations the
 //! padding schemes of [`crate::rsa_pad`] run on.
@@ -6,19 +7,19 @@
 //! Key generation (used for primaries with the KDFa stream of
 //! `commands::object::KdfStream`, and for ordinary objects with the DRBG):
 //! each prime is the first acceptable candidate of the stream. A candidate is
-//! the next 128 bytes of the stream, big-endian, with its two top bits set
-//! (so p·q has exactly 2048 bits) and its low bit set; it is accepted when it
-//! passes trial division, 20 Miller-Rabin rounds and a Lucas test
+//! the next keyBits/16 bytes of the stream, big-endian, with its two top bits
+//! set (so p·q has exactly keyBits bits) and its low bit set; it is accepted
+//! when it passes trial division, 20 Miller-Rabin rounds and a Lucas test
 //! (Baillie-PSW, deterministic for a given candidate), gcd(p − 1, e) = 1, and
-//! (for q) |p − q| > 2^(1024−100) (FIPS 186-4 B.3.3). p is drawn first, then
-//! q; the private part kept is p. The same stream therefore always yields the
-//! same key; it is not bit-identical with the reference implementation's
-//! (which runs the stream through its own sieve and DRBG).
+//! (for q) |p − q| > 2^(keyBits/2 − 100) (FIPS 186-4 B.3.3). p is drawn first,
+//! then q; the private part kept is p. The same stream therefore always
+//! yields the same key; it is not bit-identical with the reference
+//! implementation's (which runs the stream through its own sieve and DRBG).
 
 use alloc::vec::Vec;
 use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
 use crypto_bigint::subtle::ConstantTimeEq;
-use crypto_bigint::{Encoding, U1024, U2048, U64};
+use crypto_bigint::{Limb, Uint, U64};
 use num_bigint_dig::prime::probably_prime;
 use num_bigint_dig::BigUint;
 use num_integer::Integer;
@@ -26,18 +27,28 @@ use rsa::rand_core::{CryptoRng, RngCore};
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 
-/// Modulus size (TPMI_RSA_KEY_BITS: only 2048 is implemented).
-pub const RSA_BITS: u16 = 2048;
-/// Modulus bytes (MAX_RSA_KEY_BYTES).
-pub const RSA_BYTES: usize = 256;
-/// Bytes of each prime.
-pub const PRIME_BYTES: usize = RSA_BYTES / 2;
+/// The modulus sizes implemented (TPMI_RSA_KEY_BITS; libtpms's RSA_1024,
+/// RSA_2048 and RSA_3072).
+pub const KEY_SIZES: [u16; 3] = [1024, 2048, 3072];
+/// Bytes of the largest modulus (MAX_RSA_KEY_BYTES).
+pub const MAX_RSA_BYTES: usize = 384;
+/// Bytes of the largest prime (RSA_PRIVATE_SIZE: TPM2B_PRIVATE_KEY_RSA).
+pub const MAX_PRIME_BYTES: usize = MAX_RSA_BYTES / 2;
 /// The exponent an `exponent` field of 0 stands for.
 pub const DEFAULT_EXPONENT: u32 = 65537;
 /// Miller-Rabin rounds of the primality test.
 const MR_ROUNDS: usize = 20;
-/// Minimum bit length of |p − q| (FIPS 186-4 B.3.3: nlen/2 − 100).
-const MIN_PQ_DIFF_BITS: usize = 1024 - 100;
+/// FIPS 186-4 B.3.3: |p − q| must exceed 2^(nlen/2 − this).
+const PQ_DIFF_MARGIN_BITS: usize = 100;
+/// The leeway below half the modulus size a loaded prime may have (a
+/// bound on what an external key may bring; generated primes are exactly
+/// half).
+const PRIME_SHORTFALL_BITS: usize = 8;
+
+/// Is `bits` an implemented modulus size?
+pub fn key_bits_ok(bits: u16) -> bool {
+    KEY_SIZES.contains(&bits)
+}
 
 /// The public exponent of an `exponent` field (0 means 65537), if usable:
 /// odd and at least 3.
@@ -48,20 +59,22 @@ pub fn exponent(e: u32) -> Option<u32> {
 
 fn candidate_prime(
     e: &BigUint,
+    prime_bytes: usize,
     next: &mut dyn FnMut(usize) -> Vec<u8>,
     other: Option<&BigUint>,
 ) -> BigUint {
+    let min_diff_bits = prime_bytes * 8 - PQ_DIFF_MARGIN_BITS;
     loop {
-        let mut c = next(PRIME_BYTES);
-        if c.len() != PRIME_BYTES {
+        let mut c = next(prime_bytes);
+        if c.len() != prime_bytes {
             continue;
         }
         c[0] |= 0xC0;
-        c[PRIME_BYTES - 1] |= 1;
+        c[prime_bytes - 1] |= 1;
         let p = BigUint::from_bytes_be(&c);
         if let Some(o) = other {
             let diff = if &p > o { &p - o } else { o - &p };
-            if diff.bits() <= MIN_PQ_DIFF_BITS {
+            if diff.bits() <= min_diff_bits {
                 continue;
             }
         }
@@ -76,15 +89,23 @@ fn candidate_prime(
     }
 }
 
-/// Generates a key pair from the candidate stream `next` (see the module
-/// doc). Returns (modulus, p), both big-endian (256 and 128 bytes), or None
-/// for an unusable exponent.
-pub fn generate(e: u32, next: &mut dyn FnMut(usize) -> Vec<u8>) -> Option<(Vec<u8>, Vec<u8>)> {
+/// Generates a `bits`-bit key pair from the candidate stream `next` (see the
+/// module doc). Returns (modulus, p), both big-endian (bits/8 and bits/16
+/// bytes), or None for an unusable exponent or size.
+pub fn generate(
+    bits: u16,
+    e: u32,
+    next: &mut dyn FnMut(usize) -> Vec<u8>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    if !key_bits_ok(bits) {
+        return None;
+    }
+    let bytes = usize::from(bits) / 8;
     let e = BigUint::from(exponent(e)?);
-    let p = candidate_prime(&e, next, None);
-    let q = candidate_prime(&e, next, Some(&p));
+    let p = candidate_prime(&e, bytes / 2, next, None);
+    let q = candidate_prime(&e, bytes / 2, next, Some(&p));
     let n = &p * &q;
-    Some((to_fixed(&n, RSA_BYTES)?, to_fixed(&p, PRIME_BYTES)?))
+    Some((to_fixed(&n, bytes)?, to_fixed(&p, bytes / 2)?))
 }
 
 /// `x` as exactly `len` big-endian bytes, if it fits.
@@ -98,9 +119,14 @@ pub fn to_fixed(x: &BigUint, len: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The public key of modulus `n` (256 bytes, top bit set) and exponent field `e`.
+/// The public key of modulus `n` (of an implemented size, top bit set, odd)
+/// and exponent field `e`.
 pub fn public_key(n: &[u8], e: u32) -> Option<RsaPublicKey> {
-    if n.len() != RSA_BYTES || n[0] & 0x80 == 0 || n[RSA_BYTES - 1] & 1 == 0 {
+    let len = n.len();
+    if !KEY_SIZES.iter().any(|&b| usize::from(b) / 8 == len)
+        || n[0] & 0x80 == 0
+        || n[len - 1] & 1 == 0
+    {
         return None;
     }
     let e = exponent(e)?;
@@ -108,15 +134,17 @@ pub fn public_key(n: &[u8], e: u32) -> Option<RsaPublicKey> {
 }
 
 /// The private key of modulus `n` whose sensitive prime is `p`, if p is a
-/// proper factor of n (the binding check of Load/LoadExternal).
+/// proper factor of n of about half its size (the binding check of
+/// Load/LoadExternal/Import).
 pub fn private_key(n: &[u8], e: u32, p: &[u8]) -> Option<RsaPrivateKey> {
     let pk = public_key(n, e)?;
-    if p.is_empty() || p.len() > PRIME_BYTES {
+    let half = n.len() / 2;
+    if p.is_empty() || p.len() > half {
         return None;
     }
     let p = BigUint::from_bytes_be(p);
     let one = BigUint::from(1u32);
-    if p <= one || p.bits() < 1024 - 8 {
+    if p <= one || p.bits() < half * 8 - PRIME_SHORTFALL_BITS {
         return None;
     }
     let (q, rem) = pk.n().div_rem(&p);
@@ -128,13 +156,13 @@ pub fn private_key(n: &[u8], e: u32, p: &[u8]) -> Option<RsaPrivateKey> {
     Some(key)
 }
 
-/// m^e mod n over a 256-byte block; None if m ≥ n.
+/// m^e mod n over a block of the modulus's size; None if m ≥ n.
 pub fn public_op(key: &RsaPublicKey, m: &[u8]) -> Option<Vec<u8>> {
     let m = BigUint::from_bytes_be(m);
     if &m >= key.n() {
         return None;
     }
-    to_fixed(&rsa::hazmat::rsa_encrypt(key, &m).ok()?, RSA_BYTES)
+    to_fixed(&rsa::hazmat::rsa_encrypt(key, &m).ok()?, key.size())
 }
 
 /// A random source for RSA blinding from a fill function (the TPM's DRBG).
@@ -162,27 +190,57 @@ impl RngCore for FillRng<'_> {
 
 impl CryptoRng for FillRng<'_> {}
 
-/// c^d mod n over a block of at most 256 bytes (a shorter block is the same
-/// number), or None if c ≥ n or the result fails its check.
+/// Limbs of a `bits`-bit integer.
+const fn limbs(bits: usize) -> usize {
+    bits / Limb::BITS
+}
+
+/// c^d mod n over a block of at most the modulus's size (a shorter block is
+/// the same number), or None if c ≥ n or the result fails its check.
 ///
 /// Constant-time (RUSTSEC-2023-0071, the Marvin attack on the `rsa` crate,
 /// whose private operation uses variable-time `num-bigint-dig` arithmetic):
-/// this runs on `crypto-bigint`'s fixed-width integers, whose Montgomery
-/// multiplication, fixed-window exponentiation (over all 1024 bits of the
-/// CRT exponents, with constant-time table lookups), inversion and reduction
-/// by a fixed modulus take time independent of the values. The only
-/// variable-time steps depend on public values (the bit length of p and q,
-/// always 1024, and whether c < n). It keeps RSA blinding as a second layer —
-/// c·rᵉ with a fresh r from `rng`, unblinded with r⁻¹ — and checks mᵉ = c
-/// before releasing m (a fault would otherwise reveal a prime).
+/// this runs on `crypto-bigint`'s fixed-width integers, one width per
+/// modulus size (chosen by the public modulus length), whose Montgomery
+/// multiplication, fixed-window exponentiation (over all bits of the
+/// half-size CRT exponents, with constant-time table lookups), inversion and
+/// reduction by a fixed modulus take time independent of the values. The
+/// only variable-time steps depend on public values (the modulus size, the
+/// bit length of p and q, and whether c < n). It keeps RSA blinding as a
+/// second layer — c·rᵉ with a fresh r from `rng`, unblinded with r⁻¹ — and
+/// checks mᵉ = c before releasing m (a fault would otherwise reveal a prime).
 pub fn private_op(key: &RsaPrivateKey, c: &[u8], rng: &mut FillRng) -> Option<Vec<u8>> {
-    if c.len() > RSA_BYTES {
+    match key.size() * 8 {
+        1024 => private_op_sized::<{ limbs(1024) }, { limbs(512) }>(key, c, rng),
+        2048 => private_op_sized::<{ limbs(2048) }, { limbs(1024) }>(key, c, rng),
+        3072 => private_op_sized::<{ limbs(3072) }, { limbs(1536) }>(key, c, rng),
+        _ => None,
+    }
+}
+
+/// `x` as big-endian bytes (all of its width).
+fn be_bytes<const N: usize>(x: &Uint<N>) -> Vec<u8> {
+    x.as_words()
+        .iter()
+        .rev()
+        .flat_map(|w| w.to_be_bytes())
+        .collect()
+}
+
+/// [`private_op`] for a modulus of `L` limbs and primes of `H` = `L`/2 limbs.
+fn private_op_sized<const L: usize, const H: usize>(
+    key: &RsaPrivateKey,
+    c: &[u8],
+    rng: &mut FillRng,
+) -> Option<Vec<u8>> {
+    let bytes = L * Limb::BYTES;
+    if c.len() > bytes {
         return None;
     }
-    let mut block = alloc::vec![0u8; RSA_BYTES - c.len()];
+    let mut block = alloc::vec![0u8; bytes - c.len()];
     block.extend_from_slice(c);
-    let ct = CtKey::new(key)?;
-    let c = U2048::from_be_slice(&block);
+    let ct = CtKey::<L, H>::new(key)?;
+    let c = Uint::<L>::from_be_slice(&block);
     if c >= ct.n {
         return None;
     }
@@ -191,9 +249,9 @@ pub fn private_op(key: &RsaPrivateKey, c: &[u8], rng: &mut FillRng) -> Option<Ve
     // A blinding factor r, invertible mod n (all but a negligible fraction of
     // random values are).
     let (r, r_inv) = loop {
-        let mut b = [0u8; RSA_BYTES];
+        let mut b = alloc::vec![0u8; bytes];
         rng.fill_bytes(&mut b);
-        let r = DynResidue::new(&U2048::from_be_slice(&b).const_rem(&ct.n).0, n_params);
+        let r = DynResidue::new(&Uint::<L>::from_be_slice(&b).const_rem(&ct.n).0, n_params);
         let (inv, ok) = r.invert();
         if bool::from(ok) {
             break (r, inv);
@@ -206,29 +264,36 @@ pub fn private_op(key: &RsaPrivateKey, c: &[u8], rng: &mut FillRng) -> Option<Ve
     if !bool::from(back.ct_eq(&c)) {
         return None;
     }
-    Some(m.to_be_bytes().to_vec())
+    Some(be_bytes(&m))
 }
 
-/// A private key as fixed-width integers for [`private_op`].
-struct CtKey {
-    n: U2048,
+/// A private key as fixed-width integers for [`private_op`]: the modulus of
+/// `L` limbs, the primes and CRT values of `H` limbs.
+struct CtKey<const L: usize, const H: usize> {
+    n: Uint<L>,
     e: U64,
-    p: U1024,
-    q: U1024,
-    dp: U1024,
-    dq: U1024,
+    p: Uint<H>,
+    q: Uint<H>,
+    dp: Uint<H>,
+    dq: Uint<H>,
     /// q⁻¹ mod p.
-    qinv: U1024,
+    qinv: Uint<H>,
 }
 
-impl CtKey {
+impl<const L: usize, const H: usize> CtKey<L, H> {
+    const BYTES: usize = L * Limb::BYTES;
+    const HALF: usize = H * Limb::BYTES;
+
     fn new(key: &RsaPrivateKey) -> Option<Self> {
         let [p, q] = key.primes() else {
             return None;
         };
-        let half = |x: &BigUint| to_fixed(x, PRIME_BYTES).map(|b| U1024::from_be_slice(&b));
+        if 2 * H != L {
+            return None;
+        }
+        let half = |x: &BigUint| to_fixed(x, Self::HALF).map(|b| Uint::<H>::from_be_slice(&b));
         Some(Self {
-            n: U2048::from_be_slice(&to_fixed(key.n(), RSA_BYTES)?),
+            n: Uint::<L>::from_be_slice(&to_fixed(key.n(), Self::BYTES)?),
             e: U64::from_be_slice(&to_fixed(key.e(), 8)?),
             p: half(p)?,
             q: half(q)?,
@@ -240,15 +305,15 @@ impl CtKey {
 
     /// x^d mod n by the CRT (Garner): m1 = x^dP mod p, m2 = x^dQ mod q,
     /// m = m2 + q·(q⁻¹·(m1 − m2) mod p).
-    fn crt(&self, x: &U2048) -> U2048 {
-        let b = x.to_be_bytes();
+    fn crt(&self, x: &Uint<L>) -> Uint<L> {
+        let b = be_bytes(x);
         let (hi, lo) = (
-            U1024::from_be_slice(&b[..PRIME_BYTES]),
-            U1024::from_be_slice(&b[PRIME_BYTES..]),
+            Uint::<H>::from_be_slice(&b[..Self::HALF]),
+            Uint::<H>::from_be_slice(&b[Self::HALF..]),
         );
-        let exp = |m: &U1024, d: &U1024| {
+        let exp = |m: &Uint<H>, d: &Uint<H>| {
             let params = DynResidueParams::new(m);
-            let xr = U1024::const_rem_wide((lo, hi), m).0;
+            let xr = Uint::<H>::const_rem_wide((lo, hi), m).0;
             (params, DynResidue::new(&xr, params).pow(d).retrieve())
         };
         let (pp, m1) = exp(&self.p, &self.dp);
@@ -256,10 +321,9 @@ impl CtKey {
         let m2p = DynResidue::new(&m2.const_rem(&self.p).0, pp);
         let h = ((DynResidue::new(&m1, pp) - m2p) * DynResidue::new(&self.qinv, pp)).retrieve();
         let (lo, hi) = h.mul_wide(&self.q);
-        let mut wide = [0u8; RSA_BYTES];
-        wide[..PRIME_BYTES].copy_from_slice(&hi.to_be_bytes());
-        wide[PRIME_BYTES..].copy_from_slice(&lo.to_be_bytes());
-        U2048::from_be_slice(&wide).wrapping_add(&m2.resize())
+        let mut wide = be_bytes(&hi);
+        wide.extend_from_slice(&be_bytes(&lo));
+        Uint::<L>::from_be_slice(&wide).wrapping_add(&m2.resize())
     }
 }
 
@@ -283,27 +347,56 @@ mod tests {
     }
 
     #[test]
-    fn generation_is_deterministic_and_round_trips() {
-        let (n, p) = generate(0, &mut stream(b"a")).unwrap();
-        let (n2, p2) = generate(0, &mut stream(b"a")).unwrap();
-        assert_eq!((&n, &p), (&n2, &p2));
-        assert_eq!(n.len(), RSA_BYTES);
-        assert!(n[0] & 0x80 != 0);
-        let key = private_key(&n, 0, &p).unwrap();
-        let pk = public_key(&n, 0).unwrap();
-        let mut m = alloc::vec![0u8; RSA_BYTES];
-        m[10] = 7;
-        m[255] = 3;
-        let c = public_op(&pk, &m).unwrap();
-        assert_ne!(c, m);
-        let mut fill = |b: &mut [u8]| b.fill(0x5A);
-        let back = private_op(&key, &c, &mut FillRng(&mut fill)).unwrap();
-        assert_eq!(back, m);
-        // A different stream gives a different key; a wrong prime is unbound.
-        let (n3, p3) = generate(0, &mut stream(b"b")).unwrap();
-        assert_ne!(n3, n);
-        assert!(private_key(&n, 0, &p3).is_none());
-        assert!(public_op(&pk, &[0xFF; RSA_BYTES]).is_none());
+    fn generation_is_deterministic_and_round_trips_at_every_size() {
+        for bits in KEY_SIZES {
+            let bytes = usize::from(bits) / 8;
+            let (n, p) = generate(bits, 0, &mut stream(b"a")).unwrap();
+            let (n2, p2) = generate(bits, 0, &mut stream(b"a")).unwrap();
+            assert_eq!((&n, &p), (&n2, &p2));
+            assert_eq!((n.len(), p.len()), (bytes, bytes / 2));
+            assert!(n[0] & 0x80 != 0);
+            let key = private_key(&n, 0, &p).unwrap();
+            let pk = public_key(&n, 0).unwrap();
+            let mut m = alloc::vec![0u8; bytes];
+            m[10] = 7;
+            m[bytes - 1] = 3;
+            let c = public_op(&pk, &m).unwrap();
+            assert_eq!(c.len(), bytes);
+            assert_ne!(c, m);
+            let mut fill = |b: &mut [u8]| b.fill(0x5A);
+            let back = private_op(&key, &c, &mut FillRng(&mut fill)).unwrap();
+            assert_eq!(back, m, "{bits}");
+            // The constant-time result equals the `rsa` crate's
+            // (variable-time) reference for a value of every byte.
+            let x: Vec<u8> = (0..bytes).map(|i| (i * 37 + 11) as u8 & 0x7F).collect();
+            let reference = rsa::hazmat::rsa_decrypt_and_check(
+                &key,
+                None::<&mut FillRng>,
+                &BigUint::from_bytes_be(&x),
+            )
+            .unwrap();
+            assert_eq!(
+                private_op(&key, &x, &mut FillRng(&mut fill)).unwrap(),
+                to_fixed(&reference, bytes).unwrap()
+            );
+            // A different stream gives a different key; a wrong prime is unbound.
+            let (n3, p3) = generate(bits, 0, &mut stream(b"b")).unwrap();
+            assert_ne!(n3, n);
+            assert!(private_key(&n, 0, &p3).is_none());
+            assert!(public_op(&pk, &alloc::vec![0xFF; bytes]).is_none());
+            assert!(
+                private_op(&key, &alloc::vec![1; bytes + 1], &mut FillRng(&mut fill)).is_none()
+            );
+        }
+        // Other sizes: no key, no public key.
+        assert!(generate(1536, 0, &mut stream(b"a")).is_none());
+        assert!(generate(4096, 0, &mut stream(b"a")).is_none());
+        let (n, p) = generate(2048, 0, &mut stream(b"a")).unwrap();
+        assert!(public_key(&n[1..], 0).is_none());
+        // A prime of another key size does not bind.
+        let (_, p1) = generate(1024, 0, &mut stream(b"a")).unwrap();
+        assert!(private_key(&n, 0, &p1).is_none());
+        assert!(private_key(&n, 0, &p).is_some());
     }
 
     #[test]
@@ -312,6 +405,6 @@ mod tests {
         assert_eq!(exponent(3), Some(3));
         assert_eq!(exponent(4), None);
         assert_eq!(exponent(1), None);
-        assert!(generate(2, &mut stream(b"x")).is_none());
+        assert!(generate(2048, 2, &mut stream(b"x")).is_none());
     }
 }

@@ -336,7 +336,8 @@ mod binary_label {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rsa_key::RSA_BYTES as BLOCK;
+    /// Bytes of the RSA-2048 test key's blocks.
+    const BLOCK: usize = 256;
 
     /// A key from the deterministic prime derivation over a hash stream.
     fn test_key() -> RsaPrivateKey {
@@ -354,7 +355,7 @@ mod tests {
             out.truncate(n);
             out
         };
-        let (n, p) = rsa_key::generate(0, &mut next).unwrap();
+        let (n, p) = rsa_key::generate(2048, 0, &mut next).unwrap();
         rsa_key::private_key(&n, 0, &p).unwrap()
     }
 

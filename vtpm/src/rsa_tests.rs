@@ -7,7 +7,10 @@ use crate::hash::HashAlg;
 use crate::marshal::{Reader, Writer};
 use crate::object_tests::{create, create_primary, flush, load, rparams, sign, started, verify};
 use crate::public::{attr, ids, Public, SymObject};
-use crate::rsa_key::{self, RSA_BYTES};
+use crate::rsa_key;
+
+/// Bytes of an RSA-2048 block.
+const RSA_BYTES: usize = 256;
 use crate::tests::{command, params_of, rc_of};
 use crate::Tpm;
 use alloc::vec::Vec;
@@ -25,6 +28,7 @@ fn rsa_template(attributes: u32, scheme: Option<(u16, HashAlg)>) -> Public {
         x: Vec::new(),
         y: Vec::new(),
         exponent: 0,
+        rsa_bits: 2048,
         ecdaa_count: 0,
         curve: crate::public::Curve::P256,
     }
@@ -48,7 +52,7 @@ fn rsa_sig(r: &[u8]) -> (u16, u16, Vec<u8>) {
     let mut rd = Reader::new(params_of(r));
     let a = rd.u16().unwrap();
     let h = rd.u16().unwrap();
-    (a, h, rd.tpm2b(RSA_BYTES).unwrap().to_vec())
+    (a, h, rd.tpm2b(rsa_key::MAX_RSA_BYTES).unwrap().to_vec())
 }
 
 #[test]
@@ -69,12 +73,14 @@ fn rsa_primaries_are_deterministic_and_public_areas_round_trip() {
     assert_eq!(q.x.len(), RSA_BYTES);
     assert_eq!(q.marshal(), pa);
     assert!(q.rsa_public().is_some());
-    // keyBits other than 2048 do not unmarshal; a signing scheme on a
-    // decrypt key is refused.
+    // keyBits other than 1024, 2048 and 3072 do not unmarshal; a signing
+    // scheme on a decrypt key is refused.
     let mut bad = p.marshal();
     let kb = bad.len() - 2 - 4 - 2;
-    bad[kb..kb + 2].copy_from_slice(&1024u16.to_be_bytes());
-    assert_eq!(Public::unmarshal(&mut Reader::new(&bad)), Err(rc::VALUE));
+    for bits in [0u16, 1536, 4096] {
+        bad[kb..kb + 2].copy_from_slice(&bits.to_be_bytes());
+        assert_eq!(Public::unmarshal(&mut Reader::new(&bad)), Err(rc::VALUE));
+    }
     let d = rsa_template(BASE | attr::DECRYPT, Some((ids::RSASSA, HashAlg::Sha256)));
     assert_eq!(
         create_primary(&mut t, handle::OWNER, &d, b"", b"").0,
@@ -184,6 +190,15 @@ fn load_external(t: &mut Tpm, sensitive: &[u8], public: &[u8]) -> Vec<u8> {
 
 /// A key pair made outside the TPM: (public area, p).
 fn external_pair(attributes: u32, scheme: Option<(u16, HashAlg)>) -> (Public, Vec<u8>) {
+    external_pair_of(2048, attributes, scheme)
+}
+
+/// A `bits`-bit key pair made outside the TPM: (public area, p).
+fn external_pair_of(
+    bits: u16,
+    attributes: u32,
+    scheme: Option<(u16, HashAlg)>,
+) -> (Public, Vec<u8>) {
     let mut i = 0u32;
     let mut next = |n: usize| {
         let mut out = Vec::new();
@@ -198,8 +213,9 @@ fn external_pair(attributes: u32, scheme: Option<(u16, HashAlg)>) -> (Public, Ve
         out.truncate(n);
         out
     };
-    let (n, p) = rsa_key::generate(0, &mut next).unwrap();
+    let (n, p) = rsa_key::generate(bits, 0, &mut next).unwrap();
     let mut public = rsa_template(attributes, scheme);
+    public.rsa_bits = bits;
     public.x = n;
     (public, p)
 }
@@ -418,4 +434,181 @@ fn rsa_keys_quote_and_persist_across_power_cycles() {
     assert_eq!(Reader::new(params_of(&r)).tpm2b(512).unwrap(), &pubk[..]);
     let r = t.execute(0, &command(cc::QUOTE, &[ph], &[b""], &w.buf));
     assert_eq!(rc_of(&r), 0);
+}
+
+/// RSA-1024 and RSA-3072 keys do everything RSA-2048 keys do, through the
+/// commands a guest sends: a storage primary (its public modulus of the
+/// size asked for), a signing child created, loaded, signing with RSASSA and
+/// RSAPSS (verified by the `rsa` crate) and verifying; a decrypting child
+/// round-tripping RSA_Encrypt/RSA_Decrypt and decrypting OAEP made outside;
+/// an RSA-salted session; LoadExternal with its prime bound; ContextSave /
+/// ContextLoad; a persistent key across a restart and a volatile snapshot.
+#[test]
+fn rsa_1024_and_3072_keys_create_sign_decrypt_salt_and_persist() {
+    use crate::tests::{new_tpm, startup, SharedNv, TestClock};
+    for bits in [1024u16, 3072] {
+        let bytes = usize::from(bits) / 8;
+        let nv = SharedNv::default();
+        let clock = TestClock::default();
+        let mut t = new_tpm(&nv, &clock);
+        assert_eq!(startup(&mut t, crate::defs::su::CLEAR), 0);
+        let mut storage = rsa_storage();
+        storage.rsa_bits = bits;
+        let (rc0, parent, pp) = create_primary(&mut t, handle::OWNER, &storage, b"", b"");
+        assert_eq!(rc0, 0, "{bits}");
+        let pp = public_of(&pp);
+        assert_eq!((pp.rsa_bits, pp.x.len()), (bits, bytes));
+        // The same template gives the same key (deterministic primaries).
+        let (_, again, pp2) = create_primary(&mut t, handle::OWNER, &storage, b"", b"");
+        assert_eq!(public_of(&pp2), pp);
+        flush(&mut t, again);
+
+        // A signing child: RSASSA and RSAPSS (the command's scheme).
+        let mut tpl = rsa_template(BASE | attr::SIGN, None);
+        tpl.rsa_bits = bits;
+        let (rc1, private, public) = create(&mut t, parent, &tpl, b"", b"");
+        assert_eq!(rc1, 0);
+        let r = load(&mut t, parent, &private, &public);
+        let key = u32::from_be_bytes(r[10..14].try_into().unwrap());
+        let pk = public_of(&public).rsa_public().unwrap();
+        let digest = HashAlg::Sha256.digest(&[b"message"]);
+        for scheme in [ids::RSASSA, ids::RSAPSS] {
+            let r = sign_with(&mut t, key, scheme, digest.as_bytes());
+            let (a, _, sig) = rsa_sig(&r);
+            assert_eq!((a, sig.len()), (scheme, bytes));
+            let ok = if scheme == ids::RSASSA {
+                pk.verify(Pkcs1v15Sign::new::<Sha256>(), digest.as_bytes(), &sig)
+            } else {
+                pk.verify(Pss::new::<Sha256>(), digest.as_bytes(), &sig)
+            };
+            assert!(ok.is_ok(), "{bits} {scheme:#x}");
+            assert_eq!(
+                rc_of(&verify(&mut t, key, digest.as_bytes(), params_of(&r))),
+                0
+            );
+            let other = HashAlg::Sha256.digest(&[b"other"]);
+            assert_eq!(
+                rc_of(&verify(&mut t, key, other.as_bytes(), params_of(&r))),
+                rc::SIGNATURE + rc::P + 2 * rc::N1
+            );
+        }
+        // The key's context round-trips and still signs.
+        let r = t.execute(0, &command(cc::CONTEXT_SAVE, &[key], &[], &[]));
+        assert_eq!(rc_of(&r), 0);
+        let ctx = params_of(&r).to_vec();
+        flush(&mut t, key);
+        let r = t.execute(0, &command(cc::CONTEXT_LOAD, &[], &[], &ctx));
+        let key = u32::from_be_bytes(r[10..14].try_into().unwrap());
+        let r = sign_with(&mut t, key, ids::RSASSA, digest.as_bytes());
+        let (_, _, sig) = rsa_sig(&r);
+        assert!(pk
+            .verify(Pkcs1v15Sign::new::<Sha256>(), digest.as_bytes(), &sig)
+            .is_ok());
+        // A volatile snapshot keeps the loaded key.
+        let blob = t.save_volatile();
+        let mut u = new_tpm(&nv, &clock);
+        u.restore_volatile(&blob).unwrap();
+        let r = sign_with(&mut u, key, ids::RSASSA, digest.as_bytes());
+        assert_eq!(rsa_sig(&r).2, sig);
+        drop(u);
+        flush(&mut t, key);
+
+        // A decrypting child: OAEP both ways, and OAEP made outside.
+        let mut tpl = rsa_template(BASE | attr::DECRYPT, None);
+        tpl.rsa_bits = bits;
+        let (_, private, public) = create(&mut t, parent, &tpl, b"", b"");
+        let r = load(&mut t, parent, &private, &public);
+        let key = u32::from_be_bytes(r[10..14].try_into().unwrap());
+        let pk = public_of(&public).rsa_public().unwrap();
+        let r = rsa_encrypt(&mut t, key, b"secret data", ids::OAEP, b"label\0");
+        let c = Reader::new(params_of(&r)).tpm2b(bytes).unwrap().to_vec();
+        assert_eq!(c.len(), bytes);
+        let r = rsa_decrypt(&mut t, key, &c, ids::OAEP, b"label\0");
+        assert_eq!(
+            Reader::new(rparams_plain(&r)).tpm2b(bytes).unwrap(),
+            b"secret data"
+        );
+        let c = oaep_outside(&pk, "L\0", b"hi");
+        let r = rsa_decrypt(&mut t, key, &c, ids::OAEP, b"L\0");
+        assert_eq!(Reader::new(rparams_plain(&r)).tpm2b(bytes).unwrap(), b"hi");
+        // A block of another key's size is refused.
+        assert_eq!(
+            rc_of(&rsa_decrypt(&mut t, key, &[1; 256], ids::OAEP, b"")),
+            rc::SIZE + rc::P + rc::N1
+        );
+        flush(&mut t, key);
+
+        // A session salted with the storage primary.
+        let secret = oaep_outside(&pp.rsa_public().unwrap(), "SECRET\0", &[7; 32]);
+        let mut p = Writer::new();
+        p.tpm2b(&[1; 32])
+            .tpm2b(&secret)
+            .u8(0)
+            .u16(crate::defs::alg::NULL)
+            .u16(HashAlg::Sha256.id());
+        let r = t.execute(
+            0,
+            &command(cc::START_AUTH_SESSION, &[parent, handle::NULL], &[], &p.buf),
+        );
+        assert_eq!(rc_of(&r), 0);
+        let sh = u32::from_be_bytes(r[10..14].try_into().unwrap());
+        flush(&mut t, sh);
+
+        // LoadExternal: the prime binds, a wrong one does not.
+        let (ext, prime) = external_pair_of(bits, attr::USER_WITH_AUTH | attr::SIGN, None);
+        let r = load_external(&mut t, &rsa_sensitive(&prime), &ext.marshal());
+        assert_eq!(rc_of(&r), 0);
+        let k = u32::from_be_bytes(r[10..14].try_into().unwrap());
+        let r = sign_with(&mut t, k, ids::RSASSA, digest.as_bytes());
+        assert!(ext
+            .rsa_public()
+            .unwrap()
+            .verify(
+                Pkcs1v15Sign::new::<Sha256>(),
+                digest.as_bytes(),
+                &rsa_sig(&r).2
+            )
+            .is_ok());
+        flush(&mut t, k);
+        let mut wrong = prime.clone();
+        wrong[bytes / 2 - 1] ^= 2;
+        assert_eq!(
+            rc_of(&load_external(
+                &mut t,
+                &rsa_sensitive(&wrong),
+                &ext.marshal()
+            )),
+            rc::BINDING + rc::P + 2 * rc::N1
+        );
+        // keyBits that disagrees with the modulus is not a key.
+        let mut mismatched = ext.clone();
+        mismatched.rsa_bits = if bits == 1024 { 2048 } else { 1024 };
+        assert_eq!(
+            rc_of(&load_external(&mut t, &[], &mismatched.marshal())),
+            rc::KEY + rc::P + 2 * rc::N1
+        );
+
+        // Persistent across a restart (NV image of the current layout).
+        let ph = 0x8100_0010u32;
+        let r = t.execute(
+            0,
+            &command(
+                cc::EVICT_CONTROL,
+                &[handle::OWNER, parent],
+                &[b""],
+                &ph.to_be_bytes(),
+            ),
+        );
+        assert_eq!(rc_of(&r), 0);
+        drop(t);
+        let mut t = new_tpm(&nv, &clock);
+        assert_eq!(startup(&mut t, crate::defs::su::CLEAR), 0);
+        let r = t.execute(0, &command(cc::READ_PUBLIC, &[ph], &[], &[]));
+        assert_eq!(
+            public_of(Reader::new(params_of(&r)).tpm2b(512).unwrap()),
+            pp
+        );
+        let (_, private, public) = create(&mut t, ph, &tpl, b"", b"");
+        assert_eq!(rc_of(&load(&mut t, ph, &private, &public)), 0);
+    }
 }

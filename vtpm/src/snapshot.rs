@@ -9,7 +9,10 @@
 //! a restore (TPM_RC_REFERENCE_H0). Version 3 adds the policy sessions' name
 //! hash, template hash, NV-written and physical-presence conditions; version 4
 //! the clock rate (TPM2_ClockRateAdjust), the PCR group authValue, the command
-//! audit digest and the ECC commit state. Restore
+//! audit digest and the ECC commit state. Version 6 has the bytes of
+//! version 5, but its loaded keys may be RSA-1024 or RSA-3072 keys, which a
+//! version-5 reader's object limits refuse (the rule of `nv::NV_VERSION`:
+//! bump when an older reader could fail part-way). Restore
 //! validates the blob as if a guest had written it.
 
 use crate::defs::limits::{self, PCR_COUNT};
@@ -22,8 +25,9 @@ use alloc::vec::Vec;
 use vdev::RestoreError;
 
 /// Version of the volatile-state layout.
-/// Version 5 added the SHA-512 PCR bank (its allocation mask and values).
-pub const VOLATILE_VERSION: u32 = 5;
+/// Version 5 added the SHA-512 PCR bank (its allocation mask and values);
+/// version 6 admits RSA keys of 1024 and 3072 bits and P-521 keys.
+pub const VOLATILE_VERSION: u32 = 6;
 /// Objects or sessions a blob may carry (more is malformed).
 const MAX_SNAPSHOT_ENTRIES: usize = 64;
 

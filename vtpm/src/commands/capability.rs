@@ -26,7 +26,7 @@ pub const SPEC_YEAR: u32 = 2019;
 /// accepts it where its kind is selectable: the KDF schemes (MGF1,
 /// KDF1_SP800_56A, KDF2, KDF1_SP800_108) are not, as ECC parameters take no
 /// KDF (TPM_RC_KDF), though KDFa/KDFe/MGF1 run inside the engine.
-const ALGORITHMS: [(u16, u32); 19] = [
+const ALGORITHMS: [(u16, u32); 24] = [
     (ids::RSA, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
     (alg::SHA1, alg::ATTR_HASH),
     (alg::HMAC, alg::ATTR_HASH | alg::ATTR_SIGNING),
@@ -48,11 +48,16 @@ const ALGORITHMS: [(u16, u32); 19] = [
     (ids::ECDAA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
     (ids::ECC, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
     (ids::SYMCIPHER, alg::ATTR_OBJECT),
+    (ids::CMAC, alg::ATTR_SYMMETRIC | alg::ATTR_SIGNING),
+    (ids::CTR, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),
+    (ids::OFB, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),
+    (ids::CBC, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),
     (alg::CFB, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),
+    (ids::ECB, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),
 ];
 
 /// The implemented ECC curves (TPM_CAP_ECC_CURVES), ascending.
-const ECC_CURVES: [u16; 2] = [ids::NIST_P256, ids::NIST_P384];
+const ECC_CURVES: [u16; 3] = [ids::NIST_P256, ids::NIST_P384, ids::NIST_P521];
 
 fn four_cc(b: [u8; 4]) -> u32 {
     u32::from_be_bytes(b)

@@ -114,7 +114,10 @@ fn unwrap(parent: &Key, name: &[u8], private: &[u8]) -> Result<Sensitive, u32> {
     let ty = s.u16().map_err(bad)?;
     let auth = s.tpm2b(limits::TPMU_HA_SIZE).map_err(bad)?.to_vec();
     let seed = s.tpm2b(limits::TPMU_HA_SIZE).map_err(bad)?.to_vec();
-    let secret = s.tpm2b(limits::MAX_SYM_DATA).map_err(bad)?.to_vec();
+    let secret = s
+        .tpm2b(crate::public::max_sensitive(ty))
+        .map_err(bad)?
+        .to_vec();
     if s.remaining() != 0 || r.remaining() != 0 {
         return Err(rc::INTEGRITY);
     }

@@ -17,13 +17,13 @@ use crate::hash::HashAlg;
 use crate::marshal::{Reader, Writer};
 use crate::object::Key;
 use crate::public::{self, attr, ids, SymObject};
-use crate::rsa_key::{self, FillRng, RSA_BYTES};
+use crate::rsa_key::{self, FillRng};
 use crate::rsa_pad;
 use crate::session::{aes_cfb, ct_eq, kdfa};
 use alloc::vec::Vec;
 
-/// Largest TPM2B_ENCRYPTED_SECRET (an RSA-2048 block).
-const MAX_SECRET: usize = RSA_BYTES;
+/// Largest TPM2B_ENCRYPTED_SECRET (a block of the largest RSA key).
+const MAX_SECRET: usize = rsa_key::MAX_RSA_BYTES;
 /// Largest TPM2B_ID_OBJECT accepted.
 const MAX_ID_OBJECT: usize = 2 + limits::TPMU_HA_SIZE + 2 + limits::TPMU_HA_SIZE;
 /// Largest TPM2B_NAME.
@@ -126,7 +126,7 @@ pub(crate) fn recover_seed(
             .as_deref()
             .and_then(|p| rsa_key::private_key(&key.public.x, key.public.exponent, p))
             .ok_or(rc::AUTH_UNAVAILABLE)?;
-        if secret.len() != RSA_BYTES {
+        if secret.len() != key.public.x.len() {
             return Err(rc::SIZE + pn);
         }
         let oaep_label = [label, &[0]].concat();

@@ -25,8 +25,8 @@ use alloc::vec::Vec;
 const DUPLICATE: &[u8] = b"DUPLICATE";
 /// Largest TPM2B_PRIVATE accepted.
 const MAX_PRIVATE: usize = 512;
-/// Largest TPM2B_ENCRYPTED_SECRET (an RSA-2048 block).
-const MAX_SECRET: usize = crate::rsa_key::RSA_BYTES;
+/// Largest TPM2B_ENCRYPTED_SECRET (a block of the largest RSA key).
+const MAX_SECRET: usize = crate::rsa_key::MAX_RSA_BYTES;
 /// Largest TPM2B_DATA (sizeof(TPMT_HA)).
 const MAX_DATA: usize = limits::TPMU_HA_SIZE + 2;
 
@@ -274,7 +274,10 @@ pub fn import(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let ty = s.u16().map_err(bad)?;
     let auth = s.tpm2b(limits::TPMU_HA_SIZE).map_err(bad)?.to_vec();
     let seed_value = s.tpm2b(limits::TPMU_HA_SIZE).map_err(bad)?.to_vec();
-    let mut secret = s.tpm2b(limits::MAX_SYM_DATA).map_err(bad)?.to_vec();
+    let mut secret = s
+        .tpm2b(crate::public::max_sensitive(ty))
+        .map_err(bad)?
+        .to_vec();
     if s.remaining() != 0 || r.remaining() != 0 {
         return Err(rc::INTEGRITY + p3);
     }

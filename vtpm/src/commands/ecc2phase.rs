@@ -386,6 +386,7 @@ mod tests {
             x: Vec::new(),
             y: Vec::new(),
             exponent: 0,
+            rsa_bits: 0,
         };
         p.set_point(&public::EcPublic::P256(
             p256::PublicKey::from_secret_scalar(d),

@@ -114,7 +114,9 @@ pub(crate) fn generate(
     let digest = public.name_alg.digest_size();
     if public.ty == public::ids::KEYEDHASH || public.ty == public::ids::SYMCIPHER {
         let size = match public.symmetric {
-            SymObject::AesCfb(b) | SymObject::AesAnyMode(b) => usize::from(b / 8),
+            SymObject::AesCfb(b) | SymObject::AesAnyMode(b) | SymObject::AesMode(b, _) => {
+                usize::from(b / 8)
+            }
             SymObject::Null => digest,
         };
         if public.ty == public::ids::SYMCIPHER && !data.is_empty() && data.len() != size {
@@ -138,7 +140,8 @@ pub(crate) fn generate(
         return Err(rc::ATTRIBUTES);
     }
     let private = if public.ty == public::ids::RSA {
-        let (n, p) = crate::rsa_key::generate(public.exponent, rng).ok_or(rc::VALUE)?;
+        let (n, p) =
+            crate::rsa_key::generate(public.rsa_bits, public.exponent, rng).ok_or(rc::VALUE)?;
         public.x = n;
         public.y.clear();
         p
@@ -315,7 +318,7 @@ fn sensitive<'a>(r: &mut Reader<'a>) -> Result<SensitiveParts<'a>, u32> {
     }
     let auth = r.tpm2b(limits::TPMU_HA_SIZE)?;
     let seed = r.tpm2b(limits::TPMU_HA_SIZE)?;
-    let secret = r.tpm2b(limits::MAX_SYM_DATA)?;
+    let secret = r.tpm2b(public::max_sensitive(ty))?;
     Ok((ty, auth, seed, secret))
 }
 

@@ -9,7 +9,7 @@ use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::hash::HashAlg;
 use crate::object::Key;
 use crate::public::{attr, ids};
-use crate::rsa_key::{self, FillRng, RSA_BYTES};
+use crate::rsa_key::{self, FillRng, MAX_RSA_BYTES};
 use crate::rsa_pad;
 use alloc::vec::Vec;
 
@@ -23,7 +23,7 @@ fn private(key: &Key, err: u32) -> Result<rsa::RsaPrivateKey, u32> {
 }
 
 /// Signs `digest` with RSA key `key` under `scheme` (RSASSA or RSAPSS) and
-/// `hash`; returns the signature block (256 bytes). The blinding and the
+/// `hash`; returns the signature block (the modulus's size). The blinding and the
 /// PSS salt come from the TPM's DRBG.
 pub(crate) fn sign(
     tpm: &mut Tpm,
@@ -51,7 +51,7 @@ pub(crate) fn verify(key: &Key, scheme: u16, hash: HashAlg, digest: &[u8], sig: 
     let Some(pk) = key.public.rsa_public() else {
         return false;
     };
-    if sig.len() != RSA_BYTES || digest.len() != hash.digest_size() {
+    if sig.len() != key.public.x.len() || digest.len() != hash.digest_size() {
         return false;
     }
     match scheme {
@@ -116,7 +116,7 @@ fn check_label(label: &[u8]) -> Result<(), u32> {
 }
 
 pub fn rsa_encrypt(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
-    let message = cmd.params.tpm2b(RSA_BYTES).p(1)?.to_vec();
+    let message = cmd.params.tpm2b(MAX_RSA_BYTES).p(1)?.to_vec();
     let scheme = decrypt_scheme(cmd).p(2)?;
     let label = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(3)?.to_vec();
     cmd.finish()?;
@@ -137,7 +137,7 @@ pub fn rsa_encrypt(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
 }
 
 pub fn rsa_decrypt(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
-    let cipher = cmd.params.tpm2b(RSA_BYTES).p(1)?.to_vec();
+    let cipher = cmd.params.tpm2b(MAX_RSA_BYTES).p(1)?.to_vec();
     let scheme = decrypt_scheme(cmd).p(2)?;
     let label = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(3)?.to_vec();
     cmd.finish()?;
@@ -148,7 +148,7 @@ pub fn rsa_decrypt(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     }
     let (s, hash) = pick_scheme(&key, scheme)?;
     let k = private(&key, rc::AUTH_UNAVAILABLE)?;
-    if cipher.len() != RSA_BYTES {
+    if cipher.len() != key.public.x.len() {
         return Err(rc::SIZE + rc::P + rc::N1);
     }
     let mut fill = |b: &mut [u8]| tpm.random(b);
@@ -176,7 +176,7 @@ pub(crate) fn decrypt_salt(tpm: &mut Tpm, key: &Key, secret: &[u8]) -> Result<Ve
         return Err(rc::ATTRIBUTES + h1);
     }
     let bad = rc::VALUE + rc::P + 2 * rc::N1;
-    if secret.len() != RSA_BYTES {
+    if secret.len() != key.public.x.len() {
         return Err(bad);
     }
     let h = key.public.name_alg;

@@ -1,14 +1,19 @@
 //! Part 3 §17 and §15.5: hash, HMAC and event sequences —
 //! TPM2_HashSequenceStart, TPM2_HMAC_Start, TPM2_SequenceUpdate,
 //! TPM2_SequenceComplete and TPM2_EventSequenceComplete — and the one-shot
-//! TPM2_HMAC with a keyed-hash key.
+//! TPM2_HMAC with a keyed-hash key. TPM2_HMAC and TPM2_HMAC_Start are also
+//! TPM2_MAC and TPM2_MAC_Start (the same command codes, as in libtpms): their
+//! scheme parameter (TPMI_ALG_MAC_SCHEME) may name TPM_ALG_CMAC, and a
+//! symmetric key of the CMAC mode (or of no mode, with CMAC named) computes
+//! AES-CMAC (SP 800-38B, the RustCrypto `cmac` crate).
 
 use crate::commands::context::hash_ticket;
 use crate::defs::{handle, limits, rc};
 use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::hash::{Digest, HashAlg};
-use crate::object::{Object, Sequence};
+use crate::object::{CmacState, Object, Sequence};
 use crate::pcr;
+use crate::public::{ids, SymObject};
 use alloc::vec::Vec;
 
 pub fn hash_sequence_start(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
@@ -65,56 +70,103 @@ pub fn sequence_complete(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         return Err(rc::REFERENCE_H0);
     };
     s.update(data);
-    // An HMAC result gets no hash ticket.
-    let safe = s.ticket_safe && s.hmac_key.is_none();
+    // An HMAC or CMAC result gets no hash ticket.
+    let safe = s.ticket_safe && s.hmac_key.is_none() && s.cmac.is_none();
     let digest = s.finish();
     cmd.out.tpm2b(digest.as_bytes());
     hash_ticket(tpm, cmd, hierarchy, &digest, safe);
     Ok(())
 }
 
-/// The HMAC key of handle 1 and the hash to use (CryptSelectMac): the key's
-/// scheme hash, or `requested` when the key has none; they may not differ.
-fn hmac_key(tpm: &Tpm, h: u32, requested: Option<HashAlg>) -> Result<(Vec<u8>, HashAlg), u32> {
+/// The MAC key of handle 1 and the MAC to use (CryptSelectMac): the key's
+/// (a keyed-hash key's scheme hash, a symmetric key's mode), or `requested`
+/// when the key has none; they may not differ, and the MAC must suit the
+/// key (HMAC a keyed-hash key, CMAC a symmetric one: TPM_RC_SCHEME).
+fn mac_key(tpm: &Tpm, h: u32, requested: Option<Mac>) -> Result<(Vec<u8>, Mac), u32> {
     let h1 = rc::H + rc::N1;
     let k = tpm.key(h).ok_or(rc::TYPE + h1)?;
-    if k.public.ty != crate::public::ids::KEYEDHASH {
-        return Err(rc::TYPE + h1);
-    }
+    let key_mac = match (k.public.ty, k.public.symmetric) {
+        (ids::KEYEDHASH, _) => k.public.scheme.map(|(_, h)| Some(Mac::Hmac(h))),
+        (ids::SYMCIPHER, SymObject::AesMode(_, ids::CMAC)) => Some(Some(Mac::Cmac)),
+        (ids::SYMCIPHER, SymObject::AesAnyMode(_)) => None,
+        // Another mode: not a MAC at all.
+        (ids::SYMCIPHER, _) => Some(None),
+        _ => return Err(rc::TYPE + h1),
+    };
     if k.public.has(crate::public::attr::RESTRICTED) {
         return Err(rc::ATTRIBUTES + h1);
     }
     if !k.public.has(crate::public::attr::SIGN) {
         return Err(rc::KEY + h1);
     }
-    let alg = match (k.public.scheme.map(|(_, h)| h), requested) {
-        (Some(kh), None) => kh,
-        (Some(kh), Some(r)) if kh == r => kh,
+    let mac = match (key_mac, requested) {
+        (Some(Some(km)), None) => km,
+        (Some(Some(km)), Some(r)) if km == r => km,
+        // A mode that is no MAC: another MAC named differs from it, and
+        // the mode itself does not suit the key.
+        (Some(None), Some(_)) => return Err(rc::VALUE + rc::P + 2 * rc::N1),
+        (Some(None), None) => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
         (None, Some(r)) => r,
         _ => return Err(rc::VALUE + rc::P + 2 * rc::N1),
     };
-    Ok((k.private.clone().unwrap_or_default(), alg))
+    match (k.public.ty, mac) {
+        (ids::KEYEDHASH, Mac::Hmac(_)) | (ids::SYMCIPHER, Mac::Cmac) => {}
+        _ => return Err(rc::SCHEME + rc::P + 2 * rc::N1),
+    }
+    Ok((k.private.clone().unwrap_or_default(), mac))
+}
+
+/// A MAC: HMAC with a hash, or AES-CMAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mac {
+    Hmac(HashAlg),
+    Cmac,
+}
+
+/// TPMI_ALG_MAC_SCHEME+ (bare codes): a hash, TPM_ALG_CMAC or TPM_ALG_NULL.
+fn mac_scheme(cmd: &mut Cmd) -> Result<Option<Mac>, u32> {
+    let id = cmd.params.u16()?;
+    match id {
+        ids::CMAC => Ok(Some(Mac::Cmac)),
+        crate::defs::alg::NULL => Ok(None),
+        _ => HashAlg::from_id(id)
+            .map(|h| Some(Mac::Hmac(h)))
+            .ok_or(rc::HASH),
+    }
 }
 
 pub fn hmac(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let data = cmd.params.tpm2b(limits::MAX_BUFFER).p(1)?;
-    let requested = cmd.params.hash_alg(true).p(2)?;
+    let requested = mac_scheme(cmd).p(2)?;
     cmd.finish()?;
-    let (key, alg) = hmac_key(tpm, cmd.handles[0], requested)?;
-    cmd.out.tpm2b(alg.hmac(&key, &[data]).as_bytes());
+    let (key, mac) = mac_key(tpm, cmd.handles[0], requested)?;
+    let tag = match mac {
+        Mac::Hmac(alg) => alg.hmac(&key, &[data]),
+        Mac::Cmac => {
+            let mut c = CmacState::new(&key).ok_or(rc::KEY + rc::H + rc::N1)?;
+            c.update(data);
+            c.finish()
+        }
+    };
+    cmd.out.tpm2b(tag.as_bytes());
     Ok(())
 }
 
 pub fn hmac_start(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let auth = cmd.params.tpm2b(limits::TPMU_HA_SIZE).p(1)?;
-    let requested = cmd.params.hash_alg(true).p(2)?;
+    let requested = mac_scheme(cmd).p(2)?;
     cmd.finish()?;
     let auth = crate::auth::strip_trailing_zeros(auth);
     if auth.len() > limits::MAX_DIGEST {
         return Err(rc::SIZE + rc::P + rc::N1);
     }
-    let (key, alg) = hmac_key(tpm, cmd.handles[0], requested)?;
-    let seq = Sequence::new_hmac(alg, &key, Digest::from_slice(auth));
+    let (key, mac) = mac_key(tpm, cmd.handles[0], requested)?;
+    let seq = match mac {
+        Mac::Hmac(alg) => Sequence::new_hmac(alg, &key, Digest::from_slice(auth)),
+        Mac::Cmac => {
+            Sequence::new_cmac(&key, Digest::from_slice(auth)).ok_or(rc::KEY + rc::H + rc::N1)?
+        }
+    };
     let h = tpm
         .v
         .objects

@@ -10,8 +10,8 @@ use crate::hash::{Digest, HashAlg};
 use crate::session::{ct_eq, AuthSession, SessionKind, Symmetric};
 use alloc::vec::Vec;
 
-/// Largest TPM2B_ENCRYPTED_SECRET (an RSA-2048 encrypted salt).
-const MAX_ENCRYPTED_SECRET: usize = 256;
+/// Largest TPM2B_ENCRYPTED_SECRET (a salt encrypted with the largest RSA key).
+const MAX_ENCRYPTED_SECRET: usize = crate::rsa_key::MAX_RSA_BYTES;
 /// Largest TPM2B_CONTEXT_DATA accepted.
 const MAX_CONTEXT_DATA: usize = 2048;
 /// Hash of context integrity values.

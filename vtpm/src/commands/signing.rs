@@ -264,7 +264,7 @@ pub(crate) fn parse_signature<'a>(r: &mut Reader<'a>, n: u32) -> Result<Signatur
         Ok((
             sig_alg,
             hash,
-            r.tpm2b(crate::rsa_key::RSA_BYTES).p(n)?,
+            r.tpm2b(crate::rsa_key::MAX_RSA_BYTES).p(n)?,
             &[][..],
         ))
     }
@@ -584,14 +584,43 @@ pub mod p384_domain {
     pub const H: [u8; 1] = [1];
 }
 
+/// NIST P-521 domain parameters (FIPS 186-4 §D.1.2.5, SEC 2 §2.6.1),
+/// big-endian hex, 66 bytes each (the cofactor one byte).
+pub mod p521_domain {
+    pub const KEY_BITS: u16 = 521;
+    /// p = 2^521 − 1.
+    pub const P: &str = "01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
+    /// a = p − 3.
+    pub const A: &str = "01fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffc";
+    pub const B: &str = "0051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef109e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00";
+    pub const GX: &str = "00c6858e06b70404e9cd9e3ecb662395b4429c648139053fb521f828af606b4d3dbaa14b5e77efe75928fe1dc127a2ffa8de3348b3c1856a429bf97e7e31c2e5bd66";
+    pub const GY: &str = "011839296a789a3bc0045c8a5fb42c7d1bd998f54449579b446817afbd17273e662c97ee72995ef42640c550b9013fad0761353c7086a272c24088be94769fd16650";
+    /// The order of G.
+    pub const N: &str = "01fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409";
+    /// The cofactor.
+    pub const H: &str = "01";
+
+    /// `hex` as bytes.
+    pub fn bytes(hex: &str) -> alloc::vec::Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect()
+    }
+}
+
 /// Part 3 §23.3 TPM2_ECC_Parameters: TPMS_ALGORITHM_DETAIL_ECC of an
-/// implemented curve (NIST P-256 or P-384), with the curve's KDF (KDF1 of
-/// SP 800-56A with SHA-256 for P-256, SHA-384 for P-384) and no fixed signing
-/// scheme, as the reference curve table.
+/// implemented curve (NIST P-256, P-384 or P-521), with the curve's KDF (KDF1
+/// of SP 800-56A with SHA-256 for P-256, SHA-384 for P-384, SHA-512 for
+/// P-521) and no fixed signing scheme, as the reference curve table.
 pub fn ecc_parameters(_tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let curve = cmd.params.u16().p(1)?;
     cmd.finish()?;
     type Domain<'a> = (u16, u16, [&'a [u8]; 7]);
+    let p521: [Vec<u8>; 7] = {
+        use p521_domain as d;
+        [d::P, d::A, d::B, d::GX, d::GY, d::N, d::H].map(d::bytes)
+    };
     let (bits, kdf_hash, values): Domain = match public::Curve::from_id(curve) {
         Some(public::Curve::P256) => {
             use p256_domain as d;
@@ -609,6 +638,13 @@ pub fn ecc_parameters(_tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
                 [&d::P, &d::A, &d::B, &d::GX, &d::GY, &d::N, &d::H],
             )
         }
+        Some(public::Curve::P521) => (
+            p521_domain::KEY_BITS,
+            alg::SHA512,
+            [
+                &p521[0], &p521[1], &p521[2], &p521[3], &p521[4], &p521[5], &p521[6],
+            ],
+        ),
         None => return Err(rc::CURVE + rc::P + rc::N1),
     };
     cmd.out
@@ -649,5 +685,27 @@ mod ecc_parameter_tests {
         let last = n.len() - 1;
         n[last] += 1;
         assert_eq!(n, d::N);
+    }
+
+    #[test]
+    fn p521_domain_is_the_curve_of_the_p521_crate() {
+        use super::p521_domain as d;
+        use p521::elliptic_curve::sec1::ToEncodedPoint as _;
+        let g = p521::AffinePoint::GENERATOR.to_encoded_point(false);
+        assert_eq!(g.x().unwrap().as_slice(), d::bytes(d::GX));
+        assert_eq!(g.y().unwrap().as_slice(), d::bytes(d::GY));
+        let big = |h: &str| BigUint::from_bytes_be(&d::bytes(h));
+        let (p, x, y, a) = (big(d::P), big(d::GX), big(d::GY), big(d::A));
+        assert_eq!(p, (BigUint::from(1u32) << 521) - BigUint::from(1u32));
+        assert_eq!(&a + BigUint::from(3u32), p);
+        assert_eq!((&y * &y) % &p, (&x * &x * &x + &a * &x + big(d::B)) % &p);
+        // The scalar field wraps at N.
+        let n_minus_1 = p521::Scalar::ZERO - p521::Scalar::ONE;
+        let n = BigUint::from_bytes_be(&p521::elliptic_curve::PrimeField::to_repr(&n_minus_1))
+            + BigUint::from(1u32);
+        assert_eq!(n, big(d::N));
+        for h in [d::P, d::A, d::B, d::GX, d::GY, d::N] {
+            assert_eq!(d::bytes(h).len(), crate::public::P521_BYTES);
+        }
     }
 }

@@ -1,14 +1,22 @@
 //! Part 3 §15.2–15.3: TPM2_EncryptDecrypt and TPM2_EncryptDecrypt2 with an AES
-//! symmetric key in CFB mode
-//! (the only block-cipher mode implemented; others answer TPM_RC_MODE). The
-//! chaining value returned as ivOut follows the reference implementation: the
-//! IV register after the last (possibly partial) block, whose leading bytes
-//! are that block's ciphertext.
+//! symmetric key in CFB, CTR, OFB, CBC or ECB mode (the key's mode, or the
+//! command's for a key without one). CFB is written here over the block
+//! cipher; the other modes are the RustCrypto `ctr`, `ofb`, `cbc` and `ecb`
+//! crates. The chaining value returned as ivOut is, as in the reference
+//! implementation, the IV register after the last (possibly partial) block:
+//! CFB's — the last keystream block, its leading bytes replaced by that
+//! block's ciphertext; CTR's counter,
+//! advanced once per block; OFB's last keystream block; CBC's last ciphertext
+//! block; and for ECB, which takes an empty ivIn, an empty ivOut. CBC and
+//! ECB take whole blocks only (TPM_RC_SIZE on inData).
 
 use crate::defs::{alg, limits, rc};
 use crate::engine::{Cmd, ParamErr, Tpm};
 use crate::public::{attr, ids, SymObject};
-use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::cipher::{
+    BlockCipher, BlockDecrypt, BlockDecryptMut, BlockEncrypt, BlockEncryptMut, KeyInit, KeyIvInit,
+    StreamCipher,
+};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
@@ -49,6 +57,10 @@ fn cfb(key: &[u8], iv: &mut [u8; BLOCK], data: &mut [u8], decrypt: bool) {
     for chunk in data.chunks_mut(BLOCK) {
         let mut ks = aes::Block::from(*iv);
         c.encrypt(&mut ks);
+        // The register becomes the keystream block with its leading bytes
+        // replaced by this block's ciphertext (all of them but after a
+        // partial last block).
+        iv.copy_from_slice(&ks);
         for (i, b) in chunk.iter_mut().enumerate() {
             let input = *b;
             *b ^= ks[i];
@@ -57,12 +69,94 @@ fn cfb(key: &[u8], iv: &mut [u8; BLOCK], data: &mut [u8], decrypt: bool) {
     }
 }
 
+/// `data` in place under `key` (AES-128 or AES-256) in `mode` (CTR, OFB,
+/// CBC or ECB; CBC and ECB on whole blocks) with the IV register `iv`,
+/// updated to the chaining value the next call would continue from.
+fn block_mode(key: &[u8], mode: u16, iv: &mut [u8; BLOCK], data: &mut [u8], decrypt: bool) {
+    fn run<C>(key: &[u8], mode: u16, iv: &mut [u8; BLOCK], data: &mut [u8], decrypt: bool)
+    where
+        C: BlockCipher<BlockSize = aes::cipher::consts::U16>
+            + BlockEncrypt
+            + BlockDecrypt
+            + KeyInit
+            + Clone,
+    {
+        let blocks = data.len().div_ceil(BLOCK);
+        match mode {
+            ids::CTR => {
+                let Ok(mut c) = ctr::Ctr128BE::<C>::new_from_slices(key, iv) else {
+                    return;
+                };
+                c.apply_keystream(data);
+                *iv = u128::from_be_bytes(*iv)
+                    .wrapping_add(blocks as u128)
+                    .to_be_bytes();
+            }
+            ids::OFB => {
+                // The keystream of the last block is the next IV register.
+                let mut ks = alloc::vec![0u8; blocks * BLOCK];
+                let Ok(mut c) = ofb::Ofb::<C>::new_from_slices(key, iv) else {
+                    return;
+                };
+                c.apply_keystream(&mut ks);
+                for (d, k) in data.iter_mut().zip(&ks) {
+                    *d ^= k;
+                }
+                if blocks > 0 {
+                    iv.copy_from_slice(&ks[(blocks - 1) * BLOCK..]);
+                }
+            }
+            ids::CBC => {
+                let last: Option<[u8; BLOCK]> = (!data.is_empty() && decrypt)
+                    .then(|| data[data.len() - BLOCK..].try_into().unwrap_or([0; BLOCK]));
+                let chunks = data.chunks_exact_mut(BLOCK).map(aes::Block::from_mut_slice);
+                if decrypt {
+                    let Ok(mut c) = cbc::Decryptor::<C>::new_from_slices(key, iv) else {
+                        return;
+                    };
+                    chunks.for_each(|b| c.decrypt_block_mut(b));
+                } else {
+                    let Ok(mut c) = cbc::Encryptor::<C>::new_from_slices(key, iv) else {
+                        return;
+                    };
+                    chunks.for_each(|b| c.encrypt_block_mut(b));
+                }
+                match last {
+                    Some(l) => *iv = l,
+                    None if !data.is_empty() => iv.copy_from_slice(&data[data.len() - BLOCK..]),
+                    None => {}
+                }
+            }
+            ids::ECB => {
+                let chunks = data.chunks_exact_mut(BLOCK).map(aes::Block::from_mut_slice);
+                if decrypt {
+                    let Ok(mut c) = ecb::Decryptor::<C>::new_from_slice(key) else {
+                        return;
+                    };
+                    chunks.for_each(|b| c.decrypt_block_mut(b));
+                } else {
+                    let Ok(mut c) = ecb::Encryptor::<C>::new_from_slice(key) else {
+                        return;
+                    };
+                    chunks.for_each(|b| c.encrypt_block_mut(b));
+                }
+            }
+            _ => {}
+        }
+    }
+    match key.len() {
+        16 => run::<aes::Aes128>(key, mode, iv, data, decrypt),
+        32 => run::<aes::Aes256>(key, mode, iv, data, decrypt),
+        _ => {}
+    }
+}
+
 /// TPMI_ALG_CIPHER_MODE+: CTR, OFB, CBC, CFB, ECB or TPM_ALG_NULL.
 fn cipher_mode(r: &mut crate::marshal::Reader) -> Result<u16, u32> {
     let mode = r.u16()?;
     if !matches!(
         mode,
-        alg::NULL | ids::CFB | 0x0040 | 0x0041 | 0x0042 | 0x0044
+        alg::NULL | ids::CFB | ids::CTR | ids::OFB | ids::CBC | ids::ECB
     ) {
         return Err(rc::VALUE);
     }
@@ -75,7 +169,7 @@ pub fn encrypt_decrypt2(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let mode = cipher_mode(&mut cmd.params).p(3)?;
     let iv_in = cmd.params.tpm2b(BLOCK).p(4)?.to_vec();
     cmd.finish()?;
-    run(tpm, cmd, data, decrypt, mode, iv_in, [3, 4])
+    run(tpm, cmd, data, decrypt, mode, iv_in, [3, 4, 1])
 }
 
 /// TPM2_EncryptDecrypt: the same operation with the parameters in the older
@@ -86,10 +180,10 @@ pub fn encrypt_decrypt(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let iv_in = cmd.params.tpm2b(BLOCK).p(3)?.to_vec();
     let data = cmd.params.tpm2b(limits::MAX_BUFFER).p(4)?.to_vec();
     cmd.finish()?;
-    run(tpm, cmd, data, decrypt, mode, iv_in, [2, 3])
+    run(tpm, cmd, data, decrypt, mode, iv_in, [2, 3, 4])
 }
 
-/// The operation; `n` numbers the mode and ivIn parameters for errors.
+/// The operation; `n` numbers the mode, ivIn and inData parameters for errors.
 fn run(
     tpm: &mut Tpm,
     cmd: &mut Cmd,
@@ -97,7 +191,7 @@ fn run(
     decrypt: bool,
     mode: u16,
     iv_in: Vec<u8>,
-    n: [u32; 2],
+    n: [u32; 3],
 ) -> Result<(), u32> {
     let (pmode, piv) = (rc::P + n[0] * rc::N1, rc::P + n[1] * rc::N1);
     let h1 = rc::H + rc::N1;
@@ -115,6 +209,9 @@ fn run(
     }
     let key_mode = match k.public.symmetric {
         SymObject::AesCfb(_) => ids::CFB,
+        // A CMAC key encrypts nothing.
+        SymObject::AesMode(_, ids::CMAC) => return Err(rc::MODE + h1),
+        SymObject::AesMode(_, m) => m,
         _ => alg::NULL,
     };
     let mode = match (key_mode, mode) {
@@ -124,19 +221,24 @@ fn run(
         (km, m) if km == m => km,
         _ => return Err(rc::MODE + pmode),
     };
-    if mode != ids::CFB {
-        log::warn!("vtpm: EncryptDecrypt: only CFB mode is implemented");
-        return Err(rc::MODE + pmode);
-    }
-    if iv_in.len() != BLOCK {
+    // ECB takes no IV, the other modes one block; CBC and ECB whole blocks.
+    let iv_len = if mode == ids::ECB { 0 } else { BLOCK };
+    if iv_in.len() != iv_len {
         return Err(rc::SIZE + piv);
+    }
+    if matches!(mode, ids::CBC | ids::ECB) && !data.len().is_multiple_of(BLOCK) {
+        return Err(rc::SIZE + rc::P + n[2] * rc::N1);
     }
     let key: Vec<u8> = k.private.clone().ok_or(rc::AUTH_UNAVAILABLE)?;
     let mut iv = [0u8; BLOCK];
-    iv.copy_from_slice(&iv_in);
+    iv[..iv_in.len()].copy_from_slice(&iv_in);
     let mut out = data;
-    cfb(&key, &mut iv, &mut out, decrypt);
-    cmd.out.tpm2b(&out).tpm2b(&iv);
+    if mode == ids::CFB {
+        cfb(&key, &mut iv, &mut out, decrypt);
+    } else {
+        block_mode(&key, mode, &mut iv, &mut out, decrypt);
+    }
+    cmd.out.tpm2b(&out).tpm2b(&iv[..iv_len]);
     Ok(())
 }
 
@@ -161,5 +263,107 @@ mod tests {
         let mut iv = iv0;
         cfb(&key, &mut iv, &mut a, true);
         assert_eq!(a, plain);
+        // After a partial last block (20 bytes) the register holds that
+        // block's 4 ciphertext bytes, then the rest of its keystream block —
+        // what the same data padded with zeros encrypts to (as libtpms).
+        let mut short = plain[..20].to_vec();
+        let mut iv = iv0;
+        cfb(&key, &mut iv, &mut short, false);
+        let mut padded = [&plain[..20], &[0u8; 12][..]].concat();
+        let mut iv_full = iv0;
+        cfb(&key, &mut iv_full, &mut padded, false);
+        assert_eq!(short[..], padded[..20]);
+        assert_eq!(iv[..], padded[16..32]);
+        // Decrypting leaves the same register.
+        let mut iv_dec = iv0;
+        cfb(&key, &mut iv_dec, &mut short, true);
+        assert_eq!((iv_dec, &short[..]), (iv, &plain[..20]));
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// NIST SP 800-38A F.1.1, F.2.1, F.4.1 and F.5.1 (AES-128 ECB, CBC, OFB,
+    /// CTR encryption, first two blocks), and the chaining values: CBC's last
+    /// ciphertext block, OFB's last keystream block, CTR's counter advanced
+    /// by the block count (a partial block counts).
+    #[test]
+    fn block_modes_match_sp800_38a() {
+        let key: [u8; 16] = unhex("2b7e151628aed2a6abf7158809cf4f3c")
+            .try_into()
+            .unwrap();
+        let plain = unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51");
+        let iv: [u8; 16] = unhex("000102030405060708090a0b0c0d0e0f")
+            .try_into()
+            .unwrap();
+        let ctr0: [u8; 16] = unhex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
+            .try_into()
+            .unwrap();
+        for (mode, iv0, want) in [
+            (
+                ids::ECB,
+                [0u8; 16],
+                "3ad77bb40d7a3660a89ecaf32466ef97f5d3d58503b9699de785895a96fdbaaf",
+            ),
+            (
+                ids::CBC,
+                iv,
+                "7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2",
+            ),
+            (
+                ids::OFB,
+                iv,
+                "3b3fd92eb72dad20333449f8e83cfb4a7789508d16918f03f53c52dac54ed825",
+            ),
+            (
+                ids::CTR,
+                ctr0,
+                "874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff",
+            ),
+        ] {
+            let want = unhex(want);
+            let mut iv_reg = iv0;
+            let mut d = plain.clone();
+            block_mode(&key, mode, &mut iv_reg, &mut d, false);
+            assert_eq!(d, want, "{mode:#x}");
+            match mode {
+                ids::CBC => assert_eq!(iv_reg[..], want[16..]),
+                ids::OFB => {
+                    let ks: Vec<u8> = want[16..]
+                        .iter()
+                        .zip(&plain[16..])
+                        .map(|(c, p)| c ^ p)
+                        .collect();
+                    assert_eq!(iv_reg[..], ks[..]);
+                }
+                ids::CTR => {
+                    assert_eq!(
+                        u128::from_be_bytes(iv_reg),
+                        u128::from_be_bytes(ctr0).wrapping_add(2)
+                    )
+                }
+                _ => assert_eq!(iv_reg, iv0),
+            }
+            let mut iv_reg = iv0;
+            block_mode(&key, mode, &mut iv_reg, &mut d, true);
+            assert_eq!(d, plain, "{mode:#x} decrypts");
+        }
+        // A partial last block advances the counter once more.
+        let mut c = ctr0;
+        block_mode(&key, ids::CTR, &mut c, &mut plain.clone()[..20], false);
+        assert_eq!(
+            u128::from_be_bytes(c),
+            u128::from_be_bytes(ctr0).wrapping_add(2)
+        );
+        // AES-256 keys work too (SP 800-38A F.2.5, CBC-AES256, first block).
+        let k256 = unhex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4");
+        let mut d = plain[..16].to_vec();
+        let mut v = iv;
+        block_mode(&k256, ids::CBC, &mut v, &mut d, false);
+        assert_eq!(d, unhex("f58c4c04d6e5f1ba779eabfb5f7bfbd6"));
     }
 }
