@@ -1634,6 +1634,15 @@ impl<B: AsyncBlock> Controller<B> {
             .filter(|(_, c)| c.sqid == qid)
             .map(|(&id, _)| id)
             .collect();
+        // The host may reuse an aborted command's memory at once: none of its
+        // operations may still be moving data there.
+        let dma_live = self
+            .pieces
+            .values()
+            .any(|p| p.dma && matches!(p.owner, Owner::Cmd(id) if ids.contains(&id)));
+        if dma_live {
+            self.backend.quiesce();
+        }
         for id in ids {
             if let Some(cmd) = self.cmds.remove(&id) {
                 self.complete(qid, cmd.cid, Status::ABORTED_SQ_DELETION, 0);

@@ -1143,7 +1143,11 @@ fn reset_waits_out_dma_in_flight_and_nothing_lands_afterwards() {
     d.ctrl.backend_mut().data.fill(0x77);
     d.mem.write(page(10), &[0x11; 8192]).unwrap();
     d.submit(1, rw(io::READ, 0, 16).prp(page(10), page(11)));
-    assert_eq!(d.ctrl.backend().dma_ops, 1, "one operation of two 4 KiB segments");
+    assert_eq!(
+        d.ctrl.backend().dma_ops,
+        1,
+        "one operation of two 4 KiB segments"
+    );
     d.disable();
     assert_eq!(
         d.ctrl.backend().quiesces,
@@ -1236,4 +1240,27 @@ fn dma_segments_keep_to_the_limits_and_to_whole_sectors() {
     mem.allow_dma(false);
     let p = dma_segments(&mut mem, &segs, 0, 0x200, lim(8, 0x1000, 1 << 20), &mut out);
     assert_eq!(p, DmaPlan::Unavailable);
+}
+
+#[test]
+fn deleting_a_queue_waits_out_its_dma_before_reporting_the_abort() {
+    let mut d = ready_dma(DMA);
+    d.ctrl.backend_mut().data.fill(0x77);
+    d.mem.write(page(10), &[0x11; 4096]).unwrap();
+    d.submit(1, rw(io::READ, 0, 8).prp(page(10), 0));
+    assert_eq!(d.ctrl.backend().dma_ops, 1);
+    let c = d.admin(Sqe::new(admin::DELETE_IO_SQ).cdw(10, 1));
+    assert_eq!(c.status(), Status::SUCCESS);
+    assert_eq!(d.ctrl.backend().quiesces, 1);
+    let aborted = d.reap(1);
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].status(), Status::ABORTED_SQ_DELETION);
+    d.poll();
+    let mut after = [0u8; 4096];
+    d.mem.read(page(10), &mut after).unwrap();
+    assert!(
+        after.iter().all(|&b| b == 0x11),
+        "a read landed after the abort"
+    );
+    assert_eq!(d.ctrl.backend_ops(), 0);
 }
