@@ -486,6 +486,7 @@ impl RunArgs {
                 || self.secure_boot
                 || self.boot_disk.is_some()
                 || self.fresh
+                || self.nvme.is_some()
                 || self.hypervisor_fault.is_some()
                 || self.boot == Some(crate::efi::Boot::Efi))
         {
@@ -503,6 +504,13 @@ impl RunArgs {
         {
             return Err(Error::Usage(
                 "--nvme applies to the Linux guest with --profile linux-dt".into(),
+            ));
+        }
+        if self.nvme == Some(NvmeDisk::System)
+            && (self.kernel.is_some() || self.hypervisor_fault.is_some())
+        {
+            return Err(Error::Usage(
+                "--nvme system needs a system-disk run (not --kernel or --hypervisor-fault, which boot a bundle): use --nvme SIZE".into(),
             ));
         }
         if (self.firmware_shell || self.firmware.is_some()) && profile != Profile::UefiAcpi {
@@ -1461,6 +1469,9 @@ mod tests {
             "--nvme 1000",
             "--nvme 64M --guest selftest",
             "--nvme 64M --profile uefi-acpi",
+            "--nvme system --kernel /t/Image",
+            "--nvme system --vm linux",
+            "--nvme sys",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
         }
