@@ -56,6 +56,8 @@ const MAX_WRITE_ZEROES_BLOCKS: u64 = 1 << 16;
 pub const MAX_IN_FLIGHT: usize = 128;
 /// Bytes in one bounce buffer (the longest single backend operation).
 pub const CHUNK_BYTES: usize = 128 << 10;
+/// Most operations moving data straight to or from guest RAM at once.
+pub const MAX_DMA_OPS: usize = 64;
 /// Most bounce buffers lent to the backend at once.
 pub const MAX_BUFFERS: usize = 16;
 /// Largest queue (entries) CAP.MQES allows.
@@ -295,6 +297,8 @@ pub struct Controller<B: AsyncBlock> {
     done: VecDeque<Completion>,
     pool: Vec<Vec<u8>>,
     lent: usize,
+    /// Operations started with `submit_dma` and not completed.
+    dma_out: usize,
     /// Vectors with completions posted since the last signal.
     to_signal: Vec<u16>,
     scratch: Vec<Segment>,
@@ -374,6 +378,7 @@ impl<B: AsyncBlock> Controller<B> {
             done: VecDeque::new(),
             pool: Vec::new(),
             lent: 0,
+            dma_out: 0,
             to_signal: Vec::new(),
             scratch: Vec::new(),
             dma_segs: Vec::new(),
@@ -992,7 +997,9 @@ impl<B: AsyncBlock> Controller<B> {
                 log::warn!("nvme: backend completed unknown tag {}", c.tag);
                 continue;
             };
-            if c.buf.capacity() > 0 {
+            if piece.dma {
+                self.dma_out = self.dma_out.saturating_sub(1);
+            } else if c.buf.capacity() > 0 {
                 self.lent = self.lent.saturating_sub(1);
             }
             self.finish_piece(mem, piece, c.result, &c.buf);
@@ -1122,7 +1129,11 @@ impl<B: AsyncBlock> Controller<B> {
                     }
                     break;
                 }
-                if let Some(lim) = dma.filter(|_| matches!(cmd.kind, Kind::Read | Kind::Write)) {
+                let dma = dma.filter(|_| matches!(cmd.kind, Kind::Read | Kind::Write));
+                if let Some(lim) = dma {
+                    if self.dma_out >= MAX_DMA_OPS {
+                        return progress;
+                    }
                     let (kind, at, offset) = (cmd.kind, cmd.submitted, cmd.offset + cmd.submitted);
                     let want = cmd.len - cmd.submitted;
                     match dma_segments(mem, &cmd.segs, at, want, lim, &mut self.dma_segs) {
@@ -1144,6 +1155,7 @@ impl<B: AsyncBlock> Controller<B> {
                                     return progress;
                                 }
                             }
+                            self.dma_out += 1;
                             let cmd = self.cmds.get_mut(&id).expect("present");
                             cmd.submitted += n;
                             cmd.outstanding += 1;

@@ -63,6 +63,11 @@ impl RamDisk {
         self.queued.len() + self.queued_dma.len()
     }
 
+    /// DMA requests waiting for [`Self::release_dma`].
+    pub fn queued_dma(&self) -> usize {
+        self.queued_dma.len()
+    }
+
     /// Performs the `n` oldest held DMA requests on `mem` (the segments' addresses
     /// are guest physical: [`VecMemory::allow_dma`]).
     pub fn release_dma(&mut self, mem: &mut VecMemory, n: usize) {

@@ -1264,3 +1264,25 @@ fn deleting_a_queue_waits_out_its_dma_before_reporting_the_abort() {
     );
     assert_eq!(d.ctrl.backend_ops(), 0);
 }
+
+#[test]
+fn dma_operations_in_flight_are_bounded_and_the_rest_follow_as_they_complete() {
+    use crate::controller::MAX_DMA_OPS;
+    // One 512-byte segment per operation: a 64 KiB write is 128 operations.
+    let mut d = ready_dma(vdev::DmaLimits {
+        max_segments: 1,
+        max_segment_bytes: 512,
+        max_bytes: 512,
+    });
+    let data = pattern(64 << 10, 5);
+    d.mem.write(page(100), &data).unwrap();
+    for i in 0..15u64 {
+        d.mem.write_u64(page(90) + 8 * i, page(101 + i)).unwrap();
+    }
+    let cid = d.submit(1, rw(io::WRITE, 0, 128).prp(page(100), page(90)));
+    assert_eq!(d.ctrl.backend().queued(), MAX_DMA_OPS);
+    let c = finish_dma(&mut d, cid);
+    assert_eq!(c.status(), Status::SUCCESS);
+    assert_eq!(d.ctrl.backend().dma_ops, 128);
+    assert_eq!(&d.ctrl.backend().data[..data.len()], &data[..]);
+}
