@@ -52,6 +52,55 @@ pub struct IrqDevice {
     pub trigger: Trigger,
 }
 
+/// One megabyte of ECAM configuration space per bus (PCI Express Base 4.0, 7.2.2).
+pub const ECAM_BUS_SIZE: u64 = 1 << 20;
+/// Most buses one ECAM window (one MCFG allocation) covers.
+pub const MAX_BUSES: u64 = 256;
+/// Size of the PCI I/O space a root complex decodes (16-bit port numbers).
+pub const PCI_IO_SPACE: u64 = 0x1_0000;
+/// INTA..INTD.
+pub const INTX_PINS: u32 = 4;
+
+/// A GICv2m MSI frame: the page a function writes its MSI to, and the SPIs
+/// (`spi_count` from GSIV `first_spi`) it raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsiFrame {
+    pub base: u64,
+    pub first_spi: u32,
+    pub spi_count: u32,
+}
+
+/// A PCI Express root complex, segment 0, buses 0 up to what its ECAM window
+/// covers: MCFG, the DSDT's `PNP0A08` host bridge, and (with a frame) the MADT's
+/// GIC MSI Frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PcieConfig {
+    /// ECAM: bus `n` at `base + n * ECAM_BUS_SIZE` (below 4 GiB: the DSDT
+    /// reserves it with a 32-bit descriptor).
+    pub ecam: MmioRegion,
+    /// The 32-bit memory window (bus address = CPU address).
+    pub mmio32: MmioRegion,
+    /// Where the CPU reaches I/O ports 0..`pio.size`.
+    pub pio: MmioRegion,
+    /// GSIV of INTA at device 0; device `d` pin `p` raises `intx_first_gsiv + (d + p) % 4`.
+    pub intx_first_gsiv: u32,
+    pub msi_frame: Option<MsiFrame>,
+}
+
+impl PcieConfig {
+    /// The last bus the ECAM window covers.
+    pub fn bus_end(&self) -> u8 {
+        (self.ecam.size / ECAM_BUS_SIZE)
+            .saturating_sub(1)
+            .min(MAX_BUSES - 1) as u8
+    }
+
+    /// The INTx GSIV of `device`'s `pin` (0 = INTA), swizzled as on QEMU `virt`.
+    pub fn intx_gsiv(&self, device: u32, pin: u32) -> u32 {
+        self.intx_first_gsiv + (device + pin) % INTX_PINS
+    }
+}
+
 /// The generic timer's interrupts as GSIVs (PPIs, level-sensitive, active high).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timers {
@@ -119,6 +168,8 @@ pub struct PlatformConfig {
     pub virtio_mmio: Vec<IrqDevice>,
     /// The SPI of the Generic Event Device whose event is the power button.
     pub power_button_gsiv: Option<u32>,
+    /// The PCI Express root complex, when the VM has one.
+    pub pcie: Option<PcieConfig>,
 }
 
 /// Why a configuration cannot be described.
@@ -157,6 +208,10 @@ pub enum ConfigError {
     /// A zero redistributor stride, or a region whose length overflows the GICR
     /// structure's 32-bit field or the address space.
     RedistributorRegion,
+    /// An ECAM window that is not whole buses (1 to 256), an I/O window larger
+    /// than the I/O space, or an MSI frame whose SPI range its 16-bit fields
+    /// cannot carry.
+    BadPcie,
 }
 
 impl PlatformConfig {
@@ -212,6 +267,31 @@ impl PlatformConfig {
             check_region32(tpm)?;
         }
         spis.extend(self.power_button_gsiv);
+        if let Some(p) = &self.pcie {
+            let buses = p.ecam.size / ECAM_BUS_SIZE;
+            if !p.ecam.size.is_multiple_of(ECAM_BUS_SIZE)
+                || !(1..=MAX_BUSES).contains(&buses)
+                || p.ecam.base.checked_add(p.ecam.size).is_none()
+                || p.pio.size > PCI_IO_SPACE
+            {
+                return Err(ConfigError::BadPcie);
+            }
+            check_region32(p.ecam)?;
+            check_region32(p.mmio32)?;
+            check_region32(p.pio)?;
+            spis.extend((0..INTX_PINS).map(|pin| p.intx_first_gsiv + pin));
+            if let Some(f) = &p.msi_frame {
+                let end = f.first_spi.checked_add(f.spi_count);
+                if f.spi_count == 0
+                    || u16::try_from(f.first_spi).is_err()
+                    || u16::try_from(f.spi_count).is_err()
+                    || end.is_none_or(|e| e > SPI_LIMIT)
+                {
+                    return Err(ConfigError::BadPcie);
+                }
+                spis.extend(f.first_spi..f.first_spi + f.spi_count);
+            }
+        }
         for (i, &gsiv) in spis.iter().enumerate() {
             if !(SPI_BASE..SPI_LIMIT).contains(&gsiv) {
                 return Err(ConfigError::NotAnSpi { gsiv });

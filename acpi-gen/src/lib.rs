@@ -22,7 +22,8 @@ pub mod table;
 pub mod tables;
 
 pub use config::{
-    ConfigError, IrqDevice, MmioRegion, PlatformConfig, Redistributors, Timers, Topology, Trigger,
+    ConfigError, IrqDevice, MmioRegion, MsiFrame, PcieConfig, PlatformConfig, Redistributors,
+    Timers, Topology, Trigger,
 };
 pub use loader::{AcpiBlobs, LoaderCommand};
 pub use tables::{build, Tables};

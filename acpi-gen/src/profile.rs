@@ -7,7 +7,8 @@ use alloc::vec::Vec;
 use boards::guest;
 
 use crate::config::{
-    IrqDevice, MmioRegion, PlatformConfig, Redistributors, Timers, Topology, Trigger,
+    IrqDevice, MmioRegion, MsiFrame, PcieConfig, PlatformConfig, Redistributors, Timers, Topology,
+    Trigger,
 };
 
 /// PL031 window and SPI (QEMU `virt`: 0x0901_0000, SPI 2).
@@ -81,6 +82,27 @@ pub fn uefi_acpi(vcpus: u32, topology: Option<Topology>, virtio_slots: &[u64]) -
         }),
         virtio_mmio,
         power_button_gsiv: Some(guest::SPI_BASE + GED_SPI),
+        pcie: None,
+    }
+}
+
+/// The tables' view of a VM's root complex (`boards::devices::pcie`) and its
+/// GICv2m frame.
+pub fn pcie(spec: &boards::devices::PcieSpec) -> PcieConfig {
+    let r = |w: boards::devices::Window| MmioRegion {
+        base: w.base,
+        size: w.size,
+    };
+    PcieConfig {
+        ecam: r(spec.ecam),
+        mmio32: r(spec.mmio32),
+        pio: r(spec.pio),
+        intx_first_gsiv: spec.intx_first_intid,
+        msi_frame: Some(MsiFrame {
+            base: spec.v2m.frame.base,
+            first_spi: spec.v2m.first_intid,
+            spi_count: spec.v2m.count,
+        }),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod sig {
     pub const DBG2: &[u8; 4] = b"DBG2";
     pub const PPTT: &[u8; 4] = b"PPTT";
     pub const TPM2: &[u8; 4] = b"TPM2";
+    pub const MCFG: &[u8; 4] = b"MCFG";
 }
 
 /// RSDP (ACPI 6.3, 5.2.5.3).
@@ -65,6 +66,20 @@ pub mod madt {
     /// GICC flags: Enabled.
     pub const GICC_ENABLED: u32 = 1 << 0;
     pub const GIC_VERSION_3: u8 = 3;
+    /// GIC MSI Frame structure (5.2.12.16).
+    pub const GIC_MSI_FRAME: u8 = 0x0d;
+    pub const GIC_MSI_FRAME_LEN: u8 = 24;
+    /// MSI frame flags: SPI Count and SPI Base come from this structure, not
+    /// from the frame's MSI_TYPER register.
+    pub const MSI_FRAME_SPI_SELECT: u32 = 1 << 0;
+}
+
+/// MCFG (PCI Firmware Specification 3.2, 4.1.2): revision 1, one allocation
+/// structure per ECAM window.
+pub mod mcfg {
+    pub const REVISION: u8 = 1;
+    pub const RESERVED_LEN: usize = 8;
+    pub const ALLOCATION_LEN: usize = 16;
 }
 
 /// GTDT (ACPI 6.3, 5.2.24): revision 2.
@@ -269,6 +284,9 @@ pub fn build(cfg: &PlatformConfig) -> Result<Tables, ConfigError> {
     if let Some(tpm) = cfg.tpm_crb {
         listed.push(l.push(tpm2(tpm.base, &oem)));
     }
+    if let Some(p) = &cfg.pcie {
+        listed.push(l.push(mcfg(p, &oem)));
+    }
     let mut x = TableWriter::new(sig::XSDT, 1, &oem);
     let first_entry = x.len();
     for &t in &listed {
@@ -374,6 +392,26 @@ fn madt(cfg: &PlatformConfig, oem: &Oem) -> Vec<u8> {
         w.u64(cfg.gicr_base);
         w.u32(gicr_len as u32);
     }
+    if let Some(f) = cfg.pcie.and_then(|p| p.msi_frame) {
+        // validate() checked that the SPI base and count fit 16 bits.
+        w.u8(madt::GIC_MSI_FRAME).u8(madt::GIC_MSI_FRAME_LEN).u16(0);
+        w.u32(0); // GIC MSI Frame ID
+        w.u64(f.base);
+        w.u32(madt::MSI_FRAME_SPI_SELECT);
+        w.u16(f.spi_count as u16).u16(f.first_spi as u16);
+    }
+    w.finish()
+}
+
+fn mcfg(p: &crate::config::PcieConfig, oem: &Oem) -> Vec<u8> {
+    let mut w = TableWriter::new(sig::MCFG, mcfg::REVISION, oem);
+    w.zeros(mcfg::RESERVED_LEN);
+    let start = w.len();
+    w.u64(p.ecam.base);
+    w.u16(0); // PCI Segment Group
+    w.u8(0).u8(p.bus_end()); // Start and End Bus Number
+    w.u32(0);
+    debug_assert_eq!(w.len() - start, mcfg::ALLOCATION_LEN);
     w.finish()
 }
 

@@ -703,3 +703,186 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
         );
     }
 }
+
+/// A VM with the PCI Express root complex of `boards::devices::pcie`.
+fn with_pcie() -> (PlatformConfig, acpi_gen::PcieConfig) {
+    let spec = boards::devices::pcie();
+    let mut cfg = uefi_acpi(2, None, &[0, 31]);
+    let p = acpi_gen::profile::pcie(&spec);
+    cfg.pcie = Some(p);
+    (cfg, p)
+}
+
+/// `(minimum, maximum, translation)` of each address-space descriptor of a
+/// disassembled `_CRS`, in order.
+fn address_ranges(body: &str) -> Vec<(u64, u64, u64)> {
+    let val = |l: &str| hex(l.trim().trim_start_matches("0x").split(',').next().unwrap());
+    let lines: Vec<&str> = body.lines().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("// Range Minimum"))
+        .map(|(i, l)| (val(l), val(lines[i + 1]), val(lines[i + 2])))
+        .collect()
+}
+
+/// The `_PRT` entries of a disassembled host bridge: `[address, pin, source, gsiv]`.
+fn prt(body: &str) -> Vec<[u64; 4]> {
+    let start = body.find("Name (_PRT").expect("no _PRT");
+    let end = body[start..]
+        .find("Method (_OSC")
+        .expect("_PRT before _OSC")
+        + start;
+    let num = |t: &str| match t {
+        "Zero" => Some(0),
+        "One" => Some(1),
+        _ => t.strip_prefix("0x").map(hex),
+    };
+    let values: Vec<u64> = body[start..end]
+        .lines()
+        .skip(1)
+        .filter_map(|l| num(l.trim().trim_end_matches(',').trim()))
+        .collect();
+    values
+        .chunks(4)
+        .map(|c| c.try_into().expect("a _PRT entry of 4 values"))
+        .collect()
+}
+
+#[test]
+fn pcie_root_complex_is_in_mcfg_madt_and_dsdt() {
+    let spec = boards::devices::pcie();
+    let (cfg, p) = with_pcie();
+    let (_, t) = loaded_tables(&cfg);
+
+    // MCFG, read by the hypervisor's own ACPI parser and by iasl.
+    let mcfg = boards::acpi::Table::parse(&t[sig::MCFG]).unwrap();
+    let ecams = boards::acpi::parse_mcfg(mcfg).unwrap();
+    assert_eq!(ecams.len(), 1);
+    let buses = spec.ecam.size >> 20;
+    assert_eq!(
+        (
+            ecams[0].base,
+            ecams[0].segment,
+            ecams[0].bus_start,
+            u64::from(ecams[0].bus_end)
+        ),
+        (spec.ecam.base, 0, 0, buses - 1)
+    );
+    let f = fields(&disassemble("MCFG", &t[sig::MCFG]));
+    assert_eq!(one(&f, "Base Address"), spec.ecam.base);
+    assert_eq!(one(&f, "End Bus Number"), buses - 1);
+
+    // The MADT's GIC MSI Frame: the v2m frame with its SPIs.
+    let f = fields(&disassemble("APIC", &t[sig::MADT]));
+    assert_eq!(one(&f, "MSI Frame ID"), 0);
+    assert_eq!(one(&f, "Select SPI"), 1);
+    assert_eq!(one(&f, "SPI Count"), u64::from(spec.v2m.count));
+    assert_eq!(one(&f, "SPI Base"), u64::from(spec.v2m.first_intid));
+    assert_eq!(
+        all(&f, "Base Address").last(),
+        Some(&spec.v2m.frame.base),
+        "the frame's base"
+    );
+
+    // The DSDT's host bridge.
+    let dsl = disassemble("DSDT", &t[sig::DSDT]);
+    let devs = devices(&dsl);
+    let pci = &devs["PCI0"];
+    assert!(pci.contains("Name (_HID, EisaId (\"PNP0A08\")"), "{pci}");
+    assert!(pci.contains("Name (_CID, EisaId (\"PNP0A03\")"), "{pci}");
+    for n in ["_SEG", "_BBN"] {
+        assert!(pci.contains(&format!("Name ({n}, Zero)")), "{pci}");
+    }
+    assert!(pci.contains("Name (_CCA, One)"), "{pci}");
+    assert!(pci.contains("WordBusNumber (ResourceProducer"), "{pci}");
+    assert!(pci.contains("DWordMemory (ResourceProducer"), "{pci}");
+    assert!(pci.contains("DWordIO (ResourceProducer"), "{pci}");
+    let m = spec.mmio32;
+    assert_eq!(
+        address_ranges(pci),
+        [
+            (0, buses - 1, 0),
+            (m.base, m.base + m.size - 1, 0),
+            (0, spec.pio.size - 1, spec.pio.base),
+        ]
+    );
+    // INTx: every device's four pins, swizzled onto the four SPIs.
+    let entries = prt(pci);
+    assert_eq!(entries.len(), 32 * 4);
+    for [addr, pin, source, gsiv] in entries {
+        assert_eq!(addr & 0xffff, 0xffff, "any function");
+        let dev = (addr >> 16) as u32;
+        assert_eq!(source, 0, "a global interrupt, no link device");
+        let want = spec.intx_first_intid + (dev + pin as u32) % 4;
+        assert_eq!(gsiv, u64::from(want), "device {dev} pin {pin}");
+        assert_eq!(gsiv, u64::from(p.intx_gsiv(dev, pin as u32)));
+    }
+    assert!(
+        pci.contains("Method (_OSC, 4, NotSerialized)")
+            && pci.contains("ToUUID (\"33db4d5b-1ff7-401c-9657-7441c03dd766\")"),
+        "{pci}"
+    );
+    let res = &devs["RES0"];
+    assert!(res.contains("EisaId (\"PNP0C02\")"), "{res}");
+    assert_eq!(crs_windows(res), [(spec.ecam.base, spec.ecam.size)]);
+
+    // A VM without a root complex has none of it.
+    let (_, plain) = loaded_tables(&uefi_acpi(2, None, &[0, 31]));
+    assert!(!plain.contains_key(sig::MCFG));
+    let plain_dsl = disassemble("DSDT", &plain[sig::DSDT]);
+    assert!(!devices(&plain_dsl).contains_key("PCI0"));
+    let f = fields(&disassemble("APIC", &plain[sig::MADT]));
+    assert!(all(&f, "SPI Base").is_empty());
+}
+
+#[test]
+fn pcie_configurations_the_tables_cannot_carry_are_refused() {
+    use acpi_gen::ConfigError;
+    let (good, p) = with_pcie();
+    assert_eq!(good.validate(), Ok(()));
+    let with = |f: &dyn Fn(&mut acpi_gen::PcieConfig)| {
+        let mut c = good.clone();
+        let mut q = p;
+        f(&mut q);
+        c.pcie = Some(q);
+        c.validate()
+    };
+    assert_eq!(with(&|q| q.ecam.size = 3 << 19), Err(ConfigError::BadPcie));
+    assert_eq!(
+        with(&|q| q.ecam.size = 512 << 20),
+        Err(ConfigError::BadPcie)
+    );
+    assert_eq!(with(&|q| q.pio.size = 0x2_0000), Err(ConfigError::BadPcie));
+    assert!(matches!(
+        with(&|q| q.mmio32.base = 0xffff_0000),
+        Err(ConfigError::RegionNot32Bit { .. })
+    ));
+    let uart = good.uart.gsiv;
+    assert_eq!(
+        with(&|q| q.intx_first_gsiv = uart - 1),
+        Err(ConfigError::SharedInterrupt { gsiv: uart })
+    );
+    let frame = p.msi_frame.unwrap();
+    assert_eq!(
+        with(&|q| q.msi_frame = Some(acpi_gen::MsiFrame {
+            spi_count: 0,
+            ..frame
+        })),
+        Err(ConfigError::BadPcie)
+    );
+    assert_eq!(
+        with(&|q| q.msi_frame = Some(acpi_gen::MsiFrame {
+            first_spi: 1000,
+            ..frame
+        })),
+        Err(ConfigError::BadPcie)
+    );
+    assert!(matches!(
+        with(&|q| q.msi_frame = Some(acpi_gen::MsiFrame {
+            first_spi: q.intx_first_gsiv,
+            ..frame
+        })),
+        Err(ConfigError::SharedInterrupt { .. })
+    ));
+}

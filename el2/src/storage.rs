@@ -213,7 +213,7 @@ pub fn autostart(
             )
         }
     };
-    let disks = rec
+    let mut disks: Vec<Box<dyn AsyncBlock + Send>> = rec
         .disks
         .iter()
         .map(|d| {
@@ -226,6 +226,24 @@ pub fn autostart(
             ) as Box<dyn AsyncBlock + Send>
         })
         .collect();
+    // The `linux-dt-nvme` model puts the first disk behind the NVMe controller;
+    // the others stay virtio-blk.
+    let nvme = (rec.device_model.first_disk_on_nvme() && !disks.is_empty()).then(|| {
+        log::info!(
+            "VM '{}': disk 0 ({} KiB extent of the system disk) as NVMe namespace 1 (PCIe 00:{:02x}.0)",
+            rec.name,
+            rec.disks[0].extent.len >> 10,
+            boards::devices::NVME_PCI_DEVICE
+        );
+        disks.remove(0)
+    });
+    if rec.device_model.first_disk_on_nvme() && nvme.is_none() {
+        log::warn!(
+            "VM '{}': device model {} but no disk: no NVMe controller",
+            rec.name,
+            rec.device_model.as_str()
+        );
+    }
     let resume = match vmstate::decide(&rec) {
         Ok(blob) => {
             log::info!(
@@ -264,7 +282,7 @@ pub fn autostart(
         initrd,
         cmdline,
         disks,
-        nvme: None,
+        nvme,
         tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv, tpm_ca(storage))),
         resume,
         policy: Some(rec.policy),

@@ -19,8 +19,8 @@ use alloc::vec::Vec;
 
 use tock_registers::LocalRegisterCopy;
 use vdev::{
-    AccessSize, AsyncBlock, BlockError, BlockOp, Completion, GuestMemory, MmioError, Submit,
-    SECTOR_SIZE,
+    AccessSize, AsyncBlock, BlockError, BlockOp, Completion, DmaLimits, DmaSegment, GuestMemory,
+    MmioError, Submit, SECTOR_SIZE,
 };
 
 use crate::defs::{
@@ -56,6 +56,8 @@ const MAX_WRITE_ZEROES_BLOCKS: u64 = 1 << 16;
 pub const MAX_IN_FLIGHT: usize = 128;
 /// Bytes in one bounce buffer (the longest single backend operation).
 pub const CHUNK_BYTES: usize = 128 << 10;
+/// Most operations moving data straight to or from guest RAM at once.
+pub const MAX_DMA_OPS: usize = 64;
 /// Most bounce buffers lent to the backend at once.
 pub const MAX_BUFFERS: usize = 16;
 /// Largest queue (entries) CAP.MQES allows.
@@ -192,6 +194,9 @@ struct Piece {
     owner: Owner,
     /// Byte offset into the command's data.
     at: u64,
+    /// The backend moves this piece's data straight to or from guest RAM
+    /// (`submit_dma`): nothing to copy on completion, and a reset must wait for it.
+    dma: bool,
 }
 
 /// Shutdown progress (CSTS.SHST).
@@ -292,9 +297,13 @@ pub struct Controller<B: AsyncBlock> {
     done: VecDeque<Completion>,
     pool: Vec<Vec<u8>>,
     lent: usize,
+    /// Operations started with `submit_dma` and not completed.
+    dma_out: usize,
     /// Vectors with completions posted since the last signal.
     to_signal: Vec<u16>,
     scratch: Vec<Segment>,
+    /// The guest RAM of the piece being submitted with `submit_dma`.
+    dma_segs: Vec<DmaSegment>,
 }
 
 /// What an admin command came to.
@@ -369,8 +378,10 @@ impl<B: AsyncBlock> Controller<B> {
             done: VecDeque::new(),
             pool: Vec::new(),
             lent: 0,
+            dma_out: 0,
             to_signal: Vec::new(),
             scratch: Vec::new(),
+            dma_segs: Vec::new(),
         }
     }
 
@@ -661,6 +672,11 @@ impl<B: AsyncBlock> Controller<B> {
         self.features = Features::new(self.cfg.vectors);
         self.to_signal.clear();
         self.csts = 0;
+        // The guest may reuse the memory of its dropped commands at once: no
+        // operation may still be writing it.
+        if self.pieces.values().any(|p| p.dma) {
+            self.backend.quiesce();
+        }
         for p in self.pieces.values_mut() {
             if let Owner::Cmd(_) = p.owner {
                 p.owner = Owner::Cmd(u64::MAX);
@@ -954,7 +970,14 @@ impl<B: AsyncBlock> Controller<B> {
     fn tag(&mut self, owner: Owner, at: u64) -> u64 {
         let tag = self.next_tag;
         self.next_tag += 1;
-        self.pieces.insert(tag, Piece { owner, at });
+        self.pieces.insert(
+            tag,
+            Piece {
+                owner,
+                at,
+                dma: false,
+            },
+        );
         tag
     }
 
@@ -974,7 +997,9 @@ impl<B: AsyncBlock> Controller<B> {
                 log::warn!("nvme: backend completed unknown tag {}", c.tag);
                 continue;
             };
-            if c.buf.capacity() > 0 {
+            if piece.dma {
+                self.dma_out = self.dma_out.saturating_sub(1);
+            } else if c.buf.capacity() > 0 {
                 self.lent = self.lent.saturating_sub(1);
             }
             self.finish_piece(mem, piece, c.result, &c.buf);
@@ -1009,7 +1034,7 @@ impl<B: AsyncBlock> Controller<B> {
         };
         cmd.outstanding -= 1;
         match result {
-            Ok(()) if cmd.kind == Kind::Read => {
+            Ok(()) if cmd.kind == Kind::Read && !piece.dma => {
                 if prp::scatter(mem, &cmd.segs, piece.at, data).is_err()
                     && cmd.status == Status::SUCCESS
                 {
@@ -1074,6 +1099,7 @@ impl<B: AsyncBlock> Controller<B> {
             .map(|(&id, _)| id)
             .collect();
         let chunk = self.chunk();
+        let dma = self.backend.dma_limits();
         for id in ids {
             while let Some(cmd) = self.cmds.get(&id) {
                 if cmd.status != Status::SUCCESS && cmd.submitted < cmd.len {
@@ -1102,6 +1128,49 @@ impl<B: AsyncBlock> Controller<B> {
                         progress = true;
                     }
                     break;
+                }
+                let dma = dma.filter(|_| matches!(cmd.kind, Kind::Read | Kind::Write));
+                if let Some(lim) = dma {
+                    if self.dma_out >= MAX_DMA_OPS {
+                        return progress;
+                    }
+                    let (kind, at, offset) = (cmd.kind, cmd.submitted, cmd.offset + cmd.submitted);
+                    let want = cmd.len - cmd.submitted;
+                    match dma_segments(mem, &cmd.segs, at, want, lim, &mut self.dma_segs) {
+                        DmaPlan::Segments(n) => {
+                            let op = if kind == Kind::Read {
+                                BlockOp::Read { offset }
+                            } else {
+                                BlockOp::Write { offset }
+                            };
+                            let tag = self.tag(Owner::Cmd(id), at);
+                            if let Some(p) = self.pieces.get_mut(&tag) {
+                                p.dma = true;
+                            }
+                            match self.backend.submit_dma(tag, op, &self.dma_segs) {
+                                Submit::Done(c) => self.done.push_back(c),
+                                Submit::Queued => {}
+                                Submit::Busy(_) => {
+                                    self.pieces.remove(&tag);
+                                    return progress;
+                                }
+                            }
+                            self.dma_out += 1;
+                            let cmd = self.cmds.get_mut(&id).expect("present");
+                            cmd.submitted += n;
+                            cmd.outstanding += 1;
+                            progress = true;
+                            continue;
+                        }
+                        DmaPlan::NotRam => {
+                            let cmd = self.cmds.get_mut(&id).expect("present");
+                            log::warn!("nvme: data PRP outside guest RAM");
+                            cmd.status = Status::DATA_TRANSFER_ERROR;
+                            continue;
+                        }
+                        // Copied through a buffer below.
+                        DmaPlan::Unavailable => {}
+                    }
                 }
                 if self.lent >= MAX_BUFFERS {
                     return progress;
@@ -1577,6 +1646,15 @@ impl<B: AsyncBlock> Controller<B> {
             .filter(|(_, c)| c.sqid == qid)
             .map(|(&id, _)| id)
             .collect();
+        // The host may reuse an aborted command's memory at once: none of its
+        // operations may still be moving data there.
+        let dma_live = self
+            .pieces
+            .values()
+            .any(|p| p.dma && matches!(p.owner, Owner::Cmd(id) if ids.contains(&id)));
+        if dma_live {
+            self.backend.quiesce();
+        }
         for id in ids {
             if let Some(cmd) = self.cmds.remove(&id) {
                 self.complete(qid, cmd.cid, Status::ABORTED_SQ_DELETION, 0);
@@ -1839,4 +1917,76 @@ impl<B: AsyncBlock> Controller<B> {
             _ => Shutdown::Complete,
         };
     }
+}
+
+/// How a piece's data can travel.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DmaPlan {
+    /// The first this many bytes go straight to guest RAM, in the segments built.
+    Segments(u64),
+    /// Some byte is not guest RAM.
+    NotRam,
+    /// The memory offers no direct access (or the limits leave no whole sector):
+    /// copy through a buffer.
+    Unavailable,
+}
+
+/// Fills `out` with the DMA segments of up to `want` bytes of a transfer described
+/// by `segs`, starting `skip` bytes in, within `lim`: a whole number of sectors.
+pub(crate) fn dma_segments(
+    mem: &mut dyn GuestMemory,
+    segs: &[Segment],
+    mut skip: u64,
+    want: u64,
+    lim: DmaLimits,
+    out: &mut Vec<DmaSegment>,
+) -> DmaPlan {
+    out.clear();
+    let budget = want.min(lim.max_bytes as u64);
+    let max_seg = u64::from(lim.max_segment_bytes);
+    let mut total = 0u64;
+    'runs: for s in segs {
+        if skip >= s.len {
+            skip -= s.len;
+            continue;
+        }
+        let (mut gpa, mut len) = (s.gpa + skip, s.len - skip);
+        skip = 0;
+        while len > 0 && total < budget {
+            if out.len() == lim.max_segments || max_seg == 0 {
+                break 'runs;
+            }
+            let n = len.min(max_seg).min(budget - total);
+            match mem.dma_address(gpa, n as usize) {
+                Ok(Some(addr)) => out.push(DmaSegment {
+                    addr,
+                    len: n as u32,
+                }),
+                Ok(None) => return DmaPlan::Unavailable,
+                Err(_) => return DmaPlan::NotRam,
+            }
+            total += n;
+            gpa += n;
+            len -= n;
+        }
+        if total >= budget {
+            break;
+        }
+    }
+    // Whole sectors only: trim the tail.
+    let mut excess = total % SECTOR_SIZE;
+    while excess > 0 {
+        let Some(last) = out.last_mut() else { break };
+        let cut = excess.min(u64::from(last.len));
+        last.len -= cut as u32;
+        excess -= cut;
+        total -= cut;
+        if last.len == 0 {
+            out.pop();
+        }
+    }
+    if total == 0 {
+        return DmaPlan::Unavailable;
+    }
+    DmaPlan::Segments(total)
 }

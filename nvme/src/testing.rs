@@ -8,7 +8,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use vdev::{
-    AccessSize, AsyncBlock, BlockError, BlockOp, Completion, GuestMemory, Submit, VecMemory,
+    AccessSize, AsyncBlock, BlockError, BlockOp, Completion, DmaLimits, DmaSegment, GuestMemory,
+    Submit, VecMemory,
 };
 
 use crate::controller::{Controller, Interrupts};
@@ -25,7 +26,16 @@ pub struct RamDisk {
     pub flushes: u32,
     /// The next request fails with this error.
     pub fail_next: Option<BlockError>,
+    /// Takes `submit_dma` requests within these limits (they are always held:
+    /// [`RamDisk::release_dma`] performs them on the guest memory given).
+    pub dma: Option<DmaLimits>,
+    /// Operations submitted with a buffer, and with guest segments.
+    pub buffered_ops: u32,
+    pub dma_ops: u32,
+    /// Calls of `quiesce` (which fails the held DMA requests untouched).
+    pub quiesces: u32,
     queued: VecDeque<(u64, BlockOp, Vec<u8>)>,
+    queued_dma: VecDeque<(u64, BlockOp, Vec<DmaSegment>)>,
     done: VecDeque<Completion>,
 }
 
@@ -38,14 +48,57 @@ impl RamDisk {
             max_queued: usize::MAX,
             flushes: 0,
             fail_next: None,
+            dma: None,
+            buffered_ops: 0,
+            dma_ops: 0,
+            quiesces: 0,
             queued: VecDeque::new(),
+            queued_dma: VecDeque::new(),
             done: VecDeque::new(),
         }
     }
 
-    /// Requests waiting for [`Self::release`].
+    /// Requests waiting for [`Self::release`] or [`Self::release_dma`].
     pub fn queued(&self) -> usize {
-        self.queued.len()
+        self.queued.len() + self.queued_dma.len()
+    }
+
+    /// DMA requests waiting for [`Self::release_dma`].
+    pub fn queued_dma(&self) -> usize {
+        self.queued_dma.len()
+    }
+
+    /// Performs the `n` oldest held DMA requests on `mem` (the segments' addresses
+    /// are guest physical: [`VecMemory::allow_dma`]).
+    pub fn release_dma(&mut self, mem: &mut VecMemory, n: usize) {
+        for _ in 0..n {
+            let Some((tag, op, segs)) = self.queued_dma.pop_front() else {
+                return;
+            };
+            let len: usize = segs.iter().map(|s| s.len as usize).sum();
+            let mut buf = vec![0u8; len];
+            if let BlockOp::Write { .. } = op {
+                let mut at = 0;
+                for s in &segs {
+                    let n = s.len as usize;
+                    mem.read(s.addr, &mut buf[at..at + n])
+                        .expect("DMA segment in RAM");
+                    at += n;
+                }
+            }
+            let mut c = self.perform(tag, op, buf);
+            if let (BlockOp::Read { .. }, Ok(())) = (op, &c.result) {
+                let mut at = 0;
+                for s in &segs {
+                    let n = s.len as usize;
+                    mem.write(s.addr, &c.buf[at..at + n])
+                        .expect("DMA segment in RAM");
+                    at += n;
+                }
+            }
+            c.buf = Vec::new();
+            self.done.push_back(c);
+        }
     }
 
     fn perform(&mut self, tag: u64, op: BlockOp, mut buf: Vec<u8>) -> Completion {
@@ -105,6 +158,7 @@ impl AsyncBlock for RamDisk {
         self.read_only
     }
     fn submit(&mut self, tag: u64, op: BlockOp, buf: Vec<u8>) -> Submit {
+        self.buffered_ops += 1;
         if !self.hold {
             return Submit::Done(self.perform(tag, op, buf));
         }
@@ -119,6 +173,40 @@ impl AsyncBlock for RamDisk {
     }
     fn has_completions(&self) -> bool {
         !self.done.is_empty()
+    }
+    fn dma_limits(&self) -> Option<DmaLimits> {
+        self.dma
+    }
+    fn submit_dma(&mut self, tag: u64, op: BlockOp, segs: &[DmaSegment]) -> Submit {
+        let lim = self.dma.expect("submit_dma without DMA limits");
+        let len: u64 = segs.iter().map(|s| u64::from(s.len)).sum();
+        assert!(
+            !segs.is_empty() && segs.len() <= lim.max_segments,
+            "{segs:?}"
+        );
+        assert!(segs
+            .iter()
+            .all(|s| s.len > 0 && s.len <= lim.max_segment_bytes));
+        assert!(
+            len <= lim.max_bytes as u64 && len.is_multiple_of(vdev::SECTOR_SIZE),
+            "{len}"
+        );
+        if self.queued() >= self.max_queued {
+            return Submit::Busy(Vec::new());
+        }
+        self.dma_ops += 1;
+        self.queued_dma.push_back((tag, op, segs.to_vec()));
+        Submit::Queued
+    }
+    fn quiesce(&mut self) {
+        self.quiesces += 1;
+        while let Some((tag, _, _)) = self.queued_dma.pop_front() {
+            self.done.push_back(Completion {
+                tag,
+                result: Err(BlockError::Io),
+                buf: Vec::new(),
+            });
+        }
     }
 }
 

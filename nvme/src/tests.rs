@@ -1041,3 +1041,248 @@ fn abort_keep_alive_and_feature_capabilities() {
     );
     assert_eq!(c.dw0, 1 | 1 << 16);
 }
+
+/// A ready driver whose guest memory and backend move data directly (`submit_dma`),
+/// with the backend holding requests until released.
+fn ready_dma(lim: vdev::DmaLimits) -> Driver<RamDisk> {
+    let mut d = ready(1);
+    d.mem.allow_dma(true);
+    let b = d.ctrl.backend_mut();
+    b.dma = Some(lim);
+    b.hold = true;
+    d
+}
+
+/// Releases every held DMA request and polls until the command completes.
+fn finish_dma(d: &mut Driver<RamDisk>, cid: u16) -> crate::testing::Cqe {
+    for _ in 0..64 {
+        let Driver { ctrl, mem, .. } = d;
+        let n = ctrl.backend().queued();
+        ctrl.backend_mut().release_dma(mem, n);
+        d.poll();
+        if let Some(c) = d.reap(1).into_iter().find(|c| c.cid == cid) {
+            return c;
+        }
+    }
+    panic!("command {cid} did not complete");
+}
+
+const DMA: vdev::DmaLimits = vdev::DmaLimits {
+    max_segments: 4,
+    max_segment_bytes: 4096,
+    max_bytes: 64 << 10,
+};
+
+#[test]
+fn data_moves_by_dma_when_memory_and_backend_allow_it_split_to_their_limits() {
+    let mut d = ready_dma(DMA);
+    // 64 KiB written from 16 scattered pages through a PRP list: the limits allow
+    // 4 segments of 4 KiB, so 4 operations, no buffer.
+    let data = pattern(64 << 10, 3);
+    let targets: Vec<u64> = (0..16).map(|i| page(100 + 2 * i)).collect();
+    for (i, t) in targets.iter().enumerate() {
+        d.mem.write(*t, &data[i * 4096..(i + 1) * 4096]).unwrap();
+    }
+    for (i, t) in targets[1..].iter().enumerate() {
+        d.mem.write_u64(page(90) + 8 * i as u64, *t).unwrap();
+    }
+    let cid = d.submit(1, rw(io::WRITE, 8, 128).prp(targets[0], page(90)));
+    let c = finish_dma(&mut d, cid);
+    assert_eq!(c.status(), Status::SUCCESS);
+    let b = d.ctrl.backend();
+    assert_eq!((b.dma_ops, b.buffered_ops), (4, 0));
+    assert_eq!(&b.data[8 * 512..8 * 512 + data.len()], &data[..]);
+
+    // Read back into one contiguous run (PRP list of consecutive pages): the
+    // segments merge up to 4 KiB each, again 4 operations.
+    for i in 0..15u64 {
+        d.mem.write_u64(page(91) + 8 * i, page(201 + i)).unwrap();
+    }
+    let cid = d.submit(1, rw(io::READ, 8, 128).prp(page(200), page(91)));
+    let c = finish_dma(&mut d, cid);
+    assert_eq!(c.status(), Status::SUCCESS);
+    let mut back = vec![0u8; data.len()];
+    d.mem.read(page(200), &mut back).unwrap();
+    assert_eq!(back, data);
+    assert_eq!(d.ctrl.backend().dma_ops, 8);
+    assert_eq!(d.ctrl.backend_ops(), 0);
+}
+
+#[test]
+fn without_direct_access_to_guest_memory_data_is_copied() {
+    let mut d = ready_dma(DMA);
+    d.mem.allow_dma(false);
+    d.ctrl.backend_mut().hold = false;
+    let data = pattern(8192, 9);
+    d.mem.write(page(20), &data).unwrap();
+    let c = d.cmd(1, rw(io::WRITE, 0, 16).prp(page(20), page(21)));
+    assert_eq!(c.status(), Status::SUCCESS);
+    let b = d.ctrl.backend();
+    assert_eq!((b.dma_ops, &b.data[..8192]), (0, &data[..]));
+    assert!(b.buffered_ops > 0);
+}
+
+#[test]
+fn dma_prp_outside_ram_fails_the_command_and_starts_nothing() {
+    let mut d = ready_dma(DMA);
+    let outside = RAM_BASE + RAM_SIZE as u64;
+    let cid = d.submit(1, rw(io::READ, 0, 8).prp(outside, 0));
+    d.poll();
+    let c = d.reap(1);
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        (c[0].cid, c[0].status()),
+        (cid, Status::DATA_TRANSFER_ERROR)
+    );
+    assert_eq!(d.ctrl.backend().queued(), 0);
+}
+
+#[test]
+fn reset_waits_out_dma_in_flight_and_nothing_lands_afterwards() {
+    let mut d = ready_dma(DMA);
+    d.ctrl.backend_mut().data.fill(0x77);
+    d.mem.write(page(10), &[0x11; 8192]).unwrap();
+    d.submit(1, rw(io::READ, 0, 16).prp(page(10), page(11)));
+    assert_eq!(
+        d.ctrl.backend().dma_ops,
+        1,
+        "one operation of two 4 KiB segments"
+    );
+    d.disable();
+    assert_eq!(
+        d.ctrl.backend().quiesces,
+        1,
+        "the reset quiesced the backend"
+    );
+    assert_eq!(d.ctrl.backend().queued(), 0);
+    d.poll();
+    let mut after = vec![0u8; 8192];
+    d.mem.read(page(10), &mut after).unwrap();
+    assert!(
+        after.iter().all(|&b| b == 0x11),
+        "a read landed after the reset"
+    );
+    assert_eq!(d.ctrl.backend_ops(), 0);
+}
+
+#[test]
+fn dma_segments_keep_to_the_limits_and_to_whole_sectors() {
+    use crate::controller::{dma_segments, DmaPlan};
+    use crate::prp::Segment;
+    let mut mem = vdev::VecMemory::new(RAM_BASE, RAM_SIZE);
+    mem.allow_dma(true);
+    let segs = [
+        Segment {
+            gpa: RAM_BASE + 0x300,
+            len: 0xd00,
+        },
+        Segment {
+            gpa: RAM_BASE + 0x10000,
+            len: 0x3000,
+        },
+    ];
+    let mut out = Vec::new();
+    let lim = |max_segments, max_segment_bytes, max_bytes| vdev::DmaLimits {
+        max_segments,
+        max_segment_bytes,
+        max_bytes,
+    };
+    // One segment allowed: 0xd00 bytes trimmed to whole sectors.
+    let p = dma_segments(
+        &mut mem,
+        &segs,
+        0,
+        0x3d00,
+        lim(1, 0x1000, 1 << 20),
+        &mut out,
+    );
+    assert_eq!(p, DmaPlan::Segments(0xc00));
+    assert_eq!(
+        out,
+        [vdev::DmaSegment {
+            addr: RAM_BASE + 0x300,
+            len: 0xc00
+        }]
+    );
+    // Skipping into the second run, segments split at 0x1000, capped by max_bytes.
+    let p = dma_segments(
+        &mut mem,
+        &segs,
+        0xd00 + 0x800,
+        0x2800,
+        lim(8, 0x1000, 0x2000),
+        &mut out,
+    );
+    assert_eq!(p, DmaPlan::Segments(0x2000));
+    assert_eq!(
+        out,
+        [
+            vdev::DmaSegment {
+                addr: RAM_BASE + 0x10800,
+                len: 0x1000
+            },
+            vdev::DmaSegment {
+                addr: RAM_BASE + 0x11800,
+                len: 0x1000
+            },
+        ]
+    );
+    // Less than a sector within the limits: copy instead.
+    let p = dma_segments(&mut mem, &segs, 0, 0x3d00, lim(1, 0x100, 1 << 20), &mut out);
+    assert_eq!(p, DmaPlan::Unavailable);
+    // Not RAM, and memory without direct access.
+    let bad = [Segment {
+        gpa: 0x1000,
+        len: 0x200,
+    }];
+    let p = dma_segments(&mut mem, &bad, 0, 0x200, lim(8, 0x1000, 1 << 20), &mut out);
+    assert_eq!(p, DmaPlan::NotRam);
+    mem.allow_dma(false);
+    let p = dma_segments(&mut mem, &segs, 0, 0x200, lim(8, 0x1000, 1 << 20), &mut out);
+    assert_eq!(p, DmaPlan::Unavailable);
+}
+
+#[test]
+fn deleting_a_queue_waits_out_its_dma_before_reporting_the_abort() {
+    let mut d = ready_dma(DMA);
+    d.ctrl.backend_mut().data.fill(0x77);
+    d.mem.write(page(10), &[0x11; 4096]).unwrap();
+    d.submit(1, rw(io::READ, 0, 8).prp(page(10), 0));
+    assert_eq!(d.ctrl.backend().dma_ops, 1);
+    let c = d.admin(Sqe::new(admin::DELETE_IO_SQ).cdw(10, 1));
+    assert_eq!(c.status(), Status::SUCCESS);
+    assert_eq!(d.ctrl.backend().quiesces, 1);
+    let aborted = d.reap(1);
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].status(), Status::ABORTED_SQ_DELETION);
+    d.poll();
+    let mut after = [0u8; 4096];
+    d.mem.read(page(10), &mut after).unwrap();
+    assert!(
+        after.iter().all(|&b| b == 0x11),
+        "a read landed after the abort"
+    );
+    assert_eq!(d.ctrl.backend_ops(), 0);
+}
+
+#[test]
+fn dma_operations_in_flight_are_bounded_and_the_rest_follow_as_they_complete() {
+    use crate::controller::MAX_DMA_OPS;
+    // One 512-byte segment per operation: a 64 KiB write is 128 operations.
+    let mut d = ready_dma(vdev::DmaLimits {
+        max_segments: 1,
+        max_segment_bytes: 512,
+        max_bytes: 512,
+    });
+    let data = pattern(64 << 10, 5);
+    d.mem.write(page(100), &data).unwrap();
+    for i in 0..15u64 {
+        d.mem.write_u64(page(90) + 8 * i, page(101 + i)).unwrap();
+    }
+    let cid = d.submit(1, rw(io::WRITE, 0, 128).prp(page(100), page(90)));
+    assert_eq!(d.ctrl.backend().queued(), MAX_DMA_OPS);
+    let c = finish_dma(&mut d, cid);
+    assert_eq!(c.status(), Status::SUCCESS);
+    assert_eq!(d.ctrl.backend().dma_ops, 128);
+    assert_eq!(&d.ctrl.backend().data[..data.len()], &data[..]);
+}

@@ -162,6 +162,9 @@ const _: () = assert!(SUPERBLOCK_BACKUP_OFFSET + SUPERBLOCK_SIZE as u64 <= SLOT_
 pub const DEVICE_MODEL_LINUX_DT: u8 = 1;
 /// Device model tag: UEFI firmware with ACPI tables (the Windows path).
 pub const DEVICE_MODEL_UEFI_ACPI: u8 = 2;
+/// Device model tag: Linux direct boot whose first disk is an NVMe namespace
+/// behind PCI Express.
+pub const DEVICE_MODEL_LINUX_DT_NVME: u8 = 3;
 
 /// Boot source tag: Linux kernel (+ initrd + command line) stored on the disk.
 pub const BOOT_LINUX: u8 = 1;

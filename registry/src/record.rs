@@ -9,10 +9,10 @@ use core::fmt;
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::defs::{
-    BOOT_FIRMWARE, BOOT_LINUX, DEVICE_MODEL_LINUX_DT, DEVICE_MODEL_UEFI_ACPI, DISK_FLAGS_KNOWN,
-    DISK_FLAG_READ_ONLY, MAX_CMDLINE_LEN, MAX_DISKS, MAX_NAME_LEN, MAX_SNAPSHOTS, MAX_SNAPSHOT_TAG,
-    MAX_VCPUS, MEMORY_GRANULE, SLOT_VERSION, SLOT_VERSION_V1, SLOT_VERSION_V2, SLOT_VERSION_V3,
-    SLOT_VERSION_V4,
+    BOOT_FIRMWARE, BOOT_LINUX, DEVICE_MODEL_LINUX_DT, DEVICE_MODEL_LINUX_DT_NVME,
+    DEVICE_MODEL_UEFI_ACPI, DISK_FLAGS_KNOWN, DISK_FLAG_READ_ONLY, MAX_CMDLINE_LEN, MAX_DISKS,
+    MAX_NAME_LEN, MAX_SNAPSHOTS, MAX_SNAPSHOT_TAG, MAX_VCPUS, MEMORY_GRANULE, SLOT_VERSION,
+    SLOT_VERSION_V1, SLOT_VERSION_V2, SLOT_VERSION_V3, SLOT_VERSION_V4,
 };
 use crate::error::ConsistencyError;
 use crate::policy::Policy;
@@ -113,15 +113,29 @@ pub enum DeviceModel {
     LinuxDt,
     /// UEFI firmware in emulated flash, ACPI tables, CRB TPM (the Windows path).
     UefiAcpi,
+    /// [`DeviceModel::LinuxDt`] with the first guest disk as the namespace of an
+    /// NVMe controller behind a PCI Express root complex instead of virtio-blk.
+    LinuxDtNvme,
 }
 
 impl DeviceModel {
-    /// The profile's name: `linux-dt` or `uefi-acpi`.
+    /// The profile's name: `linux-dt`, `uefi-acpi` or `linux-dt-nvme`.
     pub fn as_str(&self) -> &'static str {
         match self {
             DeviceModel::LinuxDt => "linux-dt",
             DeviceModel::UefiAcpi => "uefi-acpi",
+            DeviceModel::LinuxDtNvme => "linux-dt-nvme",
         }
+    }
+
+    /// Whether the model boots Linux directly (with a device tree).
+    pub fn boots_linux(&self) -> bool {
+        matches!(self, DeviceModel::LinuxDt | DeviceModel::LinuxDtNvme)
+    }
+
+    /// Whether the VM's first disk is an NVMe namespace (the rest stay virtio-blk).
+    pub fn first_disk_on_nvme(&self) -> bool {
+        *self == DeviceModel::LinuxDtNvme
     }
 
     /// Parses a profile name.
@@ -129,6 +143,7 @@ impl DeviceModel {
         match s {
             "linux-dt" => Some(DeviceModel::LinuxDt),
             "uefi-acpi" => Some(DeviceModel::UefiAcpi),
+            "linux-dt-nvme" => Some(DeviceModel::LinuxDtNvme),
             _ => None,
         }
     }
@@ -137,6 +152,7 @@ impl DeviceModel {
         match self {
             DeviceModel::LinuxDt => DEVICE_MODEL_LINUX_DT,
             DeviceModel::UefiAcpi => DEVICE_MODEL_UEFI_ACPI,
+            DeviceModel::LinuxDtNvme => DEVICE_MODEL_LINUX_DT_NVME,
         }
     }
 
@@ -144,6 +160,7 @@ impl DeviceModel {
         match tag {
             DEVICE_MODEL_LINUX_DT => Ok(DeviceModel::LinuxDt),
             DEVICE_MODEL_UEFI_ACPI => Ok(DeviceModel::UefiAcpi),
+            DEVICE_MODEL_LINUX_DT_NVME => Ok(DeviceModel::LinuxDtNvme),
             _ => Err(DecodeError::BadValue("device model")),
         }
     }
@@ -360,7 +377,7 @@ impl VmRecord {
                 }
                 (
                     (ExtentRole::Kernel, kernel.extent),
-                    self.device_model == DeviceModel::LinuxDt,
+                    self.device_model.boots_linux(),
                 )
             }
             BootSource::Firmware { code, .. } => (
@@ -659,6 +676,29 @@ pub(crate) mod tests {
         let r = sample(1);
         r.check().unwrap();
         assert_eq!(VmRecord::decode(&encode(&r)), Ok(r));
+    }
+
+    #[test]
+    fn nvme_linux_record_round_trips_and_names_its_model() {
+        let mut r = sample(3);
+        r.device_model = DeviceModel::LinuxDtNvme;
+        r.check().unwrap();
+        assert_eq!(VmRecord::decode(&encode(&r)), Ok(r.clone()));
+        assert_eq!(DeviceModel::parse("linux-dt-nvme"), Some(r.device_model));
+        assert!(r.device_model.first_disk_on_nvme());
+        assert!(!DeviceModel::LinuxDt.first_disk_on_nvme());
+        // The model boots Linux only: a firmware boot source does not fit it.
+        r.boot = BootSource::Firmware {
+            code: Blob::empty_in(Extent {
+                start: 0x20_0000,
+                len: 0x4000,
+            }),
+            vars: Extent {
+                start: 0x30_0000,
+                len: 0x4000,
+            },
+        };
+        assert!(matches!(r.check(), Err(ConsistencyError::BootMismatch(_))));
     }
 
     #[test]

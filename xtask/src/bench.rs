@@ -51,6 +51,11 @@ pub const BENCHES: &[Bench] = &[
         run: crate::bench_disk::run_disk,
     },
     Bench {
+        name: "nvme",
+        about: "O_DIRECT sequential (128 MiB) and 4 KiB random (qd1, qd32) read/write in the Linux guest on the hypervisor's NVMe over its system-disk extent (--nvme system) against QEMU's own NVMe to a bare guest (median of 3 rounds, fresh images)",
+        run: crate::bench_nvme::run_nvme,
+    },
+    Bench {
         name: "suspend",
         about: "suspend and resume MiB/s of a Linux guest that touched 512 MiB against raw O_DIRECT dd on the same system disk, and the bytes of a second suspend 5 s after resuming",
         run: crate::bench_suspend::run_suspend,

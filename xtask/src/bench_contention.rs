@@ -285,6 +285,7 @@ pub fn run_contention(layout: &Layout) -> Result<String, Error> {
         kernel: prepared.vm.kernel.clone(),
         initrd,
         disk_size: GUEST_DISK_SIZE,
+        device_model: registry::DeviceModel::LinuxDt,
     };
     let created = sysdisk::ensure(&disk, true, &want)?;
     eprintln!("xtask: {}", created.describe(&want.name));

@@ -181,10 +181,9 @@ pub struct RunOptions {
     pub mem: Option<u64>,
     /// Command the Linux guest's init runs before powering off.
     pub guest_cmd: Option<String>,
-    /// Give the Linux guest a zero-filled RAM disk of this size as an NVMe
-    /// namespace behind a PCI Express root complex (`--nvme SIZE`; boots from a
-    /// bundle).
-    pub nvme: Option<u64>,
+    /// Give the Linux guest an NVMe namespace behind a PCI Express root complex
+    /// (`--nvme SIZE|system`).
+    pub nvme: Option<NvmeDisk>,
     /// The system disk a Linux run boots from (`--system-disk`; default
     /// `target/system-disk.img`). Runs of the other guests, `--kernel` and
     /// `--hypervisor-fault` runs use a boot bundle instead.
@@ -231,9 +230,19 @@ impl RunOptions {
     }
 }
 
+/// Where the Linux guest's NVMe namespace keeps its bytes (`--nvme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NvmeDisk {
+    /// A zero-filled RAM disk of this many bytes; the guest boots from a bundle.
+    Ram(u64),
+    /// The VM's guest disk on the system disk, completing asynchronously: the
+    /// VM's device model becomes `linux-dt-nvme` (`--nvme system`).
+    System,
+}
+
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -246,8 +255,9 @@ pub const NOTES: &str = "\
   the VM `linux` and a 256 MiB /dev/vda, kept across runs; --fresh recreates it): before the boot its
   record is set to this run's vCPUs, memory and command line (--smp/--mem/--append/--guest-cmd or the
   defaults) and its kernel/initrd to the current images; the changes are printed. --kernel and the
-  other guests boot from a bundle instead, as does --nvme (the guest's disk is then an NVMe RAM disk
-  behind PCI Express, 00:01.0, MSI-X through a GICv2m frame; docs/architecture.md).
+  other guests boot from a bundle instead, as does --nvme SIZE (the guest's disk is then an NVMe RAM
+  disk behind PCI Express, 00:01.0, MSI-X through a GICv2m frame; docs/architecture.md). --nvme system
+  moves the system-disk VM's /dev/vda there instead (device model linux-dt-nvme; data persists).
   Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `monitor COMMAND`
   (Ctrl-] into the hypervisor monitor, COMMAND, its status line printed, Ctrl-] back; docs/monitor.md),
   `screendump FILE` (a PPM of the physical display, through QMP), `# comment`.
@@ -297,9 +307,9 @@ pub struct RunArgs {
     /// command the Linux guest's init runs, then powers off
     #[arg(long = "guest-cmd", value_name = "'CMD'", allow_hyphen_values = true)]
     guest_cmd: Option<String>,
-    /// linux-dt: an NVMe disk (a zero-filled RAM disk of SIZE) behind PCI Express with MSI-X through a GICv2m frame; boots from a bundle
-    #[arg(long, value_name = "SIZE", value_parser = parse_nvme)]
-    nvme: Option<u64>,
+    /// linux-dt: an NVMe disk behind PCI Express with MSI-X through a GICv2m frame: a zero-filled RAM disk of SIZE (boots from a bundle), or `system`: the system-disk VM's guest disk
+    #[arg(long, value_name = "SIZE|system", value_parser = parse_nvme)]
+    nvme: Option<NvmeDisk>,
     /// system disk of a Linux run (default target/system-disk.img)
     #[arg(long = "system-disk", value_name = "PATH")]
     system_disk: Option<PathBuf>,
@@ -374,11 +384,17 @@ fn parse_mem(v: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("--mem takes a size of at least 1M (e.g. 512M, 1G), not `{v}`"))
 }
 
-fn parse_nvme(v: &str) -> Result<u64, String> {
+fn parse_nvme(v: &str) -> Result<NvmeDisk, String> {
+    if v == "system" {
+        return Ok(NvmeDisk::System);
+    }
     vmspec::parse_size(v)
         .filter(|d| *d > 0 && d % 512 == 0)
+        .map(NvmeDisk::Ram)
         .ok_or_else(|| {
-            format!("--nvme takes a size, a multiple of 512 bytes (e.g. 64M), not `{v}`")
+            format!(
+                "--nvme takes a size, a multiple of 512 bytes (e.g. 64M), or `system`, not `{v}`"
+            )
         })
 }
 
@@ -470,6 +486,7 @@ impl RunArgs {
                 || self.secure_boot
                 || self.boot_disk.is_some()
                 || self.fresh
+                || self.nvme.is_some()
                 || self.hypervisor_fault.is_some()
                 || self.boot == Some(crate::efi::Boot::Efi))
         {
@@ -487,6 +504,13 @@ impl RunArgs {
         {
             return Err(Error::Usage(
                 "--nvme applies to the Linux guest with --profile linux-dt".into(),
+            ));
+        }
+        if self.nvme == Some(NvmeDisk::System)
+            && (self.kernel.is_some() || self.hypervisor_fault.is_some())
+        {
+            return Err(Error::Usage(
+                "--nvme system needs a system-disk run (not --kernel or --hypervisor-fault, which boot a bundle): use --nvme SIZE".into(),
             ));
         }
         if (self.firmware_shell || self.firmware.is_some()) && profile != Profile::UefiAcpi {
@@ -564,7 +588,7 @@ pub fn uses_system_disk(o: &RunOptions) -> bool {
     o.guest == Guest::Linux
         && o.kernel.is_none()
         && o.hypervisor_fault.is_none()
-        && o.nvme.is_none()
+        && !matches!(o.nvme, Some(NvmeDisk::Ram(_)))
 }
 
 /// Whether a run is captured (piped) rather than on the terminal.
@@ -650,7 +674,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         let (run, rec) = sysdisk::named_vm(&path, name, o.cold)?;
         let model = match rec.device_model {
             registry::DeviceModel::UefiAcpi => Profile::UefiAcpi,
-            registry::DeviceModel::LinuxDt => Profile::LinuxDt,
+            registry::DeviceModel::LinuxDt | registry::DeviceModel::LinuxDtNvme => Profile::LinuxDt,
         };
         if model != o.profile {
             return Err(Error::Usage(format!(
@@ -858,7 +882,10 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         kernel,
         initrd,
         disk: (o.guest == Guest::VirtioHostile).then_some(VIRTIO_HOSTILE_DISK),
-        nvme: o.nvme,
+        nvme: match o.nvme {
+            Some(NvmeDisk::Ram(size)) => Some(size),
+            _ => None,
+        },
         fault: o.hypervisor_fault,
         // The exits benchmark counts the hypervisor's instructions; no other guest
         // may watch EL2 through its PMU.
@@ -878,6 +905,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             kernel: vm.kernel.clone(),
             initrd: vm.initrd.clone().unwrap_or_default(),
             disk_size: sysdisk::GUEST_DISK_SIZE,
+            device_model: if o.nvme == Some(NvmeDisk::System) {
+                registry::DeviceModel::LinuxDtNvme
+            } else {
+                registry::DeviceModel::LinuxDt
+            },
         };
         let run = sysdisk::ensure_with(&path, o.fresh, o.cold, &want)?;
         eprintln!("xtask: {}", run.describe(&want.name));
@@ -1424,13 +1456,22 @@ mod tests {
     #[test]
     fn nvme_runs_boot_a_bundle_of_the_linux_guest() {
         let o = parse_args(&args("--nvme 64M --guest-cmd true")).unwrap();
-        assert_eq!(o.nvme, Some(64 << 20));
+        assert_eq!(o.nvme, Some(NvmeDisk::Ram(64 << 20)));
         assert!(!uses_system_disk(&o), "the RAM disk travels in the bundle");
+        let sys = parse_args(&args("--nvme system --guest-cmd true")).unwrap();
+        assert_eq!(sys.nvme, Some(NvmeDisk::System));
+        assert!(
+            uses_system_disk(&sys),
+            "the system disk's extent is the namespace"
+        );
         for bad in [
             "--nvme 0",
             "--nvme 1000",
             "--nvme 64M --guest selftest",
             "--nvme 64M --profile uefi-acpi",
+            "--nvme system --kernel /t/Image",
+            "--nvme system --vm linux",
+            "--nvme sys",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
         }

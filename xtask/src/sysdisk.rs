@@ -56,6 +56,8 @@ pub struct DesiredVm {
     pub initrd: PathBuf,
     /// Guest disk size when the VM is created (an existing disk is never resized).
     pub disk_size: u64,
+    /// `linux-dt`, or `linux-dt-nvme` for the guest disk behind NVMe.
+    pub device_model: DeviceModel,
 }
 
 /// The system disk as prepared for a boot.
@@ -252,7 +254,7 @@ pub fn ensure_with(
                 name: want.name.clone(),
                 vcpus: want.vcpus,
                 memory_bytes: want.mem,
-                device_model: DeviceModel::LinuxDt,
+                device_model: want.device_model,
                 boot: BootSpec::Linux {
                     kernel_capacity: image_capacity(kernel.len()),
                     initrd_capacity: Some(image_capacity(initrd.len())),
@@ -281,7 +283,9 @@ pub fn ensure_with(
     let cfg = config_changes(&current, want);
     if !cfg.is_empty() {
         let (vcpus, mem, cmdline, autostart) = (want.vcpus, want.mem, want.cmdline.clone(), true);
+        let model = want.device_model;
         reg.update_vm(&mut disk, uuid, |r| {
+            r.device_model = model;
             r.vcpus = vcpus;
             r.memory_bytes = mem;
             r.policy.autostart = autostart;
@@ -673,6 +677,13 @@ pub fn config_changes(r: &VmRecord, want: &DesiredVm) -> Vec<String> {
     if !r.policy.autostart {
         out.push("autostart off -> on".into());
     }
+    if r.device_model != want.device_model {
+        out.push(format!(
+            "device model {} -> {}",
+            r.device_model.as_str(),
+            want.device_model.as_str()
+        ));
+    }
     out
 }
 
@@ -798,6 +809,7 @@ mod tests {
             kernel,
             initrd,
             disk_size: 1 << 20,
+            device_model: DeviceModel::LinuxDt,
         }
     }
 
@@ -953,6 +965,22 @@ mod tests {
             std::fs::read(&w.kernel).unwrap()
         );
         assert_eq!(inspect(&img).unwrap().vms[0].uuid, first.vm_uuid);
+        drop(disk);
+
+        // --nvme system: the same VM (and disk extent) behind NVMe, and back.
+        let disk0 = vm.disks[0].extent;
+        w.device_model = DeviceModel::LinuxDtNvme;
+        let nvme = ensure(&img, false, &w).unwrap();
+        assert_eq!(nvme.vm_uuid, first.vm_uuid);
+        assert_eq!(nvme.changes, ["device model linux-dt -> linux-dt-nvme"]);
+        let mut disk = FileDisk::open(&img, true).unwrap();
+        let reg = Registry::open(&mut disk).unwrap();
+        let vm = reg.vm(first.vm_uuid).unwrap();
+        assert_eq!(vm.device_model, DeviceModel::LinuxDtNvme);
+        assert_eq!(vm.disks[0].extent, disk0);
+        w.device_model = DeviceModel::LinuxDt;
+        let back = ensure(&img, false, &w).unwrap();
+        assert_eq!(back.changes, ["device model linux-dt-nvme -> linux-dt"]);
 
         // --fresh: a new disk and a new VM.
         let fresh = ensure(&img, true, &w).unwrap();

@@ -4,23 +4,26 @@
 //! outside a small guest RAM, PRP lists included), raw guest RAM writes, a
 //! Linux-style bring-up (admin queue, Number of Queues, I/O queue pairs), a backend
 //! that holds requests and completes them in batches, controller resets, shutdowns
-//! and save/restore cycles.
+//! and save/restore cycles; a bring-up with bit 7 of its pair count set moves data
+//! by DMA (guest memory with device addresses, a backend with small segment limits,
+//! its requests held until released).
 //!
 //! Invariants, checked after every operation:
 //! - no panic, and every read carries no bits outside its access;
 //! - CSTS holds only RDY, CFS and SHST, and RDY only while CC.EN is set;
 //! - at most `MAX_IN_FLIGHT` commands are held and the backend is lent at most
-//!   `MAX_BUFFERS` bounce buffers (plus flushes, one per held command and one for
-//!   shutdown);
+//!   `MAX_BUFFERS` bounce buffers and `MAX_DMA_OPS` DMA operations (plus flushes,
+//!   one per held command and one for shutdown);
+//! - no DMA operation is still held after a controller reset;
 //! - only configured interrupt vectors are signalled;
 //! - a saved state restores into a fresh controller that saves the same bytes.
 
 use arbitrary::{Arbitrary, Unstructured};
-use nvme::controller::{MAX_BUFFERS, MAX_IN_FLIGHT};
+use nvme::controller::{MAX_BUFFERS, MAX_DMA_OPS, MAX_IN_FLIGHT};
 use nvme::defs::{admin, feature, reg};
 use nvme::testing::{Driver, RamDisk, Sqe, DATA, PAGE, RAM_BASE, RAM_SIZE};
 use nvme::{Config, Controller};
-use vdev::{AccessSize, GuestMemory, SaveRestore};
+use vdev::{AccessSize, AsyncBlock, DmaLimits, GuestMemory, SaveRestore};
 
 use crate::{Bytes, Encoder};
 
@@ -28,6 +31,14 @@ use crate::{Bytes, Encoder};
 const IO_QUEUES: u16 = 3;
 /// Bytes of the RAM disk.
 const DISK: usize = 256 << 10;
+/// The DMA mode's backend limits: small, so that commands split.
+const DMA_LIMITS: DmaLimits = DmaLimits {
+    max_segments: 3,
+    max_segment_bytes: 4096,
+    max_bytes: 8192,
+};
+/// The bring-up's pair-count bit that turns the DMA mode on.
+const DMA_BIT: u8 = 0x80;
 
 fn config() -> Config {
     Config {
@@ -146,8 +157,12 @@ fn check(d: &mut Driver<RamDisk>) {
     );
     let ops = d.ctrl.backend_ops();
     assert!(
-        ops <= MAX_BUFFERS + MAX_IN_FLIGHT + 1,
+        ops <= MAX_BUFFERS + MAX_DMA_OPS + MAX_IN_FLIGHT + 1,
         "{ops} backend operations"
+    );
+    assert!(
+        d.ctrl.backend().queued_dma() <= MAX_DMA_OPS,
+        "too many DMA operations"
     );
     let vectors = d.ctrl.config().vectors;
     assert!(
@@ -161,6 +176,10 @@ fn check(d: &mut Driver<RamDisk>) {
 fn bring_up(d: &mut Driver<RamDisk>, pairs: u8, size: u8) {
     d.disable();
     d.ctrl.backend_mut().hold = false;
+    let dma = pairs & DMA_BIT != 0;
+    d.mem.allow_dma(dma);
+    d.ctrl.backend_mut().dma = dma.then_some(DMA_LIMITS);
+    let pairs = pairs & !DMA_BIT;
     d.enable();
     let n = u32::from(IO_QUEUES - 1);
     d.submit(
@@ -295,15 +314,28 @@ fn run_ops(data: &[u8]) -> Driver<RamDisk> {
             Op::Hold(h) => d.ctrl.backend_mut().hold = h,
             Op::Release(n) => {
                 d.ctrl.backend_mut().release(usize::from(n));
+                let Driver { ctrl, mem, .. } = &mut d;
+                ctrl.backend_mut().release_dma(mem, usize::from(n));
                 d.poll();
             }
             Op::Poll => d.poll(),
-            Op::Disable => d.disable(),
+            Op::Disable => {
+                d.disable();
+                assert_eq!(
+                    d.ctrl.backend().queued_dma(),
+                    0,
+                    "DMA still in flight after a reset"
+                );
+            }
             Op::Shutdown => {
                 let cc = d.ctrl.read(reg::CC, AccessSize::Word).unwrap_or(0);
                 d.write_reg(reg::CC, AccessSize::Word, cc | 1 << 14);
             }
             Op::SaveRestore => {
+                // The harness waits out DMA first: the fresh controller knows
+                // nothing of the old one's operations.
+                d.ctrl.backend_mut().quiesce();
+                d.poll();
                 let blob = d.ctrl.save();
                 let mut fresh = controller();
                 fresh.restore(&blob).expect("a saved state restores");
@@ -315,6 +347,11 @@ fn run_ops(data: &[u8]) -> Driver<RamDisk> {
             }
             Op::Reset => {
                 d.ctrl.reset();
+                assert_eq!(
+                    d.ctrl.backend().queued_dma(),
+                    0,
+                    "DMA still in flight after a reset"
+                );
                 for q in d.queues.iter_mut() {
                     *q = None;
                 }
@@ -380,7 +417,15 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     cmd(&mut e, 2, 0x08, 0, 0, [100, 0, 63, 0, 0, 0]);
     cmd(&mut e, 2, 0x09, page(20), 0, [0, 4, 0, 0, 0, 0]);
     e.variant(op::REAP, op::COUNT);
+    // The same with data moved by DMA, split by the backend's limits, released:
+    // the bring-up's pair count follows its 4-byte variant.
+    let mut dma = e.0.clone();
+    dma[4] |= DMA_BIT;
     out.push(("linux-io", e.0));
+    let mut e = Encoder(dma);
+    e.variant(op::RELEASE, op::COUNT).u8(255);
+    e.variant(op::REAP, op::COUNT);
+    out.push(("linux-io-dma", e.0));
 
     // Event requests, then doorbells beyond the queue and of missing queues, then
     // the error log read.
@@ -482,6 +527,20 @@ mod tests {
         let disk = &d.ctrl.backend().data;
         assert!(
             disk[8 * 512..8 * 512 + (16 << 10)] == linux_pattern()[..],
+            "the written data is not on the disk"
+        );
+    }
+
+    #[test]
+    fn the_dma_seed_moves_the_same_data_by_dma() {
+        let (name, bytes) = seeds().into_iter().nth(1).unwrap();
+        assert_eq!(name, "linux-io-dma");
+        let d = run_ops(&bytes);
+        let b = d.ctrl.backend();
+        assert!(b.dma_ops >= 4, "{} DMA operations", b.dma_ops);
+        assert_eq!(b.queued_dma(), 0);
+        assert!(
+            b.data[8 * 512..8 * 512 + (16 << 10)] == linux_pattern()[..],
             "the written data is not on the disk"
         );
     }
