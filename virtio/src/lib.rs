@@ -65,6 +65,7 @@ pub mod empty;
 pub mod queue;
 pub mod rng;
 pub mod save;
+pub mod shared;
 pub mod transport;
 
 #[cfg(any(test, feature = "testing"))]
@@ -80,4 +81,5 @@ pub use device::{DeviceError, QueueContext, RequestError, RunBudget, VirtioDevic
 pub use empty::EmptySlot;
 pub use queue::{Queue, QueueError};
 pub use rng::{EntropyError, EntropySource, Rng};
+pub use shared::{Events, TransportCore};
 pub use transport::MmioTransport;
