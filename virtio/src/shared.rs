@@ -164,6 +164,22 @@ impl<D: VirtioDevice> TransportCore<D> {
         self.queues.get(self.queue_sel as usize)
     }
 
+    pub fn device_features_sel(&self) -> u32 {
+        self.device_features_sel
+    }
+
+    pub fn driver_features_sel(&self) -> u32 {
+        self.driver_features_sel
+    }
+
+    /// Every queue's size back to its maximum: the reset value of the PCI
+    /// transport's `queue_size` (virtio 1.2 §4.1.4.3), which a driver may lower.
+    pub fn set_queue_sizes_to_max(&mut self) {
+        for q in self.queues.iter_mut().filter(|q| !q.ready) {
+            q.size = q.max_size;
+        }
+    }
+
     pub fn set_device_features_sel(&mut self, sel: u32) {
         self.device_features_sel = sel;
     }
