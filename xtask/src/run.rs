@@ -185,6 +185,10 @@ pub struct RunOptions {
     /// namespace behind a PCI Express root complex (`--nvme SIZE`; boots from a
     /// bundle).
     pub nvme: Option<u64>,
+    /// Give the Linux guest a zero-filled RAM disk of this size as virtio-blk over
+    /// the virtio PCI transport, behind the same root complex (`--virtio-pci
+    /// SIZE`; boots from a bundle).
+    pub virtio_pci: Option<u64>,
     /// The system disk a Linux run boots from (`--system-disk`; default
     /// `target/system-disk.img`). Runs of the other guests, `--kernel` and
     /// `--hypervisor-fault` runs use a boot bundle instead.
@@ -233,7 +237,7 @@ impl RunOptions {
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE] [--virtio-pci SIZE] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -247,7 +251,8 @@ pub const NOTES: &str = "\
   record is set to this run's vCPUs, memory and command line (--smp/--mem/--append/--guest-cmd or the
   defaults) and its kernel/initrd to the current images; the changes are printed. --kernel and the
   other guests boot from a bundle instead, as does --nvme (the guest's disk is then an NVMe RAM disk
-  behind PCI Express, 00:01.0, MSI-X through a GICv2m frame; docs/architecture.md).
+  behind PCI Express, 00:01.0, MSI-X through a GICv2m frame; docs/architecture.md), and --virtio-pci
+  (a virtio-blk RAM disk over the virtio 1.2 PCI transport at 00:02.0, /dev/vda, MSI-X likewise).
   Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `monitor COMMAND`
   (Ctrl-] into the hypervisor monitor, COMMAND, its status line printed, Ctrl-] back; docs/monitor.md),
   `screendump FILE` (a PPM of the physical display, through QMP), `# comment`.
@@ -300,6 +305,8 @@ pub struct RunArgs {
     /// linux-dt: an NVMe disk (a zero-filled RAM disk of SIZE) behind PCI Express with MSI-X through a GICv2m frame; boots from a bundle
     #[arg(long, value_name = "SIZE", value_parser = parse_nvme)]
     nvme: Option<u64>,
+    #[arg(long = "virtio-pci", value_name = "SIZE", value_parser = parse_virtio_pci)]
+    virtio_pci: Option<u64>,
     /// system disk of a Linux run (default target/system-disk.img)
     #[arg(long = "system-disk", value_name = "PATH")]
     system_disk: Option<PathBuf>,
@@ -379,6 +386,14 @@ fn parse_nvme(v: &str) -> Result<u64, String> {
         .filter(|d| *d > 0 && d % 512 == 0)
         .ok_or_else(|| {
             format!("--nvme takes a size, a multiple of 512 bytes (e.g. 64M), not `{v}`")
+        })
+}
+
+fn parse_virtio_pci(v: &str) -> Result<u64, String> {
+    vmspec::parse_size(v)
+        .filter(|d| *d > 0 && d % 512 == 0)
+        .ok_or_else(|| {
+            format!("--virtio-pci takes a size, a multiple of 512 bytes (e.g. 64M), not `{v}`")
         })
 }
 
@@ -482,11 +497,11 @@ impl RunArgs {
                 "--secure-boot applies to --profile uefi-acpi without --firmware".into(),
             ));
         }
-        if self.nvme.is_some()
+        if (self.nvme.is_some() || self.virtio_pci.is_some())
             && (profile != Profile::LinuxDt || self.guest.unwrap_or_default() != Guest::Linux)
         {
             return Err(Error::Usage(
-                "--nvme applies to the Linux guest with --profile linux-dt".into(),
+                "--nvme and --virtio-pci apply to the Linux guest with --profile linux-dt".into(),
             ));
         }
         if (self.firmware_shell || self.firmware.is_some()) && profile != Profile::UefiAcpi {
@@ -509,6 +524,7 @@ impl RunArgs {
             mem: self.mem,
             guest_cmd: self.guest_cmd,
             nvme: self.nvme,
+            virtio_pci: self.virtio_pci,
             system_disk: self.system_disk,
             fresh: self.fresh,
             cold: self.cold,
@@ -565,6 +581,7 @@ pub fn uses_system_disk(o: &RunOptions) -> bool {
         && o.kernel.is_none()
         && o.hypervisor_fault.is_none()
         && o.nvme.is_none()
+        && o.virtio_pci.is_none()
 }
 
 /// Whether a run is captured (piped) rather than on the terminal.
@@ -682,6 +699,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             pmu_el2_counting: false,
             firmware: None,
             nvme: None,
+            virtio_pci: None,
         };
         return Ok(Prepared {
             qemu,
@@ -747,6 +765,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             initrd: None,
             disk: None,
             nvme: None,
+            virtio_pci: None,
             fault: None,
             pmu_el2_counting: false,
             firmware: Some(crate::bundle::FirmwareDef {
@@ -859,6 +878,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         initrd,
         disk: (o.guest == Guest::VirtioHostile).then_some(VIRTIO_HOSTILE_DISK),
         nvme: o.nvme,
+        virtio_pci: o.virtio_pci,
         fault: o.hypervisor_fault,
         // The exits benchmark counts the hypervisor's instructions; no other guest
         // may watch EL2 through its PMU.
@@ -1265,6 +1285,7 @@ mod tests {
                     initrd: None,
                     disk: None,
                     nvme: None,
+                    virtio_pci: None,
                     fault: None,
                     pmu_el2_counting: guest == Guest::BenchExits,
                     firmware: None,
@@ -1431,6 +1452,21 @@ mod tests {
             "--nvme 1000",
             "--nvme 64M --guest selftest",
             "--nvme 64M --profile uefi-acpi",
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn virtio_pci_runs_boot_a_bundle_of_the_linux_guest() {
+        let o = parse_args(&args("--virtio-pci 16M --guest-cmd true")).unwrap();
+        assert_eq!(o.virtio_pci, Some(16 << 20));
+        assert!(!uses_system_disk(&o), "the RAM disk travels in the bundle");
+        for bad in [
+            "--virtio-pci 0",
+            "--virtio-pci 1000",
+            "--virtio-pci 16M --guest selftest",
+            "--virtio-pci 16M --profile uefi-acpi",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
         }
