@@ -21,13 +21,17 @@
 //! and width (64-bit fields also as two 32-bit halves), anything else refused;
 //! notifications past the last queue or between slots are logged and ignored.
 //!
+//! Saved state: [`VirtioFunction`] implements [`SaveRestore`] (`VPCI`), the core's
+//! part shared with virtio-mmio's code.
+//!
 //! Not done: the VIRTIO_PCI_CAP_PCI_CFG access window, VIRTIO_F_NOTIFICATION_DATA
-//! and VIRTIO_F_RING_RESET (neither offered), saved state.
+//! and VIRTIO_F_RING_RESET (neither offered).
 
 use alloc::vec;
 use alloc::vec::Vec;
 
-use vdev::{AccessSize, MmioError, WorkSignal};
+use vdev::save::Reader;
+use vdev::{AccessSize, MmioError, RestoreError, SaveRestore, WorkSignal};
 use virtio::defs::pci::{self as vp, common};
 use virtio::shared::{set_half, Half};
 use virtio::{Events, TransportCore, VirtioDevice};
@@ -61,6 +65,8 @@ pub struct VirtioFunction<D: VirtioDevice> {
     config_vector: u16,
     queue_vectors: Vec<u16>,
     isr: u8,
+    /// Set by a restore: the next poll drives INTx from the restored ISR.
+    redrive_intx: bool,
 }
 
 impl<D: VirtioDevice> VirtioFunction<D> {
@@ -76,6 +82,7 @@ impl<D: VirtioDevice> VirtioFunction<D> {
             config_vector: vp::NO_VECTOR,
             queue_vectors: vec![vp::NO_VECTOR; n],
             isr: 0,
+            redrive_intx: false,
         }
     }
 
@@ -437,10 +444,13 @@ impl<D: VirtioDevice> PciFunction for VirtioFunction<D> {
     }
 
     fn has_work(&self) -> bool {
-        self.core.has_deferred_work()
+        self.redrive_intx || self.core.has_deferred_work()
     }
 
     fn poll(&mut self, ctx: &mut FunctionContext) {
+        if core::mem::take(&mut self.redrive_intx) && !ctx.irq.msix_enabled() {
+            ctx.irq.set_intx(self.isr != 0);
+        }
         let ev = self.core.poll(ctx.mem);
         self.raise(ctx.irq, ev);
     }
@@ -451,6 +461,69 @@ impl<D: VirtioDevice> PciFunction for VirtioFunction<D> {
 
     fn connect_work_signal(&mut self, signal: &WorkSignal) {
         self.core.connect_work_signal(signal);
+    }
+}
+
+/// Saved state, version 1, little-endian: `"VPCI"`, version u32, config_msix_vector
+/// u16, queue count u32, each queue's vector u16, ISR u8, then the transport core
+/// ([`TransportCore::save_state`]: registers, queues, device state) to the end.
+/// MSI-X table, PBA and configuration space are the root complex's. Restore
+/// validates everything as if the driver had written it and changes nothing when
+/// it refuses; the next [`PciFunction::poll`] re-drives INTx from ISR.
+impl<D: VirtioDevice> SaveRestore for VirtioFunction<D> {
+    const SAVE_ID: [u8; 4] = *b"VPCI";
+    const SAVE_VERSION: u32 = 1;
+
+    fn save(&self) -> Vec<u8> {
+        let Self {
+            core,
+            // Wiring from the VM definition, not state.
+            class: _,
+            config_vector,
+            queue_vectors,
+            isr,
+            // Host-side bookkeeping of a restore.
+            redrive_intx: _,
+        } = self;
+        let mut out = Vec::new();
+        out.extend_from_slice(&vdev::save::header(Self::SAVE_ID, Self::SAVE_VERSION));
+        out.extend_from_slice(&config_vector.to_le_bytes());
+        out.extend_from_slice(&(queue_vectors.len() as u32).to_le_bytes());
+        for v in queue_vectors {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.push(*isr);
+        core.save_state(&mut out);
+        out
+    }
+
+    fn restore(&mut self, blob: &[u8]) -> Result<(), RestoreError> {
+        let (_, payload) = vdev::save::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
+        let mut r = Reader::new(payload);
+        let config_vector = r.u16()?;
+        if r.u32()? as usize != self.queue_vectors.len() {
+            return Err(RestoreError::Malformed);
+        }
+        let mut queue_vectors = Vec::with_capacity(self.queue_vectors.len());
+        for _ in 0..self.queue_vectors.len() {
+            queue_vectors.push(r.u16()?);
+        }
+        let isr = r.u8()?;
+        let vectors = self.vectors();
+        let mappable = |v: u16| v == vp::NO_VECTOR || v < vectors;
+        if !mappable(config_vector)
+            || !queue_vectors.iter().all(|&v| mappable(v))
+            || isr & !(vp::ISR_QUEUE | vp::ISR_CONFIG) != 0
+        {
+            return Err(RestoreError::Malformed);
+        }
+        // The core last: it changes nothing when it refuses.
+        self.core.restore_state(r.rest())?;
+        self.config_vector = config_vector;
+        self.queue_vectors = queue_vectors;
+        self.isr = isr;
+        self.redrive_intx = true;
+        Ok(())
     }
 }
 

@@ -473,3 +473,118 @@ impl<D: VirtioDevice> TransportCore<D> {
         ev
     }
 }
+
+/// Saved state of a [`TransportCore`], for transports other than virtio-mmio
+/// (whose `VMMI` blob keeps its own, older layout; both validate through
+/// [`TransportCore::restorable`]).
+///
+/// Layout, little-endian: device id u32, queue count u32, queue_sel u32,
+/// device_features_sel u32, driver_features_sel u32, driver_features u64,
+/// negotiated u64, status u32, config_generation u32, deferred u64, the queues
+/// (each as the queue saves itself), the device state (length u32, bytes), and
+/// nothing after it.
+impl<D: VirtioDevice> TransportCore<D> {
+    /// Whether a restored status, feature set and deferred-queue mask are ones a
+    /// driver could have produced against this device.
+    pub(crate) fn restorable(&self, status_reg: u32, negotiated: u64, deferred: u64) -> bool {
+        let offered = self.offered_features();
+        let features_ok = status_reg & status::FEATURES_OK != 0;
+        status_reg & !(status::DRIVER_BITS | status::DEVICE_NEEDS_RESET) == 0
+            && (!features_ok
+                || (negotiated & !offered == 0 && negotiated & features::VERSION_1 != 0))
+            && (status_reg & status::DRIVER_OK == 0 || features_ok)
+            && deferred.checked_shr(self.queues.len() as u32).unwrap_or(0) == 0
+    }
+
+    /// Appends the core's state to `out`.
+    pub fn save_state(&self, out: &mut Vec<u8>) {
+        let Self {
+            device,
+            queues,
+            queue_sel,
+            device_features_sel,
+            driver_features_sel,
+            driver_features,
+            negotiated,
+            status,
+            config_generation,
+            deferred,
+            // Host scheduling policy, the hypervisor's signal and a log name.
+            budget: _,
+            work: _,
+            name: _,
+        } = self;
+        for v in [
+            device.device_id(),
+            queues.len() as u32,
+            *queue_sel,
+            *device_features_sel,
+            *driver_features_sel,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&driver_features.to_le_bytes());
+        out.extend_from_slice(&negotiated.to_le_bytes());
+        out.extend_from_slice(&status.to_le_bytes());
+        out.extend_from_slice(&config_generation.to_le_bytes());
+        out.extend_from_slice(&deferred.to_le_bytes());
+        for q in queues {
+            q.save(out);
+        }
+        let state = device.save_state();
+        let len = u32::try_from(state.len()).expect("device state over 4 GiB");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&state);
+    }
+
+    /// Brings back what [`Self::save_state`] wrote (the whole of `blob`),
+    /// validating it as if the driver had written it; a refused blob changes
+    /// nothing. Guest memory is not touched.
+    pub fn restore_state(&mut self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
+        use vdev::RestoreError;
+        let mut r = crate::save::Reader::new(blob);
+        if r.u32()? != self.device.device_id() {
+            return Err(RestoreError::WrongDevice);
+        }
+        if r.u32()? as usize != self.queues.len() {
+            return Err(RestoreError::Malformed);
+        }
+        let queue_sel = r.u32()?;
+        let device_features_sel = r.u32()?;
+        let driver_features_sel = r.u32()?;
+        let driver_features = r.u64()?;
+        let negotiated = r.u64()?;
+        let status_reg = r.u32()?;
+        let config_generation = r.u32()?;
+        let deferred = r.u64()?;
+        if !self.restorable(status_reg, negotiated, deferred) {
+            return Err(RestoreError::Malformed);
+        }
+        let mut queues = self.queues.clone();
+        for q in &mut queues {
+            q.restore(&mut r)?;
+        }
+        let len = r.u32()? as usize;
+        let state = r.take(len)?;
+        if !r.rest().is_empty() {
+            return Err(RestoreError::Malformed);
+        }
+        // The device last, so a refused blob leaves the core as it was.
+        self.device.restore_state(state)?;
+        self.queues = queues;
+        self.queue_sel = queue_sel;
+        self.device_features_sel = device_features_sel;
+        self.driver_features_sel = driver_features_sel;
+        self.driver_features = driver_features;
+        self.negotiated = negotiated;
+        self.status = status_reg;
+        self.config_generation = config_generation;
+        self.deferred = deferred;
+        if deferred != 0 {
+            if let Some(w) = &self.work {
+                w.raise();
+            }
+        }
+        Ok(())
+    }
+}

@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use vdev::{RestoreError, SaveRestore};
 
 use super::MmioTransport;
-use crate::defs::{features, mmio, status};
+use crate::defs::mmio;
 use crate::device::VirtioDevice;
 use crate::save::Reader;
 use crate::shared::TransportCore;
@@ -99,17 +99,8 @@ impl<D: VirtioDevice> SaveRestore for MmioTransport<D> {
         let config_generation = r.u32()?;
         let deferred = r.u64()?;
 
-        let offered = self.offered_features();
-        let features_ok = status_reg & status::FEATURES_OK != 0;
-        let valid = status_reg & !(status::DRIVER_BITS | status::DEVICE_NEEDS_RESET) == 0
-            && interrupt_status & !(mmio::INT_USED_BUFFER | mmio::INT_CONFIG_CHANGE) == 0
-            && (!features_ok
-                || (negotiated & !offered == 0 && negotiated & features::VERSION_1 != 0))
-            && (status_reg & status::DRIVER_OK == 0 || features_ok)
-            && deferred
-                .checked_shr(self.core.queues.len() as u32)
-                .unwrap_or(0)
-                == 0;
+        let valid = interrupt_status & !(mmio::INT_USED_BUFFER | mmio::INT_CONFIG_CHANGE) == 0
+            && self.core.restorable(status_reg, negotiated, deferred);
         if !valid {
             return Err(RestoreError::Malformed);
         }
@@ -177,7 +168,7 @@ mod tests {
 
     use super::*;
     use crate::console::Console;
-    use crate::defs::console;
+    use crate::defs::{console, features, status};
     use crate::testing::{MemDisk, TestDriver, TEST_INTID};
 
     fn console_driver(out: Arc<Mutex<Vec<u8>>>) -> TestDriver<Console> {
