@@ -549,6 +549,8 @@ pub const NVME_PCI_DEVICE: u8 = 1;
 /// (1b36:0010), which would bring Linux's quirks for QEMU's controller with it.
 pub const NVME_PCI_VENDOR_ID: u16 = 0x1b36;
 pub const NVME_PCI_DEVICE_ID: u16 = 0x00f0;
+/// Device number of a VM's virtio-blk over virtio-PCI (IDs from the virtio spec).
+pub const VIRTIO_PCI_BLK_DEVICE: u8 = 2;
 
 /// The root complex and MSI frame of a VM with PCI Express.
 pub const fn pcie() -> PcieSpec {

@@ -511,7 +511,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             Some(_) => boards::devices::Profile::UefiAcpi,
             None => boards::devices::Profile::LinuxDt,
         },
-        pcie: spec.nvme.is_some(),
+        pcie: spec.nvme.is_some() || spec.virtio_pci.is_some(),
         framebuffer: spec
             .firmware
             .is_none()
@@ -539,8 +539,8 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         vm.attach_firmware(fw)
             .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     }
-    if let Some(disk) = spec.nvme {
-        vm.attach_pcie(disk)
+    if spec.nvme.is_some() || spec.virtio_pci.is_some() {
+        vm.attach_pcie(spec.nvme, spec.virtio_pci)
             .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     }
     vm.identity = spec.identity;
@@ -683,6 +683,24 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
             alloc::boxed::Box::new(vdev::SyncBlock(ramdisk::RamDisk::new(pa, size)));
         disk
     });
+    let virtio_pci = spec.virtio_pci.map(|size| {
+        let Some(pa) = pmem.alloc(size, 4096) else {
+            fatal(format_args!(
+                "VM '{}' wants a {} MiB virtio-PCI RAM disk but memory is short",
+                spec.name,
+                size >> 20
+            ))
+        };
+        log::info!(
+            "VM '{}': {} KiB RAM disk as virtio-blk over virtio-PCI (00:{:02x}.0)",
+            spec.name,
+            size >> 10,
+            boards::devices::VIRTIO_PCI_BLK_DEVICE
+        );
+        let disk: alloc::boxed::Box<dyn vdev::AsyncBlock + Send> =
+            alloc::boxed::Box::new(vdev::SyncBlock(ramdisk::RamDisk::new(pa, size)));
+        disk
+    });
     storage::VmDefinition {
         name: spec.name,
         identity: None,
@@ -693,6 +711,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         cmdline: spec.cmdline,
         disks,
         nvme,
+        virtio_pci,
         tpm_nv: None,
         resume: None,
         policy: None,

@@ -626,9 +626,16 @@ impl Vm {
     }
 
     /// Gives the VM the PCI Express root complex of its device list
-    /// (`boards::devices::pcie_of`) with its GICv2m frame, and an NVMe controller over `disk` at 00:01.0 (one I/O
-    /// queue pair and MSI-X vector per vCPU, plus the admin vector).
-    pub fn attach_pcie(&mut self, disk: Box<dyn AsyncBlock + Send>) -> Result<(), VmError> {
+    /// (`boards::devices::pcie_of`) with its GICv2m frame, an NVMe controller
+    /// over `disk` at 00:01.0 (one I/O queue pair and MSI-X vector per vCPU, plus
+    /// the admin vector) if there is one, and a virtio-blk over the virtio PCI
+    /// transport over `virtio_blk` at 00:02.0 if there is one (the same
+    /// `virtio::Blk` model as virtio-mmio).
+    pub fn attach_pcie(
+        &mut self,
+        disk: Option<Box<dyn AsyncBlock + Send>>,
+        virtio_blk: Option<Box<dyn AsyncBlock + Send>>,
+    ) -> Result<(), VmError> {
         use boards::devices as d;
         let spec = d::pcie_of(&self.devices)
             .ok_or(VmError::Devices("the device list has no root complex"))?;
@@ -658,18 +665,30 @@ impl Vm {
             frame,
             base: spec.v2m.frame.base,
         }));
-        let queues = self.vcpus() as u16;
-        let cfg = nvme::Config {
-            io_queues: queues,
-            vectors: queues + 1,
-            vendor_id: d::NVME_PCI_VENDOR_ID,
-            subsystem_vendor_id: d::NVME_PCI_VENDOR_ID,
-            ..nvme::Config::default()
-        };
-        let f =
-            pci::nvme::NvmeFunction::new(disk, cfg, d::NVME_PCI_VENDOR_ID, d::NVME_PCI_DEVICE_ID);
-        rc.attach(d::NVME_PCI_DEVICE, Box::new(f))
-            .map_err(VmError::Pci)?;
+        if let Some(disk) = disk {
+            let queues = self.vcpus() as u16;
+            let cfg = nvme::Config {
+                io_queues: queues,
+                vectors: queues + 1,
+                vendor_id: d::NVME_PCI_VENDOR_ID,
+                subsystem_vendor_id: d::NVME_PCI_VENDOR_ID,
+                ..nvme::Config::default()
+            };
+            let f = pci::nvme::NvmeFunction::new(
+                disk,
+                cfg,
+                d::NVME_PCI_VENDOR_ID,
+                d::NVME_PCI_DEVICE_ID,
+            );
+            rc.attach(d::NVME_PCI_DEVICE, Box::new(f))
+                .map_err(VmError::Pci)?;
+        }
+        if let Some(disk) = virtio_blk {
+            let class = pci::virtio::class_of(virtio::defs::device_id::BLOCK);
+            let f = pci::virtio::VirtioFunction::new(Blk::new(disk), class);
+            rc.attach(d::VIRTIO_PCI_BLK_DEVICE, Box::new(f))
+                .map_err(VmError::Pci)?;
+        }
         self.bus
             .insert(
                 "gicv2m",

@@ -3,6 +3,7 @@
 //! write or clear. Kept as bytes with a write mask and a write-1-to-clear mask, so an
 //! access of any legal width at any legal offset behaves the same way.
 
+use alloc::vec::Vec;
 use tock_registers::LocalRegisterCopy;
 use vdev::{AccessSize, MmioError};
 
@@ -29,6 +30,9 @@ pub enum SpecError {
     /// The MSI-X table or PBA in a BAR that does not exist, unaligned, past the
     /// BAR's end, or overlapping each other.
     MsixPlacement,
+    /// Vendor-specific capabilities that are malformed (shorter than 3 bytes, a
+    /// length byte that disagrees) or do not fit in the configuration header.
+    VendorCapability,
 }
 
 /// What a configuration write changed that the root complex must act on.
@@ -112,6 +116,14 @@ fn validate(spec: &FunctionSpec) -> Result<(), SpecError> {
 impl ConfigSpace {
     /// The configuration space of a function described by `spec`.
     pub fn new(spec: &FunctionSpec) -> Result<Self, SpecError> {
+        Self::with_vendor_caps(spec, &[])
+    }
+
+    /// The configuration space of `spec` with the read-only vendor-specific
+    /// capabilities `vendor` after PCI Express and MSI-X. Each is the whole
+    /// structure: byte 0 is overwritten with the Vendor-Specific ID, byte 1 with
+    /// the next pointer, byte 2 must be its length.
+    pub fn with_vendor_caps(spec: &FunctionSpec, vendor: &[Vec<u8>]) -> Result<Self, SpecError> {
         validate(spec)?;
         let mut b = [0u8; CONFIG_HEADER_SIZE];
         let mut w = [0u8; CONFIG_HEADER_SIZE];
@@ -166,21 +178,29 @@ impl ConfigSpace {
             }
         }
 
-        // The capability list: PCI Express, then MSI-X.
-        let mut caps: [(u8, usize); 2] = [(0, 0); 2];
-        let mut n = 0;
+        // The capability list: PCI Express, then MSI-X, then vendor-specific ones.
+        let mut caps: Vec<(u8, usize)> = Vec::new();
         let mut at = FIRST_CAP;
         if spec.pcie {
-            caps[n] = (cap_id::PCI_EXPRESS, at);
-            n += 1;
+            caps.push((cap_id::PCI_EXPRESS, at));
             at += pcie_cap::SIZE.next_multiple_of(4);
         }
         let mut msix_at = None;
         if spec.msix.is_some() {
-            caps[n] = (cap_id::MSIX, at);
+            caps.push((cap_id::MSIX, at));
             msix_at = Some(at);
-            n += 1;
+            at += msix_cap::SIZE;
         }
+        for v in vendor {
+            let len = v.len();
+            if len < 3 || usize::from(v[2]) != len || at + len > CONFIG_HEADER_SIZE {
+                return Err(SpecError::VendorCapability);
+            }
+            b[at..at + len].copy_from_slice(v);
+            caps.push((cap_id::VENDOR_SPECIFIC, at));
+            at += len.next_multiple_of(4);
+        }
+        let n = caps.len();
         if n > 0 {
             let st = LocalRegisterCopy::<u16, STATUS::Register>::new(0);
             let mut st = st;

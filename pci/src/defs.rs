@@ -118,6 +118,7 @@ register_bitfields! {u32,
 pub mod cap_id {
     pub const PCI_EXPRESS: u8 = 0x10;
     pub const MSIX: u8 = 0x11;
+    pub const VENDOR_SPECIFIC: u8 = 0x09;
 }
 
 /// The PCI Express Capability structure of a version-2 Root Complex Integrated
@@ -169,6 +170,12 @@ pub mod class {
     pub const HOST_BRIDGE: [u8; 3] = [0x06, 0x00, 0x00];
     /// Mass storage, Non-Volatile Memory controller, NVM Express.
     pub const NVME: [u8; 3] = [0x01, 0x08, 0x02];
+    /// Mass storage, other.
+    pub const MASS_STORAGE_OTHER: [u8; 3] = [0x01, 0x80, 0x00];
+    /// Simple communication controller, other.
+    pub const COMMUNICATION_OTHER: [u8; 3] = [0x07, 0x80, 0x00];
+    /// Device does not fit any defined class.
+    pub const UNCLASSIFIED: [u8; 3] = [0xff, 0x00, 0x00];
 }
 
 /// Legacy interrupt pins, as the Interrupt Pin register holds them.

@@ -120,6 +120,11 @@ pub trait PciFunction {
     }
     /// Gives the function the signal to raise when work arrives.
     fn connect_work_signal(&mut self, _signal: &vdev::WorkSignal) {}
+    /// Read-only vendor-specific capabilities for the configuration space (asked
+    /// once, at attach; see [`crate::ConfigSpace::with_vendor_caps`]).
+    fn vendor_capabilities(&self) -> alloc::vec::Vec<alloc::vec::Vec<u8>> {
+        alloc::vec::Vec::new()
+    }
 }
 
 /// Guest memory behind a function's Bus Master Enable: with the bit clear every

@@ -19,7 +19,9 @@
 //!   which refuses every access while Bus Master Enable is clear; MSI-X messages
 //!   wait (pending) for it too.
 //!
-//! [`nvme::NvmeFunction`] puts the `nvme` crate's controller behind a function.
+//! [`nvme::NvmeFunction`] puts the `nvme` crate's controller behind a function;
+//! [`virtio::VirtioFunction`] any virtio device model (the virtio 1.2 PCI
+//! transport, sharing `virtio::TransportCore` with virtio-mmio).
 //!
 //! Every guest access is checked: configuration accesses of 1/2/4 bytes, naturally
 //! aligned (others are refused); functions that do not exist read all-ones; BAR
@@ -40,6 +42,9 @@ pub mod root;
 mod tests;
 #[cfg(test)]
 mod tests_nvme;
+#[cfg(test)]
+mod tests_virtio;
+pub mod virtio;
 
 pub use config::{ConfigSpace, SpecError};
 pub use function::{

@@ -263,7 +263,8 @@ impl RootComplex {
             return Err(RootError::Slot);
         }
         let spec = function.spec();
-        let config = ConfigSpace::new(&spec).map_err(RootError::Spec)?;
+        let config = ConfigSpace::with_vendor_caps(&spec, &function.vendor_capabilities())
+            .map_err(RootError::Spec)?;
         let slot = Slot {
             device,
             config,

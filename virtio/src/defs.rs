@@ -3,6 +3,68 @@
 //! IDs, and the device-specific request codes and config layouts (virtio 1.2). Also
 //! the crate's own limits, each with the reason for its value.
 
+/// The virtio PCI transport (virtio 1.2 §4.1): identity, the vendor-specific
+/// capability layout, and the register offsets of the common configuration.
+pub mod pci {
+    /// PCI Vendor ID of every virtio device.
+    pub const VENDOR_ID: u16 = 0x1af4;
+    /// Device ID of a modern-only device: this plus the virtio device ID.
+    pub const DEVICE_ID_BASE: u16 = 0x1040;
+    /// Revision ID of a non-transitional device (at least 1).
+    pub const REVISION: u8 = 1;
+    /// Subsystem Device ID of a non-transitional device (at least 0x40).
+    pub const SUBSYSTEM_ID: u16 = 0x40;
+
+    /// `cfg_type` of a virtio capability (§4.1.4).
+    pub const CAP_COMMON_CFG: u8 = 1;
+    pub const CAP_NOTIFY_CFG: u8 = 2;
+    pub const CAP_ISR_CFG: u8 = 3;
+    pub const CAP_DEVICE_CFG: u8 = 4;
+    /// Field offsets of `struct virtio_pci_cap`: length, type, BAR, ID, offset
+    /// in the BAR, length of the structure; the notify capability adds the
+    /// multiplier.
+    pub const CAP_LEN: usize = 2;
+    pub const CAP_CFG_TYPE: usize = 3;
+    pub const CAP_BAR: usize = 4;
+    pub const CAP_ID: usize = 5;
+    pub const CAP_OFFSET: usize = 8;
+    pub const CAP_LENGTH: usize = 12;
+    pub const CAP_NOTIFY_OFF_MULTIPLIER: usize = 16;
+    /// Sizes of `struct virtio_pci_cap` and `struct virtio_pci_notify_cap`.
+    pub const CAP_SIZE: usize = 16;
+    pub const NOTIFY_CAP_SIZE: usize = 20;
+
+    /// `struct virtio_pci_common_cfg` (§4.1.4.3) field offsets.
+    pub mod common {
+        pub const DEVICE_FEATURE_SELECT: u64 = 0x00;
+        pub const DEVICE_FEATURE: u64 = 0x04;
+        pub const DRIVER_FEATURE_SELECT: u64 = 0x08;
+        pub const DRIVER_FEATURE: u64 = 0x0c;
+        pub const CONFIG_MSIX_VECTOR: u64 = 0x10;
+        pub const NUM_QUEUES: u64 = 0x12;
+        pub const DEVICE_STATUS: u64 = 0x14;
+        pub const CONFIG_GENERATION: u64 = 0x15;
+        pub const QUEUE_SELECT: u64 = 0x16;
+        pub const QUEUE_SIZE: u64 = 0x18;
+        pub const QUEUE_MSIX_VECTOR: u64 = 0x1a;
+        pub const QUEUE_ENABLE: u64 = 0x1c;
+        pub const QUEUE_NOTIFY_OFF: u64 = 0x1e;
+        pub const QUEUE_DESC: u64 = 0x20;
+        pub const QUEUE_DRIVER: u64 = 0x28;
+        pub const QUEUE_DEVICE: u64 = 0x30;
+        pub const QUEUE_NOTIFY_DATA: u64 = 0x38;
+        pub const QUEUE_RESET: u64 = 0x3a;
+        /// Size of the structure (through `queue_reset`).
+        pub const SIZE: u64 = 0x3c;
+    }
+
+    /// MSI-X vector "none" (§4.1.5.1.2).
+    pub const NO_VECTOR: u16 = 0xffff;
+    /// ISR status bits (§4.1.4.5).
+    pub const ISR_QUEUE: u8 = 1 << 0;
+    pub const ISR_CONFIG: u8 = 1 << 1;
+}
+
 /// virtio-mmio register offsets (virtio 1.2 §4.2.2, "modern" layout only).
 pub mod mmio {
     /// "virt" in little-endian.

@@ -10,6 +10,12 @@
 //! - [`transport`]: the virtio-mmio transport, version 2 only, as a
 //!   [`vdev::MmioDevice`]: feature negotiation, the status state machine, queue setup,
 //!   notifications, the level-triggered interrupt, config space at 0x100.
+//! - [`shared`]: [`TransportCore`], the transport-independent half every transport
+//!   owns (device, queues, feature negotiation, the status state machine, queue
+//!   activation, notify, run budget, deferred work); it returns [`Events`] that a
+//!   transport turns into its interrupts. The virtio-PCI transport
+//!   (`pci::virtio::VirtioFunction` in the `pci` crate) drives the same core, so
+//!   both transports carry the same device models.
 //! - [`device`]: the [`VirtioDevice`] trait each device type implements.
 //! - [`empty`]: [`EmptySlot`], a virtio-mmio slot with no device (DeviceID 0), for
 //!   the unused slots of a machine's virtio-mmio window.
@@ -48,8 +54,7 @@
 //! The `testing` feature exposes `virtio::testing`: driver-side helpers (a guest driver
 //! over MMIO registers and a RAM disk) to other virtio device crates' tests.
 //!
-//! Not done yet: packed virtqueues (VIRTIO_F_RING_PACKED is not offered), the
-//! virtio-PCI transport (needed for Windows, whose virtio drivers only speak PCI),
+//! Not done yet: packed virtqueues (VIRTIO_F_RING_PACKED is not offered),
 //! VIRTIO_F_RING_RESET / NOTIFICATION_DATA / IN_ORDER, virtio-blk DISCARD,
 //! multi-queue and CONFIG_WCE, console multiport.
 #![no_std]
@@ -67,6 +72,7 @@ pub mod input;
 pub mod queue;
 pub mod rng;
 pub mod save;
+pub mod shared;
 pub mod transport;
 
 #[cfg(any(test, feature = "testing"))]
@@ -83,4 +89,5 @@ pub use empty::EmptySlot;
 pub use input::Input;
 pub use queue::{Queue, QueueError};
 pub use rng::{EntropyError, EntropySource, Rng};
+pub use shared::{Events, TransportCore};
 pub use transport::MmioTransport;

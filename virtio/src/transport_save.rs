@@ -19,9 +19,10 @@ use alloc::vec::Vec;
 use vdev::{RestoreError, SaveRestore};
 
 use super::MmioTransport;
-use crate::defs::{features, mmio, status};
+use crate::defs::mmio;
 use crate::device::VirtioDevice;
 use crate::save::Reader;
+use crate::shared::TransportCore;
 
 impl<D: VirtioDevice> SaveRestore for MmioTransport<D> {
     const SAVE_ID: [u8; 4] = *b"VMMI";
@@ -29,23 +30,28 @@ impl<D: VirtioDevice> SaveRestore for MmioTransport<D> {
 
     fn save(&self) -> Vec<u8> {
         let Self {
-            device,
+            core:
+                TransportCore {
+                    device,
+                    queues,
+                    queue_sel,
+                    device_features_sel,
+                    driver_features_sel,
+                    driver_features,
+                    negotiated,
+                    status,
+                    config_generation,
+                    deferred,
+                    // Host scheduling policy, the hypervisor's signal and a log
+                    // name, not state (a restored `deferred` raises the signal of
+                    // the restoring side).
+                    budget: _,
+                    work: _,
+                    name: _,
+                },
             // Wiring from the VM definition, not state.
             intid: _,
-            queues,
-            queue_sel,
-            device_features_sel,
-            driver_features_sel,
-            driver_features,
-            negotiated,
-            status,
             interrupt_status,
-            config_generation,
-            deferred,
-            // Host scheduling policy and the hypervisor's signal, not state (a
-            // restored `deferred` raises the signal of the restoring side).
-            budget: _,
-            work: _,
         } = self;
         let mut out = Vec::new();
         out.extend_from_slice(&vdev::save::header(Self::SAVE_ID, Self::SAVE_VERSION));
@@ -77,10 +83,10 @@ impl<D: VirtioDevice> SaveRestore for MmioTransport<D> {
     fn restore(&mut self, blob: &[u8]) -> Result<(), RestoreError> {
         let (version, payload) = vdev::save::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
         let mut r = Reader::new(payload);
-        if r.u32()? != self.device.device_id() {
+        if r.u32()? != self.core.device.device_id() {
             return Err(RestoreError::WrongDevice);
         }
-        if r.u32()? as usize != self.queues.len() {
+        if r.u32()? as usize != self.core.queues.len() {
             return Err(RestoreError::Malformed);
         }
         let queue_sel = r.u32()?;
@@ -93,18 +99,12 @@ impl<D: VirtioDevice> SaveRestore for MmioTransport<D> {
         let config_generation = r.u32()?;
         let deferred = r.u64()?;
 
-        let offered = self.offered_features();
-        let features_ok = status_reg & status::FEATURES_OK != 0;
-        let valid = status_reg & !(status::DRIVER_BITS | status::DEVICE_NEEDS_RESET) == 0
-            && interrupt_status & !(mmio::INT_USED_BUFFER | mmio::INT_CONFIG_CHANGE) == 0
-            && (!features_ok
-                || (negotiated & !offered == 0 && negotiated & features::VERSION_1 != 0))
-            && (status_reg & status::DRIVER_OK == 0 || features_ok)
-            && deferred.checked_shr(self.queues.len() as u32).unwrap_or(0) == 0;
+        let valid = interrupt_status & !(mmio::INT_USED_BUFFER | mmio::INT_CONFIG_CHANGE) == 0
+            && self.core.restorable(status_reg, negotiated, deferred);
         if !valid {
             return Err(RestoreError::Malformed);
         }
-        let mut queues = self.queues.clone();
+        let mut queues = self.core.queues.clone();
         for q in &mut queues {
             q.restore(&mut r)?;
         }
@@ -119,20 +119,24 @@ impl<D: VirtioDevice> SaveRestore for MmioTransport<D> {
             state
         };
         let Self {
-            device,
+            core:
+                TransportCore {
+                    device,
+                    queues: s_queues,
+                    queue_sel: s_queue_sel,
+                    device_features_sel: s_device_features_sel,
+                    driver_features_sel: s_driver_features_sel,
+                    driver_features: s_driver_features,
+                    negotiated: s_negotiated,
+                    status: s_status,
+                    config_generation: s_config_generation,
+                    deferred: s_deferred,
+                    budget: _,
+                    work,
+                    name: _,
+                },
             intid: _,
-            queues: s_queues,
-            queue_sel: s_queue_sel,
-            device_features_sel: s_device_features_sel,
-            driver_features_sel: s_driver_features_sel,
-            driver_features: s_driver_features,
-            negotiated: s_negotiated,
-            status: s_status,
             interrupt_status: s_interrupt_status,
-            config_generation: s_config_generation,
-            deferred: s_deferred,
-            budget: _,
-            work,
         } = self;
         // The device last, so a refused blob leaves the transport as it was.
         device.restore_state(state)?;
@@ -164,7 +168,7 @@ mod tests {
 
     use super::*;
     use crate::console::Console;
-    use crate::defs::console;
+    use crate::defs::{console, features, status};
     use crate::testing::{MemDisk, TestDriver, TEST_INTID};
 
     fn console_driver(out: Arc<Mutex<Vec<u8>>>) -> TestDriver<Console> {

@@ -2,9 +2,10 @@
 //! virtio-mmio registers; hostile sequences end in the architected state.
 
 use super::*;
-use crate::defs::{device_id, ring};
+use crate::defs::{device_id, features, ring, status};
 use crate::rng::{EntropyError, EntropySource, Rng};
 use crate::testing::{TestDriver, RAM_BASE};
+use alloc::vec::Vec;
 
 struct Counter(u8);
 impl EntropySource for Counter {
@@ -152,7 +153,7 @@ fn queue_registers_are_frozen_while_ready() {
     d.write_reg(mmio::QUEUE_NUM, 2);
     d.write_reg(mmio::QUEUE_DESC_LOW, 0);
     d.write_reg(mmio::QUEUE_DEVICE_LOW, 0x40);
-    let tq = &d.transport.queues[0];
+    let tq = &d.transport.core.queues[0];
     assert_eq!(
         (tq.size, tq.desc_addr, tq.used_addr),
         (q.size, q.desc, q.used)

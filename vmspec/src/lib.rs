@@ -46,6 +46,9 @@ pub struct VmSpec<'a> {
     /// Size of a zero-filled RAM disk the guest gets as an NVMe namespace behind a
     /// PCI Express root complex (`linux-dt` only), if any.
     pub nvme: Option<u64>,
+    /// Size of a zero-filled RAM disk the guest gets as a virtio-blk device over
+    /// the virtio PCI transport (behind the same root complex; `linux-dt` only).
+    pub virtio_pci: Option<u64>,
     /// A deliberate hypervisor fault to test the fatal path.
     pub fault: Option<HypervisorFault>,
     /// The guest's PMU may count events at EL2 (the exits benchmark only).
@@ -133,6 +136,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
         guest: String::new(),
         disk: None,
         nvme: None,
+        virtio_pci: None,
         fault: None,
         pmu_el2_counting: false,
         kernel: kernel.unwrap_or(&[]),
@@ -192,6 +196,13 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
                         .ok_or_else(|| bad("nvme must be a non-zero multiple of 512 bytes"))?,
                 )
             }
+            "virtio_pci" => {
+                spec.virtio_pci = Some(
+                    parse_size(v)
+                        .filter(|d| *d > 0 && d % 512 == 0)
+                        .ok_or_else(|| bad("virtio_pci must be a non-zero multiple of 512 bytes"))?,
+                )
+            }
             "device_model" => {
                 uefi = match v {
                     DEVICE_MODEL_LINUX_DT => false,
@@ -203,9 +214,10 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
         }
     }
     if uefi {
-        if spec.nvme.is_some() {
+        if spec.nvme.is_some() || spec.virtio_pci.is_some() {
             return Err(SpecError::BadConfig(
-                "nvme is for linux-dt VMs (a uefi-acpi VM has no PCI Express yet)".to_string(),
+                "nvme and virtio_pci are for linux-dt VMs (a uefi-acpi VM has no PCI Express yet)"
+                    .to_string(),
             ));
         }
         if kernel.is_some() || spec.initrd.is_some() {
@@ -296,6 +308,9 @@ pub fn write_bundle(spec: &VmSpec) -> Vec<u8> {
     if let Some(d) = spec.nvme {
         cfg.push_str(&alloc::format!("nvme = {d}\n"));
     }
+    if let Some(d) = spec.virtio_pci {
+        cfg.push_str(&alloc::format!("virtio_pci = {d}\n"));
+    }
     if let Some(f) = spec.fault {
         cfg.push_str(&alloc::format!("hypervisor_fault = {}\n", f.name()));
     }
@@ -337,6 +352,7 @@ mod tests {
             guest: "linux".to_string(),
             disk: None,
             nvme: None,
+            virtio_pci: None,
             fault: None,
             pmu_el2_counting: false,
             kernel: b"KERNEL",
@@ -402,6 +418,7 @@ mod tests {
         let s = VmSpec {
             disk: Some(1 << 20),
             nvme: Some(16 << 20),
+            virtio_pci: Some(8 << 20),
             fault: Some(HypervisorFault::DataAbort),
             pmu_el2_counting: true,
             initrd: None,
@@ -426,9 +443,11 @@ mod tests {
             "nvme = 1000\n",
             "nvme = big\n",
             "nvme = 1M\ndevice_model = uefi-acpi\n",
+            "virtio_pci = 0\n",
+            "virtio_pci = 1M\ndevice_model = uefi-acpi\n",
         ] {
             assert!(
-                matches!(parse_bundle(&mk(bad)), Err(SpecError::BadConfig(m)) if m.contains("nvme")),
+                matches!(parse_bundle(&mk(bad)), Err(SpecError::BadConfig(m)) if m.contains("nvme") || m.contains("virtio_pci")),
                 "{bad}"
             );
         }

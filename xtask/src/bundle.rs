@@ -31,6 +31,8 @@ pub struct VmDef {
     /// Size of a zero-filled RAM disk the guest gets as an NVMe namespace (behind
     /// PCI Express), if any.
     pub nvme: Option<u64>,
+    /// Size of a zero-filled RAM disk the guest gets as virtio-blk over virtio-PCI.
+    pub virtio_pci: Option<u64>,
     /// A deliberate hypervisor fault (tests of the fatal path).
     pub fault: Option<vmspec::HypervisorFault>,
     /// Let the guest's PMU count at EL2 (only the exits benchmark, which measures
@@ -129,6 +131,7 @@ pub fn write_bundle(layout: &Layout, def: &VmDef) -> Result<PathBuf, Error> {
         guest: def.guest.clone(),
         disk: def.disk,
         nvme: def.nvme,
+        virtio_pci: def.virtio_pci,
         fault: def.fault,
         pmu_el2_counting: def.pmu_el2_counting,
         kernel: &kernel,
@@ -165,6 +168,7 @@ mod tests {
             initrd: None,
             disk: None,
             nvme: None,
+            virtio_pci: None,
             fault: None,
             pmu_el2_counting: false,
             firmware: Some(FirmwareDef { code, vars: None }),
@@ -203,6 +207,7 @@ mod tests {
             initrd: Some(initrd),
             disk: Some(1 << 20),
             nvme: None,
+            virtio_pci: None,
             fault: None,
             pmu_el2_counting: false,
             firmware: None,

@@ -47,6 +47,8 @@ pub const GUEST_MODULES: &[&str] = &[
     // The NVMe disk of `--nvme` runs (PCI Express; the generic ECAM host and
     // the GICv2m driver are built in).
     "nvme",
+    // The virtio-blk of `--virtio-pci` runs (the virtio 1.2 PCI transport).
+    "virtio_pci",
 ];
 
 /// Characters of kernel command line the guest keeps: arm64 Linux's

@@ -184,6 +184,10 @@ pub struct RunOptions {
     /// Give the Linux guest an NVMe namespace behind a PCI Express root complex
     /// (`--nvme SIZE|system`).
     pub nvme: Option<NvmeDisk>,
+    /// Give the Linux guest a zero-filled RAM disk of this size as virtio-blk over
+    /// the virtio PCI transport, behind the same root complex (`--virtio-pci
+    /// SIZE`; boots from a bundle).
+    pub virtio_pci: Option<u64>,
     /// The system disk a Linux run boots from (`--system-disk`; default
     /// `target/system-disk.img`). Runs of the other guests, `--kernel` and
     /// `--hypervisor-fault` runs use a boot bundle instead.
@@ -242,7 +246,7 @@ pub enum NvmeDisk {
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -256,8 +260,10 @@ pub const NOTES: &str = "\
   record is set to this run's vCPUs, memory and command line (--smp/--mem/--append/--guest-cmd or the
   defaults) and its kernel/initrd to the current images; the changes are printed. --kernel and the
   other guests boot from a bundle instead, as does --nvme SIZE (the guest's disk is then an NVMe RAM
-  disk behind PCI Express, 00:01.0, MSI-X through a GICv2m frame; docs/architecture.md). --nvme system
-  moves the system-disk VM's /dev/vda there instead (device model linux-dt-nvme; data persists).
+  disk behind PCI Express, 00:01.0, MSI-X through a GICv2m frame; docs/architecture.md), and
+  --virtio-pci (a virtio-blk RAM disk over the virtio 1.2 PCI transport at 00:02.0, /dev/vda, MSI-X
+  likewise). --nvme system moves the system-disk VM's /dev/vda to NVMe instead (device model
+  linux-dt-nvme; data persists).
   Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `monitor COMMAND`
   (Ctrl-] into the hypervisor monitor, COMMAND, its status line printed, Ctrl-] back; docs/monitor.md),
   `screendump FILE` (a PPM of the physical display, through QMP), `# comment`.
@@ -310,6 +316,9 @@ pub struct RunArgs {
     /// linux-dt: an NVMe disk behind PCI Express with MSI-X through a GICv2m frame: a zero-filled RAM disk of SIZE (boots from a bundle), or `system`: the system-disk VM's guest disk
     #[arg(long, value_name = "SIZE|system", value_parser = parse_nvme)]
     nvme: Option<NvmeDisk>,
+    /// linux-dt: a virtio-blk disk (a zero-filled RAM disk of SIZE) over the virtio 1.2 PCI transport, behind the same root complex; boots from a bundle
+    #[arg(long = "virtio-pci", value_name = "SIZE", value_parser = parse_virtio_pci)]
+    virtio_pci: Option<u64>,
     /// system disk of a Linux run (default target/system-disk.img)
     #[arg(long = "system-disk", value_name = "PATH")]
     system_disk: Option<PathBuf>,
@@ -395,6 +404,14 @@ fn parse_nvme(v: &str) -> Result<NvmeDisk, String> {
             format!(
                 "--nvme takes a size, a multiple of 512 bytes (e.g. 64M), or `system`, not `{v}`"
             )
+        })
+}
+
+fn parse_virtio_pci(v: &str) -> Result<u64, String> {
+    vmspec::parse_size(v)
+        .filter(|d| *d > 0 && d % 512 == 0)
+        .ok_or_else(|| {
+            format!("--virtio-pci takes a size, a multiple of 512 bytes (e.g. 64M), not `{v}`")
         })
 }
 
@@ -499,11 +516,11 @@ impl RunArgs {
                 "--secure-boot applies to --profile uefi-acpi without --firmware".into(),
             ));
         }
-        if self.nvme.is_some()
+        if (self.nvme.is_some() || self.virtio_pci.is_some())
             && (profile != Profile::LinuxDt || self.guest.unwrap_or_default() != Guest::Linux)
         {
             return Err(Error::Usage(
-                "--nvme applies to the Linux guest with --profile linux-dt".into(),
+                "--nvme and --virtio-pci apply to the Linux guest with --profile linux-dt".into(),
             ));
         }
         if self.nvme == Some(NvmeDisk::System)
@@ -533,6 +550,7 @@ impl RunArgs {
             mem: self.mem,
             guest_cmd: self.guest_cmd,
             nvme: self.nvme,
+            virtio_pci: self.virtio_pci,
             system_disk: self.system_disk,
             fresh: self.fresh,
             cold: self.cold,
@@ -589,6 +607,7 @@ pub fn uses_system_disk(o: &RunOptions) -> bool {
         && o.kernel.is_none()
         && o.hypervisor_fault.is_none()
         && !matches!(o.nvme, Some(NvmeDisk::Ram(_)))
+        && o.virtio_pci.is_none()
 }
 
 /// Whether a run is captured (piped) rather than on the terminal.
@@ -706,6 +725,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             pmu_el2_counting: false,
             firmware: None,
             nvme: None,
+            virtio_pci: None,
         };
         return Ok(Prepared {
             qemu,
@@ -771,6 +791,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             initrd: None,
             disk: None,
             nvme: None,
+            virtio_pci: None,
             fault: None,
             pmu_el2_counting: false,
             firmware: Some(crate::bundle::FirmwareDef {
@@ -886,6 +907,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             Some(NvmeDisk::Ram(size)) => Some(size),
             _ => None,
         },
+        virtio_pci: o.virtio_pci,
         fault: o.hypervisor_fault,
         // The exits benchmark counts the hypervisor's instructions; no other guest
         // may watch EL2 through its PMU.
@@ -1297,6 +1319,7 @@ mod tests {
                     initrd: None,
                     disk: None,
                     nvme: None,
+                    virtio_pci: None,
                     fault: None,
                     pmu_el2_counting: guest == Guest::BenchExits,
                     firmware: None,
@@ -1472,6 +1495,21 @@ mod tests {
             "--nvme system --kernel /t/Image",
             "--nvme system --vm linux",
             "--nvme sys",
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn virtio_pci_runs_boot_a_bundle_of_the_linux_guest() {
+        let o = parse_args(&args("--virtio-pci 16M --guest-cmd true")).unwrap();
+        assert_eq!(o.virtio_pci, Some(16 << 20));
+        assert!(!uses_system_disk(&o), "the RAM disk travels in the bundle");
+        for bad in [
+            "--virtio-pci 0",
+            "--virtio-pci 1000",
+            "--virtio-pci 16M --guest selftest",
+            "--virtio-pci 16M --profile uefi-acpi",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
         }

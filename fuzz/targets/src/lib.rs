@@ -26,6 +26,7 @@ pub mod tpm_dispatch;
 pub mod vgic_mmio;
 pub mod virtio_gpu;
 pub mod virtio_mmio;
+pub mod virtio_pci;
 
 /// One fuzz target: its name (the libFuzzer binary and corpus folder) and body.
 pub struct Target {
@@ -107,6 +108,11 @@ pub const TARGETS: &[Target] = &[
         name: "input_script",
         run: input_script::run,
         about: "input-script parser, the script run against a simulated guest and replayed, run-record reader",
+    },
+    Target {
+        name: "virtio_pci",
+        run: virtio_pci::run,
+        about: "virtio 1.2 PCI transport (blk, rng, console): common config, notifications, ISR, MSI-X vectors, bus mastering, rings in fuzzed guest RAM",
     },
 ];
 

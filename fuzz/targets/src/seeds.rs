@@ -33,6 +33,7 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
         "nvme" => crate::nvme::seeds(),
         "pci_config" => crate::pci_config::seeds(),
         "input_script" => crate::input_script::seeds(),
+        "virtio_pci" => crate::virtio_pci::seeds(),
         _ => Vec::new(),
     };
     list.into_iter().map(|(n, b)| (n.to_string(), b)).collect()
@@ -1017,6 +1018,7 @@ fn bundle_seeds() -> Vec<(&'static str, Vec<u8>)> {
         guest: "linux".into(),
         disk: Some(64 << 20),
         nvme: Some(16 << 20),
+        virtio_pci: Some(8 << 20),
         fault: None,
         pmu_el2_counting: false,
         kernel: &kernel,
@@ -1031,6 +1033,7 @@ fn bundle_seeds() -> Vec<(&'static str, Vec<u8>)> {
         guest: "selftest".into(),
         disk: None,
         nvme: None,
+        virtio_pci: None,
         fault: vmspec::HypervisorFault::from_name("panic"),
         pmu_el2_counting: true,
         kernel: &kernel,

@@ -52,6 +52,7 @@ fn every_target_has_a_replay() {
         "nvme",
         "pci_config",
         "input_script",
+        "virtio_pci",
     ];
     let names: Vec<&str> = fuzz_targets::TARGETS.iter().map(|t| t.name).collect();
     assert_eq!(names, replayed);
@@ -125,4 +126,9 @@ fn pci_config() {
 #[test]
 fn input_script() {
     replay("input_script");
+}
+
+#[test]
+fn virtio_pci() {
+    replay("virtio_pci");
 }
