@@ -13,7 +13,7 @@ use std::time::Duration;
 use integration_tests::procfs::{meminfo_kib, processor_count, section};
 use integration_tests::{boot, boot_lock, console_tail};
 use xtask::efi::Boot;
-use xtask::run::{Ending, Guest, RunOptions};
+use xtask::run::{Ending, Guest, NvmeDisk, RunOptions};
 use xtask::Layout;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -263,7 +263,7 @@ fn the_bus_the_hypervisor_built_is_the_device_tree_the_guest_booted_with() {
     let _boot = boot_lock();
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
     o.smp = Some(2);
-    o.nvme = Some(4 << 20);
+    o.nvme = Some(NvmeDisk::Ram(4 << 20));
     o.append = Some(format!("{} rayos.fb=simple", xtask::run::LINUX_CMDLINE));
     o.guest_cmd = Some(DT_DUMP_CMD.into());
     let outcome = boot(&o);
