@@ -40,6 +40,8 @@ pub mod root;
 mod tests;
 #[cfg(test)]
 mod tests_nvme;
+#[cfg(test)]
+mod tests_save;
 
 pub use config::{ConfigSpace, SpecError};
 pub use function::{
