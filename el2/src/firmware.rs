@@ -460,9 +460,18 @@ pub fn attach(
     fw: &Firmware,
     slots: &[u64],
     tpm: Option<&crate::tpm::GuestTpm>,
+    saved: &mut alloc::vec::Vec<crate::suspend::SavedDevice>,
 ) -> Result<(), vdev::BusError> {
+    use crate::suspend::SavedDevice;
     use boards::devices::DeviceKind;
     for d in device_list(slots, tpm.is_some()) {
+        // Every firmware device's state is saved (the TPM's already is).
+        let handle: Option<Box<dyn crate::suspend::DeviceHandle>> = match d.kind {
+            DeviceKind::Flash { bank: 1 } => Some(Box::new(VarsHandle(fw.vars.clone()))),
+            DeviceKind::FwCfg => Some(Box::new(fw.fw_cfg.clone())),
+            DeviceKind::Pl031 => Some(Box::new(fw.rtc.clone())),
+            _ => None,
+        };
         let (name, device): (&'static str, Box<dyn MmioDevice + Send>) = match d.kind {
             DeviceKind::Flash { bank: 1 } => ("pflash-vars", Box::new(fw.vars.clone())),
             DeviceKind::FwCfg => ("fw_cfg", Box::new(fw.fw_cfg.clone())),
@@ -484,8 +493,39 @@ pub fn attach(
             _ => continue,
         };
         bus.insert(name, d.base, d.size, device)?;
+        if let Some(handle) = handle {
+            saved.push(SavedDevice {
+                name,
+                base: d.base,
+                handle,
+            });
+        }
     }
     Ok(())
+}
+
+/// The variable-store bank as a saved device: its CFI command state, saved
+/// after the image's changed blocks are committed to its store (the system
+/// disk), so the store holds the image that state refers to; a restored state
+/// maps or unmaps the bank as its mode says (read-array mode is mapped).
+pub struct VarsHandle(pub Shared<VarsBank>);
+
+impl crate::suspend::DeviceHandle for VarsHandle {
+    fn save(&self) -> alloc::vec::Vec<u8> {
+        let mut bank = self.0 .0.lock();
+        if bank.flash.flush().is_err() {
+            log::error!(
+                "variable store: committing it before saving the VM's state failed; the saved state refers to the store as last committed"
+            );
+        }
+        vdev::SaveRestore::save(&bank.flash)
+    }
+    fn restore(&self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
+        let mut bank = self.0 .0.lock();
+        vdev::SaveRestore::restore(&mut bank.flash, blob)?;
+        bank.sync();
+        Ok(())
+    }
 }
 
 /// The devices of a `uefi-acpi` VM with virtio-mmio `slots` and, if `tpm`, the CRB
