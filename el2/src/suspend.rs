@@ -393,6 +393,11 @@ impl Io {
         self
     }
 
+    /// Counter ticks spent finishing restored blocks (zeroing, cleaning, mapping).
+    pub fn finish_ticks(&self) -> u64 {
+        self.finish_ticks
+    }
+
     /// Block `b`'s bytes `[off, off + len)` as a physical range, checked.
     fn range(&self, b: u32, off: usize, len: usize) -> Result<u64, vdev::BlockError> {
         match self.ram.block_pa(b) {
