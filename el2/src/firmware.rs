@@ -523,6 +523,19 @@ impl crate::suspend::DeviceHandle for VarsHandle {
     fn restore(&self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
         let mut bank = self.0 .0.lock();
         vdev::SaveRestore::restore(&mut bank.flash, blob)?;
+        // The restored image (a rollback's) goes to the store now, and the
+        // guest's read-array mapping is filled from it again.
+        if bank.flash.flush().is_err() {
+            log::error!(
+                "variable store: committing the restored image failed; it is retried at the next commit point"
+            );
+        }
+        if bank.mapped {
+            match bank.ram.unmap_outside(guest::FLASH1_BASE, VARS_BANK_SIZE) {
+                Ok(()) => bank.mapped = false,
+                Err(e) => log::error!("variable store: cannot unmap it: {e:?}"),
+            }
+        }
         bank.sync();
         Ok(())
     }

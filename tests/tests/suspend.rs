@@ -557,6 +557,9 @@ fn crb_responses(console: &str) -> Vec<Vec<u8>> {
     dumps
 }
 
+/// A vendor GUID of this file's own (firmware variables).
+const GUID: &str = "5d2c7a41-93e6-4f0b-8a1d-6c3e9b27f054";
+
 /// A firmware VM (profile `uefi-acpi`: AAVMF from the CFI flash, fw_cfg with its
 /// ramfb, PL031, the CRB TPM) at its UEFI shell sets a volatile shell variable
 /// and reads PCR 0 (extended by the firmware's measured boot) through the CRB;
@@ -565,7 +568,10 @@ fn crb_responses(console: &str) -> Vec<Vec<u8>> {
 /// same system disk: the VM resumes without starting the firmware again, the
 /// shell still has the variable, PCR 0 reads the same through the CRB (the TPM
 /// continued, not reset), the firmware's ramfb configuration was restored (the
-/// display takes its framebuffer again), and the shell powers the VM off.
+/// display takes its framebuffer again). Then, in the same run, an in-memory
+/// snapshot, a non-volatile variable set, a rollback: the variable is gone from
+/// the firmware's memory and, after a reset, from its flash (the bank's image is
+/// in its saved state); the shell powers the VM off.
 #[test]
 fn a_firmware_vm_at_its_shell_continues_after_suspend_and_host_restart() {
     let _boot = boot_lock();
@@ -626,6 +632,20 @@ fn a_firmware_vm_at_its_shell_continues_after_suspend_and_host_restart() {
              expect kept-{nonce}-in-ram\n\
              expect Shell> \n\
              {crb}\
+             monitor vm snapshot uefi s1\n\
+             send setvar RayosRoll -guid {GUID} -nv -bs =\"roll-{nonce}\"\\r\n\
+             expect Shell> \n\
+             send dmpstore RayosRoll -guid {GUID}\\r\n\
+             expect roll-{nonce}\n\
+             expect Shell> \n\
+             monitor vm rollback uefi s1\n\
+             send dmpstore RayosRoll -guid {GUID}\\r\n\
+             expect Shell> \n\
+             send reset\\r\n\
+             expect UEFI firmware \\(\n\
+             expect Shell> \n\
+             send dmpstore RayosRoll -guid {GUID}\\r\n\
+             expect Shell> \n\
              send reset -s\\r\n",
             crb = crb_pcr0_read()
         ),
@@ -634,9 +654,24 @@ fn a_firmware_vm_at_its_shell_continues_after_suspend_and_host_restart() {
     let c = &second.console;
     assert_eq!(second.exit_code(), Some(0), "\n{tail}");
     assert!(c.contains("resumed from its saved state"), "\n{tail}");
+    let resumed_shell = c.find(&format!("kept-{nonce}-in-ram")).unwrap();
     assert!(
-        !c.contains("UEFI firmware from flash"),
+        !c[..resumed_shell].contains("UEFI firmware from flash"),
         "the firmware started again\n{tail}"
+    );
+    // A variable written after an in-memory snapshot is gone after the rollback,
+    // from the firmware's memory and from its flash (a reset reads the store
+    // again): dumped once, before the rollback (the shell's echo of the typed
+    // command is not contiguous text).
+    assert!(
+        c.contains("[el2 monitor] ok: vm uefi snapshot 's1' taken")
+            && c.contains("[el2 monitor] ok: vm uefi rolled back to snapshot 's1'"),
+        "\n{tail}"
+    );
+    assert_eq!(
+        c.matches(&format!("roll-{nonce}")).count(),
+        1,
+        "the variable outlived the rollback\n{tail}"
     );
     let after = crb_responses(c);
     assert_eq!(after.len(), 1, "one response dump\n{tail}");
@@ -645,8 +680,9 @@ fn a_firmware_vm_at_its_shell_continues_after_suspend_and_host_restart() {
         before[..62],
         "PCR 0 read through the CRB differs after resume\n{tail}"
     );
+    let reset = c.find("UEFI firmware (").unwrap_or(c.len());
     assert!(
-        c.contains("display: ramfb "),
+        c[..reset].contains("display: ramfb "),
         "the firmware's ramfb configuration was not restored\n{tail}"
     );
     assert!(!c.contains("data abort injected"), "\n{tail}");
