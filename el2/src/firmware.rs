@@ -461,11 +461,20 @@ pub fn attach(
     fw: &Firmware,
     list: &[boards::devices::DeviceSpec],
     tpm: Option<&crate::tpm::GuestTpm>,
+    saved: &mut alloc::vec::Vec<crate::suspend::SavedDevice>,
 ) -> Result<(), vdev::BusError> {
+    use crate::suspend::SavedDevice;
     use boards::devices::{BusModel, DeviceKind};
     for d in boards::devices::bus_entries(list) {
         let BusModel::Device(kind) = d.model else {
             continue;
+        };
+        // Every firmware device's state is saved (the TPM's already is).
+        let handle: Option<Box<dyn crate::suspend::DeviceHandle>> = match kind {
+            DeviceKind::Flash { bank: 1 } => Some(Box::new(VarsHandle(fw.vars.clone()))),
+            DeviceKind::FwCfg => Some(Box::new(fw.fw_cfg.clone())),
+            DeviceKind::Pl031 => Some(Box::new(fw.rtc.clone())),
+            _ => None,
         };
         let device: Box<dyn MmioDevice + Send> = match kind {
             DeviceKind::Flash { bank: 1 } => Box::new(fw.vars.clone()),
@@ -488,8 +497,52 @@ pub fn attach(
             _ => continue,
         };
         bus.insert(d.name, d.base, d.size, device)?;
+        if let Some(handle) = handle {
+            saved.push(SavedDevice {
+                name: d.name,
+                base: d.base,
+                handle,
+            });
+        }
     }
     Ok(())
+}
+
+/// The variable-store bank as a saved device: its CFI command state, saved
+/// after the image's changed blocks are committed to its store (the system
+/// disk), so the store holds the image that state refers to; a restored state
+/// maps or unmaps the bank as its mode says (read-array mode is mapped).
+pub struct VarsHandle(pub Shared<VarsBank>);
+
+impl crate::suspend::DeviceHandle for VarsHandle {
+    fn save(&self) -> alloc::vec::Vec<u8> {
+        let mut bank = self.0 .0.lock();
+        if bank.flash.flush().is_err() {
+            log::error!(
+                "variable store: committing it before saving the VM's state failed; the saved state refers to the store as last committed"
+            );
+        }
+        vdev::SaveRestore::save(&bank.flash)
+    }
+    fn restore(&self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
+        let mut bank = self.0 .0.lock();
+        vdev::SaveRestore::restore(&mut bank.flash, blob)?;
+        // The restored image (a rollback's) goes to the store now, and the
+        // guest's read-array mapping is filled from it again.
+        if bank.flash.flush().is_err() {
+            log::error!(
+                "variable store: committing the restored image failed; it is retried at the next commit point"
+            );
+        }
+        if bank.mapped {
+            match bank.ram.unmap_outside(guest::FLASH1_BASE, VARS_BANK_SIZE) {
+                Ok(()) => bank.mapped = false,
+                Err(e) => log::error!("variable store: cannot unmap it: {e:?}"),
+            }
+        }
+        bank.sync();
+        Ok(())
+    }
 }
 
 /// Whether `ipa` is in the code bank as the device tree describes it.

@@ -656,9 +656,9 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
                 size >> 20
             ))
         };
-        disks.push(alloc::boxed::Box::new(vdev::SyncBlock(
+        disks.push(alloc::boxed::Box::new(snapshot::Unlogged(vdev::SyncBlock(
             ramdisk::RamDisk::new(pa, size),
-        )));
+        ))));
         log::info!(
             "VM '{}': {} KiB RAM disk as virtio-blk 0",
             spec.name,
@@ -679,8 +679,9 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
             size >> 10,
             boards::devices::NVME_PCI_DEVICE
         );
-        let disk: alloc::boxed::Box<dyn vdev::AsyncBlock + Send> =
-            alloc::boxed::Box::new(vdev::SyncBlock(ramdisk::RamDisk::new(pa, size)));
+        let disk: alloc::boxed::Box<dyn vdev::AsyncBlock + Send> = alloc::boxed::Box::new(
+            snapshot::Unlogged(vdev::SyncBlock(ramdisk::RamDisk::new(pa, size))),
+        );
         disk
     });
     let virtio_pci = spec.virtio_pci.map(|size| {

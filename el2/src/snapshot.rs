@@ -193,9 +193,69 @@ pub fn disk_log_reserve(disk_bytes: u64) -> u64 {
     (disk_bytes / DISK_LOG_SHARE).max(DISK_LOG_MIN)
 }
 
+/// Writes started on the VM's RAM disks (a boot bundle's virtio-blk and NVMe
+/// disks), which no copy-on-write log covers: an in-memory snapshot of a boot
+/// bundle's VM records the count, and rolling back to it is refused once the
+/// count moved (its RAM would no longer match its disks).
+static UNLOGGED_WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// A RAM disk of a boot bundle's VM, counting the writes started on it
+/// ([`UNLOGGED_WRITES`]).
+pub struct Unlogged<B: vdev::AsyncBlock>(pub B);
+
+impl<B: vdev::AsyncBlock> Unlogged<B> {
+    fn count(op: vdev::BlockOp) {
+        if matches!(op, vdev::BlockOp::Write { .. }) {
+            UNLOGGED_WRITES.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl<B: vdev::AsyncBlock> vdev::AsyncBlock for Unlogged<B> {
+    fn capacity(&self) -> u64 {
+        self.0.capacity()
+    }
+    fn read_only(&self) -> bool {
+        self.0.read_only()
+    }
+    fn max_transfer(&self) -> usize {
+        self.0.max_transfer()
+    }
+    fn submit(&mut self, tag: u64, op: vdev::BlockOp, buf: Vec<u8>) -> vdev::Submit {
+        Self::count(op);
+        self.0.submit(tag, op, buf)
+    }
+    fn poll(&mut self) -> Option<vdev::Completion> {
+        self.0.poll()
+    }
+    fn has_completions(&self) -> bool {
+        self.0.has_completions()
+    }
+    fn set_waker(&mut self, signal: vdev::WorkSignal) {
+        self.0.set_waker(signal)
+    }
+    fn dma_limits(&self) -> Option<vdev::DmaLimits> {
+        self.0.dma_limits()
+    }
+    fn submit_dma(
+        &mut self,
+        tag: u64,
+        op: vdev::BlockOp,
+        segs: &[vdev::DmaSegment],
+    ) -> vdev::Submit {
+        Self::count(op);
+        self.0.submit_dma(tag, op, segs)
+    }
+    fn quiesce(&mut self) {
+        self.0.quiesce()
+    }
+}
+
 struct Snapshot {
     id: u64,
     tag: String,
+    /// [`UNLOGGED_WRITES`] when it was taken.
+    unlogged_writes: u64,
     ram: RamSnapshot,
     vcpus: Vec<VcpuState>,
     devices: Vec<DeviceState>,
@@ -275,11 +335,6 @@ pub fn before_guest_write(offset: u64, len: u64, extent: (u64, u64)) {
 /// Takes snapshot `tag` of the paused `vm` from vCPU `here`; returns the bytes of
 /// memory it takes.
 pub fn take(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<u64, TakeError> {
-    if vm.identity.is_none() {
-        return Err(TakeError::Other(String::from(
-            "the VM's disk is not on the system disk (a boot bundle's disk cannot be rolled back)",
-        )));
-    }
     if list_disk(vm).iter().any(|s| s.tag == tag) {
         return Err(TakeError::Exists);
     }
@@ -307,6 +362,8 @@ pub fn take(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<u64, TakeError> {
     let snap = Snapshot {
         id,
         tag: String::from(tag),
+        // Requests were drained: every write started so far has completed.
+        unlogged_writes: UNLOGGED_WRITES.load(Ordering::Acquire),
         ram,
         vcpus,
         devices,
@@ -549,8 +606,15 @@ pub fn rollback(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<(), RollbackError
     let snap = &store[pos];
     same_power(vm, &snap.vcpus)?;
     crate::suspend::drain(vm, here.idx).map_err(RollbackError::Refused)?;
-    // 1. The disk (refused with nothing changed when its log is broken).
-    {
+    if UNLOGGED_WRITES.load(Ordering::Acquire) != snap.unlogged_writes {
+        return Err(RollbackError::Refused(String::from(
+            "the VM's RAM disks (a boot bundle's, which no log covers) were written since the snapshot",
+        )));
+    }
+    // 1. The disk (refused with nothing changed when its log is broken). A boot
+    // bundle's VM has only RAM disks, which the log never covers (checked
+    // above: unwritten since the snapshot), and no system disk to write to.
+    if vm.identity.is_some() {
         let mut cow = COW.lock();
         let Some(c) = cow.as_mut() else {
             return Err(RollbackError::Refused(String::from("no disk log")));
@@ -703,10 +767,18 @@ fn rollback_disk(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<(), RollbackErro
     crate::suspend::drain(vm, here.idx).map_err(RollbackError::Refused)?;
     // RAM: emptied (which also ends dirty logging and drops the base of an
     // incremental suspend: RAM no longer matches it), then read back from the
-    // image as a resume reads it (DMA, each block's checksum checked).
+    // image as a resume reads it (DMA, each block's checksum checked), and like
+    // a resume's only the pages EL2 zeroes are cleaned when the snapshot's vCPUs
+    // access RAM cacheable: the system disk is cache-coherent, so its writes
+    // leave no stale line of the guest's earlier contents of those pages.
     vm.ram.reset();
+    let cacheable = crate::suspend::data_cacheable(&opened.image.vcpus);
+    let mut finish_ticks = 0;
     crate::storage::with(|st| {
-        vmstate::restore_ram(&mut Io::new(st.disk.clone(), vm.ram), &opened.image)
+        let mut io = Io::new(st.disk.clone(), vm.ram).for_cacheable_guest(cacheable);
+        let r = vmstate::restore_ram(&mut io, &opened.image);
+        finish_ticks = io.finish_ticks();
+        r
     })
     .unwrap_or(Err(vmstate::ColdReason::Unreadable))
     .map_err(|e| RollbackError::Partial(format!("guest RAM partly restored ({e})")))?;
@@ -755,10 +827,16 @@ fn rollback_disk(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<(), RollbackErro
         &opened.image.vcpus,
     )?;
     log::info!(
-        "VM '{}': rolled back to disk snapshot '{tag}' ({} KiB of guest disk rewritten) in {} ms",
+        "VM '{}': rolled back to disk snapshot '{tag}' ({} KiB of guest disk rewritten) in {} ms (finishing RAM blocks {} ms, {})",
         vm.name,
         written >> 10,
-        read_sysreg!("CNTPCT_EL0").wrapping_sub(start) * 1000 / cntfrq.max(1)
+        read_sysreg!("CNTPCT_EL0").wrapping_sub(start) * 1000 / cntfrq.max(1),
+        finish_ticks * 1000 / cntfrq.max(1),
+        if cacheable {
+            "only EL2's zeroed pages cleaned"
+        } else {
+            "every line cleaned"
+        }
     );
     Ok(())
 }

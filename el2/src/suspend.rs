@@ -102,6 +102,22 @@ impl<D: VirtioDevice + Send> DeviceHandle for VirtioHandle<D> {
     }
 }
 
+/// The PCI Express root complex with every function behind it (its windows on
+/// the bus share it), counting the NVMe controller's commands in flight.
+pub struct PcieHandle(pub alloc::sync::Arc<spin::Mutex<pci::RootComplex>>);
+
+impl DeviceHandle for PcieHandle {
+    fn save(&self) -> Vec<u8> {
+        self.0.lock().save()
+    }
+    fn restore(&self, blob: &[u8]) -> Result<(), RestoreError> {
+        self.0.lock().restore(blob)
+    }
+    fn in_flight(&self) -> usize {
+        self.0.lock().in_flight()
+    }
+}
+
 /// A device on the VM's bus whose state is saved, by its bus name and base.
 pub struct SavedDevice {
     pub name: &'static str,
@@ -377,6 +393,11 @@ impl Io {
         self
     }
 
+    /// Counter ticks spent finishing restored blocks (zeroing, cleaning, mapping).
+    pub fn finish_ticks(&self) -> u64 {
+        self.finish_ticks
+    }
+
     /// Block `b`'s bytes `[off, off + len)` as a physical range, checked.
     fn range(&self, b: u32, off: usize, len: usize) -> Result<u64, vdev::BlockError> {
         match self.ram.block_pa(b) {
@@ -578,11 +599,6 @@ pub struct Machine {
 /// device and guest time, from vCPU `here` at a checkpoint of a paused VM. Shared
 /// by suspend and snapshots.
 pub fn capture_machine(vm: &Vm, here: &mut Vcpu) -> Result<Machine, String> {
-    if vm.pcie.is_some() {
-        return Err(String::from(
-            "the VM has PCI Express devices, whose state is not saved yet",
-        ));
-    }
     // 1. Every vCPU's state, each captured on its own physical CPU.
     for s in &vm.captured {
         *s.lock() = None;

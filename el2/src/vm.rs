@@ -614,8 +614,14 @@ impl Vm {
     /// Gives the VM the firmware devices `fw` (before it runs): on its bus, and
     /// its boots start the firmware.
     pub fn attach_firmware(&mut self, fw: crate::firmware::Firmware) -> Result<(), VmError> {
-        crate::firmware::attach(&mut self.bus, &fw, &self.devices, self.tpm.as_ref())
-            .map_err(VmError::Bus)?;
+        crate::firmware::attach(
+            &mut self.bus,
+            &fw,
+            &self.devices,
+            self.tpm.as_ref(),
+            &mut self.saved_devices,
+        )
+        .map_err(VmError::Bus)?;
         // The firmware's GOP framebuffer (ramfb) becomes the VM's surface once
         // the firmware configures it through fw_cfg.
         crate::display::watch_ramfb(self.ram, fw.fw_cfg.clone());
@@ -698,6 +704,18 @@ impl Vm {
             )
             .map_err(VmError::Bus)?;
         let rc = alloc::sync::Arc::new(Mutex::new(rc));
+        // Saved on suspend and snapshot: the frame (its SPI range) and the root
+        // complex with every function behind it.
+        self.saved_devices.push(crate::suspend::SavedDevice {
+            name: "gicv2m",
+            base: spec.v2m.frame.base,
+            handle: Box::new(Shared::new(frame)),
+        });
+        self.saved_devices.push(crate::suspend::SavedDevice {
+            name: "pcie",
+            base: spec.ecam.base,
+            handle: Box::new(crate::suspend::PcieHandle(rc.clone())),
+        });
         for win in pci::RootWindow::all(&rc) {
             let (base, size) = (win.window.base, win.window.size);
             let mut dev: Box<dyn vdev::MmioDevice + Send> = Box::new(win);

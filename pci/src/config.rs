@@ -274,6 +274,36 @@ impl ConfigSpace {
         })
     }
 
+    /// The register bytes (saved state; the masks and BAR layout are the spec's).
+    pub fn state(&self) -> &[u8; CONFIG_HEADER_SIZE] {
+        &self.bytes
+    }
+
+    /// Checks register bytes from a saved state: only bits software can write may
+    /// differ from the reset values, write-1-to-clear bits may only be clear (this
+    /// model never sets them), and Status.Interrupt Status must be `intx_level`.
+    /// `None` when software could not have reached them.
+    pub fn check_state(&self, bytes: &[u8], intx_level: bool) -> Option<[u8; CONFIG_HEADER_SIZE]> {
+        let bytes: [u8; CONFIG_HEADER_SIZE] = bytes.try_into().ok()?;
+        let mut derived = [0u8; CONFIG_HEADER_SIZE];
+        put16(
+            &mut derived,
+            reg::STATUS,
+            STATUS::INTERRUPT_STATUS::SET.value,
+        );
+        let reachable = (0..CONFIG_HEADER_SIZE).all(|j| {
+            let fixed = !(self.wmask[j] | self.w1c[j] | derived[j]);
+            (bytes[j] ^ self.reset[j]) & fixed == 0 && bytes[j] & self.w1c[j] & !self.reset[j] == 0
+        });
+        let status = LocalRegisterCopy::<u16, STATUS::Register>::new(get16(&bytes, reg::STATUS));
+        (reachable && status.is_set(STATUS::INTERRUPT_STATUS) == intx_level).then_some(bytes)
+    }
+
+    /// Puts back bytes [`Self::check_state`] accepted.
+    pub fn set_state(&mut self, bytes: [u8; CONFIG_HEADER_SIZE]) {
+        self.bytes = bytes;
+    }
+
     /// Back to the reset values (conventional reset).
     pub fn reset(&mut self) {
         self.bytes = self.reset;

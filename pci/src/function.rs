@@ -3,7 +3,9 @@
 //! through its Bus Master Enable ([`BusMaster`]), interrupts only through its
 //! MSI-X table or its INTx pin ([`FunctionIrq`]).
 
-use vdev::{AccessSize, GuestMemory, MemError, MmioError};
+use alloc::vec::Vec;
+
+use vdev::{AccessSize, GuestMemory, MemError, MmioError, RestoreError};
 
 use crate::defs::{IntxPin, BAR_COUNT};
 
@@ -107,6 +109,18 @@ pub trait PciFunction {
     /// Conventional reset (VM reset): device state back to its reset values, work
     /// in flight dropped. The root complex resets the configuration space.
     fn reset(&mut self);
+    /// The function's own state (what the root complex does not hold: not its
+    /// configuration space or MSI-X table), as a `vdev::SaveRestore` blob of its
+    /// own or empty for a function with none. Taken with nothing in flight.
+    fn save(&self) -> Vec<u8>;
+    /// Puts back what [`Self::save`] gave, validating it as guest input; on
+    /// `Err` the function is unchanged.
+    fn restore(&mut self, blob: &[u8]) -> Result<(), RestoreError>;
+    /// Guest requests started and not yet completed (a suspend or snapshot waits
+    /// until there are none).
+    fn in_flight(&self) -> usize {
+        0
+    }
     /// Whether the function holds work to do outside a guest access (a backend
     /// completed); the root complex then calls [`Self::poll`].
     fn has_work(&self) -> bool {

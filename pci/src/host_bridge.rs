@@ -52,4 +52,15 @@ impl PciFunction for HostBridge {
         Err(MmioError::NoRegister { offset })
     }
     fn reset(&mut self) {}
+    fn save(&self) -> alloc::vec::Vec<u8> {
+        // No state of its own.
+        alloc::vec::Vec::new()
+    }
+    fn restore(&mut self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
+        if blob.is_empty() {
+            Ok(())
+        } else {
+            Err(vdev::RestoreError::Malformed)
+        }
+    }
 }

@@ -43,6 +43,8 @@ mod tests;
 #[cfg(test)]
 mod tests_nvme;
 #[cfg(test)]
+mod tests_save;
+#[cfg(test)]
 mod tests_virtio;
 pub mod virtio;
 

@@ -5,7 +5,8 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use vdev::{AccessSize, MmioError};
+use vdev::save::{Reader, Writer};
+use vdev::{AccessSize, MmioError, RestoreError};
 
 use crate::defs::msix_cap::{
     ADDRESS_RESERVED, ENTRY_ADDRESS, ENTRY_DATA, ENTRY_SIZE, ENTRY_UPPER_ADDRESS,
@@ -88,6 +89,57 @@ impl Msix {
                 *w &= !(1 << (v % 64));
             }
         }
+    }
+
+    /// Writes the table and the pending bits (saved state).
+    pub fn save(&self, w: &mut Writer) {
+        let Msix { table, pending } = self;
+        for e in table {
+            let Entry {
+                address,
+                data,
+                masked,
+            } = *e;
+            w.u64(address).u32(data).flag(masked);
+        }
+        for p in pending {
+            w.u64(*p);
+        }
+    }
+
+    /// Reads what [`Self::save`] wrote for a function with this many vectors,
+    /// refusing addresses with reserved bits and pending bits past the last vector.
+    pub fn load(&self, r: &mut Reader) -> Result<Msix, RestoreError> {
+        let mut table = Vec::with_capacity(self.table.len());
+        for _ in 0..self.table.len() {
+            let address = r.u64()?;
+            let data = r.u32()?;
+            let masked = r.flag()?;
+            if address as u32 & ADDRESS_RESERVED != 0 {
+                return Err(RestoreError::Malformed);
+            }
+            table.push(Entry {
+                address,
+                data,
+                masked,
+            });
+        }
+        let mut pending = Vec::with_capacity(self.pending.len());
+        for i in 0..self.pending.len() {
+            let word = r.u64()?;
+            let first = i * 64;
+            let valid = self.table.len().saturating_sub(first).min(64);
+            let mask = if valid == 64 {
+                u64::MAX
+            } else {
+                (1 << valid) - 1
+            };
+            if word & !mask != 0 {
+                return Err(RestoreError::Malformed);
+            }
+            pending.push(word);
+        }
+        Ok(Msix { table, pending })
     }
 
     pub fn reset(&mut self) {

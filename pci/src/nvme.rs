@@ -6,7 +6,7 @@
 //! that interrupt use MSI or MSI-X, and every NVMe driver enables MSI-X.
 
 use nvme::{Config, Controller, Interrupts, BAR0_SIZE};
-use vdev::{AccessSize, AsyncBlock, MmioError, WorkSignal};
+use vdev::{AccessSize, AsyncBlock, MmioError, SaveRestore, WorkSignal};
 
 use crate::defs::{class, msix_cap, BAR_COUNT};
 use crate::function::{
@@ -123,6 +123,23 @@ impl<B: AsyncBlock> PciFunction for NvmeFunction<B> {
 
     fn reset(&mut self) {
         self.ctrl.reset();
+    }
+    fn save(&self) -> alloc::vec::Vec<u8> {
+        let NvmeFunction {
+            ctrl,
+            // From the VM definition.
+            ids: _,
+        } = self;
+        ctrl.save()
+    }
+    fn restore(&mut self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
+        self.ctrl.restore(blob)
+    }
+    /// Commands not completed, plus backend operations (DMA into guest RAM)
+    /// still outstanding, including ones a reset orphaned: a state is saved
+    /// only when both are zero.
+    fn in_flight(&self) -> usize {
+        self.ctrl.in_flight() + self.ctrl.backend_ops()
     }
 
     fn has_work(&self) -> bool {

@@ -15,6 +15,8 @@ use crate::function::{BusMaster, FunctionContext, FunctionIrq, PciFunction};
 use crate::host_bridge::HostBridge;
 use crate::msix::{Message, Msix};
 
+mod save;
+
 /// A guest-physical window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -345,9 +347,22 @@ impl RootComplex {
     /// Drives the four INTx SPIs from the functions' levels (a wired OR of the
     /// functions that share one), masked by Interrupt Disable and by MSI-X Enable.
     fn update_intx(&mut self, sink: &mut dyn InterruptSink) {
-        let mut levels = [false; INTX_PINS as usize];
         for s in &mut self.slots {
             s.config.set_interrupt_status(s.intx_level);
+        }
+        let levels = self.intx_levels();
+        for (i, (&new, old)) in levels.iter().zip(self.spi_levels.iter_mut()).enumerate() {
+            if new != *old {
+                sink.set_level(self.layout.intx_first_intid + i as u32, new);
+                *old = new;
+            }
+        }
+    }
+
+    /// The level each of the four INTx SPIs has from the functions' levels.
+    fn intx_levels(&self) -> [bool; INTX_PINS as usize] {
+        let mut levels = [false; INTX_PINS as usize];
+        for s in &self.slots {
             let Some(pin) = s.intx_pin else { continue };
             let disabled =
                 s.config.command().is_set(COMMAND::INTERRUPT_DISABLE) || s.config.msix_enabled();
@@ -356,12 +371,7 @@ impl RootComplex {
                 levels[spi as usize] = true;
             }
         }
-        for (i, (&new, old)) in levels.iter().zip(self.spi_levels.iter_mut()).enumerate() {
-            if new != *old {
-                sink.set_level(self.layout.intx_first_intid + i as u32, new);
-                *old = new;
-            }
-        }
+        levels
     }
 
     /// Sends the pending MSI-X vectors of slot `si` that may now go.
@@ -558,6 +568,11 @@ impl RootComplex {
         }
         self.recompute_decode();
         self.update_intx(sink);
+    }
+
+    /// Guest requests the functions hold, started and not completed.
+    pub fn in_flight(&self) -> usize {
+        self.slots.iter().map(|s| s.function.in_flight()).sum()
     }
 
     /// Whether any function holds deferred work.

@@ -20,7 +20,7 @@ const RAM: Window = Window {
 };
 
 /// The test device's registers in BAR0.
-mod probe {
+pub(crate) mod probe {
     /// Scratch register.
     pub const SCRATCH: u64 = 0x0;
     /// Writing an address DMA-writes the scratch value there; the result (1 ok,
@@ -37,7 +37,7 @@ mod probe {
 }
 
 #[derive(Default)]
-struct Probe {
+pub(crate) struct Probe {
     scratch: u64,
     dma_result: u64,
     resets: u32,
@@ -115,6 +115,27 @@ impl PciFunction for Probe {
     fn reset(&mut self) {
         self.scratch = 0;
         self.resets += 1;
+    }
+    fn save(&self) -> Vec<u8> {
+        let Probe {
+            scratch,
+            dma_result,
+            // The test's count, not device state.
+            resets: _,
+        } = self;
+        let mut w = vdev::save::Writer::new(*b"TPRB", 1);
+        w.u64(*scratch).u64(*dma_result);
+        w.finish()
+    }
+    fn restore(&mut self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
+        let (_, mut r) = vdev::save::Reader::open(blob, *b"TPRB", 1)?;
+        let (scratch, dma_result) = (r.u64()?, r.u64()?);
+        r.end()?;
+        if dma_result > 2 {
+            return Err(vdev::RestoreError::Malformed);
+        }
+        (self.scratch, self.dma_result) = (scratch, dma_result);
+        Ok(())
     }
 }
 
@@ -658,6 +679,12 @@ fn bad_layouts_and_specs_are_refused() {
             Ok(())
         }
         fn reset(&mut self) {}
+        fn save(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn restore(&mut self, _: &[u8]) -> Result<(), vdev::RestoreError> {
+            Ok(())
+        }
     }
     let good = Probe::default().spec();
     let mut s = good;

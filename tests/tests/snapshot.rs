@@ -140,6 +140,75 @@ fn rollback_undoes_a_file_in_ram_and_a_synced_disk_write_and_the_guest_runs_on()
     assert_eq!(got[8], "ok: vm linux has no snapshots");
 }
 
+/// A PCI Express VM (`--nvme`: a boot bundle whose disk is an NVMe namespace on
+/// a RAM disk behind the root complex, MSI-X through the GICv2m frame): the
+/// guest writes a block to the namespace and a file to /tmp, the VM is
+/// snapshotted (the root complex, the NVMe controller with its queue positions
+/// and the v2m frame saved with everything else), the guest writes another file
+/// and reads the block back, then the VM is rolled back: the later file is gone,
+/// and the block still reads back from the namespace (page cache dropped, so
+/// through the restored controller's queues and interrupts), and the guest runs
+/// on. Then the guest writes to the namespace, which no log covers: a second
+/// rollback is refused with nothing changed.
+#[test]
+fn an_nvme_vm_rolls_back_and_reads_its_namespace_through_the_restored_controller() {
+    let _boot = boot_lock();
+    let nonce = nonce();
+    let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.smp = Some(2);
+    // Leaves room for the snapshot pool in the host's RAM.
+    o.mem = Some(256 << 20);
+    o.nvme = Some(16 << 20);
+    o.script = Some(script(
+        "snapshot-nvme.script",
+        &format!(
+            "expect starting a shell\n\
+             sleep 0.5\n\
+             send printf 'nvme-%s\\n' $(({nonce}*3)) | dd of=/dev/nvme0n1 bs=4096 seek=7 count=1 conv=sync,fsync 2>/dev/null; echo kept > /tmp/keep; echo wrote-$((1+1))\n\
+             expect wrote-2\n\
+             monitor vm snapshot linux n1\n\
+             send echo later > /tmp/later; echo 3 > /proc/sys/vm/drop_caches; echo read1=$(dd if=/dev/nvme0n1 bs=4096 skip=7 count=1 2>/dev/null | head -n 1) later=$(cat /tmp/later)-$((2+3))\n\
+             expect later=later-5\n\
+             monitor vm rollback linux n1\n\
+             send echo 3 > /proc/sys/vm/drop_caches; echo read2=$(dd if=/dev/nvme0n1 bs=4096 skip=7 count=1 2>/dev/null | head -n 1) keep=$(cat /tmp/keep) later=$(cat /tmp/later 2>/dev/null || echo gone)-$((4+5))\n\
+             expect later=gone-9\n\
+             send printf 'x\\n' | dd of=/dev/nvme0n1 bs=4096 seek=8 count=1 conv=sync,fsync 2>/dev/null; echo wrote-$((6+6))\n\
+             expect wrote-12\n\
+             monitor vm rollback linux n1\n\
+             send echo still-$((5+6))\n\
+             expect still-11\n\
+             send exit\n\
+             expect shell exited\n"
+        ),
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let console = &outcome.console;
+    let block = format!("nvme-{}", nonce * 3);
+    assert!(
+        console.contains(&format!("read1={block} later=later-5")),
+        "the block did not read back before the rollback\n{tail}"
+    );
+    assert!(
+        console.contains(&format!("read2={block} keep=kept later=gone-9")),
+        "after the rollback the namespace did not read back through the controller, or RAM kept the later file\n{tail}"
+    );
+    let got = statuses(console);
+    assert_eq!(got.len(), 3, "{got:#?}\n{tail}");
+    assert!(
+        got[0].starts_with("ok: vm linux snapshot 'n1' taken (memory, "),
+        "{got:#?}\n{tail}"
+    );
+    assert_eq!(got[1], "ok: vm linux rolled back to snapshot 'n1'");
+    assert!(
+        got[2].starts_with("error: ")
+            && got[2].contains("RAM disks")
+            && got[2].contains("nothing was changed"),
+        "a rollback after a write to the namespace was not refused: {got:#?}"
+    );
+}
+
 /// The line the guest prints with `key=`, whole.
 fn value(console: &str, key: &str) -> String {
     integration_tests::console_value(console, key)

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use integration_tests::{boot, boot_lock, console_tail, script};
 use registry::cli::FileDisk;
 use registry::Registry;
-use xtask::run::{prepare, Guest, RunOptions, RunOutcome};
+use xtask::run::{prepare, Guest, Profile, RunOptions, RunOutcome};
 use xtask::session::Session;
 use xtask::Layout;
 
@@ -503,5 +503,189 @@ fn power_cuts_during_suspend_never_resume_a_partial_state() {
         }
     }
     println!("{resumed} boots resumed, {cold} cold");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Bytes of the CRB's response buffer read back (a TPM2_PCR_Read response of
+/// one SHA-256 PCR is 62).
+const CRB_RESPONSE_BYTES: u64 = 64;
+
+/// TPM2_PCR_Read(PCR 0, SHA-256) typed into the CRB from the UEFI shell: take
+/// locality 0, the 20-byte command as little-endian words of the command
+/// buffer, START; then the response buffer read back a word at a time (`mm`;
+/// the shell's `dmem -MMIO` needs a PCI root bridge). Ends at the shell prompt.
+fn crb_pcr0_read() -> String {
+    let mut s = String::new();
+    let mut mm = |args: String| {
+        s.push_str(&format!("send mm {args} -MMIO -n\\r\nexpect Shell> \n"));
+    };
+    mm("0xc000008 1 -w 4".into());
+    let command = [
+        0x0000_0180u32,
+        0x0000_1400,
+        0x0000_7e01,
+        0x0b00_0100,
+        0x0000_0103,
+    ];
+    for (i, w) in command.iter().enumerate() {
+        mm(format!("{:#x} {w:#010x} -w 4", 0xc00_0080 + 4 * i));
+    }
+    mm("0xc00004c 1 -w 1".into());
+    for off in (0..CRB_RESPONSE_BYTES).step_by(4) {
+        mm(format!("{:#x} -w 4", 0xc00_0080 + off));
+    }
+    s
+}
+
+/// The response-buffer bytes the shell's `mm` reads printed, in order, one
+/// `Vec` per read-back (a read of the buffer's first word starts one).
+fn crb_responses(console: &str) -> Vec<Vec<u8>> {
+    let re = regex::Regex::new(r"0x0*C0000([89AB][048C]) : 0x([0-9A-F]{8})").unwrap();
+    let mut dumps: Vec<Vec<u8>> = Vec::new();
+    for c in re.captures_iter(console) {
+        let off = u64::from_str_radix(&c[1], 16).unwrap() - 0x80;
+        let word = u32::from_str_radix(&c[2], 16).unwrap();
+        if off == 0 {
+            dumps.push(Vec::new());
+        }
+        if let Some(d) = dumps.last_mut() {
+            d.extend(word.to_le_bytes());
+        }
+    }
+    // Whole read-backs only (in case the shell echoes the command's writes).
+    dumps.retain(|d| d.len() == CRB_RESPONSE_BYTES as usize);
+    dumps
+}
+
+/// A vendor GUID of this file's own (firmware variables).
+const GUID: &str = "5d2c7a41-93e6-4f0b-8a1d-6c3e9b27f054";
+
+/// A firmware VM (profile `uefi-acpi`: AAVMF from the CFI flash, fw_cfg with its
+/// ramfb, PL031, the CRB TPM) at its UEFI shell sets a volatile shell variable
+/// and reads PCR 0 (extended by the firmware's measured boot) through the CRB;
+/// `vm suspend uefi` saves it (the variable store's bank, fw_cfg, the RTC and
+/// the TPM with everything else) and QEMU powers off. QEMU starts again on the
+/// same system disk: the VM resumes without starting the firmware again, the
+/// shell still has the variable, PCR 0 reads the same through the CRB (the TPM
+/// continued, not reset), the firmware's ramfb configuration was restored (the
+/// display takes its framebuffer again). Then, in the same run, an in-memory
+/// snapshot, a non-volatile variable set, a rollback: the variable is gone from
+/// the firmware's memory and, after a reset, from its flash (the bank's image is
+/// in its saved state); the shell powers the VM off.
+#[test]
+fn a_firmware_vm_at_its_shell_continues_after_suspend_and_host_restart() {
+    let _boot = boot_lock();
+    let dir = scratch("uefi");
+    let disk = dir.join("system-disk.img");
+    let nonce = std::process::id();
+    let shell = |fresh: bool, name: &str, text: String| RunOptions {
+        profile: Profile::UefiAcpi,
+        firmware_shell: true,
+        system_disk: Some(disk.clone()),
+        fresh,
+        script: Some(script(name, &text)),
+        ..RunOptions::headless(Default::default(), TIMEOUT)
+    };
+    let first = boot(&shell(
+        true,
+        "suspend-uefi.script",
+        format!(
+            "expect Shell> \n\
+             send set -v RayosKeep kept-{nonce}-in-ram\\r\n\
+             expect Shell> \n\
+             {crb}\
+             monitor vm suspend uefi\n",
+            crb = crb_pcr0_read()
+        ),
+    ));
+    let tail = console_tail(&first);
+    assert!(
+        first
+            .console
+            .contains("[el2 monitor] ok: vm uefi suspended"),
+        "`vm suspend uefi` did not suspend the VM\n{tail}"
+    );
+    assert_eq!(first.exit_code(), Some(0), "QEMU did not power off\n{tail}");
+    assert!(first.console.contains("display: ramfb "), "\n{tail}");
+    let before = crb_responses(&first.console);
+    assert_eq!(before.len(), 1, "one response dump\n{tail}");
+    let before = &before[0];
+    // TPM_ST_NO_SESSIONS, 62 bytes, TPM_RC_SUCCESS.
+    assert_eq!(
+        before[..10],
+        [0x80, 0x01, 0, 0, 0, 0x3e, 0, 0, 0, 0],
+        "\n{tail}"
+    );
+    assert!(
+        before[30..62].iter().any(|&b| b != 0),
+        "PCR 0 was never extended\n{tail}"
+    );
+    assert!(saved_state(&disk).size > 0, "no saved state committed");
+
+    let second = boot(&shell(
+        false,
+        "resume-uefi.script",
+        format!(
+            "expect resumed from its saved state\n\
+             sleep 1\n\
+             send echo %RayosKeep%\\r\n\
+             expect kept-{nonce}-in-ram\n\
+             expect Shell> \n\
+             {crb}\
+             monitor vm snapshot uefi s1\n\
+             send setvar RayosRoll -guid {GUID} -nv -bs =\"roll-{nonce}\"\\r\n\
+             expect Shell> \n\
+             send dmpstore RayosRoll -guid {GUID}\\r\n\
+             expect roll-{nonce}\n\
+             expect Shell> \n\
+             monitor vm rollback uefi s1\n\
+             send dmpstore RayosRoll -guid {GUID}\\r\n\
+             expect Shell> \n\
+             send reset\\r\n\
+             expect UEFI firmware \\(\n\
+             expect Shell> \n\
+             send dmpstore RayosRoll -guid {GUID}\\r\n\
+             expect Shell> \n\
+             send reset -s\\r\n",
+            crb = crb_pcr0_read()
+        ),
+    ));
+    let tail = console_tail(&second);
+    let c = &second.console;
+    assert_eq!(second.exit_code(), Some(0), "\n{tail}");
+    assert!(c.contains("resumed from its saved state"), "\n{tail}");
+    let resumed_shell = c.find(&format!("kept-{nonce}-in-ram")).unwrap();
+    assert!(
+        !c[..resumed_shell].contains("UEFI firmware from flash"),
+        "the firmware started again\n{tail}"
+    );
+    // A variable written after an in-memory snapshot is gone after the rollback,
+    // from the firmware's memory and from its flash (a reset reads the store
+    // again): dumped once, before the rollback (the shell's echo of the typed
+    // command is not contiguous text).
+    assert!(
+        c.contains("[el2 monitor] ok: vm uefi snapshot 's1' taken")
+            && c.contains("[el2 monitor] ok: vm uefi rolled back to snapshot 's1'"),
+        "\n{tail}"
+    );
+    assert_eq!(
+        c.matches(&format!("roll-{nonce}")).count(),
+        1,
+        "the variable outlived the rollback\n{tail}"
+    );
+    let after = crb_responses(c);
+    assert_eq!(after.len(), 1, "one response dump\n{tail}");
+    assert_eq!(
+        after[0][..62],
+        before[..62],
+        "PCR 0 read through the CRB differs after resume\n{tail}"
+    );
+    let reset = c.find("UEFI firmware (").unwrap_or(c.len());
+    assert!(
+        c[..reset].contains("display: ramfb "),
+        "the firmware's ramfb configuration was not restored\n{tail}"
+    );
+    assert!(!c.contains("data abort injected"), "\n{tail}");
+    assert_eq!(saved_state(&disk).size, 0, "the image was not consumed");
     std::fs::remove_dir_all(&dir).unwrap();
 }

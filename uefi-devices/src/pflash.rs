@@ -498,17 +498,22 @@ mod tag {
     pub const BUFFER_CONFIRM: u8 = 9;
 }
 
-/// The command state of a bank; the image itself persists through the
-/// [`FlashStore`] (call [`CfiFlash::flush`] before saving).
+/// The command state of a bank and (version 2, a writable bank) its image, so
+/// a rollback to a snapshot puts back the variable store the guest's RAM
+/// remembers. A restored image marks the granules it changed dirty: they reach
+/// the [`FlashStore`] at the next commit point or [`CfiFlash::flush`]. Version 1
+/// blobs (command state only) still restore and keep the image as it is (then
+/// call [`CfiFlash::flush`] before saving, so the store holds it).
 impl<S: FlashStore> SaveRestore for CfiFlash<S> {
     const SAVE_ID: [u8; 4] = *b"PFL1";
-    const SAVE_VERSION: u32 = 1;
+    const SAVE_VERSION: u32 = 2;
 
     fn save(&self) -> Vec<u8> {
         let CfiFlash {
-            image: _,
+            image,
+            // From the bank's definition.
             block_size: _,
-            read_only: _,
+            read_only,
             mode,
             status,
             locked,
@@ -542,11 +547,15 @@ impl<S: FlashStore> SaveRestore for CfiFlash<S> {
         for &(o, v) in data {
             w.u64(o).u32(v);
         }
+        // The code bank's image is the firmware, which no guest can change.
+        if !*read_only {
+            w.bytes(image);
+        }
         w.finish()
     }
 
     fn restore(&mut self, blob: &[u8]) -> Result<(), RestoreError> {
-        let (_, mut r) = Reader::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
+        let (version, mut r) = Reader::open(blob, Self::SAVE_ID, Self::SAVE_VERSION)?;
         let status = r.u16()?;
         let locks = r.bytes(self.locked.len())?;
         if locks.len() != self.locked.len() || locks.iter().any(|&l| l > 1) {
@@ -572,6 +581,15 @@ impl<S: FlashStore> SaveRestore for CfiFlash<S> {
             }
             data.push((o, v));
         }
+        let image = if version >= 2 && !self.read_only {
+            let image = r.bytes(self.image.len())?;
+            if image.len() != self.image.len() {
+                return Err(RestoreError::Malformed);
+            }
+            Some(image)
+        } else {
+            None
+        };
         r.end()?;
         let no_data = n == 0 && remaining == 0 && block == 0;
         let mode = match t {
@@ -599,6 +617,18 @@ impl<S: FlashStore> SaveRestore for CfiFlash<S> {
             *l = v == 1;
         }
         self.mode = mode;
+        if let Some(image) = image {
+            for (g, (new, old)) in image
+                .chunks(DIRTY_GRANULE)
+                .zip(self.image.chunks(DIRTY_GRANULE))
+                .enumerate()
+            {
+                if new != old {
+                    self.dirty[g] = true;
+                }
+            }
+            self.image.copy_from_slice(image);
+        }
         Ok(())
     }
 }

@@ -131,6 +131,17 @@ impl PciFunction for Probe {
     fn reset(&mut self) {
         self.0.lock().unwrap().intx = false;
     }
+    fn save(&self) -> Vec<u8> {
+        // What it records is the harness's observation, not device state.
+        Vec::new()
+    }
+    fn restore(&mut self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
+        if blob.is_empty() {
+            Ok(())
+        } else {
+            Err(vdev::RestoreError::Malformed)
+        }
+    }
 }
 
 #[derive(Clone, Default)]
