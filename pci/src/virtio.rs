@@ -443,6 +443,18 @@ impl<D: VirtioDevice> PciFunction for VirtioFunction<D> {
         self.reset_transport();
     }
 
+    fn save(&self) -> Vec<u8> {
+        SaveRestore::save(self)
+    }
+
+    fn restore(&mut self, blob: &[u8]) -> Result<(), RestoreError> {
+        SaveRestore::restore(self, blob)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.core.device().requests_in_flight()
+    }
+
     fn has_work(&self) -> bool {
         self.redrive_intx || self.core.has_deferred_work()
     }

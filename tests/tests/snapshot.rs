@@ -20,7 +20,7 @@ use integration_tests::{boot, boot_lock, console_tail, script};
 use registry::cli::FileDisk;
 use registry::Registry;
 use vdev::BlockBackend;
-use xtask::run::{prepare, Ending, Guest, RunOptions};
+use xtask::run::{prepare, Ending, Guest, NvmeDisk, RunOptions};
 use xtask::session::Session;
 use xtask::Layout;
 
@@ -158,7 +158,7 @@ fn an_nvme_vm_rolls_back_and_reads_its_namespace_through_the_restored_controller
     o.smp = Some(2);
     // Leaves room for the snapshot pool in the host's RAM.
     o.mem = Some(256 << 20);
-    o.nvme = Some(16 << 20);
+    o.nvme = Some(NvmeDisk::Ram(16 << 20));
     o.script = Some(script(
         "snapshot-nvme.script",
         &format!(

@@ -701,6 +701,10 @@ impl<B: AsyncBlock + Send> VirtioDevice for Blk<B> {
         device_id::BLOCK
     }
 
+    fn requests_in_flight(&self) -> usize {
+        self.in_flight()
+    }
+
     fn features(&self) -> u64 {
         let common = blk::F_SIZE_MAX | blk::F_SEG_MAX | blk::F_BLK_SIZE | blk::F_FLUSH;
         if self.read_only() {

@@ -229,6 +229,12 @@ pub trait VirtioDevice: Send {
     /// Back to the power-on state (VM reset), after [`Self::reset`]: host-side
     /// buffers are dropped too. Devices without such buffers have nothing more to do.
     fn power_on_reset(&mut self) {}
+    /// Guest requests started and not completed (a suspend or snapshot waits
+    /// until there are none); devices that complete every request within
+    /// [`Self::process`] have none.
+    fn requests_in_flight(&self) -> usize {
+        0
+    }
     /// Device-type state to keep across save/restore (the transport saves queues and
     /// registers itself). Every device writes it out by destructuring itself whole,
     /// so a field added later is a compile error until it is saved or said not to be
