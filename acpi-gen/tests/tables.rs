@@ -549,7 +549,7 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
             &VmDevices {
                 virtio_slots: &slots,
                 tpm_spi_gpio: false,
-                vars_bank_size: 1 << 20,
+                vars_bank_size: boards::guest::FLASH_BANK_SIZE,
                 tpm_crb,
                 ..Default::default()
             },

@@ -133,7 +133,8 @@ pub struct VmDevices<'a> {
     pub virtio_slots: &'a [u64],
     /// The TPM on the PL061's bit-banged SPI bus (`linux-dt` only).
     pub tpm_spi_gpio: bool,
-    /// Size of the variable-store flash bank (`uefi-acpi`).
+    /// Size of the variable-store flash bank (`uefi-acpi`): QEMU `virt`'s 64 MiB
+    /// window, whatever part of it the VM's store backs.
     pub vars_bank_size: u64,
     /// The TPM's CRB interface on the platform bus (`uefi-acpi` only: a VM whose
     /// machine has an entropy source).
@@ -587,7 +588,7 @@ mod tests {
         VmDevices {
             virtio_slots: slots,
             tpm_spi_gpio: true,
-            vars_bank_size: 1 << 20,
+            vars_bank_size: guest::FLASH_BANK_SIZE,
             tpm_crb: true,
             ..Default::default()
         }

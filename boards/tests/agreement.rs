@@ -148,7 +148,7 @@ fn list_of(profile: Profile, disks: usize, entropy: bool, pcie: bool, fb: bool) 
             virtio_slots: &slots,
             tpm_spi_gpio: profile == Profile::LinuxDt && entropy,
             tpm_crb: profile == Profile::UefiAcpi && entropy,
-            vars_bank_size: 1 << 20,
+            vars_bank_size: guest::FLASH_BANK_SIZE,
             pcie,
             framebuffer,
         },

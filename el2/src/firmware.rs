@@ -7,7 +7,10 @@
 //!   ignores (skips) with a log line, as QEMU's read-only flash does; past the
 //!   image one zero block is mapped read-only at every 2 MiB.
 //! - Bank 1 (the variable store) is a [`uefi_devices::pflash::CfiFlash`] on the MMIO
-//!   bus. While the bank is in read-array mode its image is also mapped read-only
+//!   bus, 64 MiB as on QEMU, of which the first [`VARS_BACKED_SIZE`] bytes are
+//!   backed by the VM's store; the rest reads as erased flash and refuses program
+//!   and erase (the model answers those reads: that part is never mapped). While
+//!   the bank is in read-array mode its backed image is also mapped read-only
 //!   at stage 2 (reads are plain memory, as the firmware's `CopyMem` with load
 //!   pairs needs); a write is a permission fault that reaches the bank's command
 //!   state machine through the bus. When a command takes the bank out of
@@ -41,12 +44,16 @@ use vdev::SharedBlock;
 use crate::guestram::GuestRam;
 use crate::sysdisk::SystemDisk;
 
-/// Size of the variable-store bank this hypervisor gives a VM: four 256 KiB
-/// blocks, room for the store, the fault-tolerant-write working block and its
-/// spare that ArmVirtQemu keeps at the bank's start (0xC0000 bytes). Smaller than
-/// QEMU's 64 MiB so that its image fits the hypervisor heap; the guest's device
-/// tree gives this size.
-pub const VARS_BANK_SIZE: u64 = 4 * VIRT_BLOCK_SIZE;
+/// Size of the variable-store bank a VM sees (its device tree and CFI query):
+/// QEMU `virt`'s 64 MiB.
+pub const VARS_BANK_SIZE: u64 = guest::FLASH_BANK_SIZE;
+
+/// The backed head of the variable-store bank (its image, in the VM's record):
+/// four 256 KiB blocks, room for the store, the fault-tolerant-write working
+/// block and its spare that ArmVirtQemu keeps at the bank's start (0xC0000
+/// bytes). Only this much so that the image fits the hypervisor heap and a
+/// commit writes 1 MiB, not 64.
+pub const VARS_BACKED_SIZE: u64 = 4 * VIRT_BLOCK_SIZE;
 
 /// Granule of the code bank's host memory (stage 2 maps it with 2 MiB blocks).
 const CODE_ALIGN: u64 = 2 << 20;
@@ -175,7 +182,7 @@ impl VarsBank {
     fn sync(&mut self) {
         let read_array = self.flash.read_array_mode();
         if self.mapped && !read_array {
-            match self.ram.unmap_outside(guest::FLASH1_BASE, VARS_BANK_SIZE) {
+            match self.ram.unmap_outside(guest::FLASH1_BASE, VARS_BACKED_SIZE) {
                 Ok(()) => self.mapped = false,
                 Err(e) => log::error!("variable store: cannot unmap it: {e:?}"),
             }
@@ -347,7 +354,7 @@ pub fn reserve(
         .alloc(len, CODE_ALIGN)
         .ok_or_else(|| format!("no memory for the {} MiB firmware code bank", len >> 20))?;
     let vars_pa = pmem
-        .alloc(VARS_BANK_SIZE, PAGE)
+        .alloc(VARS_BACKED_SIZE, PAGE)
         .ok_or_else(|| String::from("no memory for the variable store's mapping"))?;
     let zeros_pa = pmem
         .alloc(CODE_ALIGN, CODE_ALIGN)
@@ -360,7 +367,7 @@ pub fn reserve(
         code: HostMemory { pa, len },
         vars: HostMemory {
             pa: vars_pa,
-            len: VARS_BANK_SIZE,
+            len: VARS_BACKED_SIZE,
         },
     })
 }
@@ -399,20 +406,20 @@ pub fn build(
         at += CODE_ALIGN;
     }
 
-    // The variable store: the given image (its tail beyond the bank must be
-    // erased or zero, as Debian's 64 MiB files are) or an erased bank.
-    let mut image = vec![0xffu8; VARS_BANK_SIZE as usize];
+    // The variable store: the given image (its tail beyond the backed head must
+    // be erased or zero, as Debian's 64 MiB files are) or an erased bank.
+    let mut image = vec![0xffu8; VARS_BACKED_SIZE as usize];
     if let Some(v) = fw.vars {
         let (head, tail) = v.split_at(v.len().min(image.len()));
         if tail.iter().any(|&b| b != 0xff && b != 0) {
             return Err(format!(
-                "the variable store image has data beyond the {} KiB bank",
-                VARS_BANK_SIZE >> 10
+                "the variable store image has data beyond the bank's backed {} KiB",
+                VARS_BACKED_SIZE >> 10
             ));
         }
         image[..head.len()].copy_from_slice(head);
     }
-    let flash = CfiFlash::new(image, VIRT_BLOCK_SIZE, false, store)
+    let flash = CfiFlash::with_window(image, VARS_BANK_SIZE, VIRT_BLOCK_SIZE, false, store)
         .map_err(|e| format!("variable store: {e:?}"))?;
     let mut bank = VarsBank {
         flash,
@@ -535,7 +542,7 @@ impl crate::suspend::DeviceHandle for VarsHandle {
             );
         }
         if bank.mapped {
-            match bank.ram.unmap_outside(guest::FLASH1_BASE, VARS_BANK_SIZE) {
+            match bank.ram.unmap_outside(guest::FLASH1_BASE, VARS_BACKED_SIZE) {
                 Ok(()) => bank.mapped = false,
                 Err(e) => log::error!("variable store: cannot unmap it: {e:?}"),
             }

@@ -14,6 +14,15 @@
 //! read-only bank (the firmware code), sets SR.1 and the operation's error bit and
 //! changes nothing.
 //!
+//! Backing: a bank's window may be larger than its image (QEMU `virt`'s 64 MiB
+//! variable-store bank backed by only the head the firmware uses). Beyond the
+//! image the window reads as erased flash (0xFF in read-array mode; status, CFI
+//! and identifier reads as the mode says), and a program or block erase there is
+//! refused with the operation's failure bit (SR.4 program, SR.5 erase) and a log
+//! line, changing nothing; lock commands there are accepted and have no effect
+//! (those blocks cannot change anyway) and their lock status reads unlocked. The
+//! CFI query describes the whole window.
+//!
 //! Persistence: a writable bank (the variable store) reports its image to a
 //! [`FlashStore`] at the firmware's commit points — when the bank returns to
 //! read-array mode after a program or erase changed it (EDK2 does so at the end of
@@ -110,7 +119,8 @@ pub enum StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GeometryError {
     /// The block size is not a power of two of at least the write buffer, or the
-    /// bank is not a whole number of blocks, or the image is another size.
+    /// image or the window is not a whole number of blocks, or the image is
+    /// larger than the window.
     Invalid,
 }
 
@@ -150,7 +160,10 @@ enum Mode {
 
 /// One flash bank.
 pub struct CfiFlash<S: FlashStore> {
+    /// The backed head of the window (the store's image).
     image: Vec<u8>,
+    /// The window the guest sees, at least the image.
+    window: u64,
     block_size: u64,
     read_only: bool,
     mode: Mode,
@@ -169,11 +182,27 @@ impl<S: FlashStore> CfiFlash<S> {
         read_only: bool,
         store: S,
     ) -> Result<Self, GeometryError> {
+        let window = image.len() as u64;
+        Self::with_window(image, window, block_size, read_only, store)
+    }
+
+    /// A bank of `window` bytes whose first `image.len()` bytes are backed by
+    /// `image` (and `store`); the rest reads as erased and refuses program and
+    /// erase.
+    pub fn with_window(
+        image: Vec<u8>,
+        window: u64,
+        block_size: u64,
+        read_only: bool,
+        store: S,
+    ) -> Result<Self, GeometryError> {
         let size = image.len() as u64;
         let valid = block_size.is_power_of_two()
             && block_size >= BANK_BUFFER
             && size >= block_size
-            && size.is_multiple_of(block_size);
+            && size.is_multiple_of(block_size)
+            && window >= size
+            && window.is_multiple_of(block_size);
         if !valid {
             return Err(GeometryError::Invalid);
         }
@@ -181,6 +210,7 @@ impl<S: FlashStore> CfiFlash<S> {
         let granules = image.len().div_ceil(DIRTY_GRANULE);
         Ok(CfiFlash {
             image,
+            window,
             block_size,
             read_only,
             mode: Mode::ReadArray,
@@ -191,9 +221,14 @@ impl<S: FlashStore> CfiFlash<S> {
         })
     }
 
-    /// The bank's contents.
+    /// The bank's backed contents (the head of its window).
     pub fn image(&self) -> &[u8] {
         &self.image
+    }
+
+    /// Size of the window the guest sees.
+    pub fn window(&self) -> u64 {
+        self.window
     }
 
     /// The store.
@@ -246,8 +281,21 @@ impl<S: FlashStore> CfiFlash<S> {
         self.mode = Mode::Status;
     }
 
+    /// Whether `block` is in the backed head of the window.
+    fn backed(&self, block: usize) -> bool {
+        block < self.locked.len()
+    }
+
     /// Whether `block` may change; sets the error bits if not.
     fn writable(&mut self, block: usize, error: u16) -> bool {
+        if !self.backed(block) {
+            log::warn!(
+                "pflash: program/erase of block {block}, beyond the {} KiB backed by the store, refused",
+                self.image.len() >> 10
+            );
+            self.status |= error;
+            return false;
+        }
         if self.read_only || self.locked[block] {
             log::warn!("pflash: program/erase of locked or read-only block {block} refused");
             self.status |= sr::BLOCK_LOCKED | error;
@@ -322,6 +370,8 @@ impl<S: FlashStore> CfiFlash<S> {
                 }
             }
             Mode::LockSetup { block } => match low {
+                // Unbacked blocks cannot change whatever their lock: no effect.
+                cmd::LOCK_BLOCK | cmd::CONFIRM if !self.backed(block) => {}
                 cmd::LOCK_BLOCK => self.locked[block] = true,
                 cmd::CONFIRM => self.locked[block] = false,
                 _ => self.sequence_error("lock setup neither lock nor unlock"),
@@ -383,7 +433,8 @@ impl<S: FlashStore> CfiFlash<S> {
                 1 => DEVICE_ID,
                 ID_BLOCK_LOCK => {
                     let block = self.block_of(index * BANK_WIDTH);
-                    u16::from(self.locked[block] || self.read_only)
+                    let locked = self.locked.get(block).copied().unwrap_or(false);
+                    u16::from(locked || self.read_only)
                 }
                 _ => 0,
             },
@@ -393,10 +444,10 @@ impl<S: FlashStore> CfiFlash<S> {
         }
     }
 
-    /// The CFI query table of one device.
+    /// The CFI query table of one device (of the whole window).
     fn cfi(&self, index: u64) -> u8 {
-        let per_device_size = self.image.len() as u64 / DEVICES;
-        let blocks = self.image.len() as u64 / self.block_size - 1;
+        let per_device_size = self.window / DEVICES;
+        let blocks = self.window / self.block_size - 1;
         let per_device_block = self.block_size / DEVICES / 256;
         match index {
             0x10 => b'Q',
@@ -436,15 +487,17 @@ impl<S: FlashStore> MmioDevice for CfiFlash<S> {
         size: AccessSize,
     ) -> Result<u64, MmioError> {
         let n = size.bytes();
-        let end = offset
-            .checked_add(n)
-            .filter(|&e| e <= self.image.len() as u64);
+        let end = offset.checked_add(n).filter(|&e| e <= self.window);
         if end.is_none() || !offset.is_multiple_of(n) {
             return Err(MmioError::NoRegister { offset });
         }
         let mut b = [0u8; 8];
         if self.mode == Mode::ReadArray {
-            b[..n as usize].copy_from_slice(&self.image[offset as usize..(offset + n) as usize]);
+            // Beyond the image the window is erased flash.
+            for (i, byte) in b[..n as usize].iter_mut().enumerate() {
+                let a = offset as usize + i;
+                *byte = self.image.get(a).copied().unwrap_or(0xff);
+            }
         } else {
             for (i, byte) in b[..n as usize].iter_mut().enumerate() {
                 let a = offset + i as u64;
@@ -466,9 +519,7 @@ impl<S: FlashStore> MmioDevice for CfiFlash<S> {
         if size == AccessSize::Double {
             return Err(MmioError::UnsupportedSize { offset, size });
         }
-        let end = offset
-            .checked_add(n)
-            .filter(|&e| e <= self.image.len() as u64);
+        let end = offset.checked_add(n).filter(|&e| e <= self.window);
         if end.is_none() || !offset.is_multiple_of(n) {
             return Err(MmioError::NoRegister { offset });
         }
@@ -512,6 +563,7 @@ impl<S: FlashStore> SaveRestore for CfiFlash<S> {
         let CfiFlash {
             image,
             // From the bank's definition.
+            window: _,
             block_size: _,
             read_only,
             mode,
@@ -566,7 +618,8 @@ impl<S: FlashStore> SaveRestore for CfiFlash<S> {
         let remaining = r.u32()?;
         let n = r.u32()? as u64;
         let max_words = BANK_BUFFER / BANK_WIDTH;
-        if block >= self.locked.len() || n > max_words || u64::from(remaining) + n > max_words {
+        let window_blocks = (self.window / self.block_size) as usize;
+        if block >= window_blocks || n > max_words || u64::from(remaining) + n > max_words {
             return Err(RestoreError::Malformed);
         }
         let mut data = Vec::new();
@@ -576,7 +629,7 @@ impl<S: FlashStore> SaveRestore for CfiFlash<S> {
             let same = data
                 .first()
                 .is_none_or(|&(f, _): &(u64, u32)| f / BANK_BUFFER == o / BANK_BUFFER);
-            if o >= self.image.len() as u64 || !in_block || !same {
+            if o >= self.window || !in_block || !same {
                 return Err(RestoreError::Malformed);
             }
             data.push((o, v));

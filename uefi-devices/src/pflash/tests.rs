@@ -103,10 +103,38 @@ fn buffered(f: &mut CfiFlash<MemStore>, offset: u64, words: &[u32]) {
     command(f, offset, cmd::CONFIRM);
 }
 
+/// QEMU `virt`'s variable-store bank as this hypervisor gives it: the 64 MiB
+/// window, of which the first four 256 KiB blocks are backed.
+fn virt_vars_bank(image: Vec<u8>) -> CfiFlash<MemStore> {
+    CfiFlash::with_window(
+        image,
+        VIRT_BANK_SIZE,
+        VIRT_BLOCK_SIZE,
+        false,
+        MemStore::default(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn cfi_query_and_identifier_describe_virt_flash() {
-    let image = vec![0xffu8; VIRT_BANK_SIZE as usize];
-    let mut f = CfiFlash::new(image, VIRT_BLOCK_SIZE, false, MemStore::default()).unwrap();
+    // A fully backed 64 MiB bank and a 64 MiB window backed for 1 MiB describe
+    // the same device.
+    let full = CfiFlash::new(
+        vec![0xffu8; VIRT_BANK_SIZE as usize],
+        VIRT_BLOCK_SIZE,
+        false,
+        MemStore::default(),
+    )
+    .unwrap();
+    let windowed = virt_vars_bank(vec![0xffu8; 4 * VIRT_BLOCK_SIZE as usize]);
+    assert_eq!(windowed.window(), VIRT_BANK_SIZE);
+    for f in [full, windowed] {
+        describes_virt_flash(f);
+    }
+}
+
+fn describes_virt_flash(mut f: CfiFlash<MemStore>) {
     command(&mut f, 0x55 * 4, cmd::CFI_QUERY);
     assert!(!f.read_array_mode());
     let q = |f: &mut CfiFlash<MemStore>, i: u64| rd(f, i * 4, AccessSize::Word).unwrap();
@@ -133,6 +161,150 @@ fn cfi_query_and_identifier_describe_virt_flash() {
     command(&mut f, 0, cmd::READ_ARRAY);
     assert!(f.read_array_mode());
     assert_eq!(rd(&mut f, 0, AccessSize::Double).unwrap(), u64::MAX);
+}
+
+/// The 64 MiB window backed for 1 MiB: the whole window answers, the backed head
+/// holds the image, the rest reads as erased flash in read-array mode and as the
+/// mode says otherwise; the window ends at 64 MiB.
+#[test]
+fn a_window_beyond_its_backing_reads_as_erased_flash() {
+    let backed = 4 * VIRT_BLOCK_SIZE;
+    let mut f = virt_vars_bank(pattern(backed as usize));
+    assert_eq!(f.image().len() as u64, backed);
+    let head = u32::from_le_bytes(pattern(4)[..].try_into().unwrap());
+    assert_eq!(rd(&mut f, 0, AccessSize::Word).unwrap(), u64::from(head));
+    let last = u64::from(word(&f, backed - 4));
+    assert_eq!(rd(&mut f, backed - 4, AccessSize::Word).unwrap(), last);
+    for (offset, size) in [
+        (backed, AccessSize::Double),
+        (backed + 0x1234 * 4, AccessSize::Word),
+        (VIRT_BANK_SIZE / 2 + 2, AccessSize::Half),
+        (VIRT_BANK_SIZE - 1, AccessSize::Byte),
+        (VIRT_BANK_SIZE - 8, AccessSize::Double),
+    ] {
+        let ones = u64::MAX >> (64 - 8 * size.bytes());
+        assert_eq!(rd(&mut f, offset, size).unwrap(), ones, "{offset:#x}");
+    }
+    for offset in [VIRT_BANK_SIZE, VIRT_BANK_SIZE + 4] {
+        assert_eq!(
+            rd(&mut f, offset, AccessSize::Word),
+            Err(MmioError::NoRegister { offset })
+        );
+        assert_eq!(
+            wr(&mut f, offset, AccessSize::Word, 0),
+            Err(MmioError::NoRegister { offset })
+        );
+    }
+    // Commands work anywhere in the window; status and identifier reads there
+    // answer as in the backed head (the CFI table sits at the bank's start).
+    let far = VIRT_BANK_SIZE - VIRT_BLOCK_SIZE;
+    command(&mut f, far, cmd::READ_STATUS);
+    assert_eq!(
+        rd(&mut f, far + 8, AccessSize::Word).unwrap(),
+        dual(sr::READY)
+    );
+    command(&mut f, far, cmd::READ_ID);
+    assert_eq!(
+        rd(&mut f, far, AccessSize::Word).unwrap(),
+        dual(MANUFACTURER_INTEL)
+    );
+    assert_eq!(
+        rd(&mut f, far + ID_BLOCK_LOCK * 4, AccessSize::Word).unwrap(),
+        0,
+        "unlocked"
+    );
+    command(&mut f, far, cmd::CFI_QUERY);
+    assert_eq!(
+        rd(&mut f, 0x10 * 4, AccessSize::Word).unwrap(),
+        dual(b'Q'.into())
+    );
+    command(&mut f, far, cmd::READ_ARRAY);
+    assert_eq!(
+        rd(&mut f, far, AccessSize::Word).unwrap(),
+        u64::from(u32::MAX)
+    );
+    assert_eq!(f.image(), &pattern(backed as usize)[..]);
+    assert!(f.store().commits.is_empty());
+}
+
+/// Program and erase beyond the backing fail with the operation's failure bit
+/// (no lock or sequence error), change nothing and commit nothing; the backed
+/// head still programs after the status is cleared.
+#[test]
+fn program_and_erase_beyond_the_backing_are_refused() {
+    let backed = 4 * VIRT_BLOCK_SIZE;
+    let init = pattern(backed as usize);
+    let mut f = virt_vars_bank(init.clone());
+    let beyond = backed + 0x100;
+    // Word program.
+    command(&mut f, beyond, cmd::WORD_PROGRAM);
+    wr(&mut f, beyond, AccessSize::Word, 0).unwrap();
+    assert_eq!(
+        rd(&mut f, beyond, AccessSize::Word).unwrap(),
+        dual(sr::READY | sr::PROGRAM_ERROR)
+    );
+    command(&mut f, 0, cmd::CLEAR_STATUS);
+    // Buffered program, as EDK2 writes.
+    buffered(&mut f, beyond, &[0, 0, 0, 0]);
+    assert_eq!(status(&mut f), dual(sr::READY | sr::PROGRAM_ERROR));
+    command(&mut f, 0, cmd::CLEAR_STATUS);
+    // Block erase of the last block of the window, and of the first unbacked.
+    for block in [VIRT_BANK_SIZE - VIRT_BLOCK_SIZE, backed] {
+        command(&mut f, block, cmd::BLOCK_ERASE);
+        command(&mut f, block, cmd::CONFIRM);
+        assert_eq!(status(&mut f), dual(sr::READY | sr::ERASE_ERROR));
+        command(&mut f, 0, cmd::CLEAR_STATUS);
+    }
+    // Unlocking there is accepted, and changes nothing either.
+    command(&mut f, beyond, cmd::LOCK_SETUP);
+    command(&mut f, beyond, cmd::CONFIRM);
+    command(&mut f, beyond, cmd::WORD_PROGRAM);
+    wr(&mut f, beyond, AccessSize::Word, 0).unwrap();
+    assert_eq!(status(&mut f), dual(sr::READY | sr::PROGRAM_ERROR));
+    command(&mut f, 0, cmd::CLEAR_STATUS);
+    assert!(f.read_array_mode());
+    assert_eq!(
+        rd(&mut f, beyond, AccessSize::Word).unwrap(),
+        u64::from(u32::MAX)
+    );
+    assert_eq!(f.image(), &init[..]);
+    assert!(f.store().commits.is_empty(), "nothing to commit");
+    // The last backed word still programs.
+    command(&mut f, backed - 4, cmd::WORD_PROGRAM);
+    wr(&mut f, backed - 4, AccessSize::Word, 0).unwrap();
+    assert_eq!(status(&mut f), dual(sr::READY));
+    command(&mut f, 0, cmd::READ_ARRAY);
+    assert_eq!(word(&f, backed - 4), 0);
+    assert_eq!(f.store().commits.len(), 1);
+}
+
+#[test]
+fn a_window_must_hold_its_image_in_whole_blocks() {
+    let image = || vec![0xffu8; 2 * BLOCK as usize];
+    let store = MemStore::default;
+    for window in [BLOCK, 2 * BLOCK + 4, 3 * BLOCK - BANK_BUFFER] {
+        assert_eq!(
+            CfiFlash::with_window(image(), window, BLOCK, false, store()).err(),
+            Some(GeometryError::Invalid),
+            "{window:#x}"
+        );
+    }
+    assert!(CfiFlash::with_window(image(), 3 * BLOCK, BLOCK, false, store()).is_ok());
+}
+
+/// A bank saved waiting for the confirm of an erase beyond its backing restores
+/// and refuses the erase then.
+#[test]
+fn an_erase_setup_beyond_the_backing_saves_and_restores() {
+    let backed = 4 * VIRT_BLOCK_SIZE;
+    let mut f = virt_vars_bank(pattern(backed as usize));
+    command(&mut f, VIRT_BANK_SIZE - VIRT_BLOCK_SIZE, cmd::BLOCK_ERASE);
+    let blob = f.save();
+    let mut g = virt_vars_bank(pattern(backed as usize));
+    g.restore(&blob).unwrap();
+    command(&mut g, 0, cmd::CONFIRM);
+    assert_eq!(status(&mut g), dual(sr::READY | sr::ERASE_ERROR));
+    assert_eq!(g.image(), &pattern(backed as usize)[..]);
 }
 
 #[test]
