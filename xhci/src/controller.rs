@@ -21,9 +21,11 @@ pub use nvme::Interrupts;
 
 /// TRBs one doorbell (or one [`Controller::poll`]) looks at, per ring; what is left
 /// waits for the next poll.
-pub const TRB_BUDGET: u32 = 1024;
-/// Most TRBs in one TD.
-pub const MAX_TD_TRBS: usize = 256;
+pub const TRB_BUDGET: u32 = 4096;
+/// Most TRBs in one TD (a 1 MiB scatter list of unaligned 4 KiB pages is 257).
+pub const MAX_TD_TRBS: usize = 1024;
+/// Most TDs one endpoint completes per doorbell or poll.
+pub const MAX_TDS_PER_RUN: usize = 256;
 /// Most bytes one TD moves (the largest transfers Linux and Windows queue on a
 /// bulk endpoint are 1 MiB).
 pub const MAX_TD_BYTES: usize = 1 << 20;
@@ -1456,7 +1458,7 @@ impl<B: BlockBackend> Controller<B> {
                     }
                 }
             }
-            if tds >= MAX_TD_TRBS {
+            if tds >= MAX_TDS_PER_RUN {
                 self.slots[slot].eps[dci].deferred = true;
                 self.kick = true;
                 return;

@@ -87,6 +87,7 @@ enum DeviceState {
         residue: u32,
         status: u8,
         sense: (u8, u8, u8),
+        data_failed: Option<(u8, (u8, u8))>,
     },
 }
 
@@ -158,6 +159,11 @@ fn put_device<B: BlockBackend>(w: &mut Writer, d: Option<&Device<B>>) {
             }
             w.u32(s.tag).u32(s.residue).u8(s.status);
             w.u8(s.sense.0).u8(s.sense.1).u8(s.sense.2);
+            let (failed, key, (asc, ascq)) = match s.data_failed {
+                Some((k, a)) => (true, k, a),
+                None => (false, 0, (0, 0)),
+            };
+            w.flag(failed).u8(key).u8(asc).u8(ascq);
         }
     }
 }
@@ -266,7 +272,12 @@ fn get_device(r: &mut Reader, speed: u32) -> Result<DeviceState, RestoreError> {
             let (tag, residue, status) = (r.u32()?, r.u32()?, r.u8()?);
             check(status <= 2)?;
             let sense = (r.u8()?, r.u8()?, r.u8()?);
+            let failed = r.flag()?;
+            let f = (r.u8()?, (r.u8()?, r.u8()?));
+            check(failed || f == (0, (0, 0)))?;
+            let data_failed = failed.then_some(f);
             DeviceState::Storage {
+                data_failed,
                 core,
                 phase,
                 tag,
@@ -327,8 +338,10 @@ fn apply_device<B: BlockBackend>(d: &mut Option<Device<B>>, s: DeviceState) {
                 residue,
                 status,
                 sense,
+                data_failed,
             },
         ) => {
+            m.data_failed = data_failed;
             m.core = core;
             m.phase = phase;
             m.tag = tag;

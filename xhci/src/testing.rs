@@ -147,6 +147,8 @@ impl ProducerRing {
 
 /// Why a driver operation failed: the completion code it got (0: no event).
 pub type Code = u8;
+/// [`Driver::bot`]'s error for a CSW that is not one (signature or tag wrong).
+pub const BAD_CSW: Code = 0xff;
 
 /// The test driver.
 pub struct Driver {
@@ -672,8 +674,11 @@ impl Driver {
         }
         let mut csw = [0u8; 13];
         self.mem.read(csw_at, &mut csw).unwrap();
-        assert_eq!(&csw[0..4], &crate::storage::CSW_SIGNATURE.to_le_bytes());
-        assert_eq!(&csw[4..8], &0x1234_5678u32.to_le_bytes());
+        if csw[0..4] != crate::storage::CSW_SIGNATURE.to_le_bytes()
+            || csw[4..8] != 0x1234_5678u32.to_le_bytes()
+        {
+            return Err(BAD_CSW);
+        }
         let residue = u32::from_le_bytes([csw[8], csw[9], csw[10], csw[11]]);
         Ok((data, csw[12], residue))
     }

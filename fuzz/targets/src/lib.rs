@@ -25,6 +25,7 @@ pub mod tpm_dispatch;
 pub mod vgic_mmio;
 pub mod virtio_gpu;
 pub mod virtio_mmio;
+pub mod xhci;
 
 /// One fuzz target: its name (the libFuzzer binary and corpus folder) and body.
 pub struct Target {
@@ -101,6 +102,11 @@ pub const TARGETS: &[Target] = &[
         name: "pci_config",
         run: pci_config::run,
         about: "PCIe root complex: ECAM configuration accesses, BAR placement, window accesses, MSI-X tables, INTx, bus-master DMA, resets",
+    },
+    Target {
+        name: "xhci",
+        run: xhci::run,
+        about: "xHCI registers, command/transfer/event rings and TRBs, USB control requests, HID and BOT/SCSI devices, hot-plug, over a small guest RAM",
     },
 ];
 

@@ -32,6 +32,7 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
         "cfi_flash" => crate::cfi_flash::seeds(),
         "nvme" => crate::nvme::seeds(),
         "pci_config" => crate::pci_config::seeds(),
+        "xhci" => crate::xhci::seeds(),
         _ => Vec::new(),
     };
     list.into_iter().map(|(n, b)| (n.to_string(), b)).collect()

@@ -51,6 +51,7 @@ fn every_target_has_a_replay() {
         "cfi_flash",
         "nvme",
         "pci_config",
+        "xhci",
     ];
     let names: Vec<&str> = fuzz_targets::TARGETS.iter().map(|t| t.name).collect();
     assert_eq!(names, replayed);
@@ -119,4 +120,9 @@ fn nvme() {
 #[test]
 fn pci_config() {
     replay("pci_config");
+}
+
+#[test]
+fn xhci() {
+    replay("xhci");
 }
