@@ -1456,6 +1456,16 @@ impl<B: BlockBackend> Controller<B> {
                     for e in events {
                         self.transfer_event(mem, irq, slot, dci, e);
                     }
+                    // The device moved on: a transfer it NAKed on another endpoint
+                    // (a CBW while a CSW was due) may go through now.
+                    let dev = usize::from(port)
+                        .checked_sub(1)
+                        .and_then(|p| self.ports.get(p))
+                        .and_then(|p| p.device.as_ref());
+                    let retry = self.slots[slot].eps.iter().enumerate().any(|(d, e)| {
+                        e.waiting && (d % 2 == 0 || dev.is_some_and(|v| v.in_ready((d / 2) as u8)))
+                    });
+                    self.kick |= retry;
                 }
             }
             if tds >= MAX_TDS_PER_RUN {
@@ -1536,7 +1546,8 @@ impl<B: BlockBackend> Controller<B> {
             // The Data Stage must agree with the request's direction and length.
             let malformed = (dir_in.is_some() && dir_in != Some(setup.is_in()))
                 || total > usize::from(setup.length)
-                || (!setup.is_in() && total != usize::from(setup.length));
+                || (!setup.is_in() && total != usize::from(setup.length))
+                || (dir_in.is_none() && setup.length != 0);
             if malformed {
                 log::warn!("xhci: malformed control transfer {setup:?}, stalling");
                 return TdOutcome::Error(stalled_at, cc::STALL);

@@ -547,10 +547,90 @@ fn malformed_control_requests_stall_and_the_endpoint_recovers() {
     assert!(!d.events.iter().any(|e| e.param == st));
     d.events.clear();
     recover(&mut c, &mut d, slot, 1);
+    // An IN request with wLength 18 but no Data Stage.
+    let s = Setup {
+        request_type: 0x80,
+        request: usb::GET_DESCRIPTOR,
+        value: 0x0100,
+        index: 0,
+        length: 18,
+    };
+    d.push(
+        slot,
+        1,
+        Trb::new(trb_type::SETUP_STAGE, s.to_u64(), 8, trb::IDT),
+    );
+    d.push(
+        slot,
+        1,
+        Trb::new(trb_type::STATUS_STAGE, 0, 0, trb::IOC | trb::DIR_IN),
+    );
+    d.w32(&mut c, layout::DOORBELLS + 4 * u64::from(slot), 1);
+    let e = d
+        .take(&mut c, |e| e.kind() == trb_type::TRANSFER_EVENT)
+        .unwrap();
+    assert_eq!(code(&e), cc::STALL);
+    recover(&mut c, &mut d, slot, 1);
     let dev = d
         .get_descriptor(&mut c, slot, 0x80, usb::DT_DEVICE, 0, 18)
         .unwrap();
     assert_eq!(dev.len(), 18);
+}
+
+#[test]
+fn a_nakked_bulk_out_goes_through_once_the_device_moves_on() {
+    let (mut c, mut d) = started(false);
+    let (slot, _) = d.enumerate(&mut c, STORAGE_PORT).unwrap();
+    let cbw = |tag: u32, len: u32, cdb: &[u8]| {
+        let mut b = vec![0u8; 31];
+        b[0..4].copy_from_slice(&crate::storage::CBW_SIGNATURE.to_le_bytes());
+        b[4..8].copy_from_slice(&tag.to_le_bytes());
+        b[8..12].copy_from_slice(&len.to_le_bytes());
+        b[12] = 0x80;
+        b[14] = cdb.len() as u8;
+        b[15..15 + cdb.len()].copy_from_slice(cdb);
+        b
+    };
+    d.mem
+        .write(DATA, &cbw(1, 512, &cdb10(scsi::READ_10, 6, 1)))
+        .unwrap();
+    assert_eq!(
+        d.transfer(&mut c, slot, 4, DATA, 31),
+        Some((cc::SUCCESS, 31))
+    );
+    // The next CBW before the data and CSW were read: the device NAKs it.
+    d.mem
+        .write(
+            DATA + 0x100,
+            &cbw(2, 0, &[scsi::TEST_UNIT_READY, 0, 0, 0, 0, 0]),
+        )
+        .unwrap();
+    let second = d.push(
+        slot,
+        4,
+        Trb::new(trb_type::NORMAL, DATA + 0x100, 31, trb::IOC),
+    );
+    d.w32(&mut c, layout::DOORBELLS + 4 * u64::from(slot), 4);
+    assert_eq!(d.wait_transfer(&mut c, second, 31), None);
+    assert_eq!(
+        d.transfer(&mut c, slot, 3, DATA + 0x1000, 512),
+        Some((cc::SUCCESS, 512))
+    );
+    assert_eq!(
+        d.transfer(&mut c, slot, 3, DATA + 0x2000, 13),
+        Some((cc::SUCCESS, 13))
+    );
+    // The CSW went out; the waiting CBW is taken from the next poll.
+    assert!(c.has_work());
+    c.poll(&mut d.mem, &mut d.irq);
+    assert_eq!(d.wait_transfer(&mut c, second, 31), Some((cc::SUCCESS, 31)));
+    assert_eq!(
+        d.transfer(&mut c, slot, 3, DATA + 0x3000, 13),
+        Some((cc::SUCCESS, 13))
+    );
+    let mut csw = [0u8; 13];
+    d.mem.read(DATA + 0x3000, &mut csw).unwrap();
+    assert_eq!((csw[4], csw[12]), (2, CSW_PASSED));
 }
 
 #[test]
