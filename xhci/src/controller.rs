@@ -932,7 +932,7 @@ impl<B: BlockBackend> Controller<B> {
         for &d in dcis {
             ok &= Self::write_ctx(
                 mem,
-                s.output + ctx::SIZE * d as u64,
+                s.output.wrapping_add(ctx::SIZE * d as u64),
                 &Self::ep_ctx_out(&s.eps[d]),
             );
         }
@@ -1086,14 +1086,14 @@ impl<B: BlockBackend> Controller<B> {
             return cc::PARAMETER;
         }
         let (Some(sctx), Some(ep0)) = (
-            Self::read_ctx(mem, input + ctx::SIZE),
-            Self::read_ctx(mem, input + 2 * ctx::SIZE),
+            Self::read_ctx(mem, input.wrapping_add(ctx::SIZE)),
+            Self::read_ctx(mem, input.wrapping_add(2 * ctx::SIZE)),
         ) else {
             return cc::PARAMETER;
         };
         let mut dcbaa = [0u8; 8];
         if mem
-            .read(self.dcbaap + 8 * u64::from(slot), &mut dcbaa)
+            .read(self.dcbaap.wrapping_add(8 * u64::from(slot)), &mut dcbaa)
             .is_err()
         {
             return cc::PARAMETER;
@@ -1201,7 +1201,8 @@ impl<B: BlockBackend> Controller<B> {
                 if add & (1 << d) == 0 {
                     continue;
                 }
-                let Some(c) = Self::read_ctx(mem, input + ctx::SIZE * (d as u64 + 1)) else {
+                let Some(c) = Self::read_ctx(mem, input.wrapping_add(ctx::SIZE * (d as u64 + 1)))
+                else {
                     return cc::PARAMETER;
                 };
                 let deq = u64::from(c[2]) | u64::from(c[3]) << 32;
@@ -1257,7 +1258,7 @@ impl<B: BlockBackend> Controller<B> {
         };
         let mut s = self.slots[i].clone();
         if add & 1 != 0 {
-            let Some(c) = Self::read_ctx(mem, input + ctx::SIZE) else {
+            let Some(c) = Self::read_ctx(mem, input.wrapping_add(ctx::SIZE)) else {
                 return cc::PARAMETER;
             };
             // Max Exit Latency and Interrupter Target.
@@ -1265,7 +1266,7 @@ impl<B: BlockBackend> Controller<B> {
             s.ctx[2] = (s.ctx[2] & 0x003f_ffff) | (c[2] & !0x003f_ffff);
         }
         if add & 2 != 0 {
-            let Some(c) = Self::read_ctx(mem, input + 2 * ctx::SIZE) else {
+            let Some(c) = Self::read_ctx(mem, input.wrapping_add(2 * ctx::SIZE)) else {
                 return cc::PARAMETER;
             };
             if c[1] >> 16 == 0 {

@@ -247,7 +247,7 @@ impl<B: BlockBackend> MassStorage<B> {
                         *disk_left = 0;
                         break;
                     }
-                    *disk_offset += whole;
+                    *disk_offset = disk_offset.saturating_add(whole);
                     *disk_left -= whole;
                     out.extend_from_slice(&buf[..n]);
                     data.extend_from_slice(&buf[n..]);
@@ -299,7 +299,7 @@ impl<B: BlockBackend> MassStorage<B> {
                             {
                                 self.data_failed = Some((sense::MEDIUM_ERROR, sense::WRITE_ERROR));
                             }
-                            *disk_offset += SECTOR_SIZE;
+                            *disk_offset = disk_offset.saturating_add(SECTOR_SIZE);
                             partial.clear();
                         }
                     }

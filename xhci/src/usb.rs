@@ -432,11 +432,11 @@ impl<B: BlockBackend> Device<B> {
         }
     }
     /// Whether an IN transfer on `ep` would get data now (not NAK).
-    pub fn in_ready(&self, ep: u8) -> bool {
+    pub fn in_ready(&self, _ep: u8) -> bool {
         match self {
             Device::Keyboard(d) => d.has_report(),
             Device::Tablet(d) => d.has_report(),
-            Device::Storage(d) => d.in_ready() || ep == 0,
+            Device::Storage(d) => d.in_ready(),
         }
     }
 }
