@@ -698,6 +698,10 @@ impl<B: BlockBackend> Controller<B> {
     fn load_erst(&mut self, mem: &mut dyn GuestMemory) {
         self.er.loaded = true;
         self.er.segments.clear();
+        self.er.seg = 0;
+        self.er.index = 0;
+        self.er.cycle = true;
+        self.er.full = false;
         let n = self.erstsz;
         if n == 0 || n > 1 << ERST_MAX_LOG2 {
             self.host_controller_error("ERSTSZ out of range");

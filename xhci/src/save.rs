@@ -470,7 +470,7 @@ impl<B: BlockBackend> SaveRestore for Controller<B> {
         if segments.is_empty() {
             check(seg == 0 && index == 0 && !full)?;
         } else {
-            check(seg < segments.len() && index < segments[seg].1 && loaded)?;
+            check(seg < segments.len() && index < segments[seg].1)?;
         }
         let er = EventRing {
             segments,

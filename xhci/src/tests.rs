@@ -1289,3 +1289,25 @@ fn restored_controller_finishes_the_transfer_in_flight() {
     assert_eq!((data, st), (sector(5), CSW_PASSED));
     let _ = a.read(0, AccessSize::Word);
 }
+
+#[test]
+fn a_state_with_the_erst_being_rewritten_or_refused_saves_and_restores() {
+    let ir = layout::INTERRUPTERS;
+    // ERSTBA's low half written (the table not read again yet), and a refused
+    // table after a good one: both states restore (the fuzz target found them).
+    for bad_second in [false, true] {
+        let (mut c, mut d) = started(false);
+        d.drain(&mut c);
+        if bad_second {
+            d.w32(&mut c, ir + intr::ERSTSZ, 99);
+            d.w64(&mut c, ir + intr::ERSTBA, crate::testing::ERST);
+            assert!(c.halted_with_error());
+        } else {
+            d.w32(&mut c, ir + intr::ERSTBA, crate::testing::ERST as u32);
+        }
+        let blob = vdev::SaveRestore::save(&c);
+        let mut fresh = machine(false);
+        vdev::SaveRestore::restore(&mut fresh, &blob).unwrap();
+        assert!(vdev::SaveRestore::save(&fresh) == blob);
+    }
+}
