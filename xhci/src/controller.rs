@@ -1573,7 +1573,8 @@ impl<B: BlockBackend> Controller<B> {
             Transfer::Data(Vec::new())
         } else {
             let ep = (dci / 2) as u8;
-            if total == 0 && td.iter().all(|(_, t)| t.kind() != trb_type::NORMAL) {
+            if total == 0 && (is_in || td.iter().all(|(_, t)| t.kind() != trb_type::NORMAL)) {
+                // Nothing to move (an IN of zero bytes takes no report away).
                 Transfer::Data(Vec::new())
             } else if is_in {
                 device.transfer_in(ep, total)

@@ -1311,3 +1311,15 @@ fn a_state_with_the_erst_being_rewritten_or_refused_saves_and_restores() {
         assert!(vdev::SaveRestore::save(&fresh) == blob);
     }
 }
+
+#[test]
+fn a_zero_length_interrupt_in_takes_no_report_away() {
+    let (mut c, mut d) = started(false);
+    let (slot, _) = d.enumerate(&mut c, KBD_PORT).unwrap();
+    c.keyboard_key(0x1e, true);
+    assert_eq!(d.transfer(&mut c, slot, 3, DATA, 0), Some((cc::SUCCESS, 0)));
+    assert_eq!(d.transfer(&mut c, slot, 3, DATA, 8), Some((cc::SUCCESS, 8)));
+    let mut r = [0u8; 8];
+    d.mem.read(DATA, &mut r).unwrap();
+    assert_eq!(r[2], 0x1e);
+}
