@@ -716,10 +716,13 @@ impl<B: BlockBackend> Controller<B> {
             let t = Trb::from_bytes(&e);
             let base = t.param;
             let size = t.status & 0xffff;
-            let last = base.wrapping_add(u64::from(size) * trb::SIZE - 1);
+            // The size first: the segment's last byte is only computed for a
+            // size in range.
+            let sized = (MIN_SEGMENT_TRBS..=MAX_SEGMENT_TRBS).contains(&size);
+            let last = base.wrapping_add(u64::from(size.max(1)) * trb::SIZE - 1);
             let mut probe = [0u8; 1];
-            if base & 0x3f != 0
-                || !(MIN_SEGMENT_TRBS..=MAX_SEGMENT_TRBS).contains(&size)
+            if !sized
+                || base & 0x3f != 0
                 || last < base
                 || mem.read(base, &mut probe).is_err()
                 || mem.read(last, &mut probe).is_err()

@@ -1011,6 +1011,7 @@ fn command_ring_loops_and_erst_garbage_are_host_controller_errors() {
         (17, (crate::testing::EVENT_RING, 64)),
         (1, (crate::testing::EVENT_RING + 8, 64)),
         (1, (crate::testing::EVENT_RING, 8)),
+        (1, (crate::testing::EVENT_RING, 0)),
         (1, (crate::testing::EVENT_RING, 5000)),
         (1, (0x1000, 64)),
         (1, (RAM_BASE + (4 << 20) - 0x200, 64)),
