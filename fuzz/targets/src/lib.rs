@@ -27,6 +27,7 @@ pub mod vgic_mmio;
 pub mod virtio_gpu;
 pub mod virtio_mmio;
 pub mod virtio_pci;
+pub mod xhci;
 
 /// One fuzz target: its name (the libFuzzer binary and corpus folder) and body.
 pub struct Target {
@@ -113,6 +114,11 @@ pub const TARGETS: &[Target] = &[
         name: "virtio_pci",
         run: virtio_pci::run,
         about: "virtio 1.2 PCI transport (blk, rng, console): common config, notifications, ISR, MSI-X vectors, bus mastering, rings in fuzzed guest RAM",
+    },
+    Target {
+        name: "xhci",
+        run: xhci::run,
+        about: "xHCI registers, command/transfer/event rings and TRBs, USB control requests, HID and BOT/SCSI devices, hot-plug, over a small guest RAM",
     },
 ];
 

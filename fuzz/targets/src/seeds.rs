@@ -34,6 +34,7 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
         "pci_config" => crate::pci_config::seeds(),
         "input_script" => crate::input_script::seeds(),
         "virtio_pci" => crate::virtio_pci::seeds(),
+        "xhci" => crate::xhci::seeds(),
         _ => Vec::new(),
     };
     list.into_iter().map(|(n, b)| (n.to_string(), b)).collect()

@@ -53,6 +53,7 @@ fn every_target_has_a_replay() {
         "pci_config",
         "input_script",
         "virtio_pci",
+        "xhci",
     ];
     let names: Vec<&str> = fuzz_targets::TARGETS.iter().map(|t| t.name).collect();
     assert_eq!(names, replayed);
@@ -131,4 +132,9 @@ fn input_script() {
 #[test]
 fn virtio_pci() {
     replay("virtio_pci");
+}
+
+#[test]
+fn xhci() {
+    replay("xhci");
 }
