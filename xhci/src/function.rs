@@ -126,6 +126,16 @@ impl<B: BlockBackend> PciFunction for XhciFunction<B> {
         self.ctrl.reset();
     }
 
+    /// The controller's own state (`vdev::SaveRestore`); the root complex holds
+    /// the configuration space and the MSI-X table.
+    fn save(&self) -> alloc::vec::Vec<u8> {
+        vdev::SaveRestore::save(&self.ctrl)
+    }
+
+    fn restore(&mut self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
+        vdev::SaveRestore::restore(&mut self.ctrl, blob)
+    }
+
     fn has_work(&self) -> bool {
         self.ctrl.has_work()
     }
