@@ -165,6 +165,10 @@ pub const DEVICE_MODEL_UEFI_ACPI: u8 = 2;
 /// Device model tag: Linux direct boot whose first disk is an NVMe namespace
 /// behind PCI Express.
 pub const DEVICE_MODEL_LINUX_DT_NVME: u8 = 3;
+/// Device model tag: the Windows 11 platform — `uefi-acpi` with a PCI Express root
+/// complex, the first guest disk as NVMe and read-only guest disks as install
+/// media (USB storage).
+pub const DEVICE_MODEL_WINDOWS: u8 = 4;
 
 /// Boot source tag: Linux kernel (+ initrd + command line) stored on the disk.
 pub const BOOT_LINUX: u8 = 1;

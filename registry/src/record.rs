@@ -10,9 +10,10 @@ use core::fmt;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::defs::{
     BOOT_FIRMWARE, BOOT_LINUX, DEVICE_MODEL_LINUX_DT, DEVICE_MODEL_LINUX_DT_NVME,
-    DEVICE_MODEL_UEFI_ACPI, DISK_FLAGS_KNOWN, DISK_FLAG_READ_ONLY, MAX_CMDLINE_LEN, MAX_DISKS,
-    MAX_NAME_LEN, MAX_SNAPSHOTS, MAX_SNAPSHOT_TAG, MAX_VCPUS, MEMORY_GRANULE, SLOT_VERSION,
-    SLOT_VERSION_V1, SLOT_VERSION_V2, SLOT_VERSION_V3, SLOT_VERSION_V4,
+    DEVICE_MODEL_UEFI_ACPI, DEVICE_MODEL_WINDOWS, DISK_FLAGS_KNOWN, DISK_FLAG_READ_ONLY,
+    MAX_CMDLINE_LEN, MAX_DISKS, MAX_NAME_LEN, MAX_SNAPSHOTS, MAX_SNAPSHOT_TAG, MAX_VCPUS,
+    MEMORY_GRANULE, SLOT_VERSION, SLOT_VERSION_V1, SLOT_VERSION_V2, SLOT_VERSION_V3,
+    SLOT_VERSION_V4,
 };
 use crate::error::ConsistencyError;
 use crate::policy::Policy;
@@ -116,15 +117,19 @@ pub enum DeviceModel {
     /// [`DeviceModel::LinuxDt`] with the first guest disk as the namespace of an
     /// NVMe controller behind a PCI Express root complex instead of virtio-blk.
     LinuxDtNvme,
+    /// [`DeviceModel::UefiAcpi`] plus a PCI Express root complex with the first
+    /// guest disk as NVMe; read-only guest disks are install media (USB storage).
+    Windows,
 }
 
 impl DeviceModel {
-    /// The profile's name: `linux-dt`, `uefi-acpi` or `linux-dt-nvme`.
+    /// The profile's name: `linux-dt`, `uefi-acpi`, `linux-dt-nvme` or `windows`.
     pub fn as_str(&self) -> &'static str {
         match self {
             DeviceModel::LinuxDt => "linux-dt",
             DeviceModel::UefiAcpi => "uefi-acpi",
             DeviceModel::LinuxDtNvme => "linux-dt-nvme",
+            DeviceModel::Windows => "windows",
         }
     }
 
@@ -144,6 +149,7 @@ impl DeviceModel {
             "linux-dt" => Some(DeviceModel::LinuxDt),
             "uefi-acpi" => Some(DeviceModel::UefiAcpi),
             "linux-dt-nvme" => Some(DeviceModel::LinuxDtNvme),
+            "windows" => Some(DeviceModel::Windows),
             _ => None,
         }
     }
@@ -153,6 +159,7 @@ impl DeviceModel {
             DeviceModel::LinuxDt => DEVICE_MODEL_LINUX_DT,
             DeviceModel::UefiAcpi => DEVICE_MODEL_UEFI_ACPI,
             DeviceModel::LinuxDtNvme => DEVICE_MODEL_LINUX_DT_NVME,
+            DeviceModel::Windows => DEVICE_MODEL_WINDOWS,
         }
     }
 
@@ -161,6 +168,7 @@ impl DeviceModel {
             DEVICE_MODEL_LINUX_DT => Ok(DeviceModel::LinuxDt),
             DEVICE_MODEL_UEFI_ACPI => Ok(DeviceModel::UefiAcpi),
             DEVICE_MODEL_LINUX_DT_NVME => Ok(DeviceModel::LinuxDtNvme),
+            DEVICE_MODEL_WINDOWS => Ok(DeviceModel::Windows),
             _ => Err(DecodeError::BadValue("device model")),
         }
     }
@@ -382,7 +390,7 @@ impl VmRecord {
             }
             BootSource::Firmware { code, .. } => (
                 (ExtentRole::FirmwareCode, code.extent),
-                self.device_model == DeviceModel::UefiAcpi,
+                !self.device_model.boots_linux(),
             ),
         };
         if !boot_ok {
@@ -723,6 +731,29 @@ pub(crate) mod tests {
         r.tpm_nv = Extent::EMPTY;
         r.check().unwrap();
         assert_eq!(VmRecord::decode(&encode(&r)), Ok(r));
+    }
+
+    #[test]
+    fn windows_record_boots_firmware_and_round_trips_with_tag_4() {
+        let mut r = sample(2);
+        r.device_model = DeviceModel::Windows;
+        assert!(matches!(r.check(), Err(ConsistencyError::BootMismatch(_))));
+        r.boot = BootSource::Firmware {
+            code: Blob::empty_in(Extent {
+                start: 0x20_0000,
+                len: 0x4000,
+            }),
+            vars: Extent {
+                start: 0x30_0000,
+                len: 0x4000,
+            },
+        };
+        r.check().unwrap();
+        assert_eq!(VmRecord::decode(&encode(&r)), Ok(r.clone()));
+        assert_eq!(DeviceModel::Windows.tag(), 4);
+        assert_eq!(DeviceModel::parse("windows"), Some(DeviceModel::Windows));
+        assert_eq!(DeviceModel::Windows.as_str(), "windows");
+        assert!(!DeviceModel::Windows.boots_linux());
     }
 
     #[test]

@@ -692,7 +692,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         });
         let (run, rec) = sysdisk::named_vm(&path, name, o.cold)?;
         let model = match rec.device_model {
-            registry::DeviceModel::UefiAcpi => Profile::UefiAcpi,
+            registry::DeviceModel::UefiAcpi | registry::DeviceModel::Windows => Profile::UefiAcpi,
             registry::DeviceModel::LinuxDt | registry::DeviceModel::LinuxDtNvme => Profile::LinuxDt,
         };
         if model != o.profile {

@@ -42,7 +42,7 @@ usage: disk <command> ...
   create PATH [--size SIZE] [--uuid UUID]
   add-vm PATH --name NAME --vcpus N --mem SIZE
          (--kernel FILE [--initrd FILE] [--cmdline STR] | --firmware FILE [--vars FILE | --vars-size SIZE])
-         [--disk-size SIZE[:ro]]... [--tpm-nv SIZE] [--device-model linux-dt|linux-dt-nvme|uefi-acpi] [--uuid UUID]
+         [--disk-size SIZE[:ro]]... [--tpm-nv SIZE] [--device-model linux-dt|linux-dt-nvme|uefi-acpi|windows] [--uuid UUID]
          [--[no-]autostart] [--[no-]resume-on-boot] [--[no-]visible-on-start]
          [--[no-]pause-on-hide] [--[no-]suspend-on-host-shutdown]
   list PATH
