@@ -75,6 +75,18 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// each Windows 11 requirement (TPM 2.0, Secure Boot and Microsoft's CA in db, CPU atomics, cores, RAM, disk, device model, install media) and whether a VM meets it; fails when one is not met
+    CheckWindowsReady {
+        /// the VM's name
+        #[arg(long, value_name = "NAME")]
+        vm: String,
+        /// its system disk (default target/system-disk-windows.img)
+        #[arg(long, value_name = "PATH")]
+        disk: Option<PathBuf>,
+        /// the accelerator the VM will run under (its CPU: QEMU's TCG model or the host's)
+        #[arg(long, default_value = "tcg", value_parser = |s: &str| s.parse::<crate::qemu::Accel>())]
+        accel: crate::qemu::Accel,
+    },
     /// TPM 2.0 simulator server (mssim protocol) for real TPM clients
     #[command(override_usage = "cargo xtask vtpm-sim --port N --state DIR")]
     VtpmSim {
@@ -269,9 +281,19 @@ fn dispatch(args: &[String]) -> Result<(), Error> {
         } => crate::boot_chain::fetch_cli(&layout),
         Command::Disk { args } => match args.split_first() {
             Some((sub, rest)) if sub == "tpm-ca" => crate::sysdisk::tpm_ca_cli(rest),
+            Some((_, rest)) if crate::windows::is_windows_add_vm(&args) => {
+                crate::windows::add_vm_cli(&layout, rest)
+            }
             _ => registry::cli::cli_main(&args).map_err(|e| Error::step("disk", e)),
         },
         Command::VtpmSim { port, state } => vtpm_sim(port, &state),
+        Command::CheckWindowsReady { vm, disk, accel } => {
+            crate::winready::check_cli(&crate::winready::CheckOptions {
+                vm,
+                disk: disk.unwrap_or_else(|| crate::windows::default_path(&layout)),
+                accel,
+            })
+        }
         Command::Soak(soak) => {
             let opts = soak.options()?;
             ensure_rust_targets(&layout, false)?;
@@ -379,6 +401,7 @@ mod tests {
             ("disk", "system-disk tool"),
             ("vtpm-sim", "TPM 2.0 simulator"),
             ("soak", "long run of the Linux guest"),
+            ("check-windows-ready", "each Windows 11 requirement"),
         ] {
             assert!(
                 text.lines()
@@ -397,6 +420,23 @@ mod tests {
             run_help.contains("Script lines: `expect REGEX`"),
             "{run_help}"
         );
+    }
+
+    #[test]
+    fn check_windows_ready_takes_a_vm_a_disk_and_an_accelerator() {
+        let Ok(Parsed::Command(Command::CheckWindowsReady { vm, disk, accel }, _)) =
+            parsed("check-windows-ready --vm w --disk /d.img --accel kvm")
+        else {
+            panic!("check-windows-ready did not parse")
+        };
+        assert_eq!((vm.as_str(), disk), ("w", Some(PathBuf::from("/d.img"))));
+        assert_eq!(accel, crate::qemu::Accel::Kvm);
+        for bad in [
+            "check-windows-ready",
+            "check-windows-ready --vm w --accel hvf",
+        ] {
+            assert!(matches!(parsed(bad), Err(Error::Usage(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod bundle;
 pub mod ci;
 pub mod cli;
 pub mod efi;
+pub mod efivars;
 pub mod error;
 pub mod esp;
 pub mod exec;
@@ -45,6 +46,8 @@ pub mod session;
 pub mod setup;
 pub mod soak;
 pub mod sysdisk;
+pub mod windows;
+pub mod winready;
 
 pub use error::Error;
 pub use layout::Layout;

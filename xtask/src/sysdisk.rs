@@ -114,7 +114,7 @@ fn step(detail: impl Into<String>) -> Error {
     Error::step("system disk", detail)
 }
 
-fn random_uuid() -> Result<Uuid, Error> {
+pub(crate) fn random_uuid() -> Result<Uuid, Error> {
     let mut b = [0u8; 16];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
@@ -188,13 +188,18 @@ fn image_capacity(len: usize) -> u64 {
 /// Creates the image (formatted, empty) at `path` atomically: written under a
 /// temporary name, then renamed, so an interrupted creation is never reused.
 fn create_image(path: &Path) -> Result<(), Error> {
+    create_image_of(path, DISK_SIZE)
+}
+
+/// [`create_image`] of `size` bytes (a sparse file).
+pub fn create_image_of(path: &Path, size: u64) -> Result<(), Error> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     }
     let tmp = path.with_extension("img.tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut disk = FileDisk::create(&tmp, DISK_SIZE)
+    let mut disk = FileDisk::create(&tmp, size)
         .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
     let mut reg = Registry::format(&mut disk, random_uuid()?)
         .map_err(|e| step(format!("format {}: {e}", tmp.display())))?;
