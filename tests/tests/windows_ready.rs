@@ -78,6 +78,7 @@ fn check(sys: &Path, vm: &str) -> Readiness {
         vm: vm.into(),
         disk: sys.to_path_buf(),
         accel: xtask::qemu::Accel::Tcg,
+        cpu: None,
     })
     .unwrap_or_else(|e| panic!("check-windows-ready --vm {vm}: {e}"))
 }

@@ -86,6 +86,9 @@ pub enum Command {
         /// the accelerator the VM will run under (its CPU: QEMU's TCG model or the host's)
         #[arg(long, default_value = "tcg", value_parser = |s: &str| s.parse::<crate::qemu::Accel>())]
         accel: crate::qemu::Accel,
+        /// the QEMU CPU model the VM will run with (as `run --cpu MODEL`)
+        #[arg(long, value_name = "MODEL")]
+        cpu: Option<String>,
     },
     /// TPM 2.0 simulator server (mssim protocol) for real TPM clients
     #[command(override_usage = "cargo xtask vtpm-sim --port N --state DIR")]
@@ -287,13 +290,17 @@ fn dispatch(args: &[String]) -> Result<(), Error> {
             _ => registry::cli::cli_main(&args).map_err(|e| Error::step("disk", e)),
         },
         Command::VtpmSim { port, state } => vtpm_sim(port, &state),
-        Command::CheckWindowsReady { vm, disk, accel } => {
-            crate::winready::check_cli(&crate::winready::CheckOptions {
-                vm,
-                disk: disk.unwrap_or_else(|| crate::windows::default_path(&layout)),
-                accel,
-            })
-        }
+        Command::CheckWindowsReady {
+            vm,
+            disk,
+            accel,
+            cpu,
+        } => crate::winready::check_cli(&crate::winready::CheckOptions {
+            vm,
+            disk: disk.unwrap_or_else(|| crate::windows::default_path(&layout)),
+            accel,
+            cpu,
+        }),
         Command::Soak(soak) => {
             let opts = soak.options()?;
             ensure_rust_targets(&layout, false)?;
@@ -424,13 +431,21 @@ mod tests {
 
     #[test]
     fn check_windows_ready_takes_a_vm_a_disk_and_an_accelerator() {
-        let Ok(Parsed::Command(Command::CheckWindowsReady { vm, disk, accel }, _)) =
-            parsed("check-windows-ready --vm w --disk /d.img --accel kvm")
+        let Ok(Parsed::Command(
+            Command::CheckWindowsReady {
+                vm,
+                disk,
+                accel,
+                cpu,
+            },
+            _,
+        )) = parsed("check-windows-ready --vm w --disk /d.img --accel kvm --cpu max")
         else {
             panic!("check-windows-ready did not parse")
         };
         assert_eq!((vm.as_str(), disk), ("w", Some(PathBuf::from("/d.img"))));
         assert_eq!(accel, crate::qemu::Accel::Kvm);
+        assert_eq!(cpu.as_deref(), Some("max"));
         for bad in [
             "check-windows-ready",
             "check-windows-ready --vm w --accel hvf",

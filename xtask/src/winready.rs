@@ -1,4 +1,5 @@
-//! `cargo xtask check-windows-ready --vm NAME [--disk PATH] [--accel tcg|kvm]`:
+//! `cargo xtask check-windows-ready --vm NAME [--disk PATH] [--accel tcg|kvm]
+//! [--cpu MODEL]`:
 //! each Windows 11 requirement, whether the VM on a system disk meets it and
 //! what was found, one line each, then a summary; the command fails (non-zero
 //! exit) when any requirement is not met. It reads the system disk only.
@@ -134,15 +135,20 @@ pub fn cpuinfo_has_lse(cpuinfo: &str) -> Option<bool> {
         .map(|features| features.split_whitespace().any(|f| f == "atomics"))
 }
 
-/// The CPU a run with `accel` gives the VM: under TCG, QEMU's [`TCG_CPU`]
-/// model; under KVM, the host's CPU (`/proc/cpuinfo`).
-pub fn cpu_facts(accel: Accel) -> CpuFacts {
-    match accel {
-        Accel::Tcg => CpuFacts {
+/// The CPU a run with `accel` (and `run --cpu MODEL`, when given) gives the
+/// VM: under TCG, QEMU's `model` or xtask's [`TCG_CPU`]; under KVM, the
+/// host's CPU (`/proc/cpuinfo`).
+pub fn cpu_facts(accel: Accel, model: Option<&str>) -> CpuFacts {
+    match model.filter(|m| *m != "host") {
+        Some(m) => CpuFacts {
+            described: format!("QEMU -cpu {m}"),
+            lse: qemu_model_has_lse(m),
+        },
+        None if accel == Accel::Tcg => CpuFacts {
             described: format!("QEMU TCG -cpu {TCG_CPU}"),
             lse: qemu_model_has_lse(TCG_CPU),
         },
-        Accel::Kvm => {
+        None => {
             let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
             CpuFacts {
                 described: "the host's CPU (KVM -cpu host, /proc/cpuinfo)".into(),
@@ -581,12 +587,14 @@ pub struct CheckOptions {
     pub vm: String,
     pub disk: PathBuf,
     pub accel: Accel,
+    /// `run --cpu MODEL`'s model, when the VM will run with one.
+    pub cpu: Option<String>,
 }
 
 /// Runs the check and returns the report (the command prints it and fails when
 /// a requirement is not met).
 pub fn check_windows_ready(o: &CheckOptions) -> Result<Readiness, Error> {
-    let facts = gather(&o.disk, &o.vm, cpu_facts(o.accel))?;
+    let facts = gather(&o.disk, &o.vm, cpu_facts(o.accel, o.cpu.as_deref()))?;
     let checks = evaluate(&facts);
     let text = render(&facts.name, &checks);
     Ok(Readiness { checks, text })

@@ -269,7 +269,13 @@ fn optical_media_is_recognised_by_its_volume_descriptors() {
 #[test]
 fn lse_comes_from_the_cpu_model_or_cpuinfo() {
     assert_eq!(qemu_model_has_lse(TCG_CPU), Some(true));
-    assert_eq!(cpu_facts(Accel::Tcg).lse, Some(true));
+    assert_eq!(cpu_facts(Accel::Tcg, None).lse, Some(true));
+    // `run --cpu MODEL` overrides the model, under TCG and KVM alike.
+    assert_eq!(cpu_facts(Accel::Tcg, Some("cortex-a72")).lse, Some(false));
+    assert_eq!(cpu_facts(Accel::Kvm, Some("cortex-a76")).lse, Some(true));
+    assert!(cpu_facts(Accel::Kvm, Some("host"))
+        .described
+        .contains("host"));
     assert_eq!(qemu_model_has_lse("cortex-a57"), Some(false));
     assert_eq!(qemu_model_has_lse("neoverse-n1,pauth=off"), Some(true));
     assert_eq!(qemu_model_has_lse("some-future-cpu"), None);
