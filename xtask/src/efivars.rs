@@ -559,6 +559,35 @@ mod tests {
         assert!(signature_lists(&huge).is_err());
     }
 
+    /// Every byte of a store's header and first variables set to values that
+    /// matter (0, 0xff, small and large lengths): parsing returns, never panics,
+    /// and signature lists cut at every length are refused or parsed.
+    #[test]
+    fn damaged_stores_and_lists_never_panic() {
+        let list = signature_list(EFI_CERT_X509, &[(OWNER, &[0x30; 40])]);
+        let img = store(
+            true,
+            &[
+                ("PK", EFI_GLOBAL_VARIABLE, VAR_ADDED, &list),
+                ("db", EFI_IMAGE_SECURITY_DATABASE, VAR_ADDED, &list),
+            ],
+        );
+        for at in 0..72 + STORE_HEADER_SIZE + 2 * (AUTH_VARIABLE_HEADER_SIZE + 8 + list.len()) {
+            for v in [0x00, 0x01, 0x3f, 0x55, 0x80, 0xaa, 0xff] {
+                let mut bad = img.clone();
+                bad[at] = v;
+                if let Ok(s) = VarStore::parse(&bad) {
+                    for var in &s.variables {
+                        let _ = signature_lists(&var.data);
+                    }
+                }
+            }
+        }
+        for cut in 0..list.len() {
+            assert!(signature_lists(&list[..cut]).is_err() || cut == 0);
+        }
+    }
+
     #[test]
     fn a_non_certificate_has_no_subject() {
         assert_eq!(subject_common_name(b"not DER"), None);

@@ -102,6 +102,9 @@ pub fn parse(layout: &Layout, args: &[String]) -> Result<WindowsVm, Error> {
             positional.push(a);
             continue;
         };
+        if opt == "help" {
+            return Err(Error::Usage(USAGE.into()));
+        }
         if opt == "force" {
             vm.force = true;
             continue;
