@@ -13,9 +13,6 @@ use crate::defs::BLOCK_SIZE;
 use crate::error::ExtentIoError;
 use crate::record::{Blob, Extent};
 
-/// Chunk size for zeroing.
-const ZERO_CHUNK: usize = 64 * 1024;
-
 /// The absolute disk offset of `offset..offset+len` inside `extent`, if it fits.
 fn locate(extent: Extent, offset: u64, len: usize) -> Result<u64, ExtentIoError> {
     let end = offset
@@ -52,15 +49,28 @@ pub fn write_extent(
     disk.write_at(at, data).map_err(ExtentIoError::Io)
 }
 
-/// Overwrites the whole extent with zeros and flushes.
-pub fn zero_extent(disk: &mut dyn BlockBackend, extent: Extent) -> Result<(), ExtentIoError> {
-    let zeros = vec![0u8; ZERO_CHUNK];
-    let mut done = 0u64;
-    while done < extent.len {
-        let n = (extent.len - done).min(ZERO_CHUNK as u64) as usize;
-        write_extent(disk, extent, done, &zeros[..n])?;
-        done += n as u64;
+/// Makes `len` bytes at `offset` within `extent` read as zeros (not flushed).
+pub fn zero_in_extent(
+    disk: &mut dyn BlockBackend,
+    extent: Extent,
+    offset: u64,
+    len: u64,
+) -> Result<(), ExtentIoError> {
+    let end = offset.checked_add(len).ok_or(ExtentIoError::OutOfExtent)?;
+    if end > extent.len {
+        return Err(ExtentIoError::OutOfExtent);
     }
+    let at = extent
+        .start
+        .checked_add(offset)
+        .ok_or(ExtentIoError::OutOfExtent)?;
+    disk.write_zeroes(at, len).map_err(ExtentIoError::Io)
+}
+
+/// Makes the whole extent read as zeros (on a sparse host file its space is
+/// given back) and flushes.
+pub fn zero_extent(disk: &mut dyn BlockBackend, extent: Extent) -> Result<(), ExtentIoError> {
+    zero_in_extent(disk, extent, 0, extent.len)?;
     disk.flush().map_err(ExtentIoError::Io)
 }
 
@@ -148,6 +158,12 @@ impl<D: BlockBackend> BlockBackend for ExtentDisk<D> {
     }
     fn flush(&mut self) -> Result<(), BlockError> {
         self.inner.flush()
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
+        if self.read_only() {
+            return Err(BlockError::ReadOnly);
+        }
+        zero_in_extent(&mut self.inner, self.extent, offset, len).map_err(to_block)
     }
 }
 

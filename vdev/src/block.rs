@@ -27,6 +27,36 @@ pub trait BlockBackend {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError>;
     /// Makes every completed write durable.
     fn flush(&mut self) -> Result<(), BlockError>;
+    /// Makes `len` bytes at byte `offset` read as zeros (not flushed). The default
+    /// writes zeros ([`write_zeroes_by_writing`]); a backend that can deallocate
+    /// instead (a sparse host file) overrides it, so zeroing a large extent costs
+    /// neither the writes nor the host space.
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
+        write_zeroes_by_writing(self, offset, len)
+    }
+}
+
+/// Chunk [`write_zeroes_by_writing`] writes at a time.
+const ZERO_CHUNK: usize = 64 * 1024;
+
+/// [`BlockBackend::write_zeroes`] by writing zero-filled chunks.
+pub fn write_zeroes_by_writing<B: BlockBackend + ?Sized>(
+    disk: &mut B,
+    offset: u64,
+    len: u64,
+) -> Result<(), BlockError> {
+    let end = offset.checked_add(len).ok_or(BlockError::OutOfRange)?;
+    if end > disk.capacity() {
+        return Err(BlockError::OutOfRange);
+    }
+    let zeros = alloc::vec![0u8; (len.min(ZERO_CHUNK as u64)) as usize];
+    let mut at = offset;
+    while at < end {
+        let n = (end - at).min(zeros.len() as u64) as usize;
+        disk.write_at(at, &zeros[..n])?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 impl<T: BlockBackend + ?Sized> BlockBackend for alloc::boxed::Box<T> {
@@ -45,6 +75,9 @@ impl<T: BlockBackend + ?Sized> BlockBackend for alloc::boxed::Box<T> {
     fn flush(&mut self) -> Result<(), BlockError> {
         (**self).flush()
     }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
+        (**self).write_zeroes(offset, len)
+    }
 }
 
 impl<T: BlockBackend + ?Sized> BlockBackend for &mut T {
@@ -62,6 +95,9 @@ impl<T: BlockBackend + ?Sized> BlockBackend for &mut T {
     }
     fn flush(&mut self) -> Result<(), BlockError> {
         (**self).flush()
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
+        (**self).write_zeroes(offset, len)
     }
 }
 
@@ -90,6 +126,9 @@ impl<B: BlockBackend + ?Sized> BlockBackend for SharedBlock<B> {
     }
     fn flush(&mut self) -> Result<(), BlockError> {
         self.0.lock().flush()
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
+        self.0.lock().write_zeroes(offset, len)
     }
 }
 
@@ -282,6 +321,21 @@ mod tests {
             self.1 += 1;
             Ok(())
         }
+    }
+
+    #[test]
+    fn write_zeroes_by_default_writes_zeros_in_chunks_and_refuses_past_the_end() {
+        let mut d = Ram(alloc::vec![0xffu8; 3 * ZERO_CHUNK], 0);
+        d.write_zeroes(10, 2 * ZERO_CHUNK as u64 + 5).unwrap();
+        assert!(d.0[..10].iter().all(|&b| b == 0xff));
+        assert!(d.0[10..2 * ZERO_CHUNK + 15].iter().all(|&b| b == 0));
+        assert!(d.0[2 * ZERO_CHUNK + 15..].iter().all(|&b| b == 0xff));
+        assert_eq!(
+            d.write_zeroes(1, 3 * ZERO_CHUNK as u64),
+            Err(BlockError::OutOfRange)
+        );
+        assert_eq!(d.write_zeroes(u64::MAX, 2), Err(BlockError::OutOfRange));
+        assert!(d.0[2 * ZERO_CHUNK + 15..].iter().all(|&b| b == 0xff));
     }
 
     fn done(s: Submit) -> Completion {
