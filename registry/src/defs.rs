@@ -165,6 +165,9 @@ pub const DEVICE_MODEL_UEFI_ACPI: u8 = 2;
 /// Device model tag: Linux direct boot whose first disk is an NVMe namespace
 /// behind PCI Express.
 pub const DEVICE_MODEL_LINUX_DT_NVME: u8 = 3;
+/// Device model tag: UEFI firmware with ACPI tables plus the devices Windows 11
+/// on Arm needs (the first disk an NVMe namespace behind PCI Express).
+pub const DEVICE_MODEL_WINDOWS: u8 = 4;
 
 /// Boot source tag: Linux kernel (+ initrd + command line) stored on the disk.
 pub const BOOT_LINUX: u8 = 1;

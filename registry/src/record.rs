@@ -10,9 +10,10 @@ use core::fmt;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::defs::{
     BOOT_FIRMWARE, BOOT_LINUX, DEVICE_MODEL_LINUX_DT, DEVICE_MODEL_LINUX_DT_NVME,
-    DEVICE_MODEL_UEFI_ACPI, DISK_FLAGS_KNOWN, DISK_FLAG_READ_ONLY, MAX_CMDLINE_LEN, MAX_DISKS,
-    MAX_NAME_LEN, MAX_SNAPSHOTS, MAX_SNAPSHOT_TAG, MAX_VCPUS, MEMORY_GRANULE, SLOT_VERSION,
-    SLOT_VERSION_V1, SLOT_VERSION_V2, SLOT_VERSION_V3, SLOT_VERSION_V4,
+    DEVICE_MODEL_UEFI_ACPI, DEVICE_MODEL_WINDOWS, DISK_FLAGS_KNOWN, DISK_FLAG_READ_ONLY,
+    MAX_CMDLINE_LEN, MAX_DISKS, MAX_NAME_LEN, MAX_SNAPSHOTS, MAX_SNAPSHOT_TAG, MAX_VCPUS,
+    MEMORY_GRANULE, SLOT_VERSION, SLOT_VERSION_V1, SLOT_VERSION_V2, SLOT_VERSION_V3,
+    SLOT_VERSION_V4,
 };
 use crate::error::ConsistencyError;
 use crate::policy::Policy;
@@ -116,15 +117,19 @@ pub enum DeviceModel {
     /// [`DeviceModel::LinuxDt`] with the first guest disk as the namespace of an
     /// NVMe controller behind a PCI Express root complex instead of virtio-blk.
     LinuxDtNvme,
+    /// [`DeviceModel::UefiAcpi`] with the devices Windows 11 on Arm needs: the
+    /// first guest disk as the namespace of an NVMe controller behind PCI Express.
+    Windows,
 }
 
 impl DeviceModel {
-    /// The profile's name: `linux-dt`, `uefi-acpi` or `linux-dt-nvme`.
+    /// The profile's name: `linux-dt`, `uefi-acpi`, `linux-dt-nvme` or `windows`.
     pub fn as_str(&self) -> &'static str {
         match self {
             DeviceModel::LinuxDt => "linux-dt",
             DeviceModel::UefiAcpi => "uefi-acpi",
             DeviceModel::LinuxDtNvme => "linux-dt-nvme",
+            DeviceModel::Windows => "windows",
         }
     }
 
@@ -135,7 +140,7 @@ impl DeviceModel {
 
     /// Whether the VM's first disk is an NVMe namespace (the rest stay virtio-blk).
     pub fn first_disk_on_nvme(&self) -> bool {
-        *self == DeviceModel::LinuxDtNvme
+        matches!(self, DeviceModel::LinuxDtNvme | DeviceModel::Windows)
     }
 
     /// Parses a profile name.
@@ -144,6 +149,7 @@ impl DeviceModel {
             "linux-dt" => Some(DeviceModel::LinuxDt),
             "uefi-acpi" => Some(DeviceModel::UefiAcpi),
             "linux-dt-nvme" => Some(DeviceModel::LinuxDtNvme),
+            "windows" => Some(DeviceModel::Windows),
             _ => None,
         }
     }
@@ -153,6 +159,7 @@ impl DeviceModel {
             DeviceModel::LinuxDt => DEVICE_MODEL_LINUX_DT,
             DeviceModel::UefiAcpi => DEVICE_MODEL_UEFI_ACPI,
             DeviceModel::LinuxDtNvme => DEVICE_MODEL_LINUX_DT_NVME,
+            DeviceModel::Windows => DEVICE_MODEL_WINDOWS,
         }
     }
 
@@ -161,6 +168,7 @@ impl DeviceModel {
             DEVICE_MODEL_LINUX_DT => Ok(DeviceModel::LinuxDt),
             DEVICE_MODEL_UEFI_ACPI => Ok(DeviceModel::UefiAcpi),
             DEVICE_MODEL_LINUX_DT_NVME => Ok(DeviceModel::LinuxDtNvme),
+            DEVICE_MODEL_WINDOWS => Ok(DeviceModel::Windows),
             _ => Err(DecodeError::BadValue("device model")),
         }
     }
@@ -382,7 +390,10 @@ impl VmRecord {
             }
             BootSource::Firmware { code, .. } => (
                 (ExtentRole::FirmwareCode, code.extent),
-                self.device_model == DeviceModel::UefiAcpi,
+                matches!(
+                    self.device_model,
+                    DeviceModel::UefiAcpi | DeviceModel::Windows
+                ),
             ),
         };
         if !boot_ok {
@@ -722,7 +733,20 @@ pub(crate) mod tests {
         r.disks.clear();
         r.tpm_nv = Extent::EMPTY;
         r.check().unwrap();
-        assert_eq!(VmRecord::decode(&encode(&r)), Ok(r));
+        assert_eq!(VmRecord::decode(&encode(&r)), Ok(r.clone()));
+        // The windows model boots the same firmware, its first disk on NVMe.
+        r.device_model = DeviceModel::Windows;
+        r.check().unwrap();
+        let bytes = encode(&r);
+        assert_eq!(VmRecord::decode(&bytes), Ok(r.clone()));
+        assert_eq!(DeviceModel::parse("windows"), Some(DeviceModel::Windows));
+        assert_eq!(DeviceModel::Windows.as_str(), "windows");
+        assert!(DeviceModel::Windows.first_disk_on_nvme());
+        assert!(!DeviceModel::Windows.boots_linux());
+        assert!(!DeviceModel::UefiAcpi.first_disk_on_nvme());
+        // A Linux boot source does not fit it.
+        r.boot = sample(1).boot;
+        assert!(matches!(r.check(), Err(ConsistencyError::BootMismatch(_))));
     }
 
     #[test]
