@@ -181,6 +181,9 @@ pub fn autostart(
             other.uuid
         );
     }
+    if rec.device_model == registry::DeviceModel::Windows {
+        windows_can_start(&rec)?;
+    }
     let (kernel, initrd, cmdline, firmware, vars_place) = match &rec.boot {
         BootSource::Linux {
             kernel,
@@ -293,6 +296,22 @@ pub fn autostart(
         vars_place,
         rtc_offset: rec.rtc_offset,
     })
+}
+
+/// Refuses a `windows` VM this build cannot give what the model promises: a
+/// CPU without LSE atomics (Windows 11 on Arm needs them), or a read-only disk
+/// (install media, which becomes USB mass storage once the VM has an XHCI
+/// controller; until then it is refused, not dropped).
+fn windows_can_start(rec: &VmRecord) -> Result<(), String> {
+    arch::features::windows_guests(&crate::diag::cpu_features())
+        .map_err(|why| alloc::format!("VM '{}' (device model windows): {why}", rec.name))?;
+    if let Some(i) = rec.disks.iter().position(|d| d.read_only) {
+        return Err(alloc::format!(
+            "VM '{}' (device model windows): refused: its disk {i} is read-only (install media), which needs USB mass storage (XHCI), not built into VMs yet",
+            rec.name
+        ));
+    }
+    Ok(())
 }
 
 /// The system disk's vTPM manufacturer CA, its key made (from the entropy source)
