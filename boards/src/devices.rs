@@ -554,6 +554,20 @@ pub const NVME_PCI_DEVICE_ID: u16 = 0x00f0;
 /// Device number of a VM's virtio-blk over virtio-PCI (IDs from the virtio spec).
 pub const VIRTIO_PCI_BLK_DEVICE: u8 = 2;
 
+/// The hypervisor option (a word of the host's command line, `/chosen/bootargs`;
+/// `cargo xtask run --profile windows --disk-bus virtio-pci` passes it) that puts
+/// a `windows` VM's first disk behind virtio-blk over virtio-PCI at
+/// [`VIRTIO_PCI_BLK_DEVICE`] instead of NVMe, until the registry's VM record has a
+/// disk-transport field.
+pub const VIRTIO_PCI_DISK_OPTION: &str = "rayos.disk=virtio-pci";
+
+/// Whether the host's command line `bootargs` asks for [`VIRTIO_PCI_DISK_OPTION`].
+pub fn disk_on_virtio_pci(bootargs: &str) -> bool {
+    bootargs
+        .split_ascii_whitespace()
+        .any(|w| w == VIRTIO_PCI_DISK_OPTION)
+}
+
 /// The root complex and MSI frame of a VM with PCI Express.
 pub const fn pcie() -> PcieSpec {
     PcieSpec {
@@ -668,6 +682,16 @@ mod tests {
         assert_eq!(tpm.base, guest::PLATFORM_BUS_BASE);
         assert!(tpm.base + tpm.size <= guest::PLATFORM_BUS_BASE + guest::PLATFORM_BUS_SIZE);
         assert_eq!(tpm.irq, None, "polled, as EDK2 and tpm_crb drive it");
+    }
+
+    #[test]
+    fn the_virtio_pci_disk_option_is_a_whole_word_of_the_command_line() {
+        assert!(disk_on_virtio_pci("rayos.vm=win rayos.disk=virtio-pci"));
+        assert!(disk_on_virtio_pci(VIRTIO_PCI_DISK_OPTION));
+        assert!(!disk_on_virtio_pci("rayos.vm=win"));
+        assert!(!disk_on_virtio_pci("rayos.disk=virtio-pcix"));
+        assert!(!disk_on_virtio_pci("xrayos.disk=virtio-pci"));
+        assert!(!disk_on_virtio_pci(""));
     }
 
     #[test]

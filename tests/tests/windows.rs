@@ -307,3 +307,69 @@ fn windows_vms_the_hypervisor_cannot_serve_are_refused_with_one_line() {
     );
     let _ = std::fs::remove_file(&disk);
 }
+
+/// The same Windows-shaped VM with its disk as virtio-blk over virtio-PCI
+/// (`--disk-bus virtio-pci`) instead of NVMe: the firmware boots the signed
+/// chain from the ESP on the virtio-PCI function at 00:02.0 (EDK2's
+/// Virtio10Dxe and VirtioBlkDxe), and Linux on ACPI finds `/dev/vda` behind
+/// that function with its queue on an MSI of the v2m frame, and no NVMe.
+#[test]
+fn windows_shaped_vm_boots_from_its_disk_as_virtio_blk_over_virtio_pci() {
+    let _g = boot_lock();
+    let disk = Layout::detect().out.join("test-windows-virtio-pci.img");
+    let o = RunOptions {
+        profile: Profile::Windows,
+        disk_bus: xtask::run::DiskBus::VirtioPci,
+        system_disk: Some(disk.clone()),
+        fresh: true,
+        guest_cmd: Some(
+            r#"[ -e /proc/device-tree ] && echo devicetree=yes || echo devicetree=no
+echo "blocks=$(ls /sys/block | tr '\n' ' ')"
+echo "vda=$(readlink /sys/block/vda)"
+echo "class=$(cat /sys/bus/pci/devices/0000:00:02.0/vendor):$(cat /sys/bus/pci/devices/0000:00:02.0/device)"
+grep virtio /proc/interrupts | sed 's/^/irq: /'
+"#
+            .into(),
+        ),
+        ..RunOptions::headless(Default::default(), CHAIN_TIMEOUT)
+    };
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    let c = outcome.console.replace('\r', "");
+    assert!(
+        c.contains("as virtio-blk over virtio-PCI (PCIe 00:02.0)"),
+        "the hypervisor did not put disk 0 behind virtio-PCI\n{tail}"
+    );
+    let from_virtio_pci =
+        Regex::new(r#"BdsDxe: (loading|starting) Boot[0-9A-F]{4} "[^"\r\n]*" from PciRoot\(0x0\)/Pci\(0x2,0x0\)"#)
+            .unwrap();
+    assert!(
+        from_virtio_pci.is_match(&c),
+        "the firmware did not boot from the virtio-PCI disk\n{tail}"
+    );
+    assert!(c.contains(GRUB_WELCOME), "shim did not start GRUB\n{tail}");
+    assert!(c.contains(SECURE_BOOT_ENABLED), "\n{tail}");
+    assert_eq!(parse_console(&c).cmd_exit, Some(0), "\n{tail}");
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    assert_eq!(console_value(&c, "devicetree"), Some("no"), "\n{tail}");
+    assert_eq!(
+        console_value(&c, "class"),
+        Some("0x1af4:0x1042"),
+        "\n{tail}"
+    );
+    let blocks = console_value(&c, "blocks").unwrap_or_default();
+    assert!(
+        !blocks.split_whitespace().any(|b| b.starts_with("nvme")),
+        "an NVMe disk besides virtio-blk: {blocks}\n{tail}"
+    );
+    let vda = console_value(&c, "vda").unwrap_or_default();
+    assert!(vda.contains("/0000:00:02.0/"), "vda: {vda}\n{tail}");
+    let irqs: Vec<&str> = c.lines().filter(|l| l.starts_with("irq: ")).collect();
+    assert!(
+        irqs.iter()
+            .any(|l| l.contains("MSI") && l.trim_end().ends_with("-req.0")),
+        "no virtio-blk request queue MSI: {irqs:?}\n{tail}"
+    );
+    assert!(!c.contains("data abort injected"), "\n{tail}");
+    let _ = std::fs::remove_file(&disk);
+}

@@ -207,6 +207,9 @@ pub struct RunOptions {
     /// Give the Linux guest an NVMe namespace behind a PCI Express root complex
     /// (`--nvme SIZE|system`).
     pub nvme: Option<NvmeDisk>,
+    /// The `windows` VM's disk: the NVMe namespace, or virtio-blk over virtio-PCI
+    /// (`--disk-bus virtio-pci`; the hypervisor is told so on its command line).
+    pub disk_bus: DiskBus,
     /// Give the Linux guest a zero-filled RAM disk of this size as virtio-blk over
     /// the virtio PCI transport, behind the same root complex (`--virtio-pci
     /// SIZE`; boots from a bundle).
@@ -267,9 +270,19 @@ pub enum NvmeDisk {
     System,
 }
 
+/// What a `windows` VM's first disk sits behind (`--disk-bus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskBus {
+    /// Namespace 1 of the NVMe controller at 00:01.0.
+    #[default]
+    Nvme,
+    /// virtio-blk over the virtio PCI transport at 00:02.0.
+    VirtioPci,
+}
+
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi|windows] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--disk-bus nvme|virtio-pci] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -342,6 +355,9 @@ pub struct RunArgs {
     /// linux-dt: a virtio-blk disk (a zero-filled RAM disk of SIZE) over the virtio 1.2 PCI transport, behind the same root complex; boots from a bundle
     #[arg(long = "virtio-pci", value_name = "SIZE", value_parser = parse_virtio_pci)]
     virtio_pci: Option<u64>,
+    /// windows: the VM's disk as the NVMe namespace (default) or as virtio-blk over virtio-PCI
+    #[arg(long = "disk-bus", value_name = "nvme|virtio-pci", value_parser = parse_disk_bus)]
+    disk_bus: Option<DiskBus>,
     /// system disk of a Linux run (default target/system-disk.img)
     #[arg(long = "system-disk", value_name = "PATH")]
     system_disk: Option<PathBuf>,
@@ -430,6 +446,14 @@ fn parse_nvme(v: &str) -> Result<NvmeDisk, String> {
         })
 }
 
+fn parse_disk_bus(v: &str) -> Result<DiskBus, String> {
+    match v {
+        "nvme" => Ok(DiskBus::Nvme),
+        "virtio-pci" => Ok(DiskBus::VirtioPci),
+        _ => Err(format!("--disk-bus takes nvme or virtio-pci, not `{v}`")),
+    }
+}
+
 fn parse_virtio_pci(v: &str) -> Result<u64, String> {
     vmspec::parse_size(v)
         .filter(|d| *d > 0 && d % 512 == 0)
@@ -495,6 +519,11 @@ impl RunArgs {
                 "--profile {} boots firmware: no --guest, --kernel, --initrd, --append or --hypervisor-fault",
                 profile.name()
             )));
+        }
+        if self.disk_bus.is_some() && profile != Profile::Windows {
+            return Err(Error::Usage(
+                "--disk-bus applies to --profile windows".into(),
+            ));
         }
         if profile == Profile::Windows && self.firmware.is_some() {
             return Err(Error::Usage(
@@ -580,6 +609,7 @@ impl RunArgs {
             guest_cmd: self.guest_cmd,
             nvme: self.nvme,
             virtio_pci: self.virtio_pci,
+            disk_bus: self.disk_bus.unwrap_or_default(),
             system_disk: self.system_disk,
             fresh: self.fresh,
             cold: self.cold,
@@ -637,6 +667,16 @@ pub fn uses_system_disk(o: &RunOptions) -> bool {
         && o.hypervisor_fault.is_none()
         && !matches!(o.nvme, Some(NvmeDisk::Ram(_)))
         && o.virtio_pci.is_none()
+}
+
+/// The words a run adds to the hypervisor's command line (QEMU's `-append`),
+/// each after a space: the `windows` VM's disk on virtio-PCI.
+fn hypervisor_options(o: &RunOptions) -> String {
+    if o.profile == Profile::Windows && o.disk_bus == DiskBus::VirtioPci {
+        format!(" {}", boards::devices::VIRTIO_PCI_DISK_OPTION)
+    } else {
+        String::new()
+    }
 }
 
 /// Whether a run is captured (piped) rather than on the terminal.
@@ -737,7 +777,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         qemu.initrd = path.clone();
         qemu.extra_args.extend([
             "-append".to_string(),
-            format!("{}{name}", registry::choice::VM_ARG),
+            format!(
+                "{}{name}{}",
+                registry::choice::VM_ARG,
+                hypervisor_options(o)
+            ),
         ]);
         let vm = VmDef {
             name: name.clone(),
@@ -876,6 +920,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         qemu.guest_mem = vm.mem;
         qemu.kernel = hypervisor;
         qemu.initrd = bundle.clone();
+        let options = hypervisor_options(o);
+        if !options.is_empty() {
+            qemu.extra_args
+                .extend(["-append".to_string(), options.trim_start().to_string()]);
+        }
         return Ok(Prepared {
             qemu,
             vm,
@@ -1517,6 +1566,13 @@ mod tests {
             Profile::Windows
         );
         assert_eq!(Profile::Windows.name(), "windows");
+        assert_eq!(w.disk_bus, DiskBus::Nvme);
+        assert_eq!(hypervisor_options(&w), "");
+        let v = parse_args(&args("--profile windows --disk-bus virtio-pci")).unwrap();
+        assert_eq!(v.disk_bus, DiskBus::VirtioPci);
+        assert_eq!(hypervisor_options(&v), " rayos.disk=virtio-pci");
+        let vm = parse_args(&args("--profile windows --vm w --disk-bus virtio-pci")).unwrap();
+        assert_eq!(vm.disk_bus, DiskBus::VirtioPci);
         for bad in [
             "--profile uefi-acpi --firmware /f",
             "--profile uefi-acpi --firmware-shell --guest-cmd true",
@@ -1534,6 +1590,9 @@ mod tests {
             "--profile windows --kernel /k",
             "--profile windows --nvme 64M",
             "--profile windows --firmware-shell --guest-cmd true",
+            "--disk-bus virtio-pci",
+            "--profile uefi-acpi --disk-bus virtio-pci",
+            "--profile windows --disk-bus scsi",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
         }
