@@ -108,8 +108,10 @@ pub fn pcie(spec: &boards::devices::PcieSpec) -> PcieConfig {
 
 /// The `uefi-acpi` platform of a VM whose devices are `devices`
 /// (`boards::devices::device_list`): the console, the RTC, the virtio-mmio
-/// transports and the CRB TPM (`MSFT0101` in the DSDT and the TPM2 table, when the
-/// list has one) come from the list, and so would a power button once the list has
+/// transports, the CRB TPM (`MSFT0101` in the DSDT and the TPM2 table, when the
+/// list has one) and the PCI Express root complex with its GICv2m frame (MCFG,
+/// the MADT's GIC MSI Frame, `PCI0` in the DSDT, when the list has one) come
+/// from the list, and so would a power button once the list has
 /// one (it does not yet: the tables then describe none). `None` if the list has no
 /// PL011.
 pub fn from_devices(
@@ -158,6 +160,7 @@ pub fn from_devices(
         rtc,
         tpm_crb,
         power_button_gsiv: None,
+        pcie: boards::devices::pcie_of(devices).map(|p| pcie(&p)),
         ..uefi_acpi(vcpus, topology, &[])
     })
 }

@@ -704,12 +704,25 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
     }
 }
 
-/// A VM with the PCI Express root complex of `boards::devices::pcie`.
+/// A VM with the PCI Express root complex of `boards::devices::pcie`: the
+/// `windows` device model's tables, from its device list (`uefi-acpi` with the
+/// root complex) as el2 builds them.
 fn with_pcie() -> (PlatformConfig, acpi_gen::PcieConfig) {
+    use boards::devices::{device_list, Profile, VmDevices};
     let spec = boards::devices::pcie();
-    let mut cfg = uefi_acpi(2, None, &[0, 31]);
+    let list = device_list(
+        Profile::UefiAcpi,
+        &VmDevices {
+            virtio_slots: &[0, 31],
+            vars_bank_size: boards::guest::FLASH_BANK_SIZE,
+            tpm_crb: true,
+            pcie: true,
+            ..Default::default()
+        },
+    );
+    let cfg = acpi_gen::profile::from_devices(2, None, &list).unwrap();
     let p = acpi_gen::profile::pcie(&spec);
-    cfg.pcie = Some(p);
+    assert_eq!(cfg.pcie, Some(p), "the list's root complex in the tables");
     (cfg, p)
 }
 

@@ -139,7 +139,8 @@ pub struct VmDevices<'a> {
     /// The TPM's CRB interface on the platform bus (`uefi-acpi` only: a VM whose
     /// machine has an entropy source).
     pub tpm_crb: bool,
-    /// The PCI Express root complex with its GICv2m frame ([`pcie`]; `linux-dt`).
+    /// The PCI Express root complex with its GICv2m frame ([`pcie`]; either
+    /// profile: `linux-dt-nvme`, and the `windows` model's `uefi-acpi` platform).
     pub pcie: bool,
     /// The simple framebuffer ([`simple_framebuffer`]; `linux-dt`).
     pub framebuffer: Option<FramebufferSpec>,
@@ -303,7 +304,7 @@ fn device_entries(profile: Profile, vm: &VmDevices) -> Vec<DeviceSpec> {
             irq: None,
         });
     }
-    if profile == Profile::LinuxDt && vm.pcie {
+    if vm.pcie {
         list.extend(pcie_entries(&pcie()));
     }
     if let (Profile::LinuxDt, Some(fb)) = (profile, vm.framebuffer) {
@@ -553,6 +554,20 @@ pub const NVME_PCI_DEVICE_ID: u16 = 0x00f0;
 /// Device number of a VM's virtio-blk over virtio-PCI (IDs from the virtio spec).
 pub const VIRTIO_PCI_BLK_DEVICE: u8 = 2;
 
+/// The hypervisor option (a word of the host's command line, `/chosen/bootargs`;
+/// `cargo xtask run --profile windows --disk-bus virtio-pci` passes it) that puts
+/// a `windows` VM's first disk behind virtio-blk over virtio-PCI at
+/// [`VIRTIO_PCI_BLK_DEVICE`] instead of NVMe, until the registry's VM record has a
+/// disk-transport field.
+pub const VIRTIO_PCI_DISK_OPTION: &str = "rayos.disk=virtio-pci";
+
+/// Whether the host's command line `bootargs` asks for [`VIRTIO_PCI_DISK_OPTION`].
+pub fn disk_on_virtio_pci(bootargs: &str) -> bool {
+    bootargs
+        .split_ascii_whitespace()
+        .any(|w| w == VIRTIO_PCI_DISK_OPTION)
+}
+
 /// The root complex and MSI frame of a VM with PCI Express.
 pub const fn pcie() -> PcieSpec {
     PcieSpec {
@@ -667,6 +682,48 @@ mod tests {
         assert_eq!(tpm.base, guest::PLATFORM_BUS_BASE);
         assert!(tpm.base + tpm.size <= guest::PLATFORM_BUS_BASE + guest::PLATFORM_BUS_SIZE);
         assert_eq!(tpm.irq, None, "polled, as EDK2 and tpm_crb drive it");
+    }
+
+    #[test]
+    fn the_virtio_pci_disk_option_is_a_whole_word_of_the_command_line() {
+        assert!(disk_on_virtio_pci("rayos.vm=win rayos.disk=virtio-pci"));
+        assert!(disk_on_virtio_pci(VIRTIO_PCI_DISK_OPTION));
+        assert!(!disk_on_virtio_pci("rayos.vm=win"));
+        assert!(!disk_on_virtio_pci("rayos.disk=virtio-pcix"));
+        assert!(!disk_on_virtio_pci("xrayos.disk=virtio-pci"));
+        assert!(!disk_on_virtio_pci(""));
+    }
+
+    #[test]
+    fn a_firmware_vm_with_pcie_has_the_root_complex_beside_its_firmware_devices() {
+        // The `windows` model: the uefi-acpi platform plus the root complex.
+        let with = VmDevices {
+            pcie: true,
+            ..vm(&[1])
+        };
+        let list = device_list(Profile::UefiAcpi, &with);
+        assert_eq!(pcie_of(&list), Some(pcie()));
+        for k in [
+            DeviceKind::FwCfg,
+            DeviceKind::Flash { bank: 1 },
+            DeviceKind::TpmCrb,
+            DeviceKind::Gicv2m {
+                spis: pcie().v2m.count,
+            },
+        ] {
+            assert!(list.iter().any(|d| d.kind == k), "{k:?} missing");
+        }
+        for (i, a) in list.iter().enumerate() {
+            for b in &list[i + 1..] {
+                assert!(a.base + a.size <= b.base, "{a:?} overlaps {b:?}");
+            }
+        }
+        // Without it, none of its entries.
+        let list = device_list(Profile::UefiAcpi, &vm(&[1]));
+        assert_eq!(pcie_of(&list), None);
+        assert!(!list
+            .iter()
+            .any(|d| matches!(d.kind, DeviceKind::Pcie { .. } | DeviceKind::Gicv2m { .. })));
     }
 
     #[test]

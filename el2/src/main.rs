@@ -456,7 +456,8 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
                 .ok()
                 .and_then(|f| f.find_node("/chosen")?.property("bootargs")?.as_str());
             let chosen = bootargs.and_then(registry::choice::vm_from_bootargs);
-            let def = storage::autostart(&mut st, &mut pmem, chosen)
+            let virtio_pci_disk = bootargs.is_some_and(boards::devices::disk_on_virtio_pci);
+            let def = storage::autostart(&mut st, &mut pmem, chosen, virtio_pci_disk)
                 .unwrap_or_else(|e| fatal(format_args!("{e}")));
             storage::keep(st);
             def

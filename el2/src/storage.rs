@@ -157,11 +157,14 @@ fn stage_blob(
 }
 
 /// The VM the host's command line names (`rayos.vm=NAME`, `chosen`), else the
-/// first autostart VM, prepared to boot.
+/// first autostart VM, prepared to boot. `virtio_pci_disk`: a `windows` VM's
+/// first disk goes behind virtio-blk over virtio-PCI rather than NVMe
+/// (`boards::devices::VIRTIO_PCI_DISK_OPTION`).
 pub fn autostart(
     storage: &mut Storage,
     pmem: &mut PhysMem,
     chosen: Option<&str>,
+    virtio_pci_disk: bool,
 ) -> Result<VmDefinition, String> {
     let rec: VmRecord = registry::choice::choose(storage.registry.vms(), chosen)
         .map_err(|e| alloc::format!("{e}"))?
@@ -180,6 +183,9 @@ pub fn autostart(
             other.name,
             other.uuid
         );
+    }
+    if rec.device_model == registry::DeviceModel::Windows {
+        windows_can_start(&rec)?;
     }
     let (kernel, initrd, cmdline, firmware, vars_place) = match &rec.boot {
         BootSource::Linux {
@@ -230,7 +236,19 @@ pub fn autostart(
         .collect();
     // The `linux-dt-nvme` model puts the first disk behind the NVMe controller;
     // the others stay virtio-blk.
-    let nvme = (rec.device_model.first_disk_on_nvme() && !disks.is_empty()).then(|| {
+    let virtio_pci = (rec.device_model == registry::DeviceModel::Windows
+        && virtio_pci_disk
+        && !disks.is_empty())
+    .then(|| {
+        log::info!(
+            "VM '{}': disk 0 ({} KiB extent of the system disk) as virtio-blk over virtio-PCI (PCIe 00:{:02x}.0), not NVMe",
+            rec.name,
+            rec.disks[0].extent.len >> 10,
+            boards::devices::VIRTIO_PCI_BLK_DEVICE
+        );
+        disks.remove(0)
+    });
+    let nvme = (rec.device_model.first_disk_on_nvme() && virtio_pci.is_none() && !disks.is_empty()).then(|| {
         log::info!(
             "VM '{}': disk 0 ({} KiB extent of the system disk) as NVMe namespace 1 (PCIe 00:{:02x}.0)",
             rec.name,
@@ -239,7 +257,7 @@ pub fn autostart(
         );
         disks.remove(0)
     });
-    if rec.device_model.first_disk_on_nvme() && nvme.is_none() {
+    if rec.device_model.first_disk_on_nvme() && nvme.is_none() && virtio_pci.is_none() {
         log::warn!(
             "VM '{}': device model {} but no disk: no NVMe controller",
             rec.name,
@@ -285,7 +303,7 @@ pub fn autostart(
         cmdline,
         disks,
         nvme,
-        virtio_pci: None,
+        virtio_pci,
         tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv, tpm_ca(storage))),
         resume,
         policy: Some(rec.policy),
@@ -293,6 +311,22 @@ pub fn autostart(
         vars_place,
         rtc_offset: rec.rtc_offset,
     })
+}
+
+/// Refuses a `windows` VM this build cannot give what the model promises: a
+/// CPU without LSE atomics (Windows 11 on Arm needs them), or a read-only disk
+/// (install media, which becomes USB mass storage once the VM has an XHCI
+/// controller; until then it is refused, not dropped).
+fn windows_can_start(rec: &VmRecord) -> Result<(), String> {
+    arch::features::windows_guests(&crate::diag::cpu_features())
+        .map_err(|why| alloc::format!("VM '{}' (device model windows): {why}", rec.name))?;
+    if let Some(i) = rec.disks.iter().position(|d| d.read_only) {
+        return Err(alloc::format!(
+            "VM '{}' (device model windows): refused: its disk {i} is read-only (install media), which needs USB mass storage (XHCI), not built into VMs yet",
+            rec.name
+        ));
+    }
+    Ok(())
 }
 
 /// The system disk's vTPM manufacturer CA, its key made (from the entropy source)

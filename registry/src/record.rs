@@ -140,7 +140,7 @@ impl DeviceModel {
 
     /// Whether the VM's first disk is an NVMe namespace (the rest stay virtio-blk).
     pub fn first_disk_on_nvme(&self) -> bool {
-        *self == DeviceModel::LinuxDtNvme
+        matches!(self, DeviceModel::LinuxDtNvme | DeviceModel::Windows)
     }
 
     /// Parses a profile name.
@@ -730,30 +730,21 @@ pub(crate) mod tests {
         r.disks.clear();
         r.tpm_nv = Extent::EMPTY;
         r.check().unwrap();
-        assert_eq!(VmRecord::decode(&encode(&r)), Ok(r));
-    }
-
-    #[test]
-    fn windows_record_boots_firmware_and_round_trips_with_tag_4() {
-        let mut r = sample(2);
-        r.device_model = DeviceModel::Windows;
-        assert!(matches!(r.check(), Err(ConsistencyError::BootMismatch(_))));
-        r.boot = BootSource::Firmware {
-            code: Blob::empty_in(Extent {
-                start: 0x20_0000,
-                len: 0x4000,
-            }),
-            vars: Extent {
-                start: 0x30_0000,
-                len: 0x4000,
-            },
-        };
-        r.check().unwrap();
         assert_eq!(VmRecord::decode(&encode(&r)), Ok(r.clone()));
+        // The windows model boots the same firmware, its first disk on NVMe.
+        r.device_model = DeviceModel::Windows;
+        r.check().unwrap();
+        let bytes = encode(&r);
+        assert_eq!(VmRecord::decode(&bytes), Ok(r.clone()));
         assert_eq!(DeviceModel::Windows.tag(), 4);
         assert_eq!(DeviceModel::parse("windows"), Some(DeviceModel::Windows));
         assert_eq!(DeviceModel::Windows.as_str(), "windows");
+        assert!(DeviceModel::Windows.first_disk_on_nvme());
         assert!(!DeviceModel::Windows.boots_linux());
+        assert!(!DeviceModel::UefiAcpi.first_disk_on_nvme());
+        // A Linux boot source does not fit it.
+        r.boot = sample(1).boot;
+        assert!(matches!(r.check(), Err(ConsistencyError::BootMismatch(_))));
     }
 
     #[test]

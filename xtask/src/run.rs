@@ -124,6 +124,10 @@ pub enum Profile {
     LinuxDt,
     /// UEFI firmware (Debian's AAVMF) in flash, ACPI tables through fw_cfg.
     UefiAcpi,
+    /// The Windows-shaped VM (registry device model `windows`): `uefi-acpi`
+    /// with Secure Boot always on and the boot disk as the NVMe namespace behind
+    /// the PCI Express root complex; always a system-disk run.
+    Windows,
 }
 
 impl Profile {
@@ -131,9 +135,28 @@ impl Profile {
         match self {
             Profile::LinuxDt => vmspec::DEVICE_MODEL_LINUX_DT,
             Profile::UefiAcpi => vmspec::DEVICE_MODEL_UEFI_ACPI,
+            Profile::Windows => registry::DeviceModel::Windows.as_str(),
+        }
+    }
+
+    /// Whether the VM boots UEFI firmware (`uefi-acpi` and `windows`).
+    pub fn boots_firmware(self) -> bool {
+        matches!(self, Profile::UefiAcpi | Profile::Windows)
+    }
+
+    /// The profile a VM record's device model runs as.
+    pub fn of_model(m: registry::DeviceModel) -> Profile {
+        match m {
+            registry::DeviceModel::UefiAcpi => Profile::UefiAcpi,
+            registry::DeviceModel::Windows => Profile::Windows,
+            registry::DeviceModel::LinuxDt | registry::DeviceModel::LinuxDtNvme => Profile::LinuxDt,
         }
     }
 }
+
+/// vCPUs of a `windows` run unless `--smp` says otherwise: two, so that the
+/// NVMe controller has more than one I/O queue.
+pub const WINDOWS_DEFAULT_VCPUS: u32 = 2;
 
 /// File name (under `target/boot-chain/`) of a `uefi-acpi` run's boot disk.
 pub const UEFI_BOOT_DISK: &str = "uefi-run.img";
@@ -184,6 +207,9 @@ pub struct RunOptions {
     /// Give the Linux guest an NVMe namespace behind a PCI Express root complex
     /// (`--nvme SIZE|system`).
     pub nvme: Option<NvmeDisk>,
+    /// The `windows` VM's disk: the NVMe namespace, or virtio-blk over virtio-PCI
+    /// (`--disk-bus virtio-pci`; the hypervisor is told so on its command line).
+    pub disk_bus: DiskBus,
     /// Give the Linux guest a zero-filled RAM disk of this size as virtio-blk over
     /// the virtio PCI transport, behind the same root complex (`--virtio-pci
     /// SIZE`; boots from a bundle).
@@ -244,9 +270,19 @@ pub enum NvmeDisk {
     System,
 }
 
+/// What a `windows` VM's first disk sits behind (`--disk-bus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskBus {
+    /// Namespace 1 of the NVMe controller at 00:01.0.
+    #[default]
+    Nvme,
+    /// virtio-blk over the virtio PCI transport at 00:02.0.
+    VirtioPci,
+}
+
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
-pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
+pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi|windows] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--disk-bus nvme|virtio-pci] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -278,7 +314,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "linux|selftest|bench-exits|virtio-hostile|reset-loop", value_parser = parse_guest)]
     guest: Option<Guest>,
     /// the VM's platform: linux-dt (default) or uefi-acpi (Debian's AAVMF in flash, ACPI)
-    #[arg(long, value_name = "linux-dt|uefi-acpi", value_parser = parse_profile)]
+    #[arg(long, value_name = "linux-dt|uefi-acpi|windows", value_parser = parse_profile)]
     profile: Option<Profile>,
     /// uefi-acpi: stop in the firmware's UEFI shell (no boot disk)
     #[arg(long = "firmware-shell")]
@@ -319,6 +355,9 @@ pub struct RunArgs {
     /// linux-dt: a virtio-blk disk (a zero-filled RAM disk of SIZE) over the virtio 1.2 PCI transport, behind the same root complex; boots from a bundle
     #[arg(long = "virtio-pci", value_name = "SIZE", value_parser = parse_virtio_pci)]
     virtio_pci: Option<u64>,
+    /// windows: the VM's disk as the NVMe namespace (default) or as virtio-blk over virtio-PCI
+    #[arg(long = "disk-bus", value_name = "nvme|virtio-pci", value_parser = parse_disk_bus)]
+    disk_bus: Option<DiskBus>,
     /// system disk of a Linux run (default target/system-disk.img)
     #[arg(long = "system-disk", value_name = "PATH")]
     system_disk: Option<PathBuf>,
@@ -374,10 +413,10 @@ fn parse_guest(v: &str) -> Result<Guest, String> {
 }
 
 fn parse_profile(v: &str) -> Result<Profile, String> {
-    [Profile::LinuxDt, Profile::UefiAcpi]
+    [Profile::LinuxDt, Profile::UefiAcpi, Profile::Windows]
         .into_iter()
         .find(|p| p.name() == v)
-        .ok_or_else(|| format!("--profile takes linux-dt or uefi-acpi, not `{v}`"))
+        .ok_or_else(|| format!("--profile takes linux-dt, uefi-acpi or windows, not `{v}`"))
 }
 
 fn parse_smp(v: &str) -> Result<u32, String> {
@@ -405,6 +444,14 @@ fn parse_nvme(v: &str) -> Result<NvmeDisk, String> {
                 "--nvme takes a size, a multiple of 512 bytes (e.g. 64M), or `system`, not `{v}`"
             )
         })
+}
+
+fn parse_disk_bus(v: &str) -> Result<DiskBus, String> {
+    match v {
+        "nvme" => Ok(DiskBus::Nvme),
+        "virtio-pci" => Ok(DiskBus::VirtioPci),
+        _ => Err(format!("--disk-bus takes nvme or virtio-pci, not `{v}`")),
+    }
 }
 
 fn parse_virtio_pci(v: &str) -> Result<u64, String> {
@@ -467,12 +514,23 @@ impl RunArgs {
             || self.append.is_some()
             || self.hypervisor_fault.is_some();
         let profile = self.profile.unwrap_or_default();
-        if profile == Profile::UefiAcpi && uefi_conflict {
+        if profile.boots_firmware() && uefi_conflict {
+            return Err(Error::Usage(format!(
+                "--profile {} boots firmware: no --guest, --kernel, --initrd, --append or --hypervisor-fault",
+                profile.name()
+            )));
+        }
+        if self.disk_bus.is_some() && profile != Profile::Windows {
             return Err(Error::Usage(
-                "--profile uefi-acpi boots firmware: no --guest, --kernel, --initrd, --append or --hypervisor-fault".into(),
+                "--disk-bus applies to --profile windows".into(),
             ));
         }
-        if profile == Profile::UefiAcpi && self.firmware_shell && self.guest_cmd.is_some() {
+        if profile == Profile::Windows && self.firmware.is_some() {
+            return Err(Error::Usage(
+                "--profile windows runs its VM from a system disk: no --firmware".into(),
+            ));
+        }
+        if profile.boots_firmware() && self.firmware_shell && self.guest_cmd.is_some() {
             return Err(Error::Usage(
                 "--guest-cmd runs in Linux: not with --firmware-shell".into(),
             ));
@@ -484,7 +542,7 @@ impl RunArgs {
             ));
         }
         if self.boot_disk.is_some()
-            && (profile != Profile::UefiAcpi || self.firmware_shell || self.guest_cmd.is_some())
+            && (!profile.boots_firmware() || self.firmware_shell || self.guest_cmd.is_some())
         {
             return Err(Error::Usage(
                 "--boot-disk applies to --profile uefi-acpi without --firmware-shell or --guest-cmd".into(),
@@ -511,7 +569,7 @@ impl RunArgs {
                 "--vm NAME runs the VM as its record defines it: only with --profile, --system-disk, --cold and the run options (--headless, --timeout, --script, ...)".into(),
             ));
         }
-        if self.secure_boot && (profile != Profile::UefiAcpi || self.firmware.is_some()) {
+        if self.secure_boot && (!profile.boots_firmware() || self.firmware.is_some()) {
             return Err(Error::Usage(
                 "--secure-boot applies to --profile uefi-acpi without --firmware".into(),
             ));
@@ -530,7 +588,7 @@ impl RunArgs {
                 "--nvme system needs a system-disk run (not --kernel or --hypervisor-fault, which boot a bundle): use --nvme SIZE".into(),
             ));
         }
-        if (self.firmware_shell || self.firmware.is_some()) && profile != Profile::UefiAcpi {
+        if (self.firmware_shell || self.firmware.is_some()) && !profile.boots_firmware() {
             return Err(Error::Usage(
                 "--firmware-shell and --firmware apply to --profile uefi-acpi".into(),
             ));
@@ -551,6 +609,7 @@ impl RunArgs {
             guest_cmd: self.guest_cmd,
             nvme: self.nvme,
             virtio_pci: self.virtio_pci,
+            disk_bus: self.disk_bus.unwrap_or_default(),
             system_disk: self.system_disk,
             fresh: self.fresh,
             cold: self.cold,
@@ -600,7 +659,7 @@ pub fn parse_args(args: &[String]) -> Result<RunOptions, Error> {
 /// a deliberate hypervisor fault and an NVMe RAM disk travel in a bundle, so they
 /// keep one).
 pub fn uses_system_disk(o: &RunOptions) -> bool {
-    if o.profile == Profile::UefiAcpi {
+    if o.profile.boots_firmware() {
         return o.firmware.is_none();
     }
     o.guest == Guest::Linux
@@ -608,6 +667,16 @@ pub fn uses_system_disk(o: &RunOptions) -> bool {
         && o.hypervisor_fault.is_none()
         && !matches!(o.nvme, Some(NvmeDisk::Ram(_)))
         && o.virtio_pci.is_none()
+}
+
+/// The words a run adds to the hypervisor's command line (QEMU's `-append`),
+/// each after a space: the `windows` VM's disk on virtio-PCI.
+fn hypervisor_options(o: &RunOptions) -> String {
+    if o.profile == Profile::Windows && o.disk_bus == DiskBus::VirtioPci {
+        format!(" {}", boards::devices::VIRTIO_PCI_DISK_OPTION)
+    } else {
+        String::new()
+    }
 }
 
 /// Whether a run is captured (piped) rather than on the terminal.
@@ -688,19 +757,17 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
     if let Some(name) = &o.vm {
         let path = o.system_disk.clone().unwrap_or_else(|| match o.profile {
             Profile::UefiAcpi => sysdisk::uefi_default_path(layout),
+            Profile::Windows => sysdisk::windows_default_path(layout),
             Profile::LinuxDt => sysdisk::default_path(layout),
         });
         let (run, rec) = sysdisk::named_vm(&path, name, o.cold)?;
-        let model = match rec.device_model {
-            registry::DeviceModel::UefiAcpi | registry::DeviceModel::Windows => Profile::UefiAcpi,
-            registry::DeviceModel::LinuxDt | registry::DeviceModel::LinuxDtNvme => Profile::LinuxDt,
-        };
+        let model = Profile::of_model(rec.device_model);
         if model != o.profile {
             return Err(Error::Usage(format!(
                 "VM '{name}' on {} is a {} VM: add --profile {}",
                 path.display(),
                 rec.device_model.as_str(),
-                rec.device_model.as_str()
+                model.name()
             )));
         }
         eprintln!("xtask: {}", run.describe(name));
@@ -710,7 +777,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         qemu.initrd = path.clone();
         qemu.extra_args.extend([
             "-append".to_string(),
-            format!("{}{name}", registry::choice::VM_ARG),
+            format!(
+                "{}{name}{}",
+                registry::choice::VM_ARG,
+                hypervisor_options(o)
+            ),
         ]);
         let vm = VmDef {
             name: name.clone(),
@@ -736,7 +807,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         });
     }
 
-    if o.profile == Profile::UefiAcpi {
+    if o.profile.boots_firmware() {
+        let windows = o.profile == Profile::Windows;
         let (code, ms_vars) = match &o.firmware {
             Some(p) => (p.clone(), None),
             None => {
@@ -777,16 +849,25 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             }
             Some(path)
         };
+        let name = if windows {
+            sysdisk::WINDOWS_VM_NAME
+        } else {
+            sysdisk::UEFI_VM_NAME
+        };
         let vm = VmDef {
-            name: sysdisk::UEFI_VM_NAME.into(),
-            vcpus: o.smp.unwrap_or(UEFI_DEFAULT_VCPUS),
+            name: name.into(),
+            vcpus: o.smp.unwrap_or(if windows {
+                WINDOWS_DEFAULT_VCPUS
+            } else {
+                UEFI_DEFAULT_VCPUS
+            }),
             mem: o.mem.unwrap_or(if o.firmware_shell {
                 UEFI_DEFAULT_MEM
             } else {
                 UEFI_LINUX_DEFAULT_MEM
             }),
             cmdline: String::new(),
-            guest: sysdisk::UEFI_VM_NAME.into(),
+            guest: name.into(),
             kernel: PathBuf::new(),
             initrd: None,
             disk: None,
@@ -800,17 +881,30 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             }),
         };
         let system_disk = if uses_system_disk(o) {
-            let path = o
-                .system_disk
-                .clone()
-                .unwrap_or_else(|| sysdisk::uefi_default_path(layout));
+            let path = o.system_disk.clone().unwrap_or_else(|| {
+                if windows {
+                    sysdisk::windows_default_path(layout)
+                } else {
+                    sysdisk::uefi_default_path(layout)
+                }
+            });
             let want = sysdisk::DesiredFirmwareVm {
                 name: vm.name.clone(),
+                device_model: if windows {
+                    registry::DeviceModel::Windows
+                } else {
+                    registry::DeviceModel::UefiAcpi
+                },
                 vcpus: vm.vcpus,
                 mem: vm.mem,
                 code,
                 boot_disk,
-                initial_vars: if o.secure_boot { ms_vars } else { None },
+                // Secure Boot is part of the windows device set.
+                initial_vars: if o.secure_boot || windows {
+                    ms_vars
+                } else {
+                    None
+                },
             };
             let run = sysdisk::ensure_firmware(&path, o.fresh, &want)?;
             eprintln!("xtask: {}", run.describe(&want.name));
@@ -826,6 +920,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         qemu.guest_mem = vm.mem;
         qemu.kernel = hypervisor;
         qemu.initrd = bundle.clone();
+        let options = hypervisor_options(o);
+        if !options.is_empty() {
+            qemu.extra_args
+                .extend(["-append".to_string(), options.trim_start().to_string()]);
+        }
         return Ok(Prepared {
             qemu,
             vm,
@@ -1458,6 +1557,22 @@ mod tests {
         .unwrap();
         assert!(sb.secure_boot && !sb.firmware_shell && uses_system_disk(&sb));
         assert_eq!(sb.guest_cmd.as_deref(), Some("uname -a"));
+        // The Windows-shaped VM: a firmware VM, always from a system disk.
+        let w = parse_args(&args("--profile windows --guest-cmd true --headless")).unwrap();
+        assert_eq!(w.profile, Profile::Windows);
+        assert!(w.profile.boots_firmware() && uses_system_disk(&w));
+        assert_eq!(
+            Profile::of_model(registry::DeviceModel::Windows),
+            Profile::Windows
+        );
+        assert_eq!(Profile::Windows.name(), "windows");
+        assert_eq!(w.disk_bus, DiskBus::Nvme);
+        assert_eq!(hypervisor_options(&w), "");
+        let v = parse_args(&args("--profile windows --disk-bus virtio-pci")).unwrap();
+        assert_eq!(v.disk_bus, DiskBus::VirtioPci);
+        assert_eq!(hypervisor_options(&v), " rayos.disk=virtio-pci");
+        let vm = parse_args(&args("--profile windows --vm w --disk-bus virtio-pci")).unwrap();
+        assert_eq!(vm.disk_bus, DiskBus::VirtioPci);
         for bad in [
             "--profile uefi-acpi --firmware /f",
             "--profile uefi-acpi --firmware-shell --guest-cmd true",
@@ -1470,7 +1585,14 @@ mod tests {
             "--profile uefi-acpi --firmware-shell --kernel /k",
             "--profile uefi-acpi --firmware-shell --firmware /f --fresh",
             "--firmware-shell",
-            "--profile windows",
+            "--profile windowsx",
+            "--profile windows --firmware-shell --firmware /f",
+            "--profile windows --kernel /k",
+            "--profile windows --nvme 64M",
+            "--profile windows --firmware-shell --guest-cmd true",
+            "--disk-bus virtio-pci",
+            "--profile uefi-acpi --disk-bus virtio-pci",
+            "--profile windows --disk-bus scsi",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
         }

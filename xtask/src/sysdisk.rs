@@ -355,10 +355,23 @@ pub fn uefi_default_path(layout: &Layout) -> PathBuf {
     layout.out.join(UEFI_FILE_NAME)
 }
 
+/// File name of the `windows` profile's system disk under `target/`.
+pub const WINDOWS_FILE_NAME: &str = "system-disk-windows.img";
+/// Name of the `windows` profile's VM.
+pub const WINDOWS_VM_NAME: &str = "windows";
+
+/// The `windows` profile's system disk.
+pub fn windows_default_path(layout: &Layout) -> PathBuf {
+    layout.out.join(WINDOWS_FILE_NAME)
+}
+
 /// What a firmware run wants its VM to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredFirmwareVm {
     pub name: String,
+    /// `uefi-acpi`, or `windows` (the same firmware; the boot disk is then the
+    /// NVMe namespace behind PCI Express).
+    pub device_model: DeviceModel,
     pub vcpus: u32,
     pub mem: u64,
     /// The code bank's image (its trailing zero bytes are not stored).
@@ -435,7 +448,7 @@ pub fn ensure_firmware(
                 name: want.name.clone(),
                 vcpus: want.vcpus,
                 memory_bytes: want.mem,
-                device_model: DeviceModel::UefiAcpi,
+                device_model: want.device_model,
                 boot: BootSpec::Firmware {
                     code_capacity: image_capacity(code.len()),
                     vars_capacity: UEFI_VARS_EXTENT,
@@ -456,11 +469,12 @@ pub fn ensure_firmware(
         .vm(uuid)
         .cloned()
         .ok_or_else(|| step("the VM vanished"))?;
-    if current.device_model != DeviceModel::UefiAcpi {
+    if current.device_model != want.device_model {
         return Err(step(format!(
-            "{}: VM '{}' is not a uefi-acpi VM",
+            "{}: VM '{}' is not a {} VM",
             path.display(),
-            want.name
+            want.name,
+            want.device_model.as_str()
         )));
     }
     let mut changes = Vec::new();
@@ -844,6 +858,7 @@ mod tests {
         std::fs::write(&vars, &vars_bytes).unwrap();
         let mut want = DesiredFirmwareVm {
             name: UEFI_VM_NAME.into(),
+            device_model: DeviceModel::UefiAcpi,
             vcpus: 1,
             mem: 256 << 20,
             code,
@@ -911,6 +926,21 @@ mod tests {
         want.boot_disk = None;
         ensure_firmware(&img, false, &want).unwrap();
         check(None, b"written by the firmware");
+
+        // The same VM asked for as a windows VM is refused, not converted.
+        want.device_model = DeviceModel::Windows;
+        let e = ensure_firmware(&img, false, &want).unwrap_err().to_string();
+        assert!(e.contains("is not a windows VM"), "{e}");
+        // A new disk gets a windows VM whose boot disk is its first disk
+        // (the NVMe namespace), writable.
+        want.boot_disk = Some(boot.clone());
+        ensure_firmware(&img, true, &want).unwrap();
+        let mut disk = FileDisk::open(&img, true).unwrap();
+        let reg = Registry::open(&mut disk).unwrap();
+        let vm = reg.vm_by_name(UEFI_VM_NAME).unwrap();
+        assert_eq!(vm.device_model, DeviceModel::Windows);
+        assert_eq!(vm.disks.len(), 1);
+        assert!(!vm.disks[0].read_only);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
