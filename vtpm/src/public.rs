@@ -57,6 +57,14 @@ pub mod ids {
     pub const RSAES: u16 = 0x0015;
     pub const RSAPSS: u16 = 0x0016;
     pub const OAEP: u16 = 0x0017;
+    pub const SM2: u16 = 0x001B;
+    pub const ECSCHNORR: u16 = 0x001C;
+    pub const ECMQV: u16 = 0x001D;
+    pub const MGF1: u16 = 0x0007;
+    pub const TDES: u16 = 0x0003;
+    pub const CAMELLIA: u16 = 0x0026;
+    pub const KDF2: u16 = 0x0021;
+    pub const KDF1_SP800_108: u16 = 0x0022;
 }
 
 /// Bytes of a P-256 coordinate or scalar.
@@ -620,6 +628,152 @@ pub fn keyedhash_scheme(r: &mut Reader) -> Result<Option<(u16, HashAlg)>, u32> {
         alg::HMAC => Ok(Some((alg::HMAC, r.hash_alg(false)?.ok_or(rc::HASH)?))),
         _ => Err(rc::SCHEME),
     }
+}
+
+/// Whether TPM2_TestParms's `algorithm` is one this TPM implements (the
+/// others Part 2 defines are unmarshalled like them and then refused).
+fn implemented(algorithm: u16) -> bool {
+    !matches!(
+        algorithm,
+        ids::TDES
+            | ids::CAMELLIA
+            | alg::XOR
+            | ids::ECSCHNORR
+            | ids::ECMQV
+            | ids::SM2
+            | ids::MGF1
+            | alg::KDF1_SP800_56A
+            | ids::KDF2
+            | ids::KDF1_SP800_108
+    )
+}
+
+/// The TestParms unmarshalling state: the first field naming an algorithm
+/// this TPM does not implement, refused with `code` once everything after it
+/// unmarshalled too (an earlier format error wins, as in an unmarshaller that
+/// knows the algorithm).
+#[derive(Default)]
+struct Deferred(Option<u32>);
+
+impl Deferred {
+    fn check(&mut self, algorithm: u16, code: u32) {
+        if !implemented(algorithm) && self.0.is_none() {
+            self.0 = Some(code);
+        }
+    }
+}
+
+/// TPMT_SYM_DEF_OBJECT as TPM2_TestParms checks it (bare codes): a block
+/// cipher of Part 2 (AES, TDES, Camellia as libtpms builds them) and one of
+/// its key sizes, and a mode of TPMI_ALG_SYM_MODE+; NULL only where
+/// `allow_null` (an asymmetric key's field), then with nothing more.
+fn test_sym_def_object(r: &mut Reader, allow_null: bool, d: &mut Deferred) -> Result<(), u32> {
+    let algorithm = r.u16()?;
+    if algorithm == alg::NULL && allow_null {
+        return Ok(());
+    }
+    let sizes: &[u16] = match algorithm {
+        ids::AES => &[128, 256],
+        ids::TDES => &[128, 192],
+        ids::CAMELLIA => &[128, 256],
+        _ => return Err(rc::SYMMETRIC),
+    };
+    if !sizes.contains(&r.u16()?) {
+        return Err(rc::VALUE);
+    }
+    match r.u16()? {
+        ids::CTR | ids::OFB | ids::CBC | ids::CFB | ids::ECB | ids::CMAC | alg::NULL => {}
+        _ => return Err(rc::MODE),
+    }
+    d.check(algorithm, rc::SYMMETRIC);
+    Ok(())
+}
+
+/// Whether `k` is a TPMI_ALG_KDF.
+fn is_kdf(k: u16) -> bool {
+    matches!(
+        k,
+        ids::MGF1 | alg::KDF1_SP800_56A | ids::KDF2 | ids::KDF1_SP800_108
+    )
+}
+
+/// TPMT_KDF_SCHEME+ (bare codes): NULL, or a KDF with its hash.
+fn test_kdf(r: &mut Reader, d: &mut Deferred) -> Result<(), u32> {
+    match r.u16()? {
+        alg::NULL => Ok(()),
+        k if is_kdf(k) => {
+            r.hash_alg(false)?;
+            d.check(k, rc::KDF);
+            Ok(())
+        }
+        _ => Err(rc::KDF),
+    }
+}
+
+/// TPMT_PUBLIC_PARMS as TPM2_TestParms checks them (Part 3 §10.4: the
+/// parameters are supported when they unmarshal; bare codes): each field a
+/// value of its interface type — the ciphers, key sizes and modes of
+/// [`test_sym_def_object`], the RSA key sizes, the schemes with a hash (ECDAA
+/// with its count, XOR with its KDF), the curves, the KDFs — and nothing after
+/// them, and every algorithm named one this TPM implements (else the field's
+/// code once the rest unmarshalled: TPM_RC_SYMMETRIC, TPM_RC_SCHEME,
+/// TPM_RC_KDF). A selector outside its type is TPM_RC_VALUE for the RSA and
+/// keyed-hash schemes and TPM_RC_SCHEME for the ECC ones, as Part 2's
+/// interface types (and libtpms) have it. What the TPM checks only at
+/// creation (a storage key's CFB mode, sign/decrypt against the scheme) is
+/// not part of the answer.
+pub fn test_public_parms(r: &mut Reader) -> Result<(), u32> {
+    let mut d = Deferred::default();
+    let hash = |r: &mut Reader| r.hash_alg(false).map(|_| ());
+    match r.u16()? {
+        ids::SYMCIPHER => test_sym_def_object(r, false, &mut d)?,
+        ids::KEYEDHASH => match r.u16()? {
+            alg::NULL => {}
+            alg::HMAC => hash(r)?,
+            alg::XOR => {
+                // TPMS_SCHEME_XOR: a hash and a TPMI_ALG_KDF+ (an ID alone).
+                hash(r)?;
+                d.check(alg::XOR, rc::SCHEME);
+                match r.u16()? {
+                    alg::NULL => {}
+                    k if is_kdf(k) => d.check(k, rc::KDF),
+                    _ => return Err(rc::KDF),
+                }
+            }
+            _ => return Err(rc::VALUE),
+        },
+        ids::RSA => {
+            test_sym_def_object(r, true, &mut d)?;
+            match r.u16()? {
+                alg::NULL | ids::RSAES => {}
+                ids::RSASSA | ids::RSAPSS | ids::OAEP => hash(r)?,
+                _ => return Err(rc::VALUE),
+            }
+            if !crate::rsa_key::key_bits_ok(r.u16()?) {
+                return Err(rc::VALUE);
+            }
+            r.u32()?;
+        }
+        ids::ECC => {
+            test_sym_def_object(r, true, &mut d)?;
+            match r.u16()? {
+                alg::NULL => {}
+                s @ (ids::ECDSA | ids::ECDH | ids::ECSCHNORR | ids::ECMQV | ids::SM2) => {
+                    hash(r)?;
+                    d.check(s, rc::SCHEME);
+                }
+                ids::ECDAA => {
+                    hash(r)?;
+                    r.u16()?;
+                }
+                _ => return Err(rc::SCHEME),
+            }
+            Curve::from_id(r.u16()?).ok_or(rc::CURVE)?;
+            test_kdf(r, &mut d)?;
+        }
+        _ => return Err(rc::TYPE),
+    }
+    d.0.map_or(Ok(()), Err)
 }
 
 /// nameAlg || H(data).
