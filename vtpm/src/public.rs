@@ -453,7 +453,7 @@ impl Public {
             Some(_) if storage => return Err(rc::SCHEME),
             Some((ids::RSASSA | ids::RSAPSS, _)) if !sign || decrypt => return Err(rc::SCHEME),
             Some((ids::RSAES | ids::OAEP, _)) if !decrypt || sign => return Err(rc::SCHEME),
-            Some((ids::ECDSA | ids::ECDAA, _)) if !sign => return Err(rc::SCHEME),
+            Some((ids::ECDSA | ids::ECDAA | ids::ECSCHNORR, _)) if !sign => return Err(rc::SCHEME),
             Some((ids::ECDH, _)) if !decrypt || sign => return Err(rc::SCHEME),
             _ => {}
         }
@@ -541,7 +541,9 @@ pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Scheme, u16, Curve), u32>
     let mut count = 0;
     let scheme = match r.u16()? {
         alg::NULL => None,
-        s @ (ids::ECDSA | ids::ECDH) => Some((s, r.hash_alg(false)?.ok_or(rc::HASH)?)),
+        s @ (ids::ECDSA | ids::ECDH | ids::ECSCHNORR) => {
+            Some((s, r.hash_alg(false)?.ok_or(rc::HASH)?))
+        }
         ids::ECDAA => {
             let h = r.hash_alg(false)?.ok_or(rc::HASH)?;
             count = r.u16()?;
@@ -638,7 +640,6 @@ fn implemented(algorithm: u16) -> bool {
         ids::TDES
             | ids::CAMELLIA
             | alg::XOR
-            | ids::ECSCHNORR
             | ids::ECMQV
             | ids::SM2
             | ids::MGF1
@@ -949,6 +950,127 @@ fn left_pad(v: &[u8], n: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The EC Schnorr challenge of TPM_ALG_ECSCHNORR (Part 1 §C.4.3): e =
+/// H(xR ‖ digest) with xR the point's x-coordinate in the curve's field size,
+/// cut to the order's size in bytes when the hash is longer (its leading
+/// bytes).
+fn schnorr_challenge(hash: HashAlg, x: &[u8], digest: &[u8]) -> Vec<u8> {
+    let mut e = hash.digest(&[x, digest]).as_bytes().to_vec();
+    e.truncate(x.len());
+    e
+}
+
+/// `v` (big-endian, at most a scalar's size) reduced mod n.
+fn reduce_scalar<C>(v: &[u8]) -> Option<p256::elliptic_curve::Scalar<C>>
+where
+    C: p256::elliptic_curve::CurveArithmetic,
+    p256::elliptic_curve::Scalar<C>:
+        p256::elliptic_curve::ops::Reduce<C::Uint, Bytes = p256::elliptic_curve::FieldBytes<C>>,
+{
+    use p256::elliptic_curve::ops::Reduce;
+    let mut b = p256::elliptic_curve::FieldBytes::<C>::default();
+    let n = b.len();
+    b.get_mut(n.checked_sub(v.len())?..)?.copy_from_slice(v);
+    Some(<p256::elliptic_curve::Scalar<C> as Reduce<C::Uint>>::reduce_bytes(&b))
+}
+
+/// EC Schnorr signing with nonce `k` on curve `C`: R = [k]G, r = e (the
+/// challenge of [`schnorr_challenge`], zero-extended to the scalar size) and
+/// s = k + e·d mod n; None when e or
+/// s is zero (the caller draws another k).
+fn schnorr_sign_on<C>(
+    d: &p256::elliptic_curve::NonZeroScalar<C>,
+    k: &p256::elliptic_curve::NonZeroScalar<C>,
+    hash: HashAlg,
+    digest: &[u8],
+) -> Option<(Vec<u8>, Vec<u8>)>
+where
+    C: p256::elliptic_curve::CurveArithmetic,
+    p256::elliptic_curve::Scalar<C>:
+        p256::elliptic_curve::ops::Reduce<C::Uint, Bytes = p256::elliptic_curve::FieldBytes<C>>,
+{
+    use p256::elliptic_curve::group::{Curve as _, Group};
+    use p256::elliptic_curve::point::AffineCoordinates;
+    use p256::elliptic_curve::{Field, PrimeField};
+    let point = (C::ProjectivePoint::generator() * **k).to_affine();
+    let x = point.x();
+    let e = schnorr_challenge(hash, &x, digest);
+    let e_scalar = reduce_scalar::<C>(&e)?;
+    let s = **k + e_scalar * **d;
+    if bool::from(e_scalar.is_zero()) || bool::from(s.is_zero()) {
+        return None;
+    }
+    // r in the order's size, as libtpms marshals it.
+    Some((left_pad(&e, x.len())?, s.to_repr().to_vec()))
+}
+
+/// EC Schnorr verification on curve `C`: with E = [s]G − [r]Q, the challenge
+/// H(xE ‖ digest) equals r (as integers); s must be a scalar below n.
+fn schnorr_verify_on<C>(
+    q: &p256::elliptic_curve::PublicKey<C>,
+    hash: HashAlg,
+    digest: &[u8],
+    r: &[u8],
+    s: &[u8],
+) -> bool
+where
+    C: p256::elliptic_curve::CurveArithmetic,
+    p256::elliptic_curve::Scalar<C>:
+        p256::elliptic_curve::ops::Reduce<C::Uint, Bytes = p256::elliptic_curve::FieldBytes<C>>,
+{
+    use p256::elliptic_curve::group::{Curve as _, Group};
+    use p256::elliptic_curve::point::AffineCoordinates;
+    use p256::elliptic_curve::PrimeField;
+    let strip = |v: &[u8]| v[v.iter().position(|&b| b != 0).unwrap_or(v.len())..].to_vec();
+    let (r, s) = (strip(r), strip(s));
+    let n = p256::elliptic_curve::FieldBytes::<C>::default().len();
+    if r.is_empty() || s.is_empty() || r.len() > n || s.len() > n {
+        return false;
+    }
+    let mut sb = p256::elliptic_curve::FieldBytes::<C>::default();
+    sb[n - s.len()..].copy_from_slice(&s);
+    let Some(s) = Option::<p256::elliptic_curve::Scalar<C>>::from(
+        p256::elliptic_curve::Scalar::<C>::from_repr(sb),
+    ) else {
+        return false;
+    };
+    let Some(r_scalar) = reduce_scalar::<C>(&r) else {
+        return false;
+    };
+    let e_point = C::ProjectivePoint::generator() * s - q.to_projective() * r_scalar;
+    if bool::from(e_point.is_identity()) {
+        return false;
+    }
+    let x = e_point.to_affine().x();
+    strip(&schnorr_challenge(hash, &x, digest)) == r
+}
+
+/// A TPM_ALG_ECSCHNORR signature (r, s) of `digest` under `hash` with key `d`
+/// and nonce `k` (a scalar on the same curve); None when the curves differ
+/// or e or s came out zero (draw another k).
+pub fn schnorr_sign(
+    d: &EcScalar,
+    k: &EcScalar,
+    hash: HashAlg,
+    digest: &[u8],
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    match (d, k) {
+        (EcScalar::P256(d), EcScalar::P256(k)) => schnorr_sign_on(d, k, hash, digest),
+        (EcScalar::P384(d), EcScalar::P384(k)) => schnorr_sign_on(d, k, hash, digest),
+        (EcScalar::P521(d), EcScalar::P521(k)) => schnorr_sign_on(d, k, hash, digest),
+        _ => None,
+    }
+}
+
+/// Does the TPM_ALG_ECSCHNORR signature (r, s) under `hash` verify over
+/// `digest` with public key `pk`?
+pub fn schnorr_verify(pk: &EcPublic, hash: HashAlg, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
+    match pk {
+        EcPublic::P256(q) => schnorr_verify_on(q, hash, digest, r, s),
+        EcPublic::P384(q) => schnorr_verify_on(q, hash, digest, r, s),
+        EcPublic::P521(q) => schnorr_verify_on(q, hash, digest, r, s),
+    }
+}
 /// Verifies an ECDSA signature (r, s) over a prehashed `digest`.
 pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
     match pk {
@@ -1192,6 +1314,85 @@ mod tests {
     /// P-384: derived keys sign and verify, ECDH agrees both ways, a point
     /// of the other curve or off the curve is refused, and the marshalled
     /// area names the curve and round-trips.
+    /// EC Schnorr on each curve with a fixed nonce: r is H(xR ‖ digest) of
+    /// R = [k]G cut to the order's size and zero-extended to it, s = k + r·d
+    /// mod n (checked as [s]G = R + [r]Q); the signature verifies, and not
+    /// over another digest, with another r or s, or with another key.
+    #[test]
+    fn ecschnorr_signatures_follow_their_definition() {
+        use p256::elliptic_curve::point::AffineCoordinates;
+        let cases = [
+            (Curve::P256, HashAlg::Sha256),
+            (Curve::P256, HashAlg::Sha512),
+            (Curve::P384, HashAlg::Sha384),
+            (Curve::P384, HashAlg::Sha512),
+            (Curve::P521, HashAlg::Sha256),
+            (Curve::P521, HashAlg::Sha512),
+        ];
+        for (curve, hash) in cases {
+            let n = curve.bytes();
+            let scalar = |b: u8| {
+                let mut v = alloc::vec![0u8; n];
+                v[n - 1] = b;
+                v[1] = 0x5A;
+                scalar_from_bytes(curve, &v).unwrap()
+            };
+            let (d, k, other) = (scalar(3), scalar(7), scalar(11));
+            let digest = hash.digest(&[b"schnorr"]);
+            let digest = digest.as_bytes();
+            let (r, s) = schnorr_sign(&d, &k, hash, digest).unwrap();
+            assert_eq!((r.len(), s.len()), (n, n));
+            // r from R's x-coordinate, computed through the public-key path.
+            let (xr, _) = k.public().xy();
+            assert_eq!(xr.len(), n);
+            let mut e = hash.digest(&[&xr, digest]).as_bytes().to_vec();
+            e.truncate(n);
+            let mut want = alloc::vec![0u8; n - e.len()];
+            want.extend(&e);
+            assert_eq!(r, want, "{curve:?} {hash:?}");
+            // [s]G = R + [r]Q.
+            match (d, k) {
+                (EcScalar::P256(d), EcScalar::P256(k)) => {
+                    use p256::elliptic_curve::ops::Reduce;
+                    let rs = <p256::Scalar as Reduce<p256::U256>>::reduce_bytes(
+                        FieldBytes::from_slice(&r),
+                    );
+                    let sg = p256::ProjectivePoint::GENERATOR
+                        * *NonZeroScalar::from_repr(*FieldBytes::from_slice(&s)).unwrap();
+                    let rhs = p256::ProjectivePoint::GENERATOR * *k
+                        + p256::ProjectivePoint::GENERATOR * (rs * *d);
+                    assert_eq!(sg.to_affine().x(), rhs.to_affine().x());
+                }
+                _ => {}
+            }
+            let pk = d.public();
+            assert!(schnorr_verify(&pk, hash, digest, &r, &s));
+            // Leading zeros of r and s do not matter.
+            let short: Vec<u8> = r.iter().copied().skip_while(|&b| b == 0).collect();
+            assert!(schnorr_verify(&pk, hash, digest, &short, &s));
+            let other_digest = hash.digest(&[b"other"]);
+            assert!(!schnorr_verify(&pk, hash, other_digest.as_bytes(), &r, &s));
+            let mut bad = s.clone();
+            bad[n - 1] ^= 1;
+            assert!(!schnorr_verify(&pk, hash, digest, &r, &bad));
+            let mut bad = r.clone();
+            bad[n - 1] ^= 1;
+            assert!(!schnorr_verify(&pk, hash, digest, &bad, &s));
+            assert!(!schnorr_verify(&other.public(), hash, digest, &r, &s));
+            assert!(!schnorr_verify(&pk, hash, digest, &[], &s));
+            // Another curve's nonce is refused.
+            let wrong = if curve == Curve::P256 {
+                Curve::P384
+            } else {
+                Curve::P256
+            };
+            let mut v = alloc::vec![0u8; wrong.bytes()];
+            v[1] = 1;
+            let k2 = scalar_from_bytes(wrong, &v).unwrap();
+            assert!(schnorr_sign(&d, &k2, hash, digest).is_none());
+        }
+    }
+
     #[test]
     fn p384_keys_sign_verify_and_agree() {
         let key = |tag: &'static [u8]| {

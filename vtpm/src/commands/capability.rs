@@ -26,7 +26,7 @@ pub const SPEC_YEAR: u32 = 2019;
 /// accepts it where its kind is selectable: the KDF schemes (MGF1,
 /// KDF1_SP800_56A, KDF2, KDF1_SP800_108) are not, as ECC parameters take no
 /// KDF (TPM_RC_KDF), though KDFa/KDFe/MGF1 run inside the engine.
-const ALGORITHMS: [(u16, u32); 24] = [
+const ALGORITHMS: [(u16, u32); 25] = [
     (ids::RSA, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
     (alg::SHA1, alg::ATTR_HASH),
     (alg::HMAC, alg::ATTR_HASH | alg::ATTR_SIGNING),
@@ -46,6 +46,7 @@ const ALGORITHMS: [(u16, u32); 24] = [
     (ids::ECDSA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
     (ids::ECDH, alg::ATTR_ASYMMETRIC | alg::ATTR_METHOD),
     (ids::ECDAA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
+    (ids::ECSCHNORR, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
     (ids::ECC, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
     (ids::SYMCIPHER, alg::ATTR_OBJECT),
     (ids::CMAC, alg::ATTR_SYMMETRIC | alg::ATTR_SIGNING),

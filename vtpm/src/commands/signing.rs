@@ -77,7 +77,7 @@ pub(crate) fn sig_scheme(r: &mut Reader, n: u32) -> Result<SigScheme, u32> {
     }
     if !matches!(
         scheme_alg,
-        ids::ECDSA | ids::RSASSA | ids::RSAPSS | ids::ECDAA
+        ids::ECDSA | ids::RSASSA | ids::RSAPSS | ids::ECDAA | ids::ECSCHNORR
     ) {
         return Err(rc::SCHEME + rc::P + n * rc::N1);
     }
@@ -208,7 +208,7 @@ fn signing_scheme(
         _ => return Err(bad),
     };
     let suits = match key.public.ty {
-        ids::ECC => s.0 == ids::ECDSA,
+        ids::ECC => matches!(s.0, ids::ECDSA | ids::ECSCHNORR),
         ids::RSA => matches!(s.0, ids::RSASSA | ids::RSAPSS),
         _ => false,
     };
@@ -237,10 +237,34 @@ fn signature(
             .as_deref()
             .and_then(|p| key.public.scalar(p))
             .ok_or(rc::AUTH_UNAVAILABLE)?;
-        let (r, s) = public::ecdsa_sign(&d, digest).ok_or(rc::FAILURE)?;
+        let (r, s) = if sig_alg == ids::ECSCHNORR {
+            schnorr_sign(tpm, key.public.curve, &d, hash, digest)
+        } else {
+            public::ecdsa_sign(&d, digest).ok_or(rc::FAILURE)?
+        };
         w.tpm2b(&r).tpm2b(&s);
     }
     Ok(w.buf)
+}
+
+/// An EC Schnorr signature (TPM_ALG_ECSCHNORR) of `digest` with a fresh
+/// nonce k from the TPM's DRBG, drawn again while e or s is zero.
+fn schnorr_sign(
+    tpm: &mut Tpm,
+    curve: public::Curve,
+    d: &public::EcScalar,
+    hash: HashAlg,
+    digest: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let mut k = alloc::vec![0u8; curve.bytes()];
+    loop {
+        tpm.random(&mut k);
+        let rs = public::scalar_from_bytes(curve, &k)
+            .and_then(|k| public::schnorr_sign(d, &k, hash, digest));
+        if let Some(rs) = rs {
+            return rs;
+        }
+    }
 }
 
 /// A parsed TPMT_SIGNATURE: the scheme, its hash, and r and s (ECDSA) or the
@@ -250,14 +274,17 @@ pub(crate) type SignatureParts<'a> = (u16, HashAlg, &'a [u8], &'a [u8]);
 /// A TPMT_SIGNATURE (command parameter `n`).
 pub(crate) fn parse_signature<'a>(r: &mut Reader<'a>, n: u32) -> Result<SignatureParts<'a>, u32> {
     let sig_alg = r.u16().p(n)?;
-    if !matches!(sig_alg, ids::ECDSA | ids::RSASSA | ids::RSAPSS) {
+    if !matches!(
+        sig_alg,
+        ids::ECDSA | ids::RSASSA | ids::RSAPSS | ids::ECSCHNORR
+    ) {
         return Err(rc::SCHEME + rc::P + n * rc::N1);
     }
     let hash = r
         .hash_alg(false)
         .p(n)?
         .ok_or(rc::HASH + rc::P + n * rc::N1)?;
-    if sig_alg == ids::ECDSA {
+    if matches!(sig_alg, ids::ECDSA | ids::ECSCHNORR) {
         let sr = r.tpm2b(public::MAX_ECC_BYTES).p(n)?;
         Ok((sig_alg, hash, sr, r.tpm2b(public::MAX_ECC_BYTES).p(n)?))
     } else {
@@ -289,7 +316,13 @@ pub(crate) fn verify_with_key(
             let pk = key.public.point().ok_or(rc::KEY + rc::H + hn * rc::N1)?;
             public::ecdsa_verify(&pk, digest, r, s)
         }
-        ids::RSA if sig_alg != ids::ECDSA => super::rsa::verify(key, sig_alg, hash, digest, r),
+        ids::ECC if sig_alg == ids::ECSCHNORR => {
+            let pk = key.public.point().ok_or(rc::KEY + rc::H + hn * rc::N1)?;
+            public::schnorr_verify(&pk, hash, digest, r, s)
+        }
+        ids::RSA if matches!(sig_alg, ids::RSASSA | ids::RSAPSS) => {
+            super::rsa::verify(key, sig_alg, hash, digest, r)
+        }
         _ => return Err(rc::SCHEME + rc::P + sn * rc::N1),
     })
 }
