@@ -64,8 +64,9 @@ const MAGIC: [u8; 4] = *b"VTNV";
 /// persistent objects may be RSA-1024 or RSA-3072 keys (a 192-byte prime
 /// and a 384-byte modulus exceed layout 7's object limits) or NIST P-521
 /// keys (a curve layout 7 refuses). Layout 9 has the bytes of layout 8, but
-/// its persistent ECC keys may name the ECSCHNORR scheme, which layout 8's
-/// public-area checks refuse.
+/// its persistent ECC keys may name the ECSCHNORR scheme and its symmetric
+/// keys may be TDES or Camellia keys, which layout 8's public-area checks
+/// refuse.
 pub const NV_VERSION: u32 = 9;
 const CHECKSUM_LEN: usize = 32;
 

@@ -228,6 +228,9 @@ pub enum SymObject {
     /// A symmetric key's algorithm fixed to a mode other than CFB: (key
     /// bits, TPM_ALG_CTR/OFB/CBC/ECB).
     AesMode(u16, u16),
+    /// A TDES or Camellia symmetric key: (TPM_ALG_TDES or TPM_ALG_CAMELLIA,
+    /// key bits, its mode — CFB, CTR, OFB, CBC, ECB — or TPM_ALG_NULL).
+    Block(u16, u16, u16),
 }
 
 /// The public area of an ECC P-256 key.
@@ -343,6 +346,10 @@ impl Public {
                 SymObject::AesAnyMode(b) => (b, alg::NULL),
                 SymObject::AesMode(b, m) => (b, m),
                 SymObject::Null => (0, alg::NULL),
+                SymObject::Block(a, b, m) => {
+                    w.u16(a).u16(b).u16(m).tpm2b(&self.x);
+                    return w.buf;
+                }
             };
             w.u16(ids::AES).u16(bits).u16(mode).tpm2b(&self.x);
             return w.buf;
@@ -368,6 +375,9 @@ impl Public {
             }
             SymObject::AesMode(bits, mode) => {
                 w.u16(ids::AES).u16(bits).u16(mode);
+            }
+            SymObject::Block(a, bits, mode) => {
+                w.u16(a).u16(bits).u16(mode);
             }
         }
         match self.scheme {
@@ -604,14 +614,27 @@ pub fn rsa_parms(r: &mut Reader) -> Result<RsaParms, u32> {
 
 /// TPMS_SYMCIPHER_PARMS (bare codes): AES-128/256 in CFB, CTR, OFB, CBC or
 /// ECB mode, a CMAC key, or with no fixed mode (TPM_RC_MODE for another
-/// mode).
+/// mode); TDES-128/192 (two- and three-key) and Camellia-128/256 likewise,
+/// but not as CMAC keys.
 pub fn symcipher_parms(r: &mut Reader) -> Result<SymObject, u32> {
-    if r.u16()? != ids::AES {
-        return Err(rc::SYMMETRIC);
-    }
+    let algorithm = r.u16()?;
+    let sizes: &[u16] = match algorithm {
+        ids::AES => &[128, 256],
+        ids::TDES => &[128, 192],
+        ids::CAMELLIA => &[128, 256],
+        _ => return Err(rc::SYMMETRIC),
+    };
     let bits = r.u16()?;
-    if bits != 128 && bits != 256 {
+    if !sizes.contains(&bits) {
         return Err(rc::VALUE);
+    }
+    if algorithm != ids::AES {
+        return match r.u16()? {
+            m @ (ids::CFB | ids::CTR | ids::OFB | ids::CBC | ids::ECB | alg::NULL) => {
+                Ok(SymObject::Block(algorithm, bits, m))
+            }
+            _ => Err(rc::MODE),
+        };
     }
     match r.u16()? {
         ids::CFB => Ok(SymObject::AesCfb(bits)),
@@ -637,9 +660,7 @@ pub fn keyedhash_scheme(r: &mut Reader) -> Result<Option<(u16, HashAlg)>, u32> {
 fn implemented(algorithm: u16) -> bool {
     !matches!(
         algorithm,
-        ids::TDES
-            | ids::CAMELLIA
-            | alg::XOR
+        alg::XOR
             | ids::ECMQV
             | ids::SM2
             | ids::MGF1
@@ -658,9 +679,13 @@ struct Deferred(Option<u32>);
 
 impl Deferred {
     fn check(&mut self, algorithm: u16, code: u32) {
-        if !implemented(algorithm) && self.0.is_none() {
-            self.0 = Some(code);
+        if !implemented(algorithm) {
+            self.refuse(code);
         }
+    }
+    /// Refuses with `code` what the fields named so far combine to.
+    fn refuse(&mut self, code: u32) {
+        self.0.get_or_insert(code);
     }
 }
 
@@ -682,11 +707,19 @@ fn test_sym_def_object(r: &mut Reader, allow_null: bool, d: &mut Deferred) -> Re
     if !sizes.contains(&r.u16()?) {
         return Err(rc::VALUE);
     }
-    match r.u16()? {
+    let mode = r.u16()?;
+    match mode {
         ids::CTR | ids::OFB | ids::CBC | ids::CFB | ids::ECB | ids::CMAC | alg::NULL => {}
         _ => return Err(rc::MODE),
     }
-    d.check(algorithm, rc::SYMMETRIC);
+    // TDES and Camellia serve symmetric-cipher objects only, and not CMAC.
+    if algorithm != ids::AES {
+        if allow_null {
+            d.refuse(rc::SYMMETRIC);
+        } else if mode == ids::CMAC {
+            d.refuse(rc::MODE);
+        }
+    }
     Ok(())
 }
 
@@ -1316,7 +1349,7 @@ mod tests {
     /// area names the curve and round-trips.
     /// EC Schnorr on each curve with a fixed nonce: r is H(xR ‖ digest) of
     /// R = [k]G cut to the order's size and zero-extended to it, s = k + r·d
-    /// mod n (checked as [s]G = R + [r]Q); the signature verifies, and not
+    /// mod n (on P-256 checked as [s]G = R + [r]Q); the signature verifies, and not
     /// over another digest, with another r or s, or with another key.
     #[test]
     fn ecschnorr_signatures_follow_their_definition() {
@@ -1351,19 +1384,15 @@ mod tests {
             want.extend(&e);
             assert_eq!(r, want, "{curve:?} {hash:?}");
             // [s]G = R + [r]Q.
-            match (d, k) {
-                (EcScalar::P256(d), EcScalar::P256(k)) => {
-                    use p256::elliptic_curve::ops::Reduce;
-                    let rs = <p256::Scalar as Reduce<p256::U256>>::reduce_bytes(
-                        FieldBytes::from_slice(&r),
-                    );
-                    let sg = p256::ProjectivePoint::GENERATOR
-                        * *NonZeroScalar::from_repr(*FieldBytes::from_slice(&s)).unwrap();
-                    let rhs = p256::ProjectivePoint::GENERATOR * *k
-                        + p256::ProjectivePoint::GENERATOR * (rs * *d);
-                    assert_eq!(sg.to_affine().x(), rhs.to_affine().x());
-                }
-                _ => {}
+            if let (EcScalar::P256(d), EcScalar::P256(k)) = (d, k) {
+                use p256::elliptic_curve::ops::Reduce;
+                let rs =
+                    <p256::Scalar as Reduce<p256::U256>>::reduce_bytes(FieldBytes::from_slice(&r));
+                let sg = p256::ProjectivePoint::GENERATOR
+                    * *NonZeroScalar::from_repr(*FieldBytes::from_slice(&s)).unwrap();
+                let rhs = p256::ProjectivePoint::GENERATOR * *k
+                    + p256::ProjectivePoint::GENERATOR * (rs * *d);
+                assert_eq!(sg.to_affine().x(), rhs.to_affine().x());
             }
             let pk = d.public();
             assert!(schnorr_verify(&pk, hash, digest, &r, &s));

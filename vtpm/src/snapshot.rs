@@ -13,7 +13,7 @@
 //! version 5, but its loaded keys may be RSA-1024 or RSA-3072 keys, which a
 //! version-5 reader's object limits refuse (the rule of `nv::NV_VERSION`:
 //! bump when an older reader could fail part-way); version 7, likewise, may
-//! carry ECC keys of the ECSCHNORR scheme. Restore
+//! carry ECC keys of the ECSCHNORR scheme and TDES/Camellia keys. Restore
 //! validates the blob as if a guest had written it.
 
 use crate::defs::limits::{self, PCR_COUNT};
@@ -28,7 +28,7 @@ use vdev::RestoreError;
 /// Version of the volatile-state layout.
 /// Version 5 added the SHA-512 PCR bank (its allocation mask and values);
 /// version 6 admits RSA keys of 1024 and 3072 bits and P-521 keys; version 7
-/// ECC keys of the ECSCHNORR scheme.
+/// ECC keys of the ECSCHNORR scheme and TDES/Camellia symmetric keys.
 pub const VOLATILE_VERSION: u32 = 7;
 /// Objects or sessions a blob may carry (more is malformed).
 const MAX_SNAPSHOT_ENTRIES: usize = 64;

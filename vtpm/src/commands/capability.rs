@@ -26,8 +26,9 @@ pub const SPEC_YEAR: u32 = 2019;
 /// accepts it where its kind is selectable: the KDF schemes (MGF1,
 /// KDF1_SP800_56A, KDF2, KDF1_SP800_108) are not, as ECC parameters take no
 /// KDF (TPM_RC_KDF), though KDFa/KDFe/MGF1 run inside the engine.
-const ALGORITHMS: [(u16, u32); 25] = [
+const ALGORITHMS: [(u16, u32); 27] = [
     (ids::RSA, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
+    (ids::TDES, alg::ATTR_SYMMETRIC),
     (alg::SHA1, alg::ATTR_HASH),
     (alg::HMAC, alg::ATTR_HASH | alg::ATTR_SIGNING),
     (alg::AES, alg::ATTR_SYMMETRIC),
@@ -49,6 +50,7 @@ const ALGORITHMS: [(u16, u32); 25] = [
     (ids::ECSCHNORR, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
     (ids::ECC, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
     (ids::SYMCIPHER, alg::ATTR_OBJECT),
+    (ids::CAMELLIA, alg::ATTR_SYMMETRIC),
     (ids::CMAC, alg::ATTR_SYMMETRIC | alg::ATTR_SIGNING),
     (ids::CTR, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),
     (ids::OFB, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),

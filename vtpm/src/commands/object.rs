@@ -114,9 +114,10 @@ pub(crate) fn generate(
     let digest = public.name_alg.digest_size();
     if public.ty == public::ids::KEYEDHASH || public.ty == public::ids::SYMCIPHER {
         let size = match public.symmetric {
-            SymObject::AesCfb(b) | SymObject::AesAnyMode(b) | SymObject::AesMode(b, _) => {
-                usize::from(b / 8)
-            }
+            SymObject::AesCfb(b)
+            | SymObject::AesAnyMode(b)
+            | SymObject::AesMode(b, _)
+            | SymObject::Block(_, b, _) => usize::from(b / 8),
             SymObject::Null => digest,
         };
         if public.ty == public::ids::SYMCIPHER && !data.is_empty() && data.len() != size {
