@@ -658,16 +658,7 @@ pub fn keyedhash_scheme(r: &mut Reader) -> Result<Option<(u16, HashAlg)>, u32> {
 /// Whether TPM2_TestParms's `algorithm` is one this TPM implements (the
 /// others Part 2 defines are unmarshalled like them and then refused).
 fn implemented(algorithm: u16) -> bool {
-    !matches!(
-        algorithm,
-        alg::XOR
-            | ids::ECMQV
-            | ids::SM2
-            | ids::MGF1
-            | alg::KDF1_SP800_56A
-            | ids::KDF2
-            | ids::KDF1_SP800_108
-    )
+    !matches!(algorithm, alg::XOR | ids::ECMQV | ids::SM2)
 }
 
 /// The TestParms unmarshalling state: the first field naming an algorithm

@@ -8627,7 +8627,6 @@ const P1: u32 = 0x1C0;
 const RC_SCHEME: u32 = 0x12;
 const RC_SYMMETRIC: u32 = 0x16;
 const RC_MODE: u32 = 0x9;
-const RC_KDF: u32 = 0xC;
 const RC_CURVE: u32 = 0x26;
 
 /// TPM2_TestParms of every object type — symmetric ciphers (key sizes, modes,
@@ -8752,13 +8751,9 @@ fn differential_test_parms() {
         &[KDF2, SHA384],
         &[KDF1_SP800_108, SHA256],
         &[MGF1, SHA256],
+        &[KDF1_SP800_56A, null],
+        &[HMAC, SHA256],
     ] {
-        gaps.push((
-            parms(ECC, &[&[null, ECDSA, SHA256, 3], kdf].concat()),
-            RC_KDF,
-        ));
-    }
-    for kdf in [&[KDF1_SP800_56A, null][..], &[HMAC, SHA256]] {
         cases.push(parms(ECC, &[&[null, ECDSA, SHA256, 3], kdf].concat()));
     }
     cases.push(parms(ECC, &[AES, 128, CFB, null, 3, null]));
@@ -8783,6 +8778,23 @@ fn differential_test_parms() {
         let c = cmd(NS, 0x18A, &[], None, c);
         let what = format!("TestParms {:02x?}", &c[10..]);
         d.eq(&what, rc(&ours.raw(0, &c)), rc(&sw.raw(0, &c)));
+    }
+    // An ECC key naming a KDF: TestParms accepts it, creation refuses it
+    // (TPM_RC_KDF) on both.
+    for kdf in [KDF1_SP800_56A, KDF2, KDF1_SP800_108, MGF1] {
+        let tpm2b = |b: &[u8]| [&(b.len() as u16).to_be_bytes()[..], b].concat();
+        let attrs: u32 = 1 << 1 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 18;
+        let mut public = parms(ECC, &[SHA256]);
+        public.extend(attrs.to_be_bytes());
+        public.extend(tpm2b(&[]));
+        public.extend(parms(null, &[ECDSA, SHA256, 3, kdf, SHA256, 0, 0]));
+        let mut p = tpm2b(&[0, 0, 0, 0]);
+        p.extend(tpm2b(&public));
+        p.extend([0, 0, 0, 0, 0, 0]);
+        let c = cmd(S, 0x131, &[0x4000_0001], Some(&pw(1, &[], &[])), &p);
+        let (a, b) = (rc(&ours.raw(0, &c)), rc(&sw.raw(0, &c)));
+        d.eq(&format!("CreatePrimary, ECC KDF {kdf:#x}"), a, b);
+        assert_ne!(a, 0, "CreatePrimary, ECC KDF {kdf:#x}");
     }
     for (p, code) in &gaps {
         let c = cmd(NS, 0x18A, &[], None, p);
