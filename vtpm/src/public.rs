@@ -883,6 +883,48 @@ pub fn ecdh_point(d: &EcScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8>)
     Some(shared.xy())
 }
 
+/// `v` (big-endian, any length) mod the group order of `curve`, as the
+/// curve's scalar size in bytes.
+pub fn mod_order(curve: Curve, v: &[u8]) -> Vec<u8> {
+    use p256::elliptic_curve::bigint::ArrayEncoding;
+    use p256::elliptic_curve::Curve as _;
+    let order = match curve {
+        Curve::P256 => p256::NistP256::ORDER.to_be_byte_array().to_vec(),
+        Curve::P384 => p384::NistP384::ORDER.to_be_byte_array().to_vec(),
+        Curve::P521 => p521::NistP521::ORDER.to_be_byte_array().to_vec(),
+    };
+    let n = num_bigint_dig::BigUint::from_bytes_be(&order);
+    let m = (num_bigint_dig::BigUint::from_bytes_be(v) % n).to_bytes_be();
+    let mut out = alloc::vec![0u8; curve.bytes()];
+    out[curve.bytes() - m.len()..].copy_from_slice(&m);
+    out
+}
+
+/// s = r + t·d mod n (t big-endian, below n, the scalar size), the second
+/// half of an ECDAA signature; None when the curves differ or s is zero.
+pub fn ecdaa_s(r: &EcScalar, t: &[u8], d: &EcScalar) -> Option<Vec<u8>> {
+    fn on<C>(
+        r: &p256::elliptic_curve::NonZeroScalar<C>,
+        t: &[u8],
+        d: &p256::elliptic_curve::NonZeroScalar<C>,
+    ) -> Option<Vec<u8>>
+    where
+        C: p256::elliptic_curve::CurveArithmetic,
+        p256::elliptic_curve::Scalar<C>:
+            p256::elliptic_curve::ops::Reduce<C::Uint, Bytes = p256::elliptic_curve::FieldBytes<C>>,
+    {
+        use p256::elliptic_curve::{Field, PrimeField};
+        let s = **r + reduce_scalar::<C>(t)? * **d;
+        (!bool::from(s.is_zero())).then(|| s.to_repr().to_vec())
+    }
+    match (r, d) {
+        (EcScalar::P256(r), EcScalar::P256(d)) => on(r, t, d),
+        (EcScalar::P384(r), EcScalar::P384(d)) => on(r, t, d),
+        (EcScalar::P521(r), EcScalar::P521(d)) => on(r, t, d),
+        _ => None,
+    }
+}
+
 /// d·Q on P-256 (the 2-phase and ECDAA commitments).
 pub fn p256_point(d: &NonZeroScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     ecdh_point(&EcScalar::P256(*d), x, y)
@@ -985,7 +1027,7 @@ fn schnorr_challenge(hash: HashAlg, x: &[u8], digest: &[u8]) -> Vec<u8> {
 }
 
 /// `v` (big-endian, at most a scalar's size) reduced mod n.
-fn reduce_scalar<C>(v: &[u8]) -> Option<p256::elliptic_curve::Scalar<C>>
+pub(crate) fn reduce_scalar<C>(v: &[u8]) -> Option<p256::elliptic_curve::Scalar<C>>
 where
     C: p256::elliptic_curve::CurveArithmetic,
     p256::elliptic_curve::Scalar<C>:

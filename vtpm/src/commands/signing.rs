@@ -1,5 +1,5 @@
 //! Part 3 §20, §18.4 and §14.5: TPM2_Sign and TPM2_VerifySignature with ECDSA
-//! over P-256 and RSASSA/RSAPSS with RSA-2048 (in [`super::rsa`]), TPM2_Quote,
+//! and EC Schnorr on each curve and RSASSA/RSAPSS (in [`super::rsa`]), TPM2_Quote,
 //! and TPM2_ECDH_ZGen. TPM2_Sign and the attestations also sign with ECDAA,
 //! the second phase of TPM2_Commit ([`super::ecc2phase`]); VerifySignature
 //! does not verify ECDAA (TPM_RC_SCHEME, as the reference implementation).
@@ -127,12 +127,14 @@ fn select_scheme(key: &Key, scheme: SigScheme, n: u32) -> Result<(u16, HashAlg, 
 }
 
 /// The order n of the P-256 group.
+#[cfg(test)]
 const P256_ORDER: [u8; 32] = [
     0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
     0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
 ];
 
 /// `v` (big-endian, any length) mod n as a scalar.
+#[cfg(test)]
 pub(crate) fn scalar_mod_n(v: &[u8]) -> p256::Scalar {
     use p256::elliptic_curve::PrimeField;
     let n = num_bigint_dig::BigUint::from_bytes_be(&P256_ORDER);
@@ -154,41 +156,34 @@ fn ecdaa_sign(
     count: u16,
     digest: &[u8],
 ) -> Result<Vec<u8>, u32> {
-    if key.public.curve != public::Curve::P256 {
-        log::warn!("vtpm: Sign: ECDAA is implemented on P-256 only");
-        return Err(rc::SCHEME);
-    }
+    let curve = key.public.curve;
     let d = key
         .private
         .as_deref()
-        .and_then(public::p256_scalar)
+        .and_then(|p| key.public.scalar(p))
         .ok_or(rc::AUTH_UNAVAILABLE)?;
     let Some(full) = super::ecc2phase::outstanding(tpm, count) else {
         log::warn!("vtpm: Sign: ECDAA commitment {count} unknown or used");
         return Err(rc::VALUE);
     };
-    let r = super::ecc2phase::commit_secret(tpm, full, &key.name);
+    let r = super::ecc2phase::commit_secret(tpm, full, &key.name, curve);
     let (nonce_k, s) = loop {
-        let mut k = [0u8; public::P256_BYTES];
+        let mut k = alloc::vec![0u8; curve.bytes()];
         tpm.random(&mut k);
-        if public::p256_scalar(&k).is_none() {
+        if public::scalar_from_bytes(curve, &k).is_none() {
             continue;
         }
         // nonceK in its minimal big-endian form, as hashed and returned.
         let first = k.iter().position(|&b| b != 0).unwrap_or(k.len());
         let nonce_k = k[first..].to_vec();
-        let t = scalar_mod_n(hash.digest(&[&nonce_k, digest]).as_bytes());
-        let s = *r + t * *d;
-        if !bool::from(p256::elliptic_curve::Field::is_zero(&s)) {
+        let t = public::mod_order(curve, hash.digest(&[&nonce_k, digest]).as_bytes());
+        if let Some(s) = public::ecdaa_s(&r, &t, &d) {
             break (nonce_k, s);
         }
     };
     super::ecc2phase::end_commit(tpm, full);
     let mut w = Writer::new();
-    w.u16(ids::ECDAA)
-        .u16(hash.id())
-        .tpm2b(&nonce_k)
-        .tpm2b(&s.to_bytes());
+    w.u16(ids::ECDAA).u16(hash.id()).tpm2b(&nonce_k).tpm2b(&s);
     Ok(w.buf)
 }
 
