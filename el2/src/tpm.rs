@@ -184,7 +184,7 @@ pub fn guest_tpm(nv: Option<TpmNvPlace>, interface: Interface) -> Result<Option<
         match tpm.provision_ek_certificates(&ca) {
             Ok(0) => {}
             Ok(n) => log::info!(
-                "TPM: {n} EK certificate(s) issued by the system disk's vTPM manufacturer CA (NV 0x01C00002 RSA 2048, 0x01C0000A ECC P-256)"
+                "TPM: {n} EK certificate(s) issued by the system disk's vTPM manufacturer CA (NV 0x01C00002 RSA 2048, 0x01C0000A ECC P-256, 0x01C00016 P-384, 0x01C00018 P-521, 0x01C0001C RSA 3072)"
             ),
             Err(e) => log::warn!("TPM: EK certificates not issued: {e:?}"),
         }

@@ -311,7 +311,7 @@ fn tpm_state_survives_host_reboots() {
 
 /// The hypervisor's log line when it certifies a newly manufactured TPM's EKs.
 const EK_CERTS_ISSUED: &str =
-    "TPM: 2 EK certificate(s) issued by the system disk's vTPM manufacturer CA";
+    "TPM: 5 EK certificate(s) issued by the system disk's vTPM manufacturer CA";
 
 struct Counter(u8);
 impl vtpm::Entropy for Counter {

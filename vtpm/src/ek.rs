@@ -1,8 +1,9 @@
 //! The endorsement identity: the TCG default EK templates (EK Credential
-//! Profile 2.x, low range: template L-1 RSA 2048 and L-2 ECC NIST P-256), the
+//! Profile 2.x, low range: template L-1 RSA 2048 and L-2 ECC NIST P-256; high
+//! range: H-3 ECC NIST P-384, H-4 ECC NIST P-521 and H-6 RSA 3072), the
 //! vTPM manufacturer CA that certifies them, and the EK certificates it writes
 //! at manufacture into the TCG-standard NV indices (0x01C00002 RSA, 0x01C0000A
-//! ECC): DER X.509 v3 with the TCG EK extensions — an empty subject with a
+//! ECC; 0x01C00016, 0x01C00018 and 0x01C0001C for H-3, H-4, H-6): DER X.509 v3 with the TCG EK extensions — an empty subject with a
 //! critical subjectAltName whose directory name carries tcg-at-tpmManufacturer,
 //! tcg-at-tpmModel and tcg-at-tpmVersion, the key usage of an encryption key
 //! (keyEncipherment for RSA, keyAgreement for ECC), basicConstraints CA:FALSE,
@@ -19,7 +20,7 @@ use crate::defs::handle;
 use crate::hash::HashAlg;
 use crate::marshal::Reader;
 use crate::nvindex::{nva, NvIndex, NvPublic};
-use crate::public::{attr, ids, Public, SymObject, P256_BYTES};
+use crate::public::{attr, ids, Curve, Public, SymObject, P256_BYTES};
 use crate::{NvError, Tpm};
 use alloc::string::String;
 use alloc::vec;
@@ -48,6 +49,33 @@ use x509_cert::{Certificate, TbsCertificate, Version};
 pub const EK_CERT_RSA_INDEX: u32 = 0x01C0_0002;
 /// NV index of the ECC NIST P-256 EK certificate.
 pub const EK_CERT_ECC_INDEX: u32 = 0x01C0_000A;
+/// NV index of the ECC NIST P-384 EK certificate (template H-3).
+pub const EK_CERT_ECC_P384_INDEX: u32 = 0x01C0_0016;
+/// NV index of the ECC NIST P-521 EK certificate (template H-4).
+pub const EK_CERT_ECC_P521_INDEX: u32 = 0x01C0_0018;
+/// NV index of the RSA 3072 EK certificate (template H-6).
+pub const EK_CERT_RSA3072_INDEX: u32 = 0x01C0_001C;
+
+/// authPolicy of the high-range templates of SHA-384 name: policy B,
+/// PolicyOR(policy A = PolicySecret(TPM_RH_ENDORSEMENT), policy C =
+/// PolicyAuthorizeNV(0x01C07F02)) (EK Credential Profile, "Computing
+/// PolicyB").
+pub const EK_POLICY_B_SHA384: [u8; 48] = [
+    0xB2, 0x6E, 0x7D, 0x28, 0xD1, 0x1A, 0x50, 0xBC, 0x53, 0xD8, 0x82, 0xBC, 0xF5, 0xFD, 0x3A, 0x1A,
+    0x07, 0x41, 0x48, 0xBB, 0x35, 0xD3, 0xB4, 0xE4, 0xCB, 0x1C, 0x0A, 0xD9, 0xBD, 0xE4, 0x19, 0xCA,
+    0xCB, 0x47, 0xBA, 0x09, 0x69, 0x96, 0x46, 0x15, 0x0F, 0x9F, 0xC0, 0x00, 0xF3, 0xF8, 0x0E, 0x12,
+];
+/// Policy B of SHA-512 name (policy C: PolicyAuthorizeNV(0x01C07F03)).
+pub const EK_POLICY_B_SHA512: [u8; 64] = [
+    0xB8, 0x22, 0x1C, 0xA6, 0x9E, 0x85, 0x50, 0xA4, 0x91, 0x4D, 0xE3, 0xFA, 0xA6, 0xA1, 0x8C, 0x07,
+    0x2C, 0xC0, 0x12, 0x08, 0x07, 0x3A, 0x92, 0x8D, 0x5D, 0x66, 0xD5, 0x9E, 0xF7, 0x9E, 0x49, 0xA4,
+    0x29, 0xC4, 0x1A, 0x6B, 0x26, 0x95, 0x71, 0xD5, 0x7E, 0xDB, 0x25, 0xFB, 0xDB, 0x18, 0x38, 0x42,
+    0x56, 0x08, 0xB4, 0x13, 0xCD, 0x61, 0x6A, 0x5F, 0x6D, 0xB5, 0xB6, 0x07, 0x1A, 0xF9, 0x9B, 0xEA,
+];
+
+/// Object attributes of the high-range templates: those of the low range
+/// and userWithAuth (policy B admits the authValue's PolicySecret).
+pub const EK_HIGH_ATTRIBUTES: u32 = EK_ATTRIBUTES | attr::USER_WITH_AUTH;
 
 /// authPolicy of the default EK templates: PolicySecret(TPM_RH_ENDORSEMENT)
 /// computed with SHA-256 (EK Credential Profile, policy A).
@@ -69,6 +97,8 @@ pub const EK_ATTRIBUTES: u32 = attr::FIXED_TPM
 const RSA2048_BYTES: usize = 256;
 /// keyBits of template L-1.
 const RSA2048_BITS: u16 = 2048;
+/// keyBits of template H-6.
+const RSA3072_BITS: u16 = 3072;
 
 /// TCG OIDs (TCG EK Credential Profile §3.1, TCG OID registry).
 pub mod oid {
@@ -85,6 +115,10 @@ pub mod oid {
     pub const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
     /// prime256v1 (secp256r1).
     pub const PRIME256V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+    /// secp384r1 (NIST P-384).
+    pub const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+    /// secp521r1 (NIST P-521).
+    pub const SECP521R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
     /// rsaEncryption.
     pub const RSA_ENCRYPTION: ObjectIdentifier =
         ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
@@ -99,38 +133,71 @@ pub mod oid {
     pub const SERIAL_NUMBER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.5");
 }
 
-/// The two default EK templates.
+/// The EK templates the TPM certifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EkKind {
     /// Template L-1: RSA 2048, AES-128-CFB, SHA-256.
     Rsa2048,
     /// Template L-2: ECC NIST P-256, AES-128-CFB, SHA-256.
     EccP256,
+    /// Template H-3: ECC NIST P-384, AES-256-CFB, SHA-384, policy B.
+    EccP384,
+    /// Template H-4: ECC NIST P-521, AES-256-CFB, SHA-512, policy B.
+    EccP521,
+    /// Template H-6: RSA 3072, AES-256-CFB, SHA-384, policy B.
+    Rsa3072,
 }
 
 impl EkKind {
-    /// Both kinds, RSA first.
-    pub const ALL: [EkKind; 2] = [EkKind::Rsa2048, EkKind::EccP256];
+    /// Every kind: the low range (RSA first), then the high range.
+    pub const ALL: [EkKind; 5] = [
+        EkKind::Rsa2048,
+        EkKind::EccP256,
+        EkKind::EccP384,
+        EkKind::EccP521,
+        EkKind::Rsa3072,
+    ];
 
-    /// The default template (TPMT_PUBLIC) of this kind.
+    /// The default template (TPMT_PUBLIC) of this kind: the low range with a
+    /// zero-filled unique field of the key's size, the high range with an
+    /// empty one.
     pub fn template(self) -> Public {
-        let (ty, x, y) = match self {
-            EkKind::Rsa2048 => (ids::RSA, vec![0; RSA2048_BYTES], Vec::new()),
-            EkKind::EccP256 => (ids::ECC, vec![0; P256_BYTES], vec![0; P256_BYTES]),
+        use crate::public::Curve;
+        let (ty, curve, bits) = match self {
+            EkKind::Rsa2048 => (ids::RSA, Curve::P256, RSA2048_BITS),
+            EkKind::EccP256 => (ids::ECC, Curve::P256, 0),
+            EkKind::EccP384 => (ids::ECC, Curve::P384, 0),
+            EkKind::EccP521 => (ids::ECC, Curve::P521, 0),
+            EkKind::Rsa3072 => (ids::RSA, Curve::P256, RSA3072_BITS),
+        };
+        let (name_alg, policy): (HashAlg, &[u8]) = match self {
+            EkKind::Rsa2048 | EkKind::EccP256 => (HashAlg::Sha256, &EK_POLICY_SHA256),
+            EkKind::EccP384 | EkKind::Rsa3072 => (HashAlg::Sha384, &EK_POLICY_B_SHA384),
+            EkKind::EccP521 => (HashAlg::Sha512, &EK_POLICY_B_SHA512),
+        };
+        let low = matches!(self, EkKind::Rsa2048 | EkKind::EccP256);
+        let (x, y) = match (low, ty) {
+            (true, ids::RSA) => (vec![0; RSA2048_BYTES], Vec::new()),
+            (true, _) => (vec![0; P256_BYTES], vec![0; P256_BYTES]),
+            (false, _) => (Vec::new(), Vec::new()),
         };
         Public {
             ty,
-            name_alg: HashAlg::Sha256,
-            attributes: EK_ATTRIBUTES,
-            auth_policy: EK_POLICY_SHA256.to_vec(),
-            symmetric: SymObject::AesCfb(128),
+            name_alg,
+            attributes: if low {
+                EK_ATTRIBUTES
+            } else {
+                EK_HIGH_ATTRIBUTES
+            },
+            auth_policy: policy.to_vec(),
+            symmetric: SymObject::AesCfb(if low { 128 } else { 256 }),
             scheme: None,
             x,
             y,
             exponent: 0,
-            rsa_bits: if ty == ids::RSA { RSA2048_BITS } else { 0 },
+            rsa_bits: bits,
             ecdaa_count: 0,
-            curve: crate::public::Curve::P256,
+            curve,
         }
     }
 
@@ -139,6 +206,9 @@ impl EkKind {
         match self {
             EkKind::Rsa2048 => EK_CERT_RSA_INDEX,
             EkKind::EccP256 => EK_CERT_ECC_INDEX,
+            EkKind::EccP384 => EK_CERT_ECC_P384_INDEX,
+            EkKind::EccP521 => EK_CERT_ECC_P521_INDEX,
+            EkKind::Rsa3072 => EK_CERT_RSA3072_INDEX,
         }
     }
 }
@@ -243,23 +313,30 @@ fn validity() -> Result<Validity, EkError> {
     })
 }
 
-fn p256_spki(x: &[u8], y: &[u8]) -> Result<SubjectPublicKeyInfoOwned, EkError> {
+/// The SubjectPublicKeyInfo of an ECC point (uncompressed, RFC 5480's named
+/// curve).
+fn ec_spki(curve: Curve, x: &[u8], y: &[u8]) -> Result<SubjectPublicKeyInfoOwned, EkError> {
     let mut point = vec![0x04];
     point.extend_from_slice(x);
     point.extend_from_slice(y);
+    let named = match curve {
+        Curve::P256 => &oid::PRIME256V1,
+        Curve::P384 => &oid::SECP384R1,
+        Curve::P521 => &oid::SECP521R1,
+    };
     Ok(SubjectPublicKeyInfoOwned {
         algorithm: AlgorithmIdentifierOwned {
             oid: oid::EC_PUBLIC_KEY,
-            parameters: Some(Any::from(&oid::PRIME256V1)),
+            parameters: Some(Any::from(named)),
         },
         subject_public_key: BitString::from_bytes(&point)?,
     })
 }
 
-/// The SubjectPublicKeyInfo of a TPM public area (RSA or ECC P-256).
+/// The SubjectPublicKeyInfo of a TPM public area (RSA, or ECC on any curve).
 pub fn spki_of(public: &Public) -> Result<SubjectPublicKeyInfoOwned, EkError> {
     if public.ty == ids::ECC {
-        return p256_spki(&public.x, &public.y);
+        return ec_spki(public.curve, &public.x, &public.y);
     }
     let e = if public.exponent == 0 {
         crate::rsa_key::DEFAULT_EXPONENT
@@ -289,7 +366,7 @@ impl ManufacturerCa {
             point.x().ok_or(EkError::BadCaKey)?,
             point.y().ok_or(EkError::BadCaKey)?,
         );
-        let spki = p256_spki(x, y)?;
+        let spki = ec_spki(Curve::P256, x, y)?;
         // Key identifier: SHA-1 of the subjectPublicKey bits (RFC 5280 §4.2.1.2 (1)).
         let key_id = HashAlg::Sha1
             .digest(&[spki.subject_public_key.raw_bytes()])
@@ -374,7 +451,7 @@ impl ManufacturerCa {
     }
 
     /// The EK certificate of the EK whose public area is `ek`.
-    pub fn certify_ek(&self, kind: EkKind, ek: &Public) -> Result<Vec<u8>, EkError> {
+    pub fn certify_ek(&self, ek: &Public) -> Result<Vec<u8>, EkError> {
         let spki = spki_of(ek)?;
         let manufacturer = alloc::format!("id:{}", hex(&MANUFACTURER));
         let model: String = VENDOR_STRINGS
@@ -389,9 +466,10 @@ impl ManufacturerCa {
             rdn(oid::TPM_MODEL, utf8(&model)?)?,
             rdn(oid::TPM_VERSION, utf8(&version)?)?,
         ]));
-        let usage = match kind {
-            EkKind::Rsa2048 => KeyUsage(KeyUsages::KeyEncipherment.into()),
-            EkKind::EccP256 => KeyUsage(KeyUsages::KeyAgreement.into()),
+        let usage = if ek.ty == ids::RSA {
+            KeyUsage(KeyUsages::KeyEncipherment.into())
+        } else {
+            KeyUsage(KeyUsages::KeyAgreement.into())
         };
         let tbs = TbsCertificate {
             version: Version::V3,
@@ -531,7 +609,7 @@ impl Tpm {
                 continue;
             }
             let ek = self.ek_public(kind)?;
-            let cert = ca.certify_ek(kind, &ek)?;
+            let cert = ca.certify_ek(&ek)?;
             let public = NvPublic {
                 index: kind.cert_index(),
                 name_alg: HashAlg::Sha256,

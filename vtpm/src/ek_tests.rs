@@ -74,7 +74,7 @@ fn ek_certificates_chain_to_the_ca_and_match_create_primary() {
     let clock = TestClock::default();
     let mut t = new_tpm(&nv, &clock);
     let ca = ca();
-    assert_eq!(t.provision_ek_certificates(&ca).unwrap(), 2);
+    assert_eq!(t.provision_ek_certificates(&ca).unwrap(), EkKind::ALL.len());
     assert_eq!(startup(&mut t, su::CLEAR), 0);
     let ca_cert = parse_certificate(ca.certificate_der()).unwrap();
     assert!(verify_signed_by(&ca_cert, &ca_cert), "CA self-signature");
@@ -100,7 +100,10 @@ fn ek_certificates_chain_to_the_ca_and_match_create_primary() {
         );
         // A different key does not match (the comparison can fail).
         let mut template = kind.template();
-        template.x[0] = 1;
+        match template.x.first_mut() {
+            Some(b) => *b = 1,
+            None => template.x.push(1),
+        }
         let (rc2, h2, other) = create_primary(&mut t, handle::ENDORSEMENT, &template, b"", b"");
         assert_eq!(rc2, 0);
         crate::object_tests::flush(&mut t, h2);
@@ -131,8 +134,8 @@ fn ek_certificates_chain_to_the_ca_and_match_create_primary() {
         assert_eq!(eku.0, [oid::KP_EK_CERTIFICATE]);
         let ku = KeyUsage::from_der(find("2.5.29.15").extn_value.as_bytes()).unwrap();
         match kind {
-            EkKind::Rsa2048 => assert!(ku.key_encipherment()),
-            EkKind::EccP256 => assert!(ku.key_agreement()),
+            EkKind::Rsa2048 | EkKind::Rsa3072 => assert!(ku.key_encipherment()),
+            EkKind::EccP256 | EkKind::EccP384 | EkKind::EccP521 => assert!(ku.key_agreement()),
         }
         assert!(cert.tbs_certificate.subject.0.is_empty());
     }
@@ -144,6 +147,79 @@ fn ek_certificates_chain_to_the_ca_and_match_create_primary() {
     assert_eq!(t.provision_ek_certificates(&ca).unwrap(), 0);
     assert_eq!(startup(&mut t, su::CLEAR), 0);
     assert_eq!(read_nv(&mut t, EK_CERT_RSA_INDEX), first);
+}
+
+/// The templates as the EK Credential Profile gives them: the high range's
+/// curves, key sizes, name algorithms, AES-256 and empty unique fields, and
+/// their policy B = PolicyOR(policy A, policy C), recomputed here from policy
+/// A = PolicySecret(TPM_RH_ENDORSEMENT) (whose SHA-256 value is the low
+/// range's policy) and the profile's policy C values.
+#[test]
+fn templates_follow_the_credential_profile() {
+    use crate::public::Curve;
+    let policy_a = |h: HashAlg| {
+        let zero = alloc::vec![0u8; h.digest_size()];
+        let d = h.digest(&[
+            &zero,
+            &cc::POLICY_SECRET.to_be_bytes(),
+            &handle::ENDORSEMENT.to_be_bytes(),
+        ]);
+        h.digest(&[d.as_bytes()]).as_bytes().to_vec()
+    };
+    assert_eq!(policy_a(HashAlg::Sha256), EK_POLICY_SHA256);
+    let unhex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let policy_c = [
+        (HashAlg::Sha384, unhex("d6032ce61f2fb3c240eb3cf6a33237ef2b6a16f4293c22b455e261cffd217ad5b4947c2d73e63005eed2dc2b3593d165")),
+        (HashAlg::Sha512, unhex("589ee1e146544716e8deafe6db247b01b81e9f9c7dd16b814aa159138749105fba5388dd1dea702f35240c184933121e2c61b8f50d3ef91393a49a38c3f73fc8")),
+    ];
+    for (h, c) in policy_c {
+        let zero = alloc::vec![0u8; h.digest_size()];
+        let b = h.digest(&[&zero, &cc::POLICY_OR.to_be_bytes(), &policy_a(h), &c]);
+        let want: &[u8] = if h == HashAlg::Sha384 {
+            &EK_POLICY_B_SHA384
+        } else {
+            &EK_POLICY_B_SHA512
+        };
+        assert_eq!(b.as_bytes(), want, "{h:?}");
+    }
+    for (kind, ty, curve, bits, h) in [
+        (EkKind::EccP384, ids::ECC, Curve::P384, 0, HashAlg::Sha384),
+        (EkKind::EccP521, ids::ECC, Curve::P521, 0, HashAlg::Sha512),
+        (
+            EkKind::Rsa3072,
+            ids::RSA,
+            Curve::P256,
+            3072,
+            HashAlg::Sha384,
+        ),
+    ] {
+        let t = kind.template();
+        assert_eq!((t.ty, t.name_alg, t.rsa_bits), (ty, h, bits), "{kind:?}");
+        if ty == ids::ECC {
+            assert_eq!(t.curve, curve);
+        }
+        assert_eq!(t.symmetric, SymObject::AesCfb(256));
+        assert!(t.x.is_empty() && t.y.is_empty());
+        assert!(t.has(EK_ATTRIBUTES | attr::USER_WITH_AUTH));
+        assert_eq!(t.scheme, None);
+        assert_eq!(t.auth_policy.len(), h.digest_size());
+    }
+    let indices: Vec<u32> = EkKind::ALL.iter().map(|k| k.cert_index()).collect();
+    assert_eq!(
+        indices,
+        [
+            0x01C0_0002,
+            0x01C0_000A,
+            0x01C0_0016,
+            0x01C0_0018,
+            0x01C0_001C
+        ]
+    );
 }
 
 #[test]

@@ -63,8 +63,11 @@ const MAGIC: [u8; 4] = *b"VTNV";
 /// Current layout version. Layout 8 has the bytes of layout 7, but its
 /// persistent objects may be RSA-1024 or RSA-3072 keys (a 192-byte prime
 /// and a 384-byte modulus exceed layout 7's object limits) or NIST P-521
-/// keys (a curve layout 7 refuses).
-pub const NV_VERSION: u32 = 8;
+/// keys (a curve layout 7 refuses). Layout 9 has the bytes of layout 8, but
+/// its persistent ECC keys may name the ECSCHNORR scheme and its symmetric
+/// keys may be TDES or Camellia keys, which layout 8's public-area checks
+/// refuse.
+pub const NV_VERSION: u32 = 9;
 const CHECKSUM_LEN: usize = 32;
 
 /// How the TPM was last shut down.
@@ -700,17 +703,19 @@ mod tests {
         assert_eq!(Persistent::decode(&[]), Err(NvError::Corrupt));
     }
 
-    /// A layout-7 image (the same bytes as layout 8) loads unchanged and is
-    /// written back as layout 8.
+    /// Layout-7 and layout-8 images (the same bytes as layout 9) load
+    /// unchanged and are written back as layout 9.
     #[test]
-    fn version_7_image_loads_and_is_rewritten_as_8() {
+    fn version_7_and_8_images_load_and_are_rewritten_as_9() {
         let p = sample();
         let img = p.encode();
-        assert_eq!(u32::from_be_bytes(img[4..8].try_into().unwrap()), 8);
-        let v7 = relabel(&img[..img.len() - CHECKSUM_LEN], 7, 0);
-        let up = Persistent::decode(&v7).unwrap();
-        assert_eq!(up, p);
-        assert_eq!(up.encode(), img);
+        assert_eq!(u32::from_be_bytes(img[4..8].try_into().unwrap()), 9);
+        for old in [7, 8] {
+            let v = relabel(&img[..img.len() - CHECKSUM_LEN], old, 0);
+            let up = Persistent::decode(&v).unwrap();
+            assert_eq!(up, p);
+            assert_eq!(up.encode(), img);
+        }
     }
 
     #[test]

@@ -57,6 +57,14 @@ pub mod ids {
     pub const RSAES: u16 = 0x0015;
     pub const RSAPSS: u16 = 0x0016;
     pub const OAEP: u16 = 0x0017;
+    pub const SM2: u16 = 0x001B;
+    pub const ECSCHNORR: u16 = 0x001C;
+    pub const ECMQV: u16 = 0x001D;
+    pub const MGF1: u16 = 0x0007;
+    pub const TDES: u16 = 0x0003;
+    pub const CAMELLIA: u16 = 0x0026;
+    pub const KDF2: u16 = 0x0021;
+    pub const KDF1_SP800_108: u16 = 0x0022;
 }
 
 /// Bytes of a P-256 coordinate or scalar.
@@ -220,6 +228,9 @@ pub enum SymObject {
     /// A symmetric key's algorithm fixed to a mode other than CFB: (key
     /// bits, TPM_ALG_CTR/OFB/CBC/ECB).
     AesMode(u16, u16),
+    /// A TDES or Camellia symmetric key: (TPM_ALG_TDES or TPM_ALG_CAMELLIA,
+    /// key bits, its mode — CFB, CTR, OFB, CBC, ECB — or TPM_ALG_NULL).
+    Block(u16, u16, u16),
 }
 
 /// The public area of an ECC P-256 key.
@@ -335,6 +346,10 @@ impl Public {
                 SymObject::AesAnyMode(b) => (b, alg::NULL),
                 SymObject::AesMode(b, m) => (b, m),
                 SymObject::Null => (0, alg::NULL),
+                SymObject::Block(a, b, m) => {
+                    w.u16(a).u16(b).u16(m).tpm2b(&self.x);
+                    return w.buf;
+                }
             };
             w.u16(ids::AES).u16(bits).u16(mode).tpm2b(&self.x);
             return w.buf;
@@ -360,6 +375,9 @@ impl Public {
             }
             SymObject::AesMode(bits, mode) => {
                 w.u16(ids::AES).u16(bits).u16(mode);
+            }
+            SymObject::Block(a, bits, mode) => {
+                w.u16(a).u16(bits).u16(mode);
             }
         }
         match self.scheme {
@@ -445,7 +463,7 @@ impl Public {
             Some(_) if storage => return Err(rc::SCHEME),
             Some((ids::RSASSA | ids::RSAPSS, _)) if !sign || decrypt => return Err(rc::SCHEME),
             Some((ids::RSAES | ids::OAEP, _)) if !decrypt || sign => return Err(rc::SCHEME),
-            Some((ids::ECDSA | ids::ECDAA, _)) if !sign => return Err(rc::SCHEME),
+            Some((ids::ECDSA | ids::ECDAA | ids::ECSCHNORR, _)) if !sign => return Err(rc::SCHEME),
             Some((ids::ECDH, _)) if !decrypt || sign => return Err(rc::SCHEME),
             _ => {}
         }
@@ -533,7 +551,9 @@ pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Scheme, u16, Curve), u32>
     let mut count = 0;
     let scheme = match r.u16()? {
         alg::NULL => None,
-        s @ (ids::ECDSA | ids::ECDH) => Some((s, r.hash_alg(false)?.ok_or(rc::HASH)?)),
+        s @ (ids::ECDSA | ids::ECDH | ids::ECSCHNORR) => {
+            Some((s, r.hash_alg(false)?.ok_or(rc::HASH)?))
+        }
         ids::ECDAA => {
             let h = r.hash_alg(false)?.ok_or(rc::HASH)?;
             count = r.u16()?;
@@ -594,14 +614,27 @@ pub fn rsa_parms(r: &mut Reader) -> Result<RsaParms, u32> {
 
 /// TPMS_SYMCIPHER_PARMS (bare codes): AES-128/256 in CFB, CTR, OFB, CBC or
 /// ECB mode, a CMAC key, or with no fixed mode (TPM_RC_MODE for another
-/// mode).
+/// mode); TDES-128/192 (two- and three-key) and Camellia-128/256 likewise,
+/// but not as CMAC keys.
 pub fn symcipher_parms(r: &mut Reader) -> Result<SymObject, u32> {
-    if r.u16()? != ids::AES {
-        return Err(rc::SYMMETRIC);
-    }
+    let algorithm = r.u16()?;
+    let sizes: &[u16] = match algorithm {
+        ids::AES => &[128, 256],
+        ids::TDES => &[128, 192],
+        ids::CAMELLIA => &[128, 256],
+        _ => return Err(rc::SYMMETRIC),
+    };
     let bits = r.u16()?;
-    if bits != 128 && bits != 256 {
+    if !sizes.contains(&bits) {
         return Err(rc::VALUE);
+    }
+    if algorithm != ids::AES {
+        return match r.u16()? {
+            m @ (ids::CFB | ids::CTR | ids::OFB | ids::CBC | ids::ECB | alg::NULL) => {
+                Ok(SymObject::Block(algorithm, bits, m))
+            }
+            _ => Err(rc::MODE),
+        };
     }
     match r.u16()? {
         ids::CFB => Ok(SymObject::AesCfb(bits)),
@@ -620,6 +653,152 @@ pub fn keyedhash_scheme(r: &mut Reader) -> Result<Option<(u16, HashAlg)>, u32> {
         alg::HMAC => Ok(Some((alg::HMAC, r.hash_alg(false)?.ok_or(rc::HASH)?))),
         _ => Err(rc::SCHEME),
     }
+}
+
+/// Whether TPM2_TestParms's `algorithm` is one this TPM implements (the
+/// others Part 2 defines are unmarshalled like them and then refused).
+fn implemented(algorithm: u16) -> bool {
+    !matches!(algorithm, alg::XOR | ids::ECMQV | ids::SM2)
+}
+
+/// The TestParms unmarshalling state: the first field naming an algorithm
+/// this TPM does not implement, refused with `code` once everything after it
+/// unmarshalled too (an earlier format error wins, as in an unmarshaller that
+/// knows the algorithm).
+#[derive(Default)]
+struct Deferred(Option<u32>);
+
+impl Deferred {
+    fn check(&mut self, algorithm: u16, code: u32) {
+        if !implemented(algorithm) {
+            self.refuse(code);
+        }
+    }
+    /// Refuses with `code` what the fields named so far combine to.
+    fn refuse(&mut self, code: u32) {
+        self.0.get_or_insert(code);
+    }
+}
+
+/// TPMT_SYM_DEF_OBJECT as TPM2_TestParms checks it (bare codes): a block
+/// cipher of Part 2 (AES, TDES, Camellia as libtpms builds them) and one of
+/// its key sizes, and a mode of TPMI_ALG_SYM_MODE+; NULL only where
+/// `allow_null` (an asymmetric key's field), then with nothing more.
+fn test_sym_def_object(r: &mut Reader, allow_null: bool, d: &mut Deferred) -> Result<(), u32> {
+    let algorithm = r.u16()?;
+    if algorithm == alg::NULL && allow_null {
+        return Ok(());
+    }
+    let sizes: &[u16] = match algorithm {
+        ids::AES => &[128, 256],
+        ids::TDES => &[128, 192],
+        ids::CAMELLIA => &[128, 256],
+        _ => return Err(rc::SYMMETRIC),
+    };
+    if !sizes.contains(&r.u16()?) {
+        return Err(rc::VALUE);
+    }
+    let mode = r.u16()?;
+    match mode {
+        ids::CTR | ids::OFB | ids::CBC | ids::CFB | ids::ECB | ids::CMAC | alg::NULL => {}
+        _ => return Err(rc::MODE),
+    }
+    // TDES and Camellia serve symmetric-cipher objects only, and not CMAC.
+    if algorithm != ids::AES {
+        if allow_null {
+            d.refuse(rc::SYMMETRIC);
+        } else if mode == ids::CMAC {
+            d.refuse(rc::MODE);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `k` is a TPMI_ALG_KDF.
+fn is_kdf(k: u16) -> bool {
+    matches!(
+        k,
+        ids::MGF1 | alg::KDF1_SP800_56A | ids::KDF2 | ids::KDF1_SP800_108
+    )
+}
+
+/// TPMT_KDF_SCHEME+ (bare codes): NULL, or a KDF with its hash.
+fn test_kdf(r: &mut Reader, d: &mut Deferred) -> Result<(), u32> {
+    match r.u16()? {
+        alg::NULL => Ok(()),
+        k if is_kdf(k) => {
+            r.hash_alg(false)?;
+            d.check(k, rc::KDF);
+            Ok(())
+        }
+        _ => Err(rc::KDF),
+    }
+}
+
+/// TPMT_PUBLIC_PARMS as TPM2_TestParms checks them (Part 3 §10.4: the
+/// parameters are supported when they unmarshal; bare codes): each field a
+/// value of its interface type — the ciphers, key sizes and modes of
+/// [`test_sym_def_object`], the RSA key sizes, the schemes with a hash (ECDAA
+/// with its count, XOR with its KDF), the curves, the KDFs — and nothing after
+/// them, and every algorithm named one this TPM implements (else the field's
+/// code once the rest unmarshalled: TPM_RC_SYMMETRIC, TPM_RC_SCHEME,
+/// TPM_RC_KDF). A selector outside its type is TPM_RC_VALUE for the RSA and
+/// keyed-hash schemes and TPM_RC_SCHEME for the ECC ones, as Part 2's
+/// interface types (and libtpms) have it. What the TPM checks only at
+/// creation (a storage key's CFB mode, sign/decrypt against the scheme) is
+/// not part of the answer.
+pub fn test_public_parms(r: &mut Reader) -> Result<(), u32> {
+    let mut d = Deferred::default();
+    let hash = |r: &mut Reader| r.hash_alg(false).map(|_| ());
+    match r.u16()? {
+        ids::SYMCIPHER => test_sym_def_object(r, false, &mut d)?,
+        ids::KEYEDHASH => match r.u16()? {
+            alg::NULL => {}
+            alg::HMAC => hash(r)?,
+            alg::XOR => {
+                // TPMS_SCHEME_XOR: a hash and a TPMI_ALG_KDF+ (an ID alone).
+                hash(r)?;
+                d.check(alg::XOR, rc::SCHEME);
+                match r.u16()? {
+                    alg::NULL => {}
+                    k if is_kdf(k) => d.check(k, rc::KDF),
+                    _ => return Err(rc::KDF),
+                }
+            }
+            _ => return Err(rc::VALUE),
+        },
+        ids::RSA => {
+            test_sym_def_object(r, true, &mut d)?;
+            match r.u16()? {
+                alg::NULL | ids::RSAES => {}
+                ids::RSASSA | ids::RSAPSS | ids::OAEP => hash(r)?,
+                _ => return Err(rc::VALUE),
+            }
+            if !crate::rsa_key::key_bits_ok(r.u16()?) {
+                return Err(rc::VALUE);
+            }
+            r.u32()?;
+        }
+        ids::ECC => {
+            test_sym_def_object(r, true, &mut d)?;
+            match r.u16()? {
+                alg::NULL => {}
+                s @ (ids::ECDSA | ids::ECDH | ids::ECSCHNORR | ids::ECMQV | ids::SM2) => {
+                    hash(r)?;
+                    d.check(s, rc::SCHEME);
+                }
+                ids::ECDAA => {
+                    hash(r)?;
+                    r.u16()?;
+                }
+                _ => return Err(rc::SCHEME),
+            }
+            Curve::from_id(r.u16()?).ok_or(rc::CURVE)?;
+            test_kdf(r, &mut d)?;
+        }
+        _ => return Err(rc::TYPE),
+    }
+    d.0.map_or(Ok(()), Err)
 }
 
 /// nameAlg || H(data).
@@ -702,6 +881,48 @@ pub fn ecdh_point(d: &EcScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8>)
         _ => return None,
     };
     Some(shared.xy())
+}
+
+/// `v` (big-endian, any length) mod the group order of `curve`, as the
+/// curve's scalar size in bytes.
+pub fn mod_order(curve: Curve, v: &[u8]) -> Vec<u8> {
+    use p256::elliptic_curve::bigint::ArrayEncoding;
+    use p256::elliptic_curve::Curve as _;
+    let order = match curve {
+        Curve::P256 => p256::NistP256::ORDER.to_be_byte_array().to_vec(),
+        Curve::P384 => p384::NistP384::ORDER.to_be_byte_array().to_vec(),
+        Curve::P521 => p521::NistP521::ORDER.to_be_byte_array().to_vec(),
+    };
+    let n = num_bigint_dig::BigUint::from_bytes_be(&order);
+    let m = (num_bigint_dig::BigUint::from_bytes_be(v) % n).to_bytes_be();
+    let mut out = alloc::vec![0u8; curve.bytes()];
+    out[curve.bytes() - m.len()..].copy_from_slice(&m);
+    out
+}
+
+/// s = r + t·d mod n (t big-endian, below n, the scalar size), the second
+/// half of an ECDAA signature; None when the curves differ or s is zero.
+pub fn ecdaa_s(r: &EcScalar, t: &[u8], d: &EcScalar) -> Option<Vec<u8>> {
+    fn on<C>(
+        r: &p256::elliptic_curve::NonZeroScalar<C>,
+        t: &[u8],
+        d: &p256::elliptic_curve::NonZeroScalar<C>,
+    ) -> Option<Vec<u8>>
+    where
+        C: p256::elliptic_curve::CurveArithmetic,
+        p256::elliptic_curve::Scalar<C>:
+            p256::elliptic_curve::ops::Reduce<C::Uint, Bytes = p256::elliptic_curve::FieldBytes<C>>,
+    {
+        use p256::elliptic_curve::{Field, PrimeField};
+        let s = **r + reduce_scalar::<C>(t)? * **d;
+        (!bool::from(s.is_zero())).then(|| s.to_repr().to_vec())
+    }
+    match (r, d) {
+        (EcScalar::P256(r), EcScalar::P256(d)) => on(r, t, d),
+        (EcScalar::P384(r), EcScalar::P384(d)) => on(r, t, d),
+        (EcScalar::P521(r), EcScalar::P521(d)) => on(r, t, d),
+        _ => None,
+    }
 }
 
 /// d·Q on P-256 (the 2-phase and ECDAA commitments).
@@ -795,6 +1016,127 @@ fn left_pad(v: &[u8], n: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The EC Schnorr challenge of TPM_ALG_ECSCHNORR (Part 1 §C.4.3): e =
+/// H(xR ‖ digest) with xR the point's x-coordinate in the curve's field size,
+/// cut to the order's size in bytes when the hash is longer (its leading
+/// bytes).
+fn schnorr_challenge(hash: HashAlg, x: &[u8], digest: &[u8]) -> Vec<u8> {
+    let mut e = hash.digest(&[x, digest]).as_bytes().to_vec();
+    e.truncate(x.len());
+    e
+}
+
+/// `v` (big-endian, at most a scalar's size) reduced mod n.
+pub(crate) fn reduce_scalar<C>(v: &[u8]) -> Option<p256::elliptic_curve::Scalar<C>>
+where
+    C: p256::elliptic_curve::CurveArithmetic,
+    p256::elliptic_curve::Scalar<C>:
+        p256::elliptic_curve::ops::Reduce<C::Uint, Bytes = p256::elliptic_curve::FieldBytes<C>>,
+{
+    use p256::elliptic_curve::ops::Reduce;
+    let mut b = p256::elliptic_curve::FieldBytes::<C>::default();
+    let n = b.len();
+    b.get_mut(n.checked_sub(v.len())?..)?.copy_from_slice(v);
+    Some(<p256::elliptic_curve::Scalar<C> as Reduce<C::Uint>>::reduce_bytes(&b))
+}
+
+/// EC Schnorr signing with nonce `k` on curve `C`: R = [k]G, r = e (the
+/// challenge of [`schnorr_challenge`], zero-extended to the scalar size) and
+/// s = k + e·d mod n; None when e or
+/// s is zero (the caller draws another k).
+fn schnorr_sign_on<C>(
+    d: &p256::elliptic_curve::NonZeroScalar<C>,
+    k: &p256::elliptic_curve::NonZeroScalar<C>,
+    hash: HashAlg,
+    digest: &[u8],
+) -> Option<(Vec<u8>, Vec<u8>)>
+where
+    C: p256::elliptic_curve::CurveArithmetic,
+    p256::elliptic_curve::Scalar<C>:
+        p256::elliptic_curve::ops::Reduce<C::Uint, Bytes = p256::elliptic_curve::FieldBytes<C>>,
+{
+    use p256::elliptic_curve::group::{Curve as _, Group};
+    use p256::elliptic_curve::point::AffineCoordinates;
+    use p256::elliptic_curve::{Field, PrimeField};
+    let point = (C::ProjectivePoint::generator() * **k).to_affine();
+    let x = point.x();
+    let e = schnorr_challenge(hash, &x, digest);
+    let e_scalar = reduce_scalar::<C>(&e)?;
+    let s = **k + e_scalar * **d;
+    if bool::from(e_scalar.is_zero()) || bool::from(s.is_zero()) {
+        return None;
+    }
+    // r in the order's size, as libtpms marshals it.
+    Some((left_pad(&e, x.len())?, s.to_repr().to_vec()))
+}
+
+/// EC Schnorr verification on curve `C`: with E = [s]G − [r]Q, the challenge
+/// H(xE ‖ digest) equals r (as integers); s must be a scalar below n.
+fn schnorr_verify_on<C>(
+    q: &p256::elliptic_curve::PublicKey<C>,
+    hash: HashAlg,
+    digest: &[u8],
+    r: &[u8],
+    s: &[u8],
+) -> bool
+where
+    C: p256::elliptic_curve::CurveArithmetic,
+    p256::elliptic_curve::Scalar<C>:
+        p256::elliptic_curve::ops::Reduce<C::Uint, Bytes = p256::elliptic_curve::FieldBytes<C>>,
+{
+    use p256::elliptic_curve::group::{Curve as _, Group};
+    use p256::elliptic_curve::point::AffineCoordinates;
+    use p256::elliptic_curve::PrimeField;
+    let strip = |v: &[u8]| v[v.iter().position(|&b| b != 0).unwrap_or(v.len())..].to_vec();
+    let (r, s) = (strip(r), strip(s));
+    let n = p256::elliptic_curve::FieldBytes::<C>::default().len();
+    if r.is_empty() || s.is_empty() || r.len() > n || s.len() > n {
+        return false;
+    }
+    let mut sb = p256::elliptic_curve::FieldBytes::<C>::default();
+    sb[n - s.len()..].copy_from_slice(&s);
+    let Some(s) = Option::<p256::elliptic_curve::Scalar<C>>::from(
+        p256::elliptic_curve::Scalar::<C>::from_repr(sb),
+    ) else {
+        return false;
+    };
+    let Some(r_scalar) = reduce_scalar::<C>(&r) else {
+        return false;
+    };
+    let e_point = C::ProjectivePoint::generator() * s - q.to_projective() * r_scalar;
+    if bool::from(e_point.is_identity()) {
+        return false;
+    }
+    let x = e_point.to_affine().x();
+    strip(&schnorr_challenge(hash, &x, digest)) == r
+}
+
+/// A TPM_ALG_ECSCHNORR signature (r, s) of `digest` under `hash` with key `d`
+/// and nonce `k` (a scalar on the same curve); None when the curves differ
+/// or e or s came out zero (draw another k).
+pub fn schnorr_sign(
+    d: &EcScalar,
+    k: &EcScalar,
+    hash: HashAlg,
+    digest: &[u8],
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    match (d, k) {
+        (EcScalar::P256(d), EcScalar::P256(k)) => schnorr_sign_on(d, k, hash, digest),
+        (EcScalar::P384(d), EcScalar::P384(k)) => schnorr_sign_on(d, k, hash, digest),
+        (EcScalar::P521(d), EcScalar::P521(k)) => schnorr_sign_on(d, k, hash, digest),
+        _ => None,
+    }
+}
+
+/// Does the TPM_ALG_ECSCHNORR signature (r, s) under `hash` verify over
+/// `digest` with public key `pk`?
+pub fn schnorr_verify(pk: &EcPublic, hash: HashAlg, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
+    match pk {
+        EcPublic::P256(q) => schnorr_verify_on(q, hash, digest, r, s),
+        EcPublic::P384(q) => schnorr_verify_on(q, hash, digest, r, s),
+        EcPublic::P521(q) => schnorr_verify_on(q, hash, digest, r, s),
+    }
+}
 /// Verifies an ECDSA signature (r, s) over a prehashed `digest`.
 pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
     match pk {
@@ -1038,6 +1380,81 @@ mod tests {
     /// P-384: derived keys sign and verify, ECDH agrees both ways, a point
     /// of the other curve or off the curve is refused, and the marshalled
     /// area names the curve and round-trips.
+    /// EC Schnorr on each curve with a fixed nonce: r is H(xR ‖ digest) of
+    /// R = [k]G cut to the order's size and zero-extended to it, s = k + r·d
+    /// mod n (on P-256 checked as [s]G = R + [r]Q); the signature verifies, and not
+    /// over another digest, with another r or s, or with another key.
+    #[test]
+    fn ecschnorr_signatures_follow_their_definition() {
+        use p256::elliptic_curve::point::AffineCoordinates;
+        let cases = [
+            (Curve::P256, HashAlg::Sha256),
+            (Curve::P256, HashAlg::Sha512),
+            (Curve::P384, HashAlg::Sha384),
+            (Curve::P384, HashAlg::Sha512),
+            (Curve::P521, HashAlg::Sha256),
+            (Curve::P521, HashAlg::Sha512),
+        ];
+        for (curve, hash) in cases {
+            let n = curve.bytes();
+            let scalar = |b: u8| {
+                let mut v = alloc::vec![0u8; n];
+                v[n - 1] = b;
+                v[1] = 0x5A;
+                scalar_from_bytes(curve, &v).unwrap()
+            };
+            let (d, k, other) = (scalar(3), scalar(7), scalar(11));
+            let digest = hash.digest(&[b"schnorr"]);
+            let digest = digest.as_bytes();
+            let (r, s) = schnorr_sign(&d, &k, hash, digest).unwrap();
+            assert_eq!((r.len(), s.len()), (n, n));
+            // r from R's x-coordinate, computed through the public-key path.
+            let (xr, _) = k.public().xy();
+            assert_eq!(xr.len(), n);
+            let mut e = hash.digest(&[&xr, digest]).as_bytes().to_vec();
+            e.truncate(n);
+            let mut want = alloc::vec![0u8; n - e.len()];
+            want.extend(&e);
+            assert_eq!(r, want, "{curve:?} {hash:?}");
+            // [s]G = R + [r]Q.
+            if let (EcScalar::P256(d), EcScalar::P256(k)) = (d, k) {
+                use p256::elliptic_curve::ops::Reduce;
+                let rs =
+                    <p256::Scalar as Reduce<p256::U256>>::reduce_bytes(FieldBytes::from_slice(&r));
+                let sg = p256::ProjectivePoint::GENERATOR
+                    * *NonZeroScalar::from_repr(*FieldBytes::from_slice(&s)).unwrap();
+                let rhs = p256::ProjectivePoint::GENERATOR * *k
+                    + p256::ProjectivePoint::GENERATOR * (rs * *d);
+                assert_eq!(sg.to_affine().x(), rhs.to_affine().x());
+            }
+            let pk = d.public();
+            assert!(schnorr_verify(&pk, hash, digest, &r, &s));
+            // Leading zeros of r and s do not matter.
+            let short: Vec<u8> = r.iter().copied().skip_while(|&b| b == 0).collect();
+            assert!(schnorr_verify(&pk, hash, digest, &short, &s));
+            let other_digest = hash.digest(&[b"other"]);
+            assert!(!schnorr_verify(&pk, hash, other_digest.as_bytes(), &r, &s));
+            let mut bad = s.clone();
+            bad[n - 1] ^= 1;
+            assert!(!schnorr_verify(&pk, hash, digest, &r, &bad));
+            let mut bad = r.clone();
+            bad[n - 1] ^= 1;
+            assert!(!schnorr_verify(&pk, hash, digest, &bad, &s));
+            assert!(!schnorr_verify(&other.public(), hash, digest, &r, &s));
+            assert!(!schnorr_verify(&pk, hash, digest, &[], &s));
+            // Another curve's nonce is refused.
+            let wrong = if curve == Curve::P256 {
+                Curve::P384
+            } else {
+                Curve::P256
+            };
+            let mut v = alloc::vec![0u8; wrong.bytes()];
+            v[1] = 1;
+            let k2 = scalar_from_bytes(wrong, &v).unwrap();
+            assert!(schnorr_sign(&d, &k2, hash, digest).is_none());
+        }
+    }
+
     #[test]
     fn p384_keys_sign_verify_and_agree() {
         let key = |tag: &'static [u8]| {

@@ -12,7 +12,8 @@
 //! audit digest and the ECC commit state. Version 6 has the bytes of
 //! version 5, but its loaded keys may be RSA-1024 or RSA-3072 keys, which a
 //! version-5 reader's object limits refuse (the rule of `nv::NV_VERSION`:
-//! bump when an older reader could fail part-way). Restore
+//! bump when an older reader could fail part-way); version 7, likewise, may
+//! carry ECC keys of the ECSCHNORR scheme and TDES/Camellia keys. Restore
 //! validates the blob as if a guest had written it.
 
 use crate::defs::limits::{self, PCR_COUNT};
@@ -26,8 +27,9 @@ use vdev::RestoreError;
 
 /// Version of the volatile-state layout.
 /// Version 5 added the SHA-512 PCR bank (its allocation mask and values);
-/// version 6 admits RSA keys of 1024 and 3072 bits and P-521 keys.
-pub const VOLATILE_VERSION: u32 = 6;
+/// version 6 admits RSA keys of 1024 and 3072 bits and P-521 keys; version 7
+/// ECC keys of the ECSCHNORR scheme and TDES/Camellia symmetric keys.
+pub const VOLATILE_VERSION: u32 = 7;
 /// Objects or sessions a blob may carry (more is malformed).
 const MAX_SNAPSHOT_ENTRIES: usize = 64;
 
@@ -344,6 +346,32 @@ mod tests {
     /// A version-4 blob (three PCR banks) restores: the SHA-1/256/384 PCRs
     /// as saved, the SHA-512 bank unallocated (PCR_Read returns no SHA-512
     /// digest and TPM_CAP_PCRS an empty SHA-512 selection).
+    #[test]
+    fn version_6_blob_restores() {
+        let nv = SharedNv::default();
+        let clock = TestClock::default();
+        let mut a = new_tpm(&nv, &clock);
+        assert_eq!(startup(&mut a, su::CLEAR), 0);
+        let mut ext = alloc::vec::Vec::from(1u32.to_be_bytes());
+        ext.extend(HashAlg::Sha256.id().to_be_bytes());
+        ext.extend([9u8; 32]);
+        a.execute(0, &command(cc::PCR_EXTEND, &[5], &[b""], &ext));
+        let read = command(
+            cc::PCR_READ,
+            &[],
+            &[],
+            &[0, 0, 0, 1, 0, 0x0B, 3, 0x20, 0, 0],
+        );
+        let want = a.execute(0, &read);
+        let mut blob = a.save_volatile();
+        assert_eq!(blob[..4], super::VOLATILE_VERSION.to_be_bytes());
+        // Version 6 has version 7's bytes.
+        blob[..4].copy_from_slice(&6u32.to_be_bytes());
+        let mut b = new_tpm(&nv, &clock);
+        b.restore_volatile(&blob).unwrap();
+        assert_eq!(params_of(&b.execute(0, &read)), params_of(&want));
+    }
+
     #[test]
     fn version_4_blob_restores_without_a_sha512_bank() {
         let nv = SharedNv::default();

@@ -23,14 +23,19 @@ pub const SPEC_YEAR: u32 = 2019;
 
 /// Implemented algorithms and their TPMA_ALGORITHM (libtpms's attributes for
 /// the same algorithm), ascending by ID. An algorithm is listed when a command
-/// accepts it where its kind is selectable: the KDF schemes (MGF1,
-/// KDF1_SP800_56A, KDF2, KDF1_SP800_108) are not, as ECC parameters take no
-/// KDF (TPM_RC_KDF), though KDFa/KDFe/MGF1 run inside the engine.
-const ALGORITHMS: [(u16, u32); 24] = [
+/// accepts it where its kind is selectable. The KDF schemes (MGF1,
+/// KDF1_SP800_56A, KDF2, KDF1_SP800_108) are selectable only in TPM2_TestParms's
+/// ECC parameters, as in libtpms: an ECC key naming a KDF is refused at
+/// creation (TPM_RC_KDF) by both, so no command computes KDF2; KDFa
+/// (KDF1_SP800_108), KDFe (KDF1_SP800_56A) and MGF1 (OAEP, PSS) run inside
+/// the engine.
+const ALGORITHMS: [(u16, u32); 31] = [
     (ids::RSA, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
+    (ids::TDES, alg::ATTR_SYMMETRIC),
     (alg::SHA1, alg::ATTR_HASH),
     (alg::HMAC, alg::ATTR_HASH | alg::ATTR_SIGNING),
     (alg::AES, alg::ATTR_SYMMETRIC),
+    (ids::MGF1, alg::ATTR_HASH | alg::ATTR_METHOD),
     (
         ids::KEYEDHASH,
         alg::ATTR_HASH | alg::ATTR_OBJECT | alg::ATTR_SIGNING | alg::ATTR_ENCRYPTING,
@@ -46,8 +51,13 @@ const ALGORITHMS: [(u16, u32); 24] = [
     (ids::ECDSA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
     (ids::ECDH, alg::ATTR_ASYMMETRIC | alg::ATTR_METHOD),
     (ids::ECDAA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
+    (ids::ECSCHNORR, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
+    (alg::KDF1_SP800_56A, alg::ATTR_HASH | alg::ATTR_METHOD),
+    (ids::KDF2, alg::ATTR_HASH | alg::ATTR_METHOD),
+    (ids::KDF1_SP800_108, alg::ATTR_HASH | alg::ATTR_METHOD),
     (ids::ECC, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
     (ids::SYMCIPHER, alg::ATTR_OBJECT),
+    (ids::CAMELLIA, alg::ATTR_SYMMETRIC),
     (ids::CMAC, alg::ATTR_SYMMETRIC | alg::ATTR_SIGNING),
     (ids::CTR, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),
     (ids::OFB, alg::ATTR_SYMMETRIC | alg::ATTR_ENCRYPTING),

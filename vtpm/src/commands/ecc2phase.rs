@@ -9,6 +9,8 @@
 //! K = d·P2, L = r·P2 and E = r·P1 (or r·G); TPM2_Sign with the ECDAA scheme
 //! ([`super::signing`]) uses it once. A commitment stays usable until it is
 //! used, until COMMIT_WINDOW newer ones exist, or until the next TPM Reset.
+//! All of it on NIST P-256, P-384 and P-521 (the secret derivation of
+//! [`commit_secret`] names the curve).
 
 use crate::defs::rc;
 use crate::engine::{Cmd, ParamErr, Tpm};
@@ -17,8 +19,6 @@ use crate::marshal::{Reader, Writer};
 use crate::nv::COMMIT_WINDOW;
 use crate::public::{self, attr, ids};
 use alloc::vec::Vec;
-use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
-use p256::NonZeroScalar;
 
 /// Label of the commit-secret derivation.
 const COMMIT_LABEL: &[u8] = b"RayOS vTPM ECC commit";
@@ -29,8 +29,8 @@ pub(crate) fn read_point<'a>(r: &mut Reader<'a>, n: u32) -> Result<(&'a [u8], &'
     let size = r.u16().p(n)? as usize;
     let mut sub = r.sub(size).p(n)?;
     let size_rc = rc::SIZE + rc::P + n * rc::N1;
-    let x = sub.tpm2b(public::P256_BYTES).map_err(|_| size_rc)?;
-    let y = sub.tpm2b(public::P256_BYTES).map_err(|_| size_rc)?;
+    let x = sub.tpm2b(public::MAX_ECC_BYTES).map_err(|_| size_rc)?;
+    let y = sub.tpm2b(public::MAX_ECC_BYTES).map_err(|_| size_rc)?;
     if sub.remaining() != 0 {
         return Err(size_rc);
     }
@@ -43,35 +43,57 @@ fn write_point(w: &mut Writer, x: &[u8], y: &[u8]) {
     w.tpm2b(&p.buf);
 }
 
-/// Reads a TPMI_ECC_CURVE: only NIST P-256 is implemented.
-fn read_curve(r: &mut Reader, n: u32) -> Result<(), u32> {
-    if r.u16().p(n)? != ids::NIST_P256 {
-        return Err(rc::CURVE + rc::P + n * rc::N1);
-    }
-    Ok(())
+/// Reads a TPMI_ECC_CURVE: NIST P-256, P-384 or P-521.
+fn read_curve(r: &mut Reader, n: u32) -> Result<public::Curve, u32> {
+    public::Curve::from_id(r.u16().p(n)?).ok_or(rc::CURVE + rc::P + n * rc::N1)
 }
 
-/// The secret of commitment `counter`: HMAC-SHA-256 keyed with the commit
-/// nonce over the label, the counter, the Name of the signing key of a
-/// TPM2_Commit (empty for TPM2_EC_Ephemeral) and an iteration byte, taken as
-/// a scalar (the next iteration if it is 0 or not below the group order).
-pub(crate) fn commit_secret(tpm: &Tpm, counter: u64, name: &[u8]) -> NonZeroScalar {
+/// The secret of commitment `counter` on `curve`: on P-256, HMAC-SHA-256
+/// keyed with the commit nonce over the label, the counter, the Name of the
+/// signing key of a TPM2_Commit (empty for TPM2_EC_Ephemeral) and an
+/// iteration byte, taken as a scalar (the next iteration if it is 0 or not
+/// below the group order); on P-384 and P-521 HMAC-SHA-512 over the same and
+/// the curve ID, two blocks cut to the scalar size (P-521's top byte to its
+/// one significant bit).
+pub(crate) fn commit_secret(
+    tpm: &Tpm,
+    counter: u64,
+    name: &[u8],
+    curve: public::Curve,
+) -> public::EcScalar {
     let nonce = tpm.v.commit.nonce;
-    let mut i = 0u8;
-    loop {
-        let d = HashAlg::Sha256.hmac(&nonce, &[COMMIT_LABEL, &counter.to_be_bytes(), name, &[i]]);
-        if let Some(s) = public::p256_scalar(d.as_bytes()) {
-            return s;
+    let c = counter.to_be_bytes();
+    if curve == public::Curve::P256 {
+        let mut i = 0u8;
+        loop {
+            let d = HashAlg::Sha256.hmac(&nonce, &[COMMIT_LABEL, &c, name, &[i]]);
+            if let Some(s) = public::p256_scalar(d.as_bytes()) {
+                return public::EcScalar::P256(s);
+            }
+            i = i.wrapping_add(1);
         }
-        i = i.wrapping_add(1);
     }
+    let id = curve.id().to_be_bytes();
+    public::derive_scalar(curve, |i| {
+        let i = i.to_be_bytes();
+        let mut v = Vec::new();
+        for block in [0u8, 1] {
+            let h = HashAlg::Sha512.hmac(&nonce, &[COMMIT_LABEL, &c, name, &id, &i, &[block]]);
+            v.extend_from_slice(h.as_bytes());
+        }
+        v.truncate(curve.bytes());
+        if curve == public::Curve::P521 {
+            v[0] &= 1;
+        }
+        v
+    })
 }
 
-/// A new commitment: its counter (the low 16 bits go to the caller) and
-/// secret.
-fn commit(tpm: &mut Tpm) -> (u64, NonZeroScalar) {
+/// A new commitment on `curve`: its counter (the low 16 bits go to the
+/// caller) and secret.
+fn commit(tpm: &mut Tpm, curve: public::Curve) -> (u64, public::EcScalar) {
     let c = tpm.v.commit.counter;
-    let r = commit_secret(tpm, c, &[]);
+    let r = commit_secret(tpm, c, &[], curve);
     mark_committed(tpm);
     (c, r)
 }
@@ -102,17 +124,16 @@ pub(crate) fn outstanding(tpm: &Tpm, c: u16) -> Option<u64> {
 
 /// MAX_ECC_KEY_BYTES of the reference build (NIST P-521): the largest
 /// TPM2B_ECC_PARAMETER the unmarshaller accepts; a larger coordinate than
-/// P-256's is not on the curve.
+/// the curve's is not on the curve.
 const MAX_ECC_KEY_BYTES: usize = 66;
 
-/// A coordinate as 32 big-endian bytes (leading zeros dropped or added), or
+/// A coordinate in `n` big-endian bytes (leading zeros dropped or added), or
 /// None if its value does not fit.
-fn coordinate(c: &[u8]) -> Option<[u8; public::P256_BYTES]> {
+fn coordinate(c: &[u8], n: usize) -> Option<Vec<u8>> {
     let first = c.iter().position(|&b| b != 0).unwrap_or(c.len());
     let c = &c[first..];
-    let mut out = [0u8; public::P256_BYTES];
-    out.get_mut(public::P256_BYTES.checked_sub(c.len())?..)?
-        .copy_from_slice(c);
+    let mut out = alloc::vec![0u8; n];
+    out.get_mut(n.checked_sub(c.len())?..)?.copy_from_slice(c);
     Some(out)
 }
 
@@ -137,12 +158,21 @@ fn read_any_point<'a>(r: &mut Reader<'a>, n: u32) -> Result<Option<Coordinates<'
     Ok((size > 4).then_some((x, y)))
 }
 
-/// (x, y) as 32-byte coordinates, if the point is on P-256.
-fn on_curve(x: &[u8], y: &[u8]) -> Option<([u8; 32], [u8; 32])> {
-    let (x, y) = (coordinate(x)?, coordinate(y)?);
-    let ep = p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
-    Option::<p256::PublicKey>::from(p256::PublicKey::from_encoded_point(&ep))?;
+/// (x, y) as coordinates of the curve's size, if the point is on `curve`.
+fn on_curve(curve: public::Curve, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (x, y) = (coordinate(x, curve.bytes())?, coordinate(y, curve.bytes())?);
+    public::EcPublic::from_xy(curve, &x, &y)?;
     Some((x, y))
+}
+
+/// The field prime p of `curve`.
+fn prime(curve: public::Curve) -> Vec<u8> {
+    use super::signing::{p256_domain, p384_domain, p521_domain};
+    match curve {
+        public::Curve::P256 => p256_domain::P.to_vec(),
+        public::Curve::P384 => p384_domain::P.to_vec(),
+        public::Curve::P521 => p521_domain::bytes(p521_domain::P),
+    }
 }
 
 /// The empty TPM2B_ECC_POINT: two empty coordinates.
@@ -162,10 +192,7 @@ pub fn commit_cmd(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if key.public.ty != ids::ECC {
         return Err(rc::KEY + rc::H + rc::N1);
     }
-    if key.public.curve != public::Curve::P256 {
-        log::warn!("vtpm: commitments (Commit, ZGen_2Phase) are implemented on P-256 only");
-        return Err(rc::CURVE + rc::H + rc::N1);
-    }
+    let curve = key.public.curve;
     if !matches!(key.public.scheme, Some((ids::ECDAA, _))) {
         return Err(rc::SCHEME + rc::H + rc::N1);
     }
@@ -177,25 +204,25 @@ pub fn commit_cmd(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     } else {
         // x2 = H_nameAlg(s2) mod p.
         let h = key.public.name_alg.digest(&[s2]);
-        let prime = num_bigint_dig::BigUint::from_bytes_be(&P256_PRIME);
+        let prime = num_bigint_dig::BigUint::from_bytes_be(&prime(curve));
         let x2 = (num_bigint_dig::BigUint::from_bytes_be(h.as_bytes()) % prime).to_bytes_be();
-        let p2 = on_curve(&x2, y2).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
+        let p2 = on_curve(curve, &x2, y2).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
         Some(p2)
     };
-    let d = key.private.as_deref().and_then(public::p256_scalar);
+    let d = key.private.as_deref().and_then(|p| key.public.scalar(p));
     if p2.is_some() && d.is_none() {
         return Err(rc::KEY + rc::H + rc::N1);
     }
     let p1 = match p1 {
-        Some((x, y)) => Some(on_curve(x, y).ok_or(rc::ECC_POINT + rc::P + rc::N1)?),
+        Some((x, y)) => Some(on_curve(curve, x, y).ok_or(rc::ECC_POINT + rc::P + rc::N1)?),
         None => None,
     };
-    let r = commit_secret(tpm, tpm.v.commit.counter, &key.name);
+    let r = commit_secret(tpm, tpm.v.commit.counter, &key.name, curve);
     let mut out = Writer::new();
-    match (p2, d) {
+    match (&p2, d) {
         (Some((x, y)), Some(d)) => {
-            let k = public::p256_point(&d, &x, &y).ok_or(rc::NO_RESULT)?;
-            let l = public::p256_point(&r, &x, &y).ok_or(rc::NO_RESULT)?;
+            let k = public::ecdh_point(&d, x, y).ok_or(rc::NO_RESULT)?;
+            let l = public::ecdh_point(&r, x, y).ok_or(rc::NO_RESULT)?;
             write_point(&mut out, &k.0, &k.1);
             write_point(&mut out, &l.0, &l.1);
         }
@@ -205,7 +232,7 @@ pub fn commit_cmd(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     }
     match (p1, p2) {
         (Some((x, y)), _) => {
-            let e = public::p256_point(&r, &x, &y).ok_or(rc::NO_RESULT)?;
+            let e = public::ecdh_point(&r, &x, &y).ok_or(rc::NO_RESULT)?;
             write_point(&mut out, &e.0, &e.1);
         }
         (None, None) => {
@@ -222,26 +249,16 @@ pub fn commit_cmd(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     Ok(())
 }
 
-/// The prime p of NIST P-256.
-const P256_PRIME: [u8; 32] = [
-    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-];
-
 /// The x and y of r·G.
-fn public_point(r: &NonZeroScalar) -> Result<(Vec<u8>, Vec<u8>), u32> {
-    let p = p256::PublicKey::from_secret_scalar(r).to_encoded_point(false);
-    match (p.x(), p.y()) {
-        (Some(x), Some(y)) => Ok((x.to_vec(), y.to_vec())),
-        _ => Err(rc::FAILURE),
-    }
+fn public_point(r: &public::EcScalar) -> Result<(Vec<u8>, Vec<u8>), u32> {
+    Ok(r.public().xy())
 }
 
 /// TPM2_EC_Ephemeral: curveID → Q (TPM2B_ECC_POINT), counter (UINT16).
 pub fn ec_ephemeral(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
-    read_curve(&mut cmd.params, 1)?;
+    let curve = read_curve(&mut cmd.params, 1)?;
     cmd.finish()?;
-    let (c, r) = commit(tpm);
+    let (c, r) = commit(tpm, curve);
     let (x, y) = public_point(&r)?;
     write_point(&mut cmd.out, &x, &y);
     cmd.out.u16(c as u16);
@@ -266,10 +283,6 @@ pub fn zgen_2phase(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if key.public.ty != ids::ECC {
         return Err(rc::KEY + rc::H + rc::N1);
     }
-    if key.public.curve != public::Curve::P256 {
-        log::warn!("vtpm: commitments (Commit, ZGen_2Phase) are implemented on P-256 only");
-        return Err(rc::CURVE + rc::H + rc::N1);
-    }
     if key.public.has(attr::RESTRICTED) || !key.public.has(attr::DECRYPT) {
         return Err(rc::ATTRIBUTES + rc::H + rc::N1);
     }
@@ -281,20 +294,21 @@ pub fn zgen_2phase(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     if scheme != ids::ECDH {
         return Err(rc::SCHEME + rc::P + 3 * rc::N1);
     }
+    let curve = key.public.curve;
     let d = key
         .private
         .as_deref()
-        .and_then(public::p256_scalar)
+        .and_then(|p| key.public.scalar(p))
         .ok_or(rc::AUTH_UNAVAILABLE)?;
-    let z1 = public::p256_point(&d, qs_x, qs_y).ok_or(rc::ECC_POINT + rc::P + rc::N1)?;
+    let z1 = public::ecdh_point(&d, qs_x, qs_y).ok_or(rc::ECC_POINT + rc::P + rc::N1)?;
     // The other party's ephemeral point is checked before the commitment.
-    public::p256_point(&d, qe_x, qe_y).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
+    public::ecdh_point(&d, qe_x, qe_y).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
     let Some(full) = outstanding(tpm, counter) else {
         log::warn!("vtpm: ZGen_2Phase: commitment {counter} unknown or used");
         return Err(rc::VALUE + rc::P + 4 * rc::N1);
     };
-    let r = commit_secret(tpm, full, &[]);
-    let z2 = public::p256_point(&r, qe_x, qe_y).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
+    let r = commit_secret(tpm, full, &[], curve);
+    let z2 = public::ecdh_point(&r, qe_x, qe_y).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
     end_commit(tpm, full);
     write_point(&mut cmd.out, &z1.0, &z1.1);
     write_point(&mut cmd.out, &z2.0, &z2.1);
@@ -306,6 +320,8 @@ mod tests {
     use super::*;
     use crate::defs::{cc, su};
     use crate::tests::{command, new_tpm, params_of, startup, SharedNv, TestClock};
+    use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
+    use p256::NonZeroScalar;
 
     fn started() -> Tpm {
         let mut t = new_tpm(&SharedNv::default(), &TestClock::default());
@@ -354,8 +370,8 @@ mod tests {
         assert_eq!(outstanding(&t, 0), Some(0x1_0000));
         // The secret depends on the full counter, not its low 16 bits.
         assert_ne!(
-            public_point(&commit_secret(&t, 0, &[])).unwrap(),
-            public_point(&commit_secret(&t, 0x1_0000, &[])).unwrap()
+            public_point(&commit_secret(&t, 0, &[], public::Curve::P256)).unwrap(),
+            public_point(&commit_secret(&t, 0x1_0000, &[], public::Curve::P256)).unwrap()
         );
         // A TPM Reset forgets every commitment and changes the nonce.
         let nonce = t.v.commit.nonce;
@@ -572,5 +588,186 @@ mod tests {
             Some(rc::KEY + rc::H + rc::N1)
         );
         assert!(run_commit(&mut t, public_only, &commit_params(&EMPTY_POINT, &[], &[])).is_ok());
+    }
+
+    /// s·G = E + T·Q on the curve of `e` and `q` (T and s big-endian).
+    fn ecdaa_holds<C>(
+        e: &p256::elliptic_curve::PublicKey<C>,
+        q: &p256::elliptic_curve::PublicKey<C>,
+        t: &[u8],
+        s: &[u8],
+    ) -> bool
+    where
+        C: p256::elliptic_curve::CurveArithmetic,
+        p256::elliptic_curve::Scalar<C>:
+            p256::elliptic_curve::ops::Reduce<C::Uint, Bytes = p256::elliptic_curve::FieldBytes<C>>,
+    {
+        use p256::elliptic_curve::group::Group;
+        let (Some(t), Some(s)) = (public::reduce_scalar::<C>(t), public::reduce_scalar::<C>(s))
+        else {
+            return false;
+        };
+        C::ProjectivePoint::generator() * s == e.to_projective() + q.to_projective() * t
+    }
+
+    /// On P-384 and P-521: TPM2_Commit's E = r·G and the ECDAA signature
+    /// (nonceK, s) of TPM2_Sign satisfy s·G = E + T·Q with T = H(nonceK ‖
+    /// digest) mod n (and not with another digest); TPM2_EC_Ephemeral and
+    /// TPM2_ZGen_2Phase give the Z1 = d_A·Q_sB, Z2 = r_A·Q_eB that the other
+    /// party computes as d_B·Q_sA and r_B·Q_eA; an ephemeral point of another
+    /// curve is refused.
+    #[test]
+    fn ecdaa_and_two_phase_work_on_p384_and_p521() {
+        use crate::marshal::Writer;
+        let mut t = started();
+        for curve in [public::Curve::P384, public::Curve::P521] {
+            let n = curve.bytes();
+            let fixed = |b: u8| {
+                let mut v = alloc::vec![b; n];
+                v[0] = 0;
+                public::scalar_from_bytes(curve, &v).unwrap()
+            };
+            let load = |t: &mut Tpm, d: &public::EcScalar, scheme: u16, attrs: u32| {
+                let mut p = public::Public {
+                    ty: ids::ECC,
+                    name_alg: HashAlg::Sha384,
+                    attributes: attr::USER_WITH_AUTH | attrs,
+                    auth_policy: Vec::new(),
+                    symmetric: public::SymObject::Null,
+                    scheme: Some((scheme, HashAlg::Sha384)),
+                    ecdaa_count: 0,
+                    curve,
+                    x: Vec::new(),
+                    y: Vec::new(),
+                    exponent: 0,
+                    rsa_bits: 0,
+                };
+                p.set_point(&d.public());
+                let (x, y) = (p.x.clone(), p.y.clone());
+                let secret = match d {
+                    public::EcScalar::P384(s) => s.to_bytes().to_vec(),
+                    public::EcScalar::P521(s) => s.to_bytes().to_vec(),
+                    public::EcScalar::P256(s) => s.to_bytes().to_vec(),
+                };
+                let mut sens = Writer::new();
+                sens.u16(ids::ECC).tpm2b(b"").tpm2b(&[]).tpm2b(&secret);
+                let mut w = Writer::new();
+                w.tpm2b(&sens.buf)
+                    .tpm2b(&p.marshal())
+                    .u32(crate::defs::handle::NULL);
+                let r = t.execute(0, &command(cc::LOAD_EXTERNAL, &[], &[], &w.buf));
+                assert_eq!(crate::tests::rc_of(&r), 0, "LoadExternal {r:02x?}");
+                (u32::from_be_bytes(r[10..14].try_into().unwrap()), x, y)
+            };
+            // ECDAA.
+            let d = fixed(0x21);
+            let (key, _, _) = load(&mut t, &d, ids::ECDAA, attr::SIGN);
+            let r = t.execute(
+                0,
+                &command(
+                    cc::COMMIT,
+                    &[key],
+                    &[b""],
+                    &commit_params(&EMPTY_POINT, &[], &[]),
+                ),
+            );
+            assert_eq!(crate::tests::rc_of(&r), 0, "{curve:?} Commit {r:02x?}");
+            let mut rd = Reader::new(params_of(&r));
+            assert_eq!(read_any_point(&mut rd, 1).unwrap(), None);
+            assert_eq!(read_any_point(&mut rd, 1).unwrap(), None);
+            let (ex, ey) = read_any_point(&mut rd, 1).unwrap().unwrap();
+            let (ex, ey) = (ex.to_vec(), ey.to_vec());
+            let count = rd.u16().unwrap();
+            let digest = HashAlg::Sha384.digest(&[b"ecdaa"]);
+            let mut w = Writer::new();
+            w.tpm2b(digest.as_bytes())
+                .u16(ids::ECDAA)
+                .u16(HashAlg::Sha384.id())
+                .u16(count)
+                .u16(crate::defs::st::HASHCHECK)
+                .u32(crate::defs::handle::NULL)
+                .u16(0);
+            let r = t.execute(0, &command(cc::SIGN, &[key], &[b""], &w.buf));
+            assert_eq!(crate::tests::rc_of(&r), 0, "{curve:?} Sign {r:02x?}");
+            let mut rd = Reader::new(params_of(&r));
+            assert_eq!(rd.u16().unwrap(), ids::ECDAA);
+            assert_eq!(rd.u16().unwrap(), HashAlg::Sha384.id());
+            let nonce_k = rd.tpm2b(n).unwrap().to_vec();
+            let s = rd.tpm2b(n).unwrap().to_vec();
+            assert_eq!(s.len(), n);
+            let tt = |m: &[u8]| {
+                public::mod_order(curve, HashAlg::Sha384.digest(&[&nonce_k, m]).as_bytes())
+            };
+            let e = public::EcPublic::from_xy(curve, &ex, &ey).unwrap();
+            let holds = |tv: &[u8]| match (e, d.public()) {
+                (public::EcPublic::P384(e), public::EcPublic::P384(q)) => {
+                    ecdaa_holds(&e, &q, tv, &s)
+                }
+                (public::EcPublic::P521(e), public::EcPublic::P521(q)) => {
+                    ecdaa_holds(&e, &q, tv, &s)
+                }
+                _ => false,
+            };
+            assert!(holds(&tt(digest.as_bytes())), "{curve:?}: s·G = E + T·Q");
+            assert!(
+                !holds(&tt(b"another digest")),
+                "{curve:?}: the check can fail"
+            );
+            // The commitment is used up.
+            let r = t.execute(0, &command(cc::SIGN, &[key], &[b""], &w.buf));
+            assert_ne!(crate::tests::rc_of(&r), 0);
+            // The 2-phase exchange: party A in the TPM, party B here.
+            let (d_a, d_b, r_b) = (fixed(0x31), fixed(0x42), fixed(0x53));
+            let (key_a, qs_ax, qs_ay) = load(&mut t, &d_a, ids::ECDH, attr::DECRYPT);
+            let r = t.execute(
+                0,
+                &command(cc::EC_EPHEMERAL, &[], &[], &curve.id().to_be_bytes()),
+            );
+            assert_eq!(
+                crate::tests::rc_of(&r),
+                0,
+                "{curve:?} EC_Ephemeral {r:02x?}"
+            );
+            let mut rd = Reader::new(params_of(&r));
+            let (qe_ax, qe_ay) = read_point(&mut rd, 1).unwrap();
+            let (qe_ax, qe_ay) = (qe_ax.to_vec(), qe_ay.to_vec());
+            let counter = rd.u16().unwrap();
+            let point = |w: &mut Writer, (x, y): (Vec<u8>, Vec<u8>)| write_point(w, &x, &y);
+            let mut w = Writer::new();
+            point(&mut w, d_b.public().xy());
+            point(&mut w, r_b.public().xy());
+            w.u16(ids::ECDH).u16(counter);
+            let r = t.execute(0, &command(cc::ZGEN_2PHASE, &[key_a], &[b""], &w.buf));
+            assert_eq!(crate::tests::rc_of(&r), 0, "{curve:?} ZGen_2Phase {r:02x?}");
+            let mut rd = Reader::new(params_of(&r));
+            let (z1x, z1y) = read_point(&mut rd, 1).unwrap();
+            let (z2x, z2y) = read_point(&mut rd, 1).unwrap();
+            assert_eq!(
+                (z1x.to_vec(), z1y.to_vec()),
+                public::ecdh_point(&d_b, &qs_ax, &qs_ay).unwrap()
+            );
+            assert_eq!(
+                (z2x.to_vec(), z2y.to_vec()),
+                public::ecdh_point(&r_b, &qe_ax, &qe_ay).unwrap()
+            );
+            // A P-256 ephemeral point is not on this curve.
+            let r = t.execute(
+                0,
+                &command(cc::EC_EPHEMERAL, &[], &[], &ids::NIST_P256.to_be_bytes()),
+            );
+            let mut rd = Reader::new(params_of(&r));
+            let (px, py) = read_point(&mut rd, 1).unwrap();
+            let (px, py) = (px.to_vec(), py.to_vec());
+            let c2 = rd.u16().unwrap();
+            let mut w = Writer::new();
+            point(&mut w, d_b.public().xy());
+            point(&mut w, (px, py));
+            w.u16(ids::ECDH).u16(c2);
+            let r = t.execute(0, &command(cc::ZGEN_2PHASE, &[key_a], &[b""], &w.buf));
+            assert_eq!(crate::tests::rc_of(&r), rc::ECC_POINT + rc::P + 2 * rc::N1);
+            for h in [key, key_a] {
+                crate::object_tests::flush(&mut t, h);
+            }
+        }
     }
 }

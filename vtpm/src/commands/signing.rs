@@ -1,5 +1,5 @@
 //! Part 3 §20, §18.4 and §14.5: TPM2_Sign and TPM2_VerifySignature with ECDSA
-//! over P-256 and RSASSA/RSAPSS with RSA-2048 (in [`super::rsa`]), TPM2_Quote,
+//! and EC Schnorr on each curve and RSASSA/RSAPSS (in [`super::rsa`]), TPM2_Quote,
 //! and TPM2_ECDH_ZGen. TPM2_Sign and the attestations also sign with ECDAA,
 //! the second phase of TPM2_Commit ([`super::ecc2phase`]); VerifySignature
 //! does not verify ECDAA (TPM_RC_SCHEME, as the reference implementation).
@@ -77,7 +77,7 @@ pub(crate) fn sig_scheme(r: &mut Reader, n: u32) -> Result<SigScheme, u32> {
     }
     if !matches!(
         scheme_alg,
-        ids::ECDSA | ids::RSASSA | ids::RSAPSS | ids::ECDAA
+        ids::ECDSA | ids::RSASSA | ids::RSAPSS | ids::ECDAA | ids::ECSCHNORR
     ) {
         return Err(rc::SCHEME + rc::P + n * rc::N1);
     }
@@ -127,12 +127,14 @@ fn select_scheme(key: &Key, scheme: SigScheme, n: u32) -> Result<(u16, HashAlg, 
 }
 
 /// The order n of the P-256 group.
+#[cfg(test)]
 const P256_ORDER: [u8; 32] = [
     0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
     0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
 ];
 
 /// `v` (big-endian, any length) mod n as a scalar.
+#[cfg(test)]
 pub(crate) fn scalar_mod_n(v: &[u8]) -> p256::Scalar {
     use p256::elliptic_curve::PrimeField;
     let n = num_bigint_dig::BigUint::from_bytes_be(&P256_ORDER);
@@ -154,41 +156,34 @@ fn ecdaa_sign(
     count: u16,
     digest: &[u8],
 ) -> Result<Vec<u8>, u32> {
-    if key.public.curve != public::Curve::P256 {
-        log::warn!("vtpm: Sign: ECDAA is implemented on P-256 only");
-        return Err(rc::SCHEME);
-    }
+    let curve = key.public.curve;
     let d = key
         .private
         .as_deref()
-        .and_then(public::p256_scalar)
+        .and_then(|p| key.public.scalar(p))
         .ok_or(rc::AUTH_UNAVAILABLE)?;
     let Some(full) = super::ecc2phase::outstanding(tpm, count) else {
         log::warn!("vtpm: Sign: ECDAA commitment {count} unknown or used");
         return Err(rc::VALUE);
     };
-    let r = super::ecc2phase::commit_secret(tpm, full, &key.name);
+    let r = super::ecc2phase::commit_secret(tpm, full, &key.name, curve);
     let (nonce_k, s) = loop {
-        let mut k = [0u8; public::P256_BYTES];
+        let mut k = alloc::vec![0u8; curve.bytes()];
         tpm.random(&mut k);
-        if public::p256_scalar(&k).is_none() {
+        if public::scalar_from_bytes(curve, &k).is_none() {
             continue;
         }
         // nonceK in its minimal big-endian form, as hashed and returned.
         let first = k.iter().position(|&b| b != 0).unwrap_or(k.len());
         let nonce_k = k[first..].to_vec();
-        let t = scalar_mod_n(hash.digest(&[&nonce_k, digest]).as_bytes());
-        let s = *r + t * *d;
-        if !bool::from(p256::elliptic_curve::Field::is_zero(&s)) {
+        let t = public::mod_order(curve, hash.digest(&[&nonce_k, digest]).as_bytes());
+        if let Some(s) = public::ecdaa_s(&r, &t, &d) {
             break (nonce_k, s);
         }
     };
     super::ecc2phase::end_commit(tpm, full);
     let mut w = Writer::new();
-    w.u16(ids::ECDAA)
-        .u16(hash.id())
-        .tpm2b(&nonce_k)
-        .tpm2b(&s.to_bytes());
+    w.u16(ids::ECDAA).u16(hash.id()).tpm2b(&nonce_k).tpm2b(&s);
     Ok(w.buf)
 }
 
@@ -208,7 +203,7 @@ fn signing_scheme(
         _ => return Err(bad),
     };
     let suits = match key.public.ty {
-        ids::ECC => s.0 == ids::ECDSA,
+        ids::ECC => matches!(s.0, ids::ECDSA | ids::ECSCHNORR),
         ids::RSA => matches!(s.0, ids::RSASSA | ids::RSAPSS),
         _ => false,
     };
@@ -237,10 +232,34 @@ fn signature(
             .as_deref()
             .and_then(|p| key.public.scalar(p))
             .ok_or(rc::AUTH_UNAVAILABLE)?;
-        let (r, s) = public::ecdsa_sign(&d, digest).ok_or(rc::FAILURE)?;
+        let (r, s) = if sig_alg == ids::ECSCHNORR {
+            schnorr_sign(tpm, key.public.curve, &d, hash, digest)
+        } else {
+            public::ecdsa_sign(&d, digest).ok_or(rc::FAILURE)?
+        };
         w.tpm2b(&r).tpm2b(&s);
     }
     Ok(w.buf)
+}
+
+/// An EC Schnorr signature (TPM_ALG_ECSCHNORR) of `digest` with a fresh
+/// nonce k from the TPM's DRBG, drawn again while e or s is zero.
+fn schnorr_sign(
+    tpm: &mut Tpm,
+    curve: public::Curve,
+    d: &public::EcScalar,
+    hash: HashAlg,
+    digest: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let mut k = alloc::vec![0u8; curve.bytes()];
+    loop {
+        tpm.random(&mut k);
+        let rs = public::scalar_from_bytes(curve, &k)
+            .and_then(|k| public::schnorr_sign(d, &k, hash, digest));
+        if let Some(rs) = rs {
+            return rs;
+        }
+    }
 }
 
 /// A parsed TPMT_SIGNATURE: the scheme, its hash, and r and s (ECDSA) or the
@@ -250,14 +269,17 @@ pub(crate) type SignatureParts<'a> = (u16, HashAlg, &'a [u8], &'a [u8]);
 /// A TPMT_SIGNATURE (command parameter `n`).
 pub(crate) fn parse_signature<'a>(r: &mut Reader<'a>, n: u32) -> Result<SignatureParts<'a>, u32> {
     let sig_alg = r.u16().p(n)?;
-    if !matches!(sig_alg, ids::ECDSA | ids::RSASSA | ids::RSAPSS) {
+    if !matches!(
+        sig_alg,
+        ids::ECDSA | ids::RSASSA | ids::RSAPSS | ids::ECSCHNORR
+    ) {
         return Err(rc::SCHEME + rc::P + n * rc::N1);
     }
     let hash = r
         .hash_alg(false)
         .p(n)?
         .ok_or(rc::HASH + rc::P + n * rc::N1)?;
-    if sig_alg == ids::ECDSA {
+    if matches!(sig_alg, ids::ECDSA | ids::ECSCHNORR) {
         let sr = r.tpm2b(public::MAX_ECC_BYTES).p(n)?;
         Ok((sig_alg, hash, sr, r.tpm2b(public::MAX_ECC_BYTES).p(n)?))
     } else {
@@ -289,7 +311,13 @@ pub(crate) fn verify_with_key(
             let pk = key.public.point().ok_or(rc::KEY + rc::H + hn * rc::N1)?;
             public::ecdsa_verify(&pk, digest, r, s)
         }
-        ids::RSA if sig_alg != ids::ECDSA => super::rsa::verify(key, sig_alg, hash, digest, r),
+        ids::ECC if sig_alg == ids::ECSCHNORR => {
+            let pk = key.public.point().ok_or(rc::KEY + rc::H + hn * rc::N1)?;
+            public::schnorr_verify(&pk, hash, digest, r, s)
+        }
+        ids::RSA if matches!(sig_alg, ids::RSASSA | ids::RSAPSS) => {
+            super::rsa::verify(key, sig_alg, hash, digest, r)
+        }
         _ => return Err(rc::SCHEME + rc::P + sn * rc::N1),
     })
 }

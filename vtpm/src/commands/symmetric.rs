@@ -8,7 +8,11 @@
 //! block's ciphertext; CTR's counter,
 //! advanced once per block; OFB's last keystream block; CBC's last ciphertext
 //! block; and for ECB, which takes an empty ivIn, an empty ivOut. CBC and
-//! ECB take whole blocks only (TPM_RC_SIZE on inData).
+//! ECB take whole blocks only (TPM_RC_SIZE on inData). TDES (two- and
+//! three-key EDE, the RustCrypto `des` crate, 8-byte blocks and IVs) and
+//! Camellia (the `camellia` crate) keys run the same five modes, written
+//! here over the block cipher ([`other_cipher`]) with the same chaining
+//! values.
 
 use crate::defs::{alg, limits, rc};
 use crate::engine::{Cmd, ParamErr, Tpm};
@@ -151,6 +155,131 @@ fn block_mode(key: &[u8], mode: u16, iv: &mut [u8; BLOCK], data: &mut [u8], decr
     }
 }
 
+/// A TDES or Camellia key schedule.
+enum OtherCipher {
+    Tdes2(Box<des::TdesEde2>),
+    Tdes3(Box<des::TdesEde3>),
+    Camellia128(Box<camellia::Camellia128>),
+    Camellia256(Box<camellia::Camellia256>),
+}
+
+impl OtherCipher {
+    /// The schedule of `key` for TPM_ALG_TDES (16 or 24 bytes) or
+    /// TPM_ALG_CAMELLIA (16 or 32 bytes).
+    fn new(algorithm: u16, key: &[u8]) -> Option<Self> {
+        Some(match (algorithm, key.len()) {
+            (ids::TDES, 16) => Self::Tdes2(Box::new(des::TdesEde2::new_from_slice(key).ok()?)),
+            (ids::TDES, 24) => Self::Tdes3(Box::new(des::TdesEde3::new_from_slice(key).ok()?)),
+            (ids::CAMELLIA, 16) => {
+                Self::Camellia128(Box::new(camellia::Camellia128::new_from_slice(key).ok()?))
+            }
+            (ids::CAMELLIA, 32) => {
+                Self::Camellia256(Box::new(camellia::Camellia256::new_from_slice(key).ok()?))
+            }
+            _ => return None,
+        })
+    }
+
+    /// Encrypts (or decrypts) one block in place (`b` is a block long).
+    fn block(&self, b: &mut [u8], decrypt: bool) {
+        use aes::cipher::generic_array::GenericArray;
+        macro_rules! run {
+            ($c:expr) => {
+                if decrypt {
+                    $c.decrypt_block(GenericArray::from_mut_slice(b))
+                } else {
+                    $c.encrypt_block(GenericArray::from_mut_slice(b))
+                }
+            };
+        }
+        match self {
+            Self::Tdes2(c) => run!(c),
+            Self::Tdes3(c) => run!(c),
+            Self::Camellia128(c) => run!(c),
+            Self::Camellia256(c) => run!(c),
+        }
+    }
+}
+
+/// The block size of a symmetric algorithm (TDES's 8 bytes, else 16).
+fn block_size(algorithm: u16) -> usize {
+    if algorithm == ids::TDES {
+        8
+    } else {
+        BLOCK
+    }
+}
+
+/// `data` in place under a TDES or Camellia `key` in `mode` (CFB, CTR, OFB,
+/// CBC or ECB; CBC and ECB on whole blocks) with the IV register `iv` (a
+/// block, or empty for ECB), updated to the chaining value the next call
+/// would continue from — as [`cfb`] and [`block_mode`] do for AES.
+fn other_cipher(
+    algorithm: u16,
+    key: &[u8],
+    mode: u16,
+    iv: &mut [u8],
+    data: &mut [u8],
+    decrypt: bool,
+) {
+    let Some(c) = OtherCipher::new(algorithm, key) else {
+        return;
+    };
+    let n = block_size(algorithm);
+    let encrypt = |b: &mut [u8]| c.block(b, false);
+    for chunk in data.chunks_mut(n) {
+        match mode {
+            ids::CFB => {
+                let mut ks = iv.to_vec();
+                encrypt(&mut ks);
+                iv.copy_from_slice(&ks);
+                for (i, b) in chunk.iter_mut().enumerate() {
+                    let input = *b;
+                    *b ^= ks[i];
+                    iv[i] = if decrypt { input } else { *b };
+                }
+            }
+            ids::CTR => {
+                let mut ks = iv.to_vec();
+                encrypt(&mut ks);
+                for (b, k) in chunk.iter_mut().zip(&ks) {
+                    *b ^= k;
+                }
+                // The counter is the whole block, big-endian, wrapping.
+                for byte in iv.iter_mut().rev() {
+                    *byte = byte.wrapping_add(1);
+                    if *byte != 0 {
+                        break;
+                    }
+                }
+            }
+            ids::OFB => {
+                encrypt(iv);
+                for (b, k) in chunk.iter_mut().zip(iv.iter()) {
+                    *b ^= k;
+                }
+            }
+            ids::CBC if decrypt => {
+                let saved = chunk.to_vec();
+                c.block(chunk, true);
+                for (b, v) in chunk.iter_mut().zip(iv.iter()) {
+                    *b ^= v;
+                }
+                iv.copy_from_slice(&saved);
+            }
+            ids::CBC => {
+                for (b, v) in chunk.iter_mut().zip(iv.iter()) {
+                    *b ^= v;
+                }
+                encrypt(chunk);
+                iv.copy_from_slice(chunk);
+            }
+            ids::ECB => c.block(chunk, decrypt),
+            _ => {}
+        }
+    }
+}
+
 /// TPMI_ALG_CIPHER_MODE+: CTR, OFB, CBC, CFB, ECB or TPM_ALG_NULL.
 fn cipher_mode(r: &mut crate::marshal::Reader) -> Result<u16, u32> {
     let mode = r.u16()?;
@@ -207,13 +336,15 @@ fn run(
     if !k.public.has(needed) {
         return Err(rc::ATTRIBUTES + h1);
     }
-    let key_mode = match k.public.symmetric {
-        SymObject::AesCfb(_) => ids::CFB,
+    let (algorithm, key_mode) = match k.public.symmetric {
+        SymObject::AesCfb(_) => (ids::AES, ids::CFB),
         // A CMAC key encrypts nothing.
         SymObject::AesMode(_, ids::CMAC) => return Err(rc::MODE + h1),
-        SymObject::AesMode(_, m) => m,
-        _ => alg::NULL,
+        SymObject::AesMode(_, m) => (ids::AES, m),
+        SymObject::Block(a, _, m) => (a, m),
+        _ => (ids::AES, alg::NULL),
     };
+    let block = block_size(algorithm);
     let mode = match (key_mode, mode) {
         (alg::NULL, alg::NULL) => return Err(rc::MODE + pmode),
         (alg::NULL, m) => m,
@@ -222,17 +353,23 @@ fn run(
         _ => return Err(rc::MODE + pmode),
     };
     // ECB takes no IV, the other modes one block; CBC and ECB whole blocks.
-    let iv_len = if mode == ids::ECB { 0 } else { BLOCK };
+    let iv_len = if mode == ids::ECB { 0 } else { block };
     if iv_in.len() != iv_len {
         return Err(rc::SIZE + piv);
     }
-    if matches!(mode, ids::CBC | ids::ECB) && !data.len().is_multiple_of(BLOCK) {
+    if matches!(mode, ids::CBC | ids::ECB) && !data.len().is_multiple_of(block) {
         return Err(rc::SIZE + rc::P + n[2] * rc::N1);
     }
     let key: Vec<u8> = k.private.clone().ok_or(rc::AUTH_UNAVAILABLE)?;
+    let mut out = data;
+    if algorithm != ids::AES {
+        let mut iv = iv_in;
+        other_cipher(algorithm, &key, mode, &mut iv, &mut out, decrypt);
+        cmd.out.tpm2b(&out).tpm2b(&iv);
+        return Ok(());
+    }
     let mut iv = [0u8; BLOCK];
     iv[..iv_in.len()].copy_from_slice(&iv_in);
-    let mut out = data;
     if mode == ids::CFB {
         cfb(&key, &mut iv, &mut out, decrypt);
     } else {
@@ -365,5 +502,118 @@ mod tests {
         let mut v = iv;
         block_mode(&k256, ids::CBC, &mut v, &mut d, false);
         assert_eq!(d, unhex("f58c4c04d6e5f1ba779eabfb5f7bfbd6"));
+    }
+
+    /// Known answers: TDES-EDE3 of NIST SP 800-67 Rev. 2's example (three
+    /// blocks, ECB) and Camellia-128/256 of RFC 3713 Appendix A; a two-key
+    /// TDES key equals the three-key one with K3 = K1.
+    #[test]
+    fn tdes_and_camellia_match_their_known_answers() {
+        let ecb = |alg: u16, key: &[u8], data: &str| {
+            let mut d = unhex(data);
+            other_cipher(alg, key, ids::ECB, &mut [], &mut d, false);
+            let mut back = d.clone();
+            other_cipher(alg, key, ids::ECB, &mut [], &mut back, true);
+            assert_eq!(back, unhex(data));
+            d
+        };
+        let k3 = unhex("0123456789ABCDEF23456789ABCDEF01456789ABCDEF0123");
+        assert_eq!(
+            ecb(
+                ids::TDES,
+                &k3,
+                "54686520717566636B2062726F776E20666F78206A756D70"
+            ),
+            unhex("A826FD8CE53B855FCCE21C8112256FE668D5C05DD9B6B900")
+        );
+        let k2 = unhex("0123456789ABCDEF23456789ABCDEF01");
+        let k2_as_3 = unhex("0123456789ABCDEF23456789ABCDEF010123456789ABCDEF");
+        assert_eq!(
+            ecb(ids::TDES, &k2, "5468652071756663"),
+            ecb(ids::TDES, &k2_as_3, "5468652071756663")
+        );
+        let p = "0123456789abcdeffedcba9876543210";
+        assert_eq!(
+            ecb(ids::CAMELLIA, &unhex(p), p),
+            unhex("67673138549669730857065648eabe43")
+        );
+        let k256 = unhex("0123456789abcdeffedcba987654321000112233445566778899aabbccddeeff");
+        assert_eq!(
+            ecb(ids::CAMELLIA, &k256, p),
+            unhex("9acc237dff16d76c20ef7c919e3a7509")
+        );
+    }
+
+    /// The TDES/Camellia modes by their definitions over the block cipher
+    /// (ECB): CBC Ci = E(Pi ^ Ci-1), CFB Ci = Pi ^ E(Ci-1), OFB Oi = E(Oi-1),
+    /// CTR E(IV + i) with the counter carrying over the whole block; each
+    /// decrypts back, and ivOut is the chaining value a split call continues
+    /// from.
+    #[test]
+    fn tdes_and_camellia_modes_follow_their_definitions() {
+        for (alg, key) in [
+            (
+                ids::TDES,
+                unhex("00112233445566778899AABBCCDDEEFF0011223344556677"),
+            ),
+            (ids::CAMELLIA, (0..16u8).collect::<Vec<u8>>()),
+        ] {
+            let n = block_size(alg);
+            let e = |b: &[u8]| {
+                let mut v = b.to_vec();
+                other_cipher(alg, &key, ids::ECB, &mut [], &mut v, false);
+                v
+            };
+            let xor = |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| x ^ y).collect::<Vec<u8>>();
+            let p: Vec<u8> = (0..3 * n as u8).map(|i| i.wrapping_mul(13)).collect();
+            // A counter about to carry out of its low bytes.
+            let mut iv = alloc::vec![0x5Au8; n];
+            iv[n - 2..].copy_from_slice(&[0xFF, 0xFF]);
+            let blocks: Vec<&[u8]> = p.chunks(n).collect();
+            for mode in [ids::CBC, ids::CFB, ids::OFB, ids::CTR] {
+                let mut want = Vec::new();
+                let mut reg = iv.clone();
+                for (i, b) in blocks.iter().enumerate() {
+                    let c = match mode {
+                        ids::CBC => e(&xor(b, &reg)),
+                        ids::CFB => xor(b, &e(&reg)),
+                        ids::OFB => {
+                            reg = e(&reg);
+                            xor(b, &reg)
+                        }
+                        _ => {
+                            let mut ctr = iv.clone();
+                            let low = u16::from_be_bytes([ctr[n - 2], ctr[n - 1]]);
+                            let (sum, carry) = low.overflowing_add(i as u16);
+                            ctr[n - 2..].copy_from_slice(&sum.to_be_bytes());
+                            if carry {
+                                ctr[n - 3] += 1;
+                            }
+                            xor(b, &e(&ctr))
+                        }
+                    };
+                    if matches!(mode, ids::CBC | ids::CFB) {
+                        reg = c.clone();
+                    }
+                    want.extend(c);
+                }
+                let mut got = p.clone();
+                let mut v = iv.clone();
+                other_cipher(alg, &key, mode, &mut v, &mut got, false);
+                assert_eq!(got, want, "alg {alg:#x} mode {mode:#x}");
+                // Two calls, chained through ivOut, give the same.
+                let mut split = p.clone();
+                let mut v2 = iv.clone();
+                let (a, b) = split.split_at_mut(n);
+                other_cipher(alg, &key, mode, &mut v2, a, false);
+                other_cipher(alg, &key, mode, &mut v2, b, false);
+                assert_eq!(split, want, "alg {alg:#x} mode {mode:#x} split");
+                assert_eq!(v2, v);
+                let mut back = got.clone();
+                let mut v3 = iv.clone();
+                other_cipher(alg, &key, mode, &mut v3, &mut back, true);
+                assert_eq!(back, p, "alg {alg:#x} mode {mode:#x} decrypt");
+            }
+        }
     }
 }
