@@ -779,7 +779,10 @@ fn pcie_root_complex_is_in_mcfg_madt_and_dsdt() {
     assert_eq!(one(&f, "MSI Frame ID"), 0);
     assert_eq!(one(&f, "Select SPI"), 1);
     assert_eq!(one(&f, "SPI Count"), u64::from(spec.v2m().unwrap().count));
-    assert_eq!(one(&f, "SPI Base"), u64::from(spec.v2m().unwrap().first_intid));
+    assert_eq!(
+        one(&f, "SPI Base"),
+        u64::from(spec.v2m().unwrap().first_intid)
+    );
     assert_eq!(
         all(&f, "Base Address").last(),
         Some(&spec.v2m().unwrap().frame.base),

@@ -611,6 +611,23 @@ pub const NVME_PCI_DEVICE_ID: u16 = 0x00f0;
 /// Device number of a VM's virtio-blk over virtio-PCI (IDs from the virtio spec).
 pub const VIRTIO_PCI_BLK_DEVICE: u8 = 2;
 
+/// The kernel command-line option (`cargo xtask run --msi its`, or `--append
+/// '… rayos.msi=its'`) that gives a `linux-dt` VM's root complex the ITS instead
+/// of the GICv2m frame.
+pub const MSI_ITS_OPTION: &str = "rayos.msi=its";
+
+/// The MSI controller a `linux-dt` VM with command line `cmdline` gets.
+pub fn msi_of(cmdline: &str) -> Msi {
+    if cmdline
+        .split_ascii_whitespace()
+        .any(|w| w == MSI_ITS_OPTION)
+    {
+        Msi::Its
+    } else {
+        Msi::V2m
+    }
+}
+
 /// The root complex and MSI frame of a VM with PCI Express (GICv2m).
 pub const fn pcie() -> PcieSpec {
     pcie_with(Msi::V2m)
@@ -793,6 +810,9 @@ mod tests {
             assert_eq!(has(|k| *k == DeviceKind::GicIts), msi == Msi::Its);
             assert_eq!(pcie_of(&list), Some(pcie_with(msi)));
         }
+        assert_eq!(msi_of("console=ttyAMA0 rayos.msi=its quiet"), Msi::Its);
+        assert_eq!(msi_of("console=ttyAMA0 rayos.msi=itsy"), Msi::V2m);
+        assert_eq!(msi_of(""), Msi::V2m);
         let its = list_its();
         assert_eq!(its.base, 0x0808_0000, "QEMU virt's VIRT_GIC_ITS");
         assert_eq!(its.size, 0x2_0000);
