@@ -87,7 +87,7 @@ pub fn uefi_acpi(vcpus: u32, topology: Option<Topology>, virtio_slots: &[u64]) -
 }
 
 /// The tables' view of a VM's root complex (`boards::devices::pcie`) and its
-/// GICv2m frame (the ITS is not described in ACPI yet: no MADT ITS, no IORT).
+/// MSI controller: the GICv2m frame or the ITS.
 pub fn pcie(spec: &boards::devices::PcieSpec) -> PcieConfig {
     let r = |w: boards::devices::Window| MmioRegion {
         base: w.base,
@@ -103,6 +103,7 @@ pub fn pcie(spec: &boards::devices::PcieSpec) -> PcieConfig {
             first_spi: v2m.first_intid,
             spi_count: v2m.count,
         }),
+        its_base: spec.its().map(|w| w.base),
     }
 }
 
