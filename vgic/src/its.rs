@@ -34,9 +34,11 @@
 //! # Commands
 //! MAPD, MAPC, MAPTI, MAPI, INT, CLEAR, DISCARD, INV, INVALL, SYNC, MOVI, MOVALL;
 //! effects are immediate, so SYNC only checks its RDbase. Commands run when
-//! GITS_CWRITER is written (or the ITS is enabled with work queued), from GITS_CREADR
-//! up to GITS_CWRITER, wrapping at the end of the queue: at most one queue's worth
-//! per write, so a guest cannot make the ITS loop. A command error — an unknown or
+//! GITS_CWRITER is written (or the ITS is enabled with work queued) and when
+//! GITS_CREADR is read (a driver polls it until its commands are done), from
+//! GITS_CREADR towards GITS_CWRITER, wrapping at the end of the queue, at most
+//! [`limits::COMMANDS_PER_ACCESS`] per access, so a guest can neither make the ITS
+//! loop nor keep a vCPU in it for long. A command error — an unknown or
 //! virtual-LPI command, a DeviceID, EventID, ICID, pINTID or RDbase out of range, an
 //! unmapped device or event, a table that is not valid or not in guest RAM, a
 //! limit reached, a command that cannot be read — stalls the queue (GITS_TYPER.SEIS
@@ -101,6 +103,10 @@ pub mod limits {
     pub const MAX_EVENTS: usize = 4096;
     /// Bytes per command.
     pub const COMMAND_SIZE: u64 = 32;
+    /// Commands run per register access (a GITS_CWRITER or GITS_CTLR write, or a
+    /// GITS_CREADR read, which is how a driver waits for them): bounds the time a
+    /// vCPU spends in the ITS (an INVALL reads up to [`MAX_EVENTS`] bytes).
+    pub const COMMANDS_PER_ACCESS: u64 = 64;
     /// Bytes per command queue page (GITS_CBASER.Size counts 4 KiB pages).
     pub const QUEUE_PAGE: u64 = 4096;
 }
@@ -499,7 +505,13 @@ impl Its {
         Ok(())
     }
 
-    /// Runs the queued commands, from GITS_CREADR to GITS_CWRITER.
+    /// Runs more of the queued commands (what a GITS_CREADR read does before it
+    /// answers).
+    pub fn resume(&mut self, vgic: &mut Vgic, mem: &dyn GuestMemory) {
+        self.process(vgic, mem);
+    }
+
+    /// Runs the queued commands, from GITS_CREADR towards GITS_CWRITER.
     fn process(&mut self, vgic: &mut Vgic, mem: &dyn GuestMemory) {
         let cb = LocalRegisterCopy::<u64, GITS_CBASER::Register>::new(self.cbaser);
         if !self.enabled || !cb.is_set(GITS_CBASER::Valid) || self.stalled {
@@ -511,8 +523,7 @@ impl Its {
             self.stall(ItsError::QueueOffset(self.cwriter));
             return;
         }
-        // At most one queue's worth: CREADR reaches CWRITER within that.
-        for _ in 0..size / limits::COMMAND_SIZE {
+        for _ in 0..limits::COMMANDS_PER_ACCESS {
             if self.creadr == self.cwriter {
                 return;
             }
@@ -841,11 +852,16 @@ impl SharedIts {
 impl MmioDevice for SharedIts {
     fn read(
         &mut self,
-        _ctx: &mut MmioContext,
+        ctx: &mut MmioContext,
         offset: u64,
         size: AccessSize,
     ) -> Result<u64, MmioError> {
-        self.its.lock().read(offset, size)
+        let mut its = self.its.lock();
+        if offset & !7 == reg::CREADR {
+            let mut vgic = self.vgic.lock();
+            its.resume(&mut vgic, &*ctx.mem);
+        }
+        its.read(offset, size)
     }
 
     fn write(
