@@ -60,6 +60,8 @@ pub const MAX_BUSES: u64 = 256;
 pub const PCI_IO_SPACE: u64 = 0x1_0000;
 /// INTA..INTD.
 pub const INTX_PINS: u32 = 4;
+/// An ITS's control frame is 64 KiB aligned.
+pub const ITS_ALIGN: u64 = 0x1_0000;
 
 /// A GICv2m MSI frame: the page a function writes its MSI to, and the SPIs
 /// (`spi_count` from GSIV `first_spi`) it raises.
@@ -85,6 +87,9 @@ pub struct PcieConfig {
     /// GSIV of INTA at device 0; device `d` pin `p` raises `intx_first_gsiv + (d + p) % 4`.
     pub intx_first_gsiv: u32,
     pub msi_frame: Option<MsiFrame>,
+    /// Base of the GICv3 ITS the root complex's MSIs go to (requester ID =
+    /// DeviceID): the MADT's GIC ITS structure and the IORT.
+    pub its_base: Option<u64>,
 }
 
 impl PcieConfig {
@@ -290,6 +295,9 @@ impl PlatformConfig {
                     return Err(ConfigError::BadPcie);
                 }
                 spis.extend(f.first_spi..f.first_spi + f.spi_count);
+            }
+            if p.its_base.is_some_and(|b| !b.is_multiple_of(ITS_ALIGN)) {
+                return Err(ConfigError::BadPcie);
             }
         }
         for (i, &gsiv) in spis.iter().enumerate() {

@@ -87,7 +87,7 @@ pub fn uefi_acpi(vcpus: u32, topology: Option<Topology>, virtio_slots: &[u64]) -
 }
 
 /// The tables' view of a VM's root complex (`boards::devices::pcie`) and its
-/// GICv2m frame.
+/// MSI controller: the GICv2m frame or the ITS.
 pub fn pcie(spec: &boards::devices::PcieSpec) -> PcieConfig {
     let r = |w: boards::devices::Window| MmioRegion {
         base: w.base,
@@ -98,11 +98,12 @@ pub fn pcie(spec: &boards::devices::PcieSpec) -> PcieConfig {
         mmio32: r(spec.mmio32),
         pio: r(spec.pio),
         intx_first_gsiv: spec.intx_first_intid,
-        msi_frame: Some(MsiFrame {
-            base: spec.v2m.frame.base,
-            first_spi: spec.v2m.first_intid,
-            spi_count: spec.v2m.count,
+        msi_frame: spec.v2m().map(|v2m| MsiFrame {
+            base: v2m.frame.base,
+            first_spi: v2m.first_intid,
+            spi_count: v2m.count,
         }),
+        its_base: spec.its().map(|w| w.base),
     }
 }
 

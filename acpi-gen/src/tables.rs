@@ -4,8 +4,8 @@
 //! those are so that a loader can add the blob's real address ([`Tables::relocate`]
 //! here, or the firmware through the table-loader script of [`crate::loader`]).
 //! Field offsets and values are those of ACPI 6.3 (FADT, MADT, GTDT, PPTT), the
-//! Microsoft SPCR (rev 2) and DBG2 specifications, and the TCG ACPI specification
-//! (TPM2 rev 4).
+//! Microsoft SPCR (rev 2) and DBG2 specifications, the TCG ACPI specification
+//! (TPM2 rev 4) and the Arm IORT specification (DEN 0049 E.e).
 
 use alloc::vec::Vec;
 
@@ -26,6 +26,7 @@ pub mod sig {
     pub const PPTT: &[u8; 4] = b"PPTT";
     pub const TPM2: &[u8; 4] = b"TPM2";
     pub const MCFG: &[u8; 4] = b"MCFG";
+    pub const IORT: &[u8; 4] = b"IORT";
 }
 
 /// RSDP (ACPI 6.3, 5.2.5.3).
@@ -72,6 +73,49 @@ pub mod madt {
     /// MSI frame flags: SPI Count and SPI Base come from this structure, not
     /// from the frame's MSI_TYPER register.
     pub const MSI_FRAME_SPI_SELECT: u32 = 1 << 0;
+    /// GIC ITS structure (5.2.12.18).
+    pub const GIC_ITS: u8 = 0x0f;
+    pub const GIC_ITS_LEN: u8 = 20;
+    /// The GIC ITS ID the IORT's ITS group names.
+    pub const ITS_ID: u32 = 0;
+}
+
+/// IORT (Arm DEN 0049, revision E.e: table revision 6) with an ITS group node
+/// (revision 1) and a PCI root complex node (revision 4) mapping every requester
+/// ID of segment 0 one to one onto the ITS's DeviceIDs.
+pub mod iort {
+    pub const REVISION: u8 = 6;
+    /// Node count, offset of the node array, reserved.
+    pub const NODE_COUNT_OFFSET: usize = 36;
+    pub const NODE_ARRAY_OFFSET_OFFSET: usize = 40;
+    /// The first node, right after the header.
+    pub const FIRST_NODE: usize = 48;
+    /// Node types.
+    pub const NODE_ITS_GROUP: u8 = 0x00;
+    pub const NODE_ROOT_COMPLEX: u8 = 0x02;
+    pub const ITS_GROUP_REVISION: u8 = 1;
+    pub const ROOT_COMPLEX_REVISION: u8 = 4;
+    /// Every node starts with type, length, revision, identifier, number of ID
+    /// mappings and the offset of its ID array.
+    pub const NODE_HEADER_LEN: usize = 16;
+    /// ITS group: the header, the ITS count, one ITS identifier.
+    pub const ITS_GROUP_LEN: usize = NODE_HEADER_LEN + 4 + 4;
+    /// Root complex: the header, memory access properties (8), ATS attribute (4),
+    /// PCI segment (4), memory address size limit (1), PASID capabilities (2),
+    /// reserved (1), flags (4).
+    pub const ROOT_COMPLEX_FIXED_LEN: usize = NODE_HEADER_LEN + 24;
+    /// One ID mapping: input base, number of IDs minus one, output base, output
+    /// reference, flags.
+    pub const ID_MAPPING_LEN: usize = 20;
+    /// Memory access properties: Cache Coherency Attribute (fully coherent).
+    pub const CCA_COHERENT: u32 = 1;
+    /// Memory access flags: CPM (coherent path to memory) and DACS (device
+    /// attributes are cacheable and inner shareable).
+    pub const MAF_CPM_DACS: u8 = 0b11;
+    /// Memory address size limit: the whole 64-bit space (no SMMU narrows it).
+    pub const ADDRESS_LIMIT_BITS: u8 = 64;
+    /// Requester IDs of one segment: 16 bits.
+    pub const RID_COUNT: u32 = 0x1_0000;
 }
 
 /// MCFG (PCI Firmware Specification 3.2, 4.1.2): revision 1, one allocation
@@ -286,6 +330,9 @@ pub fn build(cfg: &PlatformConfig) -> Result<Tables, ConfigError> {
     }
     if let Some(p) = &cfg.pcie {
         listed.push(l.push(mcfg(p, &oem)));
+        if p.its_base.is_some() {
+            listed.push(l.push(iort(&oem)));
+        }
     }
     let mut x = TableWriter::new(sig::XSDT, 1, &oem);
     let first_entry = x.len();
@@ -400,6 +447,58 @@ fn madt(cfg: &PlatformConfig, oem: &Oem) -> Vec<u8> {
         w.u32(madt::MSI_FRAME_SPI_SELECT);
         w.u16(f.spi_count as u16).u16(f.first_spi as u16);
     }
+    if let Some(base) = cfg.pcie.and_then(|p| p.its_base) {
+        let start = w.len();
+        w.u8(madt::GIC_ITS).u8(madt::GIC_ITS_LEN).u16(0);
+        w.u32(madt::ITS_ID);
+        w.u64(base);
+        w.u32(0); // Reserved
+        debug_assert_eq!(w.len() - start, usize::from(madt::GIC_ITS_LEN));
+    }
+    w.finish()
+}
+
+/// The IORT of a root complex whose MSIs go to the ITS: requester ID r of
+/// segment 0 is DeviceID r.
+fn iort(oem: &Oem) -> Vec<u8> {
+    let mut w = TableWriter::new(sig::IORT, iort::REVISION, oem);
+    debug_assert_eq!(w.len(), iort::NODE_COUNT_OFFSET);
+    w.u32(2); // ITS group, root complex
+    w.u32(iort::FIRST_NODE as u32);
+    w.u32(0); // Reserved
+    debug_assert_eq!(w.len(), iort::FIRST_NODE);
+    let its_group = w.len();
+    w.u8(iort::NODE_ITS_GROUP)
+        .u16(iort::ITS_GROUP_LEN as u16)
+        .u8(iort::ITS_GROUP_REVISION);
+    w.u32(0); // Identifier
+    w.u32(0).u32(0); // no ID mappings
+    w.u32(1); // Number of ITSs
+    w.u32(madt::ITS_ID);
+    debug_assert_eq!(w.len() - its_group, iort::ITS_GROUP_LEN);
+    let rc = w.len();
+    w.u8(iort::NODE_ROOT_COMPLEX)
+        .u16((iort::ROOT_COMPLEX_FIXED_LEN + iort::ID_MAPPING_LEN) as u16)
+        .u8(iort::ROOT_COMPLEX_REVISION);
+    w.u32(1); // Identifier
+    w.u32(1); // Number of ID mappings
+    w.u32(iort::ROOT_COMPLEX_FIXED_LEN as u32); // Reference to the ID array
+    w.u32(iort::CCA_COHERENT);
+    w.u8(0); // Allocation hints
+    w.u16(0); // Reserved
+    w.u8(iort::MAF_CPM_DACS);
+    w.u32(0); // ATS Attribute: no ATS
+    w.u32(0); // PCI Segment number (MCFG's)
+    w.u8(iort::ADDRESS_LIMIT_BITS);
+    w.u16(0); // PASID capabilities: none
+    w.u8(0); // Reserved
+    w.u32(0); // Flags
+    debug_assert_eq!(w.len() - rc, iort::ROOT_COMPLEX_FIXED_LEN);
+    w.u32(0); // Input base
+    w.u32(iort::RID_COUNT - 1); // Number of IDs (minus one)
+    w.u32(0); // Output base
+    w.u32(its_group as u32); // Output reference: the ITS group
+    w.u32(0); // Flags: a range, not a single mapping
     w.finish()
 }
 

@@ -660,6 +660,7 @@ fn device_tree_and_acpi_describe_exactly_the_device_list() {
                 | DeviceKind::TpmCrb
                 | DeviceKind::Pcie { .. }
                 | DeviceKind::Gicv2m { .. }
+                | DeviceKind::GicIts
                 | DeviceKind::SimpleFramebuffer { .. } => None,
             };
             if let Some(hid) = hid {
@@ -790,11 +791,14 @@ fn pcie_root_complex_is_in_mcfg_madt_and_dsdt() {
     let f = fields(&disassemble("APIC", &t[sig::MADT]));
     assert_eq!(one(&f, "MSI Frame ID"), 0);
     assert_eq!(one(&f, "Select SPI"), 1);
-    assert_eq!(one(&f, "SPI Count"), u64::from(spec.v2m.count));
-    assert_eq!(one(&f, "SPI Base"), u64::from(spec.v2m.first_intid));
+    assert_eq!(one(&f, "SPI Count"), u64::from(spec.v2m().unwrap().count));
+    assert_eq!(
+        one(&f, "SPI Base"),
+        u64::from(spec.v2m().unwrap().first_intid)
+    );
     assert_eq!(
         all(&f, "Base Address").last(),
-        Some(&spec.v2m.frame.base),
+        Some(&spec.v2m().unwrap().frame.base),
         "the frame's base"
     );
 
@@ -898,4 +902,79 @@ fn pcie_configurations_the_tables_cannot_carry_are_refused() {
         })),
         Err(ConfigError::SharedInterrupt { .. })
     ));
+}
+
+/// A root complex whose MSIs go to the ITS: the MADT has a GIC ITS structure (and
+/// no MSI frame), and an IORT maps every requester ID onto the ITS's DeviceIDs;
+/// iasl decodes both without complaint. Field offsets checked by hand too.
+#[test]
+fn an_its_root_complex_gets_a_madt_its_and_an_iort() {
+    use acpi_gen::tables::{iort, madt};
+    let spec = boards::devices::pcie_with(boards::devices::Msi::Its);
+    let mut cfg = uefi_acpi(2, None, &[0, 31]);
+    let p = acpi_gen::profile::pcie(&spec);
+    assert_eq!(p.msi_frame, None);
+    assert_eq!(p.its_base, Some(0x0808_0000));
+    cfg.pcie = Some(p);
+    let (_, t) = loaded_tables(&cfg);
+
+    let dsl = disassemble("APIC", &t[sig::MADT]);
+    eprintln!("{dsl}");
+    let f = fields(&dsl);
+    assert_eq!(one(&f, "Translation ID"), 0);
+    assert!(all(&f, "Base Address").contains(&0x0808_0000));
+    assert!(all(&f, "MSI Frame ID").is_empty(), "no v2m frame");
+    let m = &t[sig::MADT];
+    let its = m
+        .windows(2)
+        .position(|w| w == [madt::GIC_ITS, madt::GIC_ITS_LEN])
+        .unwrap();
+    assert_eq!(le(&m[its + 8..its + 16]), 0x0808_0000);
+
+    let b = &t[sig::IORT];
+    assert_eq!(sum(b), 0, "checksum");
+    assert_eq!(b[8], iort::REVISION);
+    assert_eq!(
+        le(&b[iort::NODE_COUNT_OFFSET..iort::NODE_COUNT_OFFSET + 4]),
+        2
+    );
+    let first = le(&b[iort::NODE_ARRAY_OFFSET_OFFSET..iort::NODE_ARRAY_OFFSET_OFFSET + 4]);
+    assert_eq!(first, iort::FIRST_NODE as u64);
+    // ITS group: one ITS, the MADT's ID 0.
+    let g = &b[iort::FIRST_NODE..];
+    assert_eq!(g[0], iort::NODE_ITS_GROUP);
+    let g_len = le(&g[1..3]) as usize;
+    assert_eq!(g_len, iort::ITS_GROUP_LEN);
+    assert_eq!(le(&g[16..20]), 1);
+    assert_eq!(le(&g[20..24]), 0);
+    // Root complex: segment 0, one mapping of 0x10000 IDs onto the ITS group.
+    let r = &g[g_len..];
+    assert_eq!(r[0], iort::NODE_ROOT_COMPLEX);
+    assert_eq!(le(&r[1..3]) as usize, r.len(), "the last node");
+    assert_eq!(le(&r[8..12]), 1, "one ID mapping");
+    let map = le(&r[12..16]) as usize;
+    assert_eq!(le(&r[28..32]), 0, "PCI segment 0");
+    let m = &r[map..map + iort::ID_MAPPING_LEN];
+    assert_eq!(le(&m[0..4]), 0, "input base");
+    assert_eq!(le(&m[4..8]), 0xffff, "IDs minus one");
+    assert_eq!(le(&m[8..12]), 0, "output base");
+    assert_eq!(le(&m[12..16]), iort::FIRST_NODE as u64, "to the ITS group");
+    let dsl = disassemble("IORT", b);
+    eprintln!("{dsl}");
+
+    // A v2m root complex has no IORT and no MADT ITS.
+    let (cfg, _) = with_pcie();
+    let (_, t) = loaded_tables(&cfg);
+    assert!(!t.contains_key(sig::IORT));
+    assert!(all(
+        &fields(&disassemble("APIC", &t[sig::MADT])),
+        "Translation ID"
+    )
+    .is_empty());
+    // A misaligned ITS is refused.
+    let mut bad = p;
+    bad.its_base = Some(0x0808_1000);
+    let mut cfg = uefi_acpi(2, None, &[0, 31]);
+    cfg.pcie = Some(bad);
+    assert!(acpi_gen::build(&cfg).is_err());
 }

@@ -59,6 +59,9 @@ pub enum DeviceKind {
     /// The GICv2m MSI frame of the root complex; its entry's interrupt is the
     /// first of `spis` SPIs it raises.
     Gicv2m { spis: u32 },
+    /// The GICv3 ITS of the root complex (control and translation frames): MSIs
+    /// become LPIs, the DeviceID is the function's requester ID.
+    GicIts,
     /// A `simple-framebuffer` in guest RAM (not MMIO): the entry's window is the
     /// RAM reserved for it, the pixels start at its base.
     SimpleFramebuffer {
@@ -139,9 +142,11 @@ pub struct VmDevices<'a> {
     /// The TPM's CRB interface on the platform bus (`uefi-acpi` only: a VM whose
     /// machine has an entropy source).
     pub tpm_crb: bool,
-    /// The PCI Express root complex with its GICv2m frame ([`pcie`]; either
+    /// The PCI Express root complex with its MSI controller ([`pcie`]; either
     /// profile: `linux-dt-nvme`, and the `windows` model's `uefi-acpi` platform).
     pub pcie: bool,
+    /// Which MSI controller the root complex's messages go to.
+    pub msi: Msi,
     /// The simple framebuffer ([`simple_framebuffer`]; `linux-dt`).
     pub framebuffer: Option<FramebufferSpec>,
 }
@@ -305,7 +310,7 @@ fn device_entries(profile: Profile, vm: &VmDevices) -> Vec<DeviceSpec> {
         });
     }
     if vm.pcie {
-        list.extend(pcie_entries(&pcie()));
+        list.extend(pcie_entries(&pcie_with(vm.msi)));
     }
     if let (Profile::LinuxDt, Some(fb)) = (profile, vm.framebuffer) {
         list.push(DeviceSpec {
@@ -322,7 +327,7 @@ fn device_entries(profile: Profile, vm: &VmDevices) -> Vec<DeviceSpec> {
     list
 }
 
-/// The entries of root complex `p`: its three windows and its MSI frame.
+/// The entries of root complex `p`: its three windows and its MSI controller.
 pub fn pcie_entries(p: &PcieSpec) -> [DeviceSpec; 4] {
     let window = |window, w: Window, irq| DeviceSpec {
         kind: DeviceKind::Pcie { window },
@@ -330,16 +335,25 @@ pub fn pcie_entries(p: &PcieSpec) -> [DeviceSpec; 4] {
         size: w.size,
         irq,
     };
-    [
-        DeviceSpec {
-            kind: DeviceKind::Gicv2m { spis: p.v2m.count },
-            base: p.v2m.frame.base,
-            size: p.v2m.frame.size,
+    let msi = match p.msi {
+        MsiSpec::V2m(v2m) => DeviceSpec {
+            kind: DeviceKind::Gicv2m { spis: v2m.count },
+            base: v2m.frame.base,
+            size: v2m.frame.size,
             irq: Some(Irq {
-                intid: p.v2m.first_intid,
+                intid: v2m.first_intid,
                 trigger: Trigger::Edge,
             }),
         },
+        MsiSpec::Its(its) => DeviceSpec {
+            kind: DeviceKind::GicIts,
+            base: its.base,
+            size: its.size,
+            irq: None,
+        },
+    };
+    [
+        msi,
         window(PcieWindow::Mmio32, p.mmio32, None),
         window(PcieWindow::Io, p.pio, None),
         window(
@@ -370,15 +384,19 @@ pub fn pcie_of(list: &[DeviceSpec]) -> Option<PcieSpec> {
             })
     };
     let (ecam, intx) = window(PcieWindow::Ecam)?;
-    let v2m = list.iter().find_map(|d| match d.kind {
-        DeviceKind::Gicv2m { spis } => Some(V2mSpec {
+    let msi = list.iter().find_map(|d| match d.kind {
+        DeviceKind::Gicv2m { spis } => Some(MsiSpec::V2m(V2mSpec {
             frame: Window {
                 base: d.base,
                 size: d.size,
             },
             first_intid: d.irq?.intid,
             count: spis,
-        }),
+        })),
+        DeviceKind::GicIts => Some(MsiSpec::Its(Window {
+            base: d.base,
+            size: d.size,
+        })),
         _ => None,
     })?;
     Some(PcieSpec {
@@ -386,7 +404,7 @@ pub fn pcie_of(list: &[DeviceSpec]) -> Option<PcieSpec> {
         mmio32: window(PcieWindow::Mmio32)?.0,
         pio: window(PcieWindow::Io)?.0,
         intx_first_intid: intx?.intid,
-        v2m,
+        msi,
     })
 }
 
@@ -450,6 +468,7 @@ fn bus_name(kind: DeviceKind) -> &'static str {
         DeviceKind::TpmCrb => "tpm-crb",
         DeviceKind::Pcie { .. } => "pcie",
         DeviceKind::Gicv2m { .. } => "gicv2m",
+        DeviceKind::GicIts => "gic-its",
         DeviceKind::SimpleFramebuffer { .. } => "simple-framebuffer",
     }
 }
@@ -509,6 +528,24 @@ pub struct V2mSpec {
     pub count: u32,
 }
 
+/// Which MSI controller a VM's root complex sends its messages to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Msi {
+    /// The GICv2m frame (SPIs; a distributor without LPIs).
+    #[default]
+    V2m,
+    /// The GICv3 ITS (LPIs).
+    Its,
+}
+
+/// A root complex's MSI controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsiSpec {
+    V2m(V2mSpec),
+    /// The ITS's two 64 KiB frames (control, then translation).
+    Its(Window),
+}
+
 /// The PCI Express root complex of a VM that has one (issue 15), with the MSI frame
 /// its functions' MSI-X messages go to. Addresses are QEMU `virt`'s
 /// (`hw/arm/virt.c`, `base_memmap`: VIRT_PCIE_ECAM with `highmem=off`,
@@ -525,7 +562,24 @@ pub struct PcieSpec {
     pub pio: Window,
     /// INTID of INTA at device 0; INTB..INTD follow, swizzled by device number.
     pub intx_first_intid: u32,
-    pub v2m: V2mSpec,
+    pub msi: MsiSpec,
+}
+
+impl PcieSpec {
+    /// The GICv2m frame, when that is the MSI controller.
+    pub fn v2m(&self) -> Option<&V2mSpec> {
+        match &self.msi {
+            MsiSpec::V2m(v) => Some(v),
+            MsiSpec::Its(_) => None,
+        }
+    }
+    /// The ITS frames, when that is the MSI controller.
+    pub fn its(&self) -> Option<Window> {
+        match self.msi {
+            MsiSpec::Its(w) => Some(w),
+            MsiSpec::V2m(_) => None,
+        }
+    }
 }
 
 /// Base and size of `virt`'s low ECAM window (16 buses).
@@ -542,6 +596,10 @@ pub const GICV2M_SIZE: u64 = 0x1000;
 /// range (INTIDs 80..=111) stays inside the vGIC's SPIs ([`guest::VGIC_SPIS`]).
 pub const GICV2M_FIRST_SPI: u32 = 48;
 pub const GICV2M_SPIS: u32 = 32;
+/// QEMU `virt`'s ITS (VIRT_GIC_ITS): the control frame, then GITS_TRANSLATER's
+/// frame, 64 KiB each.
+pub const GIC_ITS_BASE: u64 = 0x0808_0000;
+pub const GIC_ITS_SIZE: u64 = 0x2_0000;
 
 /// Device number (bus 0, function 0) of a VM's NVMe controller.
 pub const NVME_PCI_DEVICE: u8 = 1;
@@ -568,8 +626,38 @@ pub fn disk_on_virtio_pci(bootargs: &str) -> bool {
         .any(|w| w == VIRTIO_PCI_DISK_OPTION)
 }
 
-/// The root complex and MSI frame of a VM with PCI Express.
+/// The kernel command-line option (`cargo xtask run --msi its`, or `--append
+/// '… rayos.msi=its'`) that gives a `linux-dt` VM's root complex the ITS instead
+/// of the GICv2m frame.
+pub const MSI_ITS_OPTION: &str = "rayos.msi=its";
+
+/// The MSI controller a `linux-dt` VM with command line `cmdline` gets.
+pub fn msi_of(cmdline: &str) -> Msi {
+    if cmdline
+        .split_ascii_whitespace()
+        .any(|w| w == MSI_ITS_OPTION)
+    {
+        Msi::Its
+    } else {
+        Msi::V2m
+    }
+}
+
+/// The root complex and MSI frame of a VM with PCI Express (GICv2m).
 pub const fn pcie() -> PcieSpec {
+    pcie_with(Msi::V2m)
+}
+
+/// The root complex of a VM with PCI Express, with MSI controller `msi`.
+pub const fn pcie_with(msi: Msi) -> PcieSpec {
+    let v2m = V2mSpec {
+        frame: Window {
+            base: GICV2M_BASE,
+            size: GICV2M_SIZE,
+        },
+        first_intid: guest::SPI_BASE + GICV2M_FIRST_SPI,
+        count: GICV2M_SPIS,
+    };
     PcieSpec {
         ecam: Window {
             base: guest::PCIE_ECAM_BASE,
@@ -584,13 +672,12 @@ pub const fn pcie() -> PcieSpec {
             size: PCIE_PIO_SIZE,
         },
         intx_first_intid: guest::SPI_BASE + PCIE_INTX_FIRST_SPI,
-        v2m: V2mSpec {
-            frame: Window {
-                base: GICV2M_BASE,
-                size: GICV2M_SIZE,
-            },
-            first_intid: guest::SPI_BASE + GICV2M_FIRST_SPI,
-            count: GICV2M_SPIS,
+        msi: match msi {
+            Msi::V2m => MsiSpec::V2m(v2m),
+            Msi::Its => MsiSpec::Its(Window {
+                base: GIC_ITS_BASE,
+                size: GIC_ITS_SIZE,
+            }),
         },
     }
 }
@@ -708,7 +795,7 @@ mod tests {
             DeviceKind::Flash { bank: 1 },
             DeviceKind::TpmCrb,
             DeviceKind::Gicv2m {
-                spis: pcie().v2m.count,
+                spis: pcie().v2m().expect("v2m frame").count,
             },
         ] {
             assert!(list.iter().any(|d| d.kind == k), "{k:?} missing");
@@ -729,10 +816,12 @@ mod tests {
     #[test]
     fn pcie_stays_clear_of_the_other_devices_and_inside_the_vgic() {
         let p = pcie();
+        let v2m = *p.v2m().unwrap();
+        let its = pcie_with(Msi::Its).its().unwrap();
         let vgic_end = guest::SPI_BASE + guest::VGIC_SPIS;
-        assert!(p.v2m.first_intid + p.v2m.count <= vgic_end);
+        assert!(v2m.first_intid + v2m.count <= vgic_end);
         assert!(p.intx_first_intid + 4 <= vgic_end);
-        let windows = [p.ecam, p.mmio32, p.pio, p.v2m.frame];
+        let windows = [p.ecam, p.mmio32, p.pio, v2m.frame, its];
         for profile in [Profile::LinuxDt, Profile::UefiAcpi] {
             for d in device_list(profile, &vm(&[0, 1, 29, 30, 31])) {
                 for w in windows {
@@ -743,17 +832,58 @@ mod tests {
                 }
                 let Some(irq) = d.irq else { continue };
                 let intx = p.intx_first_intid..p.intx_first_intid + 4;
-                let msi = p.v2m.first_intid..p.v2m.first_intid + p.v2m.count;
+                let msi = v2m.first_intid..v2m.first_intid + v2m.count;
                 assert!(
                     !intx.contains(&irq.intid) && !msi.contains(&irq.intid),
                     "{d:?}"
                 );
             }
         }
-        // The frame sits between the distributor and the redistributors.
-        assert!(guest::GICD_BASE + guest::GICD_SIZE <= p.v2m.frame.base);
-        assert!(p.v2m.frame.base + p.v2m.frame.size <= guest::GICR_BASE);
+        // The MSI frames sit between the distributor and the redistributors.
+        for f in [v2m.frame, its] {
+            assert!(guest::GICD_BASE + guest::GICD_SIZE <= f.base);
+            assert!(f.base + f.size <= guest::GICR_BASE);
+        }
+        assert!(v2m.frame.base + v2m.frame.size <= its.base);
         // Below RAM.
         assert!(p.ecam.base + p.ecam.size <= guest::RAM_BASE);
+    }
+
+    /// A VM's MSI controller is one or the other, and the list gives it back.
+    #[test]
+    fn the_root_complex_has_either_the_v2m_frame_or_the_its() {
+        for msi in [Msi::V2m, Msi::Its] {
+            let devices = VmDevices {
+                pcie: true,
+                msi,
+                ..vm(&[0])
+            };
+            let list = device_list(Profile::LinuxDt, &devices);
+            let has = |k: fn(&DeviceKind) -> bool| list.iter().any(|d| k(&d.kind));
+            assert_eq!(
+                has(|k| matches!(k, DeviceKind::Gicv2m { .. })),
+                msi == Msi::V2m
+            );
+            assert_eq!(has(|k| *k == DeviceKind::GicIts), msi == Msi::Its);
+            assert_eq!(pcie_of(&list), Some(pcie_with(msi)));
+        }
+        assert_eq!(msi_of("console=ttyAMA0 rayos.msi=its quiet"), Msi::Its);
+        assert_eq!(msi_of("console=ttyAMA0 rayos.msi=itsy"), Msi::V2m);
+        assert_eq!(msi_of(""), Msi::V2m);
+        let its = list_its();
+        assert_eq!(its.base, 0x0808_0000, "QEMU virt's VIRT_GIC_ITS");
+        assert_eq!(its.size, 0x2_0000);
+    }
+
+    fn list_its() -> DeviceSpec {
+        let devices = VmDevices {
+            pcie: true,
+            msi: Msi::Its,
+            ..vm(&[])
+        };
+        device_list(Profile::LinuxDt, &devices)
+            .into_iter()
+            .find(|d| d.kind == DeviceKind::GicIts)
+            .unwrap()
     }
 }

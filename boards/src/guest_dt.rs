@@ -42,6 +42,7 @@ pub mod defs {
     pub const APB_PCLK_PHANDLE: u32 = 2;
     pub const PL061_PHANDLE: u32 = 3;
     pub const V2M_PHANDLE: u32 = 4;
+    pub const ITS_PHANDLE: u32 = 5;
 
     /// GPIO specifier flags (binding `gpio.txt`, cell 2).
     pub const GPIO_ACTIVE_HIGH: u32 = 0;
@@ -86,6 +87,12 @@ pub mod defs {
     pub const PCI_ECAM_BUS_SIZE: u64 = 1 << 20;
     pub const PCIE_COMPATIBLE: &str = "pci-host-ecam-generic";
     pub const GICV2M_COMPATIBLE: &str = "arm,gic-v2m-frame";
+    pub const GIC_ITS_COMPATIBLE: &str = "arm,gic-v3-its";
+    /// `#msi-cells` of the ITS: one cell, the DeviceID.
+    pub const ITS_MSI_CELLS: u32 = 1;
+    /// `msi-map` length: every requester ID (bus, device, function) maps 1:1 to a
+    /// DeviceID.
+    pub const PCI_RID_COUNT: u32 = 0x1_0000;
 
     /// Register window of one virtio-mmio transport.
     pub const VIRTIO_MMIO_SIZE: u64 = 0x200;
@@ -334,11 +341,22 @@ fn validate_devices(m: &Machine, list: &[DeviceSpec]) -> Result<(), DtError> {
     if let Some(fb) = crate::devices::framebuffer_of(list) {
         validate_framebuffer(m, &fb)?;
     }
-    let has_pcie = list
-        .iter()
-        .any(|d| matches!(d.kind, DeviceKind::Pcie { .. } | DeviceKind::Gicv2m { .. }));
+    let has_pcie = list.iter().any(|d| {
+        matches!(
+            d.kind,
+            DeviceKind::Pcie { .. } | DeviceKind::Gicv2m { .. } | DeviceKind::GicIts
+        )
+    });
     let pcie = crate::devices::pcie_of(list);
     if has_pcie && pcie.is_none() {
+        return Err(DtError::DeviceInvalid { base: 0 });
+    }
+    // One MSI controller: the root complex's messages go to one place.
+    let msi_controllers = list
+        .iter()
+        .filter(|d| matches!(d.kind, DeviceKind::Gicv2m { .. } | DeviceKind::GicIts))
+        .count();
+    if msi_controllers > 1 {
         return Err(DtError::DeviceInvalid { base: 0 });
     }
     if let Some(p) = pcie {
@@ -362,6 +380,7 @@ fn validate_devices(m: &Machine, list: &[DeviceSpec]) -> Result<(), DtError> {
                 | DeviceKind::SimpleFramebuffer { .. }
                 | DeviceKind::Pcie { .. }
                 | DeviceKind::Gicv2m { .. }
+                | DeviceKind::GicIts
                 | DeviceKind::Flash { .. }
         );
         if single && list[..i].iter().any(|e| e.kind == d.kind) {
@@ -488,7 +507,7 @@ fn cpus_node(w: &mut FdtWriter, vcpus: usize) -> Result<(), DtError> {
 fn gic_node(
     w: &mut FdtWriter,
     vcpus: usize,
-    v2m: Option<&crate::devices::V2mSpec>,
+    msi: Option<&crate::devices::MsiSpec>,
 ) -> Result<(), DtError> {
     let n = w.begin_node(&format!("intc@{GICD_BASE:x}"))?;
     w.property_string("compatible", "arm,gic-v3")?;
@@ -506,7 +525,18 @@ fn gic_node(
     w.property_array_u64("reg", &reg)?;
     w.property_u32("#redistributor-regions", 1)?;
     w.property_phandle(GIC_PHANDLE)?;
-    if let Some(v2m) = v2m {
+    if let Some(crate::devices::MsiSpec::Its(its)) = msi {
+        // The ITS, a child on the GIC's identity bus; Linux's GICv3 driver probes
+        // it when the distributor has LPIs (ours has, with an ITS).
+        let f = w.begin_node(&format!("its@{:x}", its.base))?;
+        w.property_string("compatible", GIC_ITS_COMPATIBLE)?;
+        w.property_null("msi-controller")?;
+        w.property_u32("#msi-cells", ITS_MSI_CELLS)?;
+        w.property_array_u64("reg", &reg64(its.base, its.size))?;
+        w.property_phandle(ITS_PHANDLE)?;
+        w.end_node(f)?;
+    }
+    if let Some(crate::devices::MsiSpec::V2m(v2m)) = msi {
         // The MSI frame, a child on the GIC's identity bus; Linux's GICv3 driver
         // probes it when the distributor has no LPIs. MSI_TYPER gives the SPIs.
         let f = w.begin_node(&format!("v2m@{:x}", v2m.frame.base))?;
@@ -546,7 +576,13 @@ fn pcie_node(w: &mut FdtWriter, p: &crate::devices::PcieSpec) -> Result<(), DtEr
         ranges.extend_from_slice(&cells64(win.size));
     }
     w.property_array_u32("ranges", &ranges)?;
-    w.property_u32("msi-parent", V2M_PHANDLE)?;
+    match p.msi {
+        crate::devices::MsiSpec::V2m(_) => w.property_u32("msi-parent", V2M_PHANDLE)?,
+        // Requester ID r is DeviceID r of the ITS (rid-base, ITS, msi-base, length).
+        crate::devices::MsiSpec::Its(_) => {
+            w.property_array_u32("msi-map", &[0, ITS_PHANDLE, 0, PCI_RID_COUNT])?
+        }
+    }
     w.property_u32("#interrupt-cells", 1)?;
     w.property_array_u32("interrupt-map-mask", &PCI_INTERRUPT_MAP_MASK)?;
     // Child unit address (3) + pin (1) -> GIC phandle, GIC unit address (2, zero),
@@ -877,7 +913,7 @@ pub fn device_tree(m: &Machine, list: &[DeviceSpec]) -> Result<Vec<u8>, DtError>
             console.get_or_insert(d.base);
         }
     }
-    gic_node(&mut w, m.vcpus, pcie.as_ref().map(|p| &p.v2m))?;
+    gic_node(&mut w, m.vcpus, pcie.as_ref().map(|p| &p.msi))?;
     cpus_node(&mut w, m.vcpus)?;
     timer_node(&mut w)?;
     clock_node(&mut w)?;
@@ -1956,5 +1992,61 @@ mod tests {
         let plain = Fdt::new(&plain).unwrap();
         assert!(plain.find_node(node).is_none());
         assert!(plain.find_node(v2m).is_none());
+    }
+
+    /// With the ITS as MSI controller: its node under the GIC as QEMU's `virt`
+    /// has it, and the root complex's `msi-map` sends requester ID r to DeviceID r.
+    #[test]
+    fn pcie_with_the_its_as_qemu_describes_it() {
+        let p = crate::devices::pcie_with(crate::devices::Msi::Its);
+        let blob = linux_dt_with(
+            &config(2),
+            &LinuxExtras {
+                pcie: Some(&p),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let ours = Fdt::new(&blob).unwrap();
+        let qemu = Fdt::new(QEMU_VIRT_DTB).unwrap();
+        let its = "/intc@8000000/its@8080000";
+        for name in ["compatible", "#msi-cells", "msi-controller", "reg"] {
+            assert_eq!(prop(&ours, its, name), prop(&qemu, its, name), "{name}");
+        }
+        assert_eq!(cells_of(&ours, its, "phandle"), [ITS_PHANDLE]);
+        let node = "/pcie@10000000";
+        let qits = cells_of(&qemu, its, "phandle")[0];
+        let qmap: Vec<u32> = cells_of(&qemu, node, "msi-map")
+            .into_iter()
+            .map(|c| if c == qits { ITS_PHANDLE } else { c })
+            .collect();
+        assert_eq!(cells_of(&ours, node, "msi-map"), qmap);
+        assert_eq!(qmap, [0, ITS_PHANDLE, 0, 0x1_0000]);
+        assert!(prop(&ours, node, "msi-parent").is_none());
+        assert!(ours.find_node("/intc@8000000/v2m@8020000").is_none());
+        // Both MSI controllers in one list: refused.
+        let mut list = crate::devices::device_list(
+            crate::devices::Profile::LinuxDt,
+            &crate::devices::VmDevices {
+                pcie: true,
+                virtio_slots: &[0],
+                ..Default::default()
+            },
+        );
+        list.extend(
+            crate::devices::pcie_entries(&p)
+                .into_iter()
+                .filter(|d| d.kind == DeviceKind::GicIts),
+        );
+        let m = Machine {
+            vcpus: 2,
+            ram_base: RAM_BASE,
+            ram_size: 512 * MIB,
+            bootargs: "",
+            initrd: None,
+            rng_seed: None,
+        };
+        assert!(device_tree(&m, &list[..list.len() - 1]).is_ok());
+        assert!(device_tree(&m, &list).is_err());
     }
 }

@@ -150,6 +150,12 @@ fn list_of(profile: Profile, disks: usize, entropy: bool, pcie: bool, fb: bool) 
             tpm_crb: profile == Profile::UefiAcpi && entropy,
             vars_bank_size: guest::FLASH_BANK_SIZE,
             pcie,
+            // Both MSI controllers get described: the ITS for odd disk counts.
+            msi: if disks % 2 == 1 {
+                boards::devices::Msi::Its
+            } else {
+                boards::devices::Msi::V2m
+            },
             framebuffer,
         },
     )

@@ -513,6 +513,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             None => boards::devices::Profile::LinuxDt,
         },
         pcie: spec.nvme.is_some() || spec.virtio_pci.is_some(),
+        msi: boards::devices::msi_of(&spec.cmdline),
         framebuffer: spec
             .firmware
             .is_none()

@@ -194,6 +194,8 @@ pub struct Vm {
     pub framebuffer: Option<boards::devices::FramebufferSpec>,
     /// The PCI Express root complex (`None`: the VM has no PCIe).
     pub pcie: Option<alloc::sync::Arc<Mutex<pci::RootComplex>>>,
+    /// The ITS's frames, when the root complex's MSIs go to one.
+    pub its: Option<boards::devices::Window>,
 }
 
 /// What building a VM's bus devices adds to: the bus and the devices a suspend
@@ -255,6 +257,8 @@ pub struct DeviceShape {
     pub profile: boards::devices::Profile,
     /// The PCI Express root complex (an NVMe disk).
     pub pcie: bool,
+    /// Its MSI controller: the GICv2m frame or the ITS.
+    pub msi: boards::devices::Msi,
     /// The simple framebuffer (`boards::devices::simple_framebuffer`).
     pub framebuffer: Option<boards::devices::FramebufferSpec>,
     /// Size of the variable-store flash bank (`uefi-acpi`).
@@ -329,6 +333,7 @@ impl Vm {
                 tpm_crb: shape.profile == Profile::UefiAcpi && tpm.is_some(),
                 vars_bank_size: shape.vars_bank_size,
                 pcie: shape.pcie,
+                msi: shape.msi,
                 framebuffer: shape.framebuffer,
             },
         );
@@ -470,6 +475,7 @@ impl Vm {
             firmware: None,
             framebuffer: None,
             pcie: None,
+            its: None,
         })
     }
 
@@ -661,16 +667,49 @@ impl Vm {
             size: self.ram.size(),
         }];
         let mut rc = pci::RootComplex::new(layout, &ram).map_err(VmError::Pci)?;
-        let frame = vgic::v2m::V2mFrame::new(
-            spec.v2m.first_intid,
-            spec.v2m.count,
-            guest::SPI_BASE + guest::VGIC_SPIS,
-        )
-        .map_err(VmError::V2m)?;
-        rc.set_msi_controller(Box::new(V2mMessages {
-            frame,
-            base: spec.v2m.frame.base,
-        }));
+        match spec.msi {
+            d::MsiSpec::V2m(v2m) => {
+                let frame = vgic::v2m::V2mFrame::new(
+                    v2m.first_intid,
+                    v2m.count,
+                    guest::SPI_BASE + guest::VGIC_SPIS,
+                )
+                .map_err(VmError::V2m)?;
+                rc.set_msi_controller(Box::new(V2mMessages {
+                    frame,
+                    base: v2m.frame.base,
+                }));
+                self.bus
+                    .insert("gicv2m", v2m.frame.base, v2m.frame.size, Box::new(frame))
+                    .map_err(VmError::Bus)?;
+                // Saved on suspend and snapshot: its SPI range.
+                self.saved_devices.push(crate::suspend::SavedDevice {
+                    name: "gicv2m",
+                    base: v2m.frame.base,
+                    handle: Box::new(Shared::new(frame)),
+                });
+            }
+            d::MsiSpec::Its(w) => {
+                let its = vgic::its::SharedIts::new(
+                    vgic::its::Its::new(self.vcpus(), &[(self.ram.ipa(), self.ram.size())]),
+                    self.vgic.clone(),
+                    w.base,
+                );
+                rc.set_msi_controller(Box::new(ItsMessages(its.clone())));
+                self.bus
+                    .insert("gic-its", w.base, w.size, Box::new(its.clone()))
+                    .map_err(VmError::Bus)?;
+                // Not saved: its presence refuses suspend and snapshots.
+                self.saved_devices.push(crate::suspend::SavedDevice {
+                    name: "gic-its",
+                    base: w.base,
+                    handle: Box::new(crate::suspend::UnsavedHandle(
+                        "the VM has a GICv3 ITS, whose state (and the LPIs') cannot be saved yet",
+                    )),
+                });
+                self.its = Some(w);
+            }
+        }
         if let Some(disk) = disk {
             let queues = self.vcpus() as u16;
             let cfg = nvme::Config {
@@ -695,22 +734,9 @@ impl Vm {
             rc.attach(d::VIRTIO_PCI_BLK_DEVICE, Box::new(f))
                 .map_err(VmError::Pci)?;
         }
-        self.bus
-            .insert(
-                "gicv2m",
-                spec.v2m.frame.base,
-                spec.v2m.frame.size,
-                Box::new(frame),
-            )
-            .map_err(VmError::Bus)?;
         let rc = alloc::sync::Arc::new(Mutex::new(rc));
-        // Saved on suspend and snapshot: the frame (its SPI range) and the root
-        // complex with every function behind it.
-        self.saved_devices.push(crate::suspend::SavedDevice {
-            name: "gicv2m",
-            base: spec.v2m.frame.base,
-            handle: Box::new(Shared::new(frame)),
-        });
+        // Saved on suspend and snapshot: the root complex with every function
+        // behind it.
         self.saved_devices.push(crate::suspend::SavedDevice {
             name: "pcie",
             base: spec.ecam.base,
@@ -734,10 +760,13 @@ impl Vm {
         BusMap(&self.bus)
     }
 
-    /// Whether `ipa` is in the guest's GIC distributor or redistributors.
+    /// Whether `ipa` is in the guest's GIC distributor, redistributors or ITS.
     pub fn is_gic(&self, ipa: u64) -> bool {
         (guest::GICD_BASE..guest::GICD_BASE + guest::GICD_SIZE).contains(&ipa)
             || (guest::GICR_BASE..guest::GICR_BASE + guest::GICR_REGION_SIZE).contains(&ipa)
+            || self
+                .its
+                .is_some_and(|w| (w.base..w.base + w.size).contains(&ipa))
     }
 }
 
@@ -770,6 +799,25 @@ impl pci::MsiController for V2mMessages {
     }
 }
 
+/// MSI-X messages of the VM's PCI functions into its ITS (DeviceID = requester ID).
+struct ItsMessages(vgic::its::SharedIts);
+
+impl pci::MsiController for ItsMessages {
+    fn deliver(&mut self, _address: u64, _data: u32, _irq: &mut dyn vdev::InterruptSink) -> bool {
+        // Every message carries its requester ID (`deliver_from`).
+        false
+    }
+    fn deliver_from(
+        &mut self,
+        requester: u16,
+        address: u64,
+        data: u32,
+        irq: &mut dyn vdev::InterruptSink,
+    ) -> bool {
+        self.0.message(requester, address, data, irq)
+    }
+}
+
 /// The vGIC as a device's interrupt sink for one access, noting whether any line was
 /// driven (so kicks are only looked for when something changed).
 pub struct VgicSink<'a> {
@@ -790,6 +838,10 @@ impl vdev::InterruptSink for VgicSink<'_> {
     fn set_level(&mut self, intid: u32, level: bool) {
         self.touched = true;
         vdev::InterruptSink::set_level(&mut *self.vgic.lock(), intid, level);
+    }
+    fn set_lpi_pending(&mut self, intid: u32, vcpu: usize) {
+        self.touched = true;
+        vdev::InterruptSink::set_lpi_pending(&mut *self.vgic.lock(), intid, vcpu);
     }
 }
 

@@ -111,6 +111,19 @@ pub trait MsiController {
     /// Delivers a message (a DWORD write of `data` to `address`). `false`: no MSI
     /// controller answers at `address`, or it refused `data`.
     fn deliver(&mut self, address: u64, data: u32, irq: &mut dyn InterruptSink) -> bool;
+
+    /// [`Self::deliver`] of a message from the function with requester ID
+    /// `requester` (bus, device, function): an ITS takes it as the DeviceID.
+    fn deliver_from(
+        &mut self,
+        requester: u16,
+        address: u64,
+        data: u32,
+        irq: &mut dyn InterruptSink,
+    ) -> bool {
+        let _ = requester;
+        self.deliver(address, data, irq)
+    }
 }
 
 /// Why the root complex was not built or a function not attached.
@@ -168,6 +181,11 @@ struct Irq<'a> {
     dropped: &'a mut u64,
 }
 
+/// The requester ID of function 0 of `device` on bus 0.
+fn requester_id(device: u8) -> u16 {
+    u16::from(device) << 3
+}
+
 fn send(
     device: u8,
     m: Message,
@@ -177,7 +195,7 @@ fn send(
 ) {
     let ok = msi
         .as_mut()
-        .is_some_and(|c| c.deliver(m.address, m.data, sink));
+        .is_some_and(|c| c.deliver_from(requester_id(device), m.address, m.data, sink));
     if !ok {
         *dropped += 1;
         log::warn!(

@@ -59,6 +59,12 @@ pub trait InterruptSink {
     /// Drives the line of interrupt `intid` to `level` (level-sensitive semantics; an
     /// edge-triggered interrupt is a rising edge).
     fn set_level(&mut self, intid: u32, level: bool);
+
+    /// Makes LPI `intid` pending on vCPU `vcpu`'s redistributor (a message an ITS
+    /// translated). Sinks without LPIs drop it.
+    fn set_lpi_pending(&mut self, intid: u32, vcpu: usize) {
+        let _ = (intid, vcpu);
+    }
 }
 
 /// An interrupt sink that drops everything, for devices without interrupts.

@@ -70,7 +70,12 @@ impl Vgic {
             .enumerate()
             .map(|(i, irq)| (i as u32 + intid::SPI_FIRST, irq))
             .filter(move |(_, irq)| irq.loadable_on(vcpu, self.spi_routed_to(irq, vcpu)));
-        private.chain(spis)
+        let lpis = self
+            .lpis
+            .iter()
+            .flat_map(|l| l.live.iter().filter_map(|&id| Some((id, l.get(id)?))))
+            .filter(move |(_, irq)| irq.loadable_on(vcpu, self.spi_routed_to(irq, vcpu)));
+        private.chain(spis).chain(lpis)
     }
 
     /// Takes `vcpu`'s list registers back after an exit: an LR that went invalid was
@@ -175,6 +180,9 @@ impl Vgic {
         lrs: &mut dyn ListRegisters,
     ) -> Result<FlushOutcome, InputError> {
         self.sync(vcpu, lrs, 0)?;
+        if let Some(l) = self.lpis.as_mut() {
+            l.prune();
+        }
         let (g0, g1) = self.group_enables();
         // Sort key: active first (hardware-linked ones first among them), then
         // priority, then INTID.

@@ -90,9 +90,17 @@ fn widths(reg: Reg) -> Widths {
 impl Vgic {
     fn gicd_typer(&self) -> u32 {
         let cpus = (self.vcpus.len() as u32).min(typer::CPU_NUMBER_MAX) - 1;
+        let id_bits = if self.lpis.is_some() {
+            intid::LPI_ID_BITS
+        } else {
+            typer::ID_BITS_NO_LPI
+        };
         let mut v = self.cfg.it_lines_number() << typer::IT_LINES_SHIFT
             | cpus << typer::CPU_NUMBER_SHIFT
-            | (typer::ID_BITS_NO_LPI - 1) << typer::ID_BITS_SHIFT;
+            | (id_bits - 1) << typer::ID_BITS_SHIFT;
+        if self.lpis.is_some() {
+            v |= typer::LPIS;
+        }
         if self
             .vcpus
             .iter()

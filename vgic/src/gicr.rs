@@ -1,13 +1,14 @@
 //! The redistributor (GICR) register model: one region covering every vCPU's pair of
 //! 64 KiB frames (RD_base, then SGI_base) at a 0x20000 stride; the frame index picks
-//! the vCPU. No LPIs: GICR_CTLR.EnableLPIs, PROPBASER and PENDBASER are not
-//! implemented. Frames past the last vCPU and reserved offsets are RAZ/WI with a log.
+//! the vCPU. GICR_CTLR.EnableLPIs, PROPBASER and PENDBASER exist only with LPIs
+//! (a VM with an ITS, `lpi`); without, CTLR is RAZ/WI and the two tables are
+//! reserved. Frames past the last vCPU and reserved offsets are RAZ/WI with a log.
 
 use vdev::{AccessSize, MmioError};
 
-use crate::access::{check, read_part, Widths};
+use crate::access::{check, read_part, write_part, Widths};
 use crate::banks::BitReg;
-use crate::regs::{gicd, gicr, gicr_typer, icfgr, id, iidr, waker};
+use crate::regs::{gicd, gicr, gicr_ctlr, gicr_typer, icfgr, id, iidr, lpi_tables, waker};
 use crate::vgic::Vgic;
 
 /// A decoded offset within one redistributor.
@@ -18,6 +19,10 @@ enum Reg {
     /// GICR_TYPER accessed at byte `within`.
     Typer(u64),
     Waker,
+    /// GICR_PROPBASER accessed at byte `within`.
+    PropBaser(u64),
+    /// GICR_PENDBASER accessed at byte `within`.
+    PendBaser(u64),
     Pidr2,
     Cidr(u32),
     Bits(BitReg),
@@ -36,6 +41,12 @@ fn decode_rd(off: u64) -> Reg {
         gicr::IIDR => Reg::Iidr,
         o if (gicr::TYPER..gicr::TYPER + 8).contains(&o) => Reg::Typer(off - gicr::TYPER),
         gicr::WAKER => Reg::Waker,
+        o if (gicr::PROPBASER..gicr::PROPBASER + 8).contains(&o) => {
+            Reg::PropBaser(off - gicr::PROPBASER)
+        }
+        o if (gicr::PENDBASER..gicr::PENDBASER + 8).contains(&o) => {
+            Reg::PendBaser(off - gicr::PENDBASER)
+        }
         id::PIDR2 => Reg::Pidr2,
         _ => match id::CIDR.iter().find(|(o, _)| *o == off & !3) {
             Some((_, v)) => Reg::Cidr(*v),
@@ -65,7 +76,7 @@ fn decode_sgi(off: u64) -> Reg {
 
 fn widths(reg: Reg) -> Widths {
     match reg {
-        Reg::Typer(_) => Widths::WordOrDouble,
+        Reg::Typer(_) | Reg::PropBaser(_) | Reg::PendBaser(_) => Widths::WordOrDouble,
         Reg::Priority(_) => Widths::ByteOrWord,
         Reg::Reserved => Widths::Any,
         _ => Widths::Word,
@@ -79,6 +90,9 @@ impl Vgic {
             | (vcpu as u64) << gicr_typer::PROCESSOR_NUMBER_SHIFT;
         if vcpu + 1 == self.vcpus.len() {
             v |= gicr_typer::LAST;
+        }
+        if self.lpis.is_some() {
+            v |= gicr_typer::PLPIS;
         }
         v
     }
@@ -105,7 +119,14 @@ impl Vgic {
         };
         check(offset, size, widths(reg))?;
         let v = match reg {
-            Reg::Ctlr | Reg::RazWi => 0,
+            Reg::Ctlr => u64::from(self.gicr_ctlr(vcpu)),
+            Reg::RazWi => 0,
+            Reg::PropBaser(at) if self.lpis.is_some() => {
+                read_part(self.vcpus[vcpu].lpi.propbaser, at, size)
+            }
+            Reg::PendBaser(at) if self.lpis.is_some() => {
+                read_part(self.vcpus[vcpu].lpi.pendbaser, at, size)
+            }
             Reg::Iidr => iidr::VALUE as u64,
             Reg::Typer(at) => read_part(self.gicr_typer(vcpu), at, size),
             Reg::Waker => {
@@ -120,7 +141,7 @@ impl Vgic {
             Reg::Bits(r) => self.read_bits(vcpu, 0, r) as u64,
             Reg::Priority(first) => self.read_priorities(vcpu, first, size.bytes() as u32),
             Reg::Config(first) => self.read_config(vcpu, first) as u64,
-            Reg::Reserved => {
+            Reg::Reserved | Reg::PropBaser(_) | Reg::PendBaser(_) => {
                 log::warn!("vgic: GICR{vcpu} read of reserved offset {within:#x} (RAZ)");
                 0
             }
@@ -145,8 +166,29 @@ impl Vgic {
         let value = value & size.mask();
         match reg {
             Reg::Ctlr => {
-                if value != 0 {
+                if self.lpis.is_some() {
+                    let on = value as u32 & gicr_ctlr::ENABLE_LPIS != 0;
+                    self.write_enable_lpis(vcpu, on);
+                } else if value != 0 {
                     log::warn!("vgic: GICR{vcpu}_CTLR <- {value:#x}: no LPIs, ignored");
+                }
+            }
+            Reg::PropBaser(at) | Reg::PendBaser(at) if self.lpis.is_some() => {
+                let prop = matches!(reg, Reg::PropBaser(_));
+                let lpi = &mut self.vcpus[vcpu].lpi;
+                if lpi.enabled {
+                    log::warn!(
+                        "vgic: GICR{vcpu} LPI table register written with EnableLPIs set; ignored"
+                    );
+                } else if prop {
+                    let v = write_part(lpi.propbaser, at, size, value);
+                    lpi.propbaser = v
+                        & (lpi_tables::PROP_ID_BITS_MASK
+                            | lpi_tables::PROP_PA_MASK
+                            | lpi_tables::ATTR_MASK);
+                } else {
+                    let v = write_part(lpi.pendbaser, at, size, value);
+                    lpi.pendbaser = v & (lpi_tables::PEND_PA_MASK | lpi_tables::ATTR_MASK);
                 }
             }
             Reg::Waker => {
@@ -159,7 +201,7 @@ impl Vgic {
                 log::debug!("vgic: GICR{vcpu} write to read-only {within:#x} ignored");
             }
             Reg::RazWi => {}
-            Reg::Reserved => {
+            Reg::Reserved | Reg::PropBaser(_) | Reg::PendBaser(_) => {
                 log::warn!("vgic: GICR{vcpu} write to reserved offset {within:#x} (WI)");
             }
         }

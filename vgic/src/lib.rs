@@ -38,9 +38,12 @@
 //! - Save/restore of the whole model through [`vdev::SaveRestore`].
 //!
 //! # What is not (yet)
-//! - LPIs and the ITS (GICD_TYPER.LPIS = 0, GICR_CTLR.EnableLPIs RAZ/WI), extended
-//!   SPI/PPI ranges, message-based SPIs (GICD_SETSPI_*). MSIs arrive through the
-//!   GICv2m frame ([`v2m`]), a separate device that pulses [`Vgic::set_level`].
+//! - Extended SPI/PPI ranges, message-based SPIs (GICD_SETSPI_*), direct LPI
+//!   injection (GICR_SETLPIR), virtual LPIs. MSIs arrive through the GICv2m frame
+//!   ([`v2m`], a separate device that pulses [`Vgic::set_level`]) or, in a VM with
+//!   an ITS ([`its`]), as LPIs: [`Vgic::enable_lpi_support`] then gives the
+//!   distributor LPIs 8192..=16383 and the redistributors EnableLPIs, PROPBASER and
+//!   PENDBASER (see `lpi` for where LPI state lives). LPI state is not saved.
 //! - GICR_WAKER.ProcessorSleep does not gate delivery; GICR_CTLR.DPG* is not modelled.
 //! - ICC_SGI0R_EL1 / ICC_ASGI1R_EL1 (Group 0 / alternate SGIs): `el2` may route them
 //!   to [`Vgic::send_sgi`] too, which does not check the SGI's group.
@@ -59,6 +62,8 @@ mod gicd;
 mod gicr;
 pub mod hcr;
 mod irq;
+pub mod its;
+mod lpi;
 pub mod lr;
 mod mmio;
 pub mod regs;
@@ -69,6 +74,7 @@ mod vgic;
 
 pub use config::{ConfigError, VgicConfig};
 pub use hcr::IchHcr;
+pub use lpi::{is_lpi, LpiError};
 pub use lr::{FlushOutcome, IchLr, ListRegisters, LrState};
 pub use mmio::{GicdMmio, GicrMmio, SharedVgic};
 pub use vgic::{InputError, Vgic};

@@ -106,11 +106,19 @@ impl InterruptSink for Vgic {
             log::warn!("vgic: device line {intid} <- {level} refused: {e:?}");
         }
     }
+    fn set_lpi_pending(&mut self, intid: u32, vcpu: usize) {
+        if let Err(e) = Vgic::set_lpi_pending(self, intid, vcpu) {
+            log::warn!("vgic: LPI {intid} for vCPU {vcpu} dropped: {e:?}");
+        }
+    }
 }
 
 impl InterruptSink for SharedVgic {
     fn set_level(&mut self, intid: u32, level: bool) {
         InterruptSink::set_level(&mut *self.lock(), intid, level);
+    }
+    fn set_lpi_pending(&mut self, intid: u32, vcpu: usize) {
+        InterruptSink::set_lpi_pending(&mut *self.lock(), intid, vcpu);
     }
 }
 

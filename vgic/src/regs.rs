@@ -18,6 +18,12 @@ pub mod intid {
     pub const SPECIAL_FIRST: u32 = 1020;
     /// The largest number of SPIs a GICv3 without extended SPIs can have (32..=1019).
     pub const MAX_SPIS: u32 = SPECIAL_FIRST - SPI_FIRST;
+    /// First LPI (GICv3 §2.2: LPIs are 8192 and up).
+    pub const LPI_FIRST: u32 = 8192;
+    /// INTID bits of a vGIC with LPIs: 14, so LPIs 8192..=16383.
+    pub const LPI_ID_BITS: u32 = 14;
+    /// Number of LPIs a vGIC with LPIs implements.
+    pub const LPI_COUNT: u32 = (1 << LPI_ID_BITS) - LPI_FIRST;
 }
 
 /// Distributor (GICD) register offsets within its 64 KiB frame.
@@ -94,7 +100,9 @@ pub mod typer {
     pub const RSS: u32 = 1 << 26;
     /// Largest Aff0 reachable without RSS.
     pub const AFF0_MAX_WITHOUT_RSS: u32 = 15;
-    // LPIS [17] and MBIS [16] stay 0: no LPIs, no message-based SPIs.
+    /// LPIS \[17\]: LPIs supported (only when the VM has an ITS).
+    pub const LPIS: u32 = 1 << 17;
+    // MBIS [16] stays 0: no message-based SPIs.
 }
 
 /// GICD_IIDR / GICR_IIDR value fields.
@@ -134,6 +142,8 @@ pub mod gicr {
     pub const IIDR: u64 = 0x0004;
     pub const TYPER: u64 = 0x0008;
     pub const WAKER: u64 = 0x0014;
+    pub const PROPBASER: u64 = 0x0070;
+    pub const PENDBASER: u64 = 0x0078;
     // SGI_base frame (offsets relative to SGI_base).
     pub const IGROUPR0: u64 = 0x0080;
     pub const ISENABLER0: u64 = 0x0100;
@@ -161,7 +171,35 @@ pub mod gicr_typer {
     pub const PROCESSOR_NUMBER_SHIFT: u32 = 8;
     /// Affinity_Value \[63:32\]: Aff3.Aff2.Aff1.Aff0.
     pub const AFFINITY_SHIFT: u32 = 32;
-    // PLPIS [0], VLPIS [1], DirectLPI [3] stay 0: no LPIs.
+    /// PLPIS \[0\]: physical LPIs supported (only when the VM has an ITS).
+    pub const PLPIS: u64 = 1 << 0;
+    // VLPIS [1] and DirectLPI [3] stay 0: LPIs only through the ITS.
+}
+
+/// GICR_CTLR fields.
+pub mod gicr_ctlr {
+    /// EnableLPIs \[0\].
+    pub const ENABLE_LPIS: u32 = 1 << 0;
+    /// CES \[1\]: EnableLPIs can be cleared once set (read-only, 1 with LPIs).
+    pub const CES: u32 = 1 << 1;
+}
+
+/// GICR_PROPBASER / GICR_PENDBASER fields.
+pub mod lpi_tables {
+    /// PROPBASER.IDbits \[4:0\]: INTID bits the configuration table covers, minus one.
+    pub const PROP_ID_BITS_MASK: u64 = 0x1F;
+    /// PROPBASER.Physical_Address \[51:12\].
+    pub const PROP_PA_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+    /// PENDBASER.Physical_Address \[51:16\].
+    pub const PEND_PA_MASK: u64 = 0x000F_FFFF_FFFF_0000;
+    /// PENDBASER.PTZ \[62\]: the pending table is zero (write-only, reads 0).
+    pub const PEND_PTZ: u64 = 1 << 62;
+    /// InnerCache \[9:7\], Shareability \[11:10\], OuterCache \[58:56\]: kept as written.
+    pub const ATTR_MASK: u64 = (0x7 << 7) | (0x3 << 10) | (0x7 << 56);
+    /// An LPI configuration byte: Enable \[0\].
+    pub const CFG_ENABLE: u8 = 1 << 0;
+    /// An LPI configuration byte: Priority \[7:2\].
+    pub const CFG_PRIORITY_MASK: u8 = 0xFC;
 }
 
 /// GICR_WAKER fields.

@@ -155,6 +155,9 @@ impl SaveRestore for Vgic {
             vcpus,
             // Requests to the hypervisor, not state: restore kicks every vCPU.
             kicks: _,
+            // Not saved: a VM with an ITS (the only one with LPIs) refuses suspend
+            // and snapshots before anything is saved (`el2`'s ITS device handle).
+            lpis: _,
         } = self;
         let mut out = Vec::new();
         out.extend_from_slice(&vdev::save::header(Self::SAVE_ID, Self::SAVE_VERSION));
@@ -174,6 +177,8 @@ impl SaveRestore for Vgic {
                 // List-register bookkeeping: restore forgets every list register.
                 slots: _,
                 left_out: _,
+                // LPI registers: see `lpis` above.
+                lpi: _,
             } = v;
             out.push(u8::from(*sleeping));
             private.iter().for_each(|irq| put_irq(&mut out, irq));

@@ -36,6 +36,8 @@ pub(crate) struct VcpuState {
     /// Active interrupts the last flush left out of the list registers, in the order
     /// a guest ending them by priority deactivates them (highest priority first).
     pub left_out: Vec<u32>,
+    /// LPI registers of its redistributor.
+    pub lpi: crate::lpi::RdLpi,
 }
 
 /// Where an SPI is routed.
@@ -58,6 +60,8 @@ pub struct Vgic {
     pub(crate) spis: Vec<Irq>,
     pub(crate) vcpus: Vec<VcpuState>,
     pub(crate) kicks: u64,
+    /// LPI state, when the VM has an ITS (`lpi`).
+    pub(crate) lpis: Option<crate::lpi::Lpis>,
 }
 
 impl Vgic {
@@ -81,6 +85,7 @@ impl Vgic {
                 sleeping: true,
                 slots: Vec::new(),
                 left_out: Vec::new(),
+                lpi: crate::lpi::RdLpi::default(),
             })
             .collect();
         Ok(Self {
@@ -89,6 +94,7 @@ impl Vgic {
             spis,
             vcpus,
             kicks: 0,
+            lpis: None,
         })
     }
 
@@ -107,6 +113,9 @@ impl Vgic {
         }
         for (n, o) in fresh.spis.iter_mut().zip(&self.spis) {
             n.hw = o.hw;
+        }
+        if self.lpis.is_some() {
+            fresh.enable_lpi_support();
         }
         fresh.kick_all();
         *self = fresh;
@@ -141,7 +150,9 @@ impl Vgic {
 
     /// The interrupt `intid` as seen by `vcpu` (private ones are per vCPU).
     pub(crate) fn irq(&self, vcpu: usize, intid: u32) -> Option<&Irq> {
-        if intid < intid::PRIVATE_COUNT {
+        if intid >= intid::LPI_FIRST {
+            self.lpis.as_ref()?.get(intid)
+        } else if intid < intid::PRIVATE_COUNT {
             self.vcpus.get(vcpu).map(|v| &v.private[intid as usize])
         } else {
             self.spis.get((intid - intid::SPI_FIRST) as usize)
@@ -149,7 +160,9 @@ impl Vgic {
     }
 
     pub(crate) fn irq_mut(&mut self, vcpu: usize, intid: u32) -> Option<&mut Irq> {
-        if intid < intid::PRIVATE_COUNT {
+        if intid >= intid::LPI_FIRST {
+            self.lpis.as_mut()?.get_mut(intid)
+        } else if intid < intid::PRIVATE_COUNT {
             self.vcpus
                 .get_mut(vcpu)
                 .map(|v| &mut v.private[intid as usize])

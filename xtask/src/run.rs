@@ -214,6 +214,10 @@ pub struct RunOptions {
     /// the virtio PCI transport, behind the same root complex (`--virtio-pci
     /// SIZE`; boots from a bundle).
     pub virtio_pci: Option<u64>,
+    /// The PCI Express root complex's MSI controller (`--msi its|v2m`; default
+    /// the GICv2m frame). `its` adds `boards::devices::MSI_ITS_OPTION` to the
+    /// kernel command line.
+    pub msi: Option<boards::devices::Msi>,
     /// The system disk a Linux run boots from (`--system-disk`; default
     /// `target/system-disk.img`). Runs of the other guests, `--kernel` and
     /// `--hypervisor-fault` runs use a boot bundle instead.
@@ -282,7 +286,7 @@ pub enum DiskBus {
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi|windows] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--disk-bus nvme|virtio-pci] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--msi its|v2m] [--disk-bus nvme|virtio-pci] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -358,6 +362,9 @@ pub struct RunArgs {
     /// windows: the VM's disk as the NVMe namespace (default) or as virtio-blk over virtio-PCI
     #[arg(long = "disk-bus", value_name = "nvme|virtio-pci", value_parser = parse_disk_bus)]
     disk_bus: Option<DiskBus>,
+    /// linux-dt with --nvme SIZE or --virtio-pci: MSI-X through the GICv3 ITS (LPIs) or the GICv2m frame (SPIs; the default)
+    #[arg(long, value_name = "its|v2m", value_parser = parse_msi)]
+    msi: Option<boards::devices::Msi>,
     /// system disk of a Linux run (default target/system-disk.img)
     #[arg(long = "system-disk", value_name = "PATH")]
     system_disk: Option<PathBuf>,
@@ -430,6 +437,14 @@ fn parse_mem(v: &str) -> Result<u64, String> {
     vmspec::parse_size(v)
         .filter(|m| *m >= 1 << 20)
         .ok_or_else(|| format!("--mem takes a size of at least 1M (e.g. 512M, 1G), not `{v}`"))
+}
+
+fn parse_msi(v: &str) -> Result<boards::devices::Msi, String> {
+    match v {
+        "its" => Ok(boards::devices::Msi::Its),
+        "v2m" => Ok(boards::devices::Msi::V2m),
+        _ => Err(format!("--msi takes `its` or `v2m`, not `{v}`")),
+    }
 }
 
 fn parse_nvme(v: &str) -> Result<NvmeDisk, String> {
@@ -588,6 +603,13 @@ impl RunArgs {
                 "--nvme system needs a system-disk run (not --kernel or --hypervisor-fault, which boot a bundle): use --nvme SIZE".into(),
             ));
         }
+        if self.msi.is_some()
+            && !(matches!(self.nvme, Some(NvmeDisk::Ram(_))) || self.virtio_pci.is_some())
+        {
+            return Err(Error::Usage(
+                "--msi applies to a Linux guest with --nvme SIZE or --virtio-pci SIZE (a boot bundle); a system-disk VM's record has no MSI choice yet".into(),
+            ));
+        }
         if (self.firmware_shell || self.firmware.is_some()) && !profile.boots_firmware() {
             return Err(Error::Usage(
                 "--firmware-shell and --firmware apply to --profile uefi-acpi".into(),
@@ -610,6 +632,7 @@ impl RunArgs {
             nvme: self.nvme,
             virtio_pci: self.virtio_pci,
             disk_bus: self.disk_bus.unwrap_or_default(),
+            msi: self.msi,
             system_disk: self.system_disk,
             fresh: self.fresh,
             cold: self.cold,
@@ -981,6 +1004,10 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             )
         }
     };
+    if o.msi == Some(boards::devices::Msi::Its) {
+        cmdline.push(' ');
+        cmdline.push_str(boards::devices::MSI_ITS_OPTION);
+    }
     if let Some(cmd) = &o.guest_cmd {
         append_guest_cmd(&mut cmdline, cmd)?;
     }
@@ -1593,6 +1620,22 @@ mod tests {
             "--disk-bus virtio-pci",
             "--profile uefi-acpi --disk-bus virtio-pci",
             "--profile windows --disk-bus scsi",
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn msi_its_puts_the_option_on_a_bundle_runs_command_line() {
+        let o = parse_args(&args("--nvme 64M --msi its --guest-cmd true")).unwrap();
+        assert_eq!(o.msi, Some(boards::devices::Msi::Its));
+        let v = parse_args(&args("--virtio-pci 8M --msi v2m")).unwrap();
+        assert_eq!(v.msi, Some(boards::devices::Msi::V2m));
+        for bad in [
+            "--msi its",
+            "--nvme system --msi its",
+            "--nvme 64M --msi lpi",
+            "--msi v2m --guest selftest",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
         }

@@ -14,6 +14,7 @@ pub mod boot_bundle;
 pub mod cfi_flash;
 pub mod crb;
 pub mod fw_cfg;
+pub mod gic_its;
 pub mod input_script;
 pub mod nv_image;
 pub mod nvme;
@@ -114,6 +115,11 @@ pub const TARGETS: &[Target] = &[
         name: "virtio_pci",
         run: virtio_pci::run,
         about: "virtio 1.2 PCI transport (blk, rng, console): common config, notifications, ISR, MSI-X vectors, bus mastering, rings in fuzzed guest RAM",
+    },
+    Target {
+        name: "gic_its",
+        run: gic_its::run,
+        about: "GICv3 ITS command queue (raw and well-formed commands), registers, tables in fuzzed guest RAM, messages, LPIs through fake list registers",
     },
     Target {
         name: "xhci",

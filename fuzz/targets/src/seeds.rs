@@ -34,6 +34,7 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
         "pci_config" => crate::pci_config::seeds(),
         "input_script" => crate::input_script::seeds(),
         "virtio_pci" => crate::virtio_pci::seeds(),
+        "gic_its" => crate::gic_its::seeds(),
         "xhci" => crate::xhci::seeds(),
         _ => Vec::new(),
     };

@@ -53,6 +53,7 @@ fn every_target_has_a_replay() {
         "pci_config",
         "input_script",
         "virtio_pci",
+        "gic_its",
         "xhci",
     ];
     let names: Vec<&str> = fuzz_targets::TARGETS.iter().map(|t| t.name).collect();
@@ -137,4 +138,9 @@ fn virtio_pci() {
 #[test]
 fn xhci() {
     replay("xhci");
+}
+
+#[test]
+fn gic_its() {
+    replay("gic_its");
 }
