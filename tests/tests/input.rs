@@ -14,7 +14,8 @@
 //! arrive at the mapped guest pixel (within ±1); a click outside the panel, and
 //! one while the VM is hidden, do not arrive; a gaze held still clicks at the
 //! dwelled point; `input type` arrives as the US layout's key codes, and not while
-//! the VM is not interactive.
+//! the VM is not interactive; presented as a quad, a QMP click arrives at the guest
+//! pixel the quad's projective inverse names (within ±1).
 
 use std::time::Duration;
 
@@ -38,6 +39,10 @@ const GAZE_START: (i32, i32) = (150, 80);
 /// Where the gaze dwells (display pixels, inside the panel), and how long.
 const GAZE: (i32, i32) = (300, 150);
 const GAZE_MS: u32 = 1500;
+/// The quad of the last click: the guest screen's corners (top-left, top-right,
+/// bottom-right, bottom-left) on the display, and the display pixel clicked.
+const QUAD: [(i32, i32); 4] = [(200, 100), (900, 180), (880, 560), (220, 700)];
+const QUAD_CLICK: (i32, i32) = (550, 380);
 /// QEMU's absolute axes span 0..=0x7fff (INPUT_EVENT_ABS_MAX).
 const ABS_SPAN: i64 = 0x8000;
 
@@ -169,9 +174,12 @@ fn pointer_clicks_gaze_and_typing_reach_the_guest_only_where_and_while_they_shou
          monitor input type linux \"x\"\n\
          monitor input interactive linux on\n\
          monitor input type linux \"echo hi\\n\"\n\
-         sleep 2\n\
+         monitor display present linux quad {quad}\n\
+         {quad_click}{down}{up}sleep 2\n\
          send go\n\
          expect keyboard-end\n",
+        quad = QUAD.map(|(x, y)| format!("{x} {y}")).join(" "),
+        quad_click = qmp_move(QUAD_CLICK.0, QUAD_CLICK.1),
         inside = qmp_move(INSIDE.0, INSIDE.1),
         outside = qmp_move(OUTSIDE.0, OUTSIDE.1),
         down = qmp_button(true),
@@ -195,13 +203,13 @@ fn pointer_clicks_gaze_and_typing_reach_the_guest_only_where_and_while_they_shou
     let tablet = events(console, "tablet-begin", "tablet-end").expect("the tablet dump");
     let keyboard = events(console, "keyboard-begin", "keyboard-end").expect("the keyboard dump");
 
-    // Exactly two clicks arrive: the QMP one inside the panel and the gaze's dwell;
-    // the one outside and the one while hidden do not.
+    // Exactly three clicks arrive: the QMP one inside the panel, the gaze's dwell
+    // and the QMP one on the quad; the one outside and the one while hidden do not.
     let at = |(x, y): (i32, i32)| (mapped(x, px, gw, pw), mapped(y, py, gh, ph));
     let presses = left_presses(&tablet);
     assert_eq!(
         presses.len(),
-        2,
+        3,
         "left presses {presses:?}; tablet {tablet:?}\n{tail}"
     );
     assert!(
@@ -218,11 +226,27 @@ fn pointer_clicks_gaze_and_typing_reach_the_guest_only_where_and_while_they_shou
         presses[1],
         at(GAZE)
     );
+    // Through the quad: the guest pixel its projective inverse names.
+    let (dw, dh) = DEFAULT_DISPLAY;
+    let placement = compositor::Placement::Transform(
+        compositor::Transform::from_quad(gw, gh, QUAD).expect("the quad is not degenerate"),
+    );
+    let map = input::PointerMap::new(&placement, gw, gh, compositor::Rect::new(0, 0, dw, dh))
+        .expect("the quad's map");
+    let (qx, qy) = map
+        .to_guest(QUAD_CLICK.0, QUAD_CLICK.1)
+        .expect("the click is on the quad");
+    let want = (i64::from(qx), i64::from(qy));
+    assert!(
+        near(presses[2], want),
+        "the click at {QUAD_CLICK:?} on the quad arrived at {:?}, want {want:?} ±1",
+        presses[2]
+    );
     let releases = tablet
         .iter()
         .filter(|e| (e.ty, e.code, e.value) == (EV_KEY, BTN_LEFT, 0))
         .count();
-    assert_eq!(releases, 2, "every press released\n{tail}");
+    assert_eq!(releases, 3, "every press released\n{tail}");
 
     // Typed while interactive only: `echo hi` and Enter, each key down then up.
     let keys: Vec<(u16, i32)> = keyboard
