@@ -92,25 +92,46 @@ pub enum VirtioDevice {
     Gpu,
     Rng,
     Console,
+    /// virtio-input keyboard (Linux guests; Windows gets USB HID).
+    Keyboard,
+    /// virtio-input tablet: absolute pointer in guest pixels, buttons, wheel.
+    Tablet,
 }
 
+/// The slots of a Linux VM's virtio-input keyboard and tablet, just before the
+/// GPU's (disks take the slots before them).
+pub const VIRTIO_KEYBOARD_SLOT: u64 = guest::VIRTIO_GPU_SLOT - 2;
+pub const VIRTIO_TABLET_SLOT: u64 = guest::VIRTIO_GPU_SLOT - 1;
+
 /// The device every VM has in virtio-mmio `slot`: disks fill the slots from the
-/// first, the GPU, the entropy device and the console take the last three
-/// ([`guest::VIRTIO_GPU_SLOT`] …).
+/// first, the input devices take the two before the GPU's, the GPU, the entropy
+/// device and the console the last three ([`guest::VIRTIO_GPU_SLOT`] …).
 pub const fn virtio_device_in(slot: u64) -> VirtioDevice {
     match slot {
         guest::VIRTIO_GPU_SLOT => VirtioDevice::Gpu,
         guest::VIRTIO_RNG_SLOT => VirtioDevice::Rng,
         guest::VIRTIO_CONSOLE_SLOT => VirtioDevice::Console,
-        // Below the GPU slot (29), so it fits.
+        VIRTIO_KEYBOARD_SLOT => VirtioDevice::Keyboard,
+        VIRTIO_TABLET_SLOT => VirtioDevice::Tablet,
+        // Below the keyboard's slot (27), so it fits.
         n => VirtioDevice::Blk { disk: n as u8 },
     }
 }
 
+/// The virtio-input slots of a VM of `profile`: a Linux VM's keyboard and tablet;
+/// a firmware VM has none (Windows gets USB HID, and the firmware has no
+/// virtio-input driver).
+pub fn virtio_input_slots(profile: Profile) -> &'static [u64] {
+    match profile {
+        Profile::LinuxDt => &[VIRTIO_KEYBOARD_SLOT, VIRTIO_TABLET_SLOT],
+        Profile::UefiAcpi => &[],
+    }
+}
+
 /// The virtio-mmio slots of a VM with `disks` disks (those beyond the slots
-/// before the GPU's are left out), and an entropy device if `entropy`.
+/// before the input devices' are left out), and an entropy device if `entropy`.
 pub fn virtio_slots(disks: usize, entropy: bool) -> Vec<u64> {
-    let disks = (disks as u64).min(guest::VIRTIO_GPU_SLOT);
+    let disks = (disks as u64).min(VIRTIO_KEYBOARD_SLOT);
     let mut slots: Vec<u64> = (0..disks).collect();
     slots.push(guest::VIRTIO_GPU_SLOT);
     if entropy {
@@ -462,6 +483,8 @@ fn bus_name(kind: DeviceKind) -> &'static str {
             VirtioDevice::Gpu => "virtio-gpu",
             VirtioDevice::Rng => "virtio-rng",
             VirtioDevice::Console => "virtio-console",
+            VirtioDevice::Keyboard => "virtio-keyboard",
+            VirtioDevice::Tablet => "virtio-tablet",
         },
         DeviceKind::FwCfg => "fw_cfg",
         DeviceKind::Flash { .. } => "pflash-vars",
@@ -721,6 +744,36 @@ mod tests {
                 "slots sorted, deduplicated, in range"
             );
         }
+    }
+
+    #[test]
+    fn a_linux_vm_has_a_virtio_keyboard_and_tablet_below_the_gpu_and_disks_stop_before_them() {
+        let mut slots = virtio_slots(100, true);
+        assert_eq!(
+            slots.iter().filter(|&&s| s < VIRTIO_KEYBOARD_SLOT).count(),
+            27
+        );
+        slots.extend_from_slice(virtio_input_slots(Profile::LinuxDt));
+        let list = device_list(Profile::LinuxDt, &vm(&slots));
+        let at = |want: VirtioDevice| {
+            list.iter()
+                .filter(
+                    |d| matches!(d.kind, DeviceKind::VirtioMmio { device, .. } if device == want),
+                )
+                .map(|d| (d.base, d.irq.map(|i| i.intid)))
+                .collect::<Vec<_>>()
+        };
+        let slot = |n: u64| {
+            (
+                guest::VIRTIO_MMIO_BASE + n * guest::VIRTIO_MMIO_STRIDE,
+                Some(guest::virtio_mmio_intid(n)),
+            )
+        };
+        assert_eq!(at(VirtioDevice::Keyboard), [slot(VIRTIO_KEYBOARD_SLOT)]);
+        assert_eq!(at(VirtioDevice::Tablet), [slot(VIRTIO_TABLET_SLOT)]);
+        let names: Vec<&str> = bus_entries(&list).iter().map(|e| e.name).collect();
+        assert!(names.contains(&"virtio-keyboard") && names.contains(&"virtio-tablet"));
+        assert!(virtio_input_slots(Profile::UefiAcpi).is_empty());
     }
 
     #[test]

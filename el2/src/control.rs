@@ -553,6 +553,18 @@ impl VmControl for El2Control<'_> {
         })
     }
 
+    fn input(
+        &mut self,
+        name: &str,
+        action: monitor::command::InputAction,
+    ) -> Result<String, ControlError> {
+        let vm = self.find(name)?;
+        crate::input::command(action, self.here).map_err(|why| ControlError::Invalid {
+            vm: vm.name.clone(),
+            why,
+        })
+    }
+
     fn display_status(&self) -> Result<String, ControlError> {
         Ok(crate::display::status(self.vm))
     }

@@ -444,6 +444,8 @@ fn probe(transports: &[(boards::Range, Option<u32>)]) -> Result<HostGpu, Display
 /// One step of the render loop: composes and shows what the guest changed, if a
 /// frame is due (`idle`: the calling CPU is about to idle, so it is due now).
 pub fn tick(idle: bool) {
+    // The physical keyboard and tablet are polled on the same occasions.
+    crate::input::poll_physical();
     let Some(mut guard) = DISPLAY.try_lock() else {
         return;
     };
@@ -500,6 +502,40 @@ pub fn tick(idle: bool) {
     }
 }
 
+/// The inverse of `vm`'s presentation, for its input routing (`input.rs`): `None`
+/// when there is no display, the VM is hidden, or nothing of it is drawn.
+pub fn pointer_map(vm: &Vm) -> Option<input::PointerMap> {
+    let guard = DISPLAY.lock();
+    let d = guard.as_ref()?;
+    let p = &d.presenter;
+    if p.policy() == vgpu::Policy::Hidden {
+        return None;
+    }
+    let (gw, gh) = match FRAMEBUFFER.lock().as_ref() {
+        Some(f) => (f.fb.geometry().width, f.fb.geometry().height),
+        None => vm.gpu.0.lock().device().mode(0)?,
+    };
+    let display = Rect::new(0, 0, d.host.width, d.host.height);
+    let abi = match p.placement() {
+        Placement::Panel { x, y, size } => {
+            let (w, h) = size.unwrap_or((gw, gh));
+            authority_abi::call::Placement::Panel(authority_abi::call::Rect { x, y, w, h })
+        }
+        Placement::Fullscreen => authority_abi::call::Placement::Fullscreen,
+        Placement::Quad(q) => authority_abi::call::Placement::Quad(q),
+    };
+    let placement = input::placement_for(&abi, gw, gh, display)?;
+    input::PointerMap::new(&placement, gw, gh, display)
+}
+
+/// The physical display's size, if there is one.
+pub fn size() -> Option<(u32, u32)> {
+    DISPLAY
+        .lock()
+        .as_ref()
+        .map(|d| (d.host.width, d.host.height))
+}
+
 /// Why a display command did nothing, when the display is missing.
 pub const HEADLESS: &str = "the host has no display (running headless)";
 
@@ -542,6 +578,9 @@ pub fn change(vm: &Vm, here: usize, change: DisplayChange) -> Result<(), String>
         DisplayChange::Throttle { fps } => p.throttle(fps),
         DisplayChange::Mode { .. } => Ok(()),
     };
+    drop(guard);
+    // The VM's input follows its presentation (hiding releases what is held).
+    crate::input::presentation_changed(here);
     result.map_err(|e| format!("{e}"))
 }
 
@@ -563,6 +602,7 @@ fn set_mode(vm: &Vm, here: usize, width: u32, height: u32) -> Result<(), String>
         gpu.signal_config_change(&mut irq);
     }
     vm.deliver_kicks(here);
+    crate::input::presentation_changed(here);
     log::info!(
         "display: VM '{}' virtual monitor now {width}x{height}",
         vm.name

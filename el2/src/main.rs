@@ -23,6 +23,7 @@ mod firmware;
 mod gic;
 mod guestram;
 mod heap;
+mod input;
 mod irq;
 mod mmu;
 mod power;
@@ -596,6 +597,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         alloc::boxed::Box::leak(alloc::boxed::Box::new(vm)),
         Ordering::Release,
     );
+    input::start(the_vm(), &platform.virtio_mmio);
     if let Some(blob) = spec.resume {
         resume_or_cold_boot(the_vm(), blob);
     }

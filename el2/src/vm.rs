@@ -186,6 +186,9 @@ pub struct Vm {
     pub run: crate::control::RunControl,
     /// The guest's virtio-gpu, which the render loop (`display.rs`) presents.
     pub gpu: crate::display::GuestGpu,
+    /// The guest's virtio-input keyboard and tablet (Linux VMs), fed by
+    /// `input.rs`'s router.
+    pub input: crate::input::GuestInput,
     /// The flash banks and fw_cfg of a `uefi-acpi` VM (`None`: a kernel boots
     /// with a device tree).
     pub firmware: Option<crate::firmware::Firmware>,
@@ -324,7 +327,8 @@ impl Vm {
         if rng.is_none() {
             log::warn!("no entropy source: the VM gets no virtio-rng");
         }
-        let slots = boards::devices::virtio_slots(disks.len(), rng.is_some());
+        let mut slots = boards::devices::virtio_slots(disks.len(), rng.is_some());
+        slots.extend_from_slice(boards::devices::virtio_input_slots(shape.profile));
         let devices = boards::devices::device_list(
             shape.profile,
             &boards::devices::VmDevices {
@@ -360,6 +364,7 @@ impl Vm {
         let mut disks: Vec<Option<Box<dyn AsyncBlock + Send>>> =
             disks.into_iter().map(Some).collect();
         let mut gpu = None;
+        let mut input = crate::input::GuestInput::default();
         let mut slots = VirtioSlots {
             bus: &mut bus,
             saved: &mut saved_devices,
@@ -442,6 +447,15 @@ impl Vm {
                     }));
                     slots.attach(at, device, |_| 0)?;
                 }
+                VirtioDevice::Keyboard => {
+                    input.keyboard =
+                        Some(slots.attach(at, virtio::input::Input::keyboard(), |_| 0)?);
+                }
+                VirtioDevice::Tablet => {
+                    let (w, h) = vgpu::present::DEFAULT_MODE;
+                    let device = virtio::input::Input::tablet(w, h);
+                    input.tablet = Some(slots.attach(at, device, |_| 0)?);
+                }
             }
         }
         let gpu = gpu.ok_or(VmError::Devices("the device list has no virtio-gpu"))?;
@@ -472,6 +486,7 @@ impl Vm {
             resume_slots: (0..n).map(|_| Mutex::new(None)).collect(),
             run: crate::control::RunControl::new(n),
             gpu,
+            input,
             firmware: None,
             framebuffer: None,
             pcie: None,

@@ -62,6 +62,13 @@ pub fn hid_to_evdev(usage: u8) -> Option<u16> {
     (code != 0).then_some(code)
 }
 
+/// The HID keyboard usage of evdev key code `code` (the inverse of
+/// [`hid_to_evdev`]; where two usages share a code, the lower), `None` for codes no
+/// usage maps to.
+pub fn evdev_to_hid(code: u16) -> Option<u8> {
+    (0..=u8::MAX).find(|&u| hid_to_evdev(u) == Some(code))
+}
+
 /// Characters of the US layout typed without Shift and with it, by usage from 0x2D
 /// (`-`) to 0x38 (`/`), skipping 0x32 (non-US `#`).
 const PUNCT: [(u8, char, char); 11] = [

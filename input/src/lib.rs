@@ -10,6 +10,8 @@
 //! - [`script`]: the input-script text format and its validating parser; [`run`]: the
 //!   script as a state machine over a [`FrameSource`] and an [`InputSink`], its
 //!   [`RunRecord`] and replay.
+//! - [`physical`]: the physical keyboard's and tablet's evdev reports to
+//!   authority-ABI input events (display pixels).
 //! - [`keymap`]: HID keyboard usages (the authority ABI's keys) to evdev codes (the
 //!   virtio-input keyboard's), the US layout, key names.
 #![no_std]
@@ -19,6 +21,7 @@ extern crate alloc;
 
 pub mod gaze;
 pub mod keymap;
+pub mod physical;
 pub mod pointer;
 pub mod route;
 pub mod run;

@@ -197,7 +197,7 @@ fn pointer(x: u32, y: u32) -> InputEvent {
 }
 
 /// The events of an input step.
-fn events_of(step: &Step) -> Vec<InputEvent> {
+pub fn events_of(step: &Step) -> Vec<InputEvent> {
     let mut v = Vec::new();
     match step {
         Step::Type(strokes) => {

@@ -13,6 +13,9 @@
 //! display freeze NAME           display mode NAME W H
 //! display unfreeze NAME         display overlay [TEXT]
 //! display status
+//! input type NAME "TEXT"        input key NAME CHORD
+//! input pointer NAME X Y        input click NAME X Y [BUTTON]
+//! input gaze NAME X Y [MS]      input interactive NAME on|off
 //! ```
 //!
 //! A VM name is 1..=[`NAME_MAX`] printable ASCII characters (the registry's
@@ -65,6 +68,45 @@ pub enum DisplayChange {
     },
 }
 
+/// A mouse button (`input click`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MouseButton {
+    Left,
+    Right,
+    Middle,
+    Back,
+    Forward,
+}
+
+/// Synthetic input for one VM (`input …`); positions are physical-display pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputAction<'a> {
+    /// Text in double quotes with the input scripts' escapes (`\n`, `\t`, `\"`,
+    /// `\\`), as the rest of the line; the implementation validates it.
+    Type(&'a str),
+    /// Key names joined by `+` (`ctrl+alt+f2`), validated by the implementation.
+    Key(&'a str),
+    Pointer {
+        x: i32,
+        y: i32,
+    },
+    Click {
+        x: i32,
+        y: i32,
+        button: MouseButton,
+    },
+    /// A gaze point held for `ms` milliseconds (0: one sample).
+    Gaze {
+        x: i32,
+        y: i32,
+        ms: u32,
+    },
+    Interactive(bool),
+}
+
+/// Longest `input gaze` hold, in milliseconds.
+pub const GAZE_MS_MAX: u32 = 10_000;
+
 /// One parsed command; names and tags borrow the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command<'a> {
@@ -95,6 +137,10 @@ pub enum Command<'a> {
     /// The overlay line's text (empty: none); the rest of the line, blanks kept.
     DisplayOverlay(&'a str),
     DisplayStatus,
+    Input {
+        vm: &'a str,
+        action: InputAction<'a>,
+    },
 }
 
 /// Why a line is not a command.
@@ -129,6 +175,14 @@ pub enum ParseError<'a> {
     UnknownDisplayCommand(Option<&'a str>),
     /// `display present NAME` with a placement other than panel, fullscreen, quad.
     UnknownPlacement(Option<&'a str>),
+    /// `input` without a subcommand, or with an unknown one.
+    UnknownInputCommand(Option<&'a str>),
+    /// `what` of `command` is not one of the words it takes.
+    BadWord {
+        command: &'static str,
+        what: &'static str,
+        word: &'a str,
+    },
     /// `what` of `command` is not a number in its range.
     BadNumber {
         command: &'static str,
@@ -184,6 +238,18 @@ impl fmt::Display for ParseError<'_> {
                 what,
                 word,
             } => write!(f, "`{command}`: {what} `{word}` is not a number in range"),
+            ParseError::UnknownInputCommand(None) => write!(
+                f,
+                "`input` needs a subcommand: type, key, pointer, click, gaze, interactive"
+            ),
+            ParseError::UnknownInputCommand(Some(w)) => {
+                write!(f, "unknown command `input {w}` (try `help`)")
+            }
+            ParseError::BadWord {
+                command,
+                what,
+                word,
+            } => write!(f, "`{command}`: {what} `{word}` is not one of its words"),
             ParseError::BadTag(t) => write!(
                 f,
                 "bad snapshot tag `{t}`: 1 to {TAG_MAX} characters of A-Z a-z 0-9 . _ -"
@@ -319,6 +385,12 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
                 return Ok(Command::DisplayOverlay(text));
             }
             display(sub, more)
+        }
+        "input" => {
+            let Some((&sub, more)) = rest.split_first() else {
+                return Err(ParseError::UnknownInputCommand(None));
+            };
+            input(line, sub, more)
         }
         other => Err(ParseError::UnknownCommand(other)),
     }
@@ -462,6 +534,109 @@ fn display<'a>(sub: &'a str, words: &[&'a str]) -> Result<Command<'a>, ParseErro
         vm: a.name(0)?,
         change,
     })
+}
+
+/// The rest of `line` after its first `n` words, blanks inside kept.
+fn rest_after(line: &str, n: usize) -> &str {
+    let mut rest = line.trim_start();
+    for _ in 0..n {
+        let end = rest
+            .find(|c: char| c.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        rest = rest[end..].trim_start();
+    }
+    rest.trim_end()
+}
+
+fn input<'a>(
+    line: &'a str,
+    sub: &'a str,
+    words: &[&'a str],
+) -> Result<Command<'a>, ParseError<'a>> {
+    let command: &'static str = match sub {
+        "type" => "input type",
+        "key" => "input key",
+        "pointer" => "input pointer",
+        "click" => "input click",
+        "gaze" => "input gaze",
+        "interactive" => "input interactive",
+        other => return Err(ParseError::UnknownInputCommand(Some(other))),
+    };
+    let a = Args { command, words };
+    let vm = a.name(0)?;
+    let action = match sub {
+        "type" => {
+            a.positional(1, "\"TEXT\"")?;
+            InputAction::Type(rest_after(line, 3))
+        }
+        "key" => {
+            a.only(2, &[])?;
+            InputAction::Key(a.positional(1, "a CHORD")?)
+        }
+        "pointer" => {
+            a.only(3, &[])?;
+            InputAction::Pointer {
+                x: a.number(1, "X")?,
+                y: a.number(2, "Y")?,
+            }
+        }
+        "click" => {
+            a.only(4, &[])?;
+            let button = match a.positional(3, "BUTTON") {
+                Err(_) | Ok("left") => MouseButton::Left,
+                Ok("right") => MouseButton::Right,
+                Ok("middle") => MouseButton::Middle,
+                Ok("back") => MouseButton::Back,
+                Ok("forward") => MouseButton::Forward,
+                Ok(word) => {
+                    return Err(ParseError::BadWord {
+                        command,
+                        what: "BUTTON (left, right, middle, back, forward)",
+                        word,
+                    })
+                }
+            };
+            InputAction::Click {
+                x: a.number(1, "X")?,
+                y: a.number(2, "Y")?,
+                button,
+            }
+        }
+        "gaze" => {
+            a.only(4, &[])?;
+            let ms = match a.positional(3, "MS") {
+                Err(_) => 0,
+                Ok(_) => a.number(3, "MS")?,
+            };
+            if ms > GAZE_MS_MAX {
+                return Err(ParseError::BadNumber {
+                    command,
+                    what: "MS",
+                    word: a.positional(3, "MS")?,
+                });
+            }
+            InputAction::Gaze {
+                x: a.number(1, "X")?,
+                y: a.number(2, "Y")?,
+                ms,
+            }
+        }
+        _ => {
+            a.only(2, &[])?;
+            InputAction::Interactive(match a.positional(1, "on or off")? {
+                "on" => true,
+                "off" => false,
+                word => {
+                    return Err(ParseError::BadWord {
+                        command,
+                        what: "on or off",
+                        word,
+                    })
+                }
+            })
+        }
+    };
+    Ok(Command::Input { vm, action })
 }
 
 #[cfg(test)]
@@ -702,6 +877,84 @@ mod tests {
         let line = std::format!("vm snapshot linux {tag}");
         assert_eq!(parse(&line), Err(ParseError::BadTag(&tag)));
         assert!(parse(&std::format!("vm pause {}", "n".repeat(NAME_MAX))).is_ok());
+    }
+
+    #[test]
+    fn input_commands_parse_and_bad_ones_are_refused() {
+        let ok = |line: &str, action| {
+            assert_eq!(
+                parse(line),
+                Ok(Command::Input {
+                    vm: "linux",
+                    action
+                }),
+                "{line}"
+            )
+        };
+        ok(
+            "input type linux \"echo  hi\\n\" ",
+            InputAction::Type("\"echo  hi\\n\""),
+        );
+        ok(
+            "input key linux ctrl+alt+f2",
+            InputAction::Key("ctrl+alt+f2"),
+        );
+        ok(
+            "input pointer linux 10 -3",
+            InputAction::Pointer { x: 10, y: -3 },
+        );
+        ok(
+            "input click linux 5 6",
+            InputAction::Click {
+                x: 5,
+                y: 6,
+                button: MouseButton::Left,
+            },
+        );
+        ok(
+            "input click linux 5 6 right",
+            InputAction::Click {
+                x: 5,
+                y: 6,
+                button: MouseButton::Right,
+            },
+        );
+        ok(
+            "input gaze linux 1 2",
+            InputAction::Gaze { x: 1, y: 2, ms: 0 },
+        );
+        ok(
+            "input gaze linux 1 2 900",
+            InputAction::Gaze {
+                x: 1,
+                y: 2,
+                ms: 900,
+            },
+        );
+        ok("input interactive linux on", InputAction::Interactive(true));
+        ok(
+            "input interactive linux off",
+            InputAction::Interactive(false),
+        );
+        assert_eq!(parse("input"), Err(ParseError::UnknownInputCommand(None)));
+        assert_eq!(
+            parse("input warp linux"),
+            Err(ParseError::UnknownInputCommand(Some("warp")))
+        );
+        for bad in [
+            "input type linux",
+            "input key linux",
+            "input key linux a b",
+            "input pointer linux 1",
+            "input pointer linux x 1",
+            "input click linux 1 2 thumb",
+            "input gaze linux 1 2 10001",
+            "input gaze linux 1 2 -1",
+            "input interactive linux maybe",
+            "input interactive linux",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -13,10 +13,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::command::{parse, Command, DisplayChange, DisplayPlacement, SnapshotStore};
+use crate::command::{parse, Command, DisplayChange, DisplayPlacement, InputAction, SnapshotStore};
 
 /// Longest status text (after `ok: ` / `error: `), in bytes.
-pub const STATUS_MAX: usize = 480;
+pub const STATUS_MAX: usize = 640;
 
 /// What a VM is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +165,15 @@ pub trait VmControl {
     fn display_overlay(&mut self, text: &str) -> Result<(), ControlError>;
     /// The physical display and every VM's presentation, one line.
     fn display_status(&self) -> Result<String, ControlError>;
+    /// Synthetic input for `vm` (through its input routing: delivered only while it
+    /// is presented and interactive); `Ok` says what became of the events.
+    fn input(&mut self, vm: &str, action: InputAction) -> Result<String, ControlError> {
+        let _ = action;
+        Err(ControlError::Unsupported {
+            what: format!("input for vm {vm}"),
+            why: "this hypervisor has no input routing",
+        })
+    }
 }
 
 /// One status line.
@@ -254,7 +263,9 @@ vm snapshot NAME TAG [--disk] | vm rollback NAME TAG | vm snapshots NAME | \
 vm delete-snapshot NAME TAG | host shutdown | \
 display present NAME panel X Y W H/fullscreen/quad X0 Y0 .. X3 Y3 | \
 display hide/freeze/unfreeze NAME | display throttle NAME FPS | display mode NAME W H | \
-display overlay [TEXT] | display status | help; Ctrl-] returns to the guest";
+display overlay [TEXT] | display status | input type NAME \"TEXT\"/key NAME CHORD/\
+pointer NAME X Y/click NAME X Y [BTN]/gaze NAME X Y [MS]/interactive NAME on|off | help; \
+Ctrl-] returns to the guest";
 
 /// What a display change did, for its status line.
 fn display_text(vm: &str, change: DisplayChange) -> String {
@@ -375,6 +386,7 @@ pub fn execute(line: &str, ctl: &mut dyn VmControl) -> Reply {
             }
         }),
         Command::DisplayStatus => ctl.display_status(),
+        Command::Input { vm, action } => ctl.input(vm, action).map(|r| format!("vm {vm}: {r}")),
         Command::HostShutdown => {
             return match ctl.host_shutdown() {
                 Ok(r) => {
@@ -576,6 +588,36 @@ mod tests {
         fn display_status(&self) -> Result<String, ControlError> {
             Ok(format!("1280x800; {} presented", self.vms[0].name))
         }
+        fn input(&mut self, vm: &str, action: InputAction) -> Result<String, ControlError> {
+            self.vm(vm)?;
+            self.calls.push(format!("input {vm} {action:?}"));
+            Ok(String::from("1 event delivered"))
+        }
+    }
+
+    #[test]
+    fn input_commands_route_to_the_trait_with_one_status_line() {
+        let mut m = Model::new();
+        assert_eq!(
+            run(&mut m, "input click linux 3 4 middle"),
+            "ok: vm linux: 1 event delivered"
+        );
+        assert_eq!(
+            run(&mut m, "input type nosuch \"x\""),
+            "error: no VM named 'nosuch' (see `vm list`)"
+        );
+        assert!(run(&mut m, "input click linux 3").starts_with("error: "));
+        assert_eq!(
+            m.calls,
+            [format!(
+                "input linux {:?}",
+                InputAction::Click {
+                    x: 3,
+                    y: 4,
+                    button: crate::command::MouseButton::Middle
+                }
+            )]
+        );
     }
 
     fn run(m: &mut Model, line: &str) -> String {
@@ -792,6 +834,12 @@ mod tests {
             "display mode",
             "display overlay",
             "display status",
+            "input type",
+            "/key",
+            "/pointer",
+            "/click",
+            "/gaze",
+            "/interactive",
             "help",
         ] {
             assert!(s.contains(c), "{c}");

@@ -232,6 +232,10 @@ impl QemuConfig {
             "-device".into(),
             format!("virtio-gpu-device,xres={w},yres={h}"),
         ]);
+        // The physical keyboard and tablet (QMP `input-send-event`, a GUI window):
+        // the hypervisor routes their events to the presented VM.
+        line.push(["-device", "virtio-keyboard-device"]);
+        line.push(["-device", "virtio-tablet-device"]);
         if self.gui {
             // The last `-display` wins over `QemuLine::new`'s `none`.
             line.push(["-display", GUI_DISPLAY]);
@@ -404,7 +408,8 @@ mod tests {
             format!(
                 "qemu-system-aarch64 -nodefaults -M virt,virtualization=on,gic-version=3 {CONSOLE} \
 -cpu max,pauth-impdef=on -smp 2 -m 1024M -kernel /t/rayos-el2.bin -semihosting-config enable=on,target=native \
--device virtio-gpu-device,xres=1280,yres=800 -initrd /t/bundles/linux.cpio"
+-device virtio-gpu-device,xres=1280,yres=800 -device virtio-keyboard-device -device virtio-tablet-device \
+-initrd /t/bundles/linux.cpio"
             )
         );
         let mut c = cfg();

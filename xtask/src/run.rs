@@ -306,7 +306,8 @@ pub const NOTES: &str = "\
   linux-dt-nvme; data persists).
   Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `monitor COMMAND`
   (Ctrl-] into the hypervisor monitor, COMMAND, its status line printed, Ctrl-] back; docs/monitor.md),
-  `screendump FILE` (a PPM of the physical display, through QMP), `# comment`.
+  `screendump FILE` (a PPM of the physical display, through QMP), `qmp COMMAND {JSON}` (any
+  QMP command, e.g. `input-send-event`), `# comment`.
   On the console, Ctrl-] enters and leaves the monitor. The physical display is QEMU's
   virtio-gpu-device (--display WxH, default 1280x800): headless unless --gui.";
 
@@ -768,7 +769,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         qmp: o.qmp.clone().or_else(|| {
             script
                 .iter()
-                .any(|s| matches!(s.action, Action::Screendump(_)))
+                .any(|s| matches!(s.action, Action::Screendump(_) | Action::Qmp { .. }))
                 .then(|| crate::qmp::default_socket(&layout.out))
         }),
         efi: None,
@@ -1243,15 +1244,26 @@ fn drive(session: &mut Session, steps: &[Step], qmp: Option<&std::path::Path>) -
                     return e;
                 }
             }
-            Action::Screendump(file) => {
-                let done = match (&mut conn, qmp) {
-                    (Some(q), _) => q.screendump(file),
-                    (None, Some(socket)) => crate::qmp::Qmp::connect(socket).and_then(|mut q| {
-                        let r = q.screendump(file);
-                        conn = Some(q);
-                        r
-                    }),
-                    (None, None) => Err("no QMP socket".into()),
+            Action::Screendump(_) | Action::Qmp { .. } => {
+                if conn.is_none() {
+                    if let Some(socket) = qmp {
+                        match crate::qmp::Qmp::connect(socket) {
+                            Ok(q) => conn = Some(q),
+                            Err(error) => {
+                                return Ending::SendFailed {
+                                    step: step.to_string(),
+                                    error,
+                                }
+                            }
+                        }
+                    }
+                }
+                let done = match (&mut conn, &step.action) {
+                    (Some(q), Action::Screendump(file)) => q.screendump(file),
+                    (Some(q), Action::Qmp { command, arguments }) => {
+                        q.execute(command, arguments).map(|_| ())
+                    }
+                    _ => Err("no QMP socket".into()),
                 };
                 if let Err(error) = done {
                     return Ending::SendFailed {

@@ -29,6 +29,8 @@ pub enum Action {
     Monitor(String),
     /// Write the physical display to this file (PPM).
     Screendump(std::path::PathBuf),
+    /// Run a QMP command with these JSON arguments (e.g. `input-send-event`).
+    Qmp { command: String, arguments: String },
 }
 
 /// One step and where it came from.
@@ -62,7 +64,7 @@ impl fmt::Display for ScriptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ScriptError::UnknownCommand { line, command } => {
-                write!(f, "script line {line}: unknown command `{command}` (expected expect, send, sleep, monitor or screendump)")
+                write!(f, "script line {line}: unknown command `{command}` (expected expect, send, sleep, monitor, screendump or qmp)")
             }
             ScriptError::MissingArgument { line, command } => {
                 write!(f, "script line {line}: `{command}` needs an argument")
@@ -156,6 +158,27 @@ pub fn parse(text: &str) -> Result<Vec<Step>, ScriptError> {
                 )?;
                 Action::Screendump(file.into())
             }
+            "qmp" => {
+                let arg = arg.map(str::trim).filter(|a| !a.is_empty()).ok_or(
+                    ScriptError::MissingArgument {
+                        line,
+                        command: "qmp",
+                    },
+                )?;
+                let (command, arguments) =
+                    arg.split_once(char::is_whitespace).unwrap_or((arg, "{}"));
+                let arguments = arguments.trim();
+                if !(arguments.starts_with('{') && arguments.ends_with('}')) {
+                    return Err(ScriptError::MissingArgument {
+                        line,
+                        command: "qmp (COMMAND {JSON ARGUMENTS})",
+                    });
+                }
+                Action::Qmp {
+                    command: command.to_string(),
+                    arguments: arguments.to_string(),
+                }
+            }
             other => {
                 return Err(ScriptError::UnknownCommand {
                     line,
@@ -245,6 +268,17 @@ mod tests {
         assert!(matches!(&steps[4].action, Action::Send(s) if s == "echo a\tb\r\n"));
         assert!(matches!(&steps[5].action, Action::Send(s) if s == "\n"));
         assert_eq!(steps[3].to_string(), "line 6: `expect (?m)^# $`");
+    }
+
+    #[test]
+    fn qmp_takes_a_command_and_json_arguments() {
+        let steps = parse("qmp input-send-event {\"events\": []}\nqmp query-status\n").unwrap();
+        assert!(matches!(&steps[0].action,
+            Action::Qmp { command, arguments } if command == "input-send-event" && arguments == "{\"events\": []}"));
+        assert!(matches!(&steps[1].action,
+            Action::Qmp { command, arguments } if command == "query-status" && arguments == "{}"));
+        assert!(parse("qmp\n").is_err());
+        assert!(parse("qmp x [1]\n").is_err());
     }
 
     #[test]

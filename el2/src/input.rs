@@ -1,0 +1,535 @@
+//! Input routing: the VM's one [`input::Router`], fed by the monitor's `input …`
+//! commands and by the physical keyboard and tablet, delivering to the VM's input
+//! devices through [`Sink`]s.
+//!
+//! The hypervisor's monitor stands in for the authority partition: every source
+//! produces authority-ABI [`InputEvent`]s and calls [`route`], the one entry point,
+//! which gates them on the VM's presentation (the display's placement of it, read
+//! at every call and on every `display …` change through [`presentation_changed`])
+//! and on its interactive switch, maps display positions into guest pixels, and
+//! hands the resulting reports to every sink. Physical input never reaches a guest
+//! any other way.
+//!
+//! A sink is one kind of guest input device: [`VirtioInputSink`] (the Linux VM's
+//! virtio-input keyboard and tablet) today; a USB HID keyboard and tablet behind an
+//! xHCI is another implementation of [`Sink`] pushed in [`start`].
+//!
+//! The physical devices are QEMU's `virtio-keyboard-device` and
+//! `virtio-tablet-device`, driven with `virtio-drivers`' virtio-mmio transport and
+//! split virtqueue (its input driver needs the crate's `alloc` feature, see
+//! `display.rs`): the event queue holds [`EVENT_BUFFERS`] eight-byte buffers, polled
+//! by the render loop's callers ([`poll_physical`]); `input::physical` turns the
+//! evdev reports into authority-ABI events in display pixels.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+
+use authority_abi::input::{Button, InputEvent, Space};
+use input::physical::{Axis, Physical};
+use input::{Device, Report, Routed, Router};
+use monitor::command::{InputAction, MouseButton};
+use spin::Mutex;
+use vdev::Shared;
+use virtio::defs::input as ev;
+use virtio_drivers::device::common::Feature;
+use virtio_drivers::queue::VirtQueue;
+use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+use virtio_drivers::transport::{DeviceType, Transport};
+
+use crate::el1::read_sysreg;
+use crate::sysdisk::IdentityHal;
+use crate::vm::{VgicSink, Vm};
+
+/// One of a VM's virtio-input devices.
+pub type GuestInputDevice = Shared<virtio::MmioTransport<virtio::input::Input>>;
+
+/// A VM's virtio-input keyboard and tablet (a firmware VM has neither).
+#[derive(Default, Clone)]
+pub struct GuestInput {
+    pub keyboard: Option<GuestInputDevice>,
+    pub tablet: Option<GuestInputDevice>,
+}
+
+/// Where a VM's routed input goes: one kind of guest input device pair.
+pub trait Sink: Send {
+    /// Queues `report` (evdev events for `report.device`; tablet positions in
+    /// guest pixels of a `guest.0 × guest.1` screen); `false` when the device
+    /// dropped it (absent, or its queue full).
+    fn push(&mut self, report: &Report, guest: (u32, u32)) -> bool;
+    /// Lets the guest see what was queued (completes its buffers, raises the
+    /// interrupts; `here` is the calling vCPU, `usize::MAX` for none).
+    fn flush(&mut self, vm: &Vm, here: usize);
+}
+
+/// The Linux VM's virtio-input keyboard and tablet.
+pub struct VirtioInputSink(pub GuestInput);
+
+impl Sink for VirtioInputSink {
+    fn push(&mut self, report: &Report, guest: (u32, u32)) -> bool {
+        let device = match report.device {
+            Device::Keyboard => &self.0.keyboard,
+            Device::Tablet => &self.0.tablet,
+        };
+        let Some(device) = device else {
+            return false;
+        };
+        let mut t = device.0.lock();
+        let d = t.device_mut();
+        // The tablet's axes span its own size; a guest mode of another size is
+        // scaled onto them.
+        let events: Vec<virtio::input::Event> = match d.personality() {
+            virtio::input::Personality::Tablet { width, height } => report
+                .events
+                .iter()
+                .map(|e| {
+                    let scale = |v: i32, to: u32, from: u32| {
+                        (i64::from(v) * i64::from(to) / i64::from(from.max(1))) as i32
+                    };
+                    let mut e = *e;
+                    match (e.ty, e.code) {
+                        (ev::EV_ABS, ev::ABS_X) => e.value = scale(e.value, width, guest.0),
+                        (ev::EV_ABS, ev::ABS_Y) => e.value = scale(e.value, height, guest.1),
+                        _ => {}
+                    }
+                    e
+                })
+                .collect(),
+            virtio::input::Personality::Keyboard => report.events.clone(),
+        };
+        d.push_report(&events).is_ok()
+    }
+
+    fn flush(&mut self, vm: &Vm, here: usize) {
+        let mut irq = VgicSink::new(&vm.vgic);
+        for device in [&self.0.keyboard, &self.0.tablet].into_iter().flatten() {
+            let mut mem = vm.ram;
+            device.0.lock().poll(&mut mem, &mut irq);
+        }
+        if irq.touched {
+            vm.deliver_kicks(here);
+        }
+    }
+}
+
+/// The VM's routing.
+struct Routing {
+    vm: &'static Vm,
+    router: Router,
+    sinks: Vec<Box<dyn Sink>>,
+    /// The presentation the router was last given.
+    map: Option<input::PointerMap>,
+    /// The router's clock (milliseconds; gaze dwell counts in it): the system
+    /// counter's, never going back, moved on by held gaze samples.
+    clock_ms: u64,
+}
+
+/// Taken after the display's locks, never while holding them.
+static ROUTING: Mutex<Option<Routing>> = Mutex::new(None);
+
+/// What became of a batch of events.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub delivered: u32,
+    pub not_interactive: u32,
+    pub outside: u32,
+    pub ignored: u32,
+    /// Reports the devices dropped (their queues full: the guest is not reading).
+    pub dropped: u32,
+}
+
+impl core::fmt::Display for Tally {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} delivered, {} not interactive, {} outside, {} ignored, {} dropped",
+            self.delivered, self.not_interactive, self.outside, self.ignored, self.dropped
+        )
+    }
+}
+
+fn now_ms() -> u64 {
+    let freq = read_sysreg!("CNTFRQ_EL0").max(1);
+    (u128::from(read_sysreg!("CNTPCT_EL0")) * 1000 / u128::from(freq)) as u64
+}
+
+/// Sets up `vm`'s routing (interactive, presented as the display shows it) and the
+/// physical input devices among `transports`.
+pub fn start(vm: &'static Vm, transports: &[(boards::Range, Option<u32>)]) {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if vm.input.keyboard.is_some() || vm.input.tablet.is_some() {
+        sinks.push(Box::new(VirtioInputSink(vm.input.clone())));
+    }
+    let mut router = Router::new(input::gaze::GazeConfig::default());
+    router.set_interactive(true, &mut Vec::new());
+    *ROUTING.lock() = Some(Routing {
+        vm,
+        router,
+        sinks,
+        map: None,
+        clock_ms: 0,
+    });
+    presentation_changed(usize::MAX);
+    start_physical(transports);
+}
+
+impl Routing {
+    /// Gives the router the display's current presentation of the VM, if it
+    /// changed.
+    fn follow(&mut self, map: Option<input::PointerMap>, here: usize) {
+        if map == self.map {
+            return;
+        }
+        self.map = map;
+        let mut out = Vec::new();
+        self.router.set_presentation(map, &mut out);
+        self.deliver(&out, here);
+    }
+
+    fn guest_size(&self) -> (u32, u32) {
+        self.map.map_or((1, 1), |m| m.guest_size())
+    }
+
+    /// Hands `reports` to every sink; returns how many some sink dropped.
+    fn deliver(&mut self, reports: &[Report], here: usize) -> u32 {
+        if reports.is_empty() {
+            return 0;
+        }
+        if self.sinks.is_empty() {
+            // A VM without input devices (a firmware VM): nothing can take them.
+            return reports.len() as u32;
+        }
+        let guest = self.guest_size();
+        let mut dropped = 0;
+        for s in &mut self.sinks {
+            for r in reports {
+                if !s.push(r, guest) {
+                    dropped += 1;
+                }
+            }
+            s.flush(self.vm, here);
+        }
+        dropped
+    }
+
+    fn route_at(&mut self, now: u64, events: &[InputEvent], here: usize, t: &mut Tally) {
+        let mut out = Vec::new();
+        for e in events {
+            match self.router.route(now, e, &mut out) {
+                Routed::Delivered => t.delivered += 1,
+                Routed::NotInteractive => t.not_interactive += 1,
+                Routed::Outside => t.outside += 1,
+                Routed::Ignored => t.ignored += 1,
+            }
+        }
+        t.dropped += self.deliver(&out, here);
+    }
+}
+
+/// The display's presentation of the VM changed (or may have): the router follows
+/// it; hiding releases every key and button the guest holds.
+pub fn presentation_changed(here: usize) {
+    let Some(vm) = ROUTING.lock().as_ref().map(|r| r.vm) else {
+        return;
+    };
+    let map = crate::display::pointer_map(vm);
+    if let Some(r) = ROUTING.lock().as_mut() {
+        r.follow(map, here);
+    }
+}
+
+/// The one entry point of input for the VM: routes `events` (from the monitor, the
+/// physical devices, later the authority partition) through its router to its
+/// sinks. `here` is the calling vCPU (`usize::MAX`: none).
+pub fn route(events: &[InputEvent], here: usize) -> Tally {
+    let mut t = Tally::default();
+    let Some(vm) = ROUTING.lock().as_ref().map(|r| r.vm) else {
+        t.not_interactive = events.len() as u32;
+        return t;
+    };
+    let map = crate::display::pointer_map(vm);
+    if let Some(r) = ROUTING.lock().as_mut() {
+        r.follow(map, here);
+        r.clock_ms = r.clock_ms.max(now_ms());
+        let now = r.clock_ms;
+        r.route_at(now, events, here, &mut t);
+    }
+    t
+}
+
+/// Gaze samples of a held gaze: one every this many milliseconds.
+const GAZE_SAMPLE_MS: u64 = 16;
+
+fn button_of(b: MouseButton) -> Button {
+    match b {
+        MouseButton::Left => Button::Left,
+        MouseButton::Right => Button::Right,
+        MouseButton::Middle => Button::Middle,
+        MouseButton::Back => Button::Back,
+        MouseButton::Forward => Button::Forward,
+    }
+}
+
+/// The events of a one-step input script (`type "…"`, `key CHORD`), validated
+/// by the script parser.
+fn script_step(text: &str) -> Result<Vec<InputEvent>, String> {
+    let script = input::Script::parse(text.as_bytes())
+        .map_err(|e| format!("`{text}` refused: {:?}", e.kind))?;
+    Ok(script
+        .steps
+        .iter()
+        .flat_map(input::run::events_of)
+        .collect())
+}
+
+/// The monitor's `input …` for the VM: what became of the events, or why nothing
+/// was done.
+pub fn command(action: InputAction, here: usize) -> Result<String, String> {
+    let point = |x, y| InputEvent::PointerAbs {
+        x,
+        y,
+        space: Space::Display,
+    };
+    let events = match action {
+        InputAction::Type(text) => script_step(&format!("type {text}"))?,
+        InputAction::Key(chord) => script_step(&format!("key {chord}"))?,
+        InputAction::Pointer { x, y } => alloc::vec![point(x, y)],
+        InputAction::Click { x, y, button } => {
+            let button = button_of(button);
+            alloc::vec![
+                point(x, y),
+                InputEvent::Button {
+                    button,
+                    pressed: true
+                },
+                InputEvent::Button {
+                    button,
+                    pressed: false
+                },
+            ]
+        }
+        InputAction::Gaze { x, y, ms } => return Ok(gaze(x, y, ms, here)),
+        InputAction::Interactive(on) => {
+            let mut guard = ROUTING.lock();
+            let r = guard
+                .as_mut()
+                .ok_or_else(|| String::from("the VM has no input routing"))?;
+            let mut out = Vec::new();
+            r.router.set_interactive(on, &mut out);
+            r.deliver(&out, here);
+            return Ok(String::from(if on {
+                "input interactive"
+            } else {
+                "input not interactive (held keys released)"
+            }));
+        }
+    };
+    Ok(format!("{} events: {}", events.len(), route(&events, here)))
+}
+
+/// A gaze held at display `(x, y)` for `ms` milliseconds of the router's clock:
+/// samples every [`GAZE_SAMPLE_MS`], so smoothing converges and a dwell clicks.
+fn gaze(x: i32, y: i32, ms: u32, here: usize) -> String {
+    let mut t = Tally::default();
+    let Some(vm) = ROUTING.lock().as_ref().map(|r| r.vm) else {
+        return String::from("no input routing");
+    };
+    let map = crate::display::pointer_map(vm);
+    let mut samples = 0;
+    if let Some(r) = ROUTING.lock().as_mut() {
+        r.follow(map, here);
+        let start = r.clock_ms.max(now_ms());
+        let mut at = 0;
+        loop {
+            r.route_at(start + at, &[InputEvent::Gaze { x, y }], here, &mut t);
+            samples += 1;
+            if at >= u64::from(ms) {
+                break;
+            }
+            at = (at + GAZE_SAMPLE_MS).min(u64::from(ms));
+        }
+        r.clock_ms = start + at;
+    }
+    format!("{samples} gaze samples: {t}")
+}
+
+/// Descriptors of a physical device's event queue, one event buffer each.
+const EVENT_BUFFERS: usize = 32;
+/// The event queue's index.
+const EVENTQ: u16 = 0;
+
+/// One physical virtio-input device.
+struct HostInput {
+    transport: MmioTransport<'static>,
+    eventq: VirtQueue<IdentityHal, EVENT_BUFFERS>,
+    /// The buffers, one per descriptor (token `i` is buffer `i`): heap memory the
+    /// device writes, leaked with the device (it lives as long as the hypervisor).
+    buffers: &'static mut [[u8; ev::EVENT_SIZE]; EVENT_BUFFERS],
+}
+
+/// The physical devices and their translation.
+struct PhysicalInput {
+    devices: Vec<HostInput>,
+    physical: Physical,
+}
+
+static PHYSICAL: Mutex<Option<PhysicalInput>> = Mutex::new(None);
+
+/// Reads config field `select`/`subsel` of a virtio-input device: its size and the
+/// first bytes of its union.
+fn query(t: &mut MmioTransport<'static>, select: u8, subsel: u8) -> Option<(u8, [u8; 8])> {
+    t.write_config_space(ev::CFG_SELECT, select).ok()?;
+    t.write_config_space(ev::CFG_SUBSEL, subsel).ok()?;
+    let size: u8 = t.read_config_space(ev::CFG_SIZE_FIELD).ok()?;
+    let mut data = [0u8; 8];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = t.read_config_space(ev::CFG_UNION + i).ok()?;
+    }
+    Some((size, data))
+}
+
+/// An absolute axis's range (`struct virtio_input_absinfo`: min, max, …).
+fn axis(t: &mut MmioTransport<'static>, code: u16) -> Option<Axis> {
+    let (size, d) = query(t, ev::CFG_ABS_INFO, code as u8)?;
+    (size >= 8).then(|| Axis {
+        min: i32::from_le_bytes([d[0], d[1], d[2], d[3]]),
+        max: i32::from_le_bytes([d[4], d[5], d[6], d[7]]),
+    })
+}
+
+impl HostInput {
+    fn new(mut transport: MmioTransport<'static>) -> Result<Self, virtio_drivers::Error> {
+        transport.begin_init(Feature::VERSION_1);
+        let mut eventq = VirtQueue::new(&mut transport, EVENTQ, false, false)?;
+        let buffers = Box::leak(Box::new([[0u8; ev::EVENT_SIZE]; EVENT_BUFFERS]));
+        for b in buffers.iter_mut() {
+            // SAFETY: the buffer is leaked heap memory (identity-mapped, so its
+            // address is the one the device writes), referenced by nothing else
+            // but this queue from now on: it stays valid until `pop_used` gives it
+            // back, and is only read after that.
+            unsafe { eventq.add(&[], &mut [b.as_mut_slice()]) }?;
+        }
+        transport.finish_init();
+        transport.notify(EVENTQ);
+        Ok(HostInput {
+            transport,
+            eventq,
+            buffers,
+        })
+    }
+
+    /// Takes every event the device completed, gives the buffers back.
+    fn take(&mut self, physical: &mut Physical, out: &mut Vec<InputEvent>) {
+        let mut any = false;
+        while let Some(token) = self.eventq.peek_used() {
+            let Some(b) = self.buffers.get_mut(usize::from(token)) else {
+                log::warn!("physical input: device used an unknown buffer {token}");
+                return;
+            };
+            // SAFETY: `token` is the descriptor `b` was added with (token i is
+            // buffer i, as `add` hands descriptors out in order from a fresh
+            // queue and each re-add reuses the freed one).
+            if unsafe { self.eventq.pop_used(token, &[], &mut [b.as_mut_slice()]) }.is_err() {
+                return;
+            }
+            let e = virtio::input::Event::decode(b);
+            physical.event(e.ty, e.code, e.value, out);
+            // SAFETY: as in `new`: the same leaked buffer, handed to the device
+            // again and not read until it comes back.
+            if unsafe { self.eventq.add(&[], &mut [b.as_mut_slice()]) }.is_err() {
+                return;
+            }
+            any = true;
+        }
+        if any && self.eventq.should_notify() {
+            self.transport.notify(EVENTQ);
+        }
+    }
+}
+
+/// Finds QEMU's virtio keyboard and tablet among `transports` and brings them up.
+fn start_physical(transports: &[(boards::Range, Option<u32>)]) {
+    let Some(display) = crate::display::size() else {
+        log::info!("physical input: no display, so no pointer to map; not driven");
+        return;
+    };
+    let mut devices = Vec::new();
+    // Replaced by the tablet's own axes; without a tablet nothing reads them.
+    let none = Axis { min: 0, max: 0 };
+    let mut axes = (none, none);
+    for (range, _irq) in transports {
+        let Ok(size) = usize::try_from(range.size) else {
+            continue;
+        };
+        let Some(header) = NonNull::new(range.base as usize as *mut VirtIOHeader) else {
+            continue;
+        };
+        // SAFETY: `range` is a virtio-mmio register window from the device tree,
+        // identity-mapped as device memory for the hypervisor's whole life.
+        // Building the transport only reads identification registers; it is kept
+        // only for an input device (which nothing else drives) and forgotten
+        // otherwise, since dropping one resets its device (see `display::probe`).
+        let Ok(mut transport) = (unsafe { MmioTransport::new(header, size) }) else {
+            continue;
+        };
+        if transport.device_type() != DeviceType::Input {
+            core::mem::forget(transport);
+            continue;
+        }
+        let tablet =
+            query(&mut transport, ev::CFG_EV_BITS, ev::EV_ABS as u8).is_some_and(|(n, _)| n > 0);
+        if tablet {
+            match (
+                axis(&mut transport, ev::ABS_X),
+                axis(&mut transport, ev::ABS_Y),
+            ) {
+                (Some(x), Some(y)) if x.max > x.min && y.max > y.min => axes = (x, y),
+                _ => {
+                    log::warn!("physical input: tablet without usable axes; ignored");
+                    core::mem::forget(transport);
+                    continue;
+                }
+            }
+        }
+        match HostInput::new(transport) {
+            Ok(d) => {
+                log::info!(
+                    "physical input: virtio {} at {:#x}",
+                    if tablet { "tablet" } else { "keyboard" },
+                    range.base
+                );
+                devices.push(d);
+            }
+            Err(e) => log::warn!("physical input at {:#x} unusable: {e:?}", range.base),
+        }
+    }
+    if !devices.is_empty() {
+        *PHYSICAL.lock() = Some(PhysicalInput {
+            devices,
+            physical: Physical::new(display, axes),
+        });
+    }
+}
+
+/// Takes the physical devices' events and routes them to the presented VM. Called
+/// on the render loop's occasions (after interrupt exits, before idling); a CPU
+/// that finds another polling moves on.
+pub fn poll_physical() {
+    let Some(mut guard) = PHYSICAL.try_lock() else {
+        return;
+    };
+    let Some(p) = guard.as_mut() else {
+        return;
+    };
+    let mut events = Vec::new();
+    for d in &mut p.devices {
+        d.take(&mut p.physical, &mut events);
+    }
+    // Routed under the lock, so two CPUs polling cannot reorder events (the
+    // routing's and the display's locks are never held when this one is taken).
+    if !events.is_empty() {
+        route(&events, usize::MAX);
+    }
+}
