@@ -10,9 +10,9 @@
 //! Boot 1 suspends the VM with `monitor vm suspend linux` (QEMU powers off). Boot
 //! 2 (a host restart on the same system disk) resumes it: no kernel boot, the
 //! counter goes on from the next value, the data and the last block written before
-//! the suspend read back, each new block reads back the tick after; then an
-//! in-memory snapshot is taken and rolled back to (the restored controller reads
-//! the namespace as the disk log put it back). Boot 3 (another host restart, a cold
+//! the suspend read back, each new block reads back the tick after; then a disk
+//! snapshot (`--disk`: its image on the system disk) is taken and rolled back to
+//! (the restored controller reads the namespace as the disk log put it back). Boot 3 (another host restart, a cold
 //! boot: the image was consumed) reads the last block boot 2 confirmed, or a later
 //! one, and the data.
 
@@ -185,8 +185,8 @@ fn an_nvme_vm_suspends_resumes_after_host_restart_and_keeps_its_namespace() {
     assert_consecutive(&before, &wrote, &tail1);
     assert!(saved_state_size(&disk) > 0, "no saved state committed");
 
-    // Boot 2 (host restart): resume, three ticks, a snapshot, two more ticks, a
-    // rollback, three ticks after it.
+    // Boot 2 (host restart): resume, three ticks, a disk snapshot, two more ticks,
+    // a rollback, three ticks after it.
     let want = last.count + 3;
     let second = boot(&nvme_system(
         &disk,
@@ -195,7 +195,7 @@ fn an_nvme_vm_suspends_resumes_after_host_restart_and_keeps_its_namespace() {
             "suspend-pcie-2.script",
             format!(
                 "expect (?m)^count={want} \n\
-                 monitor vm snapshot linux s1\n\
+                 monitor vm snapshot linux s1 --disk\n\
                  expect (?m)^count={} \n\
                  monitor vm rollback linux s1\n\
                  expect (?m)^count=\\d+ \n\
@@ -219,7 +219,7 @@ fn an_nvme_vm_suspends_resumes_after_host_restart_and_keeps_its_namespace() {
     let got = statuses(&second.console);
     assert!(
         got.len() == 2
-            && got[0].starts_with("ok: vm linux snapshot 's1' taken (memory, ")
+            && got[0].starts_with("ok: vm linux snapshot 's1' taken (disk, ")
             && got[1] == "ok: vm linux rolled back to snapshot 's1'",
         "{got:#?}\n{tail2}"
     );
