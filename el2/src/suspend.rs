@@ -144,6 +144,16 @@ impl DeviceHandle for PcieHandle {
     fn in_flight(&self) -> usize {
         self.0.lock().in_flight()
     }
+    /// Runs what the restored functions hold: commands saved as held run again
+    /// and submission queue entries rung but not fetched are fetched (a drained
+    /// suspend leaves none of the first; the second waits on a full queue).
+    fn after_restore(&self, mem: &mut GuestRam, irq: &mut dyn InterruptSink) {
+        let mut rc = self.0.lock();
+        if rc.has_work() {
+            let mut ctx = vdev::MmioContext { vcpu: 0, mem, irq };
+            rc.poll(&mut ctx);
+        }
+    }
 }
 
 /// A device on the VM's bus whose state is saved, by its bus name and base.
