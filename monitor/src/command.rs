@@ -13,6 +13,8 @@
 //! display freeze NAME           display mode NAME W H
 //! display unfreeze NAME         display overlay [TEXT]
 //! display status
+//! usb detach NAME               usb attach NAME
+//! usb key NAME USAGE
 //! ```
 //!
 //! A VM name is 1..=[`NAME_MAX`] printable ASCII characters (the registry's
@@ -95,7 +97,26 @@ pub enum Command<'a> {
     /// The overlay line's text (empty: none); the rest of the line, blanks kept.
     DisplayOverlay(&'a str),
     DisplayStatus,
+    Usb {
+        vm: &'a str,
+        op: UsbOp,
+    },
 }
+
+/// What a `usb` command does to a VM's USB devices (its xHCI controller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsbOp {
+    /// Unplug the mass-storage device (`usb detach`).
+    DetachStorage,
+    /// Plug it back in (`usb attach`).
+    AttachStorage,
+    /// Press and release a key on the USB keyboard, by HID usage (Keyboard/Keypad
+    /// page, 0x04..=0xe7; `usb key`).
+    Key(u8),
+}
+
+/// HID usages `usb key` takes (Keyboard/Keypad page: `a` is 0x04, Right GUI 0xe7).
+pub const USB_KEY_USAGES: core::ops::RangeInclusive<u8> = 0x04..=0xe7;
 
 /// Why a line is not a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +150,8 @@ pub enum ParseError<'a> {
     UnknownDisplayCommand(Option<&'a str>),
     /// `display present NAME` with a placement other than panel, fullscreen, quad.
     UnknownPlacement(Option<&'a str>),
+    /// `usb` without a subcommand, or with an unknown one.
+    UnknownUsbCommand(Option<&'a str>),
     /// `what` of `command` is not a number in its range.
     BadNumber {
         command: &'static str,
@@ -179,6 +202,12 @@ impl fmt::Display for ParseError<'_> {
                 f,
                 "unknown placement `{w}`: panel X Y W H, fullscreen, quad X0 Y0 .. X3 Y3"
             ),
+            ParseError::UnknownUsbCommand(None) => {
+                write!(f, "`usb` needs a subcommand: detach, attach, key")
+            }
+            ParseError::UnknownUsbCommand(Some(w)) => {
+                write!(f, "unknown command `usb {w}` (try `help`)")
+            }
             ParseError::BadNumber {
                 command,
                 what,
@@ -320,6 +349,12 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
             }
             display(sub, more)
         }
+        "usb" => {
+            let Some((&sub, more)) = rest.split_first() else {
+                return Err(ParseError::UnknownUsbCommand(None));
+            };
+            usb(sub, more)
+        }
         other => Err(ParseError::UnknownCommand(other)),
     }
 }
@@ -380,6 +415,44 @@ fn vm<'a>(sub: &'a str, words: &[&'a str]) -> Result<Command<'a>, ParseError<'a>
             }
         }
     })
+}
+
+fn usb<'a>(sub: &'a str, words: &[&'a str]) -> Result<Command<'a>, ParseError<'a>> {
+    let command: &'static str = match sub {
+        "detach" => "usb detach",
+        "attach" => "usb attach",
+        "key" => "usb key",
+        other => return Err(ParseError::UnknownUsbCommand(Some(other))),
+    };
+    let a = Args { command, words };
+    let op = match sub {
+        "detach" | "attach" => {
+            a.only(1, &[])?;
+            if sub == "detach" {
+                UsbOp::DetachStorage
+            } else {
+                UsbOp::AttachStorage
+            }
+        }
+        _ => {
+            a.only(2, &[])?;
+            let what = "a HID USAGE (0x04..0xe7)";
+            let w = a.positional(1, what)?;
+            let n = match w.strip_prefix("0x") {
+                Some(hex) => u8::from_str_radix(hex, 16).ok(),
+                None => w.parse().ok(),
+            };
+            let usage = n
+                .filter(|u| USB_KEY_USAGES.contains(u))
+                .ok_or(ParseError::BadNumber {
+                    command,
+                    what,
+                    word: w,
+                })?;
+            UsbOp::Key(usage)
+        }
+    };
+    Ok(Command::Usb { vm: a.name(0)?, op })
 }
 
 fn display<'a>(sub: &'a str, words: &[&'a str]) -> Result<Command<'a>, ParseError<'a>> {
@@ -716,5 +789,56 @@ mod tests {
         ));
         let line = "vm list x ".repeat(1000);
         assert!(parse(&line).is_err());
+    }
+
+    #[test]
+    fn usb_commands_parse_and_refuse_bad_usages() {
+        use Command::Usb;
+        for (line, op) in [
+            ("usb detach linux", UsbOp::DetachStorage),
+            ("usb attach linux", UsbOp::AttachStorage),
+            ("usb key linux 0x04", UsbOp::Key(0x04)),
+            ("usb key linux 40", UsbOp::Key(40)),
+            ("usb key linux 0xe7", UsbOp::Key(0xe7)),
+        ] {
+            assert_eq!(parse(line), Ok(Usb { vm: "linux", op }), "{line}");
+        }
+        for (line, want) in [
+            ("usb", ParseError::UnknownUsbCommand(None)),
+            (
+                "usb eject linux",
+                ParseError::UnknownUsbCommand(Some("eject")),
+            ),
+            (
+                "usb detach",
+                ParseError::Missing {
+                    command: "usb detach",
+                    what: "a VM NAME",
+                },
+            ),
+            (
+                "usb attach linux now",
+                ParseError::Extra {
+                    command: "usb attach",
+                    word: "now",
+                },
+            ),
+        ] {
+            assert_eq!(parse(line), Err(want), "{line}");
+        }
+        for bad in ["0x03", "0xe8", "256", "-1", "0x", "a", "0x1ff"] {
+            let line = std::format!("usb key linux {bad}");
+            assert!(
+                matches!(
+                    parse(&line),
+                    Err(ParseError::BadNumber {
+                        command: "usb key",
+                        ..
+                    })
+                ),
+                "{line}"
+            );
+            assert!(parse(&line).unwrap_err().to_string().contains(bad));
+        }
     }
 }

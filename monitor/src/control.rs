@@ -13,7 +13,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::command::{parse, Command, DisplayChange, DisplayPlacement, SnapshotStore};
+use crate::command::{parse, Command, DisplayChange, DisplayPlacement, SnapshotStore, UsbOp};
 
 /// Longest status text (after `ok: ` / `error: `), in bytes.
 pub const STATUS_MAX: usize = 480;
@@ -165,6 +165,14 @@ pub trait VmControl {
     fn display_overlay(&mut self, text: &str) -> Result<(), ControlError>;
     /// The physical display and every VM's presentation, one line.
     fn display_status(&self) -> Result<String, ControlError>;
+    /// Hot-plugs `vm`'s USB mass-storage device or types on its USB keyboard.
+    fn usb(&mut self, vm: &str, op: UsbOp) -> Result<(), ControlError> {
+        let _ = op;
+        Err(ControlError::Unsupported {
+            what: format!("usb on vm {vm}"),
+            why: "this hypervisor has no USB",
+        })
+    }
 }
 
 /// One status line.
@@ -251,7 +259,7 @@ impl Reply {
 /// The one-line `help` text.
 pub const HELP: &str = "commands: vm list | vm pause/resume/suspend NAME | \
 vm snapshot NAME TAG [--disk] | vm rollback NAME TAG | vm snapshots NAME | \
-vm delete-snapshot NAME TAG | host shutdown | \
+vm delete-snapshot NAME TAG | host shutdown | usb detach/attach NAME | usb key NAME USAGE | \
 display present NAME panel X Y W H/fullscreen/quad X0 Y0 .. X3 Y3 | \
 display hide/freeze/unfreeze NAME | display throttle NAME FPS | display mode NAME W H | \
 display overlay [TEXT] | display status | help; Ctrl-] returns to the guest";
@@ -375,6 +383,11 @@ pub fn execute(line: &str, ctl: &mut dyn VmControl) -> Reply {
             }
         }),
         Command::DisplayStatus => ctl.display_status(),
+        Command::Usb { vm, op } => ctl.usb(vm, op).map(|()| match op {
+            UsbOp::DetachStorage => format!("vm {vm} USB storage detached"),
+            UsbOp::AttachStorage => format!("vm {vm} USB storage attached"),
+            UsbOp::Key(u) => format!("vm {vm} USB key {u:#04x} pressed and released"),
+        }),
         Command::HostShutdown => {
             return match ctl.host_shutdown() {
                 Ok(r) => {
@@ -576,6 +589,17 @@ mod tests {
         fn display_status(&self) -> Result<String, ControlError> {
             Ok(format!("1280x800; {} presented", self.vms[0].name))
         }
+        fn usb(&mut self, vm: &str, op: UsbOp) -> Result<(), ControlError> {
+            self.vm(vm)?;
+            if op == UsbOp::AttachStorage {
+                return Err(ControlError::Invalid {
+                    vm: vm.into(),
+                    why: "the USB storage device is attached already".into(),
+                });
+            }
+            self.calls.push(format!("usb {vm} {op:?}"));
+            Ok(())
+        }
     }
 
     fn run(m: &mut Model, line: &str) -> String {
@@ -775,6 +799,31 @@ mod tests {
     }
 
     #[test]
+    fn usb_commands_reach_the_vm_and_report_what_they_did() {
+        let mut m = Model::new();
+        assert_eq!(
+            run(&mut m, "usb detach linux"),
+            "ok: vm linux USB storage detached"
+        );
+        assert_eq!(
+            run(&mut m, "usb key linux 0x04"),
+            "ok: vm linux USB key 0x04 pressed and released"
+        );
+        assert_eq!(
+            run(&mut m, "usb attach linux"),
+            "error: vm linux: the USB storage device is attached already; nothing changed"
+        );
+        assert!(run(&mut m, "usb detach nosuch").starts_with("error: no VM named 'nosuch'"));
+        assert!(run(&mut m, "usb key linux 0x03").starts_with("error: `usb key`"));
+        assert!(run(&mut m, "usb").starts_with("error: `usb` needs a subcommand"));
+        assert_eq!(
+            m.calls,
+            ["usb linux DetachStorage", "usb linux Key(4)"],
+            "refused lines call nothing"
+        );
+    }
+
+    #[test]
     fn help_is_one_line_naming_every_command() {
         let mut m = Model::new();
         let s = run(&mut m, "help");
@@ -792,6 +841,8 @@ mod tests {
             "display mode",
             "display overlay",
             "display status",
+            "usb detach/attach",
+            "usb key",
             "help",
         ] {
             assert!(s.contains(c), "{c}");

@@ -188,6 +188,12 @@ pub struct RunOptions {
     /// the virtio PCI transport, behind the same root complex (`--virtio-pci
     /// SIZE`; boots from a bundle).
     pub virtio_pci: Option<u64>,
+    /// Give the Linux guest an xHCI controller with a USB HID keyboard and tablet,
+    /// behind the same root complex (`--usb`; boots from a bundle).
+    pub usb: bool,
+    /// A read-only image the Linux guest gets as USB mass storage on that
+    /// controller (`--usb-storage PATH`, implies `--usb`).
+    pub usb_storage: Option<PathBuf>,
     /// The system disk a Linux run boots from (`--system-disk`; default
     /// `target/system-disk.img`). Runs of the other guests, `--kernel` and
     /// `--hypervisor-fault` runs use a boot bundle instead.
@@ -246,7 +252,7 @@ pub enum NvmeDisk {
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--usb] [--usb-storage PATH] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -262,7 +268,8 @@ pub const NOTES: &str = "\
   other guests boot from a bundle instead, as does --nvme SIZE (the guest's disk is then an NVMe RAM
   disk behind PCI Express, 00:01.0, MSI-X through a GICv2m frame; docs/architecture.md), and
   --virtio-pci (a virtio-blk RAM disk over the virtio 1.2 PCI transport at 00:02.0, /dev/vda, MSI-X
-  likewise). --nvme system moves the system-disk VM's /dev/vda to NVMe instead (device model
+  likewise), and --usb (an xHCI controller at 00:03.0 with a USB keyboard and tablet; --usb-storage PATH
+  adds PATH as read-only USB mass storage). --nvme system moves the system-disk VM's /dev/vda to NVMe instead (device model
   linux-dt-nvme; data persists).
   Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `monitor COMMAND`
   (Ctrl-] into the hypervisor monitor, COMMAND, its status line printed, Ctrl-] back; docs/monitor.md),
@@ -319,6 +326,12 @@ pub struct RunArgs {
     /// linux-dt: a virtio-blk disk (a zero-filled RAM disk of SIZE) over the virtio 1.2 PCI transport, behind the same root complex; boots from a bundle
     #[arg(long = "virtio-pci", value_name = "SIZE", value_parser = parse_virtio_pci)]
     virtio_pci: Option<u64>,
+    /// linux-dt: an xHCI controller (00:03.0) with a USB HID keyboard and tablet, behind the same root complex; boots from a bundle
+    #[arg(long)]
+    usb: bool,
+    /// linux-dt: a read-only image (a whole number of 512-byte sectors) as USB mass storage on that controller; implies --usb
+    #[arg(long = "usb-storage", value_name = "PATH")]
+    usb_storage: Option<PathBuf>,
     /// system disk of a Linux run (default target/system-disk.img)
     #[arg(long = "system-disk", value_name = "PATH")]
     system_disk: Option<PathBuf>,
@@ -504,6 +517,8 @@ impl RunArgs {
                 || self.boot_disk.is_some()
                 || self.fresh
                 || self.nvme.is_some()
+                || self.usb
+                || self.usb_storage.is_some()
                 || self.hypervisor_fault.is_some()
                 || self.boot == Some(crate::efi::Boot::Efi))
         {
@@ -516,18 +531,24 @@ impl RunArgs {
                 "--secure-boot applies to --profile uefi-acpi without --firmware".into(),
             ));
         }
-        if (self.nvme.is_some() || self.virtio_pci.is_some())
+        if (self.nvme.is_some()
+            || self.virtio_pci.is_some()
+            || self.usb
+            || self.usb_storage.is_some())
             && (profile != Profile::LinuxDt || self.guest.unwrap_or_default() != Guest::Linux)
         {
             return Err(Error::Usage(
-                "--nvme and --virtio-pci apply to the Linux guest with --profile linux-dt".into(),
+                "--nvme, --virtio-pci, --usb and --usb-storage apply to the Linux guest with --profile linux-dt".into(),
             ));
         }
         if self.nvme == Some(NvmeDisk::System)
-            && (self.kernel.is_some() || self.hypervisor_fault.is_some())
+            && (self.kernel.is_some()
+                || self.hypervisor_fault.is_some()
+                || self.usb
+                || self.usb_storage.is_some())
         {
             return Err(Error::Usage(
-                "--nvme system needs a system-disk run (not --kernel or --hypervisor-fault, which boot a bundle): use --nvme SIZE".into(),
+                "--nvme system needs a system-disk run (not --kernel, --hypervisor-fault or --usb, which boot a bundle): use --nvme SIZE".into(),
             ));
         }
         if (self.firmware_shell || self.firmware.is_some()) && profile != Profile::UefiAcpi {
@@ -551,6 +572,8 @@ impl RunArgs {
             guest_cmd: self.guest_cmd,
             nvme: self.nvme,
             virtio_pci: self.virtio_pci,
+            usb: self.usb || self.usb_storage.is_some(),
+            usb_storage: self.usb_storage,
             system_disk: self.system_disk,
             fresh: self.fresh,
             cold: self.cold,
@@ -608,6 +631,8 @@ pub fn uses_system_disk(o: &RunOptions) -> bool {
         && o.hypervisor_fault.is_none()
         && !matches!(o.nvme, Some(NvmeDisk::Ram(_)))
         && o.virtio_pci.is_none()
+        && !o.usb
+        && o.usb_storage.is_none()
 }
 
 /// Whether a run is captured (piped) rather than on the terminal.
@@ -726,6 +751,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             firmware: None,
             nvme: None,
             virtio_pci: None,
+            usb: false,
+            usb_storage: None,
         };
         return Ok(Prepared {
             qemu,
@@ -792,6 +819,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             disk: None,
             nvme: None,
             virtio_pci: None,
+            usb: false,
+            usb_storage: None,
             fault: None,
             pmu_el2_counting: false,
             firmware: Some(crate::bundle::FirmwareDef {
@@ -908,6 +937,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             _ => None,
         },
         virtio_pci: o.virtio_pci,
+        usb: o.usb || o.usb_storage.is_some(),
+        usb_storage: o.usb_storage.clone(),
         fault: o.hypervisor_fault,
         // The exits benchmark counts the hypervisor's instructions; no other guest
         // may watch EL2 through its PMU.
@@ -1320,6 +1351,8 @@ mod tests {
                     disk: None,
                     nvme: None,
                     virtio_pci: None,
+                    usb: false,
+                    usb_storage: None,
                     fault: None,
                     pmu_el2_counting: guest == Guest::BenchExits,
                     firmware: None,
@@ -1510,6 +1543,27 @@ mod tests {
             "--virtio-pci 1000",
             "--virtio-pci 16M --guest selftest",
             "--virtio-pci 16M --profile uefi-acpi",
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn usb_runs_boot_a_bundle_of_the_linux_guest() {
+        let o = parse_args(&args("--usb --guest-cmd true")).unwrap();
+        assert!(o.usb && o.usb_storage.is_none());
+        assert!(!uses_system_disk(&o), "the controller is a bundle's");
+        let o = parse_args(&args("--usb-storage /t/x.iso --nvme 8M")).unwrap();
+        assert!(o.usb, "--usb-storage implies --usb");
+        assert_eq!(
+            o.usb_storage.as_deref(),
+            Some(std::path::Path::new("/t/x.iso"))
+        );
+        for bad in [
+            "--usb --guest selftest",
+            "--usb --profile uefi-acpi",
+            "--usb-storage /t/x.iso --nvme system",
+            "--usb --vm linux",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
         }
