@@ -5,7 +5,8 @@
 //! mass-storage image; the image reads back byte-identical; a key typed through
 //! the hypervisor monitor (`usb key`) arrives in the keyboard's evdev node; the
 //! storage device unplugged and plugged back through the monitor (`usb detach`,
-//! `usb attach`) disappears from and comes back to the guest, reading the same.
+//! `usb attach`) disappears from and comes back to the guest, reading the same;
+//! an in-memory snapshot and rollback of the VM keeps the controller working.
 //! One boot for all of it.
 
 use std::time::Duration;
@@ -75,6 +76,8 @@ fn linux_enumerates_usb_hid_and_storage_takes_monitor_keys_and_hot_plug() {
     let want = host_md5(&img);
 
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Room in the host's memory for an in-memory snapshot (as tests/snapshot.rs).
+    o.mem = Some(256 << 20);
     o.usb = true;
     o.usb_storage = Some(img.clone());
     o.guest_cmd = Some(GUEST_CMD.into());
@@ -84,6 +87,9 @@ fn linux_enumerates_usb_hid_and_storage_takes_monitor_keys_and_hot_plug() {
          # wrong monitor commands first: each refused, nothing changes\n\
          monitor usb attach linux\n\
          monitor usb key nosuch 0x04\n\
+         # the controller's state (the root complex's PCIR) in a snapshot and back\n\
+         monitor vm snapshot linux usb1\n\
+         monitor vm rollback linux usb1\n\
          # 'a' (HID usage 0x04): Linux's KEY_A (30) in the keyboard's evdev\n\
          monitor usb key linux 0x04\n\
          expect detach-now\n\
@@ -149,7 +155,14 @@ fn linux_enumerates_usb_hid_and_storage_takes_monitor_keys_and_hot_plug() {
         "KEY_A press/release not in the evdev stream: {keys}\n{tail}"
     );
     // Hot-plug: each command once, refusals for the wrong ones.
+    // A snapshot holds the controller; after the rollback the guest's driver
+    // goes on with it (the key and the hot-plug below come after it).
+    assert!(
+        c.contains("ok: vm linux snapshot 'usb1' taken (memory"),
+        "no snapshot of a USB VM\n{tail}"
+    );
     for ok in [
+        "ok: vm linux rolled back to snapshot 'usb1'",
         "ok: vm linux USB key 0x04 pressed and released",
         "ok: vm linux USB storage detached",
         "ok: vm linux USB storage attached",
