@@ -6,7 +6,9 @@
 //! the hypervisor monitor (`usb key`) arrives in the keyboard's evdev node; the
 //! storage device unplugged and plugged back through the monitor (`usb detach`,
 //! `usb attach`) disappears from and comes back to the guest, reading the same;
-//! an in-memory snapshot and rollback of the VM keeps the controller working.
+//! an in-memory snapshot and rollback of the VM keeps the controller working;
+//! with Bus Master Enable cleared by the guest the controller's DMA is refused
+//! (Host Controller Error) and the hypervisor carries on.
 //! One boot for all of it.
 
 use std::time::Duration;
@@ -63,7 +65,9 @@ echo keys=$(od -An -tx1 -v /tmp/ev | tr -d ' \\n'); kill $!; \
 echo detach-now; w '[ -z \"$(sd)\" ]'; echo gone=$([ -z \"$(sd)\" ] && echo yes || echo no); \
 echo attach-now; w '[ -n \"$(sd)\" ]'; \
 echo md5b=$(md5sum < /dev/$(sd) | cut -d' ' -f1); \
-grep xhci /proc/interrupts | sed 's/^/irq: /'";
+grep xhci /proc/interrupts | sed 's/^/irq: /'; \
+printf '\\2' | dd of=$d/config bs=1 seek=4 conv=notrunc 2>/dev/null; \
+echo bme=$(od -An -tx1 -j4 -N1 $d/config | tr -d ' '); read x; echo resumed=$x";
 
 #[test]
 fn linux_enumerates_usb_hid_and_storage_takes_monitor_keys_and_hot_plug() {
@@ -97,6 +101,14 @@ fn linux_enumerates_usb_hid_and_storage_takes_monitor_keys_and_hot_plug() {
          monitor usb detach linux\n\
          expect attach-now\n\
          monitor usb attach linux\n\
+         # the guest turned Bus Master Enable off: the key's report cannot be\n\
+         # written (nor any event): Host Controller Error, hypervisor intact\n\
+         expect bme=02\n\
+         monitor usb key linux 0x05\n\
+         expect xhci: host controller error\n\
+         monitor vm list\n\
+         send go\n\
+         expect resumed=go\n\
          expect rayos-guest: cmd exit\n",
     ));
     let outcome = run_captured(&layout, &o).unwrap_or_else(|e| panic!("could not boot: {e}"));
@@ -186,6 +198,19 @@ fn linux_enumerates_usb_hid_and_storage_takes_monitor_keys_and_hot_plug() {
         Some(want.as_str()),
         "USB storage differs after re-attach\n{tail}"
     );
+    // Bus mastering off (the guest's Command register): the controller's DMA is
+    // refused, it reports a Host Controller Error; the monitor still answers and
+    // the guest runs on.
+    assert!(
+        c.contains("ok: vm linux USB key 0x05 pressed and released"),
+        "\n{tail}"
+    );
+    assert!(
+        c.lines()
+            .any(|l| l.contains("ok: 1 vm: linux vcpus=") && l.contains("state=running")),
+        "the monitor did not answer after the DMA refusal\n{tail}"
+    );
+    assert_eq!(console_value(c, "resumed"), Some("go"), "\n{tail}");
     // The controller's interrupter is an MSI through the v2m frame, and fired.
     let irq = c
         .lines()
