@@ -634,6 +634,12 @@ pub const NVME_PCI_VENDOR_ID: u16 = 0x1b36;
 pub const NVME_PCI_DEVICE_ID: u16 = 0x00f0;
 /// Device number of a VM's virtio-blk over virtio-PCI (IDs from the virtio spec).
 pub const VIRTIO_PCI_BLK_DEVICE: u8 = 2;
+/// Device number of a VM's xHCI controller, and its PCI IDs (drivers bind by class
+/// code 0c/03/30; an unassigned device ID next to the NVMe controller's, not
+/// QEMU's `qemu-xhci` 1b36:000d).
+pub const XHCI_PCI_DEVICE: u8 = 3;
+pub const XHCI_PCI_VENDOR_ID: u16 = 0x1b36;
+pub const XHCI_PCI_DEVICE_ID: u16 = 0x00f1;
 
 /// The hypervisor option (a word of the host's command line, `/chosen/bootargs`;
 /// `cargo xtask run --profile windows --disk-bus virtio-pci` passes it) that puts

@@ -568,4 +568,27 @@ impl VmControl for El2Control<'_> {
     fn display_status(&self) -> Result<String, ControlError> {
         Ok(crate::display::status(self.vm))
     }
+
+    fn usb(&mut self, name: &str, op: monitor::command::UsbOp) -> Result<(), ControlError> {
+        use monitor::command::UsbOp;
+        let vm = self.find(name)?;
+        let usb = vm.usb.as_ref().ok_or_else(|| ControlError::Unsupported {
+            what: alloc::format!("usb on vm {name}"),
+            why: "the VM has no xHCI controller (cargo xtask run --usb)",
+        })?;
+        let invalid = |e: xhci::HostError| ControlError::Invalid {
+            vm: name.into(),
+            why: alloc::format!("{e}"),
+        };
+        match op {
+            UsbOp::DetachStorage | UsbOp::AttachStorage if !usb.has_storage() => {
+                Err(ControlError::Invalid {
+                    vm: name.into(),
+                    why: String::from("the VM has no USB storage device"),
+                })
+            }
+            UsbOp::DetachStorage => usb.detach_storage().map_err(invalid),
+            UsbOp::AttachStorage => usb.attach_storage().map_err(invalid),
+        }
+    }
 }

@@ -542,6 +542,10 @@ pub const HEADLESS: &str = "the host has no display (running headless)";
 /// Applies the monitor's `change` to `vm`'s presentation (or, for a mode, to its
 /// virtio-gpu); `Err` says why nothing changed. `here` is the commanding vCPU.
 pub fn change(vm: &Vm, here: usize, change: DisplayChange) -> Result<(), String> {
+    // Physical input the devices hold from before the change is routed under the
+    // presentation it was made on (a click, then `display hide` at once: the click
+    // is the guest's), not left for the next render tick to route after it.
+    crate::input::poll_physical();
     if let DisplayChange::Mode { width, height } = change {
         return set_mode(vm, here, width, height);
     }

@@ -10,9 +10,10 @@
 //! hands the resulting reports to every sink. Physical input never reaches a guest
 //! any other way.
 //!
-//! A sink is one kind of guest input device: [`VirtioInputSink`] (the Linux VM's
-//! virtio-input keyboard and tablet) today; a USB HID keyboard and tablet behind an
-//! xHCI is another implementation of [`Sink`] pushed in [`start`].
+//! A sink is one kind of guest input device pair: [`VirtioInputSink`] (the Linux
+//! VM's virtio-input keyboard and tablet) and [`UsbHidSink`] (the USB HID keyboard
+//! and tablet behind the VM's xHCI, `usb.rs`); [`start`] gives the VM one of each
+//! it has, and every routed report goes to all of them.
 //!
 //! The physical devices are QEMU's `virtio-keyboard-device` and
 //! `virtio-tablet-device`, driven with `virtio-drivers`' virtio-mmio transport and
@@ -114,6 +115,75 @@ impl Sink for VirtioInputSink {
     }
 }
 
+/// The USB HID keyboard and tablet behind the VM's xHCI: evdev key codes back to
+/// HID usages, guest pixels to the tablet's 0..=0x7fff axes. The controller
+/// applies the requests at its next deferred-work round (the link raises the VM's
+/// work signal), so [`Sink::flush`] has nothing to do.
+pub struct UsbHidSink {
+    usb: crate::usb::UsbInput,
+    /// The tablet's last position (its axes), for a report that moves one axis.
+    at: (u16, u16),
+}
+
+impl UsbHidSink {
+    pub fn new(usb: crate::usb::UsbInput) -> Self {
+        Self { usb, at: (0, 0) }
+    }
+}
+
+/// The tablet's axis value for guest pixel `v` of `size` pixels.
+fn usb_axis(v: i32, size: u32) -> u16 {
+    const MAX: i64 = 0x7fff;
+    let last = i64::from(size.max(2) - 1);
+    (i64::from(v).clamp(0, last) * MAX / last) as u16
+}
+
+impl Sink for UsbHidSink {
+    fn push(&mut self, report: &Report, guest: (u32, u32)) -> bool {
+        let mut queued = true;
+        let mut moved = false;
+        for e in &report.events {
+            let r = match (report.device, e.ty, e.code) {
+                (Device::Keyboard, ev::EV_KEY, code) => match input::keymap::evdev_to_hid(code) {
+                    Some(usage) => self.usb.key(usage, e.value != 0),
+                    None => continue,
+                },
+                (Device::Tablet, ev::EV_KEY, code) => {
+                    let button = match code {
+                        ev::BTN_LEFT => 0,
+                        ev::BTN_RIGHT => 1,
+                        ev::BTN_MIDDLE => 2,
+                        // The HID tablet has three buttons.
+                        _ => continue,
+                    };
+                    self.usb.button(button, e.value != 0).map(|_| ())
+                }
+                (Device::Tablet, ev::EV_ABS, ev::ABS_X) => {
+                    self.at.0 = usb_axis(e.value, guest.0);
+                    moved = true;
+                    continue;
+                }
+                (Device::Tablet, ev::EV_ABS, ev::ABS_Y) => {
+                    self.at.1 = usb_axis(e.value, guest.1);
+                    moved = true;
+                    continue;
+                }
+                (Device::Tablet, ev::EV_REL, ev::REL_WHEEL) => {
+                    self.usb.wheel(e.value.clamp(-127, 127) as i8)
+                }
+                _ => continue,
+            };
+            queued &= r.is_ok();
+        }
+        if moved {
+            queued &= self.usb.pointer_abs(self.at.0, self.at.1).is_ok();
+        }
+        queued
+    }
+
+    fn flush(&mut self, _vm: &Vm, _here: usize) {}
+}
+
 /// The VM's routing.
 struct Routing {
     vm: &'static Vm,
@@ -161,6 +231,9 @@ pub fn start(vm: &'static Vm, transports: &[(boards::Range, Option<u32>)]) {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if vm.input.keyboard.is_some() || vm.input.tablet.is_some() {
         sinks.push(Box::new(VirtioInputSink(vm.input.clone())));
+    }
+    if let Some(usb) = &vm.usb {
+        sinks.push(Box::new(UsbHidSink::new(usb.clone())));
     }
     let mut router = Router::new(input::gaze::GazeConfig::default());
     router.set_interactive(true, &mut Vec::new());

@@ -38,6 +38,7 @@ mod sysdisk;
 mod timer;
 mod tpm;
 mod trap;
+mod usb;
 mod vectors;
 mod vm;
 mod wait;
@@ -513,7 +514,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             Some(_) => boards::devices::Profile::UefiAcpi,
             None => boards::devices::Profile::LinuxDt,
         },
-        pcie: spec.nvme.is_some() || spec.virtio_pci.is_some(),
+        pcie: spec.nvme.is_some() || spec.virtio_pci.is_some() || spec.usb.is_some(),
         msi: boards::devices::msi_of(&spec.cmdline),
         framebuffer: spec
             .firmware
@@ -542,8 +543,8 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         vm.attach_firmware(fw)
             .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     }
-    if spec.nvme.is_some() || spec.virtio_pci.is_some() {
-        vm.attach_pcie(spec.nvme, spec.virtio_pci)
+    if spec.nvme.is_some() || spec.virtio_pci.is_some() || spec.usb.is_some() {
+        vm.attach_pcie(spec.nvme, spec.virtio_pci, spec.usb)
             .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     }
     vm.identity = spec.identity;
@@ -706,6 +707,20 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
             alloc::boxed::Box::new(vdev::SyncBlock(ramdisk::RamDisk::new(pa, size)));
         disk
     });
+    let usb = spec.usb.then(|| {
+        let storage = spec.usb_storage.and_then(|image| {
+            log::info!(
+                "VM '{}': {} KiB read-only image as USB mass storage (xHCI at PCIe 00:{:02x}.0)",
+                spec.name,
+                image.len() >> 10,
+                boards::devices::XHCI_PCI_DEVICE
+            );
+            let medium: usb::Medium =
+                alloc::boxed::Box::new(xhci::host::ReadOnlyImage::new(image)?);
+            Some(medium)
+        });
+        usb::Usb { storage }
+    });
     storage::VmDefinition {
         name: spec.name,
         identity: None,
@@ -717,6 +732,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         disks,
         nvme,
         virtio_pci,
+        usb,
         tpm_nv: None,
         resume: None,
         policy: None,

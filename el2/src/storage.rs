@@ -37,6 +37,8 @@ pub struct VmDefinition {
     pub nvme: Option<Box<dyn AsyncBlock + Send>>,
     /// The disk of the VM's virtio-blk over virtio-PCI, if it has one.
     pub virtio_pci: Option<Box<dyn AsyncBlock + Send>>,
+    /// The VM's xHCI controller and what it carries besides keyboard and tablet.
+    pub usb: Option<crate::usb::Usb>,
     /// Where the VM's TPM keeps its NV image: its record's extent of the system disk,
     /// or `None` for a TPM whose state lives only in memory (direct boots).
     /// With it, the system disk's vTPM manufacturer CA that certifies the TPM's EKs
@@ -304,6 +306,7 @@ pub fn autostart(
         disks,
         nvme,
         virtio_pci,
+        usb: None,
         tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv, tpm_ca(storage))),
         resume,
         policy: Some(rec.policy),

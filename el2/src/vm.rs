@@ -199,6 +199,8 @@ pub struct Vm {
     pub pcie: Option<alloc::sync::Arc<Mutex<pci::RootComplex>>>,
     /// The ITS's frames, when the root complex's MSIs go to one.
     pub its: Option<boards::devices::Window>,
+    /// The host's handle on the VM's USB devices (`None`: no xHCI controller).
+    pub usb: Option<crate::usb::UsbInput>,
 }
 
 /// What building a VM's bus devices adds to: the bus and the devices a suspend
@@ -491,6 +493,7 @@ impl Vm {
             framebuffer: None,
             pcie: None,
             its: None,
+            usb: None,
         })
     }
 
@@ -657,11 +660,13 @@ impl Vm {
     /// over `disk` at 00:01.0 (one I/O queue pair and MSI-X vector per vCPU, plus
     /// the admin vector) if there is one, and a virtio-blk over the virtio PCI
     /// transport over `virtio_blk` at 00:02.0 if there is one (the same
-    /// `virtio::Blk` model as virtio-mmio).
+    /// `virtio::Blk` model as virtio-mmio), and an xHCI controller with its USB
+    /// devices at 00:03.0 if `usb` ([`crate::usb`]).
     pub fn attach_pcie(
         &mut self,
         disk: Option<Box<dyn AsyncBlock + Send>>,
         virtio_blk: Option<Box<dyn AsyncBlock + Send>>,
+        usb: Option<crate::usb::Usb>,
     ) -> Result<(), VmError> {
         use boards::devices as d;
         let spec = d::pcie_of(&self.devices)
@@ -748,6 +753,14 @@ impl Vm {
             let f = pci::virtio::VirtioFunction::new(Blk::new(disk), class);
             rc.attach(d::VIRTIO_PCI_BLK_DEVICE, Box::new(f))
                 .map_err(VmError::Pci)?;
+        }
+        if let Some(usb) = usb {
+            // Saved with the root complex (`PCIR`): the function's blob is the
+            // controller's `xhci` state (`XhciFunction::save`).
+            let (f, input) = crate::usb::function(usb);
+            rc.attach(d::XHCI_PCI_DEVICE, Box::new(f))
+                .map_err(VmError::Pci)?;
+            self.usb = Some(input);
         }
         let rc = alloc::sync::Arc::new(Mutex::new(rc));
         // Saved on suspend and snapshot: the root complex with every function

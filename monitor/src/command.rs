@@ -16,6 +16,7 @@
 //! input type NAME "TEXT"        input key NAME CHORD
 //! input pointer NAME X Y        input click NAME X Y [BUTTON]
 //! input gaze NAME X Y [MS]      input interactive NAME on|off
+//! usb detach NAME               usb attach NAME
 //! ```
 //!
 //! A VM name is 1..=[`NAME_MAX`] printable ASCII characters (the registry's
@@ -141,6 +142,19 @@ pub enum Command<'a> {
         vm: &'a str,
         action: InputAction<'a>,
     },
+    Usb {
+        vm: &'a str,
+        op: UsbOp,
+    },
+}
+
+/// What a `usb` command does to a VM's USB devices (its xHCI controller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsbOp {
+    /// Unplug the mass-storage device (`usb detach`).
+    DetachStorage,
+    /// Plug it back in (`usb attach`).
+    AttachStorage,
 }
 
 /// Why a line is not a command.
@@ -183,6 +197,8 @@ pub enum ParseError<'a> {
         what: &'static str,
         word: &'a str,
     },
+    /// `usb` without a subcommand, or with an unknown one.
+    UnknownUsbCommand(Option<&'a str>),
     /// `what` of `command` is not a number in its range.
     BadNumber {
         command: &'static str,
@@ -233,6 +249,12 @@ impl fmt::Display for ParseError<'_> {
                 f,
                 "unknown placement `{w}`: panel X Y W H, fullscreen, quad X0 Y0 .. X3 Y3"
             ),
+            ParseError::UnknownUsbCommand(None) => {
+                write!(f, "`usb` needs a subcommand: detach, attach, key")
+            }
+            ParseError::UnknownUsbCommand(Some(w)) => {
+                write!(f, "unknown command `usb {w}` (try `help`)")
+            }
             ParseError::BadNumber {
                 command,
                 what,
@@ -392,6 +414,12 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
             };
             input(line, sub, more)
         }
+        "usb" => {
+            let Some((&sub, more)) = rest.split_first() else {
+                return Err(ParseError::UnknownUsbCommand(None));
+            };
+            usb(sub, more)
+        }
         other => Err(ParseError::UnknownCommand(other)),
     }
 }
@@ -452,6 +480,17 @@ fn vm<'a>(sub: &'a str, words: &[&'a str]) -> Result<Command<'a>, ParseError<'a>
             }
         }
     })
+}
+
+fn usb<'a>(sub: &'a str, words: &[&'a str]) -> Result<Command<'a>, ParseError<'a>> {
+    let (command, op): (&'static str, UsbOp) = match sub {
+        "detach" => ("usb detach", UsbOp::DetachStorage),
+        "attach" => ("usb attach", UsbOp::AttachStorage),
+        other => return Err(ParseError::UnknownUsbCommand(Some(other))),
+    };
+    let a = Args { command, words };
+    a.only(1, &[])?;
+    Ok(Command::Usb { vm: a.name(0)?, op })
 }
 
 fn display<'a>(sub: &'a str, words: &[&'a str]) -> Result<Command<'a>, ParseError<'a>> {
@@ -969,5 +1008,44 @@ mod tests {
         ));
         let line = "vm list x ".repeat(1000);
         assert!(parse(&line).is_err());
+    }
+
+    #[test]
+    fn usb_commands_parse_and_refuse_bad_ones() {
+        use Command::Usb;
+        for (line, op) in [
+            ("usb detach linux", UsbOp::DetachStorage),
+            ("usb attach linux", UsbOp::AttachStorage),
+        ] {
+            assert_eq!(parse(line), Ok(Usb { vm: "linux", op }), "{line}");
+        }
+        for (line, want) in [
+            ("usb", ParseError::UnknownUsbCommand(None)),
+            (
+                "usb eject linux",
+                ParseError::UnknownUsbCommand(Some("eject")),
+            ),
+            (
+                "usb detach",
+                ParseError::Missing {
+                    command: "usb detach",
+                    what: "a VM NAME",
+                },
+            ),
+            (
+                "usb attach linux now",
+                ParseError::Extra {
+                    command: "usb attach",
+                    word: "now",
+                },
+            ),
+        ] {
+            assert_eq!(parse(line), Err(want), "{line}");
+        }
+        // Keys go through `input key`, to every keyboard the VM has.
+        assert_eq!(
+            parse("usb key linux 0x04"),
+            Err(ParseError::UnknownUsbCommand(Some("key")))
+        );
     }
 }

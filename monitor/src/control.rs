@@ -13,7 +13,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::command::{parse, Command, DisplayChange, DisplayPlacement, InputAction, SnapshotStore};
+use crate::command::{
+    parse, Command, DisplayChange, DisplayPlacement, InputAction, SnapshotStore, UsbOp,
+};
 
 /// Longest status text (after `ok: ` / `error: `), in bytes.
 pub const STATUS_MAX: usize = 640;
@@ -174,6 +176,14 @@ pub trait VmControl {
             why: "this hypervisor has no input routing",
         })
     }
+    /// Hot-plugs `vm`'s USB mass-storage device.
+    fn usb(&mut self, vm: &str, op: UsbOp) -> Result<(), ControlError> {
+        let _ = op;
+        Err(ControlError::Unsupported {
+            what: format!("usb on vm {vm}"),
+            why: "this hypervisor has no USB",
+        })
+    }
 }
 
 /// One status line.
@@ -260,7 +270,7 @@ impl Reply {
 /// The one-line `help` text.
 pub const HELP: &str = "commands: vm list | vm pause/resume/suspend NAME | \
 vm snapshot NAME TAG [--disk] | vm rollback NAME TAG | vm snapshots NAME | \
-vm delete-snapshot NAME TAG | host shutdown | \
+vm delete-snapshot NAME TAG | host shutdown | usb detach/attach NAME | \
 display present NAME panel X Y W H/fullscreen/quad X0 Y0 .. X3 Y3 | \
 display hide/freeze/unfreeze NAME | display throttle NAME FPS | display mode NAME W H | \
 display overlay [TEXT] | display status | input type NAME \"TEXT\"/key NAME CHORD/\
@@ -387,6 +397,10 @@ pub fn execute(line: &str, ctl: &mut dyn VmControl) -> Reply {
         }),
         Command::DisplayStatus => ctl.display_status(),
         Command::Input { vm, action } => ctl.input(vm, action).map(|r| format!("vm {vm}: {r}")),
+        Command::Usb { vm, op } => ctl.usb(vm, op).map(|()| match op {
+            UsbOp::DetachStorage => format!("vm {vm} USB storage detached"),
+            UsbOp::AttachStorage => format!("vm {vm} USB storage attached"),
+        }),
         Command::HostShutdown => {
             return match ctl.host_shutdown() {
                 Ok(r) => {
@@ -592,6 +606,17 @@ mod tests {
             self.vm(vm)?;
             self.calls.push(format!("input {vm} {action:?}"));
             Ok(String::from("1 event delivered"))
+        }
+        fn usb(&mut self, vm: &str, op: UsbOp) -> Result<(), ControlError> {
+            self.vm(vm)?;
+            if op == UsbOp::AttachStorage {
+                return Err(ControlError::Invalid {
+                    vm: vm.into(),
+                    why: "the USB storage device is attached already".into(),
+                });
+            }
+            self.calls.push(format!("usb {vm} {op:?}"));
+            Ok(())
         }
     }
 
@@ -817,6 +842,27 @@ mod tests {
     }
 
     #[test]
+    fn usb_commands_reach_the_vm_and_report_what_they_did() {
+        let mut m = Model::new();
+        assert_eq!(
+            run(&mut m, "usb detach linux"),
+            "ok: vm linux USB storage detached"
+        );
+        assert_eq!(
+            run(&mut m, "usb attach linux"),
+            "error: vm linux: the USB storage device is attached already; nothing changed"
+        );
+        assert!(run(&mut m, "usb detach nosuch").starts_with("error: no VM named 'nosuch'"));
+        assert!(run(&mut m, "usb key linux 0x04").starts_with("error: "));
+        assert!(run(&mut m, "usb").starts_with("error: `usb` needs a subcommand"));
+        assert_eq!(
+            m.calls,
+            ["usb linux DetachStorage"],
+            "refused lines call nothing"
+        );
+    }
+
+    #[test]
     fn help_is_one_line_naming_every_command() {
         let mut m = Model::new();
         let s = run(&mut m, "help");
@@ -840,6 +886,7 @@ mod tests {
             "/click",
             "/gaze",
             "/interactive",
+            "usb detach/attach",
             "help",
         ] {
             assert!(s.contains(c), "{c}");

@@ -49,6 +49,12 @@ pub struct VmSpec<'a> {
     /// Size of a zero-filled RAM disk the guest gets as a virtio-blk device over
     /// the virtio PCI transport (behind the same root complex; `linux-dt` only).
     pub virtio_pci: Option<u64>,
+    /// An xHCI controller with a USB HID keyboard and tablet behind the same root
+    /// complex (`linux-dt` only; `usb = yes`).
+    pub usb: bool,
+    /// A read-only image the guest gets as USB mass storage on that controller
+    /// (the bundle's `usb_storage` file; needs `usb`).
+    pub usb_storage: Option<&'a [u8]>,
     /// A deliberate hypervisor fault to test the fatal path.
     pub fault: Option<HypervisorFault>,
     /// The guest's PMU may count events at EL2 (the exits benchmark only).
@@ -114,6 +120,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
     let mut initrd = None;
     let mut code = None;
     let mut vars = None;
+    let mut usb_storage = None;
     for entry in cpio::entries(bytes) {
         let e = entry?;
         match e.name {
@@ -122,6 +129,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
             "initrd" => initrd = Some(e.data),
             "firmware" => code = Some(e.data),
             "vars" => vars = Some(e.data),
+            "usb_storage" => usb_storage = Some(e.data),
             _ => {}
         }
     }
@@ -137,6 +145,8 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
         disk: None,
         nvme: None,
         virtio_pci: None,
+        usb: false,
+        usb_storage: None,
         fault: None,
         pmu_el2_counting: false,
         kernel: kernel.unwrap_or(&[]),
@@ -203,6 +213,13 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
                         .ok_or_else(|| bad("virtio_pci must be a non-zero multiple of 512 bytes"))?,
                 )
             }
+            "usb" => {
+                spec.usb = match v {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(bad("usb must be yes or no")),
+                }
+            }
             "device_model" => {
                 uefi = match v {
                     DEVICE_MODEL_LINUX_DT => false,
@@ -213,10 +230,23 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<VmSpec<'_>, SpecError> {
             other => return Err(bad(&alloc::format!("unknown key '{other}'"))),
         }
     }
-    if uefi {
-        if spec.nvme.is_some() || spec.virtio_pci.is_some() {
+    if let Some(image) = usb_storage {
+        if !spec.usb {
             return Err(SpecError::BadConfig(
-                "nvme and virtio_pci are for linux-dt VMs (a uefi-acpi VM has no PCI Express yet)"
+                "usb_storage needs usb = yes".to_string(),
+            ));
+        }
+        if image.is_empty() || image.len() % 512 != 0 {
+            return Err(SpecError::BadConfig(
+                "usb_storage must be a non-empty multiple of 512 bytes".to_string(),
+            ));
+        }
+        spec.usb_storage = Some(image);
+    }
+    if uefi {
+        if spec.nvme.is_some() || spec.virtio_pci.is_some() || spec.usb {
+            return Err(SpecError::BadConfig(
+                "nvme, virtio_pci and usb are for linux-dt VMs (a uefi-acpi VM has no PCI Express yet)"
                     .to_string(),
             ));
         }
@@ -311,6 +341,9 @@ pub fn write_bundle(spec: &VmSpec) -> Vec<u8> {
     if let Some(d) = spec.virtio_pci {
         cfg.push_str(&alloc::format!("virtio_pci = {d}\n"));
     }
+    if spec.usb {
+        cfg.push_str("usb = yes\n");
+    }
     if let Some(f) = spec.fault {
         cfg.push_str(&alloc::format!("hypervisor_fault = {}\n", f.name()));
     }
@@ -334,6 +367,9 @@ pub fn write_bundle(spec: &VmSpec) -> Vec<u8> {
             if let Some(i) = spec.initrd {
                 w.add("initrd", i);
             }
+            if let Some(image) = spec.usb_storage {
+                w.add("usb_storage", image);
+            }
         }
     }
     w.finish()
@@ -353,6 +389,8 @@ mod tests {
             disk: None,
             nvme: None,
             virtio_pci: None,
+            usb: false,
+            usb_storage: None,
             fault: None,
             pmu_el2_counting: false,
             kernel: b"KERNEL",
@@ -413,18 +451,60 @@ mod tests {
 
     #[test]
     fn round_trip() {
+        const IMAGE: &[u8] = &[0x5a; 1024];
         let s = spec();
         assert_eq!(parse_bundle(&write_bundle(&s)).unwrap(), s);
         let s = VmSpec {
             disk: Some(1 << 20),
             nvme: Some(16 << 20),
             virtio_pci: Some(8 << 20),
+            usb: true,
+            usb_storage: Some(IMAGE),
             fault: Some(HypervisorFault::DataAbort),
             pmu_el2_counting: true,
             initrd: None,
             ..spec()
         };
         assert_eq!(parse_bundle(&write_bundle(&s)).unwrap(), s);
+    }
+
+    #[test]
+    fn usb_storage_needs_usb_and_whole_sectors() {
+        let mk = |cfg: &str, image: &[u8]| {
+            let mut w = cpio::Writer::new();
+            w.add("vm.cfg", cfg.as_bytes());
+            w.add("kernel", b"k");
+            w.add("usb_storage", image);
+            w.finish()
+        };
+        for (cfg, image) in [
+            ("", &[0u8; 512][..]),
+            ("usb = no\n", &[0u8; 512][..]),
+            ("usb = yes\n", &[0u8; 0][..]),
+            ("usb = yes\n", &[0u8; 700][..]),
+        ] {
+            assert!(
+                matches!(parse_bundle(&mk(cfg, image)), Err(SpecError::BadConfig(m)) if m.contains("usb_storage")),
+                "{cfg:?} {}",
+                image.len()
+            );
+        }
+        let bundle = mk("usb = yes\n", &[7u8; 512]);
+        let s = parse_bundle(&bundle).unwrap();
+        assert!(s.usb);
+        assert_eq!(s.usb_storage, Some(&[7u8; 512][..]));
+        let mut w = cpio::Writer::new();
+        w.add("vm.cfg", b"usb = maybe\n");
+        w.add("kernel", b"k");
+        assert!(
+            matches!(parse_bundle(&w.finish()), Err(SpecError::BadConfig(m)) if m.contains("usb"))
+        );
+        let mut w = cpio::Writer::new();
+        w.add("vm.cfg", b"usb = yes\ndevice_model = uefi-acpi\n");
+        w.add("firmware", b"CODE");
+        assert!(
+            matches!(parse_bundle(&w.finish()), Err(SpecError::BadConfig(m)) if m.contains("usb"))
+        );
     }
 
     #[test]

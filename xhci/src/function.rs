@@ -14,6 +14,8 @@ use vdev::{AccessSize, BlockBackend, MmioError};
 
 use crate::controller::{Config, Controller, Interrupts};
 use crate::defs::layout;
+use crate::host::{HostLink, HostRequest};
+use crate::usb::Device;
 
 /// Serial bus controller, USB, xHCI.
 pub const CLASS_XHCI: [u8; 3] = [0x0c, 0x03, 0x30];
@@ -33,6 +35,10 @@ const _: () = assert!(MSIX_PBA_OFFSET + 8 <= XHCI_BAR0_SIZE);
 pub struct XhciFunction<B: BlockBackend> {
     ctrl: Controller<B>,
     ids: Identity,
+    /// The host's requests ([`Self::host_link`]), applied at `poll`.
+    link: Option<HostLink>,
+    /// Devices the host unplugged, by port, until it plugs them back.
+    parked: alloc::vec::Vec<(u8, Device<B>)>,
 }
 
 /// Routes the interrupter's vector to MSI-X.
@@ -50,6 +56,8 @@ impl<B: BlockBackend> XhciFunction<B> {
     pub fn new(cfg: Config, vendor_id: u16, device_id: u16) -> Self {
         XhciFunction {
             ctrl: Controller::new(cfg),
+            link: None,
+            parked: alloc::vec::Vec::new(),
             ids: Identity {
                 vendor_id,
                 device_id,
@@ -67,6 +75,60 @@ impl<B: BlockBackend> XhciFunction<B> {
 
     pub fn controller_mut(&mut self) -> &mut Controller<B> {
         &mut self.ctrl
+    }
+
+    /// Bit per 1-based port holding a device.
+    fn present(&self) -> u32 {
+        (1..=self.ctrl.port_count())
+            .filter(|&p| self.ctrl.device(p).is_some())
+            .fold(0, |acc, p| acc | 1 << p)
+    }
+
+    /// The host's handle for input and hot-plug (one per function; later calls
+    /// return the same link). Attach the devices first: the link knows the ports
+    /// that hold one now.
+    pub fn host_link(&mut self) -> HostLink {
+        if self.link.is_none() {
+            self.link = Some(HostLink::new(self.present()));
+        }
+        self.link.clone().unwrap_or_default()
+    }
+
+    /// Devices the host unplugged and holds for re-plugging, by port.
+    pub fn parked(&self) -> impl Iterator<Item = (u8, &Device<B>)> {
+        self.parked.iter().map(|(p, d)| (*p, d))
+    }
+
+    /// Applies the host's waiting requests, in order.
+    fn apply_host_requests(&mut self) {
+        let Some(link) = self.link.clone() else {
+            return;
+        };
+        while let Some(r) = link.pop() {
+            match r {
+                HostRequest::Key { usage, down } => {
+                    self.ctrl.keyboard_key(usage, down);
+                }
+                HostRequest::Tablet(input) => {
+                    self.ctrl.tablet_inject(input);
+                }
+                HostRequest::Detach { port } => {
+                    if let Some(d) = self.ctrl.detach(port) {
+                        self.parked.push((port, d));
+                    }
+                }
+                HostRequest::Attach { port } => {
+                    let Some(i) = self.parked.iter().position(|(p, _)| *p == port) else {
+                        continue;
+                    };
+                    let (_, d) = self.parked.swap_remove(i);
+                    // The link lets only the host plug this port, and it is empty.
+                    if let Err(e) = self.ctrl.attach(port, d) {
+                        log::warn!("xhci: the host's device for port {port} was refused: {e:?}");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -132,16 +194,27 @@ impl<B: BlockBackend> PciFunction for XhciFunction<B> {
         vdev::SaveRestore::save(&self.ctrl)
     }
 
+    /// A blob saved with a hot-plugged port in the other state (device
+    /// detached or attached since) is refused: the ports' devices must match.
     fn restore(&mut self, blob: &[u8]) -> Result<(), vdev::RestoreError> {
-        vdev::SaveRestore::restore(&mut self.ctrl, blob)
+        vdev::SaveRestore::restore(&mut self.ctrl, blob)?;
+        if let Some(link) = &self.link {
+            link.set_present(self.present());
+        }
+        Ok(())
     }
 
     fn has_work(&self) -> bool {
-        self.ctrl.has_work()
+        self.ctrl.has_work() || self.link.as_ref().is_some_and(HostLink::has_requests)
     }
 
     fn poll(&mut self, ctx: &mut FunctionContext) {
+        self.apply_host_requests();
         self.ctrl.poll(ctx.mem, &mut Msix(ctx.irq));
+    }
+
+    fn connect_work_signal(&mut self, signal: &vdev::WorkSignal) {
+        self.host_link().connect(signal);
     }
 
     fn defers_work(&self) -> bool {

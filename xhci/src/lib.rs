@@ -34,16 +34,20 @@ pub mod controller;
 pub mod defs;
 pub mod function;
 pub mod hid;
+pub mod host;
 mod save;
 pub mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_host;
 pub mod trb;
 pub mod usb;
 
 pub use controller::{AttachError, Config, Controller, Interrupts};
 pub use hid::{Keyboard, Tablet, TabletInput};
+pub use host::{HostError, HostLink};
 pub use storage::MassStorage;
 pub use usb::Device;

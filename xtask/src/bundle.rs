@@ -3,7 +3,7 @@
 //! share one format) to `target/bundles/<name>.cpio`.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::build::write_atomic;
 use crate::error::Error;
@@ -33,6 +33,10 @@ pub struct VmDef {
     pub nvme: Option<u64>,
     /// Size of a zero-filled RAM disk the guest gets as virtio-blk over virtio-PCI.
     pub virtio_pci: Option<u64>,
+    /// An xHCI controller with a USB keyboard and tablet.
+    pub usb: bool,
+    /// A read-only image as USB mass storage on that controller (needs `usb`).
+    pub usb_storage: Option<PathBuf>,
     /// A deliberate hypervisor fault (tests of the fatal path).
     pub fault: Option<vmspec::HypervisorFault>,
     /// Let the guest's PMU count at EL2 (only the exits benchmark, which measures
@@ -123,6 +127,25 @@ pub fn write_bundle(layout: &Layout, def: &VmDef) -> Result<PathBuf, Error> {
             None,
         ),
     };
+    let usb_storage = def
+        .usb_storage
+        .as_ref()
+        .map(|p| read(p, "USB storage image"))
+        .transpose()?;
+    if let Some(image) = &usb_storage {
+        if image.is_empty() || image.len() % 512 != 0 {
+            return Err(Error::step(
+                step,
+                format!(
+                    "the USB storage image {} must be a non-empty whole number of 512-byte sectors",
+                    def.usb_storage
+                        .as_deref()
+                        .unwrap_or(Path::new(""))
+                        .display()
+                ),
+            ));
+        }
+    }
     let bytes = vmspec::write_bundle(&vmspec::VmSpec {
         name: def.name.clone(),
         vcpus: def.vcpus,
@@ -132,6 +155,8 @@ pub fn write_bundle(layout: &Layout, def: &VmDef) -> Result<PathBuf, Error> {
         disk: def.disk,
         nvme: def.nvme,
         virtio_pci: def.virtio_pci,
+        usb: def.usb,
+        usb_storage: usb_storage.as_deref(),
         fault: def.fault,
         pmu_el2_counting: def.pmu_el2_counting,
         kernel: &kernel,
@@ -169,6 +194,8 @@ mod tests {
             disk: None,
             nvme: None,
             virtio_pci: None,
+            usb: false,
+            usb_storage: None,
             fault: None,
             pmu_el2_counting: false,
             firmware: Some(FirmwareDef { code, vars: None }),
@@ -208,6 +235,8 @@ mod tests {
             disk: Some(1 << 20),
             nvme: None,
             virtio_pci: None,
+            usb: false,
+            usb_storage: None,
             fault: None,
             pmu_el2_counting: false,
             firmware: None,

@@ -49,6 +49,14 @@ pub const GUEST_MODULES: &[&str] = &[
     "nvme",
     // The virtio-blk of `--virtio-pci` runs (the virtio 1.2 PCI transport).
     "virtio_pci",
+    // The xHCI controller of `--usb` runs: its USB HID keyboard and tablet
+    // (usbhid binds the interfaces, hid_generic makes them input devices) and
+    // USB mass storage (a SCSI disk).
+    "xhci_pci",
+    "usbhid",
+    "hid_generic",
+    "usb_storage",
+    "sd_mod",
 ];
 
 /// Characters of kernel command line the guest keeps: arm64 Linux's

@@ -218,6 +218,12 @@ pub struct RunOptions {
     /// the GICv2m frame). `its` adds `boards::devices::MSI_ITS_OPTION` to the
     /// kernel command line.
     pub msi: Option<boards::devices::Msi>,
+    /// Give the Linux guest an xHCI controller with a USB HID keyboard and tablet,
+    /// behind the same root complex (`--usb`; boots from a bundle).
+    pub usb: bool,
+    /// A read-only image the Linux guest gets as USB mass storage on that
+    /// controller (`--usb-storage PATH`, implies `--usb`).
+    pub usb_storage: Option<PathBuf>,
     /// The system disk a Linux run boots from (`--system-disk`; default
     /// `target/system-disk.img`). Runs of the other guests, `--kernel` and
     /// `--hypervisor-fault` runs use a boot bundle instead.
@@ -286,7 +292,7 @@ pub enum DiskBus {
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi|windows] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--msi its|v2m] [--disk-bus nvme|virtio-pci] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
+[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--usb] [--usb-storage PATH] [--msi its|v2m] [--disk-bus nvme|virtio-pci] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -302,7 +308,8 @@ pub const NOTES: &str = "\
   other guests boot from a bundle instead, as does --nvme SIZE (the guest's disk is then an NVMe RAM
   disk behind PCI Express, 00:01.0, MSI-X through a GICv2m frame; docs/architecture.md), and
   --virtio-pci (a virtio-blk RAM disk over the virtio 1.2 PCI transport at 00:02.0, /dev/vda, MSI-X
-  likewise). --nvme system moves the system-disk VM's /dev/vda to NVMe instead (device model
+  likewise), and --usb (an xHCI controller at 00:03.0 with a USB keyboard and tablet; --usb-storage PATH
+  adds PATH as read-only USB mass storage). --nvme system moves the system-disk VM's /dev/vda to NVMe instead (device model
   linux-dt-nvme; data persists).
   Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `monitor COMMAND`
   (Ctrl-] into the hypervisor monitor, COMMAND, its status line printed, Ctrl-] back; docs/monitor.md),
@@ -366,6 +373,12 @@ pub struct RunArgs {
     /// linux-dt with --nvme SIZE or --virtio-pci: MSI-X through the GICv3 ITS (LPIs) or the GICv2m frame (SPIs; the default)
     #[arg(long, value_name = "its|v2m", value_parser = parse_msi)]
     msi: Option<boards::devices::Msi>,
+    /// linux-dt: an xHCI controller (00:03.0) with a USB HID keyboard and tablet, behind the same root complex; boots from a bundle
+    #[arg(long)]
+    usb: bool,
+    /// linux-dt: a read-only image (a whole number of 512-byte sectors) as USB mass storage on that controller; implies --usb
+    #[arg(long = "usb-storage", value_name = "PATH")]
+    usb_storage: Option<PathBuf>,
     /// system disk of a Linux run (default target/system-disk.img)
     #[arg(long = "system-disk", value_name = "PATH")]
     system_disk: Option<PathBuf>,
@@ -578,6 +591,8 @@ impl RunArgs {
                 || self.boot_disk.is_some()
                 || self.fresh
                 || self.nvme.is_some()
+                || self.usb
+                || self.usb_storage.is_some()
                 || self.hypervisor_fault.is_some()
                 || self.boot == Some(crate::efi::Boot::Efi))
         {
@@ -590,25 +605,34 @@ impl RunArgs {
                 "--secure-boot applies to --profile uefi-acpi without --firmware".into(),
             ));
         }
-        if (self.nvme.is_some() || self.virtio_pci.is_some())
+        if (self.nvme.is_some()
+            || self.virtio_pci.is_some()
+            || self.usb
+            || self.usb_storage.is_some())
             && (profile != Profile::LinuxDt || self.guest.unwrap_or_default() != Guest::Linux)
         {
             return Err(Error::Usage(
-                "--nvme and --virtio-pci apply to the Linux guest with --profile linux-dt".into(),
+                "--nvme, --virtio-pci, --usb and --usb-storage apply to the Linux guest with --profile linux-dt".into(),
             ));
         }
         if self.nvme == Some(NvmeDisk::System)
-            && (self.kernel.is_some() || self.hypervisor_fault.is_some())
+            && (self.kernel.is_some()
+                || self.hypervisor_fault.is_some()
+                || self.usb
+                || self.usb_storage.is_some())
         {
             return Err(Error::Usage(
-                "--nvme system needs a system-disk run (not --kernel or --hypervisor-fault, which boot a bundle): use --nvme SIZE".into(),
+                "--nvme system needs a system-disk run (not --kernel, --hypervisor-fault or --usb, which boot a bundle): use --nvme SIZE".into(),
             ));
         }
         if self.msi.is_some()
-            && !(matches!(self.nvme, Some(NvmeDisk::Ram(_))) || self.virtio_pci.is_some())
+            && !(matches!(self.nvme, Some(NvmeDisk::Ram(_)))
+                || self.virtio_pci.is_some()
+                || self.usb
+                || self.usb_storage.is_some())
         {
             return Err(Error::Usage(
-                "--msi applies to a Linux guest with --nvme SIZE or --virtio-pci SIZE (a boot bundle); a system-disk VM's record has no MSI choice yet".into(),
+                "--msi applies to a Linux guest with --nvme SIZE, --virtio-pci SIZE or --usb (a boot bundle); a system-disk VM's record has no MSI choice yet".into(),
             ));
         }
         if (self.firmware_shell || self.firmware.is_some()) && !profile.boots_firmware() {
@@ -634,6 +658,8 @@ impl RunArgs {
             virtio_pci: self.virtio_pci,
             disk_bus: self.disk_bus.unwrap_or_default(),
             msi: self.msi,
+            usb: self.usb || self.usb_storage.is_some(),
+            usb_storage: self.usb_storage,
             system_disk: self.system_disk,
             fresh: self.fresh,
             cold: self.cold,
@@ -691,6 +717,8 @@ pub fn uses_system_disk(o: &RunOptions) -> bool {
         && o.hypervisor_fault.is_none()
         && !matches!(o.nvme, Some(NvmeDisk::Ram(_)))
         && o.virtio_pci.is_none()
+        && !o.usb
+        && o.usb_storage.is_none()
 }
 
 /// The words a run adds to the hypervisor's command line (QEMU's `-append`),
@@ -821,6 +849,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             firmware: None,
             nvme: None,
             virtio_pci: None,
+            usb: false,
+            usb_storage: None,
         };
         return Ok(Prepared {
             qemu,
@@ -897,6 +927,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             disk: None,
             nvme: None,
             virtio_pci: None,
+            usb: false,
+            usb_storage: None,
             fault: None,
             pmu_el2_counting: false,
             firmware: Some(crate::bundle::FirmwareDef {
@@ -1035,6 +1067,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             _ => None,
         },
         virtio_pci: o.virtio_pci,
+        usb: o.usb || o.usb_storage.is_some(),
+        usb_storage: o.usb_storage.clone(),
         fault: o.hypervisor_fault,
         // The exits benchmark counts the hypervisor's instructions; no other guest
         // may watch EL2 through its PMU.
@@ -1458,6 +1492,8 @@ mod tests {
                     disk: None,
                     nvme: None,
                     virtio_pci: None,
+                    usb: false,
+                    usb_storage: None,
                     fault: None,
                     pmu_el2_counting: guest == Guest::BenchExits,
                     firmware: None,
@@ -1687,6 +1723,27 @@ mod tests {
             "--virtio-pci 1000",
             "--virtio-pci 16M --guest selftest",
             "--virtio-pci 16M --profile uefi-acpi",
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn usb_runs_boot_a_bundle_of_the_linux_guest() {
+        let o = parse_args(&args("--usb --guest-cmd true")).unwrap();
+        assert!(o.usb && o.usb_storage.is_none());
+        assert!(!uses_system_disk(&o), "the controller is a bundle's");
+        let o = parse_args(&args("--usb-storage /t/x.iso --nvme 8M")).unwrap();
+        assert!(o.usb, "--usb-storage implies --usb");
+        assert_eq!(
+            o.usb_storage.as_deref(),
+            Some(std::path::Path::new("/t/x.iso"))
+        );
+        for bad in [
+            "--usb --guest selftest",
+            "--usb --profile uefi-acpi",
+            "--usb-storage /t/x.iso --nvme system",
+            "--usb --vm linux",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad} was accepted");
         }
