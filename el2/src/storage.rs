@@ -306,7 +306,11 @@ pub fn autostart(
         disks,
         nvme,
         virtio_pci,
-        usb: None,
+        // A `windows` VM's keyboard and tablet are USB HID devices behind an xHCI
+        // (its install media, USB storage, are refused above until they can be
+        // served from the system disk).
+        usb: (rec.device_model == registry::DeviceModel::Windows)
+            .then_some(crate::usb::Usb { storage: None }),
         tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv, tpm_ca(storage))),
         resume,
         policy: Some(rec.policy),
@@ -325,7 +329,7 @@ fn windows_can_start(rec: &VmRecord) -> Result<(), String> {
         .map_err(|why| alloc::format!("VM '{}' (device model windows): {why}", rec.name))?;
     if let Some(i) = rec.disks.iter().position(|d| d.read_only) {
         return Err(alloc::format!(
-            "VM '{}' (device model windows): refused: its disk {i} is read-only (install media), which needs USB mass storage (XHCI), not built into VMs yet",
+            "VM '{}' (device model windows): refused: its disk {i} is read-only (install media), which needs USB mass storage served from the system disk, not built yet",
             rec.name
         ));
     }

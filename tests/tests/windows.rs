@@ -4,8 +4,8 @@
 //! boots Debian's signed shim → GRUB → kernel from the ESP on the NVMe
 //! namespace; Linux, booted through ACPI (MCFG, `PCI0`, the MADT's GIC MSI
 //! frame), drives the controller with one I/O queue per vCPU on MSI-X vectors
-//! of the GICv2m frame; what it writes to the namespace is there after a host
-//! reboot. VMs the model cannot serve yet are refused with one line.
+//! of the GICv2m frame and finds the USB keyboard and tablet behind the xHCI;
+//! what it writes to the namespace is there after a host reboot. VMs the model cannot serve yet are refused with one line.
 
 use std::path::Path;
 use std::time::Duration;
@@ -38,6 +38,8 @@ echo "class=$(cat /sys/bus/pci/devices/0000:00:01.0/class)"
 echo "blocks=$(ls /sys/block | tr '\n' ' ')"
 dmesg | grep GICv2m | sed 's/^/v2m: /'
 grep nvme /proc/interrupts | sed 's/^/irq: /'
+i=0; while [ $(cat /sys/bus/usb/devices/*/product 2>/dev/null | grep -c 'RayOS USB') -lt 2 ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
+for u in /sys/bus/usb/devices/*; do [ -f $u/product ] && echo "usbdev: $(cat $u/product)"; done
 off=$(( $(cat /sys/block/nvme0n1/size) / 8 - 128 ))
 got=$(dd if=/dev/nvme0n1 bs=4096 skip=$off count=1 2>/dev/null | head -n 1 | tr -d '\000')
 case "$got" in
@@ -122,6 +124,15 @@ fn check_chain_boot(o: &RunOptions, vcpus: u32) -> (String, String) {
         (1..=vcpus).map(count).sum::<u64>() > 0,
         "no I/O queue interrupt was taken\n{tail}"
     );
+    // The keyboard and tablet Windows has inbox drivers for: USB HID behind the
+    // xHCI the firmware and Linux found on the root complex.
+    for product in ["RayOS USB Keyboard", "RayOS USB Tablet"] {
+        assert!(
+            c.lines()
+                .any(|l| l.starts_with("usbdev: ") && l.trim_end().ends_with(product)),
+            "{product} not in /sys/bus/usb/devices\n{tail}"
+        );
+    }
     assert!(!c.contains("data abort injected"), "\n{tail}");
     (c, tail)
 }
