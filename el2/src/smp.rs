@@ -489,6 +489,9 @@ fn save_hw(vcpu: &mut Vcpu) {
 fn load_hw(vm: &Vm, vcpu: &mut Vcpu) {
     let k = this_pcpu();
     activate_here(vm, k);
+    // The VM's one virtual-counter offset, which a resume or rollback moves while
+    // other CPUs hold the old one.
+    write_sysreg!("CNTVOFF_EL2", vm.cntvoff());
     if LAST_RAN[k].swap(vcpu.idx, Ordering::Relaxed) != vcpu.idx {
         // SAFETY: invalidates this CPU's EL1&0 TLB entries of the current VMID and its
         // instruction cache; no memory is touched.
