@@ -1425,8 +1425,8 @@ mod tests {
         assert_eq!(o.guest, Guest::Selftest);
         assert_eq!(o.smp, Some(2));
         assert_eq!(o.host_cpus, None);
-        let o = parse_args(&args("--smp 4 --host-cpus 2")).unwrap();
-        assert_eq!((o.smp, o.host_cpus), (Some(4), Some(2)));
+        let shared = parse_args(&args("--smp 4 --host-cpus 2")).unwrap();
+        assert_eq!((shared.smp, shared.host_cpus), (Some(4), Some(2)));
         assert!(parse_args(&args("--host-cpus 0")).is_err());
         assert!(parse_args(&args("--host-cpus 9")).is_err());
         assert_eq!(o.mem, Some(128 << 20));
