@@ -57,7 +57,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "sched",
-        about: "total throughput of two pinned CPU-bound loops in a 2-vCPU Linux guest on a 1-CPU host (time-shared) against a 2-CPU host (one CPU per vCPU), -icount",
+        about: "total throughput of two pinned CPU-bound loops in a 2-vCPU Linux guest time-sharing a 1-CPU host against one loop in a 1-vCPU guest on it, -icount",
         run: crate::bench_sched::run_sched,
     },
     Bench {
