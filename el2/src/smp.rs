@@ -314,7 +314,11 @@ fn settle(vm: &Vm, k: usize, q: &mut RunQueue) -> Option<usize> {
     let cur = q.current(k)?;
     match p & P_KIND {
         P_PREEMPT => {
-            let _ = q.preempt(k);
+            if let Ok(Wake::Kick(c)) = q.preempt(k) {
+                if c != k {
+                    kick_pcpu(c, None, q);
+                }
+            }
         }
         P_BLOCK => {
             let until = (p >> 3).checked_sub(1);

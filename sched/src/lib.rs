@@ -185,12 +185,18 @@ impl RunQueue {
     }
 
     /// The task running on `cpu` gives it up and stays runnable (its time slice
-    /// ended, or it yielded): to the back of its priority level.
-    pub fn preempt(&mut self, cpu: usize) -> Result<(), Error> {
+    /// ended, or it yielded): to the back of its priority level. An idle CPU, if
+    /// there is one, is to be kicked to run it.
+    pub fn preempt(&mut self, cpu: usize) -> Result<Wake, Error> {
         let t = self.take_current(cpu)?;
         self.tasks[t].state = State::Runnable;
         self.queue.push_back(t);
-        Ok(())
+        if self.idle != 0 {
+            let c = self.idle.trailing_zeros() as usize;
+            self.idle &= !(1 << c);
+            return Ok(Wake::Kick(c));
+        }
+        Ok(Wake::Nothing)
     }
 
     /// The task running on `cpu` waits until woken or until the counter reaches

@@ -124,3 +124,19 @@ fn bad_indices_are_refused() {
     q.pick(0).unwrap();
     assert!(matches!(q.pick(0), Err(Error::WrongState(_))));
 }
+
+#[test]
+fn a_preempted_task_goes_to_an_idle_cpu() {
+    let mut q = RunQueue::new(2, 2);
+    q.start(0).unwrap();
+    q.start(1).unwrap();
+    assert_eq!(q.pick(0).unwrap(), Some(0));
+    assert_eq!(q.pick(1).unwrap(), Some(1));
+    assert_eq!(q.block(1, None), Ok(true));
+    assert_eq!(q.pick(1).unwrap(), None);
+    // CPU 0's slice ends with nothing else waiting: CPU 1 idles, so it takes the
+    // preempted task rather than leaving it queued.
+    assert_eq!(q.preempt(0), Ok(Wake::Kick(1)));
+    assert_eq!(q.pick(1).unwrap(), Some(0));
+    assert_eq!(q.preempt(1), Ok(Wake::Nothing));
+}
