@@ -88,6 +88,19 @@ pub fn wfit_wake_deadline(ptimer: Option<u64>, timeout: u64, cntvoff: u64) -> Op
     }
 }
 
+/// The physical count at which a virtual timer with CNTV_CTL_EL0 `ctl` and
+/// CNTV_CVAL_EL0 `cval` raises its interrupt, under CNTVOFF_EL2 `cntvoff`
+/// (the virtual count is the physical one minus the offset); `None` while it is
+/// disabled or masked (IMASK), or if that count is past the counter's range. A
+/// vCPU waiting in WFI off its physical CPU wakes then (the timer is not in any
+/// hardware meanwhile).
+pub const fn vtimer_deadline(ctl: u64, cval: u64, cntvoff: u64) -> Option<u64> {
+    if ctl & (CTL_ENABLE | CTL_IMASK) != CTL_ENABLE {
+        return None;
+    }
+    cval.checked_add(cntvoff)
+}
+
 impl EmulatedTimer {
     /// Whether `reg` is one of this timer's registers.
     pub fn owns(reg: SysReg) -> bool {
@@ -222,6 +235,18 @@ mod tests {
                 "a line never raised is never lowered, ctl {ctl:#b}"
             );
         }
+    }
+
+    #[test]
+    fn vtimer_deadline_is_cval_plus_offset_while_enabled_and_unmasked() {
+        assert_eq!(vtimer_deadline(CTL_ENABLE, 1000, 50), Some(1050));
+        assert_eq!(
+            vtimer_deadline(CTL_ENABLE | CTL_ISTATUS, 1000, 0),
+            Some(1000)
+        );
+        assert_eq!(vtimer_deadline(CTL_ENABLE | CTL_IMASK, 1000, 0), None);
+        assert_eq!(vtimer_deadline(0, 1000, 0), None);
+        assert_eq!(vtimer_deadline(CTL_ENABLE, u64::MAX, 1), None);
     }
 
     #[test]

@@ -129,6 +129,11 @@ pub fn submit(line: LineText) -> bool {
     true
 }
 
+/// Whether monitor lines wait for a checkpoint.
+pub fn attention() -> bool {
+    ATTENTION.load(Ordering::Acquire)
+}
+
 fn take_pending() -> Option<LineText> {
     let mut q = PENDING.lock();
     let line = q.pop_front();
@@ -208,7 +213,7 @@ fn park(vm: &Vm, vcpu: &mut Vcpu) {
         if !vm.run.paused() || vm.stopping().is_some() {
             break;
         }
-        crate::timer::nap(poll);
+        crate::smp::sleep_vcpu(vm, vcpu, poll);
     }
     write_sysreg!("CNTVOFF_EL2", vm.run.cntvoff());
     // SAFETY: the new offset must be in effect before the timer is looked at.
@@ -226,13 +231,13 @@ fn stopped(vm: &Vm, i: usize, here: Option<usize>) -> bool {
 
 /// Waits (kicking the laggards) until `done(i)` holds for every vCPU of `vm`;
 /// `false` if [`STOP_WAIT_MS`] passed first.
-fn wait_all(vm: &Vm, done: impl Fn(usize) -> bool) -> bool {
+fn wait_all(vm: &Vm, vcpu: &mut Vcpu, done: impl Fn(usize) -> bool) -> bool {
     let deadline = read_sysreg!("CNTPCT_EL0").saturating_add(ms_ticks(STOP_WAIT_MS));
     loop {
         let mut all = true;
         for i in (0..vm.vcpus()).filter(|&i| !done(i)) {
             all = false;
-            crate::irq::kick(vm.pcpu[i]);
+            crate::smp::wake_vcpu(i);
         }
         if all {
             return true;
@@ -240,7 +245,8 @@ fn wait_all(vm: &Vm, done: impl Fn(usize) -> bool) -> bool {
         if read_sysreg!("CNTPCT_EL0") >= deadline {
             return false;
         }
-        crate::timer::nap(ms_ticks(POLL_MS));
+        // Give the physical CPU to the vCPUs that still have to get here.
+        crate::smp::sleep_vcpu(vm, vcpu, ms_ticks(POLL_MS));
     }
 }
 
@@ -252,8 +258,8 @@ pub struct El2Control<'a> {
     vcpu: &'a mut Vcpu,
 }
 
-impl El2Control<'_> {
-    fn find(&self, name: &str) -> Result<&Vm, ControlError> {
+impl<'a> El2Control<'a> {
+    fn find(&self, name: &str) -> Result<&'a Vm, ControlError> {
         if self.vm.name == name {
             Ok(self.vm)
         } else {
@@ -287,7 +293,7 @@ impl El2Control<'_> {
             Ok(done) => {
                 vm.request_stop(StopReason::PoweredOff, self.here);
                 let here = self.here;
-                if !wait_all(vm, |i| i == here || vm.power(i) == CpuPower::Off) {
+                if !wait_all(vm, self.vcpu, |i| i == here || vm.power(i) == CpuPower::Off) {
                     log::warn!("VM '{}': a vCPU did not stop after the suspend", vm.name);
                 }
                 Ok(done.bytes)
@@ -351,7 +357,7 @@ impl VmControl for El2Control<'_> {
         vm.run.paused_at.store(0, Ordering::Release);
         vm.run.pause.store(true, Ordering::Release);
         let here = Some(self.here);
-        if wait_all(vm, |i| stopped(vm, i, here)) {
+        if wait_all(vm, self.vcpu, |i| stopped(vm, i, here)) {
             // This vCPU parks when the command returns: its time counts from here.
             vm.run
                 .paused_at
@@ -385,11 +391,7 @@ impl VmControl for El2Control<'_> {
             stood * 1000 / read_sysreg!("CNTFRQ_EL0").max(1)
         );
         vm.run.pause.store(false, Ordering::Release);
-        for (i, mpidr) in vm.pcpu.iter().enumerate() {
-            if i != self.here && vm.power(i) != CpuPower::Off {
-                crate::irq::kick(*mpidr);
-            }
-        }
+        vm.kick_others(self.here);
         Ok(())
     }
 
@@ -525,7 +527,7 @@ impl VmControl for El2Control<'_> {
         }
         vm.request_stop(StopReason::PoweredOff, self.here);
         let here = self.here;
-        if !wait_all(vm, |i| i == here || vm.power(i) == CpuPower::Off) {
+        if !wait_all(vm, self.vcpu, |i| i == here || vm.power(i) == CpuPower::Off) {
             return Err(ControlError::Failed {
                 vm: vm.name.clone(),
                 why: String::from(

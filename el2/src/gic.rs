@@ -45,6 +45,10 @@ const GICR_STRIDE: usize = core::mem::size_of::<GicrSgi>();
 const GICR_ICACTIVER0: usize =
     core::mem::offset_of!(GicrSgi, sgi) + core::mem::offset_of!(Sgi, icactiver);
 const _: () = assert!(GICR_STRIDE == 0x2_0000 && GICR_ICACTIVER0 == 0x1_0380);
+/// Offset of GICR_ISACTIVER0 in a CPU's redistributor.
+const GICR_ISACTIVER0: usize =
+    core::mem::offset_of!(GicrSgi, sgi) + core::mem::offset_of!(Sgi, isactiver);
+const _: () = assert!(GICR_ISACTIVER0 == 0x1_0300);
 
 /// Priority of every hypervisor interrupt (all equal: they never preempt each other,
 /// since interrupts stay masked at EL2).
@@ -224,4 +228,33 @@ pub fn deactivate_private(intid: u32, cpu: usize) {
     // device tree describes and identity-mapped as device memory; writing a one bit
     // only clears that interrupt's active state (one bit per INTID 0..=31).
     unsafe { core::ptr::write_volatile(reg as *mut u32, 1 << intid) };
+}
+
+/// Makes private interrupt `intid` active on `cpu`: a vCPU whose hardware-linked
+/// virtual timer interrupt is pending or active moved to this CPU, and its
+/// deactivation by the guest deactivates the physical PPI here (smp.rs).
+pub fn activate_private(intid: u32, cpu: usize) {
+    let base = GICR_BASE.load(Ordering::Relaxed);
+    if base == 0 || intid >= 32 {
+        return;
+    }
+    let reg = base + redist(cpu) * GICR_FRAME_BYTES.load(Ordering::Relaxed) + GICR_ISACTIVER0;
+    // SAFETY: `reg` is GICR_ISACTIVER0 of `cpu`'s redistributor, inside the region the
+    // device tree describes and identity-mapped as device memory; writing a one bit
+    // only sets that interrupt's active state (one bit per INTID 0..=31).
+    unsafe { core::ptr::write_volatile(reg as *mut u32, 1 << intid) };
+}
+
+/// Whether private interrupt `intid` is active on `cpu` (GICR_ISACTIVER0).
+pub fn private_active(intid: u32, cpu: usize) -> bool {
+    let base = GICR_BASE.load(Ordering::Relaxed);
+    if base == 0 || intid >= 32 {
+        return false;
+    }
+    let reg = base + redist(cpu) * GICR_FRAME_BYTES.load(Ordering::Relaxed) + GICR_ISACTIVER0;
+    // SAFETY: `reg` is GICR_ISACTIVER0 of `cpu`'s redistributor, inside the region the
+    // device tree describes and identity-mapped as device memory; reading it has no
+    // side effect.
+    let v = unsafe { core::ptr::read_volatile(reg as *const u32) };
+    v & (1 << intid) != 0
 }

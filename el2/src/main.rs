@@ -47,7 +47,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use aarch64_cpu::registers::{Readable, Writeable, ICH_HCR_EL2};
-use arch::smccc::CpuPower;
+use arch::smccc::{CpuPower, PowerTopology};
 use boards::{guest, Range};
 use stage2::Layout;
 
@@ -293,7 +293,9 @@ fn prepare_boot(vm: &'static Vm) {
     vm.reset_devices();
     let start = load_guest(vm, boot);
     for i in 0..vm.vcpus() {
-        vm.set_power(i, CpuPower::Off);
+        if i != 0 {
+            vm.set_power(i, CpuPower::Off);
+        }
         vm.kick[i].store(false, Ordering::Relaxed);
     }
     vm.stop.store(0, Ordering::Release);
@@ -481,7 +483,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     let mmfr0 = el1::read_sysreg!("ID_AA64MMFR0_EL1");
     let layout = Layout::from_mmfr0(mmfr0, GUEST_IPA_BITS)
         .unwrap_or_else(|e| fatal(format_args!("stage-2 layout: {e:?}")));
-    // vCPU i runs on the i-th physical CPU, the boot CPU first: (MPIDR, DT index).
+    // The physical CPUs the vCPUs time-share, the boot CPU first: (MPIDR, DT index).
     let mut pcpus: Vec<(u64, usize)> = alloc::vec![(platform.cpus[boot_cpu], boot_cpu)];
     pcpus.extend(
         platform
@@ -492,15 +494,23 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             .filter(|&(i, _)| i != boot_cpu)
             .map(|(i, m)| (m, i)),
     );
-    let vcpus = (spec.vcpus as usize).min(pcpus.len()).min(stacks::MAX_CPUS);
+    if pcpus.len() > stacks::MAX_CPUS {
+        log::warn!(
+            "{} physical CPUs; scheduling on the first {}",
+            pcpus.len(),
+            stacks::MAX_CPUS
+        );
+        pcpus.truncate(stacks::MAX_CPUS);
+    }
+    let vcpus = (spec.vcpus as usize).min(stacks::MAX_VCPUS);
     if vcpus < spec.vcpus as usize {
         log::warn!(
-            "VM '{}' asks for {} vCPUs but this machine has {} physical CPU(s) for them; running {vcpus}",
+            "VM '{}' asks for {} vCPUs but the hypervisor runs at most {vcpus}",
             spec.name,
             spec.vcpus,
-            pcpus.len()
         );
     }
+    smp::init(pcpus, vcpus);
     let flash = spec.firmware.as_ref().map(|fw| {
         firmware::reserve(&mut pmem, fw)
             .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", spec.name)))
@@ -523,15 +533,8 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             .flatten(),
         vars_bank_size: firmware::VARS_BANK_SIZE,
     };
-    let mut vm = Vm::new(
-        &spec.name,
-        ram,
-        &pcpus[..vcpus],
-        spec.disks,
-        spec.tpm_nv,
-        shape,
-    )
-    .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
+    let mut vm = Vm::new(&spec.name, ram, vcpus, spec.disks, spec.tpm_nv, shape)
+        .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
     if let (Some(fw), Some(flash)) = (&spec.firmware, flash) {
         let store = match spec.vars_place {
             Some((disk, store)) => firmware::VarStore::Disk { disk, store },
@@ -599,33 +602,36 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         Ordering::Release,
     );
     input::start(the_vm(), &platform.virtio_mmio);
-    if let Some(blob) = spec.resume {
-        resume_or_cold_boot(the_vm(), blob);
+    let up = smp::start_secondaries();
+    log::info!("{up} physical CPU(s) scheduling vCPUs");
+    let resumed = spec
+        .resume
+        .is_some_and(|blob| resume_or_cold_boot(the_vm(), blob));
+    if !resumed {
+        if let Err(e) = smp::start_vcpu(0, true) {
+            fatal(format_args!("cannot start vCPU 0 (PSCI {e})"));
+        }
     }
-    pcpu_main(the_vm(), smp::Job::BootVm)
+    smp::pcpu_loop(the_vm(), 0)
 }
 
-/// Resumes `vm` from its saved image `blob`: on success its vCPUs that were on start
-/// from their saved state (and this never returns); otherwise the reason is logged
+/// Resumes `vm` from its saved image `blob`: on success its vCPUs that were on are
+/// made runnable from their saved state (`true`); otherwise the reason is logged
 /// and the caller cold boots the same VM.
-fn resume_or_cold_boot(vm: &'static Vm, blob: registry::Blob) {
+fn resume_or_cold_boot(vm: &'static Vm, blob: registry::Blob) -> bool {
     match suspend::resume_vm(vm, blob) {
         Ok(()) => {
-            for i in 1..vm.vcpus() {
+            for i in 0..vm.vcpus() {
                 if vm.resume_slots[i].lock().is_some() {
                     vm.set_power(i, CpuPower::On);
-                    if let Err(e) = smp::start_pcpu(vm.pcpu[i], smp::Job::RunVcpu(i)) {
+                    if let Err(e) = smp::start_vcpu(i, false) {
                         fatal(format_args!(
-                            "cannot start vCPU {i}'s physical CPU to resume it (PSCI {e})"
+                            "cannot start vCPU {i} to resume it (PSCI {e})"
                         ));
                     }
                 }
             }
-            if vm.resume_slots[0].lock().is_some() {
-                pcpu_main(vm, smp::Job::RunVcpu(0))
-            }
-            wait::vcpu_going_off(vm, 0);
-            smp::stop_this_pcpu()
+            true
         }
         Err(why) => {
             log::warn!("VM '{}': cold boot instead of resuming: {why}", vm.name);
@@ -638,6 +644,7 @@ fn resume_or_cold_boot(vm: &'static Vm, blob: registry::Blob) {
             if let Some(u) = vm.identity {
                 storage::discard_after_failed_resume(u);
             }
+            false
         }
     }
 }
@@ -742,63 +749,54 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
     }
 }
 
-/// Entered (from `boot`) on a physical CPU started by `smp::start_pcpu` with `job`
-/// as its context.
+/// Entered (from `boot`) on a secondary physical CPU started by `smp` with its
+/// number as the context id: its scheduler loop.
 #[no_mangle]
-extern "C" fn secondary_main(job: u64) -> ! {
+extern "C" fn secondary_main(ctx: u64) -> ! {
     mmu::enable_secondary();
     let vm = the_vm();
-    let job = smp::Job::decode(job)
-        .unwrap_or_else(|| fatal(format_args!("physical CPU started with bad job {job:#x}")));
-    gic::init_secondary(vm.pcpu_index[job.slot()]);
-    pcpu_main(vm, job)
+    let k = smp::decode_start(ctx).unwrap_or_else(|| {
+        fatal(format_args!(
+            "physical CPU started with bad context {ctx:#x}"
+        ))
+    });
+    gic::init_secondary(smp::redist_of(k));
+    smp::pcpu_loop(vm, k)
 }
 
-/// What a physical CPU does for the VM, for as long as it runs: `job` first, then
-/// whatever the end of that run asks for. A VM reset coordinated by vCPU 0 loops
-/// here, so every boot starts from this frame and resets never deepen the stack;
-/// one coordinated by another vCPU restarts vCPU 0's physical CPU, on a fresh stack.
-fn pcpu_main(vm: &'static Vm, mut job: smp::Job) -> ! {
+/// The start of vCPU `idx`'s run, on its own stack (`smp`): boots the VM first if
+/// it is the boot vCPU of a (re)boot, then runs the vCPU until it stops. A reset
+/// coordinated by vCPU 0 loops here, so every boot starts from this frame and
+/// resets never deepen the stack; one coordinated by another vCPU ends that vCPU
+/// and starts vCPU 0 on a fresh stack.
+#[no_mangle]
+extern "C" fn vcpu_main(idx: usize) -> ! {
+    let vm = the_vm();
+    let mut boot = smp::boots_vm(idx);
     loop {
-        let idx = match job {
-            smp::Job::BootVm => {
-                wait::uart_to_this_cpu();
-                prepare_boot(vm);
-                0
-            }
-            smp::Job::RunVcpu(idx) => {
-                vm.set_power(idx, CpuPower::On);
-                idx
-            }
-        };
+        if boot {
+            prepare_boot(vm);
+        } else {
+            vm.set_power(idx, CpuPower::On);
+        }
         match run_vcpu_here(vm, idx) {
-            Flow::CpuOff | Flow::Continue => {
-                wait::vcpu_going_off(vm, idx);
-                smp::stop_this_pcpu()
-            }
+            Flow::CpuOff | Flow::Continue => smp::exit_vcpu(idx, false),
             Flow::Stop(StopReason::PoweredOff) => powered_off(vm, idx),
             Flow::Stop(StopReason::Reset) => {
-                vm.set_power(idx, CpuPower::Off);
                 if !reset_coordinator(vm, idx) {
-                    smp::stop_this_pcpu()
+                    smp::exit_vcpu(idx, false)
                 }
                 log::info!("VM '{}': resetting", vm.name);
-                // Every other vCPU's physical CPU stops itself on seeing the reset.
-                for i in (0..vm.vcpus()).filter(|&i| i != idx) {
-                    smp::wait_pcpu_off(vm.pcpu[i]);
+                // Every other vCPU ends itself on seeing the reset (a blocked one is
+                // woken by `request_stop`); they need this CPU if it is the only one.
+                while (0..vm.vcpus()).any(|i| i != idx && vm.power(i) != CpuPower::Off) {
+                    smp::yield_ended(idx);
                 }
-                if idx == 0 {
-                    job = smp::Job::BootVm;
-                    continue;
+                if idx != 0 {
+                    // vCPU 0 boots the VM again, on a fresh stack.
+                    smp::exit_vcpu(idx, true)
                 }
-                // vCPU 0 lives on the boot vCPU's physical CPU: restart that CPU to
-                // boot the VM again, and stop this one.
-                if let Err(e) = smp::start_pcpu(vm.pcpu[0], smp::Job::BootVm) {
-                    fatal(format_args!(
-                        "cannot restart the boot CPU to reset the VM (PSCI {e})"
-                    ));
-                }
-                smp::stop_this_pcpu()
+                boot = true;
             }
         }
     }
@@ -867,8 +865,9 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
     let idx = vcpu.idx;
     vm::activate(vm);
     vm::load_vcpu(vcpu);
+    smp::started_here(vm, idx);
     let vtimer = irq::hyp_irqs().vtimer;
-    gic::deactivate_private(vtimer, vm.pcpu_index[idx]);
+    gic::deactivate_private(vtimer, smp::this_redist());
     if let Err(e) = vm
         .vgic
         .lock()
@@ -948,6 +947,7 @@ fn other_exit(vm: &Vm, vcpu: &mut Vcpu, kind: u64) -> Flow {
             vcpu.stats.irq += 1;
             wait::service_irqs(vm, vcpu);
             display::tick(false);
+            smp::preempt_check(vm, vcpu);
             Flow::Continue
         }
         Some(ExitKind::SError) => trap::handle_serror(vm, vcpu),

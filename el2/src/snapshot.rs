@@ -858,7 +858,7 @@ pub fn load_cntvoff(vm: &Vm) {
 fn drop_taken_vtimer(vm: &Vm, vcpu: &mut Vcpu) {
     if vcpu.vtimer_raised {
         vcpu.vtimer_raised = false;
-        crate::gic::deactivate_private(crate::irq::hyp_irqs().vtimer, vm.pcpu_index[vcpu.idx]);
+        crate::gic::deactivate_private(crate::irq::hyp_irqs().vtimer, crate::smp::this_redist());
         log::info!(
             "VM '{}': vCPU {}'s virtual timer was raised at the rollback; its physical interrupt is deactivated",
             vm.name,

@@ -1,7 +1,10 @@
 //! The hypervisor's per-CPU stacks and their guard pages.
 //!
 //! Every physical CPU the hypervisor can run on has one stack slot of [`SLOT`]
-//! bytes in the image's `.stacks` section (el2/linker.ld), aligned to its size:
+//! bytes in the image's `.stacks` section (el2/linker.ld), for its scheduler
+//! (slot *k* for physical CPU *k*, the boot CPU's first), and every vCPU has one
+//! too (slot [`MAX_CPUS`] + *i*), which it runs on whichever physical CPU runs it
+//! (`smp.rs`). Each slot is aligned to its size:
 //!
 //! ```text
 //! slot + 0x0000  guard page (unmapped)
@@ -17,8 +20,12 @@
 
 /// Bytes of one CPU's stack slot (keep in step with `STACK_SLOT` in linker.ld).
 pub const SLOT: u64 = 0x2_0000;
-/// Physical CPUs with a stack slot (`MAX_CPUS` in linker.ld).
+/// Physical CPUs with a stack slot.
 pub const MAX_CPUS: usize = 8;
+/// vCPUs with a stack slot.
+pub const MAX_VCPUS: usize = 8;
+/// Stack slots (`STACK_SLOTS` in linker.ld).
+const SLOTS: usize = MAX_CPUS + MAX_VCPUS;
 /// Bytes of a guard page.
 const GUARD: u64 = 0x1000;
 /// Offset of the emergency stack's top (its initial SP) in a slot.
@@ -49,8 +56,8 @@ pub fn check_layout() -> Result<(), &'static str> {
     if !start.is_multiple_of(SLOT) {
         return Err("the stack slots are not aligned to their size");
     }
-    if end - start != SLOT * MAX_CPUS as u64 {
-        return Err("the stack section does not hold MAX_CPUS slots");
+    if end - start != SLOT * SLOTS as u64 {
+        return Err("the stack section does not hold one slot per CPU and per vCPU");
     }
     Ok(())
 }
@@ -58,10 +65,15 @@ pub fn check_layout() -> Result<(), &'static str> {
 /// Every guard page: two per slot.
 pub fn guard_pages() -> impl Iterator<Item = u64> {
     let (start, _) = section();
-    (0..MAX_CPUS as u64).flat_map(move |i| {
+    (0..SLOTS as u64).flat_map(move |i| {
         let slot = start + i * SLOT;
         [slot, slot + STACK_GUARD]
     })
+}
+
+/// The top (initial SP) of vCPU `i`'s stack.
+pub fn vcpu_stack_top(i: usize) -> u64 {
+    section().0 + (MAX_CPUS + i + 1) as u64 * SLOT
 }
 
 /// Whether `addr` is in a guard page (an overflow, when it is a fault address).

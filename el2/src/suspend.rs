@@ -602,8 +602,15 @@ pub struct Suspended {
 }
 
 /// Waits until `done` holds, kicking the vCPUs not parked; `false` after
-/// [`WAIT_MS`].
-fn wait_until(vm: &Vm, here: usize, mut done: impl FnMut() -> bool) -> bool {
+/// [`WAIT_MS`]. With `sleeper` (the vCPU running this) the wait gives the
+/// physical CPU to the other vCPUs, which may need it to get where `done` wants
+/// them; without, it naps on the EL2 timer.
+fn wait_until(
+    vm: &Vm,
+    here: usize,
+    mut sleeper: Option<&mut Vcpu>,
+    mut done: impl FnMut() -> bool,
+) -> bool {
     let deadline = read_sysreg!("CNTPCT_EL0").saturating_add(ms_ticks(WAIT_MS));
     loop {
         // Completions of guest requests come back through the system disk's
@@ -616,12 +623,11 @@ fn wait_until(vm: &Vm, here: usize, mut done: impl FnMut() -> bool) -> bool {
         if read_sysreg!("CNTPCT_EL0") >= deadline {
             return false;
         }
-        for (i, mpidr) in vm.pcpu.iter().enumerate() {
-            if i != here && vm.power(i) != CpuPower::Off {
-                crate::irq::kick(*mpidr);
-            }
+        vm.kick_others(here);
+        match sleeper.as_deref_mut() {
+            Some(v) => crate::smp::sleep_vcpu(vm, v, ms_ticks(POLL_MS)),
+            None => crate::timer::nap(ms_ticks(POLL_MS)),
         }
-        crate::timer::nap(ms_ticks(POLL_MS));
     }
 }
 
@@ -632,7 +638,7 @@ pub struct Machine {
     pub time: TimeState,
 }
 
-/// Captures every vCPU of `vm` (each on its own physical CPU: `here` now, the
+/// Captures every vCPU of `vm` (each where it runs: `here` now, the
 /// parked ones in [`on_park`]), drains the devices' guest requests and saves every
 /// device and guest time, from vCPU `here` at a checkpoint of a paused VM. Shared
 /// by suspend and snapshots.
@@ -645,7 +651,7 @@ pub fn capture_machine(vm: &Vm, here: &mut Vcpu) -> Result<Machine, String> {
     vm.capture.store(true, Ordering::Release);
     *vm.captured[here.idx].lock() = Some(Box::new(capture(vm, here)));
     let idx = here.idx;
-    let all = wait_until(vm, idx, || {
+    let all = wait_until(vm, idx, Some(&mut *here), || {
         (0..vm.vcpus()).all(|i| vm.power(i) == CpuPower::Off || vm.captured[i].lock().is_some())
     });
     vm.capture.store(false, Ordering::Release);
@@ -688,7 +694,7 @@ pub fn capture_machine(vm: &Vm, here: &mut Vcpu) -> Result<Machine, String> {
 /// Waits until no device of `vm` has a guest request in flight.
 pub fn drain(vm: &Vm, here: usize) -> Result<(), String> {
     refuse_unsaveable(vm)?;
-    if wait_until(vm, here, || {
+    if wait_until(vm, here, None, || {
         vm.saved_devices.iter().all(|d| d.handle.in_flight() == 0)
     }) {
         Ok(())

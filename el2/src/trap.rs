@@ -280,21 +280,14 @@ fn smccc(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
             context_id,
         } => {
             // The claim in `handle_call` made the target ON_PENDING: no other
-            // vCPU can start it now. Its physical CPU may still be on its way down
-            // from the vCPU's CPU_OFF; wait for that before starting it again.
+            // vCPU can start it now. A vCPU is OFF only once its last run has
+            // left its stack (`smp`), so the run queue takes it.
             *vm.start[target].lock() = Some(StartRequest {
                 entry,
                 x0: context_id,
             });
-            crate::smp::wait_pcpu_off(vm.pcpu[target]);
-            if let Err(code) =
-                crate::smp::start_pcpu(vm.pcpu[target], crate::smp::Job::RunVcpu(target))
-            {
-                log::error!(
-                    "{}: physical CPU {:#x} for vCPU {target} did not start (PSCI {code})",
-                    vm.name,
-                    vm.pcpu[target]
-                );
+            if let Err(code) = crate::smp::start_vcpu(target, false) {
+                log::error!("{}: vCPU {target} did not start (PSCI {code})", vm.name,);
                 vm.start[target].lock().take();
                 vm.set_power(target, CpuPower::Off);
                 set_reg(vcpu, 0, arch::smccc::ret::INTERNAL_FAILURE as u64);

@@ -79,7 +79,8 @@ impl LrState {
     }
 }
 
-/// One virtual CPU: owned by the physical CPU that runs it.
+/// One virtual CPU: on its own hypervisor stack, run by whichever physical CPU
+/// the scheduler gives it (`smp`).
 pub struct Vcpu {
     pub idx: usize,
     pub regs: GuestRegs,
@@ -91,6 +92,10 @@ pub struct Vcpu {
     /// The hypervisor raised the virtual timer's vGIC line and has not lowered it
     /// since (`wait::sync_vtimer` watches the timer while this is set).
     pub vtimer_raised: bool,
+    /// The virtual timer's physical PPI was active (taken, not yet deactivated
+    /// by the guest) when the vCPU last gave its physical CPU up (`smp`): it is
+    /// made active again where the vCPU runs next.
+    pub vtimer_active: bool,
     /// The virtual CPU interface state loaded at the vCPU's start (a resumed vCPU's
     /// saved one; zero otherwise).
     pub cpuif: CpuInterface,
@@ -115,6 +120,7 @@ impl Vcpu {
             ptimer: EmulatedTimer::default(),
             lrs: LrState::EMPTY,
             vtimer_raised: false,
+            vtimer_active: false,
             cpuif: CpuInterface::default(),
             stats: ExitStats::default(),
         }
@@ -156,13 +162,9 @@ pub struct Vm {
     pub power: Vec<AtomicU8>,
     /// Per vCPU: where it starts when powered on.
     pub start: Vec<Mutex<Option<StartRequest>>>,
-    /// Per vCPU: the vGIC has new work for it (flush before the next entry).
+    /// Per vCPU: the vGIC has new work for it (flush before the next entry). The
+    /// physical CPU it runs on is the scheduler's business (`smp`).
     pub kick: Vec<AtomicBool>,
-    /// Per vCPU: the MPIDR of the physical CPU that runs it.
-    pub pcpu: Vec<u64>,
-    /// Per vCPU: that physical CPU's index among the device tree's CPUs, which is
-    /// also its redistributor's index.
-    pub pcpu_index: Vec<usize>,
     /// Non-zero (a `StopReason`) once the VM must stop.
     pub stop: AtomicU8,
     /// Exit counts of vCPUs that have stopped.
@@ -281,8 +283,7 @@ fn power_u8(p: CpuPower) -> u8 {
 }
 
 impl Vm {
-    /// Builds a VM whose RAM is `ram` (already allocated), with one vCPU per entry of
-    /// `pcpus` (MPIDR and device-tree index of the physical CPU that will run it),
+    /// Builds a VM whose RAM is `ram` (already allocated), with `n` vCPUs
     /// and the devices of its `shape`'s profile ([`Vm::devices`]): `disks` become
     /// virtio-blk devices in the first virtio-mmio slots; the TPM keeps its NV
     /// image in `tpm_nv` (or in memory). Every bus window of the list's devices
@@ -291,13 +292,12 @@ impl Vm {
     pub fn new(
         name: &str,
         ram: GuestRam,
-        pcpus: &[(u64, usize)],
+        n: usize,
         disks: Vec<Box<dyn AsyncBlock + Send>>,
         tpm_nv: Option<crate::tpm::TpmNvPlace>,
         shape: DeviceShape,
     ) -> Result<Self, VmError> {
         use boards::devices::{BusModel, DeviceKind, Profile, VirtioDevice};
-        let n = pcpus.len();
         let vgic =
             SharedVgic::new(VgicConfig::simple(n, guest::VGIC_SPIS)).map_err(VmError::Vgic)?;
         let mut bus = MmioBus::new();
@@ -475,8 +475,6 @@ impl Vm {
                 .collect(),
             start: (0..n).map(|_| Mutex::new(None)).collect(),
             kick: (0..n).map(|_| AtomicBool::new(false)).collect(),
-            pcpu: pcpus.iter().map(|&(mpidr, _)| mpidr).collect(),
-            pcpu_index: pcpus.iter().map(|&(_, index)| index).collect(),
             stop: AtomicU8::new(0),
             stats: Mutex::new(ExitStats::default()),
             devices,
@@ -508,7 +506,7 @@ impl Vm {
     }
 
     pub fn vcpus(&self) -> usize {
-        self.pcpu.len()
+        self.power.len()
     }
 
     /// VM reset of every device on the bus (vGIC, PL011, PL061 and its SPI bus,
@@ -546,9 +544,13 @@ impl Vm {
             // (the system disk routes its interrupt there); when they interrupt no
             // vCPU (a polling guest) nothing is learnt.
             if kicked != 0 {
-                crate::sysdisk::completions_taken_on(kicked.is_power_of_two().then(|| {
-                    self.pcpu[kicked.trailing_zeros() as usize] & arch::smccc::MPIDR_AFFINITY_MASK
-                }));
+                crate::sysdisk::completions_taken_on(
+                    kicked
+                        .is_power_of_two()
+                        .then(|| crate::smp::pcpu_of_vcpu(kicked.trailing_zeros() as usize))
+                        .flatten()
+                        .map(|m| m & arch::smccc::MPIDR_AFFINITY_MASK),
+                );
             }
         }
     }
@@ -571,27 +573,34 @@ impl Vm {
         }
     }
 
-    /// Asks every vCPU to stop for `why` (the first reason wins) and kicks them.
+    /// Asks every vCPU to stop for `why` (the first reason wins) and wakes them.
     pub fn request_stop(&self, why: StopReason, from: usize) {
         let _ = self
             .stop
             .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire);
-        for (i, mpidr) in self.pcpu.iter().enumerate() {
+        self.kick_others(from);
+    }
+
+    /// Wakes every vCPU but `from` that is not off: a sleeping one becomes
+    /// runnable, a running one exits (`smp::wake_vcpu`).
+    pub fn kick_others(&self, from: usize) {
+        for i in 0..self.vcpus() {
             if i != from && self.power(i) != CpuPower::Off {
-                crate::irq::kick(*mpidr);
+                crate::smp::wake_vcpu(i);
             }
         }
     }
 
-    /// Marks the vCPUs the vGIC has new work for and kicks those running elsewhere;
-    /// returns them (bit i: vCPU i).
+    /// Marks the vCPUs the vGIC has new work for and wakes those but `from` (the
+    /// caller's, which looks itself): a sleeping one becomes runnable, one running
+    /// elsewhere is kicked; returns them (bit i: vCPU i).
     pub fn deliver_kicks(&self, from: usize) -> u64 {
         let mask = self.vgic.lock().take_kicks();
         for i in 0..self.vcpus() {
             if mask & (1 << i) != 0 {
                 self.kick[i].store(true, Ordering::Release);
                 if i != from && self.power(i) == CpuPower::On {
-                    crate::irq::kick(self.pcpu[i]);
+                    crate::smp::wake_vcpu(i);
                 }
             }
         }

@@ -31,58 +31,12 @@ const MAX_ACKS_PER_EXIT: usize = 32;
 /// The INTID of the host console UART, if its interrupt is enabled.
 static UART_INTID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(u32::MAX);
 
-/// The physical CPU (MPIDR affinity) the host UART's interrupt is routed to. The
-/// lock also orders vCPUs going off, so two CPUs stopping at once cannot hand the
-/// interrupt to each other.
-static UART_ROUTE: spin::Mutex<u64> = spin::Mutex::new(0);
-
 /// Records the host UART's interrupt, routed to this (the boot) CPU, so
-/// `service_irqs` can handle it.
+/// `service_irqs` and [`idle`] can handle it. The boot CPU runs its scheduler for
+/// the hypervisor's life, so the interrupt stays there whatever vCPUs are on.
 pub fn set_uart_intid(intid: u32) {
     UART_INTID.store(intid, Ordering::Relaxed);
-    uart_to_this_cpu();
-}
-
-/// Routes the host UART's interrupt to this CPU: at boot, and when this CPU boots
-/// the VM again after a reset (the CPU it followed may have stopped meanwhile).
-pub fn uart_to_this_cpu() {
-    let intid = UART_INTID.load(Ordering::Relaxed);
-    if intid == u32::MAX {
-        return;
-    }
-    let mut route = UART_ROUTE.lock();
-    let here = MPIDR_EL1.get() & arch::smccc::MPIDR_AFFINITY_MASK;
-    if *route != here {
-        gic::route_spi(intid, here);
-        *route = here;
-    }
-}
-
-/// Marks `vm`'s vCPU `idx` off before its physical CPU stops (PSCI CPU_OFF). The
-/// host console's interrupt must reach a CPU that runs, or console input and the
-/// monitor go deaf until the guest turns that vCPU on again (a guest could keep
-/// its boot vCPU off for good): if it was routed here, it moves to the physical
-/// CPU of a vCPU that is on (or being turned on).
-pub fn vcpu_going_off(vm: &Vm, idx: usize) {
-    let mut route = UART_ROUTE.lock();
-    vm.set_power(idx, CpuPower::Off);
-    let intid = UART_INTID.load(Ordering::Relaxed);
-    if intid == u32::MAX || *route != vm.pcpu[idx] & arch::smccc::MPIDR_AFFINITY_MASK {
-        return;
-    }
-    let running = |want: CpuPower| (0..vm.vcpus()).find(|&i| vm.power(i) == want);
-    match running(CpuPower::On).or_else(|| running(CpuPower::OnPending)) {
-        Some(i) => {
-            let to = vm.pcpu[i] & arch::smccc::MPIDR_AFFINITY_MASK;
-            gic::route_spi(intid, to);
-            *route = to;
-            log::debug!("host console interrupt follows vCPU {i}'s CPU ({to:#x})");
-        }
-        None => log::warn!(
-            "{}: every vCPU is off; host console input waits until one is on",
-            vm.name
-        ),
-    }
+    gic::route_spi(intid, MPIDR_EL1.get() & arch::smccc::MPIDR_AFFINITY_MASK);
 }
 
 /// Moves bytes typed on the host console into the guest's PL011 (through the
@@ -137,10 +91,7 @@ pub fn update_ptimer(vm: &Vm, vcpu: &mut Vcpu) {
             vcpu.idx
         );
     }
-    match out.deadline {
-        Some(d) => crate::timer::arm(d),
-        None => crate::timer::disarm(),
-    }
+    crate::smp::arm_timer(out.deadline);
     vm.deliver_kicks(vcpu.idx);
 }
 
@@ -176,7 +127,7 @@ fn lower_vtimer(vm: &Vm, vcpu: &mut Vcpu) {
         high
     };
     if unacknowledged {
-        crate::gic::deactivate_private(irq::hyp_irqs().vtimer, vm.pcpu_index[vcpu.idx]);
+        crate::gic::deactivate_private(irq::hyp_irqs().vtimer, crate::smp::this_redist());
     }
 }
 
@@ -215,6 +166,7 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
             }
             id if id == hyp.htimer => {
                 irq::end(intid);
+                crate::smp::expire();
                 update_ptimer(vm, vcpu);
             }
             id if id == hyp.maintenance || id == irq::KICK_SGI => irq::end(intid),
@@ -230,7 +182,7 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
             }
             other => {
                 log::warn!("physical interrupt {other} has no handler; disabled");
-                gic::disable(other, vm.pcpu_index[vcpu.idx]);
+                gic::disable(other, crate::smp::this_redist());
                 irq::end(other);
             }
         }
@@ -243,10 +195,10 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
 
 /// Blocks `vcpu`'s WFI until the vGIC has an interrupt for it, another CPU kicks it,
 /// or the VM is stopping; a WFIT (`timeout`, a CNTVCT_EL0 value) also ends when the
-/// guest's virtual count reaches its timeout. The physical CPU sleeps in WFI
-/// meanwhile (interrupts stay masked at EL2; a pending one still wakes it), with
-/// the EL2 timer set for the earlier of the WFIT timeout and the emulated physical
-/// timer's deadline.
+/// guest's virtual count reaches its timeout. Meanwhile the vCPU is blocked in the
+/// run queue and its physical CPU runs other vCPUs or waits for an interrupt
+/// (`smp::block_vcpu`), until a wake-up or the earliest of the vCPU's deadlines:
+/// its virtual timer's, its emulated physical timer's and the WFIT timeout.
 pub fn wfi(vm: &Vm, vcpu: &mut Vcpu, timeout: Option<u64>) {
     // The guest is idle: show what it left unfinished (a prompt).
     crate::console::flush_idle();
@@ -258,25 +210,76 @@ pub fn wfi(vm: &Vm, vcpu: &mut Vcpu, timeout: Option<u64>) {
         {
             break;
         }
+        let cntvoff = read_sysreg!("CNTVOFF_EL2");
         if let Some(t) = timeout {
             if wfit_expired(read_sysreg!("CNTVCT_EL0"), t) {
                 break;
             }
-            let ptimer = vcpu.ptimer.output(read_sysreg!("CNTPCT_EL0")).deadline;
-            if let Some(d) = wfit_wake_deadline(ptimer, t, read_sysreg!("CNTVOFF_EL2")) {
-                crate::timer::arm(d);
-            }
-            // SAFETY: the timer write must take effect before the CPU waits on it.
-            unsafe { core::arch::asm!("isb") };
         }
         if vm.work.is_raised() {
             continue; // device work left over: the next round before sleeping
         }
+        let ptimer = vcpu.ptimer.output(read_sysreg!("CNTPCT_EL0")).deadline;
+        let vtimer = arch::timer::vtimer_deadline(
+            read_sysreg!("CNTV_CTL_EL0"),
+            read_sysreg!("CNTV_CVAL_EL0"),
+            cntvoff,
+        );
+        let wfit = timeout.and_then(|t| wfit_wake_deadline(None, t, cntvoff));
+        let until = [ptimer, vtimer, wfit].into_iter().flatten().min();
+        crate::smp::block_vcpu(vm, vcpu, until);
+    }
+}
+
+/// A physical CPU with no vCPU to run: waits for an interrupt (a kick, the EL2
+/// timer set for `deadline`, a device) and services the hypervisor's own ones.
+/// Device work left over is resumed here (no vCPU may come to it), and a monitor
+/// line typed meanwhile wakes a vCPU to run it at its checkpoint.
+pub fn idle(vm: &Vm, deadline: Option<u64>) {
+    match deadline {
+        Some(d) => crate::timer::arm(d),
+        None => crate::timer::disarm(),
+    }
+    // SAFETY: the timer write must take effect before the CPU waits on it.
+    unsafe { core::arch::asm!("isb") };
+    if !vm.work.is_raised() {
         crate::display::tick(true);
         aarch64_cpu::asm::wfi();
     }
-    if timeout.is_some() {
-        // Give the EL2 timer back to the emulated physical timer alone.
-        update_ptimer(vm, vcpu);
+    let hyp = irq::hyp_irqs();
+    for _ in 0..MAX_ACKS_PER_EXIT {
+        let Some(intid) = irq::acknowledge() else {
+            break;
+        };
+        match intid {
+            id if id == UART_INTID.load(Ordering::Relaxed) => {
+                pump_console(vm);
+                irq::end(intid);
+            }
+            id if Some(id) == crate::sysdisk::intid() => {
+                crate::sysdisk::service_interrupt();
+                irq::end(intid);
+            }
+            id if id == hyp.htimer
+                || id == hyp.vtimer
+                || id == hyp.maintenance
+                || id == irq::KICK_SGI =>
+            {
+                irq::end(intid)
+            }
+            other => {
+                log::warn!("physical interrupt {other} has no handler; disabled");
+                gic::disable(other, crate::smp::this_redist());
+                irq::end(other);
+            }
+        }
+    }
+    vm.resume_deferred(0);
+    vm.deliver_kicks(usize::MAX);
+    if crate::control::attention() {
+        // Monitor lines run at a vCPU's checkpoint: wake one that sleeps.
+        if let Some(i) = (0..vm.vcpus()).find(|&i| vm.power(i) == CpuPower::On) {
+            crate::smp::wake_vcpu(i);
+        }
     }
 }

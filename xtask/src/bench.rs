@@ -56,6 +56,11 @@ pub const BENCHES: &[Bench] = &[
         run: crate::bench_nvme::run_nvme,
     },
     Bench {
+        name: "sched",
+        about: "total throughput of two pinned CPU-bound loops in a 2-vCPU Linux guest time-sharing a 1-CPU host against one loop in a 1-vCPU guest on it, -icount",
+        run: crate::bench_sched::run_sched,
+    },
+    Bench {
         name: "suspend",
         about: "suspend and resume MiB/s of a Linux guest that touched 512 MiB against raw O_DIRECT dd on the same system disk, and the bytes of a second suspend 5 s after resuming",
         run: crate::bench_suspend::run_suspend,

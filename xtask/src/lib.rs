@@ -15,6 +15,7 @@ pub mod bench_compose;
 pub mod bench_contention;
 pub mod bench_disk;
 pub mod bench_nvme;
+pub mod bench_sched;
 pub mod bench_suspend;
 pub mod bench_tpm;
 pub mod bench_uefi;

@@ -200,6 +200,9 @@ pub struct RunOptions {
     /// Replaces the default kernel command line.
     pub append: Option<String>,
     pub smp: Option<u32>,
+    /// Physical CPUs of the emulated host (QEMU's `-smp`, `--host-cpus N`);
+    /// default: one per vCPU. Fewer than the vCPUs makes them time-share.
+    pub host_cpus: Option<u32>,
     /// Guest RAM in bytes.
     pub mem: Option<u64>,
     /// Command the Linux guest's init runs before powering off.
@@ -292,7 +295,7 @@ pub enum DiskBus {
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi|windows] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--usb] [--usb-storage PATH] [--msi its|v2m] [--disk-bus nvme|virtio-pci] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
+[--append ARGS] [--smp N] [--host-cpus N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--usb] [--usb-storage PATH] [--msi its|v2m] [--disk-bus nvme|virtio-pci] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -355,6 +358,9 @@ pub struct RunArgs {
     /// vCPUs
     #[arg(long, value_name = "N", value_parser = parse_smp)]
     smp: Option<u32>,
+    /// physical CPUs of the emulated host (default: one per vCPU); fewer than the vCPUs makes them time-share
+    #[arg(long = "host-cpus", value_name = "N", value_parser = parse_host_cpus)]
+    host_cpus: Option<u32>,
     /// guest RAM (e.g. 512M, 1G)
     #[arg(long, value_name = "SIZE", value_parser = parse_mem)]
     mem: Option<u64>,
@@ -438,6 +444,16 @@ fn parse_profile(v: &str) -> Result<Profile, String> {
         .into_iter()
         .find(|p| p.name() == v)
         .ok_or_else(|| format!("--profile takes linux-dt, uefi-acpi or windows, not `{v}`"))
+}
+
+/// Physical CPUs the hypervisor schedules on at most (el2 `stacks::MAX_CPUS`).
+pub const MAX_HOST_CPUS: u32 = 8;
+
+fn parse_host_cpus(v: &str) -> Result<u32, String> {
+    v.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_HOST_CPUS).contains(n))
+        .ok_or_else(|| format!("--host-cpus takes 1..={MAX_HOST_CPUS}, not `{v}`"))
 }
 
 fn parse_smp(v: &str) -> Result<u32, String> {
@@ -652,6 +668,7 @@ impl RunArgs {
             initrd: self.initrd,
             append: self.append,
             smp: self.smp,
+            host_cpus: self.host_cpus,
             mem: self.mem,
             guest_cmd: self.guest_cmd,
             nvme: self.nvme,
@@ -823,7 +840,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             )));
         }
         eprintln!("xtask: {}", run.describe(name));
-        qemu.smp = rec.vcpus;
+        qemu.smp = o.host_cpus.unwrap_or(rec.vcpus);
         qemu.guest_mem = rec.memory_bytes;
         qemu.kernel = hypervisor;
         qemu.initrd = path.clone();
@@ -972,7 +989,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             Some(d) => d.path.clone(),
             None => write_bundle(layout, &vm)?,
         };
-        qemu.smp = vm.vcpus;
+        qemu.smp = o.host_cpus.unwrap_or(vm.vcpus);
         qemu.guest_mem = vm.mem;
         qemu.kernel = hypervisor;
         qemu.initrd = bundle.clone();
@@ -1109,7 +1126,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         let bundle_on_esp = system_disk.is_none().then_some(bundle.as_path());
         qemu.efi = Some(crate::efi::prepare(layout, o.quiet, bundle_on_esp)?);
     }
-    qemu.smp = vm.vcpus;
+    qemu.smp = o.host_cpus.unwrap_or(vm.vcpus);
     qemu.guest_mem = vm.mem;
     qemu.kernel = hypervisor;
     qemu.initrd = bundle.clone();
@@ -1581,6 +1598,11 @@ mod tests {
         let o = parse_args(&args("--guest selftest --smp 2 --mem=128M --headless --timeout 20 --icount --qemu-arg -d --qemu-arg=int")).unwrap();
         assert_eq!(o.guest, Guest::Selftest);
         assert_eq!(o.smp, Some(2));
+        assert_eq!(o.host_cpus, None);
+        let shared = parse_args(&args("--smp 4 --host-cpus 2")).unwrap();
+        assert_eq!((shared.smp, shared.host_cpus), (Some(4), Some(2)));
+        assert!(parse_args(&args("--host-cpus 0")).is_err());
+        assert!(parse_args(&args("--host-cpus 9")).is_err());
         assert_eq!(o.mem, Some(128 << 20));
         assert!(o.headless && o.icount && !o.verbose);
         assert_eq!(o.timeout, Some(Duration::from_secs(20)));
