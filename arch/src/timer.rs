@@ -77,28 +77,47 @@ pub const fn wfit_expired(cntvct: u64, timeout: u64) -> bool {
     cntvct >= timeout
 }
 
+/// The physical count at which the virtual count reaches `vtarget`, with the
+/// physical count now `pnow` and CNTVOFF_EL2 `cntvoff` (virtual = physical −
+/// offset, modulo 2^64: a resumed guest whose virtual time is ahead of this host's
+/// counter has an offset that wrapped). A target the virtual count already
+/// reached is due now; one beyond the physical counter's range never comes
+/// (`None`). Both counts compare unsigned, as the timer and WFIT do.
+pub const fn physical_deadline(vtarget: u64, cntvoff: u64, pnow: u64) -> Option<u64> {
+    let vnow = pnow.wrapping_sub(cntvoff);
+    if vtarget <= vnow {
+        return Some(pnow);
+    }
+    pnow.checked_add(vtarget - vnow)
+}
+
 /// The physical count at which the EL2 timer must fire while a vCPU waits in WFIT:
 /// the earlier of the emulated physical timer's own deadline (`ptimer`) and the WFIT
-/// `timeout` (a virtual count, so physical = timeout + CNTVOFF_EL2 `cntvoff`). A
-/// timeout beyond the 64-bit physical count never fires; `None` if nothing will.
-pub fn wfit_wake_deadline(ptimer: Option<u64>, timeout: u64, cntvoff: u64) -> Option<u64> {
-    match (ptimer, timeout.checked_add(cntvoff)) {
+/// `timeout` (a virtual count: see [`physical_deadline`]; `pnow` is the physical
+/// count now). `None` if nothing will.
+pub fn wfit_wake_deadline(
+    ptimer: Option<u64>,
+    timeout: u64,
+    cntvoff: u64,
+    pnow: u64,
+) -> Option<u64> {
+    match (ptimer, physical_deadline(timeout, cntvoff, pnow)) {
         (Some(p), Some(t)) => Some(p.min(t)),
         (p, t) => p.or(t),
     }
 }
 
 /// The physical count at which a virtual timer with CNTV_CTL_EL0 `ctl` and
-/// CNTV_CVAL_EL0 `cval` raises its interrupt, under CNTVOFF_EL2 `cntvoff`
-/// (the virtual count is the physical one minus the offset); `None` while it is
-/// disabled or masked (IMASK), or if that count is past the counter's range. A
-/// vCPU waiting in WFI off its physical CPU wakes then (the timer is not in any
+/// CNTV_CVAL_EL0 `cval` raises its interrupt, under CNTVOFF_EL2 `cntvoff` with the
+/// physical count now `pnow` ([`physical_deadline`]); `None` while it is disabled
+/// or masked (IMASK), or if that count is past the counter's range. A vCPU
+/// waiting in WFI off its physical CPU wakes then (the timer is not in any
 /// hardware meanwhile).
-pub const fn vtimer_deadline(ctl: u64, cval: u64, cntvoff: u64) -> Option<u64> {
+pub const fn vtimer_deadline(ctl: u64, cval: u64, cntvoff: u64, pnow: u64) -> Option<u64> {
     if ctl & (CTL_ENABLE | CTL_IMASK) != CTL_ENABLE {
         return None;
     }
-    cval.checked_add(cntvoff)
+    physical_deadline(cval, cntvoff, pnow)
 }
 
 impl EmulatedTimer {
@@ -239,14 +258,37 @@ mod tests {
 
     #[test]
     fn vtimer_deadline_is_cval_plus_offset_while_enabled_and_unmasked() {
-        assert_eq!(vtimer_deadline(CTL_ENABLE, 1000, 50), Some(1050));
+        assert_eq!(vtimer_deadline(CTL_ENABLE, 1000, 50, 60), Some(1050));
         assert_eq!(
-            vtimer_deadline(CTL_ENABLE | CTL_ISTATUS, 1000, 0),
-            Some(1000)
+            vtimer_deadline(CTL_ENABLE | CTL_ISTATUS, 1000, 0, 2000),
+            Some(2000),
+            "a deadline the virtual count passed is due now"
         );
-        assert_eq!(vtimer_deadline(CTL_ENABLE | CTL_IMASK, 1000, 0), None);
-        assert_eq!(vtimer_deadline(0, 1000, 0), None);
-        assert_eq!(vtimer_deadline(CTL_ENABLE, u64::MAX, 1), None);
+        assert_eq!(vtimer_deadline(CTL_ENABLE | CTL_IMASK, 1000, 0, 0), None);
+        assert_eq!(vtimer_deadline(0, 1000, 0, 0), None);
+        assert_eq!(vtimer_deadline(CTL_ENABLE, u64::MAX, 1, 10), None);
+    }
+
+    #[test]
+    fn a_wrapped_offset_still_gives_the_deadline() {
+        // A guest resumed on a host that booted more recently than the guest's
+        // virtual count: offset = now - vcount wrapped below zero.
+        let (vcount, pnow) = (30_000_000u64, 5_000_000u64);
+        let off = pnow.wrapping_sub(vcount);
+        assert_eq!(pnow.wrapping_sub(off), vcount);
+        assert_eq!(
+            physical_deadline(vcount + 1000, off, pnow),
+            Some(pnow + 1000)
+        );
+        assert_eq!(
+            vtimer_deadline(CTL_ENABLE, vcount + 1000, off, pnow),
+            Some(pnow + 1000)
+        );
+        assert_eq!(physical_deadline(vcount - 1, off, pnow), Some(pnow));
+        assert_eq!(
+            wfit_wake_deadline(None, vcount + 7, off, pnow),
+            Some(pnow + 7)
+        );
     }
 
     #[test]
@@ -277,21 +319,21 @@ mod tests {
 
     #[test]
     fn wfit_wakes_at_the_earlier_deadline() {
-        assert_eq!(wfit_wake_deadline(None, 500, 0), Some(500));
-        assert_eq!(wfit_wake_deadline(Some(300), 500, 0), Some(300));
-        assert_eq!(wfit_wake_deadline(Some(700), 500, 0), Some(500));
+        assert_eq!(wfit_wake_deadline(None, 500, 0, 0), Some(500));
+        assert_eq!(wfit_wake_deadline(Some(300), 500, 0, 0), Some(300));
+        assert_eq!(wfit_wake_deadline(Some(700), 500, 0, 0), Some(500));
         assert_eq!(
-            wfit_wake_deadline(Some(700), 500, 100),
+            wfit_wake_deadline(Some(700), 500, 100, 100),
             Some(600),
             "the timeout is a virtual count: CNTVOFF_EL2 is added"
         );
         assert_eq!(
-            wfit_wake_deadline(None, u64::MAX, 1),
+            wfit_wake_deadline(None, u64::MAX, 1, 1),
             None,
             "a timeout past the physical count's range never fires"
         );
-        assert_eq!(wfit_wake_deadline(Some(42), u64::MAX, 1), Some(42));
-        assert_eq!(wfit_wake_deadline(Some(42), u64::MAX, 0), Some(42));
+        assert_eq!(wfit_wake_deadline(Some(42), u64::MAX, 1, 1), Some(42));
+        assert_eq!(wfit_wake_deadline(Some(42), u64::MAX, 0, 0), Some(42));
     }
 
     #[test]

@@ -219,13 +219,15 @@ pub fn wfi(vm: &Vm, vcpu: &mut Vcpu, timeout: Option<u64>) {
         if vm.work.is_raised() {
             continue; // device work left over: the next round before sleeping
         }
-        let ptimer = vcpu.ptimer.output(read_sysreg!("CNTPCT_EL0")).deadline;
+        let pnow = read_sysreg!("CNTPCT_EL0");
+        let ptimer = vcpu.ptimer.output(pnow).deadline;
         let vtimer = arch::timer::vtimer_deadline(
             read_sysreg!("CNTV_CTL_EL0"),
             read_sysreg!("CNTV_CVAL_EL0"),
             cntvoff,
+            pnow,
         );
-        let wfit = timeout.and_then(|t| wfit_wake_deadline(None, t, cntvoff));
+        let wfit = timeout.and_then(|t| wfit_wake_deadline(None, t, cntvoff, pnow));
         let until = [ptimer, vtimer, wfit].into_iter().flatten().min();
         crate::smp::block_vcpu(vm, vcpu, until);
     }
