@@ -29,10 +29,14 @@ pub mod pmuver {
 /// (synchronous external aborts come to EL2, which injects them back into the guest
 /// after logging, instead of the guest learning of the hardware fault unseen),
 /// RW (EL1 is AArch64), APK/API (pointer-auth instructions do not trap; the feature
-/// is hidden from the ID registers).
-pub fn hcr_el2() -> u64 {
+/// is hidden from the ID registers). `trap_wfe` adds TWE: with more vCPUs than
+/// physical CPUs a guest waiting in WFE for a lock whose holder is not running
+/// gives its CPU to that holder (el2 yields on the trap); otherwise WFE stays a
+/// local wait.
+pub fn hcr_el2(trap_wfe: bool) -> u64 {
     use HCR_EL2 as H;
-    (H::VM::Enable
+    let twe = if trap_wfe { H::TWE::SET } else { H::TWE::CLEAR };
+    (twe + H::VM::Enable
         + H::SWIO::SET
         + H::FMO::EnableVirtualFIQ
         + H::IMO::EnableVirtualIRQ
@@ -236,8 +240,15 @@ mod tests {
     }
 
     #[test]
+    fn hcr_traps_wfe_only_when_asked() {
+        assert_ne!(hcr_el2(true) & (1 << 14), 0, "TWE");
+        assert_eq!(hcr_el2(false) & (1 << 14), 0, "TWE");
+        assert_ne!(hcr_el2(false) & (1 << 13), 0, "TWI");
+    }
+
+    #[test]
     fn hcr_traps_ras_records_and_routes_external_aborts() {
-        let h = hcr_el2();
+        let h = hcr_el2(false);
         assert_ne!(h & (1 << 36), 0, "TERR");
         assert_ne!(h & (1 << 37), 0, "TEA");
         assert_ne!(h & (1 << 31), 0, "RW");

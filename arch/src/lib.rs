@@ -33,6 +33,7 @@ pub mod inject;
 pub mod irouter;
 pub mod iss;
 pub mod regs;
+pub mod relax;
 pub mod sgi;
 pub mod smccc;
 pub mod sysreg;

@@ -655,6 +655,17 @@ pub fn disk_on_virtio_pci(bootargs: &str) -> bool {
         .any(|w| w == VIRTIO_PCI_DISK_OPTION)
 }
 
+/// The hypervisor option (`cargo xtask run --verbose` passes it) that turns on the
+/// hypervisor's debug log lines (scheduling decisions, device detail).
+pub const DEBUG_LOG_OPTION: &str = "rayos.log=debug";
+
+/// Whether the host's command line `bootargs` asks for [`DEBUG_LOG_OPTION`].
+pub fn debug_log(bootargs: &str) -> bool {
+    bootargs
+        .split_ascii_whitespace()
+        .any(|w| w == DEBUG_LOG_OPTION)
+}
+
 /// The kernel command-line option (`cargo xtask run --msi its`, or `--append
 /// '… rayos.msi=its'`) that gives a `linux-dt` VM's root complex the ITS instead
 /// of the GICv2m frame.

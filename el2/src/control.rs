@@ -43,12 +43,12 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use arch::relax::Mutex;
 use arch::smccc::{CpuPower, PowerTopology};
 use monitor::command::{DisplayChange, SnapshotStore};
 use monitor::control::{ShutdownReport, SnapshotInfo, SuspendReport};
 use monitor::input::LineText;
 use monitor::{After, ControlError, VmControl, VmInfo, VmState};
-use spin::Mutex;
 
 use crate::el1::{read_sysreg, write_sysreg};
 use crate::vm::{StopReason, Vcpu, Vm};

@@ -31,9 +31,9 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use arch::regs::CPTR_EL2 as CPTR;
+use arch::relax::Mutex;
 use compositor::{Frame, PixelFormat, Rect, Report, Scene};
 use monitor::command::{DisplayChange, DisplayPlacement};
-use spin::Mutex;
 use tock_registers::interfaces::Readable;
 use vdev::Shared;
 use vgpu::defs::{cmd, format, hdr, layout};

@@ -12,8 +12,8 @@ use core::arch::asm;
 
 use aarch64_cpu::registers::{Readable, ID_AA64ISAR0_EL1};
 use arch::entropy::{self as policy, Offer, Source, TrngError, TRNG_RND64_MAX_BITS};
+use arch::relax::Mutex;
 use arch::smccc::func;
-use spin::Mutex;
 use vtpm::drbg::{ForkedDrbg, HmacDrbg, LiveSource};
 use vtpm::Entropy;
 

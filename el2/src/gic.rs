@@ -8,11 +8,11 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::ICC_SRE_EL2;
+use arch::relax::Mutex;
 use arm_gic::gicv3::registers::{Gicd, GicrSgi, Sgi};
 use arm_gic::gicv3::{GicV3, Group};
 use arm_gic::{IntId, Trigger};
 use safe_mmio::UniqueMmioPointer;
-use spin::Mutex;
 use tock_registers::interfaces::Writeable;
 
 use boards::discover::Gic as GicDesc;

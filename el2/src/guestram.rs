@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use spin::Mutex;
+use arch::relax::Mutex;
 use stage2::coherency::{Coherent, GuestRamAccess};
 use stage2::dirty::DirtyBitmap;
 use stage2::{Attrs, Flush, Layout, Perms, Stage2, TableAllocator};

@@ -28,11 +28,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
+use arch::relax::Mutex;
 use authority_abi::input::{Button, InputEvent, Space};
 use input::physical::{Axis, Physical};
 use input::{Device, Report, Routed, Router};
 use monitor::command::{InputAction, MouseButton};
-use spin::Mutex;
 use vdev::Shared;
 use virtio::defs::input as ev;
 use virtio_drivers::device::common::Feature;

@@ -319,7 +319,12 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     if let Some((uart, kind)) = early_uart(dtb_bytes) {
         console::init(uart, kind);
     }
-    console::init_log(false);
+    console::init_log(
+        fdt::Fdt::new(dtb_bytes)
+            .ok()
+            .and_then(|f| f.find_node("/chosen")?.property("bootargs")?.as_str())
+            .is_some_and(boards::devices::debug_log),
+    );
     init_power_from_dtb(dtb_bytes);
     log::info!(
         "RayOS EL2 {} starting at EL2, image at {:#x}, DTB at {dtb:#x}",

@@ -88,7 +88,7 @@ const SWITCH_FRAME: u64 = 96;
 /// Physical CPU `k`: (MPIDR affinity, device-tree index = redistributor index).
 static PCPUS: spin::Once<Vec<(u64, usize)>> = spin::Once::new();
 /// The run queue of every physical CPU: vCPU *i* is task *i*.
-static RQ: spin::Once<spin::Mutex<RunQueue>> = spin::Once::new();
+static RQ: spin::Once<arch::relax::Mutex<RunQueue>> = spin::Once::new();
 
 /// Per physical CPU: the SP of its scheduler while it runs a vCPU.
 static SCHED_SP: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
@@ -120,13 +120,30 @@ const P_EXIT: u64 = 3;
 const P_EXIT_START0: u64 = 4;
 const P_KIND: u64 = 0x7;
 
+/// More vCPUs than physical CPUs: guests' WFE traps so a spinning vCPU yields.
+static OVERSUBSCRIBED: AtomicBool = AtomicBool::new(false);
+
+/// Whether vCPUs outnumber the physical CPUs (HCR_EL2.TWE is set then).
+pub fn oversubscribed() -> bool {
+    OVERSUBSCRIBED.load(Ordering::Relaxed)
+}
+
 /// The physical CPUs the hypervisor schedules on (the boot CPU first) and the
 /// number of vCPUs of the VM.
 pub fn init(pcpus: Vec<(u64, usize)>, vcpus: usize) {
     let n = pcpus.len();
+    OVERSUBSCRIBED.store(vcpus > n, Ordering::Relaxed);
+    arch::relax::set_hint(spin_hint);
     PCPUS.call_once(|| pcpus);
-    RQ.call_once(|| spin::Mutex::new(RunQueue::new(vcpus, n)));
+    RQ.call_once(|| arch::relax::Mutex::new(RunQueue::new(vcpus, n)));
     log::info!("scheduler: {vcpus} vCPU(s) on {n} physical CPU(s), {SLICE_MS} ms time slices");
+}
+
+/// How a CPU waits for a contended lock (`arch::relax`): `YIELD`, which hands
+/// an SMT core or QEMU's one emulation thread to another CPU.
+fn spin_hint() {
+    // SAFETY: YIELD is a hint with no architectural effect on state or memory.
+    unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
 }
 
 /// Sets vCPU `t`'s scheduling priority (higher runs first; default 0).
@@ -135,7 +152,7 @@ pub fn set_priority(t: usize, p: u8) {
     let _ = rq().lock().set_priority(t, p);
 }
 
-fn rq() -> &'static spin::Mutex<RunQueue> {
+fn rq() -> &'static arch::relax::Mutex<RunQueue> {
     RQ.get()
         .unwrap_or_else(|| crate::fatal(format_args!("scheduler used before init")))
 }
@@ -398,6 +415,16 @@ pub fn preempt_check(vm: &Vm, vcpu: &mut Vcpu) {
     } else {
         SLICE_END[k].store(now.wrapping_add(slice_ticks()), Ordering::Relaxed);
         crate::wait::update_ptimer(vm, vcpu);
+    }
+}
+
+/// A guest WFE trapped (only while oversubscribed): the vCPU likely waits for a
+/// lock whose holder is not running, so it gives its CPU up if another vCPU of at
+/// least its priority waits for one; otherwise it carries on at once.
+pub fn yield_on_wfe(vm: &Vm, vcpu: &mut Vcpu) {
+    let k = this_pcpu();
+    if rq().lock().should_preempt(k) {
+        give_up(vm, vcpu, P_PREEMPT);
     }
 }
 

@@ -50,9 +50,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
+use arch::relax::Mutex;
 use arch::smccc::{CpuPower, PowerTopology};
 use registry::Uuid;
-use spin::Mutex;
 use vmstate::cowlog::{log_writes, Logged};
 use vmstate::{
     CowLog, DeviceState, DiskCow, DiskSnapshotError, LogError, Power, RamSnapshot, SnapshotError,

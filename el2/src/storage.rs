@@ -8,8 +8,8 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use arch::relax::Mutex;
 use registry::{BootSource, Registry, RegistryError, VmRecord};
-use spin::Mutex;
 use vdev::{AsyncBlock, SharedBlock};
 
 use crate::sysdisk::SystemDisk;
@@ -104,7 +104,7 @@ pub fn open(transports: &[(boards::Range, Option<u32>)]) -> Option<Storage> {
         }
     };
     let (capacity, legacy) = (disk.capacity(), disk.is_legacy());
-    let mut disk = SharedBlock(alloc::sync::Arc::new(Mutex::new(disk)));
+    let mut disk = SharedBlock(alloc::sync::Arc::new(spin::Mutex::new(disk)));
     match Registry::open(&mut disk) {
         Ok(registry) => {
             log::info!(

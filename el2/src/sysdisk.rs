@@ -35,7 +35,7 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use spin::Mutex;
+use arch::relax::Mutex;
 use vdev::{
     AsyncBlock, BlockBackend, BlockError, BlockOp, Completion, DmaLimits, DmaSegment, Submit,
     WorkSignal, SECTOR_SIZE,

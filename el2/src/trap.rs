@@ -189,9 +189,13 @@ fn handle_other_sync(vm: &Vm, vcpu: &mut Vcpu, esr: u64) -> Flow {
         Exit::Wfx { wfe, timeout_reg } => {
             vcpu.stats.wfi += 1;
             skip(vcpu, esr);
-            // WFE and WFET return at once (an event may always have been pending).
+            // WFE and WFET return at once (an event may always have been pending),
+            // after giving the CPU to a waiting vCPU (WFE traps only when vCPUs
+            // outnumber CPUs: the one spinning may wait for one not running).
             // WFIT waits like WFI but no later than its timeout (a CNTVCT_EL0 value).
-            if !wfe {
+            if wfe {
+                crate::smp::yield_on_wfe(vm, vcpu);
+            } else {
                 let timeout = timeout_reg.map(|r| get_reg(vcpu, r));
                 crate::wait::wfi(vm, vcpu, timeout);
             }

@@ -8,11 +8,11 @@ use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use aarch64_cpu::registers::{Writeable, ICH_HCR_EL2};
 use arch::controls::PmuPolicy;
+use arch::relax::Mutex;
 use arch::smccc::{CpuPower, PowerTopology};
 use arch::timer::EmulatedTimer;
 use boards::guest;
 use devices::Pl011;
-use spin::Mutex;
 use vdev::{AsyncBlock, MmioBus, MmioContext, Shared, WorkSignal};
 
 pub use crate::guestram::GuestRam;
@@ -198,7 +198,7 @@ pub struct Vm {
     /// instead of the virtio-gpu's scanout ([`Vm::attach_framebuffer`]).
     pub framebuffer: Option<boards::devices::FramebufferSpec>,
     /// The PCI Express root complex (`None`: the VM has no PCIe).
-    pub pcie: Option<alloc::sync::Arc<Mutex<pci::RootComplex>>>,
+    pub pcie: Option<alloc::sync::Arc<spin::Mutex<pci::RootComplex>>>,
     /// The ITS's frames, when the root complex's MSIs go to one.
     pub its: Option<boards::devices::Window>,
     /// The host's handle on the VM's USB devices (`None`: no xHCI controller).
@@ -771,7 +771,7 @@ impl Vm {
                 .map_err(VmError::Pci)?;
             self.usb = Some(input);
         }
-        let rc = alloc::sync::Arc::new(Mutex::new(rc));
+        let rc = alloc::sync::Arc::new(spin::Mutex::new(rc));
         // Saved on suspend and snapshot: the root complex with every function
         // behind it.
         self.saved_devices.push(crate::suspend::SavedDevice {
@@ -911,7 +911,7 @@ impl PowerTopology for Vm {
 
 /// HCR_EL2 for a stage-2 guest (see `arch::controls::hcr_el2`).
 pub fn hcr_el2() -> u64 {
-    arch::controls::hcr_el2()
+    arch::controls::hcr_el2(crate::smp::oversubscribed())
 }
 
 /// Whether the VM's PMU may count at EL2: only a boot bundle that asks for it (the

@@ -41,11 +41,12 @@ fn guest_cmd(vcpus: u32) -> String {
 
 /// Boots `vcpus` vCPUs on `host_cpus` physical CPUs and checks every vCPU ran
 /// its loop.
-fn time_share(vcpus: u32, host_cpus: u32) {
+fn time_share(vcpus: u32, host_cpus: u32, icount: bool) {
     let _boot = boot_lock();
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
     o.smp = Some(vcpus);
     o.host_cpus = Some(host_cpus);
+    o.icount = icount;
     o.mem = Some(512 << 20);
     o.system_disk = Some(Layout::detect().out.join(SYSTEM_DISK));
     o.guest_cmd = Some(guest_cmd(vcpus));
@@ -111,10 +112,18 @@ fn time_share(vcpus: u32, host_cpus: u32) {
 
 #[test]
 fn two_vcpus_share_one_host_cpu() {
-    time_share(2, 1);
+    time_share(2, 1, false);
 }
 
 #[test]
 fn four_vcpus_share_two_host_cpus() {
-    time_share(4, 2);
+    time_share(4, 2, false);
+}
+
+/// Under `-icount` QEMU runs the emulated CPUs in turn in one thread, with
+/// deterministic guest time: the timing the authority partition's scheduling is
+/// measured in (issue 16). A vCPU per physical CPU, both busy.
+#[test]
+fn two_vcpus_on_two_host_cpus_under_icount() {
+    time_share(2, 2, true);
 }

@@ -56,7 +56,7 @@ use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use spin::mutex::TicketMutex as Mutex;
+use arch::relax::TicketMutex as Mutex;
 use tock_registers::{register_bitfields, LocalRegisterCopy};
 use vdev::{AccessSize, GuestMemory, InterruptSink, MmioContext, MmioDevice, MmioError};
 

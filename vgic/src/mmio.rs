@@ -6,7 +6,8 @@
 
 use alloc::sync::Arc;
 
-use spin::mutex::{TicketMutex as Mutex, TicketMutexGuard};
+use arch::relax::TicketMutex as Mutex;
+use spin::mutex::TicketMutexGuard;
 use vdev::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError};
 
 use crate::config::{ConfigError, VgicConfig};

@@ -415,7 +415,8 @@ pub struct RunArgs {
     /// -icount shift=0 (exact instruction counts)
     #[arg(long)]
     icount: bool,
-    /// print the QEMU command line and bundle details
+    /// print the QEMU command line and bundle details, and turn on the
+    /// hypervisor's debug log lines (`rayos.log=debug`)
     #[arg(long, short = 'v')]
     verbose: bool,
     /// extra QEMU argument, verbatim
@@ -741,11 +742,16 @@ pub fn uses_system_disk(o: &RunOptions) -> bool {
 /// The words a run adds to the hypervisor's command line (QEMU's `-append`),
 /// each after a space: the `windows` VM's disk on virtio-PCI.
 fn hypervisor_options(o: &RunOptions) -> String {
+    let mut s = String::new();
     if o.profile == Profile::Windows && o.disk_bus == DiskBus::VirtioPci {
-        format!(" {}", boards::devices::VIRTIO_PCI_DISK_OPTION)
-    } else {
-        String::new()
+        s.push(' ');
+        s.push_str(boards::devices::VIRTIO_PCI_DISK_OPTION);
     }
+    if o.verbose {
+        s.push(' ');
+        s.push_str(boards::devices::DEBUG_LOG_OPTION);
+    }
+    s
 }
 
 /// Whether a run is captured (piped) rather than on the terminal.
@@ -1130,6 +1136,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
     qemu.guest_mem = vm.mem;
     qemu.kernel = hypervisor;
     qemu.initrd = bundle.clone();
+    let options = hypervisor_options(o);
+    if !options.is_empty() && o.boot != crate::efi::Boot::Efi {
+        qemu.extra_args
+            .extend(["-append".to_string(), options.trim_start().to_string()]);
+    }
     Ok(Prepared {
         qemu,
         vm,
