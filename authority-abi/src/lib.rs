@@ -12,6 +12,8 @@
 //!   ([`in_range`]) and changes nothing.
 //! - **Input events** ([`input`]) are 16-byte records in authority memory, handed
 //!   over by `INJECT_INPUT`.
+//! - **Replies** ([`reply`], minor 1): the text result of the most recent call,
+//!   or why it failed, read with `REPLY`.
 //! - **The event ring** ([`ring`]) is a single-producer single-consumer ring in
 //!   authority memory, registered by `OPEN`: the hypervisor reports VM state
 //!   changes, frames ready and finished input scripts there.
@@ -29,10 +31,11 @@
 
 pub mod call;
 pub mod input;
+pub mod reply;
 pub mod ring;
 
 /// This ABI's version.
-pub const VERSION: Version = Version { major: 1, minor: 0 };
+pub const VERSION: Version = Version { major: 1, minor: 1 };
 
 /// An ABI version, passed in one register as `major << 16 | minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
