@@ -498,7 +498,7 @@ pub fn decode(fid: u32, a: &Args) -> Result<Call, Status> {
                 0 | 1 if a[2] != 0 || a[3] != 0 => return invalid(),
                 0 => InputKind::Type(text()?),
                 1 => InputKind::Key(text()?),
-                2 | 3 | 4 if a[4] != 0 || a[5] != 0 => return invalid(),
+                2..=4 if a[4] != 0 || a[5] != 0 => return invalid(),
                 2 if a[3] == 0 => InputKind::Pointer { x, y },
                 3 => InputKind::Click {
                     x,

@@ -90,11 +90,7 @@ pub fn encode<'a>(
         }
         &t[..end]
     };
-    let len = HEADER_SIZE
-        + items
-            .clone()
-            .map(|(_, t)| 10 + cut(t).len())
-            .sum::<usize>();
+    let len = HEADER_SIZE + items.clone().map(|(_, t)| 10 + cut(t).len()).sum::<usize>();
     if len > out.len() {
         return len;
     }
@@ -201,7 +197,10 @@ impl<'a> Iterator for Raw<'a> {
         let mut n = [0u8; 8];
         n.copy_from_slice(&b[..8]);
         let len = u16::from_le_bytes([b[8], b[9]]) as usize;
-        let Some(t) = b.get(10..10 + len).and_then(|t| core::str::from_utf8(t).ok()) else {
+        let Some(t) = b
+            .get(10..10 + len)
+            .and_then(|t| core::str::from_utf8(t).ok())
+        else {
             self.left = 0;
             return Some(None);
         };
