@@ -114,10 +114,12 @@ pub enum Status {
     NoSuchSnapshot = -69,
     /// Out of space (snapshot area, hypervisor memory, the input queue).
     NoSpace = -70,
+    /// (Minor 1.) The operation failed part-way or timed out; REPLY says how.
+    Failed = -71,
 }
 
 impl Status {
-    const ALL: [Status; 10] = [
+    const ALL: [Status; 11] = [
         Status::NotSupported,
         Status::InvalidParameters,
         Status::Denied,
@@ -128,6 +130,7 @@ impl Status {
         Status::BadBuffer,
         Status::NoSuchSnapshot,
         Status::NoSpace,
+        Status::Failed,
     ];
 
     /// The value the caller reads in x0.

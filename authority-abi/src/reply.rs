@@ -16,7 +16,7 @@
 //! | VM_SNAPSHOTS    | per snapshot: (bytes, tag), (store: 0 memory 1 disk, note) |
 //! | HOST_SHUTDOWN   | per VM: (0 powered off / 1 suspended, name)          |
 //! | DISPLAY_STATUS  | (0, status text)                                     |
-//! | INPUT_ACTION    | (0, what became of the events)                       |
+//! | INPUT_ACTION, SET_INPUT | (0, what became of the events / the routing)  |
 //! | anything else   | none                                                 |
 
 use crate::call::VmState;
