@@ -147,6 +147,9 @@ pub struct Dispatcher {
     reply: Vec<u8>,
     /// Events not reported because the ring was full or unusable.
     lost_events: u64,
+    /// Calls refused before reaching a VM (decode or validate), and the last.
+    refused: u64,
+    last_refused: Option<(u64, AbiStatus)>,
 }
 
 struct Check<'a> {
@@ -357,7 +360,15 @@ impl Dispatcher {
 
     fn refuse(&mut self, s: AbiStatus) -> AbiStatus {
         self.reply = record(ErrorKind::Refused as u32, 0, &[]);
+        self.refused += 1;
         s
+    }
+
+    /// How many calls were refused before reaching a VM (malformed, not open,
+    /// bad id or buffer), and the function id and status of the last one: el2
+    /// logs these rate-limited (this crate does not log).
+    pub fn refused(&self) -> (u64, Option<(u64, AbiStatus)>) {
+        (self.refused, self.last_refused)
     }
 
     fn run(
@@ -372,7 +383,10 @@ impl Dispatcher {
         let fid = u32::try_from(x[0]).map_err(|_| AbiStatus::NotSupported);
         let call = match fid.and_then(|f| call::decode(f, &a)) {
             Ok(c) => c,
-            Err(s) => return Err(self.refuse(s)),
+            Err(s) => {
+                self.last_refused = Some((x[0], s));
+                return Err(self.refuse(s));
+            }
         };
         let live: Vec<bool> = self
             .ids
@@ -388,6 +402,7 @@ impl Dispatcher {
             },
         );
         if let Err(s) = checked {
+            self.last_refused = Some((x[0], s));
             return Err(self.refuse(s));
         }
         if let Call::Reply { out } = call {
@@ -402,7 +417,10 @@ impl Dispatcher {
         let r = self.perform(call, vm, ctl, mem, after);
         match r {
             Ok(v) => Ok(v),
-            Err(Failure::Status(s)) => Err(self.refuse(s)),
+            Err(Failure::Status(s)) => {
+                self.last_refused = Some((x[0], s));
+                Err(self.refuse(s))
+            }
             Err(Failure::Control(e)) => {
                 self.reply = error_record(&e);
                 Err(status_of(&e))

@@ -532,6 +532,17 @@ fn ids_are_stable_and_bad_ids_and_buffers_are_refused_without_touching_a_vm() {
         AbiStatus::from_x0(d.call(x, &mut m, &mut r).x0),
         Err(Some(AbiStatus::NotSupported))
     );
+    // Refusals are counted for el2's log, the last one named.
+    let (n, last) = d.refused();
+    assert_eq!(
+        n,
+        3 + 3 * 4 + 2,
+        "3 bad ids, 3 bad buffers in 4 calls, 2 bad function ids"
+    );
+    assert_eq!(
+        last,
+        Some((1 << 32 | fid(func::VM_LIST) as u64, AbiStatus::NotSupported))
+    );
     // A refused call leaves a Refused reply.
     let rec = reply(&mut d, &mut m, &mut r);
     assert_eq!(Record::parse(&rec).unwrap().kind, ErrorKind::Refused as u32);
