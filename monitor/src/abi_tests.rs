@@ -942,3 +942,47 @@ fn the_client_starts_vms_reads_policy_the_console_and_the_ring() {
     );
     assert_eq!(abi.name_of(tiny).as_deref(), Some("tiny"));
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Registers biased towards what matters: buffers in and around authority
+    /// RAM, small VM ids and kinds, and anything.
+    fn reg() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..8,
+            (0u64..0x1_0000).prop_map(|o| BASE + o),
+            Just(BASE - 1),
+            Just(BASE + (64 << 10) - 4),
+            1u64..0x2000,
+            any::<u64>(),
+        ]
+    }
+
+    proptest! {
+        /// Whatever an authority puts in its registers and its memory, a call
+        /// answers (never panics), a refused call changes no VM, and REPLY
+        /// then describes it.
+        #[test]
+        fn any_call_answers_and_a_refused_one_changes_nothing(
+            n in prop_oneof![0u16..0x70, any::<u16>()],
+            args in proptest::collection::vec(reg(), 7),
+            fill in any::<u8>(),
+        ) {
+            let (mut d, mut m, mut r) = opened();
+            r.mem[0x1000..].fill(fill);
+            let mut x = [0u64; 8];
+            x[0] = fid(n) as u64;
+            x[1..].copy_from_slice(&args);
+            let before = m.vms.clone();
+            let out = d.call(x, &mut m, &mut r);
+            if (out.x0 as i64) < 0 {
+                prop_assert_eq!(&m.vms, &before);
+            }
+            // REPLY always describes the call just made.
+            let rec = reply(&mut d, &mut m, &mut r);
+            prop_assert!(Record::parse(&rec).is_some());
+        }
+    }
+}
