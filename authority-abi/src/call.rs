@@ -26,6 +26,33 @@
 //! | 0x50 | POLICY_GET        | vm       |               |             |           |          |         |
 //! | 0x51 | POLICY_SET        | vm       | policy bits   |             |           |          |         |
 //!
+//! Minor 1 adds (so the authority's shell can do everything the hypervisor's
+//! monitor does, with the monitor's own status lines):
+//!
+//! | n    | call              | x1       | x2            | x3          | x4        | x5       | x6      |
+//! |------|-------------------|----------|---------------|-------------|-----------|----------|---------|
+//! | 0x02 | REPLY             | out ipa  | out bytes     |             |           |          |         |
+//! | 0x03 | HOST_SHUTDOWN     |          |               |             |           |          |         |
+//! | 0x18 | VM_SNAPSHOTS      | vm       |               |             |           |          |         |
+//! | 0x26 | DISPLAY_OVERLAY   | text ipa | text bytes    |             |           |          |         |
+//! | 0x27 | DISPLAY_STATUS    |          |               |             |           |          |         |
+//! | 0x33 | INPUT_ACTION      | vm       | kind          | (x, y)      | arg       | text ipa | text bytes |
+//! | 0x34 | USB               | vm       | op            |             |           |          |         |
+//! | 0x60 | CONSOLE_READ      | vm       | out ipa       | out bytes   |           |          |         |
+//! | 0x61 | CONSOLE_WRITE     | vm       | in ipa        | in bytes    |           |          |         |
+//!
+//! REPLY writes the [`crate::reply`] record of the session's most recent other
+//! call (its text result, or why it failed) and answers the record's length; a
+//! record longer than the buffer is not written (the caller retries with a larger
+//! one). DISPLAY_OVERLAY with 0 text bytes removes the overlay. INPUT_ACTION is
+//! one monitor `input` command ([`InputKind`]); its text (type, key) is at most
+//! [`TEXT_MAX`] printable ASCII bytes, and the answer text is in the REPLY.
+//! USB op: 0 detach, 1 attach the VM's USB storage. CONSOLE_READ answers the
+//! bytes of the VM's serial output copied (0: none waiting); CONSOLE_WRITE the
+//! bytes of serial input the VM's UART took. VM_SUSPEND answers the bytes written,
+//! VM_SNAPSHOT the snapshot's bytes, VM_SNAPSHOTS the number of snapshots (the
+//! list is in the REPLY).
+//!
 //! `(a, b)` is two 32-bit values in one register, `a` in bits [31:0] and `b` in
 //! [63:32] (coordinates as two's complement). A VM id uses bits [31:0] of its
 //! register; the rest must be zero. PRESENT's kind: 0 panel (p0 = (x, y), p1 =
@@ -63,6 +90,16 @@ pub mod func {
     pub const CAPTURE: u16 = 0x40;
     pub const POLICY_GET: u16 = 0x50;
     pub const POLICY_SET: u16 = 0x51;
+    // Minor 1.
+    pub const REPLY: u16 = 0x02;
+    pub const HOST_SHUTDOWN: u16 = 0x03;
+    pub const VM_SNAPSHOTS: u16 = 0x18;
+    pub const DISPLAY_OVERLAY: u16 = 0x26;
+    pub const DISPLAY_STATUS: u16 = 0x27;
+    pub const INPUT_ACTION: u16 = 0x33;
+    pub const USB: u16 = 0x34;
+    pub const CONSOLE_READ: u16 = 0x60;
+    pub const CONSOLE_WRITE: u16 = 0x61;
 }
 
 /// Largest coordinate magnitude (output or guest pixels).
@@ -88,6 +125,40 @@ pub const SNAPSHOT_DISK: u64 = 1 << 0;
 /// The defined policy bits (the registry's policy schema v1: autostart,
 /// resume_on_boot, visible_on_start, pause_on_hide, suspend_on_host_shutdown).
 pub const POLICY_KNOWN: u32 = 0x1f;
+
+/// Longest INPUT_ACTION or DISPLAY_OVERLAY text (the monitor's line length).
+pub const TEXT_MAX: u64 = 128;
+/// Longest `input gaze` hold, in milliseconds (the monitor's).
+pub const GAZE_MS_MAX: u64 = 10_000;
+/// Most console bytes one CONSOLE_READ or CONSOLE_WRITE moves.
+pub const CONSOLE_MAX: u64 = 4096;
+/// Most bytes of one REPLY record.
+pub const REPLY_MAX: u64 = 16 << 10;
+
+/// A pointer button as INPUT_ACTION's `arg` for a click (the input events' codes).
+pub use crate::input::Button;
+
+/// One monitor `input` command (INPUT_ACTION).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// Kind 0: `input type`; the text is the monitor's quoted TEXT.
+    Type(Buffer),
+    /// Kind 1: `input key`; the text is the chord.
+    Key(Buffer),
+    /// Kind 2: pointer to a display position.
+    Pointer { x: i32, y: i32 },
+    /// Kind 3: click at a display position; `arg` is the button.
+    Click { x: i32, y: i32, button: Button },
+    /// Kind 4: a gaze point held `arg` milliseconds (0..=[`GAZE_MS_MAX`]).
+    Gaze { x: i32, y: i32, ms: u32 },
+}
+
+/// What USB does (its `op`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsbOp {
+    Detach = 0,
+    Attach = 1,
+}
 
 /// A VM, by the hypervisor's id for it (from VM_LIST).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -186,6 +257,33 @@ pub enum Call {
     PolicySet {
         vm: VmId,
         bits: u32,
+    },
+    // Minor 1.
+    Reply {
+        out: Buffer,
+    },
+    HostShutdown,
+    VmSnapshots(VmId),
+    /// `None`: remove the overlay.
+    DisplayOverlay {
+        text: Option<Buffer>,
+    },
+    DisplayStatus,
+    InputAction {
+        vm: VmId,
+        kind: InputKind,
+    },
+    Usb {
+        vm: VmId,
+        op: UsbOp,
+    },
+    ConsoleRead {
+        vm: VmId,
+        out: Buffer,
+    },
+    ConsoleWrite {
+        vm: VmId,
+        data: Buffer,
     },
 }
 
@@ -380,6 +478,65 @@ pub fn decode(fid: u32, a: &Args) -> Result<Call, Status> {
                 .ok_or(Status::InvalidParameters)?;
             Call::PolicySet { vm: vm()?, bits }
         }
+        func::REPLY => Call::Reply {
+            out: buffer(a[0], a[1], REPLY_MAX)?,
+        },
+        func::HOST_SHUTDOWN => Call::HostShutdown,
+        func::VM_SNAPSHOTS => Call::VmSnapshots(vm()?),
+        func::DISPLAY_OVERLAY => Call::DisplayOverlay {
+            text: if a[1] == 0 {
+                None
+            } else {
+                Some(buffer(a[0], a[1], TEXT_MAX)?)
+            },
+        },
+        func::DISPLAY_STATUS => Call::DisplayStatus,
+        func::INPUT_ACTION => {
+            let text = || buffer(a[4], a[5], TEXT_MAX);
+            let (x, y) = point(a[2])?;
+            let kind = match a[1] {
+                0 | 1 if a[2] != 0 || a[3] != 0 => return invalid(),
+                0 => InputKind::Type(text()?),
+                1 => InputKind::Key(text()?),
+                2..=4 if a[4] != 0 || a[5] != 0 => return invalid(),
+                2 if a[3] == 0 => InputKind::Pointer { x, y },
+                3 => InputKind::Click {
+                    x,
+                    y,
+                    button: match a[3] {
+                        0 => Button::Left,
+                        1 => Button::Right,
+                        2 => Button::Middle,
+                        3 => Button::Back,
+                        4 => Button::Forward,
+                        _ => return invalid(),
+                    },
+                },
+                4 if a[3] <= GAZE_MS_MAX => InputKind::Gaze {
+                    x,
+                    y,
+                    ms: a[3] as u32,
+                },
+                _ => return invalid(),
+            };
+            Call::InputAction { vm: vm()?, kind }
+        }
+        func::USB => Call::Usb {
+            vm: vm()?,
+            op: match a[1] {
+                0 => UsbOp::Detach,
+                1 => UsbOp::Attach,
+                _ => return invalid(),
+            },
+        },
+        func::CONSOLE_READ => Call::ConsoleRead {
+            vm: vm()?,
+            out: buffer(a[1], a[2], CONSOLE_MAX)?,
+        },
+        func::CONSOLE_WRITE => Call::ConsoleWrite {
+            vm: vm()?,
+            data: buffer(a[1], a[2], CONSOLE_MAX)?,
+        },
         _ => return Err(Status::NotSupported),
     })
 }
@@ -511,6 +668,61 @@ impl Call {
                 a[1] = bits as u64;
                 func::POLICY_SET
             }
+            Call::Reply { out } => {
+                buf(&mut a, 0, out);
+                func::REPLY
+            }
+            Call::HostShutdown => func::HOST_SHUTDOWN,
+            Call::VmSnapshots(v) => {
+                vm(&mut a, v);
+                func::VM_SNAPSHOTS
+            }
+            Call::DisplayOverlay { text } => {
+                if let Some(t) = text {
+                    buf(&mut a, 0, t);
+                }
+                func::DISPLAY_OVERLAY
+            }
+            Call::DisplayStatus => func::DISPLAY_STATUS,
+            Call::InputAction { vm: v, kind } => {
+                vm(&mut a, v);
+                match kind {
+                    InputKind::Type(t) | InputKind::Key(t) => {
+                        a[1] = matches!(kind, InputKind::Key(_)) as u64;
+                        buf(&mut a, 4, t);
+                    }
+                    InputKind::Pointer { x, y } => {
+                        a[1] = 2;
+                        a[2] = xy(x, y);
+                    }
+                    InputKind::Click { x, y, button } => {
+                        a[1] = 3;
+                        a[2] = xy(x, y);
+                        a[3] = button as u64;
+                    }
+                    InputKind::Gaze { x, y, ms } => {
+                        a[1] = 4;
+                        a[2] = xy(x, y);
+                        a[3] = ms as u64;
+                    }
+                }
+                func::INPUT_ACTION
+            }
+            Call::Usb { vm: v, op } => {
+                vm(&mut a, v);
+                a[1] = op as u64;
+                func::USB
+            }
+            Call::ConsoleRead { vm: v, out } => {
+                vm(&mut a, v);
+                buf(&mut a, 1, out);
+                func::CONSOLE_READ
+            }
+            Call::ConsoleWrite { vm: v, data } => {
+                vm(&mut a, v);
+                buf(&mut a, 1, data);
+                func::CONSOLE_WRITE
+            }
         };
         (crate::fid(n), a)
     }
@@ -518,7 +730,18 @@ impl Call {
     /// The VM the call acts on.
     pub fn vm(&self) -> Option<VmId> {
         match *self {
-            Call::Version | Call::Open { .. } | Call::VmList { .. } => None,
+            Call::Version
+            | Call::Open { .. }
+            | Call::VmList { .. }
+            | Call::Reply { .. }
+            | Call::HostShutdown
+            | Call::DisplayOverlay { .. }
+            | Call::DisplayStatus => None,
+            Call::VmSnapshots(v) => Some(v),
+            Call::InputAction { vm, .. }
+            | Call::Usb { vm, .. }
+            | Call::ConsoleRead { vm, .. }
+            | Call::ConsoleWrite { vm, .. } => Some(vm),
             Call::VmStart(v)
             | Call::VmPause(v)
             | Call::VmResume(v)
@@ -551,6 +774,13 @@ impl Call {
             | Call::VmDeleteSnapshot { tag, .. } => Some(tag),
             Call::InjectInput { events, .. } => Some(events),
             Call::RunInputScript { script, .. } => Some(script),
+            Call::Reply { out } | Call::ConsoleRead { out, .. } => Some(out),
+            Call::ConsoleWrite { data, .. } => Some(data),
+            Call::DisplayOverlay { text } => text,
+            Call::InputAction {
+                kind: InputKind::Type(t) | InputKind::Key(t),
+                ..
+            } => Some(t),
             _ => None,
         }
     }
@@ -611,6 +841,18 @@ pub enum VmState {
     Paused = 2,
     /// Saved to the system disk, not running.
     Suspended = 3,
+}
+
+impl VmState {
+    pub fn from_u32(v: u32) -> Option<VmState> {
+        Some(match v {
+            0 => VmState::Off,
+            1 => VmState::Running,
+            2 => VmState::Paused,
+            3 => VmState::Suspended,
+            _ => return None,
+        })
+    }
 }
 
 /// [`VmEntry::flags`]: presented on the physical display.
@@ -839,7 +1081,7 @@ mod tests {
             0x8400_0000,                 // PSCI
             0xC500_0000,                 // another owning entity
             0x8600_0000,                 // our VERSION in the SMC32 convention
-            crate::fid(0x02),            // unassigned number
+            crate::fid(0x04),            // unassigned number
             crate::fid(0xFF01),          // call UID: not offered
             crate::fid(0) | 0x0001_0000, // bits [23:16] set
             0x4600_0000,                 // yielding call
@@ -961,6 +1203,117 @@ mod tests {
         }
     }
 
+    fn minor1_samples() -> [Call; 14] {
+        let v = VmId(1);
+        [
+            Call::Reply { out: buf(4096) },
+            Call::HostShutdown,
+            Call::VmSnapshots(v),
+            Call::DisplayOverlay {
+                text: Some(buf(11)),
+            },
+            Call::DisplayOverlay { text: None },
+            Call::DisplayStatus,
+            Call::InputAction {
+                vm: v,
+                kind: InputKind::Type(buf(TEXT_MAX)),
+            },
+            Call::InputAction {
+                vm: v,
+                kind: InputKind::Key(buf(10)),
+            },
+            Call::InputAction {
+                vm: v,
+                kind: InputKind::Pointer { x: -3, y: 40 },
+            },
+            Call::InputAction {
+                vm: v,
+                kind: InputKind::Click {
+                    x: 3,
+                    y: 4,
+                    button: Button::Forward,
+                },
+            },
+            Call::InputAction {
+                vm: v,
+                kind: InputKind::Gaze {
+                    x: 100,
+                    y: MAX_COORD,
+                    ms: GAZE_MS_MAX as u32,
+                },
+            },
+            Call::Usb {
+                vm: v,
+                op: UsbOp::Attach,
+            },
+            Call::ConsoleRead {
+                vm: v,
+                out: buf(CONSOLE_MAX),
+            },
+            Call::ConsoleWrite {
+                vm: v,
+                data: buf(1),
+            },
+        ]
+    }
+
+    #[test]
+    fn minor_1_calls_round_trip_validate_and_refuse_malformed_arguments() {
+        let open = Fake { open: true };
+        let closed = Fake { open: false };
+        for call in minor1_samples() {
+            let (fid, a) = call.encode();
+            assert_eq!(decode(fid, &a), Ok(call));
+            assert_eq!(validate(&call, &open), Ok(()), "{call:?}");
+            assert_eq!(validate(&call, &closed), Err(Status::NotOpen), "{call:?}");
+            if call.vm().is_some() {
+                let mut a2 = a;
+                a2[0] = 9;
+                let c2 = decode(fid, &a2).unwrap();
+                assert_eq!(validate(&c2, &open), Err(Status::NoSuchVm), "{call:?}");
+            }
+            if let Some(b) = call.buffer() {
+                // The same call with its buffer moved just past authority memory.
+                let i = a.iter().position(|&r| r == b.ipa).unwrap();
+                let mut a2 = a;
+                a2[i] = RAM.0 + RAM.1 - b.len + 1;
+                let c2 = decode(fid, &a2).unwrap();
+                assert_eq!(validate(&c2, &open), Err(Status::BadBuffer), "{call:?}");
+            }
+        }
+        let f = crate::fid;
+        let bad: &[(u16, Args)] = &[
+            (func::REPLY, [RAM.0, 0, 0, 0, 0, 0, 0]),
+            (func::REPLY, [RAM.0, REPLY_MAX + 1, 0, 0, 0, 0, 0]),
+            (func::VM_SNAPSHOTS, [1 << 32, 0, 0, 0, 0, 0, 0]),
+            (func::DISPLAY_OVERLAY, [RAM.0, TEXT_MAX + 1, 0, 0, 0, 0, 0]),
+            // Unknown input kind; text kinds with a position; empty text.
+            (func::INPUT_ACTION, [0, 5, 0, 0, 0, 0, 0]),
+            (func::INPUT_ACTION, [0, 0, pair(1, 1), 0, 0, RAM.0, 4]),
+            (func::INPUT_ACTION, [0, 1, 0, 0, 0, RAM.0, 0]),
+            (func::INPUT_ACTION, [0, 0, 0, 0, 0, RAM.0, TEXT_MAX + 1]),
+            // Pointer with an argument or text; far position; bad button; long gaze.
+            (func::INPUT_ACTION, [0, 2, 0, 1, 0, 0, 0]),
+            (func::INPUT_ACTION, [0, 2, 0, 0, 0, RAM.0, 4]),
+            (
+                func::INPUT_ACTION,
+                [0, 2, pair(MAX_COORD as u32 + 1, 0), 0, 0, 0, 0],
+            ),
+            (func::INPUT_ACTION, [0, 3, 0, 5, 0, 0, 0]),
+            (func::INPUT_ACTION, [0, 4, 0, GAZE_MS_MAX + 1, 0, 0, 0]),
+            (func::USB, [0, 2, 0, 0, 0, 0, 0]),
+            (func::CONSOLE_READ, [0, RAM.0, 0, 0, 0, 0, 0]),
+            (func::CONSOLE_WRITE, [0, RAM.0, CONSOLE_MAX + 1, 0, 0, 0, 0]),
+        ];
+        for (n, a) in bad {
+            assert_eq!(
+                decode(f(*n), a),
+                Err(Status::InvalidParameters),
+                "{n:#x} {a:x?}"
+            );
+        }
+    }
+
     #[test]
     fn tags_follow_the_monitor_rule() {
         assert_eq!(parse_tag(b"before-update_1.2"), Ok("before-update_1.2"));
@@ -1005,7 +1358,7 @@ mod tests {
         /// Whatever a caller puts in the registers, decoding answers (never
         /// panics), and what decodes re-encodes to a call that decodes the same.
         #[test]
-        fn any_registers_decode_or_are_refused(n in 0u16..0x60, a in any::<Args>()) {
+        fn any_registers_decode_or_are_refused(n in 0u16..0x70, a in any::<Args>()) {
             if let Ok(call) = decode(crate::fid(n), &a) {
                 let (fid, b) = call.encode();
                 prop_assert_eq!(fid, crate::fid(n));

@@ -12,6 +12,8 @@
 //!   ([`in_range`]) and changes nothing.
 //! - **Input events** ([`input`]) are 16-byte records in authority memory, handed
 //!   over by `INJECT_INPUT`.
+//! - **Replies** ([`reply`], minor 1): the text result of the most recent call,
+//!   or why it failed, read with `REPLY`.
 //! - **The event ring** ([`ring`]) is a single-producer single-consumer ring in
 //!   authority memory, registered by `OPEN`: the hypervisor reports VM state
 //!   changes, frames ready and finished input scripts there.
@@ -29,10 +31,11 @@
 
 pub mod call;
 pub mod input;
+pub mod reply;
 pub mod ring;
 
 /// This ABI's version.
-pub const VERSION: Version = Version { major: 1, minor: 0 };
+pub const VERSION: Version = Version { major: 1, minor: 1 };
 
 /// An ABI version, passed in one register as `major << 16 | minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,10 +114,12 @@ pub enum Status {
     NoSuchSnapshot = -69,
     /// Out of space (snapshot area, hypervisor memory, the input queue).
     NoSpace = -70,
+    /// (Minor 1.) The operation failed part-way or timed out; REPLY says how.
+    Failed = -71,
 }
 
 impl Status {
-    const ALL: [Status; 10] = [
+    const ALL: [Status; 11] = [
         Status::NotSupported,
         Status::InvalidParameters,
         Status::Denied,
@@ -125,6 +130,7 @@ impl Status {
         Status::BadBuffer,
         Status::NoSuchSnapshot,
         Status::NoSpace,
+        Status::Failed,
     ];
 
     /// The value the caller reads in x0.

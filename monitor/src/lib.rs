@@ -15,6 +15,11 @@
 //!   [`control::execute`], which runs one line against it and answers with exactly
 //!   one status line (`ok: …` or `error: …`, see `docs/monitor.md`).
 //!
+//! - [`abi`] dispatches the authority partition's ABI calls onto `VmControl`
+//!   (the hypervisor's side); [`abi_client`] implements `VmControl` over those
+//!   calls (the authority's side), so the authority's shell runs these commands
+//!   with these status lines.
+//!
 //! Pure code: el2 feeds it bytes from the physical UART and implements
 //! `VmControl` over its VMs.
 #![no_std]
@@ -22,6 +27,10 @@
 
 extern crate alloc;
 
+pub mod abi;
+pub mod abi_client;
+#[cfg(test)]
+mod abi_tests;
 pub mod command;
 pub mod control;
 pub mod input;

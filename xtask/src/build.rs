@@ -12,14 +12,18 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 use crate::exec::{cargo, run_step};
 use crate::flat::{check_arm64_image_header, elf_to_flat};
-use crate::layout::{Layout, GUEST_BINS, GUEST_PACKAGE, GUEST_TARGET, HYP_PACKAGE, HYP_TARGET};
+use crate::layout::{
+    Layout, AUTHORITY_BIN, AUTHORITY_PACKAGE, GUEST_BINS, GUEST_PACKAGE, GUEST_TARGET, HYP_PACKAGE,
+    HYP_TARGET,
+};
 
 /// What `build_all` produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildOutputs {
     /// `target/rayos-el2.bin`.
     pub hypervisor: PathBuf,
-    /// `target/guests/<bin>.bin` for each of [`GUEST_BINS`].
+    /// `target/guests/<bin>.bin` for each of [`GUEST_BINS`], then
+    /// `target/guests/authority.bin` (the authority partition).
     pub guests: Vec<PathBuf>,
 }
 
@@ -37,7 +41,8 @@ pub fn build_hypervisor(layout: &Layout, quiet: bool) -> Result<PathBuf, Error> 
     build_hypervisor_locked(layout, quiet)
 }
 
-/// Builds the test guests; returns the flat images' paths in [`GUEST_BINS`] order.
+/// Builds the test guests and the authority partition; returns the flat images'
+/// paths in [`GUEST_BINS`] order, then the authority's.
 pub fn build_guests(layout: &Layout, quiet: bool) -> Result<Vec<PathBuf>, Error> {
     let _lock = BuildLock::acquire(layout)?;
     build_guests_locked(layout, quiet)
@@ -52,8 +57,10 @@ fn build_hypervisor_locked(layout: &Layout, quiet: bool) -> Result<PathBuf, Erro
 
 fn build_guests_locked(layout: &Layout, quiet: bool) -> Result<Vec<PathBuf>, Error> {
     cargo_build(layout, GUEST_PACKAGE, GUEST_TARGET, quiet)?;
+    cargo_build(layout, AUTHORITY_PACKAGE, GUEST_TARGET, quiet)?;
     GUEST_BINS
         .iter()
+        .chain([&AUTHORITY_BIN])
         .map(|bin| {
             let out = layout.guest_image(bin);
             flatten(&layout.release_elf(GUEST_TARGET, bin), &out, false)?;

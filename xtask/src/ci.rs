@@ -13,7 +13,7 @@ use crate::build::build_all;
 use crate::error::Error;
 use crate::exec::{cargo, run_step};
 use crate::fresh;
-use crate::layout::{GUEST_PACKAGE, GUEST_TARGET, HYP_PACKAGE, HYP_TARGET};
+use crate::layout::{AUTHORITY_PACKAGE, GUEST_PACKAGE, GUEST_TARGET, HYP_PACKAGE, HYP_TARGET};
 use crate::setup::{ensure_cargo_deny, ensure_qemu, ensure_rust_targets, ensure_tools, TEST_TOOLS};
 use crate::Layout;
 
@@ -80,6 +80,7 @@ pub fn cargo_steps() -> Vec<(String, Vec<String>)> {
         ),
         clippy(HYP_PACKAGE, HYP_TARGET),
         clippy(GUEST_PACKAGE, GUEST_TARGET),
+        clippy(AUTHORITY_PACKAGE, GUEST_TARGET),
         step(DENY_STEP, &["deny", "check", "licenses", "bans", "sources"]),
         step(FRESH_STEP, &["test-pool", "--features", HOST_FEATURES]),
     ]
@@ -203,18 +204,19 @@ mod tests {
                 "clippy --all-targets --features vtpm/std -- -D warnings",
                 "clippy -p rayos-el2 --target aarch64-unknown-none-softfloat -- -D warnings",
                 "clippy -p selftest-guest --target aarch64-unknown-none -- -D warnings",
+                "clippy -p authority-guest --target aarch64-unknown-none -- -D warnings",
                 "deny check licenses bans sources",
                 "test-pool --features vtpm/std",
             ]
         );
-        assert_eq!(steps[4].0, DENY_STEP);
-        assert_eq!(steps[5].0, FRESH_STEP);
+        assert_eq!(steps[5].0, DENY_STEP);
+        assert_eq!(steps[6].0, FRESH_STEP);
         let gates: Vec<&str> = steps
             .iter()
             .map(|(n, _)| n.as_str())
             .filter(|n| is_gate(n))
             .collect();
-        assert_eq!(gates.len(), 5, "{gates:?}");
+        assert_eq!(gates.len(), 6, "{gates:?}");
     }
 
     /// Every crate of the workspace takes the house lints.

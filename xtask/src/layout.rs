@@ -15,6 +15,10 @@ pub const GUEST_TARGET: &str = "aarch64-unknown-none";
 pub const HYP_PACKAGE: &str = "rayos-el2";
 /// Cargo package of the bare-metal test guests.
 pub const GUEST_PACKAGE: &str = "selftest-guest";
+/// Cargo package of the reference authority partition (`guests/authority`).
+pub const AUTHORITY_PACKAGE: &str = "authority-guest";
+/// Its binary, flattened to `target/guests/authority.bin`.
+pub const AUTHORITY_BIN: &str = "authority";
 /// Binaries of [`GUEST_PACKAGE`] converted to flat images.
 pub const GUEST_BINS: &[&str] = &[
     "selftest",
