@@ -655,6 +655,27 @@ pub fn disk_on_virtio_pci(bootargs: &str) -> bool {
         .any(|w| w == VIRTIO_PCI_DISK_OPTION)
 }
 
+/// The hypervisor option `rayos.authority=BASE,SIZE` (`cargo xtask run
+/// --authority` passes it, with QEMU's loader device putting the image there): the
+/// authority partition's flat image lies at host physical `BASE`, `SIZE` bytes.
+pub const AUTHORITY_OPTION: &str = "rayos.authority=";
+
+/// The authority partition's image `(base, size)` named by the host's command
+/// line, if any; `None` also for a malformed option (hex or decimal numbers, a
+/// non-zero size, no wrap).
+pub fn authority_image(bootargs: &str) -> Option<(u64, u64)> {
+    let v = bootargs
+        .split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix(AUTHORITY_OPTION))?;
+    let (b, s) = v.split_once(',')?;
+    let num = |t: &str| match t.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => t.parse().ok(),
+    };
+    let (base, size) = (num(b)?, num(s)?);
+    (size > 0 && base.checked_add(size).is_some()).then_some((base, size))
+}
+
 /// The hypervisor option (`cargo xtask run --verbose` passes it) that turns on the
 /// hypervisor's debug log lines (scheduling decisions, device detail).
 pub const DEBUG_LOG_OPTION: &str = "rayos.log=debug";
@@ -848,6 +869,19 @@ mod tests {
         assert!(!disk_on_virtio_pci("rayos.vm=win"));
         assert!(!disk_on_virtio_pci("rayos.disk=virtio-pcix"));
         assert!(!disk_on_virtio_pci("xrayos.disk=virtio-pci"));
+        assert_eq!(
+            authority_image("rayos.vm=x rayos.authority=0x7c000000,4096"),
+            Some((0x7c00_0000, 4096))
+        );
+        assert_eq!(authority_image("rayos.authority=100,20"), Some((100, 20)));
+        assert_eq!(authority_image("rayos.authority=0x10,0"), None);
+        assert_eq!(
+            authority_image("rayos.authority=0xffffffffffffffff,2"),
+            None
+        );
+        assert_eq!(authority_image("rayos.authority=zz,2"), None);
+        assert_eq!(authority_image("rayos.authority=5"), None);
+        assert_eq!(authority_image("rayos.vm=x"), None);
         assert!(!disk_on_virtio_pci(""));
     }
 

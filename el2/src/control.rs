@@ -144,12 +144,16 @@ fn take_pending() -> Option<LineText> {
 /// Runs the waiting monitor lines on vCPU `here` of `vm`, unless another CPU is
 /// running them.
 fn run_pending(vm: &Vm, vcpu: &mut Vcpu) {
-    if !ATTENTION.load(Ordering::Acquire) {
+    if !ATTENTION.load(Ordering::Acquire) && !crate::authority::call_pending() {
         return;
     }
     let Some(_exec) = EXEC.try_lock() else {
         return;
     };
+    if crate::authority::call_pending() {
+        let here = vcpu.idx;
+        crate::authority::serve(&mut El2Control { vm, here, vcpu });
+    }
     while let Some(line) = take_pending() {
         run_line(vm, vcpu, line);
     }
@@ -159,7 +163,11 @@ fn run_pending(vm: &Vm, vcpu: &mut Vcpu) {
 /// `wait::service_irqs`. One load and branch per flag when there is nothing to do.
 #[inline(always)]
 pub fn checkpoint(vm: &Vm, vcpu: &mut Vcpu) {
-    if ATTENTION.load(Ordering::Acquire) || vm.run.pause.load(Ordering::Relaxed) {
+    if (ATTENTION.load(Ordering::Acquire)
+        || vm.run.pause.load(Ordering::Relaxed)
+        || crate::authority::call_pending())
+        && !crate::authority::is(vm)
+    {
         checkpoint_slow(vm, vcpu);
     }
 }
@@ -237,7 +245,7 @@ fn wait_all(vm: &Vm, vcpu: &mut Vcpu, done: impl Fn(usize) -> bool) -> bool {
         let mut all = true;
         for i in (0..vm.vcpus()).filter(|&i| !done(i)) {
             all = false;
-            crate::smp::wake_vcpu(i);
+            crate::smp::wake_vcpu(vm, i);
         }
         if all {
             return true;
@@ -330,6 +338,58 @@ impl<'a> El2Control<'a> {
             crate::wait::sync_vtimer(self.vm, self.vcpu);
         }
         Ok(())
+    }
+}
+
+/// The authority ABI's operations beyond the monitor's. Those not here answer
+/// `Unsupported` (the trait's defaults), which the partition's shell prints.
+impl monitor::abi::AbiTarget for El2Control<'_> {
+    /// The VM's registry policy bits (a system-disk VM; a direct boot has none).
+    fn policy(&self, name: &str) -> Result<u32, ControlError> {
+        let uuid = self.registry_identity(name)?;
+        crate::storage::with(|st| st.registry.vm(uuid).map(|r| r.policy.bits()))
+            .flatten()
+            .ok_or_else(|| ControlError::Failed {
+                vm: name.into(),
+                why: "its registry record is gone".into(),
+            })
+    }
+
+    /// Replaces the VM's registry policy (one registry commit); its
+    /// suspend-on-host-shutdown bit takes effect at once, the others at their
+    /// next use (a hide, the next host boot).
+    fn set_policy(&mut self, name: &str, bits: u32) -> Result<(), ControlError> {
+        let uuid = self.registry_identity(name)?;
+        let policy = registry::Policy::from_bits(bits).ok_or_else(|| ControlError::Invalid {
+            vm: name.into(),
+            why: format!("policy bits {bits:#x} name flags the registry does not define"),
+        })?;
+        crate::storage::with(|st| st.registry.set_policy(&mut st.disk, uuid, policy))
+            .ok_or_else(|| ControlError::Failed {
+                vm: name.into(),
+                why: "the system disk is not open".into(),
+            })?
+            .map_err(|e| ControlError::Failed {
+                vm: name.into(),
+                why: format!("registry commit failed ({e}); the policy is unchanged"),
+            })?;
+        self.vm
+            .run
+            .set_suspend_on_host_shutdown(policy.suspend_on_host_shutdown);
+        log::info!("VM '{name}': policy set to {bits:#x} (registry)");
+        Ok(())
+    }
+}
+
+impl El2Control<'_> {
+    /// The registry identity of the VM called `name`.
+    fn registry_identity(&self, name: &str) -> Result<registry::Uuid, ControlError> {
+        self.find(name)?
+            .identity
+            .ok_or_else(|| ControlError::Unsupported {
+                what: format!("the policy of vm {name}"),
+                why: "a VM booted from a bundle has no registry record",
+            })
     }
 }
 

@@ -10,6 +10,7 @@
 extern crate alloc;
 
 mod accel;
+mod authority;
 mod boot;
 mod console;
 mod control;
@@ -164,6 +165,8 @@ struct BootImage {
 
 /// The VM, shared with the secondary physical CPUs once it exists.
 static VM: AtomicPtr<Vm> = AtomicPtr::new(core::ptr::null_mut());
+/// The guest's scheduling priority (the authority partition runs above it).
+const GUEST_PRIORITY: u8 = 0;
 static BOOT: spin::Once<BootImage> = spin::Once::new();
 
 fn the_vm() -> &'static Vm {
@@ -443,6 +446,28 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     used.extend(platform.initrd);
     used.extend(efi::reserved(efi_handoff));
     used.extend(platform.reserved.iter().copied());
+    // The authority partition's image, where QEMU's loader put it
+    // (`rayos.authority=BASE,SIZE`): kept out of every allocation.
+    let authority_image = fdt::Fdt::new(dtb_bytes)
+        .ok()
+        .and_then(|f| f.find_node("/chosen")?.property("bootargs")?.as_str())
+        .and_then(boards::devices::authority_image)
+        .map(|(base, size)| Range { base, size })
+        .filter(|r| {
+            let inside = platform
+                .memory
+                .iter()
+                .any(|m| m.contains(r.base) && r.end() <= m.end());
+            if !inside {
+                log::error!(
+                    "the authority partition's image {:#x}+{:#x} is not in RAM: not started",
+                    r.base,
+                    r.size
+                );
+            }
+            inside
+        });
+    used.extend(authority_image);
     let mut pmem = boards::memmap::PhysMem::new(&platform.memory, &used);
 
     // What to boot: a boot bundle passed as the initrd (direct boot) wins; otherwise
@@ -485,6 +510,16 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             pmem.free_bytes() >> 20
         ))
     };
+    let authority_pa = authority_image.map(|_| {
+        pmem.alloc(authority::RAM_BYTES, GUEST_RAM_ALIGN)
+            .unwrap_or_else(|| {
+                fatal(format_args!(
+                    "the authority partition needs {} MiB of RAM; {} MiB are free",
+                    authority::RAM_BYTES >> 20,
+                    pmem.free_bytes() >> 20
+                ))
+            })
+    });
     let mmfr0 = el1::read_sysreg!("ID_AA64MMFR0_EL1");
     let layout = Layout::from_mmfr0(mmfr0, GUEST_IPA_BITS)
         .unwrap_or_else(|e| fatal(format_args!("stage-2 layout: {e:?}")));
@@ -507,7 +542,9 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         );
         pcpus.truncate(stacks::MAX_CPUS);
     }
-    let vcpus = (spec.vcpus as usize).min(stacks::MAX_VCPUS);
+    // The authority partition's one vCPU takes a scheduler task after the guest's.
+    let authority_tasks = usize::from(authority_image.is_some());
+    let vcpus = (spec.vcpus as usize).min(stacks::MAX_VCPUS - authority_tasks);
     if vcpus < spec.vcpus as usize {
         log::warn!(
             "VM '{}' asks for {} vCPUs but the hypervisor runs at most {vcpus}",
@@ -515,7 +552,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             spec.vcpus,
         );
     }
-    smp::init(pcpus, vcpus);
+    smp::init(pcpus, vcpus + authority_tasks);
     let flash = spec.firmware.as_ref().map(|fw| {
         firmware::reserve(&mut pmem, fw)
             .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", spec.name)))
@@ -537,6 +574,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             .then(|| boards::devices::simple_framebuffer(&spec.cmdline, ram.ipa(), ram.size()))
             .flatten(),
         vars_bank_size: firmware::VARS_BANK_SIZE,
+        tpm: true,
     };
     let mut vm = Vm::new(&spec.name, ram, vcpus, spec.disks, spec.tpm_nv, shape)
         .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
@@ -606,6 +644,17 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         alloc::boxed::Box::leak(alloc::boxed::Box::new(vm)),
         Ordering::Release,
     );
+    smp::register(the_vm(), GUEST_PRIORITY);
+    if let (Some(img), Some(pa)) = (authority_image, authority_pa) {
+        // SAFETY: the range lies in RAM (checked above), identity-mapped, and was
+        // kept out of every allocation; QEMU's loader wrote the image there and
+        // nothing else writes it.
+        let bytes: &[u8] =
+            unsafe { core::slice::from_raw_parts(img.base as *const u8, img.size as usize) };
+        let vm = authority::build(bytes, pa, layout, vcpus)
+            .unwrap_or_else(|e| fatal(format_args!("authority partition: {e}")));
+        authority::start(vm, the_vm());
+    }
     input::start(the_vm(), &platform.virtio_mmio);
     let up = smp::start_secondaries();
     log::info!("{up} physical CPU(s) scheduling vCPUs");
@@ -613,7 +662,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         .resume
         .is_some_and(|blob| resume_or_cold_boot(the_vm(), blob));
     if !resumed {
-        if let Err(e) = smp::start_vcpu(0, true) {
+        if let Err(e) = smp::start_vcpu(the_vm(), 0, true) {
             fatal(format_args!("cannot start vCPU 0 (PSCI {e})"));
         }
     }
@@ -629,7 +678,7 @@ fn resume_or_cold_boot(vm: &'static Vm, blob: registry::Blob) -> bool {
             for i in 0..vm.vcpus() {
                 if vm.resume_slots[i].lock().is_some() {
                     vm.set_power(i, CpuPower::On);
-                    if let Err(e) = smp::start_vcpu(i, false) {
+                    if let Err(e) = smp::start_vcpu(vm, i, false) {
                         fatal(format_args!(
                             "cannot start vCPU {i} to resume it (PSCI {e})"
                         ));
@@ -775,9 +824,8 @@ extern "C" fn secondary_main(ctx: u64) -> ! {
 /// resets never deepen the stack; one coordinated by another vCPU ends that vCPU
 /// and starts vCPU 0 on a fresh stack.
 #[no_mangle]
-extern "C" fn vcpu_main(idx: usize) -> ! {
-    let vm = the_vm();
-    let mut boot = smp::boots_vm(idx);
+extern "C" fn vcpu_main(task: usize) -> ! {
+    let (vm, idx, mut boot) = smp::fresh_start(task);
     loop {
         if boot {
             prepare_boot(vm);
@@ -785,21 +833,21 @@ extern "C" fn vcpu_main(idx: usize) -> ! {
             vm.set_power(idx, CpuPower::On);
         }
         match run_vcpu_here(vm, idx) {
-            Flow::CpuOff | Flow::Continue => smp::exit_vcpu(idx, false),
+            Flow::CpuOff | Flow::Continue => smp::exit_vcpu(vm, idx, false),
             Flow::Stop(StopReason::PoweredOff) => powered_off(vm, idx),
             Flow::Stop(StopReason::Reset) => {
                 if !reset_coordinator(vm, idx) {
-                    smp::exit_vcpu(idx, false)
+                    smp::exit_vcpu(vm, idx, false)
                 }
                 log::info!("VM '{}': resetting", vm.name);
                 // Every other vCPU ends itself on seeing the reset (a blocked one is
                 // woken by `request_stop`); they need this CPU if it is the only one.
                 while (0..vm.vcpus()).any(|i| i != idx && vm.power(i) != CpuPower::Off) {
-                    smp::yield_ended(idx);
+                    smp::yield_ended(vm, idx);
                 }
                 if idx != 0 {
                     // vCPU 0 boots the VM again, on a fresh stack.
-                    smp::exit_vcpu(idx, true)
+                    smp::exit_vcpu(vm, idx, true)
                 }
                 boot = true;
             }

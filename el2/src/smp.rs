@@ -92,6 +92,10 @@ static RQ: spin::Once<arch::relax::Mutex<RunQueue>> = spin::Once::new();
 
 /// Per physical CPU: the SP of its scheduler while it runs a vCPU.
 static SCHED_SP: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Per task: the VM whose vCPU it is (`register`). Task `vm.task_base + i` is
+/// vCPU `i` of `vm`; the VMs' ranges follow each other from 0.
+static TASK_VM: [AtomicPtr<Vm>; MAX_VCPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_VCPUS];
 /// Per vCPU: its SP while it does not run (0: its stack is fresh).
 static VCPU_SP: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
 /// Per vCPU: how it starts when its stack is fresh ([`START_RUN`], [`START_BOOT`]).
@@ -129,7 +133,7 @@ pub fn oversubscribed() -> bool {
 }
 
 /// The physical CPUs the hypervisor schedules on (the boot CPU first) and the
-/// number of vCPUs of the VM.
+/// number of vCPUs of every VM together (tasks).
 pub fn init(pcpus: Vec<(u64, usize)>, vcpus: usize) {
     let n = pcpus.len();
     OVERSUBSCRIBED.store(vcpus > n, Ordering::Relaxed);
@@ -146,10 +150,35 @@ fn spin_hint() {
     unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
 }
 
-/// Sets vCPU `t`'s scheduling priority (higher runs first; default 0).
-#[allow(dead_code)] // the authority partition's vCPUs will run above the guest's
-pub fn set_priority(t: usize, p: u8) {
-    let _ = rq().lock().set_priority(t, p);
+/// Makes `vm`'s vCPUs tasks `vm.task_base..+vcpus` of the run queue, at
+/// `priority` (higher runs first; guests 0).
+pub fn register(vm: &'static Vm, priority: u8) {
+    let mut q = rq().lock();
+    for i in 0..vm.vcpus() {
+        let t = vm.task_base + i;
+        match TASK_VM.get(t) {
+            Some(slot) if t < q.tasks() => {
+                slot.store(vm as *const Vm as *mut Vm, Ordering::Release);
+                let _ = q.set_priority(t, priority);
+            }
+            _ => crate::fatal(format_args!(
+                "VM '{}': vCPU {i} has no scheduler task (task {t})",
+                vm.name
+            )),
+        }
+    }
+}
+
+/// The VM of task `t` and its vCPU index there.
+fn task_vm(t: usize) -> (&'static Vm, usize) {
+    let p = TASK_VM
+        .get(t)
+        .map_or(core::ptr::null_mut(), |v| v.load(Ordering::Acquire));
+    // SAFETY: TASK_VM holds only `&'static Vm`s (`register`), never freed.
+    match unsafe { p.as_ref() } {
+        Some(vm) => (vm, t - vm.task_base),
+        None => crate::fatal(format_args!("scheduler task {t} has no VM")),
+    }
 }
 
 fn rq() -> &'static arch::relax::Mutex<RunQueue> {
@@ -172,9 +201,9 @@ pub fn this_redist() -> usize {
     pcpus().get(this_pcpu()).map_or(0, |&(_, i)| i)
 }
 
-/// The MPIDR of the physical CPU running vCPU `t` now, if one does.
-pub fn pcpu_of_vcpu(t: usize) -> Option<u64> {
-    let c = rq().lock().cpu_of(t)?;
+/// The MPIDR of the physical CPU running vCPU `i` of `vm` now, if one does.
+pub fn pcpu_of_vcpu(vm: &Vm, i: usize) -> Option<u64> {
+    let c = rq().lock().cpu_of(vm.task_base + i)?;
     pcpus().get(c).map(|&(m, _)| m)
 }
 
@@ -196,10 +225,11 @@ fn kick_pcpu(c: usize, t: Option<usize>, q: &RunQueue) {
     }
 }
 
-/// vCPU `t` has new work: a blocked vCPU becomes runnable (and an idle CPU, or
-/// one running lower-priority work, is kicked); a running one's CPU is kicked so
-/// it exits and looks.
-pub fn wake_vcpu(t: usize) {
+/// vCPU `i` of `vm` has new work: a blocked vCPU becomes runnable (and an idle
+/// CPU, or one running lower-priority work, is kicked); a running one's CPU is
+/// kicked so it exits and looks.
+pub fn wake_vcpu(vm: &Vm, i: usize) {
+    let t = vm.task_base + i;
     let here = this_pcpu();
     let mut q = rq().lock();
     if let Ok(Wake::Kick(c)) = q.wake(t) {
@@ -209,12 +239,13 @@ pub fn wake_vcpu(t: usize) {
     }
 }
 
-/// Makes vCPU `t` (powered on: a PSCI CPU_ON, a resume) runnable; `boot`: it
-/// resets and boots the VM first.
-pub fn start_vcpu(t: usize, boot: bool) -> Result<(), i64> {
-    if t >= MAX_VCPUS {
+/// Makes vCPU `i` of `vm` (powered on: a PSCI CPU_ON, a resume) runnable;
+/// `boot`: it resets and boots the VM first.
+pub fn start_vcpu(vm: &Vm, i: usize, boot: bool) -> Result<(), i64> {
+    if i >= vm.vcpus() || vm.task_base + i >= MAX_VCPUS {
         return Err(ret::INVALID_PARAMETERS);
     }
+    let t = vm.task_base + i;
     START[t].store(if boot { START_BOOT } else { START_RUN }, Ordering::Relaxed);
     let mut q = rq().lock();
     match q.start(t) {
@@ -290,13 +321,13 @@ fn fresh_stack(t: usize) -> u64 {
 }
 
 /// The scheduler of physical CPU `k`, on its own stack, for ever: runs vCPUs of
-/// `vm` as the run queue gives them out, and waits for an interrupt when there
-/// are none.
+/// every VM as the run queue gives them out, and waits for an interrupt when
+/// there are none (servicing the hypervisor's own for `vm`, the guest).
 pub fn pcpu_loop(vm: &'static Vm, k: usize) -> ! {
     loop {
         let next = {
             let mut q = rq().lock();
-            let resume = settle(vm, k, &mut q);
+            let resume = settle(k, &mut q);
             let mut kicks = 0u64;
             q.expire(counter(), |c| kicks |= 1 << c);
             kick_mask(kicks & !(1 << k), &q);
@@ -307,7 +338,10 @@ pub fn pcpu_loop(vm: &'static Vm, k: usize) -> ! {
         };
         match next {
             Some(t) => {
-                log::debug!("pCPU {k} runs vCPU {t}");
+                if log::log_enabled!(log::Level::Debug) {
+                    let (v, i) = task_vm(t);
+                    log::debug!("pCPU {k} runs {} vCPU {i}", v.name);
+                }
                 SLICE_END[k].store(counter().wrapping_add(slice_ticks()), Ordering::Relaxed);
                 RESCHED[k].store(false, Ordering::Relaxed);
                 let sp = match VCPU_SP[t].swap(0, Ordering::AcqRel) {
@@ -326,9 +360,10 @@ pub fn pcpu_loop(vm: &'static Vm, k: usize) -> ! {
 
 /// Applies what the vCPU that last ran on CPU `k` asked for, now that the CPU is
 /// off its stack; returns the vCPU to resume at once (a block a wake-up beat).
-fn settle(vm: &Vm, k: usize, q: &mut RunQueue) -> Option<usize> {
+fn settle(k: usize, q: &mut RunQueue) -> Option<usize> {
     let p = PENDING[k].swap(P_NONE, Ordering::AcqRel);
     let cur = q.current(k)?;
+    let (vm, idx) = task_vm(cur);
     match p & P_KIND {
         P_PREEMPT => {
             if let Ok(Wake::Kick(c)) = q.preempt(k) {
@@ -346,10 +381,11 @@ fn settle(vm: &Vm, k: usize, q: &mut RunQueue) -> Option<usize> {
         }
         P_EXIT | P_EXIT_START0 => {
             let _ = q.stop(k);
-            vm.set_power(cur, CpuPower::Off);
+            vm.set_power(idx, CpuPower::Off);
             if p & P_KIND == P_EXIT_START0 {
-                START[0].store(START_BOOT, Ordering::Relaxed);
-                if let Ok(Wake::Kick(c)) = q.start(0) {
+                let boot = vm.task_base;
+                START[boot].store(START_BOOT, Ordering::Relaxed);
+                if let Ok(Wake::Kick(c)) = q.start(boot) {
                     if c != k {
                         if let Some(&(m, _)) = pcpus().get(c) {
                             crate::irq::kick(m);
@@ -444,19 +480,20 @@ pub fn sleep_vcpu(vm: &Vm, vcpu: &mut Vcpu, ticks: u64) {
 
 /// Gives this CPU up from a vCPU whose run ended (its state is no longer used):
 /// stays runnable and returns when it runs again.
-pub fn yield_ended(t: usize) {
+pub fn yield_ended(vm: &Vm, i: usize) {
+    let t = vm.task_base + i;
     let k = this_pcpu();
     PENDING[k].store(P_PREEMPT, Ordering::Release);
     // SAFETY: see `give_up`.
     unsafe { switch_stacks(VCPU_SP[t].as_ptr(), SCHED_SP[k].load(Ordering::Acquire)) };
 }
 
-/// Ends the vCPU task `t` running here (powered off, or stopped for a reset);
+/// Ends vCPU `i` of `vm`, running here (powered off, or stopped for a reset);
 /// `start_boot`: vCPU 0 then starts and boots the VM again. Never returns: the
 /// stack is abandoned and made fresh at the vCPU's next start.
-pub fn exit_vcpu(t: usize, start_boot: bool) -> ! {
+pub fn exit_vcpu(vm: &Vm, i: usize, start_boot: bool) -> ! {
     let k = this_pcpu();
-    log::debug!("pCPU {k}: vCPU {t} ends");
+    log::debug!("pCPU {k}: {} vCPU {i} ends", vm.name);
     PENDING[k].store(
         if start_boot { P_EXIT_START0 } else { P_EXIT },
         Ordering::Release,
@@ -480,7 +517,7 @@ fn give_up(vm: &Vm, vcpu: &mut Vcpu, pending: u64) {
     // it), so no other CPU runs this stack before this CPU has left it.
     unsafe {
         switch_stacks(
-            VCPU_SP[vcpu.idx].as_ptr(),
+            VCPU_SP[vm.task_base + vcpu.idx].as_ptr(),
             SCHED_SP[k].load(Ordering::Acquire),
         )
     };
@@ -523,7 +560,8 @@ fn load_hw(vm: &Vm, vcpu: &mut Vcpu) {
     // The VM's one virtual-counter offset, which a resume or rollback moves while
     // other CPUs hold the old one.
     write_sysreg!("CNTVOFF_EL2", vm.cntvoff());
-    if LAST_RAN[k].swap(vcpu.idx, Ordering::Relaxed) != vcpu.idx {
+    let t = vm.task_base + vcpu.idx;
+    if LAST_RAN[k].swap(t, Ordering::Relaxed) != t {
         // SAFETY: invalidates this CPU's EL1&0 TLB entries of the current VMID and its
         // instruction cache; no memory is touched.
         unsafe {
@@ -553,14 +591,20 @@ fn activate_here(vm: &Vm, k: usize) {
     }
 }
 
-/// A vCPU's run starts on this CPU (`vm::activate` was just called).
-pub fn started_here(vm: &Vm, t: usize) {
+/// vCPU `i` of `vm` starts its run on this CPU (`vm::activate` was just called).
+pub fn started_here(vm: &Vm, i: usize) {
     let k = this_pcpu();
     ACTIVE_VM[k].store(vm as *const Vm as *mut Vm, Ordering::Relaxed);
-    LAST_RAN[k].store(t, Ordering::Relaxed);
+    LAST_RAN[k].store(vm.task_base + i, Ordering::Relaxed);
 }
 
-/// How vCPU `t`'s fresh stack starts: `true` to boot the VM.
-pub fn boots_vm(t: usize) -> bool {
-    START[t].swap(START_RUN, Ordering::Relaxed) == START_BOOT
+/// The VM and vCPU index of the task a fresh stack starts (`vcpu_main`), and
+/// whether it boots the VM first.
+pub fn fresh_start(t: usize) -> (&'static Vm, usize, bool) {
+    let (vm, i) = task_vm(t);
+    (
+        vm,
+        i,
+        START[t].swap(START_RUN, Ordering::Relaxed) == START_BOOT,
+    )
 }

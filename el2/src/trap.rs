@@ -255,6 +255,15 @@ fn sysreg(vm: &Vm, vcpu: &mut Vcpu, esr: u64, acc: SysRegAccess) {
 
 #[inline(always)]
 fn smccc(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
+    // The authority ABI answers the authority partition alone; for any other
+    // caller its range falls through to NOT_SUPPORTED below.
+    if authority_abi::in_range(vcpu.regs.x[0] as u32)
+        && vcpu.regs.x[0] >> 32 == 0
+        && crate::authority::is(vm)
+    {
+        crate::authority::call(vm, vcpu);
+        return Flow::Continue;
+    }
     let x = &vcpu.regs.x;
     let args = [x[0], x[1], x[2], x[3]];
     let out = handle_call(args, vm, &crate::power::Firmware);
@@ -290,7 +299,7 @@ fn smccc(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
                 entry,
                 x0: context_id,
             });
-            if let Err(code) = crate::smp::start_vcpu(target, false) {
+            if let Err(code) = crate::smp::start_vcpu(vm, target, false) {
                 log::error!("{}: vCPU {target} did not start (PSCI {code})", vm.name,);
                 vm.start[target].lock().take();
                 vm.set_power(target, CpuPower::Off);

@@ -203,6 +203,9 @@ pub struct Vm {
     pub its: Option<boards::devices::Window>,
     /// The host's handle on the VM's USB devices (`None`: no xHCI controller).
     pub usb: Option<crate::usb::UsbInput>,
+    /// The scheduler task of vCPU 0 (`smp::register`); vCPU `i` is task
+    /// `task_base + i`.
+    pub task_base: usize,
 }
 
 /// What building a VM's bus devices adds to: the bus and the devices a suspend
@@ -270,6 +273,8 @@ pub struct DeviceShape {
     pub framebuffer: Option<boards::devices::FramebufferSpec>,
     /// Size of the variable-store flash bank (`uefi-acpi`).
     pub vars_bank_size: u64,
+    /// A TPM (every guest; the authority partition has none).
+    pub tpm: bool,
 }
 
 /// The guest's MPIDR for vCPU `i`: Aff0 = i, with the U bit clear and bit 31 RES1.
@@ -324,7 +329,11 @@ impl Vm {
             },
             Profile::LinuxDt => crate::tpm::Interface::SpiGpio,
         };
-        let tpm = crate::tpm::guest_tpm(tpm_nv, tpm_interface).map_err(VmError::Tpm)?;
+        let tpm = if shape.tpm {
+            crate::tpm::guest_tpm(tpm_nv, tpm_interface).map_err(VmError::Tpm)?
+        } else {
+            None
+        };
         let mut rng = crate::entropy::source(b"RayOS virtio-rng");
         if rng.is_none() {
             log::warn!("no entropy source: the VM gets no virtio-rng");
@@ -492,6 +501,7 @@ impl Vm {
             pcie: None,
             its: None,
             usb: None,
+            task_base: 0,
         })
     }
 
@@ -547,7 +557,7 @@ impl Vm {
                 crate::sysdisk::completions_taken_on(
                     kicked
                         .is_power_of_two()
-                        .then(|| crate::smp::pcpu_of_vcpu(kicked.trailing_zeros() as usize))
+                        .then(|| crate::smp::pcpu_of_vcpu(self, kicked.trailing_zeros() as usize))
                         .flatten()
                         .map(|m| m & arch::smccc::MPIDR_AFFINITY_MASK),
                 );
@@ -586,7 +596,7 @@ impl Vm {
     pub fn kick_others(&self, from: usize) {
         for i in 0..self.vcpus() {
             if i != from && self.power(i) != CpuPower::Off {
-                crate::smp::wake_vcpu(i);
+                crate::smp::wake_vcpu(self, i);
             }
         }
     }
@@ -600,7 +610,7 @@ impl Vm {
             if mask & (1 << i) != 0 {
                 self.kick[i].store(true, Ordering::Release);
                 if i != from && self.power(i) == CpuPower::On {
-                    crate::smp::wake_vcpu(i);
+                    crate::smp::wake_vcpu(self, i);
                 }
             }
         }

@@ -39,10 +39,12 @@ pub fn set_uart_intid(intid: u32) {
     gic::route_spi(intid, MPIDR_EL1.get() & arch::smccc::MPIDR_AFFINITY_MASK);
 }
 
-/// Moves bytes typed on the host console into the guest's PL011 (through the
-/// monitor's escape, `console::pump_input`).
+/// Moves bytes typed on the host console into the PL011 of the VM that owns the
+/// console — the authority partition when one runs, else `vm` — through the
+/// monitor's escape (`console::pump_input`).
 pub fn pump_console(vm: &Vm) {
-    pump_console_locked(vm, &mut vm.uart.0.lock());
+    let owner = crate::authority::get().unwrap_or(vm);
+    pump_console_locked(owner, &mut owner.uart.0.lock());
 }
 
 /// [`pump_console`] with the guest's PL011 already locked (by the MMIO path, which
@@ -52,6 +54,9 @@ pub fn pump_console(vm: &Vm) {
 /// reading its UART takes them (`console_rx_waiting`).
 #[inline(always)]
 pub fn pump_console_locked(vm: &Vm, uart: &mut Pl011) {
+    if crate::authority::get().is_some_and(|a| !core::ptr::eq(a, vm)) {
+        return; // the console is the authority partition's
+    }
     let first = crate::console::poll_input();
     if first.is_some() || crate::console::guest_input_waiting() {
         pump_typed(vm, uart, first);
@@ -281,7 +286,7 @@ pub fn idle(vm: &Vm, deadline: Option<u64>) {
     if crate::control::attention() {
         // Monitor lines run at a vCPU's checkpoint: wake one that sleeps.
         if let Some(i) = (0..vm.vcpus()).find(|&i| vm.power(i) == CpuPower::On) {
-            crate::smp::wake_vcpu(i);
+            crate::smp::wake_vcpu(vm, i);
         }
     }
 }

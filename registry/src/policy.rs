@@ -51,7 +51,8 @@ impl Policy {
     /// The schema version [`Policy::encode`] writes.
     pub const SCHEMA: u16 = POLICY_SCHEMA_V1;
 
-    fn bits(&self) -> u32 {
+    /// The policy as its flag bits (the schema's; the authority ABI's POLICY_GET).
+    pub fn bits(&self) -> u32 {
         let mut bits = 0;
         for (on, bit) in [
             (self.autostart, POLICY_AUTOSTART),
@@ -68,6 +69,17 @@ impl Policy {
             }
         }
         bits
+    }
+
+    /// The policy with these flag bits; `None` if an undefined bit is set.
+    pub fn from_bits(bits: u32) -> Option<Policy> {
+        (bits & !POLICY_V1_KNOWN == 0).then_some(Policy {
+            autostart: bits & POLICY_AUTOSTART != 0,
+            resume_on_boot: bits & POLICY_RESUME_ON_BOOT != 0,
+            visible_on_start: bits & POLICY_VISIBLE_ON_START != 0,
+            pause_on_hide: bits & POLICY_PAUSE_ON_HIDE != 0,
+            suspend_on_host_shutdown: bits & POLICY_SUSPEND_ON_HOST_SHUTDOWN != 0,
+        })
     }
 
     /// The value of the field called `name` (one of [`POLICY_FIELDS`]).
@@ -108,21 +120,25 @@ impl Policy {
             return Err(DecodeError::BadValue("policy schema"));
         }
         let bits = r.u32()?;
-        if bits & !POLICY_V1_KNOWN != 0 {
-            return Err(DecodeError::BadValue("policy flags"));
-        }
-        Ok(Policy {
-            autostart: bits & POLICY_AUTOSTART != 0,
-            resume_on_boot: bits & POLICY_RESUME_ON_BOOT != 0,
-            visible_on_start: bits & POLICY_VISIBLE_ON_START != 0,
-            pause_on_hide: bits & POLICY_PAUSE_ON_HIDE != 0,
-            suspend_on_host_shutdown: bits & POLICY_SUSPEND_ON_HOST_SHUTDOWN != 0,
-        })
+        Policy::from_bits(bits).ok_or(DecodeError::BadValue("policy flags"))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bits_round_trip_and_undefined_bits_are_refused() {
+        use super::*;
+        for bits in 0..=POLICY_V1_KNOWN {
+            assert_eq!(Policy::from_bits(bits).map(|p| p.bits()), Some(bits));
+        }
+        assert_eq!(Policy::from_bits(POLICY_V1_KNOWN + 1), None);
+        assert_eq!(
+            Policy::default().bits() & POLICY_RESUME_ON_BOOT,
+            POLICY_RESUME_ON_BOOT
+        );
+    }
+
     use super::*;
 
     #[test]

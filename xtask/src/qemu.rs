@@ -166,6 +166,17 @@ pub struct QemuConfig {
     pub efi: Option<crate::efi::EfiMedia>,
 }
 
+/// Where `--authority` has QEMU's loader put the authority partition's image: 16
+/// MiB below the top of the host's RAM ([`host_mem_mib`] of a guest of
+/// `guest_mem` bytes, from the `virt` board's RAM base), clear of the hypervisor
+/// image, the device tree and the boot bundle QEMU places near the bottom.
+pub fn authority_image_base(guest_mem: u64) -> u64 {
+    VIRT_RAM_BASE + (host_mem_mib(guest_mem) << 20) - (16 << 20)
+}
+
+/// The `virt` board's RAM base.
+const VIRT_RAM_BASE: u64 = 0x4000_0000;
+
 /// Host RAM in MiB for a guest of `guest_mem` bytes: guest + 512 MiB, at least 1 GiB.
 pub fn host_mem_mib(guest_mem: u64) -> u64 {
     guest_mem

@@ -240,6 +240,10 @@ pub struct RunOptions {
     pub script: Option<PathBuf>,
     pub accel: Accel,
     pub icount: bool,
+    /// Run the reference authority partition beside the guest (`--authority`):
+    /// its image goes into host memory by QEMU's loader device and is named to
+    /// the hypervisor (`rayos.authority=BASE,SIZE`).
+    pub authority: bool,
     /// Print the QEMU command line and bundle details.
     pub verbose: bool,
     /// Extra QEMU arguments, verbatim.
@@ -296,7 +300,7 @@ pub enum DiskBus {
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi|windows] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--host-cpus N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--usb] [--usb-storage PATH] [--msi its|v2m] [--disk-bus nvme|virtio-pci] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
-[--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
+[--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--authority] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
 pub const NOTES: &str = "\
@@ -415,6 +419,10 @@ pub struct RunArgs {
     /// -icount shift=0 (exact instruction counts)
     #[arg(long)]
     icount: bool,
+    /// run the reference authority partition (guests/authority) beside the guest;
+    /// the serial console becomes its `rayos>` shell
+    #[arg(long)]
+    authority: bool,
     /// print the QEMU command line and bundle details, and turn on the
     /// hypervisor's debug log lines (`rayos.log=debug`)
     #[arg(long, short = 'v')]
@@ -686,6 +694,7 @@ impl RunArgs {
             script: self.script,
             accel: self.accel.unwrap_or_default(),
             icount: self.icount,
+            authority: self.authority,
             verbose: self.verbose,
             qemu_args: extra.into_iter().flat_map(|(_, a)| a).collect(),
             hypervisor_fault: self.hypervisor_fault,
@@ -741,8 +750,14 @@ pub fn uses_system_disk(o: &RunOptions) -> bool {
 
 /// The words a run adds to the hypervisor's command line (QEMU's `-append`),
 /// each after a space: the `windows` VM's disk on virtio-PCI.
-fn hypervisor_options(o: &RunOptions) -> String {
+fn hypervisor_options(o: &RunOptions, authority: Option<(u64, u64)>) -> String {
     let mut s = String::new();
+    if let Some((base, size)) = authority {
+        s.push_str(&format!(
+            " {}{base:#x},{size}",
+            boards::devices::AUTHORITY_OPTION
+        ));
+    }
     if o.profile == Profile::Windows && o.disk_bus == DiskBus::VirtioPci {
         s.push(' ');
         s.push_str(boards::devices::VIRTIO_PCI_DISK_OPTION);
@@ -752,6 +767,34 @@ fn hypervisor_options(o: &RunOptions) -> String {
         s.push_str(boards::devices::DEBUG_LOG_OPTION);
     }
     s
+}
+
+/// With `--authority`: builds the partition, has QEMU's loader device put its
+/// image near the top of the host's RAM (`qemu.guest_mem` must be set), and
+/// answers where, for the hypervisor option.
+fn add_authority(
+    layout: &Layout,
+    o: &RunOptions,
+    qemu: &mut QemuConfig,
+) -> Result<Option<(u64, u64)>, Error> {
+    if !o.authority {
+        return Ok(None);
+    }
+    let image = build_guests(layout, o.quiet)?
+        .pop()
+        .ok_or_else(|| Error::step("--authority", "the guest build made no authority image"))?;
+    let size = std::fs::metadata(&image)
+        .map_err(|e| Error::io(format!("read {}", image.display()), e))?
+        .len();
+    let base = crate::qemu::authority_image_base(qemu.guest_mem);
+    qemu.extra_args.extend([
+        "-device".to_string(),
+        format!(
+            "loader,file={},addr={base:#x},force-raw=on",
+            image.display()
+        ),
+    ]);
+    Ok(Some((base, size)))
 }
 
 /// Whether a run is captured (piped) rather than on the terminal.
@@ -850,12 +893,13 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         qemu.guest_mem = rec.memory_bytes;
         qemu.kernel = hypervisor;
         qemu.initrd = path.clone();
+        let authority = add_authority(layout, o, &mut qemu)?;
         qemu.extra_args.extend([
             "-append".to_string(),
             format!(
                 "{}{name}{}",
                 registry::choice::VM_ARG,
-                hypervisor_options(o)
+                hypervisor_options(o, authority)
             ),
         ]);
         let vm = VmDef {
@@ -999,7 +1043,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         qemu.guest_mem = vm.mem;
         qemu.kernel = hypervisor;
         qemu.initrd = bundle.clone();
-        let options = hypervisor_options(o);
+        let authority = add_authority(layout, o, &mut qemu)?;
+        let options = hypervisor_options(o, authority);
         if !options.is_empty() {
             qemu.extra_args
                 .extend(["-append".to_string(), options.trim_start().to_string()]);
@@ -1136,7 +1181,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
     qemu.guest_mem = vm.mem;
     qemu.kernel = hypervisor;
     qemu.initrd = bundle.clone();
-    let options = hypervisor_options(o);
+    let authority = add_authority(layout, o, &mut qemu)?;
+    let options = hypervisor_options(o, authority);
     if !options.is_empty() && o.boot != crate::efi::Boot::Efi {
         qemu.extra_args
             .extend(["-append".to_string(), options.trim_start().to_string()]);
@@ -1675,10 +1721,10 @@ mod tests {
         );
         assert_eq!(Profile::Windows.name(), "windows");
         assert_eq!(w.disk_bus, DiskBus::Nvme);
-        assert_eq!(hypervisor_options(&w), "");
+        assert_eq!(hypervisor_options(&w, None), "");
         let v = parse_args(&args("--profile windows --disk-bus virtio-pci")).unwrap();
         assert_eq!(v.disk_bus, DiskBus::VirtioPci);
-        assert_eq!(hypervisor_options(&v), " rayos.disk=virtio-pci");
+        assert_eq!(hypervisor_options(&v, None), " rayos.disk=virtio-pci");
         let vm = parse_args(&args("--profile windows --vm w --disk-bus virtio-pci")).unwrap();
         assert_eq!(vm.disk_bus, DiskBus::VirtioPci);
         for bad in [
