@@ -344,6 +344,39 @@ impl<'a> El2Control<'a> {
 /// The authority ABI's operations beyond the monitor's. Those not here answer
 /// `Unsupported` (the trait's defaults), which the partition's shell prints.
 impl monitor::abi::AbiTarget for El2Control<'_> {
+    /// Routes the events as the physical devices' are: they reach the guest only
+    /// while it is presented and interactive; answers how many were delivered.
+    fn inject(
+        &mut self,
+        name: &str,
+        events: &[authority_abi::input::InputEvent],
+    ) -> Result<u64, ControlError> {
+        self.find(name)?;
+        Ok(u64::from(crate::input::route(events, self.here).delivered))
+    }
+
+    /// The guest's serial output reaches the serial line directly (the
+    /// partition shares it), so an attached console has nothing to fetch here.
+    fn console_read(&mut self, name: &str, out: &mut [u8]) -> Result<usize, ControlError> {
+        self.find(name)?;
+        let _ = out;
+        Ok(0)
+    }
+
+    /// Bytes typed into an attached console go to the guest's PL011, as many
+    /// as its receive FIFO takes.
+    fn console_write(&mut self, name: &str, data: &[u8]) -> Result<usize, ControlError> {
+        let vm = self.find(name)?;
+        let mut uart = vm.uart.0.lock();
+        let n = uart.rx_room().min(data.len());
+        if n > 0 {
+            uart.push_rx(&data[..n], &mut crate::vm::VgicSink::new(&vm.vgic));
+        }
+        drop(uart);
+        vm.deliver_kicks(self.here);
+        Ok(n)
+    }
+
     /// The VM's registry policy bits (a system-disk VM; a direct boot has none).
     fn policy(&self, name: &str) -> Result<u32, ControlError> {
         let uuid = self.registry_identity(name)?;
