@@ -1,0 +1,340 @@
+//! The row loop of layers that are neither unscaled nor axis-aligned bilinear: any
+//! affine placement sampled nearest, rotated or sheared affine placements, and
+//! projective ones (a quad), nearest or bilinear.
+//!
+//! Per row, the pixels the layer covers are found once, exactly: the source point
+//! of pixel `i` of the span is linear in `i` (affine: `u`, `v`; projective: `U`, `V`,
+//! `W` with `u = U/W`), so "inside the crop" is an intersection of half-lines —
+//! `u ≥ 0`, `u < crop width`, likewise `v`, and for projective placements `W > 0`
+//! with the crop's bounds multiplied through by `W` — computed in `i128`, a range of
+//! pixels. Inside it no pixel is tested: the source point advances by an addition
+//! per pixel (a division per pixel for projective placements, of non-negative
+//! numbers), and each pixel is sampled and stored. The loops are compiled once per
+//! pair of source and output formats (type parameters, so the byte orders fold into
+//! the loop instead of a `match` per pixel), and once per filter.
+//!
+//! The results are those of the per-pixel loop that tests every pixel (kept under
+//! `cfg(test)` as `reference_span` and compared on random transforms, crops, formats
+//! and spans by a property test in `tests.rs`): the same integer arithmetic in the
+//! same order, only the tests are hoisted.
+
+use crate::format::{PixelFormat, BYTES_PER_PIXEL, OPAQUE};
+use crate::pixel::{blend, div255, lerp};
+use crate::surface::Surface;
+use crate::transform::{Linear, Q16_ONE};
+
+/// A pixel format known at compile time.
+pub(crate) trait Format {
+    const FORMAT: PixelFormat;
+}
+
+pub(crate) struct Xrgb;
+pub(crate) struct Argb;
+pub(crate) struct Bgrx;
+
+impl Format for Xrgb {
+    const FORMAT: PixelFormat = PixelFormat::Xrgb8888;
+}
+impl Format for Argb {
+    const FORMAT: PixelFormat = PixelFormat::Argb8888;
+}
+impl Format for Bgrx {
+    const FORMAT: PixelFormat = PixelFormat::Bgrx8888;
+}
+
+/// The pixels `i` in `0..n` where `a + i·d ≥ 0` (a half-line meets `0..n` in a
+/// range).
+fn nonnegative(a: i128, d: i128, n: i128) -> (i128, i128) {
+    match d.signum() {
+        0 if a >= 0 => (0, n),
+        0 => (0, 0),
+        // i ≥ ⌈−a/d⌉.
+        1 => ((-((a).div_euclid(d))).clamp(0, n), n),
+        // i ≤ ⌊a/−d⌋.
+        _ => (0, (a.div_euclid(-d) + 1).clamp(0, n)),
+    }
+}
+
+/// The range of `0..n` where every `(a, d)` of `conditions` has `a + i·d ≥ 0`.
+fn where_all(conditions: &[(i128, i128)], n: u32) -> Option<(u32, u32)> {
+    let n = i128::from(n);
+    let (lo, hi) = conditions.iter().fold((0, n), |(lo, hi), &(a, d)| {
+        let (l, h) = nonnegative(a, d, n);
+        (lo.max(l), hi.min(h))
+    });
+    // Both lie in 0..=n ≤ u32::MAX.
+    (lo < hi).then_some((lo as u32, hi as u32))
+}
+
+/// The pixels `i0..i1` of a span of `n` whose affine source point `(u, v)` (Q32.32,
+/// `u0 + i·du`, `v0 + i·dv`) lies inside a `cw × ch` crop: `0 ≤ u < cw`, `0 ≤ v < ch`.
+pub(crate) fn affine_covered(
+    (u0, du): (i64, i64),
+    (v0, dv): (i64, i64),
+    cw: u32,
+    ch: u32,
+    n: u32,
+) -> Option<(u32, u32)> {
+    let (u0, du, v0, dv) = (
+        i128::from(u0),
+        i128::from(du),
+        i128::from(v0),
+        i128::from(dv),
+    );
+    let (cw, ch) = (i128::from(cw) << 32, i128::from(ch) << 32);
+    where_all(
+        &[(u0, du), (cw - 1 - u0, -du), (v0, dv), (ch - 1 - v0, -dv)],
+        n,
+    )
+}
+
+/// The pixels `i0..i1` of a span of `n` whose projective source point (Q16.16 `u =
+/// U/W`, `v = V/W`, each of `U`, `V`, `W` a start and a step) is in front of the
+/// viewer (`W > 0`) and inside a `cw × ch` crop: `0 ≤ U`, `U < cw·W`, likewise `V`.
+pub(crate) fn projective_covered(
+    (u0, du): (i64, i64),
+    (v0, dv): (i64, i64),
+    (w0, dw): (i64, i64),
+    cw: u32,
+    ch: u32,
+    n: u32,
+) -> Option<(u32, u32)> {
+    let [u0, du, v0, dv, w0, dw] = [u0, du, v0, dv, w0, dw].map(i128::from);
+    let (cw, ch) = (i128::from(cw) << 16, i128::from(ch) << 16);
+    where_all(
+        &[
+            (w0 - 1, dw),
+            (u0, du),
+            (cw * w0 - u0 - 1, cw * dw - du),
+            (v0, dv),
+            (ch * w0 - v0 - 1, ch * dw - dv),
+        ],
+        n,
+    )
+}
+
+/// A layer's crop as read by the row loops.
+pub(crate) struct Texels<'a> {
+    data: &'a [u8],
+    stride: usize,
+    /// The crop's top-left pixel's byte offset.
+    origin: usize,
+    last_x: i64,
+    last_y: i64,
+}
+
+impl<'a> Texels<'a> {
+    pub(crate) fn new(surface: &Surface<'a>, cx: u32, cy: u32, cw: u32, ch: u32) -> Self {
+        Texels {
+            data: surface.bytes(),
+            stride: surface.stride(),
+            origin: cy as usize * surface.stride() + cx as usize * BYTES_PER_PIXEL,
+            last_x: i64::from(cw) - 1,
+            last_y: i64::from(ch) - 1,
+        }
+    }
+
+    /// Crop texel `(x, y)` (inside the crop) as ARGB. The surface was validated when
+    /// made and the crop lies inside it, so the read is always in range; a `get`
+    /// rather than an index keeps a mistake from being a panic.
+    #[inline(always)]
+    fn at<S: Format>(&self, x: i64, y: i64) -> u32 {
+        let at = self.origin + y as usize * self.stride + x as usize * BYTES_PER_PIXEL;
+        match self.data.get(at..at + BYTES_PER_PIXEL) {
+            Some(&[b0, b1, b2, b3]) => S::FORMAT.load([b0, b1, b2, b3]),
+            _ => 0,
+        }
+    }
+
+    /// The sample at crop point `(u, v)` (Q16.16, inside the crop): nearest, or
+    /// bilinear with texel centres at half-integers, weights rounded to 1/256 and
+    /// the crop's border repeated beyond it.
+    #[inline(always)]
+    fn sample<S: Format, const BILINEAR: bool>(&self, u: i64, v: i64) -> u32 {
+        if !BILINEAR {
+            return self.at::<S>(u >> 16, v >> 16);
+        }
+        let tu = (u - Q16_ONE / 2 + 128) >> 8;
+        let tv = (v - Q16_ONE / 2 + 128) >> 8;
+        let (fx, fy) = ((tu & 0xFF) as u32, (tv & 0xFF) as u32);
+        let clamp = |t: i64, last: i64| (t.max(0).min(last), (t + 1).max(0).min(last));
+        let (x0, x1) = clamp(tu >> 8, self.last_x);
+        let (y0, y1) = clamp(tv >> 8, self.last_y);
+        let top = lerp(self.at::<S>(x0, y0), self.at::<S>(x1, y0), fx);
+        let bottom = lerp(self.at::<S>(x0, y1), self.at::<S>(x1, y1), fx);
+        lerp(top, bottom, fy)
+    }
+}
+
+/// Writes ARGB `s` with coverage `alpha · opacity` over output pixel bytes `px`.
+#[inline(always)]
+fn put<D: Format>(px: &mut [u8], s: u32, opacity: u32) {
+    let a = div255((s >> 24) * opacity);
+    if a == 0 {
+        return;
+    }
+    let out = if a == 255 {
+        s
+    } else {
+        blend(s, D::FORMAT.load([px[0], px[1], px[2], px[3]]), a)
+    };
+    px.copy_from_slice(&D::FORMAT.store(out));
+}
+
+/// Calls `$f::<S, D>` for the source format `$src` and the output format `$dst`.
+macro_rules! by_formats {
+    ($src:expr, $dst:expr, $f:ident ( $($arg:expr),* )) => {{
+        use crate::format::PixelFormat::{Argb8888, Bgrx8888, Xrgb8888};
+        use crate::general::{Argb, Bgrx, Xrgb};
+        match ($src, $dst) {
+            (Xrgb8888, Xrgb8888) => $f::<Xrgb, Xrgb>($($arg),*),
+            (Xrgb8888, Argb8888) => $f::<Xrgb, Argb>($($arg),*),
+            (Xrgb8888, Bgrx8888) => $f::<Xrgb, Bgrx>($($arg),*),
+            (Argb8888, Xrgb8888) => $f::<Argb, Xrgb>($($arg),*),
+            (Argb8888, Argb8888) => $f::<Argb, Argb>($($arg),*),
+            (Argb8888, Bgrx8888) => $f::<Argb, Bgrx>($($arg),*),
+            (Bgrx8888, Xrgb8888) => $f::<Bgrx, Xrgb>($($arg),*),
+            (Bgrx8888, Argb8888) => $f::<Bgrx, Argb>($($arg),*),
+            (Bgrx8888, Bgrx8888) => $f::<Bgrx, Bgrx>($($arg),*),
+        }
+    }};
+}
+pub(crate) use by_formats;
+
+/// The source point of an affine layer along a span: `u`, `v` (Q32.32) at its first
+/// pixel and their steps per pixel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AffineRow {
+    pub u: (i64, i64),
+    pub v: (i64, i64),
+}
+
+/// Draws an affine layer over the output pixels `out` (whole pixels; `row.u`, `row.v`
+/// at the first one).
+pub(crate) fn affine_span<S: Format, D: Format>(
+    t: &Texels,
+    bilinear: bool,
+    opacity: u32,
+    row: AffineRow,
+    out: &mut [u8],
+) {
+    let n = (out.len() / BYTES_PER_PIXEL) as u32;
+    let cw = (t.last_x + 1) as u32;
+    let ch = (t.last_y + 1) as u32;
+    let Some((i0, i1)) = affine_covered(row.u, row.v, cw, ch, n) else {
+        return;
+    };
+    let (du, dv) = (row.u.1, row.v.1);
+    // Inside the range every accumulator is within the limits of `Mapping`.
+    let mut uu = row.u.0 + i64::from(i0) * du;
+    let mut vv = row.v.0 + i64::from(i0) * dv;
+    let out = &mut out[i0 as usize * BYTES_PER_PIXEL..i1 as usize * BYTES_PER_PIXEL];
+    let opaque = !S::FORMAT.has_alpha() && opacity == 255;
+    macro_rules! run {
+        ($bilinear:literal) => {
+            for px in out.chunks_exact_mut(BYTES_PER_PIXEL) {
+                let s = t.sample::<S, $bilinear>(uu >> 16, vv >> 16);
+                if opaque {
+                    px.copy_from_slice(&D::FORMAT.store(s | OPAQUE));
+                } else {
+                    put::<D>(px, s, opacity);
+                }
+                uu += du;
+                vv += dv;
+            }
+        };
+    }
+    if bilinear {
+        run!(true)
+    } else {
+        run!(false)
+    }
+}
+
+/// The source point of a projective layer along a span: `U`, `V`, `W` at its first
+/// pixel and their steps per pixel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProjectiveRow {
+    pub u: (i64, i64),
+    pub v: (i64, i64),
+    pub w: (i64, i64),
+}
+
+/// Draws a projective layer over the output pixels `out`.
+pub(crate) fn projective_span<S: Format, D: Format>(
+    t: &Texels,
+    bilinear: bool,
+    opacity: u32,
+    row: ProjectiveRow,
+    out: &mut [u8],
+) {
+    let n = (out.len() / BYTES_PER_PIXEL) as u32;
+    let cw = (t.last_x + 1) as u32;
+    let ch = (t.last_y + 1) as u32;
+    let Some((i0, i1)) = projective_covered(row.u, row.v, row.w, cw, ch, n) else {
+        return;
+    };
+    let (du, dv, dw) = (row.u.1, row.v.1, row.w.1);
+    let k = i64::from(i0);
+    let (mut uu, mut vv, mut ww) = (row.u.0 + k * du, row.v.0 + k * dv, row.w.0 + k * dw);
+    let out = &mut out[i0 as usize * BYTES_PER_PIXEL..i1 as usize * BYTES_PER_PIXEL];
+    let opaque = !S::FORMAT.has_alpha() && opacity == 255;
+    macro_rules! run {
+        ($bilinear:literal) => {
+            for px in out.chunks_exact_mut(BYTES_PER_PIXEL) {
+                // In the range U, V ≥ 0 and W > 0: the floor division is the
+                // unsigned one (`max(1)` only spares the loop a panic path).
+                let w = ww.max(1) as u64;
+                let (su, sv) = ((uu as u64 / w) as i64, (vv as u64 / w) as i64);
+                let s = t.sample::<S, $bilinear>(su, sv);
+                if opaque {
+                    px.copy_from_slice(&D::FORMAT.store(s | OPAQUE));
+                } else {
+                    put::<D>(px, s, opacity);
+                }
+                uu += du;
+                vv += dv;
+                ww += dw;
+            }
+        };
+    }
+    if bilinear {
+        run!(true)
+    } else {
+        run!(false)
+    }
+}
+
+/// The start and step of `l` along row `ry` from column `rx` (relative to the
+/// mapping's origin).
+#[inline(always)]
+pub(crate) fn along(l: &Linear, rx: i64, ry: i64) -> (i64, i64) {
+    (l.at(rx, ry), l.dx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `where_all` against testing every `i`.
+    #[test]
+    fn half_line_ranges_are_exact() {
+        let values = [-7i128, -3, -1, 0, 1, 2, 5, 9];
+        for a in values {
+            for d in values {
+                for b in values {
+                    for e in values {
+                        let conds = [(a, d), (b, e)];
+                        let want: alloc::vec::Vec<u32> = (0..12u32)
+                            .filter(|&i| conds.iter().all(|&(a, d)| a + i128::from(i) * d >= 0))
+                            .collect();
+                        let got: alloc::vec::Vec<u32> = where_all(&conds, 12)
+                            .map(|(lo, hi)| (lo..hi).collect())
+                            .unwrap_or_default();
+                        assert_eq!(got, want, "{conds:?}");
+                    }
+                }
+            }
+        }
+    }
+}
