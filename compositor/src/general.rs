@@ -18,7 +18,7 @@
 //! and spans by a property test in `tests.rs`): the same integer arithmetic in the
 //! same order, only the tests are hoisted.
 
-use crate::format::{PixelFormat, BYTES_PER_PIXEL, OPAQUE};
+use crate::format::{PixelFormat, BYTES_PER_PIXEL};
 use crate::pixel::{blend, div255, lerp};
 use crate::surface::Surface;
 use crate::transform::{Linear, Q16_ONE};
@@ -119,26 +119,55 @@ pub(crate) struct Texels<'a> {
     stride: usize,
     /// The crop's top-left pixel's byte offset.
     origin: usize,
+    /// The same pixels as words, when the surface's bytes and stride are aligned to
+    /// a word (else empty): on strict-alignment targets (both bare-metal ones) a
+    /// byte slice costs a load per byte, a word one per texel.
+    words: &'a [u32],
+    stride_words: usize,
+    origin_words: usize,
     last_x: i64,
     last_y: i64,
 }
 
 impl<'a> Texels<'a> {
     pub(crate) fn new(surface: &Surface<'a>, cx: u32, cy: u32, cw: u32, ch: u32) -> Self {
+        let (data, stride) = (surface.bytes(), surface.stride());
+        let origin = cy as usize * stride + cx as usize * BYTES_PER_PIXEL;
+        let words = match bytemuck::try_cast_slice::<u8, u32>(data) {
+            Ok(w) if stride.is_multiple_of(BYTES_PER_PIXEL) => w,
+            // A last row shorter than a word multiple still reads as words up to it.
+            _ => match data.len() / BYTES_PER_PIXEL * BYTES_PER_PIXEL {
+                n if stride.is_multiple_of(BYTES_PER_PIXEL) => {
+                    bytemuck::try_cast_slice::<u8, u32>(&data[..n]).unwrap_or(&[])
+                }
+                _ => &[],
+            },
+        };
         Texels {
-            data: surface.bytes(),
-            stride: surface.stride(),
-            origin: cy as usize * surface.stride() + cx as usize * BYTES_PER_PIXEL,
+            data,
+            stride,
+            origin,
+            words,
+            stride_words: stride / BYTES_PER_PIXEL,
+            origin_words: origin / BYTES_PER_PIXEL,
             last_x: i64::from(cw) - 1,
             last_y: i64::from(ch) - 1,
         }
     }
 
-    /// Crop texel `(x, y)` (inside the crop) as ARGB. The surface was validated when
-    /// made and the crop lies inside it, so the read is always in range; a `get`
-    /// rather than an index keeps a mistake from being a panic.
+    /// Crop texel `(x, y)` (inside the crop) as ARGB, read as a word (`WORDS`, when
+    /// `words` is not empty) or as bytes. The surface was validated when made and the
+    /// crop lies inside it, so the read is always in range; a `get` rather than an
+    /// index keeps a mistake from being a panic.
     #[inline(always)]
-    fn at<S: Format>(&self, x: i64, y: i64) -> u32 {
+    fn at<S: Format, const WORDS: bool>(&self, x: i64, y: i64) -> u32 {
+        if WORDS {
+            let at = self.origin_words + y as usize * self.stride_words + x as usize;
+            return match self.words.get(at) {
+                Some(w) => S::FORMAT.load(w.to_ne_bytes()),
+                None => 0,
+            };
+        }
         let at = self.origin + y as usize * self.stride + x as usize * BYTES_PER_PIXEL;
         match self.data.get(at..at + BYTES_PER_PIXEL) {
             Some(&[b0, b1, b2, b3]) => S::FORMAT.load([b0, b1, b2, b3]),
@@ -150,9 +179,9 @@ impl<'a> Texels<'a> {
     /// bilinear with texel centres at half-integers, weights rounded to 1/256 and
     /// the crop's border repeated beyond it.
     #[inline(always)]
-    fn sample<S: Format, const BILINEAR: bool>(&self, u: i64, v: i64) -> u32 {
+    fn sample<S: Format, const BILINEAR: bool, const WORDS: bool>(&self, u: i64, v: i64) -> u32 {
         if !BILINEAR {
-            return self.at::<S>(u >> 16, v >> 16);
+            return self.at::<S, WORDS>(u >> 16, v >> 16);
         }
         let tu = (u - Q16_ONE / 2 + 128) >> 8;
         let tv = (v - Q16_ONE / 2 + 128) >> 8;
@@ -160,41 +189,79 @@ impl<'a> Texels<'a> {
         let clamp = |t: i64, last: i64| (t.max(0).min(last), (t + 1).max(0).min(last));
         let (x0, x1) = clamp(tu >> 8, self.last_x);
         let (y0, y1) = clamp(tv >> 8, self.last_y);
-        let top = lerp(self.at::<S>(x0, y0), self.at::<S>(x1, y0), fx);
-        let bottom = lerp(self.at::<S>(x0, y1), self.at::<S>(x1, y1), fx);
+        let top = lerp(self.at::<S, WORDS>(x0, y0), self.at::<S, WORDS>(x1, y0), fx);
+        let bottom = lerp(self.at::<S, WORDS>(x0, y1), self.at::<S, WORDS>(x1, y1), fx);
         lerp(top, bottom, fy)
     }
 }
 
-/// Writes ARGB `s` with coverage `alpha · opacity` over output pixel bytes `px`.
+/// ARGB `s` with coverage `alpha · opacity` over the output pixel `d` (its bytes as
+/// a native word), or `None` where the coverage is 0 (the pixel stays).
 #[inline(always)]
-fn put<D: Format>(px: &mut [u8], s: u32, opacity: u32) {
+fn over<D: Format>(d: u32, s: u32, opacity: u32, opaque: bool) -> Option<u32> {
+    if opaque {
+        return Some(u32::from_ne_bytes(D::FORMAT.store(s)));
+    }
     let a = div255((s >> 24) * opacity);
     if a == 0 {
-        return;
+        return None;
     }
     let out = if a == 255 {
         s
     } else {
-        blend(s, D::FORMAT.load([px[0], px[1], px[2], px[3]]), a)
+        blend(s, D::FORMAT.load(d.to_ne_bytes()), a)
     };
-    px.copy_from_slice(&D::FORMAT.store(out));
+    Some(u32::from_ne_bytes(D::FORMAT.store(out)))
 }
 
-/// Calls `$f::<S, D>` for the source format `$src` and the output format `$dst`.
+/// Samples the layer into the output pixels `out`, the source point of each given
+/// by `next` (called once per pixel, in order): a word at a time when the
+/// surface and the output are aligned, else a byte at a time.
+#[inline(always)]
+fn row<S: Format, D: Format, const BILINEAR: bool>(
+    t: &Texels,
+    opacity: u32,
+    out: &mut [u8],
+    mut next: impl FnMut() -> (i64, i64),
+) {
+    // Without alpha and at full opacity every covered pixel is replaced.
+    let opaque = !S::FORMAT.has_alpha() && opacity == 255;
+    let aligned = !t.words.is_empty() && bytemuck::try_cast_slice::<u8, u32>(out).is_ok();
+    if aligned {
+        let Ok(out) = bytemuck::try_cast_slice_mut::<u8, u32>(out) else {
+            return;
+        };
+        for o in out {
+            let (u, v) = next();
+            let s = t.sample::<S, BILINEAR, true>(u, v);
+            if let Some(w) = over::<D>(*o, s, opacity, opaque) {
+                *o = w;
+            }
+        }
+        return;
+    }
+    for px in out.chunks_exact_mut(BYTES_PER_PIXEL) {
+        let (u, v) = next();
+        let s = t.sample::<S, BILINEAR, false>(u, v);
+        let d = u32::from_ne_bytes([px[0], px[1], px[2], px[3]]);
+        if let Some(w) = over::<D>(d, s, opacity, opaque) {
+            px.copy_from_slice(&w.to_ne_bytes());
+        }
+    }
+}
+
+/// Calls `$f::<S, D>` for the source format `$src` and the output format `$dst`
+/// (XRGB8888 and ARGB8888 outputs are written alike: opaque, the same byte order).
 macro_rules! by_formats {
     ($src:expr, $dst:expr, $f:ident ( $($arg:expr),* )) => {{
         use crate::format::PixelFormat::{Argb8888, Bgrx8888, Xrgb8888};
         use crate::general::{Argb, Bgrx, Xrgb};
         match ($src, $dst) {
-            (Xrgb8888, Xrgb8888) => $f::<Xrgb, Xrgb>($($arg),*),
-            (Xrgb8888, Argb8888) => $f::<Xrgb, Argb>($($arg),*),
+            (Xrgb8888, Xrgb8888 | Argb8888) => $f::<Xrgb, Xrgb>($($arg),*),
             (Xrgb8888, Bgrx8888) => $f::<Xrgb, Bgrx>($($arg),*),
-            (Argb8888, Xrgb8888) => $f::<Argb, Xrgb>($($arg),*),
-            (Argb8888, Argb8888) => $f::<Argb, Argb>($($arg),*),
+            (Argb8888, Xrgb8888 | Argb8888) => $f::<Argb, Xrgb>($($arg),*),
             (Argb8888, Bgrx8888) => $f::<Argb, Bgrx>($($arg),*),
-            (Bgrx8888, Xrgb8888) => $f::<Bgrx, Xrgb>($($arg),*),
-            (Bgrx8888, Argb8888) => $f::<Bgrx, Argb>($($arg),*),
+            (Bgrx8888, Xrgb8888 | Argb8888) => $f::<Bgrx, Xrgb>($($arg),*),
             (Bgrx8888, Bgrx8888) => $f::<Bgrx, Bgrx>($($arg),*),
         }
     }};
@@ -211,43 +278,36 @@ pub(crate) struct AffineRow {
 
 /// Draws an affine layer over the output pixels `out` (whole pixels; `row.u`, `row.v`
 /// at the first one).
+#[inline(never)]
 pub(crate) fn affine_span<S: Format, D: Format>(
     t: &Texels,
     bilinear: bool,
     opacity: u32,
-    row: AffineRow,
+    at: AffineRow,
     out: &mut [u8],
 ) {
     let n = (out.len() / BYTES_PER_PIXEL) as u32;
     let cw = (t.last_x + 1) as u32;
     let ch = (t.last_y + 1) as u32;
-    let Some((i0, i1)) = affine_covered(row.u, row.v, cw, ch, n) else {
+    let Some((i0, i1)) = affine_covered(at.u, at.v, cw, ch, n) else {
         return;
     };
-    let (du, dv) = (row.u.1, row.v.1);
+    let (du, dv) = (at.u.1, at.v.1);
     // Inside the range every accumulator is within the limits of `Mapping`.
-    let mut uu = row.u.0 + i64::from(i0) * du;
-    let mut vv = row.v.0 + i64::from(i0) * dv;
+    let mut uu = at.u.0 + i64::from(i0) * du;
+    let mut vv = at.v.0 + i64::from(i0) * dv;
     let out = &mut out[i0 as usize * BYTES_PER_PIXEL..i1 as usize * BYTES_PER_PIXEL];
-    let opaque = !S::FORMAT.has_alpha() && opacity == 255;
-    macro_rules! run {
-        ($bilinear:literal) => {
-            for px in out.chunks_exact_mut(BYTES_PER_PIXEL) {
-                let s = t.sample::<S, $bilinear>(uu >> 16, vv >> 16);
-                if opaque {
-                    px.copy_from_slice(&D::FORMAT.store(s | OPAQUE));
-                } else {
-                    put::<D>(px, s, opacity);
-                }
-                uu += du;
-                vv += dv;
-            }
-        };
-    }
+    // Incremental: an addition per pixel.
+    let next = || {
+        let p = (uu >> 16, vv >> 16);
+        uu += du;
+        vv += dv;
+        p
+    };
     if bilinear {
-        run!(true)
+        row::<S, D, true>(t, opacity, out, next)
     } else {
-        run!(false)
+        row::<S, D, false>(t, opacity, out, next)
     }
 }
 
@@ -261,47 +321,38 @@ pub(crate) struct ProjectiveRow {
 }
 
 /// Draws a projective layer over the output pixels `out`.
+#[inline(never)]
 pub(crate) fn projective_span<S: Format, D: Format>(
     t: &Texels,
     bilinear: bool,
     opacity: u32,
-    row: ProjectiveRow,
+    at: ProjectiveRow,
     out: &mut [u8],
 ) {
     let n = (out.len() / BYTES_PER_PIXEL) as u32;
     let cw = (t.last_x + 1) as u32;
     let ch = (t.last_y + 1) as u32;
-    let Some((i0, i1)) = projective_covered(row.u, row.v, row.w, cw, ch, n) else {
+    let Some((i0, i1)) = projective_covered(at.u, at.v, at.w, cw, ch, n) else {
         return;
     };
-    let (du, dv, dw) = (row.u.1, row.v.1, row.w.1);
+    let (du, dv, dw) = (at.u.1, at.v.1, at.w.1);
     let k = i64::from(i0);
-    let (mut uu, mut vv, mut ww) = (row.u.0 + k * du, row.v.0 + k * dv, row.w.0 + k * dw);
+    let (mut uu, mut vv, mut ww) = (at.u.0 + k * du, at.v.0 + k * dv, at.w.0 + k * dw);
     let out = &mut out[i0 as usize * BYTES_PER_PIXEL..i1 as usize * BYTES_PER_PIXEL];
-    let opaque = !S::FORMAT.has_alpha() && opacity == 255;
-    macro_rules! run {
-        ($bilinear:literal) => {
-            for px in out.chunks_exact_mut(BYTES_PER_PIXEL) {
-                // In the range U, V ≥ 0 and W > 0: the floor division is the
-                // unsigned one (`max(1)` only spares the loop a panic path).
-                let w = ww.max(1) as u64;
-                let (su, sv) = ((uu as u64 / w) as i64, (vv as u64 / w) as i64);
-                let s = t.sample::<S, $bilinear>(su, sv);
-                if opaque {
-                    px.copy_from_slice(&D::FORMAT.store(s | OPAQUE));
-                } else {
-                    put::<D>(px, s, opacity);
-                }
-                uu += du;
-                vv += dv;
-                ww += dw;
-            }
-        };
-    }
+    let next = || {
+        // In the range U, V ≥ 0 and W > 0: the floor division is the unsigned one
+        // (`max(1)` only spares the loop a panic path).
+        let w = ww.max(1) as u64;
+        let p = ((uu as u64 / w) as i64, (vv as u64 / w) as i64);
+        uu += du;
+        vv += dv;
+        ww += dw;
+        p
+    };
     if bilinear {
-        run!(true)
+        row::<S, D, true>(t, opacity, out, next)
     } else {
-        run!(false)
+        row::<S, D, false>(t, opacity, out, next)
     }
 }
 

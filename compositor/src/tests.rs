@@ -1136,6 +1136,8 @@ proptest! {
         specs in proptest::collection::vec(arb_general_spec(), 1..4),
         out_format in 0usize..3,
         rects in proptest::collection::vec((-10i32..60, -10i32..50, 0u32..70, 0u32..60), 1..4),
+        // A frame starting off a word boundary takes the byte-wise loops.
+        offset in prop_oneof![Just(0usize), Just(1)],
     ) {
         let (w, h) = (53u32, 41u32);
         let rects: Vec<Rect> = rects.into_iter().map(|(x, y, w, h)| Rect::new(x, y, w, h)).collect();
@@ -1144,15 +1146,22 @@ proptest! {
             layers: specs.iter().map(Spec::layer).collect(),
         };
         let stride = w as usize * 4 + 8;
-        let mut fast = vec![0x3Cu8; stride * h as usize];
+        let mut fast = vec![0x3Cu8; stride * h as usize + offset];
         let mut slow = fast.clone();
         let format = FORMATS[out_format];
-        let a = compose(&scene, &mut Frame::new(&mut fast, w, h, stride, format).unwrap(), &rects);
-        let b = compose::compose_per_pixel(&scene, &mut Frame::new(&mut slow, w, h, stride, format).unwrap(), &rects);
+        fn frame(buf: &mut [u8], w: u32, h: u32, stride: usize, format: PixelFormat) -> Frame<'_> {
+            Frame::new(buf, w, h, stride, format).unwrap()
+        }
+        let a = compose(&scene, &mut frame(&mut fast[offset..], w, h, stride, format), &rects);
+        let b = compose::compose_per_pixel(
+            &scene,
+            &mut frame(&mut slow[offset..], w, h, stride, format),
+            &rects,
+        );
         prop_assert_eq!(a, b);
         for y in 0..h as usize {
             for x in 0..w as usize {
-                let at = y * stride + x * 4;
+                let at = offset + y * stride + x * 4;
                 prop_assert_eq!(&fast[at..at + 4], &slow[at..at + 4], "({}, {})", x, y);
             }
         }
