@@ -66,51 +66,91 @@ fn where_all(conditions: &[(i128, i128)], n: u32) -> Option<(u32, u32)> {
     (lo < hi).then_some((lo as u32, hi as u32))
 }
 
-/// The pixels `i0..i1` of a span of `n` whose affine source point `(u, v)` (Q32.32,
-/// `u0 + i·du`, `v0 + i·dv`) lies inside a `cw × ch` crop: `0 ≤ u < cw`, `0 ≤ v < ch`.
-pub(crate) fn affine_covered(
+/// Bounds `lo..hi` of a Q16.16 source coordinate.
+type Bounds = (i128, i128);
+
+/// The coordinate range of a `len`-texel crop axis: the whole crop.
+fn inside(len: u32) -> Bounds {
+    (0, i128::from(len) << 16)
+}
+
+/// The coordinate range of a `len`-texel crop axis where the bilinear footprint
+/// needs no clamping: the left texel `⌊(c − ½)⌋` (with the weight's rounding, `(c −
+/// 0x8000 + 0x80) >> 16`) at least 0 and the right one at most `len − 1`.
+fn interior(len: u32) -> Bounds {
+    let inset = Q16_ONE as i128 / 2 - 128;
+    (inset, ((i128::from(len) - 1) << 16) + inset)
+}
+
+/// The pixels `i0..i1` of a span of `n` whose affine source point (Q32.32 `u0 +
+/// i·du`, `v0 + i·dv`, compared as Q16.16) lies within `bu` × `bv`.
+fn affine_range(
     (u0, du): (i64, i64),
     (v0, dv): (i64, i64),
-    cw: u32,
-    ch: u32,
+    bu: Bounds,
+    bv: Bounds,
     n: u32,
 ) -> Option<(u32, u32)> {
-    let (u0, du, v0, dv) = (
-        i128::from(u0),
-        i128::from(du),
-        i128::from(v0),
-        i128::from(dv),
-    );
-    let (cw, ch) = (i128::from(cw) << 32, i128::from(ch) << 32);
+    let [u0, du, v0, dv] = [u0, du, v0, dv].map(i128::from);
+    // `u >> 16 ≥ lo` ⟺ `u ≥ lo·2^16`; `u >> 16 < hi` ⟺ `u ≤ hi·2^16 − 1`.
     where_all(
-        &[(u0, du), (cw - 1 - u0, -du), (v0, dv), (ch - 1 - v0, -dv)],
+        &[
+            (u0 - (bu.0 << 16), du),
+            ((bu.1 << 16) - 1 - u0, -du),
+            (v0 - (bv.0 << 16), dv),
+            ((bv.1 << 16) - 1 - v0, -dv),
+        ],
         n,
     )
 }
 
-/// The pixels `i0..i1` of a span of `n` whose projective source point (Q16.16 `u =
-/// U/W`, `v = V/W`, each of `U`, `V`, `W` a start and a step) is in front of the
-/// viewer (`W > 0`) and inside a `cw × ch` crop: `0 ≤ U`, `U < cw·W`, likewise `V`.
-pub(crate) fn projective_covered(
-    (u0, du): (i64, i64),
-    (v0, dv): (i64, i64),
-    (w0, dw): (i64, i64),
+/// The pixels `i0..i1` of a span of `n` whose affine source point lies inside a `cw
+/// × ch` crop.
+pub(crate) fn affine_covered(
+    u: (i64, i64),
+    v: (i64, i64),
     cw: u32,
     ch: u32,
     n: u32,
 ) -> Option<(u32, u32)> {
+    affine_range(u, v, inside(cw), inside(ch), n)
+}
+
+/// The pixels `i0..i1` of a span of `n` whose projective source point (Q16.16 `u =
+/// ⌊U/W⌋`, `v = ⌊V/W⌋`, each of `U`, `V`, `W` a start and a step) is in front of the
+/// viewer (`W > 0`) and within `bu` × `bv`: `lo·W ≤ U < hi·W`, likewise `V`.
+fn projective_range(
+    (u0, du): (i64, i64),
+    (v0, dv): (i64, i64),
+    (w0, dw): (i64, i64),
+    bu: Bounds,
+    bv: Bounds,
+    n: u32,
+) -> Option<(u32, u32)> {
     let [u0, du, v0, dv, w0, dw] = [u0, du, v0, dv, w0, dw].map(i128::from);
-    let (cw, ch) = (i128::from(cw) << 16, i128::from(ch) << 16);
     where_all(
         &[
             (w0 - 1, dw),
-            (u0, du),
-            (cw * w0 - u0 - 1, cw * dw - du),
-            (v0, dv),
-            (ch * w0 - v0 - 1, ch * dw - dv),
+            (u0 - bu.0 * w0, du - bu.0 * dw),
+            (bu.1 * w0 - u0 - 1, bu.1 * dw - du),
+            (v0 - bv.0 * w0, dv - bv.0 * dw),
+            (bv.1 * w0 - v0 - 1, bv.1 * dw - dv),
         ],
         n,
     )
+}
+
+/// The pixels `i0..i1` of a span of `n` whose projective source point is in front of
+/// the viewer and inside a `cw × ch` crop.
+pub(crate) fn projective_covered(
+    u: (i64, i64),
+    v: (i64, i64),
+    w: (i64, i64),
+    cw: u32,
+    ch: u32,
+    n: u32,
+) -> Option<(u32, u32)> {
+    projective_range(u, v, w, inside(cw), inside(ch), n)
 }
 
 /// A layer's crop as read by the row loops.
@@ -179,14 +219,22 @@ impl<'a> Texels<'a> {
     /// bilinear with texel centres at half-integers, weights rounded to 1/256 and
     /// the crop's border repeated beyond it.
     #[inline(always)]
-    fn sample<S: Format, const BILINEAR: bool, const WORDS: bool>(&self, u: i64, v: i64) -> u32 {
-        if !BILINEAR {
+    fn sample<S: Format, const FILTER: u8, const WORDS: bool>(&self, u: i64, v: i64) -> u32 {
+        if FILTER == NEAREST {
             return self.at::<S, WORDS>(u >> 16, v >> 16);
         }
         let tu = (u - Q16_ONE / 2 + 128) >> 8;
         let tv = (v - Q16_ONE / 2 + 128) >> 8;
         let (fx, fy) = ((tu & 0xFF) as u32, (tv & 0xFF) as u32);
-        let clamp = |t: i64, last: i64| (t.max(0).min(last), (t + 1).max(0).min(last));
+        // Inside the interior range (`BILINEAR_INTERIOR`) both texels of each axis
+        // lie in the crop; elsewhere the border repeats.
+        let clamp = |t: i64, last: i64| {
+            if FILTER == BILINEAR_INTERIOR {
+                (t, t + 1)
+            } else {
+                (t.max(0).min(last), (t + 1).max(0).min(last))
+            }
+        };
         let (x0, x1) = clamp(tu >> 8, self.last_x);
         let (y0, y1) = clamp(tv >> 8, self.last_y);
         let top = lerp(self.at::<S, WORDS>(x0, y0), self.at::<S, WORDS>(x1, y0), fx);
@@ -194,6 +242,13 @@ impl<'a> Texels<'a> {
         lerp(top, bottom, fy)
     }
 }
+
+/// The filters of the row loops (a const parameter).
+const NEAREST: u8 = 0;
+/// Bilinear, clamping the footprint to the crop.
+const BILINEAR: u8 = 1;
+/// Bilinear where the footprint is known to be inside the crop.
+const BILINEAR_INTERIOR: u8 = 2;
 
 /// ARGB `s` with coverage `alpha · opacity` over the output pixel `d` (its bytes as
 /// a native word), or `None` where the coverage is 0 (the pixel stays).
@@ -218,11 +273,11 @@ fn over<D: Format>(d: u32, s: u32, opacity: u32, opaque: bool) -> Option<u32> {
 /// by `next` (called once per pixel, in order): a word at a time when the
 /// surface and the output are aligned, else a byte at a time.
 #[inline(always)]
-fn row<S: Format, D: Format, const BILINEAR: bool>(
+fn row<S: Format, D: Format, const FILTER: u8>(
     t: &Texels,
     opacity: u32,
     out: &mut [u8],
-    mut next: impl FnMut() -> (i64, i64),
+    next: &mut impl FnMut() -> (i64, i64),
 ) {
     // Without alpha and at full opacity every covered pixel is replaced.
     let opaque = !S::FORMAT.has_alpha() && opacity == 255;
@@ -233,7 +288,7 @@ fn row<S: Format, D: Format, const BILINEAR: bool>(
         };
         for o in out {
             let (u, v) = next();
-            let s = t.sample::<S, BILINEAR, true>(u, v);
+            let s = t.sample::<S, FILTER, true>(u, v);
             if let Some(w) = over::<D>(*o, s, opacity, opaque) {
                 *o = w;
             }
@@ -242,7 +297,7 @@ fn row<S: Format, D: Format, const BILINEAR: bool>(
     }
     for px in out.chunks_exact_mut(BYTES_PER_PIXEL) {
         let (u, v) = next();
-        let s = t.sample::<S, BILINEAR, false>(u, v);
+        let s = t.sample::<S, FILTER, false>(u, v);
         let d = u32::from_ne_bytes([px[0], px[1], px[2], px[3]]);
         if let Some(w) = over::<D>(d, s, opacity, opaque) {
             px.copy_from_slice(&w.to_ne_bytes());
@@ -298,17 +353,41 @@ pub(crate) fn affine_span<S: Format, D: Format>(
     let mut vv = at.v.0 + i64::from(i0) * dv;
     let out = &mut out[i0 as usize * BYTES_PER_PIXEL..i1 as usize * BYTES_PER_PIXEL];
     // Incremental: an addition per pixel.
-    let next = || {
+    let mut next = || {
         let p = (uu >> 16, vv >> 16);
         uu += du;
         vv += dv;
         p
     };
-    if bilinear {
-        row::<S, D, true>(t, opacity, out, next)
-    } else {
-        row::<S, D, false>(t, opacity, out, next)
+    if !bilinear {
+        return row::<S, D, NEAREST>(t, opacity, out, &mut next);
     }
+    let inner = affine_range(at.u, at.v, interior(cw), interior(ch), n);
+    bilinear_split::<S, D>(t, opacity, out, (i0, i1), inner, &mut next);
+}
+
+/// A bilinear span `out` (the covered pixels `covered` of the row) drawn in up to
+/// three parts: the pixels whose footprint may cross the crop's border, clamped,
+/// around those `inner` whose footprint is inside it, not clamped. `inner` lies
+/// within `covered` and is one range, so the parts are in order.
+#[inline(always)]
+fn bilinear_split<S: Format, D: Format>(
+    t: &Texels,
+    opacity: u32,
+    out: &mut [u8],
+    covered: (u32, u32),
+    inner: Option<(u32, u32)>,
+    next: &mut impl FnMut() -> (i64, i64),
+) {
+    let Some((j0, j1)) = inner.filter(|&(j0, j1)| covered.0 <= j0 && j1 <= covered.1) else {
+        return row::<S, D, BILINEAR>(t, opacity, out, next);
+    };
+    let at = |j: u32| (j - covered.0) as usize * BYTES_PER_PIXEL;
+    let (head, rest) = out.split_at_mut(at(j0));
+    let (mid, tail) = rest.split_at_mut(at(j1) - at(j0));
+    row::<S, D, BILINEAR>(t, opacity, head, next);
+    row::<S, D, BILINEAR_INTERIOR>(t, opacity, mid, next);
+    row::<S, D, BILINEAR>(t, opacity, tail, next);
 }
 
 /// The source point of a projective layer along a span: `U`, `V`, `W` at its first
@@ -339,7 +418,7 @@ pub(crate) fn projective_span<S: Format, D: Format>(
     let k = i64::from(i0);
     let (mut uu, mut vv, mut ww) = (at.u.0 + k * du, at.v.0 + k * dv, at.w.0 + k * dw);
     let out = &mut out[i0 as usize * BYTES_PER_PIXEL..i1 as usize * BYTES_PER_PIXEL];
-    let next = || {
+    let mut next = || {
         // In the range U, V ≥ 0 and W > 0: the floor division is the unsigned one
         // (`max(1)` only spares the loop a panic path).
         let w = ww.max(1) as u64;
@@ -349,11 +428,11 @@ pub(crate) fn projective_span<S: Format, D: Format>(
         ww += dw;
         p
     };
-    if bilinear {
-        row::<S, D, true>(t, opacity, out, next)
-    } else {
-        row::<S, D, false>(t, opacity, out, next)
+    if !bilinear {
+        return row::<S, D, NEAREST>(t, opacity, out, &mut next);
     }
+    let inner = projective_range(at.u, at.v, at.w, interior(cw), interior(ch), n);
+    bilinear_split::<S, D>(t, opacity, out, (i0, i1), inner, &mut next);
 }
 
 /// The start and step of `l` along row `ry` from column `rx` (relative to the

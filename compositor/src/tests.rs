@@ -994,6 +994,11 @@ fn overlays_are_blended_by_the_given_kernels() {
     assert_ne!(draw(&WrongBlend), draw(&Portable));
 }
 
+/// Fractions of a translation (Q16.16) that put source points on a texel's edge, on
+/// its centre, or on the bilinear weights' rounding boundary (`½ − 128/65536`), or
+/// next to them.
+const EDGE_FRACTIONS: [i64; 7] = [0, 65535, 127, 128, 129, 32767, 32768];
+
 /// A layer for the general row loops (`general.rs`): a rotated, sheared or scaled
 /// affine placement or a projective one, any filter, format, crop and opacity, on
 /// a surface sometimes large enough to be magnified or minified.
@@ -1001,7 +1006,7 @@ fn arb_general_spec() -> impl Strategy<Value = Spec> {
     let q = |v: f64| (v * 65536.0) as i64;
     let placement = prop_oneof![
         // Affine: rotation, scale per axis, shear, translation.
-        (
+        1 => (
             -3.2f64..3.2,
             0.2f64..4.0,
             0.2f64..4.0,
@@ -1018,7 +1023,7 @@ fn arb_general_spec() -> impl Strategy<Value = Spec> {
                 ]))
             }),
         // Projective: the same with a perspective row, sometimes crossing the viewer.
-        (
+        1 => (
             -3.2f64..3.2,
             0.3f64..3.0,
             -20.0f64..40.0,
@@ -1034,9 +1039,17 @@ fn arb_general_spec() -> impl Strategy<Value = Spec> {
                 ]))
             }),
         // Quarter turns, mirrors and power-of-two scales with whole or half-pixel
-        // offsets: source points fall exactly on the crop's edges.
-        (0usize..8, -2i32..3, -2i32..3, -30i32..60, -30i32..60).prop_map(
-            |(turn, ex, ey, tx, ty)| {
+        // offsets: source points fall exactly on the crop's edges (weighted: the
+        // edges are where the row loops' ranges must be exact).
+        4 => (
+            0usize..8,
+            -2i32..3,
+            -2i32..3,
+            -30i32..60,
+            -30i32..60,
+            proptest::array::uniform2(proptest::sample::select(&EDGE_FRACTIONS[..]))
+        )
+            .prop_map(|(turn, ex, ey, tx, ty, frac)| {
                 let [[a, b], [c, d]] = [
                     [[1, 0], [0, 1]],
                     [[0, -1], [1, 0]],
@@ -1062,14 +1075,13 @@ fn arb_general_spec() -> impl Strategy<Value = Spec> {
                     }
                 };
                 Placement::Transform(Transform::new([
-                    [sx(a), sy(b), i64::from(tx) << 15],
-                    [sx(c), sy(d), i64::from(ty) << 15],
+                    [sx(a), sy(b), (i64::from(tx) << 16) + frac[0]],
+                    [sx(c), sy(d), (i64::from(ty) << 16) + frac[1]],
                     [0, 0, 65536],
                 ]))
-            }
-        ),
+            }),
         // Projective with small whole entries: edges hit exactly now and then.
-        (1i64..4, 1i64..4, -20i64..40, -20i64..40, -3i64..4, -3i64..4).prop_map(
+        1 => (1i64..4, 1i64..4, -20i64..40, -20i64..40, -3i64..4, -3i64..4).prop_map(
             |(a, b, tx, ty, px, py)| {
                 Placement::Transform(Transform::new([
                     [a << 16, 0, tx << 15],
@@ -1079,11 +1091,11 @@ fn arb_general_spec() -> impl Strategy<Value = Spec> {
             }
         ),
         // A quad.
-        proptest::array::uniform4((-20i32..60, -20i32..50))
+        1 => proptest::array::uniform4((-20i32..60, -20i32..50))
             .prop_filter_map("degenerate quad", |quad| Transform::from_quad(16, 12, quad)
                 .map(Placement::Transform)),
         // Scaled and sampled nearest (an axis-aligned affine map).
-        (-20i32..40, -20i32..40, 1u32..70, 1u32..70)
+        1 => (-20i32..40, -20i32..40, 1u32..70, 1u32..70)
             .prop_map(|(x, y, w, h)| Placement::Scaled(Rect::new(x, y, w, h))),
     ];
     (
@@ -1166,5 +1178,38 @@ proptest! {
             }
         }
         prop_assert!(fast[..] == slow[..], "stride padding");
+    }
+}
+
+/// Quarter-turned bilinear layers whose source points sit on the bilinear
+/// footprint's edge (`½ − 128/65536` and next to it) and on texel edges: the row
+/// loops' interior ranges (no clamping) must end exactly there.
+#[test]
+fn the_row_loops_clamp_exactly_at_the_footprint_edges() {
+    let img = Image::new(9, 7, PixelFormat::Xrgb8888, 5, 0);
+    for turn in [[[0, -1], [1, 0]], [[0, 1], [-1, 0]], [[0, 1], [1, 0]]] {
+        for frac in [127, 128, 129, 32767, 32768, 0, 65535] {
+            let [[a, b], [c, d]] = turn.map(|r| r.map(|e: i64| e << 16));
+            let t = Transform::new([
+                [a, b, (12 << 16) + frac],
+                [c, d, (3 << 16) + frac],
+                [0, 0, 65536],
+            ]);
+            let s = Spec {
+                filter: Filter::Bilinear,
+                ..spec(img.clone(), Placement::Transform(t))
+            };
+            let scene = Scene {
+                background: 0,
+                layers: vec![s.layer()],
+            };
+            let (mut fast, mut slow) = (vec![0u8; 24 * 16 * 4], vec![0u8; 24 * 16 * 4]);
+            let all = [Rect::new(0, 0, 24, 16)];
+            let frame = |b| Frame::new(b, 24, 16, 24 * 4, PixelFormat::Xrgb8888).unwrap();
+            compose(&scene, &mut frame(&mut fast), &all);
+            compose::compose_per_pixel(&scene, &mut frame(&mut slow), &all);
+            assert!(fast == slow, "{turn:?} {frac}");
+            assert!(fast.iter().any(|&b| b != 0));
+        }
     }
 }
