@@ -197,19 +197,25 @@ impl<'a> Texels<'a> {
 
     /// Crop texel `(x, y)` (inside the crop) as ARGB, read as a word (`WORDS`, when
     /// `words` is not empty) or as bytes. The surface was validated when made and the
-    /// crop lies inside it, so the read is always in range; a `get` rather than an
-    /// index keeps a mistake from being a panic.
+    /// crop lies inside it, so the read is always in range; wrapping arithmetic and a
+    /// `get` rather than an index keep a mistake from being a panic (it reads 0).
     #[inline(always)]
     fn at<S: Format, const WORDS: bool>(&self, x: i64, y: i64) -> u32 {
         if WORDS {
-            let at = self.origin_words + y as usize * self.stride_words + x as usize;
+            let at = (y as usize)
+                .wrapping_mul(self.stride_words)
+                .wrapping_add(self.origin_words)
+                .wrapping_add(x as usize);
             return match self.words.get(at) {
                 Some(w) => S::FORMAT.load(w.to_ne_bytes()),
                 None => 0,
             };
         }
-        let at = self.origin + y as usize * self.stride + x as usize * BYTES_PER_PIXEL;
-        match self.data.get(at..at + BYTES_PER_PIXEL) {
+        let at = (y as usize)
+            .wrapping_mul(self.stride)
+            .wrapping_add(self.origin)
+            .wrapping_add((x as usize).wrapping_mul(BYTES_PER_PIXEL));
+        match self.data.get(at..at.wrapping_add(BYTES_PER_PIXEL)) {
             Some(&[b0, b1, b2, b3]) => S::FORMAT.load([b0, b1, b2, b3]),
             _ => 0,
         }
