@@ -357,7 +357,10 @@ pub(crate) fn affine_span<S: Format, D: Format>(
     // Inside the range every accumulator is within the limits of `Mapping`.
     let mut uu = at.u.0 + i64::from(i0) * du;
     let mut vv = at.v.0 + i64::from(i0) * dv;
-    let out = &mut out[i0 as usize * BYTES_PER_PIXEL..i1 as usize * BYTES_PER_PIXEL];
+    let Some(out) = out.get_mut(i0 as usize * BYTES_PER_PIXEL..i1 as usize * BYTES_PER_PIXEL)
+    else {
+        return;
+    };
     // Incremental: an addition per pixel.
     let mut next = || {
         let p = (uu >> 16, vv >> 16);
@@ -389,8 +392,12 @@ fn bilinear_split<S: Format, D: Format>(
         return row::<S, D, BILINEAR>(t, opacity, out, next);
     };
     let at = |j: u32| (j - covered.0) as usize * BYTES_PER_PIXEL;
-    let (head, rest) = out.split_at_mut(at(j0));
-    let (mid, tail) = rest.split_at_mut(at(j1) - at(j0));
+    let Some((head, rest)) = out.split_at_mut_checked(at(j0)) else {
+        return;
+    };
+    let Some((mid, tail)) = rest.split_at_mut_checked(at(j1) - at(j0)) else {
+        return;
+    };
     row::<S, D, BILINEAR>(t, opacity, head, next);
     row::<S, D, BILINEAR_INTERIOR>(t, opacity, mid, next);
     row::<S, D, BILINEAR>(t, opacity, tail, next);
@@ -423,7 +430,10 @@ pub(crate) fn projective_span<S: Format, D: Format>(
     let (du, dv, dw) = (at.u.1, at.v.1, at.w.1);
     let k = i64::from(i0);
     let (mut uu, mut vv, mut ww) = (at.u.0 + k * du, at.v.0 + k * dv, at.w.0 + k * dw);
-    let out = &mut out[i0 as usize * BYTES_PER_PIXEL..i1 as usize * BYTES_PER_PIXEL];
+    let Some(out) = out.get_mut(i0 as usize * BYTES_PER_PIXEL..i1 as usize * BYTES_PER_PIXEL)
+    else {
+        return;
+    };
     let mut next = || {
         // In the range U, V ≥ 0 and W > 0: the floor division is the unsigned one
         // (`max(1)` only spares the loop a panic path).
