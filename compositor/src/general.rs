@@ -1,6 +1,6 @@
-//! The row loop of layers that are neither unscaled nor axis-aligned bilinear: any
-//! affine placement sampled nearest, rotated or sheared affine placements, and
-//! projective ones (a quad), nearest or bilinear.
+//! The row loops of layers that are neither unscaled nor axis-aligned bilinear:
+//! rotated or sheared affine placements, projective ones (a quad), nearest or
+//! bilinear, and scaled ones sampled nearest.
 //!
 //! Per row, the pixels the layer covers are found once, exactly: the source point
 //! of pixel `i` of the span is linear in `i` (affine: `u`, `v`; projective: `U`, `V`,
@@ -9,9 +9,12 @@
 //! with the crop's bounds multiplied through by `W` — computed in `i128`, a range of
 //! pixels. Inside it no pixel is tested: the source point advances by an addition
 //! per pixel (a division per pixel for projective placements, of non-negative
-//! numbers), and each pixel is sampled and stored. The loops are compiled once per
-//! pair of source and output formats (type parameters, so the byte orders fold into
-//! the loop instead of a `match` per pixel), and once per filter.
+//! numbers), and each pixel is sampled and stored. Bilinear spans are split the same
+//! way at the range where the 2×2 footprint lies inside the crop, which is sampled
+//! without clamping. The loops are compiled per pair of source and output formats
+//! (type parameters, so the byte orders fold into the loop instead of a `match` per
+//! pixel) and per filter, and read texels and write pixels a word at a time when the
+//! surface and the output are word-aligned.
 //!
 //! The results are those of the per-pixel loop that tests every pixel (kept under
 //! `cfg(test)` as `reference_span` and compared on random transforms, crops, formats
