@@ -4,13 +4,17 @@
 //! a plain copy of the output frame (the baseline), a full frame at scale 1, a full
 //! frame with the guest scaled bilinearly to fill the output, and a damage-only frame
 //! after a 64×64 change of the guest surface. Prints one line of medians in
-//! nanoseconds per frame, which xtask turns into ratios.
+//! nanoseconds per frame, which xtask turns into ratios. It also times the guest
+//! placed as a quad in perspective and rotated (`quad_ns`, `rotated_ns`: the general
+//! row loops), which xtask does not read.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use compositor::text::status_bar;
-use compositor::{compose, Filter, Frame, Layer, PixelFormat, Placement, Rect, Scene, Surface};
+use compositor::{
+    compose, Filter, Frame, Layer, PixelFormat, Placement, Rect, Scene, Surface, Transform,
+};
 
 const OUT_W: u32 = 2560;
 const OUT_H: u32 = 1440;
@@ -98,6 +102,31 @@ fn main() {
         Placement::Scaled(Rect::new(0, 0, OUT_W, OUT_H)),
         Filter::Bilinear,
     );
+    // The general row loops (not part of xtask's headline): the guest as a quad in
+    // perspective and rotated by 10° at 1.2×, bilinear, over most of the output.
+    let quad = scene(
+        Placement::Transform(
+            Transform::from_quad(
+                GUEST_W,
+                GUEST_H,
+                [(200, 80), (2400, 200), (2300, 1300), (300, 1380)],
+            )
+            .unwrap(),
+        ),
+        Filter::Bilinear,
+    );
+    let (c, s) = (64_540i32, 11_380i32); // 65536·cos 10°, 65536·sin 10°
+    let rotated = scene(
+        Placement::Transform(Transform::affine_q16(
+            c * 6 / 5,
+            -s * 6 / 5,
+            400 << 16,
+            s * 6 / 5,
+            c * 6 / 5,
+            0,
+        )),
+        Filter::Bilinear,
+    );
     let output = Rect::new(0, 0, OUT_W, OUT_H);
     let changed = Rect::new(900, 500, 64, 64);
     let damage = [unscaled.layers[0].damage_of(changed, output).unwrap()];
@@ -106,6 +135,7 @@ fn main() {
     let mut out = vec![0u8; stride * OUT_H as usize];
     let mut copy = vec![0u8; stride * OUT_H as usize];
     let (mut memcpy, mut full, mut bilinear, mut dmg) = (vec![], vec![], vec![], vec![]);
+    let (mut quad_ns, mut rotated_ns) = (vec![], vec![]);
     for _ in 0..ROUNDS {
         time(&mut memcpy, 4, || {
             copy.copy_from_slice(black_box(&out));
@@ -119,18 +149,28 @@ fn main() {
             let mut f = Frame::new(&mut out, OUT_W, OUT_H, stride, PixelFormat::Xrgb8888).unwrap();
             black_box(compose(&scaled, &mut f, &[output]));
         });
+        time(&mut quad_ns, 1, || {
+            let mut f = Frame::new(&mut out, OUT_W, OUT_H, stride, PixelFormat::Xrgb8888).unwrap();
+            black_box(compose(&quad, &mut f, &[output]));
+        });
+        time(&mut rotated_ns, 1, || {
+            let mut f = Frame::new(&mut out, OUT_W, OUT_H, stride, PixelFormat::Xrgb8888).unwrap();
+            black_box(compose(&rotated, &mut f, &[output]));
+        });
         time(&mut dmg, 200, || {
             let mut f = Frame::new(&mut out, OUT_W, OUT_H, stride, PixelFormat::Xrgb8888).unwrap();
             black_box(compose(&unscaled, &mut f, &damage));
         });
     }
     println!(
-        "compose-bench: memcpy_ns={:.0} full_ns={:.0} bilinear_ns={:.0} damage_ns={:.0} damage_pixels={} output_pixels={}",
+        "compose-bench: memcpy_ns={:.0} full_ns={:.0} bilinear_ns={:.0} damage_ns={:.0} damage_pixels={} output_pixels={} quad_ns={:.0} rotated_ns={:.0}",
         median(memcpy),
         median(full),
         median(bilinear),
         median(dmg),
         damaged_px,
-        u64::from(OUT_W) * u64::from(OUT_H)
+        u64::from(OUT_W) * u64::from(OUT_H),
+        median(quad_ns),
+        median(rotated_ns)
     );
 }

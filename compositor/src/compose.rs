@@ -6,9 +6,14 @@
 use alloc::vec::Vec;
 
 use crate::format::{PixelFormat, BYTES_PER_PIXEL, OPAQUE};
+use crate::general::{
+    affine_span, along, by_formats, projective_span, AffineRow, ProjectiveRow, Texels,
+};
 use crate::geom::Rect;
 use crate::kernels::{Kernels, Portable};
-use crate::pixel::{blend, div255, lerp};
+#[cfg(test)]
+use crate::pixel::lerp;
+use crate::pixel::{blend, div255};
 use crate::surface::{Frame, LayerError, Surface};
 use crate::transform::{Inverse, Mapping, Placement, Q16_ONE};
 
@@ -150,6 +155,23 @@ pub fn compose_with<K: Kernels + ?Sized>(
     damage: &[Rect],
     kernels: &K,
 ) -> Report {
+    compose_inner(scene, frame, damage, kernels, false)
+}
+
+/// [`compose`] with the layers of the general row loops (`general.rs`) drawn by the
+/// per-pixel reference loop instead, for comparing the two.
+#[cfg(test)]
+pub(crate) fn compose_per_pixel(scene: &Scene, frame: &mut Frame, damage: &[Rect]) -> Report {
+    compose_inner(scene, frame, damage, &Portable, true)
+}
+
+fn compose_inner<K: Kernels + ?Sized>(
+    scene: &Scene,
+    frame: &mut Frame,
+    damage: &[Rect],
+    kernels: &K,
+    per_pixel: bool,
+) -> Report {
     let output = frame.rect();
     let mut report = Report::default();
     let mut order: Vec<(i32, usize, Prepared)> = Vec::with_capacity(scene.layers.len());
@@ -163,6 +185,12 @@ pub fn compose_with<K: Kernels + ?Sized>(
     let layers: Vec<Prepared> = order.into_iter().map(|(_, _, p)| p).collect();
     let background = scene.background | OPAQUE;
     let mut scratch = Scratch::default();
+    #[cfg(test)]
+    {
+        scratch.per_pixel = per_pixel;
+    }
+    #[cfg(not(test))]
+    let _ = per_pixel;
     for rect in damage {
         let Some(r) = rect.intersect(&output) else {
             continue;
@@ -252,7 +280,7 @@ fn put(px: &mut [u8], format: PixelFormat, s: u32, opacity: u32) {
 }
 
 /// The layer's sample at crop coordinates `(u, v)` (Q16.16, inside the crop).
-#[inline(always)]
+#[cfg(test)]
 fn sample(l: &Prepared, u: i64, v: i64) -> u32 {
     let (cx, cy) = (l.crop.x as u32, l.crop.y as u32);
     match l.filter {
@@ -300,7 +328,6 @@ fn draw_span<K: Kernels + ?Sized>(
     let (xa, xb) = (xa as u32, xb as u32);
     let rx0 = i64::from(xa) - i64::from(l.mapping.x0);
     let ry = i64::from(y) - i64::from(l.mapping.y0);
-    let (cw, ch) = (i64::from(l.crop.w) << 16, i64::from(l.crop.h) << 16);
     let format = frame.format();
     match l.mapping.inverse {
         Inverse::Affine { u, v } => {
@@ -322,10 +349,8 @@ fn draw_span<K: Kernels + ?Sized>(
                     (v.base >> 32) + ry,
                 );
             }
-            let mut uu = u.at(rx0, ry);
-            let mut vv = v.at(rx0, ry);
             if u.dy == 0 && v.dx == 0 && l.filter == Filter::Bilinear {
-                let (u0, v16) = (uu, vv >> 16);
+                let (u0, v16) = (u.at(rx0, ry), v.at(rx0, ry) >> 16);
                 let (step, rows) = (u.dx, RowSteps(v.dy));
                 return match l.surface.format() {
                     PixelFormat::Xrgb8888 => {
@@ -343,6 +368,69 @@ fn draw_span<K: Kernels + ?Sized>(
                     }
                 };
             }
+            #[cfg(test)]
+            if scratch.per_pixel {
+                return reference_span(l, frame, y, xa, xb);
+            }
+            let row = AffineRow {
+                u: along(&u, rx0, ry),
+                v: along(&v, rx0, ry),
+            };
+            let t = texels(l);
+            let bilinear = l.filter == Filter::Bilinear;
+            let out = frame.span_mut(y, xa, xb);
+            by_formats!(
+                l.surface.format(),
+                format,
+                affine_span(&t, bilinear, l.opacity, row, out)
+            )
+        }
+        Inverse::Projective { u, v, w } => {
+            #[cfg(test)]
+            if scratch.per_pixel {
+                return reference_span(l, frame, y, xa, xb);
+            }
+            let row = ProjectiveRow {
+                u: along(&u, rx0, ry),
+                v: along(&v, rx0, ry),
+                w: along(&w, rx0, ry),
+            };
+            let t = texels(l);
+            let bilinear = l.filter == Filter::Bilinear;
+            let out = frame.span_mut(y, xa, xb);
+            by_formats!(
+                l.surface.format(),
+                format,
+                projective_span(&t, bilinear, l.opacity, row, out)
+            )
+        }
+    }
+}
+
+/// The layer's crop as the general row loops read it.
+fn texels<'a>(l: &Prepared<'a>) -> Texels<'a> {
+    Texels::new(
+        &l.surface,
+        l.crop.x as u32,
+        l.crop.y as u32,
+        l.crop.w,
+        l.crop.h,
+    )
+}
+
+/// The straightforward loop the general row loops replace: every pixel's source
+/// point computed and tested, sampled through the surface's format. Kept as the
+/// reference they are compared with.
+#[cfg(test)]
+fn reference_span(l: &Prepared, frame: &mut Frame, y: u32, xa: u32, xb: u32) {
+    let rx0 = i64::from(xa) - i64::from(l.mapping.x0);
+    let ry = i64::from(y) - i64::from(l.mapping.y0);
+    let (cw, ch) = (i64::from(l.crop.w) << 16, i64::from(l.crop.h) << 16);
+    let format = frame.format();
+    match l.mapping.inverse {
+        Inverse::Affine { u, v } => {
+            let mut uu = u.at(rx0, ry);
+            let mut vv = v.at(rx0, ry);
             for px in frame.span_mut(y, xa, xb).chunks_exact_mut(BYTES_PER_PIXEL) {
                 let (su, sv) = (uu >> 16, vv >> 16);
                 if (0..cw).contains(&su) && (0..ch).contains(&sv) {
@@ -538,11 +626,16 @@ fn axis_bilinear<K: Kernels + ?Sized>(
 fn gather_pairs(cols: &[u32], index: &[u32], left: &mut Vec<u32>, right: &mut Vec<u32>) {
     left.resize(index.len(), 0);
     right.resize(index.len(), 0);
+    // Every index is at most `cols.len() − 2` by construction; the `min` says so to
+    // the compiler, which then reads both columns without a bounds check (the loop
+    // is the one scalar pass of the bilinear passes: a load of the index, one of
+    // the pair, two stores).
+    let Some(last) = cols.len().checked_sub(2) else {
+        return;
+    };
     for ((&k, a), b) in index.iter().zip(left.iter_mut()).zip(right.iter_mut()) {
-        let k = k as usize;
-        if let Some(&[p, q]) = cols.get(k..k + 2) {
-            (*a, *b) = (p, q);
-        }
+        let k = (k as usize).min(last);
+        (*a, *b) = (cols[k], cols[k + 1]);
     }
 }
 
@@ -615,6 +708,10 @@ struct Scratch {
     /// Source rows interpolated horizontally for the span (the horizontal-first
     /// order of `axis_bilinear`).
     rows: [HRow; 2],
+    /// Draw the layers the general row loops draw (neither unscaled nor axis-aligned
+    /// bilinear) with the per-pixel reference loop instead (tests).
+    #[cfg(test)]
+    per_pixel: bool,
 }
 
 /// A source row interpolated horizontally: one word per covered pixel of the span.

@@ -22,6 +22,7 @@ extern crate alloc;
 mod compose;
 mod damage;
 mod format;
+mod general;
 mod geom;
 pub mod kernels;
 mod pixel;

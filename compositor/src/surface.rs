@@ -94,6 +94,16 @@ impl<'a> Surface<'a> {
         Rect::new(0, 0, self.width, self.height)
     }
 
+    /// All of the surface's bytes.
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// Bytes from one row to the next.
+    pub(crate) fn stride(&self) -> usize {
+        self.stride
+    }
+
     /// Bytes of pixels `x0..x1` of row `y` (callers keep them inside the surface).
     #[inline(always)]
     pub(crate) fn span(&self, y: u32, x0: u32, x1: u32) -> &'a [u8] {
@@ -102,7 +112,7 @@ impl<'a> Surface<'a> {
     }
 
     /// Pixel `(x, y)` as ARGB (callers keep it inside the surface).
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn pixel(&self, x: u32, y: u32) -> u32 {
         let at = y as usize * self.stride + x as usize * BYTES_PER_PIXEL;
         let b = &self.data[at..at + BYTES_PER_PIXEL];

@@ -993,3 +993,223 @@ fn overlays_are_blended_by_the_given_kernels() {
     assert_eq!(draw(&Portable), draw(&WrongPast { from: usize::MAX }));
     assert_ne!(draw(&WrongBlend), draw(&Portable));
 }
+
+/// Fractions of a translation (Q16.16) that put source points on a texel's edge, on
+/// its centre, or on the bilinear weights' rounding boundary (`½ − 128/65536`), or
+/// next to them.
+const EDGE_FRACTIONS: [i64; 7] = [0, 65535, 127, 128, 129, 32767, 32768];
+
+/// A layer for the general row loops (`general.rs`): a rotated, sheared or scaled
+/// affine placement or a projective one, any filter, format, crop and opacity, on
+/// a surface sometimes large enough to be magnified or minified.
+fn arb_general_spec() -> impl Strategy<Value = Spec> {
+    let q = |v: f64| (v * 65536.0) as i64;
+    let placement = prop_oneof![
+        // Affine: rotation, scale per axis, shear, translation.
+        1 => (
+            -3.2f64..3.2,
+            0.2f64..4.0,
+            0.2f64..4.0,
+            -1.0f64..1.0,
+            -40.0f64..60.0,
+            -40.0f64..60.0
+        )
+            .prop_map(move |(a, sx, sy, sh, tx, ty)| {
+                let (c, s) = (a.cos(), a.sin());
+                Placement::Transform(Transform::new([
+                    [q(c * sx), q(-s * sy + sh), q(tx)],
+                    [q(s * sx), q(c * sy), q(ty)],
+                    [0, 0, 65536],
+                ]))
+            }),
+        // Projective: the same with a perspective row, sometimes crossing the viewer.
+        1 => (
+            -3.2f64..3.2,
+            0.3f64..3.0,
+            -20.0f64..40.0,
+            -20.0f64..40.0,
+            -0.08f64..0.08,
+            -0.08f64..0.08
+        )
+            .prop_map(move |(a, s, tx, ty, px, py)| {
+                Placement::Transform(Transform::new([
+                    [q(a.cos() * s), q(-a.sin() * s), q(tx)],
+                    [q(a.sin() * s), q(a.cos() * s), q(ty)],
+                    [q(px), q(py), 65536],
+                ]))
+            }),
+        // Quarter turns, mirrors and power-of-two scales with whole or half-pixel
+        // offsets: source points fall exactly on the crop's edges (weighted: the
+        // edges are where the row loops' ranges must be exact).
+        4 => (
+            0usize..8,
+            -2i32..3,
+            -2i32..3,
+            -30i32..60,
+            -30i32..60,
+            proptest::array::uniform2(proptest::sample::select(&EDGE_FRACTIONS[..]))
+        )
+            .prop_map(|(turn, ex, ey, tx, ty, frac)| {
+                let [[a, b], [c, d]] = [
+                    [[1, 0], [0, 1]],
+                    [[0, -1], [1, 0]],
+                    [[-1, 0], [0, -1]],
+                    [[0, 1], [-1, 0]],
+                    [[-1, 0], [0, 1]],
+                    [[1, 0], [0, -1]],
+                    [[0, 1], [1, 0]],
+                    [[0, -1], [-1, 0]],
+                ][turn];
+                let sx = |k: i64| {
+                    if ex >= 0 {
+                        k << (16 + ex)
+                    } else {
+                        k << 16 >> -ex
+                    }
+                };
+                let sy = |k: i64| {
+                    if ey >= 0 {
+                        k << (16 + ey)
+                    } else {
+                        k << 16 >> -ey
+                    }
+                };
+                Placement::Transform(Transform::new([
+                    [sx(a), sy(b), (i64::from(tx) << 16) + frac[0]],
+                    [sx(c), sy(d), (i64::from(ty) << 16) + frac[1]],
+                    [0, 0, 65536],
+                ]))
+            }),
+        // Projective with small whole entries: edges hit exactly now and then.
+        1 => (1i64..4, 1i64..4, -20i64..40, -20i64..40, -3i64..4, -3i64..4).prop_map(
+            |(a, b, tx, ty, px, py)| {
+                Placement::Transform(Transform::new([
+                    [a << 16, 0, tx << 15],
+                    [0, b << 16, ty << 15],
+                    [px << 12, py << 12, 65536],
+                ]))
+            }
+        ),
+        // A quad.
+        1 => proptest::array::uniform4((-20i32..60, -20i32..50))
+            .prop_filter_map("degenerate quad", |quad| Transform::from_quad(16, 12, quad)
+                .map(Placement::Transform)),
+        // Scaled and sampled nearest (an axis-aligned affine map).
+        1 => (-20i32..40, -20i32..40, 1u32..70, 1u32..70)
+            .prop_map(|(x, y, w, h)| Placement::Scaled(Rect::new(x, y, w, h))),
+    ];
+    (
+        1u32..40,
+        1u32..30,
+        0usize..3,
+        any::<u64>(),
+        placement,
+        any::<bool>(),
+        prop_oneof![Just(255u8), any::<u8>()],
+        (0u32..8, 0u32..8, 0u32..8, 0u32..8),
+        0usize..5,
+    )
+        .prop_map(
+            |(w, h, f, seed, placement, bilinear, opacity, (l, t, r, b), pad)| {
+                let crop = Rect::from_edges(
+                    i64::from(l.min(w - 1)),
+                    i64::from(t.min(h - 1)),
+                    i64::from(w.saturating_sub(r).max(l.min(w - 1) + 1)),
+                    i64::from(h.saturating_sub(b).max(t.min(h - 1) + 1)),
+                );
+                let scaled = matches!(placement, Placement::Scaled(_));
+                Spec {
+                    image: Image::new(w, h, FORMATS[f], seed, pad),
+                    crop,
+                    placement,
+                    // Scaled bilinear layers take the axis-aligned passes instead.
+                    filter: if bilinear && !scaled {
+                        Filter::Bilinear
+                    } else {
+                        Filter::Nearest
+                    },
+                    opacity,
+                    z: 0,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// The general row loops (the covered span found once per row, the source point
+    /// stepped, the formats fixed at compile time) give exactly the bytes of the
+    /// per-pixel loop that tests and samples every pixel, on random transforms,
+    /// crops, formats, filters, opacities and damage rectangles (tolerance 0: the
+    /// same arithmetic, only the tests hoisted).
+    #[test]
+    fn the_row_loops_equal_the_per_pixel_loop(
+        specs in proptest::collection::vec(arb_general_spec(), 1..4),
+        out_format in 0usize..3,
+        rects in proptest::collection::vec((-10i32..60, -10i32..50, 0u32..70, 0u32..60), 1..4),
+        // A frame starting off a word boundary takes the byte-wise loops.
+        offset in prop_oneof![Just(0usize), Just(1)],
+    ) {
+        let (w, h) = (53u32, 41u32);
+        let rects: Vec<Rect> = rects.into_iter().map(|(x, y, w, h)| Rect::new(x, y, w, h)).collect();
+        let scene = Scene {
+            background: 0x0040_8020,
+            layers: specs.iter().map(Spec::layer).collect(),
+        };
+        let stride = w as usize * 4 + 8;
+        let mut fast = vec![0x3Cu8; stride * h as usize + offset];
+        let mut slow = fast.clone();
+        let format = FORMATS[out_format];
+        fn frame(buf: &mut [u8], w: u32, h: u32, stride: usize, format: PixelFormat) -> Frame<'_> {
+            Frame::new(buf, w, h, stride, format).unwrap()
+        }
+        let a = compose(&scene, &mut frame(&mut fast[offset..], w, h, stride, format), &rects);
+        let b = compose::compose_per_pixel(
+            &scene,
+            &mut frame(&mut slow[offset..], w, h, stride, format),
+            &rects,
+        );
+        prop_assert_eq!(a, b);
+        for y in 0..h as usize {
+            for x in 0..w as usize {
+                let at = offset + y * stride + x * 4;
+                prop_assert_eq!(&fast[at..at + 4], &slow[at..at + 4], "({}, {})", x, y);
+            }
+        }
+        prop_assert!(fast[..] == slow[..], "stride padding");
+    }
+}
+
+/// Quarter-turned bilinear layers whose source points sit on the bilinear
+/// footprint's edge (`½ − 128/65536` and next to it) and on texel edges: the row
+/// loops' interior ranges (no clamping) must end exactly there.
+#[test]
+fn the_row_loops_clamp_exactly_at_the_footprint_edges() {
+    let img = Image::new(9, 7, PixelFormat::Xrgb8888, 5, 0);
+    for turn in [[[0, -1], [1, 0]], [[0, 1], [-1, 0]], [[0, 1], [1, 0]]] {
+        for frac in [127, 128, 129, 32767, 32768, 0, 65535] {
+            let [[a, b], [c, d]] = turn.map(|r| r.map(|e: i64| e << 16));
+            let t = Transform::new([
+                [a, b, (12 << 16) + frac],
+                [c, d, (3 << 16) + frac],
+                [0, 0, 65536],
+            ]);
+            let s = Spec {
+                filter: Filter::Bilinear,
+                ..spec(img.clone(), Placement::Transform(t))
+            };
+            let scene = Scene {
+                background: 0,
+                layers: vec![s.layer()],
+            };
+            let (mut fast, mut slow) = (vec![0u8; 24 * 16 * 4], vec![0u8; 24 * 16 * 4]);
+            let all = [Rect::new(0, 0, 24, 16)];
+            let frame = |b| Frame::new(b, 24, 16, 24 * 4, PixelFormat::Xrgb8888).unwrap();
+            compose(&scene, &mut frame(&mut fast), &all);
+            compose::compose_per_pixel(&scene, &mut frame(&mut slow), &all);
+            assert!(fast == slow, "{turn:?} {frac}");
+            assert!(fast.iter().any(|&b| b != 0));
+        }
+    }
+}
