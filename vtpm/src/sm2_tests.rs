@@ -624,7 +624,13 @@ fn capabilities_list_sm2_ecmqv_and_the_new_curves() {
         assert_eq!(rd.u16().unwrap(), curve.id());
         assert_eq!(usize::from(rd.u16().unwrap()), 8 * curve.bytes());
         assert_eq!(rd.u16().unwrap(), alg::KDF1_SP800_56A);
-        assert_eq!(rd.u16().unwrap(), HashAlg::Sha256.id());
+        // The reference curve table's KDF hash: SHA-256, SM3-256 for SM2.
+        let kdf_hash = if curve == Curve::Sm2P256 {
+            0x0012
+        } else {
+            HashAlg::Sha256.id()
+        };
+        assert_eq!(rd.u16().unwrap(), kdf_hash);
         assert_eq!(rd.u16().unwrap(), alg::NULL);
         let m = Model::of(curve);
         let vals: Vec<BigUint> = (0..7).map(|_| big(rd.tpm2b(66).unwrap())).collect();

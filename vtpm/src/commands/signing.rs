@@ -678,11 +678,16 @@ pub mod sm2_domain {
     pub const N: &str = "fffffffeffffffffffffffffffffffff7203df6b21c6052b53bbf40939d54123";
 }
 
+/// TPM_ALG_SM3_256, the KDF hash the reference curve table names for SM2
+/// P-256.
+const TPM_ALG_SM3_256: u16 = 0x0012;
+
 /// The TPMS_ALGORITHM_DETAIL_ECC values of `curve`: keySize, the hash of
 /// its KDF (KDF1 of SP 800-56A) and p, a, b, gX, gY, n, h. The KDF hashes
-/// are the reference curve table's (SHA-256 up to 256 bits, SHA-384 for
-/// P-384, SHA-512 for P-521); SM2 P-256, whose reference KDF hash is SM3,
-/// names SHA-256, as this TPM does not implement SM3.
+/// are the reference curve table's (SHA-256 for the NIST curves up to 256
+/// bits, SHA-384 for P-384, SHA-512 for P-521, SM3-256 for SM2 P-256 — a
+/// name only: as in libtpms, no command computes that KDF, and SM3 is no
+/// hash of this TPM).
 pub fn domain(curve: public::Curve) -> (u16, u16, [Vec<u8>; 7]) {
     use p521_domain::bytes;
     let h = alloc::vec![1u8];
@@ -729,7 +734,7 @@ pub fn domain(curve: public::Curve) -> (u16, u16, [Vec<u8>; 7]) {
             use sm2_domain as d;
             (
                 d::KEY_BITS,
-                alg::SHA256,
+                TPM_ALG_SM3_256,
                 hex([d::P, d::A, d::B, d::GX, d::GY, d::N]),
             )
         }
