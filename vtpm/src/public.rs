@@ -978,8 +978,20 @@ pub fn ecdh_point(d: &EcScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8>)
         let shared = ec::PublicKey::<C>::from_affine((q.to_projective() * **d).to_affine()).ok()?;
         Some(xy_on(&shared))
     }
-    let q = EcPublic::from_xy(d.curve(), x, y)?;
+    // A coordinate may come without its leading zero bytes (OpenSSL's
+    // encoding of a peer's ephemeral point, as libtpms accepts it).
+    let n = d.curve().bytes();
+    let q = EcPublic::from_xy(d.curve(), &fit(x, n)?, &fit(y, n)?)?;
     same_curve!(EcScalar, d, EcPublic, &q, (d, q) => on(d, q), _ => None)
+}
+
+/// `v` (big-endian) in exactly `n` bytes: leading zeros dropped or added;
+/// None if its value does not fit.
+fn fit(v: &[u8], n: usize) -> Option<Vec<u8>> {
+    let v = &v[v.iter().position(|&b| b != 0).unwrap_or(v.len())..];
+    let mut out = alloc::vec![0u8; n];
+    out.get_mut(n.checked_sub(v.len())?..)?.copy_from_slice(v);
+    Some(out)
 }
 
 /// The group order n of `curve`, big-endian.

@@ -651,3 +651,24 @@ fn capabilities_list_sm2_ecmqv_and_the_new_curves() {
         }
     }
 }
+
+/// A peer's point whose x coordinate comes without its leading zero byte
+/// (as OpenSSL encodes it) is the same point to ECDH (TPM2_ECDH_ZGen, the
+/// seed of an ECC-wrapped import or credential), on every curve; a
+/// coordinate longer than the field is still refused.
+#[test]
+fn ecdh_takes_coordinates_without_leading_zeros() {
+    for curve in Curve::ALL {
+        let d = fixed(curve, 90);
+        let peer = (0u8..=255)
+            .map(|i| fixed(curve, i).public().xy())
+            .find(|(x, _)| x[0] == 0)
+            .expect("a point with a leading zero in x");
+        let full = public::ecdh_point(&d, &peer.0, &peer.1).unwrap();
+        let short = public::ecdh_point(&d, &peer.0[1..], &peer.1).unwrap();
+        assert_eq!(full, short, "{curve:?}");
+        let mut long = alloc::vec![1u8];
+        long.extend(&peer.0);
+        assert_eq!(public::ecdh_point(&d, &long, &peer.1), None, "{curve:?}");
+    }
+}
