@@ -672,3 +672,134 @@ fn ecdh_takes_coordinates_without_leading_zeros() {
         assert_eq!(public::ecdh_point(&d, &long, &peer.1), None, "{curve:?}");
     }
 }
+
+/// A TPM with an SM2 signing key and an ECMQV decrypt key on SM2 P-256 and
+/// one outstanding commitment, and commands that reach the new code paths:
+/// Sign and VerifySignature with SM2, ZGen_2Phase with ECMQV and SM2,
+/// EC_Ephemeral, ECC_Parameters and TestParms on the new curves, and
+/// CreatePrimary of a P-192 key.
+fn fuzz_state_and_seeds() -> (Tpm, Vec<Vec<u8>>) {
+    let mut t = started();
+    let sm2 = Some((ids::SM2, HashAlg::Sha256));
+    let (signer, _) = primary(
+        &mut t,
+        &ecc_template(Curve::Sm2P256, sm2, BASE | attr::SIGN),
+    );
+    let mqv = Some((ids::ECMQV, HashAlg::Sha256));
+    let (kx, _) = primary(
+        &mut t,
+        &ecc_template(Curve::Sm2P256, mqv, BASE | attr::DECRYPT),
+    );
+    let r = t.execute(
+        0,
+        &command(cc::EC_EPHEMERAL, &[], &[], &ids::SM2_P256.to_be_bytes()),
+    );
+    let counter = u16::from_be_bytes(params_of(&r)[params_of(&r).len() - 2..].try_into().unwrap());
+    let digest = [7u8; 32];
+    let sig = params_of(&sign(&mut t, signer, b"", &digest, None)).to_vec();
+    let mut verify = Writer::new();
+    verify.tpm2b(&digest).bytes(&sig);
+    let (qs, qe) = (
+        fixed(Curve::Sm2P256, 1).public().xy(),
+        fixed(Curve::Sm2P256, 2).public().xy(),
+    );
+    let zgen = |scheme: u16| {
+        let mut w = Writer::new();
+        for (x, y) in [&qs, &qe] {
+            let mut p = Writer::new();
+            p.tpm2b(x).tpm2b(y);
+            w.tpm2b(&p.buf);
+        }
+        w.u16(scheme).u16(counter);
+        command(cc::ZGEN_2PHASE, &[kx], &[b""], &w.buf)
+    };
+    let mut sign_cmd = Writer::new();
+    sign_cmd
+        .tpm2b(&digest)
+        .u16(ids::SM2)
+        .u16(HashAlg::Sha256.id())
+        .u16(crate::defs::st::HASHCHECK)
+        .u32(handle::NULL)
+        .tpm2b(&[]);
+    let mut parms = Writer::new();
+    parms
+        .u16(ids::ECC)
+        .u16(alg::NULL)
+        .u16(ids::SM2)
+        .u16(HashAlg::Sha256.id())
+        .u16(ids::SM2_P256)
+        .u16(alg::NULL);
+    let mut create = Writer::new();
+    let mut sens = Writer::new();
+    sens.tpm2b(b"").tpm2b(b"");
+    let p192 = ecc_template(
+        Curve::P192,
+        Some((ids::ECDSA, HashAlg::Sha256)),
+        BASE | attr::SIGN,
+    );
+    create
+        .tpm2b(&sens.buf)
+        .tpm2b(&p192.marshal())
+        .tpm2b(&[])
+        .u32(0);
+    let seeds = alloc::vec![
+        command(cc::SIGN, &[signer], &[b""], &sign_cmd.buf),
+        command(cc::VERIFY_SIGNATURE, &[signer], &[], &verify.buf),
+        zgen(ids::ECMQV),
+        zgen(ids::SM2),
+        command(cc::EC_EPHEMERAL, &[], &[], &ids::NIST_P224.to_be_bytes()),
+        command(cc::ECC_PARAMETERS, &[], &[], &ids::SM2_P256.to_be_bytes()),
+        command(cc::TEST_PARMS, &[], &[], &parms.buf),
+        command(cc::CREATE_PRIMARY, &[handle::OWNER], &[b""], &create.buf),
+    ];
+    (t, seeds)
+}
+
+/// Unmutated, the seeds succeed (but the SM2 exchange with the ECMQV key).
+#[test]
+fn sm2_fuzz_seeds_reach_their_success_paths() {
+    let n = fuzz_state_and_seeds().1.len();
+    for i in 0..n {
+        let (mut t, seeds) = fuzz_state_and_seeds();
+        let r = t.execute(0, &seeds[i]);
+        let want = if i == 3 {
+            rc::SCHEME + rc::P + 3 * rc::N1
+        } else {
+            0
+        };
+        assert_eq!(rc_of(&r), want, "seed {i}: {r:02x?}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 192, ..Default::default() })]
+
+    /// Mutated SM2, ECMQV and new-curve commands get a well-formed response
+    /// (an error code or a result), never a panic, and the TPM answers
+    /// afterwards.
+    #[test]
+    fn mutated_sm2_and_ecmqv_commands_never_panic(
+        seed in 0usize..8,
+        flips in proptest::collection::vec((proptest::prelude::any::<u16>(), proptest::prelude::any::<u8>()), 0..6),
+        cut in proptest::option::of(proptest::prelude::any::<u16>()),
+        fix_size in proptest::prelude::any::<bool>(),
+    ) {
+        let (mut t, seeds) = fuzz_state_and_seeds();
+        let mut c = seeds[seed % seeds.len()].clone();
+        for (at, x) in flips {
+            let n = c.len();
+            c[at as usize % n] ^= x;
+        }
+        if let Some(cut) = cut {
+            c.truncate(cut as usize % (c.len() + 1));
+        }
+        if fix_size && c.len() >= 6 {
+            let n = c.len() as u32;
+            c[2..6].copy_from_slice(&n.to_be_bytes());
+        }
+        let r = t.execute(0, &c);
+        crate::fuzz_tests::check_response(&c, &r);
+        let r = t.execute(0, &command(cc::GET_RANDOM, &[], &[], &[0, 4]));
+        crate::fuzz_tests::check_response(&[], &r);
+    }
+}
