@@ -115,6 +115,12 @@ pub mod oid {
     pub const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
     /// prime256v1 (secp256r1).
     pub const PRIME256V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+    /// prime192v1 (NIST P-192).
+    pub const PRIME192V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.1");
+    /// secp224r1 (NIST P-224).
+    pub const SECP224R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.33");
+    /// sm2p256v1 (GB/T 32918.5's curve, GM/T 0006).
+    pub const SM2_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.156.10197.1.301");
     /// secp384r1 (NIST P-384).
     pub const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
     /// secp521r1 (NIST P-521).
@@ -323,6 +329,9 @@ fn ec_spki(curve: Curve, x: &[u8], y: &[u8]) -> Result<SubjectPublicKeyInfoOwned
         Curve::P256 => &oid::PRIME256V1,
         Curve::P384 => &oid::SECP384R1,
         Curve::P521 => &oid::SECP521R1,
+        Curve::P192 => &oid::PRIME192V1,
+        Curve::P224 => &oid::SECP224R1,
+        Curve::Sm2P256 => &oid::SM2_P256,
     };
     Ok(SubjectPublicKeyInfoOwned {
         algorithm: AlgorithmIdentifierOwned {

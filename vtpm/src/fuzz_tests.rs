@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use proptest::prelude::*;
 use vdev::{AccessSize, MmioContext, MmioDevice, NullInterrupts, VecMemory};
 
-fn check_response(cmd: &[u8], r: &[u8]) {
+pub(crate) fn check_response(cmd: &[u8], r: &[u8]) {
     assert!(r.len() >= 10, "short response to {cmd:02x?}");
     let size = u32::from_be_bytes(r[2..6].try_into().unwrap()) as usize;
     assert_eq!(size, r.len());

@@ -66,4 +66,6 @@ mod rsa_tests;
 #[cfg(test)]
 mod session_tests;
 #[cfg(test)]
+mod sm2_tests;
+#[cfg(test)]
 mod tests;

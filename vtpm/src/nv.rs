@@ -66,8 +66,10 @@ const MAGIC: [u8; 4] = *b"VTNV";
 /// keys (a curve layout 7 refuses). Layout 9 has the bytes of layout 8, but
 /// its persistent ECC keys may name the ECSCHNORR scheme and its symmetric
 /// keys may be TDES or Camellia keys, which layout 8's public-area checks
-/// refuse.
-pub const NV_VERSION: u32 = 9;
+/// refuse. Layout 10 has the bytes of layout 9, but its persistent ECC keys
+/// may be on NIST P-192, P-224 or SM2 P-256 or name the SM2 or ECMQV scheme,
+/// which layout 9's public-area checks refuse.
+pub const NV_VERSION: u32 = 10;
 const CHECKSUM_LEN: usize = 32;
 
 /// How the TPM was last shut down.
@@ -703,14 +705,14 @@ mod tests {
         assert_eq!(Persistent::decode(&[]), Err(NvError::Corrupt));
     }
 
-    /// Layout-7 and layout-8 images (the same bytes as layout 9) load
-    /// unchanged and are written back as layout 9.
+    /// Layout-7, -8 and -9 images (the same bytes as layout 10) load
+    /// unchanged and are written back as layout 10.
     #[test]
-    fn version_7_and_8_images_load_and_are_rewritten_as_9() {
+    fn version_7_to_9_images_load_and_are_rewritten_as_10() {
         let p = sample();
         let img = p.encode();
-        assert_eq!(u32::from_be_bytes(img[4..8].try_into().unwrap()), 9);
-        for old in [7, 8] {
+        assert_eq!(u32::from_be_bytes(img[4..8].try_into().unwrap()), 10);
+        for old in [7, 8, 9] {
             let v = relabel(&img[..img.len() - CHECKSUM_LEN], old, 0);
             let up = Persistent::decode(&v).unwrap();
             assert_eq!(up, p);

@@ -368,7 +368,7 @@ fn evicted_keys_persist_across_power_cycles_until_removed() {
 }
 
 #[test]
-fn test_parms_accepts_the_nist_curves_only() {
+fn test_parms_accepts_the_implemented_curves_only() {
     let mut t = started();
     let parms = |curve: u16, ty: u16| {
         let mut w = Writer::new();
@@ -383,8 +383,11 @@ fn test_parms_accepts_the_nist_curves_only() {
     assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P256, ids::ECC))), 0);
     assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P384, ids::ECC))), 0);
     assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P521, ids::ECC))), 0);
-    // NIST P-192, BN P-256 and SM2 P-256 are not implemented.
-    for curve in [0x0001, 0x0010, 0x0020] {
+    for curve in [ids::NIST_P192, ids::NIST_P224, ids::SM2_P256] {
+        assert_eq!(rc_of(&t.execute(0, &parms(curve, ids::ECC))), 0);
+    }
+    // BN P-256, BN P-638 and an unassigned curve are not implemented.
+    for curve in [0x0010, 0x0011, 0x0021] {
         assert_eq!(
             rc_of(&t.execute(0, &parms(curve, ids::ECC))),
             rc::CURVE + rc::P + rc::N1

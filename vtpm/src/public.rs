@@ -1,9 +1,10 @@
 //! Object public areas (TPMT_PUBLIC) of the key types this TPM implements —
-//! ECC keys on NIST P-256, P-384 and P-521, RSA keys of 1024, 2048 and 3072 bits, keyed-hash and symmetric objects — with their unmarshalling checks, marshalling,
+//! ECC keys on NIST P-192, P-224, P-256, P-384, P-521 and SM2 P-256, RSA keys of 1024, 2048 and 3072 bits, keyed-hash and symmetric objects — with their unmarshalling checks, marshalling,
 //! Names (nameAlg || H(TPMT_PUBLIC)) and the attribute rules of Part 1 §27
 //! (PublicAttributesValidation). Also the ECC key pair helpers over both
 //! curves ([`EcScalar`], [`EcPublic`]): key derivation from a seed, public
-//! point computation, ECDH and ECDSA.
+//! point computation, ECDH, ECDSA, EC Schnorr, SM2 signatures and the
+//! ECMQV and SM2 key-exchange primitives of TPM2_ZGen_2Phase.
 
 use crate::defs::{alg, limits, rc};
 use crate::hash::HashAlg;
@@ -11,8 +12,9 @@ use crate::marshal::{Reader, Writer};
 use alloc::vec::Vec;
 use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p256::elliptic_curve as ec;
 use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
-use p256::{EncodedPoint, FieldBytes, NonZeroScalar, PublicKey};
+use p256::{FieldBytes, NonZeroScalar, PublicKey};
 
 /// TPMA_OBJECT bits.
 pub mod attr {
@@ -41,9 +43,13 @@ pub mod ids {
     pub const ECDH: u16 = 0x0019;
     /// TPM_ALG_ECDAA: the anonymous (split) signing scheme of TPM2_Commit.
     pub const ECDAA: u16 = 0x001A;
+    pub const NIST_P192: u16 = 0x0001;
+    pub const NIST_P224: u16 = 0x0002;
     pub const NIST_P256: u16 = 0x0003;
     pub const NIST_P384: u16 = 0x0004;
     pub const NIST_P521: u16 = 0x0005;
+    /// TPM_ECC_SM2_P256: the curve of GB/T 32918.5.
+    pub const SM2_P256: u16 = 0x0020;
     pub const AES: u16 = 0x0006;
     pub const CFB: u16 = 0x0043;
     pub const CTR: u16 = 0x0040;
@@ -67,7 +73,11 @@ pub mod ids {
     pub const KDF1_SP800_108: u16 = 0x0022;
 }
 
-/// Bytes of a P-256 coordinate or scalar.
+/// Bytes of a P-192 coordinate or scalar.
+pub const P192_BYTES: usize = 24;
+/// Bytes of a P-224 coordinate or scalar.
+pub const P224_BYTES: usize = 28;
+/// Bytes of a P-256 (or SM2 P-256) coordinate or scalar.
 pub const P256_BYTES: usize = 32;
 /// Bytes of a P-384 coordinate or scalar.
 pub const P384_BYTES: usize = 48;
@@ -79,114 +89,215 @@ pub const MAX_ECC_BYTES: usize = P521_BYTES;
 /// An implemented ECC curve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Curve {
+    P192,
+    P224,
     P256,
     P384,
     P521,
+    Sm2P256,
 }
 
 impl Curve {
+    /// Every implemented curve, ascending by TPM_ECC_CURVE.
+    pub const ALL: [Curve; 6] = [
+        Curve::P192,
+        Curve::P224,
+        Curve::P256,
+        Curve::P384,
+        Curve::P521,
+        Curve::Sm2P256,
+    ];
     pub fn from_id(id: u16) -> Option<Self> {
-        match id {
-            ids::NIST_P256 => Some(Curve::P256),
-            ids::NIST_P384 => Some(Curve::P384),
-            ids::NIST_P521 => Some(Curve::P521),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|c| c.id() == id)
     }
     pub fn id(self) -> u16 {
         match self {
+            Curve::P192 => ids::NIST_P192,
+            Curve::P224 => ids::NIST_P224,
             Curve::P256 => ids::NIST_P256,
             Curve::P384 => ids::NIST_P384,
             Curve::P521 => ids::NIST_P521,
+            Curve::Sm2P256 => ids::SM2_P256,
         }
     }
     /// Bytes of a coordinate or scalar.
     pub fn bytes(self) -> usize {
         match self {
-            Curve::P256 => P256_BYTES,
+            Curve::P192 => P192_BYTES,
+            Curve::P224 => P224_BYTES,
+            Curve::P256 | Curve::Sm2P256 => P256_BYTES,
             Curve::P384 => P384_BYTES,
             Curve::P521 => P521_BYTES,
         }
+    }
+    /// Bits of the group order n (ceil(log2 n)).
+    pub fn order_bits(self) -> usize {
+        num_bigint_dig::BigUint::from_bytes_be(&order(self)).bits()
     }
 }
 
 /// A private scalar on one of the curves.
 #[derive(Clone, Copy)]
 pub enum EcScalar {
+    P192(ec::NonZeroScalar<p192::NistP192>),
+    P224(p224::NonZeroScalar),
     P256(NonZeroScalar),
     P384(p384::NonZeroScalar),
     P521(p521::NonZeroScalar),
+    Sm2P256(sm2::NonZeroScalar),
 }
 
 /// A public point on one of the curves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EcPublic {
+    P192(ec::PublicKey<p192::NistP192>),
+    P224(p224::PublicKey),
     P256(PublicKey),
     P384(p384::PublicKey),
     P521(p521::PublicKey),
+    Sm2P256(sm2::PublicKey),
+}
+
+/// `$body` with `$d` bound to the curve-specific value of each variant of
+/// `$v` (an [`EcScalar`] or [`EcPublic`]), for code generic over the curve.
+macro_rules! each_curve {
+    ($ty:ident, $v:expr, $d:ident => $body:expr) => {
+        match $v {
+            $ty::P192($d) => $body,
+            $ty::P224($d) => $body,
+            $ty::P256($d) => $body,
+            $ty::P384($d) => $body,
+            $ty::P521($d) => $body,
+            $ty::Sm2P256($d) => $body,
+        }
+    };
+}
+
+/// `$body` with `$a` and `$b` bound to the curve-specific values of two
+/// enums of the same curve (`$ta` and `$tb` variants), else `$other`.
+macro_rules! same_curve {
+    ($ta:ident, $va:expr, $tb:ident, $vb:expr, ($a:ident, $b:ident) => $body:expr, _ => $other:expr) => {
+        match ($va, $vb) {
+            ($ta::P192($a), $tb::P192($b)) => $body,
+            ($ta::P224($a), $tb::P224($b)) => $body,
+            ($ta::P256($a), $tb::P256($b)) => $body,
+            ($ta::P384($a), $tb::P384($b)) => $body,
+            ($ta::P521($a), $tb::P521($b)) => $body,
+            ($ta::Sm2P256($a), $tb::Sm2P256($b)) => $body,
+            _ => $other,
+        }
+    };
+}
+
+/// The curve-generic arithmetic this module needs of a curve crate.
+pub(crate) trait Arith:
+    ec::CurveArithmetic + ec::PrimeCurve + ec::point::PointCompression
+where
+    ec::AffinePoint<Self>: ec::sec1::FromEncodedPoint<Self> + ec::sec1::ToEncodedPoint<Self>,
+    ec::FieldBytesSize<Self>: ec::sec1::ModulusSize,
+    ec::Scalar<Self>: ec::ops::Reduce<Self::Uint, Bytes = ec::FieldBytes<Self>>,
+{
+    const CURVE: Curve;
+    fn wrap_scalar(d: ec::NonZeroScalar<Self>) -> EcScalar;
+    fn wrap_public(q: ec::PublicKey<Self>) -> EcPublic;
+}
+
+macro_rules! arith {
+    ($c:ty, $v:ident) => {
+        impl Arith for $c {
+            const CURVE: Curve = Curve::$v;
+            fn wrap_scalar(d: ec::NonZeroScalar<Self>) -> EcScalar {
+                EcScalar::$v(d)
+            }
+            fn wrap_public(q: ec::PublicKey<Self>) -> EcPublic {
+                EcPublic::$v(q)
+            }
+        }
+    };
+}
+arith!(p192::NistP192, P192);
+arith!(p224::NistP224, P224);
+arith!(p256::NistP256, P256);
+arith!(p384::NistP384, P384);
+arith!(p521::NistP521, P521);
+arith!(sm2::Sm2, Sm2P256);
+
+/// The affine coordinates of `q`, each the curve's size.
+fn xy_on<C: Arith>(q: &ec::PublicKey<C>) -> (Vec<u8>, Vec<u8>)
+where
+    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+{
+    let ep = q.to_encoded_point(false);
+    (
+        ep.x().map(|c| c.to_vec()).unwrap_or_default(),
+        ep.y().map(|c| c.to_vec()).unwrap_or_default(),
+    )
+}
+
+/// The point (x, y) (each exactly the field's size) if it is on `C`.
+fn from_xy_on<C: Arith>(x: &[u8], y: &[u8]) -> Option<EcPublic>
+where
+    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+{
+    let n = ec::FieldBytes::<C>::default().len();
+    if x.len() != n || y.len() != n {
+        return None;
+    }
+    let ep = ec::sec1::EncodedPoint::<C>::from_affine_coordinates(
+        ec::FieldBytes::<C>::from_slice(x),
+        ec::FieldBytes::<C>::from_slice(y),
+        false,
+    );
+    Option::<ec::PublicKey<C>>::from(ec::PublicKey::<C>::from_encoded_point(&ep))
+        .map(C::wrap_public)
+}
+
+/// The nonzero scalar of big-endian `d` (exactly the scalar's size), if it is
+/// below n.
+fn scalar_on<C: Arith>(d: &[u8]) -> Option<EcScalar>
+where
+    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+{
+    if d.len() != ec::FieldBytes::<C>::default().len() {
+        return None;
+    }
+    Option::<ec::NonZeroScalar<C>>::from(ec::NonZeroScalar::<C>::from_repr(
+        ec::FieldBytes::<C>::clone_from_slice(d),
+    ))
+    .map(C::wrap_scalar)
 }
 
 impl EcPublic {
     /// The affine coordinates, each the curve's size.
     pub fn xy(&self) -> (Vec<u8>, Vec<u8>) {
-        fn split(x: Option<&[u8]>, y: Option<&[u8]>) -> (Vec<u8>, Vec<u8>) {
-            (
-                x.map(<[u8]>::to_vec).unwrap_or_default(),
-                y.map(<[u8]>::to_vec).unwrap_or_default(),
-            )
-        }
-        match self {
-            EcPublic::P256(pk) => {
-                let ep = pk.to_encoded_point(false);
-                split(ep.x().map(|c| &c[..]), ep.y().map(|c| &c[..]))
-            }
-            EcPublic::P384(pk) => {
-                let ep = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(pk, false);
-                split(ep.x().map(|c| &c[..]), ep.y().map(|c| &c[..]))
-            }
-            EcPublic::P521(pk) => {
-                let ep = p521::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(pk, false);
-                split(ep.x().map(|c| &c[..]), ep.y().map(|c| &c[..]))
-            }
-        }
+        each_curve!(EcPublic, self, q => xy_on(q))
     }
     /// The point (x, y) on `curve`, if it is on the curve.
     pub fn from_xy(curve: Curve, x: &[u8], y: &[u8]) -> Option<Self> {
-        let n = curve.bytes();
-        if x.len() != n || y.len() != n {
-            return None;
-        }
         match curve {
-            Curve::P256 => {
-                let ep = EncodedPoint::from_affine_coordinates(
-                    FieldBytes::from_slice(x),
-                    FieldBytes::from_slice(y),
-                    false,
-                );
-                Option::from(PublicKey::from_encoded_point(&ep)).map(EcPublic::P256)
-            }
-            Curve::P384 => {
-                let ep = p384::EncodedPoint::from_affine_coordinates(
-                    p384::FieldBytes::from_slice(x),
-                    p384::FieldBytes::from_slice(y),
-                    false,
-                );
-                Option::from(
-                    <p384::PublicKey as p384::elliptic_curve::sec1::FromEncodedPoint<_>>::from_encoded_point(&ep),
-                )
-                .map(EcPublic::P384)
-            }
-            Curve::P521 => {
-                let ep = p521::EncodedPoint::from_affine_coordinates(
-                    p521::FieldBytes::from_slice(x),
-                    p521::FieldBytes::from_slice(y),
-                    false,
-                );
-                Option::from(
-                    <p521::PublicKey as p521::elliptic_curve::sec1::FromEncodedPoint<_>>::from_encoded_point(&ep),
-                )
-                .map(EcPublic::P521)
-            }
+            Curve::P192 => from_xy_on::<p192::NistP192>(x, y),
+            Curve::P224 => from_xy_on::<p224::NistP224>(x, y),
+            Curve::P256 => from_xy_on::<p256::NistP256>(x, y),
+            Curve::P384 => from_xy_on::<p384::NistP384>(x, y),
+            Curve::P521 => from_xy_on::<p521::NistP521>(x, y),
+            Curve::Sm2P256 => from_xy_on::<sm2::Sm2>(x, y),
+        }
+    }
+    /// The curve of this point.
+    pub fn curve(&self) -> Curve {
+        match self {
+            EcPublic::P192(_) => Curve::P192,
+            EcPublic::P224(_) => Curve::P224,
+            EcPublic::P256(_) => Curve::P256,
+            EcPublic::P384(_) => Curve::P384,
+            EcPublic::P521(_) => Curve::P521,
+            EcPublic::Sm2P256(_) => Curve::Sm2P256,
         }
     }
 }
@@ -194,26 +305,21 @@ impl EcPublic {
 impl EcScalar {
     pub fn curve(&self) -> Curve {
         match self {
+            EcScalar::P192(_) => Curve::P192,
+            EcScalar::P224(_) => Curve::P224,
             EcScalar::P256(_) => Curve::P256,
             EcScalar::P384(_) => Curve::P384,
             EcScalar::P521(_) => Curve::P521,
+            EcScalar::Sm2P256(_) => Curve::Sm2P256,
         }
     }
     /// The scalar's big-endian bytes (the curve's size).
     pub fn to_bytes(&self) -> Vec<u8> {
-        match self {
-            EcScalar::P256(d) => p256::elliptic_curve::PrimeField::to_repr(&**d).to_vec(),
-            EcScalar::P384(d) => p384::elliptic_curve::PrimeField::to_repr(&**d).to_vec(),
-            EcScalar::P521(d) => p521::elliptic_curve::PrimeField::to_repr(&**d).to_vec(),
-        }
+        each_curve!(EcScalar, self, d => ec::PrimeField::to_repr(&**d).to_vec())
     }
     /// d·G.
     pub fn public(&self) -> EcPublic {
-        match self {
-            EcScalar::P256(d) => EcPublic::P256(PublicKey::from_secret_scalar(d)),
-            EcScalar::P384(d) => EcPublic::P384(p384::PublicKey::from_secret_scalar(d)),
-            EcScalar::P521(d) => EcPublic::P521(p521::PublicKey::from_secret_scalar(d)),
-        }
+        each_curve!(EcScalar, self, d => Arith::wrap_public(ec::PublicKey::from_secret_scalar(d)))
     }
 }
 
@@ -464,7 +570,10 @@ impl Public {
             Some((ids::RSASSA | ids::RSAPSS, _)) if !sign || decrypt => return Err(rc::SCHEME),
             Some((ids::RSAES | ids::OAEP, _)) if !decrypt || sign => return Err(rc::SCHEME),
             Some((ids::ECDSA | ids::ECDAA | ids::ECSCHNORR, _)) if !sign => return Err(rc::SCHEME),
-            Some((ids::ECDH, _)) if !decrypt || sign => return Err(rc::SCHEME),
+            Some((ids::ECDH | ids::ECMQV, _)) if !decrypt || sign => return Err(rc::SCHEME),
+            // SM2 is a signing scheme of a signing key and the key-exchange
+            // scheme of a decrypt key, never both.
+            Some((ids::SM2, _)) if sign && decrypt => return Err(rc::SCHEME),
             _ => {}
         }
         Ok(())
@@ -531,8 +640,8 @@ pub fn max_sensitive(ty: u16) -> usize {
 pub type Scheme = Option<(u16, HashAlg)>;
 
 /// TPMS_ECC_PARMS (bare codes): the symmetric algorithm of a storage key, the
-/// scheme (with the count of an ECDAA scheme, else 0), the curve (NIST P-256
-/// or P-384) and the KDF (TPM_ALG_NULL).
+/// scheme (with the count of an ECDAA scheme, else 0), the curve (one of
+/// [`Curve`]) and the KDF (TPM_ALG_NULL).
 pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Scheme, u16, Curve), u32> {
     let symmetric = match r.u16()? {
         alg::NULL => SymObject::Null,
@@ -551,7 +660,7 @@ pub fn ecc_parms(r: &mut Reader) -> Result<(SymObject, Scheme, u16, Curve), u32>
     let mut count = 0;
     let scheme = match r.u16()? {
         alg::NULL => None,
-        s @ (ids::ECDSA | ids::ECDH | ids::ECSCHNORR) => {
+        s @ (ids::ECDSA | ids::ECDH | ids::ECSCHNORR | ids::SM2 | ids::ECMQV) => {
             Some((s, r.hash_alg(false)?.ok_or(rc::HASH)?))
         }
         ids::ECDAA => {
@@ -658,7 +767,7 @@ pub fn keyedhash_scheme(r: &mut Reader) -> Result<Option<(u16, HashAlg)>, u32> {
 /// Whether TPM2_TestParms's `algorithm` is one this TPM implements (the
 /// others Part 2 defines are unmarshalled like them and then refused).
 fn implemented(algorithm: u16) -> bool {
-    !matches!(algorithm, alg::XOR | ids::ECMQV | ids::SM2)
+    algorithm != alg::XOR
 }
 
 /// The TestParms unmarshalling state: the first field naming an algorithm
@@ -826,29 +935,20 @@ pub fn derive_p256(next: impl FnMut(u32) -> Vec<u8>) -> NonZeroScalar {
     match derive_scalar(Curve::P256, next) {
         EcScalar::P256(d) => d,
         // derive_scalar(P256, …) yields P-256 scalars only.
-        EcScalar::P384(_) | EcScalar::P521(_) => unreachable!(),
+        _ => unreachable!(),
     }
 }
 
 /// The private scalar on `curve` from its big-endian bytes (exactly the
 /// curve's size), if valid and nonzero.
 pub fn scalar_from_bytes(curve: Curve, d: &[u8]) -> Option<EcScalar> {
-    if d.len() != curve.bytes() {
-        return None;
-    }
     match curve {
-        Curve::P256 => {
-            Option::<NonZeroScalar>::from(NonZeroScalar::from_repr(*FieldBytes::from_slice(d)))
-                .map(EcScalar::P256)
-        }
-        Curve::P384 => Option::<p384::NonZeroScalar>::from(p384::NonZeroScalar::from_repr(
-            *p384::FieldBytes::from_slice(d),
-        ))
-        .map(EcScalar::P384),
-        Curve::P521 => Option::<p521::NonZeroScalar>::from(p521::NonZeroScalar::from_repr(
-            *p521::FieldBytes::from_slice(d),
-        ))
-        .map(EcScalar::P521),
+        Curve::P192 => scalar_on::<p192::NistP192>(d),
+        Curve::P224 => scalar_on::<p224::NistP224>(d),
+        Curve::P256 => scalar_on::<p256::NistP256>(d),
+        Curve::P384 => scalar_on::<p384::NistP384>(d),
+        Curve::P521 => scalar_on::<p521::NistP521>(d),
+        Curve::Sm2P256 => scalar_on::<sm2::Sm2>(d),
     }
 }
 
@@ -857,7 +957,7 @@ pub fn scalar_from_bytes(curve: Curve, d: &[u8]) -> Option<EcScalar> {
 pub fn p256_scalar(d: &[u8]) -> Option<NonZeroScalar> {
     match scalar_from_bytes(Curve::P256, d)? {
         EcScalar::P256(s) => Some(s),
-        EcScalar::P384(_) | EcScalar::P521(_) => None,
+        _ => None,
     }
 }
 
@@ -868,32 +968,55 @@ pub fn ecdh_x(d: &EcScalar, x: &[u8], y: &[u8]) -> Option<Vec<u8>> {
 
 /// d·Q for the point Q = (x, y), if Q is on d's curve.
 pub fn ecdh_point(d: &EcScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-    let shared = match (d, EcPublic::from_xy(d.curve(), x, y)?) {
-        (EcScalar::P256(d), EcPublic::P256(q)) => {
-            EcPublic::P256(PublicKey::from_affine((q.to_projective() * **d).to_affine()).ok()?)
-        }
-        (EcScalar::P384(d), EcPublic::P384(q)) => EcPublic::P384(
-            p384::PublicKey::from_affine((q.to_projective() * **d).to_affine()).ok()?,
-        ),
-        (EcScalar::P521(d), EcPublic::P521(q)) => EcPublic::P521(
-            p521::PublicKey::from_affine((q.to_projective() * **d).to_affine()).ok()?,
-        ),
-        _ => return None,
-    };
-    Some(shared.xy())
+    fn on<C: Arith>(d: &ec::NonZeroScalar<C>, q: &ec::PublicKey<C>) -> Option<(Vec<u8>, Vec<u8>)>
+    where
+        ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+        ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+        ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+    {
+        use ec::group::Curve as _;
+        let shared = ec::PublicKey::<C>::from_affine((q.to_projective() * **d).to_affine()).ok()?;
+        Some(xy_on(&shared))
+    }
+    // A coordinate may come without its leading zero bytes (OpenSSL's
+    // encoding of a peer's ephemeral point, as libtpms accepts it).
+    let n = d.curve().bytes();
+    let q = EcPublic::from_xy(d.curve(), &fit(x, n)?, &fit(y, n)?)?;
+    same_curve!(EcScalar, d, EcPublic, &q, (d, q) => on(d, q), _ => None)
+}
+
+/// `v` (big-endian) in exactly `n` bytes: leading zeros dropped or added;
+/// None if its value does not fit.
+fn fit(v: &[u8], n: usize) -> Option<Vec<u8>> {
+    let v = &v[v.iter().position(|&b| b != 0).unwrap_or(v.len())..];
+    let mut out = alloc::vec![0u8; n];
+    out.get_mut(n.checked_sub(v.len())?..)?.copy_from_slice(v);
+    Some(out)
+}
+
+/// The group order n of `curve`, big-endian.
+pub fn order(curve: Curve) -> Vec<u8> {
+    fn on<C: ec::Curve>() -> Vec<u8> {
+        use ec::bigint::Encoding;
+        let n = C::ORDER.to_be_bytes();
+        let b: &[u8] = n.as_ref();
+        let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+        b[first..].to_vec()
+    }
+    match curve {
+        Curve::P192 => on::<p192::NistP192>(),
+        Curve::P224 => on::<p224::NistP224>(),
+        Curve::P256 => on::<p256::NistP256>(),
+        Curve::P384 => on::<p384::NistP384>(),
+        Curve::P521 => on::<p521::NistP521>(),
+        Curve::Sm2P256 => on::<sm2::Sm2>(),
+    }
 }
 
 /// `v` (big-endian, any length) mod the group order of `curve`, as the
 /// curve's scalar size in bytes.
 pub fn mod_order(curve: Curve, v: &[u8]) -> Vec<u8> {
-    use p256::elliptic_curve::bigint::ArrayEncoding;
-    use p256::elliptic_curve::Curve as _;
-    let order = match curve {
-        Curve::P256 => p256::NistP256::ORDER.to_be_byte_array().to_vec(),
-        Curve::P384 => p384::NistP384::ORDER.to_be_byte_array().to_vec(),
-        Curve::P521 => p521::NistP521::ORDER.to_be_byte_array().to_vec(),
-    };
-    let n = num_bigint_dig::BigUint::from_bytes_be(&order);
+    let n = num_bigint_dig::BigUint::from_bytes_be(&order(curve));
     let m = (num_bigint_dig::BigUint::from_bytes_be(v) % n).to_bytes_be();
     let mut out = alloc::vec![0u8; curve.bytes()];
     out[curve.bytes() - m.len()..].copy_from_slice(&m);
@@ -917,12 +1040,7 @@ pub fn ecdaa_s(r: &EcScalar, t: &[u8], d: &EcScalar) -> Option<Vec<u8>> {
         let s = **r + reduce_scalar::<C>(t)? * **d;
         (!bool::from(s.is_zero())).then(|| s.to_repr().to_vec())
     }
-    match (r, d) {
-        (EcScalar::P256(r), EcScalar::P256(d)) => on(r, t, d),
-        (EcScalar::P384(r), EcScalar::P384(d)) => on(r, t, d),
-        (EcScalar::P521(r), EcScalar::P521(d)) => on(r, t, d),
-        _ => None,
-    }
+    same_curve!(EcScalar, r, EcScalar, d, (r, d) => on(r, t, d), _ => None)
 }
 
 /// d·Q on P-256 (the 2-phase and ECDAA commitments).
@@ -977,6 +1095,54 @@ pub fn ecdsa_sign(d: &EcScalar, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
             let (r, s) = sig.split_bytes();
             Some((r.to_vec(), s.to_vec()))
         }
+        EcScalar::P192(d) => ecdsa_sign_on(d, digest),
+        EcScalar::P224(d) => ecdsa_sign_on(d, digest),
+        EcScalar::Sm2P256(d) => ecdsa_sign_on(d, digest),
+    }
+}
+
+/// ECDSA (SEC 1 §4.1.3) over a prehashed `digest` on a curve whose crate
+/// has no signer of its own (P-192, whose crate only verifies; P-224 and
+/// SM2 P-256, for one nonce derivation): z is the digest's leftmost bits
+/// of the order's size (all of them when shorter), the nonce is
+/// [`hmac_nonce`]'s.
+fn ecdsa_sign_on<C: Arith>(d: &ec::NonZeroScalar<C>, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)>
+where
+    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+    ecdsa::SignatureSize<C>: ec::generic_array::ArrayLength<u8>,
+{
+    let z = ecdsa::hazmat::bits2field::<C>(digest).ok()?;
+    let k = hmac_nonce(b"ECDSA nonce", d, &z);
+    let (sig, _) = ecdsa::hazmat::sign_prehashed::<C, _>(d, *k, &z).ok()?;
+    let (r, s) = sig.split_bytes();
+    Some((r.to_vec(), s.to_vec()))
+}
+
+/// A nonce for key `d` and message `z`, derived deterministically in the
+/// manner of RFC 6979 from a PRF of the key and the message: HMAC-SHA-512
+/// keyed with d over (`label`, z, a counter), cut to the scalar size, the
+/// first candidate that is a nonzero scalar below n.
+fn hmac_nonce<C: Arith>(label: &[u8], d: &ec::NonZeroScalar<C>, z: &[u8]) -> ec::NonZeroScalar<C>
+where
+    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+{
+    let key = ec::PrimeField::to_repr(&**d);
+    let mut i = 0u32;
+    loop {
+        let mut c = ec::FieldBytes::<C>::default();
+        let block = HashAlg::Sha512.hmac(&key, &[label, z, &i.to_be_bytes()]);
+        // Every scalar of these curves is at most 64 bytes (P-521 has its own).
+        let n = c.len().min(block.as_bytes().len());
+        c[..n].copy_from_slice(&block.as_bytes()[..n]);
+        if let Some(k) = Option::<ec::NonZeroScalar<C>>::from(ec::NonZeroScalar::<C>::from_repr(c))
+        {
+            return k;
+        }
+        i += 1;
     }
 }
 
@@ -1120,22 +1286,13 @@ pub fn schnorr_sign(
     hash: HashAlg,
     digest: &[u8],
 ) -> Option<(Vec<u8>, Vec<u8>)> {
-    match (d, k) {
-        (EcScalar::P256(d), EcScalar::P256(k)) => schnorr_sign_on(d, k, hash, digest),
-        (EcScalar::P384(d), EcScalar::P384(k)) => schnorr_sign_on(d, k, hash, digest),
-        (EcScalar::P521(d), EcScalar::P521(k)) => schnorr_sign_on(d, k, hash, digest),
-        _ => None,
-    }
+    same_curve!(EcScalar, d, EcScalar, k, (d, k) => schnorr_sign_on(d, k, hash, digest), _ => None)
 }
 
 /// Does the TPM_ALG_ECSCHNORR signature (r, s) under `hash` verify over
 /// `digest` with public key `pk`?
 pub fn schnorr_verify(pk: &EcPublic, hash: HashAlg, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
-    match pk {
-        EcPublic::P256(q) => schnorr_verify_on(q, hash, digest, r, s),
-        EcPublic::P384(q) => schnorr_verify_on(q, hash, digest, r, s),
-        EcPublic::P521(q) => schnorr_verify_on(q, hash, digest, r, s),
-    }
+    each_curve!(EcPublic, pk, q => schnorr_verify_on(q, hash, digest, r, s))
 }
 /// Verifies an ECDSA signature (r, s) over a prehashed `digest`.
 pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
@@ -1184,6 +1341,224 @@ pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
                 .verify_prehashed(p521::FieldBytes::from_slice(&z), &sig)
                 .is_ok()
         }
+        EcPublic::P192(q) => ecdsa_verify_on(q, digest, r, s),
+        EcPublic::P224(q) => ecdsa_verify_on(q, digest, r, s),
+        EcPublic::Sm2P256(q) => ecdsa_verify_on(q, digest, r, s),
+    }
+}
+
+/// The scalar of big-endian `v` (leading zeros allowed), if it is nonzero
+/// and below n.
+fn nonzero_scalar_of<C: Arith>(v: &[u8]) -> Option<ec::NonZeroScalar<C>>
+where
+    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+{
+    let v = &v[v.iter().position(|&b| b != 0).unwrap_or(v.len())..];
+    let mut b = ec::FieldBytes::<C>::default();
+    let n = b.len();
+    b.get_mut(n.checked_sub(v.len())?..)?.copy_from_slice(v);
+    Option::from(ec::NonZeroScalar::<C>::from_repr(b))
+}
+
+/// ECDSA verification (SEC 1 §4.1.4) on a curve without a verifier of its
+/// own, with z as [`ecdsa_sign_on`] takes it.
+fn ecdsa_verify_on<C: Arith>(q: &ec::PublicKey<C>, digest: &[u8], r: &[u8], s: &[u8]) -> bool
+where
+    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+    ecdsa::SignatureSize<C>: ec::generic_array::ArrayLength<u8>,
+{
+    let (Some(r), Some(s), Ok(z)) = (
+        nonzero_scalar_of::<C>(r),
+        nonzero_scalar_of::<C>(s),
+        ecdsa::hazmat::bits2field::<C>(digest),
+    ) else {
+        return false;
+    };
+    let Ok(sig) = ecdsa::Signature::<C>::from_scalars(r, s) else {
+        return false;
+    };
+    ecdsa::hazmat::verify_prehashed::<C>(&q.to_projective(), &z, &sig).is_ok()
+}
+
+/// e of an SM2 signature: the digest's integer mod n (Part 1 §C.5: the TPM
+/// signs the digest e = H(Z_A ‖ M) the caller computed).
+fn sm2_e<C: Arith>(digest: &[u8]) -> Option<ec::Scalar<C>>
+where
+    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+{
+    reduce_scalar::<C>(&mod_order(C::CURVE, digest))
+}
+
+/// SM2 signing (GB/T 32918.2 §6.1 A3–A7) of digest e with key d and nonce k:
+/// (x1, y1) = [k]G, r = (e + x1) mod n, s = (1 + d)⁻¹·(k − r·d) mod n;
+/// None when r = 0, r + k = n or s = 0 (draw another k).
+fn sm2_sign_on<C: Arith>(
+    d: &ec::NonZeroScalar<C>,
+    k: &ec::NonZeroScalar<C>,
+    digest: &[u8],
+) -> Option<(Vec<u8>, Vec<u8>)>
+where
+    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+{
+    use ec::group::{Curve as _, Group};
+    use ec::point::AffineCoordinates;
+    use ec::{Field, PrimeField};
+    let e = sm2_e::<C>(digest)?;
+    let x1 = (C::ProjectivePoint::generator() * **k).to_affine().x();
+    let r = e + reduce_scalar::<C>(&x1)?;
+    if bool::from(r.is_zero()) || bool::from((r + **k).is_zero()) {
+        return None;
+    }
+    let inv = Option::<ec::Scalar<C>>::from((ec::Scalar::<C>::ONE + **d).invert())?;
+    let s = inv * (**k - r * **d);
+    if bool::from(s.is_zero()) {
+        return None;
+    }
+    Some((r.to_repr().to_vec(), s.to_repr().to_vec()))
+}
+
+/// SM2 verification (GB/T 32918.2 §7.1 B1–B7) of (r, s) over digest e:
+/// r, s in [1, n−1], t = (r + s) mod n ≠ 0, (x1, y1) = [s]G + [t]P, and
+/// (e + x1) mod n = r.
+fn sm2_verify_on<C: Arith>(q: &ec::PublicKey<C>, digest: &[u8], r: &[u8], s: &[u8]) -> bool
+where
+    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+{
+    use ec::group::{Curve as _, Group};
+    use ec::point::AffineCoordinates;
+    use ec::Field;
+    let (Some(r), Some(s), Some(e)) = (
+        nonzero_scalar_of::<C>(r),
+        nonzero_scalar_of::<C>(s),
+        sm2_e::<C>(digest),
+    ) else {
+        return false;
+    };
+    let t = *r + *s;
+    if bool::from(t.is_zero()) {
+        return false;
+    }
+    let p = C::ProjectivePoint::generator() * *s + q.to_projective() * t;
+    if bool::from(p.is_identity()) {
+        return false;
+    }
+    reduce_scalar::<C>(&p.to_affine().x()).is_some_and(|x1| e + x1 == *r)
+}
+
+/// A TPM_ALG_SM2 signature (r, s) of `digest` with key `d` and nonce `k` (a
+/// scalar on the same curve); None when the curves differ or the nonce does
+/// not serve (draw another k).
+pub fn sm2_sign(d: &EcScalar, k: &EcScalar, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    same_curve!(EcScalar, d, EcScalar, k, (d, k) => sm2_sign_on(d, k, digest), _ => None)
+}
+
+/// Does the TPM_ALG_SM2 signature (r, s) verify over `digest` with `pk`?
+pub fn sm2_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
+    each_curve!(EcPublic, pk, q => sm2_verify_on(q, digest, r, s))
+}
+
+/// The key-exchange schemes of TPM2_ZGen_2Phase beyond ECDH's Full Unified
+/// Model, whose Z is a single point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TwoPhase {
+    /// TPM_ALG_ECMQV: SP 800-56A §5.7.2.3 (ECC MQV), Part 1 §C.6.
+    Mqv,
+    /// TPM_ALG_SM2: GB/T 32918.3 §6.1 (the responder's and initiator's V/U).
+    Sm2,
+}
+
+/// The associate value function of a point's x: (x mod 2^w) + 2^w, as a
+/// scalar (below n: 2^(w+1) ≤ n for every curve here).
+fn avf<C: Arith>(x: &[u8], w: usize) -> Option<ec::Scalar<C>>
+where
+    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+{
+    use num_bigint_dig::BigUint;
+    let bit = BigUint::from(1u32) << w;
+    let v = (BigUint::from_bytes_be(x) % &bit) + &bit;
+    reduce_scalar::<C>(&v.to_bytes_be())
+}
+
+fn two_phase_on<C: Arith>(
+    scheme: TwoPhase,
+    ds: &ec::NonZeroScalar<C>,
+    de: &ec::NonZeroScalar<C>,
+    qs_b: &ec::PublicKey<C>,
+    qe_b: &ec::PublicKey<C>,
+) -> Option<(Vec<u8>, Vec<u8>)>
+where
+    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
+    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+{
+    use ec::group::{Curve as _, Group};
+    use ec::point::AffineCoordinates;
+    // f = ceil(ceil(log2 n) / 2) for MQV; SM2's w is one less.
+    let f = C::CURVE.order_bits().div_ceil(2);
+    let w = match scheme {
+        TwoPhase::Mqv => f,
+        TwoPhase::Sm2 => f - 1,
+    };
+    let qe_a_x = (C::ProjectivePoint::generator() * **de).to_affine().x();
+    let avf_a = avf::<C>(&qe_a_x, w)?;
+    let avf_b = avf::<C>(&qe_b.as_affine().x(), w)?;
+    let (qs_b, qe_b) = (qs_b.to_projective(), qe_b.to_projective());
+    // The cofactor of every curve here is 1.
+    let p = match scheme {
+        // implicitSig = (de + avf(QeA)·ds) mod n; P = implicitSig·(QeB + avf(QeB)·QsB).
+        TwoPhase::Mqv => (qe_b + qs_b * avf_b) * (**de + avf_a * **ds),
+        // t = (ds + x̄(RA)·de) mod n; V = t·(PB + x̄(RB)·RB).
+        TwoPhase::Sm2 => (qs_b + qe_b * avf_b) * (**ds + avf_a * **de),
+    };
+    if bool::from(p.is_identity()) {
+        return None;
+    }
+    Some(xy_on(&ec::PublicKey::<C>::from_affine(p.to_affine()).ok()?))
+}
+
+/// Z of a two-phase key exchange (ECMQV or SM2) for party A with static key
+/// `ds` and ephemeral key `de` and party B's static and ephemeral points;
+/// None when the keys are on different curves, a point is not on the curve
+/// or Z is the point at infinity.
+pub fn two_phase_z(
+    scheme: TwoPhase,
+    ds: &EcScalar,
+    de: &EcScalar,
+    (qs_x, qs_y): (&[u8], &[u8]),
+    (qe_x, qe_y): (&[u8], &[u8]),
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    let curve = ds.curve();
+    let qs = EcPublic::from_xy(curve, qs_x, qs_y)?;
+    let qe = EcPublic::from_xy(curve, qe_x, qe_y)?;
+    macro_rules! on {
+        ($v:ident) => {
+            match (ds, de, &qs, &qe) {
+                (EcScalar::$v(ds), EcScalar::$v(de), EcPublic::$v(qs), EcPublic::$v(qe)) => {
+                    two_phase_on(scheme, ds, de, qs, qe)
+                }
+                _ => None,
+            }
+        };
+    }
+    match curve {
+        Curve::P192 => on!(P192),
+        Curve::P224 => on!(P224),
+        Curve::P256 => on!(P256),
+        Curve::P384 => on!(P384),
+        Curve::P521 => on!(P521),
+        Curve::Sm2P256 => on!(Sm2P256),
     }
 }
 

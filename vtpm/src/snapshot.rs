@@ -13,7 +13,8 @@
 //! version 5, but its loaded keys may be RSA-1024 or RSA-3072 keys, which a
 //! version-5 reader's object limits refuse (the rule of `nv::NV_VERSION`:
 //! bump when an older reader could fail part-way); version 7, likewise, may
-//! carry ECC keys of the ECSCHNORR scheme and TDES/Camellia keys. Restore
+//! carry ECC keys of the ECSCHNORR scheme and TDES/Camellia keys; version 8
+//! ECC keys on P-192, P-224 or SM2 P-256 or of the SM2 or ECMQV scheme. Restore
 //! validates the blob as if a guest had written it.
 
 use crate::defs::limits::{self, PCR_COUNT};
@@ -28,8 +29,10 @@ use vdev::RestoreError;
 /// Version of the volatile-state layout.
 /// Version 5 added the SHA-512 PCR bank (its allocation mask and values);
 /// version 6 admits RSA keys of 1024 and 3072 bits and P-521 keys; version 7
-/// ECC keys of the ECSCHNORR scheme and TDES/Camellia symmetric keys.
-pub const VOLATILE_VERSION: u32 = 7;
+/// ECC keys of the ECSCHNORR scheme and TDES/Camellia symmetric keys;
+/// version 8 ECC keys on P-192, P-224 or SM2 P-256 or of the SM2 or ECMQV
+/// scheme.
+pub const VOLATILE_VERSION: u32 = 8;
 /// Objects or sessions a blob may carry (more is malformed).
 const MAX_SNAPSHOT_ENTRIES: usize = 64;
 
@@ -347,7 +350,7 @@ mod tests {
     /// as saved, the SHA-512 bank unallocated (PCR_Read returns no SHA-512
     /// digest and TPM_CAP_PCRS an empty SHA-512 selection).
     #[test]
-    fn version_6_blob_restores() {
+    fn version_6_and_7_blobs_restore() {
         let nv = SharedNv::default();
         let clock = TestClock::default();
         let mut a = new_tpm(&nv, &clock);
@@ -363,13 +366,16 @@ mod tests {
             &[0, 0, 0, 1, 0, 0x0B, 3, 0x20, 0, 0],
         );
         let want = a.execute(0, &read);
-        let mut blob = a.save_volatile();
+        let blob = a.save_volatile();
         assert_eq!(blob[..4], super::VOLATILE_VERSION.to_be_bytes());
-        // Version 6 has version 7's bytes.
-        blob[..4].copy_from_slice(&6u32.to_be_bytes());
-        let mut b = new_tpm(&nv, &clock);
-        b.restore_volatile(&blob).unwrap();
-        assert_eq!(params_of(&b.execute(0, &read)), params_of(&want));
+        // Versions 6 and 7 have version 8's bytes.
+        for old in [6u32, 7] {
+            let mut blob = blob.clone();
+            blob[..4].copy_from_slice(&old.to_be_bytes());
+            let mut b = new_tpm(&nv, &clock);
+            b.restore_volatile(&blob).unwrap();
+            assert_eq!(params_of(&b.execute(0, &read)), params_of(&want));
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub const SPEC_YEAR: u32 = 2019;
 /// creation (TPM_RC_KDF) by both, so no command computes KDF2; KDFa
 /// (KDF1_SP800_108), KDFe (KDF1_SP800_56A) and MGF1 (OAEP, PSS) run inside
 /// the engine.
-const ALGORITHMS: [(u16, u32); 31] = [
+const ALGORITHMS: [(u16, u32); 33] = [
     (ids::RSA, alg::ATTR_ASYMMETRIC | alg::ATTR_OBJECT),
     (ids::TDES, alg::ATTR_SYMMETRIC),
     (alg::SHA1, alg::ATTR_HASH),
@@ -51,7 +51,12 @@ const ALGORITHMS: [(u16, u32); 31] = [
     (ids::ECDSA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
     (ids::ECDH, alg::ATTR_ASYMMETRIC | alg::ATTR_METHOD),
     (ids::ECDAA, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
+    (
+        ids::SM2,
+        alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING | alg::ATTR_METHOD,
+    ),
     (ids::ECSCHNORR, alg::ATTR_ASYMMETRIC | alg::ATTR_SIGNING),
+    (ids::ECMQV, alg::ATTR_ASYMMETRIC | alg::ATTR_METHOD),
     (alg::KDF1_SP800_56A, alg::ATTR_HASH | alg::ATTR_METHOD),
     (ids::KDF2, alg::ATTR_HASH | alg::ATTR_METHOD),
     (ids::KDF1_SP800_108, alg::ATTR_HASH | alg::ATTR_METHOD),
@@ -67,7 +72,14 @@ const ALGORITHMS: [(u16, u32); 31] = [
 ];
 
 /// The implemented ECC curves (TPM_CAP_ECC_CURVES), ascending.
-const ECC_CURVES: [u16; 3] = [ids::NIST_P256, ids::NIST_P384, ids::NIST_P521];
+const ECC_CURVES: [u16; 6] = [
+    ids::NIST_P192,
+    ids::NIST_P224,
+    ids::NIST_P256,
+    ids::NIST_P384,
+    ids::NIST_P521,
+    ids::SM2_P256,
+];
 
 fn four_cc(b: [u8; 4]) -> u32 {
     u32::from_be_bytes(b)

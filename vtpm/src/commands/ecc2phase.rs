@@ -167,12 +167,8 @@ fn on_curve(curve: public::Curve, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8
 
 /// The field prime p of `curve`.
 fn prime(curve: public::Curve) -> Vec<u8> {
-    use super::signing::{p256_domain, p384_domain, p521_domain};
-    match curve {
-        public::Curve::P256 => p256_domain::P.to_vec(),
-        public::Curve::P384 => p384_domain::P.to_vec(),
-        public::Curve::P521 => p521_domain::bytes(p521_domain::P),
-    }
+    let [p, ..] = super::signing::domain(curve).2;
+    p
 }
 
 /// The empty TPM2B_ECC_POINT: two empty coordinates.
@@ -268,13 +264,17 @@ pub fn ec_ephemeral(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
 /// TPM2_ZGen_2Phase: keyA (USER; an unrestricted ECC decrypt key), inQsB,
 /// inQeB (the other party's static and ephemeral points), inScheme
 /// (TPMI_ECC_KEY_EXCHANGE), counter (of keyA's party's EC_Ephemeral) →
-/// outZ1, outZ2. Only the ECDH scheme is implemented (ECMQV and SM2 are not
-/// among this TPM's algorithms).
+/// outZ1, outZ2. ECDH (Full Unified Model): Z1 = d_s·Q_sB, Z2 = r·Q_eB;
+/// ECMQV (SP 800-56A §5.7.2.3) and SM2 (GB/T 32918.3): Z1 the single shared
+/// point of [`public::two_phase_z`], Z2 the empty point.
 pub fn zgen_2phase(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let (qs_x, qs_y) = read_point(&mut cmd.params, 1)?;
     let (qe_x, qe_y) = read_point(&mut cmd.params, 2)?;
     let scheme = cmd.params.u16().p(3)?;
-    if scheme != ids::ECDH && scheme != crate::defs::alg::NULL {
+    if !matches!(
+        scheme,
+        ids::ECDH | ids::ECMQV | ids::SM2 | crate::defs::alg::NULL
+    ) {
         return Err(rc::SCHEME + rc::P + 3 * rc::N1);
     }
     let counter = cmd.params.u16().p(4)?;
@@ -291,7 +291,7 @@ pub fn zgen_2phase(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         Some((s, _)) => s,
         None => scheme,
     };
-    if scheme != ids::ECDH {
+    if !matches!(scheme, ids::ECDH | ids::ECMQV | ids::SM2) {
         return Err(rc::SCHEME + rc::P + 3 * rc::N1);
     }
     let curve = key.public.curve;
@@ -308,6 +308,21 @@ pub fn zgen_2phase(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         return Err(rc::VALUE + rc::P + 4 * rc::N1);
     };
     let r = commit_secret(tpm, full, &[], curve);
+    if scheme != ids::ECDH {
+        let kind = if scheme == ids::ECMQV {
+            public::TwoPhase::Mqv
+        } else {
+            public::TwoPhase::Sm2
+        };
+        // Both points are on the curve (checked above): no Z is the point
+        // at infinity.
+        let z =
+            public::two_phase_z(kind, &d, &r, (qs_x, qs_y), (qe_x, qe_y)).ok_or(rc::NO_RESULT)?;
+        end_commit(tpm, full);
+        write_point(&mut cmd.out, &z.0, &z.1);
+        cmd.out.bytes(&EMPTY_POINT);
+        return Ok(());
+    }
     let z2 = public::ecdh_point(&r, qe_x, qe_y).ok_or(rc::ECC_POINT + rc::P + 2 * rc::N1)?;
     end_commit(tpm, full);
     write_point(&mut cmd.out, &z1.0, &z1.1);
@@ -644,11 +659,7 @@ mod tests {
                 };
                 p.set_point(&d.public());
                 let (x, y) = (p.x.clone(), p.y.clone());
-                let secret = match d {
-                    public::EcScalar::P384(s) => s.to_bytes().to_vec(),
-                    public::EcScalar::P521(s) => s.to_bytes().to_vec(),
-                    public::EcScalar::P256(s) => s.to_bytes().to_vec(),
-                };
+                let secret = d.to_bytes();
                 let mut sens = Writer::new();
                 sens.u16(ids::ECC).tpm2b(b"").tpm2b(&[]).tpm2b(&secret);
                 let mut w = Writer::new();

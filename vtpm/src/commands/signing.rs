@@ -1,5 +1,5 @@
-//! Part 3 §20, §18.4 and §14.5: TPM2_Sign and TPM2_VerifySignature with ECDSA
-//! and EC Schnorr on each curve and RSASSA/RSAPSS (in [`super::rsa`]), TPM2_Quote,
+//! Part 3 §20, §18.4 and §14.5: TPM2_Sign and TPM2_VerifySignature with ECDSA,
+//! EC Schnorr and SM2 on each curve and RSASSA/RSAPSS (in [`super::rsa`]), TPM2_Quote,
 //! and TPM2_ECDH_ZGen. TPM2_Sign and the attestations also sign with ECDAA,
 //! the second phase of TPM2_Commit ([`super::ecc2phase`]); VerifySignature
 //! does not verify ECDAA (TPM_RC_SCHEME, as the reference implementation).
@@ -77,7 +77,7 @@ pub(crate) fn sig_scheme(r: &mut Reader, n: u32) -> Result<SigScheme, u32> {
     }
     if !matches!(
         scheme_alg,
-        ids::ECDSA | ids::RSASSA | ids::RSAPSS | ids::ECDAA | ids::ECSCHNORR
+        ids::ECDSA | ids::RSASSA | ids::RSAPSS | ids::ECDAA | ids::ECSCHNORR | ids::SM2
     ) {
         return Err(rc::SCHEME + rc::P + n * rc::N1);
     }
@@ -203,7 +203,7 @@ fn signing_scheme(
         _ => return Err(bad),
     };
     let suits = match key.public.ty {
-        ids::ECC => matches!(s.0, ids::ECDSA | ids::ECSCHNORR),
+        ids::ECC => matches!(s.0, ids::ECDSA | ids::ECSCHNORR | ids::SM2),
         ids::RSA => matches!(s.0, ids::RSASSA | ids::RSAPSS),
         _ => false,
     };
@@ -232,31 +232,31 @@ fn signature(
             .as_deref()
             .and_then(|p| key.public.scalar(p))
             .ok_or(rc::AUTH_UNAVAILABLE)?;
-        let (r, s) = if sig_alg == ids::ECSCHNORR {
-            schnorr_sign(tpm, key.public.curve, &d, hash, digest)
-        } else {
-            public::ecdsa_sign(&d, digest).ok_or(rc::FAILURE)?
+        let (r, s) = match sig_alg {
+            ids::ECSCHNORR => with_nonce(tpm, key.public.curve, |k| {
+                public::schnorr_sign(&d, k, hash, digest)
+            }),
+            ids::SM2 => with_nonce(tpm, key.public.curve, |k| public::sm2_sign(&d, k, digest)),
+            _ => public::ecdsa_sign(&d, digest).ok_or(rc::FAILURE)?,
         };
         w.tpm2b(&r).tpm2b(&s);
     }
     Ok(w.buf)
 }
 
-/// An EC Schnorr signature (TPM_ALG_ECSCHNORR) of `digest` with a fresh
-/// nonce k from the TPM's DRBG, drawn again while e or s is zero.
-fn schnorr_sign(
+/// A signature that takes a fresh nonce k from the TPM's DRBG (EC Schnorr:
+/// TPM_ALG_ECSCHNORR; SM2: TPM_ALG_SM2): `sign` with k, k drawn again while
+/// it is not a scalar or `sign` refuses it (e or s zero; SM2's r = 0 or
+/// r + k = n).
+fn with_nonce(
     tpm: &mut Tpm,
     curve: public::Curve,
-    d: &public::EcScalar,
-    hash: HashAlg,
-    digest: &[u8],
+    mut sign: impl FnMut(&public::EcScalar) -> Option<(Vec<u8>, Vec<u8>)>,
 ) -> (Vec<u8>, Vec<u8>) {
     let mut k = alloc::vec![0u8; curve.bytes()];
     loop {
         tpm.random(&mut k);
-        let rs = public::scalar_from_bytes(curve, &k)
-            .and_then(|k| public::schnorr_sign(d, &k, hash, digest));
-        if let Some(rs) = rs {
+        if let Some(rs) = public::scalar_from_bytes(curve, &k).and_then(|k| sign(&k)) {
             return rs;
         }
     }
@@ -271,7 +271,7 @@ pub(crate) fn parse_signature<'a>(r: &mut Reader<'a>, n: u32) -> Result<Signatur
     let sig_alg = r.u16().p(n)?;
     if !matches!(
         sig_alg,
-        ids::ECDSA | ids::RSASSA | ids::RSAPSS | ids::ECSCHNORR
+        ids::ECDSA | ids::RSASSA | ids::RSAPSS | ids::ECSCHNORR | ids::SM2
     ) {
         return Err(rc::SCHEME + rc::P + n * rc::N1);
     }
@@ -279,7 +279,7 @@ pub(crate) fn parse_signature<'a>(r: &mut Reader<'a>, n: u32) -> Result<Signatur
         .hash_alg(false)
         .p(n)?
         .ok_or(rc::HASH + rc::P + n * rc::N1)?;
-    if matches!(sig_alg, ids::ECDSA | ids::ECSCHNORR) {
+    if matches!(sig_alg, ids::ECDSA | ids::ECSCHNORR | ids::SM2) {
         let sr = r.tpm2b(public::MAX_ECC_BYTES).p(n)?;
         Ok((sig_alg, hash, sr, r.tpm2b(public::MAX_ECC_BYTES).p(n)?))
     } else {
@@ -314,6 +314,10 @@ pub(crate) fn verify_with_key(
         ids::ECC if sig_alg == ids::ECSCHNORR => {
             let pk = key.public.point().ok_or(rc::KEY + rc::H + hn * rc::N1)?;
             public::schnorr_verify(&pk, hash, digest, r, s)
+        }
+        ids::ECC if sig_alg == ids::SM2 => {
+            let pk = key.public.point().ok_or(rc::KEY + rc::H + hn * rc::N1)?;
+            public::sm2_verify(&pk, digest, r, s)
         }
         ids::RSA if matches!(sig_alg, ids::RSASSA | ids::RSAPSS) => {
             super::rsa::verify(key, sig_alg, hash, digest, r)
@@ -637,44 +641,116 @@ pub mod p521_domain {
     }
 }
 
-/// Part 3 §23.3 TPM2_ECC_Parameters: TPMS_ALGORITHM_DETAIL_ECC of an
-/// implemented curve (NIST P-256, P-384 or P-521), with the curve's KDF (KDF1
-/// of SP 800-56A with SHA-256 for P-256, SHA-384 for P-384, SHA-512 for
-/// P-521) and no fixed signing scheme, as the reference curve table.
-pub fn ecc_parameters(_tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
-    let curve = cmd.params.u16().p(1)?;
-    cmd.finish()?;
-    type Domain<'a> = (u16, u16, [&'a [u8]; 7]);
-    let p521: [Vec<u8>; 7] = {
-        use p521_domain as d;
-        [d::P, d::A, d::B, d::GX, d::GY, d::N, d::H].map(d::bytes)
+/// NIST P-192 domain parameters (FIPS 186-4 §D.1.2.1), big-endian hex.
+pub mod p192_domain {
+    pub const KEY_BITS: u16 = 192;
+    pub const P: &str = "fffffffffffffffffffffffffffffffeffffffffffffffff";
+    /// a = p − 3.
+    pub const A: &str = "fffffffffffffffffffffffffffffffefffffffffffffffc";
+    pub const B: &str = "64210519e59c80e70fa7e9ab72243049feb8deecc146b9b1";
+    pub const GX: &str = "188da80eb03090f67cbf20eb43a18800f4ff0afd82ff1012";
+    pub const GY: &str = "07192b95ffc8da78631011ed6b24cdd573f977a11e794811";
+    pub const N: &str = "ffffffffffffffffffffffff99def836146bc9b1b4d22831";
+}
+
+/// NIST P-224 domain parameters (FIPS 186-4 §D.1.2.2), big-endian hex.
+pub mod p224_domain {
+    pub const KEY_BITS: u16 = 224;
+    pub const P: &str = "ffffffffffffffffffffffffffffffff000000000000000000000001";
+    /// a = p − 3.
+    pub const A: &str = "fffffffffffffffffffffffffffffffefffffffffffffffffffffffe";
+    pub const B: &str = "b4050a850c04b3abf54132565044b0b7d7bfd8ba270b39432355ffb4";
+    pub const GX: &str = "b70e0cbd6bb4bf7f321390b94a03c1d356c21122343280d6115c1d21";
+    pub const GY: &str = "bd376388b5f723fb4c22dfe6cd4375a05a07476444d5819985007e34";
+    pub const N: &str = "ffffffffffffffffffffffffffff16a2e0b8f03e13dd29455c5c2a3d";
+}
+
+/// SM2 P-256 domain parameters (GB/T 32918.5 §4, the recommended curve),
+/// big-endian hex.
+pub mod sm2_domain {
+    pub const KEY_BITS: u16 = 256;
+    pub const P: &str = "fffffffeffffffffffffffffffffffffffffffff00000000ffffffffffffffff";
+    /// a = p − 3.
+    pub const A: &str = "fffffffeffffffffffffffffffffffffffffffff00000000fffffffffffffffc";
+    pub const B: &str = "28e9fa9e9d9f5e344d5a9e4bcf6509a7f39789f515ab8f92ddbcbd414d940e93";
+    pub const GX: &str = "32c4ae2c1f1981195f9904466a39c9948fe30bbff2660be1715a4589334c74c7";
+    pub const GY: &str = "bc3736a2f4f6779c59bdcee36b692153d0a9877cc62a474002df32e52139f0a0";
+    pub const N: &str = "fffffffeffffffffffffffffffffffff7203df6b21c6052b53bbf40939d54123";
+}
+
+/// TPM_ALG_SM3_256, the KDF hash the reference curve table names for SM2
+/// P-256.
+const TPM_ALG_SM3_256: u16 = 0x0012;
+
+/// The TPMS_ALGORITHM_DETAIL_ECC values of `curve`: keySize, the hash of
+/// its KDF (KDF1 of SP 800-56A) and p, a, b, gX, gY, n, h. The KDF hashes
+/// are the reference curve table's (SHA-256 for the NIST curves up to 256
+/// bits, SHA-384 for P-384, SHA-512 for P-521, SM3-256 for SM2 P-256 — a
+/// name only: as in libtpms, no command computes that KDF, and SM3 is no
+/// hash of this TPM).
+pub fn domain(curve: public::Curve) -> (u16, u16, [Vec<u8>; 7]) {
+    use p521_domain::bytes;
+    let h = alloc::vec![1u8];
+    let hex = |v: [&str; 6]| {
+        let [p, a, b, gx, gy, n] = v.map(bytes);
+        [p, a, b, gx, gy, n, h.clone()]
     };
-    let (bits, kdf_hash, values): Domain = match public::Curve::from_id(curve) {
-        Some(public::Curve::P256) => {
-            use p256_domain as d;
+    match curve {
+        public::Curve::P192 => {
+            use p192_domain as d;
             (
                 d::KEY_BITS,
                 alg::SHA256,
-                [&d::P, &d::A, &d::B, &d::GX, &d::GY, &d::N, &d::H],
+                hex([d::P, d::A, d::B, d::GX, d::GY, d::N]),
             )
         }
-        Some(public::Curve::P384) => {
-            use p384_domain as d;
+        public::Curve::P224 => {
+            use p224_domain as d;
             (
                 d::KEY_BITS,
-                alg::SHA384,
-                [&d::P, &d::A, &d::B, &d::GX, &d::GY, &d::N, &d::H],
+                alg::SHA256,
+                hex([d::P, d::A, d::B, d::GX, d::GY, d::N]),
             )
         }
-        Some(public::Curve::P521) => (
-            p521_domain::KEY_BITS,
-            alg::SHA512,
-            [
-                &p521[0], &p521[1], &p521[2], &p521[3], &p521[4], &p521[5], &p521[6],
-            ],
-        ),
-        None => return Err(rc::CURVE + rc::P + rc::N1),
+        public::Curve::P256 => {
+            use p256_domain as d;
+            let v = [&d::P[..], &d::A, &d::B, &d::GX, &d::GY, &d::N, &d::H].map(<[u8]>::to_vec);
+            (d::KEY_BITS, alg::SHA256, v)
+        }
+        public::Curve::P384 => {
+            use p384_domain as d;
+            let v = [&d::P[..], &d::A, &d::B, &d::GX, &d::GY, &d::N, &d::H].map(<[u8]>::to_vec);
+            (d::KEY_BITS, alg::SHA384, v)
+        }
+        public::Curve::P521 => {
+            use p521_domain as d;
+            (
+                d::KEY_BITS,
+                alg::SHA512,
+                hex([d::P, d::A, d::B, d::GX, d::GY, d::N]),
+            )
+        }
+        public::Curve::Sm2P256 => {
+            use sm2_domain as d;
+            (
+                d::KEY_BITS,
+                TPM_ALG_SM3_256,
+                hex([d::P, d::A, d::B, d::GX, d::GY, d::N]),
+            )
+        }
+    }
+}
+
+/// Part 3 §23.3 TPM2_ECC_Parameters: TPMS_ALGORITHM_DETAIL_ECC of an
+/// implemented curve ([`public::Curve`]), with the curve's KDF ([`domain`])
+/// and no fixed signing scheme, as the reference curve table.
+pub fn ecc_parameters(_tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
+    let curve = cmd.params.u16().p(1)?;
+    cmd.finish()?;
+    let Some(c) = public::Curve::from_id(curve) else {
+        return Err(rc::CURVE + rc::P + rc::N1);
     };
+    let (bits, kdf_hash, values) = domain(c);
     cmd.out
         .u16(curve)
         .u16(bits)
@@ -682,7 +758,7 @@ pub fn ecc_parameters(_tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         .u16(kdf_hash)
         .u16(alg::NULL);
     for v in values {
-        cmd.out.tpm2b(v);
+        cmd.out.tpm2b(&v);
     }
     Ok(())
 }
