@@ -136,3 +136,45 @@ fn the_partition_boots_the_guest_hidden_presents_it_and_resumes_it_after_a_host_
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The partition beside a 2-vCPU guest spinning on both vCPUs of a 2-CPU host,
+/// under `-icount` (QEMU runs the CPUs in turn, guest time is instructions): the
+/// partition, scheduled above the guest, still answers its console — `vm list`
+/// and `display status` come back while both loops keep spinning (the loops
+/// print their progress after the answers).
+#[test]
+fn the_partition_answers_while_the_guest_spins_on_every_cpu() {
+    let _boot = boot_lock();
+    let layout = Layout::detect();
+    let mut o = RunOptions::headless(Guest::Linux, PARTITION_TIMEOUT);
+    o.authority = true;
+    o.icount = true;
+    o.smp = Some(2);
+    o.host_cpus = Some(2);
+    o.system_disk = Some(layout.out.join("test-disks/authority-spin.img"));
+    o.fresh = true;
+    o.guest_cmd = Some(
+        "S='n=0; while true; do i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; n=$((n+1)); echo spin$1=$n; done'\n\
+         taskset -c 0 sh -c \"$S\" x 0 & taskset -c 1 sh -c \"$S\" x 1 &\n"
+            .into(),
+    );
+    o.script = Some(script(
+        "authority-spin.script",
+        "expect rayos> \n\
+         expect spin0=1\n\
+         expect spin1=1\n\
+         send vm list\n\
+         expect ok: 1 vm: linux vcpus=2 state=running\n\
+         send display status\n\
+         expect ok: display .* vm linux hidden\n\
+         expect spin0=\n\
+         expect spin1=\n",
+    ));
+    let outcome = run_captured(&layout, &o).unwrap_or_else(|e| panic!("set-up failed: {e}"));
+    let tail = console_tail(&outcome);
+    assert_eq!(
+        outcome.ending,
+        Ending::ScriptDone,
+        "the partition did not answer under load\n{tail}"
+    );
+}

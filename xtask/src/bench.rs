@@ -61,6 +61,11 @@ pub const BENCHES: &[Bench] = &[
         run: crate::bench_sched::run_sched,
     },
     Bench {
+        name: "input",
+        about: "the authority partition's cost: two pinned CPU-bound loops in a 2-vCPU Linux guest on a 2-CPU host with the partition beside it against without, -icount (the input-latency half is not built)",
+        run: crate::bench_sched::run_input,
+    },
+    Bench {
         name: "suspend",
         about: "suspend and resume MiB/s of a Linux guest that touched 512 MiB against raw O_DIRECT dd on the same system disk, and the bytes of a second suspend 5 s after resuming",
         run: crate::bench_suspend::run_suspend,
