@@ -17,7 +17,7 @@ use crate::storage::MassStorage;
 use crate::testing::{Driver, RamDisk, DATA};
 use crate::trb::Trb;
 use crate::usb::Device;
-use vdev::{BlockBackend, BlockError};
+use vdev::{AsyncBlock, BlockError, BlockOp, Completion, Submit};
 
 const KBD_PORT: u8 = 1;
 const TABLET_PORT: u8 = 2;
@@ -253,11 +253,33 @@ fn a_read_only_image_reads_whole_ranges_and_refuses_writes() {
     let mut img = ReadOnlyImage::new(&bytes).unwrap();
     assert_eq!(img.capacity(), 2048);
     assert!(img.read_only());
-    let mut buf = [0u8; 512];
-    img.read_at(1536, &mut buf).unwrap();
-    assert_eq!(&buf[..], &bytes[1536..]);
-    assert_eq!(img.read_at(1537, &mut buf), Err(BlockError::OutOfRange));
-    assert_eq!(img.read_at(u64::MAX, &mut buf), Err(BlockError::OutOfRange));
-    assert_eq!(img.write_at(0, &buf), Err(BlockError::ReadOnly));
-    assert_eq!(img.flush(), Ok(()));
+    // Requests complete inside `submit` (nothing is ever left for `poll`).
+    let mut go = |op, len| match img.submit(9, op, std::vec![0u8; len]) {
+        Submit::Done(Completion {
+            tag: 9,
+            result,
+            buf,
+        }) => (result, buf),
+        other => panic!("an in-memory image answered {other:?}"),
+    };
+    let (r, buf) = go(BlockOp::Read { offset: 1536 }, 512);
+    assert_eq!((r, &buf[..]), (Ok(()), &bytes[1536..]));
+    assert_eq!(
+        go(BlockOp::Read { offset: 1537 }, 512).0,
+        Err(BlockError::OutOfRange)
+    );
+    assert_eq!(
+        go(BlockOp::Read { offset: 1024 }, 1536).0,
+        Err(BlockError::OutOfRange)
+    );
+    assert_eq!(
+        go(BlockOp::Read { offset: u64::MAX }, 512).0,
+        Err(BlockError::OutOfRange)
+    );
+    assert_eq!(
+        go(BlockOp::Write { offset: 0 }, 512).0,
+        Err(BlockError::ReadOnly)
+    );
+    assert_eq!(go(BlockOp::Flush, 0).0, Ok(()));
+    assert!(img.poll().is_none() && !img.has_completions());
 }
