@@ -51,7 +51,7 @@ impl Interrupts for Irqs {
 /// I/O error. By default requests complete inside `submit`; with `hold` they wait
 /// until the test completes them ([`Self::complete`], in any order), and `busy`
 /// refuses that many submissions as busy first.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RamDisk {
     pub data: Vec<u8>,
     pub read_only: bool,
@@ -64,6 +64,8 @@ pub struct RamDisk {
     pub held: Vec<(u64, BlockOp, Vec<u8>)>,
     /// Requests performed, in completion order: operation and length.
     pub log: Vec<(BlockOp, usize)>,
+    /// Raised when a held request completes ([`AsyncBlock::set_waker`]).
+    pub waker: Option<vdev::WorkSignal>,
     done: VecDeque<Completion>,
 }
 
@@ -119,6 +121,9 @@ impl RamDisk {
         let (tag, op, buf) = self.held.remove(index);
         let c = self.perform(tag, op, buf);
         self.done.push_back(c);
+        if let Some(w) = &self.waker {
+            w.raise();
+        }
         true
     }
 
@@ -163,6 +168,9 @@ impl AsyncBlock for RamDisk {
     }
     fn has_completions(&self) -> bool {
         !self.done.is_empty()
+    }
+    fn set_waker(&mut self, signal: vdev::WorkSignal) {
+        self.waker = Some(signal);
     }
 }
 
