@@ -1676,6 +1676,8 @@ mod tests {
         assert_eq!(vm.disk_bus, DiskBus::VirtioPci);
         let m = parse_args(&args("--profile windows --install-media w.iso")).unwrap();
         assert_eq!(m.install_media, Some(PathBuf::from("w.iso")));
+        let m = parse_args(&args("--profile windows --vm w --install-media w.iso")).unwrap();
+        assert_eq!(m.install_media, Some(PathBuf::from("w.iso")));
         assert!(parse_args(&args("--install-media w.iso")).is_err());
         assert!(parse_args(&args("--profile uefi-acpi --install-media w.iso")).is_err());
         for bad in [
