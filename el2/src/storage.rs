@@ -236,6 +236,22 @@ pub fn autostart(
             ) as Box<dyn AsyncBlock + Send>
         })
         .collect();
+    // A `windows` VM's read-only disk is its install media: USB mass storage on
+    // its xHCI (write-protected), not a disk of its own.
+    let install_media = if rec.device_model == registry::DeviceModel::Windows {
+        rec.disks.iter().position(|d| d.read_only).map(|i| {
+            log::info!(
+                "VM '{}': disk {i} ({} KiB extent of the system disk, read-only) as USB mass storage (install media; xHCI at PCIe 00:{:02x}.0, port {})",
+                rec.name,
+                rec.disks[i].extent.len >> 10,
+                boards::devices::XHCI_PCI_DEVICE,
+                crate::usb::STORAGE_PORT
+            );
+            disks.remove(i)
+        })
+    } else {
+        None
+    };
     // The `linux-dt-nvme` model puts the first disk behind the NVMe controller;
     // the others stay virtio-blk.
     let virtio_pci = (rec.device_model == registry::DeviceModel::Windows
@@ -245,7 +261,7 @@ pub fn autostart(
         log::info!(
             "VM '{}': disk 0 ({} KiB extent of the system disk) as virtio-blk over virtio-PCI (PCIe 00:{:02x}.0), not NVMe",
             rec.name,
-            rec.disks[0].extent.len >> 10,
+            disks[0].capacity() >> 10,
             boards::devices::VIRTIO_PCI_BLK_DEVICE
         );
         disks.remove(0)
@@ -254,7 +270,7 @@ pub fn autostart(
         log::info!(
             "VM '{}': disk 0 ({} KiB extent of the system disk) as NVMe namespace 1 (PCIe 00:{:02x}.0)",
             rec.name,
-            rec.disks[0].extent.len >> 10,
+            disks[0].capacity() >> 10,
             boards::devices::NVME_PCI_DEVICE
         );
         disks.remove(0)
@@ -306,11 +322,11 @@ pub fn autostart(
         disks,
         nvme,
         virtio_pci,
-        // A `windows` VM's keyboard and tablet are USB HID devices behind an xHCI
-        // (its install media, USB storage, are refused above until they can be
-        // served from the system disk).
-        usb: (rec.device_model == registry::DeviceModel::Windows)
-            .then_some(crate::usb::Usb { storage: None }),
+        // A `windows` VM's keyboard and tablet are USB HID devices behind an xHCI,
+        // with its install media as USB storage.
+        usb: (rec.device_model == registry::DeviceModel::Windows).then(|| crate::usb::Usb {
+            storage: install_media.map(|d| d as crate::usb::Medium),
+        }),
         tpm_nv: (rec.tpm_nv.len > 0).then(|| (storage.disk.clone(), rec.tpm_nv, tpm_ca(storage))),
         resume,
         policy: Some(rec.policy),
@@ -321,15 +337,16 @@ pub fn autostart(
 }
 
 /// Refuses a `windows` VM this build cannot give what the model promises: a
-/// CPU without LSE atomics (Windows 11 on Arm needs them), or a read-only disk
-/// (install media, which becomes USB mass storage once the VM has an XHCI
-/// controller; until then it is refused, not dropped).
+/// CPU without LSE atomics (Windows 11 on Arm needs them), or more than one
+/// read-only disk (the install media is USB mass storage on the xHCI's one
+/// storage port; a second is refused, not dropped).
 fn windows_can_start(rec: &VmRecord) -> Result<(), String> {
     arch::features::windows_guests(&crate::diag::cpu_features())
         .map_err(|why| alloc::format!("VM '{}' (device model windows): {why}", rec.name))?;
-    if let Some(i) = rec.disks.iter().position(|d| d.read_only) {
+    let mut read_only = rec.disks.iter().enumerate().filter(|(_, d)| d.read_only);
+    if let (Some((first, _)), Some((i, _))) = (read_only.next(), read_only.next()) {
         return Err(alloc::format!(
-            "VM '{}' (device model windows): refused: its disk {i} is read-only (install media), which needs USB mass storage served from the system disk, not built yet",
+            "VM '{}' (device model windows): refused: its disk {i} is a second read-only disk (install media); disk {first} is already the one USB mass-storage device, and more is not built yet",
             rec.name
         ));
     }

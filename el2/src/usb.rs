@@ -1,14 +1,16 @@
 //! A VM's USB: an xHCI controller (`xhci::function::XhciFunction`, class
 //! 0c/03/30) at PCIe 00:03.0 behind the VM's root complex, with a HID keyboard on
 //! root-hub port 1, a HID tablet on port 2 (USB 2 ports) and, when the VM has
-//! one, a read-only mass-storage medium on port 5 (the first USB 3 port).
+//! one, a read-only mass-storage medium on port 5 (the first USB 3 port): an
+//! image loaded with the VM, or a `windows` VM's install media on the system
+//! disk.
 //! [`UsbInput`] is the host's way in: input for the HID devices (the input
 //! router's entry point) and hot-plug of the storage device (the monitor's `usb`
 //! commands). The logic lives in `xhci::host`; this file only builds the set.
 
 use alloc::boxed::Box;
 
-use vdev::BlockBackend;
+use vdev::AsyncBlock;
 use xhci::defs::speed;
 use xhci::function::XhciFunction;
 use xhci::{Config, Device, HostError, HostLink, Keyboard, MassStorage, Tablet};
@@ -18,8 +20,11 @@ pub const KEYBOARD_PORT: u8 = 1;
 pub const TABLET_PORT: u8 = 2;
 pub const STORAGE_PORT: u8 = 5;
 
-/// A storage medium the controller's mass-storage device serves.
-pub type Medium = Box<dyn BlockBackend + Send>;
+/// A storage medium the controller's mass-storage device serves: an image in
+/// memory (completing at once) or an extent of the system disk (completing
+/// later; the device NAKs the guest meanwhile and the completion raises the VM's
+/// work signal).
+pub type Medium = Box<dyn AsyncBlock + Send>;
 
 /// What a VM's USB carries besides keyboard and tablet.
 pub struct Usb {

@@ -220,10 +220,10 @@ fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
 }
 
 /// A system disk at `path` with one `windows` VM named `name` (firmware boot
-/// source; disk 0 writable, disk 1 read-only when `media`) that autostarts. The
+/// source; disk 0 writable, then `media` read-only disks) that autostarts. The
 /// firmware code extent stays empty: every start here is refused before the
 /// firmware is read.
-fn windows_vm_disk(path: &Path, name: &str, media: bool) {
+fn windows_vm_disk(path: &Path, name: &str, media: usize) {
     use registry::{BootSpec, DiskSpec, Policy, Uuid, VmSpec};
     let _ = std::fs::remove_file(path);
     let p = path.to_string_lossy().into_owned();
@@ -235,7 +235,7 @@ fn windows_vm_disk(path: &Path, name: &str, media: bool) {
         size: 1 << 20,
         read_only: false,
     }];
-    if media {
+    for _ in 0..media {
         disks.push(DiskSpec {
             size: 1 << 20,
             read_only: true,
@@ -293,23 +293,23 @@ fn assert_refused(disk: &Path, name: &str, qemu_args: &[&str], why: &str) {
     );
 }
 
-/// A `windows` VM with a read-only disk (install media, which becomes USB
-/// mass storage once VMs have an XHCI controller) is refused at start, not
-/// started without it; on a CPU without LSE atomics (QEMU's Cortex-A57,
+/// A `windows` VM with two read-only disks (install media: one is USB mass
+/// storage, tests/windows_install.rs; there is one storage port) is refused at
+/// start, not started without the second; on a CPU without LSE atomics (QEMU's Cortex-A57,
 /// Armv8.0) every `windows` VM is refused.
 #[test]
 fn windows_vms_the_hypervisor_cannot_serve_are_refused_with_one_line() {
     let _g = boot_lock();
     let layout = Layout::detect();
     let disk = layout.out.join("test-windows-refused.img");
-    windows_vm_disk(&disk, "win-media", true);
+    windows_vm_disk(&disk, "win-media", 2);
     assert_refused(
         &disk,
         "win-media",
         &[],
-        "its disk 1 is read-only (install media)",
+        "its disk 2 is a second read-only disk (install media)",
     );
-    windows_vm_disk(&disk, "win-a57", false);
+    windows_vm_disk(&disk, "win-a57", 0);
     assert_refused(
         &disk,
         "win-a57",

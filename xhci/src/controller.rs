@@ -4,7 +4,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use vdev::{AccessSize, BlockBackend, GuestMemory, MmioError};
+use vdev::{AccessSize, AsyncBlock, GuestMemory, MmioError};
 
 use crate::defs::{
     cap, cc, crcr, ctx, intr, layout, op, portsc, speed, trb, trb_type, usbcmd, usbsts,
@@ -68,7 +68,7 @@ pub enum AttachError {
 }
 
 /// A root-hub port.
-pub struct Port<B: BlockBackend> {
+pub struct Port<B: AsyncBlock> {
     /// PORTSC bits this port holds: PED, PLS, PIC, wake enables, change bits.
     pub sc: u32,
     pub device: Option<Device<B>>,
@@ -167,7 +167,7 @@ impl EventRing {
 }
 
 /// The xHCI controller model.
-pub struct Controller<B: BlockBackend> {
+pub struct Controller<B: AsyncBlock> {
     pub(crate) cfg: Config,
     pub(crate) usbcmd: u32,
     pub(crate) usbsts: u32,
@@ -196,7 +196,7 @@ pub struct Controller<B: BlockBackend> {
 /// Completion code and the command completion's slot ID.
 type Completion = (u8, u8);
 
-impl<B: BlockBackend> Controller<B> {
+impl<B: AsyncBlock> Controller<B> {
     pub fn new(mut cfg: Config) -> Self {
         cfg.usb2_ports = cfg.usb2_ports.min(MAX_PORTS);
         cfg.usb3_ports = cfg.usb3_ports.min(MAX_PORTS - cfg.usb2_ports);
@@ -279,6 +279,30 @@ impl<B: BlockBackend> Controller<B> {
     /// transfer, a port changed, a budget ran out).
     pub fn has_work(&self) -> bool {
         self.kick
+            || self.ports.iter().any(|p| match &p.device {
+                Some(Device::Storage(s)) => s.has_work(),
+                _ => false,
+            })
+    }
+
+    /// Backend requests of the storage devices started and not completed.
+    pub fn in_flight(&self) -> usize {
+        self.ports
+            .iter()
+            .map(|p| match &p.device {
+                Some(Device::Storage(s)) => s.in_flight(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// The storage devices' backends raise `signal` when a request completes.
+    pub fn set_waker(&mut self, signal: &vdev::WorkSignal) {
+        for p in self.ports.iter_mut() {
+            if let Some(Device::Storage(s)) = &mut p.device {
+                s.backend_mut().set_waker(signal.clone());
+            }
+        }
     }
 
     fn running(&self) -> bool {
@@ -410,6 +434,12 @@ impl<B: BlockBackend> Controller<B> {
     }
     pub fn storage(&self) -> Option<&MassStorage<B>> {
         self.ports.iter().find_map(|p| match p.device.as_ref() {
+            Some(Device::Storage(s)) => Some(s),
+            _ => None,
+        })
+    }
+    pub fn storage_mut(&mut self) -> Option<&mut MassStorage<B>> {
+        self.ports.iter_mut().find_map(|p| match p.device.as_mut() {
             Some(Device::Storage(s)) => Some(s),
             _ => None,
         })
@@ -1296,6 +1326,13 @@ impl<B: BlockBackend> Controller<B> {
     /// device NAKed and can now answer, a port change, a ring whose budget ran out).
     pub fn poll(&mut self, mem: &mut dyn GuestMemory, irq: &mut dyn Interrupts) {
         self.kick = false;
+        // Completed backend requests first: the transfers that waited for them
+        // (endpoints marked `waiting`) go through below.
+        for p in self.ports.iter_mut() {
+            if let Some(Device::Storage(s)) = &mut p.device {
+                s.poll_backend();
+            }
+        }
         if !self.running() {
             return;
         }

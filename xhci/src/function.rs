@@ -10,11 +10,12 @@ use pci::defs::{msix_cap, BAR_COUNT};
 use pci::function::{
     BarSpec, FunctionContext, FunctionIrq, FunctionSpec, Identity, MsixSpec, PciFunction,
 };
-use vdev::{AccessSize, BlockBackend, MmioError};
+use vdev::{AccessSize, AsyncBlock, MmioError};
 
 use crate::controller::{Config, Controller, Interrupts};
 use crate::defs::layout;
 use crate::host::{HostLink, HostRequest};
+use crate::storage::MassStorage;
 use crate::usb::Device;
 
 /// Serial bus controller, USB, xHCI.
@@ -32,7 +33,7 @@ const _: () = assert!(MSIX_TABLE_OFFSET + VECTORS as u64 * msix_cap::ENTRY_SIZE 
 const _: () = assert!(MSIX_PBA_OFFSET + 8 <= XHCI_BAR0_SIZE);
 
 /// The xHCI controller behind a PCI function.
-pub struct XhciFunction<B: BlockBackend> {
+pub struct XhciFunction<B: AsyncBlock> {
     ctrl: Controller<B>,
     ids: Identity,
     /// The host's requests ([`Self::host_link`]), applied at `poll`.
@@ -50,7 +51,7 @@ impl Interrupts for Msix<'_> {
     }
 }
 
-impl<B: BlockBackend> XhciFunction<B> {
+impl<B: AsyncBlock> XhciFunction<B> {
     /// A function with the PCI identity `vendor_id`/`device_id` (drivers bind by
     /// class code) around a controller of shape `cfg`.
     pub fn new(cfg: Config, vendor_id: u16, device_id: u16) -> Self {
@@ -99,6 +100,13 @@ impl<B: BlockBackend> XhciFunction<B> {
         self.parked.iter().map(|(p, d)| (*p, d))
     }
 
+    fn parked_storage(&self) -> impl Iterator<Item = &MassStorage<B>> {
+        self.parked.iter().filter_map(|(_, d)| match d {
+            Device::Storage(s) => Some(s),
+            _ => None,
+        })
+    }
+
     /// Applies the host's waiting requests, in order.
     fn apply_host_requests(&mut self) {
         let Some(link) = self.link.clone() else {
@@ -132,7 +140,7 @@ impl<B: BlockBackend> XhciFunction<B> {
     }
 }
 
-impl<B: BlockBackend> PciFunction for XhciFunction<B> {
+impl<B: AsyncBlock> PciFunction for XhciFunction<B> {
     fn spec(&self) -> FunctionSpec {
         let mut bars = [None; BAR_COUNT];
         bars[0] = Some(BarSpec {
@@ -204,17 +212,40 @@ impl<B: BlockBackend> PciFunction for XhciFunction<B> {
         Ok(())
     }
 
+    /// The storage devices' backend requests not completed (parked ones too).
+    fn in_flight(&self) -> usize {
+        self.ctrl.in_flight()
+            + self
+                .parked_storage()
+                .map(MassStorage::in_flight)
+                .sum::<usize>()
+    }
+
     fn has_work(&self) -> bool {
-        self.ctrl.has_work() || self.link.as_ref().is_some_and(HostLink::has_requests)
+        self.ctrl.has_work()
+            || self.link.as_ref().is_some_and(HostLink::has_requests)
+            || self.parked_storage().any(MassStorage::has_work)
     }
 
     fn poll(&mut self, ctx: &mut FunctionContext) {
         self.apply_host_requests();
+        // An unplugged device's abandoned request completes into nothing.
+        for (_, d) in self.parked.iter_mut() {
+            if let Device::Storage(s) = d {
+                s.poll_backend();
+            }
+        }
         self.ctrl.poll(ctx.mem, &mut Msix(ctx.irq));
     }
 
     fn connect_work_signal(&mut self, signal: &vdev::WorkSignal) {
         self.host_link().connect(signal);
+        self.ctrl.set_waker(signal);
+        for (_, d) in self.parked.iter_mut() {
+            if let Device::Storage(s) = d {
+                s.backend_mut().set_waker(signal.clone());
+            }
+        }
     }
 
     fn defers_work(&self) -> bool {

@@ -17,7 +17,7 @@ use alloc::sync::Arc;
 use spin::Mutex;
 use vdev::WorkSignal;
 
-use vdev::{BlockBackend, BlockError};
+use vdev::{AsyncBlock, BlockError, BlockOp, Completion, Submit};
 
 use crate::hid::{TabletInput, TABLET_MAX};
 
@@ -255,26 +255,30 @@ impl<'a> ReadOnlyImage<'a> {
     }
 }
 
-impl BlockBackend for ReadOnlyImage<'_> {
+/// Every request completes inside `submit` (the image is in memory).
+impl AsyncBlock for ReadOnlyImage<'_> {
     fn capacity(&self) -> u64 {
         self.0.len() as u64
     }
     fn read_only(&self) -> bool {
         true
     }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let start = usize::try_from(offset).map_err(|_| BlockError::OutOfRange)?;
-        let src = start
-            .checked_add(buf.len())
-            .and_then(|end| self.0.get(start..end))
-            .ok_or(BlockError::OutOfRange)?;
-        buf.copy_from_slice(src);
-        Ok(())
+    fn submit(&mut self, tag: u64, op: BlockOp, mut buf: alloc::vec::Vec<u8>) -> Submit {
+        let result = match op {
+            BlockOp::Read { offset } => usize::try_from(offset)
+                .ok()
+                .and_then(|start| self.0.get(start..start.checked_add(buf.len())?))
+                .map(|src| buf.copy_from_slice(src))
+                .ok_or(BlockError::OutOfRange),
+            BlockOp::Write { .. } => Err(BlockError::ReadOnly),
+            BlockOp::Flush => Ok(()),
+        };
+        Submit::Done(Completion { tag, result, buf })
     }
-    fn write_at(&mut self, _offset: u64, _data: &[u8]) -> Result<(), BlockError> {
-        Err(BlockError::ReadOnly)
+    fn poll(&mut self) -> Option<Completion> {
+        None
     }
-    fn flush(&mut self) -> Result<(), BlockError> {
-        Ok(())
+    fn has_completions(&self) -> bool {
+        false
     }
 }

@@ -19,7 +19,8 @@
 //!   chained Normal TRBs, immediate data, Event Data TRBs, short packets (ISP/IOC);
 //! - devices ([`usb`], [`hid`], [`storage`]): standard requests and descriptors,
 //!   HID boot/report protocol, LEDs, SET_IDLE; BOT with the SCSI commands of a
-//!   removable disk, over a [`vdev::BlockBackend`], hot-plugged with
+//!   removable disk, over a [`vdev::AsyncBlock`] whose requests complete later
+//!   (the bulk endpoints NAK meanwhile, never holding a vCPU), hot-plugged with
 //!   [`Controller::attach`]/[`Controller::detach`];
 //! - hostile guests: bad slot and endpoint IDs, contexts and rings outside RAM,
 //!   malformed requests (STALL), oversized TDs, a broken event ring segment table
@@ -41,6 +42,8 @@ pub mod storage;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_async;
 #[cfg(test)]
 mod tests_host;
 pub mod trb;

@@ -7,14 +7,14 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use vdev::save::{Reader, Writer};
-use vdev::{BlockBackend, RestoreError, SaveRestore};
+use vdev::{AsyncBlock, RestoreError, SaveRestore};
 
 use crate::controller::{
     Controller, Endpoint, EventRing, Slot, ERST_MAX_LOG2, MAX_SEGMENT_TRBS, MIN_SEGMENT_TRBS,
 };
 use crate::defs::{portsc, usbcmd, usbsts};
 use crate::hid::{TabletInput, MAX_QUEUED_REPORTS, TABLET_MAX};
-use crate::storage::{Phase, CHUNK};
+use crate::storage::{Phase, MAX_BUFFERED};
 use crate::trb::Ring;
 use crate::usb::{Core, Device};
 
@@ -96,7 +96,7 @@ const KIND_KEYBOARD: u8 = 1;
 const KIND_TABLET: u8 = 2;
 const KIND_STORAGE: u8 = 3;
 
-fn put_device<B: BlockBackend>(w: &mut Writer, d: Option<&Device<B>>) {
+fn put_device<B: AsyncBlock>(w: &mut Writer, d: Option<&Device<B>>) {
     match d {
         None => {
             w.u8(KIND_NONE);
@@ -152,6 +152,9 @@ fn put_device<B: BlockBackend>(w: &mut Writer, d: Option<&Device<B>>) {
                 }
                 Phase::Status => {
                     w.u8(3);
+                }
+                Phase::Flush { dir_in, host_len } => {
+                    w.u8(5).flag(*dir_in).u64(*host_len);
                 }
                 Phase::ResetRecovery => {
                     w.u8(4);
@@ -238,7 +241,7 @@ fn get_device(r: &mut Reader, speed: u32) -> Result<DeviceState, RestoreError> {
             let phase = match r.u8()? {
                 0 => Phase::Command,
                 1 => {
-                    let data = r.bytes(CHUNK)?.to_vec();
+                    let data = r.bytes(MAX_BUFFERED)?.to_vec();
                     let disk_offset = r.u64()?;
                     let disk_left = r.u64()?;
                     check(
@@ -256,7 +259,7 @@ fn get_device(r: &mut Reader, speed: u32) -> Result<DeviceState, RestoreError> {
                     let write = r.flag()?;
                     let disk_offset = r.u64()?;
                     let left = r.u64()?;
-                    let partial = r.bytes(511)?.to_vec();
+                    let partial = r.bytes(MAX_BUFFERED)?.to_vec();
                     check(disk_offset % 512 == 0 && disk_offset.checked_add(left).is_some())?;
                     Phase::DataOut {
                         write,
@@ -267,6 +270,12 @@ fn get_device(r: &mut Reader, speed: u32) -> Result<DeviceState, RestoreError> {
                 }
                 3 => Phase::Status,
                 4 => Phase::ResetRecovery,
+                5 => {
+                    let dir_in = r.flag()?;
+                    let host_len = r.u64()?;
+                    check(host_len <= u64::from(u32::MAX))?;
+                    Phase::Flush { dir_in, host_len }
+                }
                 _ => return Err(M),
             };
             let (tag, residue, status) = (r.u32()?, r.u32()?, r.u8()?);
@@ -290,7 +299,7 @@ fn get_device(r: &mut Reader, speed: u32) -> Result<DeviceState, RestoreError> {
     })
 }
 
-fn apply_device<B: BlockBackend>(d: &mut Option<Device<B>>, s: DeviceState) {
+fn apply_device<B: AsyncBlock>(d: &mut Option<Device<B>>, s: DeviceState) {
     match (d, s) {
         (_, DeviceState::None) => {}
         (
@@ -348,13 +357,14 @@ fn apply_device<B: BlockBackend>(d: &mut Option<Device<B>>, s: DeviceState) {
             m.residue = residue;
             m.status = status;
             m.sense = sense;
+            m.restored();
         }
         // Checked before: kinds match.
         _ => {}
     }
 }
 
-fn kind_of<B: BlockBackend>(d: Option<&Device<B>>) -> u8 {
+fn kind_of<B: AsyncBlock>(d: Option<&Device<B>>) -> u8 {
     match d {
         None => KIND_NONE,
         Some(Device::Keyboard(_)) => KIND_KEYBOARD,
@@ -376,7 +386,7 @@ fn state_kind(s: &DeviceState) -> u8 {
 const PORT_BITS: u32 =
     portsc::PED | portsc::PLS_MASK | portsc::PIC_MASK | portsc::WAKE_MASK | portsc::CHANGE;
 
-impl<B: BlockBackend> SaveRestore for Controller<B> {
+impl<B: AsyncBlock> SaveRestore for Controller<B> {
     const SAVE_ID: [u8; 4] = *b"XHCI";
     const SAVE_VERSION: u32 = 1;
 

@@ -4,7 +4,15 @@
 //! number VPD pages), TEST UNIT READY, REQUEST SENSE, READ CAPACITY(10/16),
 //! READ(10/16), WRITE(10/16), MODE SENSE(6/10), READ FORMAT CAPACITIES, START STOP
 //! UNIT, PREVENT ALLOW MEDIUM REMOVAL, SYNCHRONIZE CACHE(10), VERIFY(10), over a
-//! [`vdev::BlockBackend`] (a read-only install image or a writable extent).
+//! [`vdev::AsyncBlock`] (a read-only install image or a writable extent).
+//!
+//! The backend's requests complete later: READ, WRITE and SYNCHRONIZE CACHE
+//! submit one request at a time and the bulk endpoints answer NAK until it
+//! completes ([`MassStorage::poll_backend`], from the controller's deferred work),
+//! so a guest's doorbell write never waits for the disk. A bulk IN transfer is
+//! filled whole or ends the data (a short packet ends the host's data phase);
+//! the next chunk is read ahead; OUT data is taken up to [`WRITE_BACKLOG`] ahead
+//! of the backend, and the CSW waits for the last write.
 //!
 //! The guest's Command Block Wrapper is validated (signature, length, LUN, command
 //! length); an invalid one stalls both bulk endpoints until the class's Reset
@@ -15,7 +23,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use vdev::{BlockBackend, BlockError, SECTOR_SIZE};
+use vdev::{AsyncBlock, BlockError, BlockOp, Completion, Submit, SECTOR_SIZE};
 
 use crate::defs::usb;
 use crate::usb::{config, endpoint, interface, ss_companion, Control, Core, Descriptors, Transfer};
@@ -105,29 +113,60 @@ pub fn descriptors() -> Descriptors {
 pub enum Phase {
     /// Waiting for a CBW on bulk OUT.
     Command,
-    /// Sending `data` (then blocks from the backend at `disk_offset`, `disk_left`
-    /// bytes), then the CSW.
+    /// Sending `data` (then blocks still to be read from the backend at
+    /// `disk_offset`, `disk_left` bytes), then the CSW.
     DataIn {
         data: Vec<u8>,
         disk_offset: u64,
         disk_left: u64,
     },
     /// Taking `left` bytes from the host: written at `disk_offset` when `write`,
-    /// else dropped. `partial` holds a sector not yet complete.
+    /// else dropped. `partial` holds data taken and not yet handed to the backend
+    /// (it starts at `disk_offset`). With `left` zero the data phase is over and
+    /// the CSW waits for the writes.
     DataOut {
         write: bool,
         disk_offset: u64,
         left: u64,
         partial: Vec<u8>,
     },
+    /// A command without data for the device (SYNCHRONIZE CACHE) waits for its
+    /// backend operation; then the host's data phase (`dir_in`, `host_len`) as
+    /// for any command without data, then the CSW.
+    Flush { dir_in: bool, host_len: u64 },
     /// The CSW is ready for bulk IN.
     Status,
     /// An invalid CBW: both bulk endpoints stall until Reset Recovery.
     ResetRecovery,
 }
 
-/// A bulk-only mass storage device, LUN 0 only.
-pub struct MassStorage<B: BlockBackend> {
+/// The backend operation a device waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// Blocks for [`Phase::DataIn`].
+    Read,
+    /// Blocks of [`Phase::DataOut`].
+    Write,
+    /// [`Phase::Flush`]'s flush.
+    Flush,
+    /// Started by a command a reset or Reset Recovery abandoned: its completion is
+    /// dropped (and nothing else starts before it, so writes stay in order).
+    Orphan,
+}
+
+/// Most bytes of OUT data taken ahead of the backend: more waits (NAK) until a
+/// write completes.
+pub const WRITE_BACKLOG: usize = CHUNK;
+/// Most bytes a saved [`Phase::DataIn`] or [`Phase::DataOut`] buffer may hold: a
+/// TD's worth and a chunk read ahead.
+pub const MAX_BUFFERED: usize = crate::controller::MAX_TD_BYTES + CHUNK;
+
+/// A bulk-only mass storage device, LUN 0 only, over an asynchronous backend:
+/// a command's blocks are read or written by backend requests that complete
+/// later ([`Self::poll_backend`], from the controller's deferred work), one at a
+/// time; meanwhile the bulk endpoints answer NAK, so the guest's vCPU never waits
+/// for the disk.
+pub struct MassStorage<B: AsyncBlock> {
     pub core: Core,
     backend: B,
     pub phase: Phase,
@@ -139,9 +178,17 @@ pub struct MassStorage<B: BlockBackend> {
     pub sense: (u8, u8, u8),
     /// A backend failure during the data phase turns the CSW into a failure.
     pub(crate) data_failed: Option<(u8, (u8, u8))>,
+    /// The backend request in flight: its tag and what it is for.
+    inflight: Option<(u64, Pending)>,
+    /// Tag of the next backend request.
+    next_op: u64,
+    /// Bytes the bulk IN transfer waiting for data asked for.
+    want: usize,
+    /// The backend was busy: submit again at the next poll.
+    retry: bool,
 }
 
-impl<B: BlockBackend> MassStorage<B> {
+impl<B: AsyncBlock> MassStorage<B> {
     pub fn new(backend: B, speed: u32) -> Self {
         MassStorage {
             core: Core::new(speed),
@@ -152,6 +199,10 @@ impl<B: BlockBackend> MassStorage<B> {
             status: CSW_PASSED,
             sense: (sense::NO_SENSE, 0, 0),
             data_failed: None,
+            inflight: None,
+            next_op: 0,
+            want: 0,
+            retry: false,
         }
     }
 
@@ -170,6 +221,30 @@ impl<B: BlockBackend> MassStorage<B> {
         self.backend.capacity() / SECTOR_SIZE
     }
 
+    /// Backend requests started and not completed (0 or 1).
+    pub fn in_flight(&self) -> usize {
+        usize::from(self.inflight.is_some() || self.retry)
+    }
+
+    /// The transport state was restored (saved with no request in flight): the
+    /// backend work it needs starts at the next poll.
+    pub(crate) fn restored(&mut self) {
+        self.inflight = None;
+        self.want = 0;
+        self.retry = true;
+    }
+
+    /// Whether [`Self::poll_backend`] has something to do.
+    pub fn has_work(&self) -> bool {
+        self.retry || (self.inflight.is_some() && self.backend.has_completions())
+    }
+
+    /// Bytes one backend request carries at most: a whole number of sectors.
+    fn chunk(&self) -> u64 {
+        let n = (CHUNK.min(self.backend.max_transfer()) as u64) / SECTOR_SIZE * SECTOR_SIZE;
+        n.max(SECTOR_SIZE)
+    }
+
     pub(crate) fn bus_reset(&mut self) {
         self.reset_transport();
         self.sense = (sense::NO_SENSE, 0, 0);
@@ -180,11 +255,22 @@ impl<B: BlockBackend> MassStorage<B> {
         self.residue = 0;
         self.status = CSW_PASSED;
         self.data_failed = None;
+        self.want = 0;
+        self.retry = false;
+        if let Some((_, p)) = self.inflight.as_mut() {
+            *p = Pending::Orphan;
+        }
     }
 
     /// Whether a bulk IN now gets something (data or the CSW).
     pub fn in_ready(&self) -> bool {
-        matches!(self.phase, Phase::DataIn { .. } | Phase::Status)
+        match &self.phase {
+            Phase::Status => true,
+            Phase::DataIn {
+                data, disk_left, ..
+            } => !data.is_empty() || (*disk_left == 0 && self.inflight.is_none()),
+            _ => false,
+        }
     }
 
     /// CLEAR_FEATURE(ENDPOINT_HALT) of `ep` was accepted.
@@ -216,9 +302,169 @@ impl<B: BlockBackend> MassStorage<B> {
         c
     }
 
+    /// Takes the backend's completions; `true` when one was this device's (the
+    /// controller then retries the transfers that waited for it).
+    pub fn poll_backend(&mut self) -> bool {
+        let mut progressed = false;
+        while let Some(c) = self.backend.poll() {
+            match self.inflight {
+                Some((tag, pending)) if tag == c.tag => {
+                    self.inflight = None;
+                    self.complete(pending, c);
+                    progressed = true;
+                }
+                _ => log::warn!(
+                    "xhci: usb-storage: the backend completed request {} that is not in flight",
+                    c.tag
+                ),
+            }
+        }
+        if self.retry && self.inflight.is_none() {
+            progressed = true;
+        }
+        self.pump();
+        progressed
+    }
+
+    /// A backend request finished.
+    fn complete(&mut self, pending: Pending, c: Completion) {
+        match (pending, &mut self.phase) {
+            (
+                Pending::Read,
+                Phase::DataIn {
+                    data, disk_left, ..
+                },
+            ) => match c.result {
+                Ok(()) => data.extend_from_slice(&c.buf),
+                Err(e) => {
+                    log::warn!("xhci: usb-storage: read failed: {e:?}");
+                    self.data_failed = Some((sense::MEDIUM_ERROR, sense::UNRECOVERED_READ_ERROR));
+                    *disk_left = 0;
+                }
+            },
+            (Pending::Write, Phase::DataOut { partial, .. }) => {
+                if let Err(e) = c.result {
+                    log::warn!("xhci: usb-storage: write failed: {e:?}");
+                    self.data_failed = Some(match e {
+                        BlockError::ReadOnly => (sense::DATA_PROTECT, sense::WRITE_PROTECTED),
+                        _ => (sense::MEDIUM_ERROR, sense::WRITE_ERROR),
+                    });
+                    // The rest of the data is taken and dropped.
+                    partial.clear();
+                }
+            }
+            (Pending::Flush, &mut Phase::Flush { dir_in, host_len }) => {
+                if let Err(e) = c.result {
+                    if e != BlockError::ReadOnly {
+                        self.fail(sense::MEDIUM_ERROR, sense::WRITE_ERROR);
+                    }
+                }
+                self.no_data(dir_in, host_len);
+            }
+            // An abandoned command's.
+            _ => {}
+        }
+        self.settle();
+    }
+
+    /// The data phase of a write is over once every byte is taken and written.
+    fn settle(&mut self) {
+        if self.inflight.is_some() || self.retry {
+            return;
+        }
+        if let Phase::DataOut {
+            left: 0, partial, ..
+        } = &self.phase
+        {
+            if partial.is_empty() {
+                self.finish_data();
+            }
+        }
+    }
+
+    /// Starts the backend request the phase needs next, if none is in flight;
+    /// one the backend completes at once is taken and the next one started.
+    fn pump(&mut self) {
+        self.retry = false;
+        while self.inflight.is_none() {
+            let chunk = self.chunk();
+            let want = self.want.max(1);
+            let (op, buf, pending) = match &mut self.phase {
+                Phase::DataIn {
+                    data,
+                    disk_offset,
+                    disk_left,
+                } if *disk_left > 0 && data.len() < want => {
+                    let n = (*disk_left).min(chunk);
+                    let op = BlockOp::Read {
+                        offset: *disk_offset,
+                    };
+                    (op, vec![0u8; n as usize], Pending::Read)
+                }
+                Phase::DataOut {
+                    write: true,
+                    disk_offset,
+                    left,
+                    partial,
+                } => {
+                    if self.data_failed.is_some() {
+                        partial.clear();
+                    }
+                    let whole = partial.len() as u64 / SECTOR_SIZE * SECTOR_SIZE;
+                    // Short of a chunk: more data may follow for the same request.
+                    if whole == 0 || (whole < chunk && *left > 0) {
+                        break;
+                    }
+                    let n = whole.min(chunk) as usize;
+                    let op = BlockOp::Write {
+                        offset: *disk_offset,
+                    };
+                    (op, partial[..n].to_vec(), Pending::Write)
+                }
+                Phase::Flush { .. } => (BlockOp::Flush, Vec::new(), Pending::Flush),
+                _ => break,
+            };
+            let tag = self.next_op;
+            let len = buf.len() as u64;
+            let result = self.backend.submit(tag, op, buf);
+            if matches!(result, Submit::Busy(_)) {
+                // The backend takes it at a later poll (the controller asks while
+                // `has_work`).
+                self.retry = true;
+                return;
+            }
+            self.next_op = self.next_op.wrapping_add(1);
+            // The request is the backend's now: the phase moves past it.
+            match &mut self.phase {
+                Phase::DataIn {
+                    disk_offset,
+                    disk_left,
+                    ..
+                } => {
+                    *disk_offset += len;
+                    *disk_left -= len;
+                }
+                Phase::DataOut {
+                    disk_offset,
+                    partial,
+                    ..
+                } => {
+                    partial.drain(..len as usize);
+                    *disk_offset += len;
+                }
+                _ => {}
+            }
+            match result {
+                Submit::Done(c) => self.complete(pending, c),
+                _ => self.inflight = Some((tag, pending)),
+            }
+        }
+        self.settle();
+    }
+
     pub(crate) fn bulk_in(&mut self, max: usize) -> Transfer {
         match &mut self.phase {
-            Phase::Command | Phase::DataOut { .. } => Transfer::Nak,
+            Phase::Command | Phase::DataOut { .. } | Phase::Flush { .. } => Transfer::Nak,
             Phase::ResetRecovery => Transfer::Stall,
             Phase::Status => {
                 if max < CSW_LEN {
@@ -227,34 +473,31 @@ impl<B: BlockBackend> MassStorage<B> {
                 }
                 Transfer::Data(self.csw())
             }
-            Phase::DataIn {
-                data,
-                disk_offset,
-                disk_left,
-            } => {
-                let mut out = Vec::new();
-                let take = data.len().min(max);
-                out.extend(data.drain(..take));
-                while out.len() < max && *disk_left > 0 {
-                    let n = (max - out.len()).min(CHUNK).min(*disk_left as usize);
-                    // Whole sectors from the backend; what the host did not take
-                    // waits in `data` for its next transfer.
-                    let whole = (n as u64).next_multiple_of(SECTOR_SIZE).min(*disk_left);
-                    let mut buf = vec![0u8; whole as usize];
-                    if self.backend.read_at(*disk_offset, &mut buf).is_err() {
-                        self.data_failed =
-                            Some((sense::MEDIUM_ERROR, sense::UNRECOVERED_READ_ERROR));
-                        *disk_left = 0;
-                        break;
-                    }
-                    *disk_offset = disk_offset.saturating_add(whole);
-                    *disk_left -= whole;
-                    out.extend_from_slice(&buf[..n]);
-                    data.extend_from_slice(&buf[n..]);
+            Phase::DataIn { .. } => {
+                self.want = max;
+                self.pump();
+                let Phase::DataIn {
+                    data, disk_left, ..
+                } = &mut self.phase
+                else {
+                    return Transfer::Nak;
+                };
+                // A packet shorter than asked ends the host's data phase: it
+                // waits until the transfer can be filled or the data ends.
+                let ends = *disk_left == 0 && self.inflight.is_none();
+                if data.len() < max && !ends {
+                    return Transfer::Nak;
                 }
+                let take = data.len().min(max);
+                let out: Vec<u8> = data.drain(..take).collect();
+                let done = data.is_empty() && ends;
+                self.want = 0;
                 self.residue = self.residue.saturating_sub(out.len() as u32);
-                if data.is_empty() && *disk_left == 0 {
+                if done {
                     self.finish_data();
+                } else {
+                    // Read ahead for the host's next transfer.
+                    self.pump();
                 }
                 Transfer::Data(out)
             }
@@ -272,44 +515,38 @@ impl<B: BlockBackend> MassStorage<B> {
         match &mut self.phase {
             Phase::Command => {
                 self.command(data);
+                // A read starts at once; a flush too.
+                self.pump();
                 Transfer::Data(Vec::new())
             }
             Phase::DataOut {
                 write,
-                disk_offset,
                 left,
                 partial,
+                ..
             } => {
+                if *left == 0 || (*write && partial.len() >= WRITE_BACKLOG) {
+                    // Writes behind: the data waits.
+                    return Transfer::Nak;
+                }
                 let take = (data.len() as u64).min(*left) as usize;
+                *left -= take as u64;
+                let over = take < data.len();
                 if *write {
                     // Data a failed command drops stays in the residue.
                     self.residue = self.residue.saturating_sub(take as u32);
+                    partial.extend_from_slice(&data[..take]);
                 }
-                *left -= take as u64;
-                if *write {
-                    let mut rest = &data[..take];
-                    while !rest.is_empty() {
-                        let room = SECTOR_SIZE as usize - partial.len();
-                        let n = room.min(rest.len());
-                        partial.extend_from_slice(&rest[..n]);
-                        rest = &rest[n..];
-                        if partial.len() == SECTOR_SIZE as usize {
-                            if self.data_failed.is_none()
-                                && self.backend.write_at(*disk_offset, partial).is_err()
-                            {
-                                self.data_failed = Some((sense::MEDIUM_ERROR, sense::WRITE_ERROR));
-                            }
-                            *disk_offset = disk_offset.saturating_add(SECTOR_SIZE);
-                            partial.clear();
-                        }
-                    }
+                if over {
+                    log::warn!(
+                        "xhci: usb-storage: {} bytes of OUT data beyond the CBW's length dropped",
+                        data.len() - take
+                    );
                 }
-                if *left == 0 || take < data.len() {
-                    self.finish_data();
-                }
+                self.pump();
                 Transfer::Data(Vec::new())
             }
-            Phase::DataIn { .. } | Phase::Status => Transfer::Nak,
+            Phase::DataIn { .. } | Phase::Status | Phase::Flush { .. } => Transfer::Nak,
             Phase::ResetRecovery => Transfer::Stall,
         }
     }
@@ -363,6 +600,7 @@ impl<B: BlockBackend> MassStorage<B> {
                 self.no_data(dir_in, host_len);
             }
             Reply::None => self.no_data(dir_in, host_len),
+            Reply::Flush => self.phase = Phase::Flush { dir_in, host_len },
             Reply::In(mut data) => {
                 if host_len > 0 && !dir_in {
                     self.phase_error(dir_in, host_len);
@@ -607,11 +845,9 @@ impl<B: BlockBackend> MassStorage<B> {
                 Reply::In(d)
             }
             op::START_STOP_UNIT | op::PREVENT_ALLOW_MEDIUM_REMOVAL => Reply::None,
-            op::SYNCHRONIZE_CACHE_10 => match self.backend.flush() {
-                Ok(()) => Reply::None,
-                Err(BlockError::ReadOnly) => Reply::None,
-                Err(_) => Reply::Fail(sense::MEDIUM_ERROR, sense::WRITE_ERROR),
-            },
+            // Nothing to make durable on a read-only medium.
+            op::SYNCHRONIZE_CACHE_10 if self.backend.read_only() => Reply::None,
+            op::SYNCHRONIZE_CACHE_10 => Reply::Flush,
             _ => Reply::Fail(sense::ILLEGAL_REQUEST, sense::INVALID_OPCODE),
         }
     }
@@ -629,4 +865,6 @@ enum Reply {
     Read { offset: u64, bytes: u64 },
     /// Blocks from the host to this byte range.
     Write { offset: u64, bytes: u64 },
+    /// No data phase; passed once the backend made the writes durable.
+    Flush,
 }

@@ -4,11 +4,13 @@
 //! their descriptors, configures their endpoints and moves data — all through the
 //! registers and rings in a [`VecMemory`], never through the controller's insides.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
 use alloc::vec::Vec;
 
-use vdev::{AccessSize, BlockBackend, BlockError, GuestMemory, VecMemory};
+use vdev::{
+    AccessSize, AsyncBlock, BlockError, BlockOp, Completion, GuestMemory, Submit, VecMemory,
+};
 
 use crate::controller::{Controller, Interrupts};
 use crate::defs::{cc, ctx, intr, layout, op, portsc, trb, trb_type, usb, usbcmd};
@@ -45,12 +47,26 @@ impl Interrupts for Irqs {
     }
 }
 
-/// A RAM disk; `fail` makes every access fail as an I/O error.
-#[derive(Debug, Clone)]
+/// A RAM disk as an asynchronous backend; `fail` makes every access fail as an
+/// I/O error. By default requests complete inside `submit`; with `hold` they wait
+/// until the test completes them ([`Self::complete`], in any order), and `busy`
+/// refuses that many submissions as busy first.
+#[derive(Default)]
 pub struct RamDisk {
     pub data: Vec<u8>,
     pub read_only: bool,
     pub fail: bool,
+    pub hold: bool,
+    pub busy: u32,
+    /// [`AsyncBlock::max_transfer`].
+    pub max_transfer: Option<usize>,
+    /// Requests held: tag, operation, buffer.
+    pub held: Vec<(u64, BlockOp, Vec<u8>)>,
+    /// Requests performed, in completion order: operation and length.
+    pub log: Vec<(BlockOp, usize)>,
+    /// Raised when a held request completes ([`AsyncBlock::set_waker`]).
+    pub waker: Option<vdev::WorkSignal>,
+    done: VecDeque<Completion>,
 }
 
 impl RamDisk {
@@ -63,46 +79,98 @@ impl RamDisk {
         RamDisk {
             data,
             read_only,
-            fail: false,
+            ..RamDisk::default()
         }
+    }
+
+    fn perform(&mut self, tag: u64, op: BlockOp, mut buf: Vec<u8>) -> Completion {
+        self.log.push((op, buf.len()));
+        let range = |offset: u64, len: usize, size: usize| {
+            let o = usize::try_from(offset).ok()?;
+            let end = o.checked_add(len)?;
+            (end <= size).then_some(o..end)
+        };
+        let result = match op {
+            _ if self.fail => Err(BlockError::Io),
+            BlockOp::Read { offset } => match range(offset, buf.len(), self.data.len()) {
+                Some(r) => {
+                    buf.copy_from_slice(&self.data[r]);
+                    Ok(())
+                }
+                None => Err(BlockError::OutOfRange),
+            },
+            BlockOp::Write { .. } if self.read_only => Err(BlockError::ReadOnly),
+            BlockOp::Write { offset } => match range(offset, buf.len(), self.data.len()) {
+                Some(r) => {
+                    self.data[r].copy_from_slice(&buf);
+                    Ok(())
+                }
+                None => Err(BlockError::OutOfRange),
+            },
+            BlockOp::Flush => Ok(()),
+        };
+        Completion { tag, result, buf }
+    }
+
+    /// Completes the held request at `index` (0: the oldest held); `false` when
+    /// there is none.
+    pub fn complete(&mut self, index: usize) -> bool {
+        if index >= self.held.len() {
+            return false;
+        }
+        let (tag, op, buf) = self.held.remove(index);
+        let c = self.perform(tag, op, buf);
+        self.done.push_back(c);
+        if let Some(w) = &self.waker {
+            w.raise();
+        }
+        true
+    }
+
+    /// Completes a request nobody submitted (a confused backend).
+    pub fn complete_unknown(&mut self, tag: u64) {
+        self.done.push_back(Completion {
+            tag,
+            result: Ok(()),
+            buf: vec![0xee; 512],
+        });
     }
 }
 
-impl BlockBackend for RamDisk {
+impl AsyncBlock for RamDisk {
     fn capacity(&self) -> u64 {
         self.data.len() as u64
     }
     fn read_only(&self) -> bool {
         self.read_only
     }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        if self.fail {
-            return Err(BlockError::Io);
-        }
-        let o = usize::try_from(offset).map_err(|_| BlockError::OutOfRange)?;
-        let src = self
-            .data
-            .get(o..o + buf.len())
-            .ok_or(BlockError::OutOfRange)?;
-        buf.copy_from_slice(src);
-        Ok(())
+    fn max_transfer(&self) -> usize {
+        self.max_transfer.unwrap_or(usize::MAX)
     }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
-        if self.read_only {
-            return Err(BlockError::ReadOnly);
+    fn submit(&mut self, tag: u64, op: BlockOp, buf: Vec<u8>) -> Submit {
+        if self.busy > 0 {
+            self.busy -= 1;
+            return Submit::Busy(buf);
         }
-        if self.fail {
-            return Err(BlockError::Io);
+        assert!(
+            buf.len() <= self.max_transfer(),
+            "a request of {} bytes over the backend's limit",
+            buf.len()
+        );
+        if self.hold {
+            self.held.push((tag, op, buf));
+            return Submit::Queued;
         }
-        let o = usize::try_from(offset).map_err(|_| BlockError::OutOfRange)?;
-        self.data
-            .get_mut(o..o + data.len())
-            .ok_or(BlockError::OutOfRange)?
-            .copy_from_slice(data);
-        Ok(())
+        Submit::Done(self.perform(tag, op, buf))
     }
-    fn flush(&mut self) -> Result<(), BlockError> {
-        Ok(())
+    fn poll(&mut self) -> Option<Completion> {
+        self.done.pop_front()
+    }
+    fn has_completions(&self) -> bool {
+        !self.done.is_empty()
+    }
+    fn set_waker(&mut self, signal: vdev::WorkSignal) {
+        self.waker = Some(signal);
     }
 }
 
@@ -183,10 +251,10 @@ impl Driver {
         }
     }
 
-    pub fn r32<B: BlockBackend>(&mut self, c: &mut Controller<B>, off: u64) -> u32 {
+    pub fn r32<B: AsyncBlock>(&mut self, c: &mut Controller<B>, off: u64) -> u32 {
         c.read(off, AccessSize::Word).expect("read") as u32
     }
-    pub fn w32<B: BlockBackend>(&mut self, c: &mut Controller<B>, off: u64, v: u32) {
+    pub fn w32<B: AsyncBlock>(&mut self, c: &mut Controller<B>, off: u64, v: u32) {
         c.write(
             &mut self.mem,
             &mut self.irq,
@@ -196,17 +264,17 @@ impl Driver {
         )
         .expect("write");
     }
-    pub fn w64<B: BlockBackend>(&mut self, c: &mut Controller<B>, off: u64, v: u64) {
+    pub fn w64<B: AsyncBlock>(&mut self, c: &mut Controller<B>, off: u64, v: u64) {
         self.w32(c, off, v as u32);
         self.w32(c, off + 4, (v >> 32) as u32);
     }
 
-    pub fn portsc<B: BlockBackend>(&mut self, c: &mut Controller<B>, port: u8) -> u32 {
+    pub fn portsc<B: AsyncBlock>(&mut self, c: &mut Controller<B>, port: u8) -> u32 {
         self.r32(c, layout::PORTS + layout::PORT_STRIDE * u64::from(port - 1))
     }
 
     /// Reset, DCBAA, command ring, ERST with one segment, interrupts on, run.
-    pub fn start<B: BlockBackend>(&mut self, c: &mut Controller<B>) {
+    pub fn start<B: AsyncBlock>(&mut self, c: &mut Controller<B>) {
         self.w32(c, layout::OPER + op::USBCMD, usbcmd::HCRST);
         let slots = self.r32(c, 0x04) & 0xff;
         self.w32(c, layout::OPER + op::CONFIG, slots);
@@ -233,7 +301,7 @@ impl Driver {
     }
 
     /// Reads new events off the event ring and acknowledges them (ERDP with EHB).
-    pub fn drain<B: BlockBackend>(&mut self, c: &mut Controller<B>) {
+    pub fn drain<B: AsyncBlock>(&mut self, c: &mut Controller<B>) {
         let mut any = false;
         loop {
             let t = Trb::read(&self.mem, self.ev_dequeue).unwrap();
@@ -257,7 +325,7 @@ impl Driver {
     }
 
     /// Takes the first event matching `f`.
-    pub fn take<B: BlockBackend>(
+    pub fn take<B: AsyncBlock>(
         &mut self,
         c: &mut Controller<B>,
         f: impl Fn(&Trb) -> bool,
@@ -268,7 +336,7 @@ impl Driver {
     }
 
     /// Queues a command, rings doorbell 0, returns its completion event.
-    pub fn command<B: BlockBackend>(&mut self, c: &mut Controller<B>, t: Trb) -> Option<Trb> {
+    pub fn command<B: AsyncBlock>(&mut self, c: &mut Controller<B>, t: Trb) -> Option<Trb> {
         let at = self.cmd.push(&mut self.mem, t);
         self.w32(c, layout::DOORBELLS, 0);
         self.take(c, |e| {
@@ -277,7 +345,7 @@ impl Driver {
     }
 
     /// Completion code and slot of a command.
-    pub fn cmd<B: BlockBackend>(&mut self, c: &mut Controller<B>, t: Trb) -> (Code, u8) {
+    pub fn cmd<B: AsyncBlock>(&mut self, c: &mut Controller<B>, t: Trb) -> (Code, u8) {
         match self.command(c, t) {
             Some(e) => ((e.status >> 24) as u8, e.slot()),
             None => (0, 0),
@@ -285,7 +353,7 @@ impl Driver {
     }
 
     /// Resets a USB 2 port (a USB 3 port is enabled already) and waits for it.
-    pub fn reset_port<B: BlockBackend>(&mut self, c: &mut Controller<B>, port: u8) -> bool {
+    pub fn reset_port<B: AsyncBlock>(&mut self, c: &mut Controller<B>, port: u8) -> bool {
         let off = layout::PORTS + layout::PORT_STRIDE * u64::from(port - 1);
         let sc = self.r32(c, off);
         self.w32(c, off, (sc & portsc::PP) | portsc::PR | portsc::CHANGE);
@@ -298,7 +366,7 @@ impl Driver {
         ok
     }
 
-    pub fn enable_slot<B: BlockBackend>(&mut self, c: &mut Controller<B>) -> Result<u8, Code> {
+    pub fn enable_slot<B: AsyncBlock>(&mut self, c: &mut Controller<B>) -> Result<u8, Code> {
         match self.cmd(c, Trb::new(trb_type::ENABLE_SLOT, 0, 0, 0)) {
             (cc::SUCCESS, s) => Ok(s),
             (code, _) => Err(code),
@@ -320,7 +388,7 @@ impl Driver {
     }
 
     /// Address Device for `slot` on `port` with EP0's max packet `mps0`.
-    pub fn address<B: BlockBackend>(
+    pub fn address<B: AsyncBlock>(
         &mut self,
         c: &mut Controller<B>,
         slot: u8,
@@ -372,7 +440,7 @@ impl Driver {
             .unwrap()
     }
 
-    fn ring_doorbell<B: BlockBackend>(&mut self, c: &mut Controller<B>, slot: u8, dci: u8) {
+    fn ring_doorbell<B: AsyncBlock>(&mut self, c: &mut Controller<B>, slot: u8, dci: u8) {
         self.w32(c, layout::DOORBELLS + 4 * u64::from(slot), u32::from(dci));
     }
 
@@ -386,7 +454,7 @@ impl Driver {
 
     /// A control transfer on EP0: the data for IN, or the completion code of the
     /// first failing event.
-    pub fn control<B: BlockBackend>(
+    pub fn control<B: AsyncBlock>(
         &mut self,
         c: &mut Controller<B>,
         slot: u8,
@@ -474,7 +542,7 @@ impl Driver {
         Err(0)
     }
 
-    pub fn get_descriptor<B: BlockBackend>(
+    pub fn get_descriptor<B: AsyncBlock>(
         &mut self,
         c: &mut Controller<B>,
         slot: u8,
@@ -495,7 +563,7 @@ impl Driver {
 
     /// Configure Endpoint with the endpoint descriptors of `config` (a
     /// configuration descriptor), then SET_CONFIGURATION 1. Returns the DCIs.
-    pub fn configure<B: BlockBackend>(
+    pub fn configure<B: AsyncBlock>(
         &mut self,
         c: &mut Controller<B>,
         slot: u8,
@@ -563,7 +631,7 @@ impl Driver {
     /// Port reset, Enable Slot, Address Device, device and configuration
     /// descriptors, Configure Endpoint, SET_CONFIGURATION: the slot and the
     /// device descriptor.
-    pub fn enumerate<B: BlockBackend>(
+    pub fn enumerate<B: AsyncBlock>(
         &mut self,
         c: &mut Controller<B>,
         port: u8,
@@ -593,7 +661,7 @@ impl Driver {
     /// One bulk or interrupt TD of a single Normal TRB (IOC, and ISP for IN) with
     /// its buffer at `buf`; returns the completion code and bytes moved (or `None`
     /// while it waits).
-    pub fn transfer<B: BlockBackend>(
+    pub fn transfer<B: AsyncBlock>(
         &mut self,
         c: &mut Controller<B>,
         slot: u8,
@@ -608,7 +676,7 @@ impl Driver {
     }
 
     /// The Transfer Event for the TRB at `at` of `len` bytes, if posted.
-    pub fn wait_transfer<B: BlockBackend>(
+    pub fn wait_transfer<B: AsyncBlock>(
         &mut self,
         c: &mut Controller<B>,
         at: u64,
@@ -620,7 +688,7 @@ impl Driver {
 
     /// A BOT command: CBW out, optional data (IN into `DATA`, or OUT from `out`),
     /// CSW in. Returns the data read and the CSW's status and residue.
-    pub fn bot<B: BlockBackend>(
+    pub fn bot<B: AsyncBlock>(
         &mut self,
         c: &mut Controller<B>,
         slot: u8,

@@ -17,7 +17,7 @@ use crate::storage::MassStorage;
 use crate::testing::{Driver, RamDisk, DATA};
 use crate::trb::Trb;
 use crate::usb::Device;
-use vdev::{BlockBackend, BlockError};
+use vdev::{AsyncBlock, BlockError, BlockOp, Completion, Submit};
 
 const KBD_PORT: u8 = 1;
 const TABLET_PORT: u8 = 2;
@@ -253,11 +253,142 @@ fn a_read_only_image_reads_whole_ranges_and_refuses_writes() {
     let mut img = ReadOnlyImage::new(&bytes).unwrap();
     assert_eq!(img.capacity(), 2048);
     assert!(img.read_only());
-    let mut buf = [0u8; 512];
-    img.read_at(1536, &mut buf).unwrap();
-    assert_eq!(&buf[..], &bytes[1536..]);
-    assert_eq!(img.read_at(1537, &mut buf), Err(BlockError::OutOfRange));
-    assert_eq!(img.read_at(u64::MAX, &mut buf), Err(BlockError::OutOfRange));
-    assert_eq!(img.write_at(0, &buf), Err(BlockError::ReadOnly));
-    assert_eq!(img.flush(), Ok(()));
+    // Requests complete inside `submit` (nothing is ever left for `poll`).
+    let mut go = |op, len| match img.submit(9, op, std::vec![0u8; len]) {
+        Submit::Done(Completion {
+            tag: 9,
+            result,
+            buf,
+        }) => (result, buf),
+        other => panic!("an in-memory image answered {other:?}"),
+    };
+    let (r, buf) = go(BlockOp::Read { offset: 1536 }, 512);
+    assert_eq!((r, &buf[..]), (Ok(()), &bytes[1536..]));
+    assert_eq!(
+        go(BlockOp::Read { offset: 1537 }, 512).0,
+        Err(BlockError::OutOfRange)
+    );
+    assert_eq!(
+        go(BlockOp::Read { offset: 1024 }, 1536).0,
+        Err(BlockError::OutOfRange)
+    );
+    assert_eq!(
+        go(BlockOp::Read { offset: u64::MAX }, 512).0,
+        Err(BlockError::OutOfRange)
+    );
+    assert_eq!(
+        go(BlockOp::Write { offset: 0 }, 512).0,
+        Err(BlockError::ReadOnly)
+    );
+    assert_eq!(go(BlockOp::Flush, 0).0, Ok(()));
+    assert!(img.poll().is_none() && !img.has_completions());
+}
+
+/// The storage device's disk completes late: the function reports the request
+/// in flight (a suspend waits for it), the completion raises the work signal
+/// the function was given, and the function's `poll` finishes the transfer.
+/// A request of a device the host unplugged and plugged back completes into
+/// nothing.
+#[test]
+fn a_late_disk_completion_raises_the_work_signal_and_poll_finishes_the_transfer() {
+    let mut f = function();
+    f.controller_mut().storage_mut().unwrap().backend_mut().hold = true;
+    let link = f.host_link();
+    let signal = WorkSignal::new();
+    f.connect_work_signal(&signal);
+    let mut d = Driver::new();
+    d.start(f.controller_mut());
+    let (slot, _) = d.enumerate(f.controller_mut(), STORAGE_PORT).unwrap();
+    let cbw = |lba: u8| {
+        let mut b = std::vec![0u8; 31];
+        b[0..4].copy_from_slice(&crate::storage::CBW_SIGNATURE.to_le_bytes());
+        b[8..12].copy_from_slice(&512u32.to_le_bytes());
+        b[12] = 0x80;
+        b[14] = 10;
+        b[15] = crate::storage::op::READ_10;
+        b[20] = lba;
+        b[23] = 1;
+        b
+    };
+    d.mem.write(DATA + 0x1000, &cbw(9)).unwrap();
+    let c = f.controller_mut();
+    assert_eq!(
+        d.transfer(c, slot, 4, DATA + 0x1000, 31),
+        Some((cc::SUCCESS, 31))
+    );
+    let at = d.push(
+        slot,
+        3,
+        Trb::new(trb_type::NORMAL, DATA, 512, trb::IOC | trb::ISP),
+    );
+    d.w32(
+        f.controller_mut(),
+        crate::defs::layout::DOORBELLS + 4 * u64::from(slot),
+        3,
+    );
+    assert_eq!(f.in_flight(), 1);
+    assert!(!f.has_work() && !signal.take());
+    assert_eq!(d.wait_transfer(f.controller_mut(), at, 512), None);
+    let disk = f.controller_mut().storage_mut().unwrap().backend_mut();
+    assert!(disk.complete(0));
+    assert!(
+        signal.take(),
+        "the completion did not raise the work signal"
+    );
+    assert!(f.has_work());
+    poll(&mut f, &mut d);
+    assert_eq!(f.in_flight(), 0);
+    assert_eq!(
+        d.wait_transfer(f.controller_mut(), at, 512),
+        Some((cc::SUCCESS, 512))
+    );
+    let mut got = [0u8; 512];
+    d.mem.read(DATA, &mut got).unwrap();
+    assert_eq!(
+        &got[..],
+        &RamDisk::patterned(64, true).data[9 * 512..10 * 512]
+    );
+    let csw = d.push(
+        slot,
+        3,
+        Trb::new(trb_type::NORMAL, DATA + 0x2000, 13, trb::IOC | trb::ISP),
+    );
+    d.w32(
+        f.controller_mut(),
+        crate::defs::layout::DOORBELLS + 4 * u64::from(slot),
+        3,
+    );
+    assert_eq!(
+        d.wait_transfer(f.controller_mut(), csw, 13),
+        Some((cc::SUCCESS, 13))
+    );
+
+    // Unplugged with a read at the disk: counted until it completes, then gone.
+    d.mem.write(DATA + 0x1000, &cbw(3)).unwrap();
+    assert_eq!(
+        d.transfer(f.controller_mut(), slot, 4, DATA + 0x1000, 31),
+        Some((cc::SUCCESS, 31))
+    );
+    assert_eq!(f.in_flight(), 1);
+    link.detach(STORAGE_PORT).unwrap();
+    poll(&mut f, &mut d);
+    assert_eq!(f.parked().count(), 1);
+    assert_eq!(
+        f.in_flight(),
+        1,
+        "a parked device's request is still in flight"
+    );
+    let Some((_, Device::Storage(s))) = f.parked().next() else {
+        panic!("the storage device is not parked");
+    };
+    assert_eq!(s.backend().held.len(), 1);
+    // Plugged back (a bus reset: the read is abandoned), its late completion
+    // is taken and dropped.
+    link.attach(STORAGE_PORT).unwrap();
+    poll(&mut f, &mut d);
+    let disk = f.controller_mut().storage_mut().unwrap().backend_mut();
+    assert!(disk.complete(0));
+    assert!(signal.take());
+    poll(&mut f, &mut d);
+    assert_eq!(f.in_flight(), 0);
 }

@@ -5,7 +5,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use vdev::BlockBackend;
+use vdev::AsyncBlock;
 
 use crate::defs::{speed, usb};
 use crate::hid::{Keyboard, Tablet};
@@ -329,13 +329,13 @@ pub fn ss_companion(max_burst: u8, bytes_per_interval: u16) -> [u8; 6] {
 }
 
 /// The devices this crate models.
-pub enum Device<B: BlockBackend> {
+pub enum Device<B: AsyncBlock> {
     Keyboard(Keyboard),
     Tablet(Tablet),
     Storage(MassStorage<B>),
 }
 
-impl<B: BlockBackend> Device<B> {
+impl<B: AsyncBlock> Device<B> {
     pub fn core(&self) -> &Core {
         match self {
             Device::Keyboard(d) => &d.core,

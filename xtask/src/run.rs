@@ -213,6 +213,10 @@ pub struct RunOptions {
     /// The `windows` VM's disk: the NVMe namespace, or virtio-blk over virtio-PCI
     /// (`--disk-bus virtio-pci`; the hypervisor is told so on its command line).
     pub disk_bus: DiskBus,
+    /// The `windows` VM's install media (`--install-media PATH.iso`): copied
+    /// into its record as its read-only disk, which the VM gets as USB mass
+    /// storage (`crate::windows::set_install_media`, as `disk add-vm` does).
+    pub install_media: Option<PathBuf>,
     /// Give the Linux guest a zero-filled RAM disk of this size as virtio-blk over
     /// the virtio PCI transport, behind the same root complex (`--virtio-pci
     /// SIZE`; boots from a bundle).
@@ -299,7 +303,7 @@ pub enum DiskBus {
 
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi|windows] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
-[--append ARGS] [--smp N] [--host-cpus N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--usb] [--usb-storage PATH] [--msi its|v2m] [--disk-bus nvme|virtio-pci] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
+[--append ARGS] [--smp N] [--host-cpus N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--usb] [--usb-storage PATH] [--msi its|v2m] [--disk-bus nvme|virtio-pci] [--install-media PATH.iso] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
 [--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--authority] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
@@ -380,6 +384,9 @@ pub struct RunArgs {
     /// windows: the VM's disk as the NVMe namespace (default) or as virtio-blk over virtio-PCI
     #[arg(long = "disk-bus", value_name = "nvme|virtio-pci", value_parser = parse_disk_bus)]
     disk_bus: Option<DiskBus>,
+    /// windows: this ISO as the VM's install media (read-only USB mass storage), copied into its record
+    #[arg(long = "install-media", value_name = "PATH.iso")]
+    install_media: Option<PathBuf>,
     /// linux-dt with --nvme SIZE or --virtio-pci: MSI-X through the GICv3 ITS (LPIs) or the GICv2m frame (SPIs; the default)
     #[arg(long, value_name = "its|v2m", value_parser = parse_msi)]
     msi: Option<boards::devices::Msi>,
@@ -574,6 +581,11 @@ impl RunArgs {
                 profile.name()
             )));
         }
+        if self.install_media.is_some() && profile != Profile::Windows {
+            return Err(Error::Usage(
+                "--install-media applies to --profile windows".into(),
+            ));
+        }
         if self.disk_bus.is_some() && profile != Profile::Windows {
             return Err(Error::Usage(
                 "--disk-bus applies to --profile windows".into(),
@@ -683,6 +695,7 @@ impl RunArgs {
             nvme: self.nvme,
             virtio_pci: self.virtio_pci,
             disk_bus: self.disk_bus.unwrap_or_default(),
+            install_media: self.install_media,
             msi: self.msi,
             usb: self.usb || self.usb_storage.is_some(),
             usb_storage: self.usb_storage,
@@ -878,6 +891,12 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             Profile::Windows => sysdisk::windows_default_path(layout),
             Profile::LinuxDt => sysdisk::default_path(layout),
         });
+        if let Some(iso) = &o.install_media {
+            eprintln!(
+                "xtask: VM '{name}': {}",
+                crate::windows::set_install_media_of(&path, name, iso)?
+            );
+        }
         let (run, rec) = sysdisk::named_vm(&path, name, o.cold)?;
         let model = Profile::of_model(rec.device_model);
         if model != o.profile {
@@ -1031,6 +1050,13 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             };
             let run = sysdisk::ensure_firmware(&path, o.fresh, &want)?;
             eprintln!("xtask: {}", run.describe(&want.name));
+            if let Some(iso) = &o.install_media {
+                eprintln!(
+                    "xtask: VM '{}': {}",
+                    want.name,
+                    crate::windows::set_install_media_of(&path, &want.name, iso)?
+                );
+            }
             Some(run)
         } else {
             None
@@ -1727,6 +1753,12 @@ mod tests {
         assert_eq!(hypervisor_options(&v, None), " rayos.disk=virtio-pci");
         let vm = parse_args(&args("--profile windows --vm w --disk-bus virtio-pci")).unwrap();
         assert_eq!(vm.disk_bus, DiskBus::VirtioPci);
+        let m = parse_args(&args("--profile windows --install-media w.iso")).unwrap();
+        assert_eq!(m.install_media, Some(PathBuf::from("w.iso")));
+        let m = parse_args(&args("--profile windows --vm w --install-media w.iso")).unwrap();
+        assert_eq!(m.install_media, Some(PathBuf::from("w.iso")));
+        assert!(parse_args(&args("--install-media w.iso")).is_err());
+        assert!(parse_args(&args("--profile uefi-acpi --install-media w.iso")).is_err());
         for bad in [
             "--profile uefi-acpi --firmware /f",
             "--profile uefi-acpi --firmware-shell --guest-cmd true",

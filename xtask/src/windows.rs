@@ -12,7 +12,8 @@
 //! - disk 0: an empty system disk of `--disk-size` (the NVMe namespace; never
 //!   written here, so it takes no host space until the guest writes it);
 //! - disk 1, with `--install-media`: the ISO copied byte for byte, read-only
-//!   (USB storage: the install media);
+//!   (USB storage: the install media; [`set_install_media`], which `cargo xtask
+//!   run --profile windows --install-media` uses too);
 //! - a TPM NV extent (the CRB TPM 2.0);
 //! - [`DEFAULT_VCPUS`] vCPUs and [`DEFAULT_MEMORY`] of RAM.
 //!
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use registry::cli::{format_size, parse_size, FileDisk};
 use registry::defs::BLOCK_SIZE;
-use registry::{BootSource, BootSpec, DeviceModel, DiskSpec, ExtentRole, Policy, Registry, VmSpec};
+use registry::{BootSource, BootSpec, DeviceModel, ExtentRole, Policy, Registry, VmSpec};
 
 use crate::error::Error;
 use crate::winready::{self, MediaKind};
@@ -312,13 +313,7 @@ pub fn add_vm(layout: &Layout, vm: &WindowsVm) -> Result<String, Error> {
             code_capacity,
             vars_capacity,
         },
-        disks: media
-            .iter()
-            .map(|_| DiskSpec {
-                size: media_size,
-                read_only: true,
-            })
-            .collect(),
+        disks: Vec::new(),
         tpm_nv_size: vm.tpm_nv,
         policy: Policy::default(),
     };
@@ -402,9 +397,6 @@ fn fill(
         .ok_or("the variable-store extent is too small")?
         .store(disk, &fw.vars)
         .map_err(|e| format!("writing the variable store: {e}"))?;
-    if let (Some(path), Some(d)) = (media, rec.disks.first()) {
-        copy_into(disk, d.extent, path)?;
-    }
     let extent = reg
         .allocate(disk_size, &[])
         .ok_or_else(|| format!("no room for a {} system disk", format_size(disk_size)))?;
@@ -418,7 +410,69 @@ fn fill(
         )
     })
     .map_err(|e| format!("adding the system disk: {e}"))?;
+    if let Some(path) = media {
+        set_install_media(reg, disk, uuid, path)?;
+    }
     vdev::BlockBackend::flush(disk).map_err(|e| format!("flush: {e:?}"))
+}
+
+/// Makes the file at `path` (checked: an ISO 9660 or UDF image) the install
+/// media of VM `uuid`: copied byte for byte (zero-padded to whole blocks) into a
+/// new extent that the record then gets, in one commit, as its read-only disk
+/// in place of any read-only disk it had (the hypervisor serves a `windows`
+/// VM's read-only disk as USB mass storage). Returns what it did, one line.
+pub fn set_install_media(
+    reg: &mut Registry,
+    disk: &mut FileDisk,
+    uuid: registry::Uuid,
+    path: &Path,
+) -> Result<String, String> {
+    let (len, kind) = check_media(path)?;
+    let size = round_up(len.max(1), BLOCK_SIZE);
+    // Allocated beside the old media: the record points at the new copy only
+    // once it is complete.
+    let extent = reg.allocate(size, &[]).ok_or_else(|| {
+        format!(
+            "no room for the {} install media {} ({} free)",
+            format_size(size),
+            path.display(),
+            gib(reg.free_bytes())
+        )
+    })?;
+    copy_into(disk, extent, path)?;
+    vdev::BlockBackend::flush(disk).map_err(|e| format!("flush: {e:?}"))?;
+    reg.update_vm(disk, uuid, |r| {
+        r.disks.retain(|d| !d.read_only);
+        r.disks.push(registry::GuestDisk {
+            extent,
+            read_only: true,
+        });
+    })
+    .map_err(|e| format!("adding the install media: {e}"))?;
+    Ok(format!(
+        "install media (USB storage), read-only: {} ({len} bytes, {})",
+        path.display(),
+        kind.describe()
+    ))
+}
+
+/// [`set_install_media`] on the VM `name` of the system disk at `disk_path`
+/// (`cargo xtask run --profile windows --install-media PATH`).
+pub fn set_install_media_of(disk_path: &Path, name: &str, media: &Path) -> Result<String, Error> {
+    let step = |e: String| Error::step("install media", format!("{}: {e}", disk_path.display()));
+    let mut disk = FileDisk::open(disk_path, false).map_err(|e| step(e.to_string()))?;
+    let mut reg = Registry::open(&mut disk).map_err(|e| step(e.to_string()))?;
+    let vm = reg
+        .vm_by_name(name)
+        .ok_or_else(|| step(format!("no VM named '{name}'")))?;
+    if vm.device_model != DeviceModel::Windows {
+        return Err(step(format!(
+            "VM '{name}' is a {} VM: install media is for windows VMs",
+            vm.device_model.as_str()
+        )));
+    }
+    let uuid = vm.uuid;
+    set_install_media(&mut reg, &mut disk, uuid, media).map_err(step)
 }
 
 /// Copies the file at `path` into `extent` (zero-padded to whole blocks).
@@ -524,6 +578,75 @@ mod tests {
         assert!(e.contains("--force"), "{e}");
         assert_eq!(e.lines().count(), 1);
         assert!(!vm.system_disk.exists());
+    }
+
+    #[test]
+    fn install_media_is_copied_into_the_record_and_replaced_by_a_later_one() {
+        let dir = std::env::temp_dir().join(format!("win-set-media-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sys = dir.join("sys.img");
+        crate::sysdisk::create_image_of(&sys, 64 << 20).unwrap();
+        let iso = |name: &str, fill: u8, len: usize| {
+            let mut b = vec![fill; len];
+            b[(32 << 10) + 1..(32 << 10) + 6].copy_from_slice(b"CD001");
+            let p = dir.join(name);
+            std::fs::write(&p, &b).unwrap();
+            (p, b)
+        };
+        let (a, a_bytes) = iso("a.iso", 0x11, 40_000);
+        let (b, b_bytes) = iso("b.iso", 0x22, 70 << 10);
+        {
+            let mut disk = FileDisk::open(&sys, false).unwrap();
+            let mut reg = Registry::open(&mut disk).unwrap();
+            let spec = VmSpec {
+                name: "w".into(),
+                vcpus: 1,
+                memory_bytes: 256 << 20,
+                device_model: DeviceModel::Windows,
+                boot: BootSpec::Firmware {
+                    code_capacity: 1 << 20,
+                    vars_capacity: crate::sysdisk::UEFI_VARS_EXTENT,
+                },
+                disks: vec![registry::DiskSpec {
+                    size: 1 << 20,
+                    read_only: false,
+                }],
+                tpm_nv_size: 0,
+                policy: Policy::default(),
+            };
+            reg.add_vm(&mut disk, registry::Uuid::from_random_bytes([7; 16]), &spec)
+                .unwrap();
+        }
+        let media = |sys: &Path| {
+            let mut disk = FileDisk::open(sys, false).unwrap();
+            let reg = Registry::open(&mut disk).unwrap();
+            let rec = reg.vm_by_name("w").unwrap().clone();
+            assert!(!rec.disks[0].read_only, "the system disk stays disk 0");
+            let ro: Vec<_> = rec.disks.iter().filter(|d| d.read_only).collect();
+            assert_eq!(ro.len(), 1, "{:?}", rec.disks);
+            let mut buf = vec![0u8; ro[0].extent.len as usize];
+            registry::read_extent(&mut disk, ro[0].extent, 0, &mut buf).unwrap();
+            (rec.disks.len(), buf)
+        };
+        let line = set_install_media_of(&sys, "w", &a).unwrap();
+        assert!(line.contains("a.iso (40000 bytes, ISO 9660"), "{line}");
+        let (n, got) = media(&sys);
+        assert_eq!(n, 2);
+        assert!(got.len() >= 40_000 && (got.len() as u64).is_multiple_of(BLOCK_SIZE));
+        assert_eq!(&got[..40_000], &a_bytes[..]);
+        assert!(got[40_000..].iter().all(|&x| x == 0), "padding is zeros");
+        // A second medium replaces the first; no third disk.
+        set_install_media_of(&sys, "w", &b).unwrap();
+        let (n, got) = media(&sys);
+        assert_eq!(n, 2);
+        assert_eq!(&got[..b_bytes.len()], &b_bytes[..]);
+        // Not an ISO, no such VM: refused, the record unchanged.
+        let junk = dir.join("junk.iso");
+        std::fs::write(&junk, vec![0u8; 40_000]).unwrap();
+        assert!(set_install_media_of(&sys, "w", &junk).is_err());
+        assert!(set_install_media_of(&sys, "nobody", &a).is_err());
+        assert_eq!(&media(&sys).1[..b_bytes.len()], &b_bytes[..]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
