@@ -155,14 +155,14 @@ fn the_partition_answers_while_the_guest_spins_on_every_cpu() {
     o.fresh = true;
     o.guest_cmd = Some(
         "S='n=0; while true; do i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; n=$((n+1)); echo spin$1=$n; done'\n\
-         taskset -c 0 sh -c \"$S\" x 0 & taskset -c 1 sh -c \"$S\" x 1 &\n"
+         taskset -c 0 sh -c \"$S\" x 0 & taskset -c 1 sh -c \"$S\" x 1 & wait\n"
             .into(),
     );
     o.script = Some(script(
         "authority-spin.script",
         "expect rayos> \n\
-         expect spin0=1\n\
-         expect spin1=1\n\
+         expect spin0=2\n\
+         expect spin1=\n\
          send vm list\n\
          expect ok: 1 vm: linux vcpus=2 state=running\n\
          send display status\n\
