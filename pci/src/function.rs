@@ -48,6 +48,14 @@ pub struct MsixSpec {
     pub pba_offset: u64,
 }
 
+/// A function's MSI capability (PCI 3.0 §6.8.1), which it has besides MSI-X for
+/// hosts that use only MSI: a 64-bit Message Address, no per-vector masking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsiSpec {
+    /// Multiple Message Capable: log2 of the vectors asked for, 0..=5.
+    pub vectors_log2: u8,
+}
+
 /// Everything the root complex asks a function once, when it is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FunctionSpec {
@@ -68,7 +76,11 @@ pub trait FunctionIrq {
     fn msix_enabled(&self) -> bool;
     /// Signals MSI-X vector `vector`: sent at once, or left pending while the
     /// vector or the function is masked (or bus mastering is off), or dropped when
-    /// MSI-X is disabled or the vector does not exist.
+    /// MSI-X is disabled or the vector does not exist. With MSI enabled instead
+    /// (a function with an MSI capability, [`PciFunction::msi`]), vector `vector`
+    /// is MSI message `vector` modulo the vectors software allocated (the function
+    /// sets only the low Multiple Message Enable bits of the data), sent at once
+    /// when bus mastering is on and dropped (logged) when it is off.
     fn msix(&mut self, vector: u16);
     /// Drives the function's INTx pin (level-sensitive; ignored without a pin).
     fn set_intx(&mut self, level: bool);
@@ -134,6 +146,11 @@ pub trait PciFunction {
     }
     /// Gives the function the signal to raise when work arrives.
     fn connect_work_signal(&mut self, _signal: &vdev::WorkSignal) {}
+    /// The function's MSI capability, if it has one besides MSI-X (asked once,
+    /// at attach).
+    fn msi(&self) -> Option<MsiSpec> {
+        None
+    }
     /// Read-only vendor-specific capabilities for the configuration space (asked
     /// once, at attach; see [`crate::ConfigSpace::with_vendor_caps`]).
     fn vendor_capabilities(&self) -> alloc::vec::Vec<alloc::vec::Vec<u8>> {

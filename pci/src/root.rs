@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use vdev::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError, WorkSignal};
 
-use crate::config::{ConfigSpace, SpecError};
+use crate::config::{ConfigSpace, MsiMessage, SpecError};
 use crate::defs::{ecam, virt, IntxPin, BAR_COUNT, COMMAND, INTX_PINS};
 use crate::function::{BusMaster, FunctionContext, FunctionIrq, PciFunction};
 use crate::host_bridge::HostBridge;
@@ -175,6 +175,9 @@ struct Irq<'a> {
     msix: Option<&'a mut Msix>,
     deliverable: bool,
     enabled: bool,
+    /// The MSI message while MSI (and not MSI-X) is enabled.
+    msi_message: Option<MsiMessage>,
+    bus_master: bool,
     intx_level: &'a mut bool,
     msi: &'a mut Option<Box<dyn MsiController + Send>>,
     sink: &'a mut dyn InterruptSink,
@@ -188,6 +191,7 @@ fn requester_id(device: u8) -> u16 {
 
 fn send(
     device: u8,
+    kind: &str,
     m: Message,
     msi: &mut Option<Box<dyn MsiController + Send>>,
     sink: &mut dyn InterruptSink,
@@ -199,7 +203,7 @@ fn send(
     if !ok {
         *dropped += 1;
         log::warn!(
-            "pci 00:{device:02x}.0: MSI-X vector {} message {:#x} to {:#x} reaches no MSI controller; dropped",
+            "pci 00:{device:02x}.0: {kind} vector {} message {:#x} to {:#x} reaches no MSI controller; dropped",
             m.vector,
             m.data,
             m.address
@@ -212,18 +216,46 @@ impl FunctionIrq for Irq<'_> {
         self.enabled
     }
     fn msix(&mut self, vector: u16) {
+        if !self.enabled {
+            if let Some(msi) = self.msi_message {
+                self.send_msi(msi, vector);
+            }
+            return;
+        }
         let Some(msix) = self.msix.as_deref_mut() else {
             return;
         };
-        if !self.enabled || vector >= msix.vectors() {
+        if vector >= msix.vectors() {
             return;
         }
         if let Some(m) = msix.signal(vector, self.deliverable) {
-            send(self.device, m, self.msi, self.sink, self.dropped);
+            send(self.device, "MSI-X", m, self.msi, self.sink, self.dropped);
         }
     }
     fn set_intx(&mut self, level: bool) {
         *self.intx_level = level;
+    }
+}
+
+impl Irq<'_> {
+    /// Sends MSI vector `vector`. Without per-vector masking there is nothing to
+    /// hold it in: with Bus Master Enable clear the function cannot write the
+    /// message, so it is lost (and counted).
+    fn send_msi(&mut self, msi: MsiMessage, vector: u16) {
+        if !self.bus_master {
+            *self.dropped += 1;
+            log::warn!(
+                "pci 00:{:02x}.0: MSI vector {vector} with bus mastering off; dropped",
+                self.device
+            );
+            return;
+        }
+        let m = Message {
+            vector,
+            address: msi.address,
+            data: msi.data_of(vector),
+        };
+        send(self.device, "MSI", m, self.msi, self.sink, self.dropped);
     }
 }
 
@@ -283,7 +315,7 @@ impl RootComplex {
             return Err(RootError::Slot);
         }
         let spec = function.spec();
-        let config = ConfigSpace::with_vendor_caps(&spec, &function.vendor_capabilities())
+        let config = ConfigSpace::build(&spec, function.msi(), &function.vendor_capabilities())
             .map_err(RootError::Spec)?;
         let slot = Slot {
             device,
@@ -382,8 +414,9 @@ impl RootComplex {
         let mut levels = [false; INTX_PINS as usize];
         for s in &self.slots {
             let Some(pin) = s.intx_pin else { continue };
-            let disabled =
-                s.config.command().is_set(COMMAND::INTERRUPT_DISABLE) || s.config.msix_enabled();
+            let disabled = s.config.command().is_set(COMMAND::INTERRUPT_DISABLE)
+                || s.config.msix_enabled()
+                || s.config.msi_enabled();
             if s.intx_level && !disabled {
                 let spi = intx_intid(&self.layout, s.device, pin) - self.layout.intx_first_intid;
                 levels[spi as usize] = true;
@@ -405,7 +438,14 @@ impl RootComplex {
         };
         let device = s.device;
         for m in msix.take_unmasked_pending() {
-            send(device, m, &mut self.msi, sink, &mut self.dropped_messages);
+            send(
+                device,
+                "MSI-X",
+                m,
+                &mut self.msi,
+                sink,
+                &mut self.dropped_messages,
+            );
         }
     }
 
@@ -424,6 +464,8 @@ impl RootComplex {
             device: s.device,
             deliverable: s.config.msix_unmasked() && bus_master,
             enabled: s.config.msix_enabled(),
+            msi_message: s.config.msi_message(),
+            bus_master,
             msix: s.msix.as_mut().map(|(m, _)| m),
             intx_level: &mut s.intx_level,
             msi: &mut self.msi,
@@ -483,7 +525,7 @@ impl RootComplex {
         if changes.decode {
             self.recompute_decode();
         }
-        if changes.intx || changes.msix {
+        if changes.intx || changes.msix || changes.msi {
             self.update_intx(ctx.irq);
         }
         if changes.bus_master_on || changes.msix {
