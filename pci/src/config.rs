@@ -12,7 +12,7 @@ use crate::defs::{
     CONFIG_SPACE_SIZE, DEVICE_CAPABILITIES, DEVICE_CONTROL, HEADER_TYPE_NORMAL, MSIX_CONTROL,
     MSIX_LOCATION, MSI_CONTROL, PCIE_CAPABILITIES, STATUS,
 };
-use crate::function::{BarSpec, FunctionSpec, MsiSpec, MIN_BAR_SIZE};
+use crate::function::{BarSpec, BarWindow, FunctionSpec, MsiSpec, MIN_BAR_SIZE};
 
 /// Where the capability list starts.
 const FIRST_CAP: usize = 0x40;
@@ -35,6 +35,9 @@ pub enum SpecError {
     /// Vendor-specific capabilities that are malformed (shorter than 3 bytes, a
     /// length byte that disagrees) or do not fit in the configuration header.
     VendorCapability,
+    /// A BAR window whose capability does not exist or whose fields lie outside
+    /// it (or over its first three bytes).
+    BarWindow,
 }
 
 /// What a configuration write changed that the root complex must act on.
@@ -81,6 +84,16 @@ pub struct ConfigSpace {
     bars: [Option<BarSpec>; BAR_COUNT],
     msix_cap: Option<usize>,
     msi_cap: Option<usize>,
+    /// The BAR window's fields, as absolute offsets.
+    window: Option<BarWindow>,
+}
+
+/// A BAR window access the window's fields describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowTarget {
+    pub bar: u8,
+    pub offset: u32,
+    pub length: u32,
 }
 
 fn put16(b: &mut [u8], at: usize, v: u16) {
@@ -148,15 +161,17 @@ impl ConfigSpace {
     /// structure: byte 0 is overwritten with the Vendor-Specific ID, byte 1 with
     /// the next pointer, byte 2 must be its length.
     pub fn with_vendor_caps(spec: &FunctionSpec, vendor: &[Vec<u8>]) -> Result<Self, SpecError> {
-        Self::build(spec, None, vendor)
+        Self::build(spec, None, vendor, None)
     }
 
     /// [`Self::with_vendor_caps`] with an MSI capability `msi` after MSI-X (before
     /// the vendor-specific ones).
+    /// `window`, if any, makes the BAR window fields of one of `vendor` writable.
     pub fn build(
         spec: &FunctionSpec,
         msi: Option<MsiSpec>,
         vendor: &[Vec<u8>],
+        window: Option<BarWindow>,
     ) -> Result<Self, SpecError> {
         validate(spec)?;
         if msi.is_some_and(|m| m.vectors_log2 > msi_cap::MAX_LOG2_VECTORS) {
@@ -234,12 +249,34 @@ impl ConfigSpace {
             msi_at = Some(at);
             at += msi_cap::SIZE.next_multiple_of(4);
         }
-        for v in vendor {
+        let mut window_at = None;
+        for (i, v) in vendor.iter().enumerate() {
             let len = v.len();
             if len < 3 || usize::from(v[2]) != len || at + len > CONFIG_HEADER_SIZE {
                 return Err(SpecError::VendorCapability);
             }
             b[at..at + len].copy_from_slice(v);
+            if let Some(win) = window.filter(|win| win.cap == i) {
+                let fields = [
+                    (win.bar, 1),
+                    (win.offset, 4),
+                    (win.length, 4),
+                    (win.data, 4),
+                ];
+                if fields.iter().any(|&(f, n)| f < 3 || f + n > len) {
+                    return Err(SpecError::BarWindow);
+                }
+                for (f, n) in fields {
+                    w[at + f..at + f + n].fill(0xff);
+                }
+                window_at = Some(BarWindow {
+                    cap: i,
+                    bar: at + win.bar,
+                    offset: at + win.offset,
+                    length: at + win.length,
+                    data: at + win.data,
+                });
+            }
             caps.push((cap_id::VENDOR_SPECIFIC, at));
             at += len.next_multiple_of(4);
         }
@@ -325,6 +362,10 @@ impl ConfigSpace {
             bars: spec.bars,
             msix_cap: msix_at,
             msi_cap: msi_at,
+            window: match (window, window_at) {
+                (Some(_), None) => return Err(SpecError::BarWindow),
+                (_, w) => w,
+            },
         })
     }
 
@@ -510,6 +551,36 @@ impl ConfigSpace {
             data: get16(&self.bytes, at + msi_cap::DATA),
             vectors_log2: granted as u8,
         })
+    }
+
+    /// Where the BAR window's data field is (absolute offsets), if there is one.
+    pub fn window_data(&self) -> Option<core::ops::Range<u64>> {
+        let w = self.window?;
+        Some(w.data as u64..w.data as u64 + 4)
+    }
+
+    /// The access the BAR window's fields describe now.
+    pub fn window_target(&self) -> Option<WindowTarget> {
+        let w = self.window?;
+        Some(WindowTarget {
+            bar: self.bytes[w.bar],
+            offset: get32(&self.bytes, w.offset),
+            length: get32(&self.bytes, w.length),
+        })
+    }
+
+    /// The BAR window's data field.
+    pub fn window_value(&self) -> Option<u32> {
+        Some(get32(&self.bytes, self.window?.data))
+    }
+
+    /// Puts `value` in the first `length` bytes of the window's data field (what
+    /// a window read of the BAR returned).
+    pub fn set_window_value(&mut self, value: u32, length: u32) {
+        let Some(w) = self.window else { return };
+        let bytes = value.to_le_bytes();
+        let n = (length as usize).min(4);
+        self.bytes[w.data..w.data + n].copy_from_slice(&bytes[..n]);
     }
 
     /// Reflects the function's INTx level in Status.Interrupt Status.

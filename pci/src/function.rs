@@ -56,6 +56,21 @@ pub struct MsiSpec {
     pub vectors_log2: u8,
 }
 
+/// A window in configuration space onto the function's BARs (virtio 1.2
+/// §4.1.4.9, VIRTIO_PCI_CAP_PCI_CFG): byte offsets, inside vendor-specific
+/// capability number `cap` of [`PciFunction::vendor_capabilities`], of its BAR
+/// (1 byte), offset and length (4 bytes each) and data (4 bytes) fields, which
+/// software may write. Reading the data field reads `length` bytes at `offset`
+/// of BAR `bar` into it; writing it writes its first `length` bytes there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarWindow {
+    pub cap: usize,
+    pub bar: usize,
+    pub offset: usize,
+    pub length: usize,
+    pub data: usize,
+}
+
 /// Everything the root complex asks a function once, when it is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FunctionSpec {
@@ -150,6 +165,19 @@ pub trait PciFunction {
     /// at attach).
     fn msi(&self) -> Option<MsiSpec> {
         None
+    }
+    /// The configuration-space window onto its BARs, if it has one (asked once,
+    /// at attach).
+    fn bar_window(&self) -> Option<BarWindow> {
+        None
+    }
+    /// Whether a window access of `len` bytes at `offset` of BAR `bar` may go to
+    /// [`Self::bar_read`]/[`Self::bar_write`] (the root complex has already
+    /// checked the BAR exists, `len` is 1, 2 or 4, `offset` is aligned to it, the
+    /// bytes lie inside the BAR and not in the MSI-X table or PBA).
+    fn bar_window_allows(&self, bar: u8, offset: u64, len: u64) -> bool {
+        let _ = (bar, offset, len);
+        false
     }
     /// Read-only vendor-specific capabilities for the configuration space (asked
     /// once, at attach; see [`crate::ConfigSpace::with_vendor_caps`]).

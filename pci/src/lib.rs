@@ -56,7 +56,7 @@ pub mod virtio;
 
 pub use config::{ConfigSpace, SpecError};
 pub use function::{
-    BarSpec, BusMaster, FunctionContext, FunctionIrq, FunctionSpec, Identity, MsiSpec, MsixSpec,
-    PciFunction,
+    BarSpec, BarWindow, BusMaster, FunctionContext, FunctionIrq, FunctionSpec, Identity, MsiSpec,
+    MsixSpec, PciFunction,
 };
 pub use root::{intx_intid, Layout, MsiController, RootComplex, RootError, RootWindow, Window};

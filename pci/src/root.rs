@@ -315,8 +315,13 @@ impl RootComplex {
             return Err(RootError::Slot);
         }
         let spec = function.spec();
-        let config = ConfigSpace::build(&spec, function.msi(), &function.vendor_capabilities())
-            .map_err(RootError::Spec)?;
+        let config = ConfigSpace::build(
+            &spec,
+            function.msi(),
+            &function.vendor_capabilities(),
+            function.bar_window(),
+        )
+        .map_err(RootError::Spec)?;
         let slot = Slot {
             device,
             config,
@@ -498,10 +503,21 @@ impl RootComplex {
         self.slot_index(device as u8)
     }
 
-    fn config_read(&self, offset: u64, size: AccessSize) -> Result<u64, MmioError> {
+    fn config_read(
+        &mut self,
+        ctx: &mut MmioContext,
+        offset: u64,
+        size: AccessSize,
+    ) -> Result<u64, MmioError> {
         let reg = offset & (crate::defs::CONFIG_SPACE_SIZE - 1);
         match self.ecam_target(offset) {
-            Some(si) => self.slots[si].config.read(reg, size).map(u64::from),
+            Some(si) => {
+                ConfigSpace::check_access(reg, size)?;
+                if self.in_window_data(si, reg) {
+                    self.window_access(ctx, si, None);
+                }
+                self.slots[si].config.read(reg, size).map(u64::from)
+            }
             None => {
                 // Check the access as a present function would, then all-ones.
                 crate::config::ConfigSpace::check_access(reg, size)?;
@@ -522,6 +538,10 @@ impl RootComplex {
             return crate::config::ConfigSpace::check_access(reg, size);
         };
         let changes = self.slots[si].config.write(reg, size, value as u32)?;
+        if self.in_window_data(si, reg) {
+            let data = self.slots[si].config.window_value().unwrap_or(0);
+            self.window_access(ctx, si, Some(data));
+        }
         if changes.decode {
             self.recompute_decode();
         }
@@ -532,6 +552,70 @@ impl RootComplex {
             self.flush_pending(si, ctx.irq);
         }
         Ok(())
+    }
+
+    /// Whether configuration register `reg` of slot `si` is in its BAR window's
+    /// data field (an access is within one DWORD, so touching any byte of it).
+    fn in_window_data(&self, si: usize, reg: u64) -> bool {
+        self.slots[si]
+            .config
+            .window_data()
+            .is_some_and(|r| r.contains(&reg))
+    }
+
+    /// A BAR window access of slot `si` (`write`: the data field's value): the
+    /// window's BAR, offset and length checked, then the function's BAR read
+    /// (its result put in the data field) or write. A refused access changes
+    /// nothing and is logged. The window works whether or not the BAR decodes
+    /// (it is how software reaches a BAR it has not placed).
+    fn window_access(&mut self, ctx: &mut MmioContext, si: usize, write: Option<u32>) {
+        let Some(t) = self.slots[si].config.window_target() else {
+            return;
+        };
+        let device = self.slots[si].device;
+        let size = match t.length {
+            1 => AccessSize::Byte,
+            2 => AccessSize::Half,
+            4 => AccessSize::Word,
+            _ => {
+                log::warn!(
+                    "pci 00:{device:02x}.0: BAR window length {} refused",
+                    t.length
+                );
+                return;
+            }
+        };
+        let (bar, offset, len) = (t.bar, u64::from(t.offset), u64::from(t.length));
+        let s = &self.slots[si];
+        let in_bar = s
+            .config
+            .bar(usize::from(bar))
+            .is_some_and(|(_, spec)| offset.is_multiple_of(len) && offset + len <= spec.size);
+        let in_msix = s.msix.as_ref().is_some_and(|(msix, m)| {
+            let hits = |b: u8, at: u64, n: u64| b == bar && offset < at + n && at < offset + len;
+            hits(m.table_bar, m.table_offset, msix.table_size())
+                || hits(m.pba_bar, m.pba_offset, msix.pba_size())
+        });
+        if !in_bar || in_msix || !s.function.bar_window_allows(bar, offset, len) {
+            log::warn!(
+                "pci 00:{device:02x}.0: BAR window access of {len} bytes at {offset:#x} of BAR {bar} refused"
+            );
+            return;
+        }
+        match write {
+            Some(v) => {
+                let value = u64::from(v) & size.mask();
+                if let Err(e) =
+                    self.with_function(ctx, si, |f, fc| f.bar_write(fc, bar, offset, size, value))
+                {
+                    log::warn!("pci 00:{device:02x}.0: BAR window write refused: {e:?}");
+                }
+            }
+            None => match self.with_function(ctx, si, |f, fc| f.bar_read(fc, bar, offset, size)) {
+                Ok(v) => self.slots[si].config.set_window_value(v as u32, t.length),
+                Err(e) => log::warn!("pci 00:{device:02x}.0: BAR window read refused: {e:?}"),
+            },
+        }
     }
 
     fn bar_access(
@@ -605,7 +689,7 @@ impl RootComplex {
         if l.ecam.contains(gpa, 1) {
             let off = gpa - l.ecam.base;
             return match write {
-                None => self.config_read(off, size),
+                None => self.config_read(ctx, off, size),
                 Some(v) => self.config_write(ctx, off, size, v).map(|()| 0),
             };
         }

@@ -422,7 +422,7 @@ fn saved_state_with_multiple_message_enable_above_capable_is_refused() {
     let msi = Some(MsiSpec {
         vectors_log2: PROBE_MSI_LOG2,
     });
-    let cs = ConfigSpace::build(&spec, msi, &[]).unwrap();
+    let cs = ConfigSpace::build(&spec, msi, &[], None).unwrap();
     let mut rc = RootComplex::new(Layout::virt(false), &[RAM]).unwrap();
     rc.attach(1, Box::new(MsiProbe::default())).unwrap();
     let at = {
@@ -441,5 +441,5 @@ fn saved_state_with_multiple_message_enable_above_capable_is_refused() {
     assert!(cs.check_state(&bytes, false).is_none(), "MME > MMC");
     // More than 32 vectors is not a capability.
     let too_many = Some(MsiSpec { vectors_log2: 6 });
-    assert!(ConfigSpace::build(&spec, too_many, &[]).is_err());
+    assert!(ConfigSpace::build(&spec, too_many, &[], None).is_err());
 }
