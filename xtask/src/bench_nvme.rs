@@ -5,7 +5,9 @@
 //! baseline, measured in the same run).
 //!
 //! The guest times itself ([`GUEST_SCRIPT`]) with busybox only (the guest has no
-//! fio): one O_DIRECT `dd bs=1M` pass each way for the sequential figures, and
+//! fio): [`SEQ_PASSES`] O_DIRECT `dd bs=1M` passes over [`SEQ_MIB`] each way for
+//! the sequential figures (one 128 MiB pass took 0.16..0.25 s, a few ticks of
+//! `/proc/uptime`'s 10 ms: the figures came out quantized), and
 //! one O_DIRECT `dd bs=4k count=1` per random I/O at offsets from a shell LCG —
 //! one loop for queue depth 1, [`QUEUE_DEPTH`] loops in parallel for queue depth
 //! 32. Each random I/O forks a `dd`, and that cost (the same guest kernel and TCG
@@ -28,6 +30,8 @@ use crate::Layout;
 pub const ROUNDS: usize = 3;
 /// MiB of each sequential pass.
 pub const SEQ_MIB: u64 = 128;
+/// Sequential passes each way (the guest script's `x4`).
+pub const SEQ_PASSES: u64 = 4;
 /// Random I/Os at queue depth 1, and in all at queue depth [`QUEUE_DEPTH`].
 pub const RANDOM_IOS: u64 = 256;
 /// Parallel random-I/O loops for the queue-depth-32 figures.
@@ -57,10 +61,11 @@ io() { s=$3; i=0; while [ $i -lt $2 ]; do s=$(( (s*1103515245+12345) % 214748364
 if [ $1 = r ]; then dd if=$d of=/dev/null bs=4k count=1 skip=$o iflag=direct 2>/dev/null || echo bench-nvme-error rread; \
 else dd if=/dev/zero of=$d bs=4k count=1 seek=$o oflag=direct 2>/dev/null || echo bench-nvme-error rwrite; fi; i=$((i+1)); done; }; \
 par() { j=0; while [ $j -lt $q ]; do io $1 $((k/q)) $((j*7919+$2)) & j=$((j+1)); done; wait; }; \
-q0=$(st); t0=$(up); dd if=/dev/zero of=$d bs=1M count=$n oflag=direct conv=fsync 2>/dev/null || echo bench-nvme-error swrite; t1=$(up); q1=$(st); \
-dd if=$d of=/dev/null bs=1M count=$n iflag=direct 2>/dev/null || echo bench-nvme-error sread; t2=$(up); q2=$(st); \
+sw() { dd if=/dev/zero of=$d bs=1M count=$n oflag=direct conv=fsync 2>/dev/null || echo bench-nvme-error swrite; }; \
+sr() { dd if=$d of=/dev/null bs=1M count=$n iflag=direct 2>/dev/null || echo bench-nvme-error sread; }; x4() { $1; $1; $1; $1; }; \
+q0=$(st); t0=$(up); x4 sw; t1=$(up); q1=$(st); x4 sr; t2=$(up); q2=$(st); \
 io r $k 1; t3=$(up); par r 3; t4=$(up); par w 5; t5=$(up); \
-echo \"bench-nvme: seq_mib=$n ios=$k t=$t0,$t1,$t2,$t3,$t4,$t5 rq=$q0,$q1,$q2\"";
+echo \"bench-nvme: seq_mib=$((n*4)) ios=$k t=$t0,$t1,$t2,$t3,$t4,$t5 rq=$q0,$q1,$q2\"";
 
 /// One guest's figures: MiB/s sequential, I/Os per second random.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -270,7 +275,7 @@ pub fn run_nvme(layout: &Layout) -> Result<String, Error> {
     eprintln!("xtask: bench nvme: hypervisor: {}", prepared.display());
     eprintln!("xtask: bench nvme: bare: {}", bare_line.display());
     println!(
-        "bench nvme: /dev/nvme0n1 ({} MiB): {SEQ_MIB} MiB O_DIRECT sequential write and read, {RANDOM_IOS} 4 KiB random reads at qd1, {RANDOM_IOS} reads and writes at qd{QUEUE_DEPTH}; {ROUNDS} alternating rounds",
+        "bench nvme: /dev/nvme0n1 ({} MiB): {SEQ_PASSES} x {SEQ_MIB} MiB O_DIRECT sequential write and read, {RANDOM_IOS} 4 KiB random reads at qd1, {RANDOM_IOS} reads and writes at qd{QUEUE_DEPTH}; {ROUNDS} alternating rounds",
         DISK_SIZE >> 20
     );
     let (mut hyp, mut base) = (Vec::new(), Vec::new());
@@ -388,7 +393,12 @@ mod tests {
     fn the_guest_script_matches_the_constants_and_fits_the_command_line() {
         assert!(GUEST_SCRIPT.contains(&format!("n={SEQ_MIB}; k={RANDOM_IOS}; q={QUEUE_DEPTH};")));
         assert!(RANDOM_IOS.is_multiple_of(QUEUE_DEPTH));
-        assert!(linux_guest::guest_cmd_arg(GUEST_SCRIPT).len() < 1400);
+        let x = format!("x4() {{{} }}", " $1;".repeat(SEQ_PASSES as usize));
+        assert!(GUEST_SCRIPT.contains(&x), "{x}");
+        assert!(GUEST_SCRIPT.contains(&format!("seq_mib=$((n*{SEQ_PASSES}))")));
+        // The rest of the kernel command line (console, earlycon, rayos.*) is
+        // under 300 characters of linux_guest::CMDLINE_MAX.
+        assert!(linux_guest::guest_cmd_arg(GUEST_SCRIPT).len() < 1700);
         assert_eq!(
             bare_nvme_args(Path::new("/t/d.img")).join(" "),
             "-drive file=/t/d.img,format=raw,if=none,id=d -device nvme,drive=d,serial=rayosbench"
