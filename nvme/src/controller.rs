@@ -46,9 +46,15 @@ const LBA_SHIFT: u32 = 9;
 const MPSMIN: u32 = 0;
 const MPSMAX: u32 = 4;
 const MIN_PAGE: u64 = 4096;
-/// Maximum Data Transfer Size as a power of two of the minimum page size.
-pub const MDTS: u8 = 5;
-/// The longest transfer one command may carry (128 KiB).
+/// Maximum Data Transfer Size as a power of two of the minimum page size: 1 MiB,
+/// so that a 1 MiB request is one command rather than eight (each command costs
+/// the guest a doorbell exit and an interrupt). What a command may cost the
+/// controller stays bounded: its PRP walk reads at most `1 MiB / page` entries
+/// (three list pages at 4 KiB pages), its segment list holds at most as many runs
+/// (4 KiB), and data copied through bounce buffers still moves in
+/// [`CHUNK_BYTES`] pieces.
+pub const MDTS: u8 = 8;
+/// The longest transfer one command may carry (1 MiB).
 pub const MAX_TRANSFER: u64 = MIN_PAGE << MDTS;
 /// Most logical blocks one Write Zeroes may cover (its NLB field is 16 bits).
 const MAX_WRITE_ZEROES_BLOCKS: u64 = 1 << 16;
@@ -1471,6 +1477,10 @@ impl<B: AsyncBlock> Controller<B> {
                 d[0] = identify::NIDT_NGUID;
                 d[1] = identify::NIDL_NGUID;
                 put(&mut d, 4, &self.nguid());
+            }
+            cns if identify::CNS_NVME2_IO_COMMAND_SETS.contains(&cns) => {
+                log::debug!("nvme: Identify CNS {cns:#x} (NVMe 2.0) answered Invalid Field");
+                return Err(Status::INVALID_FIELD);
             }
             _ => {
                 log::warn!("nvme: Identify with unsupported CNS {cns:#x}");

@@ -308,6 +308,15 @@ pub mod identify {
     pub const CNS_CONTROLLER: u8 = 0x01;
     pub const CNS_ACTIVE_NSID_LIST: u8 = 0x02;
     pub const CNS_NS_ID_DESCRIPTORS: u8 = 0x03;
+    /// CNS values NVMe 2.0 added for its I/O Command Sets (I/O Command Set specific
+    /// Identify Namespace 05h and Identify Controller 06h, I/O Command Set specific
+    /// Active Namespace ID list 07h, I/O Command Set Independent Identify Namespace
+    /// 08h, Identify I/O Command Set data structure 1Ch). They are reserved in NVMe
+    /// 1.4, the version this controller reports (VS 1.4, CAP.CSS with only the NVM
+    /// Command Set bit, not "I/O Command Set Support"), so they get Invalid Field in
+    /// Command; hosts that know NVMe 2.0 probe them on every start (Linux asks for
+    /// 06h of any controller of 1.1 or later), so they are answered quietly.
+    pub const CNS_NVME2_IO_COMMAND_SETS: [u8; 5] = [0x05, 0x06, 0x07, 0x08, 0x1c];
     /// Every Identify data structure is 4 KiB.
     pub const BYTES: usize = 4096;
 

@@ -107,7 +107,8 @@ fn linux_bring_up_identify_and_queue_creation() {
     let (s, id) = identify(&mut d, u32::from(identify::CNS_CONTROLLER), 0);
     assert_eq!(s, Status::SUCCESS);
     assert_eq!(&id[identify::SN..identify::SN + 10], b"SN-TEST-1 ");
-    assert_eq!(id[identify::MDTS], 5);
+    assert_eq!(id[identify::MDTS], 8);
+    assert_eq!(MAX_TRANSFER, 1 << 20);
     assert_eq!(id[identify::SQES], 0x66);
     assert_eq!(id[identify::CQES], 0x44);
     assert_eq!(&id[identify::NN..identify::NN + 4], &1u32.to_le_bytes());
@@ -196,18 +197,24 @@ fn reads_and_writes_with_prp_lists_crossing_pages() {
         d.mem.read(*t, &mut got).unwrap();
         assert_eq!(&got[..], &data[4096 * (i + 1)..4096 * (i + 2)], "page {i}");
     }
-    // The transfer MDTS allows exactly, and one block more.
-    for i in 0..32 {
-        d.mem.write_u64(page(40) + i * 8, page(2 + i)).unwrap();
+    // The transfer MDTS allows exactly (one list page of 255 entries), and one
+    // block more.
+    let list = page(600);
+    for i in 0..MAX_TRANSFER / PAGE - 1 {
+        d.mem.write_u64(list + i * 8, page(2 + i)).unwrap();
     }
+    d.ctrl.backend_mut().data[..MAX_TRANSFER as usize].fill(0x3c);
     let c = d.cmd(
         1,
-        rw(io::READ, 0, (MAX_TRANSFER / 512) as u32).prp(page(1), page(40)),
+        rw(io::READ, 0, (MAX_TRANSFER / 512) as u32).prp(page(1), list),
     );
     assert_eq!(c.status(), Status::SUCCESS);
+    let mut got = vec![0u8; MAX_TRANSFER as usize];
+    d.mem.read(page(1), &mut got).unwrap();
+    assert!(got.iter().all(|&b| b == 0x3c), "1 MiB landed in 256 pages");
     let c = d.cmd(
         1,
-        rw(io::READ, 0, (MAX_TRANSFER / 512) as u32 + 1).prp(page(1), page(40)),
+        rw(io::READ, 0, (MAX_TRANSFER / 512) as u32 + 1).prp(page(1), list),
     );
     assert_eq!(c.status(), Status::INVALID_FIELD);
 }
@@ -924,7 +931,7 @@ mod model {
     fn op() -> impl Strategy<Value = Op> {
         let slba = 0..BLOCKS + 4;
         prop_oneof![
-            (slba.clone(), 1..300u32, any::<u8>(), 0..1024u16).prop_map(
+            (slba.clone(), 1..2100u32, any::<u8>(), 0..1024u16).prop_map(
                 |(slba, blocks, seed, offset)| Op::Write {
                     slba,
                     blocks,
@@ -932,7 +939,7 @@ mod model {
                     offset
                 }
             ),
-            (slba.clone(), 1..300u32, 0..1024u16).prop_map(|(slba, blocks, offset)| Op::Read {
+            (slba.clone(), 1..2100u32, 0..1024u16).prop_map(|(slba, blocks, offset)| Op::Read {
                 slba,
                 blocks,
                 offset
@@ -956,7 +963,7 @@ mod model {
         ]
     }
 
-    /// PRPs for `len` bytes at `buf` (dword aligned), a list in page 100 when needed.
+    /// PRPs for `len` bytes at `buf` (dword aligned), a list in page 700 when needed.
     fn prps(d: &mut Driver<RamDisk>, buf: u64, len: u64) -> (u64, u64) {
         let first = PAGE - (buf % PAGE);
         if len <= first {
@@ -968,9 +975,9 @@ mod model {
         }
         let pages = (len - first).div_ceil(PAGE);
         for i in 0..pages {
-            d.mem.write_u64(page(100) + i * 8, next + i * PAGE).unwrap();
+            d.mem.write_u64(page(700) + i * 8, next + i * PAGE).unwrap();
         }
-        (buf, page(100))
+        (buf, page(700))
     }
 
     proptest! {
@@ -1337,4 +1344,80 @@ fn dma_operations_in_flight_are_bounded_and_the_rest_follow_as_they_complete() {
     assert_eq!(c.status(), Status::SUCCESS);
     assert_eq!(d.ctrl.backend().dma_ops, 128);
     assert_eq!(&d.ctrl.backend().data[..data.len()], &data[..]);
+}
+
+/// Captures the `log` records the current thread emits (tests run on their own
+/// threads; the logger is installed once for the test binary).
+mod log_capture {
+    extern crate std;
+    use alloc::string::{String, ToString};
+    use alloc::vec::Vec;
+    use std::cell::RefCell;
+
+    std::thread_local! {
+        static LINES: RefCell<Vec<(log::Level, String)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            LINES.with(|l| {
+                l.borrow_mut()
+                    .push((record.level(), record.args().to_string()))
+            });
+        }
+        fn flush(&self) {}
+    }
+
+    static CAPTURE: Capture = Capture;
+
+    /// Runs `f` and returns the lines it logged at `level` or more severe.
+    pub fn lines_of(level: log::Level, f: impl FnOnce()) -> Vec<String> {
+        let _ = log::set_logger(&CAPTURE);
+        log::set_max_level(log::LevelFilter::Trace);
+        LINES.with(|l| l.borrow_mut().clear());
+        f();
+        LINES.with(|l| {
+            l.borrow_mut()
+                .drain(..)
+                .filter(|(lv, _)| *lv <= level)
+                .map(|(_, s)| s)
+                .collect()
+        })
+    }
+}
+
+#[test]
+fn identify_of_the_nvme2_command_set_structures_is_invalid_field_without_a_warning() {
+    let mut d = driver(1);
+    assert_eq!(d.enable(), 1);
+    // CAP.CSS reports the NVM Command Set only (no "I/O Command Set Support"), and
+    // VS 1.4, where CNS 05h..08h and 1Ch are reserved.
+    let cap = d.ctrl.read(reg::CAP, AccessSize::Double).unwrap();
+    let cap = tock_registers::LocalRegisterCopy::<u64, CAP::Register>::new(cap);
+    assert_eq!(cap.read(CAP::CSS), 1, "CAP.CSS: NVM Command Set only");
+    for cns in identify::CNS_NVME2_IO_COMMAND_SETS {
+        let mut status = Status::SUCCESS;
+        let mut data = Vec::new();
+        // Linux's probe: CNS 06h with CSI 00h (NVM) in CDW11.
+        let warned = log_capture::lines_of(log::Level::Warn, || {
+            (status, data) = identify(&mut d, u32::from(cns), 0);
+        });
+        assert_eq!(status, Status::INVALID_FIELD, "CNS {cns:#x}");
+        assert!(warned.is_empty(), "CNS {cns:#x} logged {warned:?}");
+        assert!(data.iter().all(|&b| b == 0xee), "CNS {cns:#x} wrote data");
+    }
+    // A CNS no version defines is still refused with a warning.
+    let warned = log_capture::lines_of(log::Level::Warn, || {
+        let (s, _) = identify(&mut d, 0x55, 0);
+        assert_eq!(s, Status::INVALID_FIELD);
+    });
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    // The controller still answers afterwards.
+    let (s, _) = identify(&mut d, u32::from(identify::CNS_CONTROLLER), 0);
+    assert_eq!(s, Status::SUCCESS);
 }

@@ -1,5 +1,5 @@
 //! One function's type-0 configuration space: the header, the BARs with their size
-//! masks, the capability list (PCI Express, MSI-X), and which bits software may
+//! masks, the capability list (PCI Express, MSI-X, MSI), and which bits software may
 //! write or clear. Kept as bytes with a write mask and a write-1-to-clear mask, so an
 //! access of any legal width at any legal offset behaves the same way.
 
@@ -8,11 +8,11 @@ use tock_registers::LocalRegisterCopy;
 use vdev::{AccessSize, MmioError};
 
 use crate::defs::{
-    cap_id, msix_cap, pcie_cap, reg, BAR, BAR_COUNT, COMMAND, CONFIG_HEADER_SIZE,
+    cap_id, msi_cap, msix_cap, pcie_cap, reg, BAR, BAR_COUNT, COMMAND, CONFIG_HEADER_SIZE,
     CONFIG_SPACE_SIZE, DEVICE_CAPABILITIES, DEVICE_CONTROL, HEADER_TYPE_NORMAL, MSIX_CONTROL,
-    MSIX_LOCATION, PCIE_CAPABILITIES, STATUS,
+    MSIX_LOCATION, MSI_CONTROL, PCIE_CAPABILITIES, STATUS,
 };
-use crate::function::{BarSpec, FunctionSpec, MIN_BAR_SIZE};
+use crate::function::{BarSpec, BarWindow, FunctionSpec, MsiSpec, MIN_BAR_SIZE};
 
 /// Where the capability list starts.
 const FIRST_CAP: usize = 0x40;
@@ -30,9 +30,14 @@ pub enum SpecError {
     /// The MSI-X table or PBA in a BAR that does not exist, unaligned, past the
     /// BAR's end, or overlapping each other.
     MsixPlacement,
+    /// MSI asking for more than 32 vectors.
+    MsiVectors,
     /// Vendor-specific capabilities that are malformed (shorter than 3 bytes, a
     /// length byte that disagrees) or do not fit in the configuration header.
     VendorCapability,
+    /// A BAR window whose capability does not exist or whose fields lie outside
+    /// it (or over its first three bytes).
+    BarWindow,
 }
 
 /// What a configuration write changed that the root complex must act on.
@@ -46,6 +51,27 @@ pub struct Changes {
     pub intx: bool,
     /// MSI-X Enable or Function Mask changed.
     pub msix: bool,
+    /// MSI Enable changed.
+    pub msi: bool,
+}
+
+/// The message an enabled MSI capability sends for a vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsiMessage {
+    pub address: u64,
+    /// Message Data as programmed.
+    pub data: u16,
+    /// Log2 of the vectors software allocated (Multiple Message Enable).
+    pub vectors_log2: u8,
+}
+
+impl MsiMessage {
+    /// The data of vector `vector`: the low Multiple Message Enable bits of the
+    /// programmed data replaced by the vector number (modulo the allocation).
+    pub fn data_of(&self, vector: u16) -> u32 {
+        let low = (1u16 << self.vectors_log2) - 1;
+        u32::from((self.data & !low) | (vector & low))
+    }
 }
 
 /// A function's configuration space.
@@ -57,6 +83,17 @@ pub struct ConfigSpace {
     w1c: [u8; CONFIG_HEADER_SIZE],
     bars: [Option<BarSpec>; BAR_COUNT],
     msix_cap: Option<usize>,
+    msi_cap: Option<usize>,
+    /// The BAR window's fields, as absolute offsets.
+    window: Option<BarWindow>,
+}
+
+/// A BAR window access the window's fields describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowTarget {
+    pub bar: u8,
+    pub offset: u32,
+    pub length: u32,
 }
 
 fn put16(b: &mut [u8], at: usize, v: u16) {
@@ -124,7 +161,22 @@ impl ConfigSpace {
     /// structure: byte 0 is overwritten with the Vendor-Specific ID, byte 1 with
     /// the next pointer, byte 2 must be its length.
     pub fn with_vendor_caps(spec: &FunctionSpec, vendor: &[Vec<u8>]) -> Result<Self, SpecError> {
+        Self::build(spec, None, vendor, None)
+    }
+
+    /// [`Self::with_vendor_caps`] with an MSI capability `msi` after MSI-X (before
+    /// the vendor-specific ones).
+    /// `window`, if any, makes the BAR window fields of one of `vendor` writable.
+    pub fn build(
+        spec: &FunctionSpec,
+        msi: Option<MsiSpec>,
+        vendor: &[Vec<u8>],
+        window: Option<BarWindow>,
+    ) -> Result<Self, SpecError> {
         validate(spec)?;
+        if msi.is_some_and(|m| m.vectors_log2 > msi_cap::MAX_LOG2_VECTORS) {
+            return Err(SpecError::MsiVectors);
+        }
         let mut b = [0u8; CONFIG_HEADER_SIZE];
         let mut w = [0u8; CONFIG_HEADER_SIZE];
         let mut c = [0u8; CONFIG_HEADER_SIZE];
@@ -191,12 +243,40 @@ impl ConfigSpace {
             msix_at = Some(at);
             at += msix_cap::SIZE;
         }
-        for v in vendor {
+        let mut msi_at = None;
+        if msi.is_some() {
+            caps.push((cap_id::MSI, at));
+            msi_at = Some(at);
+            at += msi_cap::SIZE.next_multiple_of(4);
+        }
+        let mut window_at = None;
+        for (i, v) in vendor.iter().enumerate() {
             let len = v.len();
             if len < 3 || usize::from(v[2]) != len || at + len > CONFIG_HEADER_SIZE {
                 return Err(SpecError::VendorCapability);
             }
             b[at..at + len].copy_from_slice(v);
+            if let Some(win) = window.filter(|win| win.cap == i) {
+                let fields = [
+                    (win.bar, 1),
+                    (win.offset, 4),
+                    (win.length, 4),
+                    (win.data, 4),
+                ];
+                if fields.iter().any(|&(f, n)| f < 3 || f + n > len) {
+                    return Err(SpecError::BarWindow);
+                }
+                for (f, n) in fields {
+                    w[at + f..at + f + n].fill(0xff);
+                }
+                window_at = Some(BarWindow {
+                    cap: i,
+                    bar: at + win.bar,
+                    offset: at + win.offset,
+                    length: at + win.length,
+                    data: at + win.data,
+                });
+            }
             caps.push((cap_id::VENDOR_SPECIFIC, at));
             at += len.next_multiple_of(4);
         }
@@ -264,6 +344,16 @@ impl ConfigSpace {
             );
             put32(&mut b, at + msix_cap::PBA, loc(m.pba_bar, m.pba_offset));
         }
+        if let (Some(at), Some(m)) = (msi_at, msi) {
+            let ctl = MSI_CONTROL::ADDRESS_64BIT_CAPABLE::SET
+                + MSI_CONTROL::MULTIPLE_MESSAGE_CAPABLE.val(u16::from(m.vectors_log2));
+            put16(&mut b, at + msi_cap::MESSAGE_CONTROL, ctl.value);
+            let ctl_w = MSI_CONTROL::MSI_ENABLE::SET + MSI_CONTROL::MULTIPLE_MESSAGE_ENABLE::SET;
+            put16(&mut w, at + msi_cap::MESSAGE_CONTROL, ctl_w.value);
+            put32(&mut w, at + msi_cap::ADDRESS, !msi_cap::ADDRESS_RESERVED);
+            put32(&mut w, at + msi_cap::UPPER_ADDRESS, u32::MAX);
+            put16(&mut w, at + msi_cap::DATA, u16::MAX);
+        }
         Ok(ConfigSpace {
             bytes: b,
             reset: b,
@@ -271,6 +361,11 @@ impl ConfigSpace {
             w1c: c,
             bars: spec.bars,
             msix_cap: msix_at,
+            msi_cap: msi_at,
+            window: match (window, window_at) {
+                (Some(_), None) => return Err(SpecError::BarWindow),
+                (_, w) => w,
+            },
         })
     }
 
@@ -296,7 +391,14 @@ impl ConfigSpace {
             (bytes[j] ^ self.reset[j]) & fixed == 0 && bytes[j] & self.w1c[j] & !self.reset[j] == 0
         });
         let status = LocalRegisterCopy::<u16, STATUS::Register>::new(get16(&bytes, reg::STATUS));
-        (reachable && status.is_set(STATUS::INTERRUPT_STATUS) == intx_level).then_some(bytes)
+        let msi_ok = self.msi_cap.is_none_or(|at| {
+            msi_enable_within_capable(LocalRegisterCopy::new(get16(
+                &bytes,
+                at + msi_cap::MESSAGE_CONTROL,
+            )))
+        });
+        (reachable && msi_ok && status.is_set(STATUS::INTERRUPT_STATUS) == intx_level)
+            .then_some(bytes)
     }
 
     /// Puts back bytes [`Self::check_state`] accepted.
@@ -361,6 +463,19 @@ impl ConfigSpace {
             *b = (*b & !self.wmask[j]) | (v & self.wmask[j]);
             *b &= !(v & self.w1c[j]);
         }
+        if let Some(c) = self.msi_control() {
+            // Multiple Message Enable above Multiple Message Capable is a software
+            // error (§6.8.1.3); the function takes no more than it asked for.
+            if !msi_enable_within_capable(c) {
+                let mut c = c;
+                c.modify(
+                    MSI_CONTROL::MULTIPLE_MESSAGE_ENABLE
+                        .val(c.read(MSI_CONTROL::MULTIPLE_MESSAGE_CAPABLE)),
+                );
+                let at = self.msi_cap.expect("MSI control implies the capability");
+                put16(&mut self.bytes, at + msi_cap::MESSAGE_CONTROL, c.get());
+            }
+        }
         let cmd_before = before.command();
         let cmd = self.command();
         let bars_changed = self.bytes[reg::BAR0..reg::BAR0 + 4 * BAR_COUNT]
@@ -374,6 +489,7 @@ impl ConfigSpace {
             intx: cmd.read(COMMAND::INTERRUPT_DISABLE)
                 != cmd_before.read(COMMAND::INTERRUPT_DISABLE),
             msix: self.msix_control().map(|c| c.get()) != before.msix_control().map(|c| c.get()),
+            msi: self.msi_enabled() != before.msi_enabled(),
         })
     }
 
@@ -403,6 +519,70 @@ impl ConfigSpace {
             .is_some_and(|c| c.is_set(MSIX_CONTROL::MSIX_ENABLE))
     }
 
+    /// The MSI Message Control register, if the function has MSI.
+    pub fn msi_control(&self) -> Option<LocalRegisterCopy<u16, MSI_CONTROL::Register>> {
+        let at = self.msi_cap?;
+        Some(LocalRegisterCopy::new(get16(
+            &self.bytes,
+            at + msi_cap::MESSAGE_CONTROL,
+        )))
+    }
+
+    /// MSI Enable set.
+    pub fn msi_enabled(&self) -> bool {
+        self.msi_control()
+            .is_some_and(|c| c.is_set(MSI_CONTROL::MSI_ENABLE))
+    }
+
+    /// The programmed MSI message, while MSI is enabled.
+    pub fn msi_message(&self) -> Option<MsiMessage> {
+        let at = self.msi_cap?;
+        let c = self.msi_control()?;
+        if !c.is_set(MSI_CONTROL::MSI_ENABLE) {
+            return None;
+        }
+        let lo = get32(&self.bytes, at + msi_cap::ADDRESS);
+        let hi = get32(&self.bytes, at + msi_cap::UPPER_ADDRESS);
+        let granted = c
+            .read(MSI_CONTROL::MULTIPLE_MESSAGE_ENABLE)
+            .min(c.read(MSI_CONTROL::MULTIPLE_MESSAGE_CAPABLE));
+        Some(MsiMessage {
+            address: u64::from(hi) << 32 | u64::from(lo),
+            data: get16(&self.bytes, at + msi_cap::DATA),
+            vectors_log2: granted as u8,
+        })
+    }
+
+    /// Where the BAR window's data field is (absolute offsets), if there is one.
+    pub fn window_data(&self) -> Option<core::ops::Range<u64>> {
+        let w = self.window?;
+        Some(w.data as u64..w.data as u64 + 4)
+    }
+
+    /// The access the BAR window's fields describe now.
+    pub fn window_target(&self) -> Option<WindowTarget> {
+        let w = self.window?;
+        Some(WindowTarget {
+            bar: self.bytes[w.bar],
+            offset: get32(&self.bytes, w.offset),
+            length: get32(&self.bytes, w.length),
+        })
+    }
+
+    /// The BAR window's data field.
+    pub fn window_value(&self) -> Option<u32> {
+        Some(get32(&self.bytes, self.window?.data))
+    }
+
+    /// Puts `value` in the first `length` bytes of the window's data field (what
+    /// a window read of the BAR returned).
+    pub fn set_window_value(&mut self, value: u32, length: u32) {
+        let Some(w) = self.window else { return };
+        let bytes = value.to_le_bytes();
+        let n = (length as usize).min(4);
+        self.bytes[w.data..w.data + n].copy_from_slice(&bytes[..n]);
+    }
+
     /// Reflects the function's INTx level in Status.Interrupt Status.
     pub fn set_interrupt_status(&mut self, level: bool) {
         let mut st =
@@ -423,4 +603,9 @@ impl ConfigSpace {
         }
         Some((base, spec))
     }
+}
+
+/// Multiple Message Enable is at most Multiple Message Capable.
+fn msi_enable_within_capable(c: LocalRegisterCopy<u16, MSI_CONTROL::Register>) -> bool {
+    c.read(MSI_CONTROL::MULTIPLE_MESSAGE_ENABLE) <= c.read(MSI_CONTROL::MULTIPLE_MESSAGE_CAPABLE)
 }

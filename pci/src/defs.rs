@@ -1,7 +1,7 @@
 //! Names and layouts from the PCI Local Bus Specification 3.0 (the type-0
 //! configuration header, §6.1–6.2; Base Address Registers, §6.2.5; the capability
 //! list, §6.7) and the PCI Express Base Specification 4.0 (ECAM, §7.2.2; the PCI
-//! Express Capability, §7.5.3; MSI-X, §7.7.2), plus the address map of QEMU's `virt`
+//! Express Capability, §7.5.3; MSI-X, §7.7.2; MSI, PCI 3.0 §6.8.1), plus the address map of QEMU's `virt`
 //! board for the root complex (`hw/arm/virt.c`, `base_memmap` / `extended_memmap`).
 
 use tock_registers::register_bitfields;
@@ -64,6 +64,17 @@ register_bitfields! {u16,
         /// Table Size, N - 1.
         TABLE_SIZE OFFSET(0) NUMBITS(11) []
     ],
+    /// MSI Message Control (PCI 3.0 §6.8.1.3).
+    pub MSI_CONTROL [
+        PER_VECTOR_MASKING_CAPABLE OFFSET(8) NUMBITS(1) [],
+        ADDRESS_64BIT_CAPABLE OFFSET(7) NUMBITS(1) [],
+        /// Log2 of the vectors software allocated (at most Multiple Message
+        /// Capable).
+        MULTIPLE_MESSAGE_ENABLE OFFSET(4) NUMBITS(3) [],
+        /// Log2 of the vectors the function asks for.
+        MULTIPLE_MESSAGE_CAPABLE OFFSET(1) NUMBITS(3) [],
+        MSI_ENABLE OFFSET(0) NUMBITS(1) []
+    ],
     /// PCI Express Capabilities register (PCIe §7.5.3.2).
     pub PCIE_CAPABILITIES [
         DEVICE_PORT_TYPE OFFSET(4) NUMBITS(4) [
@@ -116,6 +127,7 @@ register_bitfields! {u32,
 
 /// Capability IDs (PCI Code and ID Assignment, §2).
 pub mod cap_id {
+    pub const MSI: u8 = 0x05;
     pub const PCI_EXPRESS: u8 = 0x10;
     pub const MSIX: u8 = 0x11;
     pub const VENDOR_SPECIFIC: u8 = 0x09;
@@ -161,6 +173,21 @@ pub mod msix_cap {
     pub const ADDRESS_RESERVED: u32 = 0x3;
     /// Most vectors a function may have (Table Size is 11 bits).
     pub const MAX_VECTORS: u16 = 2048;
+}
+
+/// The MSI capability structure with a 64-bit Message Address and without
+/// per-vector masking (PCI 3.0 §6.8.1): register offsets and size.
+pub mod msi_cap {
+    pub const MESSAGE_CONTROL: usize = 0x02;
+    pub const ADDRESS: usize = 0x04;
+    pub const UPPER_ADDRESS: usize = 0x08;
+    pub const DATA: usize = 0x0c;
+    pub const SIZE: usize = 0x0e;
+    /// Message Address bits 1:0 are reserved (DWORD-aligned messages).
+    pub const ADDRESS_RESERVED: u32 = 0x3;
+    /// Most vectors, as a power of two: 32 (Multiple Message Capable 101b; the
+    /// larger encodings are reserved).
+    pub const MAX_LOG2_VECTORS: u8 = 5;
 }
 
 /// Class codes (PCI Code and ID Assignment, §1): base class, sub-class,

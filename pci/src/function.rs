@@ -48,6 +48,29 @@ pub struct MsixSpec {
     pub pba_offset: u64,
 }
 
+/// A function's MSI capability (PCI 3.0 §6.8.1), which it has besides MSI-X for
+/// hosts that use only MSI: a 64-bit Message Address, no per-vector masking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsiSpec {
+    /// Multiple Message Capable: log2 of the vectors asked for, 0..=5.
+    pub vectors_log2: u8,
+}
+
+/// A window in configuration space onto the function's BARs (virtio 1.2
+/// §4.1.4.9, VIRTIO_PCI_CAP_PCI_CFG): byte offsets, inside vendor-specific
+/// capability number `cap` of [`PciFunction::vendor_capabilities`], of its BAR
+/// (1 byte), offset and length (4 bytes each) and data (4 bytes) fields, which
+/// software may write. Reading the data field reads `length` bytes at `offset`
+/// of BAR `bar` into it; writing it writes its first `length` bytes there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarWindow {
+    pub cap: usize,
+    pub bar: usize,
+    pub offset: usize,
+    pub length: usize,
+    pub data: usize,
+}
+
 /// Everything the root complex asks a function once, when it is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FunctionSpec {
@@ -68,7 +91,11 @@ pub trait FunctionIrq {
     fn msix_enabled(&self) -> bool;
     /// Signals MSI-X vector `vector`: sent at once, or left pending while the
     /// vector or the function is masked (or bus mastering is off), or dropped when
-    /// MSI-X is disabled or the vector does not exist.
+    /// MSI-X is disabled or the vector does not exist. With MSI enabled instead
+    /// (a function with an MSI capability, [`PciFunction::msi`]), vector `vector`
+    /// is MSI message `vector` modulo the vectors software allocated (the function
+    /// sets only the low Multiple Message Enable bits of the data), sent at once
+    /// when bus mastering is on and dropped (logged) when it is off.
     fn msix(&mut self, vector: u16);
     /// Drives the function's INTx pin (level-sensitive; ignored without a pin).
     fn set_intx(&mut self, level: bool);
@@ -134,6 +161,24 @@ pub trait PciFunction {
     }
     /// Gives the function the signal to raise when work arrives.
     fn connect_work_signal(&mut self, _signal: &vdev::WorkSignal) {}
+    /// The function's MSI capability, if it has one besides MSI-X (asked once,
+    /// at attach).
+    fn msi(&self) -> Option<MsiSpec> {
+        None
+    }
+    /// The configuration-space window onto its BARs, if it has one (asked once,
+    /// at attach).
+    fn bar_window(&self) -> Option<BarWindow> {
+        None
+    }
+    /// Whether a window access of `len` bytes at `offset` of BAR `bar` may go to
+    /// [`Self::bar_read`]/[`Self::bar_write`] (the root complex has already
+    /// checked the BAR exists, `len` is 1, 2 or 4, `offset` is aligned to it, the
+    /// bytes lie inside the BAR and not in the MSI-X table or PBA).
+    fn bar_window_allows(&self, bar: u8, offset: u64, len: u64) -> bool {
+        let _ = (bar, offset, len);
+        false
+    }
     /// Read-only vendor-specific capabilities for the configuration space (asked
     /// once, at attach; see [`crate::ConfigSpace::with_vendor_caps`]).
     fn vendor_capabilities(&self) -> alloc::vec::Vec<alloc::vec::Vec<u8>> {

@@ -3,14 +3,16 @@
 //! vector per completion queue; DMA through the function's Bus Master Enable (with
 //! it clear the controller sees no memory: enabling it fails with CSTS.CFS, and
 //! queues it already had become unreachable). No INTx pin: PCI Express functions
-//! that interrupt use MSI or MSI-X, and every NVMe driver enables MSI-X.
+//! that interrupt use MSI or MSI-X; every NVMe driver we know enables MSI-X, and
+//! the function has MSI too (a vector per completion queue, at most 32) for a
+//! host that uses only MSI.
 
 use nvme::{Config, Controller, Interrupts, BAR0_SIZE};
 use vdev::{AccessSize, AsyncBlock, MmioError, SaveRestore, WorkSignal};
 
-use crate::defs::{class, msix_cap, BAR_COUNT};
+use crate::defs::{class, msi_cap, msix_cap, BAR_COUNT};
 use crate::function::{
-    BarSpec, FunctionContext, FunctionIrq, FunctionSpec, Identity, MsixSpec, PciFunction,
+    BarSpec, FunctionContext, FunctionIrq, FunctionSpec, Identity, MsiSpec, MsixSpec, PciFunction,
 };
 
 /// Where the MSI-X table starts in BAR0 (after the registers and doorbells).
@@ -89,6 +91,17 @@ impl<B: AsyncBlock> PciFunction for NvmeFunction<B> {
             intx: None,
             pcie: true,
         }
+    }
+
+    /// MSI besides MSI-X, asking for a vector per completion queue (at most 32):
+    /// with fewer granted, queues share vectors (the function sets only the
+    /// granted low bits of the message data).
+    fn msi(&self) -> Option<MsiSpec> {
+        let vectors = u32::from(self.ctrl.config().vectors);
+        let log2 = vectors.next_power_of_two().trailing_zeros() as u8;
+        Some(MsiSpec {
+            vectors_log2: log2.min(msi_cap::MAX_LOG2_VECTORS),
+        })
     }
 
     fn bar_read(

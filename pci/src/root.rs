@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use vdev::{AccessSize, InterruptSink, MmioContext, MmioDevice, MmioError, WorkSignal};
 
-use crate::config::{ConfigSpace, SpecError};
+use crate::config::{ConfigSpace, MsiMessage, SpecError};
 use crate::defs::{ecam, virt, IntxPin, BAR_COUNT, COMMAND, INTX_PINS};
 use crate::function::{BusMaster, FunctionContext, FunctionIrq, PciFunction};
 use crate::host_bridge::HostBridge;
@@ -175,6 +175,9 @@ struct Irq<'a> {
     msix: Option<&'a mut Msix>,
     deliverable: bool,
     enabled: bool,
+    /// The MSI message while MSI (and not MSI-X) is enabled.
+    msi_message: Option<MsiMessage>,
+    bus_master: bool,
     intx_level: &'a mut bool,
     msi: &'a mut Option<Box<dyn MsiController + Send>>,
     sink: &'a mut dyn InterruptSink,
@@ -188,6 +191,7 @@ fn requester_id(device: u8) -> u16 {
 
 fn send(
     device: u8,
+    kind: &str,
     m: Message,
     msi: &mut Option<Box<dyn MsiController + Send>>,
     sink: &mut dyn InterruptSink,
@@ -199,7 +203,7 @@ fn send(
     if !ok {
         *dropped += 1;
         log::warn!(
-            "pci 00:{device:02x}.0: MSI-X vector {} message {:#x} to {:#x} reaches no MSI controller; dropped",
+            "pci 00:{device:02x}.0: {kind} vector {} message {:#x} to {:#x} reaches no MSI controller; dropped",
             m.vector,
             m.data,
             m.address
@@ -212,18 +216,46 @@ impl FunctionIrq for Irq<'_> {
         self.enabled
     }
     fn msix(&mut self, vector: u16) {
+        if !self.enabled {
+            if let Some(msi) = self.msi_message {
+                self.send_msi(msi, vector);
+            }
+            return;
+        }
         let Some(msix) = self.msix.as_deref_mut() else {
             return;
         };
-        if !self.enabled || vector >= msix.vectors() {
+        if vector >= msix.vectors() {
             return;
         }
         if let Some(m) = msix.signal(vector, self.deliverable) {
-            send(self.device, m, self.msi, self.sink, self.dropped);
+            send(self.device, "MSI-X", m, self.msi, self.sink, self.dropped);
         }
     }
     fn set_intx(&mut self, level: bool) {
         *self.intx_level = level;
+    }
+}
+
+impl Irq<'_> {
+    /// Sends MSI vector `vector`. Without per-vector masking there is nothing to
+    /// hold it in: with Bus Master Enable clear the function cannot write the
+    /// message, so it is lost (and counted).
+    fn send_msi(&mut self, msi: MsiMessage, vector: u16) {
+        if !self.bus_master {
+            *self.dropped += 1;
+            log::warn!(
+                "pci 00:{:02x}.0: MSI vector {vector} with bus mastering off; dropped",
+                self.device
+            );
+            return;
+        }
+        let m = Message {
+            vector,
+            address: msi.address,
+            data: msi.data_of(vector),
+        };
+        send(self.device, "MSI", m, self.msi, self.sink, self.dropped);
     }
 }
 
@@ -283,8 +315,13 @@ impl RootComplex {
             return Err(RootError::Slot);
         }
         let spec = function.spec();
-        let config = ConfigSpace::with_vendor_caps(&spec, &function.vendor_capabilities())
-            .map_err(RootError::Spec)?;
+        let config = ConfigSpace::build(
+            &spec,
+            function.msi(),
+            &function.vendor_capabilities(),
+            function.bar_window(),
+        )
+        .map_err(RootError::Spec)?;
         let slot = Slot {
             device,
             config,
@@ -382,8 +419,9 @@ impl RootComplex {
         let mut levels = [false; INTX_PINS as usize];
         for s in &self.slots {
             let Some(pin) = s.intx_pin else { continue };
-            let disabled =
-                s.config.command().is_set(COMMAND::INTERRUPT_DISABLE) || s.config.msix_enabled();
+            let disabled = s.config.command().is_set(COMMAND::INTERRUPT_DISABLE)
+                || s.config.msix_enabled()
+                || s.config.msi_enabled();
             if s.intx_level && !disabled {
                 let spi = intx_intid(&self.layout, s.device, pin) - self.layout.intx_first_intid;
                 levels[spi as usize] = true;
@@ -405,7 +443,14 @@ impl RootComplex {
         };
         let device = s.device;
         for m in msix.take_unmasked_pending() {
-            send(device, m, &mut self.msi, sink, &mut self.dropped_messages);
+            send(
+                device,
+                "MSI-X",
+                m,
+                &mut self.msi,
+                sink,
+                &mut self.dropped_messages,
+            );
         }
     }
 
@@ -424,6 +469,8 @@ impl RootComplex {
             device: s.device,
             deliverable: s.config.msix_unmasked() && bus_master,
             enabled: s.config.msix_enabled(),
+            msi_message: s.config.msi_message(),
+            bus_master,
             msix: s.msix.as_mut().map(|(m, _)| m),
             intx_level: &mut s.intx_level,
             msi: &mut self.msi,
@@ -456,10 +503,21 @@ impl RootComplex {
         self.slot_index(device as u8)
     }
 
-    fn config_read(&self, offset: u64, size: AccessSize) -> Result<u64, MmioError> {
+    fn config_read(
+        &mut self,
+        ctx: &mut MmioContext,
+        offset: u64,
+        size: AccessSize,
+    ) -> Result<u64, MmioError> {
         let reg = offset & (crate::defs::CONFIG_SPACE_SIZE - 1);
         match self.ecam_target(offset) {
-            Some(si) => self.slots[si].config.read(reg, size).map(u64::from),
+            Some(si) => {
+                ConfigSpace::check_access(reg, size)?;
+                if self.in_window_data(si, reg) {
+                    self.window_access(ctx, si, None);
+                }
+                self.slots[si].config.read(reg, size).map(u64::from)
+            }
             None => {
                 // Check the access as a present function would, then all-ones.
                 crate::config::ConfigSpace::check_access(reg, size)?;
@@ -480,16 +538,84 @@ impl RootComplex {
             return crate::config::ConfigSpace::check_access(reg, size);
         };
         let changes = self.slots[si].config.write(reg, size, value as u32)?;
+        if self.in_window_data(si, reg) {
+            let data = self.slots[si].config.window_value().unwrap_or(0);
+            self.window_access(ctx, si, Some(data));
+        }
         if changes.decode {
             self.recompute_decode();
         }
-        if changes.intx || changes.msix {
+        if changes.intx || changes.msix || changes.msi {
             self.update_intx(ctx.irq);
         }
         if changes.bus_master_on || changes.msix {
             self.flush_pending(si, ctx.irq);
         }
         Ok(())
+    }
+
+    /// Whether configuration register `reg` of slot `si` is in its BAR window's
+    /// data field (an access is within one DWORD, so touching any byte of it).
+    fn in_window_data(&self, si: usize, reg: u64) -> bool {
+        self.slots[si]
+            .config
+            .window_data()
+            .is_some_and(|r| r.contains(&reg))
+    }
+
+    /// A BAR window access of slot `si` (`write`: the data field's value): the
+    /// window's BAR, offset and length checked, then the function's BAR read
+    /// (its result put in the data field) or write. A refused access changes
+    /// nothing and is logged. The window works whether or not the BAR decodes
+    /// (it is how software reaches a BAR it has not placed).
+    fn window_access(&mut self, ctx: &mut MmioContext, si: usize, write: Option<u32>) {
+        let Some(t) = self.slots[si].config.window_target() else {
+            return;
+        };
+        let device = self.slots[si].device;
+        let size = match t.length {
+            1 => AccessSize::Byte,
+            2 => AccessSize::Half,
+            4 => AccessSize::Word,
+            _ => {
+                log::warn!(
+                    "pci 00:{device:02x}.0: BAR window length {} refused",
+                    t.length
+                );
+                return;
+            }
+        };
+        let (bar, offset, len) = (t.bar, u64::from(t.offset), u64::from(t.length));
+        let s = &self.slots[si];
+        let in_bar = s
+            .config
+            .bar(usize::from(bar))
+            .is_some_and(|(_, spec)| offset.is_multiple_of(len) && offset + len <= spec.size);
+        let in_msix = s.msix.as_ref().is_some_and(|(msix, m)| {
+            let hits = |b: u8, at: u64, n: u64| b == bar && offset < at + n && at < offset + len;
+            hits(m.table_bar, m.table_offset, msix.table_size())
+                || hits(m.pba_bar, m.pba_offset, msix.pba_size())
+        });
+        if !in_bar || in_msix || !s.function.bar_window_allows(bar, offset, len) {
+            log::warn!(
+                "pci 00:{device:02x}.0: BAR window access of {len} bytes at {offset:#x} of BAR {bar} refused"
+            );
+            return;
+        }
+        match write {
+            Some(v) => {
+                let value = u64::from(v) & size.mask();
+                if let Err(e) =
+                    self.with_function(ctx, si, |f, fc| f.bar_write(fc, bar, offset, size, value))
+                {
+                    log::warn!("pci 00:{device:02x}.0: BAR window write refused: {e:?}");
+                }
+            }
+            None => match self.with_function(ctx, si, |f, fc| f.bar_read(fc, bar, offset, size)) {
+                Ok(v) => self.slots[si].config.set_window_value(v as u32, t.length),
+                Err(e) => log::warn!("pci 00:{device:02x}.0: BAR window read refused: {e:?}"),
+            },
+        }
     }
 
     fn bar_access(
@@ -563,7 +689,7 @@ impl RootComplex {
         if l.ecam.contains(gpa, 1) {
             let off = gpa - l.ecam.base;
             return match write {
-                None => self.config_read(off, size),
+                None => self.config_read(ctx, off, size),
                 Some(v) => self.config_write(ctx, off, size, v).map(|()| 0),
             };
         }

@@ -214,3 +214,50 @@ fn root_windows_route_bus_accesses() {
     assert_eq!(rc.lock().decoded_bars().count(), 0);
     assert!(!bus.has_deferred_work());
 }
+
+/// A host that uses only MSI: the NVMe function asks for a vector per completion
+/// queue, and the admin queue's completion arrives through MSI and the v2m frame.
+#[test]
+fn an_msi_only_host_gets_the_admin_completion_through_msi_and_v2m() {
+    use crate::defs::msi_cap;
+    let mut g = Guest::new();
+    g.wr(cfg(reg::BAR0 as u64), W, BAR0);
+    g.wr(cfg(reg::BAR0 as u64 + 4), W, 0);
+    g.wr(cfg(reg::COMMAND as u64), H, 0x6);
+    let mut at = g.rd(cfg(reg::CAPABILITIES_POINTER as u64), AccessSize::Byte);
+    while g.rd(cfg(at), AccessSize::Byte) != u64::from(cap_id::MSI) {
+        at = g.rd(cfg(at + 1), AccessSize::Byte);
+        assert_ne!(at, 0, "no MSI capability");
+    }
+    let control = cfg(at + msi_cap::MESSAGE_CONTROL as u64);
+    // 64-bit, Multiple Message Capable 1 (two vectors: admin and one I/O queue).
+    assert_eq!(g.rd(control, H), 1 << 7 | 1 << 1);
+    g.wr(
+        cfg(at + msi_cap::ADDRESS as u64),
+        W,
+        FRAME + vgic::v2m::reg::MSI_SETSPI_NS,
+    );
+    g.wr(cfg(at + msi_cap::UPPER_ADDRESS as u64), W, 0);
+    g.wr(cfg(at + msi_cap::DATA as u64), H, u64::from(SPI));
+    g.wr(control, H, 1);
+    assert_eq!(g.enable() & 0b11, 0b01, "CSTS.RDY");
+    let mut sqe = [0u8; 64];
+    sqe[0] = admin::IDENTIFY;
+    sqe[2..4].copy_from_slice(&9u16.to_le_bytes());
+    sqe[24..32].copy_from_slice(&IDENTIFY_BUF.to_le_bytes());
+    sqe[40..44].copy_from_slice(&1u32.to_le_bytes());
+    g.mem.write(ASQ, &sqe).unwrap();
+    assert!(!g.spi_pending());
+    g.wr(BAR0 + nreg::DOORBELLS, W, 1);
+    if g.rc.has_work() {
+        let mut ctx = MmioContext {
+            vcpu: 0,
+            mem: &mut g.mem,
+            irq: &mut g.vgic,
+        };
+        g.rc.poll(&mut ctx);
+    }
+    assert_eq!(g.mem.read_u32(ACQ + 12).unwrap() & 0xffff, 9, "command ID");
+    assert!(g.spi_pending(), "vector 0 reached SPI {SPI} through MSI");
+    assert_eq!(g.rc.dropped_messages(), 0);
+}

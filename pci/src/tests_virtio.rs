@@ -89,6 +89,8 @@ struct Caps {
     multiplier: u64,
     isr: u64,
     device: u64,
+    /// Where the VIRTIO_PCI_CAP_PCI_CFG capability is in configuration space.
+    pci_cfg: u64,
 }
 
 struct Guest {
@@ -172,6 +174,7 @@ impl Guest {
                         }
                         3 => self.caps.isr = off,
                         4 => self.caps.device = off,
+                        5 => self.caps.pci_cfg = at,
                         t => panic!("unexpected virtio capability type {t}"),
                     }
                 }
@@ -294,7 +297,10 @@ fn identity_and_capabilities_are_virtio_modern() {
         multiplier,
         isr,
         device,
+        pci_cfg,
     } = g.caps;
+    assert_ne!(pci_cfg, 0, "the VIRTIO_PCI_CAP_PCI_CFG window");
+    assert_eq!(g.rd(cfg(pci_cfg + 2), B), 20, "cap_len");
     let mut offs = [common, notify, isr, device];
     offs.sort_unstable();
     assert!(
@@ -787,4 +793,117 @@ fn a_running_function_continues_after_restore() {
     let mut bad = blob;
     bad[isr_at] = 0x80;
     assert!(blk_fn().restore(&bad).is_err());
+}
+
+/// The VIRTIO_PCI_CAP_PCI_CFG window's fields (virtio 1.2 §4.1.4.9).
+mod window {
+    pub const BAR: u64 = 4;
+    pub const OFFSET: u64 = 8;
+    pub const LENGTH: u64 = 12;
+    pub const DATA: u64 = 16;
+}
+
+impl Guest {
+    /// Points the window at `length` bytes at `offset` of BAR `bar`.
+    fn aim(&mut self, bar: u64, offset: u64, length: u64) {
+        let at = self.caps.pci_cfg;
+        self.wr(cfg(at + window::BAR), B, bar);
+        self.wr(cfg(at + window::OFFSET), W, offset);
+        self.wr(cfg(at + window::LENGTH), W, length);
+    }
+    fn window_read(&mut self) -> u64 {
+        self.rd(cfg(self.caps.pci_cfg + window::DATA), W)
+    }
+    fn window_write(&mut self, v: u64) {
+        self.wr(cfg(self.caps.pci_cfg + window::DATA), W, v);
+    }
+}
+
+#[test]
+fn the_pci_cfg_window_reaches_the_structures_without_the_bar_placed() {
+    let mut g = Guest::blk();
+    g.find_caps();
+    let (common_at, device_at, isr_at) = (g.caps.common, g.caps.device, g.caps.isr);
+    // BAR0 not placed, Memory Space off: only the window reaches the device.
+    g.aim(0, common_at + common::NUM_QUEUES, 2);
+    assert_eq!(g.window_read() & 0xffff, 1, "num_queues of virtio-blk");
+    // A driver negotiates through the window alone.
+    g.aim(0, common_at + common::DEVICE_STATUS, 1);
+    g.window_write(0);
+    let ad = u64::from(status::ACKNOWLEDGE | status::DRIVER);
+    g.window_write(ad);
+    assert_eq!(g.window_read() & 0xff, ad);
+    g.aim(0, common_at + common::DEVICE_FEATURE_SELECT, 4);
+    g.window_write(1);
+    g.aim(0, common_at + common::DEVICE_FEATURE, 4);
+    assert_ne!(g.window_read() & 1, 0, "VERSION_1 offered");
+    // Device configuration: the disk's capacity in sectors (low word).
+    g.aim(0, device_at + blk::CFG_CAPACITY as u64, 4);
+    assert_eq!(g.window_read(), 64, "MemDisk::new(64, ..)");
+    // The ISR structure, one byte.
+    g.aim(0, isr_at, 1);
+    assert_eq!(g.window_read() & 0xff, 0);
+    // The same register through the placed BAR agrees.
+    g.wr(cfg(reg::BAR0 as u64), W, BAR0);
+    g.wr(cfg(reg::BAR0 as u64 + 4), W, 0);
+    g.wr(cfg(reg::COMMAND as u64), H, MEM);
+    assert_eq!(g.status(), ad);
+    // The window's fields are writable and read back; its header is not.
+    let at = g.caps.pci_cfg;
+    assert_eq!(g.rd(cfg(at + window::OFFSET), W), isr_at);
+    assert_eq!(g.rd(cfg(at + window::LENGTH), W), 1);
+    g.wr(cfg(at + 2), H, 0xffff);
+    assert_eq!(g.rd(cfg(at + 2), H), 20 | 5 << 8, "cap_len and cfg_type");
+}
+
+#[test]
+fn pci_cfg_window_accesses_outside_the_structures_are_refused() {
+    let mut g = Guest::blk();
+    g.bring_up(MEM_BM, 2);
+    let common_at = g.caps.common;
+    let sentinel = 0x5a5a_5a5a;
+    // A window on device_status to see what refused writes did not do.
+    let status_now = |g: &mut Guest| g.rd(g.common(common::DEVICE_STATUS), B);
+    g.wr(g.common(common::DEVICE_STATUS), B, 0);
+    let bad: [(u64, u64, u64, &str); 9] = [
+        (0, common_at + common::DEVICE_STATUS, 3, "length 3"),
+        (0, common_at + common::DEVICE_STATUS, 0, "length 0"),
+        (0, common_at + common::DEVICE_STATUS, 8, "length 8"),
+        (0, common_at + common::DEVICE_STATUS + 1, 2, "unaligned"),
+        (
+            1,
+            common_at + common::DEVICE_STATUS,
+            1,
+            "BAR 1 is BAR0's upper half",
+        ),
+        (3, 0, 4, "no BAR 3"),
+        (0, MSIX_TABLE_OFFSET + 8, 4, "the MSI-X table"),
+        (0, common_at + 0x800, 4, "between structures"),
+        (0, 0xffff_fffc, 4, "past the BAR"),
+    ];
+    for (bar, offset, length, what) in bad {
+        g.aim(bar, offset, length);
+        g.window_write(sentinel);
+        assert_eq!(status_now(&mut g), 0, "{what}: nothing written");
+        assert_eq!(g.window_read(), sentinel, "{what}: nothing read");
+    }
+    // The MSI-X table entry the window aimed at keeps its data.
+    assert_eq!(g.rd(BAR0 + MSIX_TABLE_OFFSET + 8, W), 100);
+    // An ISR read that would run past its one byte.
+    g.aim(0, g.caps.isr, 2);
+    g.window_write(sentinel);
+    assert_eq!(g.window_read(), sentinel);
+    // Aimed right again, it works.
+    g.aim(0, common_at + common::DEVICE_STATUS, 1);
+    g.window_write(u64::from(status::ACKNOWLEDGE));
+    assert_eq!(status_now(&mut g), u64::from(status::ACKNOWLEDGE));
+    // The read fills the data field's first byte (the rest is what was written).
+    assert_eq!(g.window_read(), u64::from(status::ACKNOWLEDGE));
+    g.wr(cfg(g.caps.pci_cfg + window::DATA + 2), H, 0xabcd);
+    assert_eq!(
+        g.window_read(),
+        0xabcd_0000 | u64::from(status::ACKNOWLEDGE),
+        "a write of the data field's upper half wrote byte 0 (length 1) again"
+    );
+    assert_eq!(status_now(&mut g), u64::from(status::ACKNOWLEDGE));
 }

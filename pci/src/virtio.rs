@@ -24,8 +24,12 @@
 //! Saved state: [`VirtioFunction`] implements [`SaveRestore`] (`VPCI`), the core's
 //! part shared with virtio-mmio's code.
 //!
-//! Not done: the VIRTIO_PCI_CAP_PCI_CFG access window, VIRTIO_F_NOTIFICATION_DATA
-//! and VIRTIO_F_RING_RESET (neither offered).
+//! - The VIRTIO_PCI_CAP_PCI_CFG capability (§4.1.4.9): a window in configuration
+//!   space onto BAR0 ([`crate::BarWindow`]); the root complex checks the BAR,
+//!   length (1, 2, 4) and alignment, and this function that the bytes lie inside
+//!   one of the four structures the other capabilities describe.
+//!
+//! Not done: VIRTIO_F_NOTIFICATION_DATA and VIRTIO_F_RING_RESET (neither offered).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -38,7 +42,7 @@ use virtio::{Events, TransportCore, VirtioDevice};
 
 use crate::defs::{msix_cap, IntxPin, BAR_COUNT};
 use crate::function::{
-    BarSpec, FunctionContext, FunctionIrq, FunctionSpec, Identity, MsixSpec, PciFunction,
+    BarSpec, BarWindow, FunctionContext, FunctionIrq, FunctionSpec, Identity, MsixSpec, PciFunction,
 };
 
 /// Where each structure lives in BAR0.
@@ -55,6 +59,14 @@ pub const DEVICE_CFG_LEN: u64 = 0x100;
 /// Bytes between two queues' notification addresses.
 pub const NOTIFY_OFF_MULTIPLIER: u32 = 4;
 pub const BAR0_SIZE: u64 = 0x8000;
+/// The VIRTIO_PCI_CAP_PCI_CFG capability (virtio 1.2 §4.1.4.9): its
+/// `cfg_type`, the offset of `pci_cfg_data` in it and its size.
+pub const CAP_PCI_CFG: u8 = 5;
+pub const PCI_CFG_DATA: usize = 16;
+pub const PCI_CFG_CAP_SIZE: usize = 20;
+/// Where the window capability is among [`VirtioFunction`]'s vendor-specific
+/// capabilities (after common, notify, ISR, device).
+const PCI_CFG_CAP_INDEX: usize = 4;
 /// Most queues the layout has room for (one vector each, plus the config vector).
 pub const MAX_QUEUES: usize = virtio::device::MAX_QUEUES;
 
@@ -371,7 +383,35 @@ impl<D: VirtioDevice> PciFunction for VirtioFunction<D> {
                 DEVICE_CFG_LEN,
                 vp::CAP_SIZE,
             ),
+            // BAR, offset and length start at zero; the driver sets them.
+            Self::cap(CAP_PCI_CFG, 0, 0, PCI_CFG_CAP_SIZE),
         ]
+    }
+
+    fn bar_window(&self) -> Option<BarWindow> {
+        Some(BarWindow {
+            cap: PCI_CFG_CAP_INDEX,
+            bar: vp::CAP_BAR,
+            offset: vp::CAP_OFFSET,
+            length: vp::CAP_LENGTH,
+            data: PCI_CFG_DATA,
+        })
+    }
+
+    /// Inside one of the structures the other capabilities describe (the
+    /// driver may not point the window anywhere else, §4.1.4.9.1).
+    fn bar_window_allows(&self, bar: u8, offset: u64, len: u64) -> bool {
+        let notify_len = self.core.num_queues() as u64 * u64::from(NOTIFY_OFF_MULTIPLIER);
+        let structures = [
+            (COMMON_OFFSET, common::SIZE),
+            (NOTIFY_OFFSET, notify_len),
+            (ISR_OFFSET, 1),
+            (DEVICE_OFFSET, DEVICE_CFG_LEN),
+        ];
+        bar == 0
+            && structures
+                .iter()
+                .any(|&(at, n)| offset >= at && offset + len <= at + n)
     }
 
     fn bar_read(

@@ -5,7 +5,9 @@
 //! baseline, measured in the same run).
 //!
 //! The guest times itself ([`GUEST_SCRIPT`]) with busybox only (the guest has no
-//! fio): one O_DIRECT `dd bs=1M` pass each way for the sequential figures, and
+//! fio): [`SEQ_PASSES`] O_DIRECT `dd bs=1M` passes over [`SEQ_MIB`] each way for
+//! the sequential figures (one 128 MiB pass took 0.16..0.25 s, a few ticks of
+//! `/proc/uptime`'s 10 ms: the figures came out quantized), and
 //! one O_DIRECT `dd bs=4k count=1` per random I/O at offsets from a shell LCG —
 //! one loop for queue depth 1, [`QUEUE_DEPTH`] loops in parallel for queue depth
 //! 32. Each random I/O forks a `dd`, and that cost (the same guest kernel and TCG
@@ -28,6 +30,8 @@ use crate::Layout;
 pub const ROUNDS: usize = 3;
 /// MiB of each sequential pass.
 pub const SEQ_MIB: u64 = 128;
+/// Sequential passes each way (the guest script's `x4`).
+pub const SEQ_PASSES: u64 = 4;
 /// Random I/Os at queue depth 1, and in all at queue depth [`QUEUE_DEPTH`].
 pub const RANDOM_IOS: u64 = 256;
 /// Parallel random-I/O loops for the queue-depth-32 figures.
@@ -50,17 +54,18 @@ const BARE_SERIAL: &str = "rayosbench";
 
 /// The guest command: sequential write and read, random read at queue depth 1,
 /// random read and write at queue depth 32, each bracketed by `/proc/uptime`.
-pub const GUEST_SCRIPT: &str = "d=/dev/nvme0n1; n=128; k=256; q=32; \
-b=$(( $(cat /sys/block/nvme0n1/size) / 8 )); \
-up() { cut -d' ' -f1 /proc/uptime; }; \
+pub const GUEST_SCRIPT: &str = "d=/dev/nvme0n1; n=128; k=256; q=32; y=/sys/block/nvme0n1; \
+b=$(( $(cat $y/size) / 8 )); \
+up() { cut -d' ' -f1 /proc/uptime; }; st() { set -- $(cat $y/stat); echo $1:$5; }; \
 io() { s=$3; i=0; while [ $i -lt $2 ]; do s=$(( (s*1103515245+12345) % 2147483648 )); o=$(( s % b )); \
 if [ $1 = r ]; then dd if=$d of=/dev/null bs=4k count=1 skip=$o iflag=direct 2>/dev/null || echo bench-nvme-error rread; \
 else dd if=/dev/zero of=$d bs=4k count=1 seek=$o oflag=direct 2>/dev/null || echo bench-nvme-error rwrite; fi; i=$((i+1)); done; }; \
 par() { j=0; while [ $j -lt $q ]; do io $1 $((k/q)) $((j*7919+$2)) & j=$((j+1)); done; wait; }; \
-t0=$(up); dd if=/dev/zero of=$d bs=1M count=$n oflag=direct conv=fsync 2>/dev/null || echo bench-nvme-error swrite; t1=$(up); \
-dd if=$d of=/dev/null bs=1M count=$n iflag=direct 2>/dev/null || echo bench-nvme-error sread; t2=$(up); \
+sw() { dd if=/dev/zero of=$d bs=1M count=$n oflag=direct conv=fsync 2>/dev/null || echo bench-nvme-error swrite; }; \
+sr() { dd if=$d of=/dev/null bs=1M count=$n iflag=direct 2>/dev/null || echo bench-nvme-error sread; }; x4() { $1; $1; $1; $1; }; \
+q0=$(st); t0=$(up); x4 sw; t1=$(up); q1=$(st); x4 sr; t2=$(up); q2=$(st); \
 io r $k 1; t3=$(up); par r 3; t4=$(up); par w 5; t5=$(up); \
-echo \"bench-nvme: seq_mib=$n ios=$k t=$t0,$t1,$t2,$t3,$t4,$t5\"";
+echo \"bench-nvme: seq_mib=$((n*4)) ios=$k t=$t0,$t1,$t2,$t3,$t4,$t5 rq=$q0,$q1,$q2\"";
 
 /// One guest's figures: MiB/s sequential, I/Os per second random.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -134,6 +139,32 @@ pub fn parse(console: &str) -> Result<Sample, String> {
     })
 }
 
+/// The I/O commands of the sequential passes, from the guest's `rq=` field (the
+/// block layer's completed reads:writes of `/sys/block/nvme0n1/stat` before and
+/// after each pass; each request is one NVMe command): (write commands of the
+/// write pass, read commands of the read pass). Shows how a transfer limit
+/// (MDTS) splits the 1 MiB requests.
+pub fn seq_commands(console: &str) -> Option<(u64, u64)> {
+    let line = console
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(PREFIX))
+        .rfind(|rest| rest.starts_with("seq_mib="))?;
+    let rq = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("rq="))?;
+    let counts: Vec<(u64, u64)> = rq
+        .split(',')
+        .map(|p| {
+            let (r, w) = p.split_once(':')?;
+            Some((r.parse().ok()?, w.parse().ok()?))
+        })
+        .collect::<Option<_>>()?;
+    let [(_, w0), (r1, w1), (r2, _)] = counts[..] else {
+        return None;
+    };
+    Some((w1.checked_sub(w0)?, r2.checked_sub(r1)?))
+}
+
 /// Each figure's median over the samples.
 pub fn medians(samples: &[Sample]) -> Option<Sample> {
     let m = |f: fn(&Sample) -> f64| median(&samples.iter().map(f).collect::<Vec<_>>());
@@ -194,8 +225,12 @@ fn measure(side: &str, cmd: std::process::Command) -> Result<Sample, Error> {
         return Err(fail("the guest command did not exit 0".into()));
     }
     let x = parse(&console).map_err(fail)?;
+    let commands = seq_commands(&console).map_or_else(
+        || String::from("commands unknown"),
+        |(w, r)| format!("{w} write / {r} read commands"),
+    );
     println!(
-        "  {side:<10} seq write {:6.1} MiB/s, read {:6.1} MiB/s; 4 KiB random read qd1 {:6.1}/s, qd32 {:6.1}/s, write qd32 {:6.1}/s ({:.0} s run)",
+        "  {side:<10} seq write {:6.1} MiB/s, read {:6.1} MiB/s ({commands}); 4 KiB random read qd1 {:6.1}/s, qd32 {:6.1}/s, write qd32 {:6.1}/s ({:.0} s run)",
         x.seq_write,
         x.seq_read,
         x.rand_read_qd1,
@@ -240,7 +275,7 @@ pub fn run_nvme(layout: &Layout) -> Result<String, Error> {
     eprintln!("xtask: bench nvme: hypervisor: {}", prepared.display());
     eprintln!("xtask: bench nvme: bare: {}", bare_line.display());
     println!(
-        "bench nvme: /dev/nvme0n1 ({} MiB): {SEQ_MIB} MiB O_DIRECT sequential write and read, {RANDOM_IOS} 4 KiB random reads at qd1, {RANDOM_IOS} reads and writes at qd{QUEUE_DEPTH}; {ROUNDS} alternating rounds",
+        "bench nvme: /dev/nvme0n1 ({} MiB): {SEQ_PASSES} x {SEQ_MIB} MiB O_DIRECT sequential write and read, {RANDOM_IOS} 4 KiB random reads at qd1, {RANDOM_IOS} reads and writes at qd{QUEUE_DEPTH}; {ROUNDS} alternating rounds",
         DISK_SIZE >> 20
     );
     let (mut hyp, mut base) = (Vec::new(), Vec::new());
@@ -310,6 +345,16 @@ mod tests {
     }
 
     #[test]
+    fn the_sequential_passes_command_counts_parse() {
+        let log = format!("{LINE} rq=10:20,12:148,268:150\r\n");
+        assert_eq!(seq_commands(&log), Some((128, 256)));
+        assert_eq!(parse(&log).unwrap().seq_write, 64.0);
+        assert_eq!(seq_commands(&format!("{LINE}\n")), None);
+        assert_eq!(seq_commands(&format!("{LINE} rq=1:2,3:4\n")), None);
+        assert_eq!(seq_commands(&format!("{LINE} rq=1:9,3:4,5:6\n")), None);
+    }
+
+    #[test]
     fn broken_lines_are_refused() {
         assert!(parse("nothing\n").is_err());
         assert!(parse(&format!("{LINE}\nbench-nvme-error rread\n"))
@@ -348,7 +393,12 @@ mod tests {
     fn the_guest_script_matches_the_constants_and_fits_the_command_line() {
         assert!(GUEST_SCRIPT.contains(&format!("n={SEQ_MIB}; k={RANDOM_IOS}; q={QUEUE_DEPTH};")));
         assert!(RANDOM_IOS.is_multiple_of(QUEUE_DEPTH));
-        assert!(linux_guest::guest_cmd_arg(GUEST_SCRIPT).len() < 1400);
+        let x = format!("x4() {{{} }}", " $1;".repeat(SEQ_PASSES as usize));
+        assert!(GUEST_SCRIPT.contains(&x), "{x}");
+        assert!(GUEST_SCRIPT.contains(&format!("seq_mib=$((n*{SEQ_PASSES}))")));
+        // The rest of the kernel command line (console, earlycon, rayos.*) is
+        // under 300 characters of linux_guest::CMDLINE_MAX.
+        assert!(linux_guest::guest_cmd_arg(GUEST_SCRIPT).len() < 1700);
         assert_eq!(
             bare_nvme_args(Path::new("/t/d.img")).join(" "),
             "-drive file=/t/d.img,format=raw,if=none,id=d -device nvme,drive=d,serial=rayosbench"

@@ -5,7 +5,8 @@
 //! notification area, ISR reads, device-configuration accesses, Bus Master Enable
 //! and MSI-X Enable toggled, MSI-X table entries with garbage or the doorbell,
 //! fuzzed guest RAM under a queue a well-behaved bring-up set up, available-ring
-//! entries published and notified, polls, VM resets.
+//! entries published and notified, polls, VM resets, and accesses through the
+//! VIRTIO_PCI_CAP_PCI_CFG window aimed anywhere.
 //!
 //! Invariants: reads carry no bits outside the access; guest RAM changes only
 //! while Bus Master Enable is set; messages reach the MSI controller only while
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use arbitrary::{Arbitrary, Unstructured};
-use pci::defs::{msix_cap, reg, virt, IntxPin, COMMAND};
+use pci::defs::{cap_id::VENDOR_SPECIFIC, msix_cap, reg, virt, IntxPin, COMMAND};
 use pci::virtio::{
     class_of, VirtioFunction, COMMON_OFFSET, DEVICE_OFFSET, ISR_OFFSET, MSIX_TABLE_OFFSET,
     NOTIFY_OFFSET,
@@ -129,6 +130,15 @@ enum Op {
     },
     Poll,
     Reset,
+    /// The VIRTIO_PCI_CAP_PCI_CFG window aimed at any BAR, offset and length,
+    /// then its data field read or written.
+    Window {
+        bar: u8,
+        offset: u32,
+        length: u8,
+        value: u32,
+        write: bool,
+    },
 }
 
 struct Harness {
@@ -146,6 +156,22 @@ fn cfg_addr(reg: u64) -> u64 {
 }
 
 impl Harness {
+    /// The VIRTIO_PCI_CAP_PCI_CFG capability's offset in configuration space.
+    fn window_cap(&mut self) -> u64 {
+        let b = AccessSize::Byte;
+        let rd = |h: &mut Harness, r: u64| h.access(cfg_addr(r), b, None).expect("ECAM read");
+        let mut at = rd(self, reg::CAPABILITIES_POINTER as u64);
+        while at != 0 {
+            if rd(self, at) == u64::from(VENDOR_SPECIFIC)
+                && rd(self, at + 3) == u64::from(pci::virtio::CAP_PCI_CFG)
+            {
+                return at;
+            }
+            at = rd(self, at + 1);
+        }
+        panic!("virtio-pci function without the VIRTIO_PCI_CAP_PCI_CFG capability");
+    }
+
     fn new(model: u8) -> Harness {
         let mut rc = RootComplex::new(Layout::virt(false), &[RAM]).expect("virt layout");
         let (f, id, queues): (Box<dyn pci::PciFunction + Send>, u32, u64) = match model % 3 {
@@ -396,6 +422,20 @@ impl Harness {
                 self.rc.reset(&mut self.lines);
                 self.place();
             }
+            Op::Window {
+                bar,
+                offset,
+                length,
+                value,
+                write,
+            } => {
+                let at = self.window_cap();
+                let w = AccessSize::Word;
+                self.access(cfg_addr(at + 4), AccessSize::Byte, Some(u64::from(bar)));
+                self.access(cfg_addr(at + 8), w, Some(u64::from(offset)));
+                self.access(cfg_addr(at + 12), w, Some(u64::from(length)));
+                self.access(cfg_addr(at + 16), w, write.then_some(u64::from(value)));
+            }
         }
         // The CPU's own writes are not the device's.
         let before = if ram_written {
@@ -423,7 +463,7 @@ pub fn run(data: &[u8]) {
 
 /// `Op` variants, in declaration order.
 mod op {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     pub const COMMON: u32 = 0;
     pub const NOTIFY: u32 = 1;
     pub const ISR: u32 = 2;
