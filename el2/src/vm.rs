@@ -277,6 +277,9 @@ pub struct DeviceShape {
     pub tpm: bool,
 }
 
+/// I/O queues the UEFI firmware's NVMe driver creates (see `attach_pcie`).
+const FIRMWARE_NVME_IO_QUEUES: u16 = 2;
+
 /// The guest's MPIDR for vCPU `i`: Aff0 = i, with the U bit clear and bit 31 RES1.
 pub fn vcpu_mpidr(i: usize) -> u64 {
     use aarch64_cpu::registers::MPIDR_EL1;
@@ -750,7 +753,11 @@ impl Vm {
             }
         }
         if let Some(disk) = disk {
-            let queues = self.vcpus() as u16;
+            // One I/O queue per vCPU, and never fewer than the firmware's
+            // NVMe driver creates (EDK2 NvmExpressDxe: one blocking and one
+            // asynchronous queue): with one, a 1-vCPU firmware VM found no boot
+            // disk ("create queue with invalid or used ID 2").
+            let queues = (self.vcpus() as u16).max(FIRMWARE_NVME_IO_QUEUES);
             let cfg = nvme::Config {
                 io_queues: queues,
                 vectors: queues + 1,
