@@ -48,7 +48,7 @@ fn last_tick(console: &str) -> Option<u64> {
         .lines()
         .filter_map(|l| l.trim_end_matches('\r').strip_prefix("tick="))
         .filter_map(|n| n.trim().parse().ok())
-        .last()
+        .next_back()
 }
 
 /// `cargo xtask run --authority`: the partition runs beside the guest on its own
