@@ -208,15 +208,15 @@ pub struct RunOptions {
     /// (`--nvme SIZE|system`).
     pub nvme: Option<NvmeDisk>,
     /// The `windows` VM's disk: the NVMe namespace, or virtio-blk over virtio-PCI
-    /// (`--disk-bus virtio-pci`; the hypervisor is told so on its command line).
+    /// (`--disk-bus virtio-pci`; set in the VM's record).
     pub disk_bus: DiskBus,
     /// Give the Linux guest a zero-filled RAM disk of this size as virtio-blk over
     /// the virtio PCI transport, behind the same root complex (`--virtio-pci
     /// SIZE`; boots from a bundle).
     pub virtio_pci: Option<u64>,
     /// The PCI Express root complex's MSI controller (`--msi its|v2m`; default
-    /// the GICv2m frame). `its` adds `boards::devices::MSI_ITS_OPTION` to the
-    /// kernel command line.
+    /// the GICv2m frame): a system-disk VM's record field, or for a bundle `its`
+    /// adds `boards::devices::MSI_ITS_OPTION` to the kernel command line.
     pub msi: Option<boards::devices::Msi>,
     /// Give the Linux guest an xHCI controller with a USB HID keyboard and tablet,
     /// behind the same root complex (`--usb`; boots from a bundle).
@@ -591,6 +591,8 @@ impl RunArgs {
                 || self.boot_disk.is_some()
                 || self.fresh
                 || self.nvme.is_some()
+                || self.disk_bus.is_some()
+                || self.msi.is_some()
                 || self.usb
                 || self.usb_storage.is_some()
                 || self.hypervisor_fault.is_some()
@@ -626,13 +628,15 @@ impl RunArgs {
             ));
         }
         if self.msi.is_some()
-            && !(matches!(self.nvme, Some(NvmeDisk::Ram(_)))
+            && self.vm.is_none()
+            && !(self.nvme.is_some()
                 || self.virtio_pci.is_some()
                 || self.usb
-                || self.usb_storage.is_some())
+                || self.usb_storage.is_some()
+                || profile == Profile::Windows)
         {
             return Err(Error::Usage(
-                "--msi applies to a Linux guest with --nvme SIZE, --virtio-pci SIZE or --usb (a boot bundle); a system-disk VM's record has no MSI choice yet".into(),
+                "--msi applies to --profile windows and to a Linux guest with --nvme SIZE|system, --virtio-pci SIZE or --usb".into(),
             ));
         }
         if (self.firmware_shell || self.firmware.is_some()) && !profile.boots_firmware() {
@@ -721,13 +725,11 @@ pub fn uses_system_disk(o: &RunOptions) -> bool {
         && o.usb_storage.is_none()
 }
 
-/// The words a run adds to the hypervisor's command line (QEMU's `-append`),
-/// each after a space: the `windows` VM's disk on virtio-PCI.
-fn hypervisor_options(o: &RunOptions) -> String {
-    if o.profile == Profile::Windows && o.disk_bus == DiskBus::VirtioPci {
-        format!(" {}", boards::devices::VIRTIO_PCI_DISK_OPTION)
-    } else {
-        String::new()
+/// A run's `--msi` as a VM record's MSI controller (default: the v2m frame).
+fn record_msi(msi: Option<boards::devices::Msi>) -> registry::MsiController {
+    match msi {
+        Some(boards::devices::Msi::Its) => registry::MsiController::Its,
+        _ => registry::MsiController::V2m,
     }
 }
 
@@ -829,11 +831,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         qemu.initrd = path.clone();
         qemu.extra_args.extend([
             "-append".to_string(),
-            format!(
-                "{}{name}{}",
-                registry::choice::VM_ARG,
-                hypervisor_options(o)
-            ),
+            format!("{}{name}", registry::choice::VM_ARG),
         ]);
         let vm = VmDef {
             name: name.clone(),
@@ -961,6 +959,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
                 } else {
                     None
                 },
+                msi: record_msi(o.msi),
+                disk_bus: match o.disk_bus {
+                    DiskBus::Nvme => registry::DiskBus::Nvme,
+                    DiskBus::VirtioPci => registry::DiskBus::VirtioPci,
+                },
             };
             let run = sysdisk::ensure_firmware(&path, o.fresh, &want)?;
             eprintln!("xtask: {}", run.describe(&want.name));
@@ -976,11 +979,6 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         qemu.guest_mem = vm.mem;
         qemu.kernel = hypervisor;
         qemu.initrd = bundle.clone();
-        let options = hypervisor_options(o);
-        if !options.is_empty() {
-            qemu.extra_args
-                .extend(["-append".to_string(), options.trim_start().to_string()]);
-        }
         return Ok(Prepared {
             qemu,
             vm,
@@ -1037,7 +1035,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             )
         }
     };
-    if o.msi == Some(boards::devices::Msi::Its) {
+    if o.msi == Some(boards::devices::Msi::Its) && !uses_system_disk(o) {
         cmdline.push(' ');
         cmdline.push_str(boards::devices::MSI_ITS_OPTION);
     }
@@ -1093,6 +1091,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             } else {
                 registry::DeviceModel::LinuxDt
             },
+            msi: record_msi(o.msi),
         };
         let run = sysdisk::ensure_with(&path, o.fresh, o.cold, &want)?;
         eprintln!("xtask: {}", run.describe(&want.name));
@@ -1642,13 +1641,13 @@ mod tests {
         );
         assert_eq!(Profile::Windows.name(), "windows");
         assert_eq!(w.disk_bus, DiskBus::Nvme);
-        assert_eq!(hypervisor_options(&w), "");
-        let v = parse_args(&args("--profile windows --disk-bus virtio-pci")).unwrap();
+        let v = parse_args(&args("--profile windows --disk-bus virtio-pci --msi its")).unwrap();
         assert_eq!(v.disk_bus, DiskBus::VirtioPci);
-        assert_eq!(hypervisor_options(&v), " rayos.disk=virtio-pci");
-        let vm = parse_args(&args("--profile windows --vm w --disk-bus virtio-pci")).unwrap();
-        assert_eq!(vm.disk_bus, DiskBus::VirtioPci);
+        assert_eq!(record_msi(v.msi), registry::MsiController::Its);
         for bad in [
+            // A named VM runs as its record says (`disk add-vm --disk-bus/--msi`).
+            "--profile windows --vm w --disk-bus virtio-pci",
+            "--profile windows --vm w --msi its",
             "--profile uefi-acpi --firmware /f",
             "--profile uefi-acpi --firmware-shell --guest-cmd true",
             "--profile uefi-acpi --firmware-shell --firmware /f --secure-boot",
@@ -1679,9 +1678,10 @@ mod tests {
         assert_eq!(o.msi, Some(boards::devices::Msi::Its));
         let v = parse_args(&args("--virtio-pci 8M --msi v2m")).unwrap();
         assert_eq!(v.msi, Some(boards::devices::Msi::V2m));
+        let sys = parse_args(&args("--nvme system --msi its")).unwrap();
+        assert_eq!(sys.msi, Some(boards::devices::Msi::Its));
         for bad in [
             "--msi its",
-            "--nvme system --msi its",
             "--nvme 64M --msi lpi",
             "--msi v2m --guest selftest",
         ] {
