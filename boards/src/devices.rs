@@ -641,23 +641,9 @@ pub const XHCI_PCI_DEVICE: u8 = 3;
 pub const XHCI_PCI_VENDOR_ID: u16 = 0x1b36;
 pub const XHCI_PCI_DEVICE_ID: u16 = 0x00f1;
 
-/// The hypervisor option (a word of the host's command line, `/chosen/bootargs`;
-/// `cargo xtask run --profile windows --disk-bus virtio-pci` passes it) that puts
-/// a `windows` VM's first disk behind virtio-blk over virtio-PCI at
-/// [`VIRTIO_PCI_BLK_DEVICE`] instead of NVMe, until the registry's VM record has a
-/// disk-transport field.
-pub const VIRTIO_PCI_DISK_OPTION: &str = "rayos.disk=virtio-pci";
-
-/// Whether the host's command line `bootargs` asks for [`VIRTIO_PCI_DISK_OPTION`].
-pub fn disk_on_virtio_pci(bootargs: &str) -> bool {
-    bootargs
-        .split_ascii_whitespace()
-        .any(|w| w == VIRTIO_PCI_DISK_OPTION)
-}
-
-/// The kernel command-line option (`cargo xtask run --msi its`, or `--append
-/// '… rayos.msi=its'`) that gives a `linux-dt` VM's root complex the ITS instead
-/// of the GICv2m frame.
+/// The kernel command-line option (`cargo xtask run --nvme SIZE --msi its`, or
+/// `--append '… rayos.msi=its'`) that gives a boot bundle's `linux-dt` VM the ITS
+/// instead of the GICv2m frame (a system-disk VM's record says which it has).
 pub const MSI_ITS_OPTION: &str = "rayos.msi=its";
 
 /// The MSI controller a `linux-dt` VM with command line `cmdline` gets.
@@ -828,16 +814,6 @@ mod tests {
         assert_eq!(tpm.base, guest::PLATFORM_BUS_BASE);
         assert!(tpm.base + tpm.size <= guest::PLATFORM_BUS_BASE + guest::PLATFORM_BUS_SIZE);
         assert_eq!(tpm.irq, None, "polled, as EDK2 and tpm_crb drive it");
-    }
-
-    #[test]
-    fn the_virtio_pci_disk_option_is_a_whole_word_of_the_command_line() {
-        assert!(disk_on_virtio_pci("rayos.vm=win rayos.disk=virtio-pci"));
-        assert!(disk_on_virtio_pci(VIRTIO_PCI_DISK_OPTION));
-        assert!(!disk_on_virtio_pci("rayos.vm=win"));
-        assert!(!disk_on_virtio_pci("rayos.disk=virtio-pcix"));
-        assert!(!disk_on_virtio_pci("xrayos.disk=virtio-pci"));
-        assert!(!disk_on_virtio_pci(""));
     }
 
     #[test]
