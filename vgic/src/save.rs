@@ -26,8 +26,8 @@ use alloc::vec::Vec;
 use vdev::{RestoreError, SaveRestore};
 
 use crate::irq::Irq;
-use crate::lr::ICH_LR;
 use crate::lpi::{Lpis, RdLpi};
+use crate::lr::ICH_LR;
 use crate::regs::{ctlr, intid, lpi_tables, Irouter};
 use crate::vgic::{VcpuState, Vgic};
 
@@ -623,7 +623,8 @@ mod tests {
         }
         for v in 0..2 {
             let rd = v * gicr::STRIDE;
-            g.gicr_write(rd + gicr::PROPBASER, Double, PROP | 13).unwrap();
+            g.gicr_write(rd + gicr::PROPBASER, Double, PROP | 13)
+                .unwrap();
             g.gicr_write(rd + gicr::PENDBASER, Double, 0x4008_0000 | 7 << 7)
                 .unwrap();
             g.gicr_write(rd + gicr::CTLR, Word, 1).unwrap();

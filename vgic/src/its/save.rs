@@ -27,7 +27,7 @@ use vdev::save::{Reader, Writer};
 use vdev::{RestoreError, SaveRestore};
 
 use super::{
-    baser_writable, cbaser_writable, limits, Device, Its, Ite, GITS_BASER, GITS_CBASER, GITS_CQ,
+    baser_writable, cbaser_writable, limits, Device, Ite, Its, GITS_BASER, GITS_CBASER, GITS_CQ,
 };
 use crate::lpi::is_lpi;
 
@@ -166,10 +166,7 @@ impl SaveRestore for Its {
                 let lpi = r.u32()?;
                 let icid = r.u32()?;
                 ascending(&mut prev_ev, ev)?;
-                if ev >> event_bits != 0
-                    || !is_lpi(lpi)
-                    || icid as usize >= new.collections.len()
-                {
+                if ev >> event_bits != 0 || !is_lpi(lpi) || icid as usize >= new.collections.len() {
                     return Err(refuse("event out of range"));
                 }
                 events.insert(ev, Ite { lpi, icid });

@@ -719,10 +719,7 @@ fn a_restored_its_and_vgic_deliver_what_the_saved_ones_would() {
     // A vGIC without LPIs refuses the blob of one with them, and the other way.
     let mut plain = Vgic::new(VgicConfig::simple(2, 64)).unwrap();
     assert_eq!(plain.restore(&vgic_blob), Err(RestoreError::Malformed));
-    assert_eq!(
-        h.vgic.restore(&plain.save()),
-        Err(RestoreError::Malformed)
-    );
+    assert_eq!(h.vgic.restore(&plain.save()), Err(RestoreError::Malformed));
 }
 
 /// Byte offsets of fields in a [`busy_its`] blob (after the 8-byte header).
@@ -763,27 +760,49 @@ fn hostile_blobs_are_refused_and_change_nothing() {
         ("another vCPU count", put(at::VCPUS, &3u32.to_le_bytes())),
         ("enabled flag not 0/1", put(at::ENABLED, &[2])),
         ("CBASER reserved bit", put(at::CBASER + 1, &[0x02])),
-        ("CREADR past the queue", put(at::CREADR, &0x2000u64.to_le_bytes())),
+        (
+            "CREADR past the queue",
+            put(at::CREADR, &0x2000u64.to_le_bytes())
+        ),
         ("CREADR unaligned", put(at::CREADR, &4u64.to_le_bytes())),
         ("BASER Type bits", put(at::BASER0 + 7, &[0x81])),
         ("collection on vCPU 2", put(at::VCPU0, &2u32.to_le_bytes())),
         ("ICID 256", put(at::COLLECTIONS + 4, &256u32.to_le_bytes())),
-        ("collection count huge", put(at::COLLECTIONS, &u32::MAX.to_le_bytes())),
-        ("device count huge", put(at::DEVICES, &u32::MAX.to_le_bytes())),
-        ("DeviceID past 16 bits", put(at::DEV_ID, &0x1_0000u32.to_le_bytes())),
+        (
+            "collection count huge",
+            put(at::COLLECTIONS, &u32::MAX.to_le_bytes())
+        ),
+        (
+            "device count huge",
+            put(at::DEVICES, &u32::MAX.to_le_bytes())
+        ),
+        (
+            "DeviceID past 16 bits",
+            put(at::DEV_ID, &0x1_0000u32.to_le_bytes())
+        ),
         ("17 EventID bits", put(at::EVENT_BITS, &[17])),
         ("0 EventID bits", put(at::EVENT_BITS, &[0])),
         ("event count huge", put(at::EVENTS, &u32::MAX.to_le_bytes())),
         ("EventID past the ITT", put(at::EV0, &16u32.to_le_bytes())),
         ("pINTID not an LPI", put(at::EV0 + 4, &40u32.to_le_bytes())),
-        ("ICID of an event 256", put(at::EV0 + 8, &256u32.to_le_bytes())),
-        ("events out of order", put(at::EV0 + 12, &0u32.to_le_bytes())),
+        (
+            "ICID of an event 256",
+            put(at::EV0 + 8, &256u32.to_le_bytes())
+        ),
+        (
+            "events out of order",
+            put(at::EV0 + 12, &0u32.to_le_bytes())
+        ),
     ];
     let mut g = busy_its();
     let before = g.its.save();
     for (why, bad) in cases {
         assert_eq!(g.its.restore(&bad), Err(RestoreError::Malformed), "{why}");
-        assert_eq!(g.its.save(), before, "{why}: a refused blob changes nothing");
+        assert_eq!(
+            g.its.save(),
+            before,
+            "{why}: a refused blob changes nothing"
+        );
     }
     // Too many events over all devices.
     let mut big = Its::new(1, &[(RAM, RAM_SIZE as u64)]);
