@@ -14,8 +14,12 @@
 //! Boot 1 suspends the VM (`monitor vm suspend linux`; QEMU powers off). Boot 2
 //! (a host restart on the same system disk) resumes it: no kernel boot, the counter
 //! goes on, the data reads back, and the ITS interrupt count keeps rising — the
-//! restored ITS translates the controller's messages; then an in-memory snapshot is
+//! restored ITS translates the controller's messages; then a disk snapshot is
 //! taken and rolled back to, and the guest goes on the same way.
+//!
+//! A boot bundle's ITS VM (`--nvme 16M --msi its`, cold-booted) takes an
+//! in-memory snapshot, writes its disk, rolls back, and its NVMe I/O completes
+//! through the restored ITS.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,7 +27,7 @@ use std::time::Duration;
 use integration_tests::{boot, boot_lock, console_tail, console_value, script};
 use registry::cli::FileDisk;
 use registry::Registry;
-use xtask::run::{Guest, NvmeDisk, RunOptions};
+use xtask::run::{Ending, Guest, NvmeDisk, RunOptions};
 use xtask::Layout;
 
 /// Budget of one boot (build and guest fetch not counted).
@@ -190,7 +194,7 @@ fn an_its_vm_suspends_with_msis_in_flight_and_resumes_after_host_restart() {
     assert_going_on(&before, &wrote, &tail1);
     assert!(saved_state_size(&disk) > 0, "no saved state committed");
 
-    // Boot 2 (host restart): resume, three ticks, an in-memory snapshot, two more
+    // Boot 2 (host restart): resume, three ticks, a disk snapshot, two more
     // ticks, a rollback, three ticks after it.
     let want = last.count + 3;
     let second = boot(&its_system(
@@ -199,7 +203,7 @@ fn an_its_vm_suspends_with_msis_in_flight_and_resumes_after_host_restart() {
             "its-suspend-2.script",
             format!(
                 "expect (?m)^count={want} \n\
-                 monitor vm snapshot linux s1\n\
+                 monitor vm snapshot linux s1 --disk\n\
                  expect (?m)^count={} \n\
                  monitor vm rollback linux s1\n\
                  expect (?m)^count=\\d+ \n\
@@ -252,4 +256,70 @@ fn an_its_vm_suspends_with_msis_in_flight_and_resumes_after_host_restart() {
     assert!(rolled.len() >= 3, "the counter stopped\n{tail2}");
     assert_going_on(&rolled, &wrote, &tail2);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bundle_its_vm_rolls_back_an_in_memory_snapshot_and_its_nvme_interrupts_go_on() {
+    let _boot = boot_lock();
+    let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.smp = Some(2);
+    o.mem = Some(256 << 20);
+    o.nvme = Some(NvmeDisk::Ram(16 << 20));
+    o.msi = Some(boards::devices::Msi::Its);
+    // Each line: 64 KiB written and read back past the page cache (through the
+    // NVMe I/O queues' ITS interrupts), and their interrupt count.
+    let io = |tag: &str| {
+        format!(
+            "send dd if=/dev/urandom of=/dev/nvme0n1 bs=65536 count=1 oflag=direct 2>/dev/null; \
+             dd if=/dev/nvme0n1 of=/dev/null bs=65536 count=1 iflag=direct 2>/dev/null; \
+             t=0; while read n a b rest; do case \"$rest\" in ITS*nvme0q[1-9]*) t=$((t+a+b));; esac; done < /proc/interrupts; \
+             echo {tag}=$t-$((2+2))\n\
+             expect {tag}=\\d+-4\n"
+        )
+    };
+    o.script = Some(script(
+        "its-rollback.script",
+        &format!(
+            "expect starting a shell\n\
+             sleep 0.5\n\
+             {}\
+             monitor vm snapshot linux m1\n\
+             {}\
+             monitor vm rollback linux m1\n\
+             {}\
+             {}",
+            io("before"),
+            io("taken"),
+            io("rolled"),
+            io("again"),
+        ),
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::ScriptDone, "\n{tail}");
+    let got = statuses(&outcome.console);
+    assert!(
+        got.len() == 2
+            && got[0].starts_with("ok: vm linux snapshot 'm1' taken")
+            && got[1] == "ok: vm linux rolled back to snapshot 'm1'",
+        "{got:#?}\n{tail}"
+    );
+    let value = |tag: &str| -> u64 {
+        let re = regex::Regex::new(&format!(r"(?m)^{tag}=(\d+)-4\r?$")).unwrap();
+        re.captures(&outcome.console)
+            .unwrap_or_else(|| panic!("no {tag} line\n{tail}"))[1]
+            .parse()
+            .unwrap()
+    };
+    let (before, taken, rolled, again) = (
+        value("before"),
+        value("taken"),
+        value("rolled"),
+        value("again"),
+    );
+    assert!(before > 0 && taken > before, "{before} {taken}\n{tail}");
+    // After the rollback the counts are the snapshot's (guest RAM) plus the I/O
+    // done since, through the restored ITS.
+    assert!(rolled > before, "{before} {taken} {rolled}\n{tail}");
+    assert!(again > rolled, "{rolled} {again}\n{tail}");
 }

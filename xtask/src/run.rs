@@ -887,7 +887,15 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         } else if let Some(p) = &o.boot_disk {
             Some(p.clone())
         } else {
-            let path = crate::boot_chain::image_dir(layout).join(UEFI_BOOT_DISK);
+            // One per system disk, so runs on different system disks (parallel
+            // test files) do not write each other's guest command.
+            let path = crate::boot_chain::image_dir(layout).join(match &o.system_disk {
+                Some(d) => format!(
+                    "{}-{UEFI_BOOT_DISK}",
+                    d.file_stem().unwrap_or_default().to_string_lossy()
+                ),
+                None => UEFI_BOOT_DISK.to_string(),
+            });
             std::fs::create_dir_all(crate::boot_chain::image_dir(layout))
                 .map_err(|e| Error::io("create the boot-chain directory", e))?;
             let chain = crate::boot_chain::write_signed_disk(layout, o.guest_cmd.as_deref(), &path)
