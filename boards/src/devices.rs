@@ -641,20 +641,6 @@ pub const XHCI_PCI_DEVICE: u8 = 3;
 pub const XHCI_PCI_VENDOR_ID: u16 = 0x1b36;
 pub const XHCI_PCI_DEVICE_ID: u16 = 0x00f1;
 
-/// The hypervisor option (a word of the host's command line, `/chosen/bootargs`;
-/// `cargo xtask run --profile windows --disk-bus virtio-pci` passes it) that puts
-/// a `windows` VM's first disk behind virtio-blk over virtio-PCI at
-/// [`VIRTIO_PCI_BLK_DEVICE`] instead of NVMe, until the registry's VM record has a
-/// disk-transport field.
-pub const VIRTIO_PCI_DISK_OPTION: &str = "rayos.disk=virtio-pci";
-
-/// Whether the host's command line `bootargs` asks for [`VIRTIO_PCI_DISK_OPTION`].
-pub fn disk_on_virtio_pci(bootargs: &str) -> bool {
-    bootargs
-        .split_ascii_whitespace()
-        .any(|w| w == VIRTIO_PCI_DISK_OPTION)
-}
-
 /// The hypervisor option `rayos.authority=BASE,SIZE` (`cargo xtask run
 /// --authority` passes it, with QEMU's loader device putting the image there): the
 /// authority partition's flat image lies at host physical `BASE`, `SIZE` bytes.
@@ -687,9 +673,9 @@ pub fn debug_log(bootargs: &str) -> bool {
         .any(|w| w == DEBUG_LOG_OPTION)
 }
 
-/// The kernel command-line option (`cargo xtask run --msi its`, or `--append
-/// '… rayos.msi=its'`) that gives a `linux-dt` VM's root complex the ITS instead
-/// of the GICv2m frame.
+/// The kernel command-line option (`cargo xtask run --nvme SIZE --msi its`, or
+/// `--append '… rayos.msi=its'`) that gives a boot bundle's `linux-dt` VM the ITS
+/// instead of the GICv2m frame (a system-disk VM's record says which it has).
 pub const MSI_ITS_OPTION: &str = "rayos.msi=its";
 
 /// The MSI controller a `linux-dt` VM with command line `cmdline` gets.
@@ -863,12 +849,7 @@ mod tests {
     }
 
     #[test]
-    fn the_virtio_pci_disk_option_is_a_whole_word_of_the_command_line() {
-        assert!(disk_on_virtio_pci("rayos.vm=win rayos.disk=virtio-pci"));
-        assert!(disk_on_virtio_pci(VIRTIO_PCI_DISK_OPTION));
-        assert!(!disk_on_virtio_pci("rayos.vm=win"));
-        assert!(!disk_on_virtio_pci("rayos.disk=virtio-pcix"));
-        assert!(!disk_on_virtio_pci("xrayos.disk=virtio-pci"));
+    fn the_authority_option_names_a_range_or_nothing() {
         assert_eq!(
             authority_image("rayos.vm=x rayos.authority=0x7c000000,4096"),
             Some((0x7c00_0000, 4096))
@@ -882,7 +863,8 @@ mod tests {
         assert_eq!(authority_image("rayos.authority=zz,2"), None);
         assert_eq!(authority_image("rayos.authority=5"), None);
         assert_eq!(authority_image("rayos.vm=x"), None);
-        assert!(!disk_on_virtio_pci(""));
+        assert!(debug_log("a rayos.log=debug"));
+        assert!(!debug_log("rayos.log=debugx"));
     }
 
     #[test]

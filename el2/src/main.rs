@@ -490,8 +490,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
                 .ok()
                 .and_then(|f| f.find_node("/chosen")?.property("bootargs")?.as_str());
             let chosen = bootargs.and_then(registry::choice::vm_from_bootargs);
-            let virtio_pci_disk = bootargs.is_some_and(boards::devices::disk_on_virtio_pci);
-            let def = storage::autostart(&mut st, &mut pmem, chosen, virtio_pci_disk)
+            let def = storage::autostart(&mut st, &mut pmem, chosen)
                 .unwrap_or_else(|e| fatal(format_args!("{e}")));
             storage::keep(st);
             def
@@ -567,7 +566,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             None => boards::devices::Profile::LinuxDt,
         },
         pcie: spec.nvme.is_some() || spec.virtio_pci.is_some() || spec.usb.is_some(),
-        msi: boards::devices::msi_of(&spec.cmdline),
+        msi: spec.msi,
         framebuffer: spec
             .firmware
             .is_none()
@@ -782,6 +781,8 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         });
         usb::Usb { storage }
     });
+    // A bundle has no record: its MSI controller is a word of its command line.
+    let msi = boards::devices::msi_of(&spec.cmdline);
     storage::VmDefinition {
         name: spec.name,
         identity: None,
@@ -800,6 +801,7 @@ fn from_bundle(bundle: &'static [u8], pmem: &mut boards::memmap::PhysMem) -> sto
         firmware: spec.firmware,
         vars_place: None,
         rtc_offset: 0,
+        msi,
     }
 }
 

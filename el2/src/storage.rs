@@ -57,6 +57,9 @@ pub struct VmDefinition {
     /// Seconds the VM's real-time clock runs ahead of the host's, as the guest
     /// last set it (the record's; 0 for a direct boot).
     pub rtc_offset: i64,
+    /// Where its root complex's MSIs go: the record's MSI controller, or a
+    /// direct boot's `rayos.msi=` word.
+    pub msi: boards::devices::Msi,
 }
 
 /// The system disk and its registry once the VM is chosen: suspend writes through
@@ -159,14 +162,13 @@ fn stage_blob(
 }
 
 /// The VM the host's command line names (`rayos.vm=NAME`, `chosen`), else the
-/// first autostart VM, prepared to boot. `virtio_pci_disk`: a `windows` VM's
-/// first disk goes behind virtio-blk over virtio-PCI rather than NVMe
-/// (`boards::devices::VIRTIO_PCI_DISK_OPTION`).
+/// first autostart VM, prepared to boot as its record says (a `windows` VM's
+/// first disk behind virtio-blk over virtio-PCI rather than NVMe when its disk
+/// bus says so; its MSIs to the ITS when its MSI controller says so).
 pub fn autostart(
     storage: &mut Storage,
     pmem: &mut PhysMem,
     chosen: Option<&str>,
-    virtio_pci_disk: bool,
 ) -> Result<VmDefinition, String> {
     let rec: VmRecord = registry::choice::choose(storage.registry.vms(), chosen)
         .map_err(|e| alloc::format!("{e}"))?
@@ -255,7 +257,7 @@ pub fn autostart(
     // The `linux-dt-nvme` model puts the first disk behind the NVMe controller;
     // the others stay virtio-blk.
     let virtio_pci = (rec.device_model == registry::DeviceModel::Windows
-        && virtio_pci_disk
+        && rec.disk_bus == registry::DiskBus::VirtioPci
         && !disks.is_empty())
     .then(|| {
         log::info!(
@@ -333,6 +335,10 @@ pub fn autostart(
         firmware,
         vars_place,
         rtc_offset: rec.rtc_offset,
+        msi: match rec.msi {
+            registry::MsiController::V2m => boards::devices::Msi::V2m,
+            registry::MsiController::Its => boards::devices::Msi::Its,
+        },
     })
 }
 

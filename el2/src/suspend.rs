@@ -61,34 +61,6 @@ pub trait DeviceHandle: Send + Sync {
     }
     /// After every device was restored: re-drive its interrupt line from its state.
     fn after_restore(&self, _mem: &mut GuestRam, _irq: &mut dyn InterruptSink) {}
-    /// Why this device's state cannot be saved (`None`: it can). Suspend,
-    /// snapshots and rollbacks of a VM with such a device are refused with it.
-    fn unsaveable(&self) -> Option<&'static str> {
-        None
-    }
-}
-
-/// A device whose state cannot be saved yet: its presence refuses every save.
-pub struct UnsavedHandle(pub &'static str);
-
-impl DeviceHandle for UnsavedHandle {
-    fn save(&self) -> Vec<u8> {
-        Vec::new()
-    }
-    fn restore(&self, _blob: &[u8]) -> Result<(), RestoreError> {
-        Err(RestoreError::Malformed)
-    }
-    fn unsaveable(&self) -> Option<&'static str> {
-        Some(self.0)
-    }
-}
-
-/// Refuses a save of `vm` when one of its devices cannot be saved.
-pub fn refuse_unsaveable(vm: &Vm) -> Result<(), String> {
-    match vm.saved_devices.iter().find_map(|d| d.handle.unsaveable()) {
-        Some(why) => Err(String::from(why)),
-        None => Ok(()),
-    }
 }
 
 impl<T: SaveRestore + Send> DeviceHandle for Shared<T> {
@@ -97,6 +69,15 @@ impl<T: SaveRestore + Send> DeviceHandle for Shared<T> {
     }
     fn restore(&self, blob: &[u8]) -> Result<(), RestoreError> {
         self.0.lock().restore(blob)
+    }
+}
+
+impl DeviceHandle for vgic::its::SharedIts {
+    fn save(&self) -> Vec<u8> {
+        self.lock().save()
+    }
+    fn restore(&self, blob: &[u8]) -> Result<(), RestoreError> {
+        self.lock().restore(blob)
     }
 }
 
@@ -643,7 +624,6 @@ pub struct Machine {
 /// device and guest time, from vCPU `here` at a checkpoint of a paused VM. Shared
 /// by suspend and snapshots.
 pub fn capture_machine(vm: &Vm, here: &mut Vcpu) -> Result<Machine, String> {
-    refuse_unsaveable(vm)?;
     // 1. Every vCPU's state, each captured on its own physical CPU.
     for s in &vm.captured {
         *s.lock() = None;
@@ -693,7 +673,6 @@ pub fn capture_machine(vm: &Vm, here: &mut Vcpu) -> Result<Machine, String> {
 
 /// Waits until no device of `vm` has a guest request in flight.
 pub fn drain(vm: &Vm, here: usize) -> Result<(), String> {
-    refuse_unsaveable(vm)?;
     if wait_until(vm, here, None, || {
         vm.saved_devices.iter().all(|d| d.handle.in_flight() == 0)
     }) {

@@ -741,13 +741,12 @@ impl Vm {
                 self.bus
                     .insert("gic-its", w.base, w.size, Box::new(its.clone()))
                     .map_err(VmError::Bus)?;
-                // Not saved: its presence refuses suspend and snapshots.
+                // Saved on suspend and snapshot: its registers and translations
+                // (`VITS`; the LPIs are the vGIC's).
                 self.saved_devices.push(crate::suspend::SavedDevice {
                     name: "gic-its",
                     base: w.base,
-                    handle: Box::new(crate::suspend::UnsavedHandle(
-                        "the VM has a GICv3 ITS, whose state (and the LPIs') cannot be saved yet",
-                    )),
+                    handle: Box::new(its.clone()),
                 });
                 self.its = Some(w);
             }

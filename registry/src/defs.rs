@@ -11,14 +11,20 @@ pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"RAYOSSYS";
 /// The on-disk format version of the superblock (and the disk geometry) and of the
 /// A/B store halves this crate reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
-/// The metadata slot version this crate writes: version 5 records end with the
-/// VM's real-time clock offset (`u64`, two's complement seconds) after the disk
-/// snapshots of version 4, and a disk snapshot's second blob is a copy-on-write
-/// log of the guest disks (`vmstate::cowlog`) that every guest write must extend;
-/// a build that does not know this would write the guest disks without logging and
-/// leave the log silently incomplete, so it must refuse the slot. The payload ends
-/// with the CA key as in version 3. Every commit writes this version.
-pub const SLOT_VERSION: u32 = 5;
+/// The metadata slot version this crate writes: version 6 records end with the
+/// VM's MSI controller (`u8`, [`MSI_V2M`] or [`MSI_ITS`]) and disk bus (`u8`,
+/// [`DISK_BUS_NVME`] or [`DISK_BUS_VIRTIO_PCI`]) after the RTC offset of version
+/// 5; a build that does not know them would run the VM on another device set than
+/// it was installed on, so it refuses the slot. Every commit writes this version.
+pub const SLOT_VERSION: u32 = 6;
+/// Metadata slot version 5 (still read): records end with the VM's real-time
+/// clock offset (`u64`, two's complement seconds) after the disk snapshots of
+/// version 4, and a disk snapshot's second blob is a copy-on-write log of the
+/// guest disks (`vmstate::cowlog`) that every guest write must extend; a build
+/// that does not know this would write the guest disks without logging and leave
+/// the log silently incomplete, so it must refuse the slot. The payload ends with
+/// the CA key as in version 3. Its records read with the v2m frame and NVMe.
+pub const SLOT_VERSION_V5: u32 = 5;
 /// Metadata slot version 4 (still read): records end with the VM's disk
 /// snapshots (`u8` count, then per snapshot its tag and two blobs, the second a
 /// full sparse copy of the guest disks, which this build refuses to roll back
@@ -148,7 +154,8 @@ pub const MAX_RECORD_ENCODED: usize = 16 // uuid
     + BLOB_ENCODED // saved state
     + 8 // starts (slot version 2)
     + 1 + MAX_SNAPSHOTS * (2 + MAX_SNAPSHOT_TAG + 2 * BLOB_ENCODED) // snapshots (version 4)
-    + 8; // RTC offset (version 5)
+    + 8 // RTC offset (version 5)
+    + 1 + 1; // MSI controller, disk bus (version 6)
 /// Largest encoded payload: record count plus length-prefixed records.
 pub const MAX_PAYLOAD_ENCODED: usize = 4 + MAX_VMS * (4 + MAX_RECORD_ENCODED);
 const _: () = assert!(
@@ -169,6 +176,17 @@ pub const DEVICE_MODEL_LINUX_DT_NVME: u8 = 3;
 /// complex, the first guest disk as NVMe and read-only guest disks as install
 /// media (USB storage).
 pub const DEVICE_MODEL_WINDOWS: u8 = 4;
+
+/// MSI controller tag: the GICv2m frame (the default; records before slot
+/// version 6 read as this).
+pub const MSI_V2M: u8 = 0;
+/// MSI controller tag: the GICv3 ITS.
+pub const MSI_ITS: u8 = 1;
+/// Disk bus tag: the first disk of a model with PCI Express is an NVMe namespace
+/// (the default; records before slot version 6 read as this).
+pub const DISK_BUS_NVME: u8 = 0;
+/// Disk bus tag: the first disk of a `windows` VM is virtio-blk over virtio-PCI.
+pub const DISK_BUS_VIRTIO_PCI: u8 = 1;
 
 /// Boot source tag: Linux kernel (+ initrd + command line) stored on the disk.
 pub const BOOT_LINUX: u8 = 1;

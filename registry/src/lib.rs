@@ -66,7 +66,8 @@ pub use extent_io::{
 pub use memdisk::MemDisk;
 pub use policy::Policy;
 pub use record::{
-    Blob, BootSource, DeviceModel, DiskSnapshot, Extent, ExtentRole, GuestDisk, VmRecord,
+    Blob, BootSource, DeviceModel, DiskBus, DiskSnapshot, Extent, ExtentRole, GuestDisk,
+    MsiController, VmRecord,
 };
 pub use registry::{BootSpec, DiskSpec, Registry, SlotStatus, VmSpec};
 pub use superblock::Superblock;

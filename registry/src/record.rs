@@ -10,10 +10,10 @@ use core::fmt;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::defs::{
     BOOT_FIRMWARE, BOOT_LINUX, DEVICE_MODEL_LINUX_DT, DEVICE_MODEL_LINUX_DT_NVME,
-    DEVICE_MODEL_UEFI_ACPI, DEVICE_MODEL_WINDOWS, DISK_FLAGS_KNOWN, DISK_FLAG_READ_ONLY,
-    MAX_CMDLINE_LEN, MAX_DISKS, MAX_NAME_LEN, MAX_SNAPSHOTS, MAX_SNAPSHOT_TAG, MAX_VCPUS,
-    MEMORY_GRANULE, SLOT_VERSION, SLOT_VERSION_V1, SLOT_VERSION_V2, SLOT_VERSION_V3,
-    SLOT_VERSION_V4,
+    DEVICE_MODEL_UEFI_ACPI, DEVICE_MODEL_WINDOWS, DISK_BUS_NVME, DISK_BUS_VIRTIO_PCI,
+    DISK_FLAGS_KNOWN, DISK_FLAG_READ_ONLY, MAX_CMDLINE_LEN, MAX_DISKS, MAX_NAME_LEN, MAX_SNAPSHOTS,
+    MAX_SNAPSHOT_TAG, MAX_VCPUS, MEMORY_GRANULE, MSI_ITS, MSI_V2M, SLOT_VERSION, SLOT_VERSION_V1,
+    SLOT_VERSION_V2, SLOT_VERSION_V3, SLOT_VERSION_V4, SLOT_VERSION_V5,
 };
 use crate::error::ConsistencyError;
 use crate::policy::Policy;
@@ -174,6 +174,96 @@ impl DeviceModel {
     }
 }
 
+/// Where the PCI functions of a VM with a PCI Express root complex send their
+/// MSIs (a VM without one ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MsiController {
+    /// The GICv2m MSI frame (SPIs).
+    #[default]
+    V2m,
+    /// The GICv3 ITS (LPIs).
+    Its,
+}
+
+impl MsiController {
+    /// Its name: `v2m` or `its`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MsiController::V2m => "v2m",
+            MsiController::Its => "its",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<MsiController> {
+        match s {
+            "v2m" => Some(MsiController::V2m),
+            "its" => Some(MsiController::Its),
+            _ => None,
+        }
+    }
+
+    fn tag(&self) -> u8 {
+        match self {
+            MsiController::V2m => MSI_V2M,
+            MsiController::Its => MSI_ITS,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Result<MsiController, DecodeError> {
+        match tag {
+            MSI_V2M => Ok(MsiController::V2m),
+            MSI_ITS => Ok(MsiController::Its),
+            _ => Err(DecodeError::BadValue("MSI controller")),
+        }
+    }
+}
+
+/// The bus of the first disk of a VM whose device model puts it behind PCI
+/// Express.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskBus {
+    /// An NVMe namespace.
+    #[default]
+    Nvme,
+    /// virtio-blk over the virtio PCI transport (`windows` VMs only).
+    VirtioPci,
+}
+
+impl DiskBus {
+    /// Its name: `nvme` or `virtio-pci`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DiskBus::Nvme => "nvme",
+            DiskBus::VirtioPci => "virtio-pci",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<DiskBus> {
+        match s {
+            "nvme" => Some(DiskBus::Nvme),
+            "virtio-pci" => Some(DiskBus::VirtioPci),
+            _ => None,
+        }
+    }
+
+    fn tag(&self) -> u8 {
+        match self {
+            DiskBus::Nvme => DISK_BUS_NVME,
+            DiskBus::VirtioPci => DISK_BUS_VIRTIO_PCI,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Result<DiskBus, DecodeError> {
+        match tag {
+            DISK_BUS_NVME => Ok(DiskBus::Nvme),
+            DISK_BUS_VIRTIO_PCI => Ok(DiskBus::VirtioPci),
+            _ => Err(DecodeError::BadValue("disk bus")),
+        }
+    }
+}
+
 /// What the VM boots from; all images live in extents of the system disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BootSource {
@@ -300,6 +390,12 @@ pub struct VmRecord {
     /// behind), as the guest last set it; 0 (the host's time) for a new VM and
     /// for records read from slots before version 5.
     pub rtc_offset: i64,
+    /// Where its PCI functions' MSIs go (a VM with a root complex); the v2m frame
+    /// for records read from slots before version 6.
+    pub msi: MsiController,
+    /// The bus of its first disk (`windows` VMs); NVMe for records read from
+    /// slots before version 6.
+    pub disk_bus: DiskBus,
 }
 
 impl VmRecord {
@@ -509,6 +605,8 @@ impl VmRecord {
             snap.disk.encode(w);
         }
         w.u64(self.rtc_offset as u64);
+        w.u8(self.msi.tag());
+        w.u8(self.disk_bus.tag());
     }
 
     /// Decodes one record of the current slot version ([`SLOT_VERSION`]) occupying
@@ -521,11 +619,13 @@ impl VmRecord {
     /// Decodes one record written under slot version `version`
     /// ([`SLOT_VERSION_V1`]: no start counter, read as 0; [`SLOT_VERSION_V2`] and
     /// [`SLOT_VERSION_V3`] encode records alike, without disk snapshots;
-    /// [`SLOT_VERSION_V4`] adds them; [`SLOT_VERSION`] adds the RTC offset, the
-    /// snapshots' disk blobs being copy-on-write logs).
+    /// [`SLOT_VERSION_V4`] adds them; [`SLOT_VERSION_V5`] adds the RTC offset, the
+    /// snapshots' disk blobs being copy-on-write logs; [`SLOT_VERSION`] the MSI
+    /// controller and the disk bus, read as their defaults before).
     pub fn decode_version(bytes: &[u8], version: u32) -> Result<VmRecord, DecodeError> {
         if ![
             SLOT_VERSION,
+            SLOT_VERSION_V5,
             SLOT_VERSION_V4,
             SLOT_VERSION_V3,
             SLOT_VERSION_V2,
@@ -587,7 +687,7 @@ impl VmRecord {
             r.u64()?
         };
         let mut snapshots = Vec::new();
-        if version == SLOT_VERSION || version == SLOT_VERSION_V4 {
+        if [SLOT_VERSION, SLOT_VERSION_V5, SLOT_VERSION_V4].contains(&version) {
             let n = usize::from(r.u8()?);
             if n > MAX_SNAPSHOTS {
                 return Err(DecodeError::TooLong("snapshot list"));
@@ -600,10 +700,18 @@ impl VmRecord {
                 });
             }
         }
-        let rtc_offset = if version == SLOT_VERSION {
+        let rtc_offset = if [SLOT_VERSION, SLOT_VERSION_V5].contains(&version) {
             r.u64()? as i64
         } else {
             0
+        };
+        let (msi, disk_bus) = if version == SLOT_VERSION {
+            (
+                MsiController::from_tag(r.u8()?)?,
+                DiskBus::from_tag(r.u8()?)?,
+            )
+        } else {
+            (MsiController::default(), DiskBus::default())
         };
         r.finish()?;
         Ok(VmRecord {
@@ -620,6 +728,8 @@ impl VmRecord {
             starts,
             snapshots,
             rtc_offset,
+            msi,
+            disk_bus,
         })
     }
 }
@@ -670,6 +780,8 @@ pub(crate) mod tests {
             starts: u64::from(seed) * 3,
             snapshots: Vec::new(),
             rtc_offset: 0,
+            msi: MsiController::V2m,
+            disk_bus: DiskBus::Nvme,
         }
     }
 
@@ -806,11 +918,12 @@ pub(crate) mod tests {
                 .count(),
             4
         );
-        // Version 4 encodes records alike but without the RTC offset, the last
-        // 8 bytes (and its disk blobs are full copies).
+        // Version 4 encodes records alike but without the RTC offset, MSI
+        // controller and disk bus, the last 10 bytes (and its disk blobs are full
+        // copies).
         assert_eq!(r.rtc_offset, 0);
         assert_eq!(
-            VmRecord::decode_version(&bytes[..bytes.len() - 8], SLOT_VERSION_V4),
+            VmRecord::decode_version(&bytes[..bytes.len() - 10], SLOT_VERSION_V4),
             Ok(r.clone())
         );
         // Version 3 has no snapshot list: the bytes are refused as one.
@@ -857,8 +970,9 @@ pub(crate) mod tests {
     fn rtc_offset_round_trips_and_version_4_reads_it_as_zero() {
         let mut r = sample(9);
         r.rtc_offset = -86_400 * 365;
-        let v5 = encode(&r);
-        assert_eq!(VmRecord::decode(&v5), Ok(r.clone()));
+        let v6 = encode(&r);
+        assert_eq!(VmRecord::decode(&v6), Ok(r.clone()));
+        let v5 = &v6[..v6.len() - 2];
         // Version 4: the same bytes without the trailing offset.
         let v4 = &v5[..v5.len() - 8];
         let old = VmRecord::decode_version(v4, SLOT_VERSION_V4).unwrap();
@@ -871,20 +985,59 @@ pub(crate) mod tests {
             r
         );
         assert_eq!(
-            VmRecord::decode_version(&v5, SLOT_VERSION_V4),
+            VmRecord::decode_version(v5, SLOT_VERSION_V4),
             Err(DecodeError::TrailingBytes)
         );
         assert!(VmRecord::decode(v4).is_err());
     }
 
     #[test]
+    fn msi_and_disk_bus_round_trip_and_version_5_reads_the_defaults() {
+        let mut r = sample(11);
+        r.device_model = DeviceModel::Windows;
+        r.msi = MsiController::Its;
+        r.disk_bus = DiskBus::VirtioPci;
+        let v6 = encode(&r);
+        assert_eq!(VmRecord::decode(&v6), Ok(r.clone()));
+        assert_eq!(v6[v6.len() - 2..], [MSI_ITS, DISK_BUS_VIRTIO_PCI]);
+        // Version 5: the same bytes without them; the v2m frame and NVMe.
+        let v5 = &v6[..v6.len() - 2];
+        let old = VmRecord::decode_version(v5, SLOT_VERSION_V5).unwrap();
+        assert_eq!((old.msi, old.disk_bus), (MsiController::V2m, DiskBus::Nvme));
+        assert_eq!(
+            VmRecord::decode_version(&v6, SLOT_VERSION_V5),
+            Err(DecodeError::TrailingBytes)
+        );
+        assert!(
+            VmRecord::decode(v5).is_err(),
+            "a version 6 record needs both"
+        );
+        // Unknown tags are refused.
+        for (at, why) in [(2, "MSI controller"), (1, "disk bus")] {
+            let mut bad = v6.clone();
+            let i = bad.len() - at;
+            bad[i] = 7;
+            assert_eq!(VmRecord::decode(&bad), Err(DecodeError::BadValue(why)));
+        }
+        for m in [MsiController::V2m, MsiController::Its] {
+            assert_eq!(MsiController::parse(m.as_str()), Some(m));
+        }
+        for b in [DiskBus::Nvme, DiskBus::VirtioPci] {
+            assert_eq!(DiskBus::parse(b.as_str()), Some(b));
+        }
+        assert_eq!(MsiController::parse("lpi"), None);
+        assert_eq!(DiskBus::parse("virtio"), None);
+    }
+
+    #[test]
     fn start_counter_round_trips_and_version_1_reads_it_as_zero() {
         let mut r = sample(7);
         r.starts = u64::MAX - 1;
-        let v5 = encode(&r);
-        assert_eq!(VmRecord::decode(&v5), Ok(r.clone()));
-        // Version 4: without the (zero) RTC offset.
-        let v4 = v5[..v5.len() - 8].to_vec();
+        let v6 = encode(&r);
+        assert_eq!(VmRecord::decode(&v6), Ok(r.clone()));
+        // Version 4: without the (zero) RTC offset and the (default) MSI
+        // controller and disk bus.
+        let v4 = v6[..v6.len() - 10].to_vec();
         // Versions 2 and 3: the same bytes without the (empty) snapshot list.
         let v2 = v4[..v4.len() - 1].to_vec();
         // A version-1 record is the same bytes without the trailing counter.

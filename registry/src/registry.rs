@@ -18,7 +18,9 @@ use crate::error::{
 };
 use crate::extent_io::{read_blob, write_extent, zero_extent};
 use crate::policy::Policy;
-use crate::record::{Blob, BootSource, DeviceModel, Extent, ExtentRole, GuestDisk, VmRecord};
+use crate::record::{
+    Blob, BootSource, DeviceModel, DiskBus, Extent, ExtentRole, GuestDisk, MsiController, VmRecord,
+};
 use crate::slot::{build_slot, encode_payload_with, read_slot};
 use crate::space::{allocate, check_layout, free_runs, subtract};
 use crate::superblock::Superblock;
@@ -413,6 +415,9 @@ impl Registry {
             starts: 0,
             snapshots: Vec::new(),
             rtc_offset: 0,
+            // Set after creation (`update_vm`) by the tools that choose them.
+            msi: MsiController::default(),
+            disk_bus: DiskBus::default(),
         };
         let mut vms = self.vms.clone();
         vms.push(record);

@@ -12,7 +12,8 @@ use vdev::BlockBackend;
 use crate::codec::{crc32c, get_u32, get_u64, put_u32, put_u64, DecodeError, Reader, Writer};
 use crate::defs::{
     slot, BLOCK_SIZE, MAX_PAYLOAD, MAX_VMS, SLOT_HEADER_SIZE, SLOT_MAGIC, SLOT_VERSION,
-    SLOT_VERSION_V1, SLOT_VERSION_V2, SLOT_VERSION_V3, SLOT_VERSION_V4, TPM_CA_KEY_SIZE,
+    SLOT_VERSION_V1, SLOT_VERSION_V2, SLOT_VERSION_V3, SLOT_VERSION_V4, SLOT_VERSION_V5,
+    TPM_CA_KEY_SIZE,
 };
 use crate::error::{SlotError, SlotId};
 use crate::record::VmRecord;
@@ -97,7 +98,14 @@ pub fn decode_payload_full(bytes: &[u8], version: u32) -> Result<Payload, Decode
         let len = r.u32()? as usize;
         vms.push(VmRecord::decode_version(r.take(len)?, version)?);
     }
-    let tpm_ca_key = if [SLOT_VERSION, SLOT_VERSION_V4, SLOT_VERSION_V3].contains(&version) {
+    let tpm_ca_key = if [
+        SLOT_VERSION,
+        SLOT_VERSION_V5,
+        SLOT_VERSION_V4,
+        SLOT_VERSION_V3,
+    ]
+    .contains(&version)
+    {
         match r.u8()? {
             0 => None,
             1 => Some(r.array()?),
@@ -175,6 +183,7 @@ fn parse_header(sb: &Superblock, slot_id: SlotId, h: &[u8]) -> Result<Header, Sl
     // Non-zero reserved bytes under a valid CRC mean a writer of another layout.
     let known = [
         SLOT_VERSION,
+        SLOT_VERSION_V5,
         SLOT_VERSION_V4,
         SLOT_VERSION_V3,
         SLOT_VERSION_V2,
@@ -290,8 +299,8 @@ mod tests {
             let mut rec = Writer::new();
             vm.encode(&mut rec);
             let rec = rec.into_bytes();
-            w.u32(rec.len() as u32 - 9);
-            w.bytes(&rec[..rec.len() - 9]);
+            w.u32(rec.len() as u32 - 11);
+            w.bytes(&rec[..rec.len() - 11]);
         }
         let mut v3 = w.into_bytes();
         let v2 = v3.clone();
@@ -411,8 +420,9 @@ mod tests {
             let mut rec = Writer::new();
             vm.encode(&mut rec);
             let rec = rec.into_bytes();
-            // Without the counter, the (empty) snapshot list and the RTC offset.
-            let v1 = &rec[..rec.len() - 17];
+            // Without the counter, the (empty) snapshot list, the RTC offset, the
+            // MSI controller and the disk bus.
+            let v1 = &rec[..rec.len() - 19];
             w.u32(v1.len() as u32);
             w.bytes(v1);
         }

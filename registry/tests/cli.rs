@@ -398,3 +398,103 @@ fn bad_invocations_and_corrupt_images_are_reported() {
     );
     assert_eq!(std::fs::read(&img).unwrap(), bytes);
 }
+
+#[test]
+fn add_vm_records_the_msi_controller_and_disk_bus_and_list_shows_them() {
+    let t = Tmp::new("pci-options");
+    let img = t.path("sys.img");
+    cli(&["create", &img, "--size", "64M"]).unwrap();
+    let kernel = t.file("Image", &pattern(4096, 3));
+    let firmware = t.file("code.fd", &pattern(4096, 4));
+    let linux = |name: &str, extra: &[&str]| {
+        let mut w = vec![
+            "add-vm",
+            &img,
+            "--name",
+            name,
+            "--vcpus",
+            "1",
+            "--mem",
+            "64M",
+            "--kernel",
+            &kernel,
+            "--disk-size",
+            "1M",
+        ];
+        w.extend_from_slice(extra);
+        cli(&w)
+    };
+    linux("plain", &["--device-model", "linux-dt-nvme"]).unwrap();
+    linux("its", &["--device-model", "linux-dt-nvme", "--msi", "its"]).unwrap();
+    cli(&[
+        "add-vm",
+        &img,
+        "--name",
+        "win",
+        "--vcpus",
+        "1",
+        "--mem",
+        "64M",
+        "--firmware",
+        &firmware,
+        "--vars-size",
+        "1M",
+        "--disk-size",
+        "1M",
+        "--device-model",
+        "windows",
+        "--msi",
+        "its",
+        "--disk-bus",
+        "virtio-pci",
+    ])
+    .unwrap();
+    // Combinations the device model cannot have, and unknown values.
+    for (extra, why) in [
+        (&["--msi", "its"][..], "PCI Express"),
+        (
+            &[
+                "--device-model",
+                "linux-dt-nvme",
+                "--disk-bus",
+                "virtio-pci",
+            ][..],
+            "windows",
+        ),
+        (
+            &["--device-model", "linux-dt-nvme", "--msi", "lpi"][..],
+            "v2m or its",
+        ),
+    ] {
+        let err = linux("bad", extra).unwrap_err();
+        assert!(err.contains(why), "{extra:?}: {err}");
+    }
+    let (_d, reg) = open(&img);
+    let get = |n: &str| {
+        let v = reg.vm_by_name(n).unwrap();
+        (v.msi.as_str(), v.disk_bus.as_str())
+    };
+    assert_eq!(get("plain"), ("v2m", "nvme"));
+    assert_eq!(get("its"), ("its", "nvme"));
+    assert_eq!(get("win"), ("its", "virtio-pci"));
+    assert!(
+        reg.vm_by_name("bad").is_none(),
+        "a refused add-vm adds nothing"
+    );
+    let list = cli(&["list", &img]).unwrap();
+    let row = |n: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(n))
+            .unwrap_or_else(|| panic!("{n} not listed\n{list}"))
+            .to_string()
+    };
+    assert!(
+        list.lines().next().unwrap().contains("MSI  DISK-BUS"),
+        "{list}"
+    );
+    assert!(row("plain").contains(" v2m  nvme "), "{list}");
+    assert!(row("win").contains(" its  virtio-pci "), "{list}");
+    let inspect = cli(&["inspect", &img, "win"]).unwrap();
+    assert!(inspect.contains("msi           its"), "{inspect}");
+    assert!(inspect.contains("disk bus      virtio-pci"), "{inspect}");
+}

@@ -5,7 +5,8 @@ use proptest::prelude::*;
 use registry::codec::Writer;
 use registry::slot::{decode_payload, encode_payload};
 use registry::{
-    Blob, BootSource, DeviceModel, DiskSnapshot, Extent, GuestDisk, Policy, Uuid, VmRecord,
+    Blob, BootSource, DeviceModel, DiskBus, DiskSnapshot, Extent, GuestDisk, MsiController, Policy,
+    Uuid, VmRecord,
 };
 
 fn record(seed: u8) -> VmRecord {
@@ -51,6 +52,12 @@ fn record(seed: u8) -> VmRecord {
             disk: Blob::default(),
         }],
         rtc_offset: -i64::from(seed) * 3600,
+        msi: if seed.is_multiple_of(2) {
+            MsiController::Its
+        } else {
+            MsiController::V2m
+        },
+        disk_bus: DiskBus::Nvme,
     }
 }
 

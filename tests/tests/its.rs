@@ -4,12 +4,13 @@
 //! `msi-map`) with its MSI-X vectors as LPIs, one I/O queue per vCPU; data written
 //! to /dev/nvme0n1 reads back the same. Hostile ITS programming (garbage commands,
 //! tables outside RAM, queue loops, unmapped devices and events) is covered by the
-//! `vgic::its` host tests and the `gic_its` fuzz target.
+//! `vgic::its` host tests and the `gic_its` fuzz target; suspend and snapshots of
+//! an ITS VM by `its_suspend.rs`.
 
 use std::time::Duration;
 
-use integration_tests::{boot, boot_lock, console_tail, script};
-use xtask::run::{run_captured, Ending, Guest, NvmeDisk, RunOptions};
+use integration_tests::{boot_lock, console_tail};
+use xtask::run::{run_captured, Guest, NvmeDisk, RunOptions};
 use xtask::Layout;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -88,48 +89,5 @@ fn linux_takes_nvme_msix_as_lpis_from_the_its() {
     assert!(
         c.contains("readback=match"),
         "data read back differs\n{tail}"
-    );
-}
-
-/// The monitor's status lines (`ok: …` / `error: …`), in order.
-fn statuses(console: &str) -> Vec<&str> {
-    let prefix = format!("{} ", monitor::LINE_PREFIX);
-    console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter(|s| s.starts_with("ok: ") || s.starts_with("error: "))
-        .collect()
-}
-
-/// A snapshot of a VM with an ITS is refused (its state cannot be saved yet) with
-/// that reason, before anything is captured: the guest runs on and its NVMe
-/// interrupts still arrive.
-#[test]
-fn a_vm_with_an_its_refuses_a_snapshot_and_runs_on() {
-    let _boot = boot_lock();
-    let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
-    o.smp = Some(2);
-    o.mem = Some(256 << 20);
-    o.nvme = Some(NvmeDisk::Ram(16 << 20));
-    o.msi = Some(boards::devices::Msi::Its);
-    o.script = Some(script(
-        "its-snapshot.script",
-        "expect starting a shell\n\
-         sleep 0.5\n\
-         monitor vm snapshot linux s1\n\
-         send dd if=/dev/urandom of=/dev/nvme0n1 bs=4096 count=16 conv=fsync 2>/dev/null; echo after-$((3+4))\n\
-         expect after-7\n",
-    ));
-    let outcome = boot(&o);
-    let tail = console_tail(&outcome);
-    // The guest wrote to its disk after the refusal and answered: it ran on (the
-    // script ends there; power-off is not what this test is about).
-    assert_eq!(outcome.ending, Ending::ScriptDone, "\n{tail}");
-    let got = statuses(&outcome.console);
-    assert_eq!(got.len(), 1, "{got:#?}\n{tail}");
-    assert!(
-        got[0].starts_with("error: ") && got[0].contains("GICv3 ITS"),
-        "the snapshot was not refused for the ITS: {got:#?}\n{tail}"
     );
 }

@@ -49,8 +49,11 @@
 //!
 //! # Not modelled
 //! Virtual LPIs (GICv4), Indirect (two-level) tables (GITS_BASER.Indirect is RAZ/WI),
-//! GITS_TRANSLATER writes from a PE, the pending table (see `lpi`), save/restore
-//! (a VM with an ITS refuses suspend and snapshots).
+//! GITS_TRANSLATER writes from a PE, the pending table (see `lpi`).
+//!
+//! # Saved state
+//! `VITS` (see `save`): registers, devices, events and collections; the LPIs'
+//! state is the vGIC's.
 
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -258,7 +261,7 @@ struct Ite {
 }
 
 /// A mapped device.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Device {
     /// EventID bits of its ITT (MAPD Size + 1).
     event_bits: u32,
@@ -883,6 +886,8 @@ impl MmioDevice for SharedIts {
 
 /// The INTID of the first LPI, for callers sizing LPI ranges.
 pub const LPI_FIRST: u32 = intid::LPI_FIRST;
+
+mod save;
 
 #[cfg(test)]
 mod tests;

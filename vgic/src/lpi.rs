@@ -39,14 +39,18 @@ pub(crate) struct Lpis {
 }
 
 impl Lpis {
-    pub fn new() -> Self {
-        let lpi = Irq {
+    /// An LPI at reset: edge-triggered, Group 1, disabled, priority 0.
+    pub fn reset_irq() -> Irq {
+        Irq {
             edge: true,
             group1: true,
             ..Irq::default()
-        };
+        }
+    }
+
+    pub fn new() -> Self {
         Self {
-            irqs: alloc::vec![lpi; intid::LPI_COUNT as usize],
+            irqs: alloc::vec![Self::reset_irq(); intid::LPI_COUNT as usize],
             live: BTreeSet::new(),
         }
     }

@@ -1,14 +1,21 @@
 //! Save/restore of the whole vGIC through `vdev::SaveRestore`: distributor control,
 //! every redistributor's wake state and private interrupts, every SPI with its route
-//! and hardware link.
+//! and hardware link, and (a VM with an ITS) the LPIs.
 //!
-//! Layout, version 2, little-endian: `"VGIC"`, version u32, vCPU count u32, SPI count
+//! Layout, version 3, little-endian: `"VGIC"`, version u32, vCPU count u32, SPI count
 //! u32, priority bits u8, each vCPU's MPIDR u64; GICD_CTLR u32; per vCPU: sleeping u8
 //! then 32 interrupt records; then one record per SPI. An interrupt record is flags
 //! u8 (enabled, group1, edge, pending latch, line, active, hardware-linked), priority
 //! u8, pINTID u32, IROUTER u64, and (from version 2) the vCPU it is active on, u8
 //! ([`NO_OWNER`] when none). Version 1 records have no owner byte: an active SPI
-//! restored from one is loaded where its route says.
+//! restored from one is loaded where its route says. From version 3 the SPIs are
+//! followed by the LPI section: a u8, 1 if the vGIC has LPIs (it must match the
+//! vGIC restored into), and then per vCPU GICR_CTLR.EnableLPIs u8, GICR_PROPBASER
+//! u64 and GICR_PENDBASER u64, an LPI count u32 and that many (INTID u32, record)
+//! pairs in ascending INTID order: every LPI whose state differs from reset (its
+//! cached configuration — enable and priority —, pending, active or routed
+//! elsewhere). Versions 1 and 2 have no LPI section: their LPIs (none: a VM with
+//! an ITS was not saved before version 3) restore in their reset state.
 //!
 //! Save after `sync` on every vCPU (a latch parked in a list register is saved as
 //! pending either way). Restore needs a vGIC built from the same configuration; it
@@ -19,8 +26,9 @@ use alloc::vec::Vec;
 use vdev::{RestoreError, SaveRestore};
 
 use crate::irq::Irq;
+use crate::lpi::{Lpis, RdLpi};
 use crate::lr::ICH_LR;
-use crate::regs::{ctlr, intid, Irouter};
+use crate::regs::{ctlr, intid, lpi_tables, Irouter};
 use crate::vgic::{VcpuState, Vgic};
 
 mod flag {
@@ -41,6 +49,14 @@ const OWNER_VERSION: u32 = 2;
 
 /// Largest pINTID an ICH_LR can carry.
 const MAX_PINTID: u32 = ICH_LR::pINTID.mask as u32;
+/// The first version with the LPI section.
+const LPI_VERSION: u32 = 3;
+
+/// The GICR_PROPBASER bits a guest can set.
+const PROPBASER_WRITABLE: u64 =
+    lpi_tables::PROP_ID_BITS_MASK | lpi_tables::PROP_PA_MASK | lpi_tables::ATTR_MASK;
+/// The GICR_PENDBASER bits a guest can set.
+const PENDBASER_WRITABLE: u64 = lpi_tables::PEND_PA_MASK | lpi_tables::ATTR_MASK;
 
 fn put_irq(out: &mut Vec<u8>, irq: &Irq) {
     let Irq {
@@ -145,7 +161,7 @@ impl Reader<'_> {
 
 impl SaveRestore for Vgic {
     const SAVE_ID: [u8; 4] = *b"VGIC";
-    const SAVE_VERSION: u32 = 2;
+    const SAVE_VERSION: u32 = 3;
 
     fn save(&self) -> Vec<u8> {
         let Self {
@@ -155,9 +171,7 @@ impl SaveRestore for Vgic {
             vcpus,
             // Requests to the hypervisor, not state: restore kicks every vCPU.
             kicks: _,
-            // Not saved: a VM with an ITS (the only one with LPIs) refuses suspend
-            // and snapshots before anything is saved (`el2`'s ITS device handle).
-            lpis: _,
+            lpis,
         } = self;
         let mut out = Vec::new();
         out.extend_from_slice(&vdev::save::header(Self::SAVE_ID, Self::SAVE_VERSION));
@@ -177,13 +191,43 @@ impl SaveRestore for Vgic {
                 // List-register bookkeeping: restore forgets every list register.
                 slots: _,
                 left_out: _,
-                // LPI registers: see `lpis` above.
+                // In the LPI section below.
                 lpi: _,
             } = v;
             out.push(u8::from(*sleeping));
             private.iter().for_each(|irq| put_irq(&mut out, irq));
         }
         spis.iter().for_each(|irq| put_irq(&mut out, irq));
+        out.push(u8::from(lpis.is_some()));
+        if let Some(lpis) = lpis {
+            for v in vcpus {
+                let RdLpi {
+                    enabled,
+                    propbaser,
+                    pendbaser,
+                } = v.lpi;
+                out.push(u8::from(enabled));
+                out.extend_from_slice(&propbaser.to_le_bytes());
+                out.extend_from_slice(&pendbaser.to_le_bytes());
+            }
+            let Lpis {
+                irqs,
+                // Derived: restore rebuilds it from the records.
+                live: _,
+            } = lpis;
+            let reset = Lpis::reset_irq();
+            let changed: Vec<(u32, &Irq)> = irqs
+                .iter()
+                .enumerate()
+                .filter(|(_, irq)| !same_as_reset(irq, &reset))
+                .map(|(i, irq)| (intid::LPI_FIRST + i as u32, irq))
+                .collect();
+            out.extend_from_slice(&(changed.len() as u32).to_le_bytes());
+            for (id, irq) in changed {
+                out.extend_from_slice(&id.to_le_bytes());
+                put_irq(&mut out, irq);
+            }
+        }
         out
     }
 
@@ -219,14 +263,109 @@ impl SaveRestore for Vgic {
         let spis = (0..self.cfg.num_spis)
             .map(|i| r.irq(intid::SPI_FIRST + i, mask, version, n))
             .collect::<Result<Vec<_>, _>>()?;
+        let lpis = if version >= LPI_VERSION {
+            self.restore_lpis(&mut r, &mut vcpus, mask, version)?
+        } else {
+            // No LPI section: reset LPIs (a VM with LPIs was not saved before).
+            self.lpis.as_ref().map(|_| Lpis::new())
+        };
         if !r.0.is_empty() {
             return Err(RestoreError::Malformed);
         }
         self.ctlr = ctlr;
         self.vcpus = vcpus;
         self.spis = spis;
+        self.lpis = lpis;
         self.kick_all();
         Ok(())
+    }
+}
+
+/// Whether an LPI's record is its reset record once list-register bookkeeping is
+/// ignored (what a save leaves out).
+fn same_as_reset(irq: &Irq, reset: &Irq) -> bool {
+    let latch = irq.latch || irq.lr.is_some_and(|h| h.latch_taken);
+    Irq {
+        latch,
+        lr: None,
+        owner: irq.owner.filter(|_| irq.active),
+        ..*irq
+    } == *reset
+}
+
+impl Vgic {
+    /// Reads the LPI section of a version 3 blob into `vcpus` (their LPI registers)
+    /// and a fresh set of LPIs, validating it as guest-written state.
+    fn restore_lpis(
+        &self,
+        r: &mut Reader<'_>,
+        vcpus: &mut [VcpuState],
+        mask: u8,
+        version: u32,
+    ) -> Result<Option<Lpis>, RestoreError> {
+        let has = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(RestoreError::Malformed),
+        };
+        if has != self.lpis.is_some() {
+            log::warn!("vgic: restore: the saved vGIC's LPI support differs from this one's");
+            return Err(RestoreError::Malformed);
+        }
+        if !has {
+            return Ok(None);
+        }
+        for v in vcpus.iter_mut() {
+            let enabled = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(RestoreError::Malformed),
+            };
+            let propbaser = r.u64()?;
+            let pendbaser = r.u64()?;
+            if propbaser & !PROPBASER_WRITABLE != 0 || pendbaser & !PENDBASER_WRITABLE != 0 {
+                log::warn!("vgic: restore: bad GICR_PROPBASER/PENDBASER");
+                return Err(RestoreError::Malformed);
+            }
+            v.lpi = RdLpi {
+                enabled,
+                propbaser,
+                pendbaser,
+            };
+        }
+        let count = r.u32()?;
+        if count > intid::LPI_COUNT {
+            return Err(RestoreError::Malformed);
+        }
+        let routes: Vec<Irouter> = self
+            .cfg
+            .mpidrs
+            .iter()
+            .map(|&m| Irouter::for_mpidr(m))
+            .collect();
+        let mut lpis = Lpis::new();
+        let mut last = None;
+        for _ in 0..count {
+            let id = r.u32()?;
+            let irq = r.irq(id, mask, version, vcpus.len())?;
+            let bad = !crate::lpi::is_lpi(id)
+                || last.is_some_and(|l| id <= l)
+                || !irq.edge
+                || !irq.group1
+                || irq.line
+                || irq.hw.is_some()
+                || !routes.contains(&irq.route);
+            if bad {
+                log::warn!("vgic: restore: bad record for LPI {id}");
+                return Err(RestoreError::Malformed);
+            }
+            last = Some(id);
+            if irq.pending() || irq.active {
+                lpis.live.insert(id);
+            }
+            *lpis.get_mut(id).ok_or(RestoreError::Malformed)? = irq;
+        }
+        Ok(Some(lpis))
     }
 }
 
@@ -331,7 +470,8 @@ mod tests {
             out.extend_from_slice(&blob[at..at + RECORD - 1]);
             at += RECORD;
         }
-        assert_eq!(at, blob.len());
+        // The LPI section (none) is version 3's.
+        assert_eq!(at, blob.len() - 1);
         out
     }
 
@@ -354,7 +494,7 @@ mod tests {
     #[test]
     fn refuses_owners_that_cannot_be() {
         let blob = spi_active_on_vcpu1().save();
-        let spi40_owner = blob.len() - (64 - 9) * 15 - 1;
+        let spi40_owner = blob.len() - 1 - (64 - 9) * 15 - 1;
         assert_eq!(blob[spi40_owner], 1);
         for (v, why) in [(2, "no vCPU 2"), (0xFE, "no vCPU 254")] {
             let mut bad = blob.clone();
@@ -377,8 +517,8 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(h.restore(&bad), Err(RestoreError::WrongDevice));
         let mut bad = blob.clone();
-        bad[4] = 3;
-        assert_eq!(h.restore(&bad), Err(RestoreError::UnsupportedVersion(3)));
+        bad[4] = 4;
+        assert_eq!(h.restore(&bad), Err(RestoreError::UnsupportedVersion(4)));
         for cut in [3, 10, blob.len() - 1] {
             assert_eq!(
                 h.restore(&blob[..cut]),
@@ -461,4 +601,104 @@ mod tests {
         drive: |g: &mut Vgic| *g = spi_active_on_vcpu1(),
         probe: probe_vgic,
     );
+
+    const LPI0: u32 = intid::LPI_FIRST;
+    const PROP: u64 = 0x4001_0000;
+
+    fn lpi_vgic() -> Vgic {
+        let mut g = Vgic::new(VgicConfig::simple(2, 64)).unwrap();
+        g.enable_lpi_support();
+        g
+    }
+
+    /// A vGIC with LPIs: both redistributors' tables set and LPIs on, LPI0 and
+    /// LPI0 + 5 configured (enabled, priority 0x80), LPI0 + 5 pending on vCPU 1 and
+    /// LPI0 + 7 pending (not enabled) on vCPU 0.
+    fn busy_lpis() -> Vgic {
+        let mut g = busy_vgic();
+        g.enable_lpi_support();
+        let mut mem = vdev::VecMemory::new(0x4000_0000, 1 << 20);
+        for id in [LPI0, LPI0 + 5] {
+            vdev::GuestMemory::write(&mut mem, PROP + u64::from(id - LPI0), &[0x81]).unwrap();
+        }
+        for v in 0..2 {
+            let rd = v * gicr::STRIDE;
+            g.gicr_write(rd + gicr::PROPBASER, Double, PROP | 13)
+                .unwrap();
+            g.gicr_write(rd + gicr::PENDBASER, Double, 0x4008_0000 | 7 << 7)
+                .unwrap();
+            g.gicr_write(rd + gicr::CTLR, Word, 1).unwrap();
+        }
+        g.refresh_lpi(LPI0, 0, &mem).unwrap();
+        g.refresh_lpi(LPI0 + 5, 1, &mem).unwrap();
+        g.set_lpi_pending(LPI0 + 5, 1).unwrap();
+        g.set_lpi_pending(LPI0 + 7, 0).unwrap();
+        g
+    }
+
+    vdev::save_restore_tests!(
+        saved_lpis,
+        make: lpi_vgic,
+        drive: |g: &mut Vgic| *g = busy_lpis(),
+        probe: probe_vgic,
+    );
+
+    #[test]
+    fn lpis_survive_a_round_trip() {
+        let mut g = busy_lpis();
+        let blob = g.save();
+        let mut h = lpi_vgic();
+        h.restore(&blob).unwrap();
+        assert!(h.lpis_enabled(1));
+        let mut lrs = [0u64; 4];
+        h.flush(1, &mut lrs).unwrap();
+        let got: Vec<(u32, u8)> = lrs
+            .iter()
+            .map(|l| IchLr(*l))
+            .filter(|l| l.state() != LrState::Invalid)
+            .map(|l| (l.vintid(), l.priority()))
+            .collect();
+        assert!(got.contains(&(LPI0 + 5, 0x80)), "{got:?}");
+        assert_eq!(probe_vgic(&mut g), probe_vgic(&mut lpi_vgic_from(&blob)));
+    }
+
+    fn lpi_vgic_from(blob: &[u8]) -> Vgic {
+        let mut h = lpi_vgic();
+        h.restore(blob).unwrap();
+        h
+    }
+
+    #[test]
+    fn refuses_lpi_records_that_cannot_be() {
+        let blob = busy_lpis().save();
+        // The LPI section: flag, 2 x (u8, u64, u64), count, then (id, record).
+        let section = blob.len() - 3 * (4 + 15) - 4 - 2 * 17 - 1;
+        assert_eq!(blob[section], 1);
+        let count = section + 1 + 2 * 17;
+        assert_eq!(blob[count], 3);
+        let first = count + 4;
+        assert_eq!(blob[first..first + 4], LPI0.to_le_bytes());
+        let cases: [(usize, &[u8], &str); 8] = [
+            (section, &[2], "LPI flag not 0/1"),
+            (section + 1, &[2], "EnableLPIs not 0/1"),
+            (section + 2, &[0x20], "PROPBASER bit 5"),
+            (section + 10, &[0x01], "PENDBASER bit 0"),
+            (count, &[0xFF, 0xFF, 0, 0], "more records than LPIs"),
+            (first, &40u32.to_le_bytes(), "not an LPI"),
+            (first + 19, &LPI0.to_le_bytes(), "INTIDs not ascending"),
+            (first + 4 + 1 + 1 + 4, &[3], "routed to no vCPU"),
+        ];
+        for (at, v, why) in cases {
+            let mut bad = blob.clone();
+            bad[at..at + v.len()].copy_from_slice(v);
+            let mut h = lpi_vgic();
+            let before = h.save();
+            assert_eq!(h.restore(&bad), Err(RestoreError::Malformed), "{why}");
+            assert_eq!(h.save(), before, "{why}");
+        }
+        // A record that is not edge-triggered Group 1.
+        let mut bad = blob.clone();
+        bad[first + 4] &= !(flag::EDGE);
+        assert_eq!(lpi_vgic().restore(&bad), Err(RestoreError::Malformed));
+    }
 }

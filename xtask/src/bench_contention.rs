@@ -286,6 +286,7 @@ pub fn run_contention(layout: &Layout) -> Result<String, Error> {
         initrd,
         disk_size: GUEST_DISK_SIZE,
         device_model: registry::DeviceModel::LinuxDt,
+        msi: registry::MsiController::V2m,
     };
     let created = sysdisk::ensure(&disk, true, &want)?;
     eprintln!("xtask: {}", created.describe(&want.name));

@@ -211,7 +211,7 @@ pub struct RunOptions {
     /// (`--nvme SIZE|system`).
     pub nvme: Option<NvmeDisk>,
     /// The `windows` VM's disk: the NVMe namespace, or virtio-blk over virtio-PCI
-    /// (`--disk-bus virtio-pci`; the hypervisor is told so on its command line).
+    /// (`--disk-bus virtio-pci`; set in the VM's record).
     pub disk_bus: DiskBus,
     /// The `windows` VM's install media (`--install-media PATH.iso`): copied
     /// into its record as its read-only disk, which the VM gets as USB mass
@@ -222,8 +222,8 @@ pub struct RunOptions {
     /// SIZE`; boots from a bundle).
     pub virtio_pci: Option<u64>,
     /// The PCI Express root complex's MSI controller (`--msi its|v2m`; default
-    /// the GICv2m frame). `its` adds `boards::devices::MSI_ITS_OPTION` to the
-    /// kernel command line.
+    /// the GICv2m frame): a system-disk VM's record field, or for a bundle `its`
+    /// adds `boards::devices::MSI_ITS_OPTION` to the kernel command line.
     pub msi: Option<boards::devices::Msi>,
     /// Give the Linux guest an xHCI controller with a USB HID keyboard and tablet,
     /// behind the same root complex (`--usb`; boots from a bundle).
@@ -628,6 +628,8 @@ impl RunArgs {
                 || self.boot_disk.is_some()
                 || self.fresh
                 || self.nvme.is_some()
+                || self.disk_bus.is_some()
+                || self.msi.is_some()
                 || self.usb
                 || self.usb_storage.is_some()
                 || self.hypervisor_fault.is_some()
@@ -663,13 +665,15 @@ impl RunArgs {
             ));
         }
         if self.msi.is_some()
-            && !(matches!(self.nvme, Some(NvmeDisk::Ram(_)))
+            && self.vm.is_none()
+            && !(self.nvme.is_some()
                 || self.virtio_pci.is_some()
                 || self.usb
-                || self.usb_storage.is_some())
+                || self.usb_storage.is_some()
+                || profile == Profile::Windows)
         {
             return Err(Error::Usage(
-                "--msi applies to a Linux guest with --nvme SIZE, --virtio-pci SIZE or --usb (a boot bundle); a system-disk VM's record has no MSI choice yet".into(),
+                "--msi applies to --profile windows and to a Linux guest with --nvme SIZE|system, --virtio-pci SIZE or --usb".into(),
             ));
         }
         if (self.firmware_shell || self.firmware.is_some()) && !profile.boots_firmware() {
@@ -761,8 +765,16 @@ pub fn uses_system_disk(o: &RunOptions) -> bool {
         && o.usb_storage.is_none()
 }
 
+/// A run's `--msi` as a VM record's MSI controller (default: the v2m frame).
+fn record_msi(msi: Option<boards::devices::Msi>) -> registry::MsiController {
+    match msi {
+        Some(boards::devices::Msi::Its) => registry::MsiController::Its,
+        _ => registry::MsiController::V2m,
+    }
+}
+
 /// The words a run adds to the hypervisor's command line (QEMU's `-append`),
-/// each after a space: the `windows` VM's disk on virtio-PCI.
+/// each after a space: where the authority partition's image is, the debug log.
 fn hypervisor_options(o: &RunOptions, authority: Option<(u64, u64)>) -> String {
     let mut s = String::new();
     if let Some((base, size)) = authority {
@@ -770,10 +782,6 @@ fn hypervisor_options(o: &RunOptions, authority: Option<(u64, u64)>) -> String {
             " {}{base:#x},{size}",
             boards::devices::AUTHORITY_OPTION
         ));
-    }
-    if o.profile == Profile::Windows && o.disk_bus == DiskBus::VirtioPci {
-        s.push(' ');
-        s.push_str(boards::devices::VIRTIO_PCI_DISK_OPTION);
     }
     if o.verbose {
         s.push(' ');
@@ -975,7 +983,15 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         } else if let Some(p) = &o.boot_disk {
             Some(p.clone())
         } else {
-            let path = crate::boot_chain::image_dir(layout).join(UEFI_BOOT_DISK);
+            // One per system disk, so runs on different system disks (parallel
+            // test files) do not write each other's guest command.
+            let path = crate::boot_chain::image_dir(layout).join(match &o.system_disk {
+                Some(d) => format!(
+                    "{}-{UEFI_BOOT_DISK}",
+                    d.file_stem().unwrap_or_default().to_string_lossy()
+                ),
+                None => UEFI_BOOT_DISK.to_string(),
+            });
             std::fs::create_dir_all(crate::boot_chain::image_dir(layout))
                 .map_err(|e| Error::io("create the boot-chain directory", e))?;
             let chain = crate::boot_chain::write_signed_disk(layout, o.guest_cmd.as_deref(), &path)
@@ -1046,6 +1062,11 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
                     ms_vars
                 } else {
                     None
+                },
+                msi: record_msi(o.msi),
+                disk_bus: match o.disk_bus {
+                    DiskBus::Nvme => registry::DiskBus::Nvme,
+                    DiskBus::VirtioPci => registry::DiskBus::VirtioPci,
                 },
             };
             let run = sysdisk::ensure_firmware(&path, o.fresh, &want)?;
@@ -1131,7 +1152,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             )
         }
     };
-    if o.msi == Some(boards::devices::Msi::Its) {
+    if o.msi == Some(boards::devices::Msi::Its) && !uses_system_disk(o) {
         cmdline.push(' ');
         cmdline.push_str(boards::devices::MSI_ITS_OPTION);
     }
@@ -1187,6 +1208,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
             } else {
                 registry::DeviceModel::LinuxDt
             },
+            msi: record_msi(o.msi),
         };
         let run = sysdisk::ensure_with(&path, o.fresh, o.cold, &want)?;
         eprintln!("xtask: {}", run.describe(&want.name));
@@ -1750,16 +1772,20 @@ mod tests {
         assert_eq!(hypervisor_options(&w, None), "");
         let v = parse_args(&args("--profile windows --disk-bus virtio-pci")).unwrap();
         assert_eq!(v.disk_bus, DiskBus::VirtioPci);
-        assert_eq!(hypervisor_options(&v, None), " rayos.disk=virtio-pci");
-        let vm = parse_args(&args("--profile windows --vm w --disk-bus virtio-pci")).unwrap();
-        assert_eq!(vm.disk_bus, DiskBus::VirtioPci);
+        assert_eq!(hypervisor_options(&v, None), "");
         let m = parse_args(&args("--profile windows --install-media w.iso")).unwrap();
         assert_eq!(m.install_media, Some(PathBuf::from("w.iso")));
         let m = parse_args(&args("--profile windows --vm w --install-media w.iso")).unwrap();
         assert_eq!(m.install_media, Some(PathBuf::from("w.iso")));
         assert!(parse_args(&args("--install-media w.iso")).is_err());
         assert!(parse_args(&args("--profile uefi-acpi --install-media w.iso")).is_err());
+        let v = parse_args(&args("--profile windows --disk-bus virtio-pci --msi its")).unwrap();
+        assert_eq!(v.disk_bus, DiskBus::VirtioPci);
+        assert_eq!(record_msi(v.msi), registry::MsiController::Its);
         for bad in [
+            // A named VM runs as its record says (`disk add-vm --disk-bus/--msi`).
+            "--profile windows --vm w --disk-bus virtio-pci",
+            "--profile windows --vm w --msi its",
             "--profile uefi-acpi --firmware /f",
             "--profile uefi-acpi --firmware-shell --guest-cmd true",
             "--profile uefi-acpi --firmware-shell --firmware /f --secure-boot",
@@ -1790,9 +1816,10 @@ mod tests {
         assert_eq!(o.msi, Some(boards::devices::Msi::Its));
         let v = parse_args(&args("--virtio-pci 8M --msi v2m")).unwrap();
         assert_eq!(v.msi, Some(boards::devices::Msi::V2m));
+        let sys = parse_args(&args("--nvme system --msi its")).unwrap();
+        assert_eq!(sys.msi, Some(boards::devices::Msi::Its));
         for bad in [
             "--msi its",
-            "--nvme system --msi its",
             "--nvme 64M --msi lpi",
             "--msi v2m --guest selftest",
         ] {

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use registry::cli::FileDisk;
 use registry::codec::crc32c;
 use registry::{
-    Blob, BootSource, BootSpec, DeviceModel, DiskSpec, ExtentRole, Policy, Registry, Uuid,
-    VmRecord, VmSpec,
+    Blob, BootSource, BootSpec, DeviceModel, DiskBus, DiskSpec, ExtentRole, MsiController, Policy,
+    Registry, Uuid, VmRecord, VmSpec,
 };
 
 use crate::error::Error;
@@ -58,6 +58,8 @@ pub struct DesiredVm {
     pub disk_size: u64,
     /// `linux-dt`, or `linux-dt-nvme` for the guest disk behind NVMe.
     pub device_model: DeviceModel,
+    /// Where the root complex's MSIs go (`linux-dt-nvme`).
+    pub msi: MsiController,
 }
 
 /// The system disk as prepared for a boot.
@@ -288,9 +290,10 @@ pub fn ensure_with(
     let cfg = config_changes(&current, want);
     if !cfg.is_empty() {
         let (vcpus, mem, cmdline, autostart) = (want.vcpus, want.mem, want.cmdline.clone(), true);
-        let model = want.device_model;
+        let (model, msi) = (want.device_model, want.msi);
         reg.update_vm(&mut disk, uuid, |r| {
             r.device_model = model;
+            r.msi = msi;
             r.vcpus = vcpus;
             r.memory_bytes = mem;
             r.policy.autostart = autostart;
@@ -383,6 +386,10 @@ pub struct DesiredFirmwareVm {
     /// A variable-store image the VM's store starts from when it has never been
     /// written (`--secure-boot`: Debian's store with Microsoft's keys enrolled).
     pub initial_vars: Option<PathBuf>,
+    /// Where the root complex's MSIs go (`windows`).
+    pub msi: MsiController,
+    /// The bus of the first disk (`windows`).
+    pub disk_bus: DiskBus,
 }
 
 /// Granule of a variable-store image as the VM's record keeps it: the flash
@@ -479,6 +486,24 @@ pub fn ensure_firmware(
     }
     let mut changes = Vec::new();
     let (vcpus, mem) = (want.vcpus, want.mem);
+    let (msi, disk_bus) = (want.msi, want.disk_bus);
+    if current.msi != msi || current.disk_bus != disk_bus {
+        if current.msi != msi {
+            changes.push(format!("msi {} -> {}", current.msi.as_str(), msi.as_str()));
+        }
+        if current.disk_bus != disk_bus {
+            changes.push(format!(
+                "disk bus {} -> {}",
+                current.disk_bus.as_str(),
+                disk_bus.as_str()
+            ));
+        }
+        reg.update_vm(&mut disk, uuid, |r| {
+            r.msi = msi;
+            r.disk_bus = disk_bus;
+        })
+        .map_err(commit)?;
+    }
     if current.vcpus != vcpus || current.memory_bytes != mem || !current.policy.autostart {
         if current.vcpus != vcpus {
             changes.push(format!("vcpus {} -> {vcpus}", current.vcpus));
@@ -703,6 +728,9 @@ pub fn config_changes(r: &VmRecord, want: &DesiredVm) -> Vec<String> {
             want.device_model.as_str()
         ));
     }
+    if r.msi != want.msi {
+        out.push(format!("msi {} -> {}", r.msi.as_str(), want.msi.as_str()));
+    }
     out
 }
 
@@ -829,6 +857,7 @@ mod tests {
             initrd,
             disk_size: 1 << 20,
             device_model: DeviceModel::LinuxDt,
+            msi: MsiController::V2m,
         }
     }
 
@@ -864,6 +893,8 @@ mod tests {
             code,
             boot_disk: Some(boot.clone()),
             initial_vars: Some(vars.clone()),
+            msi: MsiController::V2m,
+            disk_bus: DiskBus::Nvme,
         };
         let check = |want_disk: Option<&[u8]>, want_vars: &[u8]| {
             let mut disk = FileDisk::open(&img, true).unwrap();
@@ -1013,9 +1044,22 @@ mod tests {
         let vm = reg.vm(first.vm_uuid).unwrap();
         assert_eq!(vm.device_model, DeviceModel::LinuxDtNvme);
         assert_eq!(vm.disks[0].extent, disk0);
+        assert_eq!(vm.msi, MsiController::V2m);
+        drop(disk);
+        // --msi its: the record's MSI controller.
+        w.msi = MsiController::Its;
+        let its = ensure(&img, false, &w).unwrap();
+        assert_eq!(its.changes, ["msi v2m -> its"]);
+        let mut disk = FileDisk::open(&img, true).unwrap();
+        let reg = Registry::open(&mut disk).unwrap();
+        assert_eq!(reg.vm(first.vm_uuid).unwrap().msi, MsiController::Its);
+        w.msi = MsiController::V2m;
         w.device_model = DeviceModel::LinuxDt;
         let back = ensure(&img, false, &w).unwrap();
-        assert_eq!(back.changes, ["device model linux-dt-nvme -> linux-dt"]);
+        assert_eq!(
+            back.changes,
+            ["device model linux-dt-nvme -> linux-dt", "msi its -> v2m"]
+        );
 
         // --fresh: a new disk and a new VM.
         let fresh = ensure(&img, true, &w).unwrap();

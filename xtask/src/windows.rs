@@ -51,7 +51,8 @@ const COPY_CHUNK: usize = 4 << 20;
 
 /// Usage of the `windows` form of `disk add-vm`.
 pub const USAGE: &str = "cargo xtask disk add-vm --device-model windows --name NAME [--install-media PATH.iso] \
-[--disk-size SIZE (64G)] [--mem SIZE (4G)] [--vcpus N (2)] [--tpm-nv SIZE (256K)] [--disk PATH (target/system-disk-windows.img)] [--force]";
+[--disk-size SIZE (64G)] [--mem SIZE (4G)] [--vcpus N (2)] [--tpm-nv SIZE (256K)] [--msi v2m|its (v2m)] [--disk-bus nvme|virtio-pci (nvme)] \
+[--disk PATH (target/system-disk-windows.img)] [--force]";
 
 /// The default system disk of `windows` VMs.
 pub fn default_path(layout: &Layout) -> PathBuf {
@@ -77,6 +78,10 @@ pub struct WindowsVm {
     pub tpm_nv: u64,
     pub system_disk: PathBuf,
     pub force: bool,
+    /// Where the root complex's MSIs go (the record's MSI controller).
+    pub msi: registry::MsiController,
+    /// The system disk's bus (the record's disk bus).
+    pub disk_bus: registry::DiskBus,
 }
 
 fn usage(msg: impl std::fmt::Display) -> Error {
@@ -94,6 +99,8 @@ pub fn parse(layout: &Layout, args: &[String]) -> Result<WindowsVm, Error> {
         tpm_nv: DEFAULT_TPM_NV,
         system_disk: default_path(layout),
         force: false,
+        msi: registry::MsiController::default(),
+        disk_bus: registry::DiskBus::default(),
     };
     let mut name = None;
     let mut it = args.iter();
@@ -127,6 +134,15 @@ pub fn parse(layout: &Layout, args: &[String]) -> Result<WindowsVm, Error> {
                     .map_err(|_| usage(format!("--vcpus: `{v}` is not a number")))?
             }
             "disk" => vm.system_disk = PathBuf::from(v),
+            "msi" => {
+                vm.msi = registry::MsiController::parse(v)
+                    .ok_or_else(|| usage(format!("--msi takes v2m or its, not `{v}`")))?
+            }
+            "disk-bus" => {
+                vm.disk_bus = registry::DiskBus::parse(v).ok_or_else(|| {
+                    usage(format!("--disk-bus takes nvme or virtio-pci, not `{v}`"))
+                })?
+            }
             _ => return Err(usage(format!("unknown option --{opt}"))),
         }
     }
@@ -326,7 +342,9 @@ pub fn add_vm(layout: &Layout, vm: &WindowsVm) -> Result<String, Error> {
         &fw,
         media.map(|m| m.0),
         vm.disk_size,
-    ) {
+    )
+    .and_then(|()| registry::cli::set_pci_options(&mut disk, &mut reg, uuid, vm.msi, vm.disk_bus))
+    {
         let undo = reg
             .remove_vm(&mut disk, uuid)
             .err()
@@ -344,7 +362,17 @@ pub fn add_vm(layout: &Layout, vm: &WindowsVm) -> Result<String, Error> {
     ));
     for (i, d) in rec.disks.iter().enumerate() {
         let what = match (i, media) {
-            (0, _) => "system disk (NVMe), empty".to_string(),
+            (0, _) => format!(
+                "system disk ({}), empty; MSIs through the {}",
+                match vm.disk_bus {
+                    registry::DiskBus::Nvme => "NVMe",
+                    registry::DiskBus::VirtioPci => "virtio-blk over virtio-PCI",
+                },
+                match vm.msi {
+                    registry::MsiController::V2m => "GICv2m frame",
+                    registry::MsiController::Its => "GICv3 ITS",
+                }
+            ),
             (_, Some((p, len, kind))) => format!(
                 "install media (USB storage), read-only: {} ({len} bytes, {})",
                 p.display(),
@@ -548,6 +576,19 @@ mod tests {
         assert!(vm.force);
         assert_eq!(vm.system_disk, PathBuf::from("/x.img"));
         assert_eq!(below_minimums(&vm).len(), 4);
+        assert_eq!(
+            (vm.msi, vm.disk_bus),
+            (registry::MsiController::V2m, registry::DiskBus::Nvme)
+        );
+        let vm = parse(
+            &layout(),
+            &words("--name w --msi its --disk-bus virtio-pci"),
+        )
+        .unwrap();
+        assert_eq!(
+            (vm.msi, vm.disk_bus),
+            (registry::MsiController::Its, registry::DiskBus::VirtioPci)
+        );
     }
 
     #[test]
@@ -559,6 +600,8 @@ mod tests {
             "--name w --vcpus two",
             "--name w --device-model uefi-acpi",
             "--name w --colour blue",
+            "--name w --msi lpi",
+            "--name w --disk-bus scsi",
             "--name w a.img b.img",
         ] {
             assert!(

@@ -4,7 +4,9 @@
 //! frames (CBASER, BASERs, CWRITER with Retry, CTLR), guest RAM writes (the queue,
 //! the tables, the LPI configuration table), redistributor LPI registers
 //! (GICR_CTLR, PROPBASER, PENDBASER), messages from any DeviceID/EventID, flushes
-//! into fake list registers with the guest acknowledging, resets.
+//! into fake list registers with the guest acknowledging, resets, and save/restore
+//! cycles (the ITS's `VITS` and the vGIC's blob with its LPI section, restored
+//! into fresh models that save the same bytes, which then carry on).
 //!
 //! Invariants: reads carry no bits outside the access; GITS_CREADR stays inside
 //! the queue; the error count never goes down (but at a reset); list registers hold no vINTID twice
@@ -12,7 +14,7 @@
 //! list registers there are.
 
 use arbitrary::{Arbitrary, Unstructured};
-use vdev::{AccessSize, GuestMemory, VecMemory};
+use vdev::{AccessSize, GuestMemory, SaveRestore, VecMemory};
 use vgic::its::{opcode, reg, Its};
 use vgic::lr::{IchLr, ListRegisters, LrState};
 use vgic::regs::{gicd, gicr, intid};
@@ -89,17 +91,19 @@ enum Op {
         ack: bool,
     },
     Reset,
+    SaveRestore,
 }
 
 /// `Op` variants, in declaration order.
 mod op {
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
     pub const CMD: u32 = 1;
     pub const WRITE: u32 = 2;
     pub const MESSAGE: u32 = 4;
     pub const RAM: u32 = 5;
     pub const GICR: u32 = 6;
     pub const FLUSH: u32 = 7;
+    pub const SAVE_RESTORE: u32 = 9;
 }
 
 struct FakeLrs([u64; LRS]);
@@ -249,6 +253,21 @@ impl Harness {
                 // The count starts afresh with the ITS.
                 self.errors = 0;
             }
+            Op::SaveRestore => {
+                let its_blob = self.its.save();
+                let vgic_blob = self.vgic.save();
+                let mut its = Its::new(VCPUS, &[(RAM, RAM_SIZE as u64)]);
+                its.restore(&its_blob).expect("a saved ITS restores");
+                assert!(its.save() == its_blob, "ITS save after restore differs");
+                let mut vgic = Vgic::new(VgicConfig::simple(VCPUS, 64)).unwrap();
+                vgic.enable_lpi_support();
+                vgic.restore(&vgic_blob).expect("a saved vGIC restores");
+                assert!(vgic.save() == vgic_blob, "vGIC save after restore differs");
+                // Carry on with the restored state (the ITS restored over itself,
+                // which keeps its error count).
+                self.its.restore(&its_blob).expect("a saved ITS restores");
+                self.vgic = vgic;
+            }
         }
         self.check();
     }
@@ -368,6 +387,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     cmd(&mut e, 10, 1, 0, 0, 0); // MOVI
     cmd(&mut e, 11, 0, 0, 0, 1); // MOVALL
     cmd(&mut e, 4, 2, 0, 0, 0); // INT
+    e.variant(op::SAVE_RESTORE, op::COUNT);
     e.variant(op::FLUSH, op::COUNT).u8(0).bool(false);
     vec![("linux-bring-up", e.0)]
 }

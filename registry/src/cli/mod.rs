@@ -21,8 +21,8 @@ use std::{format, println, vec};
 use crate::defs::BLOCK_SIZE;
 use crate::policy::POLICY_FIELDS;
 use crate::{
-    write_extent, BootSource, BootSpec, DeviceModel, DiskSpec, ExtentRole, Policy, Registry,
-    SlotId, SlotStatus, Uuid, VmRecord, VmSpec,
+    write_extent, BootSource, BootSpec, DeviceModel, DiskBus, DiskSpec, ExtentRole, MsiController,
+    Policy, Registry, SlotId, SlotStatus, Uuid, VmRecord, VmSpec,
 };
 use args::Args;
 
@@ -43,6 +43,7 @@ usage: disk <command> ...
   add-vm PATH --name NAME --vcpus N --mem SIZE
          (--kernel FILE [--initrd FILE] [--cmdline STR] | --firmware FILE [--vars FILE | --vars-size SIZE])
          [--disk-size SIZE[:ro]]... [--tpm-nv SIZE] [--device-model linux-dt|linux-dt-nvme|uefi-acpi|windows] [--uuid UUID]
+         [--msi v2m|its (linux-dt-nvme, windows)] [--disk-bus nvme|virtio-pci (windows)]
          [--[no-]autostart] [--[no-]resume-on-boot] [--[no-]visible-on-start]
          [--[no-]pause-on-hide] [--[no-]suspend-on-host-shutdown]
   list PATH
@@ -186,6 +187,8 @@ fn add_vm(args: &[String]) -> Result<String, String> {
         "tpm-nv",
         "device-model",
         "uuid",
+        "msi",
+        "disk-bus",
     ];
     known.extend(flag_refs.iter());
     a.only(&known)?;
@@ -250,6 +253,7 @@ fn add_vm(args: &[String]) -> Result<String, String> {
         None if matches!(boot, BootSpec::Firmware { .. }) => DeviceModel::UefiAcpi,
         None => DeviceModel::LinuxDt,
     };
+    let (msi, disk_bus) = pci_options(&a, device_model)?;
     let mut disks = Vec::new();
     for d in a.values("disk-size") {
         let (size, read_only) = match d.strip_suffix(":ro") {
@@ -283,7 +287,9 @@ fn add_vm(args: &[String]) -> Result<String, String> {
     let (mut disk, mut reg) = open_image(path, true)?;
     reg.add_vm(&mut disk, uuid, &spec)
         .map_err(|e| format!("add-vm: {e}"))?;
-    if let Err(e) = fill_images(&mut disk, &mut reg, uuid, &blobs, vars_template.as_deref()) {
+    let filled = fill_images(&mut disk, &mut reg, uuid, &blobs, vars_template.as_deref())
+        .and_then(|()| set_pci_options(&mut disk, &mut reg, uuid, msi, disk_bus));
+    if let Err(e) = filled {
         let undo = reg.remove_vm(&mut disk, uuid).err();
         let undo = undo
             .map(|u| format!(" (and rollback failed: {u})"))
@@ -291,6 +297,57 @@ fn add_vm(args: &[String]) -> Result<String, String> {
         return Err(format!("{e}{undo}"));
     }
     Ok(format!("added VM {} ({uuid})\n", spec.name))
+}
+
+/// `--msi` and `--disk-bus` of `add-vm`, checked against the device model: the
+/// ITS needs a root complex (`linux-dt-nvme`, `windows`), virtio-PCI a `windows`
+/// VM.
+pub fn pci_options(a: &Args, model: DeviceModel) -> Result<(MsiController, DiskBus), String> {
+    let msi = match a.value("msi") {
+        Some(m) => {
+            MsiController::parse(m).ok_or_else(|| format!("--msi takes v2m or its, not {m:?}"))?
+        }
+        None => MsiController::default(),
+    };
+    let bus = match a.value("disk-bus") {
+        Some(b) => DiskBus::parse(b)
+            .ok_or_else(|| format!("--disk-bus takes nvme or virtio-pci, not {b:?}"))?,
+        None => DiskBus::default(),
+    };
+    if msi != MsiController::default() && !model.first_disk_on_nvme() {
+        return Err(format!(
+            "--msi {} needs a device model with PCI Express (linux-dt-nvme or windows), not {}",
+            msi.as_str(),
+            model.as_str()
+        ));
+    }
+    if bus != DiskBus::default() && model != DeviceModel::Windows {
+        return Err(format!(
+            "--disk-bus {} applies to the windows device model, not {}",
+            bus.as_str(),
+            model.as_str()
+        ));
+    }
+    Ok((msi, bus))
+}
+
+/// Records a new VM's MSI controller and disk bus (one more commit, only when
+/// they are not the defaults).
+pub fn set_pci_options(
+    disk: &mut FileDisk,
+    reg: &mut Registry,
+    uuid: Uuid,
+    msi: MsiController,
+    disk_bus: DiskBus,
+) -> Result<(), String> {
+    if (msi, disk_bus) == (MsiController::default(), DiskBus::default()) {
+        return Ok(());
+    }
+    reg.update_vm(disk, uuid, |r| {
+        r.msi = msi;
+        r.disk_bus = disk_bus;
+    })
+    .map_err(|e| format!("add-vm: {e}"))
 }
 
 /// Stores a new VM's boot images, and the firmware variable-store template as the
@@ -327,19 +384,21 @@ fn list(args: &[String]) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<36}  {:<20} {:<9} {:>5} {:>7} {:>5}  POLICY",
-        "UUID", "NAME", "MODEL", "VCPUS", "MEMORY", "DISKS"
+        "{:<36}  {:<20} {:<9} {:>5} {:>7} {:>5}  {:<3}  {:<10}  POLICY",
+        "UUID", "NAME", "MODEL", "VCPUS", "MEMORY", "DISKS", "MSI", "DISK-BUS"
     );
     for vm in reg.vms() {
         let _ = writeln!(
             out,
-            "{:<36}  {:<20} {:<9} {:>5} {:>7} {:>5}  {}",
+            "{:<36}  {:<20} {:<9} {:>5} {:>7} {:>5}  {:<3}  {:<10}  {}",
             vm.uuid,
             vm.name,
             vm.device_model.as_str(),
             vm.vcpus,
             format_size(vm.memory_bytes),
             vm.disks.len(),
+            vm.msi.as_str(),
+            vm.disk_bus.as_str(),
             policy_summary(&vm.policy)
         );
     }
@@ -423,6 +482,8 @@ fn describe_vm(out: &mut String, reg: &Registry, disk: &mut FileDisk, vm: &VmRec
     let _ = writeln!(out, "uuid          {}", vm.uuid);
     let _ = writeln!(out, "name          {}", vm.name);
     let _ = writeln!(out, "device model  {}", vm.device_model.as_str());
+    let _ = writeln!(out, "msi           {}", vm.msi.as_str());
+    let _ = writeln!(out, "disk bus      {}", vm.disk_bus.as_str());
     let _ = writeln!(out, "vcpus         {}", vm.vcpus);
     let _ = writeln!(out, "starts        {}", vm.starts);
     let _ = writeln!(out, "rtc offset    {:+} s", vm.rtc_offset);

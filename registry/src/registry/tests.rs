@@ -669,7 +669,7 @@ fn a_version_2_disk_opens_without_a_key_and_upgrades_on_ensure() {
         let mut rec = crate::codec::Writer::new();
         vm.encode(&mut rec);
         let mut rec = rec.into_bytes();
-        rec.truncate(rec.len() - 9);
+        rec.truncate(rec.len() - 11);
         w.u32(rec.len() as u32);
         w.bytes(&rec);
     }

@@ -3,7 +3,7 @@ use crate::lr::{IchLr, ListRegisters, LrState};
 use crate::regs::{ctlr, gicd, gicr, lpi_tables};
 use crate::VgicConfig;
 use vdev::AccessSize::{Byte, Double, Half, Word};
-use vdev::VecMemory;
+use vdev::{RestoreError, SaveRestore, VecMemory};
 
 const RAM: u64 = 0x4000_0000;
 const RAM_SIZE: usize = 1 << 20;
@@ -632,4 +632,191 @@ fn reset_forgets_everything() {
     assert_eq!(g.r(reg::CTLR, Word), 1 << 31);
     g.w(reg::CTLR, Word, 1).unwrap();
     assert_eq!(g.message(NVME, 0), Err(ItsError::DeviceUnmapped(NVME)));
+}
+
+/// Records the LPIs a translation makes pending.
+#[derive(Default)]
+struct Recorder(Vec<(u32, usize)>);
+
+impl InterruptSink for Recorder {
+    fn set_level(&mut self, _intid: u32, _level: bool) {}
+    fn set_lpi_pending(&mut self, intid: u32, vcpu: usize) {
+        self.0.push((intid, vcpu));
+    }
+}
+
+/// What a guest and the root complex see of an ITS: its registers, and where each
+/// of a few messages goes.
+fn probe_its(its: &mut Its) -> (Vec<u64>, Vec<(u32, usize)>, Vec<bool>) {
+    let regs = [
+        reg::CTLR,
+        reg::TYPER,
+        reg::CBASER,
+        reg::CWRITER,
+        reg::CREADR,
+        reg::BASER,
+        reg::BASER + 8,
+    ]
+    .iter()
+    .map(|&o| {
+        let size = if o == reg::CTLR { Word } else { Double };
+        its.read(o, size).unwrap()
+    })
+    .collect();
+    let mut sink = Recorder::default();
+    let mut ok = Vec::new();
+    for dev in [0, NVME, 0x10] {
+        for ev in 0..5 {
+            ok.push(its.translate(dev, ev, &mut sink).is_ok());
+        }
+    }
+    (regs, sink.0, ok)
+}
+
+/// An ITS with the NVMe function's events 0..=2 mapped over two vCPUs (event 3
+/// mapped, then discarded).
+fn busy_its() -> Rig {
+    let mut g = Rig::bring_up(2);
+    g.map_nvme(4, 2);
+    g.send(ev_cmd(opcode::DISCARD, NVME, 3));
+    g
+}
+
+vdev::save_restore_tests!(
+    saved_state,
+    make: || Its::new(2, &[(RAM, RAM_SIZE as u64)]),
+    drive: |its: &mut Its| *its = busy_its().its,
+    probe: probe_its,
+);
+
+#[test]
+fn a_restored_its_and_vgic_deliver_what_the_saved_ones_would() {
+    let mut g = busy_its();
+    // LPI0 + 1 pending on vCPU 1 when the VM is saved.
+    g.message(NVME, 1).unwrap();
+    let its_blob = g.its.save();
+    let vgic_blob = g.vgic.save();
+    let mut h = Rig::new(2);
+    h.mem = g.mem.clone();
+    h.its.restore(&its_blob).unwrap();
+    h.vgic.restore(&vgic_blob).unwrap();
+    assert_eq!(h.its.save(), its_blob);
+    assert_eq!(h.vgic.save(), vgic_blob);
+    // The pending LPI arrives, with the priority the configuration table gave it.
+    assert_eq!(h.delivered(1), [(LPI0 + 1, 0xA0)]);
+    assert_eq!(h.delivered(0), []);
+    // Translations keep working: event 2 goes to vCPU 0, event 3 was discarded.
+    h.message(NVME, 2).unwrap();
+    assert_eq!(h.delivered(0), [(LPI0 + 2, 0xA0)]);
+    assert_eq!(h.message(NVME, 3), Err(ItsError::EventUnmapped(NVME, 3)));
+    // The command queue goes on where it was.
+    h.cwriter = g.cwriter;
+    h.send(mapti(NVME, 3, LPI0 + 3, 1));
+    assert_eq!(h.creadr(), h.cwriter);
+    h.message(NVME, 3).unwrap();
+    // (LPI0 + 1 stays pending: the guest never took it from the list register.)
+    assert_eq!(h.delivered(1), [(LPI0 + 1, 0xA0), (LPI0 + 3, 0xA0)]);
+    // A vGIC without LPIs refuses the blob of one with them, and the other way.
+    let mut plain = Vgic::new(VgicConfig::simple(2, 64)).unwrap();
+    assert_eq!(plain.restore(&vgic_blob), Err(RestoreError::Malformed));
+    assert_eq!(h.vgic.restore(&plain.save()), Err(RestoreError::Malformed));
+}
+
+/// Byte offsets of fields in a [`busy_its`] blob (after the 8-byte header).
+mod at {
+    pub const VCPUS: usize = 8;
+    pub const ENABLED: usize = 12;
+    pub const CBASER: usize = 14;
+    pub const CREADR: usize = 30;
+    pub const BASER0: usize = 38;
+    /// Collection count, then (ICID, vCPU) pairs.
+    pub const COLLECTIONS: usize = 54;
+    /// The first collection's vCPU.
+    pub const VCPU0: usize = COLLECTIONS + 8;
+    /// Device count after two collections, then the first device.
+    pub const DEVICES: usize = COLLECTIONS + 4 + 2 * 8;
+    pub const DEV_ID: usize = DEVICES + 4;
+    pub const EVENT_BITS: usize = DEV_ID + 4;
+    pub const EVENTS: usize = EVENT_BITS + 1;
+    /// The first event: EventID, pINTID, ICID.
+    pub const EV0: usize = EVENTS + 4;
+}
+
+#[test]
+fn hostile_blobs_are_refused_and_change_nothing() {
+    let blob = busy_its().its.save();
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    assert_eq!(u32_at(&blob, at::VCPUS), 2);
+    assert_eq!(u32_at(&blob, at::COLLECTIONS), 2);
+    assert_eq!(u32_at(&blob, at::DEVICES), 1);
+    assert_eq!(u32_at(&blob, at::DEV_ID), NVME);
+    assert_eq!(u32_at(&blob, at::EV0 + 4), LPI0);
+    let put = |o: usize, v: &[u8]| {
+        let mut b = blob.clone();
+        b[o..o + v.len()].copy_from_slice(v);
+        b
+    };
+    let cases: Vec<(&str, Vec<u8>)> = alloc::vec![
+        ("another vCPU count", put(at::VCPUS, &3u32.to_le_bytes())),
+        ("enabled flag not 0/1", put(at::ENABLED, &[2])),
+        ("CBASER reserved bit", put(at::CBASER + 1, &[0x02])),
+        (
+            "CREADR past the queue",
+            put(at::CREADR, &0x2000u64.to_le_bytes())
+        ),
+        ("CREADR unaligned", put(at::CREADR, &4u64.to_le_bytes())),
+        ("BASER Type bits", put(at::BASER0 + 7, &[0x81])),
+        ("collection on vCPU 2", put(at::VCPU0, &2u32.to_le_bytes())),
+        ("ICID 256", put(at::COLLECTIONS + 4, &256u32.to_le_bytes())),
+        (
+            "collection count huge",
+            put(at::COLLECTIONS, &u32::MAX.to_le_bytes())
+        ),
+        (
+            "device count huge",
+            put(at::DEVICES, &u32::MAX.to_le_bytes())
+        ),
+        (
+            "DeviceID past 16 bits",
+            put(at::DEV_ID, &0x1_0000u32.to_le_bytes())
+        ),
+        ("17 EventID bits", put(at::EVENT_BITS, &[17])),
+        ("0 EventID bits", put(at::EVENT_BITS, &[0])),
+        ("event count huge", put(at::EVENTS, &u32::MAX.to_le_bytes())),
+        ("EventID past the ITT", put(at::EV0, &16u32.to_le_bytes())),
+        ("pINTID not an LPI", put(at::EV0 + 4, &40u32.to_le_bytes())),
+        (
+            "ICID of an event 256",
+            put(at::EV0 + 8, &256u32.to_le_bytes())
+        ),
+        (
+            "events out of order",
+            put(at::EV0 + 12, &0u32.to_le_bytes())
+        ),
+    ];
+    let mut g = busy_its();
+    let before = g.its.save();
+    for (why, bad) in cases {
+        assert_eq!(g.its.restore(&bad), Err(RestoreError::Malformed), "{why}");
+        assert_eq!(
+            g.its.save(),
+            before,
+            "{why}: a refused blob changes nothing"
+        );
+    }
+    // Too many events over all devices.
+    let mut big = Its::new(1, &[(RAM, RAM_SIZE as u64)]);
+    let mut w = vdev::save::Writer::new(*b"VITS", 1);
+    w.u32(1).flag(false).flag(false);
+    for _ in 0..5 {
+        w.u64(0);
+    }
+    w.u32(0).u32(2);
+    for dev in 0..2u32 {
+        w.u32(dev).u8(16).u32(limits::MAX_EVENTS as u32 / 2 + 1);
+        for ev in 0..limits::MAX_EVENTS as u32 / 2 + 1 {
+            w.u32(ev).u32(LPI0).u32(0);
+        }
+    }
+    assert_eq!(big.restore(&w.finish()), Err(RestoreError::Malformed));
 }
