@@ -384,3 +384,23 @@ grep virtio /proc/interrupts | sed 's/^/irq: /'
     assert!(!c.contains("data abort injected"), "\n{tail}");
     let _ = std::fs::remove_file(&disk);
 }
+
+/// A 1-vCPU Windows-shaped VM: the firmware's NVMe driver creates two I/O queues
+/// whatever the vCPU count, so the controller offers at least two (with one, the
+/// firmware's second Create I/O Queue was refused and it found no boot disk);
+/// Linux then uses one I/O queue, as it has one CPU.
+#[test]
+fn a_one_vcpu_windows_shaped_vm_boots_from_nvme() {
+    let _g = boot_lock();
+    let disk = Layout::detect().out.join("test-windows-one-vcpu.img");
+    let o = RunOptions {
+        profile: Profile::Windows,
+        system_disk: Some(disk.clone()),
+        fresh: true,
+        smp: Some(1),
+        guest_cmd: Some(GUEST_CMD.into()),
+        ..RunOptions::headless(Default::default(), CHAIN_TIMEOUT)
+    };
+    check_chain_boot(&o, 1);
+    let _ = std::fs::remove_file(&disk);
+}
