@@ -31,8 +31,10 @@ use xtask::qmp::parse_ppm;
 use xtask::run::{Ending, Guest, RunOptions, LINUX_CMDLINE};
 use xtask::Layout;
 
-/// Budget of the boot and the script.
-const TIMEOUT: Duration = Duration::from_secs(180);
+/// Budget of the boot and the script: a backstop against a hang, far beyond
+/// what a run takes on a loaded host (every step waits for an event, none for
+/// a time).
+const TIMEOUT: Duration = Duration::from_secs(600);
 /// This file's system disk, under the workspace's `target/`.
 const SYSTEM_DISK: &str = "test-disks/display-tests.img";
 /// The pattern's tile: TILE_W × TILE_H pixels, repeated over the whole screen.
@@ -48,8 +50,6 @@ const BLOCK_Y: u32 = 100;
 const BLOCK_W: u32 = 64;
 const BLOCK_H: u32 = 16;
 const BLOCK_COLOUR: u32 = 0xff_8000;
-/// Guest seconds between the two drawings (the first screendump is taken in them).
-const BETWEEN: u32 = 12;
 /// The guest's floating-point sum: `i/8` for `i` in `1..=FP_TERMS`, every partial
 /// sum exact in a double.
 const FP_TERMS: u64 = 400_000;
@@ -86,13 +86,14 @@ fn base64(data: &[u8]) -> String {
 /// The guest command: detach the framebuffer console (its cursor would draw over
 /// the pattern; the command line also turns the cursor off, and a second passes for
 /// a blink already queued), build the frame from the tile (XRGB8888: bytes B, G, R, X) by
-/// doubling files, write it to `/dev/fb0`, report, stay up.
+/// doubling files, write it to `/dev/fb0`, report, wait for a console line
+/// (the script's `send go`, after its first screendump), draw the block, stay up.
 fn guest_cmd(width: u32, height: u32) -> String {
     guest_cmd_with(
         width,
         height,
         "cat /sys/class/graphics/fb0/virtual_size\n",
-        &format!("sleep {BETWEEN}"),
+        "read",
         &format!(
             "(while :;do dd if=y of=/dev/fb0 bs={bw} seek={at} conv=notrunc 2>/dev/null;done)&awk 'BEGIN{{for(i=1;i<={FP_TERMS};i++)s+=i/8;printf \"{FP_SUM}%.1f\\n\",s}}';kill $!\n",
             bw = BLOCK_W * 4,
@@ -106,7 +107,9 @@ fn guest_cmd(width: u32, height: u32) -> String {
 const CMD_BUDGET: usize = 1400;
 
 /// [`guest_cmd`] running `probe` first, waiting with `pause` between the drawings
-/// and running `then` after the block. The command must stay under [`CMD_BUDGET`].
+/// and running `then` after the block; the guest then stays up for an hour, so
+/// a run ends with its script (or the host's shutdown), however slow the host.
+/// The command must stay under [`CMD_BUDGET`].
 fn guest_cmd_with(width: u32, height: u32, probe: &str, pause: &str, then: &str) -> String {
     let mut tile = Vec::new();
     for y in 0..TILE_H {
@@ -126,7 +129,7 @@ d b {blocks};dd if=y of=/dev/fb0 bs={block} count={blocks} 2>/dev/null
 echo {WRITTEN};{pause}
 printf '\000\200\377\000'>p;d p {BLOCK_W}
 k={BLOCK_Y};while [ $k -lt {block_end} ];do dd if=y of=/dev/fb0 bs={block_row} seek=$(( (k*{row}+{block_off})/{block_row} )) conv=notrunc 2>/dev/null;k=$((k+1));done
-echo {BLOCK_WRITTEN};{then}sleep 100"#,
+echo {BLOCK_WRITTEN};{then}sleep 3600"#,
         b64 = base64(&tile),
         th = TILE_H,
         tr = tile_row,
@@ -160,7 +163,7 @@ fn the_guest_framebuffer_is_shown_as_a_panel_exactly() {
     o.script = Some(script(
         "display-panel.script",
         &format!(
-            "expect {gw},{gh}\nexpect {WRITTEN}\nsleep 3\nscreendump {}\nexpect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\nexpect {FP_SUM}\n",
+            "expect {gw},{gh}\nexpect {WRITTEN}\nsleep 3\nscreendump {}\nsend go\nexpect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\nexpect {FP_SUM}\n",
             dump.display(),
             dump2.display()
         ),
@@ -403,6 +406,7 @@ fn presentation_commands_scale_hide_freeze_and_overlay() {
     ));
     let outcome = boot(&o);
     let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::ScriptDone, "\n{tail}");
     for (file, shown) in dumps.iter().zip([
         Shown::Half,
         Shown::Hidden,
@@ -438,7 +442,6 @@ fn presentation_commands_scale_hide_freeze_and_overlay() {
         ],
         "\n{tail}"
     );
-    assert_eq!(outcome.ending, Ending::ScriptDone, "\n{tail}");
 }
 
 /// The connector of the guest's virtio-gpu in sysfs.
@@ -450,13 +453,13 @@ const NEW_MODE: (u32, u32) = (800, 600);
 /// right.
 const QUAD: [(i32, i32); 4] = [(200, 100), (900, 180), (880, 560), (220, 700)];
 
-/// The guest of the placement test: the pattern, then (no console input needed)
-/// its connector's preferred mode before and, polling with a forced probe, after
-/// the host changes the virtual monitor's mode.
+/// The guest of the placement test: the pattern, then its connector's preferred
+/// mode before and, polling with a forced probe once a console line says the host
+/// changed the virtual monitor's mode, after.
 fn placement_cmd(width: u32, height: u32) -> String {
     let (mw, mh) = NEW_MODE;
     let wait = format!(
-        "echo mode0=$(head -1 {CONNECTOR}/modes);i=0;while [ $i -lt 120 ];do echo detect>{CONNECTOR}/status;m=$(head -1 {CONNECTOR}/modes);[ \"$m\" = {mw}x{mh} ]&&break;sleep 1;i=$((i+1));done;echo mode1=$m;"
+        "echo mode0=$(head -1 {CONNECTOR}/modes);read x;i=0;while [ $i -lt 120 ];do echo detect>{CONNECTOR}/status;m=$(head -1 {CONNECTOR}/modes);[ \"$m\" = {mw}x{mh} ]&&break;sleep 1;i=$((i+1));done;echo mode1=$m;"
     );
     guest_cmd_with(width, height, "", &wait, "")
 }
@@ -548,6 +551,7 @@ fn fullscreen_and_quad_placements_and_the_guest_mode_change() {
              sleep 3\n\
              screendump {throttled}\n\
              monitor display mode linux {mw} {mh}\n\
+             send go\n\
              expect mode1=\n\
              monitor display status\n",
             full = dumps[0].display(),
@@ -789,7 +793,7 @@ fn the_simple_framebuffer_is_tracked_by_stage_2_and_recomposed_where_written() {
         gw,
         gh,
         "echo fbname=$(cat /sys/class/graphics/fb0/name)\n",
-        "sleep 25",
+        "read",
         "",
     ));
     o.append = Some(format!(
@@ -806,6 +810,7 @@ fn the_simple_framebuffer_is_tracked_by_stage_2_and_recomposed_where_written() {
              sleep 3\n\
              screendump {}\n\
              monitor display status\n\
+             send go\n\
              expect {BLOCK_WRITTEN}\n\
              sleep 3\n\
              screendump {}\n\
@@ -908,7 +913,7 @@ fn a_resumed_vm_with_a_simple_framebuffer_still_suspends_incrementally() {
             gw,
             gh,
             "echo fbname=$(cat /sys/class/graphics/fb0/name)\n",
-            "sleep 20",
+            "read",
             "",
         ));
         o.append = Some(format!(
@@ -936,7 +941,7 @@ fn a_resumed_vm_with_a_simple_framebuffer_still_suspends_incrementally() {
     let second = run(
         "fb-suspend-2.script",
         format!(
-            "expect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\nmonitor host shutdown\n",
+            "send go\nexpect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\nmonitor host shutdown\n",
             resumed_dump.display()
         ),
         false,

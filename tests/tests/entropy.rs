@@ -30,7 +30,7 @@ fn probe_cmd() -> String {
 if head -c 64 /dev/hwrng > /tmp/a 2>/dev/null && head -c 64 /dev/hwrng > /tmp/b 2>/dev/null; then
   cmp -s /tmp/a /tmp/b && echo hwrng=repeats || echo hwrng=differs
 else echo hwrng=unreadable; fi
-i=0; while [ ! -e /dev/tpm0 ] && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done
+i=0; while [ ! -e /dev/tpm0 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 echo "tpms=$(ls /sys/class/tpm | wc -l)"
 if [ -e /dev/tpm0 ]; then
   printf '{GET_RANDOM_16}' > /tmp/c

@@ -64,7 +64,7 @@ read x
 sleep 1;kill $a $b
 echo tablet-begin;od -A n -v -t x1 /tmp/t.bin;echo tablet-end
 echo keyboard-begin;od -A n -v -t x1 /tmp/k.bin;echo keyboard-end
-sleep 100"#;
+sleep 3600"#;
 
 /// A display pixel's centre on QEMU's absolute axis for a `len`-pixel side.
 fn abs(px: i32, len: u32) -> i64 {

@@ -63,7 +63,7 @@ fn guest_cmd(busy: usize) -> String {
         .collect();
     format!(
         r#"t=/sys/class/tpm/tpm0; p=$t/pcr-sha256/16; n=0
-while [ ! -e $p ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
+while [ ! -e $p ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done
 printf '{cmd}' > /tmp/c; exec 3<>/dev/tpm0; dd if=/tmp/c bs=4096 2>/dev/null >&3; dd bs=4096 count=1 2>/dev/null <&3 >/dev/null; exec 3>&-
 for b in $(seq 1 {busy}); do (while :; do :; done) & done
 i=0; while :; do i=$((i+1)); sync; echo 3 > /proc/sys/vm/drop_caches

@@ -77,7 +77,7 @@ fn probe_and_extend_cmd() -> String {
     let d = digest();
     format!(
         r#"t=/sys/class/tpm/tpm0; p=$t/pcr-sha256/{PCR}; i=0
-while [ ! -e $p ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+while [ ! -e $p ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 echo "tpm-major=$(cat $t/tpm_version_major)"
 echo "pcr0=$(cat $t/pcr-sha256/0)"
 echo "pcr-before=$(cat $p)"
