@@ -255,6 +255,7 @@ fn run_job(job: &Job) -> (bool, String) {
     };
     let mut cmd = Command::new(&job.program);
     cmd.args(&job.args)
+        .env(crate::qemu::TCG_THREAD_ENV, "single")
         .current_dir(&job.dir)
         .stdin(Stdio::null())
         .stdout(writer)

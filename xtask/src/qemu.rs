@@ -20,6 +20,26 @@ use crate::setup::QEMU_BIN;
 pub const MACHINE: &str = "virt,virtualization=on,gic-version=3";
 /// CPU under TCG: everything, with QEMU's fast (non-architected) PAuth.
 pub const TCG_CPU: &str = "max,pauth-impdef=on";
+/// Environment variable choosing TCG's threading for every QEMU xtask starts:
+/// `single` runs all of a machine's vCPUs on one host thread, in turns (a vCPU
+/// gives way when it waits: WFI, WFE, YIELD); anything else, or unset, one host
+/// thread per vCPU (QEMU's default). The test pool sets `single` for its jobs:
+/// it runs one machine per host core, and a machine with more vCPU threads than
+/// its share of cores loses its time to lock holders the host has descheduled
+/// (a guest spinning on a lock, an IPI waiting for a vCPU that is not running),
+/// which grows far faster than the load does.
+pub const TCG_THREAD_ENV: &str = "RAYOS_TCG_THREAD";
+
+/// The `-accel` argument under TCG: one thread when [`TCG_THREAD_ENV`] says so.
+fn tcg_accel() -> Option<&'static str> {
+    tcg_accel_for(std::env::var(TCG_THREAD_ENV).ok().as_deref())
+}
+
+/// The `-accel` argument under TCG for [`TCG_THREAD_ENV`]'s value `v`.
+fn tcg_accel_for(v: Option<&str>) -> Option<&'static str> {
+    (v == Some("single")).then_some("tcg,thread=single")
+}
+
 /// Semihosting, so the hypervisor can report its exit status.
 pub const SEMIHOSTING: &str = "enable=on,target=native";
 /// Host RAM given beyond the guest's, for the hypervisor and its page tables.
@@ -228,9 +248,16 @@ impl QemuConfig {
             None => QemuLine::new(MACHINE),
         };
         match self.accel {
-            Accel::Tcg => line.push(["-cpu", TCG_CPU]),
-            Accel::Kvm => line.push(["-accel", "kvm", "-cpu", "host"]),
-        };
+            Accel::Tcg => {
+                line.push(["-cpu", TCG_CPU]);
+                if let Some(accel) = tcg_accel() {
+                    line.push(["-accel", accel]);
+                }
+            }
+            Accel::Kvm => {
+                line.push(["-accel", "kvm", "-cpu", "host"]);
+            }
+        }
         line.push(["-smp".into(), self.smp.to_string()]);
         line.push(["-m".into(), format!("{}M", host_mem_mib(self.guest_mem))]);
         match &self.efi {
@@ -412,13 +439,23 @@ mod tests {
 -mon chardev=console,mode=readline";
 
     #[test]
+    fn tcg_runs_on_one_thread_only_when_asked() {
+        assert_eq!(tcg_accel_for(Some("single")), Some("tcg,thread=single"));
+        for v in [None, Some(""), Some("multi"), Some("SINGLE")] {
+            assert_eq!(tcg_accel_for(v), None, "{v:?}");
+        }
+    }
+
+    #[test]
     fn command_line_matches_the_contract() {
         let line = cfg().display();
+        // The test pool runs its jobs with one TCG thread per machine.
+        let accel = tcg_accel().map_or(String::new(), |a| format!(" -accel {a}"));
         assert_eq!(
             line,
             format!(
                 "qemu-system-aarch64 -nodefaults -M virt,virtualization=on,gic-version=3 {CONSOLE} \
--cpu max,pauth-impdef=on -smp 2 -m 1024M -kernel /t/rayos-el2.bin -semihosting-config enable=on,target=native \
+-cpu max,pauth-impdef=on{accel} -smp 2 -m 1024M -kernel /t/rayos-el2.bin -semihosting-config enable=on,target=native \
 -device virtio-gpu-device,xres=1280,yres=800 -device virtio-keyboard-device -device virtio-tablet-device \
 -initrd /t/bundles/linux.cpio"
             )
