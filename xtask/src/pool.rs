@@ -54,6 +54,67 @@ pub const HINT_FILE: &str = "tests/durations.tsv";
 /// The last run's measured durations, under `target/`.
 pub const MEASURED_FILE: &str = "test-durations.tsv";
 
+/// Environment variable the pool sets for its jobs: the file every captured
+/// boot appends a line to ([`log_boot`]).
+pub const BOOT_LOG_ENV: &str = "RAYOS_BOOT_LOG";
+/// That file, under `target/`: one line per boot of the last run, `seconds`,
+/// the test (its thread's name), the executable and how the boot ended.
+pub const BOOT_LOG_FILE: &str = "test-boots.tsv";
+/// The boot log of this run, once the pool has started it afresh.
+static BOOT_LOG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+/// Slowest boots the pool lists when it ends.
+const SLOWEST_BOOTS: usize = 12;
+
+/// Appends `elapsed` and `ending` of a captured boot to [`BOOT_LOG_ENV`]'s file,
+/// when set, naming the test (libtest names each test's thread after it): where
+/// the suite's time goes, boot by boot. A line is one `write` in append mode,
+/// so jobs running at once never interleave within a line.
+pub fn log_boot(elapsed: Duration, ending: &crate::run::Ending) {
+    let Some(path) = std::env::var_os(BOOT_LOG_ENV) else {
+        return;
+    };
+    let exe = std::env::args()
+        .next()
+        .map(|a| {
+            let name = Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            // `display-0123abcd` → `display`
+            let name = name.unwrap_or(a);
+            match name.rsplit_once('-') {
+                Some((stem, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+                    stem.to_string()
+                }
+                _ => name,
+            }
+        })
+        .unwrap_or_default();
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let ending = format!("{ending:?}").replace(['\t', '\n'], " ");
+    let line = format!("{:.1}\t{test}\t{exe}\t{ending}\n", elapsed.as_secs_f64());
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// The [`SLOWEST_BOOTS`] slowest lines of a boot log, slowest first.
+fn slowest_boots(log: &str) -> Vec<&str> {
+    let mut lines: Vec<(f64, &str)> = log
+        .lines()
+        .filter_map(|l| Some((l.split('\t').next()?.parse().ok()?, l)))
+        .collect();
+    lines.sort_by(|a, b| b.0.total_cmp(&a.0));
+    lines
+        .into_iter()
+        .take(SLOWEST_BOOTS)
+        .map(|(_, l)| l)
+        .collect()
+}
+
 /// The label of the doc-test job.
 pub const DOCTESTS: &str = "doctests";
 
@@ -260,6 +321,9 @@ fn run_job(job: &Job) -> (bool, String) {
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(writer2);
+    if let Some(log) = BOOT_LOG.get() {
+        cmd.env(BOOT_LOG_ENV, log);
+    }
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -400,6 +464,9 @@ pub fn test_pool_cli(layout: &Layout, features: &str) -> Result<(), Error> {
     warm_caches(layout)?;
     let known = known_durations(layout);
     let workers = jobs_at_once();
+    let boot_log = layout.out.join(BOOT_LOG_FILE);
+    let _ = std::fs::remove_file(&boot_log);
+    let _ = BOOT_LOG.set(boot_log.clone());
     let n = jobs.len();
     eprintln!("xtask: tests: {n} jobs, {workers} at a time, longest first");
     let done = run_all(order(jobs, &known), workers, &known);
@@ -412,6 +479,16 @@ pub fn test_pool_cli(layout: &Layout, features: &str) -> Result<(), Error> {
         &layout.out.join(MEASURED_FILE),
         render_durations(&measured).as_bytes(),
     );
+    if let Ok(log) = std::fs::read_to_string(&boot_log) {
+        let n = log.lines().count();
+        println!(
+            "xtask: tests: {n} QEMU boots (all in {}); the slowest:",
+            boot_log.display()
+        );
+        for l in slowest_boots(&log) {
+            println!("  {}", l.replace('\t', "  "));
+        }
+    }
     let mut sum = Tally::default();
     for d in &done {
         sum.passed += d.tally.passed;
@@ -452,6 +529,23 @@ pub fn test_pool_cli(layout: &Layout, features: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slowest_boots_come_first_and_bad_lines_are_skipped() {
+        let log = "12.5\ta\tuefi\tScriptDone\nnot a line\n300.0\tb\tuefi\tExited(Some(0))\n\n7\tc\tlinux\tScriptDone\n";
+        assert_eq!(
+            slowest_boots(log),
+            [
+                "300.0\tb\tuefi\tExited(Some(0))",
+                "12.5\ta\tuefi\tScriptDone",
+                "7\tc\tlinux\tScriptDone"
+            ]
+        );
+        let many: String = (0..40).map(|i| format!("{i}\tt{i}\tx\tok\n")).collect();
+        let top = slowest_boots(&many);
+        assert_eq!(top.len(), SLOWEST_BOOTS);
+        assert!(top[0].starts_with("39\t"));
+    }
 
     #[test]
     fn tally_sums_every_result_line() {

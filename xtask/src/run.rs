@@ -1349,6 +1349,7 @@ pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error
         .map_err(|e| Error::step("start QEMU", e.to_string()))?;
     let ending = drive(&mut session, &prepared.script, prepared.qemu.qmp.as_deref());
     session.kill();
+    crate::pool::log_boot(start.elapsed(), &ending);
     Ok(RunOutcome {
         guest: o.guest,
         guest_cmd: o.guest_cmd.is_some(),
