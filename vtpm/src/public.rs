@@ -48,6 +48,8 @@ pub mod ids {
     pub const NIST_P256: u16 = 0x0003;
     pub const NIST_P384: u16 = 0x0004;
     pub const NIST_P521: u16 = 0x0005;
+    /// TPM_ECC_BN_P256: the 256-bit Barreto–Naehrig curve ([`crate::bn`]).
+    pub const BN_P256: u16 = 0x0010;
     /// TPM_ECC_SM2_P256: the curve of GB/T 32918.5.
     pub const SM2_P256: u16 = 0x0020;
     pub const AES: u16 = 0x0006;
@@ -94,17 +96,19 @@ pub enum Curve {
     P256,
     P384,
     P521,
+    BnP256,
     Sm2P256,
 }
 
 impl Curve {
     /// Every implemented curve, ascending by TPM_ECC_CURVE.
-    pub const ALL: [Curve; 6] = [
+    pub const ALL: [Curve; 7] = [
         Curve::P192,
         Curve::P224,
         Curve::P256,
         Curve::P384,
         Curve::P521,
+        Curve::BnP256,
         Curve::Sm2P256,
     ];
     pub fn from_id(id: u16) -> Option<Self> {
@@ -117,6 +121,7 @@ impl Curve {
             Curve::P256 => ids::NIST_P256,
             Curve::P384 => ids::NIST_P384,
             Curve::P521 => ids::NIST_P521,
+            Curve::BnP256 => ids::BN_P256,
             Curve::Sm2P256 => ids::SM2_P256,
         }
     }
@@ -125,7 +130,7 @@ impl Curve {
         match self {
             Curve::P192 => P192_BYTES,
             Curve::P224 => P224_BYTES,
-            Curve::P256 | Curve::Sm2P256 => P256_BYTES,
+            Curve::P256 | Curve::BnP256 | Curve::Sm2P256 => P256_BYTES,
             Curve::P384 => P384_BYTES,
             Curve::P521 => P521_BYTES,
         }
@@ -144,6 +149,7 @@ pub enum EcScalar {
     P256(NonZeroScalar),
     P384(p384::NonZeroScalar),
     P521(p521::NonZeroScalar),
+    BnP256(ec::NonZeroScalar<crate::bn::BnP256>),
     Sm2P256(sm2::NonZeroScalar),
 }
 
@@ -155,6 +161,7 @@ pub enum EcPublic {
     P256(PublicKey),
     P384(p384::PublicKey),
     P521(p521::PublicKey),
+    BnP256(ec::PublicKey<crate::bn::BnP256>),
     Sm2P256(sm2::PublicKey),
 }
 
@@ -168,6 +175,7 @@ macro_rules! each_curve {
             $ty::P256($d) => $body,
             $ty::P384($d) => $body,
             $ty::P521($d) => $body,
+            $ty::BnP256($d) => $body,
             $ty::Sm2P256($d) => $body,
         }
     };
@@ -183,6 +191,7 @@ macro_rules! same_curve {
             ($ta::P256($a), $tb::P256($b)) => $body,
             ($ta::P384($a), $tb::P384($b)) => $body,
             ($ta::P521($a), $tb::P521($b)) => $body,
+            ($ta::BnP256($a), $tb::BnP256($b)) => $body,
             ($ta::Sm2P256($a), $tb::Sm2P256($b)) => $body,
             _ => $other,
         }
@@ -220,6 +229,7 @@ arith!(p224::NistP224, P224);
 arith!(p256::NistP256, P256);
 arith!(p384::NistP384, P384);
 arith!(p521::NistP521, P521);
+arith!(crate::bn::BnP256, BnP256);
 arith!(sm2::Sm2, Sm2P256);
 
 /// The affine coordinates of `q`, each the curve's size.
@@ -286,6 +296,7 @@ impl EcPublic {
             Curve::P256 => from_xy_on::<p256::NistP256>(x, y),
             Curve::P384 => from_xy_on::<p384::NistP384>(x, y),
             Curve::P521 => from_xy_on::<p521::NistP521>(x, y),
+            Curve::BnP256 => from_xy_on::<crate::bn::BnP256>(x, y),
             Curve::Sm2P256 => from_xy_on::<sm2::Sm2>(x, y),
         }
     }
@@ -297,6 +308,7 @@ impl EcPublic {
             EcPublic::P256(_) => Curve::P256,
             EcPublic::P384(_) => Curve::P384,
             EcPublic::P521(_) => Curve::P521,
+            EcPublic::BnP256(_) => Curve::BnP256,
             EcPublic::Sm2P256(_) => Curve::Sm2P256,
         }
     }
@@ -310,6 +322,7 @@ impl EcScalar {
             EcScalar::P256(_) => Curve::P256,
             EcScalar::P384(_) => Curve::P384,
             EcScalar::P521(_) => Curve::P521,
+            EcScalar::BnP256(_) => Curve::BnP256,
             EcScalar::Sm2P256(_) => Curve::Sm2P256,
         }
     }
@@ -948,6 +961,7 @@ pub fn scalar_from_bytes(curve: Curve, d: &[u8]) -> Option<EcScalar> {
         Curve::P256 => scalar_on::<p256::NistP256>(d),
         Curve::P384 => scalar_on::<p384::NistP384>(d),
         Curve::P521 => scalar_on::<p521::NistP521>(d),
+        Curve::BnP256 => scalar_on::<crate::bn::BnP256>(d),
         Curve::Sm2P256 => scalar_on::<sm2::Sm2>(d),
     }
 }
@@ -1009,6 +1023,7 @@ pub fn order(curve: Curve) -> Vec<u8> {
         Curve::P256 => on::<p256::NistP256>(),
         Curve::P384 => on::<p384::NistP384>(),
         Curve::P521 => on::<p521::NistP521>(),
+        Curve::BnP256 => on::<crate::bn::BnP256>(),
         Curve::Sm2P256 => on::<sm2::Sm2>(),
     }
 }
@@ -1070,13 +1085,15 @@ pub fn kdfe(h: HashAlg, z: &[u8], label: &[u8], u: &[u8], v: &[u8], bits: u32) -
 pub fn ecdsa_sign(d: &EcScalar, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     match d {
         EcScalar::P256(d) => {
-            let sig: Signature = SigningKey::from(*d).sign_prehash(digest).ok()?;
+            let sig: Signature = SigningKey::from(*d)
+                .sign_prehash(&prehash(digest, P256_BYTES))
+                .ok()?;
             let (r, s) = sig.split_bytes();
             Some((r.to_vec(), s.to_vec()))
         }
         EcScalar::P384(d) => {
             let sig: p384::ecdsa::Signature = p384::ecdsa::SigningKey::from(*d)
-                .sign_prehash(digest)
+                .sign_prehash(&prehash(digest, P384_BYTES))
                 .ok()?;
             let (r, s) = sig.split_bytes();
             Some((r.to_vec(), s.to_vec()))
@@ -1097,6 +1114,7 @@ pub fn ecdsa_sign(d: &EcScalar, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
         }
         EcScalar::P192(d) => ecdsa_sign_on(d, digest),
         EcScalar::P224(d) => ecdsa_sign_on(d, digest),
+        EcScalar::BnP256(d) => ecdsa_sign_on(d, digest),
         EcScalar::Sm2P256(d) => ecdsa_sign_on(d, digest),
     }
 }
@@ -1113,7 +1131,7 @@ where
     ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
     ecdsa::SignatureSize<C>: ec::generic_array::ArrayLength<u8>,
 {
-    let z = ecdsa::hazmat::bits2field::<C>(digest).ok()?;
+    let z = ecdsa::hazmat::bits2field::<C>(&prehash(digest, C::CURVE.bytes())).ok()?;
     let k = hmac_nonce(b"ECDSA nonce", d, &z);
     let (sig, _) = ecdsa::hazmat::sign_prehashed::<C, _>(d, *k, &z).ok()?;
     let (r, s) = sig.split_bytes();
@@ -1170,6 +1188,15 @@ fn p521_nonce(d: &p521::NonZeroScalar, z: &[u8]) -> p521::NonZeroScalar {
         }
         i += 1;
     }
+}
+
+/// The ECDSA message bytes of `digest` for a curve of `n`-byte scalars: a
+/// digest shorter than that is the integer it is (SEC 1 §4.1.3 step 5,
+/// libtpms's ECDSA), so left-padded to `n` bytes — the `ecdsa` crate
+/// refuses prehashes shorter than half the field (SHA-1 on P-384) — and a
+/// longer one stays as it is (its leftmost bits are taken).
+fn prehash(digest: &[u8], n: usize) -> Vec<u8> {
+    left_pad(digest, n).unwrap_or_else(|| digest.to_vec())
 }
 
 /// `v` (at most `n` bytes) left-padded to `n` bytes.
@@ -1306,7 +1333,9 @@ pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
             else {
                 return false;
             };
-            VerifyingKey::from(pk).verify_prehash(digest, &sig).is_ok()
+            VerifyingKey::from(pk)
+                .verify_prehash(&prehash(digest, P256_BYTES), &sig)
+                .is_ok()
         }
         EcPublic::P384(pk) => {
             let (Some(rb), Some(sb)) = (left_pad(r, P384_BYTES), left_pad(s, P384_BYTES)) else {
@@ -1319,7 +1348,7 @@ pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
                 return false;
             };
             p384::ecdsa::VerifyingKey::from(pk)
-                .verify_prehash(digest, &sig)
+                .verify_prehash(&prehash(digest, P384_BYTES), &sig)
                 .is_ok()
         }
         EcPublic::P521(pk) => {
@@ -1343,6 +1372,7 @@ pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
         }
         EcPublic::P192(q) => ecdsa_verify_on(q, digest, r, s),
         EcPublic::P224(q) => ecdsa_verify_on(q, digest, r, s),
+        EcPublic::BnP256(q) => ecdsa_verify_on(q, digest, r, s),
         EcPublic::Sm2P256(q) => ecdsa_verify_on(q, digest, r, s),
     }
 }
@@ -1374,7 +1404,7 @@ where
     let (Some(r), Some(s), Ok(z)) = (
         nonzero_scalar_of::<C>(r),
         nonzero_scalar_of::<C>(s),
-        ecdsa::hazmat::bits2field::<C>(digest),
+        ecdsa::hazmat::bits2field::<C>(&prehash(digest, C::CURVE.bytes())),
     ) else {
         return false;
     };
@@ -1558,6 +1588,7 @@ pub fn two_phase_z(
         Curve::P256 => on!(P256),
         Curve::P384 => on!(P384),
         Curve::P521 => on!(P521),
+        Curve::BnP256 => on!(BnP256),
         Curve::Sm2P256 => on!(Sm2P256),
     }
 }
