@@ -2782,24 +2782,26 @@ fn differential_ecc_parameters() {
     ];
     let outcomes = run_steps_both(&mut ours, &mut sw, steps, &["p256.bin"], &mut d);
     assert!(outcomes[1].0, "{outcomes:?}");
-    // Every implemented curve, byte for byte (domain, key size, KDF and its
-    // hash, scheme), and BN P-638, which swtpm has and the vTPM refuses.
+    // Every curve, byte for byte (domain, key size, KDF and its hash,
+    // scheme), and unassigned ones refused alike.
     for t in [&mut ours as &mut dyn Tpm, &mut sw] {
         t.disconnect();
     }
-    for curve in [1u16, 2, 3, 4, 5, 0x10, 0x20] {
+    for curve in [1u16, 2, 3, 4, 5, 0x10, 0x11, 0x20] {
         let c = cmd(NS, 0x178, &[], None, &curve.to_be_bytes());
         let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
         assert_eq!(rc(&a), 0, "ECC_Parameters {curve:#x}");
         d.eq(&format!("ECC_Parameters {curve:#x}"), a, b);
     }
-    for curve in [0x11u16] {
-        let r = ours.raw(0, &cmd(NS, 0x178, &[], None, &curve.to_be_bytes()));
+    for curve in [0x12u16, 0x21] {
+        let c = cmd(NS, 0x178, &[], None, &curve.to_be_bytes());
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
         assert_eq!(
-            rc(&r),
+            rc(&a),
             0x1E6,
             "ECC_Parameters {curve:#x}: TPM_RC_CURVE + P1"
         );
+        d.eq(&format!("ECC_Parameters {curve:#x}"), a, b);
     }
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }
@@ -7885,27 +7887,13 @@ fn differential_algorithm_and_curve_capabilities() {
     let (oc, sc) = (curves(getcap(&mut ours, 8)), curves(getcap(&mut sw, 8)));
     assert_eq!(
         oc,
-        [0x0001, 0x0002, 0x0003, 0x0004, 0x0005, 0x0010, 0x0020],
+        [0x0001, 0x0002, 0x0003, 0x0004, 0x0005, 0x0010, 0x0011, 0x0020],
         "vtpm curves"
     );
-    for c in &oc {
-        assert!(sc.contains(c), "swtpm lacks curve {c:#x}");
-    }
-    // The curve swtpm lists beyond ours: BN P-638 (its 80-byte field has no
-    // SEC1 encoding in the RustCrypto curve traits the vTPM's ECC runs on).
-    let gap: Vec<u16> = sc.iter().filter(|c| !oc.contains(c)).copied().collect();
-    assert_eq!(gap, [0x0011], "curves swtpm lists beyond ours");
-    // Otherwise the same list in the same order.
-    assert_eq!(
-        sc.iter()
-            .filter(|c| **c != 0x0011)
-            .copied()
-            .collect::<Vec<_>>(),
-        oc,
-        "curve order"
-    );
+    // The same list as swtpm's, in the same order.
+    assert_eq!(oc, sc, "curves");
     // Paging the curve list from P-384 on, two at most: P-384 and P-521,
-    // and more remain (BN P-256, SM2 P-256).
+    // and more remain (BN P-256, BN P-638, SM2 P-256).
     let mut p = 8u32.to_be_bytes().to_vec();
     p.extend(4u32.to_be_bytes());
     p.extend(2u32.to_be_bytes());
@@ -8660,7 +8648,6 @@ const P1: u32 = 0x1C0;
 const RC_SCHEME: u32 = 0x12;
 const RC_SYMMETRIC: u32 = 0x16;
 const RC_MODE: u32 = 0x9;
-const RC_CURVE: u32 = 0x26;
 
 /// TPM2_TestParms of every object type — symmetric ciphers (key sizes, modes,
 /// algorithms), keyed-hash schemes (HMAC and XOR with each KDF), the RSA and
@@ -8794,18 +8781,16 @@ fn differential_test_parms() {
     cases.push(parms(AES, &[128, CFB]));
     cases.push(parms(0x99, &[0]));
     cases.push(parms(KEYEDHASH, &[null, 0]));
-    // The curves P-192, P-224, BN P-256 and SM2 P-256, and the SM2 scheme on
-    // them.
-    for curve in [1, 2, 0x10, 0x20] {
+    // The curves P-192, P-224, BN P-256, BN P-638 and SM2 P-256, and the
+    // SM2 and ECMQV schemes on them.
+    for curve in [1, 2, 0x10, 0x11, 0x20] {
         cases.push(parms(ECC, &[null, null, curve, null]));
         cases.push(parms(ECC, &[null, SM2, SHA256, curve, null]));
         cases.push(parms(ECC, &[null, ECMQV, SHA384, curve, null]));
     }
     cases.push(parms(ECC, &[null, SM2, SHA256, 3, null]));
-    // The curve BN P-638.
-    for curve in [0x11] {
-        gaps.push((parms(ECC, &[null, null, curve, null]), RC_CURVE));
-    }
+    // An unassigned curve.
+    cases.push(parms(ECC, &[null, null, 0x12, null]));
     // SM3 is no hash of the vTPM's.
     cases.push(parms(ECC, &[null, SM2, 0x99, 3, null]));
     for c in &cases {
@@ -9426,21 +9411,22 @@ fn interop_sm2_ecmqv_and_new_curves() {
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }
 
-/// BN P-256 (TPM_ECC_BN_P256) and short digests across the two TPMs: keys
-/// created on each (CreatePrimary; the seeds differ, so the points do),
-/// signatures made on one verify on the other (TPM2_LoadExternal of the
-/// public key, TPM2_VerifySignature) and a changed digest fails alike, for
-/// ECDSA, EC Schnorr and SM2 on BN P-256 and for ECDSA with SHA-1 on P-384
-/// and P-521 (a 20-byte digest, shorter than half the order); ECDH_ZGen
-/// agrees between the TPMs in both directions; TPM2_ZGen_2Phase (ECDH) of
-/// each with the other's static and ephemeral (TPM2_EC_Ephemeral) points
-/// gives both the same (Z1, Z2); points off the curve and the identity are
-/// refused with the same codes.
+/// The BN curves (TPM_ECC_BN_P256, TPM_ECC_BN_P638) and short digests across
+/// the two TPMs: keys created on each (CreatePrimary; the seeds differ, so
+/// the points do), signatures made on one verify on the other
+/// (TPM2_LoadExternal of the public key, TPM2_VerifySignature) and a changed
+/// digest fails alike, for ECDSA, EC Schnorr and SM2 on both BN curves and
+/// for ECDSA with SHA-1 on P-384 and P-521 (a 20-byte digest, shorter than
+/// half the order); ECDH_ZGen agrees between the TPMs in both directions;
+/// TPM2_ZGen_2Phase (ECDH) of each with the other's static and ephemeral
+/// (TPM2_EC_Ephemeral) points gives both the same (Z1, Z2); points off the
+/// curve, the identity and oversized coordinates are refused with the same
+/// codes.
 #[test]
-fn interop_bn_p256_and_short_digests() {
+fn interop_bn_curves_and_short_digests() {
     let missing = missing_tools();
     if !missing.is_empty() {
-        println!("SKIP interop_bn_p256_and_short_digests: not installed: {missing:?}");
+        println!("SKIP interop_bn_curves_and_short_digests: not installed: {missing:?}");
         return;
     }
     let mut sw = Swtpm::start();
@@ -9466,6 +9452,7 @@ fn interop_bn_p256_and_short_digests() {
     let (sm2, ecdsa, schnorr, ecdh, null) = (0x1Bu16, 0x18u16, 0x1Cu16, 0x19u16, 0x10u16);
     let (sha1, sha256) = (0x04u16, 0x0Bu16);
     const BN: u16 = 0x10;
+    const BN638: u16 = 0x11;
     let public = |curve: u16, scheme: u16, hash: u16, attrs: u32, x: &[u8], y: &[u8]| {
         let mut v = Vec::new();
         for f in [0x23u16, sha256] {
@@ -9513,10 +9500,16 @@ fn interop_bn_p256_and_short_digests() {
         retry(t, &cmd(NS, 0x167, &[], None, &params))
     };
     // Signatures, each way.
-    let cases: [(u16, usize, u16, u16, usize); 5] = [
+    let sha512 = 0x0Du16;
+    let cases: [(u16, usize, u16, u16, usize); 10] = [
         (BN, 32, ecdsa, sha256, 32),
+        (BN, 32, ecdsa, sha1, 20),
         (BN, 32, schnorr, sha256, 32),
         (BN, 32, sm2, sha256, 32),
+        (BN638, 80, ecdsa, sha256, 32),
+        (BN638, 80, ecdsa, sha512, 64),
+        (BN638, 80, schnorr, sha512, 64),
+        (BN638, 80, sm2, sha256, 32),
         (4, 48, ecdsa, sha1, 20),
         (5, 66, ecdsa, sha1, 20),
     ];
@@ -9587,56 +9580,70 @@ fn interop_bn_p256_and_short_digests() {
             flush(signer, sh);
         }
     }
-    // ECDH_ZGen, each with the other's public point.
     let point = |x: &[u8], y: &[u8]| tpm2b(&[tpm2b(x), tpm2b(y)].concat());
-    let area = public(BN, ecdh, sha256, base | decrypt, &[], &[]);
-    let (ha, xa, ya) = create(&mut ours, &area, 32);
-    let (hb, xb, yb) = create(&mut sw, &area, 32);
     let zgen = |t: &mut dyn Tpm, h: u32, q: &[u8]| retry(t, &cmd(S, 0x154, &[h], Some(&p), q));
-    let za = zgen(&mut ours, ha, &point(&xb, &yb));
-    let zb = zgen(&mut sw, hb, &point(&xa, &ya));
-    assert_eq!(rc(&za), 0, "vTPM ECDH_ZGen: {za:02x?}");
-    d.eq("ECDH_ZGen BN P-256: the shared point", &za[14..], &zb[14..]);
-    assert_eq!(&za[14..16], &[0, 68], "{za:02x?}");
-    // Points the TPM must refuse: off the curve ((1, 3)), the identity
-    // (empty coordinates), a coordinate not below p.
-    let one = [[0u8; 31].as_slice(), &[1]].concat();
-    let three = [[0u8; 31].as_slice(), &[3]].concat();
-    let big = [0xFFu8; 32];
-    for (what, q) in [
-        ("(1, 3)", point(&one, &three)),
-        ("the identity", point(&[], &[])),
-        ("x = 2^256 - 1", point(&big, &yb)),
-    ] {
+    for (curve, n) in [(BN, 32usize), (BN638, 80)] {
+        let name = format!("curve {curve:#x}");
+        // ECDH_ZGen, each with the other's public point.
+        let area = public(curve, ecdh, sha256, base | decrypt, &[], &[]);
+        let (ha, xa, ya) = create(&mut ours, &area, n);
+        let (hb, xb, yb) = create(&mut sw, &area, n);
+        let za = zgen(&mut ours, ha, &point(&xb, &yb));
+        let zb = zgen(&mut sw, hb, &point(&xa, &ya));
+        assert_eq!(rc(&za), 0, "vTPM ECDH_ZGen {name}: {za:02x?}");
         d.eq(
-            &format!("ECDH_ZGen BN P-256 with {what}"),
-            rc(&zgen(&mut ours, ha, &q)),
-            rc(&zgen(&mut sw, hb, &q)),
+            &format!("ECDH_ZGen {name}: the shared point"),
+            &za[14..],
+            &zb[14..],
         );
-        assert_ne!(rc(&zgen(&mut ours, ha, &q)), 0, "ECDH_ZGen with {what}");
+        assert_eq!(
+            &za[14..16],
+            &((4 + 2 * n) as u16).to_be_bytes(),
+            "{za:02x?}"
+        );
+        // Points the TPM must refuse: off the curve ((1, 3)), the identity
+        // (empty coordinates), a coordinate not below p, a coordinate
+        // longer than any curve's.
+        let small = |v: u8| [vec![0u8; n - 1], vec![v]].concat();
+        for (what, q) in [
+            ("(1, 3)", point(&small(1), &small(3))),
+            ("the identity", point(&[], &[])),
+            ("x = 2^(8n) - 1", point(&vec![0xFF; n], &yb)),
+            (
+                "an 81-byte x",
+                point(&[vec![0; 81 - n], xb.clone()].concat(), &yb),
+            ),
+        ] {
+            d.eq(
+                &format!("ECDH_ZGen {name} with {what}"),
+                rc(&zgen(&mut ours, ha, &q)),
+                rc(&zgen(&mut sw, hb, &q)),
+            );
+            assert_ne!(rc(&zgen(&mut ours, ha, &q)), 0, "ECDH_ZGen with {what}");
+        }
+        // ZGen_2Phase (ECDH): A = vTPM, B = swtpm, each with the other's
+        // static point and its EC_Ephemeral point.
+        let ephemeral = |t: &mut dyn Tpm| {
+            let r = retry(t, &cmd(NS, 0x18E, &[], None, &curve.to_be_bytes()));
+            assert_eq!(rc(&r), 0, "EC_Ephemeral {name}: {r:02x?}");
+            let (q, rest) = split_tpm2b(&r[10..]);
+            (q.to_vec(), [rest[0], rest[1]])
+        };
+        let ((qe_a, ca), (qe_b, cb)) = (ephemeral(&mut ours), ephemeral(&mut sw));
+        let two_phase = |t: &mut dyn Tpm, h: u32, qs: &[u8], qe: &[u8], counter: [u8; 2]| {
+            let mut v = qs.to_vec();
+            v.extend(qe);
+            v.extend(ecdh.to_be_bytes());
+            v.extend(counter);
+            retry(t, &cmd(S, 0x18D, &[h], Some(&p), &v))
+        };
+        let a = two_phase(&mut ours, ha, &point(&xb, &yb), &qe_b, ca);
+        let b = two_phase(&mut sw, hb, &point(&xa, &ya), &qe_a, cb);
+        assert_eq!(rc(&a), 0, "vTPM ZGen_2Phase {name}: {a:02x?}");
+        d.eq(&format!("ZGen_2Phase {name}: (Z1, Z2)"), &a[14..], &b[14..]);
+        flush(&mut ours, ha);
+        flush(&mut sw, hb);
     }
-    // ZGen_2Phase (ECDH): A = vTPM, B = swtpm, each with the other's static
-    // point and its EC_Ephemeral point.
-    let ephemeral = |t: &mut dyn Tpm| {
-        let r = retry(t, &cmd(NS, 0x18E, &[], None, &BN.to_be_bytes()));
-        assert_eq!(rc(&r), 0, "EC_Ephemeral BN P-256: {r:02x?}");
-        let (q, rest) = split_tpm2b(&r[10..]);
-        (q.to_vec(), [rest[0], rest[1]])
-    };
-    let ((qe_a, ca), (qe_b, cb)) = (ephemeral(&mut ours), ephemeral(&mut sw));
-    let two_phase = |t: &mut dyn Tpm, h: u32, qs: &[u8], qe: &[u8], counter: [u8; 2]| {
-        let mut v = qs.to_vec();
-        v.extend(qe);
-        v.extend(ecdh.to_be_bytes());
-        v.extend(counter);
-        retry(t, &cmd(S, 0x18D, &[h], Some(&p), &v))
-    };
-    let a = two_phase(&mut ours, ha, &point(&xb, &yb), &qe_b, ca);
-    let b = two_phase(&mut sw, hb, &point(&xa, &ya), &qe_a, cb);
-    assert_eq!(rc(&a), 0, "vTPM ZGen_2Phase BN P-256: {a:02x?}");
-    d.eq("ZGen_2Phase BN P-256: (Z1, Z2)", &a[14..], &b[14..]);
-    flush(&mut ours, ha);
-    flush(&mut sw, hb);
     ours.stop_and_remove();
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }

@@ -691,6 +691,39 @@ pub mod bn_p256_domain {
     pub const N: &str = "fffffffffffcf0cd46e5f25eee71a49e0cdc65fb1299921af62d536cd10b500d";
 }
 
+/// BN P-638 domain parameters (TCG Algorithm Registry, ISO/IEC 15946-5):
+/// y² = x³ + 257, G = (p − 1, 16), cofactor 1; big-endian hex, 80 bytes
+/// each (a as libtpms gives it, in one byte).
+pub mod bn_p638_domain {
+    pub const KEY_BITS: u16 = 638;
+    pub const P: &str = concat!(
+        "23fffffdc000000d7fffffb8000001d3fffff942d000165e3fff94870000d52f",
+        "fffdd0e00008de55c00086520021e55bfffff51ffff4eb800000004c80015acd",
+        "ffffffffffffece00000000000000067"
+    );
+    pub const A: &str = "00";
+    pub const B: &str = concat!(
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "00000000000000000000000000000101"
+    );
+    pub const GX: &str = concat!(
+        "23fffffdc000000d7fffffb8000001d3fffff942d000165e3fff94870000d52f",
+        "fffdd0e00008de55c00086520021e55bfffff51ffff4eb800000004c80015acd",
+        "ffffffffffffece00000000000000066"
+    );
+    pub const GY: &str = concat!(
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "00000000000000000000000000000010"
+    );
+    pub const N: &str = concat!(
+        "23fffffdc000000d7fffffb8000001d3fffff942d000165e3fff94870000d52f",
+        "fffdd0e00008de55600086550021e555fffff54ffff4eac000000049800154d9",
+        "ffffffffffffeda00000000000000061"
+    );
+}
+
 /// TPM_ALG_SM3_256, the KDF hash the reference curve table names for SM2
 /// P-256.
 const TPM_ALG_SM3_256: u16 = 0x0012;
@@ -700,7 +733,7 @@ const TPM_ALG_SM3_256: u16 = 0x0012;
 /// h. The KDF hashes are the reference curve table's (SHA-256 for the NIST
 /// curves up to 256 bits, SHA-384 for P-384, SHA-512 for P-521, SM3-256 for
 /// SM2 P-256 — a name only: as in libtpms, no command computes that KDF, and
-/// SM3 is no hash of this TPM; none for BN P-256).
+/// SM3 is no hash of this TPM; none for the BN curves).
 pub fn domain(curve: public::Curve) -> (u16, Option<u16>, [Vec<u8>; 7]) {
     use p521_domain::bytes;
     let h = alloc::vec![1u8];
@@ -745,6 +778,14 @@ pub fn domain(curve: public::Curve) -> (u16, Option<u16>, [Vec<u8>; 7]) {
         }
         public::Curve::BnP256 => {
             use bn_p256_domain as d;
+            (
+                d::KEY_BITS,
+                None,
+                hex([d::P, d::A, d::B, d::GX, d::GY, d::N]),
+            )
+        }
+        public::Curve::BnP638 => {
+            use bn_p638_domain as d;
             (
                 d::KEY_BITS,
                 None,
