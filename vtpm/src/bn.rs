@@ -58,6 +58,10 @@ macro_rules! bn_curve {
             /// Big-endian field or scalar bytes.
             pub type FieldBytes = ec::FieldBytes<$curve>;
 
+            /// This module's curve type, under one name for code generic
+            /// over the BN modules.
+            pub type BnCurve = $curve;
+
             impl ec::Curve for $curve {
                 type FieldBytesSize = $bytes;
                 type Uint = $uint;

@@ -444,10 +444,12 @@ mod tests {
         bad[4] = 7;
         assert!(a.restore_volatile(&bad).is_err());
         let mut newer = blob.clone();
-        newer[3] = 9;
+        newer[3] = super::VOLATILE_VERSION as u8 + 1;
         assert_eq!(
             a.restore_volatile(&newer),
-            Err(vdev::RestoreError::UnsupportedVersion(9))
+            Err(vdev::RestoreError::UnsupportedVersion(
+                super::VOLATILE_VERSION + 1
+            ))
         );
         let mut long = blob;
         long.push(0);

@@ -9647,3 +9647,191 @@ fn interop_bn_curves_and_short_digests() {
     ours.stop_and_remove();
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }
+
+/// TPM2_Commit and TPM2_Sign with the ECDAA scheme on the BN curves (the
+/// curves ECDAA was made for), the same command bytes to the vTPM and swtpm.
+/// On both TPMs' outputs, with P1 = a·G and P2 = (H(s2), y2), Commit returns
+/// K, L, E and a counter, Sign with that counter returns (nonceK, s), and
+/// with T = H(nonceK || digest) mod n: s·P2 = L + T·K, s·P1 = E + T·a·Q (Q
+/// the key's public point), and with no points s·G = E + T·Q (checked with
+/// `vtpm::bn`'s arithmetic). A used commitment and P1 or P2 off the curve
+/// get the same response codes from both.
+#[test]
+fn interop_bn_commit_ecdaa() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP interop_bn_commit_ecdaa: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    assert!(tool(&mut ours, &["tpm2_startup", "-c"]).0);
+    let _ = tool(&mut sw, &["tpm2_startup", "-c"]);
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        t.disconnect();
+    }
+    let mut d = Diff(Vec::new());
+    let p = pw(1, &[], &[]);
+    let retry = |t: &mut dyn Tpm, c: &[u8]| {
+        let mut r = t.raw(0, c);
+        for _ in 0..5 {
+            if rc(&r) != 0x922 {
+                break;
+            }
+            r = t.raw(0, c);
+        }
+        r
+    };
+    let tpm2b = |b: &[u8]| [&(b.len() as u16).to_be_bytes()[..], b].concat();
+    let point = |x: &[u8], y: &[u8]| tpm2b(&[tpm2b(x), tpm2b(y)].concat());
+    let empty_point = vec![0u8, 4, 0, 0, 0, 0];
+    let digest = sha256(&[b"BN ECDAA message"]);
+    macro_rules! on_curve {
+        ($m:ident, $id:expr, $n:expr) => {{
+            use p256::elliptic_curve::group::Group;
+            use p256::elliptic_curve::ops::Reduce;
+            use p256::elliptic_curve::PrimeField;
+            use vtpm::bn::$m::{AffinePoint, FieldBytes, FieldElement, ProjectivePoint, Scalar};
+            type C = vtpm::bn::$m::BnCurve;
+            let n: usize = $n;
+            let curve: u16 = $id;
+            let name = format!("curve {curve:#x}");
+            let fb = |v: &[u8]| {
+                let mut b = FieldBytes::default();
+                b[n - v.len()..].copy_from_slice(v);
+                b
+            };
+            // T and s as scalars (reduced mod n).
+            let scalar = |v: &[u8]| Scalar::reduce_bytes(&fb(v));
+            let to_point = |b: &[u8]| -> ProjectivePoint {
+                let (x, rest) = split_tpm2b(&b[2..]);
+                let (y, _) = split_tpm2b(rest);
+                let a: AffinePoint = C::from_xy(&x[2..], &y[2..]).expect("a point on the curve");
+                a.into()
+            };
+            let bytes_of = |q: &ProjectivePoint| {
+                let (x, y) = C::xy(&q.to_affine());
+                point(&x, &y)
+            };
+            // The key: ECDAA-SHA-256, count 4.
+            let mut area = Vec::new();
+            for f in [0x23u16, 0x0B] {
+                area.extend(f.to_be_bytes());
+            }
+            let attrs: u32 = 1 << 1 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 10 | 1 << 18;
+            area.extend(attrs.to_be_bytes());
+            area.extend(tpm2b(&[]));
+            for f in [0x10u16, 0x1A, 0x0B, 4, curve, 0x10] {
+                area.extend(f.to_be_bytes());
+            }
+            area.extend(tpm2b(&[]));
+            area.extend(tpm2b(&[]));
+            let create = |t: &mut dyn Tpm| {
+                let mut params = tpm2b(&[0, 0, 0, 0]);
+                params.extend(tpm2b(&area));
+                params.extend([0, 0, 0, 0, 0, 0]);
+                let r = retry(t, &cmd(S, 0x131, &[0x4000_0001], Some(&p), &params));
+                assert_eq!(rc(&r), 0, "CreatePrimary {name}: {r:02x?}");
+                let h = u32::from_be_bytes(r[10..14].try_into().unwrap());
+                let (out, _) = split_tpm2b(&r[18..]);
+                let y = out[out.len() - n..].to_vec();
+                let x = out[out.len() - 2 - 2 * n..out.len() - 2 - n].to_vec();
+                (h, to_point(&point(&x, &y)))
+            };
+            let commit = |h: u32, p1: &[u8], s2: &[u8], y2: &[u8]| {
+                let mut v = p1.to_vec();
+                v.extend(tpm2b(s2));
+                v.extend(tpm2b(y2));
+                cmd(S, 0x18B, &[h], Some(&p), &v)
+            };
+            let sign = |h: u32, count: [u8; 2]| {
+                let mut v = tpm2b(&digest);
+                v.extend([0, 0x1A, 0, 0x0B]);
+                v.extend(count);
+                v.extend([0x80, 0x24, 0x40, 0, 0, 7, 0, 0]);
+                cmd(S, 0x15D, &[h], Some(&p), &v)
+            };
+            let outputs = |r: &[u8]| {
+                let (k, rest) = split_tpm2b(&r[14..]);
+                let (l, rest) = split_tpm2b(rest);
+                let (e, rest) = split_tpm2b(rest);
+                (k.to_vec(), l.to_vec(), e.to_vec(), [rest[0], rest[1]])
+            };
+            let ecdaa_sig = |r: &[u8]| {
+                assert_eq!(&r[14..18], &[0, 0x1A, 0, 0x0B], "ECDAA with SHA-256");
+                let (nk, rest) = split_tpm2b(&r[18..]);
+                let (s, _) = split_tpm2b(rest);
+                (nk[2..].to_vec(), s[2..].to_vec())
+            };
+            let g = ProjectivePoint::generator();
+            let a = Scalar::from_u64(7);
+            let p1 = g * a;
+            // P2 = (H(s2), y2) on the curve.
+            let (s2, p2, y2) = (0u32..)
+                .find_map(|i| {
+                    let s2 = [b"BN ECDAA basename ".as_slice(), &i.to_be_bytes()].concat();
+                    let x =
+                        Option::<FieldElement>::from(FieldElement::from_repr(fb(&sha256(&[&s2]))))?;
+                    let b = <C as primeorder::PrimeCurveParams>::EQUATION_B;
+                    let y = Option::<FieldElement>::from((x.square() * x + b).sqrt())?;
+                    let y2 = y.to_repr().to_vec();
+                    let p2 = C::from_xy(&x.to_repr(), &y2)?;
+                    Some((s2, ProjectivePoint::from(p2), y2))
+                })
+                .unwrap();
+            let mut outcomes = Vec::new();
+            for (who, t) in [("vTPM", &mut ours as &mut dyn Tpm), ("swtpm", &mut sw)] {
+                let (key, q) = create(t);
+                let r = retry(t, &commit(key, &bytes_of(&p1), &s2, &y2));
+                assert_eq!(rc(&r), 0, "{who} {name} Commit(P1, P2) {r:02x?}");
+                let (k, l, e, c) = outputs(&r);
+                let (k, l, e) = (to_point(&k), to_point(&l), to_point(&e));
+                let r = retry(t, &sign(key, c));
+                assert_eq!(rc(&r), 0, "{who} {name} Sign(ECDAA) {r:02x?}");
+                let (nk, s) = ecdaa_sig(&r);
+                assert_eq!(s.len(), n, "{who} {name}: s in the curve's size");
+                let tt = scalar(&sha256(&[&nk, &digest]));
+                let s = scalar(&s);
+                assert_eq!(p2 * s, l + k * tt, "{who} {name}: s·P2 = L + T·K");
+                assert_eq!(p1 * s, e + q * (a * tt), "{who} {name}: s·P1 = E + T·a·Q");
+                let again = rc(&t.raw(0, &sign(key, c)));
+                // Commit with neither point: s·G = E + T·Q.
+                let r = retry(t, &commit(key, &empty_point, &[], &[]));
+                assert_eq!(rc(&r), 0, "{who} {name} Commit() {r:02x?}");
+                let (k, l, e, c2) = outputs(&r);
+                assert_eq!((&k, &l), (&empty_point, &empty_point), "{who} {name}");
+                let e = to_point(&e);
+                let r = retry(t, &sign(key, c2));
+                assert_eq!(rc(&r), 0, "{who} {name} Sign(ECDAA) {r:02x?}");
+                let (nk, s) = ecdaa_sig(&r);
+                let tt = scalar(&sha256(&[&nk, &digest]));
+                assert_eq!(g * scalar(&s), e + q * tt, "{who} {name}: s·G = E + T·Q");
+                // Hostile points.
+                let mut p1_off = bytes_of(&p1);
+                let last = p1_off.len() - 1;
+                p1_off[last] ^= 1;
+                let mut y2_off = y2.clone();
+                y2_off[n - 1] ^= 1;
+                let off = [
+                    rc(&t.raw(0, &commit(key, &p1_off, &[], &[]))),
+                    rc(&t.raw(0, &commit(key, &empty_point, &s2, &y2_off))),
+                ];
+                outcomes.push((again, off));
+                assert_eq!(
+                    rc(&t.raw(0, &cmd(NS, 0x165, &[], None, &key.to_be_bytes()))),
+                    0
+                );
+            }
+            d.eq(
+                &format!("{name}: reused count, points off the curve"),
+                outcomes[0],
+                outcomes[1],
+            );
+            assert!(outcomes[0].1.iter().all(|&c| c != 0), "{outcomes:?}");
+        }};
+    }
+    on_curve!(bn_p256, 0x10, 32);
+    on_curve!(bn_p638, 0x11, 80);
+    ours.stop_and_remove();
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
