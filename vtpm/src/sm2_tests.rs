@@ -997,3 +997,85 @@ proptest::proptest! {
         crate::fuzz_tests::check_response(&[], &r);
     }
 }
+
+/// BN keys through the commands a guest sends: a BN P-638 storage primary
+/// (the same template gives the same key), a BN P-256 signing child created
+/// under it, loaded and signing (verified with the key's point); the child's
+/// context round-trips; the parent made persistent survives a power cycle
+/// (NV layout) and loads the child again; a volatile snapshot keeps the
+/// loaded child.
+#[test]
+fn bn_keys_create_load_persist_and_survive_snapshots() {
+    use crate::object_tests::{create, flush, load, storage_template};
+    use crate::tests::{new_tpm, startup, SharedNv, TestClock};
+    let nv = SharedNv::default();
+    let clock = TestClock::default();
+    let mut t = new_tpm(&nv, &clock);
+    assert_eq!(startup(&mut t, crate::defs::su::CLEAR), 0);
+    let mut storage = storage_template();
+    storage.curve = Curve::BnP638;
+    let (parent, pp) = primary(&mut t, &storage);
+    assert_eq!((pp.x.len(), pp.y.len()), (80, 80));
+    let (again, pp2) = primary(&mut t, &storage);
+    assert_eq!(pp2, pp);
+    crate::object_tests::flush(&mut t, again);
+    let tpl = ecc_template(
+        Curve::BnP256,
+        Some((ids::ECDSA, HashAlg::Sha256)),
+        BASE | attr::SIGN,
+    );
+    let (code, private, public) = create(&mut t, parent, &tpl, b"", b"");
+    assert_eq!(code, 0);
+    let pk = Public::unmarshal(&mut Reader::new(&public))
+        .unwrap()
+        .point()
+        .unwrap();
+    let digest = HashAlg::Sha256.digest(&[b"bn child"]);
+    let digest = digest.as_bytes();
+    let signed_by = |t: &mut Tpm, key: u32| {
+        let r = sign(t, key, b"", digest, None);
+        assert_eq!(rc_of(&r), 0, "{r:02x?}");
+        let mut rd = Reader::new(params_of(&r));
+        assert_eq!((rd.u16().unwrap(), rd.u16().unwrap()), (ids::ECDSA, 0x0B));
+        let (r, s) = (rd.tpm2b(32).unwrap(), rd.tpm2b(32).unwrap());
+        assert!(public::ecdsa_verify(&pk, digest, r, s));
+    };
+    let r = load(&mut t, parent, &private, &public);
+    assert_eq!(rc_of(&r), 0);
+    let key = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    signed_by(&mut t, key);
+    // The child's context round-trips.
+    let r = t.execute(0, &command(cc::CONTEXT_SAVE, &[key], &[], &[]));
+    assert_eq!(rc_of(&r), 0);
+    let ctx = params_of(&r).to_vec();
+    flush(&mut t, key);
+    let r = t.execute(0, &command(cc::CONTEXT_LOAD, &[], &[], &ctx));
+    assert_eq!(rc_of(&r), 0);
+    let key = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    signed_by(&mut t, key);
+    // A volatile snapshot keeps it.
+    let blob = t.save_volatile();
+    let mut u = new_tpm(&nv, &clock);
+    u.restore_volatile(&blob).unwrap();
+    signed_by(&mut u, key);
+    drop(u);
+    // The parent made persistent outlives a power cycle and loads the child.
+    let ph = 0x8100_0638u32;
+    let r = t.execute(
+        0,
+        &command(
+            cc::EVICT_CONTROL,
+            &[handle::OWNER, parent],
+            &[b""],
+            &ph.to_be_bytes(),
+        ),
+    );
+    assert_eq!(rc_of(&r), 0);
+    drop(t);
+    let mut t = new_tpm(&nv, &clock);
+    assert_eq!(startup(&mut t, crate::defs::su::CLEAR), 0);
+    let r = load(&mut t, ph, &private, &public);
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    let key = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    signed_by(&mut t, key);
+}

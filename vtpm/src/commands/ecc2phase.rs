@@ -43,7 +43,7 @@ fn write_point(w: &mut Writer, x: &[u8], y: &[u8]) {
     w.tpm2b(&p.buf);
 }
 
-/// Reads a TPMI_ECC_CURVE: NIST P-256, P-384 or P-521.
+/// Reads a TPMI_ECC_CURVE: one of the implemented curves ([`public::Curve`]).
 fn read_curve(r: &mut Reader, n: u32) -> Result<public::Curve, u32> {
     public::Curve::from_id(r.u16().p(n)?).ok_or(rc::CURVE + rc::P + n * rc::N1)
 }
