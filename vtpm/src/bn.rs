@@ -28,11 +28,14 @@ use p256::elliptic_curve::subtle::{
 };
 
 /// A BN curve: its curve type, field element, scalar and point types in
-/// module `$m`, over integers `$uint` of `$limbs` words encoded in
-/// `$bytes`-byte field elements, with the constants of `PrimeField` (the
-/// multiplicative generators are quadratic non-residues; S, the 2-adic roots
-/// of unity and DELTA follow from them) and the exponents of the square
-/// roots: (p + 1) / 4 for p ≡ 3 (mod 4), (t − 1) / 2 of Tonelli–Shanks for n.
+/// module `$m`, over integers `$uint` encoded in `$bytes`-byte field
+/// elements, with the constants of `PrimeField` — the multiplicative
+/// generators are quadratic non-residues of no small-prime-order subgroup
+/// (that they generate the whole group is not proven: p − 1 and n − 1 keep
+/// unfactored parts of over 200 bits; only Tonelli–Shanks uses them, which
+/// needs a non-residue), S, the 2-adic roots of unity and DELTA follow from
+/// them — and the exponents of the square roots: (p + 1) / 4 for p ≡ 3
+/// (mod 4), (t − 1) / 2 of Tonelli–Shanks for n.
 macro_rules! bn_curve {
     (
         $m:ident, $curve:ident, $doc:literal, $uint:ident, $bytes:ty, $bits:literal,
