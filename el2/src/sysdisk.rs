@@ -46,10 +46,13 @@ use virtio_drivers::transport::mmio::{MmioError, MmioTransport, MmioVersion, Vir
 use virtio_drivers::transport::{DeviceStatus, DeviceType, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
-/// Descriptors in the request queue (QEMU's virtio-blk offers 256). Indirect
-/// descriptors are not used (they would cost a heap allocation per request): a
-/// request takes one descriptor for its header, one per data segment and one for its
-/// status, directly in the ring.
+/// Descriptors in the request queue (QEMU's virtio-blk offers 256). A request takes
+/// one descriptor for its header, one per data segment and one for its status:
+/// directly in the ring, or, when the device offers indirect descriptors (QEMU's
+/// do), in a table of its own (one heap allocation per request) that takes one
+/// descriptor of the ring. Without them one request of a guest's 1 MiB transfer
+/// (256 pages: 254 segments and the frame) filled the whole ring, and the rest
+/// waited for it to come back: two round trips to the host's disk per command.
 const QUEUE_SIZE: usize = 256;
 /// The virtio-blk request queue's index.
 const REQUEST_QUEUE: u16 = 0;
@@ -66,6 +69,7 @@ const DRIVER_FEATURES: u64 = blk::F_SIZE_MAX
     | blk::F_RO
     | blk::F_FLUSH
     | features::EVENT_IDX
+    | features::INDIRECT_DESC
     | features::VERSION_1;
 /// Config-space offset of the high half of `capacity` (read as two le32 halves: a
 /// legacy virtio-mmio device takes config accesses of at most 32 bits).
@@ -322,6 +326,8 @@ struct Engine {
     chunk: usize,
     /// What a request on guest RAM may carry.
     dma: DmaLimits,
+    /// Whether requests take indirect descriptor tables.
+    indirect: bool,
     /// Set once the device broke the virtqueue protocol; it has been reset and all
     /// further I/O fails with [`BlockError::Io`].
     failed: bool,
@@ -770,7 +776,7 @@ impl SystemDisk {
         let queue = VirtQueue::<IdentityHal, QUEUE_SIZE>::new(
             &mut transport,
             REQUEST_QUEUE,
-            false,
+            negotiated & features::INDIRECT_DESC != 0,
             negotiated & features::EVENT_IDX != 0,
         )
         .map_err(init)?;
@@ -787,6 +793,7 @@ impl SystemDisk {
                 max_segment_bytes,
                 max_bytes: MAX_DMA_BYTES,
             },
+            indirect: negotiated & features::INDIRECT_DESC != 0,
             failed: false,
             frames: alloc::vec![
                 Frame {
@@ -807,7 +814,7 @@ impl SystemDisk {
         let legacy = engine.transport.version() == MmioVersion::Legacy;
         let (capacity, read_only, chunk) = (engine.capacity, engine.read_only, engine.chunk);
         log::info!(
-            "system disk: virtio-blk at {base:#x} ({} virtio-mmio), {} MiB ({} sectors), {}, flush {}, {} KiB per buffered request, guest data by DMA in up to {} segments of up to {} bytes, {QUEUE_SIZE} descriptors, {}",
+            "system disk: virtio-blk at {base:#x} ({} virtio-mmio), {} MiB ({} sectors), {}, flush {}, {} KiB per buffered request, guest data by DMA in up to {} segments of up to {} bytes, {QUEUE_SIZE} descriptors{}, {}",
             if legacy { "legacy" } else { "modern" },
             capacity >> 20,
             capacity / SECTOR_SIZE,
@@ -816,6 +823,7 @@ impl SystemDisk {
             chunk >> 10,
             engine.dma.max_segments,
             engine.dma.max_segment_bytes,
+            if engine.indirect { " (requests in indirect tables)" } else { "" },
             match irq {
                 Some(id) => alloc::format!("completion by interrupt {id}"),
                 None => alloc::string::String::from("no interrupt: completions are polled"),

@@ -332,6 +332,8 @@ fn ec_spki(curve: Curve, x: &[u8], y: &[u8]) -> Result<SubjectPublicKeyInfoOwned
         Curve::P192 => &oid::PRIME192V1,
         Curve::P224 => &oid::SECP224R1,
         Curve::Sm2P256 => &oid::SM2_P256,
+        // The Algorithm Registry's BN curves have no OID.
+        Curve::BnP256 | Curve::BnP638 => return Err(EkError::Der),
     };
     Ok(SubjectPublicKeyInfoOwned {
         algorithm: AlgorithmIdentifierOwned {

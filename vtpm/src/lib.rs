@@ -24,6 +24,7 @@ extern crate alloc;
 
 pub mod auth;
 pub mod authorize;
+pub mod bn;
 pub mod commands;
 pub mod crb;
 pub mod defs;

@@ -68,8 +68,10 @@ const MAGIC: [u8; 4] = *b"VTNV";
 /// keys may be TDES or Camellia keys, which layout 8's public-area checks
 /// refuse. Layout 10 has the bytes of layout 9, but its persistent ECC keys
 /// may be on NIST P-192, P-224 or SM2 P-256 or name the SM2 or ECMQV scheme,
-/// which layout 9's public-area checks refuse.
-pub const NV_VERSION: u32 = 10;
+/// which layout 9's public-area checks refuse. Layout 11 has the bytes of
+/// layout 10, but its persistent ECC keys may be on BN P-256 or BN P-638
+/// (whose 80-byte coordinates exceed layout 10's 66-byte limit).
+pub const NV_VERSION: u32 = 11;
 const CHECKSUM_LEN: usize = 32;
 
 /// How the TPM was last shut down.
@@ -705,14 +707,14 @@ mod tests {
         assert_eq!(Persistent::decode(&[]), Err(NvError::Corrupt));
     }
 
-    /// Layout-7, -8 and -9 images (the same bytes as layout 10) load
-    /// unchanged and are written back as layout 10.
+    /// Layout-7 to -10 images (the same bytes as layout 11) load
+    /// unchanged and are written back as layout 11.
     #[test]
-    fn version_7_to_9_images_load_and_are_rewritten_as_10() {
+    fn version_7_to_10_images_load_and_are_rewritten_as_11() {
         let p = sample();
         let img = p.encode();
-        assert_eq!(u32::from_be_bytes(img[4..8].try_into().unwrap()), 10);
-        for old in [7, 8, 9] {
+        assert_eq!(u32::from_be_bytes(img[4..8].try_into().unwrap()), 11);
+        for old in [7, 8, 9, 10] {
             let v = relabel(&img[..img.len() - CHECKSUM_LEN], old, 0);
             let up = Persistent::decode(&v).unwrap();
             assert_eq!(up, p);

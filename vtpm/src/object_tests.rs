@@ -383,11 +383,17 @@ fn test_parms_accepts_the_implemented_curves_only() {
     assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P256, ids::ECC))), 0);
     assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P384, ids::ECC))), 0);
     assert_eq!(rc_of(&t.execute(0, &parms(ids::NIST_P521, ids::ECC))), 0);
-    for curve in [ids::NIST_P192, ids::NIST_P224, ids::SM2_P256] {
+    for curve in [
+        ids::NIST_P192,
+        ids::NIST_P224,
+        ids::BN_P256,
+        ids::BN_P638,
+        ids::SM2_P256,
+    ] {
         assert_eq!(rc_of(&t.execute(0, &parms(curve, ids::ECC))), 0);
     }
-    // BN P-256, BN P-638 and an unassigned curve are not implemented.
-    for curve in [0x0010, 0x0011, 0x0021] {
+    // Unassigned curves.
+    for curve in [0x0012, 0x0021] {
         assert_eq!(
             rc_of(&t.execute(0, &parms(curve, ids::ECC))),
             rc::CURVE + rc::P + rc::N1
@@ -1245,7 +1251,43 @@ fn ecc_parameters_describe_the_nist_curves_and_refuse_other_curves() {
         }
     }
     assert_eq!(rd.remaining(), 0);
+    // BN P-256: 256 bits, no KDF, y² = x³ + 3 with G = (1, 2).
     let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 0x10]));
+    let mut rd = Reader::new(params_of(&r));
+    assert_eq!(rd.u16().unwrap(), ids::BN_P256);
+    assert_eq!(rd.u16().unwrap(), 256);
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::NULL);
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::NULL);
+    {
+        use crate::commands::signing::bn_p256_domain as d;
+        use crate::commands::signing::p521_domain::bytes;
+        for v in [d::P, d::A, d::B, d::GX, d::GY, d::N] {
+            assert_eq!(rd.tpm2b(32).unwrap(), bytes(v));
+        }
+        assert_eq!(bytes(d::A), [0]);
+        assert_eq!(rd.tpm2b(32).unwrap(), [1]);
+        assert_eq!(bytes(d::GY), [[0u8; 31].as_slice(), &[2]].concat());
+    }
+    assert_eq!(rd.remaining(), 0);
+    // BN P-638: 638 bits in 80 bytes, no KDF, y² = x³ + 257.
+    let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 0x11]));
+    let mut rd = Reader::new(params_of(&r));
+    assert_eq!(rd.u16().unwrap(), ids::BN_P638);
+    assert_eq!(rd.u16().unwrap(), 638);
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::NULL);
+    assert_eq!(rd.u16().unwrap(), crate::defs::alg::NULL);
+    {
+        use crate::commands::signing::bn_p638_domain as d;
+        use crate::commands::signing::p521_domain::bytes;
+        for v in [d::P, d::A, d::B, d::GX, d::GY, d::N] {
+            assert_eq!(rd.tpm2b(80).unwrap(), bytes(v));
+        }
+        assert_eq!(rd.tpm2b(80).unwrap(), [1]);
+        assert_eq!(bytes(d::GX).len(), 80);
+    }
+    assert_eq!(rd.remaining(), 0);
+    // An unassigned curve.
+    let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 0x12]));
     assert_eq!(rc_of(&r), rc::CURVE + rc::P + rc::N1);
     let r = t.execute(0, &command(cc::ECC_PARAMETERS, &[], &[], &[0, 3, 0]));
     assert_eq!(rc_of(&r), rc::SIZE);

@@ -13,7 +13,6 @@ use alloc::vec::Vec;
 use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::elliptic_curve as ec;
-use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
 use p256::{FieldBytes, NonZeroScalar, PublicKey};
 
 /// TPMA_OBJECT bits.
@@ -48,6 +47,10 @@ pub mod ids {
     pub const NIST_P256: u16 = 0x0003;
     pub const NIST_P384: u16 = 0x0004;
     pub const NIST_P521: u16 = 0x0005;
+    /// TPM_ECC_BN_P256: the 256-bit Barreto–Naehrig curve ([`crate::bn`]).
+    pub const BN_P256: u16 = 0x0010;
+    /// TPM_ECC_BN_P638: the 638-bit Barreto–Naehrig curve ([`crate::bn`]).
+    pub const BN_P638: u16 = 0x0011;
     /// TPM_ECC_SM2_P256: the curve of GB/T 32918.5.
     pub const SM2_P256: u16 = 0x0020;
     pub const AES: u16 = 0x0006;
@@ -83,8 +86,10 @@ pub const P256_BYTES: usize = 32;
 pub const P384_BYTES: usize = 48;
 /// Bytes of a P-521 coordinate or scalar.
 pub const P521_BYTES: usize = 66;
+/// Bytes of a BN P-638 coordinate or scalar.
+pub const BN_P638_BYTES: usize = 80;
 /// The largest coordinate of an implemented curve (MAX_ECC_KEY_BYTES).
-pub const MAX_ECC_BYTES: usize = P521_BYTES;
+pub const MAX_ECC_BYTES: usize = BN_P638_BYTES;
 
 /// An implemented ECC curve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,17 +99,21 @@ pub enum Curve {
     P256,
     P384,
     P521,
+    BnP256,
+    BnP638,
     Sm2P256,
 }
 
 impl Curve {
     /// Every implemented curve, ascending by TPM_ECC_CURVE.
-    pub const ALL: [Curve; 6] = [
+    pub const ALL: [Curve; 8] = [
         Curve::P192,
         Curve::P224,
         Curve::P256,
         Curve::P384,
         Curve::P521,
+        Curve::BnP256,
+        Curve::BnP638,
         Curve::Sm2P256,
     ];
     pub fn from_id(id: u16) -> Option<Self> {
@@ -117,6 +126,8 @@ impl Curve {
             Curve::P256 => ids::NIST_P256,
             Curve::P384 => ids::NIST_P384,
             Curve::P521 => ids::NIST_P521,
+            Curve::BnP256 => ids::BN_P256,
+            Curve::BnP638 => ids::BN_P638,
             Curve::Sm2P256 => ids::SM2_P256,
         }
     }
@@ -125,9 +136,10 @@ impl Curve {
         match self {
             Curve::P192 => P192_BYTES,
             Curve::P224 => P224_BYTES,
-            Curve::P256 | Curve::Sm2P256 => P256_BYTES,
+            Curve::P256 | Curve::BnP256 | Curve::Sm2P256 => P256_BYTES,
             Curve::P384 => P384_BYTES,
             Curve::P521 => P521_BYTES,
+            Curve::BnP638 => BN_P638_BYTES,
         }
     }
     /// Bits of the group order n (ceil(log2 n)).
@@ -144,6 +156,8 @@ pub enum EcScalar {
     P256(NonZeroScalar),
     P384(p384::NonZeroScalar),
     P521(p521::NonZeroScalar),
+    BnP256(ec::NonZeroScalar<crate::bn::BnP256>),
+    BnP638(ec::NonZeroScalar<crate::bn::BnP638>),
     Sm2P256(sm2::NonZeroScalar),
 }
 
@@ -155,6 +169,8 @@ pub enum EcPublic {
     P256(PublicKey),
     P384(p384::PublicKey),
     P521(p521::PublicKey),
+    BnP256(ec::PublicKey<crate::bn::BnP256>),
+    BnP638(ec::PublicKey<crate::bn::BnP638>),
     Sm2P256(sm2::PublicKey),
 }
 
@@ -168,6 +184,8 @@ macro_rules! each_curve {
             $ty::P256($d) => $body,
             $ty::P384($d) => $body,
             $ty::P521($d) => $body,
+            $ty::BnP256($d) => $body,
+            $ty::BnP638($d) => $body,
             $ty::Sm2P256($d) => $body,
         }
     };
@@ -183,6 +201,8 @@ macro_rules! same_curve {
             ($ta::P256($a), $tb::P256($b)) => $body,
             ($ta::P384($a), $tb::P384($b)) => $body,
             ($ta::P521($a), $tb::P521($b)) => $body,
+            ($ta::BnP256($a), $tb::BnP256($b)) => $body,
+            ($ta::BnP638($a), $tb::BnP638($b)) => $body,
             ($ta::Sm2P256($a), $tb::Sm2P256($b)) => $body,
             _ => $other,
         }
@@ -193,17 +213,23 @@ macro_rules! same_curve {
 pub(crate) trait Arith:
     ec::CurveArithmetic + ec::PrimeCurve + ec::point::PointCompression
 where
-    ec::AffinePoint<Self>: ec::sec1::FromEncodedPoint<Self> + ec::sec1::ToEncodedPoint<Self>,
-    ec::FieldBytesSize<Self>: ec::sec1::ModulusSize,
     ec::Scalar<Self>: ec::ops::Reduce<Self::Uint, Bytes = ec::FieldBytes<Self>>,
 {
     const CURVE: Curve;
     fn wrap_scalar(d: ec::NonZeroScalar<Self>) -> EcScalar;
     fn wrap_public(q: ec::PublicKey<Self>) -> EcPublic;
+    /// The affine coordinates of `q`, each the curve's size.
+    fn xy(q: &ec::PublicKey<Self>) -> (Vec<u8>, Vec<u8>);
+    /// The point (x, y) (each exactly the field's size) if it is on the
+    /// curve.
+    fn from_xy(x: &[u8], y: &[u8]) -> Option<ec::PublicKey<Self>>;
 }
 
 macro_rules! arith {
     ($c:ty, $v:ident) => {
+        arith!($c, $v, xy_on, from_xy_on);
+    };
+    ($c:ty, $v:ident, $xy:expr, $from_xy:expr) => {
         impl Arith for $c {
             const CURVE: Curve = Curve::$v;
             fn wrap_scalar(d: ec::NonZeroScalar<Self>) -> EcScalar {
@@ -211,6 +237,12 @@ macro_rules! arith {
             }
             fn wrap_public(q: ec::PublicKey<Self>) -> EcPublic {
                 EcPublic::$v(q)
+            }
+            fn xy(q: &ec::PublicKey<Self>) -> (Vec<u8>, Vec<u8>) {
+                $xy(q)
+            }
+            fn from_xy(x: &[u8], y: &[u8]) -> Option<ec::PublicKey<Self>> {
+                $from_xy(x, y)
             }
         }
     };
@@ -220,15 +252,26 @@ arith!(p224::NistP224, P224);
 arith!(p256::NistP256, P256);
 arith!(p384::NistP384, P384);
 arith!(p521::NistP521, P521);
+arith!(crate::bn::BnP256, BnP256);
+// BN P-638's 80-byte coordinates have no SEC1 encoding: by coordinates.
+arith!(
+    crate::bn::BnP638,
+    BnP638,
+    |q: &ec::PublicKey<crate::bn::BnP638>| {
+        let (x, y) = crate::bn::BnP638::xy(q.as_affine());
+        (x.to_vec(), y.to_vec())
+    },
+    |x: &[u8], y: &[u8]| { ec::PublicKey::from_affine(crate::bn::BnP638::from_xy(x, y)?).ok() }
+);
 arith!(sm2::Sm2, Sm2P256);
 
-/// The affine coordinates of `q`, each the curve's size.
-fn xy_on<C: Arith>(q: &ec::PublicKey<C>) -> (Vec<u8>, Vec<u8>)
+/// The affine coordinates of `q`, each the curve's size (SEC1).
+fn xy_on<C: ec::CurveArithmetic>(q: &ec::PublicKey<C>) -> (Vec<u8>, Vec<u8>)
 where
     ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
     ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
-    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
 {
+    use ec::sec1::ToEncodedPoint;
     let ep = q.to_encoded_point(false);
     (
         ep.x().map(|c| c.to_vec()).unwrap_or_default(),
@@ -236,13 +279,13 @@ where
     )
 }
 
-/// The point (x, y) (each exactly the field's size) if it is on `C`.
-fn from_xy_on<C: Arith>(x: &[u8], y: &[u8]) -> Option<EcPublic>
+/// The point (x, y) (each exactly the field's size) if it is on `C` (SEC1).
+fn from_xy_on<C: ec::CurveArithmetic>(x: &[u8], y: &[u8]) -> Option<ec::PublicKey<C>>
 where
     ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
     ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
-    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
 {
+    use ec::sec1::FromEncodedPoint;
     let n = ec::FieldBytes::<C>::default().len();
     if x.len() != n || y.len() != n {
         return None;
@@ -252,16 +295,29 @@ where
         ec::FieldBytes::<C>::from_slice(y),
         false,
     );
-    Option::<ec::PublicKey<C>>::from(ec::PublicKey::<C>::from_encoded_point(&ep))
-        .map(C::wrap_public)
+    Option::from(ec::PublicKey::<C>::from_encoded_point(&ep))
+}
+
+/// The point (x, y) on `C` as an [`EcPublic`].
+fn public_on<C: Arith>(x: &[u8], y: &[u8]) -> Option<EcPublic>
+where
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+{
+    C::from_xy(x, y).map(C::wrap_public)
+}
+
+/// The affine coordinates of `q`, each the curve's size.
+fn xy_of<C: Arith>(q: &ec::PublicKey<C>) -> (Vec<u8>, Vec<u8>)
+where
+    ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
+{
+    C::xy(q)
 }
 
 /// The nonzero scalar of big-endian `d` (exactly the scalar's size), if it is
 /// below n.
 fn scalar_on<C: Arith>(d: &[u8]) -> Option<EcScalar>
 where
-    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
-    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
     ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
 {
     if d.len() != ec::FieldBytes::<C>::default().len() {
@@ -276,17 +332,19 @@ where
 impl EcPublic {
     /// The affine coordinates, each the curve's size.
     pub fn xy(&self) -> (Vec<u8>, Vec<u8>) {
-        each_curve!(EcPublic, self, q => xy_on(q))
+        each_curve!(EcPublic, self, q => xy_of(q))
     }
     /// The point (x, y) on `curve`, if it is on the curve.
     pub fn from_xy(curve: Curve, x: &[u8], y: &[u8]) -> Option<Self> {
         match curve {
-            Curve::P192 => from_xy_on::<p192::NistP192>(x, y),
-            Curve::P224 => from_xy_on::<p224::NistP224>(x, y),
-            Curve::P256 => from_xy_on::<p256::NistP256>(x, y),
-            Curve::P384 => from_xy_on::<p384::NistP384>(x, y),
-            Curve::P521 => from_xy_on::<p521::NistP521>(x, y),
-            Curve::Sm2P256 => from_xy_on::<sm2::Sm2>(x, y),
+            Curve::P192 => public_on::<p192::NistP192>(x, y),
+            Curve::P224 => public_on::<p224::NistP224>(x, y),
+            Curve::P256 => public_on::<p256::NistP256>(x, y),
+            Curve::P384 => public_on::<p384::NistP384>(x, y),
+            Curve::P521 => public_on::<p521::NistP521>(x, y),
+            Curve::BnP256 => public_on::<crate::bn::BnP256>(x, y),
+            Curve::BnP638 => public_on::<crate::bn::BnP638>(x, y),
+            Curve::Sm2P256 => public_on::<sm2::Sm2>(x, y),
         }
     }
     /// The curve of this point.
@@ -297,6 +355,8 @@ impl EcPublic {
             EcPublic::P256(_) => Curve::P256,
             EcPublic::P384(_) => Curve::P384,
             EcPublic::P521(_) => Curve::P521,
+            EcPublic::BnP256(_) => Curve::BnP256,
+            EcPublic::BnP638(_) => Curve::BnP638,
             EcPublic::Sm2P256(_) => Curve::Sm2P256,
         }
     }
@@ -310,6 +370,8 @@ impl EcScalar {
             EcScalar::P256(_) => Curve::P256,
             EcScalar::P384(_) => Curve::P384,
             EcScalar::P521(_) => Curve::P521,
+            EcScalar::BnP256(_) => Curve::BnP256,
+            EcScalar::BnP638(_) => Curve::BnP638,
             EcScalar::Sm2P256(_) => Curve::Sm2P256,
         }
     }
@@ -948,6 +1010,8 @@ pub fn scalar_from_bytes(curve: Curve, d: &[u8]) -> Option<EcScalar> {
         Curve::P256 => scalar_on::<p256::NistP256>(d),
         Curve::P384 => scalar_on::<p384::NistP384>(d),
         Curve::P521 => scalar_on::<p521::NistP521>(d),
+        Curve::BnP256 => scalar_on::<crate::bn::BnP256>(d),
+        Curve::BnP638 => scalar_on::<crate::bn::BnP638>(d),
         Curve::Sm2P256 => scalar_on::<sm2::Sm2>(d),
     }
 }
@@ -970,13 +1034,11 @@ pub fn ecdh_x(d: &EcScalar, x: &[u8], y: &[u8]) -> Option<Vec<u8>> {
 pub fn ecdh_point(d: &EcScalar, x: &[u8], y: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     fn on<C: Arith>(d: &ec::NonZeroScalar<C>, q: &ec::PublicKey<C>) -> Option<(Vec<u8>, Vec<u8>)>
     where
-        ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
-        ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
         ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
     {
         use ec::group::Curve as _;
         let shared = ec::PublicKey::<C>::from_affine((q.to_projective() * **d).to_affine()).ok()?;
-        Some(xy_on(&shared))
+        Some(xy_of(&shared))
     }
     // A coordinate may come without its leading zero bytes (OpenSSL's
     // encoding of a peer's ephemeral point, as libtpms accepts it).
@@ -1009,6 +1071,8 @@ pub fn order(curve: Curve) -> Vec<u8> {
         Curve::P256 => on::<p256::NistP256>(),
         Curve::P384 => on::<p384::NistP384>(),
         Curve::P521 => on::<p521::NistP521>(),
+        Curve::BnP256 => on::<crate::bn::BnP256>(),
+        Curve::BnP638 => on::<crate::bn::BnP638>(),
         Curve::Sm2P256 => on::<sm2::Sm2>(),
     }
 }
@@ -1070,13 +1134,15 @@ pub fn kdfe(h: HashAlg, z: &[u8], label: &[u8], u: &[u8], v: &[u8], bits: u32) -
 pub fn ecdsa_sign(d: &EcScalar, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     match d {
         EcScalar::P256(d) => {
-            let sig: Signature = SigningKey::from(*d).sign_prehash(digest).ok()?;
+            let sig: Signature = SigningKey::from(*d)
+                .sign_prehash(&prehash(digest, P256_BYTES))
+                .ok()?;
             let (r, s) = sig.split_bytes();
             Some((r.to_vec(), s.to_vec()))
         }
         EcScalar::P384(d) => {
             let sig: p384::ecdsa::Signature = p384::ecdsa::SigningKey::from(*d)
-                .sign_prehash(digest)
+                .sign_prehash(&prehash(digest, P384_BYTES))
                 .ok()?;
             let (r, s) = sig.split_bytes();
             Some((r.to_vec(), s.to_vec()))
@@ -1097,6 +1163,8 @@ pub fn ecdsa_sign(d: &EcScalar, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
         }
         EcScalar::P192(d) => ecdsa_sign_on(d, digest),
         EcScalar::P224(d) => ecdsa_sign_on(d, digest),
+        EcScalar::BnP256(d) => ecdsa_sign_on(d, digest),
+        EcScalar::BnP638(d) => ecdsa_sign_on(d, digest),
         EcScalar::Sm2P256(d) => ecdsa_sign_on(d, digest),
     }
 }
@@ -1108,12 +1176,10 @@ pub fn ecdsa_sign(d: &EcScalar, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 /// [`hmac_nonce`]'s.
 fn ecdsa_sign_on<C: Arith>(d: &ec::NonZeroScalar<C>, digest: &[u8]) -> Option<(Vec<u8>, Vec<u8>)>
 where
-    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
-    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
     ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
     ecdsa::SignatureSize<C>: ec::generic_array::ArrayLength<u8>,
 {
-    let z = ecdsa::hazmat::bits2field::<C>(digest).ok()?;
+    let z = ecdsa::hazmat::bits2field::<C>(&prehash(digest, C::CURVE.bytes())).ok()?;
     let k = hmac_nonce(b"ECDSA nonce", d, &z);
     let (sig, _) = ecdsa::hazmat::sign_prehashed::<C, _>(d, *k, &z).ok()?;
     let (r, s) = sig.split_bytes();
@@ -1122,22 +1188,33 @@ where
 
 /// A nonce for key `d` and message `z`, derived deterministically in the
 /// manner of RFC 6979 from a PRF of the key and the message: HMAC-SHA-512
-/// keyed with d over (`label`, z, a counter), cut to the scalar size, the
-/// first candidate that is a nonzero scalar below n.
+/// keyed with d over (`label`, z, a counter) — for scalars wider than its
+/// 64 bytes (BN P-638), further blocks over the same and the block's index
+/// — cut to the scalar size and to the order's bits, the first candidate
+/// that is a nonzero scalar below n.
 fn hmac_nonce<C: Arith>(label: &[u8], d: &ec::NonZeroScalar<C>, z: &[u8]) -> ec::NonZeroScalar<C>
 where
-    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
-    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
     ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
 {
     let key = ec::PrimeField::to_repr(&**d);
+    let top = 0xFFu8 >> (8 * C::CURVE.bytes() - C::CURVE.order_bits());
     let mut i = 0u32;
     loop {
         let mut c = ec::FieldBytes::<C>::default();
-        let block = HashAlg::Sha512.hmac(&key, &[label, z, &i.to_be_bytes()]);
-        // Every scalar of these curves is at most 64 bytes (P-521 has its own).
-        let n = c.len().min(block.as_bytes().len());
-        c[..n].copy_from_slice(&block.as_bytes()[..n]);
+        let mut filled = 0;
+        let mut block_index = 0u8;
+        while filled < c.len() {
+            let block = if block_index == 0 {
+                HashAlg::Sha512.hmac(&key, &[label, z, &i.to_be_bytes()])
+            } else {
+                HashAlg::Sha512.hmac(&key, &[label, z, &i.to_be_bytes(), &[block_index]])
+            };
+            let n = (c.len() - filled).min(block.as_bytes().len());
+            c[filled..filled + n].copy_from_slice(&block.as_bytes()[..n]);
+            filled += n;
+            block_index += 1;
+        }
+        c[0] &= top;
         if let Some(k) = Option::<ec::NonZeroScalar<C>>::from(ec::NonZeroScalar::<C>::from_repr(c))
         {
             return k;
@@ -1170,6 +1247,15 @@ fn p521_nonce(d: &p521::NonZeroScalar, z: &[u8]) -> p521::NonZeroScalar {
         }
         i += 1;
     }
+}
+
+/// The ECDSA message bytes of `digest` for a curve of `n`-byte scalars: a
+/// digest shorter than that is the integer it is (SEC 1 §4.1.3 step 5,
+/// libtpms's ECDSA), so left-padded to `n` bytes — the `ecdsa` crate
+/// refuses prehashes shorter than half the field (SHA-1 on P-384) — and a
+/// longer one stays as it is (its leftmost bits are taken).
+fn prehash(digest: &[u8], n: usize) -> Vec<u8> {
+    left_pad(digest, n).unwrap_or_else(|| digest.to_vec())
 }
 
 /// `v` (at most `n` bytes) left-padded to `n` bytes.
@@ -1306,7 +1392,9 @@ pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
             else {
                 return false;
             };
-            VerifyingKey::from(pk).verify_prehash(digest, &sig).is_ok()
+            VerifyingKey::from(pk)
+                .verify_prehash(&prehash(digest, P256_BYTES), &sig)
+                .is_ok()
         }
         EcPublic::P384(pk) => {
             let (Some(rb), Some(sb)) = (left_pad(r, P384_BYTES), left_pad(s, P384_BYTES)) else {
@@ -1319,7 +1407,7 @@ pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
                 return false;
             };
             p384::ecdsa::VerifyingKey::from(pk)
-                .verify_prehash(digest, &sig)
+                .verify_prehash(&prehash(digest, P384_BYTES), &sig)
                 .is_ok()
         }
         EcPublic::P521(pk) => {
@@ -1343,6 +1431,8 @@ pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
         }
         EcPublic::P192(q) => ecdsa_verify_on(q, digest, r, s),
         EcPublic::P224(q) => ecdsa_verify_on(q, digest, r, s),
+        EcPublic::BnP256(q) => ecdsa_verify_on(q, digest, r, s),
+        EcPublic::BnP638(q) => ecdsa_verify_on(q, digest, r, s),
         EcPublic::Sm2P256(q) => ecdsa_verify_on(q, digest, r, s),
     }
 }
@@ -1351,8 +1441,6 @@ pub fn ecdsa_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
 /// and below n.
 fn nonzero_scalar_of<C: Arith>(v: &[u8]) -> Option<ec::NonZeroScalar<C>>
 where
-    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
-    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
     ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
 {
     let v = &v[v.iter().position(|&b| b != 0).unwrap_or(v.len())..];
@@ -1366,15 +1454,13 @@ where
 /// own, with z as [`ecdsa_sign_on`] takes it.
 fn ecdsa_verify_on<C: Arith>(q: &ec::PublicKey<C>, digest: &[u8], r: &[u8], s: &[u8]) -> bool
 where
-    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
-    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
     ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
     ecdsa::SignatureSize<C>: ec::generic_array::ArrayLength<u8>,
 {
     let (Some(r), Some(s), Ok(z)) = (
         nonzero_scalar_of::<C>(r),
         nonzero_scalar_of::<C>(s),
-        ecdsa::hazmat::bits2field::<C>(digest),
+        ecdsa::hazmat::bits2field::<C>(&prehash(digest, C::CURVE.bytes())),
     ) else {
         return false;
     };
@@ -1388,8 +1474,6 @@ where
 /// signs the digest e = H(Z_A ‖ M) the caller computed).
 fn sm2_e<C: Arith>(digest: &[u8]) -> Option<ec::Scalar<C>>
 where
-    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
-    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
     ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
 {
     reduce_scalar::<C>(&mod_order(C::CURVE, digest))
@@ -1404,8 +1488,6 @@ fn sm2_sign_on<C: Arith>(
     digest: &[u8],
 ) -> Option<(Vec<u8>, Vec<u8>)>
 where
-    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
-    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
     ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
 {
     use ec::group::{Curve as _, Group};
@@ -1430,8 +1512,6 @@ where
 /// (e + x1) mod n = r.
 fn sm2_verify_on<C: Arith>(q: &ec::PublicKey<C>, digest: &[u8], r: &[u8], s: &[u8]) -> bool
 where
-    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
-    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
     ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
 {
     use ec::group::{Curve as _, Group};
@@ -1481,8 +1561,6 @@ pub enum TwoPhase {
 /// scalar (below n: 2^(w+1) ≤ n for every curve here).
 fn avf<C: Arith>(x: &[u8], w: usize) -> Option<ec::Scalar<C>>
 where
-    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
-    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
     ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
 {
     use num_bigint_dig::BigUint;
@@ -1499,8 +1577,6 @@ fn two_phase_on<C: Arith>(
     qe_b: &ec::PublicKey<C>,
 ) -> Option<(Vec<u8>, Vec<u8>)>
 where
-    ec::AffinePoint<C>: ec::sec1::FromEncodedPoint<C> + ec::sec1::ToEncodedPoint<C>,
-    ec::FieldBytesSize<C>: ec::sec1::ModulusSize,
     ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
 {
     use ec::group::{Curve as _, Group};
@@ -1525,7 +1601,7 @@ where
     if bool::from(p.is_identity()) {
         return None;
     }
-    Some(xy_on(&ec::PublicKey::<C>::from_affine(p.to_affine()).ok()?))
+    Some(xy_of(&ec::PublicKey::<C>::from_affine(p.to_affine()).ok()?))
 }
 
 /// Z of a two-phase key exchange (ECMQV or SM2) for party A with static key
@@ -1558,6 +1634,8 @@ pub fn two_phase_z(
         Curve::P256 => on!(P256),
         Curve::P384 => on!(P384),
         Curve::P521 => on!(P521),
+        Curve::BnP256 => on!(BnP256),
+        Curve::BnP638 => on!(BnP638),
         Curve::Sm2P256 => on!(Sm2P256),
     }
 }

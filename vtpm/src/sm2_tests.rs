@@ -5,7 +5,9 @@
 //! §5.7.2.3), against the RustCrypto `sm2`, `p192` and `p224` verifiers, and
 //! through the command interface with the architected error codes.
 
-use crate::commands::signing::{p192_domain, p224_domain, p521_domain::bytes, sm2_domain};
+use crate::commands::signing::{
+    bn_p256_domain, bn_p638_domain, p192_domain, p224_domain, p521_domain::bytes, sm2_domain,
+};
 use crate::defs::{alg, cap, cc, handle, rc};
 use crate::hash::HashAlg;
 use crate::marshal::{Reader, Writer};
@@ -40,6 +42,14 @@ impl Model {
             }
             Curve::Sm2P256 => {
                 use sm2_domain as d;
+                (d::P, d::A, d::GX, d::GY, d::N)
+            }
+            Curve::BnP256 => {
+                use bn_p256_domain as d;
+                (d::P, d::A, d::GX, d::GY, d::N)
+            }
+            Curve::BnP638 => {
+                use bn_p638_domain as d;
                 (d::P, d::A, d::GX, d::GY, d::N)
             }
             _ => unreachable!("the model serves the new curves"),
@@ -114,6 +124,58 @@ fn fixed(curve: Curve, seed: u8) -> EcScalar {
 }
 
 const NEW_CURVES: [Curve; 3] = [Curve::P192, Curve::P224, Curve::Sm2P256];
+/// The Barreto–Naehrig curves ([`crate::bn`]), checked against the model too.
+const BN_CURVES: [Curve; 2] = [Curve::BnP256, Curve::BnP638];
+
+/// The BN curves' domains are the registry's and the curves of
+/// [`crate::bn`]: a = 0, G on y² = x³ + b, the model's n·G the point at
+/// infinity, h = 1, the generator d·G for d = 1, and a scalar's public point
+/// the model's d·G; a point off the curve, a coordinate not below p and a
+/// scalar not below n are refused.
+#[test]
+fn bn_curve_domains_are_the_curves_of_the_bn_module() {
+    for curve in BN_CURVES {
+        let m = Model::of(curve);
+        let (bits, kdf, v) = crate::commands::signing::domain(curve);
+        assert_eq!((usize::from(bits), kdf), (curve.order_bits(), None));
+        let [p, a, b, gx, gy, n, h] = v;
+        assert_eq!((a, h), (alloc::vec![0], alloc::vec![1]));
+        assert!(m.on_curve(&m.gen(), &big(&b)), "{curve:?} G on the curve");
+        assert!(!m.on_curve(&m.gen(), &(big(&b) + 1u32)));
+        assert_eq!(public::order(curve), n, "{curve:?} n");
+        assert_eq!(m.mul(&m.n, &m.gen()), None, "{curve:?} n·G = O");
+        for v in [&p, &b, &gx, &gy, &n] {
+            assert_eq!(v.len(), curve.bytes());
+        }
+        let mut one = alloc::vec![0u8; curve.bytes()];
+        *one.last_mut().unwrap() = 1;
+        let g = public::scalar_from_bytes(curve, &one)
+            .unwrap()
+            .public()
+            .xy();
+        assert_eq!((g.0, g.1), (gx.clone(), gy.clone()), "{curve:?} G");
+        let d = fixed(curve, 7);
+        let (x, y) = d.public().xy();
+        assert_eq!(
+            m.mul(&big(&d.to_bytes()), &m.gen()),
+            Some((big(&x), big(&y)))
+        );
+        assert_eq!(public::EcPublic::from_xy(curve, &x, &y), Some(d.public()));
+        let mut y1 = y.clone();
+        *y1.last_mut().unwrap() ^= 1;
+        assert_eq!(public::EcPublic::from_xy(curve, &x, &y1), None);
+        assert_eq!(public::EcPublic::from_xy(curve, &p, &y), None);
+        assert!(public::scalar_from_bytes(curve, &n).is_none());
+        assert!(public::scalar_from_bytes(curve, &alloc::vec![0; curve.bytes()]).is_none());
+        // ECDH is the model's d·Q.
+        let e = fixed(curve, 8);
+        let q = e.public().xy();
+        assert_eq!(
+            public::ecdh_point(&d, &q.0, &q.1).map(|(x, y)| (big(&x), big(&y))),
+            m.mul(&big(&d.to_bytes()), &Some((big(&q.0), big(&q.1))))
+        );
+    }
+}
 
 /// The domains of the new curves are the curves of their crates: the
 /// generator the crate's d·G for d = 1, on y² = x³ + ax + b, a = p − 3, and
@@ -164,7 +226,11 @@ fn model_sm2_sign(m: &Model, d: &BigUint, k: &BigUint, e: &BigUint) -> (BigUint,
 /// digest, r or s zero or not below n, and another key.
 #[test]
 fn sm2_signatures_follow_gbt_32918_2() {
-    for curve in NEW_CURVES.into_iter().chain([Curve::P256, Curve::P384]) {
+    for curve in NEW_CURVES
+        .into_iter()
+        .chain(BN_CURVES)
+        .chain([Curve::P256, Curve::P384])
+    {
         for (i, hash) in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha1]
             .into_iter()
             .enumerate()
@@ -181,7 +247,10 @@ fn sm2_signatures_follow_gbt_32918_2() {
                 public::sm2_verify(&pk, digest, &r, &s),
                 "{curve:?} {hash:?}"
             );
-            if matches!(curve, Curve::P192 | Curve::P224 | Curve::Sm2P256) {
+            if matches!(
+                curve,
+                Curve::P192 | Curve::P224 | Curve::Sm2P256 | Curve::BnP256 | Curve::BnP638
+            ) {
                 let m = Model::of(curve);
                 let e = big(digest) % &m.n;
                 let (mr, ms) = model_sm2_sign(&m, &big(&d.to_bytes()), &big(&k.to_bytes()), &e);
@@ -244,13 +313,13 @@ fn sm2_signatures_interoperate_with_the_sm2_crate() {
     }
 }
 
-/// ECDSA on the new curves: the TPM's signatures verify with the `p192` and
-/// `p224` crates' verifiers and the model's verification equation, and
-/// tampered ones fail.
+/// ECDSA on the new curves and the BN curves: the TPM's signatures verify
+/// with the `p192` and `p224` crates' verifiers and the model's verification
+/// equation, and tampered ones fail.
 #[test]
 fn ecdsa_on_the_new_curves_verifies_with_their_crates() {
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
-    for curve in NEW_CURVES {
+    for curve in NEW_CURVES.into_iter().chain(BN_CURVES) {
         for hash in [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha512] {
             let d = fixed(curve, 3);
             let digest = hash.digest(&[b"ecdsa"]);
@@ -327,7 +396,7 @@ fn mqv_and_sm2_exchanges_agree_and_follow_their_definitions() {
             };
             let zo = public::two_phase_z(other, &dsa, &dea, (&qsb.0, &qsb.1), (&qeb.0, &qeb.1));
             assert_ne!(zo, Some(za.clone()));
-            if !NEW_CURVES.contains(&curve) {
+            if !NEW_CURVES.contains(&curve) && !BN_CURVES.contains(&curve) {
                 continue;
             }
             let m = Model::of(curve);
@@ -415,7 +484,10 @@ fn sm2_keys_sign_and_verify_through_the_command_interface() {
         let mut rd = Reader::new(&sig);
         assert_eq!(rd.u16().unwrap(), ids::SM2);
         assert_eq!(rd.u16().unwrap(), HashAlg::Sha256.id());
-        let (sr, ss) = (rd.tpm2b(66).unwrap(), rd.tpm2b(66).unwrap());
+        let (sr, ss) = (
+            rd.tpm2b(public::MAX_ECC_BYTES).unwrap(),
+            rd.tpm2b(public::MAX_ECC_BYTES).unwrap(),
+        );
         assert_eq!(rd.remaining(), 0);
         let pk = pubk.point().unwrap();
         assert!(public::sm2_verify(&pk, digest, sr, ss), "{curve:?}");
@@ -456,7 +528,10 @@ fn sm2_keys_sign_and_verify_through_the_command_interface() {
     let r = t.execute(0, &command(cc::SIGN, &[h], &[b""], &w.buf));
     let sig = params_of(&r).to_vec();
     let mut rd = Reader::new(&sig[4..]);
-    let (sr, ss) = (rd.tpm2b(66).unwrap(), rd.tpm2b(66).unwrap());
+    let (sr, ss) = (
+        rd.tpm2b(public::MAX_ECC_BYTES).unwrap(),
+        rd.tpm2b(public::MAX_ECC_BYTES).unwrap(),
+    );
     assert!(public::sm2_verify(
         &pubk.point().unwrap(),
         digest.as_bytes(),
@@ -507,7 +582,7 @@ fn sm2_and_ecmqv_key_schemes_suit_the_keys_use() {
     }
     let p = ecc_template(Curve::Sm2P256, sm2, BASE | attr::SIGN);
     let (h, _) = primary(&mut t, &p);
-    let long = signature(ids::SM2, HashAlg::Sha256, &[1; 67], &[1; 32]);
+    let long = signature(ids::SM2, HashAlg::Sha256, &[1; 81], &[1; 32]);
     let r = verify(&mut t, h, &[0; 32], &long);
     assert_eq!(rc_of(&r), rc::SIZE + rc::P + 2 * rc::N1);
 }
@@ -535,7 +610,10 @@ fn zgen_2phase_ecmqv_and_sm2_agree_with_the_other_party() {
             );
             let mut rd = Reader::new(params_of(&r));
             let mut q = Reader::new(rd.tpm2b(200).unwrap());
-            let (qe_ax, qe_ay) = (q.tpm2b(66).unwrap().to_vec(), q.tpm2b(66).unwrap().to_vec());
+            let (qe_ax, qe_ay) = (
+                q.tpm2b(public::MAX_ECC_BYTES).unwrap().to_vec(),
+                q.tpm2b(public::MAX_ECC_BYTES).unwrap().to_vec(),
+            );
             let counter = rd.u16().unwrap();
             let (dsb, deb) = (fixed(curve, 60), fixed(curve, 61));
             let (qs_b, qe_b) = (dsb.public().xy(), deb.public().xy());
@@ -565,8 +643,8 @@ fn zgen_2phase_ecmqv_and_sm2_agree_with_the_other_party() {
             let mut rd = Reader::new(&out);
             let mut z1 = Reader::new(rd.tpm2b(200).unwrap());
             let z1 = (
-                z1.tpm2b(66).unwrap().to_vec(),
-                z1.tpm2b(66).unwrap().to_vec(),
+                z1.tpm2b(public::MAX_ECC_BYTES).unwrap().to_vec(),
+                z1.tpm2b(public::MAX_ECC_BYTES).unwrap().to_vec(),
             );
             assert_eq!(rd.tpm2b(200).unwrap(), &[0, 0, 0, 0], "Z2 empty");
             assert_eq!(rd.remaining(), 0);
@@ -613,7 +691,7 @@ fn capabilities_list_sm2_ecmqv_and_the_new_curves() {
     let curves = getcap(&mut t, cap::ECC_CURVES, 0);
     assert_eq!(
         curves,
-        [0, 0, 0, 0, 8, 0, 0, 0, 6, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 0x20]
+        [0, 0, 0, 0, 8, 0, 0, 0, 8, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 0x10, 0, 0x11, 0, 0x20]
     );
     for curve in NEW_CURVES {
         let r = t.execute(
@@ -633,7 +711,9 @@ fn capabilities_list_sm2_ecmqv_and_the_new_curves() {
         assert_eq!(rd.u16().unwrap(), kdf_hash);
         assert_eq!(rd.u16().unwrap(), alg::NULL);
         let m = Model::of(curve);
-        let vals: Vec<BigUint> = (0..7).map(|_| big(rd.tpm2b(66).unwrap())).collect();
+        let vals: Vec<BigUint> = (0..7)
+            .map(|_| big(rd.tpm2b(public::MAX_ECC_BYTES).unwrap()))
+            .collect();
         assert_eq!(rd.remaining(), 0);
         assert_eq!((&vals[0], &vals[1]), (&m.p, &m.a));
         assert_eq!((&vals[3], &vals[4], &vals[5]), (&m.g.0, &m.g.1, &m.n));
@@ -802,4 +882,200 @@ proptest::proptest! {
         let r = t.execute(0, &command(cc::GET_RANDOM, &[], &[], &[0, 4]));
         crate::fuzz_tests::check_response(&[], &r);
     }
+}
+
+/// A TPM with a BN P-256 ECDSA signing key and a BN P-638 ECDH key, and
+/// commands on the BN curves that succeed on it: Sign, VerifySignature,
+/// ECDH_ZGen, EC_Ephemeral, ECC_Parameters, TestParms (EC Schnorr) and
+/// CreatePrimary of a BN P-638 key.
+fn bn_fuzz_state_and_seeds() -> (Tpm, Vec<Vec<u8>>) {
+    let mut t = started();
+    let ecdsa = Some((ids::ECDSA, HashAlg::Sha256));
+    let (signer, _) = primary(
+        &mut t,
+        &ecc_template(Curve::BnP256, ecdsa, BASE | attr::SIGN),
+    );
+    let ecdh = Some((ids::ECDH, HashAlg::Sha256));
+    let (kx, _) = primary(
+        &mut t,
+        &ecc_template(Curve::BnP638, ecdh, BASE | attr::DECRYPT),
+    );
+    let digest = [7u8; 32];
+    let sig = params_of(&sign(&mut t, signer, b"", &digest, None)).to_vec();
+    let mut verify = Writer::new();
+    verify.tpm2b(&digest).bytes(&sig);
+    let (qx, qy) = fixed(Curve::BnP638, 3).public().xy();
+    let mut point = Writer::new();
+    point.tpm2b(&qx).tpm2b(&qy);
+    let mut zgen = Writer::new();
+    zgen.tpm2b(&point.buf);
+    let mut sign_cmd = Writer::new();
+    sign_cmd
+        .tpm2b(&digest)
+        .u16(ids::ECDSA)
+        .u16(HashAlg::Sha256.id())
+        .u16(crate::defs::st::HASHCHECK)
+        .u32(handle::NULL)
+        .tpm2b(&[]);
+    let mut parms = Writer::new();
+    parms
+        .u16(ids::ECC)
+        .u16(alg::NULL)
+        .u16(ids::ECSCHNORR)
+        .u16(HashAlg::Sha256.id())
+        .u16(ids::BN_P256)
+        .u16(alg::NULL);
+    let mut create = Writer::new();
+    let mut sens = Writer::new();
+    sens.tpm2b(b"").tpm2b(b"");
+    let p638 = ecc_template(Curve::BnP638, ecdsa, BASE | attr::SIGN);
+    create
+        .tpm2b(&sens.buf)
+        .tpm2b(&p638.marshal())
+        .tpm2b(&[])
+        .u32(0);
+    let seeds = alloc::vec![
+        command(cc::SIGN, &[signer], &[b""], &sign_cmd.buf),
+        command(cc::VERIFY_SIGNATURE, &[signer], &[], &verify.buf),
+        command(cc::ECDH_ZGEN, &[kx], &[b""], &zgen.buf),
+        command(cc::EC_EPHEMERAL, &[], &[], &ids::BN_P638.to_be_bytes()),
+        command(cc::ECC_PARAMETERS, &[], &[], &ids::BN_P638.to_be_bytes()),
+        command(cc::TEST_PARMS, &[], &[], &parms.buf),
+        command(cc::CREATE_PRIMARY, &[handle::OWNER], &[b""], &create.buf),
+    ];
+    (t, seeds)
+}
+
+/// Unmutated, the BN seeds succeed, and ECDH_ZGen's Z is the model's.
+#[test]
+fn bn_fuzz_seeds_reach_their_success_paths() {
+    let (mut t, seeds) = bn_fuzz_state_and_seeds();
+    for (i, c) in seeds.iter().enumerate() {
+        let r = t.execute(0, c);
+        assert_eq!(rc_of(&r), 0, "seed {i}: {r:02x?}");
+        if i == 2 {
+            let mut rd = Reader::new(params_of(&r));
+            let mut z = Reader::new(rd.tpm2b(200).unwrap());
+            let (zx, zy) = (z.tpm2b(80).unwrap(), z.tpm2b(80).unwrap());
+            assert_eq!((zx.len(), zy.len()), (80, 80));
+            let q = fixed(Curve::BnP638, 3).public();
+            assert!(public::EcPublic::from_xy(Curve::BnP638, zx, zy).is_some());
+            assert_ne!((zx.to_vec(), zy.to_vec()), q.xy());
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Mutated commands on the BN curves get a well-formed response (an
+    /// error code or a result), never a panic, and the TPM answers
+    /// afterwards.
+    #[test]
+    fn mutated_bn_curve_commands_never_panic(
+        seed in 0usize..7,
+        flips in proptest::collection::vec((proptest::prelude::any::<u16>(), proptest::prelude::any::<u8>()), 0..6),
+        cut in proptest::option::of(proptest::prelude::any::<u16>()),
+        fix_size in proptest::prelude::any::<bool>(),
+    ) {
+        let (mut t, seeds) = bn_fuzz_state_and_seeds();
+        let mut c = seeds[seed % seeds.len()].clone();
+        for (at, x) in flips {
+            let n = c.len();
+            c[at as usize % n] ^= x;
+        }
+        if let Some(cut) = cut {
+            c.truncate(cut as usize % (c.len() + 1));
+        }
+        if fix_size && c.len() >= 6 {
+            let n = c.len() as u32;
+            c[2..6].copy_from_slice(&n.to_be_bytes());
+        }
+        let r = t.execute(0, &c);
+        crate::fuzz_tests::check_response(&c, &r);
+        let r = t.execute(0, &command(cc::GET_RANDOM, &[], &[], &[0, 4]));
+        crate::fuzz_tests::check_response(&[], &r);
+    }
+}
+
+/// BN keys through the commands a guest sends: a BN P-638 storage primary
+/// (the same template gives the same key), a BN P-256 signing child created
+/// under it, loaded and signing (verified with the key's point); the child's
+/// context round-trips; the parent made persistent survives a power cycle
+/// (NV layout) and loads the child again; a volatile snapshot keeps the
+/// loaded child.
+#[test]
+fn bn_keys_create_load_persist_and_survive_snapshots() {
+    use crate::object_tests::{create, flush, load, storage_template};
+    use crate::tests::{new_tpm, startup, SharedNv, TestClock};
+    let nv = SharedNv::default();
+    let clock = TestClock::default();
+    let mut t = new_tpm(&nv, &clock);
+    assert_eq!(startup(&mut t, crate::defs::su::CLEAR), 0);
+    let mut storage = storage_template();
+    storage.curve = Curve::BnP638;
+    let (parent, pp) = primary(&mut t, &storage);
+    assert_eq!((pp.x.len(), pp.y.len()), (80, 80));
+    let (again, pp2) = primary(&mut t, &storage);
+    assert_eq!(pp2, pp);
+    crate::object_tests::flush(&mut t, again);
+    let tpl = ecc_template(
+        Curve::BnP256,
+        Some((ids::ECDSA, HashAlg::Sha256)),
+        BASE | attr::SIGN,
+    );
+    let (code, private, public) = create(&mut t, parent, &tpl, b"", b"");
+    assert_eq!(code, 0);
+    let pk = Public::unmarshal(&mut Reader::new(&public))
+        .unwrap()
+        .point()
+        .unwrap();
+    let digest = HashAlg::Sha256.digest(&[b"bn child"]);
+    let digest = digest.as_bytes();
+    let signed_by = |t: &mut Tpm, key: u32| {
+        let r = sign(t, key, b"", digest, None);
+        assert_eq!(rc_of(&r), 0, "{r:02x?}");
+        let mut rd = Reader::new(params_of(&r));
+        assert_eq!((rd.u16().unwrap(), rd.u16().unwrap()), (ids::ECDSA, 0x0B));
+        let (r, s) = (rd.tpm2b(32).unwrap(), rd.tpm2b(32).unwrap());
+        assert!(public::ecdsa_verify(&pk, digest, r, s));
+    };
+    let r = load(&mut t, parent, &private, &public);
+    assert_eq!(rc_of(&r), 0);
+    let key = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    signed_by(&mut t, key);
+    // The child's context round-trips.
+    let r = t.execute(0, &command(cc::CONTEXT_SAVE, &[key], &[], &[]));
+    assert_eq!(rc_of(&r), 0);
+    let ctx = params_of(&r).to_vec();
+    flush(&mut t, key);
+    let r = t.execute(0, &command(cc::CONTEXT_LOAD, &[], &[], &ctx));
+    assert_eq!(rc_of(&r), 0);
+    let key = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    signed_by(&mut t, key);
+    // A volatile snapshot keeps it.
+    let blob = t.save_volatile();
+    let mut u = new_tpm(&nv, &clock);
+    u.restore_volatile(&blob).unwrap();
+    signed_by(&mut u, key);
+    drop(u);
+    // The parent made persistent outlives a power cycle and loads the child.
+    let ph = 0x8100_0638u32;
+    let r = t.execute(
+        0,
+        &command(
+            cc::EVICT_CONTROL,
+            &[handle::OWNER, parent],
+            &[b""],
+            &ph.to_be_bytes(),
+        ),
+    );
+    assert_eq!(rc_of(&r), 0);
+    drop(t);
+    let mut t = new_tpm(&nv, &clock);
+    assert_eq!(startup(&mut t, crate::defs::su::CLEAR), 0);
+    let r = load(&mut t, ph, &private, &public);
+    assert_eq!(rc_of(&r), 0, "{r:02x?}");
+    let key = u32::from_be_bytes(r[10..14].try_into().unwrap());
+    signed_by(&mut t, key);
 }

@@ -14,7 +14,8 @@
 //! version-5 reader's object limits refuse (the rule of `nv::NV_VERSION`:
 //! bump when an older reader could fail part-way); version 7, likewise, may
 //! carry ECC keys of the ECSCHNORR scheme and TDES/Camellia keys; version 8
-//! ECC keys on P-192, P-224 or SM2 P-256 or of the SM2 or ECMQV scheme. Restore
+//! ECC keys on P-192, P-224 or SM2 P-256 or of the SM2 or ECMQV scheme;
+//! version 9 ECC keys on BN P-256 or BN P-638. Restore
 //! validates the blob as if a guest had written it.
 
 use crate::defs::limits::{self, PCR_COUNT};
@@ -31,8 +32,8 @@ use vdev::RestoreError;
 /// version 6 admits RSA keys of 1024 and 3072 bits and P-521 keys; version 7
 /// ECC keys of the ECSCHNORR scheme and TDES/Camellia symmetric keys;
 /// version 8 ECC keys on P-192, P-224 or SM2 P-256 or of the SM2 or ECMQV
-/// scheme.
-pub const VOLATILE_VERSION: u32 = 8;
+/// scheme; version 9 ECC keys on BN P-256 or BN P-638.
+pub const VOLATILE_VERSION: u32 = 9;
 /// Objects or sessions a blob may carry (more is malformed).
 const MAX_SNAPSHOT_ENTRIES: usize = 64;
 
@@ -350,7 +351,7 @@ mod tests {
     /// as saved, the SHA-512 bank unallocated (PCR_Read returns no SHA-512
     /// digest and TPM_CAP_PCRS an empty SHA-512 selection).
     #[test]
-    fn version_6_and_7_blobs_restore() {
+    fn version_6_to_8_blobs_restore() {
         let nv = SharedNv::default();
         let clock = TestClock::default();
         let mut a = new_tpm(&nv, &clock);
@@ -368,8 +369,8 @@ mod tests {
         let want = a.execute(0, &read);
         let blob = a.save_volatile();
         assert_eq!(blob[..4], super::VOLATILE_VERSION.to_be_bytes());
-        // Versions 6 and 7 have version 8's bytes.
-        for old in [6u32, 7] {
+        // Versions 6 to 8 have version 9's bytes.
+        for old in [6u32, 7, 8] {
             let mut blob = blob.clone();
             blob[..4].copy_from_slice(&old.to_be_bytes());
             let mut b = new_tpm(&nv, &clock);
@@ -443,10 +444,12 @@ mod tests {
         bad[4] = 7;
         assert!(a.restore_volatile(&bad).is_err());
         let mut newer = blob.clone();
-        newer[3] = 9;
+        newer[3] = super::VOLATILE_VERSION as u8 + 1;
         assert_eq!(
             a.restore_volatile(&newer),
-            Err(vdev::RestoreError::UnsupportedVersion(9))
+            Err(vdev::RestoreError::UnsupportedVersion(
+                super::VOLATILE_VERSION + 1
+            ))
         );
         let mut long = blob;
         long.push(0);

@@ -2782,24 +2782,26 @@ fn differential_ecc_parameters() {
     ];
     let outcomes = run_steps_both(&mut ours, &mut sw, steps, &["p256.bin"], &mut d);
     assert!(outcomes[1].0, "{outcomes:?}");
-    // Every implemented curve, byte for byte (domain, key size, KDF and its
-    // hash, scheme), and the BN curves swtpm has and the vTPM refuses.
+    // Every curve, byte for byte (domain, key size, KDF and its hash,
+    // scheme), and unassigned ones refused alike.
     for t in [&mut ours as &mut dyn Tpm, &mut sw] {
         t.disconnect();
     }
-    for curve in [1u16, 2, 3, 4, 5, 0x20] {
+    for curve in [1u16, 2, 3, 4, 5, 0x10, 0x11, 0x20] {
         let c = cmd(NS, 0x178, &[], None, &curve.to_be_bytes());
         let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
         assert_eq!(rc(&a), 0, "ECC_Parameters {curve:#x}");
         d.eq(&format!("ECC_Parameters {curve:#x}"), a, b);
     }
-    for curve in [0x10u16, 0x11] {
-        let r = ours.raw(0, &cmd(NS, 0x178, &[], None, &curve.to_be_bytes()));
+    for curve in [0x12u16, 0x21] {
+        let c = cmd(NS, 0x178, &[], None, &curve.to_be_bytes());
+        let (a, b) = (ours.raw(0, &c), sw.raw(0, &c));
         assert_eq!(
-            rc(&r),
+            rc(&a),
             0x1E6,
             "ECC_Parameters {curve:#x}: TPM_RC_CURVE + P1"
         );
+        d.eq(&format!("ECC_Parameters {curve:#x}"), a, b);
     }
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }
@@ -7885,18 +7887,13 @@ fn differential_algorithm_and_curve_capabilities() {
     let (oc, sc) = (curves(getcap(&mut ours, 8)), curves(getcap(&mut sw, 8)));
     assert_eq!(
         oc,
-        [0x0001, 0x0002, 0x0003, 0x0004, 0x0005, 0x0020],
+        [0x0001, 0x0002, 0x0003, 0x0004, 0x0005, 0x0010, 0x0011, 0x0020],
         "vtpm curves"
     );
-    for c in &oc {
-        assert!(sc.contains(c), "swtpm lacks curve {c:#x}");
-    }
-    // The curves swtpm lists beyond ours: BN P-256 and BN P-638, which no
-    // maintained no_std crate implements.
-    let gap: Vec<u16> = sc.iter().filter(|c| !oc.contains(c)).copied().collect();
-    assert_eq!(gap, [0x0010, 0x0011], "curves swtpm lists beyond ours");
+    // The same list as swtpm's, in the same order.
+    assert_eq!(oc, sc, "curves");
     // Paging the curve list from P-384 on, two at most: P-384 and P-521,
-    // and more remain (SM2 P-256).
+    // and more remain (BN P-256, BN P-638, SM2 P-256).
     let mut p = 8u32.to_be_bytes().to_vec();
     p.extend(4u32.to_be_bytes());
     p.extend(2u32.to_be_bytes());
@@ -8651,7 +8648,6 @@ const P1: u32 = 0x1C0;
 const RC_SCHEME: u32 = 0x12;
 const RC_SYMMETRIC: u32 = 0x16;
 const RC_MODE: u32 = 0x9;
-const RC_CURVE: u32 = 0x26;
 
 /// TPM2_TestParms of every object type — symmetric ciphers (key sizes, modes,
 /// algorithms), keyed-hash schemes (HMAC and XOR with each KDF), the RSA and
@@ -8785,17 +8781,16 @@ fn differential_test_parms() {
     cases.push(parms(AES, &[128, CFB]));
     cases.push(parms(0x99, &[0]));
     cases.push(parms(KEYEDHASH, &[null, 0]));
-    // The curves P-192, P-224 and SM2 P-256, and the SM2 scheme on them.
-    for curve in [1, 2, 0x20] {
+    // The curves P-192, P-224, BN P-256, BN P-638 and SM2 P-256, and the
+    // SM2 and ECMQV schemes on them.
+    for curve in [1, 2, 0x10, 0x11, 0x20] {
         cases.push(parms(ECC, &[null, null, curve, null]));
         cases.push(parms(ECC, &[null, SM2, SHA256, curve, null]));
         cases.push(parms(ECC, &[null, ECMQV, SHA384, curve, null]));
     }
     cases.push(parms(ECC, &[null, SM2, SHA256, 3, null]));
-    // The curves BN P-256 and BN P-638.
-    for curve in [0x10, 0x11] {
-        gaps.push((parms(ECC, &[null, null, curve, null]), RC_CURVE));
-    }
+    // An unassigned curve.
+    cases.push(parms(ECC, &[null, null, 0x12, null]));
     // SM3 is no hash of the vTPM's.
     cases.push(parms(ECC, &[null, SM2, 0x99, 3, null]));
     for c in &cases {
@@ -9412,6 +9407,431 @@ fn interop_sm2_ecmqv_and_new_curves() {
             flush(&mut sw, hb);
         }
     }
+    ours.stop_and_remove();
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// The BN curves (TPM_ECC_BN_P256, TPM_ECC_BN_P638) and short digests across
+/// the two TPMs: keys created on each (CreatePrimary; the seeds differ, so
+/// the points do), signatures made on one verify on the other
+/// (TPM2_LoadExternal of the public key, TPM2_VerifySignature) and a changed
+/// digest fails alike, for ECDSA, EC Schnorr and SM2 on both BN curves and
+/// for ECDSA with SHA-1 on P-384 and P-521 (a 20-byte digest, shorter than
+/// half the order); ECDH_ZGen agrees between the TPMs in both directions;
+/// TPM2_ZGen_2Phase (ECDH) of each with the other's static and ephemeral
+/// (TPM2_EC_Ephemeral) points gives both the same (Z1, Z2); points off the
+/// curve, the identity and oversized coordinates are refused with the same
+/// codes.
+#[test]
+fn interop_bn_curves_and_short_digests() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP interop_bn_curves_and_short_digests: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    assert!(tool(&mut ours, &["tpm2_startup", "-c"]).0);
+    let _ = tool(&mut sw, &["tpm2_startup", "-c"]);
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        t.disconnect();
+    }
+    let mut d = Diff(Vec::new());
+    let p = pw(1, &[], &[]);
+    let retry = |t: &mut dyn Tpm, c: &[u8]| {
+        let mut r = t.raw(0, c);
+        for _ in 0..5 {
+            if rc(&r) != 0x922 {
+                break;
+            }
+            r = t.raw(0, c);
+        }
+        r
+    };
+    let tpm2b = |b: &[u8]| [&(b.len() as u16).to_be_bytes()[..], b].concat();
+    let (sm2, ecdsa, schnorr, ecdh, null) = (0x1Bu16, 0x18u16, 0x1Cu16, 0x19u16, 0x10u16);
+    let (sha1, sha256) = (0x04u16, 0x0Bu16);
+    const BN: u16 = 0x10;
+    const BN638: u16 = 0x11;
+    let public = |curve: u16, scheme: u16, hash: u16, attrs: u32, x: &[u8], y: &[u8]| {
+        let mut v = Vec::new();
+        for f in [0x23u16, sha256] {
+            v.extend(f.to_be_bytes());
+        }
+        v.extend(attrs.to_be_bytes());
+        v.extend(tpm2b(&[]));
+        v.extend(null.to_be_bytes());
+        v.extend(scheme.to_be_bytes());
+        if scheme != null {
+            v.extend(hash.to_be_bytes());
+        }
+        for f in [curve, null] {
+            v.extend(f.to_be_bytes());
+        }
+        v.extend(tpm2b(x));
+        v.extend(tpm2b(y));
+        v
+    };
+    let base: u32 = 1 << 1 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 10;
+    let (sign, decrypt) = (1u32 << 18, 1u32 << 17);
+    // CreatePrimary under the owner: (handle, x, y).
+    let create = |t: &mut dyn Tpm, area: &[u8], n: usize| {
+        let mut params = tpm2b(&[0, 0, 0, 0]);
+        params.extend(tpm2b(area));
+        params.extend([0, 0, 0, 0, 0, 0]);
+        let r = retry(t, &cmd(S, 0x131, &[0x4000_0001], Some(&p), &params));
+        assert_eq!(rc(&r), 0, "CreatePrimary {area:02x?}: {r:02x?}");
+        let h = u32::from_be_bytes(r[10..14].try_into().unwrap());
+        let (out, _) = split_tpm2b(&r[18..]);
+        let y = out[out.len() - n..].to_vec();
+        let x = out[out.len() - 2 - 2 * n..out.len() - 2 - n].to_vec();
+        (h, x, y)
+    };
+    let flush = |t: &mut dyn Tpm, h: u32| {
+        assert_eq!(
+            rc(&t.raw(0, &cmd(NS, 0x165, &[], None, &h.to_be_bytes()))),
+            0
+        );
+    };
+    let load_external = |t: &mut dyn Tpm, area: &[u8]| {
+        let mut params = vec![0, 0];
+        params.extend(tpm2b(area));
+        params.extend(0x4000_0007u32.to_be_bytes());
+        retry(t, &cmd(NS, 0x167, &[], None, &params))
+    };
+    // Signatures, each way.
+    let sha512 = 0x0Du16;
+    let cases: [(u16, usize, u16, u16, usize); 10] = [
+        (BN, 32, ecdsa, sha256, 32),
+        (BN, 32, ecdsa, sha1, 20),
+        (BN, 32, schnorr, sha256, 32),
+        (BN, 32, sm2, sha256, 32),
+        (BN638, 80, ecdsa, sha256, 32),
+        (BN638, 80, ecdsa, sha512, 64),
+        (BN638, 80, schnorr, sha512, 64),
+        (BN638, 80, sm2, sha256, 32),
+        (4, 48, ecdsa, sha1, 20),
+        (5, 66, ecdsa, sha1, 20),
+    ];
+    for (curve, n, scheme, hash, dlen) in cases {
+        let digest: Vec<u8> = (0..dlen as u8).map(|i| i.wrapping_mul(37) ^ 0x5A).collect();
+        for ours_signs in [true, false] {
+            let (signer, verifier): (&mut dyn Tpm, &mut dyn Tpm) = if ours_signs {
+                (&mut ours, &mut sw)
+            } else {
+                (&mut sw, &mut ours)
+            };
+            let what = format!(
+                "curve {curve:#x} scheme {scheme:#x} hash {hash:#x} signed by {}",
+                if ours_signs { "vtpm" } else { "swtpm" }
+            );
+            let (h, x, y) = create(
+                signer,
+                &public(curve, scheme, hash, base | sign, &[], &[]),
+                n,
+            );
+            let mut params = tpm2b(&digest);
+            params.extend(null.to_be_bytes());
+            params.extend(0x8024u16.to_be_bytes());
+            params.extend(0x4000_0007u32.to_be_bytes());
+            params.extend([0, 0]);
+            let r = retry(signer, &cmd(S, 0x15D, &[h], Some(&p), &params));
+            assert_eq!(rc(&r), 0, "{what}: Sign {r:02x?}");
+            let (rr, rest) = split_tpm2b(&r[18..]);
+            let (ss, _) = split_tpm2b(rest);
+            let sig = [&r[14..18], rr, ss].concat();
+            assert_eq!(
+                &sig[..4],
+                &[&scheme.to_be_bytes()[..], &hash.to_be_bytes()].concat()
+            );
+            flush(signer, h);
+            let area = public(curve, scheme, hash, 1 << 6 | sign, &x, &y);
+            let r = load_external(verifier, &area);
+            assert_eq!(rc(&r), 0, "{what}: LoadExternal {r:02x?}");
+            let vh = u32::from_be_bytes(r[10..14].try_into().unwrap());
+            let verify = |t: &mut dyn Tpm, h: u32, digest: &[u8]| {
+                let mut params = tpm2b(digest);
+                params.extend(&sig);
+                rc(&retry(t, &cmd(NS, 0x177, &[h], None, &params)))
+            };
+            d.eq(
+                &format!("{what}: verifies"),
+                verify(verifier, vh, &digest),
+                0,
+            );
+            let mut other = digest.clone();
+            other[0] ^= 1;
+            let bad = verify(verifier, vh, &other);
+            assert_ne!(bad, 0, "{what}: another digest verified");
+            flush(verifier, vh);
+            let r = load_external(signer, &area);
+            assert_eq!(rc(&r), 0, "{what}: LoadExternal on the signer");
+            let sh = u32::from_be_bytes(r[10..14].try_into().unwrap());
+            d.eq(
+                &format!("{what}: verifies on the signer"),
+                verify(signer, sh, &digest),
+                0,
+            );
+            d.eq(
+                &format!("{what}: another digest"),
+                bad,
+                verify(signer, sh, &other),
+            );
+            flush(signer, sh);
+        }
+    }
+    let point = |x: &[u8], y: &[u8]| tpm2b(&[tpm2b(x), tpm2b(y)].concat());
+    let zgen = |t: &mut dyn Tpm, h: u32, q: &[u8]| retry(t, &cmd(S, 0x154, &[h], Some(&p), q));
+    for (curve, n) in [(BN, 32usize), (BN638, 80)] {
+        let name = format!("curve {curve:#x}");
+        // ECDH_ZGen, each with the other's public point.
+        let area = public(curve, ecdh, sha256, base | decrypt, &[], &[]);
+        let (ha, xa, ya) = create(&mut ours, &area, n);
+        let (hb, xb, yb) = create(&mut sw, &area, n);
+        let za = zgen(&mut ours, ha, &point(&xb, &yb));
+        let zb = zgen(&mut sw, hb, &point(&xa, &ya));
+        assert_eq!(rc(&za), 0, "vTPM ECDH_ZGen {name}: {za:02x?}");
+        d.eq(
+            &format!("ECDH_ZGen {name}: the shared point"),
+            &za[14..],
+            &zb[14..],
+        );
+        assert_eq!(
+            &za[14..16],
+            &((4 + 2 * n) as u16).to_be_bytes(),
+            "{za:02x?}"
+        );
+        // Points the TPM must refuse: off the curve ((1, 3)), the identity
+        // (empty coordinates), a coordinate not below p, a coordinate
+        // longer than any curve's.
+        let small = |v: u8| [vec![0u8; n - 1], vec![v]].concat();
+        for (what, q) in [
+            ("(1, 3)", point(&small(1), &small(3))),
+            ("the identity", point(&[], &[])),
+            ("x = 2^(8n) - 1", point(&vec![0xFF; n], &yb)),
+            (
+                "an 81-byte x",
+                point(&[vec![0; 81 - n], xb.clone()].concat(), &yb),
+            ),
+        ] {
+            d.eq(
+                &format!("ECDH_ZGen {name} with {what}"),
+                rc(&zgen(&mut ours, ha, &q)),
+                rc(&zgen(&mut sw, hb, &q)),
+            );
+            assert_ne!(rc(&zgen(&mut ours, ha, &q)), 0, "ECDH_ZGen with {what}");
+        }
+        // ZGen_2Phase (ECDH): A = vTPM, B = swtpm, each with the other's
+        // static point and its EC_Ephemeral point.
+        let ephemeral = |t: &mut dyn Tpm| {
+            let r = retry(t, &cmd(NS, 0x18E, &[], None, &curve.to_be_bytes()));
+            assert_eq!(rc(&r), 0, "EC_Ephemeral {name}: {r:02x?}");
+            let (q, rest) = split_tpm2b(&r[10..]);
+            (q.to_vec(), [rest[0], rest[1]])
+        };
+        let ((qe_a, ca), (qe_b, cb)) = (ephemeral(&mut ours), ephemeral(&mut sw));
+        let two_phase = |t: &mut dyn Tpm, h: u32, qs: &[u8], qe: &[u8], counter: [u8; 2]| {
+            let mut v = qs.to_vec();
+            v.extend(qe);
+            v.extend(ecdh.to_be_bytes());
+            v.extend(counter);
+            retry(t, &cmd(S, 0x18D, &[h], Some(&p), &v))
+        };
+        let a = two_phase(&mut ours, ha, &point(&xb, &yb), &qe_b, ca);
+        let b = two_phase(&mut sw, hb, &point(&xa, &ya), &qe_a, cb);
+        assert_eq!(rc(&a), 0, "vTPM ZGen_2Phase {name}: {a:02x?}");
+        d.eq(&format!("ZGen_2Phase {name}: (Z1, Z2)"), &a[14..], &b[14..]);
+        flush(&mut ours, ha);
+        flush(&mut sw, hb);
+    }
+    ours.stop_and_remove();
+    assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
+}
+
+/// TPM2_Commit and TPM2_Sign with the ECDAA scheme on the BN curves (the
+/// curves ECDAA was made for), the same command bytes to the vTPM and swtpm.
+/// On both TPMs' outputs, with P1 = a·G and P2 = (H(s2), y2), Commit returns
+/// K, L, E and a counter, Sign with that counter returns (nonceK, s), and
+/// with T = H(nonceK || digest) mod n: s·P2 = L + T·K, s·P1 = E + T·a·Q (Q
+/// the key's public point), and with no points s·G = E + T·Q (checked with
+/// `vtpm::bn`'s arithmetic). A used commitment and P1 or P2 off the curve
+/// get the same response codes from both.
+#[test]
+fn interop_bn_commit_ecdaa() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        println!("SKIP interop_bn_commit_ecdaa: not installed: {missing:?}");
+        return;
+    }
+    let mut sw = Swtpm::start();
+    let mut ours = Vtpm::start_in(scratch("vtpm"));
+    assert!(tool(&mut ours, &["tpm2_startup", "-c"]).0);
+    let _ = tool(&mut sw, &["tpm2_startup", "-c"]);
+    for t in [&mut ours as &mut dyn Tpm, &mut sw] {
+        t.disconnect();
+    }
+    let mut d = Diff(Vec::new());
+    let p = pw(1, &[], &[]);
+    let retry = |t: &mut dyn Tpm, c: &[u8]| {
+        let mut r = t.raw(0, c);
+        for _ in 0..5 {
+            if rc(&r) != 0x922 {
+                break;
+            }
+            r = t.raw(0, c);
+        }
+        r
+    };
+    let tpm2b = |b: &[u8]| [&(b.len() as u16).to_be_bytes()[..], b].concat();
+    let point = |x: &[u8], y: &[u8]| tpm2b(&[tpm2b(x), tpm2b(y)].concat());
+    let empty_point = vec![0u8, 4, 0, 0, 0, 0];
+    let digest = sha256(&[b"BN ECDAA message"]);
+    macro_rules! on_curve {
+        ($m:ident, $id:expr, $n:expr) => {{
+            use p256::elliptic_curve::group::Group;
+            use p256::elliptic_curve::ops::Reduce;
+            use p256::elliptic_curve::PrimeField;
+            use vtpm::bn::$m::{AffinePoint, FieldBytes, FieldElement, ProjectivePoint, Scalar};
+            type C = vtpm::bn::$m::BnCurve;
+            let n: usize = $n;
+            let curve: u16 = $id;
+            let name = format!("curve {curve:#x}");
+            let fb = |v: &[u8]| {
+                let mut b = FieldBytes::default();
+                b[n - v.len()..].copy_from_slice(v);
+                b
+            };
+            // T and s as scalars (reduced mod n).
+            let scalar = |v: &[u8]| Scalar::reduce_bytes(&fb(v));
+            let to_point = |b: &[u8]| -> ProjectivePoint {
+                let (x, rest) = split_tpm2b(&b[2..]);
+                let (y, _) = split_tpm2b(rest);
+                let a: AffinePoint = C::from_xy(&x[2..], &y[2..]).expect("a point on the curve");
+                a.into()
+            };
+            let bytes_of = |q: &ProjectivePoint| {
+                let (x, y) = C::xy(&q.to_affine());
+                point(&x, &y)
+            };
+            // The key: ECDAA-SHA-256, count 4.
+            let mut area = Vec::new();
+            for f in [0x23u16, 0x0B] {
+                area.extend(f.to_be_bytes());
+            }
+            let attrs: u32 = 1 << 1 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 10 | 1 << 18;
+            area.extend(attrs.to_be_bytes());
+            area.extend(tpm2b(&[]));
+            for f in [0x10u16, 0x1A, 0x0B, 4, curve, 0x10] {
+                area.extend(f.to_be_bytes());
+            }
+            area.extend(tpm2b(&[]));
+            area.extend(tpm2b(&[]));
+            let create = |t: &mut dyn Tpm| {
+                let mut params = tpm2b(&[0, 0, 0, 0]);
+                params.extend(tpm2b(&area));
+                params.extend([0, 0, 0, 0, 0, 0]);
+                let r = retry(t, &cmd(S, 0x131, &[0x4000_0001], Some(&p), &params));
+                assert_eq!(rc(&r), 0, "CreatePrimary {name}: {r:02x?}");
+                let h = u32::from_be_bytes(r[10..14].try_into().unwrap());
+                let (out, _) = split_tpm2b(&r[18..]);
+                let y = out[out.len() - n..].to_vec();
+                let x = out[out.len() - 2 - 2 * n..out.len() - 2 - n].to_vec();
+                (h, to_point(&point(&x, &y)))
+            };
+            let commit = |h: u32, p1: &[u8], s2: &[u8], y2: &[u8]| {
+                let mut v = p1.to_vec();
+                v.extend(tpm2b(s2));
+                v.extend(tpm2b(y2));
+                cmd(S, 0x18B, &[h], Some(&p), &v)
+            };
+            let sign = |h: u32, count: [u8; 2]| {
+                let mut v = tpm2b(&digest);
+                v.extend([0, 0x1A, 0, 0x0B]);
+                v.extend(count);
+                v.extend([0x80, 0x24, 0x40, 0, 0, 7, 0, 0]);
+                cmd(S, 0x15D, &[h], Some(&p), &v)
+            };
+            let outputs = |r: &[u8]| {
+                let (k, rest) = split_tpm2b(&r[14..]);
+                let (l, rest) = split_tpm2b(rest);
+                let (e, rest) = split_tpm2b(rest);
+                (k.to_vec(), l.to_vec(), e.to_vec(), [rest[0], rest[1]])
+            };
+            let ecdaa_sig = |r: &[u8]| {
+                assert_eq!(&r[14..18], &[0, 0x1A, 0, 0x0B], "ECDAA with SHA-256");
+                let (nk, rest) = split_tpm2b(&r[18..]);
+                let (s, _) = split_tpm2b(rest);
+                (nk[2..].to_vec(), s[2..].to_vec())
+            };
+            let g = ProjectivePoint::generator();
+            let a = Scalar::from_u64(7);
+            let p1 = g * a;
+            // P2 = (H(s2), y2) on the curve.
+            let (s2, p2, y2) = (0u32..)
+                .find_map(|i| {
+                    let s2 = [b"BN ECDAA basename ".as_slice(), &i.to_be_bytes()].concat();
+                    let x =
+                        Option::<FieldElement>::from(FieldElement::from_repr(fb(&sha256(&[&s2]))))?;
+                    let b = <C as primeorder::PrimeCurveParams>::EQUATION_B;
+                    let y = Option::<FieldElement>::from((x.square() * x + b).sqrt())?;
+                    let y2 = y.to_repr().to_vec();
+                    let p2 = C::from_xy(&x.to_repr(), &y2)?;
+                    Some((s2, ProjectivePoint::from(p2), y2))
+                })
+                .unwrap();
+            let mut outcomes = Vec::new();
+            for (who, t) in [("vTPM", &mut ours as &mut dyn Tpm), ("swtpm", &mut sw)] {
+                let (key, q) = create(t);
+                let r = retry(t, &commit(key, &bytes_of(&p1), &s2, &y2));
+                assert_eq!(rc(&r), 0, "{who} {name} Commit(P1, P2) {r:02x?}");
+                let (k, l, e, c) = outputs(&r);
+                let (k, l, e) = (to_point(&k), to_point(&l), to_point(&e));
+                let r = retry(t, &sign(key, c));
+                assert_eq!(rc(&r), 0, "{who} {name} Sign(ECDAA) {r:02x?}");
+                let (nk, s) = ecdaa_sig(&r);
+                assert_eq!(s.len(), n, "{who} {name}: s in the curve's size");
+                let tt = scalar(&sha256(&[&nk, &digest]));
+                let s = scalar(&s);
+                assert_eq!(p2 * s, l + k * tt, "{who} {name}: s·P2 = L + T·K");
+                assert_eq!(p1 * s, e + q * (a * tt), "{who} {name}: s·P1 = E + T·a·Q");
+                let again = rc(&t.raw(0, &sign(key, c)));
+                // Commit with neither point: s·G = E + T·Q.
+                let r = retry(t, &commit(key, &empty_point, &[], &[]));
+                assert_eq!(rc(&r), 0, "{who} {name} Commit() {r:02x?}");
+                let (k, l, e, c2) = outputs(&r);
+                assert_eq!((&k, &l), (&empty_point, &empty_point), "{who} {name}");
+                let e = to_point(&e);
+                let r = retry(t, &sign(key, c2));
+                assert_eq!(rc(&r), 0, "{who} {name} Sign(ECDAA) {r:02x?}");
+                let (nk, s) = ecdaa_sig(&r);
+                let tt = scalar(&sha256(&[&nk, &digest]));
+                assert_eq!(g * scalar(&s), e + q * tt, "{who} {name}: s·G = E + T·Q");
+                // Hostile points.
+                let mut p1_off = bytes_of(&p1);
+                let last = p1_off.len() - 1;
+                p1_off[last] ^= 1;
+                let mut y2_off = y2.clone();
+                y2_off[n - 1] ^= 1;
+                let off = [
+                    rc(&t.raw(0, &commit(key, &p1_off, &[], &[]))),
+                    rc(&t.raw(0, &commit(key, &empty_point, &s2, &y2_off))),
+                ];
+                outcomes.push((again, off));
+                assert_eq!(
+                    rc(&t.raw(0, &cmd(NS, 0x165, &[], None, &key.to_be_bytes()))),
+                    0
+                );
+            }
+            d.eq(
+                &format!("{name}: reused count, points off the curve"),
+                outcomes[0],
+                outcomes[1],
+            );
+            assert!(outcomes[0].1.iter().all(|&c| c != 0), "{outcomes:?}");
+        }};
+    }
+    on_curve!(bn_p256, 0x10, 32);
+    on_curve!(bn_p638, 0x11, 80);
     ours.stop_and_remove();
     assert!(d.0.is_empty(), "differences:\n{}", d.0.join("\n"));
 }

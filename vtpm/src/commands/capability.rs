@@ -72,12 +72,14 @@ const ALGORITHMS: [(u16, u32); 33] = [
 ];
 
 /// The implemented ECC curves (TPM_CAP_ECC_CURVES), ascending.
-const ECC_CURVES: [u16; 6] = [
+const ECC_CURVES: [u16; 8] = [
     ids::NIST_P192,
     ids::NIST_P224,
     ids::NIST_P256,
     ids::NIST_P384,
     ids::NIST_P521,
+    ids::BN_P256,
+    ids::BN_P638,
     ids::SM2_P256,
 ];
 

@@ -43,7 +43,7 @@ fn write_point(w: &mut Writer, x: &[u8], y: &[u8]) {
     w.tpm2b(&p.buf);
 }
 
-/// Reads a TPMI_ECC_CURVE: NIST P-256, P-384 or P-521.
+/// Reads a TPMI_ECC_CURVE: one of the implemented curves ([`public::Curve`]).
 fn read_curve(r: &mut Reader, n: u32) -> Result<public::Curve, u32> {
     public::Curve::from_id(r.u16().p(n)?).ok_or(rc::CURVE + rc::P + n * rc::N1)
 }
@@ -52,9 +52,9 @@ fn read_curve(r: &mut Reader, n: u32) -> Result<public::Curve, u32> {
 /// keyed with the commit nonce over the label, the counter, the Name of the
 /// signing key of a TPM2_Commit (empty for TPM2_EC_Ephemeral) and an
 /// iteration byte, taken as a scalar (the next iteration if it is 0 or not
-/// below the group order); on P-384 and P-521 HMAC-SHA-512 over the same and
-/// the curve ID, two blocks cut to the scalar size (P-521's top byte to its
-/// one significant bit).
+/// below the group order); on the other curves HMAC-SHA-512 over the same
+/// and the curve ID, two blocks cut to the scalar size and the order's bits
+/// (P-521's top byte to its one significant bit, BN P-638's to six).
 pub(crate) fn commit_secret(
     tpm: &Tpm,
     counter: u64,
@@ -82,9 +82,9 @@ pub(crate) fn commit_secret(
             v.extend_from_slice(h.as_bytes());
         }
         v.truncate(curve.bytes());
-        if curve == public::Curve::P521 {
-            v[0] &= 1;
-        }
+        // Cut to the order's bits (P-521: one bit of the first byte; BN
+        // P-638: six).
+        v[0] &= 0xFF >> (8 * curve.bytes() - curve.order_bits());
         v
     })
 }
@@ -122,10 +122,10 @@ pub(crate) fn outstanding(tpm: &Tpm, c: u16) -> Option<u64> {
     (recent && tpm.v.commit.outstanding & (1 << (full % COMMIT_WINDOW)) != 0).then_some(full)
 }
 
-/// MAX_ECC_KEY_BYTES of the reference build (NIST P-521): the largest
+/// MAX_ECC_KEY_BYTES (BN P-638's 80 bytes, as libtpms): the largest
 /// TPM2B_ECC_PARAMETER the unmarshaller accepts; a larger coordinate than
 /// the curve's is not on the curve.
-const MAX_ECC_KEY_BYTES: usize = 66;
+const MAX_ECC_KEY_BYTES: usize = public::MAX_ECC_BYTES;
 
 /// A coordinate in `n` big-endian bytes (leading zeros dropped or added), or
 /// None if its value does not fit.

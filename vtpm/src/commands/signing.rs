@@ -678,17 +678,63 @@ pub mod sm2_domain {
     pub const N: &str = "fffffffeffffffffffffffffffffffff7203df6b21c6052b53bbf40939d54123";
 }
 
+/// BN P-256 domain parameters (TCG Algorithm Registry, ISO/IEC 15946-5):
+/// y² = x³ + 3, G = (1, 2), cofactor 1; big-endian hex.
+pub mod bn_p256_domain {
+    pub const KEY_BITS: u16 = 256;
+    pub const P: &str = "fffffffffffcf0cd46e5f25eee71a49f0cdc65fb12980a82d3292ddbaed33013";
+    /// a = 0, in one byte as libtpms gives it.
+    pub const A: &str = "00";
+    pub const B: &str = "0000000000000000000000000000000000000000000000000000000000000003";
+    pub const GX: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+    pub const GY: &str = "0000000000000000000000000000000000000000000000000000000000000002";
+    pub const N: &str = "fffffffffffcf0cd46e5f25eee71a49e0cdc65fb1299921af62d536cd10b500d";
+}
+
+/// BN P-638 domain parameters (TCG Algorithm Registry, ISO/IEC 15946-5):
+/// y² = x³ + 257, G = (p − 1, 16), cofactor 1; big-endian hex, 80 bytes
+/// each (a as libtpms gives it, in one byte).
+pub mod bn_p638_domain {
+    pub const KEY_BITS: u16 = 638;
+    pub const P: &str = concat!(
+        "23fffffdc000000d7fffffb8000001d3fffff942d000165e3fff94870000d52f",
+        "fffdd0e00008de55c00086520021e55bfffff51ffff4eb800000004c80015acd",
+        "ffffffffffffece00000000000000067"
+    );
+    pub const A: &str = "00";
+    pub const B: &str = concat!(
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "00000000000000000000000000000101"
+    );
+    pub const GX: &str = concat!(
+        "23fffffdc000000d7fffffb8000001d3fffff942d000165e3fff94870000d52f",
+        "fffdd0e00008de55c00086520021e55bfffff51ffff4eb800000004c80015acd",
+        "ffffffffffffece00000000000000066"
+    );
+    pub const GY: &str = concat!(
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "00000000000000000000000000000010"
+    );
+    pub const N: &str = concat!(
+        "23fffffdc000000d7fffffb8000001d3fffff942d000165e3fff94870000d52f",
+        "fffdd0e00008de55600086550021e555fffff54ffff4eac000000049800154d9",
+        "ffffffffffffeda00000000000000061"
+    );
+}
+
 /// TPM_ALG_SM3_256, the KDF hash the reference curve table names for SM2
 /// P-256.
 const TPM_ALG_SM3_256: u16 = 0x0012;
 
 /// The TPMS_ALGORITHM_DETAIL_ECC values of `curve`: keySize, the hash of
-/// its KDF (KDF1 of SP 800-56A) and p, a, b, gX, gY, n, h. The KDF hashes
-/// are the reference curve table's (SHA-256 for the NIST curves up to 256
-/// bits, SHA-384 for P-384, SHA-512 for P-521, SM3-256 for SM2 P-256 — a
-/// name only: as in libtpms, no command computes that KDF, and SM3 is no
-/// hash of this TPM).
-pub fn domain(curve: public::Curve) -> (u16, u16, [Vec<u8>; 7]) {
+/// its KDF (KDF1 of SP 800-56A; None: TPM_ALG_NULL) and p, a, b, gX, gY, n,
+/// h. The KDF hashes are the reference curve table's (SHA-256 for the NIST
+/// curves up to 256 bits, SHA-384 for P-384, SHA-512 for P-521, SM3-256 for
+/// SM2 P-256 — a name only: as in libtpms, no command computes that KDF, and
+/// SM3 is no hash of this TPM; none for the BN curves).
+pub fn domain(curve: public::Curve) -> (u16, Option<u16>, [Vec<u8>; 7]) {
     use p521_domain::bytes;
     let h = alloc::vec![1u8];
     let hex = |v: [&str; 6]| {
@@ -700,7 +746,7 @@ pub fn domain(curve: public::Curve) -> (u16, u16, [Vec<u8>; 7]) {
             use p192_domain as d;
             (
                 d::KEY_BITS,
-                alg::SHA256,
+                Some(alg::SHA256),
                 hex([d::P, d::A, d::B, d::GX, d::GY, d::N]),
             )
         }
@@ -708,25 +754,41 @@ pub fn domain(curve: public::Curve) -> (u16, u16, [Vec<u8>; 7]) {
             use p224_domain as d;
             (
                 d::KEY_BITS,
-                alg::SHA256,
+                Some(alg::SHA256),
                 hex([d::P, d::A, d::B, d::GX, d::GY, d::N]),
             )
         }
         public::Curve::P256 => {
             use p256_domain as d;
             let v = [&d::P[..], &d::A, &d::B, &d::GX, &d::GY, &d::N, &d::H].map(<[u8]>::to_vec);
-            (d::KEY_BITS, alg::SHA256, v)
+            (d::KEY_BITS, Some(alg::SHA256), v)
         }
         public::Curve::P384 => {
             use p384_domain as d;
             let v = [&d::P[..], &d::A, &d::B, &d::GX, &d::GY, &d::N, &d::H].map(<[u8]>::to_vec);
-            (d::KEY_BITS, alg::SHA384, v)
+            (d::KEY_BITS, Some(alg::SHA384), v)
         }
         public::Curve::P521 => {
             use p521_domain as d;
             (
                 d::KEY_BITS,
-                alg::SHA512,
+                Some(alg::SHA512),
+                hex([d::P, d::A, d::B, d::GX, d::GY, d::N]),
+            )
+        }
+        public::Curve::BnP256 => {
+            use bn_p256_domain as d;
+            (
+                d::KEY_BITS,
+                None,
+                hex([d::P, d::A, d::B, d::GX, d::GY, d::N]),
+            )
+        }
+        public::Curve::BnP638 => {
+            use bn_p638_domain as d;
+            (
+                d::KEY_BITS,
+                None,
                 hex([d::P, d::A, d::B, d::GX, d::GY, d::N]),
             )
         }
@@ -734,7 +796,7 @@ pub fn domain(curve: public::Curve) -> (u16, u16, [Vec<u8>; 7]) {
             use sm2_domain as d;
             (
                 d::KEY_BITS,
-                TPM_ALG_SM3_256,
+                Some(TPM_ALG_SM3_256),
                 hex([d::P, d::A, d::B, d::GX, d::GY, d::N]),
             )
         }
@@ -751,12 +813,12 @@ pub fn ecc_parameters(_tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
         return Err(rc::CURVE + rc::P + rc::N1);
     };
     let (bits, kdf_hash, values) = domain(c);
-    cmd.out
-        .u16(curve)
-        .u16(bits)
-        .u16(alg::KDF1_SP800_56A)
-        .u16(kdf_hash)
-        .u16(alg::NULL);
+    cmd.out.u16(curve).u16(bits);
+    match kdf_hash {
+        Some(h) => cmd.out.u16(alg::KDF1_SP800_56A).u16(h),
+        None => cmd.out.u16(alg::NULL),
+    };
+    cmd.out.u16(alg::NULL);
     for v in values {
         cmd.out.tpm2b(&v);
     }
