@@ -347,14 +347,14 @@ impl<H: Hypercall> AbiControl<H> {
     }
 
     /// Captures `vm`'s frame (`None`) or a region of it as XRGB8888 rows handed to
-    /// `rows` in order, in strips of as many rows as the argument area holds (one
+    /// `rows` (with the capture's width and height) in order, in strips of as many rows as the argument area holds (one
     /// CAPTURE each; the first says the capture's size); answers its width and
     /// height. A frame that changes meanwhile gives strips of different frames.
     pub fn capture(
         &mut self,
         vm: &str,
         region: Option<Rect>,
-        rows: &mut dyn FnMut(&[u8]),
+        rows: &mut dyn FnMut((u32, u32), &[u8]),
     ) -> Result<(u32, u32), ControlError> {
         let inner = self.inner.get_mut();
         let id = inner.id(vm)?;
@@ -404,9 +404,9 @@ impl<H: Hypercall> AbiControl<H> {
                 )));
             }
             if done == 0 {
-                rows(&first);
+                rows((w, h), &first);
             } else {
-                rows(inner.args(got as usize));
+                rows((w, h), inner.args(got as usize));
             }
             done += want as u32;
             if done == h {
