@@ -43,6 +43,10 @@ pub struct FrameView<'a> {
     pub data: &'a [u8],
 }
 
+/// How long an input step waits for a sink that takes none of its events (a
+/// guest that does not read its input) before the run fails as a timeout.
+pub const SEND_TIMEOUT_MS: u32 = crate::script::DEFAULT_TIMEOUT_MS;
+
 /// Bytes per pixel of a [`FrameView`].
 const PIXEL: usize = 4;
 
@@ -144,7 +148,8 @@ pub trait InputSink {
 /// Why a run stopped early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// A wait's condition was not met in time.
+    /// A wait's condition was not met in time, or an input step's events were
+    /// not taken for [`SEND_TIMEOUT_MS`].
     Timeout,
     /// A wait's region is not inside the guest's frame.
     RegionOutside,
@@ -209,6 +214,8 @@ enum Phase {
     Sending {
         events: Vec<InputEvent>,
         next: usize,
+        /// When the sink last refused an event and has taken none since.
+        stalled: Option<u64>,
     },
     Sleeping {
         until: u64,
@@ -425,14 +432,27 @@ impl<'s> Runner<'s> {
                         _ => Phase::Sending {
                             events: events_of(step),
                             next: 0,
+                            stalled: None,
                         },
                     };
                 }
-                Phase::Sending { events, next } => {
+                Phase::Sending {
+                    events,
+                    next,
+                    stalled,
+                } => {
                     while let Some(e) = events.get(*next) {
                         if sink.send(e).is_err() {
-                            return Status::Running { wake_at: None };
+                            let since = *stalled.get_or_insert(now);
+                            let limit = since.saturating_add(u64::from(SEND_TIMEOUT_MS));
+                            if now >= limit {
+                                return self.fail(Failure::Timeout);
+                            }
+                            return Status::Running {
+                                wake_at: Some(limit),
+                            };
                         }
+                        *stalled = None;
                         *next += 1;
                     }
                     self.finish_step(now, None, frames);

@@ -500,3 +500,53 @@ fn a_slot_runs_one_script_at_a_time_and_reports_its_end_once() {
         authority_abi::Status::InvalidParameters as i64
     );
 }
+
+#[test]
+fn input_the_guest_never_takes_fails_the_run_after_the_send_timeout() {
+    let s = script("wait 5\ntype \"ab\"\n");
+    let mut r = Runner::new(&s);
+    let mut guest = Terminal::new();
+    // Room for 3 events, then nothing more is taken: the step stalls.
+    let mut q = Queue {
+        events: Vec::new(),
+        room: 3,
+        sent: Vec::new(),
+    };
+    let mut now = 0;
+    let status = loop {
+        match r.poll(now, &mut guest, &mut q) {
+            Status::Running { .. } => now += 100,
+            done => break done,
+        }
+        assert!(now < 1_000_000, "runaway");
+    };
+    assert_eq!(
+        status,
+        Status::Failed {
+            step: 1,
+            line: 2,
+            why: Failure::Timeout
+        }
+    );
+    assert_eq!(q.sent.len(), 3);
+    // Stalled from the poll at 100 (after the wait), failed at the first poll
+    // SEND_TIMEOUT_MS later.
+    assert_eq!(now, 100 + u64::from(SEND_TIMEOUT_MS));
+    // A sink that takes events again resets the clock: a slow guest is fine.
+    let mut r = Runner::new(&s);
+    let mut q = Queue {
+        events: Vec::new(),
+        room: 1,
+        sent: Vec::new(),
+    };
+    let mut now = 0;
+    let status = loop {
+        match r.poll(now, &mut guest, &mut q) {
+            Status::Running { .. } => now += 6000,
+            done => break done,
+        }
+        q.events.clear();
+        assert!(now < 1_000_000, "runaway");
+    };
+    assert_eq!(status, Status::Finished);
+}
