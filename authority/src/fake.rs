@@ -723,7 +723,10 @@ fn capture_shows_the_frames_size_and_region_hash() {
         &mut c,
         "capture linux 1 2 3\rcapture linux 0 0 0 1\rcapture nosuch\r",
     );
-    assert!(out.contains("error: usage: capture NAME [X Y W H]"), "{out}");
+    assert!(
+        out.contains("error: usage: capture NAME [X Y W H]"),
+        "{out}"
+    );
     assert!(out.contains("error: capture: X Y within"), "{out}");
     assert!(out.contains("error: no VM named 'nosuch'"), "{out}");
 }

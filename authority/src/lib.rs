@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 
 use authority_abi::call::{Rect, VmEntry};
 use authority_abi::ring::Event;
-use monitor::abi_client::{AbiControl, Hypercall};
+use monitor::abi_client::{AbiControl, CaptureRows, Hypercall};
 use monitor::{ControlError, VmControl};
 
 /// What the authority drives: the monitor's operations plus the ABI's own.
@@ -41,7 +41,7 @@ pub trait Authority: VmControl {
         &mut self,
         vm: &str,
         region: Option<Rect>,
-        rows: &mut dyn FnMut((u32, u32), &[u8]),
+        rows: &mut CaptureRows<'_>,
     ) -> Result<(u32, u32), ControlError>;
     /// What the hypervisor reported since the last call (the event ring).
     fn events(&mut self) -> Vec<Event>;
@@ -70,7 +70,7 @@ impl<H: Hypercall> Authority for AbiControl<H> {
         &mut self,
         vm: &str,
         region: Option<Rect>,
-        rows: &mut dyn FnMut((u32, u32), &[u8]),
+        rows: &mut CaptureRows<'_>,
     ) -> Result<(u32, u32), ControlError> {
         AbiControl::capture(self, vm, region, rows)
     }

@@ -424,7 +424,16 @@ fn the_streamed_hash_is_the_region_hash() {
         data: &f.data[..f.data.len() - 1],
         ..f
     };
-    assert!(region_rows(&short, Region { x: 0, y: 0, w: W, h: H }).is_none());
+    assert!(region_rows(
+        &short,
+        Region {
+            x: 0,
+            y: 0,
+            w: W,
+            h: H
+        }
+    )
+    .is_none());
 }
 
 /// Polls `slot` against `guest` with time going up by 10 per poll until it
@@ -492,7 +501,10 @@ fn a_slot_runs_one_script_at_a_time_and_reports_its_end_once() {
     let done = run_slot(&mut slot, &mut guest, 4);
     assert_eq!(done.steps, 0);
     assert_eq!(done.abi_status(), authority_abi::Status::Failed as i64);
-    assert_eq!(slot.start(b"wait 5\nwait-match 0 30 64 8 0000000000000000\n"), Ok(2));
+    assert_eq!(
+        slot.start(b"wait 5\nwait-match 0 30 64 8 0000000000000000\n"),
+        Ok(2)
+    );
     let done = run_slot(&mut slot, &mut guest, 4);
     assert_eq!(done.steps, 1);
     assert_eq!(

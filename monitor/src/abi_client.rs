@@ -39,6 +39,10 @@ pub trait Hypercall {
     fn hvc(&mut self, x: [u64; 8], shared: &mut [u8]) -> [u64; 4];
 }
 
+/// Where [`AbiControl::capture`] hands the rows: the capture's (width, height)
+/// and the next rows' bytes.
+pub type CaptureRows<'a> = dyn FnMut((u32, u32), &[u8]) + 'a;
+
 /// Bytes of the event ring at the start of the shared buffer.
 pub const RING_BYTES: usize = 4096;
 /// Bytes of the argument area after it (a REPLY record fits).
@@ -354,7 +358,7 @@ impl<H: Hypercall> AbiControl<H> {
         &mut self,
         vm: &str,
         region: Option<Rect>,
-        rows: &mut dyn FnMut((u32, u32), &[u8]),
+        rows: &mut CaptureRows<'_>,
     ) -> Result<(u32, u32), ControlError> {
         let inner = self.inner.get_mut();
         let id = inner.id(vm)?;
@@ -367,7 +371,11 @@ impl<H: Hypercall> AbiControl<H> {
             why: format!("capture: {why}"),
         };
         let n = inner
-            .raw(&Call::Capture { vm: id, region, out })
+            .raw(&Call::Capture {
+                vm: id,
+                region,
+                out,
+            })
             .map_err(|s| inner.error(vm, s))?;
         // The first strip, before REPLY reuses the argument area.
         let first = inner.args((n as usize).min(ARGS_BYTES)).to_vec();
@@ -376,12 +384,17 @@ impl<H: Hypercall> AbiControl<H> {
             .map(|r| r.items().map(|(v, _)| v).collect())
             .unwrap_or_default();
         let (w, h) = match size[..] {
-            [w, h] if (1..=u64::from(call::MAX_DIM)).contains(&w)
-                && (1..=u64::from(call::MAX_DIM)).contains(&h) =>
+            [w, h]
+                if (1..=u64::from(call::MAX_DIM)).contains(&w)
+                    && (1..=u64::from(call::MAX_DIM)).contains(&h) =>
             {
                 (w as u32, h as u32)
             }
-            _ => return Err(bad(String::from("the hypervisor did not say the capture's size"))),
+            _ => {
+                return Err(bad(String::from(
+                    "the hypervisor did not say the capture's size",
+                )))
+            }
         };
         let row = u64::from(w) * 4;
         let fit = ARGS_BYTES as u64 / row;
@@ -392,7 +405,10 @@ impl<H: Hypercall> AbiControl<H> {
         }
         let base = region.unwrap_or(Rect { x: 0, y: 0, w, h });
         if (base.w, base.h) != (w, h) {
-            return Err(bad(format!("{w}x{h} captured for a {}x{} region", base.w, base.h)));
+            return Err(bad(format!(
+                "{w}x{h} captured for a {}x{} region",
+                base.w, base.h
+            )));
         }
         let mut done = 0u32;
         let mut got = n;

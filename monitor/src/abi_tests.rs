@@ -1068,7 +1068,9 @@ fn the_client_captures_a_frame_larger_than_its_buffer_in_strips() {
     };
     got.clear();
     let size = abi
-        .capture("linux", Some(region), &mut |_, b: &[u8]| got.extend_from_slice(b))
+        .capture("linux", Some(region), &mut |_, b: &[u8]| {
+            got.extend_from_slice(b)
+        })
         .unwrap();
     assert_eq!(size, (1200, 7));
     assert!(got == frame(3, 2, 1200, 7), "the region's bytes");
@@ -1092,7 +1094,9 @@ fn the_client_captures_a_frame_larger_than_its_buffer_in_strips() {
         h: 1,
     };
     let e = abi
-        .capture("linux", Some(outside), &mut |_, b: &[u8]| got.extend_from_slice(b))
+        .capture("linux", Some(outside), &mut |_, b: &[u8]| {
+            got.extend_from_slice(b)
+        })
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -1113,6 +1117,8 @@ fn the_client_captures_a_frame_larger_than_its_buffer_in_strips() {
         major2: false,
     })
     .unwrap_or_else(|_| panic!("open"));
-    let e = abi.capture("linux", None, &mut |_, _: &[u8]| {}).unwrap_err();
+    let e = abi
+        .capture("linux", None, &mut |_, _: &[u8]| {})
+        .unwrap_err();
     assert!(e.to_string().contains("do not fit"), "{e}");
 }
