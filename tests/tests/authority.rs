@@ -237,8 +237,8 @@ fn pattern_hash(gw: u32, gh: u32, (x, y, w, h): (u32, u32, u32, u32), block: boo
 }
 
 /// The guest of the scripts-and-capture test: detaches the framebuffer console
-/// (nothing draws over the pattern then, and what is typed on tty1 is not
-/// drawn either), writes the pattern to `/dev/fb0`, leaves `/tmp/block.sh` to draw
+/// (nothing draws over the pattern then) and turns tty1's echo off (what is
+/// typed there is never drawn, even with a console on it), writes the pattern to `/dev/fb0`, leaves `/tmp/block.sh` to draw
 /// the block, and then runs every line typed on its keyboard (tty1), its output
 /// on the serial console.
 fn scripts_guest_cmd(width: u32, height: u32) -> String {
@@ -260,7 +260,7 @@ k=0;while [ $k -lt 8 ];do dd if=t bs=32 skip=$k count=1 2>/dev/null>x;d x {reps}
 d b {blocks};dd if=y of=/dev/fb0 bs={tile_rows} count={blocks} 2>/dev/null
 printf '\{b0:03o}\{b1:03o}\{b2:03o}\000'>p;d p {bw};mv y k
 echo 'k={by};while [ $k -lt {bend} ];do dd if=/tmp/k of=/dev/fb0 bs={brow} seek=$(( (k*{row}+{boff})/{brow} )) conv=notrunc 2>/dev/null;k=$((k+1));done;echo block-drawn'>block.sh
-echo pattern-written;exec 3</dev/tty1;echo kbd-ready
+echo pattern-written;exec 3</dev/tty1;stty -echo <&3;echo kbd-ready
 while read l <&3;do eval "$l";done"#,
         b64 = base64(&tile),
         reps = width / 8,
@@ -347,6 +347,18 @@ fn scripts_type_into_the_guest_and_capture_returns_its_frame() {
          send input type linux \"sh /tmp/block.sh\\\\n\"\n\
          expect ok: vm linux: 34 events: 34 delivered\n\
          expect (?s)(scripted-42.*rayos: vm linux: script typed finished \\(2 steps\\)|rayos: vm linux: script typed finished \\(2 steps\\).*scripted-42)\n\
+         send capture linux {bx} {by} {bw} {bh}\n\
+         expect ok: vm linux: captured {bw}x{bh} at {bx},{by}\n\
+         send capture linux 0 0 {gw} {by}\n\
+         expect ok: vm linux: captured {gw}x{by} at 0,0\n\
+         send script blocked\n\
+         expect type the script\n\
+         send wait-match 0 0 {gw} {gh} {with_block:016x} timeout 120000\n\
+         send end\n\
+         expect ok: script blocked saved \\(1 steps\\)\n\
+         send input script linux blocked\n\
+         expect ok: vm linux: script blocked started \\(1 steps\\)\n\
+         expect rayos: vm linux: script blocked finished \\(1 steps\\)\n\
          send capture linux\n\
          expect ok: vm linux: captured {gw}x{gh}, {bytes} bytes, hash {with_block:016x}\n",
         bytes = gw * gh * 4,
