@@ -227,9 +227,20 @@ fn grab(vm: &Vm) -> Result<Grab, &'static str> {
         && r.width > 0
         && r.height > 0;
     let stride = s.stride as usize;
-    let offset = r.y as usize * stride + r.x as usize * bpp;
-    let end = (r.y + r.height - 1) as usize * stride + (r.x + r.width) as usize * bpp;
-    if !inside || end > s.pixels.len() {
+    // Guest-set values: checked before any arithmetic that could wrap.
+    let span = |y: u32, x: u32| {
+        (y as usize)
+            .checked_mul(stride)?
+            .checked_add(x as usize * bpp)
+    };
+    let offset = span(r.y, r.x);
+    let end = inside
+        .then(|| span(r.y + r.height - 1, r.x + r.width))
+        .flatten();
+    let (Some(offset), Some(end)) = (offset, end) else {
+        return Err("its scanout rectangle is not inside its resource");
+    };
+    if end > s.pixels.len() || (r.width as usize * bpp) > stride {
         return Err("its scanout rectangle is not inside its resource");
     }
     match s.format {
