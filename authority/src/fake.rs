@@ -39,6 +39,8 @@ pub struct Model {
     pub refuse_start: bool,
     /// Script ends the hypervisor reports after the call: (VM, steps, status).
     pub done: Vec<(String, u64, i64)>,
+    /// Frames the hypervisor reports after the call: (VM, frame, damage).
+    pub frames: Vec<(String, u64, call::Rect)>,
 }
 
 /// The guest frame every VM of the model shows: 8x4 pixels, byte `i` of row `y`
@@ -67,6 +69,7 @@ impl Model {
             calls: Vec::new(),
             refuse_start: false,
             done: Vec::new(),
+            frames: Vec::new(),
         }
     }
     fn vm(&mut self, n: &str) -> Result<&mut Vm, ControlError> {
@@ -331,6 +334,17 @@ impl Hypercall for Hyp {
         for (vm, steps, status) in core::mem::take(&mut self.m.done) {
             let vm = self.d.id_of(&vm);
             let ev = authority_abi::ring::Event::ScriptDone { vm, steps, status };
+            self.d.notify(&ev, &mut r).unwrap();
+        }
+        // (Frames wait for the session: before OPEN there is no ring.)
+        let frames = if self.d.is_open() {
+            core::mem::take(&mut self.m.frames)
+        } else {
+            Vec::new()
+        };
+        for (vm, frame, damage) in frames {
+            let vm = self.d.id_of(&vm);
+            let ev = authority_abi::ring::Event::FrameReady { vm, frame, damage };
             self.d.notify(&ev, &mut r).unwrap();
         }
         [x0, 0, 0, 0]
@@ -728,5 +742,29 @@ fn capture_shows_the_frames_size_and_region_hash() {
         "{out}"
     );
     assert!(out.contains("error: capture: X Y within"), "{out}");
+    assert!(out.contains("error: no VM named 'nosuch'"), "{out}");
+}
+
+#[test]
+fn frames_counts_the_frame_ready_events() {
+    let r = |x, y, w, h| call::Rect { x, y, w, h };
+    let mut m = Model::with(&[("linux", Running, 0), ("bg", Running, 0)]);
+    // Reported right after the first call (OPEN).
+    m.frames.push(("linux".into(), 7, r(0, 0, 640, 480)));
+    m.frames.push(("linux".into(), 9, r(192, 100, 64, 16)));
+    let mut c = ctl(m);
+    let mut sh = Shell::new();
+    // Not taken from the ring yet.
+    let out = typed(&mut sh, &mut c, "frames linux\r");
+    assert!(out.contains("ok: vm linux: no frame-ready events"), "{out}");
+    let mut out = Vec::new();
+    sh.events(&mut c, &mut out);
+    assert!(out.is_empty(), "frame events print nothing");
+    let out = typed(&mut sh, &mut c, "frames linux\rframes bg\rframes nosuch\r");
+    assert!(
+        out.contains("ok: vm linux: 2 frame-ready events, last frame 9 (damage 192,100 64x16)"),
+        "{out}"
+    );
+    assert!(out.contains("ok: vm bg: no frame-ready events"), "{out}");
     assert!(out.contains("error: no VM named 'nosuch'"), "{out}");
 }

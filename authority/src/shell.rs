@@ -13,7 +13,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use authority_abi::call::Rect;
+use authority_abi::call::{Rect, VmId};
 use authority_abi::ring::Event;
 use input::run::RegionHasher;
 use input::script::Script;
@@ -38,7 +38,7 @@ pub const SCRIPT_NAME_MAX: usize = 32;
 /// The shell's own commands, in one line (then the monitor's `help`).
 pub const SHELL_HELP: &str = "shell: present NAME | leave NAME | vm start NAME | \
 input type NAME TEXT | input gaze NAME X Y [MS] | input script NAME FILE | \
-script FILE (lines, then `end`) | scripts | capture NAME [X Y W H] | \
+script FILE (lines, then `end`) | scripts | capture NAME [X Y W H] | frames NAME | \
 attach NAME (Ctrl-] returns)";
 
 /// Scripts built into the authority image: (name, text).
@@ -66,6 +66,8 @@ pub struct Shell {
     scripts: Vec<(String, String)>,
     /// The script last started on each VM (VM, script), for its end's line.
     started: Vec<(String, String)>,
+    /// Per VM id: FrameReady events seen, and the last one's frame and damage.
+    frames: Vec<(VmId, u64, u64, Rect)>,
 }
 
 impl Default for Shell {
@@ -127,6 +129,7 @@ impl Shell {
             heredoc: None,
             scripts: Vec::new(),
             started: Vec::new(),
+            frames: Vec::new(),
         }
     }
 
@@ -296,6 +299,29 @@ impl Shell {
             }
             ["input", "script", vm, file] => self.run_script(vm, file, ctl, t),
             ["capture", vm, rest @ ..] => capture(vm, rest, ctl, t),
+            ["frames", vm] => {
+                let Some(id) = ctl
+                    .entries()
+                    .into_iter()
+                    .find(|e| e.name() == Some(vm))
+                    .map(|e| e.id)
+                else {
+                    return {
+                        err(t, &format!("no VM named '{vm}' (see `vm list`)"));
+                        After::Nothing
+                    };
+                };
+                match self.frames.iter().find(|f| f.0 == id) {
+                    Some(&(_, n, frame, d)) => ok(
+                        t,
+                        &format!(
+                            "vm {vm}: {n} frame-ready events, last frame {frame} (damage {},{} {}x{})",
+                            d.x, d.y, d.w, d.h
+                        ),
+                    ),
+                    None => ok(t, &format!("vm {vm}: no frame-ready events")),
+                }
+            }
             ["script", name] => {
                 let good = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-');
                 if name.len() > SCRIPT_NAME_MAX || !name.bytes().all(good) {
@@ -387,8 +413,9 @@ impl Shell {
     }
 
     /// Shows what the hypervisor reported (the end of an input script) on lines
-    /// of their own; call it whenever the serial line is idle. Other events are
-    /// taken and dropped (`vm list` shows states), so the ring never fills.
+    /// of their own, and counts frame-ready events (`frames NAME`); call it
+    /// whenever the serial line is idle. State events are taken and dropped
+    /// (`vm list` shows states), so the ring never fills.
     pub fn events(&mut self, ctl: &mut dyn Authority, t: &mut dyn Terminal) {
         let events = ctl.events();
         if events.is_empty() {
@@ -396,6 +423,13 @@ impl Shell {
         }
         let mut lines = Vec::new();
         for e in events {
+            if let Event::FrameReady { vm, frame, damage } = e {
+                match self.frames.iter_mut().find(|f| f.0 == vm) {
+                    Some(f) => *f = (vm, f.1 + 1, frame, damage),
+                    None => self.frames.push((vm, 1, frame, damage)),
+                }
+                continue;
+            }
             let Event::ScriptDone { vm, steps, status } = e else {
                 continue;
             };

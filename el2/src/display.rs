@@ -489,12 +489,17 @@ pub fn tick(idle: bool) {
     ) else {
         return;
     };
+    let guest_damage = taken.guest_damage();
     let rects = d.presenter.compose_frame(taken, &mut frame);
     if let Some(f) = fb.as_mut() {
         f.composed(&rects);
     }
     drop(fb);
     d.frames = d.frames.wrapping_add(1);
+    if let (false, Some(damage)) = (rects.is_empty(), guest_damage) {
+        // The authority hears of it (rate-limited, `scripts::frame_composed`).
+        crate::scripts::frame_composed(d.frames, damage);
+    }
     for r in rects {
         if let Err(e) = d.host.show(r) {
             if !d.failed {

@@ -12,6 +12,13 @@
 //!   no vCPU ever waits for a script. The end is logged and posted as a
 //!   `ScriptDone` event on the partition's ring (`authority::notify`; retried at
 //!   the next poll while the ABI session is busy with a call).
+//! - **FrameReady.** When the render loop composes a new frame of the guest's
+//!   ([`frame_composed`]), the partition is told with a `FrameReady` event (the
+//!   frame's number, the bounding box of what changed in guest pixels) — at most
+//!   one per [`FRAME_EVENT_MS`]: frames in between are merged into the next
+//!   event (latest number, damage unioned), so a guest flushing without pause
+//!   cannot flood the ring. A hidden or frozen VM composes no frames of its own,
+//!   so it reports none.
 //! - **Frames.** What a script waits on and what CAPTURE copies is the VM's
 //!   surface as the render loop presents it: its linear framebuffer when it has one
 //!   (`display::linear_scanout`), else its virtio-gpu's scanout 0 — the pixels the
@@ -43,6 +50,64 @@ use crate::vm::Vm;
 
 /// How often a running script is polled at most, in milliseconds.
 pub const POLL_MS: u64 = 10;
+
+/// At most one `FrameReady` event per this many milliseconds.
+pub const FRAME_EVENT_MS: u64 = 100;
+
+/// The frame not yet reported and when the next report may go.
+struct FrameNotice {
+    /// The latest frame number and the union of the damage since the last event.
+    pending: Option<(u64, vgpu::Rect)>,
+    /// The counter value before which no event goes.
+    next: u64,
+}
+
+static FRAMES: Mutex<FrameNotice> = Mutex::new(FrameNotice {
+    pending: None,
+    next: 0,
+});
+
+/// The render loop composed frame `frame` of the guest, `damage` (scanout
+/// coordinates) being what changed: reported by the next [`poll`] allowed to.
+pub fn frame_composed(frame: u64, damage: vgpu::Rect) {
+    if crate::authority::get().is_none() {
+        return;
+    }
+    let mut f = FRAMES.lock();
+    f.pending = Some(match f.pending {
+        Some((_, d)) => (frame, d.union(&damage)),
+        None => (frame, damage),
+    });
+    drop(f);
+    ACTIVE.store(true, Ordering::Release);
+}
+
+/// Posts the pending `FrameReady` if one is due; whether one still waits.
+fn post_frame(now: u64, freq: u64) -> bool {
+    let mut f = FRAMES.lock();
+    let Some((frame, d)) = f.pending else {
+        return false;
+    };
+    let Some(guest) = crate::authority::guest() else {
+        f.pending = None;
+        return false;
+    };
+    if now < f.next {
+        return true;
+    }
+    let damage = Rect {
+        x: d.x as i32,
+        y: d.y as i32,
+        w: d.width,
+        h: d.height,
+    };
+    if !crate::authority::notify(guest, |vm| Event::FrameReady { vm, frame, damage }) {
+        return true;
+    }
+    f.pending = None;
+    f.next = now + freq * FRAME_EVENT_MS / 1000;
+    false
+}
 
 /// One VM's script slot and the ends not yet posted.
 struct Job {
@@ -136,7 +201,7 @@ fn poll_slow() {
     let freq = read_sysreg!("CNTFRQ_EL0").max(1);
     NEXT_POLL.store(now + freq * POLL_MS / 1000, Ordering::Release);
     let ms = now_ms();
-    let mut active = false;
+    let mut active = post_frame(now, freq);
     for job in jobs.iter_mut() {
         let mut frames = GuestFrames {
             vm: job.vm,

@@ -360,7 +360,9 @@ fn scripts_type_into_the_guest_and_capture_returns_its_frame() {
          expect ok: vm linux: script blocked started \\(1 steps\\)\n\
          expect rayos: vm linux: script blocked finished \\(1 steps\\)\n\
          send capture linux\n\
-         expect ok: vm linux: captured {gw}x{gh}, {bytes} bytes, hash {with_block:016x}\n",
+         expect ok: vm linux: captured {gw}x{gh}, {bytes} bytes, hash {with_block:016x}\n\
+         send frames linux\n\
+         expect ok: vm linux: [1-9][0-9]* frame-ready events, last frame [1-9][0-9]* \\(damage [0-9]+,[0-9]+ [1-9][0-9]*x[1-9][0-9]*\\)\n",
         bytes = gw * gh * 4,
         rx = region.0,
         ry = region.1,
