@@ -172,6 +172,22 @@ pub fn headline(hyp_us: f64, bare_us: f64, without: u64, with: u64) -> String {
     )
 }
 
+/// QEMU arguments giving the bare guest QEMU's own tablet, driven through QMP on
+/// `qmp`, under `-icount`. The tablet is modern virtio (Linux's virtio-input
+/// driver refuses a legacy device; `virt`'s virtio-mmio is legacy by default).
+pub fn bare_args(qmp: &Path) -> Vec<String> {
+    vec![
+        "-global".into(),
+        "virtio-mmio.force-legacy=false".into(),
+        "-device".into(),
+        "virtio-tablet-device".into(),
+        "-qmp".into(),
+        crate::qmp::qemu_arg(qmp),
+        "-icount".into(),
+        "shift=0".into(),
+    ]
+}
+
 /// Runs one side: spawns `line`, drives `steps` (QMP on `qmp`), and returns the
 /// events' latencies.
 fn side(name: &str, line: &QemuLine, steps: &[Step], qmp: &Path) -> Result<Vec<i64>, Error> {
@@ -238,9 +254,7 @@ fn latency(layout: &Layout) -> Result<(f64, f64), Error> {
         append: prepared.vm.cmdline.clone(),
     };
     let mut bare_line = bare.line();
-    bare_line.push(["-device", "virtio-tablet-device"]);
-    bare_line.push(["-qmp".into(), crate::qmp::qemu_arg(&bare_qmp)]);
-    bare_line.push(["-icount", "shift=0"]);
+    bare_line.push(bare_args(&bare_qmp));
     eprintln!("xtask: bench input: hypervisor: {}", prepared.display());
     eprintln!("xtask: bench input: bare: {}", bare_line.display());
     println!(
@@ -367,6 +381,10 @@ mod tests {
         let s = script(false);
         assert!(s.contains(&format!("\"value\": {}}}", MOVE_X[0])));
         assert!(s.contains(&format!("\"value\": {}}}", MOVE_X[1])));
+        assert_eq!(
+            bare_args(Path::new("/t/q.sock")).join(" "),
+            "-global virtio-mmio.force-legacy=false -device virtio-tablet-device -qmp unix:/t/q.sock,server=on,wait=off -icount shift=0"
+        );
         let c = guest_cmd();
         assert!(c.contains(&format!("-lt {EVENTS} ]")));
         assert!(linux_guest::guest_cmd_arg(&c).len() < 1700);
