@@ -269,6 +269,12 @@ fn latency(layout: &Layout) -> Result<(f64, f64), Error> {
         "  median: hypervisor {h:.0} us, bare QEMU {b:.0} us, ratio {:.2}",
         h / b
     );
+    let min = |v: &[i64]| v.iter().min().map_or(0.0, |&n| n as f64 / 1000.0);
+    let (hm, bm) = (min(&hyp), min(&base));
+    println!(
+        "  minimum: hypervisor {hm:.0} us, bare QEMU {bm:.0} us, ratio {:.2}",
+        hm / bm
+    );
     if h / b > LATENCY_TARGET {
         println!(
             "note: latency ratio {:.2} is above the target {LATENCY_TARGET}",
