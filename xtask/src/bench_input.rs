@@ -28,11 +28,14 @@
 //! reaction time: while the guest idles, `-icount`'s virtual clock follows the
 //! host's), and QEMU queueing the event on its tablet. So the figure is an upper
 //! bound of each side's input latency, and the ratio is diluted towards 1 by the
-//! shared part: read it with the absolute medians beside it. The hypervisor side
-//! also pays its console path for the mark (el2 emulates the guest's UART).
-//! Both sides run the same guest program and the same host steps; the
-//! hypervisor side alone first presents the VM full screen (`monitor display
-//! present linux fullscreen`), since input only reaches a presented VM.
+//! shared part: read it with the absolute medians (and minimums) beside it. The
+//! hypervisor side's bracket also holds costs of its own that are not input: el2
+//! emulating the guest's UART for the mark, and its exits while the guest's
+//! `sed` and `echo` run. Both sides run the same guest program and the same host
+//! steps, one boot each, hypervisor first; the hypervisor side alone first
+//! presents the VM full screen (`monitor display present linux fullscreen`),
+//! since input only reaches a presented VM. It runs without `--authority`:
+//! physical input goes to el2's router, not through the partition, today.
 //!
 //! **Scheduler cost.** [`crate::bench_sched`]'s pinned loops in a 2-vCPU guest on
 //! a 2-CPU host, with and without the authority partition beside it
