@@ -69,6 +69,9 @@ pub const MOVE_Y: u32 = 0x4000;
 /// Prefixes of the guest's lines.
 pub const MARK: &str = "lat-mark ";
 pub const EVENT: &str = "lat-event ";
+/// busybox `adjtimex`'s lines with the kernel's time (seconds, microseconds).
+pub const TV_SEC: &str = "time.tv_sec:";
+pub const TV_USEC: &str = "time.tv_usec:";
 /// The latency target of the issue (hypervisor / bare, at most).
 pub const LATENCY_TARGET: f64 = 1.2;
 
@@ -79,8 +82,8 @@ pub fn guest_cmd() -> String {
         "for e in /sys/class/input/event*;do case \"$(cat $e/device/name)\" in *ablet*) d=/tmp/${{e##*/}};\
 mknod $d c $(cut -d: -f1 $e/dev) $(cut -d: -f2 $e/dev);;esac;done\n\
 exec 3<$d\necho lat-ready\nread x\ni=0\n\
-while [ $i -lt {EVENTS} ];do set -- $(adjtimex|sed -n 's/^ *time\\.tv_[a-z]*: *//p');echo \"{MARK}$i $1 $2\";\
-echo \"{EVENT}$i $(dd bs=4096 count=1 <&3 2>/dev/null|od -A n -v -t d8 -N 16)\";i=$((i+1));done\n\
+while [ $i -lt {EVENTS} ];do adjtimex >/tmp/a;echo {MARK}$i;\
+echo \"{EVENT}$i $(dd bs=4096 count=1 <&3 2>/dev/null|od -A n -v -t d8 -N 16)\";grep time.tv /tmp/a;i=$((i+1));done\n\
 echo lat-done\n"
     )
 }
@@ -96,7 +99,7 @@ pub fn script(present: bool) -> String {
     for i in 0..EVENTS {
         let x = MOVE_X[i as usize % 2];
         s.push_str(&format!(
-            "expect {MARK}{i} [^\\r\\n]*\\r?\\n\n\
+            "expect {MARK}{i}\\r?\\n\n\
              qmp input-send-event {{\"events\": [{{\"type\": \"abs\", \"data\": {{\"axis\": \"x\", \"value\": {x}}}}}, {{\"type\": \"abs\", \"data\": {{\"axis\": \"y\", \"value\": {MOVE_Y}}}}}]}}\n"
         ));
     }
@@ -110,22 +113,48 @@ pub fn script(present: bool) -> String {
 pub fn parse(console: &str) -> Result<Vec<i64>, String> {
     let mut marks = vec![None; EVENTS as usize];
     let mut events = vec![None; EVENTS as usize];
+    // The mark being read (`lat-mark I` seen, its `adjtimex` lines not yet) and
+    // its seconds.
+    let mut open: Option<(usize, Option<i64>)> = None;
     for l in console.lines().map(|l| l.trim_end_matches('\r')) {
-        let (rest, is_mark) = match (l.strip_prefix(MARK), l.strip_prefix(EVENT)) {
-            (Some(r), _) => (r, true),
-            (_, Some(r)) => (r, false),
-            _ => continue,
-        };
         let bad = || format!("bad line `{l}`");
+        let index = |w: &str| {
+            w.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&i| i < EVENTS as usize)
+                .ok_or_else(bad)
+        };
+        let (i, rest, is_mark) = if let Some(r) = l.strip_prefix(MARK) {
+            if open.is_some() {
+                return Err(format!("`{l}` before the previous mark's time"));
+            }
+            open = Some((index(r)?, None));
+            continue;
+        } else if let Some(r) = l.trim().strip_prefix(TV_SEC) {
+            match &mut open {
+                Some((_, sec @ None)) => *sec = Some(r.trim().parse::<i64>().map_err(|_| bad())?),
+                Some(_) => return Err(format!("a second `{TV_SEC}` in one mark: `{l}`")),
+                None => {}
+            }
+            continue;
+        } else if let Some(r) = l.trim().strip_prefix(TV_USEC) {
+            let Some((i, sec)) = open.take() else {
+                continue;
+            };
+            let sec = sec.ok_or_else(|| format!("mark {i}: `{TV_USEC}` without `{TV_SEC}`"))?;
+            (i, format!("{sec} {}", r.trim()), true)
+        } else if let Some(r) = l.strip_prefix(EVENT) {
+            let (i, rest) = r.trim_start().split_once(' ').ok_or_else(bad)?;
+            (index(i)?, rest.to_string(), false)
+        } else {
+            continue;
+        };
         let nums: Vec<i64> = rest
             .split_whitespace()
             .map(|w| w.parse::<i64>().map_err(|_| bad()))
             .collect::<Result<_, _>>()?;
-        let i = usize::try_from(*nums.first().ok_or_else(bad)?)
-            .ok()
-            .filter(|&i| i < EVENTS as usize)
-            .ok_or_else(bad)?;
-        let time = match nums[1..] {
+        let time = match nums[..] {
             [sec, usec] if (0..1_000_000).contains(&usec) => sec
                 .checked_mul(1_000_000_000)
                 .and_then(|s| s.checked_add(usec * 1000))
@@ -313,12 +342,12 @@ mod tests {
         for i in 0..EVENTS {
             let mark = 1_700_000_000_000_000_000 + i64::from(i) * 1_001_000;
             let ev = mark + lat(i);
-            let t = |ns: i64| format!("{} {}", ns / 1_000_000_000, ns % 1_000_000_000 / 1000);
-            s.push_str(&format!("{MARK}{i} {}\r\n", t(mark)));
             s.push_str(&format!(
-                "{EVENT}{i}   {}   {}\r\n",
+                "{MARK}{i}\r\n{EVENT}{i}   {}   {}\r\n    {TV_SEC}  {}\r\n    {TV_USEC} {}\r\n",
                 ev / 1_000_000_000,
-                ev % 1_000_000_000 / 1000
+                ev % 1_000_000_000 / 1000,
+                mark / 1_000_000_000,
+                mark % 1_000_000_000 / 1000
             ));
         }
         s + "lat-done\r\n"
@@ -345,14 +374,33 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        assert!(parse(&without("lat-event 7 ")).is_err());
-        assert!(parse(&without("lat-mark 0 ")).is_err());
-        assert!(parse(&format!("{good}lat-mark 2 5 0\n")).is_err());
-        assert!(parse(&format!("{good}lat-mark {EVENTS} 5 0\n")).is_err());
         assert!(parse(&good).is_ok());
-        assert!(parse(&format!("{}lat-mark 1 5\n", without("lat-mark 1 "))).is_err());
-        assert!(parse(&format!("{}lat-mark 1 1%N\n", without("lat-mark 1 "))).is_err());
-        assert!(parse(&format!("{}lat-mark 1 1 2 3\n", without("lat-mark 1 "))).is_err());
+        assert!(parse(&without("lat-event 7 ")).is_err());
+        // Without `lat-mark 0`, its clock lines belong to no mark.
+        assert!(parse(&good.replace("lat-mark 0\r\n", "")).is_err());
+        let mark = |tail: &str| format!("{good}lat-mark 2\n{tail}");
+        // A mark repeated; one whose time never comes; one out of range.
+        assert!(parse(&mark("time.tv_sec: 9\ntime.tv_usec: 1\n")).is_err());
+        assert!(
+            parse(&mark("")).is_ok(),
+            "an unfinished last mark is ignored"
+        );
+        assert!(parse(&format!("{good}lat-mark 2\nlat-mark 3\n")).is_err());
+        assert!(parse(&format!("{good}lat-mark {EVENTS}\n")).is_err());
+        // Malformed clock lines.
+        let fresh = good
+            .replace("lat-mark 1\r\n", "")
+            .replace("lat-event 1 ", "x");
+        let one = |block: &str| {
+            parse(&format!(
+                "{fresh}\nlat-mark 1\n{block}lat-event 1 1700000001 0\n"
+            ))
+        };
+        assert!(one("time.tv_sec: 1700000000\ntime.tv_usec: 100\n").is_ok());
+        assert!(one("time.tv_usec: 100\n").is_err());
+        assert!(one("time.tv_sec: x\ntime.tv_usec: 100\n").is_err());
+        assert!(one("time.tv_sec: 1\ntime.tv_sec: 1\ntime.tv_usec: 100\n").is_err());
+        assert!(one("time.tv_sec: 1700000000\ntime.tv_usec: 1000000\n").is_err());
         assert!(parse(&format!(
             "{}lat-event 3 1 2000000\n",
             without("lat-event 3 ")
