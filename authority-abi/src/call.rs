@@ -58,8 +58,10 @@
 //! register; the rest must be zero. PRESENT's kind: 0 panel (p0 = (x, y), p1 =
 //! (w, h)), 1 fullscreen, 2 quad (p0..p3 = the corners top-left, top-right,
 //! bottom-right, bottom-left as (x, y)). CAPTURE with (w, h) = (0, 0) captures the
-//! whole frame; it writes XRGB8888 rows of `w * 4` bytes and answers the bytes
-//! written. VM_LIST answers the number of VMs and writes as many [`VmEntry`]
+//! whole frame, else the region, which must lie inside the frame
+//! (INVALID_PARAMETERS otherwise); it writes XRGB8888 rows of `w * 4` bytes, as
+//! many whole rows as the buffer holds, and answers the bytes written; its REPLY
+//! (minor 1) carries the capture's width and height as its two items' numbers. VM_LIST answers the number of VMs and writes as many [`VmEntry`]
 //! records as fit. Registers a call does not use are ignored.
 
 use crate::input::EVENT_SIZE;

@@ -37,6 +37,18 @@ pub struct Model {
     pub vms: Vec<Vm>,
     pub calls: Vec<String>,
     pub refuse_start: bool,
+    /// Script ends the hypervisor reports after the call: (VM, steps, status).
+    pub done: Vec<(String, u64, i64)>,
+    /// Frames the hypervisor reports after the call: (VM, frame, damage).
+    pub frames: Vec<(String, u64, call::Rect)>,
+}
+
+/// The guest frame every VM of the model shows: 8x4 pixels, byte `i` of row `y`
+/// is [`frame_byte`].
+pub const FRAME: (u32, u32) = (8, 4);
+
+pub fn frame_byte(i: u32, y: u32) -> u8 {
+    (i * 5 + y * 31) as u8
 }
 
 impl Model {
@@ -56,6 +68,8 @@ impl Model {
                 .collect(),
             calls: Vec::new(),
             refuse_start: false,
+            done: Vec::new(),
+            frames: Vec::new(),
         }
     }
     fn vm(&mut self, n: &str) -> Result<&mut Vm, ControlError> {
@@ -206,10 +220,61 @@ impl AbiTarget for Model {
             .map(|v| v.policy)
             .ok_or_else(|| ControlError::NoSuchVm(vm.into()))
     }
+    /// Runs at once: a `wait-match` never matches (FAILED after the steps before
+    /// it), any other script finishes.
     fn run_script(&mut self, vm: &str, script: &[u8]) -> Result<(), ControlError> {
         self.calls
             .push(format!("script {vm} {}", String::from_utf8_lossy(script)));
+        let s = input::Script::parse(script).map_err(|e| ControlError::Invalid {
+            vm: vm.into(),
+            why: format!("line {}: {:?}", e.line, e.kind),
+        })?;
+        let stop = s
+            .steps
+            .iter()
+            .position(|st| matches!(st, input::script::Step::WaitMatch { .. }));
+        let ended = match stop {
+            Some(n) => (n as u64, authority_abi::Status::Failed as i64),
+            None => (s.steps.len() as u64, 0),
+        };
+        self.done.push((vm.into(), ended.0, ended.1));
         Ok(())
+    }
+    fn capture(
+        &mut self,
+        vm: &str,
+        region: Option<call::Rect>,
+        max: u64,
+        write: &mut dyn FnMut(u64, &[u8]),
+    ) -> Result<monitor::abi::Captured, ControlError> {
+        self.vm(vm)?;
+        let (fw, fh) = FRAME;
+        let r = region.unwrap_or(call::Rect {
+            x: 0,
+            y: 0,
+            w: fw,
+            h: fh,
+        });
+        if r.x < 0 || r.y < 0 || r.x as u32 + r.w > fw || r.y as u32 + r.h > fh {
+            return Err(ControlError::Invalid {
+                vm: vm.into(),
+                why: format!("the region is outside its {fw}x{fh} frame"),
+            });
+        }
+        let rows = (max / (u64::from(r.w) * 4)).min(u64::from(r.h)) as u32;
+        let mut off = 0;
+        for y in 0..rows {
+            let row: Vec<u8> = (0..r.w * 4)
+                .map(|i| frame_byte(r.x as u32 * 4 + i, r.y as u32 + y))
+                .collect();
+            write(off, &row);
+            off += row.len() as u64;
+        }
+        Ok(monitor::abi::Captured {
+            bytes: off,
+            width: r.w,
+            height: r.h,
+        })
     }
     fn console_read(&mut self, vm: &str, out: &mut [u8]) -> Result<usize, ControlError> {
         let v = self.vm(vm)?;
@@ -264,7 +329,25 @@ impl Hypercall for Hyp {
             base: 0x4800_0000,
             mem: shared,
         };
-        [self.d.call(x, &mut self.m, &mut r).x0, 0, 0, 0]
+        let x0 = self.d.call(x, &mut self.m, &mut r).x0;
+        // What el2 reports on its own, later: here, right after the call.
+        for (vm, steps, status) in core::mem::take(&mut self.m.done) {
+            let vm = self.d.id_of(&vm);
+            let ev = authority_abi::ring::Event::ScriptDone { vm, steps, status };
+            self.d.notify(&ev, &mut r).unwrap();
+        }
+        // (Frames wait for the session: before OPEN there is no ring.)
+        let frames = if self.d.is_open() {
+            core::mem::take(&mut self.m.frames)
+        } else {
+            Vec::new()
+        };
+        for (vm, frame, damage) in frames {
+            let vm = self.d.id_of(&vm);
+            let ev = authority_abi::ring::Event::FrameReady { vm, frame, damage };
+            self.d.notify(&ev, &mut r).unwrap();
+        }
+        [x0, 0, 0, 0]
     }
 }
 
@@ -577,4 +660,111 @@ fn authority_trait_object_is_usable() {
     let t: &mut dyn Terminal = &mut v;
     t.write(b"x");
     assert_eq!(v, b"x");
+}
+
+#[test]
+fn a_scripts_end_is_shown_with_its_name_and_outcome() {
+    let mut c = ctl(Model::with(&[("linux", Running, 0)]));
+    let mut sh = Shell::new();
+    typed(&mut sh, &mut c, "input script linux hello\r");
+    let mut out = Vec::new();
+    sh.events(&mut c, &mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "\r\nrayos: vm linux: script hello finished (1 steps)\r\nrayos> "
+    );
+    typed(
+        &mut sh,
+        &mut c,
+        "script never\rwait 1\rwait-match 0 0 8 4 0123456789abcdef timeout 10\rend\r",
+    );
+    typed(&mut sh, &mut c, "input script linux never\r");
+    let mut out = Vec::new();
+    sh.events(&mut c, &mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "\r\nrayos: vm linux: script never failed after 1 steps (Failed)\r\nrayos> "
+    );
+    // Nothing more: nothing printed.
+    let mut out = Vec::new();
+    sh.events(&mut c, &mut out);
+    assert!(out.is_empty());
+}
+
+/// The region hash of the model's frame at (x, y), w x h.
+fn frame_hash(x: u32, y: u32, w: u32, h: u32) -> u64 {
+    let mut bytes = Vec::new();
+    for row in y..y + h {
+        bytes.extend((x * 4..(x + w) * 4).map(|i| frame_byte(i, row)));
+    }
+    let frame = input::FrameView {
+        width: w,
+        height: h,
+        stride: (w * 4) as usize,
+        data: &bytes,
+    };
+    input::run::frame_hash(&frame).unwrap()
+}
+
+#[test]
+fn capture_shows_the_frames_size_and_region_hash() {
+    let mut c = ctl(Model::with(&[("linux", Running, 0)]));
+    let mut sh = Shell::new();
+    let out = typed(&mut sh, &mut c, "capture linux\r");
+    assert!(
+        out.contains(&format!(
+            "ok: vm linux: captured 8x4, 128 bytes, hash {:016x}",
+            frame_hash(0, 0, 8, 4)
+        )),
+        "{out}"
+    );
+    let out = typed(&mut sh, &mut c, "capture linux 2 1 5 3\r");
+    assert!(
+        out.contains(&format!(
+            "ok: vm linux: captured 5x3 at 2,1, 60 bytes, hash {:016x}",
+            frame_hash(2, 1, 5, 3)
+        )),
+        "{out}"
+    );
+    // Refused: by the hypervisor (outside the frame), by the shell (malformed).
+    let out = typed(&mut sh, &mut c, "capture linux 4 0 5 1\r");
+    assert!(
+        out.contains("error: vm linux: the region is outside its 8x4 frame; nothing changed"),
+        "{out}"
+    );
+    let out = typed(
+        &mut sh,
+        &mut c,
+        "capture linux 1 2 3\rcapture linux 0 0 0 1\rcapture nosuch\r",
+    );
+    assert!(
+        out.contains("error: usage: capture NAME [X Y W H]"),
+        "{out}"
+    );
+    assert!(out.contains("error: capture: X Y within"), "{out}");
+    assert!(out.contains("error: no VM named 'nosuch'"), "{out}");
+}
+
+#[test]
+fn frames_counts_the_frame_ready_events() {
+    let r = |x, y, w, h| call::Rect { x, y, w, h };
+    let mut m = Model::with(&[("linux", Running, 0), ("bg", Running, 0)]);
+    // Reported right after the first call (OPEN).
+    m.frames.push(("linux".into(), 7, r(0, 0, 640, 480)));
+    m.frames.push(("linux".into(), 9, r(192, 100, 64, 16)));
+    let mut c = ctl(m);
+    let mut sh = Shell::new();
+    // Not taken from the ring yet.
+    let out = typed(&mut sh, &mut c, "frames linux\r");
+    assert!(out.contains("ok: vm linux: no frame-ready events"), "{out}");
+    let mut out = Vec::new();
+    sh.events(&mut c, &mut out);
+    assert!(out.is_empty(), "frame events print nothing");
+    let out = typed(&mut sh, &mut c, "frames linux\rframes bg\rframes nosuch\r");
+    assert!(
+        out.contains("ok: vm linux: 2 frame-ready events, last frame 9 (damage 192,100 64x16)"),
+        "{out}"
+    );
+    assert!(out.contains("ok: vm bg: no frame-ready events"), "{out}");
+    assert!(out.contains("error: no VM named 'nosuch'"), "{out}");
 }

@@ -15,8 +15,9 @@ pub mod shell;
 
 use alloc::vec::Vec;
 
-use authority_abi::call::VmEntry;
-use monitor::abi_client::{AbiControl, Hypercall};
+use authority_abi::call::{Rect, VmEntry};
+use authority_abi::ring::Event;
+use monitor::abi_client::{AbiControl, CaptureRows, Hypercall};
 use monitor::{ControlError, VmControl};
 
 /// What the authority drives: the monitor's operations plus the ABI's own.
@@ -34,6 +35,16 @@ pub trait Authority: VmControl {
     fn console_read(&mut self, vm: &str) -> Result<Vec<u8>, ControlError>;
     /// Types on the VM's serial line; answers the bytes it took.
     fn console_write(&mut self, vm: &str, data: &[u8]) -> Result<usize, ControlError>;
+    /// The VM's frame (`None`) or a region of it, as XRGB8888 rows handed to
+    /// `rows` in order with the capture's width and height; answers those.
+    fn capture(
+        &mut self,
+        vm: &str,
+        region: Option<Rect>,
+        rows: &mut CaptureRows<'_>,
+    ) -> Result<(u32, u32), ControlError>;
+    /// What the hypervisor reported since the last call (the event ring).
+    fn events(&mut self) -> Vec<Event>;
 }
 
 impl<H: Hypercall> Authority for AbiControl<H> {
@@ -54,6 +65,17 @@ impl<H: Hypercall> Authority for AbiControl<H> {
     }
     fn console_write(&mut self, vm: &str, data: &[u8]) -> Result<usize, ControlError> {
         AbiControl::console_write(self, vm, data)
+    }
+    fn capture(
+        &mut self,
+        vm: &str,
+        region: Option<Rect>,
+        rows: &mut CaptureRows<'_>,
+    ) -> Result<(u32, u32), ControlError> {
+        AbiControl::capture(self, vm, region, rows)
+    }
+    fn events(&mut self) -> Vec<Event> {
+        AbiControl::events(self)
     }
 }
 

@@ -4,7 +4,7 @@
 //! Ctrl-U, terminal escape sequences skipped, lines of at most
 //! [`monitor::LINE_MAX`] bytes). A line is one of the shell's own commands
 //! (`present`, `leave`, `vm start`, `input type` with unquoted text,
-//! `input script`, `script`, `scripts`, `attach`, `help`) or else a monitor
+//! `input script`, `script`, `scripts`, `capture`, `attach`, `help`) or else a monitor
 //! command run by [`monitor::execute`] over [`Authority`], with the monitor's
 //! status line. `attach NAME` hands the serial line to the VM's console until
 //! `Ctrl-]` ([`monitor::ESCAPE`]).
@@ -13,6 +13,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use authority_abi::call::{Rect, VmId};
+use authority_abi::ring::Event;
+use input::run::RegionHasher;
 use input::script::Script;
 use monitor::input::Mode;
 use monitor::{execute, After, Input, Status, Step, ESCAPE};
@@ -35,7 +38,8 @@ pub const SCRIPT_NAME_MAX: usize = 32;
 /// The shell's own commands, in one line (then the monitor's `help`).
 pub const SHELL_HELP: &str = "shell: present NAME | leave NAME | vm start NAME | \
 input type NAME TEXT | input gaze NAME X Y [MS] | input script NAME FILE | \
-script FILE (lines, then `end`) | scripts | attach NAME (Ctrl-] returns)";
+script FILE (lines, then `end`) | scripts | capture NAME [X Y W H] | frames NAME | \
+attach NAME (Ctrl-] returns)";
 
 /// Scripts built into the authority image: (name, text).
 pub const BUILTIN_SCRIPTS: &[(&str, &str)] = &[
@@ -60,6 +64,10 @@ pub struct Shell {
     heredoc: Option<(String, String)>,
     /// User-defined scripts (name, text); the built-in ones are [`BUILTIN_SCRIPTS`].
     scripts: Vec<(String, String)>,
+    /// The script last started on each VM (VM, script), for its end's line.
+    started: Vec<(String, String)>,
+    /// Per VM id: FrameReady events seen, and the last one's frame and damage.
+    frames: Vec<(VmId, u64, u64, Rect)>,
 }
 
 impl Default for Shell {
@@ -120,6 +128,8 @@ impl Shell {
             pending: Vec::new(),
             heredoc: None,
             scripts: Vec::new(),
+            started: Vec::new(),
+            frames: Vec::new(),
         }
     }
 
@@ -288,6 +298,30 @@ impl Shell {
                 status(t, &r.status);
             }
             ["input", "script", vm, file] => self.run_script(vm, file, ctl, t),
+            ["capture", vm, rest @ ..] => capture(vm, rest, ctl, t),
+            ["frames", vm] => {
+                let Some(id) = ctl
+                    .entries()
+                    .into_iter()
+                    .find(|e| e.name() == Some(vm))
+                    .map(|e| e.id)
+                else {
+                    return {
+                        err(t, &format!("no VM named '{vm}' (see `vm list`)"));
+                        After::Nothing
+                    };
+                };
+                match self.frames.iter().find(|f| f.0 == id) {
+                    Some(&(_, n, frame, d)) => ok(
+                        t,
+                        &format!(
+                            "vm {vm}: {n} frame-ready events, last frame {frame} (damage {},{} {}x{})",
+                            d.x, d.y, d.w, d.h
+                        ),
+                    ),
+                    None => ok(t, &format!("vm {vm}: no frame-ready events")),
+                }
+            }
             ["script", name] => {
                 let good = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-');
                 if name.len() > SCRIPT_NAME_MAX || !name.bytes().all(good) {
@@ -366,11 +400,122 @@ impl Shell {
             }
         };
         match ctl.run_script(vm, text.as_bytes()) {
-            Ok(()) => ok(
-                t,
-                &format!("vm {vm}: script {file} started ({} steps)", s.steps.len()),
-            ),
+            Ok(()) => {
+                self.started.retain(|(v, _)| v != vm);
+                self.started.push((vm.into(), file.into()));
+                ok(
+                    t,
+                    &format!("vm {vm}: script {file} started ({} steps)", s.steps.len()),
+                )
+            }
             Err(e) => err(t, &format!("{e}")),
         }
+    }
+
+    /// Shows what the hypervisor reported (the end of an input script) on lines
+    /// of their own, and counts frame-ready events (`frames NAME`); call it
+    /// whenever the serial line is idle. State events are taken and dropped
+    /// (`vm list` shows states), so the ring never fills.
+    pub fn events(&mut self, ctl: &mut dyn Authority, t: &mut dyn Terminal) {
+        let events = ctl.events();
+        if events.is_empty() {
+            return;
+        }
+        let mut lines = Vec::new();
+        for e in events {
+            if let Event::FrameReady { vm, frame, damage } = e {
+                match self.frames.iter_mut().find(|f| f.0 == vm) {
+                    Some(f) => *f = (vm, f.1 + 1, frame, damage),
+                    None => self.frames.push((vm, 1, frame, damage)),
+                }
+                continue;
+            }
+            let Event::ScriptDone { vm, steps, status } = e else {
+                continue;
+            };
+            let name = ctl
+                .entries()
+                .into_iter()
+                .find(|v| v.id == vm)
+                .and_then(|v| v.name().map(String::from))
+                .unwrap_or_else(|| format!("#{}", vm.0));
+            let script = self
+                .started
+                .iter()
+                .position(|(v, _)| *v == name)
+                .map(|i| self.started.remove(i).1)
+                .map_or(String::from("(unnamed)"), |s| s);
+            let how = match status {
+                0 => format!("finished ({steps} steps)"),
+                s => {
+                    let why = match authority_abi::Status::from_x0(s as u64) {
+                        Err(Some(st)) => format!("{st:?}"),
+                        _ => format!("status {s}"),
+                    };
+                    format!("failed after {steps} steps ({why})")
+                }
+            };
+            lines.push(format!("rayos: vm {name}: script {script} {how}"));
+        }
+        if lines.is_empty() {
+            return;
+        }
+        t.write(b"\r\n");
+        for l in lines {
+            t.write(format!("{l}\r\n").as_bytes());
+        }
+        self.prompt(t);
+    }
+}
+
+/// `capture NAME [X Y W H]`: the VM's frame or a region of it, fetched from the
+/// hypervisor and shown as its size and region hash (`input::run::region_hash`,
+/// what a script's `wait-match` compares).
+fn capture(vm: &str, rest: &[&str], ctl: &mut dyn Authority, t: &mut dyn Terminal) {
+    let region = match rest {
+        [] => None,
+        [x, y, w, h] => {
+            let coord = |s: &str| {
+                s.parse::<i32>()
+                    .ok()
+                    .filter(|v| v.unsigned_abs() <= authority_abi::call::MAX_COORD as u32)
+            };
+            let size = |s: &str| {
+                s.parse::<u32>()
+                    .ok()
+                    .filter(|v| (1..=authority_abi::call::MAX_DIM).contains(v))
+            };
+            match (coord(x), coord(y), size(w), size(h)) {
+                (Some(x), Some(y), Some(w), Some(h)) => Some(Rect { x, y, w, h }),
+                _ => {
+                    return err(
+                        t,
+                        &format!(
+                            "capture: X Y within ±{}, W H 1..={}",
+                            authority_abi::call::MAX_COORD,
+                            authority_abi::call::MAX_DIM
+                        ),
+                    )
+                }
+            }
+        }
+        _ => return err(t, "usage: capture NAME [X Y W H]"),
+    };
+    let mut hasher: Option<RegionHasher> = None;
+    let mut bytes = 0u64;
+    let mut rows = |(w, h): (u32, u32), b: &[u8]| {
+        bytes += b.len() as u64;
+        hasher.get_or_insert(RegionHasher::new(w, h)).pixels(b);
+    };
+    match ctl.capture(vm, region, &mut rows) {
+        Ok((w, h)) => {
+            let hash = hasher.unwrap_or(RegionHasher::new(w, h)).finish();
+            let at = region.map_or(String::new(), |r| format!(" at {},{}", r.x, r.y));
+            ok(
+                t,
+                &format!("vm {vm}: captured {w}x{h}{at}, {bytes} bytes, hash {hash:016x}"),
+            )
+        }
+        Err(e) => err(t, &format!("{e}")),
     }
 }

@@ -151,10 +151,43 @@ pub fn call(vm: &Vm, vcpu: &mut Vcpu) {
     }
 }
 
+/// The guest VM the partition's calls act on, if a partition runs.
+pub fn guest() -> Option<&'static Vm> {
+    // SAFETY: GUEST is set once (`start`) to a `&'static Vm`.
+    unsafe { GUEST.load(Ordering::Acquire).as_ref() }
+}
+
+/// Posts the event `make(id)` — `id` being `vm`'s ABI id — on the partition's
+/// event ring. `false` when the session is busy with a call (post it again
+/// later); `true` once posted, or when there is no partition or session to tell
+/// (a full or scribbled ring loses the event, counted by the dispatcher).
+pub fn notify(
+    vm: &Vm,
+    make: impl FnOnce(authority_abi::call::VmId) -> authority_abi::ring::Event,
+) -> bool {
+    let Some(auth) = get() else {
+        return true;
+    };
+    let Some(mut session) = SESSION.try_lock() else {
+        return false;
+    };
+    let Some(d) = session.as_mut() else {
+        return true;
+    };
+    let ev = make(d.id_of(&vm.name));
+    let mut mem = PartitionMemory(auth.ram);
+    if let Err(e) = d.notify(&ev, &mut mem) {
+        log::debug!(
+            "authority event {ev:?} lost: {e:?} ({} lost so far)",
+            d.lost_events()
+        );
+    }
+    true
+}
+
 /// Wakes a powered-on vCPU of the guest to reach its checkpoint.
 fn wake_a_guest_vcpu() {
-    // SAFETY: GUEST is set once (`start`) to a `&'static Vm`.
-    let Some(g) = (unsafe { GUEST.load(Ordering::Acquire).as_ref() }) else {
+    let Some(g) = guest() else {
         return;
     };
     if let Some(i) = (0..g.vcpus()).find(|&i| g.power(i) == CpuPower::On) {

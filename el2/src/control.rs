@@ -355,6 +355,31 @@ impl monitor::abi::AbiTarget for El2Control<'_> {
         Ok(u64::from(crate::input::route(events, self.here).delivered))
     }
 
+    /// Starts an input script on the VM; it runs from the render loop's callers
+    /// (`scripts::poll`) and its end is a `ScriptDone` event.
+    fn run_script(&mut self, name: &str, script: &[u8]) -> Result<(), ControlError> {
+        let vm = self.find(name)?;
+        let vm = crate::authority::guest()
+            .filter(|g| core::ptr::eq(*g, vm))
+            .ok_or_else(|| ControlError::Unsupported {
+                what: format!("input scripts on vm {name}"),
+                why: "scripts run on the authority partition's guest only",
+            })?;
+        crate::scripts::start(vm, script).map(|_| ())
+    }
+
+    /// The VM's current frame, or a region of it (`scripts::capture`).
+    fn capture(
+        &mut self,
+        name: &str,
+        region: Option<authority_abi::call::Rect>,
+        max: u64,
+        write: &mut dyn FnMut(u64, &[u8]),
+    ) -> Result<monitor::abi::Captured, ControlError> {
+        let vm = self.find(name)?;
+        crate::scripts::capture(vm, region, max, write)
+    }
+
     /// The guest's serial output reaches the serial line directly (the
     /// partition shares it), so an attached console has nothing to fetch here.
     fn console_read(&mut self, name: &str, out: &mut [u8]) -> Result<usize, ControlError> {

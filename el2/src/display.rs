@@ -444,8 +444,11 @@ fn probe(transports: &[(boards::Range, Option<u32>)]) -> Result<HostGpu, Display
 /// One step of the render loop: composes and shows what the guest changed, if a
 /// frame is due (`idle`: the calling CPU is about to idle, so it is due now).
 pub fn tick(idle: bool) {
-    // The physical keyboard and tablet are polled on the same occasions.
+    // The physical keyboard and tablet are polled on the same occasions, and the
+    // authority's input scripts run (before the display's lock: their input is
+    // routed, which reads the presentation).
     crate::input::poll_physical();
+    crate::scripts::poll();
     let Some(mut guard) = DISPLAY.try_lock() else {
         return;
     };
@@ -486,12 +489,17 @@ pub fn tick(idle: bool) {
     ) else {
         return;
     };
+    let guest_damage = taken.guest_damage();
     let rects = d.presenter.compose_frame(taken, &mut frame);
     if let Some(f) = fb.as_mut() {
         f.composed(&rects);
     }
     drop(fb);
     d.frames = d.frames.wrapping_add(1);
+    if let (false, Some(damage)) = (rects.is_empty(), guest_damage) {
+        // The authority hears of it (rate-limited, `scripts::frame_composed`).
+        crate::scripts::frame_composed(d.frames, damage);
+    }
     for r in rects {
         if let Err(e) = d.host.show(r) {
             if !d.failed {
@@ -500,6 +508,17 @@ pub fn tick(idle: bool) {
             }
         }
     }
+}
+
+/// The VM's linear framebuffer as it is now (its host copy refreshed from guest
+/// RAM first), when it has one: `None` when it presents its virtio-gpu instead;
+/// `Some(None)` cannot happen (a linear framebuffer always has scanout 0).
+pub fn linear_scanout() -> Option<Option<vgpu::SharedScanout>> {
+    use vgpu::ScanoutSource;
+    let mut fb = FRAMEBUFFER.lock();
+    let f = fb.as_mut()?;
+    f.refresh();
+    Some(f.fb.scanout_shared(0))
 }
 
 /// The inverse of `vm`'s presentation, for its input routing (`input.rs`): `None`

@@ -63,6 +63,9 @@ pub trait Sink: Send {
     /// Lets the guest see what was queued (completes its buffers, raises the
     /// interrupts; `here` is the calling vCPU, `usize::MAX` for none).
     fn flush(&mut self, vm: &Vm, here: usize);
+    /// Whether a report of any size would be queued now (paced sources wait
+    /// while not).
+    fn has_room(&self) -> bool;
 }
 
 /// The Linux VM's virtio-input keyboard and tablet.
@@ -101,6 +104,15 @@ impl Sink for VirtioInputSink {
             virtio::input::Personality::Keyboard => report.events.clone(),
         };
         d.push_report(&events).is_ok()
+    }
+
+    fn has_room(&self) -> bool {
+        // A report is at most MAX_REPORT_EVENTS events and its SYN_REPORT.
+        let need = virtio::input::MAX_REPORT_EVENTS + 1;
+        [&self.0.keyboard, &self.0.tablet]
+            .into_iter()
+            .flatten()
+            .all(|d| d.0.lock().device().pending_events() + need <= virtio::input::EVENT_CAPACITY)
     }
 
     fn flush(&mut self, vm: &Vm, here: usize) {
@@ -182,6 +194,11 @@ impl Sink for UsbHidSink {
     }
 
     fn flush(&mut self, _vm: &Vm, _here: usize) {}
+
+    fn has_room(&self) -> bool {
+        // One event is at most three requests (a move is one, a key or button one).
+        self.usb.queued() + 3 <= xhci::host::MAX_QUEUED
+    }
 }
 
 /// The VM's routing.
@@ -330,6 +347,28 @@ pub fn route(events: &[InputEvent], here: usize) -> Tally {
         r.route_at(now, events, here, &mut t);
     }
     t
+}
+
+/// [`route`] for a paced source (an input script): `None`, and nothing routed,
+/// while one of the VM's devices has no room for a report; the source sends the
+/// event again later, so none is lost or reordered.
+pub fn route_paced(e: &InputEvent, here: usize) -> Option<Tally> {
+    let mut t = Tally::default();
+    let Some(vm) = ROUTING.lock().as_ref().map(|r| r.vm) else {
+        t.not_interactive = 1;
+        return Some(t);
+    };
+    let map = crate::display::pointer_map(vm);
+    let mut guard = ROUTING.lock();
+    let r = guard.as_mut()?;
+    if !r.sinks.iter().all(|s| s.has_room()) {
+        return None;
+    }
+    r.follow(map, here);
+    r.clock_ms = r.clock_ms.max(now_ms());
+    let now = r.clock_ms;
+    r.route_at(now, core::slice::from_ref(e), here, &mut t);
+    Some(t)
 }
 
 /// Gaze samples of a held gaze: one every this many milliseconds.

@@ -29,6 +29,7 @@ mod irq;
 mod mmu;
 mod power;
 mod ramdisk;
+mod scripts;
 mod simd;
 mod smp;
 mod snapshot;

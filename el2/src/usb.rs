@@ -101,6 +101,12 @@ impl UsbInput {
         self.link.attach(STORAGE_PORT)
     }
 
+    /// Requests queued and not yet applied by the controller (at most
+    /// [`xhci::host::MAX_QUEUED`]).
+    pub fn queued(&self) -> usize {
+        self.link.queued()
+    }
+
     /// Whether the VM has a storage device (plugged in or not).
     pub fn has_storage(&self) -> bool {
         self.link.has_device(STORAGE_PORT)

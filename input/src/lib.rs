@@ -29,5 +29,5 @@ pub mod script;
 
 pub use pointer::{placement_for, PointerMap};
 pub use route::{Device, Report, Routed, Router};
-pub use run::{FrameSource, FrameView, InputSink, RunRecord, Runner, Status};
+pub use run::{FrameSource, FrameView, InputSink, RunRecord, Runner, ScriptSlot, Status};
 pub use script::Script;

@@ -16,7 +16,14 @@
 //! region hash the record saw, so a replay reproduces the same screens or fails at
 //! the first step that differs. [`RunRecord::to_text`] / [`RunRecord::parse`] store a
 //! record with the snapshot.
+//!
+//! A runner borrows its script ([`Runner::new`]) or owns it ([`Runner::owned`]: the
+//! hypervisor keeps a run going past the call that handed the script over, and
+//! dropping the runner frees it). [`ScriptSlot`] is one VM's place for a run: it
+//! parses the text, refuses a second script while one runs, and reports the end
+//! once ([`Done`], with the authority ABI's status code).
 
+use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
@@ -36,31 +43,78 @@ pub struct FrameView<'a> {
     pub data: &'a [u8],
 }
 
+/// How long an input step waits for a sink that takes none of its events (a
+/// guest that does not read its input) before the run fails as a timeout.
+pub const SEND_TIMEOUT_MS: u32 = crate::script::DEFAULT_TIMEOUT_MS;
+
 /// Bytes per pixel of a [`FrameView`].
 const PIXEL: usize = 4;
+
+/// Whether `r` is a non-empty region wholly inside a `width` × `height` frame.
+pub fn region_inside(r: Region, width: u32, height: u32) -> bool {
+    r.w != 0
+        && r.h != 0
+        && u64::from(r.x) + u64::from(r.w) <= u64::from(width)
+        && u64::from(r.y) + u64::from(r.h) <= u64::from(height)
+}
+
+/// The rows of `r` in `frame`, each `r.w * 4` bytes; `None` when the region is not
+/// wholly inside the frame (or the frame's bytes are too short).
+pub fn region_rows<'a>(
+    frame: &FrameView<'a>,
+    r: Region,
+) -> Option<impl Iterator<Item = &'a [u8]> + 'a> {
+    if !region_inside(r, frame.width, frame.height) {
+        return None;
+    }
+    let (data, stride) = (frame.data, frame.stride);
+    let row_bytes = r.w as usize * PIXEL;
+    // The last row's end must be in the frame's bytes: then every row's is.
+    let last = ((r.y + r.h - 1) as usize)
+        .checked_mul(stride)?
+        .checked_add(r.x as usize * PIXEL)?
+        .checked_add(row_bytes)?;
+    if last > data.len() {
+        return None;
+    }
+    Some((r.y..r.y + r.h).map(move |y| {
+        let start = y as usize * stride + r.x as usize * PIXEL;
+        &data[start..start + row_bytes]
+    }))
+}
+
+/// [`region_hash`] fed row by row (a capture that arrives in strips): `new(w, h)`,
+/// then every row's XRGB8888 bytes in order, then [`RegionHasher::finish`].
+#[derive(Debug, Clone, Copy)]
+pub struct RegionHasher(u64);
+
+impl RegionHasher {
+    pub fn new(w: u32, h: u32) -> Self {
+        RegionHasher(fnv1a(fnv1a(FNV_OFFSET, &w.to_le_bytes()), &h.to_le_bytes()))
+    }
+
+    /// Pixels (4 bytes each; a trailing partial pixel is ignored).
+    pub fn pixels(&mut self, bytes: &[u8]) {
+        for px in bytes.chunks_exact(PIXEL) {
+            self.0 = fnv1a(self.0, &px[..3]);
+        }
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// The hash of `r` in `frame`: FNV-1a over the region's width and height (u32,
 /// little-endian) and then, row by row, bytes 0..3 of each pixel. `None` when the
 /// region is not wholly inside the frame (or the frame's bytes are too short). A
 /// reference image's hash is this function over the reference.
 pub fn region_hash(frame: &FrameView, r: Region) -> Option<u64> {
-    let inside = u64::from(r.x) + u64::from(r.w) <= u64::from(frame.width)
-        && u64::from(r.y) + u64::from(r.h) <= u64::from(frame.height);
-    if !inside || r.w == 0 || r.h == 0 {
-        return None;
+    let mut h = RegionHasher::new(r.w, r.h);
+    for row in region_rows(frame, r)? {
+        h.pixels(row);
     }
-    let mut h = fnv1a(FNV_OFFSET, &r.w.to_le_bytes());
-    h = fnv1a(h, &r.h.to_le_bytes());
-    for y in r.y..r.y + r.h {
-        let start = (y as usize)
-            .checked_mul(frame.stride)?
-            .checked_add(r.x as usize * PIXEL)?;
-        let row = frame.data.get(start..start + r.w as usize * PIXEL)?;
-        for px in row.chunks_exact(PIXEL) {
-            h = fnv1a(h, &px[..3]);
-        }
-    }
-    Some(h)
+    Some(h.finish())
 }
 
 /// The hash of a whole frame.
@@ -94,7 +148,8 @@ pub trait InputSink {
 /// Why a run stopped early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// A wait's condition was not met in time.
+    /// A wait's condition was not met in time, or an input step's events were
+    /// not taken for [`SEND_TIMEOUT_MS`].
     Timeout,
     /// A wait's region is not inside the guest's frame.
     RegionOutside,
@@ -159,6 +214,8 @@ enum Phase {
     Sending {
         events: Vec<InputEvent>,
         next: usize,
+        /// When the sink last refused an event and has taken none since.
+        stalled: Option<u64>,
     },
     Sleeping {
         until: u64,
@@ -175,7 +232,7 @@ enum Phase {
 /// A script being run.
 #[derive(Debug, Clone)]
 pub struct Runner<'s> {
-    script: &'s Script,
+    script: Cow<'s, Script>,
     pc: usize,
     phase: Phase,
     started: u64,
@@ -234,21 +291,43 @@ pub fn events_of(step: &Step) -> Vec<InputEvent> {
     v
 }
 
+impl Runner<'static> {
+    /// A run of `script` that owns it (freed with the runner).
+    pub fn owned(script: Script) -> Self {
+        Self::with(Cow::Owned(script))
+    }
+}
+
 impl<'s> Runner<'s> {
     /// A run of `script` from its first step.
     pub fn new(script: &'s Script) -> Self {
+        Self::with(Cow::Borrowed(script))
+    }
+
+    fn with(script: Cow<'s, Script>) -> Self {
+        let hash = script.text_hash;
         Runner {
             script,
             pc: 0,
             phase: Phase::Start,
             started: 0,
             record: RunRecord {
-                script: script.text_hash,
+                script: hash,
                 steps: Vec::new(),
                 outcome: None,
             },
             expect: None,
         }
+    }
+
+    /// The script being run.
+    pub fn script(&self) -> &Script {
+        &self.script
+    }
+
+    /// The step running now (the number of steps finished).
+    pub fn step(&self) -> usize {
+        self.pc
     }
 
     /// A replay of `record` (a finished run of `script`): waits wait for the region
@@ -321,9 +400,8 @@ impl<'s> Runner<'s> {
         if let Some(done) = self.record.outcome {
             return done;
         }
-        let script = self.script;
         loop {
-            let Some(step) = script.steps.get(self.pc) else {
+            let Some(step) = self.script.steps.get(self.pc) else {
                 self.record.outcome = Some(Status::Finished);
                 return Status::Finished;
             };
@@ -354,14 +432,27 @@ impl<'s> Runner<'s> {
                         _ => Phase::Sending {
                             events: events_of(step),
                             next: 0,
+                            stalled: None,
                         },
                     };
                 }
-                Phase::Sending { events, next } => {
+                Phase::Sending {
+                    events,
+                    next,
+                    stalled,
+                } => {
                     while let Some(e) = events.get(*next) {
                         if sink.send(e).is_err() {
-                            return Status::Running { wake_at: None };
+                            let since = *stalled.get_or_insert(now);
+                            let limit = since.saturating_add(u64::from(SEND_TIMEOUT_MS));
+                            if now >= limit {
+                                return self.fail(Failure::Timeout);
+                            }
+                            return Status::Running {
+                                wake_at: Some(limit),
+                            };
                         }
+                        *stalled = None;
                         *next += 1;
                     }
                     self.finish_step(now, None, frames);
@@ -418,6 +509,96 @@ impl<'s> Runner<'s> {
                 }
             }
         }
+    }
+}
+
+/// How a run in a [`ScriptSlot`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    /// Steps that finished.
+    pub steps: u64,
+    /// [`Status::Finished`] or [`Status::Failed`].
+    pub status: Status,
+    /// What the run did.
+    pub record: RunRecord,
+}
+
+impl Done {
+    /// The status of the authority ABI's `ScriptDone` event: 0 when the script
+    /// finished; `FAILED` for a wait that timed out or a replay that diverged;
+    /// `INVALID_PARAMETERS` for a wait on a region outside the guest's frame.
+    pub fn abi_status(&self) -> i64 {
+        let s = match self.status {
+            Status::Failed {
+                why: Failure::RegionOutside,
+                ..
+            } => authority_abi::Status::InvalidParameters,
+            Status::Failed { .. } => authority_abi::Status::Failed,
+            Status::Finished | Status::Running { .. } => return 0,
+        };
+        s as i64
+    }
+}
+
+/// Why [`ScriptSlot::start`] started nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartError {
+    /// The text is not a valid script.
+    Refused(crate::script::ParseError),
+    /// A script runs already, at step `step` (0-based) of `steps`.
+    Busy { step: u32, steps: u32 },
+}
+
+/// One VM's input-script slot: at most one run at a time, owning its script; its
+/// end is reported once by [`ScriptSlot::poll`], and the slot is free again.
+#[derive(Debug, Default)]
+pub struct ScriptSlot {
+    run: Option<Runner<'static>>,
+}
+
+impl ScriptSlot {
+    pub const fn new() -> Self {
+        ScriptSlot { run: None }
+    }
+
+    /// Parses `text` and starts it from its first step (it runs at the next
+    /// [`ScriptSlot::poll`]); answers its number of steps. Nothing changes when the
+    /// slot is busy or the script is refused.
+    pub fn start(&mut self, text: &[u8]) -> Result<u32, StartError> {
+        if let Some((step, steps)) = self.running() {
+            return Err(StartError::Busy { step, steps });
+        }
+        let script = Script::parse(text).map_err(StartError::Refused)?;
+        let steps = script.steps.len() as u32;
+        self.run = Some(Runner::owned(script));
+        Ok(steps)
+    }
+
+    /// The running script's current step (0-based) and its number of steps.
+    pub fn running(&self) -> Option<(u32, u32)> {
+        self.run
+            .as_ref()
+            .map(|r| (r.step() as u32, r.script().steps.len() as u32))
+    }
+
+    /// Runs what can run at `now` (milliseconds): `Some` once, when the run ends
+    /// (the slot is free again); `None` while it runs or when the slot is empty.
+    pub fn poll(
+        &mut self,
+        now: u64,
+        frames: &mut dyn FrameSource,
+        sink: &mut dyn InputSink,
+    ) -> Option<Done> {
+        let status = self.run.as_mut()?.poll(now, frames, sink);
+        if let Status::Running { .. } = status {
+            return None;
+        }
+        let record = self.run.take()?.into_record();
+        Some(Done {
+            steps: record.steps.len() as u64,
+            status,
+            record,
+        })
     }
 }
 

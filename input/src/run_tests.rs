@@ -344,3 +344,221 @@ fn malformed_records_are_refused() {
     };
     assert_eq!(RunRecord::parse(&failed.to_text()), Ok(failed));
 }
+
+#[test]
+fn an_owned_runner_runs_as_a_borrowing_one() {
+    let text = "type \"echo Hi!\\n\"\nwait-change 0 8 64 8 timeout 500\nwait 20\n";
+    let s = script(text);
+    let mut borrowed = Runner::new(&s);
+    let mut g1 = Terminal::new();
+    let a = run(&mut borrowed, &mut g1, 5);
+    let mut owned = Runner::owned(script(text));
+    let mut g2 = Terminal::new();
+    let b = run(&mut owned, &mut g2, 5);
+    assert_eq!(a, b);
+    assert_eq!(g1.pixels, g2.pixels);
+    assert_eq!(borrowed.record(), owned.record());
+    assert_eq!(owned.script(), &s);
+    assert_eq!(owned.step(), 3);
+}
+
+#[test]
+fn the_streamed_hash_is_the_region_hash() {
+    let mut t = Terminal::new();
+    t.draw_row(1, "streamed");
+    let f = t.frame().unwrap();
+    for r in [
+        Region {
+            x: 0,
+            y: 0,
+            w: W,
+            h: H,
+        },
+        Region {
+            x: 3,
+            y: 5,
+            w: 17,
+            h: 9,
+        },
+        Region {
+            x: W - 1,
+            y: H - 1,
+            w: 1,
+            h: 1,
+        },
+    ] {
+        let mut h = RegionHasher::new(r.w, r.h);
+        // In strips of any size: the rows' bytes one after the other.
+        let bytes: Vec<u8> = region_rows(&f, r).unwrap().flatten().copied().collect();
+        assert_eq!(bytes.len(), (r.w * r.h * 4) as usize);
+        for strip in bytes.chunks(12) {
+            h.pixels(strip);
+        }
+        assert_eq!(Some(h.finish()), region_hash(&f, r), "{r:?}");
+    }
+    // Outside, empty, or past the frame's bytes: no rows.
+    for r in [
+        Region {
+            x: 1,
+            y: 0,
+            w: W,
+            h: 1,
+        },
+        Region {
+            x: 0,
+            y: H,
+            w: 1,
+            h: 1,
+        },
+        Region {
+            x: 0,
+            y: 0,
+            w: 0,
+            h: 1,
+        },
+    ] {
+        assert!(region_rows(&f, r).is_none(), "{r:?}");
+        assert!(!region_inside(r, W, H));
+    }
+    let short = FrameView {
+        data: &f.data[..f.data.len() - 1],
+        ..f
+    };
+    assert!(region_rows(
+        &short,
+        Region {
+            x: 0,
+            y: 0,
+            w: W,
+            h: H
+        }
+    )
+    .is_none());
+}
+
+/// Polls `slot` against `guest` with time going up by 10 per poll until it
+/// reports the end.
+fn run_slot(slot: &mut ScriptSlot, guest: &mut Terminal, room: usize) -> Done {
+    let mut q = Queue {
+        events: Vec::new(),
+        room,
+        sent: Vec::new(),
+    };
+    let mut now = 0;
+    loop {
+        let done = slot.poll(now, guest, &mut q);
+        for e in q.events.drain(..) {
+            guest.input(&e);
+        }
+        if let Some(d) = done {
+            return d;
+        }
+        now += 10;
+        assert!(now < 1_000_000, "runaway");
+    }
+}
+
+#[test]
+fn a_slot_runs_one_script_at_a_time_and_reports_its_end_once() {
+    let mut slot = ScriptSlot::new();
+    let mut guest = Terminal::new();
+    let mut q = Queue {
+        events: Vec::new(),
+        room: 0,
+        sent: Vec::new(),
+    };
+    // Empty: nothing to report.
+    assert_eq!(slot.poll(0, &mut guest, &mut q), None);
+    assert_eq!(slot.running(), None);
+    // A refused script leaves the slot empty.
+    assert_eq!(
+        slot.start(b"wait 1\ntype \"unterminated\n"),
+        Err(StartError::Refused(crate::script::ParseError {
+            line: 2,
+            kind: crate::script::ErrorKind::BadString
+        }))
+    );
+    assert_eq!(slot.running(), None);
+    let text = "type \"echo slot\\n\"\nwait-change 0 8 64 8 timeout 500\n";
+    assert_eq!(slot.start(text.as_bytes()), Ok(2));
+    // The sink is full: it stays at step 0, and a second script is refused.
+    assert_eq!(slot.poll(0, &mut guest, &mut q), None);
+    assert_eq!(slot.running(), Some((0, 2)));
+    assert_eq!(
+        slot.start(b"wait 1\n"),
+        Err(StartError::Busy { step: 0, steps: 2 })
+    );
+    let done = run_slot(&mut slot, &mut guest, 4);
+    assert_eq!(done.status, Status::Finished);
+    assert_eq!(done.steps, 2);
+    assert_eq!(done.abi_status(), 0);
+    assert_eq!(done.record.outcome, Some(Status::Finished));
+    assert_eq!(done.record.script, script(text).text_hash);
+    // Reported once; the slot is free for the next.
+    assert_eq!(slot.poll(1000, &mut guest, &mut q), None);
+    assert_eq!(slot.running(), None);
+    assert_eq!(slot.start(b"wait-change 0 0 64 8 timeout 30\n"), Ok(1));
+    let done = run_slot(&mut slot, &mut guest, 4);
+    assert_eq!(done.steps, 0);
+    assert_eq!(done.abi_status(), authority_abi::Status::Failed as i64);
+    assert_eq!(
+        slot.start(b"wait 5\nwait-match 0 30 64 8 0000000000000000\n"),
+        Ok(2)
+    );
+    let done = run_slot(&mut slot, &mut guest, 4);
+    assert_eq!(done.steps, 1);
+    assert_eq!(
+        done.abi_status(),
+        authority_abi::Status::InvalidParameters as i64
+    );
+}
+
+#[test]
+fn input_the_guest_never_takes_fails_the_run_after_the_send_timeout() {
+    let s = script("wait 5\ntype \"ab\"\n");
+    let mut r = Runner::new(&s);
+    let mut guest = Terminal::new();
+    // Room for 3 events, then nothing more is taken: the step stalls.
+    let mut q = Queue {
+        events: Vec::new(),
+        room: 3,
+        sent: Vec::new(),
+    };
+    let mut now = 0;
+    let status = loop {
+        match r.poll(now, &mut guest, &mut q) {
+            Status::Running { .. } => now += 100,
+            done => break done,
+        }
+        assert!(now < 1_000_000, "runaway");
+    };
+    assert_eq!(
+        status,
+        Status::Failed {
+            step: 1,
+            line: 2,
+            why: Failure::Timeout
+        }
+    );
+    assert_eq!(q.sent.len(), 3);
+    // Stalled from the poll at 100 (after the wait), failed at the first poll
+    // SEND_TIMEOUT_MS later.
+    assert_eq!(now, 100 + u64::from(SEND_TIMEOUT_MS));
+    // A sink that takes events again resets the clock: a slow guest is fine.
+    let mut r = Runner::new(&s);
+    let mut q = Queue {
+        events: Vec::new(),
+        room: 1,
+        sent: Vec::new(),
+    };
+    let mut now = 0;
+    let status = loop {
+        match r.poll(now, &mut guest, &mut q) {
+            Status::Running { .. } => now += 6000,
+            done => break done,
+        }
+        q.events.clear();
+        assert!(now < 1_000_000, "runaway");
+    };
+    assert_eq!(status, Status::Finished);
+}

@@ -104,16 +104,16 @@ pub trait AbiTarget: VmControl {
         let _ = (vm, script);
         unsupported("input scripts")
     }
-    /// Captures `vm`'s frame (or a region of it) as XRGB8888 rows, handing
-    /// `write(offset, bytes)` at most `max` bytes in all; answers the bytes
-    /// written.
+    /// Captures `vm`'s frame (or a region of it, which must lie inside the frame)
+    /// as XRGB8888 rows of `w * 4` bytes, handing `write(offset, bytes)` as many
+    /// whole rows as fit in `max` bytes; answers what was captured.
     fn capture(
         &mut self,
         vm: &str,
         region: Option<Rect>,
         max: u64,
         write: &mut dyn FnMut(u64, &[u8]),
-    ) -> Result<u64, ControlError> {
+    ) -> Result<Captured, ControlError> {
         let _ = (vm, region, max, write);
         unsupported("capture")
     }
@@ -127,6 +127,15 @@ pub trait AbiTarget: VmControl {
         let _ = (vm, data);
         unsupported("console attach")
     }
+}
+
+/// What [`AbiTarget::capture`] wrote: `bytes` of rows, of a capture `width` ×
+/// `height` pixels (the region, or the whole frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Captured {
+    pub bytes: u64,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// What a call answered, and what el2 must do after answering it.
@@ -557,7 +566,9 @@ impl Dispatcher {
                         mem.write(out.ipa + off, bytes);
                     }
                 };
-                ctl.capture(vm, region, out.len, &mut write)?.min(out.len)
+                let c = ctl.capture(vm, region, out.len, &mut write)?;
+                self.reply = ok_record(&[(u64::from(c.width), ""), (u64::from(c.height), "")]);
+                c.bytes.min(out.len)
             }
             Call::PolicyGet(_) => ctl.policy(vm)? as u64,
             Call::PolicySet { bits, .. } => ctl.set_policy(vm, bits).map(|()| 0)?,

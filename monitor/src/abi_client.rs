@@ -39,6 +39,10 @@ pub trait Hypercall {
     fn hvc(&mut self, x: [u64; 8], shared: &mut [u8]) -> [u64; 4];
 }
 
+/// Where [`AbiControl::capture`] hands the rows: the capture's (width, height)
+/// and the next rows' bytes.
+pub type CaptureRows<'a> = dyn FnMut((u32, u32), &[u8]) + 'a;
+
 /// Bytes of the event ring at the start of the shared buffer.
 pub const RING_BYTES: usize = 4096;
 /// Bytes of the argument area after it (a REPLY record fits).
@@ -344,6 +348,100 @@ impl<H: Hypercall> AbiControl<H> {
                 data: i.put(data),
             })
             .map(|n| n as usize)
+    }
+
+    /// Captures `vm`'s frame (`None`) or a region of it as XRGB8888 rows handed to
+    /// `rows` (with the capture's width and height) in order, in strips of as many rows as the argument area holds (one
+    /// CAPTURE each; the first says the capture's size); answers its width and
+    /// height. A frame that changes meanwhile gives strips of different frames.
+    pub fn capture(
+        &mut self,
+        vm: &str,
+        region: Option<Rect>,
+        rows: &mut CaptureRows<'_>,
+    ) -> Result<(u32, u32), ControlError> {
+        let inner = self.inner.get_mut();
+        let id = inner.id(vm)?;
+        let out = Buffer {
+            ipa: inner.args_ipa(),
+            len: ARGS_BYTES as u64,
+        };
+        let bad = |why: String| ControlError::Failed {
+            vm: vm.into(),
+            why: format!("capture: {why}"),
+        };
+        let n = inner
+            .raw(&Call::Capture {
+                vm: id,
+                region,
+                out,
+            })
+            .map_err(|s| inner.error(vm, s))?;
+        // The first strip, before REPLY reuses the argument area.
+        let first = inner.args((n as usize).min(ARGS_BYTES)).to_vec();
+        let rec = inner.reply_record();
+        let size: Vec<u64> = Record::parse(&rec)
+            .map(|r| r.items().map(|(v, _)| v).collect())
+            .unwrap_or_default();
+        let (w, h) = match size[..] {
+            [w, h]
+                if (1..=u64::from(call::MAX_DIM)).contains(&w)
+                    && (1..=u64::from(call::MAX_DIM)).contains(&h) =>
+            {
+                (w as u32, h as u32)
+            }
+            _ => {
+                return Err(bad(String::from(
+                    "the hypervisor did not say the capture's size",
+                )))
+            }
+        };
+        let row = u64::from(w) * 4;
+        let fit = ARGS_BYTES as u64 / row;
+        if fit == 0 {
+            return Err(bad(format!(
+                "rows of {w} pixels do not fit the {ARGS_BYTES}-byte buffer"
+            )));
+        }
+        let base = region.unwrap_or(Rect { x: 0, y: 0, w, h });
+        if (base.w, base.h) != (w, h) {
+            return Err(bad(format!(
+                "{w}x{h} captured for a {}x{} region",
+                base.w, base.h
+            )));
+        }
+        let mut done = 0u32;
+        let mut got = n;
+        loop {
+            let want = u64::from(h - done).min(fit);
+            if got != want * row {
+                return Err(bad(format!(
+                    "{got} bytes answered for {want} rows of {row} bytes"
+                )));
+            }
+            if done == 0 {
+                rows((w, h), &first);
+            } else {
+                rows((w, h), inner.args(got as usize));
+            }
+            done += want as u32;
+            if done == h {
+                return Ok((w, h));
+            }
+            let strip = Rect {
+                x: base.x,
+                y: base.y + done as i32,
+                w,
+                h: (u64::from(h - done).min(fit)) as u32,
+            };
+            got = inner
+                .raw(&Call::Capture {
+                    vm: id,
+                    region: Some(strip),
+                    out,
+                })
+                .map_err(|s| inner.error(vm, s))?;
+        }
     }
 
     /// The events waiting in the ring, oldest first.

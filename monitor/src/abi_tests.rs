@@ -16,7 +16,7 @@ use authority_abi::reply::{ErrorKind, Record};
 use authority_abi::ring::{self, Event};
 use authority_abi::{call, fid, Status as AbiStatus, Version, VERSION};
 
-use crate::abi::{AbiTarget, AuthorityMemory, Dispatcher};
+use crate::abi::{AbiTarget, AuthorityMemory, Captured, Dispatcher};
 use crate::abi_client::{AbiControl, Hypercall, OpenError};
 use crate::command::{DisplayChange, InputAction, SnapshotStore, UsbOp};
 use crate::control::{
@@ -34,6 +34,13 @@ struct Model {
     console_out: Vec<u8>,
     console_in: Vec<u8>,
     presented: bool,
+    /// The guest frame's size (its pixel bytes are [`frame_byte`]).
+    frame: (u32, u32),
+}
+
+/// Byte `i` of row `y` of [`Model`]'s frame.
+fn frame_byte(i: u32, y: u32) -> u8 {
+    (i.wrapping_mul(7) ^ y.wrapping_mul(13)) as u8
 }
 
 impl Model {
@@ -57,6 +64,7 @@ impl Model {
             console_out: b"login: ".to_vec(),
             console_in: Vec::new(),
             presented: false,
+            frame: (4, 2),
         }
     }
     fn vm(&mut self, name: &str) -> Result<&mut VmInfo, ControlError> {
@@ -272,21 +280,46 @@ impl AbiTarget for Model {
     }
     fn capture(
         &mut self,
-        _vm: &str,
+        vm: &str,
         region: Option<Rect>,
         max: u64,
         write: &mut dyn FnMut(u64, &[u8]),
-    ) -> Result<u64, ControlError> {
-        let (w, h) = region.map_or((4, 2), |r| (r.w, r.h));
+    ) -> Result<Captured, ControlError> {
+        self.calls.push(format!("capture {vm} {region:?} {max}"));
+        let (fw, fh) = self.frame;
+        let r = region.unwrap_or(Rect {
+            x: 0,
+            y: 0,
+            w: fw,
+            h: fh,
+        });
+        if r.x < 0
+            || r.y < 0
+            || r.x as u64 + u64::from(r.w) > u64::from(fw)
+            || r.y as u64 + u64::from(r.h) > u64::from(fh)
+        {
+            return Err(ControlError::Invalid {
+                vm: vm.into(),
+                why: format!("the region is outside the {fw}x{fh} frame"),
+            });
+        }
+        let row_bytes = u64::from(r.w) * 4;
+        let rows = (max / row_bytes).min(u64::from(r.h));
         let mut off = 0;
-        for y in 0..h {
-            let row: Vec<u8> = (0..w * 4).map(|i| (i + y) as u8).collect();
+        for y in 0..rows as u32 {
+            let row: Vec<u8> = (0..r.w * 4)
+                .map(|i| frame_byte(r.x as u32 * 4 + i, r.y as u32 + y))
+                .collect();
             write(off, &row);
             off += row.len() as u64;
         }
         // A misbehaving target writing past the buffer is cut off.
         write(max, &[0xee; 8]);
-        Ok(off)
+        Ok(Captured {
+            bytes: off,
+            width: r.w,
+            height: r.h,
+        })
     }
     fn console_read(&mut self, _vm: &str, out: &mut [u8]) -> Result<usize, ControlError> {
         let n = out.len().min(self.console_out.len());
@@ -672,8 +705,25 @@ fn every_call_reaches_the_target_and_state_changes_become_ring_events() {
         out: at(0x5000, 16),
     };
     assert_eq!(ok(&mut d, &mut m, &mut r, cap), 16);
-    assert_eq!(r.mem[0x5000..0x5008], [0, 1, 2, 3, 4, 5, 6, 7]);
+    let want: Vec<u8> = (0..2)
+        .flat_map(|y| (0..8).map(move |i| frame_byte(i, y)))
+        .collect();
+    assert_eq!(r.mem[0x5000..0x5010], want[..]);
     assert_eq!(r.mem[0x5010..0x5018], [0; 8], "nothing past the buffer");
+    // Its REPLY: the captured width and height.
+    let rec = reply(&mut d, &mut m, &mut r);
+    let rec = Record::parse(&rec).unwrap();
+    assert_eq!(rec.items().collect::<Vec<_>>(), [(2, ""), (2, "")]);
+    // A buffer for one row: one row, and the size of the whole capture.
+    let cap = Call::Capture {
+        vm: linux,
+        region: None,
+        out: at(0x5000, 20),
+    };
+    assert_eq!(ok(&mut d, &mut m, &mut r, cap), 16);
+    let rec = reply(&mut d, &mut m, &mut r);
+    let rec = Record::parse(&rec).unwrap();
+    assert_eq!(rec.items().collect::<Vec<_>>(), [(4, ""), (2, "")]);
     assert_eq!(ok(&mut d, &mut m, &mut r, Call::PolicyGet(linux)), 0x13);
     ok(
         &mut d,
@@ -985,4 +1035,90 @@ mod prop {
             prop_assert!(Record::parse(&rec).is_some());
         }
     }
+}
+
+#[test]
+fn the_client_captures_a_frame_larger_than_its_buffer_in_strips() {
+    let mut m = Model::new();
+    // Rows of 6000 bytes: two fit the argument area at a time.
+    m.frame = (1500, 9);
+    let mut abi = AbiControl::open(Loop {
+        d: Dispatcher::new(),
+        m,
+        base: BASE,
+        major2: false,
+    })
+    .unwrap_or_else(|_| panic!("open"));
+    let frame = |x: u32, y: u32, w: u32, h: u32| -> Vec<u8> {
+        (y..y + h)
+            .flat_map(|row| (x * 4..(x + w) * 4).map(move |i| frame_byte(i, row)))
+            .collect()
+    };
+    let mut got = Vec::new();
+    let size = abi
+        .capture("linux", None, &mut |_, b: &[u8]| got.extend_from_slice(b))
+        .unwrap();
+    assert_eq!(size, (1500, 9));
+    assert!(got == frame(0, 0, 1500, 9), "the whole frame's bytes");
+    let region = Rect {
+        x: 3,
+        y: 2,
+        w: 1200,
+        h: 7,
+    };
+    got.clear();
+    let size = abi
+        .capture("linux", Some(region), &mut |_, b: &[u8]| {
+            got.extend_from_slice(b)
+        })
+        .unwrap();
+    assert_eq!(size, (1200, 7));
+    assert!(got == frame(3, 2, 1200, 7), "the region's bytes");
+    // One CAPTURE per strip: two rows of the frame, three of the region, as many
+    // as the argument area holds (the first asks for the whole frame).
+    let calls: Vec<String> = abi
+        .hypercall()
+        .m
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("capture"))
+        .cloned()
+        .collect();
+    assert_eq!(calls.len(), 5 + 3, "{calls:?}");
+    // A region outside the frame: the target's error, nothing handed over.
+    got.clear();
+    let outside = Rect {
+        x: 1000,
+        y: 0,
+        w: 501,
+        h: 1,
+    };
+    let e = abi
+        .capture("linux", Some(outside), &mut |_, b: &[u8]| {
+            got.extend_from_slice(b)
+        })
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "vm linux: the region is outside the 1500x9 frame; nothing changed"
+    );
+    assert!(got.is_empty());
+    assert!(matches!(
+        abi.capture("nosuch", None, &mut |_, _: &[u8]| {}),
+        Err(ControlError::NoSuchVm(_))
+    ));
+    // Rows longer than the argument area cannot be captured by this client.
+    let mut m = Model::new();
+    m.frame = (5000, 1);
+    let mut abi = AbiControl::open(Loop {
+        d: Dispatcher::new(),
+        m,
+        base: BASE,
+        major2: false,
+    })
+    .unwrap_or_else(|_| panic!("open"));
+    let e = abi
+        .capture("linux", None, &mut |_, _: &[u8]| {})
+        .unwrap_err();
+    assert!(e.to_string().contains("do not fit"), "{e}");
 }

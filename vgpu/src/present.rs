@@ -160,6 +160,27 @@ pub struct FrameSource {
     damage: Option<Vec<crate::resource::Rect>>,
 }
 
+impl FrameSource {
+    /// What of the guest's frame this frame shows anew, in scanout coordinates:
+    /// the bounding box of the areas the guest flushed, or the whole scanout when
+    /// everything is recomposed; `None` when it carries no guest frame (hidden,
+    /// frozen, or the scanout disabled).
+    pub fn guest_damage(&self) -> Option<crate::resource::Rect> {
+        let (Some(scanout), _) = self.live.as_ref()? else {
+            return None;
+        };
+        let whole = crate::resource::Rect::new(0, 0, scanout.rect.width, scanout.rect.height);
+        match &self.damage {
+            None => Some(whole),
+            Some(d) => d
+                .iter()
+                .fold(None, |acc: Option<crate::resource::Rect>, r| {
+                    Some(acc.map_or(*r, |a| a.union(r)))
+                }),
+        }
+    }
+}
+
 /// A copy of the scanout taken when freezing.
 #[derive(Debug, Clone)]
 struct Snapshot {

@@ -1138,6 +1138,27 @@ mod presentation {
     }
 
     #[test]
+    fn a_frames_guest_damage_is_what_it_shows_anew() {
+        let (mut g, backing) = showing(20, 10, |_, _| 0x0011_2233);
+        let mut p = Presenter::new(0, 5, 5);
+        // The first frame: the whole scanout.
+        let s = p.take_frame(g.gpu_mut(), 0).unwrap();
+        assert_eq!(s.guest_damage(), Some(Rect::new(0, 0, 20, 10)));
+        // Two flushed areas: their bounding box.
+        for r in [Rect::new(2, 3, 1, 1), Rect::new(6, 1, 2, 2)] {
+            g.d.write_mem(backing, &0x00_12_34_56u32.to_le_bytes());
+            assert_eq!(g.transfer(1, r, 0), cmd::RESP_OK_NODATA);
+            assert_eq!(g.flush(1, r), cmd::RESP_OK_NODATA);
+        }
+        let s = p.take_frame(g.gpu_mut(), 0).unwrap();
+        assert_eq!(s.guest_damage(), Some(Rect::new(2, 1, 6, 3)));
+        // Hidden: the frame carries no guest frame.
+        p.hide();
+        let s = p.take_frame(g.gpu_mut(), 0).unwrap();
+        assert_eq!(s.guest_damage(), None);
+    }
+
+    #[test]
     fn hidden_composes_nothing_and_leaves_the_damage_with_the_device() {
         let (mut g, backing) = showing(20, 10, |_, _| 0x0011_2233);
         let mut p = Presenter::new(0, 5, 5);

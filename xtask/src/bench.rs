@@ -62,8 +62,8 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "input",
-        about: "the authority partition's cost: two pinned CPU-bound loops in a 2-vCPU Linux guest on a 2-CPU host with the partition beside it against without, -icount (the input-latency half is not built)",
-        run: crate::bench_sched::run_input,
+        about: "QMP pointer moves to the Linux guest's evdev through the hypervisor against QEMU's own virtio-tablet to a bare guest (guest-clock bracket, median of 3 alternating rounds of 20 moves each), and the authority partition's cost: two pinned CPU-bound loops in a 2-vCPU guest on a 2-CPU host with the partition beside it against without; all -icount",
+        run: crate::bench_input::run_input,
     },
     Bench {
         name: "suspend",

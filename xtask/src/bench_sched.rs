@@ -9,12 +9,8 @@
 //! shared over the rounds alone: 1.0 means the scheduler (its switches, its slice
 //! timer) costs nothing.
 //!
-//! `input` (the authority partition's cost, issue 16): the same loops in a 2-vCPU
-//! guest on a 2-CPU host, with and without the authority partition beside it
-//! (`--authority`), both under `-icount`: the partition takes CPU time only while
-//! it works (it sleeps in WFI when its console is idle), so the guest's rounds
-//! with it over without are `sched_throughput_ratio` (the issue's target: at
-//! least 0.95).
+//! `input` (bench_input.rs) runs the same loops to measure the authority
+//! partition's cost to the scheduler.
 
 use std::time::Duration;
 
@@ -75,7 +71,7 @@ pub fn parse(console: &str, vcpus: u32) -> Result<Vec<(u32, u64)>, String> {
 
 /// Boots the guest with `vcpus` vCPUs on `host_cpus` host CPUs (beside the
 /// authority partition with `authority`) and returns its loops' rounds.
-fn measure(
+pub fn measure(
     layout: &Layout,
     vcpus: u32,
     host_cpus: u32,
@@ -117,27 +113,6 @@ pub fn run_sched(layout: &Layout) -> Result<String, Error> {
     println!("  {VCPUS} vCPUs (time-shared): rounds per vCPU {shared:?}, total {s}");
     Ok(format!(
         "sched alone_rounds={a} shared_rounds={s} throughput_ratio={ratio:.3}"
-    ))
-}
-
-/// `cargo xtask bench input`: the scheduler's cost of the authority partition.
-/// The input-latency half of the issue's benchmark is not built (el2 polls
-/// QEMU's physical input devices from its render tick instead of taking their
-/// interrupts, so there is nothing yet worth comparing with QEMU's own path).
-pub fn run_input(layout: &Layout) -> Result<String, Error> {
-    let total = |v: &[(u32, u64)]| v.iter().map(|&(_, n)| n).sum::<u64>();
-    let bare = measure(layout, VCPUS, VCPUS, false)?;
-    let beside = measure(layout, VCPUS, VCPUS, true)?;
-    let (b, w) = (total(&bare), total(&beside));
-    let ratio = w as f64 / b as f64;
-    println!(
-        "{VCPUS} vCPUs on {VCPUS} host CPUs, {LOOP_CS} cs of guest time per loop, -icount shift=0"
-    );
-    println!("  without the authority partition: rounds {bare:?}, total {b}");
-    println!("  with it (idle at rayos>): rounds {beside:?}, total {w}");
-    println!("  input latency: not measured (physical input is polled; see docs/architecture.md)");
-    Ok(format!(
-        "input sched_throughput_ratio={ratio:.3} without_rounds={b} with_rounds={w} latency_ratio=not-built"
     ))
 }
 

@@ -14,6 +14,7 @@ pub mod bench_boot;
 pub mod bench_compose;
 pub mod bench_contention;
 pub mod bench_disk;
+pub mod bench_input;
 pub mod bench_nvme;
 pub mod bench_sched;
 pub mod bench_suspend;

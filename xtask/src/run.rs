@@ -1363,7 +1363,7 @@ pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error
 
 /// Runs the script's steps, then waits for QEMU to exit. `qmp` is QEMU's QMP socket
 /// (connected to at the first `screendump`).
-fn drive(session: &mut Session, steps: &[Step], qmp: Option<&std::path::Path>) -> Ending {
+pub fn drive(session: &mut Session, steps: &[Step], qmp: Option<&std::path::Path>) -> Ending {
     let mut conn: Option<crate::qmp::Qmp> = None;
     for step in steps {
         match &step.action {

@@ -260,9 +260,9 @@ extern "C" fn authority_main() -> ! {
             }
             None => {
                 shell.poll(&mut ctl, &mut t);
-                // State events are shown by `vm list`; the ring is drained so it
-                // never fills.
-                let _ = ctl.events();
+                // Script ends get a line; state events are shown by `vm list`.
+                // The ring is drained so it never fills.
+                shell.events(&mut ctl, &mut t);
                 idle();
             }
         }
