@@ -56,9 +56,13 @@ const BTN_LEFT: u16 = 0x110;
 const ECHO_HI: [u16; 8] = [18, 46, 35, 24, 57, 35, 23, 28];
 
 /// The guest: list its input devices, record both evdev streams, dump them on `go`.
+/// `input-ready` waits until both readers hold their device open: an event that
+/// arrives before a reader opens it is not queued for that reader (a click sent
+/// right after the line was lost that way).
 const GUEST_CMD: &str = r#"grep Name /proc/bus/input/devices
 for e in /sys/class/input/event*;do n=$(cat $e/device/name);d=/tmp/${e##*/};mknod $d c $(cut -d: -f1 $e/dev) $(cut -d: -f2 $e/dev);case "$n" in *tablet*) t=$d;; *keyboard*) k=$d;; esac;done
 cat $t>/tmp/t.bin& a=$!;cat $k>/tmp/k.bin& b=$!
+until [ "$(ls -l /proc/$a/fd /proc/$b/fd 2>/dev/null|grep -c /tmp/event)" = 2 ];do sleep 0.1;done
 echo input-ready
 read x
 sleep 1;kill $a $b
