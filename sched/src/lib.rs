@@ -58,6 +58,8 @@ struct Task {
     priority: u8,
     /// A wake-up arrived while the task was running.
     woken: bool,
+    /// The CPU it last ran on.
+    last_cpu: Option<usize>,
 }
 
 /// Why a task is refused.
@@ -97,6 +99,7 @@ impl RunQueue {
                     state: State::Off,
                     priority: 0,
                     woken: false,
+                    last_cpu: None,
                 })
                 .collect(),
             queue: VecDeque::with_capacity(tasks),
@@ -179,6 +182,7 @@ impl RunQueue {
         let t = self.queue.remove(i).unwrap_or(i);
         self.tasks[t].state = State::Running { cpu };
         self.tasks[t].woken = false;
+        self.tasks[t].last_cpu = Some(cpu);
         self.current[cpu] = Some(t);
         self.idle &= !(1 << cpu);
         Ok(Some(t))
@@ -282,12 +286,17 @@ impl RunQueue {
     }
 
     /// Queues task `t` as runnable and says which CPU should learn of it: an
-    /// idle one, else one running a task of lower priority (the lowest).
+    /// idle one — the one it last ran on if that idles (its translations and
+    /// caches are there, and a device completing its I/O interrupts that CPU) —
+    /// else one running a task of lower priority (the lowest).
     fn enqueue(&mut self, t: usize) -> Wake {
         self.tasks[t].state = State::Runnable;
         self.queue.push_back(t);
         if self.idle != 0 {
-            let c = self.idle.trailing_zeros() as usize;
+            let c = match self.tasks[t].last_cpu {
+                Some(l) if self.idle & (1 << l) != 0 => l,
+                _ => self.idle.trailing_zeros() as usize,
+            };
             // Kicked once: the CPU picks when it wakes, and another wake-up
             // meanwhile goes to another idle CPU.
             self.idle &= !(1 << c);

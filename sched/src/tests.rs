@@ -126,6 +126,30 @@ fn bad_indices_are_refused() {
 }
 
 #[test]
+fn a_woken_task_goes_back_to_its_own_cpu_when_that_idles() {
+    let mut q = RunQueue::new(2, 2);
+    q.start(0).unwrap();
+    assert_eq!(q.pick(1).unwrap(), Some(0));
+    assert_eq!(q.pick(0).unwrap(), None);
+    // Task 0 blocks on CPU 1: both idle.
+    assert_eq!(q.block(1, None), Ok(true));
+    assert_eq!(q.pick(1).unwrap(), None);
+    // Woken: CPU 1, where it ran, not the lowest idle one.
+    assert_eq!(q.wake(0), Ok(Wake::Kick(1)));
+    assert_eq!(q.pick(1).unwrap(), Some(0));
+    assert_eq!(q.block(1, None), Ok(true));
+    assert_eq!(q.pick(1).unwrap(), None);
+    // Its CPU busy with task 1 (CPU 0, kicked for it, came too late): the
+    // idle one.
+    assert_eq!(q.start(1), Ok(Wake::Kick(0)));
+    assert_eq!(q.pick(1).unwrap(), Some(1));
+    assert_eq!(q.pick(0).unwrap(), None);
+    assert_eq!(q.wake(0), Ok(Wake::Kick(0)));
+    assert_eq!(q.pick(0).unwrap(), Some(0));
+    assert_eq!(q.cpu_of(0), Some(0));
+}
+
+#[test]
 fn a_preempted_task_goes_to_an_idle_cpu() {
     let mut q = RunQueue::new(2, 2);
     q.start(0).unwrap();
