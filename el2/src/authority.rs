@@ -91,6 +91,7 @@ pub fn build(
         framebuffer: None,
         vars_bank_size: 0,
         tpm: false,
+        console: crate::console::AUTHORITY_SLOT,
     };
     let mut vm = Vm::new("authority", ram, 1, alloc::vec::Vec::new(), None, shape)
         .map_err(|e| format!("{e:?}"))?;

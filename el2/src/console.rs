@@ -159,11 +159,48 @@ struct Host {
 }
 
 impl Host {
-    /// Writes `bytes` of guest source `src`.
-    fn guest(&mut self, src: Source, bytes: &[u8]) {
+    /// Writes `bytes` of guest source `src` of console slot `slot`, each line
+    /// labelled with the guest's name while several guests run.
+    fn guest(&mut self, slot: usize, src: Source, bytes: &[u8]) {
+        let mut label = [0u8; LABEL_MAX];
+        let n = label_of(slot, &mut label);
         let Host { uart, term, .. } = self;
-        term.guest(src as SourceId, bytes, &mut |b| uart.put_all(b));
+        term.guest_labelled(
+            line_index(slot, src) as SourceId,
+            &label[..n],
+            bytes,
+            &mut |b| uart.put_all(b),
+        );
     }
+}
+
+/// Longest label a guest's lines get (`(NAME) `, the name cut to fit).
+const LABEL_MAX: usize = 40;
+
+/// Writes the label of console slot `slot` into `out`: `(NAME) ` of that
+/// guest while several run (bytes outside printable ASCII as `?`, so a name
+/// from a disk image cannot move the cursor; the parenthesis keeps a line from
+/// starting like a hypervisor line), nothing otherwise; returns its length.
+fn label_of(slot: usize, out: &mut [u8; LABEL_MAX]) -> usize {
+    if !crate::guests::several() {
+        return 0;
+    }
+    let Some(vm) = crate::guests::all().get(slot) else {
+        return 0;
+    };
+    out[0] = b'(';
+    let mut n = 1;
+    for b in vm.name.bytes().take(LABEL_MAX - 3) {
+        out[n] = if b.is_ascii_graphic() || b == b' ' {
+            b
+        } else {
+            b'?'
+        };
+        n += 1;
+    }
+    out[n] = b')';
+    out[n + 1] = b' ';
+    n + 2
 }
 
 static HOST: Mutex<Host> = Mutex::new(Host {
@@ -175,7 +212,13 @@ static HOST: Mutex<Host> = Mutex::new(Host {
     rx_interrupt: None,
 });
 
-/// A guest console output source.
+/// Console slots: one per guest (its index among `guests`), and the authority
+/// partition's.
+pub const SLOTS: usize = crate::guests::MAX + 1;
+/// The authority partition's console slot.
+pub const AUTHORITY_SLOT: usize = crate::guests::MAX;
+
+/// A guest console output source (of a console slot).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// The guest's PL011.
@@ -204,14 +247,25 @@ impl GuestLine {
     }
 
     /// Sends the line, finished or not, to the terminal.
-    fn flush(&mut self, src: Source) {
-        HOST.lock().guest(src, self.buf.bytes());
+    fn flush(&mut self, slot: usize, src: Source) {
+        HOST.lock().guest(slot, src, self.buf.bytes());
         self.buf.clear();
     }
 }
 
-/// Each source's line (index: `Source as usize`). Lock order: a line, then [`HOST`].
-static LINES: [Mutex<GuestLine>; 2] = [Mutex::new(GuestLine::new()), Mutex::new(GuestLine::new())];
+/// Each slot's sources' lines (index: [`line_index`]). Lock order: a line, then
+/// [`HOST`].
+static LINES: [Mutex<GuestLine>; SLOTS * 2] = [const { Mutex::new(GuestLine::new()) }; SLOTS * 2];
+
+/// The index of slot `slot`'s source `src` in [`LINES`] (and its terminal source).
+fn line_index(slot: usize, src: Source) -> usize {
+    slot.min(SLOTS - 1) * Source::ALL.len() + src as usize
+}
+
+/// Every (slot, source) pair.
+fn all_lines() -> impl Iterator<Item = (usize, Source)> {
+    (0..SLOTS).flat_map(|slot| Source::ALL.into_iter().map(move |src| (slot, src)))
+}
 
 /// Points the console at the UART of `kind` at physical address `base`.
 pub fn init(base: usize, kind: boards::UartKind) {
@@ -271,25 +325,25 @@ pub fn emergency_write(args: fmt::Arguments) {
 
 /// One byte of guest console output from `src`; its line goes to the terminal
 /// when it ends or fills the buffer.
-pub fn guest_put(src: Source, b: u8) {
-    let mut line = LINES[src as usize].lock();
+pub fn guest_put(slot: usize, src: Source, b: u8) {
+    let mut line = LINES[line_index(slot, src)].lock();
     line.writer = MPIDR_EL1.get();
     if line.buf.push(b) {
-        line.flush(src);
+        line.flush(slot, src);
     }
 }
 
 /// Guest console output from `src` in one batch (a virtio transmit buffer): whole
 /// lines go out as they end, the rest at the end of the batch.
-pub fn guest_write(src: Source, bytes: &[u8]) {
-    let mut line = LINES[src as usize].lock();
+pub fn guest_write(slot: usize, src: Source, bytes: &[u8]) {
+    let mut line = LINES[line_index(slot, src)].lock();
     for b in bytes {
         if line.buf.push(*b) {
-            line.flush(src);
+            line.flush(slot, src);
         }
     }
     if line.buf.partial_ready() {
-        line.flush(src);
+        line.flush(slot, src);
     }
 }
 
@@ -297,10 +351,10 @@ pub fn guest_write(src: Source, bytes: &[u8]) {
 /// line, or with `all` (also a lone `[`, `[e`, `[el`) when the machine stops. A
 /// source whose buffer another CPU holds is skipped (that CPU flushes it).
 pub fn flush_guest(all: bool) {
-    for src in Source::ALL {
-        if let Some(mut line) = LINES[src as usize].try_lock() {
+    for (slot, src) in all_lines() {
+        if let Some(mut line) = LINES[line_index(slot, src)].try_lock() {
             if line.buf.partial_ready() || (all && !line.buf.is_empty()) {
-                line.flush(src);
+                line.flush(slot, src);
             }
         }
     }
@@ -310,10 +364,10 @@ pub fn flush_guest(all: bool) {
 /// (a prompt) to the terminal. Lines another vCPU is writing stay whole.
 pub fn flush_idle() {
     let me = MPIDR_EL1.get();
-    for src in Source::ALL {
-        let mut line = LINES[src as usize].lock();
+    for (slot, src) in all_lines() {
+        let mut line = LINES[line_index(slot, src)].lock();
         if line.writer == me && line.buf.partial_ready() {
-            line.flush(src);
+            line.flush(slot, src);
         }
     }
 }
@@ -372,7 +426,7 @@ const ERASE: &[u8] = b"\x08 \x08";
 /// The monitor's prompt and echo as a source of the [`Terminal`]: a guest line
 /// arriving while the operator types starts on a line of its own, and a prompt
 /// after a guest's unfinished line starts on one too.
-const MONITOR_SOURCE: SourceId = Source::ALL.len() as SourceId;
+const MONITOR_SOURCE: SourceId = (SLOTS * Source::ALL.len()) as SourceId;
 
 /// Writes the monitor's prompt or echo through the terminal.
 fn monitor_out(bytes: &[u8]) {
@@ -449,11 +503,12 @@ pub fn monitor_status(status: &monitor::Status) {
 }
 
 /// Guest output sink for the emulated PL011.
-pub struct GuestConsole;
+/// A VM's PL011 output, to its console slot.
+pub struct GuestConsole(pub usize);
 
 impl devices::CharSink for GuestConsole {
     fn put(&mut self, byte: u8) {
-        guest_put(Source::Pl011, byte);
+        guest_put(self.0, Source::Pl011, byte);
     }
 }
 

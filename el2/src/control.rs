@@ -65,7 +65,35 @@ const MAX_PENDING: usize = 4;
 /// A monitor line is waiting in [`PENDING`].
 static ATTENTION: AtomicBool = AtomicBool::new(false);
 /// Monitor lines waiting for a checkpoint, oldest first.
-static PENDING: Mutex<VecDeque<LineText>> = Mutex::new(VecDeque::new());
+static PENDING: Mutex<VecDeque<Pending>> = Mutex::new(VecDeque::new());
+
+/// A monitor line and the guest whose vCPU runs it: the one it acts on (its
+/// index in `guests`), or `None` for any (the host, every VM, or a name no
+/// running guest has). Lines run in the order typed: one for a guest waits at
+/// the head until a vCPU of that guest reaches a checkpoint (it is woken for
+/// it), unless that guest powers off meanwhile.
+struct Pending {
+    line: LineText,
+    target: Option<usize>,
+}
+
+/// The guest `line` acts on, if it is one that still runs.
+fn target_of(line: &LineText) -> Option<usize> {
+    let name = monitor::command::parse(line.as_str()).ok()?.vm()?;
+    let vm = crate::guests::find(name)?;
+    (vm.stopping() != Some(StopReason::PoweredOff))
+        .then(|| crate::guests::index_of(vm))
+        .flatten()
+}
+
+/// Wakes a vCPU of guest `target` that is on, so it reaches a checkpoint.
+fn wake_target(target: usize) {
+    if let Some(vm) = crate::guests::all().get(target) {
+        if let Some(i) = (0..vm.vcpus()).find(|&i| vm.power(i) == CpuPower::On) {
+            crate::smp::wake_vcpu(vm, i);
+        }
+    }
+}
 /// Held by the CPU running monitor lines, so lines run one at a time in the order
 /// typed. Only ever `try_lock`ed: a CPU that finds it taken goes on (and parks if
 /// asked to), since the holder may be waiting for exactly that.
@@ -120,12 +148,18 @@ impl RunControl {
 /// Queues a finished monitor line for the next checkpoint; `false` when
 /// [`MAX_PENDING`] lines already wait.
 pub fn submit(line: LineText) -> bool {
-    let mut q = PENDING.lock();
-    if q.len() >= MAX_PENDING {
-        return false;
+    let target = target_of(&line);
+    {
+        let mut q = PENDING.lock();
+        if q.len() >= MAX_PENDING {
+            return false;
+        }
+        q.push_back(Pending { line, target });
+        ATTENTION.store(true, Ordering::Release);
     }
-    q.push_back(line);
-    ATTENTION.store(true, Ordering::Release);
+    if let Some(t) = target {
+        wake_target(t);
+    }
     true
 }
 
@@ -134,9 +168,23 @@ pub fn attention() -> bool {
     ATTENTION.load(Ordering::Acquire)
 }
 
-fn take_pending() -> Option<LineText> {
+/// The oldest waiting line if it may run on a vCPU of `vm` (the head for
+/// another running guest waits for that guest, which is woken again).
+fn take_pending(vm: &Vm) -> Option<LineText> {
     let mut q = PENDING.lock();
-    let line = q.pop_front();
+    let head = q.front()?;
+    if let Some(t) = head.target {
+        let ours = crate::guests::index_of(vm) == Some(t);
+        let gone = crate::guests::all()
+            .get(t)
+            .is_none_or(|g| g.stopping() == Some(StopReason::PoweredOff));
+        if !ours && !gone {
+            drop(q);
+            wake_target(t);
+            return None;
+        }
+    }
+    let line = q.pop_front().map(|p| p.line);
     ATTENTION.store(!q.is_empty(), Ordering::Release);
     line
 }
@@ -150,11 +198,14 @@ fn run_pending(vm: &Vm, vcpu: &mut Vcpu) {
     let Some(_exec) = EXEC.try_lock() else {
         return;
     };
-    if crate::authority::call_pending() {
+    // The partition's calls act on its guest, the primary one.
+    if crate::authority::call_pending()
+        && crate::guests::primary().is_some_and(|p| core::ptr::eq(p, vm))
+    {
         let here = vcpu.idx;
         crate::authority::serve(&mut El2Control { vm, here, vcpu });
     }
-    while let Some(line) = take_pending() {
+    while let Some(line) = take_pending(vm) {
         run_line(vm, vcpu, line);
     }
 }
@@ -194,7 +245,7 @@ fn run_line(vm: &Vm, vcpu: &mut Vcpu, line: LineText) {
         log::info!("host shutdown: powering off");
         crate::power::shutdown(0);
     }
-    if crate::suspend::suspended() {
+    if crate::suspend::suspended() && crate::guests::still_on() == 0 {
         log::info!("no VM left to run; powering off");
         crate::power::shutdown(0);
     }
@@ -238,8 +289,9 @@ fn stopped(vm: &Vm, i: usize, here: Option<usize>) -> bool {
 }
 
 /// Waits (kicking the laggards) until `done(i)` holds for every vCPU of `vm`;
-/// `false` if [`STOP_WAIT_MS`] passed first.
-fn wait_all(vm: &Vm, vcpu: &mut Vcpu, done: impl Fn(usize) -> bool) -> bool {
+/// `false` if [`STOP_WAIT_MS`] passed first. Meanwhile `vcpu` (of VM `own`,
+/// running the command) gives its physical CPU up.
+fn wait_all(vm: &Vm, own: &Vm, vcpu: &mut Vcpu, done: impl Fn(usize) -> bool) -> bool {
     let deadline = read_sysreg!("CNTPCT_EL0").saturating_add(ms_ticks(STOP_WAIT_MS));
     loop {
         let mut all = true;
@@ -254,7 +306,7 @@ fn wait_all(vm: &Vm, vcpu: &mut Vcpu, done: impl Fn(usize) -> bool) -> bool {
             return false;
         }
         // Give the physical CPU to the vCPUs that still have to get here.
-        crate::smp::sleep_vcpu(vm, vcpu, ms_ticks(POLL_MS));
+        crate::smp::sleep_vcpu(own, vcpu, ms_ticks(POLL_MS));
     }
 }
 
@@ -267,12 +319,51 @@ pub struct El2Control<'a> {
 }
 
 impl<'a> El2Control<'a> {
+    /// The guest called `name`, which must be this command's (a line naming a
+    /// guest runs on it; the partition's calls act on the primary guest only).
     fn find(&self, name: &str) -> Result<&'a Vm, ControlError> {
         if self.vm.name == name {
-            Ok(self.vm)
-        } else {
-            Err(ControlError::NoSuchVm(name.into()))
+            return Ok(self.vm);
         }
+        match crate::guests::find(name) {
+            Some(_) => Err(ControlError::Unsupported {
+                what: format!("vm {name} from the authority partition"),
+                why: "the partition acts on its own guest (the primary) only",
+            }),
+            None => Err(ControlError::NoSuchVm(name.into())),
+        }
+    }
+
+    /// The guest called `name` for a snapshot command: snapshots (in memory and
+    /// the disk's copy-on-write log) are kept for one VM, the primary guest.
+    fn snapshot_vm(&self, name: &str) -> Result<&'a Vm, ControlError> {
+        let vm = self.find(name)?;
+        if crate::guests::index_of(vm) != Some(0) {
+            return Err(ControlError::Unsupported {
+                what: format!("snapshots of vm {name}"),
+                why: "snapshots are kept for the primary guest only (the first VM started) while several run",
+            });
+        }
+        Ok(vm)
+    }
+
+    /// This command's vCPU index in `vm` (`None`: it runs on another guest).
+    fn here_in(&self, vm: &Vm) -> Option<usize> {
+        core::ptr::eq(self.vm, vm).then_some(self.here)
+    }
+
+    /// Waits until `done(i)` for every vCPU of `vm`, this command's vCPU giving
+    /// its CPU up meanwhile.
+    fn wait_all(&mut self, vm: &Vm, done: impl Fn(usize) -> bool) -> bool {
+        wait_all(vm, self.vm, self.vcpu, done)
+    }
+
+    /// Stops `vm` for good (powered off): asks every vCPU but this command's to
+    /// stop and waits until they have.
+    fn stop_vm(&mut self, vm: &Vm) -> bool {
+        let here = self.here_in(vm);
+        vm.request_stop(StopReason::PoweredOff, here.unwrap_or(usize::MAX));
+        self.wait_all(vm, |i| Some(i) == here || vm.power(i) == CpuPower::Off)
     }
 
     fn state(vm: &Vm) -> VmState {
@@ -289,19 +380,16 @@ impl<'a> El2Control<'a> {
     /// (`suspend::suspend_vm`) and, once the image is committed, stops it for good:
     /// its disk must not change after the image was taken. On failure the VM is
     /// left as it was (running, or paused) and nothing was committed.
-    fn suspend_here(&mut self) -> Result<u64, ControlError> {
-        let vm = self.vm;
+    fn suspend_vm(&mut self, vm: &Vm) -> Result<u64, ControlError> {
         let name = vm.name.clone();
         match Self::state(vm) {
-            VmState::Running => self.pause(&name)?,
+            VmState::Running => self.pause_vm(vm)?,
             VmState::Paused => {}
             state => return Err(ControlError::NotRunning { vm: name, state }),
         }
-        match crate::suspend::suspend_vm(vm, self.vcpu) {
+        match crate::suspend::suspend_vm(vm, self.vm, self.vcpu) {
             Ok(done) => {
-                vm.request_stop(StopReason::PoweredOff, self.here);
-                let here = self.here;
-                if !wait_all(vm, self.vcpu, |i| i == here || vm.power(i) == CpuPower::Off) {
+                if !self.stop_vm(vm) {
                     log::warn!("VM '{}': a vCPU did not stop after the suspend", vm.name);
                 }
                 Ok(done.bytes)
@@ -453,69 +541,29 @@ impl El2Control<'_> {
 
 impl VmControl for El2Control<'_> {
     fn list(&self) -> Vec<VmInfo> {
-        alloc::vec![VmInfo {
-            name: self.vm.name.clone(),
-            vcpus: self.vm.vcpus(),
-            state: Self::state(self.vm),
-        }]
+        crate::guests::all()
+            .iter()
+            .map(|vm| VmInfo {
+                name: vm.name.clone(),
+                vcpus: vm.vcpus(),
+                state: Self::state(vm),
+            })
+            .collect()
     }
 
     fn pause(&mut self, name: &str) -> Result<(), ControlError> {
         let vm = self.find(name)?;
-        match Self::state(vm) {
-            VmState::Running => {}
-            VmState::Paused => return Err(ControlError::AlreadyPaused(name.into())),
-            state => {
-                return Err(ControlError::NotRunning {
-                    vm: name.into(),
-                    state,
-                })
-            }
-        }
-        vm.run.paused_at.store(0, Ordering::Release);
-        vm.run.pause.store(true, Ordering::Release);
-        let here = Some(self.here);
-        if wait_all(vm, self.vcpu, |i| stopped(vm, i, here)) {
-            // This vCPU parks when the command returns: its time counts from here.
-            vm.run
-                .paused_at
-                .fetch_max(read_sysreg!("CNTPCT_EL0"), Ordering::AcqRel);
-            return Ok(());
-        }
-        // Not every vCPU stopped: let the parked ones go with the offset unchanged
-        // (the others never stopped, so guest time must not move for them).
-        vm.run.pause.store(false, Ordering::Release);
-        Err(ControlError::Timeout {
-            vm: name.into(),
-            what: "waiting for every vCPU to stop",
-        })
+        self.pause_vm(vm)
     }
 
     fn resume(&mut self, name: &str) -> Result<(), ControlError> {
         let vm = self.find(name)?;
-        let state = Self::state(vm);
-        if state != VmState::Paused {
-            return Err(ControlError::NotPaused {
-                vm: name.into(),
-                state,
-            });
-        }
-        let now = read_sysreg!("CNTPCT_EL0");
-        let stood = now.saturating_sub(vm.run.paused_at.load(Ordering::Acquire));
-        vm.run.cntvoff.fetch_add(stood, Ordering::AcqRel);
-        log::info!(
-            "VM '{}': resumed; guest virtual time held for {} ms",
-            vm.name,
-            stood * 1000 / read_sysreg!("CNTFRQ_EL0").max(1)
-        );
-        vm.run.pause.store(false, Ordering::Release);
-        vm.kick_others(self.here);
-        Ok(())
+        self.resume_vm(vm)
     }
 
     fn suspend(&mut self, name: &str) -> Result<SuspendReport, ControlError> {
-        self.find(name)?;
-        let bytes_written = self.suspend_here()?;
+        let vm = self.find(name)?;
+        let bytes_written = self.suspend_vm(vm)?;
         Ok(SuspendReport { bytes_written })
     }
 
@@ -525,7 +573,7 @@ impl VmControl for El2Control<'_> {
         tag: &str,
         store: SnapshotStore,
     ) -> Result<SnapshotInfo, ControlError> {
-        self.find(name)?;
+        self.snapshot_vm(name)?;
         let was_running = self.pause_for_snapshot(name)?;
         let vm = self.vm;
         let taken = match store {
@@ -552,7 +600,7 @@ impl VmControl for El2Control<'_> {
     }
 
     fn rollback(&mut self, name: &str, tag: &str) -> Result<(), ControlError> {
-        self.find(name)?;
+        self.snapshot_vm(name)?;
         if !crate::snapshot::list()
             .iter()
             .chain(&crate::snapshot::list_disk(self.vm))
@@ -594,7 +642,7 @@ impl VmControl for El2Control<'_> {
     }
 
     fn snapshots(&self, name: &str) -> Result<Vec<SnapshotInfo>, ControlError> {
-        self.find(name)?;
+        self.snapshot_vm(name)?;
         Ok(crate::snapshot::list()
             .into_iter()
             .chain(crate::snapshot::list_disk(self.vm))
@@ -612,7 +660,7 @@ impl VmControl for El2Control<'_> {
     }
 
     fn delete_snapshot(&mut self, name: &str, tag: &str) -> Result<(), ControlError> {
-        self.find(name)?;
+        self.snapshot_vm(name)?;
         match crate::snapshot::delete(self.vm, tag) {
             Ok(true) => Ok(()),
             Ok(false) => Err(ControlError::NoSuchSnapshot {
@@ -626,35 +674,61 @@ impl VmControl for El2Control<'_> {
         }
     }
 
+    /// Every guest that is not off, the others first and this command's own
+    /// last: suspended when its policy says so, else powered off. A failure
+    /// stops there and the host stays up (a VM to suspend is never powered off
+    /// in its place); the VMs done before stay stopped, as the error says.
     fn host_shutdown(&mut self) -> Result<ShutdownReport, ControlError> {
-        let vm = self.vm;
+        let own = self.vm;
         let mut report = ShutdownReport {
             powered_off: Vec::new(),
             suspended: Vec::new(),
         };
-        if Self::state(vm) == VmState::Off {
-            return Ok(report);
+        let order = crate::guests::all()
+            .iter()
+            .copied()
+            .filter(|g| !core::ptr::eq(*g, own))
+            .chain(core::iter::once(own));
+        for vm in order {
+            if Self::state(vm) == VmState::Off {
+                continue;
+            }
+            let done_before = |r: &ShutdownReport| {
+                if r.suspended.is_empty() && r.powered_off.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (before it: suspended [{}], powered off [{}])",
+                        r.suspended.join(" "),
+                        r.powered_off.join(" ")
+                    )
+                }
+            };
+            if vm.run.suspend_on_host_shutdown.load(Ordering::Relaxed) {
+                if let Err(e) = self.suspend_vm(vm) {
+                    log::warn!(
+                        "host shutdown stopped at VM '{}'{}",
+                        vm.name,
+                        done_before(&report)
+                    );
+                    return Err(e);
+                }
+                log::info!("VM '{}' suspended (host shutdown)", vm.name);
+                report.suspended.push(vm.name.clone());
+                continue;
+            }
+            if !self.stop_vm(vm) {
+                return Err(ControlError::Failed {
+                    vm: vm.name.clone(),
+                    why: format!(
+                        "a vCPU did not stop within 5 s of the power-off request; the VM is stopping, the host stays up{}",
+                        done_before(&report)
+                    ),
+                });
+            }
+            log::info!("VM '{}' powered off (host shutdown)", vm.name);
+            report.powered_off.push(vm.name.clone());
         }
-        // A VM whose policy says suspend is suspended; if that fails the host stays
-        // up (it is never powered off in its place).
-        if vm.run.suspend_on_host_shutdown.load(Ordering::Relaxed) {
-            self.suspend_here()?;
-            log::info!("VM '{}' suspended (host shutdown)", vm.name);
-            report.suspended.push(vm.name.clone());
-            return Ok(report);
-        }
-        vm.request_stop(StopReason::PoweredOff, self.here);
-        let here = self.here;
-        if !wait_all(vm, self.vcpu, |i| i == here || vm.power(i) == CpuPower::Off) {
-            return Err(ControlError::Failed {
-                vm: vm.name.clone(),
-                why: String::from(
-                    "a vCPU did not stop within 5 s of the power-off request; the VM is stopping, the host stays up",
-                ),
-            });
-        }
-        log::info!("VM '{}' powered off (host shutdown)", vm.name);
-        report.powered_off.push(vm.name.clone());
         Ok(report)
     }
 
@@ -710,5 +784,61 @@ impl VmControl for El2Control<'_> {
             UsbOp::DetachStorage => usb.detach_storage().map_err(invalid),
             UsbOp::AttachStorage => usb.attach_storage().map_err(invalid),
         }
+    }
+}
+
+impl El2Control<'_> {
+    /// Stops every vCPU of `vm` at a checkpoint (parked) and keeps them there.
+    fn pause_vm(&mut self, vm: &Vm) -> Result<(), ControlError> {
+        let name = vm.name.as_str();
+        match Self::state(vm) {
+            VmState::Running => {}
+            VmState::Paused => return Err(ControlError::AlreadyPaused(name.into())),
+            state => {
+                return Err(ControlError::NotRunning {
+                    vm: name.into(),
+                    state,
+                })
+            }
+        }
+        vm.run.paused_at.store(0, Ordering::Release);
+        vm.run.pause.store(true, Ordering::Release);
+        let here = self.here_in(vm);
+        if self.wait_all(vm, |i| stopped(vm, i, here)) {
+            // This vCPU parks when the command returns: its time counts from here.
+            vm.run
+                .paused_at
+                .fetch_max(read_sysreg!("CNTPCT_EL0"), Ordering::AcqRel);
+            return Ok(());
+        }
+        // Not every vCPU stopped: let the parked ones go with the offset unchanged
+        // (the others never stopped, so guest time must not move for them).
+        vm.run.pause.store(false, Ordering::Release);
+        Err(ControlError::Timeout {
+            vm: name.into(),
+            what: "waiting for every vCPU to stop",
+        })
+    }
+
+    /// Lets a paused `vm` run again, its virtual time continuing from the pause.
+    fn resume_vm(&mut self, vm: &Vm) -> Result<(), ControlError> {
+        let state = Self::state(vm);
+        if state != VmState::Paused {
+            return Err(ControlError::NotPaused {
+                vm: vm.name.clone(),
+                state,
+            });
+        }
+        let now = read_sysreg!("CNTPCT_EL0");
+        let stood = now.saturating_sub(vm.run.paused_at.load(Ordering::Acquire));
+        vm.run.cntvoff.fetch_add(stood, Ordering::AcqRel);
+        log::info!(
+            "VM '{}': resumed; guest virtual time held for {} ms",
+            vm.name,
+            stood * 1000 / read_sysreg!("CNTFRQ_EL0").max(1)
+        );
+        vm.run.pause.store(false, Ordering::Release);
+        vm.kick_others(self.here_in(vm).unwrap_or(usize::MAX));
+        Ok(())
     }
 }

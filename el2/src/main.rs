@@ -23,6 +23,7 @@ mod fault;
 mod firmware;
 mod gic;
 mod guestram;
+mod guests;
 mod heap;
 mod input;
 mod irq;
@@ -46,7 +47,7 @@ mod vm;
 mod wait;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::Ordering;
 
 use aarch64_cpu::registers::{Readable, Writeable, ICH_HCR_EL2};
 use arch::smccc::{CpuPower, PowerTopology};
@@ -158,23 +159,21 @@ extern "C" fn wrong_exception_level(dtb: usize) -> ! {
 }
 
 /// What a VM boots from; kept for resets.
+#[derive(Clone)]
 struct BootImage {
     kernel: &'static [u8],
     initrd: Option<&'static [u8]>,
     cmdline: alloc::string::String,
 }
 
-/// The VM, shared with the secondary physical CPUs once it exists.
-static VM: AtomicPtr<Vm> = AtomicPtr::new(core::ptr::null_mut());
-/// The guest's scheduling priority (the authority partition runs above it).
+/// The guests' scheduling priority (the authority partition runs above them).
 const GUEST_PRIORITY: u8 = 0;
-static BOOT: spin::Once<BootImage> = spin::Once::new();
+/// What each guest boots from (keyed by its `Vm`'s address).
+static BOOTS: spin::Mutex<Vec<(usize, BootImage)>> = spin::Mutex::new(Vec::new());
 
+/// The primary guest (`guests`), set before any secondary CPU starts.
 fn the_vm() -> &'static Vm {
-    let p = VM.load(Ordering::Acquire);
-    // SAFETY: VM is set once, before any secondary CPU starts, to a leaked Box that
-    // lives for the rest of the hypervisor's life.
-    unsafe { p.as_ref() }.unwrap_or_else(|| fatal(format_args!("secondary CPU started with no VM")))
+    guests::primary().unwrap_or_else(|| fatal(format_args!("secondary CPU started with no VM")))
 }
 
 /// Clears guest RAM and loads the kernel, initrd and a generated device tree; returns
@@ -286,16 +285,21 @@ fn load_firmware_dt(vm: &Vm) -> StartRequest {
 /// Resets the VM to power-on, with vCPU 0 ready to start at the guest's entry; the
 /// caller (on vCPU 0's physical CPU) runs it.
 fn prepare_boot(vm: &'static Vm) {
-    let boot = BOOT
-        .get()
-        .unwrap_or_else(|| fatal(format_args!("no boot image")));
+    let found = BOOTS
+        .lock()
+        .iter()
+        .find(|(p, _)| *p == vm as *const Vm as usize)
+        .map(|(_, b)| b.clone());
+    let Some(boot) = found else {
+        fatal(format_args!("VM '{}': no boot image", vm.name))
+    };
     if let Some(tpm) = &vm.tpm {
         tpm.reset();
     }
     // Devices before RAM: a disk's reset waits for the host device to finish with
     // guest RAM (its requests move data by DMA) before the RAM is cleared and reloaded.
     vm.reset_devices();
-    let start = load_guest(vm, boot);
+    let start = load_guest(vm, &boot);
     for i in 0..vm.vcpus() {
         if i != 0 {
             vm.set_power(i, CpuPower::Off);
@@ -303,7 +307,7 @@ fn prepare_boot(vm: &'static Vm) {
         vm.kick[i].store(false, Ordering::Relaxed);
     }
     vm.stop.store(0, Ordering::Release);
-    RESET_OWNER.store(usize::MAX, Ordering::Release);
+    vm.reset_owner.store(usize::MAX, Ordering::Release);
     *vm.start[0].lock() = Some(start);
     vm.set_power(0, CpuPower::On);
     let (used, total) = heap::usage();
@@ -474,7 +478,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     // What to boot: a boot bundle passed as the initrd (direct boot) wins; otherwise
     // the system disk's autostart VM.
     let storage = storage::open(&platform.virtio_mmio);
-    let spec = match (platform.initrd, storage) {
+    let specs: Vec<storage::VmDefinition> = match (platform.initrd, storage) {
         (Some(bundle_range), storage) => {
             if storage.is_some() {
                 log::info!("a boot bundle was given: booting it; system-disk VMs are not started");
@@ -483,33 +487,54 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             // RAM (identity-mapped), is excluded from every allocation, and is never written.
             let bundle: &'static [u8] =
                 unsafe { core::slice::from_raw_parts(bundle_range.base as *const u8, bundle_range.size as usize) };
-            from_bundle(bundle, &mut pmem)
+            alloc::vec![from_bundle(bundle, &mut pmem)]
         }
         (None, Some(mut st)) => {
-            // `cargo xtask run --vm NAME` passes `rayos.vm=NAME` as QEMU's -append.
+            // `cargo xtask run --vm NAME[,NAME…]` passes `rayos.vm=…` as QEMU's -append.
             let bootargs = fdt::Fdt::new(dtb_bytes)
                 .ok()
                 .and_then(|f| f.find_node("/chosen")?.property("bootargs")?.as_str());
             let chosen = bootargs.and_then(registry::choice::vm_from_bootargs);
-            let def = storage::autostart(&mut st, &mut pmem, chosen)
+            let defs = storage::autostart(&mut st, &mut pmem, chosen)
                 .unwrap_or_else(|e| fatal(format_args!("{e}")));
             storage::keep(st);
-            def
+            defs
         }
         (None, None) => fatal(format_args!(
             "nothing to boot: no boot bundle (initrd) and no system disk with an autostart VM (cargo xtask run sets one up)"
         )),
     };
-
-    let mem = spec.mem.next_multiple_of(GUEST_RAM_ALIGN);
-    let Some(ram_pa) = pmem.alloc(mem, GUEST_RAM_ALIGN) else {
+    if specs.len() > guests::MAX {
         fatal(format_args!(
-            "VM '{}' wants {} MiB of RAM but only {} MiB are free",
-            spec.name,
-            mem >> 20,
-            pmem.free_bytes() >> 20
-        ))
-    };
+            "{} VMs chosen, but the hypervisor runs at most {} at once",
+            specs.len(),
+            guests::MAX
+        ));
+    }
+
+    // Every guest's RAM (and flash) first: the snapshot pool takes what is left.
+    let mut placed: Vec<(u64, Option<firmware::Reserved>)> = Vec::new();
+    for spec in &specs {
+        let mem = spec.mem.next_multiple_of(GUEST_RAM_ALIGN);
+        let Some(ram_pa) = pmem.alloc(mem, GUEST_RAM_ALIGN) else {
+            fatal(format_args!(
+                "VM '{}' wants {} MiB of RAM but only {} MiB are free{}",
+                spec.name,
+                mem >> 20,
+                pmem.free_bytes() >> 20,
+                if placed.is_empty() {
+                    ""
+                } else {
+                    " (after the VMs before it)"
+                }
+            ))
+        };
+        let flash = spec.firmware.as_ref().map(|fw| {
+            firmware::reserve(&mut pmem, fw)
+                .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", spec.name)))
+        });
+        placed.push((ram_pa, flash));
+    }
     let authority_pa = authority_image.map(|_| {
         pmem.alloc(authority::RAM_BYTES, GUEST_RAM_ALIGN)
             .unwrap_or_else(|| {
@@ -542,23 +567,109 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         );
         pcpus.truncate(stacks::MAX_CPUS);
     }
-    // The authority partition's one vCPU takes a scheduler task after the guest's.
+    // Scheduler tasks: every guest's vCPUs in turn, then the authority
+    // partition's one. The last guest may be cut down to what is left; a guest
+    // with no task left is refused.
     let authority_tasks = usize::from(authority_image.is_some());
-    let vcpus = (spec.vcpus as usize).min(stacks::MAX_VCPUS - authority_tasks);
-    if vcpus < spec.vcpus as usize {
-        log::warn!(
-            "VM '{}' asks for {} vCPUs but the hypervisor runs at most {vcpus}",
-            spec.name,
-            spec.vcpus,
+    let mut task_bases = Vec::new();
+    let mut tasks = 0;
+    for spec in &specs {
+        let left = stacks::MAX_VCPUS - authority_tasks - tasks;
+        let vcpus = (spec.vcpus as usize).min(left);
+        if vcpus == 0 {
+            fatal(format_args!(
+                "VM '{}' gets no vCPU: the VMs before it take all {} the hypervisor runs",
+                spec.name,
+                stacks::MAX_VCPUS - authority_tasks
+            ));
+        }
+        if vcpus < spec.vcpus as usize {
+            log::warn!(
+                "VM '{}' asks for {} vCPUs but the hypervisor runs at most {vcpus} more",
+                spec.name,
+                spec.vcpus,
+            );
+        }
+        task_bases.push((tasks, vcpus));
+        tasks += vcpus;
+    }
+    smp::init(pcpus, tasks + authority_tasks);
+    snapshot::give_pool(&mut pmem);
+
+    let mut guests: Vec<&'static Vm> = Vec::new();
+    let mut resumes = Vec::new();
+    for (i, (spec, ((ram_pa, flash), (task_base, vcpus)))) in specs
+        .into_iter()
+        .zip(placed.into_iter().zip(task_bases))
+        .enumerate()
+    {
+        resumes.push(spec.resume);
+        let vm = build_guest(spec, i, ram_pa, flash, layout, task_base, vcpus);
+        smp::register(vm, GUEST_PRIORITY);
+        guests.push(vm);
+    }
+    guests::set(guests);
+    let primary = the_vm();
+    display::start(
+        &platform.virtio_mmio,
+        primary.gpu.clone(),
+        vgpu::present::DEFAULT_PANEL,
+    );
+    if guests::several() {
+        log::info!(
+            "{} guests run side by side: the console's input, the display and physical input go to '{}' (console lines of the others start with their name)",
+            guests::all().len(),
+            primary.name
         );
     }
-    smp::init(pcpus, vcpus + authority_tasks);
-    let flash = spec.firmware.as_ref().map(|fw| {
-        firmware::reserve(&mut pmem, fw)
-            .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", spec.name)))
-    });
-    snapshot::give_pool(&mut pmem);
-    let ram = GuestRam::new(guest::RAM_BASE, ram_pa, mem, layout, 1)
+    if let (Some(img), Some(pa)) = (authority_image, authority_pa) {
+        // SAFETY: the range lies in RAM (checked above), identity-mapped, and was
+        // kept out of every allocation; QEMU's loader wrote the image there and
+        // nothing else writes it.
+        let bytes: &[u8] =
+            unsafe { core::slice::from_raw_parts(img.base as *const u8, img.size as usize) };
+        let vm = authority::build(bytes, pa, layout, tasks)
+            .unwrap_or_else(|e| fatal(format_args!("authority partition: {e}")));
+        authority::start(vm, primary);
+    }
+    input::start(primary, &platform.virtio_mmio);
+    let (used, total) = heap::usage();
+    log::info!(
+        "hypervisor heap: {} KiB of {} KiB in use",
+        used >> 10,
+        total >> 10
+    );
+    let up = smp::start_secondaries();
+    log::info!("{up} physical CPU(s) scheduling vCPUs");
+    for (&vm, resume) in guests::all().iter().zip(resumes) {
+        let resumed = resume.is_some_and(|blob| resume_or_cold_boot(vm, blob));
+        if !resumed {
+            if let Err(e) = smp::start_vcpu(vm, 0, true) {
+                fatal(format_args!(
+                    "VM '{}': cannot start vCPU 0 (PSCI {e})",
+                    vm.name
+                ));
+            }
+        }
+    }
+    smp::pcpu_loop(primary, 0)
+}
+
+/// Builds guest `index` from `spec`: its RAM at `ram_pa` behind stage 2 (VMID
+/// [`guests::vmid`]), its devices, firmware and framebuffer; its `vcpus` vCPUs
+/// are scheduler tasks from `task_base`. The VM lives for the hypervisor's life.
+fn build_guest(
+    spec: storage::VmDefinition,
+    index: usize,
+    ram_pa: u64,
+    flash: Option<firmware::Reserved>,
+    layout: Layout,
+    task_base: usize,
+    vcpus: usize,
+) -> &'static Vm {
+    let mem = spec.mem.next_multiple_of(GUEST_RAM_ALIGN);
+    let vmid = guests::vmid(index);
+    let ram = GuestRam::new(guest::RAM_BASE, ram_pa, mem, layout, vmid)
         .unwrap_or_else(|e| fatal(format_args!("stage-2 tables: {e:?}")));
     // The VM's device list: its profile and what the boot asks for.
     let shape = vm::DeviceShape {
@@ -575,6 +686,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             .flatten(),
         vars_bank_size: firmware::VARS_BANK_SIZE,
         tpm: true,
+        console: index,
     };
     let mut vm = Vm::new(&spec.name, ram, vcpus, spec.disks, spec.tpm_nv, shape)
         .unwrap_or_else(|e| fatal(format_args!("VM setup: {e:?}")));
@@ -621,52 +733,20 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         layout.ipa_bits,
         layout.start_level
     );
-    display::start(
-        &platform.virtio_mmio,
-        vm.gpu.clone(),
-        vgpu::present::DEFAULT_PANEL,
-    );
-    let (used, total) = heap::usage();
-    log::info!(
-        "hypervisor heap: {} KiB of {} KiB in use",
-        used >> 10,
-        total >> 10
-    );
     if let Some(id) = spec.identity {
         log::info!("VM '{}' identity {id}", vm.name);
     }
-    BOOT.call_once(|| BootImage {
-        kernel: spec.kernel,
-        initrd: spec.initrd,
-        cmdline: spec.cmdline,
-    });
-    VM.store(
-        alloc::boxed::Box::leak(alloc::boxed::Box::new(vm)),
-        Ordering::Release,
-    );
-    smp::register(the_vm(), GUEST_PRIORITY);
-    if let (Some(img), Some(pa)) = (authority_image, authority_pa) {
-        // SAFETY: the range lies in RAM (checked above), identity-mapped, and was
-        // kept out of every allocation; QEMU's loader wrote the image there and
-        // nothing else writes it.
-        let bytes: &[u8] =
-            unsafe { core::slice::from_raw_parts(img.base as *const u8, img.size as usize) };
-        let vm = authority::build(bytes, pa, layout, vcpus)
-            .unwrap_or_else(|e| fatal(format_args!("authority partition: {e}")));
-        authority::start(vm, the_vm());
-    }
-    input::start(the_vm(), &platform.virtio_mmio);
-    let up = smp::start_secondaries();
-    log::info!("{up} physical CPU(s) scheduling vCPUs");
-    let resumed = spec
-        .resume
-        .is_some_and(|blob| resume_or_cold_boot(the_vm(), blob));
-    if !resumed {
-        if let Err(e) = smp::start_vcpu(the_vm(), 0, true) {
-            fatal(format_args!("cannot start vCPU 0 (PSCI {e})"));
-        }
-    }
-    smp::pcpu_loop(the_vm(), 0)
+    vm.task_base = task_base;
+    let vm: &'static Vm = alloc::boxed::Box::leak(alloc::boxed::Box::new(vm));
+    BOOTS.lock().push((
+        vm as *const Vm as usize,
+        BootImage {
+            kernel: spec.kernel,
+            initrd: spec.initrd,
+            cmdline: spec.cmdline,
+        },
+    ));
+    vm
 }
 
 /// Resumes `vm` from its saved image `blob`: on success its vCPUs that were on are
@@ -875,7 +955,8 @@ fn run_vcpu_here(vm: &'static Vm, idx: usize) -> Flow {
     flow
 }
 
-/// The VM powered off (from vCPU `idx`): report and power the machine off.
+/// The VM powered off (from vCPU `idx`): report, and power the machine off if no
+/// other guest still runs.
 fn powered_off(vm: &Vm, idx: usize) -> ! {
     vm.request_stop(StopReason::PoweredOff, idx);
     let s = *vm.stats.lock();
@@ -896,16 +977,24 @@ fn powered_off(vm: &Vm, idx: usize) -> ! {
         vm.ram.populated_bytes() >> 20,
         vm.ram.size() >> 20
     );
-    log::info!("no VM left to run; powering off");
-    power::shutdown(0)
+    // Every guest marks itself stopped before it counts the others: of two
+    // powering off at once, at least one sees the other stopped.
+    core::sync::atomic::fence(Ordering::SeqCst);
+    match guests::still_on() {
+        0 => {
+            log::info!("no VM left to run; powering off");
+            power::shutdown(0)
+        }
+        n => {
+            log::info!("{n} VM(s) still run; the host stays up");
+            smp::exit_vcpu(vm, idx, false)
+        }
+    }
 }
 
-/// The vCPU that asked for the reset coordinates it; the others just stop.
-static RESET_OWNER: core::sync::atomic::AtomicUsize =
-    core::sync::atomic::AtomicUsize::new(usize::MAX);
-
 fn reset_coordinator(vm: &Vm, idx: usize) -> bool {
-    if RESET_OWNER
+    if vm
+        .reset_owner
         .compare_exchange(usize::MAX, idx, Ordering::AcqRel, Ordering::Acquire)
         .is_ok()
     {

@@ -353,7 +353,7 @@ pub fn take(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<u64, TakeError> {
         vcpus,
         devices,
         time,
-    } = crate::suspend::capture_machine(vm, here).map_err(TakeError::Other)?;
+    } = crate::suspend::capture_machine(vm, vm, here).map_err(TakeError::Other)?;
     let used: u64 = STORE.lock().iter().map(Snapshot::bytes).sum();
     let budget = POOL.load(Ordering::Acquire).saturating_sub(used);
     let ram =
@@ -479,7 +479,7 @@ pub fn take_disk(vm: &Vm, here: &mut Vcpu, tag: &str) -> Result<u64, TakeError> 
         vcpus,
         devices,
         time,
-    } = crate::suspend::capture_machine(vm, here).map_err(TakeError::Other)?;
+    } = crate::suspend::capture_machine(vm, vm, here).map_err(TakeError::Other)?;
     let input = vmstate::SuspendInput {
         uuid,
         fingerprint: crate::suspend::fingerprint(vm),

@@ -161,35 +161,35 @@ fn stage_blob(
     Ok(&buf[..n])
 }
 
-/// The VM the host's command line names (`rayos.vm=NAME`, `chosen`), else the
-/// first autostart VM, prepared to boot as its record says (a `windows` VM's
-/// first disk behind virtio-blk over virtio-PCI rather than NVMe when its disk
-/// bus says so; its MSIs to the ITS when its MSI controller says so).
+/// The VMs the host's command line names (`rayos.vm=NAME[,NAME…]`, `chosen`),
+/// else every autostart VM, each prepared to boot as its record says
+/// ([`prepare`]).
 pub fn autostart(
     storage: &mut Storage,
     pmem: &mut PhysMem,
     chosen: Option<&str>,
-) -> Result<VmDefinition, String> {
-    let rec: VmRecord = registry::choice::choose(storage.registry.vms(), chosen)
+) -> Result<Vec<VmDefinition>, String> {
+    let recs: Vec<VmRecord> = registry::choice::choose_all(storage.registry.vms(), chosen)
         .map_err(|e| alloc::format!("{e}"))?
-        .clone();
-    if let Some(name) = chosen {
-        log::info!("VM '{name}' chosen on the command line (rayos.vm=)");
+        .into_iter()
+        .cloned()
+        .collect();
+    if let Some(names) = chosen {
+        log::info!("VM(s) {names} chosen on the command line (rayos.vm=)");
     }
-    for other in storage
-        .registry
-        .vms()
-        .iter()
-        .filter(|v| v.policy.autostart && v.uuid != rec.uuid)
-    {
-        log::warn!(
-            "VM '{}' {} is autostart too but not started: one VM runs at a time on this build",
-            other.name,
-            other.uuid
-        );
-    }
+    recs.iter().map(|rec| prepare(storage, pmem, rec)).collect()
+}
+
+/// `rec` prepared to boot as it says (a `windows` VM's first disk behind
+/// virtio-blk over virtio-PCI rather than NVMe when its disk bus says so; its
+/// MSIs to the ITS when its MSI controller says so).
+fn prepare(
+    storage: &mut Storage,
+    pmem: &mut PhysMem,
+    rec: &VmRecord,
+) -> Result<VmDefinition, String> {
     if rec.device_model == registry::DeviceModel::Windows {
-        windows_can_start(&rec)?;
+        windows_can_start(rec)?;
     }
     let (kernel, initrd, cmdline, firmware, vars_place) = match &rec.boot {
         BootSource::Linux {
@@ -284,7 +284,7 @@ pub fn autostart(
             rec.device_model.as_str()
         );
     }
-    let resume = match vmstate::decide(&rec) {
+    let resume = match vmstate::decide(rec) {
         Ok(blob) => {
             log::info!(
                 "VM '{}' {}: a saved state ({} KiB) is recorded; resuming from it",
@@ -308,11 +308,11 @@ pub fn autostart(
                 rec.name,
                 rec.uuid
             );
-            discard_saved_state(storage, &rec);
+            discard_saved_state(storage, rec);
             None
         }
     };
-    record_start(storage, &rec);
+    record_start(storage, rec);
     Ok(VmDefinition {
         name: rec.name.clone(),
         identity: Some(rec.uuid),

@@ -582,14 +582,15 @@ pub struct Suspended {
     pub bytes: u64,
 }
 
-/// Waits until `done` holds, kicking the vCPUs not parked; `false` after
-/// [`WAIT_MS`]. With `sleeper` (the vCPU running this) the wait gives the
-/// physical CPU to the other vCPUs, which may need it to get where `done` wants
-/// them; without, it naps on the EL2 timer.
+/// Waits until `done` holds, kicking `vm`'s vCPUs not parked; `false` after
+/// [`WAIT_MS`]. With `sleeper` (the vCPU running this, of VM `.0`, which need
+/// not be `vm`) the wait gives the physical CPU to the other vCPUs, which may
+/// need it to get where `done` wants them; without, it naps on the EL2 timer.
+/// `here` is the waiting vCPU's index in `vm` (`usize::MAX`: none of `vm`'s).
 fn wait_until(
     vm: &Vm,
     here: usize,
-    mut sleeper: Option<&mut Vcpu>,
+    mut sleeper: Option<(&Vm, &mut Vcpu)>,
     mut done: impl FnMut() -> bool,
 ) -> bool {
     let deadline = read_sysreg!("CNTPCT_EL0").saturating_add(ms_ticks(WAIT_MS));
@@ -597,7 +598,7 @@ fn wait_until(
         // Completions of guest requests come back through the system disk's
         // interrupt; take them here too and finish the requests.
         crate::sysdisk::service_interrupt();
-        vm.resume_deferred(here);
+        vm.resume_deferred(here.min(vm.vcpus() - 1));
         if done() {
             return true;
         }
@@ -605,8 +606,8 @@ fn wait_until(
             return false;
         }
         vm.kick_others(here);
-        match sleeper.as_deref_mut() {
-            Some(v) => crate::smp::sleep_vcpu(vm, v, ms_ticks(POLL_MS)),
+        match sleeper.as_mut() {
+            Some((own, v)) => crate::smp::sleep_vcpu(own, v, ms_ticks(POLL_MS)),
             None => crate::timer::nap(ms_ticks(POLL_MS)),
         }
     }
@@ -619,19 +620,24 @@ pub struct Machine {
     pub time: TimeState,
 }
 
-/// Captures every vCPU of `vm` (each where it runs: `here` now, the
-/// parked ones in [`on_park`]), drains the devices' guest requests and saves every
-/// device and guest time, from vCPU `here` at a checkpoint of a paused VM. Shared
-/// by suspend and snapshots.
-pub fn capture_machine(vm: &Vm, here: &mut Vcpu) -> Result<Machine, String> {
+/// Captures every vCPU of `vm` (each where it runs: `here` now when it is one of
+/// `vm`'s, i.e. `own` is `vm`; the parked ones in [`on_park`]), drains the
+/// devices' guest requests and saves every device and guest time, from vCPU
+/// `here` of VM `own` at a checkpoint, `vm` paused. Shared by suspend and
+/// snapshots.
+pub fn capture_machine(vm: &Vm, own: &Vm, here: &mut Vcpu) -> Result<Machine, String> {
     // 1. Every vCPU's state, each captured on its own physical CPU.
     for s in &vm.captured {
         *s.lock() = None;
     }
     vm.capture.store(true, Ordering::Release);
-    *vm.captured[here.idx].lock() = Some(Box::new(capture(vm, here)));
-    let idx = here.idx;
-    let all = wait_until(vm, idx, Some(&mut *here), || {
+    let idx = if core::ptr::eq(vm, own) {
+        *vm.captured[here.idx].lock() = Some(Box::new(capture(vm, here)));
+        here.idx
+    } else {
+        usize::MAX
+    };
+    let all = wait_until(vm, idx, Some((own, &mut *here)), || {
         (0..vm.vcpus()).all(|i| vm.power(i) == CpuPower::Off || vm.captured[i].lock().is_some())
     });
     vm.capture.store(false, Ordering::Release);
@@ -706,10 +712,10 @@ pub fn restore_devices(vm: &Vm, saved: &[DeviceState]) -> Result<(), ColdReason>
     Ok(())
 }
 
-/// Suspends `vm` to its saved-state extent, from vCPU `here` (running this at a
-/// checkpoint; every other vCPU is parked or off). On success the image is
-/// committed and the caller must not let the VM run again.
-pub fn suspend_vm(vm: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
+/// Suspends `vm` to its saved-state extent, from vCPU `here` of VM `own` (running
+/// this at a checkpoint; every other vCPU of `vm` is parked or off). On success
+/// the image is committed and the caller must not let the VM run again.
+pub fn suspend_vm(vm: &Vm, own: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
     let start = read_sysreg!("CNTPCT_EL0");
     let Some(uuid) = vm.identity else {
         return Err(String::from(
@@ -720,7 +726,7 @@ pub fn suspend_vm(vm: &Vm, here: &mut Vcpu) -> Result<Suspended, String> {
         vcpus,
         devices,
         time,
-    } = capture_machine(vm, here)?;
+    } = capture_machine(vm, own, here)?;
     let captured = read_sysreg!("CNTPCT_EL0");
     let input = vmstate::SuspendInput {
         uuid,

@@ -206,6 +206,9 @@ pub struct Vm {
     /// The scheduler task of vCPU 0 (`smp::register`); vCPU `i` is task
     /// `task_base + i`.
     pub task_base: usize,
+    /// The vCPU that asked for the reset under way coordinates it (`usize::MAX`:
+    /// none); the others just stop.
+    pub reset_owner: core::sync::atomic::AtomicUsize,
 }
 
 /// What building a VM's bus devices adds to: the bus and the devices a suspend
@@ -275,6 +278,8 @@ pub struct DeviceShape {
     pub vars_bank_size: u64,
     /// A TPM (every guest; the authority partition has none).
     pub tpm: bool,
+    /// The VM's console slot (`console::SLOTS`).
+    pub console: usize,
 }
 
 /// I/O queues the UEFI firmware's NVMe driver creates (see `attach_pcie`).
@@ -362,7 +367,7 @@ impl Vm {
             .ok_or(VmError::Devices("the device list has no PL011"))?;
         let uart = Shared::new(Pl011::new(
             console.intid,
-            Box::new(crate::console::GuestConsole),
+            Box::new(crate::console::GuestConsole(shape.console)),
         ));
         if let Some(tpm) = &tpm {
             if let crate::tpm::Interface::Crb { base } = tpm.interface() {
@@ -456,8 +461,9 @@ impl Vm {
                     slots.attach(at, device, |_| 0)?;
                 }
                 VirtioDevice::Console => {
-                    let device = Console::new(Box::new(|bytes: &[u8]| {
-                        crate::console::guest_write(crate::console::Source::Virtio, bytes)
+                    let slot = shape.console;
+                    let device = Console::new(Box::new(move |bytes: &[u8]| {
+                        crate::console::guest_write(slot, crate::console::Source::Virtio, bytes)
                     }));
                     slots.attach(at, device, |_| 0)?;
                 }
@@ -505,6 +511,7 @@ impl Vm {
             its: None,
             usb: None,
             task_base: 0,
+            reset_owner: core::sync::atomic::AtomicUsize::new(usize::MAX),
         })
     }
 

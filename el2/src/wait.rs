@@ -43,8 +43,14 @@ pub fn set_uart_intid(intid: u32) {
 /// console — the authority partition when one runs, else `vm` — through the
 /// monitor's escape (`console::pump_input`).
 pub fn pump_console(vm: &Vm) {
-    let owner = crate::authority::get().unwrap_or(vm);
+    let owner = console_owner().unwrap_or(vm);
     pump_console_locked(owner, &mut owner.uart.0.lock());
+}
+
+/// The VM the serial console's input goes to: the authority partition when it
+/// runs, else the primary guest.
+fn console_owner() -> Option<&'static Vm> {
+    crate::authority::get().or_else(crate::guests::primary)
 }
 
 /// [`pump_console`] with the guest's PL011 already locked (by the MMIO path, which
@@ -54,8 +60,8 @@ pub fn pump_console(vm: &Vm) {
 /// reading its UART takes them (`console_rx_waiting`).
 #[inline(always)]
 pub fn pump_console_locked(vm: &Vm, uart: &mut Pl011) {
-    if crate::authority::get().is_some_and(|a| !core::ptr::eq(a, vm)) {
-        return; // the console is the authority partition's
+    if console_owner().is_some_and(|o| !core::ptr::eq(o, vm)) {
+        return; // the console is the authority partition's, or another guest's
     }
     let first = crate::console::poll_input();
     if first.is_some() || crate::console::guest_input_waiting() {
@@ -194,6 +200,7 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
     }
     vm.resume_deferred(vcpu.idx);
     vm.deliver_kicks(vcpu.idx);
+    crate::guests::service_deferred(Some(vm));
     // Monitor commands and `vm pause` stop here (a clean point: no lock held).
     crate::control::checkpoint(vm, vcpu);
 }
@@ -249,7 +256,7 @@ pub fn idle(vm: &Vm, deadline: Option<u64>) {
     }
     // SAFETY: the timer write must take effect before the CPU waits on it.
     unsafe { core::arch::asm!("isb") };
-    if !vm.work.is_raised() {
+    if !crate::guests::any_work() {
         crate::display::tick(true);
         aarch64_cpu::asm::wfi();
     }
@@ -281,8 +288,7 @@ pub fn idle(vm: &Vm, deadline: Option<u64>) {
             }
         }
     }
-    vm.resume_deferred(0);
-    vm.deliver_kicks(usize::MAX);
+    crate::guests::service_deferred(None);
     if crate::control::attention() {
         // Monitor lines run at a vCPU's checkpoint: wake one that sleeps.
         if let Some(i) = (0..vm.vcpus()).find(|&i| vm.power(i) == CpuPower::On) {

@@ -148,6 +148,29 @@ pub enum Command<'a> {
     },
 }
 
+impl<'a> Command<'a> {
+    /// The VM the command acts on (`None`: the host, or every VM).
+    pub fn vm(&self) -> Option<&'a str> {
+        match *self {
+            Command::VmPause(vm)
+            | Command::VmResume(vm)
+            | Command::VmSuspend(vm)
+            | Command::VmSnapshots(vm)
+            | Command::VmSnapshot { vm, .. }
+            | Command::VmRollback { vm, .. }
+            | Command::VmDeleteSnapshot { vm, .. }
+            | Command::Display { vm, .. }
+            | Command::Input { vm, .. }
+            | Command::Usb { vm, .. } => Some(vm),
+            Command::Help
+            | Command::VmList
+            | Command::HostShutdown
+            | Command::DisplayOverlay(_)
+            | Command::DisplayStatus => None,
+        }
+    }
+}
+
 /// What a `usb` command does to a VM's USB devices (its xHCI controller).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsbOp {
@@ -683,6 +706,25 @@ mod tests {
     extern crate std;
     use super::*;
     use std::string::ToString;
+
+    #[test]
+    fn a_command_names_the_vm_it_acts_on() {
+        for (line, vm) in [
+            ("vm pause a", Some("a")),
+            ("vm snapshot b t1 --disk", Some("b")),
+            ("vm delete-snapshot c t", Some("c")),
+            ("display hide d", Some("d")),
+            ("display present e fullscreen", Some("e")),
+            ("usb detach f", Some("f")),
+            ("vm list", None),
+            ("host shutdown", None),
+            ("display status", None),
+            ("display overlay x y", None),
+            ("help", None),
+        ] {
+            assert_eq!(parse(line).unwrap().vm(), vm, "{line}");
+        }
+    }
 
     #[test]
     fn every_command_parses() {

@@ -1,6 +1,8 @@
-//! Which VM of the registry the hypervisor starts: the one the host's command
-//! line names (`rayos.vm=NAME`, from `cargo xtask run --vm NAME`), else the
-//! first autostart VM.
+//! Which VMs of the registry the hypervisor starts: those the host's command
+//! line names (`rayos.vm=NAME[,NAME…]`, from `cargo xtask run --vm NAME[,NAME…]`),
+//! else every autostart VM.
+
+use alloc::vec::Vec;
 
 use crate::record::VmRecord;
 
@@ -16,6 +18,11 @@ pub fn vm_from_bootargs(bootargs: &str) -> Option<&str> {
         .filter(|n| !n.is_empty())
 }
 
+/// The names of a [`VM_ARG`] value, split at commas (empty names dropped).
+pub fn names(arg: &str) -> impl Iterator<Item = &str> {
+    arg.split(',').filter(|n| !n.is_empty())
+}
+
 /// Why no VM was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChoiceError<'a> {
@@ -23,6 +30,8 @@ pub enum ChoiceError<'a> {
     NoSuchVm(&'a str),
     /// No name was given and no VM is autostart.
     NoAutostart,
+    /// A name was given twice.
+    Twice(&'a str),
 }
 
 impl core::fmt::Display for ChoiceError<'_> {
@@ -30,6 +39,7 @@ impl core::fmt::Display for ChoiceError<'_> {
         match self {
             ChoiceError::NoSuchVm(n) => write!(f, "the registry has no VM named '{n}'"),
             ChoiceError::NoAutostart => write!(f, "the registry has no autostart VM"),
+            ChoiceError::Twice(n) => write!(f, "VM '{n}' is named twice: a VM runs once"),
         }
     }
 }
@@ -52,6 +62,31 @@ pub fn choose<'a, 'n>(
     }
 }
 
+/// Every VM `arg` names ([`names`], in its order; duplicates refused), or with no
+/// names every autostart VM in registry order.
+pub fn choose_all<'a, 'n>(
+    vms: &'a [VmRecord],
+    arg: Option<&'n str>,
+) -> Result<Vec<&'a VmRecord>, ChoiceError<'n>> {
+    let Some(arg) = arg.filter(|a| names(a).next().is_some()) else {
+        let all: Vec<&VmRecord> = vms.iter().filter(|v| v.policy.autostart).collect();
+        return if all.is_empty() {
+            Err(ChoiceError::NoAutostart)
+        } else {
+            Ok(all)
+        };
+    };
+    let mut chosen: Vec<&VmRecord> = Vec::new();
+    for n in names(arg) {
+        let rec = choose(vms, Some(n))?;
+        if chosen.iter().any(|c| c.uuid == rec.uuid) {
+            return Err(ChoiceError::Twice(n));
+        }
+        chosen.push(rec);
+    }
+    Ok(chosen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +105,35 @@ mod tests {
         assert_eq!(choose(&vms, Some("vm3")), Err(ChoiceError::NoSuchVm("vm3")));
         let none = vec![vms[1].clone()];
         assert_eq!(choose(&none, None), Err(ChoiceError::NoAutostart));
+    }
+
+    #[test]
+    fn several_names_or_every_autostart_vm() {
+        let mut a = sample(1);
+        a.policy.autostart = true;
+        let mut b = sample(2);
+        b.policy.autostart = false;
+        let mut c = sample(3);
+        c.policy.autostart = true;
+        let vms = vec![a, b, c];
+        let names = |r: Vec<&VmRecord>| r.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(choose_all(&vms, None).unwrap()), ["vm1", "vm3"]);
+        assert_eq!(names(choose_all(&vms, Some("")).unwrap()), ["vm1", "vm3"]);
+        assert_eq!(
+            names(choose_all(&vms, Some("vm2,vm1")).unwrap()),
+            ["vm2", "vm1"]
+        );
+        assert_eq!(names(choose_all(&vms, Some("vm2,,")).unwrap()), ["vm2"]);
+        assert_eq!(
+            choose_all(&vms, Some("vm1,vm9")),
+            Err(ChoiceError::NoSuchVm("vm9"))
+        );
+        assert_eq!(
+            choose_all(&vms, Some("vm1,vm1")),
+            Err(ChoiceError::Twice("vm1"))
+        );
+        let none = vec![vms[1].clone()];
+        assert_eq!(choose_all(&none, None), Err(ChoiceError::NoAutostart));
     }
 
     #[test]

@@ -114,6 +114,20 @@ impl Terminal {
     /// start that reads (or could become) [`MARKER`]. A line another source left
     /// open is ended first.
     pub fn guest(&mut self, src: SourceId, bytes: &[u8], out: &mut impl FnMut(&[u8])) {
+        self.guest_labelled(src, b"", bytes, out);
+    }
+
+    /// [`Terminal::guest`] with `label` written at the start of every line that
+    /// has anything on it (a VM's name, when several share the terminal). A
+    /// labelled line cannot start with [`MARKER`] unless the label does, so it
+    /// is not escaped: the caller gives a label that cannot (see its use).
+    pub fn guest_labelled(
+        &mut self,
+        src: SourceId,
+        label: &[u8],
+        bytes: &[u8],
+        out: &mut impl FnMut(&[u8]),
+    ) {
         if bytes.is_empty() {
             return;
         }
@@ -127,12 +141,19 @@ impl Terminal {
         };
         let mut from = 0;
         for i in 0..bytes.len() {
-            if at_start && starts_like_marker(&bytes[i..]) {
-                out(&bytes[from..i]);
-                out(&[ESCAPE]);
-                from = i;
+            let newline = matches!(bytes[i], b'\n' | b'\r');
+            if at_start && !newline {
+                if !label.is_empty() {
+                    out(&bytes[from..i]);
+                    out(label);
+                    from = i;
+                } else if starts_like_marker(&bytes[i..]) {
+                    out(&bytes[from..i]);
+                    out(&[ESCAPE]);
+                    from = i;
+                }
             }
-            at_start = matches!(bytes[i], b'\n' | b'\r');
+            at_start = newline;
         }
         out(&bytes[from..]);
         self.open = (bytes.last() != Some(&b'\n')).then_some(src);
@@ -289,5 +310,32 @@ mod tests {
             &mut screen,
         );
         assert_eq!(lines(&screen), ["[    0.000000] Booting", "[el3", ""]);
+    }
+
+    #[test]
+    fn labelled_lines_say_whose_they_are_also_across_partial_flushes() {
+        let mut t = Terminal::new();
+        let mut screen = Vec::new();
+        let mut put = |t: &mut Terminal, src, label: &[u8], b: &[u8], screen: &mut Vec<u8>| {
+            t.guest_labelled(src, label, b, &mut |x| screen.extend_from_slice(x))
+        };
+        put(&mut t, 0, b"(a) ", b"one\r\ntw", &mut screen);
+        put(&mut t, 0, b"(a) ", b"o\r\n\r\n", &mut screen);
+        put(&mut t, 2, b"(b) ", b"[el2 fake\r\nx", &mut screen);
+        hyp(&mut t, "[el2 INFO ] real", &mut screen);
+        put(&mut t, 2, b"(b) ", b"y\n", &mut screen);
+        assert_eq!(
+            lines(&screen),
+            [
+                "(a) one",
+                "(a) two",
+                "",
+                "(b) [el2 fake",
+                "(b) x",
+                "[el2 INFO ] real",
+                "(b) y",
+                ""
+            ]
+        );
     }
 }

@@ -905,19 +905,36 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
                 crate::windows::set_install_media_of(&path, name, iso)?
             );
         }
-        let (run, rec) = sysdisk::named_vm(&path, name, o.cold)?;
-        let model = Profile::of_model(rec.device_model);
-        if model != o.profile {
-            return Err(Error::Usage(format!(
-                "VM '{name}' on {} is a {} VM: add --profile {}",
-                path.display(),
-                rec.device_model.as_str(),
-                model.name()
-            )));
+        // `--vm a,b`: several VMs side by side, the first the primary guest.
+        let mut chosen = Vec::new();
+        for name in registry::choice::names(name) {
+            if chosen
+                .iter()
+                .any(|(_, r): &(sysdisk::SystemDiskRun, registry::VmRecord)| r.name == name)
+            {
+                return Err(Error::Usage(format!("--vm names '{name}' twice")));
+            }
+            let (run, rec) = sysdisk::named_vm(&path, name, o.cold)?;
+            let model = Profile::of_model(rec.device_model);
+            if model != o.profile {
+                return Err(Error::Usage(format!(
+                    "VM '{name}' on {} is a {} VM: add --profile {}",
+                    path.display(),
+                    rec.device_model.as_str(),
+                    model.name()
+                )));
+            }
+            eprintln!("xtask: {}", run.describe(name));
+            chosen.push((run, rec));
         }
-        eprintln!("xtask: {}", run.describe(name));
-        qemu.smp = o.host_cpus.unwrap_or(rec.vcpus);
-        qemu.guest_mem = rec.memory_bytes;
+        if chosen.is_empty() {
+            return Err(Error::Usage("--vm needs a VM name".into()));
+        }
+        qemu.smp = o
+            .host_cpus
+            .unwrap_or_else(|| chosen.iter().map(|(_, r)| r.vcpus).sum());
+        qemu.guest_mem = chosen.iter().map(|(_, r)| r.memory_bytes).sum();
+        let (run, rec) = chosen.remove(0);
         qemu.kernel = hypervisor;
         qemu.initrd = path.clone();
         let authority = add_authority(layout, o, &mut qemu)?;

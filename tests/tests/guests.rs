@@ -1,0 +1,118 @@
+//! Several guests at once: two Linux VMs of one system disk (`cargo xtask run
+//! --vm b,a`) run side by side on a 2-CPU host, each with its own RAM, vCPU,
+//! disk extent and console lines; one reboots and one powers off while the
+//! other runs on; monitor commands reach the VM they name.
+
+use std::path::Path;
+use std::time::Duration;
+
+use integration_tests::{boot, boot_lock, console_tail, console_value, script};
+use xtask::linux_guest::guest_cmd_arg;
+use xtask::run::{Ending, RunOptions, LINUX_CMDLINE};
+use xtask::Layout;
+
+/// A backstop only: the run ends when both guests have powered off.
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The primary guest `b`: its first boot marks its disk and reboots; its second
+/// reports what its disk holds, says it is ready and waits for a console line
+/// (input goes to the primary guest), then powers off.
+const B_CMD: &str = r#"if [ "$(head -c 5 /dev/vda)" = bboot ]; then echo "b-sees=$(head -c 5 /dev/vda)"; echo b-ready; read x; echo "b-got=$x"; else printf bboot > /dev/vda; sync; echo b-first-boot; reboot -f; fi"#;
+
+/// Guest `a`: marks its own disk, reports what it holds, runs on for a while
+/// (long enough for the script to pause and resume it), then powers off.
+const A_CMD: &str = r#"echo a-up; printf aaaaa > /dev/vda; sync; echo "a-sees=$(head -c 5 /dev/vda)"; sleep 30; echo a-done"#;
+
+fn add_vm(sys: &Path, name: &str, cmd: &str, kernel: &Path, initrd: &Path) {
+    let p = |p: &Path| p.to_string_lossy().into_owned();
+    let words: Vec<String> = [
+        "add-vm",
+        &p(sys),
+        "--name",
+        name,
+        "--vcpus",
+        "1",
+        "--mem",
+        "256M",
+        "--kernel",
+        &p(kernel),
+        "--initrd",
+        &p(initrd),
+        "--cmdline",
+        &format!("{LINUX_CMDLINE} {}", guest_cmd_arg(cmd)),
+        "--disk-size",
+        "1M",
+    ]
+    .map(String::from)
+    .to_vec();
+    registry::cli::run(&words).unwrap_or_else(|e| panic!("disk {words:?}: {e}"));
+}
+
+#[test]
+fn two_guests_run_side_by_side_and_each_stops_on_its_own() {
+    let _g = boot_lock();
+    let layout = Layout::detect();
+    let guest = xtask::linux_guest::ensure_linux_guest(&layout.guest_cache())
+        .expect("fetch and build the Linux guest");
+    let dir = layout.out.join("test-guests");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sys = dir.join("system.img");
+    registry::cli::run(&[
+        "create".into(),
+        sys.to_string_lossy().into_owned(),
+        "--size".into(),
+        "256M".into(),
+    ])
+    .expect("disk create");
+    add_vm(&sys, "a", A_CMD, &guest.kernel, &guest.initramfs);
+    add_vm(&sys, "b", B_CMD, &guest.kernel, &guest.initramfs);
+
+    let mut o = RunOptions::headless(Default::default(), TIMEOUT);
+    o.vm = Some("b,a".into());
+    o.system_disk = Some(sys.clone());
+    o.script = Some(script(
+        "guests.script",
+        "expect \\(a\\) a-sees=\n\
+         monitor vm pause a\n\
+         monitor vm list\n\
+         monitor vm resume a\n\
+         monitor vm snapshot a t1\n\
+         expect (?s)(\\(b\\) b-ready.*VM 'a' powered off|VM 'a' powered off.*\\(b\\) b-ready)\n\
+         monitor vm list\n\
+         monitor vm pause a\n\
+         send go\n\
+         expect \\(b\\) b-got=go\n",
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let c = outcome.console.replace('\r', "");
+    // Each guest's lines carry its name; each sees only its own disk.
+    assert_eq!(console_value(&c, "(a) a-sees"), Some("aaaaa"), "\n{tail}");
+    assert_eq!(console_value(&c, "(b) b-sees"), Some("bboot"), "\n{tail}");
+    assert!(c.contains("(b) b-first-boot"), "\n{tail}");
+    assert!(c.contains("VM 'b': resetting"), "\n{tail}");
+    // Monitor commands ran on the VM they name, while both ran and after one stopped.
+    for status in [
+        "ok: vm a paused (1 vCPU stopped)",
+        "ok: 2 vms: b vcpus=1 state=running; a vcpus=1 state=paused",
+        "ok: vm a resumed",
+        "error: snapshots of vm a",
+        "ok: 2 vms: b vcpus=1 state=running; a vcpus=1 state=off",
+    ] {
+        assert!(c.contains(status), "no `{status}`\n{tail}");
+    }
+    // The host stayed up for `b` after `a` powered off, and went down with it.
+    let a_off = c.find("VM 'a' powered off").expect("a powered off");
+    let host_up = c
+        .find("VM(s) still run; the host stays up")
+        .expect("host stays up");
+    let b_got = c.find("(b) b-got=go").expect("b read its line");
+    let last = c.find("no VM left to run; powering off").expect("host off");
+    assert!(
+        a_off < host_up && host_up < b_got && b_got < last,
+        "\n{tail}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
