@@ -290,9 +290,14 @@ pub fn idle(vm: &Vm, deadline: Option<u64>) {
     }
     crate::guests::service_deferred(None);
     if crate::control::attention() {
-        // Monitor lines run at a vCPU's checkpoint: wake one that sleeps.
-        if let Some(i) = (0..vm.vcpus()).find(|&i| vm.power(i) == CpuPower::On) {
-            crate::smp::wake_vcpu(vm, i);
+        // Monitor lines run at a vCPU's checkpoint: wake one that sleeps (of
+        // the first guest still on; a line for one guest wakes that one).
+        let on = |g: &&Vm| (0..g.vcpus()).find(|&i| g.power(i) == CpuPower::On);
+        if let Some((g, i)) = crate::guests::all()
+            .iter()
+            .find_map(|g| on(&g).map(|i| (*g, i)))
+        {
+            crate::smp::wake_vcpu(g, i);
         }
     }
 }

@@ -23,9 +23,9 @@ const B_CMD: &str = r#"if [ "$(head -c 5 /dev/vda)" = bboot ]; then echo "b-sees
 /// (long enough for the script to pause and resume it), then powers off.
 const A_CMD: &str = r#"echo a-up; printf aaaaa > /dev/vda; sync; echo "a-sees=$(head -c 5 /dev/vda)"; sleep 30; echo a-done"#;
 
-fn add_vm(sys: &Path, name: &str, cmd: &str, kernel: &Path, initrd: &Path) {
+fn add_vm(sys: &Path, name: &str, cmd: &str, kernel: &Path, initrd: &Path, extra: &[&str]) {
     let p = |p: &Path| p.to_string_lossy().into_owned();
-    let words: Vec<String> = [
+    let mut words: Vec<String> = [
         "add-vm",
         &p(sys),
         "--name",
@@ -45,16 +45,17 @@ fn add_vm(sys: &Path, name: &str, cmd: &str, kernel: &Path, initrd: &Path) {
     ]
     .map(String::from)
     .to_vec();
+    words.extend(extra.iter().map(|w| w.to_string()));
     registry::cli::run(&words).unwrap_or_else(|e| panic!("disk {words:?}: {e}"));
 }
 
-#[test]
-fn two_guests_run_side_by_side_and_each_stops_on_its_own() {
-    let _g = boot_lock();
+/// A system disk under `target/NAME` with the Linux guest's kernel and initrd
+/// at hand for [`add_vm`].
+fn fresh_disk(name: &str, size: &str) -> (std::path::PathBuf, xtask::linux_guest::LinuxGuest) {
     let layout = Layout::detect();
     let guest = xtask::linux_guest::ensure_linux_guest(&layout.guest_cache())
         .expect("fetch and build the Linux guest");
-    let dir = layout.out.join("test-guests");
+    let dir = layout.out.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let sys = dir.join("system.img");
@@ -62,11 +63,18 @@ fn two_guests_run_side_by_side_and_each_stops_on_its_own() {
         "create".into(),
         sys.to_string_lossy().into_owned(),
         "--size".into(),
-        "256M".into(),
+        size.into(),
     ])
     .expect("disk create");
-    add_vm(&sys, "a", A_CMD, &guest.kernel, &guest.initramfs);
-    add_vm(&sys, "b", B_CMD, &guest.kernel, &guest.initramfs);
+    (sys, guest)
+}
+
+#[test]
+fn two_guests_run_side_by_side_and_each_stops_on_its_own() {
+    let _g = boot_lock();
+    let (sys, guest) = fresh_disk("test-guests", "256M");
+    add_vm(&sys, "a", A_CMD, &guest.kernel, &guest.initramfs, &[]);
+    add_vm(&sys, "b", B_CMD, &guest.kernel, &guest.initramfs, &[]);
 
     let mut o = RunOptions::headless(Default::default(), TIMEOUT);
     o.vm = Some("b,a".into());
@@ -114,5 +122,75 @@ fn two_guests_run_side_by_side_and_each_stops_on_its_own() {
         a_off < host_up && host_up < b_got && b_got < last,
         "\n{tail}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(sys.parent().unwrap());
+}
+
+/// Guest `a` of the shutdown test counts for ever, one line a second.
+const TICK_CMD: &str =
+    r#"echo a-up; i=0; while true; do i=$((i+1)); echo "a-tick=$i"; sleep 1; done"#;
+/// Guest `b` of the shutdown test waits for a console line.
+const WAIT_CMD: &str = r#"echo b-up; read x; echo "b-got=$x""#;
+
+/// The `a-tick=N` numbers on the console, in order.
+fn ticks(console: &str) -> Vec<u64> {
+    console
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("(a) a-tick="))
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// `host shutdown` with two guests: the one whose policy says suspend (`a`) is
+/// suspended, the other (`b`) powered off, whichever guest's vCPU runs the
+/// command; the next host boot resumes `a` where it stopped (its count goes
+/// on, init does not run again) and cold boots `b`.
+#[test]
+fn host_shutdown_suspends_or_powers_off_each_guest_and_the_next_boot_resumes_it() {
+    let _g = boot_lock();
+    let (sys, guest) = fresh_disk("test-guests-shutdown", "1G");
+    add_vm(&sys, "a", TICK_CMD, &guest.kernel, &guest.initramfs, &[]);
+    add_vm(
+        &sys,
+        "b",
+        WAIT_CMD,
+        &guest.kernel,
+        &guest.initramfs,
+        &["--no-suspend-on-host-shutdown"],
+    );
+    let run = |n: usize| {
+        let mut o = RunOptions::headless(Default::default(), TIMEOUT);
+        o.vm = Some("b,a".into());
+        o.system_disk = Some(sys.clone());
+        o.script = Some(script(
+            &format!("guests-shutdown-{n}.script"),
+            "expect \\(b\\) b-up\n\
+             expect \\(a\\) a-tick=\n\
+             expect \\(a\\) a-tick=\n\
+             monitor host shutdown\n",
+        ));
+        let outcome = boot(&o);
+        let tail = console_tail(&outcome);
+        let c = outcome.console.replace('\r', "");
+        assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+        assert!(
+            c.contains("ok: host shutting down: suspended a; powered off b"),
+            "\n{tail}"
+        );
+        (c, tail)
+    };
+    let (first, tail) = run(1);
+    assert!(first.contains("(a) a-up"), "\n{tail}");
+    let before = *ticks(&first).last().expect("a ticked");
+    let (second, tail) = run(2);
+    assert!(
+        !second.contains("(a) a-up"),
+        "a booted again instead of resuming\n{tail}"
+    );
+    assert!(second.contains("(b) b-up"), "\n{tail}");
+    let after = *ticks(&second).first().expect("a ticks after the resume");
+    assert!(
+        after > before && after <= before + 3,
+        "a's count went from {before} to {after}\n{tail}"
+    );
+    let _ = std::fs::remove_dir_all(sys.parent().unwrap());
 }

@@ -316,7 +316,7 @@ mod tests {
     fn labelled_lines_say_whose_they_are_also_across_partial_flushes() {
         let mut t = Terminal::new();
         let mut screen = Vec::new();
-        let mut put = |t: &mut Terminal, src, label: &[u8], b: &[u8], screen: &mut Vec<u8>| {
+        let put = |t: &mut Terminal, src, label: &[u8], b: &[u8], screen: &mut Vec<u8>| {
             t.guest_labelled(src, label, b, &mut |x| screen.extend_from_slice(x))
         };
         put(&mut t, 0, b"(a) ", b"one\r\ntw", &mut screen);
