@@ -295,7 +295,7 @@ pub fn idle(vm: &Vm, deadline: Option<u64>) {
         let on = |g: &&Vm| (0..g.vcpus()).find(|&i| g.power(i) == CpuPower::On);
         if let Some((g, i)) = crate::guests::all()
             .iter()
-            .find_map(|g| on(&g).map(|i| (*g, i)))
+            .find_map(|g| on(g).map(|i| (*g, i)))
         {
             crate::smp::wake_vcpu(g, i);
         }
