@@ -188,6 +188,8 @@ pub struct RunOptions {
     /// Start this VM of the system disk as its record defines it (`--vm NAME`:
     /// its vCPUs, memory, device model, firmware and disks; `cargo xtask disk
     /// add-vm` makes one); the hypervisor is told its name (`rayos.vm=NAME`).
+    /// `A,B` starts several side by side (A the primary guest): the emulated
+    /// host gets the sum of their vCPUs and memory.
     pub vm: Option<String>,
     /// Boot this firmware code image from a boot bundle instead of the
     /// `uefi-acpi` system disk's VM (`--firmware PATH`; its variables then live
@@ -348,8 +350,8 @@ pub struct RunArgs {
     /// uefi-acpi: boot this disk image instead of the signed chain (shim → GRUB → Linux)
     #[arg(long = "boot-disk", value_name = "PATH")]
     boot_disk: Option<PathBuf>,
-    /// start the system disk's VM NAME as its record defines it (made with `cargo xtask disk add-vm`)
-    #[arg(long = "vm", value_name = "NAME")]
+    /// start the system disk's VM NAME as its record defines it (made with `cargo xtask disk add-vm`); NAME,NAME… runs several side by side, the first primary
+    #[arg(long = "vm", value_name = "NAME[,NAME…]")]
     vm: Option<String>,
     /// uefi-acpi: boot this code image from a boot bundle (variables in memory only)
     #[arg(long, value_name = "PATH")]
