@@ -347,6 +347,18 @@ impl<'a> El2Control<'a> {
         Ok(vm)
     }
 
+    /// `vm` if it is the primary guest: the display, the input router and frame
+    /// captures serve that one (`what` names the refused operation).
+    fn primary_only(vm: &'a Vm, what: &str) -> Result<&'a Vm, ControlError> {
+        if crate::guests::index_of(vm) == Some(0) {
+            return Ok(vm);
+        }
+        Err(ControlError::Unsupported {
+            what: format!("{what} on vm {}", vm.name),
+            why: "the display and input serve the primary guest (the first VM started) only",
+        })
+    }
+
     /// This command's vCPU index in `vm` (`None`: it runs on another guest).
     fn here_in(&self, vm: &Vm) -> Option<usize> {
         core::ptr::eq(self.vm, vm).then_some(self.here)
@@ -439,7 +451,7 @@ impl monitor::abi::AbiTarget for El2Control<'_> {
         name: &str,
         events: &[authority_abi::input::InputEvent],
     ) -> Result<u64, ControlError> {
-        self.find(name)?;
+        Self::primary_only(self.find(name)?, "input")?;
         Ok(u64::from(crate::input::route(events, self.here).delivered))
     }
 
@@ -464,7 +476,7 @@ impl monitor::abi::AbiTarget for El2Control<'_> {
         max: u64,
         write: &mut dyn FnMut(u64, &[u8]),
     ) -> Result<monitor::abi::Captured, ControlError> {
-        let vm = self.find(name)?;
+        let vm = Self::primary_only(self.find(name)?, "frame captures")?;
         crate::scripts::capture(vm, region, max, write)
     }
 
@@ -733,7 +745,7 @@ impl VmControl for El2Control<'_> {
     }
 
     fn display(&mut self, name: &str, change: DisplayChange) -> Result<(), ControlError> {
-        let vm = self.find(name)?;
+        let vm = Self::primary_only(self.find(name)?, "display commands")?;
         crate::display::change(vm, self.here, change).map_err(|why| ControlError::Invalid {
             vm: name.into(),
             why,
@@ -752,7 +764,7 @@ impl VmControl for El2Control<'_> {
         name: &str,
         action: monitor::command::InputAction,
     ) -> Result<String, ControlError> {
-        let vm = self.find(name)?;
+        let vm = Self::primary_only(self.find(name)?, "input commands")?;
         crate::input::command(action, self.here).map_err(|why| ControlError::Invalid {
             vm: vm.name.clone(),
             why,

@@ -86,6 +86,7 @@ fn two_guests_run_side_by_side_and_each_stops_on_its_own() {
          monitor vm list\n\
          monitor vm resume a\n\
          monitor vm snapshot a t1\n\
+         monitor display hide a\n\
          expect (?s)(\\(b\\) b-ready.*VM 'a' powered off|VM 'a' powered off.*\\(b\\) b-ready)\n\
          monitor vm list\n\
          monitor vm pause a\n\
@@ -107,6 +108,7 @@ fn two_guests_run_side_by_side_and_each_stops_on_its_own() {
         "ok: 2 vms: b vcpus=1 state=running; a vcpus=1 state=paused",
         "ok: vm a resumed",
         "error: snapshots of vm a",
+        "error: display commands on vm a",
         "ok: 2 vms: b vcpus=1 state=running; a vcpus=1 state=off",
     ] {
         assert!(c.contains(status), "no `{status}`\n{tail}");
