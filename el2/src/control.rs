@@ -143,6 +143,14 @@ impl RunControl {
     fn paused(&self) -> bool {
         self.pause.load(Ordering::Acquire)
     }
+
+    /// Forgets a pause (a VM started again after its suspend, every vCPU off).
+    pub fn clear_pause(&self) {
+        self.pause.store(false, Ordering::Release);
+        for p in &self.parked {
+            p.store(false, Ordering::Release);
+        }
+    }
 }
 
 /// Queues a finished monitor line for the next checkpoint; `false` when
@@ -198,9 +206,11 @@ fn run_pending(vm: &Vm, vcpu: &mut Vcpu) {
     let Some(_exec) = EXEC.try_lock() else {
         return;
     };
-    // The partition's calls act on its guest, the primary one.
+    // The partition's calls run on the primary guest (its snapshots need one of
+    // its vCPUs), or on any guest once the primary is off.
     if crate::authority::call_pending()
-        && crate::guests::primary().is_some_and(|p| core::ptr::eq(p, vm))
+        && crate::guests::primary()
+            .is_none_or(|p| core::ptr::eq(p, vm) || p.stopping() == Some(StopReason::PoweredOff))
     {
         let here = vcpu.idx;
         crate::authority::serve(&mut El2Control { vm, here, vcpu });
@@ -319,29 +329,36 @@ pub struct El2Control<'a> {
 }
 
 impl<'a> El2Control<'a> {
-    /// The guest called `name`, which must be this command's (a line naming a
-    /// guest runs on it; the partition's calls act on the primary guest only).
+    /// The guest called `name`: this command's own (a monitor line naming a
+    /// guest runs on it), or another (the partition's calls run on one guest
+    /// and act on any; `host shutdown` acts on all).
     fn find(&self, name: &str) -> Result<&'a Vm, ControlError> {
         if self.vm.name == name {
             return Ok(self.vm);
         }
-        match crate::guests::find(name) {
-            Some(_) => Err(ControlError::Unsupported {
-                what: format!("vm {name} from the authority partition"),
-                why: "the partition acts on its own guest (the primary) only",
-            }),
-            None => Err(ControlError::NoSuchVm(name.into())),
-        }
+        crate::guests::find(name).ok_or_else(|| ControlError::NoSuchVm(name.into()))
+    }
+
+    /// This command's vCPU index in `vm`, else `usize::MAX` (kick every vCPU).
+    fn kick_from(&self, vm: &Vm) -> usize {
+        self.here_in(vm).unwrap_or(usize::MAX)
     }
 
     /// The guest called `name` for a snapshot command: snapshots (in memory and
-    /// the disk's copy-on-write log) are kept for one VM, the primary guest.
+    /// the disk's copy-on-write log) are kept for one VM, the primary guest, and
+    /// are taken and rolled back from one of its own vCPUs.
     fn snapshot_vm(&self, name: &str) -> Result<&'a Vm, ControlError> {
         let vm = self.find(name)?;
         if crate::guests::index_of(vm) != Some(0) {
             return Err(ControlError::Unsupported {
                 what: format!("snapshots of vm {name}"),
                 why: "snapshots are kept for the primary guest only (the first VM started) while several run",
+            });
+        }
+        if self.here_in(vm).is_none() {
+            return Err(ControlError::Unsupported {
+                what: format!("snapshots of vm {name}"),
+                why: "a snapshot is taken on one of the VM's own vCPUs, and none took this call",
             });
         }
         Ok(vm)
@@ -451,8 +468,10 @@ impl monitor::abi::AbiTarget for El2Control<'_> {
         name: &str,
         events: &[authority_abi::input::InputEvent],
     ) -> Result<u64, ControlError> {
-        Self::primary_only(self.find(name)?, "input")?;
-        Ok(u64::from(crate::input::route(events, self.here).delivered))
+        let vm = Self::primary_only(self.find(name)?, "input")?;
+        Ok(u64::from(
+            crate::input::route(events, self.kick_from(vm)).delivered,
+        ))
     }
 
     /// Starts an input script on the VM; it runs from the render loop's callers
@@ -480,6 +499,32 @@ impl monitor::abi::AbiTarget for El2Control<'_> {
         crate::scripts::capture(vm, region, max, write)
     }
 
+    /// Starts a guest that is off (it powered off, or was suspended, since the
+    /// host booted): it resumes its saved state when its record has one its
+    /// policy lets it resume, else it cold boots (`crate::restart_guest`).
+    fn start(&mut self, name: &str) -> Result<(), ControlError> {
+        let vm = self.find(name)?;
+        let state = Self::state(vm);
+        if state != VmState::Off {
+            return Err(ControlError::Invalid {
+                vm: name.into(),
+                why: format!("it is {state}, not off"),
+            });
+        }
+        if (0..vm.vcpus()).any(|i| vm.power(i) != CpuPower::Off) {
+            return Err(ControlError::Failed {
+                vm: name.into(),
+                why: String::from("its vCPUs are still stopping; try again"),
+            });
+        }
+        let vm =
+            crate::guests::find(&vm.name).ok_or_else(|| ControlError::NoSuchVm(name.into()))?;
+        crate::restart_guest(vm).map_err(|why| ControlError::Failed {
+            vm: name.into(),
+            why,
+        })
+    }
+
     /// The guest's serial output reaches the serial line directly (the
     /// partition shares it), so an attached console has nothing to fetch here.
     fn console_read(&mut self, name: &str, out: &mut [u8]) -> Result<usize, ControlError> {
@@ -498,7 +543,7 @@ impl monitor::abi::AbiTarget for El2Control<'_> {
             uart.push_rx(&data[..n], &mut crate::vm::VgicSink::new(&vm.vgic));
         }
         drop(uart);
-        vm.deliver_kicks(self.here);
+        vm.deliver_kicks(self.kick_from(vm));
         Ok(n)
     }
 
@@ -531,7 +576,7 @@ impl monitor::abi::AbiTarget for El2Control<'_> {
                 vm: name.into(),
                 why: format!("registry commit failed ({e}); the policy is unchanged"),
             })?;
-        self.vm
+        self.find(name)?
             .run
             .set_suspend_on_host_shutdown(policy.suspend_on_host_shutdown);
         log::info!("VM '{name}': policy set to {bits:#x} (registry)");
@@ -746,9 +791,11 @@ impl VmControl for El2Control<'_> {
 
     fn display(&mut self, name: &str, change: DisplayChange) -> Result<(), ControlError> {
         let vm = Self::primary_only(self.find(name)?, "display commands")?;
-        crate::display::change(vm, self.here, change).map_err(|why| ControlError::Invalid {
-            vm: name.into(),
-            why,
+        crate::display::change(vm, self.kick_from(vm), change).map_err(|why| {
+            ControlError::Invalid {
+                vm: name.into(),
+                why,
+            }
         })
     }
 
@@ -765,7 +812,7 @@ impl VmControl for El2Control<'_> {
         action: monitor::command::InputAction,
     ) -> Result<String, ControlError> {
         let vm = Self::primary_only(self.find(name)?, "input commands")?;
-        crate::input::command(action, self.here).map_err(|why| ControlError::Invalid {
+        crate::input::command(action, self.kick_from(vm)).map_err(|why| ControlError::Invalid {
             vm: vm.name.clone(),
             why,
         })

@@ -749,6 +749,25 @@ fn build_guest(
     vm
 }
 
+/// Starts guest `vm` again after it powered off or was suspended (the
+/// partition's VM_START): its registry record chooses between its saved state
+/// and a cold boot, as at host boot, and counts the start. Every vCPU of `vm`
+/// is off.
+fn restart_guest(vm: &'static Vm) -> Result<(), alloc::string::String> {
+    let blob = match vm.identity {
+        Some(uuid) => storage::restart_decision(uuid)?,
+        None => None,
+    };
+    log::info!("VM '{}': starting again", vm.name);
+    // A suspend left it paused; a stop request is what ended it.
+    vm.run.clear_pause();
+    vm.stop.store(0, Ordering::Release);
+    if blob.is_some_and(|b| resume_or_cold_boot(vm, b)) {
+        return Ok(());
+    }
+    smp::start_vcpu(vm, 0, true).map_err(|e| alloc::format!("vCPU 0 did not start (PSCI {e})"))
+}
+
 /// Resumes `vm` from its saved image `blob`: on success its vCPUs that were on are
 /// made runnable from their saved state (`true`); otherwise the reason is logged
 /// and the caller cold boots the same VM.

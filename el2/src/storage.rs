@@ -284,34 +284,7 @@ fn prepare(
             rec.device_model.as_str()
         );
     }
-    let resume = match vmstate::decide(rec) {
-        Ok(blob) => {
-            log::info!(
-                "VM '{}' {}: a saved state ({} KiB) is recorded; resuming from it",
-                rec.name,
-                rec.uuid,
-                blob.size >> 10
-            );
-            Some(blob)
-        }
-        Err(vmstate::ColdReason::NoSavedState) => {
-            log::info!(
-                "VM '{}' {}: cold boot (no saved state) from the system disk",
-                rec.name,
-                rec.uuid
-            );
-            None
-        }
-        Err(why) => {
-            log::warn!(
-                "VM '{}' {}: cold boot from the system disk: {why}",
-                rec.name,
-                rec.uuid
-            );
-            discard_saved_state(storage, rec);
-            None
-        }
-    };
+    let resume = resume_decision(storage, rec);
     record_start(storage, rec);
     Ok(VmDefinition {
         name: rec.name.clone(),
@@ -340,6 +313,56 @@ fn prepare(
             registry::MsiController::Its => boards::devices::Msi::Its,
         },
     })
+}
+
+/// Whether `rec` starts from its saved state (the image to resume) or cold; an
+/// image it cannot use is discarded, so no later start tries it.
+fn resume_decision(storage: &mut Storage, rec: &VmRecord) -> Option<registry::Blob> {
+    match vmstate::decide(rec) {
+        Ok(blob) => {
+            log::info!(
+                "VM '{}' {}: a saved state ({} KiB) is recorded; resuming from it",
+                rec.name,
+                rec.uuid,
+                blob.size >> 10
+            );
+            Some(blob)
+        }
+        Err(vmstate::ColdReason::NoSavedState) => {
+            log::info!(
+                "VM '{}' {}: cold boot (no saved state) from the system disk",
+                rec.name,
+                rec.uuid
+            );
+            None
+        }
+        Err(why) => {
+            log::warn!(
+                "VM '{}' {}: cold boot from the system disk: {why}",
+                rec.name,
+                rec.uuid
+            );
+            discard_saved_state(storage, rec);
+            None
+        }
+    }
+}
+
+/// The saved state guest `uuid` starts from now (its record decides, as at host
+/// boot: [`resume_decision`]), its start counted in the registry: for a guest
+/// started again while the host runs (the partition's VM_START).
+pub fn restart_decision(uuid: registry::Uuid) -> Result<Option<registry::Blob>, String> {
+    with(|st| {
+        let rec = st
+            .registry
+            .vm(uuid)
+            .cloned()
+            .ok_or_else(|| String::from("its registry record is gone"))?;
+        let blob = resume_decision(st, &rec);
+        record_start(st, &rec);
+        Ok(blob)
+    })
+    .unwrap_or_else(|| Err(String::from("the system disk is not open")))
 }
 
 /// Refuses a `windows` VM this build cannot give what the model promises: a

@@ -196,3 +196,53 @@ fn host_shutdown_suspends_or_powers_off_each_guest_and_the_next_boot_resumes_it(
     );
     let _ = std::fs::remove_dir_all(sys.parent().unwrap());
 }
+
+/// Guest `a` of the partition test: its first boot marks its disk and powers
+/// off; a later one says so and stays up.
+const ONCE_CMD: &str = r#"if [ "$(head -c 5 /dev/vda)" = aboot ]; then echo a-again; while true; do sleep 1; done; else printf aboot > /dev/vda; sync; echo a-first; fi"#;
+/// Guest `b` of the partition test stays up.
+const STAY_CMD: &str = r#"echo b-up; while true; do sleep 1; done"#;
+
+/// With the authority partition beside two guests: `a` powers off while `b`
+/// runs on; the partition's `vm start a` boots it again (its disk kept), and
+/// its `vm pause a` / `vm resume a` act on `a` from the vCPU of `b`, the
+/// primary guest, which takes the partition's calls; `host shutdown` then
+/// suspends both.
+#[test]
+fn the_partition_starts_a_guest_that_powered_off_while_another_runs() {
+    let _g = boot_lock();
+    let (sys, guest) = fresh_disk("test-guests-partition", "1G");
+    // `b` first in the registry: the partition's default VM is the primary.
+    add_vm(&sys, "b", STAY_CMD, &guest.kernel, &guest.initramfs, &[]);
+    add_vm(&sys, "a", ONCE_CMD, &guest.kernel, &guest.initramfs, &[]);
+    let mut o = RunOptions::headless(Default::default(), TIMEOUT);
+    o.vm = Some("b,a".into());
+    o.system_disk = Some(sys.clone());
+    o.authority = true;
+    o.script = Some(script(
+        "guests-partition.script",
+        "expect (?s)(rayos> .*VM 'a' powered off|VM 'a' powered off.*rayos> )\n\
+         send vm start a\n\
+         expect ok: vm a started\n\
+         expect \\(a\\) a-again\n\
+         send vm pause a\n\
+         expect ok: vm a paused\n\
+         send vm resume a\n\
+         expect ok: vm a resumed\n\
+         send host shutdown\n\
+         expect powering off\n",
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let c = outcome.console.replace('\r', "");
+    assert!(c.contains("(a) a-first"), "\n{tail}");
+    assert!(c.contains("VM 'a': starting again"), "\n{tail}");
+    for vm in ["a", "b"] {
+        assert!(
+            c.contains(&format!("VM '{vm}' suspended (host shutdown)")),
+            "\n{tail}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(sys.parent().unwrap());
+}
