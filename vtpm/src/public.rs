@@ -1553,19 +1553,48 @@ pub fn sm2_verify(pk: &EcPublic, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
 pub enum TwoPhase {
     /// TPM_ALG_ECMQV: SP 800-56A §5.7.2.3 (ECC MQV), Part 1 §C.6.
     Mqv,
-    /// TPM_ALG_SM2: GB/T 32918.3 §6.1 (the responder's and initiator's V/U).
+    /// TPM_ALG_SM2: GB/T 32918.3 §6.1's V/U = t·(PB + x̄(RB)·RB) with
+    /// t = d + x̄(RA)·r, but with the x̄ of libtpms ([`sm2_avf_bits`]), not
+    /// the standard's.
     Sm2,
 }
 
-/// The associate value function of a point's x: (x mod 2^w) + 2^w, as a
-/// scalar (below n: 2^(w+1) ≤ n for every curve here).
-fn avf<C: Arith>(x: &[u8], w: usize) -> Option<ec::Scalar<C>>
+/// The associate value x̄ of the SM2 key exchange as libtpms 0.9.2 (the TCG
+/// reference code that Debian's swtpm runs) computes it on a 64-bit host, for
+/// an order of `order_bits` bits: x̄ = (x mod 2^keep) OR 2^set, returned as
+/// (keep, set). GB/T 32918.3 §6.1 A4/B3 defines
+/// x̄ = 2^w + (x mod 2^w) with w = ⌈⌈log2 n⌉/2⌉ − 1 (127 for a 256-bit n).
+/// libtpms deviates three times, all of which decide its Z:
+/// 1. w = ⌊msb(n)/2⌋ − 1 with msb the 0-based bit number of n's top bit,
+///    one less than the standard's for every curve here (126 for 256 bits);
+/// 2. its bit-masking helper keeps, of the 64-bit word holding bit w, the
+///    low 64 − (w mod 64) bits instead of the low w mod 64 (x mod 2^66 for
+///    256 bits);
+/// 3. its set-bit helper shifts a 32-bit `int` (undefined in C for 32 and
+///    more), and Debian's x86-64 build sets bit (w mod 64) mod 32 of that
+///    word (bit 94 for 256 bits; libtpms 0.9.5 and later set bit w: that is
+///    their only difference).
+///
+/// Both parties of an exchange apply the same x̄, so the vTPM and swtpm
+/// agree on Z (the differential test `interop_sm2_key_exchange_with_swtpm`),
+/// while neither agrees with a GB/T 32918.3 peer. The word size is 64 bits;
+/// no curve here gives a shift of 31 (whose `int` would sign-extend).
+pub fn sm2_avf_bits(order_bits: usize) -> (usize, usize) {
+    let w = (order_bits - 1) / 2 - 1;
+    let (base, r) = (w - w % 64, w % 64);
+    let keep = if r == 0 { w } else { base + 64 - r };
+    (keep, base + r % 32)
+}
+
+/// An associate value of a point's x: (x mod 2^keep) OR 2^set, as a scalar
+/// (below n: both bits are below the order's top bit on every curve here).
+fn avf<C: Arith>(x: &[u8], (keep, set): (usize, usize)) -> Option<ec::Scalar<C>>
 where
     ec::Scalar<C>: ec::ops::Reduce<C::Uint, Bytes = ec::FieldBytes<C>>,
 {
     use num_bigint_dig::BigUint;
-    let bit = BigUint::from(1u32) << w;
-    let v = (BigUint::from_bytes_be(x) % &bit) + &bit;
+    let one = BigUint::from(1u32);
+    let v = (BigUint::from_bytes_be(x) % (&one << keep)) | (&one << set);
     reduce_scalar::<C>(&v.to_bytes_be())
 }
 
@@ -1581,11 +1610,12 @@ where
 {
     use ec::group::{Curve as _, Group};
     use ec::point::AffineCoordinates;
-    // f = ceil(ceil(log2 n) / 2) for MQV; SM2's w is one less.
-    let f = C::CURVE.order_bits().div_ceil(2);
+    // MQV: (x mod 2^f) + 2^f, f = ceil(ceil(log2 n) / 2); SM2: libtpms's x̄.
+    let order_bits = C::CURVE.order_bits();
+    let f = order_bits.div_ceil(2);
     let w = match scheme {
-        TwoPhase::Mqv => f,
-        TwoPhase::Sm2 => f - 1,
+        TwoPhase::Mqv => (f, f),
+        TwoPhase::Sm2 => sm2_avf_bits(order_bits),
     };
     let qe_a_x = (C::ProjectivePoint::generator() * **de).to_affine().x();
     let avf_a = avf::<C>(&qe_a_x, w)?;

@@ -1,9 +1,10 @@
 //! Tests of the SM2 signature scheme, the ECMQV and SM2 key exchanges of
 //! TPM2_ZGen_2Phase and the curves NIST P-192, P-224 and SM2 P-256: against
 //! an affine big-integer model of the curves written from the standards'
-//! equations (GB/T 32918.2 §6.1/§7.1, GB/T 32918.3 §6.1, SP 800-56A
-//! §5.7.2.3), against the RustCrypto `sm2`, `p192` and `p224` verifiers, and
-//! through the command interface with the architected error codes.
+//! equations (GB/T 32918.2 §6.1/§7.1, GB/T 32918.3 §6.1 with libtpms's
+//! associate value, SP 800-56A §5.7.2.3), against the RustCrypto `sm2`,
+//! `p192` and `p224` verifiers, against swtpm's recorded SM2 key exchange,
+//! and through the command interface with the architected error codes.
 
 use crate::commands::signing::{
     bn_p256_domain, bn_p638_domain, p192_domain, p224_domain, p521_domain::bytes, sm2_domain,
@@ -367,8 +368,9 @@ fn ecdsa_on_the_new_curves_verifies_with_their_crates() {
 /// The MQV and SM2 exchanges agree from both sides on every curve and equal
 /// the model's Z (SP 800-56A §5.7.2.3: implicitSig = de + avf(QeA)·ds,
 /// P = implicitSig·(QeB + avf(QeB)·QsB), avf(Q) = (x mod 2^f) + 2^f with f =
-/// ⌈⌈log2 n⌉/2⌉; GB/T 32918.3: t = d + x̄(R)·r, V = t·(P + x̄(R')·R'),
-/// w = f − 1).
+/// ⌈⌈log2 n⌉/2⌉; GB/T 32918.3: t = d + x̄(R)·r, V = t·(P + x̄(R')·R'), with
+/// libtpms's x̄ = (x mod 2^keep) OR 2^set of [`public::sm2_avf_bits`], not
+/// the standard's x̄ = (x mod 2^w) + 2^w, w = f − 1, which gives another Z).
 #[test]
 fn mqv_and_sm2_exchanges_agree_and_follow_their_definitions() {
     for curve in Curve::ALL {
@@ -401,21 +403,32 @@ fn mqv_and_sm2_exchanges_agree_and_follow_their_definitions() {
             }
             let m = Model::of(curve);
             let f = (m.n.bits()).div_ceil(2);
-            let w = if scheme == TwoPhase::Mqv { f } else { f - 1 };
-            let bit = BigUint::from(1u32) << w;
-            let avf = |x: &[u8]| (big(x) % &bit) + &bit;
+            let one = BigUint::from(1u32);
+            let one = &one;
+            let standard = |w: usize| move |x: &[u8]| (big(x) % (one << w)) + (one << w);
+            let (keep, set) = public::sm2_avf_bits(m.n.bits());
+            let libtpms = |x: &[u8]| (big(x) % (one << keep)) | (one << set);
             let [ds, de] = [&dsa, &dea].map(|d| big(&d.to_bytes()));
             let pt = |q: &(Vec<u8>, Vec<u8>)| Some((big(&q.0), big(&q.1)));
+            let sm2 = |avf: &dyn Fn(&[u8]) -> BigUint| {
+                let t = (&ds + avf(&qea.0) * &de) % &m.n;
+                let sum = m.add(&pt(&qsb), &m.mul(&avf(&qeb.0), &pt(&qeb)));
+                m.mul(&t, &sum)
+            };
             let z = match scheme {
                 TwoPhase::Mqv => {
+                    let avf = standard(f);
                     let sig = (&de + avf(&qea.0) * &ds) % &m.n;
                     let sum = m.add(&pt(&qeb), &m.mul(&avf(&qeb.0), &pt(&qsb)));
                     m.mul(&sig, &sum)
                 }
                 TwoPhase::Sm2 => {
-                    let t = (&ds + avf(&qea.0) * &de) % &m.n;
-                    let sum = m.add(&pt(&qsb), &m.mul(&avf(&qeb.0), &pt(&qeb)));
-                    m.mul(&t, &sum)
+                    assert_ne!(
+                        sm2(&standard(f - 1)),
+                        Some((big(&za.0), big(&za.1))),
+                        "{curve:?}: GB/T 32918.3's x̄ gives another Z"
+                    );
+                    sm2(&libtpms)
                 }
             };
             assert_eq!(
@@ -424,6 +437,121 @@ fn mqv_and_sm2_exchanges_agree_and_follow_their_definitions() {
                 "{curve:?} {scheme:?} model"
             );
         }
+    }
+}
+
+/// libtpms's SM2 x̄ = (x mod 2^keep) OR 2^set for each order size, worked
+/// out by hand from its helpers (w = ⌊msb(n)/2⌋ − 1; the mask keeps the low
+/// 64 − w mod 64 bits of w's word; a 32-bit shift sets bit w mod 64 mod 32
+/// of it), next to GB/T 32918.3's w = ⌈⌈log2 n⌉/2⌉ − 1.
+#[test]
+fn sm2_associate_values_are_libtpms_per_order_size() {
+    for (curve, bits, keep_set, gbt_w) in [
+        (Curve::P192, 192, (98, 94), 95),
+        (Curve::P224, 224, (82, 78), 111),
+        (Curve::P256, 256, (66, 94), 127),
+        (Curve::Sm2P256, 256, (66, 94), 127),
+        (Curve::BnP256, 256, (66, 94), 127),
+        (Curve::P384, 384, (130, 158), 191),
+        (Curve::P521, 521, (317, 259), 260),
+        (Curve::BnP638, 638, (259, 285), 318),
+    ] {
+        assert_eq!(curve.order_bits(), bits, "{curve:?}");
+        assert_eq!(public::sm2_avf_bits(bits), keep_set, "{curve:?}");
+        assert_eq!(bits.div_ceil(2) - 1, gbt_w);
+        assert_ne!(keep_set, (gbt_w, gbt_w));
+    }
+}
+
+/// Known answers of Debian's swtpm (libtpms 0.9.2), recorded from its
+/// TPM2_LoadExternal of d_sA, TPM2_EC_Ephemeral (Q_eA) and TPM2_ZGen_2Phase
+/// (SM2) with party B's d_sB, d_eB: (curve, Q_eA x, y, Z1 x, y). Party B's
+/// Z from the vTPM's [`public::two_phase_z`] over A's public points is
+/// swtpm's Z1, on every curve where swtpm completes the exchange (on P-521
+/// and BN P-638 it overflows its big numbers and enters failure mode).
+/// `interop_sm2_key_exchange_with_swtpm` checks the same against a live swtpm.
+const SWTPM_SM2_ANSWERS: [(Curve, &str, &str, &str, &str); 6] = [
+    (
+        Curve::P192,
+        "a80b9363f252ce73bdd215329d9105c67f7d9c5d6b9fd90b",
+        "93eac44591b88571e2d0e6f48e820c7db0611449a571b3d1",
+        "f5653281d5a3a21aacfccbd9b7781b788ee031e32f2c9192",
+        "c823f3900040d767e99a18150536d3a01154966ebeb8b7e3",
+    ),
+    (
+        Curve::P224,
+        "45367a52e05d6b4d2ed4ace3124c6354a250fcb0f8141b7c567c1fc6",
+        "78025ca50aa62fc1ec9f3b70f2720923dac39fef8ca83868715740f0",
+        "88125aa5d5f2442fe83ccbb0e55d476b937c5b635c76caed52939a01",
+        "1b5a0082d7fdbb266acfad7910323c6b38cce45456cc519ed77cf29c",
+    ),
+    (
+        Curve::P256,
+        "a0fa6c53f567569e8e8a2f3e56af1c94c6831d67f6d34c97fda98b75238b7e47",
+        "376df5d2144ab48f3ea027ab763988a025025bdd2b46fdba9dec3d0acd3846c9",
+        "dca354aa7e1d134ab286cdfde8c311b54b8e51364d59c7c444423355930497d1",
+        "39d9b6bb73d632d07323d2ff3758f8fe4653f9f0a4406d00f62936f286c84389",
+    ),
+    (
+        Curve::P384,
+        concat!(
+            "ab65c31403094fef152d7f649983c1b960f8a0724c3aeb83",
+            "3dce29a9d36c6293f733378c929d8f03f842486adcb2f7b2"
+        ),
+        concat!(
+            "998b2003e6c4b30eb76eea60de8bcb15cc3b2786e7d41d53",
+            "b2f4e9259ab31616dcb4b07348fca790fef54b39859418d5"
+        ),
+        concat!(
+            "9cca452c088493647e87da6a5a7b1507e3f9ac64f40dbde2",
+            "e2737a3f3d173b20a0bf4c2b246f0189e53c6f49e2f50241"
+        ),
+        concat!(
+            "32b9a30b135f44bd25110f4ebc2c76c67c929282830d874b",
+            "75dbcaf6dc0e69ccd40f3d0b9072b35bb4e5eefc978bdddd"
+        ),
+    ),
+    (
+        Curve::Sm2P256,
+        "f3131e0302048bc7f8b86259d3f1813b567967ee9953da70d6c47d6693fce4fc",
+        "917d125bf21c8fcb9b008e4aa23148823e4ee4e502fb211368816a29e35f6e42",
+        "62211ee2094e5db6573e18b6c244958eba173f300a983599df5cce835bdf0e77",
+        "3d9ec20c610f085d145fd93699508d128eadd8ed1341babcab083e25bb8904c3",
+    ),
+    (
+        Curve::BnP256,
+        "72d3a229cde60e8cd021981e45927f8b3785270a669fa2c83b3f70d340d87343",
+        "825bbba1920bd818534df18ecf48cebf6f20a879c6e6d5963cb81f551552c33a",
+        "61b481893a7244dfc66dcfc91e7ea483dc2e5f3aed2b612f374b7669dbd733e7",
+        "84d5d8f224a31ee51138b5d20ea1bead95ee826846bae87c4cad0523b4576300",
+    ),
+];
+
+#[test]
+fn sm2_exchange_gives_swtpms_recorded_z() {
+    // The private keys of the recording, below every order here.
+    let (ds_a, ds_b, de_b) = (
+        "1234567890abcdef1234567890abcdef",
+        "02234567890abcdef1234567890abcdef12345",
+        "3234567890abcdef1234567890abcdef12345678",
+    );
+    for (curve, qex, qey, zx, zy) in SWTPM_SM2_ANSWERS {
+        let scalar = |h: &str| {
+            let mut v = alloc::vec![0u8; curve.bytes()];
+            let b = bytes(h);
+            let n = v.len();
+            v[n - b.len()..].copy_from_slice(&b);
+            public::scalar_from_bytes(curve, &v).unwrap()
+        };
+        let qs_a = scalar(ds_a).public().xy();
+        let z = public::two_phase_z(
+            TwoPhase::Sm2,
+            &scalar(ds_b),
+            &scalar(de_b),
+            (&qs_a.0, &qs_a.1),
+            (&bytes(qex), &bytes(qey)),
+        );
+        assert_eq!(z, Some((bytes(zx), bytes(zy))), "{curve:?}");
     }
 }
 

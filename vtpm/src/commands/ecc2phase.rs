@@ -265,8 +265,12 @@ pub fn ec_ephemeral(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
 /// inQeB (the other party's static and ephemeral points), inScheme
 /// (TPMI_ECC_KEY_EXCHANGE), counter (of keyA's party's EC_Ephemeral) →
 /// outZ1, outZ2. ECDH (Full Unified Model): Z1 = d_s·Q_sB, Z2 = r·Q_eB;
-/// ECMQV (SP 800-56A §5.7.2.3) and SM2 (GB/T 32918.3): Z1 the single shared
-/// point of [`public::two_phase_z`], Z2 the empty point.
+/// ECMQV (SP 800-56A §5.7.2.3) and SM2 (GB/T 32918.3's V/U): Z1 the single
+/// shared point of [`public::two_phase_z`], Z2 the empty point. SM2 uses
+/// libtpms's associate value, not the standard's ([`public::sm2_avf_bits`]):
+/// the vTPM agrees with swtpm on Z, not with a GB/T 32918.3 peer. libtpms's
+/// own ECMQV cannot run (it divides by a curve order it never loads and
+/// enters failure mode), so ECMQV follows SP 800-56A.
 pub fn zgen_2phase(tpm: &mut Tpm, cmd: &mut Cmd) -> Result<(), u32> {
     let (qs_x, qs_y) = read_point(&mut cmd.params, 1)?;
     let (qe_x, qe_y) = read_point(&mut cmd.params, 2)?;
