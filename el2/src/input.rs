@@ -725,9 +725,8 @@ pub fn poll_physical() {
 
 /// Takes every device's completed events now (interrupt or not) and routes them:
 /// before a presentation change, so input made before it is routed under the
-/// presentation it was made on.
-/// A CPU taking events meanwhile routes them itself (this one does not wait: its
-/// caller may hold locks that routing takes).
+/// presentation it was made on. A CPU taking events meanwhile routes them itself
+/// (this one does not wait: its caller may hold locks that routing takes).
 pub fn drain_physical() {
     if let Some(mut guard) = PHYSICAL.try_lock() {
         drain(guard.as_mut(), |_| true);
