@@ -444,8 +444,8 @@ fn probe(transports: &[(boards::Range, Option<u32>)]) -> Result<HostGpu, Display
 /// One step of the render loop: composes and shows what the guest changed, if a
 /// frame is due (`idle`: the calling CPU is about to idle, so it is due now).
 pub fn tick(idle: bool) {
-    // The physical keyboard and tablet are polled on the same occasions, and the
-    // authority's input scripts run (before the display's lock: their input is
+    // Physical input devices without an interrupt are polled on the same
+    // occasions, and the authority's input scripts run (before the display's lock: their input is
     // routed, which reads the presentation).
     crate::input::poll_physical();
     crate::scripts::poll();
@@ -563,8 +563,8 @@ pub const HEADLESS: &str = "the host has no display (running headless)";
 pub fn change(vm: &Vm, here: usize, change: DisplayChange) -> Result<(), String> {
     // Physical input the devices hold from before the change is routed under the
     // presentation it was made on (a click, then `display hide` at once: the click
-    // is the guest's), not left for the next render tick to route after it.
-    crate::input::poll_physical();
+    // is the guest's), not left for their interrupt to route after it.
+    crate::input::drain_physical();
     if let DisplayChange::Mode { width, height } = change {
         return set_mode(vm, here, width, height);
     }

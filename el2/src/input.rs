@@ -18,16 +18,20 @@
 //! The physical devices are QEMU's `virtio-keyboard-device` and
 //! `virtio-tablet-device`, driven with `virtio-drivers`' virtio-mmio transport and
 //! split virtqueue (its input driver needs the crate's `alloc` feature, see
-//! `display.rs`): the event queue holds [`EVENT_BUFFERS`] eight-byte buffers, polled
-//! by the render loop's callers ([`poll_physical`]); `input::physical` turns the
-//! evdev reports into authority-ABI events in display pixels.
+//! `display.rs`): the event queue holds [`EVENT_BUFFERS`] eight-byte buffers. A
+//! device with an interrupt is taken when it fires, on whichever CPU that is
+//! ([`service_interrupt`], from `wait.rs`'s dispatch), one without is polled by the
+//! render loop's callers ([`poll_physical`]); `input::physical` turns the evdev
+//! reports into authority-ABI events in display pixels.
 
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use aarch64_cpu::registers::{Readable, MPIDR_EL1};
 use arch::relax::Mutex;
 use authority_abi::input::{Button, InputEvent, Space};
 use input::physical::{Axis, Physical};
@@ -471,6 +475,8 @@ fn gaze(x: i32, y: i32, ms: u32, here: usize) -> String {
 const EVENT_BUFFERS: usize = 32;
 /// The event queue's index.
 const EVENTQ: u16 = 0;
+/// Physical input devices taken by interrupt at most (more are polled).
+const MAX_IRQ_DEVICES: usize = 4;
 
 /// One physical virtio-input device.
 struct HostInput {
@@ -479,15 +485,29 @@ struct HostInput {
     /// The buffers, one per descriptor (token `i` is buffer `i`): heap memory the
     /// device writes, leaked with the device (it lives as long as the hypervisor).
     buffers: &'static mut [[u8; ev::EVENT_SIZE]; EVENT_BUFFERS],
+    /// Its evdev reports being gathered and their translation (one per device, so
+    /// a report cut by a bounded round never mixes with another device's).
+    physical: Physical,
+    /// Its interrupt (an SPI) when it has one; else it is polled.
+    irq: Option<u32>,
 }
 
-/// The physical devices and their translation.
+/// The physical devices.
 struct PhysicalInput {
     devices: Vec<HostInput>,
-    physical: Physical,
 }
 
+/// Taken before the routing's and the display's locks (events are routed under
+/// it, so two CPUs cannot reorder them), never while holding those; waited for
+/// only by the interrupt handler, which holds no lock.
 static PHYSICAL: Mutex<Option<PhysicalInput>> = Mutex::new(None);
+
+/// The interrupts of the physical devices that have one (`u32::MAX`: free slot),
+/// for the interrupt dispatch (`wait::service_irqs`, `wait::idle`).
+static PHYSICAL_INTIDS: [AtomicU32; MAX_IRQ_DEVICES] =
+    [const { AtomicU32::new(u32::MAX) }; MAX_IRQ_DEVICES];
+/// Whether some physical device has no interrupt (the render loop polls it).
+static POLLED: AtomicBool = AtomicBool::new(false);
 
 /// Reads config field `select`/`subsel` of a virtio-input device: its size and the
 /// first bytes of its union.
@@ -512,7 +532,10 @@ fn axis(t: &mut MmioTransport<'static>, code: u16) -> Option<Axis> {
 }
 
 impl HostInput {
-    fn new(mut transport: MmioTransport<'static>) -> Result<Self, virtio_drivers::Error> {
+    fn new(
+        mut transport: MmioTransport<'static>,
+        physical: Physical,
+    ) -> Result<Self, virtio_drivers::Error> {
         transport.begin_init(Feature::VERSION_1);
         let mut eventq = VirtQueue::new(&mut transport, EVENTQ, false, false)?;
         let buffers = Box::leak(Box::new([[0u8; ev::EVENT_SIZE]; EVENT_BUFFERS]));
@@ -529,49 +552,58 @@ impl HostInput {
             transport,
             eventq,
             buffers,
+            physical,
+            irq: None,
         })
     }
 
-    /// Takes every event the device completed, gives the buffers back.
-    fn take(&mut self, physical: &mut Physical, out: &mut Vec<InputEvent>) {
-        let mut any = false;
-        while let Some(token) = self.eventq.peek_used() {
+    /// Takes the events the device completed, at most [`EVENT_BUFFERS`] (a
+    /// queue's worth: bounded work, however fast the device refills), and gives
+    /// the buffers back.
+    fn take(&mut self, out: &mut Vec<InputEvent>) {
+        let mut taken = 0;
+        while taken < EVENT_BUFFERS {
+            let Some(token) = self.eventq.peek_used() else {
+                break;
+            };
             let Some(b) = self.buffers.get_mut(usize::from(token)) else {
                 log::warn!("physical input: device used an unknown buffer {token}");
-                return;
+                break;
             };
             // SAFETY: `token` is the descriptor `b` was added with (token i is
             // buffer i, as `add` hands descriptors out in order from a fresh
             // queue and each re-add reuses the freed one).
             if unsafe { self.eventq.pop_used(token, &[], &mut [b.as_mut_slice()]) }.is_err() {
-                return;
+                break;
             }
             let e = virtio::input::Event::decode(b);
-            physical.event(e.ty, e.code, e.value, out);
+            self.physical.event(e.ty, e.code, e.value, out);
             // SAFETY: as in `new`: the same leaked buffer, handed to the device
             // again and not read until it comes back.
             if unsafe { self.eventq.add(&[], &mut [b.as_mut_slice()]) }.is_err() {
-                return;
+                break;
             }
-            any = true;
+            taken += 1;
         }
-        if any && self.eventq.should_notify() {
+        if taken > 0 && self.eventq.should_notify() {
             self.transport.notify(EVENTQ);
         }
     }
 }
 
-/// Finds QEMU's virtio keyboard and tablet among `transports` and brings them up.
+/// Finds QEMU's virtio keyboard and tablet among `transports` (each with its
+/// interrupt, if the device tree gives one), brings them up and enables their
+/// interrupts.
 fn start_physical(transports: &[(boards::Range, Option<u32>)]) {
     let Some(display) = crate::display::size() else {
         log::info!("physical input: no display, so no pointer to map; not driven");
         return;
     };
     let mut devices = Vec::new();
-    // Replaced by the tablet's own axes; without a tablet nothing reads them.
+    // A keyboard's translation has no axes (nothing reads them).
     let none = Axis { min: 0, max: 0 };
-    let mut axes = (none, none);
-    for (range, _irq) in transports {
+    let mut slots = 0;
+    for (range, irq) in transports {
         let Ok(size) = usize::try_from(range.size) else {
             continue;
         };
@@ -592,6 +624,7 @@ fn start_physical(transports: &[(boards::Range, Option<u32>)]) {
         }
         let tablet =
             query(&mut transport, ev::CFG_EV_BITS, ev::EV_ABS as u8).is_some_and(|(n, _)| n > 0);
+        let mut axes = (none, none);
         if tablet {
             match (
                 axis(&mut transport, ev::ABS_X),
@@ -605,39 +638,110 @@ fn start_physical(transports: &[(boards::Range, Option<u32>)]) {
                 }
             }
         }
-        match HostInput::new(transport) {
-            Ok(d) => {
-                log::info!(
-                    "physical input: virtio {} at {:#x}",
-                    if tablet { "tablet" } else { "keyboard" },
-                    range.base
-                );
-                devices.push(d);
+        let mut d = match HostInput::new(transport, Physical::new(display, axes)) {
+            Ok(d) => d,
+            Err(e) => {
+                log::warn!("physical input at {:#x} unusable: {e:?}", range.base);
+                continue;
             }
-            Err(e) => log::warn!("physical input at {:#x} unusable: {e:?}", range.base),
+        };
+        // Only an SPI can be the hypervisor's (and one slot each, for dispatch).
+        d.irq = irq.filter(|id| (32..1020).contains(id) && slots < MAX_IRQ_DEVICES);
+        if let Some(id) = d.irq {
+            PHYSICAL_INTIDS[slots].store(id, Ordering::Relaxed);
+            slots += 1;
+        } else {
+            POLLED.store(true, Ordering::Relaxed);
         }
+        log::info!(
+            "physical input: virtio {} at {:#x}, {}",
+            if tablet { "tablet" } else { "keyboard" },
+            range.base,
+            match (d.irq, irq) {
+                (Some(id), _) => format!("taken by interrupt {id}"),
+                (None, Some(id)) => format!("polled (interrupt {id} not usable)"),
+                (None, None) => String::from("polled (no interrupt)"),
+            }
+        );
+        devices.push(d);
     }
-    if !devices.is_empty() {
-        *PHYSICAL.lock() = Some(PhysicalInput {
-            devices,
-            physical: Physical::new(display, axes),
-        });
+    if devices.is_empty() {
+        return;
+    }
+    let irqs: Vec<u32> = devices.iter().filter_map(|d| d.irq).collect();
+    *PHYSICAL.lock() = Some(PhysicalInput { devices });
+    // Enabled once the devices are in place for the handler. Routed to the boot
+    // CPU (as the console UART's): whichever CPU is there — in a guest, in WFI
+    // or idle in `wait::idle` — takes it at once.
+    let boot = MPIDR_EL1.get() & arch::smccc::MPIDR_AFFINITY_MASK;
+    for id in irqs {
+        crate::gic::enable_spi(id);
+        crate::gic::route_spi(id, boot);
     }
 }
 
-/// Takes the physical devices' events and routes them to the presented VM. Called
-/// on the render loop's occasions (after interrupt exits, before idling); a CPU
-/// that finds another polling moves on.
-pub fn poll_physical() {
-    let Some(mut guard) = PHYSICAL.try_lock() else {
-        return;
-    };
+/// Whether `intid` is a physical input device's interrupt.
+#[inline]
+pub fn is_physical_intid(intid: u32) -> bool {
+    PHYSICAL_INTIDS
+        .iter()
+        .any(|i| i.load(Ordering::Relaxed) == intid)
+}
+
+/// A physical input device's interrupt (acknowledged at the GIC, ended by the
+/// caller): acknowledges it at the device, then takes its events — at most a
+/// queue's worth — and routes them to the presented VM at once. An event the
+/// device completes after the acknowledgement raises the interrupt again, so what
+/// the bound leaves is taken when it fires next (the ring held at most a queue's
+/// worth before the acknowledgement). Called on whichever CPU takes the
+/// interrupt, holding no lock.
+pub fn service_interrupt(intid: u32) {
+    let mut guard = PHYSICAL.lock();
     let Some(p) = guard.as_mut() else {
         return;
     };
     let mut events = Vec::new();
-    for d in &mut p.devices {
-        d.take(&mut p.physical, &mut events);
+    for d in p.devices.iter_mut().filter(|d| d.irq == Some(intid)) {
+        d.transport.ack_interrupt();
+        d.take(&mut events);
+    }
+    // Routed under the lock, so two CPUs cannot reorder events.
+    if !events.is_empty() {
+        route(&events, usize::MAX);
+    }
+}
+
+/// Takes the events of the physical devices without an interrupt and routes them
+/// to the presented VM. Called on the render loop's occasions (after interrupt
+/// exits, before idling); a CPU that finds another taking events moves on.
+pub fn poll_physical() {
+    if !POLLED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Some(mut guard) = PHYSICAL.try_lock() {
+        drain(guard.as_mut(), |d| d.irq.is_none());
+    }
+}
+
+/// Takes every device's completed events now (interrupt or not) and routes them:
+/// before a presentation change, so input made before it is routed under the
+/// presentation it was made on. A CPU taking events meanwhile routes them itself
+/// (this one does not wait: its caller may hold locks that routing takes).
+pub fn drain_physical() {
+    if let Some(mut guard) = PHYSICAL.try_lock() {
+        drain(guard.as_mut(), |_| true);
+    }
+}
+
+/// Takes the events of the devices `which` selects and routes them, holding
+/// `PHYSICAL` (`p`).
+fn drain(p: Option<&mut PhysicalInput>, which: impl Fn(&HostInput) -> bool) {
+    let Some(p) = p else {
+        return;
+    };
+    let mut events = Vec::new();
+    for d in p.devices.iter_mut().filter(|d| which(d)) {
+        d.take(&mut events);
     }
     // Routed under the lock, so two CPUs polling cannot reorder events (the
     // routing's and the display's locks are never held when this one is taken).

@@ -1,8 +1,9 @@
 //! What a physical CPU does between guest instructions that need time to pass or an
 //! outside event: servicing physical interrupts (the guest's timers, list-register
-//! maintenance, kicks from other CPUs, host console input), keeping the virtual
-//! timer's interrupt level in step with the timer, and blocking a vCPU's WFI / WFIT
-//! until it has an interrupt to take (or its timeout passes).
+//! maintenance, kicks from other CPUs, host console input, the system disk, the
+//! physical keyboard and tablet), keeping the virtual timer's interrupt level in
+//! step with the timer, and blocking a vCPU's WFI / WFIT until it has an
+//! interrupt to take (or its timeout passes).
 //!
 //! The virtual timer runs in hardware and its interrupt is hardware-linked: the
 //! physical PPI raises the vGIC line and stays active until the guest deactivates
@@ -191,6 +192,12 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
                 crate::sysdisk::service_interrupt();
                 irq::end(intid);
             }
+            // The physical keyboard or tablet has events: routed to the presented
+            // VM now, whichever CPU this is.
+            id if crate::input::is_physical_intid(id) => {
+                crate::input::service_interrupt(id);
+                irq::end(intid);
+            }
             other => {
                 log::warn!("physical interrupt {other} has no handler; disabled");
                 gic::disable(other, crate::smp::this_redist());
@@ -272,6 +279,12 @@ pub fn idle(vm: &Vm, deadline: Option<u64>) {
             }
             id if Some(id) == crate::sysdisk::intid() => {
                 crate::sysdisk::service_interrupt();
+                irq::end(intid);
+            }
+            // The physical keyboard or tablet has events: routed to the presented
+            // VM now, whichever CPU this is.
+            id if crate::input::is_physical_intid(id) => {
+                crate::input::service_interrupt(id);
                 irq::end(intid);
             }
             id if id == hyp.htimer
