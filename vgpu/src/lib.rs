@@ -36,7 +36,7 @@ mod save;
 
 pub use gpu::{CursorView, Gpu, GpuConfig, ModeError, OwnedCursor, ScanoutView, SharedScanout};
 pub use linear::{FbGeometry, GeometryError, LinearFb};
-pub use present::{Composer, Placement, Policy, PresentError, Presenter, ScanoutSource};
+pub use present::{Composer, Desk, Placement, Policy, PresentError, Presenter, ScanoutSource};
 pub use resource::Rect;
 
 #[cfg(test)]
