@@ -199,8 +199,7 @@ fn a_desk_with_one_vm_shows_what_a_presenter_shows() {
     ];
     p.set_clock(1000);
     d.set_clock(1000);
-    let mut now = 1000;
-    for (name, ops) in steps {
+    for (now, (name, ops)) in (1000..).zip(steps) {
         for op in ops {
             guest_does(op, &mut ga, ba);
             guest_does(op, &mut gb, bb);
@@ -223,7 +222,6 @@ fn a_desk_with_one_vm_shows_what_a_presenter_shows() {
             "{name}: {:?} vs {drawn_a:?}",
             t.rects
         );
-        now += 1;
     }
     // Everything was shown: the last step's cursor and pixels.
     assert_eq!(at(&out_b, 38, 28), 0x00_ff00);
@@ -235,7 +233,10 @@ const C1: u32 = 0x22_2222;
 
 /// Two guests with 40x30 panels: VM 0 at (10, 10), VM 1 over it at (30, 20)
 /// (they overlap at x 30..50, y 20..40), composed once.
-fn two() -> ((G, u64), (G, u64), Desk<usize>, Vec<u8>) {
+/// A guest and its resource's backing.
+type Guest = (G, u64);
+
+fn two() -> (Guest, Guest, Desk<usize>, Vec<u8>) {
     let (mut g0, b0) = showing(40, 30, |_, _| C0);
     let (mut g1, b1) = showing(40, 30, |_, _| C1);
     let mut d = Desk::new();
