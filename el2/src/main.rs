@@ -621,11 +621,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         layout.ipa_bits,
         layout.start_level
     );
-    display::start(
-        &platform.virtio_mmio,
-        vm.gpu.clone(),
-        vgpu::present::DEFAULT_PANEL,
-    );
+    display::start(&platform.virtio_mmio);
     let (used, total) = heap::usage();
     log::info!(
         "hypervisor heap: {} KiB of {} KiB in use",
@@ -645,6 +641,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         Ordering::Release,
     );
     smp::register(the_vm(), GUEST_PRIORITY);
+    display::register(the_vm());
     if let (Some(img), Some(pa)) = (authority_image, authority_pa) {
         // SAFETY: the range lies in RAM (checked above), identity-mapped, and was
         // kept out of every allocation; QEMU's loader wrote the image there and
