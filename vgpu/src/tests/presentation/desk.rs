@@ -513,3 +513,97 @@ fn cascaded_panels_each_show_their_corner() {
         }
     }
 }
+
+/// A step of several guests and their presentations on one desk.
+#[derive(Debug, Clone)]
+enum DeskOp {
+    Paint(usize, Rect, u32),
+    Move(usize, i32, i32, Option<(u32, u32)>),
+    Hide(usize),
+    Live(usize),
+    Raise(usize),
+    Cursor(u32, u32),
+}
+
+fn desk_op() -> impl proptest::strategy::Strategy<Value = DeskOp> {
+    use proptest::prelude::*;
+    let vm = 0usize..3;
+    prop_oneof![
+        4 => (vm.clone(), 0u32..40, 0u32..30, 1u32..40, 1u32..30, any::<u32>()).prop_map(
+            |(k, x, y, w, h, c)| DeskOp::Paint(k, Rect::new(x, y, w.min(40 - x), h.min(30 - y)), c)
+        ),
+        2 => (vm.clone(), -30i32..200, -20i32..120, proptest::option::of((1u32..90, 1u32..70)))
+            .prop_map(|(k, x, y, s)| DeskOp::Move(k, x, y, s)),
+        1 => vm.clone().prop_map(DeskOp::Hide),
+        1 => vm.clone().prop_map(DeskOp::Live),
+        1 => vm.prop_map(DeskOp::Raise),
+        1 => (0u32..40, 0u32..30).prop_map(|(x, y)| DeskOp::Cursor(x, y)),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    #[test]
+    fn damage_recomposition_equals_a_full_one_with_several_vms(
+        ops in proptest::collection::vec(desk_op(), 1..24),
+        budget in proptest::option::of(200u64..3000),
+    ) {
+        let mut g: Vec<(G, u64)> = (0..3u32)
+            .map(|k| showing(40, 30, move |x, y| pattern(x + k, y)))
+            .collect();
+        cursor_at(&mut g[0].0, 5, 5);
+        let mut d = Desk::new();
+        for k in 0..3 {
+            d.add(k, 0, 30 * k as i32, 20 * k as i32);
+        }
+        if let Some(b) = budget {
+            d.set_budget(b);
+        }
+        let mut buf = vec![0x5a; (OUT.0 * OUT.1 * 4) as usize];
+        for (now, op) in (0..).zip(&ops) {
+            match *op {
+                DeskOp::Paint(k, r, c) => {
+                    let (gk, b) = &mut g[k];
+                    paint(gk, *b, 40, r, c & 0x00ff_ffff);
+                }
+                DeskOp::Move(k, x, y, size) => d
+                    .presenter_mut(k)
+                    .unwrap()
+                    .set_placement(Placement::Panel { x, y, size })
+                    .unwrap(),
+                DeskOp::Hide(k) => d.presenter_mut(k).unwrap().hide(),
+                DeskOp::Live(k) => d.presenter_mut(k).unwrap().show_live(),
+                DeskOp::Raise(k) => {
+                    d.raise(k);
+                }
+                DeskOp::Cursor(x, y) => move_cursor(&mut g[0].0, x, y),
+            }
+            let mut devs = Devs::new(g.iter_mut().map(|(g, _)| g).collect());
+            tick(&mut d, &mut devs, &mut buf, now);
+        }
+        // Let deferred frames come out.
+        let mut devs = Devs::new(g.iter_mut().map(|(g, _)| g).collect());
+        let mut settled = false;
+        for now in 1000..1010 {
+            if tick(&mut d, &mut devs, &mut buf, now).rects.is_empty() {
+                settled = true;
+                break;
+            }
+        }
+        proptest::prop_assert!(settled, "the desk settles");
+        // A fresh desk in the same state composes everything at once.
+        let mut fresh = Desk::new();
+        for k in d.order() {
+            let p = d.presenter(k).unwrap();
+            fresh.add(k, 0, 0, 0);
+            let q = fresh.presenter_mut(k).unwrap();
+            q.set_placement(p.placement()).unwrap();
+            if p.policy() == Policy::Hidden {
+                q.hide();
+            }
+        }
+        let mut full = vec![0u8; buf.len()];
+        tick(&mut fresh, &mut devs, &mut full, 2000);
+        proptest::prop_assert!(buf == full, "damage-driven frame differs from a full one");
+    }
+}
