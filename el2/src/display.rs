@@ -376,12 +376,12 @@ fn poll_ramfb(e: &VmDisplay) {
     match fb {
         Some((g, Ok(fb))) => {
             log::info!(
-                "display: VM '{}': ramfb {}x{} stride {} at {:#x} is its surface",
-                e.vm.name,
+                "display: ramfb {}x{} stride {} at {:#x} is the surface of VM '{}'",
                 g.width,
                 g.height,
                 g.stride,
-                g.base
+                g.base,
+                e.vm.name
             );
             ram.set_framebuffer(g.pages(ram.ipa()));
             *e.fb.lock() = Some(FbSource {
@@ -392,9 +392,9 @@ fn poll_ramfb(e: &VmDisplay) {
             });
         }
         Some((g, Err(err))) => log::warn!(
-            "display: VM '{}': ramfb at {:#x} refused: {err}",
-            e.vm.name,
-            g.base
+            "display: ramfb at {:#x} of VM '{}' refused: {err}",
+            g.base,
+            e.vm.name
         ),
         None => {}
     }
