@@ -364,15 +364,15 @@ impl<'a> El2Control<'a> {
         Ok(vm)
     }
 
-    /// `vm` if it is the primary guest: the display, the input router and frame
-    /// captures serve that one (`what` names the refused operation).
+    /// `vm` if it is the primary guest: the input router serves that one (`what`
+    /// names the refused operation).
     fn primary_only(vm: &'a Vm, what: &str) -> Result<&'a Vm, ControlError> {
         if crate::guests::index_of(vm) == Some(0) {
             return Ok(vm);
         }
         Err(ControlError::Unsupported {
             what: format!("{what} on vm {}", vm.name),
-            why: "the display and input serve the primary guest (the first VM started) only",
+            why: "input reaches the primary guest (the first VM started) only",
         })
     }
 
@@ -495,7 +495,7 @@ impl monitor::abi::AbiTarget for El2Control<'_> {
         max: u64,
         write: &mut dyn FnMut(u64, &[u8]),
     ) -> Result<monitor::abi::Captured, ControlError> {
-        let vm = Self::primary_only(self.find(name)?, "frame captures")?;
+        let vm = self.find(name)?;
         crate::scripts::capture(vm, region, max, write)
     }
 
@@ -790,7 +790,7 @@ impl VmControl for El2Control<'_> {
     }
 
     fn display(&mut self, name: &str, change: DisplayChange) -> Result<(), ControlError> {
-        let vm = Self::primary_only(self.find(name)?, "display commands")?;
+        let vm = self.find(name)?;
         crate::display::change(vm, self.kick_from(vm), change).map_err(|why| {
             ControlError::Invalid {
                 vm: name.into(),
@@ -818,8 +818,13 @@ impl VmControl for El2Control<'_> {
         })
     }
 
+    /// Every guest's presentation, the primary's first.
     fn display_status(&self) -> Result<String, ControlError> {
-        Ok(crate::display::status(self.vm))
+        let all: Vec<String> = crate::guests::all()
+            .iter()
+            .map(|vm| crate::display::status(vm))
+            .collect();
+        Ok(all.join(" | "))
     }
 
     fn usb(&mut self, name: &str, op: monitor::command::UsbOp) -> Result<(), ControlError> {

@@ -8,23 +8,32 @@
 //! the display, backed by a heap buffer (identity-mapped, so its address is the one
 //! the device uses), shown on scanout 0.
 //!
+//! Every guest VM is [`register`]ed (its virtio-gpu's scanout 0, its linear
+//! framebuffer or its firmware's ramfb) and presented on one `vgpu::Desk`: each VM
+//! with its own policy and placement (default: a panel cascaded from
+//! `vgpu::present::DEFAULT_PANEL`), the VM presented last on top, one overlay line
+//! above all.
+//!
 //! The render loop is [`tick`]: a physical CPU calls it on its way back to a guest
 //! after an interrupt (at most once per frame period) and before it idles in a
 //! guest's WFI (then at once: the guest is idle). Whoever gets the display lock
-//! composes what the VM's virtio-gpu scanout changed into the framebuffer with
-//! `vgpu::Presenter` (the guest's panel at its position, its cursor) and
-//! transfers and flushes only the recomposed rectangles. The guest's device is
+//! composes what the VMs changed into the framebuffer with the desk (each VM's
+//! flushed rectangles, with whatever other VMs show over them; at most
+//! [`BUDGET_FRAMES`] display frames of damage a tick, the VMs taking turns beyond)
+//! and transfers and flushes only the recomposed rectangles. A guest's device is
 //! locked only to take the frame (its damage, the scanout's pixels shared), not
-//! while composing; a CPU that finds the display busy moves on.
+//! while composing; a hidden VM's device is not touched; a CPU that finds the
+//! display busy moves on.
 //!
 //! The monitor's `display` commands ([`change`], [`set_overlay`], [`status`]) set
-//! the presenter's policy and placement (`vgpu::present`) under the display lock;
+//! a VM's policy and placement (`vgpu::present`) under the display lock;
 //! `display mode` changes the guest device's virtual monitor and raises its
 //! configuration-change interrupt, so a virtio-gpu guest re-reads the display info
 //! and EDID and re-renders.
 
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
@@ -37,7 +46,8 @@ use monitor::command::{DisplayChange, DisplayPlacement};
 use tock_registers::interfaces::Readable;
 use vdev::Shared;
 use vgpu::defs::{cmd, format, hdr, layout};
-use vgpu::{Gpu, ModeError, Placement, Presenter};
+use vgpu::present::desk::Sources;
+use vgpu::{Desk, Gpu, ModeError, Placement, ScanoutSource};
 use virtio_drivers::device::common::Feature;
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
@@ -211,21 +221,26 @@ impl HostGpu {
 /// The display, what it shows, and when the next frame is due.
 struct Display {
     host: HostGpu,
-    source: GuestGpu,
-    presenter: Presenter,
+    /// Every registered VM's presentation, keyed by its index in [`VMS`].
+    desk: Desk<usize>,
     /// Counter value after which the next frame may be composed.
     next_frame: u64,
     /// Counter ticks per frame.
     period: u64,
     /// Counter ticks a second (CNTFRQ_EL0).
     freq: u64,
-    /// Frames composed for the VM (`display status`).
-    frames: u64,
     /// Set after a failed flush was logged (once).
     failed: bool,
 }
 
+/// Taken before [`VMS`] when both are.
 static DISPLAY: Mutex<Option<Display>> = Mutex::new(None);
+
+/// Output pixels of VM damage one frame recomposes at most, in display frames
+/// (`vgpu::present::desk`): a VM flooding flushes costs at most one frame of its
+/// own per tick, so another VM's frames keep their rate; past this, the VMs with
+/// damage take turns.
+const BUDGET_FRAMES: u64 = 2;
 
 /// A VM's linear framebuffer (`vgpu::linear`), presented instead of its
 /// virtio-gpu's scanout: each frame takes its dirty pages from stage 2
@@ -239,42 +254,100 @@ struct FbSource {
     bounds: Option<Rect>,
 }
 
-/// Taken after [`DISPLAY`] when both are.
-static FRAMEBUFFER: Mutex<Option<FbSource>> = Mutex::new(None);
-
-/// Presents `fb` in `ram` as the VM's surface from now on (`Vm::attach_framebuffer`).
-pub fn set_framebuffer(ram: crate::guestram::GuestRam, fb: vgpu::LinearFb) {
-    *FRAMEBUFFER.lock() = Some(FbSource {
-        ram,
-        fb,
-        frames: 0,
-        bounds: None,
-    });
-}
-
 /// A firmware VM's fw_cfg, whose `etc/ramfb` configuration (the last one seen
-/// second) the render loop follows. Taken before [`FRAMEBUFFER`].
+/// second) the render loop follows.
 type RamfbWatch = (
-    crate::guestram::GuestRam,
     Shared<uefi_devices::fw_cfg::FwCfg>,
     Option<uefi_devices::fw_cfg::RamfbConfig>,
 );
-static RAMFB: Mutex<Option<RamfbWatch>> = Mutex::new(None);
 
-/// Follows `fw_cfg`'s `etc/ramfb`: once the firmware configures a framebuffer in
-/// `ram`, it becomes the VM's surface (dirty-tracked as any linear framebuffer).
-pub fn watch_ramfb(ram: crate::guestram::GuestRam, fw_cfg: Shared<uefi_devices::fw_cfg::FwCfg>) {
-    *RAMFB.lock() = Some((ram, fw_cfg, None));
+/// A VM on the display: its sources besides its virtio-gpu.
+struct VmDisplay {
+    vm: &'static Vm,
+    /// Its linear framebuffer (a `simple-framebuffer`, or the ramfb its firmware
+    /// configured), presented instead of its virtio-gpu. Taken after `ramfb`.
+    fb: Mutex<Option<FbSource>>,
+    /// Its firmware's fw_cfg, followed for `etc/ramfb`.
+    ramfb: Mutex<Option<RamfbWatch>>,
 }
 
-/// Applies a changed `etc/ramfb` configuration: a valid one inside guest RAM
-/// becomes the presented framebuffer; none (a VM reset) or a refused one goes
-/// back to the virtio-gpu's scanout.
-fn poll_ramfb() {
-    let Some(mut guard) = RAMFB.try_lock() else {
+/// Every registered VM, in registration order (its index is its desk key).
+static VMS: Mutex<Vec<Arc<VmDisplay>>> = Mutex::new(Vec::new());
+
+/// The VM `vm`'s entry and its desk key.
+fn entry(vm: &Vm) -> Option<(usize, Arc<VmDisplay>)> {
+    VMS.lock()
+        .iter()
+        .enumerate()
+        .find(|(_, e)| core::ptr::eq(e.vm, vm))
+        .map(|(i, e)| (i, e.clone()))
+}
+
+/// Puts `vm` on the display: its virtio-gpu's scanout 0, or its linear
+/// framebuffer (`Vm::attach_framebuffer`), or, once its firmware configures one,
+/// its ramfb (`Vm::attach_firmware`), live as a panel on top of the VMs already
+/// there, each VM's default panel cascaded from `vgpu::present::DEFAULT_PANEL` so
+/// that all show. Registered once (again: nothing happens); without a display the
+/// VM's frames are still there for captures and scripts.
+pub fn register(vm: &'static Vm) {
+    let mut vms = VMS.lock();
+    if vms.iter().any(|e| core::ptr::eq(e.vm, vm)) {
+        return;
+    }
+    let fb = vm.framebuffer.as_ref().and_then(|spec| {
+        let geometry = vgpu::FbGeometry {
+            base: spec.base,
+            width: spec.width,
+            height: spec.height,
+            stride: spec.stride,
+            // DT `x8r8g8b8`: bytes B, G, R, X.
+            format: vgpu::defs::format::B8G8R8X8_UNORM,
+        };
+        match vgpu::LinearFb::new(geometry, vm.ram.ipa(), vm.ram.size()) {
+            Ok(fb) => Some(FbSource {
+                ram: vm.ram,
+                fb,
+                frames: 0,
+                bounds: None,
+            }),
+            Err(e) => {
+                log::warn!("display: VM '{}': framebuffer refused: {e}", vm.name);
+                None
+            }
+        }
+    });
+    let ramfb = vm.firmware.as_ref().map(|f| (f.fw_cfg.clone(), None));
+    vms.push(Arc::new(VmDisplay {
+        vm,
+        fb: Mutex::new(fb),
+        ramfb: Mutex::new(ramfb),
+    }));
+    let key = vms.len() - 1;
+    drop(vms);
+    if let Some(d) = DISPLAY.lock().as_mut() {
+        place(d, key, vm);
+    }
+}
+
+/// Adds the VM `key` to the desk at its cascaded default panel.
+fn place(d: &mut Display, key: usize, vm: &Vm) {
+    let (x, y) = vgpu::present::desk::cascade(key);
+    if d.desk.add(key, 0, x, y) {
+        log::info!(
+            "display: VM '{}' scanout 0 as a panel at ({x}, {y})",
+            vm.name
+        );
+    }
+}
+
+/// Applies a changed `etc/ramfb` configuration of `e`'s firmware: a valid one
+/// inside guest RAM becomes the presented framebuffer; none (a VM reset) or a
+/// refused one goes back to the virtio-gpu's scanout.
+fn poll_ramfb(e: &VmDisplay) {
+    let Some(mut guard) = e.ramfb.try_lock() else {
         return;
     };
-    let Some((ram, fw_cfg, seen)) = guard.as_mut() else {
+    let Some((fw_cfg, seen)) = guard.as_mut() else {
         return;
     };
     let now = fw_cfg.0.lock().ramfb();
@@ -282,10 +355,10 @@ fn poll_ramfb() {
         return;
     }
     *seen = now;
-    let ram = *ram;
+    let ram = e.vm.ram;
     // The old copy goes first: two at once could exhaust the heap.
     ram.set_framebuffer(0..0);
-    *FRAMEBUFFER.lock() = None;
+    *e.fb.lock() = None;
     let fb = now.map(|c| {
         let geometry = vgpu::FbGeometry {
             base: c.addr,
@@ -303,16 +376,26 @@ fn poll_ramfb() {
     match fb {
         Some((g, Ok(fb))) => {
             log::info!(
-                "display: ramfb {}x{} stride {} at {:#x} is the VM's surface",
+                "display: ramfb {}x{} stride {} at {:#x} is the surface of VM '{}'",
                 g.width,
                 g.height,
                 g.stride,
-                g.base
+                g.base,
+                e.vm.name
             );
             ram.set_framebuffer(g.pages(ram.ipa()));
-            set_framebuffer(ram, fb);
+            *e.fb.lock() = Some(FbSource {
+                ram,
+                fb,
+                frames: 0,
+                bounds: None,
+            });
         }
-        Some((g, Err(e))) => log::warn!("display: ramfb at {:#x} refused: {e}", g.base),
+        Some((g, Err(err))) => log::warn!(
+            "display: ramfb at {:#x} of VM '{}' refused: {err}",
+            g.base,
+            e.vm.name
+        ),
         None => {}
     }
 }
@@ -339,42 +422,64 @@ impl FbSource {
     }
 }
 
-/// Finds the host's virtio-gpu among `transports`, brings it up and starts
-/// presenting `source`'s scanout 0 as a panel at `panel`. Without a display (or if
-/// it fails) the VM runs headless.
-pub fn start(transports: &[(boards::Range, Option<u32>)], source: GuestGpu, panel: (i32, i32)) {
+/// The registered VMs' devices, as the desk reaches them during a tick: each
+/// locked only for the call.
+struct Table<'a>(&'a [Arc<VmDisplay>]);
+
+impl Sources<usize> for Table<'_> {
+    fn with(&mut self, key: usize, take: bool, f: &mut dyn FnMut(&mut dyn ScanoutSource)) {
+        let Some(e) = self.0.get(key) else {
+            return;
+        };
+        if take {
+            poll_ramfb(e);
+        }
+        let mut fb = e.fb.lock();
+        match fb.as_mut() {
+            Some(s) => {
+                if take {
+                    s.refresh();
+                }
+                f(&mut s.fb)
+            }
+            None => f(e.vm.gpu.0.lock().device_mut()),
+        }
+    }
+}
+
+/// Finds the host's virtio-gpu among `transports` and brings it up; the VMs
+/// [`register`]ed (before or after) are presented on it. Without a display (or if
+/// it fails) the VMs run headless.
+pub fn start(transports: &[(boards::Range, Option<u32>)]) {
     match probe(transports) {
         Ok(host) => {
-            log::info!(
-                "display: virtio-gpu {}x{}; guest scanout 0 as a panel at ({}, {})",
-                host.width,
-                host.height,
-                panel.0,
-                panel.1
-            );
+            log::info!("display: virtio-gpu {}x{}", host.width, host.height);
             let freq = read_sysreg!("CNTFRQ_EL0");
-            let mut presenter = Presenter::new(0, panel.0, panel.1);
-            presenter.set_clock(freq);
+            let mut desk = Desk::new();
+            desk.set_clock(freq);
+            desk.set_budget(u64::from(host.width) * u64::from(host.height) * BUDGET_FRAMES);
             match with_neon(compositor::kernels::verify::<simd::Neon>) {
                 Some(Ok(())) => {
                     NEON_VERIFIED.store(true, Ordering::Relaxed);
-                    presenter.set_composer(compose_simd);
+                    desk.set_composer(compose_simd);
                 }
                 Some(Err(m)) => {
                     log::warn!("display: NEON kernels wrong ({m:?}); composing without SIMD")
                 }
                 None => log::warn!("display: FP/SIMD traps at EL2; composing without SIMD"),
             }
-            *DISPLAY.lock() = Some(Display {
+            let mut guard = DISPLAY.lock();
+            let d = guard.insert(Display {
                 host,
-                source,
-                presenter,
+                desk,
                 next_frame: 0,
                 period: (freq / FRAME_RATE).max(1),
                 freq: freq.max(1),
-                frames: 0,
                 failed: false,
             });
+            for (key, e) in VMS.lock().iter().enumerate() {
+                place(d, key, e.vm);
+            }
         }
         Err(DisplayError::NotFound) => log::info!("display: none (no virtio-gpu device); headless"),
         Err(e) => log::warn!("display: virtio-gpu unusable ({e:?}); headless"),
@@ -441,7 +546,7 @@ fn probe(transports: &[(boards::Range, Option<u32>)]) -> Result<HostGpu, Display
     Err(DisplayError::NotFound)
 }
 
-/// One step of the render loop: composes and shows what the guest changed, if a
+/// One step of the render loop: composes and shows what the VMs changed, if a
 /// frame is due (`idle`: the calling CPU is about to idle, so it is due now).
 pub fn tick(idle: bool) {
     // Physical input devices without an interrupt are polled on the same
@@ -460,26 +565,8 @@ pub fn tick(idle: bool) {
         return;
     }
     d.next_frame = now.wrapping_add(d.period);
-    if d.presenter.idle() {
-        return;
-    }
+    let vms: Vec<Arc<VmDisplay>> = VMS.lock().clone();
     let (w, h) = (d.host.width, d.host.height);
-    // The guest's device is locked only to take the frame's damage and its scanout
-    // (pixels shared, not copied); composing runs without it, so a vCPU using its
-    // virtio-gpu meanwhile does not wait (a transfer into the shown resource copies
-    // it first, `vgpu::Resource::unshare`).
-    poll_ramfb();
-    let mut fb = FRAMEBUFFER.lock();
-    let taken = match fb.as_mut() {
-        Some(f) => {
-            f.refresh();
-            d.presenter.take_frame(&mut f.fb, now)
-        }
-        None => d.presenter.take_frame(d.source.0.lock().device_mut(), now),
-    };
-    let Some(taken) = taken else {
-        return;
-    };
     let Ok(mut frame) = Frame::new(
         &mut d.host.fb,
         w,
@@ -489,18 +576,25 @@ pub fn tick(idle: bool) {
     ) else {
         return;
     };
-    let guest_damage = taken.guest_damage();
-    let rects = d.presenter.compose_frame(taken, &mut frame);
-    if let Some(f) = fb.as_mut() {
-        f.composed(&rects);
+    // Each VM's device is locked only to take its frame's damage and its scanout
+    // (pixels shared, not copied), or to look at what it shows under another's
+    // damage; composing runs without it, so a vCPU using its virtio-gpu meanwhile
+    // does not wait (a transfer into the shown resource copies it first,
+    // `vgpu::Resource::unshare`). Hidden VMs are not looked at.
+    let tick = d.desk.tick(&mut Table(&vms), &mut frame, now);
+    for c in &tick.composed {
+        let Some(e) = vms.get(c.key) else {
+            continue;
+        };
+        if let Some(f) = e.fb.lock().as_mut() {
+            f.composed(&c.rects);
+        }
+        if let Some(damage) = c.guest_damage {
+            // The authority hears of it (rate-limited, `scripts::frame_composed`).
+            crate::scripts::frame_composed(e.vm, c.frame, damage);
+        }
     }
-    drop(fb);
-    d.frames = d.frames.wrapping_add(1);
-    if let (false, Some(damage)) = (rects.is_empty(), guest_damage) {
-        // The authority hears of it (rate-limited, `scripts::frame_composed`).
-        crate::scripts::frame_composed(d.frames, damage);
-    }
-    for r in rects {
+    for r in tick.rects {
         if let Err(e) = d.host.show(r) {
             if !d.failed {
                 d.failed = true;
@@ -510,27 +604,31 @@ pub fn tick(idle: bool) {
     }
 }
 
-/// The VM's linear framebuffer as it is now (its host copy refreshed from guest
-/// RAM first), when it has one: `None` when it presents its virtio-gpu instead;
-/// `Some(None)` cannot happen (a linear framebuffer always has scanout 0).
-pub fn linear_scanout() -> Option<Option<vgpu::SharedScanout>> {
-    use vgpu::ScanoutSource;
-    let mut fb = FRAMEBUFFER.lock();
+/// `vm`'s linear framebuffer as it is now (its host copy refreshed from guest RAM
+/// first), when it has one: `None` when it presents its virtio-gpu instead (or is
+/// not registered); `Some(None)` cannot happen (a linear framebuffer always has
+/// scanout 0).
+pub fn linear_scanout(vm: &Vm) -> Option<Option<vgpu::SharedScanout>> {
+    let (_, e) = entry(vm)?;
+    poll_ramfb(&e);
+    let mut fb = e.fb.lock();
     let f = fb.as_mut()?;
     f.refresh();
     Some(f.fb.scanout_shared(0))
 }
 
 /// The inverse of `vm`'s presentation, for its input routing (`input.rs`): `None`
-/// when there is no display, the VM is hidden, or nothing of it is drawn.
+/// when there is no display, the VM is not on it or hidden, or nothing of it is
+/// drawn.
 pub fn pointer_map(vm: &Vm) -> Option<input::PointerMap> {
+    let (key, e) = entry(vm)?;
     let guard = DISPLAY.lock();
     let d = guard.as_ref()?;
-    let p = &d.presenter;
+    let p = d.desk.presenter(key)?;
     if p.policy() == vgpu::Policy::Hidden {
         return None;
     }
-    let (gw, gh) = match FRAMEBUFFER.lock().as_ref() {
+    let (gw, gh) = match e.fb.lock().as_ref() {
         Some(f) => (f.fb.geometry().width, f.fb.geometry().height),
         None => vm.gpu.0.lock().device().mode(0)?,
     };
@@ -560,6 +658,7 @@ pub const HEADLESS: &str = "the host has no display (running headless)";
 
 /// Applies the monitor's `change` to `vm`'s presentation (or, for a mode, to its
 /// virtio-gpu); `Err` says why nothing changed. `here` is the commanding vCPU.
+/// Presenting a VM also puts it on top.
 pub fn change(vm: &Vm, here: usize, change: DisplayChange) -> Result<(), String> {
     // Physical input the devices hold from before the change is routed under the
     // presentation it was made on (a click, then `display hide` at once: the click
@@ -568,9 +667,15 @@ pub fn change(vm: &Vm, here: usize, change: DisplayChange) -> Result<(), String>
     if let DisplayChange::Mode { width, height } = change {
         return set_mode(vm, here, width, height);
     }
+    let Some((key, e)) = entry(vm) else {
+        return Err(format!("VM '{}' is not on the display", vm.name));
+    };
     let mut guard = DISPLAY.lock();
     let d = guard.as_mut().ok_or_else(|| String::from(HEADLESS))?;
-    let p = &mut d.presenter;
+    let Some(p) = d.desk.presenter_mut(key) else {
+        return Err(format!("VM '{}' is not on the display", vm.name));
+    };
+    let mut raise = false;
     let result = match change {
         DisplayChange::Present(placement) => {
             let placement = match placement {
@@ -587,20 +692,25 @@ pub fn change(vm: &Vm, here: usize, change: DisplayChange) -> Result<(), String>
                 if p.policy() == vgpu::Policy::Hidden {
                     p.show_live();
                 }
+                raise = true;
             })
         }
         DisplayChange::Hide => {
             p.hide();
             Ok(())
         }
-        DisplayChange::Freeze => match FRAMEBUFFER.lock().as_ref() {
+        DisplayChange::Freeze => match e.fb.lock().as_ref() {
             Some(f) => p.freeze(&f.fb),
-            None => p.freeze(d.source.0.lock().device()),
+            None => p.freeze(vm.gpu.0.lock().device()),
         },
         DisplayChange::Unfreeze => p.unfreeze(),
         DisplayChange::Throttle { fps } => p.throttle(fps),
         DisplayChange::Mode { .. } => Ok(()),
     };
+    if raise {
+        // The VM presented last is on top.
+        d.desk.raise(key);
+    }
     drop(guard);
     // The VM's input follows its presentation (hiding releases what is held).
     crate::input::presentation_changed(here);
@@ -633,11 +743,11 @@ fn set_mode(vm: &Vm, here: usize, width: u32, height: u32) -> Result<(), String>
     Ok(())
 }
 
-/// `display overlay`: the overlay line (empty: none).
+/// `display overlay`: the overlay line (empty: none), one for the whole display.
 pub fn set_overlay(text: &str) -> Result<(), &'static str> {
     let mut guard = DISPLAY.lock();
     let d = guard.as_mut().ok_or(HEADLESS)?;
-    d.presenter.set_overlay(Some(text));
+    d.desk.set_overlay(Some(text));
     Ok(())
 }
 
@@ -653,26 +763,38 @@ pub fn status(vm: &Vm) -> String {
         .device()
         .mode(0)
         .map_or(String::from("none"), |(w, h)| format!("{w}x{h}"));
+    let e = entry(vm);
     let guard = DISPLAY.lock();
     match guard.as_ref() {
         None => format!("headless; vm {} virtual monitor {mode}", vm.name),
         Some(d) => {
             let overlay = d
-                .presenter
+                .desk
                 .overlay()
                 .map_or(String::from("none"), |t| format!("'{t}'"));
             let now = read_sysreg!("CNTPCT_EL0");
             let us = u128::from(now) * 1_000_000 / u128::from(d.freq);
+            let key = e.as_ref().map(|(k, _)| *k);
+            let Some((p, frames)) =
+                key.and_then(|k| Some((d.desk.presenter(k)?, d.desk.frames(k)?)))
+            else {
+                return format!(
+                    "display {}x{}; vm {} not on the display (virtual monitor {mode}); overlay {overlay}",
+                    d.host.width, d.host.height, vm.name
+                );
+            };
             let mut s = format!(
-                "display {}x{}; vm {} {} (virtual monitor {mode}); overlay {overlay}; frames {} at {us} us",
+                "display {}x{}; vm {} {} (virtual monitor {mode}); overlay {overlay}; frames {frames} at {us} us",
                 d.host.width,
                 d.host.height,
                 vm.name,
-                d.presenter.status(),
-                d.frames
+                p.status(),
             );
-            if let Some(f) = FRAMEBUFFER.lock().as_mut() {
-                s += &fb_status(f);
+            if let Some(f) = e.as_ref().and_then(|(_, e)| {
+                let mut fb = e.fb.lock();
+                fb.as_mut().map(fb_status)
+            }) {
+                s += &f;
             }
             s
         }

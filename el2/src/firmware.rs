@@ -451,7 +451,7 @@ pub fn build(
     b.acpi(&acpi_gen::AcpiBlobs::new(&tables))
         .map_err(|e| format!("fw_cfg: {e:?}"))?;
     // The firmware's framebuffer (EDK2's QemuRamfbDxe gives GOP through it),
-    // presented by the render loop (`display::watch_ramfb`).
+    // presented by the render loop (`display::register`).
     b.ramfb().map_err(|e| format!("fw_cfg: {e:?}"))?;
     Ok(Firmware {
         vars: Shared::new(bank),

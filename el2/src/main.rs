@@ -610,11 +610,10 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     }
     guests::set(guests);
     let primary = the_vm();
-    display::start(
-        &platform.virtio_mmio,
-        primary.gpu.clone(),
-        vgpu::present::DEFAULT_PANEL,
-    );
+    display::start(&platform.virtio_mmio);
+    for &vm in guests::all() {
+        display::register(vm);
+    }
     if guests::several() {
         log::info!(
             "{} guests run side by side: the console's input, the display and physical input go to '{}' (console lines of the others start with their name)",

@@ -54,59 +54,70 @@ pub const POLL_MS: u64 = 10;
 /// At most one `FrameReady` event per this many milliseconds.
 pub const FRAME_EVENT_MS: u64 = 100;
 
-/// The frame not yet reported and when the next report may go.
+/// A VM's frame not yet reported and when its next report may go.
 struct FrameNotice {
+    vm: &'static Vm,
     /// The latest frame number and the union of the damage since the last event.
     pending: Option<(u64, vgpu::Rect)>,
     /// The counter value before which no event goes.
     next: u64,
 }
 
-static FRAMES: Mutex<FrameNotice> = Mutex::new(FrameNotice {
-    pending: None,
-    next: 0,
-});
+/// One notice per VM that composed a frame.
+static FRAMES: Mutex<Vec<FrameNotice>> = Mutex::new(Vec::new());
 
-/// The render loop composed frame `frame` of the guest, `damage` (scanout
-/// coordinates) being what changed: reported by the next [`poll`] allowed to.
-pub fn frame_composed(frame: u64, damage: vgpu::Rect) {
+/// The render loop composed frame `frame` of `vm`, `damage` (scanout coordinates)
+/// being what changed: reported by the next [`poll`] allowed to.
+pub fn frame_composed(vm: &'static Vm, frame: u64, damage: vgpu::Rect) {
     if crate::authority::get().is_none() {
         return;
     }
-    let mut f = FRAMES.lock();
+    let mut frames = FRAMES.lock();
+    let i = match frames.iter().position(|f| core::ptr::eq(f.vm, vm)) {
+        Some(i) => i,
+        None => {
+            frames.push(FrameNotice {
+                vm,
+                pending: None,
+                next: 0,
+            });
+            frames.len() - 1
+        }
+    };
+    let f = &mut frames[i];
     f.pending = Some(match f.pending {
         Some((_, d)) => (frame, d.union(&damage)),
         None => (frame, damage),
     });
-    drop(f);
+    drop(frames);
     ACTIVE.store(true, Ordering::Release);
 }
 
-/// Posts the pending `FrameReady` if one is due; whether one still waits.
+/// Posts the pending `FrameReady`s that are due; whether one still waits.
 fn post_frame(now: u64, freq: u64) -> bool {
-    let mut f = FRAMES.lock();
-    let Some((frame, d)) = f.pending else {
-        return false;
-    };
-    let Some(guest) = crate::authority::guest() else {
+    let mut waiting = false;
+    for f in FRAMES.lock().iter_mut() {
+        let Some((frame, d)) = f.pending else {
+            continue;
+        };
+        if now < f.next {
+            waiting = true;
+            continue;
+        }
+        let damage = Rect {
+            x: d.x as i32,
+            y: d.y as i32,
+            w: d.width,
+            h: d.height,
+        };
+        if !crate::authority::notify(f.vm, |vm| Event::FrameReady { vm, frame, damage }) {
+            waiting = true;
+            continue;
+        }
         f.pending = None;
-        return false;
-    };
-    if now < f.next {
-        return true;
+        f.next = now + freq * FRAME_EVENT_MS / 1000;
     }
-    let damage = Rect {
-        x: d.x as i32,
-        y: d.y as i32,
-        w: d.width,
-        h: d.height,
-    };
-    if !crate::authority::notify(guest, |vm| Event::FrameReady { vm, frame, damage }) {
-        return true;
-    }
-    f.pending = None;
-    f.next = now + freq * FRAME_EVENT_MS / 1000;
-    false
+    waiting
 }
 
 /// One VM's script slot and the ends not yet posted.
@@ -280,7 +291,7 @@ impl Grab {
 
 /// Takes `vm`'s current frame, or says why there is none.
 fn grab(vm: &Vm) -> Result<Grab, &'static str> {
-    let shared = match crate::display::linear_scanout() {
+    let shared = match crate::display::linear_scanout(vm) {
         Some(s) => s,
         None => vm.gpu.0.lock().device().scanout_shared(0),
     };

@@ -631,7 +631,7 @@ impl Vm {
 impl Vm {
     /// Gives the VM the linear framebuffer `fb` in its RAM (before it runs): its
     /// pages are dirty-tracked at stage 2 (`GuestRam::set_framebuffer`) and the
-    /// render loop presents it as the VM's surface (`display::set_framebuffer`);
+    /// render loop presents it as the VM's surface (`display::register`);
     /// the device tree describes it (`load_guest`). Refused if its geometry does
     /// not fit the VM's RAM; the VM's device list then loses it.
     pub fn attach_framebuffer(
@@ -646,20 +646,16 @@ impl Vm {
             // DT `x8r8g8b8`: bytes B, G, R, X.
             format: vgpu::defs::format::B8G8R8X8_UNORM,
         };
-        let linear = match vgpu::LinearFb::new(geometry, self.ram.ipa(), self.ram.size()) {
-            Ok(l) => l,
-            Err(e) => {
-                self.devices.retain(|d| {
-                    !matches!(
-                        d.kind,
-                        boards::devices::DeviceKind::SimpleFramebuffer { .. }
-                    )
-                });
-                return Err(e);
-            }
-        };
+        if let Err(e) = geometry.validate(self.ram.ipa(), self.ram.size()) {
+            self.devices.retain(|d| {
+                !matches!(
+                    d.kind,
+                    boards::devices::DeviceKind::SimpleFramebuffer { .. }
+                )
+            });
+            return Err(e);
+        }
         self.ram.set_framebuffer(geometry.pages(self.ram.ipa()));
-        crate::display::set_framebuffer(self.ram, linear);
         self.framebuffer = Some(fb);
         Ok(())
     }
@@ -676,8 +672,8 @@ impl Vm {
         )
         .map_err(VmError::Bus)?;
         // The firmware's GOP framebuffer (ramfb) becomes the VM's surface once
-        // the firmware configures it through fw_cfg.
-        crate::display::watch_ramfb(self.ram, fw.fw_cfg.clone());
+        // the firmware configures it through fw_cfg (`display::register` follows
+        // its `etc/ramfb`).
         // The RTC's armed match is deferred work.
         self.bus.connect_work_signal(&self.work);
         self.firmware = Some(fw);

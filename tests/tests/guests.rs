@@ -86,7 +86,7 @@ fn two_guests_run_side_by_side_and_each_stops_on_its_own() {
          monitor vm list\n\
          monitor vm resume a\n\
          monitor vm snapshot a t1\n\
-         monitor display hide a\n\
+         monitor input type a x\n\
          expect (?s)(\\(b\\) b-ready.*VM 'a' powered off|VM 'a' powered off.*\\(b\\) b-ready)\n\
          monitor vm list\n\
          monitor vm pause a\n\
@@ -108,7 +108,7 @@ fn two_guests_run_side_by_side_and_each_stops_on_its_own() {
         "ok: 2 vms: b vcpus=1 state=running; a vcpus=1 state=paused",
         "ok: vm a resumed",
         "error: snapshots of vm a",
-        "error: display commands on vm a",
+        "error: input commands on vm a",
         "ok: 2 vms: b vcpus=1 state=running; a vcpus=1 state=off",
     ] {
         assert!(c.contains(status), "no `{status}`\n{tail}");
@@ -243,6 +243,132 @@ fn the_partition_starts_a_guest_that_powered_off_while_another_runs() {
             c.contains(&format!("VM '{vm}' suspended (host shutdown)")),
             "\n{tail}"
         );
+    }
+    let _ = std::fs::remove_dir_all(sys.parent().unwrap());
+}
+
+/// A guest command that fills its 640x480 framebuffer with one colour (`bgrx`:
+/// the pixel's four bytes as octal escapes, XRGB8888 in memory order), says
+/// `NAME-drawn` and stays up.
+fn fill_cmd(name: &str, bgrx: &str) -> String {
+    format!(
+        r#"for v in /sys/class/vtconsole/vtcon*;do grep -q 'frame buffer' $v/name&&echo 0>$v/bind;done;sleep 1
+cd /tmp;printf '{bgrx}'>y;n=1;while [ $n -lt 307200 ];do cat y y>z;mv z y;n=$((n*2));done
+dd if=y of=/dev/fb0 bs=1228800 count=1 2>/dev/null;echo {name}-drawn;sleep 3600"#
+    )
+}
+
+/// Two guests on one display: the render loop composes both, each at its
+/// cascaded default panel, the one registered last (`a`) on top; hiding `a`
+/// shows `b` where `a` was; `display status` counts each one's frames.
+#[test]
+fn two_guests_share_the_display_each_at_its_own_panel() {
+    let _g = boot_lock();
+    let (sys, guest) = fresh_disk("test-guests-display", "256M");
+    let off = ["--no-suspend-on-host-shutdown"];
+    for (name, colour) in [("b", r"\000\000\377\000"), ("a", r"\000\377\000\000")] {
+        let cmd = fill_cmd(name, colour);
+        let p = |p: &Path| p.to_string_lossy().into_owned();
+        let words: Vec<String> = [
+            "add-vm",
+            &p(&sys),
+            "--name",
+            name,
+            "--vcpus",
+            "1",
+            "--mem",
+            "256M",
+            "--kernel",
+            &p(&guest.kernel),
+            "--initrd",
+            &p(&guest.initramfs),
+            "--cmdline",
+            &format!(
+                "{LINUX_CMDLINE} vt.global_cursor_default=0 {}",
+                guest_cmd_arg(&cmd)
+            ),
+            "--disk-size",
+            "1M",
+            off[0],
+        ]
+        .map(String::from)
+        .to_vec();
+        registry::cli::run(&words).unwrap_or_else(|e| panic!("disk {words:?}: {e}"));
+    }
+    let layout = Layout::detect();
+    let both = layout.out.join("test-scripts/guests-both.ppm");
+    let hidden = layout.out.join("test-scripts/guests-hidden.ppm");
+    for f in [&both, &hidden] {
+        let _ = std::fs::remove_file(f);
+    }
+    let mut o = RunOptions::headless(Default::default(), TIMEOUT);
+    o.vm = Some("b,a".into());
+    o.system_disk = Some(sys.clone());
+    o.script = Some(script(
+        "guests-display.script",
+        &format!(
+            "expect (?s)(\\(a\\) a-drawn.*\\(b\\) b-drawn|\\(b\\) b-drawn.*\\(a\\) a-drawn)\n\
+             sleep 3\n\
+             screendump {}\n\
+             monitor display status\n\
+             monitor display hide a\n\
+             sleep 2\n\
+             screendump {}\n\
+             monitor host shutdown\n",
+            both.display(),
+            hidden.display()
+        ),
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let c = outcome.console.replace('\r', "");
+    let read = |p: &Path| {
+        xtask::qmp::parse_ppm(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            .unwrap()
+    };
+    let (red, green) = (0xff_0000, 0x00_ff00);
+    // b (registered first) at the default panel, a cascaded below-right of it.
+    let (bx, by) = vgpu::present::DEFAULT_PANEL;
+    let (bx, by) = (bx as u32, by as u32);
+    let (ax, ay) = (bx + 48, by + 36);
+    let img = read(&both);
+    assert_eq!(img.at(bx + 2, by + 2), red, "b's own corner\n{tail}");
+    assert_eq!(img.at(ax + 600, ay + 440), green, "a, on top\n{tail}");
+    assert_eq!(img.at(ax + 10, ay + 10), green, "a over b\n{tail}");
+    assert_eq!(
+        img.at(bx + 2, by + 478),
+        red,
+        "b's bottom-left corner, left of a\n{tail}"
+    );
+    assert_eq!(
+        img.at(0, 0),
+        vgpu::present::BACKGROUND & 0xff_ffff,
+        "background\n{tail}"
+    );
+    let img = read(&hidden);
+    assert_eq!(img.at(ax + 10, ay + 10), red, "b where a was\n{tail}");
+    assert_eq!(
+        img.at(ax + 600, ay + 440),
+        vgpu::present::BACKGROUND & 0xff_ffff,
+        "nothing where only a was\n{tail}"
+    );
+    // Each guest's frames are counted on its own.
+    let status = c
+        .lines()
+        .find(|l| l.contains("ok: display "))
+        .unwrap_or_else(|| panic!("no display status\n{tail}"));
+    for vm in ["b", "a"] {
+        let at = status
+            .find(&format!("vm {vm} "))
+            .unwrap_or_else(|| panic!("vm {vm} missing from {status}"));
+        let frames: u64 = status[at..]
+            .split("frames ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no frame count for vm {vm} in {status}"));
+        assert!(frames > 0, "vm {vm} composed no frame: {status}");
     }
     let _ = std::fs::remove_dir_all(sys.parent().unwrap());
 }

@@ -8,7 +8,9 @@
 //! - [`present`]: a scanout presented on the physical display through `compositor`
 //!   under a per-VM [`Policy`] (live, throttled, frozen, hidden) and [`Placement`]
 //!   (panel, scaled panel, fullscreen, quad), with an overlay text line (full
-//!   recomposition when the source or presentation changed, damage otherwise).
+//!   recomposition when the source or presentation changed, damage otherwise);
+//!   [`present::desk`]: several VMs' presentations composed into one output
+//!   (z-order, damage, a per-tick budget served round-robin).
 //! - [`linear`]: a plain linear framebuffer in guest RAM (`simple-framebuffer`,
 //!   ramfb) whose dirty pages (stage-2 write faults) become row damage.
 //! - [`defs`]: every architected virtio-gpu number, and this crate's limits.
@@ -36,7 +38,7 @@ mod save;
 
 pub use gpu::{CursorView, Gpu, GpuConfig, ModeError, OwnedCursor, ScanoutView, SharedScanout};
 pub use linear::{FbGeometry, GeometryError, LinearFb};
-pub use present::{Composer, Placement, Policy, PresentError, Presenter, ScanoutSource};
+pub use present::{Composer, Desk, Placement, Policy, PresentError, Presenter, ScanoutSource};
 pub use resource::Rect;
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ use compositor::{
 use crate::defs::{cursor, format};
 use crate::gpu::{Gpu, OwnedCursor, ScanoutView, SharedScanout};
 
+pub mod desk;
+pub use desk::Desk;
+
 /// What a [`Presenter`] presents: a virtio-gpu ([`Gpu`]) or a linear framebuffer
 /// (`crate::linear::LinearFb`).
 pub trait ScanoutSource {
@@ -266,6 +269,21 @@ impl Presenter {
         matches!(self.policy, Policy::Hidden | Policy::Frozen) && self.shown.is_some()
     }
 
+    /// Whether [`Presenter::take_frame`] at `now` may return a frame: false while
+    /// hidden or frozen and drawn, or throttled and not yet due.
+    pub fn due(&self, now: u64) -> bool {
+        match self.policy {
+            Policy::Hidden | Policy::Frozen => self.shown.is_none(),
+            Policy::Throttled { .. } => self.shown.is_none() || now >= self.next_due,
+            Policy::Live => true,
+        }
+    }
+
+    /// Whether taking a frame reads the guest's device (live or throttled).
+    pub fn reads_device(&self) -> bool {
+        matches!(self.policy, Policy::Live | Policy::Throttled { .. })
+    }
+
     /// Recompose everything at the next presentation.
     fn changed(&mut self) {
         self.shown = None;
@@ -326,7 +344,7 @@ impl Presenter {
     }
 
     /// Keeps a copy of what scanout shows now on the display while the guest runs on.
-    pub fn freeze(&mut self, gpu: &impl ScanoutSource) -> Result<(), PresentError> {
+    pub fn freeze(&mut self, gpu: &(impl ScanoutSource + ?Sized)) -> Result<(), PresentError> {
         let v = gpu
             .scanout(self.scanout)
             .ok_or(PresentError::NothingShown)?;
@@ -433,7 +451,7 @@ impl Presenter {
     /// [`Presenter::take_frame`] then [`Presenter::compose_frame`].
     pub fn present(
         &mut self,
-        gpu: &mut impl ScanoutSource,
+        gpu: &mut (impl ScanoutSource + ?Sized),
         frame: &mut Frame,
         now: u64,
     ) -> Vec<Rect> {
@@ -447,7 +465,11 @@ impl Presenter {
     /// that its lock is held briefly: whether a frame is due, the scanout's damage,
     /// and the scanout (its pixels shared, not copied) and cursor to compose.
     /// `None`: nothing to draw.
-    pub fn take_frame(&mut self, gpu: &mut impl ScanoutSource, now: u64) -> Option<FrameSource> {
+    pub fn take_frame(
+        &mut self,
+        gpu: &mut (impl ScanoutSource + ?Sized),
+        now: u64,
+    ) -> Option<FrameSource> {
         match self.policy {
             // Neither the device nor its damage is touched.
             Policy::Hidden | Policy::Frozen if self.shown.is_some() => return None,
@@ -501,54 +523,28 @@ impl Presenter {
         };
         let frozen = self.frozen.take();
         let mut rects: Vec<Rect> = Vec::new();
+        let mut unpresentable = None;
         match &source.live {
             None => {
                 if self.policy == Policy::Frozen {
-                    if let Some(s) = &frozen {
-                        let stride = (s.width * format::BYTES_PER_PIXEL) as usize;
-                        if let Ok(surface) =
-                            Surface::new(&s.pixels, s.width, s.height, stride, s.format)
-                        {
-                            if let Some((placement, filter)) = self.place(s.width, s.height, output)
-                            {
-                                let mut layer = Layer::new(surface, 0, 0);
-                                layer.placement = placement;
-                                layer.filter = filter;
-                                scene.layers.push(layer);
-                            }
-                        }
+                    if let Some(layer) = frozen
+                        .as_ref()
+                        .and_then(|s| self.snapshot_layer(s, output, 0))
+                    {
+                        scene.layers.push(layer);
                     }
                 }
             }
             Some((scanout, cursor)) => {
-                self.guest_layers(scanout.as_ref(), cursor.as_ref(), output, &mut scene);
+                if !self.guest_layers(scanout.as_ref(), cursor.as_ref(), output, &mut scene, 0) {
+                    unpresentable = scanout.as_ref();
+                }
                 if let Some(damage) = &source.damage {
                     if let Some(layer) = scene.layers.first().filter(|l| l.z == 0) {
-                        let crop = layer.crop.unwrap_or_default();
-                        rects = damage
-                            .iter()
-                            .filter_map(|d| {
-                                let changed = Rect::new(
-                                    crop.x.saturating_add(d.x as i32),
-                                    crop.y.saturating_add(d.y as i32),
-                                    d.width,
-                                    d.height,
-                                );
-                                match layer.placement {
-                                    // Unscaled: exactly the flushed pixels.
-                                    Place::At { x, y } => Rect::new(
-                                        x.saturating_add(d.x as i32),
-                                        y.saturating_add(d.y as i32),
-                                        d.width,
-                                        d.height,
-                                    )
-                                    .intersect(&output),
-                                    _ => layer.damage_of(changed, output),
-                                }
-                            })
-                            .collect();
+                        rects = output_damage(layer, damage, output);
                     }
                     if rects.is_empty() {
+                        drop(scene);
                         self.frozen = frozen;
                         return rects;
                     }
@@ -569,7 +565,37 @@ impl Presenter {
         (self.composer)(&scene, frame, &rects);
         drop(scene);
         self.frozen = frozen;
+        if let Some(v) = unpresentable {
+            self.warn_unpresentable(v);
+        }
         rects
+    }
+
+    /// Logs (once until the source or presentation changes) that `v` cannot be
+    /// presented as asked.
+    fn warn_unpresentable(&mut self, v: &SharedScanout) {
+        if !self.warned {
+            self.warned = true;
+            log::warn!(
+                "vgpu: scanout (format {}, {}x{}) cannot be presented {}",
+                v.format,
+                v.rect.width,
+                v.rect.height,
+                self.status()
+            );
+        }
+    }
+
+    /// The frozen copy `s` as placed, at `z`.
+    fn snapshot_layer<'s>(&self, s: &'s Snapshot, output: Rect, z: i32) -> Option<Layer<'s>> {
+        let stride = (s.width * format::BYTES_PER_PIXEL) as usize;
+        let surface = Surface::new(&s.pixels, s.width, s.height, stride, s.format).ok()?;
+        let (placement, filter) = self.place(s.width, s.height, output)?;
+        let mut layer = Layer::new(surface, 0, 0);
+        layer.placement = placement;
+        layer.filter = filter;
+        layer.z = z;
+        Some(layer)
     }
 
     /// Renders the overlay line for an output `width` wide if needed; its height
@@ -592,15 +618,19 @@ impl Presenter {
         self.overlay_bar.as_ref().map_or(0, |b| b.height)
     }
 
-    /// The guest's scanout (z 0) and cursor (z 1) as placed.
+    /// The guest's scanout (at `z`) and cursor (`z + 1`) as placed, added to
+    /// `scene`; false when the scanout cannot be presented (its format or
+    /// placement is unusable).
     fn guest_layers<'g>(
-        &mut self,
+        &self,
         scanout: Option<&'g SharedScanout>,
         cursor: Option<&'g OwnedCursor>,
         output: Rect,
         scene: &mut Scene<'g>,
-    ) {
+        z: i32,
+    ) -> bool {
         let mut scale = None;
+        let mut ok = true;
         if let Some(v) = scanout {
             let surface = pixel_format(v.format).and_then(|f| {
                 Surface::new(&v.pixels, v.width, v.height, v.stride as usize, f).ok()
@@ -611,6 +641,7 @@ impl Presenter {
                     let mut layer = Layer::new(s, 0, 0);
                     layer.placement = placement;
                     layer.filter = filter;
+                    layer.z = z;
                     layer.crop = Some(Rect::new(
                         v.rect.x as i32,
                         v.rect.y as i32,
@@ -625,22 +656,12 @@ impl Presenter {
                     .map(|d| (d, v.rect.width, v.rect.height));
                     scene.layers.push(layer);
                 }
-                _ if !self.warned => {
-                    self.warned = true;
-                    log::warn!(
-                        "vgpu: scanout (format {}, {}x{}) cannot be presented {}",
-                        v.format,
-                        v.rect.width,
-                        v.rect.height,
-                        self.status()
-                    );
-                }
-                _ => {}
+                _ => ok = false,
             }
         }
         // The cursor follows unscaled and scaled panels; a quad shows none.
         let Some((dst, cw, ch)) = scale else {
-            return;
+            return ok;
         };
         if let Some(c) = cursor {
             let size = cursor::SIZE;
@@ -668,16 +689,45 @@ impl Presenter {
                     u32::try_from(w),
                     u32::try_from(h),
                 ) else {
-                    return;
+                    return ok;
                 };
                 let mut layer = Layer::new(s, x, y);
                 if (w, h) != (size, size) {
                     layer.placement = Place::Scaled(Rect::new(x, y, w, h));
                     layer.filter = Filter::Bilinear;
                 }
-                layer.z = 1;
+                layer.z = z.saturating_add(1);
                 scene.layers.push(layer);
             }
         }
+        ok
     }
+}
+
+/// The output rectangles a change of the guest's scanout inside `damage`
+/// (scanout coordinates) alters, `layer` being the scanout as placed.
+fn output_damage(layer: &Layer, damage: &[crate::resource::Rect], output: Rect) -> Vec<Rect> {
+    let crop = layer.crop.unwrap_or_default();
+    damage
+        .iter()
+        .filter_map(|d| {
+            let changed = Rect::new(
+                crop.x.saturating_add(d.x as i32),
+                crop.y.saturating_add(d.y as i32),
+                d.width,
+                d.height,
+            );
+            match layer.placement {
+                // Unscaled: exactly the flushed pixels.
+                Place::At { x, y } => Rect::new(
+                    x.saturating_add(d.x as i32),
+                    y.saturating_add(d.y as i32),
+                    d.width,
+                    d.height,
+                )
+                .intersect(&output),
+                _ => layer.damage_of(changed, output),
+            }
+        })
+        .collect()
 }

@@ -911,6 +911,8 @@ mod presentation {
     use crate::present::*;
     use compositor::{Frame, PixelFormat};
 
+    mod desk;
+
     const OUT: (u32, u32) = (200, 120);
 
     fn frame(buf: &mut [u8]) -> Frame<'_> {
