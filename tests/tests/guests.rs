@@ -249,25 +249,45 @@ fn the_partition_starts_a_guest_that_powered_off_while_another_runs() {
 
 /// A guest command that fills its 640x480 framebuffer with one colour (`bgrx`:
 /// the pixel's four bytes as octal escapes, XRGB8888 in memory order), says
-/// `NAME-drawn` and stays up.
-fn fill_cmd(name: &str, bgrx: &str) -> String {
+/// `NAME-drawn`, then runs `then` (which ends the command or stays up).
+fn fill_cmd(name: &str, bgrx: &str, then: &str) -> String {
     format!(
         r#"for v in /sys/class/vtconsole/vtcon*;do grep -q 'frame buffer' $v/name&&echo 0>$v/bind;done;sleep 1
-cd /tmp;printf '{bgrx}'>y;n=1;while [ $n -lt 307200 ];do cat y y>z;mv z y;n=$((n*2));done
-dd if=y of=/dev/fb0 bs=1228800 count=1 2>/dev/null;echo {name}-drawn;sleep 3600"#
+cd /tmp;f(){{ printf "$1">y;n=1;while [ $n -lt 307200 ];do cat y y>z;mv z y;n=$((n*2));done; }}
+f '{bgrx}';dd if=y of=/dev/fb0 bs=1228800 count=1 2>/dev/null;echo {name}-drawn;{then}"#
     )
 }
 
+/// The frame count `display status` gives guest `vm` on `line`.
+fn frames_of(line: &str, vm: &str) -> u64 {
+    let at = line
+        .find(&format!("vm {vm} "))
+        .unwrap_or_else(|| panic!("vm {vm} missing from {line}"));
+    line[at..]
+        .split("frames ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no frame count for vm {vm} in {line}"))
+}
+
 /// Two guests on one display: the render loop composes both, each at its
-/// cascaded default panel, the one registered last (`a`) on top; hiding `a`
-/// shows `b` where `a` was; `display status` counts each one's frames.
+/// cascaded default panel, the one registered last (`a`) on top. `a` floods
+/// its framebuffer with full-frame rewrites (a flush each) the whole time; `b`
+/// draws again on a console line and its new frame still reaches the screen,
+/// its frame count moving on beside the flood's; hiding `a` shows `b` where
+/// `a` was.
 #[test]
-fn two_guests_share_the_display_each_at_its_own_panel() {
+fn two_guests_share_the_display_and_a_flood_from_one_does_not_hold_the_other() {
     let _g = boot_lock();
     let (sys, guest) = fresh_disk("test-guests-display", "256M");
-    let off = ["--no-suspend-on-host-shutdown"];
-    for (name, colour) in [("b", r"\000\000\377\000"), ("a", r"\000\377\000\000")] {
-        let cmd = fill_cmd(name, colour);
+    let flood = "while :;do dd if=y of=/dev/fb0 bs=1228800 count=1 2>/dev/null;done";
+    let redraw = r"read x;f '\377\000\000\000';dd if=y of=/dev/fb0 bs=1228800 count=1 2>/dev/null;echo b-redrawn;sleep 3600";
+    for (name, colour, then) in [
+        ("b", r"\000\000\377\000", redraw),
+        ("a", r"\000\377\000\000", flood),
+    ] {
+        let cmd = fill_cmd(name, colour, then);
         let p = |p: &Path| p.to_string_lossy().into_owned();
         let words: Vec<String> = [
             "add-vm",
@@ -289,16 +309,16 @@ fn two_guests_share_the_display_each_at_its_own_panel() {
             ),
             "--disk-size",
             "1M",
-            off[0],
+            "--no-suspend-on-host-shutdown",
         ]
         .map(String::from)
         .to_vec();
         registry::cli::run(&words).unwrap_or_else(|e| panic!("disk {words:?}: {e}"));
     }
     let layout = Layout::detect();
-    let both = layout.out.join("test-scripts/guests-both.ppm");
-    let hidden = layout.out.join("test-scripts/guests-hidden.ppm");
-    for f in [&both, &hidden] {
+    let dumps = ["both", "redrawn", "hidden"]
+        .map(|n| layout.out.join(format!("test-scripts/guests-{n}.ppm")));
+    for f in &dumps {
         let _ = std::fs::remove_file(f);
     }
     let mut o = RunOptions::headless(Default::default(), TIMEOUT);
@@ -311,12 +331,18 @@ fn two_guests_share_the_display_each_at_its_own_panel() {
              sleep 3\n\
              screendump {}\n\
              monitor display status\n\
+             send go\n\
+             expect \\(b\\) b-redrawn\n\
+             sleep 3\n\
+             screendump {}\n\
+             monitor display status\n\
              monitor display hide a\n\
              sleep 2\n\
              screendump {}\n\
              monitor host shutdown\n",
-            both.display(),
-            hidden.display()
+            dumps[0].display(),
+            dumps[1].display(),
+            dumps[2].display()
         ),
     ));
     let outcome = boot(&o);
@@ -327,12 +353,13 @@ fn two_guests_share_the_display_each_at_its_own_panel() {
         xtask::qmp::parse_ppm(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
             .unwrap()
     };
-    let (red, green) = (0xff_0000, 0x00_ff00);
+    let (red, green, blue) = (0xff_0000, 0x00_ff00, 0x00_00ff);
+    let background = vgpu::present::BACKGROUND & 0xff_ffff;
     // b (registered first) at the default panel, a cascaded below-right of it.
     let (bx, by) = vgpu::present::DEFAULT_PANEL;
     let (bx, by) = (bx as u32, by as u32);
     let (ax, ay) = (bx + 48, by + 36);
-    let img = read(&both);
+    let img = read(&dumps[0]);
     assert_eq!(img.at(bx + 2, by + 2), red, "b's own corner\n{tail}");
     assert_eq!(img.at(ax + 600, ay + 440), green, "a, on top\n{tail}");
     assert_eq!(img.at(ax + 10, ay + 10), green, "a over b\n{tail}");
@@ -341,34 +368,36 @@ fn two_guests_share_the_display_each_at_its_own_panel() {
         red,
         "b's bottom-left corner, left of a\n{tail}"
     );
+    assert_eq!(img.at(0, 0), background, "background\n{tail}");
+    // b's second drawing reached the screen while a flooded.
+    let img = read(&dumps[1]);
     assert_eq!(
-        img.at(0, 0),
-        vgpu::present::BACKGROUND & 0xff_ffff,
-        "background\n{tail}"
+        img.at(bx + 2, by + 2),
+        blue,
+        "b redrawn beside the flood\n{tail}"
     );
-    let img = read(&hidden);
-    assert_eq!(img.at(ax + 10, ay + 10), red, "b where a was\n{tail}");
+    assert_eq!(img.at(ax + 10, ay + 10), green, "a still on top\n{tail}");
+    let img = read(&dumps[2]);
+    assert_eq!(img.at(ax + 10, ay + 10), blue, "b where a was\n{tail}");
     assert_eq!(
         img.at(ax + 600, ay + 440),
-        vgpu::present::BACKGROUND & 0xff_ffff,
+        background,
         "nothing where only a was\n{tail}"
     );
-    // Each guest's frames are counted on its own.
-    let status = c
-        .lines()
-        .find(|l| l.contains("ok: display "))
-        .unwrap_or_else(|| panic!("no display status\n{tail}"));
-    for vm in ["b", "a"] {
-        let at = status
-            .find(&format!("vm {vm} "))
-            .unwrap_or_else(|| panic!("vm {vm} missing from {status}"));
-        let frames: u64 = status[at..]
-            .split("frames ")
-            .nth(1)
-            .and_then(|t| t.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no frame count for vm {vm} in {status}"));
-        assert!(frames > 0, "vm {vm} composed no frame: {status}");
-    }
+    // Each guest's frames are counted on its own; b's moved on beside the flood.
+    let status: Vec<&str> = c.lines().filter(|l| l.contains("ok: display ")).collect();
+    assert_eq!(status.len(), 2, "\n{tail}");
+    assert!(
+        frames_of(status[0], "b") > 0 && frames_of(status[0], "a") > 0,
+        "{status:?}"
+    );
+    assert!(
+        frames_of(status[1], "b") > frames_of(status[0], "b"),
+        "b's frames did not move on beside a's flood: {status:?}"
+    );
+    assert!(
+        frames_of(status[1], "a") > frames_of(status[0], "a"),
+        "a's flood composed no frame: {status:?}"
+    );
     let _ = std::fs::remove_dir_all(sys.parent().unwrap());
 }
