@@ -174,8 +174,10 @@ pub fn autostart(
         .into_iter()
         .cloned()
         .collect();
-    if let Some(names) = chosen {
-        log::info!("VM(s) {names} chosen on the command line (rayos.vm=)");
+    if chosen.is_some() {
+        for rec in &recs {
+            log::info!("VM '{}' chosen on the command line (rayos.vm=)", rec.name);
+        }
     }
     recs.iter().map(|rec| prepare(storage, pmem, rec)).collect()
 }
