@@ -597,7 +597,7 @@ fn wait_until(
         // Completions of guest requests come back through the system disk's
         // interrupt; take them here too and finish the requests.
         crate::sysdisk::service_interrupt();
-        vm.resume_deferred(here);
+        vm.resume_deferred(Some(here));
         if done() {
             return true;
         }

@@ -192,7 +192,7 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
             }
         }
     }
-    vm.resume_deferred(vcpu.idx);
+    vm.resume_deferred(Some(vcpu.idx));
     vm.deliver_kicks(vcpu.idx);
     // Monitor commands and `vm pause` stop here (a clean point: no lock held).
     crate::control::checkpoint(vm, vcpu);
@@ -281,7 +281,7 @@ pub fn idle(vm: &Vm, deadline: Option<u64>) {
             }
         }
     }
-    vm.resume_deferred(0);
+    vm.resume_deferred(None);
     vm.deliver_kicks(usize::MAX);
     if crate::control::attention() {
         // Monitor lines run at a vCPU's checkpoint: wake one that sleeps.
