@@ -25,6 +25,7 @@ mod gic;
 mod guestram;
 mod heap;
 mod input;
+mod iostat;
 mod irq;
 mod mmu;
 mod power;
@@ -896,6 +897,7 @@ fn powered_off(vm: &Vm, idx: usize) -> ! {
         vm.ram.populated_bytes() >> 20,
         vm.ram.size() >> 20
     );
+    iostat::report("power-off");
     log::info!("no VM left to run; powering off");
     power::shutdown(0)
 }
@@ -957,9 +959,11 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
                 Err(e) => log::warn!("{}: vGIC flush for vCPU {idx}: {e:?}", vm.name),
             }
         }
+        iostat::entering(vm.task_base + idx);
         // SAFETY: `regs` is this vCPU's register block, alive for the whole call; the
         // EL2 controls for this VM were programmed by `activate`.
         let kind = unsafe { vectors::guest_enter(&mut vcpu.regs) };
+        iostat::exit(idx, kind == ExitKind::Sync as u64);
         // The maintenance interrupt is level-sensitive and `sync` empties the list
         // registers, so an armed underflow / no-pending request would keep it asserted
         // at EL2 for ever: take back every request (keeping EOIcount, the guest's

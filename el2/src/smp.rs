@@ -561,7 +561,9 @@ fn load_hw(vm: &Vm, vcpu: &mut Vcpu) {
     // other CPUs hold the old one.
     write_sysreg!("CNTVOFF_EL2", vm.cntvoff());
     let t = vm.task_base + vcpu.idx;
+    crate::iostat::count(crate::iostat::Count::Loads);
     if LAST_RAN[k].swap(t, Ordering::Relaxed) != t {
+        crate::iostat::count(crate::iostat::Count::Flushes);
         // SAFETY: invalidates this CPU's EL1&0 TLB entries of the current VMID and its
         // instruction cache; no memory is touched.
         unsafe {

@@ -557,6 +557,9 @@ impl Vm {
             // From a CPU without a vCPU, no vCPU looks by itself: a blocked vCPU 0
             // whose completion arrived here slept on until its next timer deadline.
             let kicked = self.deliver_kicks(here.unwrap_or(usize::MAX));
+            crate::iostat::posted(self.task_base, kicked, here, |i| {
+                crate::smp::pcpu_of_vcpu(self, i).is_some()
+            });
             // Completions are best delivered on the CPU of the vCPU they interrupt
             // (the system disk routes its interrupt there); when they interrupt no
             // vCPU (a polling guest) nothing is learnt.
