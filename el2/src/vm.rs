@@ -558,7 +558,7 @@ impl Vm {
             // whose completion arrived here slept on until its next timer deadline.
             let kicked = self.deliver_kicks(here.unwrap_or(usize::MAX));
             crate::iostat::posted(self.task_base, kicked, here, |i| {
-                crate::smp::pcpu_of_vcpu(self, i).is_some()
+                crate::smp::vcpu_running(self, i)
             });
             // Completions are best delivered on the CPU of the vCPU they interrupt
             // (the system disk routes its interrupt there); when they interrupt no
