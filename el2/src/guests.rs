@@ -50,14 +50,14 @@ pub fn index_of(vm: &Vm) -> Option<usize> {
 }
 
 /// Resumes the deferred device work of every guest but `except` (which its
-/// caller services itself), delivering the interrupts it raised.
+/// caller services itself), waking the vCPUs it interrupts (no vCPU of those
+/// guests is looking: `Vm::resume_deferred(None)`).
 pub fn service_deferred(except: Option<&Vm>) {
     for g in all() {
         if except.is_some_and(|e| core::ptr::eq(e, *g)) || !g.work.is_raised() {
             continue;
         }
-        g.resume_deferred(0);
-        g.deliver_kicks(usize::MAX);
+        g.resume_deferred(None);
     }
 }
 

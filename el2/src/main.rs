@@ -26,6 +26,7 @@ mod guestram;
 mod guests;
 mod heap;
 mod input;
+mod iostat;
 mod irq;
 mod mmu;
 mod power;
@@ -1000,6 +1001,7 @@ fn powered_off(vm: &Vm, idx: usize) -> ! {
     core::sync::atomic::fence(Ordering::SeqCst);
     match guests::still_on() {
         0 => {
+            iostat::report("power-off");
             log::info!("no VM left to run; powering off");
             power::shutdown(0)
         }
@@ -1064,9 +1066,11 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
                 Err(e) => log::warn!("{}: vGIC flush for vCPU {idx}: {e:?}", vm.name),
             }
         }
+        iostat::entering(vm.task_base + idx);
         // SAFETY: `regs` is this vCPU's register block, alive for the whole call; the
         // EL2 controls for this VM were programmed by `activate`.
         let kind = unsafe { vectors::guest_enter(&mut vcpu.regs) };
+        iostat::exit(idx, kind == ExitKind::Sync as u64);
         // The maintenance interrupt is level-sensitive and `sync` empties the list
         // registers, so an armed underflow / no-pending request would keep it asserted
         // at EL2 for ever: take back every request (keeping EOIcount, the guest's

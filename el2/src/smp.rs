@@ -239,6 +239,11 @@ pub fn wake_vcpu(vm: &Vm, i: usize) {
     }
 }
 
+/// Whether vCPU `i` of `vm` runs on a physical CPU now (`iostat`).
+pub fn vcpu_running(vm: &Vm, i: usize) -> bool {
+    rq().lock().cpu_of(vm.task_base + i).is_some()
+}
+
 /// Makes vCPU `i` of `vm` (powered on: a PSCI CPU_ON, a resume) runnable;
 /// `boot`: it resets and boots the VM first.
 pub fn start_vcpu(vm: &Vm, i: usize, boot: bool) -> Result<(), i64> {
@@ -573,7 +578,9 @@ fn load_hw(vm: &Vm, vcpu: &mut Vcpu) {
                 options(nostack)
             )
         };
+        crate::iostat::count(crate::iostat::Count::Flushes);
     }
+    crate::iostat::count(crate::iostat::Count::Loads);
     crate::vm::load_vcpu(vcpu);
     if core::mem::take(&mut vcpu.vtimer_active) {
         crate::gic::activate_private(crate::irq::hyp_irqs().vtimer, this_redist());

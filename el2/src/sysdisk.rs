@@ -260,6 +260,8 @@ struct InFlight {
     tag: u64,
     sector: u64,
     to: Arc<Inbox>,
+    /// When it was submitted (`iostat`; 0 when not measured).
+    t0: u64,
 }
 
 /// A request's buffers as the queue takes them: device-readable ones (`ins`) first,
@@ -467,8 +469,9 @@ impl Engine {
         }
     }
 
-    /// Starts `op` for `to`, its data in `data`.
-    fn submit(&mut self, to: &Arc<Inbox>, tag: u64, op: BlockOp, data: Data) -> Submit {
+    /// Starts `op` for `to`, its data in `data` (`t0`: when a guest submitted it,
+    /// for `iostat`; 0 otherwise).
+    fn submit(&mut self, to: &Arc<Inbox>, tag: u64, op: BlockOp, data: Data, t0: u64) -> Submit {
         let done = |result, buf| Submit::Done(Completion { tag, result, buf });
         let (kind, offset) = match op {
             BlockOp::Flush if self.failed => return done(Err(BlockError::Io), self.unwind(data)),
@@ -507,6 +510,7 @@ impl Engine {
             tag,
             sector,
             to: to.clone(),
+            t0,
         };
         let fr = &mut self.frames[usize::from(frame)];
         fr.header = request_header(kind, sector);
@@ -577,6 +581,7 @@ impl Engine {
                 return;
             };
             self.in_flight -= 1;
+            crate::iostat::harvested(f.t0);
             let fr = &mut self.frames[usize::from(f.frame)];
             let mut ins: [&[u8]; QUEUE_SIZE] = [&[]; QUEUE_SIZE];
             let mut outs: [&mut [u8]; QUEUE_SIZE] = core::array::from_fn(|_| Default::default());
@@ -891,7 +896,7 @@ impl SystemDisk {
             } else {
                 Data::Buf(buf)
             };
-            let submitted = self.engine.lock().submit(&self.inbox, tag, op, data);
+            let submitted = self.engine.lock().submit(&self.inbox, tag, op, data, 0);
             match submitted {
                 Submit::Done(c) => {
                     self.bounce = c.buf;
@@ -1026,7 +1031,7 @@ impl SystemDisk {
                         addr: pa + done,
                         len: n as u32,
                     });
-                    engine.submit(&self.inbox, tag, op, Data::Guest(list))
+                    engine.submit(&self.inbox, tag, op, Data::Guest(list), 0)
                 };
                 match submitted {
                     Submit::Queued => {
@@ -1054,10 +1059,10 @@ impl SystemDisk {
             }
             let tag = self.next_tag;
             self.next_tag = self.next_tag.wrapping_add(1);
-            let submitted = self
-                .engine
-                .lock()
-                .submit(&self.inbox, tag, BlockOp::Flush, Data::None);
+            let submitted =
+                self.engine
+                    .lock()
+                    .submit(&self.inbox, tag, BlockOp::Flush, Data::None, 0);
             match submitted {
                 Submit::Queued => {
                     q.pending.insert(tag);
@@ -1187,10 +1192,14 @@ impl DiskExtent {
 
     /// Hands a placed operation to the engine, routing the disk's interrupt here.
     fn start(&mut self, tag: u64, op: BlockOp, data: Data) -> Submit {
+        let t0 = match data {
+            Data::Guest(_) => crate::iostat::submitting(),
+            _ => 0,
+        };
         let submitted = {
             let mut engine = self.engine.lock();
             route_interrupt_here();
-            engine.submit(&self.inbox, tag, op, data)
+            engine.submit(&self.inbox, tag, op, data, t0)
         };
         if intid().is_none() {
             // No interrupt will come: have the VM poll this disk until it is done.

@@ -540,9 +540,11 @@ impl Vm {
     }
 
     /// Resumes device work left over after a per-access budget ran out (one bounded
-    /// round), if a device said it left some. Called on `vcpu`'s interrupt exits and
-    /// in its idle loop: the guest may never notify again (VIRTIO_F_EVENT_IDX).
-    pub fn resume_deferred(&self, vcpu: usize) {
+    /// round), if a device said it left some. Called on a vCPU's interrupt exits and
+    /// in its WFI loop (`here`: that vCPU, which looks at its own interrupts itself)
+    /// and by a physical CPU with no vCPU to run (`None`: every vCPU the work
+    /// interrupts is woken): the guest may never notify again (VIRTIO_F_EVENT_IDX).
+    pub fn resume_deferred(&self, here: Option<usize>) {
         if !self.work.take() {
             return;
         }
@@ -550,7 +552,7 @@ impl Vm {
         {
             let mut mem = self.ram;
             let mut ctx = MmioContext {
-                vcpu,
+                vcpu: here.unwrap_or(0),
                 mem: &mut mem,
                 irq: &mut irq,
             };
@@ -559,7 +561,12 @@ impl Vm {
             }
         }
         if irq.touched {
-            let kicked = self.deliver_kicks(vcpu);
+            // From a CPU without a vCPU, no vCPU looks by itself: a blocked vCPU 0
+            // whose completion arrived here slept on until its next timer deadline.
+            let kicked = self.deliver_kicks(here.unwrap_or(usize::MAX));
+            crate::iostat::posted(self.task_base, kicked, here, |i| {
+                crate::smp::vcpu_running(self, i)
+            });
             // Completions are best delivered on the CPU of the vCPU they interrupt
             // (the system disk routes its interrupt there); when they interrupt no
             // vCPU (a polling guest) nothing is learnt.

@@ -189,6 +189,7 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
             // The system disk finished requests: hand them to their disks (a guest's
             // completes through `resume_deferred` below).
             id if Some(id) == crate::sysdisk::intid() => {
+                crate::iostat::count(crate::iostat::Count::IrqOnVcpu);
                 crate::sysdisk::service_interrupt();
                 irq::end(intid);
             }
@@ -205,7 +206,7 @@ pub fn service_irqs(vm: &Vm, vcpu: &mut Vcpu) {
             }
         }
     }
-    vm.resume_deferred(vcpu.idx);
+    vm.resume_deferred(Some(vcpu.idx));
     vm.deliver_kicks(vcpu.idx);
     crate::guests::service_deferred(Some(vm));
     // Monitor commands and `vm pause` stop here (a clean point: no lock held).
@@ -248,6 +249,7 @@ pub fn wfi(vm: &Vm, vcpu: &mut Vcpu, timeout: Option<u64>) {
         );
         let wfit = timeout.and_then(|t| wfit_wake_deadline(None, t, cntvoff, pnow));
         let until = [ptimer, vtimer, wfit].into_iter().flatten().min();
+        crate::iostat::block(vcpu.idx);
         crate::smp::block_vcpu(vm, vcpu, until);
     }
 }
@@ -278,6 +280,7 @@ pub fn idle(vm: &Vm, deadline: Option<u64>) {
                 irq::end(intid);
             }
             id if Some(id) == crate::sysdisk::intid() => {
+                crate::iostat::count(crate::iostat::Count::IrqIdle);
                 crate::sysdisk::service_interrupt();
                 irq::end(intid);
             }
