@@ -4863,8 +4863,9 @@ fn differential_make_activate_credential() {
                 "-o", "a2.out", "-P", "session:s.ctx"]),
             s(&["sh", "-c", "tpm2_flushcontext s.ctx; tpm2_flushcontext -t"]),
             s(&["cmp", "a2.out", "secret.data"]),
-            // 17: a flipped byte in the integrity HMAC.
-            s(&["sh", "-c", "cp mc1.out bad.out && printf '\\377' | dd of=bad.out bs=1 seek=14 conv=notrunc status=none"]),
+            // 17: a flipped byte in the integrity HMAC: byte 14 inverted, so it
+            // always changes (set to 0xff, it stayed as it was 1 time in 256).
+            s(&["sh", "-c", r#"cp mc1.out bad.out && b=$(od -An -tu1 -j14 -N1 mc1.out) && printf "$(printf '\\%03o' $((b ^ 255)))" | dd of=bad.out bs=1 seek=14 conv=notrunc status=none && ! cmp -s mc1.out bad.out"#]),
             s(&["tpm2_startauthsession", "--policy-session", "-S", "s.ctx"]),
             s(&["tpm2_policysecret", "-Q", "-S", "s.ctx", "-c", "e"]),
             s(&["tpm2_activatecredential", "-Q", "-c", "ak.ctx", "-C", "ek.ctx", "-i", "bad.out",
