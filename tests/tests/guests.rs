@@ -91,7 +91,8 @@ fn two_guests_run_side_by_side_and_each_stops_on_its_own() {
          monitor vm list\n\
          monitor vm pause a\n\
          send go\n\
-         expect \\(b\\) b-got=go\n",
+         expect \\(b\\) b-got=go\n\
+         expect no VM left to run; powering off\n",
     ));
     let outcome = boot(&o);
     let tail = console_tail(&outcome);
