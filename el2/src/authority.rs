@@ -113,6 +113,9 @@ pub fn start(vm: Vm, guest: &'static Vm) {
     GUEST.store(guest as *const Vm as *mut Vm, Ordering::Release);
     AUTHORITY.store(vm as *const Vm as *mut Vm, Ordering::Release);
     *SESSION.lock() = Some(Dispatcher::new());
+    // The shell has an escape of its own (Ctrl-] ends `attach`): every typed
+    // byte goes to the partition, and the monitor is its `vm …` commands.
+    crate::console::pass_escape();
     crate::smp::register(vm, PRIORITY);
     if let Err(e) = crate::smp::start_vcpu(vm, 0, false) {
         crate::fatal(format_args!(
@@ -138,6 +141,11 @@ pub fn call(vm: &Vm, vcpu: &mut Vcpu) {
     let outcome = loop {
         if let Some(o) = ANSWER.lock().take() {
             break o;
+        }
+        if crate::guests::still_on() == 0 {
+            // No guest vCPU will reach a checkpoint: the call runs here.
+            crate::control::serve_on_partition(vm, vcpu);
+            continue;
         }
         wake_a_guest_vcpu();
         crate::smp::sleep_vcpu(vm, vcpu, ticks.max(1));
@@ -188,11 +196,16 @@ pub fn notify(
 
 /// Wakes a powered-on vCPU of the guest to reach its checkpoint.
 fn wake_a_guest_vcpu() {
-    let Some(g) = guest() else {
-        return;
-    };
-    if let Some(i) = (0..g.vcpus()).find(|&i| g.power(i) == CpuPower::On) {
-        crate::smp::wake_vcpu(g, i);
+    // The primary first: it takes the calls while it runs (`control::run_pending`).
+    let running = guest()
+        .into_iter()
+        .chain(crate::guests::all().iter().copied())
+        .filter(|g| g.stopping() != Some(crate::vm::StopReason::PoweredOff));
+    for g in running {
+        if let Some(i) = (0..g.vcpus()).find(|&i| g.power(i) == CpuPower::On) {
+            crate::smp::wake_vcpu(g, i);
+            return;
+        }
     }
 }
 

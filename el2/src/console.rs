@@ -388,6 +388,12 @@ pub fn guest_input_waiting() -> bool {
     GUEST_WAITING.load(Ordering::Relaxed)
 }
 
+/// From now on the console's reader (the authority partition) gets every typed
+/// byte, the monitor's escape included (`monitor::Input::pass_escape`).
+pub fn pass_escape() {
+    INPUT.lock().pass_escape();
+}
+
 /// A byte typed on the host console, if any (for [`pump_input`]).
 #[inline(always)]
 pub fn poll_input() -> Option<u8> {

@@ -220,6 +220,17 @@ fn run_pending(vm: &Vm, vcpu: &mut Vcpu) {
     }
 }
 
+/// Runs the authority partition's waiting call on its own vCPU `vcpu` (of the
+/// partition `vm`): for when no guest vCPU is left to take it at a checkpoint.
+/// A call that needs a guest's own vCPU (a snapshot) is refused as such.
+pub fn serve_on_partition(vm: &Vm, vcpu: &mut Vcpu) {
+    let Some(_exec) = EXEC.try_lock() else {
+        return;
+    };
+    let here = vcpu.idx;
+    crate::authority::serve(&mut El2Control { vm, here, vcpu });
+}
+
 /// Where `vcpu` may stop or run monitor commands: called at the end of
 /// `wait::service_irqs`. One load and branch per flag when there is nothing to do.
 #[inline(always)]
@@ -255,7 +266,10 @@ fn run_line(vm: &Vm, vcpu: &mut Vcpu, line: LineText) {
         log::info!("host shutdown: powering off");
         crate::power::shutdown(0);
     }
-    if crate::suspend::suspended() && crate::guests::still_on() == 0 {
+    if crate::suspend::suspended()
+        && crate::guests::still_on() == 0
+        && crate::authority::get().is_none()
+    {
         log::info!("no VM left to run; powering off");
         crate::power::shutdown(0);
     }
@@ -333,7 +347,7 @@ impl<'a> El2Control<'a> {
     /// guest runs on it), or another (the partition's calls run on one guest
     /// and act on any; `host shutdown` acts on all).
     fn find(&self, name: &str) -> Result<&'a Vm, ControlError> {
-        if self.vm.name == name {
+        if self.vm.name == name && !crate::authority::is(self.vm) {
             return Ok(self.vm);
         }
         crate::guests::find(name).ok_or_else(|| ControlError::NoSuchVm(name.into()))
@@ -741,11 +755,14 @@ impl VmControl for El2Control<'_> {
             powered_off: Vec::new(),
             suspended: Vec::new(),
         };
-        let order = crate::guests::all()
+        // The others first, then the guest running this call (if a guest does:
+        // the partition's own vCPU serves calls once no guest runs).
+        let guests = crate::guests::all();
+        let order = guests
             .iter()
-            .copied()
-            .filter(|g| !core::ptr::eq(*g, own))
-            .chain(core::iter::once(own));
+            .filter(|g| !core::ptr::eq(**g, own))
+            .chain(guests.iter().filter(|g| core::ptr::eq(**g, own)))
+            .copied();
         for vm in order {
             if Self::state(vm) == VmState::Off {
                 continue;

@@ -1000,6 +1000,12 @@ fn powered_off(vm: &Vm, idx: usize) -> ! {
     // powering off at once, at least one sees the other stopped.
     core::sync::atomic::fence(Ordering::SeqCst);
     match guests::still_on() {
+        0 if authority::get().is_some_and(|a| !core::ptr::eq(a, vm)) => {
+            log::info!(
+                "no VM left to run; the host stays up for the authority partition (its `host shutdown` powers it off)"
+            );
+            smp::exit_vcpu(vm, idx, false)
+        }
         0 => {
             iostat::report("power-off");
             log::info!("no VM left to run; powering off");

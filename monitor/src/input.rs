@@ -14,6 +14,10 @@
 //!   byte is ignored. A line longer than [`LINE_MAX`] is refused when it ends,
 //!   with nothing of it executed. [`ESCAPE`] leaves the monitor, discarding an
 //!   unfinished line.
+//! - **Pass-through** ([`Input::pass_escape`]): when the console's reader has an
+//!   escape of its own — the authority partition's shell, whose `Ctrl-]` ends an
+//!   `attach` — every byte, [`ESCAPE`] included, is queued for it and the monitor
+//!   is never entered.
 
 /// `Ctrl-]`: enters and leaves the monitor.
 pub const ESCAPE: u8 = 0x1d;
@@ -117,6 +121,8 @@ pub struct Input {
     head: usize,
     queued: usize,
     dropped: u64,
+    /// [`ESCAPE`] goes to the reader too: the monitor cannot be entered.
+    pass_escape: bool,
 }
 
 impl Default for Input {
@@ -138,7 +144,16 @@ impl Input {
             head: 0,
             queued: 0,
             dropped: 0,
+            pass_escape: false,
         }
+    }
+
+    /// From now on every byte, [`ESCAPE`] included, goes to the reader (the
+    /// monitor, if the operator is in it, is left with its line discarded).
+    pub fn pass_escape(&mut self) {
+        self.pass_escape = true;
+        self.mode = Mode::Guest;
+        self.clear_line();
     }
 
     pub fn mode(&self) -> Mode {
@@ -148,7 +163,7 @@ impl Input {
     /// Takes one byte typed on the host console.
     pub fn feed(&mut self, b: u8) -> Step {
         match self.mode {
-            Mode::Guest if b == ESCAPE => {
+            Mode::Guest if b == ESCAPE && !self.pass_escape => {
                 self.mode = Mode::Monitor;
                 self.clear_line();
                 Step::Entered
@@ -322,6 +337,20 @@ mod tests {
         // Only what was typed in guest mode, without the escapes.
         assert_eq!(drain(&mut i), b"ls\rpwd\r");
         assert_eq!(i.guest_pending(), 0);
+    }
+
+    #[test]
+    fn pass_through_gives_the_escape_to_the_reader_and_leaves_the_monitor() {
+        let mut i = Input::new();
+        i.feed(ESCAPE);
+        feed_all(&mut i, b"vm li");
+        i.pass_escape();
+        assert_eq!(i.mode(), Mode::Guest);
+        let steps = feed_all(&mut i, b"a\x1db\r\x1d");
+        assert!(steps.iter().all(|s| *s == Step::Guest), "{steps:?}");
+        assert_eq!(i.mode(), Mode::Guest);
+        // The unfinished monitor line is gone; the escapes reached the reader.
+        assert_eq!(drain(&mut i), b"a\x1db\r\x1d");
     }
 
     #[test]

@@ -137,6 +137,68 @@ fn the_partition_boots_the_guest_hidden_presents_it_and_resumes_it_after_a_host_
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `cargo xtask run`'s own configuration (the partition is its default): the
+/// shell owns the serial line; `attach linux` hands it to the guest's shell until
+/// Ctrl-], which goes to the partition (the hypervisor no longer takes it for its
+/// monitor); the guest powering off leaves the host up for the partition, whose
+/// `vm start` (served on its own vCPU: no guest runs) boots the guest again; and
+/// `host shutdown` ends the run.
+#[test]
+fn the_default_shell_attaches_outlives_its_guest_and_starts_it_again() {
+    let _boot = boot_lock();
+    let layout = Layout::detect();
+    let disk = layout.out.join("test-disks/authority-default.img");
+    let words = [
+        "--headless",
+        "--timeout",
+        "300",
+        "--fresh",
+        "--system-disk",
+        &disk.to_string_lossy(),
+        "--script",
+        &script(
+            "authority-default.script",
+            "expect rayos> \n\
+             expect starting a shell\n\
+             send attach linux\n\
+             expect attached to vm linux's console\n\
+             send echo attached-$((6*7))\n\
+             expect attached-42\n\
+             send \\x1d\n\
+             expect detached from vm linux\n\
+             send vm list\n\
+             expect ok: 1 vm: linux vcpus=2 state=running\n\
+             send attach linux\n\
+             expect attached to vm linux's console\n\
+             send exit\n\
+             expect no VM left to run; the host stays up for the authority partition\n\
+             send \\x1d\n\
+             send vm list\n\
+             expect ok: 1 vm: linux vcpus=2 state=off\n\
+             send vm start linux\n\
+             expect ok: vm linux started\n\
+             expect starting a shell\n\
+             send vm list\n\
+             expect ok: 1 vm: linux vcpus=2 state=running\n\
+             send host shutdown\n\
+             expect powering off\n",
+        )
+        .to_string_lossy(),
+    ]
+    .map(String::from);
+    let o = xtask::run::parse_args(&words).expect("the run's options");
+    assert!(o.authority, "the partition is the default");
+    let outcome = run_captured(&layout, &o).unwrap_or_else(|e| panic!("set-up failed: {e}"));
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let c = outcome.console.replace('\r', "");
+    // Ctrl-] never reached the hypervisor's monitor.
+    assert!(!c.contains("[el2 monitor] entered"), "\n{tail}");
+    // The guest booted twice: at host boot and on `vm start`.
+    assert_eq!(c.matches("starting a shell").count(), 2, "\n{tail}");
+    let _ = std::fs::remove_file(&disk);
+}
+
 /// The partition beside a 2-vCPU guest spinning on both vCPUs of a 2-CPU host,
 /// under `-icount` (QEMU runs the CPUs in turn, guest time is instructions): the
 /// partition, scheduled above the guest, still answers its console — `vm list`

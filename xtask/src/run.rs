@@ -306,7 +306,7 @@ pub enum DiskBus {
 /// `run`'s synopsis (the usage line of `cargo xtask run --help`).
 pub const USAGE: &str = "cargo xtask run [--guest linux|selftest|bench-exits|virtio-hostile|reset-loop] [--profile linux-dt|uefi-acpi|windows] [--firmware-shell] [--secure-boot] [--boot-disk PATH] [--vm NAME] [--kernel PATH] [--initrd PATH] \
 [--append ARGS] [--smp N] [--host-cpus N] [--mem SIZE] [--guest-cmd 'CMD'] [--nvme SIZE|system] [--virtio-pci SIZE] [--usb] [--usb-storage PATH] [--msi its|v2m] [--disk-bus nvme|virtio-pci] [--install-media PATH.iso] [--system-disk PATH] [--fresh] [--cold] [--headless] [--timeout SECONDS] [--script FILE] \
-[--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--authority] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
+[--boot kernel|efi] [--accel tcg|kvm] [--cpu MODEL] [--icount] [--authority|--no-authority] [--gui] [--qmp PATH] [--display WxH] [--verbose] [--qemu-arg ARG]... [--hypervisor-fault panic|data-abort|stack-overflow|write-text|execute-data]";
 
 /// What `cargo xtask run --help` says after the options.
 pub const NOTES: &str = "\
@@ -328,7 +328,10 @@ pub const NOTES: &str = "\
   (Ctrl-] into the hypervisor monitor, COMMAND, its status line printed, Ctrl-] back; docs/monitor.md),
   `screendump FILE` (a PPM of the physical display, through QMP), `qmp COMMAND {JSON}` (any
   QMP command, e.g. `input-send-event`), `# comment`.
-  On the console, Ctrl-] enters and leaves the monitor. The physical display is QEMU's
+  The Linux guest runs beside the authority partition (--no-authority: without it): the console is the
+  partition's `rayos>` shell (docs/console.md): `attach NAME` gives the console to a guest, Ctrl-] takes it
+  back. Without the partition the guest has the console and Ctrl-] enters and leaves the hypervisor's
+  monitor (`monitor` script lines need that). The physical display is QEMU's
   virtio-gpu-device (--display WxH, default 1280x800): headless unless --gui.";
 
 /// `run`'s flags as clap reads them ([`parse_args`] and `cargo xtask run`).
@@ -428,10 +431,14 @@ pub struct RunArgs {
     /// -icount shift=0 (exact instruction counts)
     #[arg(long)]
     icount: bool,
-    /// run the reference authority partition (guests/authority) beside the guest;
-    /// the serial console becomes its `rayos>` shell
-    #[arg(long)]
+    /// run the reference authority partition (guests/authority) beside the guest
+    /// (the default for the Linux guest): the serial console is its `rayos>` shell
+    #[arg(long, conflicts_with = "no_authority")]
     authority: bool,
+    /// run without the authority partition: the guest owns the serial console and
+    /// Ctrl-] reaches the hypervisor's monitor
+    #[arg(long)]
+    no_authority: bool,
     /// print the QEMU command line and bundle details, and turn on the
     /// hypervisor's debug log lines (`rayos.log=debug`)
     #[arg(long, short = 'v')]
@@ -683,6 +690,13 @@ impl RunArgs {
                 "--firmware-shell and --firmware apply to --profile uefi-acpi".into(),
             ));
         }
+        // The default for the Linux guest (the registry's VMs). The test guests
+        // are programs that drive the hypervisor themselves, and a `--guest-cmd`
+        // run ends with its command (the partition would keep the host up).
+        let authority = self.authority
+            || (!self.no_authority
+                && self.guest.unwrap_or_default() == Guest::Linux
+                && self.guest_cmd.is_none());
         let o = RunOptions {
             guest: self.guest.unwrap_or_default(),
             profile,
@@ -713,7 +727,7 @@ impl RunArgs {
             script: self.script,
             accel: self.accel.unwrap_or_default(),
             icount: self.icount,
-            authority: self.authority,
+            authority,
             verbose: self.verbose,
             qemu_args: extra.into_iter().flat_map(|(_, a)| a).collect(),
             hypervisor_fault: self.hypervisor_fault,
@@ -867,8 +881,18 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::io(format!("read script {}", path.display()), e))?;
-            script::parse(&text)
-                .map_err(|e| Error::step(format!("script {}", path.display()), e.to_string()))?
+            let steps = script::parse(&text)
+                .map_err(|e| Error::step(format!("script {}", path.display()), e.to_string()))?;
+            if let Some(s) = steps
+                .iter()
+                .find(|s| o.authority && matches!(s.action, script::Action::Monitor(_)))
+            {
+                return Err(Error::step(
+                    format!("script {}", path.display()),
+                    format!("{s}: the authority partition's shell owns the console, so Ctrl-] does not reach the hypervisor's monitor: send the command to the shell (`send vm list`) or run with --no-authority"),
+                ));
+            }
+            steps
         }
         None => Vec::new(),
     };
@@ -1587,6 +1611,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_script_with_monitor_lines_is_refused_beside_the_partition_before_anything_runs() {
+        let dir = std::env::temp_dir().join(format!("xtask-monitor-script-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.script");
+        std::fs::write(&path, "expect rayos> \nmonitor vm list\n").unwrap();
+        let o = parse_args(&["--script".into(), path.to_string_lossy().into_owned()]).unwrap();
+        assert!(o.authority);
+        let layout = Layout::with_dirs(dir.clone(), dir.join("target"));
+        let e = prepare(&layout, &o).expect_err("refused").to_string();
+        assert!(e.contains("line 2") && e.contains("--no-authority"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_guest_cmd_the_kernel_would_cut_is_refused_with_the_longest_that_fits() {
         let base = "console=ttyAMA0 earlycon=pl011,0x09000000";
         let fits = |n: usize| {
@@ -1736,6 +1774,18 @@ mod tests {
         assert_eq!(c.qemu_args, ["-cpu", "cortex-a72"]);
         let d = parse_args(&[]).unwrap();
         assert_eq!(d.guest, Guest::Linux);
+        // The authority partition is the Linux guest's default configuration.
+        assert!(d.authority);
+        assert!(!parse_args(&args("--no-authority")).unwrap().authority);
+        assert!(!parse_args(&args("--guest selftest")).unwrap().authority);
+        assert!(
+            parse_args(&args("--guest selftest --authority"))
+                .unwrap()
+                .authority
+        );
+        assert!(parse_args(&args("--authority --no-authority")).is_err());
+        let cmd = parse_args(&["--guest-cmd".into(), "true".into()]).unwrap();
+        assert!(!cmd.authority, "a one-shot command run ends with its guest");
         assert_eq!(d.accel, Accel::Tcg);
         let cmd = parse_args(&[
             "--guest-cmd".into(),
