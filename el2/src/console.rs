@@ -329,9 +329,25 @@ pub fn guest_put(slot: usize, src: Source, b: u8) {
     let mut line = LINES[line_index(slot, src)].lock();
     line.writer = MPIDR_EL1.get();
     if line.buf.push(b) {
+        let slowest = (slot == AUTHORITY_SLOT)
+            .then(|| ANSWERS.lock().printed(line.buf.bytes(), CNTPCT_EL0.get()))
+            .flatten();
         line.flush(slot, src);
+        drop(line);
+        if let Some(ticks) = slowest {
+            let answers = ANSWERS.lock().answers;
+            log::info!(
+                "console: the authority partition answered in {} us, its slowest of {answers} answer(s) yet (typed line end to status line, system counter: guest time under -icount)",
+                ticks.saturating_mul(1_000_000) / CNTFRQ_EL0.get().max(1)
+            );
+        }
     }
 }
+
+/// How long the authority partition's shell takes to answer a command typed on
+/// the console (`monitor::answer`). Lock order: a guest line, then this.
+static ANSWERS: Mutex<monitor::answer::AnswerClock> =
+    Mutex::new(monitor::answer::AnswerClock::new());
 
 /// Guest console output from `src` in one batch (a virtio transmit buffer): whole
 /// lines go out as they end, the rest at the end of the batch.
@@ -410,13 +426,12 @@ pub fn pump_input(first: Option<u8>, guest: &mut [u8]) -> usize {
     let mut next = first;
     for _ in 0..MAX_INPUT_PER_PUMP {
         let Some(b) = next else { break };
-        let step = input.feed(b);
-        show(step);
+        show(feed(&mut input, b));
         next = HOST.lock().uart.get();
     }
     if let Some(b) = next {
         // The budget ran out with a byte in hand: it is not lost.
-        show(input.feed(b));
+        show(feed(&mut input, b));
     }
     let dropped = input.take_dropped();
     if dropped > 0 {
@@ -425,6 +440,19 @@ pub fn pump_input(first: Option<u8>, guest: &mut [u8]) -> usize {
     let n = input.take_guest(guest);
     GUEST_WAITING.store(input.guest_pending() > 0, Ordering::Relaxed);
     n
+}
+
+/// One typed byte through the escape state machine; a line end for the
+/// authority partition starts its answer clock.
+fn feed(input: &mut monitor::Input, b: u8) -> monitor::Step {
+    let step = input.feed(b);
+    if step == monitor::Step::Guest
+        && (b == b'\r' || b == b'\n')
+        && crate::authority::get().is_some()
+    {
+        ANSWERS.lock().typed(CNTPCT_EL0.get());
+    }
+    step
 }
 
 /// Erases one character on the terminal.

@@ -31,6 +31,7 @@ pub mod abi;
 pub mod abi_client;
 #[cfg(test)]
 mod abi_tests;
+pub mod answer;
 pub mod command;
 pub mod control;
 pub mod input;

@@ -203,7 +203,8 @@ fn the_default_shell_attaches_outlives_its_guest_and_starts_it_again() {
 /// under `-icount` (QEMU runs the CPUs in turn, guest time is instructions): the
 /// partition, scheduled above the guest, still answers its console — `vm list`
 /// and `display status` come back while both loops keep spinning (the loops
-/// print their progress after the answers).
+/// print their progress after the answers) — each within 100 ms of guest time
+/// (el2's answer clock, `monitor::answer`).
 #[test]
 fn the_partition_answers_while_the_guest_spins_on_every_cpu() {
     let _boot = boot_lock();
@@ -238,6 +239,23 @@ fn the_partition_answers_while_the_guest_spins_on_every_cpu() {
         outcome.ending,
         Ending::ScriptDone,
         "the partition did not answer under load\n{tail}"
+    );
+    // el2 timed each answer, from the typed line end to the status line, on the
+    // counter (guest time under -icount) and reported every new slowest one.
+    let times: Vec<u64> = outcome
+        .console
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("the authority partition answered in ").nth(1)?;
+            rest.split(' ').next()?.parse().ok()
+        })
+        .collect();
+    assert!(!times.is_empty(), "no answer time reported\n{tail}");
+    let slowest = times.iter().max().copied().unwrap_or_default();
+    eprintln!("the partition's answer times, each the slowest yet (us of guest time): {times:?}");
+    assert!(
+        slowest < 100_000,
+        "the partition took {slowest} us of guest time to answer (limit 100 ms)\n{tail}"
     );
 }
 
