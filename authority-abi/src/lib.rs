@@ -16,7 +16,8 @@
 //!   or why it failed, read with `REPLY`.
 //! - **The event ring** ([`ring`]) is a single-producer single-consumer ring in
 //!   authority memory, registered by `OPEN`: the hypervisor reports VM state
-//!   changes, frames ready and finished input scripts there.
+//!   changes, frames ready and finished input scripts there, and (minor 2) the
+//!   physical input no guest takes, which is RayOS's.
 //!
 //! **Versioning.** [`VERSION`] is `major.minor`. A session starts with `OPEN`
 //! carrying the caller's version: a different major, or a minor newer than the
@@ -35,7 +36,7 @@ pub mod reply;
 pub mod ring;
 
 /// This ABI's version.
-pub const VERSION: Version = Version { major: 1, minor: 1 };
+pub const VERSION: Version = Version { major: 1, minor: 2 };
 
 /// An ABI version, passed in one register as `major << 16 | minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -29,6 +29,7 @@
 //! barrier is the caller's).
 
 use crate::call::{Rect, VmId, VmState};
+use crate::input::{InputEvent, EVENT_SIZE};
 use crate::VERSION;
 
 /// The header's bytes; entries start here.
@@ -65,6 +66,12 @@ pub enum Event {
     /// An input script ended after `steps` steps with `status` (0, or a
     /// negative [`crate::Status`] value).
     ScriptDone { vm: VmId, steps: u64, status: i64 },
+    /// Physical input RayOS keeps (ABI 1.2): an event of the physical keyboard or
+    /// tablet that no guest takes — none is presented and interactive, or the
+    /// pointer is outside the presented VM's panel. Positions are display pixels.
+    /// The entry's `vm` is 0; `a` and `b` hold the event's 16-byte record
+    /// ([`InputEvent::encode`]).
+    Input { event: InputEvent },
     /// A kind a newer hypervisor minor defines; an older consumer skips it.
     Unknown { kind: u32 },
 }
@@ -158,6 +165,15 @@ pub fn push(mem: &mut [u8], ev: &Event) -> Result<u32, RingError> {
             damage.w as u64 | (damage.h as u64) << 32,
         ),
         Event::ScriptDone { vm, steps, status } => (3, vm.0, steps, status as u64, 0),
+        Event::Input { event } => {
+            let r = event.encode();
+            let half = |at: usize| {
+                let mut h = [0u8; 8];
+                h.copy_from_slice(&r[at..at + 8]);
+                u64::from_le_bytes(h)
+            };
+            (4, 0, half(0), half(8), 0)
+        }
         // Never produced: only a consumer sees kinds it does not know.
         Event::Unknown { .. } => return Err(RingError::Corrupt),
     };
@@ -213,6 +229,14 @@ pub fn pop(mem: &mut [u8]) -> Result<Option<Event>, RingError> {
             steps: a,
             status: b as i64,
         },
+        4 => {
+            let mut r = [0u8; EVENT_SIZE];
+            r[..8].copy_from_slice(&a.to_le_bytes());
+            r[8..].copy_from_slice(&b.to_le_bytes());
+            Event::Input {
+                event: InputEvent::decode(&r).map_err(|_| RingError::Corrupt)?,
+            }
+        }
         kind => Event::Unknown { kind },
     };
     put32(mem, CONSUMER, consumer.wrapping_add(1));
@@ -236,7 +260,14 @@ mod tests {
     use std::vec::Vec;
 
     fn ev(i: u64) -> Event {
-        match i % 3 {
+        match i % 4 {
+            3 => Event::Input {
+                event: InputEvent::PointerAbs {
+                    x: i as i32,
+                    y: -(i as i32),
+                    space: crate::input::Space::Display,
+                },
+            },
             0 => Event::VmState {
                 vm: VmId(i as u32),
                 state: VmState::Paused,

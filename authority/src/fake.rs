@@ -41,6 +41,8 @@ pub struct Model {
     pub done: Vec<(String, u64, i64)>,
     /// Frames the hypervisor reports after the call: (VM, frame, damage).
     pub frames: Vec<(String, u64, call::Rect)>,
+    /// Physical input el2 hands RayOS (reported after the next call, once open).
+    pub kept: Vec<authority_abi::input::InputEvent>,
 }
 
 /// The guest frame every VM of the model shows: 8x4 pixels, byte `i` of row `y`
@@ -70,6 +72,7 @@ impl Model {
             refuse_start: false,
             done: Vec::new(),
             frames: Vec::new(),
+            kept: Vec::new(),
         }
     }
     fn vm(&mut self, n: &str) -> Result<&mut Vm, ControlError> {
@@ -346,6 +349,12 @@ impl Hypercall for Hyp {
             let vm = self.d.id_of(&vm);
             let ev = authority_abi::ring::Event::FrameReady { vm, frame, damage };
             self.d.notify(&ev, &mut r).unwrap();
+        }
+        if self.d.is_open() {
+            for event in core::mem::take(&mut self.m.kept) {
+                let ev = authority_abi::ring::Event::Input { event };
+                self.d.notify(&ev, &mut r).unwrap();
+            }
         }
         [x0, 0, 0, 0]
     }
@@ -767,4 +776,43 @@ fn frames_counts_the_frame_ready_events() {
     );
     assert!(out.contains("ok: vm bg: no frame-ready events"), "{out}");
     assert!(out.contains("error: no VM named 'nosuch'"), "{out}");
+}
+
+#[test]
+fn input_kept_counts_the_physical_input_rayos_got() {
+    use authority_abi::input::{Button, InputEvent, Space};
+    let mut m = Model::with(&[("linux", Running, 0)]);
+    m.kept = std::vec![
+        InputEvent::Key {
+            usage: 0x04,
+            pressed: true
+        },
+        InputEvent::PointerAbs {
+            x: 5,
+            y: 6,
+            space: Space::Display
+        },
+        InputEvent::Button {
+            button: Button::Left,
+            pressed: true
+        },
+        InputEvent::Key {
+            usage: 0x04,
+            pressed: false
+        },
+    ];
+    let mut c = ctl(m);
+    let mut sh = Shell::new();
+    let out = typed(&mut sh, &mut c, "input kept\r");
+    assert!(out.contains("ok: rayos kept 0 input event(s)"), "{out}");
+    let mut out = Vec::new();
+    sh.events(&mut c, &mut out);
+    assert!(out.is_empty(), "kept input prints nothing");
+    let out = typed(&mut sh, &mut c, "input kept\r");
+    assert!(
+        out.contains(
+            "ok: rayos kept 4 input event(s) no guest took: 2 key, 1 pointer, 1 button, 0 other; last: key 0x04 up"
+        ),
+        "{out}"
+    );
 }

@@ -10,10 +10,11 @@
 //! `Ctrl-]` ([`monitor::ESCAPE`]).
 
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use authority_abi::call::{Rect, VmId};
+use authority_abi::input::InputEvent;
 use authority_abi::ring::Event;
 use input::run::RegionHasher;
 use input::script::Script;
@@ -39,7 +40,7 @@ pub const SCRIPT_NAME_MAX: usize = 32;
 pub const SHELL_HELP: &str = "shell: present NAME | leave NAME | vm start NAME | \
 input type NAME TEXT | input gaze NAME X Y [MS] | input script NAME FILE | \
 script FILE (lines, then `end`) | scripts | capture NAME [X Y W H] | frames NAME | \
-attach NAME (Ctrl-] returns)";
+input kept | attach NAME (Ctrl-] returns)";
 
 /// Scripts built into the authority image: (name, text).
 pub const BUILTIN_SCRIPTS: &[(&str, &str)] = &[
@@ -49,6 +50,63 @@ pub const BUILTIN_SCRIPTS: &[(&str, &str)] = &[
         "# switches to the second virtual console and waits for it to draw\nkey ctrl+alt+f2\nwait-change 0 0 640 16 timeout 5000\n",
     ),
 ];
+
+/// The physical input RayOS kept (`Event::Input`): counts by kind, and the last.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct KeptInput {
+    keys: u64,
+    pointer: u64,
+    buttons: u64,
+    other: u64,
+    last: Option<InputEvent>,
+}
+
+impl KeptInput {
+    fn add(&mut self, e: InputEvent) {
+        match e {
+            InputEvent::Key { .. } => self.keys += 1,
+            InputEvent::PointerAbs { .. } | InputEvent::PointerRel { .. } => self.pointer += 1,
+            InputEvent::Button { .. } => self.buttons += 1,
+            InputEvent::Wheel { .. } | InputEvent::Gaze { .. } => self.other += 1,
+        }
+        self.last = Some(e);
+    }
+}
+
+impl core::fmt::Display for KeptInput {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let n = self.keys + self.pointer + self.buttons + self.other;
+        write!(
+            f,
+            "rayos kept {n} input event(s) no guest took: {} key, {} pointer, {} button, {} other",
+            self.keys, self.pointer, self.buttons, self.other
+        )?;
+        match self.last {
+            Some(InputEvent::Key { usage, pressed }) => {
+                write!(
+                    f,
+                    "; last: key {usage:#04x} {}",
+                    if pressed { "down" } else { "up" }
+                )
+            }
+            Some(InputEvent::PointerAbs { x, y, .. }) => write!(f, "; last: pointer at {x} {y}"),
+            Some(InputEvent::PointerRel { dx, dy }) => write!(f, "; last: pointer by {dx} {dy}"),
+            Some(InputEvent::Button { button, pressed }) => write!(
+                f,
+                "; last: button {button:?} {}",
+                if pressed { "down" } else { "up" }
+            ),
+            Some(InputEvent::Wheel {
+                vertical,
+                horizontal,
+            }) => {
+                write!(f, "; last: wheel {vertical} {horizontal}")
+            }
+            Some(InputEvent::Gaze { x, y }) => write!(f, "; last: gaze at {x} {y}"),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Bytes of guest console input that wait for its UART, at most.
 const PENDING_MAX: usize = 4096;
@@ -68,6 +126,8 @@ pub struct Shell {
     started: Vec<(String, String)>,
     /// Per VM id: FrameReady events seen, and the last one's frame and damage.
     frames: Vec<(VmId, u64, u64, Rect)>,
+    /// The physical input no guest took, which the hypervisor handed to RayOS.
+    kept: KeptInput,
 }
 
 impl Default for Shell {
@@ -130,6 +190,7 @@ impl Shell {
             scripts: Vec::new(),
             started: Vec::new(),
             frames: Vec::new(),
+            kept: KeptInput::default(),
         }
     }
 
@@ -322,6 +383,7 @@ impl Shell {
                     None => ok(t, &format!("vm {vm}: no frame-ready events")),
                 }
             }
+            ["input", "kept"] => ok(t, &self.kept.to_string()),
             ["script", name] => {
                 let good = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-');
                 if name.len() > SCRIPT_NAME_MAX || !name.bytes().all(good) {
@@ -423,6 +485,10 @@ impl Shell {
         }
         let mut lines = Vec::new();
         for e in events {
+            if let Event::Input { event } = e {
+                self.kept.add(event);
+                continue;
+            }
             if let Event::FrameReady { vm, frame, damage } = e {
                 match self.frames.iter_mut().find(|f| f.0 == vm) {
                     Some(f) => *f = (vm, f.1 + 1, frame, damage),

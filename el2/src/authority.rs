@@ -194,6 +194,64 @@ pub fn notify(
     true
 }
 
+/// Physical input RayOS keeps (no guest took it), waiting for the event ring
+/// while the session is busy with a call; at most [`KEPT_MAX`], the oldest
+/// dropped (and counted) past that.
+static KEPT: Mutex<alloc::collections::VecDeque<authority_abi::input::InputEvent>> =
+    Mutex::new(alloc::collections::VecDeque::new());
+static KEPT_WAITING: AtomicBool = AtomicBool::new(false);
+const KEPT_MAX: usize = 256;
+
+/// Hands physical input no guest took to the partition (RayOS's own input):
+/// `Event::Input` on its ring, now or at the next [`post_kept`]. Nothing
+/// without a partition.
+pub fn keep_input(events: &[authority_abi::input::InputEvent]) {
+    if get().is_none() || events.is_empty() {
+        return;
+    }
+    {
+        let mut q = KEPT.lock();
+        for e in events {
+            if q.len() == KEPT_MAX {
+                q.pop_front();
+                log::warn!("authority: physical input for RayOS dropped: {KEPT_MAX} events wait for its ring");
+            }
+            q.push_back(*e);
+        }
+    }
+    KEPT_WAITING.store(true, Ordering::Release);
+    post_kept();
+}
+
+/// Posts the kept input waiting for the ring, unless a call holds the session
+/// (then the next call of this, from the render loop's occasions, does).
+pub fn post_kept() {
+    if !KEPT_WAITING.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(auth) = get() else {
+        return;
+    };
+    let Some(mut session) = SESSION.try_lock() else {
+        return;
+    };
+    let Some(d) = session.as_mut() else {
+        return;
+    };
+    let mut mem = PartitionMemory(auth.ram);
+    let mut q = KEPT.lock();
+    while let Some(event) = q.pop_front() {
+        let ev = authority_abi::ring::Event::Input { event };
+        if let Err(e) = d.notify(&ev, &mut mem) {
+            log::debug!(
+                "authority event {ev:?} lost: {e:?} ({} lost so far)",
+                d.lost_events()
+            );
+        }
+    }
+    KEPT_WAITING.store(false, Ordering::Release);
+}
+
 /// Wakes a powered-on vCPU of the guest to reach its checkpoint.
 fn wake_a_guest_vcpu() {
     // The primary first: it takes the calls while it runs (`control::run_pending`).

@@ -554,6 +554,7 @@ pub fn tick(idle: bool) {
     // routed, which reads the presentation).
     crate::input::poll_physical();
     crate::scripts::poll();
+    crate::authority::post_kept();
     let Some(mut guard) = DISPLAY.try_lock() else {
         return;
     };

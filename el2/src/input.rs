@@ -308,14 +308,27 @@ impl Routing {
         dropped
     }
 
-    fn route_at(&mut self, now: u64, events: &[InputEvent], here: usize, t: &mut Tally) {
+    /// Routes `events`; those no guest takes (not interactive, or outside the
+    /// panel) go to `kept` when given (physical input: RayOS's).
+    fn route_at(
+        &mut self,
+        now: u64,
+        events: &[InputEvent],
+        here: usize,
+        t: &mut Tally,
+        mut kept: Option<&mut Vec<InputEvent>>,
+    ) {
         let mut out = Vec::new();
         for e in events {
-            match self.router.route(now, e, &mut out) {
+            let routed = self.router.route(now, e, &mut out);
+            match routed {
                 Routed::Delivered => t.delivered += 1,
                 Routed::NotInteractive => t.not_interactive += 1,
                 Routed::Outside => t.outside += 1,
                 Routed::Ignored => t.ignored += 1,
+            }
+            if let (Routed::NotInteractive | Routed::Outside, Some(k)) = (routed, kept.as_mut()) {
+                k.push(*e);
             }
         }
         t.dropped += self.deliver(&out, here);
@@ -338,9 +351,17 @@ pub fn presentation_changed(here: usize) {
 /// physical devices, later the authority partition) through its router to its
 /// sinks. `here` is the calling vCPU (`usize::MAX`: none).
 pub fn route(events: &[InputEvent], here: usize) -> Tally {
+    route_keeping(events, here, None)
+}
+
+/// [`route`], putting the events no guest takes in `kept`.
+fn route_keeping(events: &[InputEvent], here: usize, kept: Option<&mut Vec<InputEvent>>) -> Tally {
     let mut t = Tally::default();
     let Some(vm) = ROUTING.lock().as_ref().map(|r| r.vm) else {
         t.not_interactive = events.len() as u32;
+        if let Some(k) = kept {
+            k.extend_from_slice(events);
+        }
         return t;
     };
     let map = crate::display::pointer_map(vm);
@@ -348,9 +369,17 @@ pub fn route(events: &[InputEvent], here: usize) -> Tally {
         r.follow(map, here);
         r.clock_ms = r.clock_ms.max(now_ms());
         let now = r.clock_ms;
-        r.route_at(now, events, here, &mut t);
+        r.route_at(now, events, here, &mut t, kept);
     }
     t
+}
+
+/// Physical input: routed like any source; what no guest takes is RayOS's and
+/// goes to the authority partition (`authority::keep_input`).
+fn route_physical(events: &[InputEvent]) {
+    let mut kept = Vec::new();
+    route_keeping(events, usize::MAX, Some(&mut kept));
+    crate::authority::keep_input(&kept);
 }
 
 /// [`route`] for a paced source (an input script): `None`, and nothing routed,
@@ -371,7 +400,7 @@ pub fn route_paced(e: &InputEvent, here: usize) -> Option<Tally> {
     r.follow(map, here);
     r.clock_ms = r.clock_ms.max(now_ms());
     let now = r.clock_ms;
-    r.route_at(now, core::slice::from_ref(e), here, &mut t);
+    r.route_at(now, core::slice::from_ref(e), here, &mut t, None);
     Some(t)
 }
 
@@ -459,7 +488,7 @@ fn gaze(x: i32, y: i32, ms: u32, here: usize) -> String {
         let start = r.clock_ms.max(now_ms());
         let mut at = 0;
         loop {
-            r.route_at(start + at, &[InputEvent::Gaze { x, y }], here, &mut t);
+            r.route_at(start + at, &[InputEvent::Gaze { x, y }], here, &mut t, None);
             samples += 1;
             if at >= u64::from(ms) {
                 break;
@@ -707,7 +736,7 @@ pub fn service_interrupt(intid: u32) {
     }
     // Routed under the lock, so two CPUs cannot reorder events.
     if !events.is_empty() {
-        route(&events, usize::MAX);
+        route_physical(&events);
     }
 }
 
@@ -746,6 +775,6 @@ fn drain(p: Option<&mut PhysicalInput>, which: impl Fn(&HostInput) -> bool) {
     // Routed under the lock, so two CPUs polling cannot reorder events (the
     // routing's and the display's locks are never held when this one is taken).
     if !events.is_empty() {
-        route(&events, usize::MAX);
+        route_physical(&events);
     }
 }

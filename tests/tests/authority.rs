@@ -142,12 +142,23 @@ fn the_partition_boots_the_guest_hidden_presents_it_and_resumes_it_after_a_host_
 /// Ctrl-], which goes to the partition (the hypervisor no longer takes it for its
 /// monitor); the guest powering off leaves the host up for the partition, whose
 /// `vm start` (served on its own vCPU: no guest runs) boots the guest again; and
-/// `host shutdown` ends the run.
+/// `host shutdown` ends the run. Physical input (QMP clicks on the virtio
+/// tablet) while the guest is hidden goes to RayOS (`input kept`), and once it
+/// is presented and interactive, to the guest instead.
 #[test]
 fn the_default_shell_attaches_outlives_its_guest_and_starts_it_again() {
     let _boot = boot_lock();
     let layout = Layout::detect();
     let disk = layout.out.join("test-disks/authority-default.img");
+    // A tablet move to the display's middle and a left click, through QMP.
+    let qmp = |events: &str| format!("qmp input-send-event {{\"events\": [{events}]}}\n");
+    let click = [
+        qmp(r#"{"type": "abs", "data": {"axis": "x", "value": 16384}}, {"type": "abs", "data": {"axis": "y", "value": 16384}}"#),
+        qmp(r#"{"type": "btn", "data": {"down": true, "button": "left"}}"#),
+        qmp(r#"{"type": "btn", "data": {"down": false, "button": "left"}}"#),
+        "sleep 1\n".into(),
+    ]
+    .concat();
     let words = [
         "--headless",
         "--timeout",
@@ -158,7 +169,7 @@ fn the_default_shell_attaches_outlives_its_guest_and_starts_it_again() {
         "--script",
         &script(
             "authority-default.script",
-            "expect rayos> \n\
+            &format!("expect rayos> \n\
              expect starting a shell\n\
              send attach linux\n\
              expect attached to vm linux's console\n\
@@ -168,6 +179,14 @@ fn the_default_shell_attaches_outlives_its_guest_and_starts_it_again() {
              expect detached from vm linux\n\
              send vm list\n\
              expect ok: 1 vm: linux vcpus=2 state=running\n\
+             {click}\
+             send input kept\n\
+             expect ok: rayos kept [1-9][0-9]* input event\\(s\\) no guest took: 0 key, [1-9][0-9]* pointer, 2 button, 0 other; last: button Left up\n\
+             send present linux\n\
+             expect ok: vm linux presented fullscreen, interactive\n\
+             {click}\
+             send input kept\n\
+             expect ok: rayos kept\n\
              send attach linux\n\
              expect attached to vm linux's console\n\
              send exit\n\
@@ -181,7 +200,7 @@ fn the_default_shell_attaches_outlives_its_guest_and_starts_it_again() {
              send vm list\n\
              expect ok: 1 vm: linux vcpus=2 state=running\n\
              send host shutdown\n\
-             expect powering off\n",
+             expect powering off\n"),
         )
         .to_string_lossy(),
     ]
@@ -196,6 +215,17 @@ fn the_default_shell_attaches_outlives_its_guest_and_starts_it_again() {
     assert!(!c.contains("[el2 monitor] entered"), "\n{tail}");
     // The guest booted twice: at host boot and on `vm start`.
     assert_eq!(c.matches("starting a shell").count(), 2, "\n{tail}");
+    // Physical input while the guest ran hidden was RayOS's (`input kept`);
+    // once it was presented and interactive the same input went to the guest.
+    let kept: Vec<&str> = c
+        .lines()
+        .filter(|l| l.starts_with("ok: rayos kept"))
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}\n{tail}");
+    assert_eq!(
+        kept[0], kept[1],
+        "input reached RayOS while the guest was presented\n{tail}"
+    );
     let _ = std::fs::remove_file(&disk);
 }
 
