@@ -143,11 +143,15 @@ pub fn call(vm: &Vm, vcpu: &mut Vcpu) {
             break o;
         }
         if crate::guests::still_on() == 0 {
-            // No guest vCPU will reach a checkpoint: the call runs here.
+            // No guest vCPU will reach a checkpoint: the call runs here (unless a
+            // guest's last checkpoint is running it: then its answer comes).
             crate::control::serve_on_partition(vm, vcpu);
-            continue;
+            if ANSWER.lock().is_some() {
+                continue;
+            }
+        } else {
+            wake_a_guest_vcpu();
         }
-        wake_a_guest_vcpu();
         crate::smp::sleep_vcpu(vm, vcpu, ticks.max(1));
     };
     vcpu.regs.x[0] = outcome.x0;
