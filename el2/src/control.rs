@@ -378,18 +378,6 @@ impl<'a> El2Control<'a> {
         Ok(vm)
     }
 
-    /// `vm` if it is the primary guest: the input router serves that one (`what`
-    /// names the refused operation).
-    fn primary_only(vm: &'a Vm, what: &str) -> Result<&'a Vm, ControlError> {
-        if crate::guests::index_of(vm) == Some(0) {
-            return Ok(vm);
-        }
-        Err(ControlError::Unsupported {
-            what: format!("{what} on vm {}", vm.name),
-            why: "input reaches the primary guest (the first VM started) only",
-        })
-    }
-
     /// This command's vCPU index in `vm` (`None`: it runs on another guest).
     fn here_in(&self, vm: &Vm) -> Option<usize> {
         core::ptr::eq(self.vm, vm).then_some(self.here)
@@ -482,9 +470,9 @@ impl monitor::abi::AbiTarget for El2Control<'_> {
         name: &str,
         events: &[authority_abi::input::InputEvent],
     ) -> Result<u64, ControlError> {
-        let vm = Self::primary_only(self.find(name)?, "input")?;
+        let vm = self.find(name)?;
         Ok(u64::from(
-            crate::input::route(events, self.kick_from(vm)).delivered,
+            crate::input::route(vm, events, self.kick_from(vm)).delivered,
         ))
     }
 
@@ -828,8 +816,8 @@ impl VmControl for El2Control<'_> {
         name: &str,
         action: monitor::command::InputAction,
     ) -> Result<String, ControlError> {
-        let vm = Self::primary_only(self.find(name)?, "input commands")?;
-        crate::input::command(action, self.kick_from(vm)).map_err(|why| ControlError::Invalid {
+        let vm = self.find(name)?;
+        crate::input::command(vm, action, self.kick_from(vm)).map_err(|why| ControlError::Invalid {
             vm: vm.name.clone(),
             why,
         })

@@ -646,6 +646,20 @@ pub fn pointer_map(vm: &Vm) -> Option<input::PointerMap> {
     input::PointerMap::new(&placement, gw, gh, display)
 }
 
+/// The VMs on the display, topmost first (as it draws them); empty without a
+/// display.
+pub fn stacking() -> Vec<&'static Vm> {
+    let Some(order) = DISPLAY.lock().as_ref().map(|d| d.desk.order()) else {
+        return Vec::new();
+    };
+    let vms = VMS.lock();
+    order
+        .into_iter()
+        .rev()
+        .filter_map(|key| vms.get(key).map(|e| e.vm))
+        .collect()
+}
+
 /// The physical display's size, if there is one.
 pub fn size() -> Option<(u32, u32)> {
     DISPLAY

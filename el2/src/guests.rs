@@ -1,8 +1,11 @@
 //! The guest VMs the hypervisor runs side by side (the authority partition is not
 //! one of them): set once at boot, before any secondary CPU starts, in the order
 //! they were chosen (`rayos.vm=A,B`, or the registry's autostart order). The first
-//! is the *primary* guest: the serial console's input and the physical display
-//! and input go to it, as with one VM.
+//! is the *primary* guest: the serial console's input goes to it (without the
+//! authority partition), and its snapshots are the ones kept. Every guest is on
+//! the display (cascaded panels) and takes physical input where the display
+//! shows it: the pointer goes to the VM under it, the keyboard to the VM last
+//! clicked (`input::stack`).
 //!
 //! A guest's devices raise their VM's [`vdev::WorkSignal`] from whichever CPU
 //! completes the work (the system disk's interrupt lands on one CPU for every

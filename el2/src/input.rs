@@ -217,8 +217,12 @@ struct Routing {
     clock_ms: u64,
 }
 
-/// Taken after the display's locks, never while holding them.
-static ROUTING: Mutex<Option<Routing>> = Mutex::new(None);
+/// Every guest's routing. Taken after the display's locks, never while holding
+/// them.
+static ROUTING: Mutex<Vec<Routing>> = Mutex::new(Vec::new());
+/// The VM the physical keyboard types into (the last one clicked), as its
+/// index in [`ROUTING`] (`input::stack::route_stack`).
+static FOCUS: Mutex<Option<usize>> = Mutex::new(None);
 
 /// What became of a batch of events.
 #[derive(Debug, Default, Clone, Copy)]
@@ -246,27 +250,39 @@ fn now_ms() -> u64 {
     (u128::from(read_sysreg!("CNTPCT_EL0")) * 1000 / u128::from(freq)) as u64
 }
 
-/// Sets up `vm`'s routing (interactive, presented as the display shows it) and the
-/// physical input devices among `transports`.
-pub fn start(vm: &'static Vm, transports: &[(boards::Range, Option<u32>)]) {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if vm.input.keyboard.is_some() || vm.input.tablet.is_some() {
-        sinks.push(Box::new(VirtioInputSink(vm.input.clone())));
-    }
-    if let Some(usb) = &vm.usb {
-        sinks.push(Box::new(UsbHidSink::new(usb.clone())));
-    }
-    let mut router = Router::new(input::gaze::GazeConfig::default());
-    router.set_interactive(true, &mut Vec::new());
-    *ROUTING.lock() = Some(Routing {
-        vm,
-        router,
-        sinks,
-        map: None,
-        clock_ms: 0,
+/// Sets up every guest's routing (interactive, presented as the display shows
+/// it) and the physical input devices among `transports`.
+pub fn start(vms: &[&'static Vm], transports: &[(boards::Range, Option<u32>)]) {
+    let routings = vms.iter().map(|&vm| {
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        if vm.input.keyboard.is_some() || vm.input.tablet.is_some() {
+            sinks.push(Box::new(VirtioInputSink(vm.input.clone())));
+        }
+        if let Some(usb) = &vm.usb {
+            sinks.push(Box::new(UsbHidSink::new(usb.clone())));
+        }
+        let mut router = Router::new(input::gaze::GazeConfig::default());
+        router.set_interactive(true, &mut Vec::new());
+        Routing {
+            vm,
+            router,
+            sinks,
+            map: None,
+            clock_ms: 0,
+        }
     });
+    ROUTING.lock().extend(routings);
     presentation_changed(usize::MAX);
     start_physical(transports);
+}
+
+/// Runs `f` on `vm`'s routing; `None` if it has none.
+fn with_routing<T>(vm: &Vm, f: impl FnOnce(&mut Routing) -> T) -> Option<T> {
+    ROUTING
+        .lock()
+        .iter_mut()
+        .find(|r| core::ptr::eq(r.vm, vm))
+        .map(f)
 }
 
 impl Routing {
@@ -308,100 +324,121 @@ impl Routing {
         dropped
     }
 
-    /// Routes `events`; those no guest takes (not interactive, or outside the
-    /// panel) go to `kept` when given (physical input: RayOS's).
-    fn route_at(
-        &mut self,
-        now: u64,
-        events: &[InputEvent],
-        here: usize,
-        t: &mut Tally,
-        mut kept: Option<&mut Vec<InputEvent>>,
-    ) {
+    fn route_at(&mut self, now: u64, events: &[InputEvent], here: usize, t: &mut Tally) {
         let mut out = Vec::new();
         for e in events {
-            let routed = self.router.route(now, e, &mut out);
-            match routed {
+            match self.router.route(now, e, &mut out) {
                 Routed::Delivered => t.delivered += 1,
                 Routed::NotInteractive => t.not_interactive += 1,
                 Routed::Outside => t.outside += 1,
                 Routed::Ignored => t.ignored += 1,
-            }
-            if let (Routed::NotInteractive | Routed::Outside, Some(k)) = (routed, kept.as_mut()) {
-                k.push(*e);
             }
         }
         t.dropped += self.deliver(&out, here);
     }
 }
 
-/// The display's presentation of the VM changed (or may have): the router follows
-/// it; hiding releases every key and button the guest holds.
+/// The display's presentation of the VMs changed (or may have): each router
+/// follows it; hiding releases every key and button the guest holds.
 pub fn presentation_changed(here: usize) {
-    let Some(vm) = ROUTING.lock().as_ref().map(|r| r.vm) else {
-        return;
-    };
-    let map = crate::display::pointer_map(vm);
-    if let Some(r) = ROUTING.lock().as_mut() {
-        r.follow(map, here);
+    let vms: Vec<&'static Vm> = ROUTING.lock().iter().map(|r| r.vm).collect();
+    for vm in vms {
+        let map = crate::display::pointer_map(vm);
+        with_routing(vm, |r| r.follow(map, here));
     }
 }
 
-/// The one entry point of input for the VM: routes `events` (from the monitor, the
-/// physical devices, later the authority partition) through its router to its
+/// The entry point of input for one VM (the monitor's `input …`, the authority
+/// partition's injections): routes `events` through `vm`'s router to its
 /// sinks. `here` is the calling vCPU (`usize::MAX`: none).
-pub fn route(events: &[InputEvent], here: usize) -> Tally {
-    route_keeping(events, here, None)
-}
-
-/// [`route`], putting the events no guest takes in `kept`.
-fn route_keeping(events: &[InputEvent], here: usize, kept: Option<&mut Vec<InputEvent>>) -> Tally {
+pub fn route(vm: &Vm, events: &[InputEvent], here: usize) -> Tally {
     let mut t = Tally::default();
-    let Some(vm) = ROUTING.lock().as_ref().map(|r| r.vm) else {
-        t.not_interactive = events.len() as u32;
-        if let Some(k) = kept {
-            k.extend_from_slice(events);
-        }
-        return t;
-    };
     let map = crate::display::pointer_map(vm);
-    if let Some(r) = ROUTING.lock().as_mut() {
+    let routed = with_routing(vm, |r| {
         r.follow(map, here);
         r.clock_ms = r.clock_ms.max(now_ms());
         let now = r.clock_ms;
-        r.route_at(now, events, here, &mut t, kept);
+        r.route_at(now, events, here, &mut t);
+    });
+    if routed.is_none() {
+        t.not_interactive = events.len() as u32;
     }
     t
 }
 
-/// Physical input: routed like any source; what no guest takes is RayOS's and
-/// goes to the authority partition (`authority::keep_input`).
+/// Physical input, over every VM on the display (`input::stack`): each event
+/// goes to the VM under the pointer, or the one with the keyboard focus; what
+/// no guest takes is RayOS's and goes to the authority partition
+/// (`authority::keep_input`).
 fn route_physical(events: &[InputEvent]) {
+    // Topmost first, as the display draws them; VMs not on it after.
+    let stacking = crate::display::stacking();
+    let maps: Vec<(&'static Vm, Option<input::PointerMap>)> = ROUTING
+        .lock()
+        .iter()
+        .map(|r| (r.vm, crate::display::pointer_map(r.vm)))
+        .collect();
     let mut kept = Vec::new();
-    route_keeping(events, usize::MAX, Some(&mut kept));
+    {
+        let mut routings = ROUTING.lock();
+        let now = now_ms();
+        let mut order: Vec<(usize, &mut Routing)> = routings.iter_mut().enumerate().collect();
+        order.sort_by_key(|(_, r)| {
+            stacking
+                .iter()
+                .position(|v| core::ptr::eq(*v, r.vm))
+                .unwrap_or(usize::MAX)
+        });
+        for (_, r) in order.iter_mut() {
+            let map = maps
+                .iter()
+                .find(|(vm, _)| core::ptr::eq(*vm, r.vm))
+                .and_then(|(_, m)| *m);
+            r.follow(map, usize::MAX);
+            r.clock_ms = r.clock_ms.max(now);
+        }
+        let mut focus = FOCUS.lock();
+        for e in events {
+            let mut stack: Vec<(usize, &mut Router)> =
+                order.iter_mut().map(|(i, r)| (*i, &mut r.router)).collect();
+            let mut out = Vec::new();
+            if !input::stack::route_stack(&mut stack, &mut focus, now, e, &mut out) {
+                kept.push(*e);
+            }
+            for (i, report) in out {
+                if let Some((_, r)) = order.iter_mut().find(|(k, _)| *k == i) {
+                    r.deliver(core::slice::from_ref(&report), usize::MAX);
+                }
+            }
+        }
+    }
     crate::authority::keep_input(&kept);
 }
 
 /// [`route`] for a paced source (an input script): `None`, and nothing routed,
 /// while one of the VM's devices has no room for a report; the source sends the
 /// event again later, so none is lost or reordered.
-pub fn route_paced(e: &InputEvent, here: usize) -> Option<Tally> {
+pub fn route_paced(vm: &Vm, e: &InputEvent, here: usize) -> Option<Tally> {
     let mut t = Tally::default();
-    let Some(vm) = ROUTING.lock().as_ref().map(|r| r.vm) else {
-        t.not_interactive = 1;
-        return Some(t);
-    };
     let map = crate::display::pointer_map(vm);
-    let mut guard = ROUTING.lock();
-    let r = guard.as_mut()?;
-    if !r.sinks.iter().all(|s| s.has_room()) {
-        return None;
+    let routed = with_routing(vm, |r| {
+        if !r.sinks.iter().all(|s| s.has_room()) {
+            return false;
+        }
+        r.follow(map, here);
+        r.clock_ms = r.clock_ms.max(now_ms());
+        let now = r.clock_ms;
+        r.route_at(now, core::slice::from_ref(e), here, &mut t);
+        true
+    });
+    match routed {
+        None => {
+            t.not_interactive = 1;
+            Some(t)
+        }
+        Some(true) => Some(t),
+        Some(false) => None,
     }
-    r.follow(map, here);
-    r.clock_ms = r.clock_ms.max(now_ms());
-    let now = r.clock_ms;
-    r.route_at(now, core::slice::from_ref(e), here, &mut t, None);
-    Some(t)
 }
 
 /// Gaze samples of a held gaze: one every this many milliseconds.
@@ -431,7 +468,7 @@ fn script_step(text: &str) -> Result<Vec<InputEvent>, String> {
 
 /// The monitor's `input …` for the VM: what became of the events, or why nothing
 /// was done.
-pub fn command(action: InputAction, here: usize) -> Result<String, String> {
+pub fn command(vm: &Vm, action: InputAction, here: usize) -> Result<String, String> {
     let point = |x, y| InputEvent::PointerAbs {
         x,
         y,
@@ -455,15 +492,14 @@ pub fn command(action: InputAction, here: usize) -> Result<String, String> {
                 },
             ]
         }
-        InputAction::Gaze { x, y, ms } => return Ok(gaze(x, y, ms, here)),
+        InputAction::Gaze { x, y, ms } => return Ok(gaze(vm, x, y, ms, here)),
         InputAction::Interactive(on) => {
-            let mut guard = ROUTING.lock();
-            let r = guard
-                .as_mut()
-                .ok_or_else(|| String::from("the VM has no input routing"))?;
-            let mut out = Vec::new();
-            r.router.set_interactive(on, &mut out);
-            r.deliver(&out, here);
+            with_routing(vm, |r| {
+                let mut out = Vec::new();
+                r.router.set_interactive(on, &mut out);
+                r.deliver(&out, here);
+            })
+            .ok_or_else(|| String::from("the VM has no input routing"))?;
             return Ok(String::from(if on {
                 "input interactive"
             } else {
@@ -471,24 +507,25 @@ pub fn command(action: InputAction, here: usize) -> Result<String, String> {
             }));
         }
     };
-    Ok(format!("{} events: {}", events.len(), route(&events, here)))
+    Ok(format!(
+        "{} events: {}",
+        events.len(),
+        route(vm, &events, here)
+    ))
 }
 
 /// A gaze held at display `(x, y)` for `ms` milliseconds of the router's clock:
 /// samples every [`GAZE_SAMPLE_MS`], so smoothing converges and a dwell clicks.
-fn gaze(x: i32, y: i32, ms: u32, here: usize) -> String {
+fn gaze(vm: &Vm, x: i32, y: i32, ms: u32, here: usize) -> String {
     let mut t = Tally::default();
-    let Some(vm) = ROUTING.lock().as_ref().map(|r| r.vm) else {
-        return String::from("no input routing");
-    };
     let map = crate::display::pointer_map(vm);
-    let mut samples = 0;
-    if let Some(r) = ROUTING.lock().as_mut() {
+    let samples = with_routing(vm, |r| {
         r.follow(map, here);
         let start = r.clock_ms.max(now_ms());
         let mut at = 0;
+        let mut samples = 0;
         loop {
-            r.route_at(start + at, &[InputEvent::Gaze { x, y }], here, &mut t, None);
+            r.route_at(start + at, &[InputEvent::Gaze { x, y }], here, &mut t);
             samples += 1;
             if at >= u64::from(ms) {
                 break;
@@ -496,8 +533,12 @@ fn gaze(x: i32, y: i32, ms: u32, here: usize) -> String {
             at = (at + GAZE_SAMPLE_MS).min(u64::from(ms));
         }
         r.clock_ms = start + at;
+        samples
+    });
+    match samples {
+        Some(n) => format!("{n} gaze samples: {t}"),
+        None => String::from("no input routing"),
     }
-    format!("{samples} gaze samples: {t}")
 }
 
 /// Descriptors of a physical device's event queue, one event buffer each.

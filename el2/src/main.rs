@@ -617,7 +617,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     }
     if guests::several() {
         log::info!(
-            "{} guests run side by side: the console's input, the display and physical input go to '{}' (console lines of the others start with their name)",
+            "{} guests run side by side: the console's input goes to '{}' (console lines of the others start with their name); physical input goes to the VM under the pointer, the keyboard to the one last clicked",
             guests::all().len(),
             primary.name
         );
@@ -632,7 +632,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             .unwrap_or_else(|e| fatal(format_args!("authority partition: {e}")));
         authority::start(vm, primary);
     }
-    input::start(primary, &platform.virtio_mmio);
+    input::start(guests::all(), &platform.virtio_mmio);
     let (used, total) = heap::usage();
     log::info!(
         "hypervisor heap: {} KiB of {} KiB in use",

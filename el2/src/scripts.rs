@@ -218,7 +218,7 @@ fn poll_slow() {
             vm: job.vm,
             grab: None,
         };
-        if let Some(done) = job.slot.poll(ms, &mut frames, &mut RoutedInput) {
+        if let Some(done) = job.slot.poll(ms, &mut frames, &mut RoutedInput(job.vm)) {
             match done.status {
                 input::Status::Failed { step, line, why } => log::info!(
                     "VM '{}': input script failed at step {} (line {line}): {why:?}",
@@ -246,13 +246,13 @@ fn poll_slow() {
     ACTIVE.store(active, Ordering::Release);
 }
 
-/// A script's input: the VM's routing, one event at a time, refused while its
+/// A script's input: its VM's routing, one event at a time, refused while its
 /// devices have no room (the runner sends it again at the next poll).
-struct RoutedInput;
+struct RoutedInput(&'static Vm);
 
 impl InputSink for RoutedInput {
     fn send(&mut self, e: &InputEvent) -> Result<(), Busy> {
-        crate::input::route_paced(e, usize::MAX)
+        crate::input::route_paced(self.0, e, usize::MAX)
             .map(|_| ())
             .ok_or(Busy)
     }

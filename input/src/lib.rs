@@ -26,6 +26,7 @@ pub mod pointer;
 pub mod route;
 pub mod run;
 pub mod script;
+pub mod stack;
 
 pub use pointer::{placement_for, PointerMap};
 pub use route::{Device, Report, Routed, Router};

@@ -110,6 +110,30 @@ impl Router {
         self.gaze.reset();
     }
 
+    /// Whether display position `(x, y)` is over the VM's picture (presented, and
+    /// inside it), interactive or not.
+    pub fn covers(&self, x: i32, y: i32) -> bool {
+        self.map.is_some_and(|m| m.to_guest(x, y).is_some())
+    }
+
+    /// Whether the VM takes input now: presented and interactive.
+    pub fn takes_input(&self) -> bool {
+        self.map.is_some() && self.interactive
+    }
+
+    /// Whether the last display position was over the VM (its buttons and wheel
+    /// go there).
+    pub fn pointer_inside(&self) -> bool {
+        self.inside
+    }
+
+    /// The pointer moved over something else (another VM above this one, or
+    /// RayOS): button presses and wheel turns stop coming here. What the guest
+    /// holds is still released here.
+    pub fn pointer_elsewhere(&mut self) {
+        self.inside = false;
+    }
+
     /// Lets input through or not; turning it off releases what is held.
     pub fn set_interactive(&mut self, on: bool, out: &mut Vec<Report>) {
         if !on {

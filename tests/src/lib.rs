@@ -53,3 +53,104 @@ pub fn script(name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write a test script");
     path
 }
+
+/// Guest input as the tests see it: QMP `input-send-event` steps for QEMU's
+/// physical tablet, and the `struct input_event` streams a guest dumps with
+/// `od -A n -v -t x1` between two marker lines.
+pub mod evdev {
+    use xtask::qemu::DEFAULT_DISPLAY;
+
+    /// QEMU's absolute axes span 0..=0x7fff (INPUT_EVENT_ABS_MAX).
+    pub const ABS_SPAN: i64 = 0x8000;
+
+    /// evdev numbers (linux/input-event-codes.h).
+    pub const EV_KEY: u16 = 1;
+    pub const EV_ABS: u16 = 3;
+    pub const ABS_X: u16 = 0;
+    pub const ABS_Y: u16 = 1;
+    pub const BTN_LEFT: u16 = 0x110;
+    /// A display pixel's centre on QEMU's absolute axis for a `len`-pixel side.
+    pub fn abs(px: i32, len: u32) -> i64 {
+        (2 * i64::from(px) + 1) * ABS_SPAN / (2 * i64::from(len))
+    }
+
+    /// The guest pixel the centre of display pixel `px` shows, on an axis where the
+    /// panel starts at `origin` and shows `guest` pixels in `len`.
+    pub fn mapped(px: i32, origin: i32, guest: u32, len: u32) -> i64 {
+        (2 * i64::from(px) + 1 - 2 * i64::from(origin)) * i64::from(guest) / (2 * i64::from(len))
+    }
+
+    pub fn qmp_move(x: i32, y: i32) -> String {
+        let (w, h) = DEFAULT_DISPLAY;
+        format!(
+            "qmp input-send-event {{\"events\": [{{\"type\": \"abs\", \"data\": {{\"axis\": \"x\", \"value\": {}}}}}, {{\"type\": \"abs\", \"data\": {{\"axis\": \"y\", \"value\": {}}}}}]}}\n",
+            abs(x, w),
+            abs(y, h)
+        )
+    }
+
+    pub fn qmp_button(down: bool) -> String {
+        format!(
+            "qmp input-send-event {{\"events\": [{{\"type\": \"btn\", \"data\": {{\"down\": {down}, \"button\": \"left\"}}}}]}}\n"
+        )
+    }
+
+    /// One `struct input_event` (arm64: 16 bytes of time, type, code, value).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Event {
+        pub ty: u16,
+        pub code: u16,
+        pub value: i32,
+    }
+
+    /// The events dumped between `begin` and `end` (`od -t x1` lines).
+    pub fn events(console: &str, begin: &str, end: &str) -> Option<Vec<Event>> {
+        let mut lines = console.lines().map(|l| l.trim_end_matches('\r'));
+        lines.find(|l| l.trim() == begin)?;
+        let mut bytes = Vec::new();
+        for l in lines {
+            if l.trim() == end {
+                let events = bytes
+                    .chunks_exact(24)
+                    .map(|r: &[u8]| Event {
+                        ty: u16::from_le_bytes([r[16], r[17]]),
+                        code: u16::from_le_bytes([r[18], r[19]]),
+                        value: i32::from_le_bytes([r[20], r[21], r[22], r[23]]),
+                    })
+                    .collect();
+                return Some(events);
+            }
+            let words: Vec<&str> = l.split_whitespace().collect();
+            if !words.is_empty() && words.iter().all(|w| w.len() == 2) {
+                if let Ok(b) = words
+                    .iter()
+                    .map(|w| u8::from_str_radix(w, 16))
+                    .collect::<Result<Vec<u8>, _>>()
+                {
+                    bytes.extend(b);
+                }
+            }
+        }
+        None
+    }
+
+    /// The tablet's presses of the left button, each with the pointer position the
+    /// guest had then.
+    pub fn left_presses(tablet: &[Event]) -> Vec<(i64, i64)> {
+        let (mut x, mut y) = (-1, -1);
+        let mut presses = Vec::new();
+        for e in tablet {
+            match (e.ty, e.code) {
+                (EV_ABS, ABS_X) => x = i64::from(e.value),
+                (EV_ABS, ABS_Y) => y = i64::from(e.value),
+                (EV_KEY, BTN_LEFT) if e.value == 1 => presses.push((x, y)),
+                _ => {}
+            }
+        }
+        presses
+    }
+
+    pub fn near(got: (i64, i64), want: (i64, i64)) -> bool {
+        (got.0 - want.0).abs() <= 1 && (got.1 - want.1).abs() <= 1
+    }
+}

@@ -86,7 +86,7 @@ fn two_guests_run_side_by_side_and_each_stops_on_its_own() {
          monitor vm list\n\
          monitor vm resume a\n\
          monitor vm snapshot a t1\n\
-         monitor input type a x\n\
+         monitor input type a \"x\"\n\
          expect (?s)(\\(b\\) b-ready.*VM 'a' powered off|VM 'a' powered off.*\\(b\\) b-ready)\n\
          monitor vm list\n\
          monitor vm pause a\n\
@@ -109,7 +109,7 @@ fn two_guests_run_side_by_side_and_each_stops_on_its_own() {
         "ok: 2 vms: b vcpus=1 state=running; a vcpus=1 state=paused",
         "ok: vm a resumed",
         "error: snapshots of vm a",
-        "error: input commands on vm a",
+        "ok: vm a: 2 events:",
         "ok: 2 vms: b vcpus=1 state=running; a vcpus=1 state=off",
     ] {
         assert!(c.contains(status), "no `{status}`\n{tail}");
@@ -400,5 +400,115 @@ fn two_guests_share_the_display_and_a_flood_from_one_does_not_hold_the_other() {
         frames_of(status[1], "a") > frames_of(status[0], "a"),
         "a's flood composed no frame: {status:?}"
     );
+    let _ = std::fs::remove_dir_all(sys.parent().unwrap());
+}
+
+/// Guest `NAME` of the input test records its tablet's evdev stream until it
+/// holds `events` events, then dumps it (`NAME-tablet-begin` … `-end`).
+fn tablet_cmd(name: &str, events: usize) -> String {
+    format!(
+        r#"for e in /sys/class/input/event*;do n=$(cat $e/device/name);d=/tmp/${{e##*/}};mknod $d c $(cut -d: -f1 $e/dev) $(cut -d: -f2 $e/dev);case "$n" in *ablet*) t=$d;; esac;done
+cat $t>/tmp/t.bin& a=$!
+until [ "$(ls -l /proc/$a/fd 2>/dev/null|grep -c /tmp/event)" = 1 ];do sleep 0.1;done
+echo {name}-input-ready
+until [ $(wc -c </tmp/t.bin) -ge {bytes} ];do sleep 0.2;done
+sleep 2;kill $a
+echo tablet-begin;od -A n -v -t x1 /tmp/t.bin;echo tablet-end
+sleep 3600"#,
+        bytes = events * 24
+    )
+}
+
+/// Two guests as overlapping panels, `a` on top: QMP clicks on the physical
+/// tablet reach the VM under the pointer — `b` where only `b` shows, `a` in
+/// the overlap and where only `a` shows — each at its own mapped guest pixel,
+/// and nothing of one click reaches the other VM.
+#[test]
+fn physical_clicks_go_to_the_guest_under_the_pointer() {
+    use integration_tests::evdev::{events, left_presses, mapped, near, qmp_button, qmp_move};
+    let _g = boot_lock();
+    let (sys, guest) = fresh_disk("test-guests-input", "256M");
+    // A click is a move (x, y, SYN) and a press and a release (each with SYN).
+    const CLICK: usize = 7;
+    add_vm(
+        &sys,
+        "b",
+        &tablet_cmd("b", CLICK),
+        &guest.kernel,
+        &guest.initramfs,
+        &["--no-suspend-on-host-shutdown"],
+    );
+    add_vm(
+        &sys,
+        "a",
+        &tablet_cmd("a", 2 * CLICK),
+        &guest.kernel,
+        &guest.initramfs,
+        &["--no-suspend-on-host-shutdown"],
+    );
+    let (gw, gh) = vgpu::present::DEFAULT_MODE;
+    // Half-scale panels: b at (100, 100), a at (300, 200), overlapping on
+    // (300..420, 200..340); a is presented last, so it is on top.
+    let (pw, ph) = (gw / 2, gh / 2);
+    let (b_at, a_at) = ((100, 100), (300, 200));
+    let clicks = [(150, 150), (350, 250), (600, 400)];
+    let click = |(x, y): (i32, i32)| {
+        format!(
+            "{}{}{}sleep 1\n",
+            qmp_move(x, y),
+            qmp_button(true),
+            qmp_button(false)
+        )
+    };
+    let mut o = RunOptions::headless(Default::default(), TIMEOUT);
+    o.vm = Some("b,a".into());
+    o.system_disk = Some(sys.clone());
+    o.script = Some(script(
+        "guests-input.script",
+        &format!(
+            "expect (?s)(\\(a\\) a-input-ready.*\\(b\\) b-input-ready|\\(b\\) b-input-ready.*\\(a\\) a-input-ready)\n\
+             monitor display present b panel {} {} {pw} {ph}\n\
+             monitor display present a panel {} {} {pw} {ph}\n\
+             {}{}{}\
+             expect (?s)(\\(a\\) tablet-end.*\\(b\\) tablet-end|\\(b\\) tablet-end.*\\(a\\) tablet-end)\n\
+             monitor host shutdown\n\
+             expect host shutdown: powering off\n",
+            b_at.0,
+            b_at.1,
+            a_at.0,
+            a_at.1,
+            click(clicks[0]),
+            click(clicks[1]),
+            click(clicks[2]),
+        ),
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    // Each guest's own lines, without their `(NAME) ` label.
+    let own = |name: &str| -> String {
+        let label = format!("({name}) ");
+        outcome
+            .console
+            .lines()
+            .filter_map(|l| l.trim_end_matches('\r').strip_prefix(label.as_str()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let presses = |name: &str| {
+        let stream = events(&own(name), "tablet-begin", "tablet-end")
+            .unwrap_or_else(|| panic!("{name} dumped no tablet stream\n{tail}"));
+        (stream.len(), left_presses(&stream))
+    };
+    let at =
+        |(x, y): (i32, i32), (ox, oy): (i32, i32)| (mapped(x, ox, gw, pw), mapped(y, oy, gh, ph));
+    let (b_events, b_presses) = presses("b");
+    let (a_events, a_presses) = presses("a");
+    assert_eq!((b_events, a_events), (CLICK, 2 * CLICK), "\n{tail}");
+    assert_eq!(b_presses.len(), 1, "{b_presses:?}");
+    assert!(near(b_presses[0], at(clicks[0], b_at)), "{b_presses:?}");
+    assert_eq!(a_presses.len(), 2, "{a_presses:?}");
+    assert!(near(a_presses[0], at(clicks[1], a_at)), "{a_presses:?}");
+    assert!(near(a_presses[1], at(clicks[2], a_at)), "{a_presses:?}");
     let _ = std::fs::remove_dir_all(sys.parent().unwrap());
 }
