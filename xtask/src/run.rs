@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::build::{build_guests, build_hypervisor};
 use crate::bundle::{write_bundle, VmDef};
 use crate::error::{tail_lines, Error};
+use crate::layout::{HYP_PACKAGE, HYP_TARGET};
 use crate::linux_guest;
 use crate::qemu::{describe_exit, Accel, QemuConfig, QemuLine};
 use crate::script::{self, Action, Step};
@@ -1291,6 +1292,9 @@ pub struct RunOutcome {
     pub console: String,
     pub elapsed: Duration,
     pub timeout: Duration,
+    /// When the run timed out: where each emulated CPU was (hang.rs), asked of
+    /// QEMU before it was killed.
+    pub cpus_at_timeout: Option<String>,
 }
 
 impl RunOutcome {
@@ -1358,7 +1362,17 @@ impl RunOutcome {
 /// script runs, the timeout is enforced, QEMU is killed at the end. Set-up
 /// failures (build, QEMU missing) are errors; how the run went is the outcome.
 pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error> {
-    let prepared = prepare(layout, o)?;
+    let mut prepared = prepare(layout, o)?;
+    // Every captured run serves QMP, so that a timeout can ask where the CPUs
+    // were. (The per-process default path is safe to reuse: boots within one
+    // process take turns, and QEMU replaces a stale socket file.) Unless it is
+    // the user's `--qmp`, the socket file is removed after the run.
+    let own_socket = o.qmp.is_none();
+    let qmp = prepared
+        .qemu
+        .qmp
+        .get_or_insert_with(|| crate::qmp::default_socket(&layout.out))
+        .clone();
     if o.verbose {
         eprintln!("xtask: {}", prepared.display());
     }
@@ -1366,8 +1380,18 @@ pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error
     let start = Instant::now();
     let mut session = Session::spawn(prepared.command(), !o.quiet, timeout)
         .map_err(|e| Error::step("start QEMU", e.to_string()))?;
-    let ending = drive(&mut session, &prepared.script, prepared.qemu.qmp.as_deref());
+    let ending = drive(&mut session, &prepared.script, Some(&qmp));
+    let cpus_at_timeout = matches!(ending, Ending::TimedOut { .. }).then(|| {
+        crate::hang::cpu_report_at(
+            &qmp,
+            &layout.release_elf(HYP_TARGET, HYP_PACKAGE),
+            crate::hang::image_base(session.output()),
+        )
+    });
     session.kill();
+    if own_socket {
+        let _ = std::fs::remove_file(&qmp);
+    }
     crate::pool::log_boot(start.elapsed(), &ending);
     Ok(RunOutcome {
         guest: o.guest,
@@ -1377,6 +1401,7 @@ pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error
         console: session.output().to_string(),
         elapsed: start.elapsed(),
         timeout,
+        cpus_at_timeout,
     })
 }
 
@@ -1544,6 +1569,9 @@ pub fn run_cli(layout: &Layout, o: &RunOptions) -> Result<(), Error> {
                 "\n--- last {CONSOLE_TAIL_LINES} console lines ---\n{}\n---",
                 outcome.console_tail(CONSOLE_TAIL_LINES)
             );
+            if let Some(cpus) = &outcome.cpus_at_timeout {
+                eprintln!("{cpus}\n---");
+            }
             Err(Error::RunFailed {
                 reason: format!("run failed: {reason}"),
                 exit_code: failure_code(outcome.exit_code()),
@@ -2020,6 +2048,7 @@ mod tests {
             console: console.into(),
             elapsed: Duration::from_secs(1),
             timeout: Duration::from_secs(120),
+            cpus_at_timeout: None,
         }
     }
 
