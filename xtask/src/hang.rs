@@ -191,9 +191,13 @@ pub fn walk_frames(mut fp: u64, mut read: impl FnMut(u64) -> Result<(u64, u64), 
     Chain { returns, stopped }
 }
 
-/// Demangles a Rust legacy symbol (`_ZN` + length-prefixed segments + `17h…E`);
-/// any other name comes back unchanged.
+/// Demangles a Rust symbol: legacy (`_ZN` + length-prefixed segments + `17h…E`)
+/// or v0 (`_R…`, the precompiled `core` and `alloc`), without hashes; any other
+/// name, or one using what [`V0`] does not read, comes back unchanged.
 pub fn demangle(name: &str) -> String {
+    if let Some(v0) = name.strip_prefix("_R") {
+        return V0::demangle(v0).unwrap_or_else(|| name.to_string());
+    }
     let Some(mut rest) = name.strip_prefix("_ZN") else {
         return name.to_string();
     };
@@ -279,6 +283,375 @@ fn unescape(segment: &str) -> String {
         }
     }
     out
+}
+
+/// A reader of Rust's v0 mangling (paths, generic arguments, the common types and
+/// integer constants, `dyn`; not function pointers or Punycode: `None`).
+struct V0<'a> {
+    /// The symbol after `_R` (back-references count from its start).
+    s: &'a [u8],
+    pos: usize,
+    /// Nesting, bounded against hostile back-reference loops.
+    depth: u32,
+}
+
+impl V0<'_> {
+    fn demangle(symbol: &str) -> Option<String> {
+        let mut p = V0 {
+            s: symbol.as_bytes(),
+            pos: 0,
+            depth: 0,
+        };
+        // An encoding version would be a decimal number before the path.
+        while p.peek()?.is_ascii_digit() {
+            p.pos += 1;
+        }
+        let mut out = String::new();
+        p.path(&mut out, true)?;
+        // An instantiating crate (a path) and a vendor suffix may follow: not printed.
+        Some(out)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        let hit = self.peek() == Some(b);
+        if hit {
+            self.pos += 1;
+        }
+        hit
+    }
+
+    /// `_` is 0, else base-62 digits and `_` are the number plus one.
+    fn base62(&mut self) -> Option<u64> {
+        if self.eat(b'_') {
+            return Some(0);
+        }
+        let mut n: u64 = 0;
+        loop {
+            let d = match self.next()? {
+                b @ b'0'..=b'9' => b - b'0',
+                b @ b'a'..=b'z' => b - b'a' + 10,
+                b @ b'A'..=b'Z' => b - b'A' + 36,
+                b'_' => return n.checked_add(1),
+                _ => return None,
+            };
+            n = n.checked_mul(62)?.checked_add(u64::from(d))?;
+        }
+    }
+
+    /// `s` and a base-62 number, when present.
+    fn disambiguator(&mut self) -> Option<u64> {
+        if self.eat(b's') {
+            self.base62().map(|n| n + 1)
+        } else {
+            Some(0)
+        }
+    }
+
+    /// `0`, or digits not starting with 0.
+    fn decimal(&mut self) -> Option<usize> {
+        let start = self.pos;
+        if self.eat(b'0') {
+            return Some(0);
+        }
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        std::str::from_utf8(&self.s[start..self.pos])
+            .ok()?
+            .parse()
+            .ok()
+    }
+
+    fn ident(&mut self) -> Option<(u64, &str)> {
+        let dis = self.disambiguator()?;
+        if self.peek() == Some(b'u') {
+            return None; // Punycode.
+        }
+        let len = self.decimal()?;
+        self.eat(b'_');
+        let bytes = self.s.get(self.pos..self.pos + len)?;
+        self.pos += len;
+        Some((dis, std::str::from_utf8(bytes).ok()?))
+    }
+
+    /// Runs `f` at the back-reference's target, then comes back.
+    fn backref(&mut self, f: impl FnOnce(&mut Self) -> Option<()>) -> Option<()> {
+        let target = usize::try_from(self.base62()?).ok()?;
+        if target >= self.pos {
+            return None;
+        }
+        self.enter()?;
+        let back = std::mem::replace(&mut self.pos, target);
+        f(self)?;
+        self.pos = back;
+        self.depth -= 1;
+        Some(())
+    }
+
+    fn enter(&mut self) -> Option<()> {
+        self.depth += 1;
+        (self.depth < 200).then_some(())
+    }
+
+    fn path(&mut self, out: &mut String, in_value: bool) -> Option<()> {
+        self.enter()?;
+        match self.next()? {
+            b'C' => out.push_str(self.ident()?.1),
+            b'N' => {
+                let ns = self.next()?;
+                self.path(out, in_value)?;
+                let (dis, name) = self.ident()?;
+                match ns {
+                    b'a'..=b'z' => {
+                        out.push_str("::");
+                        out.push_str(name);
+                    }
+                    _ => {
+                        let kind = match ns {
+                            b'C' => "closure".to_string(),
+                            b'S' => "shim".to_string(),
+                            other => char::from(other).to_string(),
+                        };
+                        let named = if name.is_empty() {
+                            String::new()
+                        } else {
+                            format!(":{name}")
+                        };
+                        out.push_str(&format!("::{{{kind}{named}#{dis}}}"));
+                    }
+                }
+            }
+            b'M' => {
+                self.disambiguator()?;
+                self.skip_path()?;
+                out.push('<');
+                self.ty(out)?;
+                out.push('>');
+            }
+            b'X' => {
+                self.disambiguator()?;
+                self.skip_path()?;
+                out.push('<');
+                self.ty(out)?;
+                out.push_str(" as ");
+                self.path(out, false)?;
+                out.push('>');
+            }
+            b'Y' => {
+                out.push('<');
+                self.ty(out)?;
+                out.push_str(" as ");
+                self.path(out, false)?;
+                out.push('>');
+            }
+            b'I' => {
+                self.path(out, in_value)?;
+                if in_value {
+                    out.push_str("::");
+                }
+                out.push('<');
+                let mut first = true;
+                while !self.eat(b'E') {
+                    if !first {
+                        out.push_str(", ");
+                    }
+                    first = false;
+                    self.generic_arg(out)?;
+                }
+                out.push('>');
+            }
+            b'B' => self.backref(|p| p.path(out, in_value))?,
+            _ => return None,
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// An impl's own path (`M`, `X`): read, not printed.
+    fn skip_path(&mut self) -> Option<()> {
+        self.path(&mut String::new(), false)
+    }
+
+    fn generic_arg(&mut self, out: &mut String) -> Option<()> {
+        if self.eat(b'L') {
+            self.base62()?;
+            out.push_str("'_");
+            Some(())
+        } else if self.eat(b'K') {
+            self.constant(out)
+        } else {
+            self.ty(out)
+        }
+    }
+
+    fn ty(&mut self, out: &mut String) -> Option<()> {
+        self.enter()?;
+        let basic = match self.peek()? {
+            b'a' => "i8",
+            b'b' => "bool",
+            b'c' => "char",
+            b'd' => "f64",
+            b'e' => "str",
+            b'f' => "f32",
+            b'h' => "u8",
+            b'i' => "isize",
+            b'j' => "usize",
+            b'l' => "i32",
+            b'm' => "u32",
+            b'n' => "i128",
+            b'o' => "u128",
+            b's' => "i16",
+            b't' => "u16",
+            b'u' => "()",
+            b'v' => "...",
+            b'x' => "i64",
+            b'y' => "u64",
+            b'z' => "!",
+            b'p' => "_",
+            _ => "",
+        };
+        if !basic.is_empty() {
+            self.pos += 1;
+            out.push_str(basic);
+            self.depth -= 1;
+            return Some(());
+        }
+        match self.peek()? {
+            b'C' | b'N' | b'M' | b'X' | b'Y' | b'I' => self.path(out, false)?,
+            tag => {
+                self.pos += 1;
+                match tag {
+                    b'A' | b'S' => {
+                        out.push('[');
+                        self.ty(out)?;
+                        if tag == b'A' {
+                            out.push_str("; ");
+                            self.constant(out)?;
+                        }
+                        out.push(']');
+                    }
+                    b'R' | b'Q' => {
+                        out.push('&');
+                        if self.eat(b'L') {
+                            self.base62()?;
+                        }
+                        if tag == b'Q' {
+                            out.push_str("mut ");
+                        }
+                        self.ty(out)?;
+                    }
+                    b'P' | b'O' => {
+                        out.push_str(if tag == b'P' { "*const " } else { "*mut " });
+                        self.ty(out)?;
+                    }
+                    b'T' => {
+                        out.push('(');
+                        let mut n = 0;
+                        while !self.eat(b'E') {
+                            if n > 0 {
+                                out.push_str(", ");
+                            }
+                            self.ty(out)?;
+                            n += 1;
+                        }
+                        if n == 1 {
+                            out.push(',');
+                        }
+                        out.push(')');
+                    }
+                    b'D' => {
+                        // `dyn A + B` (bindings as `A<Item = T>`), then a lifetime.
+                        if self.eat(b'G') {
+                            self.base62()?;
+                        }
+                        out.push_str("dyn ");
+                        let mut first = true;
+                        while !self.eat(b'E') {
+                            if !first {
+                                out.push_str(" + ");
+                            }
+                            first = false;
+                            self.path(out, false)?;
+                            let mut bindings = 0;
+                            while self.eat(b'p') {
+                                // Into the trait's own generic arguments, if any.
+                                if bindings == 0 && out.ends_with('>') {
+                                    out.pop();
+                                    out.push_str(", ");
+                                } else {
+                                    out.push_str(if bindings == 0 { "<" } else { ", " });
+                                }
+                                let len = self.decimal()?;
+                                self.eat(b'_');
+                                let name = self.s.get(self.pos..self.pos + len)?;
+                                self.pos += len;
+                                out.push_str(std::str::from_utf8(name).ok()?);
+                                out.push_str(" = ");
+                                self.ty(out)?;
+                                bindings += 1;
+                            }
+                            if bindings > 0 {
+                                out.push('>');
+                            }
+                        }
+                        if !self.eat(b'L') {
+                            return None;
+                        }
+                        self.base62()?;
+                    }
+                    b'B' => self.backref(|p| p.ty(out))?,
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// A constant generic argument: an integer, `bool` or `_`.
+    fn constant(&mut self, out: &mut String) -> Option<()> {
+        if self.eat(b'p') {
+            out.push('_');
+            return Some(());
+        }
+        if self.eat(b'B') {
+            return self.backref(|p| p.constant(out));
+        }
+        let ty = self.next()?;
+        let negative = self.eat(b'n');
+        let start = self.pos;
+        while self.peek()? != b'_' {
+            self.pos += 1;
+        }
+        let digits = std::str::from_utf8(&self.s[start..self.pos]).ok()?;
+        self.pos += 1;
+        let value = if digits.is_empty() {
+            0
+        } else {
+            u128::from_str_radix(digits, 16).ok()?
+        };
+        match ty {
+            b'b' => out.push_str(if value == 0 { "false" } else { "true" }),
+            b'a' | b'h' | b'i' | b'j' | b'l' | b'm' | b'n' | b'o' | b's' | b't' | b'x' | b'y' => {
+                if negative {
+                    out.push('-');
+                }
+                out.push_str(&value.to_string());
+            }
+            _ => return None,
+        }
+        Some(())
+    }
 }
 
 /// The function symbols of an ELF, for naming addresses.
@@ -404,10 +777,11 @@ fn describe(
         // A return address names the call, the instruction before it.
         let calls: Vec<u64> = chain.returns.iter().map(|r| r.wrapping_sub(4)).collect();
         // X30 adds a caller when the function at PC has not saved it (a leaf, or a
-        // prologue): it is not the first frame's and names another function.
+        // prologue): it is not the first frame's and names another function of
+        // the hypervisor (optimised code also uses X30 as a scratch register).
         let lr = cpu.x[30].wrapping_sub(4);
-        let same_function = namer.name(lr) == namer.name(pc) && namer.name(pc) != "?";
-        if cpu.x[30] != 0 && calls.first() != Some(&lr) && !same_function {
+        let named = namer.name(lr) != "?" && namer.name(lr) != namer.name(pc);
+        if named && calls.first() != Some(&lr) {
             lines.push(format!("    {lr:#x} {} (x30)", namer.name(lr)));
         }
         for call in calls {
@@ -673,6 +1047,44 @@ Q00=0000000000000000:0000000000000000 Q01=0000000000000000:0000000000000000\r\n"
         assert_eq!(demangle("_ZN3foo3barE"), "foo::bar");
     }
 
+    #[test]
+    fn v0_symbols_demangle() {
+        // From the hypervisor's ELF (its precompiled `alloc` and `core`).
+        assert_eq!(
+            demangle("_RNvXs0_NvMs_NtNtCscjbO91n7lbb_5alloc3ffi5c_strNtBa_7CString3newReNtB5_11SpecNewImpl13spec_new_impl"),
+            "<&str as <alloc::ffi::c_str::CString>::new::SpecNewImpl>::spec_new_impl"
+        );
+        assert_eq!(
+            demangle("_RNvXs1g_NtCs3g5Gb6bJpu0_4core3fmtRDNtB6_5DebugEL_Bx_3fmtB8_"),
+            "<&dyn core::fmt::Debug as core::fmt::Debug>::fmt"
+        );
+        assert_eq!(
+            demangle("_RINvNtCs3g5Gb6bJpu0_4core9panicking13assert_failedjjEB4_"),
+            "core::panicking::assert_failed::<usize, usize>"
+        );
+        // Closures (`0` is an empty name, `s_` the second closure) and a constant.
+        assert_eq!(
+            demangle("_RINvNtCsgEmfK2I1SDS_4core3ptr13drop_in_placeNCNCINvCs3mSbOeLENLV_4test28test_main_with_exit_callbackNCNvBN_9test_main0Es_00EBN_"),
+            "core::ptr::drop_in_place::<test::test_main_with_exit_callback<test::test_main::{closure#0}>::{closure#1}::{closure#0}>"
+        );
+        assert_eq!(
+            demangle("_RINvNtCsgEmfK2I1SDS_4core6escape14escape_unicodeKja_EB4_"),
+            "core::escape::escape_unicode::<10>"
+        );
+        // A function pointer type is not read: the name stays as it is. So do
+        // broken names and back-references that do not point back.
+        for raw in [
+            "_RINvCs3mSbOeLENLV_4test28___rust_begin_short_backtraceINtNtCsgEmfK2I1SDS_4core6result6ResultuNtNtCslNYArtu3iFV_5alloc6string6StringEFEBQ_EB2_",
+            "_RNvCs_3foo",
+            "_RNvB0_3foo",
+            // A constant that refers to itself.
+            "_RINvC3foo3barKBc_E",
+            "_R",
+        ] {
+            assert_eq!(demangle(raw), raw);
+        }
+    }
+
     /// A relocatable ELF with three functions (one without a size) and a mapping
     /// symbol, all in `.text` at address 0.
     fn tiny_elf() -> Vec<u8> {
@@ -761,6 +1173,13 @@ Q00=0000000000000000:0000000000000000 Q01=0000000000000000:0000000000000000\r\n"
         guest.el = "EL1h".into();
         guest.pc = 0xffff_8000_0800_0000;
         cpus.push(guest);
+        // CPU 3 is in `run` with X30 a scratch value and no frame chain.
+        let mut scratch = cpus[0].clone();
+        scratch.index = 3;
+        scratch.pc = 0x4000_0220;
+        scratch.x[30] = 0x20;
+        scratch.x[29] = 0;
+        cpus.push(scratch);
         let mem = memory(&[(0x8000, 0, 0x4000_0388)]);
         let lines = describe(&cpus, &namer, |at| {
             mem.get(&at).copied().ok_or_else(|| "no".into())
@@ -774,6 +1193,8 @@ Q00=0000000000000000:0000000000000000 Q01=0000000000000000:0000000000000000\r\n"
                 "    0x40000384 el2::main::end",
                 "CPU 1: not started / powered off",
                 "CPU 2: EL1h pc 0xffff800008000000 (in a guest)",
+                "CPU 3: EL2h pc 0x40000220 (the hypervisor)",
+                "    0x40000220 el2::main::run",
             ]
         );
     }
