@@ -11,6 +11,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long to wait for QEMU to create its socket and answer.
@@ -135,6 +136,14 @@ pub fn default_socket(out_dir: &Path) -> PathBuf {
     out_dir.join(format!("qmp-{}.sock", std::process::id()))
 }
 
+/// A socket path of its own for one captured run: unique per process and run, so
+/// that runs a process makes at the same time never share one.
+pub fn run_socket(out_dir: &Path) -> PathBuf {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    out_dir.join(format!("qmp-{}-{n}.sock", std::process::id()))
+}
+
 /// An RGB image read from a PPM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -222,6 +231,13 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn every_run_gets_its_own_socket() {
+        let (a, b) = (run_socket(Path::new("/t")), run_socket(Path::new("/t")));
+        assert_ne!(a, b);
+        assert!(a.starts_with("/t") && a.to_string_lossy().ends_with(".sock"));
     }
 
     #[test]

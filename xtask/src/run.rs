@@ -1364,15 +1364,14 @@ impl RunOutcome {
 pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error> {
     let mut prepared = prepare(layout, o)?;
     // Every captured run serves QMP, so that a timeout can ask where the CPUs
-    // were. (The per-process default path is safe to reuse: boots within one
-    // process take turns, and QEMU replaces a stale socket file.) Unless it is
-    // the user's `--qmp`, the socket file is removed after the run.
+    // were: `--qmp`, else a socket of the run's own (also for a script's
+    // `screendump`), removed after the run.
     let own_socket = o.qmp.is_none();
-    let qmp = prepared
-        .qemu
+    let qmp = o
         .qmp
-        .get_or_insert_with(|| crate::qmp::default_socket(&layout.out))
-        .clone();
+        .clone()
+        .unwrap_or_else(|| crate::qmp::run_socket(&layout.out));
+    prepared.qemu.qmp = Some(qmp.clone());
     if o.verbose {
         eprintln!("xtask: {}", prepared.display());
     }
