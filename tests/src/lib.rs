@@ -21,14 +21,19 @@ pub fn boot_lock() -> MutexGuard<'static, ()> {
     BOOT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The console tail of `outcome`, framed for a failure message.
+/// The console tail of `outcome`, framed for a failure message; after a timeout,
+/// where each emulated CPU was.
 pub fn console_tail(outcome: &RunOutcome) -> String {
-    format!(
+    let mut text = format!(
         "--- last {CONSOLE_TAIL_LINES} console lines ({:?} after {:.1} s) ---\n{}\n---",
         outcome.ending,
         outcome.elapsed.as_secs_f64(),
         outcome.console_tail(CONSOLE_TAIL_LINES)
-    )
+    );
+    if let Some(cpus) = &outcome.cpus_at_timeout {
+        text.push_str(&format!("\n{cpus}\n---"));
+    }
+    text
 }
 
 /// Builds what `o` needs and boots it captured; set-up failures fail the test.

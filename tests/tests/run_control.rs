@@ -1,5 +1,6 @@
 //! The run machinery against a real QEMU and hypervisor: script `expect` steps
-//! see the console, an unmet step is named, and the timeout kills QEMU.
+//! see the console, an unmet step is named, the timeout kills QEMU, and a
+//! timed-out run says where each emulated CPU was.
 
 use std::time::Duration;
 
@@ -71,6 +72,60 @@ fn the_timeout_kills_a_stuck_qemu() {
         "QEMU still running: {:?}",
         stopped_qemus()
     );
+}
+
+#[test]
+fn a_timed_out_run_reports_where_each_cpu_was() {
+    let _boot = boot_lock();
+    // The reset-loop guest resets its VM forever: the run never ends by itself.
+    // Two physical CPUs for its one vCPU: one of them is always in the hypervisor.
+    let mut o = RunOptions::headless(Guest::ResetLoop, Duration::from_secs(20));
+    o.host_cpus = Some(2);
+    o.script = Some(script(
+        "reset-loop-forever.script",
+        "expect reset-loop: alive\nexpect this text never appears\n",
+    ));
+    let outcome =
+        run_captured(&Layout::detect(), &o).unwrap_or_else(|e| panic!("set-up failed: {e}"));
+    let tail = console_tail(&outcome);
+    assert!(
+        matches!(outcome.ending, Ending::TimedOut { .. }),
+        "the run did not time out:\n{tail}"
+    );
+    let report = outcome
+        .cpus_at_timeout
+        .as_deref()
+        .unwrap_or_else(|| panic!("no CPU report after a timeout:\n{tail}"));
+    assert!(tail.contains(report), "console_tail leaves the report out");
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines[0], xtask::hang::HEADER, "{report}");
+    // `CPU n: ELxh pc 0x… (…)`, one per CPU.
+    let cpu_line = |n: u32| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(&format!("CPU {n}: EL")))
+            .unwrap_or_else(|| panic!("no line for CPU {n}:\n{report}\n{tail}"))
+    };
+    let hypervisor: Vec<usize> = [cpu_line(0), cpu_line(1)]
+        .into_iter()
+        .filter(|&i| lines[i].ends_with("(the hypervisor)"))
+        .collect();
+    assert!(
+        !hypervisor.is_empty(),
+        "neither CPU in the hypervisor:\n{report}"
+    );
+    // Its PC named from the hypervisor's symbols: `    0x… rayos_el2::…`.
+    for i in hypervisor {
+        let pc = lines[i]
+            .split(" pc ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next());
+        let named = lines.get(i + 1).and_then(|l| l.trim().split_once(' '));
+        assert!(
+            matches!(named, Some((addr, name)) if Some(addr) == pc && name != "?"),
+            "the hypervisor's PC is not named:\n{report}"
+        );
+    }
 }
 
 /// Command lines of running QEMUs started with `-S` and this workspace's bundle.

@@ -35,6 +35,7 @@ pub mod firmware;
 pub mod flat;
 pub mod fresh;
 pub mod fuzz;
+pub mod hang;
 pub mod kvm;
 pub mod layout;
 pub mod linux_guest;

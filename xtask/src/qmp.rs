@@ -1,7 +1,8 @@
-//! QEMU's machine protocol (QMP) over the Unix socket `--qmp PATH` (or the one a
-//! script with `screendump` gets): the capabilities handshake and the commands
-//! xtask sends — `screendump` of the physical display — plus a reader for the
-//! binary PPM (P6) images it writes.
+//! QEMU's machine protocol (QMP) over the Unix socket `--qmp PATH` (or the one
+//! every captured run gets): the capabilities handshake and the commands
+//! xtask sends — `screendump` of the physical display, the monitor commands
+//! behind a timed-out run's CPU report (hang.rs) — plus a reader for the binary
+//! PPM (P6) images it writes.
 //!
 //! QMP is one JSON object per line; xtask only needs to tell a command's answer
 //! (`{"return": …}` or `{"error": …}`) from asynchronous events (`{"event": …}`),
@@ -10,6 +11,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long to wait for QEMU to create its socket and answer.
@@ -30,11 +32,21 @@ impl Qmp {
     /// Connects to `socket` (waiting up to [`TIMEOUT`] for it to appear) and
     /// negotiates capabilities.
     pub fn connect(socket: &Path) -> Result<Qmp, String> {
+        Qmp::connect_within(socket, TIMEOUT, TIMEOUT)
+    }
+
+    /// [`Qmp::connect`] waiting at most `wait` for the socket to accept and
+    /// `read_timeout` for each answer (until [`Qmp::set_read_timeout`]).
+    pub fn connect_within(
+        socket: &Path,
+        wait: Duration,
+        read_timeout: Duration,
+    ) -> Result<Qmp, String> {
         let start = Instant::now();
         let stream = loop {
             match UnixStream::connect(socket) {
                 Ok(s) => break s,
-                Err(e) if start.elapsed() < TIMEOUT => {
+                Err(e) if start.elapsed() < wait => {
                     let _ = e;
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -42,7 +54,7 @@ impl Qmp {
             }
         };
         stream
-            .set_read_timeout(Some(TIMEOUT))
+            .set_read_timeout(Some(read_timeout))
             .map_err(|e| e.to_string())?;
         let writer = stream.try_clone().map_err(|e| e.to_string())?;
         let mut q = Qmp {
@@ -55,6 +67,14 @@ impl Qmp {
         }
         q.execute("qmp_capabilities", "{}")?;
         Ok(q)
+    }
+
+    /// How long each later answer may take (at least a millisecond).
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> Result<(), String> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .map_err(|e| format!("QMP read timeout: {e}"))
     }
 
     fn line(&mut self) -> Result<String, String> {
@@ -110,9 +130,18 @@ pub fn json_string(s: &str) -> String {
     out
 }
 
-/// A socket path for a run that needs QMP but was given none: unique per process.
+/// A socket path for a run that needs QMP but was given none: unique per process
+/// (QEMU replaces a stale socket file left at the path by an earlier run).
 pub fn default_socket(out_dir: &Path) -> PathBuf {
     out_dir.join(format!("qmp-{}.sock", std::process::id()))
+}
+
+/// A socket path of its own for one captured run: unique per process and run, so
+/// that runs a process makes at the same time never share one.
+pub fn run_socket(out_dir: &Path) -> PathBuf {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    out_dir.join(format!("qmp-{}-{n}.sock", std::process::id()))
 }
 
 /// An RGB image read from a PPM.
@@ -202,6 +231,13 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn every_run_gets_its_own_socket() {
+        let (a, b) = (run_socket(Path::new("/t")), run_socket(Path::new("/t")));
+        assert_ne!(a, b);
+        assert!(a.starts_with("/t") && a.to_string_lossy().ends_with(".sock"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::build::{build_guests, build_hypervisor};
 use crate::bundle::{write_bundle, VmDef};
 use crate::error::{tail_lines, Error};
+use crate::layout::{HYP_PACKAGE, HYP_TARGET};
 use crate::linux_guest;
 use crate::qemu::{describe_exit, Accel, QemuConfig, QemuLine};
 use crate::script::{self, Action, Step};
@@ -1315,6 +1316,9 @@ pub struct RunOutcome {
     pub console: String,
     pub elapsed: Duration,
     pub timeout: Duration,
+    /// When the run timed out: where each emulated CPU was (hang.rs), asked of
+    /// QEMU before it was killed.
+    pub cpus_at_timeout: Option<String>,
 }
 
 impl RunOutcome {
@@ -1382,7 +1386,16 @@ impl RunOutcome {
 /// script runs, the timeout is enforced, QEMU is killed at the end. Set-up
 /// failures (build, QEMU missing) are errors; how the run went is the outcome.
 pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error> {
-    let prepared = prepare(layout, o)?;
+    let mut prepared = prepare(layout, o)?;
+    // Every captured run serves QMP, so that a timeout can ask where the CPUs
+    // were: `--qmp`, else a socket of the run's own (also for a script's
+    // `screendump`), removed after the run.
+    let own_socket = o.qmp.is_none();
+    let qmp = o
+        .qmp
+        .clone()
+        .unwrap_or_else(|| crate::qmp::run_socket(&layout.out));
+    prepared.qemu.qmp = Some(qmp.clone());
     if o.verbose {
         eprintln!("xtask: {}", prepared.display());
     }
@@ -1390,8 +1403,18 @@ pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error
     let start = Instant::now();
     let mut session = Session::spawn(prepared.command(), !o.quiet, timeout)
         .map_err(|e| Error::step("start QEMU", e.to_string()))?;
-    let ending = drive(&mut session, &prepared.script, prepared.qemu.qmp.as_deref());
+    let ending = drive(&mut session, &prepared.script, Some(&qmp));
+    let cpus_at_timeout = matches!(ending, Ending::TimedOut { .. }).then(|| {
+        crate::hang::cpu_report_at(
+            &qmp,
+            &layout.release_elf(HYP_TARGET, HYP_PACKAGE),
+            crate::hang::image_base(session.output()),
+        )
+    });
     session.kill();
+    if own_socket {
+        let _ = std::fs::remove_file(&qmp);
+    }
     crate::pool::log_boot(start.elapsed(), &ending);
     Ok(RunOutcome {
         guest: o.guest,
@@ -1401,6 +1424,7 @@ pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error
         console: session.output().to_string(),
         elapsed: start.elapsed(),
         timeout,
+        cpus_at_timeout,
     })
 }
 
@@ -1568,6 +1592,9 @@ pub fn run_cli(layout: &Layout, o: &RunOptions) -> Result<(), Error> {
                 "\n--- last {CONSOLE_TAIL_LINES} console lines ---\n{}\n---",
                 outcome.console_tail(CONSOLE_TAIL_LINES)
             );
+            if let Some(cpus) = &outcome.cpus_at_timeout {
+                eprintln!("{cpus}\n---");
+            }
             Err(Error::RunFailed {
                 reason: format!("run failed: {reason}"),
                 exit_code: failure_code(outcome.exit_code()),
@@ -2070,6 +2097,7 @@ mod tests {
             console: console.into(),
             elapsed: Duration::from_secs(1),
             timeout: Duration::from_secs(120),
+            cpus_at_timeout: None,
         }
     }
 
