@@ -486,6 +486,7 @@ pub fn sleep_vcpu(vm: &Vm, vcpu: &mut Vcpu, ticks: u64) {
 /// Gives this CPU up from a vCPU whose run ended (its state is no longer used):
 /// stays runnable and returns when it runs again.
 pub fn yield_ended(vm: &Vm, i: usize) {
+    release_vtimer();
     let t = vm.task_base + i;
     let k = this_pcpu();
     PENDING[k].store(P_PREEMPT, Ordering::Release);
@@ -499,6 +500,10 @@ pub fn yield_ended(vm: &Vm, i: usize) {
 pub fn exit_vcpu(vm: &Vm, i: usize, start_boot: bool) -> ! {
     let k = this_pcpu();
     log::debug!("pCPU {k}: {} vCPU {i} ends", vm.name);
+    // An ended vCPU's timer interrupt, left active, would starve the next vCPU
+    // to run here of its own (a guest powering off while another runs on
+    // stalled the other in WFI for minutes).
+    release_vtimer();
     PENDING[k].store(
         if start_boot { P_EXIT_START0 } else { P_EXIT },
         Ordering::Release,
@@ -544,14 +549,24 @@ fn save_hw(vcpu: &mut Vcpu) {
         ap0r0: read_sysreg!("ICH_AP0R0_EL2"),
         ap1r0: read_sysreg!("ICH_AP1R0_EL2"),
     };
-    write_sysreg!("CNTV_CTL_EL0", 0);
     // No maintenance request is left armed (the next entry's flush sets its own).
     write_sysreg!("ICH_HCR_EL2", crate::irq::ICH_HCR_EN);
+    vcpu.vtimer_active = release_vtimer();
+}
+
+/// Takes the leaving vCPU's virtual timer off this CPU: stops it, and
+/// deactivates its physical interrupt if it is active — hardware-linked, it
+/// waits for a guest EOI that will not come here, and while it stays active no
+/// later vCPU on this CPU ever takes its own timer interrupt. Returns whether it
+/// was active (the vCPU's state to carry to where it runs next).
+fn release_vtimer() -> bool {
+    write_sysreg!("CNTV_CTL_EL0", 0);
     let vtimer = crate::irq::hyp_irqs().vtimer;
-    vcpu.vtimer_active = crate::gic::private_active(vtimer, this_redist());
-    if vcpu.vtimer_active {
+    let active = crate::gic::private_active(vtimer, this_redist());
+    if active {
         crate::gic::deactivate_private(vtimer, this_redist());
     }
+    active
 }
 
 /// Loads `vcpu` into this CPU (after [`save_hw`], perhaps on another CPU): the
