@@ -1,14 +1,17 @@
-//! Input routing: the VM's one [`input::Router`], fed by the monitor's `input …`
-//! commands and by the physical keyboard and tablet, delivering to the VM's input
-//! devices through [`Sink`]s.
+//! Input routing: one [`input::Router`] per guest, fed by the monitor's `input …`
+//! commands, the authority partition's injections and the physical keyboard and
+//! tablet, delivering to the VM's input devices through [`Sink`]s.
 //!
-//! The hypervisor's monitor stands in for the authority partition: every source
-//! produces authority-ABI [`InputEvent`]s and calls [`route`], the one entry point,
-//! which gates them on the VM's presentation (the display's placement of it, read
-//! at every call and on every `display …` change through [`presentation_changed`])
-//! and on its interactive switch, maps display positions into guest pixels, and
-//! hands the resulting reports to every sink. Physical input never reaches a guest
-//! any other way.
+//! Every source produces authority-ABI [`InputEvent`]s. Those for a named VM go
+//! through [`route`]; physical ones through `route_physical`, which picks the VM
+//! the way the display shows them (`input::stack`: the pointer's VM is the
+//! topmost one under it, the keyboard's the one last clicked) and hands what no
+//! VM takes to the authority partition. Either way a router gates the events on
+//! its VM's presentation (the display's placement of it, read at every call and
+//! on every `display …` change through [`presentation_changed`]) and on its
+//! interactive switch, maps display positions into guest pixels, and hands the
+//! resulting reports to every sink. Physical input never reaches a guest any
+//! other way.
 //!
 //! A sink is one kind of guest input device pair: [`VirtioInputSink`] (the Linux
 //! VM's virtio-input keyboard and tablet) and [`UsbHidSink`] (the USB HID keyboard
