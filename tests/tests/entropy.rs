@@ -46,6 +46,8 @@ fi
 
 fn options(disk: &str, qemu_args: &[&str]) -> RunOptions {
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Beside the authority partition (the default configuration).
+    o.authority = true;
     o.system_disk = Some(Layout::detect().out.join(disk));
     o.smp = Some(1);
     o.qemu_args = qemu_args.iter().map(|s| s.to_string()).collect();

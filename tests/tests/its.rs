@@ -23,6 +23,8 @@ fn linux_takes_nvme_msix_as_lpis_from_the_its() {
     o.smp = Some(2);
     o.nvme = Some(NvmeDisk::Ram(16 << 20));
     o.msi = Some(boards::devices::Msi::Its);
+    // Beside the authority partition (the default configuration).
+    o.authority = true;
     o.guest_cmd = Some(
         "echo class=$(cat /sys/bus/pci/devices/0000:00:01.0/class); \
          test -b /dev/nvme0n1 && echo found=nvme0n1; \

@@ -22,6 +22,8 @@ fn linux_finds_nvme_with_msix_and_reads_back_what_it_wrote() {
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
     o.smp = Some(2);
     o.nvme = Some(NvmeDisk::Ram(16 << 20));
+    // Beside the authority partition (the default configuration).
+    o.authority = true;
     o.guest_cmd = Some(
         "echo class=$(cat /sys/bus/pci/devices/0000:00:01.0/class); \
          test -b /dev/nvme0n1 && echo found=nvme0n1; \
@@ -83,6 +85,8 @@ fn nvme_system(disk: &std::path::Path, cmd: &str) -> RunOptions {
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
     o.smp = Some(2);
     o.nvme = Some(NvmeDisk::System);
+    // Beside the authority partition (the default configuration).
+    o.authority = true;
     o.system_disk = Some(disk.to_path_buf());
     o.guest_cmd = Some(cmd.into());
     o

@@ -39,6 +39,8 @@ fn scratch(test: &str) -> PathBuf {
 
 fn linux_on(disk: &Path, cmd: &str) -> RunOptions {
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Beside the authority partition (the default configuration).
+    o.authority = true;
     o.system_disk = Some(disk.to_path_buf());
     o.guest_cmd = Some(cmd.into());
     o
@@ -276,8 +278,13 @@ fn a_read_only_system_disk_still_boots_its_vm() {
     let _boot = boot_lock();
     let dir = scratch("read-only");
     let disk = dir.join("system-disk.img");
-    let prepared = prepare(&Layout::detect(), &linux_on(&disk, "echo booted-read-only"))
-        .unwrap_or_else(|e| panic!("set-up failed: {e}"));
+    // QEMU is spawned here without the run's script, so nothing would type
+    // `host shutdown` into the partition's shell: the run ends with its guest.
+    let o = RunOptions {
+        authority: false,
+        ..linux_on(&disk, "echo booted-read-only")
+    };
+    let prepared = prepare(&Layout::detect(), &o).unwrap_or_else(|e| panic!("set-up failed: {e}"));
     let before = sysdisk::inspect(&disk).unwrap();
     // The same boot with the image attached read-only.
     let line = sysdisk::qemu_line(&prepared.qemu, &disk).map_args(|a| {

@@ -97,6 +97,8 @@ echo "pcr-expect=$({{ head -c 32 /dev/zero; cat /tmp/d; }} | sha256sum | cut -c1
 fn linux_probes_the_spi_tpm_reads_and_extends_a_pcr() {
     let _boot = boot_lock();
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Beside the authority partition (the default configuration).
+    o.authority = true;
     o.system_disk = Some(Layout::detect().out.join(SYSTEM_DISK));
     o.guest_cmd = Some(probe_and_extend_cmd());
     let outcome = boot(&o);
@@ -284,6 +286,8 @@ fn tpm_state_survives_host_reboots() {
     let mut issued = Vec::new();
     for boot_no in 0..2 {
         let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+        // Beside the authority partition (the default configuration).
+        o.authority = true;
         o.system_disk = Some(disk.clone());
         o.fresh = boot_no == 0;
         o.guest_cmd = Some(read_reset_count_cmd());

@@ -15,6 +15,8 @@ fn guest_sees_entropy_and_a_virtio_console() {
     let _boot = boot_lock();
     let layout = Layout::detect();
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Beside the authority partition (the default configuration).
+    o.authority = true;
     o.system_disk = Some(layout.out.join(SYSTEM_DISK));
     o.guest_cmd = Some(
         "cat /sys/bus/virtio/devices/*/device | sort | tr '\\n' ' ' | sed 's/^/ids=/'; echo; \

@@ -18,6 +18,8 @@ fn linux_finds_virtio_blk_over_pci_with_msix_and_reads_back_what_it_wrote() {
     let _boot = boot_lock();
     let layout = Layout::detect();
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Beside the authority partition (the default configuration).
+    o.authority = true;
     o.virtio_pci = Some(16 << 20);
     o.guest_cmd = Some(
         "d=/sys/bus/pci/devices/0000:00:02.0; \

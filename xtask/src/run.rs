@@ -331,7 +331,7 @@ pub const NOTES: &str = "\
   QMP command, e.g. `input-send-event`), `# comment`.
   The Linux guest runs beside the authority partition (--no-authority: without it): the console is the
   partition's `rayos>` shell (docs/console.md): `attach NAME` gives the console to a guest, Ctrl-] takes it
-  back. Without the partition the guest has the console and Ctrl-] enters and leaves the hypervisor's
+  back; a --guest-cmd run ends by typing `host shutdown` into it once the guest powered off. Without the partition the guest has the console and Ctrl-] enters and leaves the hypervisor's
   monitor (`monitor` script lines need that). The physical display is QEMU's
   virtio-gpu-device (--display WxH, default 1280x800): headless unless --gui.";
 
@@ -691,13 +691,12 @@ impl RunArgs {
                 "--firmware-shell and --firmware apply to --profile uefi-acpi".into(),
             ));
         }
-        // The default for the Linux guest (the registry's VMs). The test guests
-        // are programs that drive the hypervisor themselves, and a `--guest-cmd`
-        // run ends with its command (the partition would keep the host up).
+        // The default for the Linux guest (the registry's VMs); a `--guest-cmd`
+        // run then ends with `host shutdown` to the partition's shell once its
+        // guest powered off ([`GUEST_CMD_END`]). The test guests are programs
+        // that drive the hypervisor themselves.
         let authority = self.authority
-            || (!self.no_authority
-                && self.guest.unwrap_or_default() == Guest::Linux
-                && self.guest_cmd.is_none());
+            || (!self.no_authority && self.guest.unwrap_or_default() == Guest::Linux);
         let o = RunOptions {
             guest: self.guest.unwrap_or_default(),
             profile,
@@ -835,6 +834,32 @@ fn add_authority(
     Ok(Some((base, size)))
 }
 
+/// How a `--guest-cmd` run beside the authority partition ends: the guest
+/// powers off after its command, el2 keeps the host up for the partition, and
+/// the run asks the partition's shell to power the host off.
+pub const GUEST_CMD_END: &str =
+    "expect no VM left to run; the host stays up for the authority partition\n\
+send host shutdown\n\
+expect host shutdown \\(authority partition\\): powering off\n";
+
+/// `script` with [`GUEST_CMD_END`]'s steps after it for a `--guest-cmd` run
+/// beside the partition (numbered after the script's lines, marked as
+/// added in messages); otherwise unchanged.
+fn with_guest_cmd_end(mut script: Vec<Step>, o: &RunOptions) -> Result<Vec<Step>, Error> {
+    if !(o.authority && o.guest_cmd.is_some()) {
+        return Ok(script);
+    }
+    let after = script.last().map_or(0, |s| s.line);
+    let end = script::parse(GUEST_CMD_END)
+        .map_err(|e| Error::step("--guest-cmd", format!("its ending steps: {e}")))?;
+    script.extend(end.into_iter().map(|mut s| {
+        s.line += after;
+        s.text = format!("{} (added: the end of a --guest-cmd run)", s.text);
+        s
+    }));
+    Ok(script)
+}
+
 /// Whether a run is captured (piped) rather than on the terminal.
 pub fn is_captured(o: &RunOptions) -> bool {
     o.headless
@@ -897,6 +922,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         }
         None => Vec::new(),
     };
+    let script = with_guest_cmd_end(script, o)?;
     let mut qemu = QemuConfig {
         smp: 0,
         guest_mem: 0,
@@ -1652,6 +1678,40 @@ mod tests {
     }
 
     #[test]
+    fn a_guest_cmd_run_beside_the_partition_ends_by_asking_its_shell_for_host_shutdown() {
+        let user = script::parse("# wait\nexpect ready\n\nsend x\n").unwrap();
+        let mut o = parse_args(&["--guest-cmd".into(), "true".into()]).unwrap();
+        let text = |v: &[Step]| v.iter().map(Step::to_string).collect::<Vec<_>>();
+        let steps = with_guest_cmd_end(user.clone(), &o).unwrap();
+        assert_eq!(text(&steps[..2]), text(&user));
+        let added: Vec<_> = steps[2..].iter().map(|s| (s.line, s.to_string())).collect();
+        assert_eq!(added.len(), 3, "{added:?}");
+        assert_eq!(added[0].0, 5, "numbered after the script's last line");
+        assert!(added[1]
+            .1
+            .contains("`send host shutdown (added: the end of a --guest-cmd run)`"));
+        let Action::Expect(first) = &steps[2].action else {
+            panic!("{:?}", steps[2])
+        };
+        assert!(first.is_match("[el2 INFO ] no VM left to run; the host stays up for the authority partition (its `host shutdown` powers it off)"));
+        let Action::Expect(last) = &steps[4].action else {
+            panic!("{:?}", steps[4])
+        };
+        assert!(last.is_match("[el2 INFO ] host shutdown (authority partition): powering off"));
+        o.authority = false;
+        assert_eq!(
+            text(&with_guest_cmd_end(user.clone(), &o).unwrap()),
+            text(&user)
+        );
+        o.authority = true;
+        o.guest_cmd = None;
+        assert_eq!(
+            text(&with_guest_cmd_end(user.clone(), &o).unwrap()),
+            text(&user)
+        );
+    }
+
+    #[test]
     fn a_guest_cmd_the_kernel_would_cut_is_refused_with_the_longest_that_fits() {
         let base = "console=ttyAMA0 earlycon=pl011,0x09000000";
         let fits = |n: usize| {
@@ -1812,7 +1872,10 @@ mod tests {
         );
         assert!(parse_args(&args("--authority --no-authority")).is_err());
         let cmd = parse_args(&["--guest-cmd".into(), "true".into()]).unwrap();
-        assert!(!cmd.authority, "a one-shot command run ends with its guest");
+        assert!(
+            cmd.authority,
+            "a one-shot command run has the partition too"
+        );
         assert_eq!(d.accel, Accel::Tcg);
         let cmd = parse_args(&[
             "--guest-cmd".into(),
