@@ -82,6 +82,11 @@ impl PhysMem {
     pub fn free_bytes(&self) -> u64 {
         self.free.iter().map(|r| r.size).sum()
     }
+
+    /// The largest free range's size: the most one [`PhysMem::alloc`] can take.
+    pub fn largest_free(&self) -> u64 {
+        self.free.iter().map(|r| r.size).max().unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +98,20 @@ mod tests {
 
     fn r(base: u64, size: u64) -> Range {
         Range { base, size }
+    }
+
+    #[test]
+    fn the_largest_free_range_is_what_one_allocation_can_take() {
+        // An image near the top splits the RAM: 1 GiB with 16 MiB used 16 MiB
+        // below its end leaves 992 + 16 MiB free in two pieces.
+        let mut m = PhysMem::new(&[r(GIB, GIB)], &[r(2 * GIB - 32 * MIB, 16 * MIB)]);
+        assert_eq!(m.free_bytes(), GIB - 16 * MIB);
+        assert_eq!(m.largest_free(), GIB - 32 * MIB);
+        assert_eq!(m.alloc(m.free_bytes(), MIB), None);
+        let all = m.largest_free();
+        assert_eq!(m.alloc(all, MIB), Some(GIB));
+        assert_eq!(m.largest_free(), 16 * MIB);
+        assert_eq!(PhysMem::new(&[], &[]).largest_free(), 0);
     }
 
     #[test]

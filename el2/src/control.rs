@@ -214,6 +214,13 @@ fn run_pending(vm: &Vm, vcpu: &mut Vcpu) {
     {
         let here = vcpu.idx;
         crate::authority::serve(&mut El2Control { vm, here, vcpu });
+        if crate::suspend::suspended() && crate::guests::still_on() == 0 {
+            // The call suspended the last guest: its further calls run on the
+            // partition's own vCPU (`authority::call`).
+            log::info!(
+                "no VM left to run; the host stays up for the authority partition (its `host shutdown` powers it off)"
+            );
+        }
     }
     while let Some(line) = take_pending(vm) {
         run_line(vm, vcpu, line);

@@ -288,14 +288,25 @@ pub struct Listed {
 }
 
 /// Adds free RAM (after the guests' RAM was taken) to the heap as the snapshot
-/// pool.
+/// pool: one range, the largest free one (an image loaded high in RAM — the
+/// authority partition's — splits the rest in pieces).
 pub fn give_pool(pmem: &mut boards::memmap::PhysMem) {
-    let size = pmem.free_bytes().saturating_sub(KEEP_FREE).min(POOL_MAX) & !(POOL_ALIGN - 1);
+    let size = pmem
+        .free_bytes()
+        .saturating_sub(KEEP_FREE)
+        .min(pmem.largest_free())
+        .min(POOL_MAX)
+        & !(POOL_ALIGN - 1);
     if size == 0 {
         log::info!("snapshots: no free RAM for an in-memory snapshot pool");
         return;
     }
-    let Some(base) = pmem.alloc(size, POOL_ALIGN) else {
+    // The largest range need not start aligned: one alignment step less fits.
+    let size_base = [size, size.saturating_sub(POOL_ALIGN)]
+        .into_iter()
+        .filter(|&s| s > 0)
+        .find_map(|s| pmem.alloc(s, POOL_ALIGN).map(|b| (s, b)));
+    let Some((size, base)) = size_base else {
         log::info!("snapshots: no free RAM range for an in-memory snapshot pool");
         return;
     };

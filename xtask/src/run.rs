@@ -326,13 +326,14 @@ pub const NOTES: &str = "\
   adds PATH as read-only USB mass storage). --nvme system moves the system-disk VM's /dev/vda to NVMe instead (device model
   linux-dt-nvme; data persists).
   Script lines: `expect REGEX`, `send TEXT` (\\n \\r \\t \\xHH escapes), `sleep SECONDS`, `monitor COMMAND`
-  (Ctrl-] into the hypervisor monitor, COMMAND, its status line printed, Ctrl-] back; docs/monitor.md),
-  `screendump FILE` (a PPM of the physical display, through QMP), `qmp COMMAND {JSON}` (any
+  (Ctrl-] into the hypervisor monitor, COMMAND, its status line printed, Ctrl-] back; docs/monitor.md;
+  beside the partition COMMAND goes to its shell), `attach NAME` (beside the partition: the console to VM
+  NAME until a `monitor` line, which attaches it again after its status line), `screendump FILE` (a PPM of the physical display, through QMP), `qmp COMMAND {JSON}` (any
   QMP command, e.g. `input-send-event`), `# comment`.
   The Linux guest runs beside the authority partition (--no-authority: without it): the console is the
   partition's `rayos>` shell (docs/console.md): `attach NAME` gives the console to a guest, Ctrl-] takes it
-  back; a --guest-cmd run ends by typing `host shutdown` into it once the guest powered off. Without the partition the guest has the console and Ctrl-] enters and leaves the hypervisor's
-  monitor (`monitor` script lines need that). The physical display is QEMU's
+  back; a --guest-cmd run ends by typing `host shutdown` into it once the guest powered off. Without the
+  partition the guest has the console and Ctrl-] enters and leaves the hypervisor's monitor. The physical display is QEMU's
   virtio-gpu-device (--display WxH, default 1280x800): headless unless --gui.";
 
 /// `run`'s flags as clap reads them ([`parse_args`] and `cargo xtask run`).
@@ -834,6 +835,25 @@ fn add_authority(
     Ok(Some((base, size)))
 }
 
+/// `steps` for the console they will drive: beside the authority partition
+/// (`shell`) a `monitor` line goes to its shell (the shell runs every monitor
+/// command); without it the guest owns the console, so `attach` is refused.
+fn for_console(steps: Vec<Step>, shell: bool) -> Result<Vec<Step>, String> {
+    steps
+        .into_iter()
+        .map(|mut s| match s.action {
+            Action::Monitor(c) if shell => {
+                s.action = Action::Shell(c);
+                Ok(s)
+            }
+            Action::Attach(_) if !shell => Err(format!(
+                "{s}: `attach` gives the console to a VM from the authority partition's shell; without the partition (--no-authority, a test guest) the guest owns the console already"
+            )),
+            _ => Ok(s),
+        })
+        .collect()
+}
+
 /// How a `--guest-cmd` run beside the authority partition ends: the guest
 /// powers off after its command, el2 keeps the host up for the partition, and
 /// the run asks the partition's shell to power the host off.
@@ -909,16 +929,8 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
                 .map_err(|e| Error::io(format!("read script {}", path.display()), e))?;
             let steps = script::parse(&text)
                 .map_err(|e| Error::step(format!("script {}", path.display()), e.to_string()))?;
-            if let Some(s) = steps
-                .iter()
-                .find(|s| o.authority && matches!(s.action, script::Action::Monitor(_)))
-            {
-                return Err(Error::step(
-                    format!("script {}", path.display()),
-                    format!("{s}: the authority partition's shell owns the console, so Ctrl-] does not reach the hypervisor's monitor: send the command to the shell (`send vm list`) or run with --no-authority"),
-                ));
-            }
-            steps
+            for_console(steps, o.authority)
+                .map_err(|e| Error::step(format!("script {}", path.display()), e))?
         }
         None => Vec::new(),
     };
@@ -1458,6 +1470,8 @@ pub fn run_captured(layout: &Layout, o: &RunOptions) -> Result<RunOutcome, Error
 /// (connected to at the first `screendump`).
 pub fn drive(session: &mut Session, steps: &[Step], qmp: Option<&std::path::Path>) -> Ending {
     let mut conn: Option<crate::qmp::Qmp> = None;
+    // The VM the partition's shell gave the console to (`attach`).
+    let mut attached: Option<&str> = None;
     for step in steps {
         match &step.action {
             Action::Expect(re) => match session.expect(re) {
@@ -1493,6 +1507,17 @@ pub fn drive(session: &mut Session, steps: &[Step], qmp: Option<&std::path::Path
                 if let Err(e) = monitor_step(session, step, command) {
                     return e;
                 }
+            }
+            Action::Shell(command) => {
+                if let Err(e) = shell_step(session, step, command, attached) {
+                    return e;
+                }
+            }
+            Action::Attach(name) => {
+                if let Err(e) = attach_step(session, step, name) {
+                    return e;
+                }
+                attached = Some(name);
             }
             Action::Screendump(_) | Action::Qmp { .. } => {
                 if conn.is_none() {
@@ -1572,6 +1597,98 @@ fn monitor_step(session: &mut Session, step: &Step, command: &str) -> Result<(),
     }
     let _ = session.send(&escape.to_string());
     Ok(())
+}
+
+/// A status line of the authority partition's shell (`ok: …` / `error: …`,
+/// after its prompt when the line is typed ahead of it), the status in group 1.
+pub fn shell_status_regex() -> regex::Regex {
+    regex::Regex::new(r"(?m)^(?:rayos> )*((?:ok|error): [^\r\n]*)\r?\n")
+        .expect("the shell status pattern is valid")
+}
+
+/// Types `line` and waits for `want`; the captured status is printed as
+/// `xtask: shell `LINE`: STATUS`. `gone_ok`: QEMU exiting 0 instead is the
+/// answer (`host shutdown` powers the host off without a status line).
+fn shell_line(
+    session: &mut Session,
+    step: &Step,
+    line: &str,
+    want: &regex::Regex,
+    gone_ok: bool,
+) -> Result<(), Ending> {
+    if let Err(e) = session.send(&format!("{line}\n")) {
+        return Err(Ending::SendFailed {
+            step: step.to_string(),
+            error: e.to_string(),
+        });
+    }
+    match session.expect_capture(want) {
+        Ok(status) => {
+            println!("xtask: shell `{line}`: {status}");
+            Ok(())
+        }
+        Err(WaitError::Exited(Some(0))) if gone_ok => Ok(()),
+        Err(WaitError::TimedOut) => Err(Ending::TimedOut {
+            waiting_for: Some(step.to_string()),
+        }),
+        Err(WaitError::Exited(code)) => Err(Ending::StepUnmet {
+            step: step.to_string(),
+            code,
+        }),
+    }
+}
+
+/// One `attach NAME` step beside the partition: the shell's `attach`, waiting
+/// for its `ok: attached …` line.
+fn attach_step(session: &mut Session, step: &Step, name: &str) -> Result<(), Ending> {
+    let ok = regex::Regex::new(&format!(
+        r"(?m)^(?:rayos> )*(ok: attached to vm {}'s console[^\r\n]*)\r?\n",
+        regex::escape(name)
+    ))
+    .expect("the attach pattern is valid");
+    shell_line(session, step, &format!("attach {name}"), &ok, false)
+}
+
+/// One `monitor COMMAND` step beside the partition: leaves an attached console
+/// (`Ctrl-]`, its `[detached …]` line), types COMMAND at the prompt, waits for
+/// its status line, and attaches the console again.
+fn shell_step(
+    session: &mut Session,
+    step: &Step,
+    command: &str,
+    attached: Option<&str>,
+) -> Result<(), Ending> {
+    if let Some(name) = attached {
+        let detached = regex::Regex::new(&format!(r"\[detached from vm {}\]", regex::escape(name)))
+            .expect("the detach pattern is valid");
+        let escape = char::from(monitor::ESCAPE).to_string();
+        if let Err(e) = session.send(&escape) {
+            return Err(Ending::SendFailed {
+                step: step.to_string(),
+                error: e.to_string(),
+            });
+        }
+        match session.expect(&detached) {
+            Ok(()) => {}
+            Err(WaitError::TimedOut) => {
+                return Err(Ending::TimedOut {
+                    waiting_for: Some(step.to_string()),
+                })
+            }
+            Err(WaitError::Exited(code)) => {
+                return Err(Ending::StepUnmet {
+                    step: step.to_string(),
+                    code,
+                })
+            }
+        }
+    }
+    let host_off = command.split_whitespace().eq(["host", "shutdown"]);
+    shell_line(session, step, command, &shell_status_regex(), host_off)?;
+    match attached {
+        Some(name) if !host_off => attach_step(session, step, name),
+        _ => Ok(()),
+    }
 }
 
 /// `cargo xtask run`: interactive on a terminal, captured otherwise.
@@ -1664,17 +1781,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_script_with_monitor_lines_is_refused_beside_the_partition_before_anything_runs() {
-        let dir = std::env::temp_dir().join(format!("xtask-monitor-script-{}", std::process::id()));
+    fn beside_the_partition_monitor_lines_go_to_its_shell_and_attach_is_refused_without_it() {
+        let steps = script::parse("expect x\nattach linux\nmonitor vm list\nsend y\n").unwrap();
+        let shell = for_console(steps.clone(), true).unwrap();
+        assert!(matches!(&shell[1].action, Action::Attach(n) if n == "linux"));
+        assert!(matches!(&shell[2].action, Action::Shell(c) if c == "vm list"));
+        assert!(matches!(&shell[3].action, Action::Send(t) if t == "y\n"));
+        let e = for_console(steps, false).expect_err("refused");
+        assert!(e.contains("line 2") && e.contains("--no-authority"), "{e}");
+        let plain = for_console(script::parse("monitor vm list\n").unwrap(), false).unwrap();
+        assert!(matches!(&plain[0].action, Action::Monitor(c) if c == "vm list"));
+        // Before anything runs: `prepare` refuses the script itself.
+        let dir = std::env::temp_dir().join(format!("xtask-attach-script-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.script");
-        std::fs::write(&path, "expect rayos> \nmonitor vm list\n").unwrap();
-        let o = parse_args(&["--script".into(), path.to_string_lossy().into_owned()]).unwrap();
-        assert!(o.authority);
+        std::fs::write(&path, "expect $ \nattach linux\n").unwrap();
+        let o = parse_args(&[
+            "--no-authority".into(),
+            "--script".into(),
+            path.to_string_lossy().into_owned(),
+        ])
+        .unwrap();
         let layout = Layout::with_dirs(dir.clone(), dir.join("target"));
         let e = prepare(&layout, &o).expect_err("refused").to_string();
-        assert!(e.contains("line 2") && e.contains("--no-authority"), "{e}");
+        assert!(e.contains("line 2") && e.contains("attach"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_shell_status_pattern_takes_the_status_after_a_prompt() {
+        let re = shell_status_regex();
+        let c = re
+            .captures("rayos> vm list\r\nok: 1 vm: linux\r\n")
+            .unwrap();
+        assert_eq!(&c[1], "ok: 1 vm: linux");
+        let c = re.captures("rayos> error: vm nope: unknown\n").unwrap();
+        assert_eq!(&c[1], "error: vm nope: unknown");
+        assert!(re.captures("echo ok: inside a line\n").is_none());
     }
 
     #[test]

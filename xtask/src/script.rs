@@ -3,7 +3,11 @@
 //! matches), `send TEXT` (type TEXT and a newline; `\n`, `\r`, `\t`, `\\` and
 //! `\xHH` escapes), `sleep SECONDS`, `monitor COMMAND` (enter the hypervisor
 //! monitor with `Ctrl-]`, run COMMAND, wait for its status line and print it,
-//! return to the guest console; see docs/monitor.md), `screendump FILE` (QEMU
+//! return to the guest console; see docs/monitor.md — beside the authority
+//! partition COMMAND goes to its shell instead, docs/console.md), `attach NAME`
+//! (beside the partition: give the console to VM NAME, as the shell's `attach`;
+//! a later `monitor` line leaves it with `Ctrl-]` and attaches again after its
+//! status line), `screendump FILE` (QEMU
 //! writes the physical display to FILE as a PPM, through QMP). Blank lines and lines
 //! starting with `#` are ignored. Everything is checked when the script is parsed,
 //! before QEMU starts (a monitor command against the monitor's own parser).
@@ -25,8 +29,16 @@ pub enum Action {
     Send(String),
     /// Pause (console output is still collected).
     Sleep(Duration),
-    /// Run this hypervisor monitor command (without a newline).
+    /// Run this hypervisor monitor command (without a newline). Beside the
+    /// authority partition [`crate::run::prepare`] makes it a [`Action::Shell`].
     Monitor(String),
+    /// Type this command at the authority partition's `rayos>` prompt and wait
+    /// for its status line (leaving and re-attaching a console attached with
+    /// [`Action::Attach`] around it).
+    Shell(String),
+    /// Give the serial line to this VM's console (the partition's `attach NAME`);
+    /// only beside the authority partition.
+    Attach(String),
     /// Write the physical display to this file (PPM).
     Screendump(std::path::PathBuf),
     /// Run a QMP command with these JSON arguments (e.g. `input-send-event`).
@@ -64,7 +76,7 @@ impl fmt::Display for ScriptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ScriptError::UnknownCommand { line, command } => {
-                write!(f, "script line {line}: unknown command `{command}` (expected expect, send, sleep, monitor, screendump or qmp)")
+                write!(f, "script line {line}: unknown command `{command}` (expected expect, send, sleep, monitor, attach, screendump or qmp)")
             }
             ScriptError::MissingArgument { line, command } => {
                 write!(f, "script line {line}: `{command}` needs an argument")
@@ -148,6 +160,16 @@ pub fn parse(text: &str) -> Result<Vec<Step>, ScriptError> {
                 )?;
                 monitor_command(command, line)?;
                 Action::Monitor(command.to_string())
+            }
+            "attach" => {
+                let name = arg
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty() && !a.contains(char::is_whitespace))
+                    .ok_or(ScriptError::MissingArgument {
+                        line,
+                        command: "attach (one VM name)",
+                    })?;
+                Action::Attach(name.to_string())
             }
             "screendump" => {
                 let file = arg.map(str::trim).filter(|a| !a.is_empty()).ok_or(
