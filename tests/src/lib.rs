@@ -50,6 +50,25 @@ pub fn console_value<'a>(console: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// The status lines (`ok: …` / `error: …`) of monitor commands on a console,
+/// in order: the hypervisor monitor's (`[el2 monitor] ok: …`) and, beside the
+/// authority partition, its shell's (a line of its own, after the prompts of
+/// lines typed ahead of them: `rayos> ok: …`).
+pub fn statuses(console: &str) -> Vec<&str> {
+    let prefix = format!("{} ", monitor::LINE_PREFIX);
+    console
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter_map(|l| {
+            let mut s = l.strip_prefix(prefix.as_str()).unwrap_or(l);
+            while let Some(rest) = s.strip_prefix("rayos> ") {
+                s = rest;
+            }
+            (s.starts_with("ok: ") || s.starts_with("error: ")).then_some(s)
+        })
+        .collect()
+}
+
 /// Writes a `--script` file named `name` under the workspace's target directory.
 pub fn script(name: &str, text: &str) -> PathBuf {
     let dir = Layout::detect().out.join("test-scripts");

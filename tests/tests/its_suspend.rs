@@ -11,7 +11,10 @@
 //! the I/O queues took through the ITS (their /proc/interrupts lines, whose chip
 //! is the ITS's MSI domain).
 //!
-//! Boot 1 suspends the VM (`monitor vm suspend linux`; QEMU powers off). Boot 2
+//! Every boot runs beside the authority partition; its shell takes the scripts'
+//! `monitor` lines (the bundle's test types into the guest's console after
+//! `attach linux`). Boot 1 suspends the VM (`monitor vm suspend linux`; the host
+//! stays up for the partition, `monitor host shutdown` powers it off). Boot 2
 //! (a host restart on the same system disk) resumes it: no kernel boot, the counter
 //! goes on, the data reads back, and the ITS interrupt count keeps rising — the
 //! restored ITS translates the controller's messages; then a disk snapshot is
@@ -24,7 +27,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use integration_tests::{boot, boot_lock, console_tail, console_value, script};
+use integration_tests::{boot, boot_lock, console_tail, console_value, script, statuses};
 use registry::cli::FileDisk;
 use registry::Registry;
 use xtask::run::{Ending, Guest, NvmeDisk, RunOptions};
@@ -95,17 +98,6 @@ fn booted_kernel(console: &str) -> bool {
     console.contains("Booting Linux on physical CPU") || console.contains("Linux version ")
 }
 
-/// The monitor's `ok:`/`error:` status lines.
-fn statuses(console: &str) -> Vec<&str> {
-    let prefix = format!("{} ", monitor::LINE_PREFIX);
-    console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter(|s| s.starts_with("ok: ") || s.starts_with("error: "))
-        .collect()
-}
-
 /// A fresh directory for this test's system disk under `target/tmp/`.
 fn scratch(test: &str) -> PathBuf {
     let dir = Layout::detect()
@@ -129,6 +121,9 @@ fn its_system(disk: &Path, script_text: (&str, String)) -> RunOptions {
     o.system_disk = Some(disk.to_path_buf());
     o.guest_cmd = Some(counter_cmd());
     o.script = Some(script(script_text.0, &script_text.1));
+    // Beside the authority partition (the default configuration): the
+    // scripts' `monitor` lines go to its shell.
+    o.authority = true;
     o
 }
 
@@ -150,7 +145,7 @@ fn an_its_vm_suspends_with_msis_in_flight_and_resumes_after_host_restart() {
         &disk,
         (
             "its-suspend-1.script",
-            "expect (?m)^count=3 \nmonitor vm suspend linux\n".into(),
+            "expect (?m)^count=3 \nmonitor vm suspend linux\nmonitor host shutdown\n".into(),
         ),
     );
     o.fresh = true;
@@ -266,6 +261,7 @@ fn a_bundle_its_vm_rolls_back_an_in_memory_snapshot_and_its_nvme_interrupts_go_o
     o.mem = Some(256 << 20);
     o.nvme = Some(NvmeDisk::Ram(16 << 20));
     o.msi = Some(boards::devices::Msi::Its);
+    o.authority = true;
     // Each line: 64 KiB written (not between snapshot and rollback: a bundle's RAM
     // disk has no log, so a written one refuses the rollback) and 64 KiB read past
     // the page cache, through the NVMe I/O queues' ITS interrupts, and their
@@ -287,6 +283,7 @@ fn a_bundle_its_vm_rolls_back_an_in_memory_snapshot_and_its_nvme_interrupts_go_o
         "its-rollback.script",
         &format!(
             "expect starting a shell\n\
+             attach linux\n\
              sleep 0.5\n\
              {}\
              monitor vm snapshot linux m1\n\
@@ -303,7 +300,11 @@ fn a_bundle_its_vm_rolls_back_an_in_memory_snapshot_and_its_nvme_interrupts_go_o
     let outcome = boot(&o);
     let tail = console_tail(&outcome);
     assert_eq!(outcome.ending, Ending::ScriptDone, "\n{tail}");
-    let got = statuses(&outcome.console);
+    // The shell's own answers to the script's `attach` lines aside.
+    let got: Vec<&str> = statuses(&outcome.console)
+        .into_iter()
+        .filter(|s| !s.starts_with("ok: attached to vm linux's console"))
+        .collect();
     assert!(
         got.len() == 2
             && got[0].starts_with("ok: vm linux snapshot 'm1' taken")

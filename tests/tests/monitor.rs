@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{boot, boot_lock, console_tail, script};
+use integration_tests::{boot, boot_lock, console_tail, script, statuses};
 use xtask::run::{Ending, Guest, RunOptions};
 use xtask::Layout;
 
@@ -22,17 +22,6 @@ fn linux_options(smp: u32, disk: &str) -> RunOptions {
     o.mem = Some(256 << 20);
     o.system_disk = Some(Layout::detect().out.join(disk));
     o
-}
-
-/// The monitor's status lines (`ok: …` / `error: …`), in order.
-fn statuses(console: &str) -> Vec<&str> {
-    let prefix = format!("{} ", monitor::LINE_PREFIX);
-    console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter(|s| s.starts_with("ok: ") || s.starts_with("error: "))
-        .collect()
 }
 
 #[test]

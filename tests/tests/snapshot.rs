@@ -16,7 +16,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use integration_tests::{boot, boot_lock, console_tail, script};
+use integration_tests::{boot, boot_lock, console_tail, script, statuses};
 use registry::cli::FileDisk;
 use registry::Registry;
 use vdev::BlockBackend;
@@ -38,17 +38,6 @@ fn nonce() -> u128 {
         .expect("clock")
         .as_millis()
         % 1_000_000_000
-}
-
-/// The monitor's status lines (`ok: …` / `error: …`), in order.
-fn statuses(console: &str) -> Vec<&str> {
-    let prefix = format!("{} ", monitor::LINE_PREFIX);
-    console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter(|s| s.starts_with("ok: ") || s.starts_with("error: "))
-        .collect()
 }
 
 #[test]

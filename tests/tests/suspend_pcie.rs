@@ -7,7 +7,9 @@
 //! dropped, so through the controller): the last counter block and the data's
 //! checksum; then it writes the counter's block with a flush.
 //!
-//! Boot 1 suspends the VM with `monitor vm suspend linux` (QEMU powers off). Boot
+//! Every boot runs beside the authority partition; its shell takes the scripts'
+//! `monitor` lines. Boot 1 suspends the VM with `monitor vm suspend linux` (the
+//! host stays up for the partition; `monitor host shutdown` powers it off). Boot
 //! 2 (a host restart on the same system disk) resumes it: no kernel boot, the
 //! counter goes on from the next value, the data and the last block written before
 //! the suspend read back, each new block reads back the tick after; then a disk
@@ -19,7 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use integration_tests::{boot, boot_lock, console_tail, console_value, script};
+use integration_tests::{boot, boot_lock, console_tail, console_value, script, statuses};
 use registry::cli::FileDisk;
 use registry::Registry;
 use xtask::run::{Guest, NvmeDisk, RunOptions};
@@ -90,17 +92,6 @@ fn booted_kernel(console: &str) -> bool {
     console.contains("Booting Linux on physical CPU") || console.contains("Linux version ")
 }
 
-/// The monitor's `ok:`/`error:` status lines.
-fn statuses(console: &str) -> Vec<&str> {
-    let prefix = format!("{} ", monitor::LINE_PREFIX);
-    console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter(|s| s.starts_with("ok: ") || s.starts_with("error: "))
-        .collect()
-}
-
 /// A fresh directory for this test's system disk under `target/tmp/`.
 fn scratch(test: &str) -> PathBuf {
     let dir = Layout::detect()
@@ -122,6 +113,9 @@ fn nvme_system(disk: &Path, cmd: String, script_text: Option<(&str, String)>) ->
     o.system_disk = Some(disk.to_path_buf());
     o.guest_cmd = Some(cmd);
     o.script = script_text.map(|(name, text)| script(name, &text));
+    // Beside the authority partition (the default configuration): the
+    // scripts' `monitor` lines go to its shell.
+    o.authority = true;
     o
 }
 
@@ -153,7 +147,7 @@ fn an_nvme_vm_suspends_resumes_after_host_restart_and_keeps_its_namespace() {
         counter_cmd(),
         Some((
             "suspend-pcie-1.script",
-            "expect (?m)^count=3 \nmonitor vm suspend linux\n".into(),
+            "expect (?m)^count=3 \nmonitor vm suspend linux\nmonitor host shutdown\n".into(),
         )),
     );
     o.fresh = true;
@@ -306,10 +300,12 @@ fn a_virtio_pci_vm_refuses_suspend_and_rolls_back_through_the_restored_function(
     // Leaves room for the snapshot pool in the host's RAM.
     o.mem = Some(256 << 20);
     o.virtio_pci = Some(16 << 20);
+    o.authority = true;
     o.script = Some(script(
         "suspend-pcie-virtio.script",
         &format!(
             "expect starting a shell\n\
+             attach linux\n\
              sleep 0.5\n\
              send printf 'vpci-%s\\n' $(({nonce}*3)) | dd of=/dev/vda bs=4096 seek=7 count=1 conv=sync,fsync 2>/dev/null; echo wrote-$((1+1))\n\
              expect wrote-2\n\
@@ -322,7 +318,9 @@ fn a_virtio_pci_vm_refuses_suspend_and_rolls_back_through_the_restored_function(
              send echo 3 > /proc/sys/vm/drop_caches; echo read2=$(dd if=/dev/vda bs=4096 skip=7 count=1 2>/dev/null | head -n 1) later=$(cat /tmp/later 2>/dev/null || echo gone)-$((4+5))\n\
              expect later=gone-9\n\
              send exit\n\
-             expect shell exited\n"
+             expect shell exited\n\
+             expect no VM left to run; the host stays up\n\
+             monitor host shutdown\n"
         ),
     ));
     let outcome = boot(&o);
@@ -338,7 +336,11 @@ fn a_virtio_pci_vm_refuses_suspend_and_rolls_back_through_the_restored_function(
         console.contains(&format!("read2={block} later=gone-9")),
         "after the rollback the disk did not read back through the function, or RAM kept the later file\n{tail}"
     );
-    let got = statuses(console);
+    // The shell's own answers to the script's `attach` lines aside.
+    let got: Vec<&str> = statuses(console)
+        .into_iter()
+        .filter(|s| !s.starts_with("ok: attached to vm linux's console"))
+        .collect();
     assert_eq!(got.len(), 4, "{got:#?}\n{tail}");
     // Refused with the VM left paused, as every failed suspend leaves it.
     assert!(

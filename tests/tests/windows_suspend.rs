@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use integration_tests::{boot, boot_lock, console_tail, script};
+use integration_tests::{boot, boot_lock, console_tail, script, statuses};
 use registry::cli::FileDisk;
 use registry::Registry;
 use xtask::boot_chain::marker::GRUB_WELCOME;
@@ -54,17 +54,6 @@ fn assert_going_on(t: &[Tick], tail: &str) {
         assert_eq!(w[1].count, w[0].count + 1, "{w:?}\n{tail}");
         assert!(w[1].irqs > w[0].irqs, "no NVMe interrupt in {w:?}\n{tail}");
     }
-}
-
-/// The monitor's `ok:`/`error:` status lines.
-fn statuses(console: &str) -> Vec<&str> {
-    let prefix = format!("{} ", monitor::LINE_PREFIX);
-    console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter(|s| s.starts_with("ok: ") || s.starts_with("error: "))
-        .collect()
 }
 
 fn saved_state_size(disk: &Path) -> u64 {

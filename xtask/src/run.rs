@@ -332,7 +332,7 @@ pub const NOTES: &str = "\
   QMP command, e.g. `input-send-event`), `# comment`.
   The Linux guest runs beside the authority partition (--no-authority: without it): the console is the
   partition's `rayos>` shell (docs/console.md): `attach NAME` gives the console to a guest, Ctrl-] takes it
-  back; a --guest-cmd run ends by typing `host shutdown` into it once the guest powered off. Without the
+  back; a --guest-cmd run without --script ends by typing `host shutdown` into it once the guest powered off. Without the
   partition the guest has the console and Ctrl-] enters and leaves the hypervisor's monitor. The physical display is QEMU's
   virtio-gpu-device (--display WxH, default 1280x800): headless unless --gui.";
 
@@ -862,22 +862,23 @@ pub const GUEST_CMD_END: &str =
 send host shutdown\n\
 expect host shutdown \\(authority partition\\): powering off\n";
 
-/// `script` with [`GUEST_CMD_END`]'s steps after it for a `--guest-cmd` run
-/// beside the partition (numbered after the script's lines, marked as
-/// added in messages); otherwise unchanged.
-fn with_guest_cmd_end(mut script: Vec<Step>, o: &RunOptions) -> Result<Vec<Step>, Error> {
-    if !(o.authority && o.guest_cmd.is_some()) {
+/// [`GUEST_CMD_END`]'s steps for a `--guest-cmd` run beside the partition
+/// without a script (marked as added in messages). A run with a script ends
+/// as the script has it (`monitor host shutdown`, or QEMU stopped
+/// [`SCRIPT_EXIT_GRACE`] after its last step); other runs are unchanged.
+fn with_guest_cmd_end(script: Vec<Step>, o: &RunOptions) -> Result<Vec<Step>, Error> {
+    if !(o.authority && o.guest_cmd.is_some() && script.is_empty()) {
         return Ok(script);
     }
-    let after = script.last().map_or(0, |s| s.line);
     let end = script::parse(GUEST_CMD_END)
         .map_err(|e| Error::step("--guest-cmd", format!("its ending steps: {e}")))?;
-    script.extend(end.into_iter().map(|mut s| {
-        s.line += after;
-        s.text = format!("{} (added: the end of a --guest-cmd run)", s.text);
-        s
-    }));
-    Ok(script)
+    Ok(end
+        .into_iter()
+        .map(|mut s| {
+            s.text = format!("{} (added: the end of a --guest-cmd run)", s.text);
+            s
+        })
+        .collect())
 }
 
 /// Whether a run is captured (piped) rather than on the terminal.
@@ -1822,25 +1823,26 @@ mod tests {
 
     #[test]
     fn a_guest_cmd_run_beside_the_partition_ends_by_asking_its_shell_for_host_shutdown() {
-        let user = script::parse("# wait\nexpect ready\n\nsend x\n").unwrap();
         let mut o = parse_args(&["--guest-cmd".into(), "true".into()]).unwrap();
         let text = |v: &[Step]| v.iter().map(Step::to_string).collect::<Vec<_>>();
-        let steps = with_guest_cmd_end(user.clone(), &o).unwrap();
-        assert_eq!(text(&steps[..2]), text(&user));
-        let added: Vec<_> = steps[2..].iter().map(|s| (s.line, s.to_string())).collect();
+        let steps = with_guest_cmd_end(Vec::new(), &o).unwrap();
+        let added = text(&steps);
         assert_eq!(added.len(), 3, "{added:?}");
-        assert_eq!(added[0].0, 5, "numbered after the script's last line");
-        assert!(added[1]
-            .1
-            .contains("`send host shutdown (added: the end of a --guest-cmd run)`"));
-        let Action::Expect(first) = &steps[2].action else {
-            panic!("{:?}", steps[2])
+        assert!(added[1].contains("`send host shutdown (added: the end of a --guest-cmd run)`"));
+        let Action::Expect(first) = &steps[0].action else {
+            panic!("{:?}", steps[0])
         };
         assert!(first.is_match("[el2 INFO ] no VM left to run; the host stays up for the authority partition (its `host shutdown` powers it off)"));
-        let Action::Expect(last) = &steps[4].action else {
-            panic!("{:?}", steps[4])
+        let Action::Expect(last) = &steps[2].action else {
+            panic!("{:?}", steps[2])
         };
         assert!(last.is_match("[el2 INFO ] host shutdown (authority partition): powering off"));
+        // A script decides its run's end itself.
+        let user = script::parse("# wait\nexpect ready\n\nsend x\n").unwrap();
+        assert_eq!(
+            text(&with_guest_cmd_end(user.clone(), &o).unwrap()),
+            text(&user)
+        );
         o.authority = false;
         assert_eq!(
             text(&with_guest_cmd_end(user.clone(), &o).unwrap()),
