@@ -53,7 +53,8 @@ pub fn console_value<'a>(console: &'a str, key: &str) -> Option<&'a str> {
 /// The status lines (`ok: …` / `error: …`) of monitor commands on a console,
 /// in order: the hypervisor monitor's (`[el2 monitor] ok: …`) and, beside the
 /// authority partition, its shell's (a line of its own, after the prompts of
-/// lines typed ahead of them: `rayos> ok: …`).
+/// lines typed ahead of them: `rayos> ok: …`), without its answers to
+/// `attach` (a script's `attach` and every `monitor` line after it re-attach).
 pub fn statuses(console: &str) -> Vec<&str> {
     let prefix = format!("{} ", monitor::LINE_PREFIX);
     console
@@ -64,7 +65,9 @@ pub fn statuses(console: &str) -> Vec<&str> {
             while let Some(rest) = s.strip_prefix("rayos> ") {
                 s = rest;
             }
-            (s.starts_with("ok: ") || s.starts_with("error: ")).then_some(s)
+            ((s.starts_with("ok: ") && !s.starts_with("ok: attached to vm "))
+                || s.starts_with("error: "))
+            .then_some(s)
         })
         .collect()
 }

@@ -4,7 +4,10 @@
 //! the file is gone, the disk (read after dropping the page cache, so from the
 //! device) holds the base block again, and the guest keeps running (a command
 //! answers). Hostile cases: a duplicate tag, an unknown tag, rollback to a deleted
-//! snapshot — each an `error:` status line.
+//! snapshot — each an `error:` status line. These run beside the authority
+//! partition, the default configuration: the scripts `attach linux` to type into
+//! the guest, their `monitor` lines go to the partition's shell, and the host,
+//! which outlives its guest there, ends with `monitor host shutdown`.
 //!
 //! Disk snapshots (`--disk`) across a host reboot: the guest writes a base block
 //! and a file in RAM, a disk snapshot is taken, the guest overwrites the block and
@@ -46,6 +49,7 @@ fn rollback_undoes_a_file_in_ram_and_a_synced_disk_write_and_the_guest_runs_on()
     let nonce = nonce();
     let (base, new) = (nonce * 2, nonce * 2 + 1);
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.authority = true;
     o.smp = Some(2);
     o.mem = Some(256 << 20);
     o.system_disk = Some(Layout::detect().out.join(SYSTEM_DISK));
@@ -55,6 +59,7 @@ fn rollback_undoes_a_file_in_ram_and_a_synced_disk_write_and_the_guest_runs_on()
         "snapshot-rollback.script",
         &format!(
             "expect starting a shell\n\
+             attach linux\n\
              sleep 0.5\n\
              send printf 'base-%s\\n' $(({nonce}*2)) | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null; sync; echo wrote-$((1+1))\n\
              expect wrote-2\n\
@@ -80,7 +85,9 @@ fn rollback_undoes_a_file_in_ram_and_a_synced_disk_write_and_the_guest_runs_on()
              send echo still-$((5+6))\n\
              expect still-11\n\
              send exit\n\
-             expect shell exited\n"
+             expect shell exited\n\
+             expect no VM left to run; the host stays up\n\
+             monitor host shutdown\n"
         ),
     ));
     let outcome = boot(&o);
@@ -144,6 +151,7 @@ fn an_nvme_vm_rolls_back_and_reads_its_namespace_through_the_restored_controller
     let _boot = boot_lock();
     let nonce = nonce();
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    o.authority = true;
     o.smp = Some(2);
     // Leaves room for the snapshot pool in the host's RAM.
     o.mem = Some(256 << 20);
@@ -152,6 +160,7 @@ fn an_nvme_vm_rolls_back_and_reads_its_namespace_through_the_restored_controller
         "snapshot-nvme.script",
         &format!(
             "expect starting a shell\n\
+             attach linux\n\
              sleep 0.5\n\
              send printf 'nvme-%s\\n' $(({nonce}*3)) | dd of=/dev/nvme0n1 bs=4096 seek=7 count=1 conv=sync,fsync 2>/dev/null; echo kept > /tmp/keep; echo wrote-$((1+1))\n\
              expect wrote-2\n\
@@ -167,7 +176,9 @@ fn an_nvme_vm_rolls_back_and_reads_its_namespace_through_the_restored_controller
              send echo still-$((5+6))\n\
              expect still-11\n\
              send exit\n\
-             expect shell exited\n"
+             expect shell exited\n\
+             expect no VM left to run; the host stays up\n\
+             monitor host shutdown\n"
         ),
     ));
     let outcome = boot(&o);
@@ -213,6 +224,7 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
     let disk = Layout::detect().out.join(DISK_SNAPSHOT_DISK);
     let on_disk = |name: &str, text: String| {
         let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+        o.authority = true;
         o.smp = Some(2);
         o.mem = Some(256 << 20);
         o.system_disk = Some(disk.clone());
@@ -224,6 +236,7 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
         "disk-snapshot-1.script",
         format!(
             "expect starting a shell\n\
+             attach linux\n\
              sleep 0.5\n\
              send printf 'base-%s\\n' $(({n}*2)) | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null; printf 'early-%s\\n' $(({n}*2)) | dd of=/dev/vda bs=512 seek=64 count=1 conv=sync,fsync 2>/dev/null; sync; echo kept-$(({n}*2)) > /tmp/kept; echo boot1=$(cat /proc/sys/kernel/random/boot_id); echo wrote-$((1+1))\n\
              expect wrote-2\n\
@@ -235,7 +248,9 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
              expect wrote-4\n\
              monitor vm snapshot linux d2 --disk\n\
              send exit\n\
-             expect shell exited\n"
+             expect shell exited\n\
+             expect no VM left to run; the host stays up\n\
+             monitor host shutdown\n"
         ),
     );
     o.fresh = true;
@@ -282,6 +297,7 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
     let second = boot(&on_disk(
         "disk-snapshot-2.script",
         "expect starting a shell\n\
+         attach linux\n\
          sleep 0.5\n\
          send echo 3 > /proc/sys/vm/drop_caches; echo before=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -n 1) kept=$(cat /tmp/kept 2>/dev/null || echo none-$((1+2)))\n\
          expect kept=none-3\n\
@@ -300,7 +316,9 @@ fn a_disk_snapshot_survives_a_host_reboot_and_rolls_back_ram_and_disk() {
          monitor vm snapshots linux\n\
          monitor vm rollback linux d1\n\
          send exit\n\
-         expect shell exited\n"
+         expect shell exited\n\
+         expect no VM left to run; the host stays up\n\
+         monitor host shutdown\n"
             .into(),
     ));
     let tail = console_tail(&second);
