@@ -163,6 +163,12 @@ fn an_nvme_vm_suspends_resumes_after_host_restart_and_keeps_its_namespace() {
             .any(|s| s.starts_with("ok: vm linux suspended (")),
         "`vm suspend` did not suspend the NVMe VM: {got:#?}\n{tail1}"
     );
+    assert!(
+        first
+            .console
+            .contains("no VM left to run; the host stays up for the authority partition"),
+        "the host did not say it stays up for the partition after the suspend\n{tail1}"
+    );
     assert_eq!(
         first.exit_code(),
         Some(0),
