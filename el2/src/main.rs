@@ -479,7 +479,8 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     // What to boot: a boot bundle passed as the initrd (direct boot) wins; otherwise
     // the system disk's autostart VM.
     let storage = storage::open(&platform.virtio_mmio);
-    let specs: Vec<storage::VmDefinition> = match (platform.initrd, storage) {
+    let from_disk = platform.initrd.is_none() && storage.is_some();
+    let mut specs: Vec<storage::VmDefinition> = match (platform.initrd, storage) {
         (Some(bundle_range), storage) => {
             if storage.is_some() {
                 log::info!("a boot bundle was given: booting it; system-disk VMs are not started");
@@ -546,6 +547,63 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
                 ))
             })
     });
+    // Scheduler tasks: every guest's vCPUs in turn, then the authority
+    // partition's one.
+    let authority_tasks = usize::from(authority_image.is_some());
+    // The registry's other VMs are built too, off until `vm start`, as far as
+    // guest slots, vCPU tasks and memory go (after the partition's RAM; the
+    // snapshot pool takes what is left).
+    let started = specs.len();
+    if from_disk {
+        let ids: Vec<registry::Uuid> = specs.iter().filter_map(|s| s.identity).collect();
+        let mut vcpus_taken: usize = specs.iter().map(|s| s.vcpus as usize).sum();
+        for spec in storage::held(&mut pmem, &ids) {
+            let vcpus = spec.vcpus as usize;
+            let mem = spec.mem.next_multiple_of(GUEST_RAM_ALIGN);
+            let why = if specs.len() >= guests::MAX {
+                Some(alloc::format!("the hypervisor holds at most {} VMs", guests::MAX))
+            } else if vcpus_taken + vcpus + authority_tasks > stacks::MAX_VCPUS {
+                Some(alloc::format!(
+                    "its {vcpus} vCPU(s) do not fit beside the {vcpus_taken} the hypervisor runs already (at most {})",
+                    stacks::MAX_VCPUS - authority_tasks
+                ))
+            } else {
+                None
+            };
+            let placed_one = match why {
+                Some(why) => Err(why),
+                None => match pmem.alloc(mem, GUEST_RAM_ALIGN) {
+                    None => Err(alloc::format!(
+                        "it wants {} MiB of RAM, {} MiB are free",
+                        mem >> 20,
+                        pmem.free_bytes() >> 20
+                    )),
+                    Some(ram_pa) => match spec.firmware.as_ref() {
+                        Some(fw) => firmware::reserve(&mut pmem, fw)
+                            .map(|f| (ram_pa, Some(f)))
+                            .map_err(|e| alloc::format!("{e}")),
+                        None => Ok((ram_pa, None)),
+                    },
+                },
+            };
+            match placed_one {
+                Ok(p) => {
+                    log::info!(
+                        "VM '{}' is not started at this host boot: it is off until `vm start {}`",
+                        spec.name,
+                        spec.name
+                    );
+                    vcpus_taken += vcpus;
+                    placed.push(p);
+                    specs.push(spec);
+                }
+                Err(why) => log::warn!(
+                    "VM '{}' is not built at this host boot, so `vm start` cannot start it until the next: {why}",
+                    spec.name
+                ),
+            }
+        }
+    }
     let mmfr0 = el1::read_sysreg!("ID_AA64MMFR0_EL1");
     let layout = Layout::from_mmfr0(mmfr0, GUEST_IPA_BITS)
         .unwrap_or_else(|e| fatal(format_args!("stage-2 layout: {e:?}")));
@@ -568,10 +626,8 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         );
         pcpus.truncate(stacks::MAX_CPUS);
     }
-    // Scheduler tasks: every guest's vCPUs in turn, then the authority
-    // partition's one. The last guest may be cut down to what is left; a guest
-    // with no task left is refused.
-    let authority_tasks = usize::from(authority_image.is_some());
+    // The last guest started may be cut down to the tasks left; a guest with
+    // no task left is refused.
     let mut task_bases = Vec::new();
     let mut tasks = 0;
     for spec in &specs {
@@ -604,8 +660,13 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         .zip(placed.into_iter().zip(task_bases))
         .enumerate()
     {
-        resumes.push(spec.resume);
+        // `None`: held off (as if powered off) until `vm start`.
+        resumes.push((i < started).then_some(spec.resume));
         let vm = build_guest(spec, i, ram_pa, flash, layout, task_base, vcpus);
+        if i >= started {
+            vm.stop
+                .store(vm::StopReason::PoweredOff as u8, Ordering::Release);
+        }
         smp::register(vm, GUEST_PRIORITY);
         guests.push(vm);
     }
@@ -614,6 +675,12 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     display::start(&platform.virtio_mmio);
     for &vm in guests::all() {
         display::register(vm);
+    }
+    // A VM held off shows nothing until it is started and presented.
+    for &vm in &guests::all()[started..] {
+        if let Err(e) = display::change(vm, 0, monitor::command::DisplayChange::Hide) {
+            log::warn!("display: VM '{}' stays on the desk while off: {e}", vm.name);
+        }
     }
     if guests::several() {
         log::info!(
@@ -642,6 +709,9 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     let up = smp::start_secondaries();
     log::info!("{up} physical CPU(s) scheduling vCPUs");
     for (&vm, resume) in guests::all().iter().zip(resumes) {
+        let Some(resume) = resume else {
+            continue;
+        };
         let resumed = resume.is_some_and(|blob| resume_or_cold_boot(vm, blob));
         if !resumed {
             if let Err(e) = smp::start_vcpu(vm, 0, true) {

@@ -179,16 +179,51 @@ pub fn autostart(
             log::info!("VM '{}' chosen on the command line (rayos.vm=)", rec.name);
         }
     }
-    recs.iter().map(|rec| prepare(storage, pmem, rec)).collect()
+    recs.iter()
+        .map(|rec| prepare(storage, pmem, rec, true))
+        .collect()
+}
+
+/// The registry's other VMs (not in `started`), prepared as [`autostart`]'s
+/// but not started: el2 builds each and leaves it off until `vm start` (the
+/// partition's VM_START), which decides then whether it resumes or cold boots
+/// and counts the start ([`restart_decision`]). A VM that cannot be prepared
+/// (its boot files do not fit in memory, a model this host cannot run) is
+/// left out, with a line saying why.
+pub fn held(pmem: &mut PhysMem, started: &[registry::Uuid]) -> Vec<VmDefinition> {
+    with(|st| {
+        let recs: Vec<VmRecord> = st
+            .registry
+            .vms()
+            .iter()
+            .filter(|r| !started.contains(&r.uuid))
+            .cloned()
+            .collect();
+        recs.iter()
+            .filter_map(|rec| match prepare(st, pmem, rec, false) {
+                Ok(def) => Some(def),
+                Err(e) => {
+                    log::warn!(
+                        "VM '{}' is not built at this host boot, so `vm start` cannot start it until the next: {e}",
+                        rec.name
+                    );
+                    None
+                }
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// `rec` prepared to boot as it says (a `windows` VM's first disk behind
 /// virtio-blk over virtio-PCI rather than NVMe when its disk bus says so; its
-/// MSIs to the ITS when its MSI controller says so).
+/// MSIs to the ITS when its MSI controller says so). `starts`: it starts now
+/// (its saved state decided, its start counted), else it is held off.
 fn prepare(
     storage: &mut Storage,
     pmem: &mut PhysMem,
     rec: &VmRecord,
+    starts: bool,
 ) -> Result<VmDefinition, String> {
     if rec.device_model == registry::DeviceModel::Windows {
         windows_can_start(rec)?;
@@ -286,8 +321,13 @@ fn prepare(
             rec.device_model.as_str()
         );
     }
-    let resume = resume_decision(storage, rec);
-    record_start(storage, rec);
+    let resume = if starts {
+        let resume = resume_decision(storage, rec);
+        record_start(storage, rec);
+        resume
+    } else {
+        None
+    };
     Ok(VmDefinition {
         name: rec.name.clone(),
         identity: Some(rec.uuid),

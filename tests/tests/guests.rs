@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use integration_tests::{boot, boot_lock, console_tail, script};
+use integration_tests::{boot, boot_lock, console_tail, script, statuses};
 use xtask::linux_guest::guest_cmd_arg;
 use xtask::run::{Ending, RunOptions, LINUX_CMDLINE};
 use xtask::Layout;
@@ -259,6 +259,64 @@ fn the_partition_starts_a_guest_that_powered_off_while_another_runs() {
             "\n{tail}"
         );
     }
+    let _ = std::fs::remove_dir_all(sys.parent().unwrap());
+}
+
+/// A VM of the registry that this host boot does not start (neither chosen nor
+/// autostart) is built off: `vm list` shows it off beside the running one,
+/// `vm start` boots it (its start counted then, not at host boot), it runs its
+/// command and powers off, and starts again on request.
+#[test]
+fn a_vm_the_host_boot_did_not_start_starts_on_request() {
+    let _g = boot_lock();
+    let (sys, guest) = fresh_disk("test-guests-held", "1G");
+    add_vm(&sys, "a", STAY_CMD, &guest.kernel, &guest.initramfs, &[]);
+    add_vm(&sys, "c", "echo c-ran-$((2*3))", &guest.kernel, &guest.initramfs, &[]);
+    let mut o = RunOptions::headless(Default::default(), TIMEOUT);
+    o.vm = Some("a".into());
+    o.system_disk = Some(sys.clone());
+    o.authority = true;
+    o.script = Some(script(
+        "guests-held.script",
+        "expect rayos> \n\
+         monitor vm list\n\
+         monitor vm start c\n\
+         expect \\(c\\) c-ran-6\n\
+         expect VM 'c' powered off\n\
+         monitor vm list\n\
+         monitor vm start c\n\
+         expect \\(c\\) c-ran-6\n\
+         expect VM 'c' powered off\n\
+         monitor host shutdown\n",
+    ));
+    let outcome = boot(&o);
+    let tail = console_tail(&outcome);
+    assert_eq!(outcome.ending, Ending::Exited(Some(0)), "\n{tail}");
+    let c = outcome.console.replace('\r', "");
+    assert!(
+        c.contains("VM 'c' is not started at this host boot: it is off until `vm start c`"),
+        "\n{tail}"
+    );
+    assert_eq!(
+        statuses(&c),
+        [
+            "ok: 2 vms: a vcpus=1 state=running; c vcpus=1 state=off",
+            "ok: vm c started",
+            "ok: 2 vms: a vcpus=1 state=running; c vcpus=1 state=off",
+            "ok: vm c started",
+        ],
+        "\n{tail}"
+    );
+    assert_eq!(stream(&c, "c").matches("c-ran-6").count(), 2, "\n{tail}");
+    // The registry counted `a`'s start at host boot and `c`'s two on request.
+    let mut d = registry::cli::FileDisk::open(&sys, true).unwrap();
+    let reg = registry::Registry::open(&mut d).expect("the registry opens");
+    let starts: Vec<(String, u64)> = reg
+        .vms()
+        .iter()
+        .map(|v| (v.name.clone(), u64::from(v.starts)))
+        .collect();
+    assert_eq!(starts, [("a".into(), 1), ("c".into(), 2)], "\n{tail}");
     let _ = std::fs::remove_dir_all(sys.parent().unwrap());
 }
 
