@@ -45,13 +45,22 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// Copies `kernel` into the guest RAM `[ram_base, ram_base + ram_size)` of `mem`.
+/// Copies `kernel` into the guest RAM `[ram_base, ram_base + ram_size)` of `mem`,
+/// where [`place_kernel`] says.
 pub fn load_kernel(
     mem: &mut dyn GuestMemory,
     ram_base: u64,
     ram_size: u64,
     kernel: &[u8],
 ) -> Result<Loaded, LoadError> {
+    let loaded = place_kernel(ram_base, ram_size, kernel)?;
+    mem.write(loaded.entry, kernel).map_err(LoadError::Memory)?;
+    Ok(loaded)
+}
+
+/// Where `kernel` goes in the guest RAM `[ram_base, ram_base + ram_size)`, or
+/// why it does not fit; nothing is written.
+pub fn place_kernel(ram_base: u64, ram_size: u64, kernel: &[u8]) -> Result<Loaded, LoadError> {
     let is_image = kernel.len() >= image::HEADER_LEN
         && &kernel[image::MAGIC_OFFSET..image::MAGIC_OFFSET + 4] == image::MAGIC;
     let (offset, size) = if is_image {
@@ -74,8 +83,6 @@ pub fn load_kernel(
             have: ram_size,
         });
     }
-    mem.write(ram_base + offset, kernel)
-        .map_err(LoadError::Memory)?;
     Ok(Loaded {
         entry: ram_base + offset,
         end: ram_base + need,
@@ -131,6 +138,23 @@ mod tests {
         k[16..24].copy_from_slice(&image_size.to_le_bytes());
         k[56..60].copy_from_slice(b"ARM\x64");
         k
+    }
+
+    #[test]
+    fn placing_a_kernel_writes_nothing_and_refuses_one_larger_than_ram() {
+        let k = header(0x1000, 8 << 20, 4096);
+        let at = place_kernel(BASE, 16 << 20, &k).unwrap();
+        assert_eq!(
+            (at.entry, at.end),
+            (BASE + 0x1000, BASE + 0x1000 + (8 << 20))
+        );
+        assert_eq!(
+            place_kernel(BASE, 4 << 20, &k),
+            Err(LoadError::TooBig {
+                need: 0x1000 + (8 << 20),
+                have: 4 << 20
+            })
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! completions.
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::vm::{StopReason, Vm};
 
@@ -21,6 +22,10 @@ use crate::vm::{StopReason, Vm};
 pub const MAX: usize = 4;
 
 static GUESTS: spin::Once<Vec<&'static Vm>> = spin::Once::new();
+
+/// Which guests have been started since the host booted (by position): a VM
+/// the boot held off counts once `vm start` started it.
+static STARTED: [AtomicBool; MAX] = [const { AtomicBool::new(false) }; MAX];
 
 /// Records the guests (once, at boot).
 pub fn set(guests: Vec<&'static Vm>) {
@@ -42,9 +47,17 @@ pub fn find(name: &str) -> Option<&'static Vm> {
     all().iter().copied().find(|v| v.name == name)
 }
 
-/// Whether more than one guest runs (console lines then say whose they are).
+/// Records that `vm` was started (at host boot, or by `vm start`).
+pub fn mark_started(vm: &Vm) {
+    if let Some(i) = index_of(vm) {
+        STARTED[i].store(true, Ordering::Release);
+    }
+}
+
+/// Whether more than one guest has been started since the host booted
+/// (console lines then say whose they are; a VM held off prints nothing).
 pub fn several() -> bool {
-    all().len() > 1
+    STARTED.iter().filter(|s| s.load(Ordering::Acquire)).count() > 1
 }
 
 /// The position of `vm` among the guests (`None`: the authority partition).

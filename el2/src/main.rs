@@ -185,58 +185,85 @@ fn load_guest(vm: &Vm, boot: &BootImage) -> StartRequest {
     if vm.firmware.is_some() {
         return load_firmware_dt(vm);
     }
-    let loaded =
-        boards::boot_image::load_kernel(&mut ram, vm.ram.ipa(), vm.ram.size(), boot.kernel)
-            .unwrap_or_else(|e| {
-                fatal(format_args!(
-                    "VM '{}': kernel does not load: {e:?}",
-                    vm.name
-                ))
-            });
+    let plan = plan_boot(vm, boot).unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", vm.name)));
+    vdev::GuestMemory::write(&mut ram, plan.kernel.entry, boot.kernel)
+        .unwrap_or_else(|e| fatal(format_args!("VM '{}': kernel: {e:?}", vm.name)));
+    if let (Some((start, _)), Some(bytes)) = (plan.layout.initrd, boot.initrd) {
+        vdev::GuestMemory::write(&mut ram, start, bytes)
+            .unwrap_or_else(|e| fatal(format_args!("initrd: {e:?}")));
+    }
+    let dtb_ipa = plan.layout.dtb;
+    vdev::GuestMemory::write(&mut ram, dtb_ipa, &plan.dt)
+        .unwrap_or_else(|e| fatal(format_args!("device tree: {e:?}")));
+    log::info!(
+        "VM '{}': {} kernel ({} KiB) at {:#x}, initrd {} KiB, device tree at {dtb_ipa:#x}",
+        vm.name,
+        if plan.kernel.linux_image {
+            "arm64 Image"
+        } else {
+            "raw"
+        },
+        boot.kernel.len() >> 10,
+        plan.kernel.entry,
+        boot.initrd.map_or(0, |i| i.len()) >> 10
+    );
+    StartRequest {
+        entry: plan.kernel.entry,
+        x0: dtb_ipa,
+    }
+}
+
+/// Where a kernel boot puts what in guest RAM, decided before anything is
+/// written.
+struct BootPlan {
+    kernel: boards::boot_image::Loaded,
+    layout: boards::boot_image::BootLayout,
+    dt: Vec<u8>,
+}
+
+/// The plan of `vm`'s kernel boot from `boot`, or why its files do not fit its
+/// RAM (a VM record on the disk says what it boots: a hostile disk's must be
+/// refused, not loaded).
+fn plan_boot(vm: &Vm, boot: &BootImage) -> Result<BootPlan, alloc::string::String> {
+    let kernel = boards::boot_image::place_kernel(vm.ram.ipa(), vm.ram.size(), boot.kernel)
+        .map_err(|e| alloc::format!("kernel does not load: {e:?}"))?;
     let initrd_len = boot.initrd.map_or(0, |i| i.len() as u64);
     // The boot data goes below a framebuffer carved from the top of RAM.
     let below_fb = vm
         .framebuffer
         .map_or(vm.ram.size(), |f| f.base - vm.ram.ipa());
-    let boards::boot_image::BootLayout {
-        initrd,
-        dtb: dtb_ipa,
-    } = boards::boot_image::place_boot_data(vm.ram.ipa(), below_fb, loaded.end, initrd_len)
-        .unwrap_or_else(|e| fatal(format_args!("VM '{}': {e}", vm.name)));
-    if let (Some((start, _)), Some(bytes)) = (initrd, boot.initrd) {
-        vdev::GuestMemory::write(&mut ram, start, bytes)
-            .unwrap_or_else(|e| fatal(format_args!("initrd: {e:?}")));
-    }
+    let layout =
+        boards::boot_image::place_boot_data(vm.ram.ipa(), below_fb, kernel.end, initrd_len)
+            .map_err(alloc::string::String::from)?;
     let dt = boards::guest_dt::device_tree(
         &boards::guest_dt::Machine {
             vcpus: vm.vcpus(),
             ram_base: vm.ram.ipa(),
             ram_size: vm.ram.size(),
             bootargs: &boot.cmdline,
-            initrd,
+            initrd: layout.initrd,
             rng_seed: None,
         },
         &vm.devices,
     )
-    .unwrap_or_else(|e| fatal(format_args!("VM '{}': device tree: {e}", vm.name)));
-    vdev::GuestMemory::write(&mut ram, dtb_ipa, &dt)
-        .unwrap_or_else(|e| fatal(format_args!("device tree: {e:?}")));
-    log::info!(
-        "VM '{}': {} kernel ({} KiB) at {:#x}, initrd {} KiB, device tree at {dtb_ipa:#x}",
-        vm.name,
-        if loaded.linux_image {
-            "arm64 Image"
-        } else {
-            "raw"
-        },
-        boot.kernel.len() >> 10,
-        loaded.entry,
-        initrd_len >> 10
-    );
-    StartRequest {
-        entry: loaded.entry,
-        x0: dtb_ipa,
+    .map_err(|e| alloc::format!("device tree: {e}"))?;
+    Ok(BootPlan { kernel, layout, dt })
+}
+
+/// Whether `vm` can boot again: a kernel VM's files fit its RAM
+/// ([`plan_boot`]); a firmware VM boots from its flash. For `vm start`, which
+/// must refuse rather than stop the host.
+fn can_boot(vm: &'static Vm) -> Result<(), alloc::string::String> {
+    if vm.firmware.is_some() {
+        return Ok(());
     }
+    let found = BOOTS
+        .lock()
+        .iter()
+        .find(|(p, _)| *p == vm as *const Vm as usize)
+        .map(|(_, b)| b.clone());
+    let boot = found.ok_or_else(|| alloc::string::String::from("no boot image"))?;
+    plan_boot(vm, &boot).map(|_| ())
 }
 
 /// A firmware VM's boot: its device tree at the start of RAM (where QEMU puts it
@@ -561,7 +588,10 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
             let vcpus = spec.vcpus as usize;
             let mem = spec.mem.next_multiple_of(GUEST_RAM_ALIGN);
             let why = if specs.len() >= guests::MAX {
-                Some(alloc::format!("the hypervisor holds at most {} VMs", guests::MAX))
+                Some(alloc::format!(
+                    "the hypervisor holds at most {} VMs",
+                    guests::MAX
+                ))
             } else if vcpus_taken + vcpus + authority_tasks > stacks::MAX_VCPUS {
                 Some(alloc::format!(
                     "its {vcpus} vCPU(s) do not fit beside the {vcpus_taken} the hypervisor runs already (at most {})",
@@ -581,7 +611,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
                     Some(ram_pa) => match spec.firmware.as_ref() {
                         Some(fw) => firmware::reserve(&mut pmem, fw)
                             .map(|f| (ram_pa, Some(f)))
-                            .map_err(|e| alloc::format!("{e}")),
+                            .map_err(|e| alloc::string::ToString::to_string(&e)),
                         None => Ok((ram_pa, None)),
                     },
                 },
@@ -671,6 +701,9 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
         guests.push(vm);
     }
     guests::set(guests);
+    for &vm in &guests::all()[..started] {
+        guests::mark_started(vm);
+    }
     let primary = the_vm();
     display::start(&platform.virtio_mmio);
     for &vm in guests::all() {
@@ -685,7 +718,7 @@ extern "C" fn rust_main(dtb: usize, efi_handoff: usize) -> ! {
     if guests::several() {
         log::info!(
             "{} guests run side by side: the console's input goes to '{}' (console lines of the others start with their name); physical input goes to the VM under the pointer, the keyboard to the one last clicked",
-            guests::all().len(),
+            started,
             primary.name
         );
     }
@@ -824,11 +857,14 @@ fn build_guest(
 /// and a cold boot, as at host boot, and counts the start. Every vCPU of `vm`
 /// is off.
 fn restart_guest(vm: &'static Vm) -> Result<(), alloc::string::String> {
+    // Checked first: a resume that fails cold boots.
+    can_boot(vm)?;
     let blob = match vm.identity {
         Some(uuid) => storage::restart_decision(uuid)?,
         None => None,
     };
     log::info!("VM '{}': starting again", vm.name);
+    guests::mark_started(vm);
     // A suspend left it paused; a stop request is what ended it.
     vm.run.clear_pause();
     vm.stop.store(0, Ordering::Release);

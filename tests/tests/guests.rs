@@ -265,13 +265,30 @@ fn the_partition_starts_a_guest_that_powered_off_while_another_runs() {
 /// A VM of the registry that this host boot does not start (neither chosen nor
 /// autostart) is built off: `vm list` shows it off beside the running one,
 /// `vm start` boots it (its start counted then, not at host boot), it runs its
-/// command and powers off, and starts again on request.
+/// command and powers off, and starts again on request. One whose kernel does
+/// not fit its RAM (the disk's record says 16 MiB) is refused by `vm start`
+/// with the reason, and the host and the other guests run on.
 #[test]
 fn a_vm_the_host_boot_did_not_start_starts_on_request() {
     let _g = boot_lock();
     let (sys, guest) = fresh_disk("test-guests-held", "1G");
     add_vm(&sys, "a", STAY_CMD, &guest.kernel, &guest.initramfs, &[]);
-    add_vm(&sys, "c", "echo c-ran-$((2*3))", &guest.kernel, &guest.initramfs, &[]);
+    add_vm(
+        &sys,
+        "c",
+        "echo c-ran-$((2*3))",
+        &guest.kernel,
+        &guest.initramfs,
+        &[],
+    );
+    add_vm(
+        &sys,
+        "big",
+        "true",
+        &guest.kernel,
+        &guest.initramfs,
+        &["--mem", "16M"],
+    );
     let mut o = RunOptions::headless(Default::default(), TIMEOUT);
     o.vm = Some("a".into());
     o.system_disk = Some(sys.clone());
@@ -280,13 +297,18 @@ fn a_vm_the_host_boot_did_not_start_starts_on_request() {
         "guests-held.script",
         "expect rayos> \n\
          monitor vm list\n\
-         monitor vm start c\n\
+         send vm start c\n\
+         expect ok: vm c started\n\
          expect \\(c\\) c-ran-6\n\
          expect VM 'c' powered off\n\
          monitor vm list\n\
-         monitor vm start c\n\
+         send vm start c\n\
+         expect ok: vm c started\n\
          expect \\(c\\) c-ran-6\n\
          expect VM 'c' powered off\n\
+         send vm start big\n\
+         expect error: vm big\n\
+         monitor vm list\n\
          monitor host shutdown\n",
     ));
     let outcome = boot(&o);
@@ -297,16 +319,18 @@ fn a_vm_the_host_boot_did_not_start_starts_on_request() {
         c.contains("VM 'c' is not started at this host boot: it is off until `vm start c`"),
         "\n{tail}"
     );
+    let got = statuses(&c);
+    let off = "ok: 3 vms: a vcpus=1 state=running; c vcpus=1 state=off; big vcpus=1 state=off";
     assert_eq!(
-        statuses(&c),
-        [
-            "ok: 2 vms: a vcpus=1 state=running; c vcpus=1 state=off",
-            "ok: vm c started",
-            "ok: 2 vms: a vcpus=1 state=running; c vcpus=1 state=off",
-            "ok: vm c started",
-        ],
+        got[..4],
+        [off, "ok: vm c started", off, "ok: vm c started"],
         "\n{tail}"
     );
+    assert!(
+        got[4].starts_with("error: vm big: ") && got[4].contains("kernel does not load"),
+        "{got:#?}\n{tail}"
+    );
+    assert_eq!(got[5..], [off], "\n{tail}");
     assert_eq!(stream(&c, "c").matches("c-ran-6").count(), 2, "\n{tail}");
     // The registry counted `a`'s start at host boot and `c`'s two on request.
     let mut d = registry::cli::FileDisk::open(&sys, true).unwrap();
@@ -314,9 +338,13 @@ fn a_vm_the_host_boot_did_not_start_starts_on_request() {
     let starts: Vec<(String, u64)> = reg
         .vms()
         .iter()
-        .map(|v| (v.name.clone(), u64::from(v.starts)))
+        .map(|v| (v.name.clone(), v.starts))
         .collect();
-    assert_eq!(starts, [("a".into(), 1), ("c".into(), 2)], "\n{tail}");
+    assert_eq!(
+        starts,
+        [("a".into(), 1), ("c".into(), 2), ("big".into(), 0)],
+        "\n{tail}"
+    );
     let _ = std::fs::remove_dir_all(sys.parent().unwrap());
 }
 
