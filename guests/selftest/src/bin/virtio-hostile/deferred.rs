@@ -2,7 +2,15 @@
 //! available in one notification than the device may do in one exit (its
 //! per-call budget of chain bytes), then never notifies again and waits in WFI.
 //! The hypervisor must finish the rest on its own and raise the used-buffer
-//! interrupt the driver asked for with `used_event`.
+//! interrupt the driver asked for with `used_event`: set before the
+//! notification to the last request's entry, so the interrupt is owed whichever
+//! exit finishes the work. (The rest may be finished by any later exit of the
+//! vCPU — an interrupt the hypervisor takes right after the notification
+//! returns included — so the guest cannot see how much the notification itself
+//! did; the budget is the device model's, tested in the `virtio` crate. As first
+//! written the check asked for an interrupt only after reading the used index
+//! and acknowledging, and failed when such an exit had already finished the
+//! work: about 1 run in 3 in this session's suite and reruns.)
 //!
 //! Each request is a write of [`BIG_LEN`] bytes from guest RAM at sector 0 of
 //! the 1 MiB disk: far beyond its end, so the device answers IOERR without
@@ -140,19 +148,13 @@ pub fn deferred_resumed(p: &mut Detail) {
         write_desc(desc_off(head), indirect);
         s.make_available(head);
     }
+    // An interrupt when the last request's entry is used, and none before: the
+    // notification alone cannot use it (the budget), a resumed call does.
+    s.mmio.ack_interrupts();
+    dma::w16(used_event_off(), REQUESTS - 1);
+    barrier();
     s.kick();
     let after_notify = s.used_idx();
-    if after_notify >= REQUESTS {
-        p.append(format_args!(
-            "all {REQUESTS} requests completed in the notification: the budget was not reached"
-        ));
-        return;
-    }
-    // As Linux does after consuming: acknowledge, then ask for an interrupt at
-    // the very next used entry. No further notification.
-    s.mmio.ack_interrupts();
-    dma::w16(used_event_off(), after_notify);
-    barrier();
     let mut rounds = 0;
     enable_timer_wakeup(true);
     while s.used_idx() != REQUESTS && rounds < WAIT_ROUNDS {
