@@ -133,9 +133,20 @@ impl PointerMap {
                 i128::from(y) - i128::from(oy),
             ),
             Inverse::Scaled(dst) => {
-                // u = (x + ½ − dx)·cw/dw.
+                // u = (x + ½ − dx)·cw/dw, in 64 bits when the product fits (any
+                // display and guest of today: 128-bit division is a library
+                // call of hundreds of instructions in the hypervisor, on every
+                // pointer move), else in 128. The same quotient either way.
                 let axis = |p: i128, o: i32, c: i128, len: u32| {
-                    ((p - 2 * i128::from(o)) * c).div_euclid(2 * i128::from(len))
+                    let num = p - 2 * i128::from(o);
+                    let narrow = i64::try_from(num)
+                        .ok()
+                        .zip(i64::try_from(c).ok())
+                        .and_then(|(n, c)| n.checked_mul(c));
+                    match narrow {
+                        Some(nc) => i128::from(nc.div_euclid(2 * i64::from(len))),
+                        None => (num * c).div_euclid(2 * i128::from(len)),
+                    }
                 };
                 (axis(px, dst.x, cw, dst.w), axis(py, dst.y, ch, dst.h))
             }

@@ -155,6 +155,25 @@ fn scaled_panel_edges_and_extreme_scales() {
 }
 
 #[test]
+fn scaled_products_beyond_64_bits_are_exact() {
+    // A guest 2^32 − 1 pixels wide shown 100 display pixels wide at the far right
+    // of a display spanning every i32: far left of it, (2x + 1 − 2·dx)·cw is
+    // about −2^65, past 64 bits, and must still be outside, not wrapped inside.
+    let display = Rect::new(i32::MIN, 0, u32::MAX, 1);
+    let dst = Rect::new(i32::MAX - 100, 0, 100, 1);
+    let m = PointerMap::new(&Placement::Scaled(dst), u32::MAX, 1, display).unwrap();
+    for x in [i32::MIN, i32::MIN + 1, -1, 0, 1 << 30, i32::MAX - 101] {
+        assert_eq!(m.to_guest(x, 0), None, "x {x}");
+    }
+    // Inside, every pixel against the 128-bit formula.
+    for x in dst.x..i32::MAX {
+        let u = ((2 * i128::from(x) + 1 - 2 * i128::from(dst.x)) * i128::from(u32::MAX))
+            .div_euclid(200);
+        assert_eq!(m.to_guest(x, 0), Some((u as u32, 0)), "x {x}");
+    }
+}
+
+#[test]
 fn quad_outside_and_behind_the_viewer_stay_with_rayos() {
     let t = Transform::from_quad(64, 48, [(20, 10), (110, 20), (100, 90), (10, 80)]).unwrap();
     let p = Placement::Transform(t);

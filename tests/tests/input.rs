@@ -17,13 +17,14 @@
 //! the VM is not interactive; presented as a quad, a QMP click arrives at the guest
 //! pixel the quad's projective inverse names (within ±1). The hypervisor takes
 //! the physical tablet and keyboard by their interrupts (its boot log says so).
+//! All beside the authority partition, whose shell runs the `monitor` lines.
 
 use std::time::Duration;
 
 use integration_tests::evdev::{
     events, left_presses, mapped, near, qmp_button, qmp_move, BTN_LEFT, EV_KEY,
 };
-use integration_tests::{boot, boot_lock, console_tail, script};
+use integration_tests::{boot, boot_lock, console_tail, script, statuses};
 use xtask::qemu::DEFAULT_DISPLAY;
 use xtask::run::{Ending, Guest, RunOptions};
 use xtask::Layout;
@@ -74,9 +75,15 @@ fn pointer_clicks_gaze_and_typing_reach_the_guest_only_where_and_while_they_shou
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
     o.system_disk = Some(layout.out.join(SYSTEM_DISK));
     o.guest_cmd = Some(GUEST_CMD.into());
+    // Beside the authority partition, the default configuration: its boot
+    // sequence leaves the VM hidden and not interactive, the `monitor` lines
+    // go to its shell, and `go` is typed into the guest's console after
+    // `attach linux`.
+    o.authority = true;
     let text = format!(
         "expect input-ready\n\
          monitor display present linux panel {px} {py} {pw} {ph}\n\
+         monitor input interactive linux on\n\
          {inside}{down}{up}sleep 1\n\
          {outside}{down}{up}sleep 1\n\
          monitor display hide linux\n\
@@ -90,6 +97,7 @@ fn pointer_clicks_gaze_and_typing_reach_the_guest_only_where_and_while_they_shou
          monitor input type linux \"echo hi\\n\"\n\
          monitor display present linux quad {quad}\n\
          {quad_click}{down}{up}sleep 2\n\
+         attach linux\n\
          send go\n\
          expect keyboard-end\n",
         quad = QUAD.map(|(x, y)| format!("{x} {y}")).join(" "),
@@ -182,12 +190,8 @@ fn pointer_clicks_gaze_and_typing_reach_the_guest_only_where_and_while_they_shou
     let want: Vec<(u16, i32)> = ECHO_HI.iter().flat_map(|&k| [(k, 1), (k, 0)]).collect();
     assert_eq!(keys, want, "\n{tail}");
 
-    let answers: Vec<&str> = console
-        .lines()
-        .filter_map(|l| {
-            l.trim_end_matches('\r')
-                .strip_prefix(&format!("{} ", monitor::LINE_PREFIX))
-        })
+    let answers: Vec<&str> = statuses(console)
+        .into_iter()
         .filter(|s| s.starts_with("ok: vm linux: "))
         .collect();
     assert!(
