@@ -9,7 +9,8 @@
 //! an in-memory snapshot and rollback of the VM keeps the controller working;
 //! with Bus Master Enable cleared by the guest the controller's DMA is refused
 //! (Host Controller Error) and the hypervisor carries on.
-//! One boot for all of it.
+//! One boot for all of it, beside the authority partition (its shell runs the
+//! `monitor` lines).
 
 use std::time::Duration;
 
@@ -85,9 +86,15 @@ fn linux_enumerates_usb_hid_and_storage_takes_monitor_keys_and_hot_plug() {
     o.usb = true;
     o.usb_storage = Some(img.clone());
     o.guest_cmd = Some(GUEST_CMD.into());
+    // Beside the authority partition (the default configuration): its shell
+    // runs the `monitor` lines; its boot left the VM hidden and not
+    // interactive, so the keys need it presented and interactive first.
+    o.authority = true;
     o.script = Some(script(
         "usb.script",
         "expect listening=event\n\
+         monitor display present linux fullscreen\n\
+         monitor input interactive linux on\n\
          # wrong monitor commands first: each refused, nothing changes\n\
          monitor usb attach linux\n\
          monitor input key nosuch a\n\
@@ -107,9 +114,12 @@ fn linux_enumerates_usb_hid_and_storage_takes_monitor_keys_and_hot_plug() {
          monitor input key linux b\n\
          expect xhci: host controller error\n\
          monitor vm list\n\
+         attach linux\n\
          send go\n\
          expect resumed=go\n\
-         expect rayos-guest: cmd exit\n",
+         expect rayos-guest: cmd exit\n\
+         expect no VM left to run; the host stays up\n\
+         monitor host shutdown\n",
     ));
     let outcome = run_captured(&layout, &o).unwrap_or_else(|e| panic!("could not boot: {e}"));
     let tail = console_tail(&outcome);
