@@ -1165,15 +1165,16 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         } else {
             None
         };
+        qemu.smp = o.host_cpus.unwrap_or(vm.vcpus);
+        qemu.guest_mem = vm.mem;
+        qemu.kernel = hypervisor;
+        // The partition is built before the bundle is written ([`prepare`]).
+        let authority = add_authority(layout, o, &mut qemu)?;
         let bundle = match &system_disk {
             Some(d) => d.path.clone(),
             None => write_bundle(layout, &vm)?,
         };
-        qemu.smp = o.host_cpus.unwrap_or(vm.vcpus);
-        qemu.guest_mem = vm.mem;
-        qemu.kernel = hypervisor;
         qemu.initrd = bundle.clone();
-        let authority = add_authority(layout, o, &mut qemu)?;
         let options = hypervisor_options(o, authority);
         if !options.is_empty() {
             qemu.extra_args
@@ -1299,6 +1300,15 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
     } else {
         None
     };
+    qemu.smp = o.host_cpus.unwrap_or(vm.vcpus);
+    qemu.guest_mem = vm.mem;
+    qemu.kernel = hypervisor;
+    // The partition is built (which may wait for another process's build)
+    // before the bundle is written: runs side by side share
+    // `target/bundles/NAME.cpio`, and with the build between writing it and
+    // QEMU reading it another run's bundle replaced it (seen: the ITS test
+    // booted the virtio-PCI test's command).
+    let authority = add_authority(layout, o, &mut qemu)?;
     let bundle = match &system_disk {
         Some(d) => d.path.clone(),
         None => write_bundle(layout, &vm)?,
@@ -1308,11 +1318,7 @@ pub fn prepare(layout: &Layout, o: &RunOptions) -> Result<Prepared, Error> {
         let bundle_on_esp = system_disk.is_none().then_some(bundle.as_path());
         qemu.efi = Some(crate::efi::prepare(layout, o.quiet, bundle_on_esp)?);
     }
-    qemu.smp = o.host_cpus.unwrap_or(vm.vcpus);
-    qemu.guest_mem = vm.mem;
-    qemu.kernel = hypervisor;
     qemu.initrd = bundle.clone();
-    let authority = add_authority(layout, o, &mut qemu)?;
     let options = hypervisor_options(o, authority);
     if !options.is_empty() && o.boot != crate::efi::Boot::Efi {
         qemu.extra_args
