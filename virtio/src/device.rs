@@ -140,8 +140,16 @@ impl<'a> QueueContext<'a> {
     /// this call's [`RunBudget`] is spent (the queue is then deferred to the next
     /// [`crate::MmioTransport::poll`]).
     pub fn pop(&mut self, q: u16) -> Result<Option<DescChain>, DeviceError> {
+        let mut chain = DescChain::default();
+        Ok(self.pop_into(q, &mut chain)?.then_some(chain))
+    }
+
+    /// [`Self::pop`] into `chain`, reusing its segment lists' memory (a device
+    /// that keeps one chain for its pops allocates nothing per chain); `false`
+    /// where [`Self::pop`] gives `None`.
+    pub fn pop_into(&mut self, q: u16, chain: &mut DescChain) -> Result<bool, DeviceError> {
         let Some(queue) = self.queues.get_mut(usize::from(q)).filter(|q| q.ready) else {
-            return Ok(None);
+            return Ok(false);
         };
         let spent = self.chains_popped >= self.budget.chains
             || (self.chains_popped > 0 && self.bytes_popped >= self.budget.bytes);
@@ -149,14 +157,14 @@ impl<'a> QueueContext<'a> {
             if queue.pending(self.mem)? > 0 {
                 self.deferred_mask |= Self::bit(q);
             }
-            return Ok(None);
+            return Ok(false);
         }
-        let chain = queue.pop(self.mem, self.negotiated)?;
-        if let Some(c) = &chain {
+        let popped = queue.pop_into(self.mem, self.negotiated, chain)?;
+        if popped {
             self.chains_popped += 1;
-            self.bytes_popped += c.readable_len() + c.writable_len();
+            self.bytes_popped += chain.readable_len() + chain.writable_len();
         }
-        Ok(chain)
+        Ok(popped)
     }
 
     /// Returns chain `head` on queue `q` with `len` bytes written into it.

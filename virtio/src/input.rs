@@ -30,6 +30,7 @@ use alloc::vec::Vec;
 use vdev::save::{Reader, Writer};
 use vdev::RestoreError;
 
+use crate::chain::DescChain;
 use crate::defs::{device_id, input as d, limits};
 use crate::device::{put_u16, put_u32, read_config_bytes, DeviceError, QueueContext, VirtioDevice};
 
@@ -137,7 +138,14 @@ pub struct Input {
     leds: u32,
     stats: InputStats,
     queue_sizes: [u16; 2],
+    /// The eventq chain being filled, kept between chains so that popping one
+    /// reuses its segment lists instead of allocating (one per event otherwise,
+    /// on the path of every pointer move).
+    chain: DescChain,
 }
+
+/// Segments of the eventq chain kept between pops at most ([`Input`]'s `chain`).
+const KEPT_SEGMENTS: usize = 8;
 
 /// Whether the `n`th occurrence of something deserves a log line (1, 2, 4, 8, …).
 fn worth_logging(n: u64) -> bool {
@@ -155,6 +163,7 @@ impl Input {
             leds: 0,
             stats: InputStats::default(),
             queue_sizes: [limits::DEFAULT_QUEUE_SIZE; 2],
+            chain: DescChain::default(),
         };
         dev.rebuild_config();
         dev
@@ -341,10 +350,25 @@ impl Input {
     }
 
     fn fill_eventq(&mut self, qc: &mut QueueContext) -> Result<(), DeviceError> {
+        let mut chain = core::mem::take(&mut self.chain);
+        let r = self.fill_eventq_with(qc, &mut chain);
+        // An event takes one segment; a driver's longer chain is not kept.
+        if chain.readable.capacity() + chain.writable.capacity() <= KEPT_SEGMENTS {
+            self.chain = chain;
+        }
+        r
+    }
+
+    /// [`Self::fill_eventq`] popping into `chain`.
+    fn fill_eventq_with(
+        &mut self,
+        qc: &mut QueueContext,
+        chain: &mut DescChain,
+    ) -> Result<(), DeviceError> {
         while let Some(ev) = self.pending.front().copied() {
-            let Some(chain) = qc.pop(d::EVENTQ)? else {
+            if !qc.pop_into(d::EVENTQ, chain)? {
                 break;
-            };
+            }
             if chain.writable_len() < d::EVENT_SIZE as u64 {
                 self.stats.short_buffers += 1;
                 if worth_logging(self.stats.short_buffers) {
@@ -490,6 +514,8 @@ impl VirtioDevice for Input {
             // Configuration chosen by the hypervisor, not device state.
             personality: _,
             queue_sizes: _,
+            // Scratch memory, holding nothing between calls.
+            chain: _,
             select,
             subsel,
             // Derived from personality, select and subsel.

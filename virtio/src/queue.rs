@@ -288,19 +288,32 @@ impl Queue {
         mem: &mut dyn GuestMemory,
         negotiated: u64,
     ) -> Result<Option<DescChain>, QueueError> {
+        let mut chain = DescChain::default();
+        Ok(self.pop_into(mem, negotiated, &mut chain)?.then_some(chain))
+    }
+
+    /// [`Self::pop`] into `chain` (its segment lists cleared first, their
+    /// capacity kept: a caller that reuses one chain pops without allocating);
+    /// `false` if there is none. After an error `chain` holds no valid chain.
+    pub fn pop_into(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+        negotiated: u64,
+        chain: &mut DescChain,
+    ) -> Result<bool, QueueError> {
         if self.pending(mem)? == 0 {
-            return Ok(None);
+            return Ok(false);
         }
         let slot = u64::from(self.next_avail & (self.size - 1));
         let head = mem.read_u16(self.avail_addr + ring::RING_HEADER + ring::AVAIL_ELEM * slot)?;
-        let chain = self.walk(mem, head, negotiated)?;
+        self.walk(mem, head, negotiated, chain)?;
         self.next_avail = self.next_avail.wrapping_add(1);
         if negotiated & features::EVENT_IDX != 0 {
             // avail_event: ask to be notified once the driver passes this entry.
             let at = self.used_addr + ring::RING_HEADER + ring::USED_ELEM * u64::from(self.size);
             mem.write_u16(at, self.next_avail)?;
         }
-        Ok(Some(chain))
+        Ok(true)
     }
 
     fn walk(
@@ -308,14 +321,14 @@ impl Queue {
         mem: &dyn GuestMemory,
         head: u16,
         negotiated: u64,
-    ) -> Result<DescChain, QueueError> {
+        chain: &mut DescChain,
+    ) -> Result<(), QueueError> {
+        chain.head = head;
+        chain.readable.clear();
+        chain.writable.clear();
         if head >= self.size {
             return Err(QueueError::HeadOutOfRange(head));
         }
-        let mut chain = DescChain {
-            head,
-            ..DescChain::default()
-        };
         let mut total = 0u64;
         let mut idx = head;
         let mut count = 0u32;
@@ -332,12 +345,12 @@ impl Queue {
                 if d.flags & ring::DESC_F_NEXT != 0 {
                     return Err(QueueError::IndirectWithNext);
                 }
-                walk_indirect(mem, &d, &mut chain, &mut total)?;
-                return Ok(chain);
+                walk_indirect(mem, &d, chain, &mut total)?;
+                return Ok(());
             }
-            add_segment(&d, &mut chain, &mut total)?;
+            add_segment(&d, chain, &mut total)?;
             if d.flags & ring::DESC_F_NEXT == 0 {
-                return Ok(chain);
+                return Ok(());
             }
             if d.next >= self.size {
                 return Err(QueueError::NextOutOfRange(d.next));

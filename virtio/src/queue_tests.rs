@@ -98,6 +98,38 @@ fn pops_direct_chain_in_order() {
 }
 
 #[test]
+fn pop_into_reuses_a_chain_and_gives_what_pop_gives() {
+    let (mut m, mut q) = setup(8);
+    let (mut m2, mut q2) = setup(8);
+    for mem in [&mut m, &mut m2] {
+        put_desc(mem, DESC, 1, 0x8000, 16, ring::DESC_F_NEXT, 3);
+        put_desc(mem, DESC, 3, 0x9000, 64, ring::DESC_F_WRITE, 0);
+        put_desc(mem, DESC, 4, 0xa000, 8, ring::DESC_F_WRITE, 0);
+    }
+    offer(&mut m, &q, 0, 1);
+    offer(&mut m2, &q2, 0, 1);
+    // A chain left over from an earlier pop: its segments do not leak into the next.
+    let mut chain = q2.pop(&mut m2, ALL).unwrap().unwrap();
+    assert_eq!(Some(&chain), q.pop(&mut m, ALL).unwrap().as_ref());
+    offer(&mut m, &q, 1, 4);
+    offer(&mut m2, &q2, 1, 4);
+    assert!(q2.pop_into(&mut m2, ALL, &mut chain).unwrap());
+    assert_eq!(Some(&chain), q.pop(&mut m, ALL).unwrap().as_ref());
+    assert_eq!(chain.head, 4);
+    assert!(chain.readable.is_empty());
+    assert_eq!(chain.writable_len(), 8);
+    // Nothing left: false, as pop's None.
+    assert!(!q2.pop_into(&mut m2, ALL, &mut chain).unwrap());
+    assert_eq!(q.pop(&mut m, ALL).unwrap(), None);
+    // A bad head is refused by both.
+    offer(&mut m2, &q2, 2, 9);
+    assert_eq!(
+        q2.pop_into(&mut m2, ALL, &mut chain),
+        Err(QueueError::HeadOutOfRange(9))
+    );
+}
+
+#[test]
 fn used_ring_wraps() {
     let (mut m, mut q) = setup(4);
     put_desc(&mut m, DESC, 0, 0x8000, 4, ring::DESC_F_WRITE, 0);
