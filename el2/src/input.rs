@@ -90,27 +90,29 @@ impl Sink for VirtioInputSink {
         let mut t = device.0.lock();
         let d = t.device_mut();
         // The tablet's axes span its own size; a guest mode of another size is
-        // scaled onto them.
-        let events: Vec<virtio::input::Event> = match d.personality() {
-            virtio::input::Personality::Tablet { width, height } => report
-                .events
-                .iter()
-                .map(|e| {
-                    let scale = |v: i32, to: u32, from: u32| {
-                        (i64::from(v) * i64::from(to) / i64::from(from.max(1))) as i32
-                    };
-                    let mut e = *e;
+        // scaled onto them, in a copy on the stack (no allocation per event). A
+        // report too long for it is handed over as it is, and refused whole.
+        let mut scaled = [virtio::input::Event::SYN; virtio::input::MAX_REPORT_EVENTS];
+        let events: &[virtio::input::Event] = match d.personality() {
+            virtio::input::Personality::Tablet { width, height }
+                if report.events.len() <= scaled.len() =>
+            {
+                let scale = |v: i32, to: u32, from: u32| {
+                    (i64::from(v) * i64::from(to) / i64::from(from.max(1))) as i32
+                };
+                for (s, e) in scaled.iter_mut().zip(&report.events) {
+                    *s = *e;
                     match (e.ty, e.code) {
-                        (ev::EV_ABS, ev::ABS_X) => e.value = scale(e.value, width, guest.0),
-                        (ev::EV_ABS, ev::ABS_Y) => e.value = scale(e.value, height, guest.1),
+                        (ev::EV_ABS, ev::ABS_X) => s.value = scale(e.value, width, guest.0),
+                        (ev::EV_ABS, ev::ABS_Y) => s.value = scale(e.value, height, guest.1),
                         _ => {}
                     }
-                    e
-                })
-                .collect(),
-            virtio::input::Personality::Keyboard => report.events.clone(),
+                }
+                &scaled[..report.events.len()]
+            }
+            _ => &report.events,
         };
-        d.push_report(&events).is_ok()
+        d.push_report(events).is_ok()
     }
 
     fn has_room(&self) -> bool {
@@ -307,17 +309,27 @@ impl Routing {
 
     /// Hands `reports` to every sink; returns how many some sink dropped.
     fn deliver(&mut self, reports: &[Report], here: usize) -> u32 {
-        if reports.is_empty() {
+        self.deliver_each(reports.iter(), here)
+    }
+
+    /// [`Self::deliver`] of the reports `reports` gives (each sink goes through
+    /// them in turn, then lets the guest see them).
+    fn deliver_each<'a>(
+        &mut self,
+        reports: impl Iterator<Item = &'a Report> + Clone,
+        here: usize,
+    ) -> u32 {
+        if reports.clone().next().is_none() {
             return 0;
         }
         if self.sinks.is_empty() {
             // A VM without input devices (a firmware VM): nothing can take them.
-            return reports.len() as u32;
+            return reports.count() as u32;
         }
         let guest = self.guest_size();
         let mut dropped = 0;
         for s in &mut self.sinks {
-            for r in reports {
+            for r in reports.clone() {
                 if !s.push(r, guest) {
                     dropped += 1;
                 }
@@ -401,18 +413,25 @@ fn route_physical(events: &[InputEvent]) {
             r.clock_ms = r.clock_ms.max(now);
         }
         let mut focus = FOCUS.lock();
-        for e in events {
+        // The whole batch is routed, then each VM's reports go to its devices
+        // in one go (in order; routing never depends on delivery): one flush,
+        // one interrupt and one wake-up per VM and batch. A batch is at most a
+        // queue's worth of events from each device, far under what a guest
+        // device holds for its driver (`virtio::input::EVENT_CAPACITY`).
+        let mut out = Vec::new();
+        {
             let mut stack: Vec<(usize, &mut Router)> =
                 order.iter_mut().map(|(i, r)| (*i, &mut r.router)).collect();
-            let mut out = Vec::new();
-            if !input::stack::route_stack(&mut stack, &mut focus, now, e, &mut out) {
-                kept.push(*e);
-            }
-            for (i, report) in out {
-                if let Some((_, r)) = order.iter_mut().find(|(k, _)| *k == i) {
-                    r.deliver(core::slice::from_ref(&report), usize::MAX);
+            for e in events {
+                if !input::stack::route_stack(&mut stack, &mut focus, now, e, &mut out) {
+                    kept.push(*e);
                 }
             }
+        }
+        for (i, r) in order.iter_mut() {
+            let i = *i;
+            let reports = out.iter().filter(move |(k, _)| *k == i).map(|(_, rep)| rep);
+            r.deliver_each(reports, usize::MAX);
         }
     }
     crate::authority::keep_input(&kept);
