@@ -84,9 +84,22 @@ pub fn measure(
     o.icount = true;
     o.system_disk = Some(layout.out.join(SYSTEM_DISK));
     o.guest_cmd = Some(guest_cmd(vcpus));
+    if authority {
+        // Beside the partition the host outlives its last guest (until the
+        // shell's `host shutdown`), so QEMU does not exit: the run ends with
+        // the guest's command.
+        let script = layout.out.join("bench-sched-authority.script");
+        std::fs::write(&script, "expect rayos-guest: cmd exit -?[0-9]+\\r?\\n\n")
+            .map_err(|e| Error::io(format!("write {}", script.display()), e))?;
+        o.script = Some(script);
+    }
     let outcome = run_captured(layout, &o)?;
     let result = match outcome.ending {
         Ending::Exited(Some(0)) => parse(&outcome.console, vcpus),
+        Ending::ScriptDone => match crate::linux_guest::parse_console(&outcome.console).cmd_exit {
+            Some(0) => parse(&outcome.console, vcpus),
+            other => Err(format!("the guest's command ended {other:?}")),
+        },
         other => Err(format!("QEMU ended {other:?}")),
     };
     result.map_err(|why| {
