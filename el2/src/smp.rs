@@ -196,6 +196,12 @@ pub fn this_pcpu() -> usize {
     pcpus().iter().position(|&(m, _)| m == me).unwrap_or(0)
 }
 
+/// The scheduler task (`task_base` + vCPU index) running on this CPU: the
+/// last one loaded here.
+pub fn running_task() -> usize {
+    LAST_RAN[this_pcpu()].load(Ordering::Relaxed)
+}
+
 /// This physical CPU's redistributor (device-tree) index.
 pub fn this_redist() -> usize {
     pcpus().get(this_pcpu()).map_or(0, |&(_, i)| i)
@@ -559,7 +565,7 @@ fn save_hw(vcpu: &mut Vcpu) {
 /// waits for a guest EOI that will not come here, and while it stays active no
 /// later vCPU on this CPU ever takes its own timer interrupt. Returns whether it
 /// was active (the vCPU's state to carry to where it runs next).
-fn release_vtimer() -> bool {
+pub fn release_vtimer() -> bool {
     write_sysreg!("CNTV_CTL_EL0", 0);
     let vtimer = crate::irq::hyp_irqs().vtimer;
     let active = crate::gic::private_active(vtimer, this_redist());

@@ -861,19 +861,27 @@ pub fn load_cntvoff(vm: &Vm) {
 }
 
 /// Before a rollback replaces the vGIC and `vcpu.vtimer_raised` with the
-/// snapshot's (on `vcpu`'s own CPU): a virtual-timer interrupt EL2 took for `vcpu`
-/// while the VM stood (a long rollback reads the system disk with interrupts
-/// taken) left its physical PPI active, to be deactivated by the guest's EOI of
-/// the hardware-linked virtual one — which the restored vGIC no longer holds.
-/// Deactivate it here, or the vCPU's timer never fires again.
+/// snapshot's (on `vcpu`'s own CPU, where it is loaded): takes its virtual timer
+/// off this CPU's hardware ([`crate::smp::release_vtimer`]). The physical PPI is
+/// active while EL2 took it and the guest has not yet deactivated the
+/// hardware-linked virtual one: EL2 may have taken it while the VM stood (a long
+/// rollback reads the system disk with interrupts taken), or the guest
+/// acknowledged it and was paused inside its handler (the line then reads low,
+/// so `vtimer_raised` may be clear). Either way the deactivation that would end
+/// it is in the vGIC the rollback discards; left active, the vCPU's timer never
+/// fires again. The state loaded next sets the timer up again.
 fn drop_taken_vtimer(vm: &Vm, vcpu: &mut Vcpu) {
-    if vcpu.vtimer_raised {
-        vcpu.vtimer_raised = false;
-        crate::gic::deactivate_private(crate::irq::hyp_irqs().vtimer, crate::smp::this_redist());
+    let raised = core::mem::take(&mut vcpu.vtimer_raised);
+    if crate::smp::release_vtimer() {
         log::info!(
-            "VM '{}': vCPU {}'s virtual timer was raised at the rollback; its physical interrupt is deactivated",
+            "VM '{}': vCPU {}'s virtual-timer interrupt was active at the rollback ({}); it is deactivated",
             vm.name,
-            vcpu.idx
+            vcpu.idx,
+            if raised {
+                "raised for the guest, not yet ended by it"
+            } else {
+                "taken by the guest, not yet ended by it"
+            }
         );
     }
 }

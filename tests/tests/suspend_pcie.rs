@@ -306,15 +306,12 @@ fn a_virtio_pci_vm_refuses_suspend_and_rolls_back_through_the_restored_function(
     // Leaves room for the snapshot pool in the host's RAM.
     o.mem = Some(256 << 20);
     o.virtio_pci = Some(16 << 20);
-    // Without the authority partition: beside it, one run in four of this
-    // session's suites ended with the guest's vCPU 1 taking no timer
-    // interrupt after the rollback (an RCU stall: "timer wakeup didn't
-    // happen"), an el2 bug of the rolled-back virtual timer with three vCPUs
-    // time-sharing two CPUs, not yet found.
+    o.authority = true;
     o.script = Some(script(
         "suspend-pcie-virtio.script",
         &format!(
             "expect starting a shell\n\
+             attach linux\n\
              sleep 0.5\n\
              send printf 'vpci-%s\\n' $(({nonce}*3)) | dd of=/dev/vda bs=4096 seek=7 count=1 conv=sync,fsync 2>/dev/null; echo wrote-$((1+1))\n\
              expect wrote-2\n\
@@ -327,7 +324,9 @@ fn a_virtio_pci_vm_refuses_suspend_and_rolls_back_through_the_restored_function(
              send echo 3 > /proc/sys/vm/drop_caches; echo read2=$(dd if=/dev/vda bs=4096 skip=7 count=1 2>/dev/null | head -n 1) later=$(cat /tmp/later 2>/dev/null || echo gone)-$((4+5))\n\
              expect later=gone-9\n\
              send exit\n\
-             expect shell exited\n"
+             expect shell exited\n\
+             expect no VM left to run; the host stays up\n\
+             monitor host shutdown\n"
         ),
     ));
     let outcome = boot(&o);
