@@ -234,15 +234,19 @@ impl Source {
 /// One source's line being assembled.
 struct GuestLine {
     buf: LineBuf,
-    /// MPIDR_EL1 of the physical CPU (so the vCPU) that wrote its last byte.
-    writer: u64,
+    /// The vCPU (its scheduler task, `smp::running_task`) that wrote its last
+    /// byte: vCPUs share physical CPUs, so the CPU does not name it.
+    writer: usize,
+    /// The system counter when its last byte came ([`guest_put`]).
+    at: u64,
 }
 
 impl GuestLine {
     const fn new() -> Self {
         Self {
             buf: LineBuf::new(),
-            writer: 0,
+            writer: usize::MAX,
+            at: 0,
         }
     }
 
@@ -327,7 +331,8 @@ pub fn emergency_write(args: fmt::Arguments) {
 /// when it ends or fills the buffer.
 pub fn guest_put(slot: usize, src: Source, b: u8) {
     let mut line = LINES[line_index(slot, src)].lock();
-    line.writer = MPIDR_EL1.get();
+    line.writer = crate::smp::running_task();
+    line.at = CNTPCT_EL0.get();
     if line.buf.push(b) {
         let slowest = (slot == AUTHORITY_SLOT)
             .then(|| ANSWERS.lock().printed(line.buf.bytes(), CNTPCT_EL0.get()))
@@ -365,21 +370,32 @@ pub fn guest_write(slot: usize, src: Source, bytes: &[u8]) {
 
 /// Sends every source's unfinished line to the terminal: before a hypervisor
 /// line, or with `all` (also a lone `[`, `[e`, `[el`) when the machine stops. A
-/// source whose buffer another CPU holds is skipped (that CPU flushes it).
+/// source whose buffer another CPU holds is skipped (that CPU flushes it), and so
+/// is one still being written byte by byte (its last byte less than
+/// [`FRESH_MS`] ago): the hypervisor line goes out first and that line whole
+/// after it, rather than cut in two around it (the authority partition's status
+/// lines, which scripts read, were).
 pub fn flush_guest(all: bool) {
+    let fresh = CNTFRQ_EL0.get() * FRESH_MS / 1000;
+    let now = CNTPCT_EL0.get();
     for (slot, src) in all_lines() {
         if let Some(mut line) = LINES[line_index(slot, src)].try_lock() {
-            if line.buf.partial_ready() || (all && !line.buf.is_empty()) {
+            let ready = line.buf.partial_ready() && now.wrapping_sub(line.at) >= fresh;
+            if ready || (all && !line.buf.is_empty()) {
                 line.flush(slot, src);
             }
         }
     }
 }
 
-/// The vCPU on this CPU went idle (WFI): sends the unfinished lines it wrote
+/// How long after its last byte an unfinished guest line counts as still being
+/// written ([`flush_guest`]).
+const FRESH_MS: u64 = 20;
+
+/// The vCPU running here went idle (WFI): sends the unfinished lines it wrote
 /// (a prompt) to the terminal. Lines another vCPU is writing stay whole.
 pub fn flush_idle() {
-    let me = MPIDR_EL1.get();
+    let me = crate::smp::running_task();
     for (slot, src) in all_lines() {
         let mut line = LINES[line_index(slot, src)].lock();
         if line.writer == me && line.buf.partial_ready() {
