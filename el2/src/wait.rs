@@ -42,10 +42,15 @@ pub fn set_uart_intid(intid: u32) {
 
 /// Moves bytes typed on the host console into the PL011 of the VM that owns the
 /// console — the authority partition when one runs, else `vm` — through the
-/// monitor's escape (`console::pump_input`).
+/// monitor's escape (`console::pump_input`). Skipped while another CPU holds
+/// that PL011 (serving the owner's access): the host UART's interrupt is a
+/// level, so it comes again until the bytes are taken, and a CPU never spins here
+/// on a lock whose holder the emulator may not be running.
 pub fn pump_console(vm: &Vm) {
     let owner = console_owner().unwrap_or(vm);
-    pump_console_locked(owner, &mut owner.uart.0.lock());
+    if let Some(mut uart) = owner.uart.0.try_lock() {
+        pump_console_locked(owner, &mut uart);
+    }
 }
 
 /// The VM the serial console's input goes to: the authority partition when it

@@ -337,6 +337,30 @@ fn describe(
     lines
 }
 
+/// How long the machine runs between the report's two looks at the CPUs.
+const SECOND_LOOK_AFTER: Duration = Duration::from_secs(1);
+
+/// One line per CPU whose registers (PC, SP, X0–X30) did not change between
+/// two looks [`SECOND_LOOK_AFTER`] apart: it waits for an interrupt (WFI), is
+/// not being run, or (by chance: its loop's registers repeat) spins on a lock.
+/// A CPU stopped inside straight-line code, not a loop, is not being run.
+fn still(before: &[Cpu], after: &[Cpu]) -> Vec<String> {
+    after
+        .iter()
+        .filter(|a| !a.not_started())
+        .filter_map(|a| {
+            let b = before.iter().find(|b| b.index == a.index)?;
+            (b == a).then(|| {
+                format!(
+                    "CPU {}: registers unchanged over {} s of running (waiting in WFI, or not run by the emulator)",
+                    a.index,
+                    SECOND_LOOK_AFTER.as_secs()
+                )
+            })
+        })
+        .collect()
+}
+
 /// Asks QEMU (QMP socket `qmp`) where each CPU is and names the hypervisor's
 /// addresses from `el2_elf`, which runs at its link address.
 pub fn cpu_report(qmp: &Path, el2_elf: &Path) -> String {
@@ -384,6 +408,12 @@ fn query(
     }
     let mut q = Qmp::connect_within(qmp, CONNECT_WAIT, TIME_LIMIT / 2)?;
     let mut lines = Vec::new();
+    // A first look while the machine runs, to tell a CPU that runs (a spin) from
+    // one the emulator no longer runs or that waits for an interrupt.
+    let running = hmp(&mut q, "info registers -a", deadline)
+        .ok()
+        .and_then(|t| parse_registers(&t).ok());
+    std::thread::sleep(SECOND_LOOK_AFTER);
     // Stopped, the CPUs hold still while their stacks are read.
     q.set_read_timeout(deadline.saturating_duration_since(Instant::now()))?;
     if let Err(e) = q.execute("stop", "{}") {
@@ -393,6 +423,9 @@ fn query(
     }
     let cpus = parse_registers(&hmp(&mut q, "info registers -a", deadline)?)
         .map_err(|e| format!("info registers: {e}"))?;
+    if let Some(before) = running {
+        lines.extend(still(&before, &cpus));
+    }
     let symbols = if cpus
         .iter()
         .any(|c| c.level() == Some(2) && !c.not_started())
@@ -456,6 +489,22 @@ X26=0000000000000000 X27=0000000000000000 X28=0000000000000000\r\n\
 X29=0000000000000000 X30=0000000000000000  SP=0000000000000000\r\n\
 PSTATE=400003c9 -Z-- EL2h     FPCR=00000000 FPSR=00000000\r\n\
 Q00=0000000000000000:0000000000000000 Q01=0000000000000000:0000000000000000\r\n";
+
+    #[test]
+    fn a_cpu_is_still_only_when_every_register_is_the_same() {
+        let cpus = parse_registers(REGISTERS).unwrap();
+        assert!(
+            still(&cpus, &cpus).len() == 1,
+            "CPU 1 never started: not reported"
+        );
+        let mut moved = cpus.clone();
+        moved[0].pc += 4;
+        assert!(still(&cpus, &moved).is_empty());
+        let mut spun = cpus.clone();
+        spun[0].x[3] ^= 1;
+        assert!(still(&cpus, &spun).is_empty());
+        assert!(still(&cpus, &cpus)[0].starts_with("CPU 0: registers unchanged"));
+    }
 
     #[test]
     fn info_registers_parses_per_cpu() {
