@@ -788,6 +788,7 @@ pub fn is_physical_intid(intid: u32) -> bool {
 /// worth before the acknowledgement). Called on whichever CPU takes the
 /// interrupt, holding no lock.
 pub fn service_interrupt(intid: u32) {
+    crate::latstat::mark(crate::latstat::Mark::InputIrq);
     let mut guard = PHYSICAL.lock();
     let Some(p) = guard.as_mut() else {
         return;

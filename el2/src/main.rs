@@ -28,6 +28,7 @@ mod heap;
 mod input;
 mod iostat;
 mod irq;
+mod latstat;
 mod mmu;
 mod power;
 mod ramdisk;
@@ -1114,6 +1115,7 @@ fn powered_off(vm: &Vm, idx: usize) -> ! {
         }
         0 => {
             iostat::report("power-off");
+            latstat::report();
             log::info!("no VM left to run; powering off");
             power::shutdown(0)
         }
@@ -1179,10 +1181,12 @@ fn run(vm: &Vm, vcpu: &mut Vcpu) -> Flow {
             }
         }
         iostat::entering(vm.task_base + idx);
+        latstat::entering(vm.task_base + idx);
         // SAFETY: `regs` is this vCPU's register block, alive for the whole call; the
         // EL2 controls for this VM were programmed by `activate`.
         let kind = unsafe { vectors::guest_enter(&mut vcpu.regs) };
         iostat::exit(idx, kind == ExitKind::Sync as u64);
+        latstat::exit(vm.task_base + idx, kind == ExitKind::Sync as u64);
         // The maintenance interrupt is level-sensitive and `sync` empties the list
         // registers, so an armed underflow / no-pending request would keep it asserted
         // at EL2 for ever: take back every request (keeping EOIcount, the guest's

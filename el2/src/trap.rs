@@ -501,6 +501,9 @@ fn pl011_access(
 ) -> Result<u64, MmioError> {
     use devices::pl011::reg;
     use vdev::MmioDevice;
+    if offset == reg::DR && value == Some(u64::from(b'@')) {
+        crate::latstat::mark(crate::latstat::Mark::GuestAt);
+    }
     let mut uart = vm.uart.0.lock();
     let r = match value {
         Some(v) => uart.write(ctx, offset, size, v).map(|()| 0),
