@@ -56,20 +56,28 @@ pub fn console_value<'a>(console: &'a str, key: &str) -> Option<&'a str> {
 /// lines typed ahead of them: `rayos> ok: …`), without its answers to
 /// `attach` (a script's `attach` and every `monitor` line after it re-attach).
 pub fn statuses(console: &str) -> Vec<&str> {
-    let prefix = format!("{} ", monitor::LINE_PREFIX);
-    console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter_map(|l| {
-            let mut s = l.strip_prefix(prefix.as_str()).unwrap_or(l);
-            while let Some(rest) = s.strip_prefix("rayos> ") {
-                s = rest;
-            }
-            ((s.starts_with("ok: ") && !s.starts_with("ok: attached to vm "))
-                || s.starts_with("error: "))
-            .then_some(s)
-        })
-        .collect()
+    console.lines().filter_map(line_status).collect()
+}
+
+/// The console line index of the first status line (as [`statuses`] reads
+/// them) that is `status`.
+pub fn status_position(console: &str, status: &str) -> Option<usize> {
+    console.lines().position(|l| line_status(l) == Some(status))
+}
+
+/// The status a console line carries: a monitor line without its prefix, or a
+/// shell answer without the prompts before it (not the shell's attach answers).
+fn line_status(line: &str) -> Option<&str> {
+    let l = line.trim_end_matches('\r');
+    let mut s = l
+        .strip_prefix(monitor::LINE_PREFIX)
+        .and_then(|r| r.strip_prefix(' '))
+        .unwrap_or(l);
+    while let Some(rest) = s.strip_prefix("rayos> ") {
+        s = rest;
+    }
+    ((s.starts_with("ok: ") && !s.starts_with("ok: attached to vm ")) || s.starts_with("error: "))
+        .then_some(s)
 }
 
 /// Writes a `--script` file named `name` under the workspace's target directory.

@@ -21,6 +21,9 @@ const FORGE_CMD: &str =
 fn a_guest_cannot_forge_a_hypervisor_line() {
     let _boot = boot_lock();
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Beside the authority partition, the default configuration (its shell
+    // powers the host off once the guest's command ended).
+    o.authority = true;
     o.system_disk = Some(Layout::detect().out.join(SYSTEM_DISK));
     o.guest_cmd = Some(FORGE_CMD.into());
     let outcome = run_captured(&Layout::detect(), &o)
@@ -68,6 +71,9 @@ fn guest_provoked_warnings_are_rate_limited_and_counted() {
     use vdev::ratelimit::{LOG_BURST, LOG_LINES_PER_SEC, LOG_SUPPRESSED};
     let _boot = boot_lock();
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Beside the authority partition, the default configuration (its shell
+    // powers the host off once the guest's command ended).
+    o.authority = true;
     o.system_disk = Some(Layout::detect().out.join(SYSTEM_DISK));
     o.guest_cmd = Some(flood_cmd());
     let outcome = run_captured(&Layout::detect(), &o)
