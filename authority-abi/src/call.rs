@@ -108,8 +108,10 @@ pub mod func {
 pub const MAX_COORD: i32 = 1 << 15;
 /// Largest width or height (rectangles, modes).
 pub const MAX_DIM: u32 = 16384;
-/// Highest throttle rate.
-pub const MAX_FPS: u32 = 240;
+/// Highest throttle rate: the compositor's (`vgpu::present::MAX_FPS`; el2
+/// checks at build time that the two agree), so `display throttle` accepts the
+/// same rates from the partition's shell as from the hypervisor's monitor.
+pub const MAX_FPS: u32 = 1000;
 /// Largest buffer any call names (a 4K XRGB frame fits).
 pub const MAX_BUFFER: u64 = 64 << 20;
 /// Most input events one INJECT_INPUT carries.

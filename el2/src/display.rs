@@ -58,6 +58,10 @@ use crate::simd;
 use crate::sysdisk::IdentityHal;
 use crate::vm::{VgicSink, Vm};
 
+// The partition's throttle (the ABI's validation) and the monitor's (the
+// compositor's) take the same rates.
+const _: () = assert!(authority_abi::call::MAX_FPS == vgpu::present::MAX_FPS);
+
 /// Descriptors of the control queue: one command (request + response) at a time.
 const QUEUE_SIZE: usize = 4;
 /// The control queue's index.

@@ -25,7 +25,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{boot, boot_lock, console_tail, script};
+use integration_tests::{boot, boot_lock, console_tail, script, statuses};
 use xtask::qemu::DEFAULT_DISPLAY;
 use xtask::qmp::parse_ppm;
 use xtask::run::{Ending, Guest, RunOptions, LINUX_CMDLINE};
@@ -155,6 +155,9 @@ fn the_guest_framebuffer_is_shown_as_a_panel_exactly() {
         let _ = std::fs::remove_file(f);
     }
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Beside the authority partition, the default configuration: it boots the
+    // VM hidden, so the script presents it; `monitor` lines go to its shell.
+    o.authority = true;
     o.system_disk = Some(layout.out.join(SYSTEM_DISK));
     o.guest_cmd = Some(guest_cmd(gw, gh));
     o.append = Some(format!("{LINUX_CMDLINE} vt.global_cursor_default=0"));
@@ -163,7 +166,7 @@ fn the_guest_framebuffer_is_shown_as_a_panel_exactly() {
     o.script = Some(script(
         "display-panel.script",
         &format!(
-            "expect {gw},{gh}\nexpect {WRITTEN}\nsleep 3\nscreendump {}\nsend go\nexpect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\nexpect {FP_SUM}\n",
+            "expect {gw},{gh}\nexpect {WRITTEN}\nmonitor display present linux panel {px} {py} {gw} {gh}\nsleep 3\nscreendump {}\nattach linux\nsend go\nexpect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\nexpect {FP_SUM}\n",
             dump.display(),
             dump2.display()
         ),
@@ -369,6 +372,9 @@ fn presentation_commands_scale_hide_freeze_and_overlay() {
         let _ = std::fs::remove_file(f);
     }
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Beside the authority partition, the default configuration: it boots the
+    // VM hidden, so the script presents it; `monitor` lines go to its shell.
+    o.authority = true;
     o.system_disk = Some(layout.out.join(SYSTEM_DISK));
     o.guest_cmd = Some(presentation_cmd(gw, gh));
     o.append = Some(format!("{LINUX_CMDLINE} vt.global_cursor_default=0"));
@@ -387,6 +393,7 @@ fn presentation_commands_scale_hide_freeze_and_overlay() {
              screendump {hidden}\n\
              monitor display present linux panel {px} {py} {gw} {gh}\n\
              monitor display freeze linux\n\
+             attach linux\n\
              send go\n\
              expect {BLOCK_WRITTEN}\n\
              sleep 3\n\
@@ -532,6 +539,9 @@ fn fullscreen_and_quad_placements_and_the_guest_mode_change() {
         .collect::<Vec<_>>()
         .join(" ");
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Beside the authority partition, the default configuration: it boots the
+    // VM hidden, so the script presents it; `monitor` lines go to its shell.
+    o.authority = true;
     o.system_disk = Some(layout.out.join(SYSTEM_DISK));
     o.guest_cmd = Some(placement_cmd(gw, gh));
     o.append = Some(format!("{LINUX_CMDLINE} vt.global_cursor_default=0"));
@@ -551,6 +561,7 @@ fn fullscreen_and_quad_placements_and_the_guest_mode_change() {
              sleep 3\n\
              screendump {throttled}\n\
              monitor display mode linux {mw} {mh}\n\
+             attach linux\n\
              send go\n\
              expect mode1=\n\
              monitor display status\n",
@@ -633,15 +644,11 @@ fn fullscreen_and_quad_placements_and_the_guest_mode_change() {
     );
 }
 
-/// The monitor's answers (`ok: …`, `error: …`) on `console`, a `display status`
+/// The status lines (`ok: …`, `error: …`) on `console`, a `display status`
 /// line without its frame count and time (they vary; see [`frames_of`]).
 fn monitor_answers(console: &str) -> Vec<String> {
-    let prefix = format!("{} ", monitor::LINE_PREFIX);
-    console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter(|s| s.starts_with("ok: ") || s.starts_with("error: "))
+    statuses(console)
+        .into_iter()
         .map(|s| frames_of(s).map_or(s.to_string(), |(head, _, _)| head))
         .collect()
 }
@@ -676,7 +683,11 @@ fn a_throttle_bounds_the_frames_of_a_guest_flooding_flushes() {
     let _boot = boot_lock();
     let (gw, gh) = vgpu::present::DEFAULT_MODE;
     let layout = Layout::detect();
+    let (px, py) = vgpu::present::DEFAULT_PANEL;
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Beside the authority partition, the default configuration: it boots the
+    // VM hidden, so the script presents it; `monitor` lines go to its shell.
+    o.authority = true;
     o.system_disk = Some(layout.out.join(SYSTEM_DISK));
     // One `dd` writing the whole framebuffer 64 bytes at a time, again and again:
     // the pages it dirties keep the fbdev's deferred flush (every 50 ms) busy,
@@ -688,6 +699,7 @@ fn a_throttle_bounds_the_frames_of_a_guest_flooding_flushes() {
         "display-throttle.script",
         &format!(
             "expect {BLOCK_WRITTEN}\n\
+             monitor display present linux panel {px} {py} {gw} {gh}\n\
              monitor display throttle linux 2\n\
              sleep 1\n\
              monitor display status\n\
@@ -703,11 +715,8 @@ fn a_throttle_bounds_the_frames_of_a_guest_flooding_flushes() {
     let outcome = boot(&o);
     let tail = console_tail(&outcome);
     assert_eq!(outcome.ending, Ending::ScriptDone, "\n{tail}");
-    let prefix = format!("{} ", monitor::LINE_PREFIX);
-    let samples: Vec<(u64, u64)> = outcome
-        .console
-        .lines()
-        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(prefix.as_str()))
+    let samples: Vec<(u64, u64)> = statuses(&outcome.console)
+        .into_iter()
         .filter_map(frames_of)
         .map(|(_, n, us)| (n, us))
         .collect();
@@ -788,6 +797,9 @@ fn the_simple_framebuffer_is_tracked_by_stage_2_and_recomposed_where_written() {
         let _ = std::fs::remove_file(f);
     }
     let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+    // Beside the authority partition, the default configuration: it boots the
+    // VM hidden, so the script presents it; `monitor` lines go to its shell.
+    o.authority = true;
     o.system_disk = Some(layout.out.join(SYSTEM_DISK));
     o.guest_cmd = Some(guest_cmd_with(
         gw,
@@ -810,6 +822,7 @@ fn the_simple_framebuffer_is_tracked_by_stage_2_and_recomposed_where_written() {
              sleep 3\n\
              screendump {}\n\
              monitor display status\n\
+             attach linux\n\
              send go\n\
              expect {BLOCK_WRITTEN}\n\
              sleep 3\n\
@@ -836,13 +849,9 @@ fn the_simple_framebuffer_is_tracked_by_stage_2_and_recomposed_where_written() {
             &wrong[..wrong.len().min(8)]
         );
     }
-    let prefix = format!("{} ok: ", monitor::LINE_PREFIX);
-    let statuses: Vec<&str> = outcome
-        .console
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter(|s| s.starts_with("display "))
+    let statuses: Vec<&str> = statuses(&outcome.console)
+        .into_iter()
+        .filter(|s| s.starts_with("ok: display "))
         .collect();
     assert_eq!(statuses.len(), 2, "two display status lines\n{tail}");
     // The block's writes: 256 bytes at x = BLOCK_X of rows BLOCK_Y.., 2560-byte
@@ -906,6 +915,9 @@ fn a_resumed_vm_with_a_simple_framebuffer_still_suspends_incrementally() {
     let (resumed_dump, again_dump) = (dir.join("resumed.ppm"), dir.join("again.ppm"));
     let run = |name: &str, text: String, fresh: bool| {
         let mut o = RunOptions::headless(Guest::Linux, TIMEOUT);
+        // Beside the authority partition: it boots (or resumes) the VM hidden,
+        // so the scripts present it; `host shutdown` goes to its shell.
+        o.authority = true;
         o.system_disk = Some(disk.clone());
         o.fresh = fresh;
         o.smp = Some(1);
@@ -941,7 +953,7 @@ fn a_resumed_vm_with_a_simple_framebuffer_still_suspends_incrementally() {
     let second = run(
         "fb-suspend-2.script",
         format!(
-            "send go\nexpect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\nmonitor host shutdown\n",
+            "expect resumed from its saved state\nexpect runs in the background\nmonitor display present linux panel {px} {py} {gw} {gh}\nattach linux\nsend go\nexpect {BLOCK_WRITTEN}\nsleep 3\nscreendump {}\nmonitor host shutdown\n",
             resumed_dump.display()
         ),
         false,
@@ -967,7 +979,7 @@ fn a_resumed_vm_with_a_simple_framebuffer_still_suspends_incrementally() {
     let third = run(
         "fb-suspend-3.script",
         format!(
-            "expect resumed from its saved state\nsleep 5\nscreendump {}\nmonitor host shutdown\n",
+            "expect resumed from its saved state\nexpect runs in the background\nmonitor display present linux panel {px} {py} {gw} {gh}\nsleep 5\nscreendump {}\nmonitor host shutdown\n",
             again_dump.display()
         ),
         false,
