@@ -101,7 +101,18 @@ fn check_chain_boot(o: &RunOptions, vcpus: u32) -> (String, String) {
     // and no more.
     let irqs: Vec<&str> = c.lines().filter(|l| l.starts_with("irq: ")).collect();
     eprintln!("{}", irqs.join("\n"));
-    let queue = |q: &str| irqs.iter().find(|l| l.trim_end().ends_with(q)).copied();
+    // A kernel message may land inside a `/proc/interrupts` line on the shared
+    // console (`… nvme0q1[    2.75] usb 1-1: …` while USB enumerates): a line's
+    // own text ends where a kernel timestamp starts.
+    let stamp = regex::Regex::new(r"\[\s*\d+\.\d+\]").expect("a valid pattern");
+    let own = |l: &str| {
+        stamp
+            .find(l)
+            .map_or(l, |m| &l[..m.start()])
+            .trim_end()
+            .to_string()
+    };
+    let queue = |q: &str| irqs.iter().find(|l| own(l).ends_with(q)).copied();
     for q in 0..=vcpus {
         let name = format!("nvme0q{q}");
         let line = queue(&name).unwrap_or_else(|| panic!("no interrupt for {name}\n{tail}"));
