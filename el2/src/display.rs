@@ -31,6 +31,7 @@
 //! configuration-change interrupt, so a virtio-gpu guest re-reads the display info
 //! and EDID and re-renders.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -62,8 +63,14 @@ use crate::vm::{VgicSink, Vm};
 // compositor's) take the same rates.
 const _: () = assert!(authority_abi::call::MAX_FPS == vgpu::present::MAX_FPS);
 
-/// Descriptors of the control queue: one command (request + response) at a time.
-const QUEUE_SIZE: usize = 4;
+/// Commands the render loop keeps in flight on the control queue at most (each a
+/// request and a response descriptor): [`HostGpu::show`] submits a transfer and
+/// a flush and does not wait for them.
+const IN_FLIGHT: usize = 8;
+/// Descriptors of the control queue.
+const QUEUE_SIZE: usize = 2 * IN_FLIGHT;
+/// Bytes of the longest request the render loop sends (`TRANSFER_TO_HOST_2D`).
+const REQUEST_MAX: usize = hdr::SIZE + 8 * 4;
 /// The control queue's index.
 const CONTROLQ: u16 = 0;
 /// The host resource holding the framebuffer.
@@ -106,13 +113,36 @@ impl From<virtio_drivers::Error> for DisplayError {
 
 /// The host virtio-gpu with its framebuffer.
 struct HostGpu {
+    /// First: dropping it resets the device before the buffers it may use go.
     transport: MmioTransport<'static>,
     controlq: VirtQueue<IdentityHal, QUEUE_SIZE>,
     width: u32,
     height: u32,
     /// `width * height` XRGB pixels: the backing of [`FB_RESOURCE`].
     fb: Vec<u8>,
+    /// The buffers of the commands [`HostGpu::show`] submitted (on the heap, so
+    /// they stay put while the device owns them), reaped by [`HostGpu::reap`].
+    slots: Box<[Slot; IN_FLIGHT]>,
+    /// Output that changed but is not yet submitted (no room on the queue): shown
+    /// by the next [`HostGpu::show`].
+    owed: Option<Rect>,
 }
+
+/// One command in flight: its request, its response, and the queue's token for
+/// it while the device has it.
+struct Slot {
+    request: [u8; REQUEST_MAX],
+    len: usize,
+    response: [u8; hdr::SIZE],
+    token: Option<u16>,
+}
+
+const IDLE_SLOT: Slot = Slot {
+    request: [0; REQUEST_MAX],
+    len: 0,
+    response: [0; hdr::SIZE],
+    token: None,
+};
 
 /// A request: the header of `kind` then `fields`.
 fn request(kind: u32, fields: &[u32]) -> Vec<u8> {
@@ -156,6 +186,8 @@ impl HostGpu {
             width: 0,
             height: 0,
             fb: Vec::new(),
+            slots: Box::new([IDLE_SLOT; IN_FLIGHT]),
+            owed: None,
         };
         let mut info = vec![0u8; layout::RESP_DISPLAY_INFO];
         let response = gpu.command(&request(cmd::GET_DISPLAY_INFO, &[]), &mut info)?;
@@ -193,32 +225,136 @@ impl HostGpu {
         attach.extend_from_slice(&0u32.to_le_bytes());
         gpu.simple(&attach)?;
         gpu.simple(&request(cmd::SET_SCANOUT, &[0, 0, w, h, 0, FB_RESOURCE]))?;
-        gpu.show(compositor::Rect::new(0, 0, w, h))?;
+        gpu.show(&[Rect::new(0, 0, w, h)])?;
+        gpu.wait_idle()?;
         Ok(gpu)
     }
 
-    /// Transfers `r` (inside the display) of the framebuffer and flushes it.
-    fn show(&mut self, r: compositor::Rect) -> Result<(), DisplayError> {
+    /// Shows `rects` (inside the display) of the framebuffer: submits a transfer
+    /// and a flush of each to the host (of their bounding rectangle when the
+    /// queue has too little room, and nothing while it has none: then it is owed
+    /// to the next call), without waiting. The device works through its queue in
+    /// order, each transfer copying the framebuffer as it is then, so the host
+    /// always ends up showing the last composition. A refused command is an
+    /// error (the first one reaped).
+    fn show(&mut self, rects: &[Rect]) -> Result<(), DisplayError> {
+        let refused = self.reap();
+        let free = self.slots.iter().filter(|s| s.token.is_none()).count() / 2;
+        let owed = self.owed.take();
+        let count = rects.len() + usize::from(owed.is_some());
+        if count == 0 {
+            return refused;
+        }
+        if count <= free {
+            for &r in owed.iter().chain(rects) {
+                self.submit(r)?;
+            }
+        } else {
+            let all = rects
+                .iter()
+                .fold(owed, |b, r| Some(b.map_or(*r, |b| b.union(r))));
+            match all {
+                Some(r) if free > 0 => self.submit(r)?,
+                _ => self.owed = all,
+            }
+        }
+        if self.controlq.should_notify() {
+            self.transport.notify(CONTROLQ);
+        }
+        refused
+    }
+
+    /// Puts a transfer of `r` and a flush of it on the queue (two free slots).
+    fn submit(&mut self, r: Rect) -> Result<(), DisplayError> {
         let (x, y) = (r.x.max(0) as u32, r.y.max(0) as u32);
         let offset = (u64::from(y) * u64::from(self.width) + u64::from(x))
             * u64::from(format::BYTES_PER_PIXEL);
-        self.simple(&request(
-            cmd::TRANSFER_TO_HOST_2D,
-            &[
-                x,
-                y,
-                r.w,
-                r.h,
-                offset as u32,
-                (offset >> 32) as u32,
-                FB_RESOURCE,
-                0,
-            ],
-        ))?;
-        self.simple(&request(
-            cmd::RESOURCE_FLUSH,
-            &[x, y, r.w, r.h, FB_RESOURCE, 0],
-        ))
+        let transfer = [
+            x,
+            y,
+            r.w,
+            r.h,
+            offset as u32,
+            (offset >> 32) as u32,
+            FB_RESOURCE,
+            0,
+        ];
+        self.post(cmd::TRANSFER_TO_HOST_2D, &transfer)?;
+        self.post(cmd::RESOURCE_FLUSH, &[x, y, r.w, r.h, FB_RESOURCE, 0])
+    }
+
+    /// Puts one command on the queue in a free slot, without notifying.
+    fn post(&mut self, kind: u32, fields: &[u32]) -> Result<(), DisplayError> {
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| s.token.is_none())
+            .ok_or(DisplayError::Driver(virtio_drivers::Error::QueueFull))?;
+        let req = request(kind, fields);
+        slot.request[..req.len()].copy_from_slice(&req);
+        slot.len = req.len();
+        slot.response = [0; hdr::SIZE];
+        // SAFETY: the slot's buffers are on the heap (`slots` is boxed and never
+        // replaced) and are neither moved nor touched until `reap` pops this
+        // token. Should the `HostGpu` be dropped with commands in flight, its
+        // first field, `transport`, drops first and resets the device, which
+        // then no longer uses them.
+        let token = unsafe {
+            self.controlq
+                .add(&[&slot.request[..slot.len]], &mut [&mut slot.response])?
+        };
+        slot.token = Some(token);
+        Ok(())
+    }
+
+    /// Takes back every command the device finished; the first refused one is
+    /// the error.
+    fn reap(&mut self) -> Result<(), DisplayError> {
+        let mut result = Ok(());
+        while let Some(token) = self.controlq.peek_used() {
+            let Some(slot) = self.slots.iter_mut().find(|s| s.token == Some(token)) else {
+                // Not a token of ours: the device is broken; stop reaping.
+                return Err(DisplayError::Driver(virtio_drivers::Error::WrongToken));
+            };
+            // SAFETY: the buffers are the ones `post` added with this token.
+            unsafe {
+                self.controlq.pop_used(
+                    token,
+                    &[&slot.request[..slot.len]],
+                    &mut [&mut slot.response],
+                )?
+            };
+            slot.token = None;
+            let response = u32::from_le_bytes([
+                slot.response[0],
+                slot.response[1],
+                slot.response[2],
+                slot.response[3],
+            ]);
+            if response != cmd::RESP_OK_NODATA && result.is_ok() {
+                let r = &slot.request;
+                result = Err(DisplayError::Refused {
+                    command: u32::from_le_bytes([r[0], r[1], r[2], r[3]]),
+                    response,
+                });
+            }
+        }
+        result
+    }
+
+    /// Waits until the device has finished every command in flight.
+    fn wait_idle(&mut self) -> Result<(), DisplayError> {
+        let mut result = Ok(());
+        while self.slots.iter().any(|s| s.token.is_some()) {
+            if let Err(e) = self.reap() {
+                if matches!(e, DisplayError::Driver(_)) {
+                    return Err(e);
+                }
+                result = result.and(Err(e));
+            }
+            core::hint::spin_loop();
+        }
+        result
     }
 }
 
@@ -599,12 +735,10 @@ pub fn tick(idle: bool) {
             crate::scripts::frame_composed(e.vm, c.frame, damage);
         }
     }
-    for r in tick.rects {
-        if let Err(e) = d.host.show(r) {
-            if !d.failed {
-                d.failed = true;
-                log::warn!("display: flush failed: {e:?}");
-            }
+    if let Err(e) = d.host.show(&tick.rects) {
+        if !d.failed {
+            d.failed = true;
+            log::warn!("display: flush failed: {e:?}");
         }
     }
 }
