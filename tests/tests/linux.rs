@@ -2,7 +2,9 @@
 //! apt and cached in `target/guest-cache` by xtask) as a guest of the
 //! hypervisor: SMP with timers and IPIs checked from `/proc/interrupts`, a
 //! one-vCPU guest with less memory (all three beside the authority partition,
-//! the default configuration), and an interactive shell driven by a script.
+//! the default configuration), and an interactive shell driven by a script
+//! (long input lines both through the partition's `attach` and with the guest
+//! owning the console).
 
 use std::time::Duration;
 
@@ -266,27 +268,44 @@ fn linux_shell_is_driven_by_a_script() {
 
 /// Console input longer than the guest UART's 32-byte receive FIFO arrives whole:
 /// the hypervisor leaves the rest in the host UART until the guest has room.
+/// Both ways a line reaches the guest: beside the authority partition (the
+/// default) through its shell's `attach`, and with the guest owning the console.
 #[test]
 fn long_console_input_lines_arrive_whole() {
     let _boot = boot_lock();
     let dir = Layout::detect().out.join("test-scripts");
     std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("linux-long-line.script");
     let line = "0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-tail";
-    std::fs::write(
-        &script,
-        format!("expect starting a shell\nsleep 0.5\nsend echo got-$((1+1))-{line}\nexpect got-2-{line}\nsend exit\nexpect shell exited\n"),
-    )
-    .unwrap();
-    let mut o = console_options(1, 256 << 20);
-    o.script = Some(script);
-    let outcome = boot(&o);
-    assert_eq!(
-        outcome.ending,
-        Ending::Exited(Some(0)),
-        "\n{}",
-        console_tail(&outcome)
-    );
+    let typed = format!("send echo got-$((1+1))-{line}\nexpect got-2-{line}\nsend exit\n");
+    for (name, o, script) in [
+        (
+            "beside the partition",
+            linux_options(1, 256 << 20),
+            format!(
+                "expect rayos> \nexpect starting a shell\nsend attach linux\n\
+                 expect attached to vm linux's console\nsleep 0.5\n{typed}\
+                 expect no VM left to run\nsend \\x1d\nexpect detached from vm linux\n\
+                 send host shutdown\nexpect powering off\n"
+            ),
+        ),
+        (
+            "owning the console",
+            console_options(1, 256 << 20),
+            format!("expect starting a shell\nsleep 0.5\n{typed}expect shell exited\n"),
+        ),
+    ] {
+        let file = dir.join("linux-long-line.script");
+        std::fs::write(&file, script).unwrap();
+        let mut o = o;
+        o.script = Some(file);
+        let outcome = boot(&o);
+        assert_eq!(
+            outcome.ending,
+            Ending::Exited(Some(0)),
+            "{name}\n{}",
+            console_tail(&outcome)
+        );
+    }
 }
 
 /// Guest command of the CPU 0 hot-plug test: take the boot CPU offline, note a
