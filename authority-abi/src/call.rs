@@ -41,6 +41,18 @@
 //! | 0x60 | CONSOLE_READ      | vm       | out ipa       | out bytes   |           |          |         |
 //! | 0x61 | CONSOLE_WRITE     | vm       | in ipa        | in bytes    |           |          |         |
 //!
+//! Minor 3 adds:
+//!
+//! | n    | call              | x1       | x2            | x3          | x4        | x5       | x6      |
+//! |------|-------------------|----------|---------------|-------------|-----------|----------|---------|
+//! | 0x35 | RESERVE_KEY       | modifiers| usage         |             |           |          |         |
+//!
+//! RESERVE_KEY reserves one chord of the physical keyboard for RayOS
+//! ([`crate::input::Chord`]: modifier bits 0..=3, a HID usage of the keyboard
+//! page below the modifiers): its press goes to the ring as
+//! [`crate::ring::Event::ReservedKey`] and its release nowhere, whichever VM has
+//! the keyboard; a later call replaces it, (0, 0) removes it.
+//!
 //! REPLY writes the [`crate::reply`] record of the session's most recent other
 //! call (its text result, or why it failed) and answers the record's length; a
 //! record longer than the buffer is not written (the caller retries with a larger
@@ -64,7 +76,7 @@
 //! (minor 1) carries the capture's width and height as its two items' numbers. VM_LIST answers the number of VMs and writes as many [`VmEntry`]
 //! records as fit. Registers a call does not use are ignored.
 
-use crate::input::EVENT_SIZE;
+use crate::input::{Chord, EVENT_SIZE};
 use crate::ring;
 use crate::{Status, Version, VERSION};
 
@@ -102,6 +114,8 @@ pub mod func {
     pub const USB: u16 = 0x34;
     pub const CONSOLE_READ: u16 = 0x60;
     pub const CONSOLE_WRITE: u16 = 0x61;
+    // Minor 3.
+    pub const RESERVE_KEY: u16 = 0x35;
 }
 
 /// Largest coordinate magnitude (output or guest pixels).
@@ -289,6 +303,9 @@ pub enum Call {
         vm: VmId,
         data: Buffer,
     },
+    // Minor 3.
+    /// `None`: no reserved key.
+    ReserveKey(Option<Chord>),
 }
 
 /// Argument registers x1..x7.
@@ -495,6 +512,16 @@ pub fn decode(fid: u32, a: &Args) -> Result<Call, Status> {
             },
         },
         func::DISPLAY_STATUS => Call::DisplayStatus,
+        func::RESERVE_KEY => Call::ReserveKey(match (a[0], a[1]) {
+            (0, 0) => None,
+            (m, u) => Some(
+                u8::try_from(m)
+                    .ok()
+                    .zip(u8::try_from(u).ok())
+                    .and_then(|(m, u)| Chord::new(m, u))
+                    .ok_or(Status::InvalidParameters)?,
+            ),
+        }),
         func::INPUT_ACTION => {
             let text = || buffer(a[4], a[5], TEXT_MAX);
             let (x, y) = point(a[2])?;
@@ -688,6 +715,13 @@ impl Call {
                 func::DISPLAY_OVERLAY
             }
             Call::DisplayStatus => func::DISPLAY_STATUS,
+            Call::ReserveKey(chord) => {
+                if let Some(c) = chord {
+                    a[0] = u64::from(c.modifiers);
+                    a[1] = u64::from(c.usage);
+                }
+                func::RESERVE_KEY
+            }
             Call::InputAction { vm: v, kind } => {
                 vm(&mut a, v);
                 match kind {
@@ -740,7 +774,8 @@ impl Call {
             | Call::Reply { .. }
             | Call::HostShutdown
             | Call::DisplayOverlay { .. }
-            | Call::DisplayStatus => None,
+            | Call::DisplayStatus
+            | Call::ReserveKey(_) => None,
             Call::VmSnapshots(v) => Some(v),
             Call::InputAction { vm, .. }
             | Call::Usb { vm, .. }
@@ -1316,6 +1351,57 @@ mod tests {
                 "{n:#x} {a:x?}"
             );
         }
+    }
+
+    #[test]
+    fn reserve_key_round_trips_and_refuses_what_is_not_a_chord() {
+        use crate::input::modifier::{ALT, CTRL, GUI};
+        let open = Fake { open: true };
+        let home = Chord::new(CTRL | ALT, 0x4a).unwrap();
+        for call in [
+            Call::ReserveKey(Some(home)),
+            Call::ReserveKey(Some(Chord::new(0, 0x04).unwrap())),
+            Call::ReserveKey(Some(Chord::new(GUI, 0xdd).unwrap())),
+            Call::ReserveKey(None),
+        ] {
+            let (fid, a) = call.encode();
+            assert_eq!(fid, crate::fid(func::RESERVE_KEY));
+            assert_eq!(decode(fid, &a), Ok(call));
+            assert_eq!(validate(&call, &open), Ok(()));
+            assert_eq!(call.vm(), None);
+            assert_eq!(call.buffer(), None);
+        }
+        let f = crate::fid(func::RESERVE_KEY);
+        // A modifier as the key, no key, a usage past the page or the byte,
+        // modifier bits beyond the four (a right-hand bit), modifiers too wide.
+        for (m, u) in [
+            (0, 0xe0),
+            (CTRL as u64, 0),
+            (0, 0x03),
+            (0, 0x1_04),
+            (0x10, 0x4a),
+            (0x1_01, 0x4a),
+        ] {
+            assert_eq!(
+                decode(f, &[m, u, 0, 0, 0, 0, 0]),
+                Err(Status::InvalidParameters),
+                "{m:#x} {u:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn chords_are_held_by_either_sides_modifiers() {
+        use crate::input::modifier::{ALT, CTRL};
+        let c = Chord::new(CTRL | ALT, 0x4a).unwrap();
+        // Left Ctrl + right Alt; right Ctrl + left Alt; both plus Shift.
+        for held in [0x01 | 0x40, 0x10 | 0x04, 0x01 | 0x04 | 0x02] {
+            assert!(c.held(held), "{held:#x}");
+        }
+        for held in [0, 0x01, 0x40, 0x02 | 0x20] {
+            assert!(!c.held(held), "{held:#x}");
+        }
+        assert!(Chord::new(0, 0x4a).unwrap().held(0));
     }
 
     #[test]

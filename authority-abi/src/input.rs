@@ -25,6 +25,45 @@ pub const KEY_USAGE_MAX: u32 = 0xE7;
 /// Largest relative motion or wheel step in one event.
 pub const MAX_DELTA: i32 = 4096;
 
+/// The first modifier usage (Left Control): usage `MODIFIER_FIRST + n` is bit
+/// `n` of a HID keyboard's modifier byte (Left Control, Shift, Alt, GUI, then
+/// the right ones).
+pub const MODIFIER_FIRST: u8 = 0xE0;
+
+/// A [`Chord`]'s modifiers: each is satisfied by the key on either side.
+pub mod modifier {
+    pub const CTRL: u8 = 1 << 0;
+    pub const SHIFT: u8 = 1 << 1;
+    pub const ALT: u8 = 1 << 2;
+    pub const GUI: u8 = 1 << 3;
+    /// Every modifier a chord may name.
+    pub const ALL: u8 = CTRL | SHIFT | ALT | GUI;
+}
+
+/// A key chord on the physical keyboard (ABI 1.3, RESERVE_KEY): `usage` pressed
+/// while at least `modifiers` ([`modifier`] bits) are held, on either side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chord {
+    pub modifiers: u8,
+    pub usage: u8,
+}
+
+impl Chord {
+    /// `None` unless `usage` is a key of the keyboard page (0x04 `a` up to, not
+    /// including, the modifiers) and `modifiers` only names [`modifier`] bits.
+    pub fn new(modifiers: u8, usage: u8) -> Option<Chord> {
+        ((0x04..MODIFIER_FIRST).contains(&usage) && modifiers & !modifier::ALL == 0)
+            .then_some(Chord { modifiers, usage })
+    }
+
+    /// Whether the modifier byte `held` (both sides' bits, as a HID keyboard
+    /// report has them) holds this chord's modifiers.
+    pub fn held(&self, held: u8) -> bool {
+        let either = (held | held >> 4) & modifier::ALL;
+        self.modifiers & !either == 0
+    }
+}
+
 const PRESSED: u16 = 1 << 0;
 const GUEST_COORDS: u16 = 1 << 1;
 

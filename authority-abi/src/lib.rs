@@ -36,7 +36,7 @@ pub mod reply;
 pub mod ring;
 
 /// This ABI's version.
-pub const VERSION: Version = Version { major: 1, minor: 2 };
+pub const VERSION: Version = Version { major: 1, minor: 3 };
 
 /// An ABI version, passed in one register as `major << 16 | minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -29,7 +29,7 @@
 //! barrier is the caller's).
 
 use crate::call::{Rect, VmId, VmState};
-use crate::input::{InputEvent, EVENT_SIZE};
+use crate::input::{Chord, InputEvent, EVENT_SIZE};
 use crate::VERSION;
 
 /// The header's bytes; entries start here.
@@ -72,6 +72,10 @@ pub enum Event {
     /// The entry's `vm` is 0; `a` and `b` hold the event's 16-byte record
     /// ([`InputEvent::encode`]).
     Input { event: InputEvent },
+    /// The physical keyboard's reserved chord was pressed (ABI 1.3, RESERVE_KEY;
+    /// the chord's release goes nowhere). The entry's `vm` is 0, `a` the chord's
+    /// modifiers and `b` its usage.
+    ReservedKey { chord: Chord },
     /// A kind a newer hypervisor minor defines; an older consumer skips it.
     Unknown { kind: u32 },
 }
@@ -174,6 +178,7 @@ pub fn push(mem: &mut [u8], ev: &Event) -> Result<u32, RingError> {
             };
             (4, 0, half(0), half(8), 0)
         }
+        Event::ReservedKey { chord } => (5, 0, chord.modifiers.into(), chord.usage.into(), 0),
         // Never produced: only a consumer sees kinds it does not know.
         Event::Unknown { .. } => return Err(RingError::Corrupt),
     };
@@ -237,6 +242,13 @@ pub fn pop(mem: &mut [u8]) -> Result<Option<Event>, RingError> {
                 event: InputEvent::decode(&r).map_err(|_| RingError::Corrupt)?,
             }
         }
+        5 => Event::ReservedKey {
+            chord: u8::try_from(a)
+                .ok()
+                .zip(u8::try_from(b).ok())
+                .and_then(|(m, u)| Chord::new(m, u))
+                .ok_or(RingError::Corrupt)?,
+        },
         kind => Event::Unknown { kind },
     };
     put32(mem, CONSUMER, consumer.wrapping_add(1));
@@ -260,7 +272,10 @@ mod tests {
     use std::vec::Vec;
 
     fn ev(i: u64) -> Event {
-        match i % 4 {
+        match i % 5 {
+            4 => Event::ReservedKey {
+                chord: Chord::new(i as u8 & 0xf, 0x4a).unwrap(),
+            },
             3 => Event::Input {
                 event: InputEvent::PointerAbs {
                     x: i as i32,
@@ -381,6 +396,16 @@ mod tests {
         send(&mut mem, &ev(3)).unwrap();
         assert_eq!(pop(&mut mem).unwrap(), Some(Event::Unknown { kind: 77 }));
         assert_eq!(pop(&mut mem).unwrap(), Some(ev(3)));
+    }
+
+    #[test]
+    fn a_reserved_key_entry_that_is_not_a_chord_is_refused() {
+        let mut mem = vec![0; HEADER_SIZE + 2 * ENTRY_SIZE];
+        init(&mut mem).unwrap();
+        send(&mut mem, &ev(4)).unwrap();
+        // Its usage made a modifier's.
+        mem[HEADER_SIZE + 16] = 0xe0;
+        assert_eq!(pop(&mut mem), Err(RingError::Corrupt));
     }
 
     proptest! {

@@ -8,6 +8,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use authority_abi::call;
+use authority_abi::input::Chord;
 use monitor::abi::{AbiTarget, AuthorityMemory, Dispatcher};
 use monitor::abi_client::{AbiControl, Hypercall};
 use monitor::command::{DisplayChange, InputAction, SnapshotStore};
@@ -41,8 +42,9 @@ pub struct Model {
     pub done: Vec<(String, u64, i64)>,
     /// Frames the hypervisor reports after the call: (VM, frame, damage).
     pub frames: Vec<(String, u64, call::Rect)>,
-    /// Physical input el2 hands RayOS (reported after the next call, once open).
-    pub kept: Vec<authority_abi::input::InputEvent>,
+    /// Physical input el2 hands RayOS (`Event::Input`, `Event::ReservedKey`;
+    /// reported after the next call, once open).
+    pub kept: Vec<authority_abi::ring::Event>,
 }
 
 /// The guest frame every VM of the model shows: 8x4 pixels, byte `i` of row `y`
@@ -286,6 +288,10 @@ impl AbiTarget for Model {
         v.console_out.drain(..n);
         Ok(n)
     }
+    fn reserve_key(&mut self, chord: Option<Chord>) -> Result<(), ControlError> {
+        self.calls.push(format!("reserve {chord:?}"));
+        Ok(())
+    }
     fn console_write(&mut self, vm: &str, data: &[u8]) -> Result<usize, ControlError> {
         // A UART that takes at most 4 bytes at a time.
         let v = self.vm(vm)?;
@@ -351,8 +357,7 @@ impl Hypercall for Hyp {
             self.d.notify(&ev, &mut r).unwrap();
         }
         if self.d.is_open() {
-            for event in core::mem::take(&mut self.m.kept) {
-                let ev = authority_abi::ring::Event::Input { event };
+            for ev in core::mem::take(&mut self.m.kept) {
                 self.d.notify(&ev, &mut r).unwrap();
             }
         }
@@ -800,7 +805,10 @@ fn input_kept_counts_the_physical_input_rayos_got() {
             usage: 0x04,
             pressed: false
         },
-    ];
+    ]
+    .into_iter()
+    .map(|event| authority_abi::ring::Event::Input { event })
+    .collect();
     let mut c = ctl(m);
     let mut sh = Shell::new();
     let out = typed(&mut sh, &mut c, "input kept\r");
@@ -814,5 +822,85 @@ fn input_kept_counts_the_physical_input_rayos_got() {
             "ok: rayos kept 4 input event(s) no guest took: 2 key, 1 pointer, 1 button, 0 other; last: key 0x04 up"
         ),
         "{out}"
+    );
+}
+
+#[test]
+fn the_reserved_key_leaves_every_presented_vm_and_the_shell_sets_it() {
+    use authority_abi::ring::Event;
+    let mut m = Model::with(&[
+        ("linux", Running, PAUSE_ON_HIDE),
+        ("bg", Running, 0),
+        ("off", Off, 0),
+    ]);
+    m.vms[0].presented = true;
+    m.vms[1].presented = true;
+    let mut c = ctl(m);
+    let mut sh = Shell::new();
+    let home = input::keymap::parse_chord(crate::shell::LEAVE_KEY).unwrap();
+    assert_eq!(
+        sh.reserve_leave_key(&mut c),
+        "ctrl+alt+home is RayOS's: it leaves the presented VM"
+    );
+    assert_eq!(
+        calls(&c).last().unwrap(),
+        &format!("reserve {:?}", Some(home))
+    );
+    c.hypercall_mut().m.kept = std::vec![Event::ReservedKey { chord: home }];
+    // The event arrives with the next call's answer.
+    let _ = typed(&mut sh, &mut c, "vm list\r");
+    let mut out = Vec::new();
+    sh.events(&mut c, &mut out);
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("rayos: ctrl+alt+home: vm linux hidden and paused (pause_on_hide)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rayos: ctrl+alt+home: vm bg hidden; it keeps running (policy)"),
+        "{out}"
+    );
+    assert!(!out.contains("vm off"), "{out}");
+    {
+        let m = &c.hypercall().m;
+        assert!(m.vms[..2].iter().all(|v| !v.presented && !v.interactive));
+        assert_eq!(m.vms[0].state, Paused);
+        assert_eq!(m.vms[1].state, Running);
+    }
+    // Again, with nothing presented.
+    c.hypercall_mut().m.kept = std::vec![Event::ReservedKey { chord: home }];
+    let _ = typed(&mut sh, &mut c, "vm list\r");
+    let mut out = Vec::new();
+    sh.events(&mut c, &mut out);
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("rayos: ctrl+alt+home: no VM is presented"),
+        "{out}"
+    );
+    // The shell's command: show, change, refuse, remove.
+    let out = typed(
+        &mut sh,
+        &mut c,
+        "input reserve\rinput reserve meta+f12\rinput reserve ctrl+alt\rinput reserve off\rinput reserve\r",
+    );
+    for want in [
+        "ok: ctrl+alt+home is RayOS's",
+        "ok: meta+f12 is RayOS's",
+        "error: `ctrl+alt` is not a chord",
+        "ok: no key is reserved for RayOS",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
+    let reserved: Vec<String> = calls(&c)
+        .into_iter()
+        .filter(|l| l.starts_with("reserve"))
+        .collect();
+    assert_eq!(
+        reserved,
+        [
+            format!("reserve {:?}", Some(home)),
+            format!("reserve {:?}", input::keymap::parse_chord("meta+f12")),
+            String::from("reserve None"),
+        ]
     );
 }

@@ -16,6 +16,7 @@ pub mod shell;
 use alloc::vec::Vec;
 
 use authority_abi::call::{Rect, VmEntry};
+use authority_abi::input::Chord;
 use authority_abi::ring::Event;
 use monitor::abi_client::{AbiControl, CaptureRows, Hypercall};
 use monitor::{ControlError, VmControl};
@@ -45,6 +46,9 @@ pub trait Authority: VmControl {
     ) -> Result<(u32, u32), ControlError>;
     /// What the hypervisor reported since the last call (the event ring).
     fn events(&mut self) -> Vec<Event>;
+    /// Reserves `chord` of the physical keyboard for RayOS (`None`: none): its
+    /// presses come back as `Event::ReservedKey`, never reaching a guest.
+    fn reserve_key(&mut self, chord: Option<Chord>) -> Result<(), ControlError>;
 }
 
 impl<H: Hypercall> Authority for AbiControl<H> {
@@ -76,6 +80,9 @@ impl<H: Hypercall> Authority for AbiControl<H> {
     }
     fn events(&mut self) -> Vec<Event> {
         AbiControl::events(self)
+    }
+    fn reserve_key(&mut self, chord: Option<Chord>) -> Result<(), ControlError> {
+        AbiControl::reserve_key(self, chord)
     }
 }
 

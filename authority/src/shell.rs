@@ -13,8 +13,8 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use authority_abi::call::{Rect, VmId};
-use authority_abi::input::InputEvent;
+use authority_abi::call::{Rect, VmId, VM_PRESENTED};
+use authority_abi::input::{Chord, InputEvent};
 use authority_abi::ring::Event;
 use input::run::RegionHasher;
 use input::script::Script;
@@ -40,7 +40,12 @@ pub const SCRIPT_NAME_MAX: usize = 32;
 pub const SHELL_HELP: &str = "shell: present NAME | leave NAME | vm start NAME | \
 input type NAME TEXT | input gaze NAME X Y [MS] | input script NAME FILE | \
 script FILE (lines, then `end`) | scripts | capture NAME [X Y W H] | frames NAME | \
-input kept | attach NAME (Ctrl-] returns)";
+input kept | input reserve [CHORD|off] | attach NAME (Ctrl-] returns)";
+
+/// The chord of the physical keyboard RayOS reserves at start ([`Shell::reserve`]):
+/// pressed in a presented VM, it leaves every presented VM instead of reaching
+/// it.
+pub const LEAVE_KEY: &str = "ctrl+alt+home";
 
 /// Scripts built into the authority image: (name, text).
 pub const BUILTIN_SCRIPTS: &[(&str, &str)] = &[
@@ -128,6 +133,9 @@ pub struct Shell {
     frames: Vec<(VmId, u64, u64, Rect)>,
     /// The physical input no guest took, which the hypervisor handed to RayOS.
     kept: KeptInput,
+    /// The chord of the physical keyboard reserved for RayOS (it leaves the
+    /// presented VMs).
+    reserved: Option<Chord>,
 }
 
 impl Default for Shell {
@@ -191,6 +199,37 @@ impl Shell {
             started: Vec::new(),
             frames: Vec::new(),
             kept: KeptInput::default(),
+            reserved: None,
+        }
+    }
+
+    /// Reserves `chord` of the physical keyboard for RayOS (`None`: none), so
+    /// that pressing it leaves the presented VMs; answers the line to show.
+    pub fn reserve(
+        &mut self,
+        chord: Option<Chord>,
+        ctl: &mut dyn Authority,
+    ) -> Result<String, String> {
+        ctl.reserve_key(chord).map_err(|e| format!("{e}"))?;
+        self.reserved = chord;
+        Ok(self.reserved_line())
+    }
+
+    /// Reserves [`LEAVE_KEY`] (at start); answers the line to show.
+    pub fn reserve_leave_key(&mut self, ctl: &mut dyn Authority) -> String {
+        let chord = input::keymap::parse_chord(LEAVE_KEY);
+        debug_assert!(chord.is_some(), "LEAVE_KEY is a chord");
+        self.reserve(chord, ctl)
+            .unwrap_or_else(|e| format!("{LEAVE_KEY} is not reserved for RayOS: {e}"))
+    }
+
+    fn reserved_line(&self) -> String {
+        match self.reserved {
+            Some(c) => format!(
+                "{} is RayOS's: it leaves the presented VM",
+                input::keymap::chord_name(c)
+            ),
+            None => String::from("no key is reserved for RayOS"),
         }
     }
 
@@ -384,6 +423,23 @@ impl Shell {
                 }
             }
             ["input", "kept"] => ok(t, &self.kept.to_string()),
+            ["input", "reserve"] => ok(t, &self.reserved_line()),
+            ["input", "reserve", spec] => {
+                let chord = match *spec {
+                    "off" => None,
+                    spec => match input::keymap::parse_chord(spec) {
+                        Some(c) => Some(c),
+                        None => {
+                            err(t, &format!("`{spec}` is not a chord: modifiers (ctrl, shift, alt, meta), then one key, joined by +"));
+                            return After::Nothing;
+                        }
+                    },
+                };
+                match self.reserve(chord, ctl) {
+                    Ok(line) => ok(t, &line),
+                    Err(e) => err(t, &e),
+                }
+            }
             ["script", name] => {
                 let good = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-');
                 if name.len() > SCRIPT_NAME_MAX || !name.bytes().all(good) {
@@ -432,19 +488,9 @@ impl Shell {
     }
 
     fn leave(&mut self, vm: &str, ctl: &mut dyn Authority, t: &mut dyn Terminal) {
-        if let Err(e) = boot::background(ctl, vm) {
-            return err(t, &e);
-        }
-        let policy = match ctl.policy(vm) {
-            Ok(p) => p,
-            Err(e) => return err(t, &format!("vm {vm} hidden, but its policy: {e}")),
-        };
-        if policy & PAUSE_ON_HIDE == 0 {
-            return ok(t, &format!("vm {vm} hidden; it keeps running (policy)"));
-        }
-        match ctl.pause(vm) {
-            Ok(()) => ok(t, &format!("vm {vm} hidden and paused (pause_on_hide)")),
-            Err(e) => err(t, &format!("vm {vm} hidden, but not paused: {e}")),
+        match leave(vm, ctl) {
+            Ok(text) => ok(t, &text),
+            Err(text) => err(t, &text),
         }
     }
 
@@ -489,6 +535,23 @@ impl Shell {
                 self.kept.add(event);
                 continue;
             }
+            if let Event::ReservedKey { chord } = e {
+                let key = input::keymap::chord_name(chord);
+                let presented: Vec<String> = ctl
+                    .entries()
+                    .iter()
+                    .filter(|v| v.flags & VM_PRESENTED != 0)
+                    .filter_map(|v| v.name().map(String::from))
+                    .collect();
+                if presented.is_empty() {
+                    lines.push(format!("rayos: {key}: no VM is presented"));
+                }
+                for vm in presented {
+                    let text = leave(&vm, ctl).unwrap_or_else(|e| format!("error: {e}"));
+                    lines.push(format!("rayos: {key}: {text}"));
+                }
+                continue;
+            }
             if let Event::FrameReady { vm, frame, damage } = e {
                 match self.frames.iter_mut().find(|f| f.0 == vm) {
                     Some(f) => *f = (vm, f.1 + 1, frame, damage),
@@ -531,6 +594,22 @@ impl Shell {
             t.write(format!("{l}\r\n").as_bytes());
         }
         self.prompt(t);
+    }
+}
+
+/// Hides `vm`, takes its input away and, if its policy says `pause_on_hide`,
+/// pauses it; the status text either way.
+fn leave(vm: &str, ctl: &mut dyn Authority) -> Result<String, String> {
+    boot::background(ctl, vm)?;
+    let policy = ctl
+        .policy(vm)
+        .map_err(|e| format!("vm {vm} hidden, but its policy: {e}"))?;
+    if policy & PAUSE_ON_HIDE == 0 {
+        return Ok(format!("vm {vm} hidden; it keeps running (policy)"));
+    }
+    match ctl.pause(vm) {
+        Ok(()) => Ok(format!("vm {vm} hidden and paused (pause_on_hide)")),
+        Err(e) => Err(format!("vm {vm} hidden, but not paused: {e}")),
     }
 }
 

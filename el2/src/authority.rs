@@ -198,18 +198,19 @@ pub fn notify(
     true
 }
 
-/// Physical input RayOS keeps (no guest took it), waiting for the event ring
-/// while the session is busy with a call; at most [`KEPT_MAX`], the oldest
-/// dropped (and counted) past that.
-static KEPT: Mutex<alloc::collections::VecDeque<authority_abi::input::InputEvent>> =
+/// Physical input RayOS keeps (`Event::Input` no guest took, the reserved
+/// chord's `Event::ReservedKey`), waiting for the event ring while the session
+/// is busy with a call; at most [`KEPT_MAX`], the oldest dropped (and counted)
+/// past that.
+static KEPT: Mutex<alloc::collections::VecDeque<authority_abi::ring::Event>> =
     Mutex::new(alloc::collections::VecDeque::new());
 static KEPT_WAITING: AtomicBool = AtomicBool::new(false);
 const KEPT_MAX: usize = 256;
 
-/// Hands physical input no guest took to the partition (RayOS's own input):
-/// `Event::Input` on its ring, now or at the next [`post_kept`]. Nothing
-/// without a partition.
-pub fn keep_input(events: &[authority_abi::input::InputEvent]) {
+/// Hands physical input that is RayOS's to the partition (`Event::Input` no
+/// guest took, `Event::ReservedKey`): on its ring, now or at the next
+/// [`post_kept`]. Nothing without a partition.
+pub fn keep_input(events: &[authority_abi::ring::Event]) {
     if get().is_none() || events.is_empty() {
         return;
     }
@@ -244,8 +245,7 @@ pub fn post_kept() {
     };
     let mut mem = PartitionMemory(auth.ram);
     let mut q = KEPT.lock();
-    while let Some(event) = q.pop_front() {
-        let ev = authority_abi::ring::Event::Input { event };
+    while let Some(ev) = q.pop_front() {
         if let Err(e) = d.notify(&ev, &mut mem) {
             log::debug!(
                 "authority event {ev:?} lost: {e:?} ({} lost so far)",

@@ -470,6 +470,25 @@ impl<'a> El2Control<'a> {
 /// The authority ABI's operations beyond the monitor's. Those not here answer
 /// `Unsupported` (the trait's defaults), which the partition's shell prints.
 impl monitor::abi::AbiTarget for El2Control<'_> {
+    /// The VM's state and its display and input flags (VM_LIST, state events).
+    fn abi_state(&self, name: &str) -> Option<(authority_abi::call::VmState, u32)> {
+        use authority_abi::call::{VmState as Abi, VM_FROZEN, VM_INTERACTIVE, VM_PRESENTED};
+        let vm = self.find(name).ok()?;
+        let state = match Self::state(vm) {
+            VmState::Running => Abi::Running,
+            VmState::Paused => Abi::Paused,
+            VmState::Off => Abi::Off,
+        };
+        let policy = crate::display::policy_of(vm);
+        let flag = |on: bool, f: u32| if on { f } else { 0 };
+        let flags = flag(
+            policy.is_some_and(|p| p != vgpu::Policy::Hidden),
+            VM_PRESENTED,
+        ) | flag(policy == Some(vgpu::Policy::Frozen), VM_FROZEN)
+            | flag(crate::input::interactive(vm), VM_INTERACTIVE);
+        Some((state, flags))
+    }
+
     /// Routes the events as the physical devices' are: they reach the guest only
     /// while it is presented and interactive; answers how many were delivered.
     fn inject(
@@ -554,6 +573,14 @@ impl monitor::abi::AbiTarget for El2Control<'_> {
         drop(uart);
         vm.deliver_kicks(self.kick_from(vm));
         Ok(n)
+    }
+
+    fn reserve_key(
+        &mut self,
+        chord: Option<authority_abi::input::Chord>,
+    ) -> Result<(), ControlError> {
+        crate::input::reserve_key(chord);
+        Ok(())
     }
 
     /// The VM's registry policy bits (a system-disk VM; a direct boot has none).

@@ -784,6 +784,14 @@ pub fn pointer_map(vm: &Vm) -> Option<input::PointerMap> {
     input::PointerMap::new(&placement, gw, gh, display)
 }
 
+/// `vm`'s presentation policy on the display (`None`: no display, or the VM is
+/// not on it).
+pub fn policy_of(vm: &Vm) -> Option<vgpu::Policy> {
+    let (key, _) = entry(vm)?;
+    let guard = DISPLAY.lock();
+    Some(guard.as_ref()?.desk.presenter(key)?.policy())
+}
+
 /// The VMs on the display, topmost first (as it draws them); empty without a
 /// display.
 pub fn stacking() -> Vec<&'static Vm> {

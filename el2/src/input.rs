@@ -36,8 +36,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use aarch64_cpu::registers::{Readable, MPIDR_EL1};
 use arch::relax::Mutex;
-use authority_abi::input::{Button, InputEvent, Space};
+use authority_abi::input::{Button, Chord, InputEvent, Space};
+use authority_abi::ring::Event;
 use input::physical::{Axis, Physical};
+use input::reserve::{Claim, Reserve};
 use input::{Device, Report, Routed, Router};
 use monitor::command::{InputAction, MouseButton};
 use vdev::Shared;
@@ -228,6 +230,23 @@ static ROUTING: Mutex<Vec<Routing>> = Mutex::new(Vec::new());
 /// The VM the physical keyboard types into (the last one clicked), as its
 /// index in [`ROUTING`] (`input::stack::route_stack`).
 static FOCUS: Mutex<Option<usize>> = Mutex::new(None);
+/// The physical keyboard's chord reserved for RayOS (the authority's
+/// RESERVE_KEY). Taken after [`ROUTING`] and [`FOCUS`].
+static RESERVE: Mutex<Reserve> = Mutex::new(Reserve::new());
+
+/// Reserves `chord` of the physical keyboard for RayOS (`None`: none): from the
+/// next physical event on, its press goes to the authority partition
+/// (`Event::ReservedKey`) and its release nowhere, whichever VM has the keyboard.
+pub fn reserve_key(chord: Option<Chord>) {
+    RESERVE.lock().set(chord);
+    match chord {
+        Some(c) => log::info!(
+            "input: the physical keyboard's {} is RayOS's (reserved by the authority partition)",
+            input::keymap::chord_name(c)
+        ),
+        None => log::info!("input: no key of the physical keyboard is reserved for RayOS"),
+    }
+}
 
 /// What became of a batch of events.
 #[derive(Debug, Default, Clone, Copy)]
@@ -353,6 +372,12 @@ impl Routing {
     }
 }
 
+/// Whether `vm`'s interactive switch is on (presented or not; `false` for a VM
+/// without routing).
+pub fn interactive(vm: &Vm) -> bool {
+    with_routing(vm, |r| r.router.interactive()).unwrap_or(false)
+}
+
 /// The display's presentation of the VMs changed (or may have): each router
 /// follows it; hiding releases every key and button the guest holds.
 pub fn presentation_changed(here: usize) {
@@ -384,7 +409,8 @@ pub fn route(vm: &Vm, events: &[InputEvent], here: usize) -> Tally {
 /// Physical input, over every VM on the display (`input::stack`): each event
 /// goes to the VM under the pointer, or the one with the keyboard focus; what
 /// no guest takes is RayOS's and goes to the authority partition
-/// (`authority::keep_input`).
+/// (`authority::keep_input`), and so does the chord it reserved ([`RESERVE`])
+/// before any VM sees it.
 fn route_physical(events: &[InputEvent]) {
     // Topmost first, as the display draws them; VMs not on it after.
     let stacking = crate::display::stacking();
@@ -422,9 +448,16 @@ fn route_physical(events: &[InputEvent]) {
         {
             let mut stack: Vec<(usize, &mut Router)> =
                 order.iter_mut().map(|(i, r)| (*i, &mut r.router)).collect();
+            let mut reserve = RESERVE.lock();
             for e in events {
-                if !input::stack::route_stack(&mut stack, &mut focus, now, e, &mut out) {
-                    kept.push(*e);
+                match reserve.claim(e) {
+                    Claim::Pressed(chord) => kept.push(Event::ReservedKey { chord }),
+                    Claim::Swallowed => {}
+                    Claim::Pass => {
+                        if !input::stack::route_stack(&mut stack, &mut focus, now, e, &mut out) {
+                            kept.push(Event::Input { event: *e });
+                        }
+                    }
                 }
             }
         }

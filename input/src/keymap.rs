@@ -2,6 +2,11 @@
 //! carries) to evdev key codes (what virtio-input carries), the US keyboard layout
 //! (which usage, with or without Shift, types a character), and key names for chords.
 
+use alloc::format;
+use alloc::string::String;
+
+use authority_abi::input::{modifier, Chord, MODIFIER_FIRST};
+
 /// Usages of the modifier keys (page 7).
 pub mod usage {
     pub const A: u8 = 0x04;
@@ -14,6 +19,7 @@ pub mod usage {
     pub const TAB: u8 = 0x2b;
     pub const SPACE: u8 = 0x2c;
     pub const F1: u8 = 0x3a;
+    pub const HOME: u8 = 0x4a;
     pub const F12: u8 = 0x45;
     pub const F13: u8 = 0x68;
     pub const F24: u8 = 0x73;
@@ -180,6 +186,64 @@ pub fn key_by_name(name: &str) -> Option<u8> {
     }
 }
 
+/// The chord `spec` names (`ctrl+alt+home`: modifier names, either side's
+/// counting as the modifier, then one key; case-insensitive), for
+/// RESERVE_KEY; `None` if it is not one.
+pub fn parse_chord(spec: &str) -> Option<Chord> {
+    let mut modifiers = 0u8;
+    let mut key = None;
+    for name in spec.split('+') {
+        let u = key_by_name(name)?;
+        if key.is_some() {
+            return None;
+        }
+        if u >= MODIFIER_FIRST {
+            let bit = 1u8 << ((u - MODIFIER_FIRST) % 4);
+            if modifiers & bit != 0 {
+                return None;
+            }
+            modifiers |= bit;
+        } else {
+            key = Some(u);
+        }
+    }
+    Chord::new(modifiers, key?)
+}
+
+/// `c` as [`parse_chord`] reads it (`ctrl+alt+home`).
+pub fn chord_name(c: Chord) -> String {
+    let mut out = String::new();
+    for (bit, name) in [
+        (modifier::CTRL, "ctrl"),
+        (modifier::SHIFT, "shift"),
+        (modifier::ALT, "alt"),
+        (modifier::GUI, "meta"),
+    ] {
+        if c.modifiers & bit != 0 {
+            out.push_str(name);
+            out.push('+');
+        }
+    }
+    let named = NAMES.iter().find(|(_, u)| *u == c.usage).map(|(n, _)| *n);
+    let typed = || {
+        (' '..='~')
+            .find(|&ch| !ch.is_ascii_uppercase() && us_layout(ch) == Some((c.usage, false)))
+            .filter(|ch| *ch != ' ')
+    };
+    let function = || match c.usage {
+        u if (usage::F1..usage::F1 + 12).contains(&u) => Some(u - usage::F1 + 1),
+        u if (usage::F13..usage::F13 + 12).contains(&u) => Some(u - usage::F13 + 13),
+        _ => None,
+    };
+    match (named, typed(), function()) {
+        (Some(n), _, _) => out.push_str(n),
+        (None, Some(ch), _) => out.push(ch),
+        (None, None, Some(n)) => out.push_str(&format!("f{n}")),
+        _ => out.push_str(&format!("usage-{:#04x}", c.usage)),
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -266,6 +330,39 @@ mod tests {
         assert_eq!(key_by_name("="), Some(0x2e));
         for bad in ["f0", "f25", "", "ctl", "+", "!", "ab", " "] {
             assert_eq!(key_by_name(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn chords_parse_and_print_back() {
+        use authority_abi::input::modifier::{ALT, CTRL, GUI, SHIFT};
+        let home = Chord::new(CTRL | ALT, usage::HOME).unwrap();
+        assert_eq!(parse_chord("ctrl+alt+home"), Some(home));
+        // Either side's modifier, any case, any order of the modifiers.
+        assert_eq!(parse_chord("AltGr+RCtrl+Home"), Some(home));
+        assert_eq!(chord_name(home), "ctrl+alt+home");
+        for (spec, chord) in [
+            ("f12", Chord::new(0, usage::F12)),
+            ("shift+meta+f13", Chord::new(GUI | SHIFT, usage::F13)),
+            ("ctrl+/", Chord::new(CTRL, 0x38)),
+            ("ctrl+q", Chord::new(CTRL, 0x14)),
+        ] {
+            assert_eq!(parse_chord(spec), chord, "{spec}");
+            assert_eq!(chord_name(chord.unwrap()), spec);
+        }
+        // No key, two keys, a key before a modifier, a modifier twice (also
+        // across sides), unknown names, nothing.
+        for bad in [
+            "ctrl+alt",
+            "ctrl+a+b",
+            "home+ctrl",
+            "ctrl+rctrl+home",
+            "ctrl+ctrl+home",
+            "hyper+home",
+            "",
+            "ctrl++home",
+        ] {
+            assert_eq!(parse_chord(bad), None, "{bad}");
         }
     }
 }

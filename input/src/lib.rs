@@ -12,6 +12,7 @@
 //!   [`RunRecord`] and replay.
 //! - [`physical`]: the physical keyboard's and tablet's evdev reports to
 //!   authority-ABI input events (display pixels).
+//! - [`reserve`]: the physical keyboard's chord reserved for RayOS.
 //! - [`keymap`]: HID keyboard usages (the authority ABI's keys) to evdev codes (the
 //!   virtio-input keyboard's), the US layout, key names.
 #![no_std]
@@ -23,6 +24,7 @@ pub mod gaze;
 pub mod keymap;
 pub mod physical;
 pub mod pointer;
+pub mod reserve;
 pub mod route;
 pub mod run;
 pub mod script;

@@ -116,6 +116,11 @@ impl Router {
         self.map.is_some_and(|m| m.to_guest(x, y).is_some())
     }
 
+    /// The interactive switch (presented or not).
+    pub fn interactive(&self) -> bool {
+        self.interactive
+    }
+
     /// Whether the VM takes input now: presented and interactive.
     pub fn takes_input(&self) -> bool {
         self.map.is_some() && self.interactive

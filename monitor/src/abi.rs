@@ -29,7 +29,7 @@ use authority_abi::call::{
     self, parse_tag, Buffer, Call, InputKind, Placement, Rect, Session, VmEntry, VmId,
     VM_ENTRY_SIZE, VM_NAME_MAX,
 };
-use authority_abi::input::{decode_all, Button, InputEvent};
+use authority_abi::input::{decode_all, Button, Chord, InputEvent};
 use authority_abi::reply::{self, ErrorKind};
 use authority_abi::ring::{self, Event, RingError};
 use authority_abi::{Status as AbiStatus, VERSION};
@@ -126,6 +126,12 @@ pub trait AbiTarget: VmControl {
     fn console_write(&mut self, vm: &str, data: &[u8]) -> Result<usize, ControlError> {
         let _ = (vm, data);
         unsupported("console attach")
+    }
+    /// Reserves `chord` of the physical keyboard for RayOS (`None`: none): its
+    /// press becomes a [`Event::ReservedKey`], never a guest's input.
+    fn reserve_key(&mut self, chord: Option<Chord>) -> Result<(), ControlError> {
+        let _ = chord;
+        unsupported("reserved keys")
     }
 }
 
@@ -593,6 +599,10 @@ impl Dispatcher {
             Call::DisplayStatus => {
                 let t = ctl.display_status()?;
                 self.reply = ok_record(&[(0, &t)]);
+                0
+            }
+            Call::ReserveKey(chord) => {
+                ctl.reserve_key(chord)?;
                 0
             }
             Call::InputAction { kind, .. } => {

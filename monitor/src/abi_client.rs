@@ -19,7 +19,7 @@ use core::cell::RefCell;
 use authority_abi::call::{
     Buffer, Call, InputKind, Placement, Rect, VmEntry, VmId, REPLY_MAX, TEXT_MAX, VM_ENTRY_SIZE,
 };
-use authority_abi::input::Button;
+use authority_abi::input::{Button, Chord};
 use authority_abi::reply::{ErrorKind, Record};
 use authority_abi::ring::{self, Event};
 use authority_abi::{call, Status as AbiStatus, VERSION};
@@ -274,6 +274,11 @@ impl<H: Hypercall> AbiControl<H> {
         core::cell::Ref::map(self.inner.borrow(), |i| &i.h)
     }
 
+    /// The hypercall handle, to change (tests play the hypervisor through it).
+    pub fn hypercall_mut(&mut self) -> &mut H {
+        &mut self.inner.get_mut().h
+    }
+
     /// Every VM as VM_LIST says (ids, ABI states, flags).
     pub fn entries(&self) -> Vec<VmEntry> {
         self.inner.borrow_mut().list()
@@ -442,6 +447,15 @@ impl<H: Hypercall> AbiControl<H> {
                 })
                 .map_err(|s| inner.error(vm, s))?;
         }
+    }
+
+    /// Reserves `chord` of the physical keyboard for RayOS (`None`: none): its
+    /// presses arrive as [`Event::ReservedKey`] instead of reaching a guest.
+    pub fn reserve_key(&mut self, chord: Option<Chord>) -> Result<(), ControlError> {
+        self.inner
+            .get_mut()
+            .plain(&Call::ReserveKey(chord))
+            .map(|_| ())
     }
 
     /// The events waiting in the ring, oldest first.

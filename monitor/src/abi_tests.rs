@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use authority_abi::call::{
     func, Buffer, Call, InputKind, Rect, VmEntry, VmId, VM_ENTRY_SIZE, VM_PRESENTED,
 };
-use authority_abi::input::InputEvent;
+use authority_abi::input::{modifier, Chord, InputEvent};
 use authority_abi::reply::{ErrorKind, Record};
 use authority_abi::ring::{self, Event};
 use authority_abi::{call, fid, Status as AbiStatus, Version, VERSION};
@@ -330,6 +330,10 @@ impl AbiTarget for Model {
     fn console_write(&mut self, _vm: &str, data: &[u8]) -> Result<usize, ControlError> {
         self.console_in.extend_from_slice(data);
         Ok(data.len())
+    }
+    fn reserve_key(&mut self, chord: Option<Chord>) -> Result<(), ControlError> {
+        self.calls.push(format!("reserve {chord:?}"));
+        Ok(())
     }
 }
 
@@ -991,6 +995,14 @@ fn the_client_starts_vms_reads_policy_the_console_and_the_ring() {
         ]
     );
     assert_eq!(abi.name_of(tiny).as_deref(), Some("tiny"));
+    let home = Chord::new(modifier::CTRL | modifier::ALT, 0x4a);
+    abi.reserve_key(home).unwrap();
+    abi.reserve_key(None).unwrap();
+    let calls = &abi.hypercall().m.calls;
+    assert_eq!(
+        calls[calls.len() - 2..],
+        [format!("reserve {home:?}"), String::from("reserve None")]
+    );
 }
 
 mod prop {

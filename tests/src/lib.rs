@@ -130,6 +130,22 @@ pub mod evdev {
         )
     }
 
+    /// QMP key events on the physical keyboard, in order: (QEMU qcode, down).
+    pub fn qmp_keys(keys: &[(&str, bool)]) -> String {
+        let events: Vec<String> = keys
+            .iter()
+            .map(|(qcode, down)| {
+                format!(
+                    "{{\"type\": \"key\", \"data\": {{\"down\": {down}, \"key\": {{\"type\": \"qcode\", \"data\": \"{qcode}\"}}}}}}"
+                )
+            })
+            .collect();
+        format!(
+            "qmp input-send-event {{\"events\": [{}]}}\n",
+            events.join(", ")
+        )
+    }
+
     /// One `struct input_event` (arm64: 16 bytes of time, type, code, value).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct Event {

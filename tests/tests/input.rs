@@ -15,14 +15,17 @@
 //! one while the VM is hidden, do not arrive; a gaze held still clicks at the
 //! dwelled point; `input type` arrives as the US layout's key codes, and not while
 //! the VM is not interactive; presented as a quad, a QMP click arrives at the guest
-//! pixel the quad's projective inverse names (within ±1). The hypervisor takes
+//! pixel the quad's projective inverse names (within ±1); the physical keyboard
+//! types into the VM last clicked, except for RayOS's reserved ctrl+alt+home,
+//! which the partition takes (it leaves the VM) and the guest never sees. The
+//! hypervisor takes
 //! the physical tablet and keyboard by their interrupts (its boot log says so).
 //! All beside the authority partition, whose shell runs the `monitor` lines.
 
 use std::time::Duration;
 
 use integration_tests::evdev::{
-    events, left_presses, mapped, near, qmp_button, qmp_move, BTN_LEFT, EV_KEY,
+    events, left_presses, mapped, near, qmp_button, qmp_keys, qmp_move, BTN_LEFT, EV_KEY,
 };
 use integration_tests::{boot, boot_lock, console_tail, script, statuses};
 use xtask::qemu::DEFAULT_DISPLAY;
@@ -50,6 +53,11 @@ const QUAD: [(i32, i32); 4] = [(200, 100), (900, 180), (880, 560), (220, 700)];
 const QUAD_CLICK: (i32, i32) = (550, 380);
 /// `echo hi` then Enter on a US keyboard: E C H O SPACE H I ENTER.
 const ECHO_HI: [u16; 8] = [18, 46, 35, 24, 57, 35, 23, 28];
+/// evdev codes: A, Left Ctrl, Left Alt, Home.
+const KEY_A: u16 = 30;
+const KEY_LEFTCTRL: u16 = 29;
+const KEY_LEFTALT: u16 = 56;
+const KEY_HOME: u16 = 102;
 
 /// The guest: list its input devices, record both evdev streams, dump them on `go`.
 /// `input-ready` waits until both readers hold their device open: an event that
@@ -97,11 +105,24 @@ fn pointer_clicks_gaze_and_typing_reach_the_guest_only_where_and_while_they_shou
          monitor input type linux \"echo hi\\n\"\n\
          monitor display present linux quad {quad}\n\
          {quad_click}{down}{up}sleep 2\n\
+         {key_a}sleep 1\n\
+         {leave_key}\
+         expect rayos: ctrl\\+alt\\+home: vm linux hidden; it keeps running\n\
+         sleep 1\n\
          attach linux\n\
          send go\n\
          expect keyboard-end\n",
         quad = QUAD.map(|(x, y)| format!("{x} {y}")).join(" "),
         quad_click = qmp_move(QUAD_CLICK.0, QUAD_CLICK.1),
+        key_a = qmp_keys(&[("a", true), ("a", false)]),
+        leave_key = qmp_keys(&[
+            ("ctrl", true),
+            ("alt", true),
+            ("home", true),
+            ("home", false),
+            ("alt", false),
+            ("ctrl", false)
+        ]),
         inside = qmp_move(INSIDE.0, INSIDE.1),
         outside = qmp_move(OUTSIDE.0, OUTSIDE.1),
         down = qmp_button(true),
@@ -181,14 +202,32 @@ fn pointer_clicks_gaze_and_typing_reach_the_guest_only_where_and_while_they_shou
         .count();
     assert_eq!(releases, 3, "every press released\n{tail}");
 
-    // Typed while interactive only: `echo hi` and Enter, each key down then up.
+    // Typed while interactive only: `echo hi` and Enter, each key down then up;
+    // then the physical keyboard's `a` (the VM has the keyboard since the quad
+    // click); then of RayOS's ctrl+alt+home only the modifiers, released when
+    // the key's leave hid the VM; the physical releases after it are RayOS's.
     let keys: Vec<(u16, i32)> = keyboard
         .iter()
         .filter(|e| e.ty == EV_KEY)
         .map(|e| (e.code, e.value))
         .collect();
-    let want: Vec<(u16, i32)> = ECHO_HI.iter().flat_map(|&k| [(k, 1), (k, 0)]).collect();
-    assert_eq!(keys, want, "\n{tail}");
+    let mut want: Vec<(u16, i32)> = ECHO_HI.iter().flat_map(|&k| [(k, 1), (k, 0)]).collect();
+    want.extend([(KEY_A, 1), (KEY_A, 0), (KEY_LEFTCTRL, 1), (KEY_LEFTALT, 1)]);
+    assert!(
+        keys.len() == want.len() + 2 && keys.starts_with(&want),
+        "keys {keys:?}, want {want:?} then both modifiers up\n{tail}"
+    );
+    let mut released = keys[want.len()..].to_vec();
+    released.sort();
+    assert_eq!(released, [(KEY_LEFTCTRL, 0), (KEY_LEFTALT, 0)], "\n{tail}");
+    assert!(
+        !keyboard.iter().any(|e| e.code == KEY_HOME),
+        "RayOS's key reached the guest\n{tail}"
+    );
+    assert!(
+        console.contains("rayos: ctrl+alt+home is RayOS's: it leaves the presented VM"),
+        "the partition did not reserve its key\n{tail}"
+    );
 
     let answers: Vec<&str> = statuses(console)
         .into_iter()

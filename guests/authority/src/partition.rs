@@ -249,6 +249,7 @@ extern "C" fn authority_main() -> ! {
     }
     let _ = writeln!(t, "rayos: boot: {outcome:?}");
     let mut shell = Shell::new();
+    let _ = writeln!(t, "rayos: {}", shell.reserve_leave_key(&mut ctl));
     shell.prompt(&mut t);
     loop {
         match pl011::get() {
