@@ -49,7 +49,7 @@
 //!
 //! RESERVE_KEY reserves one chord of the physical keyboard for RayOS
 //! ([`crate::input::Chord`]: modifier bits 0..=3, a HID usage of the keyboard
-//! page below the modifiers): its press goes to the ring as
+//! page from 0x04 to [`crate::input::CHORD_USAGE_MAX`], F24): its press goes to the ring as
 //! [`crate::ring::Event::ReservedKey`] and its release nowhere, whichever VM has
 //! the keyboard; a later call replaces it, (0, 0) removes it.
 //!
@@ -514,13 +514,7 @@ pub fn decode(fid: u32, a: &Args) -> Result<Call, Status> {
         func::DISPLAY_STATUS => Call::DisplayStatus,
         func::RESERVE_KEY => Call::ReserveKey(match (a[0], a[1]) {
             (0, 0) => None,
-            (m, u) => Some(
-                u8::try_from(m)
-                    .ok()
-                    .zip(u8::try_from(u).ok())
-                    .and_then(|(m, u)| Chord::new(m, u))
-                    .ok_or(Status::InvalidParameters)?,
-            ),
+            (m, u) => Some(Chord::from_words(m, u).ok_or(Status::InvalidParameters)?),
         }),
         func::INPUT_ACTION => {
             let text = || buffer(a[4], a[5], TEXT_MAX);
@@ -717,8 +711,8 @@ impl Call {
             Call::DisplayStatus => func::DISPLAY_STATUS,
             Call::ReserveKey(chord) => {
                 if let Some(c) = chord {
-                    a[0] = u64::from(c.modifiers);
-                    a[1] = u64::from(c.usage);
+                    a[0] = u64::from(c.modifiers());
+                    a[1] = u64::from(c.usage());
                 }
                 func::RESERVE_KEY
             }
@@ -1361,7 +1355,7 @@ mod tests {
         for call in [
             Call::ReserveKey(Some(home)),
             Call::ReserveKey(Some(Chord::new(0, 0x04).unwrap())),
-            Call::ReserveKey(Some(Chord::new(GUI, 0xdd).unwrap())),
+            Call::ReserveKey(Some(Chord::new(GUI, 0x73).unwrap())),
             Call::ReserveKey(None),
         ] {
             let (fid, a) = call.encode();
@@ -1372,10 +1366,13 @@ mod tests {
             assert_eq!(call.buffer(), None);
         }
         let f = crate::fid(func::RESERVE_KEY);
-        // A modifier as the key, no key, a usage past the page or the byte,
-        // modifier bits beyond the four (a right-hand bit), modifiers too wide.
+        // A modifier as the key, no key, a usage past F24 (no physical key
+        // maps there), past the byte, modifier bits beyond the four (a
+        // right-hand bit), modifiers too wide.
         for (m, u) in [
             (0, 0xe0),
+            (0, 0x74),
+            (0, 0xdd),
             (CTRL as u64, 0),
             (0, 0x03),
             (0, 0x1_04),

@@ -40,20 +40,50 @@ pub mod modifier {
     pub const ALL: u8 = CTRL | SHIFT | ALT | GUI;
 }
 
-/// A key chord on the physical keyboard (ABI 1.3, RESERVE_KEY): `usage` pressed
-/// while at least `modifiers` ([`modifier`] bits) are held, on either side.
+/// The last usage a chord may name: F24. The physical keyboard's evdev codes
+/// map to no usage between it and the modifiers, so a chord on one could never
+/// be pressed.
+pub const CHORD_USAGE_MAX: u8 = 0x73;
+
+/// The bit of a HID keyboard's modifier byte that modifier key `usage` sets
+/// (`None`: not a modifier key).
+pub fn modifier_bit(usage: u8) -> Option<u8> {
+    (MODIFIER_FIRST..=KEY_USAGE_MAX as u8)
+        .contains(&usage)
+        .then(|| 1 << (usage - MODIFIER_FIRST))
+}
+
+/// A key chord on the physical keyboard (ABI 1.3, RESERVE_KEY): a key pressed
+/// while at least some [`modifier`]s are held, on either side. Only
+/// [`Chord::new`] makes one, so every chord is valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chord {
-    pub modifiers: u8,
-    pub usage: u8,
+    modifiers: u8,
+    usage: u8,
 }
 
 impl Chord {
-    /// `None` unless `usage` is a key of the keyboard page (0x04 `a` up to, not
-    /// including, the modifiers) and `modifiers` only names [`modifier`] bits.
+    /// `None` unless `usage` is a key of the keyboard page (0x04 `a` to
+    /// [`CHORD_USAGE_MAX`]) and `modifiers` only names [`modifier`] bits.
     pub fn new(modifiers: u8, usage: u8) -> Option<Chord> {
-        ((0x04..MODIFIER_FIRST).contains(&usage) && modifiers & !modifier::ALL == 0)
+        ((0x04..=CHORD_USAGE_MAX).contains(&usage) && modifiers & !modifier::ALL == 0)
             .then_some(Chord { modifiers, usage })
+    }
+
+    /// [`Chord::new`] of two register or ring words (`None` if either is not a
+    /// byte).
+    pub fn from_words(modifiers: u64, usage: u64) -> Option<Chord> {
+        Chord::new(u8::try_from(modifiers).ok()?, u8::try_from(usage).ok()?)
+    }
+
+    /// Its [`modifier`] bits.
+    pub fn modifiers(&self) -> u8 {
+        self.modifiers
+    }
+
+    /// Its key's HID usage.
+    pub fn usage(&self) -> u8 {
+        self.usage
     }
 
     /// Whether the modifier byte `held` (both sides' bits, as a HID keyboard

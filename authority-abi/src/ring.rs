@@ -178,7 +178,7 @@ pub fn push(mem: &mut [u8], ev: &Event) -> Result<u32, RingError> {
             };
             (4, 0, half(0), half(8), 0)
         }
-        Event::ReservedKey { chord } => (5, 0, chord.modifiers.into(), chord.usage.into(), 0),
+        Event::ReservedKey { chord } => (5, 0, chord.modifiers().into(), chord.usage().into(), 0),
         // Never produced: only a consumer sees kinds it does not know.
         Event::Unknown { .. } => return Err(RingError::Corrupt),
     };
@@ -243,11 +243,7 @@ pub fn pop(mem: &mut [u8]) -> Result<Option<Event>, RingError> {
             }
         }
         5 => Event::ReservedKey {
-            chord: u8::try_from(a)
-                .ok()
-                .zip(u8::try_from(b).ok())
-                .and_then(|(m, u)| Chord::new(m, u))
-                .ok_or(RingError::Corrupt)?,
+            chord: Chord::from_words(a, b).ok_or(RingError::Corrupt)?,
         },
         kind => Event::Unknown { kind },
     };

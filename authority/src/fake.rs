@@ -208,15 +208,15 @@ impl AbiTarget for Model {
         v.state = call::VmState::Running;
         Ok(())
     }
-    fn abi_state(&self, vm: &str) -> Option<(call::VmState, u32)> {
-        let v = self.vms.iter().find(|v| v.name == vm)?;
-        let flags = if v.presented { call::VM_PRESENTED } else { 0 }
-            | if v.interactive {
-                call::VM_INTERACTIVE
-            } else {
-                0
-            };
-        Some((v.state, flags))
+    fn abi_state(&self, vm: &str) -> Option<call::VmState> {
+        Some(self.vms.iter().find(|v| v.name == vm)?.state)
+    }
+    fn abi_flags(&self, vm: &str) -> u32 {
+        let Some(v) = self.vms.iter().find(|v| v.name == vm) else {
+            return 0;
+        };
+        let flag = |on: bool, f: u32| if on { f } else { 0 };
+        flag(v.presented, call::VM_PRESENTED) | flag(v.interactive, call::VM_INTERACTIVE)
     }
     fn policy(&self, vm: &str) -> Result<u32, ControlError> {
         self.vms

@@ -200,8 +200,8 @@ pub fn notify(
 
 /// Physical input RayOS keeps (`Event::Input` no guest took, the reserved
 /// chord's `Event::ReservedKey`), waiting for the event ring while the session
-/// is busy with a call; at most [`KEPT_MAX`], the oldest dropped (and counted)
-/// past that.
+/// is busy with a call; at most [`KEPT_MAX`], the oldest `Event::Input` dropped
+/// (and logged) past that.
 static KEPT: Mutex<alloc::collections::VecDeque<authority_abi::ring::Event>> =
     Mutex::new(alloc::collections::VecDeque::new());
 static KEPT_WAITING: AtomicBool = AtomicBool::new(false);
@@ -218,7 +218,13 @@ pub fn keep_input(events: &[authority_abi::ring::Event]) {
         let mut q = KEPT.lock();
         for e in events {
             if q.len() == KEPT_MAX {
-                q.pop_front();
+                // The oldest plain input event goes (a reserved key's press
+                // stays while there is one to drop instead).
+                let at = q
+                    .iter()
+                    .position(|k| matches!(k, authority_abi::ring::Event::Input { .. }))
+                    .unwrap_or(0);
+                q.remove(at);
                 log::warn!("authority: physical input for RayOS dropped: {KEPT_MAX} events wait for its ring");
             }
             q.push_back(*e);

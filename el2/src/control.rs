@@ -470,23 +470,31 @@ impl<'a> El2Control<'a> {
 /// The authority ABI's operations beyond the monitor's. Those not here answer
 /// `Unsupported` (the trait's defaults), which the partition's shell prints.
 impl monitor::abi::AbiTarget for El2Control<'_> {
-    /// The VM's state and its display and input flags (VM_LIST, state events).
-    fn abi_state(&self, name: &str) -> Option<(authority_abi::call::VmState, u32)> {
-        use authority_abi::call::{VmState as Abi, VM_FROZEN, VM_INTERACTIVE, VM_PRESENTED};
-        let vm = self.find(name).ok()?;
-        let state = match Self::state(vm) {
+    /// The VM's state (every call asks it of every VM: nothing but the VM's
+    /// own fields is read).
+    fn abi_state(&self, name: &str) -> Option<authority_abi::call::VmState> {
+        use authority_abi::call::VmState as Abi;
+        Some(match Self::state(self.find(name).ok()?) {
             VmState::Running => Abi::Running,
             VmState::Paused => Abi::Paused,
             VmState::Off => Abi::Off,
+        })
+    }
+
+    /// The VM's display and input flags, for VM_LIST: what the display and its
+    /// input routing do now.
+    fn abi_flags(&self, name: &str) -> u32 {
+        use authority_abi::call::{VM_FROZEN, VM_INTERACTIVE, VM_PRESENTED};
+        let Ok(vm) = self.find(name) else {
+            return 0;
         };
         let policy = crate::display::policy_of(vm);
         let flag = |on: bool, f: u32| if on { f } else { 0 };
-        let flags = flag(
+        flag(
             policy.is_some_and(|p| p != vgpu::Policy::Hidden),
             VM_PRESENTED,
         ) | flag(policy == Some(vgpu::Policy::Frozen), VM_FROZEN)
-            | flag(crate::input::interactive(vm), VM_INTERACTIVE);
-        Some((state, flags))
+            | flag(crate::input::interactive(vm), VM_INTERACTIVE)
     }
 
     /// Routes the events as the physical devices' are: they reach the guest only

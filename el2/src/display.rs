@@ -20,7 +20,9 @@
 //! composes what the VMs changed into the framebuffer with the desk (each VM's
 //! flushed rectangles, with whatever other VMs show over them; at most
 //! [`BUDGET_FRAMES`] display frames of damage a tick, the VMs taking turns beyond)
-//! and transfers and flushes only the recomposed rectangles. A guest's device is
+//! and transfers and flushes only the recomposed rectangles, without waiting for
+//! the host (`HostGpu::show`; their bounding rectangle when the control queue is
+//! short of room). A guest's device is
 //! locked only to take the frame (its damage, the scanout's pixels shared), not
 //! while composing; a hidden VM's device is not touched; a CPU that finds the
 //! display busy moves on.
@@ -69,6 +71,9 @@ const _: () = assert!(authority_abi::call::MAX_FPS == vgpu::present::MAX_FPS);
 const IN_FLIGHT: usize = 8;
 /// Descriptors of the control queue.
 const QUEUE_SIZE: usize = 2 * IN_FLIGHT;
+/// How long the render loop waits for the host device to finish a command when
+/// all are in flight before it gives the frame up.
+const STUCK_MS: u64 = 100;
 /// Bytes of the longest request the render loop sends (`TRANSFER_TO_HOST_2D`).
 const REQUEST_MAX: usize = hdr::SIZE + 8 * 4;
 /// The control queue's index.
@@ -103,6 +108,8 @@ pub enum DisplayError {
     BadMode(u32, u32),
     /// The framebuffer (this many bytes) does not fit in the heap.
     NoMemory(usize),
+    /// Every command in flight went unanswered for [`STUCK_MS`].
+    Stuck,
 }
 
 impl From<virtio_drivers::Error> for DisplayError {
@@ -120,46 +127,52 @@ struct HostGpu {
     height: u32,
     /// `width * height` XRGB pixels: the backing of [`FB_RESOURCE`].
     fb: Vec<u8>,
-    /// The buffers of the commands [`HostGpu::show`] submitted (on the heap, so
-    /// they stay put while the device owns them), reaped by [`HostGpu::reap`].
-    slots: Box<[Slot; IN_FLIGHT]>,
-    /// Output that changed but is not yet submitted (no room on the queue): shown
-    /// by the next [`HostGpu::show`].
-    owed: Option<Rect>,
+    /// The buffers of the commands [`HostGpu::show`] submits, each in a box of
+    /// its own (it stays put, and a slot the device owns is never reached
+    /// through a reference to another).
+    slots: [Box<Slot>; IN_FLIGHT],
+    /// The queue's token of each slot's command while the device has it.
+    tokens: [Option<u16>; IN_FLIGHT],
 }
 
-/// One command in flight: its request, its response, and the queue's token for
-/// it while the device has it.
+/// One command's request and response.
 struct Slot {
     request: [u8; REQUEST_MAX],
     len: usize,
     response: [u8; hdr::SIZE],
-    token: Option<u16>,
 }
 
-const IDLE_SLOT: Slot = Slot {
-    request: [0; REQUEST_MAX],
-    len: 0,
-    response: [0; hdr::SIZE],
-    token: None,
-};
+/// The type word (the first little-endian u32) of a request or response.
+fn type_of(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
 
-/// A request: the header of `kind` then `fields`.
-fn request(kind: u32, fields: &[u32]) -> Vec<u8> {
-    let mut r = vec![0u8; hdr::SIZE];
-    r[hdr::TYPE..hdr::TYPE + 4].copy_from_slice(&kind.to_le_bytes());
-    for f in fields {
-        r.extend_from_slice(&f.to_le_bytes());
+/// Writes a request into `out`: the header of `kind` then `fields`; answers its
+/// length (`out` holds at least that: the callers' requests are fixed).
+fn write_request(out: &mut [u8], kind: u32, fields: &[u32]) -> usize {
+    out[..hdr::SIZE].fill(0);
+    out[hdr::TYPE..hdr::TYPE + 4].copy_from_slice(&kind.to_le_bytes());
+    for (i, f) in fields.iter().enumerate() {
+        out[hdr::SIZE + 4 * i..hdr::SIZE + 4 * i + 4].copy_from_slice(&f.to_le_bytes());
     }
+    hdr::SIZE + 4 * fields.len()
+}
+
+/// A request in a buffer of its own (bring-up's).
+fn request(kind: u32, fields: &[u32]) -> Vec<u8> {
+    let mut r = vec![0u8; hdr::SIZE + 4 * fields.len()];
+    write_request(&mut r, kind, fields);
     r
 }
 
 impl HostGpu {
-    /// Sends `req`, waits for the answer in `resp`; returns its type.
+    /// Sends `req`, waits for the answer in `resp`; returns its type. Only while
+    /// no [`HostGpu::show`] command is in flight (bring-up): the answer must be
+    /// the next one the device gives back.
     fn command(&mut self, req: &[u8], resp: &mut [u8]) -> Result<u32, DisplayError> {
         self.controlq
             .add_notify_wait_pop(&[req], &mut [resp], &mut self.transport)?;
-        Ok(u32::from_le_bytes([resp[0], resp[1], resp[2], resp[3]]))
+        Ok(type_of(resp))
     }
 
     /// A command whose answer carries no data.
@@ -168,7 +181,7 @@ impl HostGpu {
         match self.command(req, &mut resp)? {
             cmd::RESP_OK_NODATA => Ok(()),
             response => Err(DisplayError::Refused {
-                command: u32::from_le_bytes([req[0], req[1], req[2], req[3]]),
+                command: type_of(req),
                 response,
             }),
         }
@@ -186,8 +199,14 @@ impl HostGpu {
             width: 0,
             height: 0,
             fb: Vec::new(),
-            slots: Box::new([IDLE_SLOT; IN_FLIGHT]),
-            owed: None,
+            slots: core::array::from_fn(|_| {
+                Box::new(Slot {
+                    request: [0; REQUEST_MAX],
+                    len: 0,
+                    response: [0; hdr::SIZE],
+                })
+            }),
+            tokens: [None; IN_FLIGHT],
         };
         let mut info = vec![0u8; layout::RESP_DISPLAY_INFO];
         let response = gpu.command(&request(cmd::GET_DISPLAY_INFO, &[]), &mut info)?;
@@ -230,38 +249,53 @@ impl HostGpu {
         Ok(gpu)
     }
 
-    /// Shows `rects` (inside the display) of the framebuffer: submits a transfer
-    /// and a flush of each to the host (of their bounding rectangle when the
-    /// queue has too little room, and nothing while it has none: then it is owed
-    /// to the next call), without waiting. The device works through its queue in
-    /// order, each transfer copying the framebuffer as it is then, so the host
-    /// always ends up showing the last composition. A refused command is an
-    /// error (the first one reaped).
+    /// Shows `rects` (inside the display) of the framebuffer: puts a transfer and
+    /// a flush of each on the control queue (of their bounding rectangle when
+    /// the queue has too little room, after waiting for the device to finish
+    /// one pair when it has none) and does not wait for them; they are taken
+    /// back by the next call. QEMU's device works through its queue in order
+    /// and each transfer copies the framebuffer as it is then, so the host ends
+    /// up showing the last composition. A refused or failed command is the
+    /// error (the first one), after everything else was still submitted.
     fn show(&mut self, rects: &[Rect]) -> Result<(), DisplayError> {
-        let refused = self.reap();
-        let free = self.slots.iter().filter(|s| s.token.is_none()).count() / 2;
-        let owed = self.owed.take();
-        let count = rects.len() + usize::from(owed.is_some());
-        if count == 0 {
-            return refused;
+        let mut result = self.reap();
+        if rects.is_empty() {
+            return result;
         }
-        if count <= free {
-            for &r in owed.iter().chain(rects) {
-                self.submit(r)?;
-            }
+        let mut free = self.tokens.iter().filter(|t| t.is_none()).count() / 2;
+        let bounds;
+        let rects = if rects.len() <= free {
+            rects
         } else {
-            let all = rects
-                .iter()
-                .fold(owed, |b, r| Some(b.map_or(*r, |b| b.union(r))));
-            match all {
-                Some(r) if free > 0 => self.submit(r)?,
-                _ => self.owed = all,
+            bounds = rects.iter().skip(1).fold(rects[0], |b, r| b.union(r));
+            // Every slot in flight: the device answers as it works through
+            // them (no guest is involved); one that does not within
+            // `STUCK_MS` is broken, and this frame is not shown.
+            let freq = read_sysreg!("CNTFRQ_EL0").max(1);
+            let give_up = read_sysreg!("CNTPCT_EL0") + freq * STUCK_MS / 1000;
+            while free == 0 {
+                if read_sysreg!("CNTPCT_EL0") > give_up {
+                    return result.and(Err(DisplayError::Stuck));
+                }
+                core::hint::spin_loop();
+                match self.reap() {
+                    Err(e @ DisplayError::Driver(_)) => return result.and(Err(e)),
+                    Err(e) => result = result.and(Err(e)),
+                    Ok(()) => {}
+                }
+                free = self.tokens.iter().filter(|t| t.is_none()).count() / 2;
+            }
+            core::slice::from_ref(&bounds)
+        };
+        for &r in rects {
+            if let Err(e) = self.submit(r) {
+                result = result.and(Err(e));
             }
         }
         if self.controlq.should_notify() {
             self.transport.notify(CONTROLQ);
         }
-        refused
+        result
     }
 
     /// Puts a transfer of `r` and a flush of it on the queue (two free slots).
@@ -285,25 +319,24 @@ impl HostGpu {
 
     /// Puts one command on the queue in a free slot, without notifying.
     fn post(&mut self, kind: u32, fields: &[u32]) -> Result<(), DisplayError> {
-        let slot = self
-            .slots
-            .iter_mut()
-            .find(|s| s.token.is_none())
+        let i = self
+            .tokens
+            .iter()
+            .position(|t| t.is_none())
             .ok_or(DisplayError::Driver(virtio_drivers::Error::QueueFull))?;
-        let req = request(kind, fields);
-        slot.request[..req.len()].copy_from_slice(&req);
-        slot.len = req.len();
+        let slot = &mut *self.slots[i];
+        slot.len = write_request(&mut slot.request, kind, fields);
         slot.response = [0; hdr::SIZE];
-        // SAFETY: the slot's buffers are on the heap (`slots` is boxed and never
-        // replaced) and are neither moved nor touched until `reap` pops this
-        // token. Should the `HostGpu` be dropped with commands in flight, its
-        // first field, `transport`, drops first and resets the device, which
-        // then no longer uses them.
+        // SAFETY: the slot's buffers are in a box of their own that is neither
+        // moved nor reached again (its token marks it taken) until `reap` pops
+        // this token. Should the `HostGpu` be dropped with commands in flight,
+        // its first field, `transport`, drops first and resets the device,
+        // which then no longer uses them.
         let token = unsafe {
             self.controlq
                 .add(&[&slot.request[..slot.len]], &mut [&mut slot.response])?
         };
-        slot.token = Some(token);
+        self.tokens[i] = Some(token);
         Ok(())
     }
 
@@ -312,11 +345,13 @@ impl HostGpu {
     fn reap(&mut self) -> Result<(), DisplayError> {
         let mut result = Ok(());
         while let Some(token) = self.controlq.peek_used() {
-            let Some(slot) = self.slots.iter_mut().find(|s| s.token == Some(token)) else {
+            let Some(i) = self.tokens.iter().position(|t| *t == Some(token)) else {
                 // Not a token of ours: the device is broken; stop reaping.
                 return Err(DisplayError::Driver(virtio_drivers::Error::WrongToken));
             };
-            // SAFETY: the buffers are the ones `post` added with this token.
+            let slot = &mut *self.slots[i];
+            // SAFETY: the buffers are the ones `post` added with this token, and
+            // the device has given them back (it is the next used element).
             unsafe {
                 self.controlq.pop_used(
                     token,
@@ -324,17 +359,11 @@ impl HostGpu {
                     &mut [&mut slot.response],
                 )?
             };
-            slot.token = None;
-            let response = u32::from_le_bytes([
-                slot.response[0],
-                slot.response[1],
-                slot.response[2],
-                slot.response[3],
-            ]);
+            self.tokens[i] = None;
+            let response = type_of(&slot.response);
             if response != cmd::RESP_OK_NODATA && result.is_ok() {
-                let r = &slot.request;
                 result = Err(DisplayError::Refused {
-                    command: u32::from_le_bytes([r[0], r[1], r[2], r[3]]),
+                    command: type_of(&slot.request),
                     response,
                 });
             }
@@ -342,15 +371,14 @@ impl HostGpu {
         result
     }
 
-    /// Waits until the device has finished every command in flight.
+    /// Waits until the device has finished every command in flight (bring-up).
     fn wait_idle(&mut self) -> Result<(), DisplayError> {
         let mut result = Ok(());
-        while self.slots.iter().any(|s| s.token.is_some()) {
-            if let Err(e) = self.reap() {
-                if matches!(e, DisplayError::Driver(_)) {
-                    return Err(e);
-                }
-                result = result.and(Err(e));
+        while self.tokens.iter().any(|t| t.is_some()) {
+            match self.reap() {
+                Err(e @ DisplayError::Driver(_)) => return Err(e),
+                Err(e) => result = result.and(Err(e)),
+                Ok(()) => {}
             }
             core::hint::spin_loop();
         }

@@ -5,7 +5,7 @@
 use alloc::format;
 use alloc::string::String;
 
-use authority_abi::input::{modifier, Chord, MODIFIER_FIRST};
+use authority_abi::input::{modifier, modifier_bit, Chord};
 
 /// Usages of the modifier keys (page 7).
 pub mod usage {
@@ -197,14 +197,16 @@ pub fn parse_chord(spec: &str) -> Option<Chord> {
         if key.is_some() {
             return None;
         }
-        if u >= MODIFIER_FIRST {
-            let bit = 1u8 << ((u - MODIFIER_FIRST) % 4);
-            if modifiers & bit != 0 {
-                return None;
+        match modifier_bit(u) {
+            Some(bit) => {
+                // Either side's key is the modifier.
+                let bit = (bit | bit >> 4) & modifier::ALL;
+                if modifiers & bit != 0 {
+                    return None;
+                }
+                modifiers |= bit;
             }
-            modifiers |= bit;
-        } else {
-            key = Some(u);
+            None => key = Some(u),
         }
     }
     Chord::new(modifiers, key?)
@@ -219,18 +221,18 @@ pub fn chord_name(c: Chord) -> String {
         (modifier::ALT, "alt"),
         (modifier::GUI, "meta"),
     ] {
-        if c.modifiers & bit != 0 {
+        if c.modifiers() & bit != 0 {
             out.push_str(name);
             out.push('+');
         }
     }
-    let named = NAMES.iter().find(|(_, u)| *u == c.usage).map(|(n, _)| *n);
+    let named = NAMES.iter().find(|(_, u)| *u == c.usage()).map(|(n, _)| *n);
     let typed = || {
         (' '..='~')
-            .find(|&ch| !ch.is_ascii_uppercase() && us_layout(ch) == Some((c.usage, false)))
+            .find(|&ch| !ch.is_ascii_uppercase() && us_layout(ch) == Some((c.usage(), false)))
             .filter(|ch| *ch != ' ')
     };
-    let function = || match c.usage {
+    let function = || match c.usage() {
         u if (usage::F1..usage::F1 + 12).contains(&u) => Some(u - usage::F1 + 1),
         u if (usage::F13..usage::F13 + 12).contains(&u) => Some(u - usage::F13 + 13),
         _ => None,
@@ -239,7 +241,7 @@ pub fn chord_name(c: Chord) -> String {
         (Some(n), _, _) => out.push_str(n),
         (None, Some(ch), _) => out.push(ch),
         (None, None, Some(n)) => out.push_str(&format!("f{n}")),
-        _ => out.push_str(&format!("usage-{:#04x}", c.usage)),
+        _ => out.push_str(&format!("usage-{:#04x}", c.usage())),
     }
     out
 }

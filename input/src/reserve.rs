@@ -9,7 +9,7 @@
 //! meanwhile, so no VM ever sees half of it; a release of a key pressed before
 //! the chord was reserved still passes, so no VM is left holding it.
 
-use authority_abi::input::{Chord, InputEvent, MODIFIER_FIRST};
+use authority_abi::input::{modifier_bit, Chord, InputEvent};
 
 /// What becomes of one physical input event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +26,12 @@ pub enum Claim {
 #[derive(Debug, Default, Clone)]
 pub struct Reserve {
     chord: Option<Chord>,
-    /// Modifier keys held (bit `n`: usage `MODIFIER_FIRST + n`).
+    /// Modifier keys held (a HID modifier byte).
     modifiers: u8,
-    /// The usage of a claimed press not yet released.
-    claimed: Option<u8>,
+    /// The usages whose press was claimed and whose release has not come (one
+    /// bit per usage: a chord may change while its key is held, and the next
+    /// one be pressed before it is released).
+    claimed: [u64; 4],
 }
 
 impl Reserve {
@@ -38,7 +40,7 @@ impl Reserve {
         Reserve {
             chord: None,
             modifiers: 0,
-            claimed: None,
+            claimed: [0; 4],
         }
     }
 
@@ -56,8 +58,7 @@ impl Reserve {
         let InputEvent::Key { usage, pressed } = *e else {
             return Claim::Pass;
         };
-        if usage >= MODIFIER_FIRST {
-            let bit = 1u8 << (usage - MODIFIER_FIRST);
+        if let Some(bit) = modifier_bit(usage) {
             if pressed {
                 self.modifiers |= bit;
             } else {
@@ -65,16 +66,17 @@ impl Reserve {
             }
             return Claim::Pass;
         }
+        let (word, bit) = (usize::from(usage / 64), 1u64 << (usage % 64));
         if !pressed {
-            if self.claimed == Some(usage) {
-                self.claimed = None;
+            if self.claimed[word] & bit != 0 {
+                self.claimed[word] &= !bit;
                 return Claim::Swallowed;
             }
             return Claim::Pass;
         }
         match self.chord {
-            Some(c) if c.usage == usage && c.held(self.modifiers) => {
-                self.claimed = Some(usage);
+            Some(c) if c.usage() == usage && c.held(self.modifiers) => {
+                self.claimed[word] |= bit;
                 Claim::Pressed(c)
             }
             _ => Claim::Pass,
@@ -152,5 +154,24 @@ mod tests {
         assert_eq!(r.chord(), None);
         assert_eq!(r.claim(&key(HOME, false)), Claim::Swallowed);
         assert_eq!(r.claim(&key(HOME, true)), Claim::Pass);
+    }
+
+    #[test]
+    fn two_chords_held_across_a_change_are_both_swallowed() {
+        const END: u8 = 0x4d;
+        let home = Chord::new(CTRL, HOME).unwrap();
+        let end = Chord::new(CTRL, END).unwrap();
+        let mut r = Reserve::default();
+        r.set(Some(home));
+        assert_eq!(r.claim(&key(LCTRL, true)), Claim::Pass);
+        assert_eq!(r.claim(&key(HOME, true)), Claim::Pressed(home));
+        r.set(Some(end));
+        assert_eq!(r.claim(&key(END, true)), Claim::Pressed(end));
+        assert_eq!(r.claim(&key(HOME, false)), Claim::Swallowed);
+        assert_eq!(r.claim(&key(END, false)), Claim::Swallowed);
+        // Usages past the modifiers are keys like any other, never modifiers.
+        assert_eq!(r.claim(&key(0xff, true)), Claim::Pass);
+        assert_eq!(r.claim(&key(0xff, false)), Claim::Pass);
+        assert_eq!(r.claim(&key(END, true)), Claim::Pressed(end));
     }
 }

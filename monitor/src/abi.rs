@@ -71,17 +71,23 @@ pub trait AbiTarget: VmControl {
         let _ = vm;
         unsupported("vm start")
     }
-    /// `vm`'s ABI state and flags (`VM_PRESENTED` …) for VM_LIST and state
-    /// events; by default its [`VmControl::list`] state and no flags.
-    fn abi_state(&self, vm: &str) -> Option<(call::VmState, u32)> {
-        self.list().into_iter().find(|v| v.name == vm).map(|v| {
-            let s = match v.state {
+    /// `vm`'s ABI state (`None`: no such VM) for VM_LIST, the calls' VM checks
+    /// and state events — each call asks it of every VM, before and after;
+    /// by default its [`VmControl::list`] state.
+    fn abi_state(&self, vm: &str) -> Option<call::VmState> {
+        self.list()
+            .into_iter()
+            .find(|v| v.name == vm)
+            .map(|v| match v.state {
                 VmState::Running => call::VmState::Running,
                 VmState::Paused => call::VmState::Paused,
                 VmState::Off => call::VmState::Off,
-            };
-            (s, 0)
-        })
+            })
+    }
+    /// `vm`'s flags (`VM_PRESENTED` …) for VM_LIST alone; by default none.
+    fn abi_flags(&self, vm: &str) -> u32 {
+        let _ = vm;
+        0
     }
     /// `vm`'s policy bits (the registry's).
     fn policy(&self, vm: &str) -> Result<u32, ControlError> {
@@ -367,10 +373,7 @@ impl Dispatcher {
         for v in ctl.list() {
             self.id_of(&v.name);
         }
-        self.ids
-            .iter()
-            .map(|n| ctl.abi_state(n).map(|(s, _)| s))
-            .collect()
+        self.ids.iter().map(|n| ctl.abi_state(n)).collect()
     }
 
     fn refuse(&mut self, s: AbiStatus) -> AbiStatus {
@@ -467,7 +470,8 @@ impl Dispatcher {
                 let fit = (out.len / VM_ENTRY_SIZE as u64) as usize;
                 for (i, v) in vms.iter().take(fit).enumerate() {
                     let id = self.id_of(&v.name);
-                    let (state, flags) = ctl.abi_state(&v.name).unwrap_or((call::VmState::Off, 0));
+                    let state = ctl.abi_state(&v.name).unwrap_or(call::VmState::Off);
+                    let flags = ctl.abi_flags(&v.name);
                     let mut name = [0u8; VM_NAME_MAX];
                     let n = v.name.len().min(VM_NAME_MAX);
                     name[..n].copy_from_slice(&v.name.as_bytes()[..n]);

@@ -242,19 +242,20 @@ impl AbiTarget for Model {
         v.state = VmState::Running;
         Ok(())
     }
-    fn abi_state(&self, vm: &str) -> Option<(call::VmState, u32)> {
+    fn abi_state(&self, vm: &str) -> Option<call::VmState> {
         let v = self.vms.iter().find(|v| v.name == vm)?;
-        let s = match v.state {
+        Some(match v.state {
             VmState::Running => call::VmState::Running,
             VmState::Paused => call::VmState::Paused,
             VmState::Off => call::VmState::Off,
-        };
-        let flags = if vm == "linux" && self.presented {
+        })
+    }
+    fn abi_flags(&self, vm: &str) -> u32 {
+        if vm == "linux" && self.presented {
             VM_PRESENTED
         } else {
             0
-        };
-        Some((s, flags))
+        }
     }
     fn policy(&self, vm: &str) -> Result<u32, ControlError> {
         self.vms

@@ -204,8 +204,9 @@ fn pointer_clicks_gaze_and_typing_reach_the_guest_only_where_and_while_they_shou
 
     // Typed while interactive only: `echo hi` and Enter, each key down then up;
     // then the physical keyboard's `a` (the VM has the keyboard since the quad
-    // click); then of RayOS's ctrl+alt+home only the modifiers, released when
-    // the key's leave hid the VM; the physical releases after it are RayOS's.
+    // click); then of RayOS's ctrl+alt+home only the modifiers and their
+    // releases (by the leave hiding the VM, or the physical ones if they came
+    // first), never Home.
     let keys: Vec<(u16, i32)> = keyboard
         .iter()
         .filter(|e| e.ty == EV_KEY)
