@@ -129,11 +129,32 @@ pub fn start(vm: Vm, guest: &'static Vm) {
     );
 }
 
-/// An authority `HVC #0` in the ABI's range (x0..x7 in `vcpu`): posts it for a
-/// guest vCPU and waits for the answer, which goes to x0 (x1..x3 cleared).
+/// Calls that touch no VM's execution — the session's own (VERSION, REPLY), the
+/// VM list, a console's bytes (`attach` polls CONSOLE_READ every 5 ms), the
+/// reserved key: they run on the partition's own vCPU at once, where the
+/// others wait for a guest vCPU's checkpoint (a VM at a clean point), so an
+/// attached console does not interrupt the guest 200 times a second.
+fn runs_on_partition(fid: u64) -> bool {
+    use authority_abi::call::func;
+    [
+        func::VERSION,
+        func::REPLY,
+        func::VM_LIST,
+        func::CONSOLE_READ,
+        func::CONSOLE_WRITE,
+        func::RESERVE_KEY,
+    ]
+    .iter()
+    .any(|&n| fid == u64::from(authority_abi::fid(n)))
+}
+
+/// An authority `HVC #0` in the ABI's range (x0..x7 in `vcpu`): runs it here
+/// ([`runs_on_partition`]) or posts it for a guest vCPU, and waits for the
+/// answer, which goes to x0 (x1..x3 cleared).
 pub fn call(vm: &Vm, vcpu: &mut Vcpu) {
     let mut x = [0u64; 8];
     x.copy_from_slice(&vcpu.regs.x[..8]);
+    let here = runs_on_partition(x[0]);
     *ANSWER.lock() = None;
     *REQUEST.lock() = Some(x);
     CALL_PENDING.store(true, Ordering::Release);
@@ -142,9 +163,9 @@ pub fn call(vm: &Vm, vcpu: &mut Vcpu) {
         if let Some(o) = ANSWER.lock().take() {
             break o;
         }
-        if crate::guests::still_on() == 0 {
-            // No guest vCPU will reach a checkpoint: the call runs here (unless a
-            // guest's last checkpoint is running it: then its answer comes).
+        if here || crate::guests::still_on() == 0 {
+            // No guest vCPU need (or will) reach a checkpoint: the call runs here
+            // (unless a guest's checkpoint is running it: then its answer comes).
             crate::control::serve_on_partition(vm, vcpu);
             if ANSWER.lock().is_some() {
                 continue;
@@ -283,9 +304,12 @@ pub fn call_pending() -> bool {
     CALL_PENDING.load(Ordering::Acquire)
 }
 
-/// At a guest vCPU's checkpoint: runs the waiting call, if any, on `target` and
-/// wakes the partition with its answer.
-pub fn serve(target: &mut dyn monitor::abi::AbiTarget) {
+/// Runs the waiting call, if any, on `target` — at a guest vCPU's checkpoint,
+/// then waking the partition with its answer, or on the partition's own vCPU
+/// (`on_partition`), which must not wake itself: a wake-up left pending would
+/// end its next WFI at once, and the partition, scheduled above the guests,
+/// would spin its idle loop and starve a guest sharing its CPU.
+pub fn serve(target: &mut dyn monitor::abi::AbiTarget, on_partition: bool) {
     let Some(x) = REQUEST.lock().take() else {
         return;
     };
@@ -308,7 +332,9 @@ pub fn serve(target: &mut dyn monitor::abi::AbiTarget) {
         None => return,
     };
     *ANSWER.lock() = Some(outcome);
-    crate::smp::wake_vcpu(auth, 0);
+    if !on_partition {
+        crate::smp::wake_vcpu(auth, 0);
+    }
 }
 
 /// The partition's RAM as the ABI dispatcher reads and writes it.

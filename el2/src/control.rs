@@ -213,7 +213,7 @@ fn run_pending(vm: &Vm, vcpu: &mut Vcpu) {
             .is_none_or(|p| core::ptr::eq(p, vm) || p.stopping() == Some(StopReason::PoweredOff))
     {
         let here = vcpu.idx;
-        crate::authority::serve(&mut El2Control { vm, here, vcpu });
+        crate::authority::serve(&mut El2Control { vm, here, vcpu }, false);
         if crate::suspend::suspended() && crate::guests::still_on() == 0 {
             // The call suspended the last guest: its further calls run on the
             // partition's own vCPU (`authority::call`).
@@ -228,14 +228,16 @@ fn run_pending(vm: &Vm, vcpu: &mut Vcpu) {
 }
 
 /// Runs the authority partition's waiting call on its own vCPU `vcpu` (of the
-/// partition `vm`): for when no guest vCPU is left to take it at a checkpoint.
-/// A call that needs a guest's own vCPU (a snapshot) is refused as such.
+/// partition `vm`): a call that touches no VM's execution
+/// (`authority::runs_on_partition`), or any when no guest vCPU is left to take
+/// it at a checkpoint. A call that needs a guest's own vCPU (a snapshot) is
+/// refused as such.
 pub fn serve_on_partition(vm: &Vm, vcpu: &mut Vcpu) {
     let Some(_exec) = EXEC.try_lock() else {
         return;
     };
     let here = vcpu.idx;
-    crate::authority::serve(&mut El2Control { vm, here, vcpu });
+    crate::authority::serve(&mut El2Control { vm, here, vcpu }, true);
 }
 
 /// Where `vcpu` may stop or run monitor commands: called at the end of
