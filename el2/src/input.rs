@@ -414,10 +414,12 @@ pub fn route(vm: &Vm, events: &[InputEvent], here: usize) -> Tally {
 fn route_physical(events: &[InputEvent]) {
     // Topmost first, as the display draws them; VMs not on it after.
     let stacking = crate::display::stacking();
-    let maps: Vec<(&'static Vm, Option<input::PointerMap>)> = ROUTING
-        .lock()
-        .iter()
-        .map(|r| (r.vm, crate::display::pointer_map(r.vm)))
+    // The maps are read before the routing's lock is taken (the display's
+    // locks are never taken under it).
+    let vms: Vec<&'static Vm> = ROUTING.lock().iter().map(|r| r.vm).collect();
+    let maps: Vec<(&'static Vm, Option<input::PointerMap>)> = vms
+        .into_iter()
+        .map(|vm| (vm, crate::display::pointer_map(vm)))
         .collect();
     let mut kept = Vec::new();
     {

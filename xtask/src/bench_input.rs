@@ -50,8 +50,9 @@
 //! configuration, beside the authority partition, which boots the VM hidden
 //! and without input: the script first does what the shell's `present linux`
 //! does (`display present linux fullscreen`, `input interactive linux on`, as
-//! `monitor` lines, which go to the partition's shell) and attaches the
-//! console. The partition decides where physical input may go; el2 delivers
+//! `monitor` lines, which go to the partition's shell), attaches the console
+//! to type `go` and detaches it again (Ctrl-]: an attached shell polls the
+//! guest's console every 5 ms). The partition decides where physical input may go; el2 delivers
 //! each event by those decisions without waking it (docs/architecture.md,
 //! "Who owns physical input").
 //!
@@ -117,12 +118,16 @@ pub fn script(present: bool) -> String {
     let mut s = String::from("expect lat-ready\n");
     if present {
         // The partition's `present linux`, in the monitor's words (a script's
-        // `monitor` line goes to the partition's shell), then the console.
+        // `monitor` line goes to the partition's shell), then the console for
+        // `go`, given back at once (Ctrl-]): an attached shell polls the guest's
+        // console every 5 ms, which is the serial line's cost, not input's. The
+        // guest's lines reach the serial line either way.
         s.push_str(
-            "monitor display present linux fullscreen\nmonitor input interactive linux on\nattach linux\n",
+            "monitor display present linux fullscreen\nmonitor input interactive linux on\nattach linux\nsend go\nsend \\x1d\n",
         );
+    } else {
+        s.push_str("send go\n");
     }
-    s.push_str("send go\n");
     for i in 0..EVENTS {
         let x = MOVE_X[i as usize % 2];
         s.push_str(&format!(
@@ -508,8 +513,9 @@ mod tests {
     fn the_script_answers_each_mark_with_one_move_and_parses() {
         let hyp = crate::script::parse(&script(true)).unwrap();
         let bare = crate::script::parse(&script(false)).unwrap();
-        // Identical but for the hypervisor side's presentation step.
-        assert_eq!(hyp.len(), bare.len() + 1);
+        // Identical but for the hypervisor side's presentation and console
+        // steps (present, interactive, attach, detach).
+        assert_eq!(hyp.len(), bare.len() + 4);
         let qmps = |s: &[Step]| {
             s.iter()
                 .filter(|s| matches!(s.action, crate::script::Action::Qmp { .. }))
