@@ -4,7 +4,8 @@
 //! Ctrl-U, terminal escape sequences skipped, lines of at most
 //! [`monitor::LINE_MAX`] bytes). A line is one of the shell's own commands
 //! (`present`, `leave`, `vm start`, `input type` with unquoted text,
-//! `input script`, `script`, `scripts`, `capture`, `attach`, `help`) or else a monitor
+//! `input script`, `input kept`, `input reserve`, `script`, `scripts`,
+//! `capture`, `frames`, `attach`, `help`) or else a monitor
 //! command run by [`monitor::execute`] over [`Authority`], with the monitor's
 //! status line. `attach NAME` hands the serial line to the VM's console until
 //! `Ctrl-]` ([`monitor::ESCAPE`]).
@@ -387,7 +388,10 @@ impl Shell {
                 Ok(()) => ok(t, &format!("vm {vm} presented fullscreen, interactive")),
                 Err(e) => err(t, &e),
             },
-            ["leave", vm] => self.leave(vm, ctl, t),
+            ["leave", vm] => match leave(vm, ctl) {
+                Ok(text) => ok(t, &text),
+                Err(text) => err(t, &text),
+            },
             ["vm", "start", vm] => match ctl.start(vm) {
                 Ok(()) => ok(t, &format!("vm {vm} started")),
                 Err(e) => err(t, &format!("{e}")),
@@ -485,13 +489,6 @@ impl Shell {
             }
         }
         After::Nothing
-    }
-
-    fn leave(&mut self, vm: &str, ctl: &mut dyn Authority, t: &mut dyn Terminal) {
-        match leave(vm, ctl) {
-            Ok(text) => ok(t, &text),
-            Err(text) => err(t, &text),
-        }
     }
 
     fn run_script(&mut self, vm: &str, file: &str, ctl: &mut dyn Authority, t: &mut dyn Terminal) {

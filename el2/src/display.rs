@@ -268,8 +268,8 @@ impl HostGpu {
             rects
         } else {
             bounds = rects.iter().skip(1).fold(rects[0], |b, r| b.union(r));
-            // Every slot in flight: the device answers as it works through
-            // them (no guest is involved); one that does not within
+            // With every slot in flight, wait for the device to finish a pair
+            // (it works through them on its own); one that does not within
             // `STUCK_MS` is broken, and this frame is not shown.
             let freq = read_sysreg!("CNTFRQ_EL0").max(1);
             let give_up = read_sysreg!("CNTPCT_EL0") + freq * STUCK_MS / 1000;
